@@ -9,6 +9,7 @@ mod access_policy;
 mod access_request;
 mod condition;
 mod connection;
+pub mod manifests;
 
 pub use access_policy::*;
 pub use access_request::*;
