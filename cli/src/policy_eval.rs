@@ -1,0 +1,235 @@
+//! `kubectl sluice policy eval`: decide a statement or request from manifests on disk.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sluice_crds::manifests::ManifestSet;
+use sluice_crds::{Action, Protocol};
+use sluice_policy::engine::{CompiledPolicy, Decision, Identity, PolicySet, SecretSource};
+use sluice_policy::http::HttpRequest;
+use sluice_policy::sql::SqlDialect;
+
+/// Arguments of `policy eval`.
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// A YAML file or a folder of YAML files (Namespace, Secret, Connection, AccessPolicy).
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// The workload identity, as NAMESPACE/SERVICEACCOUNT.
+    #[arg(long = "as")]
+    identity: String,
+    /// Extra groups of the identity (besides the service-account groups), comma-separated.
+    #[arg(long = "as-group", value_delimiter = ',')]
+    groups: Vec<String>,
+    /// The Connection the statement or request is sent on.
+    #[arg(long)]
+    connection: String,
+    /// A SQL string (several statements allowed) for a postgres or mysql Connection.
+    #[arg(long, conflicts_with = "http", required_unless_present = "http")]
+    sql: Option<String>,
+    /// An HTTP request line for an http Connection, e.g. "POST /v1/refunds?mode=full".
+    #[arg(long)]
+    http: Option<String>,
+    /// The JSON body of the HTTP request.
+    #[arg(long, requires = "http")]
+    body: Option<String>,
+}
+
+/// Why the evaluation could not be made (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// Reading the manifests failed.
+    #[error(transparent)]
+    Manifests(#[from] sluice_crds::manifests::ManifestError),
+    /// `--as` is not NAMESPACE/SERVICEACCOUNT.
+    #[error("--as {0:?}: expected NAMESPACE/SERVICEACCOUNT, e.g. shop/report-job")]
+    Identity(String),
+    /// The Connection is not in the manifests.
+    #[error("Connection {name:?} not found in namespace {namespace:?} of the given manifests")]
+    UnknownConnection {
+        /// Namespace searched.
+        namespace: String,
+        /// Connection name.
+        name: String,
+    },
+    /// The input does not fit the Connection's protocol.
+    #[error("Connection {name:?} speaks {protocol}: use {flag}")]
+    WrongProtocol {
+        /// Connection name.
+        name: String,
+        /// Its protocol.
+        protocol: &'static str,
+        /// The flag to use instead.
+        flag: &'static str,
+    },
+    /// A policy does not compile.
+    #[error("AccessPolicy {policy:?}: {source}")]
+    Policy {
+        /// The policy.
+        policy: String,
+        /// Why.
+        #[source]
+        source: sluice_policy::engine::CompileError,
+    },
+    /// `--http` is not `METHOD PATH`.
+    #[error("--http {0:?}: expected \"METHOD /path[?query]\", e.g. \"POST /v1/refunds\"")]
+    RequestLine(String),
+    /// `--body` is not JSON.
+    #[error("--body is not valid JSON: {0}")]
+    Body(#[source] serde_json::Error),
+}
+
+/// The printed decision.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Output {
+    action: Action,
+    policy: Option<String>,
+    rule: Option<String>,
+    dry_run: bool,
+    /// What actually happens (differs from `action` only in dry run).
+    enforced: Action,
+    reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parse_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    statements: Option<Vec<StatementOutput>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatementOutput {
+    kind: sluice_crds::StatementKind,
+    tables: Vec<String>,
+    functions: Vec<String>,
+    action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
+    redacted: String,
+}
+
+struct ManifestSecrets<'a> {
+    set: &'a ManifestSet,
+    namespace: &'a str,
+}
+
+impl SecretSource for ManifestSecrets<'_> {
+    fn secret_key(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+        self.set.secret_key(self.namespace, name, key).map(<[u8]>::to_vec)
+    }
+}
+
+/// Runs `policy eval`: prints the decision as one JSON object; exit 0.
+pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
+    let mut identity =
+        Identity::parse(&args.identity).ok_or_else(|| EvalError::Identity(args.identity.clone()))?;
+    identity.groups.extend(args.groups.iter().filter(|g| !g.is_empty()).cloned());
+    let set = ManifestSet::load(&args.file, &identity.namespace)?;
+    let ns = identity.namespace.clone();
+    let connection = set.connection(&ns, &args.connection).ok_or_else(|| {
+        EvalError::UnknownConnection { namespace: ns.clone(), name: args.connection.clone() }
+    })?;
+    let secrets = ManifestSecrets { set: &set, namespace: &ns };
+    let policies = set
+        .policies_in(&ns)
+        .map(|p| {
+            CompiledPolicy::compile(p, &secrets).map(Arc::new).map_err(|source| EvalError::Policy {
+                policy: p.metadata.name.clone().unwrap_or_default(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let hash_key = connection
+        .spec
+        .credentials
+        .hash_key_secret_ref
+        .as_ref()
+        .and_then(|r| set.secret_key(&ns, &r.name, &r.key));
+    let protocol = connection.spec.protocol;
+    let policy_set = PolicySet::select(&policies, &identity, &args.connection, hash_key);
+
+    let output = match (protocol, &args.sql, &args.http) {
+        (Protocol::Postgres | Protocol::Mysql, Some(sql), _) => {
+            let dialect =
+                if protocol == Protocol::Mysql { SqlDialect::Mysql } else { SqlDialect::Postgres };
+            match &policy_set {
+                None => from_decision(Decision::not_bound(&identity, &args.connection), None, None),
+                Some(ps) => {
+                    let d = ps.decide_sql(sql, dialect);
+                    let statements = d
+                        .statements
+                        .iter()
+                        .map(|(s, sd)| StatementOutput {
+                            kind: s.kind,
+                            tables: s.tables.clone(),
+                            functions: s.functions.clone(),
+                            action: sd.action,
+                            rule: sd.rule.clone(),
+                            redacted: s.redacted.clone(),
+                        })
+                        .collect();
+                    from_decision(d.decision, Some(statements), d.parse_error)
+                }
+            }
+        }
+        (Protocol::Http, _, Some(line)) => {
+            let (method, target) = line
+                .trim()
+                .split_once(' ')
+                .filter(|(m, t)| !m.is_empty() && t.trim_start().starts_with('/'))
+                .ok_or_else(|| EvalError::RequestLine(line.clone()))?;
+            let target = target.trim();
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let body = args
+                .body
+                .as_deref()
+                .map(serde_json::from_str::<serde_json::Value>)
+                .transpose()
+                .map_err(EvalError::Body)?;
+            let req = HttpRequest { method, path, query, body: body.as_ref() };
+            let decision = match &policy_set {
+                None => Decision::not_bound(&identity, &args.connection),
+                Some(ps) => ps.decide_http(&req),
+            };
+            from_decision(decision, None, None)
+        }
+        (Protocol::Http, _, None) => {
+            return Err(EvalError::WrongProtocol {
+                name: args.connection.clone(),
+                protocol: "http",
+                flag: "--http \"METHOD /path\"",
+            });
+        }
+        (p, _, _) => {
+            return Err(EvalError::WrongProtocol {
+                name: args.connection.clone(),
+                protocol: p.as_str(),
+                flag: "--sql",
+            });
+        }
+    };
+    // Serialising plain data cannot fail; fall back to a minimal object if it ever does.
+    let json = serde_json::to_string(&output)
+        .unwrap_or_else(|e| format!("{{\"action\":\"deny\",\"reason\":\"internal: {e}\"}}"));
+    println!("{json}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn from_decision(
+    d: Decision,
+    statements: Option<Vec<StatementOutput>>,
+    parse_error: Option<String>,
+) -> Output {
+    Output {
+        action: d.action,
+        policy: d.policy,
+        rule: d.rule,
+        dry_run: d.dry_run,
+        enforced: d.enforced,
+        reason: d.reason,
+        parse_error,
+        statements,
+    }
+}
