@@ -50,24 +50,11 @@
 //! re-masking a hash would break the equality the hash strategy exists to keep.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use base64::Engine as _;
 use regex::Regex;
 use sluice_crds::Detector;
-
-/// A detector's regular expression failed to compile (a bug in this module,
-/// caught by its tests; never caused by user input).
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the built-in {detector:?} detector's pattern does not compile; this is a bug in sluice-policy"
-)]
-pub struct DetectorError {
-    /// The detector whose pattern failed.
-    pub detector: Detector,
-    /// The compilation error.
-    #[source]
-    pub source: regex::Error,
-}
 
 /// One sensitive span of a text: its byte range and the detector that found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,15 +66,16 @@ pub struct Finding {
     pub detector: Detector,
 }
 
-/// The compiled detectors of one or more masking rules.
+/// The detectors of one or more masking rules. Cheap to build and clone: the
+/// regular expressions are compiled once per process and shared.
 #[derive(Clone, Debug, Default)]
 pub struct DetectorSet {
     detectors: Vec<Detector>,
-    patterns: Patterns,
 }
 
-/// Compiled patterns; `None` for detectors not in the set (or not regex-based).
-#[derive(Clone, Debug, Default)]
+/// The compiled patterns; `None` only if a built-in pattern failed to compile
+/// (a bug caught by this module's tests), in which case the detector fails
+/// closed: every text that passes its pre-check is one whole finding.
 struct Patterns {
     ssn: Option<Regex>,
     email: Option<Regex>,
@@ -113,44 +101,29 @@ const AWS_SECRET: &str = r#"(?i:(?:aws)?[_\-. ]?secret[_\-. ]?(?:access)?[_\-. ]
 const PEM_BEGIN: &str = r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----";
 const PEM_END: &str = r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----";
 
-fn compile(detector: Detector, pattern: &str) -> Result<Option<Regex>, DetectorError> {
-    Regex::new(pattern)
-        .map(Some)
-        .map_err(|source| DetectorError { detector, source })
-}
+static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
+    ssn: Regex::new(SSN).ok(),
+    email: Regex::new(EMAIL).ok(),
+    phone_intl: Regex::new(PHONE_INTL).ok(),
+    phone_nanp: Regex::new(PHONE_NANP).ok(),
+    iban: Regex::new(IBAN).ok(),
+    jwt: Regex::new(JWT).ok(),
+    aws_key_id: Regex::new(AWS_KEY_ID).ok(),
+    aws_secret: Regex::new(AWS_SECRET).ok(),
+    pem_begin: Regex::new(PEM_BEGIN).ok(),
+    pem_end: Regex::new(PEM_END).ok(),
+});
 
 impl DetectorSet {
-    /// Compiles the given detectors (duplicates are ignored).
-    pub fn new(detectors: &[Detector]) -> Result<Self, DetectorError> {
+    /// The set of the given detectors (duplicates are ignored).
+    pub fn new(detectors: &[Detector]) -> Self {
         let mut list = detectors.to_vec();
         list.sort();
         list.dedup();
-        let mut p = Patterns::default();
-        for &d in &list {
-            match d {
-                Detector::CreditCard => {}
-                Detector::Ssn => p.ssn = compile(d, SSN)?,
-                Detector::Email => p.email = compile(d, EMAIL)?,
-                Detector::Phone => {
-                    p.phone_intl = compile(d, PHONE_INTL)?;
-                    p.phone_nanp = compile(d, PHONE_NANP)?;
-                }
-                Detector::Iban => p.iban = compile(d, IBAN)?,
-                Detector::Jwt => p.jwt = compile(d, JWT)?,
-                Detector::AwsKey => {
-                    p.aws_key_id = compile(d, AWS_KEY_ID)?;
-                    p.aws_secret = compile(d, AWS_SECRET)?;
-                }
-                Detector::PrivateKey => {
-                    p.pem_begin = compile(d, PEM_BEGIN)?;
-                    p.pem_end = compile(d, PEM_END)?;
-                }
-            }
+        if !list.is_empty() {
+            LazyLock::force(&PATTERNS);
         }
-        Ok(DetectorSet {
-            detectors: list,
-            patterns: p,
-        })
+        DetectorSet { detectors: list }
     }
 
     /// Whether the set has no detector (then nothing is ever found).
@@ -185,37 +158,33 @@ impl DetectorSet {
     }
 
     fn find_one(&self, d: Detector, text: &str, out: &mut Vec<Finding>) {
-        let p = &self.patterns;
+        let p = &*PATTERNS;
         let mut push = |range: Range<usize>| out.push(Finding { range, detector: d });
+        let whole = 0..text.len();
         match d {
             Detector::CreditCard => find_cards(text, &mut push),
-            Detector::Ssn => {
-                if let Some(re) = &p.ssn {
-                    find_ssns(re, text, &mut push);
-                }
-            }
-            Detector::Email => {
-                if let Some(re) = &p.email {
-                    re.find_iter(text).for_each(|m| push(m.range()));
-                }
-            }
-            Detector::Phone => {
-                if let (Some(intl), Some(nanp)) = (&p.phone_intl, &p.phone_nanp) {
-                    find_phones(intl, nanp, text, &mut push);
-                }
-            }
-            Detector::Iban => {
-                if let Some(re) = &p.iban {
-                    find_ibans(re, text, &mut push);
-                }
-            }
-            Detector::Jwt => {
-                if let Some(re) = &p.jwt {
-                    find_jwts(re, text, &mut push);
-                }
-            }
-            Detector::AwsKey => {
-                if let (Some(ids), Some(secrets)) = (&p.aws_key_id, &p.aws_secret) {
+            Detector::Ssn => match &p.ssn {
+                Some(re) => find_ssns(re, text, &mut push),
+                None => push(whole),
+            },
+            Detector::Email => match &p.email {
+                Some(re) => re.find_iter(text).for_each(|m| push(m.range())),
+                None => push(whole),
+            },
+            Detector::Phone => match (&p.phone_intl, &p.phone_nanp) {
+                (Some(intl), Some(nanp)) => find_phones(intl, nanp, text, &mut push),
+                _ => push(whole),
+            },
+            Detector::Iban => match &p.iban {
+                Some(re) => find_ibans(re, text, &mut push),
+                None => push(whole),
+            },
+            Detector::Jwt => match &p.jwt {
+                Some(re) => find_jwts(re, text, &mut push),
+                None => push(whole),
+            },
+            Detector::AwsKey => match (&p.aws_key_id, &p.aws_secret) {
+                (Some(ids), Some(secrets)) => {
                     ids.find_iter(text).for_each(|m| push(m.range()));
                     for c in secrets.captures_iter(text) {
                         if let Some(m) = c.get(1) {
@@ -223,12 +192,12 @@ impl DetectorSet {
                         }
                     }
                 }
-            }
-            Detector::PrivateKey => {
-                if let (Some(begin), Some(end)) = (&p.pem_begin, &p.pem_end) {
-                    find_pem_blocks(begin, end, text, &mut push);
-                }
-            }
+                _ => push(whole),
+            },
+            Detector::PrivateKey => match (&p.pem_begin, &p.pem_end) {
+                (Some(begin), Some(end)) => find_pem_blocks(begin, end, text, &mut push),
+                _ => push(whole),
+            },
         }
     }
 }
@@ -560,7 +529,7 @@ mod tests {
     use super::*;
 
     fn set(d: Detector) -> DetectorSet {
-        DetectorSet::new(&[d]).expect("built-in patterns compile")
+        DetectorSet::new(&[d])
     }
 
     fn found(d: Detector, text: &str) -> Vec<&str> {
@@ -587,6 +556,25 @@ mod tests {
                 Vec::<&str>::new(),
                 "{d:?} should find nothing in {text:?}"
             );
+        }
+    }
+
+    #[test]
+    fn every_built_in_pattern_compiles() {
+        let p = &*PATTERNS;
+        for (name, re) in [
+            ("ssn", &p.ssn),
+            ("email", &p.email),
+            ("phone_intl", &p.phone_intl),
+            ("phone_nanp", &p.phone_nanp),
+            ("iban", &p.iban),
+            ("jwt", &p.jwt),
+            ("aws_key_id", &p.aws_key_id),
+            ("aws_secret", &p.aws_secret),
+            ("pem_begin", &p.pem_begin),
+            ("pem_end", &p.pem_end),
+        ] {
+            assert!(re.is_some(), "pattern {name} does not compile");
         }
     }
 
@@ -789,8 +777,7 @@ mod tests {
 
     #[test]
     fn overlapping_findings_merge_and_stay_sorted() {
-        let all = DetectorSet::new(&[Detector::Email, Detector::Phone, Detector::CreditCard])
-            .expect("compiles");
+        let all = DetectorSet::new(&[Detector::Email, Detector::Phone, Detector::CreditCard]);
         let text = "x +14155552671 and 4111111111111111 and a@example.com";
         let got: Vec<(&str, Detector)> = all
             .find(text)
@@ -820,7 +807,7 @@ mod tests {
 
     #[test]
     fn hash_mask_output_is_never_a_finding() {
-        let all = DetectorSet::new(&[Detector::CreditCard]).expect("compiles");
+        let all = DetectorSet::new(&[Detector::CreditCard]);
         // Digests whose leading or trailing digits are a Luhn-valid card number.
         assert!(all.contains_any("4111111111111111"));
         assert!(!all.contains_any("hmac:4111111111111111abcdefabcdefabcd"));
@@ -830,7 +817,7 @@ mod tests {
 
     #[test]
     fn empty_set_finds_nothing_and_cheap_texts_are_skipped() {
-        let none = DetectorSet::new(&[]).expect("compiles");
+        let none = DetectorSet::new(&[]);
         assert!(none.is_empty());
         assert!(none.find("4111111111111111 a@example.com").is_empty());
         let all = DetectorSet::new(&[
@@ -842,8 +829,7 @@ mod tests {
             Detector::Jwt,
             Detector::AwsKey,
             Detector::PrivateKey,
-        ])
-        .expect("compiles");
+        ]);
         assert!(!all.is_empty());
         assert!(!all.contains_any("shipped, awaiting pickup at the depot"));
         assert!(all.contains_any("é 4111111111111111 ü"));
@@ -851,7 +837,7 @@ mod tests {
 
     #[test]
     fn findings_are_on_char_boundaries() {
-        let all = DetectorSet::new(&[Detector::Email, Detector::CreditCard]).expect("compiles");
+        let all = DetectorSet::new(&[Detector::Email, Detector::CreditCard]);
         let text = "ünïcödé→alice@example.com←4111111111111111…";
         for f in all.find(text) {
             assert!(text.is_char_boundary(f.range.start) && text.is_char_boundary(f.range.end));
