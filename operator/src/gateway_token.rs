@@ -1,0 +1,6 @@
+//! placeholder
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("x")]
+    X,
+}

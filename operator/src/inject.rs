@@ -1,0 +1,731 @@
+//! Sidecar injection: the pure heart of the mutating webhook on pods (DESIGN §5).
+//!
+//! [`inject`] takes the pod the API server sent and an [`InjectConfig`] the
+//! webhook resolved (the Connections of the pod's namespace and which of them the
+//! pod's service account is bound to), and returns the mutated pod together with
+//! the RFC 6902 JSON patch the admission response carries. It does no I/O, so the
+//! webhook handler stays thin and every decision here is covered by the golden
+//! files in `testdata/inject/`.
+//!
+//! Decisions worth knowing (they are also in the golden files):
+//! - Only `sluice.dev/inject: "true"` injects; `"false"` or no annotation passes
+//!   the pod through untouched; any other value is refused so a typo is noticed.
+//! - With native sidecars the sidecar is the *first* init container, so app init
+//!   containers after it (migrations, seeders) can already reach the databases
+//!   through it; they get the `inject.env` variables too. In the fallback (a
+//!   regular container, clusters older than 1.29) init containers run before the
+//!   sidecar exists, so they get no variables.
+//! - When an app container already sets a variable the webhook would inject, the
+//!   app's own value is kept (the pod author decided), the skip is recorded in the
+//!   `sluice.dev/env-not-injected` annotation and returned as an admission warning.
+//!   Injected variables are put *before* the app's own, so the app's variables may
+//!   refer to them with `$(DATABASE_URL)`.
+//! - Refused: `shareProcessNamespace` and `hostPID` (the app could read the
+//!   sidecar's memory, and with it the credentials), `hostNetwork` (the loopback
+//!   listeners would be reachable by every process on the node), unknown or
+//!   unbound connections, and ports that clash.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sluice_crds::{Connection, Protocol};
+
+/// Pod annotation that opts a pod in: `sluice.dev/inject: "true"`.
+pub const INJECT_ANNOTATION: &str = "sluice.dev/inject";
+/// Optional pod annotation naming the Connections to serve, comma separated.
+pub const CONNECTIONS_ANNOTATION: &str = "sluice.dev/connections";
+/// Written on injection: the revision of the injector that mutated the pod.
+/// Its presence is what makes re-admission a no-op.
+pub const INJECTED_REVISION_ANNOTATION: &str = "sluice.dev/injected-revision";
+/// Written on injection: the Connections the sidecar serves, comma separated.
+pub const INJECTED_CONNECTIONS_ANNOTATION: &str = "sluice.dev/injected-connections";
+/// Written when an app container already set a variable the webhook would have
+/// injected: `container/VARIABLE` entries, comma separated.
+pub const ENV_NOT_INJECTED_ANNOTATION: &str = "sluice.dev/env-not-injected";
+/// The container `kubectl logs` and `kubectl exec` pick when none is named.
+pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+
+/// Name of the injected container.
+pub const SIDECAR_CONTAINER_NAME: &str = "sluice-sidecar";
+/// Name of the projected service-account token volume.
+pub const TOKEN_VOLUME_NAME: &str = "sluice-token";
+/// Where the token volume is mounted in the sidecar.
+pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/sluice.dev/serviceaccount";
+/// The token file the sidecar reads (`SLUICE_TOKEN_FILE`).
+pub const TOKEN_FILE: &str = "/var/run/secrets/sluice.dev/serviceaccount/token";
+/// Audience of the projected token; the gateway's TokenReview asks for it.
+pub const TOKEN_AUDIENCE: &str = "sluice.dev";
+/// Lifetime of the projected token. 600 s is the shortest the API server
+/// accepts; the kubelet rotates it at 80 % of its life.
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 600;
+/// The sidecar's own user and group: not the app's, so the app cannot read its
+/// memory or signal it even when both are non-root.
+pub const SIDECAR_UID: i64 = 65532;
+/// Name of the sidecar's admin port (probes, metrics). At most 15 characters.
+pub const ADMIN_PORT_NAME: &str = "sluice-admin";
+
+/// Environment variables the injected sidecar reads.
+pub mod env {
+    /// HTTPS URL of the operator's gateway API.
+    pub const GATEWAY_URL: &str = "SLUICE_GATEWAY_URL";
+    /// Path of the projected service-account token.
+    pub const TOKEN_FILE: &str = "SLUICE_TOKEN_FILE";
+    /// PEM of the operator's CA, which signs the gateway's serving certificate.
+    pub const CA_PEM: &str = "SLUICE_CA_PEM";
+    /// Connections the sidecar serves, comma separated.
+    pub const CONNECTIONS: &str = "SLUICE_CONNECTIONS";
+    /// Address of the admin server (`/readyz`, `/healthz`, `/metrics`).
+    pub const ADMIN_ADDR: &str = "SLUICE_ADMIN_ADDR";
+    /// Pod name, from the downward API.
+    pub const POD_NAME: &str = "SLUICE_POD_NAME";
+    /// Pod namespace, from the downward API.
+    pub const POD_NAMESPACE: &str = "SLUICE_POD_NAMESPACE";
+    /// Pod UID, from the downward API.
+    pub const POD_UID: &str = "SLUICE_POD_UID";
+    /// The pod's service account, from the downward API.
+    pub const SERVICE_ACCOUNT: &str = "SLUICE_SERVICE_ACCOUNT";
+}
+
+/// Everything [`inject`] needs besides the pod, resolved by the webhook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InjectConfig {
+    /// Revision recorded in `sluice.dev/injected-revision` (e.g. the operator's
+    /// version and a hash of its injection settings).
+    pub revision: String,
+    /// Sidecar image reference.
+    pub image: String,
+    /// `imagePullPolicy` of the sidecar; the cluster default when `None`.
+    pub image_pull_policy: Option<String>,
+    /// HTTPS URL of the gateway API, as the sidecar reaches it.
+    pub gateway_url: String,
+    /// PEM of the operator's CA (public data).
+    pub ca_pem: String,
+    /// Port of the sidecar's admin server, bound on all pod addresses because
+    /// the kubelet probes it from outside the pod.
+    pub admin_port: u16,
+    /// Whether the cluster supports native sidecars (1.29+): an init container
+    /// with `restartPolicy: Always`. When false, a regular container is used.
+    pub native_sidecars: bool,
+    /// Resources of the sidecar container (from Helm values).
+    pub resources: ResourceRequirements,
+    /// The pod's service account, as the webhook read it (`default` when unset);
+    /// used in messages only.
+    pub service_account: String,
+    /// Every Connection in the pod's namespace, and whether the pod's service
+    /// account is bound to it by an AccessPolicy.
+    pub connections: Vec<ConnectionTarget>,
+}
+
+/// What the injector needs to know about one Connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionTarget {
+    /// Name of the Connection.
+    pub name: String,
+    /// Its protocol, which decides the URL scheme of the injected variable.
+    pub protocol: Protocol,
+    /// Loopback port the sidecar serves it on (`spec.listen.port`).
+    pub listen_port: u16,
+    /// Database name for SQL connections (`spec.upstream.database`).
+    pub database: Option<String>,
+    /// Variable injected into app containers (`spec.inject.env`), if any.
+    pub inject_env: Option<String>,
+    /// Whether an AccessPolicy binds the pod's service account to it.
+    pub bound: bool,
+}
+
+impl ConnectionTarget {
+    /// Reads the fields the injector needs from a Connection.
+    pub fn from_connection(connection: &Connection, bound: bool) -> Self {
+        ConnectionTarget {
+            name: connection.metadata.name.clone().unwrap_or_default(),
+            protocol: connection.spec.protocol,
+            listen_port: connection.spec.listen.port,
+            database: connection.spec.upstream.database.clone(),
+            inject_env: connection.spec.inject.as_ref().map(|i| i.env.clone()),
+            bound,
+        }
+    }
+
+    /// The URL an app uses to reach this Connection through the sidecar.
+    ///
+    /// MySQL gets `127.0.0.1` rather than `localhost` because libmysqlclient
+    /// takes `localhost` to mean its Unix socket, which the sidecar does not serve.
+    pub fn local_url(&self) -> String {
+        let db = self.database.as_deref().unwrap_or_default();
+        match self.protocol {
+            Protocol::Postgres => format!("postgres://localhost:{}/{db}", self.listen_port),
+            Protocol::Mysql => format!("mysql://127.0.0.1:{}/{db}", self.listen_port),
+            Protocol::Http => format!("http://localhost:{}", self.listen_port),
+        }
+    }
+}
+
+/// Sidecar resources used when the Helm values give none: small requests, and a
+/// memory limit so a leak cannot starve the app. No CPU limit, to avoid
+/// throttling on the data path.
+pub fn default_sidecar_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("10m".into())),
+            ("memory".to_string(), Quantity("32Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("128Mi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// What [`inject`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pod did not opt in; it passes unchanged.
+    NotRequested,
+    /// The pod already carries `sluice.dev/injected-revision`; nothing to do.
+    AlreadyInjected,
+    /// The sidecar was added, serving these Connections.
+    Injected {
+        /// Names of the Connections served, in the order they were injected.
+        connections: Vec<String>,
+    },
+}
+
+/// The result of [`inject`]: the mutated pod, the patch that produces it, and
+/// warnings for the admission response.
+#[derive(Clone, Debug)]
+pub struct Injection {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The pod as it will be stored (equal to the input unless injected).
+    pub pod: Pod,
+    /// RFC 6902 patch turning the admitted pod into [`Injection::pod`]; empty
+    /// unless injected.
+    pub patch: json_patch::Patch,
+    /// Human-readable notes for the admission response's `warnings` (kubectl
+    /// prints them).
+    pub warnings: Vec<String>,
+}
+
+/// Why a pod was refused. Each message names the pod's field or Connection at
+/// fault and what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// An annotation has a value the injector cannot read.
+    #[error("annotation {annotation}={value:?} is not valid: {reason}")]
+    InvalidAnnotation {
+        /// The annotation key.
+        annotation: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong and what is expected.
+        reason: &'static str,
+    },
+    /// The pod shares a process namespace with something the sidecar cannot trust.
+    #[error(
+        "pod sets spec.{field}: true, so the app could read the Sluice sidecar's memory and the credentials it holds; remove {field} or remove the {INJECT_ANNOTATION} annotation"
+    )]
+    SharedProcessNamespace {
+        /// `shareProcessNamespace` or `hostPID`.
+        field: &'static str,
+    },
+    /// The pod uses the node's network namespace.
+    #[error(
+        "pod sets spec.hostNetwork: true, so the sidecar's loopback listeners would be reachable by every process on the node; remove hostNetwork or remove the {INJECT_ANNOTATION} annotation"
+    )]
+    HostNetwork,
+    /// The pod has no spec or no containers.
+    #[error("pod has no containers; nothing to inject into")]
+    NoContainers,
+    /// A requested Connection does not exist in the namespace.
+    #[error(
+        "Connection {name:?} named in {CONNECTIONS_ANNOTATION} does not exist in this namespace (known: {known}); create it or fix the annotation"
+    )]
+    UnknownConnection {
+        /// The requested name.
+        name: String,
+        /// The Connections that do exist, comma separated (or `none`).
+        known: String,
+    },
+    /// A requested Connection exists but no AccessPolicy binds the pod's service account to it.
+    #[error(
+        "service account {service_account:?} is not bound to Connection {name:?}: no AccessPolicy in this namespace names both; add the service account to an AccessPolicy's subjects for that Connection, or drop it from {CONNECTIONS_ANNOTATION}"
+    )]
+    ConnectionNotBound {
+        /// The Connection.
+        name: String,
+        /// The pod's service account.
+        service_account: String,
+    },
+    /// The pod asked for injection but its service account may use nothing.
+    #[error(
+        "service account {service_account:?} is bound to no Connection in this namespace, so the sidecar would serve nothing; create an AccessPolicy whose subjects include it (the pod is admitted on the next retry), or remove the {INJECT_ANNOTATION} annotation"
+    )]
+    NoBoundConnections {
+        /// The pod's service account.
+        service_account: String,
+    },
+    /// Two things in the pod want the same port.
+    #[error(
+        "port {port} is wanted by both {first} and {second}; change one of them (a Connection's spec.listen.port, or the container port)"
+    )]
+    PortClash {
+        /// The port.
+        port: u16,
+        /// The first claimant, e.g. `Connection "orders-db"`.
+        first: String,
+        /// The second claimant, e.g. `container "app"`.
+        second: String,
+    },
+    /// Two requested Connections inject the same variable.
+    #[error(
+        "Connections {first:?} and {second:?} both inject the variable {variable}; request only one of them with {CONNECTIONS_ANNOTATION}, or change one's spec.inject.env"
+    )]
+    EnvClash {
+        /// The variable name.
+        variable: String,
+        /// The first Connection.
+        first: String,
+        /// The second Connection.
+        second: String,
+    },
+    /// A name the injector adds is already used by the pod for something else.
+    #[error(
+        "the pod already has a {kind} named {name:?}, a name the Sluice sidecar needs; rename it"
+    )]
+    ReservedName {
+        /// `container` or `volume`.
+        kind: &'static str,
+        /// The name.
+        name: &'static str,
+    },
+    /// The pod could not be turned into JSON to compute the patch.
+    #[error("could not serialise the pod to compute the admission patch")]
+    Serialize(#[source] serde_json::Error),
+}
+
+/// The service account a pod runs as: `spec.serviceAccountName`, or `default`
+/// as the API server fills in when it is unset.
+pub fn service_account_of(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+/// Mutates `pod` as DESIGN §5 describes and returns the result with its patch.
+///
+/// Pods that did not opt in, and pods injected before, come back unchanged with
+/// an empty patch.
+pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
+    let unchanged = |outcome| Injection {
+        outcome,
+        pod: pod.clone(),
+        patch: json_patch::Patch(Vec::new()),
+        warnings: Vec::new(),
+    };
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    match annotations.get(INJECT_ANNOTATION).map(|v| v.trim()) {
+        None | Some("false") => return Ok(unchanged(Outcome::NotRequested)),
+        Some("true") => {}
+        Some(other) => {
+            return Err(InjectError::InvalidAnnotation {
+                annotation: INJECT_ANNOTATION,
+                value: other.to_string(),
+                reason: "expected \"true\" or \"false\"",
+            });
+        }
+    }
+    if annotations.contains_key(INJECTED_REVISION_ANNOTATION) {
+        return Ok(unchanged(Outcome::AlreadyInjected));
+    }
+    let spec = pod.spec.as_ref().ok_or(InjectError::NoContainers)?;
+    check_pod(spec)?;
+    let selected = select_connections(annotations.get(CONNECTIONS_ANNOTATION), cfg)?;
+    check_ports(spec, &selected, cfg.admin_port)?;
+    check_env(&selected)?;
+
+    let runs_to_completion = is_run_to_completion(pod);
+    let mut mutated = pod.clone();
+    let mut warnings = Vec::new();
+    let names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
+    let spec = mutated.spec.get_or_insert_with(PodSpec::default);
+    let first_app = spec
+        .containers
+        .first()
+        .map(|c| c.name.clone())
+        .ok_or(InjectError::NoContainers)?;
+
+    let mut not_injected = Vec::new();
+    for container in &mut spec.containers {
+        add_app_env(container, &selected, &mut not_injected);
+    }
+    let sidecar = sidecar_container(cfg, &names);
+    if cfg.native_sidecars {
+        let init = spec.init_containers.get_or_insert_with(Vec::new);
+        for container in init.iter_mut() {
+            add_app_env(container, &selected, &mut not_injected);
+        }
+        init.insert(0, sidecar);
+    } else {
+        if spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()) {
+            warnings.push(
+                "this cluster has no native sidecars: init containers run before the Sluice sidecar starts and cannot reach its Connections".to_string(),
+            );
+        }
+        if runs_to_completion {
+            warnings.push(
+                "this cluster has no native sidecars: the Sluice sidecar runs as a regular container and keeps running after the app exits, so this Job's pod will not complete on its own".to_string(),
+            );
+        }
+        spec.containers.insert(0, sidecar);
+    }
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .push(token_volume());
+
+    for (container, variable) in &not_injected {
+        warnings.push(format!(
+            "container {container:?} already sets {variable}; kept its value, so it does not point at the Sluice sidecar"
+        ));
+    }
+    let meta_annotations = mutated
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new);
+    meta_annotations.insert(
+        INJECTED_REVISION_ANNOTATION.to_string(),
+        cfg.revision.clone(),
+    );
+    meta_annotations.insert(INJECTED_CONNECTIONS_ANNOTATION.to_string(), names.join(","));
+    meta_annotations
+        .entry(DEFAULT_CONTAINER_ANNOTATION.to_string())
+        .or_insert(first_app);
+    if !not_injected.is_empty() {
+        let entries: Vec<String> = not_injected
+            .iter()
+            .map(|(c, v)| format!("{c}/{v}"))
+            .collect();
+        meta_annotations.insert(ENV_NOT_INJECTED_ANNOTATION.to_string(), entries.join(","));
+    }
+
+    let before = serde_json::to_value(pod).map_err(InjectError::Serialize)?;
+    let after = serde_json::to_value(&mutated).map_err(InjectError::Serialize)?;
+    Ok(Injection {
+        outcome: Outcome::Injected { connections: names },
+        pod: mutated,
+        patch: json_patch::diff(&before, &after),
+        warnings,
+    })
+}
+
+/// Whether the pod is meant to finish (a Job's pod, or any pod that is not
+/// restarted), which a never-exiting regular sidecar would prevent.
+fn is_run_to_completion(pod: &Pod) -> bool {
+    let owned_by_job = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "Job");
+    let restart = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
+    owned_by_job || matches!(restart, Some("Never" | "OnFailure"))
+}
+
+/// Refuses pod shapes in which the sidecar cannot keep its secrets.
+fn check_pod(spec: &PodSpec) -> Result<(), InjectError> {
+    if spec.share_process_namespace == Some(true) {
+        return Err(InjectError::SharedProcessNamespace {
+            field: "shareProcessNamespace",
+        });
+    }
+    if spec.host_pid == Some(true) {
+        return Err(InjectError::SharedProcessNamespace { field: "hostPID" });
+    }
+    if spec.host_network == Some(true) {
+        return Err(InjectError::HostNetwork);
+    }
+    if spec.containers.is_empty() {
+        return Err(InjectError::NoContainers);
+    }
+    let all = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    if all
+        .map(|c| c.name.as_str())
+        .any(|n| n == SIDECAR_CONTAINER_NAME)
+    {
+        return Err(InjectError::ReservedName {
+            kind: "container",
+            name: SIDECAR_CONTAINER_NAME,
+        });
+    }
+    if spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == TOKEN_VOLUME_NAME)
+    {
+        return Err(InjectError::ReservedName {
+            kind: "volume",
+            name: TOKEN_VOLUME_NAME,
+        });
+    }
+    Ok(())
+}
+
+/// The Connections the sidecar will serve: those named by the annotation, in
+/// its order, or else every bound one, by name.
+fn select_connections<'a>(
+    requested: Option<&String>,
+    cfg: &'a InjectConfig,
+) -> Result<Vec<&'a ConnectionTarget>, InjectError> {
+    let Some(requested) = requested else {
+        let mut bound: Vec<&ConnectionTarget> =
+            cfg.connections.iter().filter(|c| c.bound).collect();
+        bound.sort_by(|a, b| a.name.cmp(&b.name));
+        bound.dedup_by(|a, b| a.name == b.name);
+        if bound.is_empty() {
+            return Err(InjectError::NoBoundConnections {
+                service_account: cfg.service_account.clone(),
+            });
+        }
+        return Ok(bound);
+    };
+    let mut seen = BTreeSet::new();
+    let mut selected = Vec::new();
+    for name in requested
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        if !seen.insert(name) {
+            continue;
+        }
+        let Some(target) = cfg.connections.iter().find(|c| c.name == name) else {
+            let mut known: Vec<&str> = cfg.connections.iter().map(|c| c.name.as_str()).collect();
+            known.sort_unstable();
+            return Err(InjectError::UnknownConnection {
+                name: name.to_string(),
+                known: if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+            });
+        };
+        if !target.bound {
+            return Err(InjectError::ConnectionNotBound {
+                name: name.to_string(),
+                service_account: cfg.service_account.clone(),
+            });
+        }
+        selected.push(target);
+    }
+    if selected.is_empty() {
+        return Err(InjectError::InvalidAnnotation {
+            annotation: CONNECTIONS_ANNOTATION,
+            value: requested.clone(),
+            reason: "expected a comma-separated list of Connection names; omit the annotation to get every Connection the service account is bound to",
+        });
+    }
+    Ok(selected)
+}
+
+/// Every port binds in the pod's one network namespace, so a listener, the
+/// admin server and an app container port must all differ.
+fn check_ports(
+    spec: &PodSpec,
+    selected: &[&ConnectionTarget],
+    admin_port: u16,
+) -> Result<(), InjectError> {
+    let mut claimed: BTreeMap<u16, String> = BTreeMap::new();
+    let mut claim = |port: u16, who: String| match claimed.get(&port) {
+        Some(first) => Err(InjectError::PortClash {
+            port,
+            first: first.clone(),
+            second: who,
+        }),
+        None => {
+            claimed.insert(port, who);
+            Ok(())
+        }
+    };
+    claim(admin_port, "the Sluice sidecar's admin server".to_string())?;
+    for target in selected {
+        claim(target.listen_port, format!("Connection {:?}", target.name))?;
+    }
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers);
+    for container in containers {
+        for port in container.ports.iter().flatten() {
+            let tcp = port.protocol.as_deref().is_none_or(|p| p == "TCP");
+            if let (true, Ok(number)) = (tcp, u16::try_from(port.container_port)) {
+                claim(number, format!("container {:?}", container.name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two Connections writing the same variable would leave the app with
+/// whichever came last; refuse instead of guessing.
+fn check_env(selected: &[&ConnectionTarget]) -> Result<(), InjectError> {
+    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    for target in selected {
+        if let Some(variable) = target.inject_env.as_deref() {
+            if let Some(first) = owners.insert(variable, &target.name) {
+                return Err(InjectError::EnvClash {
+                    variable: variable.to_string(),
+                    first: first.to_string(),
+                    second: target.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts the Connections' variables in front of the container's own, skipping
+/// (and recording) the ones the container already sets.
+fn add_app_env(
+    container: &mut Container,
+    selected: &[&ConnectionTarget],
+    not_injected: &mut Vec<(String, String)>,
+) {
+    let mut injected = Vec::new();
+    for target in selected {
+        let Some(variable) = target.inject_env.as_deref() else {
+            continue;
+        };
+        if container.env.iter().flatten().any(|e| e.name == variable) {
+            not_injected.push((container.name.clone(), variable.to_string()));
+        } else {
+            injected.push(EnvVar {
+                name: variable.to_string(),
+                value: Some(target.local_url()),
+                value_from: None,
+            });
+        }
+    }
+    if !injected.is_empty() {
+        container
+            .env
+            .get_or_insert_with(Vec::new)
+            .splice(0..0, injected);
+    }
+}
+
+fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Container {
+    let plain = |name: &str, value: String| EnvVar {
+        name: name.to_string(),
+        value: Some(value),
+        value_from: None,
+    };
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: path.to_string(),
+            }),
+            ..Default::default()
+        }),
+    };
+    let probe = |period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/readyz".to_string()),
+            port: IntOrString::String(ADMIN_PORT_NAME.to_string()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    Container {
+        name: SIDECAR_CONTAINER_NAME.to_string(),
+        image: Some(cfg.image.clone()),
+        image_pull_policy: cfg.image_pull_policy.clone(),
+        args: Some(vec!["run".to_string()]),
+        // Only a native sidecar (an init container) carries a restart policy.
+        restart_policy: cfg.native_sidecars.then(|| "Always".to_string()),
+        env: Some(vec![
+            plain(env::GATEWAY_URL, cfg.gateway_url.clone()),
+            plain(env::TOKEN_FILE, TOKEN_FILE.to_string()),
+            plain(env::CA_PEM, cfg.ca_pem.clone()),
+            plain(env::CONNECTIONS, connections.join(",")),
+            plain(env::ADMIN_ADDR, format!("0.0.0.0:{}", cfg.admin_port)),
+            field(env::POD_NAME, "metadata.name"),
+            field(env::POD_NAMESPACE, "metadata.namespace"),
+            field(env::POD_UID, "metadata.uid"),
+            field(env::SERVICE_ACCOUNT, "spec.serviceAccountName"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some(ADMIN_PORT_NAME.to_string()),
+            container_port: i32::from(cfg.admin_port),
+            protocol: Some("TCP".to_string()),
+            ..Default::default()
+        }]),
+        // Two minutes to fetch a first bundle before the kubelet restarts it.
+        startup_probe: Some(probe(1, 120)),
+        readiness_probe: Some(probe(5, 3)),
+        resources: Some(cfg.resources.clone()),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(SIDECAR_UID),
+            run_as_group: Some(SIDECAR_UID),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".to_string()]),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: TOKEN_VOLUME_NAME.to_string(),
+            mount_path: TOKEN_MOUNT_PATH.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    }
+}
+
+fn token_volume() -> Volume {
+    Volume {
+        name: TOKEN_VOLUME_NAME.to_string(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: None,
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(TOKEN_AUDIENCE.to_string()),
+                    expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
+                    path: "token".to_string(),
+                }),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    }
+}
