@@ -1,0 +1,296 @@
+//! HTTP plumbing: TLS accept loop, authentication, routing, and responses.
+
+use super::error::ApiError;
+use super::registry::{ResourceType, Special};
+use super::{Inner, UserInfo, ops, table, tokens, watch};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// Response body: a full JSON document or a watch stream.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted; bigger ones are refused, not buffered.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+pub(super) async fn serve(inner: Arc<Inner>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let acceptor = acceptor.clone();
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            let service = hyper::service::service_fn(move |req| {
+                let inner = inner.clone();
+                async move { Ok::<_, Infallible>(handle(inner, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A parsed request.
+pub(super) struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    pub accept: String,
+    pub content_type: String,
+    pub body: Bytes,
+    pub user: UserInfo,
+    pub user_agent: String,
+}
+
+impl Req {
+    pub fn q(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    pub fn json_body(&self) -> Result<Value, ApiError> {
+        if self.body.is_empty() {
+            return Err(ApiError::bad_request("the request body is empty; send a JSON object"));
+        }
+        serde_json::from_slice(&self.body)
+            .or_else(|_| serde_yaml::from_slice::<Value>(&self.body))
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.query.get("dryRun").is_some_and(|v| v == "All")
+    }
+
+    /// The field manager: the query parameter, else the user agent's program name.
+    pub fn manager(&self) -> String {
+        match self.q("fieldManager") {
+            Some(m) => m.to_string(),
+            None => self.user_agent.split('/').next().unwrap_or("unknown").to_string(),
+        }
+    }
+}
+
+pub(super) fn json_response(code: u16, v: &Value) -> Response<Body> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache, private")
+        .body(Full::new(Bytes::from(body)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn error_response(err: &ApiError) -> Response<Body> {
+    json_response(err.code, &err.to_status())
+}
+
+async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let auth = header("authorization");
+    let user = auth.strip_prefix("Bearer ").and_then(|t| tokens::authenticate(&inner, t.trim()));
+    let path = parts.uri.path().to_string();
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+    tracing::debug!(method = %parts.method, %path, query = ?query, user = ?user.as_ref().map(|u| &u.username), "request");
+    let Some(user) = user else {
+        // Health and OIDC discovery are public in kube-apiserver too.
+        if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
+            return text("ok");
+        }
+        return error_response(&ApiError::unauthorized());
+    };
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error_response(&ApiError::custom(
+                413,
+                "RequestEntityTooLarge",
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            ));
+        }
+    };
+    let req = Req {
+        method: parts.method.clone(),
+        path,
+        query,
+        accept: header("accept"),
+        content_type: header("content-type"),
+        body,
+        user,
+        user_agent: header("user-agent"),
+    };
+    match route(&inner, &req).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            tracing::debug!(error = %err, "request failed");
+            error_response(&err)
+        }
+    }
+}
+
+fn text(s: &str) -> Response<Body> {
+    Response::builder()
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(s.to_string())).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// Where a resource request points.
+pub(super) struct Target {
+    pub rt: Arc<ResourceType>,
+    pub ns: String,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+}
+
+async fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<Body>, ApiError> {
+    let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let registry = inner.lock().registry.clone();
+    match segs.as_slice() {
+        ["healthz" | "livez" | "readyz"] => return Ok(text("ok")),
+        ["version"] => {
+            return Ok(json_response(
+                200,
+                &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-sluice-testcluster", "gitCommit": "",
+                    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "rust",
+                    "compiler": "rustc", "platform": "linux/amd64"}),
+            ));
+        }
+        ["api"] => {
+            return Ok(json_response(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+            ));
+        }
+        ["apis"] => return Ok(json_response(200, &registry.api_group_list())),
+        ["api", "v1"] => return found(registry.api_resource_list("", "v1"), &req.path),
+        ["apis", group] => return found(registry.api_group(group), &req.path),
+        ["apis", group, version] => return found(registry.api_resource_list(group, version), &req.path),
+        [".well-known", "openid-configuration"] => {
+            return Ok(json_response(
+                200,
+                &json!({"issuer": inner.issuer, "jwks_uri": format!("{}/openid/v1/jwks", inner.issuer),
+                    "response_types_supported": ["id_token"], "subject_types_supported": ["public"],
+                    "id_token_signing_alg_values_supported": ["ES256"]}),
+            ));
+        }
+        ["openid", "v1", "jwks"] => return Ok(json_response(200, &inner.signer.jwks())),
+        ["openapi", ..] => return Err(ApiError::no_route(&req.path)),
+        _ => {}
+    }
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::no_route(&req.path)),
+    };
+    let target = resolve(&registry, group, version, rest).ok_or_else(|| ApiError::no_route(&req.path))?;
+    dispatch(inner, req, target).await
+}
+
+fn found(v: Option<Value>, path: &str) -> Result<Response<Body>, ApiError> {
+    v.map(|v| json_response(200, &v)).ok_or_else(|| ApiError::no_route(path))
+}
+
+fn resolve(registry: &super::registry::Registry, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+    let find = |plural: &str| registry.find(group, version, plural);
+    let (ns, rest) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|t| t.namespaced) => {
+            (ns.to_string(), [&[*plural][..], tail].concat())
+        }
+        _ => (String::new(), rest.to_vec()),
+    };
+    let (plural, name, sub) = match rest.as_slice() {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(name.to_string()), None),
+        [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
+        _ => return None,
+    };
+    let rt = find(plural)?;
+    if rt.namespaced && ns.is_empty() && name.is_some() {
+        return None;
+    }
+    if !rt.namespaced && !ns.is_empty() {
+        return None;
+    }
+    Some(Target { rt, ns, name, sub })
+}
+
+async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<Body>, ApiError> {
+    match t.sub.as_deref() {
+        None => {}
+        Some("status") if t.rt.status => {}
+        Some("token") if t.rt.special == Special::ServiceAccount => {
+            if req.method != Method::POST {
+                return Err(ApiError::method_not_allowed("the token subresource only supports create (POST)"));
+            }
+            let out = tokens::token_request(inner, &t, req.json_body()?)?;
+            return Ok(json_response(201, &out));
+        }
+        Some(other) => return Err(ApiError::no_route(&format!("{}/{other}", t.rt.plural))),
+    }
+    if matches!(t.rt.special, Special::TokenReview | Special::SelfSubjectReview) {
+        if req.method != Method::POST || t.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!("{} only supports create", t.rt.plural)));
+        }
+        let out = if t.rt.special == Special::TokenReview {
+            tokens::token_review(inner, req.json_body()?)?
+        } else {
+            json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": null}, "status": {"userInfo": req.user.to_json()}})
+        };
+        return Ok(json_response(201, &out));
+    }
+    let wants_table = req.accept.contains("as=Table");
+    match (&req.method, &t.name) {
+        (&Method::GET, None) => {
+            if req.query.get("watch").is_some_and(|v| v == "true" || v == "1") {
+                return watch::watch(inner.clone(), req, &t);
+            }
+            let list = ops::list(inner, req, &t)?;
+            if wants_table {
+                return Ok(json_response(200, &table::table(&t.rt, &list, req)));
+            }
+            Ok(json_response(200, &list))
+        }
+        (&Method::GET, Some(name)) => {
+            let obj = ops::get(inner, &t, name)?;
+            if wants_table {
+                let list = json!({"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "items": [obj]});
+                return Ok(json_response(200, &table::table(&t.rt, &list, req)));
+            }
+            Ok(json_response(200, &obj))
+        }
+        (&Method::POST, None) => {
+            let obj = ops::create(inner, req, &t).await?;
+            Ok(json_response(201, &obj))
+        }
+        (&Method::PUT, Some(_)) => {
+            let obj = ops::update(inner, req, &t).await?;
+            Ok(json_response(200, &obj))
+        }
+        (&Method::PATCH, Some(_)) => {
+            let (code, obj) = ops::patch(inner, req, &t).await?;
+            Ok(json_response(code, &obj))
+        }
+        (&Method::DELETE, Some(_)) => {
+            let obj = ops::delete(inner, req, &t).await?;
+            Ok(json_response(200, &obj))
+        }
+        (&Method::DELETE, None) => {
+            let list = ops::delete_collection(inner, req, &t).await?;
+            Ok(json_response(200, &list))
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({} {})",
+            req.method, req.path
+        ))),
+    }
+}

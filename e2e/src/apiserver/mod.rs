@@ -1,0 +1,115 @@
+//! A small Kubernetes API server for tests.
+//!
+//! It keeps everything in memory and serves the parts of the Kubernetes API
+//! that kubectl and kube-rs use, with kube-apiserver's observable behaviour:
+//! discovery, CRUD and watch with resourceVersions, status subresources,
+//! patches, finalizers, service-account tokens, and admission webhooks.
+
+pub mod admission;
+pub mod error;
+mod http;
+mod ops;
+pub mod patch;
+pub mod registry;
+pub mod schema;
+pub mod selectors;
+pub mod store;
+mod table;
+mod tokens;
+mod watch;
+
+use crate::pki::TokenSigner;
+use registry::Registry;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use store::Store;
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserInfo {
+    /// `username` as kube reports it.
+    pub username: String,
+    /// A stable uid.
+    pub uid: String,
+    /// Groups, including `system:authenticated`.
+    pub groups: Vec<String>,
+    /// Extra attributes (bound pod of a service-account token, ...).
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// The JSON form used in AdmissionReview and TokenReview.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({"username": self.username, "uid": self.uid, "groups": self.groups});
+        if !self.extra.is_empty() {
+            v["extra"] = json!(self.extra);
+        }
+        v
+    }
+}
+
+/// Mutable server state behind one lock.
+pub(crate) struct State {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+}
+
+/// Shared server internals.
+pub struct Inner {
+    state: Mutex<State>,
+    changed: tokio::sync::watch::Sender<u64>,
+    signer: TokenSigner,
+    tokens: HashMap<String, UserInfo>,
+    ca_pem: String,
+    issuer: String,
+}
+
+/// Default audience of service-account tokens (kube's `--api-audiences`).
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+impl Inner {
+    /// Creates the state with the system namespaces.
+    pub fn new(tokens: HashMap<String, UserInfo>, ca_pem: String, signer: TokenSigner) -> Arc<Self> {
+        let (changed, _) = tokio::sync::watch::channel(0);
+        let inner = Arc::new(Self {
+            state: Mutex::new(State { store: Store::default(), registry: Arc::new(Registry::new(&[])) }),
+            changed,
+            signer,
+            tokens,
+            ca_pem,
+            issuer: API_AUDIENCE.to_string(),
+        });
+        {
+            let mut st = inner.lock();
+            for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                ops::seed_namespace(&mut st, ns, &inner.ca_pem);
+            }
+        }
+        inner
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough test state; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn notify(&self, rv: u64) {
+        self.changed.send_replace(rv);
+    }
+
+    /// Drops the watch history so that watches from older resourceVersions get 410 Gone.
+    pub fn compact(&self) {
+        let rv = {
+            let mut st = self.lock();
+            st.store.compact();
+            st.store.rv
+        };
+        self.notify(rv);
+    }
+
+    /// Serves HTTPS on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
+        http::serve(self, listener, tls).await
+    }
+}

@@ -1,0 +1,957 @@
+//! The verbs: get, list, create, update, patch, delete, and what they do to
+//! stored objects (status/main split, generation, finalizers, cascades).
+
+use super::admission::{self, Attrs};
+use super::error::{ApiError, Cause, qualified};
+use super::http::{Req, Target};
+use super::registry::{Registry, ResourceType, Special};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::store::{key_of, rv_of};
+use super::{Inner, State, patch, schema};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const CRD_STORAGE: &str = "apiextensions.k8s.io/customresourcedefinitions";
+const NS_STORAGE: &str = "/namespaces";
+
+/// RFC 3339 timestamp with second precision, as in `metadata.creationTimestamp`.
+pub fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// RFC 3339 timestamp with microseconds, as in `MicroTime` fields.
+pub fn now_micro() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+const EVENT_RENAMES: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+];
+
+fn rename(obj: &mut Value, from_core: bool) {
+    let Some(map) = obj.as_object_mut() else { return };
+    for (core, v1) in EVENT_RENAMES {
+        let (from, to) = if from_core { (core, v1) } else { (v1, core) };
+        if let Some(v) = map.remove(*from) {
+            map.insert(to.to_string(), v);
+        }
+    }
+}
+
+/// The object as served for `rt` (apiVersion/kind set, events converted).
+pub fn present(rt: &ResourceType, obj: &Value) -> Value {
+    let mut out = obj.clone();
+    if rt.special == Special::EventsV1 {
+        rename(&mut out, true);
+    }
+    out["apiVersion"] = Value::String(rt.api_version());
+    out["kind"] = Value::String(rt.kind.clone());
+    out
+}
+
+/// The stored form of an object received for `rt`.
+fn to_storage(rt: &ResourceType, obj: &Value) -> Value {
+    let mut out = obj.clone();
+    if rt.special == Special::EventsV1 {
+        rename(&mut out, false);
+        out["apiVersion"] = json!("v1");
+    } else {
+        out["apiVersion"] = Value::String(rt.api_version());
+    }
+    out["kind"] = Value::String(rt.kind.clone());
+    out
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj["metadata"][field].as_str().unwrap_or_default()
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect()
+}
+
+fn ensure_object(v: &mut Value, what: &str) -> Result<(), ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::bad_request(format!("{what} must be a JSON object")));
+    }
+    if !v["metadata"].is_object() {
+        v["metadata"] = json!({});
+    }
+    Ok(())
+}
+
+fn check_type(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    if let Some(av) = obj["apiVersion"].as_str() {
+        let ok = av == rt.api_version() || (rt.special == Special::EventsV1 && av == "v1");
+        if !ok && !rt.crd.as_ref().is_some_and(|_| av.starts_with(&format!("{}/", rt.group))) {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                rt.api_version()
+            )));
+        }
+    }
+    if let Some(kind) = obj["kind"].as_str()
+        && kind != rt.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            rt.kind
+        )));
+    }
+    Ok(())
+}
+
+/// DNS-1123 subdomain (most objects) or label (namespaces).
+fn name_problem(name: &str, label: bool) -> Option<String> {
+    let max = if label { 63 } else { 253 };
+    let valid_chars =
+        name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (!label && c == '.'));
+    let ends_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.len() <= max && valid_chars && ends_ok {
+        return None;
+    }
+    Some(if label {
+        format!(
+            "Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+        )
+    } else {
+        format!(
+            "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        )
+    })
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+/// GET of one object.
+pub(super) fn get(inner: &Inner, t: &Target, name: &str) -> Result<Value, ApiError> {
+    let st = inner.lock();
+    let obj = st.store.get(&t.rt.storage, &t.ns, name).ok_or_else(|| ApiError::not_found(&t.rt, name))?;
+    Ok(present(&t.rt, obj))
+}
+
+/// Label and field selectors of a list or watch request.
+pub(super) fn selectors(req: &Req, rt: &ResourceType) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())?;
+    let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default(), &rt.fields, &rt.kind)?;
+    Ok((labels, fields))
+}
+
+/// Whether a stored object matches the selectors, evaluated on its served form.
+pub(super) fn matches(rt: &ResourceType, obj: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+    if !labels.matches(&obj["metadata"]["labels"]) {
+        return false;
+    }
+    // Field labels of both event APIs are accepted; evaluate on the matching form.
+    let core = fields.matches(obj);
+    if rt.special == Special::EventsV1 || rt.special == Special::CoreEvent {
+        return core || fields.matches(&present_events_v1(obj));
+    }
+    core
+}
+
+fn present_events_v1(obj: &Value) -> Value {
+    let mut out = obj.clone();
+    rename(&mut out, true);
+    out
+}
+
+/// LIST.
+pub(super) fn list(inner: &Inner, req: &Req, t: &Target) -> Result<Value, ApiError> {
+    let (labels, fields) = selectors(req, &t.rt)?;
+    let limit: usize = req.q("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let after: Option<(String, String)> = match req.q("continue") {
+        Some(token) => {
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<(String, String)>(&b).ok())
+                .ok_or_else(|| ApiError::bad_request("the continue token is not valid; restart the list"))?;
+            Some(raw)
+        }
+        None => None,
+    };
+    let st = inner.lock();
+    let ns = if t.ns.is_empty() { None } else { Some(t.ns.as_str()) };
+    let mut items = Vec::new();
+    let mut more = false;
+    for obj in st.store.list(&t.rt.storage, ns) {
+        if after.as_ref().is_some_and(|a| key_of(obj) <= *a) {
+            continue;
+        }
+        if !matches(&t.rt, obj, &labels, &fields) {
+            continue;
+        }
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        items.push(present(&t.rt, obj));
+    }
+    let mut meta = json!({"resourceVersion": st.store.rv.to_string()});
+    if more && let Some(last) = items.last() {
+        let token = serde_json::to_vec(&key_of(last)).unwrap_or_default();
+        meta["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token));
+    }
+    Ok(json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": meta, "items": items}))
+}
+
+/// Ensures a namespace exists and accepts new content.
+fn check_namespace(st: &State, rt: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
+    if !rt.namespaced {
+        return Ok(());
+    }
+    let Some(nso) = st.store.get(NS_STORAGE, "", ns) else {
+        return Err(ApiError::custom(404, "NotFound", format!("namespaces \"{ns}\" not found")));
+    };
+    if !nso["metadata"]["deletionTimestamp"].is_null() {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            qualified(rt)
+        )));
+    }
+    Ok(())
+}
+
+/// Creates the content kube's controllers add to every namespace.
+pub(super) fn seed_namespace(st: &mut State, name: &str, ca_pem: &str) {
+    if st.store.get(NS_STORAGE, "", name).is_none() {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": name, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(),
+            "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        st.store.put(NS_STORAGE, ns);
+    }
+    seed_namespace_content(st, name, ca_pem);
+}
+
+fn seed_namespace_content(st: &mut State, name: &str, ca_pem: &str) {
+    if st.store.get("/serviceaccounts", name, "default").is_none() {
+        st.store.put(
+            "/serviceaccounts",
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name,
+                "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now()}}),
+        );
+    }
+    if st.store.get("/configmaps", name, "kube-root-ca.crt").is_none() {
+        st.store.put(
+            "/configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "namespace": name,
+                "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(),
+                "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+                "data": {"ca.crt": ca_pem}}),
+        );
+    }
+}
+
+/// Fills the defaults and server-set fields kube sets on create.
+fn prepare_create(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    match rt.special {
+        Special::Namespace => {
+            let name = meta_str(obj, "name").to_string();
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
+        Special::Pod => {
+            let spec = &mut obj["spec"];
+            if !spec.is_object() {
+                *spec = json!({});
+            }
+            for (k, v) in [
+                ("serviceAccountName", json!("default")),
+                ("restartPolicy", json!("Always")),
+                ("dnsPolicy", json!("ClusterFirst")),
+                ("schedulerName", json!("default-scheduler")),
+                ("terminationGracePeriodSeconds", json!(30)),
+                ("enableServiceLinks", json!(true)),
+                ("securityContext", json!({})),
+            ] {
+                if spec[k].is_null() {
+                    spec[k] = v;
+                }
+            }
+            for c in spec["containers"].as_array_mut().into_iter().flatten() {
+                if c["imagePullPolicy"].is_null() {
+                    let image = c["image"].as_str().unwrap_or_default();
+                    let latest = image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':');
+                    c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
+                }
+                for (k, v) in [
+                    ("terminationMessagePath", json!("/dev/termination-log")),
+                    ("terminationMessagePolicy", json!("File")),
+                    ("resources", json!({})),
+                ] {
+                    if c[k].is_null() {
+                        c[k] = v;
+                    }
+                }
+            }
+            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        }
+        Special::None if rt.kind == "Secret" => {
+            if obj["type"].is_null() {
+                obj["type"] = json!("Opaque");
+            }
+            move_string_data(obj);
+        }
+        Special::Crd => crd_prepare(obj)?,
+        _ => {
+            if rt.status {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn move_string_data(obj: &mut Value) {
+    let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
+    if !obj["data"].is_object() {
+        obj["data"] = json!({});
+    }
+    for (k, v) in string_data.as_object().into_iter().flatten() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+        obj["data"][k] = json!(encoded);
+    }
+}
+
+fn crd_prepare(obj: &mut Value) -> Result<(), ApiError> {
+    let group = obj["spec"]["group"].as_str().unwrap_or_default();
+    let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or_default();
+    let name = meta_str(obj, "name");
+    let rt = Registry::new(&[]).find("apiextensions.k8s.io", "v1", "customresourcedefinitions");
+    let mut causes = Vec::new();
+    if name != format!("{plural}.{group}") {
+        causes.push(Cause {
+            reason: "FieldValueInvalid",
+            field: "metadata.name".into(),
+            message: format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+        });
+    }
+    let versions = obj["spec"]["versions"].as_array().cloned().unwrap_or_default();
+    let storage: Vec<&Value> = versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).collect();
+    if storage.len() != 1 {
+        causes.push(Cause {
+            reason: "FieldValueInvalid",
+            field: "spec.versions".into(),
+            message: "Invalid value: must have exactly one version marked as storage version".into(),
+        });
+    }
+    if obj["spec"]["names"]["kind"].as_str().unwrap_or_default().is_empty() {
+        causes.push(Cause {
+            reason: "FieldValueRequired",
+            field: "spec.names.kind".into(),
+            message: "Required value".into(),
+        });
+    }
+    if let (false, Some(rt)) = (causes.is_empty(), rt) {
+        return Err(ApiError::invalid(&rt, name, causes));
+    }
+    let names = obj["spec"]["names"].clone();
+    let mut accepted = names.clone();
+    if accepted["singular"].is_null() {
+        accepted["singular"] = json!(names["kind"].as_str().unwrap_or_default().to_lowercase());
+    }
+    if accepted["listKind"].is_null() {
+        accepted["listKind"] = json!(format!("{}List", names["kind"].as_str().unwrap_or_default()));
+    }
+    obj["spec"]["names"] = accepted.clone();
+    if obj["spec"]["conversion"].is_null() {
+        obj["spec"]["conversion"] = json!({"strategy": "None"});
+    }
+    let stored = storage.first().and_then(|v| v["name"].as_str()).unwrap_or_default().to_string();
+    let ts = now();
+    obj["status"] = json!({
+        "acceptedNames": accepted,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": ts},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": ts},
+        ],
+        "storedVersions": [stored],
+    });
+    Ok(())
+}
+
+/// The field validation mode of a write (`Strict`, `Warn`, `Ignore`).
+fn field_validation(req: &Req) -> &str {
+    req.q("fieldValidation").unwrap_or("Warn")
+}
+
+/// Schema pruning, defaulting and validation for custom resources.
+fn schema_pipeline(rt: &ResourceType, req: &Req, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let Some(crd) = &rt.crd else { return Ok(()) };
+    let Some(sch) = &crd.schema else { return Ok(()) };
+    let pruned = schema::prune(sch, obj);
+    if !pruned.is_empty() && field_validation(req) == "Strict" {
+        let list: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+        return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+    }
+    *obj = schema::defaults(sch, obj);
+    let name = meta_str(obj, "name").to_string();
+    let causes = schema::validate(sch, rt, obj, old);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(rt, &name, causes));
+    }
+    Ok(())
+}
+
+fn strip(obj: &Value) -> Value {
+    let mut out = obj.clone();
+    if let Some(m) = out.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    out
+}
+
+fn same_ignoring_rv(a: &Value, b: &Value) -> bool {
+    let clean = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+            if let Some(mf) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
+                for e in mf {
+                    if let Some(e) = e.as_object_mut() {
+                        e.remove("time");
+                    }
+                }
+            }
+        }
+        v
+    };
+    clean(a) == clean(b)
+}
+
+/// CREATE (POST), also used by server-side apply of a new object.
+pub(super) async fn create(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Value, ApiError> {
+    let body = req.json_body()?;
+    create_object(inner, req, t, body, None).await
+}
+
+pub(super) async fn create_object(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+    body: Value,
+    managed: Option<Value>,
+) -> Result<Value, ApiError> {
+    let rt = &t.rt;
+    let mut obj = body;
+    ensure_object(&mut obj, "the object to create")?;
+    check_type(rt, &obj)?;
+    let mut obj = to_storage(rt, &obj);
+    if rt.namespaced {
+        let body_ns = meta_str(&obj, "namespace");
+        if !body_ns.is_empty() && body_ns != t.ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        obj["metadata"]["namespace"] = json!(t.ns);
+    } else if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("namespace");
+    }
+    if meta_str(&obj, "name").is_empty() {
+        let prefix = meta_str(&obj, "generateName").to_string();
+        if prefix.is_empty() {
+            return Err(ApiError::invalid(
+                rt,
+                "",
+                vec![Cause {
+                    reason: "FieldValueRequired",
+                    field: "metadata.name".into(),
+                    message: "Required value: name or generateName is required".into(),
+                }],
+            ));
+        }
+        obj["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
+    }
+    let name = meta_str(&obj, "name").to_string();
+    let is_event = matches!(rt.special, Special::CoreEvent | Special::EventsV1);
+    if let Some(problem) = name_problem(&name, rt.special == Special::Namespace)
+        && !is_event
+    {
+        return Err(ApiError::invalid(
+            rt,
+            &name,
+            vec![Cause { reason: "FieldValueInvalid", field: "metadata.name".into(), message: problem }],
+        ));
+    }
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        for k in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+            m.remove(k);
+        }
+        m.remove("managedFields");
+    }
+    check_namespace(&inner.lock(), rt, &t.ns, &name)?;
+    prepare_create(rt, &mut obj)?;
+    let presented = present(rt, &obj);
+    let attrs = Attrs { rt, sub: None, op: "CREATE", ns: &t.ns, name: &name, user: &req.user, old: None, dry_run: req.dry_run() };
+    let mut obj = admission::mutate(inner, &attrs, presented).await?;
+    schema_pipeline(rt, req, &mut obj, None)?;
+    admission::validate(inner, &attrs, Some(&obj)).await?;
+    let mut obj = to_storage(rt, &obj);
+    obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    obj["metadata"]["creationTimestamp"] = json!(now());
+    if rt.generation {
+        obj["metadata"]["generation"] = json!(1);
+    }
+    if let Some(mf) = managed {
+        obj["metadata"]["managedFields"] = mf;
+    }
+    if req.dry_run() {
+        return Ok(present(rt, &obj));
+    }
+    let stored = {
+        let mut st = inner.lock();
+        check_namespace(&st, rt, &t.ns, &name)?;
+        if st.store.get(&rt.storage, &t.ns, &name).is_some() {
+            return Err(ApiError::already_exists(rt, &name));
+        }
+        let stored = st.store.put(&rt.storage, obj);
+        match rt.special {
+            Special::Namespace => seed_namespace_content(&mut st, &name, &inner.ca_pem),
+            Special::Crd => rebuild_registry(&mut st),
+            _ => {}
+        }
+        inner.notify(st.store.rv);
+        stored
+    };
+    Ok(present(rt, &stored))
+}
+
+fn rebuild_registry(st: &mut State) {
+    let crds: Vec<Value> = st.store.list(CRD_STORAGE, None).into_iter().cloned().collect();
+    st.registry = Arc::new(Registry::new(&crds));
+}
+
+/// Applies the main/status split, immutable metadata and preconditions of an update.
+fn prepare_update(rt: &ResourceType, t: &Target, old: &Value, mut new: Value) -> Result<Value, ApiError> {
+    ensure_object(&mut new, "the updated object")?;
+    check_type(rt, &new)?;
+    let name = t.name.clone().unwrap_or_default();
+    let body_name = meta_str(&new, "name");
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if rt.namespaced {
+        let body_ns = meta_str(&new, "namespace");
+        if !body_ns.is_empty() && body_ns != t.ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    match new["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()) {
+        Some(rv) => {
+            if Some(rv) != old["metadata"]["resourceVersion"].as_str() {
+                return Err(ApiError::conflict(rt, &name));
+            }
+        }
+        None if !rt.unconditional_update => {
+            return Err(ApiError::invalid(
+                rt,
+                &name,
+                vec![Cause {
+                    reason: "FieldValueInvalid",
+                    field: "metadata.resourceVersion".into(),
+                    message: "Invalid value: 0x0: must be specified for an update".into(),
+                }],
+            ));
+        }
+        None => {}
+    }
+    if t.sub.as_deref() == Some("status") {
+        let mut out = old.clone();
+        match new.get("status") {
+            Some(s) if !s.is_null() => out["status"] = s.clone(),
+            _ => {
+                if let Some(m) = out.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        return Ok(out);
+    }
+    let mut out = new;
+    if rt.status {
+        match old.get("status") {
+            Some(s) => out["status"] = s.clone(),
+            None => {
+                if let Some(m) = out.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    if rt.special == Special::Namespace {
+        out["spec"] = old["spec"].clone();
+    }
+    if rt.kind == "Secret" {
+        move_string_data(&mut out);
+    }
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "resourceVersion",
+    ] {
+        match old["metadata"].get(k) {
+            Some(v) => out["metadata"][k] = v.clone(),
+            None => {
+                if let Some(m) = out["metadata"].as_object_mut() {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+    if out["metadata"].get("managedFields").is_none()
+        && let Some(mf) = old["metadata"].get("managedFields")
+    {
+        out["metadata"]["managedFields"] = mf.clone();
+    }
+    if !old["metadata"]["deletionTimestamp"].is_null() {
+        let before = finalizers(old);
+        let added: Vec<String> = finalizers(&out).into_iter().filter(|f| !before.contains(f)).collect();
+        if !added.is_empty() {
+            return Err(ApiError::invalid(
+                rt,
+                &name,
+                vec![Cause {
+                    reason: "FieldValueForbidden",
+                    field: "metadata.finalizers".into(),
+                    message: format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+                }],
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Read-modify-write of one object with the full admission pipeline.
+/// `change` gets the current served object and returns the requested one.
+pub(super) async fn modify<F>(inner: &Arc<Inner>, req: &Req, t: &Target, retries: usize, change: F) -> Result<Value, ApiError>
+where
+    F: Fn(&Value) -> Result<Value, ApiError>,
+{
+    let rt = &t.rt;
+    let name = t.name.clone().unwrap_or_default();
+    let mut attempt = 0;
+    loop {
+        let cur = {
+            let st = inner.lock();
+            st.store.get(&rt.storage, &t.ns, &name).cloned().ok_or_else(|| ApiError::not_found(rt, &name))?
+        };
+        let cur_p = present(rt, &cur);
+        let candidate = change(&cur_p)?;
+        let new = prepare_update(rt, t, &cur_p, candidate)?;
+        let attrs = Attrs {
+            rt,
+            sub: t.sub.as_deref(),
+            op: "UPDATE",
+            ns: &t.ns,
+            name: &name,
+            user: &req.user,
+            old: Some(&cur_p),
+            dry_run: req.dry_run(),
+        };
+        let mut new = admission::mutate(inner, &attrs, new).await?;
+        schema_pipeline(rt, req, &mut new, Some(&cur_p))?;
+        if rt.generation && strip(&new) != strip(&cur_p) {
+            let generation = cur_p["metadata"]["generation"].as_i64().unwrap_or(0);
+            new["metadata"]["generation"] = json!(generation + 1);
+        }
+        admission::validate(inner, &attrs, Some(&new)).await?;
+        if same_ignoring_rv(&new, &cur_p) {
+            return Ok(cur_p);
+        }
+        if req.dry_run() {
+            return Ok(new);
+        }
+        let mut st = inner.lock();
+        let now_rv = st.store.get(&rt.storage, &t.ns, &name).and_then(rv_of);
+        if now_rv != rv_of(&cur) {
+            drop(st);
+            if now_rv.is_none() {
+                return Err(ApiError::not_found(rt, &name));
+            }
+            if attempt < retries {
+                attempt += 1;
+                continue;
+            }
+            return Err(ApiError::conflict(rt, &name));
+        }
+        let stored = to_storage(rt, &new);
+        let out = if !stored["metadata"]["deletionTimestamp"].is_null() && finalizers(&stored).is_empty() {
+            remove_object(&mut st, &rt.storage, &t.ns, &name).unwrap_or(stored)
+        } else {
+            let out = st.store.put(&rt.storage, stored);
+            if rt.special == Special::Crd {
+                rebuild_registry(&mut st);
+            }
+            out
+        };
+        inner.notify(st.store.rv);
+        return Ok(present(rt, &out));
+    }
+}
+
+/// UPDATE (PUT).
+pub(super) async fn update(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Value, ApiError> {
+    let body = req.json_body()?;
+    modify(inner, req, t, 0, |_| Ok(body.clone())).await
+}
+
+/// PATCH: JSON patch, merge patch, strategic merge patch, or server-side apply.
+pub(super) async fn patch(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value), ApiError> {
+    let ct = req.content_type.split(';').next().unwrap_or_default().trim().to_string();
+    let rt = &t.rt;
+    match ct.as_str() {
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_slice(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}")))?;
+            let out = modify(inner, req, t, 5, |cur| {
+                let mut doc = cur.clone();
+                json_patch::patch(&mut doc, &ops)
+                    .map_err(|e| ApiError::custom(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+                Ok(doc)
+            })
+            .await?;
+            Ok((200, out))
+        }
+        "application/merge-patch+json" => {
+            let p = req.json_body()?;
+            let out = modify(inner, req, t, 5, |cur| {
+                let mut doc = cur.clone();
+                json_patch::merge(&mut doc, &p);
+                Ok(doc)
+            })
+            .await?;
+            Ok((200, out))
+        }
+        "application/strategic-merge-patch+json" => {
+            if rt.crd.is_some() {
+                return Err(ApiError::unsupported_media_type(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
+            }
+            let p = req.json_body()?;
+            let out = modify(inner, req, t, 5, |cur| patch::strategic_merge(cur, &p)).await?;
+            Ok((200, out))
+        }
+        "application/apply-patch+yaml" | "application/apply-patch+json" => apply(inner, req, t).await,
+        other => Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"
+        ))),
+    }
+}
+
+async fn apply(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value), ApiError> {
+    let Some(manager) = req.q("fieldManager").map(str::to_string) else {
+        return Err(ApiError::custom(
+            422,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    };
+    let force = req.q("force") == Some("true");
+    let applied = req.json_body()?;
+    if applied["apiVersion"].as_str().is_none() || applied["kind"].as_str().is_none() {
+        return Err(ApiError::bad_request("apiVersion and kind are required in an apply configuration"));
+    }
+    let name = t.name.clone().unwrap_or_default();
+    let exists = inner.lock().store.get(&t.rt.storage, &t.ns, &name).is_some();
+    let sub = t.sub.clone();
+    if !exists && sub.is_none() {
+        let mut body = applied.clone();
+        if body["metadata"]["name"].is_null() {
+            body["metadata"]["name"] = json!(name);
+        }
+        let mf = patch::apply_managed(&Value::Null, &manager, None, &applied);
+        let create_t = Target { rt: t.rt.clone(), ns: t.ns.clone(), name: None, sub: None };
+        return create_object(inner, req, &create_t, body, Some(mf)).await.map(|o| (201, o));
+    }
+    let out = modify(inner, req, t, 5, |cur| patch::apply(cur, &applied, &manager, sub.as_deref(), force, &t.rt)).await?;
+    Ok((200, out))
+}
+
+/// Marks an object deleted (finalizers) or removes it, with cascades. Returns the result.
+fn mark_deleted(st: &mut State, storage: &str, obj: &Value) -> Value {
+    let (ns, name) = key_of(obj);
+    if storage == NS_STORAGE {
+        return delete_namespace(st, &name);
+    }
+    if !finalizers(obj).is_empty() {
+        if obj["metadata"]["deletionTimestamp"].is_null() {
+            let mut o = obj.clone();
+            o["metadata"]["deletionTimestamp"] = json!(now());
+            o["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            return st.store.put(storage, o);
+        }
+        return obj.clone();
+    }
+    remove_object(st, storage, &ns, &name).unwrap_or_else(|| obj.clone())
+}
+
+fn delete_namespace(st: &mut State, name: &str) -> Value {
+    let Some(mut nso) = st.store.get(NS_STORAGE, "", name).cloned() else { return Value::Null };
+    if nso["metadata"]["deletionTimestamp"].is_null() {
+        nso["metadata"]["deletionTimestamp"] = json!(now());
+        nso["status"] = json!({"phase": "Terminating"});
+        nso = st.store.put(NS_STORAGE, nso);
+    }
+    for (storage, obj) in st.store.in_namespace(name) {
+        mark_deleted(st, &storage, &obj);
+    }
+    try_finish_namespace(st, name).unwrap_or(nso)
+}
+
+fn try_finish_namespace(st: &mut State, name: &str) -> Option<Value> {
+    let nso = st.store.get(NS_STORAGE, "", name)?;
+    if nso["metadata"]["deletionTimestamp"].is_null() || !finalizers(nso).is_empty() {
+        return None;
+    }
+    if !st.store.in_namespace(name).is_empty() {
+        return None;
+    }
+    st.store.remove(NS_STORAGE, "", name)
+}
+
+/// Removes an object for good: garbage-collects dependents, drops a CRD's
+/// resources, and completes a terminating namespace that became empty.
+fn remove_object(st: &mut State, storage: &str, ns: &str, name: &str) -> Option<Value> {
+    let removed = st.store.remove(storage, ns, name)?;
+    if let Some(uid) = removed["metadata"]["uid"].as_str() {
+        for (s, dependent) in st.store.owned_by(uid) {
+            mark_deleted(st, &s, &dependent);
+        }
+    }
+    if storage == CRD_STORAGE {
+        let group = removed["spec"]["group"].as_str().unwrap_or_default();
+        let plural = removed["spec"]["names"]["plural"].as_str().unwrap_or_default();
+        let cr_storage = format!("{group}/{plural}");
+        let keys: Vec<(String, String)> = st.store.list(&cr_storage, None).into_iter().map(key_of).collect();
+        for (n, m) in keys {
+            st.store.remove(&cr_storage, &n, &m);
+        }
+        rebuild_registry(st);
+    }
+    if !ns.is_empty() {
+        try_finish_namespace(st, ns);
+    }
+    Some(removed)
+}
+
+/// Options of a DELETE, from the body or the query.
+fn delete_options(req: &Req) -> Value {
+    let mut opts = if req.body.is_empty() { json!({}) } else { req.json_body().unwrap_or_else(|_| json!({})) };
+    if let Some(p) = req.q("propagationPolicy") {
+        opts["propagationPolicy"] = json!(p);
+    }
+    opts
+}
+
+/// DELETE of one object.
+pub(super) async fn delete(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Value, ApiError> {
+    let rt = &t.rt;
+    let name = t.name.clone().unwrap_or_default();
+    let cur = {
+        let st = inner.lock();
+        st.store.get(&rt.storage, &t.ns, &name).cloned().ok_or_else(|| ApiError::not_found(rt, &name))?
+    };
+    let opts = delete_options(req);
+    let pre = &opts["preconditions"];
+    if let Some(uid) = pre["uid"].as_str()
+        && Some(uid) != cur["metadata"]["uid"].as_str()
+    {
+        return Err(ApiError::conflict_msg(
+            rt,
+            &name,
+            &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&cur, "uid")),
+        ));
+    }
+    if let Some(rv) = pre["resourceVersion"].as_str()
+        && Some(rv) != cur["metadata"]["resourceVersion"].as_str()
+    {
+        return Err(ApiError::conflict_msg(
+            rt,
+            &name,
+            &format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                meta_str(&cur, "resourceVersion")
+            ),
+        ));
+    }
+    let cur_p = present(rt, &cur);
+    let attrs = Attrs { rt, sub: None, op: "DELETE", ns: &t.ns, name: &name, user: &req.user, old: Some(&cur_p), dry_run: req.dry_run() };
+    admission::validate(inner, &attrs, None).await?;
+    if req.dry_run() {
+        return Ok(cur_p);
+    }
+    let mut st = inner.lock();
+    let Some(cur) = st.store.get(&rt.storage, &t.ns, &name).cloned() else {
+        return Err(ApiError::not_found(rt, &name));
+    };
+    let out = if opts["propagationPolicy"].as_str() == Some("Orphan") && finalizers(&cur).is_empty() {
+        // Orphan: dependents keep running with a dangling owner reference.
+        st.store.remove(&rt.storage, &t.ns, &name).unwrap_or(cur)
+    } else {
+        mark_deleted(&mut st, &rt.storage, &cur)
+    };
+    inner.notify(st.store.rv);
+    Ok(present(rt, &out))
+}
+
+/// DELETE of a collection (with selectors).
+pub(super) async fn delete_collection(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Value, ApiError> {
+    let list = list(inner, req, t)?;
+    let mut st = inner.lock();
+    let mut items = Vec::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        let (ns, name) = key_of(item);
+        if let Some(cur) = st.store.get(&t.rt.storage, &ns, &name).cloned() {
+            items.push(present(&t.rt, &mark_deleted(&mut st, &t.rt.storage, &cur)));
+        }
+    }
+    inner.notify(st.store.rv);
+    Ok(json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(),
+        "metadata": {"resourceVersion": st.store.rv.to_string()}, "items": items}))
+}
+
+/// Looks up a stored object by storage key (for admission namespace labels and tokens).
+pub(super) fn stored(inner: &Inner, storage: &str, ns: &str, name: &str) -> Option<Value> {
+    inner.lock().store.get(storage, ns, name).cloned()
+}
+
+/// All stored objects of a storage (webhook configurations).
+pub(super) fn stored_all(inner: &Inner, storage: &str) -> Vec<Value> {
+    inner.lock().store.list(storage, None).into_iter().cloned().collect()
+}

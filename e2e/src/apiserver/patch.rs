@@ -1,0 +1,445 @@
+//! Strategic merge patch (for the built-in kinds served here) and
+//! server-side apply with field managers.
+
+use super::error::ApiError;
+use super::registry::ResourceType;
+use serde_json::{Map, Value, json};
+
+/// Merge keys of built-in list fields (the `patchMergeKey` of kube's types).
+fn builtin_merge_key(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" | "secrets"
+        | "hostAliases" | "readinessGates" | "resourceClaims" => "name",
+        "volumeMounts" | "volumeDevices" => "mountPath",
+        "ports" => "containerPort",
+        "conditions" => "type",
+        "ownerReferences" => "uid",
+        "webhooks" => "name",
+        _ => return None,
+    })
+}
+
+/// Applies a strategic merge patch to a built-in object.
+pub fn strategic_merge(cur: &Value, patch: &Value) -> Result<Value, ApiError> {
+    if !patch.is_object() {
+        return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+    }
+    Ok(smp(cur, patch, ""))
+}
+
+fn smp(orig: &Value, patch: &Value, field: &str) -> Value {
+    let Some(pmap) = patch.as_object() else { return patch.clone() };
+    if pmap.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut out = pmap.clone();
+        out.remove("$patch");
+        return Value::Object(out);
+    }
+    let mut out = orig.as_object().cloned().unwrap_or_default();
+    for (k, pv) in pmap {
+        if let Some(list_field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(cur), Some(del)) = (out.get_mut(list_field).and_then(Value::as_array_mut), pv.as_array()) {
+                cur.retain(|x| !del.contains(x));
+            }
+            continue;
+        }
+        if k.starts_with('$') {
+            continue;
+        }
+        if pv.is_null() {
+            out.remove(k);
+            continue;
+        }
+        let merged = match (out.get(k), pv) {
+            (Some(ov @ Value::Object(_)), Value::Object(_)) => {
+                if pv.get("$patch").and_then(Value::as_str) == Some("delete") {
+                    out.remove(k);
+                    continue;
+                }
+                smp(ov, pv, k)
+            }
+            (Some(Value::Array(ov)), Value::Array(pl)) => merge_list(ov, pl, k),
+            (None, Value::Object(_)) => smp(&Value::Null, pv, k),
+            _ => strip_directives(pv),
+        };
+        out.insert(k.clone(), merged);
+    }
+    let _ = field;
+    Value::Object(out)
+}
+
+fn strip_directives(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
+        other => other.clone(),
+    }
+}
+
+fn merge_list(orig: &[Value], patch: &[Value], field: &str) -> Value {
+    if field == "finalizers" {
+        let mut out = orig.to_vec();
+        for p in patch {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        return Value::Array(out);
+    }
+    let Some(key) = builtin_merge_key(field) else { return Value::Array(patch.iter().map(strip_directives).collect()) };
+    let mut out = orig.to_vec();
+    for p in patch {
+        let id = &p[key];
+        let pos = out.iter().position(|o| &o[key] == id);
+        if p.get("$patch").and_then(Value::as_str) == Some("delete") {
+            if let Some(i) = pos {
+                out.remove(i);
+            }
+            continue;
+        }
+        match pos {
+            Some(i) => out[i] = smp(&out[i], p, field),
+            None => out.push(strip_directives(p)),
+        }
+    }
+    Value::Array(out)
+}
+
+/// One step of a managed-fields path: `f:name` or `k:{"type":"Ready"}`.
+type Path = Vec<String>;
+
+/// List-map keys of a list field, from the CRD schema or kube's built-in types.
+fn list_keys(rt: &ResourceType, path: &[String]) -> Option<Vec<String>> {
+    if let Some(schema) = rt.crd.as_ref().and_then(|c| c.schema.as_ref()) {
+        let mut node = schema;
+        for step in path {
+            if let Some(f) = step.strip_prefix("f:") {
+                node = &node["properties"][f];
+            } else {
+                node = &node["items"];
+            }
+        }
+        if node["x-kubernetes-list-type"].as_str() == Some("map") {
+            return Some(
+                node["x-kubernetes-list-map-keys"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect(),
+            );
+        }
+        return None;
+    }
+    let field = path.last()?.strip_prefix("f:")?;
+    builtin_merge_key(field).map(|k| vec![k.to_string()])
+}
+
+fn item_key(item: &Value, keys: &[String]) -> String {
+    let m: Map<String, Value> = keys.iter().map(|k| (k.clone(), item[k].clone())).collect();
+    format!("k:{}", Value::Object(m))
+}
+
+fn leaf_paths(rt: &ResourceType, v: &Value, prefix: &mut Path, out: &mut Vec<Path>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, child) in m {
+                prefix.push(format!("f:{k}"));
+                leaf_paths(rt, child, prefix, out);
+                prefix.pop();
+            }
+        }
+        Value::Array(items) if !items.is_empty() => match list_keys(rt, prefix) {
+            Some(keys) if items.iter().all(Value::is_object) => {
+                for item in items {
+                    prefix.push(item_key(item, &keys));
+                    leaf_paths(rt, item, prefix, out);
+                    prefix.pop();
+                }
+            }
+            _ => out.push(prefix.clone()),
+        },
+        _ => out.push(prefix.clone()),
+    }
+}
+
+fn to_trie(paths: &[Path]) -> Value {
+    let mut root = Map::new();
+    for p in paths {
+        let mut node = &mut root;
+        for step in p {
+            let entry = node.entry(step.clone()).or_insert_with(|| json!({}));
+            let Some(next) = entry.as_object_mut() else { break };
+            node = next;
+        }
+    }
+    Value::Object(root)
+}
+
+fn from_trie(trie: &Value, prefix: &mut Path, out: &mut Vec<Path>) {
+    let Some(m) = trie.as_object() else { return };
+    let children: Vec<(&String, &Value)> = m.iter().filter(|(k, _)| k.as_str() != ".").collect();
+    if children.is_empty() {
+        if !prefix.is_empty() {
+            out.push(prefix.clone());
+        }
+        return;
+    }
+    for (k, v) in children {
+        prefix.push(k.clone());
+        from_trie(v, prefix, out);
+        prefix.pop();
+    }
+}
+
+fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = v;
+    for step in path {
+        if let Some(f) = step.strip_prefix("f:") {
+            cur = cur.get(f)?;
+        } else if let Some(k) = step.strip_prefix("k:") {
+            let want: Map<String, Value> = serde_json::from_str(k).ok()?;
+            cur = cur.as_array()?.iter().find(|item| want.iter().all(|(wk, wv)| &item[wk] == wv))?;
+        } else {
+            return None;
+        }
+    }
+    Some(cur)
+}
+
+fn remove_path(v: &mut Value, path: &[String]) {
+    let Some((last, parent_path)) = path.split_last() else { return };
+    let mut cur = v;
+    for step in parent_path {
+        let next = if let Some(f) = step.strip_prefix("f:") {
+            cur.get_mut(f)
+        } else if let Some(k) = step.strip_prefix("k:") {
+            let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) else { return };
+            cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| want.iter().all(|(wk, wv)| &item[wk] == wv)))
+        } else {
+            None
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = cur.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(k) = last.strip_prefix("k:")
+        && let Ok(want) = serde_json::from_str::<Map<String, Value>>(k)
+        && let Some(a) = cur.as_array_mut()
+    {
+        a.retain(|item| !want.iter().all(|(wk, wv)| &item[wk] == wv));
+    }
+}
+
+fn merge(rt: &ResourceType, cur: &Value, applied: &Value, prefix: &mut Path) -> Value {
+    match (cur, applied) {
+        (Value::Object(c), Value::Object(a)) => {
+            let mut out = c.clone();
+            for (k, av) in a {
+                prefix.push(format!("f:{k}"));
+                let merged = match c.get(k) {
+                    Some(cv) => merge(rt, cv, av, prefix),
+                    None => av.clone(),
+                };
+                prefix.pop();
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (Value::Array(c), Value::Array(a)) => match list_keys(rt, prefix) {
+            Some(keys) if a.iter().all(Value::is_object) => {
+                let mut out = c.clone();
+                for item in a {
+                    let id = item_key(item, &keys);
+                    match out.iter().position(|o| o.is_object() && item_key(o, &keys) == id) {
+                        Some(i) => {
+                            prefix.push(id);
+                            out[i] = merge(rt, &out[i], item, prefix);
+                            prefix.pop();
+                        }
+                        None => out.push(item.clone()),
+                    }
+                }
+                Value::Array(out)
+            }
+            _ => applied.clone(),
+        },
+        _ => applied.clone(),
+    }
+}
+
+/// The part of an apply configuration a manager owns fields in.
+fn owned_part(applied: &Value, sub: Option<&str>, rt: &ResourceType) -> Value {
+    let mut v = applied.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in ["name", "namespace", "resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"] {
+                meta.remove(k);
+            }
+            if meta.is_empty() {
+                m.remove("metadata");
+            }
+        }
+        match sub {
+            Some("status") => {
+                let status = m.remove("status");
+                m.clear();
+                if let Some(s) = status {
+                    m.insert("status".into(), s);
+                }
+            }
+            _ if rt.status => {
+                m.remove("status");
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+/// The managedFields list after `manager` applied `applied` to an object with `existing` entries.
+pub fn apply_managed(existing: &Value, manager: &str, sub: Option<&str>, applied: &Value) -> Value {
+    let rt = super::registry::builtins().into_iter().next();
+    let Some(rt) = rt else { return json!([]) };
+    let mut paths = Vec::new();
+    leaf_paths(&rt, &owned_part(applied, sub, &rt), &mut Vec::new(), &mut paths);
+    let mut entries: Vec<Value> = existing.as_array().cloned().unwrap_or_default();
+    set_entry(&mut entries, manager, sub, applied["apiVersion"].as_str().unwrap_or_default(), &paths);
+    Value::Array(entries)
+}
+
+fn set_entry(entries: &mut Vec<Value>, manager: &str, sub: Option<&str>, api_version: &str, paths: &[Path]) {
+    entries.retain(|e| !is_entry(e, manager, sub));
+    let mut e = json!({
+        "manager": manager, "operation": "Apply", "apiVersion": api_version,
+        "time": super::ops::now(), "fieldsType": "FieldsV1", "fieldsV1": to_trie(paths),
+    });
+    if let Some(s) = sub {
+        e["subresource"] = json!(s);
+    }
+    entries.push(e);
+}
+
+fn is_entry(e: &Value, manager: &str, sub: Option<&str>) -> bool {
+    e["manager"].as_str() == Some(manager)
+        && e["operation"].as_str() == Some("Apply")
+        && e["subresource"].as_str() == sub
+}
+
+fn prefix_related(a: &[String], b: &[String]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+/// Server-side apply of `applied` by `manager` onto the current object.
+pub fn apply(
+    cur: &Value,
+    applied: &Value,
+    manager: &str,
+    sub: Option<&str>,
+    force: bool,
+    rt: &ResourceType,
+) -> Result<Value, ApiError> {
+    let name = cur["metadata"]["name"].as_str().unwrap_or_default();
+    let owned = owned_part(applied, sub, rt);
+    let mut new_paths = Vec::new();
+    leaf_paths(rt, &owned, &mut Vec::new(), &mut new_paths);
+    let mut entries: Vec<Value> = cur["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    let mut prev_paths = Vec::new();
+    if let Some(e) = entries.iter().find(|e| is_entry(e, manager, sub)) {
+        from_trie(&e["fieldsV1"], &mut Vec::new(), &mut prev_paths);
+    }
+    let preview = merge(rt, cur, &owned, &mut Vec::new());
+    let mut conflicts = Vec::new();
+    let mut others_paths: Vec<Path> = Vec::new();
+    for e in entries.iter_mut() {
+        if is_entry(e, manager, sub) || e["subresource"].as_str() != sub {
+            continue;
+        }
+        let mut theirs = Vec::new();
+        from_trie(&e["fieldsV1"], &mut Vec::new(), &mut theirs);
+        let other = e["manager"].as_str().unwrap_or_default().to_string();
+        let clashing: Vec<Path> = theirs
+            .iter()
+            .filter(|p| new_paths.iter().any(|n| prefix_related(n, p)) && lookup(cur, p) != lookup(&preview, p))
+            .cloned()
+            .collect();
+        if clashing.is_empty() {
+            others_paths.extend(theirs);
+            continue;
+        }
+        if force {
+            let kept: Vec<Path> = theirs.into_iter().filter(|p| !clashing.contains(p)).collect();
+            e["fieldsV1"] = to_trie(&kept);
+            others_paths.extend(kept);
+        } else {
+            for p in clashing {
+                let dotted: String = p.iter().map(|s| format!(".{}", s.trim_start_matches("f:"))).collect();
+                conflicts.push(format!("conflict with \"{other}\": {dotted}"));
+            }
+            others_paths.extend(theirs);
+        }
+    }
+    if !conflicts.is_empty() {
+        let n = conflicts.len();
+        let msg = if n == 1 {
+            format!("Apply failed with 1 conflict: {}", conflicts[0])
+        } else {
+            format!("Apply failed with {n} conflicts: {}", conflicts.join("\n"))
+        };
+        return Err(ApiError::custom(409, "Conflict", msg).with_name(rt, name));
+    }
+    let mut out = cur.clone();
+    for p in prev_paths.iter().filter(|p| !new_paths.contains(p)) {
+        let shared = others_paths.iter().any(|o| o == p);
+        if !shared {
+            remove_path(&mut out, p);
+        }
+    }
+    let mut out = merge(rt, &out, &owned, &mut Vec::new());
+    set_entry(&mut entries, manager, sub, applied["apiVersion"].as_str().unwrap_or_default(), &new_paths);
+    out["metadata"]["managedFields"] = Value::Array(entries);
+    if let Some(rv) = applied["metadata"]["resourceVersion"].as_str() {
+        out["metadata"]["resourceVersion"] = json!(rv);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategic_merge_merges_containers_by_name() {
+        let cur = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]},
+            "metadata": {"finalizers": ["f1"]}});
+        let p = json!({"spec": {"containers": [{"name": "b", "image": "z"}, {"name": "c", "image": "w"}]},
+            "metadata": {"finalizers": ["f2"]}});
+        let out = strategic_merge(&cur, &p).ok();
+        let out = out.as_ref();
+        assert_eq!(out.map(|o| o["spec"]["containers"].as_array().map(Vec::len)), Some(Some(3)));
+        assert_eq!(out.map(|o| o["spec"]["containers"][1]["image"].clone()), Some(json!("z")));
+        assert_eq!(out.map(|o| o["metadata"]["finalizers"].clone()), Some(json!(["f1", "f2"])));
+    }
+
+    #[test]
+    fn apply_removes_fields_the_manager_stopped_applying() {
+        let rt = super::super::registry::builtins().into_iter().find(|t| t.kind == "ConfigMap");
+        let Some(rt) = rt else { panic!("configmaps are built in") };
+        let cur = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}});
+        let first = apply(&cur, &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1", "b": "2"}}), "m", None, false, &rt);
+        let first = first.unwrap_or_default();
+        assert_eq!(first["data"], json!({"a": "1", "b": "2"}));
+        let second = apply(&first, &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "3"}}), "m", None, false, &rt);
+        assert_eq!(second.map(|o| o["data"].clone()).ok(), Some(json!({"a": "3"})));
+        let other = apply(&first, &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "9"}}), "other", None, false, &rt);
+        assert_eq!(other.err().map(|e| e.code), Some(409));
+    }
+}

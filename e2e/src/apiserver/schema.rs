@@ -1,0 +1,315 @@
+//! Structural-schema handling for custom resources: pruning of unknown
+//! fields, defaults, OpenAPI value validation and `x-kubernetes-validations`
+//! CEL rules (through the `kube-cel` crate, including transition rules).
+
+use super::error::Cause;
+use super::registry::ResourceType;
+use serde_json::{Value, json};
+
+const META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+    "selfLink",
+];
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+/// Drops fields the schema does not declare; returns their paths.
+pub fn prune(schema: &Value, obj: &mut Value) -> Vec<String> {
+    let mut pruned = Vec::new();
+    let Some(map) = obj.as_object_mut() else { return pruned };
+    if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+        let unknown: Vec<String> = meta.keys().filter(|k| !META_FIELDS.contains(&k.as_str())).cloned().collect();
+        for k in unknown {
+            meta.remove(&k);
+            pruned.push(format!("metadata.{k}"));
+        }
+    }
+    let props = schema["properties"].as_object();
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for k in keys {
+        if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            continue;
+        }
+        match props.and_then(|p| p.get(&k)) {
+            Some(sub) => {
+                if let Some(v) = map.get_mut(&k) {
+                    prune_node(sub, v, &k, &mut pruned);
+                }
+            }
+            None if schema["x-kubernetes-preserve-unknown-fields"].as_bool() == Some(true) => {}
+            None => {
+                map.remove(&k);
+                pruned.push(k);
+            }
+        }
+    }
+    pruned
+}
+
+fn prune_node(schema: &Value, value: &mut Value, path: &str, pruned: &mut Vec<String>) {
+    let preserve = schema["x-kubernetes-preserve-unknown-fields"].as_bool() == Some(true);
+    let embedded = schema["x-kubernetes-embedded-resource"].as_bool() == Some(true);
+    match value {
+        Value::Object(map) => {
+            if let Some(props) = schema["properties"].as_object() {
+                let keys: Vec<String> = map.keys().cloned().collect();
+                for k in keys {
+                    match props.get(&k) {
+                        Some(sub) => {
+                            if let Some(v) = map.get_mut(&k) {
+                                prune_node(sub, v, &join(path, &k), pruned);
+                            }
+                        }
+                        None if preserve || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")) => {}
+                        None => {
+                            map.remove(&k);
+                            pruned.push(join(path, &k));
+                        }
+                    }
+                }
+            } else if schema["additionalProperties"].is_object() {
+                for (k, v) in map.iter_mut() {
+                    prune_node(&schema["additionalProperties"], v, &join(path, k), pruned);
+                }
+            } else if !preserve && !embedded && schema["type"].as_str() == Some("object") {
+                let keys: Vec<String> = map.keys().cloned().collect();
+                for k in keys {
+                    map.remove(&k);
+                    pruned.push(join(path, &k));
+                }
+            }
+        }
+        Value::Array(items) => {
+            if schema["items"].is_object() {
+                for (i, v) in items.iter_mut().enumerate() {
+                    prune_node(&schema["items"], v, &format!("{path}[{i}]"), pruned);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fills schema defaults (also inside nested objects, arrays and maps).
+pub fn defaults(schema: &Value, obj: &Value) -> Value {
+    kube_cel::apply_defaults(schema, obj)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Object(_) => "\"object\"".into(),
+        Value::Array(_) => "\"array\"".into(),
+        other => other.to_string(),
+    }
+}
+
+fn cause(reason: &'static str, field: &str, message: String) -> Cause {
+    Cause { reason, field: field.to_string(), message }
+}
+
+/// Validates values against the OpenAPI schema, then the CEL rules.
+pub fn validate(schema: &Value, rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, sub) in props {
+            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            if let Some(v) = obj.get(k) {
+                check(sub, v, k, &mut causes);
+            }
+        }
+    }
+    for req in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        if obj.get(req).is_none_or(Value::is_null) {
+            causes.push(cause("FieldValueRequired", req, "Required value".into()));
+        }
+    }
+    if !causes.is_empty() {
+        return causes;
+    }
+    let ctx = kube_cel::RootContext {
+        api_version: rt.api_version(),
+        api_group: rt.group.clone(),
+        kind: rt.kind.clone(),
+    };
+    let validator = kube_cel::Validator::new();
+    // CEL sees the object without server-managed metadata noise, like kube.
+    if let Err(errors) = validator.validate_with_context(schema, obj, old, Some(&ctx)) {
+        for e in errors.into_vec() {
+            let field = if e.field_path.is_empty() { "<nil>".to_string() } else { e.field_path.clone() };
+            let message = match e.kind {
+                kube_cel::ErrorKind::ValidationFailure => format!("Invalid value: \"object\": {}", e.message),
+                _ => format!("Invalid value: \"object\": rule {:?} could not be evaluated: {}", e.rule, e.message),
+            };
+            causes.push(cause("FieldValueInvalid", &field, message));
+        }
+    }
+    causes
+}
+
+fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
+    if v.is_null() {
+        if schema["nullable"].as_bool() != Some(true) && schema["type"].is_string() {
+            causes.push(cause(
+                "FieldValueInvalid",
+                path,
+                format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", schema["type"].as_str().unwrap_or("object")),
+            ));
+        }
+        return;
+    }
+    if schema["x-kubernetes-int-or-string"].as_bool() == Some(true) {
+        if !matches!(type_name(v), "integer" | "string") {
+            causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body must be of type integer or string", short(v))));
+        }
+        return;
+    }
+    if let Some(want) = schema["type"].as_str() {
+        let got = type_name(v);
+        let ok = got == want || (want == "number" && got == "integer");
+        if !ok {
+            causes.push(cause(
+                "FieldValueTypeInvalid",
+                path,
+                format!("Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""),
+            ));
+            return;
+        }
+    }
+    if let Some(options) = schema["enum"].as_array()
+        && !options.contains(v)
+    {
+        let supported: Vec<String> = options.iter().map(short).collect();
+        causes.push(cause(
+            "FieldValueNotSupported",
+            path,
+            format!("Unsupported value: {}: supported values: {}", short(v), supported.join(", ")),
+        ));
+    }
+    match v {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            if let Some(min) = schema["minimum"].as_f64() {
+                let exclusive = schema["exclusiveMinimum"].as_bool() == Some(true);
+                if x < min || (exclusive && x == min) {
+                    let rel = if exclusive { "greater than" } else { "greater than or equal to" };
+                    causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be {rel} {}", schema["minimum"])));
+                }
+            }
+            if let Some(max) = schema["maximum"].as_f64() {
+                let exclusive = schema["exclusiveMaximum"].as_bool() == Some(true);
+                if x > max || (exclusive && x == max) {
+                    let rel = if exclusive { "less than" } else { "less than or equal to" };
+                    causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be {rel} {}", schema["maximum"])));
+                }
+            }
+        }
+        Value::String(s) => {
+            let len = s.chars().count() as u64;
+            if let Some(min) = schema["minLength"].as_u64()
+                && len < min
+            {
+                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {s:?}: {path} in body should be at least {min} chars long")));
+            }
+            if let Some(max) = schema["maxLength"].as_u64()
+                && len > max
+            {
+                causes.push(cause("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
+            }
+            if let Some(pattern) = schema["pattern"].as_str()
+                && let Ok(re) = regex::Regex::new(pattern)
+                && !re.is_match(s)
+            {
+                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {s:?}: {path} in body should match '{pattern}'")));
+            }
+        }
+        Value::Array(items) => {
+            let n = items.len() as u64;
+            if let Some(min) = schema["minItems"].as_u64()
+                && n < min
+            {
+                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {n}: {path} in body should have at least {min} items")));
+            }
+            if let Some(max) = schema["maxItems"].as_u64()
+                && n > max
+            {
+                causes.push(cause("FieldValueTooMany", path, format!("Too many: {n}: must have at most {max} items")));
+            }
+            if schema["x-kubernetes-list-type"].as_str() == Some("set") {
+                for (i, item) in items.iter().enumerate() {
+                    if items[..i].contains(item) {
+                        causes.push(cause("FieldValueDuplicate", &format!("{path}[{i}]"), format!("Duplicate value: {}", short(item))));
+                    }
+                }
+            }
+            if schema["x-kubernetes-list-type"].as_str() == Some("map") {
+                let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                for (i, item) in items.iter().enumerate() {
+                    let key: Vec<&Value> = keys.iter().map(|k| &item[*k]).collect();
+                    if items[..i].iter().any(|o| keys.iter().map(|k| &o[*k]).collect::<Vec<_>>() == key) {
+                        let shown: serde_json::Map<String, Value> = keys.iter().map(|k| (k.to_string(), item[*k].clone())).collect();
+                        causes.push(cause("FieldValueDuplicate", &format!("{path}[{i}]"), format!("Duplicate value: {}", json!(shown))));
+                    }
+                }
+            }
+            if schema["items"].is_object() {
+                for (i, item) in items.iter().enumerate() {
+                    check(&schema["items"], item, &format!("{path}[{i}]"), causes);
+                }
+            }
+        }
+        Value::Object(map) => {
+            for req in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if map.get(req).is_none_or(Value::is_null) {
+                    causes.push(cause("FieldValueRequired", &join(path, req), "Required value".into()));
+                }
+            }
+            if let Some(props) = schema["properties"].as_object() {
+                for (k, sub) in props {
+                    if let Some(child) = map.get(k) {
+                        check(sub, child, &join(path, k), causes);
+                    }
+                }
+            } else if schema["additionalProperties"].is_object() {
+                for (k, child) in map {
+                    check(&schema["additionalProperties"], child, &join(path, k), causes);
+                }
+            }
+            if let Some(min) = schema["minProperties"].as_u64()
+                && (map.len() as u64) < min
+            {
+                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body should have at least {min} properties", map.len())));
+            }
+        }
+        _ => {}
+    }
+}

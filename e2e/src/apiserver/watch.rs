@@ -1,0 +1,152 @@
+//! WATCH: a chunked stream of JSON watch events replayed from the change log.
+
+use super::error::ApiError;
+use super::http::{Body, Req, Target};
+use super::ops::{matches, present, selectors};
+use super::registry::ResourceType;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::store::Change;
+use super::Inner;
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::Response;
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a watch that asked for bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
+/// Watches end after this long unless the client asked for less (kube: 30-60 min).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+struct Filter {
+    rt: Arc<ResourceType>,
+    ns: String,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn matches(&self, obj: &Value) -> bool {
+        let ns_ok = self.ns.is_empty() || obj["metadata"]["namespace"].as_str() == Some(self.ns.as_str());
+        ns_ok && matches(&self.rt, obj, &self.labels, &self.fields)
+    }
+
+    /// The event a change becomes for this watch, if any.
+    fn event(&self, change: &Change) -> Option<Value> {
+        let now = self.matches(&change.object);
+        let before = change.prev.as_ref().is_some_and(|p| self.matches(p));
+        let kind = match (change.kind, now, before) {
+            ("MODIFIED", true, true) => "MODIFIED",
+            ("MODIFIED", true, false) => "ADDED",
+            ("MODIFIED", false, true) => "DELETED",
+            ("ADDED", true, _) => "ADDED",
+            ("DELETED", true, _) => "DELETED",
+            _ => return None,
+        };
+        Some(json!({"type": kind, "object": present(&self.rt, &change.object)}))
+    }
+}
+
+fn line(v: &Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(v).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// Starts a watch and returns the streaming response.
+pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response<Body>, ApiError> {
+    let (labels, mut fields) = selectors(req, &t.rt)?;
+    // A watch on a named object (`.../foos/name?watch=1`) is not routed here; kubectl uses a field selector.
+    if let Some(name) = &t.name {
+        fields = FieldSelector::parse(&format!("metadata.name={name}"), &[], &t.rt.kind)?;
+    }
+    let filter = Filter { rt: t.rt.clone(), ns: t.ns.clone(), labels, fields };
+    let start: Option<u64> = req.q("resourceVersion").and_then(|v| v.parse().ok()).filter(|v| *v > 0);
+    let bookmarks = req.q("allowWatchBookmarks") == Some("true");
+    let initial_events = req.q("sendInitialEvents") == Some("true");
+    let timeout = req
+        .q("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let mut changed = inner.changed.subscribe();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut first = Vec::new();
+        let (mut cursor, gone) = {
+            let st = inner.lock();
+            match start {
+                Some(rv) if rv < st.store.oldest => (0, Some(ApiError::gone(rv, st.store.oldest).to_status())),
+                Some(rv) if !initial_events => (rv, None),
+                _ => {
+                    for obj in st.store.list(&filter.rt.storage, None) {
+                        if filter.matches(obj) {
+                            first.push(json!({"type": "ADDED", "object": present(&filter.rt, obj)}));
+                        }
+                    }
+                    (st.store.rv, None)
+                }
+            }
+        };
+        if let Some(status) = gone {
+            let _ = tx.send(line(&json!({"type": "ERROR", "object": status}))).await;
+            return;
+        }
+        for ev in &first {
+            if tx.send(line(ev)).await.is_err() {
+                return;
+            }
+        }
+        if initial_events {
+            let bm = bookmark(&filter.rt, cursor, true);
+            if tx.send(line(&bm)).await.is_err() {
+                return;
+            }
+        }
+        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+        loop {
+            let (events, rv) = {
+                let st = inner.lock();
+                (st.store.changes_since(&filter.rt.storage, cursor), st.store.rv)
+            };
+            for change in &events {
+                if let Some(ev) = filter.event(change)
+                    && tx.send(line(&ev)).await.is_err()
+                {
+                    return;
+                }
+            }
+            cursor = cursor.max(rv);
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = ticker.tick() => {
+                    if bookmarks && tx.send(line(&bookmark(&filter.rt, cursor, false))).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("transfer-encoding", "chunked")
+        .body(StreamBody::new(stream).boxed())
+        .map_err(|e| ApiError::internal(format!("could not build the watch response: {e}")))
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Value {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}})
+}
