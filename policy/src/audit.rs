@@ -1,1 +1,1023 @@
-//! (being written)
+//! Audit events (schema v1) and the hash chain that makes an audit log
+//! tamper-evident.
+//!
+//! Every event is one JSON line. Events of one *stream* (one sidecar boot: the
+//! writer of a chain) carry consecutive sequence numbers from 1 and are chained:
+//!
+//! ```text
+//! hash = hex(sha256(prev_bytes || canonical_json(event without "hash")))
+//! ```
+//!
+//! where `prev_bytes` are the 32 bytes of the previous event's hash (32 zero
+//! bytes, written as 64 `0`s, for the first event) and the canonical JSON is
+//! the event with its keys sorted (by UTF-8 bytes), no whitespace, strings
+//! escaped only where JSON requires it (`"`, `\`, control characters; `\n`-style
+//! short forms where they exist, otherwise `\u00xx`), integers in decimal. It
+//! does not depend on the order in which the line was written, so a verifier
+//! recomputes it from any parse of the line, including fields it does not know.
+//!
+//! The chain alone proves a log consistent, not complete: whoever can rewrite
+//! the file can recompute every hash after an edit, or cut the tail. Chain heads
+//! signed by the operator ([`ChainHead`], checkpoints) close that gap:
+//! [`verify_lines`] fails when the log ends before a checkpoint or disagrees
+//! with one.
+//!
+//! The policy crate never reads the clock: callers pass the event time in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sluice_crds::{Action, AuditCheckpoint, RequestPhase};
+
+/// The audit event schema version written by this crate.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The `prev` of a stream's first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What an event records.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditKind {
+    /// A workload session was opened.
+    SessionStart,
+    /// A session ended.
+    SessionEnd,
+    /// A statement or request was decided (written before it is forwarded).
+    Statement,
+    /// The outcome of a forwarded statement or request.
+    Result,
+    /// Values of a result were masked.
+    Mask,
+    /// A statement or request was refused.
+    Denial,
+    /// An approval was requested or decided.
+    Approval,
+}
+
+/// Who sent the call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditIdentity {
+    /// The workload's namespace.
+    pub namespace: String,
+    /// Its service account.
+    pub service_account: String,
+    /// The pod the call came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The identity's groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// The statement or request, as far as the audit trail may show it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditCommand {
+    /// The command with its literals redacted (e.g. `SELECT * FROM t WHERE id = ?`,
+    /// `POST /v1/refunds`).
+    pub text: String,
+    /// Fingerprint of the normalised command (equal for calls differing only in literals).
+    pub fingerprint: String,
+    /// Statement kind (`select`, `drop`, …) or `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// How the call was decided.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditDecision {
+    /// The action taken (or, in dry run, that would have been taken).
+    pub action: Action,
+    /// The policy that decided; absent when no policy applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The rule that decided; absent for a default action or a parse-error decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Whether the deciding policy is in dry run (the call ran whatever `action` says).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Why, in words (e.g. `default action`, `statement could not be parsed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a forwarded call produced.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditOutcome {
+    /// Rows returned or affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Time from forwarding to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The upstream error, with literals redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Values masked in the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked: Option<u64>,
+}
+
+/// An approval step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditApproval {
+    /// Name of the AccessRequest.
+    pub request: String,
+    /// Its phase after this step (`Pending` when it was just requested).
+    pub phase: RequestPhase,
+    /// Who decided, as authenticated by the API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// The approver's comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// One audit event, as written (one JSON line).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub v: u32,
+    /// Position in the stream, from 1.
+    pub seq: u64,
+    /// When it happened, RFC 3339 (given by the caller).
+    pub time: String,
+    /// What it records.
+    #[serde(rename = "type")]
+    pub kind: AuditKind,
+    /// The chain it belongs to (e.g. sidecar pod and boot id).
+    pub stream: String,
+    /// The workload session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Who.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<AuditIdentity>,
+    /// The Connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// The statement or request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<AuditCommand>,
+    /// The decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<AuditDecision>,
+    /// The outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<AuditOutcome>,
+    /// The approval step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<AuditApproval>,
+    /// Hash of the previous event of the stream ([`GENESIS`] for the first).
+    pub prev: String,
+    /// This event's chain hash.
+    pub hash: String,
+}
+
+/// The content of an event, before the chain numbers and hashes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEventDraft {
+    /// When it happened, RFC 3339.
+    pub time: String,
+    /// What it records.
+    pub kind: AuditKind,
+    /// The workload session.
+    pub session: Option<String>,
+    /// Who.
+    pub identity: Option<AuditIdentity>,
+    /// The Connection.
+    pub connection: Option<String>,
+    /// The statement or request.
+    pub command: Option<AuditCommand>,
+    /// The decision.
+    pub decision: Option<AuditDecision>,
+    /// The outcome.
+    pub outcome: Option<AuditOutcome>,
+    /// The approval step.
+    pub approval: Option<AuditApproval>,
+}
+
+impl AuditEventDraft {
+    /// A draft with only a time and a kind.
+    pub fn new(time: impl Into<String>, kind: AuditKind) -> Self {
+        AuditEventDraft {
+            time: time.into(),
+            kind,
+            session: None,
+            identity: None,
+            connection: None,
+            command: None,
+            decision: None,
+            outcome: None,
+            approval: None,
+        }
+    }
+}
+
+/// An event could not be serialised.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit event could not be serialised to JSON; the call must not run unaudited")]
+pub struct AuditError {
+    #[source]
+    source: serde_json::Error,
+}
+
+impl AuditEvent {
+    /// The canonical JSON of the event without its `hash` (what the hash covers).
+    pub fn canonical_json(&self) -> Result<String, AuditError> {
+        let mut value = serde_json::to_value(self).map_err(|source| AuditError { source })?;
+        if let Value::Object(map) = &mut value {
+            map.remove("hash");
+        }
+        Ok(canonical_json(&value))
+    }
+
+    /// The event as one JSON line (no trailing newline).
+    pub fn to_line(&self) -> Result<String, AuditError> {
+        serde_json::to_string(self).map_err(|source| AuditError { source })
+    }
+}
+
+/// The head of a stream's chain: its last sequence number and hash. Signed by
+/// the operator, it is a checkpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainHead {
+    /// The stream.
+    pub stream: String,
+    /// Sequence number of its last event (0 before the first).
+    pub seq: u64,
+    /// Hash of that event ([`GENESIS`] before the first).
+    pub hash: String,
+}
+
+impl From<&AuditCheckpoint> for ChainHead {
+    fn from(c: &AuditCheckpoint) -> Self {
+        ChainHead {
+            stream: c.stream.clone(),
+            seq: c.sequence,
+            hash: c.hash.clone(),
+        }
+    }
+}
+
+/// The writer side of one stream's chain: numbers and hashes events.
+#[derive(Clone, Debug)]
+pub struct AuditChain {
+    stream: String,
+    last_seq: u64,
+    last_hash: String,
+}
+
+impl AuditChain {
+    /// A new stream; its first event gets seq 1 and prev [`GENESIS`].
+    pub fn new(stream: impl Into<String>) -> Self {
+        AuditChain {
+            stream: stream.into(),
+            last_seq: 0,
+            last_hash: GENESIS.to_string(),
+        }
+    }
+
+    /// Continues a stream after its event `last_seq` with hash `last_hash`.
+    pub fn resume(stream: impl Into<String>, last_seq: u64, last_hash: impl Into<String>) -> Self {
+        AuditChain {
+            stream: stream.into(),
+            last_seq,
+            last_hash: last_hash.into(),
+        }
+    }
+
+    /// Numbers, links and hashes `draft` as the stream's next event. The chain
+    /// advances only when this succeeds.
+    pub fn append(&mut self, draft: AuditEventDraft) -> Result<AuditEvent, AuditError> {
+        let mut event = AuditEvent {
+            v: SCHEMA_VERSION,
+            seq: self.last_seq + 1,
+            time: draft.time,
+            kind: draft.kind,
+            stream: self.stream.clone(),
+            session: draft.session,
+            identity: draft.identity,
+            connection: draft.connection,
+            command: draft.command,
+            decision: draft.decision,
+            outcome: draft.outcome,
+            approval: draft.approval,
+            prev: self.last_hash.clone(),
+            hash: String::new(),
+        };
+        event.hash = chain_hash(&event.prev, &event.canonical_json()?);
+        self.last_seq = event.seq;
+        self.last_hash.clone_from(&event.hash);
+        Ok(event)
+    }
+
+    /// The current head (what the operator is asked to sign).
+    pub fn head(&self) -> ChainHead {
+        ChainHead {
+            stream: self.stream.clone(),
+            seq: self.last_seq,
+            hash: self.last_hash.clone(),
+        }
+    }
+}
+
+/// `hex(sha256(prev_bytes || canonical))`. A `prev` that is not 64 hex digits
+/// is hashed as its text, so it can never collide with a well-formed one.
+fn chain_hash(prev: &str, canonical: &str) -> String {
+    let mut h = Sha256::new();
+    match decode_hash(prev) {
+        Some(bytes) => h.update(bytes),
+        None => h.update(prev.as_bytes()),
+    }
+    h.update(canonical.as_bytes());
+    hex::encode(h.finalize())
+}
+
+fn decode_hash(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+/// The canonical JSON text of `v` (see the module documentation).
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            // Sorted here, whatever order the map keeps (serde_json's
+            // `preserve_order` feature may be on in some build).
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(k, out);
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+// === verification ===
+
+/// What is wrong with a log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VerifyErrorKind {
+    /// A line is not an audit event (not JSON, a field missing or of the wrong
+    /// type, an unsupported schema version).
+    Malformed,
+    /// An event's content does not match its hash.
+    Edited,
+    /// An event appears after a later event of its stream (or twice).
+    Reordered,
+    /// Events are missing: a sequence gap, a `prev` that is not the previous
+    /// event's hash, or a stream that does not start at 1 (or at a checkpoint).
+    Dropped,
+    /// The log ends before a checkpoint's event.
+    Truncated,
+    /// A checkpoint's hash differs from the event at its sequence number: the
+    /// chain was rewritten (edited and re-hashed) up to there.
+    CheckpointMismatch,
+}
+
+impl VerifyErrorKind {
+    /// A stable name, for reports and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyErrorKind::Malformed => "malformed",
+            VerifyErrorKind::Edited => "edited",
+            VerifyErrorKind::Reordered => "reordered",
+            VerifyErrorKind::Dropped => "dropped",
+            VerifyErrorKind::Truncated => "truncated",
+            VerifyErrorKind::CheckpointMismatch => "checkpointMismatch",
+        }
+    }
+}
+
+impl fmt::Display for VerifyErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first problem found in a log.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("audit log line {line}: {kind}: {detail}")]
+pub struct VerifyError {
+    /// 1-based line number (for `Truncated`, one past the last line).
+    pub line: usize,
+    /// What is wrong.
+    pub kind: VerifyErrorKind,
+    /// The stream concerned, when known.
+    pub stream: Option<String>,
+    /// What was found, in words.
+    pub detail: String,
+}
+
+/// What a successful verification covered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Events verified.
+    pub events: u64,
+    /// Streams seen.
+    pub streams: usize,
+    /// The last event of every stream, sorted by stream.
+    pub heads: Vec<ChainHead>,
+    /// Checkpoints confirmed by an event of the log.
+    pub checkpoints_matched: usize,
+    /// Checkpoints for events before the start of the log (not checked: the log
+    /// is a later segment).
+    pub checkpoints_before_log: usize,
+}
+
+#[derive(Debug)]
+struct StreamState {
+    last_seq: u64,
+    last_hash: String,
+    last_line: usize,
+    /// First sequence number in the log (events before it are out of scope).
+    first_seq: u64,
+    /// Line of the first event.
+    first_line: usize,
+    /// The `prev` the first event must have (GENESIS, or an anchoring checkpoint's hash).
+    start_hash: String,
+    /// The first sequence gap not yet explained: (line, missing from, missing to).
+    gap: Option<(usize, u64, u64)>,
+}
+
+/// Verifies an audit log given as lines (blank lines are skipped), against
+/// operator-signed `checkpoints`. Streams may be interleaved; each is verified
+/// on its own. A stream must start at seq 1, or right after one of the
+/// checkpoints (to verify a later segment of a log). Returns the first
+/// problem, by line.
+pub fn verify_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    checkpoints: &[ChainHead],
+) -> Result<VerifyReport, VerifyError> {
+    let wanted: BTreeMap<(&str, u64), &str> = checkpoints
+        .iter()
+        .map(|c| ((c.stream.as_str(), c.seq), c.hash.as_str()))
+        .collect();
+    let mut streams: BTreeMap<String, StreamState> = BTreeMap::new();
+    // Hash and line of the events that checkpoints name.
+    let mut seen: BTreeMap<(String, u64), (String, usize)> = BTreeMap::new();
+    let mut events = 0u64;
+    let mut last_line = 0;
+    for (index, raw) in lines.enumerate() {
+        let line = index + 1;
+        last_line = line;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let fail = |kind, stream: Option<&str>, detail: String| VerifyError {
+            line,
+            kind,
+            stream: stream.map(str::to_string),
+            detail,
+        };
+        let event = match parse_line(raw) {
+            Ok(e) => e,
+            Err(detail) => {
+                return Err(earliest_gap(
+                    &streams,
+                    fail(VerifyErrorKind::Malformed, None, detail),
+                ));
+            }
+        };
+        let stream = event.stream.as_str();
+        let computed = chain_hash(&event.prev, &canonical_json(&event.rest));
+        if computed != event.hash {
+            let e = fail(
+                VerifyErrorKind::Edited,
+                Some(stream),
+                format!("seq {}: the content does not match its hash", event.seq),
+            );
+            return Err(earliest_gap(&streams, e));
+        }
+        if event.v != u64::from(SCHEMA_VERSION) {
+            let e = fail(
+                VerifyErrorKind::Malformed,
+                Some(stream),
+                format!(
+                    "schema version {} is not supported (this verifier reads v{SCHEMA_VERSION}); \
+                     use a newer kubectl-sluice",
+                    event.v
+                ),
+            );
+            return Err(earliest_gap(&streams, e));
+        }
+        events += 1;
+        let state = streams.entry(stream.to_string()).or_insert_with(|| {
+            // A later segment may start right after a checkpoint.
+            let anchored = event.seq > 1
+                && wanted
+                    .get(&(stream, event.seq - 1))
+                    .is_some_and(|h| *h == event.prev);
+            let (last_seq, last_hash) = if anchored {
+                (event.seq - 1, event.prev.clone())
+            } else {
+                (0, GENESIS.to_string())
+            };
+            StreamState {
+                last_seq,
+                start_hash: last_hash.clone(),
+                last_hash,
+                last_line: 0,
+                first_seq: last_seq + 1,
+                first_line: line,
+                gap: None,
+            }
+        });
+        if event.seq <= state.last_seq {
+            let explains_gap = state
+                .gap
+                .is_some_and(|(_, from, to)| (from..=to).contains(&event.seq));
+            if explains_gap {
+                state.gap = None;
+            }
+            let e = fail(
+                VerifyErrorKind::Reordered,
+                Some(stream),
+                format!(
+                    "seq {} comes after seq {} (line {})",
+                    event.seq, state.last_seq, state.last_line
+                ),
+            );
+            return Err(earliest_gap(&streams, e));
+        }
+        if event.seq == state.last_seq + 1 {
+            if event.prev != state.last_hash {
+                let after = if state.last_seq == 0 {
+                    "the stream's start".to_string()
+                } else {
+                    format!("seq {} (line {})", state.last_seq, state.last_line)
+                };
+                let e = fail(
+                    VerifyErrorKind::Dropped,
+                    Some(stream),
+                    format!("seq {}: prev is not the hash of {after}", event.seq),
+                );
+                return Err(earliest_gap(&streams, e));
+            }
+        } else if state.gap.is_none() {
+            state.gap = Some((line, state.last_seq + 1, event.seq - 1));
+        }
+        state.last_seq = event.seq;
+        state.last_hash.clone_from(&event.hash);
+        state.last_line = line;
+        if let Some(want) = wanted.get(&(stream, event.seq)) {
+            if *want != event.hash {
+                let e = fail(
+                    VerifyErrorKind::CheckpointMismatch,
+                    Some(stream),
+                    format!(
+                        "seq {}: the checkpoint's hash is {want} but the log's is {}",
+                        event.seq, event.hash
+                    ),
+                );
+                return Err(earliest_gap(&streams, e));
+            }
+            seen.insert((stream.to_string(), event.seq), (event.hash.clone(), line));
+        }
+    }
+    let end = VerifyError {
+        line: last_line + 1,
+        kind: VerifyErrorKind::Truncated,
+        stream: None,
+        detail: String::new(),
+    };
+    if let Some(gap) = pending_gap(&streams) {
+        return Err(gap);
+    }
+    let mut matched = 0;
+    let mut before_log = 0;
+    for c in checkpoints {
+        let mismatch = |line: usize, found: &str| VerifyError {
+            line,
+            kind: VerifyErrorKind::CheckpointMismatch,
+            stream: Some(c.stream.clone()),
+            detail: format!(
+                "seq {}: the checkpoint's hash is {} but the log's is {found}",
+                c.seq, c.hash
+            ),
+        };
+        match streams.get(&c.stream) {
+            _ if c.seq == 0 => {
+                if c.hash != GENESIS {
+                    return Err(mismatch(1, GENESIS));
+                }
+                matched += 1;
+            }
+            // The checkpoint a later segment starts from: the first event's prev.
+            Some(s) if c.seq + 1 == s.first_seq => {
+                if c.hash != s.start_hash {
+                    return Err(mismatch(s.first_line, &s.start_hash));
+                }
+                matched += 1;
+            }
+            Some(s) if c.seq < s.first_seq => before_log += 1,
+            Some(s) if c.seq <= s.last_seq => match seen.get(&(c.stream.clone(), c.seq)) {
+                Some((hash, _)) if *hash == c.hash => matched += 1,
+                Some((hash, line)) => return Err(mismatch(*line, hash)),
+                // Unreachable without a gap, and gaps are reported above.
+                None => return Err(mismatch(end.line, "missing")),
+            },
+            Some(s) => {
+                return Err(VerifyError {
+                    stream: Some(c.stream.clone()),
+                    detail: format!(
+                        "the log ends at seq {} of stream {} but a checkpoint covers seq {}",
+                        s.last_seq, c.stream, c.seq
+                    ),
+                    ..end
+                });
+            }
+            None => {
+                return Err(VerifyError {
+                    stream: Some(c.stream.clone()),
+                    detail: format!(
+                        "stream {} has no event in the log but a checkpoint covers seq {}",
+                        c.stream, c.seq
+                    ),
+                    ..end
+                });
+            }
+        }
+    }
+    Ok(VerifyReport {
+        events,
+        streams: streams.len(),
+        heads: streams
+            .iter()
+            .map(|(stream, s)| ChainHead {
+                stream: stream.clone(),
+                seq: s.last_seq,
+                hash: s.last_hash.clone(),
+            })
+            .collect(),
+        checkpoints_matched: matched,
+        checkpoints_before_log: before_log,
+    })
+}
+
+/// A sequence gap seen earlier than `e` wins over it: it is the first problem.
+fn earliest_gap(streams: &BTreeMap<String, StreamState>, e: VerifyError) -> VerifyError {
+    match pending_gap(streams) {
+        Some(gap) if gap.line < e.line => gap,
+        _ => e,
+    }
+}
+
+fn pending_gap(streams: &BTreeMap<String, StreamState>) -> Option<VerifyError> {
+    streams
+        .iter()
+        .filter_map(|(stream, s)| s.gap.map(|g| (stream, g)))
+        .min_by_key(|(_, (line, _, _))| *line)
+        .map(|(stream, (line, from, to))| VerifyError {
+            line,
+            kind: VerifyErrorKind::Dropped,
+            stream: Some(stream.clone()),
+            detail: if from == to {
+                format!("seq {from} of stream {stream} is missing")
+            } else {
+                format!("seq {from} to {to} of stream {stream} are missing")
+            },
+        })
+}
+
+/// The chain fields of a line, and the rest of the event (everything but `hash`).
+struct ParsedLine {
+    v: u64,
+    stream: String,
+    seq: u64,
+    prev: String,
+    hash: String,
+    rest: Value,
+}
+
+fn parse_line(raw: &str) -> Result<ParsedLine, String> {
+    let mut value: Value = serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(map) = &mut value else {
+        return Err("not a JSON object".to_string());
+    };
+    let hash = match map.remove("hash") {
+        Some(Value::String(h)) => h,
+        _ => return Err("no string field \"hash\"".to_string()),
+    };
+    let string = |name: &str| match map.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(format!("no string field {name:?}")),
+    };
+    let number = |name: &str| {
+        map.get(name)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("no unsigned integer field {name:?}"))
+    };
+    let parsed = ParsedLine {
+        v: number("v")?,
+        stream: string("stream")?,
+        seq: number("seq")?,
+        prev: string("prev")?,
+        hash,
+        rest: Value::Null,
+    };
+    if parsed.seq == 0 {
+        return Err("seq must be at least 1".to_string());
+    }
+    if decode_hash(&parsed.prev).is_none() || decode_hash(&parsed.hash).is_none() {
+        return Err("prev and hash must be 64 lower-case hex digits".to_string());
+    }
+    Ok(ParsedLine {
+        rest: value,
+        ..parsed
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn draft(kind: AuditKind) -> AuditEventDraft {
+        AuditEventDraft {
+            session: Some("s-1".into()),
+            identity: Some(AuditIdentity {
+                namespace: "shop".into(),
+                service_account: "report-job".into(),
+                pod: Some("report-job-7d9".into()),
+                groups: vec!["system:serviceaccounts:shop".into()],
+            }),
+            connection: Some("orders-db".into()),
+            command: Some(AuditCommand {
+                text: "SELECT * FROM orders WHERE id = ?".into(),
+                fingerprint: "3f1c".into(),
+                kind: Some("select".into()),
+            }),
+            decision: Some(AuditDecision {
+                action: Action::Allow,
+                policy: Some("reporting".into()),
+                rule: None,
+                dry_run: false,
+                reason: Some("default action".into()),
+            }),
+            ..AuditEventDraft::new("2026-01-02T03:04:05Z", kind)
+        }
+    }
+
+    #[test]
+    fn serialises_in_camel_case_and_skips_absent_fields() {
+        let mut chain = AuditChain::new("pod-a/boot-1");
+        let e = chain
+            .append(AuditEventDraft::new(
+                "2026-01-02T03:04:05Z",
+                AuditKind::SessionStart,
+            ))
+            .expect("appends");
+        let v: Value = serde_json::from_str(&e.to_line().expect("line")).expect("json");
+        let keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            vec!["hash", "prev", "seq", "stream", "time", "type", "v"]
+        );
+        assert_eq!(v["type"], json!("sessionStart"));
+        assert_eq!(v["prev"], json!(GENESIS));
+        assert_eq!(v["seq"], json!(1));
+        let e = chain.append(draft(AuditKind::Statement)).expect("appends");
+        let v: Value = serde_json::from_str(&e.to_line().expect("line")).expect("json");
+        assert_eq!(v["identity"]["serviceAccount"], json!("report-job"));
+        assert_eq!(v["decision"]["dryRun"], json!(false));
+        assert!(v["decision"].get("rule").is_none());
+        let back: AuditEvent = serde_json::from_value(v).expect("round trip");
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_and_has_no_whitespace() {
+        // Keys inserted out of order, nested, with characters needing escapes.
+        let mut inner = serde_json::Map::new();
+        inner.insert("z".into(), json!(1));
+        inner.insert("a".into(), json!([true, null, "x\"y\\z\n\u{1}é"]));
+        let mut outer = serde_json::Map::new();
+        outer.insert("b".into(), Value::Object(inner));
+        outer.insert("A".into(), json!(-5));
+        outer.insert("a".into(), json!(18446744073709551615u64));
+        assert_eq!(
+            canonical_json(&Value::Object(outer)),
+            r#"{"A":-5,"a":18446744073709551615,"b":{"a":[true,null,"x\"y\\z\n\u0001é"],"z":1}}"#
+        );
+        // The event's canonical form does not follow the struct's field order.
+        let mut chain = AuditChain::new("s");
+        let e = chain.append(draft(AuditKind::Statement)).expect("appends");
+        let c = e.canonical_json().expect("canonical");
+        assert!(
+            c.starts_with(r#"{"command":{"fingerprint":"3f1c","kind":"select","text":"#),
+            "{c}"
+        );
+        assert!(!c.contains("\"hash\""));
+        assert!(!c.contains(": ") && !c.contains(", "));
+    }
+
+    /// A fixed event's hash, computed independently (Python:
+    /// `json.dumps(e, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
+    /// then `sha256(bytes.fromhex(prev) + canonical)`), pins the format.
+    #[test]
+    fn known_hash_vector() {
+        let mut chain = AuditChain::new("pod-a/boot-1");
+        let e = chain
+            .append(AuditEventDraft {
+                connection: Some("orders-db".into()),
+                ..AuditEventDraft::new("2026-01-02T03:04:05Z", AuditKind::SessionStart)
+            })
+            .expect("appends");
+        assert_eq!(
+            e.canonical_json().expect("canonical"),
+            r#"{"connection":"orders-db","prev":"0000000000000000000000000000000000000000000000000000000000000000","seq":1,"stream":"pod-a/boot-1","time":"2026-01-02T03:04:05Z","type":"sessionStart","v":1}"#
+        );
+        assert_eq!(e.hash, KNOWN_HASH);
+    }
+
+    const KNOWN_HASH: &str = "5ee9b03d7b94ac54c161b3afa8fb90593ce44f9729f58c990bf2981aee3e9ea0";
+
+    #[test]
+    fn chain_links_and_resumes() {
+        let mut chain = AuditChain::new("s");
+        assert_eq!(
+            chain.head(),
+            ChainHead {
+                stream: "s".into(),
+                seq: 0,
+                hash: GENESIS.into()
+            }
+        );
+        let a = chain.append(draft(AuditKind::Statement)).expect("appends");
+        let b = chain.append(draft(AuditKind::Result)).expect("appends");
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(b.prev, a.hash);
+        assert_ne!(a.hash, b.hash);
+        let mut resumed = AuditChain::resume("s", b.seq, b.hash.clone());
+        let mut original = chain.clone();
+        let c1 = resumed
+            .append(draft(AuditKind::SessionEnd))
+            .expect("appends");
+        let c2 = original
+            .append(draft(AuditKind::SessionEnd))
+            .expect("appends");
+        assert_eq!(c1, c2);
+        let lines: Vec<String> = [a, b, c1]
+            .iter()
+            .map(|e| e.to_line().expect("line"))
+            .collect();
+        let report =
+            verify_lines(lines.iter().map(String::as_str), &[chain.head()]).expect("verifies");
+        assert_eq!(report.events, 3);
+        assert_eq!(report.heads, vec![resumed.head()]);
+        assert_eq!(report.checkpoints_matched, 1);
+    }
+
+    #[test]
+    fn malformed_lines() {
+        let mut chain = AuditChain::new("s");
+        let good = chain
+            .append(draft(AuditKind::Statement))
+            .expect("appends")
+            .to_line()
+            .expect("line");
+        for (bad, what) in [
+            ("not json", "not JSON"),
+            ("[1]", "not a JSON object"),
+            (r#"{"v":1}"#, "hash"),
+            (
+                r#"{"v":1,"stream":"s","seq":1,"prev":"00","hash":"00"}"#,
+                "64 lower-case hex",
+            ),
+        ] {
+            let lines = [good.as_str(), "", bad];
+            let err = verify_lines(lines.into_iter(), &[]).expect_err("malformed");
+            assert_eq!(
+                (err.line, err.kind),
+                (3, VerifyErrorKind::Malformed),
+                "{bad}"
+            );
+            assert!(err.detail.contains(what), "{err}");
+        }
+    }
+
+    #[test]
+    fn unsupported_version_is_malformed() {
+        // A well-hashed event of a future schema.
+        let mut v: Value = serde_json::from_str(
+            &AuditChain::new("s")
+                .append(draft(AuditKind::Statement))
+                .expect("appends")
+                .to_line()
+                .expect("line"),
+        )
+        .expect("json");
+        v["v"] = json!(2);
+        let map = v.as_object_mut().expect("object");
+        map.remove("hash");
+        let hash = chain_hash(GENESIS, &canonical_json(&v));
+        v["hash"] = json!(hash);
+        let line = v.to_string();
+        let err = verify_lines([line.as_str()].into_iter(), &[]).expect_err("v2");
+        assert_eq!(err.kind, VerifyErrorKind::Malformed);
+        assert!(err.detail.contains("schema version 2"), "{err}");
+    }
+
+    #[test]
+    fn a_later_segment_verifies_from_its_checkpoint() {
+        let mut chain = AuditChain::new("s");
+        let events: Vec<AuditEvent> = (0..5)
+            .map(|_| chain.append(draft(AuditKind::Statement)).expect("appends"))
+            .collect();
+        let lines: Vec<String> = events.iter().map(|e| e.to_line().expect("line")).collect();
+        let anchor = ChainHead {
+            stream: "s".into(),
+            seq: 2,
+            hash: events[1].hash.clone(),
+        };
+        let early = ChainHead {
+            stream: "s".into(),
+            seq: 1,
+            hash: events[0].hash.clone(),
+        };
+        let tail = lines[2..].iter().map(String::as_str);
+        let report =
+            verify_lines(tail, &[early.clone(), anchor.clone(), chain.head()]).expect("verifies");
+        assert_eq!(report.events, 3);
+        assert_eq!(report.checkpoints_matched, 2);
+        assert_eq!(report.checkpoints_before_log, 1);
+        // Without the anchor, the missing start is a drop.
+        let err = verify_lines(lines[2..].iter().map(String::as_str), &[]).expect_err("no anchor");
+        assert_eq!((err.line, err.kind), (1, VerifyErrorKind::Dropped));
+    }
+}
