@@ -57,6 +57,9 @@ impl Req {
         if self.body.is_empty() {
             return Err(ApiError::bad_request("the request body is empty; send a JSON object"));
         }
+        if self.content_type.starts_with("application/vnd.kubernetes.protobuf") {
+            return super::protobuf::decode(&self.body).map_err(ApiError::unsupported_media_type);
+        }
         serde_json::from_slice(&self.body)
             .or_else(|_| serde_yaml::from_slice::<Value>(&self.body))
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
@@ -183,6 +186,11 @@ async fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<Body>, ApiError
             ));
         }
         ["openid", "v1", "jwks"] => return Ok(json_response(200, &inner.signer.jwks())),
+        ["openapi", "v3"] => return Ok(json_response(200, &super::openapi::root(&registry))),
+        ["openapi", "v3", "api", version] => return found(super::openapi::document(&registry, "", version), &req.path),
+        ["openapi", "v3", "apis", group, version] => {
+            return found(super::openapi::document(&registry, group, version), &req.path);
+        }
         ["openapi", ..] => return Err(ApiError::no_route(&req.path)),
         _ => {}
     }

@@ -8,8 +8,10 @@
 pub mod admission;
 pub mod error;
 mod http;
+mod openapi;
 mod ops;
 pub mod patch;
+mod protobuf;
 pub mod registry;
 pub mod schema;
 pub mod selectors;
