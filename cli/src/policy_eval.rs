@@ -26,6 +26,9 @@ pub struct EvalArgs {
     /// The Connection the statement or request is sent on.
     #[arg(long)]
     connection: String,
+    /// Namespace of the Connection and its policies; the identity's namespace by default.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
     /// A SQL string (several statements allowed) for a postgres or mysql Connection.
     #[arg(long, conflicts_with = "http", required_unless_present = "http")]
     sql: Option<String>,
@@ -117,28 +120,43 @@ struct ManifestSecrets<'a> {
 
 impl SecretSource for ManifestSecrets<'_> {
     fn secret_key(&self, name: &str, key: &str) -> Option<Vec<u8>> {
-        self.set.secret_key(self.namespace, name, key).map(<[u8]>::to_vec)
+        self.set
+            .secret_key(self.namespace, name, key)
+            .map(<[u8]>::to_vec)
     }
 }
 
 /// Runs `policy eval`: prints the decision as one JSON object; exit 0.
 pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
-    let mut identity =
-        Identity::parse(&args.identity).ok_or_else(|| EvalError::Identity(args.identity.clone()))?;
-    identity.groups.extend(args.groups.iter().filter(|g| !g.is_empty()).cloned());
-    let set = ManifestSet::load(&args.file, &identity.namespace)?;
-    let ns = identity.namespace.clone();
-    let connection = set.connection(&ns, &args.connection).ok_or_else(|| {
-        EvalError::UnknownConnection { namespace: ns.clone(), name: args.connection.clone() }
-    })?;
-    let secrets = ManifestSecrets { set: &set, namespace: &ns };
+    let mut identity = Identity::parse(&args.identity)
+        .ok_or_else(|| EvalError::Identity(args.identity.clone()))?;
+    identity
+        .groups
+        .extend(args.groups.iter().filter(|g| !g.is_empty()).cloned());
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| identity.namespace.clone());
+    let set = ManifestSet::load(&args.file, &ns)?;
+    let connection =
+        set.connection(&ns, &args.connection)
+            .ok_or_else(|| EvalError::UnknownConnection {
+                namespace: ns.clone(),
+                name: args.connection.clone(),
+            })?;
+    let secrets = ManifestSecrets {
+        set: &set,
+        namespace: &ns,
+    };
     let policies = set
         .policies_in(&ns)
         .map(|p| {
-            CompiledPolicy::compile(p, &secrets).map(Arc::new).map_err(|source| EvalError::Policy {
-                policy: p.metadata.name.clone().unwrap_or_default(),
-                source,
-            })
+            CompiledPolicy::compile(p, &secrets)
+                .map(Arc::new)
+                .map_err(|source| EvalError::Policy {
+                    policy: p.metadata.name.clone().unwrap_or_default(),
+                    source,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let hash_key = connection
@@ -152,8 +170,11 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
 
     let output = match (protocol, &args.sql, &args.http) {
         (Protocol::Postgres | Protocol::Mysql, Some(sql), _) => {
-            let dialect =
-                if protocol == Protocol::Mysql { SqlDialect::Mysql } else { SqlDialect::Postgres };
+            let dialect = if protocol == Protocol::Mysql {
+                SqlDialect::Mysql
+            } else {
+                SqlDialect::Postgres
+            };
             match &policy_set {
                 None => from_decision(Decision::not_bound(&identity, &args.connection), None, None),
                 Some(ps) => {
@@ -188,7 +209,12 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
                 .map(serde_json::from_str::<serde_json::Value>)
                 .transpose()
                 .map_err(EvalError::Body)?;
-            let req = HttpRequest { method, path, query, body: body.as_ref() };
+            let req = HttpRequest {
+                method,
+                path,
+                query,
+                body: body.as_ref(),
+            };
             let decision = match &policy_set {
                 None => Decision::not_bound(&identity, &args.connection),
                 Some(ps) => ps.decide_http(&req),

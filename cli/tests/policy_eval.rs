@@ -1,0 +1,464 @@
+//! `kubectl-sluice policy eval` driven as a user would: the binary, the quickstart
+//! manifests, JSON on stdout, exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn quickstart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart")
+}
+
+fn eval(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"))
+        .args(["policy", "eval"])
+        .args(args)
+        .output()
+        .expect("run kubectl-sluice")
+}
+
+fn decide_with(dir: &Path, identity: &str, connection: &str, sql: &str) -> Value {
+    let dir = dir.to_str().unwrap();
+    let out = eval(&[
+        "-f",
+        dir,
+        "--as",
+        identity,
+        "--connection",
+        connection,
+        "--sql",
+        sql,
+    ]);
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "one JSON object on one line: {stdout}"
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn decide(sql: &str) -> Value {
+    decide_with(&quickstart(), "shop/report-job", "orders-db", sql)
+}
+
+#[test]
+fn quickstart_decisions() {
+    // (sql, action, rule)
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("SELECT id, total FROM orders WHERE id = 7", "allow", None),
+        ("SELECT name FROM customers", "allow", None),
+        (
+            "INSERT INTO orders (id, total) VALUES (1, 2.5)",
+            "allow",
+            None,
+        ),
+        ("UPDATE orders SET total = 0 WHERE id = 1", "allow", None),
+        ("DELETE FROM orders WHERE id = 1", "allow", None),
+        ("DROP TABLE customers", "deny", Some("no-schema-changes")),
+        (
+            "drop table if exists public.customers cascade",
+            "deny",
+            Some("no-schema-changes"),
+        ),
+        ("TRUNCATE orders", "deny", Some("no-schema-changes")),
+        (
+            "ALTER TABLE orders ADD COLUMN x int",
+            "deny",
+            Some("no-schema-changes"),
+        ),
+        ("CREATE TABLE t (id int)", "deny", Some("no-schema-changes")),
+        (
+            "SELECT * INTO backup FROM orders",
+            "deny",
+            Some("no-schema-changes"),
+        ),
+        (
+            "CREATE TABLE copy AS SELECT * FROM customers",
+            "deny",
+            Some("no-schema-changes"),
+        ),
+        (
+            "DELETE FROM orders",
+            "requireApproval",
+            Some("bulk-writes-need-a-human"),
+        ),
+        (
+            "UPDATE customers SET email = NULL",
+            "requireApproval",
+            Some("bulk-writes-need-a-human"),
+        ),
+        (
+            "WITH gone AS (DELETE FROM orders RETURNING id) SELECT count(*) FROM gone",
+            "requireApproval",
+            Some("bulk-writes-need-a-human"),
+        ),
+        (
+            "EXPLAIN ANALYZE DELETE FROM orders",
+            "requireApproval",
+            Some("bulk-writes-need-a-human"),
+        ),
+        (
+            "SELECT pg_read_file('/etc/passwd')",
+            "deny",
+            Some("no-server-files"),
+        ),
+        (
+            "SELECT * FROM orders WHERE note = (SELECT pg_read_file('/etc/shadow'))",
+            "deny",
+            Some("no-server-files"),
+        ),
+        (
+            "WITH x AS (SELECT (SELECT pg_catalog.pg_ls_dir('.')) AS f) SELECT * FROM x",
+            "deny",
+            Some("no-server-files"),
+        ),
+        (
+            "SELECT lo_import('/etc/hosts')",
+            "deny",
+            Some("no-server-files"),
+        ),
+        (
+            "INSERT INTO files VALUES (lo_export(1, '/tmp/x'))",
+            "deny",
+            Some("no-server-files"),
+        ),
+        // A string is as strict as its strictest statement.
+        (
+            "SELECT 1; DROP TABLE orders",
+            "deny",
+            Some("no-schema-changes"),
+        ),
+        (
+            "SELECT 1; DELETE FROM orders; DROP TABLE x",
+            "deny",
+            Some("no-schema-changes"),
+        ),
+        (
+            "SELECT 1; DELETE FROM orders",
+            "requireApproval",
+            Some("bulk-writes-need-a-human"),
+        ),
+        // Unparseable: onParseError deny.
+        ("SELEKT * FROM orders", "deny", None),
+    ];
+    for (sql, action, rule) in cases {
+        let v = decide(sql);
+        assert_eq!(v["action"], *action, "{sql}: {v}");
+        assert_eq!(v["rule"].as_str(), *rule, "{sql}: {v}");
+        assert_eq!(v["dryRun"], false, "{sql}: {v}");
+        if v["action"] != "allow" {
+            assert_eq!(v["policy"], "reporting", "{sql}: {v}");
+        }
+    }
+}
+
+#[test]
+fn statements_are_listed_with_kind_tables_functions() {
+    let v = decide(
+        "SELECT c.name FROM customers c JOIN orders o ON o.customer_id = c.id; DROP TABLE orders",
+    );
+    let st = v["statements"].as_array().unwrap();
+    assert_eq!(st.len(), 2);
+    assert_eq!(st[0]["kind"], "select");
+    assert_eq!(st[0]["tables"], serde_json::json!(["customers", "orders"]));
+    assert_eq!(st[0]["action"], "allow");
+    assert_eq!(st[1]["kind"], "drop");
+    assert_eq!(st[1]["action"], "deny");
+    let v = decide("SELECT upper(name), pg_read_file('x') FROM customers");
+    let functions = v["statements"][0]["functions"].as_array().unwrap();
+    assert!(functions.contains(&Value::from("upper")), "{v}");
+    assert!(functions.contains(&Value::from("pg_read_file")), "{v}");
+}
+
+#[test]
+fn group_subjects_bind_across_namespaces() {
+    let qs = quickstart();
+    let out = eval(&[
+        "-f",
+        qs.to_str().unwrap(),
+        "-n",
+        "shop",
+        "--as",
+        "ci/deployer",
+        "--connection",
+        "orders-db",
+        "--sql",
+        "DROP TABLE orders",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Bound through group system:serviceaccounts:ci, so the policy's rules apply.
+    assert_eq!(
+        (v["action"].as_str(), v["rule"].as_str()),
+        (Some("deny"), Some("no-schema-changes"))
+    );
+    // Without -n the Connection is looked up in the identity's namespace: not there.
+    let out = eval(&[
+        "-f",
+        qs.to_str().unwrap(),
+        "--as",
+        "ci/deployer",
+        "--connection",
+        "orders-db",
+        "--sql",
+        "SELECT 1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unbound_identity_is_denied_with_a_reason() {
+    let v = decide_with(&quickstart(), "shop/web", "orders-db", "SELECT 1");
+    assert_eq!(v["action"], "deny");
+    assert_eq!(v["policy"], Value::Null);
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("serviceaccount:shop/web") && reason.contains("orders-db"),
+        "{reason}"
+    );
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+const CONN: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {name: db, namespace: ns}
+spec:
+  protocol: postgres
+  upstream: {host: 127.0.0.1, database: app, tls: {mode: disable}}
+  credentials: {secretRef: {name: creds}}
+  listen: {port: 15432}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {name: api, namespace: ns}
+spec:
+  protocol: http
+  upstream: {baseURL: "https://api.example.com"}
+  credentials: {secretRef: {name: api-creds}}
+  listen: {port: 18080}
+"#;
+
+#[test]
+fn most_restrictive_across_policies_and_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "conn.yaml", CONN);
+    write(
+        dir.path(),
+        "policies.yaml",
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: a-permissive, namespace: ns}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [db]
+  rules:
+    - {name: reads, match: {statements: [select]}, action: allow}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: b-strict, namespace: ns}
+spec:
+  subjects: [{group: "system:serviceaccounts:ns"}]
+  connections: [db]
+  rules:
+    - {name: no-audit-table, match: {tables: ["audit_*"]}, action: deny}
+    - name: writes-approved
+      match: {statements: [insert, update, delete]}
+      action: requireApproval
+      approval: {approvers: {users: [alice]}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: c-rollout, namespace: ns}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [db]
+  mode: dryRun
+  rules:
+    - {name: no-secrets, match: {tables: ["secrets"]}, action: deny}
+"#,
+    );
+    let d = |sql: &str| decide_with(dir.path(), "ns/app", "db", sql);
+    let v = d("SELECT * FROM audit_log");
+    assert_eq!(
+        (v["action"].as_str(), v["rule"].as_str()),
+        (Some("deny"), Some("no-audit-table"))
+    );
+    assert_eq!(v["policy"], "b-strict");
+    let v = d("INSERT INTO t VALUES (1)");
+    assert_eq!(v["action"], "requireApproval");
+    assert_eq!(v["enforced"], "requireApproval");
+    // dryRun: recorded as deny, but what happens is allow.
+    let v = d("SELECT * FROM secrets");
+    assert_eq!(v["action"], "deny", "{v}");
+    assert_eq!(v["dryRun"], true, "{v}");
+    assert_eq!(v["enforced"], "allow", "{v}");
+    assert_eq!(v["policy"], "c-rollout");
+    // dryRun deny over an enforced requireApproval: still held for approval.
+    let v = d("UPDATE secrets SET v = 1 WHERE id = 2");
+    assert_eq!(v["action"], "deny", "{v}");
+    assert_eq!(v["enforced"], "requireApproval", "{v}");
+}
+
+#[test]
+fn http_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "conn.yaml", CONN);
+    write(
+        dir.path(),
+        "policy.yaml",
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: payments, namespace: ns}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [api]
+  defaultAction: deny
+  rules:
+    - {name: reads, match: {methods: [GET], paths: ["/v1/**"]}, action: allow}
+    - name: big-refunds
+      match: {methods: [POST], paths: ["/v1/refunds"], jsonBody: [{path: "$.amount", greaterThan: 1000}]}
+      action: requireApproval
+      approval: {approvers: {groups: [finance]}, mode: retry}
+    - {name: refunds, match: {methods: [POST], paths: ["/v1/refunds"]}, action: allow}
+"#,
+    );
+    let dirs = dir.path().to_str().unwrap();
+    let run = |line: &str, body: Option<&str>| {
+        let mut args = vec![
+            "-f",
+            dirs,
+            "--as",
+            "ns/app",
+            "--connection",
+            "api",
+            "--http",
+            line,
+        ];
+        if let Some(b) = body {
+            args.extend(["--body", b]);
+        }
+        let out = eval(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(run("GET /v1/charges/ch_1", None)["action"], "allow");
+    assert_eq!(run("DELETE /v1/charges/ch_1", None)["action"], "deny");
+    let v = run("POST /v1/refunds", Some(r#"{"amount": 5000}"#));
+    assert_eq!(
+        (v["action"].as_str(), v["rule"].as_str()),
+        (Some("requireApproval"), Some("big-refunds"))
+    );
+    assert_eq!(
+        run("POST /v1/refunds", Some(r#"{"amount": 50}"#))["rule"],
+        "refunds"
+    );
+    // Encoded traversal cannot dodge the path rules.
+    assert_eq!(run("GET /v1/../admin/users", None)["action"], "deny");
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    let qs = quickstart();
+    let qs = qs.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "bad.yaml", "apiVersion: v1\nkind: [unclosed\n");
+    let bad = dir.path().join("bad.yaml");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "-f",
+                "/nonexistent/x.yaml",
+                "--as",
+                "shop/a",
+                "--connection",
+                "c",
+                "--sql",
+                "SELECT 1",
+            ],
+            "/nonexistent/x.yaml",
+        ),
+        (
+            vec![
+                "-f",
+                bad.to_str().unwrap(),
+                "--as",
+                "shop/a",
+                "--connection",
+                "c",
+                "--sql",
+                "SELECT 1",
+            ],
+            "bad.yaml",
+        ),
+        (
+            vec![
+                "-f",
+                qs,
+                "--as",
+                "shop/report-job",
+                "--connection",
+                "nope",
+                "--sql",
+                "SELECT 1",
+            ],
+            "nope",
+        ),
+        (
+            vec![
+                "-f",
+                qs,
+                "--as",
+                "noslash",
+                "--connection",
+                "orders-db",
+                "--sql",
+                "SELECT 1",
+            ],
+            "NAMESPACE/SERVICEACCOUNT",
+        ),
+        (
+            vec![
+                "-f",
+                qs,
+                "--as",
+                "shop/report-job",
+                "--connection",
+                "orders-db",
+                "--http",
+                "GET /",
+            ],
+            "--sql",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = eval(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
