@@ -585,14 +585,15 @@ fn check_ports(
 fn check_env(selected: &[&ConnectionTarget]) -> Result<(), InjectError> {
     let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
     for target in selected {
-        if let Some(variable) = target.inject_env.as_deref() {
-            if let Some(first) = owners.insert(variable, &target.name) {
-                return Err(InjectError::EnvClash {
-                    variable: variable.to_string(),
-                    first: first.to_string(),
-                    second: target.name.clone(),
-                });
-            }
+        let Some(variable) = target.inject_env.as_deref() else {
+            continue;
+        };
+        if let Some(first) = owners.insert(variable, &target.name) {
+            return Err(InjectError::EnvClash {
+                variable: variable.to_string(),
+                first: first.to_string(),
+                second: target.name.clone(),
+            });
         }
     }
     Ok(())

@@ -6,6 +6,8 @@
 //! warnings as comments) or `NAME.error.txt` (the refusal message). Regenerate
 //! with `UPDATE_GOLDEN=1 cargo test -p sluice-operator --test inject_golden` and
 //! review the diff.
+// Helpers shared by the tests panic on broken test data, as the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 
