@@ -1,6 +1,8 @@
 //! `kubectl-sluice policy eval` driven as a user would: the binary, the quickstart
 //! manifests, JSON on stdout, exit codes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1084,22 +1084,22 @@ spec:
     fn binding_needs_subject_and_connection() {
         let p = policy(&with(""));
         let app = Identity::service_account("shop", "app");
-        assert!(PolicySet::select(&[p.clone()], &app, "db", None).is_some());
-        assert!(PolicySet::select(&[p.clone()], &app, "other", None).is_none());
+        assert!(PolicySet::select(std::slice::from_ref(&p), &app, "db", None).is_some());
+        assert!(PolicySet::select(std::slice::from_ref(&p), &app, "other", None).is_none());
         let other_ns = Identity::service_account("dev", "app");
-        assert!(PolicySet::select(&[p.clone()], &other_ns, "db", None).is_none());
+        assert!(PolicySet::select(std::slice::from_ref(&p), &other_ns, "db", None).is_none());
         let g = policy(
             "apiVersion: sluice.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: g, namespace: shop}\n\
              spec: {subjects: [{group: 'system:serviceaccounts:ci'}], connections: [db]}\n",
         );
         let ci = Identity::service_account("ci", "deployer");
-        assert!(PolicySet::select(&[g.clone()], &ci, "db", None).is_some());
+        assert!(PolicySet::select(std::slice::from_ref(&g), &ci, "db", None).is_some());
         assert!(PolicySet::select(&[g], &app, "db", None).is_none());
         let cross = policy(
             "apiVersion: sluice.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: x, namespace: shop}\n\
              spec: {subjects: [{serviceAccount: app, namespace: dev}], connections: [db]}\n",
         );
-        assert!(PolicySet::select(&[cross.clone()], &other_ns, "db", None).is_some());
+        assert!(PolicySet::select(std::slice::from_ref(&cross), &other_ns, "db", None).is_some());
         assert!(PolicySet::select(&[cross], &app, "db", None).is_none());
     }
 
