@@ -1,1 +1,111 @@
-fn main() {}
+//! `sluice-sidecar`: the Sluice data-plane proxy.
+//!
+//! Audit events go to stdout as JSON lines; logs go to stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice_sidecar::postgres::framing::DEFAULT_MAX_MESSAGE_SIZE;
+use sluice_sidecar::{StandaloneConfig, standalone};
+
+/// Sluice sidecar: decides, masks and audits what a workload sends to its databases.
+#[derive(Parser)]
+#[command(name = "sluice-sidecar", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run in a pod, with policies and credentials from the Sluice operator.
+    Run,
+    /// Run from local manifests (Namespace, Secret, Connection, AccessPolicy YAML).
+    Standalone {
+        /// A YAML file (multi-document) or a folder of YAML files.
+        #[arg(short = 'f', long = "filename", value_name = "MANIFESTS")]
+        manifests: PathBuf,
+        /// The workload identity, NAMESPACE/SERVICEACCOUNT.
+        #[arg(long = "as", value_name = "NS/SA")]
+        identity: String,
+        /// Also append audit events (JSON lines) to this file.
+        #[arg(long, value_name = "PATH")]
+        audit_file: Option<PathBuf>,
+        /// Do not write audit events to stdout (use with --audit-file).
+        #[arg(long)]
+        no_audit_stdout: bool,
+        /// Serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090.
+        #[arg(long, value_name = "ADDR")]
+        admin_addr: Option<SocketAddr>,
+        /// Largest protocol message accepted from the client or the server, in bytes.
+        #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_name = "BYTES")]
+        max_message_size: usize,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run => anyhow::bail!(
+            "`sluice-sidecar run` (in-cluster mode with the operator's gateway API) is not implemented yet; \
+             use `sluice-sidecar standalone -f MANIFESTS --as NAMESPACE/SERVICEACCOUNT`"
+        ),
+        Command::Standalone {
+            manifests,
+            identity,
+            audit_file,
+            no_audit_stdout,
+            admin_addr,
+            max_message_size,
+            log_format,
+        } => {
+            init_logs(log_format);
+            if max_message_size < 1024 {
+                anyhow::bail!("--max-message-size must be at least 1024 bytes");
+            }
+            let mut cfg = StandaloneConfig::new(manifests, identity);
+            cfg.audit_file = audit_file;
+            cfg.audit_stdout = !no_audit_stdout;
+            cfg.admin_addr = admin_addr;
+            cfg.max_message_size = max_message_size;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let running = standalone::start(cfg).await?;
+                for (name, addr, bound) in &running.listeners {
+                    tracing::info!(connection = %name, %addr, bound, "ready");
+                }
+                tokio::signal::ctrl_c()
+                    .await
+                    .context("cannot wait for Ctrl-C")?;
+                tracing::info!("shutting down");
+                anyhow::Ok(())
+            })
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Sluice sidecar: protocol proxies that decide, mask and audit.
+//!
+//! - [`standalone`]: runs from local manifests (`sluice-sidecar standalone`);
+//! - [`postgres`]: the PostgreSQL data plane (framing, messages, upstream,
+//!   sessions, masking);
+//! - [`enforcement`]: the only caller of the policy engine;
+//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod audit;
+pub mod enforcement;
+pub mod metrics;
+pub mod postgres;
+pub mod standalone;
+
+pub use standalone::{StandaloneConfig, StandaloneError};

@@ -1,0 +1,224 @@
+//! Prometheus metrics of the sidecar (prometheus-client), names prefixed `sluice_`.
+
+use std::time::Duration;
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use sluice_crds::Action;
+
+use crate::enforcement::Decided;
+
+/// The decision label of a statement.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum DecisionLabel {
+    /// Ran.
+    Allow,
+    /// Refused by a deny rule (or a limit).
+    Deny,
+    /// Refused: needs an approval.
+    RequireApproval,
+    /// Ran, but a dryRun policy would have refused it.
+    DryRunDeny,
+}
+
+/// Labels of `sluice_statements_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatementLabels {
+    /// The decision.
+    pub decision: DecisionLabel,
+}
+
+/// Labels of `sluice_sessions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    /// `opened` or `refused`.
+    pub outcome: SessionOutcome,
+}
+
+/// How a session attempt ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum SessionOutcome {
+    /// It was opened.
+    Opened,
+    /// It was refused (not bound, upstream failure, audit failure).
+    Refused,
+}
+
+/// Labels of `sluice_bytes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    /// Direction.
+    pub direction: Direction,
+}
+
+/// Direction of bytes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    /// From the application to the sidecar.
+    FromClient,
+    /// From the sidecar to the application.
+    ToClient,
+}
+
+/// The sidecar's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    masked: Counter,
+    sessions: Family<SessionLabels, Counter>,
+    active: Gauge,
+    latency: Histogram,
+    // Handles into the families, taken once: the hot path only does an atomic add.
+    from_client: Counter,
+    to_client: Counter,
+    allow: Counter,
+    deny: Counter,
+    approval: Counter,
+    dry_run: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let statements = Family::<StatementLabels, Counter>::default();
+        let bytes = Family::<BytesLabels, Counter>::default();
+        let decision = |d: DecisionLabel| {
+            statements
+                .get_or_create(&StatementLabels { decision: d })
+                .clone()
+        };
+        let direction = |d: Direction| bytes.get_or_create(&BytesLabels { direction: d }).clone();
+        let m = Metrics {
+            allow: decision(DecisionLabel::Allow),
+            deny: decision(DecisionLabel::Deny),
+            approval: decision(DecisionLabel::RequireApproval),
+            dry_run: decision(DecisionLabel::DryRunDeny),
+            from_client: direction(Direction::FromClient),
+            to_client: direction(Direction::ToClient),
+            masked: Counter::default(),
+            sessions: Family::default(),
+            active: Gauge::default(),
+            latency: Histogram::new(
+                [
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0,
+                ]
+                .into_iter(),
+            ),
+        };
+        registry.register(
+            "sluice_statements",
+            "SQL statements decided, by decision",
+            statements,
+        );
+        registry.register(
+            "sluice_masked_values",
+            "Result values masked",
+            m.masked.clone(),
+        );
+        registry.register(
+            "sluice_sessions",
+            "Client sessions, by outcome",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "sluice_active_sessions",
+            "Client sessions open now",
+            m.active.clone(),
+        );
+        registry.register(
+            "sluice_upstream_latency_seconds",
+            "Time from forwarding a statement to the end of its result",
+            m.latency.clone(),
+        );
+        registry.register("sluice_bytes", "Bytes relayed, by direction", bytes);
+        m
+    }
+
+    /// A statement was decided.
+    pub fn statement(&self, decided: &Decided, refused: bool) {
+        let d = decided.summary();
+        let counter = if refused {
+            match d.enforced {
+                Action::RequireApproval => &self.approval,
+                _ => &self.deny,
+            }
+        } else if d.action != Action::Allow {
+            &self.dry_run
+        } else {
+            &self.allow
+        };
+        counter.inc();
+    }
+
+    /// Values were masked.
+    pub fn masked(&self, n: u64) {
+        self.masked.inc_by(n);
+    }
+
+    /// A session was opened.
+    pub fn session_started(&self) {
+        self.sessions
+            .get_or_create(&SessionLabels {
+                outcome: SessionOutcome::Opened,
+            })
+            .inc();
+        self.active.inc();
+    }
+
+    /// A session attempt was refused.
+    pub fn session_refused(&self) {
+        self.sessions
+            .get_or_create(&SessionLabels {
+                outcome: SessionOutcome::Refused,
+            })
+            .inc();
+    }
+
+    /// A session ended.
+    pub fn session_ended(&self) {
+        self.active.dec();
+    }
+
+    /// A statement's result ended after `d`.
+    pub fn upstream_latency(&self, d: Duration) {
+        self.latency.observe(d.as_secs_f64());
+    }
+
+    /// Bytes read from the client.
+    pub fn bytes_from_client(&self, n: usize) {
+        self.from_client.inc_by(n as u64);
+    }
+
+    /// Bytes written to the client.
+    pub fn bytes_to_client(&self, n: usize) {
+        self.to_client.inc_by(n as u64);
+    }
+}
+
+/// Label values are the API's own words (`allow`, `requireApproval`), not Rust names.
+macro_rules! label_values {
+    ($ty:ty { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                encoder.write_str(match self {
+                    $(<$ty>::$variant => $text),*
+                })
+            }
+        }
+    };
+}
+
+label_values!(DecisionLabel {
+    Allow => "allow",
+    Deny => "deny",
+    RequireApproval => "requireApproval",
+    DryRunDeny => "dryRunDeny",
+});
+label_values!(SessionOutcome { Opened => "opened", Refused => "refused" });
+label_values!(Direction { FromClient => "fromClient", ToClient => "toClient" });

@@ -1,0 +1,1308 @@
+//! One client session: startup, then two loops running side by side.
+//!
+//! - The *client loop* reads the application's messages, decides each
+//!   statement (simple Query at once; Parse/Bind/Describe/Execute/Close
+//!   buffered until Sync or Flush and decided together), writes the audit
+//!   decision event before anything is forwarded, and either forwards the
+//!   messages upstream or queues the sidecar's own refusal.
+//! - The *server loop* reads the upstream's messages and forwards them,
+//!   masking rows, scrubbing errors and enforcing maxRows on the way.
+//!
+//! They share an ordered queue of what the upstream will answer ([`Expect`]),
+//! so the server loop knows which statement each result belongs to, and so a
+//! refusal queued by the client loop reaches the client exactly where the
+//! server's answer would have been.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc};
+
+use super::cancel::{CancelRegistry, CancelTarget};
+use super::catalog::Catalog;
+use super::framing::{Frame, FrameReader, FramingError, Peer};
+use super::masking::{CopyMask, RowMask};
+use super::messages::error_response::{self, Report};
+use super::messages::{
+    backend, bind, command_complete, copy, describe, execute, frontend, parse, query,
+    ready_for_query, row_description, startup,
+};
+use super::upstream::{self, ReadHalf, UpstreamConfig, WriteHalf};
+use crate::audit::{AuditLog, ResultRecord, SessionInfo};
+use crate::enforcement::{Binding, Decided, Enforcer, Masking, Refusal};
+use crate::metrics::Metrics;
+
+/// Everything a listener's sessions share.
+pub struct ConnectionContext {
+    /// The Connection's name.
+    pub name: String,
+    /// How to reach the upstream.
+    pub upstream: UpstreamConfig,
+    /// The identity and its policies on this Connection.
+    pub binding: Binding,
+    /// Audit sink.
+    pub audit: Arc<AuditLog>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancel keys.
+    pub cancel: Arc<CancelRegistry>,
+    /// Largest message accepted from the client.
+    pub max_message_size: usize,
+}
+
+/// Startup parameters passed from the client to the upstream. Others
+/// (notably `options`, which can set any server setting, and `replication`)
+/// are dropped: the Connection and the policy decide, not the client.
+const PASSED_PARAMETERS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "extra_float_digits",
+    "search_path",
+];
+
+/// Serves one accepted client connection to its end.
+pub async fn serve(ctx: Arc<ConnectionContext>, socket: TcpStream, peer: SocketAddr) {
+    let _ = socket.set_nodelay(true);
+    let (r, w) = socket.into_split();
+    let mut client = FrameReader::new(r, Peer::Client, ctx.max_message_size);
+    let mut writer = w;
+    if let Err(e) = run(&ctx, &mut client, &mut writer, peer).await {
+        tracing::debug!(connection = %ctx.name, %peer, error = %e, "session ended with an error");
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Framing.
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    /// Socket write.
+    #[error("write failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A malformed message.
+    #[error(transparent)]
+    Message(#[from] super::messages::MessageError),
+    /// The client was refused (reported to it).
+    #[error("session refused: {0}")]
+    Refused(String),
+}
+
+async fn fatal<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    Report {
+        severity: "FATAL",
+        code,
+        message,
+        detail: None,
+        hint,
+    }
+    .encode(&mut out);
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+async fn run<R, W>(
+    ctx: &Arc<ConnectionContext>,
+    client: &mut FrameReader<R>,
+    writer: &mut W,
+    peer: SocketAddr,
+) -> Result<(), SessionError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    // === startup ===
+    let params = loop {
+        let Some(body) = client.startup_packet().await? else {
+            return Ok(());
+        };
+        match startup::StartupPacket::decode(&body)? {
+            startup::StartupPacket::SslRequest | startup::StartupPacket::GssEncRequest => {
+                // Loopback only: the app talks plain TCP to the sidecar, the
+                // sidecar talks TLS to the upstream.
+                writer.write_all(b"N").await?;
+            }
+            startup::StartupPacket::Cancel {
+                process_id,
+                secret_key,
+            } => {
+                if let Some(target) = ctx.cancel.lookup((process_id, secret_key)) {
+                    if let Err(e) = upstream::cancel(&target.upstream, target.backend_key).await {
+                        tracing::warn!(connection = %ctx.name, error = %e, "forwarding a cancel request failed");
+                    }
+                } else {
+                    tracing::debug!(connection = %ctx.name, "cancel request with an unknown key ignored");
+                }
+                return Ok(());
+            }
+            startup::StartupPacket::Startup { version, params } => {
+                if version >> 16 != 3 {
+                    fatal(
+                        writer,
+                        error_response::FEATURE_NOT_SUPPORTED,
+                        &format!(
+                            "unsupported frontend protocol {}.{}: Sluice serves protocol 3.0",
+                            version >> 16,
+                            version & 0xffff
+                        ),
+                        None,
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                if params.iter().any(|(k, _)| k == "replication") {
+                    fatal(
+                        writer,
+                        error_response::FEATURE_NOT_SUPPORTED,
+                        "replication connections are not allowed through Sluice",
+                        None,
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                if version & 0xffff != 0 {
+                    negotiate(writer, &params).await?;
+                }
+                break params;
+            }
+        }
+    };
+    let client_params: Vec<(String, String)> = params
+        .into_iter()
+        .filter(|(k, _)| PASSED_PARAMETERS.contains(&k.as_str()))
+        .collect();
+
+    let session = SessionInfo::new(&ctx.binding, &ctx.name, peer);
+    // === binding: an identity no policy binds never gets a session ===
+    let Some(enforcer) = ctx.binding.enforcer() else {
+        let message = ctx.binding.not_bound_message(&ctx.name);
+        let _ = ctx.audit.session_refused(&session, &message);
+        ctx.metrics.session_refused();
+        fatal(
+            writer,
+            error_response::INVALID_AUTHORIZATION,
+            &message,
+            Some("bind the service account to this Connection with an AccessPolicy (spec.subjects and spec.connections)"),
+        )
+        .await?;
+        return Err(SessionError::Refused(message));
+    };
+    // === upstream ===
+    let up = match upstream::connect(&ctx.upstream, &client_params).await {
+        Ok(up) => up,
+        Err(e) => {
+            let message = format!(
+                "Sluice could not open a session to the upstream of Connection {:?}: {e}",
+                ctx.name
+            );
+            let _ = ctx.audit.session_refused(&session, &message);
+            ctx.metrics.session_refused();
+            fatal(writer, error_response::CONNECTION_FAILURE, &message, None).await?;
+            return Err(SessionError::Refused(message));
+        }
+    };
+    if let Err(e) = ctx
+        .audit
+        .session_start(&session, up.tls, up.channel_binding)
+    {
+        let message = format!("Sluice cannot write the audit log, so no session is opened: {e}");
+        fatal(writer, error_response::INTERNAL_ERROR, &message, None).await?;
+        return Err(SessionError::Refused(message));
+    }
+    let key = ctx.cancel.register(CancelTarget {
+        upstream: ctx.upstream.clone(),
+        backend_key: up.backend_key,
+    });
+    let mut out = BytesMut::new();
+    startup::authentication_ok(&mut out);
+    for m in &up.startup_messages {
+        out.extend_from_slice(&m.raw);
+    }
+    startup::backend_key_data(&mut out, key.0, key.1);
+    ready_for_query::encode(&mut out, ready_for_query::IDLE);
+    writer.write_all(&out).await?;
+    writer.flush().await?;
+    ctx.metrics.session_started();
+    let started = Instant::now();
+
+    let masking = enforcer.masking();
+    let catalog = Arc::new(Mutex::new(Catalog::new(ctx.upstream.clone())));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut client_loop = ClientLoop {
+        ctx: ctx.clone(),
+        session: session.clone(),
+        enforcer,
+        upstream: up.writer,
+        out: BytesMut::with_capacity(8192),
+        expect: tx,
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        pending: Vec::new(),
+        group_forwarded: false,
+        discarding: false,
+        catalog: catalog.clone(),
+        masking: masking.clone(),
+        rate: RateLimiter::new(masking.limits().statements_per_second),
+    };
+    let mut server_loop = ServerLoop {
+        ctx: ctx.clone(),
+        session: session.clone(),
+        upstream: up.reader,
+        client: writer,
+        out: BytesMut::with_capacity(64 * 1024),
+        rx,
+        queue: VecDeque::new(),
+        status: ready_for_query::IDLE,
+        skipping: false,
+        suppress: false,
+        result: ResultState::default(),
+        portal_masks: HashMap::new(),
+        catalog,
+        masking,
+        simple: None,
+        copy_mask: None,
+    };
+    let outcome = tokio::select! {
+        r = client_loop.run(client) => r,
+        r = server_loop.run() => r,
+    };
+    ctx.cancel.remove(key);
+    ctx.metrics.session_ended();
+    let error = outcome.as_ref().err().map(|e| e.to_string());
+    let _ = ctx
+        .audit
+        .session_end(&session, started.elapsed(), error.as_deref());
+    outcome
+}
+
+/// Answers a client that asked for protocol 3.x (x > 0): Sluice speaks 3.0,
+/// and `_pq_.` options are not recognised.
+async fn negotiate<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    params: &[(String, String)],
+) -> std::io::Result<()> {
+    use bytes::BufMut;
+    let unknown: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut out = BytesMut::new();
+    let at = super::messages::begin(&mut out, backend::NEGOTIATE_PROTOCOL_VERSION);
+    out.put_i32(startup::PROTOCOL_3_0);
+    out.put_i32(unknown.len() as i32);
+    for k in unknown {
+        super::messages::put_cstr(&mut out, k);
+    }
+    super::messages::finish(&mut out, at);
+    writer.write_all(&out).await
+}
+
+// === Expect ===
+
+/// What the upstream will send next, in order, and what it belongs to.
+enum Expect {
+    /// A simple Query: everything up to its ReadyForQuery.
+    Simple(Box<SimpleCtx>),
+    /// ParseComplete.
+    ParseComplete,
+    /// BindComplete.
+    BindComplete,
+    /// A Describe's answer: ParameterDescription (statements) then
+    /// RowDescription or NoData. `forward` is false for the sidecar's own
+    /// Describe of a portal, whose answer the client never asked for.
+    Describe {
+        portal: Option<String>,
+        stmt: Option<StatementRef>,
+        forward: bool,
+    },
+    /// An Execute's rows and its CommandComplete / EmptyQuery / PortalSuspended.
+    Execute(Box<ExecCtx>),
+    /// CloseComplete.
+    CloseComplete,
+    /// ReadyForQuery after Sync.
+    Sync,
+    /// A message from the sidecar (a refusal), sent when its turn comes;
+    /// followed by ReadyForQuery when `rfq`. `in_group` marks an error inside
+    /// an extended-protocol group, dropped if the server already failed it.
+    Synthetic {
+        bytes: Bytes,
+        rfq: bool,
+        in_group: bool,
+    },
+}
+
+/// A decided statement within a (possibly multi-statement) string.
+#[derive(Clone)]
+struct StatementRef {
+    decided: Arc<Decided>,
+    index: usize,
+}
+
+struct SimpleCtx {
+    decided: Arc<Decided>,
+    started: Instant,
+    copy_masks: Vec<Option<Arc<CopyMask>>>,
+}
+
+struct ExecCtx {
+    portal: String,
+    stmt: Option<StatementRef>,
+    started: Instant,
+    copy_mask: Option<Arc<CopyMask>>,
+}
+
+// === impl ClientLoop ===
+
+struct PreparedStatement {
+    stmt: StatementRef,
+}
+
+struct Portal {
+    stmt: Option<StatementRef>,
+}
+
+struct ClientLoop {
+    ctx: Arc<ConnectionContext>,
+    session: SessionInfo,
+    enforcer: Enforcer,
+    upstream: WriteHalf,
+    out: BytesMut,
+    expect: mpsc::UnboundedSender<Expect>,
+    /// Prepared statements as the server knows them (only forwarded Parses).
+    statements: HashMap<String, PreparedStatement>,
+    /// Portals as the server knows them.
+    portals: HashMap<String, Portal>,
+    /// Extended-protocol messages waiting for Sync or Flush.
+    pending: Vec<Frame>,
+    /// Whether part of the current Sync group was already forwarded (at a Flush).
+    group_forwarded: bool,
+    /// After a refusal at Flush: drop messages until Sync.
+    discarding: bool,
+    catalog: Arc<Mutex<Catalog>>,
+    masking: Arc<Masking>,
+    rate: RateLimiter,
+}
+
+impl ClientLoop {
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        client: &mut FrameReader<R>,
+    ) -> Result<(), SessionError> {
+        loop {
+            let Some(frame) = client.next().await? else {
+                return Ok(());
+            };
+            self.ctx.metrics.bytes_from_client(frame.raw.len());
+            match frame.tag {
+                frontend::QUERY => self.simple_query(frame).await?,
+                frontend::PARSE
+                | frontend::BIND
+                | frontend::DESCRIBE
+                | frontend::EXECUTE
+                | frontend::CLOSE => {
+                    if !self.discarding {
+                        self.pending.push(frame);
+                    }
+                }
+                frontend::SYNC => {
+                    if self.discarding {
+                        self.discarding = false;
+                        self.end_refused_group().await?;
+                    } else {
+                        self.flush_group(frame, true).await?;
+                    }
+                    self.group_forwarded = false;
+                }
+                frontend::FLUSH => {
+                    if !self.discarding {
+                        self.flush_group(frame, false).await?;
+                    }
+                }
+                frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {
+                    self.upstream.write_all(&frame.raw).await?;
+                }
+                frontend::FUNCTION_CALL => {
+                    // The fast-path interface calls any function by OID, around
+                    // every SQL rule; it is refused outright.
+                    let refusal = Refusal::plain(
+                        "function calls through the fast-path interface are not allowed through Sluice; call the function in a SQL statement",
+                    );
+                    self.queue_refusal(&refusal, true, false);
+                }
+                frontend::TERMINATE => {
+                    let _ = self.upstream.write_all(&frame.raw).await;
+                    return Ok(());
+                }
+                tag => {
+                    let refusal = Refusal::protocol(&format!(
+                        "unexpected message type {:?} from the client",
+                        tag as char
+                    ));
+                    self.queue_refusal(&refusal, false, false);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn send(&self, e: Expect) {
+        // The server loop only stops when the session ends, which also stops this loop.
+        let _ = self.expect.send(e);
+    }
+
+    fn queue_refusal(&self, refusal: &Refusal, rfq: bool, in_group: bool) {
+        let mut out = BytesMut::new();
+        refusal.encode(&mut out);
+        self.send(Expect::Synthetic {
+            bytes: out.freeze(),
+            rfq,
+            in_group,
+        });
+    }
+
+    async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let sql = query::decode(frame.body())?;
+        let decided = self.enforcer.decide(sql);
+        let mut refusal = decided.refusal.clone();
+        if refusal.is_none() {
+            refusal = self.rate.check();
+        }
+        let copy_masks = if refusal.is_none() {
+            match self.copy_masks(&decided).await {
+                Ok(m) => m,
+                Err(r) => {
+                    refusal = Some(r);
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        // Write-ahead: the decision is on record before anything runs.
+        if let Err(e) =
+            self.ctx
+                .audit
+                .statement(&self.session, &decided, "simple", refusal.as_ref())
+        {
+            self.queue_refusal(&Refusal::audit_failed(&e), true, false);
+            return Ok(());
+        }
+        self.ctx.metrics.statement(&decided, refusal.is_some());
+        if let Some(refusal) = refusal {
+            self.queue_refusal(&refusal, true, false);
+            return Ok(());
+        }
+        self.send(Expect::Simple(Box::new(SimpleCtx {
+            decided,
+            started: Instant::now(),
+            copy_masks,
+        })));
+        self.upstream.write_all(&frame.raw).await?;
+        Ok(())
+    }
+
+    /// COPY … TO STDOUT under masking: the plan per statement, or a refusal.
+    async fn copy_masks(&self, decided: &Decided) -> Result<Vec<Option<Arc<CopyMask>>>, Refusal> {
+        let mut masks = Vec::new();
+        for index in 0..decided.len() {
+            let Some(target) = decided.copy_out(index) else {
+                masks.push(None);
+                continue;
+            };
+            if !self.masking.active() {
+                masks.push(None);
+                continue;
+            }
+            let columns = match &target.table {
+                Some((schema, table)) => self
+                    .catalog
+                    .lock()
+                    .await
+                    .table_columns(schema.as_deref(), table)
+                    .await
+                    .map_err(|e| {
+                        Refusal::plain(&format!(
+                            "COPY refused: Sluice could not look up the table's columns to mask them: {e}"
+                        ))
+                    })?,
+                None => None,
+            };
+            masks.push(
+                self.masking
+                    .copy_mask(decided, index, columns.as_deref())?
+                    .map(Arc::new),
+            );
+        }
+        Ok(masks)
+    }
+
+    /// Decides and forwards (or refuses) the buffered extended-protocol
+    /// messages, ending with `terminator` (Sync or Flush).
+    async fn flush_group(&mut self, terminator: Frame, sync: bool) -> Result<(), SessionError> {
+        let pending = std::mem::take(&mut self.pending);
+        // Pass 1: decide every Parse; statements parsed earlier in the group
+        // are visible to later Binds.
+        let mut parsed: HashMap<String, StatementRef> = HashMap::new();
+        let mut refusal: Option<Refusal> = None;
+        let mut decisions: Vec<Option<StatementRef>> = Vec::with_capacity(pending.len());
+        for frame in &pending {
+            match frame.tag {
+                frontend::PARSE => {
+                    let p = parse::decode(frame.body())?;
+                    let decided = self.enforcer.decide(p.query);
+                    let stmt = StatementRef {
+                        decided: decided.clone(),
+                        index: 0,
+                    };
+                    if let Some(r) = &decided.refusal {
+                        // Refused at Parse: on record now, nothing of the group runs.
+                        let _ =
+                            self.ctx
+                                .audit
+                                .statement(&self.session, &decided, "extended", Some(r));
+                        self.ctx.metrics.statement(&decided, true);
+                        refusal.get_or_insert_with(|| r.clone());
+                    }
+                    parsed.insert(p.name.to_string(), stmt.clone());
+                    decisions.push(Some(stmt));
+                }
+                frontend::EXECUTE => {
+                    let (portal, _) = execute::decode(frame.body())?;
+                    decisions.push(self.portal_statement(portal, &pending, &parsed));
+                }
+                _ => decisions.push(None),
+            }
+        }
+        if refusal.is_none() {
+            // Pass 2: each Execute runs a statement: rate limit, COPY plan and
+            // the write-ahead audit record, before anything is forwarded.
+            for (frame, stmt) in pending.iter().zip(&decisions) {
+                if frame.tag != frontend::EXECUTE {
+                    continue;
+                }
+                let Some(stmt) = stmt else { continue };
+                let mut r = self.rate.check();
+                if r.is_none()
+                    && let Err(e) = self.copy_masks(&stmt.decided).await
+                {
+                    r = Some(e);
+                }
+                if let Err(e) =
+                    self.ctx
+                        .audit
+                        .statement(&self.session, &stmt.decided, "extended", r.as_ref())
+                {
+                    r = Some(Refusal::audit_failed(&e));
+                }
+                self.ctx.metrics.statement(&stmt.decided, r.is_some());
+                if r.is_some() {
+                    refusal = r;
+                    break;
+                }
+            }
+        }
+        if let Some(refusal) = refusal {
+            self.queue_refusal(&refusal, false, self.group_forwarded);
+            if sync {
+                self.end_refused_group().await?;
+            } else {
+                self.discarding = true;
+            }
+            return Ok(());
+        }
+
+        // Forward, queueing what each message will be answered with.
+        self.out.clear();
+        let describe_portals = self.masking.active();
+        for (i, frame) in pending.iter().enumerate() {
+            match frame.tag {
+                frontend::PARSE => {
+                    let p = parse::decode(frame.body())?;
+                    if let Some(stmt) = decisions[i].clone() {
+                        self.statements
+                            .insert(p.name.to_string(), PreparedStatement { stmt });
+                    }
+                    self.send(Expect::ParseComplete);
+                    self.out.extend_from_slice(&frame.raw);
+                }
+                frontend::BIND => {
+                    let b = bind::decode(frame.body())?;
+                    let stmt = self.statements.get(b.statement).map(|s| s.stmt.clone());
+                    let portal = b.portal.to_string();
+                    self.portals
+                        .insert(portal.clone(), Portal { stmt: stmt.clone() });
+                    self.send(Expect::BindComplete);
+                    self.out.extend_from_slice(&frame.raw);
+                    if describe_portals {
+                        // Masking needs the portal's columns and formats; the
+                        // client may never ask for them, so the sidecar does.
+                        self.send(Expect::Describe {
+                            portal: Some(portal.clone()),
+                            stmt,
+                            forward: false,
+                        });
+                        describe::describe_portal(&mut self.out, &portal);
+                    }
+                }
+                frontend::DESCRIBE => {
+                    let (portal, stmt) = match describe::decode(frame.body(), "Describe")? {
+                        describe::Target::Portal(p) => (
+                            Some(p.to_string()),
+                            self.portals.get(p).and_then(|p| p.stmt.clone()),
+                        ),
+                        describe::Target::Statement(s) => {
+                            (None, self.statements.get(s).map(|s| s.stmt.clone()))
+                        }
+                    };
+                    self.send(Expect::Describe {
+                        portal,
+                        stmt,
+                        forward: true,
+                    });
+                    self.out.extend_from_slice(&frame.raw);
+                }
+                frontend::EXECUTE => {
+                    let (portal, _) = execute::decode(frame.body())?;
+                    let stmt = self.portals.get(portal).and_then(|p| p.stmt.clone());
+                    let copy_mask = match &stmt {
+                        Some(s) => self
+                            .copy_masks(&s.decided)
+                            .await
+                            .ok()
+                            .and_then(|m| m.into_iter().next().flatten()),
+                        None => None,
+                    };
+                    self.send(Expect::Execute(Box::new(ExecCtx {
+                        portal: portal.to_string(),
+                        stmt,
+                        started: Instant::now(),
+                        copy_mask,
+                    })));
+                    self.out.extend_from_slice(&frame.raw);
+                }
+                frontend::CLOSE => {
+                    match describe::decode(frame.body(), "Close")? {
+                        describe::Target::Statement(s) => {
+                            self.statements.remove(s);
+                        }
+                        describe::Target::Portal(p) => {
+                            self.portals.remove(p);
+                        }
+                    }
+                    self.send(Expect::CloseComplete);
+                    self.out.extend_from_slice(&frame.raw);
+                }
+                _ => self.out.extend_from_slice(&frame.raw),
+            }
+        }
+        if sync {
+            self.send(Expect::Sync);
+        } else {
+            self.group_forwarded = true;
+        }
+        self.out.extend_from_slice(&terminator.raw);
+        self.upstream.write_all(&self.out).await?;
+        Ok(())
+    }
+
+    /// The statement an Execute of `portal` runs, looking at Binds earlier in
+    /// the same group first.
+    fn portal_statement(
+        &self,
+        portal: &str,
+        pending: &[Frame],
+        parsed: &HashMap<String, StatementRef>,
+    ) -> Option<StatementRef> {
+        for frame in pending.iter().rev() {
+            if frame.tag == frontend::BIND
+                && let Ok(b) = bind::decode(frame.body())
+                && b.portal == portal
+            {
+                return parsed
+                    .get(b.statement)
+                    .cloned()
+                    .or_else(|| self.statements.get(b.statement).map(|s| s.stmt.clone()));
+            }
+        }
+        self.portals.get(portal).and_then(|p| p.stmt.clone())
+    }
+
+    /// Ends a Sync group whose error was already queued: the client gets
+    /// ReadyForQuery; if part of the group reached the server, its Sync goes
+    /// too (the server's ReadyForQuery is then the one the client sees).
+    async fn end_refused_group(&mut self) -> Result<(), SessionError> {
+        self.pending.clear();
+        if self.group_forwarded {
+            self.send(Expect::Sync);
+            let mut out = BytesMut::new();
+            postgres_protocol::message::frontend::sync(&mut out);
+            self.upstream.write_all(&out).await?;
+        } else {
+            self.send(Expect::Synthetic {
+                bytes: Bytes::new(),
+                rfq: true,
+                in_group: false,
+            });
+        }
+        Ok(())
+    }
+}
+
+// === impl ServerLoop ===
+
+/// Row accounting of the result being streamed.
+#[derive(Default)]
+struct ResultState {
+    mask: Option<Arc<RowMask>>,
+    rows: u64,
+    masked: u64,
+    truncated: bool,
+    refused: bool,
+}
+
+struct ServerLoop<'w, W> {
+    ctx: Arc<ConnectionContext>,
+    session: SessionInfo,
+    upstream: FrameReader<ReadHalf>,
+    client: &'w mut W,
+    out: BytesMut,
+    rx: mpsc::UnboundedReceiver<Expect>,
+    queue: VecDeque<Expect>,
+    /// Transaction status of the last ReadyForQuery.
+    status: u8,
+    /// After an error in the extended protocol: the server skips to Sync.
+    skipping: bool,
+    /// maxRows refused a result: nothing but ReadyForQuery reaches the client
+    /// until the cycle ends.
+    suppress: bool,
+    result: ResultState,
+    portal_masks: HashMap<String, Option<Arc<RowMask>>>,
+    catalog: Arc<Mutex<Catalog>>,
+    masking: Arc<Masking>,
+    /// The running simple query: which statement of it is producing results,
+    /// its rows and its first error.
+    simple: Option<SimpleProgress>,
+    copy_mask: Option<Arc<CopyMask>>,
+}
+
+struct SimpleProgress {
+    index: usize,
+    rows: u64,
+    masked: u64,
+    error: Option<String>,
+}
+
+impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
+    async fn run(&mut self) -> Result<(), SessionError> {
+        loop {
+            self.emit_synthetic().await?;
+            // Forward everything already buffered before waiting again.
+            while let Some(frame) = self.upstream.try_next()? {
+                self.drain_queue();
+                self.handle(frame).await?;
+            }
+            self.emit_synthetic().await?;
+            if !self.out.is_empty() {
+                self.client.write_all(&self.out).await?;
+                self.ctx.metrics.bytes_to_client(self.out.len());
+                self.out.clear();
+            }
+            tokio::select! {
+                more = self.upstream.fill() => {
+                    if !more? {
+                        return Ok(());
+                    }
+                }
+                e = self.rx.recv() => match e {
+                    Some(e) => self.queue.push_back(e),
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    fn drain_queue(&mut self) {
+        while let Ok(e) = self.rx.try_recv() {
+            self.queue.push_back(e);
+        }
+    }
+
+    /// Sends queued refusals whose turn has come.
+    async fn emit_synthetic(&mut self) -> Result<(), SessionError> {
+        self.drain_queue();
+        let mut wrote = false;
+        while let Some(Expect::Synthetic { .. }) = self.queue.front() {
+            let Some(Expect::Synthetic {
+                bytes,
+                rfq,
+                in_group,
+            }) = self.queue.pop_front()
+            else {
+                break;
+            };
+            if !(in_group && self.skipping) {
+                self.out.extend_from_slice(&bytes);
+            }
+            if rfq {
+                self.skipping = false;
+                ready_for_query::encode(&mut self.out, self.status);
+            }
+            wrote = true;
+        }
+        if wrote {
+            self.client.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, frame: &Frame) {
+        if !self.suppress {
+            self.out.extend_from_slice(&frame.raw);
+        }
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Result<(), SessionError> {
+        match frame.tag {
+            backend::DATA_ROW => self.data_row(frame),
+            backend::COMMAND_COMPLETE | backend::EMPTY_QUERY_RESPONSE => {
+                self.command_complete(frame)
+            }
+            backend::READY_FOR_QUERY => {
+                self.status = ready_for_query::status(frame.body());
+                self.suppress = false;
+                self.skipping = false;
+                match self.queue.pop_front() {
+                    Some(Expect::Simple(s)) => self.simple_done(&s),
+                    Some(Expect::Sync) | None => {}
+                    Some(other) => {
+                        tracing::warn!(connection = %self.ctx.name, "ReadyForQuery while another answer was expected");
+                        let _ = other;
+                    }
+                }
+                self.forward(&frame);
+                Ok(())
+            }
+            backend::ROW_DESCRIPTION => self.row_description(frame).await,
+            backend::NO_DATA => {
+                if let Some(Expect::Describe {
+                    portal, forward, ..
+                }) = self.queue.pop_front()
+                {
+                    if let Some(p) = portal {
+                        self.portal_masks.insert(p, None);
+                    }
+                    if forward {
+                        self.forward(&frame);
+                    }
+                }
+                Ok(())
+            }
+            backend::PARAMETER_DESCRIPTION => {
+                if let Some(Expect::Describe { forward, .. }) = self.queue.front()
+                    && !forward
+                {
+                    return Ok(());
+                }
+                self.forward(&frame);
+                Ok(())
+            }
+            backend::PARSE_COMPLETE | backend::BIND_COMPLETE | backend::CLOSE_COMPLETE => {
+                self.queue.pop_front();
+                self.forward(&frame);
+                Ok(())
+            }
+            backend::PORTAL_SUSPENDED => {
+                if let Some(Expect::Execute(e)) = self.queue.pop_front() {
+                    self.execute_done(&e, None);
+                }
+                self.forward(&frame);
+                Ok(())
+            }
+            backend::ERROR_RESPONSE => self.error_response(frame),
+            backend::NOTICE_RESPONSE => {
+                self.notice(frame);
+                Ok(())
+            }
+            backend::COPY_OUT_RESPONSE => {
+                self.copy_mask = self.current_copy_mask();
+                if let Some(mask) = &self.copy_mask
+                    && copy::overall_format(frame.body())? != 0
+                    && !mask.columns.iter().all(Option::is_none)
+                {
+                    tracing::warn!(connection = %self.ctx.name, "binary COPY with masked columns: rows are dropped");
+                }
+                self.forward(&frame);
+                Ok(())
+            }
+            backend::COPY_DATA => {
+                self.copy_data(frame);
+                Ok(())
+            }
+            _ => {
+                self.forward(&frame);
+                Ok(())
+            }
+        }
+    }
+
+    fn current_copy_mask(&self) -> Option<Arc<CopyMask>> {
+        match self.queue.front() {
+            Some(Expect::Simple(s)) => {
+                let index = self.simple.as_ref().map_or(0, |p| p.index);
+                s.copy_masks.get(index).cloned().flatten()
+            }
+            Some(Expect::Execute(e)) => e.copy_mask.clone(),
+            _ => None,
+        }
+    }
+
+    fn copy_data(&mut self, frame: Frame) {
+        let Some(mask) = self.copy_mask.clone() else {
+            self.forward(&frame);
+            return;
+        };
+        self.result.rows += 1;
+        let before = self.out.len();
+        match mask.apply_text(&self.masking, frame.body(), &mut self.out) {
+            Some(n) => {
+                self.result.masked += n as u64;
+                self.ctx.metrics.masked(n as u64);
+                if self.suppress {
+                    self.out.truncate(before);
+                }
+            }
+            None => self.forward(&frame),
+        }
+    }
+
+    fn data_row(&mut self, frame: Frame) -> Result<(), SessionError> {
+        self.result.rows += 1;
+        if let Some(max) = self.masking.limits().max_rows
+            && self.result.rows > max
+        {
+            if self.masking.limits().refuse_past_max {
+                if !self.result.refused {
+                    self.result.refused = true;
+                    let mut out = BytesMut::new();
+                    Report {
+                        severity: "ERROR",
+                        code: error_response::PROGRAM_LIMIT_EXCEEDED,
+                        message: &format!(
+                            "result refused: it has more than {max} rows, the maxRows limit of the AccessPolicy"
+                        ),
+                        detail: None,
+                        hint: Some("add a LIMIT or a narrower WHERE clause"),
+                    }
+                    .encode(&mut out);
+                    if !self.suppress {
+                        self.out.extend_from_slice(&out);
+                    }
+                    self.suppress = true;
+                }
+            } else {
+                self.result.truncated = true;
+            }
+            return Ok(());
+        }
+        let mask = match self.queue.front() {
+            Some(Expect::Execute(e)) => self.portal_masks.get(&e.portal).cloned().flatten(),
+            _ => self.result.mask.clone(),
+        };
+        match mask {
+            Some(mask) if !self.suppress => {
+                if let Some(n) = mask.apply(&self.masking, frame.body(), &mut self.out)? {
+                    self.result.masked += n as u64;
+                    self.ctx.metrics.masked(n as u64);
+                } else {
+                    self.out.extend_from_slice(&frame.raw);
+                }
+            }
+            _ => self.forward(&frame),
+        }
+        Ok(())
+    }
+
+    fn command_complete(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let truncated = self.result.truncated;
+        let rows = self.result.rows;
+        let refused = self.result.refused;
+        if truncated && !self.suppress {
+            let max = self.masking.limits().max_rows.unwrap_or(0);
+            Report {
+                severity: "NOTICE",
+                code: "01000",
+                message: &format!(
+                    "result truncated to {max} rows by the maxRows limit of the AccessPolicy ({rows} rows were returned by the server)"
+                ),
+                detail: None,
+                hint: None,
+            }
+            .encode(&mut self.out);
+            command_complete::encode(
+                &mut self.out,
+                &command_complete::with_rows(frame.body(), max),
+            );
+        } else {
+            self.forward(&frame);
+        }
+        let rows = command_complete::rows(frame.body()).unwrap_or(rows);
+        let masked = self.result.masked;
+        self.result = ResultState::default();
+        self.copy_mask = None;
+        match self.queue.front() {
+            Some(Expect::Simple(_)) => {
+                if let Some(p) = self.simple.as_mut() {
+                    p.index += 1;
+                    p.rows += rows;
+                    p.masked += masked;
+                    if refused && p.error.is_none() {
+                        p.error = Some(error_response::PROGRAM_LIMIT_EXCEEDED.into());
+                    }
+                }
+            }
+            Some(Expect::Execute(_)) => {
+                if let Some(Expect::Execute(e)) = self.queue.pop_front() {
+                    let error = refused.then(|| error_response::PROGRAM_LIMIT_EXCEEDED.to_string());
+                    self.execute_result(&e, rows, masked, error);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn simple_done(&mut self, s: &SimpleCtx) {
+        let p = self.simple.take().unwrap_or(SimpleProgress {
+            index: 0,
+            rows: 0,
+            masked: 0,
+            error: None,
+        });
+        let elapsed = s.started.elapsed();
+        self.ctx.metrics.upstream_latency(elapsed);
+        let _ = self.ctx.audit.result(
+            &self.session,
+            &s.decided,
+            ResultRecord {
+                rows: p.rows,
+                masked: p.masked,
+                duration: elapsed,
+                error: p.error,
+            },
+        );
+    }
+
+    fn execute_done(&mut self, e: &ExecCtx, error: Option<String>) {
+        let rows = self.result.rows;
+        let masked = self.result.masked;
+        self.result = ResultState::default();
+        self.execute_result(e, rows, masked, error);
+    }
+
+    fn execute_result(&mut self, e: &ExecCtx, rows: u64, masked: u64, error: Option<String>) {
+        let elapsed = e.started.elapsed();
+        self.ctx.metrics.upstream_latency(elapsed);
+        if let Some(stmt) = &e.stmt {
+            let _ = self.ctx.audit.result(
+                &self.session,
+                &stmt.decided,
+                ResultRecord {
+                    rows,
+                    masked,
+                    duration: elapsed,
+                    error,
+                },
+            );
+        }
+    }
+
+    async fn row_description(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let front = self.queue.front();
+        let stmt = match front {
+            Some(Expect::Simple(s)) => {
+                let progress = self.simple.get_or_insert(SimpleProgress {
+                    index: 0,
+                    rows: 0,
+                    masked: 0,
+                    error: None,
+                });
+                Some(StatementRef {
+                    decided: s.decided.clone(),
+                    index: progress.index,
+                })
+            }
+            Some(Expect::Describe { stmt, .. }) => stmt.clone(),
+            _ => None,
+        };
+        let is_describe = matches!(front, Some(Expect::Describe { .. }));
+        let mask = if self.masking.active() {
+            let columns = row_description::decode(frame.body())?;
+            Some(self.row_mask(stmt.as_ref(), &columns).await).flatten()
+        } else {
+            None
+        };
+        if is_describe {
+            if let Some(Expect::Describe {
+                portal, forward, ..
+            }) = self.queue.pop_front()
+            {
+                if let Some(p) = portal {
+                    self.portal_masks.insert(p, mask);
+                }
+                if forward {
+                    self.forward(&frame);
+                }
+            }
+        } else {
+            self.result.mask = mask;
+            self.forward(&frame);
+        }
+        Ok(())
+    }
+
+    /// The mask of a result with these columns, or `None` when rows pass untouched.
+    async fn row_mask(
+        &self,
+        stmt: Option<&StatementRef>,
+        columns: &[row_description::Column],
+    ) -> Option<Arc<RowMask>> {
+        let origins = if self.masking.has_column_rules() {
+            let keys: Vec<(u32, i16)> = columns.iter().map(|c| (c.table_oid, c.attnum)).collect();
+            match self.catalog.lock().await.resolve(&keys).await {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::warn!(connection = %self.ctx.name, error = %e, "catalog lookup failed: masking every column of the result");
+                    None
+                }
+            }
+        } else {
+            Some(vec![None; columns.len()])
+        };
+        let mask = self.masking.row_mask(
+            stmt.map(|s| (&*s.decided, s.index)),
+            columns,
+            origins.as_deref(),
+        );
+        (!mask.is_noop()).then(|| Arc::new(mask))
+    }
+
+    fn error_response(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let code = self.scrubbed(&frame, backend::ERROR_RESPONSE);
+        self.result = ResultState::default();
+        self.copy_mask = None;
+        match self.queue.front() {
+            Some(Expect::Simple(_)) => {
+                let p = self.simple.get_or_insert(SimpleProgress {
+                    index: 0,
+                    rows: 0,
+                    masked: 0,
+                    error: None,
+                });
+                p.error.get_or_insert(code);
+            }
+            Some(Expect::Synthetic { .. }) | None => {}
+            _ => {
+                // Extended protocol: the server skips to Sync.
+                let mut first = true;
+                while let Some(e) = self.queue.front() {
+                    match e {
+                        Expect::Sync | Expect::Simple(_) => break,
+                        Expect::Synthetic {
+                            in_group: false, ..
+                        } => break,
+                        _ => {}
+                    }
+                    if let Some(Expect::Execute(e)) = self.queue.pop_front()
+                        && first
+                    {
+                        self.execute_result(&e, 0, 0, Some(code.clone()));
+                    }
+                    first = false;
+                }
+                self.skipping = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn notice(&mut self, frame: Frame) {
+        self.scrubbed(&frame, backend::NOTICE_RESPONSE);
+    }
+
+    /// Forwards an ErrorResponse or NoticeResponse, scrubbed when masking
+    /// applies; returns its SQLSTATE.
+    fn scrubbed(&mut self, frame: &Frame, tag: u8) -> String {
+        let mut fields = match error_response::decode(frame.body()) {
+            Ok(f) => f,
+            Err(_) => {
+                self.forward(frame);
+                return String::new();
+            }
+        };
+        let code = error_response::field(&fields, b'C')
+            .unwrap_or("")
+            .to_string();
+        if self.suppress {
+            return code;
+        }
+        if self.masking.active() {
+            let masking = self.masking.clone();
+            error_response::scrub(&mut fields, &|t| masking.detect(t));
+            error_response::encode_fields(&mut self.out, tag, &fields);
+        } else {
+            self.forward(frame);
+        }
+        code
+    }
+}
+
+// === RateLimiter ===
+
+/// `statementsPerSecond`: a token bucket per session.
+struct RateLimiter {
+    rate: Option<u32>,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: Option<u32>) -> Self {
+        RateLimiter {
+            rate,
+            tokens: rate.map_or(0.0, f64::from),
+            last: Instant::now(),
+        }
+    }
+
+    fn check(&mut self) -> Option<Refusal> {
+        let rate = f64::from(self.rate?);
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            None
+        } else {
+            Some(Refusal::plain(&format!(
+                "statement refused: more than {rate} statements per second, the statementsPerSecond limit of the AccessPolicy"
+            )))
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Standalone mode: `sluice-sidecar standalone -f MANIFESTS --as NS/SA`.
+//!
+//! Reads the YAML a user would apply (Namespace, Secret, Connection,
+//! AccessPolicy), compiles the policies, and serves every postgres Connection
+//! of the identity's namespace on `127.0.0.1:spec.listen.port`. A Connection
+//! no policy binds the identity to is still served, so that a client gets a
+//! clear error at connect time instead of "connection refused".
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::registry::Registry;
+use sluice_crds::manifests::{ManifestError, ManifestSet};
+use sluice_crds::{Connection, Protocol};
+
+use zeroize::Zeroizing;
+
+use crate::admin::{self, AdminState};
+use crate::audit::{AuditError, AuditLog};
+use crate::enforcement::Binding;
+use crate::metrics::Metrics;
+use crate::postgres::cancel::CancelRegistry;
+use crate::postgres::session::ConnectionContext;
+use crate::postgres::tls::{self, TlsError};
+use crate::postgres::upstream::UpstreamConfig;
+use crate::postgres::{self, framing};
+
+/// Settings of standalone mode.
+#[derive(Debug, Clone)]
+pub struct StandaloneConfig {
+    /// A YAML file or a folder of YAML files.
+    pub manifests: PathBuf,
+    /// `NAMESPACE/SERVICEACCOUNT`.
+    pub identity: String,
+    /// Also append audit events to this file.
+    pub audit_file: Option<PathBuf>,
+    /// Write audit events to stdout.
+    pub audit_stdout: bool,
+    /// Serve `/metrics`, `/healthz`, `/readyz` here.
+    pub admin_addr: Option<SocketAddr>,
+    /// Largest protocol message accepted.
+    pub max_message_size: usize,
+    /// Address the listeners bind (loopback unless told otherwise).
+    pub listen_host: IpAddr,
+}
+
+impl StandaloneConfig {
+    /// Defaults for a manifest path and identity.
+    pub fn new(manifests: PathBuf, identity: String) -> Self {
+        StandaloneConfig {
+            manifests,
+            identity,
+            audit_file: None,
+            audit_stdout: true,
+            admin_addr: None,
+            max_message_size: framing::DEFAULT_MAX_MESSAGE_SIZE,
+            listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// Why standalone mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    /// `--as` is not `NAMESPACE/SERVICEACCOUNT`.
+    #[error(
+        "--as {0:?} is not NAMESPACE/SERVICEACCOUNT (lower-case DNS names, e.g. shop/report-job)"
+    )]
+    BadIdentity(String),
+    /// The manifests could not be read.
+    #[error("cannot load manifests: {0}")]
+    Manifests(#[from] ManifestError),
+    /// A policy does not compile.
+    #[error("AccessPolicy {namespace}/{name} is invalid: {message}")]
+    Policy {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The compile error.
+        message: String,
+    },
+    /// No postgres Connection in the namespace.
+    #[error("no postgres Connection in namespace {namespace} of {path}; nothing to serve")]
+    NoConnections {
+        /// Namespace.
+        namespace: String,
+        /// The manifests.
+        path: PathBuf,
+    },
+    /// A Connection's Secret or key is missing.
+    #[error("Connection {namespace}/{connection}: {what}; add it to the manifests")]
+    Credentials {
+        /// Namespace.
+        namespace: String,
+        /// Connection.
+        connection: String,
+        /// What is missing.
+        what: String,
+    },
+    /// A Connection has no upstream host.
+    #[error("Connection {namespace}/{connection} has no spec.upstream.host")]
+    NoHost {
+        /// Namespace.
+        namespace: String,
+        /// Connection.
+        connection: String,
+    },
+    /// TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The audit sink could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} for Connection {connection}: {source}")]
+    Bind {
+        /// Connection.
+        connection: String,
+        /// Address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started sidecar: where it listens.
+#[derive(Debug)]
+pub struct Running {
+    /// `(connection, address, bound)` per listener.
+    pub listeners: Vec<(String, SocketAddr, bool)>,
+    /// The admin address, if any.
+    pub admin: Option<SocketAddr>,
+}
+
+#[allow(dead_code)]
+struct ManifestSecrets<'a> {
+    set: &'a ManifestSet,
+    namespace: String,
+}
+
+/// Loads the manifests, binds every listener and spawns the servers.
+/// Returns once everything listens; the servers run on the current runtime.
+pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
+    let (ns, sa) = cfg
+        .identity
+        .split_once('/')
+        .ok_or_else(|| StandaloneError::BadIdentity(cfg.identity.clone()))?;
+    struct Id {
+        namespace: String,
+        service_account: String,
+    }
+    let identity = Id {
+        namespace: ns.into(),
+        service_account: sa.into(),
+    };
+    let set = ManifestSet::load(&cfg.manifests, &identity.namespace)?;
+    let connections: Vec<&Connection> = set
+        .connections
+        .iter()
+        .filter(|c| {
+            c.spec.protocol == Protocol::Postgres
+                && c.metadata.namespace.as_deref() == Some(identity.namespace.as_str())
+        })
+        .collect();
+    if connections.is_empty() {
+        return Err(StandaloneError::NoConnections {
+            namespace: identity.namespace.clone(),
+            path: cfg.manifests.clone(),
+        });
+    }
+
+    let stream = format!(
+        "sidecar:{}/{}:{}",
+        identity.namespace,
+        identity.service_account,
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+    );
+    let audit = Arc::new(AuditLog::open(
+        &stream,
+        cfg.audit_stdout,
+        cfg.audit_file.as_deref(),
+    )?);
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let cancel = Arc::new(CancelRegistry::default());
+
+    let mut listeners = Vec::new();
+    let mut servers = Vec::new();
+    for conn in connections {
+        let name = conn.metadata.name.clone().unwrap_or_default();
+        let upstream = upstream_config(&set, conn, &identity.namespace, cfg.max_message_size)?;
+        let hash_key = conn
+            .spec
+            .credentials
+            .hash_key_secret_ref
+            .as_ref()
+            .and_then(|r| set.secret_key(&identity.namespace, &r.name, &r.key));
+        let _ = hash_key;
+        let binding = Binding::stub(&identity.namespace, &identity.service_account);
+        for w in binding.warnings() {
+            tracing::warn!(connection = %name, "{w}");
+        }
+        let bound = binding.is_bound();
+        if bound {
+            tracing::info!(connection = %name, policies = ?binding.policy_names(), "identity bound");
+        } else {
+            tracing::warn!(connection = %name, identity = %cfg.identity, "no AccessPolicy binds the identity to this Connection: sessions will be refused");
+        }
+        let addr = SocketAddr::new(cfg.listen_host, conn.spec.listen.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StandaloneError::Bind {
+                connection: name.clone(),
+                addr,
+                source,
+            })?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        tracing::info!(connection = %name, %addr, upstream = %format!("{}:{}", upstream.host, upstream.port), tls = tls::mode_name(upstream.tls_mode), "listening");
+        let ctx = Arc::new(ConnectionContext {
+            name: name.clone(),
+            upstream,
+            binding,
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+            cancel: cancel.clone(),
+            max_message_size: cfg.max_message_size,
+        });
+        listeners.push((name, addr, bound));
+        servers.push((listener, ctx));
+    }
+
+    let admin_state = Arc::new(AdminState {
+        registry,
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut admin = None;
+    if let Some(addr) = cfg.admin_addr {
+        let l = admin::bind(addr)
+            .await
+            .map_err(|source| StandaloneError::Bind {
+                connection: "(admin)".into(),
+                addr,
+                source,
+            })?;
+        admin = Some(l.local_addr().unwrap_or(addr));
+        tokio::spawn(admin::serve(l, admin_state.clone()));
+    }
+    for (listener, ctx) in servers {
+        tokio::spawn(postgres::serve(listener, ctx));
+    }
+    admin_state.ready.store(true, Ordering::Relaxed);
+    Ok(Running { listeners, admin })
+}
+
+fn upstream_config(
+    set: &ManifestSet,
+    conn: &Connection,
+    namespace: &str,
+    max_message_size: usize,
+) -> Result<UpstreamConfig, StandaloneError> {
+    let name = conn.metadata.name.clone().unwrap_or_default();
+    let missing = |what: String| StandaloneError::Credentials {
+        namespace: namespace.to_string(),
+        connection: name.clone(),
+        what,
+    };
+    let secret = &conn.spec.credentials.secret_ref.name;
+    let key = |k: &str| {
+        set.secret_key(namespace, secret, k)
+            .ok_or_else(|| missing(format!("Secret {namespace}/{secret} has no key {k:?}")))
+    };
+    let username = String::from_utf8_lossy(key("username")?).into_owned();
+    let password = Zeroizing::new(String::from_utf8_lossy(key("password")?).into_owned());
+    let host = conn
+        .spec
+        .upstream
+        .host
+        .clone()
+        .ok_or_else(|| StandaloneError::NoHost {
+            namespace: namespace.to_string(),
+            connection: name.clone(),
+        })?;
+    let mode = conn.spec.upstream.tls_mode();
+    let ca = match conn
+        .spec
+        .upstream
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_secret_ref.as_ref())
+    {
+        Some(r) => Some(set.secret_key(namespace, &r.name, &r.key).ok_or_else(|| {
+            missing(format!(
+                "the CA Secret {namespace}/{} (key {:?}) named by spec.upstream.tls.caSecretRef is missing",
+                r.name, r.key
+            ))
+        })?),
+        None => None,
+    };
+    let tls_config = tls::client_config(&name, mode, ca)?;
+    Ok(UpstreamConfig {
+        connection: name.clone(),
+        port: conn
+            .spec
+            .upstream
+            .port
+            .unwrap_or(Protocol::Postgres.default_port()),
+        database: conn
+            .spec
+            .upstream
+            .database
+            .clone()
+            .unwrap_or_else(|| username.clone()),
+        host,
+        username,
+        password: Arc::new(password),
+        tls_mode: mode,
+        tls: tls_config,
+        max_message_size,
+    })
+}

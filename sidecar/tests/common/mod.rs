@@ -1,0 +1,530 @@
+//! Test equipment: a real PostgreSQL started in a temporary directory (one per
+//! test binary, stopped by a watchdog when the binary exits), and sidecar
+//! processes started from manifests written per test.
+//!
+//! Nothing is skipped: when PostgreSQL's binaries are missing the tests fail
+//! with a message saying what to install.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The superuser created by initdb, and its password.
+pub const ADMIN: &str = "sluice_admin";
+/// Password of every role created by the tests.
+pub const PASSWORD: &str = "s3cret-pw";
+
+/// Finds a PostgreSQL server binary: on PATH, in /usr/local/bin, or in the
+/// newest /usr/lib/postgresql/*/bin.
+pub fn pg_bin(name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    let p = Path::new("/usr/local/bin").join(name);
+    if p.is_file() {
+        return p;
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let p = e.path().join("bin").join(name);
+            p.is_file().then_some((v, p))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, p)) => p,
+        None => panic!(
+            "PostgreSQL's {name} was not found on PATH, in /usr/local/bin or in /usr/lib/postgresql/*/bin. \
+             These tests run a real PostgreSQL: install it (e.g. `apt-get install postgresql postgresql-client`)."
+        ),
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Ask the OS for a free port; the counter only makes concurrent callers
+    // in one process less likely to race for the same one.
+    let _ = NEXT.fetch_add(1, Ordering::Relaxed);
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// The unprivileged user PostgreSQL runs as when the tests run as root
+/// (initdb refuses root).
+fn run_as() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return None;
+    }
+    for user in ["postgres", "nobody"] {
+        if Command::new("id")
+            .arg(user)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return Some(user.to_string());
+        }
+    }
+    panic!(
+        "running as root, but neither a `postgres` nor a `nobody` user exists to run PostgreSQL as"
+    );
+}
+
+fn command(user: &Option<String>, program: &Path) -> Command {
+    match user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.arg("-u").arg(u).arg("--").arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn chown(user: &Option<String>, path: &Path) {
+    if let Some(u) = user {
+        let ok = Command::new("chown")
+            .arg("-R")
+            .arg(u)
+            .arg(path)
+            .status()
+            .expect("run chown");
+        assert!(ok.success(), "chown -R {u} {} failed", path.display());
+    }
+}
+
+/// TLS material of a TLS-enabled server.
+pub struct TlsFiles {
+    /// PEM of the CA that signed the server certificate.
+    pub ca_pem: String,
+}
+
+/// A running PostgreSQL.
+pub struct PgServer {
+    /// Its TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Temporary directory (data, socket, logs).
+    pub dir: PathBuf,
+    /// TLS material when started with TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+static SERVER: OnceLock<PgServer> = OnceLock::new();
+static TLS_SERVER: OnceLock<PgServer> = OnceLock::new();
+
+/// The shared plain server of this test binary.
+pub fn server() -> &'static PgServer {
+    SERVER.get_or_init(|| PgServer::start(false))
+}
+
+/// The shared TLS server of this test binary.
+pub fn tls_server() -> &'static PgServer {
+    TLS_SERVER.get_or_init(|| PgServer::start(true))
+}
+
+impl PgServer {
+    fn start(tls: bool) -> PgServer {
+        let user = run_as();
+        let base = std::env::temp_dir().join(format!(
+            "sluice-pg-{}-{}",
+            std::process::id(),
+            if tls { "tls" } else { "plain" }
+        ));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).expect("create the temp dir");
+        let data = base.join("data");
+        let pwfile = base.join("pwfile");
+        std::fs::write(&pwfile, PASSWORD).expect("write pwfile");
+        chown(&user, &base);
+
+        let out = command(&user, &pg_bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .arg("--auth=scram-sha-256")
+            .arg("--username")
+            .arg(ADMIN)
+            .arg("--pwfile")
+            .arg(&pwfile)
+            .arg("--no-sync")
+            .arg("--encoding=UTF8")
+            .arg("--locale=C")
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all scram-sha-256\n\
+             host all md5user 127.0.0.1/32 md5\n\
+             host all clearuser 127.0.0.1/32 password\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("write pg_hba.conf");
+
+        let mut tls_files = None;
+        let mut ssl_opts = String::new();
+        if tls {
+            let ca_key = rcgen::KeyPair::generate().expect("ca key");
+            let mut ca_params =
+                rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+            ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            ca_params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "sluice test CA");
+            let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+            let issuer = rcgen::Issuer::new(ca_params, ca_key);
+            let key = rcgen::KeyPair::generate().expect("server key");
+            let mut params = rcgen::CertificateParams::new(vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+            ])
+            .expect("server params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "localhost");
+            let cert = params.signed_by(&key, &issuer).expect("server cert");
+            std::fs::write(data.join("server.crt"), cert.pem()).expect("write cert");
+            std::fs::write(data.join("server.key"), key.serialize_pem()).expect("write key");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("chmod key");
+            tls_files = Some(TlsFiles {
+                ca_pem: ca_cert.pem(),
+            });
+            ssl_opts = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        }
+        chown(&user, &base);
+
+        let port = free_port();
+        let log = base.join("postgres.log");
+        let out = command(&user, &pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .arg("-w")
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=200{ssl_opts}",
+                base.display()
+            ))
+            .arg("start")
+            .output()
+            .expect("run pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        // A watchdog stops the server and removes its files when this test
+        // binary exits (statics are never dropped).
+        let pg_ctl = pg_bin("pg_ctl");
+        let stop = match &user {
+            Some(u) => format!(
+                "runuser -u {u} -- {} -D {} stop -m immediate",
+                pg_ctl.display(),
+                data.display()
+            ),
+            None => format!(
+                "{} -D {} stop -m immediate",
+                pg_ctl.display(),
+                data.display()
+            ),
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id(),
+            dir = base.display()
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the watchdog");
+        PgServer {
+            port,
+            dir: base,
+            tls: tls_files,
+        }
+    }
+
+    /// A libpq connection string as the superuser, straight to the server.
+    pub fn admin_url(&self, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={ADMIN} password={PASSWORD} dbname={db}",
+            self.port
+        )
+    }
+
+    /// Creates a database (dropping an old one of the same name).
+    pub async fn create_database(&self, name: &str) {
+        let c = connect(&self.admin_url("postgres")).await;
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .expect("drop database");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+    }
+}
+
+/// Connects with tokio-postgres (no TLS) and drives the connection in the background.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Connects, returning the error instead of panicking.
+pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// A running `sluice-sidecar standalone`.
+pub struct Sidecar {
+    child: Child,
+    /// The listen port of the (first) Connection.
+    pub port: u16,
+    /// The admin port.
+    pub admin_port: u16,
+    /// The audit file.
+    pub audit: PathBuf,
+    /// Its stderr log.
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sidecar {
+    /// Starts a sidecar from `manifests` (with `{PORT}` replaced by a free
+    /// listen port) as `identity`, and waits until it listens.
+    pub fn start(manifests: &str, identity: &str) -> Sidecar {
+        Self::start_with(manifests, identity, &[])
+    }
+
+    /// Same, with extra command-line arguments.
+    pub fn start_with(manifests: &str, identity: &str, extra: &[&str]) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let admin_port = free_port();
+        let path = dir.path().join("manifests.yaml");
+        std::fs::write(&path, manifests.replace("{PORT}", &port.to_string()))
+            .expect("write manifests");
+        let audit = dir.path().join("audit.jsonl");
+        let log = dir.path().join("sidecar.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"))
+            .arg("standalone")
+            .arg("-f")
+            .arg(&path)
+            .arg("--as")
+            .arg(identity)
+            .arg("--audit-file")
+            .arg(&audit)
+            .arg("--no-audit-stdout")
+            .arg("--admin-addr")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .args(extra)
+            .env("SLUICE_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn sluice-sidecar");
+        let mut sidecar = Sidecar {
+            child,
+            port,
+            admin_port,
+            audit,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return sidecar;
+            }
+            if let Ok(Some(status)) = sidecar.child.try_wait() {
+                panic!(
+                    "sluice-sidecar exited ({status}) before listening:\n{}",
+                    std::fs::read_to_string(&sidecar.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice-sidecar did not listen on {port} within 20s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A connection string to the sidecar (any user, no password).
+    pub fn url(&self) -> String {
+        format!("host=127.0.0.1 port={} user=app dbname=ignored", self.port)
+    }
+
+    /// Connects to the sidecar with tokio-postgres.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        connect(&self.url()).await
+    }
+
+    /// The audit events written so far.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// The raw audit file.
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(&self.audit).unwrap_or_default()
+    }
+
+    /// The sidecar's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Manifests: a namespace `shop`, the credentials Secret, a postgres
+/// Connection `orders-db` to `db` on the test server, and `policy` (YAML
+/// documents appended as they are).
+pub fn manifests(server: &PgServer, db: &str, user: &str, tls: &str, policy: &str) -> String {
+    let ca = match &server.tls {
+        Some(t) => format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db-ca, namespace: shop}}\nstringData:\n  ca.crt: |\n{}\n",
+            t.ca_pem
+                .lines()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        None => String::new(),
+    };
+    let ca_ref = if server.tls.is_some() {
+        ", caSecretRef: {name: db-ca}"
+    } else {
+        ""
+    };
+    let host = if server.tls.is_some() {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: orders-db-creds, namespace: shop}}
+stringData: {{username: {user}, password: "{PASSWORD}"}}
+{ca}---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {{name: orders-db, namespace: shop}}
+spec:
+  protocol: postgres
+  upstream: {{host: {host}, port: {port}, database: {db}, tls: {{mode: {tls}{ca_ref}}}}}
+  credentials: {{secretRef: {{name: orders-db-creds}}}}
+  listen: {{port: {{PORT}}}}
+---
+{policy}
+"#,
+        port = server.port,
+    )
+}
+
+/// A policy binding `shop/report-job` to `orders-db` with these extra spec lines.
+pub fn policy(extra: &str) -> String {
+    format!(
+        r#"apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: reporting, namespace: shop}}
+spec:
+  subjects: [{{serviceAccount: report-job}}]
+  connections: [orders-db]
+{extra}
+"#
+    )
+}
+
+/// Runs psql against the sidecar with `args`; returns (success, stdout, stderr).
+pub fn psql(port: u16, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("psql")
+        .arg(format!("host=127.0.0.1 port={port} user=app dbname=x"))
+        .arg("-X")
+        .arg("-v")
+        .arg("ON_ERROR_STOP=1")
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("run psql (install postgresql-client)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A unique database name for a test.
+pub fn db_name(test: &str) -> String {
+    format!("t_{}", test.replace('-', "_"))
+}
+
+/// The server's (or sidecar's) message of an error, or its text.
+pub fn message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!(
+            "{} [{}] {} {}",
+            d.message(),
+            d.code().code(),
+            d.detail().unwrap_or(""),
+            d.hint().unwrap_or("")
+        ),
+        None => e.to_string(),
+    }
+}
