@@ -844,8 +844,8 @@ impl JsonMasking<'_> {
             .find(|((p, _), s)| p.is_match(**s))
             .map(|((_, m), _)| *m);
         if let Some(m) = selected {
-            let masker = self.masker(m).clone();
-            self.count += mask_all(value, &masker);
+            let masked = mask_all(value, self.masker(m));
+            self.count += masked;
             return;
         }
         let live = states.iter().any(|s| !s.is_dead());
