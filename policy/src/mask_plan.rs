@@ -122,6 +122,12 @@ impl ColumnMatcher {
         let mut compiled = Vec::with_capacity(globs.len());
         for (pattern, rule) in globs {
             let segments = split_pattern(pattern)?;
+            if !(2..=3).contains(&segments.len()) {
+                return Err(MaskPlanError::PatternShape {
+                    pattern: pattern.clone(),
+                    problem: "it needs two or three dot-separated parts",
+                });
+            }
             let matchers = segments
                 .iter()
                 .map(|s| compile_segment(pattern, s))
@@ -565,6 +571,84 @@ fn is_dynamic_sql(fname: &str) -> bool {
         || DYNAMIC_SQL_PREFIXES.iter().any(|p| fname.starts_with(p))
 }
 
+/// Catalog columns that hold sample values of other tables' columns (planner statistics).
+const STATISTICS_CATALOGS: &[(&str, &[&str])] = &[
+    (
+        "pg_stats",
+        &["most_common_vals", "histogram_bounds", "most_common_elems"],
+    ),
+    (
+        "pg_statistic",
+        &[
+            "stavalues1",
+            "stavalues2",
+            "stavalues3",
+            "stavalues4",
+            "stavalues5",
+        ],
+    ),
+    ("pg_stats_ext", &["most_common_vals"]),
+    (
+        "pg_stats_ext_exprs",
+        &["most_common_vals", "histogram_bounds", "most_common_elems"],
+    ),
+    ("pg_statistic_ext_data", &["stxdmcv", "stxdexpr"]),
+    ("column_statistics", &["histogram"]),
+];
+
+/// Whether `column` of this table (any column when None) holds sampled values of
+/// arbitrary tables.
+fn is_statistics_values(schema: Option<&str>, table: &str, column: Option<&str>) -> bool {
+    let schema_ok = match schema {
+        None => true,
+        Some(s) => {
+            let s = s.to_lowercase();
+            s == "pg_catalog" || s == "information_schema"
+        }
+    };
+    let table = table.to_lowercase();
+    schema_ok
+        && STATISTICS_CATALOGS.iter().any(|(t, cols)| {
+            *t == table
+                && column.is_none_or(|c| {
+                    let c = c.to_lowercase();
+                    cols.iter().any(|v| *v == c)
+                })
+        })
+}
+
+/// PostgreSQL's `FROM ONLY t` parses as a table named `only` aliased `t`, or as a
+/// function `only(t)`: recover the real table (schema, table) and its alias.
+fn only_table(tf: &TableFactor) -> Option<(Option<String>, String, Option<&TableAlias>)> {
+    let TableFactor::Table {
+        name, alias, args, ..
+    } = tf
+    else {
+        return None;
+    };
+    let [ObjectNamePart::Identifier(only)] = name.0.as_slice() else {
+        return None;
+    };
+    if only.quote_style.is_some() || !only.value.eq_ignore_ascii_case("only") {
+        return None;
+    }
+    match (args, alias) {
+        (None, Some(a)) if !a.explicit && a.columns.is_empty() => Some((None, norm(&a.name), None)),
+        (Some(args), alias) => match args.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(id)))] => {
+                Some((None, norm(id), alias.as_ref()))
+            }
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(ids)))] => {
+                let mut parts: Vec<String> = ids.iter().map(norm).collect();
+                let table = parts.pop()?;
+                Some((parts.pop(), table, alias.as_ref()))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The output name of an expression when it is certain in every dialect.
 fn certain_name(e: &Expr) -> Option<String> {
     match e {
@@ -678,16 +762,20 @@ impl<'m> Analyzer<'m> {
         })
     }
 
-    fn dynamic(&self, fname: &str) -> Tainted {
+    /// For values that may come from any table (SQL text, session variables, statistics).
+    fn dynamic(&self, what: &str) -> Tainted {
         self.matcher.lowest_rule().map(|rule| Taint {
             rule,
             reason: MaskReason::Uncertain(format!(
-                "{fname}() returns data from sources not named in the statement"
+                "{what} may hold data of any table, including masked columns"
             )),
         })
     }
 
     fn column_taint(&self, schema: Option<&str>, table: &str, column: &str) -> Tainted {
+        if is_statistics_values(schema, table, Some(column)) {
+            return self.dynamic(&format!("{table}.{column}"));
+        }
         self.matcher
             .match_column(schema, table, column)
             .map(|rule| Taint {
@@ -707,6 +795,9 @@ impl<'m> Analyzer<'m> {
                 rule,
                 reason: MaskReason::DerivedFrom(format!("{}.*", t.display())),
             });
+        if is_statistics_values(t.schema.as_deref(), &t.table, None) {
+            join_into(&mut acc, self.dynamic(&t.table));
+        }
         join_into(&mut acc, t.written_all.clone());
         for (_, w) in &t.written {
             join_into(&mut acc, Some(w.clone()));
@@ -790,6 +881,10 @@ impl<'m> Analyzer<'m> {
         let name = norm(id);
         if id.quote_style.is_none() && name == "default" {
             return None;
+        }
+        if name.starts_with('@') && !name.starts_with("@@") {
+            // MySQL user variables can carry values selected from masked columns earlier.
+            return self.dynamic(&format!("user variable {name}"));
         }
         let mut found = false;
         let mut acc = None;
@@ -1180,7 +1275,7 @@ impl<'m> Analyzer<'m> {
 
     fn function_source(&mut self, fname: &str, arg_taint: Tainted, alias: Option<&TableAlias>) {
         let taint = if is_dynamic_sql(fname) {
-            join(arg_taint, self.dynamic(fname))
+            join(arg_taint, self.dynamic(&format!("{fname}()")))
         } else if KNOWN_SET_FUNCTIONS.contains(&fname) {
             arg_taint
         } else {
@@ -1203,6 +1298,21 @@ impl<'m> Analyzer<'m> {
     }
 
     fn table_factor(&mut self, tf: &TableFactor) {
+        if let Some((schema, table, alias)) = only_table(tf) {
+            let mut t = TableRef::new(schema.clone(), table.clone());
+            t.renamed = alias_names(alias);
+            let (name, schema) = match alias {
+                Some(a) => (norm(&a.name), None),
+                None => (table, schema),
+            };
+            self.push_source(Source {
+                name,
+                schema,
+                rel: Rel::Table(t),
+                in_star: true,
+            });
+            return;
+        }
         match tf {
             TableFactor::Table {
                 name,
@@ -1690,6 +1800,10 @@ impl<'m> Analyzer<'m> {
     fn origin_taint(&self, col: &OutputColumn) -> Tainted {
         let mut acc = None;
         if let Some(o) = &col.origin {
+            let column = (!o.column.is_empty()).then_some(o.column.as_str());
+            if is_statistics_values(o.schema.as_deref(), &o.table, column) {
+                join_into(&mut acc, self.dynamic(&format!("{}.{}", o.table, o.column)));
+            }
             if o.column.is_empty() {
                 let t = self
                     .matcher
@@ -1854,7 +1968,10 @@ fn statement_risk(stmt: &Statement, matcher: &ColumnMatcher) -> Option<usize> {
     impl Visitor for Risk<'_> {
         type Break = ();
         fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
-            if let TableFactor::Table { args: Some(_), .. } = tf {
+            if let Some((schema, table, _)) = only_table(tf) {
+                self.add(schema.as_deref(), &table);
+                self.skip_next = true;
+            } else if let TableFactor::Table { args: Some(_), .. } = tf {
                 self.skip_next = true;
             }
             ControlFlow::Continue(())
@@ -1864,13 +1981,20 @@ fn statement_risk(stmt: &Statement, matcher: &ColumnMatcher) -> Option<usize> {
                 return ControlFlow::Continue(());
             }
             let (schema, table) = schema_table(name);
-            if let Some(rule) = self
-                .matcher
-                .table_may_have_masked(schema.as_deref(), &table)
-            {
+            self.add(schema.as_deref(), &table);
+            ControlFlow::Continue(())
+        }
+    }
+    impl Risk<'_> {
+        fn add(&mut self, schema: Option<&str>, table: &str) {
+            let rule = if is_statistics_values(schema, table, None) {
+                self.matcher.lowest_rule()
+            } else {
+                self.matcher.table_may_have_masked(schema, table)
+            };
+            if let Some(rule) = rule {
                 self.rule = Some(self.rule.map_or(rule, |r| r.min(rule)));
             }
-            ControlFlow::Continue(())
         }
     }
     let mut v = Risk {
@@ -1928,6 +2052,14 @@ impl Visitor for TaintVisitor<'_, '_> {
                 self.skip_next_query = true;
                 None
             }
+            Expr::Value(v) => match &v.value {
+                sqlparser::ast::Value::Placeholder(p)
+                    if p.starts_with('@') && !p.starts_with("@@") =>
+                {
+                    self.an.dynamic(&format!("user variable {p}"))
+                }
+                _ => None,
+            },
             _ => None,
         };
         join_into(&mut self.taint, t);
@@ -1940,7 +2072,10 @@ impl TaintVisitor<'_, '_> {
     fn function(&mut self, f: &Function) -> Tainted {
         let fname = function_name(&f.name);
         let mut t = if is_dynamic_sql(&fname) {
-            self.an.dynamic(&fname)
+            self.an.dynamic(&format!("{fname}()"))
+        } else if fname == "current_setting" && !is_builtin_setting(f) {
+            // Custom settings (names with a dot) can carry values set from masked columns.
+            self.an.dynamic("a custom setting")
         } else {
             None
         };
@@ -1962,6 +2097,20 @@ impl TaintVisitor<'_, '_> {
             }
         }
         t
+    }
+}
+
+/// `current_setting('name')` of a built-in setting: built-in names have no dot.
+fn is_builtin_setting(f: &Function) -> bool {
+    let FunctionArguments::List(list) = &f.args else {
+        return false;
+    };
+    match list.args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+            sqlparser::ast::Value::SingleQuotedString(name) => !name.contains('.'),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -2086,5 +2235,140 @@ pub fn plan_copy(
             }
             CopyPlan::Columns(MaskPlan { columns })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(globs: &[(&str, usize)]) -> ColumnMatcher {
+        let globs: Vec<(String, usize)> =
+            globs.iter().map(|(g, r)| ((*g).to_owned(), *r)).collect();
+        ColumnMatcher::new(&globs).unwrap()
+    }
+
+    #[test]
+    fn table_column_glob_matches_any_schema_and_case() {
+        let m = matcher(&[("customers.ssn", 3)]);
+        assert_eq!(m.match_column(None, "customers", "ssn"), Some(3));
+        assert_eq!(m.match_column(Some("public"), "customers", "ssn"), Some(3));
+        assert_eq!(m.match_column(Some("archive"), "Customers", "SSN"), Some(3));
+        assert_eq!(m.match_column(Some("public"), "customers", "name"), None);
+        assert_eq!(m.match_column(Some("public"), "customers2", "ssn"), None);
+        assert!(!m.is_empty());
+    }
+
+    #[test]
+    fn schema_glob_requires_the_schema_when_known() {
+        let m = matcher(&[("billing.cards.number", 0)]);
+        assert_eq!(m.match_column(Some("billing"), "cards", "number"), Some(0));
+        assert_eq!(m.match_column(Some("BILLING"), "cards", "number"), Some(0));
+        assert_eq!(m.match_column(Some("archive"), "cards", "number"), None);
+        // Unknown schema (search_path): it might be billing.
+        assert_eq!(m.match_column(None, "cards", "number"), Some(0));
+    }
+
+    #[test]
+    fn star_globs_per_segment() {
+        let m = matcher(&[
+            ("*.password_hash", 1),
+            ("public.customers.*", 2),
+            ("secret_*.*", 4),
+        ]);
+        assert_eq!(m.match_column(None, "users", "password_hash"), Some(1));
+        assert_eq!(
+            m.match_column(Some("x"), "admins", "password_hash"),
+            Some(1)
+        );
+        assert_eq!(m.match_column(Some("public"), "customers", "name"), Some(2));
+        assert_eq!(m.match_column(Some("other"), "customers", "name"), None);
+        assert_eq!(m.match_column(None, "secret_keys", "k"), Some(4));
+        assert_eq!(m.match_column(None, "users", "login"), None);
+        // A `*` never spans a dot: `*.password_hash` does not read as "any prefix".
+        let m = matcher(&[("*.hash", 0)]);
+        assert_eq!(m.match_column(None, "users", "password_hash"), None);
+    }
+
+    #[test]
+    fn lowest_rule_wins() {
+        let m = matcher(&[("customers.*", 5), ("*.ssn", 2), ("customers.ssn", 7)]);
+        assert_eq!(m.match_column(None, "customers", "ssn"), Some(2));
+        assert_eq!(m.match_column(None, "customers", "name"), Some(5));
+        assert_eq!(m.table_may_have_masked(None, "customers"), Some(2));
+        assert_eq!(m.lowest_rule(), Some(2));
+    }
+
+    #[test]
+    fn table_may_have_masked_follows_table_and_schema() {
+        let m = matcher(&[("customers.ssn", 0), ("billing.cards.number", 1)]);
+        assert_eq!(
+            m.table_may_have_masked(Some("public"), "customers"),
+            Some(0)
+        );
+        assert_eq!(m.table_may_have_masked(None, "orders"), None);
+        assert_eq!(m.table_may_have_masked(Some("billing"), "cards"), Some(1));
+        assert_eq!(m.table_may_have_masked(Some("public"), "cards"), None);
+        assert_eq!(m.table_may_have_masked(None, "cards"), Some(1));
+        let wide = matcher(&[("*.password_hash", 0)]);
+        assert_eq!(wide.table_may_have_masked(None, "anything"), Some(0));
+    }
+
+    #[test]
+    fn quoted_segments_are_literal() {
+        let m = matcher(&[(r#""my.table"."we*rd""#, 0), (r#"public."Mixed".col"#, 1)]);
+        assert_eq!(m.match_column(None, "my.table", "we*rd"), Some(0));
+        assert_eq!(m.match_column(None, "my.table", "weird"), None);
+        assert_eq!(m.match_column(Some("public"), "mixed", "col"), Some(1));
+        let m = matcher(&[(r#""a""b".c"#, 0)]);
+        assert_eq!(m.match_column(None, "a\"b", "c"), Some(0));
+    }
+
+    #[test]
+    fn empty_matcher() {
+        let m = ColumnMatcher::new(&[]).unwrap();
+        assert!(m.is_empty());
+        assert_eq!(m.match_column(None, "customers", "ssn"), None);
+        assert_eq!(m.table_may_have_masked(None, "customers"), None);
+    }
+
+    #[test]
+    fn invalid_patterns_are_named_in_the_error() {
+        for bad in [
+            "ssn",
+            "a.b.c.d",
+            "a..b",
+            ".b",
+            "a.",
+            "",
+            r#""unclosed.b"#,
+            r#""a"x.b"#,
+            r#"a"b".c"#,
+        ] {
+            let err = ColumnMatcher::new(&[(bad.to_owned(), 0)]).unwrap_err();
+            assert!(
+                matches!(err, MaskPlanError::PatternShape { ref pattern, .. } if pattern == bad),
+                "{bad}: {err:?}"
+            );
+            assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");
+        }
+        let err = ColumnMatcher::new(&[("customers.[ssn".to_owned(), 0)]).unwrap_err();
+        assert!(matches!(err, MaskPlanError::PatternGlob { .. }), "{err:?}");
+        assert!(err.to_string().contains("customers.[ssn"), "{err}");
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn join_keeps_lowest_rule() {
+        let t = |rule| {
+            Some(Taint {
+                rule,
+                reason: MaskReason::Origin,
+            })
+        };
+        assert_eq!(join(t(3), t(1)), t(1));
+        assert_eq!(join(t(1), t(3)), t(1));
+        assert_eq!(join(None, t(2)), t(2));
+        assert_eq!(join(None, None), None);
     }
 }

@@ -702,6 +702,33 @@ const CASES: &[Case] = &[
         &[("id", ""), ("name", ""), ("email", ""), ("ssn", "")],
         "C C C D0",
     ),
+    pg(
+        "FROM ONLY table",
+        "SELECT lower(ssn) FROM ONLY customers",
+        &[("lower", "")],
+        "D0",
+    ),
+    pg(
+        "FROM ONLY (table)",
+        "SELECT lower(ssn) FROM ONLY (customers)",
+        &[("lower", "")],
+        "D0",
+    ),
+    pg(
+        "planner statistics hold sample values",
+        "SELECT attname, most_common_vals FROM pg_stats WHERE tablename = 'customers'",
+        &[
+            ("attname", "pg_catalog.pg_stats.attname"),
+            ("most_common_vals", "pg_catalog.pg_stats.most_common_vals"),
+        ],
+        "C U0",
+    ),
+    pg(
+        "custom setting may carry a masked value",
+        "SELECT current_setting('my.ssn'), current_setting('server_version_num')",
+        &[("current_setting", ""), ("current_setting", "")],
+        "U0 C",
+    ),
     // --- DML ... RETURNING ---
     pg(
         "INSERT RETURNING columns",
@@ -729,6 +756,12 @@ const CASES: &[Case] = &[
         "DELETE FROM customers WHERE id = 1 RETURNING *",
         CUSTOMERS_STAR,
         "C C C O0",
+    ),
+    pg(
+        "DELETE FROM ONLY RETURNING expression",
+        "DELETE FROM ONLY customers WHERE id = 1 RETURNING lower(ssn)",
+        &[("lower", "")],
+        "D0",
     ),
     pg(
         "DELETE RETURNING whole row",
@@ -835,6 +868,12 @@ const CASES: &[Case] = &[
         "SELECT name, UPPER(email) FROM customers",
         &[("name", "shop.customers.name"), ("UPPER(email)", "")],
         "C C",
+    ),
+    my(
+        "mysql: user variables may carry masked values, system variables do not",
+        "SELECT @x, @@version",
+        &[("@x", ""), ("@@version", "")],
+        "U0 C",
     ),
     my(
         "mysql: ON DUPLICATE KEY UPDATE with no rows",
@@ -1047,7 +1086,7 @@ fn copy(sql: &str, cols: Option<&[String]>) -> CopyPlan {
 }
 
 #[test]
-fn copy_table_without_columns_is_denied_when_unknown() {
+fn mask_plan_copy_table_without_columns_is_denied_when_unknown() {
     match copy("COPY customers TO STDOUT", None) {
         CopyPlan::Deny(why) => assert!(
             why.contains("customers") && why.contains("list the columns"),
@@ -1058,7 +1097,7 @@ fn copy_table_without_columns_is_denied_when_unknown() {
 }
 
 #[test]
-fn copy_table_with_known_columns() {
+fn mask_plan_copy_table_with_known_columns() {
     let cols: Vec<String> = ["id", "name", "email", "ssn"]
         .iter()
         .map(|s| s.to_string())
@@ -1070,7 +1109,7 @@ fn copy_table_with_known_columns() {
 }
 
 #[test]
-fn copy_table_column_list() {
+fn mask_plan_copy_table_column_list() {
     match copy("COPY customers (id, ssn) TO STDOUT WITH (FORMAT csv)", None) {
         CopyPlan::Columns(p) => assert_eq!(describe(&p), "C O0"),
         other => panic!("{other:?}"),
@@ -1078,7 +1117,7 @@ fn copy_table_column_list() {
 }
 
 #[test]
-fn copy_query_expressions() {
+fn mask_plan_copy_query_expressions() {
     match copy(
         "COPY (SELECT id, lower(ssn), name FROM customers) TO STDOUT",
         None,
@@ -1089,7 +1128,7 @@ fn copy_query_expressions() {
 }
 
 #[test]
-fn copy_query_star_over_masked_table_is_denied() {
+fn mask_plan_copy_query_star_over_masked_table_is_denied() {
     assert!(matches!(
         copy("COPY (SELECT * FROM customers) TO STDOUT", None),
         CopyPlan::Deny(_)
@@ -1097,7 +1136,7 @@ fn copy_query_star_over_masked_table_is_denied() {
 }
 
 #[test]
-fn copy_query_star_prefix_is_planned() {
+fn mask_plan_copy_query_star_prefix_is_planned() {
     match copy(
         "COPY (SELECT lower(c.ssn), o.* FROM orders o JOIN customers c ON true) TO STDOUT",
         None,
@@ -1108,7 +1147,7 @@ fn copy_query_star_prefix_is_planned() {
 }
 
 #[test]
-fn copy_clear_table_and_copy_in() {
+fn mask_plan_copy_clear_table_and_copy_in() {
     assert_eq!(
         copy("COPY orders TO STDOUT", None),
         CopyPlan::Columns(MaskPlan::default())
