@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit_verify;
 mod policy_eval;
 
 /// Sluice: identity-aware access to databases and APIs for machine identities.
@@ -20,6 +21,15 @@ enum Command {
     /// Work with AccessPolicies before applying them.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Work with audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify an audit log's hash chain (exit 0 intact, 1 tampered, 2 unreadable).
+    Verify(audit_verify::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -32,7 +42,12 @@ enum PolicyCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Policy(PolicyCommand::Eval(args)) => policy_eval::run(&args),
+        Command::Policy(PolicyCommand::Eval(args)) => {
+            policy_eval::run(&args).map_err(|e| e.to_string())
+        }
+        Command::Audit(AuditCommand::Verify(args)) => {
+            audit_verify::run(&args).map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(code) => code,
