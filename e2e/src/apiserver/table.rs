@@ -166,7 +166,11 @@ fn row_cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
 
 /// Converts a list (`items`) into a Table.
 pub fn table(rt: &ResourceType, list: &Value, req: &Req) -> Value {
-    let include = req.q("includeObject").unwrap_or("Metadata");
+    table_with(rt, list, req.q("includeObject").unwrap_or("Metadata"), true)
+}
+
+/// Converts a list into a Table; `headers` false leaves out the column definitions (watch events after the first).
+pub fn table_with(rt: &ResourceType, list: &Value, include: &str, headers: bool) -> Value {
     let rows: Vec<Value> = list["items"]
         .as_array()
         .into_iter()
@@ -184,7 +188,8 @@ pub fn table(rt: &ResourceType, list: &Value, req: &Req) -> Value {
     if let Some(c) = list["metadata"].get("continue") {
         meta["continue"] = c.clone();
     }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns(rt), "rows": rows})
+    let cols = if headers { Value::Array(columns(rt)) } else { Value::Null };
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": cols, "rows": rows})
 }
 
 #[cfg(test)]

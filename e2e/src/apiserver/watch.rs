@@ -3,6 +3,7 @@
 use super::error::ApiError;
 use super::http::{Body, Req, Target};
 use super::ops::{matches, present, selectors};
+use super::table::table_with;
 use super::registry::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::Change;
@@ -23,6 +24,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Filter {
     rt: Arc<ResourceType>,
+    /// `Some(includeObject)` when the client asked for Table events.
+    table: Option<String>,
+    headers_sent: bool,
     ns: String,
     labels: LabelSelector,
     fields: FieldSelector,
@@ -35,7 +39,16 @@ impl Filter {
     }
 
     /// The event a change becomes for this watch, if any.
-    fn event(&self, change: &Change) -> Option<Value> {
+    fn render(&mut self, kind: &str, obj: &Value) -> Value {
+        let object = present(&self.rt, obj);
+        let Some(include) = &self.table else { return json!({"type": kind, "object": object}) };
+        let list = json!({"metadata": {"resourceVersion": object["metadata"]["resourceVersion"]}, "items": [object]});
+        let t = table_with(&self.rt, &list, include, !self.headers_sent);
+        self.headers_sent = true;
+        json!({"type": kind, "object": t})
+    }
+
+    fn event(&mut self, change: &Change) -> Option<Value> {
         let now = self.matches(&change.object);
         let before = change.prev.as_ref().is_some_and(|p| self.matches(p));
         let kind = match (change.kind, now, before) {
@@ -46,7 +59,7 @@ impl Filter {
             ("DELETED", true, _) => "DELETED",
             _ => return None,
         };
-        Some(json!({"type": kind, "object": present(&self.rt, &change.object)}))
+        Some(self.render(kind, &change.object))
     }
 }
 
@@ -63,7 +76,8 @@ pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response
     if let Some(name) = &t.name {
         fields = FieldSelector::parse(&format!("metadata.name={name}"), &[], &t.rt.kind)?;
     }
-    let filter = Filter { rt: t.rt.clone(), ns: t.ns.clone(), labels, fields };
+    let table = req.accept.contains("as=Table").then(|| req.q("includeObject").unwrap_or("Metadata").to_string());
+    let mut filter = Filter { rt: t.rt.clone(), table, headers_sent: false, ns: t.ns.clone(), labels, fields };
     let start: Option<u64> = req.q("resourceVersion").and_then(|v| v.parse().ok()).filter(|v| *v > 0);
     let bookmarks = req.q("allowWatchBookmarks") == Some("true");
     let initial_events = req.q("sendInitialEvents") == Some("true");
@@ -83,10 +97,9 @@ pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response
                 Some(rv) if rv < st.store.oldest => (0, Some(ApiError::gone(rv, st.store.oldest).to_status())),
                 Some(rv) if !initial_events => (rv, None),
                 _ => {
-                    for obj in st.store.list(&filter.rt.storage, None) {
-                        if filter.matches(obj) {
-                            first.push(json!({"type": "ADDED", "object": present(&filter.rt, obj)}));
-                        }
+                    let objs: Vec<Value> = st.store.list(&filter.rt.storage, None).into_iter().filter(|o| filter.matches(o)).cloned().collect();
+                    for obj in objs {
+                        first.push(filter.render("ADDED", &obj));
                     }
                     (st.store.rv, None)
                 }

@@ -1,0 +1,77 @@
+//! Helpers shared by the test-control-plane tests.
+#![allow(dead_code)]
+
+use sluice_e2e::{Options, TestCluster, User};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Upper bound for any single kubectl invocation.
+pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts a cluster with user `alice` (groups dev, ops).
+pub async fn cluster() -> TestCluster {
+    let users = vec![User { name: "alice".into(), groups: vec!["dev".into(), "ops".into()] }];
+    TestCluster::start(Options { dir: None, users }).await.expect("cluster starts")
+}
+
+/// Output of a kubectl run.
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs kubectl against the cluster, with optional stdin, bounded in time.
+pub async fn kubectl_in(c: &TestCluster, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.env("KUBECONFIG", c.kubeconfig_path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("kubectl is installed");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin piped");
+        pipe.write_all(input.as_bytes()).await.expect("write stdin");
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(KUBECTL_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within {KUBECTL_TIMEOUT:?}"))
+        .expect("kubectl runs");
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs kubectl and asserts success, returning stdout.
+pub async fn kubectl(c: &TestCluster, args: &[&str]) -> String {
+    let out = kubectl_in(c, args, None).await;
+    assert!(out.ok, "kubectl {args:?} failed: {}{}", out.stdout, out.stderr);
+    out.stdout
+}
+
+/// Runs kubectl with stdin and asserts success.
+pub async fn kubectl_stdin(c: &TestCluster, args: &[&str], stdin: &str) -> String {
+    let out = kubectl_in(c, args, Some(stdin)).await;
+    assert!(out.ok, "kubectl {args:?} failed: {}{}", out.stdout, out.stderr);
+    out.stdout
+}
+
+/// The repository root (for crds/ and examples/).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e lives in the repository")
+}
+
+/// Applies the Sluice CRDs from crds/*.yaml.
+pub async fn apply_sluice_crds(c: &TestCluster) {
+    let dir = repo_root().join("crds");
+    let out = kubectl(c, &["apply", "-f", dir.to_str().expect("utf-8 path")]).await;
+    assert!(out.contains("connections.sluice.dev created"), "{out}");
+}
