@@ -27,6 +27,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
@@ -306,9 +308,16 @@ pub enum InjectError {
         /// The name.
         name: &'static str,
     },
-    /// The pod could not be turned into JSON to compute the patch.
-    #[error("could not serialise the pod to compute the admission patch")]
+    /// The pod could not be turned into JSON or back.
+    #[error(
+        "could not convert the pod between JSON and its typed form to build the admission patch"
+    )]
     Serialize(#[source] serde_json::Error),
+    /// The patch did not apply to the pod it was built from: a bug in the injector.
+    #[error(
+        "the injection patch does not apply to the pod it was built for; this is a bug in sluice-operator, please report it with the pod's YAML"
+    )]
+    Patch(#[source] json_patch::PatchError),
 }
 
 /// The service account a pod runs as: `spec.serviceAccountName`, or `default`
@@ -353,78 +362,137 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
     check_ports(spec, &selected, cfg.admin_port)?;
     check_env(&selected)?;
 
-    let runs_to_completion = is_run_to_completion(pod);
-    let mut mutated = pod.clone();
-    let mut warnings = Vec::new();
     let names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
-    let spec = mutated.spec.get_or_insert_with(PodSpec::default);
     let first_app = spec
         .containers
         .first()
         .map(|c| c.name.clone())
         .ok_or(InjectError::NoContainers)?;
+    let mut warnings = Vec::new();
 
+    // The patch is built as explicit operations rather than diffed from a
+    // mutated copy: inserting at an index shifts the existing elements intact,
+    // so fields this build of k8s-openapi does not know survive, and the
+    // operations stay few and readable. Env operations come first because
+    // they use the container indices from before the sidecar is inserted.
+    let mut ops = Vec::new();
     let mut not_injected = Vec::new();
-    for container in &mut spec.containers {
-        add_app_env(container, &selected, &mut not_injected);
+    for (index, container) in spec.containers.iter().enumerate() {
+        app_env_ops(
+            &mut ops,
+            "containers",
+            index,
+            container,
+            &selected,
+            &mut not_injected,
+        )?;
     }
-    let sidecar = sidecar_container(cfg, &names);
+    let sidecar = to_json(&sidecar_container(cfg, &names))?;
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     if cfg.native_sidecars {
-        let init = spec.init_containers.get_or_insert_with(Vec::new);
-        for container in init.iter_mut() {
-            add_app_env(container, &selected, &mut not_injected);
+        for (index, container) in init_containers.iter().enumerate() {
+            app_env_ops(
+                &mut ops,
+                "initContainers",
+                index,
+                container,
+                &selected,
+                &mut not_injected,
+            )?;
         }
-        init.insert(0, sidecar);
+        insert_first(
+            &mut ops,
+            "initContainers",
+            spec.init_containers.is_some(),
+            sidecar,
+        );
     } else {
-        if spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()) {
+        if !init_containers.is_empty() {
             warnings.push(
                 "this cluster has no native sidecars: init containers run before the Sluice sidecar starts and cannot reach its Connections".to_string(),
             );
         }
-        if runs_to_completion {
+        if is_run_to_completion(pod) {
             warnings.push(
                 "this cluster has no native sidecars: the Sluice sidecar runs as a regular container and keeps running after the app exits, so this Job's pod will not complete on its own".to_string(),
             );
         }
-        spec.containers.insert(0, sidecar);
+        insert_first(&mut ops, "containers", true, sidecar);
     }
-    spec.volumes
-        .get_or_insert_with(Vec::new)
-        .push(token_volume());
-
-    for (container, variable) in &not_injected {
-        warnings.push(format!(
-            "container {container:?} already sets {variable}; kept its value, so it does not point at the Sluice sidecar"
+    let volume = to_json(&token_volume())?;
+    if spec.volumes.is_some() {
+        ops.push(add(&["spec", "volumes", "-"], volume));
+    } else {
+        ops.push(add(
+            &["spec", "volumes"],
+            serde_json::Value::Array(vec![volume]),
         ));
     }
-    let meta_annotations = mutated
-        .metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new);
-    meta_annotations.insert(
-        INJECTED_REVISION_ANNOTATION.to_string(),
-        cfg.revision.clone(),
-    );
-    meta_annotations.insert(INJECTED_CONNECTIONS_ANNOTATION.to_string(), names.join(","));
-    meta_annotations
-        .entry(DEFAULT_CONTAINER_ANNOTATION.to_string())
-        .or_insert(first_app);
+
+    let mut new_annotations = vec![
+        (INJECTED_REVISION_ANNOTATION, cfg.revision.clone()),
+        (INJECTED_CONNECTIONS_ANNOTATION, names.join(",")),
+    ];
+    if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION) {
+        new_annotations.push((DEFAULT_CONTAINER_ANNOTATION, first_app));
+    }
     if !not_injected.is_empty() {
         let entries: Vec<String> = not_injected
             .iter()
             .map(|(c, v)| format!("{c}/{v}"))
             .collect();
-        meta_annotations.insert(ENV_NOT_INJECTED_ANNOTATION.to_string(), entries.join(","));
+        new_annotations.push((ENV_NOT_INJECTED_ANNOTATION, entries.join(",")));
     }
+    for (container, variable) in &not_injected {
+        warnings.push(format!(
+            "container {container:?} already sets {variable}; kept its value, so it does not point at the Sluice sidecar"
+        ));
+    }
+    let mut annotation_ops = Vec::new();
+    if pod.metadata.annotations.is_none() {
+        annotation_ops.push(add(&["metadata", "annotations"], serde_json::json!({})));
+    }
+    for (key, value) in new_annotations {
+        annotation_ops.push(add(&["metadata", "annotations", key], value.into()));
+    }
+    annotation_ops.append(&mut ops);
+    let patch = json_patch::Patch(annotation_ops);
 
-    let before = serde_json::to_value(pod).map_err(InjectError::Serialize)?;
-    let after = serde_json::to_value(&mutated).map_err(InjectError::Serialize)?;
+    let mut document = to_json(pod)?;
+    json_patch::patch(&mut document, &patch).map_err(InjectError::Patch)?;
+    let mutated = serde_json::from_value(document).map_err(InjectError::Serialize)?;
     Ok(Injection {
         outcome: Outcome::Injected { connections: names },
         pod: mutated,
-        patch: json_patch::diff(&before, &after),
+        patch,
         warnings,
     })
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<serde_json::Value, InjectError> {
+    serde_json::to_value(value).map_err(InjectError::Serialize)
+}
+
+/// An RFC 6902 `add` at the path made of `tokens` (escaped as JSON Pointer needs).
+fn add(tokens: &[&str], value: serde_json::Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(tokens.iter().copied()),
+        value,
+    })
+}
+
+/// Puts `value` first in the pod spec's list `field`, creating the list if absent.
+fn insert_first(
+    ops: &mut Vec<PatchOperation>,
+    field: &str,
+    exists: bool,
+    value: serde_json::Value,
+) {
+    if exists {
+        ops.push(add(&["spec", field, "0"], value));
+    } else {
+        ops.push(add(&["spec", field], serde_json::Value::Array(vec![value])));
+    }
 }
 
 /// Whether the pod is meant to finish (a Job's pod, or any pod that is not
@@ -601,11 +669,14 @@ fn check_env(selected: &[&ConnectionTarget]) -> Result<(), InjectError> {
 
 /// Puts the Connections' variables in front of the container's own, skipping
 /// (and recording) the ones the container already sets.
-fn add_app_env(
-    container: &mut Container,
+fn app_env_ops(
+    ops: &mut Vec<PatchOperation>,
+    field: &str,
+    index: usize,
+    container: &Container,
     selected: &[&ConnectionTarget],
     not_injected: &mut Vec<(String, String)>,
-) {
+) -> Result<(), InjectError> {
     let mut injected = Vec::new();
     for target in selected {
         let Some(variable) = target.inject_env.as_deref() else {
@@ -621,12 +692,22 @@ fn add_app_env(
             });
         }
     }
-    if !injected.is_empty() {
-        container
-            .env
-            .get_or_insert_with(Vec::new)
-            .splice(0..0, injected);
+    if injected.is_empty() {
+        return Ok(());
     }
+    let index = index.to_string();
+    if container.env.is_none() {
+        ops.push(add(&["spec", field, &index, "env"], to_json(&injected)?));
+        return Ok(());
+    }
+    for (position, variable) in injected.iter().enumerate() {
+        let position = position.to_string();
+        ops.push(add(
+            &["spec", field, &index, "env", &position],
+            to_json(variable)?,
+        ));
+    }
+    Ok(())
 }
 
 fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Container {

@@ -80,6 +80,25 @@ fn namespace_connections(bound: &[String]) -> Vec<ConnectionTarget> {
     ]
 }
 
+fn config(pod: &Pod, settings: Settings) -> InjectConfig {
+    let bound = settings
+        .bound
+        .unwrap_or_else(|| vec!["orders-db".to_string(), "stripe-api".to_string()]);
+    InjectConfig {
+        revision: "0.1.0-test".to_string(),
+        image: "registry.example/sluice-sidecar:0.1.0".to_string(),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        gateway_url: "https://sluice-operator.sluice-system.svc:8443".to_string(),
+        ca_pem: "-----BEGIN CERTIFICATE-----\nTUlJQnRlc3Q=\n-----END CERTIFICATE-----\n"
+            .to_string(),
+        admin_port: 15020,
+        native_sidecars: settings.native_sidecars.unwrap_or(true),
+        resources: default_sidecar_resources(),
+        service_account: service_account_of(pod).to_string(),
+        connections: namespace_connections(&bound),
+    }
+}
+
 fn load(input: &Path) -> Case {
     let text = std::fs::read_to_string(input).unwrap();
     let mut docs = serde_yaml::Deserializer::from_str(&text);
@@ -90,22 +109,7 @@ fn load(input: &Path) -> Case {
         Some(doc) => Settings::deserialize(doc).unwrap(),
         None => Settings::default(),
     };
-    let bound = settings
-        .bound
-        .unwrap_or_else(|| vec!["orders-db".to_string(), "stripe-api".to_string()]);
-    let cfg = InjectConfig {
-        revision: "0.1.0-test".to_string(),
-        image: "registry.example/sluice-sidecar:0.1.0".to_string(),
-        image_pull_policy: Some("IfNotPresent".to_string()),
-        gateway_url: "https://sluice-operator.sluice-system.svc:8443".to_string(),
-        ca_pem: "-----BEGIN CERTIFICATE-----\nTUlJQnRlc3Q=\n-----END CERTIFICATE-----\n"
-            .to_string(),
-        admin_port: 15020,
-        native_sidecars: settings.native_sidecars.unwrap_or(true),
-        resources: default_sidecar_resources(),
-        service_account: service_account_of(&pod).to_string(),
-        connections: namespace_connections(&bound),
-    };
+    let cfg = config(&pod, settings);
     let name = input
         .file_name()
         .unwrap()
@@ -259,5 +263,63 @@ fn reinjection_is_a_no_op() {
         if matches!(first.outcome, Outcome::Injected { .. }) {
             assert_eq!(second.outcome, Outcome::AlreadyInjected, "{}", case.name);
         }
+    }
+}
+
+/// The API server may send fields newer than the k8s-openapi build knows. The
+/// patch must leave them where they were, even when the sidecar is inserted
+/// in front of the containers that carry them.
+#[test]
+fn patch_keeps_fields_the_typed_structs_do_not_know() {
+    let raw = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "future", "namespace": "shop", "annotations": {"sluice.dev/inject": "true"}},
+        "spec": {
+            "serviceAccountName": "report-job",
+            "futurePodField": {"a": 1},
+            "initContainers": [{"name": "init", "image": "i", "futureContainerField": true}],
+            "containers": [{"name": "app", "image": "a", "futureContainerField": "keep"}]
+        }
+    });
+    let pod: Pod = serde_json::from_value(raw.clone()).unwrap();
+    for native_sidecars in [true, false] {
+        let settings = Settings {
+            native_sidecars: Some(native_sidecars),
+            bound: None,
+        };
+        let injection = inject(&pod, &config(&pod, settings)).unwrap();
+        let mut patched = raw.clone();
+        json_patch::patch(&mut patched, &injection.patch).unwrap();
+
+        let spec = &patched["spec"];
+        assert_eq!(spec["futurePodField"], serde_json::json!({"a": 1}));
+        let find = |list: &str, name: &str| {
+            spec[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap()
+                .clone()
+        };
+        let app = find("containers", "app");
+        assert_eq!(
+            app["futureContainerField"], "keep",
+            "native={native_sidecars}: {patched:#}"
+        );
+        assert_eq!(app["env"][0]["name"], "DATABASE_URL");
+        assert_eq!(find("initContainers", "init")["futureContainerField"], true);
+        let sidecar_list = if native_sidecars {
+            "initContainers"
+        } else {
+            "containers"
+        };
+        let sidecar = find(sidecar_list, "sluice-sidecar");
+        assert!(sidecar.get("futureContainerField").is_none(), "{sidecar:#}");
+        assert_eq!(
+            spec[sidecar_list][0]["name"], "sluice-sidecar",
+            "sidecar goes first"
+        );
     }
 }
