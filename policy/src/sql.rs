@@ -1,1 +1,1614 @@
-//! (being written)
+//! SQL classification: what a statement is, what it touches, and how to show it
+//! without leaking data.
+//!
+//! [`parse`] splits a (possibly multi-statement) string into [`Statement`]s, each
+//! with its kind(s), the tables and functions it references anywhere (joins,
+//! subqueries, CTEs, DML inside CTEs, `EXPLAIN ANALYZE`, `PREPARE`…), whether
+//! some `UPDATE`/`DELETE` in it has no `WHERE`, a redacted text and a
+//! fingerprint. [`redact`] works on any text, even text that does not parse, so
+//! the audit log never has to store a literal.
+//!
+//! # Decisions worth knowing when writing rules
+//! - **Match rules against [`Statement::kinds`], not only [`Statement::kind`].**
+//!   `kinds` is a conservative superset: every statement nested anywhere in the
+//!   AST adds its kind (DML in CTEs, the inner statement of `EXPLAIN` even
+//!   without `ANALYZE`, statements in procedural bodies), and every `SELECT`
+//!   that reads (subqueries, `INSERT … SELECT`, `CREATE TABLE … AS`) adds
+//!   `select`. `SELECT … INTO new_table` (Postgres) is `create`.
+//! - `without_where` is also true when a `WHERE` clause is a constant (no
+//!   column reference and no subquery, e.g. `WHERE true`, `WHERE 1 = 1`,
+//!   `WHERE $1 = $1`), because such a clause filters nothing. It is set for
+//!   nested `UPDATE`/`DELETE` too, including under a plain `EXPLAIN`.
+//! - Identifiers: unquoted ones are lower-cased; in Postgres quoted ones keep
+//!   their case (`"Orders"` is another table than `orders`). In MySQL every
+//!   identifier is lower-cased, quoted or not, because MySQL's case
+//!   sensitivity depends on the server (`lower_case_table_names`) and function
+//!   names are never case-sensitive: lower-casing errs toward matching a rule.
+//! - Names are kept qualified as written (`public.orders`,
+//!   `pg_catalog.pg_read_file`); a rule that must catch both forms needs a glob
+//!   for each (`pg_read_file`, `*.pg_read_file`).
+//! - CTE names are not tables, with SQL scoping: in a non-recursive `WITH`, a
+//!   CTE body sees only the CTEs declared before it, so in
+//!   `WITH orders AS (SELECT * FROM orders) …` the inner `orders` is the real
+//!   table and is reported.
+//! - Table functions in `FROM` (`generate_series(…)`, `dblink(…)`,
+//!   `unnest(…)`, `json_table`, `xmltable`) are functions, not tables. The
+//!   procedure of `CALL p(…)` and the function a `CREATE TRIGGER` executes are
+//!   reported as functions too.
+//! - Not visible to any parser: names inside string literals (`'t'::regclass`,
+//!   `dblink('…', 'SELECT … FROM secret')`, `EXECUTE` of dynamic SQL in
+//!   function bodies, `PREPARE s FROM '…'` in MySQL). Function bodies written as
+//!   dollar-quoted strings are opaque.
+//! - Statements sqlparser 0.63 cannot parse (for example Postgres `DO`,
+//!   `TABLE t`, `REFRESH MATERIALIZED VIEW`, `CLUSTER`, `VACUUM (…)`, MySQL
+//!   `LOAD DATA INFILE`, `SELECT … INTO OUTFILE`, `UPDATE a, b SET …`) are a
+//!   [`SqlError`]; the policy's `onParseError` decides what happens to them.
+//!   The test `known_gaps_are_parse_errors` in `policy/tests/sql_cases.rs`
+//!   lists the ones we know of.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::ControlFlow;
+
+use sha2::{Digest, Sha256};
+use sluice_crds::StatementKind;
+use sqlparser::ast::{
+    self, CommentObject, CopySource, CreateTableLikeKind, Expr, FromTable, GrantObjects, Ident,
+    ObjectName, ObjectNamePart, ObjectType, Query, Select, SetExpr, ShowCreateObject, TableFactor,
+    TableWithJoins, UtilityOption, Value, Visit, Visitor,
+};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, TokenizerError};
+
+/// Which SQL grammar to parse with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SqlDialect {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL (and MariaDB).
+    Mysql,
+}
+
+impl SqlDialect {
+    fn with_parser_dialect<R>(self, f: impl FnOnce(&dyn Dialect) -> R) -> R {
+        match self {
+            SqlDialect::Postgres => f(&PostgreSqlDialect {}),
+            SqlDialect::Mysql => f(&MySqlDialect {}),
+        }
+    }
+
+    /// Whether quoted identifiers are lower-cased too (see the module docs).
+    fn folds_quoted_identifiers(self) -> bool {
+        matches!(self, SqlDialect::Mysql)
+    }
+}
+
+impl fmt::Display for SqlDialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SqlDialect::Postgres => "postgres",
+            SqlDialect::Mysql => "mysql",
+        })
+    }
+}
+
+/// One classified statement.
+#[derive(Clone, Debug)]
+pub struct Statement {
+    /// The kind of the top-level statement (`EXPLAIN ANALYZE x` and
+    /// `PREPARE n AS x` take `x`'s kind; a plain `EXPLAIN` is `select`).
+    pub kind: StatementKind,
+    /// `kind` plus the kind of every statement nested anywhere in it, sorted and
+    /// deduplicated. Conservative: see the module docs. Rules should match this.
+    pub kinds: Vec<StatementKind>,
+    /// Every table or view referenced anywhere, normalised (see the module
+    /// docs), qualified as written, CTE names excluded, sorted, deduplicated.
+    pub tables: Vec<String>,
+    /// Every function called anywhere (expressions, table functions in `FROM`,
+    /// `CALL`'s procedure), normalised like tables, sorted, deduplicated.
+    pub functions: Vec<String>,
+    /// Some `UPDATE` or `DELETE`, top level or nested, has no `WHERE` (or a
+    /// constant one).
+    pub without_where: bool,
+    /// This statement's own SQL text, without the separating `;`.
+    pub text: String,
+    /// `text` with every literal replaced by `?` and comments dropped; safe for
+    /// the audit log.
+    pub redacted: String,
+    /// 16 hex characters identifying the statement's shape: literals, the
+    /// length of literal lists, whitespace, comments and keyword case do not
+    /// change it.
+    pub fingerprint: String,
+    /// `PREPARE name AS …`: the name; kind, tables and functions are the
+    /// prepared statement's.
+    pub prepare_name: Option<String>,
+    /// `EXECUTE name`: the name (kind `other`; the caller maps it to what was
+    /// prepared under that name).
+    pub execute_name: Option<String>,
+    /// The parsed statement.
+    pub ast: ast::Statement,
+}
+
+/// Why SQL text could not be classified. Messages never contain a literal value
+/// from the SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The text could not even be split into tokens (an unterminated string,
+    /// quoted identifier or comment, usually).
+    #[error(
+        "the SQL text could not be tokenized ({dialect}): {message}; check quoting and comments \
+         (statements Sluice cannot classify are handled by the policy's onParseError)"
+    )]
+    Tokenize {
+        /// Grammar used.
+        dialect: SqlDialect,
+        /// What went wrong and where.
+        message: String,
+        /// The tokenizer's error.
+        #[source]
+        source: TokenizerError,
+    },
+    /// A statement did not parse.
+    #[error(
+        "SQL statement #{number} could not be parsed ({dialect}): {message} \
+         (statements Sluice cannot classify are handled by the policy's onParseError)"
+    )]
+    Parse {
+        /// 1-based position of the statement in a multi-statement string.
+        number: usize,
+        /// Grammar used.
+        dialect: SqlDialect,
+        /// What went wrong and where (line and column), literals redacted.
+        message: String,
+        /// The parser's error.
+        #[source]
+        source: ParserError,
+    },
+    /// The input is longer than [`MAX_SQL_BYTES`].
+    #[error(
+        "the SQL text is {bytes} bytes, more than the {limit} bytes Sluice classifies ({dialect}); \
+         send bulk data with COPY or in smaller statements"
+    )]
+    TooLarge {
+        /// Grammar used.
+        dialect: SqlDialect,
+        /// Size of the input.
+        bytes: usize,
+        /// [`MAX_SQL_BYTES`].
+        limit: usize,
+    },
+    /// A statement is too long a chain or too deeply nested to classify
+    /// safely (see [`MAX_OPERATORS_PER_STATEMENT`], [`MAX_NESTING_DEPTH`]).
+    #[error(
+        "SQL statement #{number} (from line {line}) has more {what} than the {limit} Sluice \
+         classifies ({dialect}); use IN lists, arrays or ANY($1) instead of long AND/OR/UNION \
+         chains, or split the statement (statements Sluice cannot classify are handled by the \
+         policy's onParseError)"
+    )]
+    TooComplex {
+        /// 1-based position of the statement in a multi-statement string.
+        number: usize,
+        /// Grammar used.
+        dialect: SqlDialect,
+        /// Line where the statement starts (1-based).
+        line: u64,
+        /// What exceeded the limit.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// A statement Sluice knows exists but its parser does not support.
+    #[error(
+        "SQL statement #{number} is a {what} statement (line {line}, column {column}), which \
+         Sluice's SQL parser does not support ({dialect}); the policy's onParseError decides \
+         whether it may run"
+    )]
+    Unsupported {
+        /// 1-based position of the statement in a multi-statement string.
+        number: usize,
+        /// Grammar used.
+        dialect: SqlDialect,
+        /// The statement's keyword, e.g. `DO`.
+        what: &'static str,
+        /// Line of the statement's start (1-based).
+        line: u64,
+        /// Column of the statement's start (1-based).
+        column: u64,
+    },
+}
+
+/// Parses and classifies a (possibly multi-statement) SQL string. Empty input
+/// or input with only comments and `;` gives `Ok(vec![])`.
+pub fn parse(sql: &str, dialect: SqlDialect) -> Result<Vec<Statement>, SqlError> {
+    dialect.with_parser_dialect(|d| parse_with(sql, dialect, d))
+}
+
+/// Redacts SQL text for the audit log, even text that does not parse: every
+/// literal token becomes `?` and comments are dropped. If the text cannot even
+/// be tokenized, returns `<unparseable statement: N bytes>`, never the text.
+pub fn redact(sql: &str, dialect: SqlDialect) -> String {
+    if sql.len() > MAX_SQL_BYTES {
+        return format!("<unparseable statement: {} bytes>", sql.len());
+    }
+    dialect.with_parser_dialect(|d| match Tokenizer::new(d, sql).tokenize_with_location() {
+        Ok(tokens) => render_redacted(&tokens),
+        Err(_) => format!("<unparseable statement: {} bytes>", sql.len()),
+    })
+}
+
+/// Inputs longer than this are refused before tokenizing: tokens take several
+/// times the text's size in memory. Bulk loads belong in `COPY`.
+pub const MAX_SQL_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most chaining operators (`AND`, `OR`, `+`, `||`, `::`, `UNION`, `[`…) one
+/// statement may contain. Chains parse into trees as deep as they are long,
+/// and deep trees overflow the stack when dropped or walked; this bound keeps
+/// even a rejected statement's tree safe to drop.
+pub const MAX_OPERATORS_PER_STATEMENT: usize = 10_000;
+
+/// Deepest nesting of expressions, subqueries and set operations a classified
+/// statement may have. Every [`Statement::ast`] is at most this deep (plus the
+/// parser's own limit of 50 parenthesised levels), so code that walks or
+/// clones it recursively needs a bounded stack: a derived `Clone` of an AST
+/// this deep takes about 1 MiB of stack in a debug build.
+pub const MAX_NESTING_DEPTH: usize = 256;
+
+fn tokenize(
+    sql: &str,
+    dialect: SqlDialect,
+    d: &dyn Dialect,
+) -> Result<Vec<TokenWithSpan>, SqlError> {
+    Tokenizer::new(d, sql)
+        .tokenize_with_location()
+        .map_err(|source| SqlError::Tokenize {
+            dialect,
+            message: source.to_string(),
+            source,
+        })
+}
+
+/// Where parsing stopped: statement number, index of its first token, error.
+type ParseFailure = (usize, usize, ParserError);
+
+fn parse_with(sql: &str, dialect: SqlDialect, d: &dyn Dialect) -> Result<Vec<Statement>, SqlError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(SqlError::TooLarge {
+            dialect,
+            bytes: sql.len(),
+            limit: MAX_SQL_BYTES,
+        });
+    }
+    let tokens = tokenize(sql, dialect, d)?;
+    check_operator_counts(&tokens, dialect)?;
+    // The parser takes the tokens; they are produced again afterwards rather
+    // than cloned, so a large input is held in memory once.
+    let mut parser = Parser::new(d).with_tokens_with_locations(tokens);
+    let parsed = parse_all(&mut parser);
+    drop(parser);
+    let tokens = tokenize(sql, dialect, d)?;
+    let parsed = parsed
+        .map_err(|(number, start, source)| parse_error(number, dialect, &tokens, start, source))?;
+    let lines = LineIndex::new(sql);
+    parsed
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ast, start, end))| {
+            let range = tokens.get(start..end).unwrap_or_default();
+            classify(sql, &lines, range, ast, dialect, i + 1)
+        })
+        .collect()
+}
+
+/// Parses statement after statement, remembering each one's token range.
+fn parse_all(parser: &mut Parser<'_>) -> Result<Vec<(ast::Statement, usize, usize)>, ParseFailure> {
+    let mut parsed = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token_ref().token == Token::EOF {
+            return Ok(parsed);
+        }
+        let number = parsed.len() + 1;
+        let start = parser.index();
+        let ast = parser
+            .parse_statement()
+            .map_err(|source| (number, start, source))?;
+        let end = parser.index();
+        let next = parser.peek_token_ref();
+        if !matches!(next.token, Token::SemiColon | Token::EOF) {
+            let found = if is_literal(&next.token) {
+                "a literal".to_string()
+            } else {
+                next.token.to_string()
+            };
+            let source = ParserError::ParserError(format!(
+                "Expected: end of statement, found: {found} at {}",
+                next.span.start
+            ));
+            return Err((number, start, source));
+        }
+        parsed.push((ast, start, end));
+    }
+}
+
+/// Refuses statements with more chaining operators than
+/// [`MAX_OPERATORS_PER_STATEMENT`], before they are parsed into deep trees.
+/// Statements are approximated by `;`-separated segments (a procedural body
+/// is counted per inner statement, which is where its expressions are).
+fn check_operator_counts(tokens: &[TokenWithSpan], dialect: SqlDialect) -> Result<(), SqlError> {
+    let mut number = 1;
+    let mut count = 0usize;
+    let mut line = 1;
+    let mut previous: Option<&Token> = None;
+    for t in tokens {
+        match &t.token {
+            Token::Whitespace(_) | Token::EOF => {}
+            Token::SemiColon => {
+                if previous.is_some() {
+                    number += 1;
+                }
+                count = 0;
+                previous = None;
+            }
+            token => {
+                if previous.is_none() {
+                    line = t.span.start.line;
+                }
+                if is_chaining(token) && ends_operand(previous) {
+                    count += 1;
+                    if count > MAX_OPERATORS_PER_STATEMENT {
+                        return Err(SqlError::TooComplex {
+                            number,
+                            dialect,
+                            line,
+                            what: "chained operators",
+                            limit: MAX_OPERATORS_PER_STATEMENT,
+                        });
+                    }
+                }
+                previous = Some(token);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keywords that join two operands and so can chain without parentheses.
+const CHAINING_KEYWORDS: &[&str] = &[
+    "and",
+    "or",
+    "xor",
+    "not",
+    "is",
+    "like",
+    "ilike",
+    "rlike",
+    "regexp",
+    "similar",
+    "between",
+    "in",
+    "collate",
+    "at",
+    "overlaps",
+    "union",
+    "except",
+    "intersect",
+    "minus",
+    "div",
+    "mod",
+    "escape",
+    "operator",
+];
+
+/// Tokens that may build a left-deep chain (`a + b + c`): operators and the
+/// keywords above. Identifiers, literals, placeholders, commas, parentheses
+/// and dots do not.
+fn is_chaining(token: &Token) -> bool {
+    match token {
+        Token::Word(w) => {
+            w.quote_style.is_none()
+                && CHAINING_KEYWORDS
+                    .iter()
+                    .any(|k| w.value.eq_ignore_ascii_case(k))
+        }
+        Token::Comma
+        | Token::LParen
+        | Token::RParen
+        | Token::Period
+        | Token::SemiColon
+        | Token::Placeholder(_)
+        | Token::Whitespace(_)
+        | Token::EOF => false,
+        other => !is_literal(other),
+    }
+}
+
+/// Whether the previous token ends an operand, so that an operator after it is
+/// binary (`a - 1`) rather than a prefix (`(-1`, `= -1`, `SELECT *`), which
+/// the parser bounds itself.
+fn ends_operand(previous: Option<&Token>) -> bool {
+    match previous {
+        None | Some(Token::LParen | Token::Comma | Token::Period) => false,
+        Some(Token::Word(w))
+            if w.quote_style.is_none()
+                && EXPRESSION_STARTS
+                    .iter()
+                    .any(|k| w.value.eq_ignore_ascii_case(k)) =>
+        {
+            false
+        }
+        Some(token) => !is_chaining(token),
+    }
+}
+
+/// Builds a parse error whose message names the offending token unless it is a
+/// literal, and recognises statements we know the parser lacks.
+fn parse_error(
+    number: usize,
+    dialect: SqlDialect,
+    tokens: &[TokenWithSpan],
+    start: usize,
+    source: ParserError,
+) -> SqlError {
+    let first = tokens
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .find(|t| !matches!(t.token, Token::Whitespace(_)));
+    if let Some(first) = first
+        && let Token::Word(w) = &first.token
+        && w.quote_style.is_none()
+        && w.value.eq_ignore_ascii_case("do")
+    {
+        return SqlError::Unsupported {
+            number,
+            dialect,
+            what: "DO",
+            line: first.span.start.line,
+            column: first.span.start.column,
+        };
+    }
+    let source = scrub_parser_error(source, tokens);
+    let message = source.to_string();
+    SqlError::Parse {
+        number,
+        dialect,
+        message,
+        source,
+    }
+}
+
+/// sqlparser's messages can quote what they stopped at (`found: 'secret'`,
+/// `Could not parse '123' as u64`): every literal of the input, as printed
+/// and as its bare value, is replaced by `?` in the message. The location
+/// suffix (`at Line: 1, Column: 8`) is kept as is.
+fn scrub_parser_error(error: ParserError, tokens: &[TokenWithSpan]) -> ParserError {
+    match error {
+        ParserError::ParserError(m) => ParserError::ParserError(scrub_message(&m, tokens)),
+        ParserError::TokenizerError(m) => ParserError::TokenizerError(scrub_message(&m, tokens)),
+        ParserError::RecursionLimitExceeded => ParserError::RecursionLimitExceeded,
+    }
+}
+
+fn scrub_message(message: &str, tokens: &[TokenWithSpan]) -> String {
+    let (head, tail) = match message.rfind(" at Line: ") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    let mut head = head.to_string();
+    for token in tokens.iter().map(|t| &t.token).filter(|t| is_literal(t)) {
+        let printed = token.to_string();
+        let value = literal_value(token).unwrap_or_default();
+        let debug = format!("{value:?}");
+        for needle in [printed.as_str(), value, debug.as_str()] {
+            // One-character values are left alone: they cannot hide much and
+            // replacing them would mangle the rest of the message.
+            if needle.chars().count() > 1 && head.contains(needle) {
+                head = head.replace(needle, "?");
+            }
+        }
+    }
+    head + tail
+}
+
+/// The value a literal token carries, as sqlparser stores it.
+fn literal_value(token: &Token) -> Option<&str> {
+    match token {
+        Token::Number(v, _)
+        | Token::SingleQuotedString(v)
+        | Token::DoubleQuotedString(v)
+        | Token::TripleSingleQuotedString(v)
+        | Token::TripleDoubleQuotedString(v)
+        | Token::SingleQuotedByteStringLiteral(v)
+        | Token::DoubleQuotedByteStringLiteral(v)
+        | Token::TripleSingleQuotedByteStringLiteral(v)
+        | Token::TripleDoubleQuotedByteStringLiteral(v)
+        | Token::SingleQuotedRawStringLiteral(v)
+        | Token::DoubleQuotedRawStringLiteral(v)
+        | Token::TripleSingleQuotedRawStringLiteral(v)
+        | Token::TripleDoubleQuotedRawStringLiteral(v)
+        | Token::NationalStringLiteral(v)
+        | Token::EscapedStringLiteral(v)
+        | Token::UnicodeStringLiteral(v)
+        | Token::HexStringLiteral(v) => Some(v),
+        Token::DollarQuotedString(d) => Some(&d.value),
+        Token::QuoteDelimitedStringLiteral(q) | Token::NationalQuoteDelimitedStringLiteral(q) => {
+            Some(&q.value)
+        }
+        _ => None,
+    }
+}
+
+fn classify(
+    sql: &str,
+    lines: &LineIndex,
+    tokens: &[TokenWithSpan],
+    ast: ast::Statement,
+    dialect: SqlDialect,
+    number: usize,
+) -> Result<Statement, SqlError> {
+    let significant = trim_whitespace(tokens);
+    let text = match (significant.first(), significant.last()) {
+        (Some(first), Some(last)) => {
+            let from = lines.byte_offset(sql, first.span.start);
+            let to = lines.byte_offset(sql, last.span.end);
+            sql.get(from..to).unwrap_or(sql).to_string()
+        }
+        _ => String::new(),
+    };
+
+    let mut collector = Collector::new(dialect);
+    let _ = ast.visit(&mut collector);
+    if collector.max_depth > MAX_NESTING_DEPTH {
+        return Err(SqlError::TooComplex {
+            number,
+            dialect,
+            line: significant.first().map_or(1, |t| t.span.start.line),
+            what: "levels of nesting",
+            limit: MAX_NESTING_DEPTH,
+        });
+    }
+
+    let (prepare_name, execute_name) = match &ast {
+        ast::Statement::Prepare { name, .. } => (
+            Some(normalize_ident(name, dialect.folds_quoted_identifiers())),
+            None,
+        ),
+        ast::Statement::Execute {
+            name: Some(name), ..
+        } => (None, Some(collector.name(name))),
+        _ => (None, None),
+    };
+    let kind = statement_kind(&ast, dialect);
+    collector.kinds.insert(kind);
+
+    Ok(Statement {
+        kind,
+        kinds: collector.kinds.into_iter().collect(),
+        tables: collector.tables.into_iter().collect(),
+        functions: collector.functions.into_iter().collect(),
+        without_where: collector.without_where,
+        text,
+        redacted: render_redacted(significant),
+        fingerprint: fingerprint(significant),
+        prepare_name,
+        execute_name,
+        ast,
+    })
+}
+
+fn trim_whitespace(tokens: &[TokenWithSpan]) -> &[TokenWithSpan] {
+    let is_blank = |t: &TokenWithSpan| matches!(t.token, Token::Whitespace(_) | Token::EOF);
+    let start = tokens
+        .iter()
+        .position(|t| !is_blank(t))
+        .unwrap_or(tokens.len());
+    let end = tokens
+        .iter()
+        .rposition(|t| !is_blank(t))
+        .map_or(start, |i| i + 1);
+    tokens.get(start..end).unwrap_or_default()
+}
+
+// === Kinds ===
+
+/// The kind of one statement, not looking at what is nested in it (the
+/// collector adds nested kinds). Exhaustive on purpose: a new sqlparser variant
+/// must be classified by a person, not fall into `Other` silently.
+fn statement_kind(stmt: &ast::Statement, dialect: SqlDialect) -> StatementKind {
+    use StatementKind as K;
+    use ast::Statement as S;
+    match stmt {
+        S::Query(q) => query_kind(q, dialect),
+        S::Explain {
+            analyze,
+            options,
+            statement,
+            ..
+        } => {
+            if explain_runs(*analyze, options.as_deref()) {
+                statement_kind(statement, dialect)
+            } else {
+                K::Select
+            }
+        }
+        S::Prepare { statement, .. } => statement_kind(statement, dialect),
+
+        // Reads and introspection.
+        S::ExplainTable { .. }
+        | S::ShowFunctions { .. }
+        | S::ShowVariable { .. }
+        | S::ShowStatus { .. }
+        | S::ShowVariables { .. }
+        | S::ShowCreate { .. }
+        | S::ShowColumns { .. }
+        | S::ShowCatalogs { .. }
+        | S::ShowDatabases { .. }
+        | S::ShowProcessList { .. }
+        | S::ShowSchemas { .. }
+        | S::ShowCharset(_)
+        | S::ShowObjects(_)
+        | S::ShowTables { .. }
+        | S::ShowViews { .. }
+        | S::ShowCollation { .. }
+        // FETCH reads rows of a cursor; DECLARE … CURSOR FOR <query> defines the read.
+        | S::Fetch { .. } => K::Select,
+        S::Declare { stmts } => {
+            if stmts.iter().any(|d| d.for_query.is_some()) {
+                K::Select
+            } else {
+                K::Other
+            }
+        }
+
+        S::Insert(_) => K::Insert,
+        S::Update(_) => K::Update,
+        S::Delete(_) => K::Delete,
+        S::Merge(_) => K::Merge,
+
+        // Bulk data in or out of the database, or to files.
+        S::Copy { .. }
+        | S::CopyIntoSnowflake { .. }
+        | S::LoadData { .. }
+        | S::Directory { .. }
+        | S::Unload { .. }
+        | S::ExportData(_) => K::Copy,
+
+        S::CreateView(_)
+        | S::CreateTable(_)
+        | S::CreateVirtualTable { .. }
+        | S::CreateIndex(_)
+        | S::CreateRole(_)
+        | S::CreateSecret { .. }
+        | S::CreateServer(_)
+        | S::CreatePolicy(_)
+        | S::CreateConnector(_)
+        | S::CreateOperator(_)
+        | S::CreateOperatorFamily(_)
+        | S::CreateOperatorClass(_)
+        | S::CreateTextSearch(_)
+        | S::CreateExtension(_)
+        | S::CreateCollation(_)
+        | S::CreateSchema { .. }
+        | S::CreateDatabase { .. }
+        | S::CreateFunction(_)
+        | S::CreateTrigger(_)
+        | S::CreateProcedure { .. }
+        | S::CreateMacro { .. }
+        | S::CreateStage { .. }
+        | S::CreateFileFormat { .. }
+        | S::CreateWarehouse(_)
+        | S::CreateSequence { .. }
+        | S::CreateDomain(_)
+        | S::CreateType { .. }
+        | S::CreateUser(_)
+        // DuckDB's INSTALL adds an extension, like CREATE EXTENSION.
+        | S::Install { .. } => K::Create,
+
+        S::AlterTable(_)
+        | S::AlterSchema(_)
+        | S::AlterIndex { .. }
+        | S::AlterView { .. }
+        | S::AlterFunction(_)
+        | S::AlterType(_)
+        | S::AlterCollation(_)
+        | S::AlterOperator(_)
+        | S::AlterOperatorFamily(_)
+        | S::AlterOperatorClass(_)
+        | S::AlterTextSearch(_)
+        | S::AlterRole { .. }
+        | S::AlterPolicy(_)
+        | S::AlterConnector { .. }
+        | S::AlterUser(_)
+        | S::RenameTable(_)
+        // COMMENT ON changes catalog metadata of an existing object.
+        | S::Comment { .. } => K::Alter,
+
+        S::Drop { .. }
+        | S::DropFunction(_)
+        | S::DropDomain(_)
+        | S::DropProcedure { .. }
+        | S::DropSecret { .. }
+        | S::DropPolicy(_)
+        | S::DropConnector { .. }
+        | S::DropExtension(_)
+        | S::DropOperator(_)
+        | S::DropOperatorFamily(_)
+        | S::DropOperatorClass(_)
+        | S::DropTrigger(_) => K::Drop,
+
+        S::Truncate(_) => K::Truncate,
+        S::Grant(_) => K::Grant,
+        // DENY (SQL Server) takes permissions away, like REVOKE.
+        S::Revoke(_) | S::Deny(_) => K::Revoke,
+
+        // Session state: variables, role, authorization, current database.
+        S::Set(_) | S::Reset(_) | S::Use(_) | S::AlterSession { .. } | S::Discard { .. } => K::Set,
+
+        S::Call(_) => K::Call,
+
+        S::StartTransaction { .. } | S::Savepoint { .. } => K::Begin,
+        S::Commit { .. } | S::ReleaseSavepoint { .. } => K::Commit,
+        S::Rollback { .. } => K::Rollback,
+
+        // Everything below has no StatementKind of its own. Rules can still
+        // name `other`; nested statements (procedural blocks) add their kinds.
+        S::Execute { .. }
+        | S::Deallocate { .. }
+        | S::Analyze(_)
+        | S::Msck(_)
+        | S::Load { .. }
+        | S::Case(_)
+        | S::If(_)
+        | S::While(_)
+        | S::Raise(_)
+        | S::Open(_)
+        | S::Close { .. }
+        | S::AttachDatabase { .. }
+        | S::AttachDuckDBDatabase { .. }
+        | S::DetachDuckDBDatabase { .. }
+        | S::Flush { .. }
+        | S::Assert { .. }
+        | S::Kill { .. }
+        | S::Cache { .. }
+        | S::UNCache { .. }
+        | S::Pragma { .. }
+        | S::Lock(_)
+        | S::LockTables { .. }
+        | S::UnlockTables
+        | S::OptimizeTable { .. }
+        | S::LISTEN { .. }
+        | S::UNLISTEN { .. }
+        | S::NOTIFY { .. }
+        | S::List(_)
+        | S::Put { .. }
+        | S::Remove(_)
+        | S::RaisError { .. }
+        | S::Throw(_)
+        | S::Print(_)
+        | S::WaitFor(_)
+        | S::Return(_)
+        | S::Vacuum(_) => K::Other,
+    }
+}
+
+/// The kind of a query statement: its body decides (`WITH … DELETE` is a
+/// delete, `SELECT … INTO t` in Postgres a create).
+fn query_kind(query: &Query, dialect: SqlDialect) -> StatementKind {
+    set_expr_kind(&query.body, dialect)
+}
+
+fn set_expr_kind(body: &SetExpr, dialect: SqlDialect) -> StatementKind {
+    match body {
+        SetExpr::Select(select) => {
+            if creates_table(select, dialect) {
+                StatementKind::Create
+            } else {
+                StatementKind::Select
+            }
+        }
+        SetExpr::Query(q) => query_kind(q, dialect),
+        SetExpr::SetOperation { left, .. } => set_expr_kind(left, dialect),
+        SetExpr::Values(_) | SetExpr::Table(_) => StatementKind::Select,
+        SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+            statement_kind(s, dialect)
+        }
+    }
+}
+
+/// `SELECT … INTO x` creates table `x` in Postgres; in MySQL the targets are
+/// variables.
+fn creates_table(select: &Select, dialect: SqlDialect) -> bool {
+    select.into.is_some() && dialect == SqlDialect::Postgres
+}
+
+/// Whether an EXPLAIN executes its statement: `EXPLAIN ANALYZE …` or
+/// `EXPLAIN (ANALYZE [value]) …` with a value that is not clearly false.
+fn explain_runs(analyze: bool, options: Option<&[UtilityOption]>) -> bool {
+    analyze
+        || options.unwrap_or_default().iter().any(|o| {
+            o.name.value.eq_ignore_ascii_case("analyze") && !is_false_option(o.arg.as_ref())
+        })
+}
+
+fn is_false_option(arg: Option<&Expr>) -> bool {
+    let falsy = |s: &str| {
+        ["false", "off", "0", "no"]
+            .iter()
+            .any(|f| s.eq_ignore_ascii_case(f))
+    };
+    match arg {
+        None => false,
+        Some(Expr::Identifier(id)) => falsy(&id.value),
+        Some(Expr::Value(v)) => match &v.value {
+            Value::Boolean(b) => !b,
+            Value::Number(n, _) => falsy(n),
+            Value::SingleQuotedString(s) => falsy(s),
+            _ => false,
+        },
+        Some(_) => false,
+    }
+}
+
+// === Collector ===
+
+/// The CTEs a query declares, and how many of them are visible right now (a
+/// non-recursive CTE body sees only the CTEs declared before it).
+struct CteScope {
+    names: Vec<String>,
+    bodies: Vec<*const Query>,
+    recursive: bool,
+    visible: usize,
+}
+
+/// Walks a statement with sqlparser's visitor and collects kinds, tables,
+/// functions and missing WHERE clauses.
+struct Collector {
+    dialect: SqlDialect,
+    kinds: BTreeSet<StatementKind>,
+    tables: BTreeSet<String>,
+    functions: BTreeSet<String>,
+    without_where: bool,
+    scopes: Vec<CteScope>,
+    /// Names of table functions (`FROM f(…)`), which the visitor would also
+    /// report as relations.
+    function_relations: Vec<*const ObjectName>,
+    /// Current and deepest nesting of statements, queries, expressions and
+    /// table factors (see [`MAX_NESTING_DEPTH`]).
+    depth: usize,
+    max_depth: usize,
+}
+
+impl Collector {
+    fn new(dialect: SqlDialect) -> Self {
+        Self {
+            dialect,
+            kinds: BTreeSet::new(),
+            tables: BTreeSet::new(),
+            functions: BTreeSet::new(),
+            without_where: false,
+            scopes: Vec::new(),
+            function_relations: Vec::new(),
+            depth: 0,
+            max_depth: 0,
+        }
+    }
+
+    fn enter(&mut self) {
+        self.depth += 1;
+        self.max_depth = self.max_depth.max(self.depth);
+    }
+
+    fn leave(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    fn name(&self, name: &ObjectName) -> String {
+        normalize_name(name, self.dialect.folds_quoted_identifiers())
+    }
+
+    fn ident(&self, ident: &Ident) -> String {
+        normalize_ident(ident, self.dialect.folds_quoted_identifiers())
+    }
+
+    fn is_cte(&self, name: &ObjectName) -> bool {
+        let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
+            return false;
+        };
+        let wanted = self.ident(ident);
+        self.scopes
+            .iter()
+            .any(|s| s.names.iter().take(s.visible).any(|n| *n == wanted))
+    }
+
+    fn add_table(&mut self, name: &ObjectName) {
+        if !self.is_cte(name) {
+            let name = self.name(name);
+            self.tables.insert(name);
+        }
+    }
+
+    fn add_tables<'a>(&mut self, names: impl IntoIterator<Item = &'a ObjectName>) {
+        for name in names {
+            self.add_table(name);
+        }
+    }
+
+    fn add_function(&mut self, name: &ObjectName) {
+        // Function names are case-insensitive unless quoted in Postgres, and
+        // never case-sensitive in MySQL.
+        let name = self.name(name);
+        self.functions.insert(name);
+    }
+
+    fn note_where(&mut self, selection: Option<&Expr>) {
+        if selection.is_none_or(is_constant) {
+            self.without_where = true;
+        }
+    }
+
+    /// A query starts: if it is the body of a CTE of the enclosing query, the
+    /// CTEs visible inside it change; then its own CTEs open a scope.
+    fn enter_query(&mut self, query: &Query) {
+        if let Some(scope) = self.scopes.last_mut()
+            && let Some(i) = scope.bodies.iter().position(|b| std::ptr::eq(*b, query))
+        {
+            scope.visible = if scope.recursive {
+                scope.names.len()
+            } else {
+                i
+            };
+        }
+        let (names, bodies, recursive) = match &query.with {
+            Some(with) => (
+                with.cte_tables
+                    .iter()
+                    .map(|c| self.ident(&c.alias.name))
+                    .collect(),
+                with.cte_tables
+                    .iter()
+                    .map(|c| &*c.query as *const Query)
+                    .collect(),
+                with.recursive,
+            ),
+            None => (Vec::new(), Vec::new(), false),
+        };
+        self.scopes.push(CteScope {
+            names,
+            bodies,
+            recursive,
+            visible: 0,
+        });
+        self.note_table_exprs(&query.body);
+        // Set operations nest without a visitor hook of their own.
+        let chain = set_operation_depth(&query.body);
+        self.max_depth = self.max_depth.max(self.depth + chain);
+    }
+
+    fn leave_query(&mut self, query: &Query) {
+        self.scopes.pop();
+        // After a CTE body, the rest of the enclosing query sees all its CTEs.
+        if let Some(scope) = self.scopes.last_mut()
+            && scope.bodies.iter().any(|b| std::ptr::eq(*b, query))
+        {
+            scope.visible = scope.names.len();
+        }
+    }
+
+    /// `TABLE t` inside a set operation is not visited as a relation.
+    fn note_table_exprs(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Table(table) => {
+                if let Some(name) = &table.table_name {
+                    let ident = |v: &str| Ident::new(v);
+                    let mut parts = Vec::new();
+                    if let Some(schema) = &table.schema_name {
+                        parts.push(ObjectNamePart::Identifier(ident(schema)));
+                    }
+                    parts.push(ObjectNamePart::Identifier(ident(name)));
+                    self.add_table(&ObjectName(parts));
+                }
+                self.kinds.insert(StatementKind::Select);
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                self.note_table_exprs(left);
+                self.note_table_exprs(right);
+            }
+            _ => {}
+        }
+    }
+
+    /// Tables a statement names outside of the places sqlparser's visitor
+    /// reports as relations, plus WHERE checks and procedure calls.
+    fn note_statement(&mut self, stmt: &ast::Statement) {
+        use ast::Statement as S;
+        match stmt {
+            S::Update(update) => {
+                self.note_where(update.selection.as_ref());
+            }
+            S::Delete(delete) => {
+                self.note_where(delete.selection.as_ref());
+                // MySQL multi-table DELETE names its targets, often by alias;
+                // an alias is not a table (its table is in FROM anyway).
+                let from = match &delete.from {
+                    FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t.as_slice(),
+                };
+                let aliases = table_aliases(from.iter().chain(delete.using.iter().flatten()));
+                for name in &delete.tables {
+                    let is_alias = match name.0.as_slice() {
+                        [ObjectNamePart::Identifier(id)] => aliases.contains(&self.ident(id)),
+                        _ => false,
+                    };
+                    if !is_alias {
+                        self.add_table(name);
+                    }
+                }
+            }
+            S::Copy {
+                source: CopySource::Table { table_name, .. },
+                ..
+            } => self.add_table(table_name),
+            S::LockTables { tables } => {
+                for t in tables {
+                    self.add_table(&ObjectName::from(vec![t.table.clone()]));
+                }
+            }
+            S::Drop {
+                object_type,
+                names,
+                table,
+                ..
+            } => {
+                if matches!(
+                    object_type,
+                    ObjectType::Table | ObjectType::View | ObjectType::MaterializedView
+                ) {
+                    self.add_tables(names);
+                }
+                self.add_tables(table);
+            }
+            S::CreateTable(ct) => {
+                self.add_table(&ct.name);
+                if let Some(
+                    CreateTableLikeKind::Parenthesized(like) | CreateTableLikeKind::Plain(like),
+                ) = &ct.like
+                {
+                    self.add_table(&like.name);
+                }
+                self.add_tables(&ct.clone);
+                self.add_tables(ct.inherits.iter().flatten());
+                self.add_tables(&ct.partition_of);
+            }
+            S::CreateView(view) => self.add_table(&view.name),
+            S::RenameTable(renames) => {
+                for r in renames {
+                    self.add_table(&r.old_name);
+                    self.add_table(&r.new_name);
+                }
+            }
+            S::Grant(ast::Grant {
+                objects: Some(objects),
+                ..
+            })
+            | S::Revoke(ast::Revoke {
+                objects: Some(objects),
+                ..
+            }) => {
+                if let GrantObjects::Tables(names) | GrantObjects::Views(names) = objects {
+                    self.add_tables(names);
+                }
+            }
+            S::Comment {
+                object_type,
+                object_name,
+                ..
+            } => match object_type {
+                CommentObject::Table | CommentObject::View | CommentObject::MaterializedView => {
+                    self.add_table(object_name);
+                }
+                CommentObject::Column => {
+                    if let Some((_, table)) = object_name.0.split_last()
+                        && !table.is_empty()
+                    {
+                        self.add_table(&ObjectName(table.to_vec()));
+                    }
+                }
+                _ => {}
+            },
+            S::ShowCreate {
+                obj_type: ShowCreateObject::Table | ShowCreateObject::View,
+                obj_name,
+            } => self.add_table(obj_name),
+            S::LoadData { table_name, .. } => self.add_table(table_name),
+            S::Vacuum(v) => self.add_tables(&v.table_name),
+            S::Flush { tables, .. } => self.add_tables(tables),
+            S::OptimizeTable { name, .. } => self.add_table(name),
+            S::Call(function) => self.add_function(&function.name),
+            S::CreateTrigger(trigger) => {
+                if let Some(body) = &trigger.exec_body {
+                    self.add_function(&body.func_desc.name);
+                }
+                self.add_table(&trigger.table_name);
+                self.add_tables(&trigger.referenced_table_name);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Visitor for Collector {
+    type Break = std::convert::Infallible;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Self::Break> {
+        self.enter();
+        self.enter_query(query);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &Query) -> ControlFlow<Self::Break> {
+        self.leave();
+        self.leave_query(query);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<Self::Break> {
+        self.kinds.insert(StatementKind::Select);
+        if creates_table(select, self.dialect)
+            && let Some(into) = &select.into
+        {
+            self.kinds.insert(StatementKind::Create);
+            for target in &into.targets {
+                match target {
+                    Expr::Identifier(id) => self.add_table(&ObjectName::from(vec![id.clone()])),
+                    Expr::CompoundIdentifier(ids) => self.add_table(&ObjectName::from(ids.clone())),
+                    _ => {}
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Self::Break> {
+        if !self
+            .function_relations
+            .iter()
+            .any(|f| std::ptr::eq(*f, relation))
+        {
+            self.add_table(relation);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_table_factor(&mut self, _factor: &TableFactor) -> ControlFlow<Self::Break> {
+        self.leave();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<Self::Break> {
+        self.enter();
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => {
+                self.function_relations.push(name);
+                self.add_function(name);
+            }
+            // sqlparser 0.63 reads Postgres `FROM ONLY t` / `UPDATE ONLY t` as
+            // table `only` aliased `t`. ONLY is reserved in Postgres, so it
+            // cannot be a table name there: the alias is the table.
+            TableFactor::Table {
+                name,
+                alias: Some(alias),
+                args: None,
+                ..
+            } if self.dialect == SqlDialect::Postgres && is_bare_only(name) => {
+                self.function_relations.push(name);
+                self.add_table(&ObjectName::from(vec![alias.name.clone()]));
+            }
+            TableFactor::Function { name, .. } => self.add_function(name),
+            TableFactor::UNNEST { .. } => {
+                self.functions.insert("unnest".to_string());
+            }
+            TableFactor::JsonTable { .. } => {
+                self.functions.insert("json_table".to_string());
+            }
+            TableFactor::OpenJsonTable { .. } => {
+                self.functions.insert("openjson".to_string());
+            }
+            TableFactor::XmlTable { .. } => {
+                self.functions.insert("xmltable".to_string());
+            }
+            // Tables, subqueries, joins, expressions (visited separately) and
+            // dialect-specific forms whose names the visitor reports.
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<Self::Break> {
+        self.leave();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Self::Break> {
+        self.enter();
+        if let Expr::Function(function) = expr {
+            self.add_function(&function.name);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_statement(&mut self, _stmt: &ast::Statement) -> ControlFlow<Self::Break> {
+        self.leave();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_statement(&mut self, stmt: &ast::Statement) -> ControlFlow<Self::Break> {
+        self.enter();
+        let kind = statement_kind(stmt, self.dialect);
+        self.kinds.insert(kind);
+        self.note_statement(stmt);
+        ControlFlow::Continue(())
+    }
+}
+
+/// How deeply set operations nest in a query body (`a UNION b UNION c` is a
+/// left-deep chain), without recursion.
+fn set_operation_depth(body: &SetExpr) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(body, 0usize)];
+    while let Some((expr, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        if let SetExpr::SetOperation { left, right, .. } = expr {
+            pending.push((left, depth + 1));
+            pending.push((right, depth + 1));
+        }
+    }
+    deepest
+}
+
+fn is_bare_only(name: &ObjectName) -> bool {
+    matches!(
+        name.0.as_slice(),
+        [ObjectNamePart::Identifier(id)] if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("only")
+    )
+}
+
+/// Aliases given to tables in FROM/USING lists (and their joins).
+fn table_aliases<'a>(tables: impl Iterator<Item = &'a TableWithJoins>) -> BTreeSet<String> {
+    let mut aliases = BTreeSet::new();
+    for t in tables {
+        for factor in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Table {
+                alias: Some(alias), ..
+            } = factor
+            {
+                // Aliases resolve case-insensitively in MySQL, the only dialect
+                // with multi-table DELETE targets.
+                aliases.insert(alias.name.value.to_lowercase());
+            }
+        }
+    }
+    aliases
+}
+
+/// A WHERE clause that refers to no column and runs no subquery filters
+/// nothing (`WHERE true`, `WHERE 1 = 1`).
+fn is_constant(expr: &Expr) -> bool {
+    let mut constant = true;
+    let _ = ast::visit_expressions(expr, |e| {
+        if matches!(
+            e,
+            Expr::Identifier(_)
+                | Expr::CompoundIdentifier(_)
+                | Expr::CompoundFieldAccess { .. }
+                | Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::InSubquery { .. }
+        ) {
+            constant = false;
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    constant
+}
+
+fn normalize_ident(ident: &Ident, fold_quoted: bool) -> String {
+    if ident.quote_style.is_none() || fold_quoted {
+        ident.value.to_lowercase()
+    } else {
+        ident.value.clone()
+    }
+}
+
+fn normalize_name(name: &ObjectName, fold_quoted: bool) -> String {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(ident) => normalize_ident(ident, fold_quoted),
+            ObjectNamePart::Function(function) => function.to_string().to_lowercase(),
+        })
+        .collect();
+    parts.join(".")
+}
+
+// === Text: positions, redaction, fingerprint ===
+
+/// Maps sqlparser's 1-based (line, column-in-characters) locations to byte
+/// offsets.
+struct LineIndex {
+    line_starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(sql: &str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+        Self { line_starts }
+    }
+
+    fn byte_offset(&self, sql: &str, location: Location) -> usize {
+        let line = usize::try_from(location.line.saturating_sub(1)).unwrap_or(usize::MAX);
+        let Some(&start) = self.line_starts.get(line) else {
+            return sql.len();
+        };
+        let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(usize::MAX);
+        let rest = sql.get(start..).unwrap_or_default();
+        rest.char_indices()
+            .nth(column)
+            .map_or(sql.len(), |(i, _)| start + i)
+    }
+}
+
+/// Tokens that carry a value from the statement. `TRUE`, `FALSE` and `NULL`
+/// are keywords, and placeholders (`$1`, `?`) carry no value: both are kept.
+fn is_literal(token: &Token) -> bool {
+    matches!(
+        token,
+        Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::TripleSingleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+            | Token::TripleSingleQuotedByteStringLiteral(_)
+            | Token::TripleDoubleQuotedByteStringLiteral(_)
+            | Token::SingleQuotedRawStringLiteral(_)
+            | Token::DoubleQuotedRawStringLiteral(_)
+            | Token::TripleSingleQuotedRawStringLiteral(_)
+            | Token::TripleDoubleQuotedRawStringLiteral(_)
+            | Token::NationalStringLiteral(_)
+            | Token::QuoteDelimitedStringLiteral(_)
+            | Token::NationalQuoteDelimitedStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+    )
+}
+
+/// One significant token for redaction and fingerprinting.
+enum Piece<'a> {
+    /// A literal (including a word glued to a number, see below).
+    Literal,
+    /// Any other token.
+    Token(&'a Token),
+}
+
+/// Significant tokens with whether whitespace preceded each. A word glued to a
+/// number (`0x1F` in Postgres is `0` then `x1F`; `1_000`) is part of the
+/// literal, so no digit of it survives.
+fn pieces(tokens: &[TokenWithSpan]) -> Vec<(bool, Piece<'_>)> {
+    let mut out: Vec<(bool, Piece<'_>)> = Vec::new();
+    let mut space = false;
+    let mut after_number = false;
+    for t in tokens {
+        match &t.token {
+            Token::Whitespace(_) | Token::EOF => {
+                space = true;
+                after_number = false;
+            }
+            Token::Word(w) if after_number && !space && w.quote_style.is_none() => {}
+            Token::Number(..) if after_number && !space => {}
+            token if is_literal(token) => {
+                after_number = matches!(token, Token::Number(..));
+                out.push((space, Piece::Literal));
+                space = false;
+            }
+            token => {
+                after_number = false;
+                out.push((space, Piece::Token(token)));
+                space = false;
+            }
+        }
+    }
+    out
+}
+
+fn render_redacted(tokens: &[TokenWithSpan]) -> String {
+    let mut out = String::new();
+    for (space, piece) in pieces(tokens) {
+        if space && !out.is_empty() {
+            out.push(' ');
+        }
+        match piece {
+            Piece::Literal => out.push('?'),
+            Piece::Token(token) => out.push_str(&token.to_string()),
+        }
+    }
+    out
+}
+
+/// Normalised token for fingerprints.
+#[derive(PartialEq, Eq)]
+enum Norm {
+    Literal,
+    Text(String),
+}
+
+impl Norm {
+    fn is(&self, text: &str) -> bool {
+        matches!(self, Norm::Text(t) if t == text)
+    }
+}
+
+/// Keywords after which a `-` or `+` is a sign, not an operator.
+const EXPRESSION_STARTS: &[&str] = &[
+    "select",
+    "where",
+    "and",
+    "or",
+    "not",
+    "then",
+    "else",
+    "when",
+    "case",
+    "limit",
+    "offset",
+    "between",
+    "having",
+    "on",
+    "values",
+    "return",
+    "returning",
+    "like",
+    "ilike",
+    "is",
+    "in",
+    "interval",
+    "by",
+    "fetch",
+    "first",
+    "next",
+    "array",
+    "distinct",
+    "all",
+    "any",
+    "some",
+];
+
+const OPERATORS: &[&str] = &[
+    "(", ",", "[", "=", "==", "<>", "!=", "<", ">", "<=", ">=", "+", "-", "*", "/", "%", "||",
+    "::", ":=", "=>",
+];
+
+fn is_sign_context(previous: Option<&Norm>) -> bool {
+    match previous {
+        None => true,
+        Some(Norm::Literal) => false,
+        Some(Norm::Text(t)) => {
+            OPERATORS.contains(&t.as_str()) || EXPRESSION_STARTS.contains(&t.as_str())
+        }
+    }
+}
+
+fn fingerprint(tokens: &[TokenWithSpan]) -> String {
+    let mut out: Vec<Norm> = Vec::new();
+    for (_, piece) in pieces(tokens) {
+        match piece {
+            Piece::Literal => {
+                // A sign before a literal is part of it: `-5` and `5` share a shape.
+                let n = out.len();
+                if n >= 1
+                    && (out[n - 1].is("-") || out[n - 1].is("+"))
+                    && is_sign_context(n.checked_sub(2).and_then(|i| out.get(i)))
+                {
+                    out.pop();
+                }
+                out.push(Norm::Literal);
+                // `?, ?` → `?`: lists of literals of any length share a shape.
+                let n = out.len();
+                if n >= 3 && out[n - 2].is(",") && out[n - 3] == Norm::Literal {
+                    out.truncate(n - 2);
+                }
+            }
+            Piece::Token(token) => {
+                let text = match token {
+                    Token::Word(w) if w.quote_style.is_none() => w.value.to_lowercase(),
+                    other => other.to_string(),
+                };
+                out.push(Norm::Text(text));
+                // `(?), (?)` → `(?)`: VALUES rows of literals.
+                let n = out.len();
+                if n >= 7
+                    && out[n - 1].is(")")
+                    && out[n - 2] == Norm::Literal
+                    && out[n - 3].is("(")
+                    && out[n - 4].is(",")
+                    && out[n - 5].is(")")
+                    && out[n - 6] == Norm::Literal
+                    && out[n - 7].is("(")
+                {
+                    out.truncate(n - 4);
+                }
+            }
+        }
+    }
+    let mut normalised = String::new();
+    for (i, norm) in out.iter().enumerate() {
+        if i > 0 {
+            normalised.push(' ');
+        }
+        match norm {
+            Norm::Literal => normalised.push('?'),
+            Norm::Text(t) => normalised.push_str(t),
+        }
+    }
+    let digest = Sha256::digest(normalised.as_bytes());
+    hex::encode(digest).chars().take(16).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Statement {
+        let mut v = parse(sql, SqlDialect::Postgres).unwrap();
+        assert_eq!(v.len(), 1, "{sql}");
+        v.remove(0)
+    }
+
+    #[test]
+    fn sql_text_of_each_statement_is_its_own() {
+        let v = parse("  SELECT 1 ;\n -- c\n DROP TABLE t;;", SqlDialect::Postgres).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].text, "SELECT 1");
+        assert_eq!(v[1].text, "DROP TABLE t");
+    }
+
+    #[test]
+    fn sql_text_positions_handle_multibyte_characters() {
+        let v = parse("SELECT 'é€'; SELECT \"ü\" FROM t", SqlDialect::Postgres).unwrap();
+        assert_eq!(v[0].text, "SELECT 'é€'");
+        assert_eq!(v[1].text, "SELECT \"ü\" FROM t");
+    }
+
+    #[test]
+    fn sql_redacts_glued_number_suffixes() {
+        assert_eq!(redact("SELECT 0x1F2E", SqlDialect::Postgres), "SELECT ?");
+        assert!(!one("SELECT 1_000_123").redacted.contains("123"));
+    }
+
+    #[test]
+    fn sql_parse_error_does_not_echo_literals() {
+        let err = parse(
+            "SELECT 'top secret' 'more secret' garbage",
+            SqlDialect::Postgres,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("secret"), "{err}");
+        let err = parse("SELECT * FROM t WHERE 'hunter2'", SqlDialect::Mysql)
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
