@@ -801,9 +801,11 @@ fn parse_bracket(chars: &[char], i: usize) -> Result<(Selector, usize), ParseErr
 /// is masked as a whole; a number or boolean becomes the masked string of its
 /// text (`42` → `"[redacted]"`); in a selected object or array every string,
 /// number and boolean inside is masked (the shape stays); `null` stays `null`
-/// (it reveals nothing). Every other string is then searched with
-/// `detectors` (if given) and its findings masked with that masker. Object keys
-/// are not masked. A masker index out of range redacts.
+/// (it reveals nothing). Every other string, and the text of every other
+/// number (a card number stored as a JSON number), is then searched with
+/// `detectors` (if given) and its findings masked with that masker (a number
+/// with a finding becomes a string). Object keys are not masked. A masker
+/// index out of range redacts.
 pub fn mask_json(
     value: &mut Value,
     paths: &[(JsonPath, usize)],
@@ -867,6 +869,16 @@ impl JsonMasking<'_> {
                     let findings = set.find(s);
                     if !findings.is_empty() {
                         *s = self.masker(m).mask_findings(s, &findings);
+                        self.count += 1;
+                    }
+                }
+            }
+            Value::Number(n) => {
+                if let Some((set, m)) = self.detectors {
+                    let text = n.to_string();
+                    let findings = set.find(&text);
+                    if !findings.is_empty() {
+                        *value = Value::String(self.masker(m).mask_findings(&text, &findings));
                         self.count += 1;
                     }
                 }
@@ -1213,7 +1225,9 @@ mod tests {
             "customer": {"email": "alice@example.com", "name": "Alice", "age": 41, "vip": true, "note": null},
             "cards": [{"number": "4111111111111111", "exp": "12/29"}, {"number": 5500000000000004u64}],
             "secret": {"inner": ["a", {"b": "c"}, 7]},
-            "comment": "call +14155552671 or mail bob@example.com"
+            "comment": "call +14155552671 or mail bob@example.com",
+            "pan": 4111111111111111u64,
+            "count": 12
         });
         let paths = vec![
             (JsonPath::parse("$.customer.email").expect("p"), 0),
@@ -1224,7 +1238,7 @@ mod tests {
             (JsonPath::parse("$.secret").expect("p"), 0),
         ];
         let maskers = vec![masker(MaskStrategy::Redact), masker(MaskStrategy::Partial)];
-        let set = DetectorSet::new(&[Detector::Email, Detector::Phone]);
+        let set = DetectorSet::new(&[Detector::Email, Detector::Phone, Detector::CreditCard]);
         let n = mask_json(&mut doc, &paths, &maskers, Some((&set, 0)));
         assert_eq!(
             doc,
@@ -1232,11 +1246,13 @@ mod tests {
                 "customer": {"email": "[redacted]", "name": "Alice", "age": "[redacted]", "vip": "[redacted]", "note": null},
                 "cards": [{"number": "************1111", "exp": "12/29"}, {"number": "************0004"}],
                 "secret": {"inner": ["[redacted]", {"b": "[redacted]"}, "[redacted]"]},
-                "comment": "call [redacted] or mail [redacted]"
+                "comment": "call [redacted] or mail [redacted]",
+                "pan": "[redacted]",
+                "count": 12
             })
         );
-        // email, age, vip, 2 numbers, 3 leaves of secret, 1 comment.
-        assert_eq!(n, 9);
+        // email, age, vip, 2 card numbers, 3 leaves of secret, comment, pan.
+        assert_eq!(n, 10);
     }
 
     #[test]
