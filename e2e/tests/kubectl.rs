@@ -137,22 +137,36 @@ async fn schema_and_cel_validation() {
     assert!(!out.ok && out.stderr.contains("spec.listen.port"), "{}", out.stderr);
 }
 
+const ACCESS_REQUEST: &str = r#"{"apiVersion":"sluice.dev/v1alpha1","kind":"AccessRequest",
+ "metadata":{"name":"r1","namespace":"shop"},
+ "spec":{"approvers":{"groups":["dba"]},
+  "command":{"fingerprint":"DELETE FROM t","sha256":"0000000000000000000000000000000000000000000000000000000000000000","text":"DELETE FROM t"},
+  "connection":"orders-db","expiresAt":"2030-01-01T00:00:00Z","policy":"reporting",
+  "requester":{"namespace":"shop","serviceAccount":"job"},"rule":"bulk"}}"#;
+
 #[tokio::test]
-async fn cel_transition_rule_keeps_access_request_spec_immutable() {
+async fn cel_rules_with_old_self_guard_access_requests() {
     let c = cluster().await;
     apply_sluice_crds(&c).await;
     kubectl(&c, &["create", "namespace", "shop"]).await;
-    let ar = kubectl(&c, &["get", "crd", "accessrequests.sluice.dev", "-o", "jsonpath={.spec.versions[0].schema.openAPIV3Schema.properties.spec.required}"]).await;
-    assert!(!ar.is_empty(), "AccessRequest spec has required fields: {ar}");
-    let required: Vec<String> = serde_json::from_str(&ar).expect("json list");
-    // Build a minimal spec from the schema's own required list is too loose; use kubectl's
-    // server-side dry run to learn the messages instead of guessing field shapes.
-    let body = r#"{"apiVersion":"sluice.dev/v1alpha1","kind":"AccessRequest","metadata":{"name":"r1","namespace":"shop"},"spec":{}}"#;
-    let out = kubectl_in(&c, &["create", "-f", "-"], Some(body)).await;
-    assert!(!out.ok, "an empty spec is refused");
-    for field in &required {
-        assert!(out.stderr.contains(&format!("spec.{field}: Required value")), "{field} in {}", out.stderr);
-    }
+    // Required fields are reported like kube does.
+    let empty = r#"{"apiVersion":"sluice.dev/v1alpha1","kind":"AccessRequest","metadata":{"name":"r0","namespace":"shop"},"spec":{}}"#;
+    let out = kubectl_in(&c, &["create", "-f", "-"], Some(empty)).await;
+    assert!(!out.ok && out.stderr.contains("spec.approvers: Required value"), "{}", out.stderr);
+    // A CEL rule on a nested object (after defaults fill users: []).
+    let no_approvers = ACCESS_REQUEST.replace(r#"{"groups":["dba"]}"#, "{}");
+    let out = kubectl_in(&c, &["create", "-f", "-"], Some(&no_approvers)).await;
+    assert!(!out.ok && out.stderr.contains("approvers needs at least one user or group"), "{}", out.stderr);
+    let created = kubectl_stdin(&c, &["create", "-f", "-", "-o", "jsonpath={.spec.mode} {.spec.minApprovals}"], ACCESS_REQUEST).await;
+    assert_eq!(created, "hold 1", "defaults applied");
+    // Transition rule `self == oldSelf`: the spec cannot change.
+    let out = kubectl_in(&c, &["patch", "accessrequest", "r1", "-n", "shop", "--type=merge", "-p", r#"{"spec":{"rule":"other"}}"#], None).await;
+    assert!(!out.ok && out.stderr.contains("an AccessRequest's spec cannot be changed"), "{}", out.stderr);
+    // Decisions may be appended through status but never removed.
+    let decide = r#"{"status":{"decisions":[{"user":"ann","verdict":"approve","time":"2030-01-01T00:00:00Z"}]}}"#;
+    kubectl(&c, &["patch", "accessrequest", "r1", "-n", "shop", "--subresource=status", "--type=merge", "-p", decide]).await;
+    let out = kubectl_in(&c, &["patch", "accessrequest", "r1", "-n", "shop", "--subresource=status", "--type=merge", "-p", r#"{"status":{"decisions":[]}}"#], None).await;
+    assert!(!out.ok && out.stderr.contains("recorded decisions cannot be edited or removed"), "{}", out.stderr);
 }
 
 #[tokio::test]
