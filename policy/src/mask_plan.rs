@@ -710,11 +710,16 @@ fn apply_aliases(
             }
             Slot::NameOnly { .. } => {}
             Slot::Table(_) | Slot::Opaque { .. } => {
-                // The remaining names fall somewhere in this slot or after it.
-                let rest = as_uncertain(
-                    whole(&slots[i..]),
-                    "an alias column list renames columns of unknown position",
-                );
+                // The remaining names fall somewhere in this slot or after it. Function
+                // results (a lone opaque slot) keep their own reason.
+                let rest = if matches!(&slots[i..], [Slot::Opaque { .. }]) {
+                    whole(&slots[i..])
+                } else {
+                    as_uncertain(
+                        whole(&slots[i..]),
+                        "an alias column list renames columns of unknown position",
+                    )
+                };
                 for name in &aliases[next..] {
                     out.push(Slot::NameOnly {
                         name: name.clone(),
@@ -840,20 +845,29 @@ impl<'m> Analyzer<'m> {
         }
     }
 
-    /// The taint of column `name` of `rel`, or None when `rel` certainly lacks it.
-    fn rel_column(&self, rel: &Rel, name: &str) -> Option<Tainted> {
+    /// The taint of column `name` of `rel`, or None when `rel` certainly lacks it; the
+    /// flag tells whether `rel` certainly has it (a column named so).
+    fn rel_column(&self, rel: &Rel, name: &str) -> Option<(Tainted, bool)> {
         match rel {
-            Rel::Table(t) => Some(self.table_column(t, name)),
+            Rel::Table(t) => Some((self.table_column(t, name), false)),
             Rel::Derived(slots) => {
                 let mut found = false;
+                let mut definite = false;
                 let mut acc = None;
                 for slot in slots {
                     let hit = match slot {
                         Slot::Col { name: n, taint, .. } => match n {
                             Some(n) if n != name => None,
-                            _ => Some(taint.clone()),
+                            Some(_) => {
+                                definite = true;
+                                Some(taint.clone())
+                            }
+                            None => Some(taint.clone()),
                         },
-                        Slot::NameOnly { name: n, taint } => (n == name).then(|| taint.clone()),
+                        Slot::NameOnly { name: n, taint } => (n == name).then(|| {
+                            definite = true;
+                            taint.clone()
+                        }),
                         Slot::Table(t) => Some(self.table_column(t, name)),
                         Slot::Opaque { taint, .. } => Some(taint.clone()),
                     };
@@ -862,7 +876,7 @@ impl<'m> Analyzer<'m> {
                         join_into(&mut acc, t);
                     }
                 }
-                found.then_some(acc)
+                found.then_some((acc, definite))
             }
         }
     }
@@ -888,14 +902,23 @@ impl<'m> Analyzer<'m> {
         }
         let mut found = false;
         let mut acc = None;
-        for src in self.all_sources() {
-            if let Some(t) = self.rel_column(&src.rel, &name) {
-                found = true;
-                join_into(&mut acc, t);
+        // Innermost query level first; a level where the name certainly is a column
+        // ends the search, as it does for the server.
+        for scope in self.scopes.iter().rev() {
+            let mut definite = false;
+            for src in &scope.sources {
+                if let Some((t, d)) = self.rel_column(&src.rel, &name) {
+                    found = true;
+                    definite |= d;
+                    join_into(&mut acc, t);
+                }
+                if !src.name.is_empty() && src.name == name {
+                    found = true;
+                    join_into(&mut acc, self.rel_whole(&src.rel));
+                }
             }
-            if !src.name.is_empty() && src.name == name {
-                found = true;
-                join_into(&mut acc, self.rel_whole(&src.rel));
+            if definite {
+                break;
             }
         }
         if found {
@@ -936,7 +959,7 @@ impl<'m> Analyzer<'m> {
         for src in self.find_sources(schema.as_deref(), &rel_name) {
             found = true;
             let t = match self.rel_column(&src.rel, &column) {
-                Some(t) => t,
+                Some((t, _)) => t,
                 None => as_uncertain(
                     self.rel_whole(&src.rel),
                     &format!("column {column} was not found in {rel_name}"),
@@ -1364,9 +1387,26 @@ impl<'m> Analyzer<'m> {
                 self.function_source(&fname, t, alias.as_ref());
             }
             TableFactor::Derived {
-                subquery, alias, ..
+                lateral,
+                subquery,
+                alias,
+                ..
             } => {
+                // Without LATERAL a subquery cannot see the FROM items before it.
+                let siblings = if *lateral {
+                    Vec::new()
+                } else {
+                    self.scopes
+                        .last_mut()
+                        .map(|s| std::mem::take(&mut s.sources))
+                        .unwrap_or_default()
+                };
                 let slots = self.query(subquery);
+                if let Some(scope) = self.scopes.last_mut()
+                    && !*lateral
+                {
+                    scope.sources = siblings;
+                }
                 let name = alias.as_ref().map(|a| norm(&a.name)).unwrap_or_default();
                 self.derived_source(name, alias.as_ref(), slots);
             }
@@ -1391,10 +1431,10 @@ impl<'m> Analyzer<'m> {
                         }
                     }
                     Some(a) => {
-                        let mut slots = Vec::new();
-                        for src in inner.sources.iter().filter(|s| s.in_star) {
-                            slots.extend(self.expand(&src.rel, inner.merged_join));
-                        }
+                        let slots = Self::expand_all(
+                            inner.sources.iter().filter(|s| s.in_star).map(|s| &s.rel),
+                            inner.merged_join,
+                        );
                         self.derived_source(norm(&a.name), Some(a), slots);
                     }
                 }
@@ -1430,22 +1470,36 @@ impl<'m> Analyzer<'m> {
     }
 
     /// The slots `rel.*` expands to.
-    fn expand(&self, rel: &Rel, merged_join: bool) -> Vec<Slot> {
+    fn expand(rel: &Rel) -> Vec<Slot> {
         match rel {
             Rel::Table(t) => vec![Slot::Table(t.clone())],
-            Rel::Derived(slots) if merged_join => vec![Slot::Opaque {
-                taint: as_uncertain(
-                    self.slots_whole(slots),
-                    "USING/NATURAL join shifts the positions of * columns",
-                ),
-                may_have_origin: true,
-            }],
             Rel::Derived(slots) => slots
                 .iter()
                 .filter(|s| !matches!(s, Slot::NameOnly { .. }))
                 .cloned()
                 .collect(),
         }
+    }
+
+    /// The slots `*` over these relations expands to. A USING/NATURAL join moves the
+    /// merged columns first, so then the positions inside are marked unknown: empty
+    /// unknown-width slots around them make every column inside ambiguous.
+    fn expand_all<'r>(rels: impl Iterator<Item = &'r Rel>, merged_join: bool) -> Vec<Slot> {
+        let marker = || Slot::Opaque {
+            taint: None,
+            may_have_origin: false,
+        };
+        let mut slots = Vec::new();
+        if merged_join {
+            slots.push(marker());
+        }
+        for rel in rels {
+            slots.extend(Self::expand(rel));
+        }
+        if merged_join {
+            slots.push(marker());
+        }
+        slots
     }
 
     fn select_item(&mut self, item: &SelectItem, out: &mut Vec<Slot>) {
@@ -1494,10 +1548,7 @@ impl<'m> Analyzer<'m> {
                     });
                     return;
                 }
-                let mut slots = Vec::new();
-                for rel in &rels {
-                    slots.extend(self.expand(rel, merged));
-                }
+                let slots = Self::expand_all(rels.iter(), merged);
                 out.extend(self.modified_wildcard(opts, slots));
             }
             SelectItem::QualifiedWildcard(kind, opts) => {
@@ -1509,7 +1560,7 @@ impl<'m> Analyzer<'m> {
                             .map(|s| s.rel.clone())
                             .collect();
                         match rels.as_slice() {
-                            [rel] => self.expand(rel, false),
+                            [rel] => Self::expand(rel),
                             _ => vec![Slot::Opaque {
                                 taint: join(
                                     self.resolve_whole_row(name),

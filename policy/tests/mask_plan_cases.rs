@@ -637,6 +637,36 @@ const CASES: &[Case] = &[
         "C C C O0 C C C",
     ),
     pg(
+        "a non-LATERAL derived table does not see the FROM items before it",
+        "SELECT * FROM (SELECT lower(ssn) FROM customers) s, (SELECT name FROM customers) t",
+        &[("lower", ""), ("name", "public.customers.name")],
+        "D0 C",
+    ),
+    pg(
+        "NATURAL join with a derived table: origins decide, the expression is masked",
+        "SELECT * FROM customers NATURAL JOIN (SELECT id, lower(ssn) AS l FROM customers) s",
+        &[
+            ("id", "public.customers.id"),
+            ("name", "public.customers.name"),
+            ("email", "public.customers.email"),
+            ("ssn", "public.customers.ssn"),
+            ("l", ""),
+        ],
+        "C C C O0 D0",
+    ),
+    pg(
+        "function in FROM with a column alias list keeps its lineage (ordinality too, conservatively)",
+        "SELECT lower(x), n FROM customers c, unnest(ARRAY[c.ssn]) WITH ORDINALITY AS u(x, n)",
+        &[("lower", ""), ("n", "")],
+        "D0 D0",
+    ),
+    pg(
+        "clear function in FROM with a column alias list",
+        "SELECT c.name, g.x FROM customers c, generate_series(1, 3) AS g(x)",
+        &[("name", "public.customers.name"), ("x", "")],
+        "C C",
+    ),
+    pg(
         "table alias column list hides which column is which",
         "SELECT upper(a) FROM customers AS c(a, b)",
         &[("upper", "")],
