@@ -14,8 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use interim::{AuditChain, AuditEvent};
 use sluice_crds::Action;
+use sluice_policy::audit::{
+    AuditChain, AuditCommand, AuditDecision, AuditEventDraft, AuditIdentity, AuditKind,
+    AuditOutcome,
+};
 
 use crate::enforcement::{Binding, Decided, Refusal};
 
@@ -35,8 +38,8 @@ pub enum AuditError {
         source: io::Error,
     },
     /// The event could not be serialised.
-    #[error("the audit event could not be serialised: {0}")]
-    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Encode(#[from] sluice_policy::audit::AuditError),
 }
 
 /// Who a session is, for audit records.
@@ -52,6 +55,8 @@ pub struct SessionInfo {
     pub service_account: String,
     /// Pod, when known.
     pub pod: Option<String>,
+    /// Groups of the identity.
+    pub groups: Vec<String>,
     /// The Connection.
     pub connection: String,
     /// The client's address (loopback in a pod).
@@ -69,6 +74,7 @@ impl SessionInfo {
             namespace: identity.namespace.clone(),
             service_account: identity.service_account.clone(),
             pod: identity.pod.clone(),
+            groups: identity.groups.clone(),
             connection: connection.to_string(),
             client: client.to_string(),
         }
@@ -126,10 +132,10 @@ impl AuditLog {
         })
     }
 
-    fn write(&self, event: AuditEvent) -> Result<(), AuditError> {
+    fn write(&self, draft: AuditEventDraft) -> Result<(), AuditError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let event = inner.chain.append(event);
-        let mut line = serde_json::to_vec(&event).map_err(AuditError::Encode)?;
+        let event = inner.chain.append(draft)?;
+        let mut line = event.to_line()?.into_bytes();
         line.push(b'\n');
         if self.stdout {
             let mut out = io::stdout().lock();
@@ -148,22 +154,33 @@ impl AuditLog {
         Ok(())
     }
 
-    fn event(&self, s: &SessionInfo, kind: &str) -> AuditEvent {
-        let mut e = AuditEvent::new(kind);
-        e.session = Some(s.id.clone());
-        e.subject = Some(s.subject.clone());
-        e.namespace = Some(s.namespace.clone());
-        e.pod = s.pod.clone();
-        e.connection = Some(s.connection.clone());
-        e
+    fn draft(&self, s: &SessionInfo, kind: AuditKind) -> AuditEventDraft {
+        let mut d = AuditEventDraft::new(
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            kind,
+        );
+        d.session = Some(s.id.clone());
+        d.identity = Some(AuditIdentity {
+            namespace: s.namespace.clone(),
+            service_account: s.service_account.clone(),
+            pod: s.pod.clone(),
+            groups: s.groups.clone(),
+        });
+        d.connection = Some(s.connection.clone());
+        d
     }
 
     /// A session was refused (not bound, upstream unreachable).
     pub fn session_refused(&self, s: &SessionInfo, reason: &str) -> Result<(), AuditError> {
-        let mut e = self.event(s, "session.refused");
-        e.outcome = Some("refused".into());
-        e.reason = Some(reason.to_string());
-        self.write(e)
+        let mut d = self.draft(s, AuditKind::Denial);
+        d.decision = Some(AuditDecision {
+            action: Action::Deny,
+            policy: None,
+            rule: None,
+            dry_run: false,
+            reason: Some(reason.to_string()),
+        });
+        self.write(d)
     }
 
     /// A session started.
@@ -173,15 +190,20 @@ impl AuditLog {
         tls: bool,
         channel_binding: bool,
     ) -> Result<(), AuditError> {
-        let mut e = self.event(s, "session.start");
-        e.outcome = Some("opened".into());
-        e.reason = Some(format!(
-            "client {}, upstream tls {}, scram channel binding {}",
-            s.client,
-            if tls { "on" } else { "off" },
-            if channel_binding { "on" } else { "off" }
-        ));
-        self.write(e)
+        let mut d = self.draft(s, AuditKind::SessionStart);
+        d.decision = Some(AuditDecision {
+            action: Action::Allow,
+            policy: None,
+            rule: None,
+            dry_run: false,
+            reason: Some(format!(
+                "session opened for client {}; upstream tls {}, scram channel binding {}",
+                s.client,
+                if tls { "on" } else { "off" },
+                if channel_binding { "on" } else { "off" }
+            )),
+        });
+        self.write(d)
     }
 
     /// A session ended.
@@ -191,14 +213,18 @@ impl AuditLog {
         duration: Duration,
         error: Option<&str>,
     ) -> Result<(), AuditError> {
-        let mut e = self.event(s, "session.end");
-        e.duration_ms = Some(duration.as_secs_f64() * 1000.0);
-        e.outcome = Some(if error.is_some() { "error" } else { "closed" }.into());
-        e.reason = error.map(String::from);
-        self.write(e)
+        let mut d = self.draft(s, AuditKind::SessionEnd);
+        d.outcome = Some(AuditOutcome {
+            rows: None,
+            duration_ms: Some(duration.as_millis() as u64),
+            error: error.map(String::from),
+            masked: None,
+        });
+        self.write(d)
     }
 
-    /// A statement's decision, before it is forwarded (or instead, when refused).
+    /// A statement's decision, before it is forwarded; a `denial` event
+    /// instead when it is refused.
     pub fn statement(
         &self,
         s: &SessionInfo,
@@ -206,33 +232,27 @@ impl AuditLog {
         protocol: &str,
         refusal: Option<&Refusal>,
     ) -> Result<(), AuditError> {
-        let d = decided.summary();
-        let mut e = self.event(s, "statement");
-        e.command = Some(decided.redacted().to_string());
-        e.fingerprint = Some(decided.fingerprint().to_string());
-        e.protocol = Some(protocol.to_string());
-        e.action = Some(d.action);
-        e.enforced = Some(if refusal.is_some() && d.enforced == Action::Allow {
-            Action::Deny
+        let sum = decided.summary();
+        let kind = if refusal.is_some() {
+            AuditKind::Denial
         } else {
-            d.enforced
+            AuditKind::Statement
+        };
+        let mut d = self.draft(s, kind);
+        d.command = Some(command(decided));
+        let (action, reason) = match refusal {
+            // Refused although the policy allows it: a limit or the audit sink.
+            Some(r) if sum.enforced == Action::Allow => (Action::Deny, r.message.clone()),
+            _ => (sum.action, sum.reason),
+        };
+        d.decision = Some(AuditDecision {
+            action,
+            policy: sum.policy,
+            rule: sum.rule,
+            dry_run: sum.dry_run,
+            reason: Some(format!("{reason} ({protocol} protocol)")),
         });
-        e.policy = d.policy;
-        e.rule = d.rule;
-        e.dry_run = d.dry_run;
-        e.reason = Some(match refusal {
-            Some(r) if d.enforced == Action::Allow => r.message.clone(),
-            _ => d.reason,
-        });
-        e.outcome = Some(
-            if refusal.is_some() {
-                "refused"
-            } else {
-                "forwarded"
-            }
-            .into(),
-        );
-        self.write(e)
+        self.write(d)
     }
 
     /// A statement's result.
@@ -242,115 +262,22 @@ impl AuditLog {
         decided: &Decided,
         r: ResultRecord,
     ) -> Result<(), AuditError> {
-        let mut e = self.event(s, "result");
-        e.fingerprint = Some(decided.fingerprint().to_string());
-        e.rows = Some(r.rows);
-        e.masked = Some(r.masked);
-        e.duration_ms = Some(r.duration.as_secs_f64() * 1000.0);
-        e.outcome = Some(if r.error.is_some() { "error" } else { "ok" }.into());
-        e.error = r.error;
-        self.write(e)
+        let mut d = self.draft(s, AuditKind::Result);
+        d.command = Some(command(decided));
+        d.outcome = Some(AuditOutcome {
+            rows: Some(r.rows),
+            duration_ms: Some(r.duration.as_millis() as u64),
+            error: r.error,
+            masked: (r.masked > 0).then_some(r.masked),
+        });
+        self.write(d)
     }
 }
 
-/// Stand-in for the engine's audit types until `sluice_policy::audit` lands.
-mod interim {
-    use serde::Serialize;
-    use sha2::{Digest, Sha256};
-    use sluice_crds::Action;
-
-    #[derive(Debug, Clone, Serialize, Default)]
-    #[serde(rename_all = "camelCase")]
-    pub struct AuditEvent {
-        pub v: u32,
-        pub stream: String,
-        pub seq: u64,
-        pub time: String,
-        pub kind: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub session: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub subject: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub namespace: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub pod: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub connection: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub protocol: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub command: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub fingerprint: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub action: Option<Action>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub enforced: Option<Action>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub policy: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub rule: Option<String>,
-        pub dry_run: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub reason: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub outcome: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub rows: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub masked: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub duration_ms: Option<f64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub error: Option<String>,
-        pub prev: String,
-        pub hash: String,
-    }
-
-    impl AuditEvent {
-        pub fn new(kind: &str) -> Self {
-            AuditEvent {
-                v: 1,
-                kind: kind.into(),
-                time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                ..Default::default()
-            }
-        }
-    }
-
-    pub struct AuditChain {
-        stream: String,
-        seq: u64,
-        prev: String,
-    }
-
-    impl AuditChain {
-        pub fn new(stream: &str) -> Self {
-            AuditChain {
-                stream: stream.into(),
-                seq: 0,
-                prev: "0".repeat(64),
-            }
-        }
-
-        pub fn append(&mut self, mut e: AuditEvent) -> AuditEvent {
-            self.seq += 1;
-            e.stream = self.stream.clone();
-            e.seq = self.seq;
-            e.prev = self.prev.clone();
-            e.hash = String::new();
-            let body = serde_json::to_vec(&e).unwrap_or_default();
-            let mut h = Sha256::new();
-            h.update(self.prev.as_bytes());
-            h.update(&body);
-            e.hash = hex(&h.finalize());
-            self.prev = e.hash.clone();
-            e
-        }
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
+fn command(decided: &Decided) -> AuditCommand {
+    AuditCommand {
+        text: decided.redacted().to_string(),
+        fingerprint: decided.fingerprint().to_string(),
+        kind: decided.kind().map(String::from),
     }
 }

@@ -1,198 +1,316 @@
-//! TEMPORARY stand-in (allow everything, mask nothing) while the engine's
-//! `engine` module is not enabled; replaced by the real adapter.
+//! Enforcement: the only module that calls the policy engine.
+//!
+//! It turns the engine's decisions into what the protocol layer needs: a
+//! cached [`Decided`] per statement text, a [`Refusal`] to send when a
+//! statement may not run, and a [`Masking`] that builds row and COPY masks.
+//! The protocol modules know nothing of policies; the engine knows nothing of
+//! sockets.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use sluice_crds::Action;
+use sluice_crds::{Action, ApprovalMode, MaxRowsAction, StatementKind};
+use sluice_policy::engine::{CompiledPolicy, Decision, Identity, PolicySet, SqlDecision};
+use sluice_policy::mask_plan::{ColumnMask, ColumnOrigin, CopyPlan, MaskReason, OutputColumn};
+use sluice_policy::sql::{SqlDialect, Statement};
 
 use crate::postgres::catalog::Origin;
 use crate::postgres::masking::{CopyMask, RowMask};
 use crate::postgres::messages::error_response::{self, Report};
 use crate::postgres::messages::row_description::Column;
 
-/// Identity placeholder.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// ns
-    pub namespace: String,
-    /// sa
-    pub service_account: String,
-    /// pod
-    pub pod: Option<String>,
-}
+/// How many distinct statement texts a session keeps decisions for. Past
+/// this the cache starts over: an application with unbounded distinct texts
+/// (literals inlined) pays a parse per statement, nothing more.
+const DECISION_CACHE_ENTRIES: usize = 4096;
 
-/// Binding.
+/// An identity's standing on one Connection: its applicable policies, or none.
 pub struct Binding {
     identity: Identity,
+    connection: String,
+    set: Option<Arc<PolicySet>>,
 }
 
 impl Binding {
-    /// New.
-    pub fn stub(namespace: &str, sa: &str) -> Self {
+    /// Selects the policies that bind `identity` to `connection`.
+    pub fn new(
+        policies: &[Arc<CompiledPolicy>],
+        identity: Identity,
+        connection: &str,
+        hash_key: Option<&[u8]>,
+    ) -> Self {
+        let set = PolicySet::select(policies, &identity, connection, hash_key).map(Arc::new);
         Binding {
-            identity: Identity {
-                namespace: namespace.into(),
-                service_account: sa.into(),
-                pod: None,
-            },
+            identity,
+            connection: connection.to_string(),
+            set,
         }
     }
-    /// Identity.
+
+    /// The identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
-    /// Bound.
+
+    /// Whether any policy binds the identity to the Connection.
     pub fn is_bound(&self) -> bool {
-        true
+        self.set.is_some()
     }
-    /// Names.
+
+    /// Names of the applicable policies.
     pub fn policy_names(&self) -> Vec<String> {
-        Vec::new()
+        self.set
+            .as_ref()
+            .map(|s| s.policy_names().into_iter().map(String::from).collect())
+            .unwrap_or_default()
     }
-    /// Warnings.
+
+    /// Warnings from building the policy set (e.g. a masker that fell back to redact).
     pub fn warnings(&self) -> Vec<String> {
-        Vec::new()
+        self.set
+            .as_ref()
+            .map(|s| s.warnings().to_vec())
+            .unwrap_or_default()
     }
-    /// Enforcer.
+
+    /// A new session's enforcer; `None` when the identity is not bound.
     pub fn enforcer(&self) -> Option<Enforcer> {
+        let set = self.set.clone()?;
         Some(Enforcer {
-            masking: Arc::new(Masking),
+            masking: Arc::new(Masking::new(set.clone())),
+            set,
+            cache: HashMap::new(),
         })
     }
-    /// Message.
+
+    /// What a client of an unbound identity is told.
     pub fn not_bound_message(&self, connection: &str) -> String {
-        format!("not bound to {connection}")
+        format!(
+            "Sluice refused the session: {}",
+            Decision::not_bound(&self.identity, connection).reason
+        )
+    }
+
+    /// The Connection.
+    pub fn connection(&self) -> &str {
+        &self.connection
     }
 }
 
-/// Enforcer.
+// === impl Enforcer ===
+
+/// Decides a session's statements, with a decision cache.
+///
+/// The cache key is the exact statement text. The engine's fingerprint would
+/// hit more often (it ignores literals), but a rule's `textPattern` can match
+/// literals, so two texts with one fingerprint may be decided differently:
+/// keying by fingerprint would let `... WHERE id = 1` vouch for `... WHERE
+/// id = 1 OR secret`. Prepared and parameterised statements, the common case
+/// of a busy application, repeat their exact text and always hit.
 pub struct Enforcer {
+    set: Arc<PolicySet>,
     masking: Arc<Masking>,
+    cache: HashMap<Box<str>, Arc<Decided>>,
 }
 
 impl Enforcer {
-    /// Decide.
+    /// The decision on a SQL text (cached).
     pub fn decide(&mut self, sql: &str) -> Arc<Decided> {
-        Arc::new(Decided {
-            refusal: None,
-            redacted: sql.to_string(),
-        })
+        if let Some(d) = self.cache.get(sql) {
+            return d.clone();
+        }
+        let decided = Arc::new(Decided::new(self.set.decide_sql(sql, SqlDialect::Postgres)));
+        if self.cache.len() >= DECISION_CACHE_ENTRIES {
+            self.cache.clear();
+        }
+        self.cache.insert(sql.into(), decided.clone());
+        decided
     }
-    /// Masking.
+
+    /// The session's masking.
     pub fn masking(&self) -> Arc<Masking> {
         self.masking.clone()
     }
 }
 
-/// Decided.
+// === impl Decided ===
+
+/// A decided SQL text: the engine's decision and what the sidecar does with it.
 #[derive(Debug)]
 pub struct Decided {
-    /// Refusal.
+    /// The engine's decision.
+    pub sql: SqlDecision,
+    /// Set when the text may not run: what the client is told.
     pub refusal: Option<Refusal>,
-    redacted: String,
 }
 
-/// Summary.
+/// A decision, as recorded.
 #[derive(Debug, Clone)]
 pub struct DecisionSummary {
-    /// a
+    /// Decided action (dryRun verdicts included).
     pub action: Action,
-    /// e
+    /// What happens.
     pub enforced: Action,
-    /// p
+    /// Deciding policy.
     pub policy: Option<String>,
-    /// r
+    /// Deciding rule.
     pub rule: Option<String>,
-    /// d
+    /// Whether a dryRun policy decided more strictly than what happens.
     pub dry_run: bool,
-    /// r
+    /// Why.
     pub reason: String,
 }
 
-/// Copy target.
-#[derive(Debug, Clone)]
+/// Where a `COPY … TO STDOUT` reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyTarget {
-    /// t
+    /// `(schema, table)` for `COPY table [(cols)] TO STDOUT`; `None` for `COPY (query) TO STDOUT`.
     pub table: Option<(Option<String>, String)>,
 }
 
 impl Decided {
-    /// Len.
+    fn new(sql: SqlDecision) -> Self {
+        let refusal = Refusal::for_decision(&sql);
+        Decided { sql, refusal }
+    }
+
+    /// How many statements the text holds.
     pub fn len(&self) -> usize {
-        1
+        self.sql.statements.len()
     }
-    /// Empty.
+
+    /// Whether the text holds no statement.
     pub fn is_empty(&self) -> bool {
-        false
+        self.sql.statements.is_empty()
     }
-    /// Summary.
+
+    /// The `index`-th statement.
+    pub fn statement(&self, index: usize) -> Option<&Statement> {
+        self.sql.statements.get(index).map(|(s, _)| s)
+    }
+
+    /// The overall decision.
+    pub fn decision(&self) -> &Decision {
+        &self.sql.decision
+    }
+
+    /// For the audit record: the decided and the enforced action, policy,
+    /// rule, dry run, and the reason.
     pub fn summary(&self) -> DecisionSummary {
+        let d = &self.sql.decision;
         DecisionSummary {
-            action: Action::Allow,
-            enforced: Action::Allow,
-            policy: None,
-            rule: None,
-            dry_run: false,
-            reason: "stub".into(),
+            action: d.action,
+            enforced: d.enforced,
+            policy: d.policy.clone(),
+            rule: d.rule.clone(),
+            dry_run: d.dry_run,
+            reason: d.reason.clone(),
         }
     }
-    /// Redacted.
+
+    /// The text with literals redacted.
     pub fn redacted(&self) -> &str {
-        &self.redacted
+        &self.sql.redacted
     }
-    /// Fingerprint.
+
+    /// The kind of the (first) statement, e.g. `select`.
+    pub fn kind(&self) -> Option<&'static str> {
+        self.sql.statements.first().map(|(s, _)| s.kind.as_str())
+    }
+
+    /// The fingerprint of the text.
     pub fn fingerprint(&self) -> &str {
-        ""
+        &self.sql.fingerprint
     }
-    /// Copy out.
-    pub fn copy_out(&self, _index: usize) -> Option<CopyTarget> {
-        None
+
+    /// If statement `index` is a `COPY … TO STDOUT`, where it reads from.
+    pub fn copy_out(&self, index: usize) -> Option<CopyTarget> {
+        let stmt = self.statement(index)?;
+        if stmt.kind != StatementKind::Copy {
+            return None;
+        }
+        use sqlparser::ast;
+        match &stmt.ast {
+            ast::Statement::Copy {
+                source,
+                to: true,
+                target: ast::CopyTarget::Stdout,
+                ..
+            } => match source {
+                ast::CopySource::Table { table_name, .. } => {
+                    let parts: Vec<String> = table_name
+                        .0
+                        .iter()
+                        .map(|p| match p.as_ident() {
+                            Some(i) if i.quote_style.is_some() => i.value.clone(),
+                            Some(i) => i.value.to_lowercase(),
+                            None => p.to_string(),
+                        })
+                        .collect();
+                    let table = match parts.as_slice() {
+                        [t] => (None, t.clone()),
+                        [.., s, t] => (Some(s.clone()), t.clone()),
+                        [] => return None,
+                    };
+                    Some(CopyTarget { table: Some(table) })
+                }
+                ast::CopySource::Query(_) => Some(CopyTarget { table: None }),
+            },
+            _ => None,
+        }
     }
 }
 
-/// Refusal.
+// === impl Refusal ===
+
+/// A refused statement: the ErrorResponse the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// c
+    /// SQLSTATE.
     pub code: &'static str,
-    /// m
+    /// Primary message.
     pub message: String,
-    /// d
+    /// Detail.
     pub detail: Option<String>,
-    /// h
+    /// Hint.
     pub hint: Option<String>,
 }
 
 impl Refusal {
-    /// Plain.
+    /// A refusal with SQLSTATE 42501 and a message.
     pub fn plain(message: &str) -> Self {
         Refusal {
             code: error_response::INSUFFICIENT_PRIVILEGE,
-            message: message.into(),
+            message: message.to_string(),
             detail: None,
             hint: None,
         }
     }
-    /// Protocol.
+
+    /// A protocol violation.
     pub fn protocol(message: &str) -> Self {
         Refusal {
             code: error_response::PROTOCOL_VIOLATION,
-            message: message.into(),
+            message: message.to_string(),
             detail: None,
             hint: None,
         }
     }
-    /// Audit.
+
+    /// The audit sink could not take the decision: the statement does not run.
     pub fn audit_failed(e: &dyn std::error::Error) -> Self {
         Refusal {
             code: error_response::INTERNAL_ERROR,
-            message: format!("audit failed: {e}"),
+            message: format!(
+                "statement not run: Sluice could not write its audit record ({e}); audit is write-ahead"
+            ),
             detail: None,
-            hint: None,
+            hint: Some("check the sidecar's audit sink (stdout, --audit-file)".into()),
         }
     }
-    /// Encode.
+
+    /// Writes the ErrorResponse.
     pub fn encode(&self, out: &mut BytesMut) {
         Report {
             severity: "ERROR",
@@ -203,60 +321,266 @@ impl Refusal {
         }
         .encode(out);
     }
+
+    /// The refusal for an engine decision, or `None` when it may run (allow,
+    /// or a dryRun verdict that only records).
+    fn for_decision(sql: &SqlDecision) -> Option<Refusal> {
+        let d = &sql.decision;
+        let several = sql.statements.len() > 1;
+        match d.enforced {
+            Action::Allow => None,
+            Action::Deny => {
+                let (which, whole) = refused_statement(sql);
+                let mut message = format!("statement denied by Sluice: {}", d.reason);
+                if several {
+                    message.push_str(&format!(
+                        "; statement {which} of {} is denied, so the whole query string was refused and none of it ran",
+                        sql.statements.len()
+                    ));
+                }
+                Some(Refusal {
+                    code: error_response::INSUFFICIENT_PRIVILEGE,
+                    message,
+                    detail: Some(format!(
+                        "policy {:?}, rule {:?}, statement: {whole}",
+                        d.enforced_policy.as_deref().or(d.policy.as_deref()).unwrap_or("-"),
+                        d.enforced_rule.as_deref().or(d.rule.as_deref()).unwrap_or("(default or parse error)")
+                    )),
+                    hint: sql
+                        .parse_error
+                        .as_ref()
+                        .map(|_| "Sluice could not parse the statement; the policy's onParseError decides".to_string()),
+                })
+            }
+            Action::RequireApproval => {
+                let mode = match d.approval.as_ref().map(|a| a.mode) {
+                    Some(ApprovalMode::Retry) => "retry",
+                    _ => "hold",
+                };
+                Some(Refusal {
+                    code: error_response::INSUFFICIENT_PRIVILEGE,
+                    message: format!(
+                        "statement needs approval ({}), and approvals need the Sluice operator, which this standalone sidecar does not have: refused",
+                        d.reason
+                    ),
+                    detail: Some(format!(
+                        "policy {:?}, rule {:?}, approval mode {mode}",
+                        d.enforced_policy.as_deref().or(d.policy.as_deref()).unwrap_or("-"),
+                        d.enforced_rule.as_deref().or(d.rule.as_deref()).unwrap_or("-")
+                    )),
+                    hint: Some("run the sidecar in the cluster with the operator to hold the statement for a human approval".into()),
+                })
+            }
+        }
+    }
 }
 
-/// Limits.
+/// Which statement (1-based) of a string caused the refusal, and its redacted text.
+fn refused_statement(sql: &SqlDecision) -> (usize, String) {
+    let worst = sql.decision.enforced;
+    sql.statements
+        .iter()
+        .position(|(_, d)| d.enforced == worst)
+        .map(|i| (i + 1, sql.statements[i].0.redacted.clone()))
+        .unwrap_or((1, sql.redacted.clone()))
+}
+
+// === impl Masking ===
+
+/// Limits that act on results.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ResultLimits {
-    /// m
+    /// Most rows one result may return.
     pub max_rows: Option<u64>,
-    /// r
+    /// Past `max_rows`: refuse (true) or truncate (false).
     pub refuse_past_max: bool,
-    /// s
+    /// Most statements per second.
     pub statements_per_second: Option<u32>,
 }
 
-/// Masking.
+/// A session's masking: builds masks for results and applies maskers.
 #[derive(Debug)]
-pub struct Masking;
+pub struct Masking {
+    set: Arc<PolicySet>,
+    active: bool,
+    column_rules: bool,
+    detectors: bool,
+    limits: ResultLimits,
+}
 
 impl Masking {
-    /// Active.
+    fn new(set: Arc<PolicySet>) -> Self {
+        let limits = set.limits();
+        let detectors = set.detectors().is_some();
+        Masking {
+            active: set.has_masking(),
+            column_rules: has_column_globs(&set),
+            detectors,
+            limits: ResultLimits {
+                max_rows: limits.max_rows,
+                refuse_past_max: limits.on_max_rows == MaxRowsAction::Refuse,
+                statements_per_second: limits.statements_per_second,
+            },
+            set,
+        }
+    }
+
+    /// Whether any masking applies (otherwise rows pass untouched).
     pub fn active(&self) -> bool {
-        false
+        self.active
     }
-    /// Columns.
+
+    /// Whether column rules apply (result columns must be resolved to tables).
     pub fn has_column_rules(&self) -> bool {
-        false
+        self.column_rules
     }
-    /// Limits.
+
+    /// The result limits.
     pub fn limits(&self) -> ResultLimits {
-        ResultLimits::default()
+        self.limits
     }
-    /// Mask.
-    pub fn mask(&self, _rule: usize, _value: &str) -> String {
-        "***".into()
+
+    /// The masked form of a value under masking rule `rule`.
+    pub fn mask(&self, rule: usize, value: &str) -> String {
+        self.set.masker(rule).mask(value)
     }
-    /// Detect.
-    pub fn detect(&self, _text: &str) -> Option<String> {
-        None
+
+    /// `text` with what the detectors find masked, or `None` when they find nothing.
+    pub fn detect(&self, text: &str) -> Option<String> {
+        let (detectors, masker) = self.set.detectors()?;
+        let findings = detectors.find(text);
+        (!findings.is_empty()).then(|| masker.mask_findings(text, &findings))
     }
-    /// Row mask.
+
+    /// The mask of a result: `stmt` is the statement that produced it (when
+    /// known), `origins` the resolved origin of each column (`None` when the
+    /// lookup failed: every column is then masked).
     pub fn row_mask(
         &self,
-        _stmt: Option<(&Decided, usize)>,
+        stmt: Option<(&Decided, usize)>,
         columns: &[Column],
-        _origins: Option<&[Option<Origin>]>,
+        origins: Option<&[Option<Origin>]>,
     ) -> RowMask {
-        RowMask::new(columns, vec![None; columns.len()], false)
+        let strongest = 0;
+        let Some(origins) = origins else {
+            let why = "the result's columns could not be resolved to tables".to_string();
+            return RowMask::new(
+                columns,
+                columns
+                    .iter()
+                    .map(|_| Some((strongest, why.clone())))
+                    .collect(),
+                self.detectors,
+            );
+        };
+        let statement = stmt.and_then(|(d, i)| d.statement(i));
+        let Some(statement) = statement else {
+            if !self.column_rules {
+                return RowMask::new(columns, vec![None; columns.len()], self.detectors);
+            }
+            // No statement to reason about (e.g. a portal whose statement the
+            // sidecar never saw): mask what comes from a masked column, and
+            // every computed column, since it could be derived from one.
+            let why = "the statement behind this result is unknown to Sluice".to_string();
+            return RowMask::new(
+                columns,
+                columns
+                    .iter()
+                    .map(|_| Some((strongest, why.clone())))
+                    .collect(),
+                self.detectors,
+            );
+        };
+        let output: Vec<OutputColumn> = columns
+            .iter()
+            .zip(origins)
+            .map(|(c, o)| OutputColumn {
+                name: c.name.clone(),
+                origin: o.as_ref().map(|o| ColumnOrigin {
+                    schema: Some(o.schema.clone()),
+                    table: o.table.clone(),
+                    column: o.column.clone(),
+                }),
+            })
+            .collect();
+        let plan = self.set.mask_plan(statement, &output);
+        let masks = plan
+            .columns
+            .iter()
+            .map(|c| match c {
+                ColumnMask::Clear => None,
+                ColumnMask::Mask { rule, reason } => Some((*rule, describe_reason(reason))),
+            })
+            .collect();
+        RowMask::new(columns, masks, self.detectors)
     }
-    /// Copy mask.
+
+    /// The mask of `COPY … TO STDOUT` (statement `index` of `decided`), given
+    /// the table's columns when it copies a table; `Err` when it must be refused.
     pub fn copy_mask(
         &self,
-        _d: &Decided,
-        _i: usize,
-        _t: Option<&[String]>,
+        decided: &Decided,
+        index: usize,
+        table_columns: Option<&[String]>,
     ) -> Result<Option<CopyMask>, Refusal> {
-        Ok(None)
+        let Some(stmt) = decided.statement(index) else {
+            return Ok(None);
+        };
+        match self.set.copy_plan(stmt, table_columns) {
+            CopyPlan::Deny(why) => Err(Refusal::plain(&format!(
+                "COPY refused by Sluice: masking applies and {why}"
+            ))),
+            CopyPlan::Columns(plan) => {
+                let columns: Vec<Option<usize>> = plan
+                    .columns
+                    .iter()
+                    .map(|c| match c {
+                        ColumnMask::Clear => None,
+                        ColumnMask::Mask { rule, .. } => Some(*rule),
+                    })
+                    .collect();
+                if columns.iter().all(Option::is_none) && !self.detectors {
+                    return Ok(None);
+                }
+                if copy_is_not_text(stmt) {
+                    return Err(Refusal::plain(
+                        "COPY refused by Sluice: masking applies, and Sluice masks COPY only in text format (not csv or binary)",
+                    ));
+                }
+                Ok(Some(CopyMask {
+                    columns,
+                    detectors: self.detectors,
+                }))
+            }
+        }
+    }
+}
+
+fn describe_reason(reason: &MaskReason) -> String {
+    match reason {
+        MaskReason::Origin => "a masked column".to_string(),
+        MaskReason::DerivedFrom(c) => format!("derived from masked column {c}"),
+        MaskReason::Uncertain(why) => format!("masked whole: {why}"),
+    }
+}
+
+fn has_column_globs(set: &PolicySet) -> bool {
+    !set.column_matcher().is_empty()
+}
+
+/// Whether a COPY asks for anything but the plain text format (csv, binary,
+/// another delimiter or NULL string), which the sidecar's COPY masking does not read.
+fn copy_is_not_text(stmt: &Statement) -> bool {
+    use sqlparser::ast;
+    match &stmt.ast {
+        ast::Statement::Copy {
+            options,
+            legacy_options,
+            ..
+        } => !legacy_options.is_empty()
+            || !options.iter().all(
+                |o| matches!(o, ast::CopyOption::Format(f) if f.value.eq_ignore_ascii_case("text")),
+            ),
+        _ => true,
     }
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use prometheus_client::registry::Registry;
 use sluice_crds::manifests::{ManifestError, ManifestSet};
 use sluice_crds::{Connection, Protocol};
+use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, SecretSource};
 
 use zeroize::Zeroizing;
 
@@ -73,14 +74,15 @@ pub enum StandaloneError {
     #[error("cannot load manifests: {0}")]
     Manifests(#[from] ManifestError),
     /// A policy does not compile.
-    #[error("AccessPolicy {namespace}/{name} is invalid: {message}")]
+    #[error("AccessPolicy {namespace}/{name} is invalid: {source}")]
     Policy {
         /// Namespace.
         namespace: String,
         /// Name.
         name: String,
         /// The compile error.
-        message: String,
+        #[source]
+        source: CompileError,
     },
     /// No postgres Connection in the namespace.
     #[error("no postgres Connection in namespace {namespace} of {path}; nothing to serve")]
@@ -136,28 +138,43 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
 }
 
-#[allow(dead_code)]
 struct ManifestSecrets<'a> {
     set: &'a ManifestSet,
     namespace: String,
 }
 
+impl SecretSource for ManifestSecrets<'_> {
+    fn secret_key(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+        self.set
+            .secret_key(&self.namespace, name, key)
+            .map(<[u8]>::to_vec)
+    }
+}
+
 /// Loads the manifests, binds every listener and spawns the servers.
 /// Returns once everything listens; the servers run on the current runtime.
 pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
-    let (ns, sa) = cfg
-        .identity
-        .split_once('/')
+    let identity = Identity::parse(&cfg.identity)
         .ok_or_else(|| StandaloneError::BadIdentity(cfg.identity.clone()))?;
-    struct Id {
-        namespace: String,
-        service_account: String,
-    }
-    let identity = Id {
-        namespace: ns.into(),
-        service_account: sa.into(),
-    };
     let set = ManifestSet::load(&cfg.manifests, &identity.namespace)?;
+    let mut policies = Vec::new();
+    // Policies name Connections of their own namespace: only those of the
+    // identity's namespace can apply to the Connections served here.
+    for ap in set.policies_in(&identity.namespace) {
+        let namespace = ap.metadata.namespace.clone().unwrap_or_default();
+        let name = ap.metadata.name.clone().unwrap_or_default();
+        let secrets = ManifestSecrets {
+            set: &set,
+            namespace: namespace.clone(),
+        };
+        let compiled =
+            CompiledPolicy::compile(ap, &secrets).map_err(|source| StandaloneError::Policy {
+                namespace,
+                name,
+                source,
+            })?;
+        policies.push(Arc::new(compiled));
+    }
     let connections: Vec<&Connection> = set
         .connections
         .iter()
@@ -199,8 +216,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
             .hash_key_secret_ref
             .as_ref()
             .and_then(|r| set.secret_key(&identity.namespace, &r.name, &r.key));
-        let _ = hash_key;
-        let binding = Binding::stub(&identity.namespace, &identity.service_account);
+        let binding = Binding::new(&policies, identity.clone(), &name, hash_key);
         for w in binding.warnings() {
             tracing::warn!(connection = %name, "{w}");
         }

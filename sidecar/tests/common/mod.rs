@@ -354,15 +354,16 @@ impl Sidecar {
             .expect("write manifests");
         let audit = dir.path().join("audit.jsonl");
         let log = dir.path().join("sidecar.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"))
-            .arg("standalone")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"));
+        cmd.arg("standalone")
             .arg("-f")
             .arg(&path)
             .arg("--as")
-            .arg(identity)
-            .arg("--audit-file")
-            .arg(&audit)
-            .arg("--no-audit-stdout")
+            .arg(identity);
+        if !extra.contains(&"--audit-file") {
+            cmd.arg("--audit-file").arg(&audit).arg("--no-audit-stdout");
+        }
+        let child = cmd
             .arg("--admin-addr")
             .arg(format!("127.0.0.1:{admin_port}"))
             .args(extra)

@@ -1,0 +1,306 @@
+//! Decisions on the wire: unbound identities, denials (simple and extended),
+//! approvals without an operator, dry run, limits, and the audit trail.
+//! Every denial test proves the data is untouched afterwards.
+
+mod common;
+
+use common::*;
+
+const RULES: &str = r#"  defaultAction: allow
+  onParseError: deny
+  rules:
+    - name: no-schema-changes
+      match: {statements: [drop, truncate, alter, create]}
+      action: deny
+    - name: bulk-writes-need-a-human
+      match: {statements: [update, delete], withoutWhere: true}
+      action: requireApproval
+      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold, minApprovals: 1}
+    - name: no-server-files
+      match: {functions: ["pg_read_file", "pg_ls_dir", "lo_*"]}
+      action: deny
+"#;
+
+async fn setup(test: &str, policy_spec: &str) -> (Sidecar, tokio_postgres::Client) {
+    let pg = server();
+    let db = db_name(test);
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE orders (id int primary key, amount int);
+             INSERT INTO orders SELECT g, g * 10 FROM generate_series(1, 5) g;",
+        )
+        .await
+        .unwrap();
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy(policy_spec)),
+        "shop/report-job",
+    );
+    (sidecar, admin)
+}
+
+async fn order_count(admin: &tokio_postgres::Client) -> i64 {
+    admin
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn unbound_identity_gets_no_session() {
+    let (sidecar, _admin) = setup("unbound", RULES).await;
+    drop(sidecar);
+    let pg = server();
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db_name("unbound"), ADMIN, "disable", &policy(RULES)),
+        "shop/someone-else",
+    );
+    let err = try_connect(&sidecar.url()).await.err().expect("refused");
+    let db = err.as_db_error().expect("a server-style error");
+    assert_eq!(db.code().code(), "28000");
+    assert!(db.message().contains("someone-else"), "{}", db.message());
+    assert!(db.message().contains("orders-db"), "{}", db.message());
+    let audit = sidecar.audit_events();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["type"], "denial");
+}
+
+#[tokio::test]
+async fn simple_query_denied_and_session_lives_on() {
+    let (sidecar, admin) = setup("deny_simple", RULES).await;
+    let c = sidecar.connect().await;
+    let err = c.simple_query("DROP TABLE orders").await.unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.message().contains("no-schema-changes"),
+        "{}",
+        db.message()
+    );
+    assert!(db.message().contains("reporting"), "{}", db.message());
+    // The session goes on, the table is there.
+    let rows = c.simple_query("SELECT count(*) FROM orders").await.unwrap();
+    assert!(
+        matches!(&rows[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("5"))
+    );
+    assert_eq!(order_count(&admin).await, 5);
+}
+
+#[tokio::test]
+async fn a_string_with_a_denied_statement_is_refused_whole() {
+    let (sidecar, admin) = setup("deny_multi", RULES).await;
+    let c = sidecar.connect().await;
+    let err = c
+        .simple_query("INSERT INTO orders VALUES (100, 1); DROP TABLE orders; SELECT 1")
+        .await
+        .unwrap_err();
+    let msg = message(&err);
+    assert!(msg.contains("whole query string was refused"), "{msg}");
+    assert!(msg.contains("statement 2 of 3"), "{msg}");
+    // Nothing of it ran: the INSERT before the DROP did not happen.
+    assert_eq!(order_count(&admin).await, 5);
+    // psql, same thing.
+    let (ok, _out, err) = psql(
+        sidecar.port,
+        &["-c", "INSERT INTO orders VALUES (101, 1); TRUNCATE orders"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("42501") || err.contains("denied by Sluice"),
+        "{err}"
+    );
+    assert_eq!(order_count(&admin).await, 5);
+}
+
+#[tokio::test]
+async fn extended_query_denied_at_parse() {
+    let (sidecar, admin) = setup("deny_extended", RULES).await;
+    let c = sidecar.connect().await;
+    let err = c.execute("DELETE FROM orders", &[]).await.unwrap_err();
+    let msg = message(&err);
+    assert!(msg.contains("approval"), "{msg}");
+    assert!(msg.contains("operator"), "{msg}");
+    assert_eq!(err.code().unwrap().code(), "42501");
+    let err = c
+        .query("SELECT pg_read_file('/etc/passwd')", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        message(&err).contains("no-server-files"),
+        "{}",
+        message(&err)
+    );
+    // Prepared statements with parameters work, and the session is usable.
+    let r = c
+        .query_one("SELECT amount FROM orders WHERE id = $1", &[&3i32])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, i32>(0), 30);
+    let n = c
+        .execute("UPDATE orders SET amount = 0 WHERE id = $1", &[&1i32])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(order_count(&admin).await, 5);
+    let total: i64 = admin
+        .query_one("SELECT sum(amount) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 140);
+}
+
+#[tokio::test]
+async fn denied_statement_in_a_pipeline_leaves_the_others_alone() {
+    let (sidecar, admin) = setup("deny_pipeline", RULES).await;
+    let c = sidecar.connect().await;
+    let drop = c.execute("DROP TABLE orders", &[]);
+    let select = c.query_one("SELECT count(*) FROM orders WHERE id <= 5", &[]);
+    let insert = c.execute("INSERT INTO orders VALUES (6, 60)", &[]);
+    let (d, s, i) = tokio::join!(drop, select, insert);
+    assert_eq!(d.unwrap_err().code().unwrap().code(), "42501");
+    assert_eq!(s.unwrap().get::<_, i64>(0), 5);
+    assert_eq!(i.unwrap(), 1);
+    assert_eq!(order_count(&admin).await, 6);
+}
+
+#[tokio::test]
+async fn update_without_where_needs_approval_and_nothing_changes() {
+    let (sidecar, admin) = setup("approval", RULES).await;
+    let (ok, _out, err) = psql(sidecar.port, &["-c", "UPDATE orders SET amount = 0"]);
+    assert!(!ok);
+    assert!(err.contains("needs approval"), "{err}");
+    assert!(err.contains("operator"), "{err}");
+    let zeroes: i64 = admin
+        .query_one("SELECT count(*) FROM orders WHERE amount = 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(zeroes, 0);
+}
+
+#[tokio::test]
+async fn dry_run_records_but_runs() {
+    let spec = RULES.replace(
+        "  defaultAction: allow",
+        "  mode: dryRun\n  defaultAction: allow",
+    );
+    let (sidecar, admin) = setup("dry_run", &spec).await;
+    let c = sidecar.connect().await;
+    c.simple_query("CREATE TABLE made_in_dry_run (a int)")
+        .await
+        .unwrap();
+    let exists: bool = admin
+        .query_one("SELECT to_regclass('made_in_dry_run') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(exists);
+    let events = sidecar.audit_events();
+    let stmt = events
+        .iter()
+        .find(|e| e["type"] == "statement" && e["command"]["kind"] == "create")
+        .expect("statement event");
+    assert_eq!(stmt["decision"]["action"], "deny");
+    assert_eq!(stmt["decision"]["dryRun"], true);
+}
+
+#[tokio::test]
+async fn audit_chain_is_complete_redacted_and_verifies() {
+    let (sidecar, _admin) = setup("audit", RULES).await;
+    let c = sidecar.connect().await;
+    c.simple_query("SELECT * FROM orders WHERE amount = 4242")
+        .await
+        .unwrap();
+    let _ = c.simple_query("DROP TABLE orders").await;
+    c.query("SELECT amount FROM orders WHERE id = $1", &[&2i32])
+        .await
+        .unwrap();
+    drop(c);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let text = sidecar.audit_text();
+    assert!(!text.contains("4242"), "literals must be redacted: {text}");
+    assert!(!text.contains(PASSWORD));
+    let report = sluice_policy::audit::verify_lines(text.lines(), &[]).expect("chain verifies");
+    assert!(report.events >= 7, "{report:?}");
+    let events = sidecar.audit_events();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"sessionStart"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"sessionEnd"), "{kinds:?}");
+    // Each forwarded statement: its decision before its result.
+    let first_stmt = kinds.iter().position(|k| *k == "statement").unwrap();
+    let first_result = kinds.iter().position(|k| *k == "result").unwrap();
+    assert!(first_stmt < first_result, "{kinds:?}");
+    assert!(kinds.contains(&"denial"), "{kinds:?}");
+    let result = &events[first_result];
+    assert_eq!(result["outcome"]["rows"], 0);
+    // Editing a line breaks the chain.
+    let edited = text.replacen("orders", "ORDERS", 1);
+    assert!(sluice_policy::audit::verify_lines(edited.lines(), &[]).is_err());
+}
+
+#[tokio::test]
+async fn audit_is_write_ahead() {
+    let pg = server();
+    let db = db_name("audit_full");
+    pg.create_database(&db).await;
+    // /dev/full takes the open but fails every write: no session may start.
+    let sidecar = Sidecar::start_with(
+        &manifests(pg, &db, ADMIN, "disable", &policy(RULES)),
+        "shop/report-job",
+        &["--audit-file", "/dev/full"],
+    );
+    let err = try_connect(&sidecar.url()).await.err().expect("refused");
+    assert!(message(&err).contains("audit"), "{}", message(&err));
+}
+
+#[tokio::test]
+async fn max_rows_truncates_or_refuses() {
+    let spec = "  limits: {maxRows: 3}\n";
+    let (sidecar, _admin) = setup("max_rows_truncate", spec).await;
+    let (ok, out, err) = psql(
+        sidecar.port,
+        &["-t", "-A", "-c", "SELECT id FROM orders ORDER BY id"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1\n2\n3");
+    assert!(err.contains("truncated to 3 rows"), "{err}");
+    let c = sidecar.connect().await;
+    let rows = c
+        .query("SELECT id FROM orders ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+
+    let spec = "  limits: {maxRows: 3, onMaxRows: refuse}\n";
+    let (sidecar, _admin) = setup("max_rows_refuse", spec).await;
+    let c = sidecar.connect().await;
+    let err = c.query("SELECT id FROM orders", &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "54000", "{}", message(&err));
+    let err = c.simple_query("SELECT id FROM orders").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "54000", "{}", message(&err));
+    // Under the limit, fine; the session goes on.
+    let rows = c.query("SELECT id FROM orders LIMIT 2", &[]).await.unwrap();
+    assert_eq!(rows.len(), 2);
+}
+
+#[tokio::test]
+async fn statements_per_second_limit() {
+    let spec = "  limits: {statementsPerSecond: 2}\n";
+    let (sidecar, _admin) = setup("rate", spec).await;
+    let c = sidecar.connect().await;
+    let mut refused = 0;
+    for _ in 0..10 {
+        if let Err(e) = c.simple_query("SELECT 1").await {
+            assert!(
+                message(&e).contains("statementsPerSecond"),
+                "{}",
+                message(&e)
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 5, "{refused}");
+}
