@@ -2,11 +2,13 @@
 //! controllers for Connection, AccessPolicy and AccessRequest.
 //!
 //! The modules here are the pure, testable parts the servers are wired from:
-//! - [`inject`]: the sidecar injector behind the mutating webhook on pods;
+//! - [`inject`]: the sidecar injector behind the mutating webhook on pods, and
+//!   [`admission`], which turns its result into an AdmissionResponse;
 //! - [`pki`]: the operator's own CA and hot-swappable serving certificate;
 //! - [`gateway_token`]: the gateway JWT, its signing keys, rotation and JWKS.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod gateway_token;
 pub mod inject;
 pub mod pki;
