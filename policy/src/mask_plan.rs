@@ -55,17 +55,29 @@
 //!   `CREATE TABLE AS`) is not followed into later statements that read `t`; that is
 //!   a write to be governed by statement rules.
 //! - MySQL may report a derived table's alias as `org_table`; such origins are not
-//!   trusted to clear a column (the expression analysis still decides).
+//!   trusted to clear a column (the expression analysis still decides). Where the
+//!   server gives an origin for a column that only a `*` over several relations can
+//!   place, or for rows of `FETCH`/`EXECUTE`, the origin is trusted as PostgreSQL
+//!   reports it: a plain reference to exactly that column.
+//! - Globs match names as written: partitions, inheritance children and copies of a
+//!   table need globs of their own (`customers*.ssn`). Matching ignores case.
+//! - Values of other tables that the server exposes through catalogs are handled for
+//!   planner statistics (`pg_stats.most_common_vals`, MySQL `column_statistics`) and
+//!   session variables (custom `current_setting`, MySQL `@var`), which are masked
+//!   whenever any masking rule exists. Query texts in `pg_stat_activity` or
+//!   `SHOW PROCESSLIST`, and values echoed in notices and errors, are not columns:
+//!   detectors and the error path must cover them.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use globset::{GlobBuilder, GlobMatcher};
 use sqlparser::ast::{
-    Cte, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, JoinConstraint,
-    JoinOperator, ObjectName, ObjectNamePart, OnConflictAction, OnInsert, OutputClause, Query,
-    Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
-    TableFactor, TableObject, TableWithJoins, Visit, Visitor, WildcardAdditionalOptions,
+    Assignment, Cte, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, OnConflictAction, OnInsert,
+    OutputClause, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
+    TableAlias, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
+    WildcardAdditionalOptions,
 };
 
 /// Errors building a [`ColumnMatcher`] from masking rules.
@@ -1649,13 +1661,14 @@ impl<'m> Analyzer<'m> {
                     rel: Rel::Table(target.clone()),
                     in_star: true,
                 });
+                // ON CONFLICT's `excluded` is the proposed row.
                 self.push_source(Source {
                     name: "excluded".to_owned(),
                     schema: None,
-                    rel: Rel::Table(target.clone()),
+                    rel: Rel::Table(target),
                     in_star: false,
                 });
-                let assignments = match &ins.on {
+                let on_update = match &ins.on {
                     Some(OnInsert::DuplicateKeyUpdate(a)) => a.as_slice(),
                     Some(OnInsert::OnConflict(c)) => match &c.action {
                         OnConflictAction::DoUpdate(u) => u.assignments.as_slice(),
@@ -1663,29 +1676,10 @@ impl<'m> Analyzer<'m> {
                     },
                     _ => &[],
                 };
-                let mut written = Vec::new();
-                for a in ins.assignments.iter().chain(assignments) {
-                    let t = self.taint_of(&a.value);
-                    written.extend(
-                        assignment_columns(&a.target)
-                            .into_iter()
-                            .map(|c| (c, t.clone())),
-                    );
-                }
+                self.record_assignments(ins.assignments.iter().chain(on_update));
+                let shape = self.returning_in_scope(ins.returning.as_deref(), ins.output.as_ref());
                 self.scopes.pop();
-                for (col, t) in written {
-                    if let Some(t) = t {
-                        target.written.push((col, t));
-                    }
-                }
-                let scope = vec![(Rel::Table(target), true)];
-                self.returning(
-                    scope,
-                    ins.table_alias.as_ref().map(|a| norm(&a.alias)),
-                    ins.returning.as_deref(),
-                    ins.output.as_ref(),
-                    name,
-                )
+                shape
             }
             Statement::Update(up) => {
                 self.scopes.push(Scope::default());
@@ -1697,26 +1691,7 @@ impl<'m> Analyzer<'m> {
                         self.table_with_joins(twj);
                     }
                 }
-                let mut written: Vec<(String, Tainted)> = Vec::new();
-                for a in &up.assignments {
-                    let t = self.taint_of(&a.value);
-                    written.extend(
-                        assignment_columns(&a.target)
-                            .into_iter()
-                            .map(|c| (c, t.clone())),
-                    );
-                }
-                // The target is the first FROM item: record what is written into it.
-                if let Some(Source {
-                    rel: Rel::Table(t), ..
-                }) = self.scopes.last_mut().and_then(|s| s.sources.first_mut())
-                {
-                    for (col, taint) in written {
-                        if let Some(taint) = taint {
-                            t.written.push((col, taint));
-                        }
-                    }
-                }
+                self.record_assignments(up.assignments.iter());
                 let shape = self.returning_in_scope(up.returning.as_deref(), up.output.as_ref());
                 self.scopes.pop();
                 shape
@@ -1782,32 +1757,25 @@ impl<'m> Analyzer<'m> {
         }
     }
 
-    /// RETURNING of an INSERT: a fresh scope holding the target.
-    fn returning(
-        &mut self,
-        rels: Vec<(Rel, bool)>,
-        alias: Option<String>,
-        returning: Option<&[SelectItem]>,
-        output: Option<&OutputClause>,
-        target: &ObjectName,
-    ) -> Shape {
-        let (schema, table) = schema_table(target);
-        self.scopes.push(Scope::default());
-        for (rel, in_star) in rels {
-            self.push_source(Source {
-                name: alias.clone().unwrap_or_else(|| table.clone()),
-                schema: if alias.is_some() {
-                    None
-                } else {
-                    schema.clone()
-                },
-                rel,
-                in_star,
-            });
+    /// Records what `SET col = value` writes into the statement's target, the first
+    /// FROM item of the current scope (values are read before any is written).
+    fn record_assignments<'a>(&mut self, assignments: impl Iterator<Item = &'a Assignment>) {
+        let mut written = Vec::new();
+        for a in assignments {
+            let t = self.taint_of(&a.value);
+            if let Some(t) = t {
+                for col in assignment_columns(&a.target) {
+                    written.push((col, t.clone()));
+                }
+            }
         }
-        let shape = self.returning_in_scope(returning, output);
-        self.scopes.pop();
-        shape
+        if let Some(Source {
+            rel: Rel::Table(target),
+            ..
+        }) = self.scopes.last_mut().and_then(|s| s.sources.first_mut())
+        {
+            target.written.extend(written);
+        }
     }
 
     /// RETURNING evaluated in the current scope; PostgreSQL 18's `old` and `new`
@@ -2170,6 +2138,11 @@ fn is_builtin_setting(f: &Function) -> bool {
 /// Plan for a statement that returns rows (SELECT, VALUES, INSERT/UPDATE/DELETE ... RETURNING,
 /// EXPLAIN, SHOW, FETCH, ...). Returns exactly one decision per `output` column.
 pub fn plan_rows(stmt: &Statement, output: &[OutputColumn], matcher: &ColumnMatcher) -> MaskPlan {
+    if matcher.is_empty() {
+        return MaskPlan {
+            columns: vec![ColumnMask::Clear; output.len()],
+        };
+    }
     if output.is_empty() {
         return MaskPlan::default();
     }
