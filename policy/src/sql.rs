@@ -500,7 +500,10 @@ fn scrub_message(message: &str, tokens: &[TokenWithSpan]) -> String {
         let printed = token.to_string();
         let value = literal_value(token).unwrap_or_default();
         let debug = format!("{value:?}");
-        for needle in [printed.as_str(), value, debug.as_str()] {
+        // Longest first, so a quoted form goes whole rather than leaving quotes.
+        let mut needles = [debug.as_str(), printed.as_str(), value];
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        for needle in needles {
             // One-character values are left alone: they cannot hide much and
             // replacing them would mangle the rest of the message.
             if needle.chars().count() > 1 && head.contains(needle) {
@@ -928,6 +931,44 @@ impl Collector {
         }
     }
 
+    /// A table that is written to: never a CTE reference.
+    fn add_target(&mut self, name: &ObjectName) {
+        let name = self.name(name);
+        self.tables.insert(name);
+    }
+
+    fn add_target_factor(&mut self, factor: &TableFactor) {
+        if let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = factor
+        {
+            match alias {
+                Some(alias) if self.dialect == SqlDialect::Postgres && is_bare_only(name) => {
+                    self.add_target(&ObjectName::from(vec![alias.name.clone()]));
+                }
+                _ => self.add_target(name),
+            }
+        }
+    }
+
+    /// Foreign keys reference another table, outside the visitor's reach.
+    fn note_column(&mut self, column: &ast::ColumnDef) {
+        for option in &column.options {
+            if let ast::ColumnOption::ForeignKey(fk) = &option.option {
+                self.add_table(&fk.foreign_table);
+            }
+        }
+    }
+
+    fn note_constraint(&mut self, constraint: &ast::TableConstraint) {
+        if let ast::TableConstraint::ForeignKey(fk) = constraint {
+            self.add_table(&fk.foreign_table);
+        }
+    }
+
     fn add_tables<'a>(&mut self, names: impl IntoIterator<Item = &'a ObjectName>) {
         for name in names {
             self.add_table(name);
@@ -1023,16 +1064,34 @@ impl Collector {
     fn note_statement(&mut self, stmt: &ast::Statement) {
         use ast::Statement as S;
         match stmt {
+            // The target of INSERT, UPDATE, DELETE and MERGE is always a real
+            // table, even when a CTE has the same name
+            // (`WITH t AS (…) DELETE FROM t` deletes from table t).
+            S::Insert(insert) => {
+                if let ast::TableObject::TableName(name) = &insert.table {
+                    self.add_target(name);
+                }
+            }
+            S::Merge(merge) => self.add_target_factor(&merge.table),
             S::Update(update) => {
                 self.note_where(update.selection.as_ref());
+                self.add_target_factor(&update.table.relation);
+                for join in &update.table.joins {
+                    self.add_target_factor(&join.relation);
+                }
             }
             S::Delete(delete) => {
                 self.note_where(delete.selection.as_ref());
-                // MySQL multi-table DELETE names its targets, often by alias;
-                // an alias is not a table (its table is in FROM anyway).
                 let from = match &delete.from {
                     FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t.as_slice(),
                 };
+                if delete.tables.is_empty() {
+                    for t in from {
+                        self.add_target_factor(&t.relation);
+                    }
+                }
+                // MySQL multi-table DELETE names its targets, often by alias;
+                // an alias is not a table (its table is in FROM anyway).
                 let aliases = table_aliases(from.iter().chain(delete.using.iter().flatten()));
                 for name in &delete.tables {
                     let is_alias = match name.0.as_slice() {
@@ -1040,7 +1099,7 @@ impl Collector {
                         _ => false,
                     };
                     if !is_alias {
-                        self.add_table(name);
+                        self.add_target(name);
                     }
                 }
             }
@@ -1076,10 +1135,29 @@ impl Collector {
                     self.add_table(&like.name);
                 }
                 self.add_tables(&ct.clone);
+                for column in &ct.columns {
+                    self.note_column(column);
+                }
+                for constraint in &ct.constraints {
+                    self.note_constraint(constraint);
+                }
                 self.add_tables(ct.inherits.iter().flatten());
                 self.add_tables(&ct.partition_of);
             }
             S::CreateView(view) => self.add_table(&view.name),
+            S::AlterTable(alter) => {
+                for operation in &alter.operations {
+                    match operation {
+                        ast::AlterTableOperation::AddConstraint { constraint, .. } => {
+                            self.note_constraint(constraint);
+                        }
+                        ast::AlterTableOperation::AddColumn { column_def, .. } => {
+                            self.note_column(column_def);
+                        }
+                        _ => {}
+                    }
+                }
+            }
             S::RenameTable(renames) => {
                 for r in renames {
                     self.add_table(&r.old_name);
@@ -1159,8 +1237,10 @@ impl Visitor for Collector {
             self.kinds.insert(StatementKind::Create);
             for target in &into.targets {
                 match target {
-                    Expr::Identifier(id) => self.add_table(&ObjectName::from(vec![id.clone()])),
-                    Expr::CompoundIdentifier(ids) => self.add_table(&ObjectName::from(ids.clone())),
+                    Expr::Identifier(id) => self.add_target(&ObjectName::from(vec![id.clone()])),
+                    Expr::CompoundIdentifier(ids) => {
+                        self.add_target(&ObjectName::from(ids.clone()));
+                    }
                     _ => {}
                 }
             }
@@ -1596,7 +1676,18 @@ mod tests {
     }
 
     #[test]
-    fn sql_parse_error_does_not_echo_literals() {
+    fn sql_parse_error_messages_are_scrubbed_of_literals() {
+        let tokens = Tokenizer::new(&PostgreSqlDialect {}, "SELECT 'hunter2', 8675309")
+            .tokenize_with_location()
+            .unwrap();
+        let scrubbed = scrub_message(
+            "Expect a char, found \"hunter2\" near 8675309 at Line: 1, Column: 8",
+            &tokens,
+        );
+        assert_eq!(
+            scrubbed,
+            "Expect a char, found ? near ? at Line: 1, Column: 8"
+        );
         let err = parse(
             "SELECT 'top secret' 'more secret' garbage",
             SqlDialect::Postgres,
@@ -1604,11 +1695,33 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(!err.contains("secret"), "{err}");
-        let err = parse("SELECT * FROM t WHERE 'hunter2'", SqlDialect::Mysql)
-            .map(|_| ())
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn sql_operator_count_skips_prefix_signs_and_stars() {
+        let count = |sql: &str| {
+            let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+                .tokenize_with_location()
+                .unwrap();
+            let mut previous = None;
+            let mut n = 0;
+            for t in tokens
+                .iter()
+                .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            {
+                if is_chaining(&t.token) && ends_operand(previous) {
+                    n += 1;
+                }
+                previous = Some(&t.token);
+            }
+            n
+        };
+        assert_eq!(count("SELECT *, t.*, count(*) FROM t"), 0);
+        assert_eq!(count("VALUES (-1, -2), (+3, -4)"), 0);
+        assert_eq!(
+            count("SELECT a - 1, b * -2 FROM t WHERE c = -1 AND d OR NOT e"),
+            5
+        );
+        assert_eq!(count("SELECT 1 UNION SELECT 2"), 1);
     }
 }
