@@ -5,13 +5,15 @@
 //! - [`inject`]: the sidecar injector behind the mutating webhook on pods, and
 //!   [`admission`], which turns its result into an AdmissionResponse;
 //! - [`pki`]: the operator's own CA and hot-swappable serving certificate;
-//! - [`gateway_token`]: the gateway JWT, its signing keys, rotation and JWKS.
+//! - [`gateway_token`]: the gateway JWT, its signing keys, rotation and JWKS;
+//! - [`webhook_config`]: the MutatingWebhookConfiguration the operator registers.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod gateway_token;
 pub mod inject;
 pub mod pki;
+pub mod webhook_config;
 
 /// Everything that can go wrong in the operator, by component.
 #[derive(Debug, thiserror::Error)]

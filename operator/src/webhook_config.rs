@@ -1,0 +1,250 @@
+//! The operator's MutatingWebhookConfiguration, built as typed structs.
+//!
+//! In a cluster the webhook points at the operator's Service; run from a laptop
+//! or a test (`--webhook-url https://HOST:PORT`) it points at that URL. Either
+//! way `caBundle` is the operator's own CA ([`crate::pki`]), and the leader
+//! rewrites it when [`ca_bundle_differs`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ServiceReference, WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+
+use crate::inject::INJECT_ANNOTATION;
+
+/// HTTPS path of the pod injection webhook.
+pub const POD_INJECTION_PATH: &str = "/mutate/pods";
+/// Name of the webhook inside the configuration (must be fully qualified).
+pub const POD_INJECTION_WEBHOOK: &str = "sidecar-injection.sluice.dev";
+/// Name of the MutatingWebhookConfiguration the operator owns.
+pub const CONFIGURATION_NAME: &str = "sluice-operator";
+/// Namespaces never injected, whatever their labels say.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+/// Pods carrying this label with value [`OPERATOR_APP_NAME`] are never sent to the webhook,
+/// so the operator cannot block its own start.
+pub const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The operator's `app.kubernetes.io/name`.
+pub const OPERATOR_APP_NAME: &str = "sluice-operator";
+
+/// Where the API server reaches the webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookEndpoint {
+    /// The operator's Service, in a cluster.
+    Service {
+        /// Namespace of the Service.
+        namespace: String,
+        /// Name of the Service.
+        name: String,
+        /// Its HTTPS port.
+        port: u16,
+    },
+    /// A base URL (`https://HOST:PORT`), when the operator runs outside the cluster.
+    Url(String),
+}
+
+/// What the configuration depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Where the webhook is served.
+    pub endpoint: WebhookEndpoint,
+    /// PEM bundle the API server trusts for the serving certificate.
+    pub ca_bundle_pem: String,
+    /// Namespace label that opts a namespace in, e.g. (`sluice.dev/injection`, `enabled`).
+    pub namespace_label: (String, String),
+    /// The operator's own namespace, never injected.
+    pub operator_namespace: String,
+}
+
+/// The MutatingWebhookConfiguration for sidecar injection.
+///
+/// Narrow on purpose, since `failurePolicy: Fail` makes an unreachable operator
+/// block pod creation wherever the webhook applies: only pod CREATE, only in
+/// labelled non-system namespaces other than the operator's, never the
+/// operator's own pods, and only pods carrying the `sluice.dev/inject`
+/// annotation (a match condition, so the API server does not even call the
+/// webhook for the rest).
+pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhookConfiguration {
+    let client_config = match &settings.endpoint {
+        WebhookEndpoint::Service {
+            namespace,
+            name,
+            port,
+        } => WebhookClientConfig {
+            service: Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path: Some(POD_INJECTION_PATH.to_string()),
+                port: Some(i32::from(*port)),
+            }),
+            ..Default::default()
+        },
+        WebhookEndpoint::Url(base) => WebhookClientConfig {
+            url: Some(format!(
+                "{}{POD_INJECTION_PATH}",
+                base.trim_end_matches('/')
+            )),
+            ..Default::default()
+        },
+    };
+    let client_config = WebhookClientConfig {
+        ca_bundle: Some(ByteString(settings.ca_bundle_pem.as_bytes().to_vec())),
+        ..client_config
+    };
+    let mut excluded_namespaces: Vec<String> =
+        SYSTEM_NAMESPACES.iter().map(|n| n.to_string()).collect();
+    excluded_namespaces.push(settings.operator_namespace.clone());
+    let (label_key, label_value) = settings.namespace_label.clone();
+
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(CONFIGURATION_NAME.to_string()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                OPERATOR_APP_NAME.to_string(),
+            )])),
+            ..Default::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: POD_INJECTION_WEBHOOK.to_string(),
+            admission_review_versions: vec!["v1".to_string()],
+            client_config,
+            failure_policy: Some("Fail".to_string()),
+            match_policy: Some("Equivalent".to_string()),
+            // An injected pod is not re-examined: injection is idempotent anyway.
+            reinvocation_policy: Some("Never".to_string()),
+            side_effects: "None".to_string(),
+            timeout_seconds: Some(10),
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec![String::new()]),
+                api_versions: Some(vec!["v1".to_string()]),
+                operations: Some(vec!["CREATE".to_string()]),
+                resources: Some(vec!["pods".to_string()]),
+                scope: Some("Namespaced".to_string()),
+            }]),
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(label_key, label_value)])),
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "kubernetes.io/metadata.name".to_string(),
+                    operator: "NotIn".to_string(),
+                    values: Some(excluded_namespaces),
+                }]),
+            }),
+            object_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: APP_NAME_LABEL.to_string(),
+                    operator: "NotIn".to_string(),
+                    values: Some(vec![OPERATOR_APP_NAME.to_string()]),
+                }]),
+                match_labels: None,
+            }),
+            match_conditions: Some(vec![MatchCondition {
+                name: "opted-in".to_string(),
+                expression: format!(
+                    "has(object.metadata.annotations) && '{INJECT_ANNOTATION}' in object.metadata.annotations"
+                ),
+            }]),
+        }]),
+    }
+}
+
+/// Whether any webhook of `existing` trusts other bytes than `ca_bundle_pem`,
+/// so the leader patches only when something changed.
+pub fn ca_bundle_differs(existing: &MutatingWebhookConfiguration, ca_bundle_pem: &str) -> bool {
+    existing.webhooks.iter().flatten().any(|w| {
+        w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(ca_bundle_pem.as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(endpoint: WebhookEndpoint) -> WebhookSettings {
+        WebhookSettings {
+            endpoint,
+            ca_bundle_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
+            namespace_label: ("sluice.dev/injection".into(), "enabled".into()),
+            operator_namespace: "sluice-system".into(),
+        }
+    }
+
+    #[test]
+    fn in_cluster_configuration_is_narrow_and_fails_closed() {
+        let cfg = pod_injection_configuration(&settings(WebhookEndpoint::Service {
+            namespace: "sluice-system".into(),
+            name: "sluice-operator".into(),
+            port: 8443,
+        }));
+        let json = serde_json::to_value(&cfg).unwrap();
+        let hook = &json["webhooks"][0];
+        assert_eq!(hook["failurePolicy"], "Fail");
+        assert_eq!(hook["sideEffects"], "None");
+        assert_eq!(hook["timeoutSeconds"], 10);
+        assert_eq!(
+            hook["rules"][0]["operations"],
+            serde_json::json!(["CREATE"])
+        );
+        assert_eq!(hook["rules"][0]["resources"], serde_json::json!(["pods"]));
+        assert_eq!(hook["clientConfig"]["service"]["path"], POD_INJECTION_PATH);
+        assert_eq!(hook["clientConfig"]["service"]["port"], 8443);
+        assert!(hook["clientConfig"].get("url").is_none());
+        assert_eq!(
+            hook["namespaceSelector"]["matchLabels"]["sluice.dev/injection"],
+            "enabled"
+        );
+        let excluded = &hook["namespaceSelector"]["matchExpressions"][0]["values"];
+        for ns in [
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            "sluice-system",
+        ] {
+            assert!(
+                excluded.as_array().unwrap().iter().any(|v| v == ns),
+                "{ns} not excluded"
+            );
+        }
+        assert_eq!(
+            hook["objectSelector"]["matchExpressions"][0]["values"][0],
+            OPERATOR_APP_NAME
+        );
+        assert!(
+            hook["matchConditions"][0]["expression"]
+                .as_str()
+                .unwrap()
+                .contains("'sluice.dev/inject' in object.metadata.annotations")
+        );
+    }
+
+    #[test]
+    fn out_of_cluster_configuration_uses_the_url() {
+        let cfg = pod_injection_configuration(&settings(WebhookEndpoint::Url(
+            "https://127.0.0.1:8443/".into(),
+        )));
+        let client = &cfg.webhooks.as_ref().unwrap()[0].client_config;
+        assert_eq!(
+            client.url.as_deref(),
+            Some("https://127.0.0.1:8443/mutate/pods")
+        );
+        assert!(client.service.is_none());
+    }
+
+    #[test]
+    fn ca_bundle_change_is_detected() {
+        let s = settings(WebhookEndpoint::Url("https://127.0.0.1:8443".into()));
+        let cfg = pod_injection_configuration(&s);
+        assert!(!ca_bundle_differs(&cfg, &s.ca_bundle_pem));
+        assert!(ca_bundle_differs(&cfg, "another bundle"));
+        let mut stripped = cfg.clone();
+        stripped.webhooks.as_mut().unwrap()[0]
+            .client_config
+            .ca_bundle = None;
+        assert!(ca_bundle_differs(&stripped, &s.ca_bundle_pem));
+    }
+}
