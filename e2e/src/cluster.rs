@@ -60,8 +60,16 @@ impl std::str::FromStr for User {
         if name.is_empty() || name == "admin" {
             return Err(ClusterError::BadUser(s.to_string()));
         }
-        let groups = groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect();
-        Ok(Self { name: name.to_string(), groups })
+        let groups = groups
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
+        Ok(Self {
+            name: name.to_string(),
+            groups,
+        })
     }
 }
 
@@ -95,14 +103,21 @@ impl TestCluster {
                 let t = tempfile::Builder::new()
                     .prefix("sluice-testcluster-")
                     .tempdir()
-                    .map_err(|source| ClusterError::Io { path: std::env::temp_dir(), source })?;
+                    .map_err(|source| ClusterError::Io {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
         };
-        std::fs::create_dir_all(&dir).map_err(|source| ClusterError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| ClusterError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let ca = Ca::new("sluice-testcluster-ca")?;
-        let serving = ca.issue_server_cert(&["127.0.0.1", "localhost", "kubernetes.default.svc"])?;
+        let serving =
+            ca.issue_server_cert(&["127.0.0.1", "localhost", "kubernetes.default.svc"])?;
         let mut tokens = HashMap::new();
         let mut contexts = Vec::new();
         let admin_token = random_token();
@@ -122,20 +137,37 @@ impl TestCluster {
             groups.push("system:authenticated".into());
             tokens.insert(
                 token.clone(),
-                UserInfo { username: user.name.clone(), uid: uuid::Uuid::new_v4().to_string(), groups, extra: Default::default() },
+                UserInfo {
+                    username: user.name.clone(),
+                    uid: uuid::Uuid::new_v4().to_string(),
+                    groups,
+                    extra: Default::default(),
+                },
             );
             contexts.push((user.name.clone(), token));
         }
         let inner = Inner::new(tokens, ca.cert_pem().to_string(), TokenSigner::new()?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(ClusterError::Listen)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(ClusterError::Listen)?;
         let port = listener.local_addr().map_err(ClusterError::Listen)?.port();
         let base_url = format!("https://127.0.0.1:{port}");
         let tls = serving.server_config()?;
         let task = tokio::spawn(inner.clone().serve(listener, tls));
-        let cluster = Self { inner, task, _tmp: tmp, dir, base_url, ca };
+        let cluster = Self {
+            inner,
+            task,
+            _tmp: tmp,
+            dir,
+            base_url,
+            ca,
+        };
         cluster.write_kubeconfig(&contexts)?;
         let ready = cluster.dir.join("ready");
-        std::fs::write(&ready, &cluster.base_url).map_err(|source| ClusterError::Io { path: ready, source })?;
+        std::fs::write(&ready, &cluster.base_url).map_err(|source| ClusterError::Io {
+            path: ready,
+            source,
+        })?;
         Ok(cluster)
     }
 
@@ -186,16 +218,28 @@ impl TestCluster {
     /// A kube client for the kubeconfig context `context` (a user's name, or `admin`).
     pub async fn client_for(&self, context: &str) -> Result<kube::Client, ClusterError> {
         let path = self.kubeconfig_path();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path)
-            .map_err(|e| ClusterError::Client { context: context.into(), source: Box::new(e) })?;
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(&path).map_err(|e| ClusterError::Client {
+                context: context.into(),
+                source: Box::new(e),
+            })?;
         if !kubeconfig.contexts.iter().any(|c| c.name == context) {
             return Err(ClusterError::NoContext(context.to_string()));
         }
-        let options = kube::config::KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
+        let options = kube::config::KubeConfigOptions {
+            context: Some(context.to_string()),
+            ..Default::default()
+        };
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .map_err(|e| ClusterError::Client { context: context.into(), source: Box::new(e) })?;
-        kube::Client::try_from(config).map_err(|e| ClusterError::Client { context: context.into(), source: Box::new(e) })
+            .map_err(|e| ClusterError::Client {
+                context: context.into(),
+                source: Box::new(e),
+            })?;
+        kube::Client::try_from(config).map_err(|e| ClusterError::Client {
+            context: context.into(),
+            source: Box::new(e),
+        })
     }
 
     /// Forgets the watch history, so watches from any earlier resourceVersion get 410 Gone.

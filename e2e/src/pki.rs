@@ -49,12 +49,23 @@ impl Ca {
     /// Creates a fresh self-signed CA named `common_name`.
     pub fn new(common_name: &str) -> Result<Self, PkiError> {
         let key = KeyPair::generate().map_err(PkiError::Generate)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Generate)?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Generate)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key).map_err(PkiError::Generate)?;
-        Ok(Self { params, key, cert_pem: cert.pem() })
+        Ok(Self {
+            params,
+            key,
+            cert_pem: cert.pem(),
+        })
     }
 
     /// The CA certificate, PEM; clients put it in their trust store.
@@ -66,12 +77,21 @@ impl Ca {
     pub fn issue_server_cert(&self, names: &[&str]) -> Result<CertifiedKey, PkiError> {
         let key = KeyPair::generate().map_err(PkiError::Generate)?;
         let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).map_err(PkiError::Generate)?;
-        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("server"));
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .map_err(PkiError::Generate)?;
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).map_err(PkiError::Generate)?;
-        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(PkiError::Generate)?;
+        Ok(CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 }
 
@@ -79,9 +99,10 @@ impl CertifiedKey {
     /// A rustls server configuration serving this certificate over HTTP/1.1.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
         let certs = parse_certs(&self.cert_pem)?;
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-            pem_body(&self.key_pem).ok_or(PkiError::Key)?,
-        ));
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+                pem_body(&self.key_pem).ok_or(PkiError::Key)?,
+            ));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -111,7 +132,9 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, PkiError
 }
 
 fn parse_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, PkiError> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes()).filter_map(Result::ok).collect();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect();
     if certs.is_empty() {
         return Err(PkiError::EmptyBundle);
     }
@@ -136,8 +159,12 @@ impl TokenSigner {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .map_err(|_| PkiError::Key)?;
-        let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .map_err(|_| PkiError::Key)?;
+        let key = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.as_ref(),
+            &rng,
+        )
+        .map_err(|_| PkiError::Key)?;
         let digest = ring::digest::digest(&ring::digest::SHA256, key.public_key().as_ref());
         let key_id = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]);
         Ok(Self { key, rng, key_id })
@@ -151,7 +178,10 @@ impl TokenSigner {
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        let sig = self.key.sign(&self.rng, input.as_bytes()).map_err(|_| PkiError::Key)?;
+        let sig = self
+            .key
+            .sign(&self.rng, input.as_bytes())
+            .map_err(|_| PkiError::Key)?;
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
     }
 
@@ -162,12 +192,16 @@ impl TokenSigner {
         if parts.next().is_some() {
             return None;
         }
-        let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
         if header.get("alg")?.as_str()? != "ES256" {
             return None;
         }
         let sig = URL_SAFE_NO_PAD.decode(s).ok()?;
-        let public = signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref());
+        let public = signature::UnparsedPublicKey::new(
+            &signature::ECDSA_P256_SHA256_FIXED,
+            self.key.public_key().as_ref(),
+        );
         public.verify(format!("{h}.{c}").as_bytes(), &sig).ok()?;
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(c).ok()?).ok()
     }
@@ -176,7 +210,11 @@ impl TokenSigner {
     pub fn jwks(&self) -> serde_json::Value {
         let point = self.key.public_key().as_ref();
         // Uncompressed SEC1 point: 0x04 || x (32 bytes) || y (32 bytes).
-        let (x, y) = if point.len() == 65 { (&point[1..33], &point[33..65]) } else { (&[][..], &[][..]) };
+        let (x, y) = if point.len() == 65 {
+            (&point[1..33], &point[33..65])
+        } else {
+            (&[][..], &[][..])
+        };
         serde_json::json!({"keys": [{
             "use": "sig", "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": self.key_id,
             "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),

@@ -1,13 +1,17 @@
 //! The test control plane driven by kube-rs: Api CRUD, errors, watch,
 //! server-side apply of status, a kube-runtime Controller and the event Recorder.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod support;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, ObjectReference};
 use k8s_openapi::api::events::v1::Event as EventsV1;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::wait::{await_condition, conditions};
@@ -24,7 +28,13 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A toy custom resource for controller tests.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq)]
-#[kube(group = "test.sluice.dev", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
+#[kube(
+    group = "test.sluice.dev",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    status = "WidgetStatus"
+)]
 #[kube(printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".spec.size"}"#)]
 pub struct WidgetSpec {
     size: i64,
@@ -48,9 +58,18 @@ fn api_err(e: kube::Error) -> (u16, String) {
 
 async fn install_widgets(client: &Client) -> Api<Widget> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &Widget::crd()).await.expect("create CRD");
-    let established = await_condition(crds, "widgets.test.sluice.dev", conditions::is_crd_established());
-    tokio::time::timeout(WAIT, established).await.expect("CRD established in time").expect("wait");
+    crds.create(&PostParams::default(), &Widget::crd())
+        .await
+        .expect("create CRD");
+    let established = await_condition(
+        crds,
+        "widgets.test.sluice.dev",
+        conditions::is_crd_established(),
+    );
+    tokio::time::timeout(WAIT, established)
+        .await
+        .expect("CRD established in time")
+        .expect("wait");
     Api::namespaced(client.clone(), "default")
 }
 
@@ -63,42 +82,133 @@ async fn api_crud_with_kube_errors() {
         "metadata": {"name": "one", "labels": {"app": "x"}}, "data": {"k": "v"}
     }))
     .expect("configmap");
-    let created = cms.create(&PostParams::default(), &cm).await.expect("create");
+    let created = cms
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
     assert!(created.metadata.uid.is_some() && created.metadata.resource_version.is_some());
-    assert_eq!(api_err(cms.create(&PostParams::default(), &cm).await.expect_err("exists")), (409, "AlreadyExists".into()));
-    assert_eq!(api_err(cms.get("missing").await.expect_err("missing")), (404, "NotFound".into()));
+    assert_eq!(
+        api_err(
+            cms.create(&PostParams::default(), &cm)
+                .await
+                .expect_err("exists")
+        ),
+        (409, "AlreadyExists".into())
+    );
+    assert_eq!(
+        api_err(cms.get("missing").await.expect_err("missing")),
+        (404, "NotFound".into())
+    );
     // Update with the current resourceVersion works; with a stale one it conflicts.
     cm.metadata.resource_version = created.metadata.resource_version.clone();
     cm.data = Some([("k".to_string(), "v2".to_string())].into());
-    let updated = cms.replace("one", &PostParams::default(), &cm).await.expect("replace");
-    assert_ne!(updated.metadata.resource_version, created.metadata.resource_version);
-    assert_eq!(api_err(cms.replace("one", &PostParams::default(), &cm).await.expect_err("stale")), (409, "Conflict".into()));
-    // Label selectors.
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "two", "labels": {"app": "y"}}})).expect("cm"))
+    let updated = cms
+        .replace("one", &PostParams::default(), &cm)
         .await
-        .expect("create two");
-    let names = |l: kube::core::ObjectList<ConfigMap>| l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>();
-    assert_eq!(names(cms.list(&ListParams::default().labels("app=x")).await.expect("list")), vec!["one"]);
-    assert_eq!(names(cms.list(&ListParams::default().labels("app in (x,y)")).await.expect("list")), vec!["one", "two"]);
-    assert_eq!(names(cms.list(&ListParams::default().fields("metadata.name=two")).await.expect("list")), vec!["two"]);
+        .expect("replace");
+    assert_ne!(
+        updated.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert_eq!(
+        api_err(
+            cms.replace("one", &PostParams::default(), &cm)
+                .await
+                .expect_err("stale")
+        ),
+        (409, "Conflict".into())
+    );
+    // Label selectors.
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "two", "labels": {"app": "y"}}}))
+            .expect("cm"),
+    )
+    .await
+    .expect("create two");
+    let names = |l: kube::core::ObjectList<ConfigMap>| {
+        l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().labels("app=x"))
+                .await
+                .expect("list")
+        ),
+        vec!["one"]
+    );
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().labels("app in (x,y)"))
+                .await
+                .expect("list")
+        ),
+        vec!["one", "two"]
+    );
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().fields("metadata.name=two"))
+                .await
+                .expect("list")
+        ),
+        vec!["two"]
+    );
     // Pagination.
-    let page = cms.list(&ListParams::default().limit(1)).await.expect("page");
+    let page = cms
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("page");
     assert_eq!(page.items.len(), 1);
     assert!(page.metadata.continue_.is_some());
     // Patches: merge, JSON, strategic, apply.
-    cms.patch("one", &PatchParams::default(), &Patch::Merge(json!({"data": {"m": "1"}}))).await.expect("merge");
-    let jp: json_patch::Patch = serde_json::from_value(json!([{"op": "add", "path": "/data/j", "value": "2"}])).expect("patch");
-    cms.patch("one", &PatchParams::default(), &Patch::<()>::Json(jp)).await.expect("json patch");
-    cms.patch("one", &PatchParams::default(), &Patch::Strategic(json!({"data": {"s": "3"}}))).await.expect("smp");
+    cms.patch(
+        "one",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"m": "1"}})),
+    )
+    .await
+    .expect("merge");
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/data/j", "value": "2"}]))
+            .expect("patch");
+    cms.patch("one", &PatchParams::default(), &Patch::<()>::Json(jp))
+        .await
+        .expect("json patch");
+    cms.patch(
+        "one",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"data": {"s": "3"}})),
+    )
+    .await
+    .expect("smp");
     let applied = cms
-        .patch("one", &PatchParams::apply("test-manager"), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "4"}})))
+        .patch(
+            "one",
+            &PatchParams::apply("test-manager"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "4"}})),
+        )
         .await
         .expect("apply");
     let data = applied.data.unwrap_or_default();
-    assert_eq!(data.keys().cloned().collect::<Vec<_>>(), vec!["a", "j", "k", "m", "s"]);
-    assert!(applied.metadata.managed_fields.unwrap_or_default().iter().any(|m| m.manager.as_deref() == Some("test-manager")));
-    cms.delete("one", &DeleteParams::default()).await.expect("delete");
-    assert_eq!(api_err(cms.get("one").await.expect_err("deleted")), (404, "NotFound".into()));
+    assert_eq!(
+        data.keys().cloned().collect::<Vec<_>>(),
+        vec!["a", "j", "k", "m", "s"]
+    );
+    assert!(
+        applied
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("test-manager"))
+    );
+    cms.delete("one", &DeleteParams::default())
+        .await
+        .expect("delete");
+    assert_eq!(
+        api_err(cms.get("one").await.expect_err("deleted")),
+        (404, "NotFound".into())
+    );
 }
 
 #[tokio::test]
@@ -108,12 +218,31 @@ async fn watch_replays_from_resource_version_with_bookmarks_and_gone() {
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let list = cms.list(&ListParams::default()).await.expect("list");
     let rv = list.metadata.resource_version.clone().expect("list rv");
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "w"}})).expect("cm")).await.expect("create");
-    let mut stream = cms.watch(&WatchParams { bookmarks: true, ..WatchParams::default().timeout(10) }, &rv).await.expect("watch").boxed();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "w"}})).expect("cm"),
+    )
+    .await
+    .expect("create");
+    let mut stream = cms
+        .watch(
+            &WatchParams {
+                bookmarks: true,
+                ..WatchParams::default().timeout(10)
+            },
+            &rv,
+        )
+        .await
+        .expect("watch")
+        .boxed();
     let mut added = false;
     let mut bookmark = false;
     while !(added && bookmark) {
-        match tokio::time::timeout(WAIT, stream.try_next()).await.expect("event in time").expect("ok") {
+        match tokio::time::timeout(WAIT, stream.try_next())
+            .await
+            .expect("event in time")
+            .expect("ok")
+        {
             Some(WatchEvent::Added(cm)) if cm.name_any() == "w" => added = true,
             Some(WatchEvent::Bookmark(_)) => bookmark = true,
             Some(_) => {}
@@ -121,8 +250,16 @@ async fn watch_replays_from_resource_version_with_bookmarks_and_gone() {
         }
     }
     c.compact();
-    let mut stream = cms.watch(&WatchParams::default().timeout(10), &rv).await.expect("watch").boxed();
-    match tokio::time::timeout(WAIT, stream.try_next()).await.expect("event in time").expect("ok") {
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    match tokio::time::timeout(WAIT, stream.try_next())
+        .await
+        .expect("event in time")
+        .expect("ok")
+    {
         Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => panic!("expected 410 Gone, got {other:?}"),
     }
@@ -133,44 +270,95 @@ async fn custom_resource_status_generation_and_apply() {
     let c = cluster().await;
     let client = c.client().await.expect("client");
     let widgets = install_widgets(&client).await;
-    let w = Widget::new("w1", WidgetSpec { size: 3, color: None });
-    let created = widgets.create(&PostParams::default(), &w).await.expect("create");
+    let w = Widget::new(
+        "w1",
+        WidgetSpec {
+            size: 3,
+            color: None,
+        },
+    );
+    let created = widgets
+        .create(&PostParams::default(), &w)
+        .await
+        .expect("create");
     assert_eq!(created.metadata.generation, Some(1));
     // Status through server-side apply with a field manager, as controllers do.
     let status = json!({"apiVersion": "test.sluice.dev/v1", "kind": "Widget", "status": {"observed_size": 3, "observed_generation": 1}});
     let patched = widgets
-        .patch_status("w1", &PatchParams::apply("widget-controller").force(), &Patch::Apply(&status))
+        .patch_status(
+            "w1",
+            &PatchParams::apply("widget-controller").force(),
+            &Patch::Apply(&status),
+        )
         .await
         .expect("status apply");
-    assert_eq!(patched.status.as_ref().and_then(|s| s.observed_size), Some(3));
-    assert_eq!(patched.metadata.generation, Some(1), "status changes keep generation");
+    assert_eq!(
+        patched.status.as_ref().and_then(|s| s.observed_size),
+        Some(3)
+    );
+    assert_eq!(
+        patched.metadata.generation,
+        Some(1),
+        "status changes keep generation"
+    );
     // The main endpoint ignores status; spec changes bump generation.
     let p = widgets
-        .patch("w1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 5}, "status": {"observed_size": 99}})))
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 5}, "status": {"observed_size": 99}})),
+        )
         .await
         .expect("spec patch");
     assert_eq!(p.metadata.generation, Some(2));
     assert_eq!(p.status.as_ref().and_then(|s| s.observed_size), Some(3));
     // Server-side apply of the spec, then a conflicting apply by another manager.
     let spec = json!({"apiVersion": "test.sluice.dev/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 5, "color": "red"}});
-    widgets.patch("w1", &PatchParams::apply("owner"), &Patch::Apply(&spec)).await.expect("apply spec");
+    widgets
+        .patch("w1", &PatchParams::apply("owner"), &Patch::Apply(&spec))
+        .await
+        .expect("apply spec");
     let other = json!({"apiVersion": "test.sluice.dev/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 5, "color": "blue"}});
-    let err = widgets.patch("w1", &PatchParams::apply("intruder"), &Patch::Apply(&other)).await.expect_err("conflict");
+    let err = widgets
+        .patch("w1", &PatchParams::apply("intruder"), &Patch::Apply(&other))
+        .await
+        .expect_err("conflict");
     assert_eq!(api_err(err).0, 409);
-    let forced = widgets.patch("w1", &PatchParams::apply("intruder").force(), &Patch::Apply(&other)).await.expect("forced");
+    let forced = widgets
+        .patch(
+            "w1",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&other),
+        )
+        .await
+        .expect("forced");
     assert_eq!(forced.spec.color.as_deref(), Some("blue"));
     // Apply creates missing objects.
     let fresh = json!({"apiVersion": "test.sluice.dev/v1", "kind": "Widget", "metadata": {"name": "w2"}, "spec": {"size": 1}});
-    let made = widgets.patch("w2", &PatchParams::apply("owner"), &Patch::Apply(&fresh)).await.expect("apply create");
+    let made = widgets
+        .patch("w2", &PatchParams::apply("owner"), &Patch::Apply(&fresh))
+        .await
+        .expect("apply create");
     assert_eq!(made.spec.size, 1);
     // Unknown fields are pruned.
     widgets
-        .patch("w2", &PatchParams::default(), &Patch::Merge(json!({"spec": {"extra": true}})))
+        .patch(
+            "w2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"extra": true}})),
+        )
         .await
         .expect("prunes");
-    let raw: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &kube::api::ApiResource::erase::<Widget>(&()));
-    assert!(raw.get("w2").await.expect("get").data["spec"].get("extra").is_none());
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &kube::api::ApiResource::erase::<Widget>(&()),
+    );
+    assert!(
+        raw.get("w2").await.expect("get").data["spec"]
+            .get("extra")
+            .is_none()
+    );
 }
 
 struct Ctx {
@@ -185,7 +373,11 @@ async fn reconcile(w: Arc<Widget>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErr
     let status = json!({"apiVersion": "test.sluice.dev/v1", "kind": "Widget",
         "status": {"observed_size": w.spec.size, "observed_generation": w.metadata.generation}});
     ctx.widgets
-        .patch_status(&w.name_any(), &PatchParams::apply("widget-controller").force(), &Patch::Apply(&status))
+        .patch_status(
+            &w.name_any(),
+            &PatchParams::apply("widget-controller").force(),
+            &Patch::Apply(&status),
+        )
         .await?;
     Ok(Action::await_change())
 }
@@ -199,19 +391,53 @@ async fn controller_reconciles_changes() {
     let c = cluster().await;
     let client = c.client().await.expect("client");
     let widgets = install_widgets(&client).await;
-    widgets.create(&PostParams::default(), &Widget::new("a", WidgetSpec { size: 1, color: None })).await.expect("create");
-    let ctx = Arc::new(Ctx { widgets: widgets.clone() });
+    widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new(
+                "a",
+                WidgetSpec {
+                    size: 1,
+                    color: None,
+                },
+            ),
+        )
+        .await
+        .expect("create");
+    let ctx = Arc::new(Ctx {
+        widgets: widgets.clone(),
+    });
     let controller = Controller::new(widgets.clone(), watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {});
     let handle = tokio::spawn(controller);
     let observed = |size: i64| {
-        move |w: Option<&Widget>| w.and_then(|w| w.status.as_ref()).and_then(|s| s.observed_size) == Some(size)
+        move |w: Option<&Widget>| {
+            w.and_then(|w| w.status.as_ref())
+                .and_then(|s| s.observed_size)
+                == Some(size)
+        }
     };
-    tokio::time::timeout(WAIT, await_condition(widgets.clone(), "a", observed(1))).await.expect("reconciled").expect("wait");
-    widgets.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 7}}))).await.expect("change");
-    let w = tokio::time::timeout(WAIT, await_condition(widgets.clone(), "a", observed(7))).await.expect("reconciled again").expect("wait");
-    assert_eq!(w.and_then(|w| w.status).and_then(|s| s.observed_generation), Some(2));
+    tokio::time::timeout(WAIT, await_condition(widgets.clone(), "a", observed(1)))
+        .await
+        .expect("reconciled")
+        .expect("wait");
+    widgets
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 7}})),
+        )
+        .await
+        .expect("change");
+    let w = tokio::time::timeout(WAIT, await_condition(widgets.clone(), "a", observed(7)))
+        .await
+        .expect("reconciled again")
+        .expect("wait");
+    assert_eq!(
+        w.and_then(|w| w.status).and_then(|s| s.observed_generation),
+        Some(2)
+    );
     handle.abort();
 }
 
@@ -220,26 +446,57 @@ async fn recorder_events_are_listed_by_involved_object() {
     let c = cluster().await;
     let client = c.client().await.expect("client");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let cm = cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "evt"}})).expect("cm")).await.expect("create");
+    let cm = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "evt"}})).expect("cm"),
+        )
+        .await
+        .expect("create");
     let reference: ObjectReference = cm.object_ref(&());
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "sluice-test".into(), instance: Some("t-1".into()) });
-    let ev = Event { type_: EventType::Normal, reason: "Synced".into(), note: Some("all good".into()), action: "Sync".into(), secondary: None };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "sluice-test".into(),
+            instance: Some("t-1".into()),
+        },
+    );
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Synced".into(),
+        note: Some("all good".into()),
+        action: "Sync".into(),
+        secondary: None,
+    };
     recorder.publish(&ev, &reference).await.expect("publish");
-    recorder.publish(&ev, &reference).await.expect("publish again (series patch)");
+    recorder
+        .publish(&ev, &reference)
+        .await
+        .expect("publish again (series patch)");
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
     let uid = cm.metadata.uid.clone().unwrap_or_default();
-    let fields = format!("involvedObject.kind=ConfigMap,involvedObject.name=evt,involvedObject.uid={uid}");
-    let list = core.list(&ListParams::default().fields(&fields)).await.expect("list core events");
+    let fields =
+        format!("involvedObject.kind=ConfigMap,involvedObject.name=evt,involvedObject.uid={uid}");
+    let list = core
+        .list(&ListParams::default().fields(&fields))
+        .await
+        .expect("list core events");
     assert_eq!(list.items.len(), 1, "one event with a series");
     let e = &list.items[0];
     assert_eq!(e.message.as_deref(), Some("all good"));
     assert_eq!(e.reason.as_deref(), Some("Synced"));
     assert_eq!(e.reporting_component.as_deref(), Some("sluice-test"));
     let v1: Api<EventsV1> = Api::namespaced(client, "default");
-    let list = v1.list(&ListParams::default().fields("regarding.name=evt")).await.expect("list events.k8s.io");
+    let list = v1
+        .list(&ListParams::default().fields("regarding.name=evt"))
+        .await
+        .expect("list events.k8s.io");
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
-    let none = core.list(&ListParams::default().fields("involvedObject.name=other")).await.expect("list");
+    let none = core
+        .list(&ListParams::default().fields("involvedObject.name=other"))
+        .await
+        .expect("list");
     assert!(none.items.is_empty());
 }
 
@@ -259,7 +516,10 @@ async fn users_from_the_kubeconfig_authenticate() {
     );
     let mut obj = kube::api::DynamicObject::new("", &review_resource());
     obj.data = json!({"spec": {}});
-    let who = review.create(&PostParams::default(), &obj).await.expect("self review");
+    let who = review
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("self review");
     assert_eq!(who.data["status"]["userInfo"]["username"], "alice");
     assert!(c.client_for("nobody").await.is_err());
 }

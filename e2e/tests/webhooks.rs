@@ -1,6 +1,8 @@
 //! Admission webhooks: a tiny HTTPS webhook server in the test, called by the
 //! test control plane with AdmissionReview v1.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod support;
 
 use base64::Engine as _;
@@ -27,10 +29,13 @@ async fn answer(path: &str, review: Value, seen: Seen) -> Value {
                 ops.push(json!({"op": "add", "path": "/metadata/labels", "value": {}}));
             }
             ops.push(json!({"op": "add", "path": "/metadata/labels/injected", "value": "true"}));
-            let patch = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&ops).expect("json"));
+            let patch = base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&ops).expect("json"));
             json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch})
         }
-        "/deny" => json!({"uid": uid, "allowed": false, "status": {"code": 403, "reason": "Forbidden", "message": "configmap is frozen by policy"}}),
+        "/deny" => {
+            json!({"uid": uid, "allowed": false, "status": {"code": 403, "reason": "Forbidden", "message": "configmap is frozen by policy"}})
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             json!({"uid": uid, "allowed": true})
@@ -42,29 +47,47 @@ async fn answer(path: &str, review: Value, seen: Seen) -> Value {
 
 /// Starts the webhook server; returns its port and what it saw.
 async fn webhook_server(cert: sluice_e2e::pki::CertifiedKey) -> (u16, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config().expect("tls config"));
     let seen: Seen = Arc::default();
     let seen_srv = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             let seen = seen_srv.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        let out = answer(&path, review, seen).await;
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(out.to_string()))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let review: Value =
+                                serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let out = answer(&path, review, seen).await;
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(out.to_string()),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
             });
         }
     });
@@ -96,7 +119,9 @@ async fn install(client: &kube::Client, kind: &str, plural: &str, name: &str, ho
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let mut obj = DynamicObject::new(name, &ar);
     obj.data = json!({"webhooks": hooks});
-    api.create(&PostParams::default(), &obj).await.expect("create webhook configuration");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("create webhook configuration");
 }
 
 fn pod(name: &str) -> Pod {
@@ -112,8 +137,12 @@ async fn webhooks_mutate_deny_and_see_the_caller() {
     let base = format!("https://127.0.0.1:{port}");
     let nss: Api<Namespace> = Api::all(admin.clone());
     for (name, labels) in [("hooked", json!({"webhooks": "on"})), ("plain", json!({}))] {
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).expect("ns");
-        nss.create(&PostParams::default(), &ns).await.expect("namespace");
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+                .expect("ns");
+        nss.create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace");
     }
     let pods_rule = json!({"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]});
     install(&admin, "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", "inject", vec![webhook(
@@ -125,51 +154,123 @@ async fn webhooks_mutate_deny_and_see_the_caller() {
     )])
     .await;
     let cm_rule = json!({"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]});
-    install(&admin, "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", "freeze", vec![webhook(
-        "deny.test.sluice.dev",
-        format!("{base}/deny"),
-        c.ca_pem(),
-        cm_rule,
-        json!({"objectSelector": {"matchLabels": {"frozen": "true"}}}),
-    )])
+    install(
+        &admin,
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        "freeze",
+        vec![webhook(
+            "deny.test.sluice.dev",
+            format!("{base}/deny"),
+            c.ca_pem(),
+            cm_rule,
+            json!({"objectSelector": {"matchLabels": {"frozen": "true"}}}),
+        )],
+    )
     .await;
 
     // A pod in the selected namespace is mutated; elsewhere it is not.
     let hooked: Api<Pod> = Api::namespaced(alice.clone(), "hooked");
-    let created = hooked.create(&PostParams::default(), &pod("p1")).await.expect("create pod");
-    assert_eq!(created.metadata.labels.as_ref().and_then(|l| l.get("injected")).map(String::as_str), Some("true"));
-    let stored = Api::<Pod>::namespaced(admin.clone(), "hooked").get("p1").await.expect("get");
-    assert_eq!(stored.metadata.labels.and_then(|l| l.get("injected").cloned()).as_deref(), Some("true"));
+    let created = hooked
+        .create(&PostParams::default(), &pod("p1"))
+        .await
+        .expect("create pod");
+    assert_eq!(
+        created
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("injected"))
+            .map(String::as_str),
+        Some("true")
+    );
+    let stored = Api::<Pod>::namespaced(admin.clone(), "hooked")
+        .get("p1")
+        .await
+        .expect("get");
+    assert_eq!(
+        stored
+            .metadata
+            .labels
+            .and_then(|l| l.get("injected").cloned())
+            .as_deref(),
+        Some("true")
+    );
     let plain: Api<Pod> = Api::namespaced(alice.clone(), "plain");
-    let p2 = plain.create(&PostParams::default(), &pod("p2")).await.expect("create pod");
-    assert!(p2.metadata.labels.unwrap_or_default().get("injected").is_none());
+    let p2 = plain
+        .create(&PostParams::default(), &pod("p2"))
+        .await
+        .expect("create pod");
+    assert!(
+        p2.metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("injected")
+            .eq(&false)
+    );
 
     // The webhook saw who asked.
-    let request = seen.lock().expect("lock").iter().find(|r| r["name"] == "p1").cloned().expect("webhook called for p1");
+    let request = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|r| r["name"] == "p1")
+        .cloned()
+        .expect("webhook called for p1");
     assert_eq!(request["userInfo"]["username"], "alice");
-    let groups = request["userInfo"]["groups"].as_array().cloned().unwrap_or_default();
+    let groups = request["userInfo"]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for g in ["dev", "ops", "system:authenticated"] {
         assert!(groups.contains(&json!(g)), "group {g} in {groups:?}");
     }
     assert_eq!(request["operation"], "CREATE");
     assert_eq!(request["namespace"], "hooked");
-    assert_eq!(request["kind"], json!({"group": "", "version": "v1", "kind": "Pod"}));
+    assert_eq!(
+        request["kind"],
+        json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
 
     // A denied update is refused with the webhook's message and not stored.
     let cms: Api<ConfigMap> = Api::namespaced(alice.clone(), "default");
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "locked", "labels": {"frozen": "true"}}, "data": {"v": "1"}})).expect("cm");
-    cms.create(&PostParams::default(), &cm).await.expect("create is not covered by the rule");
-    let err = cms.patch("locked", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "2"}}))).await.expect_err("denied");
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "locked", "labels": {"frozen": "true"}}, "data": {"v": "1"}}),
+    )
+    .expect("cm");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create is not covered by the rule");
+    let err = cms
+        .patch(
+            "locked",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"v": "2"}})),
+        )
+        .await
+        .expect_err("denied");
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 403);
-            assert_eq!(s.message, "admission webhook \"deny.test.sluice.dev\" denied the request: configmap is frozen by policy");
+            assert_eq!(
+                s.message,
+                "admission webhook \"deny.test.sluice.dev\" denied the request: configmap is frozen by policy"
+            );
         }
         other => panic!("expected a denial, got {other:?}"),
     }
     let current = cms.get("locked").await.expect("get");
-    assert_eq!(current.data.and_then(|d| d.get("v").cloned()).as_deref(), Some("1"));
-    let update = seen.lock().expect("lock").iter().find(|r| r["name"] == "locked").cloned().expect("deny webhook called");
+    assert_eq!(
+        current.data.and_then(|d| d.get("v").cloned()).as_deref(),
+        Some("1")
+    );
+    let update = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|r| r["name"] == "locked")
+        .cloned()
+        .expect("deny webhook called");
     assert_eq!(update["operation"], "UPDATE");
     assert_eq!(update["oldObject"]["data"]["v"], "1");
     assert_eq!(update["object"]["data"]["v"], "2");
@@ -181,32 +282,79 @@ async fn failure_policy_and_timeout() {
     let admin = c.client().await.expect("admin");
     let (port, _seen) = webhook_server(c.issue_server_cert(&["127.0.0.1"]).expect("cert")).await;
     // A port nobody listens on: bind and drop.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let rule = |res: &str| json!({"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": [res]});
-    install(&admin, "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", "policies", vec![
-        webhook("fail.test.sluice.dev", format!("https://127.0.0.1:{dead}/x"), c.ca_pem(), rule("secrets"), json!({"failurePolicy": "Fail"})),
-        webhook("ignore.test.sluice.dev", format!("https://127.0.0.1:{dead}/x"), c.ca_pem(), rule("configmaps"), json!({"failurePolicy": "Ignore"})),
-        webhook("slow.test.sluice.dev", format!("https://127.0.0.1:{port}/slow"), c.ca_pem(), rule("serviceaccounts"), json!({"failurePolicy": "Fail", "timeoutSeconds": 1})),
-    ])
+    install(
+        &admin,
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        "policies",
+        vec![
+            webhook(
+                "fail.test.sluice.dev",
+                format!("https://127.0.0.1:{dead}/x"),
+                c.ca_pem(),
+                rule("secrets"),
+                json!({"failurePolicy": "Fail"}),
+            ),
+            webhook(
+                "ignore.test.sluice.dev",
+                format!("https://127.0.0.1:{dead}/x"),
+                c.ca_pem(),
+                rule("configmaps"),
+                json!({"failurePolicy": "Ignore"}),
+            ),
+            webhook(
+                "slow.test.sluice.dev",
+                format!("https://127.0.0.1:{port}/slow"),
+                c.ca_pem(),
+                rule("serviceaccounts"),
+                json!({"failurePolicy": "Fail", "timeoutSeconds": 1}),
+            ),
+        ],
+    )
     .await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), "default");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(admin.clone(), "default");
     let s = serde_json::from_value(json!({"metadata": {"name": "s"}})).expect("secret");
     match secrets.create(&PostParams::default(), &s).await {
         Err(kube::Error::Api(e)) => {
             assert_eq!(e.code, 500);
-            assert!(e.message.contains("failed calling webhook \"fail.test.sluice.dev\""), "{}", e.message);
+            assert!(
+                e.message
+                    .contains("failed calling webhook \"fail.test.sluice.dev\""),
+                "{}",
+                e.message
+            );
         }
         other => panic!("expected failurePolicy Fail to refuse, got {other:?}"),
     }
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "c"}})).expect("cm"))
-        .await
-        .expect("failurePolicy Ignore lets it through");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "c"}})).expect("cm"),
+    )
+    .await
+    .expect("failurePolicy Ignore lets it through");
     let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(admin, "default");
     let started = std::time::Instant::now();
-    match sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "sa"}})).expect("sa")).await {
+    match sas
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "sa"}})).expect("sa"),
+        )
+        .await
+    {
         Err(kube::Error::Api(e)) => assert!(e.message.contains("deadline"), "{}", e.message),
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "timeoutSeconds bounds the call");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "timeoutSeconds bounds the call"
+    );
 }

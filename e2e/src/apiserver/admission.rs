@@ -29,7 +29,11 @@ const MUTATING: &str = "admissionregistration.k8s.io/mutatingwebhookconfiguratio
 const VALIDATING: &str = "admissionregistration.k8s.io/validatingwebhookconfigurations";
 
 fn strings(v: &Value) -> Vec<&str> {
-    v.as_array().into_iter().flatten().filter_map(Value::as_str).collect()
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
 }
 
 fn rule_matches(rule: &Value, a: &Attrs<'_>) -> bool {
@@ -65,21 +69,38 @@ fn selector_matches(sel: &Value, labels: &Value) -> bool {
 }
 
 fn applies(inner: &Inner, wh: &Value, a: &Attrs<'_>, obj: Option<&Value>) -> bool {
-    if !wh["rules"].as_array().into_iter().flatten().any(|r| rule_matches(r, a)) {
+    if !wh["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| rule_matches(r, a))
+    {
         return false;
     }
     let ns_labels = if a.rt.special == Special::Namespace {
-        obj.or(a.old).map(|o| o["metadata"]["labels"].clone()).unwrap_or(Value::Null)
+        obj.or(a.old)
+            .map(|o| o["metadata"]["labels"].clone())
+            .unwrap_or(Value::Null)
     } else if a.rt.namespaced {
-        stored(inner, "/namespaces", "", a.ns).map(|n| n["metadata"]["labels"].clone()).unwrap_or(Value::Null)
+        stored(inner, "/namespaces", "", a.ns)
+            .map(|n| n["metadata"]["labels"].clone())
+            .unwrap_or(Value::Null)
     } else {
         Value::Null
     };
-    if (a.rt.namespaced || a.rt.special == Special::Namespace) && !selector_matches(&wh["namespaceSelector"], &ns_labels) {
+    if (a.rt.namespaced || a.rt.special == Special::Namespace)
+        && !selector_matches(&wh["namespaceSelector"], &ns_labels)
+    {
         return false;
     }
-    let object_ok = [obj, a.old].into_iter().flatten().any(|o| selector_matches(&wh["objectSelector"], &o["metadata"]["labels"]));
-    object_ok || wh["objectSelector"].as_object().is_none_or(|m| m.is_empty())
+    let object_ok = [obj, a.old]
+        .into_iter()
+        .flatten()
+        .any(|o| selector_matches(&wh["objectSelector"], &o["metadata"]["labels"]));
+    object_ok
+        || wh["objectSelector"]
+            .as_object()
+            .is_none_or(|m| m.is_empty())
 }
 
 fn review(a: &Attrs<'_>, obj: Option<&Value>, uid: &str) -> Value {
@@ -109,7 +130,9 @@ fn review(a: &Attrs<'_>, obj: Option<&Value>, uid: &str) -> Value {
 /// Why a webhook call failed.
 #[derive(Debug, thiserror::Error)]
 enum CallError {
-    #[error("webhook clientConfig has no url; service references cannot be reached from the test control plane, set clientConfig.url")]
+    #[error(
+        "webhook clientConfig has no url; service references cannot be reached from the test control plane, set clientConfig.url"
+    )]
     NoUrl,
     #[error("the webhook url {0:?} is not an https://host:port/path URL")]
     BadUrl(String),
@@ -124,45 +147,84 @@ enum CallError {
 }
 
 async fn call(wh: &Value, body: &Value, uid: &str) -> Result<Value, CallError> {
-    let url = wh["clientConfig"]["url"].as_str().ok_or(CallError::NoUrl)?.to_string();
-    let rest = url.strip_prefix("https://").ok_or_else(|| CallError::BadUrl(url.clone()))?;
+    let url = wh["clientConfig"]["url"]
+        .as_str()
+        .ok_or(CallError::NoUrl)?
+        .to_string();
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| CallError::BadUrl(url.clone()))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h.trim_matches(['[', ']']), p.parse::<u16>().map_err(|_| CallError::BadUrl(url.clone()))?),
+        Some((h, p)) => (
+            h.trim_matches(['[', ']']),
+            p.parse::<u16>()
+                .map_err(|_| CallError::BadUrl(url.clone()))?,
+        ),
         None => (authority, 443),
     };
     let ca = wh["clientConfig"]["caBundle"].as_str().unwrap_or_default();
-    let ca_pem = base64::engine::general_purpose::STANDARD.decode(ca).map_err(|e| CallError::Ca(e.to_string()))?;
-    let tls = crate::pki::client_config(&String::from_utf8_lossy(&ca_pem)).map_err(|e| CallError::Ca(e.to_string()))?;
+    let ca_pem = base64::engine::general_purpose::STANDARD
+        .decode(ca)
+        .map_err(|e| CallError::Ca(e.to_string()))?;
+    let tls = crate::pki::client_config(&String::from_utf8_lossy(&ca_pem))
+        .map_err(|e| CallError::Ca(e.to_string()))?;
     let timeout = Duration::from_secs(wh["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30));
-    let io = |why: String| CallError::Io { url: url.clone(), why };
+    let io = |why: String| CallError::Io {
+        url: url.clone(),
+        why,
+    };
     let exchange = async {
-        let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| io(e.to_string()))?;
-        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| io(e.to_string()))?;
-        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| io(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        let tcp = tokio::net::TcpStream::connect((host, port))
             .await
             .map_err(|e| io(e.to_string()))?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| io(e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| io(e.to_string()))?;
         tokio::spawn(conn);
         let request = hyper::Request::post(path)
             .header("host", authority)
             .header("content-type", "application/json")
             .header("accept", "application/json")
-            .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())))
+            .body(Full::new(Bytes::from(
+                serde_json::to_vec(body).unwrap_or_default(),
+            )))
             .map_err(|e| io(e.to_string()))?;
-        let resp = sender.send_request(request).await.map_err(|e| io(e.to_string()))?;
+        let resp = sender
+            .send_request(request)
+            .await
+            .map_err(|e| io(e.to_string()))?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(|e| io(e.to_string()))?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| io(e.to_string()))?
+            .to_bytes();
         if !status.is_success() {
-            return Err(CallError::BadResponse(format!("the server responded with HTTP {status}")));
+            return Err(CallError::BadResponse(format!(
+                "the server responded with HTTP {status}"
+            )));
         }
         serde_json::from_slice::<Value>(&bytes).map_err(|e| CallError::BadResponse(e.to_string()))
     };
-    let out = tokio::time::timeout(timeout, exchange).await.map_err(|_| CallError::Timeout(url.clone()))??;
-    let response = out.get("response").cloned().ok_or_else(|| CallError::BadResponse("response is missing".into()))?;
+    let out = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| CallError::Timeout(url.clone()))??;
+    let response = out
+        .get("response")
+        .cloned()
+        .ok_or_else(|| CallError::BadResponse("response is missing".into()))?;
     if response["uid"].as_str() != Some(uid) {
         return Err(CallError::BadResponse(format!(
             "expected response.uid={uid:?}, got {:?}",
@@ -174,21 +236,36 @@ async fn call(wh: &Value, body: &Value, uid: &str) -> Result<Value, CallError> {
 
 fn denial(name: &str, response: &Value) -> ApiError {
     let status = &response["status"];
-    let code = status["code"].as_u64().filter(|c| (400..600).contains(c)).unwrap_or(403) as u16;
+    let code = status["code"]
+        .as_u64()
+        .filter(|c| (400..600).contains(c))
+        .unwrap_or(403) as u16;
     let message = match status["message"].as_str().filter(|m| !m.is_empty()) {
         Some(m) => format!("admission webhook \"{name}\" denied the request: {m}"),
         None => format!("admission webhook \"{name}\" denied the request without explanation"),
     };
-    ApiError::custom(code, reason_from_str(status["reason"].as_str().unwrap_or_default()), message)
+    ApiError::custom(
+        code,
+        reason_from_str(status["reason"].as_str().unwrap_or_default()),
+        message,
+    )
 }
 
 fn exempt(a: &Attrs<'_>) -> bool {
     // kube never sends webhook configurations themselves through webhooks.
-    a.rt.special == Special::Webhook || matches!(a.rt.special, Special::TokenReview | Special::SelfSubjectReview)
+    a.rt.special == Special::Webhook
+        || matches!(
+            a.rt.special,
+            Special::TokenReview | Special::SelfSubjectReview
+        )
 }
 
 /// Runs the mutating webhooks in name order and returns the patched object.
-pub(crate) async fn mutate(inner: &Arc<Inner>, a: &Attrs<'_>, mut obj: Value) -> Result<Value, ApiError> {
+pub(crate) async fn mutate(
+    inner: &Arc<Inner>,
+    a: &Attrs<'_>,
+    mut obj: Value,
+) -> Result<Value, ApiError> {
     if exempt(a) {
         return Ok(obj);
     }
@@ -205,7 +282,11 @@ pub(crate) async fn mutate(inner: &Arc<Inner>, a: &Attrs<'_>, mut obj: Value) ->
                     tracing::warn!(webhook = name, error = %e, "ignoring failed webhook");
                     continue;
                 }
-                Err(e) => return Err(ApiError::internal(format!("failed calling webhook \"{name}\": {e}"))),
+                Err(e) => {
+                    return Err(ApiError::internal(format!(
+                        "failed calling webhook \"{name}\": {e}"
+                    )));
+                }
             };
             if response["allowed"].as_bool() != Some(true) {
                 return Err(denial(name, &response));
@@ -213,11 +294,21 @@ pub(crate) async fn mutate(inner: &Arc<Inner>, a: &Attrs<'_>, mut obj: Value) ->
             if let Some(p) = response["patch"].as_str() {
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(p)
-                    .map_err(|e| ApiError::internal(format!("webhook \"{name}\" returned a patch that is not base64: {e}")))?;
-                let patch: json_patch::Patch = serde_json::from_slice(&raw)
-                    .map_err(|e| ApiError::internal(format!("webhook \"{name}\" returned an invalid JSONPatch: {e}")))?;
-                json_patch::patch(&mut obj, &patch)
-                    .map_err(|e| ApiError::internal(format!("webhook \"{name}\" returned a JSONPatch that does not apply: {e}")))?;
+                    .map_err(|e| {
+                        ApiError::internal(format!(
+                            "webhook \"{name}\" returned a patch that is not base64: {e}"
+                        ))
+                    })?;
+                let patch: json_patch::Patch = serde_json::from_slice(&raw).map_err(|e| {
+                    ApiError::internal(format!(
+                        "webhook \"{name}\" returned an invalid JSONPatch: {e}"
+                    ))
+                })?;
+                json_patch::patch(&mut obj, &patch).map_err(|e| {
+                    ApiError::internal(format!(
+                        "webhook \"{name}\" returned a JSONPatch that does not apply: {e}"
+                    ))
+                })?;
             }
         }
     }
@@ -225,7 +316,11 @@ pub(crate) async fn mutate(inner: &Arc<Inner>, a: &Attrs<'_>, mut obj: Value) ->
 }
 
 /// Runs the validating webhooks; the first denial wins.
-pub(crate) async fn validate(inner: &Arc<Inner>, a: &Attrs<'_>, obj: Option<&Value>) -> Result<(), ApiError> {
+pub(crate) async fn validate(
+    inner: &Arc<Inner>,
+    a: &Attrs<'_>,
+    obj: Option<&Value>,
+) -> Result<(), ApiError> {
     if exempt(a) {
         return Ok(());
     }
@@ -242,7 +337,11 @@ pub(crate) async fn validate(inner: &Arc<Inner>, a: &Attrs<'_>, obj: Option<&Val
                 Err(e) if wh["failurePolicy"].as_str() == Some("Ignore") => {
                     tracing::warn!(webhook = name, error = %e, "ignoring failed webhook");
                 }
-                Err(e) => return Err(ApiError::internal(format!("failed calling webhook \"{name}\": {e}"))),
+                Err(e) => {
+                    return Err(ApiError::internal(format!(
+                        "failed calling webhook \"{name}\": {e}"
+                    )));
+                }
             }
         }
     }

@@ -17,14 +17,22 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// Largest request body accepted; bigger ones are refused, not buffered.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
-pub(super) async fn serve(inner: Arc<Inner>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
+pub(super) async fn serve(
+    inner: Arc<Inner>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let acceptor = acceptor.clone();
         let inner = inner.clone();
         tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
             let service = hyper::service::service_fn(move |req| {
                 let inner = inner.clone();
                 async move { Ok::<_, Infallible>(handle(inner, req).await) }
@@ -45,19 +53,26 @@ pub(super) struct Req {
     pub content_type: String,
     pub body: Bytes,
     pub user: UserInfo,
-    pub user_agent: String,
 }
 
 impl Req {
     pub fn q(&self, key: &str) -> Option<&str> {
-        self.query.get(key).map(String::as_str).filter(|s| !s.is_empty())
+        self.query
+            .get(key)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     pub fn json_body(&self) -> Result<Value, ApiError> {
         if self.body.is_empty() {
-            return Err(ApiError::bad_request("the request body is empty; send a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body is empty; send a JSON object",
+            ));
         }
-        if self.content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        if self
+            .content_type
+            .starts_with("application/vnd.kubernetes.protobuf")
+        {
             return super::protobuf::decode(&self.body).map_err(ApiError::unsupported_media_type);
         }
         serde_json::from_slice(&self.body)
@@ -67,14 +82,6 @@ impl Req {
 
     pub fn dry_run(&self) -> bool {
         self.query.get("dryRun").is_some_and(|v| v == "All")
-    }
-
-    /// The field manager: the query parameter, else the user agent's program name.
-    pub fn manager(&self) -> String {
-        match self.q("fieldManager") {
-            Some(m) => m.to_string(),
-            None => self.user_agent.split('/').next().unwrap_or("unknown").to_string(),
-        }
     }
 }
 
@@ -94,12 +101,23 @@ fn error_response(err: &ApiError) -> Response<Body> {
 
 async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     let auth = header("authorization");
-    let user = auth.strip_prefix("Bearer ").and_then(|t| tokens::authenticate(&inner, t.trim()));
+    let user = auth
+        .strip_prefix("Bearer ")
+        .and_then(|t| tokens::authenticate(&inner, t.trim()));
     let path = parts.uri.path().to_string();
     let query: HashMap<String, String> =
-        form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+        form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     tracing::debug!(method = %parts.method, %path, query = ?query, user = ?user.as_ref().map(|u| &u.username), "request");
     let Some(user) = user else {
         // Health and OIDC discovery are public in kube-apiserver too.
@@ -127,7 +145,6 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         content_type: header("content-type"),
         body,
         user,
-        user_agent: header("user-agent"),
     };
     match route(&inner, &req).await {
         Ok(resp) => resp,
@@ -176,7 +193,9 @@ async fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<Body>, ApiError
         ["apis"] => return Ok(json_response(200, &registry.api_group_list())),
         ["api", "v1"] => return found(registry.api_resource_list("", "v1"), &req.path),
         ["apis", group] => return found(registry.api_group(group), &req.path),
-        ["apis", group, version] => return found(registry.api_resource_list(group, version), &req.path),
+        ["apis", group, version] => {
+            return found(registry.api_resource_list(group, version), &req.path);
+        }
         [".well-known", "openid-configuration"] => {
             return Ok(json_response(
                 200,
@@ -187,9 +206,14 @@ async fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<Body>, ApiError
         }
         ["openid", "v1", "jwks"] => return Ok(json_response(200, &inner.signer.jwks())),
         ["openapi", "v3"] => return Ok(json_response(200, &super::openapi::root(&registry))),
-        ["openapi", "v3", "api", version] => return found(super::openapi::document(&registry, "", version), &req.path),
+        ["openapi", "v3", "api", version] => {
+            return found(super::openapi::document(&registry, "", version), &req.path);
+        }
         ["openapi", "v3", "apis", group, version] => {
-            return found(super::openapi::document(&registry, group, version), &req.path);
+            return found(
+                super::openapi::document(&registry, group, version),
+                &req.path,
+            );
         }
         ["openapi", ..] => return Err(ApiError::no_route(&req.path)),
         _ => {}
@@ -199,15 +223,22 @@ async fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<Body>, ApiError
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(ApiError::no_route(&req.path)),
     };
-    let target = resolve(&registry, group, version, rest).ok_or_else(|| ApiError::no_route(&req.path))?;
+    let target =
+        resolve(&registry, group, version, rest).ok_or_else(|| ApiError::no_route(&req.path))?;
     dispatch(inner, req, target).await
 }
 
 fn found(v: Option<Value>, path: &str) -> Result<Response<Body>, ApiError> {
-    v.map(|v| json_response(200, &v)).ok_or_else(|| ApiError::no_route(path))
+    v.map(|v| json_response(200, &v))
+        .ok_or_else(|| ApiError::no_route(path))
 }
 
-fn resolve(registry: &super::registry::Registry, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+fn resolve(
+    registry: &super::registry::Registry,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Option<Target> {
     let find = |plural: &str| registry.find(group, version, plural);
     let (ns, rest) = match rest {
         ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|t| t.namespaced) => {
@@ -237,16 +268,24 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
         Some("status") if t.rt.status => {}
         Some("token") if t.rt.special == Special::ServiceAccount => {
             if req.method != Method::POST {
-                return Err(ApiError::method_not_allowed("the token subresource only supports create (POST)"));
+                return Err(ApiError::method_not_allowed(
+                    "the token subresource only supports create (POST)",
+                ));
             }
             let out = tokens::token_request(inner, &t, req.json_body()?)?;
             return Ok(json_response(201, &out));
         }
         Some(other) => return Err(ApiError::no_route(&format!("{}/{other}", t.rt.plural))),
     }
-    if matches!(t.rt.special, Special::TokenReview | Special::SelfSubjectReview) {
+    if matches!(
+        t.rt.special,
+        Special::TokenReview | Special::SelfSubjectReview
+    ) {
         if req.method != Method::POST || t.name.is_some() {
-            return Err(ApiError::method_not_allowed(format!("{} only supports create", t.rt.plural)));
+            return Err(ApiError::method_not_allowed(format!(
+                "{} only supports create",
+                t.rt.plural
+            )));
         }
         let out = if t.rt.special == Special::TokenReview {
             tokens::token_review(inner, req.json_body()?)?
@@ -259,7 +298,11 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
     let wants_table = req.accept.contains("as=Table");
     match (&req.method, &t.name) {
         (&Method::GET, None) => {
-            if req.query.get("watch").is_some_and(|v| v == "true" || v == "1") {
+            if req
+                .query
+                .get("watch")
+                .is_some_and(|v| v == "true" || v == "1")
+            {
                 return watch::watch(inner.clone(), req, &t);
             }
             let list = ops::list(inner, req, &t)?;

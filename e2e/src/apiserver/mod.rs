@@ -72,10 +72,17 @@ pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 impl Inner {
     /// Creates the state with the system namespaces.
-    pub fn new(tokens: HashMap<String, UserInfo>, ca_pem: String, signer: TokenSigner) -> Arc<Self> {
+    pub fn new(
+        tokens: HashMap<String, UserInfo>,
+        ca_pem: String,
+        signer: TokenSigner,
+    ) -> Arc<Self> {
         let (changed, _) = tokio::sync::watch::channel(0);
         let inner = Arc::new(Self {
-            state: Mutex::new(State { store: Store::default(), registry: Arc::new(Registry::new(&[])) }),
+            state: Mutex::new(State {
+                store: Store::default(),
+                registry: Arc::new(Registry::new(&[])),
+            }),
             changed,
             signer,
             tokens,
@@ -93,7 +100,9 @@ impl Inner {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent-enough test state; keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn notify(&self, rv: u64) {
@@ -111,7 +120,11 @@ impl Inner {
     }
 
     /// Serves HTTPS on `listener` until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+    ) {
         http::serve(self, listener, tls).await
     }
 }

@@ -6,11 +6,19 @@ use super::registry::{Registry, ResourceType};
 use serde_json::{Map, Value, json};
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 fn schema_name(rt: &ResourceType) -> String {
-    let group = if rt.group.is_empty() { "core".to_string() } else { rt.group.split('.').rev().collect::<Vec<_>>().join(".") };
+    let group = if rt.group.is_empty() {
+        "core".to_string()
+    } else {
+        rt.group.split('.').rev().collect::<Vec<_>>().join(".")
+    };
     format!("{group}.{}.{}", rt.version, rt.kind)
 }
 
@@ -36,7 +44,11 @@ pub fn document(registry: &Registry, group: &str, version: &str) -> Option<Value
     let write = ["dryRun", "fieldManager", "fieldValidation", "pretty"];
     let mut paths = Map::new();
     let mut schemas = Map::new();
-    for rt in registry.types.iter().filter(|t| t.group == group && t.version == version) {
+    for rt in registry
+        .types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+    {
         let base = format!("/{}", gv_path(group, version));
         let collection = if rt.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}", rt.plural)
@@ -61,10 +73,12 @@ pub fn document(registry: &Registry, group: &str, version: &str) -> Option<Value
             .as_ref()
             .and_then(|c| c.schema.clone())
             .unwrap_or_else(|| json!({"type": "object", "description": format!("{} is served by the Sluice test control plane.", rt.kind)}));
-        schema["x-kubernetes-group-version-kind"] = json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]);
+        schema["x-kubernetes-group-version-kind"] =
+            json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]);
         if rt.crd.is_some() {
             // CRD schemas describe metadata only loosely; kube substitutes ObjectMeta here.
-            schema["properties"]["metadata"] = json!({"type": "object", "description": "Standard object's metadata."});
+            schema["properties"]["metadata"] =
+                json!({"type": "object", "description": "Standard object's metadata."});
             schema["properties"]["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
             schema["properties"]["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
         }
@@ -91,9 +105,15 @@ pub fn root(registry: &Registry) -> Value {
     for (g, v) in gvs {
         let doc = document(registry, &g, &v).unwrap_or(Value::Null);
         let digest = ring::digest::digest(&ring::digest::SHA512, doc.to_string().as_bytes());
-        let hash: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02X}")).collect();
+        let hash: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
         let path = gv_path(&g, &v);
-        paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
+        paths.insert(
+            path.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+        );
     }
     json!({"paths": paths})
 }

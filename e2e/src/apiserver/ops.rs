@@ -20,11 +20,6 @@ pub fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// RFC 3339 timestamp with microseconds, as in `MicroTime` fields.
-pub fn now_micro() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
 const EVENT_RENAMES: &[(&str, &str)] = &[
     ("involvedObject", "regarding"),
     ("message", "note"),
@@ -36,7 +31,9 @@ const EVENT_RENAMES: &[(&str, &str)] = &[
 ];
 
 fn rename(obj: &mut Value, from_core: bool) {
-    let Some(map) = obj.as_object_mut() else { return };
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
     for (core, v1) in EVENT_RENAMES {
         let (from, to) = if from_core { (core, v1) } else { (v1, core) };
         if let Some(v) = map.remove(*from) {
@@ -84,7 +81,9 @@ fn finalizers(obj: &Value) -> Vec<String> {
 
 fn ensure_object(v: &mut Value, what: &str) -> Result<(), ApiError> {
     if !v.is_object() {
-        return Err(ApiError::bad_request(format!("{what} must be a JSON object")));
+        return Err(ApiError::bad_request(format!(
+            "{what} must be a JSON object"
+        )));
     }
     if !v["metadata"].is_object() {
         v["metadata"] = json!({});
@@ -95,7 +94,12 @@ fn ensure_object(v: &mut Value, what: &str) -> Result<(), ApiError> {
 fn check_type(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     if let Some(av) = obj["apiVersion"].as_str() {
         let ok = av == rt.api_version() || (rt.special == Special::EventsV1 && av == "v1");
-        if !ok && !rt.crd.as_ref().is_some_and(|_| av.starts_with(&format!("{}/", rt.group))) {
+        if !ok
+            && !rt
+                .crd
+                .as_ref()
+                .is_some_and(|_| av.starts_with(&format!("{}/", rt.group)))
+        {
             return Err(ApiError::bad_request(format!(
                 "the API version in the data ({av}) does not match the expected API version ({})",
                 rt.api_version()
@@ -116,10 +120,17 @@ fn check_type(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
 /// DNS-1123 subdomain (most objects) or label (namespaces).
 fn name_problem(name: &str, label: bool) -> Option<String> {
     let max = if label { 63 } else { 253 };
-    let valid_chars =
-        name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (!label && c == '.'));
-    let ends_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (!label && c == '.'));
+    let ends_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.len() <= max && valid_chars && ends_ok {
         return None;
     }
@@ -137,25 +148,43 @@ fn name_problem(name: &str, label: bool) -> Option<String> {
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    bytes[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// GET of one object.
 pub(super) fn get(inner: &Inner, t: &Target, name: &str) -> Result<Value, ApiError> {
     let st = inner.lock();
-    let obj = st.store.get(&t.rt.storage, &t.ns, name).ok_or_else(|| ApiError::not_found(&t.rt, name))?;
+    let obj = st
+        .store
+        .get(&t.rt.storage, &t.ns, name)
+        .ok_or_else(|| ApiError::not_found(&t.rt, name))?;
     Ok(present(&t.rt, obj))
 }
 
 /// Label and field selectors of a list or watch request.
-pub(super) fn selectors(req: &Req, rt: &ResourceType) -> Result<(LabelSelector, FieldSelector), ApiError> {
+pub(super) fn selectors(
+    req: &Req,
+    rt: &ResourceType,
+) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())?;
-    let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default(), &rt.fields, &rt.kind)?;
+    let fields = FieldSelector::parse(
+        req.q("fieldSelector").unwrap_or_default(),
+        &rt.fields,
+        &rt.kind,
+    )?;
     Ok((labels, fields))
 }
 
 /// Whether a stored object matches the selectors, evaluated on its served form.
-pub(super) fn matches(rt: &ResourceType, obj: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+pub(super) fn matches(
+    rt: &ResourceType,
+    obj: &Value,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> bool {
     if !labels.matches(&obj["metadata"]["labels"]) {
         return false;
     }
@@ -176,20 +205,30 @@ fn present_events_v1(obj: &Value) -> Value {
 /// LIST.
 pub(super) fn list(inner: &Inner, req: &Req, t: &Target) -> Result<Value, ApiError> {
     let (labels, fields) = selectors(req, &t.rt)?;
-    let limit: usize = req.q("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let limit: usize = req
+        .q("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
     let after: Option<(String, String)> = match req.q("continue") {
         Some(token) => {
             let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(token)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<(String, String)>(&b).ok())
-                .ok_or_else(|| ApiError::bad_request("the continue token is not valid; restart the list"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request("the continue token is not valid; restart the list")
+                })?;
             Some(raw)
         }
         None => None,
     };
     let st = inner.lock();
-    let ns = if t.ns.is_empty() { None } else { Some(t.ns.as_str()) };
+    let ns = if t.ns.is_empty() {
+        None
+    } else {
+        Some(t.ns.as_str())
+    };
     let mut items = Vec::new();
     let mut more = false;
     for obj in st.store.list(&t.rt.storage, ns) {
@@ -210,7 +249,9 @@ pub(super) fn list(inner: &Inner, req: &Req, t: &Target) -> Result<Value, ApiErr
         let token = serde_json::to_vec(&key_of(last)).unwrap_or_default();
         meta["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token));
     }
-    Ok(json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": meta, "items": items}))
+    Ok(
+        json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": meta, "items": items}),
+    )
 }
 
 /// Ensures a namespace exists and accepts new content.
@@ -219,7 +260,11 @@ fn check_namespace(st: &State, rt: &ResourceType, ns: &str, name: &str) -> Resul
         return Ok(());
     }
     let Some(nso) = st.store.get(NS_STORAGE, "", ns) else {
-        return Err(ApiError::custom(404, "NotFound", format!("namespaces \"{ns}\" not found")));
+        return Err(ApiError::custom(
+            404,
+            "NotFound",
+            format!("namespaces \"{ns}\" not found"),
+        ));
     };
     if !nso["metadata"]["deletionTimestamp"].is_null() {
         return Err(ApiError::forbidden(format!(
@@ -250,7 +295,11 @@ fn seed_namespace_content(st: &mut State, name: &str, ca_pem: &str) {
                 "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now()}}),
         );
     }
-    if st.store.get("/configmaps", name, "kube-root-ca.crt").is_none() {
+    if st
+        .store
+        .get("/configmaps", name, "kube-root-ca.crt")
+        .is_none()
+    {
         st.store.put(
             "/configmaps",
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "namespace": name,
@@ -291,7 +340,8 @@ fn prepare_create(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
             for c in spec["containers"].as_array_mut().into_iter().flatten() {
                 if c["imagePullPolicy"].is_null() {
                     let image = c["image"].as_str().unwrap_or_default();
-                    let latest = image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':');
+                    let latest = image.ends_with(":latest")
+                        || !image.rsplit('/').next().unwrap_or("").contains(':');
                     c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
                 }
                 for (k, v) in [
@@ -314,10 +364,10 @@ fn prepare_create(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
         }
         Special::Crd => crd_prepare(obj)?,
         _ => {
-            if rt.status {
-                if let Some(m) = obj.as_object_mut() {
-                    m.remove("status");
-                }
+            if rt.status
+                && let Some(m) = obj.as_object_mut()
+            {
+                m.remove("status");
             }
         }
     }
@@ -325,12 +375,15 @@ fn prepare_create(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
 }
 
 fn move_string_data(obj: &mut Value) {
-    let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
+    let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
     if !obj["data"].is_object() {
         obj["data"] = json!({});
     }
     for (k, v) in string_data.as_object().into_iter().flatten() {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
         obj["data"][k] = json!(encoded);
     }
 }
@@ -348,16 +401,27 @@ fn crd_prepare(obj: &mut Value) -> Result<(), ApiError> {
             message: format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
         });
     }
-    let versions = obj["spec"]["versions"].as_array().cloned().unwrap_or_default();
-    let storage: Vec<&Value> = versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).collect();
+    let versions = obj["spec"]["versions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let storage: Vec<&Value> = versions
+        .iter()
+        .filter(|v| v["storage"].as_bool() == Some(true))
+        .collect();
     if storage.len() != 1 {
         causes.push(Cause {
             reason: "FieldValueInvalid",
             field: "spec.versions".into(),
-            message: "Invalid value: must have exactly one version marked as storage version".into(),
+            message: "Invalid value: must have exactly one version marked as storage version"
+                .into(),
         });
     }
-    if obj["spec"]["names"]["kind"].as_str().unwrap_or_default().is_empty() {
+    if obj["spec"]["names"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+    {
         causes.push(Cause {
             reason: "FieldValueRequired",
             field: "spec.names.kind".into(),
@@ -373,13 +437,20 @@ fn crd_prepare(obj: &mut Value) -> Result<(), ApiError> {
         accepted["singular"] = json!(names["kind"].as_str().unwrap_or_default().to_lowercase());
     }
     if accepted["listKind"].is_null() {
-        accepted["listKind"] = json!(format!("{}List", names["kind"].as_str().unwrap_or_default()));
+        accepted["listKind"] = json!(format!(
+            "{}List",
+            names["kind"].as_str().unwrap_or_default()
+        ));
     }
     obj["spec"]["names"] = accepted.clone();
     if obj["spec"]["conversion"].is_null() {
         obj["spec"]["conversion"] = json!({"strategy": "None"});
     }
-    let stored = storage.first().and_then(|v| v["name"].as_str()).unwrap_or_default().to_string();
+    let stored = storage
+        .first()
+        .and_then(|v| v["name"].as_str())
+        .unwrap_or_default()
+        .to_string();
     let ts = now();
     obj["status"] = json!({
         "acceptedNames": accepted,
@@ -398,13 +469,26 @@ fn field_validation(req: &Req) -> &str {
 }
 
 /// Schema pruning, defaulting and validation for custom resources.
-fn schema_pipeline(rt: &ResourceType, req: &Req, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+fn schema_pipeline(
+    rt: &ResourceType,
+    req: &Req,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let Some(crd) = &rt.crd else { return Ok(()) };
-    let Some(sch) = &crd.schema else { return Ok(()) };
+    let Some(sch) = &crd.schema else {
+        return Ok(());
+    };
     let pruned = schema::prune(sch, obj);
     if !pruned.is_empty() && field_validation(req) == "Strict" {
-        let list: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
-        return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+        let list: Vec<String> = pruned
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            list.join(", ")
+        )));
     }
     *obj = schema::defaults(sch, obj);
     let name = meta_str(obj, "name").to_string();
@@ -496,11 +580,23 @@ pub(super) async fn create_object(
         return Err(ApiError::invalid(
             rt,
             &name,
-            vec![Cause { reason: "FieldValueInvalid", field: "metadata.name".into(), message: problem }],
+            vec![Cause {
+                reason: "FieldValueInvalid",
+                field: "metadata.name".into(),
+                message: problem,
+            }],
         ));
     }
     if let Some(m) = obj["metadata"].as_object_mut() {
-        for k in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+        for k in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+        ] {
             m.remove(k);
         }
         m.remove("managedFields");
@@ -508,7 +604,16 @@ pub(super) async fn create_object(
     check_namespace(&inner.lock(), rt, &t.ns, &name)?;
     prepare_create(rt, &mut obj)?;
     let presented = present(rt, &obj);
-    let attrs = Attrs { rt, sub: None, op: "CREATE", ns: &t.ns, name: &name, user: &req.user, old: None, dry_run: req.dry_run() };
+    let attrs = Attrs {
+        rt,
+        sub: None,
+        op: "CREATE",
+        ns: &t.ns,
+        name: &name,
+        user: &req.user,
+        old: None,
+        dry_run: req.dry_run(),
+    };
     let mut obj = admission::mutate(inner, &attrs, presented).await?;
     schema_pipeline(rt, req, &mut obj, None)?;
     admission::validate(inner, &attrs, Some(&obj)).await?;
@@ -543,12 +648,22 @@ pub(super) async fn create_object(
 }
 
 fn rebuild_registry(st: &mut State) {
-    let crds: Vec<Value> = st.store.list(CRD_STORAGE, None).into_iter().cloned().collect();
+    let crds: Vec<Value> = st
+        .store
+        .list(CRD_STORAGE, None)
+        .into_iter()
+        .cloned()
+        .collect();
     st.registry = Arc::new(Registry::new(&crds));
 }
 
 /// Applies the main/status split, immutable metadata and preconditions of an update.
-fn prepare_update(rt: &ResourceType, t: &Target, old: &Value, mut new: Value) -> Result<Value, ApiError> {
+fn prepare_update(
+    rt: &ResourceType,
+    t: &Target,
+    old: &Value,
+    mut new: Value,
+) -> Result<Value, ApiError> {
     ensure_object(&mut new, "the updated object")?;
     check_type(rt, &new)?;
     let name = t.name.clone().unwrap_or_default();
@@ -566,12 +681,14 @@ fn prepare_update(rt: &ResourceType, t: &Target, old: &Value, mut new: Value) ->
             ));
         }
     }
-    match new["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()) {
-        Some(rv) => {
-            if Some(rv) != old["metadata"]["resourceVersion"].as_str() {
-                return Err(ApiError::conflict(rt, &name));
-            }
+    match new["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
+        Some(rv) if Some(rv) != old["metadata"]["resourceVersion"].as_str() => {
+            return Err(ApiError::conflict(rt, &name));
         }
+        Some(_) => {}
         None if !rt.unconditional_update => {
             return Err(ApiError::invalid(
                 rt,
@@ -640,7 +757,10 @@ fn prepare_update(rt: &ResourceType, t: &Target, old: &Value, mut new: Value) ->
     }
     if !old["metadata"]["deletionTimestamp"].is_null() {
         let before = finalizers(old);
-        let added: Vec<String> = finalizers(&out).into_iter().filter(|f| !before.contains(f)).collect();
+        let added: Vec<String> = finalizers(&out)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
         if !added.is_empty() {
             return Err(ApiError::invalid(
                 rt,
@@ -648,7 +768,9 @@ fn prepare_update(rt: &ResourceType, t: &Target, old: &Value, mut new: Value) ->
                 vec![Cause {
                     reason: "FieldValueForbidden",
                     field: "metadata.finalizers".into(),
-                    message: format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+                    message: format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                    ),
                 }],
             ));
         }
@@ -658,7 +780,13 @@ fn prepare_update(rt: &ResourceType, t: &Target, old: &Value, mut new: Value) ->
 
 /// Read-modify-write of one object with the full admission pipeline.
 /// `change` gets the current served object and returns the requested one.
-pub(super) async fn modify<F>(inner: &Arc<Inner>, req: &Req, t: &Target, retries: usize, change: F) -> Result<Value, ApiError>
+pub(super) async fn modify<F>(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+    retries: usize,
+    change: F,
+) -> Result<Value, ApiError>
 where
     F: Fn(&Value) -> Result<Value, ApiError>,
 {
@@ -668,7 +796,10 @@ where
     loop {
         let cur = {
             let st = inner.lock();
-            st.store.get(&rt.storage, &t.ns, &name).cloned().ok_or_else(|| ApiError::not_found(rt, &name))?
+            st.store
+                .get(&rt.storage, &t.ns, &name)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(rt, &name))?
         };
         let cur_p = present(rt, &cur);
         let candidate = change(&cur_p)?;
@@ -710,7 +841,9 @@ where
             return Err(ApiError::conflict(rt, &name));
         }
         let stored = to_storage(rt, &new);
-        let out = if !stored["metadata"]["deletionTimestamp"].is_null() && finalizers(&stored).is_empty() {
+        let out = if !stored["metadata"]["deletionTimestamp"].is_null()
+            && finalizers(&stored).is_empty()
+        {
             remove_object(&mut st, &rt.storage, &t.ns, &name).unwrap_or(stored)
         } else {
             let out = st.store.put(&rt.storage, stored);
@@ -731,8 +864,18 @@ pub(super) async fn update(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
 }
 
 /// PATCH: JSON patch, merge patch, strategic merge patch, or server-side apply.
-pub(super) async fn patch(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value), ApiError> {
-    let ct = req.content_type.split(';').next().unwrap_or_default().trim().to_string();
+pub(super) async fn patch(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+) -> Result<(u16, Value), ApiError> {
+    let ct = req
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let rt = &t.rt;
     match ct.as_str() {
         "application/json-patch+json" => {
@@ -740,8 +883,13 @@ pub(super) async fn patch(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(
                 .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}")))?;
             let out = modify(inner, req, t, 5, |cur| {
                 let mut doc = cur.clone();
-                json_patch::patch(&mut doc, &ops)
-                    .map_err(|e| ApiError::custom(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+                json_patch::patch(&mut doc, &ops).map_err(|e| {
+                    ApiError::custom(
+                        422,
+                        "Invalid",
+                        format!("the JSON patch could not be applied: {e}"),
+                    )
+                })?;
                 Ok(doc)
             })
             .await?;
@@ -767,7 +915,9 @@ pub(super) async fn patch(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(
             let out = modify(inner, req, t, 5, |cur| patch::strategic_merge(cur, &p)).await?;
             Ok((200, out))
         }
-        "application/apply-patch+yaml" | "application/apply-patch+json" => apply(inner, req, t).await,
+        "application/apply-patch+yaml" | "application/apply-patch+json" => {
+            apply(inner, req, t).await
+        }
         other => Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"
         ))),
@@ -785,10 +935,16 @@ async fn apply(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value)
     let force = req.q("force") == Some("true");
     let applied = req.json_body()?;
     if applied["apiVersion"].as_str().is_none() || applied["kind"].as_str().is_none() {
-        return Err(ApiError::bad_request("apiVersion and kind are required in an apply configuration"));
+        return Err(ApiError::bad_request(
+            "apiVersion and kind are required in an apply configuration",
+        ));
     }
     let name = t.name.clone().unwrap_or_default();
-    let exists = inner.lock().store.get(&t.rt.storage, &t.ns, &name).is_some();
+    let exists = inner
+        .lock()
+        .store
+        .get(&t.rt.storage, &t.ns, &name)
+        .is_some();
     let sub = t.sub.clone();
     if !exists && sub.is_none() {
         let mut body = applied.clone();
@@ -796,10 +952,20 @@ async fn apply(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value)
             body["metadata"]["name"] = json!(name);
         }
         let mf = patch::apply_managed(&Value::Null, &manager, None, &applied);
-        let create_t = Target { rt: t.rt.clone(), ns: t.ns.clone(), name: None, sub: None };
-        return create_object(inner, req, &create_t, body, Some(mf)).await.map(|o| (201, o));
+        let create_t = Target {
+            rt: t.rt.clone(),
+            ns: t.ns.clone(),
+            name: None,
+            sub: None,
+        };
+        return create_object(inner, req, &create_t, body, Some(mf))
+            .await
+            .map(|o| (201, o));
     }
-    let out = modify(inner, req, t, 5, |cur| patch::apply(cur, &applied, &manager, sub.as_deref(), force, &t.rt)).await?;
+    let out = modify(inner, req, t, 5, |cur| {
+        patch::apply(cur, &applied, &manager, sub.as_deref(), force, &t.rt)
+    })
+    .await?;
     Ok((200, out))
 }
 
@@ -822,7 +988,9 @@ fn mark_deleted(st: &mut State, storage: &str, obj: &Value) -> Value {
 }
 
 fn delete_namespace(st: &mut State, name: &str) -> Value {
-    let Some(mut nso) = st.store.get(NS_STORAGE, "", name).cloned() else { return Value::Null };
+    let Some(mut nso) = st.store.get(NS_STORAGE, "", name).cloned() else {
+        return Value::Null;
+    };
     if nso["metadata"]["deletionTimestamp"].is_null() {
         nso["metadata"]["deletionTimestamp"] = json!(now());
         nso["status"] = json!({"phase": "Terminating"});
@@ -856,9 +1024,16 @@ fn remove_object(st: &mut State, storage: &str, ns: &str, name: &str) -> Option<
     }
     if storage == CRD_STORAGE {
         let group = removed["spec"]["group"].as_str().unwrap_or_default();
-        let plural = removed["spec"]["names"]["plural"].as_str().unwrap_or_default();
+        let plural = removed["spec"]["names"]["plural"]
+            .as_str()
+            .unwrap_or_default();
         let cr_storage = format!("{group}/{plural}");
-        let keys: Vec<(String, String)> = st.store.list(&cr_storage, None).into_iter().map(key_of).collect();
+        let keys: Vec<(String, String)> = st
+            .store
+            .list(&cr_storage, None)
+            .into_iter()
+            .map(key_of)
+            .collect();
         for (n, m) in keys {
             st.store.remove(&cr_storage, &n, &m);
         }
@@ -872,7 +1047,11 @@ fn remove_object(st: &mut State, storage: &str, ns: &str, name: &str) -> Option<
 
 /// Options of a DELETE, from the body or the query.
 fn delete_options(req: &Req) -> Value {
-    let mut opts = if req.body.is_empty() { json!({}) } else { req.json_body().unwrap_or_else(|_| json!({})) };
+    let mut opts = if req.body.is_empty() {
+        json!({})
+    } else {
+        req.json_body().unwrap_or_else(|_| json!({}))
+    };
     if let Some(p) = req.q("propagationPolicy") {
         opts["propagationPolicy"] = json!(p);
     }
@@ -885,7 +1064,10 @@ pub(super) async fn delete(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
     let name = t.name.clone().unwrap_or_default();
     let cur = {
         let st = inner.lock();
-        st.store.get(&rt.storage, &t.ns, &name).cloned().ok_or_else(|| ApiError::not_found(rt, &name))?
+        st.store
+            .get(&rt.storage, &t.ns, &name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, &name))?
     };
     let opts = delete_options(req);
     let pre = &opts["preconditions"];
@@ -895,7 +1077,10 @@ pub(super) async fn delete(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
         return Err(ApiError::conflict_msg(
             rt,
             &name,
-            &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&cur, "uid")),
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta_str(&cur, "uid")
+            ),
         ));
     }
     if let Some(rv) = pre["resourceVersion"].as_str()
@@ -911,7 +1096,16 @@ pub(super) async fn delete(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
         ));
     }
     let cur_p = present(rt, &cur);
-    let attrs = Attrs { rt, sub: None, op: "DELETE", ns: &t.ns, name: &name, user: &req.user, old: Some(&cur_p), dry_run: req.dry_run() };
+    let attrs = Attrs {
+        rt,
+        sub: None,
+        op: "DELETE",
+        ns: &t.ns,
+        name: &name,
+        user: &req.user,
+        old: Some(&cur_p),
+        dry_run: req.dry_run(),
+    };
     admission::validate(inner, &attrs, None).await?;
     if req.dry_run() {
         return Ok(cur_p);
@@ -920,7 +1114,8 @@ pub(super) async fn delete(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
     let Some(cur) = st.store.get(&rt.storage, &t.ns, &name).cloned() else {
         return Err(ApiError::not_found(rt, &name));
     };
-    let out = if opts["propagationPolicy"].as_str() == Some("Orphan") && finalizers(&cur).is_empty() {
+    let out = if opts["propagationPolicy"].as_str() == Some("Orphan") && finalizers(&cur).is_empty()
+    {
         // Orphan: dependents keep running with a dangling owner reference.
         st.store.remove(&rt.storage, &t.ns, &name).unwrap_or(cur)
     } else {
@@ -931,7 +1126,11 @@ pub(super) async fn delete(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
 }
 
 /// DELETE of a collection (with selectors).
-pub(super) async fn delete_collection(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Value, ApiError> {
+pub(super) async fn delete_collection(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+) -> Result<Value, ApiError> {
     let list = list(inner, req, t)?;
     let mut st = inner.lock();
     let mut items = Vec::new();
@@ -942,8 +1141,10 @@ pub(super) async fn delete_collection(inner: &Arc<Inner>, req: &Req, t: &Target)
         }
     }
     inner.notify(st.store.rv);
-    Ok(json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(),
-        "metadata": {"resourceVersion": st.store.rv.to_string()}, "items": items}))
+    Ok(
+        json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(),
+        "metadata": {"resourceVersion": st.store.rv.to_string()}, "items": items}),
+    )
 }
 
 /// Looks up a stored object by storage key (for admission namespace labels and tokens).
@@ -953,5 +1154,11 @@ pub(super) fn stored(inner: &Inner, storage: &str, ns: &str, name: &str) -> Opti
 
 /// All stored objects of a storage (webhook configurations).
 pub(super) fn stored_all(inner: &Inner, storage: &str) -> Vec<Value> {
-    inner.lock().store.list(storage, None).into_iter().cloned().collect()
+    inner
+        .lock()
+        .store
+        .list(storage, None)
+        .into_iter()
+        .cloned()
+        .collect()
 }

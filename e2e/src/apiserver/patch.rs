@@ -8,8 +8,16 @@ use serde_json::{Map, Value, json};
 /// Merge keys of built-in list fields (the `patchMergeKey` of kube's types).
 fn builtin_merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" | "secrets"
-        | "hostAliases" | "readinessGates" | "resourceClaims" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "secrets"
+        | "hostAliases"
+        | "readinessGates"
+        | "resourceClaims" => "name",
         "volumeMounts" | "volumeDevices" => "mountPath",
         "ports" => "containerPort",
         "conditions" => "type",
@@ -22,13 +30,17 @@ fn builtin_merge_key(field: &str) -> Option<&'static str> {
 /// Applies a strategic merge patch to a built-in object.
 pub fn strategic_merge(cur: &Value, patch: &Value) -> Result<Value, ApiError> {
     if !patch.is_object() {
-        return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "a strategic merge patch must be a JSON object",
+        ));
     }
     Ok(smp(cur, patch, ""))
 }
 
 fn smp(orig: &Value, patch: &Value, field: &str) -> Value {
-    let Some(pmap) = patch.as_object() else { return patch.clone() };
+    let Some(pmap) = patch.as_object() else {
+        return patch.clone();
+    };
     if pmap.get("$patch").and_then(Value::as_str) == Some("replace") {
         let mut out = pmap.clone();
         out.remove("$patch");
@@ -37,7 +49,10 @@ fn smp(orig: &Value, patch: &Value, field: &str) -> Value {
     let mut out = orig.as_object().cloned().unwrap_or_default();
     for (k, pv) in pmap {
         if let Some(list_field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(cur), Some(del)) = (out.get_mut(list_field).and_then(Value::as_array_mut), pv.as_array()) {
+            if let (Some(cur), Some(del)) = (
+                out.get_mut(list_field).and_then(Value::as_array_mut),
+                pv.as_array(),
+            ) {
                 cur.retain(|x| !del.contains(x));
             }
             continue;
@@ -70,7 +85,10 @@ fn smp(orig: &Value, patch: &Value, field: &str) -> Value {
 fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
@@ -87,7 +105,9 @@ fn merge_list(orig: &[Value], patch: &[Value], field: &str) -> Value {
         }
         return Value::Array(out);
     }
-    let Some(key) = builtin_merge_key(field) else { return Value::Array(patch.iter().map(strip_directives).collect()) };
+    let Some(key) = builtin_merge_key(field) else {
+        return Value::Array(patch.iter().map(strip_directives).collect());
+    };
     let mut out = orig.to_vec();
     for p in patch {
         let id = &p[key];
@@ -169,7 +189,9 @@ fn to_trie(paths: &[Path]) -> Value {
         let mut node = &mut root;
         for step in p {
             let entry = node.entry(step.clone()).or_insert_with(|| json!({}));
-            let Some(next) = entry.as_object_mut() else { break };
+            let Some(next) = entry.as_object_mut() else {
+                break;
+            };
             node = next;
         }
     }
@@ -199,7 +221,10 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur = cur.get(f)?;
         } else if let Some(k) = step.strip_prefix("k:") {
             let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur = cur.as_array()?.iter().find(|item| want.iter().all(|(wk, wv)| &item[wk] == wv))?;
+            cur = cur
+                .as_array()?
+                .iter()
+                .find(|item| want.iter().all(|(wk, wv)| &item[wk] == wv))?;
         } else {
             return None;
         }
@@ -208,14 +233,21 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parent_path)) = path.split_last() else { return };
+    let Some((last, parent_path)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for step in parent_path {
         let next = if let Some(f) = step.strip_prefix("f:") {
             cur.get_mut(f)
         } else if let Some(k) = step.strip_prefix("k:") {
-            let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) else { return };
-            cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| want.iter().all(|(wk, wv)| &item[wk] == wv)))
+            let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) else {
+                return;
+            };
+            cur.as_array_mut().and_then(|a| {
+                a.iter_mut()
+                    .find(|item| want.iter().all(|(wk, wv)| &item[wk] == wv))
+            })
         } else {
             None
         };
@@ -256,7 +288,10 @@ fn merge(rt: &ResourceType, cur: &Value, applied: &Value, prefix: &mut Path) -> 
                 let mut out = c.clone();
                 for item in a {
                     let id = item_key(item, &keys);
-                    match out.iter().position(|o| o.is_object() && item_key(o, &keys) == id) {
+                    match out
+                        .iter()
+                        .position(|o| o.is_object() && item_key(o, &keys) == id)
+                    {
                         Some(i) => {
                             prefix.push(id);
                             out[i] = merge(rt, &out[i], item, prefix);
@@ -280,7 +315,15 @@ fn owned_part(applied: &Value, sub: Option<&str>, rt: &ResourceType) -> Value {
         m.remove("apiVersion");
         m.remove("kind");
         if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            for k in ["name", "namespace", "resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"] {
+            for k in [
+                "name",
+                "namespace",
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "managedFields",
+                "generation",
+            ] {
                 meta.remove(k);
             }
             if meta.is_empty() {
@@ -309,13 +352,30 @@ pub fn apply_managed(existing: &Value, manager: &str, sub: Option<&str>, applied
     let rt = super::registry::builtins().into_iter().next();
     let Some(rt) = rt else { return json!([]) };
     let mut paths = Vec::new();
-    leaf_paths(&rt, &owned_part(applied, sub, &rt), &mut Vec::new(), &mut paths);
+    leaf_paths(
+        &rt,
+        &owned_part(applied, sub, &rt),
+        &mut Vec::new(),
+        &mut paths,
+    );
     let mut entries: Vec<Value> = existing.as_array().cloned().unwrap_or_default();
-    set_entry(&mut entries, manager, sub, applied["apiVersion"].as_str().unwrap_or_default(), &paths);
+    set_entry(
+        &mut entries,
+        manager,
+        sub,
+        applied["apiVersion"].as_str().unwrap_or_default(),
+        &paths,
+    );
     Value::Array(entries)
 }
 
-fn set_entry(entries: &mut Vec<Value>, manager: &str, sub: Option<&str>, api_version: &str, paths: &[Path]) {
+fn set_entry(
+    entries: &mut Vec<Value>,
+    manager: &str,
+    sub: Option<&str>,
+    api_version: &str,
+    paths: &[Path],
+) {
     entries.retain(|e| !is_entry(e, manager, sub));
     let mut e = json!({
         "manager": manager, "operation": "Apply", "apiVersion": api_version,
@@ -351,7 +411,10 @@ pub fn apply(
     let owned = owned_part(applied, sub, rt);
     let mut new_paths = Vec::new();
     leaf_paths(rt, &owned, &mut Vec::new(), &mut new_paths);
-    let mut entries: Vec<Value> = cur["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    let mut entries: Vec<Value> = cur["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut prev_paths = Vec::new();
     if let Some(e) = entries.iter().find(|e| is_entry(e, manager, sub)) {
         from_trie(&e["fieldsV1"], &mut Vec::new(), &mut prev_paths);
@@ -368,7 +431,10 @@ pub fn apply(
         let other = e["manager"].as_str().unwrap_or_default().to_string();
         let clashing: Vec<Path> = theirs
             .iter()
-            .filter(|p| new_paths.iter().any(|n| prefix_related(n, p)) && lookup(cur, p) != lookup(&preview, p))
+            .filter(|p| {
+                new_paths.iter().any(|n| prefix_related(n, p))
+                    && lookup(cur, p) != lookup(&preview, p)
+            })
             .cloned()
             .collect();
         if clashing.is_empty() {
@@ -376,12 +442,18 @@ pub fn apply(
             continue;
         }
         if force {
-            let kept: Vec<Path> = theirs.into_iter().filter(|p| !clashing.contains(p)).collect();
+            let kept: Vec<Path> = theirs
+                .into_iter()
+                .filter(|p| !clashing.contains(p))
+                .collect();
             e["fieldsV1"] = to_trie(&kept);
             others_paths.extend(kept);
         } else {
             for p in clashing {
-                let dotted: String = p.iter().map(|s| format!(".{}", s.trim_start_matches("f:"))).collect();
+                let dotted: String = p
+                    .iter()
+                    .map(|s| format!(".{}", s.trim_start_matches("f:")))
+                    .collect();
                 conflicts.push(format!("conflict with \"{other}\": {dotted}"));
             }
             others_paths.extend(theirs);
@@ -404,7 +476,13 @@ pub fn apply(
         }
     }
     let mut out = merge(rt, &out, &owned, &mut Vec::new());
-    set_entry(&mut entries, manager, sub, applied["apiVersion"].as_str().unwrap_or_default(), &new_paths);
+    set_entry(
+        &mut entries,
+        manager,
+        sub,
+        applied["apiVersion"].as_str().unwrap_or_default(),
+        &new_paths,
+    );
     out["metadata"]["managedFields"] = Value::Array(entries);
     if let Some(rv) = applied["metadata"]["resourceVersion"].as_str() {
         out["metadata"]["resourceVersion"] = json!(rv);
@@ -424,22 +502,60 @@ mod tests {
             "metadata": {"finalizers": ["f2"]}});
         let out = strategic_merge(&cur, &p).ok();
         let out = out.as_ref();
-        assert_eq!(out.map(|o| o["spec"]["containers"].as_array().map(Vec::len)), Some(Some(3)));
-        assert_eq!(out.map(|o| o["spec"]["containers"][1]["image"].clone()), Some(json!("z")));
-        assert_eq!(out.map(|o| o["metadata"]["finalizers"].clone()), Some(json!(["f1", "f2"])));
+        assert_eq!(
+            out.map(|o| o["spec"]["containers"].as_array().map(Vec::len)),
+            Some(Some(3))
+        );
+        assert_eq!(
+            out.map(|o| o["spec"]["containers"][1]["image"].clone()),
+            Some(json!("z"))
+        );
+        assert_eq!(
+            out.map(|o| o["metadata"]["finalizers"].clone()),
+            Some(json!(["f1", "f2"]))
+        );
     }
 
     #[test]
     fn apply_removes_fields_the_manager_stopped_applying() {
-        let rt = super::super::registry::builtins().into_iter().find(|t| t.kind == "ConfigMap");
-        let Some(rt) = rt else { panic!("configmaps are built in") };
-        let cur = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}});
-        let first = apply(&cur, &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1", "b": "2"}}), "m", None, false, &rt);
+        let rt = super::super::registry::builtins()
+            .into_iter()
+            .find(|t| t.kind == "ConfigMap");
+        let Some(rt) = rt else {
+            panic!("configmaps are built in")
+        };
+        let cur =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}});
+        let first = apply(
+            &cur,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1", "b": "2"}}),
+            "m",
+            None,
+            false,
+            &rt,
+        );
         let first = first.unwrap_or_default();
         assert_eq!(first["data"], json!({"a": "1", "b": "2"}));
-        let second = apply(&first, &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "3"}}), "m", None, false, &rt);
-        assert_eq!(second.map(|o| o["data"].clone()).ok(), Some(json!({"a": "3"})));
-        let other = apply(&first, &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "9"}}), "other", None, false, &rt);
+        let second = apply(
+            &first,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "3"}}),
+            "m",
+            None,
+            false,
+            &rt,
+        );
+        assert_eq!(
+            second.map(|o| o["data"].clone()).ok(),
+            Some(json!({"a": "3"}))
+        );
+        let other = apply(
+            &first,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "9"}}),
+            "other",
+            None,
+            false,
+            &rt,
+        );
         assert_eq!(other.err().map(|e| e.code), Some(409));
     }
 }

@@ -66,7 +66,9 @@ fn map_entry(b: &[u8], bytes_value: bool) -> Option<(String, Value)> {
         if let Wire::Bytes(x) = w {
             match n {
                 1 => key = String::from_utf8_lossy(x).into_owned(),
-                2 if bytes_value => value = json!(base64::engine::general_purpose::STANDARD.encode(x)),
+                2 if bytes_value => {
+                    value = json!(base64::engine::general_purpose::STANDARD.encode(x))
+                }
                 2 => value = text(x),
                 _ => {}
             }
@@ -75,14 +77,23 @@ fn map_entry(b: &[u8], bytes_value: bool) -> Option<(String, Value)> {
     Some((key, value))
 }
 
-fn insert_map(obj: &mut Map<String, Value>, field: &str, b: &[u8], bytes_value: bool) -> Option<()> {
+fn insert_map(
+    obj: &mut Map<String, Value>,
+    field: &str,
+    b: &[u8],
+    bytes_value: bool,
+) -> Option<()> {
     let (k, v) = map_entry(b, bytes_value)?;
     obj.entry(field.to_string()).or_insert_with(|| json!({}))[k] = v;
     Some(())
 }
 
 fn push(obj: &mut Map<String, Value>, field: &str, v: Value) {
-    if let Some(a) = obj.entry(field.to_string()).or_insert_with(|| json!([])).as_array_mut() {
+    if let Some(a) = obj
+        .entry(field.to_string())
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+    {
         a.push(v);
     }
 }
@@ -161,7 +172,9 @@ fn token_request_spec(b: &[u8]) -> Option<Value> {
 
 /// Decodes a `k8s\0`-enveloped protobuf body of a supported kind into JSON.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let raw = body.strip_prefix(b"k8s\0").ok_or("the protobuf body lacks the k8s envelope")?;
+    let raw = body
+        .strip_prefix(b"k8s\0")
+        .ok_or("the protobuf body lacks the k8s envelope")?;
     let mut api_version = String::new();
     let mut kind = String::new();
     let mut object: &[u8] = &[];
@@ -170,7 +183,9 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             (1, Wire::Bytes(tm)) => {
                 for (tn, tw) in fields(tm).ok_or("the protobuf type meta is malformed")? {
                     match (tn, tw) {
-                        (1, Wire::Bytes(x)) => api_version = String::from_utf8_lossy(x).into_owned(),
+                        (1, Wire::Bytes(x)) => {
+                            api_version = String::from_utf8_lossy(x).into_owned()
+                        }
                         (2, Wire::Bytes(x)) => kind = String::from_utf8_lossy(x).into_owned(),
                         _ => {}
                     }
@@ -184,7 +199,10 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     out.insert("apiVersion".into(), json!(api_version));
     out.insert("kind".into(), json!(kind));
     let malformed = || format!("the protobuf {kind} is malformed");
-    let supported = matches!(kind.as_str(), "TokenRequest" | "Namespace" | "Secret" | "ConfigMap" | "ServiceAccount");
+    let supported = matches!(
+        kind.as_str(),
+        "TokenRequest" | "Namespace" | "Secret" | "ConfigMap" | "ServiceAccount"
+    );
     if !supported {
         return Err(format!(
             "protobuf bodies are only decoded for TokenRequest, Namespace, Secret, ConfigMap and ServiceAccount, not {kind}; send JSON"
@@ -198,16 +216,24 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             ("TokenRequest", 2, Wire::Bytes(x)) => {
                 out.insert("spec".into(), token_request_spec(x).ok_or_else(malformed)?);
             }
-            ("Secret", 2, Wire::Bytes(x)) => insert_map(&mut out, "data", x, true).ok_or_else(malformed)?,
+            ("Secret", 2, Wire::Bytes(x)) => {
+                insert_map(&mut out, "data", x, true).ok_or_else(malformed)?
+            }
             ("Secret", 3, Wire::Bytes(x)) => {
                 out.insert("type".into(), text(x));
             }
-            ("Secret", 4, Wire::Bytes(x)) => insert_map(&mut out, "stringData", x, false).ok_or_else(malformed)?,
+            ("Secret", 4, Wire::Bytes(x)) => {
+                insert_map(&mut out, "stringData", x, false).ok_or_else(malformed)?
+            }
             ("Secret", 5, Wire::Varint(x)) | ("ConfigMap", 4, Wire::Varint(x)) => {
                 out.insert("immutable".into(), json!(x != 0));
             }
-            ("ConfigMap", 2, Wire::Bytes(x)) => insert_map(&mut out, "data", x, false).ok_or_else(malformed)?,
-            ("ConfigMap", 3, Wire::Bytes(x)) => insert_map(&mut out, "binaryData", x, true).ok_or_else(malformed)?,
+            ("ConfigMap", 2, Wire::Bytes(x)) => {
+                insert_map(&mut out, "data", x, false).ok_or_else(malformed)?
+            }
+            ("ConfigMap", 3, Wire::Bytes(x)) => {
+                insert_map(&mut out, "binaryData", x, true).ok_or_else(malformed)?
+            }
             ("ServiceAccount", 4, Wire::Varint(x)) => {
                 out.insert("automountServiceAccountToken".into(), json!(x != 0));
             }

@@ -78,14 +78,27 @@ pub struct CrdVersion {
 impl ResourceType {
     /// `group/version`, or `version` for core.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The verbs for discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
         match self.special {
             Special::TokenReview | Special::SelfSubjectReview => vec!["create"],
-            _ => vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            _ => vec![
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ],
         }
     }
 }
@@ -115,7 +128,11 @@ fn builtin(
         status,
         generation,
         unconditional_update: true,
-        storage: if special == Special::EventsV1 { "/events".into() } else { format!("{group}/{plural}") },
+        storage: if special == Special::EventsV1 {
+            "/events".into()
+        } else {
+            format!("{group}/{plural}")
+        },
         special,
         crd: None,
         fields: fields.iter().map(|s| s.to_string()).collect(),
@@ -148,7 +165,18 @@ const EVENT_FIELDS: &[&str] = &[
 pub fn builtins() -> Vec<ResourceType> {
     use Special as S;
     let mut all = vec![
-        builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true, false, S::Namespace, &["status.phase"]),
+        builtin(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            false,
+            &["ns"],
+            true,
+            false,
+            S::Namespace,
+            &["status.phase"],
+        ),
         builtin(
             "",
             "v1",
@@ -159,16 +187,110 @@ pub fn builtins() -> Vec<ResourceType> {
             true,
             true,
             S::Pod,
-            &["status.phase", "spec.nodeName", "spec.serviceAccountName", "spec.restartPolicy", "status.podIP"],
+            &[
+                "status.phase",
+                "spec.nodeName",
+                "spec.serviceAccountName",
+                "spec.restartPolicy",
+                "status.podIP",
+            ],
         ),
-        builtin("", "v1", "secrets", "Secret", true, &[], false, false, S::None, &["type"]),
-        builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false, false, S::None, &[]),
-        builtin("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], false, false, S::ServiceAccount, &[]),
-        builtin("", "v1", "services", "Service", true, &["svc"], true, false, S::None, &[]),
-        builtin("", "v1", "events", "Event", true, &["ev"], false, false, S::CoreEvent, EVENT_FIELDS),
-        builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], false, false, S::EventsV1, EVENT_FIELDS),
-        builtin("apps", "v1", "deployments", "Deployment", true, &["deploy"], true, true, S::None, &[]),
-        builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false, false, S::None, &[]),
+        builtin(
+            "",
+            "v1",
+            "secrets",
+            "Secret",
+            true,
+            &[],
+            false,
+            false,
+            S::None,
+            &["type"],
+        ),
+        builtin(
+            "",
+            "v1",
+            "configmaps",
+            "ConfigMap",
+            true,
+            &["cm"],
+            false,
+            false,
+            S::None,
+            &[],
+        ),
+        builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+            false,
+            false,
+            S::ServiceAccount,
+            &[],
+        ),
+        builtin(
+            "",
+            "v1",
+            "services",
+            "Service",
+            true,
+            &["svc"],
+            true,
+            false,
+            S::None,
+            &[],
+        ),
+        builtin(
+            "",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            false,
+            false,
+            S::CoreEvent,
+            EVENT_FIELDS,
+        ),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            false,
+            false,
+            S::EventsV1,
+            EVENT_FIELDS,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "deployments",
+            "Deployment",
+            true,
+            &["deploy"],
+            true,
+            true,
+            S::None,
+            &[],
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            false,
+            false,
+            S::None,
+            &[],
+        ),
         builtin(
             "admissionregistration.k8s.io",
             "v1",
@@ -205,7 +327,18 @@ pub fn builtins() -> Vec<ResourceType> {
             S::Crd,
             &[],
         ),
-        builtin("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", false, &[], false, false, S::TokenReview, &[]),
+        builtin(
+            "authentication.k8s.io",
+            "v1",
+            "tokenreviews",
+            "TokenReview",
+            false,
+            &[],
+            false,
+            false,
+            S::TokenReview,
+            &[],
+        ),
         builtin(
             "authentication.k8s.io",
             "v1",
@@ -234,11 +367,23 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     let names = &spec["names"];
     let plural = names["plural"].as_str().unwrap_or_default();
     let kind = names["kind"].as_str().unwrap_or_default();
-    let singular = names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
+    let singular = names["singular"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| kind.to_lowercase());
     let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    let crd_name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let crd_name = crd["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let mut out = Vec::new();
     for version in spec["versions"].as_array().into_iter().flatten() {
         if version["served"].as_bool() != Some(true) {
@@ -248,7 +393,11 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|f| f["jsonPath"].as_str().map(|p| p.trim_start_matches('.').to_string()))
+            .filter_map(|f| {
+                f["jsonPath"]
+                    .as_str()
+                    .map(|p| p.trim_start_matches('.').to_string())
+            })
             .collect();
         out.push(ResourceType {
             group: group.into(),
@@ -266,7 +415,10 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             special: Special::None,
             crd: Some(Arc::new(CrdVersion {
                 schema: version["schema"].get("openAPIV3Schema").cloned(),
-                columns: version["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
+                columns: version["additionalPrinterColumns"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
                 crd_name: crd_name.clone(),
             })),
             fields: selectable,
@@ -294,7 +446,10 @@ impl Registry {
 
     /// Finds a type by group, version and plural.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
     }
 
     /// Any version of a storage (used for cascades and admission lookups).
@@ -304,12 +459,17 @@ impl Registry {
 
     /// Finds the type for an apiVersion and kind (for owner references).
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceType>> {
-        self.types.iter().find(|t| t.api_version() == api_version && t.kind == kind).cloned()
+        self.types
+            .iter()
+            .find(|t| t.api_version() == api_version && t.kind == kind)
+            .cloned()
     }
 
     /// Whether a group/version is served.
     pub fn serves(&self, group: &str, version: &str) -> bool {
-        self.types.iter().any(|t| t.group == group && t.version == version)
+        self.types
+            .iter()
+            .any(|t| t.group == group && t.version == version)
     }
 
     /// Groups in order with their versions (preferred first).
@@ -342,8 +502,10 @@ impl Registry {
             .groups()
             .into_iter()
             .map(|(g, versions)| {
-                let vs: Vec<Value> =
-                    versions.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+                let vs: Vec<Value> = versions
+                    .iter()
+                    .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                    .collect();
                 json!({"name": g, "versions": vs, "preferredVersion": vs[0]})
             })
             .collect();
@@ -353,8 +515,13 @@ impl Registry {
     /// `/apis/{group}` (APIGroup).
     pub fn api_group(&self, group: &str) -> Option<Value> {
         let (g, versions) = self.groups().into_iter().find(|(g, _)| g == group)?;
-        let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
-        Some(json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": vs, "preferredVersion": vs[0]}))
+        let vs: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+            .collect();
+        Some(
+            json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": vs, "preferredVersion": vs[0]}),
+        )
     }
 
     /// `/api/v1` or `/apis/{group}/{version}` (APIResourceList).
@@ -363,7 +530,11 @@ impl Registry {
             return None;
         }
         let mut resources = Vec::new();
-        for t in self.types.iter().filter(|t| t.group == group && t.version == version) {
+        for t in self
+            .types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+        {
             let mut r = json!({
                 "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
                 "kind": t.kind, "verbs": t.verbs(),
@@ -384,14 +555,22 @@ impl Registry {
                     "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
             }
         }
-        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-        Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+        )
     }
 }
 
 /// Kubernetes version ordering: GA > beta > alpha, higher numbers first.
 pub fn version_priority(v: &str) -> (u8, u64, u64) {
-    let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     let major: u64 = digits.parse().unwrap_or(0);
     let tail = &rest[digits.len()..];

@@ -25,15 +25,25 @@ const META_FIELDS: &[&str] = &[
 ];
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// Drops fields the schema does not declare; returns their paths.
 pub fn prune(schema: &Value, obj: &mut Value) -> Vec<String> {
     let mut pruned = Vec::new();
-    let Some(map) = obj.as_object_mut() else { return pruned };
+    let Some(map) = obj.as_object_mut() else {
+        return pruned;
+    };
     if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-        let unknown: Vec<String> = meta.keys().filter(|k| !META_FIELDS.contains(&k.as_str())).cloned().collect();
+        let unknown: Vec<String> = meta
+            .keys()
+            .filter(|k| !META_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect();
         for k in unknown {
             meta.remove(&k);
             pruned.push(format!("metadata.{k}"));
@@ -75,7 +85,9 @@ fn prune_node(schema: &Value, value: &mut Value, path: &str, pruned: &mut Vec<St
                                 prune_node(sub, v, &join(path, &k), pruned);
                             }
                         }
-                        None if preserve || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")) => {}
+                        None if preserve
+                            || (embedded
+                                && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")) => {}
                         None => {
                             map.remove(&k);
                             pruned.push(join(path, &k));
@@ -94,11 +106,9 @@ fn prune_node(schema: &Value, value: &mut Value, path: &str, pruned: &mut Vec<St
                 }
             }
         }
-        Value::Array(items) => {
-            if schema["items"].is_object() {
-                for (i, v) in items.iter_mut().enumerate() {
-                    prune_node(&schema["items"], v, &format!("{path}[{i}]"), pruned);
-                }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (i, v) in items.iter_mut().enumerate() {
+                prune_node(&schema["items"], v, &format!("{path}[{i}]"), pruned);
             }
         }
         _ => {}
@@ -132,7 +142,11 @@ fn short(v: &Value) -> String {
 }
 
 fn cause(reason: &'static str, field: &str, message: String) -> Cause {
-    Cause { reason, field: field.to_string(), message }
+    Cause {
+        reason,
+        field: field.to_string(),
+        message,
+    }
 }
 
 /// Validates values against the OpenAPI schema, then the CEL rules.
@@ -148,7 +162,12 @@ pub fn validate(schema: &Value, rt: &ResourceType, obj: &Value, old: Option<&Val
             }
         }
     }
-    for req in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+    for req in schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
         if obj.get(req).is_none_or(Value::is_null) {
             causes.push(cause("FieldValueRequired", req, "Required value".into()));
         }
@@ -165,10 +184,19 @@ pub fn validate(schema: &Value, rt: &ResourceType, obj: &Value, old: Option<&Val
     // CEL sees the object without server-managed metadata noise, like kube.
     if let Err(errors) = validator.validate_with_context(schema, obj, old, Some(&ctx)) {
         for e in errors.into_vec() {
-            let field = if e.field_path.is_empty() { "<nil>".to_string() } else { e.field_path.clone() };
+            let field = if e.field_path.is_empty() {
+                "<nil>".to_string()
+            } else {
+                e.field_path.clone()
+            };
             let message = match e.kind {
-                kube_cel::ErrorKind::ValidationFailure => format!("Invalid value: \"object\": {}", e.message),
-                _ => format!("Invalid value: \"object\": rule {:?} could not be evaluated: {}", e.rule, e.message),
+                kube_cel::ErrorKind::ValidationFailure => {
+                    format!("Invalid value: \"object\": {}", e.message)
+                }
+                _ => format!(
+                    "Invalid value: \"object\": rule {:?} could not be evaluated: {}",
+                    e.rule, e.message
+                ),
             };
             causes.push(cause("FieldValueInvalid", &field, message));
         }
@@ -182,14 +210,24 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(cause(
                 "FieldValueInvalid",
                 path,
-                format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", schema["type"].as_str().unwrap_or("object")),
+                format!(
+                    "Invalid value: \"null\": {path} in body must be of type {}: \"null\"",
+                    schema["type"].as_str().unwrap_or("object")
+                ),
             ));
         }
         return;
     }
     if schema["x-kubernetes-int-or-string"].as_bool() == Some(true) {
         if !matches!(type_name(v), "integer" | "string") {
-            causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body must be of type integer or string", short(v))));
+            causes.push(cause(
+                "FieldValueInvalid",
+                path,
+                format!(
+                    "Invalid value: {}: {path} in body must be of type integer or string",
+                    short(v)
+                ),
+            ));
         }
         return;
     }
@@ -200,7 +238,9 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(cause(
                 "FieldValueTypeInvalid",
                 path,
-                format!("Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""),
+                format!(
+                    "Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""
+                ),
             ));
             return;
         }
@@ -212,7 +252,11 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
         causes.push(cause(
             "FieldValueNotSupported",
             path,
-            format!("Unsupported value: {}: supported values: {}", short(v), supported.join(", ")),
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                short(v),
+                supported.join(", ")
+            ),
         ));
     }
     match v {
@@ -221,15 +265,37 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(min) = schema["minimum"].as_f64() {
                 let exclusive = schema["exclusiveMinimum"].as_bool() == Some(true);
                 if x < min || (exclusive && x == min) {
-                    let rel = if exclusive { "greater than" } else { "greater than or equal to" };
-                    causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be {rel} {}", schema["minimum"])));
+                    let rel = if exclusive {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {v}: {path} in body should be {rel} {}",
+                            schema["minimum"]
+                        ),
+                    ));
                 }
             }
             if let Some(max) = schema["maximum"].as_f64() {
                 let exclusive = schema["exclusiveMaximum"].as_bool() == Some(true);
                 if x > max || (exclusive && x == max) {
-                    let rel = if exclusive { "less than" } else { "less than or equal to" };
-                    causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be {rel} {}", schema["maximum"])));
+                    let rel = if exclusive {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {v}: {path} in body should be {rel} {}",
+                            schema["maximum"]
+                        ),
+                    ));
                 }
             }
         }
@@ -238,18 +304,32 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(min) = schema["minLength"].as_u64()
                 && len < min
             {
-                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {s:?}: {path} in body should be at least {min} chars long")));
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {s:?}: {path} in body should be at least {min} chars long"
+                    ),
+                ));
             }
             if let Some(max) = schema["maxLength"].as_u64()
                 && len > max
             {
-                causes.push(cause("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
+                causes.push(cause(
+                    "FieldValueTooLong",
+                    path,
+                    format!("Too long: may not be more than {max} bytes"),
+                ));
             }
             if let Some(pattern) = schema["pattern"].as_str()
                 && let Ok(re) = regex::Regex::new(pattern)
                 && !re.is_match(s)
             {
-                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {s:?}: {path} in body should match '{pattern}'")));
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!("Invalid value: {s:?}: {path} in body should match '{pattern}'"),
+                ));
             }
         }
         Value::Array(items) => {
@@ -257,27 +337,54 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(min) = schema["minItems"].as_u64()
                 && n < min
             {
-                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {n}: {path} in body should have at least {min} items")));
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!("Invalid value: {n}: {path} in body should have at least {min} items"),
+                ));
             }
             if let Some(max) = schema["maxItems"].as_u64()
                 && n > max
             {
-                causes.push(cause("FieldValueTooMany", path, format!("Too many: {n}: must have at most {max} items")));
+                causes.push(cause(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {n}: must have at most {max} items"),
+                ));
             }
             if schema["x-kubernetes-list-type"].as_str() == Some("set") {
                 for (i, item) in items.iter().enumerate() {
                     if items[..i].contains(item) {
-                        causes.push(cause("FieldValueDuplicate", &format!("{path}[{i}]"), format!("Duplicate value: {}", short(item))));
+                        causes.push(cause(
+                            "FieldValueDuplicate",
+                            &format!("{path}[{i}]"),
+                            format!("Duplicate value: {}", short(item)),
+                        ));
                     }
                 }
             }
             if schema["x-kubernetes-list-type"].as_str() == Some("map") {
-                let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
                 for (i, item) in items.iter().enumerate() {
                     let key: Vec<&Value> = keys.iter().map(|k| &item[*k]).collect();
-                    if items[..i].iter().any(|o| keys.iter().map(|k| &o[*k]).collect::<Vec<_>>() == key) {
-                        let shown: serde_json::Map<String, Value> = keys.iter().map(|k| (k.to_string(), item[*k].clone())).collect();
-                        causes.push(cause("FieldValueDuplicate", &format!("{path}[{i}]"), format!("Duplicate value: {}", json!(shown))));
+                    if items[..i]
+                        .iter()
+                        .any(|o| keys.iter().map(|k| &o[*k]).collect::<Vec<_>>() == key)
+                    {
+                        let shown: serde_json::Map<String, Value> = keys
+                            .iter()
+                            .map(|k| (k.to_string(), item[*k].clone()))
+                            .collect();
+                        causes.push(cause(
+                            "FieldValueDuplicate",
+                            &format!("{path}[{i}]"),
+                            format!("Duplicate value: {}", json!(shown)),
+                        ));
                     }
                 }
             }
@@ -288,9 +395,18 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
         }
         Value::Object(map) => {
-            for req in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for req in schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 if map.get(req).is_none_or(Value::is_null) {
-                    causes.push(cause("FieldValueRequired", &join(path, req), "Required value".into()));
+                    causes.push(cause(
+                        "FieldValueRequired",
+                        &join(path, req),
+                        "Required value".into(),
+                    ));
                 }
             }
             if let Some(props) = schema["properties"].as_object() {
@@ -301,13 +417,25 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
                 }
             } else if schema["additionalProperties"].is_object() {
                 for (k, child) in map {
-                    check(&schema["additionalProperties"], child, &join(path, k), causes);
+                    check(
+                        &schema["additionalProperties"],
+                        child,
+                        &join(path, k),
+                        causes,
+                    );
                 }
             }
             if let Some(min) = schema["minProperties"].as_u64()
                 && (map.len() as u64) < min
             {
-                causes.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body should have at least {min} properties", map.len())));
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should have at least {min} properties",
+                        map.len()
+                    ),
+                ));
             }
         }
         _ => {}

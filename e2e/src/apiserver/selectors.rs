@@ -36,7 +36,11 @@ fn split_top(s: &str) -> Vec<String> {
         cur.push(c);
     }
     parts.push(cur);
-    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn set_values(s: &str) -> Option<Vec<String>> {
@@ -47,7 +51,9 @@ fn set_values(s: &str) -> Option<Vec<String>> {
 impl LabelSelector {
     /// Parses `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let bad = |part: &str| ApiError::bad_request(format!("unable to parse requirement: found '{part}'"));
+        let bad = |part: &str| {
+            ApiError::bad_request(format!("unable to parse requirement: found '{part}'"))
+        };
         let mut reqs = Vec::new();
         for part in split_top(s) {
             if let Some(key) = part.strip_prefix('!') {
@@ -59,9 +65,15 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 reqs.push(LabelReq::Eq(k.trim().into(), v.trim().into()));
             } else if let Some((k, v)) = part.split_once(" notin ") {
-                reqs.push(LabelReq::NotIn(k.trim().into(), set_values(v).ok_or_else(|| bad(&part))?));
+                reqs.push(LabelReq::NotIn(
+                    k.trim().into(),
+                    set_values(v).ok_or_else(|| bad(&part))?,
+                ));
             } else if let Some((k, v)) = part.split_once(" in ") {
-                reqs.push(LabelReq::In(k.trim().into(), set_values(v).ok_or_else(|| bad(&part))?));
+                reqs.push(LabelReq::In(
+                    k.trim().into(),
+                    set_values(v).ok_or_else(|| bad(&part))?,
+                ));
             } else if part.contains(' ') || part.contains('(') {
                 return Err(bad(&part));
             } else {
@@ -76,13 +88,20 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(m) = sel["matchLabels"].as_object() {
             for (k, v) in m {
-                reqs.push(LabelReq::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()));
+                reqs.push(LabelReq::Eq(
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_string(),
+                ));
             }
         }
         for e in sel["matchExpressions"].as_array().into_iter().flatten() {
             let key = e["key"].as_str().unwrap_or_default().to_string();
-            let values: Vec<String> =
-                e["values"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
+            let values: Vec<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
             reqs.push(match e["operator"].as_str().unwrap_or_default() {
                 "In" => LabelReq::In(key, values),
                 "NotIn" => LabelReq::NotIn(key, values),
@@ -125,10 +144,13 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{part}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                )));
             };
             let k = k.trim();
-            if k != "metadata.name" && k != "metadata.namespace" && !allowed.iter().any(|a| a == k) {
+            if k != "metadata.name" && k != "metadata.namespace" && !allowed.iter().any(|a| a == k)
+            {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {k} (for {kind})"
                 )));
@@ -140,7 +162,10 @@ impl FieldSelector {
 
     /// The exact name required, if the selector pins `metadata.name`.
     pub fn name(&self) -> Option<&str> {
-        self.0.iter().find(|(k, eq, _)| k == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, eq, _)| k == "metadata.name" && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 
     /// Whether the object (in its served form) matches.
@@ -154,7 +179,11 @@ impl FieldSelector {
                 Value::String(s) => s.clone(),
                 Value::Null => String::new(),
                 // `source` on core events is an object; kube matches its component.
-                Value::Object(o) => o.get("component").and_then(Value::as_str).unwrap_or_default().to_string(),
+                Value::Object(o) => o
+                    .get("component")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 other => other.to_string(),
             };
             (actual == *v) == *eq
@@ -180,7 +209,11 @@ mod tests {
             ("!tier", false),
             ("!missing,app in (web)", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).map(|s| s.matches(&labels)).ok(), Some(want), "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).map(|s| s.matches(&labels)).ok(),
+                Some(want),
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("app in web").is_err());
     }
@@ -188,7 +221,11 @@ mod tests {
     #[test]
     fn field_selector_checks_labels() {
         let allowed = vec!["involvedObject.name".to_string()];
-        let sel = FieldSelector::parse("involvedObject.name=x,metadata.namespace=ns", &allowed, "Event");
+        let sel = FieldSelector::parse(
+            "involvedObject.name=x,metadata.namespace=ns",
+            &allowed,
+            "Event",
+        );
         let obj = json!({"metadata": {"namespace": "ns"}, "involvedObject": {"name": "x"}});
         assert!(sel.as_ref().is_ok_and(|s| s.matches(&obj)));
         assert!(FieldSelector::parse("spec.foo=1", &allowed, "Event").is_err());

@@ -39,26 +39,41 @@ pub struct Store {
 /// Reads `metadata.namespace` and `metadata.name`.
 pub fn key_of(obj: &Value) -> Key {
     (
-        obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-        obj["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
 /// The resourceVersion stored in an object.
 pub fn rv_of(obj: &Value) -> Option<u64> {
-    obj["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok())
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
 }
 
 impl Store {
     /// One object.
     pub fn get(&self, storage: &str, ns: &str, name: &str) -> Option<&Value> {
-        self.objects.get(storage)?.get(&(ns.to_string(), name.to_string()))
+        self.objects
+            .get(storage)?
+            .get(&(ns.to_string(), name.to_string()))
     }
 
     /// All objects of a storage, optionally only one namespace, in key order.
     pub fn list(&self, storage: &str, ns: Option<&str>) -> Vec<&Value> {
-        let Some(map) = self.objects.get(storage) else { return Vec::new() };
-        map.iter().filter(|((n, _), _)| ns.is_none_or(|want| want == n)).map(|(_, v)| v).collect()
+        let Some(map) = self.objects.get(storage) else {
+            return Vec::new();
+        };
+        map.iter()
+            .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// Every stored (storage, object) whose namespace is `ns`.
@@ -109,25 +124,48 @@ impl Store {
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
         let key = key_of(&obj);
-        let prev = self.objects.entry(storage.to_string()).or_default().insert(key, obj.clone());
+        let prev = self
+            .objects
+            .entry(storage.to_string())
+            .or_default()
+            .insert(key, obj.clone());
         let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
-        self.record(Change { rv, storage: storage.to_string(), kind, object: obj.clone(), prev });
+        self.record(Change {
+            rv,
+            storage: storage.to_string(),
+            kind,
+            object: obj.clone(),
+            prev,
+        });
         obj
     }
 
     /// Removes an object; returns it with the deletion's resourceVersion.
     pub fn remove(&mut self, storage: &str, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self.objects.get_mut(storage)?.remove(&(ns.to_string(), name.to_string()))?;
+        let mut obj = self
+            .objects
+            .get_mut(storage)?
+            .remove(&(ns.to_string(), name.to_string()))?;
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
-        self.record(Change { rv, storage: storage.to_string(), kind: "DELETED", object: obj.clone(), prev: None });
+        self.record(Change {
+            rv,
+            storage: storage.to_string(),
+            kind: "DELETED",
+            object: obj.clone(),
+            prev: None,
+        });
         Some(obj)
     }
 
     /// Changes after `rv` (exclusive) for one storage.
     pub fn changes_since(&self, storage: &str, rv: u64) -> Vec<Change> {
         let start = self.log.partition_point(|c| c.rv <= rv);
-        self.log.range(start..).filter(|c| c.storage == storage).cloned().collect()
+        self.log
+            .range(start..)
+            .filter(|c| c.storage == storage)
+            .cloned()
+            .collect()
     }
 
     /// Forgets all history up to now, so older watches get 410 Gone.

@@ -10,10 +10,15 @@ fn col(name: &str, ty: &str, format: &str, description: &str, priority: u8) -> V
 
 /// Human age like kubectl prints it ("5s", "3m", "2d").
 fn age(ts: &Value) -> String {
-    let Some(t) = ts.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) else {
+    let Some(t) = ts
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    else {
         return "<unknown>".into();
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 3600 * 3 => format!("{}m", s / 60),
@@ -25,7 +30,11 @@ fn age(ts: &Value) -> String {
 /// Evaluates the JSONPath subset used by printer columns:
 /// `.a.b`, `.a[0]`, `.a[*].b`, `.a[?(@.type=="Ready")].status`.
 pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
-    let path = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let path = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     let mut cur = vec![obj.clone()];
     let mut rest = path;
     while !rest.is_empty() {
@@ -35,10 +44,16 @@ pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
             cur = cur.iter().filter_map(|v| v.get(key).cloned()).collect();
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
-            let Some(end) = r.find(']') else { return Vec::new() };
+            let Some(end) = r.find(']') else {
+                return Vec::new();
+            };
             let sel = &r[..end];
             rest = &r[end + 1..];
-            let items: Vec<Value> = cur.iter().filter_map(|v| v.as_array().cloned()).flatten().collect();
+            let items: Vec<Value> = cur
+                .iter()
+                .filter_map(|v| v.as_array().cloned())
+                .flatten()
+                .collect();
             cur = if sel == "*" {
                 items
             } else if let Ok(i) = sel.parse::<usize>() {
@@ -53,7 +68,9 @@ pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
                     .filter(|it| {
                         let got = jsonpath(it, &format!(".{field}"));
                         match want {
-                            Some(w) => got.first().is_some_and(|g| g.as_str().map(str::to_string).unwrap_or(g.to_string()) == w),
+                            Some(w) => got.first().is_some_and(|g| {
+                                g.as_str().map(str::to_string).unwrap_or(g.to_string()) == w
+                            }),
                             None => !got.is_empty(),
                         }
                     })
@@ -79,8 +96,20 @@ fn cell(v: Option<&Value>, ty: &str) -> Value {
 }
 
 fn columns(rt: &ResourceType) -> Vec<Value> {
-    let name = col("Name", "string", "name", "Name must be unique within a namespace.", 0);
-    let age_col = col("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0);
+    let name = col(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace.",
+        0,
+    );
+    let age_col = col(
+        "Age",
+        "string",
+        "",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        0,
+    );
     if let Some(crd) = &rt.crd {
         if crd.columns.is_empty() {
             return vec![name, age_col];
@@ -98,26 +127,79 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
         return cols;
     }
     match (rt.special, rt.kind.as_str()) {
-        (Special::Namespace, _) => vec![name, col("Status", "string", "", "The status of the namespace", 0), age_col],
-        (Special::Pod, _) => vec![
+        (Special::Namespace, _) => vec![
             name,
-            col("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic.", 0),
-            col("Status", "string", "", "The aggregate status of the containers in this pod.", 0),
-            col("Restarts", "string", "", "The number of times the containers in this pod have been restarted.", 0),
+            col("Status", "string", "", "The status of the namespace", 0),
             age_col,
         ],
-        (_, "Secret") => vec![name, col("Type", "string", "", "The type of secret", 0), col("Data", "string", "", "The number of entries in the data.", 0), age_col],
-        (_, "ConfigMap") => vec![name, col("Data", "string", "", "Number of data in configmap", 0), age_col],
-        (_, "ServiceAccount") => vec![name, col("Secrets", "string", "", "Number of secrets", 0), age_col],
-        (_, "Lease") => vec![name, col("Holder", "string", "", "The holder of the lease", 0), age_col],
+        (Special::Pod, _) => vec![
+            name,
+            col(
+                "Ready",
+                "string",
+                "",
+                "The aggregate readiness state of this pod for accepting traffic.",
+                0,
+            ),
+            col(
+                "Status",
+                "string",
+                "",
+                "The aggregate status of the containers in this pod.",
+                0,
+            ),
+            col(
+                "Restarts",
+                "string",
+                "",
+                "The number of times the containers in this pod have been restarted.",
+                0,
+            ),
+            age_col,
+        ],
+        (_, "Secret") => vec![
+            name,
+            col("Type", "string", "", "The type of secret", 0),
+            col(
+                "Data",
+                "string",
+                "",
+                "The number of entries in the data.",
+                0,
+            ),
+            age_col,
+        ],
+        (_, "ConfigMap") => vec![
+            name,
+            col("Data", "string", "", "Number of data in configmap", 0),
+            age_col,
+        ],
+        (_, "ServiceAccount") => vec![
+            name,
+            col("Secrets", "string", "", "Number of secrets", 0),
+            age_col,
+        ],
+        (_, "Lease") => vec![
+            name,
+            col("Holder", "string", "", "The holder of the lease", 0),
+            age_col,
+        ],
         (_, "Event") => vec![
-            col("Last Seen", "string", "", "Time since the event was last seen", 0),
+            col(
+                "Last Seen",
+                "string",
+                "",
+                "Time since the event was last seen",
+                0,
+            ),
             col("Type", "string", "", "Type of the event", 0),
             col("Reason", "string", "", "Reason of the event", 0),
             col("Object", "string", "", "The object the event is about", 0),
             col("Message", "string", "", "The message of the event", 0),
         ],
-        (_, "CustomResourceDefinition") => vec![name, col("Created At", "date", "", "Creation time", 0)],
+        (_, "CustomResourceDefinition") => {
+            vec![name, col("Created At", "date", "", "Creation time", 0)]
+        }
         _ => vec![name, age_col],
     }
 }
@@ -125,7 +207,12 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
 fn row_cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     let name = o["metadata"]["name"].clone();
     let created = age(&o["metadata"]["creationTimestamp"]);
-    let len = |v: &Value| v.as_object().map(|m| m.len()).or(v.as_array().map(Vec::len)).unwrap_or(0);
+    let len = |v: &Value| {
+        v.as_object()
+            .map(|m| m.len())
+            .or(v.as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
     if let Some(crd) = &rt.crd {
         if crd.columns.is_empty() {
             return vec![name, json!(created)];
@@ -140,24 +227,67 @@ fn row_cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     match (rt.special, rt.kind.as_str()) {
         (Special::Namespace, _) => vec![name, o["status"]["phase"].clone(), json!(created)],
         (Special::Pod, _) => {
-            let total = o["spec"]["containers"].as_array().map(Vec::len).unwrap_or(0);
-            let ready = o["status"]["containerStatuses"].as_array().map(|a| a.iter().filter(|c| c["ready"] == json!(true)).count()).unwrap_or(0);
-            vec![name, json!(format!("{ready}/{total}")), o["status"]["phase"].clone(), json!(0), json!(created)]
+            let total = o["spec"]["containers"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            let ready = o["status"]["containerStatuses"]
+                .as_array()
+                .map(|a| a.iter().filter(|c| c["ready"] == json!(true)).count())
+                .unwrap_or(0);
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                o["status"]["phase"].clone(),
+                json!(0),
+                json!(created),
+            ]
         }
-        (_, "Secret") => vec![name, o["type"].clone(), json!(len(&o["data"])), json!(created)],
-        (_, "ConfigMap") => vec![name, json!(len(&o["data"]) + len(&o["binaryData"])), json!(created)],
+        (_, "Secret") => vec![
+            name,
+            o["type"].clone(),
+            json!(len(&o["data"])),
+            json!(created),
+        ],
+        (_, "ConfigMap") => vec![
+            name,
+            json!(len(&o["data"]) + len(&o["binaryData"])),
+            json!(created),
+        ],
         (_, "ServiceAccount") => vec![name, json!(len(&o["secrets"])), json!(created)],
         (_, "Lease") => vec![name, o["spec"]["holderIdentity"].clone(), json!(created)],
         (_, "Event") => {
             let core = rt.special == Special::CoreEvent;
-            let last = [o["lastTimestamp"].clone(), o["deprecatedLastTimestamp"].clone(), o["eventTime"].clone(), o["metadata"]["creationTimestamp"].clone()]
-                .into_iter()
-                .find(|v| v.is_string())
-                .unwrap_or(Value::Null);
-            let regarding = if core { &o["involvedObject"] } else { &o["regarding"] };
+            let last = [
+                o["lastTimestamp"].clone(),
+                o["deprecatedLastTimestamp"].clone(),
+                o["eventTime"].clone(),
+                o["metadata"]["creationTimestamp"].clone(),
+            ]
+            .into_iter()
+            .find(|v| v.is_string())
+            .unwrap_or(Value::Null);
+            let regarding = if core {
+                &o["involvedObject"]
+            } else {
+                &o["regarding"]
+            };
             let message = if core { &o["message"] } else { &o["note"] };
-            let object = format!("{}/{}", regarding["kind"].as_str().unwrap_or_default().to_lowercase(), regarding["name"].as_str().unwrap_or_default());
-            vec![json!(age(&last)), o["type"].clone(), o["reason"].clone(), json!(object), message.clone()]
+            let object = format!(
+                "{}/{}",
+                regarding["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_lowercase(),
+                regarding["name"].as_str().unwrap_or_default()
+            );
+            vec![
+                json!(age(&last)),
+                o["type"].clone(),
+                o["reason"].clone(),
+                json!(object),
+                message.clone(),
+            ]
         }
         (_, "CustomResourceDefinition") => vec![name, o["metadata"]["creationTimestamp"].clone()],
         _ => vec![name, json!(created)],
@@ -188,7 +318,11 @@ pub fn table_with(rt: &ResourceType, list: &Value, include: &str, headers: bool)
     if let Some(c) = list["metadata"].get("continue") {
         meta["continue"] = c.clone();
     }
-    let cols = if headers { Value::Array(columns(rt)) } else { Value::Null };
+    let cols = if headers {
+        Value::Array(columns(rt))
+    } else {
+        Value::Null
+    };
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": cols, "rows": rows})
 }
 
@@ -199,7 +333,10 @@ mod tests {
     #[test]
     fn jsonpath_filters_conditions() {
         let o = json!({"status": {"conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True"}]}});
-        assert_eq!(jsonpath(&o, ".status.conditions[?(@.type==\"Ready\")].status"), vec![json!("True")]);
+        assert_eq!(
+            jsonpath(&o, ".status.conditions[?(@.type==\"Ready\")].status"),
+            vec![json!("True")]
+        );
         assert_eq!(jsonpath(&o, ".status.conditions[0].type"), vec![json!("A")]);
         assert_eq!(jsonpath(&o, ".status.missing"), Vec::<Value>::new());
     }

@@ -11,12 +11,18 @@ pub(super) fn authenticate(inner: &Inner, token: &str) -> Option<UserInfo> {
     if let Some(user) = inner.tokens.get(token) {
         return Some(user.clone());
     }
-    review_jwt(inner, token, &[API_AUDIENCE.to_string()]).ok().map(|(u, _)| u)
+    review_jwt(inner, token, &[API_AUDIENCE.to_string()])
+        .ok()
+        .map(|(u, _)| u)
 }
 
 /// Checks a service-account JWT: signature, time, audience, and that the
 /// service account and any bound object still exist with the same uid.
-fn review_jwt(inner: &Inner, token: &str, audiences: &[String]) -> Result<(UserInfo, Vec<String>), String> {
+fn review_jwt(
+    inner: &Inner,
+    token: &str,
+    audiences: &[String],
+) -> Result<(UserInfo, Vec<String>), String> {
     let claims = inner.signer.verify(token).ok_or("invalid bearer token")?;
     let now = chrono::Utc::now().timestamp();
     if claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
@@ -25,11 +31,21 @@ fn review_jwt(inner: &Inner, token: &str, audiences: &[String]) -> Result<(UserI
     if claims["nbf"].as_i64().is_some_and(|nbf| nbf > now + 60) {
         return Err("invalid bearer token, service account token is not valid yet".into());
     }
-    let token_aud: Vec<String> =
-        claims["aud"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect();
-    let matched: Vec<String> = audiences.iter().filter(|a| token_aud.contains(a)).cloned().collect();
+    let token_aud: Vec<String> = claims["aud"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    let matched: Vec<String> = audiences
+        .iter()
+        .filter(|a| token_aud.contains(a))
+        .cloned()
+        .collect();
     if matched.is_empty() {
-        return Err("invalid bearer token, token audiences don't match the requested audiences".into());
+        return Err(
+            "invalid bearer token, token audiences don't match the requested audiences".into(),
+        );
     }
     let k = &claims["kubernetes.io"];
     let ns = k["namespace"].as_str().unwrap_or_default();
@@ -37,30 +53,55 @@ fn review_jwt(inner: &Inner, token: &str, audiences: &[String]) -> Result<(UserI
     let sa = stored(inner, "/serviceaccounts", ns, sa_name)
         .ok_or_else(|| format!("service account {ns}/{sa_name} has been deleted"))?;
     if sa["metadata"]["uid"].as_str() != k["serviceaccount"]["uid"].as_str() {
-        return Err(format!("service account UID ({}) does not match claim", sa["metadata"]["uid"].as_str().unwrap_or_default()));
+        return Err(format!(
+            "service account UID ({}) does not match claim",
+            sa["metadata"]["uid"].as_str().unwrap_or_default()
+        ));
     }
     let mut user = UserInfo {
         username: format!("system:serviceaccount:{ns}:{sa_name}"),
-        uid: k["serviceaccount"]["uid"].as_str().unwrap_or_default().to_string(),
-        groups: vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}"), "system:authenticated".into()],
+        uid: k["serviceaccount"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated".into(),
+        ],
         extra: Default::default(),
     };
     if let Some(pod_name) = k["pod"]["name"].as_str() {
-        let pod = stored(inner, "/pods", ns, pod_name).ok_or_else(|| format!("pod {ns}/{pod_name} has been deleted"))?;
+        let pod = stored(inner, "/pods", ns, pod_name)
+            .ok_or_else(|| format!("pod {ns}/{pod_name} has been deleted"))?;
         if pod["metadata"]["uid"].as_str() != k["pod"]["uid"].as_str() {
-            return Err(format!("pod {ns}/{pod_name} has been deleted and recreated (UID does not match)"));
+            return Err(format!(
+                "pod {ns}/{pod_name} has been deleted and recreated (UID does not match)"
+            ));
         }
-        user.extra.insert("authentication.kubernetes.io/pod-name".into(), vec![pod_name.to_string()]);
-        user.extra.insert("authentication.kubernetes.io/pod-uid".into(), vec![k["pod"]["uid"].as_str().unwrap_or_default().to_string()]);
+        user.extra.insert(
+            "authentication.kubernetes.io/pod-name".into(),
+            vec![pod_name.to_string()],
+        );
+        user.extra.insert(
+            "authentication.kubernetes.io/pod-uid".into(),
+            vec![k["pod"]["uid"].as_str().unwrap_or_default().to_string()],
+        );
     }
     if let Some(secret_name) = k["secret"]["name"].as_str() {
-        let secret = stored(inner, "/secrets", ns, secret_name).ok_or_else(|| format!("secret {ns}/{secret_name} has been deleted"))?;
+        let secret = stored(inner, "/secrets", ns, secret_name)
+            .ok_or_else(|| format!("secret {ns}/{secret_name} has been deleted"))?;
         if secret["metadata"]["uid"].as_str() != k["secret"]["uid"].as_str() {
-            return Err(format!("secret {ns}/{secret_name} has been deleted and recreated (UID does not match)"));
+            return Err(format!(
+                "secret {ns}/{secret_name} has been deleted and recreated (UID does not match)"
+            ));
         }
     }
     if let Some(jti) = claims["jti"].as_str() {
-        user.extra.insert("authentication.kubernetes.io/credential-id".into(), vec![format!("JTI={jti}")]);
+        user.extra.insert(
+            "authentication.kubernetes.io/credential-id".into(),
+            vec![format!("JTI={jti}")],
+        );
     }
     Ok((user, matched))
 }
@@ -68,41 +109,73 @@ fn review_jwt(inner: &Inner, token: &str, audiences: &[String]) -> Result<(UserI
 /// POST `serviceaccounts/{name}/token`.
 pub(super) fn token_request(inner: &Inner, t: &Target, body: Value) -> Result<Value, ApiError> {
     let name = t.name.clone().unwrap_or_default();
-    let sa = stored(inner, "/serviceaccounts", &t.ns, &name).ok_or_else(|| ApiError::not_found(&t.rt, &name))?;
+    let sa = stored(inner, "/serviceaccounts", &t.ns, &name)
+        .ok_or_else(|| ApiError::not_found(&t.rt, &name))?;
     let spec = &body["spec"];
     let audiences: Vec<String> = match spec["audiences"].as_array() {
-        Some(a) if !a.is_empty() => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
         _ => vec![API_AUDIENCE.to_string()],
     };
     let expiration = spec["expirationSeconds"].as_i64().unwrap_or(3600);
     let invalid = |field: &str, message: String| {
-        let rt = super::registry::builtins().into_iter().find(|r| r.plural == "tokenreviews");
+        let rt = super::registry::builtins()
+            .into_iter()
+            .find(|r| r.plural == "tokenreviews");
         match rt {
             Some(mut rt) => {
                 rt.kind = "TokenRequest".into();
-                ApiError::invalid(&rt, &name, vec![Cause { reason: "FieldValueInvalid", field: field.into(), message }])
+                ApiError::invalid(
+                    &rt,
+                    &name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid",
+                        field: field.into(),
+                        message,
+                    }],
+                )
             }
             None => ApiError::bad_request(message),
         }
     };
     if expiration < 600 {
-        return Err(invalid("spec.expirationSeconds", format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes")));
+        return Err(invalid(
+            "spec.expirationSeconds",
+            format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes"),
+        ));
     }
     if expiration > 1 << 32 {
-        return Err(invalid("spec.expirationSeconds", format!("Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds")));
+        return Err(invalid(
+            "spec.expirationSeconds",
+            format!(
+                "Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds"
+            ),
+        ));
     }
     let now_s = chrono::Utc::now().timestamp();
-    let mut k8s = json!({"namespace": t.ns, "serviceaccount": {"name": name, "uid": sa["metadata"]["uid"]}});
+    let mut k8s =
+        json!({"namespace": t.ns, "serviceaccount": {"name": name, "uid": sa["metadata"]["uid"]}});
     let bound = &spec["boundObjectRef"];
     if let Some(kind) = bound["kind"].as_str() {
         let bound_name = bound["name"].as_str().unwrap_or_default();
         let (storage, field) = match kind {
             "Pod" => ("/pods", "pod"),
             "Secret" => ("/secrets", "secret"),
-            other => return Err(invalid("spec.boundObjectRef.kind", format!("Unsupported value: {other:?}: supported values: \"Pod\", \"Secret\""))),
+            other => {
+                return Err(invalid(
+                    "spec.boundObjectRef.kind",
+                    format!("Unsupported value: {other:?}: supported values: \"Pod\", \"Secret\""),
+                ));
+            }
         };
         let obj = stored(inner, storage, &t.ns, bound_name).ok_or_else(|| {
-            ApiError::custom(404, "NotFound", format!("{}s \"{bound_name}\" not found", field))
+            ApiError::custom(
+                404,
+                "NotFound",
+                format!("{}s \"{bound_name}\" not found", field),
+            )
         })?;
         let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
         if let Some(want) = bound["uid"].as_str().filter(|u| !u.is_empty())
@@ -111,7 +184,9 @@ pub(super) fn token_request(inner: &Inner, t: &Target, body: Value) -> Result<Va
             return Err(ApiError::custom(
                 409,
                 "Conflict",
-                format!("the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"),
+                format!(
+                    "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
+                ),
             ));
         }
         k8s[field] = json!({"name": bound_name, "uid": uid});
@@ -121,8 +196,12 @@ pub(super) fn token_request(inner: &Inner, t: &Target, body: Value) -> Result<Va
         "aud": audiences, "exp": now_s + expiration, "iat": now_s, "nbf": now_s, "iss": inner.issuer, "jti": jti,
         "sub": format!("system:serviceaccount:{}:{name}", t.ns), "kubernetes.io": k8s,
     });
-    let token = inner.signer.sign(&claims).map_err(|e| ApiError::internal(e.to_string()))?;
-    let expires = chrono::DateTime::from_timestamp(now_s + expiration, 0).map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let token = inner
+        .signer
+        .sign(&claims)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let expires = chrono::DateTime::from_timestamp(now_s + expiration, 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     let mut out_spec = json!({"audiences": audiences, "expirationSeconds": expiration});
     if !bound.is_null() {
         out_spec["boundObjectRef"] = bound.clone();
@@ -138,14 +217,23 @@ pub(super) fn token_request(inner: &Inner, t: &Target, body: Value) -> Result<Va
 pub(super) fn token_review(inner: &Inner, body: Value) -> Result<Value, ApiError> {
     let token = body["spec"]["token"].as_str().unwrap_or_default();
     if token.is_empty() {
-        return Err(ApiError::custom(422, "Invalid", "TokenReview.authentication.k8s.io \"\" is invalid: spec.token: Required value: token must not be empty"));
+        return Err(ApiError::custom(
+            422,
+            "Invalid",
+            "TokenReview.authentication.k8s.io \"\" is invalid: spec.token: Required value: token must not be empty",
+        ));
     }
     let audiences: Vec<String> = match body["spec"]["audiences"].as_array() {
-        Some(a) if !a.is_empty() => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
         _ => vec![API_AUDIENCE.to_string()],
     };
     let result = match inner.tokens.get(token) {
-        Some(user) if audiences.iter().any(|a| a == API_AUDIENCE) => Ok((user.clone(), vec![API_AUDIENCE.to_string()])),
+        Some(user) if audiences.iter().any(|a| a == API_AUDIENCE) => {
+            Ok((user.clone(), vec![API_AUDIENCE.to_string()]))
+        }
         Some(_) => Err("token audiences don't match the requested audiences".to_string()),
         None => review_jwt(inner, token, &audiences),
     };

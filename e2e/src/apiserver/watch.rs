@@ -1,13 +1,13 @@
 //! WATCH: a chunked stream of JSON watch events replayed from the change log.
 
+use super::Inner;
 use super::error::ApiError;
 use super::http::{Body, Req, Target};
 use super::ops::{matches, present, selectors};
-use super::table::table_with;
 use super::registry::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::Change;
-use super::Inner;
+use super::table::table_with;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::Response;
@@ -34,14 +34,17 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, obj: &Value) -> bool {
-        let ns_ok = self.ns.is_empty() || obj["metadata"]["namespace"].as_str() == Some(self.ns.as_str());
+        let ns_ok =
+            self.ns.is_empty() || obj["metadata"]["namespace"].as_str() == Some(self.ns.as_str());
         ns_ok && matches(&self.rt, obj, &self.labels, &self.fields)
     }
 
     /// The event a change becomes for this watch, if any.
     fn render(&mut self, kind: &str, obj: &Value) -> Value {
         let object = present(&self.rt, obj);
-        let Some(include) = &self.table else { return json!({"type": kind, "object": object}) };
+        let Some(include) = &self.table else {
+            return json!({"type": kind, "object": object});
+        };
         let list = json!({"metadata": {"resourceVersion": object["metadata"]["resourceVersion"]}, "items": [object]});
         let t = table_with(&self.rt, &list, include, !self.headers_sent);
         self.headers_sent = true;
@@ -76,9 +79,22 @@ pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response
     if let Some(name) = &t.name {
         fields = FieldSelector::parse(&format!("metadata.name={name}"), &[], &t.rt.kind)?;
     }
-    let table = req.accept.contains("as=Table").then(|| req.q("includeObject").unwrap_or("Metadata").to_string());
-    let mut filter = Filter { rt: t.rt.clone(), table, headers_sent: false, ns: t.ns.clone(), labels, fields };
-    let start: Option<u64> = req.q("resourceVersion").and_then(|v| v.parse().ok()).filter(|v| *v > 0);
+    let table = req
+        .accept
+        .contains("as=Table")
+        .then(|| req.q("includeObject").unwrap_or("Metadata").to_string());
+    let mut filter = Filter {
+        rt: t.rt.clone(),
+        table,
+        headers_sent: false,
+        ns: t.ns.clone(),
+        labels,
+        fields,
+    };
+    let start: Option<u64> = req
+        .q("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0);
     let bookmarks = req.q("allowWatchBookmarks") == Some("true");
     let initial_events = req.q("sendInitialEvents") == Some("true");
     let timeout = req
@@ -94,10 +110,18 @@ pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response
         let (mut cursor, gone) = {
             let st = inner.lock();
             match start {
-                Some(rv) if rv < st.store.oldest => (0, Some(ApiError::gone(rv, st.store.oldest).to_status())),
+                Some(rv) if rv < st.store.oldest => {
+                    (0, Some(ApiError::gone(rv, st.store.oldest).to_status()))
+                }
                 Some(rv) if !initial_events => (rv, None),
                 _ => {
-                    let objs: Vec<Value> = st.store.list(&filter.rt.storage, None).into_iter().filter(|o| filter.matches(o)).cloned().collect();
+                    let objs: Vec<Value> = st
+                        .store
+                        .list(&filter.rt.storage, None)
+                        .into_iter()
+                        .filter(|o| filter.matches(o))
+                        .cloned()
+                        .collect();
                     for obj in objs {
                         first.push(filter.render("ADDED", &obj));
                     }
@@ -106,7 +130,9 @@ pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response
             }
         };
         if let Some(status) = gone {
-            let _ = tx.send(line(&json!({"type": "ERROR", "object": status}))).await;
+            let _ = tx
+                .send(line(&json!({"type": "ERROR", "object": status})))
+                .await;
             return;
         }
         for ev in &first {
@@ -124,7 +150,10 @@ pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response
         loop {
             let (events, rv) = {
                 let st = inner.lock();
-                (st.store.changes_since(&filter.rt.storage, cursor), st.store.rv)
+                (
+                    st.store.changes_since(&filter.rt.storage, cursor),
+                    st.store.rv,
+                )
             };
             for change in &events {
                 if let Some(ev) = filter.event(change)
@@ -147,7 +176,9 @@ pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     Response::builder()
         .header("content-type", "application/json")

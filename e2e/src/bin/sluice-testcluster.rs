@@ -22,13 +22,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "sluice_e2e=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| "sluice_e2e=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let dir = std::path::absolute(&args.dir)?;
-    let cluster = TestCluster::start(Options { dir: Some(dir), users: args.users }).await?;
+    let cluster = TestCluster::start(Options {
+        dir: Some(dir),
+        users: args.users,
+    })
+    .await?;
     println!("export KUBECONFIG={}", cluster.kubeconfig_path().display());
     eprintln!("sluice-testcluster serving on {}", cluster.base_url());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -1,5 +1,5 @@
 //! Helpers shared by the test-control-plane tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use sluice_e2e::{Options, TestCluster, User};
 use std::path::Path;
@@ -12,8 +12,13 @@ pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts a cluster with user `alice` (groups dev, ops).
 pub async fn cluster() -> TestCluster {
-    let users = vec![User { name: "alice".into(), groups: vec!["dev".into(), "ops".into()] }];
-    TestCluster::start(Options { dir: None, users }).await.expect("cluster starts")
+    let users = vec![User {
+        name: "alice".into(),
+        groups: vec!["dev".into(), "ops".into()],
+    }];
+    TestCluster::start(Options { dir: None, users })
+        .await
+        .expect("cluster starts")
 }
 
 /// Output of a kubectl run.
@@ -29,7 +34,11 @@ pub async fn kubectl_in(c: &TestCluster, args: &[&str], stdin: Option<&str>) -> 
     cmd.env("KUBECONFIG", c.kubeconfig_path())
         .env_remove("KUBERNETES_SERVICE_HOST")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -53,20 +62,30 @@ pub async fn kubectl_in(c: &TestCluster, args: &[&str], stdin: Option<&str>) -> 
 /// Runs kubectl and asserts success, returning stdout.
 pub async fn kubectl(c: &TestCluster, args: &[&str]) -> String {
     let out = kubectl_in(c, args, None).await;
-    assert!(out.ok, "kubectl {args:?} failed: {}{}", out.stdout, out.stderr);
+    assert!(
+        out.ok,
+        "kubectl {args:?} failed: {}{}",
+        out.stdout, out.stderr
+    );
     out.stdout
 }
 
 /// Runs kubectl with stdin and asserts success.
 pub async fn kubectl_stdin(c: &TestCluster, args: &[&str], stdin: &str) -> String {
     let out = kubectl_in(c, args, Some(stdin)).await;
-    assert!(out.ok, "kubectl {args:?} failed: {}{}", out.stdout, out.stderr);
+    assert!(
+        out.ok,
+        "kubectl {args:?} failed: {}{}",
+        out.stdout, out.stderr
+    );
     out.stdout
 }
 
 /// The repository root (for crds/ and examples/).
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e lives in the repository")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e lives in the repository")
 }
 
 /// Applies the Sluice CRDs from crds/*.yaml.
