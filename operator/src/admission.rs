@@ -4,22 +4,32 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
-use crate::inject::{InjectConfig, inject};
+use crate::inject::{InjectConfig, check_ephemeral_containers, inject};
 
 /// Prefix of every refusal, so a user reading a ReplicaSet's events knows who refused.
 const REFUSAL_PREFIX: &str = "sluice sidecar injection";
 
 /// Answers a pod admission request: allowed with the injection patch and its
-/// warnings, allowed unchanged, or denied with the injector's message.
+/// warnings, allowed unchanged, or denied with the injector's message. Updates
+/// of the `ephemeralcontainers` subresource are checked, never patched.
 ///
 /// The caller resolves `cfg` for the pod's namespace (`request.namespace`) and
 /// service account ([`crate::inject::service_account_of`]).
 pub fn review_pod(request: &AdmissionRequest<Pod>, cfg: &InjectConfig) -> AdmissionResponse {
     let response = AdmissionResponse::from(request);
-    // Only creation is mutated: a pod's spec is immutable afterwards.
-    let (Operation::Create, Some(pod)) = (&request.operation, &request.object) else {
+    let Some(pod) = &request.object else {
         return response;
     };
+    if request.sub_resource.as_deref() == Some("ephemeralcontainers") {
+        return match check_ephemeral_containers(pod) {
+            Ok(()) => response,
+            Err(error) => response.deny(format!("{REFUSAL_PREFIX}: {error}")),
+        };
+    }
+    // Only creation is mutated: a pod's spec is immutable afterwards.
+    if !matches!(request.operation, Operation::Create) || request.sub_resource.is_some() {
+        return response;
+    }
     let injection = match inject(pod, cfg) {
         Ok(injection) => injection,
         Err(error) => return response.deny(format!("{REFUSAL_PREFIX}: {error}")),
@@ -79,6 +89,14 @@ mod tests {
     }
 
     fn admission_request(operation: &str, pod: serde_json::Value) -> AdmissionRequest<Pod> {
+        subresource_request(operation, None, pod)
+    }
+
+    fn subresource_request(
+        operation: &str,
+        sub_resource: Option<&str>,
+        pod: serde_json::Value,
+    ) -> AdmissionRequest<Pod> {
         let review: AdmissionReview<Pod> = serde_json::from_value(serde_json::json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -87,6 +105,7 @@ mod tests {
                 "kind": {"group": "", "version": "v1", "kind": "Pod"},
                 "resource": {"group": "", "version": "v1", "resource": "pods"},
                 "namespace": "shop",
+                "subResource": sub_resource,
                 "operation": operation,
                 "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
                 "object": pod,
@@ -156,6 +175,38 @@ mod tests {
         );
         let response = review_pod(&request, &config());
         assert!(response.allowed, "updates are not reviewed");
+        assert!(response.patch.is_none());
+    }
+
+    #[test]
+    fn debug_container_on_the_sidecar_is_denied() {
+        let created = admission_request(
+            "CREATE",
+            pod(serde_json::json!({"sluice.dev/inject": "true"}), false),
+        );
+        let injected = crate::inject::inject(created.object.as_ref().unwrap(), &config())
+            .unwrap()
+            .pod;
+        let mut object = serde_json::to_value(&injected).unwrap();
+        object["spec"]["ephemeralContainers"] = serde_json::json!([
+            {"name": "debugger", "image": "busybox", "targetContainerName": "sluice-sidecar"}
+        ]);
+        let request = subresource_request("UPDATE", Some("ephemeralcontainers"), object.clone());
+        let response = review_pod(&request, &config());
+        assert!(!response.allowed);
+        assert!(
+            response
+                .result
+                .message
+                .contains("targets the Sluice sidecar"),
+            "{}",
+            response.result.message
+        );
+
+        object["spec"]["ephemeralContainers"][0]["targetContainerName"] = serde_json::json!("web");
+        let request = subresource_request("UPDATE", Some("ephemeralcontainers"), object);
+        let response = review_pod(&request, &config());
+        assert!(response.allowed);
         assert!(response.patch.is_none());
     }
 

@@ -308,6 +308,16 @@ pub enum InjectError {
         /// The name.
         name: &'static str,
     },
+    /// An ephemeral (debug) container added to an injected pod could reach the sidecar's secrets.
+    #[error(
+        "ephemeral container {name:?} {reason}; debug the app container instead (kubectl debug --target=APP_CONTAINER), without mounting {TOKEN_VOLUME_NAME}"
+    )]
+    EphemeralContainer {
+        /// The ephemeral container.
+        name: String,
+        /// What it does that is refused.
+        reason: &'static str,
+    },
     /// The pod could not be turned into JSON or back.
     #[error(
         "could not convert the pod between JSON and its typed form to build the admission patch"
@@ -493,6 +503,46 @@ fn insert_first(
     } else {
         ops.push(add(&["spec", field], serde_json::Value::Array(vec![value])));
     }
+}
+
+/// Refuses ephemeral containers (`kubectl debug`) that would give their user
+/// the Sluice sidecar's secrets: sharing its process namespace (and so its
+/// memory) or mounting its service-account token. Only injected pods are
+/// checked; the webhook calls this for the `pods/ephemeralcontainers`
+/// subresource.
+pub fn check_ephemeral_containers(pod: &Pod) -> Result<(), InjectError> {
+    let injected = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(INJECTED_REVISION_ANNOTATION));
+    if !injected {
+        return Ok(());
+    }
+    let ephemeral = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten());
+    for container in ephemeral {
+        if container.target_container_name.as_deref() == Some(SIDECAR_CONTAINER_NAME) {
+            return Err(InjectError::EphemeralContainer {
+                name: container.name.clone(),
+                reason: "targets the Sluice sidecar, whose memory holds the credentials",
+            });
+        }
+        if container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == TOKEN_VOLUME_NAME)
+        {
+            return Err(InjectError::EphemeralContainer {
+                name: container.name.clone(),
+                reason: "mounts the Sluice sidecar's service-account token",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether the pod is meant to finish (a Job's pod, or any pod that is not
@@ -1040,6 +1090,53 @@ mod tests {
         let injection = inject(&p, &config(true)).unwrap();
         assert_eq!(injection.outcome, Outcome::NotRequested);
         assert!(injection.patch.0.is_empty());
+    }
+
+    #[test]
+    fn debug_containers_may_not_reach_the_sidecar() {
+        use k8s_openapi::api::core::v1::EphemeralContainer;
+        let mut injected = inject(&pod(&[(INJECT_ANNOTATION, "true")]), &config(true))
+            .unwrap()
+            .pod;
+        let debug = |target: &str, mount: bool| EphemeralContainer {
+            name: "debugger".into(),
+            image: Some("busybox".into()),
+            target_container_name: Some(target.into()),
+            volume_mounts: mount.then(|| {
+                vec![VolumeMount {
+                    name: TOKEN_VOLUME_NAME.into(),
+                    mount_path: "/t".into(),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        };
+        let spec = injected.spec.as_mut().unwrap();
+        spec.ephemeral_containers = Some(vec![debug("app", false)]);
+        assert!(check_ephemeral_containers(&injected).is_ok());
+
+        injected.spec.as_mut().unwrap().ephemeral_containers =
+            Some(vec![debug(SIDECAR_CONTAINER_NAME, false)]);
+        let error = check_ephemeral_containers(&injected).unwrap_err();
+        assert!(
+            error.to_string().contains("targets the Sluice sidecar"),
+            "{error}"
+        );
+
+        injected.spec.as_mut().unwrap().ephemeral_containers = Some(vec![debug("app", true)]);
+        let error = check_ephemeral_containers(&injected).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("mounts the Sluice sidecar's service-account token"),
+            "{error}"
+        );
+
+        // Pods without a sidecar are none of our business.
+        let mut plain = pod(&[]);
+        plain.spec.as_mut().unwrap().ephemeral_containers =
+            Some(vec![debug(SIDECAR_CONTAINER_NAME, true)]);
+        assert!(check_ephemeral_containers(&plain).is_ok());
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub struct WebhookSettings {
 /// The MutatingWebhookConfiguration for sidecar injection.
 ///
 /// Narrow on purpose, since `failurePolicy: Fail` makes an unreachable operator
-/// block pod creation wherever the webhook applies: only pod CREATE, only in
+/// block pod creation wherever the webhook applies: only pod CREATE (and
+/// ephemeral-container updates, which are checked, not mutated), only in
 /// labelled non-system namespaces other than the operator's, never the
 /// operator's own pods, and only pods carrying the `sluice.dev/inject`
 /// annotation (a match condition, so the API server does not even call the
@@ -120,13 +121,12 @@ pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhoo
             reinvocation_policy: Some("Never".to_string()),
             side_effects: "None".to_string(),
             timeout_seconds: Some(10),
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec![String::new()]),
-                api_versions: Some(vec!["v1".to_string()]),
-                operations: Some(vec!["CREATE".to_string()]),
-                resources: Some(vec!["pods".to_string()]),
-                scope: Some("Namespaced".to_string()),
-            }]),
+            rules: Some(vec![
+                pod_rule("CREATE", "pods"),
+                // `kubectl debug` on an injected pod: refused when it would
+                // reach the sidecar's memory or token.
+                pod_rule("UPDATE", "pods/ephemeralcontainers"),
+            ]),
             namespace_selector: Some(LabelSelector {
                 match_labels: Some(BTreeMap::from([(label_key, label_value)])),
                 match_expressions: Some(vec![LabelSelectorRequirement {
@@ -150,6 +150,16 @@ pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhoo
                 ),
             }]),
         }]),
+    }
+}
+
+fn pod_rule(operation: &str, resource: &str) -> RuleWithOperations {
+    RuleWithOperations {
+        api_groups: Some(vec![String::new()]),
+        api_versions: Some(vec!["v1".to_string()]),
+        operations: Some(vec![operation.to_string()]),
+        resources: Some(vec![resource.to_string()]),
+        scope: Some("Namespaced".to_string()),
     }
 }
 
@@ -191,6 +201,14 @@ mod tests {
             serde_json::json!(["CREATE"])
         );
         assert_eq!(hook["rules"][0]["resources"], serde_json::json!(["pods"]));
+        assert_eq!(
+            hook["rules"][1]["operations"],
+            serde_json::json!(["UPDATE"])
+        );
+        assert_eq!(
+            hook["rules"][1]["resources"],
+            serde_json::json!(["pods/ephemeralcontainers"])
+        );
         assert_eq!(hook["clientConfig"]["service"]["path"], POD_INJECTION_PATH);
         assert_eq!(hook["clientConfig"]["service"]["port"], 8443);
         assert!(hook["clientConfig"].get("url").is_none());
