@@ -14,7 +14,8 @@
 //!   AST adds its kind (DML in CTEs, the inner statement of `EXPLAIN` even
 //!   without `ANALYZE`, statements in procedural bodies), and every `SELECT`
 //!   that reads (subqueries, `INSERT … SELECT`, `CREATE TABLE … AS`) adds
-//!   `select`. `SELECT … INTO new_table` (Postgres) is `create`.
+//!   `select`. `SELECT … INTO new_table` (Postgres) is `create`. `kinds` is
+//!   sorted in [`StatementKind`]'s order.
 //! - `without_where` is also true when a `WHERE` clause is a constant (no
 //!   column reference and no subquery, e.g. `WHERE true`, `WHERE 1 = 1`,
 //!   `WHERE $1 = $1`), because such a clause filters nothing. It is set for
@@ -25,26 +26,33 @@
 //!   sensitivity depends on the server (`lower_case_table_names`) and function
 //!   names are never case-sensitive: lower-casing errs toward matching a rule.
 //! - Names are kept qualified as written (`public.orders`,
-//!   `pg_catalog.pg_read_file`); a rule that must catch both forms needs a glob
-//!   for each (`pg_read_file`, `*.pg_read_file`).
+//!   `pg_catalog.pg_read_file`); relating qualified and unqualified names (the
+//!   search_path) is left to the rule engine.
 //! - CTE names are not tables, with SQL scoping: in a non-recursive `WITH`, a
 //!   CTE body sees only the CTEs declared before it, so in
 //!   `WITH orders AS (SELECT * FROM orders) …` the inner `orders` is the real
-//!   table and is reported.
+//!   table and is reported. The target of `INSERT`, `UPDATE`, `DELETE`,
+//!   `MERGE` and `SELECT … INTO` is always a table, even when a CTE has its
+//!   name.
 //! - Table functions in `FROM` (`generate_series(…)`, `dblink(…)`,
 //!   `unnest(…)`, `json_table`, `xmltable`) are functions, not tables. The
 //!   procedure of `CALL p(…)` and the function a `CREATE TRIGGER` executes are
 //!   reported as functions too.
 //! - Not visible to any parser: names inside string literals (`'t'::regclass`,
 //!   `dblink('…', 'SELECT … FROM secret')`, `EXECUTE` of dynamic SQL in
-//!   function bodies, `PREPARE s FROM '…'` in MySQL). Function bodies written as
-//!   dollar-quoted strings are opaque.
+//!   function bodies). Function bodies written as dollar-quoted strings are
+//!   opaque.
+//! - Hostile input is an error, never a crash: inputs over [`MAX_SQL_BYTES`],
+//!   statements with more than [`MAX_OPERATORS_PER_STATEMENT`] chaining
+//!   operators or nested deeper than [`MAX_NESTING_DEPTH`] are refused with
+//!   [`SqlError::TooLarge`] / [`SqlError::TooComplex`].
 //! - Statements sqlparser 0.63 cannot parse (for example Postgres `DO`,
 //!   `TABLE t`, `REFRESH MATERIALIZED VIEW`, `CLUSTER`, `VACUUM (…)`, MySQL
 //!   `LOAD DATA INFILE`, `SELECT … INTO OUTFILE`, `UPDATE a, b SET …`) are a
 //!   [`SqlError`]; the policy's `onParseError` decides what happens to them.
-//!   The test `known_gaps_are_parse_errors` in `policy/tests/sql_cases.rs`
-//!   lists the ones we know of.
+//!   `DO` gets its own [`SqlError::Unsupported`]. The test
+//!   `sql_known_gaps_are_parse_errors` in `policy/tests/sql_cases.rs` lists
+//!   the ones we know of.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -873,9 +881,9 @@ struct Collector {
     functions: BTreeSet<String>,
     without_where: bool,
     scopes: Vec<CteScope>,
-    /// Names of table functions (`FROM f(…)`), which the visitor would also
-    /// report as relations.
-    function_relations: Vec<*const ObjectName>,
+    /// Names the visitor reports as relations that are not tables: table
+    /// functions (`FROM f(…)`) and the database of `SHOW TABLES FROM db`.
+    non_table_relations: Vec<*const ObjectName>,
     /// Current and deepest nesting of statements, queries, expressions and
     /// table factors (see [`MAX_NESTING_DEPTH`]).
     depth: usize,
@@ -891,7 +899,7 @@ impl Collector {
             functions: BTreeSet::new(),
             without_where: false,
             scopes: Vec::new(),
-            function_relations: Vec::new(),
+            non_table_relations: Vec::new(),
             depth: 0,
             max_depth: 0,
         }
@@ -1202,6 +1210,22 @@ impl Collector {
             S::Flush { tables, .. } => self.add_tables(tables),
             S::OptimizeTable { name, .. } => self.add_table(name),
             S::Call(function) => self.add_function(&function.name),
+            // `SHOW TABLES FROM shop` names a database or schema, which the
+            // visitor would report as a relation; only SHOW COLUMNS names a table.
+            S::ShowTables { show_options, .. }
+            | S::ShowViews { show_options, .. }
+            | S::ShowSchemas { show_options, .. }
+            | S::ShowDatabases { show_options, .. }
+            | S::ShowCatalogs { show_options, .. }
+            | S::ShowObjects(ast::ShowObjects { show_options, .. }) => {
+                if let Some(ast::ShowStatementIn {
+                    parent_name: Some(parent),
+                    ..
+                }) = &show_options.show_in
+                {
+                    self.non_table_relations.push(parent);
+                }
+            }
             S::CreateTrigger(trigger) => {
                 if let Some(body) = &trigger.exec_body {
                     self.add_function(&body.func_desc.name);
@@ -1250,7 +1274,7 @@ impl Visitor for Collector {
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Self::Break> {
         if !self
-            .function_relations
+            .non_table_relations
             .iter()
             .any(|f| std::ptr::eq(*f, relation))
         {
@@ -1272,7 +1296,7 @@ impl Visitor for Collector {
                 args: Some(_),
                 ..
             } => {
-                self.function_relations.push(name);
+                self.non_table_relations.push(name);
                 self.add_function(name);
             }
             // sqlparser 0.63 reads Postgres `FROM ONLY t` / `UPDATE ONLY t` as
@@ -1284,7 +1308,7 @@ impl Visitor for Collector {
                 args: None,
                 ..
             } if self.dialect == SqlDialect::Postgres && is_bare_only(name) => {
-                self.function_relations.push(name);
+                self.non_table_relations.push(name);
                 self.add_table(&ObjectName::from(vec![alias.name.clone()]));
             }
             TableFactor::Function { name, .. } => self.add_function(name),
