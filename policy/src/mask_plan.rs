@@ -34,9 +34,13 @@
 //!   `WHERE`, `GROUP BY`, `HAVING`, `ORDER BY`, join conditions or `EXISTS` do not
 //!   mask anything: inferring values through predicates (`WHERE ssn LIKE '1%'`) is out
 //!   of scope and belongs to statement rules.
-//! - Everything syntactically inside an output expression counts, including
-//!   `FILTER`, `OVER (ORDER BY ...)`, `IN (subquery)` and field access on a whole-row
-//!   value (`(c).name` is masked when `customers` may hold masked columns).
+//! - Everything syntactically inside an output expression counts (conditions of
+//!   `CASE`, `IN (subquery)`, an aggregate's own `ORDER BY`, field access on a
+//!   whole-row value: `(c).name` is masked when `customers` may hold masked columns),
+//!   except what only selects or orders rows, like WHERE does: a window's
+//!   `OVER (PARTITION BY ... ORDER BY ...)`, an aggregate's `FILTER (WHERE ...)`, and
+//!   the argument of `count(...)`. `WITHIN GROUP (ORDER BY x)` counts, since
+//!   `percentile_disc` and `mode` return values of x.
 //! - An unqualified column name that several in-scope relations (or enclosing query
 //!   levels) might provide counts as masked if any of them could provide a masked
 //!   column of that name.
@@ -1020,6 +1024,7 @@ impl<'m> Analyzer<'m> {
             taint: None,
             nested: 0,
             skip_next_query: false,
+            skip_until: None,
         };
         let _ = node.visit(&mut v);
         v.taint
@@ -2034,13 +2039,15 @@ struct TaintVisitor<'a, 'm> {
     taint: Tainted,
     nested: usize,
     skip_next_query: bool,
+    /// A subtree already accounted for (by identity), skipped until left.
+    skip_until: Option<*const Expr>,
 }
 
 impl Visitor for TaintVisitor<'_, '_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        if self.nested == 0 {
+        if self.nested == 0 && self.skip_until.is_none() {
             // EXISTS yields a boolean about its rows, not their values.
             if !std::mem::take(&mut self.skip_next_query) {
                 let slots = self.an.query(query);
@@ -2058,10 +2065,17 @@ impl Visitor for TaintVisitor<'_, '_> {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if self.nested > 0 {
+        if self.nested > 0 || self.skip_until.is_some() {
             return ControlFlow::Continue(());
         }
         let t = match expr {
+            Expr::Function(f)
+                if f.over.is_some() || f.filter.is_some() || function_name(&f.name) == "count" =>
+            {
+                let t = self.function_values(f);
+                self.skip_until = Some(expr as *const Expr);
+                t
+            }
             Expr::Identifier(id) => self.an.resolve_unqualified(id),
             Expr::CompoundIdentifier(ids) => self.an.resolve_qualified(ids),
             Expr::QualifiedWildcard(name, _) => self.an.resolve_whole_row(name),
@@ -2084,9 +2098,34 @@ impl Visitor for TaintVisitor<'_, '_> {
         join_into(&mut self.taint, t);
         ControlFlow::Continue(())
     }
+
+    fn post_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if self.skip_until == Some(expr as *const Expr) {
+            self.skip_until = None;
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 impl TaintVisitor<'_, '_> {
+    /// What flows into the value of a window or filtered aggregate, or a count:
+    /// `OVER (PARTITION BY/ORDER BY)` and `FILTER (WHERE)` only select and order rows
+    /// (like WHERE and ORDER BY), and a count carries no value of its argument.
+    /// `WITHIN GROUP (ORDER BY x)` does count: `percentile_disc`/`mode` return x.
+    fn function_values(&mut self, f: &Function) -> Tainted {
+        if function_name(&f.name) == "count" {
+            return None;
+        }
+        let mut t = self.function(f);
+        let args = self.an.taint_of(&f.args);
+        join_into(&mut t, args);
+        let parameters = self.an.taint_of(&f.parameters);
+        join_into(&mut t, parameters);
+        let within_group = self.an.taint_of(&f.within_group);
+        join_into(&mut t, within_group);
+        t
+    }
+
     /// Wildcard arguments are not expressions, so the visitor would not see them.
     fn function(&mut self, f: &Function) -> Tainted {
         let fname = function_name(&f.name);

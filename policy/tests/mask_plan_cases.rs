@@ -269,6 +269,29 @@ const CASES: &[Case] = &[
         "D0 D0",
     ),
     pg(
+        "window partitioning, FILTER and count() carry no value of what they read",
+        "SELECT row_number() OVER (PARTITION BY ssn), count(*) FILTER (WHERE ssn IS NULL), count(DISTINCT ssn), lag(name) OVER (ORDER BY ssn) FROM customers",
+        &[
+            ("row_number", ""),
+            ("count", ""),
+            ("count", ""),
+            ("lag", ""),
+        ],
+        "C C C C",
+    ),
+    pg(
+        "ordered-set aggregates return what WITHIN GROUP orders",
+        "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY ssn), mode() WITHIN GROUP (ORDER BY ssn) FILTER (WHERE id > 0) FROM customers",
+        &[("percentile_disc", ""), ("mode", "")],
+        "D0 D0",
+    ),
+    pg(
+        "a window function's argument still counts",
+        "SELECT sum(length(ssn)) OVER (PARTITION BY name), max((SELECT password_hash FROM users LIMIT 1)) FILTER (WHERE true) OVER () FROM customers",
+        &[("sum", ""), ("max", "")],
+        "D0 D1",
+    ),
+    pg(
         "format()",
         "SELECT format('%s', ssn) FROM customers",
         &[("format", "")],
