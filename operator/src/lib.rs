@@ -6,6 +6,7 @@
 //!   [`admission`], which turns its result into an AdmissionResponse;
 //! - [`pki`]: the operator's own CA and hot-swappable serving certificate;
 //! - [`gateway_token`]: the gateway JWT, its signing keys, rotation and JWKS;
+//! - [`token_holder`]: which pods may exchange their token for a gateway token;
 //! - [`webhook_config`]: the MutatingWebhookConfiguration the operator registers.
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod admission;
 pub mod gateway_token;
 pub mod inject;
 pub mod pki;
+pub mod token_holder;
 pub mod webhook_config;
 
 /// Everything that can go wrong in the operator, by component.
