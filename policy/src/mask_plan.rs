@@ -2422,6 +2422,46 @@ mod tests {
     }
 
     #[test]
+    fn nesting_beyond_the_limit_is_uncertain_not_a_crash() {
+        use sqlparser::dialect::PostgreSqlDialect;
+        use sqlparser::parser::Parser;
+        let depth = MAX_DEPTH + 6;
+        let sql = format!(
+            "SELECT {}name{} FROM customers",
+            "(SELECT ".repeat(depth),
+            ")".repeat(depth)
+        );
+        let run = move || {
+            let stmts = Parser::new(&PostgreSqlDialect {})
+                .with_recursion_limit(10 * depth)
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_statements())
+                .unwrap();
+            let m = matcher(&[("customers.ssn", 0)]);
+            let out = [OutputColumn {
+                name: "name".into(),
+                origin: None,
+            }];
+            plan_rows(&stmts[0], &out, &m)
+        };
+        let plan = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .unwrap();
+        match &plan.columns[..] {
+            [
+                ColumnMask::Mask {
+                    rule: 0,
+                    reason: MaskReason::Uncertain(why),
+                },
+            ] => assert!(why.contains("nests too deeply"), "{why}"),
+            other => panic!("expected an uncertain mask, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn join_keeps_lowest_rule() {
         let t = |rule| {
             Some(Taint {
