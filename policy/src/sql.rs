@@ -20,6 +20,9 @@
 //!   column reference and no subquery, e.g. `WHERE true`, `WHERE 1 = 1`,
 //!   `WHERE $1 = $1`), because such a clause filters nothing. It is set for
 //!   nested `UPDATE`/`DELETE` too, including under a plain `EXPLAIN`.
+//! - `set` is for session state only. MySQL `SET GLOBAL …`, `SET @@global.…`
+//!   and `SET PASSWORD` are `alter` (they change the server or an account);
+//!   MySQL `RESET MASTER/REPLICA/…` is `other`. `COMMENT ON` is `alter`.
 //! - Identifiers: unquoted ones are lower-cased; in Postgres quoted ones keep
 //!   their case (`"Orders"` is another table than `orders`). In MySQL every
 //!   identifier is lower-cased, quoted or not, because MySQL's case
@@ -754,7 +757,15 @@ fn statement_kind(stmt: &ast::Statement, dialect: SqlDialect) -> StatementKind {
         S::Revoke(_) | S::Deny(_) => K::Revoke,
 
         // Session state: variables, role, authorization, current database.
-        S::Set(_) | S::Reset(_) | S::Use(_) | S::AlterSession { .. } | S::Discard { .. } => K::Set,
+        S::Set(set) if dialect == SqlDialect::Mysql && mysql_set_is_server_change(set) => K::Alter,
+        S::Set(_) | S::Use(_) | S::AlterSession { .. } | S::Discard { .. } => K::Set,
+        // Postgres RESET restores a setting; MySQL has no such statement and
+        // its RESET MASTER / REPLICA / PERSIST are administration (deleting
+        // binary logs, replication state).
+        S::Reset(_) => match dialect {
+            SqlDialect::Postgres => K::Set,
+            SqlDialect::Mysql => K::Other,
+        },
 
         S::Call(_) => K::Call,
 
@@ -800,6 +811,31 @@ fn statement_kind(stmt: &ast::Statement, dialect: SqlDialect) -> StatementKind {
         | S::WaitFor(_)
         | S::Return(_)
         | S::Vacuum(_) => K::Other,
+    }
+}
+
+/// MySQL `SET GLOBAL x = …` / `SET @@global.x = …` change the server for
+/// everyone and `SET PASSWORD` changes an account: `alter`, not a session
+/// setting.
+fn mysql_set_is_server_change(set: &ast::Set) -> bool {
+    let global = |scope: Option<&ast::ContextModifier>, name: &ObjectName| {
+        let name = normalize_name(name, true);
+        matches!(scope, Some(ast::ContextModifier::Global))
+            || name.starts_with("@@global.")
+            || name.starts_with("@@persist")
+            || name == "password"
+    };
+    match set {
+        ast::Set::SingleAssignment {
+            scope, variable, ..
+        } => global(scope.as_ref(), variable),
+        ast::Set::MultipleAssignments { assignments } => assignments
+            .iter()
+            .any(|a| global(a.scope.as_ref(), &a.name)),
+        ast::Set::ParenthesizedAssignments { variables, .. } => {
+            variables.iter().any(|v| global(None, v))
+        }
+        _ => false,
     }
 }
 
