@@ -68,6 +68,61 @@ fn selector_matches(sel: &Value, labels: &Value) -> bool {
     LabelSelector::from_object(sel).is_ok_and(|s| s.matches(labels))
 }
 
+/// Evaluates `matchConditions` (CEL); `Err` when one cannot be evaluated.
+fn conditions_match(wh: &Value, a: &Attrs<'_>, obj: Option<&Value>) -> Result<bool, String> {
+    let Some(conds) = wh["matchConditions"].as_array().filter(|c| !c.is_empty()) else {
+        return Ok(true);
+    };
+    let request = kube_cel::AdmissionRequest {
+        operation: a.op.to_string(),
+        username: a.user.username.clone(),
+        uid: a.user.uid.clone(),
+        groups: a.user.groups.clone(),
+        name: a.name.to_string(),
+        namespace: a.ns.to_string(),
+        dry_run: a.dry_run,
+        kind: kube_cel::GroupVersionKind {
+            group: a.rt.group.clone(),
+            version: a.rt.version.clone(),
+            kind: a.rt.kind.clone(),
+        },
+        resource: kube_cel::GroupVersionResource {
+            group: a.rt.group.clone(),
+            version: a.rt.version.clone(),
+            resource: a.rt.plural.clone(),
+        },
+    };
+    let evaluator = kube_cel::VapEvaluator::builder()
+        .object(obj.cloned().unwrap_or(Value::Null))
+        .old_object(a.old.cloned().unwrap_or(Value::Null))
+        .request(request)
+        .build();
+    let expressions: Vec<kube_cel::VapExpression> = conds
+        .iter()
+        .map(|c| kube_cel::VapExpression {
+            expression: c["expression"].as_str().unwrap_or("false").to_string(),
+            message: None,
+            message_expression: None,
+        })
+        .collect();
+    for (cond, result) in conds.iter().zip(evaluator.evaluate(&expressions)) {
+        if let Some(m) = result
+            .message
+            .as_deref()
+            .filter(|m| m.starts_with("evaluation error"))
+        {
+            return Err(format!(
+                "matchCondition {:?}: {m}",
+                cond["name"].as_str().unwrap_or_default()
+            ));
+        }
+        if !result.passed {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn applies(inner: &Inner, wh: &Value, a: &Attrs<'_>, obj: Option<&Value>) -> bool {
     if !wh["rules"]
         .as_array()
@@ -251,6 +306,17 @@ fn denial(name: &str, response: &Value) -> ApiError {
     )
 }
 
+/// matchConditions with failurePolicy applied to evaluation errors.
+fn matched(wh: &Value, name: &str, a: &Attrs<'_>, obj: Option<&Value>) -> Result<bool, ApiError> {
+    match conditions_match(wh, a, obj) {
+        Ok(m) => Ok(m),
+        Err(_) if wh["failurePolicy"].as_str() == Some("Ignore") => Ok(false),
+        Err(e) => Err(ApiError::internal(format!(
+            "failed calling webhook \"{name}\": {e}"
+        ))),
+    }
+}
+
 fn exempt(a: &Attrs<'_>) -> bool {
     // kube never sends webhook configurations themselves through webhooks.
     a.rt.special == Special::Webhook
@@ -275,6 +341,9 @@ pub(crate) async fn mutate(
                 continue;
             }
             let name = wh["name"].as_str().unwrap_or_default();
+            if !matched(wh, name, a, Some(&obj))? {
+                continue;
+            }
             let uid = uuid::Uuid::new_v4().to_string();
             let response = match call(wh, &review(a, Some(&obj), &uid), &uid).await {
                 Ok(r) => r,
@@ -330,6 +399,9 @@ pub(crate) async fn validate(
                 continue;
             }
             let name = wh["name"].as_str().unwrap_or_default();
+            if !matched(wh, name, a, obj)? {
+                continue;
+            }
             let uid = uuid::Uuid::new_v4().to_string();
             match call(wh, &review(a, obj, &uid), &uid).await {
                 Ok(r) if r["allowed"].as_bool() == Some(true) => {}

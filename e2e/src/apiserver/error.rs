@@ -187,6 +187,11 @@ impl ApiError {
         )
     }
 
+    /// 500 with the message as is (storage errors kube does not wrap).
+    pub fn internal_plain(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+
     /// An error with a caller-chosen code and reason (used for webhook denials).
     pub fn custom(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         Self::new(code, reason, message)

@@ -279,7 +279,7 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
     }
     if matches!(
         t.rt.special,
-        Special::TokenReview | Special::SelfSubjectReview
+        Special::TokenReview | Special::SelfSubjectReview | Special::AccessReview
     ) {
         if req.method != Method::POST || t.name.is_some() {
             return Err(ApiError::method_not_allowed(format!(
@@ -289,6 +289,9 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
         }
         let out = if t.rt.special == Special::TokenReview {
             tokens::token_review(inner, req.json_body()?)?
+        } else if t.rt.special == Special::AccessReview {
+            // kubectl posts these as protobuf; the answer does not depend on the body.
+            access_review(&t, req.json_body().unwrap_or_else(|_| json!({})))
         } else {
             json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
                 "metadata": {"creationTimestamp": null}, "status": {"userInfo": req.user.to_json()}})
@@ -296,6 +299,7 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
         return Ok(json_response(201, &out));
     }
     let wants_table = req.accept.contains("as=Table");
+    let wants_meta = req.accept.contains("as=PartialObjectMetadata");
     match (&req.method, &t.name) {
         (&Method::GET, None) => {
             if req
@@ -305,7 +309,16 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
             {
                 return watch::watch(inner.clone(), req, &t);
             }
-            let list = ops::list(inner, req, &t)?;
+            let mut list = ops::list(inner, req, &t)?;
+            if wants_meta {
+                list["kind"] = json!("PartialObjectMetadataList");
+                list["apiVersion"] = json!("meta.k8s.io/v1");
+                if let Some(items) = list["items"].as_array_mut() {
+                    for item in items {
+                        *item = ops::partial(item);
+                    }
+                }
+            }
             if wants_table {
                 return Ok(json_response(200, &table::table(&t.rt, &list, req)));
             }
@@ -313,6 +326,9 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
         }
         (&Method::GET, Some(name)) => {
             let obj = ops::get(inner, &t, name)?;
+            if wants_meta {
+                return Ok(json_response(200, &ops::partial(&obj)));
+            }
             if wants_table {
                 let list = json!({"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "items": [obj]});
                 return Ok(json_response(200, &table::table(&t.rt, &list, req)));
@@ -333,7 +349,12 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
         }
         (&Method::DELETE, Some(_)) => {
             let obj = ops::delete(inner, req, &t).await?;
-            Ok(json_response(200, &obj))
+            // 202 while finalizers hold the object, 200 once it is gone (as kube).
+            let pending = !obj["metadata"]["deletionTimestamp"].is_null()
+                && obj["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty());
+            Ok(json_response(if pending { 202 } else { 200 }, &obj))
         }
         (&Method::DELETE, None) => {
             let list = ops::delete_collection(inner, req, &t).await?;
@@ -344,4 +365,19 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
             req.method, req.path
         ))),
     }
+}
+
+/// Answers authorization reviews. The test control plane does not authorize:
+/// every authenticated request is allowed, and the review says so.
+fn access_review(t: &Target, mut body: Value) -> Value {
+    body["apiVersion"] = json!("authorization.k8s.io/v1");
+    body["kind"] = json!(t.rt.kind);
+    body["metadata"] = json!({"creationTimestamp": null});
+    body["status"] = if t.rt.kind == "SelfSubjectRulesReview" {
+        json!({"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": false})
+    } else {
+        json!({"allowed": true, "reason": "the Sluice test control plane allows every authenticated request (no RBAC)"})
+    };
+    body
 }

@@ -53,6 +53,11 @@ pub fn present(rt: &ResourceType, obj: &Value) -> Value {
     out
 }
 
+/// The `PartialObjectMetadata` form kube-rs' metadata API asks for.
+pub fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
 /// The stored form of an object received for `rt`.
 fn to_storage(rt: &ResourceType, obj: &Value) -> Value {
     let mut out = obj.clone();
@@ -93,13 +98,7 @@ fn ensure_object(v: &mut Value, what: &str) -> Result<(), ApiError> {
 
 fn check_type(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     if let Some(av) = obj["apiVersion"].as_str() {
-        let ok = av == rt.api_version() || (rt.special == Special::EventsV1 && av == "v1");
-        if !ok
-            && !rt
-                .crd
-                .as_ref()
-                .is_some_and(|_| av.starts_with(&format!("{}/", rt.group)))
-        {
+        if av != rt.api_version() {
             return Err(ApiError::bad_request(format!(
                 "the API version in the data ({av}) does not match the expected API version ({})",
                 rt.api_version()
@@ -587,6 +586,12 @@ pub(super) async fn create_object(
             }],
         ));
     }
+    if !meta_str(&obj, "resourceVersion").is_empty() {
+        // kube's storage refuses this with a plain (500) error; so do we.
+        return Err(ApiError::internal_plain(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
     if let Some(m) = obj["metadata"].as_object_mut() {
         for k in [
             "uid",
@@ -730,6 +735,25 @@ fn prepare_update(
     }
     if rt.kind == "Secret" {
         move_string_data(&mut out);
+    }
+    if matches!(rt.kind.as_str(), "Secret" | "ConfigMap") && old["immutable"] == json!(true) {
+        let fields = ["data", "binaryData", "immutable"];
+        if fields.iter().any(|f| old.get(*f) != out.get(*f)) {
+            let field = fields
+                .iter()
+                .find(|f| old.get(**f) != out.get(**f))
+                .copied()
+                .unwrap_or("data");
+            return Err(ApiError::invalid(
+                rt,
+                &name,
+                vec![Cause {
+                    reason: "FieldValueForbidden",
+                    field: field.into(),
+                    message: "Forbidden: field is immutable when `immutable` is set".into(),
+                }],
+            ));
+        }
     }
     for k in [
         "name",
@@ -948,6 +972,9 @@ async fn apply(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value)
     let sub = t.sub.clone();
     if !exists && sub.is_none() {
         let mut body = applied.clone();
+        if let Some(m) = body["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
         if body["metadata"]["name"].is_null() {
             body["metadata"]["name"] = json!(name);
         }

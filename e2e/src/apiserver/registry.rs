@@ -25,6 +25,8 @@ pub enum Special {
     TokenReview,
     /// SelfSubjectReview: create-only, answers who the caller is.
     SelfSubjectReview,
+    /// SubjectAccessReview and friends: create-only; everything is allowed.
+    AccessReview,
     /// Webhook configurations (their changes are read on each admission).
     Webhook,
 }
@@ -88,7 +90,9 @@ impl ResourceType {
     /// The verbs for discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
         match self.special {
-            Special::TokenReview | Special::SelfSubjectReview => vec!["create"],
+            Special::TokenReview | Special::SelfSubjectReview | Special::AccessReview => {
+                vec!["create"]
+            }
             _ => vec![
                 "create",
                 "delete",
@@ -352,6 +356,29 @@ pub fn builtins() -> Vec<ResourceType> {
             &[],
         ),
     ];
+    for (plural, kind, namespaced) in [
+        ("subjectaccessreviews", "SubjectAccessReview", false),
+        ("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+        (
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
+        ),
+        ("selfsubjectrulesreviews", "SelfSubjectRulesReview", false),
+    ] {
+        all.push(builtin(
+            "authorization.k8s.io",
+            "v1",
+            plural,
+            kind,
+            namespaced,
+            &[],
+            false,
+            false,
+            S::AccessReview,
+            &[],
+        ));
+    }
     for rt in &mut all {
         if matches!(rt.plural.as_str(), "pods" | "services" | "deployments") {
             rt.categories = vec!["all".into()];

@@ -3,7 +3,7 @@
 use super::Inner;
 use super::error::ApiError;
 use super::http::{Body, Req, Target};
-use super::ops::{matches, present, selectors};
+use super::ops::{matches, partial, present, selectors};
 use super::registry::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::Change;
@@ -27,6 +27,8 @@ struct Filter {
     /// `Some(includeObject)` when the client asked for Table events.
     table: Option<String>,
     headers_sent: bool,
+    /// The client asked for PartialObjectMetadata events.
+    meta_only: bool,
     ns: String,
     labels: LabelSelector,
     fields: FieldSelector,
@@ -42,6 +44,9 @@ impl Filter {
     /// The event a change becomes for this watch, if any.
     fn render(&mut self, kind: &str, obj: &Value) -> Value {
         let object = present(&self.rt, obj);
+        if self.meta_only {
+            return json!({"type": kind, "object": partial(&object)});
+        }
         let Some(include) = &self.table else {
             return json!({"type": kind, "object": object});
         };
@@ -87,6 +92,7 @@ pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response
         rt: t.rt.clone(),
         table,
         headers_sent: false,
+        meta_only: req.accept.contains("as=PartialObjectMetadata"),
         ns: t.ns.clone(),
         labels,
         fields,
