@@ -1069,8 +1069,13 @@ impl<'m> Analyzer<'m> {
         self.depth += 1;
         let mark = self.ctes.len();
         if let Some(with) = &q.with {
-            for cte in &with.cte_tables {
-                self.cte(cte, with.recursive);
+            if with.recursive {
+                self.recursive_ctes(&with.cte_tables);
+            } else {
+                for cte in &with.cte_tables {
+                    let slots = self.cte_slots(cte);
+                    self.ctes.push((norm(&cte.alias.name), slots));
+                }
             }
         }
         let mut slots = self.set_expr(&q.body);
@@ -1089,46 +1094,58 @@ impl<'m> Analyzer<'m> {
         slots
     }
 
-    fn cte(&mut self, cte: &Cte, recursive: bool) {
-        let name = norm(&cte.alias.name);
-        self.derived_names.insert(name.clone());
-        let aliases = alias_names(Some(&cte.alias));
-        if !recursive {
-            let slots = self.query(&cte.query);
-            let slots = apply_aliases(slots, &aliases, |s| self.slots_whole(s));
-            self.ctes.push((name, slots));
-            return;
+    fn cte_slots(&mut self, cte: &Cte) -> Vec<Slot> {
+        self.derived_names.insert(norm(&cte.alias.name));
+        let slots = self.query(&cte.query);
+        apply_aliases(slots, &alias_names(Some(&cte.alias)), |s| {
+            self.slots_whole(s)
+        })
+    }
+
+    /// `WITH RECURSIVE`: any CTE may read itself or a later one. All are registered
+    /// first (as untainted columns of unknown shape) and re-analysed until the rule of
+    /// every column is stable; taints only grow, so this settles.
+    fn recursive_ctes(&mut self, ctes: &[Cte]) {
+        let base = self.ctes.len();
+        for cte in ctes {
+            self.ctes.push((
+                norm(&cte.alias.name),
+                vec![Slot::Opaque {
+                    taint: None,
+                    may_have_origin: false,
+                }],
+            ));
         }
-        // A recursive CTE reads itself: iterate until the taint of each column is stable.
-        let mut current = vec![Slot::Opaque {
-            taint: None,
-            may_have_origin: false,
-        }];
-        let mut last_signature: Option<Vec<bool>> = None;
+        let mut last: Option<Vec<Vec<Option<usize>>>> = None;
         for _ in 0..16 {
-            self.ctes.push((name.clone(), current.clone()));
-            let slots = self.query(&cte.query);
-            self.ctes.pop();
-            let slots = apply_aliases(slots, &aliases, |s| self.slots_whole(s));
-            let signature: Vec<bool> = slots.iter().map(|s| self.slot_whole(s).is_some()).collect();
-            current = slots;
-            if last_signature.as_ref() == Some(&signature) {
-                self.ctes.push((name, current));
+            let mut signature = Vec::with_capacity(ctes.len());
+            for (i, cte) in ctes.iter().enumerate() {
+                let slots = self.cte_slots(cte);
+                signature.push(
+                    slots
+                        .iter()
+                        .map(|s| self.slot_whole(s).map(|t| t.rule))
+                        .collect::<Vec<_>>(),
+                );
+                if let Some(entry) = self.ctes.get_mut(base + i) {
+                    entry.1 = slots;
+                }
+            }
+            if last.as_ref() == Some(&signature) {
                 return;
             }
-            last_signature = Some(signature);
+            last = Some(signature);
         }
-        let t = join(
-            self.slots_whole(&current),
-            self.uncertain("a recursive CTE did not settle"),
-        );
-        self.ctes.push((
-            name,
-            vec![Slot::Opaque {
+        for i in base..self.ctes.len() {
+            let t = join(
+                self.slots_whole(&self.ctes[i].1),
+                self.uncertain("a recursive CTE did not settle"),
+            );
+            self.ctes[i].1 = vec![Slot::Opaque {
                 taint: t,
                 may_have_origin: false,
-            }],
-        ));
+            }];
+        }
     }
 
     fn set_expr(&mut self, body: &SetExpr) -> Vec<Slot> {

@@ -475,6 +475,12 @@ const CASES: &[Case] = &[
         "D0",
     ),
     pg(
+        "WITH RECURSIVE: a CTE may read a later one",
+        "WITH RECURSIVE a AS (SELECT lower(ssn) AS x FROM b), b AS (SELECT ssn FROM customers) SELECT x, 1 FROM a",
+        &[("x", ""), ("?column?", "")],
+        "D0 C",
+    ),
+    pg(
         "derived table alias chain",
         "SELECT s.l FROM (SELECT lower(ssn) AS l FROM customers) s",
         &[("l", "")],
