@@ -191,12 +191,14 @@ impl Ca {
         })
     }
 
-    /// Loads a CA from its PEM certificate and PKCS#8 PEM key, checking both parse.
+    /// Loads a CA from its PEM certificate and PKCS#8 PEM key, checking both
+    /// parse and belong together.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, PkiError> {
         let ca = Ca {
             cert_pem: cert_pem.to_string(),
             key_pem: key_pem.to_string(),
         };
+        certified_pair(cert_pem, key_pem, "CA certificate")?;
         ca.issuer()?;
         Ok(ca)
     }
@@ -311,28 +313,10 @@ impl ServingCert {
         &self.key_pem
     }
 
-    /// The certificate and key in the form a rustls server presents.
+    /// The certificate and key in the form a rustls server presents; fails when
+    /// the key is not the certificate's.
     pub fn certified_key(&self) -> Result<Arc<CertifiedKey>, PkiError> {
-        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| PkiError::Pem {
-                what: "serving certificate",
-                source,
-            })?;
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|source| {
-            PkiError::Pem {
-                what: "serving key",
-                source,
-            }
-        })?;
-        let signing_key =
-            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|source| {
-                PkiError::Tls {
-                    what: "serving key",
-                    source,
-                }
-            })?;
-        Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+        certified_pair(&self.cert_pem, &self.key_pem, "serving certificate")
     }
 }
 
@@ -557,6 +541,27 @@ impl ResolvesServerCert for HotCertResolver {
     }
 }
 
+/// Reads a certificate chain and its key, and checks the key is the first
+/// certificate's.
+fn certified_pair(
+    cert_pem: &str,
+    key_pem: &str,
+    what: &'static str,
+) -> Result<Arc<CertifiedKey>, PkiError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| PkiError::Pem { what, source })?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|source| PkiError::Pem {
+            what: "private key",
+            source,
+        })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|source| PkiError::Tls { what, source })?;
+    Ok(Arc::new(certified))
+}
+
 fn first_cert(cert_pem: &str) -> Result<CertificateDer<'static>, PkiError> {
     CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|source| PkiError::Pem {
         what: "certificate",
@@ -654,7 +659,40 @@ mod tests {
             "x",
         )
         .unwrap_err();
-        assert!(matches!(error, PkiError::Generate { .. }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                PkiError::Pem {
+                    what: "private key",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("delete the Secret"), "{error}");
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_refused() {
+        let ca = Ca::generate("test-ca", start(), 365 * DAY).unwrap();
+        let other = Ca::generate("other-ca", start(), 365 * DAY).unwrap();
+        let error = Ca::from_pem(ca.cert_pem(), other.key_pem()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                PkiError::Tls {
+                    what: "CA certificate",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(Ca::from_pem(ca.cert_pem(), ca.key_pem()).is_ok());
+
+        let a = ca.issue_serving(&names(), start(), DAY).unwrap();
+        let b = ca.issue_serving(&names(), start(), DAY).unwrap();
+        let mixed = ServingCert::from_pem(a.cert_pem(), b.key_pem());
+        assert!(mixed.certified_key().is_err());
     }
 
     #[test]
