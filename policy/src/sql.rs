@@ -409,11 +409,14 @@ const CHAINING_KEYWORDS: &[&str] = &[
     "mod",
     "escape",
     "operator",
+    "isnull",
+    "notnull",
+    "member",
 ];
 
-/// Tokens that may build a left-deep chain (`a + b + c`): operators and the
-/// keywords above. Identifiers, literals, placeholders, commas, parentheses
-/// and dots do not.
+/// Tokens that may build a left-deep chain (`a + b + c`, `a[1][2]`):
+/// operators and the keywords above. Identifiers, literals, placeholders,
+/// separators and closing brackets do not.
 fn is_chaining(token: &Token) -> bool {
     match token {
         Token::Word(w) => {
@@ -425,6 +428,9 @@ fn is_chaining(token: &Token) -> bool {
         Token::Comma
         | Token::LParen
         | Token::RParen
+        | Token::RBracket
+        | Token::LBrace
+        | Token::RBrace
         | Token::Period
         | Token::SemiColon
         | Token::Placeholder(_)
@@ -434,21 +440,63 @@ fn is_chaining(token: &Token) -> bool {
     }
 }
 
+/// Reserved words after which `-`, `+` or `*` are a sign or a wildcard. Only
+/// reserved words: a column may be called `first` or `next`, and the `+` in
+/// `first + first` must count.
+const PREFIX_CONTEXT_KEYWORDS: &[&str] = &[
+    "select",
+    "where",
+    "and",
+    "or",
+    "xor",
+    "not",
+    "then",
+    "else",
+    "when",
+    "case",
+    "limit",
+    "offset",
+    "having",
+    "on",
+    "returning",
+    "distinct",
+    "all",
+    "any",
+    "some",
+    "array",
+    "fetch",
+    "in",
+    "is",
+    "like",
+    "ilike",
+    "between",
+];
+
 /// Whether the previous token ends an operand, so that an operator after it is
 /// binary (`a - 1`) rather than a prefix (`(-1`, `= -1`, `SELECT *`), which
-/// the parser bounds itself.
+/// the parser bounds itself. In doubt, an operand: counting too much only
+/// lowers the limit, counting too little would let a deep chain through.
 fn ends_operand(previous: Option<&Token>) -> bool {
     match previous {
-        None | Some(Token::LParen | Token::Comma | Token::Period) => false,
-        Some(Token::Word(w))
-            if w.quote_style.is_none()
-                && EXPRESSION_STARTS
+        None
+        | Some(
+            Token::LParen
+            | Token::LBracket
+            | Token::LBrace
+            | Token::Comma
+            | Token::Period
+            | Token::SemiColon,
+        ) => false,
+        Some(Token::Word(w)) => {
+            w.quote_style.is_some()
+                || !PREFIX_CONTEXT_KEYWORDS
                     .iter()
-                    .any(|k| w.value.eq_ignore_ascii_case(k)) =>
-        {
-            false
+                    .any(|k| w.value.eq_ignore_ascii_case(k))
         }
-        Some(token) => !is_chaining(token),
+        Some(
+            Token::RParen | Token::RBracket | Token::RBrace | Token::Placeholder(_) | Token::EOF,
+        ) => true,
+        Some(token) => is_literal(token),
     }
 }
 

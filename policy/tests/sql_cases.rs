@@ -770,6 +770,29 @@ fn sql_long_operator_chains_are_refused_without_overflowing_the_stack() {
         Err(SqlError::TooComplex { .. })
     ));
 
+    // Operands that end in a bracket or are named like keywords still count.
+    let n = MAX_OPERATORS_PER_STATEMENT + 1;
+    for chain in [
+        format!("SELECT ARRAY[1]{}", " || ARRAY[1]".repeat(n)),
+        format!("SELECT first{} FROM t", " + first".repeat(n)),
+        format!("SELECT next{} FROM t", " - next".repeat(n)),
+        format!("SELECT (1){}", " * (1)".repeat(n)),
+        format!("SELECT a[1]{} FROM t", "[1]".repeat(n)),
+        format!("SELECT \"select\"{} FROM t", " - \"select\"".repeat(n)),
+        format!("SELECT NULL{}", " IS NULL".repeat(n)),
+        format!(
+            "SELECT CASE WHEN a THEN 1 END{}",
+            " - CASE WHEN a THEN 1 END".repeat(n)
+        ),
+    ] {
+        let err = parse(&chain, PG).unwrap_err();
+        assert!(
+            matches!(err, SqlError::TooComplex { .. }),
+            "{:.60}: {err:?}",
+            chain
+        );
+    }
+
     let parens = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
     assert!(matches!(parse(&parens, PG), Err(SqlError::Parse { .. })));
 
