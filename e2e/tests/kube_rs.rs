@@ -533,3 +533,130 @@ fn review_resource() -> kube::api::ApiResource {
         plural: "selfsubjectreviews".into(),
     }
 }
+
+#[tokio::test]
+async fn cascades_metadata_api_dry_run_and_immutable() {
+    let c = cluster().await;
+    let client = c.client().await.expect("client");
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).expect("ns"),
+    )
+    .await
+    .expect("namespace");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "tmp");
+    // A new namespace gets the default service account and the root CA ConfigMap.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "tmp");
+    sas.get("default").await.expect("default service account");
+    let root = cms.get("kube-root-ca.crt").await.expect("kube-root-ca.crt");
+    assert_eq!(
+        root.data.and_then(|d| d.get("ca.crt").cloned()).as_deref(),
+        Some(c.ca_pem())
+    );
+    // Garbage collection through ownerReferences.
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).expect("cm"),
+        )
+        .await
+        .expect("owner");
+    let child = json!({"metadata": {"name": "child", "labels": {"part": "yes"}, "ownerReferences": [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]}});
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(child).expect("cm"),
+    )
+    .await
+    .expect("child");
+    // The metadata-only API.
+    let metas = cms
+        .list_metadata(&ListParams::default().labels("part=yes"))
+        .await
+        .expect("list metadata");
+    assert_eq!(
+        metas.items.iter().map(|m| m.name_any()).collect::<Vec<_>>(),
+        vec!["child"]
+    );
+    assert_eq!(
+        cms.get_metadata("owner")
+            .await
+            .expect("get metadata")
+            .metadata
+            .uid,
+        owner.metadata.uid
+    );
+    // Server-side dry run stores nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    cms.create(
+        &dry,
+        &serde_json::from_value(json!({"metadata": {"name": "ghost"}})).expect("cm"),
+    )
+    .await
+    .expect("dry run");
+    assert_eq!(
+        api_err(cms.get("ghost").await.expect_err("not stored")).0,
+        404
+    );
+    // An object with a resourceVersion cannot be created.
+    let mut again = owner.clone();
+    again.metadata.name = Some("copy".into());
+    assert_eq!(
+        api_err(
+            cms.create(&PostParams::default(), &again)
+                .await
+                .expect_err("rv set")
+        )
+        .0,
+        500
+    );
+    cms.delete("owner", &DeleteParams::default())
+        .await
+        .expect("delete owner");
+    assert_eq!(
+        api_err(cms.get("child").await.expect_err("collected")).0,
+        404
+    );
+    // Immutable ConfigMaps.
+    let frozen = json!({"metadata": {"name": "frozen"}, "data": {"a": "1"}, "immutable": true});
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(frozen).expect("cm"),
+    )
+    .await
+    .expect("create");
+    let err = cms
+        .patch(
+            "frozen",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": "2"}})),
+        )
+        .await
+        .expect_err("immutable");
+    assert_eq!(api_err(err), (422, "Invalid".into()));
+    // Deleting the namespace deletes its content, then the namespace.
+    let dc = cms
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("none=here"),
+        )
+        .await
+        .expect("deletecollection");
+    assert!(dc.left().is_some_and(|l| l.items.is_empty()));
+    nss.delete("tmp", &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    assert_eq!(api_err(nss.get("tmp").await.expect_err("gone")).0, 404);
+    assert!(
+        cms.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+}

@@ -358,3 +358,72 @@ async fn failure_policy_and_timeout() {
         "timeoutSeconds bounds the call"
     );
 }
+
+#[tokio::test]
+async fn match_conditions_select_requests() {
+    let c = cluster().await;
+    let admin = c.client().await.expect("admin");
+    let (port, seen) = webhook_server(c.issue_server_cert(&["127.0.0.1"]).expect("cert")).await;
+    let rule = json!({"operations": ["CREATE", "DELETE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]});
+    install(
+        &admin,
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        "conditional",
+        vec![webhook(
+            "cond.test.sluice.dev",
+            format!("https://127.0.0.1:{port}/deny"),
+            c.ca_pem(),
+            rule,
+            json!({"matchConditions": [
+                {"name": "only-guarded", "expression": "request.operation == 'DELETE' || object.metadata.name.startsWith('guarded-')"},
+                {"name": "not-admin-deletes", "expression": "!(request.operation == 'DELETE' && request.userInfo.username == 'nobody')"},
+            ]}),
+        )],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(admin, "default");
+    let cm = |name: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("cm")
+    };
+    cms.create(&PostParams::default(), &cm("free"))
+        .await
+        .expect("condition false: webhook not called");
+    let err = cms
+        .create(&PostParams::default(), &cm("guarded-1"))
+        .await
+        .expect_err("condition true: denied");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 403),
+        "{err:?}"
+    );
+    // DELETE sends the old object and no object.
+    let err = cms
+        .delete("free", &Default::default())
+        .await
+        .expect_err("delete denied");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 403),
+        "{err:?}"
+    );
+    let del = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|r| r["operation"] == "DELETE")
+        .cloned()
+        .expect("delete reviewed");
+    assert!(del["object"].is_null());
+    assert_eq!(del["oldObject"]["metadata"]["name"], "free");
+    assert_eq!(del["options"]["kind"], "DeleteOptions");
+    let free_creates = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|r| r["operation"] == "CREATE" && r["name"] == "free")
+        .count();
+    assert_eq!(
+        free_creates, 0,
+        "matchConditions false: the webhook is not called"
+    );
+}

@@ -97,13 +97,13 @@ fn ensure_object(v: &mut Value, what: &str) -> Result<(), ApiError> {
 }
 
 fn check_type(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
-    if let Some(av) = obj["apiVersion"].as_str() {
-        if av != rt.api_version() {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({av}) does not match the expected API version ({})",
-                rt.api_version()
-            )));
-        }
+    if let Some(av) = obj["apiVersion"].as_str()
+        && av != rt.api_version()
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({})",
+            rt.api_version()
+        )));
     }
     if let Some(kind) = obj["kind"].as_str()
         && kind != rt.kind
