@@ -6,6 +6,7 @@
 //!   [`admission`], which turns its result into an AdmissionResponse;
 //! - [`pki`]: the operator's own CA and hot-swappable serving certificate;
 //! - [`gateway_token`]: the gateway JWT, its signing keys, rotation and JWKS;
+//! - [`status`]: the Connection and AccessPolicy status the controllers write;
 //! - [`token_exchange`]: the TokenReview behind `POST /v1/token` and the subject it yields;
 //! - [`token_holder`]: which pods may exchange their token for a gateway token;
 //! - [`webhook_config`]: the MutatingWebhookConfiguration the operator registers.
@@ -15,6 +16,7 @@ pub mod admission;
 pub mod gateway_token;
 pub mod inject;
 pub mod pki;
+pub mod status;
 pub mod token_exchange;
 pub mod token_holder;
 pub mod webhook_config;
