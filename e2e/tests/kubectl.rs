@@ -670,3 +670,135 @@ async fn next_line(
         .expect("watch line in time")
         .expect("read")
 }
+
+#[tokio::test]
+async fn server_side_apply_events_can_i_and_namespace_deletion() {
+    let c = cluster().await;
+    shop_with_connection(&c).await;
+    let ssa = CONNECTION.replace("orders-db", "ssa-db");
+    let out = kubectl_stdin(
+        &c,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=team-a",
+            "-f",
+            "-",
+        ],
+        &ssa,
+    )
+    .await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    let managers = kubectl(
+        &c,
+        &[
+            "get",
+            "connection",
+            "ssa-db",
+            "-n",
+            "shop",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ],
+    )
+    .await;
+    assert_eq!(managers, "team-a");
+    // Another manager changing the same field conflicts unless forced.
+    let other = ssa.replace("port: 15432", "port: 15999");
+    let out = kubectl_in(
+        &c,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=team-b",
+            "-f",
+            "-",
+        ],
+        Some(&other),
+    )
+    .await;
+    assert!(!out.ok && out.stderr.contains("conflict"), "{}", out.stderr);
+    kubectl_stdin(
+        &c,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=team-b",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &other,
+    )
+    .await;
+    let port = kubectl(
+        &c,
+        &[
+            "get",
+            "connection",
+            "ssa-db",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.listen.port}",
+        ],
+    )
+    .await;
+    assert_eq!(port, "15999");
+    // An event about the Connection shows up in describe and get events.
+    let uid = kubectl(
+        &c,
+        &[
+            "get",
+            "connection",
+            "orders-db",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    )
+    .await;
+    let event = format!(
+        r#"{{"apiVersion":"v1","kind":"Event","metadata":{{"name":"orders-db.1","namespace":"shop"}},
+        "involvedObject":{{"apiVersion":"sluice.dev/v1alpha1","kind":"Connection","name":"orders-db","namespace":"shop","uid":"{uid}"}},
+        "reason":"Compiled","message":"policy compiled","type":"Normal","source":{{"component":"sluice-operator"}},
+        "firstTimestamp":"2026-01-01T00:00:00Z","lastTimestamp":"2026-01-01T00:00:00Z","count":1}}"#
+    );
+    kubectl_stdin(&c, &["create", "-f", "-"], &event).await;
+    let described = kubectl(&c, &["describe", "connection", "orders-db", "-n", "shop"]).await;
+    assert!(
+        described.contains("Compiled") && described.contains("policy compiled"),
+        "{described}"
+    );
+    let events = kubectl(
+        &c,
+        &[
+            "get",
+            "events",
+            "-n",
+            "shop",
+            "--field-selector",
+            "reason=Compiled",
+            "-o",
+            "name",
+        ],
+    )
+    .await;
+    assert_eq!(events.trim(), "event/orders-db.1");
+    // No RBAC: everything is allowed, and the review says so.
+    assert_eq!(
+        kubectl(
+            &c,
+            &["--context", "alice", "auth", "can-i", "delete", "secrets"]
+        )
+        .await
+        .trim(),
+        "yes"
+    );
+    // Deleting a namespace deletes what is in it.
+    kubectl(&c, &["delete", "namespace", "shop", "--timeout=10s"]).await;
+    let left = kubectl(&c, &["get", "connections", "-A", "-o", "name"]).await;
+    assert_eq!(left, "");
+}
