@@ -137,7 +137,7 @@ pub struct Statement {
     /// `EXECUTE name`: the name (kind `other`; the caller maps it to what was
     /// prepared under that name).
     pub execute_name: Option<String>,
-    /// The parsed statement.
+    /// The parsed statement, at most [`MAX_NESTING_DEPTH`] levels deep.
     pub ast: ast::Statement,
 }
 
@@ -951,6 +951,9 @@ fn is_false_option(arg: Option<&Expr>) -> bool {
 /// non-recursive CTE body sees only the CTEs declared before it).
 struct CteScope {
     names: Vec<String>,
+    /// The CTE bodies, to recognise them when the visitor enters them. The
+    /// pointers only identify nodes of the tree being visited: they are
+    /// compared, never dereferenced.
     bodies: Vec<*const Query>,
     recursive: bool,
     visible: usize,
