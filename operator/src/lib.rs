@@ -10,7 +10,28 @@
 //! - [`token_exchange`]: the TokenReview behind `POST /v1/token` and the subject it yields;
 //! - [`token_holder`]: which pods may exchange their token for a gateway token;
 //! - [`webhook_config`]: the MutatingWebhookConfiguration the operator registers.
+//!
+//! How the servers (not built yet) put them together:
+//! - start-up: read the certificate Secret into [`pki::OperatorPki`] (or none),
+//!   [`pki::ensure`] it for the names of `--webhook-url` / the Service, write it
+//!   back unless [`pki::Renewal::UpToDate`], serve through a
+//!   [`pki::HotCertResolver`] and [`pki::HotCertResolver::swap`] on renewal; the
+//!   leader applies [`webhook_config::pod_injection_configuration`] when
+//!   [`webhook_config::ca_bundle_differs`]. Same for the signing keys:
+//!   [`gateway_token::KeySet::from_secret_data`], rotate, prune, write back.
+//! - `POST /mutate/pods`: namespace from the request, service account from
+//!   [`inject::service_account_of`], one [`inject::ConnectionTarget`] per
+//!   Connection of the namespace (bound when a compiled policy `binds` the
+//!   identity and names the Connection), then [`admission::review_pod`].
+//! - `POST /v1/token`: [`token_exchange::token_review`], TokenReview create,
+//!   [`token_exchange::subject_from_review`], get the pod,
+//!   [`token_holder::check_token_holder`], [`gateway_token::GatewayClaims::new`],
+//!   [`gateway_token::KeySet::sign`]. `GET /v1/jwks`: [`gateway_token::KeySet::jwks`].
+//!   Bearer tokens on the other routes: [`gateway_token::KeySet::verify`].
+//! - reconcilers: [`status::connection_status`] / [`status::access_policy_status`],
+//!   apply when changed, one Event per [`status::transitions`] entry.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod gateway_token;
