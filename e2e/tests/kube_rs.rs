@@ -660,3 +660,64 @@ async fn cascades_metadata_api_dry_run_and_immutable() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_and_selector_transitions() {
+    let c = cluster().await;
+    let client = c.client().await.expect("client");
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let cm = |name: &str, tier: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"tier": tier}}}))
+            .expect("cm")
+    };
+    cms.create(&PostParams::default(), &cm("a", "web"))
+        .await
+        .expect("a");
+    let config = watcher::Config::default()
+        .labels("tier=web")
+        .streaming_lists();
+    let mut events = watcher(cms.clone(), config).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, events.try_next())
+            .await
+            .expect("event in time")
+            .expect("ok")
+        {
+            Some(watcher::Event::InitApply(o)) => initial.push(o.name_any()),
+            Some(watcher::Event::InitDone) => break,
+            Some(_) => {}
+            None => panic!("watcher ended"),
+        }
+    }
+    assert_eq!(initial, vec!["a"]);
+    // Leaving the selector is a deletion for this watch; entering it an addition.
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"tier": "db"}}})),
+    )
+    .await
+    .expect("relabel");
+    cms.create(&PostParams::default(), &cm("b", "web"))
+        .await
+        .expect("b");
+    let mut deleted = None;
+    let mut applied = None;
+    while deleted.is_none() || applied.is_none() {
+        match tokio::time::timeout(WAIT, events.try_next())
+            .await
+            .expect("event in time")
+            .expect("ok")
+        {
+            Some(watcher::Event::Delete(o)) => deleted = Some(o.name_any()),
+            Some(watcher::Event::Apply(o)) => applied = Some(o.name_any()),
+            Some(_) => {}
+            None => panic!("watcher ended"),
+        }
+    }
+    assert_eq!(
+        (deleted.as_deref(), applied.as_deref()),
+        (Some("a"), Some("b"))
+    );
+}
