@@ -19,7 +19,9 @@
 //!   app's own value is kept (the pod author decided), the skip is recorded in the
 //!   `sluice.dev/env-not-injected` annotation and returned as an admission warning.
 //!   Injected variables are put *before* the app's own, so the app's variables may
-//!   refer to them with `$(DATABASE_URL)`.
+//!   refer to them with `$(DATABASE_URL)`. Variables an app gets through
+//!   `envFrom` (a ConfigMap or Secret) cannot be seen here; Kubernetes lets `env`
+//!   win over `envFrom`, so there the injected value is the one the app sees.
 //! - Refused: `shareProcessNamespace` and `hostPID` (the app could read the
 //!   sidecar's memory, and with it the credentials), `hostNetwork` (the loopback
 //!   listeners would be reachable by every process on the node), unknown or
@@ -107,7 +109,8 @@ pub struct InjectConfig {
     pub image_pull_policy: Option<String>,
     /// HTTPS URL of the gateway API, as the sidecar reaches it.
     pub gateway_url: String,
-    /// PEM of the operator's CA (public data).
+    /// PEM the sidecar trusts for the gateway: the operator's CA bundle
+    /// ([`crate::pki::OperatorPki::ca_bundle_pem`], public data).
     pub ca_pem: String,
     /// Port of the sidecar's admin server, bound on all pod addresses because
     /// the kubelet probes it from outside the pod.
