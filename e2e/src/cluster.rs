@@ -85,7 +85,9 @@ pub struct Options {
 /// A running test control plane. It stops when dropped.
 pub struct TestCluster {
     inner: Arc<Inner>,
-    task: tokio::task::JoinHandle<()>,
+    /// Stops the server thread when sent to or dropped.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
     dir: PathBuf,
     base_url: String,
@@ -147,16 +149,43 @@ impl TestCluster {
             contexts.push((user.name.clone(), token));
         }
         let inner = Inner::new(tokens, ca.cert_pem().to_string(), TokenSigner::new()?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ClusterError::Listen)?;
+        listener
+            .set_nonblocking(true)
             .map_err(ClusterError::Listen)?;
         let port = listener.local_addr().map_err(ClusterError::Listen)?.port();
         let base_url = format!("https://127.0.0.1:{port}");
         let tls = serving.server_config()?;
-        let task = tokio::spawn(inner.clone().serve(listener, tls));
+        // The server runs on its own thread and runtime, so a test that blocks
+        // its own runtime (std::process, a current-thread #[tokio::test]) or
+        // ends it cannot stall the cluster.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-testcluster")
+            .enable_all()
+            .build()
+            .map_err(ClusterError::Listen)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-testcluster".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = server.serve(listener, tls) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime here ends the connection and watch tasks.
+            })
+            .map_err(ClusterError::Listen)?;
         let cluster = Self {
             inner,
-            task,
+            stop: Some(stop),
+            thread: Some(thread),
             _tmp: tmp,
             dir,
             base_url,
@@ -250,6 +279,11 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

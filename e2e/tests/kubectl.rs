@@ -802,3 +802,26 @@ async fn server_side_apply_events_can_i_and_namespace_deletion() {
     let left = kubectl(&c, &["get", "connections", "-A", "-o", "name"]).await;
     assert_eq!(left, "");
 }
+
+#[tokio::test]
+async fn blocking_callers_do_not_stall_the_cluster() {
+    // The cluster serves from its own thread, so even a blocking std::process
+    // call inside a current-thread test runtime gets its answer.
+    let c = cluster().await;
+    let out = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", c.kubeconfig_path())
+        .args([
+            "get",
+            "namespace",
+            "default",
+            "-o",
+            "name",
+            "--request-timeout=20s",
+        ])
+        .output()
+        .expect("kubectl runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "namespace/default"
+    );
+}
