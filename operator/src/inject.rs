@@ -690,11 +690,20 @@ fn check_ports(
         .iter()
         .flatten()
         .chain(&spec.containers);
+    // App ports are only checked against the sidecar's: whether two app
+    // containers may declare the same port is the API server's business.
     for container in containers {
         for port in container.ports.iter().flatten() {
             let tcp = port.protocol.as_deref().is_none_or(|p| p == "TCP");
-            if let (true, Ok(number)) = (tcp, u16::try_from(port.container_port)) {
-                claim(number, format!("container {:?}", container.name))?;
+            let Ok(number) = u16::try_from(port.container_port) else {
+                continue;
+            };
+            if let (true, Some(first)) = (tcp, claimed.get(&number)) {
+                return Err(InjectError::PortClash {
+                    port: number,
+                    first: first.clone(),
+                    second: format!("container {:?}", container.name),
+                });
             }
         }
     }
