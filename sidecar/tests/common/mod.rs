@@ -529,3 +529,94 @@ pub fn message(e: &tokio_postgres::Error) -> String {
         None => e.to_string(),
     }
 }
+
+/// A minimal raw-protocol client: every byte the sidecar sends is kept, so a
+/// test can prove a value is nowhere in them (not just not in what a
+/// driver decoded).
+pub struct RawClient {
+    stream: std::net::TcpStream,
+}
+
+impl RawClient {
+    /// Connects and completes startup (no password: the sidecar authenticates upstream).
+    pub fn connect(port: u16) -> RawClient {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut body = 196_608i32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0app\0database\0x\0\0");
+        let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        msg.extend_from_slice(&body);
+        stream.write_all(&msg).expect("startup");
+        let mut c = RawClient { stream };
+        let bytes = c.read_until_ready();
+        assert!(!bytes.is_empty());
+        c
+    }
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Reads whole messages until ReadyForQuery; returns every byte read.
+    pub fn read_until_ready(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut all = Vec::new();
+        loop {
+            let mut header = [0u8; 5];
+            self.stream.read_exact(&mut header).expect("read header");
+            let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let mut body = vec![0u8; len - 4];
+            self.stream.read_exact(&mut body).expect("read body");
+            all.extend_from_slice(&header);
+            all.extend_from_slice(&body);
+            if header[0] == b'Z' {
+                return all;
+            }
+        }
+    }
+
+    /// A simple Query; every byte of the answer.
+    pub fn simple(&mut self, sql: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        self.stream
+            .write_all(&Self::message(b'Q', &body))
+            .expect("write");
+        self.read_until_ready()
+    }
+
+    /// Parse/Bind/Execute/Sync with results in binary (`binary`) or text format.
+    pub fn extended(&mut self, sql: &str, binary: bool) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = Vec::new();
+        let mut parse = b"\0".to_vec();
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(b"\0\0\0");
+        out.extend(Self::message(b'P', &parse));
+        let mut bind = b"\0\0\0\0\0\0".to_vec();
+        if binary {
+            bind.extend_from_slice(&[0, 1, 0, 1]);
+        } else {
+            bind.extend_from_slice(&[0, 0]);
+        }
+        out.extend(Self::message(b'B', &bind));
+        out.extend(Self::message(b'E', b"\0\0\0\0\0"));
+        out.extend(Self::message(b'S', b""));
+        self.stream.write_all(&out).expect("write");
+        self.read_until_ready()
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}

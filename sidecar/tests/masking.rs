@@ -1,0 +1,249 @@
+//! Masking on the wire. Each case seeds PII and proves it never reaches the
+//! client: not in what the driver decodes, and not anywhere in the raw bytes.
+
+mod common;
+
+use common::*;
+
+const SSN: &str = "123-45-6789";
+const HASH: &str = "pbkdf2$deadbeefcafebabe";
+const CARD: &str = "4111 1111 1111 1111";
+const EMAIL: &str = "alice.wonder@example.com";
+
+const MASKING: &str = r#"  defaultAction: allow
+  masking:
+    - columns: ["customers.ssn", "*.password_hash", "customers.pin"]
+      strategy: redact
+    - detectors: [creditCard, email]
+      strategy: partial
+"#;
+
+/// Every form of the SSN a leak could take.
+fn ssn_forms() -> Vec<String> {
+    vec![
+        SSN.to_string(),
+        "123456789".to_string(),
+        SSN.chars().rev().collect(),
+        "bcd-ef-ghij".to_string(), // translate(ssn, '0123456789', 'abcdefghij')
+        "MTIzLTQ1LTY3ODk".to_string(), // base64
+        "45-67".to_string(),
+        "6789".to_string(),
+    ]
+}
+
+fn assert_no_leak(bytes: &[u8], what: &str) {
+    for form in ssn_forms() {
+        assert!(
+            !contains(bytes, &form),
+            "{what}: {form:?} reached the client: {}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    assert!(!contains(bytes, HASH), "{what}: password hash leaked");
+    assert!(!contains(bytes, "deadbeef"), "{what}: password hash leaked");
+    assert!(!contains(bytes, CARD), "{what}: card leaked");
+    assert!(!contains(bytes, "4111111111111111"), "{what}: card leaked");
+    assert!(!contains(bytes, EMAIL), "{what}: email leaked");
+}
+
+async fn setup(test: &str) -> Sidecar {
+    let pg = server();
+    let db = db_name(test);
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE customers (id int primary key, name text, ssn text unique, password_hash text,
+                                     note text, pin int, tags text[]);
+             INSERT INTO customers VALUES
+               (1, 'Alice', '{SSN}', '{HASH}', 'card {CARD}, mail {EMAIL}', 4321, ARRAY['x', '{EMAIL}']);
+             CREATE TABLE orders (id int, customer_id int, amount int);
+             INSERT INTO orders VALUES (10, 1, 99);"
+        ))
+        .await
+        .unwrap();
+    Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy(MASKING)),
+        "shop/report-job",
+    )
+}
+
+/// Statements whose results must not reveal the SSN (or other masked data).
+const CASES: &[&str] = &[
+    "SELECT * FROM customers",
+    "SELECT ssn FROM customers",
+    "SELECT ssn AS x FROM customers",
+    "SELECT c.ssn AS \"Ssn\" FROM customers c",
+    "SELECT lower(ssn) FROM customers",
+    "SELECT ssn || '' FROM customers",
+    "SELECT reverse(ssn) FROM customers",
+    "SELECT translate(ssn, '0123456789', 'abcdefghij') FROM customers",
+    "SELECT encode(convert_to(ssn, 'UTF8'), 'base64') FROM customers",
+    "SELECT ssn::varchar(20) FROM customers",
+    "SELECT CAST(ssn AS char(11)) FROM customers",
+    "SELECT substr(ssn, 8) FROM customers",
+    "SELECT row_to_json(c) FROM customers c",
+    "SELECT json_agg(c) FROM customers c",
+    "SELECT to_jsonb(c.*) FROM customers c",
+    "SELECT array_agg(ssn) FROM customers",
+    "SELECT string_agg(ssn, ',') FROM customers",
+    "SELECT (SELECT ssn FROM customers LIMIT 1) AS s",
+    "SELECT x FROM (SELECT ssn AS x FROM customers) sub",
+    "WITH t AS (SELECT ssn, password_hash FROM customers) SELECT * FROM t",
+    "SELECT o.amount, c.* FROM orders o JOIN customers c ON c.id = o.customer_id",
+    "SELECT name, note, tags FROM customers",
+    "SELECT password_hash FROM customers",
+    "SELECT pin FROM customers",
+    "SELECT * FROM customers WHERE ssn = '123-45-6789'",
+    "SELECT ssn FROM customers UNION ALL SELECT 'x'",
+];
+
+#[tokio::test]
+async fn simple_protocol_text_results_are_masked() {
+    let sidecar = setup("mask_simple").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in CASES {
+        let bytes = raw.simple(sql);
+        assert!(
+            !contains(&bytes, "SERROR"),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_no_leak(&bytes, sql);
+        // The row still arrives (masked, not dropped).
+        assert!(bytes.contains(&b'D'), "{sql}: no row");
+    }
+    // Unmasked data still flows.
+    let bytes = raw.simple("SELECT name, id FROM customers");
+    assert!(contains(&bytes, "Alice"));
+}
+
+#[tokio::test]
+async fn extended_protocol_text_and_binary_results_are_masked() {
+    let sidecar = setup("mask_extended").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in CASES {
+        for binary in [false, true] {
+            let bytes = raw.extended(sql, binary);
+            assert_no_leak(&bytes, &format!("{sql} (binary={binary})"));
+        }
+    }
+    let bytes = raw.extended("SELECT name FROM customers", true);
+    assert!(contains(&bytes, "Alice"));
+}
+
+#[tokio::test]
+async fn driver_sees_masked_values_of_the_right_shape() {
+    let sidecar = setup("mask_driver").await;
+    let c = sidecar.connect().await;
+    // tokio-postgres: extended protocol, binary results.
+    let row = c
+        .query_one("SELECT name, ssn, pin, note, tags FROM customers", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "Alice");
+    let ssn: &str = row.get(1);
+    assert_ne!(ssn, SSN);
+    assert!(!ssn.contains("6789"), "{ssn}");
+    // A masked int in binary format cannot hold a marker: it is NULL.
+    assert_eq!(row.get::<_, Option<i32>>(2), None);
+    let note: &str = row.get(3);
+    assert!(!note.contains(CARD) && !note.contains(EMAIL), "{note}");
+    assert!(note.starts_with("card "), "{note}");
+    let tags: Vec<String> = row.get(4);
+    assert_eq!(tags[0], "x");
+    assert!(!tags[1].contains(EMAIL), "{tags:?}");
+    // json stays valid json.
+    let text: String = c
+        .query_one("SELECT to_jsonb(c)::text FROM customers c", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
+    assert!(!v.to_string().contains(SSN), "{text}");
+    // psql (simple protocol, text).
+    let (ok, out, err) = psql(
+        sidecar.port,
+        &["-t", "-A", "-c", "SELECT ssn, name FROM customers"],
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains(SSN) && out.contains("Alice"), "{out}");
+}
+
+#[tokio::test]
+async fn copy_to_stdout_is_masked_or_refused() {
+    let sidecar = setup("mask_copy").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "COPY customers TO STDOUT",
+        "COPY customers (ssn, name) TO STDOUT",
+        "COPY (SELECT ssn, note FROM customers) TO STDOUT",
+        "COPY (SELECT lower(ssn) FROM customers) TO STDOUT",
+    ] {
+        let bytes = raw.simple(sql);
+        assert_no_leak(&bytes, sql);
+        assert!(
+            contains(&bytes, "COPY 1"),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let bytes = raw.simple("COPY customers TO STDOUT WITH (FORMAT csv)");
+    assert_no_leak(&bytes, "csv");
+    assert!(
+        contains(&bytes, "42501"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (ok, out, err) = psql(
+        sidecar.port,
+        &["-c", "COPY customers (id, name, ssn) TO STDOUT"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("1\tAlice\t"), "{out}");
+    assert!(!out.contains(SSN), "{out}");
+}
+
+#[tokio::test]
+async fn errors_and_notices_do_not_echo_masked_values() {
+    let sidecar = setup("mask_errors").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        // unique violation: DETAIL Key (ssn)=(123-45-6789) already exists.
+        "INSERT INTO customers (id, ssn) VALUES (2, '123-45-6789')",
+        // invalid input syntax for type integer: "123-45-6789"
+        "SELECT ssn::int FROM customers",
+        "SELECT 1 / (ssn::int) FROM customers",
+        // Failing row contains (…)
+        "INSERT INTO customers (id, ssn) SELECT NULL, ssn FROM customers",
+        "DO $$ BEGIN RAISE EXCEPTION 'value %', (SELECT ssn FROM customers LIMIT 1); END $$",
+        "DO $$ BEGIN RAISE NOTICE 'value %', (SELECT ssn FROM customers LIMIT 1); END $$",
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert_no_leak(&bytes, sql);
+        }
+    }
+    // The session still works.
+    let bytes = raw.simple("SELECT 1");
+    assert!(contains(&bytes, "SELECT 1"));
+}
+
+#[tokio::test]
+async fn masked_values_are_counted_in_audit_and_metrics() {
+    let sidecar = setup("mask_audit").await;
+    let c = sidecar.connect().await;
+    c.simple_query("SELECT ssn FROM customers").await.unwrap();
+    drop(c);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let text = sidecar.audit_text();
+    for form in ssn_forms() {
+        assert!(!text.contains(&form), "audit leaked {form}");
+    }
+    let events = sidecar.audit_events();
+    let result = events
+        .iter()
+        .find(|e| e["type"] == "result")
+        .expect("result event");
+    assert_eq!(result["outcome"]["masked"], 1, "{result}");
+}
