@@ -510,25 +510,72 @@ struct StreamState {
 /// operator-signed `checkpoints`. Streams may be interleaved; each is verified
 /// on its own. A stream must start at seq 1, or right after one of the
 /// checkpoints (to verify a later segment of a log). Returns the first
-/// problem, by line.
+/// problem, by line. For a log too big to hold in memory, feed a
+/// [`ChainVerifier`] line by line instead.
 pub fn verify_lines<'a>(
     lines: impl Iterator<Item = &'a str>,
     checkpoints: &[ChainHead],
 ) -> Result<VerifyReport, VerifyError> {
-    let wanted: BTreeMap<(&str, u64), &str> = checkpoints
-        .iter()
-        .map(|c| ((c.stream.as_str(), c.seq), c.hash.as_str()))
-        .collect();
-    let mut streams: BTreeMap<String, StreamState> = BTreeMap::new();
-    // Hash and line of the events that checkpoints name.
-    let mut seen: BTreeMap<(String, u64), (String, usize)> = BTreeMap::new();
-    let mut events = 0u64;
-    let mut last_line = 0;
-    for (index, raw) in lines.enumerate() {
-        let line = index + 1;
-        last_line = line;
+    let mut verifier = ChainVerifier::new(checkpoints);
+    for line in lines {
+        verifier.push_line(line)?;
+    }
+    verifier.finish()
+}
+
+/// Incremental [`verify_lines`]: memory grows with the number of streams and
+/// checkpoints, not with the log.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    checkpoints: Vec<ChainHead>,
+    /// Checkpoint hash by (stream, seq).
+    wanted: BTreeMap<(String, u64), String>,
+    streams: BTreeMap<String, StreamState>,
+    /// Hash and line of the events that checkpoints name.
+    seen: BTreeMap<(String, u64), (String, usize)>,
+    events: u64,
+    line: usize,
+    failed: Option<VerifyError>,
+}
+
+impl ChainVerifier {
+    /// A verifier of a log covered by `checkpoints`.
+    pub fn new(checkpoints: &[ChainHead]) -> Self {
+        ChainVerifier {
+            checkpoints: checkpoints.to_vec(),
+            wanted: checkpoints
+                .iter()
+                .map(|c| ((c.stream.clone(), c.seq), c.hash.clone()))
+                .collect(),
+            streams: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            events: 0,
+            line: 0,
+            failed: None,
+        }
+    }
+
+    /// Checks the log's next line. After an error every further call returns
+    /// that error again.
+    pub fn push_line(&mut self, raw: &str) -> Result<(), VerifyError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.line += 1;
+        match self.check(raw) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = earliest_gap(&self.streams, e);
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    fn check(&mut self, raw: &str) -> Result<(), VerifyError> {
+        let line = self.line;
         if raw.trim().is_empty() {
-            continue;
+            return Ok(());
         }
         let fail = |kind, stream: Option<&str>, detail: String| VerifyError {
             line,
@@ -536,27 +583,19 @@ pub fn verify_lines<'a>(
             stream: stream.map(str::to_string),
             detail,
         };
-        let event = match parse_line(raw) {
-            Ok(e) => e,
-            Err(detail) => {
-                return Err(earliest_gap(
-                    &streams,
-                    fail(VerifyErrorKind::Malformed, None, detail),
-                ));
-            }
-        };
+        let event =
+            parse_line(raw).map_err(|detail| fail(VerifyErrorKind::Malformed, None, detail))?;
         let stream = event.stream.as_str();
         let computed = chain_hash(&event.prev, &canonical_json(&event.rest));
         if computed != event.hash {
-            let e = fail(
+            return Err(fail(
                 VerifyErrorKind::Edited,
                 Some(stream),
                 format!("seq {}: the content does not match its hash", event.seq),
-            );
-            return Err(earliest_gap(&streams, e));
+            ));
         }
         if event.v != u64::from(SCHEMA_VERSION) {
-            let e = fail(
+            return Err(fail(
                 VerifyErrorKind::Malformed,
                 Some(stream),
                 format!(
@@ -564,15 +603,15 @@ pub fn verify_lines<'a>(
                      use a newer kubectl-sluice",
                     event.v
                 ),
-            );
-            return Err(earliest_gap(&streams, e));
+            ));
         }
-        events += 1;
-        let state = streams.entry(stream.to_string()).or_insert_with(|| {
+        self.events += 1;
+        let wanted = &self.wanted;
+        let state = self.streams.entry(stream.to_string()).or_insert_with(|| {
             // A later segment may start right after a checkpoint.
             let anchored = event.seq > 1
                 && wanted
-                    .get(&(stream, event.seq - 1))
+                    .get(&(stream.to_string(), event.seq - 1))
                     .is_some_and(|h| *h == event.prev);
             let (last_seq, last_hash) = if anchored {
                 (event.seq - 1, event.prev.clone())
@@ -596,15 +635,14 @@ pub fn verify_lines<'a>(
             if explains_gap {
                 state.gap = None;
             }
-            let e = fail(
+            return Err(fail(
                 VerifyErrorKind::Reordered,
                 Some(stream),
                 format!(
                     "seq {} comes after seq {} (line {})",
                     event.seq, state.last_seq, state.last_line
                 ),
-            );
-            return Err(earliest_gap(&streams, e));
+            ));
         }
         if event.seq == state.last_seq + 1 {
             if event.prev != state.last_hash {
@@ -613,12 +651,11 @@ pub fn verify_lines<'a>(
                 } else {
                     format!("seq {} (line {})", state.last_seq, state.last_line)
                 };
-                let e = fail(
+                return Err(fail(
                     VerifyErrorKind::Dropped,
                     Some(stream),
                     format!("seq {}: prev is not the hash of {after}", event.seq),
-                );
-                return Err(earliest_gap(&streams, e));
+                ));
             }
         } else if state.gap.is_none() {
             state.gap = Some((line, state.last_seq + 1, event.seq - 1));
@@ -626,99 +663,111 @@ pub fn verify_lines<'a>(
         state.last_seq = event.seq;
         state.last_hash.clone_from(&event.hash);
         state.last_line = line;
-        if let Some(want) = wanted.get(&(stream, event.seq)) {
+        let key = (stream.to_string(), event.seq);
+        if let Some(want) = self.wanted.get(&key) {
             if *want != event.hash {
-                let e = fail(
+                return Err(fail(
                     VerifyErrorKind::CheckpointMismatch,
                     Some(stream),
                     format!(
                         "seq {}: the checkpoint's hash is {want} but the log's is {}",
                         event.seq, event.hash
                     ),
-                );
-                return Err(earliest_gap(&streams, e));
+                ));
             }
-            seen.insert((stream.to_string(), event.seq), (event.hash.clone(), line));
+            self.seen.insert(key, (event.hash.clone(), line));
         }
+        Ok(())
     }
-    let end = VerifyError {
-        line: last_line + 1,
-        kind: VerifyErrorKind::Truncated,
-        stream: None,
-        detail: String::new(),
-    };
-    if let Some(gap) = pending_gap(&streams) {
-        return Err(gap);
-    }
-    let mut matched = 0;
-    let mut before_log = 0;
-    for c in checkpoints {
-        let mismatch = |line: usize, found: &str| VerifyError {
-            line,
-            kind: VerifyErrorKind::CheckpointMismatch,
-            stream: Some(c.stream.clone()),
-            detail: format!(
-                "seq {}: the checkpoint's hash is {} but the log's is {found}",
-                c.seq, c.hash
-            ),
+
+    /// Ends the log: reports sequence gaps never explained, and checkpoints the
+    /// log does not reach (`Truncated`, line one past the last) or contradicts.
+    pub fn finish(self) -> Result<VerifyReport, VerifyError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        if let Some(gap) = pending_gap(&self.streams) {
+            return Err(gap);
+        }
+        let end = VerifyError {
+            line: self.line + 1,
+            kind: VerifyErrorKind::Truncated,
+            stream: None,
+            detail: String::new(),
         };
-        match streams.get(&c.stream) {
-            _ if c.seq == 0 => {
-                if c.hash != GENESIS {
-                    return Err(mismatch(1, GENESIS));
+        let mut matched = 0;
+        let mut before_log = 0;
+        for c in &self.checkpoints {
+            let mismatch = |line: usize, found: &str| VerifyError {
+                line,
+                kind: VerifyErrorKind::CheckpointMismatch,
+                stream: Some(c.stream.clone()),
+                detail: format!(
+                    "seq {}: the checkpoint's hash is {} but the log's is {found}",
+                    c.seq, c.hash
+                ),
+            };
+            match self.streams.get(&c.stream) {
+                _ if c.seq == 0 => {
+                    if c.hash != GENESIS {
+                        return Err(mismatch(1, GENESIS));
+                    }
+                    matched += 1;
                 }
-                matched += 1;
-            }
-            // The checkpoint a later segment starts from: the first event's prev.
-            Some(s) if c.seq + 1 == s.first_seq => {
-                if c.hash != s.start_hash {
-                    return Err(mismatch(s.first_line, &s.start_hash));
+                // The checkpoint a later segment starts from: the first event's prev.
+                Some(s) if c.seq + 1 == s.first_seq => {
+                    if c.hash != s.start_hash {
+                        return Err(mismatch(s.first_line, &s.start_hash));
+                    }
+                    matched += 1;
                 }
-                matched += 1;
-            }
-            Some(s) if c.seq < s.first_seq => before_log += 1,
-            Some(s) if c.seq <= s.last_seq => match seen.get(&(c.stream.clone(), c.seq)) {
-                Some((hash, _)) if *hash == c.hash => matched += 1,
-                Some((hash, line)) => return Err(mismatch(*line, hash)),
-                // Unreachable without a gap, and gaps are reported above.
-                None => return Err(mismatch(end.line, "missing")),
-            },
-            Some(s) => {
-                return Err(VerifyError {
-                    stream: Some(c.stream.clone()),
-                    detail: format!(
-                        "the log ends at seq {} of stream {} but a checkpoint covers seq {}",
-                        s.last_seq, c.stream, c.seq
-                    ),
-                    ..end
-                });
-            }
-            None => {
-                return Err(VerifyError {
-                    stream: Some(c.stream.clone()),
-                    detail: format!(
-                        "stream {} has no event in the log but a checkpoint covers seq {}",
-                        c.stream, c.seq
-                    ),
-                    ..end
-                });
+                Some(s) if c.seq < s.first_seq => before_log += 1,
+                Some(s) if c.seq <= s.last_seq => {
+                    match self.seen.get(&(c.stream.clone(), c.seq)) {
+                        Some((hash, _)) if *hash == c.hash => matched += 1,
+                        Some((hash, line)) => return Err(mismatch(*line, hash)),
+                        // Unreachable without a gap, and gaps are reported above.
+                        None => return Err(mismatch(end.line, "missing")),
+                    }
+                }
+                Some(s) => {
+                    return Err(VerifyError {
+                        stream: Some(c.stream.clone()),
+                        detail: format!(
+                            "the log ends at seq {} of stream {} but a checkpoint covers seq {}",
+                            s.last_seq, c.stream, c.seq
+                        ),
+                        ..end
+                    });
+                }
+                None => {
+                    return Err(VerifyError {
+                        stream: Some(c.stream.clone()),
+                        detail: format!(
+                            "stream {} has no event in the log but a checkpoint covers seq {}",
+                            c.stream, c.seq
+                        ),
+                        ..end
+                    });
+                }
             }
         }
+        Ok(VerifyReport {
+            events: self.events,
+            streams: self.streams.len(),
+            heads: self
+                .streams
+                .iter()
+                .map(|(stream, s)| ChainHead {
+                    stream: stream.clone(),
+                    seq: s.last_seq,
+                    hash: s.last_hash.clone(),
+                })
+                .collect(),
+            checkpoints_matched: matched,
+            checkpoints_before_log: before_log,
+        })
     }
-    Ok(VerifyReport {
-        events,
-        streams: streams.len(),
-        heads: streams
-            .iter()
-            .map(|(stream, s)| ChainHead {
-                stream: stream.clone(),
-                seq: s.last_seq,
-                hash: s.last_hash.clone(),
-            })
-            .collect(),
-        checkpoints_matched: matched,
-        checkpoints_before_log: before_log,
-    })
 }
 
 /// A sequence gap seen earlier than `e` wins over it: it is the first problem.
@@ -1019,5 +1068,33 @@ mod tests {
         // Without the anchor, the missing start is a drop.
         let err = verify_lines(lines[2..].iter().map(String::as_str), &[]).expect_err("no anchor");
         assert_eq!((err.line, err.kind), (1, VerifyErrorKind::Dropped));
+    }
+
+    #[test]
+    fn incremental_verifier_keeps_its_first_error() {
+        let mut chain = AuditChain::new("s");
+        let lines: Vec<String> = (0..3)
+            .map(|_| {
+                chain
+                    .append(draft(AuditKind::Statement))
+                    .expect("appends")
+                    .to_line()
+                    .expect("line")
+            })
+            .collect();
+        // A gap is only an error once no later line explains it.
+        let mut v = ChainVerifier::new(&[]);
+        v.push_line(&lines[0]).expect("seq 1");
+        v.push_line(&lines[2])
+            .expect("seq 3: a gap, maybe a reordering");
+        let err = v.push_line(&lines[1]).expect_err("seq 2 after seq 3");
+        assert_eq!((err.line, err.kind), (3, VerifyErrorKind::Reordered));
+        assert_eq!(v.push_line(&lines[1]), Err(err.clone()));
+        assert_eq!(v.finish(), Err(err));
+        let mut v = ChainVerifier::new(&[]);
+        v.push_line(&lines[0]).expect("seq 1");
+        v.push_line(&lines[2]).expect("seq 3");
+        let err = v.finish().expect_err("seq 2 never came");
+        assert_eq!((err.line, err.kind), (2, VerifyErrorKind::Dropped));
     }
 }

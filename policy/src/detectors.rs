@@ -141,6 +141,16 @@ impl DetectorSet {
         !self.find(text).is_empty()
     }
 
+    /// What `find` would return without its pre-check (to test the pre-check).
+    #[cfg(test)]
+    fn find_everything(&self, text: &str) -> Vec<Finding> {
+        let mut found = Vec::new();
+        for &d in &self.detectors {
+            self.find_one(d, text, &mut found);
+        }
+        merge(found)
+    }
+
     /// The sensitive spans of `text`: sorted by start, non-overlapping
     /// (overlapping findings of different detectors are merged into one).
     pub fn find(&self, text: &str) -> Vec<Finding> {
@@ -224,25 +234,75 @@ fn merge(mut found: Vec<Finding>) -> Vec<Finding> {
 
 // === pre-check ===
 
-/// Cheap statistics of a text, computed in one pass, that rule detectors out.
+/// Cheap facts about a text, gathered in one pass over its bytes, each of which
+/// every finding of some detector implies; a detector whose fact is missing is
+/// not run. (Each fact is a necessary condition of the detector's own
+/// matching rules below; the property tests check the two stay in step.)
+#[derive(Default)]
 struct Signals {
     digits: usize,
+    /// Most digits in one run of digit groups joined by single spaces or
+    /// dashes (what a card number is made of).
+    card_digits: usize,
+    /// A run of exactly three digits followed by `-`, `.` or `)` (SSN area,
+    /// North-American area code and exchange).
+    three_then_separator: bool,
+    /// `+` or `(` (international and parenthesised phone numbers).
+    plus_or_paren: bool,
     at: bool,
-    upper: bool,
+    /// Two upper-case letters then two digits (an IBAN's start).
+    iban_start: bool,
+    /// `eyJ` (a JWT header: base64url of `{"`).
+    jwt_start: bool,
+    /// `AK`, `AS`, `AB` or `AC` (an access key id's prefix).
+    aws_prefix: bool,
+    /// Five dashes in a row (a PEM boundary).
+    five_dashes: bool,
 }
 
 impl Signals {
     fn of(text: &str) -> Self {
-        let mut s = Signals {
-            digits: 0,
-            at: false,
-            upper: false,
-        };
-        for &b in text.as_bytes() {
-            match b {
-                b'0'..=b'9' => s.digits += 1,
+        let b = text.as_bytes();
+        let mut s = Signals::default();
+        let mut run = 0usize;
+        let mut group_digits = 0usize;
+        let mut dashes = 0usize;
+        for (i, &c) in b.iter().enumerate() {
+            if c.is_ascii_digit() {
+                s.digits += 1;
+                run += 1;
+                group_digits += 1;
+                s.card_digits = s.card_digits.max(group_digits);
+                if i >= 3
+                    && b[i - 1].is_ascii_digit()
+                    && b[i - 2].is_ascii_uppercase()
+                    && b[i - 3].is_ascii_uppercase()
+                {
+                    s.iban_start = true;
+                }
+                dashes = 0;
+                continue;
+            }
+            if run == 3 && matches!(c, b'-' | b'.' | b')') {
+                s.three_then_separator = true;
+            }
+            let joins_groups =
+                run > 0 && matches!(c, b' ' | b'-') && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if !joins_groups {
+                group_digits = 0;
+            }
+            run = 0;
+            if c == b'-' {
+                dashes += 1;
+                s.five_dashes |= dashes >= 5;
+            } else {
+                dashes = 0;
+            }
+            match c {
                 b'@' => s.at = true,
-                b'A'..=b'Z' => s.upper = true,
+                b'+' | b'(' => s.plus_or_paren = true,
+                b'J' if i >= 2 && b[i - 2] == b'e' && b[i - 1] == b'y' => s.jwt_start = true,
+                b'K' | b'S' | b'B' | b'C' if i >= 1 && b[i - 1] == b'A' => s.aws_prefix = true,
                 _ => {}
             }
         }
@@ -251,20 +311,18 @@ impl Signals {
 
     fn may_contain(&self, d: Detector, text: &str) -> bool {
         match d {
-            Detector::CreditCard => self.digits >= 13,
-            Detector::Ssn => self.digits >= 9 && text.contains('-'),
+            Detector::CreditCard => self.card_digits >= 13,
+            Detector::Ssn => self.three_then_separator,
             Detector::Email => self.at,
-            Detector::Phone => self.digits >= 8,
-            Detector::Iban => self.upper && self.digits >= 2 && text.len() >= 15,
-            Detector::Jwt => text.contains("eyJ"),
-            Detector::AwsKey => {
-                (self.upper
-                    && ["AKIA", "ASIA", "ABIA", "ACCA"]
-                        .iter()
-                        .any(|p| text.contains(p)))
-                    || (text.len() >= 40 && contains_ignore_ascii_case(text, b"secret"))
+            Detector::Phone => {
+                self.digits >= 8 && (self.plus_or_paren || self.three_then_separator)
             }
-            Detector::PrivateKey => text.contains("-----BEGIN"),
+            Detector::Iban => self.iban_start && text.len() >= 15,
+            Detector::Jwt => self.jwt_start,
+            Detector::AwsKey => {
+                self.aws_prefix || (text.len() >= 40 && contains_ignore_ascii_case(text, b"secret"))
+            }
+            Detector::PrivateKey => self.five_dashes,
         }
     }
 }
@@ -843,5 +901,46 @@ mod tests {
             assert!(text.is_char_boundary(f.range.start) && text.is_char_boundary(f.range.end));
         }
         assert_eq!(all.find(text).len(), 2);
+    }
+
+    mod precheck {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::masker::tests::detector_value;
+
+        const ALL: [Detector; 8] = [
+            Detector::CreditCard,
+            Detector::Ssn,
+            Detector::Email,
+            Detector::Phone,
+            Detector::Iban,
+            Detector::Jwt,
+            Detector::AwsKey,
+            Detector::PrivateKey,
+        ];
+
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                detector_value().prop_map(|(_, v)| v),
+                "[0-9]{1,5}",
+                "[ .\\-+()@/:=_]",
+                "[A-Z]{1,3}",
+                "[a-z]{1,3}",
+                "\\PC",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// The pre-check only skips work: with or without it, `find` agrees.
+            #[test]
+            fn precheck_never_hides_a_finding(pieces in prop::collection::vec(piece(), 0..8)) {
+                let text = pieces.concat();
+                let set = DetectorSet::new(&ALL);
+                prop_assert_eq!(set.find(&text), set.find_everything(&text), "{:?}", text);
+            }
+        }
     }
 }

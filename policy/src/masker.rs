@@ -221,7 +221,7 @@ fn ceil_boundary(text: &str, mut i: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use base64::Engine as _;
     use proptest::prelude::*;
     use sluice_crds::Detector;
@@ -456,7 +456,8 @@ mod tests {
             })
     }
 
-    fn detector_value() -> impl Strategy<Value = (Detector, String)> {
+    /// A valid value for a random detector (shared with the detectors' tests).
+    pub(crate) fn detector_value() -> impl Strategy<Value = (Detector, String)> {
         prop_oneof![
             card().prop_map(|v| (Detector::CreditCard, v)),
             ssn().prop_map(|v| (Detector::Ssn, v)),
