@@ -314,8 +314,18 @@ async fn custom_resource_status_generation_and_apply() {
     assert_eq!(p.status.as_ref().and_then(|s| s.observed_size), Some(3));
     // Server-side apply of the spec, then a conflicting apply by another manager.
     let spec = json!({"apiVersion": "test.sluice.dev/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 5, "color": "red"}});
-    widgets
+    // The creator (an Update manager) owns `color: null`; taking it over needs force.
+    let err = widgets
         .patch("w1", &PatchParams::apply("owner"), &Patch::Apply(&spec))
+        .await
+        .expect_err("conflict with the creator");
+    assert_eq!(api_err(err).0, 409);
+    widgets
+        .patch(
+            "w1",
+            &PatchParams::apply("owner").force(),
+            &Patch::Apply(&spec),
+        )
         .await
         .expect("apply spec");
     let other = json!({"apiVersion": "test.sluice.dev/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 5, "color": "blue"}});

@@ -53,6 +53,7 @@ pub(super) struct Req {
     pub content_type: String,
     pub body: Bytes,
     pub user: UserInfo,
+    pub user_agent: String,
 }
 
 impl Req {
@@ -78,6 +79,18 @@ impl Req {
         serde_json::from_slice(&self.body)
             .or_else(|_| serde_yaml::from_slice::<Value>(&self.body))
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+    }
+
+    /// The field manager: the query parameter, else the user agent's program
+    /// name (what kube-apiserver does).
+    pub fn manager(&self) -> String {
+        match self.q("fieldManager") {
+            Some(m) => m.to_string(),
+            None => match self.user_agent.split('/').next() {
+                Some(ua) if !ua.is_empty() => ua.to_string(),
+                _ => "unknown".to_string(),
+            },
+        }
     }
 
     pub fn dry_run(&self) -> bool {
@@ -145,6 +158,7 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         content_type: header("content-type"),
         body,
         user,
+        user_agent: header("user-agent"),
     };
     match route(&inner, &req).await {
         Ok(resp) => resp,

@@ -628,8 +628,9 @@ pub(super) async fn create_object(
     if rt.generation {
         obj["metadata"]["generation"] = json!(1);
     }
-    if let Some(mf) = managed {
-        obj["metadata"]["managedFields"] = mf;
+    match managed {
+        Some(mf) => obj["metadata"]["managedFields"] = mf,
+        None => patch::record_update(rt, None, &mut obj, &req.manager(), None),
     }
     if req.dry_run() {
         return Ok(present(rt, &obj));
@@ -809,6 +810,7 @@ pub(super) async fn modify<F>(
     req: &Req,
     t: &Target,
     retries: usize,
+    manager: Option<String>,
     change: F,
 ) -> Result<Value, ApiError>
 where
@@ -845,6 +847,9 @@ where
             new["metadata"]["generation"] = json!(generation + 1);
         }
         admission::validate(inner, &attrs, Some(&new)).await?;
+        if let Some(m) = &manager {
+            patch::record_update(rt, Some(&cur_p), &mut new, m, t.sub.as_deref());
+        }
         if same_ignoring_rv(&new, &cur_p) {
             return Ok(cur_p);
         }
@@ -884,7 +889,7 @@ where
 /// UPDATE (PUT).
 pub(super) async fn update(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Value, ApiError> {
     let body = req.json_body()?;
-    modify(inner, req, t, 0, |_| Ok(body.clone())).await
+    modify(inner, req, t, 0, Some(req.manager()), |_| Ok(body.clone())).await
 }
 
 /// PATCH: JSON patch, merge patch, strategic merge patch, or server-side apply.
@@ -905,7 +910,7 @@ pub(super) async fn patch(
         "application/json-patch+json" => {
             let ops: json_patch::Patch = serde_json::from_slice(&req.body)
                 .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}")))?;
-            let out = modify(inner, req, t, 5, |cur| {
+            let out = modify(inner, req, t, 5, Some(req.manager()), |cur| {
                 let mut doc = cur.clone();
                 json_patch::patch(&mut doc, &ops).map_err(|e| {
                     ApiError::custom(
@@ -921,7 +926,7 @@ pub(super) async fn patch(
         }
         "application/merge-patch+json" => {
             let p = req.json_body()?;
-            let out = modify(inner, req, t, 5, |cur| {
+            let out = modify(inner, req, t, 5, Some(req.manager()), |cur| {
                 let mut doc = cur.clone();
                 json_patch::merge(&mut doc, &p);
                 Ok(doc)
@@ -936,7 +941,10 @@ pub(super) async fn patch(
                 ));
             }
             let p = req.json_body()?;
-            let out = modify(inner, req, t, 5, |cur| patch::strategic_merge(cur, &p)).await?;
+            let out = modify(inner, req, t, 5, Some(req.manager()), |cur| {
+                patch::strategic_merge(cur, &p)
+            })
+            .await?;
             Ok((200, out))
         }
         "application/apply-patch+yaml" | "application/apply-patch+json" => {
@@ -978,7 +986,7 @@ async fn apply(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value)
         if body["metadata"]["name"].is_null() {
             body["metadata"]["name"] = json!(name);
         }
-        let mf = patch::apply_managed(&Value::Null, &manager, None, &applied);
+        let mf = patch::apply_managed(&t.rt, &Value::Null, &manager, None, &applied);
         let create_t = Target {
             rt: t.rt.clone(),
             ns: t.ns.clone(),
@@ -989,7 +997,7 @@ async fn apply(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value)
             .await
             .map(|o| (201, o));
     }
-    let out = modify(inner, req, t, 5, |cur| {
+    let out = modify(inner, req, t, 5, None, |cur| {
         patch::apply(cur, &applied, &manager, sub.as_deref(), force, &t.rt)
     })
     .await?;

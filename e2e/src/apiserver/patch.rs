@@ -321,6 +321,8 @@ fn owned_part(applied: &Value, sub: Option<&str>, rt: &ResourceType) -> Value {
                 "resourceVersion",
                 "uid",
                 "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
                 "managedFields",
                 "generation",
             ] {
@@ -348,13 +350,17 @@ fn owned_part(applied: &Value, sub: Option<&str>, rt: &ResourceType) -> Value {
 }
 
 /// The managedFields list after `manager` applied `applied` to an object with `existing` entries.
-pub fn apply_managed(existing: &Value, manager: &str, sub: Option<&str>, applied: &Value) -> Value {
-    let rt = super::registry::builtins().into_iter().next();
-    let Some(rt) = rt else { return json!([]) };
+pub fn apply_managed(
+    rt: &ResourceType,
+    existing: &Value,
+    manager: &str,
+    sub: Option<&str>,
+    applied: &Value,
+) -> Value {
     let mut paths = Vec::new();
     leaf_paths(
-        &rt,
-        &owned_part(applied, sub, &rt),
+        rt,
+        &owned_part(applied, sub, rt),
         &mut Vec::new(),
         &mut paths,
     );
@@ -369,6 +375,68 @@ pub fn apply_managed(existing: &Value, manager: &str, sub: Option<&str>, applied
     Value::Array(entries)
 }
 
+/// Records a non-apply write by `manager`: it takes ownership of the fields it
+/// changed (others lose them), and fields it removed are no longer owned by anyone.
+pub fn record_update(
+    rt: &ResourceType,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    sub: Option<&str>,
+) {
+    let new_part = owned_part(new, sub, rt);
+    let old_part = old
+        .map(|o| owned_part(o, sub, rt))
+        .unwrap_or_else(|| json!({}));
+    let mut new_paths = Vec::new();
+    leaf_paths(rt, &new_part, &mut Vec::new(), &mut new_paths);
+    let mut old_paths = Vec::new();
+    leaf_paths(rt, &old_part, &mut Vec::new(), &mut old_paths);
+    let changed: Vec<Path> = new_paths
+        .into_iter()
+        .filter(|p| lookup(&old_part, p) != lookup(&new_part, p))
+        .collect();
+    let removed: Vec<Path> = old_paths
+        .into_iter()
+        .filter(|p| lookup(&new_part, p).is_none())
+        .collect();
+    if changed.is_empty() && removed.is_empty() {
+        return;
+    }
+    let mut entries: Vec<Value> = new["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for e in entries
+        .iter_mut()
+        .filter(|e| e["subresource"].as_str() == sub)
+    {
+        let mut theirs = Vec::new();
+        from_trie(&e["fieldsV1"], &mut Vec::new(), &mut theirs);
+        let before = theirs.len();
+        theirs.retain(|p| !changed.iter().chain(&removed).any(|c| prefix_related(c, p)));
+        if theirs.len() != before {
+            e["fieldsV1"] = to_trie(&theirs);
+        }
+    }
+    let mut mine = Vec::new();
+    if let Some(e) = entries
+        .iter()
+        .find(|e| is_op_entry(e, manager, "Update", sub))
+    {
+        from_trie(&e["fieldsV1"], &mut Vec::new(), &mut mine);
+    }
+    for p in changed {
+        if !mine.contains(&p) {
+            mine.push(p);
+        }
+    }
+    let api_version = new["apiVersion"].as_str().unwrap_or_default().to_string();
+    put_entry(&mut entries, manager, "Update", sub, &api_version, &mine);
+    entries.retain(|e| e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
+    new["metadata"]["managedFields"] = Value::Array(entries);
+}
+
 fn set_entry(
     entries: &mut Vec<Value>,
     manager: &str,
@@ -376,9 +444,20 @@ fn set_entry(
     api_version: &str,
     paths: &[Path],
 ) {
-    entries.retain(|e| !is_entry(e, manager, sub));
+    put_entry(entries, manager, "Apply", sub, api_version, paths);
+}
+
+fn put_entry(
+    entries: &mut Vec<Value>,
+    manager: &str,
+    operation: &str,
+    sub: Option<&str>,
+    api_version: &str,
+    paths: &[Path],
+) {
+    entries.retain(|e| !is_op_entry(e, manager, operation, sub));
     let mut e = json!({
-        "manager": manager, "operation": "Apply", "apiVersion": api_version,
+        "manager": manager, "operation": operation, "apiVersion": api_version,
         "time": super::ops::now(), "fieldsType": "FieldsV1", "fieldsV1": to_trie(paths),
     });
     if let Some(s) = sub {
@@ -388,8 +467,12 @@ fn set_entry(
 }
 
 fn is_entry(e: &Value, manager: &str, sub: Option<&str>) -> bool {
+    is_op_entry(e, manager, "Apply", sub)
+}
+
+fn is_op_entry(e: &Value, manager: &str, operation: &str, sub: Option<&str>) -> bool {
     e["manager"].as_str() == Some(manager)
-        && e["operation"].as_str() == Some("Apply")
+        && e["operation"].as_str() == Some(operation)
         && e["subresource"].as_str() == sub
 }
 
@@ -423,7 +506,8 @@ pub fn apply(
     let mut conflicts = Vec::new();
     let mut others_paths: Vec<Path> = Vec::new();
     for e in entries.iter_mut() {
-        if is_entry(e, manager, sub) || e["subresource"].as_str() != sub {
+        // A manager never conflicts with itself, whatever operation it used before.
+        if e["manager"].as_str() == Some(manager) || e["subresource"].as_str() != sub {
             continue;
         }
         let mut theirs = Vec::new();

@@ -56,6 +56,9 @@ pub fn prune(schema: &Value, obj: &mut Value) -> Vec<String> {
             continue;
         }
         match props.and_then(|p| p.get(&k)) {
+            Some(sub) if drops_null(sub, map.get(&k)) => {
+                map.remove(&k);
+            }
             Some(sub) => {
                 if let Some(v) = map.get_mut(&k) {
                     prune_node(sub, v, &k, &mut pruned);
@@ -71,6 +74,11 @@ pub fn prune(schema: &Value, obj: &mut Value) -> Vec<String> {
     pruned
 }
 
+/// kube drops `null` values of fields that are not `nullable` before defaulting.
+fn drops_null(schema: &Value, v: Option<&Value>) -> bool {
+    v.is_some_and(Value::is_null) && schema["nullable"].as_bool() != Some(true)
+}
+
 fn prune_node(schema: &Value, value: &mut Value, path: &str, pruned: &mut Vec<String>) {
     let preserve = schema["x-kubernetes-preserve-unknown-fields"].as_bool() == Some(true);
     let embedded = schema["x-kubernetes-embedded-resource"].as_bool() == Some(true);
@@ -80,6 +88,9 @@ fn prune_node(schema: &Value, value: &mut Value, path: &str, pruned: &mut Vec<St
                 let keys: Vec<String> = map.keys().cloned().collect();
                 for k in keys {
                     match props.get(&k) {
+                        Some(sub) if drops_null(sub, map.get(&k)) => {
+                            map.remove(&k);
+                        }
                         Some(sub) => {
                             if let Some(v) = map.get_mut(&k) {
                                 prune_node(sub, v, &join(path, &k), pruned);
