@@ -82,7 +82,7 @@ pub enum StandaloneError {
         name: String,
         /// The compile error.
         #[source]
-        source: CompileError,
+        source: Box<CompileError>,
     },
     /// No postgres Connection in the namespace.
     #[error("no postgres Connection in namespace {namespace} of {path}; nothing to serve")]
@@ -171,7 +171,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
             CompiledPolicy::compile(ap, &secrets).map_err(|source| StandaloneError::Policy {
                 namespace,
                 name,
-                source,
+                source: Box::new(source),
             })?;
         policies.push(Arc::new(compiled));
     }

@@ -2,6 +2,8 @@
 //! approvals without an operator, dry run, limits, and the audit trail.
 //! Every denial test proves the data is untouched afterwards.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -57,7 +59,9 @@ async fn unbound_identity_gets_no_session() {
         &manifests(pg, &db_name("unbound"), ADMIN, "disable", &policy(RULES)),
         "shop/someone-else",
     );
-    let err = try_connect(&sidecar.url()).await.err().expect("refused");
+    let Err(err) = try_connect(&sidecar.url()).await else {
+        panic!("the session must be refused")
+    };
     let db = err.as_db_error().expect("a server-style error");
     assert_eq!(db.code().code(), "28000");
     assert!(db.message().contains("someone-else"), "{}", db.message());
@@ -252,7 +256,9 @@ async fn audit_is_write_ahead() {
         "shop/report-job",
         &["--audit-file", "/dev/full"],
     );
-    let err = try_connect(&sidecar.url()).await.err().expect("refused");
+    let Err(err) = try_connect(&sidecar.url()).await else {
+        panic!("the session must be refused")
+    };
     assert!(message(&err).contains("audit"), "{}", message(&err));
 }
 

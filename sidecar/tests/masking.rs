@@ -1,6 +1,8 @@
 //! Masking on the wire. Each case seeds PII and proves it never reaches the
 //! client: not in what the driver decodes, and not anywhere in the raw bytes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

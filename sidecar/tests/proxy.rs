@@ -1,6 +1,8 @@
 //! The proxy with nothing to refuse or mask: real clients (tokio-postgres,
 //! psql, pgbench) through the sidecar to a real PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -220,7 +222,9 @@ async fn wrong_upstream_password_is_reported() {
     let m = manifests(pg, &db, ADMIN, "disable", &policy(ALLOW_ALL))
         .replace(PASSWORD, "not-the-password");
     let sidecar = Sidecar::start(&m, "shop/report-job");
-    let err = try_connect(&sidecar.url()).await.err().expect("refused");
+    let Err(err) = try_connect(&sidecar.url()).await else {
+        panic!("the session must be refused")
+    };
     let text = message(&err);
     assert!(
         text.contains("could not open a session to the upstream"),
@@ -400,7 +404,9 @@ async fn tls_verify_full_refuses_an_unknown_ca() {
     let m = manifests(pg, &db, ADMIN, "verify-full", &policy(ALLOW_ALL))
         .replace(", caSecretRef: {name: db-ca}", "");
     let sidecar = Sidecar::start(&m, "shop/report-job");
-    let err = try_connect(&sidecar.url()).await.err().expect("must fail");
+    let Err(err) = try_connect(&sidecar.url()).await else {
+        panic!("the session must fail")
+    };
     assert!(message(&err).contains("TLS handshake"), "{}", message(&err));
     // require: encrypted, certificate not checked.
     let m = manifests(pg, &db, ADMIN, "require", &policy(ALLOW_ALL))

@@ -1068,13 +1068,17 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         self.copy_mask = None;
         match self.queue.front() {
             Some(Expect::Simple(_)) => {
-                if let Some(p) = self.simple.as_mut() {
-                    p.index += 1;
-                    p.rows += rows;
-                    p.masked += masked;
-                    if refused && p.error.is_none() {
-                        p.error = Some(error_response::PROGRAM_LIMIT_EXCEEDED.into());
-                    }
+                let p = self.simple.get_or_insert(SimpleProgress {
+                    index: 0,
+                    rows: 0,
+                    masked: 0,
+                    error: None,
+                });
+                p.index += 1;
+                p.rows += rows;
+                p.masked += masked;
+                if refused && p.error.is_none() {
+                    p.error = Some(error_response::PROGRAM_LIMIT_EXCEEDED.into());
                 }
             }
             Some(Expect::Execute(_)) => {

@@ -4,7 +4,7 @@
 //!
 //! Nothing is skipped: when PostgreSQL's binaries are missing the tests fail
 //! with a message saying what to install.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -261,6 +261,8 @@ impl PgServer {
             pid = std::process::id(),
             dir = base.display()
         );
+        // Never waited for: it outlives this process on purpose.
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .arg("-c")
             .arg(script)
