@@ -74,13 +74,23 @@ impl ApiError {
         .with_details(rt, name)
     }
 
-    /// 404 for a path that serves nothing.
+    /// 404 for a path that serves nothing (the path goes into the details).
     pub fn no_route(path: &str) -> Self {
-        Self::new(
+        let mut err = Self::new(
             404,
             "NotFound",
-            format!("the server could not find the requested resource ({path})"),
-        )
+            "the server could not find the requested resource",
+        );
+        err.details = Some(json!({"causes": [{"reason": "UnexpectedServerResponse",
+            "message": format!("404 page not found: {path}")}]}));
+        err
+    }
+
+    /// 404 for a missing namespace.
+    pub fn namespace_not_found(ns: &str) -> Self {
+        let mut err = Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found"));
+        err.details = Some(json!({"name": ns, "kind": "namespaces"}));
+        err
     }
 
     /// 409 when creating an object that exists.

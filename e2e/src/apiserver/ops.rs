@@ -259,11 +259,7 @@ fn check_namespace(st: &State, rt: &ResourceType, ns: &str, name: &str) -> Resul
         return Ok(());
     }
     let Some(nso) = st.store.get(NS_STORAGE, "", ns) else {
-        return Err(ApiError::custom(
-            404,
-            "NotFound",
-            format!("namespaces \"{ns}\" not found"),
-        ));
+        return Err(ApiError::namespace_not_found(ns));
     };
     if !nso["metadata"]["deletionTimestamp"].is_null() {
         return Err(ApiError::forbidden(format!(
@@ -361,7 +357,7 @@ fn prepare_create(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
             }
             move_string_data(obj);
         }
-        Special::Crd => crd_prepare(obj)?,
+        Special::Crd => crd_prepare(obj, None)?,
         _ => {
             if rt.status
                 && let Some(m) = obj.as_object_mut()
@@ -387,7 +383,8 @@ fn move_string_data(obj: &mut Value) {
     }
 }
 
-fn crd_prepare(obj: &mut Value) -> Result<(), ApiError> {
+/// Validates a CRD's basics and computes its status (kept from `old` on updates).
+fn crd_prepare(obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
     let group = obj["spec"]["group"].as_str().unwrap_or_default();
     let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or_default();
     let name = meta_str(obj, "name");
@@ -451,14 +448,20 @@ fn crd_prepare(obj: &mut Value) -> Result<(), ApiError> {
         .unwrap_or_default()
         .to_string();
     let ts = now();
-    obj["status"] = json!({
-        "acceptedNames": accepted,
-        "conditions": [
+    let conditions = match old.map(|o| &o["status"]["conditions"]) {
+        Some(c @ Value::Array(_)) => c.clone(),
+        _ => json!([
             {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": ts},
             {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": ts},
-        ],
-        "storedVersions": [stored],
-    });
+        ]),
+    };
+    let mut stored_versions: Vec<Value> = old
+        .and_then(|o| o["status"]["storedVersions"].as_array().cloned())
+        .unwrap_or_default();
+    if !stored_versions.contains(&json!(stored)) {
+        stored_versions.push(json!(stored));
+    }
+    obj["status"] = json!({"acceptedNames": accepted, "conditions": conditions, "storedVersions": stored_versions});
     Ok(())
 }
 
@@ -829,7 +832,10 @@ where
         };
         let cur_p = present(rt, &cur);
         let candidate = change(&cur_p)?;
-        let new = prepare_update(rt, t, &cur_p, candidate)?;
+        let mut new = prepare_update(rt, t, &cur_p, candidate)?;
+        if rt.special == Special::Crd && t.sub.is_none() {
+            crd_prepare(&mut new, Some(&cur_p))?;
+        }
         let attrs = Attrs {
             rt,
             sub: t.sub.as_deref(),
