@@ -89,18 +89,21 @@ struct Patterns {
     pem_end: Option<Regex>,
 }
 
-const SSN: &str = r"\b([0-9]{3})-([0-9]{2})-([0-9]{4})\b";
-const EMAIL: &str = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,63}\b";
+const SSN: &str = r"(?-u:\b)([0-9]{3})-([0-9]{2})-([0-9]{4})(?-u:\b)";
+const EMAIL: &str = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,63}(?-u:\b)";
 const PHONE_INTL: &str = r"\+[1-9](?:[ .\-]?(?:[0-9]|\([0-9]{1,4}\)))+";
-const PHONE_NANP: &str = r"(?:1[ .\-])?(?:\([0-9]{3}\) ?|[0-9]{3}[.\-])[0-9]{3}[.\-][0-9]{4}\b";
+const PHONE_NANP: &str =
+    r"(?:1[ .\-])?(?:\([0-9]{3}\) ?|[0-9]{3}[.\-])[0-9]{3}[.\-][0-9]{4}(?-u:\b)";
 const IBAN: &str =
-    r"\b[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b";
+    r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)(?-u:\b)";
 const JWT: &str = r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*";
-const AWS_KEY_ID: &str = r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b";
+const AWS_KEY_ID: &str = r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?-u:\b)";
 const AWS_SECRET: &str = r#"(?i:(?:aws)?[_\-. ]?secret[_\-. ]?(?:access)?[_\-. ]?key)["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#;
 const PEM_BEGIN: &str = r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----";
 const PEM_END: &str = r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----";
 
+// Word boundaries are ASCII (`(?-u:\b)`): an accented letter next to a value
+// must not hide it, as a Unicode boundary would (`é` is a word character).
 static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     ssn: Regex::new(SSN).ok(),
     email: Regex::new(EMAIL).ok(),
@@ -891,6 +894,21 @@ mod tests {
         assert!(!all.is_empty());
         assert!(!all.contains_any("shipped, awaiting pickup at the depot"));
         assert!(all.contains_any("é 4111111111111111 ü"));
+    }
+
+    #[test]
+    fn values_next_to_non_ascii_letters_are_found() {
+        for (d, value) in [
+            (Detector::CreditCard, "4111111111111111"),
+            (Detector::Ssn, "123-45-6789"),
+            (Detector::Email, "alice@example.com"),
+            (Detector::Phone, "415-555-2671"),
+            (Detector::Iban, "DE89370400440532013000"),
+            (Detector::AwsKey, "AKIAIOSFODNN7EXAMPLE"),
+        ] {
+            let text = format!("é{value}ü");
+            assert_eq!(found(d, &text), vec![value], "{d:?} in {text:?}");
+        }
     }
 
     #[test]
