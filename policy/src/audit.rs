@@ -476,7 +476,8 @@ pub struct VerifyError {
 }
 
 /// What a successful verification covered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
     /// Events verified.
     pub events: u64,

@@ -239,8 +239,16 @@ impl HttpMatcher {
         })
     }
 
+    /// Whether `req` matches, refusing an ambiguous path instead of guessing:
+    /// the form to use when the caller can refuse the request (400) on `Err`.
+    pub fn matches_checked(&self, req: &HttpRequest<'_>) -> Result<bool, PathError> {
+        normalize_path(req.path)?;
+        Ok(self.matches(req))
+    }
+
     /// Whether `req` matches. See the module documentation for how the path is
-    /// normalised, and for ambiguous paths.
+    /// normalised; an ambiguous path matches every path glob (prefer
+    /// [`HttpMatcher::matches_checked`]).
     pub fn matches(&self, req: &HttpRequest<'_>) -> bool {
         if self.never {
             return false;
