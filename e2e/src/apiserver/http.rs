@@ -197,6 +197,21 @@ async fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<Body>, ApiError
                     "compiler": "rustc", "platform": "linux/amd64"}),
             ));
         }
+        ["api" | "apis"]
+            if req.accept.contains("as=APIGroupDiscoveryList") && req.accept.contains("v=v2;") =>
+        {
+            let doc = registry.aggregated(segs[0] == "api");
+            let body = serde_json::to_vec(&doc).unwrap_or_default();
+            return Response::builder()
+                .header(
+                    "content-type",
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                )
+                .body(Full::new(Bytes::from(body)).boxed())
+                .map_err(|e| {
+                    ApiError::internal(format!("could not build the discovery response: {e}"))
+                });
+        }
         ["api"] => {
             return Ok(json_response(
                 200,
