@@ -731,3 +731,35 @@ async fn streaming_list_watcher_and_selector_transitions() {
         (Some("a"), Some("b"))
     );
 }
+
+#[tokio::test]
+async fn discovery_legacy_and_aggregated_agree() {
+    let c = cluster().await;
+    let client = c.client().await.expect("client");
+    install_widgets(&client).await;
+    let legacy = kube::Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("legacy discovery");
+    let aggregated = kube::Discovery::new(client)
+        .run_aggregated()
+        .await
+        .expect("aggregated discovery");
+    for d in [&legacy, &aggregated] {
+        let (widget, caps) = d
+            .groups()
+            .flat_map(|g| g.recommended_resources())
+            .find(|(r, _)| r.kind == "Widget")
+            .expect("Widget discovered");
+        assert_eq!(widget.plural, "widgets");
+        assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+        assert!(
+            caps.subresources
+                .iter()
+                .any(|(s, _)| s.plural == "widgets/status" || s.plural == "status"),
+            "{:?}",
+            caps.subresources
+        );
+        assert!(d.has_group("coordination.k8s.io") && d.has_group("events.k8s.io"));
+    }
+}
