@@ -812,8 +812,10 @@ fn parse_bracket(chars: &[char], i: usize) -> Result<(Selector, usize), ParseErr
 /// (it reveals nothing). Every other string, and the text of every other
 /// number (a card number stored as a JSON number), is then searched with
 /// `detectors` (if given) and its findings masked with that masker (a number
-/// with a finding becomes a string). Object keys are not masked. A masker
-/// index out of range redacts.
+/// with a finding becomes a string). Object keys in which a detector finds
+/// something are masked the same way (paths match the original keys; a masked
+/// key equal to another key gets a `#2`, `#3`… suffix). A masker index out
+/// of range redacts.
 pub fn mask_json(
     value: &mut Value,
     paths: &[(JsonPath, usize)],
@@ -861,9 +863,16 @@ impl JsonMasking<'_> {
         let live = states.iter().any(|s| !s.is_dead());
         match value {
             Value::Object(map) => {
-                for (k, child) in map.iter_mut() {
-                    let next = self.advance(states, live, PathSegment::Key(k));
-                    self.node(child, &next);
+                let sensitive_keys = self
+                    .detectors
+                    .is_some_and(|(set, _)| map.keys().any(|k| set.contains_any(k)));
+                if sensitive_keys {
+                    self.object_with_masked_keys(map, states, live);
+                } else {
+                    for (k, child) in map.iter_mut() {
+                        let next = self.advance(states, live, PathSegment::Key(k));
+                        self.node(child, &next);
+                    }
                 }
             }
             Value::Array(items) => {
@@ -892,6 +901,42 @@ impl JsonMasking<'_> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// An object keyed by sensitive values (`{"alice@example.com": {…}}`): the
+    /// keys are masked too. Paths still match the original keys. A masked key
+    /// that equals another key gets a `#2`, `#3`… suffix, so no entry is lost.
+    fn object_with_masked_keys(
+        &mut self,
+        map: &mut serde_json::Map<String, Value>,
+        states: &[PathState],
+        live: bool,
+    ) {
+        let Some((set, m)) = self.detectors else {
+            return;
+        };
+        let old = std::mem::take(map);
+        let original: std::collections::BTreeSet<String> = old.keys().cloned().collect();
+        for (k, mut child) in old {
+            let next = self.advance(states, live, PathSegment::Key(&k));
+            self.node(&mut child, &next);
+            let findings = set.find(&k);
+            let key = if findings.is_empty() {
+                k
+            } else {
+                self.count += 1;
+                let masked = self.masker(m).mask_findings(&k, &findings);
+                let taken = |c: &String| original.contains(c) || map.contains_key(c);
+                let mut candidate = masked.clone();
+                let mut n = 2;
+                while taken(&candidate) {
+                    candidate = format!("{masked}#{n}");
+                    n += 1;
+                }
+                candidate
+            };
+            map.insert(key, child);
         }
     }
 
@@ -1261,6 +1306,39 @@ mod tests {
         );
         // email, age, vip, 2 card numbers, 3 leaves of secret, comment, pan.
         assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn mask_json_masks_sensitive_keys_without_losing_entries() {
+        let mut doc = json!({
+            "byEmail": {
+                "alice@example.com": {"email": "alice@example.com", "n": 1},
+                "bob@example.com": {"n": 2},
+                "[redacted]": {"n": 3},
+                "plain": {"n": 4}
+            }
+        });
+        let paths = vec![(
+            JsonPath::parse("$.byEmail['alice@example.com'].n").expect("p"),
+            0,
+        )];
+        let maskers = vec![masker(MaskStrategy::Redact)];
+        let set = DetectorSet::new(&[Detector::Email]);
+        let n = mask_json(&mut doc, &paths, &maskers, Some((&set, 0)));
+        let text = doc.to_string();
+        assert!(!text.contains("alice@") && !text.contains("bob@"), "{text}");
+        let by_email = doc["byEmail"].as_object().expect("object");
+        assert_eq!(by_email.len(), 4, "{text}");
+        assert_eq!(by_email["plain"], json!({"n": 4}));
+        assert_eq!(by_email["[redacted]"], json!({"n": 3}));
+        // The path matched the original key before it was masked.
+        let alice = by_email
+            .values()
+            .find(|v| v.get("email").is_some())
+            .expect("alice's entry");
+        assert_eq!(alice, &json!({"email": "[redacted]", "n": "[redacted]"}));
+        // 2 keys, alice's email value, alice's n.
+        assert_eq!(n, 4);
     }
 
     #[test]
