@@ -957,7 +957,25 @@ impl PolicySet {
     }
 
     /// Decides an HTTP request.
+    ///
+    /// A path that decodes ambiguously (double encoding, malformed escapes,
+    /// control characters) is refused outright: servers disagree on what it
+    /// means, so no rule can be trusted to have seen the path the upstream will.
+    /// The HTTP proxy answers such a request with 400 before asking.
     pub fn decide_http(&self, req: &HttpRequest<'_>) -> Decision {
+        if let Err(e) = crate::http::normalize_path(req.path) {
+            return Decision {
+                action: Action::Deny,
+                enforced: Action::Deny,
+                policy: None,
+                rule: None,
+                enforced_policy: None,
+                enforced_rule: None,
+                dry_run: false,
+                approval: None,
+                reason: format!("deny: {e}"),
+            };
+        }
         let verdicts: Vec<Verdict> = self.policies.iter().map(|p| p.decide_http(req)).collect();
         Decision::combine(&verdicts)
     }
