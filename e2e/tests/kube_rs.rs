@@ -763,3 +763,75 @@ async fn discovery_legacy_and_aggregated_agree() {
         assert!(d.has_group("coordination.k8s.io") && d.has_group("events.k8s.io"));
     }
 }
+
+#[tokio::test]
+async fn builtin_validation_matches_kube() {
+    let c = cluster().await;
+    let client = c.client().await.expect("client");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let long = "x".repeat(64);
+    let bad = json!({"metadata": {"name": "bad", "labels": {"app": long}}});
+    let err = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(bad).expect("cm"),
+        )
+        .await
+        .expect_err("label too long");
+    let kube::Error::Api(s) = err else {
+        panic!("api error")
+    };
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(
+        s.message.contains("metadata.labels: Invalid value"),
+        "{}",
+        s.message
+    );
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let pod = json!({"metadata": {"name": "p"}, "spec": {
+        "initContainers": [{"name": "proxy", "image": "sluice", "restartPolicy": "Always"}],
+        "containers": [{"name": "proxy", "image": "app", "volumeMounts": [{"name": "missing", "mountPath": "/x"}]}, {"name": "b"}]}});
+    let err = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(pod).expect("pod"),
+        )
+        .await
+        .expect_err("invalid pod");
+    let kube::Error::Api(s) = err else {
+        panic!("api error")
+    };
+    assert_eq!(s.code, 422);
+    for part in [
+        "spec.containers[0].name: Duplicate value",
+        "spec.containers[0].volumeMounts[0].name: Not found",
+        "spec.containers[1].image: Required value",
+    ] {
+        assert!(s.message.contains(part), "{part} in {}", s.message);
+    }
+    // A native sidecar (init container with restartPolicy Always) is valid.
+    let ok = json!({"metadata": {"name": "ok"}, "spec": {
+        "initContainers": [{"name": "proxy", "image": "sluice", "restartPolicy": "Always"}],
+        "containers": [{"name": "app", "image": "app"}]}});
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(ok).expect("pod"),
+    )
+    .await
+    .expect("valid pod");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "default");
+    let raw = kube::api::Request::new("/api/v1/namespaces/default/secrets");
+    let req = raw
+        .create(&PostParams::default(), serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "not base64!"}})).expect("json"))
+        .expect("request");
+    let err = secrets
+        .clone()
+        .into_client()
+        .request::<k8s_openapi::api::core::v1::Secret>(req)
+        .await
+        .expect_err("bad base64");
+    let kube::Error::Api(s) = err else {
+        panic!("api error")
+    };
+    assert_eq!(s.code, 400);
+}

@@ -18,6 +18,7 @@ pub mod selectors;
 pub mod store;
 mod table;
 mod tokens;
+mod validation;
 mod watch;
 
 use crate::pki::TokenSigner;

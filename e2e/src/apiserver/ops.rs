@@ -7,7 +7,7 @@ use super::http::{Req, Target};
 use super::registry::{Registry, ResourceType, Special};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{key_of, rv_of};
-use super::{Inner, State, patch, schema};
+use super::{Inner, State, patch, schema, validation};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -465,6 +465,18 @@ fn crd_prepare(obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Metadata, Secret and Pod checks kube-apiserver makes on every write.
+fn builtin_checks(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    if rt.kind == "Secret" && rt.crd.is_none() {
+        validation::secret_data(obj).map_err(ApiError::bad_request)?;
+    }
+    let causes = validation::object(rt, obj);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(rt, meta_str(obj, "name"), causes))
+}
+
 /// The field validation mode of a write (`Strict`, `Warn`, `Ignore`).
 fn field_validation(req: &Req) -> &str {
     req.q("fieldValidation").unwrap_or("Warn")
@@ -624,6 +636,7 @@ pub(super) async fn create_object(
     };
     let mut obj = admission::mutate(inner, &attrs, presented).await?;
     schema_pipeline(rt, req, &mut obj, None)?;
+    builtin_checks(rt, &obj)?;
     admission::validate(inner, &attrs, Some(&obj)).await?;
     let mut obj = to_storage(rt, &obj);
     obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
@@ -848,6 +861,7 @@ where
         };
         let mut new = admission::mutate(inner, &attrs, new).await?;
         schema_pipeline(rt, req, &mut new, Some(&cur_p))?;
+        builtin_checks(rt, &new)?;
         if rt.generation && strip(&new) != strip(&cur_p) {
             let generation = cur_p["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(generation + 1);

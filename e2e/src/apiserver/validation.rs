@@ -1,0 +1,256 @@
+//! Validation of built-in fields that kube-apiserver checks on every write:
+//! object metadata (labels, annotations, owner references), Secret data, and
+//! the parts of a Pod spec that admission webhooks commonly get wrong.
+
+use super::error::Cause;
+use super::registry::{ResourceType, Special};
+use base64::Engine as _;
+use serde_json::Value;
+
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+fn invalid(field: String, message: String) -> Cause {
+    Cause {
+        reason: "FieldValueInvalid",
+        field,
+        message,
+    }
+}
+
+fn required(field: String) -> Cause {
+    Cause {
+        reason: "FieldValueRequired",
+        field,
+        message: "Required value".into(),
+    }
+}
+
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters.
+fn is_label_name(s: &str) -> bool {
+    let ok_chars = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ends = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    !s.is_empty() && s.len() <= 63 && ok_chars && ends
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// A qualified name: `[prefix/]name`, as label and annotation keys.
+fn key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && !is_dns_subdomain(p)
+    {
+        return Some(format!(
+            "Invalid value: {key:?}: prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        ));
+    }
+    if !is_label_name(name) {
+        return Some(format!(
+            "Invalid value: {key:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+        ));
+    }
+    None
+}
+
+/// Checks labels, annotations and owner references.
+pub fn metadata(obj: &Value) -> Vec<Cause> {
+    let meta = &obj["metadata"];
+    let mut causes = Vec::new();
+    for (k, v) in meta["labels"].as_object().into_iter().flatten() {
+        if let Some(p) = key_problem(k) {
+            causes.push(invalid("metadata.labels".into(), p));
+        }
+        let value = v.as_str().unwrap_or_default();
+        if !v.is_string() || (!value.is_empty() && !is_label_name(value)) {
+            causes.push(invalid(
+                "metadata.labels".into(),
+                format!("Invalid value: {value:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
+            ));
+        }
+    }
+    let mut total = 0;
+    for (k, v) in meta["annotations"].as_object().into_iter().flatten() {
+        if let Some(p) = key_problem(&k.to_lowercase()) {
+            causes.push(invalid("metadata.annotations".into(), p));
+        }
+        if !v.is_string() {
+            causes.push(invalid(
+                "metadata.annotations".into(),
+                format!("Invalid value: {v}: annotation values must be strings"),
+            ));
+        }
+        total += k.len() + v.as_str().map(str::len).unwrap_or(0);
+    }
+    if total > MAX_ANNOTATIONS_BYTES {
+        causes.push(Cause {
+            reason: "FieldValueTooLong",
+            field: "metadata.annotations".into(),
+            message: format!("Too long: may not be more than {MAX_ANNOTATIONS_BYTES} bytes"),
+        });
+    }
+    for (i, r) in meta["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for f in ["apiVersion", "kind", "name", "uid"] {
+            if r[f].as_str().is_none_or(str::is_empty) {
+                causes.push(required(format!("metadata.ownerReferences[{i}].{f}")));
+            }
+        }
+    }
+    let controllers = meta["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["controller"] == Value::Bool(true))
+        .count();
+    if controllers > 1 {
+        causes.push(invalid(
+            "metadata.ownerReferences".into(),
+            "Invalid value: only one reference can have Controller set to true".into(),
+        ));
+    }
+    causes
+}
+
+fn env_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn container(c: &Value, path: &str, volumes: &[&str], init: bool, causes: &mut Vec<Cause>) {
+    let name = c["name"].as_str().unwrap_or_default();
+    if name.is_empty() {
+        causes.push(required(format!("{path}.name")));
+    }
+    if c["image"].as_str().is_none_or(str::is_empty) {
+        causes.push(required(format!("{path}.image")));
+    }
+    if let Some(policy) = c["restartPolicy"].as_str() {
+        if !init {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: format!("{path}.restartPolicy"),
+                message: "Forbidden: may not be set for non-init containers".into(),
+            });
+        } else if policy != "Always" {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported",
+                field: format!("{path}.restartPolicy"),
+                message: format!("Unsupported value: {policy:?}: supported values: \"Always\""),
+            });
+        }
+    }
+    for (i, e) in c["env"].as_array().into_iter().flatten().enumerate() {
+        let n = e["name"].as_str().unwrap_or_default();
+        if !env_name_ok(n) {
+            causes.push(invalid(
+                format!("{path}.env[{i}].name"),
+                format!("Invalid value: {n:?}: a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit"),
+            ));
+        }
+    }
+    for (i, m) in c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let n = m["name"].as_str().unwrap_or_default();
+        if !volumes.contains(&n) {
+            causes.push(Cause {
+                reason: "FieldValueNotFound",
+                field: format!("{path}.volumeMounts[{i}].name"),
+                message: format!("Not found: {n:?}"),
+            });
+        }
+        if m["mountPath"].as_str().is_none_or(str::is_empty) {
+            causes.push(required(format!("{path}.volumeMounts[{i}].mountPath")));
+        }
+    }
+}
+
+/// Checks what kube checks of a Pod spec that injection commonly breaks.
+fn pod(obj: &Value) -> Vec<Cause> {
+    let spec = &obj["spec"];
+    let mut causes = Vec::new();
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for (i, v) in volumes.iter().enumerate() {
+        if volumes[..i].contains(v) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: format!("spec.volumes[{i}].name"),
+                message: format!("Duplicate value: {v:?}"),
+            });
+        }
+    }
+    let containers = spec["containers"].as_array().cloned().unwrap_or_default();
+    if containers.is_empty() {
+        causes.push(required("spec.containers".into()));
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (field, init) in [("initContainers", true), ("containers", false)] {
+        for (i, c) in spec[field].as_array().into_iter().flatten().enumerate() {
+            let path = format!("spec.{field}[{i}]");
+            container(c, &path, &volumes, init, &mut causes);
+            let name = c["name"].as_str().unwrap_or_default().to_string();
+            if !name.is_empty() && names.contains(&name) {
+                causes.push(Cause {
+                    reason: "FieldValueDuplicate",
+                    field: format!("{path}.name"),
+                    message: format!("Duplicate value: {name:?}"),
+                });
+            }
+            names.push(name);
+        }
+    }
+    causes
+}
+
+/// Checks Secret data is base64; returns the decoding error kube reports as 400.
+pub fn secret_data(obj: &Value) -> Result<(), String> {
+    for (k, v) in obj["data"].as_object().into_iter().flatten() {
+        let s = v.as_str().unwrap_or_default();
+        if base64::engine::general_purpose::STANDARD.decode(s).is_err() {
+            return Err(format!(
+                "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data[{k:?}]"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// All built-in checks for an object about to be stored.
+pub fn object(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
+    let mut causes = metadata(obj);
+    if rt.special == Special::Pod {
+        causes.extend(pod(obj));
+    }
+    causes
+}
