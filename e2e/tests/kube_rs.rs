@@ -834,4 +834,25 @@ async fn builtin_validation_matches_kube() {
         panic!("api error")
     };
     assert_eq!(s.code, 400);
+    // events.k8s.io/v1 requires what its API requires.
+    let events: Api<EventsV1> = Api::namespaced(c.client().await.expect("client"), "default");
+    let partial = json!({"metadata": {"name": "e1"}, "reason": "Tested", "regarding": {"kind": "Pod", "name": "ok", "namespace": "other"}});
+    let err = events
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(partial).expect("event"),
+        )
+        .await
+        .expect_err("incomplete event");
+    let kube::Error::Api(s) = err else {
+        panic!("api error")
+    };
+    assert_eq!(s.code, 422);
+    for part in [
+        "eventTime: Required value",
+        "reportingController: Required value",
+        "regarding.namespace: Invalid value",
+    ] {
+        assert!(s.message.contains(part), "{part} in {}", s.message);
+    }
 }

@@ -317,6 +317,17 @@ fn matched(wh: &Value, name: &str, a: &Attrs<'_>, obj: Option<&Value>) -> Result
     }
 }
 
+/// kube refuses dry-run requests that would reach a webhook with side effects.
+fn check_dry_run(wh: &Value, name: &str, a: &Attrs<'_>) -> Result<(), ApiError> {
+    let safe = matches!(wh["sideEffects"].as_str(), Some("None" | "NoneOnDryRun"));
+    if a.dry_run && !safe {
+        return Err(ApiError::bad_request(format!(
+            "admission webhook \"{name}\" does not support dry run"
+        )));
+    }
+    Ok(())
+}
+
 fn exempt(a: &Attrs<'_>) -> bool {
     // kube never sends webhook configurations themselves through webhooks.
     a.rt.special == Special::Webhook
@@ -344,6 +355,7 @@ pub(crate) async fn mutate(
             if !matched(wh, name, a, Some(&obj))? {
                 continue;
             }
+            check_dry_run(wh, name, a)?;
             let uid = uuid::Uuid::new_v4().to_string();
             let response = match call(wh, &review(a, Some(&obj), &uid), &uid).await {
                 Ok(r) => r,
@@ -402,6 +414,7 @@ pub(crate) async fn validate(
             if !matched(wh, name, a, obj)? {
                 continue;
             }
+            check_dry_run(wh, name, a)?;
             let uid = uuid::Uuid::new_v4().to_string();
             match call(wh, &review(a, obj, &uid), &uid).await {
                 Ok(r) if r["allowed"].as_bool() == Some(true) => {}

@@ -143,6 +143,25 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// The value at a kube field path such as `spec.rules[0].name`.
+fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = obj;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, rest) = part.split_once('[').map_or((part, ""), |(k, r)| (k, r));
+        if !key.is_empty() {
+            cur = cur.get(key)?;
+        }
+        for idx in rest.split('[').filter(|i| !i.is_empty()) {
+            let idx = idx.trim_end_matches(']');
+            cur = match idx.parse::<usize>() {
+                Ok(i) => cur.get(i)?,
+                Err(_) => cur.get(idx.trim_matches(['"', '\''].as_ref()))?,
+            };
+        }
+    }
+    Some(cur)
+}
+
 fn short(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
@@ -200,16 +219,32 @@ pub fn validate(schema: &Value, rt: &ResourceType, obj: &Value, old: Option<&Val
             } else {
                 e.field_path.clone()
             };
-            let message = match e.kind {
-                kube_cel::ErrorKind::ValidationFailure => {
-                    format!("Invalid value: \"object\": {}", e.message)
+            let shown = type_name(value_at(obj, &e.field_path).unwrap_or(obj));
+            let (reason, message) = match (e.kind.clone(), e.reason.as_deref()) {
+                (kube_cel::ErrorKind::ValidationFailure, Some("FieldValueForbidden")) => {
+                    ("FieldValueForbidden", format!("Forbidden: {}", e.message))
                 }
-                _ => format!(
-                    "Invalid value: \"object\": rule {:?} could not be evaluated: {}",
-                    e.rule, e.message
+                (kube_cel::ErrorKind::ValidationFailure, Some("FieldValueRequired")) => (
+                    "FieldValueRequired",
+                    format!("Required value: {}", e.message),
+                ),
+                (kube_cel::ErrorKind::ValidationFailure, Some("FieldValueDuplicate")) => (
+                    "FieldValueDuplicate",
+                    format!("Duplicate value: {}", e.message),
+                ),
+                (kube_cel::ErrorKind::ValidationFailure, _) => (
+                    "FieldValueInvalid",
+                    format!("Invalid value: \"{shown}\": {}", e.message),
+                ),
+                _ => (
+                    "FieldValueInvalid",
+                    format!(
+                        "Invalid value: \"{shown}\": rule {:?} could not be evaluated: {}",
+                        e.rule, e.message
+                    ),
                 ),
             };
-            causes.push(cause("FieldValueInvalid", &field, message));
+            causes.push(cause(reason, &field, message));
         }
     }
     causes

@@ -246,11 +246,64 @@ pub fn secret_data(obj: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Event checks: the involved object's namespace, and for events.k8s.io/v1
+/// the fields that API requires.
+fn event(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let v1 = rt.special == Special::EventsV1;
+    let about = if v1 { "regarding" } else { "involvedObject" };
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    if let Some(theirs) = obj[about]["namespace"].as_str()
+        && !theirs.is_empty()
+        && theirs != ns
+    {
+        causes.push(invalid(
+            format!("{about}.namespace"),
+            format!("Invalid value: {theirs:?}: does not match event.namespace"),
+        ));
+    }
+    if v1 {
+        for f in [
+            "eventTime",
+            "reportingController",
+            "reportingInstance",
+            "action",
+            "reason",
+        ] {
+            if obj[f].as_str().is_none_or(str::is_empty) {
+                causes.push(required(f.to_string()));
+            }
+        }
+        if let Some(t) = obj["type"].as_str()
+            && t != "Normal"
+            && t != "Warning"
+        {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported",
+                field: "type".into(),
+                message: format!(
+                    "Unsupported value: {t:?}: supported values: \"Normal\", \"Warning\""
+                ),
+            });
+        }
+        if obj["note"].as_str().is_some_and(|n| n.len() > 1024) {
+            causes.push(Cause {
+                reason: "FieldValueTooLong",
+                field: "note".into(),
+                message: "Too long: may not be more than 1024 bytes".into(),
+            });
+        }
+    }
+    causes
+}
+
 /// All built-in checks for an object about to be stored.
 pub fn object(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     let mut causes = metadata(obj);
-    if rt.special == Special::Pod {
-        causes.extend(pod(obj));
+    match rt.special {
+        Special::Pod => causes.extend(pod(obj)),
+        Special::CoreEvent | Special::EventsV1 => causes.extend(event(rt, obj)),
+        _ => {}
     }
     causes
 }
