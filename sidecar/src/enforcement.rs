@@ -22,8 +22,13 @@ use crate::postgres::messages::row_description::Column;
 
 /// How many distinct statement texts a session keeps decisions for. Past
 /// this the cache starts over: an application with unbounded distinct texts
-/// (literals inlined) pays a parse per statement, nothing more.
-const DECISION_CACHE_ENTRIES: usize = 4096;
+/// (literals inlined) pays a parse per statement, nothing more. Small on
+/// purpose: a decision holds the statement's syntax tree (kilobytes), and
+/// the sidecar must stay small in memory with many sessions.
+const DECISION_CACHE_ENTRIES: usize = 64;
+
+/// Texts longer than this are decided every time, never cached.
+const DECISION_CACHE_MAX_TEXT: usize = 4096;
 
 /// An identity's standing on one Connection: its applicable policies, or none.
 pub struct Binding {
@@ -121,10 +126,12 @@ impl Enforcer {
             return d.clone();
         }
         let decided = Arc::new(Decided::new(self.set.decide_sql(sql, SqlDialect::Postgres)));
-        if self.cache.len() >= DECISION_CACHE_ENTRIES {
-            self.cache.clear();
+        if sql.len() <= DECISION_CACHE_MAX_TEXT {
+            if self.cache.len() >= DECISION_CACHE_ENTRIES {
+                self.cache.clear();
+            }
+            self.cache.insert(sql.into(), decided.clone());
         }
-        self.cache.insert(sql.into(), decided.clone());
         decided
     }
 

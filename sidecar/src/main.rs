@@ -45,6 +45,11 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Worker threads; 1 (the default) runs every session on one thread,
+        /// like PgBouncer: on a small pod that avoids cross-thread wake-ups,
+        /// which cost more than the proxying itself.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        worker_threads: usize,
     },
 }
 
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             admin_addr,
             max_message_size,
             log_format,
+            worker_threads,
         } => {
             init_logs(log_format);
             if max_message_size < 1024 {
@@ -91,10 +97,17 @@ fn main() -> anyhow::Result<()> {
             cfg.audit_stdout = !no_audit_stdout;
             cfg.admin_addr = admin_addr;
             cfg.max_message_size = max_message_size;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime = if worker_threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(worker_threads)
+                    .enable_all()
+                    .build()
+            }
+            .context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let running = standalone::start(cfg).await?;
                 for (name, addr, bound) in &running.listeners {

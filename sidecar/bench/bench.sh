@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# `make bench`: pgbench through the Sluice sidecar vs the direct connection
+# vs PgBouncer (session mode), interleaved in one run, against a throwaway
+# PostgreSQL. Prints TPS, mean latency, ratios to direct, and the sidecar's
+# peak RSS.
+#
+#   select-only (pgbench -S), 1 and 8 clients, simple and prepared protocol;
+#   a 1M-row result, without and with a masked column.
+#
+# Usage: sidecar/bench/bench.sh [SIDECAR_BINARY]
+# Env: DURATION (s per pgbench cell, default 5), ROUNDS (default 2), SCALE (default 10),
+# CELLS (a regex selecting workloads, default all).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=../demo/pg.sh
+. "$root/sidecar/demo/pg.sh"
+
+bin=${1:-${SLUICE_SIDECAR:-$root/target/release/sluice-sidecar}}
+[ -x "$bin" ] || { echo "error: $bin not found; build it with: cargo build --release -p sluice-sidecar" >&2; exit 1; }
+pgbench=$(pg_bin pgbench)
+psql=$(pg_bin psql)
+pgbouncer=$(command -v pgbouncer || true)
+[ -n "$pgbouncer" ] || { echo "error: pgbouncer not found (apt-get install pgbouncer)" >&2; exit 1; }
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-2}
+SCALE=${SCALE:-10}
+
+work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pg_stop "$work/pg"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+pw=bench-pw
+pg_port=$(free_port); sidecar_port=$(free_port); bouncer_port=$(free_port)
+echo "PostgreSQL on :$pg_port, sidecar on :$sidecar_port, PgBouncer on :$bouncer_port" >&2
+pg_start "$work/pg" "$pg_port" postgres "$pw"
+export PGPASSWORD=$pw
+"$psql" -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -c "CREATE DATABASE bench"
+"$pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$pg_port" -U postgres bench >/dev/null 2>&1
+"$psql" -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -d bench <<'SQL'
+CREATE TABLE big AS
+  SELECT g AS id, md5(g::text) AS pad, 'secret-' || g AS secret FROM generate_series(1, 1000000) g;
+VACUUM ANALYZE big;
+SQL
+
+# The sidecar: rules and a masked column, as a real deployment would have.
+cat > "$work/manifests.yaml" <<YAML
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-creds, namespace: bench}
+stringData: {username: postgres, password: "$pw"}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {name: bench-db, namespace: bench}
+spec:
+  protocol: postgres
+  upstream: {host: 127.0.0.1, port: $pg_port, database: bench, tls: {mode: disable}}
+  credentials: {secretRef: {name: bench-creds}}
+  listen: {port: $sidecar_port}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: bench, namespace: bench}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [bench-db]
+  defaultAction: allow
+  rules:
+    - name: no-schema-changes
+      match: {statements: [drop, truncate, alter, create]}
+      action: deny
+    - name: no-server-files
+      match: {functions: ["pg_read_file", "lo_*"]}
+      action: deny
+  masking:
+    - columns: ["big.secret"]
+      strategy: redact
+YAML
+"$bin" standalone -f "$work/manifests.yaml" --as bench/app \
+  --audit-file "$work/audit.jsonl" --no-audit-stdout 2>"$work/sidecar.log" &
+sidecar_pid=$!; pids+=("$sidecar_pid")
+wait_port "$sidecar_port" || { cat "$work/sidecar.log" >&2; exit 1; }
+
+# PgBouncer in session mode.
+mkdir -p "$work/bouncer"
+cat > "$work/bouncer/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$pg_port dbname=bench user=postgres password=$pw
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir =
+auth_type = any
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+logfile = $work/bouncer/pgbouncer.log
+pidfile = $work/bouncer/pgbouncer.pid
+INI
+[ -n "$(pg_user)" ] && chown -R "$(pg_user)" "$work/bouncer"
+as_pg "$pgbouncer" "$work/bouncer/pgbouncer.ini" >/dev/null 2>&1 &
+pids+=("$!")
+wait_port "$bouncer_port"
+
+port_of() { case $1 in direct) echo "$pg_port";; sidecar) echo "$sidecar_port";; pgbouncer) echo "$bouncer_port";; esac; }
+
+cat > "$work/big_plain.sql" <<'SQL'
+SELECT id, pad FROM big;
+SQL
+cat > "$work/big_masked.sql" <<'SQL'
+SELECT id, pad, secret FROM big;
+SQL
+
+# run TARGET NAME ARGS... -> "tps latency_ms" (appended to $work/results)
+run() {
+  local target=$1 name=$2; shift 2
+  local out tps lat
+  out=$("$pgbench" -h 127.0.0.1 -p "$(port_of "$target")" -U postgres -n "$@" bench 2>&1) || {
+    echo "pgbench failed ($target $name): $out" >&2; exit 1; }
+  tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)
+  lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' | head -n1)
+  echo "$name $target $tps $lat" >> "$work/results"
+}
+
+cells=(
+  "select-only-c1-simple|-S -c 1 -j 1 -M simple -T $DURATION"
+  "select-only-c1-prepared|-S -c 1 -j 1 -M prepared -T $DURATION"
+  "select-only-c8-simple|-S -c 8 -j 2 -M simple -T $DURATION"
+  "select-only-c8-prepared|-S -c 8 -j 2 -M prepared -T $DURATION"
+  "1M-rows-unmasked|-f $work/big_plain.sql -c 1 -M simple -t 3"
+  "1M-rows-masked-column|-f $work/big_masked.sql -c 1 -M simple -t 3"
+)
+: > "$work/results"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS" >&2
+  for cell in "${cells[@]}"; do
+    name=${cell%%|*}; args=${cell#*|}
+    [[ $name =~ ${CELLS:-.} ]] || continue
+    for target in direct pgbouncer sidecar; do
+      # shellcheck disable=SC2086
+      run "$target" "$name" $args
+    done
+  done
+done
+
+rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$sidecar_pid/status")
+echo
+python3 - "$work/results" "$rss_kb" <<'PY'
+import sys, collections
+rows = collections.defaultdict(lambda: collections.defaultdict(list))
+order = []
+for line in open(sys.argv[1]):
+    name, target, tps, lat = line.split()
+    if name not in order: order.append(name)
+    rows[name][target].append((float(tps), float(lat)))
+def mean(xs): return sum(xs) / len(xs)
+print(f"{'workload':26} {'target':10} {'TPS':>10} {'mean ms':>9} {'TPS/direct':>11} {'time/direct':>12}")
+for name in order:
+    d_tps = mean([t for t, _ in rows[name]['direct']]); d_lat = mean([l for _, l in rows[name]['direct']])
+    for target in ['direct', 'pgbouncer', 'sidecar']:
+        tps = mean([t for t, _ in rows[name][target]]); lat = mean([l for _, l in rows[name][target]])
+        print(f"{name:26} {target:10} {tps:10.1f} {lat:9.3f} {tps/d_tps:11.3f} {lat/d_lat:12.3f}")
+print(f"\nsidecar peak RSS: {int(sys.argv[2]) / 1024:.1f} MiB")
+PY
