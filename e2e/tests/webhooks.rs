@@ -427,3 +427,95 @@ async fn match_conditions_select_requests() {
         "matchConditions false: the webhook is not called"
     );
 }
+
+#[tokio::test]
+async fn status_subresource_webhooks_see_status_updates() {
+    let c = cluster().await;
+    let admin = c.client().await.expect("admin");
+    let alice = c.client_for("alice").await.expect("alice");
+    let (port, seen) = webhook_server(c.issue_server_cert(&["127.0.0.1"]).expect("cert")).await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(admin.clone());
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gizmos.test.sluice.dev"},
+        "spec": {"group": "test.sluice.dev", "scope": "Namespaced",
+            "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}});
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(crd).expect("crd"),
+    )
+    .await
+    .expect("crd");
+    let rule = json!({"operations": ["UPDATE"], "apiGroups": ["test.sluice.dev"], "apiVersions": ["v1"], "resources": ["gizmos/status"]});
+    install(
+        &admin,
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        "status-hook",
+        vec![webhook(
+            "status.test.sluice.dev",
+            format!("https://127.0.0.1:{port}/mutate"),
+            c.ca_pem(),
+            rule,
+            json!({}),
+        )],
+    )
+    .await;
+    let ar = kube::api::ApiResource {
+        group: "test.sluice.dev".into(),
+        version: "v1".into(),
+        api_version: "test.sluice.dev/v1".into(),
+        kind: "Gizmo".into(),
+        plural: "gizmos".into(),
+    };
+    let gizmos: Api<DynamicObject> = Api::namespaced_with(alice, "default", &ar);
+    let mut g = DynamicObject::new("g1", &ar);
+    g.data = json!({"spec": {"size": 1}});
+    gizmos
+        .create(&PostParams::default(), &g)
+        .await
+        .expect("create");
+    // Main-endpoint updates do not match a `gizmos/status` rule.
+    gizmos
+        .patch(
+            "g1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 2}})),
+        )
+        .await
+        .expect("spec");
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "the status webhook saw a main-endpoint update"
+    );
+    let out = gizmos
+        .patch_status(
+            "g1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Approved"}})),
+        )
+        .await
+        .expect("status");
+    let req = seen
+        .lock()
+        .expect("lock")
+        .first()
+        .cloned()
+        .expect("status webhook called");
+    assert_eq!(req["subResource"], "status");
+    assert_eq!(req["userInfo"]["username"], "alice");
+    assert_eq!(req["object"]["status"]["phase"], "Approved");
+    // The webhook's label patch is outside status, so the status endpoint drops it.
+    assert!(
+        out.metadata
+            .labels
+            .unwrap_or_default()
+            .get("injected")
+            .is_none_or(|v| v.is_empty())
+    );
+    assert_eq!(out.data["status"]["phase"], "Approved");
+}

@@ -859,7 +859,10 @@ where
             old: Some(&cur_p),
             dry_run: req.dry_run(),
         };
-        let mut new = admission::mutate(inner, &attrs, new).await?;
+        let mutated = admission::mutate(inner, &attrs, new).await?;
+        // As in kube, the endpoint's reset (status vs the rest) also applies to
+        // what mutating webhooks changed.
+        let mut new = prepare_update(rt, t, &cur_p, mutated)?;
         schema_pipeline(rt, req, &mut new, Some(&cur_p))?;
         builtin_checks(rt, &new)?;
         if rt.generation && strip(&new) != strip(&cur_p) {
