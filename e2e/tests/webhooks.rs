@@ -31,7 +31,8 @@ async fn answer(path: &str, review: Value, seen: Seen) -> Value {
             ops.push(json!({"op": "add", "path": "/metadata/labels/injected", "value": "true"}));
             let patch = base64::engine::general_purpose::STANDARD
                 .encode(serde_json::to_vec(&ops).expect("json"));
-            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch})
+            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch,
+                "warnings": ["labelled by the test webhook"]})
         }
         "/deny" => {
             json!({"uid": uid, "allowed": false, "status": {"code": 403, "reason": "Forbidden", "message": "configmap is frozen by policy"}})
@@ -207,6 +208,20 @@ async fn webhooks_mutate_deny_and_see_the_caller() {
             .unwrap_or_default()
             .contains_key("injected")
             .eq(&false)
+    );
+
+    // Webhook warnings reach the client as Warning headers.
+    let out = support::kubectl_in(
+        &c,
+        &["run", "p3", "-n", "hooked", "--image=busybox:1.36"],
+        None,
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Warning: labelled by the test webhook"),
+        "{}",
+        out.stderr
     );
 
     // The webhook saw who asked.

@@ -23,6 +23,20 @@ pub(crate) struct Attrs<'a> {
     pub user: &'a UserInfo,
     pub old: Option<&'a Value>,
     pub dry_run: bool,
+    /// Where webhook `warnings` go (to the client's Warning headers).
+    pub warnings: &'a std::sync::Mutex<Vec<String>>,
+}
+
+fn forward_warnings(a: &Attrs<'_>, response: &Value) {
+    let mut sink = a.warnings.lock().unwrap_or_else(|p| p.into_inner());
+    for w in response["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        sink.push(w.to_string());
+    }
 }
 
 const MUTATING: &str = "admissionregistration.k8s.io/mutatingwebhookconfigurations";
@@ -369,6 +383,7 @@ pub(crate) async fn mutate(
                     )));
                 }
             };
+            forward_warnings(a, &response);
             if response["allowed"].as_bool() != Some(true) {
                 return Err(denial(name, &response));
             }
@@ -417,7 +432,7 @@ pub(crate) async fn validate(
             check_dry_run(wh, name, a)?;
             let uid = uuid::Uuid::new_v4().to_string();
             match call(wh, &review(a, obj, &uid), &uid).await {
-                Ok(r) if r["allowed"].as_bool() == Some(true) => {}
+                Ok(r) if r["allowed"].as_bool() == Some(true) => forward_warnings(a, &r),
                 Ok(r) => return Err(denial(name, &r)),
                 Err(e) if wh["failurePolicy"].as_str() == Some("Ignore") => {
                     tracing::warn!(webhook = name, error = %e, "ignoring failed webhook");

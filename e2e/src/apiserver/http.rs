@@ -54,6 +54,8 @@ pub(super) struct Req {
     pub body: Bytes,
     pub user: UserInfo,
     pub user_agent: String,
+    /// Warnings for the client, sent as `Warning: 299 - "..."` headers.
+    pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl Req {
@@ -91,6 +93,14 @@ impl Req {
                 _ => "unknown".to_string(),
             },
         }
+    }
+
+    /// Queues a warning for the client.
+    pub fn warn(&self, message: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(message);
     }
 
     pub fn dry_run(&self) -> bool {
@@ -159,14 +169,24 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         body,
         user,
         user_agent: header("user-agent"),
+        warnings: std::sync::Mutex::default(),
     };
-    match route(&inner, &req).await {
+    let mut resp = match route(&inner, &req).await {
         Ok(resp) => resp,
         Err(err) => {
             tracing::debug!(error = %err, "request failed");
             error_response(&err)
         }
+    };
+    let warnings = std::mem::take(&mut *req.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        let text = format!("299 - \"{escaped}\"");
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", v);
+        }
     }
+    resp
 }
 
 fn text(s: &str) -> Response<Body> {

@@ -504,6 +504,11 @@ fn schema_pipeline(
             list.join(", ")
         )));
     }
+    if !pruned.is_empty() && field_validation(req) == "Warn" {
+        for p in &pruned {
+            req.warn(format!("unknown field \"{p}\""));
+        }
+    }
     *obj = schema::defaults(sch, obj);
     let name = meta_str(obj, "name").to_string();
     let causes = schema::validate(sch, rt, obj, old);
@@ -633,6 +638,7 @@ pub(super) async fn create_object(
         user: &req.user,
         old: None,
         dry_run: req.dry_run(),
+        warnings: &req.warnings,
     };
     let mut obj = admission::mutate(inner, &attrs, presented).await?;
     schema_pipeline(rt, req, &mut obj, None)?;
@@ -858,6 +864,7 @@ where
             user: &req.user,
             old: Some(&cur_p),
             dry_run: req.dry_run(),
+            warnings: &req.warnings,
         };
         let mutated = admission::mutate(inner, &attrs, new).await?;
         // As in kube, the endpoint's reset (status vs the rest) also applies to
@@ -1163,6 +1170,7 @@ pub(super) async fn delete(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
         user: &req.user,
         old: Some(&cur_p),
         dry_run: req.dry_run(),
+        warnings: &req.warnings,
     };
     admission::validate(inner, &attrs, None).await?;
     if req.dry_run() {
