@@ -35,21 +35,26 @@ pub struct Binding {
     identity: Identity,
     connection: String,
     set: Option<Arc<PolicySet>>,
+    literal_sensitive: bool,
 }
 
 impl Binding {
     /// Selects the policies that bind `identity` to `connection`.
+    /// `literal_sensitive` must be true when any rule of them has a
+    /// `textPattern` (a decision may then depend on literal values).
     pub fn new(
         policies: &[Arc<CompiledPolicy>],
         identity: Identity,
         connection: &str,
         hash_key: Option<&[u8]>,
+        literal_sensitive: bool,
     ) -> Self {
         let set = PolicySet::select(policies, &identity, connection, hash_key).map(Arc::new);
         Binding {
             identity,
             connection: connection.to_string(),
             set,
+            literal_sensitive,
         }
     }
 
@@ -86,6 +91,7 @@ impl Binding {
             masking: Arc::new(Masking::new(set.clone())),
             set,
             cache: HashMap::new(),
+            literal_sensitive: self.literal_sensitive,
         })
     }
 
@@ -107,31 +113,51 @@ impl Binding {
 
 /// Decides a session's statements, with a decision cache.
 ///
-/// The cache key is the exact statement text. The engine's fingerprint would
-/// hit more often (it ignores literals), but a rule's `textPattern` can match
-/// literals, so two texts with one fingerprint may be decided differently:
-/// keying by fingerprint would let `... WHERE id = 1` vouch for `... WHERE
-/// id = 1 OR secret`. Prepared and parameterised statements, the common case
-/// of a busy application, repeat their exact text and always hit.
+/// The cache key is the statement's token stream with number and
+/// single-quoted string literals replaced by `?`, made with the same SQL
+/// tokenizer the engine parses with: two texts with one key differ only in
+/// those literals, so the engine sees the same statement shape, tables,
+/// functions and WHERE clauses in both. That is sound because the engine's
+/// decision depends on literal values only through a rule's `textPattern`;
+/// when any applicable rule has one, the key is the exact text instead.
+/// (The engine's own fingerprint is not used as the key: it also ignores the
+/// length of literal lists and is computed only after the full parse this
+/// cache exists to avoid.) Texts the tokenizer rejects are keyed exactly.
 pub struct Enforcer {
     set: Arc<PolicySet>,
     masking: Arc<Masking>,
     cache: HashMap<Box<str>, Arc<Decided>>,
+    literal_sensitive: bool,
 }
 
 impl Enforcer {
     /// The decision on a SQL text (cached).
     pub fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        if sql.len() > DECISION_CACHE_MAX_TEXT {
+            return Arc::new(Decided::new(self.set.decide_sql(sql, SqlDialect::Postgres)));
+        }
         if let Some(d) = self.cache.get(sql) {
             return d.clone();
         }
-        let decided = Arc::new(Decided::new(self.set.decide_sql(sql, SqlDialect::Postgres)));
-        if sql.len() <= DECISION_CACHE_MAX_TEXT {
-            if self.cache.len() >= DECISION_CACHE_ENTRIES {
-                self.cache.clear();
-            }
-            self.cache.insert(sql.into(), decided.clone());
+        let key = if self.literal_sensitive {
+            None
+        } else {
+            literal_free_key(sql)
+        };
+        if let Some(key) = &key
+            && let Some(d) = self.cache.get(key.as_str())
+        {
+            return d.clone();
         }
+        let decided = Arc::new(Decided::new(self.set.decide_sql(sql, SqlDialect::Postgres)));
+        if self.cache.len() >= DECISION_CACHE_ENTRIES {
+            self.cache.clear();
+        }
+        let key: Box<str> = match key {
+            Some(k) => k.into(),
+            None => sql.into(),
+        };
+        self.cache.insert(key, decided.clone());
         decided
     }
 
@@ -139,6 +165,34 @@ impl Enforcer {
     pub fn masking(&self) -> Arc<Masking> {
         self.masking.clone()
     }
+}
+
+/// The cache key of a text with number and single-quoted string literals
+/// replaced (see [`Enforcer`]); `None` when the text cannot be tokenized.
+/// The key starts with a byte no SQL text contains, so it never equals a text.
+fn literal_free_key(sql: &str) -> Option<String> {
+    use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+    let tokens = Tokenizer::new(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+        .tokenize()
+        .ok()?;
+    let mut key = String::with_capacity(sql.len() + 8);
+    key.push('\u{0}');
+    for token in tokens {
+        match token {
+            Token::Number(..) | Token::SingleQuotedString(_) => key.push('?'),
+            Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab) => {
+                key.push(' ');
+                continue;
+            }
+            other => {
+                use std::fmt::Write as _;
+                let _ = write!(key, "{other}");
+            }
+        }
+        // A separator that cannot occur inside a token keeps the key unambiguous.
+        key.push('\u{1}');
+    }
+    Some(key)
 }
 
 // === impl Decided ===
@@ -589,5 +643,41 @@ fn copy_is_not_text(stmt: &Statement) -> bool {
                 |o| matches!(o, ast::CopyOption::Format(f) if f.value.eq_ignore_ascii_case("text")),
             ),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_free_key;
+
+    #[test]
+    fn literal_free_key_only_folds_literals() {
+        let a = literal_free_key("SELECT * FROM t WHERE id = 1").unwrap();
+        let b = literal_free_key("SELECT * FROM t WHERE id = 42").unwrap();
+        let c = literal_free_key("SELECT * FROM t WHERE id = 'x'").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_ne!(
+            a,
+            literal_free_key("SELECT * FROM t WHERE id = id").unwrap()
+        );
+        assert_ne!(a, literal_free_key("SELECT * FROM u WHERE id = 1").unwrap());
+        // A quote inside a comment is not a literal: the DROP stays in the key.
+        let tricky = literal_free_key("SELECT 1 /* ' */; DROP TABLE t; /* ' */").unwrap();
+        assert_ne!(
+            tricky,
+            literal_free_key("SELECT 1 /* ' */ /* ' */").unwrap()
+        );
+        assert!(tricky.contains("DROP"));
+        // Identifiers and dollar-quoted bodies are kept.
+        assert_ne!(
+            literal_free_key("SELECT \"a\" FROM t").unwrap(),
+            literal_free_key("SELECT \"b\" FROM t").unwrap()
+        );
+        assert_ne!(
+            literal_free_key("DO $$ BEGIN PERFORM 1; END $$").unwrap(),
+            literal_free_key("DO $$ BEGIN DROP TABLE t; END $$").unwrap()
+        );
+        assert!(literal_free_key("SELECT 'unterminated").is_none());
     }
 }

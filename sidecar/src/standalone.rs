@@ -175,6 +175,14 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
             })?;
         policies.push(Arc::new(compiled));
     }
+    // A textPattern can match literals: decisions may then differ between
+    // texts that differ only in literals (see enforcement::Enforcer).
+    let literal_sensitive = set.policies_in(&identity.namespace).any(|ap| {
+        ap.spec
+            .rules
+            .iter()
+            .any(|r| r.match_.text_pattern.is_some())
+    });
     let connections: Vec<&Connection> = set
         .connections
         .iter()
@@ -216,7 +224,13 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
             .hash_key_secret_ref
             .as_ref()
             .and_then(|r| set.secret_key(&identity.namespace, &r.name, &r.key));
-        let binding = Binding::new(&policies, identity.clone(), &name, hash_key);
+        let binding = Binding::new(
+            &policies,
+            identity.clone(),
+            &name,
+            hash_key,
+            literal_sensitive,
+        );
         for w in binding.warnings() {
             tracing::warn!(connection = %name, "{w}");
         }

@@ -310,3 +310,51 @@ async fn statements_per_second_limit() {
     }
     assert!(refused >= 5, "{refused}");
 }
+
+#[tokio::test]
+async fn text_pattern_decisions_are_not_shared_between_literals() {
+    // With a textPattern, two texts differing only in a literal may be decided
+    // differently: the decision cache must not let one vouch for the other.
+    let spec = r#"  defaultAction: allow
+  rules:
+    - name: not-the-big-one
+      match: {textPattern: "amount\\s*=\\s*666"}
+      action: deny
+"#;
+    let (sidecar, _admin) = setup("text_pattern", spec).await;
+    let c = sidecar.connect().await;
+    c.simple_query("SELECT id FROM orders WHERE amount = 10")
+        .await
+        .unwrap();
+    let err = c
+        .simple_query("SELECT id FROM orders WHERE amount = 666")
+        .await
+        .unwrap_err();
+    assert!(
+        message(&err).contains("not-the-big-one"),
+        "{}",
+        message(&err)
+    );
+    c.simple_query("SELECT id FROM orders WHERE amount = 20")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn literal_variants_share_a_decision_but_not_a_denial_of_another_shape() {
+    let (sidecar, admin) = setup("literal_cache", RULES).await;
+    let c = sidecar.connect().await;
+    for i in 1..=5 {
+        let rows = c
+            .simple_query(&format!("SELECT amount FROM orders WHERE id = {i}"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&rows[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(&*(i * 10).to_string()))
+        );
+    }
+    // Same tables, other shape: decided on its own.
+    let err = c.simple_query("DELETE FROM orders").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+    assert_eq!(order_count(&admin).await, 5);
+}

@@ -55,6 +55,9 @@ pub struct ConnectionContext {
     pub max_message_size: usize,
 }
 
+/// How many result shapes a session keeps masks for.
+const MASK_CACHE_ENTRIES: usize = 64;
+
 /// Startup parameters passed from the client to the upstream. Others
 /// (notably `options`, which can set any server setting, and `replication`)
 /// are dropped: the Connection and the policy decide, not the client.
@@ -272,6 +275,7 @@ where
         suppress: false,
         result: ResultState::default(),
         portal_masks: HashMap::new(),
+        mask_cache: HashMap::new(),
         catalog,
         masking,
         simple: None,
@@ -793,6 +797,7 @@ struct ServerLoop<'w, W> {
     suppress: bool,
     result: ResultState,
     portal_masks: HashMap<String, Option<Arc<RowMask>>>,
+    mask_cache: HashMap<(usize, usize, Bytes), (Arc<Decided>, Option<Arc<RowMask>>)>,
     catalog: Arc<Mutex<Catalog>>,
     masking: Arc<Masking>,
     /// The running simple query: which statement of it is producing results,
@@ -1157,8 +1162,31 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         };
         let is_describe = matches!(front, Some(Expect::Describe { .. }));
         let mask = if self.masking.active() {
-            let columns = row_description::decode(frame.body())?;
-            Some(self.row_mask(stmt.as_ref(), &columns).await).flatten()
+            // The same statement with the same columns masks the same way:
+            // plan once per session, not once per execution.
+            let key = stmt.as_ref().map(|s| {
+                (
+                    Arc::as_ptr(&s.decided) as usize,
+                    s.index,
+                    frame.body_bytes(),
+                )
+            });
+            match key.as_ref().and_then(|k| self.mask_cache.get(k)) {
+                Some((_, mask)) => mask.clone(),
+                None => {
+                    let columns = row_description::decode(frame.body())?;
+                    let mask = self.row_mask(stmt.as_ref(), &columns).await;
+                    if let (Some(key), Some(stmt)) = (key, &stmt) {
+                        if self.mask_cache.len() >= MASK_CACHE_ENTRIES {
+                            self.mask_cache.clear();
+                        }
+                        // The entry holds the decision, so its address is not reused.
+                        self.mask_cache
+                            .insert(key, (stmt.decided.clone(), mask.clone()));
+                    }
+                    mask
+                }
+            }
         } else {
             None
         };
