@@ -55,6 +55,10 @@ pub struct ConnectionContext {
     pub max_message_size: usize,
 }
 
+/// A result shape: the decision's address, the statement's index in it, and
+/// the RowDescription body.
+type MaskKey = (usize, usize, Bytes);
+
 /// How many result shapes a session keeps masks for.
 const MASK_CACHE_ENTRIES: usize = 64;
 
@@ -797,7 +801,7 @@ struct ServerLoop<'w, W> {
     suppress: bool,
     result: ResultState,
     portal_masks: HashMap<String, Option<Arc<RowMask>>>,
-    mask_cache: HashMap<(usize, usize, Bytes), (Arc<Decided>, Option<Arc<RowMask>>)>,
+    mask_cache: HashMap<MaskKey, (Arc<Decided>, Option<Arc<RowMask>>)>,
     catalog: Arc<Mutex<Catalog>>,
     masking: Arc<Masking>,
     /// The running simple query: which statement of it is producing results,
