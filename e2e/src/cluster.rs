@@ -80,6 +80,9 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Extra users, each with a kubeconfig context named after it.
     pub users: Vec<User>,
+    /// Enforce RBAC (Roles, ClusterRoles and bindings). Off: every
+    /// authenticated request is allowed.
+    pub rbac: bool,
 }
 
 /// A running test control plane. It stops when dropped.
@@ -148,7 +151,12 @@ impl TestCluster {
             );
             contexts.push((user.name.clone(), token));
         }
-        let inner = Inner::new(tokens, ca.cert_pem().to_string(), TokenSigner::new()?);
+        let inner = Inner::new(
+            tokens,
+            ca.cert_pem().to_string(),
+            TokenSigner::new()?,
+            opts.rbac,
+        );
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ClusterError::Listen)?;
         listener
             .set_nonblocking(true)

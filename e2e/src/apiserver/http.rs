@@ -311,7 +311,37 @@ fn resolve(
     Some(Target { rt, ns, name, sub })
 }
 
+fn verb(req: &Req, t: &Target) -> &'static str {
+    match (&req.method, t.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false)
+            if req
+                .query
+                .get("watch")
+                .is_some_and(|v| v == "true" || v == "1") =>
+        {
+            "watch"
+        }
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
 async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<Body>, ApiError> {
+    let attrs = super::rbac::Attributes {
+        verb: verb(req, &t).to_string(),
+        group: t.rt.group.clone(),
+        resource: t.rt.plural.clone(),
+        subresource: t.sub.clone().unwrap_or_default(),
+        namespace: t.ns.clone(),
+        name: t.name.clone().unwrap_or_default(),
+    };
+    inner.authorize(&req.user, &attrs)?;
     match t.sub.as_deref() {
         None => {}
         Some("status") if t.rt.status => {}
@@ -340,7 +370,12 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
             tokens::token_review(inner, req.json_body()?)?
         } else if t.rt.special == Special::AccessReview {
             // kubectl posts these as protobuf; the answer does not depend on the body.
-            access_review(&t, req.json_body().unwrap_or_else(|_| json!({})))
+            access_review(
+                inner,
+                req,
+                &t,
+                req.json_body().unwrap_or_else(|_| json!({})),
+            )
         } else {
             json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
                 "metadata": {"creationTimestamp": null}, "status": {"userInfo": req.user.to_json()}})
@@ -416,17 +451,49 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
     }
 }
 
-/// Answers authorization reviews. The test control plane does not authorize:
-/// every authenticated request is allowed, and the review says so.
-fn access_review(t: &Target, mut body: Value) -> Value {
+/// Answers authorization reviews: with RBAC on, by the same authorizer that
+/// guards requests; otherwise everything is allowed, and the review says so.
+fn access_review(inner: &Inner, req: &Req, t: &Target, mut body: Value) -> Value {
     body["apiVersion"] = json!("authorization.k8s.io/v1");
     body["kind"] = json!(t.rt.kind);
     body["metadata"] = json!({"creationTimestamp": null});
-    body["status"] = if t.rt.kind == "SelfSubjectRulesReview" {
+    let spec = &body["spec"];
+    let user = if t.rt.kind.starts_with("Self") {
+        req.user.clone()
+    } else {
+        UserInfo {
+            username: spec["user"].as_str().unwrap_or_default().to_string(),
+            uid: spec["uid"].as_str().unwrap_or_default().to_string(),
+            groups: spec["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect(),
+            extra: Default::default(),
+        }
+    };
+    let ra = &spec["resourceAttributes"];
+    let attrs = super::rbac::Attributes {
+        verb: ra["verb"].as_str().unwrap_or_default().to_string(),
+        group: ra["group"].as_str().unwrap_or_default().to_string(),
+        resource: ra["resource"].as_str().unwrap_or_default().to_string(),
+        subresource: ra["subresource"].as_str().unwrap_or_default().to_string(),
+        namespace: ra["namespace"].as_str().unwrap_or_default().to_string(),
+        name: ra["name"].as_str().unwrap_or_default().to_string(),
+    };
+    body["status"] = if t.rt.kind == "SelfSubjectRulesReview" && inner.rbac_enforced() {
+        json!({"resourceRules": [], "nonResourceRules": [], "incomplete": true,
+            "evaluationError": "the Sluice test control plane does not compute rules reviews; ask a SelfSubjectAccessReview"})
+    } else if t.rt.kind == "SelfSubjectRulesReview" {
         json!({"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
             "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": false})
+    } else if !inner.rbac_enforced() {
+        json!({"allowed": true, "reason": "the Sluice test control plane allows every authenticated request (RBAC is off)"})
+    } else if ra.is_object() && inner.authorize(&user, &attrs).is_ok() {
+        json!({"allowed": true, "reason": "allowed by RBAC"})
     } else {
-        json!({"allowed": true, "reason": "the Sluice test control plane allows every authenticated request (no RBAC)"})
+        json!({"allowed": false})
     };
     body
 }

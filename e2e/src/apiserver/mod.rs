@@ -12,6 +12,7 @@ mod openapi;
 mod ops;
 pub mod patch;
 mod protobuf;
+pub mod rbac;
 pub mod registry;
 pub mod schema;
 pub mod selectors;
@@ -66,6 +67,8 @@ pub struct Inner {
     tokens: HashMap<String, UserInfo>,
     ca_pem: String,
     issuer: String,
+    /// Whether RBAC is enforced.
+    rbac: bool,
 }
 
 /// Default audience of service-account tokens (kube's `--api-audiences`).
@@ -77,6 +80,7 @@ impl Inner {
         tokens: HashMap<String, UserInfo>,
         ca_pem: String,
         signer: TokenSigner,
+        rbac: bool,
     ) -> Arc<Self> {
         let (changed, _) = tokio::sync::watch::channel(0);
         let inner = Arc::new(Self {
@@ -89,12 +93,26 @@ impl Inner {
             tokens,
             ca_pem,
             issuer: API_AUDIENCE.to_string(),
+            rbac,
         });
         {
             let mut st = inner.lock();
             for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
                 ops::seed_namespace(&mut st, ns, &inner.ca_pem);
             }
+            for mut role in rbac::bootstrap_roles() {
+                role["metadata"]["uid"] = serde_json::json!(uuid::Uuid::new_v4().to_string());
+                role["metadata"]["creationTimestamp"] = serde_json::json!(ops::now());
+                st.store.put("rbac.authorization.k8s.io/clusterroles", role);
+            }
+            st.store.put(
+                "rbac.authorization.k8s.io/clusterrolebindings",
+                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "cluster-admin", "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": ops::now(),
+                        "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]}),
+            );
         }
         inner
     }
@@ -104,6 +122,26 @@ impl Inner {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Refuses a request RBAC does not allow (when RBAC is on).
+    pub(crate) fn authorize(
+        &self,
+        user: &UserInfo,
+        a: &rbac::Attributes,
+    ) -> Result<(), error::ApiError> {
+        if !self.rbac || rbac::allowed(&self.lock().store, user, a) {
+            return Ok(());
+        }
+        let mut err = error::ApiError::forbidden(rbac::forbidden_message(user, a));
+        err.details =
+            Some(serde_json::json!({"name": a.name, "group": a.group, "kind": a.resource}));
+        Err(err)
+    }
+
+    /// Whether RBAC is enforced.
+    pub(crate) fn rbac_enforced(&self) -> bool {
+        self.rbac
     }
 
     pub(crate) fn notify(&self, rv: u64) {

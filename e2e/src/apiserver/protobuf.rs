@@ -170,6 +170,78 @@ fn token_request_spec(b: &[u8]) -> Option<Value> {
     Some(Value::Object(s))
 }
 
+fn access_review_spec(b: &[u8]) -> Option<Value> {
+    let mut s = Map::new();
+    for (n, w) in fields(b)? {
+        match (n, w) {
+            (1, Wire::Bytes(x)) => {
+                let mut r = Map::new();
+                for (rn, rw) in fields(x)? {
+                    if let Wire::Bytes(y) = rw {
+                        let key = match rn {
+                            1 => "namespace",
+                            2 => "verb",
+                            3 => "group",
+                            4 => "version",
+                            5 => "resource",
+                            6 => "subresource",
+                            7 => "name",
+                            _ => continue,
+                        };
+                        r.insert(key.into(), text(y));
+                    }
+                }
+                s.insert("resourceAttributes".into(), Value::Object(r));
+            }
+            (3, Wire::Bytes(x)) => {
+                s.insert("user".into(), text(x));
+            }
+            (4, Wire::Bytes(x)) => push(&mut s, "groups", text(x)),
+            (6, Wire::Bytes(x)) => {
+                s.insert("uid".into(), text(x));
+            }
+            _ => {}
+        }
+    }
+    Some(Value::Object(s))
+}
+
+/// A message whose fields are all strings: (field number, JSON name, repeated).
+fn strings_msg(b: &[u8], spec: &[(u64, &str, bool)]) -> Option<Value> {
+    let mut m = Map::new();
+    for (n, w) in fields(b)? {
+        let (Some((_, key, repeated)), Wire::Bytes(x)) = (spec.iter().find(|(f, _, _)| *f == n), w)
+        else {
+            continue;
+        };
+        if *repeated {
+            push(&mut m, key, text(x));
+        } else if !x.is_empty() {
+            m.insert(key.to_string(), text(x));
+        }
+    }
+    Some(Value::Object(m))
+}
+
+const POLICY_RULE: &[(u64, &str, bool)] = &[
+    (1, "verbs", true),
+    (2, "apiGroups", true),
+    (3, "resources", true),
+    (4, "resourceNames", true),
+    (5, "nonResourceURLs", true),
+];
+const SUBJECT: &[(u64, &str, bool)] = &[
+    (1, "kind", false),
+    (2, "apiGroup", false),
+    (3, "name", false),
+    (4, "namespace", false),
+];
+const ROLE_REF: &[(u64, &str, bool)] = &[
+    (1, "apiGroup", false),
+    (2, "kind", false),
+    (3, "name", false),
+];
+
 /// Decodes a `k8s\0`-enveloped protobuf body of a supported kind into JSON.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
     let raw = body
@@ -199,19 +271,51 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     out.insert("apiVersion".into(), json!(api_version));
     out.insert("kind".into(), json!(kind));
     let malformed = || format!("the protobuf {kind} is malformed");
-    let supported = matches!(
-        kind.as_str(),
-        "TokenRequest" | "Namespace" | "Secret" | "ConfigMap" | "ServiceAccount"
-    );
+    let supported = kind.ends_with("SubjectAccessReview")
+        || matches!(
+            kind.as_str(),
+            "TokenRequest"
+                | "Namespace"
+                | "Secret"
+                | "ConfigMap"
+                | "ServiceAccount"
+                | "Role"
+                | "ClusterRole"
+                | "RoleBinding"
+                | "ClusterRoleBinding"
+        );
     if !supported {
         return Err(format!(
-            "protobuf bodies are only decoded for TokenRequest, Namespace, Secret, ConfigMap and ServiceAccount, not {kind}; send JSON"
+            "protobuf bodies are only decoded for TokenRequest, Namespace, Secret, ConfigMap, ServiceAccount, RBAC and access-review kinds, not {kind}; send JSON"
         ));
     }
     for (n, w) in fields(object).ok_or_else(malformed)? {
         match (kind.as_str(), n, w) {
             (_, 1, Wire::Bytes(x)) => {
                 out.insert("metadata".into(), meta(x).ok_or_else(malformed)?);
+            }
+            (k, 2, Wire::Bytes(x)) if k.ends_with("SubjectAccessReview") => {
+                out.insert("spec".into(), access_review_spec(x).ok_or_else(malformed)?);
+            }
+            ("Role" | "ClusterRole", 2, Wire::Bytes(x)) => {
+                push(
+                    &mut out,
+                    "rules",
+                    strings_msg(x, POLICY_RULE).ok_or_else(malformed)?,
+                );
+            }
+            ("RoleBinding" | "ClusterRoleBinding", 2, Wire::Bytes(x)) => {
+                push(
+                    &mut out,
+                    "subjects",
+                    strings_msg(x, SUBJECT).ok_or_else(malformed)?,
+                );
+            }
+            ("RoleBinding" | "ClusterRoleBinding", 3, Wire::Bytes(x)) => {
+                out.insert(
+                    "roleRef".into(),
+                    strings_msg(x, ROLE_REF).ok_or_else(malformed)?,
+                );
             }
             ("TokenRequest", 2, Wire::Bytes(x)) => {
                 out.insert("spec".into(), token_request_spec(x).ok_or_else(malformed)?);

@@ -379,6 +379,25 @@ pub fn builtins() -> Vec<ResourceType> {
             &[],
         ));
     }
+    for (plural, kind, namespaced) in [
+        ("roles", "Role", true),
+        ("rolebindings", "RoleBinding", true),
+        ("clusterroles", "ClusterRole", false),
+        ("clusterrolebindings", "ClusterRoleBinding", false),
+    ] {
+        all.push(builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            plural,
+            kind,
+            namespaced,
+            &[],
+            false,
+            false,
+            S::None,
+            &[],
+        ));
+    }
     for rt in &mut all {
         if matches!(rt.plural.as_str(), "pods" | "services" | "deployments") {
             rt.categories = vec!["all".into()];

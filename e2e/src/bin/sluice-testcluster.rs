@@ -16,6 +16,9 @@ struct Args {
     /// An extra user `NAME:GROUP1,GROUP2` with its own kubeconfig context.
     #[arg(long = "user")]
     users: Vec<User>,
+    /// Enforce RBAC; without it every authenticated request is allowed.
+    #[arg(long)]
+    rbac: bool,
 }
 
 #[tokio::main]
@@ -32,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = TestCluster::start(Options {
         dir: Some(dir),
         users: args.users,
+        rbac: args.rbac,
     })
     .await?;
     println!("export KUBECONFIG={}", cluster.kubeconfig_path().display());

@@ -12,13 +12,22 @@ pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts a cluster with user `alice` (groups dev, ops).
 pub async fn cluster() -> TestCluster {
+    cluster_with_rbac(false).await
+}
+
+/// Starts a cluster with user `alice` (groups dev, ops), RBAC enforced or not.
+pub async fn cluster_with_rbac(rbac: bool) -> TestCluster {
     let users = vec![User {
         name: "alice".into(),
         groups: vec!["dev".into(), "ops".into()],
     }];
-    TestCluster::start(Options { dir: None, users })
-        .await
-        .expect("cluster starts")
+    TestCluster::start(Options {
+        dir: None,
+        users,
+        rbac,
+    })
+    .await
+    .expect("cluster starts")
 }
 
 /// Output of a kubectl run.
