@@ -346,3 +346,39 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     }
     Ok(Value::Object(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(n: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(n << 3) | 2, bytes.len() as u8];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn decodes_a_token_request() {
+        let meta = field(1, b"sa");
+        let spec = [field(1, b"aud"), vec![4 << 3, 0xd0, 0x0f]].concat(); // expirationSeconds 2000
+        let object = [field(1, &meta), field(2, &spec)].concat();
+        let type_meta = [
+            field(1, b"authentication.k8s.io/v1"),
+            field(2, b"TokenRequest"),
+        ]
+        .concat();
+        let body = [b"k8s\0".to_vec(), field(1, &type_meta), field(2, &object)].concat();
+        let v = decode(&body).expect("decodes");
+        assert_eq!(v["kind"], "TokenRequest");
+        assert_eq!(v["metadata"]["name"], "sa");
+        assert_eq!(
+            v["spec"],
+            json!({"audiences": ["aud"], "expirationSeconds": 2000})
+        );
+        assert!(decode(b"not protobuf").is_err());
+        assert!(
+            decode(b"k8s\0\x0a\xff").is_err(),
+            "a length past the end is refused"
+        );
+    }
+}

@@ -189,3 +189,47 @@ pub fn bootstrap_roles() -> Vec<Value> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(verb: &str, resource: &str, sub: &str, name: &str) -> Attributes {
+        Attributes {
+            verb: verb.into(),
+            group: String::new(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn rules_match_verbs_resources_subresources_and_names() {
+        let rule =
+            json!({"apiGroups": [""], "resources": ["pods", "*/status"], "verbs": ["get", "list"]});
+        assert!(rule_allows(&rule, &attrs("get", "pods", "", "p")));
+        assert!(!rule_allows(&rule, &attrs("delete", "pods", "", "p")));
+        assert!(!rule_allows(&rule, &attrs("get", "pods", "log", "p")));
+        assert!(rule_allows(
+            &rule,
+            &attrs("get", "configmaps", "status", "c")
+        ));
+        let named = json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["one"]});
+        assert!(rule_allows(&named, &attrs("get", "secrets", "", "one")));
+        assert!(!rule_allows(&named, &attrs("get", "secrets", "", "two")));
+        let mut a = attrs("list", "pods", "", "");
+        a.namespace = String::new();
+        assert_eq!(
+            forbidden_message(
+                &UserInfo {
+                    username: "u".into(),
+                    ..Default::default()
+                },
+                &a
+            ),
+            "pods is forbidden: User \"u\" cannot list resource \"pods\" in API group \"\" at the cluster scope"
+        );
+    }
+}

@@ -487,3 +487,76 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {
+            "spec": {"type": "object", "required": ["port"], "properties": {
+                "port": {"type": "integer", "minimum": 1024},
+                "mode": {"type": "string", "enum": ["a", "b"], "default": "a"},
+                "note": {"type": "string"},
+                "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "items": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}}},
+                "x-kubernetes-validations": [{"rule": "self.port != 2000", "message": "port 2000 is reserved"}]}}})
+    }
+
+    fn rt() -> ResourceType {
+        let mut rt = super::super::registry::builtins().remove(0);
+        rt.group = "test.sluice.dev".into();
+        rt.kind = "Thing".into();
+        rt
+    }
+
+    #[test]
+    fn prune_drops_unknown_fields_and_non_nullable_nulls() {
+        let mut obj = json!({"apiVersion": "x/v1", "kind": "Thing", "metadata": {"name": "t", "bogus": 1},
+            "spec": {"port": 2001, "note": null, "nope": 1, "extra": {"kept": true}, "items": [{"name": "a", "drop": 1}]},
+            "top": 1});
+        let mut pruned = prune(&schema(), &mut obj);
+        pruned.sort();
+        assert_eq!(
+            pruned,
+            vec!["metadata.bogus", "spec.items[0].drop", "spec.nope", "top"]
+        );
+        assert_eq!(
+            obj["spec"],
+            json!({"port": 2001, "extra": {"kept": true}, "items": [{"name": "a"}]})
+        );
+    }
+
+    #[test]
+    fn defaults_then_openapi_then_cel() {
+        let obj = defaults(&schema(), &json!({"spec": {"port": 2001}}));
+        assert_eq!(obj["spec"]["mode"], "a");
+        assert!(validate(&schema(), &rt(), &obj, None).is_empty());
+        let bad = json!({"spec": {"port": 80, "mode": "c"}});
+        let msgs: Vec<String> = validate(&schema(), &rt(), &bad, None)
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert!(msgs.contains(&"spec.port: Invalid value: 80: spec.port in body should be greater than or equal to 1024".to_string()), "{msgs:?}");
+        assert!(
+            msgs.contains(
+                &"spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\"".to_string()
+            ),
+            "{msgs:?}"
+        );
+        let missing = validate(&schema(), &rt(), &json!({"spec": {}}), None);
+        assert_eq!(
+            missing.first().map(|c| (c.field.as_str(), c.reason)),
+            Some(("spec.port", "FieldValueRequired"))
+        );
+        let reserved = validate(&schema(), &rt(), &json!({"spec": {"port": 2000}}), None);
+        assert_eq!(reserved.len(), 1);
+        assert_eq!(reserved[0].field, "spec");
+        assert!(
+            reserved[0].message.contains("port 2000 is reserved"),
+            "{}",
+            reserved[0].message
+        );
+    }
+}
