@@ -9,5 +9,7 @@
 pub mod apiserver;
 mod cluster;
 pub mod pki;
+mod under_test;
 
 pub use cluster::{ClusterError, Options, TestCluster, User};
+pub use under_test::ClusterUnderTest;

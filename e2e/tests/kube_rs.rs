@@ -856,3 +856,20 @@ async fn builtin_validation_matches_kube() {
         assert!(s.message.contains(part), "{part} in {}", s.message);
     }
 }
+
+#[tokio::test]
+async fn cluster_under_test_defaults_to_a_test_cluster() {
+    let under_test = sluice_e2e::ClusterUnderTest::from_env(sluice_e2e::Options::default())
+        .await
+        .expect("cluster");
+    let client = under_test.client().await.expect("client");
+    let version = client.apiserver_version().await.expect("version");
+    assert_eq!(version.major, "1");
+    assert!(under_test.kubeconfig_path().is_file());
+    if std::env::var_os("KUBECONFIG").is_none() {
+        assert!(
+            under_test.local().is_some(),
+            "without KUBECONFIG the scenario runs on a TestCluster"
+        );
+    }
+}
