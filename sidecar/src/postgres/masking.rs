@@ -165,9 +165,27 @@ impl RowMask {
         }
     }
 
+    /// The same mask for a portal whose Bind asked for these result formats.
+    pub fn with_formats(&self, formats: &[i16]) -> RowMask {
+        let mut m = self.clone();
+        for (i, c) in m.columns.iter_mut().enumerate() {
+            c.format = super::messages::bind::format_of(formats, i);
+        }
+        m
+    }
+
+    /// A mask for rows whose columns are unknown: every value becomes NULL.
+    pub fn opaque() -> RowMask {
+        RowMask {
+            columns: Vec::new(),
+            detectors: false,
+            reasons: Vec::new(),
+        }
+    }
+
     /// Whether rows pass untouched.
     pub fn is_noop(&self) -> bool {
-        !self.detectors && self.columns.iter().all(|c| c.mask.is_none())
+        !self.detectors && !self.columns.is_empty() && self.columns.iter().all(|c| c.mask.is_none())
     }
 
     /// Masks one DataRow body. Writes the new message into `out` and returns

@@ -279,6 +279,7 @@ where
         suppress: false,
         result: ResultState::default(),
         portal_masks: HashMap::new(),
+        statement_masks: HashMap::new(),
         mask_cache: HashMap::new(),
         catalog,
         masking,
@@ -329,13 +330,15 @@ enum Expect {
     Simple(Box<SimpleCtx>),
     /// ParseComplete.
     ParseComplete,
-    /// BindComplete.
-    BindComplete,
+    /// BindComplete. With masking, what the server loop needs to give the
+    /// portal the mask of its statement in the Bind's result formats.
+    BindComplete(Option<Box<BindInfo>>),
     /// A Describe's answer: ParameterDescription (statements) then
     /// RowDescription or NoData. `forward` is false for the sidecar's own
     /// Describe of a portal, whose answer the client never asked for.
     Describe {
         portal: Option<String>,
+        statement: Option<String>,
         stmt: Option<StatementRef>,
         forward: bool,
     },
@@ -360,6 +363,12 @@ enum Expect {
 struct StatementRef {
     decided: Arc<Decided>,
     index: usize,
+}
+
+struct BindInfo {
+    portal: String,
+    statement: String,
+    formats: Vec<i16>,
 }
 
 struct SimpleCtx {
@@ -637,7 +646,10 @@ impl ClientLoop {
 
         // Forward, queueing what each message will be answered with.
         self.out.clear();
-        let describe_portals = self.masking.active();
+        // Masking needs each result's columns; the client may never ask for
+        // them, so the sidecar describes every statement it forwards, once,
+        // and gives each portal its statement's mask in the Bind's formats.
+        let describe_statements = self.masking.active();
         for (i, frame) in pending.iter().enumerate() {
             match frame.tag {
                 frontend::PARSE => {
@@ -648,6 +660,15 @@ impl ClientLoop {
                     }
                     self.send(Expect::ParseComplete);
                     self.out.extend_from_slice(&frame.raw);
+                    if describe_statements {
+                        self.send(Expect::Describe {
+                            portal: None,
+                            statement: Some(p.name.to_string()),
+                            stmt: decisions[i].clone(),
+                            forward: false,
+                        });
+                        describe::describe_statement(&mut self.out, p.name);
+                    }
                 }
                 frontend::BIND => {
                     let b = bind::decode(frame.body())?;
@@ -655,18 +676,15 @@ impl ClientLoop {
                     let portal = b.portal.to_string();
                     self.portals
                         .insert(portal.clone(), Portal { stmt: stmt.clone() });
-                    self.send(Expect::BindComplete);
+                    let info = describe_statements.then(|| {
+                        Box::new(BindInfo {
+                            portal: portal.clone(),
+                            statement: b.statement.to_string(),
+                            formats: b.result_formats.clone(),
+                        })
+                    });
+                    self.send(Expect::BindComplete(info));
                     self.out.extend_from_slice(&frame.raw);
-                    if describe_portals {
-                        // Masking needs the portal's columns and formats; the
-                        // client may never ask for them, so the sidecar does.
-                        self.send(Expect::Describe {
-                            portal: Some(portal.clone()),
-                            stmt,
-                            forward: false,
-                        });
-                        describe::describe_portal(&mut self.out, &portal);
-                    }
                 }
                 frontend::DESCRIBE => {
                     let (portal, stmt) = match describe::decode(frame.body(), "Describe")? {
@@ -680,6 +698,7 @@ impl ClientLoop {
                     };
                     self.send(Expect::Describe {
                         portal,
+                        statement: None,
                         stmt,
                         forward: true,
                     });
@@ -801,6 +820,9 @@ struct ServerLoop<'w, W> {
     suppress: bool,
     result: ResultState,
     portal_masks: HashMap<String, Option<Arc<RowMask>>>,
+    /// Masks of prepared statements (result formats still text), from the
+    /// sidecar's own Describe; `None` for a statement that returns no rows.
+    statement_masks: HashMap<String, Option<Arc<RowMask>>>,
     mask_cache: HashMap<MaskKey, (Arc<Decided>, Option<Arc<RowMask>>)>,
     catalog: Arc<Mutex<Catalog>>,
     masking: Arc<Masking>,
@@ -911,11 +933,17 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             backend::ROW_DESCRIPTION => self.row_description(frame).await,
             backend::NO_DATA => {
                 if let Some(Expect::Describe {
-                    portal, forward, ..
+                    portal,
+                    statement,
+                    forward,
+                    ..
                 }) = self.queue.pop_front()
                 {
                     if let Some(p) = portal {
                         self.portal_masks.insert(p, None);
+                    }
+                    if let Some(s) = statement {
+                        self.statement_masks.insert(s, None);
                     }
                     if forward {
                         self.forward(&frame);
@@ -932,7 +960,22 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.forward(&frame);
                 Ok(())
             }
-            backend::PARSE_COMPLETE | backend::BIND_COMPLETE | backend::CLOSE_COMPLETE => {
+            backend::BIND_COMPLETE => {
+                if let Some(Expect::BindComplete(Some(info))) = self.queue.pop_front() {
+                    let mask = match self.statement_masks.get(&info.statement) {
+                        Some(mask) => mask
+                            .as_ref()
+                            .map(|m| Arc::new(m.with_formats(&info.formats))),
+                        // Never described (cannot happen while masking is on):
+                        // every value of its rows becomes NULL rather than pass unseen.
+                        None => Some(Arc::new(RowMask::opaque())),
+                    };
+                    self.portal_masks.insert(info.portal, mask);
+                }
+                self.forward(&frame);
+                Ok(())
+            }
+            backend::PARSE_COMPLETE | backend::CLOSE_COMPLETE => {
                 self.queue.pop_front();
                 self.forward(&frame);
                 Ok(())
@@ -1196,11 +1239,17 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         };
         if is_describe {
             if let Some(Expect::Describe {
-                portal, forward, ..
+                portal,
+                statement,
+                forward,
+                ..
             }) = self.queue.pop_front()
             {
                 if let Some(p) = portal {
-                    self.portal_masks.insert(p, mask);
+                    self.portal_masks.insert(p, mask.clone());
+                }
+                if let Some(s) = statement {
+                    self.statement_masks.insert(s, mask);
                 }
                 if forward {
                     self.forward(&frame);

@@ -37,6 +37,15 @@ pub fn describe_portal(out: &mut BytesMut, portal: &str) {
     finish(out, at);
 }
 
+/// Writes a Describe of a prepared statement (the sidecar adds one after a
+/// Parse when it must know the statement's columns to mask its results).
+pub fn describe_statement(out: &mut BytesMut, statement: &str) {
+    let at = begin(out, frontend::DESCRIBE);
+    out.extend_from_slice(b"S");
+    put_cstr(out, statement);
+    finish(out, at);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
