@@ -5,6 +5,7 @@
 //! kube-rs use, so the operator can be tested end to end on machines without
 //! a cluster. See e2e/README.md for what it supports and what it does not.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod apiserver;
 mod cluster;

@@ -34,10 +34,10 @@ pub fn strategic_merge(cur: &Value, patch: &Value) -> Result<Value, ApiError> {
             "a strategic merge patch must be a JSON object",
         ));
     }
-    Ok(smp(cur, patch, ""))
+    Ok(smp(cur, patch))
 }
 
-fn smp(orig: &Value, patch: &Value, field: &str) -> Value {
+fn smp(orig: &Value, patch: &Value) -> Value {
     let Some(pmap) = patch.as_object() else {
         return patch.clone();
     };
@@ -70,15 +70,14 @@ fn smp(orig: &Value, patch: &Value, field: &str) -> Value {
                     out.remove(k);
                     continue;
                 }
-                smp(ov, pv, k)
+                smp(ov, pv)
             }
             (Some(Value::Array(ov)), Value::Array(pl)) => merge_list(ov, pl, k),
-            (None, Value::Object(_)) => smp(&Value::Null, pv, k),
+            (None, Value::Object(_)) => smp(&Value::Null, pv),
             _ => strip_directives(pv),
         };
         out.insert(k.clone(), merged);
     }
-    let _ = field;
     Value::Object(out)
 }
 
@@ -119,7 +118,7 @@ fn merge_list(orig: &[Value], patch: &[Value], field: &str) -> Value {
             continue;
         }
         match pos {
-            Some(i) => out[i] = smp(&out[i], p, field),
+            Some(i) => out[i] = smp(&out[i], p),
             None => out.push(strip_directives(p)),
         }
     }

@@ -534,10 +534,9 @@ impl Registry {
                 None => groups.push((t.group.clone(), vec![t.version.clone()])),
             }
         }
-        for (group, versions) in &mut groups {
+        for (_, versions) in &mut groups {
             // A CRD lists versions in its own order; kube sorts by version priority.
             versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
-            let _ = group;
         }
         groups
     }
