@@ -502,6 +502,10 @@ pub fn apply(
         from_trie(&e["fieldsV1"], &mut Vec::new(), &mut prev_paths);
     }
     let preview = merge(rt, cur, &owned, &mut Vec::new());
+    let last_applied: Option<Value> =
+        cur["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .and_then(|s| serde_json::from_str(s).ok());
     let mut conflicts = Vec::new();
     let mut others_paths: Vec<Path> = Vec::new();
     for e in entries.iter_mut() {
@@ -524,7 +528,14 @@ pub fn apply(
             others_paths.extend(theirs);
             continue;
         }
-        if force {
+        // Like kube's last-applied manager: fields that kubectl's client-side
+        // apply set (they are in its last-applied annotation) pass to the
+        // server-side applier without a conflict.
+        let from_csa = other == "kubectl-client-side-apply"
+            && last_applied
+                .as_ref()
+                .is_some_and(|la| clashing.iter().all(|p| lookup(la, p).is_some()));
+        if force || from_csa {
             let kept: Vec<Path> = theirs
                 .into_iter()
                 .filter(|p| !clashing.contains(p))
