@@ -40,7 +40,8 @@ async fn binary_writes_kubeconfig_and_ready_then_serves_kubectl() {
             let out = tokio::time::timeout(
                 Duration::from_secs(30),
                 tokio::process::Command::new("kubectl")
-                    .env("KUBECONFIG", kubeconfig)
+                    .env("KUBECONFIG", &kubeconfig)
+                    .env("KUBECACHEDIR", kubeconfig.with_file_name("kube-cache"))
                     .args(args)
                     .kill_on_drop(true)
                     .output(),

@@ -130,9 +130,11 @@ async fn status_subresource_patch_and_wait_for_condition() {
     assert_eq!(og, "", "status must not change through the main endpoint");
     let waiter = tokio::spawn({
         let kubeconfig = c.kubeconfig_path();
+        let cache = c.dir().join("kube-cache");
         async move {
             tokio::process::Command::new("kubectl")
                 .env("KUBECONFIG", kubeconfig)
+                .env("KUBECACHEDIR", cache)
                 .args([
                     "wait",
                     "--for=condition=Ready",
@@ -515,6 +517,7 @@ async fn get_watch_streams_changes() {
     kubectl(&c, &["create", "configmap", "w1", "--from-literal=a=1"]).await;
     let mut child = tokio::process::Command::new("kubectl")
         .env("KUBECONFIG", c.kubeconfig_path())
+        .env("KUBECACHEDIR", c.dir().join("kube-cache"))
         .args([
             "get",
             "configmaps",
@@ -810,6 +813,7 @@ async fn blocking_callers_do_not_stall_the_cluster() {
     let c = cluster().await;
     let out = std::process::Command::new("kubectl")
         .env("KUBECONFIG", c.kubeconfig_path())
+        .env("KUBECACHEDIR", c.dir().join("kube-cache"))
         .args([
             "get",
             "namespace",

@@ -41,6 +41,7 @@ pub struct Out {
 pub async fn kubectl_in(c: &TestCluster, args: &[&str], stdin: Option<&str>) -> Out {
     let mut cmd = tokio::process::Command::new("kubectl");
     cmd.env("KUBECONFIG", c.kubeconfig_path())
+        .env("KUBECACHEDIR", c.dir().join("kube-cache"))
         .env_remove("KUBERNETES_SERVICE_HOST")
         .args(args)
         .stdin(if stdin.is_some() {
