@@ -154,13 +154,22 @@ pub(super) fn watch(inner: Arc<Inner>, req: &Req, t: &Target) -> Result<Response
         }
         let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
         loop {
-            let (events, rv) = {
+            let (events, rv, oldest) = {
                 let st = inner.lock();
                 (
                     st.store.changes_since(&filter.rt.storage, cursor),
                     st.store.rv,
+                    st.store.oldest,
                 )
             };
+            if cursor < oldest {
+                // The history this watch still needed was dropped: tell it to relist.
+                let status = ApiError::gone(cursor, oldest).to_status();
+                let _ = tx
+                    .send(line(&json!({"type": "ERROR", "object": status})))
+                    .await;
+                return;
+            }
             for change in &events {
                 if let Some(ev) = filter.event(change)
                     && tx.send(line(&ev)).await.is_err()
