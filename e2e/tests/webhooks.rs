@@ -37,6 +37,26 @@ async fn answer(path: &str, review: Value, seen: Seen) -> Value {
         "/deny" => {
             json!({"uid": uid, "allowed": false, "status": {"code": 403, "reason": "Forbidden", "message": "configmap is frozen by policy"}})
         }
+        "/kube-rs" => {
+            // Answer with kube-rs' own admission types, as the operator will.
+            let review: kube::core::admission::AdmissionReview<DynamicObject> =
+                serde_json::from_value(review).expect("kube-rs parses the AdmissionReview");
+            let request: kube::core::admission::AdmissionRequest<DynamicObject> =
+                review.try_into().expect("the review carries a request");
+            let response = kube::core::admission::AdmissionResponse::from(&request);
+            let response = if request.user_info.username.as_deref() == Some("alice") {
+                let op: json_patch::PatchOperation = serde_json::from_value(
+                    json!({"op": "add", "path": "/metadata/annotations", "value": {"seen-by": "kube-rs"}}),
+                )
+                .expect("op");
+                response
+                    .with_patch(json_patch::Patch(vec![op]))
+                    .expect("patch")
+            } else {
+                response.deny("only alice may create these")
+            };
+            return serde_json::to_value(response.into_review()).expect("json");
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             json!({"uid": uid, "allowed": true})
@@ -533,4 +553,56 @@ async fn status_subresource_webhooks_see_status_updates() {
             .is_none_or(|v| v.is_empty())
     );
     assert_eq!(out.data["status"]["phase"], "Approved");
+}
+
+#[tokio::test]
+async fn kube_rs_admission_types_understand_the_reviews() {
+    let c = cluster().await;
+    let admin = c.client().await.expect("admin");
+    let alice = c.client_for("alice").await.expect("alice");
+    let (port, _seen) = webhook_server(c.issue_server_cert(&["127.0.0.1"]).expect("cert")).await;
+    let rule = json!({"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]});
+    install(
+        &admin,
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        "kube-rs",
+        vec![webhook(
+            "kube-rs.test.sluice.dev",
+            format!("https://127.0.0.1:{port}/kube-rs"),
+            c.ca_pem(),
+            rule,
+            json!({"objectSelector": {"matchLabels": {"hook": "kube-rs"}}}),
+        )],
+    )
+    .await;
+    let cm = |name: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"hook": "kube-rs"}}}))
+            .expect("cm")
+    };
+    let made = Api::<ConfigMap>::namespaced(alice, "default")
+        .create(&PostParams::default(), &cm("a"))
+        .await
+        .expect("alice");
+    assert_eq!(
+        made.metadata
+            .annotations
+            .and_then(|a| a.get("seen-by").cloned())
+            .as_deref(),
+        Some("kube-rs")
+    );
+    let err = Api::<ConfigMap>::namespaced(admin, "default")
+        .create(&PostParams::default(), &cm("b"))
+        .await
+        .expect_err("admin denied");
+    let kube::Error::Api(s) = err else {
+        panic!("api error")
+    };
+    assert_eq!(s.code, 403);
+    assert!(
+        s.message
+            .ends_with("denied the request: only alice may create these"),
+        "{}",
+        s.message
+    );
 }

@@ -387,14 +387,32 @@ pub(crate) async fn mutate(
             if response["allowed"].as_bool() != Some(true) {
                 return Err(denial(name, &response));
             }
-            if let Some(p) = response["patch"].as_str() {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(p)
-                    .map_err(|e| {
-                        ApiError::internal(format!(
-                            "webhook \"{name}\" returned a patch that is not base64: {e}"
-                        ))
-                    })?;
+            // Go decodes a []byte from a base64 string or from an array of
+            // numbers (what kube-rs sends); accept both like kube-apiserver.
+            let raw = match &response["patch"] {
+                Value::String(p) => Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(p)
+                        .map_err(|e| {
+                            ApiError::internal(format!(
+                                "webhook \"{name}\" returned a patch that is not base64: {e}"
+                            ))
+                        })?,
+                ),
+                Value::Array(bytes) => Some(
+                    bytes
+                        .iter()
+                        .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                        .collect::<Option<Vec<u8>>>()
+                        .ok_or_else(|| {
+                            ApiError::internal(format!(
+                                "webhook \"{name}\" returned a patch array that is not bytes"
+                            ))
+                        })?,
+                ),
+                _ => None,
+            };
+            if let Some(raw) = raw {
                 let patch: json_patch::Patch = serde_json::from_slice(&raw).map_err(|e| {
                     ApiError::internal(format!(
                         "webhook \"{name}\" returned an invalid JSONPatch: {e}"
