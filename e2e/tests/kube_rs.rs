@@ -873,3 +873,67 @@ async fn cluster_under_test_defaults_to_a_test_cluster() {
         );
     }
 }
+
+#[tokio::test]
+async fn token_request_and_review_with_typed_clients() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    let c = cluster().await;
+    let client = c.client().await.expect("client");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = json!({"metadata": {"name": "app"}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}});
+    let pod = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(pod).expect("pod"),
+        )
+        .await
+        .expect("pod");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {
+        "audiences": ["sluice.dev"], "expirationSeconds": 600,
+        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "app", "uid": pod.metadata.uid}}}))
+    .expect("token request");
+    let issued = sas
+        .create_token_request("default", &PostParams::default(), &request)
+        .await
+        .expect("token");
+    let status = issued.status.expect("status");
+    assert!(status.token.split('.').count() == 3, "a JWT");
+    let reviews: Api<TokenReview> = Api::all(client.clone());
+    let review: TokenReview = serde_json::from_value(
+        json!({"spec": {"token": status.token, "audiences": ["sluice.dev"]}}),
+    )
+    .expect("review");
+    let out = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("review")
+        .status
+        .expect("status");
+    assert_eq!(out.authenticated, Some(true));
+    assert_eq!(out.audiences, Some(vec!["sluice.dev".to_string()]));
+    let user = out.user.expect("user");
+    assert_eq!(
+        user.username.as_deref(),
+        Some("system:serviceaccount:default:default")
+    );
+    let extra = user.extra.expect("extra");
+    assert_eq!(
+        extra.get("authentication.kubernetes.io/pod-name"),
+        Some(&vec!["app".to_string()])
+    );
+    assert_eq!(
+        extra.get("authentication.kubernetes.io/pod-uid"),
+        pod.metadata.uid.map(|u| vec![u]).as_ref()
+    );
+    // Too short an expiry is refused like kube does.
+    let short: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": ["x"], "expirationSeconds": 60}}))
+            .expect("tr");
+    let err = sas
+        .create_token_request("default", &PostParams::default(), &short)
+        .await
+        .expect_err("too short");
+    assert_eq!(api_err(err).0, 422);
+}
