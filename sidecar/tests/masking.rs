@@ -56,9 +56,9 @@ async fn setup(test: &str) -> Sidecar {
     admin
         .batch_execute(&format!(
             "CREATE TABLE customers (id int primary key, name text, ssn text unique, password_hash text,
-                                     note text, pin int, tags text[]);
+                                     note text, pin int, tags text[], card_big bigint);
              INSERT INTO customers VALUES
-               (1, 'Alice', '{SSN}', '{HASH}', 'card {CARD}, mail {EMAIL}', 4321, ARRAY['x', '{EMAIL}']);
+               (1, 'Alice', '{SSN}', '{HASH}', 'card {CARD}, mail {EMAIL}', 4321, ARRAY['x', '{EMAIL}'], 4111111111111111);
              CREATE TABLE orders (id int, customer_id int, amount int);
              INSERT INTO orders VALUES (10, 1, 99);"
         ))
@@ -152,6 +152,15 @@ async fn driver_sees_masked_values_of_the_right_shape() {
     let note: &str = row.get(3);
     assert!(!note.contains(CARD) && !note.contains(EMAIL), "{note}");
     assert!(note.starts_with("card "), "{note}");
+    let card: Option<i64> = c
+        .query_one("SELECT card_big FROM customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        card, None,
+        "a card number stored as bigint is found by the detectors"
+    );
     let tags: Vec<String> = row.get(4);
     assert_eq!(tags[0], "x");
     assert!(!tags[1].contains(EMAIL), "{tags:?}");

@@ -455,3 +455,35 @@ async fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[test]
+fn run_subcommand_says_it_is_not_implemented() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"))
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not implemented yet"), "{err}");
+    assert!(err.contains("standalone"), "{err}");
+}
+
+#[tokio::test]
+async fn tls_verify_ca_accepts_a_name_mismatch_but_verify_full_does_not() {
+    let pg = tls_server();
+    let db = db_name("tls_verify_ca");
+    pg.create_database(&db).await;
+    // The certificate names localhost and 127.0.0.1; 127.0.0.2 reaches the same server.
+    let m = manifests(pg, &db, ADMIN, "verify-ca", &policy(ALLOW_ALL))
+        .replace("host: localhost", "host: 127.0.0.2");
+    let sidecar = Sidecar::start(&m, "shop/report-job");
+    let c = sidecar.connect().await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let m = manifests(pg, &db, ADMIN, "verify-full", &policy(ALLOW_ALL))
+        .replace("host: localhost", "host: 127.0.0.2");
+    let sidecar = Sidecar::start(&m, "shop/report-job");
+    let Err(err) = try_connect(&sidecar.url()).await else {
+        panic!("verify-full must refuse a certificate for another name")
+    };
+    assert!(message(&err).contains("TLS handshake"), "{}", message(&err));
+}

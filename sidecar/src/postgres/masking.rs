@@ -277,6 +277,14 @@ impl RowMask {
             }
             return Rewrite::Keep;
         }
+        if rule.type_oid == oid::NUMERIC {
+            // Card numbers are stored as numeric too: check the decimal text.
+            return match numeric_text(value) {
+                Some(text) if masking.detect(&text).is_some() => Rewrite::Null,
+                Some(_) => Rewrite::Keep,
+                None => Rewrite::Null,
+            };
+        }
         if is_opaque_scalar(rule.type_oid) {
             return Rewrite::Keep;
         }
@@ -290,6 +298,50 @@ impl RowMask {
         // Composite, range, unknown: cannot be read here, so it is not passed unseen.
         Rewrite::Null
     }
+}
+
+/// The decimal text of a binary `numeric` (digits only, no exponent);
+/// `None` when malformed.
+fn numeric_text(value: &[u8]) -> Option<String> {
+    let word = |i: usize| -> Option<i16> {
+        value
+            .get(i * 2..i * 2 + 2)
+            .map(|b| i16::from_be_bytes([b[0], b[1]]))
+    };
+    let ndigits = usize::try_from(word(0)?).ok()?;
+    let weight = word(1)?;
+    let sign = word(2)? as u16;
+    if sign & 0xC000 == 0xC000 {
+        return Some("NaN".into());
+    }
+    let digits: Vec<i16> = (0..ndigits).map(|i| word(4 + i)).collect::<Option<_>>()?;
+    let mut text = String::new();
+    if sign == 0x4000 {
+        text.push('-');
+    }
+    if weight < 0 {
+        text.push('0');
+    } else {
+        for g in 0..=weight as usize {
+            let d = digits.get(g).copied().unwrap_or(0);
+            if g == 0 {
+                text.push_str(&d.to_string());
+            } else {
+                text.push_str(&format!("{d:04}"));
+            }
+        }
+    }
+    let frac_start = (weight + 1).max(0) as usize;
+    if digits.len() > frac_start || weight < -1 {
+        text.push('.');
+        for _ in 0..(-(weight + 1)).max(0) {
+            text.push_str("0000");
+        }
+        for d in digits.iter().skip(frac_start) {
+            text.push_str(&format!("{d:04}"));
+        }
+    }
+    Some(text)
 }
 
 fn with_jsonb_version(binary: bool, type_oid: u32, mut bytes: Vec<u8>) -> Vec<u8> {
@@ -454,4 +506,37 @@ fn escape_copy(value: &str) -> String {
         .replace('\t', "\\t")
         .replace('\n', "\\n")
         .replace('\r', "\\r")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numeric_text;
+
+    fn numeric(weight: i16, sign: u16, digits: &[i16]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+        v.extend_from_slice(&weight.to_be_bytes());
+        v.extend_from_slice(&sign.to_be_bytes());
+        v.extend_from_slice(&0i16.to_be_bytes());
+        for d in digits {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn numeric_binary_to_text() {
+        // 4111111111111111 = 4111 1111 1111 1111 (weight 3)
+        assert_eq!(
+            numeric_text(&numeric(3, 0, &[4111, 1111, 1111, 1111])).unwrap(),
+            "4111111111111111"
+        );
+        assert_eq!(numeric_text(&numeric(1, 0, &[12])).unwrap(), "120000");
+        assert_eq!(
+            numeric_text(&numeric(0, 0x4000, &[7, 5000])).unwrap(),
+            "-7.5000"
+        );
+        assert_eq!(numeric_text(&numeric(-2, 0, &[5])).unwrap(), "0.00000005");
+        assert!(numeric_text(&[0, 5, 0]).is_none());
+    }
 }

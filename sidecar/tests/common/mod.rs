@@ -175,9 +175,9 @@ impl PgServer {
         std::fs::write(
             data.join("pg_hba.conf"),
             "local all all scram-sha-256\n\
-             host all md5user 127.0.0.1/32 md5\n\
-             host all clearuser 127.0.0.1/32 password\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
+             host all md5user 127.0.0.0/8 md5\n\
+             host all clearuser 127.0.0.0/8 password\n\
+             host all all 127.0.0.0/8 scram-sha-256\n",
         )
         .expect("write pg_hba.conf");
 
@@ -228,7 +228,7 @@ impl PgServer {
             .arg("-w")
             .arg("-o")
             .arg(format!(
-                "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=200{ssl_opts}",
+                "-p {port} -c listen_addresses=127.0.0.1,127.0.0.2 -c unix_socket_directories={} -c fsync=off -c max_connections=200{ssl_opts}",
                 base.display()
             ))
             .arg("start")
