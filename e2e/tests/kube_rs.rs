@@ -937,3 +937,62 @@ async fn token_request_and_review_with_typed_clients() {
         .expect_err("too short");
     assert_eq!(api_err(err).0, 422);
 }
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+    let c = cluster().await;
+    let client = c.client().await.expect("client");
+    let widgets = install_widgets(&client).await;
+    widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new(
+                "f",
+                WidgetSpec {
+                    size: 1,
+                    color: None,
+                },
+            ),
+        )
+        .await
+        .expect("create");
+    let cleaned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = |obj: Widget| {
+        let widgets = widgets.clone();
+        let cleaned = cleaned.clone();
+        async move {
+            finalizer(
+                &widgets,
+                "test.sluice.dev/cleanup",
+                Arc::new(obj),
+                |event| async move {
+                    if let Finalizer::Cleanup(_) = event {
+                        cleaned.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok::<_, ReconcileError>(Action::await_change())
+                },
+            )
+            .await
+        }
+    };
+    // First pass adds the finalizer (JSON patch with a `test` of the missing list).
+    run(widgets.get("f").await.expect("get"))
+        .await
+        .expect("adds the finalizer");
+    let w = widgets.get("f").await.expect("get");
+    assert_eq!(
+        w.metadata.finalizers.clone().unwrap_or_default(),
+        vec!["test.sluice.dev/cleanup"]
+    );
+    run(w).await.expect("apply pass");
+    widgets
+        .delete("f", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let held = widgets.get("f").await.expect("held by the finalizer");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    run(held).await.expect("cleanup pass removes the finalizer");
+    assert!(cleaned.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(api_err(widgets.get("f").await.expect_err("gone")).0, 404);
+}

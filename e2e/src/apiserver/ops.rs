@@ -922,6 +922,23 @@ pub(super) async fn update(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
     modify(inner, req, t, 0, Some(req.manager()), |_| Ok(body.clone())).await
 }
 
+/// kube's JSON patch library lets `test` of a missing path against `null`
+/// pass (kube-runtime's finalizer helper relies on it); drop such tests.
+fn go_compatible(doc: &Value, ops: &json_patch::Patch) -> json_patch::Patch {
+    json_patch::Patch(
+        ops.0
+            .iter()
+            .filter(|op| match op {
+                json_patch::PatchOperation::Test(t) => {
+                    !(t.value.is_null() && doc.pointer(t.path.as_str()).is_none())
+                }
+                _ => true,
+            })
+            .cloned()
+            .collect(),
+    )
+}
+
 /// PATCH: JSON patch, merge patch, strategic merge patch, or server-side apply.
 pub(super) async fn patch(
     inner: &Arc<Inner>,
@@ -941,8 +958,9 @@ pub(super) async fn patch(
             let ops: json_patch::Patch = serde_json::from_slice(&req.body)
                 .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}")))?;
             let out = modify(inner, req, t, 5, Some(req.manager()), |cur| {
+                let compatible = go_compatible(cur, &ops);
                 let mut doc = cur.clone();
-                json_patch::patch(&mut doc, &ops).map_err(|e| {
+                json_patch::patch(&mut doc, &compatible).map_err(|e| {
                     ApiError::custom(
                         422,
                         "Invalid",
@@ -1227,4 +1245,35 @@ pub(super) fn stored_all(inner: &Inner, storage: &str) -> Vec<Value> {
         .into_iter()
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_patch_test_of_a_missing_path_against_null_passes_like_kube() {
+        let doc = json!({"metadata": {"name": "x"}});
+        let ops: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]},
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut plain = doc.clone();
+        assert!(
+            json_patch::patch(&mut plain, &ops).is_err(),
+            "the crate alone refuses it"
+        );
+        let mut patched = doc.clone();
+        assert!(json_patch::patch(&mut patched, &go_compatible(&doc, &ops)).is_ok());
+        assert_eq!(patched["metadata"]["finalizers"], json!(["f"]));
+        let guarded = serde_json::from_value(
+            json!([{"op": "test", "path": "/metadata/name", "value": null}]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            json_patch::patch(&mut doc.clone(), &go_compatible(&doc, &guarded)).is_err(),
+            "present values are still tested"
+        );
+    }
 }
