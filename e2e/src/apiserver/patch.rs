@@ -15,10 +15,12 @@ fn builtin_merge_key(field: &str) -> Option<&'static str> {
         | "env"
         | "imagePullSecrets"
         | "secrets"
-        | "hostAliases"
-        | "readinessGates"
         | "resourceClaims" => "name",
-        "volumeMounts" | "volumeDevices" => "mountPath",
+        "hostAliases" => "ip",
+        "readinessGates" => "conditionType",
+        "envFrom" | "tolerations" | "args" | "command" => return None,
+        "volumeMounts" => "mountPath",
+        "volumeDevices" => "devicePath",
         "ports" => "containerPort",
         "conditions" => "type",
         "ownerReferences" => "uid",
