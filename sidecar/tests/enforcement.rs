@@ -358,3 +358,74 @@ async fn literal_variants_share_a_decision_but_not_a_denial_of_another_shape() {
     assert_eq!(err.code().unwrap().code(), "42501");
     assert_eq!(order_count(&admin).await, 5);
 }
+
+fn parse(name: &str, sql: &str) -> (u8, Vec<u8>) {
+    let mut b = name.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(sql.as_bytes());
+    b.extend_from_slice(&[0, 0, 0]);
+    (b'P', b)
+}
+
+fn bind(portal: &str, stmt: &str) -> (u8, Vec<u8>) {
+    let mut b = portal.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(stmt.as_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    (b'B', b)
+}
+
+fn execute(portal: &str) -> (u8, Vec<u8>) {
+    let mut b = portal.as_bytes().to_vec();
+    b.extend_from_slice(&[0, 0, 0, 0, 0]);
+    (b'E', b)
+}
+
+#[tokio::test]
+async fn flush_then_denied_statement_in_the_same_sync_group() {
+    let (sidecar, admin) = setup("flush_group", RULES).await;
+    let mut raw = RawClient::connect(sidecar.port);
+    // Group part 1, flushed: runs and answers at once.
+    raw.send(&[parse("s1", "SELECT count(*) FROM orders"), bind("", "s1"), execute(""), (b'H', vec![])]);
+    let (tags, _) = raw.read_messages(4);
+    assert_eq!(tags, b"12DC".to_vec());
+    // Part 2 holds a denied statement: refused, discarded until Sync, then
+    // one error and one ReadyForQuery; the DROP never reaches the server.
+    raw.send(&[parse("s2", "DROP TABLE orders"), bind("", "s2"), execute(""), (b'S', vec![])]);
+    let bytes = raw.read_until_ready();
+    assert!(contains(&bytes, "42501"), "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(bytes.iter().filter(|b| **b == b'Z').count() >= 1, true);
+    assert_eq!(order_count(&admin).await, 5);
+    // The session goes on, and s1 (which reached the server) still works.
+    raw.send(&[bind("", "s1"), execute(""), (b'S', vec![])]);
+    let bytes = raw.read_until_ready();
+    assert!(contains(&bytes, "SELECT 1"), "{}", String::from_utf8_lossy(&bytes));
+    // A denied statement in a pipeline of Sync groups leaves the next group alone.
+    raw.send(&[
+        parse("", "TRUNCATE orders"),
+        bind("", ""),
+        execute(""),
+        (b'S', vec![]),
+        parse("", "SELECT 42"),
+        bind("", ""),
+        execute(""),
+        (b'S', vec![]),
+    ]);
+    let first = raw.read_until_ready();
+    assert!(contains(&first, "42501"));
+    let second = raw.read_until_ready();
+    assert!(contains(&second, "42"), "{}", String::from_utf8_lossy(&second));
+    assert_eq!(order_count(&admin).await, 5);
+}
+
+#[tokio::test]
+async fn malformed_message_gets_a_protocol_error() {
+    let (sidecar, _admin) = setup("malformed", RULES).await;
+    let mut raw = RawClient::connect(sidecar.port);
+    // A Bind whose statement name is not terminated.
+    raw.send(&[(b'B', b"\0s1".to_vec()), (b'S', vec![])]);
+    let (tags, bytes) = raw.read_messages(1);
+    assert_eq!(tags, vec![b'E']);
+    assert!(contains(&bytes, "08P01"), "{}", String::from_utf8_lossy(&bytes));
+    assert!(contains(&bytes, "malformed Bind"), "{}", String::from_utf8_lossy(&bytes));
+}

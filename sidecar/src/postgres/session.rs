@@ -290,6 +290,11 @@ where
         r = client_loop.run(client) => r,
         r = server_loop.run() => r,
     };
+    drop(server_loop);
+    if let Err(e @ (SessionError::Message(_) | SessionError::Framing(_))) = &outcome {
+        // Tell the client why the session ends (a bad message cannot be skipped).
+        let _ = fatal(writer, error_response::PROTOCOL_VIOLATION, &e.to_string(), None).await;
+    }
     ctx.cancel.remove(key);
     ctx.metrics.session_ended();
     let error = outcome.as_ref().err().map(|e| e.to_string());

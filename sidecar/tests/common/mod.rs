@@ -594,6 +594,34 @@ impl RawClient {
         self.read_until_ready()
     }
 
+    /// Sends raw protocol messages `(type, body)` as they are, without waiting.
+    pub fn send(&mut self, messages: &[(u8, Vec<u8>)]) {
+        use std::io::Write;
+        let mut out = Vec::new();
+        for (tag, body) in messages {
+            out.extend(Self::message(*tag, body));
+        }
+        self.stream.write_all(&out).expect("write");
+    }
+
+    /// Reads `n` whole messages; returns their type bytes and all bytes.
+    pub fn read_messages(&mut self, n: usize) -> (Vec<u8>, Vec<u8>) {
+        use std::io::Read;
+        let mut tags = Vec::new();
+        let mut all = Vec::new();
+        for _ in 0..n {
+            let mut header = [0u8; 5];
+            self.stream.read_exact(&mut header).expect("read header");
+            let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let mut body = vec![0u8; len - 4];
+            self.stream.read_exact(&mut body).expect("read body");
+            tags.push(header[0]);
+            all.extend_from_slice(&header);
+            all.extend_from_slice(&body);
+        }
+        (tags, all)
+    }
+
     /// Parse/Bind/Execute/Sync with results in binary (`binary`) or text format.
     pub fn extended(&mut self, sql: &str, binary: bool) -> Vec<u8> {
         use std::io::Write;
