@@ -85,6 +85,29 @@ pub struct Options {
     pub rbac: bool,
 }
 
+impl Options {
+    /// Adds a user with a kubeconfig context named after it.
+    pub fn user(mut self, name: &str, groups: &[&str]) -> Self {
+        self.users.push(User {
+            name: name.to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        });
+        self
+    }
+
+    /// Turns RBAC enforcement on or off.
+    pub fn rbac(mut self, on: bool) -> Self {
+        self.rbac = on;
+        self
+    }
+
+    /// Writes `kubeconfig` and `ready` into `dir` instead of a temporary directory.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+}
+
 /// A running test control plane. It stops when dropped.
 pub struct TestCluster {
     inner: Arc<Inner>,

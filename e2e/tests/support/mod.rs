@@ -1,7 +1,7 @@
 //! Helpers shared by the test-control-plane tests.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
-use sluice_e2e::{Options, TestCluster, User};
+use sluice_e2e::{Options, TestCluster};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,17 +17,9 @@ pub async fn cluster() -> TestCluster {
 
 /// Starts a cluster with user `alice` (groups dev, ops), RBAC enforced or not.
 pub async fn cluster_with_rbac(rbac: bool) -> TestCluster {
-    let users = vec![User {
-        name: "alice".into(),
-        groups: vec!["dev".into(), "ops".into()],
-    }];
-    TestCluster::start(Options {
-        dir: None,
-        users,
-        rbac,
-    })
-    .await
-    .expect("cluster starts")
+    TestCluster::start(Options::default().user("alice", &["dev", "ops"]).rbac(rbac))
+        .await
+        .expect("cluster starts")
 }
 
 /// Output of a kubectl run.
