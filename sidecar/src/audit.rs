@@ -8,7 +8,7 @@
 //! ever written.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -102,7 +102,12 @@ pub struct AuditLog {
 
 struct Inner {
     chain: AuditChain,
-    file: Option<(PathBuf, BufWriter<File>)>,
+    file: Option<(PathBuf, File)>,
+    /// Lines not yet written: result events wait here for the next decision
+    /// event (or the periodic [`AuditLog::flush`]) so that a statement costs
+    /// one write, not two. Decision, denial and session events are written
+    /// at once, with everything before them.
+    pending: Vec<u8>,
 }
 
 impl AuditLog {
@@ -119,7 +124,7 @@ impl AuditLog {
                         path: path.to_path_buf(),
                         source,
                     })?;
-                Some((path.to_path_buf(), BufWriter::new(f)))
+                Some((path.to_path_buf(), f))
             }
             None => None,
         };
@@ -127,31 +132,62 @@ impl AuditLog {
             inner: Mutex::new(Inner {
                 chain: AuditChain::new(stream),
                 file,
+                pending: Vec::with_capacity(4096),
             }),
             stdout,
         })
     }
 
-    fn write(&self, draft: AuditEventDraft) -> Result<(), AuditError> {
+    /// Appends an event to the chain; writes it (and everything pending)
+    /// now when `durable`, else leaves it pending.
+    fn write_event(&self, draft: AuditEventDraft, durable: bool) -> Result<(), AuditError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let event = inner.chain.append(draft)?;
-        let mut line = event.to_line()?.into_bytes();
-        line.push(b'\n');
-        if self.stdout {
-            let mut out = io::stdout().lock();
-            out.write_all(&line)
-                .and_then(|()| out.flush())
-                .map_err(AuditError::Stdout)?;
+        let line = event.to_line()?;
+        inner.pending.extend_from_slice(line.as_bytes());
+        inner.pending.push(b'\n');
+        if durable {
+            self.write_pending(&mut inner)
+        } else {
+            Ok(())
         }
-        if let Some((path, f)) = inner.file.as_mut() {
-            f.write_all(&line)
-                .and_then(|()| f.flush())
-                .map_err(|source| AuditError::File {
+    }
+
+    fn write(&self, draft: AuditEventDraft) -> Result<(), AuditError> {
+        self.write_event(draft, true)
+    }
+
+    fn write_pending(&self, inner: &mut Inner) -> Result<(), AuditError> {
+        if inner.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut inner.pending);
+        let result = (|| {
+            if self.stdout {
+                let mut out = io::stdout().lock();
+                out.write_all(&pending)
+                    .and_then(|()| out.flush())
+                    .map_err(AuditError::Stdout)?;
+            }
+            if let Some((path, f)) = inner.file.as_mut() {
+                f.write_all(&pending).map_err(|source| AuditError::File {
                     path: path.clone(),
                     source,
                 })?;
-        }
-        Ok(())
+            }
+            Ok(())
+        })();
+        // Keep the allocation for the next batch.
+        inner.pending = pending;
+        inner.pending.clear();
+        result
+    }
+
+    /// Writes pending result events (called periodically, so that a quiet
+    /// session's last result is on record within a fraction of a second).
+    pub fn flush(&self) -> Result<(), AuditError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_pending(&mut inner)
     }
 
     fn draft(&self, s: &SessionInfo, kind: AuditKind) -> AuditEventDraft {
@@ -270,7 +306,7 @@ impl AuditLog {
             error: r.error,
             masked: (r.masked > 0).then_some(r.masked),
         });
-        self.write(d)
+        self.write_event(d, false)
     }
 }
 

@@ -209,6 +209,19 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
         cfg.audit_stdout,
         cfg.audit_file.as_deref(),
     )?);
+    {
+        // Result events wait for the next decision event; this bounds the wait.
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if let Err(e) = audit.flush() {
+                    tracing::error!(error = %e, "writing pending audit events failed");
+                }
+            }
+        });
+    }
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let cancel = Arc::new(CancelRegistry::default());

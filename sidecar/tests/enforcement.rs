@@ -386,20 +386,38 @@ async fn flush_then_denied_statement_in_the_same_sync_group() {
     let (sidecar, admin) = setup("flush_group", RULES).await;
     let mut raw = RawClient::connect(sidecar.port);
     // Group part 1, flushed: runs and answers at once.
-    raw.send(&[parse("s1", "SELECT count(*) FROM orders"), bind("", "s1"), execute(""), (b'H', vec![])]);
+    raw.send(&[
+        parse("s1", "SELECT count(*) FROM orders"),
+        bind("", "s1"),
+        execute(""),
+        (b'H', vec![]),
+    ]);
     let (tags, _) = raw.read_messages(4);
     assert_eq!(tags, b"12DC".to_vec());
     // Part 2 holds a denied statement: refused, discarded until Sync, then
     // one error and one ReadyForQuery; the DROP never reaches the server.
-    raw.send(&[parse("s2", "DROP TABLE orders"), bind("", "s2"), execute(""), (b'S', vec![])]);
+    raw.send(&[
+        parse("s2", "DROP TABLE orders"),
+        bind("", "s2"),
+        execute(""),
+        (b'S', vec![]),
+    ]);
     let bytes = raw.read_until_ready();
-    assert!(contains(&bytes, "42501"), "{}", String::from_utf8_lossy(&bytes));
+    assert!(
+        contains(&bytes, "42501"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     assert_eq!(bytes.iter().filter(|b| **b == b'Z').count() >= 1, true);
     assert_eq!(order_count(&admin).await, 5);
     // The session goes on, and s1 (which reached the server) still works.
     raw.send(&[bind("", "s1"), execute(""), (b'S', vec![])]);
     let bytes = raw.read_until_ready();
-    assert!(contains(&bytes, "SELECT 1"), "{}", String::from_utf8_lossy(&bytes));
+    assert!(
+        contains(&bytes, "SELECT 1"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     // A denied statement in a pipeline of Sync groups leaves the next group alone.
     raw.send(&[
         parse("", "TRUNCATE orders"),
@@ -414,7 +432,11 @@ async fn flush_then_denied_statement_in_the_same_sync_group() {
     let first = raw.read_until_ready();
     assert!(contains(&first, "42501"));
     let second = raw.read_until_ready();
-    assert!(contains(&second, "42"), "{}", String::from_utf8_lossy(&second));
+    assert!(
+        contains(&second, "42"),
+        "{}",
+        String::from_utf8_lossy(&second)
+    );
     assert_eq!(order_count(&admin).await, 5);
 }
 
@@ -426,6 +448,14 @@ async fn malformed_message_gets_a_protocol_error() {
     raw.send(&[(b'B', b"\0s1".to_vec()), (b'S', vec![])]);
     let (tags, bytes) = raw.read_messages(1);
     assert_eq!(tags, vec![b'E']);
-    assert!(contains(&bytes, "08P01"), "{}", String::from_utf8_lossy(&bytes));
-    assert!(contains(&bytes, "malformed Bind"), "{}", String::from_utf8_lossy(&bytes));
+    assert!(
+        contains(&bytes, "08P01"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        contains(&bytes, "malformed Bind"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
 }

@@ -177,9 +177,10 @@ async fn oversized_message_is_a_clear_error() {
     );
     let c = sidecar.connect().await;
     let q = format!("SELECT '{}'", "y".repeat(100_000));
-    assert!(c.simple_query(&q).await.is_err());
-    let log = sidecar.log_text();
-    assert!(log.contains("above the maximum of 65536 bytes"), "{log}");
+    let err = c.simple_query(&q).await.unwrap_err();
+    let text = message(&err);
+    assert!(text.contains("above the maximum of 65536 bytes"), "{text}");
+    assert!(text.contains("--max-message-size"), "{text}");
     // The sidecar itself is fine.
     let c = sidecar.connect().await;
     c.simple_query("SELECT 1").await.unwrap();

@@ -293,7 +293,13 @@ where
     drop(server_loop);
     if let Err(e @ (SessionError::Message(_) | SessionError::Framing(_))) = &outcome {
         // Tell the client why the session ends (a bad message cannot be skipped).
-        let _ = fatal(writer, error_response::PROTOCOL_VIOLATION, &e.to_string(), None).await;
+        let _ = fatal(
+            writer,
+            error_response::PROTOCOL_VIOLATION,
+            &e.to_string(),
+            None,
+        )
+        .await;
     }
     ctx.cancel.remove(key);
     ctx.metrics.session_ended();
