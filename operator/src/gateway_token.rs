@@ -371,6 +371,18 @@ impl KeySet {
         jsonwebtoken::encode(&header, claims, &key.encoding).map_err(TokenError::Sign)
     }
 
+    /// Signs any JSON payload with the current key as a compact JWS (used for
+    /// audit checkpoints, which are not gateway tokens); returns it and the `kid`.
+    pub fn sign_payload<T: Serialize>(&self, payload: &T) -> Result<(String, String), TokenError> {
+        let key = self.current().ok_or(TokenError::NoKeys)?;
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("sluice-checkpoint+jwt".to_string());
+        let jws =
+            jsonwebtoken::encode(&header, payload, &key.encoding).map_err(TokenError::Sign)?;
+        Ok((jws, key.kid.clone()))
+    }
+
     /// Checks `token` was signed by a key in this set, is for [`AUDIENCE`],
     /// issued by `issuer`, and valid at `now`; returns its claims.
     pub fn verify(

@@ -1,5 +1,5 @@
-//! The Sluice operator: admission webhooks, the gateway API and (to come) the
-//! controllers for Connection, AccessPolicy and AccessRequest.
+//! The Sluice operator: admission webhooks, the gateway API and the
+//! controllers for Connection and AccessPolicy (AccessRequest to come).
 //!
 //! The modules here are the pure, testable parts the servers are wired from:
 //! - [`inject`]: the sidecar injector behind the mutating webhook on pods, and
@@ -11,36 +11,38 @@
 //! - [`token_holder`]: which pods may exchange their token for a gateway token;
 //! - [`webhook_config`]: the MutatingWebhookConfiguration the operator registers.
 //!
-//! How the servers (not built yet) put them together:
-//! - start-up: read the certificate Secret into [`pki::OperatorPki`] (or none),
-//!   [`pki::ensure`] it for the names of `--webhook-url` / the Service, write it
-//!   back unless [`pki::Renewal::UpToDate`], serve through a
-//!   [`pki::HotCertResolver`] and [`pki::HotCertResolver::swap`] on renewal; the
-//!   leader applies [`webhook_config::pod_injection_configuration`] when
-//!   [`webhook_config::ca_bundle_differs`]. Same for the signing keys:
-//!   [`gateway_token::KeySet::from_secret_data`], rotate, prune, write back.
-//! - `POST /mutate/pods`: namespace from the request, service account from
-//!   [`inject::service_account_of`], one [`inject::ConnectionTarget`] per
-//!   Connection of the namespace (bound when a compiled policy `binds` the
-//!   identity and names the Connection), then [`admission::review_pod`].
-//! - `POST /v1/token`: [`token_exchange::token_review`], TokenReview create,
-//!   [`token_exchange::subject_from_review`], get the pod,
-//!   [`token_holder::check_token_holder`], [`gateway_token::GatewayClaims::new`],
-//!   [`gateway_token::KeySet::sign`]. `GET /v1/jwks`: [`gateway_token::KeySet::jwks`].
-//!   Bearer tokens on the other routes: [`gateway_token::KeySet::verify`].
-//! - reconcilers: [`status::connection_status`] / [`status::access_policy_status`],
-//!   apply when changed, one Event per [`status::transitions`] entry.
+//! The running parts, composed by [`run::start`]:
+//! - [`catalog`]: watched Connections, AccessPolicies and Secrets, and who is bound to what;
+//! - [`gateway`] served by [`serve`]: `/v1/token`, `/v1/bundle`, `/v1/jwks`,
+//!   `/v1/audit` ([`audit_intake`]), `/mutate/pods`, `/metrics`, `/healthz`, `/readyz`;
+//!   request and answer bodies in [`wire`];
+//! - [`controller`]: the Connection and AccessPolicy reconcilers, run by the
+//!   leader elected in [`leader`];
+//! - [`certs`] and [`keys`]: the serving certificates and gateway signing keys
+//!   kept in Secrets, hot-reloaded, renewed by the leader;
+//! - [`metrics`]: Prometheus metrics with bounded labels.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod audit_intake;
+pub mod catalog;
+pub mod certs;
+pub mod controller;
+pub mod gateway;
 pub mod gateway_token;
 pub mod inject;
+pub mod keys;
+pub mod leader;
+pub mod metrics;
 pub mod pki;
+pub mod run;
+pub mod serve;
 pub mod status;
 pub mod token_exchange;
 pub mod token_holder;
 pub mod webhook_config;
+pub mod wire;
 
 /// Everything that can go wrong in the operator, by component.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,9 @@ pub enum Error {
     /// A gateway token could not be issued, or a key set could not be loaded.
     #[error("gateway token")]
     GatewayToken(#[from] gateway_token::TokenError),
+    /// The operator could not start.
+    #[error("the operator could not start")]
+    Start(#[from] run::StartError),
 }
 
 impl Error {
@@ -63,8 +68,21 @@ impl Error {
             Error::Inject(_) => "inject",
             Error::Pki(_) => "pki",
             Error::GatewayToken(_) => "gateway_token",
+            Error::Start(_) => "start",
         }
     }
+}
+
+/// `error: cause: cause`, for logs: an error's whole `source()` chain on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Result with the crate's [`Error`].

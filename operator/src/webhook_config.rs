@@ -59,6 +59,10 @@ pub struct WebhookSettings {
     pub namespace_label: (String, String),
     /// The operator's own namespace, never injected.
     pub operator_namespace: String,
+    /// Whether the API server is asked to skip pods without the annotation
+    /// (a CEL `matchConditions`). Off only for API servers whose CEL cannot
+    /// evaluate it; the webhook passes such pods through unchanged anyway.
+    pub match_conditions: bool,
 }
 
 /// The MutatingWebhookConfiguration for sidecar injection.
@@ -143,7 +147,7 @@ pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhoo
                 }]),
                 match_labels: None,
             }),
-            match_conditions: Some(vec![MatchCondition {
+            match_conditions: settings.match_conditions.then(|| vec![MatchCondition {
                 name: "opted-in".to_string(),
                 expression: format!(
                     "has(object.metadata.annotations) && '{INJECT_ANNOTATION}' in object.metadata.annotations"
@@ -181,6 +185,7 @@ mod tests {
             ca_bundle_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
             namespace_label: ("sluice.dev/injection".into(), "enabled".into()),
             operator_namespace: "sluice-system".into(),
+            match_conditions: true,
         }
     }
 

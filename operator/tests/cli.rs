@@ -1,4 +1,4 @@
-//! The binary's command line: it must refuse to pretend it runs.
+//! The binary's command line.
 
 use std::process::Command;
 
@@ -7,19 +7,26 @@ fn operator() -> Command {
 }
 
 #[test]
-fn says_it_is_not_implemented_and_fails() {
+fn without_an_api_server_it_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("missing-kubeconfig");
     let output = operator()
         .args([
             "--listen",
-            "127.0.0.1:8443",
+            "127.0.0.1:0",
             "--webhook-url",
             "https://127.0.0.1:8443",
         ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not implemented yet"), "{stderr}");
+    assert!(
+        stderr.contains("no usable Kubernetes API server"),
+        "{stderr}"
+    );
 }
 
 #[test]

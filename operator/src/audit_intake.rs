@@ -1,0 +1,394 @@
+//! `POST /v1/audit` (DESIGN §7): audit events from sidecars become AccessPolicy
+//! counters and recent denials, and signed chain heads become Connection
+//! checkpoints.
+//!
+//! Every replica takes audit batches and keeps what they add up to in memory;
+//! [`AuditIntake::flush`] writes it at a bounded rate (one status patch per
+//! touched object per flush, not one per event). The fields written here are
+//! fed by sidecars, so they are applied under their own field manager
+//! ([`AUDIT_FIELD_MANAGER`]); the controllers own the conditions and never
+//! remove what this writes.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+use sluice_crds::{
+    AccessPolicy, Action, AuditCheckpoint, Connection, PolicyCounters, RecentDenial,
+};
+use sluice_policy::audit::{AuditEvent, AuditKind};
+use sluice_policy::engine::Identity;
+
+use crate::catalog::Catalog;
+use crate::gateway_token::{GatewayClaims, KeySet, TokenError};
+use crate::wire::{AuditBatch, SignedHead};
+
+/// Field manager of the sidecar-fed status fields.
+pub const AUDIT_FIELD_MANAGER: &str = "sluice-operator-audit";
+/// Most recent denials kept in an AccessPolicy's status.
+pub const RECENT_DENIALS: usize = 5;
+/// Most events one batch may carry.
+pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
+/// Longest command text kept in a recent denial.
+const COMMAND_CHARS: usize = 120;
+
+/// Why a batch was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// Too many events in one batch.
+    #[error("the audit batch has {count} events; send at most {MAX_EVENTS_PER_BATCH} per request")]
+    TooLarge {
+        /// Events sent.
+        count: usize,
+    },
+    /// An event speaks for another identity than the token.
+    #[error(
+        "audit event {seq} of stream {stream:?} is for {found}, but the gateway token is for {expected}; a sidecar may only report its own traffic"
+    )]
+    ForeignIdentity {
+        /// Its sequence number.
+        seq: u64,
+        /// Its stream.
+        stream: String,
+        /// Identity in the event.
+        found: String,
+        /// Identity of the token.
+        expected: String,
+    },
+    /// A head could not be signed.
+    #[error("could not sign the audit chain head")]
+    Sign(#[source] TokenError),
+}
+
+/// Status patches one flush could not make.
+#[derive(Debug, thiserror::Error)]
+#[error("could not write audit status of {object}")]
+pub struct FlushError {
+    /// `accesspolicy NS/NAME` or `connection NS/NAME`.
+    pub object: String,
+    /// The client's error.
+    #[source]
+    pub source: kube::Error,
+}
+
+#[derive(Default)]
+struct Pending {
+    counters: BTreeMap<(String, String), PolicyCounters>,
+    denials: BTreeMap<(String, String), Vec<RecentDenial>>,
+    checkpoints: BTreeMap<(String, String), AuditCheckpoint>,
+    activity: BTreeMap<(String, String), Time>,
+}
+
+/// Audit batches taken in and not yet written.
+#[derive(Default)]
+pub struct AuditIntake {
+    pending: Mutex<Pending>,
+}
+
+impl AuditIntake {
+    /// Takes in `batch` from the sidecar holding `claims`; returns the events
+    /// counted and the signed heads.
+    pub fn record(
+        &self,
+        catalog: &Catalog,
+        keys: &KeySet,
+        claims: &GatewayClaims,
+        batch: &AuditBatch,
+        now: &Time,
+    ) -> Result<(u64, Vec<SignedHead>), IntakeError> {
+        if batch.events.len() > MAX_EVENTS_PER_BATCH {
+            return Err(IntakeError::TooLarge {
+                count: batch.events.len(),
+            });
+        }
+        let expected = format!("{}/{}", claims.namespace, claims.service_account);
+        for event in &batch.events {
+            if let Some(identity) = &event.identity {
+                let found = format!("{}/{}", identity.namespace, identity.service_account);
+                if found != expected {
+                    return Err(IntakeError::ForeignIdentity {
+                        seq: event.seq,
+                        stream: event.stream.clone(),
+                        found,
+                        expected,
+                    });
+                }
+            }
+        }
+        let identity = Identity {
+            namespace: claims.namespace.clone(),
+            service_account: claims.service_account.clone(),
+            groups: claims.groups.clone(),
+            pod: Some(claims.pod.clone()),
+        };
+        let mut signed = Vec::with_capacity(batch.heads.len());
+        for head in &batch.heads {
+            let payload = json!({
+                "namespace": claims.namespace,
+                "connection": head.connection,
+                "stream": head.head.stream,
+                "sequence": head.head.seq,
+                "hash": head.head.hash,
+                "iat": now.0.as_second(),
+            });
+            let (signature, key_id) = keys.sign_payload(&payload).map_err(IntakeError::Sign)?;
+            signed.push(SignedHead {
+                connection: head.connection.clone(),
+                stream: head.head.stream.clone(),
+                sequence: head.head.seq,
+                hash: head.head.hash.clone(),
+                signature,
+                key_id,
+            });
+        }
+
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for event in &batch.events {
+            count(&mut pending, catalog, &identity, event);
+            if let Some(connection) = &event.connection {
+                pending
+                    .activity
+                    .insert((claims.namespace.clone(), connection.clone()), now.clone());
+            }
+        }
+        for head in &signed {
+            pending.checkpoints.insert(
+                (claims.namespace.clone(), head.connection.clone()),
+                AuditCheckpoint {
+                    stream: head.stream.clone(),
+                    sequence: head.sequence,
+                    hash: head.hash.clone(),
+                    signature: head.signature.clone(),
+                    key_id: head.key_id.clone(),
+                    time: now.clone(),
+                },
+            );
+        }
+        Ok((batch.events.len() as u64, signed))
+    }
+
+    /// Writes what was taken in since the last flush into the objects' status,
+    /// adding to the counters stored there. What cannot be written is kept for
+    /// the next flush.
+    pub async fn flush(&self, client: &Client) -> Result<(), FlushError> {
+        let taken = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut first_error = None;
+        let mut keep = Pending::default();
+        let policy_keys: std::collections::BTreeSet<(String, String)> = taken
+            .counters
+            .keys()
+            .chain(taken.denials.keys())
+            .cloned()
+            .collect();
+        for key in policy_keys {
+            let add = taken.counters.get(&key).cloned().unwrap_or_default();
+            let denials = taken.denials.get(&key).cloned().unwrap_or_default();
+            if let Err(source) = write_policy(client, &key, &add, &denials).await
+                && !is_not_found(&source)
+            {
+                keep.counters.insert(key.clone(), add);
+                keep.denials.insert(key.clone(), denials);
+                first_error.get_or_insert(FlushError {
+                    object: format!("accesspolicy {}/{}", key.0, key.1),
+                    source,
+                });
+            }
+        }
+        let connection_keys: std::collections::BTreeSet<(String, String)> = taken
+            .checkpoints
+            .keys()
+            .chain(taken.activity.keys())
+            .cloned()
+            .collect();
+        for key in connection_keys {
+            let checkpoint = taken.checkpoints.get(&key);
+            let activity = taken.activity.get(&key);
+            let mut status = json!({});
+            if let Some(c) = checkpoint {
+                status["auditCheckpoint"] = json!(c);
+            }
+            if let Some(t) = activity {
+                status["lastActivityTime"] = json!(t);
+            }
+            let body = json!({
+                "apiVersion": sluice_crds::API_VERSION,
+                "kind": "Connection",
+                "status": status,
+            });
+            let api: Api<Connection> = Api::namespaced(client.clone(), &key.0);
+            if let Err(source) = api
+                .patch_status(
+                    &key.1,
+                    &PatchParams::apply(AUDIT_FIELD_MANAGER).force(),
+                    &Patch::Apply(body),
+                )
+                .await
+                && !is_not_found(&source)
+            {
+                if let Some(c) = checkpoint {
+                    keep.checkpoints.insert(key.clone(), c.clone());
+                }
+                first_error.get_or_insert(FlushError {
+                    object: format!("connection {}/{}", key.0, key.1),
+                    source,
+                });
+            }
+        }
+        if !keep.counters.is_empty() || !keep.checkpoints.is_empty() {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (k, v) in keep.counters {
+                add_counters(pending.counters.entry(k).or_default(), &v);
+            }
+            for (k, mut v) in keep.denials {
+                let entry = pending.denials.entry(k).or_default();
+                entry.append(&mut v);
+                entry.truncate(RECENT_DENIALS);
+            }
+            for (k, v) in keep.checkpoints {
+                pending.checkpoints.entry(k).or_insert(v);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Reads the policy, adds, and applies with the resourceVersion read, so two
+/// replicas flushing at once cannot lose each other's counts (one gets a conflict and retries next flush).
+async fn write_policy(
+    client: &Client,
+    (namespace, name): &(String, String),
+    add: &PolicyCounters,
+    denials: &[RecentDenial],
+) -> Result<(), kube::Error> {
+    let api: Api<AccessPolicy> = Api::namespaced(client.clone(), namespace);
+    let current = api.get_status(name).await?;
+    let status = current.status.unwrap_or_default();
+    let mut counters = status.counters.unwrap_or_default();
+    add_counters(&mut counters, add);
+    let mut recent: Vec<RecentDenial> = denials.to_vec();
+    recent.extend(status.recent_denials);
+    recent.truncate(RECENT_DENIALS);
+    let body = json!({
+        "apiVersion": sluice_crds::API_VERSION,
+        "kind": "AccessPolicy",
+        "metadata": {"resourceVersion": current.metadata.resource_version},
+        "status": {"counters": counters, "recentDenials": recent},
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(AUDIT_FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    Ok(())
+}
+
+fn add_counters(into: &mut PolicyCounters, add: &PolicyCounters) {
+    into.allowed += add.allowed;
+    into.denied += add.denied;
+    into.masked += add.masked;
+    into.approvals_requested += add.approvals_requested;
+    into.approvals_granted += add.approvals_granted;
+    into.approvals_denied += add.approvals_denied;
+}
+
+/// Adds one event to the pending counters of the policy that decided it.
+/// Masked values are reported on result events, which name no policy: they
+/// count for every applicable policy that masks.
+fn count(pending: &mut Pending, catalog: &Catalog, identity: &Identity, event: &AuditEvent) {
+    let ns = identity.namespace.clone();
+    let policy = event.decision.as_ref().and_then(|d| d.policy.clone());
+    match (event.kind, &event.decision, policy) {
+        (AuditKind::Statement, Some(decision), Some(policy)) => {
+            let c = pending.counters.entry((ns, policy)).or_default();
+            match decision.action {
+                Action::Allow => c.allowed += 1,
+                Action::Deny => c.denied += 1,
+                Action::RequireApproval => c.approvals_requested += 1,
+            }
+        }
+        (AuditKind::Denial, Some(decision), Some(policy)) => {
+            let key = (ns, policy);
+            pending.counters.entry(key.clone()).or_default().denied += 1;
+            let denial = RecentDenial {
+                time: parse_time(&event.time),
+                subject: identity.subject(),
+                connection: event.connection.clone().unwrap_or_default(),
+                rule: decision.rule.clone().unwrap_or_default(),
+                command: event
+                    .command
+                    .as_ref()
+                    .map(|c| c.text.chars().take(COMMAND_CHARS).collect())
+                    .unwrap_or_default(),
+            };
+            let list = pending.denials.entry(key).or_default();
+            list.insert(0, denial);
+            list.truncate(RECENT_DENIALS);
+        }
+        (AuditKind::Approval, _, _) => {
+            if let (Some(approval), Some(policy)) = (
+                &event.approval,
+                event.decision.as_ref().and_then(|d| d.policy.clone()),
+            ) {
+                let c = pending.counters.entry((ns, policy)).or_default();
+                match approval.phase {
+                    sluice_crds::RequestPhase::Approved => c.approvals_granted += 1,
+                    sluice_crds::RequestPhase::Denied | sluice_crds::RequestPhase::Expired => {
+                        c.approvals_denied += 1
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (AuditKind::Result | AuditKind::Mask, _, _) => {
+            let masked = event.outcome.as_ref().and_then(|o| o.masked).unwrap_or(0);
+            let Some(connection) = &event.connection else {
+                return;
+            };
+            if masked == 0 {
+                return;
+            }
+            for entry in catalog.compiled_in(&identity.namespace) {
+                if let Ok(compiled) = &entry.compiled
+                    && compiled.binds(identity)
+                    && compiled.names_connection(connection)
+                    && !entry.policy.spec.masking.is_empty()
+                {
+                    pending
+                        .counters
+                        .entry((ns.clone(), compiled.name.clone()))
+                        .or_default()
+                        .masked += masked;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn parse_time(text: &str) -> Time {
+    text.parse::<k8s_openapi::jiff::Timestamp>()
+        .map(Time)
+        .unwrap_or_else(|_| Time(k8s_openapi::jiff::Timestamp::now()))
+}

@@ -1,0 +1,412 @@
+//! The cluster's Connections, AccessPolicies and Secrets as the operator sees
+//! them: watched caches (kube-runtime reflectors) that the gateway API, the
+//! injection webhook and the controllers read, and a change counter that
+//! long-polls and controllers wait on.
+//!
+//! Which Connections an identity is bound to is decided here, once, for the
+//! bundle and for the injector alike, and it fails closed: an AccessPolicy that
+//! binds the identity and names the Connection but does not compile makes the
+//! Connection unbound (no credentials, sessions refused) rather than silently
+//! dropping that policy's restrictions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use sha2::{Digest, Sha256};
+use sluice_crds::{AccessPolicy, Connection, Protocol};
+use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, SecretSource};
+use tokio::sync::watch;
+
+use crate::inject::ConnectionTarget;
+use crate::wire::{Bundle, BundleConnection, BundleIdentity, BundleSecretKey};
+
+/// Watched caches of the objects policy distribution depends on.
+#[derive(Clone)]
+pub struct Catalog {
+    connections: Store<Connection>,
+    policies: Store<AccessPolicy>,
+    secrets: Store<Secret>,
+    changes: Arc<watch::Sender<u64>>,
+    filled: watch::Receiver<bool>,
+}
+
+/// A policy of one namespace, compiled (or not).
+pub struct PolicyEntry {
+    /// The object as stored.
+    pub policy: Arc<AccessPolicy>,
+    /// The compiler's verdict.
+    pub compiled: Result<CompiledPolicy, CompileError>,
+}
+
+impl Catalog {
+    /// Starts watching all namespaces through `client`. The returned future
+    /// drives the watches and must be polled (spawned) for the caches to fill.
+    pub fn watch(client: &Client) -> (Catalog, impl Future<Output = ()> + Send + 'static) {
+        let (changes, _) = watch::channel(0u64);
+        let (filled_tx, filled) = watch::channel(false);
+        let changes = Arc::new(changes);
+        let (connections, connections_writer) = reflector::store();
+        let (policies, policies_writer) = reflector::store();
+        let (secrets, secrets_writer) = reflector::store();
+        let drive = {
+            let c = counted(
+                reflector::reflector(
+                    connections_writer,
+                    watcher(
+                        Api::<Connection>::all(client.clone()),
+                        watcher::Config::default(),
+                    ),
+                ),
+                changes.clone(),
+            );
+            let p = counted(
+                reflector::reflector(
+                    policies_writer,
+                    watcher(
+                        Api::<AccessPolicy>::all(client.clone()),
+                        watcher::Config::default(),
+                    ),
+                ),
+                changes.clone(),
+            );
+            let s = counted(
+                reflector::reflector(
+                    secrets_writer,
+                    watcher(
+                        Api::<Secret>::all(client.clone()),
+                        watcher::Config::default(),
+                    ),
+                ),
+                changes.clone(),
+            );
+            // The stores' own readiness wakes one waiter only, so one task
+            // waits on them and publishes it for everyone.
+            let readers = (connections.clone(), policies.clone(), secrets.clone());
+            let filled = async move {
+                let ok = readers.0.wait_until_ready().await.is_ok()
+                    && readers.1.wait_until_ready().await.is_ok()
+                    && readers.2.wait_until_ready().await.is_ok();
+                if ok {
+                    filled_tx.send_replace(true);
+                }
+                // Keep the sender, so waiters never see it dropped.
+                std::future::pending::<()>().await;
+            };
+            async move {
+                futures::join!(c, p, s, filled);
+            }
+        };
+        (
+            Catalog {
+                connections,
+                policies,
+                secrets,
+                changes,
+                filled,
+            },
+            drive,
+        )
+    }
+
+    /// Waits until every cache has its first full list (false if the watches stopped).
+    pub async fn ready(&self) -> bool {
+        self.filled.clone().wait_for(|f| *f).await.is_ok()
+    }
+
+    /// A receiver that sees a new value after every change to a watched object.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// One `()` per change (coalesced), e.g. to re-run every reconciler.
+    pub fn change_stream(&self) -> impl Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
+    }
+
+    /// The Connections of `namespace`, by name.
+    pub fn connections_in(&self, namespace: &str) -> Vec<Arc<Connection>> {
+        let mut found = self
+            .connections
+            .state_filter(|c| c.namespace().as_deref() == Some(namespace));
+        found.sort_by_key(|c| c.name_any());
+        found
+    }
+
+    /// The AccessPolicies of `namespace`, by name.
+    pub fn policies_in(&self, namespace: &str) -> Vec<Arc<AccessPolicy>> {
+        let mut found = self
+            .policies
+            .state_filter(|p| p.namespace().as_deref() == Some(namespace));
+        found.sort_by_key(|p| p.name_any());
+        found
+    }
+
+    /// A Secret, when it exists.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.secrets
+            .get(&reflector::ObjectRef::new(name).within(namespace))
+    }
+
+    /// The bytes of one key of a Secret.
+    pub fn secret_key(&self, namespace: &str, name: &str, key: &str) -> Option<Vec<u8>> {
+        let secret = self.secret(namespace, name)?;
+        secret.data.as_ref()?.get(key).map(|v| v.0.clone())
+    }
+
+    /// Compiles `policy` with its namespace's Secrets.
+    pub fn compile(&self, policy: &AccessPolicy) -> Result<CompiledPolicy, CompileError> {
+        let source = NamespaceSecrets {
+            catalog: self,
+            namespace: policy.namespace().unwrap_or_default(),
+        };
+        CompiledPolicy::compile(policy, &source)
+    }
+
+    /// Every AccessPolicy of `namespace`, compiled.
+    pub fn compiled_in(&self, namespace: &str) -> Vec<PolicyEntry> {
+        self.policies_in(namespace)
+            .into_iter()
+            .map(|policy| PolicyEntry {
+                compiled: self.compile(&policy),
+                policy,
+            })
+            .collect()
+    }
+
+    /// Whether `identity` may use `connection`, given the compiled policies of its namespace.
+    fn bound(entries: &[PolicyEntry], identity: &Identity, connection: &str) -> bool {
+        let mut granted = false;
+        for entry in entries {
+            match &entry.compiled {
+                Ok(compiled) => {
+                    granted |= compiled.binds(identity) && compiled.names_connection(connection);
+                }
+                Err(_) => {
+                    // Fail closed: a broken policy that would apply here blocks the binding.
+                    if names_subject_and_connection(&entry.policy, identity, connection) {
+                        return false;
+                    }
+                }
+            }
+        }
+        granted
+    }
+
+    /// What the injector needs for a pod of `service_account` in `namespace`.
+    pub fn inject_targets(&self, namespace: &str, service_account: &str) -> Vec<ConnectionTarget> {
+        let identity = Identity::service_account(namespace, service_account);
+        let entries = self.compiled_in(namespace);
+        self.connections_in(namespace)
+            .iter()
+            .map(|c| {
+                ConnectionTarget::from_connection(
+                    c,
+                    Catalog::bound(&entries, &identity, &c.name_any()),
+                )
+            })
+            .collect()
+    }
+
+    /// Everything `identity` needs, valid until `expires_at` (RFC 3339).
+    pub fn bundle_for(&self, identity: &Identity, pod: &str, expires_at: String) -> Bundle {
+        let namespace = identity.namespace.as_str();
+        let entries = self.compiled_in(namespace);
+        let connections: Vec<BundleConnection> = self
+            .connections_in(namespace)
+            .iter()
+            .map(|c| {
+                let name = c.name_any();
+                let bound = Catalog::bound(&entries, identity, &name);
+                let mut out = BundleConnection {
+                    name,
+                    spec: c.spec.clone(),
+                    bound,
+                    credentials: None,
+                    ca_pem: None,
+                    hash_key: None,
+                };
+                if bound {
+                    self.fill_secrets(namespace, c, &mut out);
+                }
+                out
+            })
+            .collect();
+        let mut secret_keys = Vec::new();
+        let policies: Vec<AccessPolicy> = entries
+            .iter()
+            .filter_map(|e| match &e.compiled {
+                Ok(compiled) if compiled.binds(identity) => Some(&e.policy),
+                _ => None,
+            })
+            .map(|p| {
+                for m in &p.spec.masking {
+                    if let Some(r) = &m.key_secret_ref
+                        && let Some(value) = self.secret_key(namespace, &r.name, &r.key)
+                    {
+                        secret_keys.push(BundleSecretKey {
+                            secret: r.name.clone(),
+                            key: r.key.clone(),
+                            value: base64::engine::general_purpose::STANDARD.encode(value),
+                        });
+                    }
+                }
+                AccessPolicy {
+                    metadata: ObjectMeta {
+                        name: p.metadata.name.clone(),
+                        namespace: p.metadata.namespace.clone(),
+                        generation: p.metadata.generation,
+                        uid: p.metadata.uid.clone(),
+                        ..Default::default()
+                    },
+                    spec: p.spec.clone(),
+                    status: None,
+                }
+            })
+            .collect();
+        secret_keys.sort_by(|a, b| (&a.secret, &a.key).cmp(&(&b.secret, &b.key)));
+        secret_keys.dedup();
+        let bundle_identity = BundleIdentity {
+            namespace: identity.namespace.clone(),
+            service_account: identity.service_account.clone(),
+            pod: pod.to_string(),
+            groups: identity.groups.clone(),
+        };
+        let revision = revision_of(&bundle_identity, &connections, &policies, &secret_keys);
+        Bundle {
+            revision,
+            identity: bundle_identity,
+            expires_at,
+            connections,
+            policies,
+            secret_keys,
+        }
+    }
+
+    fn fill_secrets(&self, namespace: &str, c: &Connection, out: &mut BundleConnection) {
+        let spec = &c.spec;
+        if let Some(secret) = self.secret(namespace, &spec.credentials.secret_ref.name) {
+            let data = secret.data.clone().unwrap_or_default();
+            let text = |v: &k8s_openapi::ByteString| String::from_utf8_lossy(&v.0).into_owned();
+            let credentials: BTreeMap<String, String> = match spec.protocol {
+                Protocol::Http => data
+                    .iter()
+                    .filter(|(k, _)| {
+                        spec.credentials
+                            .headers
+                            .as_ref()
+                            .is_none_or(|h| h.iter().any(|n| n == *k))
+                    })
+                    .map(|(k, v)| (k.clone(), text(v)))
+                    .collect(),
+                _ => data
+                    .iter()
+                    .filter(|(k, _)| *k == "username" || *k == "password")
+                    .map(|(k, v)| (k.clone(), text(v)))
+                    .collect(),
+            };
+            out.credentials = Some(credentials);
+        }
+        if let Some(ca) = spec
+            .upstream
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_secret_ref.as_ref())
+        {
+            out.ca_pem = self
+                .secret_key(namespace, &ca.name, &ca.key)
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+        }
+        if let Some(h) = &spec.credentials.hash_key_secret_ref {
+            out.hash_key = self
+                .secret_key(namespace, &h.name, &h.key)
+                .map(|v| base64::engine::general_purpose::STANDARD.encode(v));
+        }
+    }
+}
+
+/// Whether a (possibly uncompilable) policy names `identity` and `connection`,
+/// read straight from its spec.
+fn names_subject_and_connection(
+    policy: &AccessPolicy,
+    identity: &Identity,
+    connection: &str,
+) -> bool {
+    let namespace = policy.namespace().unwrap_or_default();
+    policy.spec.connections.iter().any(|c| c == connection)
+        && policy
+            .spec
+            .subjects
+            .iter()
+            .any(|s| match (&s.service_account, &s.group) {
+                (Some(sa), _) => {
+                    *sa == identity.service_account
+                        && s.namespace.as_deref().unwrap_or(&namespace) == identity.namespace
+                }
+                (None, Some(g)) => identity.groups.iter().any(|ig| ig == g),
+                (None, None) => false,
+            })
+}
+
+fn revision_of(
+    identity: &BundleIdentity,
+    connections: &[BundleConnection],
+    policies: &[AccessPolicy],
+    secret_keys: &[BundleSecretKey],
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        serde_json::to_vec(identity),
+        serde_json::to_vec(connections),
+        serde_json::to_vec(policies),
+        serde_json::to_vec(secret_keys),
+    ] {
+        // Serialising plain data cannot fail; an empty part still changes the hash.
+        h.update(part.unwrap_or_default());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..12])
+}
+
+struct NamespaceSecrets<'a> {
+    catalog: &'a Catalog,
+    namespace: String,
+}
+
+impl SecretSource for NamespaceSecrets<'_> {
+    fn secret_key(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+        self.catalog.secret_key(&self.namespace, name, key)
+    }
+}
+
+/// Drives a reflector stream, bumping `changes` on every event; watch errors
+/// are retried with kube-runtime's default backoff.
+async fn counted<S, K>(stream: S, changes: Arc<watch::Sender<u64>>)
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let stream = stream.default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(watcher::Event::InitDone) => {
+                tracing::debug!(kind = std::any::type_name::<K>(), "cache filled");
+                changes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            Ok(_) => {
+                changes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            Err(error) => tracing::warn!(%error, "watch failed; retrying"),
+        }
+    }
+}

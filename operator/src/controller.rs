@@ -1,0 +1,317 @@
+//! The Connection and AccessPolicy controllers (DESIGN §8).
+//!
+//! A reconcile reads top to bottom: gather the facts from the [`Catalog`],
+//! compute the status with [`crate::status`], apply it by server-side apply
+//! under [`FIELD_MANAGER`] when it differs from what is stored, emit one Event
+//! per condition that flipped, requeue. Running it twice changes nothing and
+//! emits nothing. Both controllers re-run every object when anything in the
+//! catalog changes, since a Secret, a Connection or a policy elsewhere in the
+//! namespace can change an object's status.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use sluice_crds::{AccessPolicy, AccessPolicyStatus, Connection, ConnectionStatus};
+
+use crate::catalog::Catalog;
+use crate::certs::FIELD_MANAGER;
+use crate::metrics::{Metrics, ReconcileLabels};
+use crate::status::{
+    ConnectionFacts, PolicyProblem, Transition, access_policy_status, connection_status,
+    transitions,
+};
+
+/// How often an object is reconciled when nothing happens.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Writing status failed.
+    #[error("could not apply the status of {kind} {namespace}/{name}")]
+    ApplyStatus {
+        /// `Connection` or `AccessPolicy`.
+        kind: &'static str,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ReconcileError {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ReconcileError::ApplyStatus { source, .. } => match source {
+                kube::Error::Api(s) if s.code == 409 => "conflict",
+                kube::Error::Api(s) if s.code == 404 => "not_found",
+                kube::Error::Api(_) => "api",
+                _ => "transport",
+            },
+        }
+    }
+
+    /// How long to wait before retrying, by kind.
+    fn backoff(&self) -> Duration {
+        match self.metric_label() {
+            "conflict" => Duration::from_secs(1),
+            "not_found" => Duration::from_secs(30),
+            "api" => Duration::from_secs(10),
+            _ => Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the reconcilers share.
+pub struct Context {
+    /// API server client.
+    pub client: Client,
+    /// Watched objects.
+    pub catalog: Catalog,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs both controllers until the future is dropped.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let connections = Controller::new(
+        Api::<Connection>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(ctx.catalog.change_stream())
+    .run(reconcile_connection, error_policy_connection, ctx.clone())
+    .for_each(|_| async {});
+    let policies = Controller::new(Api::<AccessPolicy>::all(client), watcher::Config::default())
+        .reconcile_all_on(ctx.catalog.change_stream())
+        .run(reconcile_policy, error_policy_policy, ctx.clone())
+        .for_each(|_| async {});
+    futures::join!(connections, policies);
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+// === Connection ===
+
+async fn reconcile_connection(
+    connection: Arc<Connection>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = connection.namespace().unwrap_or_default();
+    let name = connection.name_any();
+    let spec = &connection.spec;
+    let credentials = ctx
+        .catalog
+        .secret(&namespace, &spec.credentials.secret_ref.name);
+    let ca_secret = spec
+        .upstream
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_secret_ref.as_ref())
+        .and_then(|r| ctx.catalog.secret(&namespace, &r.name));
+    let hash_key_secret = spec
+        .credentials
+        .hash_key_secret_ref
+        .as_ref()
+        .and_then(|r| ctx.catalog.secret(&namespace, &r.name));
+    let facts = ConnectionFacts {
+        credentials: credentials.as_deref(),
+        ca_secret: ca_secret.as_deref(),
+        hash_key_secret: hash_key_secret.as_deref(),
+        bound_policies: ctx
+            .catalog
+            .policies_in(&namespace)
+            .iter()
+            .filter(|p| p.spec.connections.contains(&name))
+            .map(|p| p.name_any())
+            .collect(),
+    };
+    let previous = connection.status.as_ref();
+    let status = connection_status(&connection, &facts, previous, &now());
+    if previous != Some(&status) {
+        let body = json!({
+            "apiVersion": sluice_crds::API_VERSION,
+            "kind": "Connection",
+            "status": owned_connection_status(&status),
+        });
+        Api::<Connection>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map_err(|source| ReconcileError::ApplyStatus {
+                kind: "Connection",
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
+        let before = previous.map(|s| s.conditions.clone()).unwrap_or_default();
+        publish(
+            &ctx,
+            connection.as_ref(),
+            &transitions(&before, &status.conditions),
+        )
+        .await;
+    }
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            controller: "connection",
+            outcome: "ok",
+        })
+        .inc();
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The fields the controller owns; sidecar-fed ones belong to the audit intake's manager.
+fn owned_connection_status(status: &ConnectionStatus) -> serde_json::Value {
+    json!({
+        "conditions": status.conditions,
+        "observedGeneration": status.observed_generation,
+        "boundPolicies": status.bound_policies,
+    })
+}
+
+fn error_policy_connection(
+    _: Arc<Connection>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    error_policy("connection", error, &ctx)
+}
+
+// === AccessPolicy ===
+
+async fn reconcile_policy(
+    policy: Arc<AccessPolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let compiled = ctx
+        .catalog
+        .compile(&policy)
+        .map(|_| ())
+        .map_err(|e| PolicyProblem {
+            reason: e.reason(),
+            message: e.to_string(),
+        });
+    let known: BTreeSet<String> = ctx
+        .catalog
+        .connections_in(&namespace)
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    let previous = policy.status.as_ref();
+    let status = access_policy_status(&policy, compiled, &known, previous, &now());
+    if previous != Some(&status) {
+        let body = json!({
+            "apiVersion": sluice_crds::API_VERSION,
+            "kind": "AccessPolicy",
+            "status": owned_policy_status(&status),
+        });
+        Api::<AccessPolicy>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map_err(|source| ReconcileError::ApplyStatus {
+                kind: "AccessPolicy",
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
+        let before = previous.map(|s| s.conditions.clone()).unwrap_or_default();
+        publish(
+            &ctx,
+            policy.as_ref(),
+            &transitions(&before, &status.conditions),
+        )
+        .await;
+    }
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            controller: "accesspolicy",
+            outcome: "ok",
+        })
+        .inc();
+    Ok(Action::requeue(RESYNC))
+}
+
+fn owned_policy_status(status: &AccessPolicyStatus) -> serde_json::Value {
+    json!({
+        "conditions": status.conditions,
+        "observedGeneration": status.observed_generation,
+        "subjects": status.subjects,
+    })
+}
+
+fn error_policy_policy(_: Arc<AccessPolicy>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    error_policy("accesspolicy", error, &ctx)
+}
+
+// === shared ===
+
+fn error_policy(controller: &'static str, error: &ReconcileError, ctx: &Context) -> Action {
+    tracing::warn!(error = %crate::error_chain(error), controller, "reconcile failed");
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            controller,
+            outcome: error.metric_label(),
+        })
+        .inc();
+    Action::requeue(error.backoff())
+}
+
+/// One Event per flipped condition: `Ready` going true is Normal, anything
+/// else going to a bad state is a Warning. Event failures are logged, not
+/// retried: the status already says it.
+async fn publish<K>(ctx: &Context, object: &K, flips: &[Transition])
+where
+    K: Resource<DynamicType = ()>,
+{
+    let reference = object.object_ref(&());
+    for t in flips {
+        let good = match t.type_.as_str() {
+            crate::status::INVALID => t.to == "False",
+            _ => t.to == "True",
+        };
+        let event = Event {
+            type_: if good {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: t.reason.clone(),
+            note: Some(format!("{} is {}: {}", t.type_, t.to, t.message)),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %crate::error_chain(&error), "could not publish an Event");
+        }
+    }
+}

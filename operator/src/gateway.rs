@@ -1,0 +1,573 @@
+//! The HTTPS API every replica serves (DESIGN §3, §4, §5, §7, §8): identity
+//! exchange, policy bundles, JWKS, audit intake, the pod injection webhook,
+//! and `/metrics`, `/healthz`, `/readyz`.
+//!
+//! Handlers are thin: they read the request, call the pure modules
+//! ([`crate::token_exchange`], [`crate::token_holder`], [`crate::gateway_token`],
+//! [`crate::catalog`], [`crate::admission`]) and map their errors to an
+//! [`ErrorBody`] with a stable CamelCase reason.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use k8s_openapi::api::authentication::v1::TokenReview;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::PostParams;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::{Api, Client};
+use serde::Deserialize;
+use sluice_policy::engine::Identity;
+
+use crate::admission::review_pod;
+use crate::audit_intake::AuditIntake;
+use crate::catalog::Catalog;
+use crate::certs::ServingCerts;
+use crate::gateway_token::{GatewayClaims, Subject, VerifyError};
+use crate::inject::{InjectConfig, service_account_of};
+use crate::keys::GatewayKeys;
+use crate::metrics::Metrics;
+use crate::token_exchange::{ExchangeError, subject_from_review, token_review};
+use crate::token_holder::{HolderError, check_token_holder};
+use crate::wire::{AuditBatch, AuditReceipt, ErrorBody, TokenRequest, TokenResponse};
+
+/// Longest `?wait=` a bundle request may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Largest request body taken (audit batches are the big ones).
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// What the gateway's behaviour depends on.
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// The gateway URL: the `iss` of gateway tokens.
+    pub issuer: String,
+    /// How long a gateway token lives.
+    pub token_ttl: Duration,
+    /// How long a bundle may be used without a newer one.
+    pub bundle_ttl: Duration,
+    /// Image repositories a token holder's sidecar may run.
+    pub allowed_sidecar_repositories: Vec<String>,
+    /// The injector's settings; `connections`, `service_account` and `ca_pem`
+    /// are filled in per request.
+    pub inject: InjectConfig,
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct Gateway {
+    /// API server client.
+    pub client: Client,
+    /// Watched Connections, AccessPolicies and Secrets.
+    pub catalog: Catalog,
+    /// Gateway signing keys.
+    pub keys: GatewayKeys,
+    /// Serving certificates (for the CA bundle given to injected pods).
+    pub certs: ServingCerts,
+    /// Settings.
+    pub settings: Arc<GatewaySettings>,
+    /// Audit batches not yet written.
+    pub audit: Arc<AuditIntake>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set once the caches are filled.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            reason: self.reason.to_string(),
+            message: self.message,
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sluice\""),
+            );
+        }
+        response
+    }
+}
+
+/// The router of every route.
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/v1/token", post(exchange_token))
+        .route("/v1/bundle", get(bundle))
+        .route("/v1/jwks", get(jwks))
+        .route("/v1/audit", post(audit))
+        .route(crate::webhook_config::POD_INJECTION_PATH, post(mutate_pod))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(gateway)
+}
+
+// === /v1/token ===
+
+async fn exchange_token(State(g): State<Gateway>, body: Bytes) -> Response {
+    match exchange(&g, &body).await {
+        Ok(answer) => {
+            g.metrics.request("token", "ok");
+            axum::Json(answer).into_response()
+        }
+        Err(refusal) => {
+            g.metrics.request("token", refusal.reason_label());
+            tracing::info!(reason = refusal.reason, message = %refusal.message, "token exchange refused");
+            refusal.into_response()
+        }
+    }
+}
+
+impl Refusal {
+    fn reason_label(&self) -> &'static str {
+        self.reason
+    }
+}
+
+async fn exchange(g: &Gateway, body: &[u8]) -> Result<TokenResponse, Refusal> {
+    let request: TokenRequest = serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("the body is not {{\"subjectToken\": \"...\"}}: {e}"),
+        )
+    })?;
+    let review = token_review(&request.subject_token).map_err(exchange_refusal)?;
+    let reviewed = Api::<TokenReview>::all(g.client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| unavailable("TokenReview", &e))?;
+    let status = reviewed.status.unwrap_or_default();
+    let subject = subject_from_review(&status).map_err(exchange_refusal)?;
+    let pod = Api::<Pod>::namespaced(g.client.clone(), &subject.namespace)
+        .get_opt(&subject.pod)
+        .await
+        .map_err(|e| unavailable("pod lookup", &e))?
+        .ok_or_else(|| pod_deleted(&subject))?;
+    check_token_holder(
+        &pod,
+        &subject.pod_uid,
+        &g.settings.allowed_sidecar_repositories,
+    )
+    .map_err(holder_refusal)?;
+    let now = SystemTime::now();
+    let keys = g.keys.get();
+    let claims = GatewayClaims::new(&g.settings.issuer, &subject, now, g.settings.token_ttl)
+        .map_err(|e| internal("sign the gateway token", &e))?;
+    let token = keys
+        .sign(&claims)
+        .map_err(|e| internal("sign the gateway token", &e))?;
+    Ok(TokenResponse {
+        token,
+        expires_at: rfc3339(claims.expires_at()),
+    })
+}
+
+fn pod_deleted(subject: &Subject) -> Refusal {
+    Refusal::new(
+        StatusCode::UNAUTHORIZED,
+        "PodDeleted",
+        format!(
+            "pod {}/{} the token is bound to no longer exists; the token is void",
+            subject.namespace, subject.pod
+        ),
+    )
+}
+
+fn exchange_refusal(error: ExchangeError) -> Refusal {
+    let reason = match &error {
+        ExchangeError::BadSubjectToken => "BadSubjectToken",
+        ExchangeError::NotAuthenticated { reason } => {
+            // The API server says why only in words; these are kube's.
+            let r = reason.to_ascii_lowercase();
+            if r.contains("expired") {
+                "Expired"
+            } else if r.contains("audience") {
+                "WrongAudience"
+            } else if r.contains("pod") && (r.contains("deleted") || r.contains("not found")) {
+                "PodDeleted"
+            } else if r.contains("service account") || r.contains("serviceaccount") {
+                "ServiceAccountDeleted"
+            } else {
+                "NotAuthenticated"
+            }
+        }
+        ExchangeError::WrongAudience { .. } => "WrongAudience",
+        ExchangeError::NotAServiceAccount { .. } => "NotAServiceAccount",
+        ExchangeError::NotBoundToPod => "NotBoundToPod",
+    };
+    Refusal::new(StatusCode::UNAUTHORIZED, reason, error.to_string())
+}
+
+fn holder_refusal(error: HolderError) -> Refusal {
+    let (status, reason) = match &error {
+        HolderError::PodReplaced { .. } => (StatusCode::UNAUTHORIZED, "PodDeleted"),
+        HolderError::NotInjected => (StatusCode::FORBIDDEN, "NotInjected"),
+        HolderError::SidecarCount { .. } => (StatusCode::FORBIDDEN, "SidecarCount"),
+        HolderError::UntrustedImage { .. } => (StatusCode::FORBIDDEN, "UntrustedImage"),
+        HolderError::TokenExposed { .. } => (StatusCode::FORBIDDEN, "TokenExposed"),
+        HolderError::ProcessNamespaceShared { .. } => {
+            (StatusCode::FORBIDDEN, "ProcessNamespaceShared")
+        }
+    };
+    Refusal::new(status, reason, error.to_string())
+}
+
+fn unavailable(what: &str, error: &kube::Error) -> Refusal {
+    tracing::warn!(error = %crate::error_chain(error), what, "API server call failed");
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ApiServerUnavailable",
+        format!("the operator could not complete the {what} with the API server; retry shortly"),
+    )
+}
+
+fn internal(what: &str, error: &(dyn std::error::Error + 'static)) -> Refusal {
+    tracing::error!(error = %crate::error_chain(error), what, "internal error");
+    Refusal::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal",
+        format!("the operator could not {what}; see its logs"),
+    )
+}
+
+// === bearer tokens ===
+
+/// Verifies the bearer gateway token, re-reading the keys once when it names
+/// a key this replica has not seen yet (another replica rotated).
+async fn authenticate(g: &Gateway, headers: &HeaderMap) -> Result<GatewayClaims, Refusal> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "MissingToken",
+                "send the gateway token from POST /v1/token as Authorization: Bearer <token>",
+            )
+        })?;
+    let verify = |keys: &crate::gateway_token::KeySet| {
+        keys.verify(token, &g.settings.issuer, SystemTime::now())
+    };
+    let result = match verify(&g.keys.get()) {
+        Err(VerifyError::UnknownKey { .. }) => {
+            if let Err(error) = g.keys.refresh().await {
+                tracing::warn!(error = %crate::error_chain(&error), "could not re-read the gateway keys");
+            }
+            verify(&g.keys.get())
+        }
+        other => other,
+    };
+    result.map_err(|e| {
+        let reason = match e {
+            VerifyError::Expired { .. } => "Expired",
+            VerifyError::BadSignature => "BadSignature",
+            VerifyError::UnknownKey { .. } => "UnknownKey",
+            VerifyError::WrongAudience => "WrongAudience",
+            VerifyError::WrongIssuer { .. } => "WrongIssuer",
+            VerifyError::NotYetValid { .. } => "NotYetValid",
+            VerifyError::Malformed(_)
+            | VerifyError::MissingKeyId
+            | VerifyError::WrongAlgorithm { .. } => "Malformed",
+        };
+        Refusal::new(StatusCode::UNAUTHORIZED, reason, e.to_string())
+    })
+}
+
+/// The pod a gateway token was issued to must still exist: deleting the pod
+/// voids its tokens at once, not when they expire.
+async fn check_pod_alive(g: &Gateway, claims: &GatewayClaims) -> Result<(), Refusal> {
+    let pod = Api::<Pod>::namespaced(g.client.clone(), &claims.namespace)
+        .get_opt(&claims.pod)
+        .await
+        .map_err(|e| unavailable("pod lookup", &e))?;
+    match pod {
+        Some(p) if p.metadata.uid.as_deref() == Some(claims.pod_uid.as_str()) => Ok(()),
+        _ => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "PodDeleted",
+            format!(
+                "pod {}/{} the gateway token was issued to no longer exists; the token is void",
+                claims.namespace, claims.pod
+            ),
+        )),
+    }
+}
+
+// === /v1/bundle ===
+
+/// Query of `GET /v1/bundle`.
+#[derive(Debug, Deserialize)]
+pub struct BundleQuery {
+    /// Long-poll: wait up to this long (`30s`, `1m`, or seconds) for a
+    /// revision other than the one in `If-None-Match`.
+    wait: Option<String>,
+    /// The revision the caller has, instead of `If-None-Match`.
+    revision: Option<String>,
+}
+
+async fn bundle(
+    State(g): State<Gateway>,
+    Query(query): Query<BundleQuery>,
+    headers: HeaderMap,
+) -> Response {
+    match serve_bundle(&g, &query, &headers).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            g.metrics.request("bundle", refusal.reason_label());
+            refusal.into_response()
+        }
+    }
+}
+
+async fn serve_bundle(
+    g: &Gateway,
+    query: &BundleQuery,
+    headers: &HeaderMap,
+) -> Result<Response, Refusal> {
+    let claims = authenticate(g, headers).await?;
+    check_pod_alive(g, &claims).await?;
+    let wait = match &query.wait {
+        Some(text) => parse_wait(text).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("wait={text:?} is not a duration like 30s or 1m"),
+            )
+        })?,
+        None => Duration::ZERO,
+    };
+    let known = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_string()
+        })
+        .or_else(|| query.revision.clone());
+    let identity = Identity {
+        namespace: claims.namespace.clone(),
+        service_account: claims.service_account.clone(),
+        groups: claims.groups.clone(),
+        pod: Some(claims.pod.clone()),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = g.catalog.subscribe();
+    loop {
+        let expires = SystemTime::now() + g.settings.bundle_ttl;
+        let bundle = g
+            .catalog
+            .bundle_for(&identity, &claims.pod, rfc3339(expires));
+        if known.as_deref() != Some(bundle.revision.as_str()) {
+            g.metrics.request("bundle", "ok");
+            let etag = format!("\"{}\"", bundle.revision);
+            let mut response = axum::Json(bundle).into_response();
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                response.headers_mut().insert(header::ETAG, v);
+            }
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok(response);
+        }
+        let changed = tokio::select! {
+            r = changes.changed() => r.is_ok(),
+            () = tokio::time::sleep_until(deadline) => false,
+        };
+        if !changed {
+            g.metrics.request("bundle", "not_modified");
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            let headers = response.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", bundle.revision)) {
+                headers.insert(header::ETAG, v);
+            }
+            // A 304 still vouches for the bundle the caller has: its validity moves on.
+            if let Ok(v) = HeaderValue::from_str(&bundle.expires_at) {
+                headers.insert("sluice-bundle-expires-at", v);
+            }
+            return Ok(response);
+        }
+        // The pod may be what changed hands; a deleted pod gets no further bundles.
+        check_pod_alive(g, &claims).await?;
+    }
+}
+
+/// Parses `30s`, `1m`, `500ms` or plain seconds, capped at [`MAX_WAIT`].
+pub fn parse_wait(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    Some(d.min(MAX_WAIT))
+}
+
+// === /v1/jwks ===
+
+async fn jwks(State(g): State<Gateway>) -> Response {
+    g.metrics.request("jwks", "ok");
+    axum::Json(g.keys.get().jwks()).into_response()
+}
+
+// === /v1/audit ===
+
+async fn audit(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let claims = authenticate(&g, &headers).await?;
+        let batch: AuditBatch = serde_json::from_slice(&body).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!(
+                    "the body is not an audit batch ({{\"events\": [...], \"heads\": [...]}}): {e}"
+                ),
+            )
+        })?;
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let (accepted, checkpoints) = g
+            .audit
+            .record(&g.catalog, &g.keys.get(), &claims, &batch, &now)
+            .map_err(|e| match e {
+                crate::audit_intake::IntakeError::Sign(inner) => {
+                    internal("sign the chain head", &inner)
+                }
+                other => Refusal::new(StatusCode::BAD_REQUEST, "BadBatch", other.to_string()),
+            })?;
+        g.metrics.audit_events.inc_by(accepted);
+        Ok::<_, Refusal>(AuditReceipt {
+            accepted,
+            checkpoints,
+        })
+    }
+    .await;
+    match result {
+        Ok(receipt) => {
+            g.metrics.request("audit", "ok");
+            axum::Json(receipt).into_response()
+        }
+        Err(refusal) => {
+            g.metrics.request("audit", refusal.reason_label());
+            refusal.into_response()
+        }
+    }
+}
+
+// === /mutate/pods ===
+
+async fn mutate_pod(State(g): State<Gateway>, body: Bytes) -> Response {
+    let review: AdmissionReview<Pod> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            g.metrics.request("mutate_pods", "bad_request");
+            return Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("the body is not an AdmissionReview of a Pod: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let request: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            g.metrics.request("mutate_pods", "bad_request");
+            return axum::Json(AdmissionResponse::invalid(e.to_string()).into_review())
+                .into_response();
+        }
+    };
+    let response = match &request.object {
+        Some(pod) => {
+            let namespace = request.namespace.clone().unwrap_or_default();
+            let service_account = service_account_of(pod).to_string();
+            let cfg = InjectConfig {
+                connections: g.catalog.inject_targets(&namespace, &service_account),
+                service_account,
+                ca_pem: g.certs.ca_bundle_pem(),
+                ..g.settings.inject.clone()
+            };
+            review_pod(&request, &cfg)
+        }
+        None => AdmissionResponse::from(&request),
+    };
+    g.metrics.request(
+        "mutate_pods",
+        if response.allowed {
+            "allowed"
+        } else {
+            "denied"
+        },
+    );
+    axum::Json(response.into_review()).into_response()
+}
+
+// === /metrics, /readyz ===
+
+async fn metrics(State(g): State<Gateway>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        g.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(g): State<Gateway>) -> Response {
+    if g.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches are still filling").into_response()
+    }
+}
+
+/// RFC 3339 text of `time`, seconds precision.
+pub fn rfc3339(time: SystemTime) -> String {
+    let seconds = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::from_second(i64::try_from(seconds).unwrap_or(i64::MAX))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,521 @@
+//! Puts the operator together against one API server: certificates and keys
+//! from their Secrets, the watched catalog, the HTTPS server, leader election,
+//! and — on the leader — the controllers, webhook registration and renewals.
+//! `main.rs` and the tests call [`start`] the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::audit_intake::AuditIntake;
+use crate::catalog::Catalog;
+use crate::certs::{CertsError, ServingCerts};
+use crate::controller;
+use crate::gateway::{Gateway, GatewaySettings, router};
+use crate::inject::{InjectConfig, default_sidecar_resources};
+use crate::keys::{GatewayKeys, KeysError};
+use crate::leader::{LeaseTimings, campaign};
+use crate::metrics::Metrics;
+use crate::pki::{PkiError, SubjectNames};
+use crate::serve::serve_tls;
+use crate::token_holder::repository;
+use crate::webhook_config::{WebhookEndpoint, WebhookSettings};
+
+/// Where the API server reaches the webhooks (and sidecars the gateway).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookTarget {
+    /// A fixed base URL (`--webhook-url`), e.g. when running on a laptop.
+    Url(String),
+    /// The operator's Service in its namespace (in a cluster).
+    Service {
+        /// Service name.
+        name: String,
+        /// Its HTTPS port.
+        port: u16,
+    },
+    /// `https://` + the address actually bound (tests listening on port 0).
+    Listener,
+}
+
+/// Everything [`start`] needs besides the client.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the webhook configuration points.
+    pub webhook: WebhookTarget,
+    /// URL sidecars use for the gateway; the webhook's base URL when `None`.
+    pub gateway_url: Option<String>,
+    /// Namespace of the operator's Secrets and Lease (created when missing).
+    pub namespace: String,
+    /// Sidecar image injected into pods.
+    pub sidecar_image: String,
+    /// More image repositories whose sidecars may exchange tokens (the
+    /// injected image's repository always may).
+    pub extra_sidecar_repositories: Vec<String>,
+    /// Native sidecars: `None` decides from the API server's version.
+    pub native_sidecars: Option<bool>,
+    /// Namespace label that opts namespaces into injection.
+    pub namespace_label: (String, String),
+    /// Lifetime of gateway tokens.
+    pub token_ttl: Duration,
+    /// Lifetime of bundles.
+    pub bundle_ttl: Duration,
+    /// How often audit counters are written to status.
+    pub audit_flush_every: Duration,
+    /// How often keys and certificates are re-read (and renewed by the leader).
+    pub maintenance_every: Duration,
+    /// Lease timings.
+    pub lease: LeaseTimings,
+    /// This replica's name in the Lease and in Events.
+    pub identity: String,
+    /// Register the pod webhook with its CEL `matchConditions` (see
+    /// [`WebhookSettings::match_conditions`]).
+    pub webhook_match_conditions: bool,
+}
+
+impl Settings {
+    /// Defaults for everything but where to listen and be reached.
+    pub fn new(listen: SocketAddr, webhook: WebhookTarget) -> Settings {
+        Settings {
+            listen,
+            webhook,
+            gateway_url: None,
+            namespace: "sluice-system".to_string(),
+            sidecar_image: "sluice-sidecar:latest".to_string(),
+            extra_sidecar_repositories: Vec::new(),
+            native_sidecars: None,
+            namespace_label: ("sluice.dev/injection".to_string(), "enabled".to_string()),
+            token_ttl: Duration::from_secs(15 * 60),
+            bundle_ttl: Duration::from_secs(15 * 60),
+            audit_flush_every: Duration::from_secs(10),
+            maintenance_every: Duration::from_secs(60),
+            lease: LeaseTimings::default(),
+            identity: format!("sluice-operator-{}", std::process::id()),
+            webhook_match_conditions: true,
+        }
+    }
+}
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The operator's namespace could not be read or created.
+    #[error("could not create the operator namespace {namespace}; create it, or pass --namespace")]
+    Namespace {
+        /// The namespace.
+        namespace: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The listen address could not be bound.
+    #[error("could not listen on {addr}; is another process using it?")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificates.
+    #[error("could not set up the operator certificates")]
+    Certs(#[from] CertsError),
+    /// Signing keys.
+    #[error("could not set up the gateway signing keys")]
+    Keys(#[from] KeysError),
+    /// TLS configuration.
+    #[error("could not configure TLS")]
+    Tls(#[from] PkiError),
+    /// The API server's version could not be read (for `native_sidecars: None`).
+    #[error(
+        "could not read the API server's version to decide on native sidecars; pass --native-sidecars always|never"
+    )]
+    Version(#[source] kube::Error),
+}
+
+/// A running operator. Dropping it stops everything it started.
+pub struct Running {
+    /// The address the HTTPS server listens on.
+    pub addr: SocketAddr,
+    /// The gateway URL (also the issuer of gateway tokens).
+    pub gateway_url: String,
+    /// The webhook base URL registered.
+    pub webhook_base_url: Option<String>,
+    /// The CA bundle clients trust.
+    pub certs: ServingCerts,
+    /// Whether this replica leads.
+    pub leading: watch::Receiver<bool>,
+    catalog: Catalog,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// The PEM clients must trust for the HTTPS server.
+    pub fn ca_bundle_pem(&self) -> String {
+        self.certs.ca_bundle_pem()
+    }
+
+    /// Waits until the caches are filled (what `/readyz` reports).
+    pub async fn ready(&self) -> bool {
+        self.catalog.ready().await
+    }
+
+    /// Waits until a task ends (they only end on failure), or forever.
+    pub async fn wait(&mut self) {
+        if self.tasks.join_next().await.is_some() {
+            tracing::error!("an operator task ended; stopping");
+        }
+    }
+}
+
+/// Starts every part of the operator against `client`'s API server.
+pub async fn start(client: Client, settings: Settings) -> Result<Running, StartError> {
+    ensure_namespace(&client, &settings.namespace).await?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+
+    let (endpoint, base_url, names) = endpoint_of(&settings, addr);
+    let gateway_url = settings
+        .gateway_url
+        .clone()
+        .or(base_url.clone())
+        .unwrap_or_else(|| {
+            format!(
+                "https://sluice-operator.{}.svc:{}",
+                settings.namespace,
+                addr.port()
+            )
+        });
+    let certs = ServingCerts::load_or_create(client.clone(), &settings.namespace, names).await?;
+    let keys = GatewayKeys::load_or_create(client.clone(), &settings.namespace).await?;
+    let native_sidecars = match settings.native_sidecars {
+        Some(n) => n,
+        None => {
+            let info = client
+                .apiserver_version()
+                .await
+                .map_err(StartError::Version)?;
+            let minor: u32 = info
+                .minor
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .unwrap_or(0);
+            info.major == "1" && minor >= 29 || info.major.parse::<u32>().is_ok_and(|m| m > 1)
+        }
+    };
+
+    let mut tasks = JoinSet::new();
+    let (catalog, drive) = Catalog::watch(&client);
+    tasks.spawn(drive);
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    {
+        let catalog = catalog.clone();
+        let ready = ready.clone();
+        tasks.spawn(async move {
+            if catalog.ready().await {
+                ready.store(true, Ordering::Relaxed);
+            }
+            std::future::pending::<()>().await;
+        });
+    }
+
+    let mut allowed = vec![repository(&settings.sidecar_image).to_string()];
+    allowed.extend(settings.extra_sidecar_repositories.iter().cloned());
+    let gateway = Gateway {
+        client: client.clone(),
+        catalog: catalog.clone(),
+        keys: keys.clone(),
+        certs: certs.clone(),
+        settings: Arc::new(GatewaySettings {
+            issuer: gateway_url.clone(),
+            token_ttl: settings.token_ttl,
+            bundle_ttl: settings.bundle_ttl,
+            allowed_sidecar_repositories: allowed,
+            inject: InjectConfig {
+                revision: env!("CARGO_PKG_VERSION").to_string(),
+                image: settings.sidecar_image.clone(),
+                image_pull_policy: None,
+                gateway_url: gateway_url.clone(),
+                ca_pem: String::new(),
+                admin_port: 15020,
+                native_sidecars,
+                resources: default_sidecar_resources(),
+                service_account: String::new(),
+                connections: Vec::new(),
+            },
+        }),
+        audit: Arc::new(AuditIntake::default()),
+        metrics: metrics.clone(),
+        ready,
+    };
+    let tls = certs.resolver().server_config(&[b"http/1.1"])?;
+    tasks.spawn(serve_tls(
+        listener,
+        tls,
+        router(gateway.clone()),
+        std::future::pending(),
+    ));
+
+    // Audit counters: every replica writes what it took in.
+    {
+        let audit = gateway.audit.clone();
+        let client = client.clone();
+        let every = settings.audit_flush_every;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(error) = audit.flush(&client).await {
+                    tracing::warn!(error = %crate::error_chain(&error), "audit status not written; retrying at the next flush");
+                }
+            }
+        });
+    }
+
+    let (leading_tx, leading) = watch::channel(false);
+    tasks.spawn(campaign(
+        client.clone(),
+        settings.namespace.clone(),
+        settings.identity.clone(),
+        settings.lease,
+        leading_tx,
+    ));
+
+    let webhook_settings = WebhookSettings {
+        endpoint,
+        ca_bundle_pem: certs.ca_bundle_pem(),
+        namespace_label: settings.namespace_label.clone(),
+        operator_namespace: settings.namespace.clone(),
+        match_conditions: settings.webhook_match_conditions,
+    };
+    let ctx = Arc::new(controller::Context {
+        client: client.clone(),
+        catalog: catalog.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "sluice-operator".to_string(),
+                instance: Some(settings.identity.clone()),
+            },
+        ),
+        metrics,
+    });
+    tasks.spawn(lead(
+        leading.clone(),
+        ctx,
+        certs.clone(),
+        keys,
+        webhook_settings,
+        settings.maintenance_every,
+    ));
+
+    Ok(Running {
+        addr,
+        gateway_url,
+        webhook_base_url: base_url,
+        certs,
+        leading,
+        catalog,
+        tasks,
+    })
+}
+
+/// Runs leader-only work while leading; re-reads keys and certificates on
+/// every replica.
+async fn lead(
+    mut leading: watch::Receiver<bool>,
+    ctx: Arc<controller::Context>,
+    certs: ServingCerts,
+    keys: GatewayKeys,
+    webhook: WebhookSettings,
+    every: Duration,
+) {
+    let mut controllers: Option<tokio::task::JoinHandle<()>> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let is_leader = *leading.borrow_and_update();
+        match (is_leader, &controllers) {
+            (true, None) => {
+                tracing::info!("leading: starting the controllers");
+                controllers = Some(tokio::spawn(controller::run(ctx.clone())));
+            }
+            (false, Some(handle)) => {
+                tracing::info!("no longer leading: stopping the controllers");
+                handle.abort();
+                controllers = None;
+            }
+            _ => {}
+        }
+        if is_leader {
+            maintain(&ctx.client, &certs, &keys, &webhook, true).await;
+        }
+        tokio::select! {
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                if !is_leader {
+                    maintain(&ctx.client, &certs, &keys, &webhook, false).await;
+                }
+            }
+        }
+    }
+}
+
+async fn maintain(
+    client: &Client,
+    certs: &ServingCerts,
+    keys: &GatewayKeys,
+    webhook: &WebhookSettings,
+    leader: bool,
+) {
+    if let Err(error) = certs.refresh(leader).await {
+        tracing::warn!(error = %crate::error_chain(&error), "could not refresh the certificates");
+    }
+    if let Err(error) = keys.refresh().await {
+        tracing::warn!(error = %crate::error_chain(&error), "could not re-read the gateway keys");
+    }
+    if !leader {
+        return;
+    }
+    match keys.rotate_if_due(SystemTime::now()).await {
+        Ok(true) => tracing::info!("rotated the gateway signing key"),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(error = %crate::error_chain(&error), "could not rotate the gateway key")
+        }
+    }
+    match certs.register_webhooks(client.clone(), webhook).await {
+        Ok(true) => tracing::info!("applied the webhook configuration"),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(error = %crate::error_chain(&error), "could not apply the webhook configuration")
+        }
+    }
+}
+
+fn endpoint_of(
+    settings: &Settings,
+    addr: SocketAddr,
+) -> (WebhookEndpoint, Option<String>, SubjectNames) {
+    let mut names = SubjectNames::default();
+    let url_endpoint = |url: String, names: &mut SubjectNames| {
+        let host = host_of(&url);
+        match host.parse() {
+            Ok(ip) => names.ips.push(ip),
+            Err(_) => names.dns.push(host),
+        }
+        (WebhookEndpoint::Url(url.clone()), Some(url))
+    };
+    let (endpoint, base) = match &settings.webhook {
+        WebhookTarget::Url(url) => url_endpoint(url.trim_end_matches('/').to_string(), &mut names),
+        WebhookTarget::Listener => {
+            let ip = if addr.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                addr.ip()
+            };
+            let url = format!("https://{}", SocketAddr::new(ip, addr.port()));
+            url_endpoint(url, &mut names)
+        }
+        WebhookTarget::Service { name, port } => {
+            let ns = &settings.namespace;
+            names.dns = vec![
+                name.clone(),
+                format!("{name}.{ns}"),
+                format!("{name}.{ns}.svc"),
+                format!("{name}.{ns}.svc.cluster.local"),
+            ];
+            (
+                WebhookEndpoint::Service {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    port: *port,
+                },
+                None,
+            )
+        }
+    };
+    if let Some(url) = &settings.gateway_url {
+        let host = host_of(url);
+        match host.parse() {
+            Ok(ip) if !names.ips.contains(&ip) => names.ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !names.dns.contains(&host) => names.dns.push(host),
+            Err(_) => {}
+        }
+    }
+    (endpoint, base, names)
+}
+
+/// The host of `https://HOST:PORT/...` (brackets removed from IPv6).
+fn host_of(url: &str) -> String {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_string();
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .to_string()
+}
+
+async fn ensure_namespace(client: &Client, namespace: &str) -> Result<(), StartError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let error = |source| StartError::Namespace {
+        namespace: namespace.to_string(),
+        source,
+    };
+    if api.get_opt(namespace).await.map_err(error)?.is_some() {
+        return Ok(());
+    }
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(error(source)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_reads_dns_ipv4_and_ipv6() {
+        assert_eq!(host_of("https://op.example:8443/x"), "op.example");
+        assert_eq!(host_of("https://127.0.0.1:8443"), "127.0.0.1");
+        assert_eq!(host_of("https://[::1]:8443"), "::1");
+        assert_eq!(host_of("https://op.example"), "op.example");
+    }
+}

@@ -1,0 +1,163 @@
+//! The JSON of the gateway API (DESIGN §3, §4, §7): what sidecars send and receive.
+//!
+//! DESIGN wants types that cross a process boundary in `sluice-crds` or
+//! `sluice-policy`, shared with the sidecar; they live here until they are moved.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sluice_crds::{AccessPolicy, ConnectionSpec};
+use sluice_policy::audit::{AuditEvent, ChainHead};
+
+/// `POST /v1/token` request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest {
+    /// The pod's projected service-account token (audience `sluice.dev`).
+    pub subject_token: String,
+}
+
+/// `POST /v1/token` answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResponse {
+    /// The gateway JWT, sent as `Authorization: Bearer …` on the other routes.
+    pub token: String,
+    /// When it expires (RFC 3339); refresh well before.
+    pub expires_at: String,
+}
+
+/// The body of every 4xx/5xx answer of the gateway API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// CamelCase reason, stable for programs (e.g. `WrongAudience`, `PodDeleted`).
+    pub reason: String,
+    /// What happened and what to do, for people.
+    pub message: String,
+}
+
+/// Who a bundle was built for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleIdentity {
+    /// Namespace of the service account and pod.
+    pub namespace: String,
+    /// Service account name.
+    pub service_account: String,
+    /// Pod name.
+    pub pod: String,
+    /// Groups of the service account.
+    pub groups: Vec<String>,
+}
+
+/// One Connection of the identity's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleConnection {
+    /// Name of the Connection.
+    pub name: String,
+    /// Its spec, as stored.
+    pub spec: ConnectionSpec,
+    /// Whether an AccessPolicy binds the identity to this Connection. Unbound
+    /// Connections come without credentials; the sidecar refuses their
+    /// sessions with a message naming the Connection.
+    pub bound: bool,
+    /// The credentials (`username`/`password`, or header name → value), only
+    /// when bound. Kept in memory by the sidecar, never written anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<BTreeMap<String, String>>,
+    /// PEM of `spec.upstream.tls.caSecretRef`, when set and bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Base64 of the key behind `spec.credentials.hashKeySecretRef`, when set and bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<String>,
+}
+
+/// A Secret key a policy of the bundle references (e.g. a masking hash key),
+/// so the sidecar can compile the policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleSecretKey {
+    /// Secret name, in the identity's namespace.
+    pub secret: String,
+    /// Key in the Secret.
+    pub key: String,
+    /// Base64 of the value.
+    pub value: String,
+}
+
+/// `GET /v1/bundle` answer: everything one identity needs.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Bundle {
+    /// Changes whenever anything else in the bundle changes; also the ETag.
+    pub revision: String,
+    /// Who it is for.
+    pub identity: BundleIdentity,
+    /// Do not use this bundle after this instant (RFC 3339), even without a newer one.
+    pub expires_at: String,
+    /// The Connections of the namespace.
+    pub connections: Vec<BundleConnection>,
+    /// The Ready AccessPolicies that bind the identity, as stored (metadata
+    /// name, namespace and generation, and spec); the sidecar compiles them
+    /// with `sluice_policy::engine::CompiledPolicy::compile`.
+    pub policies: Vec<AccessPolicy>,
+    /// Secret keys the policies reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_keys: Vec<BundleSecretKey>,
+}
+
+/// `POST /v1/audit` request: audit events of one sidecar, and its chain heads
+/// to be signed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditBatch {
+    /// Events in stream order.
+    #[serde(default)]
+    pub events: Vec<AuditEvent>,
+    /// Chain heads to sign; the latest per Connection is written into its
+    /// `status.auditCheckpoint`.
+    #[serde(default)]
+    pub heads: Vec<AuditHead>,
+}
+
+/// A chain head, and the Connection whose traffic it covers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditHead {
+    /// The Connection.
+    pub connection: String,
+    /// The head.
+    #[serde(flatten)]
+    pub head: ChainHead,
+}
+
+/// A chain head signed by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedHead {
+    /// The Connection.
+    pub connection: String,
+    /// Stream of the head.
+    pub stream: String,
+    /// Sequence number.
+    pub sequence: u64,
+    /// Chain hash.
+    pub hash: String,
+    /// Base64url ES256 JWS (compact) over `{stream, sequence, hash, connection, namespace}`.
+    pub signature: String,
+    /// The signing key's ID, published at `/v1/jwks`.
+    pub key_id: String,
+}
+
+/// `POST /v1/audit` answer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditReceipt {
+    /// Events taken into the counters.
+    pub accepted: u64,
+    /// The heads, signed (checkpoints).
+    pub checkpoints: Vec<SignedHead>,
+}

@@ -1,0 +1,639 @@
+//! The operator in-process against the test control plane (sluice-e2e), with
+//! the CRDs and examples/quickstart applied: controllers, webhook, token
+//! exchange, bundles, audit intake.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::wait::await_condition;
+use serde_json::{Value, json};
+use sluice_crds::{AccessPolicy, Connection, find_condition};
+use support::{Env, apply_yaml, bounded};
+
+fn condition_is(
+    type_: &'static str,
+    status: &'static str,
+    reason: &'static str,
+) -> impl Fn(Option<&AccessPolicy>) -> bool {
+    move |p| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| find_condition(&s.conditions, type_))
+            .is_some_and(|c| c.status == status && c.reason == reason)
+    }
+}
+
+fn connection_condition_is(
+    type_: &'static str,
+    status: &'static str,
+    reason: &'static str,
+) -> impl Fn(Option<&Connection>) -> bool {
+    move |c| {
+        c.and_then(|c| c.status.as_ref())
+            .and_then(|s| find_condition(&s.conditions, type_))
+            .is_some_and(|c| c.status == status && c.reason == reason)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_write_conditions_and_events() {
+    let env = Env::start().await;
+
+    // The quickstart reaches Ready.
+    bounded(
+        "orders-db Ready",
+        await_condition(
+            env.connections(),
+            "orders-db",
+            connection_condition_is("Ready", "True", "Ready"),
+        ),
+    )
+    .await
+    .unwrap();
+    let conn = bounded(
+        "orders-db CredentialsResolved",
+        await_condition(
+            env.connections(),
+            "orders-db",
+            connection_condition_is("CredentialsResolved", "True", "Resolved"),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let status = conn.status.unwrap();
+    assert_eq!(status.bound_policies, vec!["reporting".to_string()]);
+    assert_eq!(status.observed_generation, conn.metadata.generation);
+    let policy = bounded(
+        "reporting Ready",
+        await_condition(
+            env.policies(),
+            "reporting",
+            condition_is("Ready", "True", "Compiled"),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ready = find_condition(&policy.status.as_ref().unwrap().conditions, "Ready").unwrap();
+    assert_eq!(ready.observed_generation, policy.metadata.generation);
+
+    // A policy naming an unknown Connection.
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: stray, namespace: shop}
+spec:
+  subjects: [{serviceAccount: report-job}]
+  connections: [billing-db]
+"#,
+    )
+    .await;
+    let stray = bounded(
+        "stray UnknownConnection",
+        await_condition(
+            env.policies(),
+            "stray",
+            condition_is("Ready", "False", "UnknownConnection"),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let invalid = find_condition(&stray.status.unwrap().conditions, "Invalid")
+        .unwrap()
+        .clone();
+    assert_eq!(invalid.status, "True");
+    assert!(
+        invalid.message.contains("billing-db"),
+        "{}",
+        invalid.message
+    );
+
+    // An invalid pattern.
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: bad-regex, namespace: shop}
+spec:
+  subjects: [{serviceAccount: report-job}]
+  connections: [orders-db]
+  rules:
+    - name: broken
+      match: {textPattern: "(unclosed"}
+      action: deny
+"#,
+    )
+    .await;
+    bounded(
+        "bad-regex InvalidPattern",
+        await_condition(
+            env.policies(),
+            "bad-regex",
+            condition_is("Ready", "False", "InvalidPattern"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    // A Connection whose Secret does not exist, then does.
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {name: billing-db, namespace: shop}
+spec:
+  protocol: postgres
+  upstream: {host: 127.0.0.1, port: 5432, database: billing, tls: {mode: disable}}
+  credentials: {secretRef: {name: billing-creds}}
+  listen: {port: 15433}
+"#,
+    )
+    .await;
+    bounded(
+        "billing-db SecretNotFound",
+        await_condition(
+            env.connections(),
+            "billing-db",
+            connection_condition_is("CredentialsResolved", "False", "SecretNotFound"),
+        ),
+    )
+    .await
+    .unwrap();
+    // Creating the Connection also fixes the stray policy.
+    bounded(
+        "stray Ready once billing-db exists",
+        await_condition(
+            env.policies(),
+            "stray",
+            condition_is("Ready", "True", "Compiled"),
+        ),
+    )
+    .await
+    .unwrap();
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: billing-creds, namespace: shop}
+stringData: {username: billing}
+"#,
+    )
+    .await;
+    bounded(
+        "billing-db MissingKeys",
+        await_condition(
+            env.connections(),
+            "billing-db",
+            connection_condition_is("CredentialsResolved", "False", "MissingKeys"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    // Events on transitions: one Warning for stray's UnknownConnection, not one per reconcile.
+    let events: Api<CoreEvent> = Api::namespaced(env.client.clone(), "shop");
+    let list = events
+        .list(&ListParams::default().fields("involvedObject.name=stray"))
+        .await
+        .unwrap();
+    let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+    assert!(
+        reasons.iter().any(|r| r == "UnknownConnection"),
+        "{reasons:?}"
+    );
+    let unknown = list
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("UnknownConnection"))
+        .count();
+    assert!(unknown <= 2, "one Event per flipped condition: {reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_pod_exchanges_its_token_and_fetches_its_bundle() {
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    env.service_account("intruder").await;
+
+    // The API server calls the webhook: the pod comes back injected.
+    let pod = env.injected_pod("report", "report-job").await;
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    assert!(
+        annotations.contains_key("sluice.dev/injected-revision"),
+        "{annotations:?}"
+    );
+    let spec = pod.spec.clone().unwrap();
+    let sidecar = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "sluice-sidecar")
+        .expect("native sidecar");
+    assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+    let env_names: Vec<&str> = sidecar
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    for name in ["SLUICE_GATEWAY_URL", "SLUICE_TOKEN_FILE", "SLUICE_CA_PEM"] {
+        assert!(env_names.contains(&name), "{name} missing: {env_names:?}");
+    }
+    let ca = sidecar
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "SLUICE_CA_PEM")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    assert_eq!(ca, env.operator.ca_bundle_pem());
+    let app = spec.containers.iter().find(|c| c.name == "app").unwrap();
+    let database_url = app
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "DATABASE_URL")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        database_url.as_deref(),
+        Some("postgres://localhost:15432/orders")
+    );
+    let projected = spec
+        .volumes
+        .iter()
+        .flatten()
+        .flat_map(|v| v.projected.iter().flat_map(|p| p.sources.iter().flatten()))
+        .find_map(|s| s.service_account_token.clone())
+        .expect("projected token");
+    assert_eq!(projected.audience.as_deref(), Some("sluice.dev"));
+
+    // A token for the wrong audience is refused.
+    let wrong = env
+        .pod_token("report-job", &pod, "https://kubernetes.default.svc")
+        .await;
+    let (status, body) = env.exchange(&wrong).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["reason"], "WrongAudience", "{body}");
+    // A forged one too.
+    let (status, body) = env.exchange("eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl").await;
+    assert_eq!(status, 401, "{body}");
+
+    // The pod's own token is exchanged.
+    let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    assert!(body["expiresAt"].as_str().unwrap().ends_with('Z'), "{body}");
+    let bearer = format!("Bearer {token}");
+
+    // JWKS publishes the key the token names.
+    let (status, _, jwks) = env.call("GET", "/v1/jwks", &[], None).await;
+    assert_eq!(status, 200);
+    let jwks: Value = serde_json::from_slice(&jwks).unwrap();
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == header["kid"]),
+        "{jwks}"
+    );
+
+    // The bundle: orders-db with its credentials, the reporting policy.
+    let (status, headers, body) = env
+        .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let bundle: Value = serde_json::from_slice(&body).unwrap();
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    assert_eq!(
+        etag,
+        format!("\"{}\"", bundle["revision"].as_str().unwrap())
+    );
+    assert_eq!(bundle["identity"]["serviceAccount"], "report-job");
+    let orders = &bundle["connections"][0];
+    assert_eq!(orders["name"], "orders-db");
+    assert_eq!(orders["bound"], true);
+    assert_eq!(orders["credentials"]["username"], "orders_app");
+    assert_eq!(orders["credentials"]["password"], "change-me-orders-app");
+    assert!(orders["hashKey"].is_string(), "{orders}");
+    let policies = bundle["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0]["metadata"]["name"], "reporting");
+    // The sidecar can compile what it receives.
+    let compiled: AccessPolicy = serde_json::from_value(policies[0].clone()).unwrap();
+    assert!(
+        sluice_policy::engine::CompiledPolicy::compile(
+            &compiled,
+            &sluice_policy::engine::NoSecrets
+        )
+        .is_ok()
+    );
+
+    // Unchanged: 304 after the wait.
+    let (status, headers, _) = env
+        .call(
+            "GET",
+            "/v1/bundle?wait=1s",
+            &[("authorization", &bearer), ("if-none-match", &etag)],
+            None,
+        )
+        .await;
+    assert_eq!(status, 304);
+    assert!(headers.contains_key("sluice-bundle-expires-at"));
+
+    // A long poll returns when the policy is edited.
+    let poll = {
+        let addr = env.operator.addr;
+        let ca = env.operator.ca_bundle_pem();
+        let bearer = bearer.clone();
+        let etag = etag.clone();
+        tokio::spawn(async move {
+            support::call(
+                addr,
+                &ca,
+                "GET",
+                "/v1/bundle?wait=25s",
+                &[("authorization", &bearer), ("if-none-match", &etag)],
+                None,
+            )
+            .await
+        })
+    };
+    // Whether the edit lands before or during the wait, the answer is the new revision.
+    env.policies()
+        .patch(
+            "reporting",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"defaultAction": "deny"}})),
+        )
+        .await
+        .unwrap();
+    let (status, _, body) = bounded("long poll answer", poll).await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let edited: Value = serde_json::from_slice(&body).unwrap();
+    assert_ne!(edited["revision"], bundle["revision"]);
+    assert_eq!(edited["policies"][0]["spec"]["defaultAction"], "deny");
+
+    // Another identity, bound to another Connection only: it sees orders-db
+    // without credentials, and only its own policy.
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: billing-creds, namespace: shop}
+stringData: {username: billing, password: billing-pw}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {name: billing-db, namespace: shop}
+spec:
+  protocol: postgres
+  upstream: {host: 127.0.0.1, port: 5432, database: billing, tls: {mode: disable}}
+  credentials: {secretRef: {name: billing-creds}}
+  listen: {port: 15433}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: billing, namespace: shop}
+spec:
+  subjects: [{serviceAccount: intruder}]
+  connections: [billing-db]
+"#,
+    )
+    .await;
+    // The Connection's status is computed from the operator's caches: once
+    // it names the policy and is Ready, the webhook and bundles see both.
+    bounded(
+        "billing-db Ready and bound",
+        await_condition(env.connections(), "billing-db", |c: Option<&Connection>| {
+            c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                s.bound_policies == ["billing".to_string()]
+                    && find_condition(&s.conditions, "Ready").is_some_and(|r| r.status == "True")
+            })
+        }),
+    )
+    .await
+    .unwrap();
+    let other = env.injected_pod("intruder", "intruder").await;
+    let other_token = env.pod_token("intruder", &other, "sluice.dev").await;
+    let (status, body) = env.exchange(&other_token).await;
+    assert_eq!(status, 200, "{body}");
+    let other_bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    let (status, _, body) = env
+        .call(
+            "GET",
+            "/v1/bundle",
+            &[("authorization", &other_bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let other_bundle: Value = serde_json::from_slice(&body).unwrap();
+    let by_name = |name: &str| {
+        other_bundle["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let orders = by_name("orders-db");
+    assert_eq!(orders["bound"], false);
+    assert!(orders.get("credentials").is_none(), "{other_bundle}");
+    assert!(orders.get("hashKey").is_none(), "{other_bundle}");
+    let billing = by_name("billing-db");
+    assert_eq!(billing["bound"], true);
+    assert_eq!(billing["credentials"]["password"], "billing-pw");
+    let names: Vec<&str> = other_bundle["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["billing"]);
+    // It cannot report traffic as someone else.
+    let (status, _, body) = env
+        .call(
+            "POST",
+            "/v1/audit",
+            &[("authorization", &other_bearer)],
+            Some(json!({"events": [denial_event("report-job", 1)]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+
+    // A bundle without a token, or with a tampered one, is refused.
+    let (status, _, _) = env.call("GET", "/v1/bundle", &[], None).await;
+    assert_eq!(status, 401);
+    let tampered = format!("{bearer}x");
+    let (status, _, _) = env
+        .call("GET", "/v1/bundle", &[("authorization", &tampered)], None)
+        .await;
+    assert_eq!(status, 401);
+
+    // Deleting the pod voids both the gateway token and the pod's SA token.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "shop");
+    pods.delete("report", &DeleteParams::default())
+        .await
+        .unwrap();
+    bounded(
+        "pod deleted",
+        await_condition(
+            pods.clone(),
+            "report",
+            kube::runtime::wait::conditions::is_deleted(pod.metadata.uid.as_deref().unwrap()),
+        ),
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = env
+        .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(status, 401);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["reason"], "PodDeleted", "{body}");
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["reason"], "PodDeleted", "{body}");
+
+    // Health and metrics.
+    let (status, _, _) = env.call("GET", "/readyz", &[], None).await;
+    assert_eq!(status, 200);
+    let (status, _, metrics) = env.call("GET", "/metrics", &[], None).await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics
+            .contains("sluice_gateway_requests_total{route=\"token\",outcome=\"WrongAudience\"}"),
+        "{metrics}"
+    );
+}
+
+fn denial_event(service_account: &str, seq: u64) -> Value {
+    json!({
+        "v": 1, "seq": seq, "time": "2026-01-01T00:00:00Z", "type": "denial",
+        "stream": "report/boot-1", "session": "s1",
+        "identity": {"namespace": "shop", "serviceAccount": service_account},
+        "connection": "orders-db",
+        "command": {"text": "DROP TABLE customers", "fingerprint": "f1", "kind": "drop"},
+        "decision": {"action": "deny", "policy": "reporting", "rule": "no-schema-changes", "dryRun": false},
+        "prev": "0000000000000000000000000000000000000000000000000000000000000000",
+        "hash": "ab"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_batches_become_counters_and_checkpoints() {
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+
+    let allowed = json!({
+        "v": 1, "seq": 1, "time": "2026-01-01T00:00:00Z", "type": "statement",
+        "stream": "report/boot-1", "session": "s1",
+        "identity": {"namespace": "shop", "serviceAccount": "report-job"},
+        "connection": "orders-db",
+        "command": {"text": "SELECT 1", "fingerprint": "f0", "kind": "select"},
+        "decision": {"action": "allow", "policy": "reporting", "dryRun": false},
+        "prev": "0000000000000000000000000000000000000000000000000000000000000000",
+        "hash": "aa"
+    });
+    let batch = json!({
+        "events": [allowed, denial_event("report-job", 2)],
+        "heads": [{"connection": "orders-db", "stream": "report/boot-1", "seq": 2, "hash": "ab"}]
+    });
+    let (status, _, body) = env
+        .call(
+            "POST",
+            "/v1/audit",
+            &[("authorization", &bearer)],
+            Some(batch),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let receipt: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(receipt["accepted"], 2);
+    let checkpoint = &receipt["checkpoints"][0];
+    assert_eq!(checkpoint["sequence"], 2);
+    assert!(checkpoint["signature"].as_str().unwrap().split('.').count() == 3);
+
+    let policy = bounded(
+        "counters in status",
+        await_condition(env.policies(), "reporting", |p: Option<&AccessPolicy>| {
+            p.and_then(|p| p.status.as_ref())
+                .and_then(|s| s.counters.as_ref())
+                .is_some_and(|c| c.denied == 1 && c.allowed == 1)
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let status = policy.status.unwrap();
+    assert_eq!(status.recent_denials.len(), 1);
+    assert_eq!(status.recent_denials[0].rule, "no-schema-changes");
+    assert_eq!(
+        status.recent_denials[0].subject,
+        "serviceaccount:shop/report-job"
+    );
+    // The controller's conditions survive next to the counters.
+    assert!(find_condition(&status.conditions, "Ready").is_some());
+
+    let conn = bounded(
+        "checkpoint in status",
+        await_condition(env.connections(), "orders-db", |c: Option<&Connection>| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.audit_checkpoint.is_some())
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let cp = conn.status.unwrap().audit_checkpoint.unwrap();
+    assert_eq!(cp.sequence, 2);
+    assert_eq!(cp.hash, "ab");
+    assert_eq!(cp.key_id, checkpoint["keyId"].as_str().unwrap());
+
+    // Counters add up across flushes.
+    let (status, _, _) = env
+        .call(
+            "POST",
+            "/v1/audit",
+            &[("authorization", &bearer)],
+            Some(json!({"events": [denial_event("report-job", 3)]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    bounded(
+        "counters add up",
+        await_condition(env.policies(), "reporting", |p: Option<&AccessPolicy>| {
+            p.and_then(|p| p.status.as_ref())
+                .and_then(|s| s.counters.as_ref())
+                .is_some_and(|c| c.denied == 2 && c.allowed == 1)
+        }),
+    )
+    .await
+    .unwrap();
+}

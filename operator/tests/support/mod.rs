@@ -1,0 +1,316 @@
+//! A test control plane with the CRDs and examples/quickstart applied, and
+//! the operator running in-process against it; an HTTPS client for the gateway.
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+use sluice_crds::{AccessPolicy, Connection};
+use sluice_e2e::{Options, TestCluster};
+use sluice_operator::leader::LeaseTimings;
+use sluice_operator::run::{Running, Settings, WebhookTarget, start};
+
+/// Upper bound of every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Awaits `fut`, failing the test with `what` when it takes longer than [`WAIT`].
+pub async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// The cluster, a client, and the operator.
+pub struct Env {
+    // Dropped first: its watches must close before the cluster stops.
+    pub operator: Running,
+    pub client: Client,
+    pub cluster: TestCluster,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+impl Env {
+    /// Cluster + CRDs + quickstart + operator, caches filled.
+    pub async fn start() -> Env {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        let cluster = TestCluster::start(Options::default())
+            .await
+            .expect("cluster starts");
+        let client = cluster.client().await.expect("client");
+        apply_crds(&client).await;
+        for file in ["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"] {
+            let path = repo_root().join("examples/quickstart").join(file);
+            apply_file(&client, &path).await;
+        }
+        let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), WebhookTarget::Listener);
+        settings.audit_flush_every = Duration::from_millis(200);
+        settings.maintenance_every = Duration::from_secs(2);
+        settings.lease = LeaseTimings {
+            duration: Duration::from_secs(4),
+            renew_every: Duration::from_millis(500),
+        };
+        settings.identity = "test-operator".into();
+        // The test control plane's CEL (kube-cel 0.8) escapes map keys like
+        // property names, so `'sluice.dev/inject' in object.metadata.annotations`
+        // is false there; the webhook itself skips unannotated pods.
+        settings.webhook_match_conditions = false;
+        let operator = start(client.clone(), settings)
+            .await
+            .expect("operator starts");
+        bounded("caches", operator.ready()).await;
+        Env {
+            cluster,
+            client,
+            operator,
+        }
+    }
+
+    /// Waits until the leader registered the injection webhook.
+    pub async fn webhook_registered(&self) {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        bounded(
+            "the webhook configuration",
+            await_condition(
+                api,
+                "sluice-operator",
+                |w: Option<&MutatingWebhookConfiguration>| w.is_some(),
+            ),
+        )
+        .await
+        .expect("watch");
+    }
+
+    /// Creates a service account in `shop`.
+    pub async fn service_account(&self, name: &str) {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), "shop");
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &sa)
+            .await
+            .expect("create sa");
+    }
+
+    /// Creates an annotated pod of `sa` in `shop` (through the webhook).
+    pub async fn injected_pod(&self, name: &str, sa: &str) -> Pod {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), "shop");
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": {"sluice.dev/inject": "true"}},
+            "spec": {
+                "serviceAccountName": sa,
+                "containers": [{"name": "app", "image": "example/report:1"}]
+            }
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod")
+    }
+
+    /// A projected-style token for `sa`, bound to `pod`, for `audience`.
+    pub async fn pod_token(&self, sa: &str, pod: &Pod, audience: &str) -> String {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), "shop");
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.into()],
+                expiration_seconds: Some(600),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+            },
+            ..Default::default()
+        };
+        let answer = api
+            .create_token_request(sa, &PostParams::default(), &request)
+            .await
+            .expect("token request");
+        answer.status.expect("status").token
+    }
+
+    /// `POST /v1/token`.
+    pub async fn exchange(&self, subject_token: &str) -> (u16, Value) {
+        let (status, _, body) = self
+            .call(
+                "POST",
+                "/v1/token",
+                &[],
+                Some(json!({"subjectToken": subject_token})),
+            )
+            .await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// One HTTPS request to the operator.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, hyper::HeaderMap, Bytes) {
+        call(
+            self.operator.addr,
+            &self.operator.ca_bundle_pem(),
+            method,
+            path,
+            headers,
+            body,
+        )
+        .await
+    }
+
+    pub fn policies(&self) -> Api<AccessPolicy> {
+        Api::namespaced(self.client.clone(), "shop")
+    }
+
+    pub fn connections(&self) -> Api<Connection> {
+        Api::namespaced(self.client.clone(), "shop")
+    }
+}
+
+/// One HTTPS request, trusting `ca_pem`.
+pub async fn call(
+    addr: SocketAddr,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, hyper::HeaderMap, Bytes) {
+    let config: Arc<rustls::ClientConfig> = sluice_e2e::pki::client_config(ca_pem).expect("tls");
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let tls = connector.connect(name, tcp).await.expect("tls handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http handshake");
+    tokio::spawn(conn);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let body = match body {
+        Some(v) => {
+            request = request.header("content-type", "application/json");
+            Full::new(Bytes::from(serde_json::to_vec(&v).unwrap()))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let response = sender
+        .send_request(request.body(body).unwrap())
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, headers, bytes)
+}
+
+async fn apply_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in [
+        "connections.yaml",
+        "accesspolicies.yaml",
+        "accessrequests.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join("crds").join(file)).expect("crd yaml");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("crd parses");
+        let name = crd.metadata.name.clone().unwrap();
+        api.create(&PostParams::default(), &crd)
+            .await
+            .expect("create crd");
+        bounded(
+            "CRD established",
+            await_condition(
+                api.clone(),
+                &name,
+                kube::runtime::wait::conditions::is_crd_established(),
+            ),
+        )
+        .await
+        .expect("watch");
+    }
+}
+
+/// Creates every document of a YAML file (the kinds the quickstart uses).
+pub async fn apply_file(client: &Client, path: &Path) {
+    let text = std::fs::read_to_string(path).expect("yaml file");
+    apply_yaml(client, &text).await;
+}
+
+/// Creates every document of `text`.
+pub async fn apply_yaml(client: &Client, text: &str) {
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value: Value = serde::Deserialize::deserialize(doc).expect("yaml");
+        if value.is_null() {
+            continue;
+        }
+        let ns = value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let pp = PostParams::default();
+        match value["kind"].as_str().unwrap_or_default() {
+            "Namespace" => {
+                create::<Namespace>(Api::all(client.clone()), value, &pp).await;
+            }
+            "Secret" => create::<Secret>(Api::namespaced(client.clone(), &ns), value, &pp).await,
+            "Connection" => {
+                create::<Connection>(Api::namespaced(client.clone(), &ns), value, &pp).await
+            }
+            "AccessPolicy" => {
+                create::<AccessPolicy>(Api::namespaced(client.clone(), &ns), value, &pp).await
+            }
+            other => panic!("apply_yaml: kind {other} not supported by the test helper"),
+        }
+    }
+}
+
+async fn create<K>(api: Api<K>, value: Value, pp: &PostParams)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value).expect("object");
+    api.create(pp, &obj).await.expect("create");
+}
