@@ -392,8 +392,8 @@ async fn flush_then_denied_statement_in_the_same_sync_group() {
         execute(""),
         (b'H', vec![]),
     ]);
-    let (tags, _) = raw.read_messages(4);
-    assert_eq!(tags, b"12DC".to_vec());
+    let (first, _) = raw.read_messages(4);
+    assert_eq!(first, b"12DC".to_vec());
     // Part 2 holds a denied statement: refused, discarded until Sync, then
     // one error and one ReadyForQuery; the DROP never reaches the server.
     raw.send(&[
