@@ -411,7 +411,7 @@ async fn match_conditions_select_requests() {
             c.ca_pem(),
             rule,
             json!({"matchConditions": [
-                {"name": "only-guarded", "expression": "request.operation == 'DELETE' || object.metadata.name.startsWith('guarded-')"},
+                {"name": "only-guarded", "expression": "request.operation == 'DELETE' || object.metadata.name.startsWith('guarded-') || (has(object.metadata.annotations) && 'test.sluice.dev/guard' in object.metadata.annotations)"},
                 {"name": "not-admin-deletes", "expression": "!(request.operation == 'DELETE' && request.userInfo.username == 'nobody')"},
             ]}),
         )],
@@ -428,6 +428,19 @@ async fn match_conditions_select_requests() {
         .create(&PostParams::default(), &cm("guarded-1"))
         .await
         .expect_err("condition true: denied");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 403),
+        "{err:?}"
+    );
+    // Annotation keys are map keys, not escaped field names.
+    let annotated: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "annotated", "annotations": {"test.sluice.dev/guard": "yes"}}}),
+    )
+    .expect("cm");
+    let err = cms
+        .create(&PostParams::default(), &annotated)
+        .await
+        .expect_err("annotation condition true: denied");
     assert!(
         matches!(err, kube::Error::Api(ref s) if s.code == 403),
         "{err:?}"

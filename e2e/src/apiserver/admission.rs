@@ -83,55 +83,47 @@ fn selector_matches(sel: &Value, labels: &Value) -> bool {
 }
 
 /// Evaluates `matchConditions` (CEL); `Err` when one cannot be evaluated.
+///
+/// The variables are plain maps, as kube's unstructured objects are: map keys
+/// such as annotation names are not escaped (`'a.b/c' in object.metadata.annotations`).
 fn conditions_match(wh: &Value, a: &Attrs<'_>, obj: Option<&Value>) -> Result<bool, String> {
+    use kube_cel::KubeCelExt as _;
+    use kube_cel::cel::{Context, Program, Value as Cel};
     let Some(conds) = wh["matchConditions"].as_array().filter(|c| !c.is_empty()) else {
         return Ok(true);
     };
-    let request = kube_cel::AdmissionRequest {
-        operation: a.op.to_string(),
-        username: a.user.username.clone(),
-        uid: a.user.uid.clone(),
-        groups: a.user.groups.clone(),
-        name: a.name.to_string(),
-        namespace: a.ns.to_string(),
-        dry_run: a.dry_run,
-        kind: kube_cel::GroupVersionKind {
-            group: a.rt.group.clone(),
-            version: a.rt.version.clone(),
-            kind: a.rt.kind.clone(),
-        },
-        resource: kube_cel::GroupVersionResource {
-            group: a.rt.group.clone(),
-            version: a.rt.version.clone(),
-            resource: a.rt.plural.clone(),
-        },
-    };
-    let evaluator = kube_cel::VapEvaluator::builder()
-        .object(obj.cloned().unwrap_or(Value::Null))
-        .old_object(a.old.cloned().unwrap_or(Value::Null))
-        .request(request)
-        .build();
-    let expressions: Vec<kube_cel::VapExpression> = conds
-        .iter()
-        .map(|c| kube_cel::VapExpression {
-            expression: c["expression"].as_str().unwrap_or("false").to_string(),
-            message: None,
-            message_expression: None,
-        })
-        .collect();
-    for (cond, result) in conds.iter().zip(evaluator.evaluate(&expressions)) {
-        if let Some(m) = result
-            .message
-            .as_deref()
-            .filter(|m| m.starts_with("evaluation error"))
-        {
-            return Err(format!(
-                "matchCondition {:?}: {m}",
-                cond["name"].as_str().unwrap_or_default()
-            ));
-        }
-        if !result.passed {
-            return Ok(false);
+    let mut request = json!({
+        "operation": a.op, "name": a.name, "namespace": a.ns, "dryRun": a.dry_run,
+        "kind": {"group": a.rt.group, "version": a.rt.version, "kind": a.rt.kind},
+        "resource": {"group": a.rt.group, "version": a.rt.version, "resource": a.rt.plural},
+        "userInfo": a.user.to_json(),
+    });
+    request["requestKind"] = request["kind"].clone();
+    request["requestResource"] = request["resource"].clone();
+    if let Some(sub) = a.sub {
+        request["subResource"] = json!(sub);
+    }
+    let to_cel =
+        |v: &Value| kube_cel::cel::to_value(v).map_err(|e| format!("cannot convert to CEL: {e}"));
+    let mut ctx = Context::default();
+    ctx.register_all();
+    ctx.add_variable_from_value("object", to_cel(obj.unwrap_or(&Value::Null))?);
+    ctx.add_variable_from_value("oldObject", to_cel(a.old.unwrap_or(&Value::Null))?);
+    ctx.add_variable_from_value("request", to_cel(&request)?);
+    for cond in conds {
+        let name = cond["name"].as_str().unwrap_or_default();
+        let expression = cond["expression"].as_str().unwrap_or("false");
+        let program = Program::compile(expression)
+            .map_err(|e| format!("matchCondition {name:?} does not compile: {e}"))?;
+        match program.execute(&ctx) {
+            Ok(Cel::Bool(true)) => {}
+            Ok(Cel::Bool(false)) => return Ok(false),
+            Ok(other) => {
+                return Err(format!(
+                    "matchCondition {name:?} must evaluate to bool, got {other:?}"
+                ));
+            }
+            Err(e) => return Err(format!("matchCondition {name:?}: evaluation error: {e}")),
         }
     }
     Ok(true)
