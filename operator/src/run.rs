@@ -155,6 +155,8 @@ pub struct Running {
     pub certs: ServingCerts,
     /// Whether this replica leads.
     pub leading: watch::Receiver<bool>,
+    /// The gateway signing keys this replica uses.
+    pub keys: GatewayKeys,
     catalog: Catalog,
     tasks: JoinSet<()>,
 }
@@ -324,7 +326,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         leading.clone(),
         ctx,
         certs.clone(),
-        keys,
+        keys.clone(),
         webhook_settings,
         settings.maintenance_every,
     ));
@@ -335,6 +337,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         webhook_base_url: base_url,
         certs,
         leading,
+        keys,
         catalog,
         tasks,
     })
@@ -350,7 +353,7 @@ async fn lead(
     webhook: WebhookSettings,
     every: Duration,
 ) {
-    let mut controllers: Option<tokio::task::JoinHandle<()>> = None;
+    let mut controllers: Option<AbortOnDrop> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -358,11 +361,10 @@ async fn lead(
         match (is_leader, &controllers) {
             (true, None) => {
                 tracing::info!("leading: starting the controllers");
-                controllers = Some(tokio::spawn(controller::run(ctx.clone())));
+                controllers = Some(AbortOnDrop(tokio::spawn(controller::run(ctx.clone()))));
             }
-            (false, Some(handle)) => {
+            (false, Some(_)) => {
                 tracing::info!("no longer leading: stopping the controllers");
-                handle.abort();
                 controllers = None;
             }
             _ => {}
@@ -382,6 +384,15 @@ async fn lead(
                 }
             }
         }
+    }
+}
+
+/// The controllers' task, stopped when leadership ends or the operator is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

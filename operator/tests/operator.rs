@@ -637,3 +637,134 @@ async fn audit_batches_become_counters_and_checkpoints() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_keeps_tokens_in_flight_valid() {
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let before = format!("Bearer {}", body["token"].as_str().unwrap());
+
+    // A day later the leader rotates: a new current key, the old one kept.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(25 * 3600);
+    assert!(env.operator.keys.rotate_if_due(later).await.unwrap());
+    let (_, _, jwks) = env.call("GET", "/v1/jwks", &[], None).await;
+    let jwks: Value = serde_json::from_slice(&jwks).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+
+    // The token signed before the rotation still works...
+    let (status, _, _) = env
+        .call("GET", "/v1/bundle", &[("authorization", &before)], None)
+        .await;
+    assert_eq!(status, 200);
+    // ...and new tokens name the new key.
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let kid = |token: &str| -> Value {
+        let header = token.split('.').next().unwrap();
+        serde_json::from_slice::<Value>(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap(),
+        )
+        .unwrap()["kid"]
+            .clone()
+    };
+    let new_kid = kid(body["token"].as_str().unwrap());
+    assert_ne!(new_kid, kid(before.trim_start_matches("Bearer ")));
+    assert_eq!(jwks["keys"][0]["kid"], new_kid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_and_failover_while_every_replica_serves() {
+    let env = Env::start().await;
+    let mut first_leading = env.operator.leading.clone();
+    bounded("first replica leads", first_leading.wait_for(|l| *l))
+        .await
+        .unwrap();
+
+    // A second replica: it shares the Secrets (same CA, same signing keys) but does not lead.
+    let second = support::test_settings("second-replica");
+    let mut second = sluice_operator::run::start(env.client.clone(), second)
+        .await
+        .unwrap();
+    bounded("second replica caches", second.ready()).await;
+    assert_eq!(second.ca_bundle_pem(), env.operator.ca_bundle_pem());
+    assert!(!*second.leading.borrow());
+    let (status, _, jwks_second) = support::call(
+        second.addr,
+        &second.ca_bundle_pem(),
+        "GET",
+        "/v1/jwks",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, _, jwks_first) = env.call("GET", "/v1/jwks", &[], None).await;
+    assert_eq!(jwks_second, jwks_first);
+
+    // The leader goes away; the second replica takes over once the Lease lapses.
+    let Env {
+        operator,
+        client,
+        cluster,
+    } = env;
+    drop(operator);
+    bounded("second replica leads", second.leading.wait_for(|l| *l))
+        .await
+        .unwrap();
+    // And now runs the controllers: a new policy gets its status from it.
+    apply_yaml(
+        &client,
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: after-failover, namespace: shop}
+spec:
+  subjects: [{serviceAccount: report-job}]
+  connections: [orders-db]
+"#,
+    )
+    .await;
+    bounded(
+        "after-failover Ready",
+        await_condition(
+            Api::<AccessPolicy>::namespaced(client.clone(), "shop"),
+            "after-failover",
+            condition_is("Ready", "True", "Compiled"),
+        ),
+    )
+    .await
+    .unwrap();
+    drop(second);
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_deleted_service_accounts_are_refused() {
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(env.client.clone(), "shop");
+    accounts
+        .delete("report-job", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["reason"], "ServiceAccountDeleted", "{body}");
+    // An empty or oversized subject token never reaches the API server.
+    let (status, body) = env.exchange("").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["reason"], "BadSubjectToken", "{body}");
+    let (status, body) = env.exchange(&"x".repeat(20_000)).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["reason"], "BadSubjectToken", "{body}");
+}

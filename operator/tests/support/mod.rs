@@ -46,6 +46,23 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Settings for an operator replica in these tests: fast lease and flushes.
+pub fn test_settings(identity: &str) -> Settings {
+    let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), WebhookTarget::Listener);
+    settings.audit_flush_every = Duration::from_millis(200);
+    settings.maintenance_every = Duration::from_secs(2);
+    settings.lease = LeaseTimings {
+        duration: Duration::from_secs(3),
+        renew_every: Duration::from_millis(500),
+    };
+    settings.identity = identity.into();
+    // The test control plane's CEL (kube-cel 0.8) escapes map keys like
+    // property names, so `'sluice.dev/inject' in object.metadata.annotations`
+    // is false there; the webhook itself skips unannotated pods.
+    settings.webhook_match_conditions = false;
+    settings
+}
+
 impl Env {
     /// Cluster + CRDs + quickstart + operator, caches filled.
     pub async fn start() -> Env {
@@ -66,18 +83,7 @@ impl Env {
             let path = repo_root().join("examples/quickstart").join(file);
             apply_file(&client, &path).await;
         }
-        let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), WebhookTarget::Listener);
-        settings.audit_flush_every = Duration::from_millis(200);
-        settings.maintenance_every = Duration::from_secs(2);
-        settings.lease = LeaseTimings {
-            duration: Duration::from_secs(4),
-            renew_every: Duration::from_millis(500),
-        };
-        settings.identity = "test-operator".into();
-        // The test control plane's CEL (kube-cel 0.8) escapes map keys like
-        // property names, so `'sluice.dev/inject' in object.metadata.annotations`
-        // is false there; the webhook itself skips unannotated pods.
-        settings.webhook_match_conditions = false;
+        let settings = test_settings("test-operator");
         let operator = start(client.clone(), settings)
             .await
             .expect("operator starts");
