@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Changes kept for watches; older resourceVersions get 410 Gone.
 const LOG_CAPACITY: usize = 20_000;
+/// ... and at most this many bytes of objects, so big objects cannot exhaust memory.
+const LOG_BYTES: usize = 256 * 1024 * 1024;
 
 /// A change to one object, as replayed to watches.
 #[derive(Debug, Clone)]
@@ -31,7 +33,8 @@ pub struct Store {
     /// The latest resourceVersion handed out.
     pub rv: u64,
     objects: BTreeMap<String, BTreeMap<Key, Value>>,
-    log: VecDeque<Change>,
+    log: VecDeque<(Change, usize)>,
+    log_bytes: usize,
     /// Watches must start at or after this resourceVersion.
     pub oldest: u64,
 }
@@ -111,10 +114,13 @@ impl Store {
     }
 
     fn record(&mut self, change: Change) {
-        self.log.push_back(change);
-        while self.log.len() > LOG_CAPACITY {
-            if let Some(old) = self.log.pop_front() {
+        let size = approx_size(&change.object) + change.prev.as_ref().map_or(0, approx_size);
+        self.log_bytes += size;
+        self.log.push_back((change, size));
+        while self.log.len() > LOG_CAPACITY || (self.log_bytes > LOG_BYTES && self.log.len() > 1) {
+            if let Some((old, bytes)) = self.log.pop_front() {
                 self.oldest = old.rv;
+                self.log_bytes -= bytes;
             }
         }
     }
@@ -160,17 +166,33 @@ impl Store {
 
     /// Changes after `rv` (exclusive) for one storage.
     pub fn changes_since(&self, storage: &str, rv: u64) -> Vec<Change> {
-        let start = self.log.partition_point(|c| c.rv <= rv);
+        let start = self.log.partition_point(|(c, _)| c.rv <= rv);
         self.log
             .range(start..)
-            .filter(|c| c.storage == storage)
-            .cloned()
+            .filter(|(c, _)| c.storage == storage)
+            .map(|(c, _)| c.clone())
             .collect()
     }
 
     /// Forgets all history up to now, so older watches get 410 Gone.
     pub fn compact(&mut self) {
         self.log.clear();
+        self.log_bytes = 0;
         self.oldest = self.rv;
+    }
+}
+
+/// A cheap upper-bound-ish estimate of an object's JSON size.
+fn approx_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(approx_size).sum::<usize>(),
+        Value::Object(m) => {
+            2 + m
+                .iter()
+                .map(|(k, v)| k.len() + 4 + approx_size(v))
+                .sum::<usize>()
+        }
     }
 }
