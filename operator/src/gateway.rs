@@ -571,3 +571,51 @@ pub fn rfc3339(time: SystemTime) -> String {
         .map(|t| t.to_string())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_durations_parse_and_are_capped() {
+        assert_eq!(parse_wait("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_wait("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_wait("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_wait("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_wait("10m"), Some(MAX_WAIT));
+        assert_eq!(parse_wait(&format!("{}m", u64::MAX)), None);
+        for bad in ["", "s", "-1s", "1h", "1.5s", "30 s"] {
+            assert_eq!(parse_wait(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_is_seconds_precision_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn refusal_reasons_follow_the_api_servers_words() {
+        let reason = |text: &str| {
+            exchange_refusal(ExchangeError::NotAuthenticated {
+                reason: text.to_string(),
+            })
+            .reason
+        };
+        assert_eq!(
+            reason("invalid bearer token, service account token has expired"),
+            "Expired"
+        );
+        assert_eq!(
+            reason("invalid bearer token, token audiences don't match the requested audiences"),
+            "WrongAudience"
+        );
+        assert_eq!(reason("pod shop/report has been deleted"), "PodDeleted");
+        assert_eq!(
+            reason("service account shop/report-job has been deleted"),
+            "ServiceAccountDeleted"
+        );
+        assert_eq!(reason("invalid bearer token"), "NotAuthenticated");
+    }
+}

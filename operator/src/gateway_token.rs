@@ -816,4 +816,24 @@ mod tests {
         validation.validate_exp = false;
         assert!(jsonwebtoken::decode::<GatewayClaims>(&token, &key, &validation).is_ok());
     }
+
+    #[test]
+    fn checkpoints_are_signed_by_the_current_key_and_verify_with_the_jwks() {
+        let mut keys = KeySet::generate(at(1_000)).unwrap();
+        keys.rotate(at(1_100)).unwrap();
+        let payload = serde_json::json!({"stream": "s", "sequence": 7, "hash": "ab"});
+        let (jws, kid) = keys.sign_payload(&payload).unwrap();
+        assert_eq!(kid, keys.current().unwrap().kid());
+        let set = keys.jwks();
+        let key = DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+        let mut validation = Validation::new(ALGORITHM);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let decoded = jsonwebtoken::decode::<serde_json::Value>(&jws, &key, &validation).unwrap();
+        assert_eq!(decoded.claims, payload);
+        // A checkpoint is not a gateway token.
+        assert!(keys.verify(&jws, ISSUER, at(1_100)).is_err());
+        assert!(KeySet::default().sign_payload(&payload).is_err());
+    }
 }

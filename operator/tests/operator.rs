@@ -768,3 +768,95 @@ async fn tokens_of_deleted_service_accounts_are_refused() {
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["reason"], "BadSubjectToken", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_refusals_and_fail_closed_bindings() {
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "shop");
+
+    // A pod without the annotation passes unchanged.
+    let plain: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "plain"},
+        "spec": {"serviceAccountName": "report-job", "containers": [{"name": "app", "image": "x"}]}
+    }))
+    .unwrap();
+    let plain = pods
+        .create(&kube::api::PostParams::default(), &plain)
+        .await
+        .unwrap();
+    assert!(plain.spec.unwrap().init_containers.is_none());
+
+    // A pod sharing its process namespace is refused: the app could read the sidecar's memory.
+    let shared: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "shared", "annotations": {"sluice.dev/inject": "true"}},
+        "spec": {
+            "serviceAccountName": "report-job",
+            "shareProcessNamespace": true,
+            "containers": [{"name": "app", "image": "x"}]
+        }
+    }))
+    .unwrap();
+    let err = pods
+        .create(&kube::api::PostParams::default(), &shared)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403 && s.message.contains("shareProcessNamespace")),
+        "{err:?}"
+    );
+
+    // Fail closed: a policy that binds report-job to orders-db but does not
+    // compile makes orders-db unbound for it, rather than dropping its rules.
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: broken, namespace: shop}
+spec:
+  subjects: [{serviceAccount: report-job}]
+  connections: [orders-db]
+  rules:
+    - name: broken
+      match: {textPattern: "(unclosed"}
+      action: deny
+"#,
+    )
+    .await;
+    bounded(
+        "broken InvalidPattern",
+        await_condition(
+            env.policies(),
+            "broken",
+            condition_is("Ready", "False", "InvalidPattern"),
+        ),
+    )
+    .await
+    .unwrap();
+    // orders-db's boundPolicies come from the operator's caches: once they
+    // name the broken policy, bundles are built with it too.
+    bounded(
+        "orders-db names the broken policy",
+        await_condition(env.connections(), "orders-db", |c: Option<&Connection>| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.bound_policies.contains(&"broken".to_string()))
+        }),
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = env
+        .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(status, 200);
+    let bundle: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(bundle["connections"][0]["name"], "orders-db");
+    assert_eq!(bundle["connections"][0]["bound"], false, "{bundle}");
+    assert!(bundle["connections"][0].get("credentials").is_none());
+}
