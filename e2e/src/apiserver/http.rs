@@ -342,6 +342,12 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
         name: t.name.clone().unwrap_or_default(),
     };
     inner.authorize(&req.user, &attrs)?;
+    if t.rt.namespaced && t.ns.is_empty() && req.method != Method::GET {
+        // Only list and watch exist across namespaces.
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
     match t.sub.as_deref() {
         None => {}
         Some("status") if t.rt.status => {}
