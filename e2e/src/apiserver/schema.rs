@@ -559,4 +559,20 @@ mod tests {
             reserved[0].message
         );
     }
+
+    #[test]
+    fn kubernetes_cel_libraries_are_available() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "url": {"type": "string", "x-kubernetes-validations": [{"rule": "isURL(self) && url(self).getScheme() == 'https'", "message": "https URL"}]},
+            "cpu": {"type": "string", "x-kubernetes-validations": [{"rule": "quantity(self).isLessThan(quantity('2'))", "message": "under 2 CPUs"}]},
+            "name": {"type": "string", "x-kubernetes-validations": [{"rule": "self.matches('^[a-z]+$') && self.lowerAscii() == self", "message": "lowercase"}]}}}}});
+        let good = json!({"spec": {"url": "https://example.com/x", "cpu": "500m", "name": "abc"}});
+        assert!(validate(&schema, &rt(), &good, None).is_empty());
+        let bad = json!({"spec": {"url": "http://example.com", "cpu": "3", "name": "ABC"}});
+        let fields: Vec<String> = validate(&schema, &rt(), &bad, None)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(fields.len(), 3, "{fields:?}");
+    }
 }
