@@ -488,3 +488,31 @@ async fn tls_verify_ca_accepts_a_name_mismatch_but_verify_full_does_not() {
     };
     assert!(message(&err).contains("TLS handshake"), "{}", message(&err));
 }
+
+#[tokio::test]
+async fn upstream_termination_is_reported_to_the_client() {
+    let (db, sidecar) = setup("upstream_gone").await;
+    let c = sidecar.connect().await;
+    let pid: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let admin = connect(&server().admin_url(&db)).await;
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let err = c.simple_query("SELECT 1").await.unwrap_err();
+    // The server's own FATAL (57P01) or the sidecar's 08006: either way the client is told.
+    let text = message(&err);
+    assert!(
+        text.contains("terminating connection")
+            || text.contains("closed the session")
+            || err.is_closed(),
+        "{text}"
+    );
+    // The sidecar serves new sessions.
+    let c = sidecar.connect().await;
+    c.simple_query("SELECT 1").await.unwrap();
+}

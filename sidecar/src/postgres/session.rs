@@ -102,6 +102,9 @@ pub enum SessionError {
     /// The client was refused (reported to it).
     #[error("session refused: {0}")]
     Refused(String),
+    /// The upstream server closed the session (shutdown, terminated backend).
+    #[error("the upstream server closed the connection")]
+    UpstreamClosed,
 }
 
 async fn fatal<W: AsyncWrite + Unpin>(
@@ -291,15 +294,25 @@ where
         r = server_loop.run() => r,
     };
     drop(server_loop);
-    if let Err(e @ (SessionError::Message(_) | SessionError::Framing(_))) = &outcome {
-        // Tell the client why the session ends (a bad message cannot be skipped).
-        let _ = fatal(
-            writer,
-            error_response::PROTOCOL_VIOLATION,
-            &e.to_string(),
-            None,
-        )
-        .await;
+    match &outcome {
+        Err(e @ (SessionError::Message(_) | SessionError::Framing(_))) => {
+            // Tell the client why the session ends (a bad message cannot be skipped).
+            let _ = fatal(
+                writer,
+                error_response::PROTOCOL_VIOLATION,
+                &e.to_string(),
+                None,
+            )
+            .await;
+        }
+        Err(SessionError::UpstreamClosed) => {
+            let message = format!(
+                "the upstream server of Connection {:?} closed the session",
+                ctx.name
+            );
+            let _ = fatal(writer, error_response::CONNECTION_FAILURE, &message, None).await;
+        }
+        _ => {}
     }
     ctx.cancel.remove(key);
     ctx.metrics.session_ended();
@@ -868,7 +881,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             tokio::select! {
                 more = self.upstream.fill() => {
                     if !more? {
-                        return Ok(());
+                        return Err(SessionError::UpstreamClosed);
                     }
                 }
                 e = self.rx.recv() => match e {
