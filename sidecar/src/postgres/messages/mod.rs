@@ -228,3 +228,56 @@ pub(crate) fn put_cstr(out: &mut BytesMut, s: &str) {
     }
     out.put_u8(0);
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Every decoder takes arbitrary bytes without panicking: a hostile
+    //! client or a corrupt stream is an error, never a crash.
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn decoders_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = super::startup::StartupPacket::decode(&body);
+            let _ = super::query::decode(&body);
+            let _ = super::parse::decode(&body);
+            let _ = super::bind::decode(&body);
+            let _ = super::describe::decode(&body, "Describe");
+            let _ = super::execute::decode(&body);
+            let _ = super::row_description::decode(&body);
+            let _ = super::data_row::values(&body);
+            let _ = super::error_response::decode(&body);
+            let _ = super::command_complete::rows(&body);
+            let _ = super::copy::overall_format(&body);
+            let mut out = bytes::BytesMut::new();
+            let _ = super::data_row::rewrite(&body, &mut out, |_, _| super::data_row::Rewrite::Null);
+        }
+
+        #[test]
+        fn framing_never_panics(stream in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut r = crate::postgres::framing::FrameReader::new(
+                    &stream[..],
+                    crate::postgres::framing::Peer::Client,
+                    128,
+                );
+                let _ = r.startup_packet().await;
+                while let Ok(Some(frame)) = r.next().await {
+                    assert!(frame.raw.len() <= 129);
+                }
+            });
+        }
+
+        #[test]
+        fn row_description_counts_are_bounded(n in any::<i16>(), rest in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut body = n.to_be_bytes().to_vec();
+            body.extend_from_slice(&rest);
+            if let Ok(cols) = super::row_description::decode(&body) {
+                prop_assert!(cols.len() * 19 <= body.len());
+            }
+        }
+    }
+}
