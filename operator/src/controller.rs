@@ -8,8 +8,8 @@
 //! catalog changes, since a Secret, a Connection or a policy elsewhere in the
 //! namespace can change an object's status.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,7 +20,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use sluice_crds::{AccessPolicy, AccessPolicyStatus, Connection, ConnectionStatus};
+use sluice_crds::{AccessPolicy, AccessPolicyStatus, Conditions, Connection, ConnectionStatus};
 
 use crate::catalog::Catalog;
 use crate::certs::FIELD_MANAGER;
@@ -85,6 +85,54 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The conditions last applied, by object UID. The controller's cache can
+    /// lag its own writes; computing from it would move `lastTransitionTime`
+    /// and repeat Events, so the newer of the two is the previous state.
+    pub applied: Mutex<HashMap<String, Conditions>>,
+}
+
+impl Context {
+    /// A context with nothing applied yet.
+    pub fn new(
+        client: Client,
+        catalog: Catalog,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Context {
+        Context {
+            client,
+            catalog,
+            recorder,
+            metrics,
+            applied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `stored`, with the conditions this replica applied last when it has them.
+    fn previous<S: Clone>(
+        &self,
+        uid: &str,
+        stored: &S,
+        conditions: impl Fn(&mut S) -> &mut Conditions,
+    ) -> S {
+        let mut previous = stored.clone();
+        let applied = self
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = applied.get(uid) {
+            *conditions(&mut previous) = c.clone();
+        }
+        previous
+    }
+
+    fn remember(&self, uid: &str, conditions: &Conditions) {
+        let mut applied = self
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        applied.insert(uid.to_string(), conditions.clone());
+    }
 }
 
 /// Runs both controllers until the future is dropped.
@@ -143,13 +191,16 @@ async fn reconcile_connection(
             .map(|p| p.name_any())
             .collect(),
     };
-    let previous = connection.status.as_ref();
-    let status = connection_status(&connection, &facts, previous, &now());
-    if previous != Some(&status) {
+    let uid = connection.uid().unwrap_or_default();
+    let stored = connection.status.clone().unwrap_or_default();
+    let previous = ctx.previous(&uid, &stored, |s| &mut s.conditions);
+    let status = connection_status(&connection, &facts, Some(&previous), &now());
+    let owned = owned_connection_status(&status);
+    if owned != owned_connection_status(&stored) {
         let body = json!({
             "apiVersion": sluice_crds::API_VERSION,
             "kind": "Connection",
-            "status": owned_connection_status(&status),
+            "status": owned,
         });
         Api::<Connection>::namespaced(ctx.client.clone(), &namespace)
             .patch_status(
@@ -164,11 +215,11 @@ async fn reconcile_connection(
                 name: name.clone(),
                 source,
             })?;
-        let before = previous.map(|s| s.conditions.clone()).unwrap_or_default();
+        ctx.remember(&uid, &status.conditions);
         publish(
             &ctx,
             connection.as_ref(),
-            &transitions(&before, &status.conditions),
+            &transitions(&previous.conditions, &status.conditions),
         )
         .await;
     }
@@ -221,13 +272,16 @@ async fn reconcile_policy(
         .iter()
         .map(|c| c.name_any())
         .collect();
-    let previous = policy.status.as_ref();
-    let status = access_policy_status(&policy, compiled, &known, previous, &now());
-    if previous != Some(&status) {
+    let uid = policy.uid().unwrap_or_default();
+    let stored = policy.status.clone().unwrap_or_default();
+    let previous = ctx.previous(&uid, &stored, |s| &mut s.conditions);
+    let status = access_policy_status(&policy, compiled, &known, Some(&previous), &now());
+    let owned = owned_policy_status(&status);
+    if owned != owned_policy_status(&stored) {
         let body = json!({
             "apiVersion": sluice_crds::API_VERSION,
             "kind": "AccessPolicy",
-            "status": owned_policy_status(&status),
+            "status": owned,
         });
         Api::<AccessPolicy>::namespaced(ctx.client.clone(), &namespace)
             .patch_status(
@@ -242,11 +296,11 @@ async fn reconcile_policy(
                 name: name.clone(),
                 source,
             })?;
-        let before = previous.map(|s| s.conditions.clone()).unwrap_or_default();
+        ctx.remember(&uid, &status.conditions);
         publish(
             &ctx,
             policy.as_ref(),
-            &transitions(&before, &status.conditions),
+            &transitions(&previous.conditions, &status.conditions),
         )
         .await;
     }

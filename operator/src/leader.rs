@@ -124,3 +124,23 @@ async fn try_acquire(
         Err(e) => Err(e),
     }
 }
+
+/// Gives the Lease up when `identity` holds it, so another replica takes
+/// over at once instead of after the Lease lapses (on a graceful stop).
+pub async fn release(client: Client, namespace: &str, identity: &str) -> Result<(), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let Some(mut lease) = api.get_opt(LEASE_NAME).await? else {
+        return Ok(());
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return Ok(());
+    };
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    api.replace(LEASE_NAME, &PostParams::default(), &lease)
+        .await?;
+    Ok(())
+}

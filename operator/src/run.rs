@@ -159,6 +159,9 @@ pub struct Running {
     pub keys: GatewayKeys,
     catalog: Catalog,
     tasks: JoinSet<()>,
+    client: Client,
+    namespace: String,
+    identity: String,
 }
 
 impl Running {
@@ -170,6 +173,16 @@ impl Running {
     /// Waits until the caches are filled (what `/readyz` reports).
     pub async fn ready(&self) -> bool {
         self.catalog.ready().await
+    }
+
+    /// Stops every task and gives up the leader Lease if this replica holds it.
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+        if let Err(error) =
+            crate::leader::release(self.client.clone(), &self.namespace, &self.identity).await
+        {
+            tracing::warn!(error = %crate::error_chain(&error), "could not release the leader Lease");
+        }
     }
 
     /// Waits until a task ends (they only end on failure), or forever.
@@ -310,10 +323,10 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         operator_namespace: settings.namespace.clone(),
         match_conditions: settings.webhook_match_conditions,
     };
-    let ctx = Arc::new(controller::Context {
-        client: client.clone(),
-        catalog: catalog.clone(),
-        recorder: Recorder::new(
+    let ctx = Arc::new(controller::Context::new(
+        client.clone(),
+        catalog.clone(),
+        Recorder::new(
             client.clone(),
             Reporter {
                 controller: "sluice-operator".to_string(),
@@ -321,7 +334,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             },
         ),
         metrics,
-    });
+    ));
     tasks.spawn(lead(
         leading.clone(),
         ctx,
@@ -340,6 +353,9 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         keys,
         catalog,
         tasks,
+        client,
+        namespace: settings.namespace.clone(),
+        identity: settings.identity.clone(),
     })
 }
 
