@@ -573,8 +573,16 @@ async fn audit_batches_become_counters_and_checkpoints() {
         "prev": "0000000000000000000000000000000000000000000000000000000000000000",
         "hash": "aa"
     });
+    let masked = json!({
+        "v": 1, "seq": 3, "time": "2026-01-01T00:00:01Z", "type": "result",
+        "stream": "report/boot-1", "session": "s1",
+        "identity": {"namespace": "shop", "serviceAccount": "report-job"},
+        "connection": "orders-db",
+        "outcome": {"rows": 3, "masked": 3},
+        "prev": "ab", "hash": "ac"
+    });
     let batch = json!({
-        "events": [allowed, denial_event("report-job", 2)],
+        "events": [allowed, denial_event("report-job", 2), masked],
         "heads": [{"connection": "orders-db", "stream": "report/boot-1", "seq": 2, "hash": "ab"}]
     });
     let (status, _, body) = env
@@ -587,7 +595,7 @@ async fn audit_batches_become_counters_and_checkpoints() {
         .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let receipt: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(receipt["accepted"], 2);
+    assert_eq!(receipt["accepted"], 3);
     let checkpoint = &receipt["checkpoints"][0];
     assert_eq!(checkpoint["sequence"], 2);
     assert!(checkpoint["signature"].as_str().unwrap().split('.').count() == 3);
@@ -603,6 +611,18 @@ async fn audit_batches_become_counters_and_checkpoints() {
     .await
     .unwrap()
     .unwrap();
+    // Result events name no policy: masked values count for the applicable policy that masks.
+    assert_eq!(
+        policy
+            .status
+            .as_ref()
+            .unwrap()
+            .counters
+            .as_ref()
+            .unwrap()
+            .masked,
+        3
+    );
     let status = policy.status.unwrap();
     assert_eq!(status.recent_denials.len(), 1);
     assert_eq!(status.recent_denials[0].rule, "no-schema-changes");
@@ -872,4 +892,43 @@ spec:
     assert_eq!(bundle["connections"][0]["name"], "orders-db");
     assert_eq!(bundle["connections"][0]["bound"], false, "{bundle}");
     assert!(bundle["connections"][0].get("credentials").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_restores_the_webhook_ca_bundle() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(env.client.clone());
+    let bogus = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+    );
+    api.patch(
+        "sluice-operator",
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([
+                {"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": bogus}
+            ]))
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    let expected = env.operator.ca_bundle_pem();
+    bounded(
+        "caBundle restored by the leader",
+        await_condition(
+            api,
+            "sluice-operator",
+            move |w: Option<&MutatingWebhookConfiguration>| {
+                w.and_then(|w| w.webhooks.as_ref())
+                    .and_then(|h| h[0].client_config.ca_bundle.as_ref())
+                    .is_some_and(|b| b.0 == expected.as_bytes())
+            },
+        ),
+    )
+    .await
+    .unwrap();
 }
