@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use sluice_crds::{Action, ApprovalMode, MaxRowsAction, StatementKind};
+use sluice_crds::{Action, ApprovalMode, MaskStrategy, MaxRowsAction, StatementKind};
 use sluice_policy::engine::{CompiledPolicy, Decision, Identity, PolicySet, SqlDecision};
 use sluice_policy::mask_plan::{ColumnMask, ColumnOrigin, CopyPlan, MaskReason, OutputColumn};
 use sluice_policy::sql::{SqlDialect, Statement};
@@ -463,6 +463,9 @@ pub struct ResultLimits {
 #[derive(Debug)]
 pub struct Masking {
     set: Arc<PolicySet>,
+    /// Per masking rule, the replacement when it does not depend on the
+    /// value (redact, fixed).
+    constants: Vec<Option<bytes::Bytes>>,
     active: bool,
     column_rules: bool,
     detectors: bool,
@@ -473,7 +476,18 @@ impl Masking {
     fn new(set: Arc<PolicySet>) -> Self {
         let limits = set.limits();
         let detectors = set.detectors().is_some();
+        let constants = set
+            .maskers()
+            .iter()
+            .map(|m| match m.strategy() {
+                MaskStrategy::Redact | MaskStrategy::Fixed => {
+                    Some(bytes::Bytes::from(m.mask("").into_bytes()))
+                }
+                MaskStrategy::Partial | MaskStrategy::Hash => None,
+            })
+            .collect();
         Masking {
+            constants,
             active: set.has_masking(),
             column_rules: has_column_globs(&set),
             detectors,
@@ -504,6 +518,11 @@ impl Masking {
     /// The masked form of a value under masking rule `rule`.
     pub fn mask(&self, rule: usize, value: &str) -> String {
         self.set.masker(rule).mask(value)
+    }
+
+    /// The replacement of rule `rule` when it is the same for every value.
+    pub fn constant_mask(&self, rule: usize) -> Option<bytes::Bytes> {
+        self.constants.get(rule).cloned().flatten()
     }
 
     /// `text` with what the detectors find masked, or `None` when they find nothing.

@@ -12,9 +12,9 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::messages::MessageError;
 use super::messages::data_row::{self, Rewrite};
 use super::messages::row_description::Column;
+use super::messages::{Cursor, MessageError};
 use crate::enforcement::Masking;
 
 /// Type OIDs the sidecar knows.
@@ -197,30 +197,56 @@ impl RowMask {
         body: &[u8],
         out: &mut BytesMut,
     ) -> Result<Option<usize>, MessageError> {
-        let ranges = data_row::values(body)?;
-        let mut changes: Vec<(usize, Rewrite)> = Vec::new();
-        for (i, range) in ranges.iter().enumerate() {
-            let Some(range) = range else { continue };
-            let value = &body[range.clone()];
-            let rule = self.columns.get(i);
-            let rewrite = match rule {
+        // One pass, written straight into `out`; rolled back when nothing changed.
+        let start = out.len();
+        let mut c = Cursor::new(body, "DataRow");
+        let n = c.count(4)?;
+        let at = super::messages::begin(out, super::messages::backend::DATA_ROW);
+        out.put_i16(n as i16);
+        let mut changed = 0;
+        for i in 0..n {
+            let len = c.i32()?;
+            if len < -1 {
+                out.truncate(start);
+                return Err(MessageError {
+                    message: "DataRow",
+                    problem: "negative value length",
+                });
+            }
+            if len == -1 {
+                out.put_i32(-1);
+                continue;
+            }
+            let value = match c.take(len as usize) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            };
+            let rewrite = match self.columns.get(i) {
                 // A row wider than its description: mask it all rather than guess.
                 None => Rewrite::Null,
                 Some(rule) => self.value(masking, rule, value),
             };
-            if rewrite != Rewrite::Keep {
-                changes.push((i, rewrite));
+            match rewrite {
+                Rewrite::Keep => data_row::put_value(out, Some(value)),
+                Rewrite::Null => {
+                    changed += 1;
+                    out.put_i32(-1);
+                }
+                Rewrite::Replace(bytes) => {
+                    changed += 1;
+                    data_row::put_value(out, Some(&bytes));
+                }
             }
         }
-        if changes.is_empty() {
+        if changed == 0 {
+            out.truncate(start);
             return Ok(None);
         }
-        let mut changes = changes.into_iter().peekable();
-        let n = data_row::rewrite(body, out, |i, _| match changes.peek() {
-            Some((j, _)) if *j == i => changes.next().map_or(Rewrite::Keep, |(_, r)| r),
-            _ => Rewrite::Keep,
-        })?;
-        Ok(Some(n))
+        super::messages::finish(out, at);
+        Ok(Some(changed))
     }
 
     fn value(&self, masking: &Masking, rule: &ColumnRule, value: &[u8]) -> Rewrite {
@@ -228,6 +254,12 @@ impl RowMask {
         if let Some(masker) = rule.mask {
             if binary && !is_text_like(rule.type_oid) {
                 return Rewrite::Null;
+            }
+            if !is_json(rule.type_oid)
+                && let Some(constant) = masking.constant_mask(masker)
+            {
+                // redact and fixed do not depend on the value: no work per row.
+                return Rewrite::Replace(constant);
             }
             let text = if binary && rule.type_oid == oid::JSONB {
                 value.get(1..).unwrap_or_default()
@@ -240,11 +272,9 @@ impl RowMask {
             } else {
                 masked
             };
-            return Rewrite::Replace(with_jsonb_version(
-                binary,
-                rule.type_oid,
-                masked.into_bytes(),
-            ));
+            return Rewrite::Replace(
+                with_jsonb_version(binary, rule.type_oid, masked.into_bytes()).into(),
+            );
         }
         if !self.detectors {
             return Rewrite::Keep;
@@ -259,11 +289,9 @@ impl RowMask {
                 return Rewrite::Keep;
             };
             return match masking.detect(text) {
-                Some(masked) => Rewrite::Replace(with_jsonb_version(
-                    binary,
-                    rule.type_oid,
-                    masked.into_bytes(),
-                )),
+                Some(masked) => Rewrite::Replace(
+                    with_jsonb_version(binary, rule.type_oid, masked.into_bytes()).into(),
+                ),
                 None => Rewrite::Keep,
             };
         }
@@ -290,7 +318,7 @@ impl RowMask {
         }
         if let Some(elem) = text_array_element(rule.type_oid) {
             return match mask_binary_array(masking, value, elem) {
-                Ok(Some(bytes)) => Rewrite::Replace(bytes),
+                Ok(Some(bytes)) => Rewrite::Replace(bytes.into()),
                 Ok(None) => Rewrite::Keep,
                 Err(()) => Rewrite::Null,
             };

@@ -36,7 +36,7 @@ pub enum Rewrite {
     /// The value becomes NULL.
     Null,
     /// The value is replaced by these bytes.
-    Replace(Vec<u8>),
+    Replace(bytes::Bytes),
 }
 
 /// Writes a DataRow whose values are those of `body`, each passed through
@@ -68,7 +68,8 @@ pub fn rewrite(
     Ok(changed)
 }
 
-fn put_value(out: &mut BytesMut, value: Option<&[u8]>) {
+/// Writes one value (length, then bytes; -1 for NULL).
+pub fn put_value(out: &mut BytesMut, value: Option<&[u8]>) {
     match value {
         None => out.put_i32(-1),
         Some(v) => {
@@ -101,7 +102,7 @@ mod tests {
         let body = row(&[Some(b"1"), Some(b"123-45-6789"), None]);
         let mut out = BytesMut::new();
         let n = rewrite(&body, &mut out, |i, _| match i {
-            1 => Rewrite::Replace(b"***".to_vec()),
+            1 => Rewrite::Replace(bytes::Bytes::from_static(b"***")),
             _ => Rewrite::Keep,
         })
         .unwrap();
