@@ -72,6 +72,13 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     audit_flush_seconds: u64,
 
+    /// Register the pod webhook without its CEL matchConditions (every pod of
+    /// a labelled namespace is then sent to the webhook, which passes
+    /// unannotated pods through). Only for API servers whose CEL cannot
+    /// evaluate `'sluice.dev/inject' in object.metadata.annotations`.
+    #[arg(long)]
+    no_webhook_match_conditions: bool,
+
     /// This replica's name in the leader Lease and in Events.
     #[arg(long, env = "SLUICE_POD_NAME")]
     identity: Option<String>,
@@ -162,6 +169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     settings.token_ttl = Duration::from_secs(args.token_ttl_seconds);
     settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
     settings.audit_flush_every = Duration::from_secs(args.audit_flush_seconds.max(1));
+    settings.webhook_match_conditions = !args.no_webhook_match_conditions;
     if let Some(identity) = &args.identity {
         settings.identity = identity.clone();
     }
