@@ -932,3 +932,66 @@ async fn leader_restores_the_webhook_ca_bundle() {
     .await
     .unwrap();
 }
+
+/// The certificate the operator presents now, in DER.
+async fn presented_cert(env: &Env) -> Vec<u8> {
+    let config = sluice_e2e::pki::client_config(&env.operator.ca_bundle_pem()).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tcp = tokio::net::TcpStream::connect(env.operator.addr)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(env.operator.addr.ip().into());
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_serving_certificate_is_served_without_a_restart() {
+    use k8s_openapi::api::core::v1::Secret;
+    use rustls::pki_types::pem::PemObject as _;
+    use sluice_operator::pki::{Ca, SubjectNames};
+
+    let env = Env::start().await;
+    let before = presented_cert(&env).await;
+    // Another replica (or cert-manager) renews the serving certificate in the Secret.
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), "sluice-system");
+    let mut secret = secrets.get("sluice-operator-tls").await.unwrap();
+    let data = secret.data.as_mut().unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    let ca = Ca::from_pem(&text("ca.crt"), &text("ca.key")).unwrap();
+    let names = SubjectNames {
+        dns: vec![],
+        ips: vec![env.operator.addr.ip()],
+    };
+    let renewed = ca
+        .issue_serving(
+            &names,
+            std::time::SystemTime::now(),
+            std::time::Duration::from_secs(90 * 86400),
+        )
+        .unwrap();
+    data.insert(
+        "tls.crt".into(),
+        k8s_openapi::ByteString(renewed.cert_pem().as_bytes().to_vec()),
+    );
+    data.insert(
+        "tls.key".into(),
+        k8s_openapi::ByteString(renewed.key_pem().as_bytes().to_vec()),
+    );
+    secrets
+        .replace("sluice-operator-tls", &Default::default(), &secret)
+        .await
+        .unwrap();
+    let expected = rustls::pki_types::CertificateDer::from_pem_slice(renewed.cert_pem().as_bytes())
+        .unwrap()
+        .to_vec();
+    assert_ne!(before, expected);
+    // The operator re-reads the Secret on its maintenance tick; what a TLS
+    // client sees can only be polled. Bounded by WAIT.
+    bounded("the renewed certificate is presented", async {
+        while presented_cert(&env).await != expected {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
