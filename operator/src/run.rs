@@ -539,6 +539,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn endpoints_name_what_the_certificate_must_cover() {
+        let addr: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let listener = Settings::new(addr, WebhookTarget::Listener);
+        let (endpoint, base, names) = endpoint_of(&listener, addr);
+        assert_eq!(base.as_deref(), Some("https://127.0.0.1:8443"));
+        assert_eq!(
+            endpoint,
+            WebhookEndpoint::Url("https://127.0.0.1:8443".into())
+        );
+        assert_eq!(names.ips, vec![std::net::IpAddr::from([127, 0, 0, 1])]);
+
+        let mut url = Settings::new(addr, WebhookTarget::Url("https://op.example:9443/".into()));
+        url.gateway_url = Some("https://10.0.0.7:9443".into());
+        let (_, base, names) = endpoint_of(&url, addr);
+        assert_eq!(base.as_deref(), Some("https://op.example:9443"));
+        assert_eq!(names.dns, vec!["op.example".to_string()]);
+        assert_eq!(names.ips, vec![std::net::IpAddr::from([10, 0, 0, 7])]);
+
+        let service = Settings::new(
+            addr,
+            WebhookTarget::Service {
+                name: "sluice-operator".into(),
+                port: 443,
+            },
+        );
+        let (endpoint, base, names) = endpoint_of(&service, addr);
+        assert!(base.is_none());
+        assert!(matches!(
+            endpoint,
+            WebhookEndpoint::Service { port: 443, .. }
+        ));
+        assert!(
+            names
+                .dns
+                .contains(&"sluice-operator.sluice-system.svc".to_string())
+        );
+    }
+
+    #[test]
     fn host_of_reads_dns_ipv4_and_ipv6() {
         assert_eq!(host_of("https://op.example:8443/x"), "op.example");
         assert_eq!(host_of("https://127.0.0.1:8443"), "127.0.0.1");
