@@ -87,8 +87,16 @@ if command -v jq >/dev/null; then
 else
   cat "$work/audit.jsonl"
 fi
-if [ -x "$root/target/release/kubectl-sluice" ]; then
+cli=${KUBECTL_SLUICE:-}
+for c in "$root/target/release/kubectl-sluice" "$root/target/debug/kubectl-sluice"; do
+  [ -z "$cli" ] && [ -x "$c" ] && cli=$c
+done
+if [ -n "$cli" ]; then
   echo
-  echo "== kubectl-sluice audit verify"
-  "$root/target/release/kubectl-sluice" audit verify "$work/audit.jsonl" || true
+  echo "== kubectl sluice audit verify (the chain is intact)"
+  "$cli" audit verify "$work/audit.jsonl" || true
+  echo
+  echo "== ... and after editing one line it is not"
+  sed '3s/"rows":3/"rows":2/' "$work/audit.jsonl" > "$work/edited.jsonl"
+  "$cli" audit verify "$work/edited.jsonl" || true
 fi
