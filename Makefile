@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help build test lint fmt crds crds-check validate-crds
+.PHONY: help build test lint fmt crds crds-check validate-crds demo bench e2e cluster cluster-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -29,3 +29,26 @@ crds-check: ## fail when the committed CRD YAML differs from what crdgen writes
 
 validate-crds: ## validate the CRD YAML against the Kubernetes schema (pip: kubernetes-validate)
 	kubernetes-validate --strict --kubernetes-version 1.33.0 crds/*.yaml
+
+demo: ## local walk-through: throwaway PostgreSQL, the sidecar with examples/quickstart, psql through it
+	$(CARGO) build --release --locked -p sluice-sidecar
+	sidecar/demo/demo.sh target/release/sluice-sidecar
+
+bench: ## pgbench through the sidecar vs direct vs PgBouncer, interleaved, printing ratios
+	$(CARGO) build --release --locked -p sluice-sidecar
+	sidecar/bench/bench.sh target/release/sluice-sidecar
+
+e2e: ## end-to-end scenarios (the cluster in KUBECONFIG, else the test control plane)
+	$(CARGO) test --locked -p sluice-e2e -p sluice-operator
+
+CLUSTER_DIR ?= target/testcluster
+cluster: ## start the test control plane in the background and print the KUBECONFIG line
+	$(CARGO) build --quiet --locked -p sluice-e2e --bin sluice-testcluster
+	@mkdir -p $(CLUSTER_DIR) && rm -f $(CLUSTER_DIR)/ready
+	@target/debug/sluice-testcluster --dir $(CLUSTER_DIR) > $(CLUSTER_DIR)/log 2>&1 & echo $$! > $(CLUSTER_DIR)/pid
+	@for i in $$(seq 100); do test -f $(CLUSTER_DIR)/ready && break; sleep 0.1; done; \
+	  test -f $(CLUSTER_DIR)/ready || { echo "the test control plane did not start; see $(CLUSTER_DIR)/log" >&2; exit 1; }
+	@echo "export KUBECONFIG=$(abspath $(CLUSTER_DIR))/kubeconfig   # stop it with: make cluster-stop"
+
+cluster-stop: ## stop the test control plane started by make cluster
+	@test -f $(CLUSTER_DIR)/pid && kill $$(cat $(CLUSTER_DIR)/pid) && rm -f $(CLUSTER_DIR)/pid || true
