@@ -115,6 +115,24 @@ async fn simple_protocol_text_results_are_masked() {
         // The row still arrives (masked, not dropped).
         assert!(bytes.contains(&b'D'), "{sql}: no row");
     }
+    // SQL-level PREPARE / EXECUTE: the EXECUTE's text says nothing of the
+    // query, so its computed columns must still be masked.
+    for (i, query) in [
+        "SELECT ssn FROM customers",
+        "SELECT lower(ssn) || '' FROM customers",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let bytes = raw.simple(&format!("PREPARE p{i} AS {query}"));
+        assert!(
+            !contains(&bytes, "SERROR"),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let bytes = raw.simple(&format!("EXECUTE p{i}"));
+        assert_no_leak(&bytes, &format!("EXECUTE of {query}"));
+    }
     // Unmasked data still flows.
     let bytes = raw.simple("SELECT name, id FROM customers");
     assert!(contains(&bytes, "Alice"));
