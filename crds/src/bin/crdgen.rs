@@ -1,5 +1,5 @@
 //! Writes the CRD YAML of every Sluice resource into `crds/*.yaml` and the
-//! chart's `charts/sluice/crds/`, or checks that the committed files match.
+//! chart's `charts/sluice/files/crds/` (templated from there, gated by `crds.enabled`), or checks that the committed files match.
 //!
 //! Usage: `crdgen [--check] [--root DIR]`.
 
