@@ -31,7 +31,7 @@ validate-crds: ## validate the CRD YAML against the Kubernetes schema (pip: kube
 	kubernetes-validate --strict --kubernetes-version 1.33.0 crds/*.yaml
 
 demo: ## local walk-through: throwaway PostgreSQL, the sidecar with examples/quickstart, psql through it
-	$(CARGO) build --release --locked -p sluice-sidecar
+	$(CARGO) build --release --locked -p sluice-sidecar -p kubectl-sluice
 	sidecar/demo/demo.sh target/release/sluice-sidecar
 
 bench: ## pgbench through the sidecar vs direct vs PgBouncer, interleaved, printing ratios

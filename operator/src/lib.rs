@@ -42,7 +42,8 @@ pub mod status;
 pub mod token_exchange;
 pub mod token_holder;
 pub mod webhook_config;
-pub mod wire;
+/// The gateway API's JSON lives in the policy crate (it crosses a process boundary).
+pub use sluice_policy::gateway as wire;
 
 /// Everything that can go wrong in the operator, by component.
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod detectors;
 pub mod engine;
+pub mod gateway;
 pub mod http;
 pub mod mask_plan;
 pub mod masker;

@@ -1,13 +1,14 @@
 //! The JSON of the gateway API (DESIGN §3, §4, §7): what sidecars send and receive.
 //!
-//! DESIGN wants types that cross a process boundary in `sluice-crds` or
-//! `sluice-policy`, shared with the sidecar; they live here until they are moved.
+//! Types that cross a process boundary live in the policy crate, so the
+//! operator (which serves them) and the sidecar (which calls it) share one
+//! definition.
 
 use std::collections::BTreeMap;
 
+use crate::audit::{AuditEvent, ChainHead};
 use serde::{Deserialize, Serialize};
 use sluice_crds::{AccessPolicy, ConnectionSpec};
-use sluice_policy::audit::{AuditEvent, ChainHead};
 
 /// `POST /v1/token` request.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
