@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Validates the Helm chart and the examples, offline (package registries only):
+#   1. renders charts/sluice with a real Helm engine (helm-python-sdk, Helm's Go SDK
+#      behind a C ABI) for several value sets, and lints it strictly;
+#   2. checks values.schema.json refuses unknown keys and bad values;
+#   3. validates every rendered manifest with kubernetes-validate --strict;
+#   4. runs checkov on the rendered manifests (every finding fixed or skipped with
+#      a reason in the manifest; see charts/sluice/README.md);
+#   5. unless SLUICE_SKIP_CLUSTER=1, applies the CRDs, the rendered chart objects
+#      and the examples to the test control plane (server-side schema and CEL).
+# Idempotent: tools live in a venv that is reused; output goes to a temp dir.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CHART="$ROOT/charts/sluice"
+VENV="${SLUICE_CHART_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-chart-venv}"
+KUBE_VERSION="${SLUICE_KUBE_VERSION:-1.30.0}"
+OUT="$(mktemp -d)"
+TC_PID=""
+cleanup() {
+  if [[ -n "$TC_PID" ]]; then kill "$TC_PID" 2>/dev/null || true; wait "$TC_PID" 2>/dev/null || true; fi
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "tools (venv $VENV)"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  python3 -m venv "$VENV"
+fi
+# Pinned so CI sees what was reviewed; pip is quick when they are already there.
+"$VENV/bin/python" -c 'import helm_python, kubernetes_validate, checkov' 2>/dev/null || \
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --root-user-action=ignore \
+    helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30
+echo "helm-python-sdk, kubernetes-validate and checkov ready"
+
+step "render, lint and schema checks (Helm engine)"
+"$VENV/bin/python" - "$CHART" "$OUT" "$KUBE_VERSION" <<'PY'
+import json, os, sys
+import helm_python as helm
+
+chart_dir, out, kube_version = sys.argv[1], sys.argv[2], sys.argv[3]
+failures = []
+
+# The value sets CI renders: each must lint clean (strict) and render.
+value_sets = {
+    "defaults": {},
+    "cert-manager": {"certManager": {"enabled": True}},
+    "cert-manager-issuer": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},
+    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "everything": {
+        "certManager": {"enabled": True},
+        "serviceMonitor": {"enabled": True},
+        "notifications": {"webhook": {"enabled": True, "urlSecretRef": {"name": "slack", "key": "url"}}},
+        "audit": {"sinks": {"file": {"enabled": True}}},
+        "podAntiAffinity": "hard",
+        "image": {"digest": "sha256:" + "a" * 64},
+        "injection": {"matchConditions": False},
+        "priorityClassName": "system-cluster-critical",
+    },
+    "no-crds-one-replica": {"crds": {"enabled": False}, "replicaCount": 1},
+}
+
+chart = helm.Chart.load(chart_dir)
+for name, values in value_sets.items():
+    report = helm.lint(chart_dir, values, strict=True, namespace="sluice-system", kube_version="v" + kube_version)
+    problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
+    for p in problems:
+        failures.append(f"lint [{name}]: {p}")
+    rendered = chart.render(values, name="sluice", namespace="sluice-system", is_install=True)
+    target = os.path.join(out, name)
+    os.makedirs(target, exist_ok=True)
+    count = 0
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            if "rollout status" not in text:
+                failures.append(f"render [{name}]: NOTES.txt lacks the next steps")
+            continue
+        for i, doc in enumerate(d for d in text.split("\n---") if d.strip() and any(
+                not l.startswith("#") and l.strip() for l in d.splitlines())):
+            fname = os.path.basename(path).replace(".yaml", "") + f"-{i}.yaml"
+            with open(os.path.join(target, fname), "w") as f:
+                f.write(doc.lstrip("-\n") + "\n")
+            count += 1
+    print(f"{name}: lint clean, {count} manifests")
+
+# The schema must refuse typos and bad values, at every level.
+refused = {
+    "unknown top-level key": {"replicas": 2},
+    "unknown nested key": {"sidecar": {"image": {"repo": "x"}}},
+    "unknown deep key": {"resources": {"limits": {"gpu": 1}}},
+    "bad enum": {"sidecar": {"nativeSidecars": "sometimes"}},
+    "http gateway url": {"gateway": {"url": "http://insecure"}},
+    "zero replicas": {"replicaCount": 0},
+}
+for what, values in refused.items():
+    try:
+        chart.validate_schema(values)
+    except helm.HelmValuesError:
+        continue
+    failures.append(f"schema accepted {what}: {json.dumps(values)}")
+print(f"schema refuses {len(refused)} bad value sets")
+
+# Properties the chart promises (DESIGN §5, §8): cheap to check on the render.
+import yaml  # shipped with checkov's dependencies
+docs = {}
+for fname in os.listdir(os.path.join(out, "defaults")):
+    with open(os.path.join(out, "defaults", fname)) as f:
+        d = yaml.safe_load(f)
+    docs[(d["kind"], d["metadata"]["name"])] = d
+dep = docs[("Deployment", "sluice-operator")]
+pod = dep["spec"]["template"]["spec"]
+c = pod["containers"][0]
+sc = c["securityContext"]
+expect = {
+    "2 replicas": dep["spec"]["replicas"] == 2,
+    "runAsNonRoot": sc.get("runAsNonRoot") is True and pod["securityContext"].get("runAsNonRoot") is True,
+    "readOnlyRootFilesystem": sc.get("readOnlyRootFilesystem") is True,
+    "no privilege escalation": sc.get("allowPrivilegeEscalation") is False,
+    "capabilities drop ALL": sc.get("capabilities", {}).get("drop") == ["ALL"],
+    "seccomp RuntimeDefault": sc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+    "liveness /healthz": c["livenessProbe"]["httpGet"]["path"] == "/healthz",
+    "readiness /readyz": c["readinessProbe"]["httpGet"]["path"] == "/readyz",
+    "pod anti-affinity": "podAntiAffinity" in pod.get("affinity", {}),
+    "resources": bool(c["resources"].get("limits")) and bool(c["resources"].get("requests")),
+    "webhook excluded label": dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "sluice-operator",
+    "PodDisruptionBudget": ("PodDisruptionBudget", "sluice-operator") in docs,
+    "CRDs kept": all(d["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep"
+                     for (k, _), d in docs.items() if k == "CustomResourceDefinition")
+                 and sum(1 for (k, _) in docs if k == "CustomResourceDefinition") == 3,
+    "Role confines secret writes": all(
+        "resourceNames" in r or r["verbs"] == ["create"]
+        for r in docs[("Role", "sluice-operator")]["rules"]),
+    "ClusterRole never writes secrets": not any(
+        "secrets" in r["resources"] and set(r["verbs"]) - {"get", "list", "watch"}
+        for r in docs[("ClusterRole", "sluice-operator")]["rules"]),
+}
+for what, ok in expect.items():
+    if not ok:
+        failures.append(f"defaults: expected {what}")
+print(f"{len(expect)} properties of the default render hold" if all(expect.values()) else "property checks failed")
+
+if failures:
+    print("\n".join(failures), file=sys.stderr)
+    sys.exit(1)
+PY
+
+step "kubernetes-validate --strict (Kubernetes $KUBE_VERSION)"
+# cert-manager.io and monitoring.coreos.com are not Kubernetes schemas that
+# kubernetes-validate knows (they belong to cert-manager's and the Prometheus
+# Operator's CRDs, which are not installed here): their objects get a structural
+# check instead (apiVersion, kind, metadata.name, namespace, spec).
+"$VENV/bin/python" - "$OUT" "$KUBE_VERSION" "$VENV/bin/kubernetes-validate" <<'PY'
+import os, subprocess, sys, yaml
+out, version, kv = sys.argv[1], sys.argv[2], sys.argv[3]
+core, foreign, bad = [], 0, []
+for root, _, files in os.walk(out):
+    for f in sorted(files):
+        path = os.path.join(root, f)
+        d = yaml.safe_load(open(path))
+        group = d.get("apiVersion", "").split("/")[0]
+        if group in ("cert-manager.io", "monitoring.coreos.com"):
+            foreign += 1
+            for field in ("apiVersion", "kind", "metadata", "spec"):
+                if field not in d:
+                    bad.append(f"{path}: {field} missing")
+            if not d.get("metadata", {}).get("name") or not d["metadata"].get("namespace"):
+                bad.append(f"{path}: metadata.name/namespace missing")
+        else:
+            core.append(path)
+r = subprocess.run([kv, "--strict", "--quiet", "-k", version, *core], capture_output=True, text=True)
+sys.stdout.write(r.stdout)
+sys.stderr.write(r.stderr)
+print(f"{len(core)} manifests valid (strict), {foreign} cert-manager/ServiceMonitor objects checked structurally"
+      if r.returncode == 0 and not bad else "\n".join(bad))
+sys.exit(1 if r.returncode or bad else 0)
+PY
+
+step "checkov (rendered manifests)"
+for set_dir in "$OUT"/*/; do
+  name="$(basename "$set_dir")"
+  if ! "$VENV/bin/checkov" --quiet --compact --skip-download --framework kubernetes -d "$set_dir" \
+        --output cli > "$OUT/checkov-$name.txt" 2>&1; then
+    cat "$OUT/checkov-$name.txt"
+    echo "checkov found unjustified findings in value set $name" >&2
+    exit 1
+  fi
+  echo "$name: $(grep -Eo 'Passed checks: [0-9]+, Failed checks: [0-9]+, Skipped checks: [0-9]+' "$OUT/checkov-$name.txt" || echo 'no findings')"
+done
+
+if [[ "${SLUICE_SKIP_CLUSTER:-0}" == 1 ]]; then
+  step "test control plane skipped (SLUICE_SKIP_CLUSTER=1)"
+  echo "0 failed"; exit 0
+fi
+
+step "apply to the test control plane"
+cd "$ROOT"
+cargo build --quiet -p sluice-e2e --bin sluice-testcluster
+TC_DIR="$OUT/tc"
+mkdir -p "$TC_DIR"
+"$ROOT/target/debug/sluice-testcluster" --dir "$TC_DIR" > "$OUT/tc.log" 2>&1 &
+TC_PID=$!
+for _ in $(seq 1 100); do [[ -s "$TC_DIR/kubeconfig" ]] && break; sleep 0.2; done
+export KUBECONFIG="$TC_DIR/kubeconfig"
+for _ in $(seq 1 50); do kubectl get --raw /version >/dev/null 2>&1 && break; sleep 0.2; done
+kubectl get --raw /version >/dev/null || { cat "$OUT/tc.log"; echo "test control plane did not start" >&2; exit 1; }
+kubectl apply -f "$OUT/defaults/" --server-side=false -l 'app.kubernetes.io/name=sluice-operator' \
+  --selector='app.kubernetes.io/name=sluice-operator' >/dev/null 2>&1 || true
+kubectl apply -f crds/ >/dev/null
+kubectl wait --for=condition=Established crd --all --timeout=20s >/dev/null
+for example in quickstart http-api approvals dry-run; do
+  [[ -d "examples/$example" ]] || continue
+  kubectl apply -f "examples/$example/" >/dev/null
+  echo "examples/$example: accepted"
+done
+echo "0 failed"
