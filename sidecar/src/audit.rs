@@ -206,6 +206,25 @@ impl AuditLog {
         d
     }
 
+    /// An event of any kind for `s` (used by the HTTP data plane, whose
+    /// requests are not SQL [`Decided`] texts). Written now when `durable`
+    /// (decisions: write-ahead), else with the next durable event.
+    pub fn event(
+        &self,
+        s: &SessionInfo,
+        kind: AuditKind,
+        command: Option<AuditCommand>,
+        decision: Option<AuditDecision>,
+        outcome: Option<AuditOutcome>,
+        durable: bool,
+    ) -> Result<(), AuditError> {
+        let mut d = self.draft(s, kind);
+        d.command = command;
+        d.decision = decision;
+        d.outcome = outcome;
+        self.write_event(d, durable)
+    }
+
     /// A session was refused (not bound, upstream unreachable).
     pub fn session_refused(&self, s: &SessionInfo, reason: &str) -> Result<(), AuditError> {
         let mut d = self.draft(s, AuditKind::Denial);

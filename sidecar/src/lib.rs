@@ -3,6 +3,7 @@
 //! - [`standalone`]: runs from local manifests (`sluice-sidecar standalone`);
 //! - [`postgres`]: the PostgreSQL data plane (framing, messages, upstream,
 //!   sessions, masking);
+//! - [`http`]: the HTTP API data plane (decide, inject credentials, mask JSON);
 //! - [`enforcement`]: the only caller of the policy engine;
 //! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port.
 #![forbid(unsafe_code)]
@@ -10,6 +11,7 @@
 pub mod admin;
 pub mod audit;
 pub mod enforcement;
+pub mod http;
 pub mod metrics;
 pub mod postgres;
 pub mod standalone;

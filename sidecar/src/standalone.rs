@@ -1,8 +1,8 @@
 //! Standalone mode: `sluice-sidecar standalone -f MANIFESTS --as NS/SA`.
 //!
 //! Reads the YAML a user would apply (Namespace, Secret, Connection,
-//! AccessPolicy), compiles the policies, and serves every postgres Connection
-//! of the identity's namespace on `127.0.0.1:spec.listen.port`. A Connection
+//! AccessPolicy), compiles the policies, and serves every postgres and http
+//! Connection of the identity's namespace on `127.0.0.1:spec.listen.port`. A Connection
 //! no policy binds the identity to is still served, so that a client gets a
 //! clear error at connect time instead of "connection refused".
 
@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use prometheus_client::registry::Registry;
 use sluice_crds::manifests::{ManifestError, ManifestSet};
 use sluice_crds::{Connection, Protocol};
-use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, SecretSource};
+use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, PolicySet, SecretSource};
 
 use zeroize::Zeroizing;
 
@@ -45,6 +45,10 @@ pub struct StandaloneConfig {
     pub max_message_size: usize,
     /// Address the listeners bind (loopback unless told otherwise).
     pub listen_host: IpAddr,
+    /// HTTP Connections: how long the upstream has to send response headers.
+    pub http_upstream_timeout: std::time::Duration,
+    /// HTTP Connections: largest request body buffered for `jsonBody` rules.
+    pub http_max_request_body: usize,
 }
 
 impl StandaloneConfig {
@@ -58,6 +62,8 @@ impl StandaloneConfig {
             admin_addr: None,
             max_message_size: framing::DEFAULT_MAX_MESSAGE_SIZE,
             listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
+            http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
         }
     }
 }
@@ -84,8 +90,8 @@ pub enum StandaloneError {
         #[source]
         source: Box<CompileError>,
     },
-    /// No postgres Connection in the namespace.
-    #[error("no postgres Connection in namespace {namespace} of {path}; nothing to serve")]
+    /// No postgres or http Connection in the namespace.
+    #[error("no postgres or http Connection in namespace {namespace} of {path}; nothing to serve")]
     NoConnections {
         /// Namespace.
         namespace: String,
@@ -116,6 +122,9 @@ pub enum StandaloneError {
     /// The audit sink could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// An http Connection's settings are unusable.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpSetupError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} for Connection {connection}: {source}")]
     Bind {
@@ -187,7 +196,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
         .connections
         .iter()
         .filter(|c| {
-            c.spec.protocol == Protocol::Postgres
+            matches!(c.spec.protocol, Protocol::Postgres | Protocol::Http)
                 && c.metadata.namespace.as_deref() == Some(identity.namespace.as_str())
         })
         .collect();
@@ -224,12 +233,36 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     }
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let http_metrics = crate::http::HttpMetrics::register(&mut registry);
     let cancel = Arc::new(CancelRegistry::default());
+    let mut http_servers = Vec::new();
 
     let mut listeners = Vec::new();
     let mut servers = Vec::new();
     for conn in connections {
         let name = conn.metadata.name.clone().unwrap_or_default();
+        if conn.spec.protocol == Protocol::Http {
+            let shared = HttpShared {
+                audit: audit.clone(),
+                metrics: metrics.clone(),
+                http_metrics: http_metrics.clone(),
+            };
+            let ctx = http_context(&cfg, &set, conn, &identity, &policies, shared)?;
+            let bound = ctx.set.is_some();
+            let addr = SocketAddr::new(cfg.listen_host, conn.spec.listen.port);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StandaloneError::Bind {
+                    connection: name.clone(),
+                    addr,
+                    source,
+                })?;
+            let addr = listener.local_addr().unwrap_or(addr);
+            tracing::info!(connection = %name, %addr, bound, "listening (http)");
+            listeners.push((name, addr, bound));
+            http_servers.push((listener, Arc::new(ctx)));
+            continue;
+        }
         let upstream = upstream_config(&set, conn, &identity.namespace, cfg.max_message_size)?;
         let hash_key = conn
             .spec
@@ -294,6 +327,9 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     }
     for (listener, ctx) in servers {
         tokio::spawn(postgres::serve(listener, ctx));
+    }
+    for (listener, ctx) in http_servers {
+        tokio::spawn(crate::http::serve(listener, ctx));
     }
     admin_state.ready.store(true, Ordering::Relaxed);
     Ok(Running { listeners, admin })
@@ -363,5 +399,108 @@ fn upstream_config(
         tls_mode: mode,
         tls: tls_config,
         max_message_size,
+    })
+}
+
+/// What every http Connection shares.
+struct HttpShared {
+    audit: Arc<AuditLog>,
+    metrics: Arc<Metrics>,
+    http_metrics: crate::http::HttpMetrics,
+}
+
+/// The context of an http Connection.
+fn http_context(
+    cfg: &StandaloneConfig,
+    set: &ManifestSet,
+    conn: &Connection,
+    identity: &Identity,
+    policies: &[Arc<CompiledPolicy>],
+    shared: HttpShared,
+) -> Result<crate::http::HttpContext, StandaloneError> {
+    let namespace = identity.namespace.as_str();
+    let name = conn.metadata.name.clone().unwrap_or_default();
+    let missing = |what: String| StandaloneError::Credentials {
+        namespace: namespace.to_string(),
+        connection: name.clone(),
+        what,
+    };
+    let base_url = conn.spec.upstream.base_url.clone().ok_or_else(|| {
+        missing("spec.upstream.baseURL is not set (http Connections need it)".into())
+    })?;
+    let secret = &conn.spec.credentials.secret_ref.name;
+    let keys: Vec<String> = match &conn.spec.credentials.headers {
+        Some(headers) => headers.clone(),
+        None => set
+            .secrets
+            .get(&(namespace.to_string(), secret.clone()))
+            .map(|data| data.keys().cloned().collect())
+            .ok_or_else(|| missing(format!("Secret {namespace}/{secret} is missing")))?,
+    };
+    let mut credentials = Vec::new();
+    for k in keys {
+        let v = set.secret_key(namespace, secret, &k).ok_or_else(|| {
+            missing(format!(
+                "Secret {namespace}/{secret} has no key {k:?} (named by spec.credentials.headers)"
+            ))
+        })?;
+        credentials.push((k, v.to_vec()));
+    }
+    let ca = match conn
+        .spec
+        .upstream
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_secret_ref.as_ref())
+    {
+        Some(r) => Some(set.secret_key(namespace, &r.name, &r.key).ok_or_else(|| {
+            missing(format!(
+                "the CA Secret {namespace}/{} (key {:?}) named by spec.upstream.tls.caSecretRef is missing",
+                r.name, r.key
+            ))
+        })?),
+        None => None,
+    };
+    // An https URL always verifies; `disable` only makes sense for http:// URLs.
+    let mode = match conn.spec.upstream.tls_mode() {
+        sluice_crds::TlsMode::Disable => sluice_crds::TlsMode::VerifyFull,
+        m => m,
+    };
+    let tls = tls::client_config(&name, mode, ca)?
+        .map(|c| (*c).clone())
+        .ok_or_else(|| missing("no TLS configuration could be built".into()))?;
+    let upstream = crate::http::HttpUpstream::new(
+        &name,
+        &base_url,
+        tls,
+        &credentials,
+        cfg.http_upstream_timeout,
+    )?;
+    let hash_key = conn
+        .spec
+        .credentials
+        .hash_key_secret_ref
+        .as_ref()
+        .and_then(|r| set.secret_key(namespace, &r.name, &r.key));
+    let policy_set = PolicySet::select(policies, identity, &name, hash_key).map(Arc::new);
+    if let Some(s) = &policy_set {
+        for w in s.warnings() {
+            tracing::warn!(connection = %name, "{w}");
+        }
+    }
+    let body_rules = set.policies_in(namespace).any(|ap| {
+        ap.spec.connections.iter().any(|c| *c == name)
+            && ap.spec.rules.iter().any(|r| !r.match_.json_body.is_empty())
+    });
+    Ok(crate::http::HttpContext {
+        name: name.clone(),
+        identity: identity.clone(),
+        set: policy_set,
+        body_rules,
+        upstream,
+        max_request_body: cfg.http_max_request_body,
+        audit: shared.audit,
+        metrics: shared.metrics,
+        http_metrics: shared.http_metrics,
     })
 }

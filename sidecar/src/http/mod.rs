@@ -1,0 +1,853 @@
+//! The HTTP API data plane: the application calls `http://127.0.0.1:PORT/…`
+//! without credentials; each request is decided by the policy engine, sent to
+//! `spec.upstream.baseURL` (TLS with rustls, HTTP/1.1 or HTTP/2 by ALPN) with
+//! the Connection's credential headers, and JSON responses are masked as they
+//! stream ([`stream_mask`]).
+//!
+//! Refusals are JSON bodies: `403` (deny, approval needed), `400` (a path
+//! that decodes ambiguously, a malformed request), `413` (a body too large
+//! to decide), `502` (upstream unreachable, or a compressed JSON response
+//! that masking cannot read), `504` (upstream timeout), `503` (the audit
+//! sink failed: audit is write-ahead).
+
+pub mod stream_mask;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use sha2::Digest;
+use sluice_crds::Action;
+use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome};
+use sluice_policy::engine::{Decision, Identity, PolicySet};
+use sluice_policy::http::{HttpRequest, normalize_path};
+use tokio::net::TcpListener;
+
+use crate::audit::{AuditLog, SessionInfo};
+use crate::metrics::Metrics;
+use stream_mask::JsonStreamMasker;
+
+/// Default largest request body buffered to decide `jsonBody` rules.
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 1 << 20;
+/// Default time the upstream has to answer with response headers.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// Headers never forwarded: hop-by-hop (RFC 9110 §7.6.1) and the
+/// application's own credentials.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Why an HTTP Connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    /// `spec.upstream.baseURL` is missing or unusable.
+    #[error(
+        "Connection {connection}: spec.upstream.baseURL {url:?} is not an http(s) URL: {why}; set it to e.g. https://api.example.com/v1"
+    )]
+    BaseUrl {
+        /// Connection.
+        connection: String,
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A credential key is not a valid header name or value.
+    #[error(
+        "Connection {connection}: Secret key {key:?} cannot be sent as an HTTP header (name or value invalid); the Secret's keys are header names and its values header values"
+    )]
+    Header {
+        /// Connection.
+        connection: String,
+        /// The key.
+        key: String,
+    },
+}
+
+/// Where and how requests of one Connection go.
+pub struct HttpUpstream {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The base URL's path, without a trailing slash.
+    base_path: String,
+    /// Credential headers (marked sensitive).
+    credentials: Vec<(HeaderName, HeaderValue)>,
+    client: HttpsClient,
+    timeout: Duration,
+}
+
+impl HttpUpstream {
+    /// Parses `base_url` and builds the client. `tls` is used for `https`
+    /// (its ALPN is set here); `credentials` are `(header, value)` pairs.
+    pub fn new(
+        connection: &str,
+        base_url: &str,
+        tls: rustls::ClientConfig,
+        credentials: &[(String, Vec<u8>)],
+        timeout: Duration,
+    ) -> Result<Self, HttpSetupError> {
+        let bad = |why: &str| HttpSetupError::BaseUrl {
+            connection: connection.to_string(),
+            url: base_url.to_string(),
+            why: why.to_string(),
+        };
+        let uri: Uri = base_url.parse().map_err(|_| bad("it does not parse"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("no scheme"))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(bad("the scheme must be http or https"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
+        if uri.query().is_some() {
+            return Err(bad("a base URL cannot have a query"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        let mut headers = Vec::new();
+        for (key, value) in credentials {
+            let err = || HttpSetupError::Header {
+                connection: connection.to_string(),
+                key: key.clone(),
+            };
+            let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| err())?;
+            let mut value = HeaderValue::from_bytes(value.trim_ascii()).map_err(|_| err())?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(HttpUpstream {
+            scheme,
+            authority,
+            base_path,
+            credentials: headers,
+            client,
+            timeout,
+        })
+    }
+}
+
+/// Labels of `sluice_http_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    decision: String,
+    status: String,
+}
+
+/// HTTP metrics, next to the sidecar's shared [`Metrics`].
+#[derive(Debug, Clone, Default)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl HttpMetrics {
+    /// Creates and registers `sluice_http_requests_total{decision,status}`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = HttpMetrics::default();
+        registry.register(
+            "sluice_http_requests",
+            "HTTP requests, by decision and response status class",
+            m.requests.clone(),
+        );
+        m
+    }
+
+    fn request(&self, decision: &str, status: StatusCode) {
+        let class = format!("{}xx", status.as_u16() / 100);
+        self.requests
+            .get_or_create(&RequestLabels {
+                decision: decision.to_string(),
+                status: class,
+            })
+            .inc();
+    }
+}
+
+/// Everything the requests of one HTTP Connection need.
+pub struct HttpContext {
+    /// The Connection.
+    pub name: String,
+    /// The identity served.
+    pub identity: Identity,
+    /// The applicable policies; `None` when none binds the identity.
+    pub set: Option<Arc<PolicySet>>,
+    /// Whether any applicable rule has `jsonBody` predicates (bodies are then buffered).
+    pub body_rules: bool,
+    /// The upstream.
+    pub upstream: HttpUpstream,
+    /// Largest request body buffered for `jsonBody` rules.
+    pub max_request_body: usize,
+    /// The audit trail.
+    pub audit: Arc<AuditLog>,
+    /// Shared metrics.
+    pub metrics: Arc<Metrics>,
+    /// HTTP metrics.
+    pub http_metrics: HttpMetrics,
+}
+
+/// Accepts application connections on `listener` forever (HTTP/1.1, keep-alive).
+pub async fn serve(listener: TcpListener, ctx: Arc<HttpContext>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let _ = socket.set_nodelay(true);
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let session = Arc::new(session_info(&ctx, peer));
+                    let service = hyper::service::service_fn(move |req| {
+                        let ctx = ctx.clone();
+                        let session = session.clone();
+                        async move { Ok::<_, Infallible>(handle(&ctx, &session, req).await) }
+                    });
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "http connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(connection = %ctx.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn session_info(ctx: &HttpContext, peer: SocketAddr) -> SessionInfo {
+    let id: u128 = rand::random();
+    SessionInfo {
+        id: format!("{id:032x}"),
+        subject: format!(
+            "{}/{}",
+            ctx.identity.namespace, ctx.identity.service_account
+        ),
+        namespace: ctx.identity.namespace.clone(),
+        service_account: ctx.identity.service_account.clone(),
+        pod: ctx.identity.pod.clone(),
+        groups: ctx.identity.groups.clone(),
+        connection: ctx.name.clone(),
+        client: peer.to_string(),
+    }
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|e: Infallible| -> BoxError { match e {} })
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(status: StatusCode, error: &str, message: String) -> Response<ProxyBody> {
+    json_response(
+        status,
+        serde_json::json!({"error": error, "message": message}),
+    )
+}
+
+/// The audit record of a request: method and normalised path (the query is
+/// left out: it may carry values).
+fn command(method: &str, path: &str) -> AuditCommand {
+    let text = format!("{method} {path}");
+    let fingerprint = format!("{:x}", sha2::Sha256::digest(text.as_bytes()));
+    AuditCommand {
+        text,
+        fingerprint,
+        kind: Some("http".into()),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || mime == "text/json" || mime.ends_with("+json")
+}
+
+async fn handle(
+    ctx: &HttpContext,
+    session: &SessionInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_string();
+    let raw_path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let Some(set) = ctx.set.clone() else {
+        let reason = Decision::not_bound(&ctx.identity, &ctx.name).reason;
+        let _ = ctx.audit.session_refused(session, &reason);
+        ctx.http_metrics.request("deny", StatusCode::FORBIDDEN);
+        return json_response(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"error": "notBound", "reason": reason}),
+        );
+    };
+    let path = match normalize_path(&raw_path) {
+        Ok(p) => p,
+        Err(e) => {
+            let cmd = command(&method, "(ambiguous path)");
+            let _ = audit_decision(
+                ctx,
+                session,
+                cmd,
+                Action::Deny,
+                None,
+                None,
+                false,
+                format!("ambiguous request path: {e}"),
+                true,
+            );
+            ctx.http_metrics.request("deny", StatusCode::BAD_REQUEST);
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "ambiguousPath",
+                format!(
+                    "Sluice refused the request: its path decodes ambiguously ({e}); send it without double or malformed percent-encoding"
+                ),
+            );
+        }
+    };
+    let cmd = command(&method, &path);
+    let (parts, body) = req.into_parts();
+
+    // Buffer the body only when a rule looks into it.
+    let (body, json): (ProxyBody, Option<serde_json::Value>) = if ctx.body_rules {
+        match Limited::new(body, ctx.max_request_body).collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                let json = serde_json::from_slice(&bytes).ok();
+                (
+                    Full::new(bytes)
+                        .map_err(|e: Infallible| -> BoxError { match e {} })
+                        .boxed_unsync(),
+                    json,
+                )
+            }
+            Err(e) => {
+                let too_large = e.is::<http_body_util::LengthLimitError>();
+                let (status, error, message) = if too_large {
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "bodyTooLarge",
+                        format!(
+                            "Sluice refused the request: a policy rule inspects JSON bodies, and this body is larger than the {} bytes Sluice buffers to decide",
+                            ctx.max_request_body
+                        ),
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "badBody",
+                        format!("Sluice could not read the request body: {e}"),
+                    )
+                };
+                let _ = audit_decision(
+                    ctx,
+                    session,
+                    cmd,
+                    Action::Deny,
+                    None,
+                    None,
+                    false,
+                    message.clone(),
+                    true,
+                );
+                ctx.http_metrics.request("deny", status);
+                return error_response(status, error, message);
+            }
+        }
+    } else {
+        (
+            body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
+            None,
+        )
+    };
+
+    let decision = set.decide_http(&HttpRequest {
+        method: &method,
+        path: &raw_path,
+        query: &query,
+        body: json.as_ref(),
+    });
+    let label = match (decision.enforced, decision.action) {
+        (Action::Deny, _) => "deny",
+        (Action::RequireApproval, _) => "requireApproval",
+        (Action::Allow, Action::Allow) => "allow",
+        (Action::Allow, _) => "dryRunDeny",
+    };
+    match decision.enforced {
+        Action::Allow => {}
+        refused => {
+            let policy = decision.enforced_policy.clone().or(decision.policy.clone());
+            let rule = decision.enforced_rule.clone().or(decision.rule.clone());
+            let _ = audit_decision(
+                ctx,
+                session,
+                cmd,
+                decision.action,
+                decision.policy.clone(),
+                decision.rule.clone(),
+                decision.dry_run,
+                decision.reason.clone(),
+                true,
+            );
+            ctx.http_metrics.request(label, StatusCode::FORBIDDEN);
+            let body = if refused == Action::RequireApproval {
+                serde_json::json!({
+                    "error": "approvalRequired",
+                    "policy": policy,
+                    "rule": rule,
+                    "reason": decision.reason,
+                    "message": format!(
+                        "this request needs approval under rule {:?}, and approving HTTP requests needs the Sluice operator's approval flow, which is not available here: refused",
+                        rule.as_deref().unwrap_or("-")
+                    ),
+                })
+            } else {
+                serde_json::json!({
+                    "error": "denied",
+                    "policy": policy,
+                    "rule": rule,
+                    "reason": decision.reason,
+                })
+            };
+            return json_response(StatusCode::FORBIDDEN, body);
+        }
+    }
+    // Write-ahead: no record, no request.
+    if let Err(e) = audit_decision(
+        ctx,
+        session,
+        cmd.clone(),
+        decision.action,
+        decision.policy.clone(),
+        decision.rule.clone(),
+        decision.dry_run,
+        decision.reason.clone(),
+        true,
+    ) {
+        ctx.http_metrics
+            .request("deny", StatusCode::SERVICE_UNAVAILABLE);
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "auditFailed",
+            format!(
+                "request not sent: Sluice could not write its audit record ({e}); audit is write-ahead"
+            ),
+        );
+    }
+
+    // The upstream request.
+    let up = &ctx.upstream;
+    let path_and_query = match parts.uri.path_and_query() {
+        Some(pq) => format!("{}{}", up.base_path, pq.as_str()),
+        None => format!("{}/", up.base_path),
+    };
+    let uri = Uri::builder()
+        .scheme(up.scheme.clone())
+        .authority(up.authority.clone())
+        .path_and_query(path_and_query)
+        .build();
+    let Ok(uri) = uri else {
+        ctx.http_metrics.request(label, StatusCode::BAD_REQUEST);
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            "Sluice could not build the upstream URL from the request path".into(),
+        );
+    };
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    headers.remove(header::AUTHORIZATION);
+    for (name, value) in &up.credentials {
+        headers.remove(name);
+        headers.append(name.clone(), value.clone());
+    }
+    // Masking must read the bytes the client will get.
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = headers;
+
+    let response = match tokio::time::timeout(up.timeout, up.client.request(upstream_req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let why = error_chain(&e);
+            result_event(
+                ctx,
+                session,
+                &cmd,
+                started,
+                0,
+                Some(format!("upstream error: {why}")),
+            );
+            ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "upstreamUnavailable",
+                format!(
+                    "Sluice could not reach the upstream of Connection {} ({}): {why}",
+                    ctx.name, up.authority
+                ),
+            );
+        }
+        Err(_) => {
+            result_event(
+                ctx,
+                session,
+                &cmd,
+                started,
+                0,
+                Some("upstream timeout".into()),
+            );
+            ctx.http_metrics.request(label, StatusCode::GATEWAY_TIMEOUT);
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstreamTimeout",
+                format!(
+                    "the upstream of Connection {} did not answer within {} ms",
+                    ctx.name,
+                    up.timeout.as_millis()
+                ),
+            );
+        }
+    };
+    ctx.metrics.upstream_latency(started.elapsed());
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let masking = (!set.json_paths().is_empty() || set.detectors_indexed().is_some())
+        && is_json(&parts.headers);
+    let mut masker = None;
+    if masking {
+        let encoded = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            let message = format!(
+                "the upstream of Connection {} sent a compressed JSON response although Sluice asked for identity encoding; Sluice cannot mask it, so it is not passed on",
+                ctx.name
+            );
+            result_event(ctx, session, &cmd, started, 0, Some(message.clone()));
+            ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
+            return error_response(StatusCode::BAD_GATEWAY, "compressedResponse", message);
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+        masker = Some(JsonStreamMasker::new(set.clone()));
+    }
+    ctx.http_metrics.request(label, parts.status);
+    let status = parts.status;
+    let body = ResponseBody {
+        inner: body,
+        masker,
+        out: Vec::new(),
+        finished: false,
+        record: Some(ResultRecord {
+            audit: ctx.audit.clone(),
+            metrics: ctx.metrics.clone(),
+            session: session.clone(),
+            command: cmd,
+            started,
+            status,
+            bytes: 0,
+            error: None,
+        }),
+    };
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit_decision(
+    ctx: &HttpContext,
+    session: &SessionInfo,
+    cmd: AuditCommand,
+    action: Action,
+    policy: Option<String>,
+    rule: Option<String>,
+    dry_run: bool,
+    reason: String,
+    refused_or_ok: bool,
+) -> Result<(), crate::audit::AuditError> {
+    let _ = refused_or_ok;
+    let kind = if action == Action::Allow || dry_run {
+        AuditKind::Statement
+    } else {
+        AuditKind::Denial
+    };
+    ctx.audit.event(
+        session,
+        kind,
+        Some(cmd),
+        Some(AuditDecision {
+            action,
+            policy,
+            rule,
+            dry_run,
+            reason: Some(format!("{reason} (http protocol)")),
+        }),
+        None,
+        true,
+    )
+}
+
+fn result_event(
+    ctx: &HttpContext,
+    session: &SessionInfo,
+    cmd: &AuditCommand,
+    started: Instant,
+    masked: u64,
+    error: Option<String>,
+) {
+    let outcome = AuditOutcome {
+        rows: None,
+        duration_ms: Some(started.elapsed().as_millis() as u64),
+        error,
+        masked: (masked > 0).then_some(masked),
+    };
+    if let Err(e) = ctx.audit.event(
+        session,
+        AuditKind::Result,
+        Some(cmd.clone()),
+        None,
+        Some(outcome),
+        false,
+    ) {
+        tracing::error!(error = %e, "writing an audit result failed");
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the Connection header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(*n);
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// What the result event of a request needs, written once when the body
+/// ends (or the client goes away).
+struct ResultRecord {
+    audit: Arc<AuditLog>,
+    metrics: Arc<Metrics>,
+    session: SessionInfo,
+    command: AuditCommand,
+    started: Instant,
+    status: StatusCode,
+    bytes: u64,
+    error: Option<String>,
+}
+
+/// The response body: the upstream's, masked when masking applies, counted
+/// for audit and metrics.
+struct ResponseBody {
+    inner: Incoming,
+    masker: Option<JsonStreamMasker>,
+    out: Vec<u8>,
+    finished: bool,
+    record: Option<ResultRecord>,
+}
+
+impl ResponseBody {
+    fn write_result(&mut self) {
+        let Some(r) = self.record.take() else { return };
+        let masked = self.masker.as_ref().map_or(0, JsonStreamMasker::masked);
+        r.metrics.masked(masked);
+        let error = match (&r.error, self.finished) {
+            (Some(e), _) => Some(e.clone()),
+            (None, false) => Some("the client went away before the response ended".into()),
+            (None, true) if r.status.as_u16() >= 400 => Some(format!("HTTP {}", r.status.as_u16())),
+            (None, true) => None,
+        };
+        let outcome = AuditOutcome {
+            rows: None,
+            duration_ms: Some(r.started.elapsed().as_millis() as u64),
+            error: error.map(|e| format!("{e}; status {}, {} bytes", r.status.as_u16(), r.bytes)),
+            masked: (masked > 0).then_some(masked),
+        };
+        if let Err(e) = r.audit.event(
+            &r.session,
+            AuditKind::Result,
+            Some(r.command),
+            None,
+            Some(outcome),
+            false,
+        ) {
+            tracing::error!(error = %e, "writing an audit result failed");
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        if let Some(r) = self.record.as_mut() {
+            r.bytes += n as u64;
+            r.metrics.bytes_to_client(n);
+        }
+    }
+
+    fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        tracing::warn!("{message}");
+        if let Some(r) = self.record.as_mut() {
+            r.error = Some(message.clone());
+        }
+        self.finished = true;
+        self.write_result();
+        Poll::Ready(Some(Err(message.into())))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => data,
+                        // Trailers pass through (none carry values masking would touch).
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    };
+                    let Some(masker) = this.masker.as_mut() else {
+                        this.count(frame.len());
+                        return Poll::Ready(Some(Ok(Frame::data(frame))));
+                    };
+                    this.out.clear();
+                    if let Err(e) = masker.feed(&frame, &mut this.out) {
+                        return this.fail(e.to_string());
+                    }
+                    if this.out.is_empty() {
+                        continue;
+                    }
+                    let out = Bytes::copy_from_slice(&this.out);
+                    this.count(out.len());
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let message = format!("the upstream response broke off: {}", error_chain(&e));
+                    return this.fail(message);
+                }
+                Poll::Ready(None) => {
+                    this.out.clear();
+                    if let Some(masker) = this.masker.as_mut()
+                        && let Err(e) = masker.finish(&mut this.out)
+                    {
+                        return this.fail(e.to_string());
+                    }
+                    this.finished = true;
+                    let tail = std::mem::take(&mut this.out);
+                    this.count(tail.len());
+                    this.write_result();
+                    if tail.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.masker.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.write_result();
+    }
+}
