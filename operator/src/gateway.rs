@@ -78,6 +78,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Set once the caches are filled.
     pub ready: Arc<AtomicBool>,
+    /// Just-in-time approvals: the operator's own user and the notifier.
+    pub approvals: Arc<crate::approvals_gateway::ApprovalSettings>,
 }
 
 /// An error answer.
@@ -89,7 +91,11 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refusal {
+    pub(crate) fn new(
+        status: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Refusal {
         Refusal {
             status,
             reason,
@@ -123,6 +129,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/jwks", get(jwks))
         .route("/v1/audit", post(audit))
         .route(crate::webhook_config::POD_INJECTION_PATH, post(mutate_pod))
+        .merge(crate::approvals_gateway::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -147,7 +154,7 @@ async fn exchange_token(State(g): State<Gateway>, body: Bytes) -> Response {
 }
 
 impl Refusal {
-    fn reason_label(&self) -> &'static str {
+    pub(crate) fn reason_label(&self) -> &'static str {
         self.reason
     }
 }
@@ -241,7 +248,7 @@ fn holder_refusal(error: HolderError) -> Refusal {
     Refusal::new(status, reason, error.to_string())
 }
 
-fn unavailable(what: &str, error: &kube::Error) -> Refusal {
+pub(crate) fn unavailable(what: &str, error: &kube::Error) -> Refusal {
     tracing::warn!(error = %crate::error_chain(error), what, "API server call failed");
     Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -250,7 +257,7 @@ fn unavailable(what: &str, error: &kube::Error) -> Refusal {
     )
 }
 
-fn internal(what: &str, error: &(dyn std::error::Error + 'static)) -> Refusal {
+pub(crate) fn internal(what: &str, error: &(dyn std::error::Error + 'static)) -> Refusal {
     tracing::error!(error = %crate::error_chain(error), what, "internal error");
     Refusal::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -263,7 +270,10 @@ fn internal(what: &str, error: &(dyn std::error::Error + 'static)) -> Refusal {
 
 /// Verifies the bearer gateway token, re-reading the keys once when it names
 /// a key this replica has not seen yet (another replica rotated).
-async fn authenticate(g: &Gateway, headers: &HeaderMap) -> Result<GatewayClaims, Refusal> {
+pub(crate) async fn authenticate(
+    g: &Gateway,
+    headers: &HeaderMap,
+) -> Result<GatewayClaims, Refusal> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -307,7 +317,7 @@ async fn authenticate(g: &Gateway, headers: &HeaderMap) -> Result<GatewayClaims,
 
 /// The pod a gateway token was issued to must still exist: deleting the pod
 /// voids its tokens at once, not when they expire.
-async fn check_pod_alive(g: &Gateway, claims: &GatewayClaims) -> Result<(), Refusal> {
+pub(crate) async fn check_pod_alive(g: &Gateway, claims: &GatewayClaims) -> Result<(), Refusal> {
     let pod = Api::<Pod>::namespaced(g.client.clone(), &claims.namespace)
         .get_opt(&claims.pod)
         .await

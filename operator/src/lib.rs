@@ -9,7 +9,8 @@
 //! - [`status`]: the Connection and AccessPolicy status the controllers write;
 //! - [`token_exchange`]: the TokenReview behind `POST /v1/token` and the subject it yields;
 //! - [`token_holder`]: which pods may exchange their token for a gateway token;
-//! - [`webhook_config`]: the MutatingWebhookConfiguration the operator registers.
+//! - [`webhook_config`]: the webhook configurations the operator registers;
+//! - [`approvals`]: the rules of just-in-time approvals (who may decide, which phase next).
 //!
 //! The running parts, composed by [`run::start`]:
 //! - [`catalog`]: watched Connections, AccessPolicies and Secrets, and who is bound to what;
@@ -20,11 +21,18 @@
 //!   leader elected in [`leader`];
 //! - [`certs`] and [`keys`]: the serving certificates and gateway signing keys
 //!   kept in Secrets, hot-reloaded, renewed by the leader;
-//! - [`metrics`]: Prometheus metrics with bounded labels.
+//! - [`metrics`]: Prometheus metrics with bounded labels;
+//! - [`approvals_gateway`], [`approvals_controller`], [`approvals_notify`]: the
+//!   approval API and admission webhooks, the AccessRequest controller, and
+//!   outgoing notifications.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod approvals;
+pub mod approvals_controller;
+pub mod approvals_gateway;
+pub mod approvals_notify;
 pub mod audit_intake;
 pub mod catalog;
 pub mod certs;

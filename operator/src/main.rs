@@ -79,6 +79,11 @@ struct Args {
     #[arg(long)]
     no_webhook_match_conditions: bool,
 
+    /// POST Slack-compatible JSON (`{"text": ...}`) here when an approval is
+    /// requested or decided; failures are logged and retried, never blocking.
+    #[arg(long, env = "SLUICE_NOTIFY_URL")]
+    notify_url: Option<String>,
+
     /// This replica's name in the leader Lease and in Events.
     #[arg(long, env = "SLUICE_POD_NAME")]
     identity: Option<String>,
@@ -170,6 +175,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
     settings.audit_flush_every = Duration::from_secs(args.audit_flush_seconds.max(1));
     settings.webhook_match_conditions = !args.no_webhook_match_conditions;
+    settings.notify_url = args.notify_url.clone();
     if let Some(identity) = &args.identity {
         settings.identity = identity.clone();
     }

@@ -81,6 +81,9 @@ pub struct Settings {
     /// Register the pod webhook with its CEL `matchConditions` (see
     /// [`WebhookSettings::match_conditions`]).
     pub webhook_match_conditions: bool,
+    /// Where to POST Slack-compatible notifications of approval requests and
+    /// decisions (`--notify-url`); none when `None`.
+    pub notify_url: Option<String>,
 }
 
 impl Settings {
@@ -102,6 +105,7 @@ impl Settings {
             lease: LeaseTimings::default(),
             identity: format!("sluice-operator-{}", std::process::id()),
             webhook_match_conditions: true,
+            notify_url: None,
         }
     }
 }
@@ -141,6 +145,14 @@ pub enum StartError {
         "could not read the API server's version to decide on native sidecars; pass --native-sidecars always|never"
     )]
     Version(#[source] kube::Error),
+    /// The operator's own user could not be read (the approval webhook needs it).
+    #[error(
+        "could not read the operator's own user with a SelfSubjectReview; the API server must serve authentication.k8s.io/v1"
+    )]
+    OperatorUser(#[source] kube::Error),
+    /// The notification URL is unusable.
+    #[error("could not set up approval notifications")]
+    Notify(#[from] crate::approvals_notify::NotifyError),
 }
 
 /// A running operator. Dropping it stops everything it started.
@@ -253,6 +265,20 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         });
     }
 
+    let operator_user = crate::approvals_controller::operator_user(&client)
+        .await
+        .map_err(StartError::OperatorUser)?;
+    let notifier = match &settings.notify_url {
+        Some(url) => Some(crate::approvals_notify::Notifier::start(url)?),
+        None => None,
+    };
+    let approvals = Arc::new(crate::approvals_gateway::ApprovalSettings::new(
+        client.clone(),
+        operator_user,
+        &settings.identity,
+        notifier.clone(),
+    ));
+
     let mut allowed = vec![repository(&settings.sidecar_image).to_string()];
     allowed.extend(settings.extra_sidecar_repositories.iter().cloned());
     let gateway = Gateway {
@@ -281,6 +307,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         audit: Arc::new(AuditIntake::default()),
         metrics: metrics.clone(),
         ready,
+        approvals: approvals.clone(),
     };
     let tls = certs.resolver().server_config(&[b"http/1.1"])?;
     tasks.spawn(serve_tls(
@@ -335,9 +362,15 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         ),
         metrics,
     ));
+    let approval_ctx = Arc::new(crate::approvals_controller::ApprovalContext {
+        client: client.clone(),
+        recorder: approvals.recorder.clone(),
+        notifier,
+    });
     tasks.spawn(lead(
         leading.clone(),
         ctx,
+        approval_ctx,
         certs.clone(),
         keys.clone(),
         webhook_settings,
@@ -364,12 +397,13 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
 async fn lead(
     mut leading: watch::Receiver<bool>,
     ctx: Arc<controller::Context>,
+    approval_ctx: Arc<crate::approvals_controller::ApprovalContext>,
     certs: ServingCerts,
     keys: GatewayKeys,
     webhook: WebhookSettings,
     every: Duration,
 ) {
-    let mut controllers: Option<AbortOnDrop> = None;
+    let mut controllers: Option<(AbortOnDrop, AbortOnDrop)> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -377,7 +411,12 @@ async fn lead(
         match (is_leader, &controllers) {
             (true, None) => {
                 tracing::info!("leading: starting the controllers");
-                controllers = Some(AbortOnDrop(tokio::spawn(controller::run(ctx.clone()))));
+                controllers = Some((
+                    AbortOnDrop(tokio::spawn(controller::run(ctx.clone()))),
+                    AbortOnDrop(tokio::spawn(crate::approvals_controller::run(
+                        approval_ctx.clone(),
+                    ))),
+                ));
             }
             (false, Some(_)) => {
                 tracing::info!("no longer leading: stopping the controllers");
@@ -440,6 +479,17 @@ async fn maintain(
         Ok(false) => {}
         Err(error) => {
             tracing::warn!(error = %crate::error_chain(&error), "could not apply the webhook configuration")
+        }
+    }
+    let approvals = WebhookSettings {
+        ca_bundle_pem: certs.ca_bundle_pem(),
+        ..webhook.clone()
+    };
+    match crate::approvals_controller::register_webhooks(client.clone(), &approvals).await {
+        Ok(true) => tracing::info!("applied the approval webhook configurations"),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(error = %crate::error_chain(&error), "could not apply the approval webhook configurations")
         }
     }
 }

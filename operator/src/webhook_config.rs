@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
-    ServiceReference, WebhookClientConfig,
+    ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -157,6 +157,105 @@ pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhoo
     }
 }
 
+/// Name of the configurations (mutating and validating) on AccessRequests.
+pub const APPROVALS_CONFIGURATION_NAME: &str = "sluice-operator-approvals";
+/// Name of the webhook that binds and checks approval decisions.
+pub const APPROVALS_WEBHOOK: &str = "approvals.sluice.dev";
+
+fn client_config_for(settings: &WebhookSettings, path: &str) -> WebhookClientConfig {
+    let config = match &settings.endpoint {
+        WebhookEndpoint::Service {
+            namespace,
+            name,
+            port,
+        } => WebhookClientConfig {
+            service: Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path: Some(path.to_string()),
+                port: Some(i32::from(*port)),
+            }),
+            ..Default::default()
+        },
+        WebhookEndpoint::Url(base) => WebhookClientConfig {
+            url: Some(format!("{}{path}", base.trim_end_matches('/'))),
+            ..Default::default()
+        },
+    };
+    WebhookClientConfig {
+        ca_bundle: Some(ByteString(settings.ca_bundle_pem.as_bytes().to_vec())),
+        ..config
+    }
+}
+
+fn access_request_rules() -> Vec<RuleWithOperations> {
+    let rule = |operation: &str, resource: &str| RuleWithOperations {
+        api_groups: Some(vec!["sluice.dev".to_string()]),
+        api_versions: Some(vec!["*".to_string()]),
+        operations: Some(vec![operation.to_string()]),
+        resources: Some(vec![resource.to_string()]),
+        scope: Some("Namespaced".to_string()),
+    };
+    vec![
+        rule("CREATE", "accessrequests"),
+        rule("UPDATE", "accessrequests/status"),
+    ]
+}
+
+fn approvals_metadata() -> ObjectMeta {
+    ObjectMeta {
+        name: Some(APPROVALS_CONFIGURATION_NAME.to_string()),
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_string(),
+            OPERATOR_APP_NAME.to_string(),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// The mutating webhook on AccessRequest creation and status updates: it
+/// binds each new decision to the user making the change (DESIGN §2).
+pub fn approvals_mutating_configuration(
+    settings: &WebhookSettings,
+) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: approvals_metadata(),
+        webhooks: Some(vec![MutatingWebhook {
+            name: APPROVALS_WEBHOOK.to_string(),
+            admission_review_versions: vec!["v1".to_string()],
+            client_config: client_config_for(settings, crate::approvals_gateway::MUTATE_PATH),
+            failure_policy: Some("Fail".to_string()),
+            match_policy: Some("Equivalent".to_string()),
+            reinvocation_policy: Some("Never".to_string()),
+            side_effects: "None".to_string(),
+            timeout_seconds: Some(10),
+            rules: Some(access_request_rules()),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// The validating webhook on the same operations: refuses what the rules of
+/// [`crate::approvals::bind_decisions`] refuse, after every mutation.
+pub fn approvals_validating_configuration(
+    settings: &WebhookSettings,
+) -> ValidatingWebhookConfiguration {
+    ValidatingWebhookConfiguration {
+        metadata: approvals_metadata(),
+        webhooks: Some(vec![ValidatingWebhook {
+            name: APPROVALS_WEBHOOK.to_string(),
+            admission_review_versions: vec!["v1".to_string()],
+            client_config: client_config_for(settings, crate::approvals_gateway::VALIDATE_PATH),
+            failure_policy: Some("Fail".to_string()),
+            match_policy: Some("Equivalent".to_string()),
+            side_effects: "None".to_string(),
+            timeout_seconds: Some(10),
+            rules: Some(access_request_rules()),
+            ..Default::default()
+        }]),
+    }
+}
+
 fn pod_rule(operation: &str, resource: &str) -> RuleWithOperations {
     RuleWithOperations {
         api_groups: Some(vec![String::new()]),
@@ -256,6 +355,39 @@ mod tests {
             Some("https://127.0.0.1:8443/mutate/pods")
         );
         assert!(client.service.is_none());
+    }
+
+    #[test]
+    fn approval_webhooks_cover_creation_and_status_and_fail_closed() {
+        let s = settings(WebhookEndpoint::Url("https://127.0.0.1:8443".into()));
+        let m = serde_json::to_value(approvals_mutating_configuration(&s)).unwrap();
+        let v = serde_json::to_value(approvals_validating_configuration(&s)).unwrap();
+        for (hook, path) in [
+            (&m["webhooks"][0], "/mutate/accessrequests"),
+            (&v["webhooks"][0], "/validate/accessrequests"),
+        ] {
+            assert_eq!(hook["failurePolicy"], "Fail");
+            assert_eq!(
+                hook["clientConfig"]["url"],
+                format!("https://127.0.0.1:8443{path}")
+            );
+            assert_eq!(
+                hook["rules"][0]["resources"],
+                serde_json::json!(["accessrequests"])
+            );
+            assert_eq!(
+                hook["rules"][0]["operations"],
+                serde_json::json!(["CREATE"])
+            );
+            assert_eq!(
+                hook["rules"][1]["resources"],
+                serde_json::json!(["accessrequests/status"])
+            );
+            assert_eq!(
+                hook["rules"][1]["operations"],
+                serde_json::json!(["UPDATE"])
+            );
+        }
     }
 
     #[test]

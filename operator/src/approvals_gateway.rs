@@ -1,0 +1,698 @@
+//! The approval API sidecars call (DESIGN §6, §8) and the admission webhooks on
+//! AccessRequests. Handlers are thin: the rules are in [`crate::approvals`].
+//!
+//! - `POST /v1/approvals`: ask approval for a held statement; answers the
+//!   request's name (an existing pending or approved request for the same
+//!   requester and command is answered instead of a new one);
+//! - `GET /v1/approvals/{name}?wait=30s`: the request's phase, long-polled;
+//! - `POST /v1/approvals/{name}/executed`: the approved statement ran; a
+//!   second call is refused, so an approval runs a statement once;
+//! - `POST /mutate/accessrequests`, `POST /validate/accessrequests`: bind each
+//!   new decision to the admission request's `userInfo` and refuse what
+//!   [`crate::approvals::bind_decisions`] refuses.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, PostParams};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Resource};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sluice_crds::{
+    AccessRequest, Action, Command, RequestDecision, RequestPhase, Requester, Verdict,
+};
+use sluice_policy::engine::Identity;
+
+use crate::approvals::{
+    Approver, Ask, COMMAND_LABEL, REQUESTER_LABEL, bind_decisions, check_create, is_reusable,
+    new_request, parse_timeout,
+};
+use crate::approvals_notify::Notifier;
+use crate::gateway::{Gateway, Refusal, authenticate, check_pod_alive, parse_wait, unavailable};
+use crate::gateway_token::GatewayClaims;
+
+/// Path of the mutating webhook on AccessRequests.
+pub const MUTATE_PATH: &str = "/mutate/accessrequests";
+/// Path of the validating webhook on AccessRequests.
+pub const VALIDATE_PATH: &str = "/validate/accessrequests";
+/// Prefix of every admission refusal, so the approver knows who refused.
+const REFUSAL_PREFIX: &str = "sluice approvals";
+
+/// What the approval endpoints depend on besides the gateway.
+#[derive(Clone)]
+pub struct ApprovalSettings {
+    /// The Kubernetes user the operator acts as: the only one that creates
+    /// AccessRequests and moves their phase.
+    pub operator_user: String,
+    /// Outgoing notifications, when configured.
+    pub notifier: Option<Notifier>,
+    /// Records Events on AccessRequests.
+    pub recorder: Recorder,
+}
+
+impl std::fmt::Debug for ApprovalSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalSettings")
+            .field("operator_user", &self.operator_user)
+            .field("notifier", &self.notifier.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApprovalSettings {
+    /// Settings for `operator_user`, recording Events as `identity`.
+    pub fn new(
+        client: kube::Client,
+        operator_user: String,
+        identity: &str,
+        notifier: Option<Notifier>,
+    ) -> ApprovalSettings {
+        ApprovalSettings {
+            operator_user,
+            notifier,
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: "sluice-operator".to_string(),
+                    instance: Some(identity.to_string()),
+                },
+            ),
+        }
+    }
+}
+
+/// `POST /v1/approvals` body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalAsk {
+    /// Connection the statement was sent on.
+    pub connection: String,
+    /// AccessPolicy whose rule requires approval.
+    pub policy: String,
+    /// The rule's name.
+    pub rule: String,
+    /// The statement, literals redacted, with its fingerprint and sha256.
+    pub command: Command,
+    /// Why, if the workload said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What the approval endpoints answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalTicket {
+    /// AccessRequest name.
+    pub name: String,
+    /// Its namespace (the requester's).
+    pub namespace: String,
+    /// When it expires if not decided (and when an approval stops being usable).
+    pub expires_at: String,
+    /// `Pending`, `Approved`, `Denied`, `Expired` or `Executed`.
+    pub phase: String,
+    /// The recorded decisions: who, when, verdict, comment.
+    #[serde(default)]
+    pub decisions: Vec<RequestDecision>,
+    /// For the client: `kubectl sluice approve NAME -n NS`.
+    pub approve_command: String,
+}
+
+impl ApprovalTicket {
+    fn of(ar: &AccessRequest) -> ApprovalTicket {
+        let name = ar.metadata.name.clone().unwrap_or_default();
+        let namespace = ar.metadata.namespace.clone().unwrap_or_default();
+        let status = ar.status.clone().unwrap_or_default();
+        ApprovalTicket {
+            approve_command: format!("kubectl sluice approve {name} -n {namespace}"),
+            name,
+            namespace,
+            expires_at: ar.spec.expires_at.0.to_string(),
+            phase: format!("{:?}", status.phase.unwrap_or(RequestPhase::Pending)),
+            decisions: status.decisions,
+        }
+    }
+}
+
+/// The routes of this module, merged into [`crate::gateway::router`].
+pub fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/v1/approvals", post(ask))
+        .route("/v1/approvals/{name}", get(poll))
+        .route("/v1/approvals/{name}/executed", post(executed))
+        .route(MUTATE_PATH, post(mutate))
+        .route(VALIDATE_PATH, post(validate))
+}
+
+fn answer(g: &Gateway, route: &'static str, result: Result<ApprovalTicket, Refusal>) -> Response {
+    match result {
+        Ok(ticket) => {
+            g.metrics.request(route, "ok");
+            axum::Json(ticket).into_response()
+        }
+        Err(refusal) => {
+            g.metrics.request(route, refusal.reason_label());
+            refusal.into_response()
+        }
+    }
+}
+
+fn bad_request(message: String) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
+// === POST /v1/approvals ===
+
+async fn ask(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = create_or_reuse(&g, &headers, &body).await;
+    answer(&g, "approvals", result)
+}
+
+async fn create_or_reuse(
+    g: &Gateway,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ApprovalTicket, Refusal> {
+    let claims = authenticate(g, headers).await?;
+    check_pod_alive(g, &claims).await?;
+    let ask: ApprovalAsk = serde_json::from_slice(body).map_err(|e| {
+        bad_request(format!(
+            "the body is not {{\"connection\", \"policy\", \"rule\", \"command\": {{\"text\", \"fingerprint\", \"sha256\"}}}}: {e}"
+        ))
+    })?;
+    let sha = &ask.command.sha256;
+    if sha.len() != 64
+        || !sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(bad_request(format!(
+            "command.sha256 {sha:?} is not 64 lowercase hex digits"
+        )));
+    }
+    let namespace = claims.namespace.clone();
+    let identity = identity_of(&claims);
+    let policy = g
+        .catalog
+        .policies_in(&namespace)
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(ask.policy.as_str()))
+        .ok_or_else(|| not_bound(&ask, &claims))?;
+    let compiled = g.catalog.compile(&policy).map_err(|_| {
+        Refusal::new(
+            StatusCode::CONFLICT,
+            "PolicyInvalid",
+            format!(
+                "AccessPolicy {namespace}/{} is invalid; fix it (see its status) before asking approvals under it",
+                ask.policy
+            ),
+        )
+    })?;
+    if !compiled.binds(&identity) || !compiled.names_connection(&ask.connection) {
+        return Err(not_bound(&ask, &claims));
+    }
+    let rule = policy
+        .spec
+        .rules
+        .iter()
+        .find(|r| r.name == ask.rule && r.action == Action::RequireApproval)
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::CONFLICT,
+                "NotAnApprovalRule",
+                format!(
+                    "AccessPolicy {namespace}/{} has no requireApproval rule named {:?}; the sidecar's bundle may be stale",
+                    ask.policy, ask.rule
+                ),
+            )
+        })?;
+    let approval = rule.approval.clone().ok_or_else(|| {
+        Refusal::new(
+            StatusCode::CONFLICT,
+            "NoApprovers",
+            format!(
+                "rule {:?} of AccessPolicy {namespace}/{} requires approval but names no approvers; add spec.rules[].approval",
+                ask.rule, ask.policy
+            ),
+        )
+    })?;
+    let timeout = parse_timeout(&approval.timeout).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::CONFLICT,
+            "InvalidTimeout",
+            format!(
+                "rule {:?} of AccessPolicy {namespace}/{} has timeout {:?}, not a duration like 15m",
+                ask.rule, ask.policy, approval.timeout
+            ),
+        )
+    })?;
+
+    let requester = Requester {
+        service_account: claims.service_account.clone(),
+        namespace: namespace.clone(),
+        pod: Some(claims.pod.clone()),
+        groups: claims.groups.clone(),
+    };
+    let api: Api<AccessRequest> = Api::namespaced(g.client.clone(), &namespace);
+    let now = Timestamp::now();
+    let selector = format!(
+        "{REQUESTER_LABEL}={},{COMMAND_LABEL}={}",
+        requester.service_account,
+        sha.get(..32).unwrap_or_default()
+    );
+    let existing = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| unavailable("AccessRequest lookup", &e))?;
+    if let Some(found) = existing
+        .items
+        .iter()
+        .filter(|ar| ar.spec.connection == ask.connection)
+        .find(|ar| is_reusable(ar, &requester, sha, now))
+    {
+        return Ok(ApprovalTicket::of(found));
+    }
+
+    let request = new_request(
+        &Ask {
+            connection: &ask.connection,
+            policy: &ask.policy,
+            rule: &ask.rule,
+            command: &ask.command,
+            reason: ask.reason.as_deref(),
+        },
+        requester,
+        &approval,
+        timeout,
+        now,
+    );
+    let mut created = api
+        .create(&PostParams::default(), &request)
+        .await
+        .map_err(|e| unavailable("AccessRequest creation", &e))?;
+    let name = created.metadata.name.clone().unwrap_or_default();
+    // Pending from the start, unless the controller got there first.
+    let mut pending = created.clone();
+    pending.status = Some(sluice_crds::AccessRequestStatus {
+        phase: Some(RequestPhase::Pending),
+        ..Default::default()
+    });
+    match api
+        .replace_status(&name, &PostParams::default(), &pending)
+        .await
+    {
+        Ok(stored) => {
+            created = stored;
+            publish(
+                &g.approvals.recorder,
+                &created,
+                EventType::Normal,
+                "Requested",
+                requested_note(&created),
+            )
+            .await;
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            created = api
+                .get(&name)
+                .await
+                .map_err(|e| unavailable("AccessRequest read", &e))?;
+        }
+        Err(e) => return Err(unavailable("AccessRequest status", &e)),
+    }
+    crate::approvals_controller::count(
+        g.client.clone(),
+        namespace.clone(),
+        ask.policy.clone(),
+        crate::approvals_controller::Tally::Requested,
+    );
+    if let Some(n) = &g.approvals.notifier {
+        n.notify(format!(
+            "Approval requested: {} in {namespace}. {}. Approve with `kubectl sluice approve {name} -n {namespace}`",
+            name,
+            requested_note(&created)
+        ));
+    }
+    Ok(ApprovalTicket::of(&created))
+}
+
+/// The note of the `Requested` Event.
+pub fn requested_note(ar: &AccessRequest) -> String {
+    let mut text: String = ar.spec.command.text.chars().take(120).collect();
+    if text.len() < ar.spec.command.text.len() {
+        text.push('…');
+    }
+    format!(
+        "{} asks to run {text:?} on {} under rule {} of {}",
+        crate::approvals::requester_user(&ar.spec.requester),
+        ar.spec.connection,
+        ar.spec.rule,
+        ar.spec.policy
+    )
+}
+
+fn identity_of(claims: &GatewayClaims) -> Identity {
+    Identity {
+        namespace: claims.namespace.clone(),
+        service_account: claims.service_account.clone(),
+        groups: claims.groups.clone(),
+        pod: Some(claims.pod.clone()),
+    }
+}
+
+fn not_bound(ask: &ApprovalAsk, claims: &GatewayClaims) -> Refusal {
+    Refusal::new(
+        StatusCode::FORBIDDEN,
+        "NotBound",
+        format!(
+            "{} is not bound to connection {} by AccessPolicy {}/{}; only a bound workload may ask for approval",
+            claims.sub, ask.connection, claims.namespace, ask.policy
+        ),
+    )
+}
+
+// === GET /v1/approvals/{name} ===
+
+/// Query of `GET /v1/approvals/{name}`.
+#[derive(Debug, Deserialize)]
+pub struct PollQuery {
+    /// Wait up to this long (`30s`) while the request is pending.
+    wait: Option<String>,
+}
+
+async fn poll(
+    State(g): State<Gateway>,
+    Path(name): Path<String>,
+    Query(query): Query<PollQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let claims = authenticate(&g, &headers).await?;
+        let wait = match &query.wait {
+            Some(text) => parse_wait(text).ok_or_else(|| {
+                bad_request(format!("wait={text:?} is not a duration like 30s or 1m"))
+            })?,
+            None => Duration::ZERO,
+        };
+        let api: Api<AccessRequest> = Api::namespaced(g.client.clone(), &claims.namespace);
+        let ar = own_request(&api, &name, &claims).await?;
+        if is_open(&ar) && !wait.is_zero() {
+            let decided = kube::runtime::wait::await_condition(
+                api.clone(),
+                &name,
+                |ar: Option<&AccessRequest>| ar.is_none_or(|ar| !is_open(ar)),
+            );
+            // A timeout or a broken watch both answer the latest phase.
+            let _ = tokio::time::timeout(wait, decided).await;
+            return Ok(ApprovalTicket::of(
+                &own_request(&api, &name, &claims).await?,
+            ));
+        }
+        Ok(ApprovalTicket::of(&ar))
+    }
+    .await;
+    answer(&g, "approvals_get", result)
+}
+
+fn is_open(ar: &AccessRequest) -> bool {
+    matches!(
+        ar.status.as_ref().and_then(|s| s.phase),
+        None | Some(RequestPhase::Pending)
+    )
+}
+
+async fn own_request(
+    api: &Api<AccessRequest>,
+    name: &str,
+    claims: &GatewayClaims,
+) -> Result<AccessRequest, Refusal> {
+    let not_found = || {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!(
+                "{} has no AccessRequest {}/{name}; ask again with POST /v1/approvals",
+                claims.sub, claims.namespace
+            ),
+        )
+    };
+    let ar = api
+        .get_opt(name)
+        .await
+        .map_err(|e| unavailable("AccessRequest read", &e))?
+        .ok_or_else(not_found)?;
+    // Another workload's request is answered as absent: names are not secrets,
+    // but phases and commands of others are none of this caller's business.
+    if ar.spec.requester.service_account != claims.service_account
+        || ar.spec.requester.namespace != claims.namespace
+    {
+        return Err(not_found());
+    }
+    Ok(ar)
+}
+
+// === POST /v1/approvals/{name}/executed ===
+
+async fn executed(
+    State(g): State<Gateway>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = mark_executed(&g, &name, &headers).await;
+    answer(&g, "approvals_executed", result)
+}
+
+async fn mark_executed(
+    g: &Gateway,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<ApprovalTicket, Refusal> {
+    let claims = authenticate(g, headers).await?;
+    check_pod_alive(g, &claims).await?;
+    let api: Api<AccessRequest> = Api::namespaced(g.client.clone(), &claims.namespace);
+    let mut ar = own_request(&api, name, &claims).await?;
+    let phase = ar.status.as_ref().and_then(|s| s.phase);
+    let refuse =
+        |reason: &'static str, message: String| Refusal::new(StatusCode::CONFLICT, reason, message);
+    match phase {
+        Some(RequestPhase::Approved) => {}
+        Some(RequestPhase::Executed) => {
+            return Err(refuse(
+                "AlreadyExecuted",
+                format!(
+                    "AccessRequest {}/{name} was already executed; an approval runs its statement once, ask again",
+                    claims.namespace
+                ),
+            ));
+        }
+        other => {
+            return Err(refuse(
+                "NotApproved",
+                format!(
+                    "AccessRequest {}/{name} is {}, not Approved; the statement must not run",
+                    claims.namespace,
+                    other.map_or("new".to_string(), |p| format!("{p:?}"))
+                ),
+            ));
+        }
+    }
+    let now = Timestamp::now();
+    if now >= ar.spec.expires_at.0 {
+        return Err(refuse(
+            "Expired",
+            format!(
+                "the approval of AccessRequest {}/{name} ran out at {}; ask again",
+                claims.namespace, ar.spec.expires_at.0
+            ),
+        ));
+    }
+    let status = ar.status.get_or_insert_with(Default::default);
+    status.phase = Some(RequestPhase::Executed);
+    status.executed_at = Some(Time(now));
+    // The resourceVersion read above makes this a compare-and-swap: of two
+    // concurrent calls, one gets a conflict and is refused below.
+    match api.replace_status(name, &PostParams::default(), &ar).await {
+        Ok(stored) => {
+            publish(
+                &g.approvals.recorder,
+                &stored,
+                EventType::Normal,
+                "Executed",
+                format!("the approved statement ran in pod {}", claims.pod),
+            )
+            .await;
+            Ok(ApprovalTicket::of(&stored))
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(refuse(
+            "AlreadyExecuted",
+            format!(
+                "AccessRequest {}/{name} changed while being marked executed; it runs once, ask again",
+                claims.namespace
+            ),
+        )),
+        Err(e) => Err(unavailable("AccessRequest status", &e)),
+    }
+}
+
+/// Records an Event on `ar`; failures are logged, never fatal.
+pub async fn publish(
+    recorder: &Recorder,
+    ar: &AccessRequest,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Decide".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &ar.object_ref(&())).await {
+        tracing::warn!(error = %crate::error_chain(&error), "could not publish an Event");
+    }
+}
+
+// === admission ===
+
+async fn mutate(State(g): State<Gateway>, body: Bytes) -> Response {
+    admit(&g, &body, true)
+}
+
+async fn validate(State(g): State<Gateway>, body: Bytes) -> Response {
+    admit(&g, &body, false)
+}
+
+fn admit(g: &Gateway, body: &[u8], mutating: bool) -> Response {
+    let route = if mutating {
+        "mutate_accessrequests"
+    } else {
+        "validate_accessrequests"
+    };
+    let review: AdmissionReview<AccessRequest> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            g.metrics.request(route, "bad_request");
+            return bad_request(format!(
+                "the body is not an AdmissionReview of an AccessRequest: {e}"
+            ))
+            .into_response();
+        }
+    };
+    let request: AdmissionRequest<AccessRequest> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            g.metrics.request(route, "bad_request");
+            return axum::Json(AdmissionResponse::invalid(e.to_string()).into_review())
+                .into_response();
+        }
+    };
+    let response = review_request(
+        &request,
+        &g.approvals.operator_user,
+        Timestamp::now(),
+        mutating,
+    );
+    g.metrics.request(
+        route,
+        if response.allowed {
+            "allowed"
+        } else {
+            "denied"
+        },
+    );
+    axum::Json(response.into_review()).into_response()
+}
+
+/// Answers an admission request on an AccessRequest: creation only by the
+/// operator; status updates as [`bind_decisions`] says. `mutating` answers
+/// with the patch binding the new decision; the validating pass checks it is
+/// bound.
+pub fn review_request(
+    request: &AdmissionRequest<AccessRequest>,
+    operator_user: &str,
+    now: Timestamp,
+    mutating: bool,
+) -> AdmissionResponse {
+    let response = AdmissionResponse::from(request);
+    let who = Approver {
+        user: request.user_info.username.clone().unwrap_or_default(),
+        groups: request.user_info.groups.clone().unwrap_or_default(),
+    };
+    let deny = |response: AdmissionResponse, message: String| {
+        response.deny(format!("{REFUSAL_PREFIX}: {message}"))
+    };
+    match (&request.operation, request.sub_resource.as_deref()) {
+        (Operation::Create, None) => match check_create(&who, operator_user) {
+            Ok(()) => response,
+            Err(refusal) => deny(response, refusal.to_string()),
+        },
+        (Operation::Update, Some("status")) => {
+            let (Some(old), Some(new)) = (&request.old_object, &request.object) else {
+                return response;
+            };
+            let decisions = match bind_decisions(old, new, &who, operator_user, now) {
+                Ok(d) => d,
+                Err(refusal) => return deny(response, refusal.to_string()),
+            };
+            let stored = new
+                .status
+                .as_ref()
+                .map(|s| s.decisions.clone())
+                .unwrap_or_default();
+            if mutating {
+                if decisions == stored {
+                    return response;
+                }
+                let patch = json_patch::Patch(vec![json_patch::PatchOperation::Replace(
+                    json_patch::ReplaceOperation {
+                        path: json_patch::jsonptr::PointerBuf::parse("/status/decisions")
+                            .unwrap_or_default(),
+                        value: json!(decisions),
+                    },
+                )]);
+                match response.with_patch(patch) {
+                    Ok(patched) => patched,
+                    Err(error) => deny(
+                        AdmissionResponse::from(request),
+                        format!("could not encode the patch: {error}"),
+                    ),
+                }
+            } else {
+                let unbound = stored
+                    .iter()
+                    .zip(decisions.iter())
+                    .any(|(s, d)| s.user != d.user || s.groups != d.groups);
+                if unbound {
+                    deny(
+                        response,
+                        format!(
+                            "the new decision must be recorded as {} (the user making the change); the mutating webhook was bypassed",
+                            who.user
+                        ),
+                    )
+                } else {
+                    response
+                }
+            }
+        }
+        _ => response,
+    }
+}
+
+/// The verdict word for messages.
+pub fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Approve => "approved",
+        Verdict::Deny => "denied",
+    }
+}

@@ -1,0 +1,128 @@
+//! Outgoing notifications of approval requests and decisions: Slack-compatible
+//! JSON (`{"text": ...}`) POSTed to one URL (`--notify-url`).
+//!
+//! Sending happens in a background task fed by a bounded queue: a slow or
+//! broken receiver delays nothing and blocks no decision. Failures are logged
+//! and retried with exponential backoff; when the queue is full, the newest
+//! message is dropped (and logged).
+
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+
+/// Messages waiting to be sent, at most.
+pub const QUEUE: usize = 256;
+/// Attempts per message.
+pub const ATTEMPTS: u32 = 6;
+
+/// Why the notifier could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// The URL is not an http(s) URL.
+    #[error("--notify-url {url:?} is not an http:// or https:// URL")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+    },
+}
+
+/// The sending end; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    queue: mpsc::Sender<String>,
+}
+
+impl Notifier {
+    /// Starts the background sender to `url`. Must be called within a Tokio runtime.
+    pub fn start(url: &str) -> Result<Notifier, NotifyError> {
+        let uri: hyper::Uri = url.parse().map_err(|_| NotifyError::BadUrl {
+            url: url.to_string(),
+        })?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(NotifyError::BadUrl {
+                url: url.to_string(),
+            });
+        }
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(send_all(uri, rx));
+        Ok(Notifier { queue })
+    }
+
+    /// Queues `text`; never waits.
+    pub fn notify(&self, text: String) {
+        if let Err(error) = self.queue.try_send(text) {
+            tracing::warn!(%error, "approval notification dropped: the queue is full or closed");
+        }
+    }
+}
+
+/// The JSON body of a notification.
+pub fn body_of(text: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "text": text })).unwrap_or_default()
+}
+
+async fn send_all(uri: hyper::Uri, mut rx: mpsc::Receiver<String>) {
+    let https = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b.https_or_http().enable_http1().build(),
+        Err(error) => {
+            tracing::warn!(%error, "no system trust roots: approval notifications disabled");
+            return;
+        }
+    };
+    let client: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).build(https);
+    while let Some(text) = rx.recv().await {
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=ATTEMPTS {
+            let request = hyper::Request::post(uri.clone())
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body_of(&text))));
+            let outcome = match request {
+                Ok(r) => tokio::time::timeout(Duration::from_secs(10), client.request(r))
+                    .await
+                    .map_err(|_| "timed out".to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .and_then(|r| {
+                        if r.status().is_success() {
+                            Ok(())
+                        } else {
+                            Err(format!("status {}", r.status()))
+                        }
+                    }),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(()) => break,
+                Err(error) if attempt < ATTEMPTS => {
+                    tracing::info!(%error, attempt, "approval notification failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "approval notification failed; giving up on it");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_slack_compatible() {
+        let v: serde_json::Value = serde_json::from_slice(&body_of("a \"b\"")).unwrap();
+        assert_eq!(v, serde_json::json!({"text": "a \"b\""}));
+    }
+
+    #[tokio::test]
+    async fn only_http_urls_are_taken() {
+        assert!(Notifier::start("ftp://x").is_err());
+        assert!(Notifier::start("not a url").is_err());
+        assert!(Notifier::start("http://127.0.0.1:9/hook").is_ok());
+    }
+}
