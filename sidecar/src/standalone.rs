@@ -489,7 +489,7 @@ fn http_context(
         }
     }
     let body_rules = set.policies_in(namespace).any(|ap| {
-        ap.spec.connections.iter().any(|c| *c == name)
+        ap.spec.connections.contains(&name)
             && ap.spec.rules.iter().any(|r| !r.match_.json_body.is_empty())
     });
     Ok(crate::http::HttpContext {

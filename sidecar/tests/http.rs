@@ -1,0 +1,563 @@
+//! The HTTP data plane end to end: a real HTTPS upstream (its own CA, made
+//! here with rcgen, given to the Connection through a Secret), the sidecar in
+//! standalone mode in-process, and real clients (hyper and curl).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sluice_sidecar::standalone::{self, StandaloneConfig};
+
+const TOKEN: &str = "Bearer upstream-secret-token-42";
+const API_KEY: &str = "key-from-the-secret";
+const CARD: &str = "4111111111111111";
+const EMAIL: &str = "ann@example.com";
+/// Bound on every wait of these tests.
+const WAIT: Duration = Duration::from_secs(60);
+
+// === the upstream ===
+
+/// A body of `items` JSON objects `{"i":N,"card":"…","note":"…"}` in an array,
+/// produced chunk by chunk (chunked encoding, no Content-Length).
+struct BigBody {
+    next: usize,
+    items: usize,
+    done: bool,
+}
+
+impl Body for BigBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let mut chunk = String::new();
+        if self.next == 0 {
+            chunk.push('[');
+        }
+        let end = (self.next + 500).min(self.items);
+        for i in self.next..end {
+            if i > 0 {
+                chunk.push(',');
+            }
+            chunk.push_str(&format!(
+                r#"{{"i":{i},"card":"{CARD}","note":"item number {i} with some padding text to make it longer"}}"#
+            ));
+        }
+        self.next = end;
+        if end == self.items {
+            chunk.push(']');
+            self.done = true;
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+}
+
+type UpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+fn full(ct: &str, body: impl Into<Bytes>) -> Response<UpBody> {
+    Response::builder()
+        .header("content-type", ct)
+        .body(Full::new(body.into()).boxed_unsync())
+        .unwrap()
+}
+
+async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    Ok(match path.as_str() {
+        "/customer" => full(
+            "application/json",
+            format!(
+                r#"{{"id":1,"customer":{{"email":"{EMAIL}","name":"Ann"}},"payment":{{"card":"{CARD}"}},"comment":"card {CARD} on file"}}"#
+            ),
+        ),
+        "/text" => full("text/plain", format!("card {CARD} and {EMAIL}")),
+        "/gzip" => Response::builder()
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(Full::new(Bytes::from_static(b"\x1f\x8b not really")).boxed_unsync())
+            .unwrap(),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            full("application/json", "{}")
+        }
+        p if p.starts_with("/big/") => {
+            let items: usize = p["/big/".len()..].parse().unwrap();
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(
+                    BigBody {
+                        next: 0,
+                        items,
+                        done: false,
+                    }
+                    .boxed_unsync(),
+                )
+                .unwrap()
+        }
+        _ => {
+            // Echo what arrived (as text: the echo is not masked).
+            let mut headers = serde_json::Map::new();
+            for (k, v) in req.headers() {
+                headers.insert(
+                    k.as_str().to_string(),
+                    serde_json::Value::String(v.to_str().unwrap_or("?").to_string()),
+                );
+            }
+            let version = format!("{:?}", req.version());
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let echo = serde_json::json!({
+                "method": method,
+                "uri": uri,
+                "version": version,
+                "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            });
+            full("text/plain", echo.to_string())
+        }
+    })
+}
+
+/// Starts the HTTPS upstream; returns its address and its CA (PEM).
+async fn start_upstream() -> (SocketAddr, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sluice http test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = TokioIo::new(tls);
+                let service = hyper::service::service_fn(upstream_handle);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, ca_cert.pem())
+}
+
+// === the sidecar ===
+
+struct Fixture {
+    sidecar: SocketAddr,
+    audit: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn indent(text: &str, n: usize) -> String {
+    text.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(n)))
+        .collect()
+}
+
+/// Starts the sidecar for `base_url` (an upstream with CA `ca`).
+async fn start_sidecar(base_url: &str, ca: &str, timeout: Duration) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let manifests = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: api-creds, namespace: shop}}
+stringData:
+  Authorization: "{TOKEN}"
+  X-Api-Key: "{API_KEY}"
+  unused: "not-sent"
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: api-ca, namespace: shop}}
+stringData:
+  ca.crt: |
+{ca_indented}---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {{name: api, namespace: shop}}
+spec:
+  protocol: http
+  upstream:
+    baseURL: "{base_url}"
+    tls: {{mode: verify-full, caSecretRef: {{name: api-ca}}}}
+  credentials:
+    secretRef: {{name: api-creds}}
+    headers: [Authorization, X-Api-Key]
+  listen: {{port: {port}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: api-rules, namespace: shop}}
+spec:
+  subjects: [{{serviceAccount: app}}]
+  connections: [api]
+  rules:
+    - name: no-admin
+      match: {{paths: ["/admin/**"]}}
+      action: deny
+    - name: no-deletes
+      match: {{methods: [DELETE]}}
+      action: deny
+    - name: no-debug
+      match: {{query: {{debug: "*"}}}}
+      action: deny
+    - name: big-refunds
+      match: {{methods: [POST], paths: ["/refunds"], jsonBody: [{{path: "$.amount", greaterThan: 1000}}]}}
+      action: requireApproval
+      approval: {{approvers: {{groups: [finance]}}, mode: hold}}
+  masking:
+    - jsonPaths: ["$.customer.email", "$[*].card"]
+      strategy: redact
+    - detectors: [creditCard]
+      strategy: redact
+"#,
+        ca_indented = indent(ca, 4)
+    );
+    let path = dir.path().join("manifests.yaml");
+    std::fs::write(&path, manifests).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let mut cfg = StandaloneConfig::new(path, "shop/app".into());
+    cfg.audit_stdout = false;
+    cfg.audit_file = Some(audit.clone());
+    cfg.http_upstream_timeout = timeout;
+    cfg.http_max_request_body = 64 * 1024;
+    let running = standalone::start(cfg).await.unwrap();
+    let sidecar = running.listeners[0].1;
+    Fixture {
+        sidecar,
+        audit,
+        _dir: dir,
+    }
+}
+
+async fn fixture() -> Fixture {
+    let (up, ca) = start_upstream().await;
+    start_sidecar(&format!("https://localhost:{}", up.port()), &ca, WAIT).await
+}
+
+/// One request through the sidecar with hyper's client.
+async fn send(
+    f: &Fixture,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, hyper::HeaderMap, Bytes) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", f.sidecar));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    tokio::time::timeout(WAIT, async {
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, body)
+    })
+    .await
+    .expect("the sidecar answered in time")
+}
+
+fn json(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(b)))
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    memchr::memmem::find(hay, needle.as_bytes()).is_some()
+}
+
+// === tests ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_injected_and_the_apps_stripped() {
+    let f = fixture().await;
+    let (status, _, body) = send(
+        &f,
+        "GET",
+        "/v1/things?x=1",
+        &[
+            ("Authorization", "Bearer app-own-token"),
+            ("X-Api-Key", "app-own-key"),
+            ("Proxy-Authorization", "Basic xyz"),
+            ("Accept-Encoding", "gzip"),
+            ("X-Custom", "kept"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let echo = json(&body);
+    let h = &echo["headers"];
+    assert_eq!(h["authorization"], TOKEN);
+    assert_eq!(h["x-api-key"], API_KEY);
+    assert_eq!(h["x-custom"], "kept");
+    assert_eq!(h["accept-encoding"], "identity");
+    assert!(h.get("proxy-authorization").is_none());
+    assert!(h.get("unused").is_none(), "only the listed keys are sent");
+    assert_eq!(
+        echo["uri"].as_str().unwrap().rsplit_once('/').unwrap().1,
+        "things?x=1"
+    );
+    // HTTP/2 to the upstream by ALPN.
+    assert_eq!(echo["version"], "HTTP/2.0");
+    let audit = std::fs::read_to_string(&f.audit).unwrap();
+    assert!(!audit.contains("upstream-secret-token"));
+    assert!(!audit.contains("app-own-token"));
+    assert!(audit.contains("GET /v1/things"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_sees_credentials_replaced() {
+    let f = fixture().await;
+    let url = format!("http://{}/echo", f.sidecar);
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new("/usr/bin/curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "30",
+                "-H",
+                "Authorization: Bearer from-curl",
+                &url,
+            ])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echo = json(&out.stdout);
+    assert_eq!(echo["headers"]["authorization"], TOKEN);
+    assert!(!contains(&out.stdout, "from-curl"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_rule_type_decides() {
+    let f = fixture().await;
+    // Path glob.
+    let (status, _, body) = send(&f, "GET", "/admin/users", &[], "").await;
+    assert_eq!(status, 403);
+    let b = json(&body);
+    assert_eq!(b["error"], "denied");
+    assert_eq!(b["rule"], "no-admin");
+    assert_eq!(b["policy"], "api-rules");
+    // Encoding tricks reach the same rule.
+    let (status, _, body) = send(&f, "GET", "/v1/../admin/x", &[], "").await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    // Ambiguous (double-encoded) paths are refused.
+    let (status, _, body) = send(&f, "GET", "/%252e%252e/admin", &[], "").await;
+    assert_eq!(status, 400);
+    assert_eq!(json(&body)["error"], "ambiguousPath");
+    // Method.
+    let (status, _, body) = send(&f, "DELETE", "/v1/things/1", &[], "").await;
+    assert_eq!(status, 403);
+    assert_eq!(json(&body)["rule"], "no-deletes");
+    // Query.
+    let (status, _, body) = send(&f, "GET", "/v1/things?debug=1", &[], "").await;
+    assert_eq!(status, 403);
+    assert_eq!(json(&body)["rule"], "no-debug");
+    // JSON body: small refunds pass, big ones need an approval.
+    let ct = [("content-type", "application/json")];
+    let (status, _, body) = send(&f, "POST", "/refunds", &ct, r#"{"amount": 10}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json(&body)["body"],
+        r#"{"amount": 10}"#,
+        "the body is forwarded"
+    );
+    let (status, _, body) = send(&f, "POST", "/refunds", &ct, r#"{"amount": 5000}"#).await;
+    assert_eq!(status, 403);
+    let b = json(&body);
+    assert_eq!(b["error"], "approvalRequired");
+    assert_eq!(b["rule"], "big-refunds");
+    // Bodies too large to decide.
+    let big = format!(r#"{{"amount": 1, "pad": "{}"}}"#, "x".repeat(100_000));
+    let (status, _, body) = send(&f, "POST", "/refunds", &ct, &big).await;
+    assert_eq!(status, 413);
+    assert_eq!(json(&body)["error"], "bodyTooLarge");
+    // The audit trail has the denials.
+    let audit = std::fs::read_to_string(&f.audit).unwrap();
+    assert!(audit.contains("\"denial\""));
+    assert!(audit.contains("no-admin") && audit.contains("big-refunds"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_is_masked_by_path_and_detector() {
+    let f = fixture().await;
+    let (status, headers, body) = send(&f, "GET", "/customer", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(headers.get("content-length").is_none());
+    assert!(
+        !contains(&body, EMAIL),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(!contains(&body, CARD), "{}", String::from_utf8_lossy(&body));
+    let v = json(&body);
+    assert_eq!(v["customer"]["name"], "Ann");
+    assert_eq!(v["id"], 1);
+    assert!(v["comment"].as_str().unwrap().starts_with("card "));
+    // Non-JSON passes untouched.
+    let (status, _, body) = send(&f, "GET", "/text", &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], format!("card {CARD} and {EMAIL}").as_bytes());
+    // Compressed JSON cannot be masked: refused.
+    let (status, _, body) = send(&f, "GET", "/gzip", &[], "").await;
+    assert_eq!(status, 502);
+    assert_eq!(json(&body)["error"], "compressedResponse");
+    let audit = std::fs::read_to_string(&f.audit).unwrap();
+    assert!(!audit.contains(CARD) && !audit.contains(EMAIL));
+    assert!(audit.contains("\"masked\":3"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_chunked_response_is_masked_while_streaming() {
+    let f = fixture().await;
+    // ~20 MB.
+    let items = 180_000;
+    let (status, _, body) = send(&f, "GET", &format!("/big/{items}"), &[], "").await;
+    assert_eq!(status, 200);
+    assert!(body.len() > 15_000_000, "{}", body.len());
+    assert!(!contains(&body, CARD));
+    let v = json(&body);
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), items);
+    assert_eq!(arr[items - 1]["i"], items - 1);
+    // And with curl, to a file.
+    let out_file = f._dir.path().join("big.json");
+    let url = format!("http://{}/big/20000", f.sidecar);
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new("/usr/bin/curl")
+            .args(["-sS", "--max-time", "50", "-o"])
+            .arg(&out_file)
+            .arg(&url)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&out_file).unwrap();
+    assert!(!contains(&bytes, CARD));
+    assert_eq!(json(&bytes).as_array().unwrap().len(), 20_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_are_clear() {
+    // Refused: nothing listens there.
+    let (_, ca) = start_upstream().await;
+    let dead = free_port();
+    let f = start_sidecar(&format!("https://localhost:{dead}"), &ca, WAIT).await;
+    let (status, _, body) = send(&f, "GET", "/x", &[], "").await;
+    assert_eq!(status, 502);
+    assert_eq!(json(&body)["error"], "upstreamUnavailable");
+
+    // Timeout.
+    let (up, ca) = start_upstream().await;
+    let f = start_sidecar(
+        &format!("https://localhost:{}", up.port()),
+        &ca,
+        Duration::from_millis(500),
+    )
+    .await;
+    let (status, _, body) = send(&f, "GET", "/slow", &[], "").await;
+    assert_eq!(status, 504);
+    assert_eq!(json(&body)["error"], "upstreamTimeout");
+
+    // A certificate from another CA is not trusted.
+    let (other, _) = start_upstream().await;
+    let f = start_sidecar(&format!("https://localhost:{}", other.port()), &ca, WAIT).await;
+    let (status, _, _) = send(&f, "GET", "/x", &[], "").await;
+    assert_eq!(status, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture().await;
+    let mut s = tokio::net::TcpStream::connect(f.sidecar).await.unwrap();
+    s.write_all(b"THIS IS NOT HTTP\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+}
