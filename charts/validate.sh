@@ -204,9 +204,41 @@ if [[ "${SLUICE_SKIP_CLUSTER:-0}" == 1 ]]; then
   echo "chart: $PASSED passed, 0 failed, 1 skipped"; exit 0
 fi
 
-step "apply to the test control plane"
+step "examples decide as their READMEs say (kubectl sluice policy eval)"
 cd "$ROOT"
-cargo build --quiet -p sluice-e2e --bin sluice-testcluster
+cargo build --quiet -p sluice-e2e --bin sluice-testcluster -p kubectl-sluice --bin kubectl-sluice
+expect() { # expect EXAMPLE IDENTITY CONNECTION ACTION ENFORCED RULE -- eval args...
+  local example="$1" as="$2" conn="$3" action="$4" enforced="$5" rule="$6"; shift 7
+  local got
+  got="$("$ROOT/target/debug/kubectl-sluice" policy eval -f "examples/$example" --as "$as" --connection "$conn" "$@")"
+  "$VENV/bin/python" -c '
+import json, sys
+d = json.loads(sys.argv[1]); want = sys.argv[2:5]
+got = [d["action"], d["enforced"], d["rule"] or "-"]
+sys.exit(0 if got == want else f"{sys.argv[5]}: got {got}, want {want}")' \
+    "$got" "$action" "$enforced" "$rule" "examples/$example $*"
+  EVALS=$((EVALS + 1))
+}
+EVALS=0
+expect http-api payments/billing-worker payments-api allow allow read-charges-and-customers -- --http "GET /v1/charges/ch_123"
+expect http-api payments/billing-worker payments-api allow allow refunds-with-a-reason -- --http "POST /v1/refunds" --body '{"charge":"ch_123","amount":1200,"reason":"duplicate"}'
+expect http-api payments/billing-worker payments-api deny deny large-refunds-are-refused -- --http "POST /v1/refunds" --body '{"charge":"ch_123","amount":90000,"reason":"duplicate"}'
+expect http-api payments/billing-worker payments-api deny deny - -- --http "POST /v1/refunds" --body '{"charge":"ch_123","amount":100}'
+expect http-api payments/billing-worker payments-api deny deny no-deletes -- --http "DELETE /v1/customers/cus_1"
+expect http-api payments/web payments-api deny deny - -- --http "GET /v1/charges"
+expect approvals warehouse/stock-fixer inventory-db requireApproval requireApproval bulk-writes-need-a-dba -- --sql "UPDATE stock SET qty = 0"
+expect approvals warehouse/stock-fixer inventory-db allow allow - -- --sql "UPDATE stock SET qty = 0 WHERE sku = 'A1'"
+expect approvals warehouse/stock-fixer inventory-db requireApproval requireApproval price-changes-need-two -- --sql "UPDATE prices SET amount = 10 WHERE sku = 'A1'"
+expect approvals warehouse/stock-fixer inventory-db deny deny no-schema-changes -- --sql "DROP TABLE stock"
+expect dry-run/1-dry-run.yaml finance/month-end-report ledger-db deny allow read-only -- --sql "DELETE FROM journal WHERE id = 1"
+expect dry-run/1-dry-run.yaml finance/month-end-report ledger-db deny allow no-audit-tables -- --sql "SELECT * FROM audit_log"
+expect dry-run/2-enforce.yaml finance/month-end-report ledger-db deny deny read-only -- --sql "DELETE FROM journal WHERE id = 1"
+expect dry-run/2-enforce.yaml finance/month-end-report ledger-db deny deny no-audit-tables -- --sql "SELECT * FROM audit_log"
+expect dry-run/2-enforce.yaml finance/month-end-report ledger-db allow allow - -- --sql "SELECT sum(amount) FROM journal"
+echo "$EVALS decisions as documented"
+passed
+
+step "apply to the test control plane"
 TC_DIR="$OUT/tc"
 mkdir -p "$TC_DIR"
 "$ROOT/target/debug/sluice-testcluster" --dir "$TC_DIR" > "$OUT/tc.log" 2>&1 &
