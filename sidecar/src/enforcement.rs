@@ -31,11 +31,59 @@ const DECISION_CACHE_ENTRIES: usize = 64;
 const DECISION_CACHE_MAX_TEXT: usize = 4096;
 
 /// An identity's standing on one Connection: its applicable policies, or none.
+///
+/// In run mode the standing changes while sessions run (a new bundle, or the
+/// bundle expired): [`Binding::live`] follows a watch channel, and every
+/// session's [`Enforcer`] picks the change up before its next statement.
 pub struct Binding {
     identity: Identity,
     connection: String,
-    set: Option<Arc<PolicySet>>,
-    literal_sensitive: bool,
+    standing: tokio::sync::watch::Receiver<Standing>,
+    /// Keeps a standalone binding's channel open (nothing ever changes it).
+    _fixed: Option<tokio::sync::watch::Sender<Standing>>,
+}
+
+/// What a binding currently says.
+#[derive(Clone)]
+pub enum Standing {
+    /// Policies bind the identity to the Connection.
+    Bound {
+        /// The applicable policies.
+        set: Arc<PolicySet>,
+        /// Whether any rule has a `textPattern` (see [`Enforcer`]).
+        literal_sensitive: bool,
+    },
+    /// No policy binds the identity to the Connection.
+    NotBound,
+    /// No valid policies (no bundle yet, or it expired): nothing may run.
+    /// The text says why, for the client.
+    Unavailable(String),
+}
+
+impl Standing {
+    /// The standing for `policies` on `connection`.
+    pub fn select(
+        policies: &[Arc<CompiledPolicy>],
+        identity: &Identity,
+        connection: &str,
+        hash_key: Option<&[u8]>,
+        literal_sensitive: bool,
+    ) -> Self {
+        match PolicySet::select(policies, identity, connection, hash_key) {
+            Some(set) => Standing::Bound {
+                set: Arc::new(set),
+                literal_sensitive,
+            },
+            None => Standing::NotBound,
+        }
+    }
+
+    fn set(&self) -> Option<&Arc<PolicySet>> {
+        match self {
+            Standing::Bound { set, .. } => Some(set),
+            _ => None,
+        }
+    }
 }
 
 impl Binding {
@@ -49,12 +97,33 @@ impl Binding {
         hash_key: Option<&[u8]>,
         literal_sensitive: bool,
     ) -> Self {
-        let set = PolicySet::select(policies, &identity, connection, hash_key).map(Arc::new);
+        let standing = Standing::select(
+            policies,
+            &identity,
+            connection,
+            hash_key,
+            literal_sensitive,
+        );
+        let (tx, rx) = tokio::sync::watch::channel(standing);
         Binding {
             identity,
             connection: connection.to_string(),
-            set,
-            literal_sensitive,
+            standing: rx,
+            _fixed: Some(tx),
+        }
+    }
+
+    /// A binding whose standing follows `standing` (run mode).
+    pub fn live(
+        identity: Identity,
+        connection: &str,
+        standing: tokio::sync::watch::Receiver<Standing>,
+    ) -> Self {
+        Binding {
+            identity,
+            connection: connection.to_string(),
+            standing,
+            _fixed: None,
         }
     }
 
@@ -65,38 +134,53 @@ impl Binding {
 
     /// Whether any policy binds the identity to the Connection.
     pub fn is_bound(&self) -> bool {
-        self.set.is_some()
+        self.standing.borrow().set().is_some()
     }
 
     /// Names of the applicable policies.
     pub fn policy_names(&self) -> Vec<String> {
-        self.set
-            .as_ref()
+        self.standing
+            .borrow()
+            .set()
             .map(|s| s.policy_names().into_iter().map(String::from).collect())
             .unwrap_or_default()
     }
 
     /// Warnings from building the policy set (e.g. a masker that fell back to redact).
     pub fn warnings(&self) -> Vec<String> {
-        self.set
-            .as_ref()
+        self.standing
+            .borrow()
+            .set()
             .map(|s| s.warnings().to_vec())
             .unwrap_or_default()
     }
 
-    /// A new session's enforcer; `None` when the identity is not bound.
+    /// A new session's enforcer; `None` when the identity is not bound (or,
+    /// in run mode, when no valid policies are at hand).
     pub fn enforcer(&self) -> Option<Enforcer> {
-        let set = self.set.clone()?;
+        let mut standing = self.standing.clone();
+        let Standing::Bound {
+            set,
+            literal_sensitive,
+        } = standing.borrow_and_update().clone()
+        else {
+            return None;
+        };
         Some(Enforcer {
             masking: Arc::new(Masking::new(set.clone())),
             set,
             cache: HashMap::new(),
-            literal_sensitive: self.literal_sensitive,
+            literal_sensitive,
+            standing: self._fixed.is_none().then_some(standing),
+            revoked: None,
         })
     }
 
     /// What a client of an unbound identity is told.
     pub fn not_bound_message(&self, connection: &str) -> String {
+        if let Standing::Unavailable(why) = &*self.standing.borrow() {
+            return format!("Sluice refused the session: {why}");
+        }
         format!(
             "Sluice refused the session: {}",
             Decision::not_bound(&self.identity, connection).reason
@@ -123,16 +207,60 @@ impl Binding {
 /// (The engine's own fingerprint is not used as the key: it also ignores the
 /// length of literal lists and is computed only after the full parse this
 /// cache exists to avoid.) Texts the tokenizer rejects are keyed exactly.
+///
+/// A live enforcer (run mode) checks its binding's standing before each
+/// decision: new policies apply from the next statement on (the cache
+/// starts over); once the standing is withdrawn every statement is refused.
 pub struct Enforcer {
     set: Arc<PolicySet>,
     masking: Arc<Masking>,
     cache: HashMap<Box<str>, Arc<Decided>>,
     literal_sensitive: bool,
+    standing: Option<tokio::sync::watch::Receiver<Standing>>,
+    /// Set while the standing is withdrawn: why statements are refused.
+    revoked: Option<String>,
 }
 
 impl Enforcer {
+    /// Picks up a changed standing, if any.
+    fn follow(&mut self) {
+        let Some(rx) = self.standing.as_mut() else {
+            return;
+        };
+        if !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        match rx.borrow_and_update().clone() {
+            Standing::Bound {
+                set,
+                literal_sensitive,
+            } => {
+                self.masking = Arc::new(Masking::new(set.clone()));
+                self.set = set;
+                self.literal_sensitive = literal_sensitive;
+                self.cache.clear();
+                self.revoked = None;
+            }
+            Standing::NotBound => {
+                self.revoked = Some(
+                    "no AccessPolicy binds this identity to the Connection any more".to_string(),
+                );
+            }
+            Standing::Unavailable(why) => self.revoked = Some(why),
+        }
+    }
+
     /// The decision on a SQL text (cached).
     pub fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        self.follow();
+        if let Some(why) = &self.revoked {
+            // Decided by the last policies for the record, refused regardless.
+            let mut decided = Decided::new(self.set.decide_sql(sql, SqlDialect::Postgres));
+            decided.refusal = Some(Refusal::plain(&format!(
+                "statement refused by Sluice: {why}"
+            )));
+            return Arc::new(decided);
+        }
         if sql.len() > DECISION_CACHE_MAX_TEXT {
             return Arc::new(Decided::new(self.set.decide_sql(sql, SqlDialect::Postgres)));
         }

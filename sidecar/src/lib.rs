@@ -1,6 +1,8 @@
 //! Sluice sidecar: protocol proxies that decide, mask and audit.
 //!
 //! - [`standalone`]: runs from local manifests (`sluice-sidecar standalone`);
+//! - [`run`]: runs in a pod from the operator's bundle (`sluice-sidecar run`),
+//!   through [`bundle_client`];
 //! - [`postgres`]: the PostgreSQL data plane (framing, messages, upstream,
 //!   sessions, masking);
 //! - [`http`]: the HTTP API data plane (decide, inject credentials, mask JSON);
@@ -10,10 +12,12 @@
 
 pub mod admin;
 pub mod audit;
+pub mod bundle_client;
 pub mod enforcement;
 pub mod http;
 pub mod metrics;
 pub mod postgres;
+pub mod run;
 pub mod standalone;
 
 pub use standalone::{StandaloneConfig, StandaloneError};

@@ -74,10 +74,25 @@ fn init_logs(format: LogFormat) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run => anyhow::bail!(
-            "`sluice-sidecar run` (in-cluster mode with the operator's gateway API) is not implemented yet; \
-             use `sluice-sidecar standalone -f MANIFESTS --as NAMESPACE/SERVICEACCOUNT`"
-        ),
+        Command::Run => {
+            init_logs(LogFormat::Json);
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let cfg = sluice_sidecar::run::RunConfig::from_env()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let running = sluice_sidecar::run::start(cfg).await?;
+                for (name, addr) in &running.listeners {
+                    tracing::info!(connection = %name, %addr, "ready");
+                }
+                shutdown_signal().await?;
+                tracing::info!("shutting down");
+                drop(running);
+                anyhow::Ok(())
+            })
+        }
         Command::Standalone {
             manifests,
             identity,
@@ -120,5 +135,23 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what the kubelet sends a container it stops).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot wait for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")
     }
 }

@@ -458,14 +458,16 @@ async fn http_get(port: u16, path: &str) -> String {
 }
 
 #[test]
-fn run_subcommand_says_it_is_not_implemented() {
+fn run_subcommand_outside_a_pod_says_what_is_missing() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"))
         .arg("run")
+        .env_remove("SLUICE_GATEWAY_URL")
+        .env_remove("SLUICE_TOKEN_FILE")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not implemented yet"), "{err}");
+    assert!(err.contains("SLUICE_GATEWAY_URL is not set"), "{err}");
     assert!(err.contains("standalone"), "{err}");
 }
 

@@ -1,0 +1,385 @@
+//! The client of the operator's gateway API (DESIGN §3, §4, §7): token
+//! exchange, bundle (long-poll) and audit upload, over HTTPS that trusts only
+//! the operator's CA.
+//!
+//! One TLS connection per request: a sidecar makes a handful of requests a
+//! minute, and a fresh connection never carries a stale half-closed socket
+//! into a long-poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use sluice_policy::gateway::{
+    AuditBatch, AuditReceipt, Bundle, ErrorBody, TokenRequest, TokenResponse,
+};
+
+/// Largest answer accepted from the gateway (a bundle holds policies of one
+/// namespace; this is far above any real one).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// How long connecting and the TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a gateway call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// `SLUICE_GATEWAY_URL` is unusable.
+    #[error(
+        "gateway URL {url:?} is not usable: {why}; set SLUICE_GATEWAY_URL to https://HOST[:PORT]"
+    )]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The CA PEM holds no usable certificate.
+    #[error("the operator CA (SLUICE_CA_PEM or SLUICE_CA_FILE) holds no usable certificate: {0}")]
+    BadCa(String),
+    /// TCP, TLS or HTTP failed.
+    #[error("cannot reach the Sluice operator at {url}: {why}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// What failed.
+        why: String,
+    },
+    /// The call took too long.
+    #[error("the Sluice operator at {url} did not answer {path} within {after:?}")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The route.
+        path: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The gateway refused the call.
+    #[error("the Sluice operator refused {path}: HTTP {status} {reason}: {message}")]
+    Refused {
+        /// The route.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// CamelCase reason from the body (e.g. `PodDeleted`).
+        reason: String,
+        /// The message from the body.
+        message: String,
+    },
+    /// The answer is not what the API promises.
+    #[error("the Sluice operator's answer to {path} is malformed: {source}")]
+    Malformed {
+        /// The route.
+        path: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl GatewayError {
+    /// Whether the gateway said the token is not (or no longer) good.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, GatewayError::Refused { status: 401, .. })
+    }
+}
+
+/// What a bundle poll returned.
+#[derive(Debug)]
+pub enum BundlePoll {
+    /// A new bundle.
+    Changed(Box<Bundle>),
+    /// Unchanged; the held bundle is vouched for until this instant (RFC 3339), when given.
+    Unchanged(Option<String>),
+}
+
+/// A client of one operator's gateway API.
+#[derive(Clone)]
+pub struct GatewayClient {
+    url: String,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for GatewayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayClient")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayClient {
+    /// A client of `url` (`https://HOST[:PORT]`) trusting only the CAs in `ca_pem`.
+    pub fn new(url: &str, ca_pem: &str) -> Result<Self, GatewayError> {
+        let bad = |why: &str| GatewayError::BadUrl {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(bad("the scheme must be https"));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| bad("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|_| bad("the host is not a DNS name or IP address"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| GatewayError::BadCa(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| GatewayError::BadCa(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(GatewayError::BadCa("no PEM certificate found".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| GatewayError::BadCa(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(GatewayClient {
+            url: url.trim_end_matches('/').to_string(),
+            host,
+            port,
+            server_name,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// The gateway URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `POST /v1/token`: exchanges a projected service-account token.
+    pub async fn exchange(&self, subject_token: &str) -> Result<TokenResponse, GatewayError> {
+        let body = serde_json::to_vec(&TokenRequest {
+            subject_token: subject_token.to_string(),
+        })
+        .map_err(|source| GatewayError::Malformed {
+            path: "/v1/token".into(),
+            source,
+        })?;
+        let (status, _, bytes) = self
+            .call(
+                Method::POST,
+                "/v1/token",
+                None,
+                &[],
+                Some(body),
+                Duration::from_secs(30),
+            )
+            .await?;
+        decode(ok_or_refused("/v1/token", status, &bytes)?, "/v1/token")
+    }
+
+    /// `GET /v1/bundle`, long-polling up to `wait` when `revision` is held.
+    pub async fn bundle(
+        &self,
+        token: &str,
+        revision: Option<&str>,
+        wait: Duration,
+    ) -> Result<BundlePoll, GatewayError> {
+        let path = match revision {
+            Some(_) => format!("/v1/bundle?wait={}s", wait.as_secs()),
+            None => "/v1/bundle".to_string(),
+        };
+        let etag = revision.map(|r| format!("\"{r}\""));
+        let headers: Vec<(&str, &str)> = etag
+            .as_deref()
+            .map(|e| vec![("if-none-match", e)])
+            .unwrap_or_default();
+        let (status, headers, bytes) = self
+            .call(
+                Method::GET,
+                &path,
+                Some(token),
+                &headers,
+                None,
+                wait + Duration::from_secs(15),
+            )
+            .await?;
+        if status == StatusCode::NOT_MODIFIED {
+            let expires = headers
+                .get("sluice-bundle-expires-at")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            return Ok(BundlePoll::Unchanged(expires));
+        }
+        let bytes = ok_or_refused("/v1/bundle", status, &bytes)?;
+        Ok(BundlePoll::Changed(Box::new(decode(bytes, "/v1/bundle")?)))
+    }
+
+    /// `POST /v1/audit`.
+    pub async fn audit(
+        &self,
+        token: &str,
+        batch: &AuditBatch,
+    ) -> Result<AuditReceipt, GatewayError> {
+        let body = serde_json::to_vec(batch).map_err(|source| GatewayError::Malformed {
+            path: "/v1/audit".into(),
+            source,
+        })?;
+        let (status, _, bytes) = self
+            .call(
+                Method::POST,
+                "/v1/audit",
+                Some(token),
+                &[],
+                Some(body),
+                Duration::from_secs(30),
+            )
+            .await?;
+        decode(ok_or_refused("/v1/audit", status, &bytes)?, "/v1/audit")
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        limit: Duration,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), GatewayError> {
+        let route = path.split('?').next().unwrap_or(path).to_string();
+        tokio::time::timeout(limit, self.call_inner(method, path, bearer, headers, body))
+            .await
+            .map_err(|_| GatewayError::Timeout {
+                url: self.url.clone(),
+                path: route,
+                after: limit,
+            })?
+    }
+
+    async fn call_inner(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), GatewayError> {
+        let transport = |why: String| GatewayError::Transport {
+            url: self.url.clone(),
+            why,
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| transport(format!("TCP connect failed: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            self.tls
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|e| transport(format!("TLS handshake failed: {e}")))
+        };
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| transport(format!("no connection within {CONNECT_TIMEOUT:?}")))??;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| transport(format!("HTTP handshake failed: {e}")))?;
+        tokio::spawn(async move {
+            // Errors surface on the request below.
+            let _ = conn.await;
+        });
+        let authority = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", authority)
+            .header(
+                "user-agent",
+                concat!("sluice-sidecar/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(token) = bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| transport(format!("cannot build the request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| transport(format!("request failed: {e}")))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| transport(format!("reading the answer failed: {e}")))?
+            .to_bytes();
+        Ok((status, headers, bytes))
+    }
+}
+
+fn ok_or_refused<'a>(
+    path: &str,
+    status: StatusCode,
+    bytes: &'a Bytes,
+) -> Result<&'a Bytes, GatewayError> {
+    if status.is_success() {
+        return Ok(bytes);
+    }
+    let (reason, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(e) => (e.reason, e.message),
+        Err(_) => (
+            status.canonical_reason().unwrap_or("").to_string(),
+            String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
+        ),
+    };
+    Err(GatewayError::Refused {
+        path: path.to_string(),
+        status: status.as_u16(),
+        reason,
+        message,
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &Bytes, path: &str) -> Result<T, GatewayError> {
+    serde_json::from_slice(bytes).map_err(|source| GatewayError::Malformed {
+        path: path.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_cas_are_checked() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let err = GatewayClient::new("http://op:8443", "x").unwrap_err();
+        assert!(err.to_string().contains("https"), "{err}");
+        let err = GatewayClient::new("https://op:8443", "not a pem").unwrap_err();
+        assert!(matches!(err, GatewayError::BadCa(_)), "{err}");
+    }
+}

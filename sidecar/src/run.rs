@@ -1,0 +1,828 @@
+//! Run mode: `sluice-sidecar run`, in a pod, with policies and credentials
+//! from the Sluice operator (DESIGN §3, §4).
+//!
+//! The projected service-account token (re-read at every exchange: the
+//! kubelet rotates it) is exchanged for a gateway token, which fetches the
+//! identity's bundle. Every postgres Connection of the bundle is served on
+//! `127.0.0.1:spec.listen.port`. The bundle is long-polled; a change reaches
+//! live sessions at their next statement through a watch of each
+//! Connection's [`Standing`], and new sessions through a watch of its
+//! [`ConnectionContext`] (credentials, upstream).
+//!
+//! Fail closed: until the first bundle no listener exists; a bundle is used
+//! until its own expiry and never after; once it expired, or the operator
+//! refused the identity (pod or service account deleted), every session and
+//! statement is refused with a message that says why.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use base64::Engine as _;
+use prometheus_client::registry::Registry;
+use sluice_crds::{ConnectionSpec, Protocol};
+use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, SecretSource};
+use sluice_policy::gateway::{Bundle, BundleConnection, BundleSecretKey};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::admin::{self, AdminState};
+use crate::audit::{AuditError, AuditLog};
+use crate::bundle_client::{BundlePoll, GatewayClient, GatewayError};
+use crate::enforcement::{Binding, Standing};
+use crate::metrics::Metrics;
+use crate::postgres::cancel::CancelRegistry;
+use crate::postgres::framing;
+use crate::postgres::session::{self, ConnectionContext};
+use crate::postgres::tls::{self, TlsError};
+use crate::postgres::upstream::UpstreamConfig;
+
+/// Settings of run mode.
+#[derive(Clone)]
+pub struct RunConfig {
+    /// `https://HOST[:PORT]` of the operator's gateway API.
+    pub gateway_url: String,
+    /// The projected service-account token (audience `sluice.dev`).
+    pub token_file: PathBuf,
+    /// PEM of the operator's CA.
+    pub ca_pem: String,
+    /// Serve only these Connections (`SLUICE_CONNECTIONS`); all when `None`.
+    pub connections: Option<Vec<String>>,
+    /// Serve `/metrics`, `/healthz`, `/readyz` here.
+    pub admin_addr: Option<SocketAddr>,
+    /// Write audit events to stdout.
+    pub audit_stdout: bool,
+    /// Largest protocol message accepted.
+    pub max_message_size: usize,
+    /// Address the listeners bind (loopback unless told otherwise).
+    pub listen_host: IpAddr,
+    /// How long one bundle long-poll waits for a change.
+    pub poll_wait: Duration,
+    /// How long [`start`] keeps trying to get the first bundle.
+    pub first_bundle_timeout: Duration,
+    /// How often audit events are sent to the operator.
+    pub audit_upload_every: Duration,
+}
+
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("gateway_url", &self.gateway_url)
+            .field("token_file", &self.token_file)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunConfig {
+    /// Defaults for a gateway, a token file and a CA.
+    pub fn new(gateway_url: String, token_file: PathBuf, ca_pem: String) -> Self {
+        RunConfig {
+            gateway_url,
+            token_file,
+            ca_pem,
+            connections: None,
+            admin_addr: None,
+            audit_stdout: true,
+            max_message_size: framing::DEFAULT_MAX_MESSAGE_SIZE,
+            listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            poll_wait: Duration::from_secs(30),
+            first_bundle_timeout: Duration::from_secs(300),
+            audit_upload_every: Duration::from_secs(2),
+        }
+    }
+
+    /// Settings from the environment the injection webhook sets:
+    /// `SLUICE_GATEWAY_URL`, `SLUICE_TOKEN_FILE`, `SLUICE_CA_PEM` or
+    /// `SLUICE_CA_FILE`, and optionally `SLUICE_CONNECTIONS` (comma-separated)
+    /// and `SLUICE_ADMIN_ADDR`.
+    pub fn from_env() -> Result<Self, RunError> {
+        let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let gateway_url =
+            var("SLUICE_GATEWAY_URL").ok_or(RunError::MissingEnv("SLUICE_GATEWAY_URL"))?;
+        let token_file =
+            var("SLUICE_TOKEN_FILE").ok_or(RunError::MissingEnv("SLUICE_TOKEN_FILE"))?;
+        let ca_pem = match (var("SLUICE_CA_PEM"), var("SLUICE_CA_FILE")) {
+            (Some(pem), _) => pem,
+            (None, Some(path)) => {
+                std::fs::read_to_string(&path).map_err(|source| RunError::ReadFile {
+                    what: "the operator CA (SLUICE_CA_FILE)",
+                    path: PathBuf::from(path),
+                    source,
+                })?
+            }
+            (None, None) => return Err(RunError::MissingEnv("SLUICE_CA_PEM or SLUICE_CA_FILE")),
+        };
+        let mut cfg = RunConfig::new(gateway_url, PathBuf::from(token_file), ca_pem);
+        cfg.connections = var("SLUICE_CONNECTIONS").map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        });
+        if let Some(addr) = var("SLUICE_ADMIN_ADDR") {
+            cfg.admin_addr = Some(
+                addr.parse()
+                    .map_err(|_| RunError::BadAdminAddr(addr.clone()))?,
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+/// Why run mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A required environment variable is not set.
+    #[error(
+        "{0} is not set; the Sluice injection webhook sets it (run `sluice-sidecar standalone` outside a cluster)"
+    )]
+    MissingEnv(&'static str),
+    /// A file could not be read.
+    #[error("cannot read {what} at {path}: {source}")]
+    ReadFile {
+        /// What the file is.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `SLUICE_ADMIN_ADDR` is not an address.
+    #[error("SLUICE_ADMIN_ADDR {0:?} is not HOST:PORT, e.g. 127.0.0.1:9090")]
+    BadAdminAddr(String),
+    /// The gateway client could not be built.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// No bundle arrived in time.
+    #[error("no policy bundle from the Sluice operator within {after:?}: {last}")]
+    NoBundle {
+        /// How long it tried.
+        after: Duration,
+        /// The last error.
+        last: String,
+    },
+    /// The audit sink could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} for Connection {connection}: {source}")]
+    Bind {
+        /// Connection.
+        connection: String,
+        /// Address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a bundle could not be applied (the previous one stays in force).
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error("AccessPolicy {namespace}/{name} of the bundle does not compile: {source}")]
+    Policy {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<CompileError>,
+    },
+    #[error("the bundle's expiresAt {0:?} is not an RFC 3339 time")]
+    Expiry(String),
+    #[error("the bundle is for {0}, not a NAMESPACE/SERVICEACCOUNT this sidecar can use")]
+    Identity(String),
+    #[error("Connection {connection}: {what}")]
+    Connection { connection: String, what: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A started run mode.
+pub struct Running {
+    /// `(connection, address)` per listener opened from the first bundle.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin address, if any.
+    pub admin: Option<SocketAddr>,
+    revision: watch::Receiver<Option<String>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The revision of the bundle in force; `None` while none is (expired,
+    /// or the operator refused the identity).
+    pub fn bundle_revision(&self) -> watch::Receiver<Option<String>> {
+        self.revision.clone()
+    }
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("listeners", &self.listeners)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Gets the first bundle, binds its listeners, and keeps the bundle fresh in
+/// the background. The servers run on the current runtime until the
+/// returned [`Running`] is dropped.
+pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
+    let client = GatewayClient::new(&cfg.gateway_url, &cfg.ca_pem)?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let mut runner = Runner {
+        client,
+        cfg: cfg.clone(),
+        token: None,
+        revision: None,
+        expires: None,
+        served: BTreeMap::new(),
+        audit: None,
+        metrics,
+        cancel: Arc::new(CancelRegistry::default()),
+        last_error: String::new(),
+        tasks: Vec::new(),
+        in_force: watch::Sender::new(None),
+    };
+    let revision = runner.in_force.subscribe();
+
+    // === the first bundle ===
+    let deadline = Instant::now() + cfg.first_bundle_timeout;
+    let mut backoff = Backoff::default();
+    loop {
+        match runner.poll_once().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "no policy bundle yet; retrying");
+                runner.last_error = e.to_string();
+            }
+        }
+        if Instant::now() + backoff.peek() > deadline {
+            return Err(RunError::NoBundle {
+                after: cfg.first_bundle_timeout,
+                last: runner.last_error.clone(),
+            });
+        }
+        tokio::time::sleep(backoff.next()).await;
+    }
+    let listeners = runner
+        .served
+        .iter()
+        .map(|(name, s)| (name.clone(), s.addr))
+        .collect();
+
+    let admin_state = Arc::new(AdminState {
+        registry,
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut admin = None;
+    if let Some(addr) = cfg.admin_addr {
+        let l = admin::bind(addr).await.map_err(|source| RunError::Bind {
+            connection: "(admin)".into(),
+            addr,
+            source,
+        })?;
+        admin = Some(l.local_addr().unwrap_or(addr));
+        runner
+            .tasks
+            .push(tokio::spawn(admin::serve(l, admin_state.clone())));
+    }
+    admin_state.ready.store(true, Ordering::Relaxed);
+
+    let mut tasks = std::mem::take(&mut runner.tasks);
+    if let Some(audit) = runner.audit.clone() {
+        tasks.push(tokio::spawn(async move {
+            // Result events wait for the next decision event; this bounds the wait.
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if let Err(e) = audit.flush() {
+                    tracing::error!(error = %e, "writing pending audit events failed");
+                }
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(runner.keep_fresh()));
+    Ok(Running {
+        listeners,
+        admin,
+        revision,
+        tasks,
+    })
+}
+
+/// A gateway token and when to renew it.
+struct GatewayToken {
+    token: Zeroizing<String>,
+    refresh_at: Instant,
+}
+
+/// One served Connection.
+struct Served {
+    addr: SocketAddr,
+    standing: watch::Sender<Standing>,
+    context: watch::Sender<Arc<ConnectionContext>>,
+}
+
+struct Runner {
+    client: GatewayClient,
+    cfg: RunConfig,
+    token: Option<GatewayToken>,
+    /// The revision of the bundle in force, `None` when there is none.
+    revision: Option<String>,
+    /// When the bundle in force expires.
+    expires: Option<Instant>,
+    served: BTreeMap<String, Served>,
+    audit: Option<Arc<AuditLog>>,
+    metrics: Arc<Metrics>,
+    cancel: Arc<CancelRegistry>,
+    last_error: String,
+    tasks: Vec<JoinHandle<()>>,
+    /// Publishes the revision in force.
+    in_force: watch::Sender<Option<String>>,
+}
+
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn peek(&self) -> Duration {
+        Duration::from_millis(250u64 << self.0.min(5)).min(Duration::from_secs(5))
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.peek();
+        self.0 = self.0.saturating_add(1);
+        d
+    }
+}
+
+impl Runner {
+    /// Long-polls forever, applying bundles and withdrawing them at expiry.
+    async fn keep_fresh(mut self) {
+        let mut backoff = Backoff::default();
+        loop {
+            let outcome = {
+                let expires = self.expires;
+                let poll = self.poll_once();
+                tokio::pin!(poll);
+                tokio::select! {
+                    r = &mut poll => Some(r),
+                    _ = sleep_until_opt(expires) => None,
+                }
+            };
+            match outcome {
+                None => self.withdraw_expired(),
+                Some(Ok(_)) => backoff = Backoff::default(),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "refreshing the policy bundle failed");
+                    self.last_error = e.to_string();
+                    let pause = backoff.next();
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = sleep_until_opt(self.expires) => self.withdraw_expired(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renews the token when due and polls the bundle once. `Ok(true)` when
+    /// a new bundle was applied.
+    async fn poll_once(&mut self) -> Result<bool, PollError> {
+        let token = self.token().await?;
+        let wait = match &self.token {
+            Some(t) => self
+                .cfg
+                .poll_wait
+                .min(t.refresh_at.saturating_duration_since(Instant::now()))
+                .max(Duration::from_secs(1)),
+            None => self.cfg.poll_wait,
+        };
+        let polled = self
+            .client
+            .bundle(&token, self.revision.as_deref(), wait)
+            .await;
+        match polled {
+            Ok(BundlePoll::Changed(mut bundle)) => {
+                let applied = self.apply(&bundle).await;
+                scrub(&mut bundle);
+                applied?;
+                Ok(true)
+            }
+            Ok(BundlePoll::Unchanged(expires)) => {
+                if let Some(at) = expires.as_deref().and_then(instant_of) {
+                    self.expires = Some(at);
+                }
+                Ok(false)
+            }
+            Err(e) if e.is_unauthorized() => {
+                // The token may just have expired: exchange once more; if the
+                // operator refuses the identity itself, withdraw at once.
+                self.token = None;
+                match self.token().await {
+                    Ok(_) => Err(PollError::Gateway(e)),
+                    Err(PollError::Gateway(again)) if again.is_unauthorized() => {
+                        self.withdraw(&format!(
+                            "the Sluice operator no longer accepts this pod's identity ({again})"
+                        ));
+                        Err(PollError::Gateway(again))
+                    }
+                    Err(other) => Err(other),
+                }
+            }
+            Err(e) => Err(PollError::Gateway(e)),
+        }
+    }
+
+    /// The gateway token, exchanged anew when due.
+    async fn token(&mut self) -> Result<Zeroizing<String>, PollError> {
+        if let Some(t) = &self.token
+            && Instant::now() < t.refresh_at
+        {
+            return Ok(t.token.clone());
+        }
+        // Re-read on every exchange: the kubelet rotates the file.
+        let subject = Zeroizing::new(
+            tokio::fs::read_to_string(&self.cfg.token_file)
+                .await
+                .map_err(|source| PollError::TokenFile {
+                    path: self.cfg.token_file.clone(),
+                    source,
+                })?,
+        );
+        let answer = self.client.exchange(subject.trim()).await?;
+        let token = Zeroizing::new(answer.token);
+        let lifetime = chrono::DateTime::parse_from_rfc3339(&answer.expires_at)
+            .ok()
+            .and_then(|t| {
+                (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                    .to_std()
+                    .ok()
+            })
+            .unwrap_or(Duration::from_secs(60));
+        // Renew at 80% of the lifetime, well before expiry.
+        let refresh_at = Instant::now() + lifetime.mul_f64(0.8);
+        self.token = Some(GatewayToken {
+            token: token.clone(),
+            refresh_at,
+        });
+        Ok(token)
+    }
+
+    /// Applies a bundle: compiles its policies, then updates or opens the
+    /// listener of each postgres Connection. On error nothing changes.
+    async fn apply(&mut self, bundle: &Bundle) -> Result<(), PollError> {
+        let expires = instant_of(&bundle.expires_at)
+            .ok_or_else(|| ApplyError::Expiry(bundle.expires_at.clone()))?;
+        let who = format!(
+            "{}/{}",
+            bundle.identity.namespace, bundle.identity.service_account
+        );
+        let mut identity = Identity::parse(&who).ok_or(ApplyError::Identity(who.clone()))?;
+        identity.pod = Some(bundle.identity.pod.clone()).filter(|p| !p.is_empty());
+        for g in &bundle.identity.groups {
+            if !identity.groups.contains(g) {
+                identity.groups.push(g.clone());
+            }
+        }
+        let secrets = BundleSecrets(&bundle.secret_keys);
+        let mut policies = Vec::new();
+        for ap in &bundle.policies {
+            let compiled =
+                CompiledPolicy::compile(ap, &secrets).map_err(|source| ApplyError::Policy {
+                    namespace: ap.metadata.namespace.clone().unwrap_or_default(),
+                    name: ap.metadata.name.clone().unwrap_or_default(),
+                    source: Box::new(source),
+                })?;
+            policies.push(Arc::new(compiled));
+        }
+        let literal_sensitive = bundle.policies.iter().any(|ap| {
+            ap.spec
+                .rules
+                .iter()
+                .any(|r| r.match_.text_pattern.is_some())
+        });
+
+        // Build everything first: a bad Connection leaves the old bundle in force.
+        let mut next = Vec::new();
+        for conn in &bundle.connections {
+            if conn.spec.protocol != Protocol::Postgres {
+                continue;
+            }
+            if let Some(only) = &self.cfg.connections
+                && !only.iter().any(|c| c == &conn.name)
+            {
+                continue;
+            }
+            let upstream = upstream_config(conn, self.cfg.max_message_size)?;
+            let hash_key = match &conn.hash_key {
+                Some(b64) => Some(Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| ApplyError::Connection {
+                            connection: conn.name.clone(),
+                            what: format!("hashKey is not base64: {e}"),
+                        })?,
+                )),
+                None => None,
+            };
+            let standing = if conn.bound {
+                Standing::select(
+                    &policies,
+                    &identity,
+                    &conn.name,
+                    hash_key.as_deref().map(|k| k.as_slice()),
+                    literal_sensitive,
+                )
+            } else {
+                Standing::NotBound
+            };
+            next.push((conn.name.clone(), conn.spec.clone(), upstream, standing));
+        }
+
+        if self.audit.is_none() {
+            let stream = format!(
+                "sidecar:{who}:{}:{}",
+                bundle.identity.pod,
+                chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+            );
+            self.audit = Some(Arc::new(
+                AuditLog::open(&stream, self.cfg.audit_stdout, None).map_err(RunError::Audit)?,
+            ));
+        }
+        let Some(audit) = self.audit.clone() else {
+            return Ok(());
+        };
+
+        let mut seen = Vec::new();
+        for (name, spec, upstream, standing) in next {
+            seen.push(name.clone());
+            match &standing {
+                Standing::Bound { set, .. } => {
+                    for w in set.warnings() {
+                        tracing::warn!(connection = %name, "{w}");
+                    }
+                    tracing::info!(connection = %name, revision = %bundle.revision, policies = ?set.policy_names(), "identity bound");
+                }
+                _ => {
+                    tracing::warn!(connection = %name, identity = %who, "no AccessPolicy binds the identity to this Connection: sessions will be refused")
+                }
+            }
+            if let Some(s) = self.served.get(&name) {
+                s.standing.send_replace(standing);
+                let binding = Binding::live(identity.clone(), &name, s.standing.subscribe());
+                s.context
+                    .send_replace(Arc::new(self.context(&name, upstream, binding, &audit)));
+                continue;
+            }
+            let (standing_tx, standing_rx) = watch::channel(standing);
+            let binding = Binding::live(identity.clone(), &name, standing_rx);
+            let ctx = Arc::new(self.context(&name, upstream, binding, &audit));
+            let addr = SocketAddr::new(self.cfg.listen_host, spec_port(&spec));
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind {
+                    connection: name.clone(),
+                    addr,
+                    source,
+                })?;
+            let addr = listener.local_addr().unwrap_or(addr);
+            tracing::info!(connection = %name, %addr, "listening");
+            let (context_tx, context_rx) = watch::channel(ctx);
+            self.tasks.push(tokio::spawn(serve(listener, context_rx)));
+            self.served.insert(
+                name,
+                Served {
+                    addr,
+                    standing: standing_tx,
+                    context: context_tx,
+                },
+            );
+        }
+        for (name, s) in &self.served {
+            if !seen.contains(name) {
+                s.standing.send_replace(Standing::Unavailable(format!(
+                    "Connection {name:?} is no longer in this identity's policy bundle (revision {})",
+                    bundle.revision
+                )));
+            }
+        }
+        self.revision = Some(bundle.revision.clone());
+        self.expires = Some(expires);
+        self.in_force.send_replace(self.revision.clone());
+        tracing::info!(revision = %bundle.revision, expires_at = %bundle.expires_at, "policy bundle applied");
+        Ok(())
+    }
+
+    fn context(
+        &self,
+        name: &str,
+        upstream: UpstreamConfig,
+        binding: Binding,
+        audit: &Arc<AuditLog>,
+    ) -> ConnectionContext {
+        ConnectionContext {
+            name: name.to_string(),
+            upstream,
+            binding,
+            audit: audit.clone(),
+            metrics: self.metrics.clone(),
+            cancel: self.cancel.clone(),
+            max_message_size: self.cfg.max_message_size,
+        }
+    }
+
+    fn withdraw_expired(&mut self) {
+        let why = format!(
+            "the policy bundle from the Sluice operator expired and no newer one could be fetched (last error: {}); sessions are refused until the operator at {} answers",
+            if self.last_error.is_empty() {
+                "none"
+            } else {
+                &self.last_error
+            },
+            self.client.url()
+        );
+        self.withdraw(&why);
+    }
+
+    /// No bundle is in force any more: every session and statement is refused.
+    fn withdraw(&mut self, why: &str) {
+        if self.revision.is_none() && self.expires.is_none() {
+            return;
+        }
+        tracing::error!(reason = %why, "policy bundle withdrawn: refusing sessions and statements");
+        for s in self.served.values() {
+            s.standing
+                .send_replace(Standing::Unavailable(why.to_string()));
+        }
+        // The next successful poll must return a whole bundle, not a 304.
+        self.revision = None;
+        self.expires = None;
+        self.in_force.send_replace(None);
+    }
+}
+
+/// Why one poll failed.
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("cannot read the service-account token {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error("the new policy bundle was not applied (the previous one stays in force): {0}")]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Accepts sessions; each gets the Connection's context at that moment.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    context: watch::Receiver<Arc<ConnectionContext>>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let ctx = context.borrow().clone();
+                tokio::spawn(session::serve(ctx, socket, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The monotonic instant of an RFC 3339 time (now, when it is past).
+fn instant_of(rfc3339: &str) -> Option<Instant> {
+    let at = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    let left = (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    Some(Instant::now() + left)
+}
+
+fn spec_port(spec: &ConnectionSpec) -> u16 {
+    spec.listen.port
+}
+
+/// Overwrites the credentials a bundle carried, once they were copied
+/// into zeroizing holders.
+fn scrub(bundle: &mut Bundle) {
+    for c in &mut bundle.connections {
+        if let Some(creds) = c.credentials.as_mut() {
+            for v in creds.values_mut() {
+                v.zeroize();
+            }
+        }
+        if let Some(k) = c.hash_key.as_mut() {
+            k.zeroize();
+        }
+    }
+    for k in &mut bundle.secret_keys {
+        k.value.zeroize();
+    }
+}
+
+struct BundleSecrets<'a>(&'a [BundleSecretKey]);
+
+impl SecretSource for BundleSecrets<'_> {
+    fn secret_key(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+        let k = self.0.iter().find(|k| k.secret == name && k.key == key)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(&k.value)
+            .ok()
+    }
+}
+
+fn upstream_config(
+    conn: &BundleConnection,
+    max_message_size: usize,
+) -> Result<UpstreamConfig, ApplyError> {
+    let missing = |what: &str| ApplyError::Connection {
+        connection: conn.name.clone(),
+        what: what.to_string(),
+    };
+    let empty = HashMap::new();
+    let creds: HashMap<&str, &str> = match &conn.credentials {
+        Some(c) => c.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        None => empty,
+    };
+    // Unbound Connections come without credentials; their sessions are
+    // refused before any upstream connection is made.
+    let (username, password) = if conn.bound {
+        (
+            creds
+                .get("username")
+                .ok_or_else(|| missing("the bundle has no username for it"))?
+                .to_string(),
+            Zeroizing::new(
+                creds
+                    .get("password")
+                    .ok_or_else(|| missing("the bundle has no password for it"))?
+                    .to_string(),
+            ),
+        )
+    } else {
+        (String::new(), Zeroizing::new(String::new()))
+    };
+    let host = conn
+        .spec
+        .upstream
+        .host
+        .clone()
+        .ok_or_else(|| missing("spec.upstream.host is not set"))?;
+    let mode = conn.spec.upstream.tls_mode();
+    let tls_config =
+        tls::client_config(&conn.name, mode, conn.ca_pem.as_deref().map(str::as_bytes))?;
+    Ok(UpstreamConfig {
+        connection: conn.name.clone(),
+        port: conn
+            .spec
+            .upstream
+            .port
+            .unwrap_or(Protocol::Postgres.default_port()),
+        database: conn
+            .spec
+            .upstream
+            .database
+            .clone()
+            .unwrap_or_else(|| username.clone()),
+        host,
+        username,
+        password: Arc::new(password),
+        tls_mode: mode,
+        tls: tls_config,
+        max_message_size,
+    })
+}

@@ -1,0 +1,238 @@
+//! Run mode end to end: the operator in-process on the test control plane,
+//! a real PostgreSQL, and `sluice_sidecar::run` started as an injected pod's
+//! sidecar would be (a TokenRequest bound to the pod, written to a file).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../../operator/tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::wait::await_condition;
+use serde_json::json;
+use sluice_crds::AccessPolicy;
+use sluice_sidecar::run::{self, RunConfig, Running};
+use tokio_postgres::error::SqlState;
+
+use support::{Env, bounded};
+
+const SSN: &str = "123-45-6789";
+
+/// The test database, a Connection to it and a policy binding `report-job`.
+fn manifests(db: &str, upstream_port: u16, listen_port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: testdb-creds, namespace: shop}}
+stringData: {{username: {user}, password: "{password}"}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {{name: testdb, namespace: shop}}
+spec:
+  protocol: postgres
+  upstream: {{host: 127.0.0.1, port: {upstream_port}, database: {db}, tls: {{mode: disable}}}}
+  credentials: {{secretRef: {{name: testdb-creds}}}}
+  listen: {{port: {listen_port}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: testdb-policy, namespace: shop}}
+spec:
+  subjects: [{{serviceAccount: report-job}}]
+  connections: [testdb]
+  defaultAction: allow
+  rules:
+    - name: no-drops
+      match: {{statements: [drop]}}
+      action: deny
+  masking:
+    - columns: ["customers.ssn"]
+      strategy: redact
+"#,
+        user = common::ADMIN,
+        password = common::PASSWORD,
+    )
+}
+
+fn is_ready(p: Option<&AccessPolicy>) -> bool {
+    let Some(p) = p else { return false };
+    let v = serde_json::to_value(p).unwrap();
+    let observed = v["status"]["observedGeneration"].as_i64();
+    observed == p.metadata.generation
+        && v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+async fn policy_ready(env: &Env, name: &str) {
+    bounded(
+        "the policy to be Ready",
+        await_condition(env.policies(), name, is_ready),
+    )
+    .await
+    .unwrap();
+}
+
+/// Waits until the sidecar's bundle revision satisfies `done`.
+async fn revision_until(running: &Running, what: &str, done: impl Fn(Option<&str>) -> bool) {
+    let mut rx = running.bundle_revision();
+    bounded(what, async {
+        loop {
+            if done(rx.borrow_and_update().as_deref()) {
+                return;
+            }
+            rx.changed().await.expect("the sidecar stopped");
+        }
+    })
+    .await;
+}
+
+fn code(e: &tokio_postgres::Error) -> Option<SqlState> {
+    e.as_db_error().map(|d| d.code().clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
+    let started = Instant::now();
+    let pg = common::server();
+    let db = common::db_name("run_mode");
+    pg.create_database(&db).await;
+    let admin = common::connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE customers (id int, name text, ssn text);
+             INSERT INTO customers VALUES (1, 'alice', '{SSN}');
+             CREATE TABLE scratch (id int);"
+        ))
+        .await
+        .unwrap();
+
+    let env = Env::start().await;
+    let listen_port = common::free_port();
+    support::apply_yaml(&env.client, &manifests(&db, pg.port, listen_port)).await;
+    policy_ready(&env, "testdb-policy").await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+
+    let mut cfg = RunConfig::new(
+        format!("https://{}", env.operator.addr),
+        token_file,
+        env.operator.ca_bundle_pem(),
+    );
+    // The quickstart's orders-db is in the bundle too; serve only ours.
+    cfg.connections = Some(vec!["testdb".into()]);
+    cfg.audit_stdout = false;
+    cfg.poll_wait = Duration::from_secs(2);
+    cfg.first_bundle_timeout = Duration::from_secs(20);
+    let running = bounded("run mode to start", run::start(cfg))
+        .await
+        .expect("run mode starts");
+    assert_eq!(running.listeners.len(), 1, "{:?}", running.listeners);
+    assert_eq!(running.listeners[0].0, "testdb");
+    assert_eq!(running.listeners[0].1.port(), listen_port);
+    let first = running.bundle_revision().borrow().clone();
+    assert!(first.is_some());
+
+    // Allowed, masked and denied, as the policy says.
+    let url = format!("host=127.0.0.1 port={listen_port} user=app dbname={db}");
+    let client = bounded("a session", common::connect(&url)).await;
+    let row = client
+        .query_one("SELECT name, ssn FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "alice");
+    let ssn: String = row.get(1);
+    assert_ne!(ssn, SSN, "the masked column reached the client");
+    let e = client
+        .batch_execute("DROP TABLE scratch")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&e),
+        Some(SqlState::INSUFFICIENT_PRIVILEGE),
+        "{}",
+        common::message(&e)
+    );
+    assert!(
+        common::message(&e).contains("no-drops"),
+        "{}",
+        common::message(&e)
+    );
+
+    // A policy edit reaches the SAME session at its next statement.
+    env.policies()
+        .patch(
+            "testdb-policy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rules": [
+                {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
+                {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
+            ]}})),
+        )
+        .await
+        .unwrap();
+    policy_ready(&env, "testdb-policy").await;
+    let e = bounded("the policy edit to reach the session", async {
+        loop {
+            let now = running.bundle_revision().borrow().clone();
+            match client.query("SELECT name FROM customers", &[]).await {
+                Err(e) => return e,
+                // Not yet: wait for the next bundle, then try again.
+                Ok(_) => revision_until(&running, "a new bundle", |r| r != now.as_deref()).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    assert!(
+        common::message(&e).contains("no-reads"),
+        "{}",
+        common::message(&e)
+    );
+
+    // Deleting the pod makes its token useless: the sidecar withdraws its
+    // bundle, new sessions get a FATAL error and live ones are refused.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "shop");
+    pods.delete("report", &DeleteParams::default())
+        .await
+        .unwrap();
+    bounded(
+        "pod deleted",
+        await_condition(
+            pods.clone(),
+            "report",
+            kube::runtime::wait::conditions::is_deleted(pod.metadata.uid.as_deref().unwrap()),
+        ),
+    )
+    .await
+    .unwrap();
+    revision_until(&running, "the bundle to be withdrawn", |r| r.is_none()).await;
+    let Err(e) = common::try_connect(&url).await else {
+        panic!("a new session was accepted after the bundle was withdrawn");
+    };
+    let message = common::message(&e);
+    assert!(
+        message.contains("no longer accepts this pod's identity"),
+        "{message}"
+    );
+    let e = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    assert!(
+        common::message(&e).contains("statement refused by Sluice"),
+        "{}",
+        common::message(&e)
+    );
+    eprintln!("run mode scenario took {:?}", started.elapsed());
+}
