@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod approvals;
 mod audit_verify;
 mod policy_eval;
 
@@ -24,6 +25,12 @@ enum Command {
     /// Work with audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Approve a pending AccessRequest, as the Kubernetes user of the current context.
+    Approve(approvals::DecideArgs),
+    /// Deny a pending AccessRequest, as the Kubernetes user of the current context.
+    Deny(approvals::DecideArgs),
+    /// List AccessRequests, pending first.
+    Requests(approvals::RequestsArgs),
 }
 
 #[derive(Subcommand)]
@@ -48,12 +55,31 @@ fn main() -> ExitCode {
         Command::Audit(AuditCommand::Verify(args)) => {
             audit_verify::run(&args).map_err(|e| e.to_string())
         }
+        Command::Approve(args) => {
+            return cluster(approvals::decide(&args, sluice_crds::Verdict::Approve));
+        }
+        Command::Deny(args) => {
+            return cluster(approvals::decide(&args, sluice_crds::Verdict::Deny));
+        }
+        Command::Requests(args) => return cluster(approvals::requests(&args)),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// The cluster commands' errors (a refusal by the API server or the
+/// operator's webhook included) are one line on stderr and exit 1.
+fn cluster(result: Result<ExitCode, approvals::ApprovalsError>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }

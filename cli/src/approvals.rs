@@ -1,0 +1,349 @@
+//! `approve`, `deny` and `requests`: deciding AccessRequests (DESIGN §2, §6).
+//!
+//! A decision is one new entry appended to `status.decisions` with a JSON
+//! Patch. The entry's `user` is a placeholder: the operator's admission
+//! webhook replaces it with the Kubernetes user making the change, and
+//! refuses the change when that user may not decide (the message is printed
+//! as is).
+
+use std::process::ExitCode;
+
+use clap::Args;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+use sluice_crds::{AccessRequest, RequestPhase, Verdict};
+
+/// Where to find the cluster: the kubectl flags the plugin honours.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Namespace (default: the context's namespace, else `default`).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// The kubeconfig context to use (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Path to the kubeconfig (default: `KUBECONFIG`, else ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+}
+
+/// `kubectl sluice approve|deny NAME`.
+#[derive(Args, Debug)]
+pub struct DecideArgs {
+    /// The AccessRequest's name.
+    pub name: String,
+    /// Why, recorded with the decision.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Cluster flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// `kubectl sluice requests`.
+#[derive(Args, Debug)]
+pub struct RequestsArgs {
+    /// List requests of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Cluster flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// What went wrong, for one line on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalsError {
+    /// The kubeconfig could not be read.
+    #[error("could not read the kubeconfig: {0}; set KUBECONFIG or pass --kubeconfig")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    /// The client could not be built.
+    #[error("could not connect to the cluster: {0}")]
+    Client(#[source] kube::Error),
+    /// The request does not exist.
+    #[error(
+        "AccessRequest {namespace}/{name} not found; list them with kubectl sluice requests -n {namespace}"
+    )]
+    NotFound {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The API server (or the operator's webhook) refused.
+    #[error("{0}")]
+    Refused(String),
+    /// The API server could not be reached.
+    #[error("the API server call failed: {0}")]
+    Api(#[source] kube::Error),
+    /// No async runtime.
+    #[error("could not start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+fn api_error(error: kube::Error) -> ApprovalsError {
+    match error {
+        kube::Error::Api(s) => ApprovalsError::Refused(s.message.clone()),
+        other => ApprovalsError::Api(other),
+    }
+}
+
+async fn connect(args: &ClusterArgs) -> Result<(Client, String), ApprovalsError> {
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(ApprovalsError::Kubeconfig)?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None => Config::from_kubeconfig(&options).await,
+    }
+    .map_err(ApprovalsError::Kubeconfig)?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(ApprovalsError::Client)?;
+    Ok((client, namespace))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ApprovalsError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ApprovalsError::Runtime)
+}
+
+/// Runs `approve` (`Verdict::Approve`) or `deny`.
+pub fn decide(args: &DecideArgs, verdict: Verdict) -> Result<ExitCode, ApprovalsError> {
+    runtime()?.block_on(async {
+        let (client, namespace) = connect(&args.cluster).await?;
+        let api: Api<AccessRequest> = Api::namespaced(client, &namespace);
+        let ar = api
+            .get_opt(&args.name)
+            .await
+            .map_err(api_error)?
+            .ok_or_else(|| ApprovalsError::NotFound {
+                namespace: namespace.clone(),
+                name: args.name.clone(),
+            })?;
+        let mut entry = json!({
+            // Replaced by the operator's webhook with the user making this change.
+            "user": "-",
+            "verdict": match verdict { Verdict::Approve => "approve", Verdict::Deny => "deny" },
+            "time": Timestamp::now().to_string(),
+        });
+        if let Some(reason) = &args.reason {
+            entry["comment"] = json!(reason);
+        }
+        let has_decisions = ar.status.as_ref().is_some_and(|s| !s.decisions.is_empty());
+        let operations = if ar.status.is_none() {
+            json!([{"op": "add", "path": "/status", "value": {"decisions": [entry]}}])
+        } else if has_decisions {
+            json!([{"op": "add", "path": "/status/decisions/-", "value": entry}])
+        } else {
+            json!([{"op": "add", "path": "/status/decisions", "value": [entry]}])
+        };
+        let patch: json_patch::Patch = serde_json::from_value(operations)
+            .map_err(|e| ApprovalsError::Refused(e.to_string()))?;
+        let stored = api
+            .patch_status(
+                &args.name,
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await
+            .map_err(api_error)?;
+        let recorded = stored
+            .status
+            .as_ref()
+            .and_then(|s| s.decisions.last())
+            .map(|d| d.user.clone())
+            .unwrap_or_default();
+        let word = match verdict {
+            Verdict::Approve => "approved",
+            Verdict::Deny => "denied",
+        };
+        println!("accessrequest/{} {word} by {recorded}", args.name);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `requests`: a table, pending first, newest first within a phase.
+pub fn requests(args: &RequestsArgs) -> Result<ExitCode, ApprovalsError> {
+    runtime()?.block_on(async {
+        let (client, namespace) = connect(&args.cluster).await?;
+        let api: Api<AccessRequest> = if args.all_namespaces {
+            Api::all(client)
+        } else {
+            Api::namespaced(client, &namespace)
+        };
+        let list = api.list(&ListParams::default()).await.map_err(api_error)?;
+        let now = Timestamp::now();
+        print!("{}", table(&list.items, args.all_namespaces, now));
+        if list.items.is_empty() {
+            eprintln!(
+                "No AccessRequests found{}.",
+                if args.all_namespaces {
+                    String::new()
+                } else {
+                    format!(" in {namespace} namespace")
+                }
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn phase_of(ar: &AccessRequest) -> RequestPhase {
+    ar.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .unwrap_or(RequestPhase::Pending)
+}
+
+/// The `requests` table (pure, for tests).
+pub fn table(items: &[AccessRequest], with_namespace: bool, now: Timestamp) -> String {
+    let mut sorted: Vec<&AccessRequest> = items.iter().collect();
+    sorted.sort_by_key(|ar| {
+        (
+            phase_of(ar) != RequestPhase::Pending,
+            std::cmp::Reverse(
+                ar.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second())
+                    .unwrap_or_default(),
+            ),
+        )
+    });
+    let mut rows: Vec<Vec<String>> = vec![];
+    let mut header = vec![];
+    if with_namespace {
+        header.push("NAMESPACE".to_string());
+    }
+    header.extend(
+        ["AGE", "NAME", "REQUESTER", "RULE", "COMMAND", "PHASE"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    rows.push(header);
+    for ar in sorted {
+        let mut row = vec![];
+        if with_namespace {
+            row.push(ar.metadata.namespace.clone().unwrap_or_default());
+        }
+        let age = ar
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| age(now.as_second() - t.0.as_second()))
+            .unwrap_or_else(|| "-".into());
+        let mut command: String = ar.spec.command.text.chars().take(50).collect();
+        if command.len() < ar.spec.command.text.len() {
+            command.push('…');
+        }
+        row.extend([
+            age,
+            ar.metadata.name.clone().unwrap_or_default(),
+            format!(
+                "{}/{}",
+                ar.spec.requester.namespace, ar.spec.requester.service_account
+            ),
+            format!("{}/{}", ar.spec.policy, ar.spec.rule),
+            command.replace(['\n', '\t'], " "),
+            format!("{:?}", phase_of(ar)),
+        ]);
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    if items.is_empty() {
+        return out;
+    }
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// kubectl-style age: `45s`, `12m`, `3h`, `2d`.
+pub fn age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn ar(name: &str, phase: RequestPhase, created: i64) -> AccessRequest {
+        let mut ar: AccessRequest = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "AccessRequest",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "connection": "orders-db", "policy": "reporting", "rule": "bulk",
+                "requester": {"serviceAccount": "report-job", "namespace": "shop"},
+                "command": {"text": "DELETE FROM orders", "fingerprint": "f", "sha256": "a".repeat(64)},
+                "approvers": {"groups": ["dba"]},
+                "expiresAt": "2030-01-01T00:00:00Z"
+            },
+            "status": {"phase": format!("{phase:?}")}
+        }))
+        .unwrap();
+        ar.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+        ar
+    }
+
+    #[test]
+    fn pending_requests_come_first_newest_first() {
+        let items = vec![
+            ar("old-pending", RequestPhase::Pending, 1000),
+            ar("approved", RequestPhase::Approved, 2000),
+            ar("new-pending", RequestPhase::Pending, 1500),
+        ];
+        let text = table(&items, false, Timestamp::from_second(2030).unwrap());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("AGE   NAME"), "{text}");
+        assert!(lines[0].contains("REQUESTER") && lines[0].ends_with("PHASE"));
+        assert!(
+            lines[1].contains("new-pending") && lines[1].starts_with("8m"),
+            "{text}"
+        );
+        assert!(lines[2].contains("old-pending"));
+        assert!(lines[3].contains("approved") && lines[3].ends_with("Approved"));
+        assert!(lines[1].contains("shop/report-job") && lines[1].contains("reporting/bulk"));
+        assert!(lines[1].contains("DELETE FROM orders"));
+        let all = table(&items, true, Timestamp::from_second(2030).unwrap());
+        assert!(all.starts_with("NAMESPACE"));
+        assert_eq!(table(&[], false, Timestamp::from_second(0).unwrap()), "");
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(125), "2m");
+        assert_eq!(age(7300), "2h");
+        assert_eq!(age(200_000), "2d");
+        assert_eq!(age(-3), "0s");
+    }
+}

@@ -1,0 +1,546 @@
+//! Just-in-time approvals end to end on the test control plane: a sidecar's
+//! gateway calls, decisions by `alice` (in the approvers group `dba`), `bob`
+//! (outside it) and the workload itself, phases, Events, counters,
+//! notifications and `kubectl describe`.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{AuthInfo, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedContext};
+use kube::runtime::wait::await_condition;
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use sluice_crds::{AccessPolicy, AccessRequest};
+use sluice_e2e::{Options, TestCluster};
+use support::{Env, apply_file, apply_yaml, bounded, test_settings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn apply_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in [
+        "connections.yaml",
+        "accesspolicies.yaml",
+        "accessrequests.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        api.create(&PostParams::default(), &crd).await.unwrap();
+        bounded(
+            "CRD established",
+            await_condition(
+                api.clone(),
+                &name,
+                kube::runtime::wait::conditions::is_crd_established(),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A tiny HTTP receiver: every request body arrives on the channel.
+async fn notification_receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            let _ = tx.send(serde_json::from_str(&body[..length]).unwrap());
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                            data.clear();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+const QUICK_POLICY: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: quick, namespace: shop}
+spec:
+  subjects: [{serviceAccount: report-job}]
+  connections: [orders-db]
+  rules:
+    - name: fast-expiry
+      match: {statements: [delete]}
+      action: requireApproval
+      approval: {approvers: {groups: [dba]}, timeout: 2s}
+"#;
+
+async fn start(notify_url: String) -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = TestCluster::start(
+        Options::default()
+            .user("alice", &["dba"])
+            .user("bob", &["dev"]),
+    )
+    .await
+    .expect("cluster starts");
+    let client = cluster.client().await.unwrap();
+    apply_crds(&client).await;
+    for file in ["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"] {
+        apply_file(&client, &repo_root().join("examples/quickstart").join(file)).await;
+    }
+    apply_yaml(&client, QUICK_POLICY).await;
+    let mut settings = test_settings("approvals-operator");
+    settings.notify_url = Some(notify_url);
+    let operator = sluice_operator::run::start(client.clone(), settings)
+        .await
+        .expect("operator starts");
+    bounded("caches", operator.ready()).await;
+    Env {
+        operator,
+        client,
+        cluster,
+    }
+}
+
+fn command(text: &str, sha: char) -> Value {
+    json!({"text": text, "fingerprint": format!("fp-{sha}"), "sha256": sha.to_string().repeat(64)})
+}
+
+async fn ask(env: &Env, token: &str, rule: &str, policy: &str, sha: char) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let (status, _, body) = env
+        .call(
+            "POST",
+            "/v1/approvals",
+            &[("authorization", &auth)],
+            Some(json!({
+                "connection": "orders-db", "policy": policy, "rule": rule,
+                "command": command("DELETE FROM orders", sha),
+                "reason": "nightly cleanup",
+            })),
+        )
+        .await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+async fn get(env: &Env, token: &str, path: &str, method: &str) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let (status, _, body) = env
+        .call(method, path, &[("authorization", &auth)], None)
+        .await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// What `kubectl sluice approve|deny` sends: one decision appended to status.
+async fn decide(client: &Client, name: &str, verdict: &str) -> Result<AccessRequest, String> {
+    let api: Api<AccessRequest> = Api::namespaced(client.clone(), "shop");
+    let current = api.get(name).await.map_err(|e| e.to_string())?;
+    let entry = json!({"user": "typed-by-the-approver", "groups": ["dba"], "verdict": verdict,
+        "time": "2020-01-01T00:00:00Z", "comment": "looked at it"});
+    let empty = current
+        .status
+        .as_ref()
+        .is_none_or(|s| s.decisions.is_empty());
+    let ops = if empty {
+        json!([{"op": "add", "path": "/status/decisions", "value": [entry]}])
+    } else {
+        json!([{"op": "add", "path": "/status/decisions/-", "value": entry}])
+    };
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(ops).unwrap()),
+    )
+    .await
+    .map_err(|e| match e {
+        kube::Error::Api(s) => s.message,
+        other => other.to_string(),
+    })
+}
+
+/// A client authenticated as the workload's service account.
+async fn workload_client(env: &Env, token: &str) -> Client {
+    let mut kubeconfig = Kubeconfig::read_from(env.cluster.kubeconfig_path()).unwrap();
+    let cluster_name = kubeconfig.contexts[0]
+        .context
+        .as_ref()
+        .unwrap()
+        .cluster
+        .clone();
+    kubeconfig.auth_infos.push(NamedAuthInfo {
+        name: "workload".into(),
+        auth_info: Some(AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        }),
+        other: Default::default(),
+    });
+    kubeconfig.contexts.push(NamedContext {
+        name: "workload".into(),
+        context: Some(Context {
+            cluster: cluster_name,
+            user: Some("workload".into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        }),
+        other: Default::default(),
+    });
+    let config = Config::from_custom_kubeconfig(
+        kubeconfig,
+        &KubeConfigOptions {
+            context: Some("workload".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+async fn events_of(client: &Client, name: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(client.clone(), "shop");
+    let list = api
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap();
+    list.items.into_iter().filter_map(|e| e.reason).collect()
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    bounded(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_decided_by_approvers_and_run_once() {
+    let (notify_url, mut notifications) = notification_receiver().await;
+    let env = start(notify_url).await;
+    env.webhook_registered().await;
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
+    bounded(
+        "the approval webhooks",
+        await_condition(
+            webhooks,
+            "sluice-operator-approvals",
+            |w: Option<&ValidatingWebhookConfiguration>| w.is_some(),
+        ),
+    )
+    .await
+    .unwrap();
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+
+    // A rule that does not require approval cannot be asked for.
+    let (status, body) = ask(&env, &token, "no-schema-changes", "reporting", 'c').await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["reason"], "NotAnApprovalRule");
+    let (status, body) = get(&env, "not-a-token", "/v1/approvals/x", "GET").await;
+    assert_eq!(status, 401, "{body}");
+
+    // The sidecar asks; the same ask again is the same request.
+    let (status, first) = ask(&env, &token, "bulk-writes-need-a-human", "reporting", 'a').await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["phase"], "Pending");
+    assert_eq!(first["namespace"], "shop");
+    let name = first["name"].as_str().unwrap().to_string();
+    assert!(
+        first["approveCommand"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("kubectl sluice approve {name} -n shop"))
+    );
+    let (status, again) = ask(&env, &token, "bulk-writes-need-a-human", "reporting", 'a').await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["name"], first["name"], "no duplicate request");
+    let stored: AccessRequest = Api::namespaced(env.client.clone(), "shop")
+        .get(&name)
+        .await
+        .unwrap();
+    assert_eq!(stored.spec.requester.service_account, "report-job");
+    assert_eq!(stored.spec.requester.pod.as_deref(), Some("report"));
+    assert_eq!(stored.spec.approvers.groups, vec!["dba".to_string()]);
+    assert_eq!(stored.spec.reason.as_deref(), Some("nightly cleanup"));
+
+    // Nobody but the operator creates AccessRequests.
+    let alice = env.cluster.client_for("alice").await.unwrap();
+    let mut forged = stored.clone();
+    forged.metadata = kube::api::ObjectMeta {
+        name: Some("forged".into()),
+        ..Default::default()
+    };
+    forged.status = None;
+    let refused = Api::<AccessRequest>::namespaced(alice.clone(), "shop")
+        .create(&PostParams::default(), &forged)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("created by the Sluice operator"),
+        "{refused}"
+    );
+
+    // bob is no approver; the workload may not approve itself.
+    let bob = env.cluster.client_for("bob").await.unwrap();
+    let refused = decide(&bob, &name, "approve").await.unwrap_err();
+    assert!(
+        refused.contains("bob is not an approver of AccessRequest shop/"),
+        "{refused}"
+    );
+    assert!(refused.contains("group dba"), "{refused}");
+    let api_token = env
+        .pod_token(
+            "report-job",
+            &pod,
+            "https://kubernetes.default.svc.cluster.local",
+        )
+        .await;
+    let workload = workload_client(&env, &api_token).await;
+    let refused = decide(&workload, &name, "approve").await.unwrap_err();
+    assert!(
+        refused.contains("system:serviceaccount:shop:report-job is the requester"),
+        "{refused}"
+    );
+
+    // Not approved yet: executing is refused; polling waits and says Pending.
+    let executed = format!("/v1/approvals/{name}/executed");
+    let (status, body) = get(&env, &token, &executed, "POST").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["reason"], "NotApproved");
+    let (status, body) = get(
+        &env,
+        &token,
+        &format!("/v1/approvals/{name}?wait=200ms"),
+        "GET",
+    )
+    .await;
+    assert_eq!(
+        (status, body["phase"].as_str()),
+        (200, Some("Pending")),
+        "{body}"
+    );
+
+    // alice approves: the decision is hers whatever she typed.
+    let poll = {
+        let path = format!("/v1/approvals/{name}?wait=20s");
+        let env_ref = &env;
+        let token = token.clone();
+        async move { get(env_ref, &token, &path, "GET").await }
+    };
+    let decided = decide(&alice, &name, "approve")
+        .await
+        .expect("alice may approve");
+    let last = decided.status.unwrap().decisions.pop().unwrap();
+    assert_eq!(last.user, "alice");
+    assert!(
+        last.groups.contains(&"dba".to_string()),
+        "{:?}",
+        last.groups
+    );
+    assert_ne!(last.time.0.to_string(), "2020-01-01T00:00:00Z");
+    assert_eq!(last.comment.as_deref(), Some("looked at it"));
+    let (status, body) = poll.await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["phase"], "Approved", "{body}");
+    assert_eq!(body["decisions"][0]["user"], "alice");
+
+    // A second decision by alice, or any once decided, is refused.
+    let refused = decide(&alice, &name, "deny").await.unwrap_err();
+    assert!(refused.contains("not Pending"), "{refused}");
+    // Nobody but the operator moves the phase.
+    let refused = Api::<AccessRequest>::namespaced(alice.clone(), "shop")
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Pending"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("only the Sluice operator sets the phase"),
+        "{refused}"
+    );
+
+    // The approved statement runs exactly once.
+    let (status, body) = get(&env, &token, &executed, "POST").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["phase"], "Executed");
+    let (status, body) = get(&env, &token, &executed, "POST").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["reason"], "AlreadyExecuted");
+
+    // A deny.
+    let (status, second) = ask(&env, &token, "bulk-writes-need-a-human", "reporting", 'b').await;
+    assert_eq!(status, 200, "{second}");
+    let denied_name = second["name"].as_str().unwrap().to_string();
+    assert_ne!(denied_name, name);
+    decide(&alice, &denied_name, "deny")
+        .await
+        .expect("alice may deny");
+    let (_, body) = get(
+        &env,
+        &token,
+        &format!("/v1/approvals/{denied_name}?wait=20s"),
+        "GET",
+    )
+    .await;
+    assert_eq!(body["phase"], "Denied", "{body}");
+    let (status, body) = get(
+        &env,
+        &token,
+        &format!("/v1/approvals/{denied_name}/executed"),
+        "POST",
+    )
+    .await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (409, Some("NotApproved")),
+        "{body}"
+    );
+
+    // A short timeout expires; then nobody may decide.
+    let (status, quick) = ask(&env, &token, "fast-expiry", "quick", 'd').await;
+    assert_eq!(status, 200, "{quick}");
+    let quick_name = quick["name"].as_str().unwrap().to_string();
+    let (_, body) = get(
+        &env,
+        &token,
+        &format!("/v1/approvals/{quick_name}?wait=20s"),
+        "GET",
+    )
+    .await;
+    assert_eq!(body["phase"], "Expired", "{body}");
+    let refused = decide(&alice, &quick_name, "approve").await.unwrap_err();
+    assert!(refused.contains("Expired, not Pending"), "{refused}");
+
+    // Events tell the story; counters add up.
+    let events = events_of(&env.client, &name).await;
+    for reason in ["Requested", "Approved", "Executed"] {
+        assert!(
+            events.contains(&reason.to_string()),
+            "{reason} missing: {events:?}"
+        );
+    }
+    assert!(
+        events_of(&env.client, &denied_name)
+            .await
+            .contains(&"Denied".to_string())
+    );
+    assert!(
+        events_of(&env.client, &quick_name)
+            .await
+            .contains(&"Expired".to_string())
+    );
+    let policies: Api<AccessPolicy> = env.policies();
+    eventually("approval counters", || {
+        let policies = policies.clone();
+        async move {
+            let reporting = policies.get_status("reporting").await.unwrap();
+            let quick = policies.get_status("quick").await.unwrap();
+            let c = reporting
+                .status
+                .and_then(|s| s.counters)
+                .unwrap_or_default();
+            let q = quick.status.and_then(|s| s.counters).unwrap_or_default();
+            c.approvals_requested == 2
+                && c.approvals_granted == 1
+                && c.approvals_denied == 1
+                && q.approvals_requested == 1
+                && q.approvals_denied == 1
+        }
+    })
+    .await;
+
+    // Notifications: on request and on decision.
+    let mut texts = Vec::new();
+    bounded("notifications", async {
+        while !(texts
+            .iter()
+            .any(|t: &String| t.contains("Approval requested") && t.contains(&name))
+            && texts
+                .iter()
+                .any(|t| t.contains(&name) && t.contains("Approved"))
+            && texts
+                .iter()
+                .any(|t| t.contains(&denied_name) && t.contains("Denied")))
+        {
+            let v = notifications.recv().await.unwrap();
+            texts.push(v["text"].as_str().unwrap().to_string());
+        }
+    })
+    .await;
+
+    // kubectl describe, as alice, tells the whole story.
+    let output = std::process::Command::new("kubectl")
+        .args(["describe", "ar", &name, "-n", "shop", "--context", "alice"])
+        .env("KUBECONFIG", env.cluster.kubeconfig_path())
+        .env("KUBECACHEDIR", env.cluster.dir().join("kube-cache"))
+        .output()
+        .expect("kubectl runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for needle in [
+        "report-job",
+        "DELETE FROM orders",
+        "bulk-writes-need-a-human",
+        "alice",
+        "Executed",
+        "Requested",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
