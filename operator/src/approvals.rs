@@ -221,7 +221,7 @@ pub fn bind_decisions(
         });
     }
     let approvers = &old.spec.approvers;
-    let is_approver = approvers.users.iter().any(|u| *u == who.user)
+    let is_approver = approvers.users.contains(&who.user)
         || who.groups.iter().any(|g| approvers.groups.contains(g));
     if !is_approver {
         let mut named: Vec<String> = approvers.users.clone();
