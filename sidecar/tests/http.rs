@@ -272,6 +272,18 @@ spec:
       strategy: redact
     - detectors: [creditCard]
       strategy: redact
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: api-trial, namespace: shop}}
+spec:
+  subjects: [{{serviceAccount: app}}]
+  connections: [api]
+  mode: dryRun
+  rules:
+    - name: trial-no-reports
+      match: {{paths: ["/reports/**"]}}
+      action: deny
 "#,
         ca_indented = indent(ca, 4)
     );
@@ -450,6 +462,24 @@ async fn each_rule_type_decides() {
     let audit = std::fs::read_to_string(&f.audit).unwrap();
     assert!(audit.contains("\"denial\""));
     assert!(audit.contains("no-admin") && audit.contains("big-refunds"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_forwards_and_records_the_would_be_denial() {
+    let f = fixture().await;
+    let (status, _, body) = send(&f, "GET", "/reports/q1", &[], "").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["method"], "GET");
+    let audit = std::fs::read_to_string(&f.audit).unwrap();
+    let line = audit
+        .lines()
+        .find(|l| l.contains("trial-no-reports"))
+        .expect("the would-be decision is audited");
+    let event = json(line.as_bytes());
+    assert_eq!(event["type"], "statement");
+    assert_eq!(event["decision"]["action"], "deny");
+    assert_eq!(event["decision"]["dryRun"], true);
+    assert_eq!(event["command"]["text"], "GET /reports/q1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -382,8 +382,20 @@ impl JsonStreamMasker {
     ) -> Result<(), StreamMaskError> {
         if key {
             let decoded = decode(&self.buf).ok_or_else(|| self.malformed("an invalid string"))?;
-            out.extend_from_slice(&self.buf);
-            out.push(b'"');
+            // Keys can carry data too (`{"4111…": {...}}`); paths still match
+            // the original key.
+            match self.detect(&decoded) {
+                Some(masked) => {
+                    // The opening quote is already out.
+                    let json = serde_json::to_vec(&masked).unwrap_or_default();
+                    out.extend_from_slice(json.get(1..).unwrap_or_default());
+                    self.masked += 1;
+                }
+                None => {
+                    out.extend_from_slice(&self.buf);
+                    out.push(b'"');
+                }
+            }
             if let Some(top) = self.stack.last_mut() {
                 top.key = Some(decoded);
                 top.expect_key = false;
@@ -571,6 +583,16 @@ mod tests {
         assert_eq!(n, 3);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["id"], 7);
+    }
+
+    #[test]
+    fn keys_with_findings_are_masked() {
+        let set = set("  - detectors: [creditCard]\n    strategy: redact\n");
+        let (out, n) = run(set, br#"{"4111111111111111": {"x": 1}, "plain": 2}"#, 3);
+        assert_eq!(n, 1);
+        assert!(!out.contains("4111111111111111"), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["plain"], 2);
     }
 
     #[test]
