@@ -1,0 +1,224 @@
+//! `kubectl sluice approve|deny|requests`: the real binary against the test
+//! control plane, with the operator (and its decision webhooks) in-process.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use kube::runtime::wait::await_condition;
+use serde_json::json;
+use sluice_crds::{AccessRequest, RequestPhase};
+use sluice_e2e::{Options, TestCluster};
+use sluice_operator::run::{Running, Settings, WebhookTarget};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+struct Env {
+    _operator: Running,
+    client: Client,
+    cluster: TestCluster,
+}
+
+async fn start() -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = TestCluster::start(
+        Options::default()
+            .user("alice", &["dba"])
+            .user("bob", &["dev"]),
+    )
+    .await
+    .unwrap();
+    let client = cluster.client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/accessrequests.yaml"),
+    )
+    .unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    bounded(
+        "CRD",
+        await_condition(
+            crds,
+            "accessrequests.sluice.dev",
+            kube::runtime::wait::conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), WebhookTarget::Listener);
+    settings.maintenance_every = Duration::from_secs(2);
+    settings.webhook_match_conditions = false;
+    let operator = sluice_operator::run::start(client.clone(), settings)
+        .await
+        .unwrap();
+    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    bounded(
+        "approval webhooks",
+        await_condition(
+            hooks,
+            "sluice-operator-approvals",
+            |w: Option<&ValidatingWebhookConfiguration>| w.is_some(),
+        ),
+    )
+    .await
+    .unwrap();
+    Env {
+        _operator: operator,
+        client,
+        cluster,
+    }
+}
+
+/// Creates a request as the operator would (the admin client is the operator's user here).
+async fn request(env: &Env, name: &str, text: &str) {
+    let ar: AccessRequest = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "AccessRequest",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {
+            "connection": "orders-db", "policy": "reporting", "rule": "bulk-writes-need-a-human",
+            "requester": {"serviceAccount": "report-job", "namespace": "shop", "pod": "report"},
+            "command": {"text": text, "fingerprint": "f", "sha256": "a".repeat(64)},
+            "approvers": {"groups": ["dba"]},
+            "expiresAt": "2099-01-01T00:00:00Z"
+        }
+    }))
+    .unwrap();
+    let api: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    api.create(&PostParams::default(), &ar).await.unwrap();
+    phase_becomes(env, name, RequestPhase::Pending).await;
+}
+
+async fn phase_becomes(env: &Env, name: &str, phase: RequestPhase) {
+    let api: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    bounded(
+        "the phase",
+        await_condition(api, name, move |ar: Option<&AccessRequest>| {
+            ar.and_then(|a| a.status.as_ref()).and_then(|s| s.phase) == Some(phase)
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+fn sluice(env: &Env, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"))
+        .args(args)
+        .env("KUBECONFIG", env.cluster.kubeconfig_path())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_decide_with_the_plugin_and_others_are_refused() {
+    let env = start().await;
+    request(&env, "orders-db-one", "DELETE FROM orders").await;
+    request(&env, "orders-db-two", "UPDATE orders SET paid = ?").await;
+
+    let out = sluice(&env, &["requests", "-n", "shop", "--context", "alice"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("AGE") && lines[0].contains("REQUESTER"),
+        "{table}"
+    );
+    assert!(
+        table.contains("orders-db-one") && table.contains("shop/report-job"),
+        "{table}"
+    );
+    assert!(table.contains("reporting/bulk-writes-need-a-human") && table.contains("Pending"));
+
+    // bob is refused with the webhook's one-line message, exit 1.
+    let out = sluice(
+        &env,
+        &["approve", "orders-db-one", "-n", "shop", "--context", "bob"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains("bob is not an approver of AccessRequest shop/orders-db-one"),
+        "{stderr}"
+    );
+
+    // alice approves one and denies the other.
+    let out = sluice(
+        &env,
+        &[
+            "approve",
+            "orders-db-one",
+            "-n",
+            "shop",
+            "--context",
+            "alice",
+            "--reason",
+            "checked",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "accessrequest/orders-db-one approved by alice"
+    );
+    phase_becomes(&env, "orders-db-one", RequestPhase::Approved).await;
+    let api: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    let stored = api.get("orders-db-one").await.unwrap();
+    let decision = &stored.status.unwrap().decisions[0];
+    assert_eq!(decision.comment.as_deref(), Some("checked"));
+    assert_eq!(decision.user, "alice");
+
+    let out = sluice(
+        &env,
+        &["deny", "orders-db-two", "-n", "shop", "--context", "alice"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    phase_becomes(&env, "orders-db-two", RequestPhase::Denied).await;
+
+    // Decided: a second decision is refused.
+    let out = sluice(
+        &env,
+        &["deny", "orders-db-one", "-n", "shop", "--context", "alice"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is Approved, not Pending"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Unknown names and -A.
+    let out = sluice(
+        &env,
+        &["approve", "nope", "-n", "shop", "--context", "alice"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("AccessRequest shop/nope not found"));
+    let out = sluice(&env, &["requests", "-A", "--context", "alice"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = text(&out.stdout);
+    assert!(all.starts_with("NAMESPACE"), "{all}");
+    assert!(all.contains("Approved") && all.contains("Denied"), "{all}");
+}
