@@ -88,6 +88,10 @@ async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Inf
             ),
         ),
         "/text" => full("text/plain", format!("card {CARD} and {EMAIL}")),
+        "/small" => full(
+            "application/json",
+            format!(r#"{{"id":1,"name":"Ann","email":"{EMAIL}","tags":["a","b"],"total":12.5}}"#),
+        ),
         "/gzip" => Response::builder()
             .header("content-type", "application/json")
             .header("content-encoding", "gzip")
@@ -590,4 +594,23 @@ async fn malformed_requests_get_400() {
         .unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+}
+
+/// Not a test: the upstream of `sidecar/bench/http_bench.sh`. Serves until
+/// `$SLUICE_BENCH_UPSTREAM_DIR/stop` exists (or an hour passes), after
+/// writing `port` and `ca.pem` there.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run by sidecar/bench/http_bench.sh"]
+async fn bench_upstream() {
+    let Ok(dir) = std::env::var("SLUICE_BENCH_UPSTREAM_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let (addr, ca) = start_upstream().await;
+    std::fs::write(dir.join("ca.pem"), ca).unwrap();
+    std::fs::write(dir.join("port"), addr.port().to_string()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    while !dir.join("stop").exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# HTTP part of `make bench`: requests/s and latency through the Sluice
+# sidecar vs direct to the same HTTPS upstream (wrk), as ratios, and the
+# sidecar's peak RSS while it masks a ~100 MB JSON response.
+#
+# The upstream is the HTTPS server of sidecar/tests/http.rs (its own CA),
+# run as an ignored test. Cells (interleaved, ROUNDS times):
+#   direct      wrk -> https upstream /small
+#   plain       wrk -> sidecar (no masking rule) -> upstream /small
+#   masked      wrk -> sidecar (jsonPaths + detectors) -> upstream /small
+#
+# Usage: sidecar/bench/http_bench.sh [SIDECAR_BINARY]
+# Env: DURATION (s per cell, default 5), ROUNDS (default 2), CONNS (default 16),
+# THREADS (default 2), BIG_ITEMS (default 1000000, ~100 MB).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+bin=${1:-${SLUICE_SIDECAR:-$root/target/release/sluice-sidecar}}
+[ -x "$bin" ] || { echo "error: $bin not found; build it with: cargo build --release -p sluice-sidecar" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "error: wrk not found (apt-get install wrk)" >&2; exit 1; }
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-2}
+CONNS=${CONNS:-16}
+THREADS=${THREADS:-2}
+BIG_ITEMS=${BIG_ITEMS:-1000000}
+
+work=$(mktemp -d /tmp/sluice-http-bench.XXXXXX)
+pids=()
+cleanup() {
+  touch "$work/stop"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building the bench upstream (release test binary)..." >&2
+(cd "$root" && cargo test --release -p sluice-sidecar --test http --no-run >/dev/null 2>&1)
+SLUICE_BENCH_UPSTREAM_DIR=$work cargo test --manifest-path "$root/Cargo.toml" --release -p sluice-sidecar --test http \
+  -- --ignored --exact bench_upstream >"$work/upstream.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 600); do [ -s "$work/port" ] && break; sleep 0.1; done
+[ -s "$work/port" ] || { echo "error: the bench upstream did not start; see $work/upstream.log" >&2; cat "$work/upstream.log" >&2; exit 1; }
+up=$(cat "$work/port")
+
+plain_port=$((20000 + RANDOM % 20000))
+masked_port=$((plain_port + 1))
+{
+  echo "apiVersion: v1"
+  echo "kind: Secret"
+  echo "metadata: {name: api-creds, namespace: bench}"
+  echo "stringData: {Authorization: \"Bearer bench-token\"}"
+  echo "---"
+  echo "apiVersion: v1"
+  echo "kind: Secret"
+  echo "metadata: {name: api-ca, namespace: bench}"
+  echo "stringData:"
+  echo "  ca.crt: |"
+  sed 's/^/    /' "$work/ca.pem"
+  for c in plain masked; do
+    port=$plain_port; [ $c = masked ] && port=$masked_port
+    cat <<YAML
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {name: api-$c, namespace: bench}
+spec:
+  protocol: http
+  upstream: {baseURL: "https://localhost:$up", tls: {mode: verify-full, caSecretRef: {name: api-ca}}}
+  credentials: {secretRef: {name: api-creds}}
+  listen: {port: $port}
+YAML
+  done
+  cat <<YAML
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: plain, namespace: bench}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [api-plain]
+  rules:
+    - {name: no-admin, match: {paths: ["/admin/**"]}, action: deny}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: masked, namespace: bench}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [api-masked]
+  rules:
+    - {name: no-admin, match: {paths: ["/admin/**"]}, action: deny}
+  masking:
+    - {jsonPaths: ["\$.email", "\$[*].card"], strategy: redact}
+    - {detectors: [creditCard, email], strategy: redact}
+YAML
+} >"$work/manifests.yaml"
+
+"$bin" standalone -f "$work/manifests.yaml" --as bench/app --no-audit-stdout --audit-file "$work/audit.jsonl" \
+  >"$work/sidecar.out" 2>"$work/sidecar.log" &
+side=$!
+pids+=($side)
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$masked_port/small" && break
+  sleep 0.1
+done
+
+# rps and mean latency (ms) of one wrk run.
+run() {
+  wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" 2>/dev/null | awk '
+    /Requests\/sec/ {rps=$2}
+    /^ +Latency/ {lat=$2}
+    END {
+      if (lat ~ /ms$/) {sub(/ms$/, "", lat)} else if (lat ~ /us$/) {sub(/us$/, "", lat); lat = lat / 1000} else if (lat ~ /s$/) {sub(/s$/, "", lat); lat = lat * 1000}
+      printf "%s %s\n", rps, lat
+    }'
+}
+
+declare -A rps lat
+for r in $(seq 1 "$ROUNDS"); do
+  for cell in direct plain masked; do
+    case $cell in
+      direct) url="https://localhost:$up/small" ;;
+      plain) url="http://127.0.0.1:$plain_port/small" ;;
+      masked) url="http://127.0.0.1:$masked_port/small" ;;
+    esac
+    read -r x l < <(run "$url")
+    rps[$cell]="${rps[$cell]:-} $x"
+    lat[$cell]="${lat[$cell]:-} $l"
+  done
+done
+
+mean() { echo "$@" | awk '{s=0; for(i=1;i<=NF;i++) s+=$i; printf "%.1f", s/NF}'; }
+printf "%-8s %12s %12s %14s %14s\n" cell "req/s" "mean ms" "rps/direct" "latency +ms"
+d_rps=$(mean ${rps[direct]}); d_lat=$(mean ${lat[direct]})
+for cell in direct plain masked; do
+  x=$(mean ${rps[$cell]}); l=$(mean ${lat[$cell]})
+  printf "%-8s %12s %12s %14s %14s\n" "$cell" "$x" "$l" \
+    "$(awk -v a="$x" -v b="$d_rps" 'BEGIN{printf "%.3f", a/b}')" \
+    "$(awk -v a="$l" -v b="$d_lat" 'BEGIN{printf "%+.3f", a-b}')"
+done
+
+# A ~100 MB JSON array, masked while streaming.
+start=$(date +%s.%N)
+bytes=$(curl -s --max-time 300 -o "$work/big.json" -w '%{size_download}' "http://127.0.0.1:$masked_port/big/$BIG_ITEMS")
+end=$(date +%s.%N)
+if grep -q 4111111111111111 "$work/big.json"; then echo "error: a card number passed unmasked" >&2; exit 1; fi
+rm -f "$work/big.json"
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$side/status")
+printf "big masked response: %s bytes in %.2f s; sidecar peak RSS %s MiB\n" "$bytes" \
+  "$(awk -v a="$start" -v b="$end" 'BEGIN{print b-a}')" "$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k/1024}')"
