@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sluice_crds::Action;
 use sluice_policy::audit::{
-    AuditChain, AuditCommand, AuditDecision, AuditEventDraft, AuditIdentity, AuditKind,
+    AuditChain, AuditCommand, AuditDecision, AuditEvent, AuditEventDraft, AuditIdentity, AuditKind,
     AuditOutcome,
 };
 
@@ -98,6 +98,11 @@ pub struct ResultRecord {
 pub struct AuditLog {
     inner: Mutex<Inner>,
     stdout: bool,
+    /// Also hands every event to this channel (run mode: the operator's
+    /// `/v1/audit`). Best effort: stdout and the file stay the write-ahead sinks.
+    forward: Option<tokio::sync::mpsc::Sender<AuditEvent>>,
+    /// Events the forward channel had no room for.
+    forward_dropped: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -135,7 +140,21 @@ impl AuditLog {
                 pending: Vec::with_capacity(4096),
             }),
             stdout,
+            forward: None,
+            forward_dropped: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Also hands every event to `tx` (a full channel drops the event for
+    /// that sink only; see [`AuditLog::forward_dropped`]).
+    pub fn forward_to(&mut self, tx: tokio::sync::mpsc::Sender<AuditEvent>) {
+        self.forward = Some(tx);
+    }
+
+    /// How many events the forward channel had no room for.
+    pub fn forward_dropped(&self) -> u64 {
+        self.forward_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Appends an event to the chain; writes it (and everything pending)
@@ -144,6 +163,12 @@ impl AuditLog {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let event = inner.chain.append(draft)?;
         let line = event.to_line()?;
+        if let Some(tx) = &self.forward
+            && tx.try_send(event).is_err()
+        {
+            self.forward_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         inner.pending.extend_from_slice(line.as_bytes());
         inner.pending.push(b'\n');
         if durable {

@@ -24,8 +24,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use prometheus_client::registry::Registry;
 use sluice_crds::{ConnectionSpec, Protocol};
+use sluice_policy::audit::{AuditEvent, ChainHead};
 use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, SecretSource};
-use sluice_policy::gateway::{Bundle, BundleConnection, BundleSecretKey};
+use sluice_policy::gateway::{AuditBatch, AuditHead, Bundle, BundleConnection, BundleSecretKey};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -260,6 +261,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         last_error: String::new(),
         tasks: Vec::new(),
         in_force: watch::Sender::new(None),
+        token_out: watch::Sender::new(None),
     };
     let revision = runner.in_force.subscribe();
 
@@ -358,6 +360,8 @@ struct Runner {
     tasks: Vec<JoinHandle<()>>,
     /// Publishes the revision in force.
     in_force: watch::Sender<Option<String>>,
+    /// Publishes the gateway token (for the audit uploader).
+    token_out: watch::Sender<Option<Zeroizing<String>>>,
 }
 
 #[derive(Default)]
@@ -484,6 +488,7 @@ impl Runner {
             token: token.clone(),
             refresh_at,
         });
+        self.token_out.send_replace(Some(token.clone()));
         Ok(token)
     }
 
@@ -564,9 +569,19 @@ impl Runner {
                 bundle.identity.pod,
                 chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
             );
-            self.audit = Some(Arc::new(
-                AuditLog::open(&stream, self.cfg.audit_stdout, None).map_err(RunError::Audit)?,
-            ));
+            let mut log =
+                AuditLog::open(&stream, self.cfg.audit_stdout, None).map_err(RunError::Audit)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
+            log.forward_to(tx);
+            let log = Arc::new(log);
+            self.tasks.push(tokio::spawn(upload_audit(
+                self.client.clone(),
+                self.token_out.subscribe(),
+                rx,
+                log.clone(),
+                self.cfg.audit_upload_every,
+            )));
+            self.audit = Some(log);
         }
         let Some(audit) = self.audit.clone() else {
             return Ok(());
@@ -695,6 +710,99 @@ enum PollError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Run(#[from] RunError),
+}
+
+/// Events waiting for the operator; past this, new events are dropped for
+/// that sink (stdout keeps them all).
+const AUDIT_QUEUE: usize = 10_000;
+
+/// Events per `/v1/audit` request (the operator takes up to 10 000).
+const AUDIT_BATCH: usize = 1_000;
+
+/// Sends audit events to the operator's `/v1/audit` in batches, with a
+/// chain head per Connection of the batch for the operator to sign. A batch
+/// the operator did not take is sent again (it is kept, bounded by [`AUDIT_QUEUE`]).
+async fn upload_audit(
+    client: GatewayClient,
+    token: watch::Receiver<Option<Zeroizing<String>>>,
+    mut events: tokio::sync::mpsc::Receiver<AuditEvent>,
+    audit: Arc<AuditLog>,
+    every: Duration,
+) {
+    let mut batch: Vec<AuditEvent> = Vec::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dropped_seen = 0;
+    loop {
+        tokio::select! {
+            e = events.recv() => match e {
+                Some(e) => {
+                    batch.push(e);
+                    if batch.len() < AUDIT_BATCH {
+                        continue;
+                    }
+                }
+                None => return,
+            },
+            _ = tick.tick() => {}
+        }
+        let dropped = audit.forward_dropped();
+        if dropped > dropped_seen {
+            tracing::warn!(
+                dropped = dropped - dropped_seen,
+                "audit events not sent to the operator: its queue was full (they are on stdout)"
+            );
+            dropped_seen = dropped;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let Some(bearer) = token.borrow().clone() else {
+            continue;
+        };
+        let take = batch.len().min(AUDIT_BATCH);
+        let mut heads: BTreeMap<String, AuditHead> = BTreeMap::new();
+        for e in &batch[..take] {
+            if let Some(c) = &e.connection {
+                heads.insert(
+                    c.clone(),
+                    AuditHead {
+                        connection: c.clone(),
+                        head: ChainHead {
+                            stream: e.stream.clone(),
+                            seq: e.seq,
+                            hash: e.hash.clone(),
+                        },
+                    },
+                );
+            }
+        }
+        let request = AuditBatch {
+            events: batch[..take].to_vec(),
+            heads: heads.into_values().collect(),
+        };
+        match client.audit(&bearer, &request).await {
+            Ok(receipt) => {
+                tracing::debug!(
+                    accepted = receipt.accepted,
+                    checkpoints = receipt.checkpoints.len(),
+                    "audit batch sent"
+                );
+                batch.drain(..take);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = take, "sending audit events to the operator failed; will retry");
+                if batch.len() > AUDIT_QUEUE {
+                    let excess = batch.len() - AUDIT_QUEUE;
+                    batch.drain(..excess);
+                    tracing::warn!(
+                        dropped = excess,
+                        "audit events not sent to the operator: too many waiting (they are on stdout)"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Accepts sessions; each gets the Connection's context at that moment.

@@ -98,11 +98,20 @@ fn code(e: &tokio_postgres::Error) -> Option<SqlState> {
     e.as_db_error().map(|d| d.code().clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
-    let started = Instant::now();
+/// What a test needs: the cluster with the operator, a database with a
+/// customer, a Connection and policy to it, and an injected pod's token.
+struct Setup {
+    env: Env,
+    db: String,
+    listen_port: u16,
+    pod: Pod,
+    token_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(test: &str) -> Setup {
     let pg = common::server();
-    let db = common::db_name("run_mode");
+    let db = common::db_name(test);
     pg.create_database(&db).await;
     let admin = common::connect(&pg.admin_url(&db)).await;
     admin
@@ -125,17 +134,38 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &token).unwrap();
-
-    let mut cfg = RunConfig::new(
-        format!("https://{}", env.operator.addr),
+    Setup {
+        env,
+        db,
+        listen_port,
+        pod,
         token_file,
-        env.operator.ca_bundle_pem(),
+        _dir: dir,
+    }
+}
+
+/// Run-mode settings for `operator` (fast polls, only our Connection).
+fn config(s: &Setup, operator: &sluice_operator::run::Running) -> RunConfig {
+    let mut cfg = RunConfig::new(
+        format!("https://{}", operator.addr),
+        s.token_file.clone(),
+        operator.ca_bundle_pem(),
     );
     // The quickstart's orders-db is in the bundle too; serve only ours.
     cfg.connections = Some(vec!["testdb".into()]);
     cfg.audit_stdout = false;
-    cfg.poll_wait = Duration::from_secs(2);
+    cfg.poll_wait = Duration::from_secs(1);
     cfg.first_bundle_timeout = Duration::from_secs(20);
+    cfg.audit_upload_every = Duration::from_millis(200);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
+    let started = Instant::now();
+    let s = setup("run_mode").await;
+    let (env, db, listen_port, pod) = (&s.env, &s.db, s.listen_port, &s.pod);
+    let cfg = config(&s, &env.operator);
     let running = bounded("run mode to start", run::start(cfg))
         .await
         .expect("run mode starts");
@@ -171,6 +201,28 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
         common::message(&e)
     );
 
+    // The audit events reached the operator: counters and recent denials.
+    bounded(
+        "the policy's counters",
+        await_condition(
+            env.policies(),
+            "testdb-policy",
+            |p: Option<&AccessPolicy>| {
+                p.and_then(|p| p.status.as_ref())
+                    .and_then(|st| {
+                        st.counters
+                            .as_ref()
+                            .map(|c| (c.allowed, c.denied, c.masked))
+                    })
+                    .is_some_and(|(allowed, denied, masked)| {
+                        allowed >= 1 && denied >= 1 && masked >= 1
+                    })
+            },
+        ),
+    )
+    .await
+    .unwrap();
+
     // A policy edit reaches the SAME session at its next statement.
     env.policies()
         .patch(
@@ -183,7 +235,7 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
         )
         .await
         .unwrap();
-    policy_ready(&env, "testdb-policy").await;
+    policy_ready(env, "testdb-policy").await;
     let e = bounded("the policy edit to reach the session", async {
         loop {
             let now = running.bundle_revision().borrow().clone();
@@ -235,4 +287,42 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
         common::message(&e)
     );
     eprintln!("run mode scenario took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_bundle_never_outlives_its_expiry() {
+    let s = setup("run_mode_expiry").await;
+    // A second replica whose bundles live 3 s; the sidecar talks to it only.
+    let mut settings = support::test_settings("short-bundles");
+    settings.bundle_ttl = Duration::from_secs(3);
+    let replica = sluice_operator::run::start(s.env.client.clone(), settings)
+        .await
+        .expect("second replica starts");
+    bounded("the second replica's caches", replica.ready()).await;
+    let running = bounded("run mode to start", run::start(config(&s, &replica)))
+        .await
+        .expect("run mode starts");
+    let url = format!(
+        "host=127.0.0.1 port={} user=app dbname={}",
+        s.listen_port, s.db
+    );
+    let client = bounded("a session", common::connect(&url)).await;
+    client.batch_execute("SELECT 1").await.unwrap();
+
+    // The operator goes away: the sidecar keeps its bundle until the
+    // bundle expires, then refuses everything.
+    replica.shutdown().await;
+    revision_until(&running, "the bundle to expire", |r| r.is_none()).await;
+    let Err(e) = common::try_connect(&url).await else {
+        panic!("a new session was accepted after the bundle expired");
+    };
+    let message = common::message(&e);
+    assert!(message.contains("expired"), "{message}");
+    let e = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    assert!(
+        common::message(&e).contains("expired"),
+        "{}",
+        common::message(&e)
+    );
 }
