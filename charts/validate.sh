@@ -17,14 +17,17 @@ VENV="${SLUICE_CHART_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-chart-venv}"
 KUBE_VERSION="${SLUICE_KUBE_VERSION:-1.30.0}"
 OUT="$(mktemp -d)"
 TC_PID=""
+OP_PID=""
 cleanup() {
+  local status=$?
+  if ((status != 0)); then echo "chart: ${PASSED:-0} passed, 1 failed"; fi
+  if [[ -n "$OP_PID" ]]; then kill "$OP_PID" 2>/dev/null || true; wait "$OP_PID" 2>/dev/null || true; fi
   if [[ -n "$TC_PID" ]]; then kill "$TC_PID" 2>/dev/null || true; wait "$TC_PID" 2>/dev/null || true; fi
   rm -rf "$OUT"
 }
 trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
-trap 'echo "chart: ${PASSED:-0} passed, 1 failed"' ERR
 
 step "tools (venv $VENV)"
 if [[ ! -x "$VENV/bin/python" ]]; then
@@ -206,7 +209,8 @@ fi
 
 step "examples decide as their READMEs say (kubectl sluice policy eval)"
 cd "$ROOT"
-cargo build --quiet -p sluice-e2e --bin sluice-testcluster -p kubectl-sluice --bin kubectl-sluice
+cargo build --quiet -p sluice-e2e --bin sluice-testcluster -p kubectl-sluice --bin kubectl-sluice \
+  -p sluice-operator --bin sluice-operator
 expect() { # expect EXAMPLE IDENTITY CONNECTION ACTION ENFORCED RULE -- eval args...
   local example="$1" as="$2" conn="$3" action="$4" enforced="$5" rule="$6"; shift 7
   local got
@@ -241,7 +245,8 @@ passed
 step "apply to the test control plane"
 TC_DIR="$OUT/tc"
 mkdir -p "$TC_DIR"
-"$ROOT/target/debug/sluice-testcluster" --dir "$TC_DIR" > "$OUT/tc.log" 2>&1 &
+# --rbac: the operator below runs with exactly the chart's RBAC.
+"$ROOT/target/debug/sluice-testcluster" --dir "$TC_DIR" --rbac > "$OUT/tc.log" 2>&1 &
 TC_PID=$!
 for _ in $(seq 1 100); do [[ -s "$TC_DIR/kubeconfig" ]] && break; sleep 0.2; done
 export KUBECONFIG="$TC_DIR/kubeconfig"
@@ -274,5 +279,62 @@ for example in quickstart http-api approvals dry-run; do
   kubectl apply -f "examples/$example/" >/dev/null
   echo "examples/$example: accepted"
 done
+passed
+
+step "the operator runs with the chart's arguments and RBAC only"
+# As the chart's ServiceAccount (a TokenRequest token), with the Deployment's own
+# arguments; only where it listens and how the API server reaches it change,
+# since nothing here runs pods.
+TOKEN="$(kubectl create token sluice-operator -n sluice-system --duration=1h)"
+cluster="$(kubectl config view -o jsonpath='{.contexts[0].context.cluster}')"
+OP_KUBECONFIG="$TC_DIR/operator-kubeconfig"
+cp "$KUBECONFIG" "$OP_KUBECONFIG"
+KUBECONFIG="$OP_KUBECONFIG" kubectl config set-credentials chart-operator --token="$TOKEN" >/dev/null
+KUBECONFIG="$OP_KUBECONFIG" kubectl config set-context chart-operator --cluster="$cluster" --user=chart-operator >/dev/null
+KUBECONFIG="$OP_KUBECONFIG" kubectl config use-context chart-operator >/dev/null
+port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mapfile -t op_args < <("$VENV/bin/python" - "$OUT"/defaults/deployment-0.yaml "$port" <<'PY'
+import sys, yaml
+dep = yaml.safe_load(open(sys.argv[1]))
+port = sys.argv[2]
+for arg in dep["spec"]["template"]["spec"]["containers"][0]["args"]:
+    if arg.startswith(("--listen=", "--gateway-url=")):
+        continue
+    print(arg)
+print(f"--listen=127.0.0.1:{port}")
+print(f"--webhook-url=https://127.0.0.1:{port}")
+# The test control plane's CEL cannot evaluate the webhook's match condition.
+print("--no-webhook-match-conditions")
+PY
+)
+KUBECONFIG="$OP_KUBECONFIG" SLUICE_POD_NAME=sluice-operator-validate \
+  "$ROOT/target/debug/sluice-operator" "${op_args[@]}" > "$OUT/operator.log" 2>&1 &
+OP_PID=$!
+if ! kubectl wait --for=condition=Ready connection/orders-db accesspolicy/reporting -n shop --timeout=60s >/dev/null 2>&1 \
+   || ! kubectl wait --for=condition=Ready connection --all -A --timeout=30s >/dev/null 2>&1 \
+   || ! kubectl wait --for=condition=Ready accesspolicy --all -A --timeout=30s >/dev/null 2>&1; then
+  tail -40 "$OUT/operator.log"
+  kubectl get connections,accesspolicies -A >&2 || true
+  echo "the operator did not reconcile the examples with the chart's RBAC" >&2
+  exit 1
+fi
+for _ in $(seq 1 50); do kubectl get mutatingwebhookconfiguration sluice-operator >/dev/null 2>&1 && break; sleep 0.2; done
+kubectl get mutatingwebhookconfiguration sluice-operator >/dev/null
+if grep -Eiq 'forbidden|\b403\b' "$OUT/operator.log"; then
+  grep -Ei 'forbidden|\b403\b' "$OUT/operator.log" | head -20
+  echo "the operator was refused something the chart's RBAC should allow" >&2
+  exit 1
+fi
+for config in mutatingwebhookconfiguration/sluice-operator-approvals validatingwebhookconfiguration/sluice-operator-approvals; do
+  for _ in $(seq 1 50); do kubectl get "$config" >/dev/null 2>&1 && break; sleep 0.2; done
+  kubectl get "$config" >/dev/null
+done
+warnings="$(grep -c '"level":"WARN"' "$OUT/operator.log" || true)"
+echo "every example Connection and AccessPolicy Ready, 3 webhook configurations registered, no request refused ($warnings warnings in the operator log)"
+grep '"level":"WARN"' "$OUT/operator.log" | "$VENV/bin/python" -c '
+import json, sys
+for line in list(sys.stdin)[:5]:
+    f = json.loads(line)["fields"]
+    print("  warning:", f.get("message"), "-", str(f.get("error", ""))[:160])' || true
 passed
 echo "chart: $PASSED passed, 0 failed"
