@@ -125,4 +125,56 @@ mod tests {
         assert!(Notifier::start("not a url").is_err());
         assert!(Notifier::start("http://127.0.0.1:9/hook").is_ok());
     }
+
+    /// A receiver that fails the first request gets the message on a retry,
+    /// and a message sent meanwhile is not lost.
+    #[tokio::test]
+    async fn failures_are_retried_in_the_background() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u32, String)>();
+        tokio::spawn(async move {
+            let mut served = 0u32;
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                served += 1;
+                let mut buf = vec![0u8; 8192];
+                let mut data = Vec::new();
+                while !String::from_utf8_lossy(&data).contains("}") {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                }
+                let text = String::from_utf8_lossy(&data).to_string();
+                let body = text
+                    .split("\r\n\r\n")
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let status = if served == 1 {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let reply =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                stream.write_all(reply.as_bytes()).await.unwrap();
+                tx.send((served, body)).unwrap();
+            }
+        });
+        let notifier = Notifier::start(&url).unwrap();
+        notifier.notify("first".into());
+        notifier.notify("second".into());
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            seen.push(rx.recv().await.unwrap());
+        }
+        assert_eq!(seen[0].0, 1);
+        assert!(seen[0].1.contains("first"), "{seen:?}");
+        assert!(seen[1].1.contains("first"), "retried: {seen:?}");
+        assert!(seen[2].1.contains("second"), "{seen:?}");
+    }
 }
