@@ -52,6 +52,11 @@ pub enum Standing {
         set: Arc<PolicySet>,
         /// Whether any rule has a `textPattern` (see [`Enforcer`]).
         literal_sensitive: bool,
+        /// Identifies the masking rules and limits in force. A running
+        /// session's row masks were built from the rules at its start, so a
+        /// change of this key refuses the session's further statements
+        /// (reconnecting picks the new rules up) rather than mask half-way.
+        masking_key: Arc<str>,
     },
     /// No policy binds the identity to the Connection.
     NotBound,
@@ -73,9 +78,18 @@ impl Standing {
             Some(set) => Standing::Bound {
                 set: Arc::new(set),
                 literal_sensitive,
+                masking_key: Arc::from(""),
             },
             None => Standing::NotBound,
         }
+    }
+
+    /// Sets the masking key (see [`Standing::Bound`]); other standings are unchanged.
+    pub fn with_masking_key(mut self, key: &str) -> Self {
+        if let Standing::Bound { masking_key, .. } = &mut self {
+            *masking_key = Arc::from(key);
+        }
+        self
     }
 
     fn set(&self) -> Option<&Arc<PolicySet>> {
@@ -97,13 +111,8 @@ impl Binding {
         hash_key: Option<&[u8]>,
         literal_sensitive: bool,
     ) -> Self {
-        let standing = Standing::select(
-            policies,
-            &identity,
-            connection,
-            hash_key,
-            literal_sensitive,
-        );
+        let standing =
+            Standing::select(policies, &identity, connection, hash_key, literal_sensitive);
         let (tx, rx) = tokio::sync::watch::channel(standing);
         Binding {
             identity,
@@ -162,6 +171,7 @@ impl Binding {
         let Standing::Bound {
             set,
             literal_sensitive,
+            masking_key,
         } = standing.borrow_and_update().clone()
         else {
             return None;
@@ -173,6 +183,7 @@ impl Binding {
             literal_sensitive,
             standing: self._fixed.is_none().then_some(standing),
             revoked: None,
+            masking_key,
         })
     }
 
@@ -219,6 +230,8 @@ pub struct Enforcer {
     standing: Option<tokio::sync::watch::Receiver<Standing>>,
     /// Set while the standing is withdrawn: why statements are refused.
     revoked: Option<String>,
+    /// The masking rules the session's masks were built from.
+    masking_key: Arc<str>,
 }
 
 impl Enforcer {
@@ -231,9 +244,15 @@ impl Enforcer {
             return;
         }
         match rx.borrow_and_update().clone() {
+            Standing::Bound { masking_key, .. } if masking_key != self.masking_key => {
+                self.revoked = Some(
+                    "the masking rules or limits of this Connection changed while the session was open; reconnect to use the new ones".to_string(),
+                );
+            }
             Standing::Bound {
                 set,
                 literal_sensitive,
+                ..
             } => {
                 self.masking = Arc::new(Masking::new(set.clone()));
                 self.set = set;

@@ -557,6 +557,10 @@ impl Runner {
                     hash_key.as_deref().map(|k| k.as_slice()),
                     literal_sensitive,
                 )
+                .with_masking_key(&masking_key(
+                    bundle,
+                    hash_key.as_deref().map(|k| k.as_slice()),
+                ))
             } else {
                 Standing::NotBound
             };
@@ -733,6 +737,8 @@ async fn upload_audit(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dropped_seen = 0;
+    // Warn once per outage, not at every retry.
+    let mut failing = false;
     loop {
         tokio::select! {
             e = events.recv() => match e {
@@ -789,9 +795,16 @@ async fn upload_audit(
                     "audit batch sent"
                 );
                 batch.drain(..take);
+                if failing {
+                    tracing::info!("audit events reach the operator again");
+                    failing = false;
+                }
             }
             Err(e) => {
-                tracing::warn!(error = %e, events = take, "sending audit events to the operator failed; will retry");
+                if !failing {
+                    tracing::warn!(error = %e, events = take, "sending audit events to the operator failed; will retry");
+                    failing = true;
+                }
                 if batch.len() > AUDIT_QUEUE {
                     let excess = batch.len() - AUDIT_QUEUE;
                     batch.drain(..excess);
@@ -838,6 +851,32 @@ fn instant_of(rfc3339: &str) -> Option<Instant> {
         .to_std()
         .unwrap_or(Duration::ZERO);
     Some(Instant::now() + left)
+}
+
+/// What the sessions' masks depend on: every policy of the bundle but its
+/// rules (which only decide, and apply at the next statement), the Secret
+/// keys, and the Connection's hash key; hashed, so that no secret is kept
+/// twice.
+fn masking_key(bundle: &Bundle, hash_key: Option<&[u8]>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for ap in &bundle.policies {
+        let mut spec = ap.spec.clone();
+        spec.rules.clear();
+        h.update(ap.metadata.name.as_deref().unwrap_or_default());
+        h.update([0]);
+        h.update(serde_json::to_vec(&spec).unwrap_or_default());
+        h.update([0]);
+    }
+    for k in &bundle.secret_keys {
+        for part in [&k.secret, &k.key, &k.value] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+    }
+    h.update(hash_key.unwrap_or_default());
+    let digest = h.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn spec_port(spec: &ConnectionSpec) -> u16 {

@@ -254,6 +254,48 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
         common::message(&e)
     );
 
+    // A masking edit cannot be applied half-way to a running session (its
+    // row masks were built from the old rules): that session is refused
+    // and told to reconnect; a new session masks by the new rules.
+    env.policies()
+        .patch(
+            "testdb-policy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "rules": [{"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"}],
+                "masking": [{"columns": ["customers.ssn", "customers.name"], "strategy": "redact"}]
+            }})),
+        )
+        .await
+        .unwrap();
+    policy_ready(env, "testdb-policy").await;
+    let e = bounded("the masking edit to reach the session", async {
+        loop {
+            let now = running.bundle_revision().borrow().clone();
+            match client.query("SELECT 1", &[]).await {
+                Err(e) => return e,
+                Ok(_) => revision_until(&running, "a new bundle", |r| r != now.as_deref()).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        common::message(&e).contains("reconnect"),
+        "{}",
+        common::message(&e)
+    );
+    let client = bounded("a new session", common::connect(&url)).await;
+    let row = client
+        .query_one("SELECT name, ssn FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_ne!(
+        row.get::<_, String>(0),
+        "alice",
+        "the newly masked column reached the client"
+    );
+    assert_ne!(row.get::<_, String>(1), SSN);
+
     // Deleting the pod makes its token useless: the sidecar withdraws its
     // bundle, new sessions get a FATAL error and live ones are refused.
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "shop");
