@@ -10,6 +10,23 @@
 //! - `POST /mutate/accessrequests`, `POST /validate/accessrequests`: bind each
 //!   new decision to the admission request's `userInfo` and refuse what
 //!   [`crate::approvals::bind_decisions`] refuses.
+//!
+//! The sidecar's side of the contract (gateway token as `Authorization: Bearer`):
+//! - **hold**: `POST /v1/approvals` with [`ApprovalAsk`] → [`ApprovalTicket`]
+//!   (`name`, `phase`, `expiresAt`, `approveCommand` for the client NOTICE);
+//!   then `GET /v1/approvals/{name}?wait=30s` in a loop while `phase` is
+//!   `Pending`. `Approved` → `POST .../executed` first, and run the statement
+//!   only if that answers 200 (a 409 `AlreadyExecuted`/`NotApproved`/`Expired`
+//!   means it must not run); `Denied`/`Expired` → ErrorResponse naming the
+//!   request and the deciders in `decisions`.
+//! - **retry**: `POST /v1/approvals` answers the same request for the same
+//!   requester, connection and `command.sha256` while it is `Pending` or
+//!   `Approved` and unexpired; refuse at once with its name while `Pending`,
+//!   and on `Approved` do as hold does (`executed`, then run once).
+//! - Errors are [`crate::wire::ErrorBody`] with a CamelCase `reason`:
+//!   `NotBound` 403, `NotAnApprovalRule`/`NoApprovers`/`InvalidTimeout`/
+//!   `PolicyInvalid` 409, `NotFound` 404 (also another workload's request),
+//!   `AlreadyExecuted`/`NotApproved`/`Expired` 409, `BadRequest` 400.
 
 use std::time::Duration;
 
@@ -26,7 +43,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice_crds::{
     AccessRequest, Action, Command, RequestDecision, RequestPhase, Requester, Verdict,
 };
@@ -694,5 +711,76 @@ pub fn verdict_word(v: Verdict) -> &'static str {
     match v {
         Verdict::Approve => "approved",
         Verdict::Deny => "denied",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review(user: &str, groups: &[&str], new_user: &str) -> AdmissionRequest<AccessRequest> {
+        let old = json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "AccessRequest",
+            "metadata": {"name": "r", "namespace": "shop"},
+            "spec": {
+                "connection": "orders-db", "policy": "p", "rule": "bulk",
+                "requester": {"serviceAccount": "job", "namespace": "shop"},
+                "command": {"text": "DELETE FROM t", "fingerprint": "f", "sha256": "a".repeat(64)},
+                "approvers": {"groups": ["dba"]},
+                "expiresAt": "2099-01-01T00:00:00Z"
+            },
+            "status": {"phase": "Pending", "decisions": []}
+        });
+        let mut new = old.clone();
+        // As the mutating pass leaves it when the typed user is the caller.
+        let typed_groups: Vec<&str> = if new_user == user {
+            groups.to_vec()
+        } else {
+            vec![]
+        };
+        new["status"]["decisions"] = json!([{"user": new_user, "groups": typed_groups,
+            "verdict": "approve", "time": "2020-01-01T00:00:00Z"}]);
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1",
+                "kind": {"group": "sluice.dev", "version": "v1alpha1", "kind": "AccessRequest"},
+                "resource": {"group": "sluice.dev", "version": "v1alpha1", "resource": "accessrequests"},
+                "subResource": "status",
+                "name": "r", "namespace": "shop", "operation": "UPDATE",
+                "userInfo": {"username": user, "groups": groups},
+                "object": new, "oldObject": old, "dryRun": false
+            }
+        });
+        let review: AdmissionReview<AccessRequest> = serde_json::from_value(review).unwrap();
+        review.try_into().unwrap()
+    }
+
+    #[test]
+    fn mutation_binds_the_decision_and_validation_insists_on_it() {
+        let now = Timestamp::from_second(1_900_000_000).unwrap();
+        let mutated = review_request(&review("alice", &["dba"], "bob"), "op", now, true);
+        assert!(mutated.allowed);
+        let patch: Value = serde_json::from_slice(mutated.patch.as_deref().unwrap()).unwrap();
+        assert_eq!(patch[0]["op"], "replace");
+        assert_eq!(patch[0]["path"], "/status/decisions");
+        assert_eq!(patch[0]["value"][0]["user"], "alice");
+        assert_eq!(patch[0]["value"][0]["groups"], json!(["dba"]));
+
+        // The validating pass refuses a decision not bound to the caller.
+        let unbound = review_request(&review("alice", &["dba"], "bob"), "op", now, false);
+        assert!(!unbound.allowed);
+        assert!(unbound.result.message.contains("must be recorded as alice"));
+        let bound = review_request(&review("alice", &["dba"], "alice"), "op", now, false);
+        assert!(bound.allowed, "{:?}", bound.result);
+
+        let outsider = review_request(&review("bob", &["dev"], "bob"), "op", now, true);
+        assert!(!outsider.allowed);
+        assert!(
+            outsider
+                .result
+                .message
+                .starts_with("sluice approvals: bob is not an approver of AccessRequest shop/r")
+        );
     }
 }
