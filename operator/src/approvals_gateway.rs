@@ -43,7 +43,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_crds::{
     AccessRequest, Action, Command, RequestDecision, RequestPhase, Requester, Verdict,
 };
@@ -717,6 +717,7 @@ pub fn verdict_word(v: Verdict) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn review(user: &str, groups: &[&str], new_user: &str) -> AdmissionRequest<AccessRequest> {
         let old = json!({
