@@ -68,6 +68,10 @@ pub struct RunConfig {
     pub first_bundle_timeout: Duration,
     /// How often audit events are sent to the operator.
     pub audit_upload_every: Duration,
+    /// The pod this sidecar runs in, `NAMESPACE/SERVICEACCOUNT/POD`
+    /// (`SLUICE_NAMESPACE`, `SLUICE_SERVICE_ACCOUNT`, `SLUICE_POD_NAME`):
+    /// a bundle for anyone else is not applied.
+    pub expected_identity: Option<(String, String, String)>,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -95,6 +99,7 @@ impl RunConfig {
             poll_wait: Duration::from_secs(30),
             first_bundle_timeout: Duration::from_secs(300),
             audit_upload_every: Duration::from_secs(2),
+            expected_identity: None,
         }
     }
 
@@ -127,6 +132,13 @@ impl RunConfig {
                 .map(String::from)
                 .collect()
         });
+        if let (Some(ns), Some(sa), Some(pod)) = (
+            var("SLUICE_NAMESPACE"),
+            var("SLUICE_SERVICE_ACCOUNT"),
+            var("SLUICE_POD_NAME"),
+        ) {
+            cfg.expected_identity = Some((ns, sa, pod));
+        }
         if let Some(addr) = var("SLUICE_ADMIN_ADDR") {
             cfg.admin_addr = Some(
                 addr.parse()
@@ -200,6 +212,10 @@ enum ApplyError {
     Expiry(String),
     #[error("the bundle is for {0}, not a NAMESPACE/SERVICEACCOUNT this sidecar can use")]
     Identity(String),
+    #[error(
+        "the bundle is for {found}, but this sidecar runs as {expected} (SLUICE_NAMESPACE, SLUICE_SERVICE_ACCOUNT, SLUICE_POD_NAME); check that the token file is this pod's"
+    )]
+    NotOurs { found: String, expected: String },
     #[error("Connection {connection}: {what}")]
     Connection { connection: String, what: String },
     #[error(transparent)]
@@ -262,6 +278,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         tasks: Vec::new(),
         in_force: watch::Sender::new(None),
         token_out: watch::Sender::new(None),
+        admin: None,
     };
     let revision = runner.in_force.subscribe();
 
@@ -308,6 +325,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
             .push(tokio::spawn(admin::serve(l, admin_state.clone())));
     }
     admin_state.ready.store(true, Ordering::Relaxed);
+    runner.admin = Some(admin_state);
 
     let mut tasks = std::mem::take(&mut runner.tasks);
     if let Some(audit) = runner.audit.clone() {
@@ -362,6 +380,8 @@ struct Runner {
     in_force: watch::Sender<Option<String>>,
     /// Publishes the gateway token (for the audit uploader).
     token_out: watch::Sender<Option<Zeroizing<String>>>,
+    /// `/readyz` follows whether a bundle is in force.
+    admin: Option<Arc<AdminState>>,
 }
 
 #[derive(Default)]
@@ -501,6 +521,19 @@ impl Runner {
             "{}/{}",
             bundle.identity.namespace, bundle.identity.service_account
         );
+        if let Some((ns, sa, pod)) = &self.cfg.expected_identity {
+            let (ours, theirs) = (
+                format!("{ns}/{sa} (pod {pod})"),
+                format!("{who} (pod {})", bundle.identity.pod),
+            );
+            if ours != theirs {
+                return Err(ApplyError::NotOurs {
+                    found: theirs,
+                    expected: ours,
+                }
+                .into());
+            }
+        }
         let mut identity = Identity::parse(&who).ok_or(ApplyError::Identity(who.clone()))?;
         identity.pod = Some(bundle.identity.pod.clone()).filter(|p| !p.is_empty());
         for g in &bundle.identity.groups {
@@ -647,6 +680,9 @@ impl Runner {
         self.revision = Some(bundle.revision.clone());
         self.expires = Some(expires);
         self.in_force.send_replace(self.revision.clone());
+        if let Some(admin) = &self.admin {
+            admin.ready.store(true, Ordering::Relaxed);
+        }
         tracing::info!(revision = %bundle.revision, expires_at = %bundle.expires_at, "policy bundle applied");
         Ok(())
     }
@@ -696,6 +732,9 @@ impl Runner {
         self.revision = None;
         self.expires = None;
         self.in_force.send_replace(None);
+        if let Some(admin) = &self.admin {
+            admin.ready.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -972,4 +1011,98 @@ fn upstream_config(
         tls: tls_config,
         max_message_size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bundle(rules: serde_json::Value, masking: serde_json::Value, bound: bool) -> Bundle {
+        serde_json::from_value(json!({
+            "revision": "r1",
+            "identity": {"namespace": "shop", "serviceAccount": "report-job", "pod": "report", "groups": []},
+            "expiresAt": "2030-01-01T00:00:00Z",
+            "connections": [{
+                "name": "db",
+                "spec": {
+                    "protocol": "postgres",
+                    "upstream": {"host": "db.shop", "port": 5432, "database": "orders", "tls": {"mode": "disable"}},
+                    "credentials": {"secretRef": {"name": "creds"}},
+                    "listen": {"port": 15432}
+                },
+                "bound": bound,
+                "credentials": if bound { json!({"username": "app", "password": "pw"}) } else { json!(null) }
+            }],
+            "policies": [{
+                "apiVersion": "sluice.dev/v1alpha1", "kind": "AccessPolicy",
+                "metadata": {"name": "p", "namespace": "shop"},
+                "spec": {"subjects": [{"serviceAccount": "report-job"}], "connections": ["db"],
+                         "rules": rules, "masking": masking}
+            }],
+            "secretKeys": [{"secret": "k", "key": "key", "value": "c2VjcmV0"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_masking_key_follows_masking_not_rules() {
+        let deny = json!([{"name": "d", "match": {"statements": ["drop"]}, "action": "deny"}]);
+        let ssn = json!([{"columns": ["customers.ssn"], "strategy": "redact"}]);
+        let base = masking_key(&bundle(json!([]), ssn.clone(), true), None);
+        assert_eq!(base, masking_key(&bundle(deny, ssn.clone(), true), None));
+        assert_ne!(
+            base,
+            masking_key(
+                &bundle(
+                    json!([]),
+                    json!([{"columns": ["customers.name"], "strategy": "redact"}]),
+                    true
+                ),
+                None
+            )
+        );
+        assert_ne!(base, masking_key(&bundle(json!([]), ssn, true), Some(b"k")));
+    }
+
+    #[test]
+    fn bundle_connections_become_upstreams_and_credentials_are_scrubbed() {
+        let mut b = bundle(json!([]), json!([]), true);
+        let up = upstream_config(&b.connections[0], 1 << 20).unwrap();
+        assert_eq!((up.host.as_str(), up.port), ("db.shop", 5432));
+        assert_eq!(
+            (up.username.as_str(), up.database.as_str()),
+            ("app", "orders")
+        );
+        assert_eq!(up.password.as_str(), "pw");
+        assert_eq!(
+            BundleSecrets(&b.secret_keys).secret_key("k", "key"),
+            Some(b"secret".to_vec())
+        );
+        assert_eq!(BundleSecrets(&b.secret_keys).secret_key("k", "other"), None);
+        scrub(&mut b);
+        let creds = b.connections[0].credentials.as_ref().unwrap();
+        assert!(creds.values().all(String::is_empty));
+        assert!(b.secret_keys[0].value.is_empty());
+
+        // A bound Connection without a password is an error; an unbound one
+        // needs no credentials (its sessions are refused before any upstream).
+        let mut b = bundle(json!([]), json!([]), true);
+        b.connections[0].credentials = Some(BTreeMap::from([("username".into(), "app".into())]));
+        let err = upstream_config(&b.connections[0], 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("no password"), "{err}");
+        let b = bundle(json!([]), json!([]), false);
+        assert!(upstream_config(&b.connections[0], 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn expiry_times_map_to_instants() {
+        let now = Instant::now();
+        assert!(instant_of("not a time").is_none());
+        let past = instant_of("2001-01-01T00:00:00Z").unwrap();
+        assert!(past >= now && past <= Instant::now());
+        let future =
+            instant_of(&(chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()).unwrap();
+        assert!(future > now + Duration::from_secs(3000));
+    }
 }
