@@ -370,3 +370,85 @@ async fn the_last_bundle_never_outlives_its_expiry() {
         common::message(&e)
     );
 }
+
+/// Kills the child process when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_from_the_pod_environment() {
+    let s = setup("run_mode_binary").await;
+    let audit = s._dir.path().join("audit.jsonl");
+    let log = s._dir.path().join("sidecar.log");
+    let _child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"))
+            .arg("run")
+            .env(
+                "SLUICE_GATEWAY_URL",
+                format!("https://{}", s.env.operator.addr),
+            )
+            .env("SLUICE_TOKEN_FILE", &s.token_file)
+            .env("SLUICE_CA_PEM", s.env.operator.ca_bundle_pem())
+            .env("SLUICE_CONNECTIONS", "testdb")
+            .env("SLUICE_NAMESPACE", "shop")
+            .env("SLUICE_SERVICE_ACCOUNT", "report-job")
+            .env("SLUICE_POD_NAME", "report")
+            .env_remove("SLUICE_CA_FILE")
+            .env_remove("SLUICE_ADMIN_ADDR")
+            .stdout(std::fs::File::create(&audit).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("sidecar binary starts"),
+    );
+    let url = format!(
+        "host=127.0.0.1 port={} user=app dbname={}",
+        s.listen_port, s.db
+    );
+    // The listener exists once the first bundle is applied.
+    let client = bounded("the binary's listener", async {
+        loop {
+            if let Ok(c) = common::try_connect(&url).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let row = client
+        .query_one("SELECT name, ssn FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {}",
+                common::message(&e),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    assert_eq!(row.get::<_, String>(0), "alice");
+    assert_ne!(row.get::<_, String>(1), SSN);
+    let e = client
+        .batch_execute("DROP TABLE scratch")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    // Write-ahead: the denial is on stdout before the client hears of it.
+    let lines = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|e| e["type"] == "denial" && e["connection"] == "testdb"),
+        "{lines}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log.contains(common::PASSWORD),
+        "the password reached the log"
+    );
+}
