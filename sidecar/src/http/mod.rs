@@ -349,7 +349,6 @@ async fn handle(
                 None,
                 false,
                 format!("ambiguous request path: {e}"),
-                true,
             );
             ctx.http_metrics.request("deny", StatusCode::BAD_REQUEST);
             return error_response(
@@ -404,7 +403,6 @@ async fn handle(
                     None,
                     false,
                     message.clone(),
-                    true,
                 );
                 ctx.http_metrics.request("deny", status);
                 return error_response(status, error, message);
@@ -443,7 +441,6 @@ async fn handle(
                 decision.rule.clone(),
                 decision.dry_run,
                 decision.reason.clone(),
-                true,
             );
             ctx.http_metrics.request(label, StatusCode::FORBIDDEN);
             let body = if refused == Action::RequireApproval {
@@ -478,7 +475,6 @@ async fn handle(
         decision.rule.clone(),
         decision.dry_run,
         decision.reason.clone(),
-        true,
     ) {
         ctx.http_metrics
             .request("deny", StatusCode::SERVICE_UNAVAILABLE);
@@ -625,9 +621,7 @@ fn audit_decision(
     rule: Option<String>,
     dry_run: bool,
     reason: String,
-    refused_or_ok: bool,
 ) -> Result<(), crate::audit::AuditError> {
-    let _ = refused_or_ok;
     let kind = if action == Action::Allow || dry_run {
         AuditKind::Statement
     } else {
