@@ -109,7 +109,7 @@ done
 run() {
   wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" 2>/dev/null | awk '
     /Requests\/sec/ {rps=$2}
-    /^ +Latency/ {lat=$2}
+    /^ +Latency / && lat == "" {lat=$2}
     END {
       if (lat ~ /ms$/) {sub(/ms$/, "", lat)} else if (lat ~ /us$/) {sub(/us$/, "", lat); lat = lat / 1000} else if (lat ~ /s$/) {sub(/s$/, "", lat); lat = lat * 1000}
       printf "%s %s\n", rps, lat
