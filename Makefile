@@ -37,9 +37,10 @@ demo: ## local walk-through: throwaway PostgreSQL, the sidecar with examples/qui
 	$(CARGO) build --release --locked -p sluice-sidecar -p kubectl-sluice
 	sidecar/demo/demo.sh target/release/sluice-sidecar
 
-bench: ## pgbench through the sidecar vs direct vs PgBouncer, interleaved, printing ratios
+bench: ## pgbench through the sidecar vs direct vs PgBouncer, and HTTP through the sidecar vs direct (wrk); ratios
 	$(CARGO) build --release --locked -p sluice-sidecar
 	sidecar/bench/bench.sh target/release/sluice-sidecar
+	sidecar/bench/http_bench.sh target/release/sluice-sidecar
 
 e2e: ## end-to-end scenarios (the cluster in KUBECONFIG, else the test control plane)
 	$(CARGO) test --locked -p sluice-e2e -p sluice-operator

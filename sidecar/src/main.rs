@@ -152,6 +152,8 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot wait for Ctrl-C")
     }
 }
