@@ -65,7 +65,6 @@ async fn start() -> Env {
         .unwrap();
     let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), WebhookTarget::Listener);
     settings.maintenance_every = Duration::from_secs(2);
-    settings.webhook_match_conditions = false;
     let operator = sluice_operator::run::start(client.clone(), settings)
         .await
         .unwrap();

@@ -56,10 +56,6 @@ pub fn test_settings(identity: &str) -> Settings {
         renew_every: Duration::from_millis(500),
     };
     settings.identity = identity.into();
-    // The test control plane's CEL (kube-cel 0.8) escapes map keys like
-    // property names, so `'sluice.dev/inject' in object.metadata.annotations`
-    // is false there; the webhook itself skips unannotated pods.
-    settings.webhook_match_conditions = false;
     settings
 }
 
