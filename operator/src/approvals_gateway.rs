@@ -42,12 +42,11 @@ use kube::api::{ListParams, PostParams};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use sluice_crds::{
-    AccessRequest, Action, Command, RequestDecision, RequestPhase, Requester, Verdict,
-};
+use sluice_crds::{AccessRequest, Action, RequestPhase, Requester, Verdict};
 use sluice_policy::engine::Identity;
+use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
 
 use crate::approvals::{
     Approver, Ask, COMMAND_LABEL, REQUESTER_LABEL, bind_decisions, check_create, is_reusable,
@@ -103,58 +102,6 @@ impl ApprovalSettings {
                     instance: Some(identity.to_string()),
                 },
             ),
-        }
-    }
-}
-
-/// `POST /v1/approvals` body.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalAsk {
-    /// Connection the statement was sent on.
-    pub connection: String,
-    /// AccessPolicy whose rule requires approval.
-    pub policy: String,
-    /// The rule's name.
-    pub rule: String,
-    /// The statement, literals redacted, with its fingerprint and sha256.
-    pub command: Command,
-    /// Why, if the workload said.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// What the approval endpoints answer.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalTicket {
-    /// AccessRequest name.
-    pub name: String,
-    /// Its namespace (the requester's).
-    pub namespace: String,
-    /// When it expires if not decided (and when an approval stops being usable).
-    pub expires_at: String,
-    /// `Pending`, `Approved`, `Denied`, `Expired` or `Executed`.
-    pub phase: String,
-    /// The recorded decisions: who, when, verdict, comment.
-    #[serde(default)]
-    pub decisions: Vec<RequestDecision>,
-    /// For the client: `kubectl sluice approve NAME -n NS`.
-    pub approve_command: String,
-}
-
-impl ApprovalTicket {
-    fn of(ar: &AccessRequest) -> ApprovalTicket {
-        let name = ar.metadata.name.clone().unwrap_or_default();
-        let namespace = ar.metadata.namespace.clone().unwrap_or_default();
-        let status = ar.status.clone().unwrap_or_default();
-        ApprovalTicket {
-            approve_command: format!("kubectl sluice approve {name} -n {namespace}"),
-            name,
-            namespace,
-            expires_at: ar.spec.expires_at.0.to_string(),
-            phase: format!("{:?}", status.phase.unwrap_or(RequestPhase::Pending)),
-            decisions: status.decisions,
         }
     }
 }

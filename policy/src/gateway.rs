@@ -1,4 +1,4 @@
-//! The JSON of the gateway API (DESIGN §3, §4, §7): what sidecars send and receive.
+//! The JSON of the gateway API (DESIGN §3, §4, §6, §7): what sidecars send and receive.
 //!
 //! Types that cross a process boundary live in the policy crate, so the
 //! operator (which serves them) and the sidecar (which calls it) share one
@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use crate::audit::{AuditEvent, ChainHead};
 use serde::{Deserialize, Serialize};
-use sluice_crds::{AccessPolicy, ConnectionSpec};
+use sluice_crds::{
+    AccessPolicy, AccessRequest, Command, ConnectionSpec, RequestDecision, RequestPhase, Verdict,
+};
 
 /// `POST /v1/token` request.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -161,4 +163,79 @@ pub struct AuditReceipt {
     pub accepted: u64,
     /// The heads, signed (checkpoints).
     pub checkpoints: Vec<SignedHead>,
+}
+
+/// `POST /v1/approvals` body: a sidecar asks approval for a statement a
+/// `requireApproval` rule holds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalAsk {
+    /// Connection the statement was sent on.
+    pub connection: String,
+    /// AccessPolicy whose rule requires approval.
+    pub policy: String,
+    /// The rule's name.
+    pub rule: String,
+    /// The statement, literals redacted, with its fingerprint and sha256.
+    pub command: Command,
+    /// Why, if the workload said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What the approval endpoints answer: an AccessRequest as the sidecar needs it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalTicket {
+    /// AccessRequest name.
+    pub name: String,
+    /// Its namespace (the requester's).
+    pub namespace: String,
+    /// When it expires if not decided (and when an approval stops being usable).
+    pub expires_at: String,
+    /// `Pending`, `Approved`, `Denied`, `Expired` or `Executed`.
+    pub phase: String,
+    /// The recorded decisions: who, when, verdict, comment.
+    #[serde(default)]
+    pub decisions: Vec<RequestDecision>,
+    /// For the client: `kubectl sluice approve NAME -n NS`.
+    pub approve_command: String,
+}
+
+impl ApprovalTicket {
+    /// The ticket of an AccessRequest.
+    pub fn of(ar: &AccessRequest) -> ApprovalTicket {
+        let name = ar.metadata.name.clone().unwrap_or_default();
+        let namespace = ar.metadata.namespace.clone().unwrap_or_default();
+        let status = ar.status.clone().unwrap_or_default();
+        ApprovalTicket {
+            approve_command: format!("kubectl sluice approve {name} -n {namespace}"),
+            name,
+            namespace,
+            expires_at: ar.spec.expires_at.0.to_string(),
+            phase: format!("{:?}", status.phase.unwrap_or(RequestPhase::Pending)),
+            decisions: status.decisions,
+        }
+    }
+
+    /// The phase, `None` when the word is not one of [`RequestPhase`]'s.
+    pub fn phase(&self) -> Option<RequestPhase> {
+        Some(match self.phase.as_str() {
+            "Pending" => RequestPhase::Pending,
+            "Approved" => RequestPhase::Approved,
+            "Denied" => RequestPhase::Denied,
+            "Expired" => RequestPhase::Expired,
+            "Executed" => RequestPhase::Executed,
+            _ => return None,
+        })
+    }
+
+    /// The users who recorded `verdict`, oldest first.
+    pub fn deciders(&self, verdict: Verdict) -> Vec<String> {
+        self.decisions
+            .iter()
+            .filter(|d| d.verdict == verdict)
+            .map(|d| d.user.clone())
+            .collect()
+    }
 }
