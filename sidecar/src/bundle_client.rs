@@ -249,7 +249,8 @@ impl GatewayClient {
         decode(ok_or_refused("/v1/audit", status, &bytes)?, "/v1/audit")
     }
 
-    async fn call(
+    /// One request to the gateway; `limit` bounds the whole exchange.
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -340,7 +341,8 @@ impl GatewayClient {
     }
 }
 
-fn ok_or_refused<'a>(
+/// The body of a 2xx answer, else the gateway's refusal.
+pub(crate) fn ok_or_refused<'a>(
     path: &str,
     status: StatusCode,
     bytes: &'a Bytes,
@@ -363,7 +365,11 @@ fn ok_or_refused<'a>(
     })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &Bytes, path: &str) -> Result<T, GatewayError> {
+/// Decodes a JSON answer of `path`.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &Bytes,
+    path: &str,
+) -> Result<T, GatewayError> {
     serde_json::from_slice(bytes).map_err(|source| GatewayError::Malformed {
         path: path.to_string(),
         source,

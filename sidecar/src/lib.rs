@@ -7,10 +7,12 @@
 //!   sessions, masking);
 //! - [`http`]: the HTTP API data plane (decide, inject credentials, mask JSON);
 //! - [`enforcement`]: the only caller of the policy engine;
+//! - [`approval`]: just-in-time approvals through the operator (run mode);
 //! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod approval;
 pub mod audit;
 pub mod bundle_client;
 pub mod enforcement;

@@ -66,6 +66,28 @@ pub enum Direction {
     ToClient,
 }
 
+/// Labels of `sluice_approvals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApprovalLabels {
+    /// The step.
+    pub step: ApprovalStep,
+}
+
+/// A step of a statement's approval.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ApprovalStep {
+    /// The operator was asked (a new request, or the pending one again).
+    Asked,
+    /// Approved, and the statement ran.
+    Granted,
+    /// Denied by an approver.
+    Denied,
+    /// Expired without a decision.
+    Expired,
+    /// Refused for another reason (operator unreachable, approval already used).
+    Failed,
+}
+
 /// The sidecar's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -80,6 +102,7 @@ pub struct Metrics {
     deny: Counter,
     approval: Counter,
     dry_run: Counter,
+    approvals: Family<ApprovalLabels, Counter>,
 }
 
 impl Metrics {
@@ -102,6 +125,7 @@ impl Metrics {
             to_client: direction(Direction::ToClient),
             masked: Counter::default(),
             sessions: Family::default(),
+            approvals: Family::default(),
             active: Gauge::default(),
             latency: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -134,6 +158,11 @@ impl Metrics {
             m.latency.clone(),
         );
         registry.register("sluice_bytes", "Bytes relayed, by direction", bytes);
+        registry.register(
+            "sluice_approvals",
+            "Approval steps of statements held for a human, by step",
+            m.approvals.clone(),
+        );
         m
     }
 
@@ -151,6 +180,11 @@ impl Metrics {
             &self.allow
         };
         counter.inc();
+    }
+
+    /// A step of a statement's approval.
+    pub fn approval(&self, step: ApprovalStep) {
+        self.approvals.get_or_create(&ApprovalLabels { step }).inc();
     }
 
     /// Values were masked.
@@ -216,6 +250,13 @@ label_values!(DecisionLabel {
     Deny => "deny",
     RequireApproval => "requireApproval",
     DryRunDeny => "dryRunDeny",
+});
+label_values!(ApprovalStep {
+    Asked => "asked",
+    Granted => "granted",
+    Denied => "denied",
+    Expired => "expired",
+    Failed => "failed",
 });
 label_values!(SessionOutcome { Opened => "opened", Refused => "refused" });
 label_values!(Direction { FromClient => "fromClient", ToClient => "toClient" });

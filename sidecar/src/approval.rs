@@ -1,0 +1,490 @@
+//! Just-in-time approvals (DESIGN §2 AccessRequest, §6): the sidecar's side
+//! of the operator's approval API (`operator/src/approvals_gateway.rs`).
+//!
+//! A statement a `requireApproval` rule catches is asked for with
+//! `POST /v1/approvals`; the operator creates (or reuses) an AccessRequest
+//! and answers its [`ApprovalTicket`].
+//! - **hold** ([`Approvals::hold`]): the caller is told the request's name
+//!   and approve command, then the request is long-polled until it is
+//!   decided or expires;
+//! - **retry** ([`Approvals::retry`]): the answer is given at once; the same
+//!   statement asked again after approval gets the approved request back.
+//!
+//! An approved request is marked executed (`POST …/executed`) *before* the
+//! statement runs, and only a 200 lets it run: an approval runs its
+//! statement once. Anything else (operator unreachable, a refusal, an
+//! unknown answer) refuses the statement: approvals fail closed.
+//!
+//! Protocol-neutral: the PostgreSQL session and the HTTP data plane both
+//! turn an [`ApprovalOutcome`] into their own answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Method;
+use sha2::{Digest, Sha256};
+use sluice_crds::{Command, RequestPhase, Verdict};
+use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use crate::bundle_client::{GatewayClient, GatewayError, decode, ok_or_refused};
+use crate::metrics::{ApprovalStep, Metrics};
+
+/// Longest single long-poll of a pending request.
+const POLL_WAIT: Duration = Duration::from_secs(30);
+
+/// How long past `expiresAt` a pending request is still polled: the
+/// operator's controller marks it Expired, and its word is the one recorded.
+const EXPIRY_GRACE: Duration = Duration::from_secs(15);
+
+/// Transport failures in a row tolerated while a statement is held (the
+/// operator restarting); past this the statement is refused.
+const POLL_RETRIES: u32 = 3;
+
+/// Why an approval call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// The sidecar holds no gateway token (none exchanged yet, or the
+    /// operator stopped accepting this pod's identity).
+    #[error(
+        "the sidecar holds no gateway token from the Sluice operator (the service-account token exchange has not succeeded)"
+    )]
+    NoToken,
+    /// The gateway call failed or was refused.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// The operator answered a phase this sidecar does not know.
+    #[error(
+        "the Sluice operator answered phase {phase:?} for AccessRequest {name}, which this sidecar does not know"
+    )]
+    UnknownPhase {
+        /// The request.
+        name: String,
+        /// The phase word.
+        phase: String,
+    },
+}
+
+/// What became of a statement that needs approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    /// Approved and marked executed: run the statement now, once.
+    Granted {
+        /// The AccessRequest, `NAMESPACE/NAME`.
+        request: String,
+        /// Who approved, oldest first.
+        approvers: Vec<String>,
+    },
+    /// The statement must not run.
+    Refused {
+        /// The AccessRequest, `NAMESPACE/NAME`, when one was made.
+        request: Option<String>,
+        /// Its phase when known (`Denied`, `Expired`, …).
+        phase: Option<RequestPhase>,
+        /// Who decided against it (deny verdicts), oldest first.
+        deciders: Vec<String>,
+        /// What the client is told.
+        message: String,
+    },
+    /// Retry mode, not decided yet: refuse now, naming the request.
+    Pending {
+        /// The AccessRequest, `NAMESPACE/NAME`.
+        request: String,
+        /// `kubectl sluice approve NAME -n NS`.
+        approve_command: String,
+        /// When the request expires (RFC 3339).
+        expires_at: String,
+        /// What the client is told.
+        message: String,
+    },
+}
+
+/// A client of the operator's approval API, shared by every session of a
+/// sidecar (cheap to clone).
+#[derive(Clone)]
+pub struct Approvals {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: GatewayClient,
+    token: watch::Receiver<Option<Zeroizing<String>>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for Approvals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Approvals")
+            .field("gateway", &self.inner.client.url())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The [`Command`] of a statement: `redacted` (literals redacted) for people,
+/// its fingerprint, and the sha256 of the `exact` text the approval is for.
+pub fn command(redacted: &str, fingerprint: &str, exact: &[u8]) -> Command {
+    let digest = Sha256::digest(exact);
+    Command {
+        text: redacted.to_string(),
+        fingerprint: fingerprint.to_string(),
+        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+impl Approvals {
+    /// A client over `client`, authenticating with the gateway token the
+    /// run loop publishes on `token`; counts in `metrics` when given.
+    pub fn new(
+        client: GatewayClient,
+        token: watch::Receiver<Option<Zeroizing<String>>>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
+        Approvals {
+            inner: Arc::new(Inner {
+                client,
+                token,
+                metrics,
+            }),
+        }
+    }
+
+    fn count(&self, step: ApprovalStep) {
+        if let Some(m) = &self.inner.metrics {
+            m.approval(step);
+        }
+    }
+
+    fn bearer(&self) -> Result<Zeroizing<String>, ApprovalError> {
+        self.inner
+            .token
+            .borrow()
+            .clone()
+            .ok_or(ApprovalError::NoToken)
+    }
+
+    async fn ticket(
+        &self,
+        method: Method,
+        path: &str,
+        route: &str,
+        body: Option<Vec<u8>>,
+        limit: Duration,
+    ) -> Result<ApprovalTicket, ApprovalError> {
+        let bearer = self.bearer()?;
+        let (status, _, bytes) = self
+            .inner
+            .client
+            .call(method, path, Some(&bearer), &[], body, limit)
+            .await?;
+        Ok(decode(ok_or_refused(route, status, &bytes)?, route)?)
+    }
+
+    /// `POST /v1/approvals`: asks approval; the answer is a new request, or
+    /// the pending or approved one for the same requester and statement.
+    pub async fn ask(&self, ask: &ApprovalAsk) -> Result<ApprovalTicket, ApprovalError> {
+        let body = serde_json::to_vec(ask).map_err(|source| GatewayError::Malformed {
+            path: "/v1/approvals".into(),
+            source,
+        })?;
+        let ticket = self
+            .ticket(
+                Method::POST,
+                "/v1/approvals",
+                "/v1/approvals",
+                Some(body),
+                Duration::from_secs(30),
+            )
+            .await?;
+        self.count(ApprovalStep::Asked);
+        Ok(ticket)
+    }
+
+    /// `GET /v1/approvals/{name}`, long-polled up to `wait` while pending.
+    pub async fn get(&self, name: &str, wait: Duration) -> Result<ApprovalTicket, ApprovalError> {
+        let path = if wait.is_zero() {
+            format!("/v1/approvals/{name}")
+        } else {
+            format!("/v1/approvals/{name}?wait={}s", wait.as_secs().max(1))
+        };
+        self.ticket(
+            Method::GET,
+            &path,
+            "/v1/approvals/{name}",
+            None,
+            wait + Duration::from_secs(15),
+        )
+        .await
+    }
+
+    /// Long-polls request `name` until it is no longer pending or `until`
+    /// passes; answers its latest ticket (still `Pending` when time ran
+    /// out). A few transport failures in a row are retried.
+    pub async fn wait(&self, name: &str, until: Instant) -> Result<ApprovalTicket, ApprovalError> {
+        let mut failures = 0u32;
+        let mut last: Option<ApprovalTicket> = None;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero()
+                && let Some(t) = last
+            {
+                return Ok(t);
+            }
+            let wait = left.min(POLL_WAIT);
+            match self.get(name, wait).await {
+                Ok(t) => {
+                    failures = 0;
+                    if t.phase() != Some(RequestPhase::Pending) {
+                        return Ok(t);
+                    }
+                    if left.is_zero() {
+                        return Ok(t);
+                    }
+                    last = Some(t);
+                }
+                Err(ApprovalError::Gateway(
+                    e @ (GatewayError::Transport { .. } | GatewayError::Timeout { .. }),
+                )) if failures < POLL_RETRIES && !left.is_zero() => {
+                    failures += 1;
+                    tracing::warn!(request = %name, error = %e, "polling an approval failed; retrying");
+                    let pause = Duration::from_secs(1 << failures).min(left);
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `POST /v1/approvals/{name}/executed`: claims the approval. `Ok` only
+    /// when the statement may run now (once).
+    pub async fn executed(&self, name: &str) -> Result<ApprovalTicket, ApprovalError> {
+        self.ticket(
+            Method::POST,
+            &format!("/v1/approvals/{name}/executed"),
+            "/v1/approvals/{name}/executed",
+            None,
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// Hold mode: asks, calls `notify` with the pending ticket (the client is
+    /// told which request to approve, and how), waits for the decision until
+    /// the request expires, and claims an approval.
+    pub async fn hold(
+        &self,
+        ask: &ApprovalAsk,
+        notify: impl FnOnce(&ApprovalTicket),
+    ) -> ApprovalOutcome {
+        let ticket = match self.ask(ask).await {
+            Ok(t) => t,
+            Err(e) => return self.unreachable(ask, &e),
+        };
+        let ticket = match ticket.phase() {
+            Some(RequestPhase::Pending) => {
+                notify(&ticket);
+                let until = deadline(&ticket.expires_at);
+                match self.wait(&ticket.name, until).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.count(ApprovalStep::Failed);
+                        return ApprovalOutcome::Refused {
+                            request: Some(qualified(&ticket)),
+                            phase: None,
+                            deciders: Vec::new(),
+                            message: format!(
+                                "statement not run: Sluice lost track of AccessRequest {} while holding it ({e}); nothing ran, send the statement again",
+                                qualified(&ticket)
+                            ),
+                        };
+                    }
+                }
+            }
+            _ => ticket,
+        };
+        self.settle(ticket).await
+    }
+
+    /// Retry mode: asks; a pending request is answered at once, an approved
+    /// one (the same statement, approved since) is claimed.
+    pub async fn retry(&self, ask: &ApprovalAsk) -> ApprovalOutcome {
+        let ticket = match self.ask(ask).await {
+            Ok(t) => t,
+            Err(e) => return self.unreachable(ask, &e),
+        };
+        if ticket.phase() == Some(RequestPhase::Pending) {
+            return ApprovalOutcome::Pending {
+                request: qualified(&ticket),
+                message: format!(
+                    "statement needs approval: Sluice asked for it in AccessRequest {}; once approved (`{}`), send the same statement again before {} and it runs once",
+                    qualified(&ticket),
+                    ticket.approve_command,
+                    ticket.expires_at
+                ),
+                approve_command: ticket.approve_command,
+                expires_at: ticket.expires_at,
+            };
+        }
+        self.settle(ticket).await
+    }
+
+    /// The outcome of a decided (or still pending, past its expiry) ticket;
+    /// an approval is claimed (marked executed) here.
+    async fn settle(&self, ticket: ApprovalTicket) -> ApprovalOutcome {
+        let request = qualified(&ticket);
+        match ticket.phase() {
+            Some(RequestPhase::Approved) => {
+                let approvers = ticket.deciders(Verdict::Approve);
+                match self.executed(&ticket.name).await {
+                    Ok(_) => {
+                        self.count(ApprovalStep::Granted);
+                        ApprovalOutcome::Granted { request, approvers }
+                    }
+                    Err(e) => {
+                        self.count(ApprovalStep::Failed);
+                        ApprovalOutcome::Refused {
+                            message: format!(
+                                "statement refused by Sluice: AccessRequest {request} was approved by {}, but the operator would not let it run ({e}); nothing ran",
+                                approvers.join(", ")
+                            ),
+                            request: Some(request),
+                            phase: Some(RequestPhase::Approved),
+                            deciders: approvers,
+                        }
+                    }
+                }
+            }
+            Some(RequestPhase::Denied) => {
+                self.count(ApprovalStep::Denied);
+                let deciders = ticket.deciders(Verdict::Deny);
+                let comments: Vec<String> = ticket
+                    .decisions
+                    .iter()
+                    .filter(|d| d.verdict == Verdict::Deny)
+                    .map(|d| match &d.comment {
+                        Some(c) if !c.is_empty() => format!("{}: {c:?}", d.user),
+                        _ => d.user.clone(),
+                    })
+                    .collect();
+                ApprovalOutcome::Refused {
+                    message: format!(
+                        "statement refused by Sluice: AccessRequest {request} was denied by {}; nothing ran",
+                        comments.join(", ")
+                    ),
+                    request: Some(request),
+                    phase: Some(RequestPhase::Denied),
+                    deciders,
+                }
+            }
+            Some(phase @ (RequestPhase::Expired | RequestPhase::Pending)) => {
+                self.count(ApprovalStep::Expired);
+                let approvers = ticket.deciders(Verdict::Approve);
+                let so_far = if approvers.is_empty() {
+                    "no approval".to_string()
+                } else {
+                    format!("approved so far by {} only", approvers.join(", "))
+                };
+                ApprovalOutcome::Refused {
+                    message: format!(
+                        "statement refused by Sluice: AccessRequest {request} expired at {} without a decision ({so_far}); nothing ran, send it again to ask anew",
+                        ticket.expires_at
+                    ),
+                    request: Some(request),
+                    phase: Some(if phase == RequestPhase::Pending {
+                        RequestPhase::Expired
+                    } else {
+                        phase
+                    }),
+                    deciders: approvers,
+                }
+            }
+            Some(RequestPhase::Executed) => {
+                self.count(ApprovalStep::Failed);
+                ApprovalOutcome::Refused {
+                    message: format!(
+                        "statement refused by Sluice: the approval of AccessRequest {request} was already used (an approval runs its statement once); send it again to ask anew"
+                    ),
+                    request: Some(request),
+                    phase: Some(RequestPhase::Executed),
+                    deciders: Vec::new(),
+                }
+            }
+            None => {
+                self.count(ApprovalStep::Failed);
+                let e = ApprovalError::UnknownPhase {
+                    name: request.clone(),
+                    phase: ticket.phase.clone(),
+                };
+                ApprovalOutcome::Refused {
+                    message: format!("statement refused by Sluice: {e}; nothing ran"),
+                    request: Some(request),
+                    phase: None,
+                    deciders: Vec::new(),
+                }
+            }
+        }
+    }
+
+    fn unreachable(&self, ask: &ApprovalAsk, e: &ApprovalError) -> ApprovalOutcome {
+        self.count(ApprovalStep::Failed);
+        ApprovalOutcome::Refused {
+            request: None,
+            phase: None,
+            deciders: Vec::new(),
+            message: format!(
+                "statement refused by Sluice: rule {:?} of AccessPolicy {:?} requires an approval, and asking the Sluice operator for it failed ({e}); nothing ran",
+                ask.rule, ask.policy
+            ),
+        }
+    }
+}
+
+/// `NAMESPACE/NAME` of a ticket.
+fn qualified(t: &ApprovalTicket) -> String {
+    format!("{}/{}", t.namespace, t.name)
+}
+
+/// Until when a pending request is waited for: its expiry plus a grace for
+/// the operator to record it (now plus the grace when the time is unreadable).
+fn deadline(expires_at: &str) -> Instant {
+    let left = chrono::DateTime::parse_from_rfc3339(expires_at)
+        .ok()
+        .and_then(|at| {
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .ok()
+        })
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left + EXPIRY_GRACE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_hash_the_exact_text() {
+        let c = command("UPDATE t SET a = ?", "fp", b"UPDATE t SET a = 1");
+        assert_eq!(c.text, "UPDATE t SET a = ?");
+        assert_eq!(c.sha256.len(), 64);
+        assert_ne!(
+            c.sha256,
+            command("UPDATE t SET a = ?", "fp", b"UPDATE t SET a = 2").sha256
+        );
+        // sha256("abc")
+        assert_eq!(
+            command("", "", b"abc").sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn deadlines_follow_the_expiry() {
+        let now = Instant::now();
+        let past = deadline("2001-01-01T00:00:00Z");
+        assert!(past >= now + EXPIRY_GRACE);
+        let soon = deadline(&(chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339());
+        assert!(soon > now + Duration::from_secs(500));
+    }
+}
