@@ -63,30 +63,30 @@ pub enum AuditKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditIdentity {
-    /// The workload's namespace.
-    pub namespace: String,
-    /// Its service account.
-    pub service_account: String,
-    /// The pod the call came from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
     /// The identity's groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The pod the call came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Its service account.
+    pub service_account: String,
 }
 
 /// The statement or request, as far as the audit trail may show it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditCommand {
-    /// The command with its literals redacted (e.g. `SELECT * FROM t WHERE id = ?`,
-    /// `POST /v1/refunds`).
-    pub text: String,
     /// Fingerprint of the normalised command (equal for calls differing only in literals).
     pub fingerprint: String,
     /// Statement kind (`select`, `drop`, …) or `http`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// The command with its literals redacted (e.g. `SELECT * FROM t WHERE id = ?`,
+    /// `POST /v1/refunds`).
+    pub text: String,
 }
 
 /// How the call was decided.
@@ -95,27 +95,24 @@ pub struct AuditCommand {
 pub struct AuditDecision {
     /// The action taken (or, in dry run, that would have been taken).
     pub action: Action,
-    /// The policy that decided; absent when no policy applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
-    /// The rule that decided; absent for a default action or a parse-error decision.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
     /// Whether the deciding policy is in dry run (the call ran whatever `action` says).
     #[serde(default)]
     pub dry_run: bool,
+    /// The policy that decided; absent when no policy applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// Why, in words (e.g. `default action`, `statement could not be parsed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The rule that decided; absent for a default action or a parse-error decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// What a forwarded call produced.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditOutcome {
-    /// Rows returned or affected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows: Option<u64>,
     /// Time from forwarding to completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
@@ -125,22 +122,25 @@ pub struct AuditOutcome {
     /// Values masked in the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masked: Option<u64>,
+    /// Rows returned or affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 /// An approval step.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditApproval {
-    /// Name of the AccessRequest.
-    pub request: String,
-    /// Its phase after this step (`Pending` when it was just requested).
-    pub phase: RequestPhase,
-    /// Who decided, as authenticated by the API server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decided_by: Option<String>,
     /// The approver's comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Who decided, as authenticated by the API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// Its phase after this step (`Pending` when it was just requested).
+    pub phase: RequestPhase,
+    /// Name of the AccessRequest.
+    pub request: String,
 }
 
 /// One audit event, as written (one JSON line).
@@ -233,20 +233,137 @@ pub struct AuditError {
     source: serde_json::Error,
 }
 
+impl AuditError {
+    /// serde_json writes UTF-8 only; kept as an error rather than a panic.
+    fn utf8() -> Self {
+        AuditError {
+            source: <serde_json::Error as serde::ser::Error>::custom("the JSON is not UTF-8"),
+        }
+    }
+}
+
 impl AuditEvent {
     /// The canonical JSON of the event without its `hash` (what the hash covers).
     pub fn canonical_json(&self) -> Result<String, AuditError> {
-        let mut value = serde_json::to_value(self).map_err(|source| AuditError { source })?;
+        let mut out = Vec::with_capacity(512);
+        self.write_canonical(&mut out)?;
+        String::from_utf8(out).map_err(|_| AuditError::utf8())
+    }
+
+    /// The event as one JSON line (no trailing newline): its canonical JSON
+    /// with the `hash` in its sorted place.
+    pub fn to_line(&self) -> Result<String, AuditError> {
+        let mut canonical = Vec::with_capacity(512);
+        let split = self.write_canonical(&mut canonical)?;
+        let mut line = Vec::with_capacity(canonical.len() + self.hash.len() + 12);
+        splice_hash(&canonical, split, &self.hash, &mut line);
+        String::from_utf8(line).map_err(|_| AuditError::utf8())
+    }
+
+    /// Appends the canonical JSON of the event without its `hash` to `out`,
+    /// straight from the typed fields: the keys written in sorted order here,
+    /// and in the nested structs by their declaration order (which is why
+    /// those declare their fields sorted by JSON name). Returns the offset in
+    /// `out` where the `hash` key belongs (just before `identity`, `outcome`
+    /// or, always present, `prev`).
+    ///
+    /// The bytes are those [`canonical_json`] makes of the event's
+    /// `serde_json::Value` (what the verifier recomputes from a line);
+    /// debug builds check every event against it.
+    fn write_canonical(&self, out: &mut Vec<u8>) -> Result<usize, AuditError> {
+        #[cfg(debug_assertions)]
+        let start = out.len();
+        out.push(b'{');
+        let mut first = true;
+        if let Some(v) = &self.approval {
+            put_value(out, &mut first, "approval", v)?;
+        }
+        if let Some(v) = &self.command {
+            put_value(out, &mut first, "command", v)?;
+        }
+        if let Some(v) = &self.connection {
+            put_value(out, &mut first, "connection", v)?;
+        }
+        if let Some(v) = &self.decision {
+            put_value(out, &mut first, "decision", v)?;
+        }
+        if !first {
+            out.push(b',');
+        }
+        let split = out.len();
+        first = true;
+        if let Some(v) = &self.identity {
+            put_value(out, &mut first, "identity", v)?;
+        }
+        if let Some(v) = &self.outcome {
+            put_value(out, &mut first, "outcome", v)?;
+        }
+        put_value(out, &mut first, "prev", &self.prev)?;
+        put_value(out, &mut first, "seq", &self.seq)?;
+        if let Some(v) = &self.session {
+            put_value(out, &mut first, "session", v)?;
+        }
+        put_value(out, &mut first, "stream", &self.stream)?;
+        put_value(out, &mut first, "time", &self.time)?;
+        put_value(out, &mut first, "type", &self.kind)?;
+        put_value(out, &mut first, "v", &self.v)?;
+        out.push(b'}');
+        #[cfg(debug_assertions)]
+        self.check_canonical(&out[start..]);
+        Ok(split)
+    }
+
+    /// Debug builds: the typed writer agrees with the generic canonical form.
+    #[cfg(debug_assertions)]
+    fn check_canonical(&self, fast: &[u8]) {
+        let Ok(mut value) = serde_json::to_value(self) else {
+            return;
+        };
         if let Value::Object(map) = &mut value {
             map.remove("hash");
         }
-        Ok(canonical_json(&value))
+        let slow = canonical_json(&value);
+        assert!(
+            slow.as_bytes() == fast,
+            "the typed canonical JSON of an audit event differs from the generic one \
+             (audit structs must declare their fields in sorted order of their JSON names, \
+             and AuditEvent::write_canonical must list every top-level field):\n typed:   {}\n generic: {slow}",
+            String::from_utf8_lossy(fast)
+        );
     }
+}
 
-    /// The event as one JSON line (no trailing newline).
-    pub fn to_line(&self) -> Result<String, AuditError> {
-        serde_json::to_string(self).map_err(|source| AuditError { source })
+/// Writes `,"key":value` (no comma for the first key of an object).
+fn put_value<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    first: &mut bool,
+    key: &str,
+    value: &T,
+) -> Result<(), AuditError> {
+    if !*first {
+        out.push(b',');
     }
+    *first = false;
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    serde_json::to_writer(&mut *out, value).map_err(|source| AuditError { source })
+}
+
+/// The line of an event: its canonical JSON with `"hash":"…",` inserted at `split`.
+fn splice_hash(canonical: &[u8], split: usize, hash: &str, line: &mut Vec<u8>) {
+    line.extend_from_slice(&canonical[..split]);
+    line.extend_from_slice(b"\"hash\":\"");
+    // A hash is 64 hex digits; anything else is escaped like any string.
+    if hash.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        line.extend_from_slice(hash.as_bytes());
+    } else {
+        let mut s = String::new();
+        write_string(hash, &mut s);
+        line.extend_from_slice(&s.as_bytes()[1..s.len() - 1]);
+    }
+    line.extend_from_slice(b"\",");
+    line.extend_from_slice(&canonical[split..]);
 }
 
 /// The head of a stream's chain: its last sequence number and hash. Signed by
@@ -302,7 +419,37 @@ impl AuditChain {
     /// Numbers, links and hashes `draft` as the stream's next event. The chain
     /// advances only when this succeeds.
     pub fn append(&mut self, draft: AuditEventDraft) -> Result<AuditEvent, AuditError> {
-        let mut event = AuditEvent {
+        let mut event = self.next_event(draft);
+        let mut canonical = Vec::with_capacity(512);
+        event.write_canonical(&mut canonical)?;
+        event.hash = chain_hash(&event.prev, &canonical);
+        self.last_seq = event.seq;
+        self.last_hash.clone_from(&event.hash);
+        Ok(event)
+    }
+
+    /// [`AuditChain::append`], also appending the event's line and a newline
+    /// to `line` (serialised once: the line is the hashed canonical JSON with
+    /// the hash spliced in). Nothing is appended when it fails.
+    pub fn append_line(
+        &mut self,
+        draft: AuditEventDraft,
+        line: &mut Vec<u8>,
+    ) -> Result<AuditEvent, AuditError> {
+        let mut event = self.next_event(draft);
+        let mut canonical = Vec::with_capacity(512);
+        let split = event.write_canonical(&mut canonical)?;
+        event.hash = chain_hash(&event.prev, &canonical);
+        splice_hash(&canonical, split, &event.hash, line);
+        line.push(b'\n');
+        self.last_seq = event.seq;
+        self.last_hash.clone_from(&event.hash);
+        Ok(event)
+    }
+
+    /// The next event of the stream, not yet hashed.
+    fn next_event(&self, draft: AuditEventDraft) -> AuditEvent {
+        AuditEvent {
             v: SCHEMA_VERSION,
             seq: self.last_seq + 1,
             time: draft.time,
@@ -317,11 +464,7 @@ impl AuditChain {
             approval: draft.approval,
             prev: self.last_hash.clone(),
             hash: String::new(),
-        };
-        event.hash = chain_hash(&event.prev, &event.canonical_json()?);
-        self.last_seq = event.seq;
-        self.last_hash.clone_from(&event.hash);
-        Ok(event)
+        }
     }
 
     /// The current head (what the operator is asked to sign).
@@ -336,13 +479,13 @@ impl AuditChain {
 
 /// `hex(sha256(prev_bytes || canonical))`. A `prev` that is not 64 hex digits
 /// is hashed as its text, so it can never collide with a well-formed one.
-fn chain_hash(prev: &str, canonical: &str) -> String {
+fn chain_hash(prev: &str, canonical: impl AsRef<[u8]>) -> String {
     let mut h = Sha256::new();
     match decode_hash(prev) {
         Some(bytes) => h.update(bytes),
         None => h.update(prev.as_bytes()),
     }
-    h.update(canonical.as_bytes());
+    h.update(canonical.as_ref());
     hex::encode(h.finalize())
 }
 
@@ -587,7 +730,7 @@ impl ChainVerifier {
         let event =
             parse_line(raw).map_err(|detail| fail(VerifyErrorKind::Malformed, None, detail))?;
         let stream = event.stream.as_str();
-        let computed = chain_hash(&event.prev, &canonical_json(&event.rest));
+        let computed = chain_hash(&event.prev, canonical_json(&event.rest));
         if computed != event.hash {
             return Err(fail(
                 VerifyErrorKind::Edited,
@@ -1028,6 +1171,80 @@ mod tests {
         assert_eq!(e.hash, KNOWN_HASH);
     }
 
+    /// The typed writer (what the chain hashes and writes) gives the same
+    /// bytes as the generic canonical form of the event's JSON value (what
+    /// the verifier recomputes), for every field and characters that need
+    /// escaping; the spliced line is the event's JSON and verifies.
+    #[test]
+    fn typed_canonical_matches_the_generic_form() {
+        let nasty = "x\"y\\z\n\r\t\u{1}\u{8}\u{c}\u{1f}\u{7f}é😀\u{2028}/ok";
+        let full = AuditEventDraft {
+            session: Some(nasty.into()),
+            identity: Some(AuditIdentity {
+                namespace: nasty.into(),
+                service_account: "sa".into(),
+                pod: Some("p".into()),
+                groups: vec!["g1".into(), nasty.into()],
+            }),
+            connection: Some(nasty.into()),
+            command: Some(AuditCommand {
+                text: nasty.into(),
+                fingerprint: "f".into(),
+                kind: Some("select".into()),
+            }),
+            decision: Some(AuditDecision {
+                action: Action::RequireApproval,
+                policy: Some(nasty.into()),
+                rule: Some("r".into()),
+                dry_run: true,
+                reason: Some(nasty.into()),
+            }),
+            outcome: Some(AuditOutcome {
+                rows: Some(u64::MAX),
+                duration_ms: Some(0),
+                error: Some(nasty.into()),
+                masked: Some(7),
+            }),
+            approval: Some(AuditApproval {
+                request: "req-1".into(),
+                phase: RequestPhase::Approved,
+                decided_by: Some(nasty.into()),
+                comment: Some(nasty.into()),
+            }),
+            ..AuditEventDraft::new(nasty, AuditKind::Approval)
+        };
+        let head_only = AuditEventDraft {
+            command: full.command.clone(),
+            decision: full.decision.clone(),
+            ..AuditEventDraft::new("t", AuditKind::Statement)
+        };
+        let tail_only = AuditEventDraft {
+            identity: full.identity.clone(),
+            outcome: Some(AuditOutcome::default()),
+            ..AuditEventDraft::new("t", AuditKind::Result)
+        };
+        let bare = AuditEventDraft::new("t", AuditKind::SessionEnd);
+        let mut chain = AuditChain::new(nasty);
+        let mut log = Vec::new();
+        for d in [full, head_only, tail_only, bare] {
+            let before = log.len();
+            let e = chain.append_line(d, &mut log).expect("appends");
+            let mut value = serde_json::to_value(&e).expect("value");
+            value.as_object_mut().expect("object").remove("hash");
+            assert_eq!(
+                e.canonical_json().expect("canonical"),
+                canonical_json(&value)
+            );
+            let line = std::str::from_utf8(&log[before..]).expect("utf-8");
+            assert_eq!(line, format!("{}\n", e.to_line().expect("line")));
+            let back: AuditEvent = serde_json::from_str(line).expect("json");
+            assert_eq!(back, e);
+        }
+        let text = String::from_utf8(log).expect("utf-8");
+        let report = verify_lines(text.lines(), &[]).expect("verifies");
+        assert_eq!(report.events, 4);
+    }
+
     const KNOWN_HASH: &str = "5ee9b03d7b94ac54c161b3afa8fb90593ce44f9729f58c990bf2981aee3e9ea0";
 
     #[test]
@@ -1124,7 +1341,7 @@ mod tests {
         v["v"] = json!(2);
         let map = v.as_object_mut().expect("object");
         map.remove("hash");
-        let hash = chain_hash(GENESIS, &canonical_json(&v));
+        let hash = chain_hash(GENESIS, canonical_json(&v));
         v["hash"] = json!(hash);
         let line = v.to_string();
         let err = verify_lines([line.as_str()].into_iter(), &[]).expect_err("v2");

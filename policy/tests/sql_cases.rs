@@ -171,6 +171,10 @@ const CASES: &[Case] = &[
     c(PG, "COPY public.t (a, b) FROM STDIN WITH (FORMAT csv)", "copy", "copy", "public.t", "", false),
     c(PG, "COPY t FROM PROGRAM 'id'", "copy", "copy", "t", "", false),
     c(PG, "COPY (SELECT a, md5(b) FROM t JOIN u ON true) TO STDOUT", "copy", "copy,select", "t,u", "md5", false),
+    // PostgreSQL's boolean option spellings (pgbench -i sends FREEZE ON)
+    c(PG, "copy pgbench_accounts from stdin with (freeze on)", "copy", "copy", "pgbench_accounts", "", false),
+    c(PG, "COPY t FROM STDIN (FREEZE 1, HEADER 'off', FORMAT csv)", "copy", "copy", "t", "", false),
+    c(PG, "COPY (SELECT 1 FROM t) TO STDOUT WITH (HEADER on)", "copy", "copy,select", "t", "", false),
     // --- DDL
     c(PG, "CREATE TABLE t (id int DEFAULT gen_random_uuid(), b text CHECK (length(b) > 1))", "create", "create", "t", "gen_random_uuid,length", false),
     c(PG, "CREATE TABLE s.t2 AS SELECT * FROM t", "create", "create,select", "s.t2,t", "", false),
@@ -544,6 +548,70 @@ fn sql_ast_is_the_parsed_statement() {
     let v = parse("SELECT a FROM t; DELETE FROM u", PG).unwrap();
     assert!(matches!(v[0].ast, sqlparser::ast::Statement::Query(_)));
     assert!(matches!(v[1].ast, sqlparser::ast::Statement::Delete(_)));
+}
+
+/// `FREEZE` / `HEADER` take PostgreSQL's boolean spellings in a COPY option
+/// list (normalised before parsing, see `normalise_copy_booleans`), with the
+/// value PostgreSQL gives them; nothing else is touched, and the redacted
+/// text is the client's.
+#[test]
+fn sql_copy_boolean_options() {
+    use sqlparser::ast::{CopyOption, Statement as Ast};
+    let options = |sql: &str| match &parse(sql, PG).unwrap()[0].ast {
+        Ast::Copy { options, .. } => options.clone(),
+        other => panic!("not a COPY: {other:?}"),
+    };
+    for (value, want) in [
+        ("ON", true),
+        ("on", true),
+        ("TRUE", true),
+        ("1", true),
+        ("'on'", true),
+        ("'True'", true),
+        ("", true),
+        ("OFF", false),
+        ("false", false),
+        ("0", false),
+        ("'off'", false),
+    ] {
+        let sql = format!("COPY t FROM STDIN WITH (FORMAT text, FREEZE {value}, HEADER {value})");
+        assert_eq!(
+            options(&sql),
+            vec![
+                CopyOption::Format(sqlparser::ast::Ident::new("text")),
+                CopyOption::Freeze(want),
+                CopyOption::Header(want)
+            ],
+            "{sql}"
+        );
+    }
+    let v = parse("COPY t TO STDOUT (HEADER ON); SELECT 1", PG).unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].redacted, "COPY t TO STDOUT (HEADER ON)");
+    // sqlparser reads what follows COPY … FROM STDIN as inline data; the
+    // DROP must not vanish from the classification.
+    for sql in [
+        "COPY t FROM STDIN; DROP TABLE users",
+        "SELECT 1; copy t (a) from stdin with (freeze on);; drop table users;",
+    ] {
+        let err = parse(sql, PG).expect_err(sql);
+        assert!(
+            err.to_string().contains("must be the last statement"),
+            "{err}"
+        );
+    }
+    assert_eq!(parse("SELECT 1; COPY t FROM STDIN;;", PG).unwrap().len(), 2);
+    // Not booleans PostgreSQL accepts, or not in the option list: still errors.
+    for sql in [
+        "COPY t FROM STDIN (FREEZE maybe)",
+        "COPY t FROM STDIN (FREEZE 2)",
+        "COPY t FROM STDIN (HEADER match)",
+        "COPY t FROM STDIN (FREEZE ON ON)",
+        "COPY (SELECT 1 FROM t JOIN u freeze ON true) TO STDOUT WITH (FREEZE ON, HEADER ON ON)",
+        "SELECT * FROM t WHERE (freeze ON)",
+    ] {
+        assert!(parse(sql, PG).is_err(), "{sql}");
+    }
 }
 
 #[test]
