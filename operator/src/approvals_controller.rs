@@ -227,7 +227,7 @@ pub async fn register_webhooks(
     let desired = approvals_mutating_configuration(settings);
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let existing = api.get_opt(APPROVALS_CONFIGURATION_NAME).await?;
-    if existing.is_none_or(|e| e.webhooks != desired.webhooks) {
+    if crate::webhook_config::mutating_needs_apply(existing.as_ref(), &desired) {
         let mut body = serde_json::to_value(&desired).unwrap_or_default();
         body["apiVersion"] = "admissionregistration.k8s.io/v1".into();
         body["kind"] = "MutatingWebhookConfiguration".into();
@@ -239,7 +239,7 @@ pub async fn register_webhooks(
     let desired = approvals_validating_configuration(settings);
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
     let existing = api.get_opt(APPROVALS_CONFIGURATION_NAME).await?;
-    if existing.is_none_or(|e| e.webhooks != desired.webhooks) {
+    if crate::webhook_config::validating_needs_apply(existing.as_ref(), &desired) {
         let mut body = serde_json::to_value(&desired).unwrap_or_default();
         body["apiVersion"] = "admissionregistration.k8s.io/v1".into();
         body["kind"] = "ValidatingWebhookConfiguration".into();

@@ -10,7 +10,8 @@
 //! - [`token_exchange`]: the TokenReview behind `POST /v1/token` and the subject it yields;
 //! - [`token_holder`]: which pods may exchange their token for a gateway token;
 //! - [`webhook_config`]: the webhook configurations the operator registers;
-//! - [`approvals`]: the rules of just-in-time approvals (who may decide, which phase next).
+//! - [`approvals`]: the rules of just-in-time approvals (who may decide, which phase next);
+//! - [`config`]: the settings file the Helm chart writes (sidecar, audit, notifications).
 //!
 //! The running parts, composed by [`run::start`]:
 //! - [`catalog`]: watched Connections, AccessPolicies and Secrets, and who is bound to what;
@@ -36,6 +37,7 @@ pub mod approvals_notify;
 pub mod audit_intake;
 pub mod catalog;
 pub mod certs;
+pub mod config;
 pub mod controller;
 pub mod gateway;
 pub mod gateway_token;

@@ -2,11 +2,14 @@
 //! against the API server in `KUBECONFIG` (or the in-cluster one).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use sluice_operator::certs::CertSource;
+use sluice_operator::config::{NativeSidecars, OperatorConfig};
 use sluice_operator::run::{Settings, WebhookTarget, start};
 
 /// Sluice operator: reconciles Connections and AccessPolicies, injects the
@@ -34,18 +37,37 @@ struct Args {
     #[arg(long, env = "SLUICE_NAMESPACE", default_value = "sluice-system")]
     namespace: String,
 
-    /// Image of the injected sidecar.
-    #[arg(
-        long,
-        env = "SLUICE_SIDECAR_IMAGE",
-        default_value = "sluice-sidecar:latest"
-    )]
-    sidecar_image: String,
+    /// Settings file (YAML; the Helm chart writes it): the sidecar's image,
+    /// pull policy and resources, audit and notification settings. Flags
+    /// override it. Unknown keys stop the operator; a missing file at the
+    /// path from SLUICE_CONFIG_FILE means defaults.
+    #[arg(long, env = "SLUICE_CONFIG_FILE", value_name = "PATH")]
+    config_file: Option<PathBuf>,
+
+    /// Serve the certificate in this directory (tls.crt, tls.key, ca.crt, as
+    /// cert-manager writes a Certificate's Secret) instead of the operator's
+    /// own CA; re-read every few seconds, so renewals need no restart. The
+    /// operator never writes these files, and sidecars trust ca.crt.
+    #[arg(long, env = "SLUICE_CERT_DIR", value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+
+    /// With --cert-dir: NAMESPACE/NAME (or NAME, in --namespace) of the
+    /// cert-manager Certificate behind it. The webhook configurations then
+    /// carry cert-manager.io/inject-ca-from and cainjector fills their
+    /// caBundle; without it the operator writes ca.crt there itself.
+    #[arg(long, requires = "cert_dir", value_name = "NAMESPACE/NAME")]
+    cert_manager_certificate: Option<String>,
+
+    /// Image of the injected sidecar [default: sidecar.image of the settings
+    /// file, else sluice-sidecar:latest].
+    #[arg(long, env = "SLUICE_SIDECAR_IMAGE")]
+    sidecar_image: Option<String>,
 
     /// Inject the sidecar as a native sidecar (Kubernetes 1.29+), a regular
-    /// container, or decide from the API server's version.
-    #[arg(long, value_enum, default_value_t = NativeSidecars::Auto)]
-    native_sidecars: NativeSidecars,
+    /// container, or decide from the API server's version [default:
+    /// sidecar.nativeSidecars of the settings file, else auto].
+    #[arg(long, value_enum)]
+    native_sidecars: Option<NativeSidecars>,
 
     /// Namespace label (KEY=VALUE) that scopes the injection webhook.
     #[arg(long, default_value = "sluice.dev/injection=enabled")]
@@ -68,9 +90,10 @@ struct Args {
     #[arg(long, default_value_t = 900)]
     bundle_ttl_seconds: u64,
 
-    /// How often audit counters are written to AccessPolicy status, in seconds.
-    #[arg(long, default_value_t = 10)]
-    audit_flush_seconds: u64,
+    /// How often audit counters are written to AccessPolicy status, in
+    /// seconds [default: audit.flushSeconds of the settings file, else 10].
+    #[arg(long)]
+    audit_flush_seconds: Option<u64>,
 
     /// Register the pod webhook without its CEL matchConditions (every pod of
     /// a labelled namespace is then sent to the webhook, which passes
@@ -80,8 +103,9 @@ struct Args {
     no_webhook_match_conditions: bool,
 
     /// POST Slack-compatible JSON (`{"text": ...}`) here when an approval is
-    /// requested or decided; failures are logged and retried, never blocking.
-    #[arg(long, env = "SLUICE_NOTIFY_URL")]
+    /// requested or decided; failures are logged and retried, never blocking
+    /// [default: notifications.webhook.url or urlFile of the settings file].
+    #[arg(long, env = "SLUICE_NOTIFY_URL", hide_env_values = true)]
     notify_url: Option<String>,
 
     /// This replica's name in the leader Lease and in Events.
@@ -91,13 +115,6 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum NativeSidecars {
-    Auto,
-    Always,
-    Never,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -127,7 +144,6 @@ fn main() -> ExitCode {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Text => subscriber.init(),
     }
-    tracing::debug!(?args, "parsed arguments");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(error) => {
@@ -144,7 +160,69 @@ fn main() -> ExitCode {
     }
 }
 
+/// Flags first, then the settings file, then the defaults of [`Settings::new`].
+fn apply_config_file(
+    args: &Args,
+    config: &OperatorConfig,
+    settings: &mut Settings,
+) -> anyhow::Result<()> {
+    if let Some(image) = args.sidecar_image.clone().or(config.sidecar.image.clone()) {
+        settings.sidecar_image = image;
+    }
+    settings.sidecar_image_pull_policy = config
+        .sidecar
+        .image_pull_policy
+        .map(|p| p.as_str().to_string());
+    if let Some(resources) = &config.sidecar.resources {
+        settings.sidecar_resources = resources.to_requirements();
+    }
+    settings.native_sidecars = args
+        .native_sidecars
+        .or(config.sidecar.native_sidecars)
+        .unwrap_or(NativeSidecars::Auto)
+        .decided();
+    let flush = args
+        .audit_flush_seconds
+        .or(config.audit.flush_seconds)
+        .unwrap_or(10);
+    settings.audit_flush_every = Duration::from_secs(flush.max(1));
+    settings.notify_url = match &args.notify_url {
+        Some(url) => Some(url.clone()),
+        None => config.notify_url()?,
+    };
+    if let Some(dir) = &args.cert_dir {
+        let ca_injection_from = args.cert_manager_certificate.as_ref().map(|c| {
+            if c.contains('/') {
+                c.clone()
+            } else {
+                format!("{}/{c}", args.namespace)
+            }
+        });
+        settings.cert_source = CertSource::Dir {
+            dir: dir.clone(),
+            ca_injection_from,
+        };
+    }
+    Ok(())
+}
+
+/// The settings file: required when named by `--config-file`, optional
+/// (defaults) when it only came from SLUICE_CONFIG_FILE or is absent.
+fn load_config(args: &Args) -> anyhow::Result<OperatorConfig> {
+    let Some(path) = &args.config_file else {
+        return Ok(OperatorConfig::default());
+    };
+    let from_flag = std::env::args_os().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == "--config-file" || a.starts_with("--config-file="))
+    });
+    let config = OperatorConfig::load(path, from_flag)?;
+    tracing::info!(path = %path.display(), "read the settings file");
+    Ok(config)
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
     // kube and the servers share one TLS provider; ring, as everywhere in Sluice.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
@@ -160,12 +238,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut settings = Settings::new(args.listen, webhook);
     settings.gateway_url = args.gateway_url.clone();
     settings.namespace = args.namespace.clone();
-    settings.sidecar_image = args.sidecar_image.clone();
-    settings.native_sidecars = match args.native_sidecars {
-        NativeSidecars::Auto => None,
-        NativeSidecars::Always => Some(true),
-        NativeSidecars::Never => Some(false),
-    };
+    apply_config_file(&args, &config, &mut settings)?;
     settings.namespace_label = args
         .injection_namespace_label
         .split_once('=')
@@ -173,9 +246,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("--injection-namespace-label must be KEY=VALUE")?;
     settings.token_ttl = Duration::from_secs(args.token_ttl_seconds);
     settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
-    settings.audit_flush_every = Duration::from_secs(args.audit_flush_seconds.max(1));
     settings.webhook_match_conditions = !args.no_webhook_match_conditions;
-    settings.notify_url = args.notify_url.clone();
     if let Some(identity) = &args.identity {
         settings.identity = identity.clone();
     }

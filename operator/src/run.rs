@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ResourceRequirements};
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::audit_intake::AuditIntake;
 use crate::catalog::Catalog;
-use crate::certs::{CertsError, ServingCerts};
+use crate::certs::{CertSource, CertsError, ServingCerts};
 use crate::controller;
 use crate::gateway::{Gateway, GatewaySettings, router};
 use crate::inject::{InjectConfig, default_sidecar_resources};
@@ -59,6 +59,14 @@ pub struct Settings {
     pub namespace: String,
     /// Sidecar image injected into pods.
     pub sidecar_image: String,
+    /// `imagePullPolicy` of the injected sidecar; the cluster's default when `None`.
+    pub sidecar_image_pull_policy: Option<String>,
+    /// Resources of the injected sidecar.
+    pub sidecar_resources: ResourceRequirements,
+    /// Where the serving certificate comes from.
+    pub cert_source: CertSource,
+    /// How often a `--cert-dir` is re-read for a renewed certificate.
+    pub cert_reload_every: Duration,
     /// More image repositories whose sidecars may exchange tokens (the
     /// injected image's repository always may).
     pub extra_sidecar_repositories: Vec<String>,
@@ -95,6 +103,10 @@ impl Settings {
             gateway_url: None,
             namespace: "sluice-system".to_string(),
             sidecar_image: "sluice-sidecar:latest".to_string(),
+            sidecar_image_pull_policy: None,
+            sidecar_resources: default_sidecar_resources(),
+            cert_source: CertSource::SelfManaged,
+            cert_reload_every: Duration::from_secs(10),
             extra_sidecar_repositories: Vec::new(),
             native_sidecars: None,
             namespace_label: ("sluice.dev/injection".to_string(), "enabled".to_string()),
@@ -231,7 +243,13 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
                 addr.port()
             )
         });
-    let certs = ServingCerts::load_or_create(client.clone(), &settings.namespace, names).await?;
+    let certs = ServingCerts::start(
+        client.clone(),
+        &settings.namespace,
+        names,
+        &settings.cert_source,
+    )
+    .await?;
     let keys = GatewayKeys::load_or_create(client.clone(), &settings.namespace).await?;
     let native_sidecars = match settings.native_sidecars {
         Some(n) => n,
@@ -294,12 +312,12 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             inject: InjectConfig {
                 revision: env!("CARGO_PKG_VERSION").to_string(),
                 image: settings.sidecar_image.clone(),
-                image_pull_policy: None,
+                image_pull_policy: settings.sidecar_image_pull_policy.clone(),
                 gateway_url: gateway_url.clone(),
                 ca_pem: String::new(),
                 admin_port: 15020,
                 native_sidecars,
-                resources: default_sidecar_resources(),
+                resources: settings.sidecar_resources.clone(),
                 service_account: String::new(),
                 connections: Vec::new(),
             },
@@ -310,6 +328,22 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         approvals: approvals.clone(),
     };
     let tls = certs.resolver().server_config(&[b"http/1.1"])?;
+    // Certificates from a directory (cert-manager's Secret, mounted): every
+    // replica re-reads them, so a renewal is served within one period.
+    if certs.is_dir() {
+        let certs = certs.clone();
+        let every = settings.cert_reload_every;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(error) = certs.refresh(false).await {
+                    tracing::warn!(error = %crate::error_chain(&error), "still serving the previous certificate");
+                }
+            }
+        });
+    }
     tasks.spawn(serve_tls(
         listener,
         tls,
@@ -349,6 +383,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         namespace_label: settings.namespace_label.clone(),
         operator_namespace: settings.namespace.clone(),
         match_conditions: settings.webhook_match_conditions,
+        ca_injection_from: certs.ca_injection_from(),
     };
     let ctx = Arc::new(controller::Context::new(
         client.clone(),
@@ -481,10 +516,7 @@ async fn maintain(
             tracing::warn!(error = %crate::error_chain(&error), "could not apply the webhook configuration")
         }
     }
-    let approvals = WebhookSettings {
-        ca_bundle_pem: certs.ca_bundle_pem(),
-        ..webhook.clone()
-    };
+    let approvals = certs.webhook_settings(webhook);
     match crate::approvals_controller::register_webhooks(client.clone(), &approvals).await {
         Ok(true) => tracing::info!("applied the approval webhook configurations"),
         Ok(false) => {}

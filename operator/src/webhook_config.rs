@@ -63,6 +63,92 @@ pub struct WebhookSettings {
     /// (a CEL `matchConditions`). Off only for API servers whose CEL cannot
     /// evaluate it; the webhook passes such pods through unchanged anyway.
     pub match_conditions: bool,
+    /// `NAMESPACE/NAME` of a cert-manager Certificate (`--cert-manager-certificate`):
+    /// the configurations carry `cert-manager.io/inject-ca-from` and no
+    /// `caBundle`, which cert-manager's cainjector fills in.
+    pub ca_injection_from: Option<String>,
+}
+
+/// The annotation cert-manager's cainjector fills `caBundle` from.
+pub const INJECT_CA_FROM_ANNOTATION: &str = "cert-manager.io/inject-ca-from";
+
+fn configuration_metadata(name: &str, settings: &WebhookSettings) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_string(),
+            OPERATOR_APP_NAME.to_string(),
+        )])),
+        annotations: settings
+            .ca_injection_from
+            .as_ref()
+            .map(|from| BTreeMap::from([(INJECT_CA_FROM_ANNOTATION.to_string(), from.clone())])),
+        ..Default::default()
+    }
+}
+
+fn ca_bundle_of(settings: &WebhookSettings) -> Option<ByteString> {
+    match settings.ca_injection_from {
+        Some(_) => None,
+        None => Some(ByteString(settings.ca_bundle_pem.as_bytes().to_vec())),
+    }
+}
+
+/// Whether `existing` must be (re)applied to become `desired`: it is missing,
+/// a webhook differs, or the cainjector annotation differs. A `caBundle` the
+/// desired configuration leaves to cainjector is not compared.
+pub fn needs_apply<W: PartialEq + Clone>(
+    existing: Option<(&ObjectMeta, &Option<Vec<W>>)>,
+    desired: (&ObjectMeta, &Option<Vec<W>>),
+    strip_ca_bundle: impl Fn(&mut W),
+) -> bool {
+    let Some((meta, webhooks)) = existing else {
+        return true;
+    };
+    let annotation = |m: &ObjectMeta| {
+        m.annotations
+            .as_ref()
+            .and_then(|a| a.get(INJECT_CA_FROM_ANNOTATION).cloned())
+    };
+    if annotation(meta) != annotation(desired.0) {
+        return true;
+    }
+    let mut webhooks = webhooks.clone();
+    if desired
+        .0
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(INJECT_CA_FROM_ANNOTATION))
+    {
+        for w in webhooks.iter_mut().flatten() {
+            strip_ca_bundle(w);
+        }
+    }
+    &webhooks != desired.1
+}
+
+/// [`needs_apply`] for a MutatingWebhookConfiguration.
+pub fn mutating_needs_apply(
+    existing: Option<&MutatingWebhookConfiguration>,
+    desired: &MutatingWebhookConfiguration,
+) -> bool {
+    needs_apply(
+        existing.map(|e| (&e.metadata, &e.webhooks)),
+        (&desired.metadata, &desired.webhooks),
+        |w: &mut MutatingWebhook| w.client_config.ca_bundle = None,
+    )
+}
+
+/// [`needs_apply`] for a ValidatingWebhookConfiguration.
+pub fn validating_needs_apply(
+    existing: Option<&ValidatingWebhookConfiguration>,
+    desired: &ValidatingWebhookConfiguration,
+) -> bool {
+    needs_apply(
+        existing.map(|e| (&e.metadata, &e.webhooks)),
+        (&desired.metadata, &desired.webhooks),
+        |w: &mut ValidatingWebhook| w.client_config.ca_bundle = None,
+    )
 }
 
 /// The MutatingWebhookConfiguration for sidecar injection.
@@ -98,7 +184,7 @@ pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhoo
         },
     };
     let client_config = WebhookClientConfig {
-        ca_bundle: Some(ByteString(settings.ca_bundle_pem.as_bytes().to_vec())),
+        ca_bundle: ca_bundle_of(settings),
         ..client_config
     };
     let mut excluded_namespaces: Vec<String> =
@@ -107,14 +193,7 @@ pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhoo
     let (label_key, label_value) = settings.namespace_label.clone();
 
     MutatingWebhookConfiguration {
-        metadata: ObjectMeta {
-            name: Some(CONFIGURATION_NAME.to_string()),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                OPERATOR_APP_NAME.to_string(),
-            )])),
-            ..Default::default()
-        },
+        metadata: configuration_metadata(CONFIGURATION_NAME, settings),
         webhooks: Some(vec![MutatingWebhook {
             name: POD_INJECTION_WEBHOOK.to_string(),
             admission_review_versions: vec!["v1".to_string()],
@@ -183,7 +262,7 @@ fn client_config_for(settings: &WebhookSettings, path: &str) -> WebhookClientCon
         },
     };
     WebhookClientConfig {
-        ca_bundle: Some(ByteString(settings.ca_bundle_pem.as_bytes().to_vec())),
+        ca_bundle: ca_bundle_of(settings),
         ..config
     }
 }
@@ -202,24 +281,13 @@ fn access_request_rules() -> Vec<RuleWithOperations> {
     ]
 }
 
-fn approvals_metadata() -> ObjectMeta {
-    ObjectMeta {
-        name: Some(APPROVALS_CONFIGURATION_NAME.to_string()),
-        labels: Some(BTreeMap::from([(
-            "app.kubernetes.io/managed-by".to_string(),
-            OPERATOR_APP_NAME.to_string(),
-        )])),
-        ..Default::default()
-    }
-}
-
 /// The mutating webhook on AccessRequest creation and status updates: it
 /// binds each new decision to the user making the change (DESIGN §2).
 pub fn approvals_mutating_configuration(
     settings: &WebhookSettings,
 ) -> MutatingWebhookConfiguration {
     MutatingWebhookConfiguration {
-        metadata: approvals_metadata(),
+        metadata: configuration_metadata(APPROVALS_CONFIGURATION_NAME, settings),
         webhooks: Some(vec![MutatingWebhook {
             name: APPROVALS_WEBHOOK.to_string(),
             admission_review_versions: vec!["v1".to_string()],
@@ -241,7 +309,7 @@ pub fn approvals_validating_configuration(
     settings: &WebhookSettings,
 ) -> ValidatingWebhookConfiguration {
     ValidatingWebhookConfiguration {
-        metadata: approvals_metadata(),
+        metadata: configuration_metadata(APPROVALS_CONFIGURATION_NAME, settings),
         webhooks: Some(vec![ValidatingWebhook {
             name: APPROVALS_WEBHOOK.to_string(),
             admission_review_versions: vec!["v1".to_string()],
@@ -285,6 +353,7 @@ mod tests {
             namespace_label: ("sluice.dev/injection".into(), "enabled".into()),
             operator_namespace: "sluice-system".into(),
             match_conditions: true,
+            ca_injection_from: None,
         }
     }
 
@@ -401,5 +470,52 @@ mod tests {
             .client_config
             .ca_bundle = None;
         assert!(ca_bundle_differs(&stripped, &s.ca_bundle_pem));
+    }
+
+    #[test]
+    fn cert_manager_mode_leaves_ca_bundle_to_cainjector() {
+        let own = settings(WebhookEndpoint::Url("https://127.0.0.1:8443".into()));
+        let injected = WebhookSettings {
+            ca_injection_from: Some("sluice-system/sluice-operator-serving".into()),
+            ..own.clone()
+        };
+        let cfg = pod_injection_configuration(&injected);
+        let approvals = approvals_validating_configuration(&injected);
+        for (meta, bundle) in [
+            (
+                &cfg.metadata,
+                &cfg.webhooks.as_ref().unwrap()[0].client_config.ca_bundle,
+            ),
+            (
+                &approvals.metadata,
+                &approvals.webhooks.as_ref().unwrap()[0]
+                    .client_config
+                    .ca_bundle,
+            ),
+        ] {
+            assert_eq!(
+                meta.annotations.as_ref().unwrap()[INJECT_CA_FROM_ANNOTATION],
+                "sluice-system/sluice-operator-serving"
+            );
+            assert!(bundle.is_none());
+        }
+        // cainjector filled caBundle in: nothing to re-apply.
+        let mut filled = cfg.clone();
+        filled.webhooks.as_mut().unwrap()[0].client_config.ca_bundle =
+            Some(ByteString(b"injected".to_vec()));
+        assert!(!mutating_needs_apply(Some(&filled), &cfg));
+        assert!(mutating_needs_apply(None, &cfg));
+        // The operator's own CA mode: the bundle is compared, the annotation goes.
+        let ours = pod_injection_configuration(&own);
+        assert!(mutating_needs_apply(Some(&filled), &ours));
+        assert!(!mutating_needs_apply(Some(&ours), &ours));
+        assert!(
+            mutating_needs_apply(Some(&ours), &cfg),
+            "annotation missing"
+        );
+        let mut other = approvals.clone();
+        other.webhooks.as_mut().unwrap()[0].timeout_seconds = Some(5);
+        assert!(validating_needs_apply(Some(&other), &approvals));
+        assert!(!validating_needs_apply(Some(&approvals), &approvals));
     }
 }

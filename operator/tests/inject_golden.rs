@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use sluice_crds::Protocol;
+use sluice_operator::config::OperatorConfig;
 use sluice_operator::inject::{
     ConnectionTarget, InjectConfig, Outcome, default_sidecar_resources, inject, service_account_of,
 };
@@ -23,6 +24,9 @@ use sluice_operator::inject::{
 struct Settings {
     native_sidecars: Option<bool>,
     bound: Option<Vec<String>>,
+    /// The operator's settings file (what the Helm chart writes), applied as
+    /// the operator applies it.
+    operator_config: Option<serde_yaml::Value>,
 }
 
 struct Case {
@@ -81,10 +85,14 @@ fn namespace_connections(bound: &[String]) -> Vec<ConnectionTarget> {
 }
 
 fn config(pod: &Pod, settings: Settings) -> InjectConfig {
+    let operator_config = settings.operator_config.map(|value| {
+        let text = serde_yaml::to_string(&value).unwrap();
+        OperatorConfig::parse(&text, Path::new("testdata")).unwrap()
+    });
     let bound = settings
         .bound
         .unwrap_or_else(|| vec!["orders-db".to_string(), "stripe-api".to_string()]);
-    InjectConfig {
+    let mut cfg = InjectConfig {
         revision: "0.1.0-test".to_string(),
         image: "registry.example/sluice-sidecar:0.1.0".to_string(),
         image_pull_policy: Some("IfNotPresent".to_string()),
@@ -96,7 +104,11 @@ fn config(pod: &Pod, settings: Settings) -> InjectConfig {
         resources: default_sidecar_resources(),
         service_account: service_account_of(pod).to_string(),
         connections: namespace_connections(&bound),
+    };
+    if let Some(operator_config) = operator_config {
+        operator_config.apply_to_inject(&mut cfg);
     }
+    cfg
 }
 
 fn load(input: &Path) -> Case {
@@ -287,6 +299,7 @@ fn patch_keeps_fields_the_typed_structs_do_not_know() {
         let settings = Settings {
             native_sidecars: Some(native_sidecars),
             bound: None,
+            operator_config: None,
         };
         let injection = inject(&pod, &config(&pod, settings)).unwrap();
         let mut patched = raw.clone();

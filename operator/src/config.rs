@@ -1,0 +1,505 @@
+//! The operator's settings file (`--config-file`, `SLUICE_CONFIG_FILE`): what
+//! the Helm chart writes to `/etc/sluice/config.yaml` from its values, so the
+//! sidecar image, its resources and the audit and notification settings a
+//! platform team chose are the ones the operator uses.
+//!
+//! The file is typed: an unknown key or a value of the wrong type stops the
+//! operator at start-up with the key's path, instead of being ignored. A
+//! missing file (when the path came from the environment) means defaults.
+//! Command-line flags override the file, which overrides the defaults.
+//!
+//! ```yaml
+//! sidecar:
+//!   image: registry.example/sluice-sidecar:0.1.0
+//!   imagePullPolicy: IfNotPresent
+//!   nativeSidecars: auto
+//!   resources:
+//!     requests: {cpu: 20m, memory: 32Mi}
+//!     limits: {cpu: 500m, memory: 128Mi}
+//! audit:
+//!   flushSeconds: 10
+//!   sinks: {stdout: true, operator: true}
+//!   failClosed: true
+//! notifications:
+//!   webhook:
+//!     urlFile: /etc/sluice-notify/url
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::Deserialize;
+
+/// The whole file. Every section is optional.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// The injected sidecar.
+    #[serde(default)]
+    pub sidecar: SidecarConfig,
+    /// Audit events.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Outgoing notifications.
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+}
+
+/// How the sidecar is injected.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// Image reference (`--sidecar-image` overrides it).
+    pub image: Option<String>,
+    /// `imagePullPolicy` of the injected container; the cluster's default when unset.
+    pub image_pull_policy: Option<PullPolicy>,
+    /// `auto`, `always` or `never` (`--native-sidecars` overrides it).
+    pub native_sidecars: Option<NativeSidecars>,
+    /// Resources of the injected container; [`crate::inject::default_sidecar_resources`] when unset.
+    pub resources: Option<SidecarResources>,
+}
+
+/// `resources` of the injected container (typed here so a misspelt `limit:` is
+/// an error, not an unlimited sidecar).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarResources {
+    /// Requests, e.g. `cpu: 20m`.
+    pub requests: Option<BTreeMap<String, Quantity>>,
+    /// Limits, e.g. `memory: 128Mi`.
+    pub limits: Option<BTreeMap<String, Quantity>>,
+}
+
+impl SidecarResources {
+    /// As the container spec takes them.
+    pub fn to_requirements(&self) -> ResourceRequirements {
+        ResourceRequirements {
+            requests: self.requests.clone(),
+            limits: self.limits.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A container's `imagePullPolicy`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Always pull.
+    Always,
+    /// Pull when the node does not have it.
+    IfNotPresent,
+    /// Never pull.
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Native sidecars (Kubernetes 1.29+).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NativeSidecars {
+    /// Decide from the API server's version.
+    Auto,
+    /// Always an init container with `restartPolicy: Always`.
+    Always,
+    /// Always a regular container.
+    Never,
+}
+
+impl NativeSidecars {
+    /// `None` for auto, else whether to use native sidecars.
+    pub fn decided(self) -> Option<bool> {
+        match self {
+            NativeSidecars::Auto => None,
+            NativeSidecars::Always => Some(true),
+            NativeSidecars::Never => Some(false),
+        }
+    }
+}
+
+/// Where audit events go. Sidecars in run mode always write every event to
+/// stdout first (write-ahead: a statement whose event cannot be written does
+/// not run) and then upload it to the operator; the file states that so a
+/// configuration asking for something else is refused instead of ignored.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How often the operator writes audit counters to AccessPolicy status, in
+    /// seconds (`--audit-flush-seconds` overrides it).
+    pub flush_seconds: Option<u64>,
+    /// The sinks.
+    #[serde(default)]
+    pub sinks: AuditSinks,
+    /// Write-ahead audit.
+    #[serde(default = "yes")]
+    pub fail_closed: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            flush_seconds: None,
+            sinks: AuditSinks::default(),
+            fail_closed: true,
+        }
+    }
+}
+
+/// The audit sinks of injected sidecars.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditSinks {
+    /// JSON lines on the sidecar's stdout.
+    #[serde(default = "yes")]
+    pub stdout: bool,
+    /// Batches to the operator's `/v1/audit` (status counters, recentDenials,
+    /// signed checkpoints).
+    #[serde(default = "yes")]
+    pub operator: bool,
+}
+
+impl Default for AuditSinks {
+    fn default() -> Self {
+        AuditSinks {
+            stdout: true,
+            operator: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Outgoing notifications.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// The Slack-compatible webhook of approval requests and decisions.
+    #[serde(default)]
+    pub webhook: WebhookNotifications,
+}
+
+/// Where approval notifications are POSTed. The URL usually carries a token,
+/// so the chart mounts it from a Secret and names the file here.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookNotifications {
+    /// The URL itself (only for URLs that are not secret).
+    pub url: Option<String>,
+    /// A file holding the URL (surrounding whitespace ignored).
+    pub url_file: Option<PathBuf>,
+}
+
+/// Why the settings file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the operator settings file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not match [`OperatorConfig`].
+    #[error("the operator settings file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and what (serde_yaml names the key and the line).
+        message: String,
+    },
+    /// A setting the sidecar cannot honour.
+    #[error("the operator settings file {path}: {message}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The notification URL file could not be read.
+    #[error("cannot read the notification URL file {path} (notifications.webhook.urlFile)")]
+    UrlFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Both `url` and `urlFile`.
+    #[error(
+        "the operator settings file {path} sets both notifications.webhook.url and urlFile; keep one"
+    )]
+    TwoUrls {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl OperatorConfig {
+    /// Reads `path`. When `required` is false (the path is the default or came
+    /// from the environment) a missing file means defaults.
+    pub fn load(path: &Path, required: bool) -> Result<OperatorConfig, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if !required && error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(OperatorConfig::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        OperatorConfig::parse(&text, path)
+    }
+
+    /// Parses and checks the file's text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<OperatorConfig, ConfigError> {
+        let config: OperatorConfig = if text.trim().is_empty() {
+            OperatorConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|error| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            })?
+        };
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let unsupported = |message: &str| ConfigError::Unsupported {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        };
+        let audit = &self.audit;
+        if !audit.sinks.stdout {
+            return Err(unsupported(
+                "audit.sinks.stdout: false is not supported: sidecars always write audit events to stdout, write-ahead",
+            ));
+        }
+        if !audit.sinks.operator {
+            return Err(unsupported(
+                "audit.sinks.operator: false is not supported: sidecars always upload audit events to the operator (AccessPolicy counters and signed checkpoints depend on it)",
+            ));
+        }
+        if !audit.fail_closed {
+            return Err(unsupported(
+                "audit.failClosed: false is not supported: a statement whose audit event cannot be written never runs",
+            ));
+        }
+        if audit.flush_seconds == Some(0) {
+            return Err(unsupported("audit.flushSeconds must be at least 1"));
+        }
+        if let Some(image) = &self.sidecar.image
+            && image.trim().is_empty()
+        {
+            return Err(unsupported(
+                "sidecar.image is empty; remove it for the default",
+            ));
+        }
+        let webhook = &self.notifications.webhook;
+        if webhook.url.is_some() && webhook.url_file.is_some() {
+            return Err(ConfigError::TwoUrls {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The notification URL the file names, read from `urlFile` when given.
+    pub fn notify_url(&self) -> Result<Option<String>, ConfigError> {
+        let webhook = &self.notifications.webhook;
+        if let Some(url) = &webhook.url {
+            return Ok(Some(url.trim().to_string()));
+        }
+        let Some(path) = &webhook.url_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::UrlFile {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(text.trim().to_string()))
+    }
+
+    /// Applies the sidecar section to an injector configuration: image, pull
+    /// policy and resources (what flags did not set is taken from here).
+    pub fn apply_to_inject(&self, inject: &mut crate::inject::InjectConfig) {
+        if let Some(image) = &self.sidecar.image {
+            inject.image = image.clone();
+        }
+        if let Some(policy) = self.sidecar.image_pull_policy {
+            inject.image_pull_policy = Some(policy.as_str().to_string());
+        }
+        if let Some(resources) = &self.sidecar.resources {
+            inject.resources = resources.to_requirements();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<OperatorConfig, ConfigError> {
+        OperatorConfig::parse(text, Path::new("/etc/sluice/config.yaml"))
+    }
+
+    #[test]
+    fn the_charts_file_parses() {
+        let config = parse(
+            "sidecar:\n  image: registry.example/sluice-sidecar@sha256:abc\n  imagePullPolicy: Always\n  nativeSidecars: never\n  resources:\n    requests:\n      cpu: 20m\n      memory: 32Mi\n    limits:\n      memory: 128Mi\naudit:\n  flushSeconds: 5\n  sinks:\n    stdout: true\n    operator: true\n  failClosed: true\nnotifications:\n  webhook:\n    urlFile: /etc/sluice-notify/url\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.sidecar.image.as_deref(),
+            Some("registry.example/sluice-sidecar@sha256:abc")
+        );
+        assert_eq!(config.sidecar.image_pull_policy, Some(PullPolicy::Always));
+        assert_eq!(config.sidecar.native_sidecars, Some(NativeSidecars::Never));
+        let resources = config.sidecar.resources.as_ref().unwrap();
+        assert_eq!(
+            resources.requests.as_ref().unwrap()["cpu"].0,
+            "20m".to_string()
+        );
+        assert_eq!(config.audit.flush_seconds, Some(5));
+        assert_eq!(
+            config.notifications.webhook.url_file.as_deref(),
+            Some(Path::new("/etc/sluice-notify/url"))
+        );
+    }
+
+    #[test]
+    fn empty_and_missing_files_are_defaults() {
+        assert_eq!(parse("").unwrap(), OperatorConfig::default());
+        assert_eq!(parse("{}\n").unwrap(), OperatorConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("config.yaml");
+        assert_eq!(
+            OperatorConfig::load(&missing, false).unwrap(),
+            OperatorConfig::default()
+        );
+        let error = OperatorConfig::load(&missing, true).unwrap_err();
+        assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let error = parse("sidecar:\n  resource: {}\n").unwrap_err();
+        let text = crate::error_chain(&error);
+        assert!(text.contains("unknown field `resource`"), "{text}");
+        assert!(text.contains("/etc/sluice/config.yaml"), "{text}");
+
+        let error = parse("sidecars: {}\n").unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `sidecars`"),
+            "{error}"
+        );
+
+        let error = parse("sidecar:\n  imagePullPolicy: Sometimes\n").unwrap_err();
+        assert!(error.to_string().contains("Sometimes"), "{error}");
+
+        let error = parse("sidecar:\n  resources:\n    limit:\n      memory: 1Gi\n").unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `limit`"),
+            "{error}"
+        );
+
+        let error = parse("audit:\n  sinks:\n    file: /var/log/a.jsonl\n").unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `file`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn settings_the_sidecar_cannot_honour_are_refused() {
+        for (text, key) in [
+            (
+                "audit:\n  sinks:\n    stdout: false\n",
+                "audit.sinks.stdout",
+            ),
+            (
+                "audit:\n  sinks:\n    operator: false\n",
+                "audit.sinks.operator",
+            ),
+            ("audit:\n  failClosed: false\n", "audit.failClosed"),
+            ("audit:\n  flushSeconds: 0\n", "audit.flushSeconds"),
+            ("sidecar:\n  image: ' '\n", "sidecar.image"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Unsupported { message, .. } if message.starts_with(key)),
+                "{text}: {error:?}"
+            );
+        }
+        let error =
+            parse("notifications:\n  webhook:\n    url: https://a\n    urlFile: /x\n").unwrap_err();
+        assert!(matches!(error, ConfigError::TwoUrls { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn notify_url_comes_from_the_file_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "https://hooks.example/T0/B0/secret\n").unwrap();
+        let config = parse(&format!(
+            "notifications:\n  webhook:\n    urlFile: {}\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            config.notify_url().unwrap().as_deref(),
+            Some("https://hooks.example/T0/B0/secret")
+        );
+        std::fs::remove_file(&file).unwrap();
+        let error = config.notify_url().unwrap_err();
+        assert!(matches!(error, ConfigError::UrlFile { .. }), "{error:?}");
+        // The message names the file, never its content.
+        assert!(!crate::error_chain(&error).contains("secret"));
+        assert_eq!(OperatorConfig::default().notify_url().unwrap(), None);
+    }
+
+    #[test]
+    fn the_sidecar_section_reaches_the_injector() {
+        let config =
+            parse("sidecar:\n  image: reg.example/sc:2\n  imagePullPolicy: IfNotPresent\n  resources:\n    limits:\n      memory: 64Mi\n")
+                .unwrap();
+        let mut inject = crate::inject::InjectConfig {
+            revision: "r".into(),
+            image: "sluice-sidecar:latest".into(),
+            image_pull_policy: None,
+            gateway_url: "https://gw".into(),
+            ca_pem: String::new(),
+            admin_port: 15020,
+            native_sidecars: true,
+            resources: crate::inject::default_sidecar_resources(),
+            service_account: String::new(),
+            connections: Vec::new(),
+        };
+        config.apply_to_inject(&mut inject);
+        assert_eq!(inject.image, "reg.example/sc:2");
+        assert_eq!(inject.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(
+            inject.resources.limits.as_ref().unwrap()["memory"].0,
+            "64Mi".to_string()
+        );
+        assert!(inject.resources.requests.is_none());
+    }
+}
