@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use sluice_crds::Action;
 use sluice_policy::audit::{
-    AuditChain, AuditCommand, AuditDecision, AuditEvent, AuditEventDraft, AuditIdentity, AuditKind,
-    AuditOutcome,
+    AuditApproval, AuditChain, AuditCommand, AuditDecision, AuditEvent, AuditEventDraft,
+    AuditIdentity, AuditKind, AuditOutcome,
 };
 
 use crate::enforcement::{Binding, Decided, Refusal};
@@ -351,6 +351,32 @@ impl AuditLog {
             masked: (r.masked > 0).then_some(r.masked),
         });
         self.write_event(d, false)
+    }
+
+    /// A step of a statement's approval, written now: `Approval` events when
+    /// it was asked (phase Pending) and when an approved statement is about
+    /// to run (phase Executed, write-ahead: an error means it must not run);
+    /// a `Denial` when it was denied, expired or could not be asked.
+    pub fn approval(
+        &self,
+        s: &SessionInfo,
+        decided: &Decided,
+        kind: AuditKind,
+        step: AuditApproval,
+        reason: String,
+    ) -> Result<(), AuditError> {
+        let sum = decided.summary();
+        let mut d = self.draft(s, kind);
+        d.command = Some(command(decided));
+        d.decision = Some(AuditDecision {
+            action: sum.enforced,
+            policy: sum.policy,
+            rule: sum.rule,
+            dry_run: false,
+            reason: Some(reason),
+        });
+        d.approval = Some(step);
+        self.write(d)
     }
 }
 

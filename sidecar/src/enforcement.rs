@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use sluice_crds::{Action, ApprovalMode, MaskStrategy, MaxRowsAction, StatementKind};
+use sluice_crds::{Action, Approval, ApprovalMode, MaskStrategy, MaxRowsAction, StatementKind};
 use sluice_policy::engine::{CompiledPolicy, Decision, Identity, PolicySet, SqlDecision};
+use sluice_policy::gateway::ApprovalAsk;
 use sluice_policy::mask_plan::{ColumnMask, ColumnOrigin, CopyPlan, MaskReason, OutputColumn};
 use sluice_policy::sql::{SqlDialect, Statement};
 
@@ -275,6 +276,7 @@ impl Enforcer {
         if let Some(why) = &self.revoked {
             // Decided by the last policies for the record, refused regardless.
             let mut decided = Decided::new(self.set.decide_sql(sql, SqlDialect::Postgres));
+            decided.awaits_approval = false;
             decided.refusal = Some(Refusal::plain(&format!(
                 "statement refused by Sluice: {why}"
             )));
@@ -351,6 +353,8 @@ pub struct Decided {
     pub sql: SqlDecision,
     /// Set when the text may not run: what the client is told.
     pub refusal: Option<Refusal>,
+    /// Whether the refusal is a `requireApproval` rule's (see [`Decided::awaits_approval`]).
+    awaits_approval: bool,
 }
 
 /// A decision, as recorded.
@@ -380,7 +384,41 @@ pub struct CopyTarget {
 impl Decided {
     fn new(sql: SqlDecision) -> Self {
         let refusal = Refusal::for_decision(&sql);
-        Decided { sql, refusal }
+        let awaits_approval = sql.decision.enforced == Action::RequireApproval;
+        Decided {
+            sql,
+            refusal,
+            awaits_approval,
+        }
+    }
+
+    /// The approval the text waits for, when a `requireApproval` rule (and
+    /// nothing stricter) is what keeps it from running. Its [`Decided::refusal`]
+    /// is the answer without the operator (standalone); with the operator's
+    /// approvals at hand the protocol layer asks instead.
+    pub fn awaits_approval(&self) -> Option<&Approval> {
+        if !self.awaits_approval {
+            return None;
+        }
+        self.sql.decision.approval.as_ref()
+    }
+
+    /// What to ask the operator for `exact` (the text as the client sent
+    /// it) on `connection`, when the text awaits approval.
+    pub fn approval_ask(&self, connection: &str, exact: &str) -> Option<ApprovalAsk> {
+        self.awaits_approval()?;
+        let d = &self.sql.decision;
+        Some(ApprovalAsk {
+            connection: connection.to_string(),
+            policy: d.enforced_policy.clone().or_else(|| d.policy.clone())?,
+            rule: d.enforced_rule.clone().or_else(|| d.rule.clone())?,
+            command: crate::approval::command(
+                &self.sql.redacted,
+                &self.sql.fingerprint,
+                exact.as_bytes(),
+            ),
+            reason: None,
+        })
     }
 
     /// How many statements the text holds.

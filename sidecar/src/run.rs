@@ -702,6 +702,11 @@ impl Runner {
             metrics: self.metrics.clone(),
             cancel: self.cancel.clone(),
             max_message_size: self.cfg.max_message_size,
+            approvals: Some(crate::approval::Approvals::new(
+                self.client.clone(),
+                self.token_out.subscribe(),
+                Some(self.metrics.clone()),
+            )),
         }
     }
 

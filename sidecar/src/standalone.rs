@@ -304,6 +304,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
             metrics: metrics.clone(),
             cancel: cancel.clone(),
             max_message_size: cfg.max_message_size,
+            approvals: None,
         });
         listeners.push((name, addr, bound));
         servers.push((listener, ctx));

@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use sluice_crds::{ApprovalMode, RequestPhase};
+use sluice_policy::audit::{AuditApproval, AuditKind};
+use sluice_policy::gateway::ApprovalTicket;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc};
@@ -33,6 +36,7 @@ use super::messages::{
     ready_for_query, row_description, startup,
 };
 use super::upstream::{self, ReadHalf, UpstreamConfig, WriteHalf};
+use crate::approval::{ApprovalOutcome, Approvals};
 use crate::audit::{AuditLog, ResultRecord, SessionInfo};
 use crate::enforcement::{Binding, Decided, Enforcer, Masking, Refusal};
 use crate::metrics::Metrics;
@@ -53,6 +57,9 @@ pub struct ConnectionContext {
     pub cancel: Arc<CancelRegistry>,
     /// Largest message accepted from the client.
     pub max_message_size: usize,
+    /// The operator's approvals (run mode); `None` refuses statements that
+    /// need approval (standalone).
+    pub approvals: Option<Approvals>,
 }
 
 /// A result shape: the decision's address, the statement's index in it, and
@@ -268,6 +275,7 @@ where
         catalog: catalog.clone(),
         masking: masking.clone(),
         rate: RateLimiter::new(masking.limits().statements_per_second),
+        held: None,
     };
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
@@ -438,6 +446,8 @@ struct ClientLoop {
     catalog: Arc<Mutex<Catalog>>,
     masking: Arc<Masking>,
     rate: RateLimiter,
+    /// A simple query waiting for its approval step (run mode).
+    held: Option<(Frame, Arc<Decided>)>,
 }
 
 impl ClientLoop {
@@ -451,7 +461,12 @@ impl ClientLoop {
             };
             self.ctx.metrics.bytes_from_client(frame.raw.len());
             match frame.tag {
-                frontend::QUERY => self.simple_query(frame).await?,
+                frontend::QUERY => {
+                    self.simple_query(frame).await?;
+                    if let Some((frame, decided)) = self.held.take() {
+                        self.approve_simple(frame, decided, client).await?;
+                    }
+                }
                 frontend::PARSE
                 | frontend::BIND
                 | frontend::DESCRIBE
@@ -520,6 +535,10 @@ impl ClientLoop {
     async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = query::decode(frame.body())?;
         let decided = self.enforcer.decide(sql);
+        if self.ctx.approvals.is_some() && decided.awaits_approval().is_some() {
+            self.held = Some((frame, decided));
+            return Ok(());
+        }
         let mut refusal = decided.refusal.clone();
         if refusal.is_none() {
             refusal = self.rate.check();
@@ -556,6 +575,215 @@ impl ClientLoop {
         })));
         self.upstream.write_all(&frame.raw).await?;
         Ok(())
+    }
+
+    /// A simple query a `requireApproval` rule catches, in run mode: asked
+    /// of the operator, then held until decided (hold) or refused with the
+    /// request's name until approved (retry); run once when approved. A
+    /// client that leaves while its statement is held takes it along.
+    async fn approve_simple<R: AsyncRead + Unpin>(
+        &mut self,
+        frame: Frame,
+        decided: Arc<Decided>,
+        client: &mut FrameReader<R>,
+    ) -> Result<(), SessionError> {
+        let Some(approvals) = self.ctx.approvals.clone() else {
+            return Ok(());
+        };
+        let sql = query::decode(frame.body())?;
+        let retry = decided
+            .awaits_approval()
+            .is_some_and(|a| a.mode == ApprovalMode::Retry);
+        let ask = decided.approval_ask(&self.ctx.name, sql);
+        let early = match &ask {
+            None => Some(Refusal::plain(
+                "statement refused by Sluice: it needs approval, but the decision names no rule to ask under",
+            )),
+            Some(_) => self.rate.check(),
+        };
+        let Some(ask) = ask.filter(|_| early.is_none()) else {
+            let refusal = early.unwrap_or_else(|| Refusal::plain("statement refused by Sluice"));
+            let _ = self
+                .ctx
+                .audit
+                .statement(&self.session, &decided, "simple", Some(&refusal));
+            self.ctx.metrics.statement(&decided, true);
+            self.queue_refusal(&refusal, true, false);
+            return Ok(());
+        };
+        let outcome = if retry {
+            Some(approvals.retry(&ask).await)
+        } else {
+            let hold = approvals.hold(&ask, |ticket| self.notify_held(&decided, ticket));
+            tokio::pin!(hold);
+            let mut watching = true;
+            loop {
+                tokio::select! {
+                    outcome = &mut hold => break Some(outcome),
+                    more = client.fill(), if watching => match more {
+                        // Pipelined input waits in the reader until the statement is settled.
+                        Ok(true) => watching = false,
+                        Ok(false) | Err(_) => break None,
+                    },
+                }
+            }
+        };
+        let Some(outcome) = outcome else {
+            let refusal = Refusal::plain(
+                "the client closed the session while its statement was held for approval; it did not run",
+            );
+            let _ = self
+                .ctx
+                .audit
+                .statement(&self.session, &decided, "simple", Some(&refusal));
+            return Ok(());
+        };
+        let detail = approval_detail(&decided);
+        match outcome {
+            ApprovalOutcome::Granted { request, approvers } => {
+                let who = approvers.join(", ");
+                let step = AuditApproval {
+                    request: request.clone(),
+                    phase: RequestPhase::Executed,
+                    decided_by: Some(who.clone()),
+                    comment: None,
+                };
+                // Write-ahead: the approval and the run are on record first.
+                if let Err(e) = self.ctx.audit.approval(
+                    &self.session,
+                    &decided,
+                    AuditKind::Approval,
+                    step,
+                    format!(
+                        "approved by {who} in AccessRequest {request}; runs once (simple protocol)"
+                    ),
+                ) {
+                    self.queue_refusal(&Refusal::audit_failed(&e), true, false);
+                    return Ok(());
+                }
+                let copy_masks = match self.copy_masks(&decided).await {
+                    Ok(m) => m,
+                    Err(r) => {
+                        self.queue_refusal(&r, true, false);
+                        return Ok(());
+                    }
+                };
+                self.send(Expect::Simple(Box::new(SimpleCtx {
+                    decided,
+                    started: Instant::now(),
+                    copy_masks,
+                })));
+                self.upstream.write_all(&frame.raw).await?;
+            }
+            ApprovalOutcome::Refused {
+                request,
+                phase,
+                deciders,
+                message,
+            } => {
+                let refusal = Refusal {
+                    detail: Some(detail),
+                    ..Refusal::plain(&message)
+                };
+                match (request, phase) {
+                    (Some(request), Some(phase)) => {
+                        let step = AuditApproval {
+                            request,
+                            phase,
+                            decided_by: (!deciders.is_empty()).then(|| deciders.join(", ")),
+                            comment: None,
+                        };
+                        let _ = self.ctx.audit.approval(
+                            &self.session,
+                            &decided,
+                            AuditKind::Denial,
+                            step,
+                            message,
+                        );
+                    }
+                    _ => {
+                        let _ = self.ctx.audit.statement(
+                            &self.session,
+                            &decided,
+                            "simple",
+                            Some(&refusal),
+                        );
+                    }
+                }
+                self.ctx.metrics.statement(&decided, true);
+                self.queue_refusal(&refusal, true, false);
+            }
+            ApprovalOutcome::Pending {
+                request,
+                approve_command,
+                message,
+                ..
+            } => {
+                let step = AuditApproval {
+                    request,
+                    phase: RequestPhase::Pending,
+                    decided_by: None,
+                    comment: None,
+                };
+                let _ = self.ctx.audit.approval(
+                    &self.session,
+                    &decided,
+                    AuditKind::Approval,
+                    step,
+                    message.clone(),
+                );
+                self.ctx.metrics.statement(&decided, true);
+                let refusal = Refusal {
+                    detail: Some(detail),
+                    hint: Some(format!(
+                        "an approver runs: {approve_command}; then send the same statement again"
+                    )),
+                    ..Refusal::plain(&message)
+                };
+                self.queue_refusal(&refusal, true, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hold mode, once the operator made the request: on record, and the
+    /// client is told which request to approve and how.
+    fn notify_held(&self, decided: &Decided, ticket: &ApprovalTicket) {
+        let request = format!("{}/{}", ticket.namespace, ticket.name);
+        let step = AuditApproval {
+            request: request.clone(),
+            phase: RequestPhase::Pending,
+            decided_by: None,
+            comment: None,
+        };
+        let _ = self.ctx.audit.approval(
+            &self.session,
+            decided,
+            AuditKind::Approval,
+            step,
+            format!("held for approval in AccessRequest {request} (simple protocol)"),
+        );
+        let mut out = BytesMut::new();
+        Report {
+            severity: "NOTICE",
+            code: "00000",
+            message: &format!(
+                "Sluice is holding this statement for approval: AccessRequest {request}; approve it with: {}",
+                ticket.approve_command
+            ),
+            detail: Some(&format!(
+                "{}; the statement runs once when approved, and is refused if denied or not decided by {}",
+                approval_detail(decided),
+                ticket.expires_at
+            )),
+            hint: None,
+        }
+        .encode(&mut out);
+        self.send(Expect::Synthetic {
+            bytes: out.freeze(),
+            rfq: false,
+            in_group: false,
+        });
     }
 
     /// COPY … TO STDOUT under masking: the plan per statement, or a refusal.
@@ -1380,6 +1608,22 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
         code
     }
+}
+
+/// Which rule asked for the approval, for the client.
+fn approval_detail(decided: &Decided) -> String {
+    let d = decided.decision();
+    format!(
+        "rule {:?} of AccessPolicy {:?} requires a human approval",
+        d.enforced_rule
+            .as_deref()
+            .or(d.rule.as_deref())
+            .unwrap_or("-"),
+        d.enforced_policy
+            .as_deref()
+            .or(d.policy.as_deref())
+            .unwrap_or("-")
+    )
 }
 
 // === RateLimiter ===
