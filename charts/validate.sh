@@ -63,7 +63,8 @@ value_sets = {
         "certManager": {"enabled": True},
         "serviceMonitor": {"enabled": True},
         "notifications": {"webhook": {"enabled": True, "urlSecretRef": {"name": "slack", "key": "url"}}},
-        "audit": {"sinks": {"file": {"enabled": True}}},
+        "audit": {"flushSeconds": 5},
+        "sidecar": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"}, "nativeSidecars": "never"},
         "podAntiAffinity": "hard",
         "image": {"digest": "sha256:" + "a" * 64},
         "injection": {"matchConditions": False},
@@ -103,6 +104,8 @@ refused = {
     "bad enum": {"sidecar": {"nativeSidecars": "sometimes"}},
     "http gateway url": {"gateway": {"url": "http://insecure"}},
     "zero replicas": {"replicaCount": 0},
+    "audit sink the sidecar lacks": {"audit": {"sinks": {"file": {"enabled": True}}}},
+    "bad sidecar pull policy": {"sidecar": {"image": {"pullPolicy": "Sometimes"}}},
 }
 for what, values in refused.items():
     try:
@@ -207,10 +210,43 @@ if [[ "${SLUICE_SKIP_CLUSTER:-0}" == 1 ]]; then
   echo "chart: $PASSED passed, 0 failed, 1 skipped"; exit 0
 fi
 
-step "examples decide as their READMEs say (kubectl sluice policy eval)"
 cd "$ROOT"
 cargo build --quiet -p sluice-e2e --bin sluice-testcluster -p kubectl-sluice --bin kubectl-sluice \
   -p sluice-operator --bin sluice-operator
+
+step "the operator accepts every rendered settings file and argument list (--check-config)"
+# The ConfigMap's config.yaml is typed in the operator (unknown keys stop it), so
+# each value set's file and Deployment arguments go through the real binary.
+for set_dir in "$OUT"/*/; do
+  name="$(basename "$set_dir")"
+  "$VENV/bin/python" - "$set_dir" "$OUT/config-$name.yaml" "$OUT/args-$name.txt" <<'PY'
+import os, sys, yaml
+set_dir, config_out, args_out = sys.argv[1:4]
+for f in os.listdir(set_dir):
+    d = yaml.safe_load(open(os.path.join(set_dir, f)))
+    if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sluice-operator":
+        open(config_out, "w").write(d["data"]["config.yaml"])
+    if d["kind"] == "Deployment":
+        args = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        open(args_out, "w").write("\n".join(
+            f"--config-file={config_out}" if a.startswith("--config-file=") else a for a in args) + "\n")
+PY
+  mapfile -t check_args < "$OUT/args-$name.txt"
+  if ! summary="$("$ROOT/target/debug/sluice-operator" "${check_args[@]}" --check-config 2>"$OUT/check-$name.err")"; then
+    cat "$OUT/check-$name.err"; echo "the operator refused the settings of value set $name" >&2; exit 1
+  fi
+  echo "$name: $(grep -E '^(sidecar image|certificates):' <<<"$summary" | tr '\n' ';' | sed 's/;$//')"
+done
+# A misspelt key in the settings file stops the operator, naming the key.
+printf 'sidecar:\n  resource: {}\n' > "$OUT/config-typo.yaml"
+if "$ROOT/target/debug/sluice-operator" --config-file="$OUT/config-typo.yaml" --check-config >/dev/null 2>"$OUT/typo.err" \
+   || ! grep -q 'unknown field `resource`' "$OUT/typo.err"; then
+  cat "$OUT/typo.err"; echo "the operator accepted a settings file with an unknown key" >&2; exit 1
+fi
+echo "an unknown key in the settings file stops the operator: $(head -c 160 "$OUT/typo.err")"
+passed
+
+step "examples decide as their READMEs say (kubectl sluice policy eval)"
 expect() { # expect EXAMPLE IDENTITY CONNECTION ACTION ENFORCED RULE -- eval args...
   local example="$1" as="$2" conn="$3" action="$4" enforced="$5" rule="$6"; shift 7
   local got
@@ -293,12 +329,16 @@ KUBECONFIG="$OP_KUBECONFIG" kubectl config set-credentials chart-operator --toke
 KUBECONFIG="$OP_KUBECONFIG" kubectl config set-context chart-operator --cluster="$cluster" --user=chart-operator >/dev/null
 KUBECONFIG="$OP_KUBECONFIG" kubectl config use-context chart-operator >/dev/null
 port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-mapfile -t op_args < <("$VENV/bin/python" - "$OUT"/defaults/deployment-0.yaml "$port" <<'PY'
+mapfile -t op_args < <("$VENV/bin/python" - "$OUT"/defaults/deployment-0.yaml "$port" "$OUT/config-defaults.yaml" <<'PY'
 import sys, yaml
 dep = yaml.safe_load(open(sys.argv[1]))
 port = sys.argv[2]
 for arg in dep["spec"]["template"]["spec"]["containers"][0]["args"]:
     if arg.startswith(("--listen=", "--gateway-url=")):
+        continue
+    if arg.startswith("--config-file="):
+        # The chart's own settings file, as rendered (the ConfigMap's config.yaml).
+        print(f"--config-file={sys.argv[3]}")
         continue
     print(arg)
 print(f"--listen=127.0.0.1:{port}")
@@ -329,6 +369,7 @@ for config in mutatingwebhookconfiguration/sluice-operator-approvals validatingw
   for _ in $(seq 1 50); do kubectl get "$config" >/dev/null 2>&1 && break; sleep 0.2; done
   kubectl get "$config" >/dev/null
 done
+grep -q '"read the settings file"' "$OUT/operator.log" || { echo "the operator did not read the chart's settings file" >&2; exit 1; }
 warnings="$(grep -c '"level":"WARN"' "$OUT/operator.log" || true)"
 echo "every example Connection and AccessPolicy Ready, 3 webhook configurations registered, no request refused ($warnings warnings in the operator log)"
 grep '"level":"WARN"' "$OUT/operator.log" | "$VENV/bin/python" -c '

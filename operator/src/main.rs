@@ -115,6 +115,12 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Read the settings file and the flags, print the settings that would
+    /// be used, and exit (0 when they are usable) without contacting the API
+    /// server. The notification URL is not printed.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -151,6 +157,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.check_config {
+        return match check_config(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("sluice-operator: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -204,6 +222,51 @@ fn apply_config_file(
         };
     }
     Ok(())
+}
+
+/// `--check-config`: what the flags and the settings file resolve to. The
+/// notification URL file is named, not read (it may only exist in the pod).
+fn check_config(args: &Args) -> anyhow::Result<String> {
+    let mut config = load_config(args)?;
+    let url_file = config.notifications.webhook.url_file.take();
+    let has_url = config.notifications.webhook.url.is_some();
+    let mut settings = Settings::new(args.listen, WebhookTarget::Listener);
+    settings.namespace = args.namespace.clone();
+    apply_config_file(args, &config, &mut settings)?;
+    let resources = serde_json::to_string(&settings.sidecar_resources)?;
+    let notify = match (&args.notify_url, has_url, &url_file) {
+        (Some(_), _, _) => "--notify-url".to_string(),
+        (None, true, _) => "notifications.webhook.url".to_string(),
+        (None, false, Some(path)) => format!("read from {}", path.display()),
+        (None, false, None) => "off".to_string(),
+    };
+    let certs = match &settings.cert_source {
+        CertSource::SelfManaged => "the operator's own CA (Secret sluice-operator-tls)".to_string(),
+        CertSource::Dir {
+            dir,
+            ca_injection_from,
+        } => format!(
+            "{} (caBundle: {})",
+            dir.display(),
+            ca_injection_from
+                .as_ref()
+                .map_or("ca.crt, written by the operator".to_string(), |c| format!(
+                    "cert-manager cainjector from {c}"
+                ))
+        ),
+    };
+    Ok(format!(
+        "sidecar image: {}\nsidecar imagePullPolicy: {}\nsidecar resources: {resources}\nnative sidecars: {}\naudit flush: {}s\nnotifications: {notify}\ncertificates: {certs}\n",
+        settings.sidecar_image,
+        settings
+            .sidecar_image_pull_policy
+            .as_deref()
+            .unwrap_or("(cluster default)"),
+        settings
+            .native_sidecars
+            .map_or("auto".to_string(), |n| n.to_string()),
+        settings.audit_flush_every.as_secs(),
+    ))
 }
 
 /// The settings file: required when named by `--config-file`, optional
@@ -265,4 +328,92 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     running.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(flags: &[&str], file: &str) -> Settings {
+        let mut argv = vec!["sluice-operator"];
+        argv.extend_from_slice(flags);
+        let args = Args::try_parse_from(argv).unwrap();
+        let config = OperatorConfig::parse(file, std::path::Path::new("config.yaml")).unwrap();
+        let mut settings = Settings::new(args.listen, WebhookTarget::Listener);
+        apply_config_file(&args, &config, &mut settings).unwrap();
+        settings
+    }
+
+    const FILE: &str = "sidecar:\n  image: reg.example/sidecar:file\n  imagePullPolicy: Always\n  nativeSidecars: never\n  resources:\n    limits:\n      memory: 64Mi\naudit:\n  flushSeconds: 30\nnotifications:\n  webhook:\n    url: https://hooks.example/file\n";
+
+    #[test]
+    fn the_file_fills_what_flags_leave_open() {
+        let settings = resolved(&[], FILE);
+        assert_eq!(settings.sidecar_image, "reg.example/sidecar:file");
+        assert_eq!(
+            settings.sidecar_image_pull_policy.as_deref(),
+            Some("Always")
+        );
+        assert_eq!(settings.native_sidecars, Some(false));
+        assert_eq!(settings.audit_flush_every, Duration::from_secs(30));
+        assert_eq!(
+            settings.notify_url.as_deref(),
+            Some("https://hooks.example/file")
+        );
+        assert_eq!(
+            settings.sidecar_resources.limits.unwrap()["memory"].0,
+            "64Mi"
+        );
+        assert_eq!(settings.cert_source, CertSource::SelfManaged);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let settings = resolved(
+            &[
+                "--sidecar-image=reg.example/sidecar:flag",
+                "--native-sidecars=always",
+                "--audit-flush-seconds=5",
+                "--notify-url=https://hooks.example/flag",
+                "--cert-dir=/etc/sluice-tls",
+                "--cert-manager-certificate=sluice-operator-serving",
+            ],
+            FILE,
+        );
+        assert_eq!(settings.sidecar_image, "reg.example/sidecar:flag");
+        assert_eq!(settings.native_sidecars, Some(true));
+        assert_eq!(settings.audit_flush_every, Duration::from_secs(5));
+        assert_eq!(
+            settings.notify_url.as_deref(),
+            Some("https://hooks.example/flag")
+        );
+        assert_eq!(
+            settings.cert_source,
+            CertSource::Dir {
+                dir: "/etc/sluice-tls".into(),
+                ca_injection_from: Some("sluice-system/sluice-operator-serving".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn no_file_means_the_built_in_defaults() {
+        let settings = resolved(&[], "");
+        assert_eq!(settings.sidecar_image, "sluice-sidecar:latest");
+        assert_eq!(settings.sidecar_image_pull_policy, None);
+        assert_eq!(settings.native_sidecars, None);
+        assert_eq!(settings.audit_flush_every, Duration::from_secs(10));
+        assert_eq!(settings.notify_url, None);
+        assert_eq!(
+            settings.sidecar_resources,
+            sluice_operator::inject::default_sidecar_resources()
+        );
+    }
+
+    #[test]
+    fn cert_manager_certificate_needs_a_cert_dir() {
+        let error =
+            Args::try_parse_from(["sluice-operator", "--cert-manager-certificate=x"]).unwrap_err();
+        assert!(error.to_string().contains("--cert-dir"), "{error}");
+    }
 }
