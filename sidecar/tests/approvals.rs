@@ -1,0 +1,674 @@
+//! Just-in-time approvals through the sidecar, end to end: the test control
+//! plane with `alice` (approvers group `dba`) and `bob` (outside it), the
+//! operator in-process, a real PostgreSQL, and the `sluice-sidecar run`
+//! binary started with an injected pod's environment. A tokio-postgres
+//! client sends statements a `requireApproval` rule catches.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../../operator/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{AuthInfo, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedContext};
+use kube::runtime::wait::await_condition;
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use sluice_crds::{AccessPolicy, AccessRequest};
+use sluice_e2e::{Options, TestCluster};
+use sluice_sidecar::run::{self, RunConfig};
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
+use tokio_postgres::error::SqlState;
+
+use support::{Env, apply_file, apply_yaml, bounded};
+
+/// A Connection to the test database and an approvals policy like
+/// examples/approvals: bulk writes held for `dba`, a short-lived rule, and a
+/// retry-mode rule.
+fn manifests(db: &str, upstream_port: u16, listen_port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: testdb-creds, namespace: shop}}
+stringData: {{username: {user}, password: "{password}"}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {{name: testdb, namespace: shop}}
+spec:
+  protocol: postgres
+  upstream: {{host: 127.0.0.1, port: {upstream_port}, database: {db}, tls: {{mode: disable}}}}
+  credentials: {{secretRef: {{name: testdb-creds}}}}
+  listen: {{port: {listen_port}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: maintenance, namespace: shop}}
+spec:
+  subjects: [{{serviceAccount: stock-fixer}}]
+  connections: [testdb]
+  defaultAction: allow
+  rules:
+    - name: no-schema-changes
+      match: {{statements: [drop, truncate, alter, create]}}
+      action: deny
+    - name: quick-expiry
+      match: {{statements: [update], tables: ["expiring"]}}
+      action: requireApproval
+      approval: {{approvers: {{groups: [dba]}}, timeout: 2s, mode: hold}}
+    - name: ledger-needs-a-dba
+      match: {{statements: [insert], tables: ["ledger"]}}
+      action: requireApproval
+      approval: {{approvers: {{groups: [dba]}}, timeout: 15m, mode: retry}}
+    - name: bulk-writes-need-a-dba
+      match: {{statements: [update, delete], withoutWhere: true}}
+      action: requireApproval
+      approval: {{approvers: {{groups: [dba]}}, timeout: 15m, mode: hold, minApprovals: 1}}
+"#,
+        user = common::ADMIN,
+        password = common::PASSWORD,
+    )
+}
+
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Kills the child process when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Setup {
+    env: Env,
+    db: String,
+    listen_port: u16,
+    pod: k8s_openapi::api::core::v1::Pod,
+    token_file: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+async fn setup(test: &str) -> Setup {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pg = common::server();
+    let db = common::db_name(test);
+    pg.create_database(&db).await;
+    let admin = common::connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE counter (n int);
+             INSERT INTO counter VALUES (0);
+             CREATE TABLE expiring (v int);
+             INSERT INTO expiring VALUES (0);
+             CREATE TABLE ledger (id int);",
+        )
+        .await
+        .unwrap();
+
+    let cluster = TestCluster::start(
+        Options::default()
+            .user("alice", &["dba"])
+            .user("bob", &["dev"]),
+    )
+    .await
+    .expect("cluster starts");
+    let client = cluster.client().await.unwrap();
+    apply_crds(&client).await;
+    apply_file(
+        &client,
+        &repo_root().join("examples/quickstart/namespace.yaml"),
+    )
+    .await;
+    let listen_port = common::free_port();
+    apply_yaml(&client, &manifests(&db, pg.port, listen_port)).await;
+    let operator =
+        sluice_operator::run::start(client.clone(), support::test_settings("sidecar-approvals"))
+            .await
+            .expect("operator starts");
+    bounded("caches", operator.ready()).await;
+    let env = Env {
+        operator,
+        client,
+        cluster,
+    };
+    policy_ready(&env, "maintenance").await;
+    env.webhook_registered().await;
+    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
+    bounded(
+        "the approval webhooks",
+        await_condition(
+            hooks,
+            "sluice-operator-approvals",
+            |w: Option<&ValidatingWebhookConfiguration>| w.is_some(),
+        ),
+    )
+    .await
+    .unwrap();
+    env.service_account("stock-fixer").await;
+    let pod = env.injected_pod("fixer", "stock-fixer").await;
+    let token = env.pod_token("stock-fixer", &pod, "sluice.dev").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    Setup {
+        env,
+        db,
+        listen_port,
+        pod,
+        token_file,
+        dir,
+    }
+}
+
+async fn apply_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in [
+        "connections.yaml",
+        "accesspolicies.yaml",
+        "accessrequests.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        api.create(&Default::default(), &crd).await.unwrap();
+        bounded(
+            "CRD established",
+            await_condition(
+                api.clone(),
+                &name,
+                kube::runtime::wait::conditions::is_crd_established(),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn is_ready(p: Option<&AccessPolicy>) -> bool {
+    let Some(p) = p else { return false };
+    let v = serde_json::to_value(p).unwrap();
+    v["status"]["observedGeneration"].as_i64() == p.metadata.generation
+        && v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+async fn policy_ready(env: &Env, name: &str) {
+    bounded(
+        "the policy to be Ready",
+        await_condition(env.policies(), name, is_ready),
+    )
+    .await
+    .unwrap();
+}
+
+/// A session whose NOTICEs arrive on the channel.
+async fn connect_with_notices(
+    url: &str,
+) -> (tokio_postgres::Client, mpsc::UnboundedReceiver<String>) {
+    let (client, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notice(n))) => {
+                    let _ = tx.send(format!(
+                        "{} | {}",
+                        n.message(),
+                        n.detail().unwrap_or_default()
+                    ));
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            }
+        }
+    });
+    (client, rx)
+}
+
+/// The AccessRequest name in `text` ("… AccessRequest shop/NAME …").
+fn request_name(text: &str) -> String {
+    let at = text
+        .find("AccessRequest shop/")
+        .unwrap_or_else(|| panic!("no request named in {text:?}"))
+        + "AccessRequest shop/".len();
+    text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect()
+}
+
+/// What `kubectl sluice approve|deny` sends: one decision appended to status.
+async fn decide(
+    client: &Client,
+    name: &str,
+    verdict: &str,
+    comment: &str,
+) -> Result<AccessRequest, String> {
+    let api: Api<AccessRequest> = Api::namespaced(client.clone(), "shop");
+    let current = api.get(name).await.map_err(|e| e.to_string())?;
+    let entry = json!({"user": "typed-by-the-approver", "verdict": verdict,
+        "time": "2020-01-01T00:00:00Z", "comment": comment});
+    let empty = current
+        .status
+        .as_ref()
+        .is_none_or(|s| s.decisions.is_empty());
+    let ops = if empty {
+        json!([{"op": "add", "path": "/status/decisions", "value": [entry]}])
+    } else {
+        json!([{"op": "add", "path": "/status/decisions/-", "value": entry}])
+    };
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(ops).unwrap()),
+    )
+    .await
+    .map_err(|e| match e {
+        kube::Error::Api(s) => s.message,
+        other => other.to_string(),
+    })
+}
+
+/// A kube client authenticated with `token` (the workload's own identity).
+async fn client_with_token(cluster: &TestCluster, token: &str) -> Client {
+    let mut kubeconfig = Kubeconfig::read_from(cluster.kubeconfig_path()).unwrap();
+    let cluster_name = kubeconfig.contexts[0]
+        .context
+        .as_ref()
+        .unwrap()
+        .cluster
+        .clone();
+    kubeconfig.auth_infos.push(NamedAuthInfo {
+        name: "workload".into(),
+        auth_info: Some(AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        }),
+        other: Default::default(),
+    });
+    kubeconfig.contexts.push(NamedContext {
+        name: "workload".into(),
+        context: Some(Context {
+            cluster: cluster_name,
+            user: Some("workload".into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        }),
+        other: Default::default(),
+    });
+    let config = Config::from_custom_kubeconfig(
+        kubeconfig,
+        &KubeConfigOptions {
+            context: Some("workload".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+fn code(e: &tokio_postgres::Error) -> Option<SqlState> {
+    e.as_db_error().map(|d| d.code().clone())
+}
+
+async fn one_int(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    let row = client.query_one(sql, &[]).await.unwrap();
+    row.get::<_, i64>(0)
+}
+
+fn audit_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_expired() {
+    let s = setup("approvals_hold").await;
+    let env = &s.env;
+    let audit = s.dir.path().join("audit.jsonl");
+    let log = s.dir.path().join("sidecar.log");
+    let _child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"))
+            .arg("run")
+            .env(
+                "SLUICE_GATEWAY_URL",
+                format!("https://{}", env.operator.addr),
+            )
+            .env("SLUICE_TOKEN_FILE", &s.token_file)
+            .env("SLUICE_CA_PEM", env.operator.ca_bundle_pem())
+            .env("SLUICE_CONNECTIONS", "testdb")
+            .env("SLUICE_NAMESPACE", "shop")
+            .env("SLUICE_POD_NAMESPACE", "shop")
+            .env("SLUICE_SERVICE_ACCOUNT", "stock-fixer")
+            .env("SLUICE_POD_NAME", "fixer")
+            .env_remove("SLUICE_CA_FILE")
+            .env_remove("SLUICE_ADMIN_ADDR")
+            .stdout(std::fs::File::create(&audit).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("sidecar binary starts"),
+    );
+    let url = format!(
+        "host=127.0.0.1 port={} user=app dbname={}",
+        s.listen_port, s.db
+    );
+    let (client, mut notices) = bounded("the sidecar's listener", async {
+        loop {
+            if common::try_connect(&url).await.is_ok() {
+                return connect_with_notices(&url).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let client = std::sync::Arc::new(client);
+    let alice = env.cluster.client_for("alice").await.unwrap();
+    let bob = env.cluster.client_for("bob").await.unwrap();
+
+    // === (a) hold: the client is told what to approve; approved, it runs once ===
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.batch_execute("UPDATE counter SET n = n + 1").await }
+    });
+    let notice = bounded("the NOTICE naming the request", notices.recv())
+        .await
+        .expect("a notice");
+    assert!(notice.contains("holding this statement"), "{notice}");
+    let name = request_name(&notice);
+    assert!(
+        notice.contains(&format!("kubectl sluice approve {name} -n shop")),
+        "{notice}"
+    );
+    assert!(notice.contains("bulk-writes-need-a-dba"), "{notice}");
+    let stored: AccessRequest = Api::namespaced(env.client.clone(), "shop")
+        .get(&name)
+        .await
+        .unwrap();
+    assert_eq!(stored.spec.command.text, "UPDATE counter SET n = n + ?");
+    assert_eq!(stored.spec.requester.service_account, "stock-fixer");
+    assert_eq!(stored.spec.requester.pod.as_deref(), Some("fixer"));
+
+    // bob is no approver; the workload cannot approve its own statement.
+    let refused = decide(&bob, &name, "approve", "lgtm").await.unwrap_err();
+    assert!(
+        refused.contains("bob is not an approver of AccessRequest shop/"),
+        "{refused}"
+    );
+    let api_token = env
+        .pod_token(
+            "stock-fixer",
+            &s.pod,
+            "https://kubernetes.default.svc.cluster.local",
+        )
+        .await;
+    let workload = client_with_token(&env.cluster, &api_token).await;
+    let refused = decide(&workload, &name, "approve", "me").await.unwrap_err();
+    assert!(
+        refused.contains("system:serviceaccount:shop:stock-fixer is the requester"),
+        "{refused}"
+    );
+    assert!(
+        !held.is_finished(),
+        "the statement ran before anyone approved it"
+    );
+    let counter = common::connect(&common::server().admin_url(&s.db)).await;
+    assert_eq!(one_int(&counter, "SELECT n::int8 FROM counter").await, 0);
+
+    decide(&alice, &name, "approve", "ok, once")
+        .await
+        .expect("alice may approve");
+    bounded("the held statement", held)
+        .await
+        .unwrap()
+        .expect("the approved statement runs");
+    assert_eq!(
+        one_int(&counter, "SELECT n::int8 FROM counter").await,
+        1,
+        "the approved statement ran once"
+    );
+    let ar: AccessRequest = Api::namespaced(env.client.clone(), "shop")
+        .get(&name)
+        .await
+        .unwrap();
+    assert_eq!(
+        ar.status.unwrap().phase,
+        Some(sluice_crds::RequestPhase::Executed)
+    );
+    // The session goes on.
+    assert_eq!(one_int(&client, "SELECT count(*) FROM counter").await, 1);
+
+    // === (b) deny: an error naming the request and the decider; nothing runs ===
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.batch_execute("DELETE FROM counter").await }
+    });
+    let notice = bounded("the NOTICE", notices.recv()).await.unwrap();
+    let denied_name = request_name(&notice);
+    assert_ne!(denied_name, name);
+    decide(&alice, &denied_name, "deny", "not during business hours")
+        .await
+        .expect("alice may deny");
+    let e = bounded("the denial", held).await.unwrap().unwrap_err();
+    assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    let message = common::message(&e);
+    assert!(
+        message.contains(&format!(
+            "AccessRequest shop/{denied_name} was denied by alice"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("not during business hours"), "{message}");
+    assert_eq!(one_int(&counter, "SELECT count(*) FROM counter").await, 1);
+    assert_eq!(one_int(&client, "SELECT n::int8 FROM counter").await, 1);
+
+    // === (c) a request nobody decides expires; the statement is refused ===
+    let e = bounded(
+        "the expiry",
+        client.batch_execute("UPDATE expiring SET v = v + 1"),
+    )
+    .await
+    .unwrap_err();
+    let notice = notices.recv().await.unwrap();
+    let expired_name = request_name(&notice);
+    assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    let message = common::message(&e);
+    assert!(
+        message.contains(&format!("AccessRequest shop/{expired_name} expired")),
+        "{message}"
+    );
+    assert_eq!(one_int(&counter, "SELECT v::int8 FROM expiring").await, 0);
+    client.batch_execute("SELECT 1").await.unwrap();
+
+    // === the audit chain records each step, and verifies ===
+    let events = bounded("the audit events", async {
+        loop {
+            let events = audit_events(&audit);
+            if events
+                .iter()
+                .filter(|e| e["approval"]["phase"] == "Expired")
+                .count()
+                >= 1
+            {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let step = |request: &str, phase: &str| {
+        events.iter().find(|e| {
+            e["approval"]["request"] == format!("shop/{request}") && e["approval"]["phase"] == phase
+        })
+    };
+    assert!(step(&name, "Pending").is_some(), "{events:#?}");
+    let ran = step(&name, "Executed").expect("the approved run is on record");
+    assert_eq!(ran["type"], "approval");
+    assert_eq!(ran["approval"]["decidedBy"], "alice");
+    assert_eq!(ran["command"]["text"], "UPDATE counter SET n = n + ?");
+    let denied = step(&denied_name, "Denied").expect("the denial is on record");
+    assert_eq!(denied["type"], "denial");
+    assert_eq!(denied["approval"]["decidedBy"], "alice");
+    let expired = step(&expired_name, "Expired").expect("the expiry is on record");
+    assert_eq!(expired["type"], "denial");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    sluice_policy::audit::verify_lines(text.lines(), &[]).expect("the audit chain verifies");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log.contains(common::PASSWORD),
+        "the password reached the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
+    let s = setup("approvals_retry").await;
+    let env = &s.env;
+    let mut cfg = RunConfig::new(
+        format!("https://{}", env.operator.addr),
+        s.token_file.clone(),
+        env.operator.ca_bundle_pem(),
+    );
+    cfg.connections = Some(vec!["testdb".into()]);
+    cfg.audit_stdout = false;
+    cfg.poll_wait = Duration::from_secs(1);
+    cfg.first_bundle_timeout = Duration::from_secs(20);
+    let running = bounded("run mode to start", run::start(cfg))
+        .await
+        .expect("run mode starts");
+    let url = format!(
+        "host=127.0.0.1 port={} user=app dbname={}",
+        s.listen_port, s.db
+    );
+    let client = bounded("a session", common::connect(&url)).await;
+    let admin = common::connect(&common::server().admin_url(&s.db)).await;
+    let alice = env.cluster.client_for("alice").await.unwrap();
+
+    // === (d) refused at once with the request's name ===
+    let insert = "INSERT INTO ledger VALUES (7)";
+    let e = client.batch_execute(insert).await.unwrap_err();
+    assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    let message = common::message(&e);
+    let name = request_name(&message);
+    assert!(message.contains("needs approval"), "{message}");
+    assert!(
+        message.contains(&format!("kubectl sluice approve {name} -n shop")),
+        "{message}"
+    );
+    // Asking again before approval names the same request.
+    let again = common::message(&client.batch_execute(insert).await.unwrap_err());
+    assert_eq!(request_name(&again), name);
+    assert_eq!(one_int(&admin, "SELECT count(*) FROM ledger").await, 0);
+
+    // A different statement is a different request.
+    let other = common::message(
+        &client
+            .batch_execute("INSERT INTO ledger VALUES (8)")
+            .await
+            .unwrap_err(),
+    );
+    assert_ne!(request_name(&other), name);
+
+    // Approved: the same statement runs, once; the third time asks anew.
+    decide(&alice, &name, "approve", "fine")
+        .await
+        .expect("alice may approve");
+    bounded(
+        "the phase Approved",
+        await_condition(
+            Api::<AccessRequest>::namespaced(env.client.clone(), "shop"),
+            &name,
+            |ar: Option<&AccessRequest>| {
+                ar.and_then(|a| a.status.as_ref()).and_then(|s| s.phase)
+                    == Some(sluice_crds::RequestPhase::Approved)
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    client
+        .batch_execute(insert)
+        .await
+        .expect("the approved statement runs");
+    assert_eq!(one_int(&admin, "SELECT count(*) FROM ledger").await, 1);
+    let e = client.batch_execute(insert).await.unwrap_err();
+    let third = common::message(&e);
+    assert!(third.contains("needs approval"), "{third}");
+    assert_ne!(
+        request_name(&third),
+        name,
+        "an approval runs its statement once"
+    );
+    assert_eq!(one_int(&admin, "SELECT count(*) FROM ledger").await, 1);
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_operator_refuses_the_statement_and_the_session_goes_on() {
+    let s = setup("approvals_unreachable").await;
+    // A second replica the sidecar talks to; it goes away after the first bundle.
+    let replica =
+        sluice_operator::run::start(s.env.client.clone(), support::test_settings("going-away"))
+            .await
+            .expect("second replica starts");
+    bounded("the second replica's caches", replica.ready()).await;
+    let mut cfg = RunConfig::new(
+        format!("https://{}", replica.addr),
+        s.token_file.clone(),
+        replica.ca_bundle_pem(),
+    );
+    cfg.connections = Some(vec!["testdb".into()]);
+    cfg.audit_stdout = false;
+    cfg.poll_wait = Duration::from_secs(1);
+    cfg.first_bundle_timeout = Duration::from_secs(20);
+    let running = bounded("run mode to start", run::start(cfg))
+        .await
+        .expect("run mode starts");
+    let url = format!(
+        "host=127.0.0.1 port={} user=app dbname={}",
+        s.listen_port, s.db
+    );
+    let client = bounded("a session", common::connect(&url)).await;
+    replica.shutdown().await;
+
+    // The bundle is still in force, but nobody can be asked for approval.
+    let e = bounded(
+        "the refusal",
+        client.batch_execute("UPDATE counter SET n = n + 1"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    let message = common::message(&e);
+    assert!(
+        message.contains("requires an approval, and asking the Sluice operator for it failed"),
+        "{message}"
+    );
+    assert!(message.contains("bulk-writes-need-a-dba"), "{message}");
+    assert!(message.contains("nothing ran"), "{message}");
+    let admin = common::connect(&common::server().admin_url(&s.db)).await;
+    assert_eq!(one_int(&admin, "SELECT n::int8 FROM counter").await, 0);
+    // The session goes on.
+    assert_eq!(one_int(&client, "SELECT count(*) FROM counter").await, 1);
+    drop(running);
+}
