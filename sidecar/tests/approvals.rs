@@ -458,6 +458,34 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
     // The session goes on.
     assert_eq!(one_int(&client, "SELECT count(*) FROM counter").await, 1);
 
+    // === extended protocol: held at Parse; approved, it executes once ===
+    let prepare = tokio::spawn({
+        let client = client.clone();
+        async move { client.prepare("UPDATE counter SET n = n + 10").await }
+    });
+    let notice = bounded("the NOTICE of the Parse", notices.recv())
+        .await
+        .unwrap();
+    let parsed_name = request_name(&notice);
+    assert_ne!(parsed_name, name);
+    decide(&alice, &parsed_name, "approve", "prepared, once")
+        .await
+        .expect("alice may approve");
+    let statement = bounded("the held Parse", prepare)
+        .await
+        .unwrap()
+        .expect("the approved statement is prepared");
+    assert_eq!(client.execute(&statement, &[]).await.unwrap(), 1);
+    assert_eq!(one_int(&counter, "SELECT n::int8 FROM counter").await, 11);
+    let e = client.execute(&statement, &[]).await.unwrap_err();
+    assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    assert!(
+        common::message(&e).contains("approval was used"),
+        "{}",
+        common::message(&e)
+    );
+    assert_eq!(one_int(&counter, "SELECT n::int8 FROM counter").await, 11);
+
     // === (b) deny: an error naming the request and the decider; nothing runs ===
     let held = tokio::spawn({
         let client = client.clone();
@@ -480,7 +508,7 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
     );
     assert!(message.contains("not during business hours"), "{message}");
     assert_eq!(one_int(&counter, "SELECT count(*) FROM counter").await, 1);
-    assert_eq!(one_int(&client, "SELECT n::int8 FROM counter").await, 1);
+    assert_eq!(one_int(&client, "SELECT n::int8 FROM counter").await, 11);
 
     // === (c) a request nobody decides expires; the statement is refused ===
     let e = bounded(

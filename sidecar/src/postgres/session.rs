@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use sluice_crds::{ApprovalMode, RequestPhase};
 use sluice_policy::audit::{AuditApproval, AuditKind};
-use sluice_policy::gateway::ApprovalTicket;
+use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc};
@@ -276,6 +276,7 @@ where
         masking: masking.clone(),
         rate: RateLimiter::new(masking.limits().statements_per_second),
         held: None,
+        approved: Vec::new(),
     };
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
@@ -448,6 +449,8 @@ struct ClientLoop {
     rate: RateLimiter,
     /// A simple query waiting for its approval step (run mode).
     held: Option<(Frame, Arc<Decided>)>,
+    /// Statements approved at Parse whose one Execute has not come yet.
+    approved: Vec<Arc<Decided>>,
 }
 
 impl ClientLoop {
@@ -587,22 +590,8 @@ impl ClientLoop {
         decided: Arc<Decided>,
         client: &mut FrameReader<R>,
     ) -> Result<(), SessionError> {
-        let Some(approvals) = self.ctx.approvals.clone() else {
-            return Ok(());
-        };
         let sql = query::decode(frame.body())?;
-        let retry = decided
-            .awaits_approval()
-            .is_some_and(|a| a.mode == ApprovalMode::Retry);
-        let ask = decided.approval_ask(&self.ctx.name, sql);
-        let early = match &ask {
-            None => Some(Refusal::plain(
-                "statement refused by Sluice: it needs approval, but the decision names no rule to ask under",
-            )),
-            Some(_) => self.rate.check(),
-        };
-        let Some(ask) = ask.filter(|_| early.is_none()) else {
-            let refusal = early.unwrap_or_else(|| Refusal::plain("statement refused by Sluice"));
+        if let Some(refusal) = self.rate.check() {
             let _ = self
                 .ctx
                 .audit
@@ -610,35 +599,141 @@ impl ClientLoop {
             self.ctx.metrics.statement(&decided, true);
             self.queue_refusal(&refusal, true, false);
             return Ok(());
-        };
-        let outcome = if retry {
-            Some(approvals.retry(&ask).await)
-        } else {
-            let hold = approvals.hold(&ask, |ticket| self.notify_held(&decided, ticket));
-            tokio::pin!(hold);
-            let mut watching = true;
-            loop {
-                tokio::select! {
-                    outcome = &mut hold => break Some(outcome),
-                    more = client.fill(), if watching => match more {
-                        // Pipelined input waits in the reader until the statement is settled.
-                        Ok(true) => watching = false,
-                        Ok(false) | Err(_) => break None,
-                    },
-                }
+        }
+        let outcome = match self.approval_ask(sql, &decided) {
+            Err(refusal) => Err(refusal),
+            Ok((approvals, ask, true)) => Ok(Some(approvals.retry(&ask).await)),
+            Ok((approvals, ask, false)) => {
+                let hold =
+                    approvals.hold(&ask, |ticket| self.notify_held(&decided, ticket, "simple"));
+                tokio::pin!(hold);
+                let mut watching = true;
+                Ok(loop {
+                    tokio::select! {
+                        outcome = &mut hold => break Some(outcome),
+                        more = client.fill(), if watching => match more {
+                            // Pipelined input waits in the reader until the statement is settled.
+                            Ok(true) => watching = false,
+                            Ok(false) | Err(_) => break None,
+                        },
+                    }
+                })
             }
         };
-        let Some(outcome) = outcome else {
-            let refusal = Refusal::plain(
-                "the client closed the session while its statement was held for approval; it did not run",
-            );
-            let _ = self
-                .ctx
-                .audit
-                .statement(&self.session, &decided, "simple", Some(&refusal));
-            return Ok(());
+        let refusal = match outcome {
+            Err(refusal) => Some(refusal),
+            Ok(None) => {
+                let refusal = Refusal::plain(
+                    "the client closed the session while its statement was held for approval; it did not run",
+                );
+                let _ = self
+                    .ctx
+                    .audit
+                    .statement(&self.session, &decided, "simple", Some(&refusal));
+                return Ok(());
+            }
+            Ok(Some(outcome)) => self.settle_approval(outcome, &decided, "simple"),
         };
-        let detail = approval_detail(&decided);
+        if let Some(refusal) = refusal {
+            self.queue_refusal(&refusal, true, false);
+            return Ok(());
+        }
+        let copy_masks = match self.copy_masks(&decided).await {
+            Ok(m) => m,
+            Err(r) => {
+                self.queue_refusal(&r, true, false);
+                return Ok(());
+            }
+        };
+        self.send(Expect::Simple(Box::new(SimpleCtx {
+            decided,
+            started: Instant::now(),
+            copy_masks,
+        })));
+        self.upstream.write_all(&frame.raw).await?;
+        Ok(())
+    }
+
+    /// A Parse a `requireApproval` rule catches, in run mode: held or
+    /// refused as in [`ClientLoop::approve_simple`]; `None` when approved,
+    /// and then the statement's next Execute (only) may run.
+    async fn approve_parse(&mut self, sql: &str, decided: &Arc<Decided>) -> Option<Refusal> {
+        let outcome = match self.approval_ask(sql, decided) {
+            Err(refusal) => return Some(refusal),
+            Ok((approvals, ask, true)) => approvals.retry(&ask).await,
+            Ok((approvals, ask, false)) => {
+                approvals
+                    .hold(&ask, |ticket| self.notify_held(decided, ticket, "extended"))
+                    .await
+            }
+        };
+        let refusal = self.settle_approval(outcome, decided, "extended");
+        if refusal.is_none() {
+            self.approved.push(decided.clone());
+        }
+        refusal
+    }
+
+    /// An Execute of a statement that needs approval runs only as the one
+    /// run its approval at Parse allowed; `Some` refuses any other.
+    fn approved_once(&mut self, decided: &Arc<Decided>) -> Option<Refusal> {
+        if self.ctx.approvals.is_none() || decided.awaits_approval().is_none() {
+            return None;
+        }
+        match self.approved.iter().position(|d| Arc::ptr_eq(d, decided)) {
+            Some(i) => {
+                self.approved.swap_remove(i);
+                None
+            }
+            None => Some(Refusal {
+                detail: Some(approval_detail(decided)),
+                ..Refusal::plain(
+                    "statement refused by Sluice: its approval was used by an earlier execution (an approval runs a statement once); prepare it again to ask anew",
+                )
+            }),
+        }
+    }
+
+    /// What to ask the operator for `sql`, and whether in retry mode; or
+    /// the refusal (on record) when it cannot be asked.
+    #[allow(clippy::type_complexity)]
+    fn approval_ask(
+        &self,
+        sql: &str,
+        decided: &Arc<Decided>,
+    ) -> Result<(Approvals, ApprovalAsk, bool), Refusal> {
+        let retry = decided
+            .awaits_approval()
+            .is_some_and(|a| a.mode == ApprovalMode::Retry);
+        match (
+            self.ctx.approvals.clone(),
+            decided.approval_ask(&self.ctx.name, sql),
+        ) {
+            (Some(approvals), Some(ask)) => Ok((approvals, ask, retry)),
+            _ => {
+                let refusal = Refusal::plain(
+                    "statement refused by Sluice: it needs approval, but the decision names no rule to ask under",
+                );
+                let _ =
+                    self.ctx
+                        .audit
+                        .statement(&self.session, decided, "approval", Some(&refusal));
+                self.ctx.metrics.statement(decided, true);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Puts an approval's outcome on record; `None` when the statement may
+    /// run now (approved and claimed; the record is written first), else
+    /// the refusal for the client.
+    fn settle_approval(
+        &self,
+        outcome: ApprovalOutcome,
+        decided: &Arc<Decided>,
+        protocol: &str,
+    ) -> Option<Refusal> {
+        let detail = approval_detail(decided);
         match outcome {
             ApprovalOutcome::Granted { request, approvers } => {
                 let who = approvers.join(", ");
@@ -649,31 +744,19 @@ impl ClientLoop {
                     comment: None,
                 };
                 // Write-ahead: the approval and the run are on record first.
-                if let Err(e) = self.ctx.audit.approval(
-                    &self.session,
-                    &decided,
-                    AuditKind::Approval,
-                    step,
-                    format!(
-                        "approved by {who} in AccessRequest {request}; runs once (simple protocol)"
-                    ),
-                ) {
-                    self.queue_refusal(&Refusal::audit_failed(&e), true, false);
-                    return Ok(());
-                }
-                let copy_masks = match self.copy_masks(&decided).await {
-                    Ok(m) => m,
-                    Err(r) => {
-                        self.queue_refusal(&r, true, false);
-                        return Ok(());
-                    }
-                };
-                self.send(Expect::Simple(Box::new(SimpleCtx {
-                    decided,
-                    started: Instant::now(),
-                    copy_masks,
-                })));
-                self.upstream.write_all(&frame.raw).await?;
+                self.ctx
+                    .audit
+                    .approval(
+                        &self.session,
+                        decided,
+                        AuditKind::Approval,
+                        step,
+                        format!(
+                            "approved by {who} in AccessRequest {request}; runs once ({protocol} protocol)"
+                        ),
+                    )
+                    .err()
+                    .map(|e| Refusal::audit_failed(&e))
             }
             ApprovalOutcome::Refused {
                 request,
@@ -695,23 +778,23 @@ impl ClientLoop {
                         };
                         let _ = self.ctx.audit.approval(
                             &self.session,
-                            &decided,
+                            decided,
                             AuditKind::Denial,
                             step,
-                            message,
+                            format!("{message} ({protocol} protocol)"),
                         );
                     }
                     _ => {
                         let _ = self.ctx.audit.statement(
                             &self.session,
-                            &decided,
-                            "simple",
+                            decided,
+                            protocol,
                             Some(&refusal),
                         );
                     }
                 }
-                self.ctx.metrics.statement(&decided, true);
-                self.queue_refusal(&refusal, true, false);
+                self.ctx.metrics.statement(decided, true);
+                Some(refusal)
             }
             ApprovalOutcome::Pending {
                 request,
@@ -727,28 +810,26 @@ impl ClientLoop {
                 };
                 let _ = self.ctx.audit.approval(
                     &self.session,
-                    &decided,
+                    decided,
                     AuditKind::Approval,
                     step,
-                    message.clone(),
+                    format!("{message} ({protocol} protocol)"),
                 );
-                self.ctx.metrics.statement(&decided, true);
-                let refusal = Refusal {
+                self.ctx.metrics.statement(decided, true);
+                Some(Refusal {
                     detail: Some(detail),
                     hint: Some(format!(
                         "an approver runs: {approve_command}; then send the same statement again"
                     )),
                     ..Refusal::plain(&message)
-                };
-                self.queue_refusal(&refusal, true, false);
+                })
             }
         }
-        Ok(())
     }
 
     /// Hold mode, once the operator made the request: on record, and the
     /// client is told which request to approve and how.
-    fn notify_held(&self, decided: &Decided, ticket: &ApprovalTicket) {
+    fn notify_held(&self, decided: &Decided, ticket: &ApprovalTicket, protocol: &str) {
         let request = format!("{}/{}", ticket.namespace, ticket.name);
         let step = AuditApproval {
             request: request.clone(),
@@ -761,7 +842,7 @@ impl ClientLoop {
             decided,
             AuditKind::Approval,
             step,
-            format!("held for approval in AccessRequest {request} (simple protocol)"),
+            format!("held for approval in AccessRequest {request} ({protocol} protocol)"),
         );
         let mut out = BytesMut::new();
         Report {
@@ -830,6 +911,7 @@ impl ClientLoop {
         let mut parsed: HashMap<String, StatementRef> = HashMap::new();
         let mut refusal: Option<Refusal> = None;
         let mut decisions: Vec<Option<StatementRef>> = Vec::with_capacity(pending.len());
+        let mut to_approve: Vec<(String, Arc<Decided>)> = Vec::new();
         for frame in &pending {
             match frame.tag {
                 frontend::PARSE => {
@@ -839,7 +921,10 @@ impl ClientLoop {
                         decided: decided.clone(),
                         index: 0,
                     };
-                    if let Some(r) = &decided.refusal {
+                    if self.ctx.approvals.is_some() && decided.awaits_approval().is_some() {
+                        // Asked of the operator once the whole group is decided.
+                        to_approve.push((p.query.to_string(), decided.clone()));
+                    } else if let Some(r) = &decided.refusal {
                         // Refused at Parse: on record now, nothing of the group runs.
                         let _ =
                             self.ctx
@@ -859,6 +944,15 @@ impl ClientLoop {
             }
         }
         if refusal.is_none() {
+            // Statements that need approval hold (or refuse) the whole group.
+            for (sql, decided) in &to_approve {
+                if let Some(r) = self.approve_parse(sql, decided).await {
+                    refusal = Some(r);
+                    break;
+                }
+            }
+        }
+        if refusal.is_none() {
             // Pass 2: each Execute runs a statement: rate limit, COPY plan and
             // the write-ahead audit record, before anything is forwarded.
             for (frame, stmt) in pending.iter().zip(&decisions) {
@@ -866,6 +960,17 @@ impl ClientLoop {
                     continue;
                 }
                 let Some(stmt) = stmt else { continue };
+                if let Some(r) = self.approved_once(&stmt.decided) {
+                    let _ = self.ctx.audit.statement(
+                        &self.session,
+                        &stmt.decided,
+                        "extended",
+                        Some(&r),
+                    );
+                    self.ctx.metrics.statement(&stmt.decided, true);
+                    refusal = Some(r);
+                    break;
+                }
                 let mut r = self.rate.check();
                 if r.is_none()
                     && let Err(e) = self.copy_masks(&stmt.decided).await
