@@ -334,6 +334,19 @@ async fn one_int(client: &tokio_postgres::Client, sql: &str) -> i64 {
     row.get::<_, i64>(0)
 }
 
+/// `GET /metrics` of the sidecar's admin port.
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nhost: sidecar\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
 fn audit_events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -566,6 +579,39 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
         !log.contains(common::PASSWORD),
         "the password reached the log"
     );
+
+    // === psql users see the NOTICE while their statement waits ===
+    let port = s.listen_port;
+    let psql = tokio::task::spawn_blocking(move || {
+        common::psql(port, &["-c", "UPDATE counter SET n = n + 100"])
+    });
+    let requests: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    let psql_name = bounded("the request of psql's statement", async {
+        loop {
+            let list = requests.list(&Default::default()).await.unwrap();
+            if let Some(ar) = list.items.iter().find(|ar| {
+                ar.spec.command.text == "UPDATE counter SET n = n + ?"
+                    && ar.status.as_ref().and_then(|s| s.phase)
+                        == Some(sluice_crds::RequestPhase::Pending)
+            }) {
+                return ar.metadata.name.clone().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    decide(&alice, &psql_name, "approve", "psql")
+        .await
+        .expect("alice may approve");
+    let (ok, _, stderr) = bounded("psql", psql).await.unwrap();
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "NOTICE:  Sluice is holding this statement for approval: AccessRequest shop/{psql_name}; approve it with: kubectl sluice approve {psql_name} -n shop"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(one_int(&counter, "SELECT n::int8 FROM counter").await, 111);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -581,6 +627,7 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
     cfg.audit_stdout = false;
     cfg.poll_wait = Duration::from_secs(1);
     cfg.first_bundle_timeout = Duration::from_secs(20);
+    cfg.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     let running = bounded("run mode to start", run::start(cfg))
         .await
         .expect("run mode starts");
@@ -648,6 +695,17 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
         "an approval runs its statement once"
     );
     assert_eq!(one_int(&admin, "SELECT count(*) FROM ledger").await, 1);
+
+    // Five asks, one granted, in the sidecar's metrics.
+    let metrics = metrics_text(running.admin.unwrap()).await;
+    assert!(
+        metrics.contains("sluice_approvals_total{step=\"asked\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_approvals_total{step=\"granted\"} 1"),
+        "{metrics}"
+    );
     drop(running);
 }
 
