@@ -541,6 +541,31 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
     assert_eq!(one_int(&counter, "SELECT v::int8 FROM expiring").await, 0);
     client.batch_execute("SELECT 1").await.unwrap();
 
+    // === the client cancels a held statement: nothing runs, ever ===
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.batch_execute("DELETE FROM counter").await }
+    });
+    let notice = bounded("the NOTICE", notices.recv()).await.unwrap();
+    let cancelled_name = request_name(&notice);
+    client
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let e = bounded("the cancel", held).await.unwrap().unwrap_err();
+    assert_eq!(code(&e), Some(SqlState::QUERY_CANCELED));
+    let message = common::message(&e);
+    assert!(
+        message.contains("held for approval and did not run"),
+        "{message}"
+    );
+    // A late approval runs nothing: the statement left with the cancel.
+    decide(&alice, &cancelled_name, "approve", "too late")
+        .await
+        .expect("alice may approve");
+    assert_eq!(one_int(&client, "SELECT count(*) FROM counter").await, 1);
+
     // === the audit chain records each step, and verifies ===
     let events = bounded("the audit events", async {
         loop {

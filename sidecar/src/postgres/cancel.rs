@@ -15,6 +15,9 @@ pub struct CancelTarget {
     pub upstream: UpstreamConfig,
     /// The upstream's (process id, secret key).
     pub backend_key: (i32, i32),
+    /// Wakes the session's statement held for approval, if any: a cancel
+    /// gives it up (the upstream has nothing running meanwhile).
+    pub held: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Client-facing keys of the live sessions of this sidecar.

@@ -159,6 +159,9 @@ where
                 secret_key,
             } => {
                 if let Some(target) = ctx.cancel.lookup((process_id, secret_key)) {
+                    // A statement held for approval is cancelled here; the
+                    // upstream is idle meanwhile.
+                    target.held.notify_waiters();
                     if let Err(e) = upstream::cancel(&target.upstream, target.backend_key).await {
                         tracing::warn!(connection = %ctx.name, error = %e, "forwarding a cancel request failed");
                     }
@@ -241,9 +244,11 @@ where
         fatal(writer, error_response::INTERNAL_ERROR, &message, None).await?;
         return Err(SessionError::Refused(message));
     }
+    let cancel_hold = Arc::new(tokio::sync::Notify::new());
     let key = ctx.cancel.register(CancelTarget {
         upstream: ctx.upstream.clone(),
         backend_key: up.backend_key,
+        held: cancel_hold.clone(),
     });
     let mut out = BytesMut::new();
     startup::authentication_ok(&mut out);
@@ -277,6 +282,7 @@ where
         rate: RateLimiter::new(masking.limits().statements_per_second),
         held: None,
         approved: Vec::new(),
+        cancel_hold,
     };
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
@@ -451,6 +457,8 @@ struct ClientLoop {
     held: Option<(Frame, Arc<Decided>)>,
     /// Statements approved at Parse whose one Execute has not come yet.
     approved: Vec<Arc<Decided>>,
+    /// Woken by the client's CancelRequest: a held statement is given up.
+    cancel_hold: Arc<tokio::sync::Notify>,
 }
 
 impl ClientLoop {
@@ -607,17 +615,22 @@ impl ClientLoop {
                 let hold =
                     approvals.hold(&ask, |ticket| self.notify_held(&decided, ticket, "simple"));
                 tokio::pin!(hold);
+                // Enabled now: a CancelRequest from here on is not missed.
+                let cancelled = self.cancel_hold.notified();
+                tokio::pin!(cancelled);
+                cancelled.as_mut().enable();
                 let mut watching = true;
-                Ok(loop {
+                loop {
                     tokio::select! {
-                        outcome = &mut hold => break Some(outcome),
+                        outcome = &mut hold => break Ok(Some(outcome)),
+                        () = &mut cancelled => break Err(self.cancelled(&decided, "simple")),
                         more = client.fill(), if watching => match more {
                             // Pipelined input waits in the reader until the statement is settled.
                             Ok(true) => watching = false,
-                            Ok(false) | Err(_) => break None,
+                            Ok(false) | Err(_) => break Ok(None),
                         },
                     }
-                })
+                }
             }
         };
         let refusal = match outcome {
@@ -662,9 +675,15 @@ impl ClientLoop {
             Err(refusal) => return Some(refusal),
             Ok((approvals, ask, true)) => approvals.retry(&ask).await,
             Ok((approvals, ask, false)) => {
-                approvals
-                    .hold(&ask, |ticket| self.notify_held(decided, ticket, "extended"))
-                    .await
+                let cancelled = self.cancel_hold.notified();
+                tokio::pin!(cancelled);
+                cancelled.as_mut().enable();
+                let hold =
+                    approvals.hold(&ask, |ticket| self.notify_held(decided, ticket, "extended"));
+                tokio::select! {
+                    outcome = hold => outcome,
+                    () = cancelled => return Some(self.cancelled(decided, "extended")),
+                }
             }
         };
         let refusal = self.settle_approval(outcome, decided, "extended");
@@ -825,6 +844,24 @@ impl ClientLoop {
                 })
             }
         }
+    }
+
+    /// The client cancelled its held statement: nothing runs (its
+    /// AccessRequest stays pending until it expires); on record.
+    fn cancelled(&self, decided: &Arc<Decided>, protocol: &str) -> Refusal {
+        let refusal = Refusal {
+            code: QUERY_CANCELED,
+            detail: Some(approval_detail(decided)),
+            ..Refusal::plain(
+                "canceling statement due to user request: it was held for approval and did not run",
+            )
+        };
+        let _ = self
+            .ctx
+            .audit
+            .statement(&self.session, decided, protocol, Some(&refusal));
+        self.ctx.metrics.statement(decided, true);
+        refusal
     }
 
     /// Hold mode, once the operator made the request: on record, and the
@@ -1714,6 +1751,9 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         code
     }
 }
+
+/// SQLSTATE of a statement the client cancelled.
+const QUERY_CANCELED: &str = "57014";
 
 /// Which rule asked for the approval, for the client.
 fn approval_detail(decided: &Decided) -> String {
