@@ -431,14 +431,24 @@ for config in mutatingwebhookconfiguration/sluice-operator mutatingwebhookconfig
     exit 1
   fi
 done
-# The operator serves exactly the mounted certificate (curl trusts only ca.crt).
-curl -sf --cacert "$CM_CERTS/ca.crt" "https://127.0.0.1:$port/healthz" >/dev/null \
-  || { tail -30 "$OUT/operator-cm.log"; echo "the operator does not serve the mounted certificate" >&2; exit 1; }
+# The operator serves exactly the mounted certificate: a client trusting only
+# ca.crt reaches /healthz, and is presented tls.crt itself.
+"$VENV/bin/python" - "$port" "$CM_CERTS" <<'PY' || { tail -30 "$OUT/operator-cm.log"; echo "the operator does not serve the mounted certificate" >&2; exit 1; }
+import socket, ssl, sys, urllib.request
+port, certs = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=f"{certs}/ca.crt")
+with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=ctx, timeout=10) as r:
+    assert r.status == 200, r.status
+with socket.create_connection(("127.0.0.1", int(port))) as raw, ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+    served = tls.getpeercert(binary_form=True)
+want = ssl.PEM_cert_to_DER_cert(open(f"{certs}/tls.crt").read())
+sys.exit(0 if served == want else "the operator presented another certificate than tls.crt")
+PY
 if grep -Eiq 'forbidden|\b403\b' "$OUT/operator-cm.log"; then
   grep -Ei 'forbidden|\b403\b' "$OUT/operator-cm.log" | head -20
   echo "cert-manager mode was refused something the cert-manager render's RBAC should allow" >&2
   exit 1
 fi
-echo "3 webhook configurations handed to cainjector (annotation, no caBundle), the mounted certificate served (curl --cacert ca.crt), no request refused"
+echo "3 webhook configurations handed to cainjector (annotation, no caBundle), the mounted certificate served, no request refused"
 passed
 echo "chart: $PASSED passed, 0 failed"
