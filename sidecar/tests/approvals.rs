@@ -592,6 +592,25 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
     assert_eq!(ran["type"], "approval");
     assert_eq!(ran["approval"]["decidedBy"], "alice");
     assert_eq!(ran["command"]["text"], "UPDATE counter SET n = n + ?");
+    let prepared = step(&parsed_name, "Executed").expect("the prepared run is on record");
+    assert_eq!(prepared["approval"]["decidedBy"], "alice");
+    // An approved run is recorded as its approval, not as a new ask.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["type"] == "statement" && e["decision"]["action"] == "requireApproval"),
+        "{events:#?}"
+    );
+    let refused_reuse = events
+        .iter()
+        .filter(|e| {
+            e["type"] == "denial"
+                && e["decision"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("(extended protocol)"))
+        })
+        .count();
+    assert_eq!(refused_reuse, 1, "{events:#?}");
     let denied = step(&denied_name, "Denied").expect("the denial is on record");
     assert_eq!(denied["type"], "denial");
     assert_eq!(denied["approval"]["decidedBy"], "alice");

@@ -694,17 +694,18 @@ impl ClientLoop {
     }
 
     /// An Execute of a statement that needs approval runs only as the one
-    /// run its approval at Parse allowed; `Some` refuses any other.
-    fn approved_once(&mut self, decided: &Arc<Decided>) -> Option<Refusal> {
+    /// run its approval at Parse allowed: `Ok(true)` uses that approval,
+    /// `Ok(false)` when none is needed, `Err` refuses any other run.
+    fn approved_once(&mut self, decided: &Arc<Decided>) -> Result<bool, Refusal> {
         if self.ctx.approvals.is_none() || decided.awaits_approval().is_none() {
-            return None;
+            return Ok(false);
         }
         match self.approved.iter().position(|d| Arc::ptr_eq(d, decided)) {
             Some(i) => {
                 self.approved.swap_remove(i);
-                None
+                Ok(true)
             }
-            None => Some(Refusal {
+            None => Err(Refusal {
                 detail: Some(approval_detail(decided)),
                 ..Refusal::plain(
                     "statement refused by Sluice: its approval was used by an earlier execution (an approval runs a statement once); prepare it again to ask anew",
@@ -997,31 +998,38 @@ impl ClientLoop {
                     continue;
                 }
                 let Some(stmt) = stmt else { continue };
-                if let Some(r) = self.approved_once(&stmt.decided) {
-                    let _ = self.ctx.audit.statement(
-                        &self.session,
-                        &stmt.decided,
-                        "extended",
-                        Some(&r),
-                    );
-                    self.ctx.metrics.statement(&stmt.decided, true);
-                    refusal = Some(r);
-                    break;
-                }
+                let approved = match self.approved_once(&stmt.decided) {
+                    Ok(approved) => approved,
+                    Err(r) => {
+                        let _ = self.ctx.audit.statement(
+                            &self.session,
+                            &stmt.decided,
+                            "extended",
+                            Some(&r),
+                        );
+                        self.ctx.metrics.statement(&stmt.decided, true);
+                        refusal = Some(r);
+                        break;
+                    }
+                };
                 let mut r = self.rate.check();
                 if r.is_none()
                     && let Err(e) = self.copy_masks(&stmt.decided).await
                 {
                     r = Some(e);
                 }
-                if let Err(e) =
-                    self.ctx
-                        .audit
-                        .statement(&self.session, &stmt.decided, "extended", r.as_ref())
-                {
-                    r = Some(Refusal::audit_failed(&e));
+                // An approved run's record is its approval's, written at Parse.
+                if !approved || r.is_some() {
+                    if let Err(e) = self.ctx.audit.statement(
+                        &self.session,
+                        &stmt.decided,
+                        "extended",
+                        r.as_ref(),
+                    ) {
+                        r = Some(Refusal::audit_failed(&e));
+                    }
+                    self.ctx.metrics.statement(&stmt.decided, r.is_some());
                 }
-                self.ctx.metrics.statement(&stmt.decided, r.is_some());
                 if r.is_some() {
                     refusal = r;
                     break;
