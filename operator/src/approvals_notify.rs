@@ -23,7 +23,10 @@ pub const ATTEMPTS: u32 = 6;
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     /// The URL is not an http(s) URL.
-    #[error("--notify-url {url:?} is not an http:// or https:// URL")]
+    // The value is not shown: webhook URLs usually carry a token.
+    #[error(
+        "the notification URL (--notify-url, or notifications.webhook in the settings file) is not an http:// or https:// URL; its value is not shown since it usually carries a token"
+    )]
     BadUrl {
         /// The URL given.
         url: String,
@@ -122,6 +125,8 @@ mod tests {
     #[tokio::test]
     async fn only_http_urls_are_taken() {
         assert!(Notifier::start("ftp://x").is_err());
+        let error = Notifier::start("htps://hooks.example/T0/B0/secret-token").unwrap_err();
+        assert!(!error.to_string().contains("secret-token"), "{error}");
         assert!(Notifier::start("not a url").is_err());
         assert!(Notifier::start("http://127.0.0.1:9/hook").is_ok());
     }
