@@ -656,6 +656,56 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
         "{stderr}"
     );
     assert_eq!(one_int(&counter, "SELECT n::int8 FROM counter").await, 111);
+
+    // === the policy changes while a statement is held: approved, it still does not run ===
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .batch_execute("UPDATE counter SET n = n + 1000")
+                .await
+        }
+    });
+    let notice = bounded("the NOTICE", notices.recv()).await.unwrap();
+    let frozen_name = request_name(&notice);
+    let freeze = json!([{"op": "add", "path": "/spec/rules/0", "value":
+        {"name": "freeze-counter", "match": {"statements": ["update"], "tables": ["counter"]}, "action": "deny"}}]);
+    env.policies()
+        .patch(
+            "maintenance",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(freeze).unwrap()),
+        )
+        .await
+        .unwrap();
+    policy_ready(env, "maintenance").await;
+    let probe = common::connect(&url).await;
+    bounded("the new rule to reach the sidecar", async {
+        loop {
+            match probe
+                .batch_execute("UPDATE counter SET n = n WHERE n < 0")
+                .await
+            {
+                Err(e) if common::message(&e).contains("freeze-counter") => return,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    decide(&alice, &frozen_name, "approve", "before the freeze")
+        .await
+        .expect("alice may approve");
+    let e = bounded("the held statement", held)
+        .await
+        .unwrap()
+        .unwrap_err();
+    let message = common::message(&e);
+    assert!(
+        message.contains("policies changed while it was held")
+            && message.contains("freeze-counter"),
+        "{message}"
+    );
+    assert_eq!(one_int(&counter, "SELECT n::int8 FROM counter").await, 111);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -645,7 +645,10 @@ impl ClientLoop {
                     .statement(&self.session, &decided, "simple", Some(&refusal));
                 return Ok(());
             }
-            Ok(Some(outcome)) => self.settle_approval(outcome, &decided, "simple"),
+            Ok(Some(outcome)) => {
+                let outcome = self.recheck(outcome, sql);
+                self.settle_approval(outcome, &decided, "simple")
+            }
         };
         if let Some(refusal) = refusal {
             self.queue_refusal(&refusal, true, false);
@@ -686,11 +689,34 @@ impl ClientLoop {
                 }
             }
         };
+        let outcome = self.recheck(outcome, sql);
         let refusal = self.settle_approval(outcome, decided, "extended");
         if refusal.is_none() {
             self.approved.push(decided.clone());
         }
         refusal
+    }
+
+    /// A statement approved while held runs only if the policies in force
+    /// now still let it: they may have changed, or lapsed, during the wait.
+    fn recheck(&mut self, outcome: ApprovalOutcome, sql: &str) -> ApprovalOutcome {
+        let ApprovalOutcome::Granted { request, approvers } = outcome else {
+            return outcome;
+        };
+        let now = self.enforcer.decide(sql);
+        match &now.refusal {
+            Some(r) if now.awaits_approval().is_none() => ApprovalOutcome::Refused {
+                message: format!(
+                    "statement refused by Sluice: AccessRequest {request} was approved by {}, but the policies changed while it was held ({}); nothing ran",
+                    approvers.join(", "),
+                    r.message
+                ),
+                request: Some(request),
+                phase: Some(RequestPhase::Executed),
+                deciders: approvers,
+            },
+            _ => ApprovalOutcome::Granted { request, approvers },
+        }
     }
 
     /// An Execute of a statement that needs approval runs only as the one
