@@ -160,19 +160,18 @@ impl AuditLog {
     /// Appends an event to the chain; writes it (and everything pending)
     /// now when `durable`, else leaves it pending.
     fn write_event(&self, draft: AuditEventDraft, durable: bool) -> Result<(), AuditError> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let event = inner.chain.append(draft)?;
-        let line = event.to_line()?;
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &mut *guard;
+        // Serialised once, straight into the pending lines.
+        let event = inner.chain.append_line(draft, &mut inner.pending)?;
         if let Some(tx) = &self.forward
             && tx.try_send(event).is_err()
         {
             self.forward_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        inner.pending.extend_from_slice(line.as_bytes());
-        inner.pending.push(b'\n');
         if durable {
-            self.write_pending(&mut inner)
+            self.write_pending(inner)
         } else {
             Ok(())
         }

@@ -53,10 +53,9 @@ pub enum Standing {
         set: Arc<PolicySet>,
         /// Whether any rule has a `textPattern` (see [`Enforcer`]).
         literal_sensitive: bool,
-        /// Identifies the masking rules and limits in force. A running
-        /// session's row masks were built from the rules at its start, so a
-        /// change of this key refuses the session's further statements
-        /// (reconnecting picks the new rules up) rather than mask half-way.
+        /// Identifies the masking rules and limits in force. A change of
+        /// this key gives running sessions a new [`Masking`]: their next
+        /// statement is masked by the new rules (see [`Enforcer::refresh`]).
         masking_key: Arc<str>,
     },
     /// No policy binds the identity to the Connection.
@@ -236,6 +235,13 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
+    /// Picks up a changed standing, if any (run mode). A session calls it
+    /// before each statement or group of extended-protocol messages, then
+    /// compares [`Enforcer::masking`] with the masking it uses.
+    pub fn refresh(&mut self) {
+        self.follow();
+    }
+
     /// Picks up a changed standing, if any.
     fn follow(&mut self) {
         let Some(rx) = self.standing.as_mut() else {
@@ -245,17 +251,17 @@ impl Enforcer {
             return;
         }
         match rx.borrow_and_update().clone() {
-            Standing::Bound { masking_key, .. } if masking_key != self.masking_key => {
-                self.revoked = Some(
-                    "the masking rules or limits of this Connection changed while the session was open; reconnect to use the new ones".to_string(),
-                );
-            }
             Standing::Bound {
                 set,
                 literal_sensitive,
-                ..
+                masking_key,
             } => {
-                self.masking = Arc::new(Masking::new(set.clone()));
+                // Same masking rules and limits: the session's masks stay
+                // valid, so its Masking (and mask caches) are kept.
+                if masking_key != self.masking_key {
+                    self.masking = Arc::new(Masking::new(set.clone()));
+                    self.masking_key = masking_key;
+                }
                 self.set = set;
                 self.literal_sensitive = literal_sensitive;
                 self.cache.clear();
@@ -291,7 +297,7 @@ impl Enforcer {
         let key = if self.literal_sensitive {
             None
         } else {
-            literal_free_key(sql)
+            plain_literal_free_key(sql).or_else(|| literal_free_key(sql))
         };
         if let Some(key) = &key
             && let Some(d) = self.cache.get(key.as_str())
@@ -310,10 +316,97 @@ impl Enforcer {
         decided
     }
 
-    /// The session's masking.
+    /// The masking in force: a new one (a different `Arc`) after a change
+    /// of the masking rules or limits.
     pub fn masking(&self) -> Arc<Masking> {
         self.masking.clone()
     }
+}
+
+/// The cache key of a plain text without tokenizing it: `None` unless the
+/// text holds only ASCII letters, digits, `_`, whitespace, the punctuation
+/// `,.=<>()*;+-!%&|~^:[]`, integer literals and single-quoted strings
+/// without backslashes, and no `--`; then every integer and string is
+/// replaced by `?`. Outside that subset (comments, dollar quotes, quoted
+/// identifiers, escape or prefixed strings, `$n`, numbers with a fraction
+/// or exponent, non-ASCII) the tokenizer decides ([`literal_free_key`]).
+///
+/// Within the subset, two texts with one key have the same bytes outside
+/// their literals, and each literal's extent is unambiguous (a string ends
+/// at a `'` not doubled, an integer is a digit run between non-identifier
+/// characters), so they tokenize alike but for literal values: the
+/// guarantee the cache needs. The key starts with two NUL bytes, which
+/// neither a text (a Query ends at its NUL) nor a tokenizer key has.
+fn plain_literal_free_key(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    let mut key = Vec::with_capacity(b.len() + 2);
+    key.extend_from_slice(b"\0\0");
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' => {
+                if i > 0 && ident(b[i - 1]) {
+                    return None; // E'', B'', X'', N'' …
+                }
+                i += 1;
+                loop {
+                    match b.get(i)? {
+                        b'\\' => return None,
+                        b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        b'\'' => break,
+                        _ => i += 1,
+                    }
+                }
+                key.push(b'?');
+                i += 1;
+            }
+            b'0'..=b'9' if i == 0 || !(ident(b[i - 1]) || b[i - 1] == b'.') => {
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if i < b.len() && (ident(b[i]) || b[i] == b'.') {
+                    return None;
+                }
+                key.push(b'?');
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => return None,
+            c if ident(c)
+                || matches!(
+                    c,
+                    b' ' | b'\t'
+                        | b'\n'
+                        | b'\r'
+                        | b','
+                        | b'.'
+                        | b'='
+                        | b'<'
+                        | b'>'
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b';'
+                        | b'+'
+                        | b'-'
+                        | b'!'
+                        | b'%'
+                        | b'&'
+                        | b'|'
+                        | b'~'
+                        | b'^'
+                        | b':'
+                        | b'['
+                        | b']'
+                ) =>
+            {
+                key.push(c);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(key).ok()
 }
 
 /// The cache key of a text with number and single-quoted string literals
@@ -852,7 +945,52 @@ fn copy_is_not_text(stmt: &Statement) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::literal_free_key;
+    use super::{literal_free_key, plain_literal_free_key};
+
+    #[test]
+    fn plain_key_folds_only_plain_literals() {
+        let k = |s: &str| plain_literal_free_key(s);
+        let a = k("SELECT abalance FROM pgbench_accounts WHERE aid = 81235;").unwrap();
+        assert_eq!(
+            a,
+            k("SELECT abalance FROM pgbench_accounts WHERE aid = 7;").unwrap()
+        );
+        assert_eq!(
+            k("SELECT * FROM t WHERE a = 'it''s' AND b = 1").unwrap(),
+            k("SELECT * FROM t WHERE a = '--/*;DROP' AND b = 22").unwrap()
+        );
+        assert_ne!(
+            a,
+            k("SELECT abalance FROM pgbench_accounts WHERE aid = aid;").unwrap()
+        );
+        assert_ne!(
+            k("SELECT t1 FROM t").unwrap(),
+            k("SELECT t2 FROM t").unwrap()
+        );
+        // Anything outside the plain subset goes to the tokenizer.
+        for text in [
+            "SELECT 1 -- comment",
+            "SELECT 1 /* c */",
+            "SELECT E'a\\'' FROM t",
+            "SELECT 'a\\' FROM t",
+            "SELECT x'ff'",
+            "SELECT $1",
+            "SELECT $$a$$",
+            "SELECT \"a\" FROM t",
+            "SELECT 1.5",
+            "SELECT 1e5",
+            "SELECT 12abc",
+            "SELECT 'unterminated",
+            "SELECT 'é' FROM té",
+            "SELECT a ? b",
+            "SELECT # 1",
+        ] {
+            assert!(k(text).is_none(), "{text}");
+        }
+        // Never equal to a tokenizer key or a text.
+        let t = literal_free_key("SELECT 1").unwrap();
+        assert!(a.starts_with("\0\0") && !t.starts_with("\0\0"));
+    }
 
     #[test]
     fn literal_free_key_only_folds_literals() {

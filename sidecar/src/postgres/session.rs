@@ -283,6 +283,7 @@ where
         held: None,
         approved: Vec::new(),
         cancel_hold,
+        generation: 0,
     };
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
@@ -387,6 +388,9 @@ enum Expect {
     CloseComplete,
     /// ReadyForQuery after Sync.
     Sync,
+    /// The masking rules or limits changed (run mode): the answers after
+    /// this point belong to statements decided under the new masking.
+    Masking(Arc<Masking>),
     /// A message from the sidecar (a refusal), sent when its turn comes;
     /// followed by ReadyForQuery when `rfq`. `in_group` marks an error inside
     /// an extended-protocol group, dropped if the server already failed it.
@@ -427,10 +431,15 @@ struct ExecCtx {
 
 struct PreparedStatement {
     stmt: StatementRef,
+    /// The masking generation the sidecar described it under (`None`:
+    /// not described, masking was off).
+    described: Option<u64>,
 }
 
 struct Portal {
     stmt: Option<StatementRef>,
+    /// The masking generation it was bound under.
+    generation: u64,
 }
 
 struct ClientLoop {
@@ -459,6 +468,8 @@ struct ClientLoop {
     approved: Vec<Arc<Decided>>,
     /// Woken by the client's CancelRequest: a held statement is given up.
     cancel_hold: Arc<tokio::sync::Notify>,
+    /// Counts masking changes during the session (see [`ClientLoop::sync_masking`]).
+    generation: u64,
 }
 
 impl ClientLoop {
@@ -543,9 +554,28 @@ impl ClientLoop {
         });
     }
 
+    /// Picks up new masking rules or limits (run mode) before a statement
+    /// runs: the server loop switches when it reaches this point of the
+    /// answers, and prepared statements and portals made under the old
+    /// rules are described again before their next use (see
+    /// [`ClientLoop::flush_group`]), so the next statement is masked by the
+    /// new rules, never by a mix.
+    fn sync_masking(&mut self) {
+        self.enforcer.refresh();
+        let masking = self.enforcer.masking();
+        if Arc::ptr_eq(&masking, &self.masking) {
+            return;
+        }
+        self.generation += 1;
+        self.rate = RateLimiter::new(masking.limits().statements_per_second);
+        self.masking = masking.clone();
+        self.send(Expect::Masking(masking));
+    }
+
     async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = query::decode(frame.body())?;
         let decided = self.enforcer.decide(sql);
+        self.sync_masking();
         if self.ctx.approvals.is_some() && decided.awaits_approval().is_some() {
             self.held = Some((frame, decided));
             return Ok(());
@@ -969,6 +999,7 @@ impl ClientLoop {
     /// Decides and forwards (or refuses) the buffered extended-protocol
     /// messages, ending with `terminator` (Sync or Flush).
     async fn flush_group(&mut self, terminator: Frame, sync: bool) -> Result<(), SessionError> {
+        self.sync_masking();
         let pending = std::mem::take(&mut self.pending);
         // Pass 1: decide every Parse; statements parsed earlier in the group
         // are visible to later Binds.
@@ -1007,6 +1038,8 @@ impl ClientLoop {
                 _ => decisions.push(None),
             }
         }
+        // Deciding may have picked up new rules.
+        self.sync_masking();
         if refusal.is_none() {
             // Statements that need approval hold (or refuse) the whole group.
             for (sql, decided) in &to_approve {
@@ -1083,8 +1116,13 @@ impl ClientLoop {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
                     if let Some(stmt) = decisions[i].clone() {
-                        self.statements
-                            .insert(p.name.to_string(), PreparedStatement { stmt });
+                        self.statements.insert(
+                            p.name.to_string(),
+                            PreparedStatement {
+                                stmt,
+                                described: describe_statements.then_some(self.generation),
+                            },
+                        );
                     }
                     self.send(Expect::ParseComplete);
                     self.out.extend_from_slice(&frame.raw);
@@ -1100,10 +1138,33 @@ impl ClientLoop {
                 }
                 frontend::BIND => {
                     let b = bind::decode(frame.body())?;
-                    let stmt = self.statements.get(b.statement).map(|s| s.stmt.clone());
+                    let generation = self.generation;
+                    let stmt = match self.statements.get_mut(b.statement) {
+                        Some(s) => {
+                            if describe_statements && s.described != Some(generation) {
+                                // Described under other masking rules (or
+                                // none): its mask is made again first.
+                                s.described = Some(generation);
+                                let _ = self.expect.send(Expect::Describe {
+                                    portal: None,
+                                    statement: Some(b.statement.to_string()),
+                                    stmt: Some(s.stmt.clone()),
+                                    forward: false,
+                                });
+                                describe::describe_statement(&mut self.out, b.statement);
+                            }
+                            Some(s.stmt.clone())
+                        }
+                        None => None,
+                    };
                     let portal = b.portal.to_string();
-                    self.portals
-                        .insert(portal.clone(), Portal { stmt: stmt.clone() });
+                    self.portals.insert(
+                        portal.clone(),
+                        Portal {
+                            stmt: stmt.clone(),
+                            generation,
+                        },
+                    );
                     let info = describe_statements.then(|| {
                         Box::new(BindInfo {
                             portal: portal.clone(),
@@ -1134,6 +1195,23 @@ impl ClientLoop {
                 }
                 frontend::EXECUTE => {
                     let (portal, _) = execute::decode(frame.body())?;
+                    let generation = self.generation;
+                    if describe_statements
+                        && let Some(p) = self.portals.get_mut(portal)
+                        && p.generation != generation
+                    {
+                        // A portal bound under other masking rules: its
+                        // mask is made again, in its result formats, from
+                        // its own description.
+                        p.generation = generation;
+                        let _ = self.expect.send(Expect::Describe {
+                            portal: Some(portal.to_string()),
+                            statement: None,
+                            stmt: p.stmt.clone(),
+                            forward: false,
+                        });
+                        describe::describe_portal(&mut self.out, portal);
+                    }
                     let stmt = self.portals.get(portal).and_then(|p| p.stmt.clone());
                     let copy_mask = match &stmt {
                         Some(s) => self
@@ -1306,7 +1384,11 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     async fn emit_synthetic(&mut self) -> Result<(), SessionError> {
         self.drain_queue();
         let mut wrote = false;
-        while let Some(Expect::Synthetic { .. }) = self.queue.front() {
+        loop {
+            self.switch_masking();
+            if !matches!(self.queue.front(), Some(Expect::Synthetic { .. })) {
+                break;
+            }
             let Some(Expect::Synthetic {
                 bytes,
                 rfq,
@@ -1337,7 +1419,24 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
     }
 
+    /// Applies masking changes that reached the front of the queue: every
+    /// answer before them belonged to statements decided under the old
+    /// rules, every answer after them to statements decided under the new.
+    /// Masks made under the old rules are dropped; the client loop has the
+    /// sidecar describe prepared statements and portals again before use.
+    fn switch_masking(&mut self) {
+        while matches!(self.queue.front(), Some(Expect::Masking(_))) {
+            if let Some(Expect::Masking(masking)) = self.queue.pop_front() {
+                self.masking = masking;
+                self.mask_cache.clear();
+                self.statement_masks.clear();
+                self.portal_masks.clear();
+            }
+        }
+    }
+
     async fn handle(&mut self, frame: Frame) -> Result<(), SessionError> {
+        self.switch_masking();
         match frame.tag {
             backend::DATA_ROW => self.data_row(frame),
             backend::COMMAND_COMPLETE | backend::EMPTY_QUERY_RESPONSE => {
@@ -1734,7 +1833,9 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             _ => {
                 // Extended protocol: the server skips to Sync.
                 let mut first = true;
-                while let Some(e) = self.queue.front() {
+                loop {
+                    self.switch_masking();
+                    let Some(e) = self.queue.front() else { break };
                     match e {
                         Expect::Sync | Expect::Simple(_) => break,
                         Expect::Synthetic {

@@ -1,0 +1,193 @@
+//! Run mode: a change of the masking rules reaches a running session at its
+//! next statement, with no reconnect, in every protocol path that builds
+//! masks ahead of the rows: simple queries, statements prepared under the
+//! old rules, and a portal bound under the old rules and read on after the
+//! change. The binding follows a watch channel, as run mode's bundles feed it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sluice_crds::{AccessPolicy, TlsMode};
+use sluice_policy::engine::{CompiledPolicy, Identity, NoSecrets};
+use sluice_sidecar::audit::AuditLog;
+use sluice_sidecar::enforcement::{Binding, Standing};
+use sluice_sidecar::metrics::Metrics;
+use sluice_sidecar::postgres::cancel::CancelRegistry;
+use sluice_sidecar::postgres::framing::DEFAULT_MAX_MESSAGE_SIZE;
+use sluice_sidecar::postgres::session::ConnectionContext;
+use sluice_sidecar::postgres::upstream::UpstreamConfig;
+use tokio::sync::watch;
+
+const SSN: [&str; 2] = ["123-45-6789", "987-65-4321"];
+const NAMES: [&str; 2] = ["alice", "bob"];
+
+fn identity() -> Identity {
+    Identity::parse("shop/report-job").unwrap()
+}
+
+/// The standing of a policy masking `columns` (none: no masking at all).
+fn standing(columns: &[&str]) -> Standing {
+    let masking: Vec<_> = columns
+        .iter()
+        .map(|c| json!({"columns": [c], "strategy": "redact"}))
+        .collect();
+    let ap: AccessPolicy = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "AccessPolicy",
+        "metadata": {"name": "p", "namespace": "shop"},
+        "spec": {
+            "subjects": [{"serviceAccount": "report-job"}],
+            "connections": ["testdb"],
+            "defaultAction": "allow",
+            "masking": masking,
+        }
+    }))
+    .unwrap();
+    let compiled = Arc::new(CompiledPolicy::compile(&ap, &NoSecrets).unwrap());
+    // Run mode keys the masking by its rules; any distinct text will do here.
+    Standing::select(&[compiled], &identity(), "testdb", None, false)
+        .with_masking_key(&columns.join(","))
+}
+
+/// A sidecar listener whose binding follows `rx`; returns its port.
+async fn start(pg: &common::PgServer, db: &str, rx: watch::Receiver<Standing>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let ctx = ConnectionContext {
+        name: "testdb".into(),
+        upstream: UpstreamConfig {
+            connection: "testdb".into(),
+            host: "127.0.0.1".into(),
+            port: pg.port,
+            database: db.into(),
+            username: common::ADMIN.into(),
+            password: Arc::new(zeroize::Zeroizing::new(common::PASSWORD.into())),
+            tls_mode: TlsMode::Disable,
+            tls: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        },
+        binding: Binding::live(identity(), "testdb", rx),
+        audit: Arc::new(AuditLog::open("test", false, None).unwrap()),
+        metrics: Arc::new(Metrics::register(&mut registry)),
+        cancel: Arc::new(CancelRegistry::default()),
+        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        approvals: None,
+    };
+    tokio::spawn(sluice_sidecar::postgres::serve(listener, Arc::new(ctx)));
+    port
+}
+
+/// `(name, ssn)` of a row.
+fn pair(row: &tokio_postgres::Row) -> (String, String) {
+    (row.get(0), row.get(1))
+}
+
+fn clear(row: (String, String), i: usize) {
+    assert_eq!(row, (NAMES[i].to_string(), SSN[i].to_string()));
+}
+
+fn ssn_masked(row: (String, String), i: usize, what: &str) {
+    assert_eq!(row.0, NAMES[i], "{what}: name");
+    assert!(
+        !row.1.contains(SSN[i]),
+        "{what}: the ssn reached the client"
+    );
+}
+
+fn both_masked(row: (String, String), i: usize, what: &str) {
+    assert!(
+        !row.0.contains(NAMES[i]),
+        "{what}: the name reached the client"
+    );
+    assert!(
+        !row.1.contains(SSN[i]),
+        "{what}: the ssn reached the client"
+    );
+}
+
+#[tokio::test]
+async fn a_masking_change_applies_to_the_next_statement_of_a_running_session() {
+    let pg = common::server();
+    let db = common::db_name("run_mode_masking");
+    pg.create_database(&db).await;
+    let admin = common::connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE customers (id int, name text, ssn text);
+             INSERT INTO customers VALUES (1, '{}', '{}'), (2, '{}', '{}');",
+            NAMES[0], SSN[0], NAMES[1], SSN[1]
+        ))
+        .await
+        .unwrap();
+    let (tx, rx) = watch::channel(standing(&[]));
+    let port = start(pg, &db, rx).await;
+    let mut client =
+        common::connect(&format!("host=127.0.0.1 port={port} user=app dbname={db}")).await;
+    const ALL: &str = "SELECT name, ssn FROM customers ORDER BY id";
+    const ONE: &str = "SELECT name, ssn FROM customers WHERE id = $1";
+
+    // No masking yet: a statement prepared and a portal bound (one of its
+    // two rows read) under no rules at all.
+    let one = client.prepare(ONE).await.unwrap();
+    clear(pair(&client.query_one(&one, &[&1i32]).await.unwrap()), 0);
+    let all = client.prepare(ALL).await.unwrap();
+    let txn = client.transaction().await.unwrap();
+    let portal = txn.bind(&all, &[]).await.unwrap();
+    let rows = txn.query_portal(&portal, 1).await.unwrap();
+    clear(pair(&rows[0]), 0);
+
+    // The ssn becomes masked: the portal's next row, the prepared statement
+    // and a new simple query all follow at once.
+    tx.send(standing(&["customers.ssn"])).unwrap();
+    let rows = txn.query_portal(&portal, 1).await.unwrap();
+    ssn_masked(pair(&rows[0]), 1, "portal bound before the change");
+    txn.commit().await.unwrap();
+    ssn_masked(
+        pair(&client.query_one(&one, &[&1i32]).await.unwrap()),
+        0,
+        "statement prepared before the change",
+    );
+    let rows = client.simple_query(ALL).await.unwrap();
+    let simple: Vec<(String, String)> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(simple.len(), 2);
+    ssn_masked(simple[0].clone(), 0, "simple query");
+    ssn_masked(simple[1].clone(), 1, "simple query");
+    let rows = client.query(&all, &[]).await.unwrap();
+    ssn_masked(pair(&rows[1]), 1, "the prepared statement, bound again");
+
+    // The name joins the masked columns: the same statements follow again.
+    tx.send(standing(&["customers.ssn", "customers.name"]))
+        .unwrap();
+    both_masked(
+        pair(&client.query_one(&one, &[&2i32]).await.unwrap()),
+        1,
+        "statement prepared two changes ago",
+    );
+    let rows = client.query(ALL, &[]).await.unwrap();
+    both_masked(pair(&rows[0]), 0, "a new statement");
+    let txn = client.transaction().await.unwrap();
+    let portal = txn.bind(&all, &[]).await.unwrap();
+    both_masked(
+        pair(&txn.query_portal(&portal, 1).await.unwrap()[0]),
+        0,
+        "portal",
+    );
+    // And masking is withdrawn in the middle of that portal.
+    tx.send(standing(&[])).unwrap();
+    clear(pair(&txn.query_portal(&portal, 1).await.unwrap()[0]), 1);
+    txn.commit().await.unwrap();
+    clear(pair(&client.query_one(&one, &[&1i32]).await.unwrap()), 0);
+}
