@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_crds::Action;
@@ -40,6 +40,9 @@ pub enum AuditError {
     /// The event could not be serialised.
     #[error(transparent)]
     Encode(#[from] sluice_policy::audit::AuditError),
+    /// The batch write holding the event failed (see [`AuditLog::durable`]).
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// Who a session is, for audit records.
@@ -103,7 +106,16 @@ pub struct AuditLog {
     forward: Option<tokio::sync::mpsc::Sender<AuditEvent>>,
     /// Events the forward channel had no room for.
     forward_dropped: std::sync::atomic::AtomicU64,
+    /// Group commit: wakes the committer task, which writes what is pending.
+    commit: Arc<tokio::sync::Notify>,
+    /// How many lines are written (or lost to a failed write), for waiters.
+    written_tx: tokio::sync::watch::Sender<u64>,
+    committer: std::sync::atomic::AtomicBool,
 }
+
+/// How many failed batch writes are remembered for their waiters; older
+/// failures make every line up to them count as failed (fail closed).
+const FAILED_BATCHES: usize = 64;
 
 struct Inner {
     chain: AuditChain,
@@ -113,6 +125,13 @@ struct Inner {
     /// one write, not two. Decision, denial and session events are written
     /// at once, with everything before them.
     pending: Vec<u8>,
+    /// Lines appended so far, and how many of them were handed to a write.
+    appended: u64,
+    written: u64,
+    /// Failed writes, as line ranges `(after, upto]` and the error, newest last.
+    failed: std::collections::VecDeque<(u64, u64, String)>,
+    /// Lines up to this one count as failed (older failures forgotten).
+    failed_upto: u64,
 }
 
 impl AuditLog {
@@ -138,10 +157,17 @@ impl AuditLog {
                 chain: AuditChain::new(stream),
                 file,
                 pending: Vec::with_capacity(4096),
+                appended: 0,
+                written: 0,
+                failed: std::collections::VecDeque::new(),
+                failed_upto: 0,
             }),
             stdout,
             forward: None,
             forward_dropped: std::sync::atomic::AtomicU64::new(0),
+            commit: Arc::new(tokio::sync::Notify::new()),
+            written_tx: tokio::sync::watch::channel(0).0,
+            committer: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -160,10 +186,18 @@ impl AuditLog {
     /// Appends an event to the chain; writes it (and everything pending)
     /// now when `durable`, else leaves it pending.
     fn write_event(&self, draft: AuditEventDraft, durable: bool) -> Result<(), AuditError> {
+        self.append_event(draft, durable).map(|_| ())
+    }
+
+    /// [`AuditLog::write_event`], returning the line's number (a ticket for
+    /// [`AuditLog::durable`]).
+    fn append_event(&self, draft: AuditEventDraft, durable: bool) -> Result<u64, AuditError> {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *guard;
         // Serialised once, straight into the pending lines.
         let event = inner.chain.append_line(draft, &mut inner.pending)?;
+        inner.appended += 1;
+        let ticket = inner.appended;
         if let Some(tx) = &self.forward
             && tx.try_send(event).is_err()
         {
@@ -171,10 +205,60 @@ impl AuditLog {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if durable {
-            self.write_pending(inner)
+            self.write_pending(inner).map(|()| ticket)
         } else {
-            Ok(())
+            Ok(ticket)
         }
+    }
+
+    /// Waits until the line `ticket` is written (or its write failed: the
+    /// error). Group commit: the first waiter wakes a committer task that
+    /// runs after the sessions already woken by the same readiness have
+    /// appended their lines too, then writes them all at once; on one
+    /// thread that turns many sessions' statements into one write.
+    pub async fn durable(self: &Arc<Self>, ticket: u64) -> Result<(), AuditError> {
+        let mut rx = self.written_tx.subscribe();
+        if *rx.borrow_and_update() < ticket {
+            self.start_committer();
+            self.commit.notify_one();
+            // The sender lives as long as `self`.
+            let _ = rx.wait_for(|&w| w >= ticket).await;
+        }
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.written < ticket {
+            return Err(AuditError::Batch("the audit log was not written".into()));
+        }
+        if ticket <= inner.failed_upto {
+            return Err(AuditError::Batch(
+                "writing the audit event failed (an earlier batch write failed)".into(),
+            ));
+        }
+        match inner
+            .failed
+            .iter()
+            .find(|(after, upto, _)| *after < ticket && ticket <= *upto)
+        {
+            Some((_, _, e)) => Err(AuditError::Batch(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn start_committer(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.committer.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let log = Arc::downgrade(self);
+        let commit = self.commit.clone();
+        tokio::spawn(async move {
+            loop {
+                commit.notified().await;
+                let Some(log) = log.upgrade() else { return };
+                let mut inner = log.inner.lock().unwrap_or_else(|p| p.into_inner());
+                // Errors reach the waiters through `failed`.
+                let _ = log.write_pending(&mut inner);
+            }
+        });
     }
 
     fn write(&self, draft: AuditEventDraft) -> Result<(), AuditError> {
@@ -185,6 +269,22 @@ impl AuditLog {
         if inner.pending.is_empty() {
             return Ok(());
         }
+        let result = self.write_out(inner);
+        let upto = inner.appended;
+        if let Err(e) = &result {
+            inner.failed.push_back((inner.written, upto, e.to_string()));
+            if inner.failed.len() > FAILED_BATCHES
+                && let Some((_, forgotten, _)) = inner.failed.pop_front()
+            {
+                inner.failed_upto = forgotten;
+            }
+        }
+        inner.written = upto;
+        self.written_tx.send_replace(upto);
+        result
+    }
+
+    fn write_out(&self, inner: &mut Inner) -> Result<(), AuditError> {
         let pending = std::mem::take(&mut inner.pending);
         let result = (|| {
             if self.stdout {
@@ -311,6 +411,17 @@ impl AuditLog {
         protocol: &str,
         refusal: Option<&Refusal>,
     ) -> Result<(), AuditError> {
+        let d = self.statement_draft(s, decided, protocol, refusal);
+        self.write(d)
+    }
+
+    fn statement_draft(
+        &self,
+        s: &SessionInfo,
+        decided: &Decided,
+        protocol: &str,
+        refusal: Option<&Refusal>,
+    ) -> AuditEventDraft {
         let sum = decided.summary();
         let kind = if refusal.is_some() {
             AuditKind::Denial
@@ -331,7 +442,20 @@ impl AuditLog {
             dry_run: sum.dry_run,
             reason: Some(format!("{reason} ({protocol} protocol)")),
         });
-        self.write(d)
+        d
+    }
+
+    /// [`AuditLog::statement`] for an allowed statement, left pending: the
+    /// caller awaits [`AuditLog::durable`] with the returned ticket before
+    /// it forwards the statement (write-ahead, one write for many).
+    pub fn statement_pending(
+        &self,
+        s: &SessionInfo,
+        decided: &Decided,
+        protocol: &str,
+    ) -> Result<u64, AuditError> {
+        let d = self.statement_draft(s, decided, protocol, None);
+        self.append_event(d, false)
     }
 
     /// A statement's result.
@@ -384,5 +508,54 @@ fn command(decided: &Decided) -> AuditCommand {
         text: decided.redacted().to_string(),
         fingerprint: decided.fingerprint().to_string(),
         kind: decided.kind().map(String::from),
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        // Lets the committer task see the log is gone and end.
+        self.commit.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> AuditEventDraft {
+        AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Statement)
+    }
+
+    /// Group commit: lines appended by several sessions are written by one
+    /// write, and every waiter learns its line is on record.
+    #[tokio::test]
+    async fn durable_writes_pending_lines_once_for_all_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = Arc::new(AuditLog::open("s", false, Some(&path)).unwrap());
+        let a = log.append_event(draft(), false).unwrap();
+        let b = log.append_event(draft(), false).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        let (ra, rb) = tokio::join!(log.durable(a), log.durable(b));
+        ra.unwrap();
+        rb.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap();
+        // Already written: no wait.
+        log.durable(a).await.unwrap();
+    }
+
+    /// A failed batch write fails every statement waiting on it (fail closed).
+    #[tokio::test]
+    async fn durable_reports_a_failed_write_to_every_waiter() {
+        let log = Arc::new(AuditLog::open("s", false, Some(Path::new("/dev/full"))).unwrap());
+        let a = log.append_event(draft(), false).unwrap();
+        let b = log.append_event(draft(), false).unwrap();
+        let (ra, rb) = tokio::join!(log.durable(a), log.durable(b));
+        assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
+        let c = log.append_event(draft(), false).unwrap();
+        assert!(log.durable(c).await.is_err());
+        assert!(log.durable(a).await.is_err());
     }
 }
