@@ -595,12 +595,24 @@ impl ClientLoop {
         } else {
             Vec::new()
         };
-        // Write-ahead: the decision is on record before anything runs.
-        if let Err(e) =
-            self.ctx
+        // Write-ahead: the decision is on record before anything runs (an
+        // allowed statement's record may share one write with other
+        // sessions' records: see AuditLog::durable).
+        let recorded = match &refusal {
+            Some(r) => self
+                .ctx
                 .audit
-                .statement(&self.session, &decided, "simple", refusal.as_ref())
-        {
+                .statement(&self.session, &decided, "simple", Some(r)),
+            None => match self
+                .ctx
+                .audit
+                .statement_pending(&self.session, &decided, "simple")
+            {
+                Ok(ticket) => self.ctx.audit.durable(ticket).await,
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = recorded {
             self.queue_refusal(&Refusal::audit_failed(&e), true, false);
             return Ok(());
         }
@@ -1054,6 +1066,7 @@ impl ClientLoop {
         if refusal.is_none() {
             // Pass 2: each Execute runs a statement: rate limit, COPY plan and
             // the write-ahead audit record, before anything is forwarded.
+            let mut ticket = None;
             for (frame, stmt) in pending.iter().zip(&decisions) {
                 if frame.tag != frontend::EXECUTE {
                     continue;
@@ -1081,12 +1094,21 @@ impl ClientLoop {
                 }
                 // An approved run's record is its approval's, written at Parse.
                 if !approved || r.is_some() {
-                    if let Err(e) = self.ctx.audit.statement(
-                        &self.session,
-                        &stmt.decided,
-                        "extended",
-                        r.as_ref(),
-                    ) {
+                    let recorded = match &r {
+                        Some(_) => self.ctx.audit.statement(
+                            &self.session,
+                            &stmt.decided,
+                            "extended",
+                            r.as_ref(),
+                        ),
+                        // Written once for the group, below.
+                        None => self
+                            .ctx
+                            .audit
+                            .statement_pending(&self.session, &stmt.decided, "extended")
+                            .map(|t| ticket = Some(t)),
+                    };
+                    if let Err(e) = recorded {
                         r = Some(Refusal::audit_failed(&e));
                     }
                     self.ctx.metrics.statement(&stmt.decided, r.is_some());
@@ -1095,6 +1117,13 @@ impl ClientLoop {
                     refusal = r;
                     break;
                 }
+            }
+            // Write-ahead: the group's records are written before it is forwarded.
+            if refusal.is_none()
+                && let Some(t) = ticket
+                && let Err(e) = self.ctx.audit.durable(t).await
+            {
+                refusal = Some(Refusal::audit_failed(&e));
             }
         }
         if let Some(refusal) = refusal {
