@@ -349,6 +349,9 @@ fn normalise_copy_booleans(tokens: &mut [TokenWithSpan]) {
         {
             normalise_option_items(tokens, open + 1, end);
         }
+        if is_word(&tokens[first].token, "vacuum") {
+            normalise_vacuum_options(tokens, first + 1, end);
+        }
         i = end + 1;
     }
 }
@@ -392,6 +395,28 @@ fn reads_stdin(tokens: &[TokenWithSpan], from: usize, end: usize) -> bool {
         }
     }
     false
+}
+
+/// `VACUUM [FULL] [FREEZE] [VERBOSE] [ANALYZE] table`, PostgreSQL's older
+/// option syntax (`pgbench -i` sends `vacuum analyze pgbench_branches`):
+/// sqlparser 0.63 knows only `FULL`, and would read `ANALYZE` as the table.
+/// The other three options are blanked (same token count). That cannot
+/// change what is decided: `FREEZE`, `VERBOSE` and `ANALYZE` are reserved
+/// words in PostgreSQL, so there they are options, never the table; and
+/// VACUUM and ANALYZE are both of kind `other`, on the same table.
+fn normalise_vacuum_options(tokens: &mut [TokenWithSpan], from: usize, end: usize) {
+    let mut j = from;
+    while let Some(k) = next_significant(tokens, j).filter(|&k| k < end) {
+        let token = &tokens[k].token;
+        if is_word(token, "full") {
+        } else if is_word(token, "freeze") || is_word(token, "verbose") || is_word(token, "analyze")
+        {
+            tokens[k].token = Token::Whitespace(sqlparser::tokenizer::Whitespace::Space);
+        } else {
+            return;
+        }
+        j = k + 1;
+    }
 }
 
 /// Index of the first non-whitespace token at or after `from`.

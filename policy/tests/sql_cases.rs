@@ -247,6 +247,8 @@ const CASES: &[Case] = &[
     c(PG, "LOCK t", "other", "other", "t", "", false),
     c(PG, "ANALYZE t", "other", "other", "t", "", false),
     c(PG, "VACUUM t", "other", "other", "t", "", false),
+    c(PG, "vacuum analyze pgbench_branches", "other", "other", "pgbench_branches", "", false),
+    c(PG, "VACUUM FULL FREEZE VERBOSE ANALYZE public.t", "other", "other", "public.t", "", false),
     c(PG, "LISTEN ch", "other", "other", "", "", false),
     c(PG, "NOTIFY ch, 'x'", "other", "other", "", "", false),
     c(PG, "CLOSE c", "other", "other", "", "", false),
@@ -609,6 +611,8 @@ fn sql_copy_boolean_options() {
         "COPY t FROM STDIN (FREEZE ON ON)",
         "COPY (SELECT 1 FROM t JOIN u freeze ON true) TO STDOUT WITH (FREEZE ON, HEADER ON ON)",
         "SELECT * FROM t WHERE (freeze ON)",
+        "VACUUM ANALYZE t1, t2",
+        "VACUUM ANALYZE t (a)",
     ] {
         assert!(parse(sql, PG).is_err(), "{sql}");
     }
