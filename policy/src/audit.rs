@@ -486,7 +486,14 @@ fn chain_hash(prev: &str, canonical: impl AsRef<[u8]>) -> String {
         None => h.update(prev.as_bytes()),
     }
     h.update(canonical.as_ref());
-    hex::encode(h.finalize())
+    let digest = h.finalize();
+    let mut out = [0u8; 64];
+    if hex::encode_to_slice(digest, &mut out).is_ok()
+        && let Ok(text) = std::str::from_utf8(&out)
+    {
+        return text.to_owned();
+    }
+    hex::encode(digest)
 }
 
 fn decode_hash(s: &str) -> Option<[u8; 32]> {
