@@ -11,7 +11,9 @@
 #
 # Usage: sidecar/bench/http_bench.sh [SIDECAR_BINARY]
 # Env: DURATION (s per cell, default 5), ROUNDS (default 2), CONNS (default 16),
-# THREADS (default 2), BIG_ITEMS (default 1000000, ~100 MB).
+# THREADS (default 2), BIG_ITEMS (default 1000000, ~100 MB), UPSTREAM_BIN (a prebuilt
+# http test binary, instead of building it with cargo), SIDECAR_THREADS (the sidecar's
+# --worker-threads, default 1).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -34,12 +36,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "building the bench upstream (release test binary)..." >&2
-(cd "$root" && cargo test --release -p sluice-sidecar --test http --no-run >/dev/null 2>&1)
-SLUICE_BENCH_UPSTREAM_DIR=$work cargo test --manifest-path "$root/Cargo.toml" --release -p sluice-sidecar --test http \
-  -- --ignored --exact bench_upstream >"$work/upstream.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 600); do [ -s "$work/port" ] && break; sleep 0.1; done
+if [ -n "${UPSTREAM_BIN:-}" ]; then
+  # A prebuilt `cargo test --release -p sluice-sidecar --test http --no-run` binary.
+  SLUICE_BENCH_UPSTREAM_DIR=$work "$UPSTREAM_BIN" --ignored --exact bench_upstream >"$work/upstream.log" 2>&1 &
+  pids+=($!)
+else
+  echo "building the bench upstream (release test binary)..." >&2
+  (cd "$root" && cargo test --release -p sluice-sidecar --test http --no-run >/dev/null 2>&1)
+  SLUICE_BENCH_UPSTREAM_DIR=$work cargo test --manifest-path "$root/Cargo.toml" --release -p sluice-sidecar --test http \
+    -- --ignored --exact bench_upstream >"$work/upstream.log" 2>&1 &
+  pids+=($!)
+fi
+for _ in $(seq 1 1200); do [ -s "$work/port" ] && break; sleep 0.1; done
 [ -s "$work/port" ] || { echo "error: the bench upstream did not start; see $work/upstream.log" >&2; cat "$work/upstream.log" >&2; exit 1; }
 up=$(cat "$work/port")
 
@@ -97,6 +105,7 @@ YAML
 } >"$work/manifests.yaml"
 
 "$bin" standalone -f "$work/manifests.yaml" --as bench/app --no-audit-stdout --audit-file "$work/audit.jsonl" \
+  --worker-threads "${SIDECAR_THREADS:-1}" \
   >"$work/sidecar.out" 2>"$work/sidecar.log" &
 side=$!
 pids+=($side)

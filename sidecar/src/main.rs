@@ -50,6 +50,17 @@ enum Command {
         /// which cost more than the proxying itself.
         #[arg(long, default_value_t = 1, value_name = "N")]
         worker_threads: usize,
+        /// HTTP Connections: seconds the upstream has to answer with headers,
+        /// and at most between two pieces of a request or response body.
+        #[arg(long, default_value_t = sluice_sidecar::http::DEFAULT_UPSTREAM_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+        http_timeout: f64,
+        /// HTTP Connections: largest request body buffered to decide `jsonBody` rules, in bytes.
+        #[arg(long, default_value_t = sluice_sidecar::http::DEFAULT_MAX_REQUEST_BODY, value_name = "BYTES")]
+        http_max_body: usize,
+        /// HTTP Connections: offer HTTP/2 to the upstream (by default HTTP/1.1
+        /// with a pool of keep-alive connections, which is faster).
+        #[arg(long)]
+        http_upstream_http2: bool,
     },
 }
 
@@ -102,6 +113,9 @@ fn main() -> anyhow::Result<()> {
             max_message_size,
             log_format,
             worker_threads,
+            http_timeout,
+            http_max_body,
+            http_upstream_http2,
         } => {
             init_logs(log_format);
             if max_message_size < 1024 {
@@ -112,6 +126,12 @@ fn main() -> anyhow::Result<()> {
             cfg.audit_stdout = !no_audit_stdout;
             cfg.admin_addr = admin_addr;
             cfg.max_message_size = max_message_size;
+            if !(http_timeout.is_finite() && http_timeout > 0.0 && http_timeout <= 86_400.0) {
+                anyhow::bail!("--http-timeout must be between 0 and 86400 seconds");
+            }
+            cfg.http_upstream_timeout = std::time::Duration::from_secs_f64(http_timeout);
+            cfg.http_max_request_body = http_max_body;
+            cfg.http_upstream_http2 = http_upstream_http2;
             let runtime = if worker_threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

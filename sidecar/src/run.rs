@@ -3,8 +3,9 @@
 //!
 //! The projected service-account token (re-read at every exchange: the
 //! kubelet rotates it) is exchanged for a gateway token, which fetches the
-//! identity's bundle. Every postgres Connection of the bundle is served on
-//! `127.0.0.1:spec.listen.port`. The bundle is long-polled; a change reaches
+//! identity's bundle. Every postgres and http Connection of the bundle is
+//! served on `127.0.0.1:spec.listen.port` (http: [`crate::http::bundle`]).
+//! The bundle is long-polled; a change reaches
 //! live sessions at their next statement through a watch of each
 //! Connection's [`Standing`], and new sessions through a watch of its
 //! [`ConnectionContext`] (credentials, upstream).
@@ -36,6 +37,7 @@ use crate::admin::{self, AdminState};
 use crate::audit::{AuditError, AuditLog};
 use crate::bundle_client::{BundlePoll, GatewayClient, GatewayError};
 use crate::enforcement::{Binding, Standing};
+use crate::http::bundle::HttpConnections;
 use crate::metrics::Metrics;
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::framing;
@@ -264,7 +266,14 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     let client = GatewayClient::new(&cfg.gateway_url, &cfg.ca_pem)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let http = HttpConnections::new(
+        metrics.clone(),
+        crate::http::HttpMetrics::register(&mut registry),
+        crate::http::DEFAULT_UPSTREAM_TIMEOUT,
+        crate::http::DEFAULT_MAX_REQUEST_BODY,
+    );
     let mut runner = Runner {
+        http,
         client,
         cfg: cfg.clone(),
         token: None,
@@ -306,6 +315,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         .served
         .iter()
         .map(|(name, s)| (name.clone(), s.addr))
+        .chain(runner.http.listeners())
         .collect();
 
     let admin_state = Arc::new(AdminState {
@@ -371,6 +381,8 @@ struct Runner {
     /// When the bundle in force expires.
     expires: Option<Instant>,
     served: BTreeMap<String, Served>,
+    /// The http Connections served.
+    http: HttpConnections,
     audit: Option<Arc<AuditLog>>,
     metrics: Arc<Metrics>,
     cancel: Arc<CancelRegistry>,
@@ -600,6 +612,14 @@ impl Runner {
             next.push((conn.name.clone(), conn.spec.clone(), upstream, standing));
         }
 
+        let http_plans = self.http.prepare(
+            bundle,
+            &identity,
+            &policies,
+            self.cfg.connections.as_deref(),
+        )
+        .map_err(ApplyError::from)?;
+
         if self.audit.is_none() {
             let stream = format!(
                 "sidecar:{who}:{}:{}",
@@ -669,6 +689,20 @@ impl Runner {
                 },
             );
         }
+        self.http
+            .commit(
+                http_plans,
+                &identity,
+                &audit,
+                self.cfg.listen_host,
+                &bundle.revision,
+            )
+            .await
+            .map_err(|(connection, addr, source)| RunError::Bind {
+                connection,
+                addr,
+                source,
+            })?;
         for (name, s) in &self.served {
             if !seen.contains(name) {
                 s.standing.send_replace(Standing::Unavailable(format!(
@@ -733,6 +767,7 @@ impl Runner {
             s.standing
                 .send_replace(Standing::Unavailable(why.to_string()));
         }
+        self.http.withdraw(why);
         // The next successful poll must return a whole bundle, not a 304.
         self.revision = None;
         self.expires = None;

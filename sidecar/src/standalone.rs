@@ -45,10 +45,13 @@ pub struct StandaloneConfig {
     pub max_message_size: usize,
     /// Address the listeners bind (loopback unless told otherwise).
     pub listen_host: IpAddr,
-    /// HTTP Connections: how long the upstream has to send response headers.
+    /// HTTP Connections: how long the upstream has to send response headers,
+    /// and at most between two pieces of a body (either way).
     pub http_upstream_timeout: std::time::Duration,
     /// HTTP Connections: largest request body buffered for `jsonBody` rules.
     pub http_max_request_body: usize,
+    /// HTTP Connections: offer HTTP/2 to the upstream (see [`crate::http::HttpUpstream::new`]).
+    pub http_upstream_http2: bool,
 }
 
 impl StandaloneConfig {
@@ -64,6 +67,7 @@ impl StandaloneConfig {
             listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
             http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
+            http_upstream_http2: false,
         }
     }
 }
@@ -248,7 +252,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
                 http_metrics: http_metrics.clone(),
             };
             let ctx = http_context(&cfg, &set, conn, &identity, &policies, shared)?;
-            let bound = ctx.set.is_some();
+            let bound = matches!(ctx.standing, crate::http::HttpStanding::Bound { .. });
             let addr = SocketAddr::new(cfg.listen_host, conn.spec.listen.port);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -330,7 +334,8 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
         tokio::spawn(postgres::serve(listener, ctx));
     }
     for (listener, ctx) in http_servers {
-        tokio::spawn(crate::http::serve(listener, ctx));
+        // The sender is dropped: standalone's context never changes.
+        tokio::spawn(crate::http::serve(listener, tokio::sync::watch::channel(ctx).1));
     }
     admin_state.ready.store(true, Ordering::Relaxed);
     Ok(Running { listeners, admin })
@@ -476,6 +481,7 @@ fn http_context(
         tls,
         &credentials,
         cfg.http_upstream_timeout,
+        cfg.http_upstream_http2,
     )?;
     let hash_key = conn
         .spec
@@ -493,12 +499,18 @@ fn http_context(
         ap.spec.connections.contains(&name)
             && ap.spec.rules.iter().any(|r| !r.match_.json_body.is_empty())
     });
+    let standing = match policy_set {
+        Some(set) => crate::http::HttpStanding::Bound {
+            set,
+            body_rules,
+            upstream: Arc::new(upstream),
+        },
+        None => crate::http::HttpStanding::NotBound,
+    };
     Ok(crate::http::HttpContext {
         name: name.clone(),
         identity: identity.clone(),
-        set: policy_set,
-        body_rules,
-        upstream,
+        standing,
         max_request_body: cfg.http_max_request_body,
         audit: shared.audit,
         metrics: shared.metrics,

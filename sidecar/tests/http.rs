@@ -69,6 +69,27 @@ impl Body for BigBody {
     }
 }
 
+/// Half a JSON array, then nothing for an hour.
+struct StallBody {
+    sent: bool,
+    never: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for StallBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if !self.sent {
+            self.sent = true;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"[{\"i\":1},")))));
+        }
+        self.never.as_mut().poll(cx).map(|()| None)
+    }
+}
+
 type UpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
 fn full(ct: &str, body: impl Into<Bytes>) -> Response<UpBody> {
@@ -88,6 +109,22 @@ async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Inf
             ),
         ),
         "/text" => full("text/plain", format!("card {CARD} and {EMAIL}")),
+        // JSON under another label.
+        "/json-as-text" => full(
+            "text/plain; charset=utf-8",
+            format!(r#"  {{"customer":{{"email":"{EMAIL}"}},"note":"card {CARD}"}}"#),
+        ),
+        // Half a body, then nothing (the connection stays open).
+        "/stall" => Response::builder()
+            .header("content-type", "application/json")
+            .body(
+                StallBody {
+                    sent: false,
+                    never: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+                }
+                .boxed_unsync(),
+            )
+            .unwrap(),
         "/small" => full(
             "application/json",
             format!(r#"{{"id":1,"name":"Ann","email":"{EMAIL}","tags":["a","b"],"total":12.5}}"#),
@@ -221,6 +258,11 @@ fn indent(text: &str, n: usize) -> String {
 
 /// Starts the sidecar for `base_url` (an upstream with CA `ca`).
 async fn start_sidecar(base_url: &str, ca: &str, timeout: Duration) -> Fixture {
+    start_sidecar_with(base_url, ca, timeout, false).await
+}
+
+/// [`start_sidecar`], offering HTTP/2 to the upstream when `http2`.
+async fn start_sidecar_with(base_url: &str, ca: &str, timeout: Duration, http2: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let manifests = format!(
@@ -299,6 +341,7 @@ spec:
     cfg.audit_file = Some(audit.clone());
     cfg.http_upstream_timeout = timeout;
     cfg.http_max_request_body = 64 * 1024;
+    cfg.http_upstream_http2 = http2;
     let running = standalone::start(cfg).await.unwrap();
     let sidecar = running.listeners[0].1;
     Fixture {
@@ -380,8 +423,8 @@ async fn credentials_are_injected_and_the_apps_stripped() {
         echo["uri"].as_str().unwrap().rsplit_once('/').unwrap().1,
         "things?x=1"
     );
-    // HTTP/2 to the upstream by ALPN.
-    assert_eq!(echo["version"], "HTTP/2.0");
+    // HTTP/1.1 to the upstream (pooled keep-alive), unless HTTP/2 is asked for.
+    assert_eq!(echo["version"], "HTTP/1.1");
     let audit = std::fs::read_to_string(&f.audit).unwrap();
     assert!(!audit.contains("upstream-secret-token"));
     assert!(!audit.contains("app-own-token"));
@@ -613,4 +656,90 @@ async fn bench_upstream() {
     while !dir.join("stop").exists() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_to_the_upstream_when_asked() {
+    let (up, ca) = start_upstream().await;
+    let f = start_sidecar_with(&format!("https://localhost:{}", up.port()), &ca, WAIT, true).await;
+    let (status, _, body) = send(&f, "GET", "/echo", &[], "").await;
+    assert_eq!(status, 200);
+    let echo = json(&body);
+    assert_eq!(echo["version"], "HTTP/2.0");
+    assert_eq!(echo["headers"]["authorization"], TOKEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_labelled_as_text_is_masked_too() {
+    let f = fixture().await;
+    let (status, _, body) = send(&f, "GET", "/json-as-text", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        !contains(&body, EMAIL),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(!contains(&body, CARD), "{}", String::from_utf8_lossy(&body));
+    let v = json(&body);
+    assert!(v["note"].as_str().unwrap().starts_with("card "));
+    // Text that is not JSON still passes untouched.
+    let (_, _, body) = send(&f, "GET", "/text", &[], "").await;
+    assert_eq!(&body[..], format!("card {CARD} and {EMAIL}").as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_end_the_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, ca) = start_upstream().await;
+    let f = start_sidecar(
+        &format!("https://localhost:{}", up.port()),
+        &ca,
+        Duration::from_millis(500),
+    )
+    .await;
+    // The upstream's response body stops half-way: the client's response
+    // ends with an error instead of hanging.
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::get(format!("http://{}/stall", f.sidecar))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let outcome = tokio::time::timeout(WAIT, async {
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await
+    })
+    .await
+    .expect("the stalled response ended");
+    assert!(
+        outcome.is_err(),
+        "a cut-off response must not look complete"
+    );
+    let audit = tokio::time::timeout(WAIT, async {
+        loop {
+            let audit = std::fs::read_to_string(&f.audit).unwrap();
+            if audit.contains("stalled") {
+                return audit;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the stall is audited");
+    assert!(audit.contains("GET /stall"));
+
+    // The application's request body stops half-way: a clear 400.
+    let mut s = tokio::net::TcpStream::connect(f.sidecar).await.unwrap();
+    s.write_all(
+        b"POST /refunds HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"amount\": ",
+    )
+    .await
+    .unwrap();
+    let mut out = vec![0; 4096];
+    let n = tokio::time::timeout(WAIT, s.read(&mut out))
+        .await
+        .expect("the sidecar answered the stalled upload")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("stalled"), "{text}");
 }

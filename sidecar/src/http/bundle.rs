@@ -1,0 +1,288 @@
+//! Run mode's http Connections: each `protocol: http` Connection of the
+//! bundle gets a listener; a new bundle replaces the Connection's
+//! [`HttpContext`] (policies, credentials, upstream) for the next request.
+//!
+//! Credentials stay in memory only (sensitive [`http::HeaderValue`]s inside
+//! the upstream client). The upstream client, and with it its pool of
+//! upstream connections, is kept across bundles while the upstream's URL,
+//! TLS settings and credentials are unchanged: a policy edit does not cost a
+//! TLS handshake.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sluice_crds::Protocol;
+use sluice_policy::engine::{CompiledPolicy, Identity, PolicySet};
+use sluice_policy::gateway::Bundle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{HttpContext, HttpMetrics, HttpSetupError, HttpStanding, HttpUpstream};
+use crate::audit::AuditLog;
+use crate::metrics::Metrics;
+use crate::postgres::tls;
+
+/// One http Connection of a bundle, ready to be put in force.
+pub struct HttpPlan {
+    name: String,
+    port: u16,
+    /// Identifies the upstream settings (hashed: no credential kept twice).
+    upstream_key: [u8; 32],
+    /// `None` when the Connection is not bound (requests are refused).
+    upstream: Option<Arc<HttpUpstream>>,
+    set: Option<Arc<PolicySet>>,
+    body_rules: bool,
+}
+
+struct Served {
+    addr: SocketAddr,
+    upstream_key: [u8; 32],
+    upstream: Option<Arc<HttpUpstream>>,
+    context: watch::Sender<Arc<HttpContext>>,
+}
+
+/// The http Connections served in run mode.
+pub struct HttpConnections {
+    served: BTreeMap<String, Served>,
+    metrics: Arc<Metrics>,
+    http_metrics: HttpMetrics,
+    timeout: Duration,
+    max_request_body: usize,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl HttpConnections {
+    /// Serves nothing yet.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        http_metrics: HttpMetrics,
+        timeout: Duration,
+        max_request_body: usize,
+    ) -> Self {
+        HttpConnections {
+            served: BTreeMap::new(),
+            metrics,
+            http_metrics,
+            timeout,
+            max_request_body,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// `(connection, address)` of every listener.
+    pub fn listeners(&self) -> impl Iterator<Item = (String, SocketAddr)> + '_ {
+        self.served.iter().map(|(n, s)| (n.clone(), s.addr))
+    }
+
+    /// Builds the http Connections of `bundle` (only those in `only`, when
+    /// set) without changing anything served: an error leaves the bundle in
+    /// force as it was.
+    pub fn prepare(
+        &self,
+        bundle: &Bundle,
+        identity: &Identity,
+        policies: &[Arc<CompiledPolicy>],
+        only: Option<&[String]>,
+    ) -> Result<Vec<HttpPlan>, HttpSetupError> {
+        let mut plans = Vec::new();
+        for conn in &bundle.connections {
+            if conn.spec.protocol != Protocol::Http {
+                continue;
+            }
+            if let Some(only) = only
+                && !only.iter().any(|c| c == &conn.name)
+            {
+                continue;
+            }
+            let name = conn.name.clone();
+            let setup = |what: String| HttpSetupError::Bundle {
+                connection: name.clone(),
+                what,
+            };
+            let base_url = conn.spec.upstream.base_url.clone().ok_or_else(|| {
+                setup("spec.upstream.baseURL is not set (http Connections need it)".into())
+            })?;
+            // An https URL always verifies; `disable` only makes sense for http:// URLs.
+            let mode = match conn.spec.upstream.tls_mode() {
+                sluice_crds::TlsMode::Disable => sluice_crds::TlsMode::VerifyFull,
+                m => m,
+            };
+            let credentials: Vec<(String, Vec<u8>)> = conn
+                .credentials
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                .collect();
+            let mut h = Sha256::new();
+            for part in [base_url.as_bytes(), format!("{mode:?}").as_bytes()] {
+                h.update(part);
+                h.update([0]);
+            }
+            h.update(conn.ca_pem.as_deref().unwrap_or_default());
+            h.update([0]);
+            for (k, v) in &credentials {
+                h.update(k.as_bytes());
+                h.update([0]);
+                h.update(v);
+                h.update([0]);
+            }
+            let upstream_key: [u8; 32] = h.finalize().into();
+            let hash_key = match &conn.hash_key {
+                Some(b64) => Some(zeroize::Zeroizing::new(
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                        .map_err(|e| setup(format!("hashKey is not base64: {e}")))?,
+                )),
+                None => None,
+            };
+            let set = if conn.bound {
+                PolicySet::select(
+                    policies,
+                    identity,
+                    &name,
+                    hash_key.as_deref().map(Vec::as_slice),
+                )
+                .map(Arc::new)
+            } else {
+                None
+            };
+            let upstream = match (&set, self.served.get(&name)) {
+                (None, _) => None,
+                (Some(_), Some(s)) if s.upstream_key == upstream_key && s.upstream.is_some() => {
+                    s.upstream.clone()
+                }
+                (Some(_), _) => {
+                    let tls =
+                        tls::client_config(&name, mode, conn.ca_pem.as_deref().map(str::as_bytes))
+                            .map_err(|e| setup(e.to_string()))?
+                            .map(|c| (*c).clone())
+                            .ok_or_else(|| setup("no TLS configuration could be built".into()))?;
+                    Some(Arc::new(HttpUpstream::new(
+                        &name,
+                        &base_url,
+                        tls,
+                        &credentials,
+                        self.timeout,
+                        false,
+                    )?))
+                }
+            };
+            let body_rules = bundle.policies.iter().any(|ap| {
+                ap.spec.connections.contains(&name)
+                    && ap.spec.rules.iter().any(|r| !r.match_.json_body.is_empty())
+            });
+            plans.push(HttpPlan {
+                name,
+                port: conn.spec.listen.port,
+                upstream_key,
+                upstream,
+                set,
+                body_rules,
+            });
+        }
+        Ok(plans)
+    }
+
+    /// Puts `plans` in force: the next request of each Connection uses them;
+    /// new Connections get a listener on `listen_host`. Connections served
+    /// but not in `plans` refuse requests from now on. Returns the names
+    /// now served.
+    pub async fn commit(
+        &mut self,
+        plans: Vec<HttpPlan>,
+        identity: &Identity,
+        audit: &Arc<AuditLog>,
+        listen_host: IpAddr,
+        revision: &str,
+    ) -> Result<(), (String, SocketAddr, std::io::Error)> {
+        let mut seen = Vec::new();
+        for plan in plans {
+            seen.push(plan.name.clone());
+            let standing = match (&plan.set, &plan.upstream) {
+                (Some(set), Some(upstream)) => {
+                    for w in set.warnings() {
+                        tracing::warn!(connection = %plan.name, "{w}");
+                    }
+                    tracing::info!(connection = %plan.name, %revision, policies = ?set.policy_names(), "identity bound (http)");
+                    HttpStanding::Bound {
+                        set: set.clone(),
+                        body_rules: plan.body_rules,
+                        upstream: upstream.clone(),
+                    }
+                }
+                _ => {
+                    tracing::warn!(connection = %plan.name, identity = %identity.subject(), "no AccessPolicy binds the identity to this Connection: requests will be refused");
+                    HttpStanding::NotBound
+                }
+            };
+            let ctx = Arc::new(HttpContext {
+                name: plan.name.clone(),
+                identity: identity.clone(),
+                standing,
+                max_request_body: self.max_request_body,
+                audit: audit.clone(),
+                metrics: self.metrics.clone(),
+                http_metrics: self.http_metrics.clone(),
+            });
+            if let Some(s) = self.served.get_mut(&plan.name) {
+                s.context.send_replace(ctx);
+                s.upstream_key = plan.upstream_key;
+                s.upstream = plan.upstream;
+                continue;
+            }
+            let addr = SocketAddr::new(listen_host, plan.port);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| (plan.name.clone(), addr, e))?;
+            let addr = listener.local_addr().unwrap_or(addr);
+            tracing::info!(connection = %plan.name, %addr, "listening (http)");
+            let (tx, rx) = watch::channel(ctx);
+            self.tasks.push(tokio::spawn(super::serve(listener, rx)));
+            self.served.insert(
+                plan.name,
+                Served {
+                    addr,
+                    upstream_key: plan.upstream_key,
+                    upstream: plan.upstream,
+                    context: tx,
+                },
+            );
+        }
+        for (name, s) in &self.served {
+            if !seen.contains(name) {
+                refuse(
+                    &s.context,
+                    format!(
+                        "Connection {name:?} is no longer in this identity's policy bundle (revision {revision})"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// No bundle is in force any more: every request is refused with `why`.
+    pub fn withdraw(&self, why: &str) {
+        for s in self.served.values() {
+            refuse(&s.context, why.to_string());
+        }
+    }
+}
+
+fn refuse(context: &watch::Sender<Arc<HttpContext>>, why: String) {
+    context.send_modify(|ctx| {
+        let mut next = HttpContext::clone(ctx);
+        next.standing = HttpStanding::Unavailable(why);
+        *ctx = Arc::new(next);
+    });
+}
+
+impl Drop for HttpConnections {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
