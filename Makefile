@@ -3,16 +3,16 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help build test lint fmt crds crds-check validate-crds chart demo bench e2e cluster cluster-stop
+.PHONY: help build test lint fmt crds crds-check validate-crds chart demo demo-standalone bench e2e cluster cluster-stop
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
 build: ## build every binary (debug)
 	$(CARGO) build --workspace --locked
 
-test: ## unit, integration and e2e tests (starts its own PostgreSQL; see README for set-up)
-	$(CARGO) test --workspace --locked
+test: ## unit, integration and e2e tests (starts its own PostgreSQL and test control plane; see README for set-up)
+	env -u KUBECONFIG $(CARGO) test --workspace --locked
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -33,7 +33,11 @@ validate-crds: ## validate the CRD YAML against the Kubernetes schema (pip: kube
 chart: ## render, lint and validate the Helm chart and the examples (tools from PyPI in a venv; the test control plane)
 	bash charts/validate.sh
 
-demo: ## local walk-through: throwaway PostgreSQL, the sidecar with examples/quickstart, psql through it
+demo: ## the in-cluster flow on the test control plane: operator, injected pod, sidecar, psql, an approval, audit
+	$(CARGO) build --release --locked -p sluice-e2e -p sluice-operator -p sluice-sidecar -p kubectl-sluice
+	sidecar/demo/cluster-demo.sh target/release
+
+demo-standalone: ## no cluster: throwaway PostgreSQL, the sidecar standalone with examples/quickstart, psql through it
 	$(CARGO) build --release --locked -p sluice-sidecar -p kubectl-sluice
 	sidecar/demo/demo.sh target/release/sluice-sidecar
 
@@ -42,8 +46,9 @@ bench: ## pgbench through the sidecar vs direct vs PgBouncer, and HTTP through t
 	sidecar/bench/bench.sh target/release/sluice-sidecar
 	sidecar/bench/http_bench.sh target/release/sluice-sidecar
 
-e2e: ## end-to-end scenarios (the cluster in KUBECONFIG, else the test control plane)
-	$(CARGO) test --locked -p sluice-e2e -p sluice-operator
+e2e: ## the e2e scenario (e2e/tests/scenario.rs) on the cluster in KUBECONFIG, else on a fresh test control plane
+	$(CARGO) build --locked -p sluice-operator -p sluice-sidecar
+	$(CARGO) test --locked -p sluice-e2e --test scenario -- --nocapture
 
 CLUSTER_DIR ?= target/testcluster
 cluster: ## start the test control plane in the background and print the KUBECONFIG line

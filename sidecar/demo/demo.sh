@@ -30,20 +30,7 @@ pg_port=$(free_port)
 listen_port=$(free_port)
 echo "== starting a throwaway PostgreSQL on 127.0.0.1:$pg_port"
 pg_start "$work/pg" "$pg_port" postgres "demo-superuser-pw"
-export PGPASSWORD=demo-superuser-pw
-"$psql" -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL'
-CREATE ROLE orders_app LOGIN PASSWORD 'change-me-orders-app';
-CREATE DATABASE orders OWNER orders_app;
-SQL
-PGPASSWORD=change-me-orders-app "$psql" -X -q -h 127.0.0.1 -p "$pg_port" -U orders_app -d orders -v ON_ERROR_STOP=1 <<'SQL'
-CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text, password_hash text, note text);
-INSERT INTO customers VALUES
-  (1, 'Alice Martin', 'alice@example.com', '123-45-6789', 'pbkdf2$a1b2c3', 'paid with 4111 1111 1111 1111'),
-  (2, 'Bob Stone',    'bob@example.org',   '987-65-4321', 'pbkdf2$d4e5f6', 'call back at bob.stone@mail.example');
-CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers, amount numeric, placed date);
-INSERT INTO orders VALUES (100, 1, 25.50, '2026-01-02'), (101, 2, 99.00, '2026-01-03'), (102, 1, 7.25, '2026-01-05');
-SQL
-unset PGPASSWORD
+demo_data "$pg_port" demo-superuser-pw
 
 echo "== the quickstart manifests, pointed at this PostgreSQL"
 mkdir "$work/manifests"

@@ -67,3 +67,23 @@ wait_port() {
   echo "error: nothing listens on 127.0.0.1:$port" >&2
   return 1
 }
+
+# demo_data PORT SUPERUSER_PASSWORD: the quickstart's database on a server
+# started by pg_start (superuser `postgres`): role orders_app (the password of
+# examples/quickstart/orders-db.yaml), database orders, customers and orders.
+demo_data() {
+  local port=$1 superpw=$2 psql
+  psql=$(pg_bin psql) || return 1
+  PGPASSWORD=$superpw "$psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL' || return 1
+CREATE ROLE orders_app LOGIN PASSWORD 'change-me-orders-app';
+CREATE DATABASE orders OWNER orders_app;
+SQL
+  PGPASSWORD=change-me-orders-app "$psql" -X -q -h 127.0.0.1 -p "$port" -U orders_app -d orders -v ON_ERROR_STOP=1 <<'SQL'
+CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text, password_hash text, note text);
+INSERT INTO customers VALUES
+  (1, 'Alice Martin', 'alice@example.com', '123-45-6789', 'pbkdf2$a1b2c3', 'paid with 4111 1111 1111 1111'),
+  (2, 'Bob Stone',    'bob@example.org',   '987-65-4321', 'pbkdf2$d4e5f6', 'call back at bob.stone@mail.example');
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers, amount numeric, placed date);
+INSERT INTO orders VALUES (100, 1, 25.50, '2026-01-02'), (101, 2, 99.00, '2026-01-03'), (102, 1, 7.25, '2026-01-05');
+SQL
+}
