@@ -2,7 +2,8 @@
 # `make bench`: pgbench through the Sluice sidecar vs the direct connection
 # vs PgBouncer (session mode), interleaved in one run, against a throwaway
 # PostgreSQL. Prints TPS, mean latency, ratios to direct, and the sidecar's
-# peak RSS.
+# peak RSS, and the CPU time the proxy (sidecar or PgBouncer) spent per
+# transaction (less sensitive than TPS to other load on the machine).
 #
 #   select-only (pgbench -S), 1 and 8 clients, simple and prepared protocol;
 #   a 1M-row result, without and with a masked column.
@@ -109,6 +110,7 @@ INI
 as_pg "$pgbouncer" "$work/bouncer/pgbouncer.ini" >/dev/null 2>&1 &
 pids+=("$!")
 wait_port "$bouncer_port"
+bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid" 2>/dev/null || true)
 
 port_of() { case $1 in direct) echo "$pg_port";; sidecar) echo "$sidecar_port";; pgbouncer) echo "$bouncer_port";; esac; }
 
@@ -119,15 +121,26 @@ cat > "$work/big_masked.sql" <<'SQL'
 SELECT id, pad, secret FROM big;
 SQL
 
-# run TARGET NAME ARGS... -> "tps latency_ms" (appended to $work/results)
+# cpu_ticks PID: user+system clock ticks the process has used (0 if unknown).
+cpu_ticks() {
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+pid_of() { case $1 in sidecar) echo "$sidecar_pid";; pgbouncer) echo "$bouncer_pid";; *) echo "";; esac; }
+
+# run TARGET NAME ARGS... -> "tps latency_ms proxy_cpu_us_per_tx" (appended to $work/results)
 run() {
   local target=$1 name=$2; shift 2
-  local out tps lat
+  local out tps lat tx before after pid
+  pid=$(pid_of "$target")
+  before=$(cpu_ticks "$pid")
   out=$("$pgbench" -h 127.0.0.1 -p "$(port_of "$target")" -U postgres -n "$@" bench 2>&1) || {
     echo "pgbench failed ($target $name): $out" >&2; exit 1; }
+  after=$(cpu_ticks "$pid")
   tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)
   lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' | head -n1)
-  echo "$name $target $tps $lat" >> "$work/results"
+  tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' | head -n1)
+  echo "$name $target $tps $lat $(( (after - before) * 1000000 / $(getconf CLK_TCK) / ${tx:-1} ))" >> "$work/results"
 }
 
 cells=(
@@ -158,15 +171,16 @@ import sys, collections
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
 order = []
 for line in open(sys.argv[1]):
-    name, target, tps, lat = line.split()
+    name, target, tps, lat, cpu = line.split()
     if name not in order: order.append(name)
-    rows[name][target].append((float(tps), float(lat)))
+    rows[name][target].append((float(tps), float(lat), float(cpu)))
 def mean(xs): return sum(xs) / len(xs)
-print(f"{'workload':26} {'target':10} {'TPS':>10} {'mean ms':>9} {'TPS/direct':>11} {'time/direct':>12}")
+print(f"{'workload':26} {'target':10} {'TPS':>10} {'mean ms':>9} {'TPS/direct':>11} {'time/direct':>12} {'proxy CPU us/tx':>16}")
 for name in order:
-    d_tps = mean([t for t, _ in rows[name]['direct']]); d_lat = mean([l for _, l in rows[name]['direct']])
+    d_tps = mean([r[0] for r in rows[name]['direct']]); d_lat = mean([r[1] for r in rows[name]['direct']])
     for target in ['direct', 'pgbouncer', 'sidecar']:
-        tps = mean([t for t, _ in rows[name][target]]); lat = mean([l for _, l in rows[name][target]])
-        print(f"{name:26} {target:10} {tps:10.1f} {lat:9.3f} {tps/d_tps:11.3f} {lat/d_lat:12.3f}")
+        tps = mean([r[0] for r in rows[name][target]]); lat = mean([r[1] for r in rows[name][target]])
+        cpu = f"{mean([r[2] for r in rows[name][target]]):16.1f}" if target != 'direct' else f"{'-':>16}"
+        print(f"{name:26} {target:10} {tps:10.1f} {lat:9.3f} {tps/d_tps:11.3f} {lat/d_lat:12.3f} {cpu}")
 print(f"\nsidecar peak RSS: {int(sys.argv[2]) / 1024:.1f} MiB")
 PY
