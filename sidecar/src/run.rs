@@ -71,7 +71,8 @@ pub struct RunConfig {
     /// How often audit events are sent to the operator.
     pub audit_upload_every: Duration,
     /// The pod this sidecar runs in, `NAMESPACE/SERVICEACCOUNT/POD`
-    /// (`SLUICE_NAMESPACE`, `SLUICE_SERVICE_ACCOUNT`, `SLUICE_POD_NAME`):
+    /// (`SLUICE_POD_NAMESPACE`, as the injection webhook sets it, or
+    /// `SLUICE_NAMESPACE`; `SLUICE_SERVICE_ACCOUNT`, `SLUICE_POD_NAME`):
     /// a bundle for anyone else is not applied.
     pub expected_identity: Option<(String, String, String)>,
 }
@@ -135,7 +136,7 @@ impl RunConfig {
                 .collect()
         });
         if let (Some(ns), Some(sa), Some(pod)) = (
-            var("SLUICE_NAMESPACE"),
+            var("SLUICE_POD_NAMESPACE").or_else(|| var("SLUICE_NAMESPACE")),
             var("SLUICE_SERVICE_ACCOUNT"),
             var("SLUICE_POD_NAME"),
         ) {
@@ -215,7 +216,7 @@ enum ApplyError {
     #[error("the bundle is for {0}, not a NAMESPACE/SERVICEACCOUNT this sidecar can use")]
     Identity(String),
     #[error(
-        "the bundle is for {found}, but this sidecar runs as {expected} (SLUICE_NAMESPACE, SLUICE_SERVICE_ACCOUNT, SLUICE_POD_NAME); check that the token file is this pod's"
+        "the bundle is for {found}, but this sidecar runs as {expected} (SLUICE_POD_NAMESPACE, SLUICE_SERVICE_ACCOUNT, SLUICE_POD_NAME); check that the token file is this pod's"
     )]
     NotOurs { found: String, expected: String },
     #[error("Connection {connection}: {what}")]
