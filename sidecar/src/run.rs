@@ -223,6 +223,8 @@ enum ApplyError {
     Connection { connection: String, what: String },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpSetupError),
 }
 
 /// A started run mode.
@@ -695,6 +697,11 @@ impl Runner {
                 http_plans,
                 &identity,
                 &audit,
+                Some(crate::approval::Approvals::new(
+                    self.client.clone(),
+                    self.token_out.subscribe(),
+                    Some(self.metrics.clone()),
+                )),
                 self.cfg.listen_host,
                 &bundle.revision,
             )

@@ -511,6 +511,7 @@ fn http_context(
         name: name.clone(),
         identity: identity.clone(),
         standing,
+        approvals: None,
         max_request_body: cfg.http_max_request_body,
         audit: shared.audit,
         metrics: shared.metrics,

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{HttpContext, HttpMetrics, HttpSetupError, HttpStanding, HttpUpstream};
+use crate::approval::Approvals;
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
 use crate::postgres::tls;
@@ -187,13 +188,15 @@ impl HttpConnections {
 
     /// Puts `plans` in force: the next request of each Connection uses them;
     /// new Connections get a listener on `listen_host`. Connections served
-    /// but not in `plans` refuse requests from now on. Returns the names
-    /// now served.
+    /// but not in `plans` refuse requests from now on. A request that needs
+    /// approval asks `approvals`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         &mut self,
         plans: Vec<HttpPlan>,
         identity: &Identity,
         audit: &Arc<AuditLog>,
+        approvals: Option<Approvals>,
         listen_host: IpAddr,
         revision: &str,
     ) -> Result<(), (String, SocketAddr, std::io::Error)> {
@@ -221,6 +224,7 @@ impl HttpConnections {
                 name: plan.name.clone(),
                 identity: identity.clone(),
                 standing,
+                approvals: approvals.clone(),
                 max_request_body: self.max_request_body,
                 audit: audit.clone(),
                 metrics: self.metrics.clone(),

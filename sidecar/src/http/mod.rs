@@ -42,6 +42,7 @@ use sluice_policy::http::{HttpRequest, normalize_path};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::approval::{ApprovalOutcome, Approvals};
 use crate::audit::{AuditLog, SessionInfo};
 use crate::metrics::Metrics;
 use stream_mask::JsonStreamMasker;
@@ -257,6 +258,9 @@ pub struct HttpContext {
     pub identity: Identity,
     /// The policies and upstream in force.
     pub standing: HttpStanding,
+    /// The operator's approval API (run mode); without it a request that
+    /// needs approval is refused.
+    pub approvals: Option<Approvals>,
     /// Largest request body buffered for `jsonBody` rules.
     pub max_request_body: usize,
     /// The audit trail.
@@ -280,8 +284,9 @@ pub async fn serve(listener: TcpListener, context: watch::Receiver<Arc<HttpConte
                     let session = Arc::new(session_info(&context.borrow(), peer));
                     let service = hyper::service::service_fn(move |req| {
                         let ctx = context.borrow().clone();
+                        let live = context.clone();
                         let session = session.clone();
-                        async move { Ok::<_, Infallible>(handle(&ctx, &session, req).await) }
+                        async move { Ok::<_, Infallible>(handle(&ctx, &live, &session, req).await) }
                     });
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
                         .keep_alive(true)
@@ -387,6 +392,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 async fn handle(
     ctx: &HttpContext,
+    live: &watch::Receiver<Arc<HttpContext>>,
     session: &SessionInfo,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -447,7 +453,7 @@ async fn handle(
     let (parts, body) = req.into_parts();
 
     // Buffer the body only when a rule looks into it.
-    let (body, json): (ProxyBody, Option<serde_json::Value>) = if body_rules {
+    let (mut body, json): (ProxyBody, Option<serde_json::Value>) = if body_rules {
         let collected = tokio::time::timeout(
             up.timeout,
             Limited::new(body, ctx.max_request_body).collect(),
@@ -527,9 +533,31 @@ async fn handle(
         (Action::Allow, Action::Allow) => "allow",
         (Action::Allow, _) => "dryRunDeny",
     };
-    match decision.enforced {
-        Action::Allow => {}
-        refused => {
+    // The AccessRequest an approved request runs under.
+    let mut approved = None;
+    match (decision.enforced, ctx.approvals.as_ref()) {
+        (Action::Allow, _) => {}
+        (Action::RequireApproval, Some(approvals)) => {
+            let asked = ApprovalAsked {
+                method: method.clone(),
+                raw_path: raw_path.clone(),
+                query: query.clone(),
+                path_and_query: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |pq| pq.as_str())
+                    .to_string(),
+                json: json.clone(),
+            };
+            match approve(ctx, live, session, &cmd, &decision, asked, body, approvals).await {
+                Ok((b, request)) => {
+                    body = b;
+                    approved = Some(request);
+                }
+                Err(response) => return response,
+            }
+        }
+        (refused, _) => {
             let policy = decision.enforced_policy.clone().or(decision.policy.clone());
             let rule = decision.enforced_rule.clone().or(decision.rule.clone());
             let _ = audit_decision(
@@ -566,16 +594,33 @@ async fn handle(
         }
     }
     // Write-ahead: no record, no request.
-    if let Err(e) = audit_decision(
-        ctx,
-        session,
-        cmd.clone(),
-        decision.action,
-        decision.policy.clone(),
-        decision.rule.clone(),
-        decision.dry_run,
-        decision.reason.clone(),
-    ) {
+    let written = match &approved {
+        None => audit_decision(
+            ctx,
+            session,
+            cmd.clone(),
+            decision.action,
+            decision.policy.clone(),
+            decision.rule.clone(),
+            decision.dry_run,
+            decision.reason.clone(),
+        ),
+        Some(note) => ctx.audit.event(
+            session,
+            AuditKind::Statement,
+            Some(cmd.clone()),
+            Some(AuditDecision {
+                action: Action::RequireApproval,
+                policy: decision.enforced_policy.clone().or(decision.policy.clone()),
+                rule: decision.enforced_rule.clone().or(decision.rule.clone()),
+                dry_run: false,
+                reason: Some(format!("{} (http protocol); {note}", decision.reason)),
+            }),
+            None,
+            true,
+        ),
+    };
+    if let Err(e) = written {
         ctx.http_metrics
             .request("deny", StatusCode::SERVICE_UNAVAILABLE);
         return error_response(
@@ -721,6 +766,250 @@ async fn handle(
         }),
     };
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// Puts an approval refusal on record and answers it.
+struct RefusalRecord<'a> {
+    ctx: &'a HttpContext,
+    session: &'a SessionInfo,
+    cmd: &'a AuditCommand,
+    policy: Option<String>,
+    rule: Option<String>,
+}
+
+impl RefusalRecord<'_> {
+    fn refuse(
+        &self,
+        status: StatusCode,
+        body: serde_json::Value,
+        why: String,
+    ) -> Response<ProxyBody> {
+        let _ = audit_decision(
+            self.ctx,
+            self.session,
+            self.cmd.clone(),
+            Action::RequireApproval,
+            self.policy.clone(),
+            self.rule.clone(),
+            false,
+            why,
+        );
+        self.ctx.http_metrics.request("requireApproval", status);
+        json_response(status, body)
+    }
+}
+
+/// Reads a whole body of at most `max` bytes.
+async fn read_limited(mut body: ProxyBody, max: usize) -> Result<Bytes, String> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > max {
+                return Err(format!("the body is larger than {max} bytes"));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// The body to forward and the audit note, or the refusal.
+type ApprovalResult = Result<(ProxyBody, String), Response<ProxyBody>>;
+
+/// The request an approval is asked for.
+struct ApprovalAsked {
+    method: String,
+    raw_path: String,
+    query: String,
+    path_and_query: String,
+    json: Option<serde_json::Value>,
+}
+
+/// A request a `requireApproval` rule catches, in run mode: asked of the
+/// operator, then held until decided (hold: the response waits) or refused
+/// at once with the request's name until approved (retry: the same request
+/// runs once after approval). The approval is for this exact request
+/// (method, path, query and body), so the body is buffered. An approved
+/// request is decided again under the policies in force when the approval
+/// came (an edit during the hold may deny it). An application that goes
+/// away while its request is held takes the hold along (nothing runs).
+/// `Ok` carries the body to forward and the note for the audit record.
+#[allow(clippy::too_many_arguments)]
+async fn approve(
+    ctx: &HttpContext,
+    live: &watch::Receiver<Arc<HttpContext>>,
+    session: &SessionInfo,
+    cmd: &AuditCommand,
+    decision: &Decision,
+    asked: ApprovalAsked,
+    body: ProxyBody,
+    approvals: &Approvals,
+) -> ApprovalResult {
+    let policy = decision.enforced_policy.clone().or(decision.policy.clone());
+    let rule = decision.enforced_rule.clone().or(decision.rule.clone());
+    let (Some(policy_name), Some(rule_name)) = (policy.clone(), rule.clone()) else {
+        let why = "request refused by Sluice: it needs approval, but the decision names no rule to ask under".to_string();
+        return Err(RefusalRecord {
+            ctx,
+            session,
+            cmd,
+            policy: policy.clone(),
+            rule: rule.clone(),
+        }
+        .refuse(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"error": "approvalRequired", "message": why}),
+            why,
+        ));
+    };
+    let bytes = match read_limited(body, ctx.max_request_body).await {
+        Ok(b) => b,
+        Err(e) => {
+            let why = format!(
+                "request refused by Sluice: it needs approval, which is given for its exact body, and the body could not be read within {} bytes ({e})",
+                ctx.max_request_body
+            );
+            return Err(RefusalRecord {
+                ctx,
+                session,
+                cmd,
+                policy: policy.clone(),
+                rule: rule.clone(),
+            }
+            .refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                serde_json::json!({"error": "bodyTooLarge", "message": why}),
+                why,
+            ));
+        }
+    };
+    let mut exact = format!("{} {}\n", asked.method, asked.path_and_query).into_bytes();
+    exact.extend_from_slice(&bytes);
+    let ask = sluice_policy::gateway::ApprovalAsk {
+        connection: ctx.name.clone(),
+        policy: policy_name,
+        rule: rule_name,
+        command: crate::approval::command(&cmd.text, &cmd.fingerprint, &exact),
+        reason: None,
+    };
+    let retry = decision
+        .approval
+        .as_ref()
+        .is_some_and(|a| a.mode == sluice_crds::ApprovalMode::Retry);
+    let outcome = if retry {
+        approvals.retry(&ask).await
+    } else {
+        let connection = ctx.name.clone();
+        approvals
+            .hold(
+                &ask,
+                move |ticket: &sluice_policy::gateway::ApprovalTicket| {
+                    tracing::info!(
+                        connection = %connection,
+                        request = %format!("{}/{}", ticket.namespace, ticket.name),
+                        approve = %ticket.approve_command,
+                        "HTTP request held for approval"
+                    );
+                },
+            )
+            .await
+    };
+    match outcome {
+        ApprovalOutcome::Granted { request, approvers } => {
+            // The policies may have changed while the request was held.
+            let now = live.borrow().clone();
+            let again = match &now.standing {
+                HttpStanding::Bound { set, .. } => set.decide_http(&HttpRequest {
+                    method: &asked.method,
+                    path: &asked.raw_path,
+                    query: &asked.query,
+                    body: asked.json.as_ref(),
+                }),
+                _ => Decision::not_bound(&ctx.identity, &ctx.name),
+            };
+            if again.enforced == Action::Deny {
+                let why = format!(
+                    "request approved in AccessRequest {request}, but the policies in force now deny it: {}",
+                    again.reason
+                );
+                return Err(RefusalRecord {
+            ctx,
+            session,
+            cmd,
+            policy: policy.clone(),
+            rule: rule.clone(),
+        }
+        .refuse(
+                    StatusCode::FORBIDDEN,
+                    serde_json::json!({"error": "denied", "request": request, "policy": again.enforced_policy, "rule": again.enforced_rule, "reason": why}),
+                    why,
+                ));
+            }
+            let body = Full::new(bytes)
+                .map_err(|e: Infallible| -> BoxError { match e {} })
+                .boxed_unsync();
+            Ok((
+                body,
+                format!(
+                    "approved in AccessRequest {request} by {}",
+                    approvers.join(", ")
+                ),
+            ))
+        }
+        ApprovalOutcome::Pending {
+            request,
+            approve_command,
+            expires_at,
+            message,
+        } => Err(RefusalRecord {
+            ctx,
+            session,
+            cmd,
+            policy: policy.clone(),
+            rule: rule.clone(),
+        }
+        .refuse(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({
+                "error": "approvalPending",
+                "policy": policy,
+                "rule": rule,
+                "request": request,
+                "approveCommand": approve_command,
+                "expiresAt": expires_at,
+                "message": message,
+            }),
+            format!(
+                "request waits for approval in AccessRequest {request}; refused until approved"
+            ),
+        )),
+        ApprovalOutcome::Refused {
+            request,
+            phase,
+            deciders,
+            message,
+        } => Err(RefusalRecord {
+            ctx,
+            session,
+            cmd,
+            policy: policy.clone(),
+            rule: rule.clone(),
+        }
+        .refuse(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({
+                "error": "approvalRefused",
+                "policy": policy,
+                "rule": rule,
+                "request": request,
+                "phase": phase,
+                "deciders": deciders,
+                "message": message,
+            }),
+            message.clone(),
+        )),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
