@@ -747,7 +747,7 @@ async fn handle(
     let status = parts.status;
     let body = ResponseBody {
         inner: body,
-        stall: Box::pin(tokio::time::sleep(up.timeout)),
+        stall: None,
         stall_after: up.timeout,
         sniff,
         held: Vec::new(),
@@ -1117,7 +1117,8 @@ struct ResponseBody {
     inner: Incoming,
     /// Fires when the upstream sends nothing for `stall_after`: the response
     /// is then cut off (the client sees the connection end) and audited.
-    stall: Pin<Box<tokio::time::Sleep>>,
+    /// Armed at the first wait (a small body that is there at once costs no timer).
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
     stall_after: Duration,
     /// Set while a body not labelled JSON has shown only whitespace: its
     /// first other byte decides whether it is masked as JSON (`{`, `[`) or
@@ -1193,18 +1194,25 @@ impl Body for ResponseBody {
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => {
-                    if this.stall.as_mut().poll(cx).is_ready() {
+                    let after = this.stall_after;
+                    let stall = this
+                        .stall
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                    if stall.as_mut().poll(cx).is_ready() {
                         let message = format!(
                             "the upstream response body stalled: nothing arrived for {} ms; the response was cut off",
-                            this.stall_after.as_millis()
+                            after.as_millis()
                         );
                         return this.fail(message);
                     }
                     return Poll::Pending;
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = tokio::time::Instant::now() + this.stall_after;
-                    this.stall.as_mut().reset(deadline);
+                    if let Some(stall) = this.stall.as_mut() {
+                        stall
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + this.stall_after);
+                    }
                     let mut frame = match frame.into_data() {
                         Ok(data) => data,
                         // Trailers pass through (none carry values masking would touch).
@@ -1287,7 +1295,8 @@ impl Drop for ResponseBody {
 /// `after` (a stalled upload must not hold an upstream connection forever).
 struct StallGuard<B> {
     inner: B,
-    stall: Pin<Box<tokio::time::Sleep>>,
+    /// Armed at the first wait.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
     after: Duration,
     what: &'static str,
 }
@@ -1296,7 +1305,7 @@ impl<B> StallGuard<B> {
     fn new(inner: B, after: Duration, what: &'static str) -> Self {
         StallGuard {
             inner,
-            stall: Box::pin(tokio::time::sleep(after)),
+            stall: None,
             after,
             what,
         }
@@ -1317,7 +1326,11 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => {
-                if this.stall.as_mut().poll(cx).is_ready() {
+                let after = this.after;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                if stall.as_mut().poll(cx).is_ready() {
                     let message = format!(
                         "{} stalled: nothing arrived for {} ms",
                         this.what,
@@ -1329,8 +1342,11 @@ where
                 Poll::Pending
             }
             ready => {
-                let deadline = tokio::time::Instant::now() + this.after;
-                this.stall.as_mut().reset(deadline);
+                if let Some(stall) = this.stall.as_mut() {
+                    stall
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.after);
+                }
                 ready
             }
         }
