@@ -393,7 +393,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 async fn handle(
     ctx: &HttpContext,
     live: &watch::Receiver<Arc<HttpContext>>,
-    session: &SessionInfo,
+    session: &Arc<SessionInfo>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -1103,7 +1103,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 struct ResultRecord {
     audit: Arc<AuditLog>,
     metrics: Arc<Metrics>,
-    session: SessionInfo,
+    session: Arc<SessionInfo>,
     command: AuditCommand,
     started: Instant,
     status: StatusCode,
