@@ -111,6 +111,8 @@ pub struct AuditLog {
     /// How many lines are written (or lost to a failed write), for waiters.
     written_tx: tokio::sync::watch::Sender<u64>,
     committer: std::sync::atomic::AtomicBool,
+    /// Sessions started and not ended: with one, nobody shares its writes.
+    open_sessions: std::sync::atomic::AtomicUsize,
 }
 
 /// How many failed batch writes are remembered for their waiters; older
@@ -168,6 +170,7 @@ impl AuditLog {
             commit: Arc::new(tokio::sync::Notify::new()),
             written_tx: tokio::sync::watch::channel(0).0,
             committer: std::sync::atomic::AtomicBool::new(false),
+            open_sessions: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -217,7 +220,17 @@ impl AuditLog {
     /// appended their lines too, then writes them all at once; on one
     /// thread that turns many sessions' statements into one write.
     pub async fn durable(self: &Arc<Self>, ticket: u64) -> Result<(), AuditError> {
+        use std::sync::atomic::Ordering;
         let mut rx = self.written_tx.subscribe();
+        if *rx.borrow_and_update() < ticket && self.open_sessions.load(Ordering::Relaxed) <= 1 {
+            // A single session: no other record could share the write, so
+            // it is written now rather than via the committer task.
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if inner.written < ticket {
+                // Errors reach the caller through `failed`, below.
+                let _ = self.write_pending(&mut inner);
+            }
+        }
         if *rx.borrow_and_update() < ticket {
             self.start_committer();
             self.commit.notify_one();
@@ -382,7 +395,11 @@ impl AuditLog {
                 if channel_binding { "on" } else { "off" }
             )),
         });
-        self.write(d)
+        self.write(d)?;
+        // Counted once on record (a refused session never ends one).
+        self.open_sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// A session ended.
@@ -392,6 +409,11 @@ impl AuditLog {
         duration: Duration,
         error: Option<&str>,
     ) -> Result<(), AuditError> {
+        let _ = self.open_sessions.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| n.checked_sub(1),
+        );
         let mut d = self.draft(s, AuditKind::SessionEnd);
         d.outcome = Some(AuditOutcome {
             rows: None,
@@ -533,6 +555,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let log = Arc::new(AuditLog::open("s", false, Some(&path)).unwrap());
+        // Several sessions: the committer task writes.
+        log.open_sessions
+            .store(2, std::sync::atomic::Ordering::Relaxed);
         let a = log.append_event(draft(), false).unwrap();
         let b = log.append_event(draft(), false).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
@@ -557,5 +582,21 @@ mod tests {
         let c = log.append_event(draft(), false).unwrap();
         assert!(log.durable(c).await.is_err());
         assert!(log.durable(a).await.is_err());
+        // One session writes at once; a failure reaches it too.
+        log.open_sessions
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        let d = log.append_event(draft(), false).unwrap();
+        assert!(log.durable(d).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_single_session_writes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = Arc::new(AuditLog::open("s", false, Some(&path)).unwrap());
+        let a = log.append_event(draft(), false).unwrap();
+        log.durable(a).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        assert!(!log.committer.load(std::sync::atomic::Ordering::Relaxed));
     }
 }
