@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo` without a cluster: a throwaway PostgreSQL with sample data, the
+# `make demo-standalone` (no cluster; `make demo` runs cluster-demo.sh): a throwaway PostgreSQL with sample data, the
 # sidecar in standalone mode with examples/quickstart, and a short psql
 # session through it: an allowed query, masked columns, a denied DROP, an
 # UPDATE without WHERE that needs an approval, then the audit lines.
