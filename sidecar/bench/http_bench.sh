@@ -8,6 +8,9 @@
 #   direct      wrk -> https upstream /small
 #   plain       wrk -> sidecar (no masking rule) -> upstream /small
 #   masked      wrk -> sidecar (jsonPaths + detectors) -> upstream /small
+#   direct1, plain1: the same with one connection (latency-bound: on a small
+#               machine the cells above are CPU-bound, and every process of
+#               the three competes for the same cores)
 #
 # Usage: sidecar/bench/http_bench.sh [SIDECAR_BINARY]
 # Env: DURATION (s per cell, default 5), ROUNDS (default 2), CONNS (default 16),
@@ -116,7 +119,7 @@ done
 
 # rps and mean latency (ms) of one wrk run.
 run() {
-  wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" 2>/dev/null | awk '
+  wrk -t"${2:-$THREADS}" -c"${3:-$CONNS}" -d"${DURATION}s" --latency "$1" 2>/dev/null | awk '
     /Requests\/sec/ {rps=$2}
     /^ +Latency / && lat == "" {lat=$2}
     END {
@@ -127,13 +130,16 @@ run() {
 
 declare -A rps lat
 for r in $(seq 1 "$ROUNDS"); do
-  for cell in direct plain masked; do
+  for cell in direct plain masked direct1 plain1; do
     case $cell in
-      direct) url="https://localhost:$up/small" ;;
-      plain) url="http://127.0.0.1:$plain_port/small" ;;
+      direct|direct1) url="https://localhost:$up/small" ;;
+      plain|plain1) url="http://127.0.0.1:$plain_port/small" ;;
       masked) url="http://127.0.0.1:$masked_port/small" ;;
     esac
-    read -r x l < <(run "$url")
+    case $cell in
+      *1) read -r x l < <(run "$url" 1 1) ;;
+      *) read -r x l < <(run "$url") ;;
+    esac
     rps[$cell]="${rps[$cell]:-} $x"
     lat[$cell]="${lat[$cell]:-} $l"
   done
@@ -141,8 +147,9 @@ done
 
 mean() { echo "$@" | awk '{s=0; for(i=1;i<=NF;i++) s+=$i; printf "%.1f", s/NF}'; }
 printf "%-8s %12s %12s %14s %14s\n" cell "req/s" "mean ms" "rps/direct" "latency +ms"
-d_rps=$(mean ${rps[direct]}); d_lat=$(mean ${lat[direct]})
-for cell in direct plain masked; do
+for cell in direct plain masked direct1 plain1; do
+  base=direct; [ "${cell%1}" != "$cell" ] && base=direct1
+  d_rps=$(mean ${rps[$base]}); d_lat=$(mean ${lat[$base]})
   x=$(mean ${rps[$cell]}); l=$(mean ${lat[$cell]})
   printf "%-8s %12s %12s %14s %14s\n" "$cell" "$x" "$l" \
     "$(awk -v a="$x" -v b="$d_rps" 'BEGIN{printf "%.3f", a/b}')" \

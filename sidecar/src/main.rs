@@ -57,10 +57,10 @@ enum Command {
         /// HTTP Connections: largest request body buffered to decide `jsonBody` rules, in bytes.
         #[arg(long, default_value_t = sluice_sidecar::http::DEFAULT_MAX_REQUEST_BODY, value_name = "BYTES")]
         http_max_body: usize,
-        /// HTTP Connections: offer HTTP/2 to the upstream (by default HTTP/1.1
-        /// with a pool of keep-alive connections, which is faster).
+        /// HTTP Connections: offer only HTTP/1.1 to the upstream (by default
+        /// ALPN offers HTTP/2 too and the upstream chooses).
         #[arg(long)]
-        http_upstream_http2: bool,
+        http_upstream_http1_only: bool,
     },
 }
 
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
             worker_threads,
             http_timeout,
             http_max_body,
-            http_upstream_http2,
+            http_upstream_http1_only,
         } => {
             init_logs(log_format);
             if max_message_size < 1024 {
@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
             }
             cfg.http_upstream_timeout = std::time::Duration::from_secs_f64(http_timeout);
             cfg.http_max_request_body = http_max_body;
-            cfg.http_upstream_http2 = http_upstream_http2;
+            cfg.http_upstream_http2 = !http_upstream_http1_only;
             let runtime = if worker_threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

@@ -50,7 +50,8 @@ pub struct StandaloneConfig {
     pub http_upstream_timeout: std::time::Duration,
     /// HTTP Connections: largest request body buffered for `jsonBody` rules.
     pub http_max_request_body: usize,
-    /// HTTP Connections: offer HTTP/2 to the upstream (see [`crate::http::HttpUpstream::new`]).
+    /// HTTP Connections: offer HTTP/2 besides HTTP/1.1 to the upstream (see
+    /// [`crate::http::HttpUpstream::new`]).
     pub http_upstream_http2: bool,
 }
 
@@ -67,7 +68,7 @@ impl StandaloneConfig {
             listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
             http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
-            http_upstream_http2: false,
+            http_upstream_http2: true,
         }
     }
 }

@@ -258,10 +258,10 @@ fn indent(text: &str, n: usize) -> String {
 
 /// Starts the sidecar for `base_url` (an upstream with CA `ca`).
 async fn start_sidecar(base_url: &str, ca: &str, timeout: Duration) -> Fixture {
-    start_sidecar_with(base_url, ca, timeout, false).await
+    start_sidecar_with(base_url, ca, timeout, true).await
 }
 
-/// [`start_sidecar`], offering HTTP/2 to the upstream when `http2`.
+/// [`start_sidecar`], offering HTTP/2 to the upstream only when `http2`.
 async fn start_sidecar_with(base_url: &str, ca: &str, timeout: Duration, http2: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -423,8 +423,8 @@ async fn credentials_are_injected_and_the_apps_stripped() {
         echo["uri"].as_str().unwrap().rsplit_once('/').unwrap().1,
         "things?x=1"
     );
-    // HTTP/1.1 to the upstream (pooled keep-alive), unless HTTP/2 is asked for.
-    assert_eq!(echo["version"], "HTTP/1.1");
+    // HTTP/2 to the upstream by ALPN.
+    assert_eq!(echo["version"], "HTTP/2.0");
     let audit = std::fs::read_to_string(&f.audit).unwrap();
     assert!(!audit.contains("upstream-secret-token"));
     assert!(!audit.contains("app-own-token"));
@@ -659,13 +659,19 @@ async fn bench_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_to_the_upstream_when_asked() {
+async fn http1_only_to_the_upstream_when_asked() {
     let (up, ca) = start_upstream().await;
-    let f = start_sidecar_with(&format!("https://localhost:{}", up.port()), &ca, WAIT, true).await;
+    let f = start_sidecar_with(
+        &format!("https://localhost:{}", up.port()),
+        &ca,
+        WAIT,
+        false,
+    )
+    .await;
     let (status, _, body) = send(&f, "GET", "/echo", &[], "").await;
     assert_eq!(status, 200);
     let echo = json(&body);
-    assert_eq!(echo["version"], "HTTP/2.0");
+    assert_eq!(echo["version"], "HTTP/1.1");
     assert_eq!(echo["headers"]["authorization"], TOKEN);
 }
 

@@ -166,7 +166,7 @@ impl HttpConnections {
                         tls,
                         &credentials,
                         self.timeout,
-                        false,
+                        true,
                     )?))
                 }
             };

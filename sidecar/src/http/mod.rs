@@ -123,13 +123,11 @@ impl HttpUpstream {
     /// Parses `base_url` and builds the client. `tls` is used for `https`
     /// (its ALPN is set here); `credentials` are `(header, value)` pairs.
     ///
-    /// With `http2` false (the default of both modes) only HTTP/1.1 is
-    /// offered by ALPN: the pool then keeps one keep-alive connection per
-    /// concurrent request, which spreads the load over the upstream's cores
-    /// as the application's own connections would; HTTP/2 multiplexes every
-    /// request over one connection (one TLS stream, one upstream task), which
-    /// measured at a fraction of the throughput. `http2` true offers `h2`
-    /// first (for upstreams that only speak HTTP/2).
+    /// With `http2` (the default of both modes) ALPN offers `h2` and
+    /// `http/1.1` and the upstream chooses: HTTP/2 multiplexes the requests
+    /// over one connection, HTTP/1.1 uses a pool of keep-alive connections.
+    /// Without it only HTTP/1.1 is offered (for upstreams whose HTTP/2 is
+    /// broken or limited); both measured alike in `http_bench.sh`.
     pub fn new(
         connection: &str,
         base_url: &str,
