@@ -184,6 +184,7 @@ impl Binding {
             standing: self._fixed.is_none().then_some(standing),
             revoked: None,
             masking_key,
+            generation: 0,
         })
     }
 
@@ -196,6 +197,16 @@ impl Binding {
             "Sluice refused the session: {}",
             Decision::not_bound(&self.identity, connection).reason
         )
+    }
+
+    /// What a client of an unbound identity can do about it: bind the
+    /// identity, or (run mode, no valid bundle) look at the sidecar and the
+    /// operator, since no policy edit helps while the bundle is unavailable.
+    pub fn not_bound_hint(&self) -> &'static str {
+        if let Standing::Unavailable(_) = &*self.standing.borrow() {
+            return "the sidecar has no valid policy bundle from the Sluice operator (pod deleted, token refused, or operator unreachable); see the sidecar's log and the operator's /readyz";
+        }
+        "bind the service account to this Connection with an AccessPolicy (spec.subjects and spec.connections)"
     }
 
     /// The Connection.
@@ -232,6 +243,9 @@ pub struct Enforcer {
     revoked: Option<String>,
     /// The masking rules the session's masks were built from.
     masking_key: Arc<str>,
+    /// Bumped whenever a new standing is picked up: decisions taken under an
+    /// older generation (prepared statements, bound portals) are taken again.
+    generation: u64,
 }
 
 impl Enforcer {
@@ -250,6 +264,7 @@ impl Enforcer {
         if !rx.has_changed().unwrap_or(false) {
             return;
         }
+        self.generation += 1;
         match rx.borrow_and_update().clone() {
             Standing::Bound {
                 set,
@@ -314,6 +329,12 @@ impl Enforcer {
         };
         self.cache.insert(key, decided.clone());
         decided
+    }
+
+    /// Which standing the decisions are taken under: it changes with every
+    /// policy change the session picks up (see [`Enforcer::refresh`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The masking in force: a new one (a different `Arc`) after a change

@@ -3,6 +3,8 @@
 //! masks ahead of the rows: simple queries, statements prepared under the
 //! old rules, and a portal bound under the old rules and read on after the
 //! change. The binding follows a watch channel, as run mode's bundles feed it.
+//! A change of the rules reaches statements prepared and portals bound before
+//! it the same way: a deny added since refuses their next Execute.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +33,11 @@ fn identity() -> Identity {
 
 /// The standing of a policy masking `columns` (none: no masking at all).
 fn standing(columns: &[&str]) -> Standing {
+    standing_with(columns, json!([]))
+}
+
+/// The standing of a policy masking `columns`, with `rules`.
+fn standing_with(columns: &[&str], rules: serde_json::Value) -> Standing {
     let masking: Vec<_> = columns
         .iter()
         .map(|c| json!({"columns": [c], "strategy": "redact"}))
@@ -43,6 +50,7 @@ fn standing(columns: &[&str]) -> Standing {
             "subjects": [{"serviceAccount": "report-job"}],
             "connections": ["testdb"],
             "defaultAction": "allow",
+            "rules": rules,
             "masking": masking,
         }
     }))
@@ -190,4 +198,102 @@ async fn a_masking_change_applies_to_the_next_statement_of_a_running_session() {
     clear(pair(&txn.query_portal(&portal, 1).await.unwrap()[0]), 1);
     txn.commit().await.unwrap();
     clear(pair(&client.query_one(&one, &[&1i32]).await.unwrap()), 0);
+}
+
+/// The SQLSTATE of a refused statement.
+fn refused(e: &tokio_postgres::Error, what: &str) {
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{what}: not a server error: {e}"));
+    assert_eq!(db.code().code(), "42501", "{what}: {db:?}");
+    assert!(
+        db.message().contains("no-writes")
+            || db.message().contains("no-reads")
+            || db.detail().is_some_and(|d| d.contains("no-")),
+        "{what}: the refusal names the rule: {db:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_change_refuses_statements_prepared_and_portals_bound_before_it() {
+    let pg = common::server();
+    let db = common::db_name("run_mode_redecide");
+    pg.create_database(&db).await;
+    let admin = common::connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, balance int);
+             INSERT INTO accounts VALUES (1, 100), (2, 200), (3, 300);",
+        )
+        .await
+        .unwrap();
+    let balances = || async {
+        let rows = admin
+            .query("SELECT balance FROM accounts ORDER BY id", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>()
+    };
+    let (tx, rx) = watch::channel(standing(&[]));
+    let port = start(pg, &db, rx).await;
+    let mut client =
+        common::connect(&format!("host=127.0.0.1 port={port} user=app dbname={db}")).await;
+
+    // Prepared under a policy that allows everything; the UPDATE runs once.
+    let update = client
+        .prepare("UPDATE accounts SET balance = 0 WHERE id = $1")
+        .await
+        .unwrap();
+    let delete = client
+        .prepare("DELETE FROM accounts WHERE id = $1")
+        .await
+        .unwrap();
+    assert_eq!(client.execute(&update, &[&1i32]).await.unwrap(), 1);
+    let select = client
+        .prepare("SELECT balance FROM accounts ORDER BY id")
+        .await
+        .unwrap();
+    let txn = client.transaction().await.unwrap();
+    let portal = txn.bind(&select, &[]).await.unwrap();
+    assert_eq!(txn.query_portal(&portal, 1).await.unwrap().len(), 1);
+
+    // Writes and then reads become denied: the portal bound before the
+    // change is refused at its next Execute.
+    tx.send(standing_with(
+        &[],
+        json!([
+            {"name": "no-writes", "match": {"statements": ["update", "delete"]}, "action": "deny"},
+            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
+        ]),
+    ))
+    .unwrap();
+    let err = txn
+        .query_portal(&portal, 1)
+        .await
+        .expect_err("portal refused");
+    refused(&err, "portal bound before the deny");
+    drop(txn);
+
+    // The statements prepared before the change are refused and run nothing.
+    let err = client
+        .execute(&update, &[&2i32])
+        .await
+        .expect_err("update refused");
+    refused(&err, "UPDATE prepared before the deny");
+    let err = client
+        .execute(&delete, &[&3i32])
+        .await
+        .expect_err("delete refused");
+    refused(&err, "DELETE prepared before the deny");
+    let err = client
+        .query(&select, &[])
+        .await
+        .expect_err("select refused");
+    refused(&err, "SELECT prepared before the deny");
+    assert_eq!(balances().await, vec![0, 200, 300], "nothing ran");
+
+    // The deny withdrawn: the same prepared statement runs again.
+    tx.send(standing(&[])).unwrap();
+    assert_eq!(client.execute(&update, &[&2i32]).await.unwrap(), 1);
+    assert_eq!(balances().await, vec![0, 0, 300]);
 }

@@ -217,7 +217,7 @@ where
             writer,
             error_response::INVALID_AUTHORIZATION,
             &message,
-            Some("bind the service account to this Connection with an AccessPolicy (spec.subjects and spec.connections)"),
+            Some(ctx.binding.not_bound_hint()),
         )
         .await?;
         return Err(SessionError::Refused(message));
@@ -284,6 +284,7 @@ where
         approved: Vec::new(),
         cancel_hold,
         generation: 0,
+        decided_generation: 0,
     };
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
@@ -406,6 +407,38 @@ enum Expect {
 struct StatementRef {
     decided: Arc<Decided>,
     index: usize,
+    /// The text a prepared statement was parsed from, and the enforcer
+    /// generation its decision was taken under: after a policy change the
+    /// decision is taken again before the statement runs (see
+    /// [`ClientLoop::redecide_prepared`]). `None` for simple queries, which
+    /// are decided each time they come.
+    prepared: Option<(Arc<str>, u64)>,
+}
+
+impl StatementRef {
+    /// The same statement decided again under the enforcer's current
+    /// standing. The old decision is kept when the verdict did not change,
+    /// so an approval granted for it still counts.
+    fn redecided(&self, enforcer: &mut Enforcer) -> StatementRef {
+        let generation = enforcer.generation();
+        let Some((sql, taken)) = &self.prepared else {
+            return self.clone();
+        };
+        if *taken == generation {
+            return self.clone();
+        }
+        let now = enforcer.decide(sql);
+        let (old, new) = (self.decided.decision(), now.decision());
+        let same = old.enforced == new.enforced
+            && old.enforced_policy == new.enforced_policy
+            && old.enforced_rule == new.enforced_rule
+            && self.decided.refusal.is_none() == now.refusal.is_none();
+        StatementRef {
+            decided: if same { self.decided.clone() } else { now },
+            index: self.index,
+            prepared: Some((sql.clone(), generation)),
+        }
+    }
 }
 
 struct BindInfo {
@@ -470,6 +503,9 @@ struct ClientLoop {
     cancel_hold: Arc<tokio::sync::Notify>,
     /// Counts masking changes during the session (see [`ClientLoop::sync_masking`]).
     generation: u64,
+    /// The enforcer generation the stored statements' decisions were taken
+    /// under (see [`ClientLoop::redecide_prepared`]).
+    decided_generation: u64,
 }
 
 impl ClientLoop {
@@ -1014,6 +1050,7 @@ impl ClientLoop {
     /// messages, ending with `terminator` (Sync or Flush).
     async fn flush_group(&mut self, terminator: Frame, sync: bool) -> Result<(), SessionError> {
         self.sync_masking();
+        self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
         // Pass 1: decide every Parse; statements parsed earlier in the group
         // are visible to later Binds.
@@ -1029,6 +1066,7 @@ impl ClientLoop {
                     let stmt = StatementRef {
                         decided: decided.clone(),
                         index: 0,
+                        prepared: Some((Arc::from(p.query), self.enforcer.generation())),
                     };
                     if self.ctx.approvals.is_some() && decided.awaits_approval().is_some() {
                         // Asked of the operator once the whole group is decided.
@@ -1072,6 +1110,19 @@ impl ClientLoop {
                     continue;
                 }
                 let Some(stmt) = stmt else { continue };
+                let awaits =
+                    self.ctx.approvals.is_some() && stmt.decided.awaits_approval().is_some();
+                if let Some(r) = stmt.decided.refusal.as_ref().filter(|_| !awaits) {
+                    // Prepared (or bound) under policies that have changed
+                    // since, and refused by the ones in force now.
+                    let _ =
+                        self.ctx
+                            .audit
+                            .statement(&self.session, &stmt.decided, "extended", Some(r));
+                    self.ctx.metrics.statement(&stmt.decided, true);
+                    refusal = Some(r.clone());
+                    break;
+                }
                 let approved = match self.approved_once(&stmt.decided) {
                     Ok(approved) => approved,
                     Err(r) => {
@@ -1283,6 +1334,28 @@ impl ClientLoop {
         self.out.extend_from_slice(&terminator.raw);
         self.upstream.write_all(&self.out).await?;
         Ok(())
+    }
+
+    /// After a policy change, takes the decisions of the session's prepared
+    /// statements and bound portals again, so the next Execute of a statement
+    /// prepared under the old policies is decided by the new ones (a deny
+    /// added since refuses it).
+    fn redecide_prepared(&mut self) {
+        self.enforcer.refresh();
+        let generation = self.enforcer.generation();
+        if generation == self.decided_generation {
+            return;
+        }
+        self.decided_generation = generation;
+        let enforcer = &mut self.enforcer;
+        for s in self.statements.values_mut() {
+            s.stmt = s.stmt.redecided(enforcer);
+        }
+        for p in self.portals.values_mut() {
+            if let Some(stmt) = p.stmt.as_mut() {
+                *stmt = stmt.redecided(enforcer);
+            }
+        }
     }
 
     /// The statement an Execute of `portal` runs, looking at Binds earlier in
@@ -1760,6 +1833,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Some(StatementRef {
                     decided: s.decided.clone(),
                     index: progress.index,
+                    prepared: None,
                 })
             }
             Some(Expect::Describe { stmt, .. }) => stmt.clone(),
