@@ -8,9 +8,12 @@
 #   direct      wrk -> https upstream /small
 #   plain       wrk -> sidecar (no masking rule) -> upstream /small
 #   masked      wrk -> sidecar (jsonPaths + detectors) -> upstream /small
-#   direct1, plain1: the same with one connection (latency-bound: on a small
-#               machine the cells above are CPU-bound, and every process of
-#               the three competes for the same cores)
+#   nginx       wrk -> nginx (the peer: a reverse proxy doing the same job,
+#               one worker, keep-alive pool, TLS verified, credential header
+#               set) -> upstream /small; skipped when nginx is not installed
+#   direct1, plain1, nginx1: the same with one connection (latency-bound: on
+#               a small machine the cells above are CPU-bound, and every
+#               process of the three competes for the same cores)
 #
 # Usage: sidecar/bench/http_bench.sh [SIDECAR_BINARY]
 # Env: DURATION (s per cell, default 5), ROUNDS (default 2), CONNS (default 16),
@@ -117,6 +120,62 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+# The peer: nginx as a TLS-originating reverse proxy with the same job as the
+# sidecar's plain cell (keep-alive pool to the upstream, certificate verified
+# against the bench CA, the credential header set), one worker as the sidecar
+# has one worker thread.
+cells="direct plain masked direct1 plain1"
+nginx_bin=$(command -v nginx || { test -x /usr/sbin/nginx && echo /usr/sbin/nginx; } || true)
+if [ -n "$nginx_bin" ]; then
+  nginx_port=$((masked_port + 1))
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream bench_up { server 127.0.0.1:$up; keepalive 32; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass https://bench_up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host localhost;
+      proxy_set_header Authorization "Bearer bench-token";
+      proxy_ssl_server_name on;
+      proxy_ssl_name localhost;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $work/ca.pem;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+NGINX
+  "$nginx_bin" -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx/out.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$nginx_port/small" && break
+    sleep 0.1
+  done
+  if curl -sf -o /dev/null "http://127.0.0.1:$nginx_port/small"; then
+    cells="direct plain masked nginx direct1 plain1 nginx1"
+  else
+    echo "warning: nginx did not serve the bench upstream (see $work/nginx/error.log); the peer cells are skipped" >&2
+    cat "$work/nginx/error.log" >&2 || true
+  fi
+else
+  echo "note: nginx is not installed (apt-get install nginx-light); the peer cells are skipped" >&2
+fi
+
 # rps and mean latency (ms) of one wrk run.
 run() {
   wrk -t"${2:-$THREADS}" -c"${3:-$CONNS}" -d"${DURATION}s" --latency "$1" 2>/dev/null | awk '
@@ -130,10 +189,11 @@ run() {
 
 declare -A rps lat
 for r in $(seq 1 "$ROUNDS"); do
-  for cell in direct plain masked direct1 plain1; do
+  for cell in $cells; do
     case $cell in
       direct|direct1) url="https://localhost:$up/small" ;;
       plain|plain1) url="http://127.0.0.1:$plain_port/small" ;;
+      nginx|nginx1) url="http://127.0.0.1:$nginx_port/small" ;;
       masked) url="http://127.0.0.1:$masked_port/small" ;;
     esac
     case $cell in
@@ -147,7 +207,7 @@ done
 
 mean() { echo "$@" | awk '{s=0; for(i=1;i<=NF;i++) s+=$i; printf "%.1f", s/NF}'; }
 printf "%-8s %12s %12s %14s %14s\n" cell "req/s" "mean ms" "rps/direct" "latency +ms"
-for cell in direct plain masked direct1 plain1; do
+for cell in $cells; do
   base=direct; [ "${cell%1}" != "$cell" ] && base=direct1
   d_rps=$(mean ${rps[$base]}); d_lat=$(mean ${lat[$base]})
   x=$(mean ${rps[$cell]}); l=$(mean ${lat[$cell]})
