@@ -6,50 +6,21 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{AuthInfo, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedContext};
 use kube::runtime::wait::await_condition;
-use kube::{Client, Config};
 use serde_json::{Value, json};
 use sluice_crds::{AccessPolicy, AccessRequest};
-use sluice_e2e::{Options, TestCluster};
-use support::{Env, apply_file, apply_yaml, bounded, test_settings};
+use sluice_e2e::Options;
+use support::{
+    Env, apply_quickstart, apply_yaml, bounded, client_with_token, cluster_with_crds, test_settings,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-
-fn repo_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-async fn apply_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in [
-        "connections.yaml",
-        "accesspolicies.yaml",
-        "accessrequests.yaml",
-    ] {
-        let text = std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.create(&PostParams::default(), &crd).await.unwrap();
-        bounded(
-            "CRD established",
-            await_condition(
-                api.clone(),
-                &name,
-                kube::runtime::wait::conditions::is_crd_established(),
-            ),
-        )
-        .await
-        .unwrap();
-    }
-}
 
 /// A tiny HTTP receiver: every request body arrives on the channel.
 async fn notification_receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
@@ -111,31 +82,21 @@ spec:
 "#;
 
 async fn start(notify_url: String) -> Env {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cluster = TestCluster::start(
+    let (cluster, client) = cluster_with_crds(
         Options::default()
             .user("alice", &["dba"])
             .user("bob", &["dev"]),
     )
-    .await
-    .expect("cluster starts");
-    let client = cluster.client().await.unwrap();
-    apply_crds(&client).await;
-    for file in ["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"] {
-        apply_file(&client, &repo_root().join("examples/quickstart").join(file)).await;
-    }
+    .await;
+    apply_quickstart(
+        &client,
+        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+    )
+    .await;
     apply_yaml(&client, QUICK_POLICY).await;
     let mut settings = test_settings("approvals-operator");
     settings.notify_url = Some(notify_url);
-    let operator = sluice_operator::run::start(client.clone(), settings)
-        .await
-        .expect("operator starts");
-    bounded("caches", operator.ready()).await;
-    Env {
-        operator,
-        client,
-        cluster,
-    }
+    Env::with_operator(cluster, client, settings).await
 }
 
 fn command(text: &str, sha: char) -> Value {
@@ -169,68 +130,7 @@ async fn get(env: &Env, token: &str, path: &str, method: &str) -> (u16, Value) {
 
 /// What `kubectl sluice approve|deny` sends: one decision appended to status.
 async fn decide(client: &Client, name: &str, verdict: &str) -> Result<AccessRequest, String> {
-    let api: Api<AccessRequest> = Api::namespaced(client.clone(), "shop");
-    let current = api.get(name).await.map_err(|e| e.to_string())?;
-    let entry = json!({"user": "typed-by-the-approver", "groups": ["dba"], "verdict": verdict,
-        "time": "2020-01-01T00:00:00Z", "comment": "looked at it"});
-    let empty = current
-        .status
-        .as_ref()
-        .is_none_or(|s| s.decisions.is_empty());
-    let ops = if empty {
-        json!([{"op": "add", "path": "/status/decisions", "value": [entry]}])
-    } else {
-        json!([{"op": "add", "path": "/status/decisions/-", "value": entry}])
-    };
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::<()>::Json(serde_json::from_value(ops).unwrap()),
-    )
-    .await
-    .map_err(|e| match e {
-        kube::Error::Api(s) => s.message,
-        other => other.to_string(),
-    })
-}
-
-/// A client authenticated as the workload's service account.
-async fn workload_client(env: &Env, token: &str) -> Client {
-    let mut kubeconfig = Kubeconfig::read_from(env.cluster.kubeconfig_path()).unwrap();
-    let cluster_name = kubeconfig.contexts[0]
-        .context
-        .as_ref()
-        .unwrap()
-        .cluster
-        .clone();
-    kubeconfig.auth_infos.push(NamedAuthInfo {
-        name: "workload".into(),
-        auth_info: Some(AuthInfo {
-            token: Some(token.to_string().into()),
-            ..Default::default()
-        }),
-        other: Default::default(),
-    });
-    kubeconfig.contexts.push(NamedContext {
-        name: "workload".into(),
-        context: Some(Context {
-            cluster: cluster_name,
-            user: Some("workload".into()),
-            namespace: Some("shop".into()),
-            ..Default::default()
-        }),
-        other: Default::default(),
-    });
-    let config = Config::from_custom_kubeconfig(
-        kubeconfig,
-        &KubeConfigOptions {
-            context: Some("workload".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
+    support::decide(client, name, verdict, "looked at it", &["dba"]).await
 }
 
 async fn events_of(client: &Client, name: &str) -> Vec<String> {
@@ -343,7 +243,7 @@ async fn approvals_are_decided_by_approvers_and_run_once() {
             "https://kubernetes.default.svc.cluster.local",
         )
         .await;
-    let workload = workload_client(&env, &api_token).await;
+    let workload = client_with_token(&env.cluster, &api_token).await;
     let refused = decide(&workload, &name, "approve").await.unwrap_err();
     assert!(
         refused.contains("system:serviceaccount:shop:report-job is the requester"),

@@ -11,17 +11,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
-use support::bounded;
-
-/// Kills the child when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Child, bounded};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_registers_its_webhook_and_serves_the_gateway() {

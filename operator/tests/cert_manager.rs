@@ -13,7 +13,6 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use rustls::pki_types::CertificateDer;
@@ -24,13 +23,9 @@ use sluice_operator::certs::CertSource;
 use sluice_operator::pki::{Ca, ServingCert, SubjectNames};
 use sluice_operator::run::{Running, start};
 use sluice_operator::webhook_config::{WebhookEndpoint, WebhookSettings};
-use support::{apply_file, bounded, test_settings};
+use support::{apply_quickstart, bounded, cluster_with_crds, test_settings};
 
 const CERTIFICATE: &str = "sluice-system/sluice-operator-serving";
-
-fn repo_root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 fn loopback() -> SubjectNames {
     SubjectNames {
@@ -70,39 +65,14 @@ async fn presented(operator: &Running, ca_pem: &str) -> Vec<u8> {
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-async fn apply_crds(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in [
-        "connections.yaml",
-        "accesspolicies.yaml",
-        "accessrequests.yaml",
-    ] {
-        let text = std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.create(&PostParams::default(), &crd).await.unwrap();
-        bounded(
-            "CRD established",
-            await_condition(
-                api.clone(),
-                &name,
-                kube::runtime::wait::conditions::is_crd_established(),
-            ),
-        )
-        .await
-        .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cert_manager_certificate_is_served_renewed_and_handed_to_sidecars() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cluster = TestCluster::start(Options::default()).await.unwrap();
-    let client = cluster.client().await.unwrap();
-    apply_crds(&client).await;
-    for file in ["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"] {
-        apply_file(&client, &repo_root().join("examples/quickstart").join(file)).await;
-    }
+    let (cluster, client) = cluster_with_crds(Options::default()).await;
+    apply_quickstart(
+        &client,
+        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+    )
+    .await;
 
     // What cert-manager would have written: a CA Issuer's certificate.
     let now = SystemTime::now();

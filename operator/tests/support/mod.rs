@@ -15,11 +15,12 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{AuthInfo, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedContext};
 use kube::runtime::wait::await_condition;
-use kube::{Client, Resource};
+use kube::{Client, Config, Resource};
 use serde_json::{Value, json};
-use sluice_crds::{AccessPolicy, Connection};
+use sluice_crds::{AccessPolicy, AccessRequest, Connection};
 use sluice_e2e::{Options, TestCluster};
 use sluice_operator::leader::LeaseTimings;
 use sluice_operator::run::{Running, Settings, WebhookTarget, start};
@@ -42,7 +43,8 @@ pub struct Env {
     pub cluster: TestCluster,
 }
 
-fn repo_root() -> PathBuf {
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -70,16 +72,17 @@ impl Env {
             )
             .with_test_writer()
             .try_init();
-        let cluster = TestCluster::start(Options::default())
-            .await
-            .expect("cluster starts");
-        let client = cluster.client().await.expect("client");
-        apply_crds(&client).await;
-        for file in ["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"] {
-            let path = repo_root().join("examples/quickstart").join(file);
-            apply_file(&client, &path).await;
-        }
-        let settings = test_settings("test-operator");
+        let (cluster, client) = cluster_with_crds(Options::default()).await;
+        apply_quickstart(
+            &client,
+            &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+        )
+        .await;
+        Env::with_operator(cluster, client, test_settings("test-operator")).await
+    }
+
+    /// Starts an operator replica with `settings` against `cluster`, caches filled.
+    pub async fn with_operator(cluster: TestCluster, client: Client, settings: Settings) -> Env {
         let operator = start(client.clone(), settings)
             .await
             .expect("operator starts");
@@ -89,6 +92,27 @@ impl Env {
             client,
             operator,
         }
+    }
+
+    /// Waits until the policy `name` in `shop` is Ready for its generation.
+    pub async fn policy_ready(&self, name: &str) {
+        bounded(
+            "the policy to be Ready",
+            await_condition(self.policies(), name, is_ready),
+        )
+        .await
+        .expect("watch");
+    }
+
+    /// Creates the service account `sa`, an injected pod `pod` of it, and
+    /// writes the pod's `sluice.dev` token to `dir`/token.
+    pub async fn pod_token_file(&self, sa: &str, pod: &str, dir: &Path) -> (Pod, PathBuf) {
+        self.service_account(sa).await;
+        let pod = self.injected_pod(pod, sa).await;
+        let token = self.pod_token(sa, &pod, "sluice.dev").await;
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, &token).expect("write the token file");
+        (pod, token_file)
     }
 
     /// Waits until the leader registered the injection webhook.
@@ -202,6 +226,121 @@ impl Env {
     }
 }
 
+/// Whether the policy is Ready for its current generation.
+pub fn is_ready(p: Option<&AccessPolicy>) -> bool {
+    let Some(p) = p else { return false };
+    let v = serde_json::to_value(p).unwrap();
+    v["status"]["observedGeneration"].as_i64() == p.metadata.generation
+        && v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// A test control plane with `options` (its users) and the CRDs, nothing else.
+pub async fn cluster_with_crds(options: Options) -> (TestCluster, Client) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = TestCluster::start(options).await.expect("cluster starts");
+    let client = cluster.client().await.expect("client");
+    apply_crds(&client).await;
+    (cluster, client)
+}
+
+/// Creates the given files of examples/quickstart.
+pub async fn apply_quickstart(client: &Client, files: &[&str]) {
+    for file in files {
+        let path = repo_root().join("examples/quickstart").join(file);
+        apply_file(client, &path).await;
+    }
+}
+
+/// What `kubectl sluice approve|deny` sends: one decision appended to the
+/// status of AccessRequest `shop/name` (with `groups` when not empty).
+pub async fn decide(
+    client: &Client,
+    name: &str,
+    verdict: &str,
+    comment: &str,
+    groups: &[&str],
+) -> Result<AccessRequest, String> {
+    let api: Api<AccessRequest> = Api::namespaced(client.clone(), "shop");
+    let current = api.get(name).await.map_err(|e| e.to_string())?;
+    let mut entry = json!({"user": "typed-by-the-approver", "verdict": verdict,
+        "time": "2020-01-01T00:00:00Z", "comment": comment});
+    if !groups.is_empty() {
+        entry["groups"] = json!(groups);
+    }
+    let empty = current
+        .status
+        .as_ref()
+        .is_none_or(|s| s.decisions.is_empty());
+    let ops = if empty {
+        json!([{"op": "add", "path": "/status/decisions", "value": [entry]}])
+    } else {
+        json!([{"op": "add", "path": "/status/decisions/-", "value": entry}])
+    };
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(ops).unwrap()),
+    )
+    .await
+    .map_err(|e| match e {
+        kube::Error::Api(s) => s.message,
+        other => other.to_string(),
+    })
+}
+
+/// A kube client authenticated with `token` (e.g. a workload's own identity).
+pub async fn client_with_token(cluster: &TestCluster, token: &str) -> Client {
+    let mut kubeconfig = Kubeconfig::read_from(cluster.kubeconfig_path()).unwrap();
+    let cluster_name = kubeconfig.contexts[0]
+        .context
+        .as_ref()
+        .unwrap()
+        .cluster
+        .clone();
+    kubeconfig.auth_infos.push(NamedAuthInfo {
+        name: "workload".into(),
+        auth_info: Some(AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        }),
+        other: Default::default(),
+    });
+    kubeconfig.contexts.push(NamedContext {
+        name: "workload".into(),
+        context: Some(Context {
+            cluster: cluster_name,
+            user: Some("workload".into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        }),
+        other: Default::default(),
+    });
+    let config = Config::from_custom_kubeconfig(
+        kubeconfig,
+        &KubeConfigOptions {
+            context: Some("workload".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Kills the child process when the test ends, however it ends.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One HTTPS request, trusting `ca_pem`.
 pub async fn call(
     addr: SocketAddr,
@@ -249,7 +388,8 @@ pub async fn call(
     (status, headers, bytes)
 }
 
-async fn apply_crds(client: &Client) {
+/// Creates the three CRDs and waits until they are established.
+pub async fn apply_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for file in [
         "connections.yaml",
