@@ -14,80 +14,51 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use kube::config::{AuthInfo, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedContext};
 use kube::runtime::wait::await_condition;
-use kube::{Client, Config};
 use serde_json::{Value, json};
-use sluice_crds::{AccessPolicy, AccessRequest};
-use sluice_e2e::{Options, TestCluster};
-use sluice_sidecar::run::{self, RunConfig};
+use sluice_crds::AccessRequest;
+use sluice_e2e::Options;
+use sluice_sidecar::run;
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use tokio_postgres::error::SqlState;
 
-use support::{Env, apply_file, apply_yaml, bounded};
+use common::code;
+use support::{
+    Child, Env, apply_quickstart, apply_yaml, bounded, client_with_token, cluster_with_crds,
+};
 
 /// A Connection to the test database and an approvals policy like
 /// examples/approvals: bulk writes held for `dba`, a short-lived rule, and a
 /// retry-mode rule.
 fn manifests(db: &str, upstream_port: u16, listen_port: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: testdb-creds, namespace: shop}}
-stringData: {{username: {user}, password: "{password}"}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: testdb, namespace: shop}}
-spec:
-  protocol: postgres
-  upstream: {{host: 127.0.0.1, port: {upstream_port}, database: {db}, tls: {{mode: disable}}}}
-  credentials: {{secretRef: {{name: testdb-creds}}}}
-  listen: {{port: {listen_port}}}
----
-apiVersion: sluice.dev/v1alpha1
+    common::run_mode_connection(db, upstream_port, listen_port)
+        + r#"apiVersion: sluice.dev/v1alpha1
 kind: AccessPolicy
-metadata: {{name: maintenance, namespace: shop}}
+metadata: {name: maintenance, namespace: shop}
 spec:
-  subjects: [{{serviceAccount: stock-fixer}}]
+  subjects: [{serviceAccount: stock-fixer}]
   connections: [testdb]
   defaultAction: allow
   rules:
     - name: no-schema-changes
-      match: {{statements: [drop, truncate, alter, create]}}
+      match: {statements: [drop, truncate, alter, create]}
       action: deny
     - name: quick-expiry
-      match: {{statements: [update], tables: ["expiring"]}}
+      match: {statements: [update], tables: ["expiring"]}
       action: requireApproval
-      approval: {{approvers: {{groups: [dba]}}, timeout: 2s, mode: hold}}
+      approval: {approvers: {groups: [dba]}, timeout: 2s, mode: hold}
     - name: ledger-needs-a-dba
-      match: {{statements: [insert], tables: ["ledger"]}}
+      match: {statements: [insert], tables: ["ledger"]}
       action: requireApproval
-      approval: {{approvers: {{groups: [dba]}}, timeout: 15m, mode: retry}}
+      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: retry}
     - name: bulk-writes-need-a-dba
-      match: {{statements: [update, delete], withoutWhere: true}}
+      match: {statements: [update, delete], withoutWhere: true}
       action: requireApproval
-      approval: {{approvers: {{groups: [dba]}}, timeout: 15m, mode: hold, minApprovals: 1}}
-"#,
-        user = common::ADMIN,
-        password = common::PASSWORD,
-    )
-}
-
-fn repo_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Kills the child process when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold, minApprovals: 1}
+"#
 }
 
 struct Setup {
@@ -116,33 +87,18 @@ async fn setup(test: &str) -> Setup {
         .await
         .unwrap();
 
-    let cluster = TestCluster::start(
+    let (cluster, client) = cluster_with_crds(
         Options::default()
             .user("alice", &["dba"])
             .user("bob", &["dev"]),
     )
-    .await
-    .expect("cluster starts");
-    let client = cluster.client().await.unwrap();
-    apply_crds(&client).await;
-    apply_file(
-        &client,
-        &repo_root().join("examples/quickstart/namespace.yaml"),
-    )
     .await;
+    apply_quickstart(&client, &["namespace.yaml"]).await;
     let listen_port = common::free_port();
     apply_yaml(&client, &manifests(&db, pg.port, listen_port)).await;
-    let operator =
-        sluice_operator::run::start(client.clone(), support::test_settings("sidecar-approvals"))
-            .await
-            .expect("operator starts");
-    bounded("caches", operator.ready()).await;
-    let env = Env {
-        operator,
-        client,
-        cluster,
-    };
-    policy_ready(&env, "maintenance").await;
+    let env =
+        Env::with_operator(cluster, client, support::test_settings("sidecar-approvals")).await;
+    env.policy_ready("maintenance").await;
     env.webhook_registered().await;
     let hooks: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
     bounded(
@@ -155,12 +111,8 @@ async fn setup(test: &str) -> Setup {
     )
     .await
     .unwrap();
-    env.service_account("stock-fixer").await;
-    let pod = env.injected_pod("fixer", "stock-fixer").await;
-    let token = env.pod_token("stock-fixer", &pod, "sluice.dev").await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &token).unwrap();
+    let (pod, token_file) = env.pod_token_file("stock-fixer", "fixer", dir.path()).await;
     Setup {
         env,
         db,
@@ -169,51 +121,6 @@ async fn setup(test: &str) -> Setup {
         token_file,
         dir,
     }
-}
-
-async fn apply_crds(client: &Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in [
-        "connections.yaml",
-        "accesspolicies.yaml",
-        "accessrequests.yaml",
-    ] {
-        let text = std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.create(&Default::default(), &crd).await.unwrap();
-        bounded(
-            "CRD established",
-            await_condition(
-                api.clone(),
-                &name,
-                kube::runtime::wait::conditions::is_crd_established(),
-            ),
-        )
-        .await
-        .unwrap();
-    }
-}
-
-fn is_ready(p: Option<&AccessPolicy>) -> bool {
-    let Some(p) = p else { return false };
-    let v = serde_json::to_value(p).unwrap();
-    v["status"]["observedGeneration"].as_i64() == p.metadata.generation
-        && v["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
-async fn policy_ready(env: &Env, name: &str) {
-    bounded(
-        "the policy to be Ready",
-        await_condition(env.policies(), name, is_ready),
-    )
-    .await
-    .unwrap();
 }
 
 /// A session whose NOTICEs arrive on the channel.
@@ -261,72 +168,7 @@ async fn decide(
     verdict: &str,
     comment: &str,
 ) -> Result<AccessRequest, String> {
-    let api: Api<AccessRequest> = Api::namespaced(client.clone(), "shop");
-    let current = api.get(name).await.map_err(|e| e.to_string())?;
-    let entry = json!({"user": "typed-by-the-approver", "verdict": verdict,
-        "time": "2020-01-01T00:00:00Z", "comment": comment});
-    let empty = current
-        .status
-        .as_ref()
-        .is_none_or(|s| s.decisions.is_empty());
-    let ops = if empty {
-        json!([{"op": "add", "path": "/status/decisions", "value": [entry]}])
-    } else {
-        json!([{"op": "add", "path": "/status/decisions/-", "value": entry}])
-    };
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::<()>::Json(serde_json::from_value(ops).unwrap()),
-    )
-    .await
-    .map_err(|e| match e {
-        kube::Error::Api(s) => s.message,
-        other => other.to_string(),
-    })
-}
-
-/// A kube client authenticated with `token` (the workload's own identity).
-async fn client_with_token(cluster: &TestCluster, token: &str) -> Client {
-    let mut kubeconfig = Kubeconfig::read_from(cluster.kubeconfig_path()).unwrap();
-    let cluster_name = kubeconfig.contexts[0]
-        .context
-        .as_ref()
-        .unwrap()
-        .cluster
-        .clone();
-    kubeconfig.auth_infos.push(NamedAuthInfo {
-        name: "workload".into(),
-        auth_info: Some(AuthInfo {
-            token: Some(token.to_string().into()),
-            ..Default::default()
-        }),
-        other: Default::default(),
-    });
-    kubeconfig.contexts.push(NamedContext {
-        name: "workload".into(),
-        context: Some(Context {
-            cluster: cluster_name,
-            user: Some("workload".into()),
-            namespace: Some("shop".into()),
-            ..Default::default()
-        }),
-        other: Default::default(),
-    });
-    let config = Config::from_custom_kubeconfig(
-        kubeconfig,
-        &KubeConfigOptions {
-            context: Some("workload".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
-}
-
-fn code(e: &tokio_postgres::Error) -> Option<SqlState> {
-    e.as_db_error().map(|d| d.code().clone())
+    support::decide(client, name, verdict, comment, &[]).await
 }
 
 async fn one_int(client: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -678,7 +520,7 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
         )
         .await
         .unwrap();
-    policy_ready(env, "maintenance").await;
+    env.policy_ready("maintenance").await;
     let probe = common::connect(&url).await;
     bounded("the new rule to reach the sidecar", async {
         loop {
@@ -712,15 +554,7 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
 async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
     let s = setup("approvals_retry").await;
     let env = &s.env;
-    let mut cfg = RunConfig::new(
-        format!("https://{}", env.operator.addr),
-        s.token_file.clone(),
-        env.operator.ca_bundle_pem(),
-    );
-    cfg.connections = Some(vec!["testdb".into()]);
-    cfg.audit_stdout = false;
-    cfg.poll_wait = Duration::from_secs(1);
-    cfg.first_bundle_timeout = Duration::from_secs(20);
+    let mut cfg = common::run_config(&env.operator, s.token_file.clone(), "testdb");
     cfg.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     let running = bounded("run mode to start", run::start(cfg))
         .await
@@ -812,15 +646,7 @@ async fn an_unreachable_operator_refuses_the_statement_and_the_session_goes_on()
             .await
             .expect("second replica starts");
     bounded("the second replica's caches", replica.ready()).await;
-    let mut cfg = RunConfig::new(
-        format!("https://{}", replica.addr),
-        s.token_file.clone(),
-        replica.ca_bundle_pem(),
-    );
-    cfg.connections = Some(vec!["testdb".into()]);
-    cfg.audit_stdout = false;
-    cfg.poll_wait = Duration::from_secs(1);
-    cfg.first_bundle_timeout = Duration::from_secs(20);
+    let cfg = common::run_config(&replica, s.token_file.clone(), "testdb");
     let running = bounded("run mode to start", run::start(cfg))
         .await
         .expect("run mode starts");

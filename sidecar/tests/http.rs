@@ -3,11 +3,12 @@
 //! standalone mode in-process, and real clients (hyper and curl).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -179,31 +180,11 @@ async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Inf
 
 /// Starts the HTTPS upstream; returns its address and its CA (PEM).
 async fn start_upstream() -> (SocketAddr, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "sluice http test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let (acceptor, ca_pem) = common::tls_upstream_acceptor(
+        "sluice http test CA",
+        &["localhost", "127.0.0.1"],
+        &[b"h2", b"http/1.1"],
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -231,7 +212,7 @@ async fn start_upstream() -> (SocketAddr, String) {
             });
         }
     });
-    (addr, ca_cert.pem())
+    (addr, ca_pem)
 }
 
 // === the sidecar ===
@@ -240,14 +221,6 @@ struct Fixture {
     sidecar: SocketAddr,
     audit: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn indent(text: &str, n: usize) -> String {
@@ -264,7 +237,7 @@ async fn start_sidecar(base_url: &str, ca: &str, timeout: Duration) -> Fixture {
 /// [`start_sidecar`], offering HTTP/2 to the upstream only when `http2`.
 async fn start_sidecar_with(base_url: &str, ca: &str, timeout: Duration, http2: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let manifests = format!(
         r#"apiVersion: v1
 kind: Secret
@@ -599,7 +572,7 @@ async fn large_chunked_response_is_masked_while_streaming() {
 async fn upstream_errors_are_clear() {
     // Refused: nothing listens there.
     let (_, ca) = start_upstream().await;
-    let dead = free_port();
+    let dead = common::free_port();
     let f = start_sidecar(&format!("https://localhost:{dead}"), &ca, WAIT).await;
     let (status, _, body) = send(&f, "GET", "/x", &[], "").await;
     assert_eq!(status, 502);

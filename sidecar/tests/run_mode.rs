@@ -15,87 +15,32 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 use serde_json::json;
 use sluice_crds::AccessPolicy;
-use sluice_sidecar::run::{self, RunConfig, Running};
+use sluice_sidecar::run::{self, RunConfig};
 use tokio_postgres::error::SqlState;
 
-use support::{Env, bounded};
+use common::{code, revision_until};
+use support::{Child, Env, bounded};
 
 const SSN: &str = "123-45-6789";
 
 /// The test database, a Connection to it and a policy binding `report-job`.
 fn manifests(db: &str, upstream_port: u16, listen_port: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: testdb-creds, namespace: shop}}
-stringData: {{username: {user}, password: "{password}"}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: testdb, namespace: shop}}
-spec:
-  protocol: postgres
-  upstream: {{host: 127.0.0.1, port: {upstream_port}, database: {db}, tls: {{mode: disable}}}}
-  credentials: {{secretRef: {{name: testdb-creds}}}}
-  listen: {{port: {listen_port}}}
----
-apiVersion: sluice.dev/v1alpha1
+    common::run_mode_connection(db, upstream_port, listen_port)
+        + r#"apiVersion: sluice.dev/v1alpha1
 kind: AccessPolicy
-metadata: {{name: testdb-policy, namespace: shop}}
+metadata: {name: testdb-policy, namespace: shop}
 spec:
-  subjects: [{{serviceAccount: report-job}}]
+  subjects: [{serviceAccount: report-job}]
   connections: [testdb]
   defaultAction: allow
   rules:
     - name: no-drops
-      match: {{statements: [drop]}}
+      match: {statements: [drop]}
       action: deny
   masking:
     - columns: ["customers.ssn"]
       strategy: redact
-"#,
-        user = common::ADMIN,
-        password = common::PASSWORD,
-    )
-}
-
-fn is_ready(p: Option<&AccessPolicy>) -> bool {
-    let Some(p) = p else { return false };
-    let v = serde_json::to_value(p).unwrap();
-    let observed = v["status"]["observedGeneration"].as_i64();
-    observed == p.metadata.generation
-        && v["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
-async fn policy_ready(env: &Env, name: &str) {
-    bounded(
-        "the policy to be Ready",
-        await_condition(env.policies(), name, is_ready),
-    )
-    .await
-    .unwrap();
-}
-
-/// Waits until the sidecar's bundle revision satisfies `done`.
-async fn revision_until(running: &Running, what: &str, done: impl Fn(Option<&str>) -> bool) {
-    let mut rx = running.bundle_revision();
-    bounded(what, async {
-        loop {
-            if done(rx.borrow_and_update().as_deref()) {
-                return;
-            }
-            rx.changed().await.expect("the sidecar stopped");
-        }
-    })
-    .await;
-}
-
-fn code(e: &tokio_postgres::Error) -> Option<SqlState> {
-    e.as_db_error().map(|d| d.code().clone())
+"#
 }
 
 /// What a test needs: the cluster with the operator, a database with a
@@ -126,14 +71,10 @@ async fn setup(test: &str) -> Setup {
     let env = Env::start().await;
     let listen_port = common::free_port();
     support::apply_yaml(&env.client, &manifests(&db, pg.port, listen_port)).await;
-    policy_ready(&env, "testdb-policy").await;
+    env.policy_ready("testdb-policy").await;
     env.webhook_registered().await;
-    env.service_account("report-job").await;
-    let pod = env.injected_pod("report", "report-job").await;
-    let token = env.pod_token("report-job", &pod, "sluice.dev").await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &token).unwrap();
+    let (pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
     Setup {
         env,
         db,
@@ -146,16 +87,7 @@ async fn setup(test: &str) -> Setup {
 
 /// Run-mode settings for `operator` (fast polls, only our Connection).
 fn config(s: &Setup, operator: &sluice_operator::run::Running) -> RunConfig {
-    let mut cfg = RunConfig::new(
-        format!("https://{}", operator.addr),
-        s.token_file.clone(),
-        operator.ca_bundle_pem(),
-    );
-    // The quickstart's orders-db is in the bundle too; serve only ours.
-    cfg.connections = Some(vec!["testdb".into()]);
-    cfg.audit_stdout = false;
-    cfg.poll_wait = Duration::from_secs(1);
-    cfg.first_bundle_timeout = Duration::from_secs(20);
+    let mut cfg = common::run_config(operator, s.token_file.clone(), "testdb");
     cfg.audit_upload_every = Duration::from_millis(200);
     cfg.expected_identity = Some(("shop".into(), "report-job".into(), "report".into()));
     cfg
@@ -236,7 +168,7 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
         )
         .await
         .unwrap();
-    policy_ready(env, "testdb-policy").await;
+    env.policy_ready("testdb-policy").await;
     let e = bounded("the policy edit to reach the session", async {
         loop {
             let now = running.bundle_revision().borrow().clone();
@@ -268,7 +200,7 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
         )
         .await
         .unwrap();
-    policy_ready(env, "testdb-policy").await;
+    env.policy_ready("testdb-policy").await;
     bounded("the masking edit to reach the session", async {
         loop {
             let now = running.bundle_revision().borrow().clone();
@@ -375,16 +307,6 @@ async fn the_last_bundle_never_outlives_its_expiry() {
         "{}",
         common::message(&e)
     );
-}
-
-/// Kills the child process when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,6 @@ mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -24,13 +22,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::wait::await_condition;
 use serde_json::json;
-use sluice_crds::{AccessPolicy, AccessRequest, RequestPhase};
-use sluice_e2e::{Options, TestCluster};
-use sluice_sidecar::run::{self, RunConfig, Running};
+use sluice_crds::{AccessRequest, RequestPhase};
+use sluice_e2e::Options;
+use sluice_sidecar::run;
 
-use support::{Env, bounded};
+use common::revision_until;
+use support::{Env, apply_quickstart, bounded, cluster_with_crds};
 
 const TOKEN: &str = "Bearer run-mode-upstream-token-7";
 const EMAIL: &str = "ann@example.com";
@@ -41,30 +39,8 @@ static APPROVED_HITS: AtomicUsize = AtomicUsize::new(0);
 /// An HTTPS upstream with its own CA: `/customer` is JSON with an email,
 /// anything else echoes the request (method, path, headers, body) as JSON.
 async fn start_upstream() -> (SocketAddr, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "sluice run-mode http test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let (acceptor, ca_pem) =
+        common::tls_upstream_acceptor("sluice run-mode http test CA", &["localhost"], &[]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -108,7 +84,7 @@ async fn start_upstream() -> (SocketAddr, String) {
             });
         }
     });
-    (addr, ca_cert.pem())
+    (addr, ca_pem)
 }
 
 fn manifests(upstream_port: u16, listen_port: u16, ca: &str) -> String {
@@ -152,43 +128,6 @@ spec:
     )
 }
 
-fn is_ready(p: Option<&AccessPolicy>) -> bool {
-    let Some(p) = p else { return false };
-    let v = serde_json::to_value(p).unwrap();
-    v["status"]["observedGeneration"].as_i64() == p.metadata.generation
-        && v["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
-async fn policy_ready(env: &Env) {
-    policy_named_ready(env, "api-policy").await;
-}
-
-async fn policy_named_ready(env: &Env, name: &str) {
-    bounded(
-        "the policy to be Ready",
-        await_condition(env.policies(), name, is_ready),
-    )
-    .await
-    .unwrap();
-}
-
-async fn revision_until(running: &Running, what: &str, done: impl Fn(Option<&str>) -> bool) {
-    let mut rx = running.bundle_revision();
-    bounded(what, async {
-        loop {
-            if done(rx.borrow_and_update().as_deref()) {
-                return;
-            }
-            rx.changed().await.expect("the sidecar stopped");
-        }
-    })
-    .await;
-}
-
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// One request on `client` (keep-alive: the same application connection
@@ -228,24 +167,12 @@ async fn run_mode_serves_http_connections_and_follows_policy_edits() {
     let env = Env::start().await;
     let listen_port = common::free_port();
     support::apply_yaml(&env.client, &manifests(up.port(), listen_port, &ca)).await;
-    policy_ready(&env).await;
+    env.policy_ready("api-policy").await;
     env.webhook_registered().await;
-    env.service_account("report-job").await;
-    let pod = env.injected_pod("report", "report-job").await;
-    let token = env.pod_token("report-job", &pod, "sluice.dev").await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &token).unwrap();
+    let (_pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
 
-    let mut cfg = RunConfig::new(
-        format!("https://{}", env.operator.addr),
-        token_file,
-        env.operator.ca_bundle_pem(),
-    );
-    cfg.connections = Some(vec!["api".into()]);
-    cfg.audit_stdout = false;
-    cfg.poll_wait = Duration::from_secs(1);
-    cfg.first_bundle_timeout = Duration::from_secs(20);
+    let mut cfg = common::run_config(&env.operator, token_file, "api");
     cfg.expected_identity = Some(("shop".into(), "report-job".into(), "report".into()));
     let running = bounded("run mode to start", run::start(cfg))
         .await
@@ -281,7 +208,7 @@ async fn run_mode_serves_http_connections_and_follows_policy_edits() {
         )
         .await
         .unwrap();
-    policy_ready(&env).await;
+    env.policy_ready("api-policy").await;
     let v = bounded("the policy edit to reach the next request", async {
         loop {
             let now = running.bundle_revision().borrow().clone();
@@ -314,48 +241,11 @@ async fn run_mode_serves_http_connections_and_follows_policy_edits() {
 
 // === approvals ===
 
-fn repo_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-async fn apply_crds(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in [
-        "connections.yaml",
-        "accesspolicies.yaml",
-        "accessrequests.yaml",
-    ] {
-        let text = std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.create(&Default::default(), &crd).await.unwrap();
-        bounded(
-            "CRD established",
-            await_condition(
-                api.clone(),
-                &name,
-                kube::runtime::wait::conditions::is_crd_established(),
-            ),
-        )
-        .await
-        .unwrap();
-    }
-}
-
 /// What `kubectl sluice approve|deny` sends: one decision appended to status.
 async fn decide(client: &kube::Client, name: &str, verdict: &str) {
-    let api: Api<AccessRequest> = Api::namespaced(client.clone(), "shop");
-    let entry = json!({"user": "typed-by-the-approver", "verdict": verdict,
-        "time": "2020-01-01T00:00:00Z", "comment": "looked at it"});
-    let ops = json!([{"op": "add", "path": "/status/decisions", "value": [entry]}]);
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::<()>::Json(serde_json::from_value(ops).unwrap()),
-    )
-    .await
-    .unwrap();
+    support::decide(client, name, verdict, "looked at it", &[])
+        .await
+        .unwrap();
 }
 
 /// The name of the one pending AccessRequest for `rule`, once it exists.
@@ -395,16 +285,8 @@ const APPROVAL_RULES: &str = r#"
 async fn http_requests_needing_approval_are_held_or_refused_until_approved() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (up, ca) = start_upstream().await;
-    let cluster = TestCluster::start(Options::default().user("alice", &["dba"]))
-        .await
-        .expect("cluster starts");
-    let client = cluster.client().await.unwrap();
-    apply_crds(&client).await;
-    support::apply_file(
-        &client,
-        &repo_root().join("examples/quickstart/namespace.yaml"),
-    )
-    .await;
+    let (cluster, client) = cluster_with_crds(Options::default().user("alice", &["dba"])).await;
+    apply_quickstart(&client, &["namespace.yaml"]).await;
     let listen_port = common::free_port();
     let yaml = manifests(up.port(), listen_port, &ca).replace(
         "      action: deny\n  masking:",
@@ -412,33 +294,12 @@ async fn http_requests_needing_approval_are_held_or_refused_until_approved() {
     );
     assert!(yaml.contains("quick-expiry"));
     support::apply_yaml(&client, &yaml).await;
-    let operator =
-        sluice_operator::run::start(client.clone(), support::test_settings("http-approvals"))
-            .await
-            .expect("operator starts");
-    bounded("caches", operator.ready()).await;
-    let env = Env {
-        operator,
-        client,
-        cluster,
-    };
-    policy_named_ready(&env, "api-policy").await;
+    let env = Env::with_operator(cluster, client, support::test_settings("http-approvals")).await;
+    env.policy_ready("api-policy").await;
     env.webhook_registered().await;
-    env.service_account("report-job").await;
-    let pod = env.injected_pod("report", "report-job").await;
-    let token = env.pod_token("report-job", &pod, "sluice.dev").await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &token).unwrap();
-    let mut cfg = RunConfig::new(
-        format!("https://{}", env.operator.addr),
-        token_file,
-        env.operator.ca_bundle_pem(),
-    );
-    cfg.connections = Some(vec!["api".into()]);
-    cfg.audit_stdout = false;
-    cfg.poll_wait = Duration::from_secs(1);
-    cfg.first_bundle_timeout = Duration::from_secs(20);
+    let (_pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
+    let cfg = common::run_config(&env.operator, token_file, "api");
     let _running = bounded("run mode to start", run::start(cfg))
         .await
         .expect("run mode starts");

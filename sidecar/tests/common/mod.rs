@@ -650,3 +650,113 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
 }
+
+// === run mode (the operator in-process, see operator/tests/support) ===
+
+/// A Secret with the admin's credentials and a `protocol: postgres`
+/// Connection `testdb` in `shop` to database `db` of the test server on
+/// `upstream_port`, served on `listen_port`; ends with a document separator,
+/// so a policy can follow.
+pub fn run_mode_connection(db: &str, upstream_port: u16, listen_port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: testdb-creds, namespace: shop}}
+stringData: {{username: {ADMIN}, password: "{PASSWORD}"}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {{name: testdb, namespace: shop}}
+spec:
+  protocol: postgres
+  upstream: {{host: 127.0.0.1, port: {upstream_port}, database: {db}, tls: {{mode: disable}}}}
+  credentials: {{secretRef: {{name: testdb-creds}}}}
+  listen: {{port: {listen_port}}}
+---
+"#
+    )
+}
+
+/// Run-mode settings against `operator` serving only `connection`: no audit
+/// on stdout, fast polls.
+pub fn run_config(
+    operator: &sluice_operator::run::Running,
+    token_file: PathBuf,
+    connection: &str,
+) -> sluice_sidecar::run::RunConfig {
+    let mut cfg = sluice_sidecar::run::RunConfig::new(
+        format!("https://{}", operator.addr),
+        token_file,
+        operator.ca_bundle_pem(),
+    );
+    // The quickstart's orders-db may be in the bundle too; serve only ours.
+    cfg.connections = Some(vec![connection.into()]);
+    cfg.audit_stdout = false;
+    cfg.poll_wait = Duration::from_secs(1);
+    cfg.first_bundle_timeout = Duration::from_secs(20);
+    cfg
+}
+
+/// Waits (30 s at most) until the sidecar's bundle revision satisfies `done`.
+pub async fn revision_until(
+    running: &sluice_sidecar::run::Running,
+    what: &str,
+    done: impl Fn(Option<&str>) -> bool,
+) {
+    let wait = Duration::from_secs(30);
+    let mut rx = running.bundle_revision();
+    tokio::time::timeout(wait, async {
+        loop {
+            if done(rx.borrow_and_update().as_deref()) {
+                return;
+            }
+            rx.changed().await.expect("the sidecar stopped");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out after {wait:?} waiting for {what}"));
+}
+
+/// The SQLSTATE of a server error.
+pub fn code(e: &tokio_postgres::Error) -> Option<tokio_postgres::error::SqlState> {
+    e.as_db_error().map(|d| d.code().clone())
+}
+
+// === HTTPS upstreams ===
+
+/// A TLS acceptor for a test HTTPS upstream: a new CA named `ca_name` and a
+/// server certificate for `names` signed by it, offering `alpn`. Returns the
+/// acceptor and the CA (PEM).
+pub fn tls_upstream_acceptor(
+    ca_name: &str,
+    names: &[&str],
+    alpn: &[&[u8]],
+) -> (tokio_rustls::TlsAcceptor, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    (acceptor, ca_cert.pem())
+}
