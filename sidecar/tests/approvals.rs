@@ -204,25 +204,17 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
     let audit = s.dir.path().join("audit.jsonl");
     let log = s.dir.path().join("sidecar.log");
     let _child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"))
-            .arg("run")
-            .env(
-                "SLUICE_GATEWAY_URL",
-                format!("https://{}", env.operator.addr),
-            )
-            .env("SLUICE_TOKEN_FILE", &s.token_file)
-            .env("SLUICE_CA_PEM", env.operator.ca_bundle_pem())
-            .env("SLUICE_CONNECTIONS", "testdb")
-            .env("SLUICE_NAMESPACE", "shop")
-            .env("SLUICE_POD_NAMESPACE", "shop")
-            .env("SLUICE_SERVICE_ACCOUNT", "stock-fixer")
-            .env("SLUICE_POD_NAME", "fixer")
-            .env_remove("SLUICE_CA_FILE")
-            .env_remove("SLUICE_ADMIN_ADDR")
-            .stdout(std::fs::File::create(&audit).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("sidecar binary starts"),
+        common::run_binary(
+            &env.operator,
+            &s.token_file,
+            "testdb",
+            ("stock-fixer", "fixer"),
+            &audit,
+            &log,
+        )
+        .env("SLUICE_POD_NAMESPACE", "shop")
+        .spawn()
+        .expect("sidecar binary starts"),
     );
     let url = format!(
         "host=127.0.0.1 port={} user=app dbname={}",

@@ -315,24 +315,16 @@ async fn the_binary_runs_from_the_pod_environment() {
     let audit = s._dir.path().join("audit.jsonl");
     let log = s._dir.path().join("sidecar.log");
     let _child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"))
-            .arg("run")
-            .env(
-                "SLUICE_GATEWAY_URL",
-                format!("https://{}", s.env.operator.addr),
-            )
-            .env("SLUICE_TOKEN_FILE", &s.token_file)
-            .env("SLUICE_CA_PEM", s.env.operator.ca_bundle_pem())
-            .env("SLUICE_CONNECTIONS", "testdb")
-            .env("SLUICE_NAMESPACE", "shop")
-            .env("SLUICE_SERVICE_ACCOUNT", "report-job")
-            .env("SLUICE_POD_NAME", "report")
-            .env_remove("SLUICE_CA_FILE")
-            .env_remove("SLUICE_ADMIN_ADDR")
-            .stdout(std::fs::File::create(&audit).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("sidecar binary starts"),
+        common::run_binary(
+            &s.env.operator,
+            &s.token_file,
+            "testdb",
+            ("report-job", "report"),
+            &audit,
+            &log,
+        )
+        .spawn()
+        .expect("sidecar binary starts"),
     );
     let url = format!(
         "host=127.0.0.1 port={} user=app dbname={}",

@@ -697,6 +697,34 @@ pub fn run_config(
     cfg
 }
 
+/// The `sluice-sidecar run` command with the environment the injection
+/// gives pod `shop/pod` of service account `sa`, against `operator`, serving
+/// `connection`; audit events to `audit`, the log to `log`.
+pub fn run_binary(
+    operator: &sluice_operator::run::Running,
+    token_file: &Path,
+    connection: &str,
+    (sa, pod): (&str, &str),
+    audit: &Path,
+    log: &Path,
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-sidecar"));
+    command
+        .arg("run")
+        .env("SLUICE_GATEWAY_URL", format!("https://{}", operator.addr))
+        .env("SLUICE_TOKEN_FILE", token_file)
+        .env("SLUICE_CA_PEM", operator.ca_bundle_pem())
+        .env("SLUICE_CONNECTIONS", connection)
+        .env("SLUICE_NAMESPACE", "shop")
+        .env("SLUICE_SERVICE_ACCOUNT", sa)
+        .env("SLUICE_POD_NAME", pod)
+        .env_remove("SLUICE_CA_FILE")
+        .env_remove("SLUICE_ADMIN_ADDR")
+        .stdout(std::fs::File::create(audit).unwrap())
+        .stderr(std::fs::File::create(log).unwrap());
+    command
+}
+
 /// Waits (30 s at most) until the sidecar's bundle revision satisfies `done`.
 pub async fn revision_until(
     running: &sluice_sidecar::run::Running,
