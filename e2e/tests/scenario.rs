@@ -25,6 +25,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -37,15 +39,11 @@ use serde_json::{Value, json};
 use sluice_e2e::{ClusterUnderTest, Options};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use support::{Out, free_port, kubectl_with, repo_root};
+
 /// Upper bound of every wait and every command.
 const WAIT: Duration = Duration::from_secs(60);
 const SSN: &str = "123-45-6789";
-
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e lives in the repository")
-}
 
 // === binaries ===
 
@@ -120,14 +118,6 @@ impl Drop for Process {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // === kubectl ===
 
 struct Kubectl {
@@ -135,42 +125,9 @@ struct Kubectl {
     cache: PathBuf,
 }
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
 impl Kubectl {
     async fn try_run(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let mut cmd = tokio::process::Command::new("kubectl");
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECACHEDIR", &self.cache)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("kubectl is installed and on PATH");
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(input.as_bytes()).await.unwrap();
-            drop(pipe);
-        }
-        let out = tokio::time::timeout(WAIT, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within {WAIT:?}"))
-            .unwrap();
-        Out {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        kubectl_with(&self.kubeconfig, &self.cache, args, stdin, WAIT).await
     }
 
     /// Runs kubectl, asserting success; returns stdout.

@@ -31,9 +31,22 @@ pub struct Out {
 
 /// Runs kubectl against the cluster, with optional stdin, bounded in time.
 pub async fn kubectl_in(c: &TestCluster, args: &[&str], stdin: Option<&str>) -> Out {
+    let cache = c.dir().join("kube-cache");
+    kubectl_with(&c.kubeconfig_path(), &cache, args, stdin, KUBECTL_TIMEOUT).await
+}
+
+/// Runs kubectl with `kubeconfig` and the discovery cache `cache`, with
+/// optional stdin, failing the test when it takes longer than `timeout`.
+pub async fn kubectl_with(
+    kubeconfig: &Path,
+    cache: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> Out {
     let mut cmd = tokio::process::Command::new("kubectl");
-    cmd.env("KUBECONFIG", c.kubeconfig_path())
-        .env("KUBECACHEDIR", c.dir().join("kube-cache"))
+    cmd.env("KUBECONFIG", kubeconfig)
+        .env("KUBECACHEDIR", cache)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .args(args)
         .stdin(if stdin.is_some() {
@@ -44,21 +57,30 @@ pub async fn kubectl_in(c: &TestCluster, args: &[&str], stdin: Option<&str>) -> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("kubectl is installed");
+    let mut child = cmd.spawn().expect("kubectl is installed and on PATH");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin piped");
         pipe.write_all(input.as_bytes()).await.expect("write stdin");
         drop(pipe);
     }
-    let out = tokio::time::timeout(KUBECTL_TIMEOUT, child.wait_with_output())
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within {KUBECTL_TIMEOUT:?}"))
+        .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within {timeout:?}"))
         .expect("kubectl runs");
     Out {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// Runs kubectl and asserts success, returning stdout.
