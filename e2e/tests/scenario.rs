@@ -67,7 +67,10 @@ fn binary(name: &str) -> PathBuf {
     };
     if std::env::var_os("SLUICE_E2E_BIN_DIR").is_none() {
         let built = meta.modified().unwrap();
-        for dir in ["crds/src", "policy/src", "operator/src", "sidecar/src"] {
+        // The crate the binary is built from and the workspace crates it
+        // depends on (cargo does not relink one binary for another's sources).
+        let own = name.strip_prefix("sluice-").unwrap_or(name);
+        for dir in ["crds/src", "policy/src", &format!("{own}/src")] {
             if let Some((newest, file)) = newest_file(&repo_root().join(dir)) {
                 assert!(
                     newest <= built,
