@@ -615,13 +615,15 @@ impl Runner {
             next.push((conn.name.clone(), conn.spec.clone(), upstream, standing));
         }
 
-        let http_plans = self.http.prepare(
-            bundle,
-            &identity,
-            &policies,
-            self.cfg.connections.as_deref(),
-        )
-        .map_err(ApplyError::from)?;
+        let http_plans = self
+            .http
+            .prepare(
+                bundle,
+                &identity,
+                &policies,
+                self.cfg.connections.as_deref(),
+            )
+            .map_err(ApplyError::from)?;
 
         if self.audit.is_none() {
             let stream = format!(

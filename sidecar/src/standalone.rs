@@ -336,7 +336,10 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     }
     for (listener, ctx) in http_servers {
         // The sender is dropped: standalone's context never changes.
-        tokio::spawn(crate::http::serve(listener, tokio::sync::watch::channel(ctx).1));
+        tokio::spawn(crate::http::serve(
+            listener,
+            tokio::sync::watch::channel(ctx).1,
+        ));
     }
     admin_state.ready.store(true, Ordering::Relaxed);
     Ok(Running { listeners, admin })
