@@ -19,7 +19,7 @@
 # Env: DURATION (s per cell, default 5), ROUNDS (default 2), CONNS (default 16),
 # THREADS (default 2), BIG_ITEMS (default 1000000, ~100 MB), UPSTREAM_BIN (a prebuilt
 # http test binary, instead of building it with cargo), SIDECAR_THREADS (the sidecar's
-# --worker-threads, default 1).
+# --worker-threads, default 1), SIDECAR_ARGS (more sidecar flags, e.g. --http-upstream-http1-only).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -111,7 +111,7 @@ YAML
 } >"$work/manifests.yaml"
 
 "$bin" standalone -f "$work/manifests.yaml" --as bench/app --no-audit-stdout --audit-file "$work/audit.jsonl" \
-  --worker-threads "${SIDECAR_THREADS:-1}" \
+  --worker-threads "${SIDECAR_THREADS:-1}" ${SIDECAR_ARGS:-} \
   >"$work/sidecar.out" 2>"$work/sidecar.log" &
 side=$!
 pids+=($side)
