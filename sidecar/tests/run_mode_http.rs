@@ -373,6 +373,29 @@ async fn http_requests_needing_approval_are_held_or_refused_until_approved() {
     assert_eq!(status, 403, "an approval runs its request once: {v}");
     assert_eq!(hits(), 2);
 
+    // Denied: the held request is answered 403 with the phase, and never
+    // reaches the upstream.
+    let held = tokio::spawn({
+        let http = http.clone();
+        async move {
+            send(
+                &http,
+                listen_port,
+                "POST",
+                "/refunds",
+                r#"{"amount": 9999}"#,
+            )
+            .await
+        }
+    });
+    let name = pending_request(&env.client, "refunds-need-finance").await;
+    decide(&alice, &name, "deny").await;
+    let (status, v) = bounded("the denied request", held).await.unwrap();
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"], "approvalRefused", "{v}");
+    assert_eq!(v["phase"], "Denied", "{v}");
+    assert_eq!(hits(), 2, "a denied request reached the upstream");
+
     // Nobody decides in time: refused with the reason.
     let (status, v) = get(&http, listen_port, "/quick").await;
     assert_eq!(status, 403, "{v}");
