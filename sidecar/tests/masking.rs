@@ -265,7 +265,7 @@ async fn masked_values_are_counted_in_audit_and_metrics() {
     c.simple_query("SELECT ssn FROM customers").await.unwrap();
     drop(c);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let text = sidecar.audit_text();
+    let text = sidecar.audit_text_without_ids();
     for form in ssn_forms() {
         assert!(!text.contains(&form), "audit leaked {form}");
     }
