@@ -42,7 +42,7 @@ use crate::metrics::Metrics;
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::framing;
 use crate::postgres::session::{self, ConnectionContext};
-use crate::postgres::tls::{self, TlsError};
+use crate::postgres::tls::TlsError;
 use crate::postgres::upstream::UpstreamConfig;
 
 /// Settings of run mode.
@@ -1038,29 +1038,15 @@ fn upstream_config(
         .host
         .clone()
         .ok_or_else(|| missing("spec.upstream.host is not set"))?;
-    let mode = conn.spec.upstream.tls_mode();
-    let tls_config =
-        tls::client_config(&conn.name, mode, conn.ca_pem.as_deref().map(str::as_bytes))?;
-    Ok(UpstreamConfig {
-        connection: conn.name.clone(),
-        port: conn
-            .spec
-            .upstream
-            .port
-            .unwrap_or(Protocol::Postgres.default_port()),
-        database: conn
-            .spec
-            .upstream
-            .database
-            .clone()
-            .unwrap_or_else(|| username.clone()),
+    Ok(UpstreamConfig::new(
+        &conn.name,
+        &conn.spec,
         host,
         username,
-        password: Arc::new(password),
-        tls_mode: mode,
-        tls: tls_config,
+        password,
+        conn.ca_pem.as_deref().map(str::as_bytes),
         max_message_size,
-    })
+    )?)
 }
 
 #[cfg(test)]

@@ -373,43 +373,42 @@ fn upstream_config(
             namespace: namespace.to_string(),
             connection: name.clone(),
         })?;
-    let mode = conn.spec.upstream.tls_mode();
-    let ca = match conn
+    let ca = upstream_ca(set, namespace, conn).map_err(missing)?;
+    Ok(UpstreamConfig::new(
+        &name,
+        &conn.spec,
+        host,
+        username,
+        password,
+        ca,
+        max_message_size,
+    )?)
+}
+
+/// The CA the Connection's `spec.upstream.tls.caSecretRef` names, if any;
+/// `Err` says which Secret key is missing.
+fn upstream_ca<'a>(
+    set: &'a ManifestSet,
+    namespace: &str,
+    conn: &Connection,
+) -> Result<Option<&'a [u8]>, String> {
+    let Some(r) = conn
         .spec
         .upstream
         .tls
         .as_ref()
         .and_then(|t| t.ca_secret_ref.as_ref())
-    {
-        Some(r) => Some(set.secret_key(namespace, &r.name, &r.key).ok_or_else(|| {
-            missing(format!(
+    else {
+        return Ok(None);
+    };
+    set.secret_key(namespace, &r.name, &r.key)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
                 "the CA Secret {namespace}/{} (key {:?}) named by spec.upstream.tls.caSecretRef is missing",
                 r.name, r.key
-            ))
-        })?),
-        None => None,
-    };
-    let tls_config = tls::client_config(&name, mode, ca)?;
-    Ok(UpstreamConfig {
-        connection: name.clone(),
-        port: conn
-            .spec
-            .upstream
-            .port
-            .unwrap_or(Protocol::Postgres.default_port()),
-        database: conn
-            .spec
-            .upstream
-            .database
-            .clone()
-            .unwrap_or_else(|| username.clone()),
-        host,
-        username,
-        password: Arc::new(password),
-        tls_mode: mode,
-        tls: tls_config,
-        max_message_size,
-    })
+            )
+        })
 }
 
 /// What every http Connection shares.
@@ -456,21 +455,7 @@ fn http_context(
         })?;
         credentials.push((k, v.to_vec()));
     }
-    let ca = match conn
-        .spec
-        .upstream
-        .tls
-        .as_ref()
-        .and_then(|t| t.ca_secret_ref.as_ref())
-    {
-        Some(r) => Some(set.secret_key(namespace, &r.name, &r.key).ok_or_else(|| {
-            missing(format!(
-                "the CA Secret {namespace}/{} (key {:?}) named by spec.upstream.tls.caSecretRef is missing",
-                r.name, r.key
-            ))
-        })?),
-        None => None,
-    };
+    let ca = upstream_ca(set, namespace, conn).map_err(missing)?;
     // An https URL always verifies; `disable` only makes sense for http:// URLs.
     let mode = match conn.spec.upstream.tls_mode() {
         sluice_crds::TlsMode::Disable => sluice_crds::TlsMode::VerifyFull,

@@ -43,6 +43,44 @@ pub struct UpstreamConfig {
     pub max_message_size: usize,
 }
 
+impl UpstreamConfig {
+    /// The upstream of a postgres Connection named `connection`: `host`, the
+    /// spec's port (PostgreSQL's by default), database (the user name by
+    /// default) and TLS mode (with `ca`, the CA to trust, if the Connection
+    /// names one), and the credentials. Standalone and run mode differ only
+    /// in where these come from.
+    pub fn new(
+        connection: &str,
+        spec: &sluice_crds::ConnectionSpec,
+        host: String,
+        username: String,
+        password: Zeroizing<String>,
+        ca: Option<&[u8]>,
+        max_message_size: usize,
+    ) -> Result<Self, tls::TlsError> {
+        let tls_mode = spec.upstream.tls_mode();
+        let tls = tls::client_config(connection, tls_mode, ca)?;
+        Ok(UpstreamConfig {
+            connection: connection.to_string(),
+            host,
+            port: spec
+                .upstream
+                .port
+                .unwrap_or(sluice_crds::Protocol::Postgres.default_port()),
+            database: spec
+                .upstream
+                .database
+                .clone()
+                .unwrap_or_else(|| username.clone()),
+            username,
+            password: Arc::new(password),
+            tls_mode,
+            tls,
+            max_message_size,
+        })
+    }
+}
+
 impl std::fmt::Debug for UpstreamConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamConfig")
