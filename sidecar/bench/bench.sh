@@ -3,7 +3,8 @@
 # vs PgBouncer (session mode), interleaved in one run, against a throwaway
 # PostgreSQL. Prints TPS, mean latency, ratios to direct, and the sidecar's
 # peak RSS, and the CPU time the proxy (sidecar or PgBouncer) spent per
-# transaction (less sensitive than TPS to other load on the machine).
+# transaction (less sensitive than TPS to other load on the machine), and the
+# median latency of the one-client cells (pgbench -l) with what each proxy adds.
 #
 #   select-only (pgbench -S), 1 and 8 clients, simple and prepared protocol;
 #   a 1M-row result, without and with a masked column.
@@ -128,19 +129,30 @@ cpu_ticks() {
 }
 pid_of() { case $1 in sidecar) echo "$sidecar_pid";; pgbouncer) echo "$bouncer_pid";; *) echo "";; esac; }
 
-# run TARGET NAME ARGS... -> "tps latency_ms proxy_cpu_us_per_tx" (appended to $work/results)
+# run TARGET NAME ARGS... -> "tps latency_ms proxy_cpu_us_per_tx p50_us" (appended to
+# $work/results). One-client cells log every transaction (pgbench -l) for the
+# median latency; the p50 of other cells is "-".
 run() {
   local target=$1 name=$2; shift 2
-  local out tps lat tx before after pid
+  local out tps lat tx before after pid p50=- log=()
   pid=$(pid_of "$target")
+  if [[ $name == *-c1-* ]]; then
+    rm -f "$work"/txlog*
+    log=(-l --log-prefix="$work/txlog")
+  fi
   before=$(cpu_ticks "$pid")
-  out=$("$pgbench" -h 127.0.0.1 -p "$(port_of "$target")" -U postgres -n "$@" bench 2>&1) || {
+  out=$("$pgbench" -h 127.0.0.1 -p "$(port_of "$target")" -U postgres -n "${log[@]}" "$@" bench 2>&1) || {
     echo "pgbench failed ($target $name): $out" >&2; exit 1; }
   after=$(cpu_ticks "$pid")
   tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)
   lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' | head -n1)
   tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' | head -n1)
-  echo "$name $target $tps $lat $(( (after - before) * 1000000 / $(getconf CLK_TCK) / ${tx:-1} ))" >> "$work/results"
+  if [ ${#log[@]} -gt 0 ]; then
+    # Field 3 of a pgbench log line is the transaction's latency in µs.
+    p50=$(cat "$work"/txlog* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}')
+    rm -f "$work"/txlog*
+  fi
+  echo "$name $target $tps $lat $(( (after - before) * 1000000 / $(getconf CLK_TCK) / ${tx:-1} )) $p50" >> "$work/results"
 }
 
 cells=(
@@ -171,16 +183,22 @@ import sys, collections
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
 order = []
 for line in open(sys.argv[1]):
-    name, target, tps, lat, cpu = line.split()
+    name, target, tps, lat, cpu, p50 = line.split()
     if name not in order: order.append(name)
-    rows[name][target].append((float(tps), float(lat), float(cpu)))
+    rows[name][target].append((float(tps), float(lat), float(cpu), None if p50 == '-' else float(p50)))
 def mean(xs): return sum(xs) / len(xs)
-print(f"{'workload':26} {'target':10} {'TPS':>10} {'mean ms':>9} {'TPS/direct':>11} {'time/direct':>12} {'proxy CPU us/tx':>16}")
+print(f"{'workload':26} {'target':10} {'TPS':>10} {'mean ms':>9} {'TPS/direct':>11} {'time/direct':>12} {'proxy CPU us/tx':>16} {'p50 us':>7} {'+p50 us':>8}")
 for name in order:
     d_tps = mean([r[0] for r in rows[name]['direct']]); d_lat = mean([r[1] for r in rows[name]['direct']])
+    d_p50 = [r[3] for r in rows[name]['direct'] if r[3] is not None]
     for target in ['direct', 'pgbouncer', 'sidecar']:
         tps = mean([r[0] for r in rows[name][target]]); lat = mean([r[1] for r in rows[name][target]])
         cpu = f"{mean([r[2] for r in rows[name][target]]):16.1f}" if target != 'direct' else f"{'-':>16}"
-        print(f"{name:26} {target:10} {tps:10.1f} {lat:9.3f} {tps/d_tps:11.3f} {lat/d_lat:12.3f} {cpu}")
+        p50s = [r[3] for r in rows[name][target] if r[3] is not None]
+        if p50s and d_p50:
+            p50 = f"{mean(p50s):7.0f} {mean(p50s) - mean(d_p50):+8.0f}"
+        else:
+            p50 = f"{'-':>7} {'-':>8}"
+        print(f"{name:26} {target:10} {tps:10.1f} {lat:9.3f} {tps/d_tps:11.3f} {lat/d_lat:12.3f} {cpu} {p50}")
 print(f"\nsidecar peak RSS: {int(sys.argv[2]) / 1024:.1f} MiB")
 PY

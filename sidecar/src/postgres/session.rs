@@ -305,11 +305,13 @@ where
         masking,
         simple: None,
         copy_mask: None,
+        results: Vec::new(),
     };
     let outcome = tokio::select! {
         r = client_loop.run(client) => r,
         r = server_loop.run() => r,
     };
+    server_loop.record_results();
     drop(server_loop);
     match &outcome {
         Err(e @ (SessionError::Message(_) | SessionError::Framing(_))) => {
@@ -1440,6 +1442,8 @@ struct ServerLoop<'w, W> {
     /// its rows and its first error.
     simple: Option<SimpleProgress>,
     copy_mask: Option<Arc<CopyMask>>,
+    /// Results ended but not yet recorded (see [`ServerLoop::record_results`]).
+    results: Vec<(Arc<Decided>, ResultRecord)>,
 }
 
 struct SimpleProgress {
@@ -1464,6 +1468,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.ctx.metrics.bytes_to_client(self.out.len());
                 self.out.clear();
             }
+            self.record_results();
             tokio::select! {
                 more = self.upstream.fill() => {
                     if !more? {
@@ -1783,17 +1788,15 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             error: None,
         });
         let elapsed = s.started.elapsed();
-        self.ctx.metrics.upstream_latency(elapsed);
-        let _ = self.ctx.audit.result(
-            &self.session,
-            &s.decided,
+        self.results.push((
+            s.decided.clone(),
             ResultRecord {
                 rows: p.rows,
                 masked: p.masked,
                 duration: elapsed,
                 error: p.error,
             },
-        );
+        ));
     }
 
     fn execute_done(&mut self, e: &ExecCtx, error: Option<String>) {
@@ -1805,18 +1808,31 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
 
     fn execute_result(&mut self, e: &ExecCtx, rows: u64, masked: u64, error: Option<String>) {
         let elapsed = e.started.elapsed();
-        self.ctx.metrics.upstream_latency(elapsed);
         if let Some(stmt) = &e.stmt {
-            let _ = self.ctx.audit.result(
-                &self.session,
-                &stmt.decided,
+            self.results.push((
+                stmt.decided.clone(),
                 ResultRecord {
                     rows,
                     masked,
                     duration: elapsed,
                     error,
                 },
-            );
+            ));
+        } else {
+            self.ctx.metrics.upstream_latency(elapsed);
+        }
+    }
+
+    /// Records the results that ended since the last call (their audit
+    /// events and latencies). Called after the answers are written to the
+    /// client, so that this work is off the client's critical path: result
+    /// events are not durable at that point anyway (they wait for the next
+    /// write-ahead record or the periodic flush; see [`AuditLog`]), and
+    /// every exit of the session calls it before `session_end`.
+    fn record_results(&mut self) {
+        for (decided, result) in self.results.drain(..) {
+            self.ctx.metrics.upstream_latency(result.duration);
+            let _ = self.ctx.audit.result(&self.session, &decided, result);
         }
     }
 
