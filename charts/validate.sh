@@ -64,7 +64,8 @@ value_sets = {
         "serviceMonitor": {"enabled": True},
         "notifications": {"webhook": {"enabled": True, "urlSecretRef": {"name": "slack", "key": "url"}}},
         "audit": {"flushSeconds": 5},
-        "sidecar": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"}, "nativeSidecars": "never"},
+        "sidecar": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"}, "nativeSidecars": "never",
+                    "http": {"timeoutSeconds": 10, "upstreamHTTP1Only": True}},
         "podAntiAffinity": "hard",
         "image": {"digest": "sha256:" + "a" * 64},
         "injection": {"matchConditions": False},
@@ -106,6 +107,8 @@ refused = {
     "zero replicas": {"replicaCount": 0},
     "audit sink the sidecar lacks": {"audit": {"sinks": {"file": {"enabled": True}}}},
     "bad sidecar pull policy": {"sidecar": {"image": {"pullPolicy": "Sometimes"}}},
+    "unknown sidecar http key": {"sidecar": {"http": {"timeout": 5}}},
+    "zero sidecar http timeout": {"sidecar": {"http": {"timeoutSeconds": 0}}},
 }
 for what, values in refused.items():
     try:
@@ -236,6 +239,10 @@ PY
     cat "$OUT/check-$name.err"; echo "the operator refused the settings of value set $name" >&2; exit 1
   fi
   echo "$name: $(grep -E '^(sidecar image|certificates):' <<<"$summary" | tr '\n' ';' | sed 's/;$//')"
+  # sidecar.http of the values reaches the sidecars' environment.
+  if [ "$name" = everything ] && ! grep -qx 'sidecar env: SLUICE_HTTP_TIMEOUT=10 SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true' <<<"$summary"; then
+    echo "$summary"; echo "sidecar.http of value set everything did not reach the sidecar's environment" >&2; exit 1
+  fi
 done
 # A misspelt key in the settings file stops the operator, naming the key.
 printf 'sidecar:\n  resource: {}\n' > "$OUT/config-typo.yaml"

@@ -68,6 +68,7 @@ mod tests {
 
     fn config() -> InjectConfig {
         InjectConfig {
+            sidecar_env: Vec::new(),
             revision: "r1".into(),
             image: "sidecar:1".into(),
             image_pull_policy: None,

@@ -16,6 +16,10 @@
 //!   resources:
 //!     requests: {cpu: 20m, memory: 32Mi}
 //!     limits: {cpu: 500m, memory: 128Mi}
+//!   http:                        # http Connections; each key optional
+//!     timeoutSeconds: 30
+//!     maxRequestBodyBytes: 1048576
+//!     upstreamHTTP1Only: false
 //! audit:
 //!   flushSeconds: 10
 //!   sinks: {stdout: true, operator: true}
@@ -59,6 +63,48 @@ pub struct SidecarConfig {
     pub native_sidecars: Option<NativeSidecars>,
     /// Resources of the injected container; [`crate::inject::default_sidecar_resources`] when unset.
     pub resources: Option<SidecarResources>,
+    /// Settings of the sidecar's http Connections (the sidecar's defaults when unset).
+    #[serde(default)]
+    pub http: SidecarHttpConfig,
+}
+
+/// `sidecar.http`: how injected sidecars serve http Connections. Each is
+/// handed to the sidecar as an environment variable (`sluice-sidecar run`
+/// reads `SLUICE_HTTP_TIMEOUT`, `SLUICE_HTTP_MAX_BODY`,
+/// `SLUICE_HTTP_UPSTREAM_HTTP1_ONLY`); unset keys keep the sidecar's defaults
+/// (30 s, 1 MiB, HTTP/2 offered).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarHttpConfig {
+    /// Seconds the upstream has to answer with headers, and at most between
+    /// two pieces of a request or response body (a 504 after that).
+    pub timeout_seconds: Option<f64>,
+    /// Largest request body buffered to decide `jsonBody` rules, in bytes (a
+    /// larger body on such a route is refused with 413).
+    pub max_request_body_bytes: Option<u64>,
+    /// Offer only HTTP/1.1 to upstreams (by default ALPN offers HTTP/2 too).
+    #[serde(rename = "upstreamHTTP1Only")]
+    pub upstream_http1_only: Option<bool>,
+}
+
+impl SidecarHttpConfig {
+    /// The sidecar environment these settings become.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(t) = self.timeout_seconds {
+            env.push((crate::inject::env::HTTP_TIMEOUT.to_string(), t.to_string()));
+        }
+        if let Some(b) = self.max_request_body_bytes {
+            env.push((crate::inject::env::HTTP_MAX_BODY.to_string(), b.to_string()));
+        }
+        if let Some(h) = self.upstream_http1_only {
+            env.push((
+                crate::inject::env::HTTP_UPSTREAM_HTTP1_ONLY.to_string(),
+                h.to_string(),
+            ));
+        }
+        env
+    }
 }
 
 /// `resources` of the injected container (typed here so a misspelt `limit:` is
@@ -306,6 +352,13 @@ impl OperatorConfig {
         if audit.flush_seconds == Some(0) {
             return Err(unsupported("audit.flushSeconds must be at least 1"));
         }
+        if let Some(t) = self.sidecar.http.timeout_seconds
+            && !(t.is_finite() && t > 0.0 && t <= 86_400.0)
+        {
+            return Err(unsupported(
+                "sidecar.http.timeoutSeconds must be more than 0 and at most 86400",
+            ));
+        }
         if let Some(image) = &self.sidecar.image
             && image.trim().is_empty()
         {
@@ -350,6 +403,7 @@ impl OperatorConfig {
         if let Some(resources) = &self.sidecar.resources {
             inject.resources = resources.to_requirements();
         }
+        inject.sidecar_env = self.sidecar.http.env();
     }
 }
 
@@ -442,6 +496,14 @@ mod tests {
             ("audit:\n  failClosed: false\n", "audit.failClosed"),
             ("audit:\n  flushSeconds: 0\n", "audit.flushSeconds"),
             ("sidecar:\n  image: ' '\n", "sidecar.image"),
+            (
+                "sidecar:\n  http:\n    timeoutSeconds: 0\n",
+                "sidecar.http.timeoutSeconds",
+            ),
+            (
+                "sidecar:\n  http:\n    timeoutSeconds: 100000\n",
+                "sidecar.http.timeoutSeconds",
+            ),
         ] {
             let error = parse(text).unwrap_err();
             assert!(
@@ -477,11 +539,43 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_http_section_becomes_sidecar_environment() {
+        let config = parse(
+            "sidecar:\n  http:\n    timeoutSeconds: 2.5\n    maxRequestBodyBytes: 65536\n    upstreamHTTP1Only: true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.sidecar.http.env(),
+            vec![
+                ("SLUICE_HTTP_TIMEOUT".to_string(), "2.5".to_string()),
+                ("SLUICE_HTTP_MAX_BODY".to_string(), "65536".to_string()),
+                (
+                    "SLUICE_HTTP_UPSTREAM_HTTP1_ONLY".to_string(),
+                    "true".to_string()
+                ),
+            ]
+        );
+        // Unset: the sidecar's own defaults, nothing in its environment.
+        assert!(
+            parse("sidecar: {}\n")
+                .unwrap()
+                .sidecar
+                .http
+                .env()
+                .is_empty()
+        );
+        // A misspelt key is an error, not a silently default timeout.
+        assert!(parse("sidecar:\n  http:\n    timeout: 5\n").is_err());
+        assert!(parse("sidecar:\n  http:\n    maxRequestBodyBytes: -1\n").is_err());
+    }
+
+    #[test]
     fn the_sidecar_section_reaches_the_injector() {
         let config =
             parse("sidecar:\n  image: reg.example/sc:2\n  imagePullPolicy: IfNotPresent\n  resources:\n    limits:\n      memory: 64Mi\n")
                 .unwrap();
         let mut inject = crate::inject::InjectConfig {
+            sidecar_env: Vec::new(),
             revision: "r".into(),
             image: "sluice-sidecar:latest".into(),
             image_pull_policy: None,
@@ -494,6 +588,7 @@ mod tests {
             connections: Vec::new(),
         };
         config.apply_to_inject(&mut inject);
+        assert!(inject.sidecar_env.is_empty());
         assert_eq!(inject.image, "reg.example/sc:2");
         assert_eq!(inject.image_pull_policy.as_deref(), Some("IfNotPresent"));
         assert_eq!(

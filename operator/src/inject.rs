@@ -95,6 +95,12 @@ pub mod env {
     pub const POD_UID: &str = "SLUICE_POD_UID";
     /// The pod's service account, from the downward API.
     pub const SERVICE_ACCOUNT: &str = "SLUICE_SERVICE_ACCOUNT";
+    /// Optional: seconds the upstream of an http Connection has to answer.
+    pub const HTTP_TIMEOUT: &str = "SLUICE_HTTP_TIMEOUT";
+    /// Optional: largest request body buffered for `jsonBody` rules, in bytes.
+    pub const HTTP_MAX_BODY: &str = "SLUICE_HTTP_MAX_BODY";
+    /// Optional: `true` offers only HTTP/1.1 to upstreams.
+    pub const HTTP_UPSTREAM_HTTP1_ONLY: &str = "SLUICE_HTTP_UPSTREAM_HTTP1_ONLY";
 }
 
 /// Everything [`inject`] needs besides the pod, resolved by the webhook.
@@ -126,6 +132,10 @@ pub struct InjectConfig {
     /// Every Connection in the pod's namespace, and whether the pod's service
     /// account is bound to it by an AccessPolicy.
     pub connections: Vec<ConnectionTarget>,
+    /// More environment of the sidecar, `(name, value)`: the optional
+    /// settings of the operator's settings file (e.g. `SLUICE_HTTP_TIMEOUT`
+    /// from `sidecar.http.timeoutSeconds`).
+    pub sidecar_env: Vec<(String, String)>,
 }
 
 /// What the injector needs to know about one Connection.
@@ -807,17 +817,26 @@ fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Container {
         args: Some(vec!["run".to_string()]),
         // Only a native sidecar (an init container) carries a restart policy.
         restart_policy: cfg.native_sidecars.then(|| "Always".to_string()),
-        env: Some(vec![
-            plain(env::GATEWAY_URL, cfg.gateway_url.clone()),
-            plain(env::TOKEN_FILE, TOKEN_FILE.to_string()),
-            plain(env::CA_PEM, cfg.ca_pem.clone()),
-            plain(env::CONNECTIONS, connections.join(",")),
-            plain(env::ADMIN_ADDR, format!("0.0.0.0:{}", cfg.admin_port)),
-            field(env::POD_NAME, "metadata.name"),
-            field(env::POD_NAMESPACE, "metadata.namespace"),
-            field(env::POD_UID, "metadata.uid"),
-            field(env::SERVICE_ACCOUNT, "spec.serviceAccountName"),
-        ]),
+        env: Some(
+            vec![
+                plain(env::GATEWAY_URL, cfg.gateway_url.clone()),
+                plain(env::TOKEN_FILE, TOKEN_FILE.to_string()),
+                plain(env::CA_PEM, cfg.ca_pem.clone()),
+                plain(env::CONNECTIONS, connections.join(",")),
+                plain(env::ADMIN_ADDR, format!("0.0.0.0:{}", cfg.admin_port)),
+                field(env::POD_NAME, "metadata.name"),
+                field(env::POD_NAMESPACE, "metadata.namespace"),
+                field(env::POD_UID, "metadata.uid"),
+                field(env::SERVICE_ACCOUNT, "spec.serviceAccountName"),
+            ]
+            .into_iter()
+            .chain(
+                cfg.sidecar_env
+                    .iter()
+                    .map(|(name, value)| plain(name, value.clone())),
+            )
+            .collect(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some(ADMIN_PORT_NAME.to_string()),
             container_port: i32::from(cfg.admin_port),
@@ -892,6 +911,7 @@ mod tests {
 
     fn config(native_sidecars: bool) -> InjectConfig {
         InjectConfig {
+            sidecar_env: Vec::new(),
             revision: "r1".into(),
             image: "sidecar:1".into(),
             image_pull_policy: None,
@@ -1015,6 +1035,44 @@ mod tests {
         assert_eq!(
             fallback.pod.spec.unwrap().containers[0].name,
             SIDECAR_CONTAINER_NAME
+        );
+    }
+
+    #[test]
+    fn settings_reach_the_sidecar_as_environment() {
+        let value = |sidecar: &Container, name: &str| {
+            sidecar
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        let plain = inject(&pod(&[(INJECT_ANNOTATION, "true")]), &config(true)).unwrap();
+        assert_eq!(
+            value(&sidecar_of(&plain.pod, true), env::HTTP_TIMEOUT),
+            None
+        );
+        let mut cfg = config(true);
+        cfg.sidecar_env = vec![
+            (env::HTTP_TIMEOUT.to_string(), "5".to_string()),
+            (
+                env::HTTP_UPSTREAM_HTTP1_ONLY.to_string(),
+                "true".to_string(),
+            ),
+        ];
+        let injection = inject(&pod(&[(INJECT_ANNOTATION, "true")]), &cfg).unwrap();
+        let sidecar = sidecar_of(&injection.pod, true);
+        assert_eq!(value(&sidecar, env::HTTP_TIMEOUT).as_deref(), Some("5"));
+        assert_eq!(
+            value(&sidecar, env::HTTP_UPSTREAM_HTTP1_ONLY).as_deref(),
+            Some("true")
+        );
+        // The required variables are still there.
+        assert_eq!(
+            value(&sidecar, env::GATEWAY_URL).as_deref(),
+            Some(cfg.gateway_url.as_str())
         );
     }
 

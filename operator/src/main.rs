@@ -194,6 +194,7 @@ fn apply_config_file(
     if let Some(resources) = &config.sidecar.resources {
         settings.sidecar_resources = resources.to_requirements();
     }
+    settings.sidecar_env = config.sidecar.http.env();
     settings.native_sidecars = args
         .native_sidecars
         .or(config.sidecar.native_sidecars)
@@ -256,12 +257,22 @@ fn check_config(args: &Args) -> anyhow::Result<String> {
         ),
     };
     Ok(format!(
-        "sidecar image: {}\nsidecar imagePullPolicy: {}\nsidecar resources: {resources}\nnative sidecars: {}\naudit flush: {}s\nnotifications: {notify}\ncertificates: {certs}\n",
+        "sidecar image: {}\nsidecar imagePullPolicy: {}\nsidecar resources: {resources}\nsidecar env: {}\nnative sidecars: {}\naudit flush: {}s\nnotifications: {notify}\ncertificates: {certs}\n",
         settings.sidecar_image,
         settings
             .sidecar_image_pull_policy
             .as_deref()
             .unwrap_or("(cluster default)"),
+        if settings.sidecar_env.is_empty() {
+            "(defaults)".to_string()
+        } else {
+            settings
+                .sidecar_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
         settings
             .native_sidecars
             .map_or("auto".to_string(), |n| n.to_string()),

@@ -63,6 +63,8 @@ pub struct Settings {
     pub sidecar_image_pull_policy: Option<String>,
     /// Resources of the injected sidecar.
     pub sidecar_resources: ResourceRequirements,
+    /// More environment of the injected sidecar (its optional settings).
+    pub sidecar_env: Vec<(String, String)>,
     /// Where the serving certificate comes from.
     pub cert_source: CertSource,
     /// How often a `--cert-dir` is re-read for a renewed certificate.
@@ -105,6 +107,7 @@ impl Settings {
             sidecar_image: "sluice-sidecar:latest".to_string(),
             sidecar_image_pull_policy: None,
             sidecar_resources: default_sidecar_resources(),
+            sidecar_env: Vec::new(),
             cert_source: CertSource::SelfManaged,
             cert_reload_every: Duration::from_secs(10),
             extra_sidecar_repositories: Vec::new(),
@@ -310,6 +313,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             bundle_ttl: settings.bundle_ttl,
             allowed_sidecar_repositories: allowed,
             inject: InjectConfig {
+                sidecar_env: settings.sidecar_env.clone(),
                 revision: env!("CARGO_PKG_VERSION").to_string(),
                 image: settings.sidecar_image.clone(),
                 image_pull_policy: settings.sidecar_image_pull_policy.clone(),

@@ -223,6 +223,7 @@ mod tests {
             ..Default::default()
         });
         let cfg = InjectConfig {
+            sidecar_env: Vec::new(),
             revision: "r1".into(),
             image: "registry.example/sluice-sidecar:0.1.0".into(),
             image_pull_policy: None,

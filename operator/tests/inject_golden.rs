@@ -93,6 +93,7 @@ fn config(pod: &Pod, settings: Settings) -> InjectConfig {
         .bound
         .unwrap_or_else(|| vec!["orders-db".to_string(), "stripe-api".to_string()]);
     let mut cfg = InjectConfig {
+        sidecar_env: Vec::new(),
         revision: "0.1.0-test".to_string(),
         image: "registry.example/sluice-sidecar:0.1.0".to_string(),
         image_pull_policy: Some("IfNotPresent".to_string()),

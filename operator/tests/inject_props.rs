@@ -25,6 +25,7 @@ fn config(native_sidecars: bool) -> InjectConfig {
         bound: true,
     };
     InjectConfig {
+        sidecar_env: Vec::new(),
         revision: "r1".into(),
         image: "registry.example/sluice-sidecar:1".into(),
         image_pull_policy: None,

@@ -75,6 +75,15 @@ pub struct RunConfig {
     /// `SLUICE_NAMESPACE`; `SLUICE_SERVICE_ACCOUNT`, `SLUICE_POD_NAME`):
     /// a bundle for anyone else is not applied.
     pub expected_identity: Option<(String, String, String)>,
+    /// HTTP Connections: how long the upstream has to answer with headers,
+    /// and at most between two pieces of a body (`SLUICE_HTTP_TIMEOUT`, seconds).
+    pub http_upstream_timeout: Duration,
+    /// HTTP Connections: largest request body buffered to decide `jsonBody`
+    /// rules (`SLUICE_HTTP_MAX_BODY`, bytes).
+    pub http_max_request_body: usize,
+    /// HTTP Connections: offer HTTP/2 to the upstream as well as HTTP/1.1
+    /// (`SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true` turns it off).
+    pub http_upstream_http2: bool,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -103,15 +112,26 @@ impl RunConfig {
             first_bundle_timeout: Duration::from_secs(300),
             audit_upload_every: Duration::from_secs(2),
             expected_identity: None,
+            http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
+            http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
+            http_upstream_http2: true,
         }
     }
 
     /// Settings from the environment the injection webhook sets:
     /// `SLUICE_GATEWAY_URL`, `SLUICE_TOKEN_FILE`, `SLUICE_CA_PEM` or
     /// `SLUICE_CA_FILE`, and optionally `SLUICE_CONNECTIONS` (comma-separated)
-    /// and `SLUICE_ADMIN_ADDR`.
+    /// and `SLUICE_ADMIN_ADDR`; the HTTP settings `SLUICE_HTTP_TIMEOUT`
+    /// (seconds), `SLUICE_HTTP_MAX_BODY` (bytes) and
+    /// `SLUICE_HTTP_UPSTREAM_HTTP1_ONLY` (`true`/`false`), which the operator
+    /// sets from its settings file (`sidecar.http`).
     pub fn from_env() -> Result<Self, RunError> {
-        let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`RunConfig::from_env`] with the variables looked up by `lookup`.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, RunError> {
+        let var = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
         let gateway_url =
             var("SLUICE_GATEWAY_URL").ok_or(RunError::MissingEnv("SLUICE_GATEWAY_URL"))?;
         let token_file =
@@ -148,8 +168,55 @@ impl RunConfig {
                     .map_err(|_| RunError::BadAdminAddr(addr.clone()))?,
             );
         }
+        let bad = |name: &'static str, value: &str, why: &'static str| RunError::BadEnv {
+            name,
+            value: value.to_string(),
+            why,
+        };
+        if let Some(v) = var(env::HTTP_TIMEOUT) {
+            let secs = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                .ok_or_else(|| {
+                    bad(
+                        env::HTTP_TIMEOUT,
+                        &v,
+                        "seconds, more than 0 and at most 86400",
+                    )
+                })?;
+            cfg.http_upstream_timeout = Duration::from_secs_f64(secs);
+        }
+        if let Some(v) = var(env::HTTP_MAX_BODY) {
+            cfg.http_max_request_body = v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| bad(env::HTTP_MAX_BODY, &v, "a number of bytes"))?;
+        }
+        if let Some(v) = var(env::HTTP_UPSTREAM_HTTP1_ONLY) {
+            cfg.http_upstream_http2 = match v.trim() {
+                "true" => false,
+                "false" => true,
+                _ => {
+                    return Err(bad(env::HTTP_UPSTREAM_HTTP1_ONLY, &v, "true or false"));
+                }
+            };
+        }
         Ok(cfg)
     }
+}
+
+/// The environment variables of run mode's optional HTTP settings (the
+/// operator's injection webhook sets them from its settings file).
+pub mod env {
+    /// Seconds the upstream of an http Connection has to answer (and at most
+    /// between two pieces of a body).
+    pub const HTTP_TIMEOUT: &str = "SLUICE_HTTP_TIMEOUT";
+    /// Largest request body buffered to decide `jsonBody` rules, in bytes.
+    pub const HTTP_MAX_BODY: &str = "SLUICE_HTTP_MAX_BODY";
+    /// `true`: offer only HTTP/1.1 to the upstreams of http Connections.
+    pub const HTTP_UPSTREAM_HTTP1_ONLY: &str = "SLUICE_HTTP_UPSTREAM_HTTP1_ONLY";
 }
 
 /// Why run mode could not start.
@@ -174,6 +241,16 @@ pub enum RunError {
     /// `SLUICE_ADMIN_ADDR` is not an address.
     #[error("SLUICE_ADMIN_ADDR {0:?} is not HOST:PORT, e.g. 127.0.0.1:9090")]
     BadAdminAddr(String),
+    /// An optional setting has a value the sidecar cannot use.
+    #[error("{name}={value:?} is not valid: expected {why}")]
+    BadEnv {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should be.
+        why: &'static str,
+    },
     /// The gateway client could not be built.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
@@ -272,8 +349,9 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     let http = HttpConnections::new(
         metrics.clone(),
         crate::http::HttpMetrics::register(&mut registry),
-        crate::http::DEFAULT_UPSTREAM_TIMEOUT,
-        crate::http::DEFAULT_MAX_REQUEST_BODY,
+        cfg.http_upstream_timeout,
+        cfg.http_max_request_body,
+        cfg.http_upstream_http2,
     );
     let mut runner = Runner {
         http,
@@ -1053,6 +1131,73 @@ fn upstream_config(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn vars(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let mut all: Vec<(String, String)> = vec![
+            ("SLUICE_GATEWAY_URL".into(), "https://gw:8443".into()),
+            ("SLUICE_TOKEN_FILE".into(), "/var/run/token".into()),
+            ("SLUICE_CA_PEM".into(), "PEM".into()),
+        ];
+        all.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        move |name| {
+            all.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn http_settings_default_when_unset() {
+        let cfg = RunConfig::from_vars(vars(&[])).unwrap();
+        assert_eq!(
+            cfg.http_upstream_timeout,
+            crate::http::DEFAULT_UPSTREAM_TIMEOUT
+        );
+        assert_eq!(
+            cfg.http_max_request_body,
+            crate::http::DEFAULT_MAX_REQUEST_BODY
+        );
+        assert!(cfg.http_upstream_http2);
+    }
+
+    #[test]
+    fn http_settings_come_from_the_environment() {
+        let cfg = RunConfig::from_vars(vars(&[
+            (env::HTTP_TIMEOUT, "2.5"),
+            (env::HTTP_MAX_BODY, "4096"),
+            (env::HTTP_UPSTREAM_HTTP1_ONLY, "true"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.http_upstream_timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.http_max_request_body, 4096);
+        assert!(!cfg.http_upstream_http2);
+        let cfg = RunConfig::from_vars(vars(&[(env::HTTP_UPSTREAM_HTTP1_ONLY, "false")])).unwrap();
+        assert!(cfg.http_upstream_http2);
+    }
+
+    #[test]
+    fn bad_http_settings_are_refused_with_the_variable_named() {
+        for (name, value) in [
+            (env::HTTP_TIMEOUT, "0"),
+            (env::HTTP_TIMEOUT, "-1"),
+            (env::HTTP_TIMEOUT, "NaN"),
+            (env::HTTP_TIMEOUT, "100000"),
+            (env::HTTP_TIMEOUT, "30s"),
+            (env::HTTP_MAX_BODY, "-5"),
+            (env::HTTP_MAX_BODY, "1MB"),
+            (env::HTTP_UPSTREAM_HTTP1_ONLY, "yes"),
+        ] {
+            let err = RunConfig::from_vars(vars(&[(name, value)])).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(err, RunError::BadEnv { .. })
+                    && text.contains(name)
+                    && text.contains(value),
+                "{name}={value}: {text}"
+            );
+        }
+    }
 
     fn bundle(rules: serde_json::Value, masking: serde_json::Value, bound: bool) -> Bundle {
         serde_json::from_value(json!({

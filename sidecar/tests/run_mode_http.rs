@@ -55,6 +55,10 @@ async fn start_upstream() -> (SocketAddr, String) {
                 };
                 let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
                     let path = req.uri().path().to_string();
+                    if path == "/slow" {
+                        // Longer than the sidecar's upstream timeout in the test below.
+                        tokio::time::sleep(Duration::from_secs(20)).await;
+                    }
                     if path == "/refunds" || path.starts_with("/exports/") {
                         APPROVED_HITS.fetch_add(1, Ordering::SeqCst);
                     }
@@ -174,6 +178,8 @@ async fn run_mode_serves_http_connections_and_follows_policy_edits() {
 
     let mut cfg = common::run_config(&env.operator, token_file, "api");
     cfg.expected_identity = Some(("shop".into(), "report-job".into(), "report".into()));
+    // The run-mode HTTP settings (SLUICE_HTTP_TIMEOUT) reach the upstream client.
+    cfg.http_upstream_timeout = Duration::from_secs(2);
     let running = bounded("run mode to start", run::start(cfg))
         .await
         .expect("run mode starts");
@@ -195,6 +201,9 @@ async fn run_mode_serves_http_connections_and_follows_policy_edits() {
     let (status, v) = get(&client, listen_port, "/admin/users").await;
     assert_eq!(status, 403);
     assert_eq!(v["rule"], "no-admin");
+    // An upstream slower than the configured timeout: a clear 504, not a hang.
+    let (status, v) = get(&client, listen_port, "/slow").await;
+    assert_eq!(status, 504, "{v}");
 
     // A policy edit reaches the next request on the same connection.
     env.policies()

@@ -52,6 +52,7 @@ pub struct HttpConnections {
     http_metrics: HttpMetrics,
     timeout: Duration,
     max_request_body: usize,
+    http2: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -62,6 +63,7 @@ impl HttpConnections {
         http_metrics: HttpMetrics,
         timeout: Duration,
         max_request_body: usize,
+        http2: bool,
     ) -> Self {
         HttpConnections {
             served: BTreeMap::new(),
@@ -69,6 +71,7 @@ impl HttpConnections {
             http_metrics,
             timeout,
             max_request_body,
+            http2,
             tasks: Vec::new(),
         }
     }
@@ -166,7 +169,7 @@ impl HttpConnections {
                         tls,
                         &credentials,
                         self.timeout,
-                        true,
+                        self.http2,
                     )?))
                 }
             };
