@@ -395,6 +395,11 @@ pub struct AuditChain {
     stream: String,
     last_seq: u64,
     last_hash: String,
+    /// `last_hash` decoded (`None` when it is not 64 hex digits, see
+    /// [`chain_hash`]), so an append does not decode it again.
+    last_digest: Option<[u8; 32]>,
+    /// The canonical JSON of the event being appended (kept for its allocation).
+    scratch: Vec<u8>,
 }
 
 impl AuditChain {
@@ -404,15 +409,20 @@ impl AuditChain {
             stream: stream.into(),
             last_seq: 0,
             last_hash: GENESIS.to_string(),
+            last_digest: decode_hash(GENESIS),
+            scratch: Vec::new(),
         }
     }
 
     /// Continues a stream after its event `last_seq` with hash `last_hash`.
     pub fn resume(stream: impl Into<String>, last_seq: u64, last_hash: impl Into<String>) -> Self {
+        let last_hash = last_hash.into();
         AuditChain {
             stream: stream.into(),
             last_seq,
-            last_hash: last_hash.into(),
+            last_digest: decode_hash(&last_hash),
+            last_hash,
+            scratch: Vec::new(),
         }
     }
 
@@ -420,12 +430,16 @@ impl AuditChain {
     /// advances only when this succeeds.
     pub fn append(&mut self, draft: AuditEventDraft) -> Result<AuditEvent, AuditError> {
         let mut event = self.next_event(draft);
-        let mut canonical = Vec::with_capacity(512);
-        event.write_canonical(&mut canonical)?;
-        event.hash = chain_hash(&event.prev, &canonical);
-        self.last_seq = event.seq;
-        self.last_hash.clone_from(&event.hash);
-        Ok(event)
+        let mut canonical = std::mem::take(&mut self.scratch);
+        canonical.clear();
+        let written = event.write_canonical(&mut canonical);
+        let result = written.map(|_| {
+            let (digest, hex) = self.link(&canonical);
+            event.hash = hex.as_str().to_owned();
+            self.advance(event.seq, &event.hash, digest);
+        });
+        self.scratch = canonical;
+        result.map(|()| event)
     }
 
     /// [`AuditChain::append`], also appending the event's line and a newline
@@ -437,14 +451,39 @@ impl AuditChain {
         line: &mut Vec<u8>,
     ) -> Result<AuditEvent, AuditError> {
         let mut event = self.next_event(draft);
-        let mut canonical = Vec::with_capacity(512);
-        let split = event.write_canonical(&mut canonical)?;
-        event.hash = chain_hash(&event.prev, &canonical);
-        splice_hash(&canonical, split, &event.hash, line);
-        line.push(b'\n');
-        self.last_seq = event.seq;
-        self.last_hash.clone_from(&event.hash);
-        Ok(event)
+        let mut canonical = std::mem::take(&mut self.scratch);
+        canonical.clear();
+        let written = event.write_canonical(&mut canonical);
+        let result = written.map(|split| {
+            let (digest, hex) = self.link(&canonical);
+            splice_hash(&canonical, split, hex.as_str(), line);
+            line.push(b'\n');
+            event.hash = hex.as_str().to_owned();
+            self.advance(event.seq, &event.hash, digest);
+        });
+        self.scratch = canonical;
+        result.map(|()| event)
+    }
+
+    /// The chain hash of the next event, whose canonical JSON is
+    /// `canonical`: what [`chain_hash`] computes from `last_hash`, without
+    /// decoding it again. Returns the digest and its hex text.
+    fn link(&self, canonical: &[u8]) -> ([u8; 32], HexHash) {
+        let mut h = Sha256::new();
+        match &self.last_digest {
+            Some(bytes) => h.update(bytes),
+            None => h.update(self.last_hash.as_bytes()),
+        }
+        h.update(canonical);
+        let digest: [u8; 32] = h.finalize().into();
+        (digest, HexHash::of(&digest))
+    }
+
+    fn advance(&mut self, seq: u64, hash: &str, digest: [u8; 32]) {
+        self.last_seq = seq;
+        self.last_hash.clear();
+        self.last_hash.push_str(hash);
+        self.last_digest = Some(digest);
     }
 
     /// The next event of the stream, not yet hashed.
@@ -494,6 +533,23 @@ fn chain_hash(prev: &str, canonical: impl AsRef<[u8]>) -> String {
         return text.to_owned();
     }
     hex::encode(digest)
+}
+
+/// A SHA-256 digest as 64 lowercase hex digits, on the stack.
+struct HexHash([u8; 64]);
+
+impl HexHash {
+    fn of(digest: &[u8; 32]) -> Self {
+        let mut out = [b'0'; 64];
+        // 64 bytes hold 32 bytes' hex exactly, so the length check passes.
+        let _ = hex::encode_to_slice(digest, &mut out);
+        HexHash(out)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 fn decode_hash(s: &str) -> Option<[u8; 32]> {
@@ -1288,6 +1344,37 @@ mod tests {
         assert_eq!(report.events, 3);
         assert_eq!(report.heads, vec![resumed.head()]);
         assert_eq!(report.checkpoints_matched, 1);
+    }
+
+    #[test]
+    fn append_line_writes_what_append_and_to_line_would() {
+        // Two chains fed the same drafts: one through append + to_line, one
+        // through append_line (which reuses its buffer and the decoded
+        // previous hash). Also from a resumed head that is not 64 hex digits
+        // (hashed as text, as the verifier does).
+        for (seq, hash) in [(0, GENESIS.to_string()), (7, "not-a-hash".to_string())] {
+            let mut typed = AuditChain::resume("s", seq, hash.clone());
+            let mut lined = AuditChain::resume("s", seq, hash.clone());
+            let mut text = Vec::new();
+            let mut expected = String::new();
+            for kind in [
+                AuditKind::Statement,
+                AuditKind::Result,
+                AuditKind::SessionEnd,
+            ] {
+                let event = typed.append(draft(kind)).expect("appends");
+                expected.push_str(&event.to_line().expect("line"));
+                expected.push('\n');
+                let same = lined.append_line(draft(kind), &mut text).expect("appends");
+                assert_eq!(same, event);
+            }
+            assert_eq!(String::from_utf8(text).unwrap(), expected);
+            assert_eq!(lined.head(), typed.head());
+            if seq == 0 {
+                let report = verify_lines(expected.lines(), &[lined.head()]).expect("verifies");
+                assert_eq!(report.events, 3);
+            }
+        }
     }
 
     #[test]
