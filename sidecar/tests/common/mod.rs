@@ -10,7 +10,6 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The superuser created by initdb, and its password.
@@ -55,12 +54,19 @@ pub fn pg_bin(name: &str) -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Ask the OS for a free port; the counter only makes concurrent callers
-    // in one process less likely to race for the same one.
-    let _ = NEXT.fetch_add(1, Ordering::Relaxed);
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    // Ask the OS for a free port. Its listener is closed before the caller
+    // binds the port, so two calls in a row may get the same one (a sidecar
+    // once got its admin port equal to its listen port): a port handed out
+    // earlier in this process is never handed out again.
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The unprivileged user PostgreSQL runs as when the tests run as root
