@@ -33,6 +33,9 @@ chmod 755 "$work"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # PgBouncer runs under runuser (as_pg), whose pid is in pids: stop
+  # PgBouncer itself too, or it outlives the bench.
+  if [ -n "${bouncer_pid:-}" ]; then kill "$bouncer_pid" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   pg_stop "$work/pg"
   rm -rf "$work"
