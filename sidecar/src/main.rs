@@ -126,10 +126,8 @@ fn main() -> anyhow::Result<()> {
             cfg.audit_stdout = !no_audit_stdout;
             cfg.admin_addr = admin_addr;
             cfg.max_message_size = max_message_size;
-            if !(http_timeout.is_finite() && http_timeout > 0.0 && http_timeout <= 86_400.0) {
-                anyhow::bail!("--http-timeout must be between 0 and 86400 seconds");
-            }
-            cfg.http_upstream_timeout = std::time::Duration::from_secs_f64(http_timeout);
+            cfg.http_upstream_timeout = sluice_sidecar::http::upstream_timeout(http_timeout)
+                .context("--http-timeout must be between 0 and 86400 seconds")?;
             cfg.http_max_request_body = http_max_body;
             cfg.http_upstream_http2 = !http_upstream_http1_only;
             let runtime = if worker_threads <= 1 {

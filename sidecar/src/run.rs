@@ -174,11 +174,11 @@ impl RunConfig {
             why,
         };
         if let Some(v) = var(env::HTTP_TIMEOUT) {
-            let secs = v
+            cfg.http_upstream_timeout = v
                 .trim()
                 .parse::<f64>()
                 .ok()
-                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                .and_then(crate::http::upstream_timeout)
                 .ok_or_else(|| {
                     bad(
                         env::HTTP_TIMEOUT,
@@ -186,7 +186,6 @@ impl RunConfig {
                         "seconds, more than 0 and at most 86400",
                     )
                 })?;
-            cfg.http_upstream_timeout = Duration::from_secs_f64(secs);
         }
         if let Some(v) = var(env::HTTP_MAX_BODY) {
             cfg.http_max_request_body = v

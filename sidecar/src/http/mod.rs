@@ -52,6 +52,12 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 1 << 20;
 /// Default time the upstream has to answer with response headers.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// An upstream timeout of `secs` seconds: `None` unless it is more than 0
+/// and at most a day (`--http-timeout`, `SLUICE_HTTP_TIMEOUT`).
+pub fn upstream_timeout(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs > 0.0 && secs <= 86_400.0).then(|| Duration::from_secs_f64(secs))
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
@@ -846,16 +852,16 @@ async fn approve(
 ) -> ApprovalResult {
     let policy = decision.enforced_policy.clone().or(decision.policy.clone());
     let rule = decision.enforced_rule.clone().or(decision.rule.clone());
+    let refusal = RefusalRecord {
+        ctx,
+        session,
+        cmd,
+        policy: policy.clone(),
+        rule: rule.clone(),
+    };
     let (Some(policy_name), Some(rule_name)) = (policy.clone(), rule.clone()) else {
         let why = "request refused by Sluice: it needs approval, but the decision names no rule to ask under".to_string();
-        return Err(RefusalRecord {
-            ctx,
-            session,
-            cmd,
-            policy: policy.clone(),
-            rule: rule.clone(),
-        }
-        .refuse(
+        return Err(refusal.refuse(
             StatusCode::FORBIDDEN,
             serde_json::json!({"error": "approvalRequired", "message": why}),
             why,
@@ -868,14 +874,7 @@ async fn approve(
                 "request refused by Sluice: it needs approval, which is given for its exact body, and the body could not be read within {} bytes ({e})",
                 ctx.max_request_body
             );
-            return Err(RefusalRecord {
-                ctx,
-                session,
-                cmd,
-                policy: policy.clone(),
-                rule: rule.clone(),
-            }
-            .refuse(
+            return Err(refusal.refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 serde_json::json!({"error": "bodyTooLarge", "message": why}),
                 why,
@@ -931,14 +930,7 @@ async fn approve(
                     "request approved in AccessRequest {request}, but the policies in force now deny it: {}",
                     again.reason
                 );
-                return Err(RefusalRecord {
-            ctx,
-            session,
-            cmd,
-            policy: policy.clone(),
-            rule: rule.clone(),
-        }
-        .refuse(
+                return Err(refusal.refuse(
                     StatusCode::FORBIDDEN,
                     serde_json::json!({"error": "denied", "request": request, "policy": again.enforced_policy, "rule": again.enforced_rule, "reason": why}),
                     why,
@@ -960,14 +952,7 @@ async fn approve(
             approve_command,
             expires_at,
             message,
-        } => Err(RefusalRecord {
-            ctx,
-            session,
-            cmd,
-            policy: policy.clone(),
-            rule: rule.clone(),
-        }
-        .refuse(
+        } => Err(refusal.refuse(
             StatusCode::FORBIDDEN,
             serde_json::json!({
                 "error": "approvalPending",
@@ -987,14 +972,7 @@ async fn approve(
             phase,
             deciders,
             message,
-        } => Err(RefusalRecord {
-            ctx,
-            session,
-            cmd,
-            policy: policy.clone(),
-            rule: rule.clone(),
-        }
-        .refuse(
+        } => Err(refusal.refuse(
             StatusCode::FORBIDDEN,
             serde_json::json!({
                 "error": "approvalRefused",
