@@ -429,17 +429,7 @@ impl AuditChain {
     /// Numbers, links and hashes `draft` as the stream's next event. The chain
     /// advances only when this succeeds.
     pub fn append(&mut self, draft: AuditEventDraft) -> Result<AuditEvent, AuditError> {
-        let mut event = self.next_event(draft);
-        let mut canonical = std::mem::take(&mut self.scratch);
-        canonical.clear();
-        let written = event.write_canonical(&mut canonical);
-        let result = written.map(|_| {
-            let (digest, hex) = self.link(&canonical);
-            event.hash = hex.as_str().to_owned();
-            self.advance(event.seq, &event.hash, digest);
-        });
-        self.scratch = canonical;
-        result.map(|()| event)
+        self.append_to(draft, None)
     }
 
     /// [`AuditChain::append`], also appending the event's line and a newline
@@ -450,14 +440,24 @@ impl AuditChain {
         draft: AuditEventDraft,
         line: &mut Vec<u8>,
     ) -> Result<AuditEvent, AuditError> {
+        self.append_to(draft, Some(line))
+    }
+
+    fn append_to(
+        &mut self,
+        draft: AuditEventDraft,
+        line: Option<&mut Vec<u8>>,
+    ) -> Result<AuditEvent, AuditError> {
         let mut event = self.next_event(draft);
         let mut canonical = std::mem::take(&mut self.scratch);
         canonical.clear();
         let written = event.write_canonical(&mut canonical);
         let result = written.map(|split| {
             let (digest, hex) = self.link(&canonical);
-            splice_hash(&canonical, split, hex.as_str(), line);
-            line.push(b'\n');
+            if let Some(line) = line {
+                splice_hash(&canonical, split, hex.as_str(), line);
+                line.push(b'\n');
+            }
             event.hash = hex.as_str().to_owned();
             self.advance(event.seq, &event.hash, digest);
         });
