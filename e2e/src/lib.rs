@@ -14,3 +14,21 @@ mod under_test;
 
 pub use cluster::{ClusterError, Options, TestCluster, User};
 pub use under_test::ClusterUnderTest;
+
+/// A free loopback TCP port for a test to bind. The OS picks it; its probe
+/// listener is closed before the caller binds the port, so two calls in a row
+/// may get the same one (a sidecar once got its admin port equal to its
+/// listen port): a port handed out earlier in this process is never handed
+/// out again.
+pub fn free_port() -> std::io::Result<u16> {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return Ok(port);
+        }
+    }
+}

@@ -76,21 +76,7 @@ pub async fn kubectl_with(
 
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    // The listener is closed before the caller binds the port, so two calls
-    // in a row may get the same one: a port handed out earlier in this
-    // process is never handed out again.
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind an ephemeral port")
-            .local_addr()
-            .expect("local addr")
-            .port();
-        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
-            return port;
-        }
-    }
+    sluice_e2e::free_port().expect("a free loopback port")
 }
 
 /// Runs kubectl and asserts success, returning stdout.

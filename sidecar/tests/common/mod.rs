@@ -6,7 +6,6 @@
 //! with a message saying what to install.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -54,19 +53,7 @@ pub fn pg_bin(name: &str) -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    // Ask the OS for a free port. Its listener is closed before the caller
-    // binds the port, so two calls in a row may get the same one (a sidecar
-    // once got its admin port equal to its listen port): a port handed out
-    // earlier in this process is never handed out again.
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = l.local_addr().expect("local addr").port();
-        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
-            return port;
-        }
-    }
+    sluice_e2e::free_port().expect("a free loopback port")
 }
 
 /// The unprivileged user PostgreSQL runs as when the tests run as root
