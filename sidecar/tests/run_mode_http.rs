@@ -315,21 +315,14 @@ async fn http_requests_needing_approval_are_held_or_refused_until_approved() {
     let alice = env.cluster.client_for("alice").await.unwrap();
     let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let hits = || APPROVED_HITS.load(Ordering::SeqCst);
+    // A refund request, sent in the background: it is held for approval.
+    let hold_refund = |body: &'static str| {
+        let http = http.clone();
+        tokio::spawn(async move { send(&http, listen_port, "POST", "/refunds", body).await })
+    };
 
     // Hold: the request waits; approved, it is forwarded once.
-    let held = tokio::spawn({
-        let http = http.clone();
-        async move {
-            send(
-                &http,
-                listen_port,
-                "POST",
-                "/refunds",
-                r#"{"amount": 5000}"#,
-            )
-            .await
-        }
-    });
+    let held = hold_refund(r#"{"amount": 5000}"#);
     let name = pending_request(&env.client, "refunds-need-finance").await;
     assert!(
         !held.is_finished(),
@@ -384,19 +377,7 @@ async fn http_requests_needing_approval_are_held_or_refused_until_approved() {
 
     // Denied: the held request is answered 403 with the phase, and never
     // reaches the upstream.
-    let held = tokio::spawn({
-        let http = http.clone();
-        async move {
-            send(
-                &http,
-                listen_port,
-                "POST",
-                "/refunds",
-                r#"{"amount": 9999}"#,
-            )
-            .await
-        }
-    });
+    let held = hold_refund(r#"{"amount": 9999}"#);
     let name = pending_request(&env.client, "refunds-need-finance").await;
     decide(&alice, &name, "deny").await;
     let (status, v) = bounded("the denied request", held).await.unwrap();
