@@ -240,6 +240,15 @@ impl AuditError {
             source: <serde_json::Error as serde::ser::Error>::custom("the JSON is not UTF-8"),
         }
     }
+
+    /// A [`Rendered`] field given for another field of [`EventPieces`].
+    fn misplaced() -> Self {
+        AuditError {
+            source: <serde_json::Error as serde::ser::Error>::custom(
+                "a pre-rendered audit field was given for another field",
+            ),
+        }
+    }
 }
 
 impl AuditEvent {
@@ -333,6 +342,24 @@ impl AuditEvent {
     }
 }
 
+/// Debug builds: `canonical` is what the verifier recomputes from it (keys
+/// sorted at every level, nothing duplicated).
+#[cfg(debug_assertions)]
+fn check_generic(canonical: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(canonical) else {
+        panic!(
+            "an audit event assembled from pieces is not JSON: {}",
+            String::from_utf8_lossy(canonical)
+        );
+    };
+    let generic = canonical_json(&value);
+    assert!(
+        generic.as_bytes() == canonical,
+        "an audit event assembled from pieces is not canonical:\n pieces:  {}\n generic: {generic}",
+        String::from_utf8_lossy(canonical)
+    );
+}
+
 /// Writes `,"key":value` (no comma for the first key of an object).
 fn put_value<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
@@ -364,6 +391,103 @@ fn splice_hash(canonical: &[u8], split: usize, hash: &str, line: &mut Vec<u8>) {
     }
     line.extend_from_slice(b"\",");
     line.extend_from_slice(&canonical[split..]);
+}
+
+/// Where a [`Rendered`] field goes in an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Command,
+    Connection,
+    Decision,
+    Identity,
+    Session,
+}
+
+/// One top-level field of an event serialised ahead of time, as the
+/// canonical JSON has it (`"key":value,`), for fields that repeat unchanged
+/// across many events: a session's identity, connection and id, a cached
+/// statement's command and decision. [`AuditChain::append_pieces`] copies
+/// the bytes instead of serialising (and cloning, and dropping) the field
+/// again for every event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    slot: Slot,
+    bytes: Box<[u8]>,
+}
+
+impl Rendered {
+    fn new<T: Serialize + ?Sized>(slot: Slot, key: &str, value: &T) -> Result<Self, AuditError> {
+        let mut bytes = Vec::with_capacity(64);
+        let mut first = true;
+        put_value(&mut bytes, &mut first, key, value)?;
+        bytes.push(b',');
+        Ok(Rendered {
+            slot,
+            bytes: bytes.into_boxed_slice(),
+        })
+    }
+
+    /// The `command` field.
+    pub fn command(v: &AuditCommand) -> Result<Self, AuditError> {
+        Rendered::new(Slot::Command, "command", v)
+    }
+
+    /// The `connection` field.
+    pub fn connection(v: &str) -> Result<Self, AuditError> {
+        Rendered::new(Slot::Connection, "connection", v)
+    }
+
+    /// The `decision` field.
+    pub fn decision(v: &AuditDecision) -> Result<Self, AuditError> {
+        Rendered::new(Slot::Decision, "decision", v)
+    }
+
+    /// The `identity` field.
+    pub fn identity(v: &AuditIdentity) -> Result<Self, AuditError> {
+        Rendered::new(Slot::Identity, "identity", v)
+    }
+
+    /// The `session` field.
+    pub fn session(v: &str) -> Result<Self, AuditError> {
+        Rendered::new(Slot::Session, "session", v)
+    }
+}
+
+/// An event assembled from [`Rendered`] fields (no approval step; events
+/// with one go through [`AuditEventDraft`]).
+#[derive(Clone, Copy, Debug)]
+pub struct EventPieces<'a> {
+    /// What it records.
+    pub kind: AuditKind,
+    /// When it happened, RFC 3339.
+    pub time: &'a str,
+    /// [`Rendered::command`].
+    pub command: Option<&'a Rendered>,
+    /// [`Rendered::connection`].
+    pub connection: Option<&'a Rendered>,
+    /// [`Rendered::decision`].
+    pub decision: Option<&'a Rendered>,
+    /// [`Rendered::identity`].
+    pub identity: Option<&'a Rendered>,
+    /// The outcome (differs from event to event, so serialised here).
+    pub outcome: Option<&'a AuditOutcome>,
+    /// [`Rendered::session`].
+    pub session: Option<&'a Rendered>,
+}
+
+/// What [`AuditChain::append_pieces`] appended: the event's number and hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's `seq`.
+    pub seq: u64,
+    hash: HexHash,
+}
+
+impl Appended {
+    /// The event's `hash`.
+    pub fn hash(&self) -> &str {
+        self.hash.as_str()
+    }
 }
 
 /// The head of a stream's chain: its last sequence number and hash. Signed by
@@ -465,6 +589,77 @@ impl AuditChain {
         result.map(|()| event)
     }
 
+    /// Numbers, links and hashes the event made of `pieces` as the stream's
+    /// next one and appends its line and a newline to `line`: the same bytes
+    /// [`AuditChain::append_line`] writes for the same content, made by
+    /// copying the pre-rendered fields. The chain advances only when this
+    /// succeeds; nothing is appended when it fails.
+    pub fn append_pieces(
+        &mut self,
+        pieces: &EventPieces<'_>,
+        line: &mut Vec<u8>,
+    ) -> Result<Appended, AuditError> {
+        let placed = [
+            (pieces.command, Slot::Command),
+            (pieces.connection, Slot::Connection),
+            (pieces.decision, Slot::Decision),
+            (pieces.identity, Slot::Identity),
+            (pieces.session, Slot::Session),
+        ];
+        if placed
+            .iter()
+            .any(|(r, slot)| r.is_some_and(|r| r.slot != *slot))
+        {
+            return Err(AuditError::misplaced());
+        }
+        let seq = self.last_seq + 1;
+        let mut canonical = std::mem::take(&mut self.scratch);
+        canonical.clear();
+        // Keys in sorted order, as in `AuditEvent::write_canonical`; every
+        // piece ends with a comma, and `prev` always follows the split.
+        canonical.push(b'{');
+        for r in [pieces.command, pieces.connection, pieces.decision]
+            .into_iter()
+            .flatten()
+        {
+            canonical.extend_from_slice(&r.bytes);
+        }
+        let split = canonical.len();
+        if let Some(r) = pieces.identity {
+            canonical.extend_from_slice(&r.bytes);
+        }
+        let written = (|| {
+            let mut first = true;
+            if let Some(o) = pieces.outcome {
+                put_value(&mut canonical, &mut first, "outcome", o)?;
+            }
+            put_value(&mut canonical, &mut first, "prev", &self.last_hash)?;
+            put_value(&mut canonical, &mut first, "seq", &seq)?;
+            canonical.push(b',');
+            if let Some(r) = pieces.session {
+                canonical.extend_from_slice(&r.bytes);
+            }
+            first = true;
+            put_value(&mut canonical, &mut first, "stream", &self.stream)?;
+            put_value(&mut canonical, &mut first, "time", pieces.time)?;
+            put_value(&mut canonical, &mut first, "type", &pieces.kind)?;
+            put_value(&mut canonical, &mut first, "v", &SCHEMA_VERSION)?;
+            canonical.push(b'}');
+            Ok(())
+        })();
+        let result = written.map(|()| {
+            #[cfg(debug_assertions)]
+            check_generic(&canonical);
+            let (digest, hex) = self.link(&canonical);
+            splice_hash(&canonical, split, hex.as_str(), line);
+            line.push(b'\n');
+            self.advance(seq, hex.as_str(), digest);
+            Appended { seq, hash: hex }
+        });
+        self.scratch = canonical;
+        result
+    }
+
     /// The chain hash of the next event, whose canonical JSON is
     /// `canonical`: what [`chain_hash`] computes from `last_hash`, without
     /// decoding it again. Returns the digest and its hex text.
@@ -536,6 +731,7 @@ fn chain_hash(prev: &str, canonical: impl AsRef<[u8]>) -> String {
 }
 
 /// A SHA-256 digest as 64 lowercase hex digits, on the stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct HexHash([u8; 64]);
 
 impl HexHash {
@@ -1375,6 +1571,93 @@ mod tests {
                 assert_eq!(report.events, 3);
             }
         }
+    }
+
+    #[test]
+    fn append_pieces_writes_what_append_line_would() {
+        // The same content through drafts and through pre-rendered pieces,
+        // with and without the optional fields, also from a resumed head
+        // that is not 64 hex digits, gives byte-identical lines and heads.
+        let outcome = AuditOutcome {
+            duration_ms: Some(3),
+            error: Some("23505 \"quoted\"\n".into()),
+            masked: Some(2),
+            rows: Some(10),
+        };
+        for (seq, hash) in [(0, GENESIS.to_string()), (7, "not-a-hash".to_string())] {
+            let mut drafted = AuditChain::resume("pod-a/boot-1", seq, hash.clone());
+            let mut pieced = AuditChain::resume("pod-a/boot-1", seq, hash.clone());
+            let (mut expected, mut text) = (Vec::new(), Vec::new());
+            for (kind, full, with_outcome) in [
+                (AuditKind::Statement, true, false),
+                (AuditKind::Result, true, true),
+                (AuditKind::Result, false, true),
+                (AuditKind::Statement, false, false),
+            ] {
+                let mut d = draft(kind);
+                if !full {
+                    d.identity = None;
+                    d.session = None;
+                    d.decision = None;
+                }
+                if with_outcome {
+                    d.outcome = Some(outcome.clone());
+                    d.decision = None;
+                }
+                let event = drafted
+                    .append_line(d.clone(), &mut expected)
+                    .expect("appends");
+                let command = d.command.as_ref().map(|c| Rendered::command(c).unwrap());
+                let connection = d
+                    .connection
+                    .as_deref()
+                    .map(|c| Rendered::connection(c).unwrap());
+                let decision = d.decision.as_ref().map(|c| Rendered::decision(c).unwrap());
+                let identity = d.identity.as_ref().map(|c| Rendered::identity(c).unwrap());
+                let session = d.session.as_deref().map(|c| Rendered::session(c).unwrap());
+                let appended = pieced
+                    .append_pieces(
+                        &EventPieces {
+                            kind,
+                            time: &d.time,
+                            command: command.as_ref(),
+                            connection: connection.as_ref(),
+                            decision: decision.as_ref(),
+                            identity: identity.as_ref(),
+                            outcome: d.outcome.as_ref(),
+                            session: session.as_ref(),
+                        },
+                        &mut text,
+                    )
+                    .expect("appends");
+                assert_eq!((appended.seq, appended.hash()), (event.seq, &*event.hash));
+            }
+            assert_eq!(
+                String::from_utf8(text).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            assert_eq!(pieced.head(), drafted.head());
+        }
+    }
+
+    #[test]
+    fn append_pieces_refuses_a_field_in_the_wrong_place() {
+        let mut chain = AuditChain::new("s");
+        let session = Rendered::session("s-1").unwrap();
+        let mut line = Vec::new();
+        let pieces = EventPieces {
+            kind: AuditKind::Statement,
+            time: "2026-01-02T03:04:05Z",
+            command: None,
+            connection: Some(&session),
+            decision: None,
+            identity: None,
+            outcome: None,
+            session: None,
+        };
+        assert!(chain.append_pieces(&pieces, &mut line).is_err());
+        assert!(line.is_empty());
+        assert_eq!(chain.head().seq, 0);
     }
 
     #[test]
