@@ -11,13 +11,13 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sluice_crds::Action;
 use sluice_policy::audit::{
-    AuditApproval, AuditChain, AuditCommand, AuditDecision, AuditEvent, AuditEventDraft,
-    AuditIdentity, AuditKind, AuditOutcome,
+    AuditApproval, AuditChain, AuditCommand, AuditDecision, AuditEventDraft, AuditIdentity,
+    AuditKind, AuditOutcome, EventPieces, Rendered,
 };
 
 use crate::enforcement::{Binding, Decided, Refusal};
@@ -64,6 +64,55 @@ pub struct SessionInfo {
     pub connection: String,
     /// The client's address (loopback in a pod).
     pub client: String,
+    /// The session's audit fields, rendered at its first statement (see
+    /// [`AuditLog::statement_pending`]); shared by the session's clones.
+    pub(crate) pieces: Arc<OnceLock<Option<SessionPieces>>>,
+}
+
+/// A session's `connection`, `identity` and `session` audit fields,
+/// serialised once for all its statement and result events.
+#[derive(Debug)]
+pub(crate) struct SessionPieces {
+    connection: Rendered,
+    identity: Rendered,
+    session: Rendered,
+}
+
+impl SessionInfo {
+    /// Who the session is, as its audit events record it.
+    fn identity(&self) -> AuditIdentity {
+        AuditIdentity {
+            namespace: self.namespace.clone(),
+            service_account: self.service_account.clone(),
+            pod: self.pod.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+
+    /// [`SessionPieces`], rendered on first use (`None`: they could not be
+    /// serialised, and events are drafted field by field instead).
+    fn pieces(&self) -> Option<&SessionPieces> {
+        self.pieces
+            .get_or_init(|| {
+                Some(SessionPieces {
+                    connection: Rendered::connection(&self.connection).ok()?,
+                    identity: Rendered::identity(&self.identity()).ok()?,
+                    session: Rendered::session(&self.id).ok()?,
+                })
+            })
+            .as_ref()
+    }
+}
+
+/// A decided statement's `command` field, and its `decision` field as an
+/// allowed statement of each protocol records it, rendered at its first
+/// event: a statement served from the decision cache is recorded by copying
+/// them (see [`AuditLog::statement_pending`]).
+#[derive(Debug, Default)]
+pub struct StatementPieces {
+    command: OnceLock<Option<Rendered>>,
+    simple: OnceLock<Option<Rendered>>,
+    extended: OnceLock<Option<Rendered>>,
 }
 
 impl SessionInfo {
@@ -80,6 +129,7 @@ impl SessionInfo {
             groups: identity.groups.clone(),
             connection: connection.to_string(),
             client: client.to_string(),
+            pieces: Arc::default(),
         }
     }
 }
@@ -99,11 +149,12 @@ pub struct ResultRecord {
 
 /// Where audit lines go.
 pub struct AuditLog {
+    stream: String,
     inner: Mutex<Inner>,
     stdout: bool,
     /// Also hands every event to this channel (run mode: the operator's
     /// `/v1/audit`). Best effort: stdout and the file stay the write-ahead sinks.
-    forward: Option<tokio::sync::mpsc::Sender<AuditEvent>>,
+    forward: Option<tokio::sync::mpsc::Sender<Forwarded>>,
     /// Events the forward channel had no room for.
     forward_dropped: std::sync::atomic::AtomicU64,
     /// Group commit: wakes the committer task, which writes what is pending.
@@ -113,6 +164,20 @@ pub struct AuditLog {
     committer: std::sync::atomic::AtomicBool,
     /// Sessions started and not ended: with one, nobody shares its writes.
     open_sessions: std::sync::atomic::AtomicUsize,
+}
+
+/// An event handed to the forward channel: its line, and what the
+/// uploader names its chain head with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The event's JSON line, without the newline.
+    pub line: Box<str>,
+    /// Its Connection.
+    pub connection: Option<String>,
+    /// Its `seq`.
+    pub seq: u64,
+    /// Its `hash`.
+    pub hash: String,
 }
 
 /// How many failed batch writes are remembered for their waiters; older
@@ -155,6 +220,7 @@ impl AuditLog {
             None => None,
         };
         Ok(AuditLog {
+            stream: stream.to_string(),
             inner: Mutex::new(Inner {
                 chain: AuditChain::new(stream),
                 file,
@@ -176,8 +242,13 @@ impl AuditLog {
 
     /// Also hands every event to `tx` (a full channel drops the event for
     /// that sink only; see [`AuditLog::forward_dropped`]).
-    pub fn forward_to(&mut self, tx: tokio::sync::mpsc::Sender<AuditEvent>) {
+    pub fn forward_to(&mut self, tx: tokio::sync::mpsc::Sender<Forwarded>) {
         self.forward = Some(tx);
+    }
+
+    /// The stream (chain) the events belong to.
+    pub fn stream(&self) -> &str {
+        &self.stream
     }
 
     /// How many events the forward channel had no room for.
@@ -195,17 +266,82 @@ impl AuditLog {
     /// [`AuditLog::write_event`], returning the line's number (a ticket for
     /// [`AuditLog::durable`]).
     fn append_event(&self, draft: AuditEventDraft, durable: bool) -> Result<u64, AuditError> {
+        self.append_with(durable, |chain, pending| {
+            let event = chain.append_line(draft, pending)?;
+            Ok((event.seq, event.hash, event.connection))
+        })
+    }
+
+    /// Appends an event made of `s`'s and a statement's pre-rendered fields
+    /// (the same line [`AuditLog::append_event`] writes for them).
+    fn append_pieces(
+        &self,
+        s: &SessionInfo,
+        pieces: &SessionPieces,
+        event: StatementEvent<'_>,
+        durable: bool,
+    ) -> Result<u64, AuditError> {
+        let time = now();
+        self.append_with(durable, |chain, pending| {
+            let appended = chain.append_pieces(
+                &EventPieces {
+                    kind: event.kind,
+                    time: &time,
+                    command: Some(event.command),
+                    connection: Some(&pieces.connection),
+                    decision: event.decision,
+                    identity: Some(&pieces.identity),
+                    outcome: event.outcome,
+                    session: Some(&pieces.session),
+                },
+                pending,
+            )?;
+            let hash = if self.forward.is_some() {
+                appended.hash().to_string()
+            } else {
+                String::new()
+            };
+            let connection = self.forward.as_ref().map(|_| s.connection.clone());
+            Ok((appended.seq, hash, connection))
+        })
+    }
+
+    /// The body of every append: `append` adds the event's line to the
+    /// pending lines (and returns its seq, hash and Connection for the
+    /// forward channel); the line is written now when `durable`.
+    fn append_with(
+        &self,
+        durable: bool,
+        append: impl FnOnce(
+            &mut AuditChain,
+            &mut Vec<u8>,
+        )
+            -> Result<(u64, String, Option<String>), sluice_policy::audit::AuditError>,
+    ) -> Result<u64, AuditError> {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *guard;
+        let start = inner.pending.len();
         // Serialised once, straight into the pending lines.
-        let event = inner.chain.append_line(draft, &mut inner.pending)?;
+        let (seq, hash, connection) = append(&mut inner.chain, &mut inner.pending)?;
         inner.appended += 1;
         let ticket = inner.appended;
-        if let Some(tx) = &self.forward
-            && tx.try_send(event).is_err()
-        {
-            self.forward_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(tx) = &self.forward {
+            // The line just appended, less its newline; only ASCII-safe JSON
+            // is ever written, so it is UTF-8.
+            let line = &inner.pending[start..inner.pending.len().saturating_sub(1)];
+            let sent = std::str::from_utf8(line).ok().is_some_and(|line| {
+                tx.try_send(Forwarded {
+                    line: line.into(),
+                    connection,
+                    seq,
+                    hash,
+                })
+                .is_ok()
+            });
+            if !sent {
+                self.forward_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         if durable {
             self.write_pending(inner).map(|()| ticket)
@@ -328,17 +464,9 @@ impl AuditLog {
     }
 
     fn draft(&self, s: &SessionInfo, kind: AuditKind) -> AuditEventDraft {
-        let mut d = AuditEventDraft::new(
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            kind,
-        );
+        let mut d = AuditEventDraft::new(now(), kind);
         d.session = Some(s.id.clone());
-        d.identity = Some(AuditIdentity {
-            namespace: s.namespace.clone(),
-            service_account: s.service_account.clone(),
-            pod: s.pod.clone(),
-            groups: s.groups.clone(),
-        });
+        d.identity = Some(s.identity());
         d.connection = Some(s.connection.clone());
         d
     }
@@ -444,7 +572,6 @@ impl AuditLog {
         protocol: &str,
         refusal: Option<&Refusal>,
     ) -> AuditEventDraft {
-        let sum = decided.summary();
         let kind = if refusal.is_some() {
             AuditKind::Denial
         } else {
@@ -452,30 +579,44 @@ impl AuditLog {
         };
         let mut d = self.draft(s, kind);
         d.command = Some(command(decided));
-        let (action, reason) = match refusal {
-            // Refused although the policy allows it: a limit or the audit sink.
-            Some(r) if sum.enforced == Action::Allow => (Action::Deny, r.message.clone()),
-            _ => (sum.action, sum.reason),
-        };
-        d.decision = Some(AuditDecision {
-            action,
-            policy: sum.policy,
-            rule: sum.rule,
-            dry_run: sum.dry_run,
-            reason: Some(format!("{reason} ({protocol} protocol)")),
-        });
+        d.decision = Some(decision(decided, protocol, refusal));
         d
     }
 
     /// [`AuditLog::statement`] for an allowed statement, left pending: the
     /// caller awaits [`AuditLog::durable`] with the returned ticket before
     /// it forwards the statement (write-ahead, one write for many).
+    ///
+    /// The hot path: the session's and the statement's fields are copied
+    /// pre-rendered (see [`StatementPieces`]), so a statement served from
+    /// the decision cache costs its time, its chain link and a hash.
     pub fn statement_pending(
         &self,
         s: &SessionInfo,
         decided: &Decided,
         protocol: &str,
     ) -> Result<u64, AuditError> {
+        let pieces = &decided.audit;
+        let rendered = match protocol {
+            "simple" => Some(&pieces.simple),
+            "extended" => Some(&pieces.extended),
+            _ => None,
+        }
+        .and_then(|slot| {
+            slot.get_or_init(|| Rendered::decision(&decision(decided, protocol, None)).ok())
+                .as_ref()
+        });
+        if let (Some(session), Some(command), Some(decision)) =
+            (s.pieces(), statement_command(decided), rendered)
+        {
+            let event = StatementEvent {
+                kind: AuditKind::Statement,
+                command,
+                decision: Some(decision),
+                outcome: None,
+            };
+            return self.append_pieces(s, session, event, false);
+        }
         let d = self.statement_draft(s, decided, protocol, None);
         self.append_event(d, false)
     }
@@ -487,14 +628,24 @@ impl AuditLog {
         decided: &Decided,
         r: ResultRecord,
     ) -> Result<(), AuditError> {
-        let mut d = self.draft(s, AuditKind::Result);
-        d.command = Some(command(decided));
-        d.outcome = Some(AuditOutcome {
+        let outcome = AuditOutcome {
             rows: Some(r.rows),
             duration_ms: Some(r.duration.as_millis() as u64),
             error: r.error,
             masked: (r.masked > 0).then_some(r.masked),
-        });
+        };
+        if let (Some(session), Some(command)) = (s.pieces(), statement_command(decided)) {
+            let event = StatementEvent {
+                kind: AuditKind::Result,
+                command,
+                decision: None,
+                outcome: Some(&outcome),
+            };
+            return self.append_pieces(s, session, event, false).map(|_| ());
+        }
+        let mut d = self.draft(s, AuditKind::Result);
+        d.command = Some(command(decided));
+        d.outcome = Some(outcome);
         self.write_event(d, false)
     }
 
@@ -525,6 +676,45 @@ impl AuditLog {
     }
 }
 
+/// What [`AuditLog::append_pieces`] records besides the session's fields.
+struct StatementEvent<'a> {
+    kind: AuditKind,
+    command: &'a Rendered,
+    decision: Option<&'a Rendered>,
+    outcome: Option<&'a AuditOutcome>,
+}
+
+/// The event time: now, RFC 3339 in UTC with microseconds.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// `decided`'s [`command`], rendered once.
+fn statement_command(decided: &Decided) -> Option<&Rendered> {
+    decided
+        .audit
+        .command
+        .get_or_init(|| Rendered::command(&command(decided)).ok())
+        .as_ref()
+}
+
+/// How `decided` is recorded; `refusal` when it was refused although the
+/// policy allows it (a limit or the audit sink).
+fn decision(decided: &Decided, protocol: &str, refusal: Option<&Refusal>) -> AuditDecision {
+    let sum = decided.summary();
+    let (action, reason) = match refusal {
+        Some(r) if sum.enforced == Action::Allow => (Action::Deny, r.message.clone()),
+        _ => (sum.action, sum.reason),
+    };
+    AuditDecision {
+        action,
+        policy: sum.policy,
+        rule: sum.rule,
+        dry_run: sum.dry_run,
+        reason: Some(format!("{reason} ({protocol} protocol)")),
+    }
+}
+
 fn command(decided: &Decided) -> AuditCommand {
     AuditCommand {
         text: decided.redacted().to_string(),
@@ -546,6 +736,113 @@ mod tests {
 
     fn draft() -> AuditEventDraft {
         AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Statement)
+    }
+
+    fn enforcer() -> crate::enforcement::Enforcer {
+        let ap: sluice_crds::AccessPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "AccessPolicy",
+            "metadata": {"name": "p", "namespace": "shop"},
+            "spec": {
+                "subjects": [{"serviceAccount": "report-job"}],
+                "connections": ["db"],
+                "defaultAction": "allow",
+                "rules": [{"name": "no-drop", "match": {"statements": ["drop"]}, "action": "deny"}],
+            }
+        }))
+        .unwrap();
+        let compiled = Arc::new(
+            sluice_policy::engine::CompiledPolicy::compile(&ap, &sluice_policy::engine::NoSecrets)
+                .unwrap(),
+        );
+        Binding::new(&[compiled], enforcer_identity(), "db", None, false)
+            .enforcer()
+            .unwrap()
+    }
+
+    /// Every field of an event but its time and chain links.
+    fn content(line: &str) -> serde_json::Value {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let map = v.as_object_mut().unwrap();
+        for key in ["time", "hash", "prev"] {
+            assert!(map.remove(key).is_some(), "{key} missing from {line}");
+        }
+        v
+    }
+
+    /// Statement and result events made from pre-rendered pieces record
+    /// what the drafted events record (all but the time and the chain
+    /// links, which differ between two logs), in both protocols and again
+    /// from the cache; the chain verifies; the forward channel carries the
+    /// lines as written.
+    #[tokio::test]
+    async fn pieced_events_record_what_drafted_ones_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pieced_path, drafted_path) = (dir.path().join("p"), dir.path().join("d"));
+        let mut pieced = AuditLog::open("s", false, Some(&pieced_path)).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        pieced.forward_to(tx);
+        let drafted = AuditLog::open("s", false, Some(&drafted_path)).unwrap();
+        let mut enforcer = enforcer();
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let session = SessionInfo::new(
+            &Binding::new(&[], enforcer_identity(), "db", None, false),
+            "db",
+            addr,
+        );
+        let result = || ResultRecord {
+            rows: 3,
+            masked: 1,
+            duration: Duration::from_millis(4),
+            error: Some("23505".into()),
+        };
+        for (sql, protocol) in [
+            ("SELECT 1", "simple"),
+            ("SELECT 1", "extended"),
+            ("SELECT name FROM t WHERE id = 4", "simple"),
+            ("SELECT 1", "simple"),
+        ] {
+            let decided = enforcer.decide(sql);
+            pieced
+                .statement_pending(&session, &decided, protocol)
+                .unwrap();
+            pieced.result(&session, &decided, result()).unwrap();
+            let d = drafted.statement_draft(&session, &decided, protocol, None);
+            drafted.append_event(d, false).unwrap();
+            let mut d = drafted.draft(&session, AuditKind::Result);
+            d.command = Some(command(&decided));
+            let r = result();
+            d.outcome = Some(AuditOutcome {
+                rows: Some(r.rows),
+                duration_ms: Some(r.duration.as_millis() as u64),
+                error: r.error,
+                masked: Some(r.masked),
+            });
+            drafted.append_event(d, false).unwrap();
+        }
+        pieced.flush().unwrap();
+        drafted.flush().unwrap();
+        let p = std::fs::read_to_string(&pieced_path).unwrap();
+        let d = std::fs::read_to_string(&drafted_path).unwrap();
+        assert_eq!(p.lines().count(), 8);
+        for (a, b) in p.lines().zip(d.lines()) {
+            assert_eq!(content(a), content(b));
+        }
+        sluice_policy::audit::verify_lines(p.lines(), &[]).unwrap();
+        for (i, line) in p.lines().enumerate() {
+            let f = rx.try_recv().unwrap();
+            assert_eq!(&*f.line, line);
+            let event: sluice_policy::audit::AuditEvent = serde_json::from_str(line).unwrap();
+            assert_eq!((f.seq, &f.hash), (i as u64 + 1, &event.hash));
+            assert_eq!(f.connection.as_deref(), Some("db"));
+        }
+    }
+
+    fn enforcer_identity() -> sluice_policy::engine::Identity {
+        let mut identity = sluice_policy::engine::Identity::parse("shop/report-job").unwrap();
+        identity.pod = Some("report-7d9".into());
+        identity.groups = vec!["system:serviceaccounts:shop".into()];
+        identity
     }
 
     /// Group commit: lines appended by several sessions are written by one

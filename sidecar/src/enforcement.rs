@@ -469,6 +469,8 @@ pub struct Decided {
     pub refusal: Option<Refusal>,
     /// Whether the refusal is a `requireApproval` rule's (see [`Decided::awaits_approval`]).
     awaits_approval: bool,
+    /// Its audit fields, rendered at its first event.
+    pub(crate) audit: crate::audit::StatementPieces,
 }
 
 /// A decision, as recorded.
@@ -503,6 +505,7 @@ impl Decided {
             sql,
             refusal,
             awaits_approval,
+            audit: Default::default(),
         }
     }
 

@@ -25,16 +25,16 @@ use std::time::Duration;
 use base64::Engine as _;
 use prometheus_client::registry::Registry;
 use sluice_crds::{ConnectionSpec, Protocol};
-use sluice_policy::audit::{AuditEvent, ChainHead};
+use sluice_policy::audit::ChainHead;
 use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, SecretSource};
-use sluice_policy::gateway::{AuditBatch, AuditHead, Bundle, BundleConnection, BundleSecretKey};
+use sluice_policy::gateway::{AuditHead, Bundle, BundleConnection, BundleSecretKey};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::admin::{self, AdminState};
-use crate::audit::{AuditError, AuditLog};
+use crate::audit::{AuditError, AuditLog, Forwarded};
 use crate::bundle_client::{BundlePoll, GatewayClient, GatewayError};
 use crate::enforcement::{Binding, Standing};
 use crate::http::bundle::HttpConnections;
@@ -889,17 +889,51 @@ const AUDIT_QUEUE: usize = 10_000;
 /// Events per `/v1/audit` request (the operator takes up to 10 000).
 const AUDIT_BATCH: usize = 1_000;
 
+/// The body of a `POST /v1/audit` ([`sluice_policy::gateway::AuditBatch`] on the wire): the
+/// events' lines as they were written, and the last head per Connection of
+/// the batch. The lines are copied, not parsed and serialised again.
+fn audit_body(stream: &str, events: &[Forwarded]) -> Vec<u8> {
+    let mut heads: BTreeMap<&str, AuditHead> = BTreeMap::new();
+    let mut body = Vec::with_capacity(events.iter().map(|e| e.line.len() + 1).sum::<usize>() + 256);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e.line.as_bytes());
+        if let Some(c) = &e.connection {
+            heads.insert(
+                c,
+                AuditHead {
+                    connection: c.to_string(),
+                    head: ChainHead {
+                        stream: stream.to_string(),
+                        seq: e.seq,
+                        hash: e.hash.clone(),
+                    },
+                },
+            );
+        }
+    }
+    body.extend_from_slice(b"],\"heads\":");
+    let heads: Vec<AuditHead> = heads.into_values().collect();
+    // A Vec of plain structs of strings and integers always serialises.
+    let _ = serde_json::to_writer(&mut body, &heads);
+    body.push(b'}');
+    body
+}
+
 /// Sends audit events to the operator's `/v1/audit` in batches, with a
 /// chain head per Connection of the batch for the operator to sign. A batch
 /// the operator did not take is sent again (it is kept, bounded by [`AUDIT_QUEUE`]).
 async fn upload_audit(
     client: GatewayClient,
     token: watch::Receiver<Option<Zeroizing<String>>>,
-    mut events: tokio::sync::mpsc::Receiver<AuditEvent>,
+    mut events: tokio::sync::mpsc::Receiver<Forwarded>,
     audit: Arc<AuditLog>,
     every: Duration,
 ) {
-    let mut batch: Vec<AuditEvent> = Vec::new();
+    let mut batch: Vec<Forwarded> = Vec::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dropped_seen = 0;
@@ -933,27 +967,8 @@ async fn upload_audit(
             continue;
         };
         let take = batch.len().min(AUDIT_BATCH);
-        let mut heads: BTreeMap<String, AuditHead> = BTreeMap::new();
-        for e in &batch[..take] {
-            if let Some(c) = &e.connection {
-                heads.insert(
-                    c.clone(),
-                    AuditHead {
-                        connection: c.clone(),
-                        head: ChainHead {
-                            stream: e.stream.clone(),
-                            seq: e.seq,
-                            hash: e.hash.clone(),
-                        },
-                    },
-                );
-            }
-        }
-        let request = AuditBatch {
-            events: batch[..take].to_vec(),
-            heads: heads.into_values().collect(),
-        };
-        match client.audit(&bearer, &request).await {
+        let request = audit_body(audit.stream(), &batch[..take]);
+        match client.audit(&bearer, request).await {
             Ok(receipt) => {
                 tracing::debug!(
                     accepted = receipt.accepted,
@@ -1144,6 +1159,42 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         }
+    }
+
+    /// The upload body is an `AuditBatch` on the wire: the lines as
+    /// events, and the last head of each Connection.
+    #[test]
+    fn audit_body_is_an_audit_batch() {
+        use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
+        let mut chain = AuditChain::new("st");
+        let mut events = Vec::new();
+        let mut forwarded = Vec::new();
+        for connection in [Some("a"), Some("b"), Some("a"), None] {
+            let mut draft = AuditEventDraft::new("2026-01-02T03:04:05Z", AuditKind::SessionStart);
+            draft.connection = connection.map(String::from);
+            let event = chain.append(draft).unwrap();
+            forwarded.push(Forwarded {
+                line: event.to_line().unwrap().into(),
+                connection: event.connection.clone(),
+                seq: event.seq,
+                hash: event.hash.clone(),
+            });
+            events.push(event);
+        }
+        let batch: sluice_policy::gateway::AuditBatch =
+            serde_json::from_slice(&audit_body("st", &forwarded)).unwrap();
+        assert_eq!(batch.events, events);
+        let heads: Vec<_> = batch
+            .heads
+            .iter()
+            .map(|h| (h.connection.as_str(), h.head.seq, h.head.stream.as_str()))
+            .collect();
+        assert_eq!(heads, [("a", 3, "st"), ("b", 2, "st")]);
+        assert_eq!(batch.heads[0].head.hash, events[2].hash);
+        // An empty batch is well-formed too.
+        let empty: sluice_policy::gateway::AuditBatch =
+            serde_json::from_slice(&audit_body("st", &[])).unwrap();
+        assert!(empty.events.is_empty() && empty.heads.is_empty());
     }
 
     #[test]

@@ -323,6 +323,7 @@ fn session_info(ctx: &HttpContext, peer: SocketAddr) -> SessionInfo {
         groups: ctx.identity.groups.clone(),
         connection: ctx.name.clone(),
         client: peer.to_string(),
+        pieces: Default::default(),
     }
 }
 
