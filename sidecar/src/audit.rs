@@ -287,7 +287,7 @@ impl AuditLog {
                 &EventPieces {
                     kind: event.kind,
                     time: &time,
-                    command: Some(event.command),
+                    command: event.command,
                     connection: Some(&pieces.connection),
                     decision: event.decision,
                     identity: Some(&pieces.identity),
@@ -483,6 +483,18 @@ impl AuditLog {
         outcome: Option<AuditOutcome>,
         durable: bool,
     ) -> Result<(), AuditError> {
+        if let Some(session) = s.pieces() {
+            // The session's fields pre-rendered; the request's rendered here.
+            let command = command.as_ref().map(Rendered::command).transpose()?;
+            let decision = decision.as_ref().map(Rendered::decision).transpose()?;
+            let event = StatementEvent {
+                kind,
+                command: command.as_ref(),
+                decision: decision.as_ref(),
+                outcome: outcome.as_ref(),
+            };
+            return self.append_pieces(s, session, event, durable).map(|_| ());
+        }
         let mut d = self.draft(s, kind);
         d.command = command;
         d.decision = decision;
@@ -611,7 +623,7 @@ impl AuditLog {
         {
             let event = StatementEvent {
                 kind: AuditKind::Statement,
-                command,
+                command: Some(command),
                 decision: Some(decision),
                 outcome: None,
             };
@@ -637,7 +649,7 @@ impl AuditLog {
         if let (Some(session), Some(command)) = (s.pieces(), statement_command(decided)) {
             let event = StatementEvent {
                 kind: AuditKind::Result,
-                command,
+                command: Some(command),
                 decision: None,
                 outcome: Some(&outcome),
             };
@@ -679,14 +691,57 @@ impl AuditLog {
 /// What [`AuditLog::append_pieces`] records besides the session's fields.
 struct StatementEvent<'a> {
     kind: AuditKind,
-    command: &'a Rendered,
+    command: Option<&'a Rendered>,
     decision: Option<&'a Rendered>,
     outcome: Option<&'a AuditOutcome>,
 }
 
 /// The event time: now, RFC 3339 in UTC with microseconds.
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    rfc3339_micros(&chrono::Utc::now())
+}
+
+/// `t.to_rfc3339_opts(SecondsFormat::Micros, true)`, written digit by digit:
+/// chrono's formatter goes through `core::fmt`, which costs more than the
+/// rest of a pre-rendered event. Falls back to chrono outside years
+/// 0000–9999 and for a leap second.
+fn rfc3339_micros(t: &chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (t.year(), t.nanosecond());
+    let Ok(year) = u32::try_from(year) else {
+        return t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    };
+    if year > 9999 || nanos >= 1_000_000_000 {
+        return t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    }
+    let mut out = [0u8; 27];
+    let fields: [(usize, usize, u32); 7] = [
+        (0, 4, year),
+        (5, 2, t.month()),
+        (8, 2, t.day()),
+        (11, 2, t.hour()),
+        (14, 2, t.minute()),
+        (17, 2, t.second()),
+        (20, 6, nanos / 1_000),
+    ];
+    for (at, width, mut value) in fields {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    for (at, sep) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        out[at] = sep;
+    }
+    out.iter().map(|&b| b as char).collect()
 }
 
 /// `decided`'s [`command`], rendered once.
@@ -835,6 +890,35 @@ mod tests {
             let event: sluice_policy::audit::AuditEvent = serde_json::from_str(line).unwrap();
             assert_eq!((f.seq, &f.hash), (i as u64 + 1, &event.hash));
             assert_eq!(f.connection.as_deref(), Some("db"));
+        }
+    }
+
+    #[test]
+    fn event_time_is_what_chrono_writes() {
+        use chrono::TimeZone;
+        let mut times = vec![
+            chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            chrono::Utc
+                .with_ymd_and_hms(1999, 12, 31, 23, 59, 59)
+                .unwrap(),
+            chrono::Utc
+                .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+                .unwrap(),
+            chrono::Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            chrono::Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+            chrono::Utc::now(),
+        ];
+        let base = times[0];
+        for micros in [0, 1, 999, 123_456, 999_999] {
+            times.push(base + chrono::Duration::microseconds(micros));
+        }
+        // Sub-microsecond digits are cut, not rounded, as chrono does.
+        times.push(base + chrono::Duration::nanoseconds(999));
+        for t in times {
+            assert_eq!(
+                rfc3339_micros(&t),
+                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            );
         }
     }
 
