@@ -402,6 +402,10 @@ async fn credentials_are_injected_and_the_apps_stripped() {
     assert!(!audit.contains("upstream-secret-token"));
     assert!(!audit.contains("app-own-token"));
     assert!(audit.contains("GET /v1/things"));
+    // The chain holds (each event is assembled from the session's
+    // pre-rendered fields and the request's).
+    let report = sluice_policy::audit::verify_lines(audit.lines(), &[]).unwrap();
+    assert_eq!(report.events as usize, audit.lines().count(), "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
