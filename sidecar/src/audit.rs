@@ -166,6 +166,19 @@ pub struct AuditLog {
     open_sessions: std::sync::atomic::AtomicUsize,
 }
 
+/// See [`AuditLog::open_connection`].
+pub struct OpenConnection(Arc<AuditLog>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let _ = self.0.open_sessions.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| n.checked_sub(1),
+        );
+    }
+}
+
 /// An event handed to the forward channel: its line, and what the
 /// uploader names its chain head with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,6 +496,22 @@ impl AuditLog {
         outcome: Option<AuditOutcome>,
         durable: bool,
     ) -> Result<(), AuditError> {
+        self.event_ticket(s, kind, command, decision, outcome, durable)
+            .map(|_| ())
+    }
+
+    /// [`AuditLog::event`], returning the line's number: with `durable`
+    /// false, a ticket for [`AuditLog::durable`] (write-ahead that shares
+    /// one write with other connections' records).
+    pub fn event_ticket(
+        &self,
+        s: &SessionInfo,
+        kind: AuditKind,
+        command: Option<AuditCommand>,
+        decision: Option<AuditDecision>,
+        outcome: Option<AuditOutcome>,
+        durable: bool,
+    ) -> Result<u64, AuditError> {
         if let Some(session) = s.pieces() {
             // The session's fields pre-rendered; the request's rendered here.
             let command = command.as_ref().map(Rendered::command).transpose()?;
@@ -493,13 +522,22 @@ impl AuditLog {
                 decision: decision.as_ref(),
                 outcome: outcome.as_ref(),
             };
-            return self.append_pieces(s, session, event, durable).map(|_| ());
+            return self.append_pieces(s, session, event, durable);
         }
         let mut d = self.draft(s, kind);
         d.command = command;
         d.decision = decision;
         d.outcome = outcome;
-        self.write_event(d, durable)
+        self.append_event(d, durable)
+    }
+
+    /// Counts a connection that has no session events (HTTP) among the
+    /// open sessions until the guard is dropped: with more than one open,
+    /// [`AuditLog::durable`] groups their records into one write.
+    pub fn open_connection(self: &Arc<Self>) -> OpenConnection {
+        self.open_sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(self.clone())
     }
 
     /// A session was refused (not bound, upstream unreachable).

@@ -236,6 +236,18 @@ async fn start_sidecar(base_url: &str, ca: &str, timeout: Duration) -> Fixture {
 
 /// [`start_sidecar`], offering HTTP/2 to the upstream only when `http2`.
 async fn start_sidecar_with(base_url: &str, ca: &str, timeout: Duration, http2: bool) -> Fixture {
+    start_sidecar_auditing(base_url, ca, timeout, http2, None).await
+}
+
+/// [`start_sidecar_with`], writing the audit trail to `audit_file` when
+/// given (else to a file of its own).
+async fn start_sidecar_auditing(
+    base_url: &str,
+    ca: &str,
+    timeout: Duration,
+    http2: bool,
+    audit_file: Option<PathBuf>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let manifests = format!(
@@ -308,7 +320,7 @@ spec:
     );
     let path = dir.path().join("manifests.yaml");
     std::fs::write(&path, manifests).unwrap();
-    let audit = dir.path().join("audit.jsonl");
+    let audit = audit_file.unwrap_or_else(|| dir.path().join("audit.jsonl"));
     let mut cfg = StandaloneConfig::new(path, "shop/app".into());
     cfg.audit_stdout = false;
     cfg.audit_file = Some(audit.clone());
@@ -406,6 +418,36 @@ async fn credentials_are_injected_and_the_apps_stripped() {
     // pre-rendered fields and the request's).
     let report = sluice_policy::audit::verify_lines(audit.lines(), &[]).unwrap();
     assert_eq!(report.events as usize, audit.lines().count(), "{audit}");
+}
+
+/// Write-ahead: when the audit sink cannot take a request's record, the
+/// request is not sent (503 naming the audit failure), on one connection
+/// and on several at once (whose records share writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_audit_record_no_request() {
+    let (up, ca) = start_upstream().await;
+    let f = start_sidecar_auditing(
+        &format!("https://localhost:{}", up.port()),
+        &ca,
+        WAIT,
+        true,
+        Some(PathBuf::from("/dev/full")),
+    )
+    .await;
+    let (status, _, body) = send(&f, "GET", "/echo", &[], "").await;
+    assert_eq!(status, 503);
+    assert_eq!(json(&body)["error"], "auditFailed", "{:?}", json(&body));
+    // Several connections at once (each `send` opens its own).
+    let (a, b, c, d) = tokio::join!(
+        send(&f, "GET", "/echo", &[], ""),
+        send(&f, "GET", "/small", &[], ""),
+        send(&f, "GET", "/echo", &[], ""),
+        send(&f, "GET", "/small", &[], ""),
+    );
+    for (status, _, body) in [a, b, c, d] {
+        assert_eq!(status, 503);
+        assert!(contains(&body, "audit is write-ahead"), "{:?}", json(&body));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

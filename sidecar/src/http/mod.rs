@@ -286,6 +286,9 @@ pub async fn serve(listener: TcpListener, context: watch::Receiver<Arc<HttpConte
                 let context = context.clone();
                 tokio::spawn(async move {
                     let session = Arc::new(session_info(&context.borrow(), peer));
+                    // Its decision records share writes with other connections'.
+                    let audit = context.borrow().audit.clone();
+                    let _open = audit.open_connection();
                     let service = hyper::service::service_fn(move |req| {
                         let ctx = context.borrow().clone();
                         let live = context.clone();
@@ -598,9 +601,10 @@ async fn handle(
             return json_response(StatusCode::FORBIDDEN, body);
         }
     }
-    // Write-ahead: no record, no request.
+    // Write-ahead: no record, no request (the record may share one write
+    // with other connections' records: see AuditLog::durable).
     let written = match &approved {
-        None => audit_decision(
+        None => match audit_decision_ticket(
             ctx,
             session,
             cmd.clone(),
@@ -609,7 +613,11 @@ async fn handle(
             decision.rule.clone(),
             decision.dry_run,
             decision.reason.clone(),
-        ),
+            false,
+        ) {
+            Ok(ticket) => ctx.audit.durable(ticket).await,
+            Err(e) => Err(e),
+        },
         Some(note) => ctx.audit.event(
             session,
             AuditKind::Statement,
@@ -1000,12 +1008,32 @@ fn audit_decision(
     dry_run: bool,
     reason: String,
 ) -> Result<(), crate::audit::AuditError> {
+    audit_decision_ticket(
+        ctx, session, cmd, action, policy, rule, dry_run, reason, true,
+    )
+    .map(|_| ())
+}
+
+/// [`audit_decision`], written now when `durable`, else left pending: the
+/// returned ticket is for [`crate::audit::AuditLog::durable`].
+#[allow(clippy::too_many_arguments)]
+fn audit_decision_ticket(
+    ctx: &HttpContext,
+    session: &SessionInfo,
+    cmd: AuditCommand,
+    action: Action,
+    policy: Option<String>,
+    rule: Option<String>,
+    dry_run: bool,
+    reason: String,
+    durable: bool,
+) -> Result<u64, crate::audit::AuditError> {
     let kind = if action == Action::Allow || dry_run {
         AuditKind::Statement
     } else {
         AuditKind::Denial
     };
-    ctx.audit.event(
+    ctx.audit.event_ticket(
         session,
         kind,
         Some(cmd),
@@ -1017,7 +1045,7 @@ fn audit_decision(
             reason: Some(format!("{reason} (http protocol)")),
         }),
         None,
-        true,
+        durable,
     )
 }
 
