@@ -486,24 +486,11 @@ impl AuditLog {
 
     /// An event of any kind for `s` (used by the HTTP data plane, whose
     /// requests are not SQL [`Decided`] texts). Written now when `durable`
-    /// (decisions: write-ahead), else with the next durable event.
+    /// (decisions: write-ahead), else with the next durable event. Returns
+    /// the line's number: with `durable` false, a ticket for
+    /// [`AuditLog::durable`] (write-ahead that shares one write with other
+    /// connections' records).
     pub fn event(
-        &self,
-        s: &SessionInfo,
-        kind: AuditKind,
-        command: Option<AuditCommand>,
-        decision: Option<AuditDecision>,
-        outcome: Option<AuditOutcome>,
-        durable: bool,
-    ) -> Result<(), AuditError> {
-        self.event_ticket(s, kind, command, decision, outcome, durable)
-            .map(|_| ())
-    }
-
-    /// [`AuditLog::event`], returning the line's number: with `durable`
-    /// false, a ticket for [`AuditLog::durable`] (write-ahead that shares
-    /// one write with other connections' records).
-    pub fn event_ticket(
         &self,
         s: &SessionInfo,
         kind: AuditKind,

@@ -446,6 +446,7 @@ async fn handle(
                 None,
                 false,
                 format!("ambiguous request path: {e}"),
+                true,
             );
             ctx.http_metrics.request("deny", StatusCode::BAD_REQUEST);
             return error_response(
@@ -512,6 +513,7 @@ async fn handle(
                     None,
                     false,
                     message.clone(),
+                    true,
                 );
                 ctx.http_metrics.request("deny", status);
                 return error_response(status, error, message);
@@ -577,6 +579,7 @@ async fn handle(
                 decision.rule.clone(),
                 decision.dry_run,
                 decision.reason.clone(),
+                true,
             );
             ctx.http_metrics.request(label, StatusCode::FORBIDDEN);
             let body = if refused == Action::RequireApproval {
@@ -604,7 +607,7 @@ async fn handle(
     // Write-ahead: no record, no request (the record may share one write
     // with other connections' records: see AuditLog::durable).
     let written = match &approved {
-        None => match audit_decision_ticket(
+        None => match audit_decision(
             ctx,
             session,
             cmd.clone(),
@@ -618,20 +621,23 @@ async fn handle(
             Ok(ticket) => ctx.audit.durable(ticket).await,
             Err(e) => Err(e),
         },
-        Some(note) => ctx.audit.event(
-            session,
-            AuditKind::Statement,
-            Some(cmd.clone()),
-            Some(AuditDecision {
-                action: Action::RequireApproval,
-                policy: decision.enforced_policy.clone().or(decision.policy.clone()),
-                rule: decision.enforced_rule.clone().or(decision.rule.clone()),
-                dry_run: false,
-                reason: Some(format!("{} (http protocol); {note}", decision.reason)),
-            }),
-            None,
-            true,
-        ),
+        Some(note) => ctx
+            .audit
+            .event(
+                session,
+                AuditKind::Statement,
+                Some(cmd.clone()),
+                Some(AuditDecision {
+                    action: Action::RequireApproval,
+                    policy: decision.enforced_policy.clone().or(decision.policy.clone()),
+                    rule: decision.enforced_rule.clone().or(decision.rule.clone()),
+                    dry_run: false,
+                    reason: Some(format!("{} (http protocol); {note}", decision.reason)),
+                }),
+                None,
+                true,
+            )
+            .map(|_| ()),
     };
     if let Err(e) = written {
         ctx.http_metrics
@@ -806,6 +812,7 @@ impl RefusalRecord<'_> {
             self.rule.clone(),
             false,
             why,
+            true,
         );
         self.ctx.http_metrics.request("requireApproval", status);
         json_response(status, body)
@@ -997,27 +1004,10 @@ async fn approve(
     }
 }
 
+/// A request's decision record, written now when `durable`, else left
+/// pending: the returned ticket is for [`crate::audit::AuditLog::durable`].
 #[allow(clippy::too_many_arguments)]
 fn audit_decision(
-    ctx: &HttpContext,
-    session: &SessionInfo,
-    cmd: AuditCommand,
-    action: Action,
-    policy: Option<String>,
-    rule: Option<String>,
-    dry_run: bool,
-    reason: String,
-) -> Result<(), crate::audit::AuditError> {
-    audit_decision_ticket(
-        ctx, session, cmd, action, policy, rule, dry_run, reason, true,
-    )
-    .map(|_| ())
-}
-
-/// [`audit_decision`], written now when `durable`, else left pending: the
-/// returned ticket is for [`crate::audit::AuditLog::durable`].
-#[allow(clippy::too_many_arguments)]
-fn audit_decision_ticket(
     ctx: &HttpContext,
     session: &SessionInfo,
     cmd: AuditCommand,
@@ -1033,7 +1023,7 @@ fn audit_decision_ticket(
     } else {
         AuditKind::Denial
     };
-    ctx.audit.event_ticket(
+    ctx.audit.event(
         session,
         kind,
         Some(cmd),
