@@ -893,7 +893,8 @@ const AUDIT_BATCH: usize = 1_000;
 /// events' lines as they were written, and the last head per Connection of
 /// the batch. The lines are copied, not parsed and serialised again.
 fn audit_body(stream: &str, events: &[Forwarded]) -> Vec<u8> {
-    let mut heads: BTreeMap<&str, AuditHead> = BTreeMap::new();
+    // The last event of each Connection names its head.
+    let mut last: BTreeMap<&str, &Forwarded> = BTreeMap::new();
     let mut body = Vec::with_capacity(events.iter().map(|e| e.line.len() + 1).sum::<usize>() + 256);
     body.extend_from_slice(b"{\"events\":[");
     for (i, e) in events.iter().enumerate() {
@@ -902,21 +903,21 @@ fn audit_body(stream: &str, events: &[Forwarded]) -> Vec<u8> {
         }
         body.extend_from_slice(e.line.as_bytes());
         if let Some(c) = &e.connection {
-            heads.insert(
-                c,
-                AuditHead {
-                    connection: c.to_string(),
-                    head: ChainHead {
-                        stream: stream.to_string(),
-                        seq: e.seq,
-                        hash: e.hash.clone(),
-                    },
-                },
-            );
+            last.insert(c, e);
         }
     }
     body.extend_from_slice(b"],\"heads\":");
-    let heads: Vec<AuditHead> = heads.into_values().collect();
+    let heads: Vec<AuditHead> = last
+        .into_iter()
+        .map(|(c, e)| AuditHead {
+            connection: c.to_string(),
+            head: ChainHead {
+                stream: stream.to_string(),
+                seq: e.seq,
+                hash: e.hash.clone(),
+            },
+        })
+        .collect();
     // A Vec of plain structs of strings and integers always serialises.
     let _ = serde_json::to_writer(&mut body, &heads);
     body.push(b'}');
