@@ -171,11 +171,7 @@ pub struct OpenConnection(Arc<AuditLog>);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        let _ = self.0.open_sessions.fetch_update(
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-            |n| n.checked_sub(1),
-        );
+        self.0.session_closed();
     }
 }
 
@@ -522,9 +518,23 @@ impl AuditLog {
     /// open sessions until the guard is dropped: with more than one open,
     /// [`AuditLog::durable`] groups their records into one write.
     pub fn open_connection(self: &Arc<Self>) -> OpenConnection {
+        self.session_opened();
+        OpenConnection(self.clone())
+    }
+
+    /// One more open session (see [`AuditLog::durable`]).
+    fn session_opened(&self) {
         self.open_sessions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        OpenConnection(self.clone())
+    }
+
+    /// One open session fewer (never below zero).
+    fn session_closed(&self) {
+        let _ = self.open_sessions.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| n.checked_sub(1),
+        );
     }
 
     /// A session was refused (not bound, upstream unreachable).
@@ -562,8 +572,7 @@ impl AuditLog {
         });
         self.write(d)?;
         // Counted once on record (a refused session never ends one).
-        self.open_sessions
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.session_opened();
         Ok(())
     }
 
@@ -574,11 +583,7 @@ impl AuditLog {
         duration: Duration,
         error: Option<&str>,
     ) -> Result<(), AuditError> {
-        let _ = self.open_sessions.fetch_update(
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-            |n| n.checked_sub(1),
-        );
+        self.session_closed();
         let mut d = self.draft(s, AuditKind::SessionEnd);
         d.outcome = Some(AuditOutcome {
             rows: None,
