@@ -182,6 +182,14 @@ impl Metrics {
         counter.inc();
     }
 
+    /// A statement an approval rule caught ran after its approval. It counts
+    /// under `requireApproval`, like every statement such a rule catches
+    /// (and like an approved HTTP request); `sluice_approvals_total` says
+    /// which of them ran.
+    pub fn approved_run(&self) {
+        self.approval.inc();
+    }
+
     /// A step of a statement's approval.
     pub fn approval(&self, step: ApprovalStep) {
         self.approvals.get_or_create(&ApprovalLabels { step }).inc();

@@ -626,6 +626,12 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
         metrics.contains("sluice_approvals_total{step=\"granted\"} 1"),
         "{metrics}"
     );
+    // Every statement the rule caught, the approved run included, counts
+    // under requireApproval.
+    assert!(
+        metrics.contains("sluice_statements_total{decision=\"requireApproval\"} 5"),
+        "{metrics}"
+    );
     drop(running);
 }
 

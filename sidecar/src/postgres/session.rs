@@ -872,9 +872,7 @@ impl ClientLoop {
                     comment: None,
                 };
                 // Write-ahead: the approval and the run are on record first.
-                self.ctx
-                    .audit
-                    .approval(
+                let recorded = self.ctx.audit.approval(
                         &self.session,
                         decided,
                         AuditKind::Approval,
@@ -882,9 +880,14 @@ impl ClientLoop {
                         format!(
                             "approved by {who} in AccessRequest {request}; runs once ({protocol} protocol)"
                         ),
-                    )
-                    .err()
-                    .map(|e| Refusal::audit_failed(&e))
+                    );
+                match recorded {
+                    Ok(()) => {
+                        self.ctx.metrics.approved_run();
+                        None
+                    }
+                    Err(e) => Some(Refusal::audit_failed(&e)),
+                }
             }
             ApprovalOutcome::Refused {
                 request,
