@@ -75,33 +75,9 @@ pub const SIDECAR_UID: i64 = 65532;
 /// Name of the sidecar's admin port (probes, metrics). At most 15 characters.
 pub const ADMIN_PORT_NAME: &str = "sluice-admin";
 
-/// Environment variables the injected sidecar reads.
-pub mod env {
-    /// HTTPS URL of the operator's gateway API.
-    pub const GATEWAY_URL: &str = "SLUICE_GATEWAY_URL";
-    /// Path of the projected service-account token.
-    pub const TOKEN_FILE: &str = "SLUICE_TOKEN_FILE";
-    /// PEM of the operator's CA, which signs the gateway's serving certificate.
-    pub const CA_PEM: &str = "SLUICE_CA_PEM";
-    /// Connections the sidecar serves, comma separated.
-    pub const CONNECTIONS: &str = "SLUICE_CONNECTIONS";
-    /// Address of the admin server (`/readyz`, `/healthz`, `/metrics`).
-    pub const ADMIN_ADDR: &str = "SLUICE_ADMIN_ADDR";
-    /// Pod name, from the downward API.
-    pub const POD_NAME: &str = "SLUICE_POD_NAME";
-    /// Pod namespace, from the downward API.
-    pub const POD_NAMESPACE: &str = "SLUICE_POD_NAMESPACE";
-    /// Pod UID, from the downward API.
-    pub const POD_UID: &str = "SLUICE_POD_UID";
-    /// The pod's service account, from the downward API.
-    pub const SERVICE_ACCOUNT: &str = "SLUICE_SERVICE_ACCOUNT";
-    /// Optional: seconds the upstream of an http Connection has to answer.
-    pub const HTTP_TIMEOUT: &str = "SLUICE_HTTP_TIMEOUT";
-    /// Optional: largest request body buffered for `jsonBody` rules, in bytes.
-    pub const HTTP_MAX_BODY: &str = "SLUICE_HTTP_MAX_BODY";
-    /// Optional: `true` offers only HTTP/1.1 to upstreams.
-    pub const HTTP_UPSTREAM_HTTP1_ONLY: &str = "SLUICE_HTTP_UPSTREAM_HTTP1_ONLY";
-}
+/// Environment variables the injected sidecar reads (defined beside the
+/// gateway API, which the sidecar shares).
+pub use sluice_policy::gateway::env;
 
 /// Everything [`inject`] needs besides the pod, resolved by the webhook.
 #[derive(Clone, Debug, PartialEq)]

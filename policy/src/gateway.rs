@@ -12,6 +12,41 @@ use sluice_crds::{
     AccessPolicy, AccessRequest, Command, ConnectionSpec, RequestDecision, RequestPhase, Verdict,
 };
 
+/// The environment variables of the sidecar's run mode: the operator's
+/// injection webhook sets them, the sidecar reads them. One list, so the two
+/// cannot drift apart.
+pub mod env {
+    /// HTTPS URL of the operator's gateway API.
+    pub const GATEWAY_URL: &str = "SLUICE_GATEWAY_URL";
+    /// Path of the projected service-account token.
+    pub const TOKEN_FILE: &str = "SLUICE_TOKEN_FILE";
+    /// PEM of the operator's CA, which signs the gateway's serving certificate.
+    pub const CA_PEM: &str = "SLUICE_CA_PEM";
+    /// Instead of [`CA_PEM`]: a file holding that PEM (not set by the webhook).
+    pub const CA_FILE: &str = "SLUICE_CA_FILE";
+    /// Connections the sidecar serves, comma separated.
+    pub const CONNECTIONS: &str = "SLUICE_CONNECTIONS";
+    /// Address of the admin server (`/readyz`, `/healthz`, `/metrics`).
+    pub const ADMIN_ADDR: &str = "SLUICE_ADMIN_ADDR";
+    /// Pod name, from the downward API.
+    pub const POD_NAME: &str = "SLUICE_POD_NAME";
+    /// Pod namespace, from the downward API.
+    pub const POD_NAMESPACE: &str = "SLUICE_POD_NAMESPACE";
+    /// Read when [`POD_NAMESPACE`] is not set (not set by the webhook).
+    pub const NAMESPACE: &str = "SLUICE_NAMESPACE";
+    /// Pod UID, from the downward API.
+    pub const POD_UID: &str = "SLUICE_POD_UID";
+    /// The pod's service account, from the downward API.
+    pub const SERVICE_ACCOUNT: &str = "SLUICE_SERVICE_ACCOUNT";
+    /// Optional: seconds the upstream of an http Connection has to answer
+    /// (and at most between two pieces of a body).
+    pub const HTTP_TIMEOUT: &str = "SLUICE_HTTP_TIMEOUT";
+    /// Optional: largest request body buffered to decide `jsonBody` rules, in bytes.
+    pub const HTTP_MAX_BODY: &str = "SLUICE_HTTP_MAX_BODY";
+    /// Optional: `true` offers only HTTP/1.1 to the upstreams of http Connections.
+    pub const HTTP_UPSTREAM_HTTP1_ONLY: &str = "SLUICE_HTTP_UPSTREAM_HTTP1_ONLY";
+}
+
 /// `POST /v1/token` request.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

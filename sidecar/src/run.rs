@@ -132,11 +132,9 @@ impl RunConfig {
     /// [`RunConfig::from_env`] with the variables looked up by `lookup`.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, RunError> {
         let var = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
-        let gateway_url =
-            var("SLUICE_GATEWAY_URL").ok_or(RunError::MissingEnv("SLUICE_GATEWAY_URL"))?;
-        let token_file =
-            var("SLUICE_TOKEN_FILE").ok_or(RunError::MissingEnv("SLUICE_TOKEN_FILE"))?;
-        let ca_pem = match (var("SLUICE_CA_PEM"), var("SLUICE_CA_FILE")) {
+        let gateway_url = var(env::GATEWAY_URL).ok_or(RunError::MissingEnv(env::GATEWAY_URL))?;
+        let token_file = var(env::TOKEN_FILE).ok_or(RunError::MissingEnv(env::TOKEN_FILE))?;
+        let ca_pem = match (var(env::CA_PEM), var(env::CA_FILE)) {
             (Some(pem), _) => pem,
             (None, Some(path)) => {
                 std::fs::read_to_string(&path).map_err(|source| RunError::ReadFile {
@@ -148,7 +146,7 @@ impl RunConfig {
             (None, None) => return Err(RunError::MissingEnv("SLUICE_CA_PEM or SLUICE_CA_FILE")),
         };
         let mut cfg = RunConfig::new(gateway_url, PathBuf::from(token_file), ca_pem);
-        cfg.connections = var("SLUICE_CONNECTIONS").map(|v| {
+        cfg.connections = var(env::CONNECTIONS).map(|v| {
             v.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
@@ -156,13 +154,13 @@ impl RunConfig {
                 .collect()
         });
         if let (Some(ns), Some(sa), Some(pod)) = (
-            var("SLUICE_POD_NAMESPACE").or_else(|| var("SLUICE_NAMESPACE")),
-            var("SLUICE_SERVICE_ACCOUNT"),
-            var("SLUICE_POD_NAME"),
+            var(env::POD_NAMESPACE).or_else(|| var(env::NAMESPACE)),
+            var(env::SERVICE_ACCOUNT),
+            var(env::POD_NAME),
         ) {
             cfg.expected_identity = Some((ns, sa, pod));
         }
-        if let Some(addr) = var("SLUICE_ADMIN_ADDR") {
+        if let Some(addr) = var(env::ADMIN_ADDR) {
             cfg.admin_addr = Some(
                 addr.parse()
                     .map_err(|_| RunError::BadAdminAddr(addr.clone()))?,
@@ -206,17 +204,9 @@ impl RunConfig {
     }
 }
 
-/// The environment variables of run mode's optional HTTP settings (the
-/// operator's injection webhook sets them from its settings file).
-pub mod env {
-    /// Seconds the upstream of an http Connection has to answer (and at most
-    /// between two pieces of a body).
-    pub const HTTP_TIMEOUT: &str = "SLUICE_HTTP_TIMEOUT";
-    /// Largest request body buffered to decide `jsonBody` rules, in bytes.
-    pub const HTTP_MAX_BODY: &str = "SLUICE_HTTP_MAX_BODY";
-    /// `true`: offer only HTTP/1.1 to the upstreams of http Connections.
-    pub const HTTP_UPSTREAM_HTTP1_ONLY: &str = "SLUICE_HTTP_UPSTREAM_HTTP1_ONLY";
-}
+/// The environment variables of run mode (the operator's injection webhook
+/// sets them; one list shared with it).
+pub use sluice_policy::gateway::env;
 
 /// Why run mode could not start.
 #[derive(Debug, thiserror::Error)]
