@@ -987,6 +987,18 @@ impl PolicySet {
 
     /// Which result columns of `stmt` to mask, given the server's description of them.
     pub fn mask_plan(&self, stmt: &Statement, output: &[OutputColumn]) -> MaskPlan {
+        self.mask_plan_using(stmt, output, &self.columns)
+    }
+
+    /// [`PolicySet::mask_plan`] with `matcher` (this set's matcher extended by
+    /// [`ColumnMatcher::with_columns`], e.g. with the masked columns of the views
+    /// the statement reads) in place of the set's own.
+    pub fn mask_plan_using(
+        &self,
+        stmt: &Statement,
+        output: &[OutputColumn],
+        matcher: &ColumnMatcher,
+    ) -> MaskPlan {
         if self.mask_everything {
             let all = ColumnMask::Mask {
                 rule: self.maskers.len(),
@@ -996,15 +1008,26 @@ impl PolicySet {
                 columns: vec![all; output.len()],
             };
         }
-        crate::mask_plan::plan_rows(&stmt.ast, output, &self.columns)
+        crate::mask_plan::plan_rows(&stmt.ast, output, matcher)
     }
 
     /// How to mask `COPY … TO STDOUT`, or why it must be refused.
     pub fn copy_plan(&self, stmt: &Statement, table_columns: Option<&[String]>) -> CopyPlan {
+        self.copy_plan_using(stmt, table_columns, &self.columns)
+    }
+
+    /// [`PolicySet::copy_plan`] with `matcher` in place of the set's own (see
+    /// [`PolicySet::mask_plan_using`]).
+    pub fn copy_plan_using(
+        &self,
+        stmt: &Statement,
+        table_columns: Option<&[String]>,
+        matcher: &ColumnMatcher,
+    ) -> CopyPlan {
         if self.mask_everything {
             return CopyPlan::Deny("masking rules could not be combined".into());
         }
-        crate::mask_plan::plan_copy(&stmt.ast, &self.columns, table_columns)
+        crate::mask_plan::plan_copy(&stmt.ast, matcher, table_columns)
     }
 
     /// The column matcher (for callers that resolve origins themselves).

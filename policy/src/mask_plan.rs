@@ -44,9 +44,14 @@
 //! - An unqualified column name that several in-scope relations (or enclosing query
 //!   levels) might provide counts as masked if any of them could provide a masked
 //!   column of that name.
-//! - Views: the server reports a view's columns with the *view* as origin, and the
-//!   view's definition is not visible here. A glob must name the view's columns
-//!   (`customer_view.ssn`) to mask them; expressions inside the view are not seen.
+//! - Views: the server reports a view's columns with the *view* as origin. The
+//!   PostgreSQL sidecar looks up the definition of every view (and materialized view)
+//!   a statement reads, plans it with [`plan_view`], and extends the matcher with the
+//!   view's masked columns ([`ColumnMatcher::with_columns`]), views over views
+//!   included. Where the definition cannot be looked up (a view the sidecar's own
+//!   catalog session cannot see, e.g. a temporary view of the client's session, or a
+//!   name the client's `search_path` resolves differently), a glob must name the
+//!   view's columns (`customer_view.ssn`) to mask them.
 //! - User-defined functions are opaque: a scalar function that reads a table
 //!   internally is not seen (deny such functions with `functions` rules, or rely on
 //!   detectors). Set-returning functions in `FROM` other than well-known built-ins
@@ -200,6 +205,52 @@ impl ColumnMatcher {
             .filter(|g| schema_matches(g, schema) && g.table.is_match(table))
             .map(|g| g.rule)
             .min()
+    }
+
+    /// This matcher plus exact entries for columns found elsewhere to carry
+    /// masked values: a view's columns (see [`plan_view`]). Each entry is
+    /// `(schema, table, column, rule)` and matches that column by name, as
+    /// written (case ignored, like globs); glob characters in it are literal. An
+    /// empty column matches every column of that table.
+    pub fn with_columns(&self, extra: &[(String, String, String, usize)]) -> Self {
+        let mut globs = self.globs.clone();
+        for (schema, table, column, rule) in extra {
+            let exact = |text: &str| {
+                GlobBuilder::new(&globset::escape(text))
+                    .case_insensitive(true)
+                    .literal_separator(false)
+                    .build()
+                    .map(|g| g.compile_matcher())
+            };
+            // An escaped name always compiles; should it not, the entry
+            // becomes a glob for every column of every table of the
+            // schema (masking more, never less).
+            let any = || GlobBuilder::new("*").build().map(|g| g.compile_matcher());
+            let (Ok(schema_m), Ok(table_m), Ok(column_m)) = (
+                exact(schema).or_else(|_| any()),
+                exact(table).or_else(|_| any()),
+                if column.is_empty() {
+                    any()
+                } else {
+                    exact(column).or_else(|_| any())
+                },
+            ) else {
+                continue;
+            };
+            globs.push(ColumnGlob {
+                schema: Some(schema_m),
+                table: table_m,
+                column: column_m,
+                rule: *rule,
+            });
+        }
+        Self { globs }
+    }
+
+    /// The lowest rule index of all: the rule applied to values whose source cannot be
+    /// known at all.
+    pub fn strongest_rule(&self) -> Option<usize> {
+        self.lowest_rule()
     }
 
     /// The lowest rule index of all, for values whose source cannot be known at all.
@@ -2236,6 +2287,42 @@ pub fn plan_rows(stmt: &Statement, output: &[OutputColumn], matcher: &ColumnMatc
     }
 }
 
+/// Which columns of a view (or materialized view) carry masked values: its
+/// definition `stmt` (as `pg_get_viewdef` gives it) planned like a statement whose
+/// result has the view's columns, `columns` by name, in order. The server reports a
+/// view's columns with the view as their origin, so without this a glob on the base
+/// table would not mask `SELECT ssn FROM customer_view`. Returns `(column, rule)` for
+/// each masked column; a definition whose shape does not match the columns masks them
+/// all with the strongest rule.
+pub fn plan_view(
+    stmt: &Statement,
+    columns: &[String],
+    matcher: &ColumnMatcher,
+) -> Vec<(String, usize)> {
+    let output: Vec<OutputColumn> = columns
+        .iter()
+        .map(|name| OutputColumn {
+            name: name.clone(),
+            origin: None,
+        })
+        .collect();
+    let plan = plan_rows(stmt, &output, matcher);
+    if plan.columns.len() != columns.len() {
+        return match matcher.lowest_rule() {
+            Some(rule) => columns.iter().map(|c| (c.clone(), rule)).collect(),
+            None => Vec::new(),
+        };
+    }
+    columns
+        .iter()
+        .zip(plan.columns)
+        .filter_map(|(c, m)| match m {
+            ColumnMask::Clear => None,
+            ColumnMask::Mask { rule, .. } => Some((c.clone(), rule)),
+        })
+        .collect()
+}
+
 /// Plan for COPY ... TO STDOUT: either per-column masks (COPY t (a,b) TO / COPY (query) TO), or
 /// Deny with a reason when it cannot tell (e.g. COPY t TO STDOUT with no column list on a table
 /// that may have masked columns and `table_columns` is None). `table_columns` are the table's
@@ -2368,6 +2455,61 @@ mod tests {
         // A `*` never spans a dot: `*.password_hash` does not read as "any prefix".
         let m = matcher(&[("*.hash", 0)]);
         assert_eq!(m.match_column(None, "users", "password_hash"), None);
+    }
+
+    #[test]
+    fn view_columns_come_from_the_view_definition() {
+        let parse = |sql: &str| {
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0)
+        };
+        let names = |cols: &[&str]| cols.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+        let m = matcher(&[("customers.ssn", 1), ("*.pin", 0)]);
+        // What pg_get_viewdef gives: `*` expanded, names qualified.
+        let def = parse(
+            "SELECT customers.id, upper(customers.ssn) AS s, customers.name, to_jsonb(c.*) AS j \
+             FROM customers c",
+        );
+        assert_eq!(
+            plan_view(&def, &names(&["id", "s", "name", "j"]), &m),
+            vec![("s".to_owned(), 1), ("j".to_owned(), 0)]
+        );
+        // A definition whose shape does not match the columns masks them all.
+        let def = parse("SELECT customers.id FROM customers");
+        assert_eq!(
+            plan_view(&def, &names(&["id", "x"]), &m),
+            vec![("id".to_owned(), 0), ("x".to_owned(), 0)]
+        );
+        // A view over that view: its columns join the matcher.
+        let extended = m.with_columns(&[
+            ("public".into(), "v".into(), "s".into(), 1),
+            ("other".into(), "Odd*View".into(), String::new(), 0),
+        ]);
+        assert_eq!(extended.match_column(Some("public"), "v", "s"), Some(1));
+        assert_eq!(extended.match_column(Some("public"), "V", "S"), Some(1));
+        assert_eq!(extended.match_column(Some("public"), "v", "id"), None);
+        assert_eq!(extended.match_column(Some("other"), "v", "s"), None);
+        // (`*.pin`, rule 0, could match a column of any table.)
+        assert_eq!(extended.table_may_have_masked(Some("public"), "v"), Some(0));
+        let only_views =
+            ColumnMatcher::default().with_columns(&[("public".into(), "v".into(), "s".into(), 1)]);
+        assert_eq!(
+            only_views.table_may_have_masked(Some("public"), "v"),
+            Some(1)
+        );
+        assert_eq!(only_views.table_may_have_masked(Some("public"), "w"), None);
+        // Names are literal, not globs; an empty column is every column.
+        assert_eq!(
+            extended.match_column(Some("other"), "Odd*View", "a"),
+            Some(0)
+        );
+        assert_eq!(extended.match_column(Some("other"), "OddView", "a"), None);
+        let def = parse("SELECT v.id, lower(v.s) AS t FROM v");
+        assert_eq!(
+            plan_view(&def, &names(&["id", "t"]), &extended),
+            vec![("t".to_owned(), 1)]
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use bytes::BytesMut;
 use sluice_crds::{Action, Approval, ApprovalMode, MaskStrategy, MaxRowsAction, StatementKind};
 use sluice_policy::engine::{CompiledPolicy, Decision, Identity, PolicySet, SqlDecision};
 use sluice_policy::gateway::ApprovalAsk;
-use sluice_policy::mask_plan::{ColumnMask, ColumnOrigin, CopyPlan, MaskReason, OutputColumn};
+use sluice_policy::mask_plan::{
+    ColumnMask, ColumnMatcher, ColumnOrigin, CopyPlan, MaskReason, OutputColumn,
+};
 use sluice_policy::sql::{SqlDialect, Statement};
 
 use crate::postgres::catalog::Origin;
@@ -837,11 +839,21 @@ impl Masking {
     /// The mask of a result: `stmt` is the statement that produced it (when
     /// known), `origins` the resolved origin of each column (`None` when the
     /// lookup failed: every column is then masked).
+    /// The column matcher of the masking rules in force (for
+    /// [`crate::postgres::catalog::Catalog::view_columns`]).
+    pub fn column_matcher(&self) -> &ColumnMatcher {
+        self.set.column_matcher()
+    }
+
+    /// The mask of a result with `columns`, whose origins the catalog
+    /// resolved (`None`: it could not). `views`: the masking rules' matcher
+    /// extended with the masked columns of the views the statement reads.
     pub fn row_mask(
         &self,
         stmt: Option<(&Decided, usize)>,
         columns: &[Column],
         origins: Option<&[Option<Origin>]>,
+        views: Option<&ColumnMatcher>,
     ) -> RowMask {
         let strongest = 0;
         let Some(origins) = origins else {
@@ -885,7 +897,10 @@ impl Masking {
                 }),
             })
             .collect();
-        let plan = self.set.mask_plan(statement, &output);
+        let plan = match views {
+            Some(matcher) => self.set.mask_plan_using(statement, &output, matcher),
+            None => self.set.mask_plan(statement, &output),
+        };
         let masks = plan
             .columns
             .iter()
@@ -904,11 +919,16 @@ impl Masking {
         decided: &Decided,
         index: usize,
         table_columns: Option<&[String]>,
+        views: Option<&ColumnMatcher>,
     ) -> Result<Option<CopyMask>, Refusal> {
         let Some(stmt) = decided.statement(index) else {
             return Ok(None);
         };
-        match self.set.copy_plan(stmt, table_columns) {
+        let plan = match views {
+            Some(matcher) => self.set.copy_plan_using(stmt, table_columns, matcher),
+            None => self.set.copy_plan(stmt, table_columns),
+        };
+        match plan {
             CopyPlan::Deny(why) => Err(Refusal::plain(&format!(
                 "COPY refused by Sluice: masking applies and {why}"
             ))),

@@ -200,6 +200,67 @@ async fn driver_sees_masked_values_of_the_right_shape() {
     assert!(!out.contains(SSN) && out.contains("Alice"), "{out}");
 }
 
+/// The server names a view, not its base table, as a view column's origin;
+/// the sidecar reads the view's definition to follow the masked column.
+#[tokio::test]
+async fn masked_columns_read_through_views_are_masked() {
+    let sidecar = setup("mask_views").await;
+    let pg = server();
+    let admin = connect(&pg.admin_url(&db_name("mask_views"))).await;
+    admin
+        .batch_execute(
+            "CREATE VIEW v_all AS SELECT * FROM customers;
+             CREATE VIEW v_expr AS SELECT id, upper(ssn) AS s, name FROM customers;
+             CREATE VIEW v_nested AS SELECT id, s AS t FROM v_expr;
+             CREATE VIEW v_row AS SELECT id, to_jsonb(c) AS j FROM customers c;
+             CREATE VIEW v_clean AS SELECT id, name FROM customers;
+             CREATE SCHEMA other;
+             CREATE VIEW other.\"Mixed View\" AS SELECT id, ssn FROM customers;
+             CREATE MATERIALIZED VIEW mv AS SELECT id, ssn, password_hash FROM customers;",
+        )
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "SELECT ssn FROM v_all",
+        "SELECT * FROM v_all",
+        "SELECT lower(ssn) FROM v_all",
+        "SELECT v FROM v_all v",
+        "SELECT row_to_json(v) FROM v_all v",
+        "SELECT s FROM v_expr",
+        "SELECT reverse(s) FROM v_expr",
+        "SELECT * FROM v_nested",
+        "SELECT j FROM v_row",
+        "SELECT ssn FROM other.\"Mixed View\"",
+        "SELECT * FROM mv",
+        "SELECT x FROM (SELECT t AS x FROM v_nested) sub",
+        "COPY (SELECT id, t FROM v_nested) TO STDOUT",
+    ] {
+        for bytes in [
+            raw.simple(sql),
+            raw.extended(sql, false),
+            raw.extended(sql, true),
+        ] {
+            assert!(
+                !contains(&bytes, "SERROR"),
+                "{sql}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert_no_leak(&bytes, sql);
+            if !sql.starts_with("COPY") {
+                assert!(bytes.contains(&b'D'), "{sql}: no row");
+            }
+        }
+    }
+    // A view that reads no masked column is not masked.
+    let (ok, out, err) = psql(sidecar.port, &["-At", "-c", "SELECT id, name FROM v_clean"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1|Alice");
+    let (ok, out, err) = psql(sidecar.port, &["-At", "-c", "SELECT id, name FROM v_expr"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1|Alice");
+}
+
 #[tokio::test]
 async fn copy_to_stdout_is_masked_or_refused() {
     let sidecar = setup("mask_copy").await;

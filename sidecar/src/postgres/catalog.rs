@@ -8,10 +8,45 @@
 //! price is that a table created inside the client's still-open transaction
 //! is not visible yet: such columns resolve to "unknown" and are masked whole.
 //! Results are cached for the session.
+//!
+//! It also looks up the views (and materialized views) a statement reads, so
+//! that masking follows a masked column through a view: the server names the
+//! view, not its base table, as a view column's origin (see
+//! [`Catalog::view_columns`]).
 
 use std::collections::{HashMap, HashSet};
 
+use sluice_policy::mask_plan::{self, ColumnMatcher};
+use sluice_policy::sql::{self, SqlDialect};
+
 use super::upstream::{self, UpstreamConfig, UpstreamError, UpstreamSession};
+
+/// How deep views over views are followed; deeper ones are masked whole.
+const MAX_VIEW_DEPTH: usize = 16;
+
+/// A relation a statement reads, as the catalog session sees it.
+#[derive(Debug, Clone)]
+struct Relation {
+    schema: String,
+    name: String,
+    /// For a view or materialized view: its columns in order and its
+    /// definition (`pg_get_viewdef`).
+    view: Option<(Vec<String>, String)>,
+}
+
+/// A column of a view that carries masked values: (schema, view, column, rule).
+pub type ViewColumn = (String, String, String, usize);
+
+/// `name` as `to_regclass` reads it: each dot-separated part double-quoted.
+/// Names come normalised from the SQL classifier (unquoted ones lower-cased,
+/// quoted ones as written).
+fn regclass_text(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
 
 /// Where a result column comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +72,8 @@ pub struct Catalog {
     upstream: UpstreamConfig,
     session: Option<UpstreamSession>,
     tables: HashMap<u32, Option<TableInfo>>,
+    /// By `regclass_text`; `None` when the catalog session cannot see it.
+    relations: HashMap<String, Option<Relation>>,
 }
 
 impl Catalog {
@@ -46,6 +83,7 @@ impl Catalog {
             upstream,
             session: None,
             tables: HashMap::new(),
+            relations: HashMap::new(),
         }
     }
 
@@ -127,6 +165,173 @@ impl Catalog {
                 })
             })
             .collect())
+    }
+
+    /// The columns that carry masked values of every view (or materialized
+    /// view) among `tables` (names as [`sql::Statement::tables`] gives them)
+    /// and `origins` (schema, table), views read by those views included:
+    /// each view's definition is planned with `matcher`, extended by the
+    /// columns found so far for the views it reads. A definition that cannot
+    /// be parsed, or views nested deeper than [`MAX_VIEW_DEPTH`], mask every
+    /// column of the view. Empty when no view is read.
+    pub async fn view_columns(
+        &mut self,
+        tables: &[String],
+        origins: &[(&str, &str)],
+        matcher: &ColumnMatcher,
+    ) -> Result<Vec<ViewColumn>, UpstreamError> {
+        let mut wanted: Vec<String> = tables
+            .iter()
+            .map(|t| regclass_text(&t.split('.').collect::<Vec<_>>()))
+            .chain(origins.iter().map(|(s, t)| regclass_text(&[s, t])))
+            .collect();
+        // Look up the relations, then the relations their definitions read.
+        let mut parsed: HashMap<String, Option<(sql::Statement, Vec<String>)>> = HashMap::new();
+        let mut depth = 0;
+        while !wanted.is_empty() && depth <= MAX_VIEW_DEPTH {
+            self.lookup(&wanted).await?;
+            let mut next = Vec::new();
+            for key in &wanted {
+                let Some(Some(Relation {
+                    view: Some((_, definition)),
+                    ..
+                })) = self.relations.get(key)
+                else {
+                    continue;
+                };
+                if parsed.contains_key(key) {
+                    continue;
+                }
+                let statement = sql::parse(definition, SqlDialect::Postgres)
+                    .ok()
+                    .filter(|s| s.len() == 1)
+                    .and_then(|mut s| s.pop());
+                let reads = statement.as_ref().map(|s| {
+                    s.tables
+                        .iter()
+                        .map(|t| regclass_text(&t.split('.').collect::<Vec<_>>()))
+                        .collect::<Vec<_>>()
+                });
+                next.extend(reads.iter().flatten().cloned());
+                parsed.insert(key.clone(), statement.zip(reads));
+            }
+            wanted = next;
+            depth += 1;
+        }
+        // Plan each view after the views it reads.
+        let mut out = Vec::new();
+        let mut planned: HashMap<String, Vec<ViewColumn>> = HashMap::new();
+        let roots: Vec<String> = tables
+            .iter()
+            .map(|t| regclass_text(&t.split('.').collect::<Vec<_>>()))
+            .chain(origins.iter().map(|(s, t)| regclass_text(&[s, t])))
+            .collect();
+        for root in roots {
+            self.plan_view(&root, &parsed, matcher, &mut planned, 0);
+            if let Some(columns) = planned.get(&root) {
+                out.extend(columns.iter().cloned());
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Plans view `key` (and, first, the views it reads) into `planned`.
+    fn plan_view(
+        &self,
+        key: &str,
+        parsed: &HashMap<String, Option<(sql::Statement, Vec<String>)>>,
+        matcher: &ColumnMatcher,
+        planned: &mut HashMap<String, Vec<ViewColumn>>,
+        depth: usize,
+    ) {
+        if planned.contains_key(key) {
+            return;
+        }
+        let Some(Some(Relation {
+            schema,
+            name,
+            view: Some((columns, _)),
+        })) = self.relations.get(key)
+        else {
+            return;
+        };
+        // Marks the view while its reads are planned (PostgreSQL has no
+        // cyclic views; this only guards the walk).
+        planned.insert(key.to_string(), Vec::new());
+        // An empty column name stands for every column of the view.
+        let every = |rule: usize| -> Vec<ViewColumn> {
+            vec![(schema.clone(), name.clone(), String::new(), rule)]
+        };
+        let found = match parsed.get(key) {
+            Some(Some((statement, reads))) if depth < MAX_VIEW_DEPTH && !columns.is_empty() => {
+                let mut inner = Vec::new();
+                for read in reads {
+                    self.plan_view(read, parsed, matcher, planned, depth + 1);
+                    if let Some(c) = planned.get(read) {
+                        inner.extend(c.iter().cloned());
+                    }
+                }
+                let extended = matcher.with_columns(&inner);
+                mask_plan::plan_view(&statement.ast, columns, &extended)
+                    .into_iter()
+                    .map(|(c, rule)| (schema.clone(), name.clone(), c, rule))
+                    .collect()
+            }
+            // Not parsed, or too deep: every column, with the strongest rule.
+            _ => matcher.strongest_rule().map(every).unwrap_or_default(),
+        };
+        planned.insert(key.to_string(), found);
+    }
+
+    /// Looks up the relations in `keys` (regclass texts) not seen yet.
+    async fn lookup(&mut self, keys: &[String]) -> Result<(), UpstreamError> {
+        let missing: HashSet<&String> = keys
+            .iter()
+            .filter(|k| !self.relations.contains_key(*k))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let values = missing
+            .iter()
+            .map(|k| format!("('{}')", k.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT q.name, n.nspname, c.relname, \
+             CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END, \
+             CASE WHEN c.relkind IN ('v', 'm') THEN (SELECT pg_catalog.json_agg(a.attname ORDER BY a.attnum) \
+               FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text END \
+             FROM (VALUES {values}) AS q(name) \
+             JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(q.name) \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        );
+        let session = self.session().await?;
+        let rows = upstream::simple_query(session, &sql).await?;
+        for key in &missing {
+            self.relations.insert((*key).clone(), None);
+        }
+        for row in rows {
+            let [Some(key), Some(schema), Some(name), definition, columns] =
+                <[Option<String>; 5]>::try_from(row).unwrap_or_default()
+            else {
+                continue;
+            };
+            let view = match (definition, columns) {
+                (Some(definition), Some(columns)) => {
+                    // Unreadable column names: no columns, which masks
+                    // every column of the view (see `plan_view`).
+                    let columns: Vec<String> = serde_json::from_str(&columns).unwrap_or_default();
+                    Some((columns, definition))
+                }
+                _ => None,
+            };
+            self.relations
+                .insert(key, Some(Relation { schema, name, view }));
+        }
+        Ok(())
     }
 
     /// The columns of a table in order, looked up by name (for `COPY t TO STDOUT`).

@@ -1028,11 +1028,9 @@ impl ClientLoop {
                 masks.push(None);
                 continue;
             }
+            let mut catalog = self.catalog.lock().await;
             let columns = match &target.table {
-                Some((schema, table)) => self
-                    .catalog
-                    .lock()
-                    .await
+                Some((schema, table)) => catalog
                     .table_columns(schema.as_deref(), table)
                     .await
                     .map_err(|e| {
@@ -1042,9 +1040,29 @@ impl ClientLoop {
                     })?,
                 None => None,
             };
+            // `COPY (SELECT … FROM some_view) TO STDOUT`: the view's masked columns.
+            let tables = decided
+                .statement(index)
+                .map(|s| s.tables.as_slice())
+                .unwrap_or_default();
+            let views = if self.masking.has_column_rules() {
+                catalog
+                    .view_columns(tables, &[], self.masking.column_matcher())
+                    .await
+                    .map_err(|e| {
+                        Refusal::plain(&format!(
+                            "COPY refused: Sluice could not look up the views it reads to mask them: {e}"
+                        ))
+                    })?
+            } else {
+                Vec::new()
+            };
+            drop(catalog);
+            let views =
+                (!views.is_empty()).then(|| self.masking.column_matcher().with_columns(&views));
             masks.push(
                 self.masking
-                    .copy_mask(decided, index, columns.as_deref())?
+                    .copy_mask(decided, index, columns.as_deref(), views.as_ref())?
                     .map(Arc::new),
             );
         }
@@ -1919,22 +1937,46 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         stmt: Option<&StatementRef>,
         columns: &[row_description::Column],
     ) -> Option<Arc<RowMask>> {
-        let origins = if self.masking.has_column_rules() {
+        let (origins, views) = if self.masking.has_column_rules() {
             let keys: Vec<(u32, i16)> = columns.iter().map(|c| (c.table_oid, c.attnum)).collect();
-            match self.catalog.lock().await.resolve(&keys).await {
-                Ok(o) => Some(o),
+            let tables = stmt
+                .and_then(|s| s.decided.statement(s.index))
+                .map(|s| s.tables.as_slice())
+                .unwrap_or_default();
+            let mut catalog = self.catalog.lock().await;
+            let looked_up = match catalog.resolve(&keys).await {
+                Ok(origins) => {
+                    let named: Vec<(&str, &str)> = origins
+                        .iter()
+                        .flatten()
+                        .map(|o| (o.schema.as_str(), o.table.as_str()))
+                        .collect();
+                    let views = catalog
+                        .view_columns(tables, &named, self.masking.column_matcher())
+                        .await;
+                    views.map(|v| (origins, v))
+                }
+                Err(e) => Err(e),
+            };
+            match looked_up {
+                Ok((origins, views)) => {
+                    let views = (!views.is_empty())
+                        .then(|| self.masking.column_matcher().with_columns(&views));
+                    (Some(origins), views)
+                }
                 Err(e) => {
                     tracing::warn!(connection = %self.ctx.name, error = %e, "catalog lookup failed: masking every column of the result");
-                    None
+                    (None, None)
                 }
             }
         } else {
-            Some(vec![None; columns.len()])
+            (Some(vec![None; columns.len()]), None)
         };
         let mask = self.masking.row_mask(
             stmt.map(|s| (&*s.decided, s.index)),
             columns,
             origins.as_deref(),
+            views.as_ref(),
         );
         (!mask.is_noop()).then(|| Arc::new(mask))
     }
