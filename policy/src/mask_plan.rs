@@ -52,12 +52,16 @@
 //!   catalog session cannot see, e.g. a temporary view of the client's session, or a
 //!   name the client's `search_path` resolves differently), a glob must name the
 //!   view's columns (`customer_view.ssn`) to mask them.
-//! - User-defined functions are opaque: a scalar function that reads a table
-//!   internally is not seen (deny such functions with `functions` rules, or rely on
-//!   detectors). Set-returning functions in `FROM` other than well-known built-ins
-//!   are treated as uncertain. Built-ins that run SQL given as text
-//!   (`query_to_xml`, `dblink`, `crosstab`, ...) or read server files are masked
-//!   whenever any masking rule exists.
+//! - User-defined functions are opaque: their bodies read what they like. The
+//!   PostgreSQL sidecar asks the catalog which functions a statement (or a view it
+//!   reads) calls are user-defined (outside `pg_catalog` and `information_schema`,
+//!   not part of an extension) and marks them ([`ColumnMatcher::with_functions`]):
+//!   a value computed by one, or the rows of one in `FROM`, is masked whole whenever
+//!   any masking rule exists, like the results of built-ins that run SQL given as
+//!   text (`query_to_xml`, `dblink`, `crosstab`, ...) or read server files.
+//!   Functions of extensions are trusted like built-ins. Without the catalog (the
+//!   planner alone), set-returning functions in `FROM` other than well-known
+//!   built-ins are treated as uncertain, and scalar ones are not seen.
 //! - Rows whose query is not in the statement (`FETCH` from a cursor, `EXECUTE` of a
 //!   prepared statement, MySQL `CALL`) are masked unless the server gives an origin.
 //! - Data copied into an unmasked table (`INSERT INTO t SELECT ssn ...`,
@@ -133,6 +137,9 @@ struct ColumnGlob {
 #[derive(Debug, Clone, Default)]
 pub struct ColumnMatcher {
     globs: Vec<ColumnGlob>,
+    /// Functions whose results may hold any table's data (user-defined
+    /// functions the catalog found), lower-cased unqualified names.
+    opaque_functions: Vec<String>,
 }
 
 impl ColumnMatcher {
@@ -176,7 +183,10 @@ impl ColumnMatcher {
             };
             compiled.push(glob);
         }
-        Ok(Self { globs: compiled })
+        Ok(Self {
+            globs: compiled,
+            opaque_functions: Vec::new(),
+        })
     }
 
     /// Whether there are no globs at all (then nothing is ever masked by column).
@@ -244,7 +254,30 @@ impl ColumnMatcher {
                 rule: *rule,
             });
         }
-        Self { globs }
+        Self {
+            globs,
+            opaque_functions: self.opaque_functions.clone(),
+        }
+    }
+
+    /// This matcher plus functions whose results may hold data of any table
+    /// (user-defined functions: their bodies read what they like, out of the
+    /// statement's sight). A value computed by one, or the rows of one in
+    /// `FROM`, is masked whole, like `query_to_xml`'s. Names are matched
+    /// unqualified, ignoring case, so every function of that name counts.
+    pub fn with_functions(&self, names: &[String]) -> Self {
+        let mut opaque = self.opaque_functions.clone();
+        opaque.extend(names.iter().map(|n| n.to_lowercase()));
+        opaque.sort();
+        opaque.dedup();
+        Self {
+            globs: self.globs.clone(),
+            opaque_functions: opaque,
+        }
+    }
+
+    fn is_opaque_function(&self, fname: &str) -> bool {
+        self.opaque_functions.iter().any(|f| f == fname)
     }
 
     /// The lowest rule index of all: the rule applied to values whose source cannot be
@@ -1384,6 +1417,11 @@ impl<'m> Analyzer<'m> {
     fn function_source(&mut self, fname: &str, arg_taint: Tainted, alias: Option<&TableAlias>) {
         let taint = if is_dynamic_sql(fname) {
             join(arg_taint, self.dynamic(&format!("{fname}()")))
+        } else if self.matcher.is_opaque_function(fname) {
+            join(
+                arg_taint,
+                self.dynamic(&format!("user-defined function {fname}()")),
+            )
         } else if KNOWN_SET_FUNCTIONS.contains(&fname) {
             arg_taint
         } else {
@@ -2199,6 +2237,8 @@ impl TaintVisitor<'_, '_> {
         let fname = function_name(&f.name);
         let mut t = if is_dynamic_sql(&fname) {
             self.an.dynamic(&format!("{fname}()"))
+        } else if self.an.matcher.is_opaque_function(&fname) {
+            self.an.dynamic(&format!("user-defined function {fname}()"))
         } else if fname == "current_setting" && !is_builtin_setting(f) {
             // Custom settings (names with a dot) can carry values set from masked columns.
             self.an.dynamic("a custom setting")
@@ -2510,6 +2550,44 @@ mod tests {
             plan_view(&def, &names(&["id", "t"]), &extended),
             vec![("t".to_owned(), 1)]
         );
+    }
+
+    #[test]
+    fn results_of_opaque_functions_are_masked_whole() {
+        let parse = |sql: &str| {
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0)
+        };
+        let out = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| OutputColumn {
+                    name: (*n).to_owned(),
+                    origin: None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let m = matcher(&[("customers.ssn", 2)]).with_functions(&["F_Ssn".to_owned()]);
+        let masked = |sql: &str, cols: &[&str]| -> Vec<bool> {
+            plan_rows(&parse(sql), &out(cols), &m)
+                .columns
+                .iter()
+                .map(|c| matches!(c, ColumnMask::Mask { rule: 2, .. }))
+                .collect()
+        };
+        assert_eq!(masked("SELECT f_ssn(), 1", &["f_ssn", "x"]), [true, false]);
+        assert_eq!(
+            masked("SELECT upper(public.F_SSN(id)) FROM t", &["u"]),
+            [true]
+        );
+        assert_eq!(masked("SELECT a FROM f_ssn() AS r(a)", &["a"]), [true]);
+        // Only in WHERE: it selects rows, it gives no value.
+        assert_eq!(
+            masked("SELECT name FROM t WHERE f_ssn() = 'x'", &["name"]),
+            [false]
+        );
+        assert_eq!(masked("SELECT other_fn(name) FROM t", &["o"]), [false]);
     }
 
     #[test]

@@ -261,6 +261,67 @@ async fn masked_columns_read_through_views_are_masked() {
     assert_eq!(out.trim(), "1|Alice");
 }
 
+/// A user-defined function reads what it likes, out of the statement's
+/// sight: what it returns is masked whole.
+#[tokio::test]
+async fn results_of_user_defined_functions_are_masked() {
+    let sidecar = setup("mask_functions").await;
+    let pg = server();
+    let admin = connect(&pg.admin_url(&db_name("mask_functions"))).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION f_ssn() RETURNS text LANGUAGE sql
+               AS 'SELECT ssn FROM customers ORDER BY id LIMIT 1';
+             CREATE FUNCTION f_rows() RETURNS SETOF customers LANGUAGE sql
+               AS 'SELECT * FROM customers';
+             CREATE FUNCTION f_plpgsql(n int) RETURNS text LANGUAGE plpgsql
+               AS $$ BEGIN RETURN (SELECT ssn FROM customers WHERE id = n); END $$;
+             CREATE SCHEMA other;
+             CREATE FUNCTION other.\"Odd\"() RETURNS TABLE (a text) LANGUAGE sql
+               AS 'SELECT ssn FROM customers';
+             CREATE VIEW v_fn AS SELECT id, f_ssn() AS x FROM customers;",
+        )
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "SELECT f_ssn()",
+        "SELECT reverse(f_ssn()) AS r",
+        "SELECT * FROM f_rows()",
+        "SELECT r.ssn FROM f_rows() r",
+        "SELECT f_plpgsql(1)",
+        "SELECT * FROM other.\"Odd\"()",
+        "SELECT x FROM v_fn",
+        "SELECT (SELECT f_ssn()) AS s",
+    ] {
+        for bytes in [
+            raw.simple(sql),
+            raw.extended(sql, false),
+            raw.extended(sql, true),
+        ] {
+            assert!(
+                !contains(&bytes, "SERROR"),
+                "{sql}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert_no_leak(&bytes, sql);
+            assert!(bytes.contains(&b'D'), "{sql}: no row");
+        }
+    }
+    // A function that only selects rows masks nothing; built-ins are not
+    // user-defined.
+    let (ok, out, err) = psql(
+        sidecar.port,
+        &[
+            "-At",
+            "-c",
+            "SELECT name, upper(name) FROM customers WHERE f_ssn() IS NOT NULL",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "Alice|ALICE");
+}
+
 #[tokio::test]
 async fn copy_to_stdout_is_masked_or_refused() {
     let sidecar = setup("mask_copy").await;

@@ -74,6 +74,8 @@ pub struct Catalog {
     tables: HashMap<u32, Option<TableInfo>>,
     /// By `regclass_text`; `None` when the catalog session cannot see it.
     relations: HashMap<String, Option<Relation>>,
+    /// Function names (unqualified): whether a user-defined function has it.
+    functions: HashMap<String, bool>,
 }
 
 impl Catalog {
@@ -84,6 +86,7 @@ impl Catalog {
             session: None,
             tables: HashMap::new(),
             relations: HashMap::new(),
+            functions: HashMap::new(),
         }
     }
 
@@ -167,26 +170,32 @@ impl Catalog {
             .collect())
     }
 
-    /// The columns that carry masked values of every view (or materialized
-    /// view) among `tables` (names as [`sql::Statement::tables`] gives them)
-    /// and `origins` (schema, table), views read by those views included:
-    /// each view's definition is planned with `matcher`, extended by the
-    /// columns found so far for the views it reads. A definition that cannot
-    /// be parsed, or views nested deeper than [`MAX_VIEW_DEPTH`], mask every
-    /// column of the view. Empty when no view is read.
-    pub async fn view_columns(
+    /// The masking rules' `matcher` extended with what the statement reads
+    /// out of its own sight, or `None` when it reads nothing of the kind:
+    /// - the columns that carry masked values of every view (or materialized
+    ///   view) among `tables` (names as [`sql::Statement::tables`] gives them)
+    ///   and `origins` (schema, table), views read by those views included:
+    ///   each definition is planned with the matcher extended by the views
+    ///   it reads. A definition that cannot be parsed, or views nested deeper
+    ///   than [`MAX_VIEW_DEPTH`], mask every column of the view;
+    /// - the user-defined functions among `functions` and the functions those
+    ///   views call (see [`ColumnMatcher::with_functions`]).
+    pub async fn extended_matcher(
         &mut self,
         tables: &[String],
+        functions: &[String],
         origins: &[(&str, &str)],
         matcher: &ColumnMatcher,
-    ) -> Result<Vec<ViewColumn>, UpstreamError> {
-        let mut wanted: Vec<String> = tables
+    ) -> Result<Option<ColumnMatcher>, UpstreamError> {
+        let roots: Vec<String> = tables
             .iter()
             .map(|t| regclass_text(&t.split('.').collect::<Vec<_>>()))
             .chain(origins.iter().map(|(s, t)| regclass_text(&[s, t])))
             .collect();
+        let mut called: Vec<String> = functions.to_vec();
         // Look up the relations, then the relations their definitions read.
         let mut parsed: HashMap<String, Option<(sql::Statement, Vec<String>)>> = HashMap::new();
+        let mut wanted = roots.clone();
         let mut depth = 0;
         while !wanted.is_empty() && depth <= MAX_VIEW_DEPTH {
             self.lookup(&wanted).await?;
@@ -207,6 +216,7 @@ impl Catalog {
                     .filter(|s| s.len() == 1)
                     .and_then(|mut s| s.pop());
                 let reads = statement.as_ref().map(|s| {
+                    called.extend(s.functions.iter().cloned());
                     s.tables
                         .iter()
                         .map(|t| regclass_text(&t.split('.').collect::<Vec<_>>()))
@@ -218,22 +228,79 @@ impl Catalog {
             wanted = next;
             depth += 1;
         }
+        let opaque = self.user_functions(&called).await?;
+        let base = if opaque.is_empty() {
+            None
+        } else {
+            Some(matcher.with_functions(&opaque))
+        };
+        let base_ref = base.as_ref().unwrap_or(matcher);
         // Plan each view after the views it reads.
-        let mut out = Vec::new();
+        let mut views = Vec::new();
         let mut planned: HashMap<String, Vec<ViewColumn>> = HashMap::new();
-        let roots: Vec<String> = tables
-            .iter()
-            .map(|t| regclass_text(&t.split('.').collect::<Vec<_>>()))
-            .chain(origins.iter().map(|(s, t)| regclass_text(&[s, t])))
-            .collect();
         for root in roots {
-            self.plan_view(&root, &parsed, matcher, &mut planned, 0);
+            self.plan_view(&root, &parsed, base_ref, &mut planned, 0);
             if let Some(columns) = planned.get(&root) {
-                out.extend(columns.iter().cloned());
+                views.extend(columns.iter().cloned());
             }
         }
+        views.sort();
+        views.dedup();
+        Ok(if views.is_empty() {
+            base
+        } else {
+            Some(base_ref.with_columns(&views))
+        })
+    }
+
+    /// Which of `functions` (names as the SQL classifier gives them) are
+    /// user-defined: a function of that (unqualified) name exists outside
+    /// `pg_catalog` and `information_schema` and belongs to no extension.
+    /// Unqualified names, lower-cased.
+    async fn user_functions(&mut self, functions: &[String]) -> Result<Vec<String>, UpstreamError> {
+        let names: HashSet<String> = functions
+            .iter()
+            .filter_map(|f| f.rsplit('.').next())
+            .map(str::to_string)
+            .collect();
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !self.functions.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            let values = missing
+                .iter()
+                .map(|n| format!("('{}')", n.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(",");
+            // Names are compared ignoring case: more functions count as
+            // user-defined, never fewer.
+            let sql = format!(
+                "SELECT DISTINCT q.name FROM (VALUES {values}) AS q(name) \
+                 JOIN pg_catalog.pg_proc p ON pg_catalog.lower(p.proname) = pg_catalog.lower(q.name) \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+                   WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+                   AND d.objid = p.oid AND d.deptype = 'e')"
+            );
+            let session = self.session().await?;
+            let rows = upstream::simple_query(session, &sql).await?;
+            for name in &missing {
+                self.functions.insert((*name).clone(), false);
+            }
+            for mut row in rows {
+                if let Some(Some(name)) = row.pop() {
+                    self.functions.insert(name, true);
+                }
+            }
+        }
+        let mut out: Vec<String> = names
+            .into_iter()
+            .filter(|n| self.functions.get(n).copied().unwrap_or(true))
+            .map(|n| n.to_lowercase())
+            .collect();
         out.sort();
-        out.dedup();
         Ok(out)
     }
 

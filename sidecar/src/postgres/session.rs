@@ -1040,14 +1040,16 @@ impl ClientLoop {
                     })?,
                 None => None,
             };
-            // `COPY (SELECT … FROM some_view) TO STDOUT`: the view's masked columns.
-            let tables = decided
-                .statement(index)
-                .map(|s| s.tables.as_slice())
+            // `COPY (SELECT … FROM some_view) TO STDOUT`: the view's masked
+            // columns, and user-defined functions.
+            let statement = decided.statement(index);
+            let tables = statement.map(|s| s.tables.as_slice()).unwrap_or_default();
+            let functions = statement
+                .map(|s| s.functions.as_slice())
                 .unwrap_or_default();
             let views = if self.masking.has_column_rules() {
                 catalog
-                    .view_columns(tables, &[], self.masking.column_matcher())
+                    .extended_matcher(tables, functions, &[], self.masking.column_matcher())
                     .await
                     .map_err(|e| {
                         Refusal::plain(&format!(
@@ -1055,11 +1057,9 @@ impl ClientLoop {
                         ))
                     })?
             } else {
-                Vec::new()
+                None
             };
             drop(catalog);
-            let views =
-                (!views.is_empty()).then(|| self.masking.column_matcher().with_columns(&views));
             masks.push(
                 self.masking
                     .copy_mask(decided, index, columns.as_deref(), views.as_ref())?
@@ -1939,9 +1939,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     ) -> Option<Arc<RowMask>> {
         let (origins, views) = if self.masking.has_column_rules() {
             let keys: Vec<(u32, i16)> = columns.iter().map(|c| (c.table_oid, c.attnum)).collect();
-            let tables = stmt
-                .and_then(|s| s.decided.statement(s.index))
-                .map(|s| s.tables.as_slice())
+            let statement = stmt.and_then(|s| s.decided.statement(s.index));
+            let tables = statement.map(|s| s.tables.as_slice()).unwrap_or_default();
+            let functions = statement
+                .map(|s| s.functions.as_slice())
                 .unwrap_or_default();
             let mut catalog = self.catalog.lock().await;
             let looked_up = match catalog.resolve(&keys).await {
@@ -1952,18 +1953,14 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                         .map(|o| (o.schema.as_str(), o.table.as_str()))
                         .collect();
                     let views = catalog
-                        .view_columns(tables, &named, self.masking.column_matcher())
+                        .extended_matcher(tables, functions, &named, self.masking.column_matcher())
                         .await;
                     views.map(|v| (origins, v))
                 }
                 Err(e) => Err(e),
             };
             match looked_up {
-                Ok((origins, views)) => {
-                    let views = (!views.is_empty())
-                        .then(|| self.masking.column_matcher().with_columns(&views));
-                    (Some(origins), views)
-                }
+                Ok((origins, views)) => (Some(origins), views),
                 Err(e) => {
                     tracing::warn!(connection = %self.ctx.name, error = %e, "catalog lookup failed: masking every column of the result");
                     (None, None)
