@@ -252,6 +252,36 @@ async fn masked_columns_read_through_views_are_masked() {
             }
         }
     }
+    // Views the sidecar's own catalog session would not find by name: a
+    // temporary view of the client's session, and a view found through the
+    // client's own search_path.
+    for setup_sql in [
+        "CREATE TEMP VIEW tv AS SELECT id, upper(ssn) AS u FROM customers",
+        "SET search_path = other, public",
+    ] {
+        let bytes = raw.simple(setup_sql);
+        assert!(
+            !contains(&bytes, "SERROR"),
+            "{setup_sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    for sql in [
+        "SELECT u FROM tv",
+        "SELECT lower(u) FROM tv",
+        "SELECT ssn FROM \"Mixed View\"",
+        "SELECT reverse(ssn) FROM \"Mixed View\"",
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, true)] {
+            assert!(
+                !contains(&bytes, "SERROR"),
+                "{sql}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert_no_leak(&bytes, sql);
+            assert!(bytes.contains(&b'D'), "{sql}: no row");
+        }
+    }
     // A view that reads no masked column is not masked.
     let (ok, out, err) = psql(sidecar.port, &["-At", "-c", "SELECT id, name FROM v_clean"]);
     assert!(ok, "{err}");

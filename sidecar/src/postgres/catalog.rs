@@ -24,28 +24,34 @@ use super::upstream::{self, UpstreamConfig, UpstreamError, UpstreamSession};
 /// How deep views over views are followed; deeper ones are masked whole.
 const MAX_VIEW_DEPTH: usize = 16;
 
-/// A relation a statement reads, as the catalog session sees it.
+/// A view or materialized view, as the catalog session sees it.
 #[derive(Debug, Clone)]
-struct Relation {
+struct View {
     schema: String,
     name: String,
-    /// For a view or materialized view: its columns in order and its
-    /// definition (`pg_get_viewdef`).
-    view: Option<(Vec<String>, String)>,
+    /// Its columns in order (empty when they could not be read).
+    columns: Vec<String>,
+    /// Its definition (`pg_get_viewdef`).
+    definition: String,
 }
 
 /// A column of a view that carries masked values: (schema, view, column, rule).
 pub type ViewColumn = (String, String, String, usize);
 
-/// `name` as `to_regclass` reads it: each dot-separated part double-quoted.
+/// A relation: (schema, name); the schema is "" for a name written unqualified.
+type RelName = (String, String);
+
+/// Each view's parsed definition and the names it reads (`None`: it did not parse).
+type Parsed = HashMap<RelName, Option<(sql::Statement, Vec<RelName>)>>;
+
+/// The lookup key of a relation name as written: (schema or "", name).
 /// Names come normalised from the SQL classifier (unquoted ones lower-cased,
-/// quoted ones as written).
-fn regclass_text(parts: &[&str]) -> String {
-    parts
-        .iter()
-        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(".")
+/// quoted ones as written, qualified as written); a catalog part is ignored.
+fn name_key(written: &str) -> (String, String) {
+    let mut parts = written.rsplit('.');
+    let name = parts.next().unwrap_or_default().to_string();
+    let schema = parts.next().unwrap_or_default().to_string();
+    (schema, name)
 }
 
 /// Where a result column comes from.
@@ -72,8 +78,14 @@ pub struct Catalog {
     upstream: UpstreamConfig,
     session: Option<UpstreamSession>,
     tables: HashMap<u32, Option<TableInfo>>,
-    /// By `regclass_text`; `None` when the catalog session cannot see it.
-    relations: HashMap<String, Option<Relation>>,
+    /// Views by relation name as written ((schema or "", name)): every view
+    /// or materialized view of that name (in that schema, or in any schema,
+    /// temporary ones of other sessions included, when unqualified), by
+    /// (schema, name). Matching names rather than resolving them with the
+    /// catalog session's `search_path`, which may not be the client's, errs
+    /// toward planning more views, never fewer.
+    names: HashMap<(String, String), Vec<(String, String)>>,
+    views: HashMap<(String, String), View>,
     /// Function names (unqualified): whether a user-defined function has it.
     functions: HashMap<String, bool>,
 }
@@ -85,7 +97,8 @@ impl Catalog {
             upstream,
             session: None,
             tables: HashMap::new(),
-            relations: HashMap::new(),
+            names: HashMap::new(),
+            views: HashMap::new(),
             functions: HashMap::new(),
         }
     }
@@ -187,43 +200,36 @@ impl Catalog {
         origins: &[(&str, &str)],
         matcher: &ColumnMatcher,
     ) -> Result<Option<ColumnMatcher>, UpstreamError> {
-        let roots: Vec<String> = tables
+        let roots: Vec<(String, String)> = tables
             .iter()
-            .map(|t| regclass_text(&t.split('.').collect::<Vec<_>>()))
-            .chain(origins.iter().map(|(s, t)| regclass_text(&[s, t])))
+            .map(|t| name_key(t))
+            .chain(origins.iter().map(|(s, t)| (s.to_string(), t.to_string())))
             .collect();
         let mut called: Vec<String> = functions.to_vec();
-        // Look up the relations, then the relations their definitions read.
-        let mut parsed: HashMap<String, Option<(sql::Statement, Vec<String>)>> = HashMap::new();
+        // Look up the views by name, then the names their definitions read.
+        let mut parsed: Parsed = HashMap::new();
         let mut wanted = roots.clone();
         let mut depth = 0;
         while !wanted.is_empty() && depth <= MAX_VIEW_DEPTH {
             self.lookup(&wanted).await?;
             let mut next = Vec::new();
-            for key in &wanted {
-                let Some(Some(Relation {
-                    view: Some((_, definition)),
-                    ..
-                })) = self.relations.get(key)
-                else {
-                    continue;
-                };
-                if parsed.contains_key(key) {
+            for id in wanted.iter().flat_map(|k| self.names.get(k)).flatten() {
+                if parsed.contains_key(id) {
                     continue;
                 }
-                let statement = sql::parse(definition, SqlDialect::Postgres)
+                let Some(view) = self.views.get(id) else {
+                    continue;
+                };
+                let statement = sql::parse(&view.definition, SqlDialect::Postgres)
                     .ok()
                     .filter(|s| s.len() == 1)
                     .and_then(|mut s| s.pop());
                 let reads = statement.as_ref().map(|s| {
                     called.extend(s.functions.iter().cloned());
-                    s.tables
-                        .iter()
-                        .map(|t| regclass_text(&t.split('.').collect::<Vec<_>>()))
-                        .collect::<Vec<_>>()
+                    s.tables.iter().map(|t| name_key(t)).collect::<Vec<_>>()
                 });
                 next.extend(reads.iter().flatten().cloned());
-                parsed.insert(key.clone(), statement.zip(reads));
+                parsed.insert(id.clone(), statement.zip(reads));
             }
             wanted = next;
             depth += 1;
@@ -237,11 +243,13 @@ impl Catalog {
         let base_ref = base.as_ref().unwrap_or(matcher);
         // Plan each view after the views it reads.
         let mut views = Vec::new();
-        let mut planned: HashMap<String, Vec<ViewColumn>> = HashMap::new();
-        for root in roots {
-            self.plan_view(&root, &parsed, base_ref, &mut planned, 0);
-            if let Some(columns) = planned.get(&root) {
-                views.extend(columns.iter().cloned());
+        let mut planned: HashMap<(String, String), Vec<ViewColumn>> = HashMap::new();
+        for root in &roots {
+            for id in self.names.get(root).into_iter().flatten() {
+                self.plan_view(id, &parsed, base_ref, &mut planned, 0);
+                if let Some(columns) = planned.get(id) {
+                    views.extend(columns.iter().cloned());
+                }
             }
         }
         views.sort();
@@ -304,99 +312,115 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Plans view `key` (and, first, the views it reads) into `planned`.
+    /// Plans view `id` (and, first, the views it reads) into `planned`.
     fn plan_view(
         &self,
-        key: &str,
-        parsed: &HashMap<String, Option<(sql::Statement, Vec<String>)>>,
+        id: &(String, String),
+        parsed: &Parsed,
         matcher: &ColumnMatcher,
-        planned: &mut HashMap<String, Vec<ViewColumn>>,
+        planned: &mut HashMap<(String, String), Vec<ViewColumn>>,
         depth: usize,
     ) {
-        if planned.contains_key(key) {
+        if planned.contains_key(id) {
             return;
         }
-        let Some(Some(Relation {
-            schema,
-            name,
-            view: Some((columns, _)),
-        })) = self.relations.get(key)
-        else {
+        let Some(view) = self.views.get(id) else {
             return;
         };
         // Marks the view while its reads are planned (PostgreSQL has no
         // cyclic views; this only guards the walk).
-        planned.insert(key.to_string(), Vec::new());
-        // An empty column name stands for every column of the view.
-        let every = |rule: usize| -> Vec<ViewColumn> {
-            vec![(schema.clone(), name.clone(), String::new(), rule)]
-        };
-        let found = match parsed.get(key) {
-            Some(Some((statement, reads))) if depth < MAX_VIEW_DEPTH && !columns.is_empty() => {
+        planned.insert(id.clone(), Vec::new());
+        let found = match parsed.get(id) {
+            Some(Some((statement, reads)))
+                if depth < MAX_VIEW_DEPTH && !view.columns.is_empty() =>
+            {
                 let mut inner = Vec::new();
                 for read in reads {
-                    self.plan_view(read, parsed, matcher, planned, depth + 1);
-                    if let Some(c) = planned.get(read) {
-                        inner.extend(c.iter().cloned());
+                    for inner_id in self.names.get(read).into_iter().flatten() {
+                        self.plan_view(inner_id, parsed, matcher, planned, depth + 1);
+                        if let Some(c) = planned.get(inner_id) {
+                            inner.extend(c.iter().cloned());
+                        }
                     }
                 }
                 let extended = matcher.with_columns(&inner);
-                mask_plan::plan_view(&statement.ast, columns, &extended)
+                mask_plan::plan_view(&statement.ast, &view.columns, &extended)
                     .into_iter()
-                    .map(|(c, rule)| (schema.clone(), name.clone(), c, rule))
+                    .map(|(c, rule)| (view.schema.clone(), view.name.clone(), c, rule))
                     .collect()
             }
-            // Not parsed, or too deep: every column, with the strongest rule.
-            _ => matcher.strongest_rule().map(every).unwrap_or_default(),
+            // Not parsed, columns unknown, or too deep: every column (an
+            // empty column name), with the strongest rule.
+            _ => matcher
+                .strongest_rule()
+                .map(|rule| vec![(view.schema.clone(), view.name.clone(), String::new(), rule)])
+                .unwrap_or_default(),
         };
-        planned.insert(key.to_string(), found);
+        planned.insert(id.clone(), found);
     }
 
-    /// Looks up the relations in `keys` (regclass texts) not seen yet.
-    async fn lookup(&mut self, keys: &[String]) -> Result<(), UpstreamError> {
-        let missing: HashSet<&String> = keys
+    /// Looks up the views of the names in `keys` not seen yet.
+    async fn lookup(&mut self, keys: &[(String, String)]) -> Result<(), UpstreamError> {
+        let missing: HashSet<&(String, String)> = keys
             .iter()
-            .filter(|k| !self.relations.contains_key(*k))
+            .filter(|k| !self.names.contains_key(*k))
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
+        let literal = |v: &str| format!("'{}'", v.replace('\'', "''"));
         let values = missing
             .iter()
-            .map(|k| format!("('{}')", k.replace('\'', "''")))
+            .map(|(schema, name)| format!("({}, {})", literal(schema), literal(name)))
             .collect::<Vec<_>>()
             .join(",");
+        // Case is ignored: more views match, never fewer.
         let sql = format!(
-            "SELECT q.name, n.nspname, c.relname, \
-             CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END, \
-             CASE WHEN c.relkind IN ('v', 'm') THEN (SELECT pg_catalog.json_agg(a.attname ORDER BY a.attnum) \
-               FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text END \
-             FROM (VALUES {values}) AS q(name) \
-             JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(q.name) \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            "SELECT q.schema, q.name, n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid), \
+             (SELECT pg_catalog.json_agg(a.attname ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
+               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text \
+             FROM (VALUES {values}) AS q(schema, name) \
+             JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
+               AND c.relkind IN ('v', 'm') \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+               AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema))"
         );
         let session = self.session().await?;
         let rows = upstream::simple_query(session, &sql).await?;
         for key in &missing {
-            self.relations.insert((*key).clone(), None);
+            self.names.insert((*key).clone(), Vec::new());
         }
         for row in rows {
-            let [Some(key), Some(schema), Some(name), definition, columns] =
-                <[Option<String>; 5]>::try_from(row).unwrap_or_default()
+            let [
+                Some(q_schema),
+                Some(q_name),
+                Some(schema),
+                Some(name),
+                Some(definition),
+                columns,
+            ] = <[Option<String>; 6]>::try_from(row).unwrap_or_default()
             else {
                 continue;
             };
-            let view = match (definition, columns) {
-                (Some(definition), Some(columns)) => {
-                    // Unreadable column names: no columns, which masks
-                    // every column of the view (see `plan_view`).
-                    let columns: Vec<String> = serde_json::from_str(&columns).unwrap_or_default();
-                    Some((columns, definition))
-                }
-                _ => None,
-            };
-            self.relations
-                .insert(key, Some(Relation { schema, name, view }));
+            // Unreadable column names: no columns, which masks every column
+            // of the view (see `plan_view`).
+            let columns: Vec<String> = columns
+                .and_then(|c| serde_json::from_str(&c).ok())
+                .unwrap_or_default();
+            let id = (schema.clone(), name.clone());
+            self.names
+                .entry((q_schema, q_name))
+                .or_default()
+                .push(id.clone());
+            self.views.insert(
+                id,
+                View {
+                    schema,
+                    name,
+                    columns,
+                    definition,
+                },
+            );
         }
         Ok(())
     }
