@@ -985,15 +985,12 @@ impl PolicySet {
         !self.maskers.is_empty()
     }
 
-    /// Which result columns of `stmt` to mask, given the server's description of them.
-    pub fn mask_plan(&self, stmt: &Statement, output: &[OutputColumn]) -> MaskPlan {
-        self.mask_plan_using(stmt, output, &self.columns)
-    }
-
-    /// [`PolicySet::mask_plan`] with `matcher` (this set's matcher extended by
-    /// [`ColumnMatcher::with_columns`], e.g. with the masked columns of the views
-    /// the statement reads) in place of the set's own.
-    pub fn mask_plan_using(
+    /// Which result columns of `stmt` to mask, given the server's description of
+    /// them. `matcher`: this set's [`PolicySet::column_matcher`], or that matcher
+    /// extended ([`ColumnMatcher::with_columns`], [`ColumnMatcher::with_functions`])
+    /// with what the statement reads out of its own sight (views, user-defined
+    /// functions).
+    pub fn mask_plan(
         &self,
         stmt: &Statement,
         output: &[OutputColumn],
@@ -1011,14 +1008,9 @@ impl PolicySet {
         crate::mask_plan::plan_rows(&stmt.ast, output, matcher)
     }
 
-    /// How to mask `COPY … TO STDOUT`, or why it must be refused.
-    pub fn copy_plan(&self, stmt: &Statement, table_columns: Option<&[String]>) -> CopyPlan {
-        self.copy_plan_using(stmt, table_columns, &self.columns)
-    }
-
-    /// [`PolicySet::copy_plan`] with `matcher` in place of the set's own (see
-    /// [`PolicySet::mask_plan_using`]).
-    pub fn copy_plan_using(
+    /// How to mask `COPY … TO STDOUT`, or why it must be refused; `matcher` as
+    /// in [`PolicySet::mask_plan`].
+    pub fn copy_plan(
         &self,
         stmt: &Statement,
         table_columns: Option<&[String]>,

@@ -48,10 +48,9 @@
 //!   PostgreSQL sidecar looks up the definition of every view (and materialized view)
 //!   a statement reads, plans it with [`plan_view`], and extends the matcher with the
 //!   view's masked columns ([`ColumnMatcher::with_columns`]), views over views
-//!   included. Where the definition cannot be looked up (a view the sidecar's own
-//!   catalog session cannot see, e.g. a temporary view of the client's session, or a
-//!   name the client's `search_path` resolves differently), a glob must name the
-//!   view's columns (`customer_view.ssn`) to mask them.
+//!   included. It finds views by name in every schema (temporary views of the
+//!   client's session included), so the client's `search_path` cannot hide one. A
+//!   definition that does not parse masks every column of the view.
 //! - User-defined functions are opaque: their bodies read what they like. The
 //!   PostgreSQL sidecar asks the catalog which functions a statement (or a view it
 //!   reads) calls are user-defined (outside `pg_catalog` and `information_schema`,
@@ -225,17 +224,28 @@ impl ColumnMatcher {
     pub fn with_columns(&self, extra: &[(String, String, String, usize)]) -> Self {
         let mut globs = self.globs.clone();
         for (schema, table, column, rule) in extra {
+            // A quoted pattern segment: the name taken literally, case ignored.
             let exact = |text: &str| {
-                GlobBuilder::new(&globset::escape(text))
-                    .case_insensitive(true)
-                    .literal_separator(false)
-                    .build()
-                    .map(|g| g.compile_matcher())
+                compile_segment(
+                    text,
+                    &Segment {
+                        text: text.to_owned(),
+                        quoted: true,
+                    },
+                )
             };
             // An escaped name always compiles; should it not, the entry
             // becomes a glob for every column of every table of the
             // schema (masking more, never less).
-            let any = || GlobBuilder::new("*").build().map(|g| g.compile_matcher());
+            let any = || {
+                compile_segment(
+                    "*",
+                    &Segment {
+                        text: "*".to_owned(),
+                        quoted: false,
+                    },
+                )
+            };
             let (Ok(schema_m), Ok(table_m), Ok(column_m)) = (
                 exact(schema).or_else(|_| any()),
                 exact(table).or_else(|_| any()),
@@ -2449,6 +2459,13 @@ pub fn plan_copy(
 mod tests {
     use super::*;
 
+    /// One PostgreSQL statement.
+    fn pg_statement(sql: &str) -> Statement {
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
     fn matcher(globs: &[(&str, usize)]) -> ColumnMatcher {
         let globs: Vec<(String, usize)> =
             globs.iter().map(|(g, r)| ((*g).to_owned(), *r)).collect();
@@ -2499,15 +2516,10 @@ mod tests {
 
     #[test]
     fn view_columns_come_from_the_view_definition() {
-        let parse = |sql: &str| {
-            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
-                .unwrap()
-                .remove(0)
-        };
         let names = |cols: &[&str]| cols.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
         let m = matcher(&[("customers.ssn", 1), ("*.pin", 0)]);
         // What pg_get_viewdef gives: `*` expanded, names qualified.
-        let def = parse(
+        let def = pg_statement(
             "SELECT customers.id, upper(customers.ssn) AS s, customers.name, to_jsonb(c.*) AS j \
              FROM customers c",
         );
@@ -2516,7 +2528,7 @@ mod tests {
             vec![("s".to_owned(), 1), ("j".to_owned(), 0)]
         );
         // A definition whose shape does not match the columns masks them all.
-        let def = parse("SELECT customers.id FROM customers");
+        let def = pg_statement("SELECT customers.id FROM customers");
         assert_eq!(
             plan_view(&def, &names(&["id", "x"]), &m),
             vec![("id".to_owned(), 0), ("x".to_owned(), 0)]
@@ -2545,7 +2557,7 @@ mod tests {
             Some(0)
         );
         assert_eq!(extended.match_column(Some("other"), "OddView", "a"), None);
-        let def = parse("SELECT v.id, lower(v.s) AS t FROM v");
+        let def = pg_statement("SELECT v.id, lower(v.s) AS t FROM v");
         assert_eq!(
             plan_view(&def, &names(&["id", "t"]), &extended),
             vec![("t".to_owned(), 1)]
@@ -2554,11 +2566,6 @@ mod tests {
 
     #[test]
     fn results_of_opaque_functions_are_masked_whole() {
-        let parse = |sql: &str| {
-            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
-                .unwrap()
-                .remove(0)
-        };
         let out = |names: &[&str]| {
             names
                 .iter()
@@ -2570,7 +2577,7 @@ mod tests {
         };
         let m = matcher(&[("customers.ssn", 2)]).with_functions(&["F_Ssn".to_owned()]);
         let masked = |sql: &str, cols: &[&str]| -> Vec<bool> {
-            plan_rows(&parse(sql), &out(cols), &m)
+            plan_rows(&pg_statement(sql), &out(cols), &m)
                 .columns
                 .iter()
                 .map(|c| matches!(c, ColumnMask::Mask { rule: 2, .. }))

@@ -836,18 +836,17 @@ impl Masking {
         (!findings.is_empty()).then(|| masker.mask_findings(text, &findings))
     }
 
-    /// The mask of a result: `stmt` is the statement that produced it (when
-    /// known), `origins` the resolved origin of each column (`None` when the
-    /// lookup failed: every column is then masked).
     /// The column matcher of the masking rules in force (for
-    /// [`crate::postgres::catalog::Catalog::view_columns`]).
+    /// [`crate::postgres::catalog::Catalog::extended_matcher`]).
     pub fn column_matcher(&self) -> &ColumnMatcher {
         self.set.column_matcher()
     }
 
-    /// The mask of a result with `columns`, whose origins the catalog
-    /// resolved (`None`: it could not). `views`: the masking rules' matcher
-    /// extended with the masked columns of the views the statement reads.
+    /// The mask of a result: `stmt` is the statement that produced it (when
+    /// known), `origins` the resolved origin of each column (`None` when the
+    /// lookup failed: every column is then masked). `views`: the masking
+    /// rules' matcher as the catalog extended it (views, user-defined
+    /// functions), in place of the rules' own.
     pub fn row_mask(
         &self,
         stmt: Option<(&Decided, usize)>,
@@ -897,10 +896,8 @@ impl Masking {
                 }),
             })
             .collect();
-        let plan = match views {
-            Some(matcher) => self.set.mask_plan_using(statement, &output, matcher),
-            None => self.set.mask_plan(statement, &output),
-        };
+        let matcher = views.unwrap_or_else(|| self.set.column_matcher());
+        let plan = self.set.mask_plan(statement, &output, matcher);
         let masks = plan
             .columns
             .iter()
@@ -924,11 +921,8 @@ impl Masking {
         let Some(stmt) = decided.statement(index) else {
             return Ok(None);
         };
-        let plan = match views {
-            Some(matcher) => self.set.copy_plan_using(stmt, table_columns, matcher),
-            None => self.set.copy_plan(stmt, table_columns),
-        };
-        match plan {
+        let matcher = views.unwrap_or_else(|| self.set.column_matcher());
+        match self.set.copy_plan(stmt, table_columns, matcher) {
             CopyPlan::Deny(why) => Err(Refusal::plain(&format!(
                 "COPY refused by Sluice: masking applies and {why}"
             ))),

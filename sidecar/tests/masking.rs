@@ -48,6 +48,26 @@ fn assert_no_leak(bytes: &[u8], what: &str) {
     assert!(!contains(bytes, EMAIL), "{what}: email leaked");
 }
 
+/// `sql`'s answers, simple and extended (text and binary results): no error,
+/// a row (unless `rows` is false), and nothing masked in them.
+fn assert_masked_answers(raw: &mut RawClient, sql: &str, rows: bool) {
+    for bytes in [
+        raw.simple(sql),
+        raw.extended(sql, false),
+        raw.extended(sql, true),
+    ] {
+        assert!(
+            !contains(&bytes, "SERROR"),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_no_leak(&bytes, sql);
+        if rows {
+            assert!(bytes.contains(&b'D'), "{sql}: no row");
+        }
+    }
+}
+
 async fn setup(test: &str) -> Sidecar {
     let pg = server();
     let db = db_name(test);
@@ -236,21 +256,7 @@ async fn masked_columns_read_through_views_are_masked() {
         "SELECT x FROM (SELECT t AS x FROM v_nested) sub",
         "COPY (SELECT id, t FROM v_nested) TO STDOUT",
     ] {
-        for bytes in [
-            raw.simple(sql),
-            raw.extended(sql, false),
-            raw.extended(sql, true),
-        ] {
-            assert!(
-                !contains(&bytes, "SERROR"),
-                "{sql}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-            assert_no_leak(&bytes, sql);
-            if !sql.starts_with("COPY") {
-                assert!(bytes.contains(&b'D'), "{sql}: no row");
-            }
-        }
+        assert_masked_answers(&mut raw, sql, !sql.starts_with("COPY"));
     }
     // Views the sidecar's own catalog session would not find by name: a
     // temporary view of the client's session, and a view found through the
@@ -272,15 +278,7 @@ async fn masked_columns_read_through_views_are_masked() {
         "SELECT ssn FROM \"Mixed View\"",
         "SELECT reverse(ssn) FROM \"Mixed View\"",
     ] {
-        for bytes in [raw.simple(sql), raw.extended(sql, true)] {
-            assert!(
-                !contains(&bytes, "SERROR"),
-                "{sql}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-            assert_no_leak(&bytes, sql);
-            assert!(bytes.contains(&b'D'), "{sql}: no row");
-        }
+        assert_masked_answers(&mut raw, sql, true);
     }
     // A view that reads no masked column is not masked.
     let (ok, out, err) = psql(sidecar.port, &["-At", "-c", "SELECT id, name FROM v_clean"]);
@@ -324,19 +322,7 @@ async fn results_of_user_defined_functions_are_masked() {
         "SELECT x FROM v_fn",
         "SELECT (SELECT f_ssn()) AS s",
     ] {
-        for bytes in [
-            raw.simple(sql),
-            raw.extended(sql, false),
-            raw.extended(sql, true),
-        ] {
-            assert!(
-                !contains(&bytes, "SERROR"),
-                "{sql}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-            assert_no_leak(&bytes, sql);
-            assert!(bytes.contains(&b'D'), "{sql}: no row");
-        }
+        assert_masked_answers(&mut raw, sql, true);
     }
     // A function that only selects rows masks nothing; built-ins are not
     // user-defined.

@@ -12,7 +12,7 @@
 //! It also looks up the views (and materialized views) a statement reads, so
 //! that masking follows a masked column through a view: the server names the
 //! view, not its base table, as a view column's origin (see
-//! [`Catalog::view_columns`]).
+//! [`Catalog::extended_matcher`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,14 +25,15 @@ use super::upstream::{self, UpstreamConfig, UpstreamError, UpstreamSession};
 const MAX_VIEW_DEPTH: usize = 16;
 
 /// A view or materialized view, as the catalog session sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct View {
     schema: String,
     name: String,
     /// Its columns in order (empty when they could not be read).
     columns: Vec<String>,
-    /// Its definition (`pg_get_viewdef`).
-    definition: String,
+    /// Its definition (`pg_get_viewdef`), parsed, and the relation names it
+    /// reads; `None` when it did not parse as one statement.
+    definition: Option<(sql::Statement, Vec<RelName>)>,
 }
 
 /// A column of a view that carries masked values: (schema, view, column, rule).
@@ -41,13 +42,15 @@ pub type ViewColumn = (String, String, String, usize);
 /// A relation: (schema, name); the schema is "" for a name written unqualified.
 type RelName = (String, String);
 
-/// Each view's parsed definition and the names it reads (`None`: it did not parse).
-type Parsed = HashMap<RelName, Option<(sql::Statement, Vec<RelName>)>>;
+/// `v` as an SQL string literal.
+fn sql_literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
 
 /// The lookup key of a relation name as written: (schema or "", name).
 /// Names come normalised from the SQL classifier (unquoted ones lower-cased,
 /// quoted ones as written, qualified as written); a catalog part is ignored.
-fn name_key(written: &str) -> (String, String) {
+fn name_key(written: &str) -> RelName {
     let mut parts = written.rsplit('.');
     let name = parts.next().unwrap_or_default().to_string();
     let schema = parts.next().unwrap_or_default().to_string();
@@ -84,8 +87,8 @@ pub struct Catalog {
     /// (schema, name). Matching names rather than resolving them with the
     /// catalog session's `search_path`, which may not be the client's, errs
     /// toward planning more views, never fewer.
-    names: HashMap<(String, String), Vec<(String, String)>>,
-    views: HashMap<(String, String), View>,
+    names: HashMap<RelName, Vec<RelName>>,
+    views: HashMap<RelName, View>,
     /// Function names (unqualified): whether a user-defined function has it.
     functions: HashMap<String, bool>,
 }
@@ -183,53 +186,47 @@ impl Catalog {
             .collect())
     }
 
-    /// The masking rules' `matcher` extended with what the statement reads
+    /// The masking rules' `matcher` extended with what `statement` reads
     /// out of its own sight, or `None` when it reads nothing of the kind:
     /// - the columns that carry masked values of every view (or materialized
-    ///   view) among `tables` (names as [`sql::Statement::tables`] gives them)
-    ///   and `origins` (schema, table), views read by those views included:
-    ///   each definition is planned with the matcher extended by the views
-    ///   it reads. A definition that cannot be parsed, or views nested deeper
+    ///   view) among the relations it names and `origins` (schema, table, from
+    ///   the result's columns), views read by those views included: each
+    ///   definition is planned with the matcher extended by the views it
+    ///   reads. A definition that cannot be parsed, or views nested deeper
     ///   than [`MAX_VIEW_DEPTH`], mask every column of the view;
-    /// - the user-defined functions among `functions` and the functions those
-    ///   views call (see [`ColumnMatcher::with_functions`]).
+    /// - the user-defined functions it and those views call (see
+    ///   [`ColumnMatcher::with_functions`]).
     pub async fn extended_matcher(
         &mut self,
-        tables: &[String],
-        functions: &[String],
+        statement: Option<&sql::Statement>,
         origins: &[(&str, &str)],
         matcher: &ColumnMatcher,
     ) -> Result<Option<ColumnMatcher>, UpstreamError> {
-        let roots: Vec<(String, String)> = tables
+        let roots: Vec<RelName> = statement
             .iter()
-            .map(|t| name_key(t))
+            .flat_map(|s| s.tables.iter().map(|t| name_key(t)))
             .chain(origins.iter().map(|(s, t)| (s.to_string(), t.to_string())))
             .collect();
-        let mut called: Vec<String> = functions.to_vec();
+        let mut called: Vec<String> = statement.map(|s| s.functions.clone()).unwrap_or_default();
         // Look up the views by name, then the names their definitions read.
-        let mut parsed: Parsed = HashMap::new();
+        let mut seen: HashSet<RelName> = HashSet::new();
         let mut wanted = roots.clone();
         let mut depth = 0;
         while !wanted.is_empty() && depth <= MAX_VIEW_DEPTH {
             self.lookup(&wanted).await?;
             let mut next = Vec::new();
             for id in wanted.iter().flat_map(|k| self.names.get(k)).flatten() {
-                if parsed.contains_key(id) {
+                if !seen.insert(id.clone()) {
                     continue;
                 }
-                let Some(view) = self.views.get(id) else {
-                    continue;
-                };
-                let statement = sql::parse(&view.definition, SqlDialect::Postgres)
-                    .ok()
-                    .filter(|s| s.len() == 1)
-                    .and_then(|mut s| s.pop());
-                let reads = statement.as_ref().map(|s| {
-                    called.extend(s.functions.iter().cloned());
-                    s.tables.iter().map(|t| name_key(t)).collect::<Vec<_>>()
-                });
-                next.extend(reads.iter().flatten().cloned());
-                parsed.insert(id.clone(), statement.zip(reads));
+                if let Some(View {
+                    definition: Some((statement, reads)),
+                    ..
+                }) = self.views.get(id)
+                {
+                    called.extend(statement.functions.iter().cloned());
+                    next.extend(reads.iter().cloned());
+                }
             }
             wanted = next;
             depth += 1;
@@ -243,10 +240,10 @@ impl Catalog {
         let base_ref = base.as_ref().unwrap_or(matcher);
         // Plan each view after the views it reads.
         let mut views = Vec::new();
-        let mut planned: HashMap<(String, String), Vec<ViewColumn>> = HashMap::new();
+        let mut planned: HashMap<RelName, Vec<ViewColumn>> = HashMap::new();
         for root in &roots {
             for id in self.names.get(root).into_iter().flatten() {
-                self.plan_view(id, &parsed, base_ref, &mut planned, 0);
+                self.plan_view(id, base_ref, &mut planned, 0);
                 if let Some(columns) = planned.get(id) {
                     views.extend(columns.iter().cloned());
                 }
@@ -278,7 +275,7 @@ impl Catalog {
         if !missing.is_empty() {
             let values = missing
                 .iter()
-                .map(|n| format!("('{}')", n.replace('\'', "''")))
+                .map(|n| format!("({})", sql_literal(n)))
                 .collect::<Vec<_>>()
                 .join(",");
             // Names are compared ignoring case: more functions count as
@@ -315,10 +312,9 @@ impl Catalog {
     /// Plans view `id` (and, first, the views it reads) into `planned`.
     fn plan_view(
         &self,
-        id: &(String, String),
-        parsed: &Parsed,
+        id: &RelName,
         matcher: &ColumnMatcher,
-        planned: &mut HashMap<(String, String), Vec<ViewColumn>>,
+        planned: &mut HashMap<RelName, Vec<ViewColumn>>,
         depth: usize,
     ) {
         if planned.contains_key(id) {
@@ -330,14 +326,12 @@ impl Catalog {
         // Marks the view while its reads are planned (PostgreSQL has no
         // cyclic views; this only guards the walk).
         planned.insert(id.clone(), Vec::new());
-        let found = match parsed.get(id) {
-            Some(Some((statement, reads)))
-                if depth < MAX_VIEW_DEPTH && !view.columns.is_empty() =>
-            {
+        let found = match &view.definition {
+            Some((statement, reads)) if depth < MAX_VIEW_DEPTH && !view.columns.is_empty() => {
                 let mut inner = Vec::new();
                 for read in reads {
                     for inner_id in self.names.get(read).into_iter().flatten() {
-                        self.plan_view(inner_id, parsed, matcher, planned, depth + 1);
+                        self.plan_view(inner_id, matcher, planned, depth + 1);
                         if let Some(c) = planned.get(inner_id) {
                             inner.extend(c.iter().cloned());
                         }
@@ -360,18 +354,17 @@ impl Catalog {
     }
 
     /// Looks up the views of the names in `keys` not seen yet.
-    async fn lookup(&mut self, keys: &[(String, String)]) -> Result<(), UpstreamError> {
-        let missing: HashSet<&(String, String)> = keys
+    async fn lookup(&mut self, keys: &[RelName]) -> Result<(), UpstreamError> {
+        let missing: HashSet<&RelName> = keys
             .iter()
             .filter(|k| !self.names.contains_key(*k))
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        let literal = |v: &str| format!("'{}'", v.replace('\'', "''"));
         let values = missing
             .iter()
-            .map(|(schema, name)| format!("({}, {})", literal(schema), literal(name)))
+            .map(|(schema, name)| format!("({}, {})", sql_literal(schema), sql_literal(name)))
             .collect::<Vec<_>>()
             .join(",");
         // Case is ignored: more views match, never fewer.
@@ -407,6 +400,16 @@ impl Catalog {
             let columns: Vec<String> = columns
                 .and_then(|c| serde_json::from_str(&c).ok())
                 .unwrap_or_default();
+            // Parsed once per session; a definition that is not one
+            // statement masks every column of the view (see `plan_view`).
+            let definition = sql::parse(&definition, SqlDialect::Postgres)
+                .ok()
+                .filter(|s| s.len() == 1)
+                .and_then(|mut s| s.pop())
+                .map(|s| {
+                    let reads = s.tables.iter().map(|t| name_key(t)).collect();
+                    (s, reads)
+                });
             let id = (schema.clone(), name.clone());
             self.names
                 .entry((q_schema, q_name))
@@ -437,7 +440,7 @@ impl Catalog {
             Some(s) => format!("{}.{}", quote_ident(s), quote_ident(table)),
             None => quote_ident(table),
         };
-        let literal = format!("'{}'", qualified.replace('\'', "''"));
+        let literal = sql_literal(&qualified);
         let sql = format!(
             "SELECT a.attname FROM pg_catalog.pg_attribute a \
              WHERE a.attrelid = pg_catalog.to_regclass({literal}) AND a.attnum > 0 \

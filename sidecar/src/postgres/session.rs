@@ -1042,14 +1042,13 @@ impl ClientLoop {
             };
             // `COPY (SELECT … FROM some_view) TO STDOUT`: the view's masked
             // columns, and user-defined functions.
-            let statement = decided.statement(index);
-            let tables = statement.map(|s| s.tables.as_slice()).unwrap_or_default();
-            let functions = statement
-                .map(|s| s.functions.as_slice())
-                .unwrap_or_default();
             let views = if self.masking.has_column_rules() {
                 catalog
-                    .extended_matcher(tables, functions, &[], self.masking.column_matcher())
+                    .extended_matcher(
+                        decided.statement(index),
+                        &[],
+                        self.masking.column_matcher(),
+                    )
                     .await
                     .map_err(|e| {
                         Refusal::plain(&format!(
@@ -1940,10 +1939,6 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let (origins, views) = if self.masking.has_column_rules() {
             let keys: Vec<(u32, i16)> = columns.iter().map(|c| (c.table_oid, c.attnum)).collect();
             let statement = stmt.and_then(|s| s.decided.statement(s.index));
-            let tables = statement.map(|s| s.tables.as_slice()).unwrap_or_default();
-            let functions = statement
-                .map(|s| s.functions.as_slice())
-                .unwrap_or_default();
             let mut catalog = self.catalog.lock().await;
             let looked_up = match catalog.resolve(&keys).await {
                 Ok(origins) => {
@@ -1953,7 +1948,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                         .map(|o| (o.schema.as_str(), o.table.as_str()))
                         .collect();
                     let views = catalog
-                        .extended_matcher(tables, functions, &named, self.masking.column_matcher())
+                        .extended_matcher(statement, &named, self.masking.column_matcher())
                         .await;
                     views.map(|v| (origins, v))
                 }
