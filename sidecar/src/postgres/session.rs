@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use sluice_crds::{ApprovalMode, RequestPhase};
-use sluice_policy::audit::{AuditApproval, AuditKind};
+use sluice_crds::{Action, ApprovalMode, RequestPhase};
+
+use sluice_policy::audit::{AuditApproval, AuditCommand, AuditDecision, AuditKind};
 use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -112,6 +113,12 @@ pub enum SessionError {
     /// The upstream server closed the session (shutdown, terminated backend).
     #[error("the upstream server closed the connection")]
     UpstreamClosed,
+    /// The server's answers no longer match the statements sent (see
+    /// [`ServerLoop::settle`]); the session ends rather than guess.
+    #[error(
+        "Sluice lost track of the server's answers ({0}); the session is closed so that no answer is matched to the wrong statement"
+    )]
+    Desync(String),
 }
 
 async fn fatal<W: AsyncWrite + Unpin>(
@@ -295,6 +302,9 @@ where
         rx,
         queue: VecDeque::new(),
         status: ready_for_query::IDLE,
+        parameters_seen: false,
+        copy_in: None,
+        copy_syncs_ignored: false,
         skipping: false,
         suppress: false,
         result: ResultState::default(),
@@ -316,6 +326,16 @@ where
     match &outcome {
         Err(e @ (SessionError::Message(_) | SessionError::Framing(_))) => {
             // Tell the client why the session ends (a bad message cannot be skipped).
+            let _ = fatal(
+                writer,
+                error_response::PROTOCOL_VIOLATION,
+                &e.to_string(),
+                None,
+            )
+            .await;
+        }
+        Err(e @ SessionError::Desync(_)) => {
+            tracing::warn!(connection = %ctx.name, error = %e, "session closed");
             let _ = fatal(
                 writer,
                 error_response::PROTOCOL_VIOLATION,
@@ -402,6 +422,8 @@ enum Expect {
         rfq: bool,
         in_group: bool,
     },
+    /// The client ended a COPY FROM STDIN (CopyDone or CopyFail forwarded).
+    CopyEnd,
 }
 
 /// A decided statement within a (possibly multi-statement) string.
@@ -521,11 +543,20 @@ impl ClientLoop {
             };
             self.ctx.metrics.bytes_from_client(frame.raw.len());
             match frame.tag {
-                frontend::QUERY => {
-                    self.simple_query(frame).await?;
-                    if let Some((frame, decided)) = self.held.take() {
-                        self.approve_simple(frame, decided, client).await?;
+                frontend::QUERY | frontend::FUNCTION_CALL if self.discarding => {
+                    // The group was refused before its Sync: the server would
+                    // be skipping to Sync, and ignore this message too.
+                }
+                frontend::QUERY | frontend::FUNCTION_CALL if !self.pending.is_empty() => {
+                    // Inside an unfinished extended-protocol group: what came
+                    // before goes first, so the answers stay in order.
+                    self.flush_group(None, false).await?;
+                    if !self.discarding {
+                        self.statement_message(frame, client).await?;
                     }
+                }
+                frontend::QUERY | frontend::FUNCTION_CALL => {
+                    self.statement_message(frame, client).await?;
                 }
                 frontend::PARSE
                 | frontend::BIND
@@ -541,25 +572,21 @@ impl ClientLoop {
                         self.discarding = false;
                         self.end_refused_group().await?;
                     } else {
-                        self.flush_group(frame, true).await?;
+                        self.flush_group(Some(frame), true).await?;
                     }
                     self.group_forwarded = false;
                 }
                 frontend::FLUSH => {
                     if !self.discarding {
-                        self.flush_group(frame, false).await?;
+                        self.flush_group(Some(frame), false).await?;
                     }
                 }
-                frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {
+                frontend::COPY_DATA => {
                     self.upstream.write_all(&frame.raw).await?;
                 }
-                frontend::FUNCTION_CALL => {
-                    // The fast-path interface calls any function by OID, around
-                    // every SQL rule; it is refused outright.
-                    let refusal = Refusal::plain(
-                        "function calls through the fast-path interface are not allowed through Sluice; call the function in a SQL statement",
-                    );
-                    self.queue_refusal(&refusal, true, false);
+                frontend::COPY_DONE | frontend::COPY_FAIL => {
+                    self.send(Expect::CopyEnd);
+                    self.upstream.write_all(&frame.raw).await?;
                 }
                 frontend::TERMINATE => {
                     let _ = self.upstream.write_all(&frame.raw).await;
@@ -575,6 +602,70 @@ impl ClientLoop {
                 }
             }
         }
+    }
+
+    /// A simple Query or a fast-path FunctionCall.
+    async fn statement_message<R: AsyncRead + Unpin>(
+        &mut self,
+        frame: Frame,
+        client: &mut FrameReader<R>,
+    ) -> Result<(), SessionError> {
+        if frame.tag == frontend::FUNCTION_CALL {
+            self.function_call(&frame);
+            return Ok(());
+        }
+        self.simple_query(frame).await?;
+        if let Some((frame, decided)) = self.held.take() {
+            self.approve_simple(frame, decided, client).await?;
+        }
+        Ok(())
+    }
+
+    /// The fast-path interface calls any function by OID, around every SQL
+    /// rule: it is refused outright (and the refusal is on record).
+    fn function_call(&mut self, frame: &Frame) {
+        let oid = frame
+            .body()
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let mut refusal = Refusal::plain(
+            "function calls through the fast-path interface are not allowed through Sluice; call the function in a SQL statement",
+        );
+        // Every refusal is on record; the arguments (values) are not.
+        let text = match oid {
+            Some(oid) => format!("fast-path FunctionCall of function OID {oid}"),
+            None => "fast-path FunctionCall".to_string(),
+        };
+        let recorded = self.ctx.audit.event(
+            &self.session,
+            AuditKind::Denial,
+            Some(AuditCommand {
+                fingerprint: "fastpath-function-call".into(),
+                kind: Some("functionCall".into()),
+                text,
+            }),
+            Some(AuditDecision {
+                action: Action::Deny,
+                dry_run: false,
+                policy: None,
+                reason: Some(refusal.message.clone()),
+                rule: None,
+            }),
+            None,
+            true,
+        );
+        if let Err(e) = recorded {
+            refusal = Refusal::audit_failed(&e);
+        }
+        self.refuse(&refusal);
+    }
+
+    /// Queues the answer to a refused simple Query or FunctionCall: its
+    /// error and ReadyForQuery; dropped by the server loop when it comes
+    /// inside an extended-protocol group the server is skipping (the server
+    /// would have ignored the message).
+    fn refuse(&self, refusal: &Refusal) {
+        self.queue_refusal(refusal, true, self.group_forwarded);
     }
 
     fn send(&self, e: Expect) {
@@ -651,12 +742,12 @@ impl ClientLoop {
             },
         };
         if let Err(e) = recorded {
-            self.queue_refusal(&Refusal::audit_failed(&e), true, false);
+            self.refuse(&Refusal::audit_failed(&e));
             return Ok(());
         }
         self.ctx.metrics.statement(&decided, refusal.is_some());
         if let Some(refusal) = refusal {
-            self.queue_refusal(&refusal, true, false);
+            self.refuse(&refusal);
             return Ok(());
         }
         self.send(Expect::Simple(Box::new(SimpleCtx {
@@ -685,7 +776,7 @@ impl ClientLoop {
                 .audit
                 .statement(&self.session, &decided, "simple", Some(&refusal));
             self.ctx.metrics.statement(&decided, true);
-            self.queue_refusal(&refusal, true, false);
+            self.refuse(&refusal);
             return Ok(());
         }
         let outcome = match self.approval_ask(sql, &decided) {
@@ -731,13 +822,13 @@ impl ClientLoop {
             }
         };
         if let Some(refusal) = refusal {
-            self.queue_refusal(&refusal, true, false);
+            self.refuse(&refusal);
             return Ok(());
         }
         let copy_masks = match self.copy_masks(&decided).await {
             Ok(m) => m,
             Err(r) => {
-                self.queue_refusal(&r, true, false);
+                self.refuse(&r);
                 return Ok(());
             }
         };
@@ -1070,7 +1161,11 @@ impl ClientLoop {
 
     /// Decides and forwards (or refuses) the buffered extended-protocol
     /// messages, ending with `terminator` (Sync or Flush).
-    async fn flush_group(&mut self, terminator: Frame, sync: bool) -> Result<(), SessionError> {
+    async fn flush_group(
+        &mut self,
+        terminator: Option<Frame>,
+        sync: bool,
+    ) -> Result<(), SessionError> {
         self.sync_masking();
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
@@ -1353,7 +1448,9 @@ impl ClientLoop {
         } else {
             self.group_forwarded = true;
         }
-        self.out.extend_from_slice(&terminator.raw);
+        if let Some(terminator) = terminator {
+            self.out.extend_from_slice(&terminator.raw);
+        }
         self.upstream.write_all(&self.out).await?;
         Ok(())
     }
@@ -1429,6 +1526,8 @@ impl ClientLoop {
 #[derive(Default)]
 struct ResultState {
     mask: Option<Arc<RowMask>>,
+    /// A RowDescription for this result came (simple protocol).
+    described: bool,
     rows: u64,
     masked: u64,
     truncated: bool,
@@ -1445,6 +1544,12 @@ struct ServerLoop<'w, W> {
     queue: VecDeque<Expect>,
     /// Transaction status of the last ReadyForQuery.
     status: u8,
+    /// A Describe's ParameterDescription came; its RowDescription or NoData is next.
+    parameters_seen: bool,
+    /// A COPY FROM STDIN is running: `Some(true)` when started by an Execute.
+    copy_in: Option<bool>,
+    /// Syncs before the next [`Expect::CopyEnd`] were ignored by the server.
+    copy_syncs_ignored: bool,
     /// After an error in the extended protocol: the server skips to Sync.
     skipping: bool,
     /// maxRows refused a result: nothing but ReadyForQuery reaches the client
@@ -1476,13 +1581,14 @@ struct SimpleProgress {
 impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     async fn run(&mut self) -> Result<(), SessionError> {
         loop {
-            self.emit_synthetic().await?;
-            // Forward everything already buffered before waiting again.
+            self.settle()?;
+            // Forward everything already buffered before waiting again; the
+            // sidecar's own answers that are due go out before each frame.
             while let Some(frame) = self.upstream.try_next()? {
-                self.drain_queue();
+                self.settle()?;
                 self.handle(frame).await?;
             }
-            self.emit_synthetic().await?;
+            self.settle()?;
             if !self.out.is_empty() {
                 self.client.write_all(&self.out).await?;
                 self.ctx.metrics.bytes_to_client(self.out.len());
@@ -1509,37 +1615,73 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
     }
 
-    /// Sends queued refusals whose turn has come.
-    async fn emit_synthetic(&mut self) -> Result<(), SessionError> {
+    /// Brings the queue to the next answer the server owes: applies masking
+    /// switches, writes the sidecar's own answers (refusals) whose turn has
+    /// come, and drops what the server will not answer (the rest of a Sync
+    /// group after an error; Syncs swallowed by COPY FROM STDIN). Called
+    /// before every upstream frame, so a refusal always reaches the client
+    /// exactly where the server's answer would have been, whatever arrives
+    /// in the same read.
+    fn settle(&mut self) -> Result<(), SessionError> {
         self.drain_queue();
-        let mut wrote = false;
         loop {
             self.switch_masking();
-            if !matches!(self.queue.front(), Some(Expect::Synthetic { .. })) {
-                break;
+            match self.queue.front() {
+                Some(Expect::CopyEnd) => {
+                    // The client ended a COPY FROM STDIN: Syncs it sent before
+                    // were ignored by the server (see `copy_syncs_ignored`).
+                    self.copy_syncs_ignored = false;
+                }
+                Some(Expect::Sync) if self.copy_syncs_ignored => {}
+                Some(Expect::Sync) | None => return Ok(()),
+                Some(Expect::Synthetic { in_group, rfq, .. }) => {
+                    if self.skipping && !*in_group {
+                        return Err(SessionError::Desync(
+                            "a refusal outside an extended-protocol group was due while the server was still skipping to Sync".into(),
+                        ));
+                    }
+                    let (in_group, rfq) = (*in_group, *rfq);
+                    if let Some(Expect::Synthetic { bytes, .. }) = self.queue.pop_front()
+                        && !(in_group && self.skipping)
+                    {
+                        self.out.extend_from_slice(&bytes);
+                        if rfq {
+                            ready_for_query::encode(&mut self.out, self.status);
+                        }
+                    }
+                    continue;
+                }
+                Some(_) if self.skipping => {
+                    // After an error in an extended-protocol group the server
+                    // ignores every message until Sync (simple Queries too).
+                }
+                Some(_) => return Ok(()),
             }
-            let Some(Expect::Synthetic {
-                bytes,
-                rfq,
-                in_group,
-            }) = self.queue.pop_front()
-            else {
-                break;
-            };
-            if !(in_group && self.skipping) {
-                self.out.extend_from_slice(&bytes);
-            }
-            if rfq {
-                self.skipping = false;
-                ready_for_query::encode(&mut self.out, self.status);
-            }
-            wrote = true;
+            self.queue.pop_front();
         }
-        if wrote {
-            self.client.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
+    }
+
+    /// The session cannot go on: an answer came that is not the one the
+    /// server owes next. Guessing could attach rows to the wrong statement
+    /// (and its mask plan), so the session ends.
+    fn desync(&self, frame: &Frame) -> SessionError {
+        let expected = match self.queue.front() {
+            None => "nothing",
+            Some(Expect::Simple(_)) => "the answer to a simple query",
+            Some(Expect::ParseComplete) => "ParseComplete",
+            Some(Expect::BindComplete(_)) => "BindComplete",
+            Some(Expect::Describe { .. }) => "the answer to a Describe",
+            Some(Expect::Execute(_)) => "the answer to an Execute",
+            Some(Expect::CloseComplete) => "CloseComplete",
+            Some(Expect::Sync) => "ReadyForQuery",
+            Some(Expect::Masking(_) | Expect::Synthetic { .. } | Expect::CopyEnd) => {
+                "a sidecar answer"
+            }
+        };
+        SessionError::Desync(format!(
+            "the server sent a message of type {:?} while Sluice expected {expected}",
+            frame.tag as char
+        ))
     }
 
     fn forward(&mut self, frame: &Frame) {
@@ -1564,30 +1706,91 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
     }
 
+    /// Whether `tag` may answer the expectation at the front of the queue.
+    /// Asynchronous messages (notices, parameter status, notifications) are
+    /// checked by the caller; everything else must belong to the front.
+    fn expected(&self, tag: u8) -> bool {
+        use backend::*;
+        match self.queue.front() {
+            Some(Expect::Simple(_)) => matches!(
+                tag,
+                ROW_DESCRIPTION
+                    | DATA_ROW
+                    | COMMAND_COMPLETE
+                    | EMPTY_QUERY_RESPONSE
+                    | ERROR_RESPONSE
+                    | COPY_IN_RESPONSE
+                    | COPY_OUT_RESPONSE
+                    | COPY_DATA
+                    | COPY_DONE
+                    | READY_FOR_QUERY
+            ),
+            Some(Expect::ParseComplete) => matches!(tag, PARSE_COMPLETE | ERROR_RESPONSE),
+            Some(Expect::BindComplete(_)) => matches!(tag, BIND_COMPLETE | ERROR_RESPONSE),
+            Some(Expect::Describe { portal, .. }) => match tag {
+                ROW_DESCRIPTION | NO_DATA | ERROR_RESPONSE => true,
+                // Only a statement's description starts with its parameters.
+                PARAMETER_DESCRIPTION => portal.is_none() && !self.parameters_seen,
+                _ => false,
+            },
+            Some(Expect::Execute(_)) => matches!(
+                tag,
+                DATA_ROW
+                    | COMMAND_COMPLETE
+                    | EMPTY_QUERY_RESPONSE
+                    | PORTAL_SUSPENDED
+                    | ERROR_RESPONSE
+                    | COPY_IN_RESPONSE
+                    | COPY_OUT_RESPONSE
+                    | COPY_DATA
+                    | COPY_DONE
+            ),
+            Some(Expect::CloseComplete) => matches!(tag, CLOSE_COMPLETE | ERROR_RESPONSE),
+            // An error at Sync: the implicit transaction's COMMIT failed.
+            Some(Expect::Sync) => matches!(tag, READY_FOR_QUERY | ERROR_RESPONSE),
+            // A FATAL error (terminated backend, shutdown) before the close.
+            None => tag == ERROR_RESPONSE,
+            Some(Expect::Masking(_) | Expect::Synthetic { .. } | Expect::CopyEnd) => false,
+        }
+    }
+
     async fn handle(&mut self, frame: Frame) -> Result<(), SessionError> {
         self.switch_masking();
         match frame.tag {
+            // Asynchronous: these may come at any point.
+            backend::NOTICE_RESPONSE => {
+                self.notice(frame);
+                return Ok(());
+            }
+            backend::PARAMETER_STATUS | backend::NOTIFICATION_RESPONSE => {
+                self.forward(&frame);
+                return Ok(());
+            }
+            tag if !self.expected(tag) => return Err(self.desync(&frame)),
+            _ => {}
+        }
+        match frame.tag {
             backend::DATA_ROW => self.data_row(frame),
             backend::COMMAND_COMPLETE | backend::EMPTY_QUERY_RESPONSE => {
+                self.copy_ended();
                 self.command_complete(frame)
             }
             backend::READY_FOR_QUERY => {
                 self.status = ready_for_query::status(frame.body());
                 self.suppress = false;
                 self.skipping = false;
-                match self.queue.pop_front() {
-                    Some(Expect::Simple(s)) => self.simple_done(&s),
-                    Some(Expect::Sync) | None => {}
-                    Some(other) => {
-                        tracing::warn!(connection = %self.ctx.name, "ReadyForQuery while another answer was expected");
-                        let _ = other;
-                    }
+                if let Some(Expect::Simple(s)) = self.queue.pop_front() {
+                    self.simple_done(&s);
                 }
                 self.forward(&frame);
                 Ok(())
             }
-            backend::ROW_DESCRIPTION => self.row_description(frame).await,
+            backend::ROW_DESCRIPTION => {
+                self.parameters_seen = false;
+                self.row_description(frame).await
+            }
             backend::NO_DATA => {
+                self.parameters_seen = false;
                 if let Some(Expect::Describe {
                     portal,
                     statement,
@@ -1608,6 +1811,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Ok(())
             }
             backend::PARAMETER_DESCRIPTION => {
+                self.parameters_seen = true;
                 if let Some(Expect::Describe { forward, .. }) = self.queue.front()
                     && !forward
                 {
@@ -1643,9 +1847,13 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.forward(&frame);
                 Ok(())
             }
-            backend::ERROR_RESPONSE => self.error_response(frame),
-            backend::NOTICE_RESPONSE => {
-                self.notice(frame);
+            backend::ERROR_RESPONSE => {
+                self.copy_ended();
+                self.error_response(frame)
+            }
+            backend::COPY_IN_RESPONSE => {
+                self.copy_in = Some(matches!(self.queue.front(), Some(Expect::Execute(_))));
+                self.forward(&frame);
                 Ok(())
             }
             backend::COPY_OUT_RESPONSE => {
@@ -1667,6 +1875,15 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.forward(&frame);
                 Ok(())
             }
+        }
+    }
+
+    /// A COPY FROM STDIN ended (its CommandComplete or error): in the
+    /// extended protocol the server ignored the Syncs the client sent
+    /// during it, up to its CopyDone/CopyFail (see [`ServerLoop::settle`]).
+    fn copy_ended(&mut self) {
+        if self.copy_in.take() == Some(true) {
+            self.copy_syncs_ignored = true;
         }
     }
 
@@ -1730,7 +1947,16 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             return Ok(());
         }
         let mask = match self.queue.front() {
-            Some(Expect::Execute(e)) => self.portal_masks.get(&e.portal).cloned().flatten(),
+            Some(Expect::Execute(e)) => match self.portal_masks.get(&e.portal) {
+                Some(mask) => mask.clone(),
+                // A portal the sidecar did not bind (a cursor DECLAREd in
+                // SQL, say): its columns are unknown, so with masking on
+                // every value becomes NULL.
+                None => self.masking.active().then(|| Arc::new(RowMask::opaque())),
+            },
+            _ if !self.result.described && self.masking.active() => {
+                Some(Arc::new(RowMask::opaque()))
+            }
             _ => self.result.mask.clone(),
         };
         match mask {
@@ -1925,6 +2151,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
         } else {
             self.result.mask = mask;
+            self.result.described = true;
             self.forward(&frame);
         }
         Ok(())
@@ -1977,6 +2204,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let code = self.scrubbed(&frame, backend::ERROR_RESPONSE);
         self.result = ResultState::default();
         self.copy_mask = None;
+        self.parameters_seen = false;
         match self.queue.front() {
             Some(Expect::Simple(_)) => {
                 let p = self.simple.get_or_insert(SimpleProgress {
@@ -1987,26 +2215,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 });
                 p.error.get_or_insert(code);
             }
-            Some(Expect::Synthetic { .. }) | None => {}
-            _ => {
-                // Extended protocol: the server skips to Sync.
-                let mut first = true;
-                loop {
-                    self.switch_masking();
-                    let Some(e) = self.queue.front() else { break };
-                    match e {
-                        Expect::Sync | Expect::Simple(_) => break,
-                        Expect::Synthetic {
-                            in_group: false, ..
-                        } => break,
-                        _ => {}
-                    }
-                    if let Some(Expect::Execute(e)) = self.queue.pop_front()
-                        && first
-                    {
-                        self.execute_result(&e, 0, 0, Some(code.clone()));
-                    }
-                    first = false;
+            Some(Expect::Sync) | None => {}
+            Some(_) => {
+                // Extended protocol: this message failed, and the server
+                // skips every message until Sync (see [`ServerLoop::settle`]).
+                if let Some(Expect::Execute(e)) = self.queue.pop_front() {
+                    self.execute_result(&e, 0, 0, Some(code));
                 }
                 self.skipping = true;
             }
