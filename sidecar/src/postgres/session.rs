@@ -16,6 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -36,6 +37,7 @@ use super::messages::{
     backend, bind, command_complete, copy, describe, execute, frontend, parse, query,
     ready_for_query, row_description, startup,
 };
+use super::settings::{self, Effect, ServerSettings};
 use super::upstream::{self, ReadHalf, UpstreamConfig, WriteHalf};
 use crate::approval::{ApprovalOutcome, Approvals};
 use crate::audit::{AuditLog, ResultRecord, SessionInfo};
@@ -61,6 +63,30 @@ pub struct ConnectionContext {
     /// The operator's approvals (run mode); `None` refuses statements that
     /// need approval (standalone).
     pub approvals: Option<Approvals>,
+}
+
+/// What the server loop tells the client loop: how many expectations it
+/// has settled (answered or dropped), and the settings the server reported.
+/// A statement after a barrier (see [`settings`]) is decided only once every
+/// expectation sent before it is settled.
+#[derive(Default)]
+struct Answered {
+    settled: AtomicU64,
+    notify: tokio::sync::Notify,
+    settings: std::sync::Mutex<ServerSettings>,
+}
+
+impl Answered {
+    fn settings(&self) -> ServerSettings {
+        match self.settings.lock() {
+            Ok(s) => s.clone(),
+            // A poisoned lock: a panic elsewhere; refuse everything.
+            Err(_) => ServerSettings {
+                standard_conforming_strings: "unknown".into(),
+                client_encoding: "unknown".into(),
+            },
+        }
+    }
 }
 
 /// A result shape: the decision's address, the statement's index in it, and
@@ -271,6 +297,18 @@ where
 
     let masking = enforcer.masking();
     let catalog = Arc::new(Mutex::new(Catalog::new(ctx.upstream.clone())));
+    // What the server reported at startup: `ALTER ROLE/DATABASE … SET` and
+    // the startup packet's client_encoding are in force from the start.
+    let answered = Arc::new(Answered::default());
+    if let Ok(mut settings) = answered.settings.lock() {
+        for m in &up.startup_messages {
+            if m.tag == backend::PARAMETER_STATUS
+                && let Some((name, value)) = parameter_status(m.body())
+            {
+                settings.update(name, value);
+            }
+        }
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut client_loop = ClientLoop {
         ctx: ctx.clone(),
@@ -292,6 +330,9 @@ where
         cancel_hold,
         generation: 0,
         decided_generation: 0,
+        answered: answered.clone(),
+        sent: AtomicU64::new(0),
+        barrier: false,
     };
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
@@ -316,6 +357,7 @@ where
         simple: None,
         copy_mask: None,
         results: Vec::new(),
+        answered,
     };
     let outcome = tokio::select! {
         r = client_loop.run(client) => r,
@@ -530,6 +572,13 @@ struct ClientLoop {
     /// The enforcer generation the stored statements' decisions were taken
     /// under (see [`ClientLoop::redecide_prepared`]).
     decided_generation: u64,
+    /// Shared with the server loop.
+    answered: Arc<Answered>,
+    /// Expectations sent to the server loop.
+    sent: AtomicU64,
+    /// A statement that may change the settings Sluice models was sent:
+    /// nothing more is decided until its answer is in (see [`settings`]).
+    barrier: bool,
 }
 
 impl ClientLoop {
@@ -538,6 +587,10 @@ impl ClientLoop {
         client: &mut FrameReader<R>,
     ) -> Result<(), SessionError> {
         loop {
+            if self.barrier {
+                self.wait_answered().await;
+                self.barrier = false;
+            }
             let Some(frame) = client.next().await? else {
                 return Ok(());
             };
@@ -669,8 +722,36 @@ impl ClientLoop {
     }
 
     fn send(&self, e: Expect) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
         // The server loop only stops when the session ends, which also stops this loop.
         let _ = self.expect.send(e);
+    }
+
+    /// Waits until the server loop has settled every expectation sent so
+    /// far: the answers (and ParameterStatus) of everything forwarded are in.
+    async fn wait_answered(&self) {
+        loop {
+            let notified = self.answered.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.answered.settled.load(Ordering::Acquire) >= self.sent.load(Ordering::Relaxed) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The refusal for `text` when the session is in a state Sluice does
+    /// not model and `text` does not bring it back (see [`settings`]).
+    fn unmodelled(&self, text: &str) -> Option<Refusal> {
+        let why = self.answered.settings().unmodelled()?;
+        if settings::is_restore(text) {
+            return None;
+        }
+        Some(Refusal {
+            code: error_response::FEATURE_NOT_SUPPORTED,
+            ..Refusal::plain(&format!("statement refused by Sluice: {why}"))
+        })
     }
 
     fn queue_refusal(&self, refusal: &Refusal, rfq: bool, in_group: bool) {
@@ -705,11 +786,15 @@ impl ClientLoop {
         let sql = query::decode(frame.body())?;
         let decided = self.enforcer.decide(sql);
         self.sync_masking();
-        if self.ctx.approvals.is_some() && decided.awaits_approval().is_some() {
+        let (settings_refusal, effect) = self.settings_check(sql, &decided);
+        if settings_refusal.is_none()
+            && self.ctx.approvals.is_some()
+            && decided.awaits_approval().is_some()
+        {
             self.held = Some((frame, decided));
             return Ok(());
         }
-        let mut refusal = decided.refusal.clone();
+        let mut refusal = settings_refusal.or_else(|| decided.refusal.clone());
         if refusal.is_none() {
             refusal = self.rate.check();
         }
@@ -756,7 +841,23 @@ impl ClientLoop {
             copy_masks,
         })));
         self.upstream.write_all(&frame.raw).await?;
+        self.barrier |= effect != Effect::None;
         Ok(())
+    }
+
+    /// Whether `sql` may be decided in the session's current settings, and
+    /// what it may do to them (see [`settings`]): refused while the session
+    /// is in a state Sluice does not model (unless it brings it back), and
+    /// when it changes them together with other statements in one string.
+    fn settings_check(&self, sql: &str, decided: &Decided) -> (Option<Refusal>, Effect) {
+        let effect = statement_effect(decided, sql);
+        if let Some(r) = self.unmodelled(sql) {
+            return (Some(r), effect);
+        }
+        if effect == Effect::Alone && decided.len() > 1 {
+            return (Some(alone_refusal()), effect);
+        }
+        (None, effect)
     }
 
     /// A simple query a `requireApproval` rule catches, in run mode: asked
@@ -832,12 +933,14 @@ impl ClientLoop {
                 return Ok(());
             }
         };
+        let effect = statement_effect(&decided, sql);
         self.send(Expect::Simple(Box::new(SimpleCtx {
             decided,
             started: Instant::now(),
             copy_masks,
         })));
         self.upstream.write_all(&frame.raw).await?;
+        self.barrier |= effect != Effect::None;
         Ok(())
     }
 
@@ -1169,6 +1272,7 @@ impl ClientLoop {
         self.sync_masking();
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
+        let mut barrier = false;
         // Pass 1: decide every Parse; statements parsed earlier in the group
         // are visible to later Binds.
         let mut parsed: HashMap<String, StatementRef> = HashMap::new();
@@ -1180,6 +1284,18 @@ impl ClientLoop {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
                     let decided = self.enforcer.decide(p.query);
+                    if let Some(r) = self.unmodelled(p.query)
+                        && refusal.is_none()
+                    {
+                        // Read under settings Sluice does not model: refused
+                        // whatever the rules say; on record.
+                        let _ =
+                            self.ctx
+                                .audit
+                                .statement(&self.session, &decided, "extended", Some(&r));
+                        self.ctx.metrics.statement(&decided, true);
+                        refusal = Some(r);
+                    }
                     let stmt = StatementRef {
                         decided: decided.clone(),
                         index: 0,
@@ -1222,11 +1338,42 @@ impl ClientLoop {
             // Pass 2: each Execute runs a statement: rate limit, COPY plan and
             // the write-ahead audit record, before anything is forwarded.
             let mut ticket = None;
-            for (frame, stmt) in pending.iter().zip(&decisions) {
+            for (i, (frame, stmt)) in pending.iter().zip(&decisions).enumerate() {
                 if frame.tag != frontend::EXECUTE {
                     continue;
                 }
                 let Some(stmt) = stmt else { continue };
+                let text = stmt.prepared.as_ref().map_or("", |(t, _)| t);
+                let effect = statement_effect(&stmt.decided, text);
+                // A statement that changes the settings must end its Sync
+                // group: what follows it is read under what the server
+                // reports at that Sync.
+                let followed = !sync
+                    || pending[i + 1..].iter().any(|f| {
+                        matches!(
+                            f.tag,
+                            frontend::PARSE
+                                | frontend::BIND
+                                | frontend::EXECUTE
+                                | frontend::DESCRIBE
+                                | frontend::CLOSE
+                        )
+                    });
+                let settings_refusal = self
+                    .unmodelled(text)
+                    .or_else(|| (effect == Effect::Alone && followed).then(alone_refusal));
+                if let Some(r) = settings_refusal {
+                    let _ = self.ctx.audit.statement(
+                        &self.session,
+                        &stmt.decided,
+                        "extended",
+                        Some(&r),
+                    );
+                    self.ctx.metrics.statement(&stmt.decided, true);
+                    refusal = Some(r);
+                    break;
+                }
+                barrier |= effect != Effect::None;
                 let awaits =
                     self.ctx.approvals.is_some() && stmt.decided.awaits_approval().is_some();
                 if let Some(r) = stmt.decided.refusal.as_ref().filter(|_| !awaits) {
@@ -1344,6 +1491,7 @@ impl ClientLoop {
                                 // Described under other masking rules (or
                                 // none): its mask is made again first.
                                 s.described = Some(generation);
+                                self.sent.fetch_add(1, Ordering::Relaxed);
                                 let _ = self.expect.send(Expect::Describe {
                                     portal: None,
                                     statement: Some(b.statement.to_string()),
@@ -1403,6 +1551,7 @@ impl ClientLoop {
                         // mask is made again, in its result formats, from
                         // its own description.
                         p.generation = generation;
+                        self.sent.fetch_add(1, Ordering::Relaxed);
                         let _ = self.expect.send(Expect::Describe {
                             portal: Some(portal.to_string()),
                             statement: None,
@@ -1452,6 +1601,7 @@ impl ClientLoop {
             self.out.extend_from_slice(&terminator.raw);
         }
         self.upstream.write_all(&self.out).await?;
+        self.barrier |= barrier;
         Ok(())
     }
 
@@ -1569,6 +1719,8 @@ struct ServerLoop<'w, W> {
     copy_mask: Option<Arc<CopyMask>>,
     /// Results ended but not yet recorded (see [`ServerLoop::record_results`]).
     results: Vec<(Arc<Decided>, ResultRecord)>,
+    /// Shared with the client loop.
+    answered: Arc<Answered>,
 }
 
 struct SimpleProgress {
@@ -1594,6 +1746,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.ctx.metrics.bytes_to_client(self.out.len());
                 self.out.clear();
             }
+            // A client loop held at a barrier decides again.
+            self.answered.notify.notify_waiters();
             self.record_results();
             tokio::select! {
                 more = self.upstream.fill() => {
@@ -1607,6 +1761,51 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 },
             }
         }
+    }
+
+    /// Takes the front expectation (answered, or dropped because the
+    /// server will not answer it); counted for [`ClientLoop::wait_answered`].
+    fn pop(&mut self) -> Option<Expect> {
+        let e = self.queue.pop_front();
+        if e.is_some() {
+            self.answered.settled.fetch_add(1, Ordering::Release);
+        }
+        e
+    }
+
+    /// A ParameterStatus: tracked settings are recorded (see [`settings`]).
+    /// One that leaves what Sluice models while statements sent after the
+    /// current one are already on their way (they were decided under the
+    /// old setting: a function or trigger changed it unseen) ends the session.
+    fn parameter_status(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        if let Some((name, value)) = parameter_status(frame.body()) {
+            let unmodelled = match self.answered.settings.lock() {
+                Ok(mut settings) => {
+                    let before = settings.unmodelled().is_some();
+                    settings.update(name, value) && !before && settings.unmodelled().is_some()
+                }
+                Err(_) => true,
+            };
+            if unmodelled {
+                self.drain_queue();
+                let later = self.queue.iter().skip(1).any(|e| {
+                    !matches!(
+                        e,
+                        Expect::Synthetic { .. }
+                            | Expect::Masking(_)
+                            | Expect::CopyEnd
+                            | Expect::Sync
+                    )
+                });
+                if later {
+                    return Err(SessionError::Desync(format!(
+                        "the server reported {name} = {value:?} while statements decided under the previous setting were already sent"
+                    )));
+                }
+            }
+        }
+        self.forward(frame);
+        Ok(())
     }
 
     fn drain_queue(&mut self) {
@@ -1641,7 +1840,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                         ));
                     }
                     let (in_group, rfq) = (*in_group, *rfq);
-                    if let Some(Expect::Synthetic { bytes, .. }) = self.queue.pop_front()
+                    if let Some(Expect::Synthetic { bytes, .. }) = self.pop()
                         && !(in_group && self.skipping)
                     {
                         self.out.extend_from_slice(&bytes);
@@ -1657,7 +1856,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 }
                 Some(_) => return Ok(()),
             }
-            self.queue.pop_front();
+            self.pop();
         }
     }
 
@@ -1697,7 +1896,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// sidecar describe prepared statements and portals again before use.
     fn switch_masking(&mut self) {
         while matches!(self.queue.front(), Some(Expect::Masking(_))) {
-            if let Some(Expect::Masking(masking)) = self.queue.pop_front() {
+            if let Some(Expect::Masking(masking)) = self.pop() {
                 self.masking = masking;
                 self.mask_cache.clear();
                 self.statement_masks.clear();
@@ -1762,7 +1961,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.notice(frame);
                 return Ok(());
             }
-            backend::PARAMETER_STATUS | backend::NOTIFICATION_RESPONSE => {
+            backend::PARAMETER_STATUS => return self.parameter_status(&frame),
+            backend::NOTIFICATION_RESPONSE => {
                 self.forward(&frame);
                 return Ok(());
             }
@@ -1779,7 +1979,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.status = ready_for_query::status(frame.body());
                 self.suppress = false;
                 self.skipping = false;
-                if let Some(Expect::Simple(s)) = self.queue.pop_front() {
+                if let Some(Expect::Simple(s)) = self.pop() {
                     self.simple_done(&s);
                 }
                 self.forward(&frame);
@@ -1796,7 +1996,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     statement,
                     forward,
                     ..
-                }) = self.queue.pop_front()
+                }) = self.pop()
                 {
                     if let Some(p) = portal {
                         self.portal_masks.insert(p, None);
@@ -1821,7 +2021,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Ok(())
             }
             backend::BIND_COMPLETE => {
-                if let Some(Expect::BindComplete(Some(info))) = self.queue.pop_front() {
+                if let Some(Expect::BindComplete(Some(info))) = self.pop() {
                     let mask = match self.statement_masks.get(&info.statement) {
                         Some(mask) => mask
                             .as_ref()
@@ -1836,12 +2036,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Ok(())
             }
             backend::PARSE_COMPLETE | backend::CLOSE_COMPLETE => {
-                self.queue.pop_front();
+                self.pop();
                 self.forward(&frame);
                 Ok(())
             }
             backend::PORTAL_SUSPENDED => {
-                if let Some(Expect::Execute(e)) = self.queue.pop_front() {
+                if let Some(Expect::Execute(e)) = self.pop() {
                     self.execute_done(&e, None);
                 }
                 self.forward(&frame);
@@ -2016,7 +2216,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 }
             }
             Some(Expect::Execute(_)) => {
-                if let Some(Expect::Execute(e)) = self.queue.pop_front() {
+                if let Some(Expect::Execute(e)) = self.pop() {
                     let error = refused.then(|| error_response::PROGRAM_LIMIT_EXCEEDED.to_string());
                     self.execute_result(&e, rows, masked, error);
                 }
@@ -2137,7 +2337,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 statement,
                 forward,
                 ..
-            }) = self.queue.pop_front()
+            }) = self.pop()
             {
                 if let Some(p) = portal {
                     self.portal_masks.insert(p, mask.clone());
@@ -2219,7 +2419,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             Some(_) => {
                 // Extended protocol: this message failed, and the server
                 // skips every message until Sync (see [`ServerLoop::settle`]).
-                if let Some(Expect::Execute(e)) = self.queue.pop_front() {
+                if let Some(Expect::Execute(e)) = self.pop() {
                     self.execute_result(&e, 0, 0, Some(code));
                 }
                 self.skipping = true;
@@ -2257,6 +2457,36 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
         code
     }
+}
+
+/// What a decided text may do to the settings Sluice models: the strongest
+/// effect of its statements (see [`settings::effect`]).
+fn statement_effect(decided: &Decided, text: &str) -> Effect {
+    if decided.is_empty() {
+        return settings::effect(None, text);
+    }
+    (0..decided.len())
+        .map(|i| settings::effect(decided.statement(i), text))
+        .max()
+        .unwrap_or(Effect::None)
+}
+
+/// The refusal of a settings change that does not come alone.
+fn alone_refusal() -> Refusal {
+    Refusal {
+        code: error_response::FEATURE_NOT_SUPPORTED,
+        ..Refusal::plain(
+            "statement refused by Sluice: a statement that may change standard_conforming_strings or client_encoding (SET/RESET of them or of ALL, DISCARD, set_config, or text Sluice cannot parse) must be sent alone: in its own query string, or last in its extended-protocol group, followed by Sync; Sluice then reads what follows under the settings the server reports",
+        )
+    }
+}
+
+/// Name and value of a ParameterStatus body.
+fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
+    let mut parts = body.split(|b| *b == 0);
+    let name = std::str::from_utf8(parts.next()?).ok()?;
+    let value = std::str::from_utf8(parts.next()?).ok()?;
+    Some((name, value))
 }
 
 /// SQLSTATE of a statement the client cancelled.
