@@ -7,6 +7,7 @@ pub mod framing;
 pub mod masking;
 pub mod messages;
 pub mod session;
+pub mod settings;
 pub mod tls;
 pub mod upstream;
 

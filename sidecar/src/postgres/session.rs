@@ -16,11 +16,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use sluice_crds::{ApprovalMode, RequestPhase};
-use sluice_policy::audit::{AuditApproval, AuditKind};
+use sluice_crds::{Action, ApprovalMode, RequestPhase};
+
+use sluice_policy::audit::{AuditApproval, AuditCommand, AuditDecision, AuditKind};
 use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,6 +37,7 @@ use super::messages::{
     backend, bind, command_complete, copy, describe, execute, frontend, parse, query,
     ready_for_query, row_description, startup,
 };
+use super::settings::{self, Effect, ServerSettings};
 use super::upstream::{self, ReadHalf, UpstreamConfig, WriteHalf};
 use crate::approval::{ApprovalOutcome, Approvals};
 use crate::audit::{AuditLog, ResultRecord, SessionInfo};
@@ -60,6 +63,30 @@ pub struct ConnectionContext {
     /// The operator's approvals (run mode); `None` refuses statements that
     /// need approval (standalone).
     pub approvals: Option<Approvals>,
+}
+
+/// What the server loop tells the client loop: how many expectations it
+/// has settled (answered or dropped), and the settings the server reported.
+/// A statement after a barrier (see [`settings`]) is decided only once every
+/// expectation sent before it is settled.
+#[derive(Default)]
+struct Answered {
+    settled: AtomicU64,
+    notify: tokio::sync::Notify,
+    settings: std::sync::Mutex<ServerSettings>,
+}
+
+impl Answered {
+    fn settings(&self) -> ServerSettings {
+        match self.settings.lock() {
+            Ok(s) => s.clone(),
+            // A poisoned lock: a panic elsewhere; refuse everything.
+            Err(_) => ServerSettings {
+                standard_conforming_strings: "unknown".into(),
+                client_encoding: "unknown".into(),
+            },
+        }
+    }
 }
 
 /// A result shape: the decision's address, the statement's index in it, and
@@ -112,6 +139,12 @@ pub enum SessionError {
     /// The upstream server closed the session (shutdown, terminated backend).
     #[error("the upstream server closed the connection")]
     UpstreamClosed,
+    /// The server's answers no longer match the statements sent (see
+    /// [`ServerLoop::settle`]); the session ends rather than guess.
+    #[error(
+        "Sluice lost track of the server's answers ({0}); the session is closed so that no answer is matched to the wrong statement"
+    )]
+    Desync(String),
 }
 
 async fn fatal<W: AsyncWrite + Unpin>(
@@ -264,6 +297,18 @@ where
 
     let masking = enforcer.masking();
     let catalog = Arc::new(Mutex::new(Catalog::new(ctx.upstream.clone())));
+    // What the server reported at startup: `ALTER ROLE/DATABASE … SET` and
+    // the startup packet's client_encoding are in force from the start.
+    let answered = Arc::new(Answered::default());
+    if let Ok(mut settings) = answered.settings.lock() {
+        for m in &up.startup_messages {
+            if m.tag == backend::PARAMETER_STATUS
+                && let Some((name, value)) = parameter_status(m.body())
+            {
+                settings.update(name, value);
+            }
+        }
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut client_loop = ClientLoop {
         ctx: ctx.clone(),
@@ -285,6 +330,9 @@ where
         cancel_hold,
         generation: 0,
         decided_generation: 0,
+        answered: answered.clone(),
+        sent: AtomicU64::new(0),
+        barrier: false,
     };
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
@@ -295,6 +343,9 @@ where
         rx,
         queue: VecDeque::new(),
         status: ready_for_query::IDLE,
+        parameters_seen: false,
+        copy_in: None,
+        copy_syncs_ignored: false,
         skipping: false,
         suppress: false,
         result: ResultState::default(),
@@ -306,6 +357,7 @@ where
         simple: None,
         copy_mask: None,
         results: Vec::new(),
+        answered,
     };
     let outcome = tokio::select! {
         r = client_loop.run(client) => r,
@@ -316,6 +368,16 @@ where
     match &outcome {
         Err(e @ (SessionError::Message(_) | SessionError::Framing(_))) => {
             // Tell the client why the session ends (a bad message cannot be skipped).
+            let _ = fatal(
+                writer,
+                error_response::PROTOCOL_VIOLATION,
+                &e.to_string(),
+                None,
+            )
+            .await;
+        }
+        Err(e @ SessionError::Desync(_)) => {
+            tracing::warn!(connection = %ctx.name, error = %e, "session closed");
             let _ = fatal(
                 writer,
                 error_response::PROTOCOL_VIOLATION,
@@ -402,6 +464,8 @@ enum Expect {
         rfq: bool,
         in_group: bool,
     },
+    /// The client ended a COPY FROM STDIN (CopyDone or CopyFail forwarded).
+    CopyEnd,
 }
 
 /// A decided statement within a (possibly multi-statement) string.
@@ -508,6 +572,13 @@ struct ClientLoop {
     /// The enforcer generation the stored statements' decisions were taken
     /// under (see [`ClientLoop::redecide_prepared`]).
     decided_generation: u64,
+    /// Shared with the server loop.
+    answered: Arc<Answered>,
+    /// Expectations sent to the server loop.
+    sent: AtomicU64,
+    /// A statement that may change the settings Sluice models was sent:
+    /// nothing more is decided until its answer is in (see [`settings`]).
+    barrier: bool,
 }
 
 impl ClientLoop {
@@ -516,16 +587,29 @@ impl ClientLoop {
         client: &mut FrameReader<R>,
     ) -> Result<(), SessionError> {
         loop {
+            if self.barrier {
+                self.wait_answered().await;
+                self.barrier = false;
+            }
             let Some(frame) = client.next().await? else {
                 return Ok(());
             };
             self.ctx.metrics.bytes_from_client(frame.raw.len());
             match frame.tag {
-                frontend::QUERY => {
-                    self.simple_query(frame).await?;
-                    if let Some((frame, decided)) = self.held.take() {
-                        self.approve_simple(frame, decided, client).await?;
+                frontend::QUERY | frontend::FUNCTION_CALL if self.discarding => {
+                    // The group was refused before its Sync: the server would
+                    // be skipping to Sync, and ignore this message too.
+                }
+                frontend::QUERY | frontend::FUNCTION_CALL if !self.pending.is_empty() => {
+                    // Inside an unfinished extended-protocol group: what came
+                    // before goes first, so the answers stay in order.
+                    self.flush_group(None, false).await?;
+                    if !self.discarding {
+                        self.statement_message(frame, client).await?;
                     }
+                }
+                frontend::QUERY | frontend::FUNCTION_CALL => {
+                    self.statement_message(frame, client).await?;
                 }
                 frontend::PARSE
                 | frontend::BIND
@@ -541,25 +625,21 @@ impl ClientLoop {
                         self.discarding = false;
                         self.end_refused_group().await?;
                     } else {
-                        self.flush_group(frame, true).await?;
+                        self.flush_group(Some(frame), true).await?;
                     }
                     self.group_forwarded = false;
                 }
                 frontend::FLUSH => {
                     if !self.discarding {
-                        self.flush_group(frame, false).await?;
+                        self.flush_group(Some(frame), false).await?;
                     }
                 }
-                frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {
+                frontend::COPY_DATA => {
                     self.upstream.write_all(&frame.raw).await?;
                 }
-                frontend::FUNCTION_CALL => {
-                    // The fast-path interface calls any function by OID, around
-                    // every SQL rule; it is refused outright.
-                    let refusal = Refusal::plain(
-                        "function calls through the fast-path interface are not allowed through Sluice; call the function in a SQL statement",
-                    );
-                    self.queue_refusal(&refusal, true, false);
+                frontend::COPY_DONE | frontend::COPY_FAIL => {
+                    self.send(Expect::CopyEnd);
+                    self.upstream.write_all(&frame.raw).await?;
                 }
                 frontend::TERMINATE => {
                     let _ = self.upstream.write_all(&frame.raw).await;
@@ -577,9 +657,101 @@ impl ClientLoop {
         }
     }
 
+    /// A simple Query or a fast-path FunctionCall.
+    async fn statement_message<R: AsyncRead + Unpin>(
+        &mut self,
+        frame: Frame,
+        client: &mut FrameReader<R>,
+    ) -> Result<(), SessionError> {
+        if frame.tag == frontend::FUNCTION_CALL {
+            self.function_call(&frame);
+            return Ok(());
+        }
+        self.simple_query(frame).await?;
+        if let Some((frame, decided)) = self.held.take() {
+            self.approve_simple(frame, decided, client).await?;
+        }
+        Ok(())
+    }
+
+    /// The fast-path interface calls any function by OID, around every SQL
+    /// rule: it is refused outright (and the refusal is on record).
+    fn function_call(&mut self, frame: &Frame) {
+        let oid = frame
+            .body()
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let mut refusal = Refusal::plain(
+            "function calls through the fast-path interface are not allowed through Sluice; call the function in a SQL statement",
+        );
+        // Every refusal is on record; the arguments (values) are not.
+        let text = match oid {
+            Some(oid) => format!("fast-path FunctionCall of function OID {oid}"),
+            None => "fast-path FunctionCall".to_string(),
+        };
+        let recorded = self.ctx.audit.event(
+            &self.session,
+            AuditKind::Denial,
+            Some(AuditCommand {
+                fingerprint: "fastpath-function-call".into(),
+                kind: Some("functionCall".into()),
+                text,
+            }),
+            Some(AuditDecision {
+                action: Action::Deny,
+                dry_run: false,
+                policy: None,
+                reason: Some(refusal.message.clone()),
+                rule: None,
+            }),
+            None,
+            true,
+        );
+        if let Err(e) = recorded {
+            refusal = Refusal::audit_failed(&e);
+        }
+        self.refuse(&refusal);
+    }
+
+    /// Queues the answer to a refused simple Query or FunctionCall: its
+    /// error and ReadyForQuery; dropped by the server loop when it comes
+    /// inside an extended-protocol group the server is skipping (the server
+    /// would have ignored the message).
+    fn refuse(&self, refusal: &Refusal) {
+        self.queue_refusal(refusal, true, self.group_forwarded);
+    }
+
     fn send(&self, e: Expect) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
         // The server loop only stops when the session ends, which also stops this loop.
         let _ = self.expect.send(e);
+    }
+
+    /// Waits until the server loop has settled every expectation sent so
+    /// far: the answers (and ParameterStatus) of everything forwarded are in.
+    async fn wait_answered(&self) {
+        loop {
+            let notified = self.answered.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.answered.settled.load(Ordering::Acquire) >= self.sent.load(Ordering::Relaxed) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The refusal for `text` when the session is in a state Sluice does
+    /// not model and `text` does not bring it back (see [`settings`]).
+    fn unmodelled(&self, text: &str) -> Option<Refusal> {
+        let why = self.answered.settings().unmodelled()?;
+        if settings::is_restore(text) {
+            return None;
+        }
+        Some(Refusal {
+            code: error_response::FEATURE_NOT_SUPPORTED,
+            ..Refusal::plain(&format!("statement refused by Sluice: {why}"))
+        })
     }
 
     fn queue_refusal(&self, refusal: &Refusal, rfq: bool, in_group: bool) {
@@ -614,11 +786,15 @@ impl ClientLoop {
         let sql = query::decode(frame.body())?;
         let decided = self.enforcer.decide(sql);
         self.sync_masking();
-        if self.ctx.approvals.is_some() && decided.awaits_approval().is_some() {
+        let (settings_refusal, effect) = self.settings_check(sql, &decided);
+        if settings_refusal.is_none()
+            && self.ctx.approvals.is_some()
+            && decided.awaits_approval().is_some()
+        {
             self.held = Some((frame, decided));
             return Ok(());
         }
-        let mut refusal = decided.refusal.clone();
+        let mut refusal = settings_refusal.or_else(|| decided.refusal.clone());
         if refusal.is_none() {
             refusal = self.rate.check();
         }
@@ -651,12 +827,12 @@ impl ClientLoop {
             },
         };
         if let Err(e) = recorded {
-            self.queue_refusal(&Refusal::audit_failed(&e), true, false);
+            self.refuse(&Refusal::audit_failed(&e));
             return Ok(());
         }
         self.ctx.metrics.statement(&decided, refusal.is_some());
         if let Some(refusal) = refusal {
-            self.queue_refusal(&refusal, true, false);
+            self.refuse(&refusal);
             return Ok(());
         }
         self.send(Expect::Simple(Box::new(SimpleCtx {
@@ -665,7 +841,23 @@ impl ClientLoop {
             copy_masks,
         })));
         self.upstream.write_all(&frame.raw).await?;
+        self.barrier |= effect != Effect::None;
         Ok(())
+    }
+
+    /// Whether `sql` may be decided in the session's current settings, and
+    /// what it may do to them (see [`settings`]): refused while the session
+    /// is in a state Sluice does not model (unless it brings it back), and
+    /// when it changes them together with other statements in one string.
+    fn settings_check(&self, sql: &str, decided: &Decided) -> (Option<Refusal>, Effect) {
+        let effect = statement_effect(decided, sql);
+        if let Some(r) = self.unmodelled(sql) {
+            return (Some(r), effect);
+        }
+        if effect == Effect::Alone && decided.len() > 1 {
+            return (Some(alone_refusal()), effect);
+        }
+        (None, effect)
     }
 
     /// A simple query a `requireApproval` rule catches, in run mode: asked
@@ -685,7 +877,7 @@ impl ClientLoop {
                 .audit
                 .statement(&self.session, &decided, "simple", Some(&refusal));
             self.ctx.metrics.statement(&decided, true);
-            self.queue_refusal(&refusal, true, false);
+            self.refuse(&refusal);
             return Ok(());
         }
         let outcome = match self.approval_ask(sql, &decided) {
@@ -731,22 +923,24 @@ impl ClientLoop {
             }
         };
         if let Some(refusal) = refusal {
-            self.queue_refusal(&refusal, true, false);
+            self.refuse(&refusal);
             return Ok(());
         }
         let copy_masks = match self.copy_masks(&decided).await {
             Ok(m) => m,
             Err(r) => {
-                self.queue_refusal(&r, true, false);
+                self.refuse(&r);
                 return Ok(());
             }
         };
+        let effect = statement_effect(&decided, sql);
         self.send(Expect::Simple(Box::new(SimpleCtx {
             decided,
             started: Instant::now(),
             copy_masks,
         })));
         self.upstream.write_all(&frame.raw).await?;
+        self.barrier |= effect != Effect::None;
         Ok(())
     }
 
@@ -1070,10 +1264,15 @@ impl ClientLoop {
 
     /// Decides and forwards (or refuses) the buffered extended-protocol
     /// messages, ending with `terminator` (Sync or Flush).
-    async fn flush_group(&mut self, terminator: Frame, sync: bool) -> Result<(), SessionError> {
+    async fn flush_group(
+        &mut self,
+        terminator: Option<Frame>,
+        sync: bool,
+    ) -> Result<(), SessionError> {
         self.sync_masking();
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
+        let mut barrier = false;
         // Pass 1: decide every Parse; statements parsed earlier in the group
         // are visible to later Binds.
         let mut parsed: HashMap<String, StatementRef> = HashMap::new();
@@ -1085,6 +1284,18 @@ impl ClientLoop {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
                     let decided = self.enforcer.decide(p.query);
+                    if let Some(r) = self.unmodelled(p.query)
+                        && refusal.is_none()
+                    {
+                        // Read under settings Sluice does not model: refused
+                        // whatever the rules say; on record.
+                        let _ =
+                            self.ctx
+                                .audit
+                                .statement(&self.session, &decided, "extended", Some(&r));
+                        self.ctx.metrics.statement(&decided, true);
+                        refusal = Some(r);
+                    }
                     let stmt = StatementRef {
                         decided: decided.clone(),
                         index: 0,
@@ -1127,11 +1338,42 @@ impl ClientLoop {
             // Pass 2: each Execute runs a statement: rate limit, COPY plan and
             // the write-ahead audit record, before anything is forwarded.
             let mut ticket = None;
-            for (frame, stmt) in pending.iter().zip(&decisions) {
+            for (i, (frame, stmt)) in pending.iter().zip(&decisions).enumerate() {
                 if frame.tag != frontend::EXECUTE {
                     continue;
                 }
                 let Some(stmt) = stmt else { continue };
+                let text = stmt.prepared.as_ref().map_or("", |(t, _)| t);
+                let effect = statement_effect(&stmt.decided, text);
+                // A statement that changes the settings must end its Sync
+                // group: what follows it is read under what the server
+                // reports at that Sync.
+                let followed = !sync
+                    || pending[i + 1..].iter().any(|f| {
+                        matches!(
+                            f.tag,
+                            frontend::PARSE
+                                | frontend::BIND
+                                | frontend::EXECUTE
+                                | frontend::DESCRIBE
+                                | frontend::CLOSE
+                        )
+                    });
+                let settings_refusal = self
+                    .unmodelled(text)
+                    .or_else(|| (effect == Effect::Alone && followed).then(alone_refusal));
+                if let Some(r) = settings_refusal {
+                    let _ = self.ctx.audit.statement(
+                        &self.session,
+                        &stmt.decided,
+                        "extended",
+                        Some(&r),
+                    );
+                    self.ctx.metrics.statement(&stmt.decided, true);
+                    refusal = Some(r);
+                    break;
+                }
+                barrier |= effect != Effect::None;
                 let awaits =
                     self.ctx.approvals.is_some() && stmt.decided.awaits_approval().is_some();
                 if let Some(r) = stmt.decided.refusal.as_ref().filter(|_| !awaits) {
@@ -1249,6 +1491,7 @@ impl ClientLoop {
                                 // Described under other masking rules (or
                                 // none): its mask is made again first.
                                 s.described = Some(generation);
+                                self.sent.fetch_add(1, Ordering::Relaxed);
                                 let _ = self.expect.send(Expect::Describe {
                                     portal: None,
                                     statement: Some(b.statement.to_string()),
@@ -1308,6 +1551,7 @@ impl ClientLoop {
                         // mask is made again, in its result formats, from
                         // its own description.
                         p.generation = generation;
+                        self.sent.fetch_add(1, Ordering::Relaxed);
                         let _ = self.expect.send(Expect::Describe {
                             portal: Some(portal.to_string()),
                             statement: None,
@@ -1353,8 +1597,11 @@ impl ClientLoop {
         } else {
             self.group_forwarded = true;
         }
-        self.out.extend_from_slice(&terminator.raw);
+        if let Some(terminator) = terminator {
+            self.out.extend_from_slice(&terminator.raw);
+        }
         self.upstream.write_all(&self.out).await?;
+        self.barrier |= barrier;
         Ok(())
     }
 
@@ -1429,6 +1676,8 @@ impl ClientLoop {
 #[derive(Default)]
 struct ResultState {
     mask: Option<Arc<RowMask>>,
+    /// A RowDescription for this result came (simple protocol).
+    described: bool,
     rows: u64,
     masked: u64,
     truncated: bool,
@@ -1445,6 +1694,12 @@ struct ServerLoop<'w, W> {
     queue: VecDeque<Expect>,
     /// Transaction status of the last ReadyForQuery.
     status: u8,
+    /// A Describe's ParameterDescription came; its RowDescription or NoData is next.
+    parameters_seen: bool,
+    /// A COPY FROM STDIN is running: `Some(true)` when started by an Execute.
+    copy_in: Option<bool>,
+    /// Syncs before the next [`Expect::CopyEnd`] were ignored by the server.
+    copy_syncs_ignored: bool,
     /// After an error in the extended protocol: the server skips to Sync.
     skipping: bool,
     /// maxRows refused a result: nothing but ReadyForQuery reaches the client
@@ -1464,6 +1719,8 @@ struct ServerLoop<'w, W> {
     copy_mask: Option<Arc<CopyMask>>,
     /// Results ended but not yet recorded (see [`ServerLoop::record_results`]).
     results: Vec<(Arc<Decided>, ResultRecord)>,
+    /// Shared with the client loop.
+    answered: Arc<Answered>,
 }
 
 struct SimpleProgress {
@@ -1476,18 +1733,21 @@ struct SimpleProgress {
 impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     async fn run(&mut self) -> Result<(), SessionError> {
         loop {
-            self.emit_synthetic().await?;
-            // Forward everything already buffered before waiting again.
+            self.settle()?;
+            // Forward everything already buffered before waiting again; the
+            // sidecar's own answers that are due go out before each frame.
             while let Some(frame) = self.upstream.try_next()? {
-                self.drain_queue();
+                self.settle()?;
                 self.handle(frame).await?;
             }
-            self.emit_synthetic().await?;
+            self.settle()?;
             if !self.out.is_empty() {
                 self.client.write_all(&self.out).await?;
                 self.ctx.metrics.bytes_to_client(self.out.len());
                 self.out.clear();
             }
+            // A client loop held at a barrier decides again.
+            self.answered.notify.notify_waiters();
             self.record_results();
             tokio::select! {
                 more = self.upstream.fill() => {
@@ -1503,43 +1763,124 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
     }
 
+    /// Takes the front expectation (answered, or dropped because the
+    /// server will not answer it); counted for [`ClientLoop::wait_answered`].
+    fn pop(&mut self) -> Option<Expect> {
+        let e = self.queue.pop_front();
+        if e.is_some() {
+            self.answered.settled.fetch_add(1, Ordering::Release);
+        }
+        e
+    }
+
+    /// A ParameterStatus: tracked settings are recorded (see [`settings`]).
+    /// One that leaves what Sluice models while statements sent after the
+    /// current one are already on their way (they were decided under the
+    /// old setting: a function or trigger changed it unseen) ends the session.
+    fn parameter_status(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        if let Some((name, value)) = parameter_status(frame.body()) {
+            let unmodelled = match self.answered.settings.lock() {
+                Ok(mut settings) => {
+                    let before = settings.unmodelled().is_some();
+                    settings.update(name, value) && !before && settings.unmodelled().is_some()
+                }
+                Err(_) => true,
+            };
+            if unmodelled {
+                self.drain_queue();
+                let later = self.queue.iter().skip(1).any(|e| {
+                    !matches!(
+                        e,
+                        Expect::Synthetic { .. }
+                            | Expect::Masking(_)
+                            | Expect::CopyEnd
+                            | Expect::Sync
+                    )
+                });
+                if later {
+                    return Err(SessionError::Desync(format!(
+                        "the server reported {name} = {value:?} while statements decided under the previous setting were already sent"
+                    )));
+                }
+            }
+        }
+        self.forward(frame);
+        Ok(())
+    }
+
     fn drain_queue(&mut self) {
         while let Ok(e) = self.rx.try_recv() {
             self.queue.push_back(e);
         }
     }
 
-    /// Sends queued refusals whose turn has come.
-    async fn emit_synthetic(&mut self) -> Result<(), SessionError> {
+    /// Brings the queue to the next answer the server owes: applies masking
+    /// switches, writes the sidecar's own answers (refusals) whose turn has
+    /// come, and drops what the server will not answer (the rest of a Sync
+    /// group after an error; Syncs swallowed by COPY FROM STDIN). Called
+    /// before every upstream frame, so a refusal always reaches the client
+    /// exactly where the server's answer would have been, whatever arrives
+    /// in the same read.
+    fn settle(&mut self) -> Result<(), SessionError> {
         self.drain_queue();
-        let mut wrote = false;
         loop {
             self.switch_masking();
-            if !matches!(self.queue.front(), Some(Expect::Synthetic { .. })) {
-                break;
+            match self.queue.front() {
+                Some(Expect::CopyEnd) => {
+                    // The client ended a COPY FROM STDIN: Syncs it sent before
+                    // were ignored by the server (see `copy_syncs_ignored`).
+                    self.copy_syncs_ignored = false;
+                }
+                Some(Expect::Sync) if self.copy_syncs_ignored => {}
+                Some(Expect::Sync) | None => return Ok(()),
+                Some(Expect::Synthetic { in_group, rfq, .. }) => {
+                    if self.skipping && !*in_group {
+                        return Err(SessionError::Desync(
+                            "a refusal outside an extended-protocol group was due while the server was still skipping to Sync".into(),
+                        ));
+                    }
+                    let (in_group, rfq) = (*in_group, *rfq);
+                    if let Some(Expect::Synthetic { bytes, .. }) = self.pop()
+                        && !(in_group && self.skipping)
+                    {
+                        self.out.extend_from_slice(&bytes);
+                        if rfq {
+                            ready_for_query::encode(&mut self.out, self.status);
+                        }
+                    }
+                    continue;
+                }
+                Some(_) if self.skipping => {
+                    // After an error in an extended-protocol group the server
+                    // ignores every message until Sync (simple Queries too).
+                }
+                Some(_) => return Ok(()),
             }
-            let Some(Expect::Synthetic {
-                bytes,
-                rfq,
-                in_group,
-            }) = self.queue.pop_front()
-            else {
-                break;
-            };
-            if !(in_group && self.skipping) {
-                self.out.extend_from_slice(&bytes);
-            }
-            if rfq {
-                self.skipping = false;
-                ready_for_query::encode(&mut self.out, self.status);
-            }
-            wrote = true;
+            self.pop();
         }
-        if wrote {
-            self.client.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
+    }
+
+    /// The session cannot go on: an answer came that is not the one the
+    /// server owes next. Guessing could attach rows to the wrong statement
+    /// (and its mask plan), so the session ends.
+    fn desync(&self, frame: &Frame) -> SessionError {
+        let expected = match self.queue.front() {
+            None => "nothing",
+            Some(Expect::Simple(_)) => "the answer to a simple query",
+            Some(Expect::ParseComplete) => "ParseComplete",
+            Some(Expect::BindComplete(_)) => "BindComplete",
+            Some(Expect::Describe { .. }) => "the answer to a Describe",
+            Some(Expect::Execute(_)) => "the answer to an Execute",
+            Some(Expect::CloseComplete) => "CloseComplete",
+            Some(Expect::Sync) => "ReadyForQuery",
+            Some(Expect::Masking(_) | Expect::Synthetic { .. } | Expect::CopyEnd) => {
+                "a sidecar answer"
+            }
+        };
+        SessionError::Desync(format!(
+            "the server sent a message of type {:?} while Sluice expected {expected}",
+            frame.tag as char
+        ))
     }
 
     fn forward(&mut self, frame: &Frame) {
@@ -1555,7 +1896,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// sidecar describe prepared statements and portals again before use.
     fn switch_masking(&mut self) {
         while matches!(self.queue.front(), Some(Expect::Masking(_))) {
-            if let Some(Expect::Masking(masking)) = self.queue.pop_front() {
+            if let Some(Expect::Masking(masking)) = self.pop() {
                 self.masking = masking;
                 self.mask_cache.clear();
                 self.statement_masks.clear();
@@ -1564,36 +1905,98 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
     }
 
+    /// Whether `tag` may answer the expectation at the front of the queue.
+    /// Asynchronous messages (notices, parameter status, notifications) are
+    /// checked by the caller; everything else must belong to the front.
+    fn expected(&self, tag: u8) -> bool {
+        use backend::*;
+        match self.queue.front() {
+            Some(Expect::Simple(_)) => matches!(
+                tag,
+                ROW_DESCRIPTION
+                    | DATA_ROW
+                    | COMMAND_COMPLETE
+                    | EMPTY_QUERY_RESPONSE
+                    | ERROR_RESPONSE
+                    | COPY_IN_RESPONSE
+                    | COPY_OUT_RESPONSE
+                    | COPY_DATA
+                    | COPY_DONE
+                    | READY_FOR_QUERY
+            ),
+            Some(Expect::ParseComplete) => matches!(tag, PARSE_COMPLETE | ERROR_RESPONSE),
+            Some(Expect::BindComplete(_)) => matches!(tag, BIND_COMPLETE | ERROR_RESPONSE),
+            Some(Expect::Describe { portal, .. }) => match tag {
+                ROW_DESCRIPTION | NO_DATA | ERROR_RESPONSE => true,
+                // Only a statement's description starts with its parameters.
+                PARAMETER_DESCRIPTION => portal.is_none() && !self.parameters_seen,
+                _ => false,
+            },
+            Some(Expect::Execute(_)) => matches!(
+                tag,
+                DATA_ROW
+                    | COMMAND_COMPLETE
+                    | EMPTY_QUERY_RESPONSE
+                    | PORTAL_SUSPENDED
+                    | ERROR_RESPONSE
+                    | COPY_IN_RESPONSE
+                    | COPY_OUT_RESPONSE
+                    | COPY_DATA
+                    | COPY_DONE
+            ),
+            Some(Expect::CloseComplete) => matches!(tag, CLOSE_COMPLETE | ERROR_RESPONSE),
+            // An error at Sync: the implicit transaction's COMMIT failed.
+            Some(Expect::Sync) => matches!(tag, READY_FOR_QUERY | ERROR_RESPONSE),
+            // A FATAL error (terminated backend, shutdown) before the close.
+            None => tag == ERROR_RESPONSE,
+            Some(Expect::Masking(_) | Expect::Synthetic { .. } | Expect::CopyEnd) => false,
+        }
+    }
+
     async fn handle(&mut self, frame: Frame) -> Result<(), SessionError> {
         self.switch_masking();
         match frame.tag {
+            // Asynchronous: these may come at any point.
+            backend::NOTICE_RESPONSE => {
+                self.notice(frame);
+                return Ok(());
+            }
+            backend::PARAMETER_STATUS => return self.parameter_status(&frame),
+            backend::NOTIFICATION_RESPONSE => {
+                self.forward(&frame);
+                return Ok(());
+            }
+            tag if !self.expected(tag) => return Err(self.desync(&frame)),
+            _ => {}
+        }
+        match frame.tag {
             backend::DATA_ROW => self.data_row(frame),
             backend::COMMAND_COMPLETE | backend::EMPTY_QUERY_RESPONSE => {
+                self.copy_ended();
                 self.command_complete(frame)
             }
             backend::READY_FOR_QUERY => {
                 self.status = ready_for_query::status(frame.body());
                 self.suppress = false;
                 self.skipping = false;
-                match self.queue.pop_front() {
-                    Some(Expect::Simple(s)) => self.simple_done(&s),
-                    Some(Expect::Sync) | None => {}
-                    Some(other) => {
-                        tracing::warn!(connection = %self.ctx.name, "ReadyForQuery while another answer was expected");
-                        let _ = other;
-                    }
+                if let Some(Expect::Simple(s)) = self.pop() {
+                    self.simple_done(&s);
                 }
                 self.forward(&frame);
                 Ok(())
             }
-            backend::ROW_DESCRIPTION => self.row_description(frame).await,
+            backend::ROW_DESCRIPTION => {
+                self.parameters_seen = false;
+                self.row_description(frame).await
+            }
             backend::NO_DATA => {
+                self.parameters_seen = false;
                 if let Some(Expect::Describe {
                     portal,
                     statement,
                     forward,
                     ..
-                }) = self.queue.pop_front()
+                }) = self.pop()
                 {
                     if let Some(p) = portal {
                         self.portal_masks.insert(p, None);
@@ -1608,6 +2011,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Ok(())
             }
             backend::PARAMETER_DESCRIPTION => {
+                self.parameters_seen = true;
                 if let Some(Expect::Describe { forward, .. }) = self.queue.front()
                     && !forward
                 {
@@ -1617,7 +2021,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Ok(())
             }
             backend::BIND_COMPLETE => {
-                if let Some(Expect::BindComplete(Some(info))) = self.queue.pop_front() {
+                if let Some(Expect::BindComplete(Some(info))) = self.pop() {
                     let mask = match self.statement_masks.get(&info.statement) {
                         Some(mask) => mask
                             .as_ref()
@@ -1632,20 +2036,24 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Ok(())
             }
             backend::PARSE_COMPLETE | backend::CLOSE_COMPLETE => {
-                self.queue.pop_front();
+                self.pop();
                 self.forward(&frame);
                 Ok(())
             }
             backend::PORTAL_SUSPENDED => {
-                if let Some(Expect::Execute(e)) = self.queue.pop_front() {
+                if let Some(Expect::Execute(e)) = self.pop() {
                     self.execute_done(&e, None);
                 }
                 self.forward(&frame);
                 Ok(())
             }
-            backend::ERROR_RESPONSE => self.error_response(frame),
-            backend::NOTICE_RESPONSE => {
-                self.notice(frame);
+            backend::ERROR_RESPONSE => {
+                self.copy_ended();
+                self.error_response(frame)
+            }
+            backend::COPY_IN_RESPONSE => {
+                self.copy_in = Some(matches!(self.queue.front(), Some(Expect::Execute(_))));
+                self.forward(&frame);
                 Ok(())
             }
             backend::COPY_OUT_RESPONSE => {
@@ -1667,6 +2075,15 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.forward(&frame);
                 Ok(())
             }
+        }
+    }
+
+    /// A COPY FROM STDIN ended (its CommandComplete or error): in the
+    /// extended protocol the server ignored the Syncs the client sent
+    /// during it, up to its CopyDone/CopyFail (see [`ServerLoop::settle`]).
+    fn copy_ended(&mut self) {
+        if self.copy_in.take() == Some(true) {
+            self.copy_syncs_ignored = true;
         }
     }
 
@@ -1730,7 +2147,16 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             return Ok(());
         }
         let mask = match self.queue.front() {
-            Some(Expect::Execute(e)) => self.portal_masks.get(&e.portal).cloned().flatten(),
+            Some(Expect::Execute(e)) => match self.portal_masks.get(&e.portal) {
+                Some(mask) => mask.clone(),
+                // A portal the sidecar did not bind (a cursor DECLAREd in
+                // SQL, say): its columns are unknown, so with masking on
+                // every value becomes NULL.
+                None => self.masking.active().then(|| Arc::new(RowMask::opaque())),
+            },
+            _ if !self.result.described && self.masking.active() => {
+                Some(Arc::new(RowMask::opaque()))
+            }
             _ => self.result.mask.clone(),
         };
         match mask {
@@ -1790,7 +2216,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 }
             }
             Some(Expect::Execute(_)) => {
-                if let Some(Expect::Execute(e)) = self.queue.pop_front() {
+                if let Some(Expect::Execute(e)) = self.pop() {
                     let error = refused.then(|| error_response::PROGRAM_LIMIT_EXCEEDED.to_string());
                     self.execute_result(&e, rows, masked, error);
                 }
@@ -1911,7 +2337,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 statement,
                 forward,
                 ..
-            }) = self.queue.pop_front()
+            }) = self.pop()
             {
                 if let Some(p) = portal {
                     self.portal_masks.insert(p, mask.clone());
@@ -1925,6 +2351,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
         } else {
             self.result.mask = mask;
+            self.result.described = true;
             self.forward(&frame);
         }
         Ok(())
@@ -1977,6 +2404,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let code = self.scrubbed(&frame, backend::ERROR_RESPONSE);
         self.result = ResultState::default();
         self.copy_mask = None;
+        self.parameters_seen = false;
         match self.queue.front() {
             Some(Expect::Simple(_)) => {
                 let p = self.simple.get_or_insert(SimpleProgress {
@@ -1987,26 +2415,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 });
                 p.error.get_or_insert(code);
             }
-            Some(Expect::Synthetic { .. }) | None => {}
-            _ => {
-                // Extended protocol: the server skips to Sync.
-                let mut first = true;
-                loop {
-                    self.switch_masking();
-                    let Some(e) = self.queue.front() else { break };
-                    match e {
-                        Expect::Sync | Expect::Simple(_) => break,
-                        Expect::Synthetic {
-                            in_group: false, ..
-                        } => break,
-                        _ => {}
-                    }
-                    if let Some(Expect::Execute(e)) = self.queue.pop_front()
-                        && first
-                    {
-                        self.execute_result(&e, 0, 0, Some(code.clone()));
-                    }
-                    first = false;
+            Some(Expect::Sync) | None => {}
+            Some(_) => {
+                // Extended protocol: this message failed, and the server
+                // skips every message until Sync (see [`ServerLoop::settle`]).
+                if let Some(Expect::Execute(e)) = self.pop() {
+                    self.execute_result(&e, 0, 0, Some(code));
                 }
                 self.skipping = true;
             }
@@ -2043,6 +2457,36 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
         code
     }
+}
+
+/// What a decided text may do to the settings Sluice models: the strongest
+/// effect of its statements (see [`settings::effect`]).
+fn statement_effect(decided: &Decided, text: &str) -> Effect {
+    if decided.is_empty() {
+        return settings::effect(None, text);
+    }
+    (0..decided.len())
+        .map(|i| settings::effect(decided.statement(i), text))
+        .max()
+        .unwrap_or(Effect::None)
+}
+
+/// The refusal of a settings change that does not come alone.
+fn alone_refusal() -> Refusal {
+    Refusal {
+        code: error_response::FEATURE_NOT_SUPPORTED,
+        ..Refusal::plain(
+            "statement refused by Sluice: a statement that may change standard_conforming_strings or client_encoding (SET/RESET of them or of ALL, DISCARD, set_config, or text Sluice cannot parse) must be sent alone: in its own query string, or last in its extended-protocol group, followed by Sync; Sluice then reads what follows under the settings the server reports",
+        )
+    }
+}
+
+/// Name and value of a ParameterStatus body.
+fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
+    let mut parts = body.split(|b| *b == 0);
+    let name = std::str::from_utf8(parts.next()?).ok()?;
+    let value = std::str::from_utf8(parts.next()?).ok()?;
+    Some((name, value))
 }
 
 /// SQLSTATE of a statement the client cancelled.
