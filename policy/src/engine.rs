@@ -711,6 +711,18 @@ pub struct SqlDecision {
     pub fingerprint: String,
 }
 
+impl SqlDecision {
+    /// Whether this decision may not be reused for another text that differs
+    /// only in literal values: some statement is
+    /// [`literal_dependent`](crate::sql::literal_dependent), or the text did
+    /// not parse (a literal's value can make the parser fail, e.g. a number
+    /// too large for it, and a parse error is decided by `onParseError`, not
+    /// by the rules that the same shape with other values would meet).
+    pub fn literal_dependent(&self) -> bool {
+        self.parse_error.is_some() || self.statements.iter().any(|(s, _)| s.literal_dependent)
+    }
+}
+
 /// Limits in force for a session: the strictest of all applicable policies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EffectiveLimits {

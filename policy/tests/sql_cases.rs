@@ -1231,3 +1231,57 @@ mod properties {
         }
     }
 }
+
+/// Statements whose decision or mask plan reads a literal's value are
+/// literal-dependent (the sidecar's decision cache keys them exactly); plain
+/// values in comparisons, VALUES, LIMIT and value functions are not.
+#[test]
+fn sql_literal_dependence() {
+    let dependent = [
+        "COPY (SELECT ssn FROM customers) TO STDOUT (FORMAT 'csv')",
+        "COPY customers (id) TO STDOUT WITH (FORMAT 'text')",
+        "COPY t FROM STDIN WITH (DELIMITER '|')",
+        "EXPLAIN (ANALYZE 'off') DELETE FROM t",
+        "SET search_path = 'public'",
+        "SET standard_conforming_strings = 'off'",
+        "SELECT current_setting('my.secret')",
+        "SELECT set_config('application_name', 'x', false)",
+        "SELECT query_to_xml('select 1', true, true, '')",
+        "SELECT * FROM ts_stat('select v from docs')",
+        "SELECT * FROM dblink('host=h', 'select 1') AS t(a int)",
+        "SELECT nextval('s')",
+        "SELECT 'customers'::regclass",
+        "SELECT CAST('f' AS regproc)",
+        "SELECT my_function(id, 'x') FROM t",
+        "SELECT id FROM t WHERE id = 1 AND my_function(id) > 0",
+        "SELECT x::varchar(99999999999999999999) FROM t",
+    ];
+    for sql in dependent {
+        match parse(sql, PG) {
+            Ok(statements) => assert!(
+                statements.iter().any(|s| s.literal_dependent),
+                "{sql} should be literal-dependent"
+            ),
+            // Parse errors are literal-dependent by the engine's rule.
+            Err(_) => assert!(sql.contains("99999999999999999999"), "{sql} should parse"),
+        }
+    }
+    let independent = [
+        "SELECT * FROM t WHERE id = 1",
+        "SELECT lower(name), translate(ssn, '-', 'x') FROM customers WHERE id = 7 LIMIT 5",
+        "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')",
+        "UPDATE pgbench_accounts SET abalance = abalance + 5 WHERE aid = 3",
+        "SELECT date_trunc('day', created) FROM orders WHERE amount > 10",
+        // No literal at all: whatever it calls, no value to depend on.
+        "SELECT current_setting($1)",
+        "COPY t TO STDOUT",
+        "SELECT my_function(id) FROM t",
+    ];
+    for sql in independent {
+        let statements = parse(sql, PG).unwrap();
+        assert!(
+            statements.iter().all(|s| !s.literal_dependent),
+            "{sql} should not be literal-dependent"
+        );
+    }
+}
