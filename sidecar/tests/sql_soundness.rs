@@ -232,3 +232,169 @@ async fn a_parse_error_does_not_decide_other_literals() {
     let bytes = raw.extended("SELECT x::varchar(11) FROM secrets", false);
     assert_refused(&bytes, "42501", "same shape, parses (extended)");
 }
+
+// === #15 item 4: built-ins that run SQL given as text ===
+
+const SQL_TEXT_POLICY: &str = r#"  defaultAction: allow
+  rules:
+    - {name: no-kill, match: {functions: [pg_terminate_backend, pg_cancel_backend]}, action: deny}
+    - {name: no-secrets, match: {tables: [secrets]}, action: deny}
+    - {name: no-delete, match: {statements: [delete, drop]}, action: deny}
+  masking:
+    - columns: ["customers.ssn"]
+      strategy: redact
+"#;
+
+/// The SQL inside `query_to_xml`, `ts_stat`, `table_to_xml`, … is decided
+/// like a statement of its own: rules see its functions, tables and kinds.
+/// SQL that is not a literal, or does not parse, is refused.
+#[tokio::test]
+async fn sql_given_as_text_is_decided_like_a_statement() {
+    let sidecar = setup_with(
+        "sound_sql_text",
+        SQL_TEXT_POLICY,
+        "CREATE TABLE aliases (t tsquery, s tsquery);",
+    )
+    .await;
+    let mut raw = RawClient::connect(sidecar.port);
+    // (text, what must appear in the refusal)
+    let denied: &[(&str, &str)] = &[
+        (
+            "SELECT query_to_xml('select pg_terminate_backend(pg_backend_pid())', true, false, '')",
+            "no-kill",
+        ),
+        (
+            "SELECT pg_catalog.query_to_xml('SELECT pg_cancel_backend(pg_backend_pid())', true, false, '')",
+            "no-kill",
+        ),
+        (
+            "SELECT query_to_xml('SELECT x FROM secrets', true, false, '')",
+            "no-secrets",
+        ),
+        (
+            "SELECT query_to_xml(E'SELECT x FROM \\x73ecrets', true, false, '')",
+            "no-secrets",
+        ),
+        (
+            "SELECT query_to_xml($q$select x from public.secrets$q$, true, false, '')",
+            "no-secrets",
+        ),
+        (
+            "SELECT query_to_xml_and_xmlschema('select x from secrets', true, false, '')",
+            "no-secrets",
+        ),
+        (
+            "SELECT * FROM query_to_xml('select x from secrets', true, false, '') AS q",
+            "no-secrets",
+        ),
+        (
+            "WITH q AS (SELECT query_to_xml('select x from secrets', true, false, '') AS v) SELECT v FROM q",
+            "no-secrets",
+        ),
+        (
+            "SELECT query_to_xml('select query_to_xml(''select x from secrets'', true, false, '''')', true, false, '')",
+            "no-secrets",
+        ),
+        (
+            "SELECT query_to_xml('delete from orders returning id', true, false, '')",
+            "no-delete",
+        ),
+        (
+            "SELECT * FROM ts_stat('select to_tsvector(x) from secrets')",
+            "no-secrets",
+        ),
+        (
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT t, s FROM aliases, secrets')",
+            "no-secrets",
+        ),
+        (
+            "SELECT table_to_xml('secrets', true, false, '')",
+            "no-secrets",
+        ),
+        (
+            "SELECT table_to_xml('public.secrets'::regclass, true, false, '')",
+            "no-secrets",
+        ),
+        (
+            "SELECT table_to_xmlschema('\"secrets\"', true, false, '')",
+            "no-secrets",
+        ),
+        // Not a literal, unparseable, or undecidable: refused by Sluice.
+        (
+            "SELECT query_to_xml('select x from ' || 'secrets', true, false, '')",
+            "string literal",
+        ),
+        (
+            "SELECT query_to_xml(name, true, false, '') FROM customers",
+            "string literal",
+        ),
+        (
+            "SELECT query_to_xml((SELECT 'select 1'), true, false, '')",
+            "string literal",
+        ),
+        (
+            "SELECT query_to_xml('selec x frm secrets', true, false, '')",
+            "could not classify",
+        ),
+        (
+            "SELECT query_to_xml(query => 'select 1', nulls => true, tableforest => false, targetns => '')",
+            "by position",
+        ),
+        (
+            "SELECT table_to_xml(relname::regclass, true, false, '') FROM pg_class WHERE relname = 'secrets'",
+            "table name",
+        ),
+        (
+            "SELECT schema_to_xml('public', true, false, '')",
+            "every table",
+        ),
+        ("SELECT database_to_xml(true, false, '')", "every table"),
+    ];
+    for (sql, why) in denied {
+        for extended in [false, true] {
+            let bytes = if extended {
+                raw.extended(sql, false)
+            } else {
+                raw.simple(sql)
+            };
+            assert_refused(&bytes, "42501", sql);
+            assert!(
+                contains(&bytes, why),
+                "{sql}: refusal should say {why:?}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert!(!contains(&bytes, "<x>"), "{sql} ran");
+        }
+    }
+    // A parameter as the SQL text: the sidecar never sees the SQL.
+    let c = sidecar.connect().await;
+    let e = c
+        .query_one(
+            "SELECT query_to_xml($1::text, true, false, '')",
+            &[&"select x from secrets"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&e),
+        Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+    assert!(message(&e).contains("string literal"), "{}", message(&e));
+    // Allowed SQL runs; its result may hold any table's data and is masked
+    // whole while masking rules apply.
+    let bytes = raw.simple("SELECT query_to_xml('select id, amount from orders', true, false, '')");
+    assert_ran(&bytes, true, "allowed query_to_xml");
+    assert!(
+        contains(&bytes, "[redacted]"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    for sql in [
+        "SELECT query_to_xml('select ssn from customers', true, false, '')",
+        "SELECT * FROM ts_stat('select to_tsvector(''simple'', ssn) from customers')",
+        "SELECT table_to_xml('customers', true, false, '')",
+    ] {
+        assert_ran(&raw.simple(sql), true, sql);
+        assert_ran(&raw.extended(sql, true), true, sql);
+    }
+}
