@@ -650,6 +650,23 @@ impl Decision {
         }
     }
 
+    /// The decision on a statement Sluice cannot decide soundly, whatever the
+    /// policies say (denied even when they are in dryRun): `why` says what
+    /// and what to do instead.
+    pub fn refused_by_sluice(why: &str) -> Decision {
+        Decision {
+            action: Action::Deny,
+            enforced: Action::Deny,
+            policy: None,
+            rule: None,
+            enforced_policy: None,
+            enforced_rule: None,
+            dry_run: false,
+            approval: None,
+            reason: format!("refused by Sluice itself, whatever the policies say: {why}"),
+        }
+    }
+
     /// The decision for an identity no policy binds to the Connection.
     pub fn not_bound(identity: &Identity, connection: &str) -> Decision {
         Decision {
@@ -709,6 +726,18 @@ pub struct SqlDecision {
     pub redacted: String,
     /// Fingerprint of the string: the statements' fingerprints joined.
     pub fingerprint: String,
+}
+
+impl SqlDecision {
+    /// Whether this decision may not be reused for another text that differs
+    /// only in literal values: some statement is
+    /// [`literal_dependent`](crate::sql::literal_dependent), or the text did
+    /// not parse (a literal's value can make the parser fail, e.g. a number
+    /// too large for it, and a parse error is decided by `onParseError`, not
+    /// by the rules that the same shape with other values would meet).
+    pub fn literal_dependent(&self) -> bool {
+        self.parse_error.is_some() || self.statements.iter().any(|(s, _)| s.literal_dependent)
+    }
 }
 
 /// Limits in force for a session: the strictest of all applicable policies.
@@ -872,8 +901,12 @@ impl PolicySet {
         &self.warnings
     }
 
-    /// Decides one parsed statement.
+    /// Decides one parsed statement. A statement Sluice refuses whatever the
+    /// policies say ([`Statement::refused`]) is denied, dryRun or not.
     pub fn decide_statement(&self, stmt: &Statement) -> Decision {
+        if let Some(why) = &stmt.refused {
+            return Decision::refused_by_sluice(why);
+        }
         let verdicts: Vec<Verdict> = self
             .policies
             .iter()

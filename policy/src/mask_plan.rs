@@ -655,30 +655,23 @@ const KNOWN_SET_FUNCTIONS: &[&str] = &[
     "string_to_table",
 ];
 
-/// Built-ins that run SQL given as text, or read server files: their result can hold
-/// any table's data.
-const DYNAMIC_SQL_FUNCTIONS: &[&str] = &[
-    "query_to_xml",
-    "query_to_xml_and_xmlschema",
-    "table_to_xml",
-    "table_to_xml_and_xmlschema",
+/// Built-ins whose result can hold any table's data besides those of
+/// [`crate::sql::SQL_TEXT_FUNCTIONS`] (the one list of functions that run SQL
+/// given as text): cursors, server files, logical decoding.
+const DYNAMIC_DATA_FUNCTIONS: &[&str] = &[
     "cursor_to_xml",
-    "schema_to_xml",
-    "schema_to_xml_and_xmlschema",
-    "database_to_xml",
-    "database_to_xml_and_xmlschema",
-    "ts_stat",
-    "ts_rewrite",
-    "connectby",
     "pg_read_file",
     "pg_read_binary_file",
     "load_file",
 ];
-const DYNAMIC_SQL_PREFIXES: &[&str] = &["dblink", "crosstab", "pg_logical_slot_"];
+const DYNAMIC_DATA_PREFIXES: &[&str] = &["dblink", "crosstab", "pg_logical_slot_"];
 
 fn is_dynamic_sql(fname: &str) -> bool {
-    DYNAMIC_SQL_FUNCTIONS.contains(&fname)
-        || DYNAMIC_SQL_PREFIXES.iter().any(|p| fname.starts_with(p))
+    crate::sql::SQL_TEXT_FUNCTIONS
+        .iter()
+        .any(|f| f.name == fname)
+        || DYNAMIC_DATA_FUNCTIONS.contains(&fname)
+        || DYNAMIC_DATA_PREFIXES.iter().any(|p| fname.starts_with(p))
 }
 
 /// Catalog columns that hold sample values of other tables' columns (planner statistics).

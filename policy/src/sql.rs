@@ -41,10 +41,13 @@
 //!   `unnest(…)`, `json_table`, `xmltable`) are functions, not tables. The
 //!   procedure of `CALL p(…)` and the function a `CREATE TRIGGER` executes are
 //!   reported as functions too.
-//! - Not visible to any parser: names inside string literals (`'t'::regclass`,
-//!   `dblink('…', 'SELECT … FROM secret')`, `EXECUTE` of dynamic SQL in
-//!   function bodies). Function bodies written as dollar-quoted strings are
-//!   opaque.
+//! - SQL given as text to the functions of [`SQL_TEXT_FUNCTIONS`]
+//!   (`query_to_xml('select …')`, `ts_stat`, `dblink`, `table_to_xml('t')`,
+//!   …) is parsed and classified with the statement (kinds, tables, functions,
+//!   WHERE), or the statement is [`Statement::refused`] when that text is not
+//!   a string literal or does not parse. Other names inside string literals
+//!   (`'t'::regclass` elsewhere, `EXECUTE` of dynamic SQL in function bodies)
+//!   are not visible; function bodies written as strings are opaque.
 //! - Hostile input is an error, never a crash: inputs over [`MAX_SQL_BYTES`],
 //!   statements with more than [`MAX_OPERATORS_PER_STATEMENT`] chaining
 //!   operators or nested deeper than [`MAX_NESTING_DEPTH`] are refused with
@@ -137,6 +140,21 @@ pub struct Statement {
     /// `EXECUTE name`: the name (kind `other`; the caller maps it to what was
     /// prepared under that name).
     pub execute_name: Option<String>,
+    /// Whether what Sluice decides or masks for this statement may depend on
+    /// the *values* of its literals, not only on where they are: see
+    /// [`literal_dependent`]. A cache that folds literal values (the
+    /// sidecar's decision cache) must key such a statement by its exact text.
+    pub literal_dependent: bool,
+    /// Set when Sluice refuses the statement whatever the policies say, and
+    /// why: it calls a function of [`SQL_TEXT_FUNCTIONS`] whose SQL is not a
+    /// string literal, does not parse, or cannot be decided at all.
+    pub refused: Option<String>,
+    /// The statements in the SQL-text arguments of [`SQL_TEXT_FUNCTIONS`]
+    /// calls (`query_to_xml('select …')`), classified like top-level
+    /// statements. Their kinds, tables, functions and missing WHERE clauses
+    /// are already merged into this statement's; they are kept for analyses
+    /// that need their trees (writes of masked values).
+    pub embedded: Vec<Statement>,
     /// The parsed statement, at most [`MAX_NESTING_DEPTH`] levels deep.
     pub ast: ast::Statement,
 }
@@ -232,7 +250,7 @@ pub enum SqlError {
 /// Parses and classifies a (possibly multi-statement) SQL string. Empty input
 /// or input with only comments and `;` gives `Ok(vec![])`.
 pub fn parse(sql: &str, dialect: SqlDialect) -> Result<Vec<Statement>, SqlError> {
-    dialect.with_parser_dialect(|d| parse_with(sql, dialect, d))
+    dialect.with_parser_dialect(|d| parse_with(sql, dialect, d, 0))
 }
 
 /// Redacts SQL text for the audit log, even text that does not parse: every
@@ -282,7 +300,14 @@ fn tokenize(
 /// Where parsing stopped: statement number, index of its first token, error.
 type ParseFailure = (usize, usize, ParserError);
 
-fn parse_with(sql: &str, dialect: SqlDialect, d: &dyn Dialect) -> Result<Vec<Statement>, SqlError> {
+/// `embedding`: how many SQL-text arguments deep this text is (0: the
+/// client's own text; see [`SQL_TEXT_FUNCTIONS`]).
+fn parse_with(
+    sql: &str,
+    dialect: SqlDialect,
+    d: &dyn Dialect,
+    embedding: usize,
+) -> Result<Vec<Statement>, SqlError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(SqlError::TooLarge {
             dialect,
@@ -318,7 +343,7 @@ fn parse_with(sql: &str, dialect: SqlDialect, d: &dyn Dialect) -> Result<Vec<Sta
         .enumerate()
         .map(|(i, (ast, start, end))| {
             let range = tokens.get(start..end).unwrap_or_default();
-            classify(sql, &lines, range, ast, dialect, i + 1)
+            classify(sql, &lines, range, ast, dialect, i + 1, embedding)
         })
         .collect()
 }
@@ -804,6 +829,7 @@ fn classify(
     ast: ast::Statement,
     dialect: SqlDialect,
     number: usize,
+    embedding: usize,
 ) -> Result<Statement, SqlError> {
     let significant = trim_whitespace(tokens);
     let text = match (significant.first(), significant.last()) {
@@ -815,8 +841,9 @@ fn classify(
         _ => String::new(),
     };
 
-    let mut collector = Collector::new(dialect);
+    let mut collector = Collector::new(dialect, embedding);
     let _ = ast.visit(&mut collector);
+    collector.absorb_embedded();
     if collector.max_depth > MAX_NESTING_DEPTH {
         return Err(SqlError::TooComplex {
             number,
@@ -851,6 +878,9 @@ fn classify(
         fingerprint: fingerprint(significant),
         prepare_name,
         execute_name,
+        literal_dependent: literal_dependent(&ast, significant),
+        refused: collector.refused,
+        embedded: collector.embedded,
         ast,
     })
 }
@@ -1171,11 +1201,20 @@ struct Collector {
     /// table factors (see [`MAX_NESTING_DEPTH`]).
     depth: usize,
     max_depth: usize,
+    /// How many SQL-text arguments deep the statement is.
+    embedding: usize,
+    /// Statements found in SQL-text arguments.
+    embedded: Vec<Statement>,
+    /// Why the statement is refused whatever the policies say.
+    refused: Option<String>,
 }
 
 impl Collector {
-    fn new(dialect: SqlDialect) -> Self {
+    fn new(dialect: SqlDialect, embedding: usize) -> Self {
         Self {
+            embedding,
+            embedded: Vec::new(),
+            refused: None,
             dialect,
             kinds: BTreeSet::new(),
             tables: BTreeSet::new(),
@@ -1271,6 +1310,114 @@ impl Collector {
         // never case-sensitive in MySQL.
         let name = self.name(name);
         self.functions.insert(name);
+    }
+
+    /// Refuses the statement (the first reason is kept).
+    fn refuse(&mut self, why: String) {
+        self.refused.get_or_insert(why);
+    }
+
+    /// A call of `name` with `args`: when it is one of [`SQL_TEXT_FUNCTIONS`],
+    /// the SQL (or table) it is given is classified as part of this statement,
+    /// or the statement is refused.
+    fn note_sql_text_call(&mut self, name: &ObjectName, args: &[ast::FunctionArg]) {
+        let Some(function) = sql_text_function(name) else {
+            return;
+        };
+        let shown = self.name(name);
+        let mut exprs = Vec::with_capacity(args.len());
+        for arg in args {
+            match arg {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => exprs.push(e),
+                _ => {
+                    return self.refuse(format!(
+                        "{shown}() runs SQL given as text; Sluice decides that SQL only when the \
+                         arguments are given by position, not by name or as a wildcard"
+                    ));
+                }
+            }
+        }
+        let texts: Vec<&Expr> = match function.argument {
+            SqlTextArgument::Refused(why) => {
+                return self.refuse(format!("{shown}() {why}; Sluice refuses it"));
+            }
+            SqlTextArgument::At { position, arity } => {
+                if arity.is_some_and(|a| a != exprs.len()) {
+                    return;
+                }
+                exprs.get(position).copied().into_iter().collect()
+            }
+            SqlTextArgument::Last => {
+                let mut rest = exprs.as_slice();
+                if let [head @ .., last] = rest
+                    && is_boolean_keyword(last)
+                {
+                    rest = head;
+                }
+                rest.last().copied().into_iter().collect()
+            }
+            SqlTextArgument::EveryText => exprs
+                .iter()
+                .copied()
+                .filter(|e| !is_number_literal(e))
+                .collect(),
+            SqlTextArgument::Relation(position) => {
+                let Some(arg) = exprs.get(position) else {
+                    return;
+                };
+                match string_literal(arg).and_then(|text| relation_name(text, self.dialect)) {
+                    Some(table) => self.add_table(&table),
+                    None => self.refuse(format!(
+                        "{shown}() reads the table named by its argument {}, which is not a \
+                         string literal holding a table name; Sluice decides it only when it \
+                         is (write it as '{shown}(''schema.table'', …)')",
+                        position + 1
+                    )),
+                }
+                return;
+            }
+        };
+        for text in texts {
+            let Some(sql) = string_literal(text) else {
+                return self.refuse(format!(
+                    "{shown}() runs SQL given as text, and here that text is computed (a \
+                     parameter, column or expression); Sluice decides such SQL only when it \
+                     is a string literal, so write the query into the call"
+                ));
+            };
+            if self.embedding >= MAX_EMBEDDING_DEPTH {
+                return self.refuse(format!(
+                    "{shown}() runs SQL given as text nested more than {MAX_EMBEDDING_DEPTH} \
+                     levels deep in other SQL text"
+                ));
+            }
+            let parsed = self
+                .dialect
+                .with_parser_dialect(|d| parse_with(sql, self.dialect, d, self.embedding + 1));
+            match parsed {
+                Ok(statements) if statements.is_empty() => {}
+                Ok(statements) => self.embedded.extend(statements),
+                Err(e) => {
+                    return self.refuse(format!(
+                        "{shown}() runs SQL given as text, and Sluice could not classify that \
+                         SQL: {e}"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Merges what the embedded statements do into this statement.
+    fn absorb_embedded(&mut self) {
+        for inner in &self.embedded {
+            self.kinds.extend(inner.kinds.iter().copied());
+            self.tables.extend(inner.tables.iter().cloned());
+            self.functions.extend(inner.functions.iter().cloned());
+            self.without_where |= inner.without_where;
+            if let Some(why) = &inner.refused {
+                self.refused.get_or_insert_with(|| why.clone());
+            }
+        }
     }
 
     fn note_where(&mut self, selection: Option<&Expr>) {
@@ -1576,11 +1723,12 @@ impl Visitor for Collector {
         match factor {
             TableFactor::Table {
                 name,
-                args: Some(_),
+                args: Some(args),
                 ..
             } => {
                 self.non_table_relations.push(name);
                 self.add_function(name);
+                self.note_sql_text_call(name, &args.args);
             }
             // sqlparser 0.63 reads Postgres `FROM ONLY t` / `UPDATE ONLY t` as
             // table `only` aliased `t`. ONLY is reserved in Postgres, so it
@@ -1594,7 +1742,10 @@ impl Visitor for Collector {
                 self.non_table_relations.push(name);
                 self.add_table(&ObjectName::from(vec![alias.name.clone()]));
             }
-            TableFactor::Function { name, .. } => self.add_function(name),
+            TableFactor::Function { name, args, .. } => {
+                self.add_function(name);
+                self.note_sql_text_call(name, args);
+            }
             TableFactor::UNNEST { .. } => {
                 self.functions.insert("unnest".to_string());
             }
@@ -1623,6 +1774,21 @@ impl Visitor for Collector {
         self.enter();
         if let Expr::Function(function) = expr {
             self.add_function(&function.name);
+            match &function.args {
+                ast::FunctionArguments::List(list) => {
+                    self.note_sql_text_call(&function.name, &list.args);
+                }
+                ast::FunctionArguments::None => self.note_sql_text_call(&function.name, &[]),
+                ast::FunctionArguments::Subquery(_) => {
+                    if sql_text_function(&function.name).is_some() {
+                        self.refuse(format!(
+                            "{}() runs SQL given as text, and here its argument is a subquery; \
+                             Sluice decides that SQL only when it is a string literal",
+                            self.name(&function.name)
+                        ));
+                    }
+                }
+            }
         }
         ControlFlow::Continue(())
     }
@@ -1722,6 +1888,420 @@ fn normalize_name(name: &ObjectName, fold_quoted: bool) -> String {
         })
         .collect();
     parts.join(".")
+}
+
+// === Functions that run SQL given as text ===
+
+/// Where a function of [`SQL_TEXT_FUNCTIONS`] takes the SQL it runs.
+#[derive(Clone, Copy, Debug)]
+pub enum SqlTextArgument {
+    /// The argument at this 0-based position, when the call has `arity`
+    /// arguments (any number when `None`).
+    At {
+        /// 0-based position.
+        position: usize,
+        /// The only arity with SQL text (`ts_rewrite(query, select)` has it,
+        /// `ts_rewrite(query, target, substitute)` does not).
+        arity: Option<usize>,
+    },
+    /// The last argument, or the one before a trailing `TRUE`/`FALSE`
+    /// (dblink's `fail_on_error`).
+    Last,
+    /// Every argument that is not a number (crosstab's source and category
+    /// queries).
+    EveryText,
+    /// The argument at this position names a table (`regclass`), which is
+    /// read whole.
+    Relation(usize),
+    /// Cannot be decided: why.
+    Refused(&'static str),
+}
+
+/// A function that runs SQL given as text, or reads tables named in text.
+#[derive(Clone, Copy, Debug)]
+pub struct SqlTextFunction {
+    /// Its name, lower case (matched against the last part of a call's name,
+    /// ignoring case, so `pg_catalog.query_to_xml` and a look-alike in
+    /// another schema are both covered).
+    pub name: &'static str,
+    /// Where its SQL is.
+    pub argument: SqlTextArgument,
+}
+
+const fn sql_at(name: &'static str, position: usize) -> SqlTextFunction {
+    SqlTextFunction {
+        name,
+        argument: SqlTextArgument::At {
+            position,
+            arity: None,
+        },
+    }
+}
+
+const fn sql_text(name: &'static str, argument: SqlTextArgument) -> SqlTextFunction {
+    SqlTextFunction { name, argument }
+}
+
+/// The one list of functions whose arguments carry SQL (or table names) that
+/// the server runs (or reads) out of the statement's own sight: PostgreSQL's
+/// built-ins and the contrib extensions that do so (functions of `pg_proc`
+/// with a `text` argument that is executed as a query). A call is classified
+/// with the statements of its SQL text: their kinds, tables, functions and
+/// missing WHERE clauses count for every rule, exactly as if the client had
+/// sent them. When the SQL is not a string literal (a parameter, a column,
+/// a concatenation), is named by argument name, does not parse, or nests
+/// deeper than [`MAX_EMBEDDING_DEPTH`], the statement is refused
+/// ([`Statement::refused`]) whatever the policies say, with the reason.
+/// Their results may hold any table's data; the mask planner masks them
+/// whole (see `mask_plan`).
+///
+/// Not here: `cursor_to_xml` (reads a cursor whose query was decided when it
+/// was declared), user-defined functions (opaque bodies, masked whole),
+/// procedural `DO` blocks (do not parse), and extensions outside contrib
+/// (e.g. `cron.schedule`, `pg_background_launch` is covered).
+pub const SQL_TEXT_FUNCTIONS: &[SqlTextFunction] = &[
+    sql_at("query_to_xml", 0),
+    sql_at("query_to_xmlschema", 0),
+    sql_at("query_to_xml_and_xmlschema", 0),
+    sql_at("ts_stat", 0),
+    sql_text(
+        "ts_rewrite",
+        SqlTextArgument::At {
+            position: 1,
+            arity: Some(2),
+        },
+    ),
+    sql_text("table_to_xml", SqlTextArgument::Relation(0)),
+    sql_text("table_to_xmlschema", SqlTextArgument::Relation(0)),
+    sql_text("table_to_xml_and_xmlschema", SqlTextArgument::Relation(0)),
+    sql_text(
+        "schema_to_xml",
+        SqlTextArgument::Refused("reads every table of a schema"),
+    ),
+    sql_text(
+        "schema_to_xmlschema",
+        SqlTextArgument::Refused("reads every table of a schema"),
+    ),
+    sql_text(
+        "schema_to_xml_and_xmlschema",
+        SqlTextArgument::Refused("reads every table of a schema"),
+    ),
+    sql_text(
+        "database_to_xml",
+        SqlTextArgument::Refused("reads every table of the database"),
+    ),
+    sql_text(
+        "database_to_xmlschema",
+        SqlTextArgument::Refused("reads every table of the database"),
+    ),
+    sql_text(
+        "database_to_xml_and_xmlschema",
+        SqlTextArgument::Refused("reads every table of the database"),
+    ),
+    // contrib dblink: SQL run over another connection.
+    sql_text("dblink", SqlTextArgument::Last),
+    sql_text("dblink_exec", SqlTextArgument::Last),
+    sql_text("dblink_send_query", SqlTextArgument::Last),
+    sql_text("dblink_open", SqlTextArgument::Last),
+    // contrib tablefunc.
+    sql_text("crosstab", SqlTextArgument::EveryText),
+    sql_text("crosstab2", SqlTextArgument::EveryText),
+    sql_text("crosstab3", SqlTextArgument::EveryText),
+    sql_text("crosstab4", SqlTextArgument::EveryText),
+    sql_text(
+        "connectby",
+        SqlTextArgument::Refused(
+            "builds and runs SQL from table and column names given as text, unquoted",
+        ),
+    ),
+    // pg_background: SQL run by a background worker.
+    sql_at("pg_background_launch", 0),
+];
+
+/// How many levels of SQL text inside SQL text are classified
+/// (`query_to_xml('select query_to_xml(''…'', …)', …)`); deeper is refused.
+pub const MAX_EMBEDDING_DEPTH: usize = 3;
+
+/// The entry of [`SQL_TEXT_FUNCTIONS`] for a called name.
+pub fn sql_text_function(name: &ObjectName) -> Option<&'static SqlTextFunction> {
+    let last = match name.0.last()? {
+        ObjectNamePart::Identifier(id) => id.value.to_lowercase(),
+        ObjectNamePart::Function(f) => f.name.value.to_lowercase(),
+    };
+    SQL_TEXT_FUNCTIONS.iter().find(|f| f.name == last)
+}
+
+/// The text of a string literal argument (also through parentheses and a
+/// cast, `'select 1'::text`).
+fn string_literal(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => Some(s),
+            Value::DollarQuotedString(d) => Some(&d.value),
+            _ => None,
+        },
+        Expr::Nested(inner) => string_literal(inner),
+        Expr::Cast { expr, .. } => string_literal(expr),
+        _ => None,
+    }
+}
+
+fn is_boolean_keyword(expr: &Expr) -> bool {
+    matches!(expr, Expr::Value(v) if matches!(v.value, Value::Boolean(_)))
+}
+
+fn is_number_literal(expr: &Expr) -> bool {
+    match expr {
+        Expr::Value(v) => matches!(v.value, Value::Number(..)),
+        Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => is_number_literal(expr),
+        _ => false,
+    }
+}
+
+/// A table name written as text (`'public.customers'`, `'"Odd"'`), read the
+/// way PostgreSQL reads a `regclass` literal: identifiers separated by dots.
+fn relation_name(text: &str, dialect: SqlDialect) -> Option<ObjectName> {
+    let tokens = dialect
+        .with_parser_dialect(|d| Tokenizer::new(d, text).tokenize())
+        .ok()?;
+    let mut parts = Vec::new();
+    let mut want_ident = true;
+    for token in tokens {
+        match token {
+            Token::Whitespace(_) => {}
+            Token::Word(w) if want_ident => {
+                parts.push(ObjectNamePart::Identifier(Ident {
+                    value: w.value,
+                    quote_style: w.quote_style,
+                    span: sqlparser::tokenizer::Span::empty(),
+                }));
+                want_ident = false;
+            }
+            Token::Period if !want_ident => want_ident = true,
+            _ => return None,
+        }
+    }
+    (!want_ident && !parts.is_empty()).then_some(ObjectName(parts))
+}
+
+// === Literal dependence ===
+
+/// Functions whose literal arguments are only values to compute with: no part
+/// of Sluice reads them (they are not names, settings, formats or SQL text),
+/// so the decision and the mask plan of a statement calling them do not depend
+/// on those literals' values. Anything else a statement calls with a literal
+/// somewhere in it makes the statement [`literal_dependent`]; adding a
+/// function here is a promise that no decision or plan will ever read its
+/// arguments' values.
+const VALUE_FUNCTIONS: &[&str] = &[
+    "abs",
+    "age",
+    "array_agg",
+    "array_length",
+    "array_position",
+    "array_to_string",
+    "avg",
+    "bool_and",
+    "bool_or",
+    "btrim",
+    "cardinality",
+    "ceil",
+    "ceiling",
+    "char_length",
+    "character_length",
+    "clock_timestamp",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "convert_from",
+    "convert_to",
+    "count",
+    "current_date",
+    "date_part",
+    "date_trunc",
+    "decode",
+    "encode",
+    "every",
+    "extract",
+    "floor",
+    "generate_series",
+    "greatest",
+    "initcap",
+    "json_agg",
+    "json_build_array",
+    "json_build_object",
+    "json_extract_path",
+    "json_extract_path_text",
+    "jsonb_agg",
+    "jsonb_build_array",
+    "jsonb_build_object",
+    "jsonb_extract_path",
+    "jsonb_extract_path_text",
+    "jsonb_set",
+    "least",
+    "left",
+    "length",
+    "lower",
+    "lpad",
+    "ltrim",
+    "make_date",
+    "make_interval",
+    "make_time",
+    "make_timestamp",
+    "max",
+    "md5",
+    "min",
+    "mod",
+    "now",
+    "nullif",
+    "octet_length",
+    "position",
+    "power",
+    "random",
+    "regexp_match",
+    "regexp_replace",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "round",
+    "row_to_json",
+    "rpad",
+    "rtrim",
+    "sign",
+    "split_part",
+    "sqrt",
+    "starts_with",
+    "statement_timestamp",
+    "string_agg",
+    "string_to_array",
+    "strpos",
+    "substr",
+    "substring",
+    "sum",
+    "to_char",
+    "to_date",
+    "to_json",
+    "to_jsonb",
+    "to_number",
+    "to_timestamp",
+    "transaction_timestamp",
+    "translate",
+    "trim",
+    "trunc",
+    "unnest",
+    "upper",
+];
+
+/// Whether a statement's decision or mask plan may depend on the values of
+/// its literals, so that a cache keyed by the statement with its literal
+/// values folded (the sidecar's decision cache) would hand one text the
+/// decision of another. Literal values are read, or could be, in:
+/// - `COPY` options (`FORMAT 'csv'` decides whether masked rows can be masked);
+/// - `EXPLAIN` options (`ANALYZE 'off'` decides whether the statement runs);
+/// - settings (`SET`, `RESET`, `SHOW`): their values change how the server
+///   reads later statements;
+/// - arguments of any function not in [`VALUE_FUNCTIONS`]: names of settings
+///   (`current_setting('my.secret')` is masked, `current_setting('TimeZone')`
+///   is not), SQL text (`query_to_xml('select …')`), object names
+///   (`nextval('s')`, `table_to_xml('customers', …)`), and functions
+///   Sluice knows nothing of;
+/// - casts of text to object identifiers (`'customers'::regclass`).
+///
+/// The answer depends only on the statement's shape (its kinds, function and
+/// type names, and whether it has a literal at all), never on a literal's
+/// value, so every text of one shape gets the same answer: a statement
+/// without literals is never dependent.
+pub fn literal_dependent(stmt: &ast::Statement, tokens: &[TokenWithSpan]) -> bool {
+    struct Reads(bool);
+    impl Reads {
+        fn function(&mut self, name: &ObjectName) {
+            let last = name
+                .0
+                .last()
+                .and_then(ObjectNamePart::as_ident)
+                .map(|i| i.value.to_lowercase())
+                .unwrap_or_default();
+            if !VALUE_FUNCTIONS.contains(&last.as_str()) {
+                self.0 = true;
+            }
+        }
+        fn data_type(&mut self, data_type: &ast::DataType) {
+            let names_object = match data_type {
+                ast::DataType::Regclass => true,
+                ast::DataType::Custom(name, _) => name
+                    .0
+                    .last()
+                    .and_then(ObjectNamePart::as_ident)
+                    .is_some_and(|i| i.value.to_lowercase().starts_with("reg")),
+                _ => false,
+            };
+            if names_object {
+                self.0 = true;
+            }
+        }
+    }
+    impl Visitor for Reads {
+        type Break = ();
+        fn pre_visit_statement(&mut self, stmt: &ast::Statement) -> ControlFlow<()> {
+            use ast::Statement as S;
+            match stmt {
+                S::Copy { .. }
+                | S::Set(_)
+                | S::Reset(_)
+                | S::ShowVariable { .. }
+                | S::ShowVariables { .. } => self.0 = true,
+                S::Explain {
+                    options: Some(options),
+                    ..
+                } if !options.is_empty() => self.0 = true,
+                _ => {}
+            }
+            if self.0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            match factor {
+                TableFactor::Table {
+                    name,
+                    args: Some(_),
+                    ..
+                }
+                | TableFactor::Function { name, .. } => self.function(name),
+                TableFactor::JsonTable { .. }
+                | TableFactor::OpenJsonTable { .. }
+                | TableFactor::XmlTable { .. } => self.0 = true,
+                _ => {}
+            }
+            if self.0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Function(f) => self.function(&f.name),
+                Expr::Cast { data_type, .. } => self.data_type(data_type),
+                Expr::TypedString(ts) => self.data_type(&ts.data_type),
+                _ => {}
+            }
+            if self.0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    if !tokens.iter().any(|t| is_literal(&t.token)) {
+        return false;
+    }
+    let mut reads = Reads(false);
+    let _ = stmt.visit(&mut reads);
+    reads.0
 }
 
 // === Text: positions, redaction, fingerprint ===

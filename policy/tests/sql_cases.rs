@@ -90,7 +90,8 @@ const CASES: &[Case] = &[
     c(PG, "SELECT coalesce(nullif(a, ''), concat(b, c)) FROM t", "select", "select", "t", "coalesce,concat,nullif", false),
     c(PG, "SELECT * FROM generate_series(1, 3)", "select", "select", "", "generate_series", false),
     c(PG, "SELECT * FROM generate_series(1, 3) g, LATERAL dblink('host=x', 'SELECT 1') AS d(a int)", "select", "select", "", "dblink,generate_series", false),
-    c(PG, "SELECT * FROM dblink('dbname=other', 'SELECT secret FROM vault') AS t(secret text)", "select", "select", "", "dblink", false),
+    // The SQL given to dblink (and every SQL_TEXT_FUNCTIONS entry) is classified with the statement.
+    c(PG, "SELECT * FROM dblink('dbname=other', 'SELECT secret FROM vault') AS t(secret text)", "select", "select", "vault", "dblink", false),
     c(PG, "SELECT * FROM orders o JOIN dblink_exec('x', 'y') d ON true", "select", "select", "orders", "dblink_exec", false),
     c(PG, "SELECT * FROM unnest(ARRAY[1, 2]) u", "select", "select", "", "unnest", false),
     c(PG, "SELECT * FROM json_to_recordset('[]') AS x(a int)", "select", "select", "", "json_to_recordset", false),
@@ -271,7 +272,7 @@ const CASES: &[Case] = &[
     c(PG, "CREATE INDEX ON public.t USING gin (to_tsvector('english', body))", "create", "create", "public.t", "to_tsvector", false),
     c(PG, "INSERT INTO t VALUES (1) RETURNING pg_read_file('x')", "insert", "insert", "t", "pg_read_file", false),
     c(PG, "UPDATE t SET (a, b) = (SELECT a, b FROM s WHERE s.id = t.id)", "update", "select,update", "s,t", "", true),
-    c(PG, "SELECT dblink_connect('x'), dblink_exec('x', 'DROP TABLE t')", "select", "select", "", "dblink_connect,dblink_exec", false),
+    c(PG, "SELECT dblink_connect('x'), dblink_exec('x', 'DROP TABLE t')", "select", "select,drop", "t", "dblink_connect,dblink_exec", false),
     c(PG, "TRUNCATE t CASCADE", "truncate", "truncate", "t", "", false),
     c(PG, "DELETE FROM t WHERE NOT true", "delete", "delete", "t", "", true),
     c(PG, "UPDATE t SET a = 1 WHERE now() > '2000-01-01'", "update", "update", "t", "now", true),
@@ -1229,5 +1230,137 @@ mod properties {
             let _ = parse(&text, PG);
             let _ = parse(&text, MY);
         }
+    }
+}
+
+/// Statements whose decision or mask plan reads a literal's value are
+/// literal-dependent (the sidecar's decision cache keys them exactly); plain
+/// values in comparisons, VALUES, LIMIT and value functions are not.
+#[test]
+fn sql_literal_dependence() {
+    let dependent = [
+        "COPY (SELECT ssn FROM customers) TO STDOUT (FORMAT 'csv')",
+        "COPY customers (id) TO STDOUT WITH (FORMAT 'text')",
+        "COPY t FROM STDIN WITH (DELIMITER '|')",
+        "EXPLAIN (ANALYZE 'off') DELETE FROM t",
+        "SET search_path = 'public'",
+        "SET standard_conforming_strings = 'off'",
+        "SELECT current_setting('my.secret')",
+        "SELECT set_config('application_name', 'x', false)",
+        "SELECT query_to_xml('select 1', true, true, '')",
+        "SELECT * FROM ts_stat('select v from docs')",
+        "SELECT * FROM dblink('host=h', 'select 1') AS t(a int)",
+        "SELECT nextval('s')",
+        "SELECT 'customers'::regclass",
+        "SELECT CAST('f' AS regproc)",
+        "SELECT my_function(id, 'x') FROM t",
+        "SELECT id FROM t WHERE id = 1 AND my_function(id) > 0",
+        "SELECT x::varchar(99999999999999999999) FROM t",
+    ];
+    for sql in dependent {
+        match parse(sql, PG) {
+            Ok(statements) => assert!(
+                statements.iter().any(|s| s.literal_dependent),
+                "{sql} should be literal-dependent"
+            ),
+            // Parse errors are literal-dependent by the engine's rule.
+            Err(_) => assert!(sql.contains("99999999999999999999"), "{sql} should parse"),
+        }
+    }
+    let independent = [
+        "SELECT * FROM t WHERE id = 1",
+        "SELECT lower(name), translate(ssn, '-', 'x') FROM customers WHERE id = 7 LIMIT 5",
+        "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')",
+        "UPDATE pgbench_accounts SET abalance = abalance + 5 WHERE aid = 3",
+        "SELECT date_trunc('day', created) FROM orders WHERE amount > 10",
+        // No literal at all: whatever it calls, no value to depend on.
+        "SELECT current_setting($1)",
+        "COPY t TO STDOUT",
+        "SELECT my_function(id) FROM t",
+    ];
+    for sql in independent {
+        let statements = parse(sql, PG).unwrap();
+        assert!(
+            statements.iter().all(|s| !s.literal_dependent),
+            "{sql} should not be literal-dependent"
+        );
+    }
+}
+
+/// SQL given as text to the functions of `SQL_TEXT_FUNCTIONS` is classified
+/// with the statement; what cannot be decided is refused.
+#[test]
+fn sql_text_arguments_are_classified_or_refused() {
+    let one = |sql: &str| {
+        let mut v = parse(sql, PG).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(v.len(), 1, "{sql}");
+        v.remove(0)
+    };
+    let st = one("SELECT query_to_xml('DELETE FROM orders', true, false, '')");
+    assert!(st.kinds.contains(&StatementKind::Delete), "{:?}", st.kinds);
+    assert_eq!(st.tables, vec!["orders".to_string()]);
+    assert!(st.without_where);
+    assert!(st.refused.is_none());
+    assert_eq!(st.embedded.len(), 1);
+    let st = one("SELECT * FROM ts_stat('select v from docs d join secrets s on true')");
+    assert_eq!(st.tables, vec!["docs".to_string(), "secrets".to_string()]);
+    let st = one("SELECT ts_rewrite(q, 'select t, s from aliases') FROM queries");
+    assert_eq!(
+        st.tables,
+        vec!["aliases".to_string(), "queries".to_string()]
+    );
+    // The three-argument ts_rewrite runs no SQL.
+    let st = one("SELECT ts_rewrite(q, 'a'::tsquery, 'b'::tsquery) FROM queries");
+    assert_eq!(st.tables, vec!["queries".to_string()]);
+    assert!(st.refused.is_none());
+    let st = one(
+        "SELECT * FROM dblink('dbname=x', 'select pg_read_file(''/etc/passwd'')') AS t(a text)",
+    );
+    assert!(
+        st.functions.contains(&"pg_read_file".to_string()),
+        "{:?}",
+        st.functions
+    );
+    let st = one("SELECT dblink_exec('drop table t', false)");
+    assert!(st.kinds.contains(&StatementKind::Drop), "{:?}", st.kinds);
+    let st = one("SELECT * FROM crosstab('select a from t1', 'select b from t2') AS c(x int)");
+    assert_eq!(st.tables, vec!["t1".to_string(), "t2".to_string()]);
+    let st = one("SELECT table_to_xml('shop.\"Customers\"', true, false, '')");
+    assert_eq!(st.tables, vec!["shop.Customers".to_string()]);
+    let st = one(
+        "SELECT query_to_xml('select query_to_xml(''select 1 from inner_t'', true, false, '''')', true, false, '')",
+    );
+    assert_eq!(st.tables, vec!["inner_t".to_string()]);
+    for (sql, why) in [
+        ("SELECT query_to_xml($1, true, false, '')", "string literal"),
+        (
+            "SELECT query_to_xml('select ' || 'x', true, false, '')",
+            "string literal",
+        ),
+        (
+            "SELECT query_to_xml('not sql at all', true, false, '')",
+            "could not classify",
+        ),
+        ("SELECT query_to_xml(query => 'select 1')", "by position"),
+        (
+            "SELECT schema_to_xml('public', true, false, '')",
+            "every table",
+        ),
+        ("SELECT connectby('t', 'id', 'parent', '1', 0)", "unquoted"),
+        (
+            "SELECT table_to_xml(t::regclass, true, false, '') FROM x",
+            "table name",
+        ),
+        ("SELECT table_to_xml('a b', true, false, '')", "table name"),
+        (
+            "SELECT query_to_xml('select query_to_xml(''select query_to_xml(''''select query_to_xml(''''''''select 1'''''''', true, false, '''''''''''''''')'''', true, false, '''''''')'', true, false, '''')', true, false, '')",
+            "levels deep",
+        ),
+    ] {
+        let st = one(sql);
+        let refused = st
+            .refused
+            .unwrap_or_else(|| panic!("{sql} should be refused"));
+        assert!(refused.contains(why), "{sql}: {refused}");
     }
 }

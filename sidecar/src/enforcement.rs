@@ -222,13 +222,17 @@ impl Binding {
 /// Decides a session's statements, with a decision cache.
 ///
 /// The cache key is the statement's token stream with number and
-/// single-quoted string literals replaced by `?`, made with the same SQL
-/// tokenizer the engine parses with: two texts with one key differ only in
-/// those literals, so the engine sees the same statement shape, tables,
-/// functions and WHERE clauses in both. That is sound because the engine's
-/// decision depends on literal values only through a rule's `textPattern`;
-/// when any applicable rule has one, the key is the exact text instead.
-/// (The engine's own fingerprint is not used as the key: it also ignores the
+/// single-quoted string literals replaced by a marker of their type, made
+/// with the same SQL tokenizer the engine parses with: two texts with one key
+/// differ only in the values of those literals, so the engine sees the same
+/// statement shape, tables, functions and WHERE clauses in both. The engine's
+/// decision and mask plans depend on literal values only where
+/// [`SqlDecision::literal_dependent`] says so (COPY and EXPLAIN options,
+/// settings, arguments of functions that take names or SQL text, casts to
+/// object identifiers, and texts that do not parse) and through a rule's
+/// `textPattern`: such texts are cached under their exact text only, so a
+/// text of the same shape with other values is decided on its own. (The
+/// engine's own fingerprint is not used as the key: it also ignores the
 /// length of literal lists and is computed only after the full parse this
 /// cache exists to avoid.) Texts the tokenizer rejects are keyed exactly.
 ///
@@ -325,9 +329,11 @@ impl Enforcer {
         if self.cache.len() >= DECISION_CACHE_ENTRIES {
             self.cache.clear();
         }
+        // Shape and literal dependence go together (see `Enforcer`): no
+        // text of this shape is ever cached under the shape's key.
         let key: Box<str> = match key {
-            Some(k) => k.into(),
-            None => sql.into(),
+            Some(k) if !decided.sql.literal_dependent() => k.into(),
+            _ => sql.into(),
         };
         self.cache.insert(key, decided.clone());
         decided
@@ -350,7 +356,7 @@ impl Enforcer {
 /// text holds only ASCII letters, digits, `_`, whitespace, the punctuation
 /// `,.=<>()*;+-!%&|~^:[]`, integer literals and single-quoted strings
 /// without backslashes, and no `--`; then every integer and string is
-/// replaced by `?`. Outside that subset (comments, dollar quotes, quoted
+/// replaced by a marker. Outside that subset (comments, dollar quotes, quoted
 /// identifiers, escape or prefixed strings, `$n`, numbers with a fraction
 /// or exponent, non-ASCII) the tokenizer decides ([`literal_free_key`]).
 ///
@@ -358,8 +364,10 @@ impl Enforcer {
 /// their literals, and each literal's extent is unambiguous (a string ends
 /// at a `'` not doubled, an integer is a digit run between non-identifier
 /// characters), so they tokenize alike but for literal values: the
-/// guarantee the cache needs. The key starts with two NUL bytes, which
-/// neither a text (a Query ends at its NUL) nor a tokenizer key has.
+/// guarantee the cache needs. Strings become `?` and integers `#` (neither
+/// character is in the subset, so a key never confuses them with the
+/// text). The key starts with two NUL bytes, which neither a text (a Query
+/// ends at its NUL) nor a tokenizer key has.
 fn plain_literal_free_key(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
     let mut key = Vec::with_capacity(b.len() + 2);
@@ -392,7 +400,7 @@ fn plain_literal_free_key(sql: &str) -> Option<String> {
                 if i < b.len() && (ident(b[i]) || b[i] == b'.') {
                     return None;
                 }
-                key.push(b'?');
+                key.push(b'#');
             }
             b'-' if b.get(i + 1) == Some(&b'-') => return None,
             c if ident(c)
@@ -444,7 +452,10 @@ fn literal_free_key(sql: &str) -> Option<String> {
     key.push('\u{0}');
     for token in tokens {
         match token {
-            Token::Number(..) | Token::SingleQuotedString(_) => key.push('?'),
+            // Numbers and strings apart: a literal of another type at the
+            // same place can make the parser build another tree.
+            Token::Number(..) => key.push('\u{2}'),
+            Token::SingleQuotedString(_) => key.push('\u{3}'),
             Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab) => {
                 key.push(' ');
                 continue;
@@ -1036,7 +1047,13 @@ mod tests {
         let b = literal_free_key("SELECT * FROM t WHERE id = 42").unwrap();
         let c = literal_free_key("SELECT * FROM t WHERE id = 'x'").unwrap();
         assert_eq!(a, b);
-        assert_eq!(a, c);
+        // A string where a number was is another shape: the parser may
+        // build another tree from it.
+        assert_ne!(a, c);
+        assert_eq!(
+            c,
+            literal_free_key("SELECT * FROM t WHERE id = 'other'").unwrap()
+        );
         assert_ne!(
             a,
             literal_free_key("SELECT * FROM t WHERE id = id").unwrap()
