@@ -38,7 +38,7 @@ use sha2::Digest;
 use sluice_crds::Action;
 use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome};
 use sluice_policy::engine::{Decision, Identity, PolicySet};
-use sluice_policy::http::{HttpRequest, normalize_path};
+use sluice_policy::http::{HttpRequest, Inspection, normalize_path};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -241,8 +241,9 @@ pub enum HttpStanding {
     Bound {
         /// The applicable policies.
         set: Arc<PolicySet>,
-        /// Whether any applicable rule has `jsonBody` predicates (bodies are then buffered).
-        body_rules: bool,
+        /// What the rules look at beyond method and path (bodies are
+        /// buffered only when a rule has `jsonBody` predicates).
+        inspection: Arc<Inspection>,
         /// The upstream, with its credentials and its pool of connections.
         upstream: Arc<HttpUpstream>,
     },
@@ -273,6 +274,22 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     /// HTTP metrics.
     pub http_metrics: HttpMetrics,
+}
+
+/// What the rules of the policies naming Connection `name` look at (see
+/// [`Inspection`]); dry-run policies' rules never make the grammar strict.
+pub fn inspection<'a>(
+    policies: impl Iterator<Item = &'a sluice_crds::AccessPolicy>,
+    name: &str,
+) -> Inspection {
+    Inspection::new(
+        policies
+            .filter(|ap| ap.spec.connections.iter().any(|c| c == name))
+            .flat_map(|ap| {
+                let enforced = ap.spec.mode == sluice_crds::PolicyMode::Enforce;
+                ap.spec.rules.iter().map(move |r| (enforced, &r.match_))
+            }),
+    )
 }
 
 /// Accepts application connections on `listener` forever (HTTP/1.1,
@@ -363,6 +380,102 @@ fn command(method: &str, path: &str) -> AuditCommand {
     }
 }
 
+/// A request refused before deciding because the sidecar cannot read it as
+/// every server would (400 naming the limit broken); audited write-ahead.
+fn refuse_unreadable(
+    ctx: &HttpContext,
+    session: &SessionInfo,
+    cmd: AuditCommand,
+    error: &str,
+    limit: &str,
+    message: String,
+) -> Response<ProxyBody> {
+    let _ = audit_decision(
+        ctx,
+        session,
+        cmd,
+        Action::Deny,
+        None,
+        None,
+        false,
+        message.clone(),
+        true,
+    );
+    ctx.http_metrics.request("deny", StatusCode::BAD_REQUEST);
+    json_response(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({"error": error, "limit": limit, "message": message}),
+    )
+}
+
+/// The media type of a Content-Type value, lower-case, and its charset
+/// parameter (lower-case, unquoted) if any.
+fn media_type(value: &HeaderValue) -> Option<(String, Option<String>)> {
+    let text = value.to_str().ok()?;
+    let mut parts = text.split(';');
+    let mime = parts.next()?.trim().to_ascii_lowercase();
+    let mut charset = None;
+    for p in parts {
+        if let Some((k, v)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("charset")
+        {
+            charset = Some(v.trim().trim_matches('"').to_ascii_lowercase());
+        }
+    }
+    Some((mime, charset))
+}
+
+/// A request body an enforced `jsonBody` rule reads: it must be unencoded,
+/// labelled as JSON (or as text, or not at all: servers such as Starlette
+/// parse any label), UTF-8, and strict JSON
+/// ([`sluice_policy::http::parse_body`]). `Err` names the limit broken.
+#[allow(clippy::result_large_err)]
+fn strict_body(
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<Option<serde_json::Value>, (&'static str, String)> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    for v in headers.get_all(header::CONTENT_ENCODING) {
+        if !v.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err((
+                "contentEncoding",
+                format!(
+                    "its Content-Encoding {:?} cannot be inspected; send the body unencoded",
+                    String::from_utf8_lossy(v.as_bytes())
+                ),
+            ));
+        }
+    }
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    if let Some(ct) = types.next() {
+        if types.next().is_some() {
+            return Err((
+                "contentType",
+                "it has more than one Content-Type; send one, application/json".into(),
+            ));
+        }
+        let readable = media_type(ct).is_some_and(|(mime, charset)| {
+            let json = mime == "application/json"
+                || mime == "text/json"
+                || mime == "text/plain"
+                || (mime.starts_with("application/") && mime.ends_with("+json"));
+            json && charset.is_none_or(|c| c == "utf-8" || c == "utf8")
+        });
+        if !readable {
+            return Err((
+                "contentType",
+                format!(
+                    "its Content-Type {:?} cannot be inspected; send JSON as application/json in UTF-8",
+                    String::from_utf8_lossy(ct.as_bytes())
+                ),
+            ));
+        }
+    }
+    sluice_policy::http::parse_body(bytes).map_err(|e| (e.limit(), e.to_string()))
+}
+
 /// Whitespace held while sniffing before a body is passed as not JSON.
 const SNIFF_LIMIT: usize = 64 * 1024;
 
@@ -408,12 +521,12 @@ async fn handle(
     let method = req.method().as_str().to_string();
     let raw_path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let (set, body_rules, up) = match &ctx.standing {
+    let (set, inspection, up) = match &ctx.standing {
         HttpStanding::Bound {
             set,
-            body_rules,
+            inspection,
             upstream,
-        } => (set.clone(), *body_rules, upstream.clone()),
+        } => (set.clone(), inspection.clone(), upstream.clone()),
         HttpStanding::NotBound => {
             let reason = Decision::not_bound(&ctx.identity, &ctx.name).reason;
             let _ = ctx.audit.session_refused(session, &reason);
@@ -459,10 +572,18 @@ async fn handle(
         }
     };
     let cmd = command(&method, &path);
+    // A query a rule looks at must read the same to every server.
+    if !inspection.query_names().is_empty()
+        && let Err(e) = sluice_policy::http::check_query(&query, inspection.query_names())
+    {
+        let message =
+            format!("Sluice refused the request: a policy rule inspects query parameters, and {e}");
+        return refuse_unreadable(ctx, session, cmd, "queryRefused", e.limit(), message);
+    }
     let (parts, body) = req.into_parts();
 
     // Buffer the body only when a rule looks into it.
-    let (mut body, json): (ProxyBody, Option<serde_json::Value>) = if body_rules {
+    let (mut body, json): (ProxyBody, Option<serde_json::Value>) = if inspection.buffers_body() {
         let collected = tokio::time::timeout(
             up.timeout,
             Limited::new(body, ctx.max_request_body).collect(),
@@ -478,7 +599,33 @@ async fn handle(
         match collected {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
-                let json = serde_json::from_slice(&bytes).ok();
+                let strict = inspection.strict_body(&HttpRequest {
+                    method: &method,
+                    path: &raw_path,
+                    query: &query,
+                    body: None,
+                });
+                let json = if strict {
+                    match strict_body(&parts.headers, &bytes) {
+                        Ok(json) => json,
+                        Err((limit, e)) => {
+                            let message = format!(
+                                "Sluice refused the request: a policy rule inspects this request's body, and {e}"
+                            );
+                            return refuse_unreadable(
+                                ctx,
+                                session,
+                                cmd,
+                                "bodyRefused",
+                                limit,
+                                message,
+                            );
+                        }
+                    }
+                } else {
+                    // Only dry-run rules (or none) read this body: never blocks.
+                    serde_json::from_slice(&bytes).ok()
+                };
                 (
                     Full::new(bytes)
                         .map_err(|e: Infallible| -> BoxError { match e {} })
