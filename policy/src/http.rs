@@ -706,6 +706,24 @@ pub fn check_query(raw: &str, inspected: &[String]) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// The parameter that Symfony, Laravel and Rails read as the request's
+/// method (in the query or a form body).
+pub const METHOD_PARAMETER: &str = "_method";
+
+/// Whether a raw query or `application/x-www-form-urlencoded` body has a
+/// `_method` parameter (names decoded; a malformed escape counts as one, as
+/// it cannot be ruled out).
+pub fn has_method_parameter(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'&').any(|pair| {
+        let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name).replace('+', " ");
+        match percent_decode(&name) {
+            Ok(bytes) => bytes.eq_ignore_ascii_case(METHOD_PARAMETER.as_bytes()),
+            Err(()) => true,
+        }
+    })
+}
+
 /// What the rules of one Connection look at in a request beyond method and
 /// path, compiled once per bundle: which requests have their body read under
 /// the strict grammar, and which query parameters.
@@ -721,6 +739,9 @@ pub struct Inspection {
     body_always: bool,
     /// Query parameters enforced rules look at.
     query_names: Vec<String>,
+    /// Whether an enforced rule names methods (a `_method` field in a form
+    /// body could then change which rule applies).
+    methods: bool,
 }
 
 impl Inspection {
@@ -742,6 +763,7 @@ impl Inspection {
                 }
             }
             if enforced {
+                out.methods |= !m.methods.is_empty();
                 for name in m.query.keys() {
                     if !out.query_names.contains(name) {
                         out.query_names.push(name.clone());
@@ -761,6 +783,11 @@ impl Inspection {
     /// path and query match): the body must then be strict JSON.
     pub fn strict_body(&self, req: &HttpRequest<'_>) -> bool {
         self.body_always || self.body_rules.iter().any(|m| m.matches_without_body(req))
+    }
+
+    /// Whether an enforced rule names methods.
+    pub fn names_methods(&self) -> bool {
+        self.methods
     }
 
     /// Query parameters enforced rules look at (empty: the query is not

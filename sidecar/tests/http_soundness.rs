@@ -517,3 +517,84 @@ async fn unreadable_queries_are_refused_before_the_upstream() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(f.hits().await, 1);
 }
+
+// === 4: method override headers and parameters ===
+
+/// Headers that make servers run another method or path than decided never
+/// reach the upstream; `_method` parameters (query or form) are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_overrides_do_not_reach_the_upstream() {
+    let f = fixture("").await;
+    let mut leaked = Vec::new();
+    for header in [
+        "X-HTTP-Method-Override: DELETE",
+        "x-http-method-override: delete",
+        "X-HTTP-Method: DELETE",
+        "X-Method-Override: PUT",
+        "X-Original-Method: DELETE",
+        "X-Original-URL: /admin/users",
+        "X-Rewrite-URL: /admin/users",
+        "X-Original-URI: /admin/users",
+    ] {
+        let r = f.send("POST", "/v1/things", &[header], b"").await;
+        assert_eq!(r.status, 200, "{header}: {r:?}");
+        let seen = f.log().await.pop().unwrap();
+        let name = header.split(':').next().unwrap().to_ascii_lowercase();
+        if seen["effectiveMethod"] != "POST" || seen["headers"].get(&name).is_some() {
+            leaked.push(format!("{header}: upstream saw {seen}"));
+        }
+    }
+    assert!(
+        leaked.is_empty(),
+        "overrides reached the upstream:\n{}",
+        leaked.join("\n")
+    );
+    let before = f.hits().await;
+    let form = "content-type: application/x-www-form-urlencoded";
+    let multipart = "content-type: multipart/form-data; boundary=b";
+    let mut passed = Vec::new();
+    for (what, target, headers, body) in [
+        ("query", "/v1/things?_method=DELETE", vec![], &b""[..]),
+        (
+            "encoded query",
+            "/v1/things?a=1&%5Fmethod=DELETE",
+            vec![],
+            b"",
+        ),
+        ("upper-case query", "/v1/things?_METHOD=put", vec![], b""),
+        ("form", "/v1/things", vec![form], b"a=1&_method=DELETE"),
+        (
+            "encoded form",
+            "/v1/things",
+            vec![form],
+            b"%5f%6Dethod=DELETE",
+        ),
+        (
+            "multipart",
+            "/v1/things",
+            vec![multipart],
+            b"--b\r\ncontent-disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n",
+        ),
+        (
+            "gzip form",
+            "/v1/things",
+            vec![form, "content-encoding: gzip"],
+            b"\x1f\x8b",
+        ),
+    ] {
+        let r = f.send("POST", target, &headers, body).await;
+        if r.status != 400 || r.json()["error"] != "methodOverride" {
+            passed.push(format!("{what}: {} {}", r.status, r.text()));
+        }
+    }
+    assert!(passed.is_empty(), "not refused:\n{}", passed.join("\n"));
+    assert_eq!(
+        f.hits().await,
+        before,
+        "a refused override reached the upstream"
+    );
+    // Forms without an override pass, untouched.
+    let r = f.send("POST", "/v1/things", &[form], b"a=1&method=x").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(f.log().await.pop().unwrap()["body"], "a=1&method=x");
+}

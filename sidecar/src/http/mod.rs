@@ -76,6 +76,23 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Request headers that make servers and frameworks read another method or
+/// path than the request line's (Symfony, Laravel, Rails, Express
+/// method-override, IIS URL rewriting, nginx auth_request): the request is
+/// decided on its request line, so these never reach the upstream (stripped,
+/// not decided on: the upstream then executes exactly what was decided).
+const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+];
+
 /// Why an HTTP Connection could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpSetupError {
@@ -408,6 +425,40 @@ fn refuse_unreadable(
     )
 }
 
+/// Whether the body is a form (`Some(true)` multipart, `Some(false)`
+/// urlencoded), whose `_method` field frameworks run as the method.
+fn form_kind(headers: &HeaderMap) -> Option<bool> {
+    headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .find_map(|ct| match media_type(ct)?.0.as_str() {
+            "multipart/form-data" => Some(true),
+            "application/x-www-form-urlencoded" => Some(false),
+            _ => None,
+        })
+}
+
+/// A form body must not carry `_method` (nor hide its fields in an encoding).
+fn form_without_override(headers: &HeaderMap, bytes: &[u8]) -> Result<(), String> {
+    if headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err("Sluice refused the request: its form body is compressed, so Sluice cannot tell whether it carries a _method field that some servers run as the method; send it unencoded".into());
+    }
+    let found = match form_kind(headers) {
+        Some(true) => bytes
+            .windows(sluice_policy::http::METHOD_PARAMETER.len())
+            .any(|w| w.eq_ignore_ascii_case(sluice_policy::http::METHOD_PARAMETER.as_bytes())),
+        _ => sluice_policy::http::has_method_parameter(bytes),
+    };
+    if found {
+        return Err("Sluice refused the request: its form body has a _method field, which some servers run as the request's method; send the method on the request line".into());
+    }
+    Ok(())
+}
+
 /// The media type of a Content-Type value, lower-case, and its charset
 /// parameter (lower-case, unquoted) if any.
 fn media_type(value: &HeaderValue) -> Option<(String, Option<String>)> {
@@ -580,10 +631,31 @@ async fn handle(
             format!("Sluice refused the request: a policy rule inspects query parameters, and {e}");
         return refuse_unreadable(ctx, session, cmd, "queryRefused", e.limit(), message);
     }
+    // `_method` (Symfony, Laravel, Rails) would run another method than the
+    // one decided: refused where rules tell methods apart.
+    if inspection.names_methods()
+        && !query.is_empty()
+        && sluice_policy::http::has_method_parameter(query.as_bytes())
+    {
+        let message = "Sluice refused the request: its query has a _method parameter, which some servers run as the request's method; send the method on the request line".to_string();
+        return refuse_unreadable(
+            ctx,
+            session,
+            cmd,
+            "methodOverride",
+            "methodOverride",
+            message,
+        );
+    }
     let (parts, body) = req.into_parts();
+    let form = inspection.names_methods()
+        && parts.method == http::Method::POST
+        && form_kind(&parts.headers).is_some();
 
     // Buffer the body only when a rule looks into it.
-    let (mut body, json): (ProxyBody, Option<serde_json::Value>) = if inspection.buffers_body() {
+    let (mut body, json): (ProxyBody, Option<serde_json::Value>) = if inspection.buffers_body()
+        || form
+    {
         let collected = tokio::time::timeout(
             up.timeout,
             Limited::new(body, ctx.max_request_body).collect(),
@@ -599,6 +671,16 @@ async fn handle(
         match collected {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
+                if form && let Err(message) = form_without_override(&parts.headers, &bytes) {
+                    return refuse_unreadable(
+                        ctx,
+                        session,
+                        cmd,
+                        "methodOverride",
+                        "methodOverride",
+                        message,
+                    );
+                }
                 let strict = inspection.strict_body(&HttpRequest {
                     method: &method,
                     path: &raw_path,
@@ -821,6 +903,9 @@ async fn handle(
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     headers.remove(header::AUTHORIZATION);
+    for name in OVERRIDE_HEADERS {
+        headers.remove(*name);
+    }
     for (name, value) in &up.credentials {
         headers.remove(name);
         headers.append(name.clone(), value.clone());
