@@ -7,19 +7,22 @@
 //! understand it, so that encoding tricks cannot slip past a deny rule
 //! ([`normalize_path`]):
 //!
-//! 1. percent-escapes are decoded once (`%2e%2e` is `..`, `%2F` is `/`);
+//! 1. percent-escapes are decoded once (`%2e%2e` is `..`, `%41` is `A`);
 //!    a malformed escape (`%zz`), an escape that decodes to another escape
 //!    (`%252e`: double encoding, read differently by different servers), a
-//!    control character, a backslash (a separator on some servers) or invalid
-//!    UTF-8 makes the path *ambiguous*;
-//! 2. path parameters are dropped from each segment (`/admin;jsessionid=x` is
-//!    `/admin`, `..;` is `..`), as Java servers do;
-//! 3. empty segments and `.` are removed (`//admin` is `/admin`), `..` removes
-//!    the segment before it and never climbs above the root
-//!    (`/v1/../admin` is `/admin`, `/../admin` is `/admin`);
-//! 4. the trailing slash is dropped (`/admin/` is `/admin`).
+//!    separator hidden in an escape (`%2F`, `%5C`, `%3B`), a `;` path
+//!    parameter (`/admin;jsessionid=x`, `..;`: Java servers drop them, others
+//!    do not), a control character, a backslash (a separator on some
+//!    servers) or invalid UTF-8 makes the path *ambiguous*;
+//! 2. empty segments and `.` are removed (`//admin` is `/admin`), `..` removes
+//!    the segment before it (`/v1/../admin` is `/admin`); a `..` that would
+//!    climb above the root (`/../admin`: out of the Connection's baseURL) makes
+//!    the path ambiguous too;
+//! 3. the trailing slash is dropped (`/admin/` is `/admin`).
 //!
-//! An ambiguous path cannot be matched reliably. [`HttpMatcher::matches`]
+//! The proxy forwards the decided path ([`forward_path`]), not the raw one,
+//! so the upstream reads the path the rules saw whatever its own
+//! normalisation. An ambiguous path cannot be matched reliably. [`HttpMatcher::matches`]
 //! treats it as matching every path glob (so deny and approval rules apply),
 //! and callers must refuse such requests (400) before deciding, with
 //! [`normalize_path`], because an *allow* rule would match it too.
@@ -130,6 +133,22 @@ pub enum PathError {
     /// Decoded bytes that are not UTF-8.
     #[error("the request path does not decode to UTF-8")]
     InvalidUtf8,
+    /// A `..` segment that would climb above the root (above the
+    /// Connection's baseURL).
+    #[error(
+        "the request path climbs above the root with '..' (it would leave the Connection's baseURL)"
+    )]
+    AboveRoot,
+    /// `%2F`, `%5C` or `%3B`: a separator some servers decode and others do not.
+    #[error(
+        "the request path hides a separator in a percent-escape (%2F, %5C or %3B), which servers read differently"
+    )]
+    EncodedSeparator,
+    /// A `;` path parameter (dropped by Java servers, kept by others).
+    #[error(
+        "the request path has a ';' parameter, which servers read differently; encode ';' in a query instead"
+    )]
+    PathParameter,
 }
 
 /// The parts of an HTTP request that rules look at.
@@ -362,6 +381,58 @@ fn percent_decode(s: &str) -> Result<Vec<u8>, ()> {
 /// ambiguous. Requests with an ambiguous path should be refused before any rule
 /// is consulted.
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let segments = path_segments(raw)?;
+    let mut out = String::with_capacity(raw.len() + 1);
+    if segments.is_empty() {
+        out.push('/');
+    }
+    for s in segments {
+        out.push('/');
+        out.push_str(&s);
+    }
+    Ok(out)
+}
+
+/// The path to send upstream for `raw`: exactly the path the rules decided
+/// ([`normalize_path`]), each segment percent-encoded again where RFC 3986
+/// needs it (so the upstream decodes it to the same segments), and the
+/// trailing slash kept (`/entries/1/` is decided as `/entries/1`).
+pub fn forward_path(raw: &str) -> Result<String, PathError> {
+    let segments = path_segments(raw)?;
+    let mut out = String::with_capacity(raw.len() + 1);
+    for s in &segments {
+        out.push('/');
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    if segments.is_empty() || raw.ends_with('/') {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// The decoded segments of a path, dot-segments resolved; see the module
+/// documentation for what is refused.
+fn path_segments(raw: &str) -> Result<Vec<String>, PathError> {
+    if raw.contains(';') {
+        return Err(PathError::PathParameter);
+    }
+    let rb = raw.as_bytes();
+    let hidden = rb.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                [w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()],
+                [b'2', b'F'] | [b'5', b'C'] | [b'3', b'B']
+            )
+    });
+    if hidden {
+        return Err(PathError::EncodedSeparator);
+    }
     let bytes = percent_decode(raw).map_err(|()| PathError::MalformedEscape)?;
     let decoded = String::from_utf8(bytes).map_err(|_| PathError::InvalidUtf8)?;
     if decoded.chars().any(|c| c.is_control() || c == '\\') {
@@ -374,26 +445,19 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     if double {
         return Err(PathError::DoubleEncoded);
     }
-    let mut segments: Vec<&str> = Vec::new();
+    let mut segments: Vec<String> = Vec::new();
     for segment in decoded.split('/') {
-        let segment = segment.split(';').next().unwrap_or_default();
         match segment {
             "" | "." => {}
             ".." => {
-                segments.pop();
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
             }
-            s => segments.push(s),
+            s => segments.push(s.to_string()),
         }
     }
-    let mut out = String::with_capacity(decoded.len() + 1);
-    if segments.is_empty() {
-        out.push('/');
-    }
-    for s in segments {
-        out.push('/');
-        out.push_str(s);
-    }
-    Ok(out)
+    Ok(segments)
 }
 
 // === request grammar ===
@@ -1417,13 +1481,8 @@ mod tests {
             ("/v1/../admin", "/admin"),
             ("//admin", "/admin"),
             ("/admin/", "/admin"),
-            ("/%2e%2e/admin", "/admin"),
             ("/v1/%2E%2E/admin", "/admin"),
             ("/v1/%2e/admin", "/v1/admin"),
-            ("/v1%2fadmin", "/v1/admin"),
-            ("/../../admin", "/admin"),
-            ("/admin;jsessionid=1", "/admin"),
-            ("/public/..;/admin", "/admin"),
             ("/caf%C3%A9", "/café"),
             ("", "/"),
             ("/", "/"),
@@ -1441,9 +1500,43 @@ mod tests {
         assert_eq!(normalize_path("/a%00b"), Err(PathError::ForbiddenCharacter));
         assert_eq!(
             normalize_path("/a%5c..%5cadmin"),
-            Err(PathError::ForbiddenCharacter)
+            Err(PathError::EncodedSeparator)
         );
         assert_eq!(normalize_path("/a%ff"), Err(PathError::InvalidUtf8));
+        // Formerly clamped at the root or dropped; now refused (issue 16).
+        for raw in [
+            "/%2e%2e/admin",
+            "/../../admin",
+            "/v1/../../admin",
+            "/.%2e/x",
+        ] {
+            assert_eq!(normalize_path(raw), Err(PathError::AboveRoot), "{raw}");
+        }
+        for raw in ["/v1%2fadmin", "/v1%2Fadmin", "/a%5Cb", "/a%3bb"] {
+            assert_eq!(
+                normalize_path(raw),
+                Err(PathError::EncodedSeparator),
+                "{raw}"
+            );
+        }
+        for raw in ["/admin;jsessionid=1", "/public/..;/admin", "/a;"] {
+            assert_eq!(normalize_path(raw), Err(PathError::PathParameter), "{raw}");
+        }
+        // What is forwarded: the decided path, encoded again, trailing slash kept.
+        for (raw, want) in [
+            ("/v1/../entries/1", "/entries/1"),
+            ("//entries/./1/", "/entries/1/"),
+            ("/%65ntries/caf%c3%a9", "/entries/caf%C3%A9"),
+            ("/a%20b/%25zz/x+y", "/a%20b/%25zz/x+y"),
+            ("/a%3Fb%23c", "/a%3Fb%23c"),
+            ("", "/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(forward_path(raw).as_deref(), Ok(want), "{raw}");
+            let again = forward_path(want).expect("forwarded paths are valid");
+            assert_eq!(again, want, "{raw}: forwarding is stable");
+            assert_eq!(normalize_path(want), normalize_path(raw), "{raw}");
+        }
     }
 
     #[test]

@@ -598,3 +598,94 @@ async fn method_overrides_do_not_reach_the_upstream() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(f.log().await.pop().unwrap()["body"], "a=1&method=x");
 }
+
+// === 5: paths are forwarded as decided, and never climb out of baseURL ===
+
+/// The upstream receives exactly the normalised path that was decided,
+/// under the baseURL; paths that climb above it or hide separators are
+/// refused and never arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_forwarded_as_decided() {
+    let f = fixture("").await;
+    let mut wrong = Vec::new();
+    for (target, want) in [
+        ("/v1/./x/../entries/1", "/v1/entries/1"),
+        ("//v1//entries/1", "/v1/entries/1"),
+        ("/v1/%65ntries/%31", "/v1/entries/1"),
+        ("/v1/%2e/entries/x/%2E%2E/1", "/v1/entries/1"),
+        ("/v1/entries/1/?a=1", "/v1/entries/1/?a=1"),
+        ("/v1/caf%c3%a9%20x", "/v1/caf%C3%A9%20x"),
+        (
+            "http://elsewhere.example/v1/x/../entries/2",
+            "/v1/entries/2",
+        ),
+    ] {
+        let r = f.send("GET", target, &[], b"").await;
+        let seen = f.log().await.pop().unwrap();
+        let want = format!("{BASE}{want}");
+        if r.status != 200 || seen["path"] != want.as_str() {
+            wrong.push(format!(
+                "{target}: {} upstream saw {}",
+                r.status, seen["path"]
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "not forwarded as decided:\n{}",
+        wrong.join("\n")
+    );
+    // A deny rule sees through the dot-segments.
+    let before = f.hits().await;
+    let r = f.send("GET", "/v1/../admin/users", &[], b"").await;
+    assert_eq!(r.status, 403, "{r:?}");
+    let mut passed = Vec::new();
+    for target in [
+        "/../../entries/1",
+        "/..",
+        "/%2e%2e/%2e%2e/entries/1",
+        "/.%2e/entries/1",
+        "/v1/../../entries/1",
+        "/entries/1/../../../admin",
+        "/entries%2F1",
+        "/entries%2f..%2f..%2fadmin",
+        "/entries%5C1",
+        "/entries%5c..%5cadmin",
+        "/entries;x=1/1",
+        "/admin;/users",
+        "/entries/..;/admin",
+        "/entries/1%3Bx",
+    ] {
+        let r = f.send("GET", target, &[], b"").await;
+        if r.status != 400 || r.json()["error"] != "ambiguousPath" {
+            passed.push(format!("{target}: {} {}", r.status, r.text()));
+        }
+    }
+    assert!(passed.is_empty(), "not refused:\n{}", passed.join("\n"));
+    // And with curl, which sends dot-segments as written when asked to.
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new("/usr/bin/curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "30",
+                "--path-as-is",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .arg(format!("http://{}/../../entries/1", f.sidecar))
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n400"), "{text}");
+    assert!(text.contains("climbs above the root"), "{text}");
+    assert_eq!(
+        f.hits().await,
+        before,
+        "a refused path reached the upstream"
+    );
+}

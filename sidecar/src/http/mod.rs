@@ -38,7 +38,7 @@ use sha2::Digest;
 use sluice_crds::Action;
 use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome};
 use sluice_policy::engine::{Decision, Identity, PolicySet};
-use sluice_policy::http::{HttpRequest, Inspection, normalize_path};
+use sluice_policy::http::{HttpRequest, Inspection, forward_path, normalize_path};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -597,7 +597,10 @@ async fn handle(
             );
         }
     };
-    let path = match normalize_path(&raw_path) {
+    // The path decided is the path forwarded (issue 16: a raw `/../x` was
+    // decided as `/x` and sent as written).
+    let decided = normalize_path(&raw_path).and_then(|p| Ok((p, forward_path(&raw_path)?)));
+    let (path, forwarded) = match decided {
         Ok(p) => p,
         Err(e) => {
             let cmd = command(&method, "(ambiguous path)");
@@ -617,7 +620,7 @@ async fn handle(
                 StatusCode::BAD_REQUEST,
                 "ambiguousPath",
                 format!(
-                    "Sluice refused the request: its path decodes ambiguously ({e}); send it without double or malformed percent-encoding"
+                    "Sluice refused the request: {e}; servers would not agree on the path, so no rule can decide it. Send the path plainly"
                 ),
             );
         }
@@ -781,11 +784,10 @@ async fn handle(
                 method: method.clone(),
                 raw_path: raw_path.clone(),
                 query: query.clone(),
-                path_and_query: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |pq| pq.as_str())
-                    .to_string(),
+                path_and_query: match parts.uri.query() {
+                    Some(q) => format!("{forwarded}?{q}"),
+                    None => forwarded.clone(),
+                },
                 json: json.clone(),
             };
             match approve(ctx, live, session, &cmd, &decision, asked, body, approvals).await {
@@ -882,9 +884,9 @@ async fn handle(
 
     // The upstream request.
     let up = &*up;
-    let path_and_query = match parts.uri.path_and_query() {
-        Some(pq) => format!("{}{}", up.base_path, pq.as_str()),
-        None => format!("{}/", up.base_path),
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{}{forwarded}?{q}", up.base_path),
+        None => format!("{}{forwarded}", up.base_path),
     };
     let uri = Uri::builder()
         .scheme(up.scheme.clone())
