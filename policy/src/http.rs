@@ -7,19 +7,22 @@
 //! understand it, so that encoding tricks cannot slip past a deny rule
 //! ([`normalize_path`]):
 //!
-//! 1. percent-escapes are decoded once (`%2e%2e` is `..`, `%2F` is `/`);
+//! 1. percent-escapes are decoded once (`%2e%2e` is `..`, `%41` is `A`);
 //!    a malformed escape (`%zz`), an escape that decodes to another escape
 //!    (`%252e`: double encoding, read differently by different servers), a
-//!    control character, a backslash (a separator on some servers) or invalid
-//!    UTF-8 makes the path *ambiguous*;
-//! 2. path parameters are dropped from each segment (`/admin;jsessionid=x` is
-//!    `/admin`, `..;` is `..`), as Java servers do;
-//! 3. empty segments and `.` are removed (`//admin` is `/admin`), `..` removes
-//!    the segment before it and never climbs above the root
-//!    (`/v1/../admin` is `/admin`, `/../admin` is `/admin`);
-//! 4. the trailing slash is dropped (`/admin/` is `/admin`).
+//!    separator hidden in an escape (`%2F`, `%5C`, `%3B`), a `;` path
+//!    parameter (`/admin;jsessionid=x`, `..;`: Java servers drop them, others
+//!    do not), a control character, a backslash (a separator on some
+//!    servers) or invalid UTF-8 makes the path *ambiguous*;
+//! 2. empty segments and `.` are removed (`//admin` is `/admin`), `..` removes
+//!    the segment before it (`/v1/../admin` is `/admin`); a `..` that would
+//!    climb above the root (`/../admin`: out of the Connection's baseURL) makes
+//!    the path ambiguous too;
+//! 3. the trailing slash is dropped (`/admin/` is `/admin`).
 //!
-//! An ambiguous path cannot be matched reliably. [`HttpMatcher::matches`]
+//! The proxy forwards the decided path ([`forward_path`]), not the raw one,
+//! so the upstream reads the path the rules saw whatever its own
+//! normalisation. An ambiguous path cannot be matched reliably. [`HttpMatcher::matches`]
 //! treats it as matching every path glob (so deny and approval rules apply),
 //! and callers must refuse such requests (400) before deciding, with
 //! [`normalize_path`], because an *allow* rule would match it too.
@@ -130,6 +133,22 @@ pub enum PathError {
     /// Decoded bytes that are not UTF-8.
     #[error("the request path does not decode to UTF-8")]
     InvalidUtf8,
+    /// A `..` segment that would climb above the root (above the
+    /// Connection's baseURL).
+    #[error(
+        "the request path climbs above the root with '..' (it would leave the Connection's baseURL)"
+    )]
+    AboveRoot,
+    /// `%2F`, `%5C` or `%3B`: a separator some servers decode and others do not.
+    #[error(
+        "the request path hides a separator in a percent-escape (%2F, %5C or %3B), which servers read differently"
+    )]
+    EncodedSeparator,
+    /// A `;` path parameter (dropped by Java servers, kept by others).
+    #[error(
+        "the request path has a ';' parameter, which servers read differently; encode ';' in a query instead"
+    )]
+    PathParameter,
 }
 
 /// The parts of an HTTP request that rules look at.
@@ -250,6 +269,16 @@ impl HttpMatcher {
     /// normalised; an ambiguous path matches every path glob (prefer
     /// [`HttpMatcher::matches_checked`]).
     pub fn matches(&self, req: &HttpRequest<'_>) -> bool {
+        self.matches_parts(req) && self.json_body.iter().all(|p| p.holds(req.body))
+    }
+
+    /// Whether `req` matches on method, path and query (the body left out):
+    /// whether this rule's `jsonBody` predicates would be asked about it.
+    pub fn matches_without_body(&self, req: &HttpRequest<'_>) -> bool {
+        self.matches_parts(req)
+    }
+
+    fn matches_parts(&self, req: &HttpRequest<'_>) -> bool {
         if self.never {
             return false;
         }
@@ -281,7 +310,7 @@ impl HttpMatcher {
                 }
             }
         }
-        self.json_body.iter().all(|p| p.holds(req.body))
+        true
     }
 }
 
@@ -352,6 +381,58 @@ fn percent_decode(s: &str) -> Result<Vec<u8>, ()> {
 /// ambiguous. Requests with an ambiguous path should be refused before any rule
 /// is consulted.
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let segments = path_segments(raw)?;
+    let mut out = String::with_capacity(raw.len() + 1);
+    if segments.is_empty() {
+        out.push('/');
+    }
+    for s in segments {
+        out.push('/');
+        out.push_str(&s);
+    }
+    Ok(out)
+}
+
+/// The path to send upstream for `raw`: exactly the path the rules decided
+/// ([`normalize_path`]), each segment percent-encoded again where RFC 3986
+/// needs it (so the upstream decodes it to the same segments), and the
+/// trailing slash kept (`/entries/1/` is decided as `/entries/1`).
+pub fn forward_path(raw: &str) -> Result<String, PathError> {
+    let segments = path_segments(raw)?;
+    let mut out = String::with_capacity(raw.len() + 1);
+    for s in &segments {
+        out.push('/');
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    if segments.is_empty() || raw.ends_with('/') {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// The decoded segments of a path, dot-segments resolved; see the module
+/// documentation for what is refused.
+fn path_segments(raw: &str) -> Result<Vec<String>, PathError> {
+    if raw.contains(';') {
+        return Err(PathError::PathParameter);
+    }
+    let rb = raw.as_bytes();
+    let hidden = rb.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                [w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()],
+                [b'2', b'F'] | [b'5', b'C'] | [b'3', b'B']
+            )
+    });
+    if hidden {
+        return Err(PathError::EncodedSeparator);
+    }
     let bytes = percent_decode(raw).map_err(|()| PathError::MalformedEscape)?;
     let decoded = String::from_utf8(bytes).map_err(|_| PathError::InvalidUtf8)?;
     if decoded.chars().any(|c| c.is_control() || c == '\\') {
@@ -364,26 +445,420 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     if double {
         return Err(PathError::DoubleEncoded);
     }
-    let mut segments: Vec<&str> = Vec::new();
+    let mut segments: Vec<String> = Vec::new();
     for segment in decoded.split('/') {
-        let segment = segment.split(';').next().unwrap_or_default();
         match segment {
             "" | "." => {}
             ".." => {
-                segments.pop();
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
             }
-            s => segments.push(s),
+            s => segments.push(s.to_string()),
         }
     }
-    let mut out = String::with_capacity(decoded.len() + 1);
-    if segments.is_empty() {
-        out.push('/');
+    Ok(segments)
+}
+
+// === request grammar ===
+
+/// The deepest nesting of arrays and objects accepted in a request body a
+/// rule inspects.
+pub const MAX_BODY_DEPTH: usize = 64;
+/// The largest magnitude of a number in a request body a rule inspects:
+/// 2^53, the range in which every integer is exact in an IEEE-754 double
+/// (RFC 7493 §2.2), so every JSON reader sees the same value.
+pub const MAX_BODY_NUMBER: f64 = 9_007_199_254_740_992.0;
+/// [`MAX_BODY_NUMBER`] as an integer.
+const MAX_BODY_INTEGER: u64 = 1 << 53;
+/// The longest query string accepted when a rule inspects the query.
+pub const MAX_QUERY_LEN: usize = 16 * 1024;
+
+/// Why a request body that a rule inspects was refused: the strict grammar
+/// (I-JSON, RFC 7493, with the limits above) it broke. Every JSON reader
+/// agrees on a body inside this grammar; outside it they disagree (Python's
+/// `json.loads` reads `NaN`, `1e400` as infinity, a byte-order mark, UTF-16,
+/// lone surrogates, the last of duplicate keys), so a rule cannot be trusted
+/// to have seen what the upstream will read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// A byte-order mark before the JSON text.
+    #[error("the body starts with a byte-order mark; send UTF-8 JSON without one")]
+    ByteOrderMark,
+    /// Not UTF-8 (UTF-16, UTF-32, Latin-1, …), or a lone surrogate escape.
+    #[error("the body is not UTF-8 JSON ({0}); send UTF-8 JSON")]
+    Encoding(&'static str),
+    /// Nested deeper than [`MAX_BODY_DEPTH`].
+    #[error("the body nests arrays and objects deeper than {MAX_BODY_DEPTH} levels (the limit)")]
+    TooDeep,
+    /// A number outside ±[`MAX_BODY_NUMBER`], or `NaN`/`Infinity`.
+    #[error(
+        "the body has a number that is not finite or is larger than 2^53 in magnitude (the limit: readers disagree on such numbers)"
+    )]
+    Number,
+    /// An object with the same key twice.
+    #[error("the body has the object key {0:?} twice (readers disagree on which one counts)")]
+    DuplicateKey(String),
+    /// Not JSON at all.
+    #[error("the body is not JSON: {0}")]
+    Syntax(String),
+}
+
+impl BodyError {
+    /// The limit broken, for the refusal's `limit` field.
+    pub fn limit(&self) -> &'static str {
+        match self {
+            BodyError::ByteOrderMark | BodyError::Encoding(_) => "encoding",
+            BodyError::TooDeep => "depth",
+            BodyError::Number => "number",
+            BodyError::DuplicateKey(_) => "duplicateKey",
+            BodyError::Syntax(_) => "syntax",
+        }
     }
-    for s in segments {
-        out.push('/');
-        out.push_str(s);
+}
+
+/// Reads a request body under the strict grammar (see [`BodyError`]):
+/// `Ok(None)` for an empty body. serde_json does the parsing; a visitor adds
+/// what it cannot check on its own (duplicate keys, our depth, number range).
+pub fn parse_body(bytes: &[u8]) -> Result<Option<Value>, BodyError> {
+    if bytes.is_empty() {
+        return Ok(None);
     }
-    Ok(out)
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF])
+        || bytes.starts_with(&[0xFE, 0xFF])
+        || bytes.starts_with(&[0xFF, 0xFE])
+    {
+        return Err(BodyError::ByteOrderMark);
+    }
+    // UTF-16 and UTF-32 JSON is ASCII text with NUL bytes between (RFC 4627 §3).
+    if bytes.iter().take(4).any(|b| *b == 0) {
+        return Err(BodyError::Encoding("it looks like UTF-16 or UTF-32"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| BodyError::Encoding("invalid UTF-8"))?;
+    let why = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = serde::de::DeserializeSeed::deserialize(
+        StrictValue {
+            depth: 0,
+            why: &why,
+        },
+        &mut de,
+    )
+    .and_then(|v| de.end().map(|()| v));
+    match parsed {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => Err(why.into_inner().unwrap_or_else(|| classify(text, &e))),
+    }
+}
+
+/// What a serde_json error means in the grammar's terms.
+fn classify(text: &str, e: &serde_json::Error) -> BodyError {
+    let message = e.to_string();
+    // A high surrogate escape without its low half reads as "unexpected end
+    // of hex escape"; a lone low one as "lone leading surrogate".
+    if message.contains("surrogate") || message.contains("end of hex escape") {
+        return BodyError::Encoding("a lone surrogate escape");
+    }
+    if message.contains("number out of range") {
+        return BodyError::Number;
+    }
+    // `NaN`, `Infinity`, `-Infinity` where a value belongs.
+    let at = text
+        .lines()
+        .take(e.line().saturating_sub(1))
+        .map(|l| l.len() + 1)
+        .sum::<usize>()
+        + e.column().saturating_sub(1);
+    let rest = text.get(at.min(text.len())..).unwrap_or_default();
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    if rest.starts_with("NaN") || rest.starts_with("Infinity") || rest.starts_with("Inf") {
+        return BodyError::Number;
+    }
+    BodyError::Syntax(message)
+}
+
+/// Builds a [`Value`] while checking what serde_json leaves to the caller.
+struct StrictValue<'a> {
+    depth: usize,
+    why: &'a std::cell::RefCell<Option<BodyError>>,
+}
+
+impl StrictValue<'_> {
+    fn refuse<E: serde::de::Error>(&self, why: BodyError) -> E {
+        let text = why.to_string();
+        *self.why.borrow_mut() = Some(why);
+        E::custom(text)
+    }
+
+    fn number<E: serde::de::Error>(&self, v: f64, n: serde_json::Number) -> Result<Value, E> {
+        if v.is_finite() && v.abs() <= MAX_BODY_NUMBER {
+            Ok(Value::Number(n))
+        } else {
+            Err(self.refuse(BodyError::Number))
+        }
+    }
+
+    fn nested<E: serde::de::Error>(&self) -> Result<Self, E> {
+        if self.depth >= MAX_BODY_DEPTH {
+            return Err(self.refuse(BodyError::TooDeep));
+        }
+        Ok(StrictValue {
+            depth: self.depth + 1,
+            why: self.why,
+        })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictValue<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        if v.unsigned_abs() > MAX_BODY_INTEGER {
+            return Err(self.refuse(BodyError::Number));
+        }
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        if v > MAX_BODY_INTEGER {
+            return Err(self.refuse(BodyError::Number));
+        }
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        match serde_json::Number::from_f64(v) {
+            Some(n) => self.number(v, n),
+            None => Err(self.refuse(BodyError::Number)),
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(StrictValue {
+            depth: inner.depth,
+            why: inner.why,
+        })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(self.refuse(BodyError::DuplicateKey(key)));
+            }
+            let v = map.next_value_seed(StrictValue {
+                depth: inner.depth,
+                why: inner.why,
+            })?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Why a query string that a rule inspects was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// Longer than [`MAX_QUERY_LEN`].
+    #[error("the query string is longer than {MAX_QUERY_LEN} bytes (the limit)")]
+    TooLong,
+    /// A `;` (a parameter separator to some servers, not to others).
+    #[error(
+        "the query string contains ';' (a parameter separator to some servers); use '&' and encode ';' as %3B"
+    )]
+    Semicolon,
+    /// A `%` not followed by two hex digits.
+    #[error("the query string has a malformed percent-escape; encode '%' as %25")]
+    MalformedEscape,
+    /// Decoded bytes that are not UTF-8, or a control character.
+    #[error("the query string does not decode to UTF-8 text without control characters")]
+    Encoding,
+    /// A parameter a rule looks at appears more than once (servers take the
+    /// first, the last or all of them).
+    #[error("the query parameter {0:?} appears more than once (servers disagree on which counts)")]
+    Repeated(String),
+    /// An inspected parameter written `name[…]` (read as `name` by PHP and Rack).
+    #[error(
+        "the query parameter {0:?} has brackets, which some servers read as the parameter a rule looks at; send it without brackets"
+    )]
+    Bracketed(String),
+}
+
+impl QueryError {
+    /// The limit broken, for the refusal's `limit` field.
+    pub fn limit(&self) -> &'static str {
+        match self {
+            QueryError::TooLong => "size",
+            QueryError::Semicolon => "separator",
+            QueryError::MalformedEscape | QueryError::Encoding => "encoding",
+            QueryError::Repeated(_) | QueryError::Bracketed(_) => "repeatedParameter",
+        }
+    }
+}
+
+/// Checks a raw query string under the strict grammar used when rules look
+/// at parameters `inspected`: `&`-separated `name=value` pairs, well-formed
+/// escapes decoding to UTF-8 without control characters, no `;`, and each
+/// inspected name at most once (`name[]`, `name[x]` count as `name`, as PHP
+/// and Rack read them).
+pub fn check_query(raw: &str, inspected: &[String]) -> Result<(), QueryError> {
+    if raw.len() > MAX_QUERY_LEN {
+        return Err(QueryError::TooLong);
+    }
+    if raw.contains(';') {
+        return Err(QueryError::Semicolon);
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let mut name = String::new();
+        for (i, part) in [k, v].into_iter().enumerate() {
+            let bytes = percent_decode(&part.replace('+', " "))
+                .map_err(|()| QueryError::MalformedEscape)?;
+            let text = String::from_utf8(bytes).map_err(|_| QueryError::Encoding)?;
+            if text.chars().any(char::is_control) {
+                return Err(QueryError::Encoding);
+            }
+            if i == 0 {
+                name = text;
+            }
+        }
+        let base = name.split('[').next().unwrap_or_default();
+        if let Some(n) = inspected.iter().find(|n| n.as_str() == base) {
+            if base != name {
+                return Err(QueryError::Bracketed(name));
+            }
+            if seen.contains(&n.as_str()) {
+                return Err(QueryError::Repeated(n.clone()));
+            }
+            seen.push(n);
+        }
+    }
+    Ok(())
+}
+
+/// The parameter that Symfony, Laravel and Rails read as the request's
+/// method (in the query or a form body).
+pub const METHOD_PARAMETER: &str = "_method";
+
+/// Whether a raw query or `application/x-www-form-urlencoded` body has a
+/// `_method` parameter (names decoded; a malformed escape counts as one, as
+/// it cannot be ruled out).
+pub fn has_method_parameter(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'&').any(|pair| {
+        let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name).replace('+', " ");
+        match percent_decode(&name) {
+            Ok(bytes) => bytes.eq_ignore_ascii_case(METHOD_PARAMETER.as_bytes()),
+            Err(()) => true,
+        }
+    })
+}
+
+/// What the rules of one Connection look at in a request beyond method and
+/// path, compiled once per bundle: which requests have their body read under
+/// the strict grammar, and which query parameters.
+#[derive(Clone, Debug, Default)]
+pub struct Inspection {
+    /// Whether any rule (enforced or dry run) has `jsonBody` predicates: the
+    /// body is then buffered to decide.
+    buffer_body: bool,
+    /// The enforced rules with `jsonBody` predicates.
+    body_rules: Vec<HttpMatcher>,
+    /// A rule with `jsonBody` predicates did not compile: every body is read
+    /// strictly.
+    body_always: bool,
+    /// Query parameters enforced rules look at.
+    query_names: Vec<String>,
+    /// Whether an enforced rule names methods (a `_method` field in a form
+    /// body could then change which rule applies).
+    methods: bool,
+}
+
+impl Inspection {
+    /// The inspection of `rules`: each `(enforced, match)` (a dry-run
+    /// policy's rules never block, so they do not make the grammar strict).
+    pub fn new<'a>(rules: impl IntoIterator<Item = (bool, &'a RuleMatch)>) -> Self {
+        let mut out = Inspection::default();
+        for (enforced, m) in rules {
+            if !applies(m) {
+                continue;
+            }
+            if !m.json_body.is_empty() {
+                out.buffer_body = true;
+                if enforced {
+                    match HttpMatcher::compile(m) {
+                        Ok(matcher) => out.body_rules.push(matcher),
+                        Err(_) => out.body_always = true,
+                    }
+                }
+            }
+            if enforced {
+                out.methods |= !m.methods.is_empty();
+                for name in m.query.keys() {
+                    if !out.query_names.contains(name) {
+                        out.query_names.push(name.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether bodies are buffered to decide.
+    pub fn buffers_body(&self) -> bool {
+        self.buffer_body
+    }
+
+    /// Whether an enforced rule would read the body of `req` (its method,
+    /// path and query match): the body must then be strict JSON.
+    pub fn strict_body(&self, req: &HttpRequest<'_>) -> bool {
+        self.body_always || self.body_rules.iter().any(|m| m.matches_without_body(req))
+    }
+
+    /// Whether an enforced rule names methods.
+    pub fn names_methods(&self) -> bool {
+        self.methods
+    }
+
+    /// Query parameters enforced rules look at (empty: the query is not
+    /// checked).
+    pub fn query_names(&self) -> &[String] {
+        &self.query_names
+    }
 }
 
 // === impl BodyPredicate ===
@@ -1006,13 +1481,8 @@ mod tests {
             ("/v1/../admin", "/admin"),
             ("//admin", "/admin"),
             ("/admin/", "/admin"),
-            ("/%2e%2e/admin", "/admin"),
             ("/v1/%2E%2E/admin", "/admin"),
             ("/v1/%2e/admin", "/v1/admin"),
-            ("/v1%2fadmin", "/v1/admin"),
-            ("/../../admin", "/admin"),
-            ("/admin;jsessionid=1", "/admin"),
-            ("/public/..;/admin", "/admin"),
             ("/caf%C3%A9", "/café"),
             ("", "/"),
             ("/", "/"),
@@ -1030,9 +1500,43 @@ mod tests {
         assert_eq!(normalize_path("/a%00b"), Err(PathError::ForbiddenCharacter));
         assert_eq!(
             normalize_path("/a%5c..%5cadmin"),
-            Err(PathError::ForbiddenCharacter)
+            Err(PathError::EncodedSeparator)
         );
         assert_eq!(normalize_path("/a%ff"), Err(PathError::InvalidUtf8));
+        // Formerly clamped at the root or dropped; now refused (issue 16).
+        for raw in [
+            "/%2e%2e/admin",
+            "/../../admin",
+            "/v1/../../admin",
+            "/.%2e/x",
+        ] {
+            assert_eq!(normalize_path(raw), Err(PathError::AboveRoot), "{raw}");
+        }
+        for raw in ["/v1%2fadmin", "/v1%2Fadmin", "/a%5Cb", "/a%3bb"] {
+            assert_eq!(
+                normalize_path(raw),
+                Err(PathError::EncodedSeparator),
+                "{raw}"
+            );
+        }
+        for raw in ["/admin;jsessionid=1", "/public/..;/admin", "/a;"] {
+            assert_eq!(normalize_path(raw), Err(PathError::PathParameter), "{raw}");
+        }
+        // What is forwarded: the decided path, encoded again, trailing slash kept.
+        for (raw, want) in [
+            ("/v1/../entries/1", "/entries/1"),
+            ("//entries/./1/", "/entries/1/"),
+            ("/%65ntries/caf%c3%a9", "/entries/caf%C3%A9"),
+            ("/a%20b/%25zz/x+y", "/a%20b/%25zz/x+y"),
+            ("/a%3Fb%23c", "/a%3Fb%23c"),
+            ("", "/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(forward_path(raw).as_deref(), Ok(want), "{raw}");
+            let again = forward_path(want).expect("forwarded paths are valid");
+            assert_eq!(again, want, "{raw}: forwarding is stable");
+            assert_eq!(normalize_path(want), normalize_path(raw), "{raw}");
+        }
     }
 
     #[test]
@@ -1150,6 +1654,70 @@ mod tests {
         assert!(absent.matches(&req("GET", "/", "", None)));
         let present = rule(json!({"jsonBody": [{"path": "$.x", "exists": true}]}));
         assert!(!present.matches(&req("GET", "/", "", None)));
+    }
+
+    #[test]
+    fn strict_body_grammar() {
+        let ok = |b: &[u8]| parse_body(b).expect("accepted");
+        assert_eq!(ok(b""), None);
+        assert_eq!(
+            ok(br#"{"a": [1, 2.5, -3e2], "b": "\ud83d\ude00"}"#),
+            Some(json!({"a": [1, 2.5, -300.0], "b": "\u{1F600}"}))
+        );
+        assert_eq!(ok(b"9007199254740992"), Some(json!(9007199254740992u64)));
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse_body(nested(MAX_BODY_DEPTH).as_bytes()).is_ok());
+        let refused = |b: &[u8]| parse_body(b).expect_err("refused").limit();
+        assert_eq!(refused(nested(MAX_BODY_DEPTH + 1).as_bytes()), "depth");
+        assert_eq!(refused(b"9007199254740993"), "number");
+        assert_eq!(refused(b"-1e16"), "number");
+        assert_eq!(refused(b"[NaN]"), "number");
+        assert_eq!(refused(b"[1, -Infinity]"), "number");
+        assert_eq!(refused(b"1e400"), "number");
+        assert_eq!(refused(b"\xef\xbb\xbf{}"), "encoding");
+        assert_eq!(refused(b"{\0}\0"), "encoding");
+        assert_eq!(refused(br#"["\ud800"]"#), "encoding");
+        assert_eq!(refused(br#"["\udc00"]"#), "encoding");
+        assert_eq!(refused(b"[\"\xff\"]"), "encoding");
+        assert_eq!(refused(br#"{"a": 1, "a": 1}"#), "duplicateKey");
+        assert_eq!(refused(br#"{"a": 1} x"#), "syntax");
+        assert_eq!(refused(b"   "), "syntax");
+    }
+
+    #[test]
+    fn strict_query_grammar() {
+        let names = vec!["debug".to_string()];
+        assert!(check_query("", &names).is_ok());
+        assert!(check_query("a=1&a=2&debug=x&b", &names).is_ok());
+        assert!(check_query("q=%C3%A9&x=a+b", &names).is_ok());
+        let refused = |q: &str| check_query(q, &names).expect_err("refused").limit();
+        assert_eq!(refused("a=1;debug=1"), "separator");
+        assert_eq!(refused("a=%zz"), "encoding");
+        assert_eq!(refused("a=%ff"), "encoding");
+        assert_eq!(refused("a=%0a"), "encoding");
+        assert_eq!(refused("debug=1&%64ebug=2"), "repeatedParameter");
+        assert_eq!(refused("debug[x]=1"), "repeatedParameter");
+        assert_eq!(refused(&"a".repeat(MAX_QUERY_LEN + 1)), "size");
+    }
+
+    #[test]
+    fn inspection_reads_bodies_only_where_a_body_rule_may_apply() {
+        let m = |v: serde_json::Value| -> RuleMatch { serde_json::from_value(v).expect("match") };
+        let refunds = m(
+            json!({"methods": ["POST"], "paths": ["/v1/refunds"], "jsonBody": [{"path": "$.amount", "greaterThan": 1}]}),
+        );
+        let trial = m(json!({"jsonBody": [{"path": "$.x", "exists": true}]}));
+        let query = m(json!({"query": {"debug": "*"}}));
+        let i = Inspection::new([(true, &refunds), (false, &trial), (true, &query)]);
+        assert!(i.buffers_body());
+        assert!(i.strict_body(&req("POST", "/v1/refunds", "", None)));
+        assert!(i.strict_body(&req("POST", "/v1/x/../refunds/", "", None)));
+        assert!(!i.strict_body(&req("POST", "/v1/uploads", "", None)));
+        assert!(!i.strict_body(&req("GET", "/v1/refunds", "", None)));
+        assert_eq!(i.query_names(), ["debug".to_string()]);
+        let dry = Inspection::new([(false, &trial)]);
+        assert!(dry.buffers_body() && !dry.strict_body(&req("POST", "/", "", None)));
+        assert!(!Inspection::new([(true, &query)]).buffers_body());
     }
 
     #[test]

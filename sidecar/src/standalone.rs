@@ -484,14 +484,11 @@ fn http_context(
             tracing::warn!(connection = %name, "{w}");
         }
     }
-    let body_rules = set.policies_in(namespace).any(|ap| {
-        ap.spec.connections.contains(&name)
-            && ap.spec.rules.iter().any(|r| !r.match_.json_body.is_empty())
-    });
+    let inspection = Arc::new(crate::http::inspection(set.policies_in(namespace), &name));
     let standing = match policy_set {
         Some(set) => crate::http::HttpStanding::Bound {
             set,
-            body_rules,
+            inspection,
             upstream: Arc::new(upstream),
         },
         None => crate::http::HttpStanding::NotBound,

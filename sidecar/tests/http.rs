@@ -9,6 +9,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -180,6 +182,14 @@ async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Inf
 
 /// Starts the HTTPS upstream; returns its address and its CA (PEM).
 async fn start_upstream() -> (SocketAddr, String) {
+    let (addr, ca, _) = start_counted_upstream().await;
+    (addr, ca)
+}
+
+/// [`start_upstream`], also returning how many requests it has received.
+async fn start_counted_upstream() -> (SocketAddr, String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
     let (acceptor, ca_pem) = common::tls_upstream_acceptor(
         "sluice http test CA",
         &["localhost", "127.0.0.1"],
@@ -193,13 +203,17 @@ async fn start_upstream() -> (SocketAddr, String) {
                 continue;
             };
             let acceptor = acceptor.clone();
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(socket).await else {
                     return;
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let io = TokioIo::new(tls);
-                let service = hyper::service::service_fn(upstream_handle);
+                let service = hyper::service::service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    upstream_handle(req)
+                });
                 if h2 {
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(io, service)
@@ -212,13 +226,15 @@ async fn start_upstream() -> (SocketAddr, String) {
             });
         }
     });
-    (addr, ca_pem)
+    (addr, ca_pem, hits)
 }
 
 // === the sidecar ===
 
 struct Fixture {
     sidecar: SocketAddr,
+    /// Requests the upstream received (set by [`fixture`]).
+    hits: Option<Arc<AtomicUsize>>,
     audit: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -331,14 +347,27 @@ spec:
     let sidecar = running.listeners[0].1;
     Fixture {
         sidecar,
+        hits: None,
         audit,
         _dir: dir,
     }
 }
 
 async fn fixture() -> Fixture {
-    let (up, ca) = start_upstream().await;
-    start_sidecar(&format!("https://localhost:{}", up.port()), &ca, WAIT).await
+    let (up, ca, hits) = start_counted_upstream().await;
+    let mut f = start_sidecar(&format!("https://localhost:{}", up.port()), &ca, WAIT).await;
+    f.hits = Some(hits);
+    f
+}
+
+impl Fixture {
+    /// Requests the upstream has received so far.
+    fn hits(&self) -> usize {
+        self.hits
+            .as_ref()
+            .expect("a fixture() upstream")
+            .load(Ordering::SeqCst)
+    }
 }
 
 /// One request through the sidecar with hyper's client.
@@ -425,8 +454,8 @@ async fn credentials_are_injected_and_the_apps_stripped() {
 /// and on several at once (whose records share writes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_audit_record_no_request() {
-    let (up, ca) = start_upstream().await;
-    let f = start_sidecar_auditing(
+    let (up, ca, hits) = start_counted_upstream().await;
+    let mut f = start_sidecar_auditing(
         &format!("https://localhost:{}", up.port()),
         &ca,
         WAIT,
@@ -434,6 +463,7 @@ async fn no_audit_record_no_request() {
         Some(PathBuf::from("/dev/full")),
     )
     .await;
+    f.hits = Some(hits);
     let (status, _, body) = send(&f, "GET", "/echo", &[], "").await;
     assert_eq!(status, 503);
     assert_eq!(json(&body)["error"], "auditFailed", "{:?}", json(&body));
@@ -448,6 +478,11 @@ async fn no_audit_record_no_request() {
         assert_eq!(status, 503);
         assert!(contains(&body, "audit is write-ahead"), "{:?}", json(&body));
     }
+    assert_eq!(
+        f.hits(),
+        0,
+        "a request without its audit record reached the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,6 +518,7 @@ async fn curl_sees_credentials_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rule_type_decides() {
     let f = fixture().await;
+    // Only the small refund below reaches the upstream.
     // Path glob.
     let (status, _, body) = send(&f, "GET", "/admin/users", &[], "").await;
     assert_eq!(status, 403);
@@ -524,6 +560,7 @@ async fn each_rule_type_decides() {
     let (status, _, body) = send(&f, "POST", "/refunds", &ct, &big).await;
     assert_eq!(status, 413);
     assert_eq!(json(&body)["error"], "bodyTooLarge");
+    assert_eq!(f.hits(), 1, "a refused request reached the upstream");
     // The audit trail has the denials.
     let audit = std::fs::read_to_string(&f.audit).unwrap();
     assert!(audit.contains("\"denial\""));

@@ -25,6 +25,7 @@ use crate::approval::Approvals;
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
 use crate::postgres::tls;
+use sluice_policy::http::Inspection;
 
 /// One http Connection of a bundle, ready to be put in force.
 pub struct HttpPlan {
@@ -35,7 +36,7 @@ pub struct HttpPlan {
     /// `None` when the Connection is not bound (requests are refused).
     upstream: Option<Arc<HttpUpstream>>,
     set: Option<Arc<PolicySet>>,
-    body_rules: bool,
+    inspection: Arc<Inspection>,
 }
 
 struct Served {
@@ -173,17 +174,14 @@ impl HttpConnections {
                     )?))
                 }
             };
-            let body_rules = bundle.policies.iter().any(|ap| {
-                ap.spec.connections.contains(&name)
-                    && ap.spec.rules.iter().any(|r| !r.match_.json_body.is_empty())
-            });
+            let inspection = Arc::new(super::inspection(bundle.policies.iter(), &name));
             plans.push(HttpPlan {
                 name,
                 port: conn.spec.listen.port,
                 upstream_key,
                 upstream,
                 set,
-                body_rules,
+                inspection,
             });
         }
         Ok(plans)
@@ -214,7 +212,7 @@ impl HttpConnections {
                     tracing::info!(connection = %plan.name, %revision, policies = ?set.policy_names(), "identity bound (http)");
                     HttpStanding::Bound {
                         set: set.clone(),
-                        body_rules: plan.body_rules,
+                        inspection: plan.inspection.clone(),
                         upstream: upstream.clone(),
                     }
                 }

@@ -38,7 +38,7 @@ use sha2::Digest;
 use sluice_crds::Action;
 use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome};
 use sluice_policy::engine::{Decision, Identity, PolicySet};
-use sluice_policy::http::{HttpRequest, normalize_path};
+use sluice_policy::http::{HttpRequest, Inspection, forward_path, normalize_path};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -74,6 +74,23 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+];
+
+/// Request headers that make servers and frameworks read another method or
+/// path than the request line's (Symfony, Laravel, Rails, Express
+/// method-override, IIS URL rewriting, nginx auth_request): the request is
+/// decided on its request line, so these never reach the upstream (stripped,
+/// not decided on: the upstream then executes exactly what was decided).
+const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+    "x-forwarded-path",
 ];
 
 /// Why an HTTP Connection could not be set up.
@@ -241,8 +258,9 @@ pub enum HttpStanding {
     Bound {
         /// The applicable policies.
         set: Arc<PolicySet>,
-        /// Whether any applicable rule has `jsonBody` predicates (bodies are then buffered).
-        body_rules: bool,
+        /// What the rules look at beyond method and path (bodies are
+        /// buffered only when a rule has `jsonBody` predicates).
+        inspection: Arc<Inspection>,
         /// The upstream, with its credentials and its pool of connections.
         upstream: Arc<HttpUpstream>,
     },
@@ -273,6 +291,22 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     /// HTTP metrics.
     pub http_metrics: HttpMetrics,
+}
+
+/// What the rules of the policies naming Connection `name` look at (see
+/// [`Inspection`]); dry-run policies' rules never make the grammar strict.
+pub fn inspection<'a>(
+    policies: impl Iterator<Item = &'a sluice_crds::AccessPolicy>,
+    name: &str,
+) -> Inspection {
+    Inspection::new(
+        policies
+            .filter(|ap| ap.spec.connections.iter().any(|c| c == name))
+            .flat_map(|ap| {
+                let enforced = ap.spec.mode == sluice_crds::PolicyMode::Enforce;
+                ap.spec.rules.iter().map(move |r| (enforced, &r.match_))
+            }),
+    )
 }
 
 /// Accepts application connections on `listener` forever (HTTP/1.1,
@@ -363,6 +397,136 @@ fn command(method: &str, path: &str) -> AuditCommand {
     }
 }
 
+/// A request refused before deciding because the sidecar cannot read it as
+/// every server would (400 naming the limit broken); audited write-ahead.
+fn refuse_unreadable(
+    ctx: &HttpContext,
+    session: &SessionInfo,
+    cmd: AuditCommand,
+    error: &str,
+    limit: &str,
+    message: String,
+) -> Response<ProxyBody> {
+    let _ = audit_decision(
+        ctx,
+        session,
+        cmd,
+        Action::Deny,
+        None,
+        None,
+        false,
+        message.clone(),
+        true,
+    );
+    ctx.http_metrics.request("deny", StatusCode::BAD_REQUEST);
+    json_response(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({"error": error, "limit": limit, "message": message}),
+    )
+}
+
+/// Whether the body is a form (`Some(true)` multipart, `Some(false)`
+/// urlencoded), whose `_method` field frameworks run as the method.
+fn form_kind(headers: &HeaderMap) -> Option<bool> {
+    headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .find_map(|ct| match media_type(ct)?.0.as_str() {
+            "multipart/form-data" => Some(true),
+            "application/x-www-form-urlencoded" => Some(false),
+            _ => None,
+        })
+}
+
+/// A form body must not carry `_method` (nor hide its fields in an encoding).
+fn form_without_override(headers: &HeaderMap, bytes: &[u8]) -> Result<(), String> {
+    if headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err("Sluice refused the request: its form body is compressed, so Sluice cannot tell whether it carries a _method field that some servers run as the method; send it unencoded".into());
+    }
+    let found = match form_kind(headers) {
+        Some(true) => bytes
+            .windows(sluice_policy::http::METHOD_PARAMETER.len())
+            .any(|w| w.eq_ignore_ascii_case(sluice_policy::http::METHOD_PARAMETER.as_bytes())),
+        _ => sluice_policy::http::has_method_parameter(bytes),
+    };
+    if found {
+        return Err("Sluice refused the request: its form body has a _method field, which some servers run as the request's method; send the method on the request line".into());
+    }
+    Ok(())
+}
+
+/// The media type of a Content-Type value, lower-case, and its charset
+/// parameter (lower-case, unquoted) if any.
+fn media_type(value: &HeaderValue) -> Option<(String, Option<String>)> {
+    let text = value.to_str().ok()?;
+    let mut parts = text.split(';');
+    let mime = parts.next()?.trim().to_ascii_lowercase();
+    let mut charset = None;
+    for p in parts {
+        if let Some((k, v)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("charset")
+        {
+            charset = Some(v.trim().trim_matches('"').to_ascii_lowercase());
+        }
+    }
+    Some((mime, charset))
+}
+
+/// A request body an enforced `jsonBody` rule reads: it must be unencoded,
+/// labelled as JSON (or as text, or not at all: servers such as Starlette
+/// parse any label), UTF-8, and strict JSON
+/// ([`sluice_policy::http::parse_body`]). `Err` names the limit broken.
+#[allow(clippy::result_large_err)]
+fn strict_body(
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<Option<serde_json::Value>, (&'static str, String)> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    for v in headers.get_all(header::CONTENT_ENCODING) {
+        if !v.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err((
+                "contentEncoding",
+                format!(
+                    "its Content-Encoding {:?} cannot be inspected; send the body unencoded",
+                    String::from_utf8_lossy(v.as_bytes())
+                ),
+            ));
+        }
+    }
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    if let Some(ct) = types.next() {
+        if types.next().is_some() {
+            return Err((
+                "contentType",
+                "it has more than one Content-Type; send one, application/json".into(),
+            ));
+        }
+        let readable = media_type(ct).is_some_and(|(mime, charset)| {
+            let json = mime == "application/json"
+                || mime == "text/json"
+                || mime == "text/plain"
+                || (mime.starts_with("application/") && mime.ends_with("+json"));
+            json && charset.is_none_or(|c| c == "utf-8" || c == "utf8")
+        });
+        if !readable {
+            return Err((
+                "contentType",
+                format!(
+                    "its Content-Type {:?} cannot be inspected; send JSON as application/json in UTF-8",
+                    String::from_utf8_lossy(ct.as_bytes())
+                ),
+            ));
+        }
+    }
+    sluice_policy::http::parse_body(bytes).map_err(|e| (e.limit(), e.to_string()))
+}
+
 /// Whitespace held while sniffing before a body is passed as not JSON.
 const SNIFF_LIMIT: usize = 64 * 1024;
 
@@ -408,12 +572,12 @@ async fn handle(
     let method = req.method().as_str().to_string();
     let raw_path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let (set, body_rules, up) = match &ctx.standing {
+    let (set, inspection, up) = match &ctx.standing {
         HttpStanding::Bound {
             set,
-            body_rules,
+            inspection,
             upstream,
-        } => (set.clone(), *body_rules, upstream.clone()),
+        } => (set.clone(), inspection.clone(), upstream.clone()),
         HttpStanding::NotBound => {
             let reason = Decision::not_bound(&ctx.identity, &ctx.name).reason;
             let _ = ctx.audit.session_refused(session, &reason);
@@ -433,7 +597,10 @@ async fn handle(
             );
         }
     };
-    let path = match normalize_path(&raw_path) {
+    // The path decided is the path forwarded (issue 16: a raw `/../x` was
+    // decided as `/x` and sent as written).
+    let decided = normalize_path(&raw_path).and_then(|p| Ok((p, forward_path(&raw_path)?)));
+    let (path, forwarded) = match decided {
         Ok(p) => p,
         Err(e) => {
             let cmd = command(&method, "(ambiguous path)");
@@ -453,16 +620,45 @@ async fn handle(
                 StatusCode::BAD_REQUEST,
                 "ambiguousPath",
                 format!(
-                    "Sluice refused the request: its path decodes ambiguously ({e}); send it without double or malformed percent-encoding"
+                    "Sluice refused the request: {e}; servers would not agree on the path, so no rule can decide it. Send the path plainly"
                 ),
             );
         }
     };
     let cmd = command(&method, &path);
+    // A query a rule looks at must read the same to every server.
+    if !inspection.query_names().is_empty()
+        && let Err(e) = sluice_policy::http::check_query(&query, inspection.query_names())
+    {
+        let message =
+            format!("Sluice refused the request: a policy rule inspects query parameters, and {e}");
+        return refuse_unreadable(ctx, session, cmd, "queryRefused", e.limit(), message);
+    }
+    // `_method` (Symfony, Laravel, Rails) would run another method than the
+    // one decided: refused where rules tell methods apart.
+    if inspection.names_methods()
+        && !query.is_empty()
+        && sluice_policy::http::has_method_parameter(query.as_bytes())
+    {
+        let message = "Sluice refused the request: its query has a _method parameter, which some servers run as the request's method; send the method on the request line".to_string();
+        return refuse_unreadable(
+            ctx,
+            session,
+            cmd,
+            "methodOverride",
+            "methodOverride",
+            message,
+        );
+    }
     let (parts, body) = req.into_parts();
+    let form = inspection.names_methods()
+        && parts.method == http::Method::POST
+        && form_kind(&parts.headers).is_some();
 
     // Buffer the body only when a rule looks into it.
-    let (mut body, json): (ProxyBody, Option<serde_json::Value>) = if body_rules {
+    let (mut body, json): (ProxyBody, Option<serde_json::Value>) = if inspection.buffers_body()
+        || form
+    {
         let collected = tokio::time::timeout(
             up.timeout,
             Limited::new(body, ctx.max_request_body).collect(),
@@ -478,7 +674,43 @@ async fn handle(
         match collected {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
-                let json = serde_json::from_slice(&bytes).ok();
+                if form && let Err(message) = form_without_override(&parts.headers, &bytes) {
+                    return refuse_unreadable(
+                        ctx,
+                        session,
+                        cmd,
+                        "methodOverride",
+                        "methodOverride",
+                        message,
+                    );
+                }
+                let strict = inspection.strict_body(&HttpRequest {
+                    method: &method,
+                    path: &raw_path,
+                    query: &query,
+                    body: None,
+                });
+                let json = if strict {
+                    match strict_body(&parts.headers, &bytes) {
+                        Ok(json) => json,
+                        Err((limit, e)) => {
+                            let message = format!(
+                                "Sluice refused the request: a policy rule inspects this request's body, and {e}"
+                            );
+                            return refuse_unreadable(
+                                ctx,
+                                session,
+                                cmd,
+                                "bodyRefused",
+                                limit,
+                                message,
+                            );
+                        }
+                    }
+                } else {
+                    // Only dry-run rules (or none) read this body: never blocks.
+                    serde_json::from_slice(&bytes).ok()
+                };
                 (
                     Full::new(bytes)
                         .map_err(|e: Infallible| -> BoxError { match e {} })
@@ -552,11 +784,10 @@ async fn handle(
                 method: method.clone(),
                 raw_path: raw_path.clone(),
                 query: query.clone(),
-                path_and_query: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |pq| pq.as_str())
-                    .to_string(),
+                path_and_query: match parts.uri.query() {
+                    Some(q) => format!("{forwarded}?{q}"),
+                    None => forwarded.clone(),
+                },
                 json: json.clone(),
             };
             match approve(ctx, live, session, &cmd, &decision, asked, body, approvals).await {
@@ -653,9 +884,9 @@ async fn handle(
 
     // The upstream request.
     let up = &*up;
-    let path_and_query = match parts.uri.path_and_query() {
-        Some(pq) => format!("{}{}", up.base_path, pq.as_str()),
-        None => format!("{}/", up.base_path),
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{}{forwarded}?{q}", up.base_path),
+        None => format!("{}{forwarded}", up.base_path),
     };
     let uri = Uri::builder()
         .scheme(up.scheme.clone())
@@ -674,6 +905,9 @@ async fn handle(
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     headers.remove(header::AUTHORIZATION);
+    for name in OVERRIDE_HEADERS {
+        headers.remove(*name);
+    }
     for (name, value) in &up.credentials {
         headers.remove(name);
         headers.append(name.clone(), value.clone());
