@@ -36,18 +36,22 @@ use crate::{Conditions, SecretKeyRef};
 #[serde(rename_all = "camelCase")]
 pub struct AccessPolicySpec {
     /// Who this policy applies to: service accounts and groups. At least one.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64))]
     pub subjects: Vec<Subject>,
     /// Names of Connections in this namespace that the subjects may use. At least one.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64), inner(length(max = 253)))]
     pub connections: Vec<String>,
     /// `enforce` blocks what the rules deny; `dryRun` decides and records every
     /// statement but never blocks (for rolling a policy out safely).
     #[serde(default)]
     pub mode: PolicyMode,
     /// Ordered rules; the first whose match fits a statement or request decides it.
+    /// At most 256; rule names are unique (the API server checks it: a list keyed by name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(o, o.name == r.name))").message("rule names must be unique"))]
+    #[schemars(
+        length(max = 256),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
     pub rules: Vec<PolicyRule>,
     /// The action when no rule matches. `allow` by default: the binding grants
     /// access and rules restrict it.
@@ -59,6 +63,7 @@ pub struct AccessPolicySpec {
     /// Masking of result fields, applied together with the masking of every other
     /// applicable policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
     pub masking: Vec<MaskingRule>,
     /// Limits on results and statement rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -381,9 +386,11 @@ fn default_min_approvals() -> u32 {
 pub struct Approvers {
     /// Kubernetes user names, e.g. `alice@example.com`.
     #[serde(default)]
+    #[schemars(length(max = 64), inner(length(max = 512)))]
     pub users: Vec<String>,
     /// Kubernetes groups, e.g. `dba`.
     #[serde(default)]
+    #[schemars(length(max = 64), inner(length(max = 512)))]
     pub groups: Vec<String>,
 }
 
@@ -412,12 +419,15 @@ pub struct MaskingRule {
     /// schema-qualified. Any result column derived from a matching column
     /// (aliases, expressions, aggregates, row_to_json, …) is masked as a whole.
     #[serde(default)]
+    #[schemars(length(max = 128), inner(length(max = 512)))]
     pub columns: Vec<String>,
     /// HTTP: JSONPaths into JSON responses, e.g. `$.customer.email`, `$.data[*].card.number`.
     #[serde(default)]
+    #[schemars(length(max = 128), inner(length(max = 512)))]
     pub json_paths: Vec<String>,
     /// Detectors run on every text value of a result (SQL) or response (HTTP).
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub detectors: Vec<Detector>,
     /// How matching values are replaced.
     #[serde(default)]

@@ -100,6 +100,7 @@ pub struct AccessRequestStatus {
     pub phase: Option<RequestPhase>,
     /// Decisions recorded so far, oldest first. Never edited or removed.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.size() >= oldSelf.size() && oldSelf.all(d, d in self)").message("recorded decisions cannot be edited or removed"))]
     pub decisions: Vec<RequestDecision>,
     /// Conditions: `Ready` is True once the request is decided (approved,

@@ -6,6 +6,7 @@
 //! patches, finalizers, service-account tokens, and admission webhooks.
 
 pub mod admission;
+pub mod cel_cost;
 pub mod error;
 mod http;
 mod openapi;

@@ -424,6 +424,18 @@ fn crd_prepare(obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
             message: "Required value".into(),
         });
     }
+    // CEL cost estimation of x-kubernetes-validations (apiextensions validation.go): refused
+    // like kube-apiserver 1.33 refuses it. An update that leaves the schemas alone is not
+    // re-checked (upstream suppresses per-expression cost errors for unchanged schemas).
+    if causes.is_empty() && old.is_none_or(|o| o["spec"]["versions"] != obj["spec"]["versions"]) {
+        for v in super::cel_cost::check_crd(obj) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: v.field,
+                message: format!("Forbidden: {}", v.message),
+            });
+        }
+    }
     if let (false, Some(rt)) = (causes.is_empty(), rt) {
         return Err(ApiError::invalid(&rt, name, causes));
     }
