@@ -138,6 +138,9 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
         .clone()
         .unwrap_or_else(|| identity.namespace.clone());
     let set = ManifestSet::load(&args.file, &ns)?;
+    for skipped in &set.skipped {
+        eprintln!("note: {skipped} skipped: not a kind Sluice reads");
+    }
     let connection =
         set.connection(&ns, &args.connection)
             .ok_or_else(|| EvalError::UnknownConnection {

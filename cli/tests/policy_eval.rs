@@ -464,3 +464,86 @@ fn bad_input_exits_2_with_one_line() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// A misspelt match field used to be dropped: the match became empty, and
+/// an allow rule in a default-deny policy allowed `DROP TABLE`. Misspelt
+/// fields, misspelt kinds and empty matches are refused (exit 2), naming
+/// the file, the object and the field.
+#[test]
+fn misspelt_fields_and_kinds_are_refused() {
+    let policy = |rule: &str, kind: &str| {
+        format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: p, namespace: ns}}\n\
+             spec:\n  subjects: [{{serviceAccount: app}}]\n  connections: [db]\n  \
+             defaultAction: deny\n  rules:\n    - {rule}\n"
+        )
+    };
+    let run = |policy: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "conn.yaml", CONN);
+        write(dir.path(), "policy.yaml", policy);
+        let out = eval(&[
+            "-f",
+            dir.path().to_str().unwrap(),
+            "--as",
+            "ns/app",
+            "--connection",
+            "db",
+            "--sql",
+            "DROP TABLE customers",
+        ]);
+        (
+            out.status.code(),
+            String::from_utf8(out.stderr).unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+        )
+    };
+    // Spelt right, the rule allows selects only: the DROP is denied by default.
+    let (code, _, stdout) = run(&policy(
+        "{name: reads, match: {statements: [select]}, action: allow}",
+        "AccessPolicy",
+    ));
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["action"],
+        "deny"
+    );
+    let cases = [
+        (
+            policy(
+                "{name: reads, match: {statments: [select]}, action: allow}",
+                "AccessPolicy",
+            ),
+            &[
+                "policy.yaml",
+                "AccessPolicy ns/p",
+                "unknown field spec.rules[0].match.statments",
+            ][..],
+        ),
+        (
+            policy("{name: reads, match: {}, action: allow}", "AccessPolicy"),
+            &[
+                "policy.yaml",
+                "spec.rules[0].match",
+                "\"reads\"",
+                "any: true",
+            ][..],
+        ),
+        (
+            policy(
+                "{name: reads, match: {statements: [select]}, action: allow}",
+                "AccesPolicy",
+            ),
+            &["policy.yaml", "unknown kind \"AccesPolicy\"", "object p"][..],
+        ),
+    ];
+    for (text, needles) in cases {
+        let (code, stderr, stdout) = run(&text);
+        assert_eq!(code, Some(2), "{text}\nstdout {stdout}");
+        assert_eq!(stdout, "", "no decision is printed");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+        }
+    }
+}

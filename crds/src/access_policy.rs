@@ -168,8 +168,9 @@ pub struct PolicyRule {
     #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
     pub name: String,
     /// What the rule matches. Every field given must match (AND); within a list,
-    /// any element may match (OR). An empty match matches everything.
-    #[serde(default, rename = "match")]
+    /// any element may match (OR). Required and never empty: a rule that
+    /// matches everything says so with `any: true`.
+    #[serde(rename = "match")]
     pub match_: RuleMatch,
     /// What happens to a matching statement or request.
     pub action: Action,
@@ -180,10 +181,19 @@ pub struct PolicyRule {
 
 /// What a rule matches. SQL fields apply to postgres and mysql Connections,
 /// HTTP fields to http Connections; a rule with fields of the other kind does
-/// not match.
+/// not match. At least one field: an empty match (e.g. after the API server
+/// pruned a misspelt field) is refused, never read as "everything".
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("minProperties" = 1, "x-kubernetes-validations" = [{
+    "rule": "(has(self.any) && self.any) || (has(self.statements) && size(self.statements) > 0) || (has(self.tables) && size(self.tables) > 0) || (has(self.functions) && size(self.functions) > 0) || has(self.withoutWhere) || has(self.textPattern) || (has(self.methods) && size(self.methods) > 0) || (has(self.paths) && size(self.paths) > 0) || (has(self.query) && size(self.query) > 0) || (has(self.jsonBody) && size(self.jsonBody) > 0)",
+    "message": "match is empty; name what the rule matches, or write match: {any: true} for a catch-all"
+}]))]
 pub struct RuleMatch {
+    /// `true`: matches every statement and request (the explicit catch-all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [true]))]
+    pub any: Option<bool>,
     /// SQL: statement kinds, e.g. `[drop, truncate]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub statements: Vec<StatementKind>,

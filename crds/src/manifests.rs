@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use crate::{AccessPolicy, Connection};
+use crate::{AccessPolicy, AccessPolicySpec, Connection};
 
 /// Why manifests could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +25,7 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
-    /// A document is not valid YAML or not a valid object of its kind.
+    /// A document is not valid YAML.
     #[error("{path}: document {index}: {source}")]
     Invalid {
         /// The file.
@@ -34,6 +35,79 @@ pub enum ManifestError {
         /// The parse error.
         #[source]
         source: serde_yaml::Error,
+    },
+    /// A field of an object has a value its kind does not accept.
+    #[error("{path}: document {index} ({object}): {field}: {message}")]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// 1-based index of the document in the file.
+        index: usize,
+        /// The object, e.g. `AccessPolicy shop/reporting`.
+        object: String,
+        /// The field, e.g. `spec.rules[0].action`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An object has a field its kind does not define. Unknown fields are
+    /// refused rather than dropped: a misspelt `match` field dropped would
+    /// leave a rule matching more than it says.
+    #[error(
+        "{path}: document {index} ({object}): unknown field {field}; check its spelling \
+         (`kubectl explain {explain}` lists the fields)"
+    )]
+    UnknownField {
+        /// The file.
+        path: PathBuf,
+        /// 1-based index of the document in the file.
+        index: usize,
+        /// The object, e.g. `AccessPolicy shop/reporting`.
+        object: String,
+        /// The field, e.g. `spec.rules[0].match.statments`.
+        field: String,
+        /// What `kubectl explain` takes to list the fields around it.
+        explain: String,
+    },
+    /// A document's kind is neither one Sluice reads nor a Kubernetes kind it
+    /// knows to skip (a misspelt `AccessPolicy` is not silently ignored).
+    #[error(
+        "{path}: document {index}: unknown kind {kind:?} of apiVersion {api_version:?} \
+         (object {name}); Sluice reads Namespace and Secret (v1) and Connection and \
+         AccessPolicy ({api}); check the spelling",
+        api = crate::API_VERSION
+    )]
+    UnknownKind {
+        /// The file.
+        path: PathBuf,
+        /// 1-based index of the document in the file.
+        index: usize,
+        /// The document's apiVersion.
+        api_version: String,
+        /// The document's kind.
+        kind: String,
+        /// Its metadata.name, or `?`.
+        name: String,
+    },
+    /// A rule's match names nothing, so it would match everything.
+    #[error(
+        "{path}: document {index} (AccessPolicy {object}): spec.rules[{rule}].match (rule \
+         {name:?}) {problem}; name what the rule matches, or write `match: {{any: true}}` \
+         for a catch-all"
+    )]
+    EmptyMatch {
+        /// The file.
+        path: PathBuf,
+        /// 1-based index of the document in the file.
+        index: usize,
+        /// `NAMESPACE/NAME` of the policy.
+        object: String,
+        /// Index of the rule.
+        rule: usize,
+        /// Name of the rule.
+        name: String,
+        /// What is wrong with the match.
+        problem: &'static str,
     },
     /// A document lacks apiVersion/kind or a name.
     #[error("{path}: document {index}: {message}")]
@@ -65,7 +139,8 @@ pub struct ManifestSet {
     pub connections: Vec<Connection>,
     /// AccessPolicies.
     pub policies: Vec<AccessPolicy>,
-    /// Kinds that were skipped (neither of the above), as `kind/name`.
+    /// Objects of other Kubernetes kinds, skipped, as `kind/name`;
+    /// readers print them so that nothing is ignored unseen.
     pub skipped: Vec<String>,
 }
 
@@ -74,6 +149,103 @@ struct TypeMeta {
     #[serde(rename = "apiVersion")]
     api_version: Option<String>,
     kind: Option<String>,
+}
+
+/// Kinds of the core group (`apiVersion: v1`) that are skipped: a real
+/// Kubernetes kind in a folder of manifests is no error, a misspelt one is.
+/// `List` is not among them: the objects inside it would be skipped unseen.
+const CORE_KINDS_SKIPPED: &[&str] = &[
+    "Binding",
+    "ConfigMap",
+    "Endpoints",
+    "Event",
+    "LimitRange",
+    "Node",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "Pod",
+    "PodTemplate",
+    "ReplicationController",
+    "ResourceQuota",
+    "Service",
+    "ServiceAccount",
+];
+
+/// Kinds of the Sluice API group that are not read from manifests.
+const SLUICE_KINDS_SKIPPED: &[&str] = &["AccessRequest"];
+
+/// Why a document did not decode into its kind.
+enum Decode {
+    /// Fields its kind does not define (paths like `spec.rules[0].match.x`).
+    Unknown(Vec<String>),
+    /// A field with a value the kind does not accept.
+    Field { field: String, message: String },
+}
+
+/// Decodes `value` as `T`, refusing fields `T` does not define (except the
+/// top-level `allowed` ones, e.g. `apiVersion` and `kind`, which the
+/// CustomResource types leave to the API server).
+///
+/// `deny_unknown_fields` cannot do this: the CustomResource derive and
+/// k8s-openapi's types do not set it, and it does not work through
+/// `flatten`. serde_ignored reports every field the types skip, with its
+/// path, whatever the types do.
+fn decode<T: DeserializeOwned>(value: serde_yaml::Value, allowed: &[&str]) -> Result<T, Decode> {
+    let mut unknown = Vec::new();
+    let mut note = |path: serde_ignored::Path<'_>| {
+        let field = field_path(&path);
+        if !allowed.contains(&field.as_str()) {
+            unknown.push(field);
+        }
+    };
+    let result: Result<T, _> =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut note));
+    // An unknown field is reported first even when decoding failed too: a
+    // misspelt field is the likelier cause of a missing one.
+    if !unknown.is_empty() {
+        return Err(Decode::Unknown(unknown));
+    }
+    result.map_err(|e| Decode::Field {
+        field: match e.path().to_string() {
+            p if p == "." => "(document)".to_string(),
+            p => p,
+        },
+        message: e.into_inner().to_string(),
+    })
+}
+
+/// `spec.rules[0].match.statments`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
+/// The first rule of `spec` whose match names nothing (it would match every
+/// statement and request without saying so), with what is wrong with it.
+/// `match: {any: true}` is the explicit catch-all. Every reader of
+/// AccessPolicies refuses such a rule; the CRD schema refuses it too.
+pub fn empty_match(spec: &AccessPolicySpec) -> Option<(usize, &str, &'static str)> {
+    spec.rules.iter().enumerate().find_map(|(i, r)| {
+        let m = &r.match_;
+        let problem = if m.any == Some(false) {
+            "sets any: false, which means nothing (any only takes true)"
+        } else if m.any.is_none() && !m.has_sql_fields() && !m.has_http_fields() {
+            "is empty"
+        } else {
+            return None;
+        };
+        Some((i, r.name.as_str(), problem))
+    })
 }
 
 impl ManifestSet {
@@ -143,17 +315,53 @@ impl ManifestSet {
                 index,
                 message,
             };
+            let meta_name = value
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                .unwrap_or("?")
+                .to_string();
+            let object = {
+                let ns = value
+                    .get("metadata")
+                    .and_then(|m| m.get("namespace"))
+                    .and_then(|n| n.as_str())
+                    .unwrap_or(default_namespace);
+                match kind.as_str() {
+                    "Namespace" => format!("{kind} {meta_name}"),
+                    _ => format!("{kind} {ns}/{meta_name}"),
+                }
+            };
+            let refused = |e: Decode, explain: &str| match e {
+                Decode::Unknown(fields) => ManifestError::UnknownField {
+                    path: source.to_path_buf(),
+                    index,
+                    object: object.clone(),
+                    field: fields.join(", "),
+                    explain: explain.to_string(),
+                },
+                Decode::Field { field, message } => ManifestError::Field {
+                    path: source.to_path_buf(),
+                    index,
+                    object: object.clone(),
+                    field,
+                    message,
+                },
+            };
+            // The CustomResource types leave apiVersion and kind to the API server.
+            const TYPE_META: &[&str] = &["apiVersion", "kind"];
             match (api_version.as_str(), kind.as_str()) {
                 ("v1", "Namespace") => {
-                    let name = value
-                        .get("metadata")
-                        .and_then(|m| m.get("name"))
-                        .and_then(|n| n.as_str())
+                    let namespace: Namespace =
+                        decode(value, &[]).map_err(|e| refused(e, "namespace"))?;
+                    let name = namespace
+                        .metadata
+                        .name
                         .ok_or_else(|| incomplete("Namespace without metadata.name".into()))?;
-                    self.namespaces.push(name.to_string());
+                    self.namespaces.push(name);
                 }
                 ("v1", "Secret") => {
-                    let secret: Secret = serde_yaml::from_value(value).map_err(invalid)?;
+                    let secret: Secret = decode(value, &[]).map_err(|e| refused(e, "secret"))?;
                     let name = secret
                         .metadata
                         .name
@@ -176,7 +384,8 @@ impl ManifestSet {
                     self.secrets.insert((ns, name), data);
                 }
                 (crate::API_VERSION, "Connection") => {
-                    let mut c: Connection = serde_yaml::from_value(value).map_err(invalid)?;
+                    let mut c: Connection =
+                        decode(value, TYPE_META).map_err(|e| refused(e, "connection"))?;
                     if c.metadata.name.is_none() {
                         return Err(incomplete("Connection without metadata.name".into()));
                     }
@@ -186,22 +395,47 @@ impl ManifestSet {
                     self.connections.push(c);
                 }
                 (crate::API_VERSION, "AccessPolicy") => {
-                    let mut p: AccessPolicy = serde_yaml::from_value(value).map_err(invalid)?;
+                    let mut p: AccessPolicy =
+                        decode(value, TYPE_META).map_err(|e| refused(e, "accesspolicy"))?;
                     if p.metadata.name.is_none() {
                         return Err(incomplete("AccessPolicy without metadata.name".into()));
                     }
                     p.metadata
                         .namespace
                         .get_or_insert_with(|| default_namespace.into());
+                    if let Some((rule, name, problem)) = empty_match(&p.spec) {
+                        return Err(ManifestError::EmptyMatch {
+                            path: source.to_path_buf(),
+                            index,
+                            object: object.split_once(' ').map_or("", |(_, o)| o).to_string(),
+                            rule,
+                            name: name.to_string(),
+                            problem,
+                        });
+                    }
                     self.policies.push(p);
                 }
-                (_, kind) => {
-                    let name = value
-                        .get("metadata")
-                        .and_then(|m| m.get("name"))
-                        .and_then(|n| n.as_str())
-                        .unwrap_or("?");
-                    self.skipped.push(format!("{kind}/{name}"));
+                (crate::API_VERSION, k) if SLUICE_KINDS_SKIPPED.contains(&k) => {
+                    self.skipped.push(format!("{kind}/{meta_name}"));
+                }
+                ("v1", k) if CORE_KINDS_SKIPPED.contains(&k) => {
+                    self.skipped.push(format!("{kind}/{meta_name}"));
+                }
+                // Sluice's own group and the core group are known whole: any
+                // other kind there is a mistake.
+                (v, _) if v == "v1" || v.starts_with("sluice.dev/") || v == crate::GROUP => {
+                    return Err(ManifestError::UnknownKind {
+                        path: source.to_path_buf(),
+                        index,
+                        api_version,
+                        kind,
+                        name: meta_name,
+                    });
+                }
+                // Other groups (apps/v1 Deployments, other operators' kinds)
+                // are not Sluice's to judge: skipped, and listed.
+                _ => {
+                    self.skipped.push(format!("{kind}/{meta_name}"));
                 }
             }
         }
@@ -297,5 +531,126 @@ metadata: {name: web}
             .add_str("apiVersion: sluice.dev/v1alpha1\nkind: Connection\nmetadata: {name: c}\nspec: {protocol: ftp}\n", Path::new("y.yaml"), "d")
             .unwrap_err();
         assert!(err.to_string().contains("ftp"), "{err}");
+    }
+
+    const POLICY: &str = "apiVersion: sluice.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  subjects: [{serviceAccount: a}]\n  connections: [db]\n  defaultAction: deny\n";
+
+    fn load(text: &str) -> Result<ManifestSet, ManifestError> {
+        let mut set = ManifestSet::default();
+        set.add_str(text, Path::new("p.yaml"), "shop").map(|()| set)
+    }
+
+    /// A misspelt field is refused with the file, the document, the object
+    /// and the field's path, wherever it is: a dropped `match` field would
+    /// turn an allow rule into allow-everything.
+    #[test]
+    fn unknown_fields_are_refused_with_their_path() {
+        let typo = format!(
+            "{POLICY}  rules: [{{name: reads, match: {{statments: [select]}}, action: allow}}]\n"
+        );
+        let err = load(&typo).unwrap_err();
+        assert!(matches!(err, ManifestError::UnknownField { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "p.yaml: document 1 (AccessPolicy shop/p): unknown field \
+             spec.rules[0].match.statments; check its spelling (`kubectl explain \
+             accesspolicy` lists the fields)"
+        );
+        for (doc, field) in [
+            (
+                format!("{POLICY}  limits: {{maxRows: 5, maxRowz: 1}}\n"),
+                "spec.limits.maxRowz",
+            ),
+            (
+                POLICY.replace(
+                    "namespace: shop}",
+                    "namespace: shop, labels: {a: b}, nmae: x}",
+                ),
+                "metadata.nmae",
+            ),
+            (
+                format!("{POLICY}  defaultActon: allow\n"),
+                "spec.defaultActon",
+            ),
+            (format!("{POLICY}extra: 1\n"), "extra"),
+            (
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstrinData: {password: x}\n"
+                    .to_string(),
+                "strinData",
+            ),
+            (
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: s}\nspek: {}\n".to_string(),
+                "spek",
+            ),
+            (
+                DOCS.replace("listen: {port: 15432}", "listen: {port: 15432, host: x}"),
+                "spec.listen.host",
+            ),
+        ] {
+            let err = load(&doc).unwrap_err();
+            assert!(
+                matches!(&err, ManifestError::UnknownField { field: f, .. } if f == field),
+                "{field}: {err}"
+            );
+        }
+    }
+
+    /// A rule's match must name something; `any: true` is the catch-all.
+    #[test]
+    fn an_empty_match_is_refused_and_a_catch_all_is_explicit() {
+        for m in [
+            "{}",
+            "{statements: []}",
+            "{tables: [], paths: []}",
+            "{any: false}",
+        ] {
+            let doc = format!("{POLICY}  rules: [{{name: r, match: {m}, action: allow}}]\n");
+            let err = load(&doc).unwrap_err();
+            assert!(
+                matches!(err, ManifestError::EmptyMatch { rule: 0, .. }),
+                "{m}: {err:?}"
+            );
+            assert!(err.to_string().contains("match: {any: true}"), "{err}");
+        }
+        let err = load(&format!("{POLICY}  rules: [{{name: r, action: allow}}]\n")).unwrap_err();
+        assert!(
+            matches!(&err, ManifestError::Field { field, message, .. }
+                if field == "spec.rules[0]" && message.contains("match")),
+            "{err}"
+        );
+        let set = load(&format!(
+            "{POLICY}  rules: [{{name: r, match: {{any: true}}, action: allow}}]\n"
+        ))
+        .unwrap();
+        assert_eq!(set.policies[0].spec.rules[0].match_.any, Some(true));
+    }
+
+    /// A misspelt Sluice or core kind is an error; other groups' kinds are
+    /// skipped and listed.
+    #[test]
+    fn unknown_kinds_are_refused() {
+        for (api, kind) in [
+            ("sluice.dev/v1alpha1", "AccesPolicy"),
+            ("sluice.dev/v1alpha2", "AccessPolicy"),
+            ("v1", "Secrets"),
+            ("v1", "List"),
+        ] {
+            let doc = format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: x}}\n");
+            let err = load(&doc).unwrap_err();
+            assert!(
+                matches!(err, ManifestError::UnknownKind { .. }),
+                "{kind}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains(&format!("unknown kind {kind:?}")),
+                "{err}"
+            );
+            assert!(err.to_string().contains("(object x)"), "{err}");
+        }
+        let set = load(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n---\napiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: c}\n",
+        )
+        .unwrap();
+        assert_eq!(set.skipped, vec!["ServiceAccount/a", "Certificate/c"]);
     }
 }

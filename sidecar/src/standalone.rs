@@ -171,6 +171,9 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     let identity = Identity::parse(&cfg.identity)
         .ok_or_else(|| StandaloneError::BadIdentity(cfg.identity.clone()))?;
     let set = ManifestSet::load(&cfg.manifests, &identity.namespace)?;
+    for skipped in &set.skipped {
+        tracing::warn!(object = %skipped, "skipped: not a kind Sluice reads");
+    }
     let mut policies = Vec::new();
     // Policies name Connections of their own namespace: only those of the
     // identity's namespace can apply to the Connections served here.
