@@ -717,7 +717,8 @@ mod tests {
 
         // Its own command, an exec probe, a lifecycle hook, a writable root,
         // an unknown variable, a second mount.
-        let edits: Vec<(&str, fn(&mut Container))> = vec![
+        type Edit = (&'static str, fn(&mut Container));
+        let edits: Vec<Edit> = vec![
             ("command", |c| c.command = Some(vec!["/bin/sh".into()])),
             ("args", |c| c.args = Some(vec!["standalone".into()])),
             ("startupProbe", |c| {

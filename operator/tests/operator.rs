@@ -1048,7 +1048,8 @@ async fn only_a_genuine_sidecar_gets_credentials() {
             }
         }
     };
-    let cases: Vec<(&str, &str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Case<'a> = (&'static str, &'static str, Box<dyn Fn(&mut Value) + 'a>);
+    let cases: Vec<Case<'_>> = vec![
         (
             "elsewhere",
             "SidecarTampered",
