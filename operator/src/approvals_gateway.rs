@@ -53,7 +53,7 @@ use crate::approvals::{
     new_request, parse_timeout,
 };
 use crate::approvals_notify::Notifier;
-use crate::gateway::{Gateway, Refusal, authenticate, check_pod_alive, parse_wait, unavailable};
+use crate::gateway::{Gateway, Refusal, authenticate, check_holder, parse_wait, unavailable};
 use crate::gateway_token::GatewayClaims;
 
 /// Path of the mutating webhook on AccessRequests.
@@ -146,7 +146,7 @@ async fn create_or_reuse(
     body: &[u8],
 ) -> Result<ApprovalTicket, Refusal> {
     let claims = authenticate(g, headers).await?;
-    check_pod_alive(g, &claims).await?;
+    check_holder(g, &claims).await?;
     let ask: ApprovalAsk = serde_json::from_slice(body).map_err(|e| {
         bad_request(format!(
             "the body is not {{\"connection\", \"policy\", \"rule\", \"command\": {{\"text\", \"fingerprint\", \"sha256\"}}}}: {e}"
@@ -440,7 +440,7 @@ async fn mark_executed(
     headers: &HeaderMap,
 ) -> Result<ApprovalTicket, Refusal> {
     let claims = authenticate(g, headers).await?;
-    check_pod_alive(g, &claims).await?;
+    check_holder(g, &claims).await?;
     let api: Api<AccessRequest> = Api::namespaced(g.client.clone(), &claims.namespace);
     let mut ar = own_request(&api, name, &claims).await?;
     let phase = ar.status.as_ref().and_then(|s| s.phase);

@@ -182,6 +182,7 @@ async fn exchange(g: &Gateway, body: &[u8]) -> Result<TokenResponse, Refusal> {
     check_token_holder(
         &pod,
         &subject.pod_uid,
+        &sidecar_config(g),
         &g.settings.allowed_sidecar_repositories,
     )
     .map_err(holder_refusal)?;
@@ -240,10 +241,16 @@ fn holder_refusal(error: HolderError) -> Refusal {
         HolderError::NotInjected => (StatusCode::FORBIDDEN, "NotInjected"),
         HolderError::SidecarCount { .. } => (StatusCode::FORBIDDEN, "SidecarCount"),
         HolderError::UntrustedImage { .. } => (StatusCode::FORBIDDEN, "UntrustedImage"),
-        HolderError::TokenExposed { .. } => (StatusCode::FORBIDDEN, "TokenExposed"),
+        HolderError::RunningImageMismatch { .. } => (StatusCode::FORBIDDEN, "RunningImageMismatch"),
+        HolderError::UntrustedCa => (StatusCode::FORBIDDEN, "UntrustedCa"),
+        HolderError::SidecarTampered { .. } => (StatusCode::FORBIDDEN, "SidecarTampered"),
+        HolderError::TokenExposed { .. } | HolderError::TokenVolume { .. } => {
+            (StatusCode::FORBIDDEN, "TokenExposed")
+        }
         HolderError::ProcessNamespaceShared { .. } => {
             (StatusCode::FORBIDDEN, "ProcessNamespaceShared")
         }
+        HolderError::HostNetwork => (StatusCode::FORBIDDEN, "HostNetwork"),
     };
     Refusal::new(status, reason, error.to_string())
 }
@@ -315,24 +322,43 @@ pub(crate) async fn authenticate(
     })
 }
 
-/// The pod a gateway token was issued to must still exist: deleting the pod
-/// voids its tokens at once, not when they expire.
-pub(crate) async fn check_pod_alive(g: &Gateway, claims: &GatewayClaims) -> Result<(), Refusal> {
+/// What a genuine sidecar looks like to this replica: the injector's
+/// settings with the operator's current CA bundle.
+fn sidecar_config(g: &Gateway) -> InjectConfig {
+    InjectConfig {
+        ca_pem: g.certs.ca_bundle_pem(),
+        ..g.settings.inject.clone()
+    }
+}
+
+/// The pod a gateway token was issued to must still exist and still run the
+/// genuine sidecar ([`crate::token_holder::check_genuine`]): deleting the pod
+/// voids its tokens at once, not when they expire, and so does editing its
+/// sidecar (a running pod's images are mutable). Checked on every bundle
+/// poll, approval call and executed report.
+pub(crate) async fn check_holder(g: &Gateway, claims: &GatewayClaims) -> Result<(), Refusal> {
     let pod = Api::<Pod>::namespaced(g.client.clone(), &claims.namespace)
         .get_opt(&claims.pod)
         .await
         .map_err(|e| unavailable("pod lookup", &e))?;
-    match pod {
-        Some(p) if p.metadata.uid.as_deref() == Some(claims.pod_uid.as_str()) => Ok(()),
-        _ => Err(Refusal::new(
+    let Some(pod) = pod.filter(|p| p.metadata.uid.as_deref() == Some(claims.pod_uid.as_str()))
+    else {
+        return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "PodDeleted",
             format!(
                 "pod {}/{} the gateway token was issued to no longer exists; the token is void",
                 claims.namespace, claims.pod
             ),
-        )),
-    }
+        ));
+    };
+    check_token_holder(
+        &pod,
+        &claims.pod_uid,
+        &sidecar_config(g),
+        &g.settings.allowed_sidecar_repositories,
+    )
+    .map_err(holder_refusal)
 }
 
 // === /v1/bundle ===
@@ -367,7 +393,7 @@ async fn serve_bundle(
     headers: &HeaderMap,
 ) -> Result<Response, Refusal> {
     let claims = authenticate(g, headers).await?;
-    check_pod_alive(g, &claims).await?;
+    check_holder(g, &claims).await?;
     let wait = match &query.wait {
         Some(text) => parse_wait(text).ok_or_else(|| {
             Refusal::new(
@@ -431,7 +457,7 @@ async fn serve_bundle(
             return Ok(response);
         }
         // The pod may be what changed hands; a deleted pod gets no further bundles.
-        check_pod_alive(g, &claims).await?;
+        check_holder(g, &claims).await?;
     }
 }
 
@@ -464,6 +490,7 @@ async fn jwks(State(g): State<Gateway>) -> Response {
 async fn audit(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
         let claims = authenticate(&g, &headers).await?;
+        check_holder(&g, &claims).await?;
         let batch: AuditBatch = serde_json::from_slice(&body).map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,

@@ -307,6 +307,20 @@ pub enum InjectError {
         /// What it does that is refused.
         reason: &'static str,
     },
+    /// The pod arrives with `sluice.dev/injected-revision` but is not what the
+    /// webhook produces (its own `sluice-sidecar` container, say).
+    #[error(
+        "pod already carries {INJECTED_REVISION_ANNOTATION}, which only the Sluice webhook writes, but it is not what the webhook injects ({0}); remove that annotation, any sluice-sidecar container and {TOKEN_VOLUME_NAME} volume, and let the webhook inject the pod"
+    )]
+    NotGenuine(#[source] crate::token_holder::HolderError),
+    /// An app container mounts the sidecar's token volume.
+    #[error(
+        "container {container:?} mounts volume {TOKEN_VOLUME_NAME}, the Sluice sidecar's service-account token; only the sidecar may hold it, remove that volumeMount"
+    )]
+    TokenVolumeMounted {
+        /// The container.
+        container: String,
+    },
     /// The pod could not be turned into JSON or back.
     #[error(
         "could not convert the pod between JSON and its typed form to build the admission patch"
@@ -353,6 +367,10 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
         }
     }
     if annotations.contains_key(INJECTED_REVISION_ANNOTATION) {
+        // Only this webhook writes the annotation: a pod arriving with it is
+        // re-admitted only when it is exactly what the webhook produces.
+        let allowed = [crate::token_holder::repository(&cfg.image).to_string()];
+        crate::token_holder::check_genuine(pod, cfg, &allowed).map_err(InjectError::NotGenuine)?;
         return Ok(unchanged(Outcome::AlreadyInjected));
     }
     let spec = pod.spec.as_ref().ok_or(InjectError::NoContainers)?;
@@ -576,6 +594,23 @@ fn check_pod(spec: &PodSpec) -> Result<(), InjectError> {
             name: SIDECAR_CONTAINER_NAME,
         });
     }
+    // A mount of the not-yet-existing token volume would become valid once
+    // the webhook adds the volume, handing the app the sidecar's token.
+    let mounting = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == TOKEN_VOLUME_NAME)
+        });
+    if let Some(container) = mounting {
+        return Err(InjectError::TokenVolumeMounted {
+            container: container.name.clone(),
+        });
+    }
     if spec
         .volumes
         .iter()
@@ -758,7 +793,9 @@ fn app_env_ops(
     Ok(())
 }
 
-fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Container {
+/// The sidecar container the injector adds for `connections`; also what
+/// [`crate::token_holder::check_genuine`] compares a running pod's sidecar with.
+pub fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Container {
     let plain = |name: &str, value: String| EnvVar {
         name: name.to_string(),
         value: Some(value),
@@ -851,7 +888,9 @@ fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Container {
     }
 }
 
-fn token_volume() -> Volume {
+/// The projected token volume the injector adds; also what
+/// [`crate::token_holder::check_genuine`] compares a running pod's with.
+pub fn token_volume() -> Volume {
     Volume {
         name: TOKEN_VOLUME_NAME.to_string(),
         projected: Some(ProjectedVolumeSource {

@@ -1,17 +1,53 @@
-//! Which pods may exchange their service-account token for a gateway token
-//! (DESIGN §3, checked by `POST /v1/token` after the TokenReview).
+//! Which pods may exchange their service-account token for a gateway token,
+//! and keep fetching bundles with it (DESIGN §3, §5).
 //!
-//! Any pod can mount a projected token with audience `sluice.dev`, so a valid
-//! token alone does not prove the caller is a Sluice sidecar; and the bundle it
-//! would receive holds credentials. The gateway therefore also looks at the pod
-//! the token is bound to and only answers when that pod is one the injector
-//! made, and still confines the token and the sidecar's memory: the token
-//! volume is mounted by the sidecar alone, the sidecar runs an allowed image,
-//! and nothing shares its process namespace.
+//! Any pod can mount a projected token with audience `sluice.dev`, and anyone
+//! who may create pods can write `sluice.dev/injected-revision` or a container
+//! named `sluice-sidecar` themselves; a running pod's images can even be
+//! changed after admission. So the gateway trusts no field for what it says:
+//! on every token exchange and every bundle poll it reads the pod from the API
+//! server and [`check_genuine`] compares it with what the injector
+//! ([`crate::inject::sidecar_container`], [`crate::inject::token_volume`])
+//! would produce. The same function refuses, at admission, a pod that arrives
+//! already claiming to be injected ([`crate::inject::inject`]).
+//!
+//! A genuine sidecar is:
+//! - exactly one container named `sluice-sidecar`, where the injector puts it
+//!   (a restartable init container, or a regular container without native
+//!   sidecars), equal to the injector's container in everything but its
+//!   resources and pull policy: command, args, env (the gateway URL, token
+//!   file, connections, admin address, downward-API fields, and only the
+//!   optional settings the operator knows), ports, probes, lifecycle, mounts
+//!   and security context;
+//! - running an image of an allowed repository; when the configured image is
+//!   pinned by digest, that digest, both in the spec and in the `imageID` the
+//!   kubelet reports in the pod's status;
+//! - trusting only CA certificates of the operator's current CA bundle;
+//! - the only container (regular, init or ephemeral) mounting the token
+//!   volume, which is exactly the injector's, and the only `sluice.dev` token;
+//! - in a pod that shares neither the node's network or process namespace
+//!   nor its own process namespace, with no ephemeral container targeting it.
+//!
+//! What stays outside this check is documented in the operator README: whoever
+//! may create `serviceaccounts/token` for a bound service account can mint a
+//! `sluice.dev` token for any of its pods.
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 
-use crate::inject::{INJECTED_REVISION_ANNOTATION, SIDECAR_CONTAINER_NAME, TOKEN_AUDIENCE};
+use crate::inject::{
+    INJECTED_CONNECTIONS_ANNOTATION, INJECTED_REVISION_ANNOTATION, InjectConfig,
+    SIDECAR_CONTAINER_NAME, TOKEN_AUDIENCE, TOKEN_VOLUME_NAME, env, sidecar_container,
+    token_volume,
+};
+
+/// Optional sidecar settings (beyond the injector's fixed environment) a
+/// genuine sidecar may carry: the operator's settings file can change them
+/// between injections, and none of them widens what the sidecar reveals.
+pub const OPTIONAL_SIDECAR_ENV: [&str; 3] = [
+    env::HTTP_TIMEOUT,
+    env::HTTP_MAX_BODY,
+    env::HTTP_UPSTREAM_HTTP1_ONLY,
+];
 
 /// Why a pod's token is not exchanged. Each message names the pod's fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,23 +67,49 @@ pub enum HolderError {
         "pod was not injected by the Sluice webhook (no {INJECTED_REVISION_ANNOTATION} annotation); only injected sidecars may exchange tokens"
     )]
     NotInjected,
-    /// No sidecar container, or more than one.
+    /// No sidecar container, more than one, or not where the injector puts it.
     #[error(
-        "pod has {count} containers named {SIDECAR_CONTAINER_NAME:?}; an injected pod has exactly one"
+        "pod has {count} containers named {SIDECAR_CONTAINER_NAME:?} {place}; an injected pod has exactly one, {expected}"
     )]
     SidecarCount {
         /// How many were found.
         count: usize,
+        /// Where they were found.
+        place: &'static str,
+        /// Where the injector puts it.
+        expected: &'static str,
     },
     /// The sidecar container runs an image from a repository the operator does not trust.
-    #[error(
-        "the {SIDECAR_CONTAINER_NAME} container runs image {image:?}, which is not from an allowed sidecar repository ({allowed})"
-    )]
+    #[error("the {SIDECAR_CONTAINER_NAME} container runs image {image:?}, which is not {allowed}")]
     UntrustedImage {
         /// The image found.
         image: String,
-        /// The allowed repositories, comma separated.
+        /// What is allowed.
         allowed: String,
+    },
+    /// The kubelet reports the sidecar running another image than the pinned one.
+    #[error(
+        "the kubelet reports the {SIDECAR_CONTAINER_NAME} container running image {image_id:?}, not the pinned {digest}; the pod's image was changed after admission"
+    )]
+    RunningImageMismatch {
+        /// `imageID` from the pod's status.
+        image_id: String,
+        /// The digest the operator pins.
+        digest: String,
+    },
+    /// The sidecar trusts a CA the operator does not use.
+    #[error(
+        "the {SIDECAR_CONTAINER_NAME} container's {var} holds a certificate that is not in the operator's CA bundle; the sidecar could be pointed at another gateway",
+        var = env::CA_PEM
+    )]
+    UntrustedCa,
+    /// The sidecar container differs from the injector's.
+    #[error(
+        "the {SIDECAR_CONTAINER_NAME} container differs from the one the Sluice webhook injects in: {fields}; recreate the pod and let the webhook inject it"
+    )]
+    SidecarTampered {
+        /// The differing fields, comma separated (e.g. `env`, `command`).
+        fields: String,
     },
     /// Another container can read the token.
     #[error(
@@ -59,6 +121,16 @@ pub enum HolderError {
         /// The volume.
         volume: String,
     },
+    /// The token volume is not the injector's, or another volume holds a `sluice.dev` token.
+    #[error(
+        "volume {volume:?} {what}; only the injector's {TOKEN_VOLUME_NAME} volume may hold a {TOKEN_AUDIENCE} token"
+    )]
+    TokenVolume {
+        /// The volume.
+        volume: String,
+        /// What is wrong with it.
+        what: &'static str,
+    },
     /// Another process could read the sidecar's memory.
     #[error(
         "pod shares the sidecar's process namespace ({how}); the credentials in its memory would be exposed"
@@ -67,14 +139,20 @@ pub enum HolderError {
         /// `shareProcessNamespace`, `hostPID`, or the ephemeral container targeting the sidecar.
         how: String,
     },
+    /// The sidecar's loopback listeners would be the node's.
+    #[error(
+        "pod sets spec.hostNetwork, so the sidecar's loopback listeners would serve every process on the node"
+    )]
+    HostNetwork,
 }
 
-/// Checks that `pod` (found by the name the TokenReview gave) may exchange the
-/// token bound to `token_pod_uid`, with the sidecar image from one of
-/// `allowed_repositories` (image references without tag or digest).
+/// Checks that `pod` (found by the name the TokenReview gave) is the one the
+/// token bound to `token_pod_uid` was issued for, and runs a genuine sidecar
+/// ([`check_genuine`]).
 pub fn check_token_holder(
     pod: &Pod,
     token_pod_uid: &str,
+    cfg: &InjectConfig,
     allowed_repositories: &[String],
 ) -> Result<(), HolderError> {
     let actual = pod.metadata.uid.clone().unwrap_or_default();
@@ -84,17 +162,69 @@ pub fn check_token_holder(
             actual,
         });
     }
-    let injected = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(INJECTED_REVISION_ANNOTATION));
-    if !injected {
+    check_genuine(pod, cfg, allowed_repositories)
+}
+
+/// Checks that `pod` runs the sidecar the injector with `cfg` produces (see
+/// the module documentation). `cfg.ca_pem` is the operator's current CA
+/// bundle; `allowed_repositories` are the image repositories (without tag or
+/// digest) a sidecar image may come from when `cfg.image` is not pinned by digest.
+pub fn check_genuine(
+    pod: &Pod,
+    cfg: &InjectConfig,
+    allowed_repositories: &[String],
+) -> Result<(), HolderError> {
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    if !annotations.contains_key(INJECTED_REVISION_ANNOTATION) {
         return Err(HolderError::NotInjected);
     }
-    let Some(spec) = &pod.spec else {
-        return Err(HolderError::SidecarCount { count: 0 });
+    let expected_place = if cfg.native_sidecars {
+        "the first init container"
+    } else {
+        "a regular container"
     };
+    let Some(spec) = &pod.spec else {
+        return Err(HolderError::SidecarCount {
+            count: 0,
+            place: "(the pod has no spec)",
+            expected: expected_place,
+        });
+    };
+    check_pod_fields(spec)?;
+    let sidecar = find_sidecar(spec, cfg.native_sidecars, expected_place)?;
+    check_image(sidecar, pod, cfg, allowed_repositories)?;
+
+    let connections: Vec<String> = annotations
+        .get(INJECTED_CONNECTIONS_ANNOTATION)
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let expected = sidecar_container(cfg, &connections);
+    let mut differing = Vec::new();
+    if !env_matches(sidecar, &expected, &cfg.ca_pem)? {
+        differing.push("env".to_string());
+    }
+    let actual = serde_json::to_value(normalized(sidecar)).unwrap_or_default();
+    let wanted = serde_json::to_value(normalized(&expected)).unwrap_or_default();
+    if let (Some(actual), Some(wanted)) = (actual.as_object(), wanted.as_object()) {
+        let mut keys: Vec<&String> = actual.keys().chain(wanted.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        differing.extend(
+            keys.into_iter()
+                .filter(|k| actual.get(*k) != wanted.get(*k))
+                .cloned(),
+        );
+    }
+    if !differing.is_empty() {
+        return Err(HolderError::SidecarTampered {
+            fields: differing.join(", "),
+        });
+    }
+    check_token_volume(spec)
+}
+
+/// hostNetwork, hostPID, shareProcessNamespace, and debuggers on the sidecar.
+fn check_pod_fields(spec: &PodSpec) -> Result<(), HolderError> {
     if spec.share_process_namespace == Some(true) {
         return Err(HolderError::ProcessNamespaceShared {
             how: "spec.shareProcessNamespace".to_string(),
@@ -105,67 +235,8 @@ pub fn check_token_holder(
             how: "spec.hostPID".to_string(),
         });
     }
-
-    let regular: Vec<&Container> = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .collect();
-    let sidecars: Vec<&&Container> = regular
-        .iter()
-        .filter(|c| c.name == SIDECAR_CONTAINER_NAME)
-        .collect();
-    let [sidecar] = sidecars.as_slice() else {
-        return Err(HolderError::SidecarCount {
-            count: sidecars.len(),
-        });
-    };
-    let image = sidecar.image.clone().unwrap_or_default();
-    if !allowed_repositories.iter().any(|r| r == repository(&image)) {
-        return Err(HolderError::UntrustedImage {
-            image,
-            allowed: allowed_repositories.join(", "),
-        });
-    }
-
-    let token_volumes: Vec<&str> = spec
-        .volumes
-        .iter()
-        .flatten()
-        .filter(|v| {
-            v.projected
-                .iter()
-                .flat_map(|p| p.sources.iter().flatten())
-                .any(|s| {
-                    s.service_account_token
-                        .as_ref()
-                        .is_some_and(|t| t.audience.as_deref() == Some(TOKEN_AUDIENCE))
-                })
-        })
-        .map(|v| v.name.as_str())
-        .collect();
-    let mounts = regular
-        .iter()
-        .map(|c| (c.name.as_str(), c.volume_mounts.iter().flatten()))
-        .chain(
-            spec.ephemeral_containers
-                .iter()
-                .flatten()
-                .map(|c| (c.name.as_str(), c.volume_mounts.iter().flatten())),
-        );
-    for (container, container_mounts) in mounts {
-        if container == SIDECAR_CONTAINER_NAME {
-            continue;
-        }
-        if let Some(mount) = container_mounts
-            .into_iter()
-            .find(|m| token_volumes.contains(&m.name.as_str()))
-        {
-            return Err(HolderError::TokenExposed {
-                container: container.to_string(),
-                volume: mount.name.clone(),
-            });
-        }
+    if spec.host_network == Some(true) {
+        return Err(HolderError::HostNetwork);
     }
     let debugger = spec
         .ephemeral_containers
@@ -179,6 +250,265 @@ pub fn check_token_holder(
                 debugger.name
             ),
         });
+    }
+    Ok(())
+}
+
+/// The one sidecar container, where the injector puts it.
+fn find_sidecar<'a>(
+    spec: &'a PodSpec,
+    native: bool,
+    expected: &'static str,
+) -> Result<&'a Container, HolderError> {
+    let named = |list: &'a [Container]| -> Vec<(usize, &'a Container)> {
+        list.iter()
+            .enumerate()
+            .filter(|(_, c)| c.name == SIDECAR_CONTAINER_NAME)
+            .collect()
+    };
+    let init = named(spec.init_containers.as_deref().unwrap_or_default());
+    let regular = named(&spec.containers);
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.name == SIDECAR_CONTAINER_NAME)
+        .count();
+    let count = init.len() + regular.len() + ephemeral;
+    let found = match (native, init.as_slice(), regular.as_slice()) {
+        (true, [(0, sidecar)], []) if ephemeral == 0 => Some(*sidecar),
+        (false, [], [(_, sidecar)]) if ephemeral == 0 => Some(*sidecar),
+        _ => None,
+    };
+    found.ok_or(HolderError::SidecarCount {
+        count,
+        place: match (init.is_empty(), regular.is_empty(), ephemeral == 0) {
+            (true, true, true) => "anywhere",
+            (false, true, true) if native => "(not first among the init containers)",
+            (false, true, true) => "among the init containers",
+            (true, false, true) => "among the regular containers",
+            _ => "spread over the pod's container lists",
+        },
+        expected,
+    })
+}
+
+/// An image reference's digest (`sha256:…`), if it has one.
+pub fn digest(image: &str) -> Option<&str> {
+    image.split_once('@').map(|(_, d)| d)
+}
+
+fn check_image(
+    sidecar: &Container,
+    pod: &Pod,
+    cfg: &InjectConfig,
+    allowed_repositories: &[String],
+) -> Result<(), HolderError> {
+    let image = sidecar.image.clone().unwrap_or_default();
+    let repository_allowed = allowed_repositories.iter().any(|r| r == repository(&image));
+    let Some(pinned) = digest(&cfg.image) else {
+        if repository_allowed {
+            return Ok(());
+        }
+        return Err(HolderError::UntrustedImage {
+            image,
+            allowed: format!(
+                "from an allowed sidecar repository ({})",
+                allowed_repositories.join(", ")
+            ),
+        });
+    };
+    if !repository_allowed || digest(&image) != Some(pinned) {
+        return Err(HolderError::UntrustedImage {
+            image,
+            allowed: format!("the pinned sidecar image {}", cfg.image),
+        });
+    }
+    // The spec can be edited after admission; the kubelet's report says what runs.
+    let statuses = pod.status.iter().flat_map(|s| {
+        s.init_container_statuses
+            .iter()
+            .flatten()
+            .chain(s.container_statuses.iter().flatten())
+    });
+    for status in statuses.filter(|s| s.name == SIDECAR_CONTAINER_NAME) {
+        let id = status.image_id.trim();
+        if id.is_empty() {
+            continue;
+        }
+        let running = id.rsplit_once('@').map_or(id, |(_, d)| d);
+        if running != pinned {
+            return Err(HolderError::RunningImageMismatch {
+                image_id: id.to_string(),
+                digest: pinned.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The injector's environment, in its order, then only known optional
+/// settings; `SLUICE_CA_PEM` may be any part of the operator's CA bundle (the
+/// bundle grows and shrinks as the CA rotates).
+fn env_matches(
+    sidecar: &Container,
+    expected: &Container,
+    ca_bundle: &str,
+) -> Result<bool, HolderError> {
+    let actual = sidecar.env.as_deref().unwrap_or_default();
+    let wanted = expected.env.as_deref().unwrap_or_default();
+    let fixed = wanted
+        .iter()
+        .take_while(|e| !OPTIONAL_SIDECAR_ENV.contains(&e.name.as_str()))
+        .count();
+    if actual.len() < fixed {
+        return Ok(false);
+    }
+    let (head, tail) = actual.split_at(fixed);
+    for (have, want) in head.iter().zip(wanted) {
+        if have.name == env::CA_PEM && want.name == env::CA_PEM {
+            if have.value_from.is_some() {
+                return Ok(false);
+            }
+            if !ca_within(have.value.as_deref().unwrap_or_default(), ca_bundle) {
+                return Err(HolderError::UntrustedCa);
+            }
+        } else if have != want {
+            return Ok(false);
+        }
+    }
+    let mut seen = Vec::new();
+    for extra in tail {
+        let known = OPTIONAL_SIDECAR_ENV.contains(&extra.name.as_str());
+        if !known || extra.value_from.is_some() || seen.contains(&extra.name) {
+            return Ok(false);
+        }
+        seen.push(extra.name.clone());
+    }
+    Ok(true)
+}
+
+/// Whether every certificate of `pem` is one of `bundle`'s (and there is one).
+fn ca_within(pem: &str, bundle: &str) -> bool {
+    let blocks = |text: &str| -> Vec<String> {
+        text.split("-----END CERTIFICATE-----")
+            .map(|b| b.split_whitespace().collect::<String>())
+            .filter(|b| !b.is_empty())
+            .collect()
+    };
+    let trusted = blocks(bundle);
+    let given = blocks(pem);
+    !given.is_empty() && given.iter().all(|b| trusted.contains(b))
+}
+
+/// A container with the API server's defaults filled in and the fields a
+/// genuine sidecar may differ in (checked elsewhere, or harmless) cleared.
+fn normalized(container: &Container) -> Container {
+    let probe = |p: &Option<Probe>| {
+        p.clone().map(|mut p| {
+            if let Some(get) = &mut p.http_get {
+                get.scheme.get_or_insert_with(|| "HTTP".to_string());
+            }
+            p.success_threshold.get_or_insert(1);
+            p.timeout_seconds.get_or_insert(1);
+            p.period_seconds.get_or_insert(10);
+            p.failure_threshold.get_or_insert(3);
+            if p.initial_delay_seconds == Some(0) {
+                p.initial_delay_seconds = None;
+            }
+            p
+        })
+    };
+    let mut c = container.clone();
+    c.image = None;
+    c.image_pull_policy = None;
+    c.resources = None;
+    c.resize_policy = None;
+    c.env = None;
+    c.termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".to_string());
+    c.termination_message_policy
+        .get_or_insert_with(|| "File".to_string());
+    c.liveness_probe = probe(&c.liveness_probe);
+    c.readiness_probe = probe(&c.readiness_probe);
+    c.startup_probe = probe(&c.startup_probe);
+    for port in c.ports.iter_mut().flatten() {
+        port.protocol.get_or_insert_with(|| "TCP".to_string());
+    }
+    for flag in [&mut c.stdin, &mut c.stdin_once, &mut c.tty] {
+        if *flag == Some(false) {
+            *flag = None;
+        }
+    }
+    c
+}
+
+/// The injector's token volume, mounted by the sidecar alone, and no other
+/// `sluice.dev` token in the pod.
+fn check_token_volume(spec: &PodSpec) -> Result<(), HolderError> {
+    let mut expected = token_volume();
+    let mut found = false;
+    for volume in spec.volumes.iter().flatten() {
+        let holds_token = volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .any(|s| {
+                s.service_account_token
+                    .as_ref()
+                    .is_some_and(|t| t.audience.as_deref() == Some(TOKEN_AUDIENCE))
+            });
+        if volume.name != TOKEN_VOLUME_NAME {
+            if holds_token {
+                return Err(HolderError::TokenVolume {
+                    volume: volume.name.clone(),
+                    what: "projects a second sluice.dev token",
+                });
+            }
+            continue;
+        }
+        // The API server defaults a projected volume's mode to 0644.
+        if let (Some(want), Some(have)) = (&mut expected.projected, &volume.projected) {
+            want.default_mode = have.default_mode.filter(|m| *m == 0o644);
+        }
+        if *volume != expected {
+            return Err(HolderError::TokenVolume {
+                volume: volume.name.clone(),
+                what: "is not the projected token volume the injector adds",
+            });
+        }
+        found = true;
+    }
+    if !found {
+        return Err(HolderError::TokenVolume {
+            volume: TOKEN_VOLUME_NAME.to_string(),
+            what: "is missing",
+        });
+    }
+    let mounts = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .map(|c| (c.name.as_str(), c.volume_mounts.iter().flatten()))
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .map(|c| (c.name.as_str(), c.volume_mounts.iter().flatten())),
+        );
+    for (container, container_mounts) in mounts {
+        if container == SIDECAR_CONTAINER_NAME {
+            continue;
+        }
+        if let Some(mount) = container_mounts
+            .into_iter()
+            .find(|m| m.name == TOKEN_VOLUME_NAME)
+        {
+            return Err(HolderError::TokenExposed {
+                container: container.to_string(),
+                volume: mount.name.clone(),
+            });
+        }
     }
     Ok(())
 }
@@ -200,35 +530,27 @@ mod tests {
         ConnectionTarget, INJECT_ANNOTATION, InjectConfig, TOKEN_VOLUME_NAME,
         default_sidecar_resources, inject,
     };
-    use k8s_openapi::api::core::v1::{EphemeralContainer, PodSpec, VolumeMount};
+    use k8s_openapi::api::core::v1::{
+        ContainerStatus, EphemeralContainer, PodStatus, Volume, VolumeMount,
+    };
     use sluice_crds::Protocol;
 
     const UID: &str = "5f0c6a1e-2b3d-4e5f-8a9b-0c1d2e3f4a5b";
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nQ0Ex\n-----END CERTIFICATE-----\n";
+    const OLD_CA: &str = "-----BEGIN CERTIFICATE-----\nT0xE\n-----END CERTIFICATE-----\n";
 
     fn allowed() -> Vec<String> {
         vec!["registry.example/sluice-sidecar".to_string()]
     }
 
-    fn injected_pod(native_sidecars: bool) -> Pod {
-        let mut pod = Pod::default();
-        pod.metadata.uid = Some(UID.into());
-        pod.metadata.annotations =
-            Some([(INJECT_ANNOTATION.to_string(), "true".to_string())].into());
-        pod.spec = Some(PodSpec {
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some("app:1".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        let cfg = InjectConfig {
+    fn config(native_sidecars: bool) -> InjectConfig {
+        InjectConfig {
             sidecar_env: Vec::new(),
             revision: "r1".into(),
             image: "registry.example/sluice-sidecar:0.1.0".into(),
             image_pull_policy: None,
             gateway_url: "https://gw".into(),
-            ca_pem: "PEM".into(),
+            ca_pem: CA.into(),
             admin_port: 15020,
             native_sidecars,
             resources: default_sidecar_resources(),
@@ -241,8 +563,35 @@ mod tests {
                 inject_env: None,
                 bound: true,
             }],
-        };
-        inject(&pod, &cfg).unwrap().pod
+        }
+    }
+
+    fn injected_with(cfg: &InjectConfig) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.uid = Some(UID.into());
+        pod.metadata.annotations =
+            Some([(INJECT_ANNOTATION.to_string(), "true".to_string())].into());
+        pod.spec = Some(PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("app:1".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        inject(&pod, cfg).unwrap().pod
+    }
+
+    fn injected_pod(native: bool) -> Pod {
+        injected_with(&config(native))
+    }
+
+    fn check(pod: &Pod) -> Result<(), HolderError> {
+        check_token_holder(pod, UID, &config(true), &allowed())
+    }
+
+    fn sidecar_mut(pod: &mut Pod) -> &mut Container {
+        &mut pod.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0]
     }
 
     fn token_mount() -> VolumeMount {
@@ -256,16 +605,40 @@ mod tests {
     #[test]
     fn injected_pods_may_exchange() {
         for native in [true, false] {
+            let pod = injected_pod(native);
             assert_eq!(
-                check_token_holder(&injected_pod(native), UID, &allowed()),
+                check_token_holder(&pod, UID, &config(native), &allowed()),
                 Ok(())
             );
         }
+        // With the API server's defaults filled in, and optional settings the
+        // settings file adds or drops.
+        let mut pod = injected_pod(true);
+        let sidecar = sidecar_mut(&mut pod);
+        sidecar.termination_message_path = Some("/dev/termination-log".into());
+        sidecar.image_pull_policy = Some("IfNotPresent".into());
+        let probe = sidecar.startup_probe.as_mut().unwrap();
+        probe.success_threshold = Some(1);
+        probe.http_get.as_mut().unwrap().scheme = Some("HTTP".into());
+        sidecar
+            .env
+            .as_mut()
+            .unwrap()
+            .push(k8s_openapi::api::core::v1::EnvVar {
+                name: env::HTTP_TIMEOUT.into(),
+                value: Some("5".into()),
+                value_from: None,
+            });
+        if let Some(v) = pod.spec.as_mut().unwrap().volumes.as_mut() {
+            v[0].projected.as_mut().unwrap().default_mode = Some(0o644);
+        }
+        assert_eq!(check(&pod), Ok(()));
     }
 
     #[test]
     fn replaced_or_uninjected_pods_may_not() {
-        let error = check_token_holder(&injected_pod(true), "other-uid", &allowed()).unwrap_err();
+        let error = check_token_holder(&injected_pod(true), "other-uid", &config(true), &allowed())
+            .unwrap_err();
         assert!(matches!(error, HolderError::PodReplaced { .. }), "{error}");
 
         let mut pod = injected_pod(true);
@@ -274,18 +647,14 @@ mod tests {
             .as_mut()
             .unwrap()
             .remove(INJECTED_REVISION_ANNOTATION);
-        assert_eq!(
-            check_token_holder(&pod, UID, &allowed()),
-            Err(HolderError::NotInjected)
-        );
+        assert_eq!(check(&pod), Err(HolderError::NotInjected));
     }
 
     #[test]
     fn sidecar_image_must_come_from_an_allowed_repository() {
         let mut pod = injected_pod(true);
-        let init = pod.spec.as_mut().unwrap().init_containers.as_mut().unwrap();
-        init[0].image = Some("evil.example/sluice-sidecar:0.1.0".into());
-        let error = check_token_holder(&pod, UID, &allowed()).unwrap_err();
+        sidecar_mut(&mut pod).image = Some("evil.example/sluice-sidecar:0.1.0".into());
+        let error = check(&pod).unwrap_err();
         assert!(
             matches!(error, HolderError::UntrustedImage { .. }),
             "{error}"
@@ -293,16 +662,133 @@ mod tests {
         assert!(error.to_string().contains("evil.example"), "{error}");
 
         // A newer tag or a digest of the same repository is fine (operator upgrades).
-        let init = pod.spec.as_mut().unwrap().init_containers.as_mut().unwrap();
-        init[0].image = Some("registry.example/sluice-sidecar:0.2.0@sha256:abcd".into());
-        assert_eq!(check_token_holder(&pod, UID, &allowed()), Ok(()));
+        sidecar_mut(&mut pod).image =
+            Some("registry.example/sluice-sidecar:0.2.0@sha256:abcd".into());
+        assert_eq!(check(&pod), Ok(()));
+    }
+
+    #[test]
+    fn a_pinned_digest_is_checked_in_the_spec_and_in_what_runs() {
+        let mut cfg = config(true);
+        cfg.image = "registry.example/sluice-sidecar@sha256:aaaa".into();
+        let mut pod = injected_with(&cfg);
+        let verdict = |pod: &Pod| check_token_holder(pod, UID, &cfg, &allowed());
+        assert_eq!(verdict(&pod), Ok(()));
+
+        let status = |image_id: &str| PodStatus {
+            init_container_statuses: Some(vec![ContainerStatus {
+                name: SIDECAR_CONTAINER_NAME.into(),
+                image_id: image_id.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        pod.status = Some(status("registry.example/sluice-sidecar@sha256:aaaa"));
+        assert_eq!(verdict(&pod), Ok(()));
+        pod.status = Some(status("registry.example/sluice-sidecar@sha256:bbbb"));
+        let error = verdict(&pod).unwrap_err();
+        assert!(
+            matches!(error, HolderError::RunningImageMismatch { .. }),
+            "{error}"
+        );
+
+        pod.status = None;
+        sidecar_mut(&mut pod).image = Some("registry.example/sluice-sidecar:0.1.0".into());
+        let error = verdict(&pod).unwrap_err();
+        assert!(error.to_string().contains("pinned"), "{error}");
+    }
+
+    #[test]
+    fn a_sidecar_the_webhook_did_not_write_is_refused() {
+        // Another gateway URL: the sidecar would send its token elsewhere.
+        let mut pod = injected_pod(true);
+        let sidecar = sidecar_mut(&mut pod);
+        for e in sidecar.env.as_mut().unwrap() {
+            if e.name == env::GATEWAY_URL {
+                e.value = Some("https://evil.example".into());
+            }
+        }
+        assert_eq!(
+            check(&pod),
+            Err(HolderError::SidecarTampered {
+                fields: "env".into()
+            })
+        );
+
+        // Its own command, an exec probe, a lifecycle hook, a writable root,
+        // an unknown variable, a second mount.
+        type Edit = (&'static str, fn(&mut Container));
+        let edits: Vec<Edit> = vec![
+            ("command", |c| c.command = Some(vec!["/bin/sh".into()])),
+            ("args", |c| c.args = Some(vec!["standalone".into()])),
+            ("startupProbe", |c| {
+                c.startup_probe = Some(Probe {
+                    exec: Some(k8s_openapi::api::core::v1::ExecAction {
+                        command: Some(vec!["cat".into(), "/proc/1/environ".into()]),
+                    }),
+                    ..Default::default()
+                })
+            }),
+            ("lifecycle", |c| {
+                c.lifecycle = Some(Default::default());
+            }),
+            ("securityContext", |c| {
+                c.security_context
+                    .as_mut()
+                    .unwrap()
+                    .read_only_root_filesystem = Some(false)
+            }),
+            ("env", |c| {
+                c.env
+                    .as_mut()
+                    .unwrap()
+                    .push(k8s_openapi::api::core::v1::EnvVar {
+                        name: "RUST_LOG".into(),
+                        value: Some("trace".into()),
+                        value_from: None,
+                    })
+            }),
+            ("volumeMounts", |c| {
+                c.volume_mounts.as_mut().unwrap().push(VolumeMount {
+                    name: "other".into(),
+                    mount_path: "/x".into(),
+                    ..Default::default()
+                })
+            }),
+        ];
+        for (field, edit) in edits {
+            let mut pod = injected_pod(true);
+            edit(sidecar_mut(&mut pod));
+            assert_eq!(
+                check(&pod),
+                Err(HolderError::SidecarTampered {
+                    fields: field.into()
+                }),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_sidecar_trusts_only_the_operators_ca() {
+        let mut pod = injected_pod(true);
+        for e in sidecar_mut(&mut pod).env.as_mut().unwrap() {
+            if e.name == env::CA_PEM {
+                e.value = Some(OLD_CA.into());
+            }
+        }
+        assert_eq!(check(&pod), Err(HolderError::UntrustedCa));
+        // During a rotation the bundle holds both: the old one is still fine.
+        let mut cfg = config(true);
+        cfg.ca_pem = format!("{CA}{OLD_CA}");
+        assert_eq!(check_token_holder(&pod, UID, &cfg, &allowed()), Ok(()));
     }
 
     #[test]
     fn token_mounted_elsewhere_is_refused() {
         let mut pod = injected_pod(true);
         pod.spec.as_mut().unwrap().containers[0].volume_mounts = Some(vec![token_mount()]);
-        let error = check_token_holder(&pod, UID, &allowed()).unwrap_err();
+        let error = check(&pod).unwrap_err();
         assert_eq!(
             error,
             HolderError::TokenExposed {
@@ -317,19 +803,32 @@ mod tests {
             volume_mounts: Some(vec![token_mount()]),
             ..Default::default()
         }]);
-        let error = check_token_holder(&pod, UID, &allowed()).unwrap_err();
+        let error = check(&pod).unwrap_err();
         assert!(matches!(error, HolderError::TokenExposed { .. }), "{error}");
+
+        // A second sluice.dev token for the app, under another name.
+        let mut pod = injected_pod(true);
+        let spec = pod.spec.as_mut().unwrap();
+        let mut second: Volume = spec.volumes.as_ref().unwrap()[0].clone();
+        second.name = "mine".into();
+        spec.volumes.as_mut().unwrap().push(second);
+        let error = check(&pod).unwrap_err();
+        assert!(matches!(error, HolderError::TokenVolume { .. }), "{error}");
     }
 
     #[test]
-    fn shared_process_namespaces_are_refused() {
+    fn shared_namespaces_are_refused() {
         let mut pod = injected_pod(true);
         pod.spec.as_mut().unwrap().share_process_namespace = Some(true);
-        let error = check_token_holder(&pod, UID, &allowed()).unwrap_err();
+        let error = check(&pod).unwrap_err();
         assert!(
             matches!(error, HolderError::ProcessNamespaceShared { .. }),
             "{error}"
         );
+
+        let mut pod = injected_pod(true);
+        pod.spec.as_mut().unwrap().host_network = Some(true);
+        assert_eq!(check(&pod), Err(HolderError::HostNetwork));
 
         let mut pod = injected_pod(true);
         pod.spec.as_mut().unwrap().ephemeral_containers = Some(vec![EphemeralContainer {
@@ -337,7 +836,7 @@ mod tests {
             target_container_name: Some(SIDECAR_CONTAINER_NAME.into()),
             ..Default::default()
         }]);
-        let error = check_token_holder(&pod, UID, &allowed()).unwrap_err();
+        let error = check(&pod).unwrap_err();
         assert!(
             error.to_string().contains("\"debug\" targets the sidecar"),
             "{error}"
@@ -345,13 +844,24 @@ mod tests {
     }
 
     #[test]
-    fn two_sidecars_are_refused() {
+    fn two_or_misplaced_sidecars_are_refused() {
         let mut pod = injected_pod(true);
         let spec = pod.spec.as_mut().unwrap();
         let sidecar = spec.init_containers.as_ref().unwrap()[0].clone();
         spec.containers.push(sidecar);
-        let error = check_token_holder(&pod, UID, &allowed()).unwrap_err();
-        assert_eq!(error, HolderError::SidecarCount { count: 2 });
+        let error = check(&pod).unwrap_err();
+        assert!(
+            matches!(error, HolderError::SidecarCount { count: 2, .. }),
+            "{error}"
+        );
+
+        // A regular container where the cluster has native sidecars.
+        let error =
+            check_token_holder(&injected_pod(false), UID, &config(true), &allowed()).unwrap_err();
+        assert!(
+            matches!(error, HolderError::SidecarCount { count: 1, .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -371,5 +881,7 @@ mod tests {
             "registry:5000/a/sidecar"
         );
         assert_eq!(repository("a/sidecar@sha256:ff"), "a/sidecar");
+        assert_eq!(digest("a/sidecar:1@sha256:ff"), Some("sha256:ff"));
+        assert_eq!(digest("a/sidecar:1"), None);
     }
 }

@@ -995,3 +995,211 @@ async fn a_renewed_serving_certificate_is_served_without_a_restart() {
     })
     .await;
 }
+
+/// Issue 18 item 1: credentials only for a pod running the genuine sidecar,
+/// whatever the pod's author wrote, checked at admission, at every token
+/// exchange and at every bundle poll (a running pod's images are mutable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_genuine_sidecar_gets_credentials() {
+    const PINNED: &str = "registry.example/sluice-sidecar@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let (cluster, client) = support::cluster_with_crds(Default::default()).await;
+    support::apply_quickstart(
+        &client,
+        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+    )
+    .await;
+    let mut settings = support::test_settings("test-operator");
+    settings.sidecar_image = PINNED.to_string();
+    let env = Env::with_operator(cluster, client, settings).await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "shop");
+
+    let genuine = env.injected_pod("report", "report-job").await;
+    let token = env.pod_token("report-job", &genuine, "sluice.dev").await;
+    let (status, body) = env.exchange(&token).await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+
+    // Pods that claim to be injected without the webhook (no opt-in
+    // annotation, so it is not even called): the injected pod's own spec and
+    // annotations, with one change each.
+    let forge = |name: &str, edit: &dyn Fn(&mut Value)| {
+        let mut annotations = serde_json::to_value(&genuine.metadata.annotations).unwrap();
+        annotations
+            .as_object_mut()
+            .unwrap()
+            .remove("sluice.dev/inject");
+        let mut pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": serde_json::to_value(genuine.spec.as_ref().unwrap()).unwrap(),
+        });
+        edit(&mut pod);
+        serde_json::from_value::<Pod>(pod).unwrap()
+    };
+    let sidecar_env = |pod: &mut Value, name: &str, value: &str| {
+        for e in pod["spec"]["initContainers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if e["name"] == name {
+                e["value"] = json!(value);
+            }
+        }
+    };
+    type Case<'a> = (&'static str, &'static str, Box<dyn Fn(&mut Value) + 'a>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "elsewhere",
+            "SidecarTampered",
+            Box::new(|p| sidecar_env(p, "SLUICE_GATEWAY_URL", "https://evil.example:8443")),
+        ),
+        (
+            "hostnet",
+            "HostNetwork",
+            Box::new(|p| p["spec"]["hostNetwork"] = json!(true)),
+        ),
+        (
+            "stealer",
+            "TokenExposed",
+            Box::new(|p| {
+                p["spec"]["containers"][0]["volumeMounts"] =
+                    json!([{"name": "sluice-token", "mountPath": "/stolen"}])
+            }),
+        ),
+        (
+            "shell",
+            "SidecarTampered",
+            Box::new(|p| p["spec"]["initContainers"][0]["command"] = json!(["/bin/sh", "-c"])),
+        ),
+        (
+            "retagged",
+            "UntrustedImage",
+            Box::new(|p| {
+                p["spec"]["initContainers"][0]["image"] =
+                    json!("registry.example/sluice-sidecar:latest")
+            }),
+        ),
+        (
+            "no-revision",
+            "NotInjected",
+            Box::new(|p| {
+                p["metadata"]["annotations"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("sluice.dev/injected-revision");
+            }),
+        ),
+    ];
+    for (name, reason, edit) in &cases {
+        let created = pods
+            .create(&kube::api::PostParams::default(), &forge(name, edit))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let forged_token = env.pod_token("report-job", &created, "sluice.dev").await;
+        let (status, body) = env.exchange(&forged_token).await;
+        assert_eq!(status, 403, "{name}: {body}");
+        assert_eq!(body["reason"], *reason, "{name}: {body}");
+    }
+    // What is verified is the content, not who wrote it: an exact copy runs
+    // the genuine sidecar, and only it holds the token.
+    let copy = pods
+        .create(&kube::api::PostParams::default(), &forge("copy", &|_| {}))
+        .await
+        .unwrap();
+    let copy_token = env.pod_token("report-job", &copy, "sluice.dev").await;
+    let (status, body) = env.exchange(&copy_token).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Admission: a pod that opts in but brings its own sidecar with the
+    // revision already written, or mounts the token volume in its app, is refused.
+    let mut own = serde_json::to_value(forge("own-sidecar", &|p| {
+        sidecar_env(p, "SLUICE_GATEWAY_URL", "https://evil.example:8443")
+    }))
+    .unwrap();
+    own["metadata"]["annotations"]["sluice.dev/inject"] = json!("true");
+    let err = pods
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(own).unwrap(),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403 && s.message.contains("already carries sluice.dev/injected-revision")),
+        "{err:?}"
+    );
+    let mounting: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "mounting", "annotations": {"sluice.dev/inject": "true"}},
+        "spec": {
+            "serviceAccountName": "report-job",
+            "containers": [{"name": "app", "image": "x",
+                "volumeMounts": [{"name": "sluice-token", "mountPath": "/stolen"}]}]
+        }
+    }))
+    .unwrap();
+    let err = pods
+        .create(&kube::api::PostParams::default(), &mounting)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403 && s.message.contains("mounts volume sluice-token")),
+        "{err:?}"
+    );
+
+    // After admission: the kubelet reports another image running in the
+    // genuine pod's sidecar; the next bundle poll is refused, and so is the
+    // next exchange.
+    let (status, _, _) = env
+        .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(status, 200);
+    pods.patch_status(
+        "report",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"initContainerStatuses": [{
+            "name": "sluice-sidecar", "image": PINNED, "ready": true, "restartCount": 0,
+            "imageID": "registry.example/sluice-sidecar@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+        }]}})),
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = env
+        .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["reason"], "RunningImageMismatch", "{body}");
+    let (status, body) = env.exchange(&token).await;
+    assert_eq!(status, 403, "{body}");
+
+    // The spec's image changed in place (kubectl set image) is refused too.
+    let copy_bearer = {
+        let (status, body) = env.exchange(&copy_token).await;
+        assert_eq!(status, 200, "{body}");
+        format!("Bearer {}", body["token"].as_str().unwrap())
+    };
+    pods.patch(
+        "copy",
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([{"op": "replace",
+                "path": "/spec/initContainers/0/image", "value": "evil.example/sidecar:1"}]))
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = env
+        .call(
+            "GET",
+            "/v1/bundle",
+            &[("authorization", &copy_bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["reason"], "UntrustedImage", "{body}");
+}

@@ -4,7 +4,9 @@
 //! both. None: the session is refused at connect time. Per statement (or HTTP
 //! request) each applicable policy yields the action of its first matching rule,
 //! or its `defaultAction`; across policies the most restrictive wins
-//! (deny > requireApproval > allow). Policies in `dryRun` are decided and
+//! (deny > requireApproval > allow); between approval requirements (across
+//! policies, and across the statements of one string) the one covering all the
+//! others decides, and when none does the text is denied. Policies in `dryRun` are decided and
 //! recorded like the others, but what happens is decided by the `enforce`
 //! policies alone. Masking rules of all applicable policies apply together.
 
@@ -616,7 +618,23 @@ impl Decision {
     fn combine(verdicts: &[Verdict]) -> Decision {
         // The strictest verdict wins; among equals the first (policies are kept in name order).
         let decided = strictest(verdicts.iter());
-        let enforced = strictest(verdicts.iter().filter(|v| !v.dry_run));
+        let mut enforced = strictest(verdicts.iter().filter(|v| !v.dry_run));
+        // Approvals never tie (issue 18): the requirement that covers all the
+        // others decides, or no single AccessRequest can satisfy them and it is a deny.
+        if enforced.is_some_and(|e| e.action == Action::RequireApproval) {
+            let held: Vec<&Verdict> = verdicts
+                .iter()
+                .filter(|v| !v.dry_run && v.action == Action::RequireApproval)
+                .collect();
+            match covering(&held, |v| v.approval.as_ref()) {
+                Some(v) => enforced = Some(v),
+                None => {
+                    return Decision::mixed_approvals(
+                        held.iter().map(|v| (v.policy.as_str(), v.rule.as_deref())),
+                    );
+                }
+            }
+        }
         let action = decided.map_or(Action::Deny, |v| v.action);
         let enforced_action = match (decided, enforced) {
             (None, _) => Action::Deny,
@@ -667,6 +685,31 @@ impl Decision {
         }
     }
 
+    /// A deny for a text whose approval requirements no single one covers.
+    fn mixed_approvals<'a>(rules: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Decision {
+        let mut named: Vec<(&str, Option<&str>)> = rules.collect();
+        named.dedup();
+        let (policy, rule) = named.first().copied().unwrap_or_default();
+        let list: Vec<String> = named
+            .iter()
+            .map(|(p, r)| format!("rule {:?} of AccessPolicy {p:?}", r.unwrap_or_default()))
+            .collect();
+        Decision {
+            action: Action::Deny,
+            enforced: Action::Deny,
+            policy: Some(policy.to_string()),
+            rule: rule.map(str::to_string),
+            enforced_policy: Some(policy.to_string()),
+            enforced_rule: rule.map(str::to_string),
+            dry_run: false,
+            approval: None,
+            reason: format!(
+                "deny: it needs approval under {}, and none of these covers the others (the same or fewer approvers, at least as many approvals), so one AccessRequest cannot satisfy them all; make one rule's approval cover the others, or send the statements separately",
+                list.join(" and ")
+            ),
+        }
+    }
+
     /// The decision for an identity no policy binds to the Connection.
     pub fn not_bound(identity: &Identity, connection: &str) -> Decision {
         Decision {
@@ -685,6 +728,31 @@ impl Decision {
             ),
         }
     }
+}
+
+/// The item whose approval requirement covers every other's, if one does.
+fn covering<'a, T>(items: &[&'a T], approval: impl Fn(&T) -> Option<&Approval>) -> Option<&'a T> {
+    items.iter().copied().find(|a| {
+        items.iter().all(|b| {
+            approval(a)
+                .zip(approval(b))
+                .is_some_and(|(x, y)| covers(x, y))
+        })
+    })
+}
+
+/// Whether approvals satisfying `a` satisfy `b`: at least as many, from
+/// approvers `b` accepts too (users and groups of `a` are among `b`'s).
+fn covers(a: &Approval, b: &Approval) -> bool {
+    a.min_approvals >= b.min_approvals
+        && a.approvers
+            .users
+            .iter()
+            .all(|u| b.approvers.users.contains(u))
+        && a.approvers
+            .groups
+            .iter()
+            .all(|g| b.approvers.groups.contains(g))
 }
 
 fn strictest<'a>(verdicts: impl Iterator<Item = &'a Verdict>) -> Option<&'a Verdict> {
@@ -976,6 +1044,25 @@ impl PolicySet {
                 _ => Some(d),
             };
         }
+        if let Some(b) = best.filter(|b| b.enforced == Action::RequireApproval) {
+            let held: Vec<&Decision> = decided
+                .iter()
+                .map(|(_, d)| d)
+                .filter(|d| d.enforced == Action::RequireApproval)
+                .collect();
+            let Some(cover) = covering(&held, |d| d.approval.as_ref()) else {
+                return Decision::mixed_approvals(held.iter().map(|d| {
+                    (
+                        d.enforced_policy.as_deref().unwrap_or_default(),
+                        d.enforced_rule.as_deref(),
+                    )
+                }));
+            };
+            let mut chosen = cover.clone();
+            chosen.action = chosen.action.max(b.action);
+            chosen.dry_run = chosen.action != chosen.enforced;
+            return chosen;
+        }
         best.cloned().unwrap_or_else(|| Decision {
             action: Action::Allow,
             enforced: Action::Allow,
@@ -1261,6 +1348,83 @@ spec:
         assert!(d.approval.is_some());
         let d = ps.decide_sql("SELECT 1", SqlDialect::Postgres).decision;
         assert_eq!(d.action, Action::Allow);
+    }
+
+    #[test]
+    fn approval_requirements_never_tie() {
+        // Issue 18: the requirement covering the others decides, in either
+        // order; requirements none of which covers the others are refused.
+        let rule = |name: &str, table: &str, approvers: &str, min: u32| {
+            format!(
+                "    - {{name: {name}, match: {{tables: [{table}]}}, action: requireApproval, approval: {{approvers: {approvers}, minApprovals: {min}}}}}\n"
+            )
+        };
+        let ps = set(&[policy(&with(&format!(
+            "  rules:\n{}{}{}",
+            rule("one", "a", "{groups: [dba]}", 1),
+            rule("two", "b", "{groups: [dba]}", 2),
+            rule("sec", "c", "{groups: [security]}", 1)
+        )))]);
+        for sql in [
+            "UPDATE a SET v = 1; UPDATE b SET v = 1",
+            "UPDATE b SET v = 1; UPDATE a SET v = 1",
+        ] {
+            let d = ps.decide_sql(sql, SqlDialect::Postgres).decision;
+            assert_eq!(
+                (d.enforced, d.enforced_rule.as_deref()),
+                (Action::RequireApproval, Some("two")),
+                "{sql}"
+            );
+            assert_eq!(d.approval.unwrap().min_approvals, 2, "{sql}");
+        }
+        for sql in [
+            "UPDATE a SET v = 1; UPDATE c SET v = 1",
+            "UPDATE c SET v = 1; UPDATE a SET v = 1",
+        ] {
+            let d = ps.decide_sql(sql, SqlDialect::Postgres).decision;
+            assert_eq!(d.enforced, Action::Deny, "{sql}");
+            assert!(
+                d.reason.contains("rule \"one\"") && d.reason.contains("rule \"sec\""),
+                "{}",
+                d.reason
+            );
+        }
+
+        // Across policies: a laxer policy (fewer approvals, more approvers)
+        // does not override a two-person rule, whichever sorts first.
+        let named = |name: &str, rules: String| {
+            policy(
+                &with(&format!("  rules:\n{rules}")).replace("name: p,", &format!("name: {name},")),
+            )
+        };
+        let strict = |name: &str| named(name, rule("two", "b", "{groups: [dba]}", 2));
+        let lax = |name: &str| named(name, rule("lax", "b", "{groups: [dba, ops]}", 1));
+        for (policies, strict_name) in [
+            ([lax("a"), strict("b")], "b"),
+            ([strict("a"), lax("b")], "a"),
+        ] {
+            let d = set(&policies)
+                .decide_sql("UPDATE b SET v = 2", SqlDialect::Postgres)
+                .decision;
+            assert_eq!(
+                (
+                    d.enforced,
+                    d.enforced_policy.as_deref(),
+                    d.enforced_rule.as_deref()
+                ),
+                (Action::RequireApproval, Some(strict_name), Some("two"))
+            );
+            assert_eq!(d.approval.unwrap().min_approvals, 2);
+        }
+        // Approvers the other rule does not accept: no request can satisfy both.
+        let other = |name: &str| named(name, rule("bob", "b", "{users: [bob]}", 2));
+        for policies in [[other("a"), strict("b")], [strict("a"), other("b")]] {
+            let d = set(&policies)
+                .decide_sql("UPDATE b SET v = 2", SqlDialect::Postgres)
+                .decision;
+            assert_eq!(d.enforced, Action::Deny, "{}", d.reason);
+            assert!(d.reason.contains("none of these covers"), "{}", d.reason);
+        }
     }
 
     #[test]
