@@ -223,7 +223,9 @@ async fn audit_chain_is_complete_redacted_and_verifies() {
         .await
         .unwrap();
     drop(c);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sidecar
+        .audit_events_until("sessionEnd", |e| e["type"] == "sessionEnd")
+        .await;
     let text = sidecar.audit_text();
     assert!(
         !sidecar.audit_text_without_ids().contains("4242"),
@@ -246,6 +248,42 @@ async fn audit_chain_is_complete_redacted_and_verifies() {
     // Editing a line breaks the chain.
     let edited = text.replacen("orders", "ORDERS", 1);
     assert!(sluice_policy::audit::verify_lines(edited.lines(), &[]).is_err());
+}
+
+#[tokio::test]
+async fn refused_fast_path_function_call_is_audited() {
+    let (sidecar, _admin) = setup("fastpath_audit", RULES).await;
+    let mut raw = RawClient::connect(sidecar.port);
+    // FunctionCall of OID 2026 (pg_backend_pid), no arguments, text result.
+    let mut body = 2026u32.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    raw.send(&[(b'F', body)]);
+    let bytes = raw.read_until_ready();
+    assert_eq!(tags(&bytes), b"EZ".to_vec());
+    assert!(
+        contains(&bytes, "C42501"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let events = sidecar
+        .audit_events_until("the FunctionCall denial", |e| {
+            e["type"] == "denial" && e["command"]["kind"] == "functionCall"
+        })
+        .await;
+    let denial = events
+        .iter()
+        .find(|e| e["command"]["kind"] == "functionCall")
+        .unwrap();
+    assert_eq!(denial["decision"]["action"], "deny", "{denial}");
+    assert!(
+        denial["command"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("OID 2026"),
+        "{denial}"
+    );
+    // The session goes on.
+    assert!(contains(&raw.simple("SELECT 1"), "SELECT 1"));
 }
 
 #[tokio::test]
