@@ -93,6 +93,19 @@ impl Answered {
 /// the RowDescription body.
 type MaskKey = (usize, usize, Bytes);
 
+/// Most extended-protocol messages kept for one group before its Sync or
+/// Flush (each is decided with the group).
+pub const MAX_PENDING_MESSAGES: usize = 4096;
+
+/// Most bytes of extended-protocol messages kept for one group (one message
+/// alone may be larger, up to the framing's maximum message size).
+pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most answers owed to the client (expectations the server loop has not
+/// settled) before the sidecar stops reading the client: a client that does
+/// not read its answers is not read either, so refusals cannot pile up.
+const MAX_OUTSTANDING: u64 = 1024;
+
 /// How many result shapes a session keeps masks for.
 const MASK_CACHE_ENTRIES: usize = 64;
 
@@ -136,6 +149,9 @@ pub enum SessionError {
     /// The client was refused (reported to it).
     #[error("session refused: {0}")]
     Refused(String),
+    /// The client sent a message type that has no meaning after startup.
+    #[error("invalid frontend message type {0:?}")]
+    UnexpectedMessage(char),
     /// The upstream server closed the session (shutdown, terminated backend).
     #[error("the upstream server closed the connection")]
     UpstreamClosed,
@@ -178,10 +194,36 @@ where
 {
     // === startup ===
     let params = loop {
-        let Some(body) = client.startup_packet().await? else {
-            return Ok(());
+        // A malformed startup packet gets FATAL 08P01 before the close, as
+        // PostgreSQL answers it.
+        let body = match client.startup_packet().await {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let _ = fatal(
+                    writer,
+                    error_response::PROTOCOL_VIOLATION,
+                    &e.to_string(),
+                    None,
+                )
+                .await;
+                return Err(e.into());
+            }
         };
-        match startup::StartupPacket::decode(&body)? {
+        let packet = match startup::StartupPacket::decode(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fatal(
+                    writer,
+                    error_response::PROTOCOL_VIOLATION,
+                    &e.to_string(),
+                    None,
+                )
+                .await;
+                return Err(e.into());
+            }
+        };
+        match packet {
             startup::StartupPacket::SslRequest | startup::StartupPacket::GssEncRequest => {
                 // Loopback only: the app talks plain TCP to the sidecar, the
                 // sidecar talks TLS to the upstream.
@@ -320,6 +362,7 @@ where
         statements: HashMap::new(),
         portals: HashMap::new(),
         pending: Vec::new(),
+        pending_bytes: 0,
         group_forwarded: false,
         discarding: false,
         catalog: catalog.clone(),
@@ -369,7 +412,11 @@ where
     server_loop.record_results();
     drop(server_loop);
     match &outcome {
-        Err(e @ (SessionError::Message(_) | SessionError::Framing(_))) => {
+        Err(
+            e @ (SessionError::Message(_)
+            | SessionError::Framing(_)
+            | SessionError::UnexpectedMessage(_)),
+        ) => {
             // Tell the client why the session ends (a bad message cannot be skipped).
             let _ = fatal(
                 writer,
@@ -557,6 +604,8 @@ struct ClientLoop {
     portals: HashMap<String, Portal>,
     /// Extended-protocol messages waiting for Sync or Flush.
     pending: Vec<Frame>,
+    /// Their size.
+    pending_bytes: usize,
     /// Whether part of the current Sync group was already forwarded (at a Flush).
     group_forwarded: bool,
     /// After a refusal at Flush: drop messages until Sync.
@@ -591,9 +640,11 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         loop {
             if self.barrier {
-                self.wait_answered().await;
+                self.wait_answered(0).await;
                 self.barrier = false;
             }
+            // A client that does not read its answers is not read either.
+            self.wait_answered(MAX_OUTSTANDING).await;
             let Some(frame) = client.next().await? else {
                 return Ok(());
             };
@@ -620,7 +671,7 @@ impl ClientLoop {
                 | frontend::EXECUTE
                 | frontend::CLOSE => {
                     if !self.discarding {
-                        self.pending.push(frame);
+                        self.hold(frame);
                     }
                 }
                 frontend::SYNC => {
@@ -648,16 +699,36 @@ impl ClientLoop {
                     let _ = self.upstream.write_all(&frame.raw).await;
                     return Ok(());
                 }
-                tag => {
-                    let refusal = Refusal::protocol(&format!(
-                        "unexpected message type {:?} from the client",
-                        tag as char
-                    ));
-                    self.queue_refusal(&refusal, false, false);
-                    return Ok(());
-                }
+                // The stream cannot be trusted past an unknown message: the
+                // session ends with FATAL 08P01, as PostgreSQL ends it.
+                tag => return Err(SessionError::UnexpectedMessage(tag as char)),
             }
         }
+    }
+
+    /// Keeps an extended-protocol message until its group's Sync or Flush,
+    /// within [`MAX_PENDING_MESSAGES`] and [`MAX_PENDING_BYTES`]: past
+    /// either, the group is refused (54000) and discarded until Sync.
+    fn hold(&mut self, frame: Frame) {
+        let bytes = self.pending_bytes + frame.raw.len();
+        let over = self.pending.len() >= MAX_PENDING_MESSAGES
+            || (!self.pending.is_empty() && bytes > MAX_PENDING_BYTES);
+        if !over {
+            self.pending_bytes = bytes;
+            self.pending.push(frame);
+            return;
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
+        let refusal = Refusal {
+            code: error_response::PROGRAM_LIMIT_EXCEEDED,
+            ..Refusal::plain(&format!(
+                "extended-protocol group refused by Sluice: more than {MAX_PENDING_MESSAGES} messages or {} MiB without Sync or Flush; nothing of it ran. Send Sync (or Flush) more often",
+                MAX_PENDING_BYTES / (1024 * 1024)
+            ))
+        };
+        self.queue_refusal(&refusal, false, self.group_forwarded);
+        self.discarding = true;
     }
 
     /// A simple Query or a fast-path FunctionCall.
@@ -730,14 +801,16 @@ impl ClientLoop {
         let _ = self.expect.send(e);
     }
 
-    /// Waits until the server loop has settled every expectation sent so
-    /// far: the answers (and ParameterStatus) of everything forwarded are in.
-    async fn wait_answered(&self) {
+    /// Waits until at most `outstanding` expectations sent to the server
+    /// loop are not settled yet. With 0: the answers (and ParameterStatus)
+    /// of everything forwarded are in.
+    async fn wait_answered(&self, outstanding: u64) {
         loop {
             let notified = self.answered.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.answered.settled.load(Ordering::Acquire) >= self.sent.load(Ordering::Relaxed) {
+            let settled = self.answered.settled.load(Ordering::Acquire);
+            if self.sent.load(Ordering::Relaxed) <= settled + outstanding {
                 return;
             }
             notified.await;
@@ -1275,6 +1348,7 @@ impl ClientLoop {
         self.sync_masking();
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         let mut barrier = false;
         // Pass 1: decide every Parse; statements parsed earlier in the group
         // are visible to later Binds.
@@ -1657,6 +1731,7 @@ impl ClientLoop {
     /// too (the server's ReadyForQuery is then the one the client sees).
     async fn end_refused_group(&mut self) -> Result<(), SessionError> {
         self.pending.clear();
+        self.pending_bytes = 0;
         if self.group_forwarded {
             self.send(Expect::Sync);
             let mut out = BytesMut::new();
