@@ -303,6 +303,74 @@ async fn audit_is_write_ahead() {
     assert!(message(&err).contains("audit"), "{}", message(&err));
 }
 
+/// Write-ahead per statement: once the audit sink fails (a FIFO whose reader
+/// went away after the session's start record), a statement is refused and
+/// does not reach the server.
+#[tokio::test]
+async fn a_statement_whose_audit_record_cannot_be_written_does_not_run() {
+    let (sidecar, admin) = setup("audit_fifo", RULES).await;
+    drop(sidecar);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    // The reader takes lines up to the session's start record, then leaves.
+    let path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let f = std::fs::File::open(&path).expect("open the FIFO");
+        let mut lines = std::io::BufReader::new(f).lines();
+        loop {
+            let line = lines.next().expect("a line").expect("read");
+            if line.contains("\"sessionStart\"") {
+                return line;
+            }
+        }
+    });
+    let sidecar = Sidecar::start_with(
+        &manifests(
+            server(),
+            &db_name("audit_fifo"),
+            ADMIN,
+            "disable",
+            &policy(RULES),
+        ),
+        "shop/report-job",
+        &["--audit-file", fifo.to_str().unwrap()],
+    );
+    let c = sidecar.connect().await;
+    let start = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    assert!(start.contains("sessionStart"));
+    let err = c
+        .simple_query("UPDATE orders SET amount = 0 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert!(message(&err).contains("audit"), "{}", message(&err));
+    let amount: i32 = admin
+        .query_one("SELECT amount FROM orders WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, 10, "the UPDATE ran without its audit record");
+    // Extended protocol too.
+    let err = c
+        .execute("UPDATE orders SET amount = 0 WHERE id = $1", &[&2i32])
+        .await
+        .unwrap_err();
+    assert!(message(&err).contains("audit"), "{}", message(&err));
+    let amount: i32 = admin
+        .query_one("SELECT amount FROM orders WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, 20, "the UPDATE ran without its audit record");
+}
+
 #[tokio::test]
 async fn max_rows_truncates_or_refuses() {
     let spec = "  limits: {maxRows: 3}\n";
