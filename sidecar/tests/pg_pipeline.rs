@@ -522,6 +522,28 @@ async fn execute_of_a_sql_cursor_does_not_pass_unmasked() {
         "{}",
         String::from_utf8_lossy(&rest)
     );
+    // Described as a portal first (the client's Describe), over a computed
+    // column: the description does not make its rows passable.
+    let bytes = raw.simple("DECLARE d CURSOR FOR SELECT lower(ssn), 6 AS n FROM customers");
+    assert!(
+        !contains(&bytes, "SERROR"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let mut exec = b"d\0".to_vec();
+    exec.extend_from_slice(&[0, 0, 0, 0]);
+    raw.send(&[(b'D', b"Pd\0".to_vec()), (b'E', exec), sync()]);
+    let bytes = raw.read_until_ready();
+    assert!(
+        !contains(&bytes, SSN),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        contains(&bytes, "SELECT 1"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
 }
 
 /// COPY FROM STDIN through the extended protocol, as tokio-postgres sends it:

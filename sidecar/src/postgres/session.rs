@@ -1282,7 +1282,7 @@ impl ClientLoop {
         self.send(Expect::Synthetic {
             bytes: out.freeze(),
             rfq: false,
-            in_group: false,
+            in_group: self.group_forwarded,
         });
     }
 
@@ -2420,6 +2420,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             });
             match key.as_ref().and_then(|k| self.mask_cache.get(k)) {
                 Some((_, mask)) => mask.clone(),
+                // A statement or portal the sidecar did not decide (a cursor
+                // DECLAREd in SQL, described as a portal): its lineage is
+                // unknown, so every value is withheld.
+                None if stmt.is_none() => Some(Arc::new(RowMask::opaque())),
                 None => {
                     let columns = row_description::decode(frame.body())?;
                     let mask = self.row_mask(stmt.as_ref(), &columns).await;
