@@ -223,7 +223,9 @@ async fn audit_chain_is_complete_redacted_and_verifies() {
         .await
         .unwrap();
     drop(c);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sidecar
+        .audit_events_until("sessionEnd", |e| e["type"] == "sessionEnd")
+        .await;
     let text = sidecar.audit_text();
     assert!(
         !sidecar.audit_text_without_ids().contains("4242"),
@@ -249,6 +251,42 @@ async fn audit_chain_is_complete_redacted_and_verifies() {
 }
 
 #[tokio::test]
+async fn refused_fast_path_function_call_is_audited() {
+    let (sidecar, _admin) = setup("fastpath_audit", RULES).await;
+    let mut raw = RawClient::connect(sidecar.port);
+    // FunctionCall of OID 2026 (pg_backend_pid), no arguments, text result.
+    let mut body = 2026u32.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    raw.send(&[(b'F', body)]);
+    let bytes = raw.read_until_ready();
+    assert_eq!(tags(&bytes), b"EZ".to_vec());
+    assert!(
+        contains(&bytes, "C42501"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let events = sidecar
+        .audit_events_until("the FunctionCall denial", |e| {
+            e["type"] == "denial" && e["command"]["kind"] == "functionCall"
+        })
+        .await;
+    let denial = events
+        .iter()
+        .find(|e| e["command"]["kind"] == "functionCall")
+        .unwrap();
+    assert_eq!(denial["decision"]["action"], "deny", "{denial}");
+    assert!(
+        denial["command"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("OID 2026"),
+        "{denial}"
+    );
+    // The session goes on.
+    assert!(contains(&raw.simple("SELECT 1"), "SELECT 1"));
+}
+
+#[tokio::test]
 async fn audit_is_write_ahead() {
     let pg = server();
     let db = db_name("audit_full");
@@ -263,6 +301,74 @@ async fn audit_is_write_ahead() {
         panic!("the session must be refused")
     };
     assert!(message(&err).contains("audit"), "{}", message(&err));
+}
+
+/// Write-ahead per statement: once the audit sink fails (a FIFO whose reader
+/// went away after the session's start record), a statement is refused and
+/// does not reach the server.
+#[tokio::test]
+async fn a_statement_whose_audit_record_cannot_be_written_does_not_run() {
+    let (sidecar, admin) = setup("audit_fifo", RULES).await;
+    drop(sidecar);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    // The reader takes lines up to the session's start record, then leaves.
+    let path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let f = std::fs::File::open(&path).expect("open the FIFO");
+        let mut lines = std::io::BufReader::new(f).lines();
+        loop {
+            let line = lines.next().expect("a line").expect("read");
+            if line.contains("\"sessionStart\"") {
+                return line;
+            }
+        }
+    });
+    let sidecar = Sidecar::start_with(
+        &manifests(
+            server(),
+            &db_name("audit_fifo"),
+            ADMIN,
+            "disable",
+            &policy(RULES),
+        ),
+        "shop/report-job",
+        &["--audit-file", fifo.to_str().unwrap()],
+    );
+    let c = sidecar.connect().await;
+    let start = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    assert!(start.contains("sessionStart"));
+    let err = c
+        .simple_query("UPDATE orders SET amount = 0 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert!(message(&err).contains("audit"), "{}", message(&err));
+    let amount: i32 = admin
+        .query_one("SELECT amount FROM orders WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, 10, "the UPDATE ran without its audit record");
+    // Extended protocol too.
+    let err = c
+        .execute("UPDATE orders SET amount = 0 WHERE id = $1", &[&2i32])
+        .await
+        .unwrap_err();
+    assert!(message(&err).contains("audit"), "{}", message(&err));
+    let amount: i32 = admin
+        .query_one("SELECT amount FROM orders WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, 20, "the UPDATE ran without its audit record");
 }
 
 #[tokio::test]

@@ -63,9 +63,14 @@ fn assert_masked_answers(raw: &mut RawClient, sql: &str, rows: bool) {
         );
         assert_no_leak(&bytes, sql);
         if rows {
-            assert!(bytes.contains(&b'D'), "{sql}: no row");
+            assert!(has_row(&bytes), "{sql}: no row");
         }
     }
+}
+
+/// Whether a DataRow message is among the messages in `bytes`.
+fn has_row(bytes: &[u8]) -> bool {
+    messages(bytes).iter().any(|(tag, _)| *tag == b'D')
 }
 
 async fn setup(test: &str) -> Sidecar {
@@ -133,7 +138,7 @@ async fn simple_protocol_text_results_are_masked() {
         );
         assert_no_leak(&bytes, sql);
         // The row still arrives (masked, not dropped).
-        assert!(bytes.contains(&b'D'), "{sql}: no row");
+        assert!(has_row(&bytes), "{sql}: no row");
     }
     // SQL-level PREPARE / EXECUTE: the EXECUTE's text says nothing of the
     // query, so its computed columns must still be masked.
@@ -163,10 +168,8 @@ async fn extended_protocol_text_and_binary_results_are_masked() {
     let sidecar = setup("mask_extended").await;
     let mut raw = RawClient::connect(sidecar.port);
     for sql in CASES {
-        for binary in [false, true] {
-            let bytes = raw.extended(sql, binary);
-            assert_no_leak(&bytes, &format!("{sql} (binary={binary})"));
-        }
+        // No error, a row, nothing masked: simple, extended text and binary.
+        assert_masked_answers(&mut raw, sql, true);
     }
     let bytes = raw.extended("SELECT name FROM customers", true);
     assert!(contains(&bytes, "Alice"));
@@ -375,25 +378,129 @@ async fn copy_to_stdout_is_masked_or_refused() {
 #[tokio::test]
 async fn errors_and_notices_do_not_echo_masked_values() {
     let sidecar = setup("mask_errors").await;
+    // Application functions that raise the SSN, created by the admin.
+    let admin = connect(&server().admin_url(&db_name("mask_errors"))).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION raise_exception() RETURNS int LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'value %', (SELECT ssn FROM customers LIMIT 1); END $$;
+             CREATE FUNCTION raise_notice() RETURNS int LANGUAGE plpgsql AS
+               $$ BEGIN RAISE NOTICE 'value %', (SELECT ssn FROM customers LIMIT 1); RETURN 1; END $$;
+             CREATE FUNCTION raise_warning() RETURNS int LANGUAGE plpgsql AS
+               $$ BEGIN RAISE WARNING 'value %', (SELECT ssn FROM customers LIMIT 1); RETURN 1; END $$;
+             CREATE FUNCTION raise_as_message() RETURNS int LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION USING MESSAGE = (SELECT ssn FROM customers LIMIT 1), ERRCODE = '22023'; END $$;
+             CREATE FUNCTION raise_in_detail() RETURNS int LANGUAGE plpgsql AS
+               $$ BEGIN RAISE WARNING 'see detail' USING DETAIL = (SELECT ssn FROM customers LIMIT 1), ERRCODE = '01007'; RETURN 1; END $$;",
+        )
+        .await
+        .unwrap();
     let mut raw = RawClient::connect(sidecar.port);
-    for sql in [
+    // (statement, the message type that must come, PostgreSQL's SQLSTATE)
+    for (sql, tag, code) in [
         // unique violation: DETAIL Key (ssn)=(123-45-6789) already exists.
-        "INSERT INTO customers (id, ssn) VALUES (2, '123-45-6789')",
+        (
+            "INSERT INTO customers (id, ssn) VALUES (2, '123-45-6789')",
+            b'E',
+            "23505",
+        ),
         // invalid input syntax for type integer: "123-45-6789"
-        "SELECT ssn::int FROM customers",
-        "SELECT 1 / (ssn::int) FROM customers",
+        ("SELECT ssn::int FROM customers", b'E', "22P02"),
+        ("SELECT 1 / (ssn::int) FROM customers", b'E', "22P02"),
         // Failing row contains (…)
-        "INSERT INTO customers (id, ssn) SELECT NULL, ssn FROM customers",
-        "DO $$ BEGIN RAISE EXCEPTION 'value %', (SELECT ssn FROM customers LIMIT 1); END $$",
-        "DO $$ BEGIN RAISE NOTICE 'value %', (SELECT ssn FROM customers LIMIT 1); END $$",
+        (
+            "INSERT INTO customers (id, ssn) SELECT NULL, ssn FROM customers",
+            b'E',
+            "23502",
+        ),
+        // relation "123-45-6789" does not exist
+        ("SELECT ssn::regclass FROM customers", b'E', "42P01"),
+        // unrecognized configuration parameter "123-45-6789"
+        ("SELECT current_setting(ssn) FROM customers", b'E', "42704"),
+        ("SELECT raise_exception()", b'E', "P0001"),
+        ("SELECT raise_as_message()", b'E', "22023"),
+        ("SELECT raise_notice()", b'N', "00000"),
+        ("SELECT raise_warning()", b'N', "01000"),
+        ("SELECT raise_in_detail()", b'N', "01007"),
     ] {
         for bytes in [raw.simple(sql), raw.extended(sql, false)] {
             assert_no_leak(&bytes, sql);
+            let messages = messages(&bytes);
+            assert!(
+                messages
+                    .iter()
+                    .any(|(t, body)| *t == tag && contains(body, &format!("C{code}\0"))),
+                "{sql}: PostgreSQL's {code} did not arrive: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert!(
+                !contains(&bytes, "C42501"),
+                "{sql}: refused by the sidecar instead of run"
+            );
+            assert!(
+                contains(&bytes, "hidden by Sluice"),
+                "{sql}: not marked as scrubbed: {}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
     }
     // The session still works.
     let bytes = raw.simple("SELECT 1");
     assert!(contains(&bytes, "SELECT 1"));
+}
+
+/// The messages in `bytes`: type and body.
+fn messages(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 5 <= bytes.len() {
+        let len = i32::from_be_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]])
+            as usize;
+        out.push((bytes[at], bytes[at + 5..at + 1 + len].to_vec()));
+        at += 1 + len;
+    }
+    out
+}
+
+#[tokio::test]
+async fn notifications_and_parameter_status_do_not_carry_masked_values() {
+    let sidecar = setup("mask_channels").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    assert!(!contains(&raw.simple("LISTEN c"), "SERROR"));
+    for sql in [
+        "SELECT pg_notify('c', ssn) FROM customers",
+        "SELECT set_config('application_name', ssn, false) FROM customers",
+        "SELECT set_config('application_name', translate(ssn, '0123456789', 'abcdefghij'), false) FROM customers",
+    ] {
+        for extended in [false, true] {
+            // A change is reported only when the value differs.
+            raw.simple("SET application_name = 'before'");
+            let bytes = if extended {
+                raw.extended(sql, false)
+            } else {
+                raw.simple(sql)
+            };
+            assert_no_leak(&bytes, sql);
+            // Either the channel message came, scrubbed, or the statement
+            // was refused as a whole; nothing else.
+            let channel = messages(&bytes)
+                .iter()
+                .any(|(t, body)| matches!(t, b'A' | b'S') && contains(body, "hidden by Sluice"));
+            assert!(
+                channel || contains(&bytes, "C42501"),
+                "{sql}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        // Also in a transaction: the notification comes at COMMIT.
+        assert!(!contains(&raw.simple("BEGIN"), "SERROR"));
+        let bytes = raw.simple(sql);
+        assert_no_leak(&bytes, sql);
+        let bytes = raw.simple("COMMIT");
+        assert_no_leak(&bytes, &format!("COMMIT after {sql}"));
+    }
+    // (`SHOW application_name` afterwards is a read of the setting, not a
+    // channel: refusing the write itself is the lineage check's, #15 item 5.)
 }
 
 #[tokio::test]
@@ -402,7 +509,9 @@ async fn masked_values_are_counted_in_audit_and_metrics() {
     let c = sidecar.connect().await;
     c.simple_query("SELECT ssn FROM customers").await.unwrap();
     drop(c);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sidecar
+        .audit_events_until("sessionEnd", |e| e["type"] == "sessionEnd")
+        .await;
     let text = sidecar.audit_text_without_ids();
     for form in ssn_forms() {
         assert!(!text.contains(&form), "audit leaked {form}");

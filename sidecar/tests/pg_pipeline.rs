@@ -148,6 +148,9 @@ enum Extended {
     Allowed(u32),
     /// `SELECT ssn, n FROM customers` (or `lower(ssn)`).
     Masked(u32, bool),
+    /// Masked, with the client's Describe of the statement and of the
+    /// portal before the Execute.
+    Described(u32),
     /// `DROP TABLE customers`: refused by a deny rule at Parse.
     Denied,
     /// Not SQL: refused at Parse by `onParseError: deny`.
@@ -309,6 +312,27 @@ fn build(units: &[Unit]) -> (Vec<(u8, Vec<u8>)>, Vec<Answer>) {
                                 Tag(b'C'),
                             ]);
                         }
+                        Extended::Described(n) => {
+                            out.extend([
+                                parse(&masked_sql(*n, false)),
+                                (b'D', b"S\0".to_vec()),
+                                bind(),
+                                (b'D', b"P\0".to_vec()),
+                                execute(),
+                            ]);
+                            pending.extend([
+                                Tag(b'1'),
+                                Tag(b't'),
+                                Tag(b'T'),
+                                Tag(b'2'),
+                                Tag(b'T'),
+                                Row {
+                                    marker: n.to_string(),
+                                    masked: true,
+                                },
+                                Tag(b'C'),
+                            ]);
+                        }
                         Extended::Denied => {
                             out.extend([parse("DROP TABLE customers"), bind(), execute()]);
                             refused = true;
@@ -453,6 +477,7 @@ fn extended_strategy() -> impl Strategy<Value = Extended> {
     prop_oneof![
         3 => (1u32..1000).prop_map(Extended::Allowed),
         3 => (1u32..1000, any::<bool>()).prop_map(|(n, l)| Extended::Masked(n, l)),
+        1 => (1u32..1000).prop_map(Extended::Described),
         1 => Just(Extended::Denied),
         1 => Just(Extended::Unparseable),
         1 => Just(Extended::ServerError),
@@ -521,6 +546,28 @@ async fn execute_of_a_sql_cursor_does_not_pass_unmasked() {
         contains(&rest, "SELECT 1"),
         "{}",
         String::from_utf8_lossy(&rest)
+    );
+    // Described as a portal first (the client's Describe), over a computed
+    // column: the description does not make its rows passable.
+    let bytes = raw.simple("DECLARE d CURSOR FOR SELECT lower(ssn), 6 AS n FROM customers");
+    assert!(
+        !contains(&bytes, "SERROR"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let mut exec = b"d\0".to_vec();
+    exec.extend_from_slice(&[0, 0, 0, 0]);
+    raw.send(&[(b'D', b"Pd\0".to_vec()), (b'E', exec), sync()]);
+    let bytes = raw.read_until_ready();
+    assert!(
+        !contains(&bytes, SSN),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        contains(&bytes, "SELECT 1"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
     );
 }
 

@@ -116,6 +116,8 @@ async fn standard_conforming_strings_off_refuses_until_back_on() {
         "SET SESSION standard_conforming_strings = false",
         "SELECT set_config('standard_conforming_strings', 'off', false)",
         "SELECT set_config(lower('STANDARD_CONFORMING_STRINGS'), 'off', false)",
+        "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+        "SET \"standard_conforming_strings\" = off",
     ] {
         let mut raw = RawClient::connect(sidecar.port);
         raw.send(&[query(set), query(SMUGGLED_DROP), query("SELECT 'x' || 'y'")]);

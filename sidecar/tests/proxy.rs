@@ -232,6 +232,10 @@ async fn wrong_upstream_password_is_reported() {
         "{text}"
     );
     assert!(!text.contains("not-the-password"));
+    // The refusal is on record (so the check below reads a written file).
+    sidecar
+        .audit_events_until("the session's denial", |e| e["type"] == "denial")
+        .await;
     assert!(!sidecar.audit_text().contains("not-the-password"));
     assert!(!sidecar.log_text().contains("not-the-password"));
 }

@@ -93,6 +93,19 @@ impl Answered {
 /// the RowDescription body.
 type MaskKey = (usize, usize, Bytes);
 
+/// Most extended-protocol messages kept for one group before its Sync or
+/// Flush (each is decided with the group).
+pub const MAX_PENDING_MESSAGES: usize = 4096;
+
+/// Most bytes of extended-protocol messages kept for one group (one message
+/// alone may be larger, up to the framing's maximum message size).
+pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most answers owed to the client (expectations the server loop has not
+/// settled) before the sidecar stops reading the client: a client that does
+/// not read its answers is not read either, so refusals cannot pile up.
+const MAX_OUTSTANDING: u64 = 1024;
+
 /// How many result shapes a session keeps masks for.
 const MASK_CACHE_ENTRIES: usize = 64;
 
@@ -136,6 +149,9 @@ pub enum SessionError {
     /// The client was refused (reported to it).
     #[error("session refused: {0}")]
     Refused(String),
+    /// The client sent a message type that has no meaning after startup.
+    #[error("invalid frontend message type {0:?}")]
+    UnexpectedMessage(char),
     /// The upstream server closed the session (shutdown, terminated backend).
     #[error("the upstream server closed the connection")]
     UpstreamClosed,
@@ -178,10 +194,36 @@ where
 {
     // === startup ===
     let params = loop {
-        let Some(body) = client.startup_packet().await? else {
-            return Ok(());
+        // A malformed startup packet gets FATAL 08P01 before the close, as
+        // PostgreSQL answers it.
+        let body = match client.startup_packet().await {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let _ = fatal(
+                    writer,
+                    error_response::PROTOCOL_VIOLATION,
+                    &e.to_string(),
+                    None,
+                )
+                .await;
+                return Err(e.into());
+            }
         };
-        match startup::StartupPacket::decode(&body)? {
+        let packet = match startup::StartupPacket::decode(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fatal(
+                    writer,
+                    error_response::PROTOCOL_VIOLATION,
+                    &e.to_string(),
+                    None,
+                )
+                .await;
+                return Err(e.into());
+            }
+        };
+        match packet {
             startup::StartupPacket::SslRequest | startup::StartupPacket::GssEncRequest => {
                 // Loopback only: the app talks plain TCP to the sidecar, the
                 // sidecar talks TLS to the upstream.
@@ -320,6 +362,7 @@ where
         statements: HashMap::new(),
         portals: HashMap::new(),
         pending: Vec::new(),
+        pending_bytes: 0,
         group_forwarded: false,
         discarding: false,
         catalog: catalog.clone(),
@@ -358,6 +401,9 @@ where
         copy_mask: None,
         results: Vec::new(),
         answered,
+        ran: Vec::new(),
+        ran_overflow: false,
+        uncertain_cache: HashMap::new(),
     };
     let outcome = tokio::select! {
         r = client_loop.run(client) => r,
@@ -366,7 +412,11 @@ where
     server_loop.record_results();
     drop(server_loop);
     match &outcome {
-        Err(e @ (SessionError::Message(_) | SessionError::Framing(_))) => {
+        Err(
+            e @ (SessionError::Message(_)
+            | SessionError::Framing(_)
+            | SessionError::UnexpectedMessage(_)),
+        ) => {
             // Tell the client why the session ends (a bad message cannot be skipped).
             let _ = fatal(
                 writer,
@@ -554,6 +604,8 @@ struct ClientLoop {
     portals: HashMap<String, Portal>,
     /// Extended-protocol messages waiting for Sync or Flush.
     pending: Vec<Frame>,
+    /// Their size.
+    pending_bytes: usize,
     /// Whether part of the current Sync group was already forwarded (at a Flush).
     group_forwarded: bool,
     /// After a refusal at Flush: drop messages until Sync.
@@ -588,9 +640,11 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         loop {
             if self.barrier {
-                self.wait_answered().await;
+                self.wait_answered(0).await;
                 self.barrier = false;
             }
+            // A client that does not read its answers is not read either.
+            self.wait_answered(MAX_OUTSTANDING).await;
             let Some(frame) = client.next().await? else {
                 return Ok(());
             };
@@ -617,7 +671,7 @@ impl ClientLoop {
                 | frontend::EXECUTE
                 | frontend::CLOSE => {
                     if !self.discarding {
-                        self.pending.push(frame);
+                        self.hold(frame);
                     }
                 }
                 frontend::SYNC => {
@@ -645,16 +699,36 @@ impl ClientLoop {
                     let _ = self.upstream.write_all(&frame.raw).await;
                     return Ok(());
                 }
-                tag => {
-                    let refusal = Refusal::protocol(&format!(
-                        "unexpected message type {:?} from the client",
-                        tag as char
-                    ));
-                    self.queue_refusal(&refusal, false, false);
-                    return Ok(());
-                }
+                // The stream cannot be trusted past an unknown message: the
+                // session ends with FATAL 08P01, as PostgreSQL ends it.
+                tag => return Err(SessionError::UnexpectedMessage(tag as char)),
             }
         }
+    }
+
+    /// Keeps an extended-protocol message until its group's Sync or Flush,
+    /// within [`MAX_PENDING_MESSAGES`] and [`MAX_PENDING_BYTES`]: past
+    /// either, the group is refused (54000) and discarded until Sync.
+    fn hold(&mut self, frame: Frame) {
+        let bytes = self.pending_bytes + frame.raw.len();
+        let over = self.pending.len() >= MAX_PENDING_MESSAGES
+            || (!self.pending.is_empty() && bytes > MAX_PENDING_BYTES);
+        if !over {
+            self.pending_bytes = bytes;
+            self.pending.push(frame);
+            return;
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
+        let refusal = Refusal {
+            code: error_response::PROGRAM_LIMIT_EXCEEDED,
+            ..Refusal::plain(&format!(
+                "extended-protocol group refused by Sluice: more than {MAX_PENDING_MESSAGES} messages or {} MiB without Sync or Flush; nothing of it ran. Send Sync (or Flush) more often",
+                MAX_PENDING_BYTES / (1024 * 1024)
+            ))
+        };
+        self.queue_refusal(&refusal, false, self.group_forwarded);
+        self.discarding = true;
     }
 
     /// A simple Query or a fast-path FunctionCall.
@@ -727,14 +801,16 @@ impl ClientLoop {
         let _ = self.expect.send(e);
     }
 
-    /// Waits until the server loop has settled every expectation sent so
-    /// far: the answers (and ParameterStatus) of everything forwarded are in.
-    async fn wait_answered(&self) {
+    /// Waits until at most `outstanding` expectations sent to the server
+    /// loop are not settled yet. With 0: the answers (and ParameterStatus)
+    /// of everything forwarded are in.
+    async fn wait_answered(&self, outstanding: u64) {
         loop {
             let notified = self.answered.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.answered.settled.load(Ordering::Acquire) >= self.sent.load(Ordering::Relaxed) {
+            let settled = self.answered.settled.load(Ordering::Acquire);
+            if self.sent.load(Ordering::Relaxed) <= settled + outstanding {
                 return;
             }
             notified.await;
@@ -1206,7 +1282,7 @@ impl ClientLoop {
         self.send(Expect::Synthetic {
             bytes: out.freeze(),
             rfq: false,
-            in_group: false,
+            in_group: self.group_forwarded,
         });
     }
 
@@ -1272,6 +1348,7 @@ impl ClientLoop {
         self.sync_masking();
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         let mut barrier = false;
         // Pass 1: decide every Parse; statements parsed earlier in the group
         // are visible to later Binds.
@@ -1654,6 +1731,7 @@ impl ClientLoop {
     /// too (the server's ReadyForQuery is then the one the client sees).
     async fn end_refused_group(&mut self) -> Result<(), SessionError> {
         self.pending.clear();
+        self.pending_bytes = 0;
         if self.group_forwarded {
             self.send(Expect::Sync);
             let mut out = BytesMut::new();
@@ -1721,6 +1799,11 @@ struct ServerLoop<'w, W> {
     results: Vec<(Arc<Decided>, ResultRecord)>,
     /// Shared with the client loop.
     answered: Arc<Answered>,
+    /// Statements run in the current transaction (see [`ServerLoop::ran`]).
+    ran: Vec<StatementRef>,
+    ran_overflow: bool,
+    /// Per statement, whether it may read a masked column.
+    uncertain_cache: HashMap<(usize, usize), (Arc<Decided>, bool)>,
 }
 
 struct SimpleProgress {
@@ -1777,8 +1860,13 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// One that leaves what Sluice models while statements sent after the
     /// current one are already on their way (they were decided under the
     /// old setting: a function or trigger changed it unseen) ends the session.
-    fn parameter_status(&mut self, frame: &Frame) -> Result<(), SessionError> {
-        if let Some((name, value)) = parameter_status(frame.body()) {
+    async fn parameter_status(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let Some((name, value)) = parameter_status(frame.body()) else {
+            return Err(SessionError::Desync(
+                "the server sent a malformed ParameterStatus".into(),
+            ));
+        };
+        {
             let unmodelled = match self.answered.settings.lock() {
                 Ok(mut settings) => {
                     let before = settings.unmodelled().is_some();
@@ -1804,7 +1892,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 }
             }
         }
-        self.forward(frame);
+        if self.masking.active() && !self.suppress {
+            let (name, value) = (name.to_string(), value.to_string());
+            self.scrubbed_parameter(&name, &value).await;
+        } else {
+            self.forward(frame);
+        }
         Ok(())
     }
 
@@ -1958,14 +2051,11 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         match frame.tag {
             // Asynchronous: these may come at any point.
             backend::NOTICE_RESPONSE => {
-                self.notice(frame);
+                self.notice(frame).await;
                 return Ok(());
             }
-            backend::PARAMETER_STATUS => return self.parameter_status(&frame),
-            backend::NOTIFICATION_RESPONSE => {
-                self.forward(&frame);
-                return Ok(());
-            }
+            backend::PARAMETER_STATUS => return self.parameter_status(&frame).await,
+            backend::NOTIFICATION_RESPONSE => return self.notification(&frame).await,
             tag if !self.expected(tag) => return Err(self.desync(&frame)),
             _ => {}
         }
@@ -1981,6 +2071,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.skipping = false;
                 if let Some(Expect::Simple(s)) = self.pop() {
                     self.simple_done(&s);
+                }
+                if self.status == ready_for_query::IDLE {
+                    self.ran.clear();
+                    self.ran_overflow = false;
                 }
                 self.forward(&frame);
                 Ok(())
@@ -2049,7 +2143,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             backend::ERROR_RESPONSE => {
                 self.copy_ended();
-                self.error_response(frame)
+                self.error_response(frame).await
             }
             backend::COPY_IN_RESPONSE => {
                 self.copy_in = Some(matches!(self.queue.front(), Some(Expect::Execute(_))));
@@ -2234,6 +2328,13 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             error: None,
         });
         let elapsed = s.started.elapsed();
+        for index in 0..s.decided.len().max(1) {
+            self.ran(StatementRef {
+                decided: s.decided.clone(),
+                index,
+                prepared: None,
+            });
+        }
         self.results.push((
             s.decided.clone(),
             ResultRecord {
@@ -2254,6 +2355,11 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
 
     fn execute_result(&mut self, e: &ExecCtx, rows: u64, masked: u64, error: Option<String>) {
         let elapsed = e.started.elapsed();
+        match &e.stmt {
+            Some(s) => self.ran(s.clone()),
+            None if self.masking.has_column_rules() => self.ran_overflow = true,
+            None => {}
+        }
         if let Some(stmt) = &e.stmt {
             self.results.push((
                 stmt.decided.clone(),
@@ -2314,6 +2420,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             });
             match key.as_ref().and_then(|k| self.mask_cache.get(k)) {
                 Some((_, mask)) => mask.clone(),
+                // A statement or portal the sidecar did not decide (a cursor
+                // DECLAREd in SQL, described as a portal): its lineage is
+                // unknown, so every value is withheld.
+                None if stmt.is_none() => Some(Arc::new(RowMask::opaque())),
                 None => {
                     let columns = row_description::decode(frame.body())?;
                     let mask = self.row_mask(stmt.as_ref(), &columns).await;
@@ -2400,8 +2510,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         (!mask.is_noop()).then(|| Arc::new(mask))
     }
 
-    fn error_response(&mut self, frame: Frame) -> Result<(), SessionError> {
-        let code = self.scrubbed(&frame, backend::ERROR_RESPONSE);
+    async fn error_response(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let code = self.scrubbed(&frame, backend::ERROR_RESPONSE).await;
         self.result = ResultState::default();
         self.copy_mask = None;
         self.parameters_seen = false;
@@ -2428,36 +2538,238 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         Ok(())
     }
 
-    fn notice(&mut self, frame: Frame) {
-        self.scrubbed(&frame, backend::NOTICE_RESPONSE);
+    async fn notice(&mut self, frame: Frame) {
+        self.scrubbed(&frame, backend::NOTICE_RESPONSE).await;
     }
 
     /// Forwards an ErrorResponse or NoticeResponse, scrubbed when masking
-    /// applies; returns its SQLSTATE.
-    fn scrubbed(&mut self, frame: &Frame, tag: u8) -> String {
-        let mut fields = match error_response::decode(frame.body()) {
-            Ok(f) => f,
-            Err(_) => {
-                self.forward(frame);
-                return String::new();
-            }
-        };
-        let code = error_response::field(&fields, b'C')
+    /// applies (every field but the SQLSTATE and positions when the
+    /// statement may read a masked column: see [`ServerLoop::uncertain`]);
+    /// returns its SQLSTATE.
+    async fn scrubbed(&mut self, frame: &Frame, tag: u8) -> String {
+        let decoded = error_response::decode(frame.body());
+        let code = decoded
+            .as_ref()
+            .ok()
+            .and_then(|f| error_response::field(f, b'C'))
             .unwrap_or("")
             .to_string();
         if self.suppress {
             return code;
         }
-        if self.masking.active() {
+        if !self.masking.active() {
+            self.forward(frame);
+            return code;
+        }
+        let Ok(mut fields) = decoded else {
+            // Not readable, so not scrubbable: replaced.
+            let mut fields = vec![
+                error_response::Field {
+                    code: b'S',
+                    value: "ERROR".into(),
+                },
+                error_response::Field {
+                    code: b'C',
+                    value: error_response::INTERNAL_ERROR.into(),
+                },
+            ];
+            error_response::scrub_all(&mut fields);
+            error_response::encode_fields(&mut self.out, tag, &fields);
+            return code;
+        };
+        if self.uncertain().await {
+            error_response::scrub_all(&mut fields);
+        } else {
             let masking = self.masking.clone();
             error_response::scrub(&mut fields, &|t| masking.detect(t));
-            error_response::encode_fields(&mut self.out, tag, &fields);
-        } else {
-            self.forward(frame);
         }
+        error_response::encode_fields(&mut self.out, tag, &fields);
         code
     }
+
+    /// A NotificationResponse: its payload (and channel name) pass the
+    /// detectors; while the statement or transaction at hand may read a
+    /// masked column the payload is replaced (`pg_notify('c', ssn)`).
+    async fn notification(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        if !self.masking.active() {
+            self.forward(frame);
+            return Ok(());
+        }
+        let body = frame.body();
+        let (pid, rest) = body.split_at(body.len().min(4));
+        let mut parts = rest.split(|b| *b == 0);
+        let channel = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        let payload = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        let whole = self.uncertain().await;
+        let channel = self.masking.detect(&channel).unwrap_or(channel);
+        let payload = if whole {
+            error_response::HIDDEN.to_string()
+        } else {
+            self.masking.detect(&payload).unwrap_or(payload)
+        };
+        let at = super::messages::begin(&mut self.out, backend::NOTIFICATION_RESPONSE);
+        self.out.extend_from_slice(pid);
+        super::messages::put_cstr(&mut self.out, &channel);
+        super::messages::put_cstr(&mut self.out, &payload);
+        super::messages::finish(&mut self.out, at);
+        Ok(())
+    }
+
+    /// A ParameterStatus of a setting Sluice does not track, while masking
+    /// applies: a free-text setting (`application_name`, `search_path`…)
+    /// changed while the statement or transaction at hand may read a masked
+    /// column is replaced (`set_config('application_name', ssn, false)`);
+    /// every value passes the detectors.
+    async fn scrubbed_parameter(&mut self, name: &str, value: &str) {
+        let free_text = !matches!(
+            name,
+            "server_version"
+                | "server_encoding"
+                | "client_encoding"
+                | "standard_conforming_strings"
+                | "integer_datetimes"
+                | "is_superuser"
+                | "in_hot_standby"
+                | "default_transaction_read_only"
+                | "scram_iterations"
+                | "DateStyle"
+                | "IntervalStyle"
+        );
+        let value = if free_text && self.uncertain().await {
+            error_response::HIDDEN.to_string()
+        } else {
+            self.masking
+                .detect(value)
+                .unwrap_or_else(|| value.to_string())
+        };
+        let at = super::messages::begin(&mut self.out, backend::PARAMETER_STATUS);
+        super::messages::put_cstr(&mut self.out, name);
+        super::messages::put_cstr(&mut self.out, &value);
+        super::messages::finish(&mut self.out, at);
+    }
+
+    /// Whether the answer at hand may carry a value of a masked column: the
+    /// statement whose answer is due (or, for what arrives at Sync or at the
+    /// end of a transaction, any statement run in it) reads a table with
+    /// masked columns (directly or through a view), calls a function (whose
+    /// body Sluice does not see), runs SQL `EXECUTE`/`FETCH`/`CALL`, or is
+    /// unknown. Only asked when an error, notice, notification or
+    /// parameter status arrives, so plain results pay nothing.
+    async fn uncertain(&mut self) -> bool {
+        if !self.masking.has_column_rules() {
+            return false;
+        }
+        let mut statements: Vec<StatementRef> = Vec::new();
+        let mut transaction_end = false;
+        match self.queue.front() {
+            Some(Expect::Simple(s)) => {
+                let index = self.simple.as_ref().map_or(0, |p| p.index);
+                if let Some(stmt) = s.decided.statement(index)
+                    && matches!(
+                        stmt.kind,
+                        sluice_crds::StatementKind::Commit | sluice_crds::StatementKind::Rollback
+                    )
+                {
+                    transaction_end = true;
+                }
+                statements.push(StatementRef {
+                    decided: s.decided.clone(),
+                    index,
+                    prepared: None,
+                });
+            }
+            Some(Expect::Execute(e)) if e.stmt.is_some() => {
+                statements.extend(e.stmt.iter().cloned());
+            }
+            Some(Expect::Describe { stmt: Some(s), .. }) => statements.push(s.clone()),
+            // Parse, Bind, Close read no data.
+            Some(Expect::ParseComplete | Expect::BindComplete(_) | Expect::CloseComplete) => {
+                return false;
+            }
+            Some(Expect::Sync) => transaction_end = true,
+            _ => return true,
+        }
+        if transaction_end {
+            if self.ran_overflow {
+                return true;
+            }
+            statements.extend(self.ran.iter().cloned());
+        }
+        for s in &statements {
+            if self.statement_uncertain(s).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn statement_uncertain(&mut self, s: &StatementRef) -> bool {
+        use sluice_crds::StatementKind as K;
+        let Some(stmt) = s.decided.statement(s.index) else {
+            return true;
+        };
+        if stmt.execute_name.is_some()
+            || !stmt.functions.is_empty()
+            || stmt
+                .kinds
+                .iter()
+                .any(|k| matches!(k, K::Other | K::Call | K::Do))
+        {
+            return true;
+        }
+        if stmt.tables.is_empty() {
+            return false;
+        }
+        let key = (Arc::as_ptr(&s.decided) as usize, s.index);
+        if let Some((_, known)) = self.uncertain_cache.get(&key) {
+            return *known;
+        }
+        let known = {
+            let mut catalog = self.catalog.lock().await;
+            match catalog
+                .extended_matcher(Some(stmt), &[], self.masking.column_matcher())
+                .await
+            {
+                Ok(extended) => {
+                    let m = extended
+                        .as_ref()
+                        .unwrap_or_else(|| self.masking.column_matcher());
+                    stmt.tables.iter().any(|t| {
+                        let (schema, table) = match t.rsplit_once('.') {
+                            Some((s, t)) => (Some(s), t),
+                            None => (None, t.as_str()),
+                        };
+                        m.table_may_have_masked(schema, table).is_some()
+                    })
+                }
+                Err(_) => true,
+            }
+        };
+        if self.uncertain_cache.len() >= MASK_CACHE_ENTRIES {
+            self.uncertain_cache.clear();
+        }
+        // The entry holds the decision, so its address is not reused.
+        self.uncertain_cache.insert(key, (s.decided.clone(), known));
+        known
+    }
+
+    /// A statement ran: kept until the transaction ends, for what arrives
+    /// at its end (see [`ServerLoop::uncertain`]).
+    fn ran(&mut self, s: StatementRef) {
+        if !self.masking.has_column_rules() {
+            return;
+        }
+        if self.ran.len() >= MAX_RAN {
+            self.ran_overflow = true;
+        } else {
+            self.ran.push(s);
+        }
+    }
 }
+
+/// How many statements of one transaction the server loop keeps for
+/// [`ServerLoop::uncertain`]; beyond, its end is treated as uncertain.
+const MAX_RAN: usize = 256;
 
 /// What a decided text may do to the settings Sluice models: the strongest
 /// effect of its statements (see [`settings::effect`]).

@@ -98,36 +98,36 @@ pub fn effect(statement: Option<&sluice_policy::sql::Statement>, text: &str) -> 
         };
     };
     use sluice_crds::StatementKind as K;
-    let lower = s.text.to_ascii_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| !w.is_empty())
-        .collect();
+    // `UPDATE pg_settings SET setting = …` calls set_config through a rule.
     if s.functions.iter().any(|f| f.ends_with("set_config"))
-        || lower.contains("set_config")
+        || s.tables.iter().any(|t| t.ends_with("pg_settings"))
         || s.kinds.contains(&K::Do)
-        || words.first() == Some(&"discard")
-        || words.first() == Some(&"load")
     {
         return Effect::Alone;
     }
-    if s.kinds.contains(&K::Set) {
-        // SET/RESET of another setting (search_path, say) changes nothing
-        // Sluice reads; of these, of ALL, `SET NAMES`, or a quoted name
-        // it cannot be sure of, it does.
-        let names_tracked = TRACKED.iter().any(|t| words.contains(t))
-            || words.contains(&"all")
-            || words.contains(&"names")
-            || lower.contains('"');
-        if names_tracked {
+    // The words are looked at only for the kinds that need them, so plain
+    // reads and writes pay no allocation here.
+    if s.kinds.iter().any(|k| matches!(k, K::Set | K::Other)) {
+        let lower = s.text.to_ascii_lowercase();
+        let words: Vec<&str> = lower
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        if matches!(words.first().copied(), Some("discard" | "load")) {
             return Effect::Alone;
         }
-    }
-    if s.kinds.contains(&K::Commit)
-        || s.kinds.contains(&K::Rollback)
-        || s.kinds.contains(&K::Call)
-        || s.execute_name.is_some()
-        || matches!(
+        // SET/RESET of another setting (search_path, say) changes nothing
+        // Sluice reads; of these, of ALL, `SET NAMES`, or a quoted name
+        // Sluice cannot be sure of, it does.
+        if s.kinds.contains(&K::Set)
+            && (TRACKED.iter().any(|t| words.contains(t))
+                || words.contains(&"all")
+                || words.contains(&"names")
+                || quoted_name(&lower))
+        {
+            return Effect::Alone;
+        }
+        if matches!(
             words.first().copied(),
             Some(
                 "release"
@@ -138,12 +138,43 @@ pub fn effect(statement: Option<&sluice_policy::sql::Statement>, text: &str) -> 
                     | "prepare"
                     | "execute"
                     | "call"
+                    | "fetch"
+                    | "move"
             )
-        )
+        ) {
+            return Effect::Wait;
+        }
+    }
+    if s.kinds
+        .iter()
+        .any(|k| matches!(k, K::Commit | K::Rollback | K::Call))
+        || s.execute_name.is_some()
+        || s.prepare_name.is_some()
     {
         return Effect::Wait;
     }
     Effect::None
+}
+
+/// Whether the setting a `SET`/`RESET` names is a quoted identifier
+/// (`SET "standard_conforming_strings" = off`), which the word check above
+/// cannot read.
+fn quoted_name(lower: &str) -> bool {
+    let mut rest = lower.trim_start();
+    for keyword in ["set", "reset"] {
+        if let Some(r) = rest.strip_prefix(keyword) {
+            rest = r.trim_start();
+            break;
+        }
+    }
+    for keyword in ["session", "local"] {
+        if let Some(r) = rest.strip_prefix(keyword) {
+            rest = r.trim_start();
+            break;
+        }
+    }
+    // A comment before the name hides it as well.
+    rest.starts_with('"') || rest.starts_with("/*") || rest.starts_with("--")
 }
 
 /// Whether `text` only brings the session back to what Sluice models (or
@@ -225,6 +256,15 @@ mod tests {
         ] {
             assert!(!is_restore(t), "{t}");
         }
+    }
+
+    #[test]
+    fn quoted_setting_names_are_caught() {
+        assert!(quoted_name("set \"standard_conforming_strings\" = off"));
+        assert!(quoted_name(
+            "set local /* x */ standard_conforming_strings = off"
+        ));
+        assert!(!quoted_name("set search_path = \"$user\", public"));
     }
 
     #[test]

@@ -404,18 +404,54 @@ impl Sidecar {
         connect(&self.url()).await
     }
 
-    /// The audit events written so far.
+    /// The audit events written so far (panics when there are none: a
+    /// check on an empty or missing file would pass vacuously).
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
+        self.audit_text()
             .lines()
             .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
             .collect()
     }
 
-    /// The raw audit file.
+    /// The raw audit file (panics when it is missing or empty).
     pub fn audit_text(&self) -> String {
-        std::fs::read_to_string(&self.audit).unwrap_or_default()
+        let text = std::fs::read_to_string(&self.audit).unwrap_or_else(|e| {
+            panic!(
+                "the audit file {} cannot be read: {e}",
+                self.audit.display()
+            )
+        });
+        assert!(
+            !text.is_empty(),
+            "the audit file {} is empty",
+            self.audit.display()
+        );
+        text
+    }
+
+    /// The audit events once one satisfies `done` (polled, 20 s deadline;
+    /// async, so that the test's own client tasks go on meanwhile).
+    pub async fn audit_events_until(
+        &self,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let events: Vec<serde_json::Value> = std::fs::read_to_string(&self.audit)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if events.iter().any(&done) {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} in the audit within 20s: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The raw audit file with its random identifiers and hashes (runs of

@@ -150,6 +150,20 @@ pub fn scrub(fields: &mut Vec<Field>, detect: &dyn Fn(&str) -> Option<String>) {
     }
 }
 
+/// Rewrites the fields of a server error or notice raised while a statement
+/// that may read a masked column runs: only the severity, the SQLSTATE and
+/// the server's source position are kept; the message says it was hidden.
+pub fn scrub_all(fields: &mut Vec<Field>) {
+    let code = field(fields, b'C').unwrap_or("").to_string();
+    fields.retain(|f| matches!(f.code, b'S' | b'V' | b'C' | b'F' | b'L' | b'R'));
+    fields.push(Field {
+        code: b'M',
+        value: format!(
+            "message hidden by Sluice (SQLSTATE {code} kept): the statement may read a masked column, so the server's text, which can echo values, is not passed on"
+        ),
+    });
+}
+
 /// Hides every `"…"` that follows `: ` (how PostgreSQL quotes an offending
 /// input value), and any `(…)=(…)` key echo, leaving names elsewhere intact.
 fn hide_quoted_values(text: &str) -> String {
@@ -238,6 +252,24 @@ mod tests {
         let mut fields = vec![f(b'C', "P0001"), f(b'M', "secret 123-45-6789")];
         scrub(&mut fields, &|_| None);
         assert!(!format!("{fields:?}").contains("6789"));
+    }
+
+    #[test]
+    fn scrub_all_keeps_only_the_sqlstate_and_positions() {
+        let mut fields = vec![
+            f(b'S', "WARNING"),
+            f(b'C', "01000"),
+            f(b'M', "value 123-45-6789"),
+            f(b'D', "123-45-6789"),
+            f(b'H', "123-45-6789"),
+            f(b'c', "123-45-6789"),
+            f(b'L', "42"),
+        ];
+        scrub_all(&mut fields);
+        let text = format!("{fields:?}");
+        assert!(!text.contains("6789"), "{text}");
+        assert_eq!(field(&fields, b'C'), Some("01000"));
+        assert!(field(&fields, b'M').unwrap().contains("hidden by Sluice"));
     }
 
     #[test]
