@@ -98,6 +98,7 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, VerifyInputError> {
                     serde_json::json!({
                         "ok": true, "events": report.events, "streams": report.streams,
                         "checkpointsMatched": report.checkpoints_matched, "heads": heads,
+                        "outages": report.outages,
                     })
                 );
             } else {
@@ -108,6 +109,26 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, VerifyInputError> {
                     report.checkpoints_matched,
                     checkpoints.len()
                 );
+                for o in &report.outages {
+                    let dropped = match o.outage.dropped {
+                        0 => String::new(),
+                        n => format!(", {n} event(s) could not be kept and are not in the log"),
+                    };
+                    println!(
+                        "note: line {}: recorded audit outage in stream {}: the sink failed from {} \
+                         to {} ({} failed write(s): {}){dropped}; seq {} to {} were written late, \
+                         intact; the statements, sessions and approvals they record were refused \
+                         and did not run",
+                        o.line,
+                        o.stream,
+                        o.outage.since,
+                        o.until,
+                        o.outage.failed_writes,
+                        o.outage.error,
+                        o.outage.from_seq,
+                        o.outage.to_seq
+                    );
+                }
                 if checkpoints.is_empty() {
                     println!(
                         "note: no checkpoints given, so lines cut from the end of the log cannot be detected"

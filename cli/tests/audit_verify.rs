@@ -125,3 +125,51 @@ fn unreadable_input_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/audit.log"));
 }
+
+/// A log with a recorded outage of the audit sink (events written late,
+/// then an `outage` event) verifies and says so; editing the outage record
+/// is an edit like any other.
+#[test]
+fn a_recorded_outage_is_told_from_an_edit() {
+    use sluice_policy::audit::AuditOutage;
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = AuditChain::new("sidecar-a");
+    let mut lines = Vec::new();
+    for i in 0..4 {
+        let d = AuditEventDraft::new(format!("2026-11-22T10:00:0{i}Z"), AuditKind::Statement);
+        lines.push(chain.append(d).unwrap().to_line().unwrap());
+    }
+    let outage = AuditOutage {
+        dropped: 0,
+        error: "writing the audit event to /var/log/a failed: No space left on device".into(),
+        failed_writes: 2,
+        from_seq: 2,
+        since: "2026-11-22T10:00:01Z".into(),
+        to_seq: 4,
+    };
+    let mut line = Vec::new();
+    chain
+        .append_outage_line("2026-11-22T10:05:00Z", outage, &mut line)
+        .unwrap();
+    lines.push(String::from_utf8(line).unwrap().trim_end().to_string());
+    let path = write(dir.path(), "outage.log", &lines, true);
+    let out = verify(&path, &[]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("OK: 5 events"), "{stdout}");
+    assert!(
+        stdout.contains("line 5: recorded audit outage in stream sidecar-a")
+            && stdout.contains("seq 2 to 4 were written late")
+            && stdout.contains("No space left on device"),
+        "{stdout}"
+    );
+    let out = verify(&path, &["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outages"][0]["fromSeq"], 2, "{v}");
+    assert_eq!(v["outages"][0]["toSeq"], 4, "{v}");
+
+    let mut edited = lines.clone();
+    edited[4] = edited[4].replace("\"toSeq\":4", "\"toSeq\":3");
+    let err = failure(&verify(&write(dir.path(), "edited", &edited, true), &[]));
+    assert!(err.contains("line 5: edited"), "{err}");
+}
