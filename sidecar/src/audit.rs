@@ -50,6 +50,13 @@ pub enum AuditError {
          the event is not recorded"
     )]
     Backlog(String),
+    /// The sidecar is shutting down (SIGTERM or SIGINT): no new session or
+    /// statement is recorded, so none runs.
+    #[error(
+        "Sluice is shutting down: new sessions and statements are refused; reconnect (the \
+         workload's next sidecar serves it)"
+    )]
+    ShuttingDown,
 }
 
 /// Most bytes of events kept for a retry while the audit sink fails (a full
@@ -175,6 +182,15 @@ pub struct AuditLog {
     committer: std::sync::atomic::AtomicBool,
     /// Sessions started and not ended: with one, nobody shares its writes.
     open_sessions: std::sync::atomic::AtomicUsize,
+    /// The PostgreSQL sessions on record and not ended, with their start:
+    /// a shutdown ends those still open (see [`AuditLog::end_open_sessions`]).
+    sessions: Mutex<std::collections::HashMap<String, (SessionInfo, std::time::Instant)>>,
+    /// Told when a session of `sessions` ends.
+    session_ended: tokio::sync::Notify,
+    /// `true` once a shutdown began (see [`AuditLog::shutdown_signal`]).
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Set when a shutdown ended the open sessions: nothing more is recorded.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// See [`AuditLog::open_connection`].
@@ -408,6 +424,87 @@ impl AuditLog {
             written_tx: tokio::sync::watch::channel(0).0,
             committer: std::sync::atomic::AtomicBool::new(false),
             open_sessions: std::sync::atomic::AtomicUsize::new(0),
+            sessions: Mutex::default(),
+            session_ended: tokio::sync::Notify::new(),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    // === shutdown ===
+
+    /// `true` once the sidecar is shutting down (SIGTERM, SIGINT). A data
+    /// plane's session loop watches it: an idle session ends (PostgreSQL:
+    /// `FATAL 57P01` saying Sluice is shutting down, then its `sessionEnd`);
+    /// a session with a statement in flight ends after its answer. Until a
+    /// loop does, new decisions are refused here (write-ahead:
+    /// [`AuditError::ShuttingDown`]), and the shutdown ends the sessions
+    /// still open after the grace period ([`AuditLog::end_open_sessions`]).
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Starts the shutdown: from now on new sessions, statements and
+    /// approvals are refused ([`AuditError::ShuttingDown`]); denials,
+    /// results and session ends are still recorded.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    fn shutting_down(&self) -> Result<(), AuditError> {
+        if *self.shutdown.borrow() {
+            return Err(AuditError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL sessions started and not ended.
+    pub fn open_session_count(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Waits until every session has ended or `deadline` passes; returns how
+    /// many are still open.
+    pub async fn drained(&self, deadline: tokio::time::Instant) -> usize {
+        loop {
+            let ended = self.session_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let open = self.open_session_count();
+            if open == 0 {
+                return 0;
+            }
+            tokio::select! {
+                () = ended => {}
+                () = tokio::time::sleep_until(deadline) => return self.open_session_count(),
+            }
+        }
+    }
+
+    /// Ends the shutdown: writes a `sessionEnd` (with `reason` as its error)
+    /// for every session still open, then records nothing more, and writes
+    /// what is pending. Returns how many sessions it ended.
+    pub fn end_open_sessions(&self, reason: &str) -> Result<usize, AuditError> {
+        self.begin_shutdown();
+        let open: Vec<_> = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.drain().map(|(_, v)| v).collect()
+        };
+        let mut first_error = None;
+        for (s, started) in &open {
+            self.session_closed();
+            if let Err(e) = self.write_session_end(s, started.elapsed(), Some(reason)) {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let flushed = self.flush();
+        match first_error {
+            Some(e) => Err(e),
+            None => flushed.map(|()| open.len()),
         }
     }
 
@@ -489,6 +586,9 @@ impl AuditLog {
         )
             -> Result<(u64, String, Option<String>), sluice_policy::audit::AuditError>,
     ) -> Result<u64, AuditError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AuditError::ShuttingDown);
+        }
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *guard;
         if inner.pending.len() >= MAX_BACKLOG
@@ -694,6 +794,12 @@ impl AuditLog {
         outcome: Option<AuditOutcome>,
         durable: bool,
     ) -> Result<u64, AuditError> {
+        if matches!(
+            kind,
+            AuditKind::Statement | AuditKind::SessionStart | AuditKind::Approval
+        ) {
+            self.shutting_down()?;
+        }
         if let Some(session) = s.pieces() {
             // The session's fields pre-rendered; the request's rendered here.
             let command = command.as_ref().map(Rendered::command).transpose()?;
@@ -756,6 +862,7 @@ impl AuditLog {
         tls: bool,
         channel_binding: bool,
     ) -> Result<(), AuditError> {
+        self.shutting_down()?;
         let mut d = self.draft(s, AuditKind::SessionStart);
         d.decision = Some(AuditDecision {
             action: Action::Allow,
@@ -772,6 +879,10 @@ impl AuditLog {
         self.write(d)?;
         // Counted once on record (a refused session never ends one).
         self.session_opened();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(s.id.clone(), (s.clone(), std::time::Instant::now()));
         Ok(())
     }
 
@@ -782,7 +893,27 @@ impl AuditLog {
         duration: Duration,
         error: Option<&str>,
     ) -> Result<(), AuditError> {
+        let on_record = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&s.id)
+            .is_some();
+        self.session_ended.notify_waiters();
+        if !on_record && self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            // The shutdown already recorded its end.
+            return Ok(());
+        }
         self.session_closed();
+        self.write_session_end(s, duration, error)
+    }
+
+    fn write_session_end(
+        &self,
+        s: &SessionInfo,
+        duration: Duration,
+        error: Option<&str>,
+    ) -> Result<(), AuditError> {
         let mut d = self.draft(s, AuditKind::SessionEnd);
         d.outcome = Some(AuditOutcome {
             rows: None,
@@ -790,7 +921,7 @@ impl AuditLog {
             error: error.map(String::from),
             masked: None,
         });
-        self.write(d)
+        self.write_event(d, true).map(|_| ())
     }
 
     /// A statement's decision, before it is forwarded; a `denial` event
@@ -802,6 +933,9 @@ impl AuditLog {
         protocol: &str,
         refusal: Option<&Refusal>,
     ) -> Result<(), AuditError> {
+        if refusal.is_none() {
+            self.shutting_down()?;
+        }
         let d = self.statement_draft(s, decided, protocol, refusal);
         self.write(d)
     }
@@ -837,6 +971,7 @@ impl AuditLog {
         decided: &Decided,
         protocol: &str,
     ) -> Result<u64, AuditError> {
+        self.shutting_down()?;
         let pieces = &decided.audit;
         let rendered = match protocol {
             "simple" => Some(&pieces.simple),
@@ -902,6 +1037,9 @@ impl AuditLog {
         step: AuditApproval,
         reason: String,
     ) -> Result<(), AuditError> {
+        if kind != AuditKind::Denial {
+            self.shutting_down()?;
+        }
         let sum = decided.summary();
         let mut d = self.draft(s, kind);
         d.command = Some(command(decided));

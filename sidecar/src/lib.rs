@@ -8,7 +8,8 @@
 //! - [`http`]: the HTTP API data plane (decide, inject credentials, mask JSON);
 //! - [`enforcement`]: the only caller of the policy engine;
 //! - [`approval`]: just-in-time approvals through the operator (run mode);
-//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port.
+//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port;
+//! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod postgres;
 pub mod run;
+pub mod shutdown;
 pub mod standalone;
 
 pub use standalone::{StandaloneConfig, StandaloneError};

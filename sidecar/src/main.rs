@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run in a pod, with policies and credentials from the Sluice operator.
+    /// Run in a pod, with policies and credentials from the Sluice operator
+    /// (settings from the environment the injection sets).
     Run,
     /// Run from local manifests (Namespace, Secret, Connection, AccessPolicy YAML).
     Standalone {
@@ -61,6 +62,12 @@ enum Command {
         /// ALPN offers HTTP/2 too and the upstream chooses).
         #[arg(long)]
         http_upstream_http1_only: bool,
+        /// Seconds the open sessions get to end after SIGTERM or SIGINT
+        /// before the sidecar ends them (on record) and exits; keep it
+        /// below the pod's terminationGracePeriodSeconds.
+        #[arg(long, env = sluice_sidecar::shutdown::GRACE_ENV, value_name = "SECONDS",
+              default_value_t = sluice_sidecar::shutdown::DEFAULT_GRACE.as_secs_f64())]
+        shutdown_grace: f64,
     },
 }
 
@@ -98,9 +105,9 @@ fn main() -> anyhow::Result<()> {
                 for (name, addr) in &running.listeners {
                     tracing::info!(connection = %name, %addr, "ready");
                 }
-                shutdown_signal().await?;
-                tracing::info!("shutting down");
-                drop(running);
+                let signal = shutdown_signal().await?;
+                tracing::info!(signal, "shutting down");
+                running.shutdown().await;
                 anyhow::Ok(())
             })
         }
@@ -116,8 +123,11 @@ fn main() -> anyhow::Result<()> {
             http_timeout,
             http_max_body,
             http_upstream_http1_only,
+            shutdown_grace,
         } => {
             init_logs(log_format);
+            let grace = sluice_sidecar::shutdown::grace(shutdown_grace)
+                .context("--shutdown-grace must be between 0 and 3600 seconds")?;
             if max_message_size < 1024 {
                 anyhow::bail!("--max-message-size must be at least 1024 bytes");
             }
@@ -146,32 +156,32 @@ fn main() -> anyhow::Result<()> {
                 for (name, addr, bound) in &running.listeners {
                     tracing::info!(connection = %name, %addr, bound, "ready");
                 }
-                tokio::signal::ctrl_c()
-                    .await
-                    .context("cannot wait for Ctrl-C")?;
-                tracing::info!("shutting down");
+                let signal = shutdown_signal().await?;
+                tracing::info!(signal, "shutting down");
+                running.shutdown(grace).await;
                 anyhow::Ok(())
             })
         }
     }
 }
 
-/// Ctrl-C, or SIGTERM (what the kubelet sends a container it stops).
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// SIGINT (Ctrl-C), or SIGTERM (what the kubelet sends a container it
+/// stops): which one came.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot wait for SIGTERM")?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C")?,
-            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C").map(|()| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
         }
-        Ok(())
     }
     #[cfg(not(unix))]
     {
         tokio::signal::ctrl_c()
             .await
             .context("cannot wait for Ctrl-C")
+            .map(|()| "SIGINT")
     }
 }
