@@ -9,7 +9,8 @@
 //! - [`enforcement`]: the only caller of the policy engine;
 //! - [`approval`]: just-in-time approvals through the operator (run mode);
 //! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port;
-//! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record.
+//! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
+//! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod audit;
 pub mod bundle_client;
 pub mod enforcement;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod postgres;
 pub mod run;

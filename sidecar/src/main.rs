@@ -68,6 +68,28 @@ enum Command {
         #[arg(long, env = sluice_sidecar::shutdown::GRACE_ENV, value_name = "SECONDS",
               default_value_t = sluice_sidecar::shutdown::DEFAULT_GRACE.as_secs_f64())]
         shutdown_grace: f64,
+        /// PostgreSQL: seconds a client has to send its first message
+        /// (startup packet or SSL request) before it is dropped.
+        #[arg(long, env = sluice_sidecar::limits::env::PG_STARTUP_TIMEOUT, value_name = "SECONDS",
+              default_value_t = sluice_sidecar::limits::DEFAULT_PG_STARTUP_TIMEOUT.as_secs_f64())]
+        pg_startup_timeout: f64,
+        /// Connections one listener holds at once (also capped at its share
+        /// of the file descriptors).
+        #[arg(long, env = sluice_sidecar::limits::env::MAX_CONNECTIONS, value_name = "N",
+              default_value_t = sluice_sidecar::limits::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// File descriptors kept free for everything but sessions.
+        #[arg(long, env = sluice_sidecar::limits::env::FD_RESERVE, value_name = "N",
+              default_value_t = sluice_sidecar::limits::DEFAULT_FD_RESERVE)]
+        fd_reserve: usize,
+        /// HTTP Connections: seconds a client has to send a request's headers.
+        #[arg(long, env = sluice_sidecar::limits::env::HTTP_HEADER_TIMEOUT, value_name = "SECONDS",
+              default_value_t = sluice_sidecar::limits::DEFAULT_HTTP_HEADER_TIMEOUT.as_secs_f64())]
+        http_header_timeout: f64,
+        /// HTTP Connections: seconds a keep-alive connection may stay idle.
+        #[arg(long, env = sluice_sidecar::limits::env::HTTP_IDLE_TIMEOUT, value_name = "SECONDS",
+              default_value_t = sluice_sidecar::limits::DEFAULT_HTTP_IDLE_TIMEOUT.as_secs_f64())]
+        http_idle_timeout: f64,
     },
 }
 
@@ -124,6 +146,11 @@ fn main() -> anyhow::Result<()> {
             http_max_body,
             http_upstream_http1_only,
             shutdown_grace,
+            pg_startup_timeout,
+            max_connections,
+            fd_reserve,
+            http_header_timeout,
+            http_idle_timeout,
         } => {
             init_logs(log_format);
             let grace = sluice_sidecar::shutdown::grace(shutdown_grace)
@@ -140,6 +167,21 @@ fn main() -> anyhow::Result<()> {
                 .context("--http-timeout must be between 0 and 86400 seconds")?;
             cfg.http_max_request_body = http_max_body;
             cfg.http_upstream_http2 = !http_upstream_http1_only;
+            let secs = |v: f64, flag: &str| {
+                sluice_sidecar::limits::seconds(v).with_context(|| {
+                    format!("{flag} must be more than 0 and at most 86400 seconds")
+                })
+            };
+            if max_connections == 0 {
+                anyhow::bail!("--max-connections must be at least 1");
+            }
+            cfg.limits = sluice_sidecar::limits::Limits {
+                pg_startup_timeout: secs(pg_startup_timeout, "--pg-startup-timeout")?,
+                max_connections,
+                fd_reserve,
+                http_header_timeout: secs(http_header_timeout, "--http-header-timeout")?,
+                http_idle_timeout: secs(http_idle_timeout, "--http-idle-timeout")?,
+            };
             let runtime = if worker_threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

@@ -41,7 +41,7 @@ use crate::http::bundle::HttpConnections;
 use crate::metrics::Metrics;
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::framing;
-use crate::postgres::session::{self, ConnectionContext};
+use crate::postgres::session::ConnectionContext;
 use crate::postgres::tls::TlsError;
 use crate::postgres::upstream::UpstreamConfig;
 
@@ -87,6 +87,9 @@ pub struct RunConfig {
     /// How long sessions get to end after SIGTERM (`SLUICE_SHUTDOWN_GRACE`,
     /// seconds; see [`crate::shutdown`]).
     pub shutdown_grace: Duration,
+    /// Connection caps and timeouts (`SLUICE_PG_STARTUP_TIMEOUT`,
+    /// `SLUICE_MAX_CONNECTIONS`, `SLUICE_FD_RESERVE`, … see [`crate::limits`]).
+    pub limits: crate::limits::Limits,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -119,6 +122,7 @@ impl RunConfig {
             http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
             http_upstream_http2: true,
             shutdown_grace: crate::shutdown::DEFAULT_GRACE,
+            limits: crate::limits::Limits::default(),
         }
     }
 
@@ -195,6 +199,8 @@ impl RunConfig {
                 .parse::<usize>()
                 .map_err(|_| bad(env::HTTP_MAX_BODY, &v, "a number of bytes"))?;
         }
+        cfg.limits = crate::limits::Limits::from_vars(&lookup)
+            .map_err(|(name, value, why)| bad(name, &value, why))?;
         if let Some(v) = var(crate::shutdown::GRACE_ENV) {
             cfg.shutdown_grace = v
                 .trim()
@@ -396,6 +402,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         token_out: watch::Sender::new(None),
         admin: None,
         accept: AcceptLoops::default(),
+        fd_budget: crate::limits::FdBudget::new(cfg.limits.fd_reserve),
     };
     let revision = runner.in_force.subscribe();
 
@@ -509,6 +516,8 @@ struct Runner {
     admin: Option<Arc<AdminState>>,
     /// The PostgreSQL accept loops, for a shutdown to stop.
     accept: AcceptLoops,
+    /// The sessions the process's descriptors allow, shared by the listeners.
+    fd_budget: crate::limits::FdBudget,
 }
 
 #[derive(Default)]
@@ -762,6 +771,8 @@ impl Runner {
         };
 
         let mut seen = Vec::new();
+        // Each listener's share of the descriptors (see crate::limits).
+        let listeners = next.len() + http_plans.len();
         for (name, spec, upstream, standing) in next {
             seen.push(name.clone());
             match &standing {
@@ -796,7 +807,18 @@ impl Runner {
             let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(connection = %name, %addr, "listening");
             let (context_tx, context_rx) = watch::channel(ctx);
-            let task = tokio::spawn(serve(listener, context_rx));
+            let slots = crate::limits::ListenerSlots::new(
+                &name,
+                &self.cfg.limits,
+                &self.fd_budget,
+                listeners,
+            );
+            let task = tokio::spawn(crate::limits::serve_postgres(
+                listener,
+                context_rx,
+                slots,
+                self.cfg.limits.pg_startup_timeout,
+            ));
             self.accept
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -1035,25 +1057,6 @@ async fn upload_audit(
                         "audit events not sent to the operator: too many waiting (they are on stdout)"
                     );
                 }
-            }
-        }
-    }
-}
-
-/// Accepts sessions; each gets the Connection's context at that moment.
-async fn serve(
-    listener: tokio::net::TcpListener,
-    context: watch::Receiver<Arc<ConnectionContext>>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((socket, peer)) => {
-                let ctx = context.borrow().clone();
-                tokio::spawn(session::serve(ctx, socket, peer));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

@@ -23,10 +23,10 @@ use crate::audit::{AuditError, AuditLog};
 use crate::enforcement::Binding;
 use crate::metrics::Metrics;
 use crate::postgres::cancel::CancelRegistry;
+use crate::postgres::framing;
 use crate::postgres::session::ConnectionContext;
 use crate::postgres::tls::{self, TlsError};
 use crate::postgres::upstream::UpstreamConfig;
-use crate::postgres::{self, framing};
 
 /// Settings of standalone mode.
 #[derive(Debug, Clone)]
@@ -53,6 +53,8 @@ pub struct StandaloneConfig {
     /// HTTP Connections: offer HTTP/2 besides HTTP/1.1 to the upstream (see
     /// [`crate::http::HttpUpstream::new`]).
     pub http_upstream_http2: bool,
+    /// Connection caps and timeouts (see [`crate::limits`]).
+    pub limits: crate::limits::Limits,
 }
 
 impl StandaloneConfig {
@@ -69,6 +71,7 @@ impl StandaloneConfig {
             http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
             http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
             http_upstream_http2: true,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -367,8 +370,22 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
         tokio::spawn(admin::serve(l, admin_state.clone()));
     }
     let mut accept = Vec::new();
+    // Each listener gets its share of the descriptors (see crate::limits).
+    let budget = crate::limits::FdBudget::new(cfg.limits.fd_reserve);
+    let count = servers.len() + http_servers.len();
     for (listener, ctx) in servers {
-        accept.push(tokio::spawn(postgres::serve(listener, ctx)).abort_handle());
+        let slots = crate::limits::ListenerSlots::new(&ctx.name, &cfg.limits, &budget, count);
+        // The sender is dropped: standalone's context never changes.
+        let context = tokio::sync::watch::channel(ctx).1;
+        accept.push(
+            tokio::spawn(crate::limits::serve_postgres(
+                listener,
+                context,
+                slots,
+                cfg.limits.pg_startup_timeout,
+            ))
+            .abort_handle(),
+        );
     }
     for (listener, ctx) in http_servers {
         // The sender is dropped: standalone's context never changes.
