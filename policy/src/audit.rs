@@ -20,7 +20,8 @@
 //! the file can recompute every hash after an edit, or cut the tail. Chain heads
 //! signed by the operator ([`ChainHead`], checkpoints) close that gap:
 //! [`verify_lines`] fails when the log ends before a checkpoint or disagrees
-//! with one.
+//! with one. It takes the heads as given: their signatures are checked by
+//! the caller (`kubectl sluice audit verify --jwks`) before they count.
 //!
 //! The policy crate never reads the clock: callers pass the event time in.
 
