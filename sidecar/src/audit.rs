@@ -1434,4 +1434,53 @@ mod tests {
         log.durable(e).await.unwrap();
         assert_eq!(whole_lines(6).outages.len(), 1);
     }
+
+    /// While the sink fails, the events kept for the retry are bounded
+    /// ([`MAX_BACKLOG`]): past it new events are refused (not chained) and
+    /// counted in the outage event; the chain on the sink stays whole.
+    #[tokio::test]
+    async fn the_retry_backlog_is_bounded() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let sink = FullDisk {
+            file,
+            room: room.clone(),
+        };
+        let log = Arc::new(AuditLog::open_sink("s", &path, Box::new(sink)).unwrap());
+        let first = log.append_event(draft(), false).unwrap();
+        assert!(log.durable(first).await.is_err());
+        let mut kept = 1u64;
+        let refused = loop {
+            match log.append_event(draft(), false) {
+                Ok(_) => kept += 1,
+                Err(e) => break e,
+            }
+            let pending = log.inner.lock().unwrap().pending.len();
+            assert!(pending < MAX_BACKLOG + 1024, "the backlog is not bounded");
+        };
+        assert!(matches!(refused, AuditError::Backlog(_)), "{refused}");
+        let pending = log.inner.lock().unwrap().pending.len();
+        assert!(
+            (MAX_BACKLOG..MAX_BACKLOG + 1024).contains(&pending),
+            "{pending}"
+        );
+        assert!(log.append_event(draft(), false).is_err());
+        room.store(usize::MAX, Ordering::SeqCst);
+        log.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let report = sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap();
+        assert_eq!(report.events, kept + 1);
+        let o = &report.outages[0].outage;
+        assert_eq!((o.from_seq, o.to_seq, o.dropped), (1, 1, 2));
+        // After the outage, events are chained again.
+        let next = log.append_event(draft(), false).unwrap();
+        log.durable(next).await.unwrap();
+    }
 }
