@@ -125,3 +125,205 @@ fn unreadable_input_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/audit.log"));
 }
+
+/// A log with a recorded outage of the audit sink (events written late,
+/// then an `outage` event) verifies and says so; editing the outage record
+/// is an edit like any other.
+#[test]
+fn a_recorded_outage_is_told_from_an_edit() {
+    use sluice_policy::audit::AuditOutage;
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = AuditChain::new("sidecar-a");
+    let mut lines = Vec::new();
+    for i in 0..4 {
+        let d = AuditEventDraft::new(format!("2026-11-22T10:00:0{i}Z"), AuditKind::Statement);
+        lines.push(chain.append(d).unwrap().to_line().unwrap());
+    }
+    let outage = AuditOutage {
+        dropped: 0,
+        error: "writing the audit event to /var/log/a failed: No space left on device".into(),
+        failed_writes: 2,
+        from_seq: 2,
+        since: "2026-11-22T10:00:01Z".into(),
+        to_seq: 4,
+    };
+    let mut line = Vec::new();
+    chain
+        .append_outage_line("2026-11-22T10:05:00Z", outage, &mut line)
+        .unwrap();
+    lines.push(String::from_utf8(line).unwrap().trim_end().to_string());
+    let path = write(dir.path(), "outage.log", &lines, true);
+    let out = verify(&path, &[]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("OK: 5 events"), "{stdout}");
+    assert!(
+        stdout.contains("line 5: recorded audit outage in stream sidecar-a")
+            && stdout.contains("seq 2 to 4 were written late")
+            && stdout.contains("No space left on device"),
+        "{stdout}"
+    );
+    let out = verify(&path, &["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outages"][0]["fromSeq"], 2, "{v}");
+    assert_eq!(v["outages"][0]["toSeq"], 4, "{v}");
+
+    let mut edited = lines.clone();
+    edited[4] = edited[4].replace("\"toSeq\":4", "\"toSeq\":3");
+    let err = failure(&verify(&write(dir.path(), "edited", &edited, true), &[]));
+    assert!(err.contains("line 5: edited"), "{err}");
+}
+
+/// The operator's signed checkpoint for `head`, as Connection status holds it.
+fn signed_checkpoint(
+    keys: &sluice_operator::gateway_token::KeySet,
+    head: &sluice_policy::audit::ChainHead,
+) -> String {
+    let payload = serde_json::json!({
+        "namespace": "shop", "connection": "orders-db", "stream": head.stream,
+        "sequence": head.seq, "hash": head.hash, "iat": 1_700_000_000u64,
+    });
+    let (signature, key_id) = keys.sign_payload(&payload).unwrap();
+    serde_json::json!({
+        "stream": head.stream, "sequence": head.seq, "hash": head.hash,
+        "signature": signature, "keyId": key_id, "time": "2026-11-22T10:01:00Z",
+    })
+    .to_string()
+}
+
+/// With --jwks a checkpoint counts only when the operator signed it: a log
+/// rewritten (edited and re-hashed) together with its checkpoint is caught,
+/// whether the checkpoint keeps the old signature, is signed by another key,
+/// or is unsigned.
+#[test]
+fn forged_checkpoints_are_refused_with_jwks() {
+    use sluice_operator::gateway_token::KeySet;
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now();
+    let keys = KeySet::generate(now).unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_string(&keys.jwks()).unwrap()).unwrap();
+    let jwks = jwks.to_str().unwrap();
+
+    // Two chains of the same stream: the real one, and one rewritten from
+    // line 1 (fresh hashes, so it verifies on its own).
+    let chain = |tag: &str| {
+        let mut c = AuditChain::new("sidecar-a");
+        let lines: Vec<String> = (0..3)
+            .map(|i| {
+                let mut d =
+                    AuditEventDraft::new(format!("2026-11-22T10:00:0{i}Z"), AuditKind::Statement);
+                d.command = Some(AuditCommand {
+                    text: format!("SELECT {tag} -- {i}"),
+                    fingerprint: "f".into(),
+                    kind: Some("select".into()),
+                });
+                c.append(d).unwrap().to_line().unwrap()
+            })
+            .collect();
+        (lines, c.head())
+    };
+    let (real, real_head) = chain("real");
+    let (fake, fake_head) = chain("fake");
+    let real_log = write(dir.path(), "real.log", &real, true);
+    let fake_log = write(dir.path(), "fake.log", &fake, true);
+    let checkpoints = |name: &str, line: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        path
+    };
+
+    // The operator's checkpoint of the real log verifies.
+    let genuine = checkpoints("genuine", &signed_checkpoint(&keys, &real_head));
+    let out = verify(
+        &real_log,
+        &["--checkpoints", genuine.to_str().unwrap(), "--jwks", jwks],
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 of 1 checkpoint(s) matched, their signatures verified"),
+        "{stdout}"
+    );
+    // Against the rewritten log it mismatches (as without --jwks).
+    let err = failure(&verify(
+        &fake_log,
+        &["--checkpoints", genuine.to_str().unwrap(), "--jwks", jwks],
+    ));
+    assert!(err.contains("checkpointMismatch"), "{err}");
+
+    // The forger rewrites the checkpoint too.
+    let mut kept_signature: serde_json::Value =
+        serde_json::from_str(&signed_checkpoint(&keys, &real_head)).unwrap();
+    kept_signature["hash"] = fake_head.hash.clone().into();
+    let attacker = KeySet::generate(now).unwrap();
+    let unsigned = serde_json::to_string(&fake_head).unwrap();
+    for (name, line, why) in [
+        (
+            "kept-signature",
+            kept_signature.to_string(),
+            "the signature covers",
+        ),
+        (
+            "other-key",
+            signed_checkpoint(&attacker, &fake_head),
+            "is not in the JWKS",
+        ),
+        ("unsigned", unsigned.clone(), "carries no signature"),
+    ] {
+        let path = checkpoints(name, &line);
+        // Without --jwks the forgery passes: checkpoints are taken as given.
+        let out = verify(&fake_log, &["--checkpoints", path.to_str().unwrap()]);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{name}: {stdout}");
+        assert!(stdout.contains("not authenticated"), "{stdout}");
+        let err = failure(&verify(
+            &fake_log,
+            &["--checkpoints", path.to_str().unwrap(), "--jwks", jwks],
+        ));
+        assert!(
+            err.contains("checkpoint not authentic") && err.contains(why),
+            "{name}: {err}"
+        );
+    }
+    // A signature of another key under the operator's key id does not verify.
+    let mut other_kid: serde_json::Value =
+        serde_json::from_str(&signed_checkpoint(&attacker, &fake_head)).unwrap();
+    let real_kid = keys.current().unwrap().kid().to_string();
+    let forged_jws = {
+        let parts: Vec<&str> = other_kid["signature"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .collect();
+        let header = base64_url(
+            &serde_json::json!({"alg": "ES256", "kid": real_kid, "typ": "sluice-checkpoint+jwt"})
+                .to_string(),
+        );
+        format!("{header}.{}.{}", parts[1], parts[2])
+    };
+    other_kid["signature"] = forged_jws.into();
+    other_kid["keyId"] = real_kid.into();
+    let path = checkpoints("reused-kid", &other_kid.to_string());
+    let err = failure(&verify(
+        &fake_log,
+        &["--checkpoints", path.to_str().unwrap(), "--jwks", jwks],
+    ));
+    assert!(err.contains("does not verify"), "{err}");
+}
+
+fn base64_url(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}

@@ -20,7 +20,8 @@
 //! the file can recompute every hash after an edit, or cut the tail. Chain heads
 //! signed by the operator ([`ChainHead`], checkpoints) close that gap:
 //! [`verify_lines`] fails when the log ends before a checkpoint or disagrees
-//! with one.
+//! with one. It takes the heads as given: their signatures are checked by
+//! the caller (`kubectl sluice audit verify --jwks`) before they count.
 //!
 //! The policy crate never reads the clock: callers pass the event time in.
 
@@ -57,6 +58,10 @@ pub enum AuditKind {
     Denial,
     /// An approval was requested or decided.
     Approval,
+    /// The audit sink failed and recovered: events were written late (see
+    /// [`AuditOutage`]). Chained like any event, so a recorded outage is
+    /// told apart from an edit.
+    Outage,
 }
 
 /// Who sent the call.
@@ -143,6 +148,36 @@ pub struct AuditApproval {
     pub request: String,
 }
 
+/// A period in which the audit sink refused writes (a full disk, a closed
+/// pipe), recorded when it took writes again. No event of the chain is lost:
+/// the sidecar keeps events it could not write and writes them, in order,
+/// when the sink recovers. A decision whose record could not be written was
+/// refused (write-ahead), so the `statement`, `sessionStart` and `approval`
+/// events from `fromSeq` to `toSeq` record calls that did not run; the
+/// other events there record what happened.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditOutage {
+    /// Events that were never chained because the backlog kept for the
+    /// retry was full (bounded memory); 0 when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+    /// The last write error.
+    pub error: String,
+    /// How many writes failed.
+    pub failed_writes: u64,
+    /// The first event whose first write failed.
+    pub from_seq: u64,
+    /// When the first write failed (RFC 3339).
+    pub since: String,
+    /// The last event whose first write failed.
+    pub to_seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One audit event, as written (one JSON line).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -179,6 +214,9 @@ pub struct AuditEvent {
     /// The approval step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<AuditApproval>,
+    /// An outage of the audit sink (events of type `outage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage: Option<AuditOutage>,
     /// Hash of the previous event of the stream ([`GENESIS`] for the first).
     pub prev: String,
     /// This event's chain hash.
@@ -303,6 +341,9 @@ impl AuditEvent {
         first = true;
         if let Some(v) = &self.identity {
             put_value(out, &mut first, "identity", v)?;
+        }
+        if let Some(v) = &self.outage {
+            put_value(out, &mut first, "outage", v)?;
         }
         if let Some(v) = &self.outcome {
             put_value(out, &mut first, "outcome", v)?;
@@ -589,6 +630,30 @@ impl AuditChain {
         result.map(|()| event)
     }
 
+    /// Appends an `outage` event (see [`AuditOutage`]) at `time` and its
+    /// line, as [`AuditChain::append_line`] does.
+    pub fn append_outage_line(
+        &mut self,
+        time: &str,
+        outage: AuditOutage,
+        line: &mut Vec<u8>,
+    ) -> Result<AuditEvent, AuditError> {
+        let mut event = self.next_event(AuditEventDraft::new(time, AuditKind::Outage));
+        event.outage = Some(outage);
+        let mut canonical = std::mem::take(&mut self.scratch);
+        canonical.clear();
+        let written = event.write_canonical(&mut canonical);
+        let result = written.map(|split| {
+            let (digest, hex) = self.link(&canonical);
+            splice_hash(&canonical, split, hex.as_str(), line);
+            line.push(b'\n');
+            event.hash = hex.as_str().to_owned();
+            self.advance(event.seq, &event.hash, digest);
+        });
+        self.scratch = canonical;
+        result.map(|()| event)
+    }
+
     /// Numbers, links and hashes the event made of `pieces` as the stream's
     /// next one and appends its line and a newline to `line`: the same bytes
     /// [`AuditChain::append_line`] writes for the same content, made by
@@ -696,6 +761,7 @@ impl AuditChain {
             decision: draft.decision,
             outcome: draft.outcome,
             approval: draft.approval,
+            outage: None,
             prev: self.last_hash.clone(),
             hash: String::new(),
         }
@@ -892,6 +958,26 @@ pub struct VerifyReport {
     /// Checkpoints for events before the start of the log (not checked: the log
     /// is a later segment).
     pub checkpoints_before_log: usize,
+    /// Outages of the audit sink the log records (events of type `outage`):
+    /// events written late, not edited.
+    pub outages: Vec<RecordedOutage>,
+}
+
+/// An `outage` event found in a verified log.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedOutage {
+    /// 1-based line of the outage event.
+    pub line: usize,
+    /// Its stream.
+    pub stream: String,
+    /// Its seq.
+    pub seq: u64,
+    /// When the sink took writes again (the event's time).
+    pub until: String,
+    /// What it records.
+    #[serde(flatten)]
+    pub outage: AuditOutage,
 }
 
 #[derive(Debug)]
@@ -939,6 +1025,7 @@ pub struct ChainVerifier {
     events: u64,
     line: usize,
     failed: Option<VerifyError>,
+    outages: Vec<RecordedOutage>,
 }
 
 impl ChainVerifier {
@@ -955,6 +1042,7 @@ impl ChainVerifier {
             events: 0,
             line: 0,
             failed: None,
+            outages: Vec::new(),
         }
     }
 
@@ -1080,6 +1168,36 @@ impl ChainVerifier {
             }
             self.seen.insert(key, (event.hash.clone(), line));
         }
+        if event.rest.get("type").and_then(Value::as_str) == Some("outage") {
+            let outage = event
+                .rest
+                .get("outage")
+                .cloned()
+                .and_then(|v| serde_json::from_value::<AuditOutage>(v).ok())
+                .filter(|o| o.from_seq <= o.to_seq && o.to_seq < event.seq)
+                .ok_or_else(|| {
+                    fail(
+                        VerifyErrorKind::Malformed,
+                        Some(stream),
+                        format!(
+                            "seq {}: an outage event without a valid outage field",
+                            event.seq
+                        ),
+                    )
+                })?;
+            self.outages.push(RecordedOutage {
+                line,
+                stream: stream.to_string(),
+                seq: event.seq,
+                until: event
+                    .rest
+                    .get("time")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                outage,
+            });
+        }
         Ok(())
     }
 
@@ -1169,6 +1287,7 @@ impl ChainVerifier {
                 .collect(),
             checkpoints_matched: matched,
             checkpoints_before_log: before_log,
+            outages: self.outages,
         })
     }
 }

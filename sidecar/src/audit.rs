@@ -17,7 +17,7 @@ use std::time::Duration;
 use sluice_crds::Action;
 use sluice_policy::audit::{
     AuditApproval, AuditChain, AuditCommand, AuditDecision, AuditEventDraft, AuditIdentity,
-    AuditKind, AuditOutcome, EventPieces, Rendered,
+    AuditKind, AuditOutage, AuditOutcome, EventPieces, Rendered,
 };
 
 use crate::enforcement::{Binding, Decided, Refusal};
@@ -43,7 +43,26 @@ pub enum AuditError {
     /// The batch write holding the event failed (see [`AuditLog::durable`]).
     #[error("{0}")]
     Batch(String),
+    /// The sink has been failing for so long that the events kept for the
+    /// retry reached their bound: the event is not recorded.
+    #[error(
+        "the audit sink has been failing ({0}) and {MAX_BACKLOG} bytes of events wait for it; \
+         the event is not recorded"
+    )]
+    Backlog(String),
+    /// The sidecar is shutting down (SIGTERM or SIGINT): no new session or
+    /// statement is recorded, so none runs.
+    #[error(
+        "Sluice is shutting down: new sessions and statements are refused; reconnect (the \
+         workload's next sidecar serves it)"
+    )]
+    ShuttingDown,
 }
+
+/// Most bytes of events kept for a retry while the audit sink fails (a full
+/// disk); past it new events are refused, so decisions are refused
+/// (write-ahead) and memory stays bounded.
+pub const MAX_BACKLOG: usize = 16 << 20;
 
 /// Who a session is, for audit records.
 #[derive(Debug, Clone)]
@@ -151,7 +170,6 @@ pub struct ResultRecord {
 pub struct AuditLog {
     stream: String,
     inner: Mutex<Inner>,
-    stdout: bool,
     /// Also hands every event to this channel (run mode: the operator's
     /// `/v1/audit`). Best effort: stdout and the file stay the write-ahead sinks.
     forward: Option<tokio::sync::mpsc::Sender<Forwarded>>,
@@ -159,11 +177,20 @@ pub struct AuditLog {
     forward_dropped: std::sync::atomic::AtomicU64,
     /// Group commit: wakes the committer task, which writes what is pending.
     commit: Arc<tokio::sync::Notify>,
-    /// How many lines are written (or lost to a failed write), for waiters.
+    /// How many lines a write was attempted for, for waiters.
     written_tx: tokio::sync::watch::Sender<u64>,
     committer: std::sync::atomic::AtomicBool,
     /// Sessions started and not ended: with one, nobody shares its writes.
     open_sessions: std::sync::atomic::AtomicUsize,
+    /// The PostgreSQL sessions on record and not ended, with their start:
+    /// a shutdown ends those still open (see [`AuditLog::end_open_sessions`]).
+    sessions: Mutex<std::collections::HashMap<String, (SessionInfo, std::time::Instant)>>,
+    /// Told when a session of `sessions` ends.
+    session_ended: tokio::sync::Notify,
+    /// `true` once a shutdown began (see [`AuditLog::shutdown_signal`]).
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Set when a shutdown ended the open sessions: nothing more is recorded.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// See [`AuditLog::open_connection`].
@@ -189,64 +216,296 @@ pub struct Forwarded {
     pub hash: String,
 }
 
-/// How many failed batch writes are remembered for their waiters; older
-/// failures make every line up to them count as failed (fail closed).
-const FAILED_BATCHES: usize = 64;
+/// Where audit lines are written: the audit file or stdout. A regular file
+/// can be cut back to its last whole line after a failed write; a pipe
+/// cannot, and its writes resume where the failed one stopped.
+pub trait AuditSink: Send {
+    /// Writes some of `buf` (as [`Write::write`]).
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Cuts the sink back to `len` bytes and writes on from there; `Ok(false)`
+    /// when it cannot be cut (a pipe, a terminal, a device).
+    fn truncate(&mut self, len: u64) -> io::Result<bool>;
+    /// Its length now, when it can be cut back.
+    fn cut_len(&mut self) -> io::Result<Option<u64>>;
+}
+
+impl AuditSink for File {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Write::write(self, buf)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<bool> {
+        if !self.metadata()?.is_file() {
+            return Ok(false);
+        }
+        self.set_len(len)?;
+        // Without O_APPEND (stdout redirected by a shell) the offset must
+        // follow; with it the seek is harmless.
+        io::Seek::seek(self, io::SeekFrom::Start(len))?;
+        Ok(true)
+    }
+
+    fn cut_len(&mut self) -> io::Result<Option<u64>> {
+        let meta = self.metadata()?;
+        Ok(meta.is_file().then_some(meta.len()))
+    }
+}
+
+/// One sink and how much of the pending lines it has taken.
+struct Sink {
+    /// `stdout` or the file's path, for errors.
+    name: Option<PathBuf>,
+    out: Box<dyn AuditSink>,
+    /// Bytes of [`Inner::pending`] this sink has taken.
+    done: usize,
+    /// The sink's length at `done`, when it can be cut back.
+    len: Option<u64>,
+    /// A failed write left a partial line that could not be cut yet: it is
+    /// cut before anything else is written.
+    torn: bool,
+}
+
+impl Sink {
+    fn new(name: Option<PathBuf>, mut out: Box<dyn AuditSink>) -> io::Result<Self> {
+        let len = out.cut_len()?;
+        Ok(Sink {
+            name,
+            out,
+            done: 0,
+            len,
+            torn: false,
+        })
+    }
+
+    /// Writes `pending[done..]`. On failure a sink that can be cut back is
+    /// cut to its last whole line, and takes the lines again next time.
+    fn take(&mut self, pending: &[u8]) -> io::Result<()> {
+        if self.torn
+            && let Some(len) = self.len
+        {
+            self.out.truncate(len)?;
+            self.torn = false;
+        }
+        let start = self.done;
+        while self.done < pending.len() {
+            match self.out.write(&pending[self.done..]) {
+                Ok(0) => {
+                    return self.failed(start, io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => self.done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.failed(start, e),
+            }
+        }
+        if let Some(len) = &mut self.len {
+            *len += (self.done - start) as u64;
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, start: usize, e: io::Error) -> io::Result<()> {
+        if let Some(len) = self.len {
+            // Cut the partial line: the lines are taken again, whole.
+            self.done = start;
+            match self.out.truncate(len) {
+                Ok(true) => {}
+                Ok(false) => self.len = None,
+                Err(_) => self.torn = true,
+            }
+        }
+        Err(e)
+    }
+
+    fn error(&self, source: io::Error) -> AuditError {
+        match &self.name {
+            None => AuditError::Stdout(source),
+            Some(path) => AuditError::File {
+                path: path.clone(),
+                source,
+            },
+        }
+    }
+}
+
+/// A sink failing, as the next `outage` event will record it.
+struct Outage {
+    since: String,
+    from_seq: u64,
+    to_seq: u64,
+    failed_writes: u64,
+    dropped: u64,
+    error: String,
+}
 
 struct Inner {
     chain: AuditChain,
-    file: Option<(PathBuf, File)>,
-    /// Lines not yet written: result events wait here for the next decision
-    /// event (or the periodic [`AuditLog::flush`]) so that a statement costs
-    /// one write, not two. Decision, denial and session events are written
-    /// at once, with everything before them.
+    sinks: Vec<Sink>,
+    /// Lines not yet on every sink: result events wait here for the next
+    /// decision event (or the periodic [`AuditLog::flush`]) so that a
+    /// statement costs one write, not two; and while a sink fails, every
+    /// line waits here for the retry (bounded by [`MAX_BACKLOG`]), so the
+    /// chain on the sink never misses a link.
     pending: Vec<u8>,
-    /// Lines appended so far, and how many of them were handed to a write.
+    /// Lines appended so far (a line's number is its `seq`).
     appended: u64,
-    written: u64,
-    /// Failed writes, as line ranges `(after, upto]` and the error, newest last.
-    failed: std::collections::VecDeque<(u64, u64, String)>,
-    /// Lines up to this one count as failed (older failures forgotten).
-    failed_upto: u64,
+    /// Lines a write was attempted for.
+    attempted: u64,
+    /// Lines on every sink.
+    durable: u64,
+    /// Why the last write failed, while lines are not durable.
+    error: Option<String>,
+    /// The sink failing since, recorded once it takes writes again.
+    outage: Option<Outage>,
 }
 
 impl AuditLog {
     /// An audit log on stdout (when `stdout`) and in `file` (appended) when given.
     /// `stream` names the chain (e.g. the sidecar's identity and start time).
     pub fn open(stream: &str, stdout: bool, file: Option<&Path>) -> Result<Self, AuditError> {
-        let file = match file {
-            Some(path) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| AuditError::File {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
-                Some((path.to_path_buf(), f))
-            }
-            None => None,
-        };
-        Ok(AuditLog {
+        let mut sinks = Vec::new();
+        if stdout {
+            // Stdout's own handle buffers, and would write a failed line
+            // again besides the retry; a handle of its own does not.
+            use std::os::fd::AsFd;
+            let out = io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(File::from)
+                .and_then(|f| Sink::new(None, Box::new(f)))
+                .map_err(AuditError::Stdout)?;
+            sinks.push(out);
+        }
+        if let Some(path) = file {
+            let err = |source| AuditError::File {
+                path: path.to_path_buf(),
+                source,
+            };
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(err)?;
+            sinks.push(Sink::new(Some(path.to_path_buf()), Box::new(f)).map_err(err)?);
+        }
+        Ok(Self::with_sinks(stream, sinks))
+    }
+
+    /// An audit log on `sink` only (`name` names it in errors): for a sink
+    /// that is neither stdout nor a file path, e.g. one that fails on purpose.
+    pub fn open_sink(
+        stream: &str,
+        name: &Path,
+        sink: Box<dyn AuditSink>,
+    ) -> Result<Self, AuditError> {
+        let sink =
+            Sink::new(Some(name.to_path_buf()), sink).map_err(|source| AuditError::File {
+                path: name.to_path_buf(),
+                source,
+            })?;
+        Ok(Self::with_sinks(stream, vec![sink]))
+    }
+
+    fn with_sinks(stream: &str, sinks: Vec<Sink>) -> Self {
+        AuditLog {
             stream: stream.to_string(),
             inner: Mutex::new(Inner {
                 chain: AuditChain::new(stream),
-                file,
+                sinks,
                 pending: Vec::with_capacity(4096),
                 appended: 0,
-                written: 0,
-                failed: std::collections::VecDeque::new(),
-                failed_upto: 0,
+                attempted: 0,
+                durable: 0,
+                error: None,
+                outage: None,
             }),
-            stdout,
             forward: None,
             forward_dropped: std::sync::atomic::AtomicU64::new(0),
             commit: Arc::new(tokio::sync::Notify::new()),
             written_tx: tokio::sync::watch::channel(0).0,
             committer: std::sync::atomic::AtomicBool::new(false),
             open_sessions: std::sync::atomic::AtomicUsize::new(0),
-        })
+            sessions: Mutex::default(),
+            session_ended: tokio::sync::Notify::new(),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    // === shutdown ===
+
+    /// `true` once the sidecar is shutting down (SIGTERM, SIGINT). A data
+    /// plane's session loop watches it: an idle session ends (PostgreSQL:
+    /// `FATAL 57P01` saying Sluice is shutting down, then its `sessionEnd`);
+    /// a session with a statement in flight ends after its answer. Until a
+    /// loop does, new decisions are refused here (write-ahead:
+    /// [`AuditError::ShuttingDown`]), and the shutdown ends the sessions
+    /// still open after the grace period ([`AuditLog::end_open_sessions`]).
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Starts the shutdown: from now on new sessions, statements and
+    /// approvals are refused ([`AuditError::ShuttingDown`]); denials,
+    /// results and session ends are still recorded.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    fn shutting_down(&self) -> Result<(), AuditError> {
+        if *self.shutdown.borrow() {
+            return Err(AuditError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL sessions started and not ended.
+    pub fn open_session_count(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Waits until every session has ended or `deadline` passes; returns how
+    /// many are still open.
+    pub async fn drained(&self, deadline: tokio::time::Instant) -> usize {
+        loop {
+            let ended = self.session_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let open = self.open_session_count();
+            if open == 0 {
+                return 0;
+            }
+            tokio::select! {
+                () = ended => {}
+                () = tokio::time::sleep_until(deadline) => return self.open_session_count(),
+            }
+        }
+    }
+
+    /// Ends the shutdown: writes a `sessionEnd` (with `reason` as its error)
+    /// for every session still open, then records nothing more, and writes
+    /// what is pending. Returns how many sessions it ended.
+    pub fn end_open_sessions(&self, reason: &str) -> Result<usize, AuditError> {
+        self.begin_shutdown();
+        let open: Vec<_> = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.drain().map(|(_, v)| v).collect()
+        };
+        let mut first_error = None;
+        for (s, started) in &open {
+            self.session_closed();
+            if let Err(e) = self.write_session_end(s, started.elapsed(), Some(reason)) {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let flushed = self.flush();
+        match first_error {
+            Some(e) => Err(e),
+            None => flushed.map(|()| open.len()),
+        }
     }
 
     /// Also hands every event to `tx` (a full channel drops the event for
@@ -327,8 +586,19 @@ impl AuditLog {
         )
             -> Result<(u64, String, Option<String>), sluice_policy::audit::AuditError>,
     ) -> Result<u64, AuditError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AuditError::ShuttingDown);
+        }
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *guard;
+        if inner.pending.len() >= MAX_BACKLOG
+            && let Some(outage) = &mut inner.outage
+        {
+            // Not chained: the chain on the sink stays whole, and the
+            // outage event counts it.
+            outage.dropped += 1;
+            return Err(AuditError::Backlog(outage.error.clone()));
+        }
         let start = inner.pending.len();
         // Serialised once, straight into the pending lines.
         let (seq, hash, connection) = append(&mut inner.chain, &mut inner.pending)?;
@@ -371,8 +641,8 @@ impl AuditLog {
             // A single session: no other record could share the write, so
             // it is written now rather than via the committer task.
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if inner.written < ticket {
-                // Errors reach the caller through `failed`, below.
+            if inner.attempted < ticket {
+                // Errors reach the caller through `durable`/`error`, below.
                 let _ = self.write_pending(&mut inner);
             }
         }
@@ -383,22 +653,15 @@ impl AuditLog {
             let _ = rx.wait_for(|&w| w >= ticket).await;
         }
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.written < ticket {
-            return Err(AuditError::Batch("the audit log was not written".into()));
+        if inner.durable >= ticket {
+            return Ok(());
         }
-        if ticket <= inner.failed_upto {
-            return Err(AuditError::Batch(
-                "writing the audit event failed (an earlier batch write failed)".into(),
-            ));
-        }
-        match inner
-            .failed
-            .iter()
-            .find(|(after, upto, _)| *after < ticket && ticket <= *upto)
-        {
-            Some((_, _, e)) => Err(AuditError::Batch(e.clone())),
-            None => Ok(()),
-        }
+        Err(AuditError::Batch(
+            inner
+                .error
+                .clone()
+                .unwrap_or_else(|| "the audit log was not written".into()),
+        ))
     }
 
     fn start_committer(self: &Arc<Self>) {
@@ -423,46 +686,82 @@ impl AuditLog {
         self.write_event(draft, true)
     }
 
+    /// Writes the pending lines to every sink. On failure they stay
+    /// pending (each sink cut back to its last whole line, or resuming a
+    /// pipe where it stopped) and the outage is remembered; the first write
+    /// that succeeds after it records the outage as a chained `outage`
+    /// event (see [`sluice_policy::audit::AuditOutage`]).
     fn write_pending(&self, inner: &mut Inner) -> Result<(), AuditError> {
-        if inner.pending.is_empty() {
-            return Ok(());
-        }
-        let result = self.write_out(inner);
-        let upto = inner.appended;
-        if let Err(e) = &result {
-            inner.failed.push_back((inner.written, upto, e.to_string()));
-            if inner.failed.len() > FAILED_BATCHES
-                && let Some((_, forgotten, _)) = inner.failed.pop_front()
-            {
-                inner.failed_upto = forgotten;
+        loop {
+            if inner.pending.is_empty() {
+                return Ok(());
+            }
+            let upto = inner.appended;
+            let result = Self::write_out(inner);
+            inner.attempted = upto;
+            match &result {
+                Ok(()) => {
+                    inner.pending.clear();
+                    for sink in &mut inner.sinks {
+                        sink.done = 0;
+                    }
+                    inner.durable = upto;
+                    inner.error = None;
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    let outage = inner.outage.get_or_insert_with(|| Outage {
+                        since: now(),
+                        from_seq: inner.durable + 1,
+                        to_seq: upto,
+                        failed_writes: 0,
+                        dropped: 0,
+                        error: String::new(),
+                    });
+                    outage.to_seq = upto;
+                    outage.failed_writes += 1;
+                    outage.error.clone_from(&error);
+                    inner.error = Some(error);
+                }
+            }
+            self.written_tx.send_replace(upto);
+            let recovered = result.is_ok() && inner.outage.is_some();
+            if !recovered {
+                return result;
+            }
+            if let Some(o) = inner.outage.take() {
+                tracing::warn!(
+                    from_seq = o.from_seq,
+                    to_seq = o.to_seq,
+                    failed_writes = o.failed_writes,
+                    dropped = o.dropped,
+                    "the audit sink takes writes again; the outage is recorded"
+                );
+                let outage = AuditOutage {
+                    dropped: o.dropped,
+                    error: o.error,
+                    failed_writes: o.failed_writes,
+                    from_seq: o.from_seq,
+                    since: o.since,
+                    to_seq: o.to_seq,
+                };
+                inner
+                    .chain
+                    .append_outage_line(&now(), outage, &mut inner.pending)?;
+                inner.appended += 1;
             }
         }
-        inner.written = upto;
-        self.written_tx.send_replace(upto);
-        result
     }
 
-    fn write_out(&self, inner: &mut Inner) -> Result<(), AuditError> {
-        let pending = std::mem::take(&mut inner.pending);
-        let result = (|| {
-            if self.stdout {
-                let mut out = io::stdout().lock();
-                out.write_all(&pending)
-                    .and_then(|()| out.flush())
-                    .map_err(AuditError::Stdout)?;
+    fn write_out(inner: &mut Inner) -> Result<(), AuditError> {
+        let mut first_error = None;
+        for sink in &mut inner.sinks {
+            if let Err(e) = sink.take(&inner.pending) {
+                let e = sink.error(e);
+                first_error.get_or_insert(e);
             }
-            if let Some((path, f)) = inner.file.as_mut() {
-                f.write_all(&pending).map_err(|source| AuditError::File {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
-            Ok(())
-        })();
-        // Keep the allocation for the next batch.
-        inner.pending = pending;
-        inner.pending.clear();
-        result
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Writes pending result events (called periodically, so that a quiet
@@ -495,6 +794,12 @@ impl AuditLog {
         outcome: Option<AuditOutcome>,
         durable: bool,
     ) -> Result<u64, AuditError> {
+        if matches!(
+            kind,
+            AuditKind::Statement | AuditKind::SessionStart | AuditKind::Approval
+        ) {
+            self.shutting_down()?;
+        }
         if let Some(session) = s.pieces() {
             // The session's fields pre-rendered; the request's rendered here.
             let command = command.as_ref().map(Rendered::command).transpose()?;
@@ -557,6 +862,7 @@ impl AuditLog {
         tls: bool,
         channel_binding: bool,
     ) -> Result<(), AuditError> {
+        self.shutting_down()?;
         let mut d = self.draft(s, AuditKind::SessionStart);
         d.decision = Some(AuditDecision {
             action: Action::Allow,
@@ -573,6 +879,10 @@ impl AuditLog {
         self.write(d)?;
         // Counted once on record (a refused session never ends one).
         self.session_opened();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(s.id.clone(), (s.clone(), std::time::Instant::now()));
         Ok(())
     }
 
@@ -583,7 +893,27 @@ impl AuditLog {
         duration: Duration,
         error: Option<&str>,
     ) -> Result<(), AuditError> {
+        let on_record = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&s.id)
+            .is_some();
+        self.session_ended.notify_waiters();
+        if !on_record && self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            // The shutdown already recorded its end.
+            return Ok(());
+        }
         self.session_closed();
+        self.write_session_end(s, duration, error)
+    }
+
+    fn write_session_end(
+        &self,
+        s: &SessionInfo,
+        duration: Duration,
+        error: Option<&str>,
+    ) -> Result<(), AuditError> {
         let mut d = self.draft(s, AuditKind::SessionEnd);
         d.outcome = Some(AuditOutcome {
             rows: None,
@@ -591,7 +921,7 @@ impl AuditLog {
             error: error.map(String::from),
             masked: None,
         });
-        self.write(d)
+        self.write_event(d, true).map(|_| ())
     }
 
     /// A statement's decision, before it is forwarded; a `denial` event
@@ -603,6 +933,9 @@ impl AuditLog {
         protocol: &str,
         refusal: Option<&Refusal>,
     ) -> Result<(), AuditError> {
+        if refusal.is_none() {
+            self.shutting_down()?;
+        }
         let d = self.statement_draft(s, decided, protocol, refusal);
         self.write(d)
     }
@@ -638,6 +971,7 @@ impl AuditLog {
         decided: &Decided,
         protocol: &str,
     ) -> Result<u64, AuditError> {
+        self.shutting_down()?;
         let pieces = &decided.audit;
         let rendered = match protocol {
             "simple" => Some(&pieces.simple),
@@ -703,6 +1037,9 @@ impl AuditLog {
         step: AuditApproval,
         reason: String,
     ) -> Result<(), AuditError> {
+        if kind != AuditKind::Denial {
+            self.shutting_down()?;
+        }
         let sum = decided.summary();
         let mut d = self.draft(s, kind);
         d.command = Some(command(decided));
@@ -1009,5 +1346,141 @@ mod tests {
         log.durable(a).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         assert!(!log.committer.load(std::sync::atomic::Ordering::Relaxed));
+    }
+
+    /// A file that takes only `room` more bytes (a full disk): a write past
+    /// it takes what fits, then fails with ENOSPC, as a real file system does.
+    struct FullDisk {
+        file: File,
+        room: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AuditSink for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            use std::sync::atomic::Ordering;
+            let room = self.room.load(Ordering::SeqCst);
+            if room == 0 {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = Write::write(&mut self.file, &buf[..buf.len().min(room)])?;
+            self.room.fetch_sub(n, Ordering::SeqCst);
+            Ok(n)
+        }
+
+        fn truncate(&mut self, len: u64) -> io::Result<bool> {
+            AuditSink::truncate(&mut self.file, len)
+        }
+
+        fn cut_len(&mut self) -> io::Result<Option<u64>> {
+            AuditSink::cut_len(&mut self.file)
+        }
+    }
+
+    /// A transient full disk: the failed writes are refused to their
+    /// callers (write-ahead), the file never holds a partial line, and once
+    /// the disk has room the kept events are written in order with an
+    /// `outage` event after them: the chain verifies and the outage shows.
+    #[tokio::test]
+    async fn a_transient_full_disk_keeps_the_chain_and_records_the_outage() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let sink = FullDisk {
+            file,
+            room: room.clone(),
+        };
+        let log = Arc::new(AuditLog::open_sink("s", &path, Box::new(sink)).unwrap());
+        let a = log.append_event(draft(), false).unwrap();
+        log.durable(a).await.unwrap();
+        let whole_lines = |n: usize| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.is_empty() || text.ends_with('\n'),
+                "a torn line: {text:?}"
+            );
+            assert_eq!(text.lines().count(), n, "{text}");
+            sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap()
+        };
+        whole_lines(1);
+        // The disk fills up in the middle of the next line.
+        room.store(40, Ordering::SeqCst);
+        let b = log.append_event(draft(), false).unwrap();
+        let err = log.durable(b).await.unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        whole_lines(1);
+        // A result waits, a decision fails: both are kept.
+        log.append_event(draft(), false).unwrap();
+        let d = log.append_event(draft(), false).unwrap();
+        assert!(log.durable(d).await.is_err());
+        assert!(log.flush().is_err());
+        whole_lines(1);
+        // Room again: the next flush writes b, c, d and the outage.
+        room.store(usize::MAX, Ordering::SeqCst);
+        log.flush().unwrap();
+        let report = whole_lines(5);
+        assert_eq!(report.outages.len(), 1, "{report:?}");
+        let o = &report.outages[0];
+        assert_eq!((o.seq, o.outage.from_seq, o.outage.to_seq), (5, 2, 4));
+        assert_eq!(o.outage.failed_writes, 3);
+        assert!(o.outage.error.contains("No space left"), "{o:?}");
+        // The log goes on as before.
+        let e = log.append_event(draft(), false).unwrap();
+        log.durable(e).await.unwrap();
+        assert_eq!(whole_lines(6).outages.len(), 1);
+    }
+
+    /// While the sink fails, the events kept for the retry are bounded
+    /// ([`MAX_BACKLOG`]): past it new events are refused (not chained) and
+    /// counted in the outage event; the chain on the sink stays whole.
+    #[tokio::test]
+    async fn the_retry_backlog_is_bounded() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let sink = FullDisk {
+            file,
+            room: room.clone(),
+        };
+        let log = Arc::new(AuditLog::open_sink("s", &path, Box::new(sink)).unwrap());
+        let first = log.append_event(draft(), false).unwrap();
+        assert!(log.durable(first).await.is_err());
+        let mut kept = 1u64;
+        let refused = loop {
+            match log.append_event(draft(), false) {
+                Ok(_) => kept += 1,
+                Err(e) => break e,
+            }
+            let pending = log.inner.lock().unwrap().pending.len();
+            assert!(pending < MAX_BACKLOG + 1024, "the backlog is not bounded");
+        };
+        assert!(matches!(refused, AuditError::Backlog(_)), "{refused}");
+        let pending = log.inner.lock().unwrap().pending.len();
+        assert!(
+            (MAX_BACKLOG..MAX_BACKLOG + 1024).contains(&pending),
+            "{pending}"
+        );
+        assert!(log.append_event(draft(), false).is_err());
+        room.store(usize::MAX, Ordering::SeqCst);
+        log.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let report = sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap();
+        assert_eq!(report.events, kept + 1);
+        let o = &report.outages[0].outage;
+        assert_eq!((o.from_seq, o.to_seq, o.dropped), (1, 1, 2));
+        // After the outage, events are chained again.
+        let next = log.append_event(draft(), false).unwrap();
+        log.durable(next).await.unwrap();
     }
 }

@@ -8,7 +8,9 @@
 //! - [`http`]: the HTTP API data plane (decide, inject credentials, mask JSON);
 //! - [`enforcement`]: the only caller of the policy engine;
 //! - [`approval`]: just-in-time approvals through the operator (run mode);
-//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port.
+//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port;
+//! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
+//! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -17,9 +19,11 @@ pub mod audit;
 pub mod bundle_client;
 pub mod enforcement;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod postgres;
 pub mod run;
+pub mod shutdown;
 pub mod standalone;
 
 pub use standalone::{StandaloneConfig, StandaloneError};

@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run in a pod, with policies and credentials from the Sluice operator.
+    /// Run in a pod, with policies and credentials from the Sluice operator
+    /// (settings from the environment the injection sets).
     Run,
     /// Run from local manifests (Namespace, Secret, Connection, AccessPolicy YAML).
     Standalone {
@@ -61,6 +62,34 @@ enum Command {
         /// ALPN offers HTTP/2 too and the upstream chooses).
         #[arg(long)]
         http_upstream_http1_only: bool,
+        /// Seconds the open sessions get to end after SIGTERM or SIGINT
+        /// before the sidecar ends them (on record) and exits; keep it
+        /// below the pod's terminationGracePeriodSeconds.
+        #[arg(long, env = sluice_sidecar::shutdown::GRACE_ENV, value_name = "SECONDS",
+              default_value_t = sluice_sidecar::shutdown::DEFAULT_GRACE.as_secs_f64())]
+        shutdown_grace: f64,
+        /// PostgreSQL: seconds a client has to send its first message
+        /// (startup packet or SSL request) before it is dropped.
+        #[arg(long, env = sluice_sidecar::limits::env::PG_STARTUP_TIMEOUT, value_name = "SECONDS",
+              default_value_t = sluice_sidecar::limits::DEFAULT_PG_STARTUP_TIMEOUT.as_secs_f64())]
+        pg_startup_timeout: f64,
+        /// Connections one listener holds at once (also capped at its share
+        /// of the file descriptors).
+        #[arg(long, env = sluice_sidecar::limits::env::MAX_CONNECTIONS, value_name = "N",
+              default_value_t = sluice_sidecar::limits::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// File descriptors kept free for everything but sessions.
+        #[arg(long, env = sluice_sidecar::limits::env::FD_RESERVE, value_name = "N",
+              default_value_t = sluice_sidecar::limits::DEFAULT_FD_RESERVE)]
+        fd_reserve: usize,
+        /// HTTP Connections: seconds a client has to send a request's headers.
+        #[arg(long, env = sluice_sidecar::limits::env::HTTP_HEADER_TIMEOUT, value_name = "SECONDS",
+              default_value_t = sluice_sidecar::limits::DEFAULT_HTTP_HEADER_TIMEOUT.as_secs_f64())]
+        http_header_timeout: f64,
+        /// HTTP Connections: seconds a keep-alive connection may stay idle.
+        #[arg(long, env = sluice_sidecar::limits::env::HTTP_IDLE_TIMEOUT, value_name = "SECONDS",
+              default_value_t = sluice_sidecar::limits::DEFAULT_HTTP_IDLE_TIMEOUT.as_secs_f64())]
+        http_idle_timeout: f64,
     },
 }
 
@@ -98,9 +127,9 @@ fn main() -> anyhow::Result<()> {
                 for (name, addr) in &running.listeners {
                     tracing::info!(connection = %name, %addr, "ready");
                 }
-                shutdown_signal().await?;
-                tracing::info!("shutting down");
-                drop(running);
+                let signal = shutdown_signal().await?;
+                tracing::info!(signal, "shutting down");
+                running.shutdown().await;
                 anyhow::Ok(())
             })
         }
@@ -116,8 +145,16 @@ fn main() -> anyhow::Result<()> {
             http_timeout,
             http_max_body,
             http_upstream_http1_only,
+            shutdown_grace,
+            pg_startup_timeout,
+            max_connections,
+            fd_reserve,
+            http_header_timeout,
+            http_idle_timeout,
         } => {
             init_logs(log_format);
+            let grace = sluice_sidecar::shutdown::grace(shutdown_grace)
+                .context("--shutdown-grace must be between 0 and 3600 seconds")?;
             if max_message_size < 1024 {
                 anyhow::bail!("--max-message-size must be at least 1024 bytes");
             }
@@ -130,6 +167,21 @@ fn main() -> anyhow::Result<()> {
                 .context("--http-timeout must be between 0 and 86400 seconds")?;
             cfg.http_max_request_body = http_max_body;
             cfg.http_upstream_http2 = !http_upstream_http1_only;
+            let secs = |v: f64, flag: &str| {
+                sluice_sidecar::limits::seconds(v).with_context(|| {
+                    format!("{flag} must be more than 0 and at most 86400 seconds")
+                })
+            };
+            if max_connections == 0 {
+                anyhow::bail!("--max-connections must be at least 1");
+            }
+            cfg.limits = sluice_sidecar::limits::Limits {
+                pg_startup_timeout: secs(pg_startup_timeout, "--pg-startup-timeout")?,
+                max_connections,
+                fd_reserve,
+                http_header_timeout: secs(http_header_timeout, "--http-header-timeout")?,
+                http_idle_timeout: secs(http_idle_timeout, "--http-idle-timeout")?,
+            };
             let runtime = if worker_threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -146,32 +198,32 @@ fn main() -> anyhow::Result<()> {
                 for (name, addr, bound) in &running.listeners {
                     tracing::info!(connection = %name, %addr, bound, "ready");
                 }
-                tokio::signal::ctrl_c()
-                    .await
-                    .context("cannot wait for Ctrl-C")?;
-                tracing::info!("shutting down");
+                let signal = shutdown_signal().await?;
+                tracing::info!(signal, "shutting down");
+                running.shutdown(grace).await;
                 anyhow::Ok(())
             })
         }
     }
 }
 
-/// Ctrl-C, or SIGTERM (what the kubelet sends a container it stops).
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// SIGINT (Ctrl-C), or SIGTERM (what the kubelet sends a container it
+/// stops): which one came.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot wait for SIGTERM")?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C")?,
-            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C").map(|()| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
         }
-        Ok(())
     }
     #[cfg(not(unix))]
     {
         tokio::signal::ctrl_c()
             .await
             .context("cannot wait for Ctrl-C")
+            .map(|()| "SIGINT")
     }
 }

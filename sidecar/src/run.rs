@@ -41,7 +41,7 @@ use crate::http::bundle::HttpConnections;
 use crate::metrics::Metrics;
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::framing;
-use crate::postgres::session::{self, ConnectionContext};
+use crate::postgres::session::ConnectionContext;
 use crate::postgres::tls::TlsError;
 use crate::postgres::upstream::UpstreamConfig;
 
@@ -84,6 +84,12 @@ pub struct RunConfig {
     /// HTTP Connections: offer HTTP/2 to the upstream as well as HTTP/1.1
     /// (`SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true` turns it off).
     pub http_upstream_http2: bool,
+    /// How long sessions get to end after SIGTERM (`SLUICE_SHUTDOWN_GRACE`,
+    /// seconds; see [`crate::shutdown`]).
+    pub shutdown_grace: Duration,
+    /// Connection caps and timeouts (`SLUICE_PG_STARTUP_TIMEOUT`,
+    /// `SLUICE_MAX_CONNECTIONS`, `SLUICE_FD_RESERVE`, … see [`crate::limits`]).
+    pub limits: crate::limits::Limits,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -115,6 +121,8 @@ impl RunConfig {
             http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
             http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
             http_upstream_http2: true,
+            shutdown_grace: crate::shutdown::DEFAULT_GRACE,
+            limits: crate::limits::Limits::default(),
         }
     }
 
@@ -190,6 +198,16 @@ impl RunConfig {
                 .trim()
                 .parse::<usize>()
                 .map_err(|_| bad(env::HTTP_MAX_BODY, &v, "a number of bytes"))?;
+        }
+        cfg.limits = crate::limits::Limits::from_vars(&lookup)
+            .map_err(|(name, value, why)| bad(name, &value, why))?;
+        if let Some(v) = var(crate::shutdown::GRACE_ENV) {
+            cfg.shutdown_grace = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(crate::shutdown::grace)
+                .ok_or_else(|| bad(crate::shutdown::GRACE_ENV, &v, "seconds, from 0 to 3600"))?;
         }
         if let Some(v) = var(env::HTTP_UPSTREAM_HTTP1_ONLY) {
             cfg.http_upstream_http2 = match v.trim() {
@@ -301,9 +319,34 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     revision: watch::Receiver<Option<String>>,
     tasks: Vec<JoinHandle<()>>,
+    audit: Option<Arc<AuditLog>>,
+    accept: AcceptLoops,
+    admin_state: Arc<AdminState>,
+    grace: Duration,
 }
 
+/// The accept loops of the PostgreSQL listeners, also those a later bundle opens.
+type AcceptLoops = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
+
 impl Running {
+    /// Shuts down (SIGTERM, SIGINT): stops accepting, gives the open
+    /// sessions the configured grace period to end, records the end of
+    /// every session, writes the audit log out (see [`crate::shutdown`]).
+    pub async fn shutdown(self) -> crate::shutdown::DrainReport {
+        let accept = self
+            .accept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        crate::shutdown::drain(
+            self.audit.as_ref(),
+            &accept,
+            Some(&self.admin_state),
+            self.grace,
+        )
+        .await
+    }
+
     /// The revision of the bundle in force; `None` while none is (expired,
     /// or the operator refused the identity).
     pub fn bundle_revision(&self) -> watch::Receiver<Option<String>> {
@@ -358,6 +401,8 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         in_force: watch::Sender::new(None),
         token_out: watch::Sender::new(None),
         admin: None,
+        accept: AcceptLoops::default(),
+        fd_budget: crate::limits::FdBudget::new(cfg.limits.fd_reserve),
     };
     let revision = runner.in_force.subscribe();
 
@@ -405,7 +450,8 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
             .push(tokio::spawn(admin::serve(l, admin_state.clone())));
     }
     admin_state.ready.store(true, Ordering::Relaxed);
-    runner.admin = Some(admin_state);
+    runner.admin = Some(admin_state.clone());
+    let (audit, accept) = (runner.audit.clone(), runner.accept.clone());
 
     let mut tasks = std::mem::take(&mut runner.tasks);
     if let Some(audit) = runner.audit.clone() {
@@ -426,6 +472,10 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         admin,
         revision,
         tasks,
+        audit,
+        accept,
+        admin_state,
+        grace: cfg.shutdown_grace,
     })
 }
 
@@ -464,6 +514,10 @@ struct Runner {
     token_out: watch::Sender<Option<Zeroizing<String>>>,
     /// `/readyz` follows whether a bundle is in force.
     admin: Option<Arc<AdminState>>,
+    /// The PostgreSQL accept loops, for a shutdown to stop.
+    accept: AcceptLoops,
+    /// The sessions the process's descriptors allow, shared by the listeners.
+    fd_budget: crate::limits::FdBudget,
 }
 
 #[derive(Default)]
@@ -717,6 +771,8 @@ impl Runner {
         };
 
         let mut seen = Vec::new();
+        // Each listener's share of the descriptors (see crate::limits).
+        let listeners = next.len() + http_plans.len();
         for (name, spec, upstream, standing) in next {
             seen.push(name.clone());
             match &standing {
@@ -751,7 +807,23 @@ impl Runner {
             let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(connection = %name, %addr, "listening");
             let (context_tx, context_rx) = watch::channel(ctx);
-            self.tasks.push(tokio::spawn(serve(listener, context_rx)));
+            let slots = crate::limits::ListenerSlots::new(
+                &name,
+                &self.cfg.limits,
+                &self.fd_budget,
+                listeners,
+            );
+            let task = tokio::spawn(crate::limits::serve_postgres(
+                listener,
+                context_rx,
+                slots,
+                self.cfg.limits.pg_startup_timeout,
+            ));
+            self.accept
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task.abort_handle());
+            self.tasks.push(task);
             self.served.insert(
                 name,
                 Served {
@@ -985,25 +1057,6 @@ async fn upload_audit(
                         "audit events not sent to the operator: too many waiting (they are on stdout)"
                     );
                 }
-            }
-        }
-    }
-}
-
-/// Accepts sessions; each gets the Connection's context at that moment.
-async fn serve(
-    listener: tokio::net::TcpListener,
-    context: watch::Receiver<Arc<ConnectionContext>>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((socket, peer)) => {
-                let ctx = context.borrow().clone();
-                tokio::spawn(session::serve(ctx, socket, peer));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

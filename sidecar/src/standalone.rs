@@ -23,10 +23,10 @@ use crate::audit::{AuditError, AuditLog};
 use crate::enforcement::Binding;
 use crate::metrics::Metrics;
 use crate::postgres::cancel::CancelRegistry;
+use crate::postgres::framing;
 use crate::postgres::session::ConnectionContext;
 use crate::postgres::tls::{self, TlsError};
 use crate::postgres::upstream::UpstreamConfig;
-use crate::postgres::{self, framing};
 
 /// Settings of standalone mode.
 #[derive(Debug, Clone)]
@@ -53,6 +53,8 @@ pub struct StandaloneConfig {
     /// HTTP Connections: offer HTTP/2 besides HTTP/1.1 to the upstream (see
     /// [`crate::http::HttpUpstream::new`]).
     pub http_upstream_http2: bool,
+    /// Connection caps and timeouts (see [`crate::limits`]).
+    pub limits: crate::limits::Limits,
 }
 
 impl StandaloneConfig {
@@ -69,6 +71,7 @@ impl StandaloneConfig {
             http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
             http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
             http_upstream_http2: true,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -143,13 +146,45 @@ pub enum StandaloneError {
     },
 }
 
-/// A started sidecar: where it listens.
-#[derive(Debug)]
+/// A started sidecar: where it listens. Dropping it leaves the servers
+/// running; [`Running::shutdown`] ends them on record.
 pub struct Running {
     /// `(connection, address, bound)` per listener.
     pub listeners: Vec<(String, SocketAddr, bool)>,
     /// The admin address, if any.
     pub admin: Option<SocketAddr>,
+    audit: Arc<AuditLog>,
+    accept: Vec<tokio::task::AbortHandle>,
+    admin_state: Arc<AdminState>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("listeners", &self.listeners)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Shuts down (SIGTERM, SIGINT): stops accepting, gives the open
+    /// sessions `grace` to end, records the end of every session, writes
+    /// the audit log out (see [`crate::shutdown`]).
+    pub async fn shutdown(self, grace: std::time::Duration) -> crate::shutdown::DrainReport {
+        crate::shutdown::drain(
+            Some(&self.audit),
+            &self.accept,
+            Some(&self.admin_state),
+            grace,
+        )
+        .await
+    }
+
+    /// The audit log's shutdown signal (see [`AuditLog::shutdown_signal`]).
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.audit.shutdown_signal()
+    }
 }
 
 struct ManifestSecrets<'a> {
@@ -334,18 +369,42 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
         admin = Some(l.local_addr().unwrap_or(addr));
         tokio::spawn(admin::serve(l, admin_state.clone()));
     }
+    let mut accept = Vec::new();
+    // Each listener gets its share of the descriptors (see crate::limits).
+    let budget = crate::limits::FdBudget::new(cfg.limits.fd_reserve);
+    let count = servers.len() + http_servers.len();
     for (listener, ctx) in servers {
-        tokio::spawn(postgres::serve(listener, ctx));
+        let slots = crate::limits::ListenerSlots::new(&ctx.name, &cfg.limits, &budget, count);
+        // The sender is dropped: standalone's context never changes.
+        let context = tokio::sync::watch::channel(ctx).1;
+        accept.push(
+            tokio::spawn(crate::limits::serve_postgres(
+                listener,
+                context,
+                slots,
+                cfg.limits.pg_startup_timeout,
+            ))
+            .abort_handle(),
+        );
     }
     for (listener, ctx) in http_servers {
         // The sender is dropped: standalone's context never changes.
-        tokio::spawn(crate::http::serve(
-            listener,
-            tokio::sync::watch::channel(ctx).1,
-        ));
+        accept.push(
+            tokio::spawn(crate::http::serve(
+                listener,
+                tokio::sync::watch::channel(ctx).1,
+            ))
+            .abort_handle(),
+        );
     }
     admin_state.ready.store(true, Ordering::Relaxed);
-    Ok(Running { listeners, admin })
+    Ok(Running {
+        listeners,
+        admin,
+        audit,
+        accept,
+        admin_state,
+    })
 }
 
 fn upstream_config(

@@ -838,3 +838,33 @@ pub fn tls_upstream_acceptor(
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
     (acceptor, ca_cert.pem())
 }
+
+// === lifecycle: signals ===
+
+impl Sidecar {
+    /// Sends `signal` (e.g. `TERM`, `INT`) to the sidecar process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits (at most `within`) for the sidecar to exit; its status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for sluice-sidecar") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice-sidecar did not exit within {within:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

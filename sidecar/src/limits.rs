@@ -1,0 +1,390 @@
+//! Bounds on what peers can hold (DESIGN: "everything a peer controls is
+//! bounded"): connections per listener, file descriptors across listeners,
+//! and the time a PostgreSQL client may take to start its session; the HTTP
+//! header-read and idle timeouts are configured here too.
+//!
+//! Every accepted connection takes a slot of its listener and a share of the
+//! process's file descriptors ([`FDS_PER_SESSION`]); a listener's slots are
+//! at most its fair share of what the descriptor limit leaves after
+//! [`Limits::fd_reserve`], so one listener full of idle clients cannot take
+//! the descriptors another listener's sessions need. A connection past
+//! either bound gets `FATAL 53300` (too many connections), as PostgreSQL
+//! answers past `max_connections`, and is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a PostgreSQL client may take to send its first message (the
+/// startup packet, or an SSL/GSS request) — PostgreSQL's
+/// `authentication_timeout` and PgBouncer's `client_login_timeout` are 60 s.
+pub const DEFAULT_PG_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections one listener accepts at once, at most.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// File descriptors kept free for everything but sessions (the admin port,
+/// the operator's API, the audit file, logs, catalog lookups).
+pub const DEFAULT_FD_RESERVE: usize = 64;
+/// HTTP: how long a client may take to send a request's headers.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP: how long a keep-alive connection may stay idle between requests.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Descriptors one session holds: the client's socket, the upstream's, and
+/// the catalog session's.
+pub const FDS_PER_SESSION: usize = 3;
+/// The largest startup packet PostgreSQL accepts (`MAX_STARTUP_PACKET_LENGTH`).
+const MAX_STARTUP_PACKET: usize = 10_000;
+
+/// Environment variables of the limits (both modes; standalone also takes
+/// the flags of the same names).
+pub mod env {
+    /// Seconds; [`super::Limits::pg_startup_timeout`].
+    pub const PG_STARTUP_TIMEOUT: &str = "SLUICE_PG_STARTUP_TIMEOUT";
+    /// Connections; [`super::Limits::max_connections`].
+    pub const MAX_CONNECTIONS: &str = "SLUICE_MAX_CONNECTIONS";
+    /// Descriptors; [`super::Limits::fd_reserve`].
+    pub const FD_RESERVE: &str = "SLUICE_FD_RESERVE";
+    /// Seconds; [`super::Limits::http_header_timeout`].
+    pub const HTTP_HEADER_TIMEOUT: &str = "SLUICE_HTTP_HEADER_TIMEOUT";
+    /// Seconds; [`super::Limits::http_idle_timeout`].
+    pub const HTTP_IDLE_TIMEOUT: &str = "SLUICE_HTTP_IDLE_TIMEOUT";
+}
+
+/// The limits in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// PostgreSQL: time to the client's first complete message; a client
+    /// that sends nothing (or part of a message) is dropped after it.
+    pub pg_startup_timeout: Duration,
+    /// Connections one listener holds at once.
+    pub max_connections: usize,
+    /// Descriptors kept free for everything but sessions.
+    pub fd_reserve: usize,
+    /// HTTP: time to a request's complete headers (slowloris).
+    pub http_header_timeout: Duration,
+    /// HTTP: idle time of a keep-alive connection between requests.
+    pub http_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pg_startup_timeout: DEFAULT_PG_STARTUP_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            fd_reserve: DEFAULT_FD_RESERVE,
+            http_header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
+            http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// A timeout from seconds: finite, more than 0, at most a day.
+pub fn seconds(s: f64) -> Option<Duration> {
+    (s.is_finite() && s > 0.0 && s <= 86_400.0).then(|| Duration::from_secs_f64(s))
+}
+
+impl Limits {
+    /// The limits from environment variables looked up by `lookup` (unset:
+    /// the default); `Err` names the variable and what it takes.
+    pub fn from_vars(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, (&'static str, String, &'static str)> {
+        let mut limits = Limits::default();
+        let var = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        let secs = |name: &'static str, into: &mut Duration| {
+            if let Some(v) = var(name) {
+                *into = v.trim().parse::<f64>().ok().and_then(seconds).ok_or((
+                    name,
+                    v,
+                    "seconds, more than 0 and at most 86400",
+                ))?;
+            }
+            Ok(())
+        };
+        secs(env::PG_STARTUP_TIMEOUT, &mut limits.pg_startup_timeout)?;
+        secs(env::HTTP_HEADER_TIMEOUT, &mut limits.http_header_timeout)?;
+        secs(env::HTTP_IDLE_TIMEOUT, &mut limits.http_idle_timeout)?;
+        let count = |name: &'static str, into: &mut usize| {
+            if let Some(v) = var(name) {
+                *into = v.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or((
+                    name,
+                    v,
+                    "a number more than 0",
+                ))?;
+            }
+            Ok(())
+        };
+        count(env::MAX_CONNECTIONS, &mut limits.max_connections)?;
+        count(env::FD_RESERVE, &mut limits.fd_reserve)?;
+        Ok(limits)
+    }
+}
+
+/// The sessions the process's descriptors allow, shared by its listeners.
+#[derive(Debug, Clone)]
+pub struct FdBudget {
+    sessions: Arc<Semaphore>,
+    total: usize,
+}
+
+impl FdBudget {
+    /// From the descriptor limit (`RLIMIT_NOFILE`, 1024 when unknown) less
+    /// `reserve`.
+    pub fn new(reserve: usize) -> Self {
+        Self::with_limit(open_files_limit().unwrap_or(1024), reserve)
+    }
+
+    /// From a descriptor limit `nofile` less `reserve`.
+    pub fn with_limit(nofile: usize, reserve: usize) -> Self {
+        let total = nofile.saturating_sub(reserve) / FDS_PER_SESSION;
+        FdBudget {
+            sessions: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Sessions the budget allows in all.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// The soft `RLIMIT_NOFILE`, read from `/proc/self/limits` (no libc call:
+/// the crate forbids `unsafe`).
+fn open_files_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// One listener's slots.
+#[derive(Debug, Clone)]
+pub struct ListenerSlots {
+    name: String,
+    slots: Arc<Semaphore>,
+    max: usize,
+    budget: FdBudget,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The listener holds its most connections.
+    #[error(
+        "too many connections to Connection {name}: the sidecar holds at most {max} at once \
+         (--max-connections, {env}); close idle ones or use a pool",
+        env = env::MAX_CONNECTIONS
+    )]
+    Listener {
+        /// The Connection.
+        name: String,
+        /// Its limit.
+        max: usize,
+    },
+    /// The process's descriptors are taken.
+    #[error(
+        "too many connections: the sidecar's file descriptors are taken ({total} sessions in \
+         all); close idle connections"
+    )]
+    Descriptors {
+        /// Sessions the budget allows.
+        total: usize,
+    },
+}
+
+/// A connection's hold on its listener's slot and its descriptor share;
+/// released when dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    _fds: OwnedSemaphorePermit,
+}
+
+impl ListenerSlots {
+    /// Slots for the Connection `name`: `limits.max_connections`, and at
+    /// most a `1/listeners` share of `budget`, so that no listener can take
+    /// the descriptors of the others.
+    pub fn new(name: &str, limits: &Limits, budget: &FdBudget, listeners: usize) -> Self {
+        let share = (budget.total / listeners.max(1)).max(1);
+        let max = limits.max_connections.min(share);
+        ListenerSlots {
+            name: name.to_string(),
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            budget: budget.clone(),
+        }
+    }
+
+    /// Connections the listener holds at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Admits one more connection, or says why not.
+    pub fn admit(&self) -> Result<Admitted, Refused> {
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Listener {
+                name: self.name.clone(),
+                max: self.max,
+            })?;
+        let fds = self
+            .budget
+            .sessions
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Descriptors {
+                total: self.budget.total,
+            })?;
+        Ok(Admitted {
+            _slot: slot,
+            _fds: fds,
+        })
+    }
+}
+
+/// Accepts PostgreSQL sessions on `listener` within `slots`; each gets the
+/// Connection's context at that moment, once its first message arrived
+/// within `startup_timeout`.
+pub async fn serve_postgres(
+    listener: tokio::net::TcpListener,
+    context: tokio::sync::watch::Receiver<Arc<crate::postgres::session::ConnectionContext>>,
+    slots: ListenerSlots,
+    startup_timeout: Duration,
+) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admitted = match slots.admit() {
+            Ok(a) => a,
+            Err(refused) => {
+                tracing::warn!(%peer, "{refused}");
+                tokio::spawn(refuse(socket, refused));
+                continue;
+            }
+        };
+        let ctx = context.borrow().clone();
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            match tokio::time::timeout(startup_timeout, first_message(&socket)).await {
+                Ok(Ok(())) => crate::postgres::session::serve(ctx, socket, peer).await,
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    // As PostgreSQL after authentication_timeout: closed
+                    // without a message (the client sent none to answer).
+                    tracing::info!(%peer, timeout_s = startup_timeout.as_secs_f64(), "client sent no startup message in time; closed");
+                }
+            }
+        });
+    }
+}
+
+/// Waits until the client's first message is complete in the socket's
+/// receive buffer (peeked, not read: the session reads it). Returns at once
+/// for a length PostgreSQL would refuse (the session says so).
+async fn first_message(socket: &TcpStream) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_STARTUP_PACKET];
+    let mut pause = Duration::from_millis(2);
+    loop {
+        socket.readable().await?;
+        let n = socket.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if n >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if n >= len || !(8..=MAX_STARTUP_PACKET).contains(&len) {
+                return Ok(());
+            }
+        }
+        // Part of the message is there: readable() stays ready, so wait
+        // before peeking again (backing off: a trickling client costs little).
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Answers `FATAL 53300` and closes.
+async fn refuse(mut socket: TcpStream, refused: Refused) {
+    use tokio::io::AsyncWriteExt;
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', refused.to_string().as_str()),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut message = vec![b'E'];
+    message.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    message.extend_from_slice(&body);
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&message)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener has at most its share of the descriptor budget, so a
+    /// full listener leaves the others their sessions.
+    #[test]
+    fn one_listener_cannot_take_every_descriptor() {
+        let limits = Limits::default();
+        // 256 descriptors less 64 reserved: 64 sessions; two listeners.
+        let budget = FdBudget::with_limit(256, 64);
+        assert_eq!(budget.total(), 64);
+        let http = ListenerSlots::new("api", &limits, &budget, 2);
+        let pg = ListenerSlots::new("db", &limits, &budget, 2);
+        assert_eq!(http.max(), 32);
+        let held: Vec<_> = (0..32).map(|_| http.admit().unwrap()).collect();
+        assert!(matches!(
+            http.admit(),
+            Err(Refused::Listener { max: 32, .. })
+        ));
+        let pg_held: Vec<_> = (0..32).map(|_| pg.admit().unwrap()).collect();
+        drop(held);
+        assert!(http.admit().is_ok());
+        drop(pg_held);
+    }
+
+    #[test]
+    fn limits_from_the_environment() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(Limits::from_vars(vars(&[])).unwrap(), Limits::default());
+        let l = Limits::from_vars(vars(&[
+            (env::PG_STARTUP_TIMEOUT, "2.5"),
+            (env::MAX_CONNECTIONS, "10"),
+        ]))
+        .unwrap();
+        assert_eq!(l.pg_startup_timeout, Duration::from_millis(2500));
+        assert_eq!(l.max_connections, 10);
+        let e = Limits::from_vars(vars(&[(env::HTTP_IDLE_TIMEOUT, "0")])).unwrap_err();
+        assert_eq!(e.0, env::HTTP_IDLE_TIMEOUT);
+        assert!(Limits::from_vars(vars(&[(env::FD_RESERVE, "x")])).is_err());
+    }
+}
