@@ -522,3 +522,76 @@ async fn masked_values_are_not_laundered_through_writes_or_side_effects() {
         .get(0);
     assert_eq!(notes, "ALICE");
 }
+
+// === #15 item 6: withoutWhere sees through tautologies and covers MERGE ===
+
+/// A WHERE that does not restrict the target's rows is no WHERE, and MERGE
+/// … WHEN MATCHED THEN DELETE/UPDATE is a bulk write too: a `withoutWhere`
+/// deny rule refuses them all, and nothing is written.
+#[tokio::test]
+async fn without_where_sees_through_tautologies_and_merge() {
+    let sidecar = setup_with(
+        "sound_bulk",
+        r#"  defaultAction: allow
+  rules:
+    - {name: no-bulk-writes, match: {statements: [update, delete, merge], withoutWhere: true}, action: deny}
+"#,
+        "CREATE TABLE archive (id int, customer_id int, amount int);
+         INSERT INTO archive VALUES (10, 1, 99);",
+    )
+    .await;
+    let pg = server();
+    let admin = connect(&pg.admin_url(&db_name("sound_bulk"))).await;
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "DELETE FROM orders WHERE id = id",
+        "DELETE FROM orders WHERE orders.id = orders.id",
+        "DELETE FROM orders WHERE true OR id = 1",
+        "DELETE FROM orders WHERE (SELECT true)",
+        "DELETE FROM orders WHERE EXISTS (SELECT 1)",
+        "DELETE FROM orders WHERE 1 = 1",
+        "DELETE FROM orders WHERE NOT false",
+        "DELETE FROM orders WHERE id IS NOT NULL",
+        "DELETE FROM orders WHERE id IN (SELECT id FROM pg_database)",
+        "DELETE FROM orders WHERE id = (SELECT max(id) FROM pg_database)",
+        "DELETE FROM orders USING orders o2 WHERE orders.id = o2.id",
+        "UPDATE orders SET amount = 0 WHERE amount = amount",
+        "UPDATE orders SET amount = 0 WHERE coalesce(id, 0) = coalesce(id, 0)",
+        "UPDATE orders SET amount = 0 WHERE id = 1 OR 'a' = 'a'",
+        "MERGE INTO orders o USING customers c ON true WHEN MATCHED THEN DELETE",
+        "MERGE INTO orders o USING orders s ON o.id = s.id WHEN MATCHED THEN DELETE",
+        "MERGE INTO orders o USING (SELECT * FROM orders) s ON o.id = s.id WHEN MATCHED THEN UPDATE SET amount = 0",
+        "MERGE INTO orders o USING customers c ON c.id = c.id WHEN MATCHED THEN UPDATE SET amount = 0",
+        "WITH d AS (DELETE FROM orders WHERE id = id RETURNING 1) SELECT count(*) FROM d",
+    ] {
+        for extended in [false, true] {
+            let bytes = if extended {
+                raw.extended(sql, false)
+            } else {
+                raw.simple(sql)
+            };
+            assert_refused(&bytes, "42501", sql);
+            assert!(contains(&bytes, "no-bulk-writes"), "{sql}");
+        }
+    }
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM orders WHERE amount <> 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2, "a bulk write ran");
+    // Writes that name their rows run.
+    for sql in [
+        "UPDATE orders SET amount = 7 WHERE id = 11",
+        "DELETE FROM orders WHERE id IN (SELECT a.id FROM archive a WHERE a.amount = 1)",
+        "MERGE INTO orders o USING archive a ON o.id = a.id WHEN MATCHED THEN UPDATE SET amount = a.amount",
+    ] {
+        assert_ran(&raw.simple(sql), false, sql);
+    }
+    let amount: i32 = admin
+        .query_one("SELECT amount FROM orders WHERE id = 11", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, 7);
+}
