@@ -975,12 +975,46 @@ impl PolicySet {
         if let Some(why) = &stmt.refused {
             return Decision::refused_by_sluice(why);
         }
+        if let Some(why) = self.laundering(stmt) {
+            return Decision::refused_by_sluice(&why);
+        }
         let verdicts: Vec<Verdict> = self
             .policies
             .iter()
             .map(|p| p.decide_statement(stmt))
             .collect();
         Decision::combine(&verdicts)
+    }
+
+    /// Why `stmt` (or SQL it runs as text) writes values derived from masked
+    /// columns where the workload can read them back, or passes them to a
+    /// side-effecting function ([`crate::mask_plan::laundering`]). Only run
+    /// when column masking applies and the statement can write or has such a
+    /// function: plain reads pay nothing.
+    fn laundering(&self, stmt: &Statement) -> Option<String> {
+        use StatementKind as K;
+        if self.columns.is_empty() {
+            return None;
+        }
+        let writes = stmt.kinds.iter().any(|k| {
+            matches!(
+                k,
+                K::Insert | K::Update | K::Merge | K::Create | K::Copy | K::Call
+            )
+        });
+        let effects = stmt
+            .functions
+            .iter()
+            .any(|f| crate::mask_plan::is_side_effect_function(f.rsplit('.').next().unwrap_or(f)));
+        if !writes && !effects {
+            return None;
+        }
+        crate::mask_plan::laundering(&stmt.ast, &self.columns).or_else(|| {
+            stmt.embedded.iter().find_map(|inner| {
+                crate::mask_plan::laundering(&inner.ast, &self.columns)
+                    .map(|why| format!("in the SQL it runs as text: {why}"))
+            })
+        })
     }
 
     /// Decides a SQL string: each statement on its own, the string as the most

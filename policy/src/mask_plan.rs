@@ -64,8 +64,10 @@
 //! - Rows whose query is not in the statement (`FETCH` from a cursor, `EXECUTE` of a
 //!   prepared statement, MySQL `CALL`) are masked unless the server gives an origin.
 //! - Data copied into an unmasked table (`INSERT INTO t SELECT ssn ...`,
-//!   `CREATE TABLE AS`) is not followed into later statements that read `t`; that is
-//!   a write to be governed by statement rules.
+//!   `CREATE TABLE AS`, `UPDATE … SET`), or handed to a side-effecting function
+//!   (`set_config`, `pg_notify`, `setval`, …), is not followed into later
+//!   statements: [`laundering`] finds such statements with the same lineage and the
+//!   engine refuses them. It does not see through views or user-defined functions.
 //! - MySQL may report a derived table's alias as `org_table`; such origins are not
 //!   trusted to clear a column (the expression analysis still decides). Where the
 //!   server gives an origin for a column that only a `*` over several relations can
@@ -849,6 +851,11 @@ struct Analyzer<'m> {
     /// Names of CTEs and derived tables (an origin naming one is not trusted).
     derived_names: HashSet<String>,
     depth: usize,
+    /// Looking for writes and side effects of masked values (see
+    /// [`laundering`]): every clause is analysed, not only output ones.
+    effects: bool,
+    /// What [`laundering`] found, in the order found.
+    findings: Vec<String>,
 }
 
 impl<'m> Analyzer<'m> {
@@ -860,6 +867,42 @@ impl<'m> Analyzer<'m> {
             scopes: Vec::new(),
             derived_names: HashSet::new(),
             depth: 0,
+            effects: false,
+            findings: Vec::new(),
+        }
+    }
+
+    /// Records that the statement writes `taint` somewhere the workload can
+    /// read back: `what` says where.
+    fn note_write(&mut self, what: &str, taint: &Tainted) {
+        if let (true, Some(t)) = (self.effects, taint) {
+            self.findings
+                .push(format!("{what} {}", describe_taint(&t.reason)));
+        }
+    }
+
+    /// A value written into `table.column`: laundering unless that column is
+    /// itself masked by a rule at least as strong (rules are ordered
+    /// strongest first) as the one the value's source is masked by.
+    fn note_column_write(&mut self, table: &TableRef, column: &str, taint: &Taint) {
+        let covered = self
+            .matcher
+            .match_column(table.schema.as_deref(), &table.table, column)
+            .is_some_and(|rule| rule <= taint.rule);
+        if !covered {
+            self.note_write(
+                &format!("writes into {}.{column}", table.display()),
+                &Some(taint.clone()),
+            );
+        }
+    }
+
+    /// In [`laundering`] analyses, runs the taint analysis over clauses that
+    /// produce no output (WHERE, JOIN … ON, GROUP BY, …) so that side-effecting
+    /// calls in them are seen.
+    fn scan_effects<V: Visit + ?Sized>(&mut self, node: &V) {
+        if self.effects {
+            let _ = self.taint_of(node);
         }
     }
 
@@ -1166,6 +1209,8 @@ impl<'m> Analyzer<'m> {
             }
         }
         let mut slots = self.set_expr(&q.body);
+        self.scan_effects(&q.order_by);
+        self.scan_effects(&q.limit_clause);
         if q.for_clause.is_some() || !q.pipe_operators.is_empty() {
             let t = join(
                 self.slots_whole(&slots),
@@ -1350,6 +1395,28 @@ impl<'m> Analyzer<'m> {
         let mut out = Vec::new();
         for item in &s.projection {
             self.select_item(item, &mut out);
+        }
+        if self.effects {
+            self.scan_effects(&s.from);
+            self.scan_effects(&s.selection);
+            self.scan_effects(&s.group_by);
+            self.scan_effects(&s.having);
+            self.scan_effects(&s.qualify);
+            self.scan_effects(&s.named_window);
+            if let Some(into) = &s.into {
+                let t = self.slots_whole(&out);
+                self.note_write(
+                    &format!(
+                        "SELECT … INTO {} writes",
+                        into.targets
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    &t,
+                );
+            }
         }
         if s.exclude.is_some() || !s.lateral_views.is_empty() {
             let t = self.slots_whole(&out);
@@ -1752,11 +1819,19 @@ impl<'m> Analyzer<'m> {
                         Some(taints) if !cols.is_empty() && taints.len() == cols.len() => {
                             for (col, t) in cols.into_iter().zip(taints) {
                                 if let Some(t) = t {
+                                    self.note_column_write(&target, &col, &t);
                                     target.written.push((col, t));
                                 }
                             }
                         }
-                        _ => target.written_all = self.slots_whole(&slots),
+                        _ => {
+                            target.written_all = self.slots_whole(&slots);
+                            let all = target.written_all.clone();
+                            self.note_write(
+                                &format!("INSERT INTO {} writes", target.display()),
+                                &all,
+                            );
+                        }
                     }
                 }
                 let ref_name = ins
@@ -1806,6 +1881,7 @@ impl<'m> Analyzer<'m> {
                     }
                 }
                 self.record_assignments(up.assignments.iter());
+                self.scan_effects(&up.selection);
                 let shape = self.returning_in_scope(up.returning.as_deref(), up.output.as_ref());
                 self.scopes.pop();
                 shape
@@ -1822,6 +1898,7 @@ impl<'m> Analyzer<'m> {
                         self.table_with_joins(twj);
                     }
                 }
+                self.scan_effects(&del.selection);
                 let shape = self.returning_in_scope(del.returning.as_deref(), del.output.as_ref());
                 self.scopes.pop();
                 shape
@@ -1831,6 +1908,12 @@ impl<'m> Analyzer<'m> {
                 self.table_factor(&m.table);
                 self.table_factor(&m.source);
                 let t = self.taint_of(&m.clauses);
+                self.scan_effects(&m.on);
+                let (_, table) = match &m.table {
+                    TableFactor::Table { name, .. } => schema_table(name),
+                    _ => (None, String::new()),
+                };
+                self.note_write(&format!("MERGE INTO {table} writes"), &t);
                 if let Some(Source {
                     rel: Rel::Table(target),
                     ..
@@ -1881,6 +1964,16 @@ impl<'m> Analyzer<'m> {
                 for col in assignment_columns(&a.target) {
                     written.push((col, t.clone()));
                 }
+            }
+        }
+        if self.effects
+            && let Some(Source {
+                rel: Rel::Table(target),
+                ..
+            }) = self.scopes.last().and_then(|s| s.sources.first()).cloned()
+        {
+            for (col, t) in &written {
+                self.note_column_write(&target, col, t);
             }
         }
         if let Some(Source {
@@ -2190,7 +2283,12 @@ impl Visitor for TaintVisitor<'_, '_> {
             Expr::QualifiedWildcard(name, _) => self.an.resolve_whole_row(name),
             Expr::Wildcard(_) => self.an.everything_in_scope(),
             Expr::Function(f) => self.function(f),
-            Expr::Exists { .. } => {
+            Expr::Exists { subquery, .. } => {
+                // Its rows' values do not flow out, but side effects in it
+                // happen all the same.
+                if self.an.effects {
+                    let _ = self.an.query(subquery);
+                }
                 self.skip_next_query = true;
                 None
             }
@@ -2238,6 +2336,16 @@ impl TaintVisitor<'_, '_> {
     /// Wildcard arguments are not expressions, so the visitor would not see them.
     fn function(&mut self, f: &Function) -> Tainted {
         let fname = function_name(&f.name);
+        if self.an.effects && is_side_effect_function(&fname) {
+            let args = self.an.taint_of(&f.args);
+            self.an.note_write(
+                &format!(
+                    "passes to {fname}(), whose effect (a setting, notification, sequence, \
+                     lock, large object or remote call) the workload can read back unmasked,"
+                ),
+                &args,
+            );
+        }
         let mut t = if is_dynamic_sql(&fname) {
             self.an.dynamic(&format!("{fname}()"))
         } else if self.an.matcher.is_opaque_function(&fname) {
@@ -2284,6 +2392,140 @@ fn is_builtin_setting(f: &Function) -> bool {
 }
 
 // === entry points ===
+
+/// Functions whose effect outlives the statement where the workload can read
+/// it back (settings, notifications, sequences, advisory locks in `pg_locks`,
+/// large objects, server files, WAL messages, other connections): a value
+/// derived from a masked column must not be passed to them (see
+/// [`laundering`]). Matched by name, any schema.
+pub const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
+    "set_config",
+    "pg_notify",
+    "setval",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_advisory_xact_lock",
+    "pg_advisory_xact_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared",
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_shared",
+    "lo_from_bytea",
+    "lo_put",
+    "lo_create",
+    "lo_import",
+    "lo_export",
+    "lowrite",
+    "pg_logical_emit_message",
+    "pg_create_restore_point",
+    "pg_file_write",
+    "pg_cancel_backend",
+    "pg_terminate_backend",
+    "dblink",
+    "dblink_exec",
+    "dblink_send_query",
+    "dblink_open",
+    "dblink_connect",
+    "dblink_connect_u",
+    "pg_background_launch",
+];
+
+/// Whether `fname` (lower case, unqualified) is one of [`SIDE_EFFECT_FUNCTIONS`].
+pub fn is_side_effect_function(fname: &str) -> bool {
+    SIDE_EFFECT_FUNCTIONS.contains(&fname)
+}
+
+fn describe_taint(reason: &MaskReason) -> String {
+    match reason {
+        MaskReason::Origin => "a masked column's values".to_owned(),
+        MaskReason::DerivedFrom(c) => format!("values derived from masked column {c}"),
+        MaskReason::Uncertain(why) => format!("values that may carry masked columns ({why})"),
+    }
+}
+
+/// Why `stmt` must be refused because it launders masked values, or `None`.
+///
+/// Masking covers what a statement *returns*. A statement that writes a value
+/// derived from a masked column somewhere the workload can read back, or hands
+/// it to a side-effecting function, would defeat it: `UPDATE customers SET
+/// notes = translate(ssn, '-', 'x')` then `SELECT notes`; `INSERT INTO t
+/// SELECT ssn …`; `CREATE TABLE t AS SELECT …`; `SELECT … INTO t`; `MERGE`;
+/// data-modifying CTEs; `COPY (…) TO 'file'`; `set_config('x', ssn, false)`,
+/// `pg_notify`, `setval`, `pg_advisory_lock`, `lo_from_bytea` (see
+/// [`SIDE_EFFECT_FUNCTIONS`]); `CALL p(ssn)`; and the same inside `PREPARE`
+/// and `EXPLAIN ANALYZE`. The lineage is the mask planner's, applied to
+/// every clause (a side effect in `WHERE` counts). A value written into a
+/// column that is itself masked by an equally strong rule is not laundering
+/// (`UPDATE customers SET ssn = upper(ssn)`).
+///
+/// Out of sight: views and user-defined functions the planner alone cannot
+/// see into (a value read through a view of a masked column, or passed to a
+/// user-defined function that writes it), and inference through predicates.
+pub fn laundering(stmt: &Statement, matcher: &ColumnMatcher) -> Option<String> {
+    if matcher.is_empty() {
+        return None;
+    }
+    let mut an = Analyzer::new(stmt, matcher);
+    an.effects = true;
+    match stmt {
+        Statement::Prepare { statement, .. } | Statement::Explain { statement, .. } => {
+            return laundering(statement, matcher);
+        }
+        Statement::CreateTable(ct) => {
+            if let Some(q) = &ct.query {
+                let slots = an.query(q);
+                let t = an.slots_whole(&slots);
+                an.note_write(&format!("CREATE TABLE {} AS writes", ct.name), &t);
+            }
+        }
+        Statement::Copy {
+            source,
+            to: true,
+            target:
+                target @ (sqlparser::ast::CopyTarget::File { .. }
+                | sqlparser::ast::CopyTarget::Program { .. }),
+            ..
+        } => {
+            let t = match source {
+                sqlparser::ast::CopySource::Query(q) => {
+                    let slots = an.query(q);
+                    an.slots_whole(&slots)
+                }
+                sqlparser::ast::CopySource::Table { table_name, .. } => {
+                    let (schema, table) = schema_table(table_name);
+                    an.table_whole(&TableRef::new(schema, table))
+                }
+            };
+            let to = match target {
+                sqlparser::ast::CopyTarget::Program { .. } => "a program",
+                _ => "a server file",
+            };
+            an.note_write(&format!("COPY … TO {to} writes"), &t);
+        }
+        Statement::Call(f) => {
+            let t = an.taint_of(&f.args);
+            an.note_write(
+                &format!(
+                    "CALL {} passes to a procedure, which can store them where they can be read back,",
+                    f.name
+                ),
+                &t,
+            );
+        }
+        other => {
+            let _ = an.statement(other);
+        }
+    }
+    an.findings.into_iter().next().map(|f| {
+        format!(
+            "the statement {f}, where the workload could read them back unmasked; write \
+             values that do not come from masked columns, or ask for the data through a \
+             role that may see it"
+        )
+    })
+}
 
 /// Plan for a statement that returns rows (SELECT, VALUES, INSERT/UPDATE/DELETE ... RETURNING,
 /// EXPLAIN, SHOW, FETCH, ...). Returns exactly one decision per `output` column.

@@ -16,10 +16,18 @@
 //!   that reads (subqueries, `INSERT … SELECT`, `CREATE TABLE … AS`) adds
 //!   `select`. `SELECT … INTO new_table` (Postgres) is `create`. `kinds` is
 //!   sorted in [`StatementKind`]'s order.
-//! - `without_where` is also true when a `WHERE` clause is a constant (no
-//!   column reference and no subquery, e.g. `WHERE true`, `WHERE 1 = 1`,
-//!   `WHERE $1 = $1`), because such a clause filters nothing. It is set for
-//!   nested `UPDATE`/`DELETE` too, including under a plain `EXPLAIN`.
+//! - `without_where` is also true when a `WHERE` clause does not certainly
+//!   restrict the target's rows (read conservatively, see
+//!   `WriteScope::restricts`): constants (`WHERE true`, `1 = 1`, `NOT
+//!   false`, `$1 = $1`), subqueries (`(SELECT true)`, `EXISTS (SELECT 1)`),
+//!   self-comparisons (`id = id`), `OR` with anything that does not restrict,
+//!   negations, `LIKE`, and comparisons with unqualified names inside
+//!   subqueries (PostgreSQL may resolve them to the target's own column:
+//!   qualify them) or with a relation that reads the target table. `MERGE …
+//!   WHEN MATCHED THEN UPDATE/DELETE` without a restricting `ON` (or clause
+//!   condition), and `WHEN NOT MATCHED BY SOURCE THEN UPDATE/DELETE`, count
+//!   too. It is set for nested statements, including under a plain
+//!   `EXPLAIN`. Value-level tautologies (`id > -1`) are beyond syntax.
 //! - `set` is for session state only. MySQL `SET GLOBAL …`, `SET @@global.…`
 //!   and `SET PASSWORD` are `alter` (they change the server or an account);
 //!   MySQL `RESET MASTER/REPLICA/…` is `other`. `COMMENT ON` is `alter`.
@@ -1420,9 +1428,42 @@ impl Collector {
         }
     }
 
-    fn note_where(&mut self, selection: Option<&Expr>) {
-        if selection.is_none_or(is_constant) {
+    fn note_where(&mut self, selection: Option<&Expr>, scope: &WriteScope) {
+        if !selection.is_some_and(|e| scope.restricts(e)) {
             self.without_where = true;
+        }
+    }
+
+    /// `MERGE … WHEN MATCHED THEN UPDATE/DELETE` writes the target rows the
+    /// `ON` condition (and the clause's own `AND`) matches: without a
+    /// restricting one, every row. `WHEN NOT MATCHED BY SOURCE THEN
+    /// UPDATE/DELETE` writes the rows that match nothing: always bulk.
+    fn note_merge(&mut self, merge: &ast::Merge) {
+        let scope = WriteScope::new(
+            std::iter::once(&merge.table),
+            std::iter::once(&merge.source),
+        );
+        let on_restricts = scope.restricts(&merge.on);
+        for clause in &merge.clauses {
+            if !matches!(
+                clause.action,
+                ast::MergeAction::Update(_) | ast::MergeAction::Delete { .. }
+            ) {
+                continue;
+            }
+            let bulk = match clause.clause_kind {
+                ast::MergeClauseKind::Matched => {
+                    !on_restricts
+                        && !clause
+                            .predicate
+                            .as_ref()
+                            .is_some_and(|p| scope.restricts(p))
+                }
+                _ => true,
+            };
+            if bulk {
+                self.without_where = true;
+            }
         }
     }
 
@@ -1510,19 +1551,36 @@ impl Collector {
                     self.add_target(name);
                 }
             }
-            S::Merge(merge) => self.add_target_factor(&merge.table),
+            S::Merge(merge) => {
+                self.add_target_factor(&merge.table);
+                self.note_merge(merge);
+            }
             S::Update(update) => {
-                self.note_where(update.selection.as_ref());
+                let targets = std::iter::once(&update.table.relation)
+                    .chain(update.table.joins.iter().map(|j| &j.relation));
+                let from = match &update.from {
+                    Some(
+                        ast::UpdateTableFromKind::BeforeSet(v)
+                        | ast::UpdateTableFromKind::AfterSet(v),
+                    ) => v.as_slice(),
+                    None => &[],
+                };
+                let scope = WriteScope::new(targets, from.iter().flat_map(relations_of));
+                self.note_where(update.selection.as_ref(), &scope);
                 self.add_target_factor(&update.table.relation);
                 for join in &update.table.joins {
                     self.add_target_factor(&join.relation);
                 }
             }
             S::Delete(delete) => {
-                self.note_where(delete.selection.as_ref());
                 let from = match &delete.from {
                     FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t.as_slice(),
                 };
+                let scope = WriteScope::new(
+                    from.iter().flat_map(relations_of),
+                    delete.using.iter().flatten().flat_map(relations_of),
+                );
+                self.note_where(delete.selection.as_ref(), &scope);
                 if delete.tables.is_empty() {
                     for t in from {
                         self.add_target_factor(&t.relation);
@@ -1847,27 +1905,212 @@ fn table_aliases<'a>(tables: impl Iterator<Item = &'a TableWithJoins>) -> BTreeS
     aliases
 }
 
-/// A WHERE clause that refers to no column and runs no subquery filters
-/// nothing (`WHERE true`, `WHERE 1 = 1`).
-fn is_constant(expr: &Expr) -> bool {
-    let mut constant = true;
-    let _ = ast::visit_expressions(expr, |e| {
-        if matches!(
-            e,
-            Expr::Identifier(_)
-                | Expr::CompoundIdentifier(_)
-                | Expr::CompoundFieldAccess { .. }
-                | Expr::Subquery(_)
-                | Expr::Exists { .. }
-                | Expr::InSubquery { .. }
-        ) {
-            constant = false;
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
+// === Restricting WHERE clauses ===
+
+/// The tables a write targets and the other relations of its statement, to
+/// tell whether a condition restricts the target's rows (see
+/// [`WriteScope::restricts`]).
+struct WriteScope {
+    /// Names (last part) and aliases of the target tables, lower case.
+    targets: Vec<String>,
+    /// Names and aliases of the other relations (`UPDATE … FROM`, `DELETE …
+    /// USING`, `MERGE … USING`) that are not the target table and do not read
+    /// it: a comparison with their columns restricts the target's rows.
+    free: Vec<String>,
+}
+
+/// The relations of a FROM item with its joins.
+fn relations_of(t: &TableWithJoins) -> impl Iterator<Item = &TableFactor> {
+    std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation))
+}
+
+fn factor_names(factor: &TableFactor) -> Vec<String> {
+    let mut names = Vec::new();
+    match factor {
+        TableFactor::Table { name, alias, .. } => {
+            if let Some(alias) = alias {
+                names.push(alias.name.value.to_lowercase());
+            }
+            if let Some(last) = name.0.last().and_then(ObjectNamePart::as_ident) {
+                names.push(last.value.to_lowercase());
+            }
         }
-    });
-    constant
+        TableFactor::Derived {
+            alias: Some(alias), ..
+        }
+        | TableFactor::Function {
+            alias: Some(alias), ..
+        }
+        | TableFactor::UNNEST {
+            alias: Some(alias), ..
+        } => names.push(alias.name.value.to_lowercase()),
+        _ => {}
+    }
+    names
+}
+
+impl WriteScope {
+    fn new<'a>(
+        targets: impl Iterator<Item = &'a TableFactor>,
+        others: impl Iterator<Item = &'a TableFactor>,
+    ) -> Self {
+        let mut scope = WriteScope {
+            targets: Vec::new(),
+            free: Vec::new(),
+        };
+        for t in targets {
+            scope.targets.extend(factor_names(t));
+            // `UPDATE ONLY t` reads as table `only` aliased `t`.
+            scope.targets.retain(|n| n != "only");
+        }
+        for o in others {
+            if scope.reads_no_target(o) {
+                scope.free.extend(factor_names(o));
+            }
+        }
+        scope
+    }
+
+    /// Whether `node` names no target table anywhere (a self-join or a
+    /// subquery over the target can match every row).
+    fn reads_no_target<V: Visit>(&self, node: &V) -> bool {
+        let mut clean = true;
+        let _ = ast::visit_relations(node, |name| {
+            let last = name
+                .0
+                .last()
+                .and_then(ObjectNamePart::as_ident)
+                .map(|i| i.value.to_lowercase())
+                .unwrap_or_default();
+            if self.targets.contains(&last) {
+                clean = false;
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        clean
+    }
+
+    /// Whether `expr` certainly restricts which target rows are written, read
+    /// conservatively: a conjunction restricts when one of its parts does, a
+    /// disjunction when all do, and the only restricting atoms are
+    /// comparisons (`=`, `<`, `>`, `<=`, `>=`, `IS NOT DISTINCT FROM`,
+    /// `= ANY`, `IN`, `BETWEEN`, `IS NULL`) of a bare target column with an
+    /// expression that reads no target column. Everything else counts as no
+    /// WHERE: constants (`true`, `1 = 1`, `NOT false`), subqueries (`(SELECT
+    /// true)`, `EXISTS (…)`), self-comparisons (`id = id`), negations,
+    /// `LIKE`, and columns that could belong to the target (unqualified names,
+    /// inside subqueries too, where PostgreSQL may resolve them to the
+    /// target's row). Value-level tautologies (`id > -1`) are beyond syntax.
+    fn restricts(&self, expr: &Expr) -> bool {
+        use ast::BinaryOperator as B;
+        match expr {
+            Expr::Nested(inner) => self.restricts(inner),
+            Expr::BinaryOp { left, op, right } => match op {
+                B::And => self.restricts(left) || self.restricts(right),
+                B::Or => self.restricts(left) && self.restricts(right),
+                B::Eq | B::Lt | B::Gt | B::LtEq | B::GtEq => {
+                    (self.is_target_column(left) && self.is_free(right))
+                        || (self.is_target_column(right) && self.is_free(left))
+                }
+                _ => false,
+            },
+            Expr::IsNotDistinctFrom(left, right) => {
+                (self.is_target_column(left) && self.is_free(right))
+                    || (self.is_target_column(right) && self.is_free(left))
+            }
+            Expr::AnyOp {
+                left,
+                compare_op: B::Eq,
+                right,
+                ..
+            } => self.is_target_column(left) && self.is_free(right),
+            Expr::InList {
+                expr,
+                list,
+                negated: false,
+            } => self.is_target_column(expr) && list.iter().all(|e| self.is_free(e)),
+            Expr::InSubquery {
+                expr,
+                subquery,
+                negated: false,
+            } => self.is_target_column(expr) && self.is_free(subquery.as_ref()),
+            Expr::InUnnest {
+                expr,
+                array_expr,
+                negated: false,
+            } => self.is_target_column(expr) && self.is_free(array_expr),
+            Expr::Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            } => self.is_target_column(expr) && self.is_free(low) && self.is_free(high),
+            Expr::IsNull(e) => self.is_target_column(e),
+            _ => false,
+        }
+    }
+
+    /// A bare column of a target table: an unqualified name, or one
+    /// qualified by a target's name or alias (through parentheses and casts).
+    fn is_target_column(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Nested(inner) => self.is_target_column(inner),
+            Expr::Cast { expr, .. } => self.is_target_column(expr),
+            Expr::Identifier(_) => true,
+            Expr::CompoundIdentifier(ids) if ids.len() >= 2 => {
+                let qualifier = ids[ids.len() - 2].value.to_lowercase();
+                self.targets.contains(&qualifier)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `node` reads no column of a target: every column it names is
+    /// qualified by a free relation or by a relation of its own subqueries
+    /// that is not a target, and no subquery of it reads a target table.
+    fn is_free<V: Visit>(&self, node: &V) -> bool {
+        if !self.reads_no_target(node) {
+            return false;
+        }
+        // Relations its own subqueries bring into scope.
+        struct Local(Vec<String>);
+        impl Visitor for Local {
+            type Break = ();
+            fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+                self.0.extend(factor_names(factor));
+                ControlFlow::Continue(())
+            }
+        }
+        let mut local = Local(Vec::new());
+        let _ = node.visit(&mut local);
+        let mut free = true;
+        let _ = ast::visit_expressions(node, |e| {
+            let ok = match e {
+                Expr::Identifier(_) => false,
+                Expr::CompoundIdentifier(ids) => {
+                    let qualifier = ids
+                        .len()
+                        .checked_sub(2)
+                        .map(|i| ids[i].value.to_lowercase());
+                    qualifier.is_some_and(|q| {
+                        !self.targets.contains(&q)
+                            && (self.free.contains(&q) || local.0.contains(&q))
+                    })
+                }
+                Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => false,
+                _ => true,
+            };
+            if ok {
+                ControlFlow::Continue(())
+            } else {
+                free = false;
+                ControlFlow::Break(())
+            }
+        });
+        free
+    }
 }
 
 fn normalize_ident(ident: &Ident, fold_quoted: bool) -> String {

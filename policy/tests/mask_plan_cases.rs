@@ -15,7 +15,7 @@
 
 use sluice_policy::mask_plan::{
     ColumnMask, ColumnMatcher, ColumnOrigin, CopyPlan, MaskPlan, MaskReason, OutputColumn,
-    plan_copy, plan_rows,
+    laundering, plan_copy, plan_rows,
 };
 use sqlparser::ast::Statement;
 use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
@@ -1216,4 +1216,74 @@ fn mask_plan_copy_clear_table_and_copy_in() {
         CopyPlan::Columns(MaskPlan::default())
     );
     assert!(matches!(copy("SELECT 1", None), CopyPlan::Deny(_)));
+}
+
+/// Writes and side effects that carry masked values are found, naming the
+/// masked column; writes of other values, and of masked values into columns
+/// masked as strongly, are not.
+#[test]
+fn laundering_through_writes_and_side_effects() {
+    let m = ColumnMatcher::new(&[("customers.ssn".into(), 0), ("customers.email".into(), 1)])
+        .expect("globs");
+    let laundered = [
+        "UPDATE customers SET name = translate(ssn, '-', 'x') WHERE id = 1",
+        "UPDATE customers SET (name, email) = (ssn, 'x') WHERE id = 1",
+        "UPDATE orders o SET note = c.ssn FROM customers c WHERE c.id = o.customer_id",
+        "UPDATE orders SET note = (SELECT ssn FROM customers LIMIT 1)",
+        "UPDATE customers SET email = ssn WHERE id = 1",
+        "INSERT INTO orders (id, note) SELECT id, lower(ssn) FROM customers",
+        "INSERT INTO orders SELECT * FROM customers",
+        "INSERT INTO orders (note) VALUES ((SELECT ssn FROM customers LIMIT 1))",
+        "INSERT INTO orders (id, note) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET note = (SELECT ssn FROM customers LIMIT 1)",
+        "WITH s AS (SELECT ssn FROM customers) INSERT INTO orders (note) SELECT ssn FROM s",
+        "WITH u AS (UPDATE orders SET note = (SELECT ssn FROM customers LIMIT 1) RETURNING 1) SELECT * FROM u",
+        "CREATE TABLE copy AS SELECT id, ssn FROM customers",
+        "CREATE TABLE copy AS SELECT * FROM customers",
+        "SELECT ssn INTO copy FROM customers",
+        "MERGE INTO orders o USING customers c ON o.customer_id = c.id WHEN MATCHED THEN UPDATE SET note = c.ssn",
+        "COPY (SELECT ssn FROM customers) TO '/tmp/x'",
+        "COPY customers TO PROGRAM 'cat'",
+        "SELECT set_config('my.x', ssn, false) FROM customers",
+        "SELECT 1 FROM customers WHERE set_config('application_name', ssn, false) IS NOT NULL",
+        "SELECT id FROM customers ORDER BY pg_notify('c', ssn)",
+        "SELECT pg_notify('c', (SELECT ssn FROM customers LIMIT 1))",
+        "SELECT setval('s', length(ssn)) FROM customers",
+        "SELECT pg_advisory_lock(hashtext(ssn)) FROM customers",
+        "SELECT lo_from_bytea(0, convert_to(ssn, 'UTF8')) FROM customers",
+        "SELECT 1 WHERE EXISTS (SELECT set_config('x.y', ssn, false) FROM customers)",
+        "SELECT o.id FROM orders o JOIN customers c ON pg_notify('c', c.ssn) IS NULL",
+        "CALL store(( SELECT ssn FROM customers LIMIT 1))",
+        "PREPARE p AS UPDATE orders SET note = (SELECT ssn FROM customers LIMIT 1) RETURNING note",
+        "EXPLAIN ANALYZE INSERT INTO orders (note) SELECT ssn FROM customers",
+        "SELECT set_config('a.b', row_to_json(c)::text, false) FROM customers c",
+    ];
+    for sql in laundered {
+        let stmt = parse(Dialect::Pg, sql);
+        let why = laundering(&stmt, &m).unwrap_or_else(|| panic!("{sql} launders"));
+        assert!(
+            why.contains("ssn") || why.contains("customers"),
+            "{sql}: {why}"
+        );
+    }
+    let clean = [
+        "UPDATE customers SET name = upper(name) WHERE id = 1",
+        "UPDATE customers SET ssn = upper(ssn) WHERE id = 1",
+        "UPDATE orders SET note = 'x' WHERE customer_id IN (SELECT id FROM customers WHERE ssn LIKE '1%')",
+        "INSERT INTO orders (id, note) SELECT id, name FROM customers",
+        "INSERT INTO customers (id, ssn) SELECT id + 100, ssn FROM customers",
+        "CREATE TABLE copy AS SELECT id, name FROM customers",
+        "SELECT set_config('application_name', name, false) FROM customers",
+        "SELECT pg_advisory_lock(id) FROM customers",
+        "SELECT ssn FROM customers",
+        "COPY (SELECT ssn FROM customers) TO STDOUT",
+        "DELETE FROM customers WHERE ssn = '1'",
+    ];
+    for sql in clean {
+        let stmt = parse(Dialect::Pg, sql);
+        assert_eq!(laundering(&stmt, &m), None, "{sql}");
+    }
+    // A weaker rule's column does not cover a stronger rule's value.
+    let stmt = parse(Dialect::Pg, "UPDATE customers SET email = ssn WHERE id = 1");
+    assert!(laundering(&stmt, &m).is_some());
+    assert!(laundering(&stmt, &ColumnMatcher::default()).is_none());
 }

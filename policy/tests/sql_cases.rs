@@ -115,7 +115,10 @@ const CASES: &[Case] = &[
     c(PG, "WITH d AS (DELETE FROM t WHERE id = 1 RETURNING *) SELECT * FROM d", "select", "delete,select", "t", "", false),
     c(PG, "WITH u AS (UPDATE t SET a = 1 RETURNING *) INSERT INTO log SELECT * FROM u", "insert", "insert,select,update", "log,t", "", true),
     c(PG, "WITH i AS (INSERT INTO t VALUES (1) RETURNING id) SELECT * FROM i", "select", "insert,select", "t", "", false),
-    c(PG, "WITH x AS (SELECT id FROM s) DELETE FROM t WHERE id IN (SELECT id FROM x)", "delete", "delete,select", "s,t", "", false),
+    // An unqualified name in a subquery may be the target's own column (PostgreSQL resolves
+    // it outward when the subquery's tables lack it): no restriction. Qualified, it restricts.
+    c(PG, "WITH x AS (SELECT id FROM s) DELETE FROM t WHERE id IN (SELECT id FROM x)", "delete", "delete,select", "s,t", "", true),
+    c(PG, "WITH x AS (SELECT id FROM s) DELETE FROM t WHERE id IN (SELECT x.id FROM x)", "delete", "delete,select", "s,t", "", false),
     c(PG, "WITH x AS (SELECT id FROM s) UPDATE t SET a = 1", "update", "select,update", "s,t", "", true),
     c(PG, "WITH t AS (SELECT 1) DELETE FROM t", "delete", "delete,select", "t", "", true),
     c(PG, "WITH t AS (SELECT 1 AS a) UPDATE t SET a = 2 WHERE a = 1", "update", "select,update", "t", "", false),
@@ -139,15 +142,22 @@ const CASES: &[Case] = &[
     c(PG, "UPDATE t SET a = 1 WHERE 1 = 1", "update", "update", "t", "", true),
     c(PG, "UPDATE t SET a = 1 WHERE $1 = $1", "update", "update", "t", "", true),
     c(PG, "UPDATE t SET a = 1 WHERE a IS NULL", "update", "update", "t", "", false),
-    c(PG, "UPDATE t SET a = now() WHERE id = (SELECT max(id) FROM u)", "update", "select,update", "t,u", "max,now", false),
+    // An unqualified name in a subquery may be the target's own column (PostgreSQL resolves
+    // it outward when the subquery's tables lack it): no restriction. Qualified, it restricts.
+    c(PG, "UPDATE t SET a = now() WHERE id = (SELECT max(id) FROM u)", "update", "select,update", "t,u", "max,now", true),
+    c(PG, "UPDATE t SET a = now() WHERE id = (SELECT max(u.id) FROM u)", "update", "select,update", "t,u", "max,now", false),
     c(PG, "UPDATE t SET a = s.a FROM s WHERE t.id = s.id", "update", "update", "s,t", "", false),
     c(PG, "UPDATE ONLY t SET a = DEFAULT", "update", "update", "t", "", true),
-    c(PG, "UPDATE t SET a = 1 WHERE EXISTS (SELECT 1)", "update", "select,update", "t", "", false),
+    // EXISTS (SELECT 1) filters nothing.
+    c(PG, "UPDATE t SET a = 1 WHERE EXISTS (SELECT 1)", "update", "select,update", "t", "", true),
     // --- delete
     c(PG, "DELETE FROM t", "delete", "delete", "t", "", true),
     c(PG, "DELETE FROM t WHERE id = $1", "delete", "delete", "t", "", false),
     c(PG, "DELETE FROM t USING s WHERE t.id = s.id", "delete", "delete", "s,t", "", false),
-    c(PG, "DELETE FROM t WHERE id IN (SELECT id FROM s) RETURNING lower(a)", "delete", "delete,select", "s,t", "lower", false),
+    // An unqualified name in a subquery may be the target's own column (PostgreSQL resolves
+    // it outward when the subquery's tables lack it): no restriction. Qualified, it restricts.
+    c(PG, "DELETE FROM t WHERE id IN (SELECT id FROM s) RETURNING lower(a)", "delete", "delete,select", "s,t", "lower", true),
+    c(PG, "DELETE FROM t WHERE id IN (SELECT s.id FROM s) RETURNING lower(a)", "delete", "delete,select", "s,t", "lower", false),
     // --- merge
     c(PG, "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "merge", "merge", "s,t", "", false),
     c(PG, "MERGE INTO t USING (SELECT * FROM s) src ON t.id = src.id WHEN MATCHED THEN UPDATE SET a = src.a WHEN NOT MATCHED THEN INSERT (id) VALUES (src.id)", "merge", "merge,select", "s,t", "", false),
@@ -1362,5 +1372,73 @@ fn sql_text_arguments_are_classified_or_refused() {
             .refused
             .unwrap_or_else(|| panic!("{sql} should be refused"));
         assert!(refused.contains(why), "{sql}: {refused}");
+    }
+}
+
+/// withoutWhere: a WHERE that does not restrict the target's rows counts as
+/// none, and MERGE's matched updates and deletes are covered (#15 item 6).
+#[test]
+fn sql_without_where_sees_through_tautologies_and_merge() {
+    let bulk = [
+        "DELETE FROM t WHERE id = id",
+        "DELETE FROM t WHERE t.id = t.id",
+        "DELETE FROM t AS x WHERE x.id = id",
+        "DELETE FROM t WHERE true OR id = 1",
+        "DELETE FROM t WHERE id = 1 OR true",
+        "DELETE FROM t WHERE (SELECT true)",
+        "DELETE FROM t WHERE EXISTS (SELECT 1)",
+        "DELETE FROM t WHERE 1 = 1",
+        "DELETE FROM t WHERE NOT false",
+        "DELETE FROM t WHERE id IS NOT NULL",
+        "DELETE FROM t WHERE id <> -1",
+        "DELETE FROM t WHERE NOT (id = 1)",
+        "DELETE FROM t WHERE name LIKE '%'",
+        "DELETE FROM t WHERE id = id + 0",
+        "DELETE FROM t WHERE id IN (SELECT id FROM pg_class)",
+        "DELETE FROM t WHERE id IN (SELECT t.id FROM u)",
+        "DELETE FROM t WHERE id = (SELECT max(id) FROM u)",
+        "DELETE FROM t WHERE id IN (SELECT x.id FROM t x)",
+        "DELETE FROM t USING t AS t2 WHERE t.id = t2.id",
+        "DELETE FROM t USING (SELECT id FROM t) s WHERE t.id = s.id",
+        "UPDATE t SET a = 1 WHERE a = a",
+        "UPDATE t SET a = 1 WHERE coalesce(a, 1) = coalesce(a, 1)",
+        "UPDATE t SET a = 1 WHERE $1 = $1",
+        "UPDATE t SET a = 1 FROM u WHERE u.id = u.id",
+        "UPDATE ONLY t SET a = 1 WHERE t.id = t.id",
+        "MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE",
+        "MERGE INTO t USING u ON t.id = t.id WHEN MATCHED THEN UPDATE SET a = 1",
+        "MERGE INTO t USING t AS s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        "MERGE INTO t USING (SELECT * FROM t) s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        "MERGE INTO t USING u ON u.id = u.id WHEN MATCHED AND true THEN DELETE",
+        "WITH d AS (DELETE FROM t WHERE id = id RETURNING 1) SELECT 1",
+        "EXPLAIN ANALYZE DELETE FROM t WHERE 1 = 1",
+    ];
+    for sql in bulk {
+        let v = parse(sql, PG).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(v[0].without_where, "{sql} filters nothing");
+    }
+    let restricted = [
+        "DELETE FROM t WHERE id = 1",
+        "DELETE FROM t WHERE t.id = $1",
+        "DELETE FROM t WHERE id = 1 AND true",
+        "DELETE FROM t WHERE id IN (1, 2, 3)",
+        "DELETE FROM t WHERE id = ANY($1)",
+        "DELETE FROM t WHERE created < now() - interval '30 days'",
+        "DELETE FROM t WHERE id BETWEEN 1 AND 10",
+        "DELETE FROM t WHERE deleted_at IS NULL",
+        "DELETE FROM t WHERE (id = 1 OR id = 2)",
+        "DELETE FROM t WHERE id IN (SELECT u.t_id FROM u WHERE u.flag)",
+        "DELETE FROM t USING u WHERE t.u_id = u.id",
+        "UPDATE t SET a = 1 FROM u WHERE t.id = u.t_id",
+        "UPDATE t AS x SET a = 1 WHERE x.id = 5",
+        "UPDATE t SET a = 1 WHERE lower(name)::text = 'x' AND id = 2",
+        "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE",
+        "MERGE INTO t USING u ON u.id = 1 WHEN MATCHED AND t.id = 5 THEN UPDATE SET a = 1",
+        "MERGE INTO t USING u ON t.id = u.id WHEN NOT MATCHED THEN INSERT VALUES (u.id)",
+        "MERGE INTO t USING u ON true WHEN NOT MATCHED THEN INSERT VALUES (u.id)",
+    ];
+    for sql in restricted {
+        let v = parse(sql, PG).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(!v[0].without_where, "{sql} restricts the rows");
     }
 }

@@ -398,3 +398,200 @@ async fn sql_given_as_text_is_decided_like_a_statement() {
         assert_ran(&raw.extended(sql, true), true, sql);
     }
 }
+
+// === #15 item 5: laundering masked values through writes and side effects ===
+
+/// Statements that write values derived from a masked column where the
+/// workload can read them back, or hand them to side-effecting functions,
+/// are refused naming the column; nothing of them runs.
+#[tokio::test]
+async fn masked_values_are_not_laundered_through_writes_or_side_effects() {
+    let sidecar = setup_with(
+        "sound_launder",
+        MASKING,
+        "CREATE TABLE scratch (id int, v text); CREATE SEQUENCE s;",
+    )
+    .await;
+    let pg = server();
+    let admin = connect(&pg.admin_url(&db_name("sound_launder"))).await;
+    let file = std::env::temp_dir().join(format!("sluice_launder_{}", std::process::id()));
+    let copy_to_file = format!("COPY (SELECT ssn FROM customers) TO '{}'", file.display());
+    let mut raw = RawClient::connect(sidecar.port);
+    let bytes = raw.simple("LISTEN c");
+    assert_ran(&bytes, false, "LISTEN");
+    let laundering: Vec<&str> = vec![
+        "UPDATE customers SET notes = translate(ssn, '-', 'x') WHERE id = 1",
+        "UPDATE customers SET notes = (SELECT reverse(ssn) FROM customers LIMIT 1) WHERE id = 1",
+        "UPDATE scratch SET v = c.ssn FROM customers c WHERE c.id = scratch.id",
+        "INSERT INTO scratch SELECT id, ssn FROM customers",
+        "INSERT INTO scratch (id, v) SELECT id, substr(ssn, 8) FROM customers",
+        "INSERT INTO scratch (v) VALUES ((SELECT ssn FROM customers LIMIT 1))",
+        "INSERT INTO scratch SELECT id, ssn FROM customers RETURNING v",
+        "CREATE TABLE t2 AS SELECT id, ssn FROM customers",
+        "CREATE TABLE t3 AS SELECT * FROM customers",
+        "SELECT ssn INTO t4 FROM customers",
+        "WITH u AS (UPDATE customers SET notes = ssn RETURNING 1) SELECT count(*) FROM u",
+        "MERGE INTO scratch s USING customers c ON s.id = c.id WHEN NOT MATCHED THEN INSERT VALUES (c.id, c.ssn)",
+        "PREPARE p AS UPDATE customers SET notes = ssn WHERE id = 1 RETURNING notes",
+        "SELECT set_config('my.x', ssn, false) FROM customers",
+        "SELECT 1 FROM customers WHERE set_config('application_name', ssn, false) IS NOT NULL",
+        "SELECT pg_notify('c', ssn) FROM customers",
+        "SELECT pg_notify('c', (SELECT lower(ssn) FROM customers LIMIT 1))",
+        "SELECT setval('s', replace(ssn, '-', '')::bigint) FROM customers",
+        "SELECT pg_advisory_lock(replace(ssn, '-', '')::bigint) FROM customers",
+        "SELECT lo_from_bytea(0, convert_to(ssn, 'UTF8')) FROM customers",
+        "SELECT 1 WHERE EXISTS (SELECT set_config('my.y', ssn, false) FROM customers)",
+        "SELECT query_to_xml('update customers set notes = ssn returning 1', true, false, '')",
+        &copy_to_file,
+    ];
+    for sql in &laundering {
+        for extended in [false, true] {
+            let bytes = if extended {
+                raw.extended(sql, false)
+            } else {
+                raw.simple(sql)
+            };
+            assert_refused(&bytes, "42501", sql);
+            assert!(
+                contains(&bytes, "ssn") || contains(&bytes, "customers"),
+                "{sql}: the refusal names the masked column: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            let (tags, _) = tags_and_codes(&bytes);
+            assert!(!tags.contains(&b'A'), "{sql}: a notification arrived");
+        }
+    }
+    // Nothing of them ran.
+    let bytes = raw.simple("EXECUTE p");
+    assert_no_leak(&bytes, "EXECUTE p");
+    for (sql, what) in [
+        ("SHOW application_name", "application_name"),
+        ("SELECT current_setting('my.x', true) AS v", "my.x"),
+        ("SELECT last_value FROM s", "sequence"),
+        (
+            "SELECT objid::text, classid::text FROM pg_locks WHERE locktype = 'advisory'",
+            "locks",
+        ),
+        ("SELECT notes FROM customers", "notes"),
+        ("SELECT v FROM scratch", "scratch"),
+    ] {
+        let bytes = raw.simple(sql);
+        assert_ran(&bytes, false, what);
+    }
+    let notes: String = admin
+        .query_one("SELECT notes FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(notes, "none");
+    let scratch: i64 = admin
+        .query_one("SELECT count(*) FROM scratch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scratch, 0);
+    let tables: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname IN ('t2', 't3', 't4')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
+    let objects: i64 = admin
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(objects, 0);
+    assert!(!file.exists(), "COPY wrote {}", file.display());
+    // Writes of values that are not masked still run.
+    for sql in [
+        "UPDATE customers SET notes = upper(name) WHERE id = 1",
+        "INSERT INTO scratch SELECT id, name FROM customers",
+        "SELECT set_config('application_name', name, false) FROM customers",
+        "UPDATE customers SET ssn = upper(ssn) WHERE id = 1",
+    ] {
+        assert_ran(&raw.simple(sql), false, sql);
+    }
+    let notes: String = admin
+        .query_one("SELECT notes FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(notes, "ALICE");
+}
+
+// === #15 item 6: withoutWhere sees through tautologies and covers MERGE ===
+
+/// A WHERE that does not restrict the target's rows is no WHERE, and MERGE
+/// … WHEN MATCHED THEN DELETE/UPDATE is a bulk write too: a `withoutWhere`
+/// deny rule refuses them all, and nothing is written.
+#[tokio::test]
+async fn without_where_sees_through_tautologies_and_merge() {
+    let sidecar = setup_with(
+        "sound_bulk",
+        r#"  defaultAction: allow
+  rules:
+    - {name: no-bulk-writes, match: {statements: [update, delete, merge], withoutWhere: true}, action: deny}
+"#,
+        "CREATE TABLE archive (id int, customer_id int, amount int);
+         INSERT INTO archive VALUES (10, 1, 99);",
+    )
+    .await;
+    let pg = server();
+    let admin = connect(&pg.admin_url(&db_name("sound_bulk"))).await;
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "DELETE FROM orders WHERE id = id",
+        "DELETE FROM orders WHERE orders.id = orders.id",
+        "DELETE FROM orders WHERE true OR id = 1",
+        "DELETE FROM orders WHERE (SELECT true)",
+        "DELETE FROM orders WHERE EXISTS (SELECT 1)",
+        "DELETE FROM orders WHERE 1 = 1",
+        "DELETE FROM orders WHERE NOT false",
+        "DELETE FROM orders WHERE id IS NOT NULL",
+        "DELETE FROM orders WHERE id IN (SELECT id FROM pg_database)",
+        "DELETE FROM orders WHERE id = (SELECT max(id) FROM pg_database)",
+        "DELETE FROM orders USING orders o2 WHERE orders.id = o2.id",
+        "UPDATE orders SET amount = 0 WHERE amount = amount",
+        "UPDATE orders SET amount = 0 WHERE coalesce(id, 0) = coalesce(id, 0)",
+        "UPDATE orders SET amount = 0 WHERE id = 1 OR 'a' = 'a'",
+        "MERGE INTO orders o USING customers c ON true WHEN MATCHED THEN DELETE",
+        "MERGE INTO orders o USING orders s ON o.id = s.id WHEN MATCHED THEN DELETE",
+        "MERGE INTO orders o USING (SELECT * FROM orders) s ON o.id = s.id WHEN MATCHED THEN UPDATE SET amount = 0",
+        "MERGE INTO orders o USING customers c ON c.id = c.id WHEN MATCHED THEN UPDATE SET amount = 0",
+        "WITH d AS (DELETE FROM orders WHERE id = id RETURNING 1) SELECT count(*) FROM d",
+    ] {
+        for extended in [false, true] {
+            let bytes = if extended {
+                raw.extended(sql, false)
+            } else {
+                raw.simple(sql)
+            };
+            assert_refused(&bytes, "42501", sql);
+            assert!(contains(&bytes, "no-bulk-writes"), "{sql}");
+        }
+    }
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM orders WHERE amount <> 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2, "a bulk write ran");
+    // Writes that name their rows run.
+    for sql in [
+        "UPDATE orders SET amount = 7 WHERE id = 11",
+        "DELETE FROM orders WHERE id IN (SELECT a.id FROM archive a WHERE a.amount = 1)",
+        "MERGE INTO orders o USING archive a ON o.id = a.id WHEN MATCHED THEN UPDATE SET amount = a.amount",
+    ] {
+        assert_ran(&raw.simple(sql), false, sql);
+    }
+    let amount: i32 = admin
+        .query_one("SELECT amount FROM orders WHERE id = 11", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, 7);
+}
