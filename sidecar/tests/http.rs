@@ -167,8 +167,20 @@ async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Inf
             let version = format!("{:?}", req.version());
             let method = req.method().to_string();
             let uri = req.uri().to_string();
+            // The credentials as digests: the values themselves are scrubbed
+            // on the way back (issue 16), the digests show what arrived.
+            let digests: serde_json::Map<_, _> = ["authorization", "x-api-key"]
+                .iter()
+                .filter_map(|h| {
+                    Some((
+                        h.to_string(),
+                        serde_json::json!(digest(req.headers().get(*h)?.as_bytes())),
+                    ))
+                })
+                .collect();
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let echo = serde_json::json!({
+                "digests": digests,
                 "method": method,
                 "uri": uri,
                 "version": version,
@@ -427,8 +439,11 @@ async fn credentials_are_injected_and_the_apps_stripped() {
     assert_eq!(status, 200);
     let echo = json(&body);
     let h = &echo["headers"];
-    assert_eq!(h["authorization"], TOKEN);
-    assert_eq!(h["x-api-key"], API_KEY);
+    assert_eq!(echo["digests"]["authorization"], digest(TOKEN.as_bytes()));
+    assert_eq!(echo["digests"]["x-api-key"], digest(API_KEY.as_bytes()));
+    // Echoed back, the injected values are scrubbed (issue 16).
+    assert_eq!(h["authorization"], "*".repeat(TOKEN.len()));
+    assert_eq!(h["x-api-key"], "*".repeat(API_KEY.len()));
     assert_eq!(h["x-custom"], "kept");
     assert_eq!(h["accept-encoding"], "identity");
     assert!(h.get("proxy-authorization").is_none());
@@ -511,7 +526,8 @@ async fn curl_sees_credentials_replaced() {
         String::from_utf8_lossy(&out.stderr)
     );
     let echo = json(&out.stdout);
-    assert_eq!(echo["headers"]["authorization"], TOKEN);
+    assert_eq!(echo["digests"]["authorization"], digest(TOKEN.as_bytes()));
+    assert!(!contains(&out.stdout, "upstream-secret-token"));
     assert!(!contains(&out.stdout, "from-curl"));
 }
 
@@ -728,7 +744,8 @@ async fn http1_only_to_the_upstream_when_asked() {
     assert_eq!(status, 200);
     let echo = json(&body);
     assert_eq!(echo["version"], "HTTP/1.1");
-    assert_eq!(echo["headers"]["authorization"], TOKEN);
+    assert_eq!(echo["digests"]["authorization"], digest(TOKEN.as_bytes()));
+    assert!(!contains(&body, "upstream-secret-token"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -804,4 +821,10 @@ async fn stalled_bodies_end_the_request() {
     let text = String::from_utf8_lossy(&out[..n]);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("stalled"), "{text}");
+}
+
+/// SHA-256 of `b`, hex.
+fn digest(b: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(b))
 }

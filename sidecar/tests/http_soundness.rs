@@ -19,7 +19,8 @@ use sluice_sidecar::standalone::{self, StandaloneConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "Bearer sk_live_4eC39HqLyjWDarjtT1zdp7dc";
-const API_KEY: &str = "key_9f8e7d6c5b4a3210";
+/// With '/' and '+', which encoders escape.
+const API_KEY: &str = "key_9f8e7d6c/5b4a+3210";
 const CARD: &str = "4111111111111111";
 const EMAIL: &str = "ann@example.com";
 /// The upstream's path prefix (the Connection's baseURL path).
@@ -687,5 +688,105 @@ async fn paths_are_forwarded_as_decided() {
         f.hits().await,
         before,
         "a refused path reached the upstream"
+    );
+}
+
+// === 2: the injected credential never comes back ===
+
+/// Whether `reply` (head and body) carries any piece of the credentials.
+fn leaks_credential(reply: &Reply) -> Option<String> {
+    let all = format!("{}\n{}", reply.head, reply.text());
+    for piece in [
+        "4eC39HqLyjWDarjtT1zdp7dc",
+        "9f8e7d6c",
+        "5b4a+3210",
+        "5b4a%2B3210",
+    ] {
+        if all.contains(piece) {
+            return Some(format!("{piece:?} in {all}"));
+        }
+    }
+    // Decoded, whatever the JSON escapes.
+    if let Ok(v) = serde_json::from_slice::<Value>(&reply.body)
+        && (v.to_string().contains("4eC39HqLyjWDarjtT1zdp7dc")
+            || v.to_string().contains("9f8e7d6c"))
+    {
+        return Some(format!("decoded JSON {v}"));
+    }
+    None
+}
+
+/// Echoes of the injected headers in every representation, in response
+/// headers, in an error body, across one-byte chunks: scrubbed, and a
+/// compressed answer (which cannot be scrubbed) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_credentials_never_come_back() {
+    for masking in ["", PATHS_AND_DETECTORS] {
+        let f = fixture(masking).await;
+        let mut leaks = Vec::new();
+        for (route, status) in [
+            ("/echo", 200),
+            ("/echo-slash", 200),
+            ("/echo-unicode", 200),
+            ("/echo-text", 200),
+            ("/echo-binary", 200),
+            ("/echo-urlencoded", 200),
+            ("/echo-header", 204),
+            ("/unauthorized", 401),
+            ("/echo-chunked", 200),
+        ] {
+            let r = f.send("GET", route, &[], b"").await;
+            if r.status != status {
+                leaks.push(format!("{route}: status {} {}", r.status, r.text()));
+            } else if let Some(leak) = leaks_credential(&r) {
+                leaks.push(format!("{route}: {leak}"));
+            }
+        }
+        assert!(
+            leaks.is_empty(),
+            "masking {masking:?}:\n{}",
+            leaks.join("\n")
+        );
+        // The upstream did get the credential.
+        let seen = f.log().await.pop().unwrap();
+        assert_eq!(seen["headers"]["authorization"], TOKEN);
+        assert_eq!(seen["headers"]["x-api-key"], API_KEY);
+        // A compressed answer cannot be scrubbed: refused.
+        let r = f
+            .send("GET", "/echo-gzip", &["accept-encoding: gzip"], b"")
+            .await;
+        assert_eq!(r.status, 502, "{r:?}");
+        assert_eq!(r.json()["error"], "compressedResponse");
+        // The upstream was asked for identity encoding, whatever the client said.
+        assert_eq!(
+            f.log().await.pop().unwrap()["headers"]["accept-encoding"],
+            "identity"
+        );
+        // The echo's other values pass, and its length is kept.
+        let r = f.send("GET", "/echo-text", &[], b"").await;
+        assert!(
+            r.text().starts_with("you sent Authorization: *****")
+                && r.text().contains(" and key ****"),
+            "{r:?}"
+        );
+        if masking.is_empty() {
+            // Scrubbing alone keeps the upstream's framing.
+            let length = r.header("content-length").expect("content-length kept");
+            assert_eq!(length.parse::<usize>().unwrap(), r.body.len());
+        }
+    }
+    // And through curl.
+    let f = fixture("").await;
+    let out = tokio::process::Command::new("/usr/bin/curl")
+        .args(["-sS", "--max-time", "30", "-i"])
+        .arg(format!("http://{}/echo", f.sidecar))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    assert!(
+        !text.contains("4eC39HqLyjWDarjtT1zdp7dc") && !text.contains("9f8e7d6c"),
+        "{text}"
     );
 }

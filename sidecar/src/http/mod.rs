@@ -11,6 +11,7 @@
 //! sink failed: audit is write-ahead).
 
 pub mod bundle;
+pub mod scrub;
 pub mod stream_mask;
 
 use std::convert::Infallible;
@@ -45,6 +46,7 @@ use tokio::sync::watch;
 use crate::approval::{ApprovalOutcome, Approvals};
 use crate::audit::{AuditLog, SessionInfo};
 use crate::metrics::Metrics;
+use scrub::{ScrubStream, Secrets};
 use stream_mask::JsonStreamMasker;
 
 /// Default largest request body buffered to decide `jsonBody` rules.
@@ -136,6 +138,8 @@ pub struct HttpUpstream {
     base_path: String,
     /// Credential headers (marked sensitive).
     credentials: Vec<(HeaderName, HeaderValue)>,
+    /// The credential values as they may come back in a response (scrubbed).
+    secrets: Option<Arc<Secrets>>,
     client: HttpsClient,
     /// How long the upstream has to answer with headers, and at most
     /// between two pieces of a response body.
@@ -185,6 +189,18 @@ impl HttpUpstream {
             value.set_sensitive(true);
             headers.push((name, value));
         }
+        let values: Vec<&[u8]> = headers.iter().map(|(_, v)| v.as_bytes()).collect();
+        let (secrets, short) = Secrets::new(&values);
+        for i in short {
+            if let Some((name, _)) = headers.get(i) {
+                tracing::warn!(
+                    connection,
+                    header = %name,
+                    "the credential header's value is shorter than {} bytes: it is not scrubbed from responses; use a longer secret",
+                    scrub::MIN_SECRET_LEN
+                );
+            }
+        }
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -206,6 +222,7 @@ impl HttpUpstream {
             authority,
             base_path,
             credentials: headers,
+            secrets: secrets.map(Arc::new),
             client,
             timeout,
         })
@@ -908,6 +925,10 @@ async fn handle(
     for name in OVERRIDE_HEADERS {
         headers.remove(*name);
     }
+    // A byte range could cut a credential or a masked value in two, each
+    // half passing the scrubber and the masker: whole representations only.
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
     for (name, value) in &up.credentials {
         headers.remove(name);
         headers.append(name.clone(), value.clone());
@@ -967,34 +988,50 @@ async fn handle(
     };
     ctx.metrics.upstream_latency(started.elapsed());
     let (mut parts, body) = response.into_parts();
+    // A transfer coding hyper does not remove (only chunked is) leaves the
+    // body encoded like a Content-Encoding would.
+    let transfer_coded = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|c| {
+            let c = c.trim_ascii();
+            !c.eq_ignore_ascii_case(b"chunked") && !c.eq_ignore_ascii_case(b"identity")
+        });
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(secrets) = &up.secrets {
+        secrets.scrub_headers(&mut parts.headers);
+    }
     let mask_rules = !set.json_paths().is_empty() || set.detectors_indexed().is_some();
     // JSON under another label (no Content-Type, text/plain) is masked too:
-    // the body is sniffed (see `ResponseBody::sniff`).
+    // the body is sniffed (see `Stage::Sniff`).
     let sniffing = mask_rules && !is_json(&parts.headers) && may_be_json(&parts.headers);
     let masking = mask_rules && is_json(&parts.headers);
-    let mut masker = None;
-    let mut sniff = None;
-    if masking || sniffing {
-        let encoded = parts
+    let encoded = transfer_coded
+        || parts
             .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded {
-            let message = format!(
-                "the upstream of Connection {} sent a compressed response that may carry JSON although Sluice asked for identity encoding; Sluice cannot mask it, so it is not passed on",
-                ctx.name
-            );
-            result_event(ctx, session, &cmd, started, 0, Some(message.clone()));
-            ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
-            return error_response(StatusCode::BAD_GATEWAY, "compressedResponse", message);
-        }
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded && (masking || sniffing || up.secrets.is_some()) {
+        let message = format!(
+            "the upstream of Connection {} sent a compressed response although Sluice asked for identity encoding; Sluice cannot scrub credentials from it or mask it, so it is not passed on",
+            ctx.name
+        );
+        result_event(ctx, session, &cmd, started, 0, Some(message.clone()));
+        ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
+        return error_response(StatusCode::BAD_GATEWAY, "compressedResponse", message);
+    }
+    let stage = if masking {
+        Stage::Json(JsonStreamMasker::new(set.clone()))
+    } else if sniffing {
+        Stage::Sniff(set.clone())
+    } else {
+        Stage::Pass
+    };
+    if !matches!(stage, Stage::Pass) {
         parts.headers.remove(header::CONTENT_LENGTH);
-        if masking {
-            masker = Some(JsonStreamMasker::new(set.clone()));
-        } else {
-            sniff = Some(set.clone());
-        }
     }
     ctx.http_metrics.request(label, parts.status);
     let status = parts.status;
@@ -1002,10 +1039,11 @@ async fn handle(
         inner: body,
         stall: None,
         stall_after: up.timeout,
-        sniff,
+        secrets: up.secrets.clone(),
+        scrub: ScrubStream::new(),
+        stage,
         held: Vec::new(),
-        masker,
-        out: Vec::new(),
+        ended: false,
         finished: false,
         record: Some(ResultRecord {
             audit: ctx.audit.clone(),
@@ -1340,8 +1378,29 @@ struct ResultRecord {
     error: Option<String>,
 }
 
-/// The response body: the upstream's, masked when masking applies, counted
-/// for audit and metrics.
+/// What happens to a response body's bytes after credentials are scrubbed.
+enum Stage {
+    /// Passed on as they are.
+    Pass,
+    /// A body not labelled JSON that has shown only whitespace so far: its
+    /// first other byte decides whether it is masked as JSON (`{`, `[`) or
+    /// passed on.
+    Sniff(Arc<PolicySet>),
+    /// Masked as JSON.
+    Json(JsonStreamMasker),
+}
+
+impl Stage {
+    fn masked(&self) -> u64 {
+        match self {
+            Stage::Json(m) => m.masked(),
+            _ => 0,
+        }
+    }
+}
+
+/// The response body: the upstream's, credentials scrubbed, masked when
+/// masking applies, counted for audit and metrics.
 struct ResponseBody {
     inner: Incoming,
     /// Fires when the upstream sends nothing for `stall_after`: the response
@@ -1349,14 +1408,14 @@ struct ResponseBody {
     /// Armed at the first wait (a small body that is there at once costs no timer).
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     stall_after: Duration,
-    /// Set while a body not labelled JSON has shown only whitespace: its
-    /// first other byte decides whether it is masked as JSON (`{`, `[`) or
-    /// passed untouched.
-    sniff: Option<Arc<PolicySet>>,
-    /// The whitespace held while sniffing.
+    /// The Connection's credentials, scrubbed from every byte.
+    secrets: Option<Arc<Secrets>>,
+    scrub: ScrubStream,
+    stage: Stage,
+    /// What the sniffer holds.
     held: Vec<u8>,
-    masker: Option<JsonStreamMasker>,
-    out: Vec<u8>,
+    /// The end of the body went through the stages.
+    ended: bool,
     finished: bool,
     record: Option<ResultRecord>,
 }
@@ -1364,13 +1423,23 @@ struct ResponseBody {
 impl ResponseBody {
     fn write_result(&mut self) {
         let Some(r) = self.record.take() else { return };
-        let masked = self.masker.as_ref().map_or(0, JsonStreamMasker::masked);
+        let masked = self.stage.masked();
         r.metrics.masked(masked);
         let error = match (&r.error, self.finished) {
             (Some(e), _) => Some(e.clone()),
             (None, false) => Some("the client went away before the response ended".into()),
             (None, true) if r.status.as_u16() >= 400 => Some(format!("HTTP {}", r.status.as_u16())),
             (None, true) => None,
+        };
+        let scrubbed = self.scrub.scrubbed();
+        let note = (scrubbed > 0).then(|| {
+            format!(
+                "the injected credential was scrubbed from the response body ({scrubbed} pieces)"
+            )
+        });
+        let error = match (error, note) {
+            (Some(e), Some(n)) => Some(format!("{e}; {n}")),
+            (e, n) => e.or(n),
         };
         let outcome = AuditOutcome {
             rows: None,
@@ -1405,6 +1474,45 @@ impl ResponseBody {
         self.finished = true;
         self.write_result();
         Poll::Ready(Some(Err(message.into())))
+    }
+
+    /// Runs the next piece of the body (`end`: the last) through the
+    /// scrubber and the stage; returns what the client may have now.
+    fn transform(&mut self, data: &[u8], end: bool) -> Result<Vec<u8>, String> {
+        if self.ended {
+            return Ok(Vec::new());
+        }
+        self.ended = end;
+        let bytes = match &self.secrets {
+            Some(s) => self.scrub.feed(s, data, end),
+            None => data.to_vec(),
+        };
+        if let Stage::Sniff(set) = &self.stage {
+            self.held.extend_from_slice(&bytes);
+            let first = self.held.iter().find(|b| !b.is_ascii_whitespace());
+            match first {
+                None if !end && self.held.len() < SNIFF_LIMIT => return Ok(Vec::new()),
+                Some(b'{' | b'[') => self.stage = Stage::Json(JsonStreamMasker::new(set.clone())),
+                _ => self.stage = Stage::Pass,
+            }
+            let held = std::mem::take(&mut self.held);
+            return self.staged(held, end);
+        }
+        self.staged(bytes, end)
+    }
+
+    fn staged(&mut self, bytes: Vec<u8>, end: bool) -> Result<Vec<u8>, String> {
+        match &mut self.stage {
+            Stage::Pass | Stage::Sniff(_) => Ok(bytes),
+            Stage::Json(m) => {
+                let mut out = Vec::with_capacity(bytes.len());
+                m.feed(&bytes, &mut out).map_err(|e| e.to_string())?;
+                if end {
+                    m.finish(&mut out).map_err(|e| e.to_string())?;
+                }
+                Ok(out)
+            }
+        }
     }
 }
 
@@ -1442,54 +1550,45 @@ impl Body for ResponseBody {
                             .as_mut()
                             .reset(tokio::time::Instant::now() + this.stall_after);
                     }
-                    let mut frame = match frame.into_data() {
+                    let data = match frame.into_data() {
                         Ok(data) => data,
-                        // Trailers pass through (none carry values masking would touch).
-                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                    };
-                    if let Some(set) = this.sniff.as_ref() {
-                        this.held.extend_from_slice(&frame);
-                        match this.held.iter().find(|b| !b.is_ascii_whitespace()) {
-                            None if this.held.len() < SNIFF_LIMIT => continue,
-                            Some(b'{' | b'[') => {
-                                this.masker = Some(JsonStreamMasker::new(set.clone()));
+                        Err(frame) => match frame.into_trailers() {
+                            Ok(mut trailers) => {
+                                if let Some(s) = &this.secrets {
+                                    s.scrub_headers(&mut trailers);
+                                }
+                                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                             }
-                            _ => {}
-                        }
-                        this.sniff = None;
-                        frame = Bytes::from(std::mem::take(&mut this.held));
-                    }
-                    let Some(masker) = this.masker.as_mut() else {
-                        this.count(frame.len());
-                        return Poll::Ready(Some(Ok(Frame::data(frame))));
+                            // Neither data nor trailers: nothing to pass on.
+                            Err(_) => continue,
+                        },
                     };
-                    this.out.clear();
-                    if let Err(e) = masker.feed(&frame, &mut this.out) {
-                        return this.fail(e.to_string());
+                    // The hot path: nothing to scrub or mask.
+                    if this.secrets.is_none() && matches!(this.stage, Stage::Pass) {
+                        this.count(data.len());
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    if this.out.is_empty() {
+                    let end = this.inner.is_end_stream();
+                    let out = match this.transform(&data, end) {
+                        Ok(out) => out,
+                        Err(e) => return this.fail(e),
+                    };
+                    if out.is_empty() {
                         continue;
                     }
-                    let out = Bytes::copy_from_slice(&this.out);
                     this.count(out.len());
-                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let message = format!("the upstream response broke off: {}", error_chain(&e));
                     return this.fail(message);
                 }
                 Poll::Ready(None) => {
-                    this.out.clear();
-                    // A body of whitespace only: passed as it came.
-                    this.sniff = None;
-                    this.out.append(&mut this.held);
-                    if let Some(masker) = this.masker.as_mut()
-                        && let Err(e) = masker.finish(&mut this.out)
-                    {
-                        return this.fail(e.to_string());
-                    }
+                    let tail = match this.transform(&[], true) {
+                        Ok(tail) => tail,
+                        Err(e) => return this.fail(e),
+                    };
                     this.finished = true;
-                    let tail = std::mem::take(&mut this.out);
                     this.count(tail.len());
                     this.write_result();
                     if tail.is_empty() {
@@ -1506,10 +1605,11 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.masker.is_some() || self.sniff.is_some() {
-            SizeHint::default()
-        } else {
+        // Scrubbing keeps the length; masking changes it.
+        if matches!(self.stage, Stage::Pass) {
             self.inner.size_hint()
+        } else {
+            SizeHint::default()
         }
     }
 }
