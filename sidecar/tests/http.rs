@@ -617,10 +617,13 @@ async fn json_is_masked_by_path_and_detector() {
     assert_eq!(v["customer"]["name"], "Ann");
     assert_eq!(v["id"], 1);
     assert!(v["comment"].as_str().unwrap().starts_with("card "));
-    // Non-JSON passes untouched.
+    // Text with a card number, under jsonPaths masking (which cannot be
+    // applied to text): refused, not passed in clear (issue 16; this test
+    // used to assert that it passed untouched).
     let (status, _, body) = send(&f, "GET", "/text", &[], "").await;
-    assert_eq!(status, 200);
-    assert_eq!(&body[..], format!("card {CARD} and {EMAIL}").as_bytes());
+    assert_eq!(status, 502);
+    assert_eq!(json(&body)["error"], "unmaskableResponse");
+    assert!(!contains(&body, CARD) && !contains(&body, EMAIL));
     // Compressed JSON cannot be masked: refused.
     let (status, _, body) = send(&f, "GET", "/gzip", &[], "").await;
     assert_eq!(status, 502);
@@ -761,9 +764,11 @@ async fn json_labelled_as_text_is_masked_too() {
     assert!(!contains(&body, CARD), "{}", String::from_utf8_lossy(&body));
     let v = json(&body);
     assert!(v["note"].as_str().unwrap().starts_with("card "));
-    // Text that is not JSON still passes untouched.
-    let (_, _, body) = send(&f, "GET", "/text", &[], "").await;
-    assert_eq!(&body[..], format!("card {CARD} and {EMAIL}").as_bytes());
+    // Text that is not JSON cannot be masked by path: refused (it used to
+    // pass untouched, card number and all).
+    let (status, _, body) = send(&f, "GET", "/text", &[], "").await;
+    assert_eq!(status, 502);
+    assert!(!contains(&body, CARD), "{}", String::from_utf8_lossy(&body));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,12 +162,22 @@ struct Reply {
     status: u16,
     head: String,
     body: Vec<u8>,
+    /// The body ended properly (not cut off).
+    complete: bool,
 }
 
 impl Reply {
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error` of a JSON refusal, or "" for any other body.
+    fn error(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 
     fn text(&self) -> String {
@@ -184,15 +194,26 @@ impl Reply {
     }
 }
 
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
+/// The body of a chunked message, and whether it ended properly (a
+/// response cut off by the sidecar does not).
+fn dechunk(mut b: &[u8]) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     loop {
-        let line_end = memchr::memmem::find(b, b"\r\n").expect("chunk size line");
-        let size_text = std::str::from_utf8(&b[..line_end]).unwrap();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        let Some(line_end) = memchr::memmem::find(b, b"\r\n") else {
+            return (out, false);
+        };
+        let size_text = String::from_utf8_lossy(&b[..line_end]);
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+        else {
+            return (out, false);
+        };
         b = &b[line_end + 2..];
         if size == 0 {
-            return out;
+            return (out, true);
+        }
+        if b.len() < size + 2 {
+            out.extend_from_slice(&b[..size.min(b.len())]);
+            return (out, false);
         }
         out.extend_from_slice(&b[..size]);
         b = &b[size + 2..];
@@ -216,10 +237,16 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
             let l = l.to_ascii_lowercase();
             l.starts_with("transfer-encoding:") && l.contains("chunked")
         });
+        let mut complete = true;
         if chunked {
-            body = dechunk(&body);
+            (body, complete) = dechunk(&body);
         }
-        Reply { status, head, body }
+        Reply {
+            status,
+            head,
+            body,
+            complete,
+        }
     })
     .await
     .expect("the answer came in time")
@@ -789,4 +816,95 @@ async fn injected_credentials_never_come_back() {
         !text.contains("4eC39HqLyjWDarjtT1zdp7dc") && !text.contains("9f8e7d6c"),
         "{text}"
     );
+}
+
+// === 3: every representation is masked or refused ===
+
+/// The same resource in every representation a client may ask for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_representation_is_masked_or_refused() {
+    let clear = |r: &Reply| {
+        contains(&r.body, CARD) || contains(&r.body, EMAIL) || contains(&r.body, "4111 1111")
+    };
+    // Detectors only: text is masked by detectors, JSON by detectors too.
+    let f = fixture(DETECTORS_ONLY).await;
+    let mut wrong = Vec::new();
+    for (fmt, masked) in [
+        ("json", true),
+        ("xml", true),
+        ("csv", true),
+        ("ndjson", true),
+        ("sse", true),
+        ("bomtext", true),
+        ("bomjson", true),
+        ("html", true),
+        ("none", true),
+        ("utf16", false),
+        ("binary", false),
+    ] {
+        let r = f
+            .send("GET", &format!("/customer?fmt={fmt}"), &[], b"")
+            .await;
+        let ok = if masked {
+            r.status == 200 && r.complete && !clear(&r) && contains(&r.body, "[redacted]")
+        } else {
+            r.status == 502 && r.error() == "unmaskableResponse" && !clear(&r)
+        };
+        if !ok {
+            wrong.push(format!("{fmt}: {} {}", r.status, r.text()));
+        }
+    }
+    assert!(wrong.is_empty(), "detectors only:\n{}", wrong.join("\n"));
+    // JSON lines stay JSON lines.
+    let r = f.send("GET", "/customer?fmt=ndjson", &[], b"").await;
+    for line in r.text().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["customer"]["email"], "[redacted]", "{line}");
+        assert_eq!(v["customer"]["name"], "Ann");
+    }
+    // Masking paths too: JSON in any label is masked by path; text, where
+    // paths cannot be found, is refused.
+    let f = fixture(PATHS_AND_DETECTORS).await;
+    let mut wrong = Vec::new();
+    for (fmt, masked) in [
+        ("json", true),
+        ("ndjson", true),
+        ("bomtext", true),
+        ("bomjson", true),
+        ("none", true),
+        ("xml", false),
+        ("csv", false),
+        ("sse", false),
+        ("html", false),
+        ("utf16", false),
+        ("binary", false),
+    ] {
+        let r = f
+            .send("GET", &format!("/customer?fmt={fmt}"), &[], b"")
+            .await;
+        let ok = if masked {
+            r.status == 200 && r.complete && !clear(&r) && !contains(&r.body, "Ann")
+        } else {
+            r.status == 502 && r.error() == "unmaskableResponse" && !clear(&r)
+        };
+        if !ok {
+            wrong.push(format!("{fmt}: {} {}", r.status, r.text()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "paths and detectors:\n{}",
+        wrong.join("\n")
+    );
+    let r = f.send("GET", "/customer?fmt=xml", &[], b"").await;
+    let b = r.json();
+    assert_eq!(b["upstreamStatus"], 200);
+    assert_eq!(b["contentType"], "application/xml");
+    assert!(b["message"].as_str().unwrap().contains("jsonPaths"), "{b}");
+    // A BOM before JSON labelled text/plain is kept, the rest is valid JSON.
+    let r = f.send("GET", "/customer?fmt=bomtext", &[], b"").await;
+    assert!(r.body.starts_with(&[0xEF, 0xBB, 0xBF]), "{r:?}");
+    let v: Value = serde_json::from_slice(&r.body[3..]).unwrap();
+    assert_eq!(v["customer"]["name"], "[redacted]");
+    assert_eq!(v["id"], 1);
 }

@@ -13,6 +13,7 @@
 pub mod bundle;
 pub mod scrub;
 pub mod stream_mask;
+pub mod text_mask;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ use crate::audit::{AuditLog, SessionInfo};
 use crate::metrics::Metrics;
 use scrub::{ScrubStream, Secrets};
 use stream_mask::JsonStreamMasker;
+use text_mask::TextMasker;
 
 /// Default largest request body buffered to decide `jsonBody` rules.
 pub const DEFAULT_MAX_REQUEST_BODY: usize = 1 << 20;
@@ -544,40 +546,8 @@ fn strict_body(
     sluice_policy::http::parse_body(bytes).map_err(|e| (e.limit(), e.to_string()))
 }
 
-/// Whitespace held while sniffing before a body is passed as not JSON.
+/// The most bytes read to find a body's first non-whitespace byte.
 const SNIFF_LIMIT: usize = 64 * 1024;
-
-/// A body labelled so that it may well be JSON: no Content-Type, or
-/// `text/plain` (a body the application parses as JSON whatever the label).
-fn may_be_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return true;
-    };
-    let Ok(ct) = ct.to_str() else {
-        return false;
-    };
-    ct.split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case("text/plain")
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || mime == "text/json" || mime.ends_with("+json")
-}
 
 async fn handle(
     ctx: &HttpContext,
@@ -987,7 +957,7 @@ async fn handle(
         }
     };
     ctx.metrics.upstream_latency(started.elapsed());
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     // A transfer coding hyper does not remove (only chunked is) leaves the
     // body encoded like a Content-Encoding would.
     let transfer_coded = parts
@@ -1004,17 +974,13 @@ async fn handle(
         secrets.scrub_headers(&mut parts.headers);
     }
     let mask_rules = !set.json_paths().is_empty() || set.detectors_indexed().is_some();
-    // JSON under another label (no Content-Type, text/plain) is masked too:
-    // the body is sniffed (see `Stage::Sniff`).
-    let sniffing = mask_rules && !is_json(&parts.headers) && may_be_json(&parts.headers);
-    let masking = mask_rules && is_json(&parts.headers);
     let encoded = transfer_coded
         || parts
             .headers
             .get_all(header::CONTENT_ENCODING)
             .iter()
             .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded && (masking || sniffing || up.secrets.is_some()) {
+    if encoded && (mask_rules || up.secrets.is_some()) {
         let message = format!(
             "the upstream of Connection {} sent a compressed response although Sluice asked for identity encoding; Sluice cannot scrub credentials from it or mask it, so it is not passed on",
             ctx.name
@@ -1023,10 +989,65 @@ async fn handle(
         ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
         return error_response(StatusCode::BAD_GATEWAY, "compressedResponse", message);
     }
-    let stage = if masking {
-        Stage::Json(JsonStreamMasker::new(set.clone()))
-    } else if sniffing {
-        Stage::Sniff(set.clone())
+    // Masking rules apply: every representation is masked or refused
+    // (issue 16). The first bytes are read before answering, so a body that
+    // cannot be masked is refused with a status, not cut off.
+    let mut first = Vec::new();
+    let stage = if mask_rules {
+        let (bytes, ended) = match peek(&mut body, up.timeout).await {
+            Ok(p) => p,
+            Err(why) => {
+                let message = format!("the upstream response broke off: {why}");
+                result_event(ctx, session, &cmd, started, 0, Some(message.clone()));
+                ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
+                return error_response(StatusCode::BAD_GATEWAY, "upstreamUnavailable", message);
+            }
+        };
+        let representation = representation(&parts.headers, &bytes, ended);
+        first = bytes;
+        let why = match &representation {
+            Representation::Empty => None,
+            Representation::Json { .. } => None,
+            Representation::Text if set.json_paths().is_empty() => None,
+            Representation::Text => Some(
+                "jsonPaths masking applies, and JSON paths cannot be found in it; ask for application/json"
+                    .to_string(),
+            ),
+            Representation::Unmaskable(why) => Some(why.clone()),
+        };
+        if let Some(why) = why {
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let message = format!(
+                "the upstream of Connection {} answered {} with a {} body that Sluice cannot mask ({why}); masking rules apply, so it is not passed on",
+                ctx.name,
+                parts.status.as_u16(),
+                content_type.as_deref().unwrap_or("unlabelled"),
+            );
+            result_event(ctx, session, &cmd, started, 0, Some(message.clone()));
+            ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                serde_json::json!({
+                    "error": "unmaskableResponse",
+                    "upstreamStatus": parts.status.as_u16(),
+                    "contentType": content_type,
+                    "message": message,
+                }),
+            );
+        }
+        match representation {
+            Representation::Json { lines: false } => {
+                Stage::Json(JsonStreamMasker::new(set.clone()))
+            }
+            Representation::Json { lines: true } => {
+                Stage::Json(JsonStreamMasker::lines(set.clone()))
+            }
+            Representation::Text => Stage::Text(TextMasker::new(set.clone())),
+            _ => Stage::Pass,
+        }
     } else {
         Stage::Pass
     };
@@ -1042,7 +1063,7 @@ async fn handle(
         secrets: up.secrets.clone(),
         scrub: ScrubStream::new(),
         stage,
-        held: Vec::new(),
+        first: (!first.is_empty()).then_some(first),
         ended: false,
         finished: false,
         record: Some(ResultRecord {
@@ -1382,19 +1403,148 @@ struct ResultRecord {
 enum Stage {
     /// Passed on as they are.
     Pass,
-    /// A body not labelled JSON that has shown only whitespace so far: its
-    /// first other byte decides whether it is masked as JSON (`{`, `[`) or
-    /// passed on.
-    Sniff(Arc<PolicySet>),
-    /// Masked as JSON.
+    /// Masked as JSON (or JSON lines) by paths and detectors.
     Json(JsonStreamMasker),
+    /// Masked as text by detectors.
+    Text(TextMasker),
 }
 
 impl Stage {
     fn masked(&self) -> u64 {
         match self {
+            Stage::Pass => 0,
             Stage::Json(m) => m.masked(),
-            _ => 0,
+            Stage::Text(m) => m.masked(),
+        }
+    }
+}
+
+/// What a response body is, for masking.
+#[derive(Debug)]
+enum Representation {
+    /// No body.
+    Empty,
+    /// JSON (`lines`: documents one after another).
+    Json { lines: bool },
+    /// UTF-8 text that is not JSON: masked by detectors.
+    Text,
+    /// Cannot be masked (binary, another charset, an unreadable label): why.
+    Unmaskable(String),
+}
+
+/// How many bytes of `b` are a UTF-8 byte-order mark.
+fn bom_len(b: &[u8]) -> usize {
+    if b.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    }
+}
+
+/// What a response body is, from its headers and its first bytes
+/// (`ended`: that is all of it). JSON behind another label (`text/plain`,
+/// none), after a byte-order mark or not, is JSON.
+fn representation(headers: &HeaderMap, first: &[u8], ended: bool) -> Representation {
+    use Representation::{Empty, Json, Text, Unmaskable};
+    if ended && first.is_empty() {
+        return Empty;
+    }
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let label = types.next();
+    if types.next().is_some() {
+        return Unmaskable("it has more than one Content-Type".into());
+    }
+    let (mime, charset) = match label.map(media_type) {
+        None => (None, None),
+        Some(Some((m, c))) => (Some(m), c),
+        Some(None) => return Unmaskable("its Content-Type cannot be read".into()),
+    };
+    if let Some(c) = charset
+        && !matches!(c.as_str(), "utf-8" | "utf8" | "us-ascii")
+    {
+        return Unmaskable(format!("its charset is {c}, and Sluice masks UTF-8 text"));
+    }
+    let utf16 = first.starts_with(&[0xFE, 0xFF])
+        || first.starts_with(&[0xFF, 0xFE])
+        || first.iter().take(4).any(|b| *b == 0);
+    let sniffed_json = first[bom_len(first)..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['));
+    let found = match mime.as_deref() {
+        Some("application/json" | "text/json") => Json { lines: false },
+        Some(m) if m.starts_with("application/") && m.ends_with("+json") => Json { lines: false },
+        Some(
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonl"
+            | "application/jsonlines"
+            | "application/x-jsonlines"
+            | "application/json-seq",
+        ) => Json { lines: true },
+        None | Some("text/plain") if sniffed_json => Json { lines: true },
+        None => match std::str::from_utf8(first) {
+            Ok(_) => Text,
+            // Cut inside a character at the end of what was read: still text.
+            Err(e) if e.error_len().is_none() => Text,
+            Err(_) => Unmaskable("it has no Content-Type and is not UTF-8 text".into()),
+        },
+        Some(m) if is_textual(m) => Text,
+        Some(m) => Unmaskable(format!("{m} is not a textual type")),
+    };
+    match found {
+        Json { .. } | Text if utf16 => {
+            Unmaskable("it is UTF-16 or UTF-32 text, and Sluice masks UTF-8 text".into())
+        }
+        found => found,
+    }
+}
+
+/// Types masked as text by detectors.
+fn is_textual(mime: &str) -> bool {
+    mime.starts_with("text/")
+        || mime.ends_with("+xml")
+        || matches!(
+            mime,
+            "application/xml"
+                | "application/javascript"
+                | "application/x-javascript"
+                | "application/ecmascript"
+                | "application/x-www-form-urlencoded"
+                | "application/yaml"
+                | "application/x-yaml"
+                | "application/csv"
+                | "application/graphql"
+                | "application/sql"
+        )
+}
+
+/// Reads the first bytes of a body: until one that is not whitespace (after
+/// a byte-order mark), [`SNIFF_LIMIT`] bytes, or the end (`true`).
+async fn peek(body: &mut Incoming, timeout: Duration) -> Result<(Vec<u8>, bool), String> {
+    let mut got = Vec::new();
+    loop {
+        if body.is_end_stream() {
+            return Ok((got, true));
+        }
+        let frame = tokio::time::timeout(timeout, body.frame())
+            .await
+            .map_err(|_| format!("nothing arrived for {} ms", timeout.as_millis()))?;
+        match frame {
+            None => return Ok((got, true)),
+            Some(Err(e)) => return Err(error_chain(&e)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+        }
+        let content = got[bom_len(&got)..]
+            .iter()
+            .any(|b| !b.is_ascii_whitespace());
+        if content || got.len() >= SNIFF_LIMIT {
+            return Ok((got, false));
         }
     }
 }
@@ -1412,8 +1562,8 @@ struct ResponseBody {
     secrets: Option<Arc<Secrets>>,
     scrub: ScrubStream,
     stage: Stage,
-    /// What the sniffer holds.
-    held: Vec<u8>,
+    /// The first bytes, read before answering (see [`peek`]).
+    first: Option<Vec<u8>>,
     /// The end of the body went through the stages.
     ended: bool,
     finished: bool,
@@ -1487,24 +1637,17 @@ impl ResponseBody {
             Some(s) => self.scrub.feed(s, data, end),
             None => data.to_vec(),
         };
-        if let Stage::Sniff(set) = &self.stage {
-            self.held.extend_from_slice(&bytes);
-            let first = self.held.iter().find(|b| !b.is_ascii_whitespace());
-            match first {
-                None if !end && self.held.len() < SNIFF_LIMIT => return Ok(Vec::new()),
-                Some(b'{' | b'[') => self.stage = Stage::Json(JsonStreamMasker::new(set.clone())),
-                _ => self.stage = Stage::Pass,
-            }
-            let held = std::mem::take(&mut self.held);
-            return self.staged(held, end);
-        }
-        self.staged(bytes, end)
-    }
-
-    fn staged(&mut self, bytes: Vec<u8>, end: bool) -> Result<Vec<u8>, String> {
         match &mut self.stage {
-            Stage::Pass | Stage::Sniff(_) => Ok(bytes),
+            Stage::Pass => Ok(bytes),
             Stage::Json(m) => {
+                let mut out = Vec::with_capacity(bytes.len());
+                m.feed(&bytes, &mut out).map_err(|e| e.to_string())?;
+                if end {
+                    m.finish(&mut out).map_err(|e| e.to_string())?;
+                }
+                Ok(out)
+            }
+            Stage::Text(m) => {
                 let mut out = Vec::with_capacity(bytes.len());
                 m.feed(&bytes, &mut out).map_err(|e| e.to_string())?;
                 if end {
@@ -1527,6 +1670,16 @@ impl Body for ResponseBody {
         let this = &mut *self;
         if this.finished {
             return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            match this.transform(&first, false) {
+                Ok(out) if out.is_empty() => {}
+                Ok(out) => {
+                    this.count(out.len());
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                }
+                Err(e) => return this.fail(e),
+            }
         }
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
