@@ -39,8 +39,10 @@ use prometheus_client::registry::Registry;
 use sha2::Digest;
 use sluice_crds::Action;
 use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome};
+use sluice_policy::detectors::DetectorSet;
 use sluice_policy::engine::{Decision, Identity, PolicySet};
 use sluice_policy::http::{HttpRequest, Inspection, forward_path, normalize_path};
+use sluice_policy::masker::Masker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -404,10 +406,27 @@ fn error_response(status: StatusCode, error: &str, message: String) -> Response<
     )
 }
 
+/// The detectors run over every audited path.
+static AUDIT_DETECTORS: std::sync::LazyLock<DetectorSet> = std::sync::LazyLock::new(|| {
+    use sluice_crds::Detector::*;
+    DetectorSet::new(&[CreditCard, Ssn, Email, Phone, Iban, Jwt, AwsKey, PrivateKey])
+});
+
 /// The audit record of a request: method and normalised path (the query is
 /// left out: it may carry values).
 fn command(method: &str, path: &str) -> AuditCommand {
-    let text = format!("{method} {path}");
+    // Every detector runs over the path, whatever the masking rules: the
+    // audit trail keeps no card number, e-mail or key a path carries (issue
+    // 16). The fingerprint is of the masked text too.
+    let findings = AUDIT_DETECTORS.find(path);
+    let text = if findings.is_empty() {
+        format!("{method} {path}")
+    } else {
+        format!(
+            "{method} {}",
+            Masker::redact().mask_findings(path, &findings)
+        )
+    };
     let fingerprint = format!("{:x}", sha2::Sha256::digest(text.as_bytes()));
     AuditCommand {
         text,
