@@ -5,10 +5,13 @@
 //! stream ([`stream_mask`]).
 //!
 //! Refusals are JSON bodies: `403` (deny, approval needed), `400` (a path
-//! that decodes ambiguously, a malformed request), `413` (a body too large
-//! to decide), `502` (upstream unreachable, or a compressed JSON response
-//! that masking cannot read), `504` (upstream timeout), `503` (the audit
-//! sink failed: audit is write-ahead).
+//! that decodes ambiguously or climbs out of the baseURL, a body or query a
+//! rule inspects that breaks the strict grammar, a `_method` override, a
+//! malformed request), `413` (a body too large to decide), `502` (upstream
+//! unreachable, a compressed response, a body that cannot be masked while
+//! masking rules apply), `504` (upstream timeout), `503` (the audit sink
+//! failed: audit is write-ahead). What is read strictly, scrubbed, masked
+//! and refused, per content type, is in sidecar/README.md ("HTTP APIs").
 
 pub mod bundle;
 pub mod scrub;
