@@ -469,6 +469,15 @@ async fn unreadable_bodies_are_refused_before_the_upstream() {
     );
     assert_eq!(f.hits().await, 0, "a refused body reached the upstream");
 
+    // Numbers in strings (Python's int() and float() read them) meet the rule.
+    for body in [
+        &br#"{"amount": "100000"}"#[..],
+        br#"{"amount": " 1e5 "}"#,
+        br#"{"amount": "1e400"}"#,
+    ] {
+        let r = f.send("POST", "/v1/refunds", &[json], body).await;
+        assert_eq!(r.status, 403, "{}: {r:?}", String::from_utf8_lossy(body));
+    }
     // The same rule still decides bodies it can read.
     let r = f
         .send("POST", "/v1/refunds", &[json], br#"{"amount": 100000}"#)
