@@ -768,6 +768,7 @@ async fn injected_credentials_never_come_back() {
             ("/echo-urlencoded", 200),
             ("/echo-header", 204),
             ("/unauthorized", 401),
+            ("/echo-reason", 401),
             ("/echo-chunked", 200),
         ] {
             let r = f.send("GET", route, &[], b"").await;

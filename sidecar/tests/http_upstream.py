@@ -106,6 +106,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, "text/plain", "next=" + quote(auth, safe=""))
         if route == "/echo-header":
             return self.send(204, None, b"", [("X-Seen-Auth", auth), ("Set-Cookie", "k=" + key)])
+        if route == "/echo-reason":
+            # The credential in the status line's reason phrase.
+            self.send_response(401, "bad credential " + auth)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if route == "/unauthorized":
             return self.send(401, "text/plain", "invalid credential %s for this account" % auth)
         if route == "/echo-gzip":

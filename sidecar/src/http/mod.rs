@@ -980,6 +980,9 @@ async fn handle(
     };
     ctx.metrics.upstream_latency(started.elapsed());
     let (mut parts, mut body) = response.into_parts();
+    // The upstream's own reason phrase would be written back by hyper; it
+    // can carry anything (a credential, a value): the canonical one is sent.
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
     // A transfer coding hyper does not remove (only chunked is) leaves the
     // body encoded like a Content-Encoding would.
     let transfer_coded = parts
