@@ -132,7 +132,7 @@ class Handler(BaseHTTPRequestHandler):
             fmt = self.path.split("fmt=", 1)[1] if "fmt=" in self.path else "json"
             c = customer()
             if fmt == "json":
-                return self.send(200, "application/json", json.dumps(c))
+                return self.send(200, "application/json", json.dumps(c), [("X-Contact", "mailto:" + EMAIL), ("Location", "/cards/" + CARD)])
             if fmt == "xml":
                 return self.send(200, "application/xml", "<customer><id>1</id><email>%s</email><card>%s</card></customer>" % (EMAIL, CARD))
             if fmt == "csv":

@@ -999,6 +999,19 @@ async fn handle(
         secrets.scrub_headers(&mut parts.headers);
     }
     let mask_rules = !set.json_paths().is_empty() || set.detectors_indexed().is_some();
+    // Response headers are a channel back too (a Location, a cookie, an
+    // X-Contact): the detectors run over every value.
+    if let Some((detectors, masker)) = set.detectors() {
+        for value in parts.headers.values_mut() {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            let findings = detectors.find(&text);
+            if !findings.is_empty() {
+                let masked = masker.mask_findings(&text, &findings);
+                *value = HeaderValue::from_str(&masked)
+                    .unwrap_or_else(|_| HeaderValue::from_static("[redacted]"));
+            }
+        }
+    }
     let encoded = transfer_coded
         || parts
             .headers
