@@ -116,6 +116,16 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(401, "text/plain", "invalid credential %s for this account" % auth)
         if route == "/echo-gzip":
             return self.send(200, "text/plain", gzip.compress(auth.encode()), [("Content-Encoding", "gzip")])
+        if route == "/echo-zip":
+            import io
+            import zipfile
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                z.writestr("request.txt", "Authorization: " + auth)
+            return self.send(200, "application/zip", buf.getvalue())
+        if route == "/echo-gzip-octets":
+            # gzip under a label that does not say so.
+            return self.send(200, "application/octet-stream", gzip.compress(auth.encode()))
         if route == "/echo-chunked":
             # The credential split over chunk boundaries, one byte a chunk.
             self.send_response(200)

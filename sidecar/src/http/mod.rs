@@ -1018,7 +1018,15 @@ async fn handle(
             .get_all(header::CONTENT_ENCODING)
             .iter()
             .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded && (mask_rules || up.secrets.is_some()) {
+    // A compressed container (zip, gzip, …) hides the credential as well as
+    // a Content-Encoding does.
+    let container = parts
+        .headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .filter_map(media_type)
+        .any(|(mime, _)| scrub::is_compressed_type(&mime));
+    if (encoded || container) && (mask_rules || up.secrets.is_some()) {
         let message = format!(
             "the upstream of Connection {} sent a compressed response although Sluice asked for identity encoding; Sluice cannot scrub credentials from it or mask it, so it is not passed on",
             ctx.name
@@ -1102,6 +1110,7 @@ async fn handle(
         scrub: ScrubStream::new(),
         stage,
         first: (!first.is_empty()).then_some(first),
+        started: false,
         ended: false,
         finished: false,
         record: Some(ResultRecord {
@@ -1604,6 +1613,8 @@ struct ResponseBody {
     first: Option<Vec<u8>>,
     /// The end of the body went through the stages.
     ended: bool,
+    /// The first bytes went through (checked for compressed data).
+    started: bool,
     finished: bool,
     record: Option<ResultRecord>,
 }
@@ -1671,6 +1682,14 @@ impl ResponseBody {
             return Ok(Vec::new());
         }
         self.ended = end;
+        if !self.started && self.secrets.is_some() {
+            self.started = true;
+            if let Some(kind) = scrub::compressed_magic(data) {
+                return Err(format!(
+                    "the upstream's response body is {kind} data under another label; Sluice cannot scrub the injected credential from it, so the response was cut off"
+                ));
+            }
+        }
         let bytes = match &self.secrets {
             Some(s) => self.scrub.feed(s, data, end),
             None => data.to_vec(),

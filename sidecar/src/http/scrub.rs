@@ -118,6 +118,47 @@ impl Secrets {
     }
 }
 
+/// Media types of compressed containers: the credential could be inside,
+/// where no byte scan finds it.
+pub fn is_compressed_type(mime: &str) -> bool {
+    matches!(
+        mime,
+        "application/zip"
+            | "application/gzip"
+            | "application/x-gzip"
+            | "application/x-bzip2"
+            | "application/x-xz"
+            | "application/zstd"
+            | "application/x-zstd"
+            | "application/x-7z-compressed"
+            | "application/x-rar-compressed"
+            | "application/vnd.rar"
+            | "application/x-compress"
+            | "application/x-lzma"
+            | "application/x-lz4"
+            | "application/java-archive"
+            | "application/x-brotli"
+    )
+}
+
+/// The compression format a body starts with, by its magic bytes.
+pub fn compressed_magic(first: &[u8]) -> Option<&'static str> {
+    const MAGIC: &[(&[u8], &str)] = &[
+        (&[0x1F, 0x8B], "gzip"),
+        (b"PK\x03\x04", "zip"),
+        (&[0x28, 0xB5, 0x2F, 0xFD], "zstd"),
+        (&[0xFD, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+        (&[b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C], "7z"),
+    ];
+    if first.len() >= 10 && first.starts_with(b"BZh") && first[4..10] == *b"1AY&SY" {
+        return Some("bzip2");
+    }
+    MAGIC
+        .iter()
+        .find(|(m, _)| first.starts_with(m))
+        .map(|(_, kind)| *kind)
+}
+
 /// A body stream being scrubbed.
 pub struct ScrubStream {
     held: Vec<u8>,
