@@ -937,17 +937,34 @@ impl BodyPredicate {
             return false;
         }
         if let Some(min) = self.greater_than
-            && !v.as_f64().is_some_and(|x| x > min)
+            && !numeric(v).is_some_and(|x| x > min)
         {
             return false;
         }
         if let Some(max) = self.less_than
-            && !v.as_f64().is_some_and(|x| x < max)
+            && !numeric(v).is_some_and(|x| x < max)
         {
             return false;
         }
         true
     }
+}
+
+/// The number a value stands for: a JSON number, or a string an upstream
+/// would read as one (`"100000"`, `" 1e5 "`, `"100_000"`, `"inf"`:
+/// Python's `int()` and `float()` accept them), so `"amount": "100000"` meets
+/// `greaterThan: 1000` like `100000` does.
+fn numeric(v: &Value) -> Option<f64> {
+    if let Some(x) = v.as_f64() {
+        return Some(x);
+    }
+    let text = v.as_str()?.trim();
+    if text.len() > 64 {
+        return None;
+    }
+    let plain: String = text.chars().filter(|c| *c != '_').collect();
+    // "inf" and "1e400" are infinite to Python too; NaN compares false there.
+    plain.parse::<f64>().ok().filter(|x| !x.is_nan())
 }
 
 /// JSON equality where `1` equals `1.0`.
@@ -1654,6 +1671,32 @@ mod tests {
         assert!(absent.matches(&req("GET", "/", "", None)));
         let present = rule(json!({"jsonBody": [{"path": "$.x", "exists": true}]}));
         assert!(!present.matches(&req("GET", "/", "", None)));
+    }
+
+    #[test]
+    fn numeric_strings_meet_number_predicates() {
+        let big = rule(json!({"jsonBody": [{"path": "$.amount", "greaterThan": 1000}]}));
+        for amount in [
+            json!("100000"),
+            json!(" 1e5 "),
+            json!("100_000"),
+            json!("1e400"),
+            json!("Infinity"),
+            json!(100000),
+        ] {
+            let body = json!({ "amount": amount });
+            assert!(big.matches(&req("POST", "/", "", Some(&body))), "{amount}");
+        }
+        for amount in [
+            json!("10"),
+            json!("abc"),
+            json!("NaN"),
+            json!(null),
+            json!([100000]),
+        ] {
+            let body = json!({ "amount": amount });
+            assert!(!big.matches(&req("POST", "/", "", Some(&body))), "{amount}");
+        }
     }
 
     #[test]

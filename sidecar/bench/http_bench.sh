@@ -3,8 +3,8 @@
 # sidecar vs direct to the same HTTPS upstream (wrk), as ratios, and the
 # sidecar's peak RSS while it masks a ~100 MB JSON response.
 #
-# The upstream is the HTTPS server of sidecar/tests/http.rs (its own CA),
-# run as an ignored test. Cells (interleaved, ROUNDS times):
+# The upstream is the HTTPS server of the HTTP tests (sidecar/tests/http_support,
+# its own CA), run as the example http_bench_upstream. Cells (interleaved, ROUNDS times):
 #   direct      wrk -> https upstream /small
 #   plain       wrk -> sidecar (no masking rule) -> upstream /small
 #   masked      wrk -> sidecar (jsonPaths + detectors) -> upstream /small
@@ -18,7 +18,7 @@
 # Usage: sidecar/bench/http_bench.sh [SIDECAR_BINARY]
 # Env: DURATION (s per cell, default 5), ROUNDS (default 2), CONNS (default 16),
 # THREADS (default 2), BIG_ITEMS (default 1000000, ~100 MB), UPSTREAM_BIN (a prebuilt
-# http test binary, instead of building it with cargo), SIDECAR_THREADS (the sidecar's
+# http_bench_upstream example binary, instead of building it with cargo), SIDECAR_THREADS (the sidecar's
 # --worker-threads, default 1), SIDECAR_ARGS (more sidecar flags, e.g. --http-upstream-http1-only).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -43,14 +43,13 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -n "${UPSTREAM_BIN:-}" ]; then
-  # A prebuilt `cargo test --release -p sluice-sidecar --test http --no-run` binary.
-  SLUICE_BENCH_UPSTREAM_DIR=$work "$UPSTREAM_BIN" --ignored --exact bench_upstream >"$work/upstream.log" 2>&1 &
+  # A prebuilt `cargo build --release -p sluice-sidecar --example http_bench_upstream` binary.
+  "$UPSTREAM_BIN" "$work" >"$work/upstream.log" 2>&1 &
   pids+=($!)
 else
-  echo "building the bench upstream (release test binary)..." >&2
-  (cd "$root" && cargo test --release -p sluice-sidecar --test http --no-run >/dev/null 2>&1)
-  SLUICE_BENCH_UPSTREAM_DIR=$work cargo test --manifest-path "$root/Cargo.toml" --release -p sluice-sidecar --test http \
-    -- --ignored --exact bench_upstream >"$work/upstream.log" 2>&1 &
+  echo "building the bench upstream (release example)..." >&2
+  (cd "$root" && cargo build --release -p sluice-sidecar --example http_bench_upstream >/dev/null 2>&1)
+  "${CARGO_TARGET_DIR:-$root/target}/release/examples/http_bench_upstream" "$work" >"$work/upstream.log" 2>&1 &
   pids+=($!)
 fi
 for _ in $(seq 1 1200); do [ -s "$work/port" ] && break; sleep 0.1; done

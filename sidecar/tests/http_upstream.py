@@ -106,10 +106,26 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, "text/plain", "next=" + quote(auth, safe=""))
         if route == "/echo-header":
             return self.send(204, None, b"", [("X-Seen-Auth", auth), ("Set-Cookie", "k=" + key)])
+        if route == "/echo-reason":
+            # The credential in the status line's reason phrase.
+            self.send_response(401, "bad credential " + auth)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if route == "/unauthorized":
             return self.send(401, "text/plain", "invalid credential %s for this account" % auth)
         if route == "/echo-gzip":
             return self.send(200, "text/plain", gzip.compress(auth.encode()), [("Content-Encoding", "gzip")])
+        if route == "/echo-zip":
+            import io
+            import zipfile
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                z.writestr("request.txt", "Authorization: " + auth)
+            return self.send(200, "application/zip", buf.getvalue())
+        if route == "/echo-gzip-octets":
+            # gzip under a label that does not say so.
+            return self.send(200, "application/octet-stream", gzip.compress(auth.encode()))
         if route == "/echo-chunked":
             # The credential split over chunk boundaries, one byte a chunk.
             self.send_response(200)
@@ -126,7 +142,7 @@ class Handler(BaseHTTPRequestHandler):
             fmt = self.path.split("fmt=", 1)[1] if "fmt=" in self.path else "json"
             c = customer()
             if fmt == "json":
-                return self.send(200, "application/json", json.dumps(c))
+                return self.send(200, "application/json", json.dumps(c), [("X-Contact", "mailto:" + EMAIL), ("Location", "/cards/" + CARD)])
             if fmt == "xml":
                 return self.send(200, "application/xml", "<customer><id>1</id><email>%s</email><card>%s</card></customer>" % (EMAIL, CARD))
             if fmt == "csv":

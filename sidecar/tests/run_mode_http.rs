@@ -71,8 +71,15 @@ async fn start_upstream() -> (SocketAddr, String) {
                             .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("?"))))
                             .collect();
                         let method = req.method().to_string();
+                        // The credential as a digest: the value itself is
+                        // scrubbed on the way back (issue 16).
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .map(|v| digest(v.as_bytes()));
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         json!({"method": method, "path": path, "headers": headers,
+                               "authorizationDigest": auth,
                                "body": String::from_utf8_lossy(&body)})
                     };
                     Ok::<_, Infallible>(
@@ -191,7 +198,8 @@ async fn run_mode_serves_http_connections_and_follows_policy_edits() {
     // The bundle's credential replaces the application's.
     let (status, echo) = get(&client, listen_port, "/v1/things").await;
     assert_eq!(status, 200, "{echo}");
-    assert_eq!(echo["headers"]["authorization"], TOKEN);
+    assert_eq!(echo["authorizationDigest"], digest(TOKEN.as_bytes()));
+    assert_eq!(echo["headers"]["authorization"], "*".repeat(TOKEN.len()));
     // Masked by the bundle's jsonPaths.
     let (status, v) = get(&client, listen_port, "/customer").await;
     assert_eq!(status, 200);
@@ -338,7 +346,8 @@ async fn http_requests_needing_approval_are_held_or_refused_until_approved() {
     assert_eq!(status, 200, "{echo}");
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["body"], r#"{"amount": 5000}"#);
-    assert_eq!(echo["headers"]["authorization"], TOKEN);
+    assert_eq!(echo["authorizationDigest"], digest(TOKEN.as_bytes()));
+    assert_eq!(echo["headers"]["authorization"], "*".repeat(TOKEN.len()));
     assert_eq!(hits(), 1);
 
     // Retry: refused at once naming the request; approved, the same
@@ -391,4 +400,10 @@ async fn http_requests_needing_approval_are_held_or_refused_until_approved() {
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["error"], "approvalRefused");
     assert_eq!(v["phase"], "Expired", "{v}");
+}
+
+/// SHA-256 of `b`, hex.
+fn digest(b: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(b))
 }

@@ -5,13 +5,18 @@
 //! stream ([`stream_mask`]).
 //!
 //! Refusals are JSON bodies: `403` (deny, approval needed), `400` (a path
-//! that decodes ambiguously, a malformed request), `413` (a body too large
-//! to decide), `502` (upstream unreachable, or a compressed JSON response
-//! that masking cannot read), `504` (upstream timeout), `503` (the audit
-//! sink failed: audit is write-ahead).
+//! that decodes ambiguously or climbs out of the baseURL, a body or query a
+//! rule inspects that breaks the strict grammar, a `_method` override, a
+//! malformed request), `413` (a body too large to decide), `502` (upstream
+//! unreachable, a compressed response, a body that cannot be masked while
+//! masking rules apply), `504` (upstream timeout), `503` (the audit sink
+//! failed: audit is write-ahead). What is read strictly, scrubbed, masked
+//! and refused, per content type, is in sidecar/README.md ("HTTP APIs").
 
 pub mod bundle;
+pub mod scrub;
 pub mod stream_mask;
+pub mod text_mask;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,15 +42,19 @@ use prometheus_client::registry::Registry;
 use sha2::Digest;
 use sluice_crds::Action;
 use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome};
+use sluice_policy::detectors::DetectorSet;
 use sluice_policy::engine::{Decision, Identity, PolicySet};
 use sluice_policy::http::{HttpRequest, Inspection, forward_path, normalize_path};
+use sluice_policy::masker::Masker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::approval::{ApprovalOutcome, Approvals};
 use crate::audit::{AuditLog, SessionInfo};
 use crate::metrics::Metrics;
+use scrub::{ScrubStream, Secrets};
 use stream_mask::JsonStreamMasker;
+use text_mask::TextMasker;
 
 /// Default largest request body buffered to decide `jsonBody` rules.
 pub const DEFAULT_MAX_REQUEST_BODY: usize = 1 << 20;
@@ -136,6 +145,8 @@ pub struct HttpUpstream {
     base_path: String,
     /// Credential headers (marked sensitive).
     credentials: Vec<(HeaderName, HeaderValue)>,
+    /// The credential values as they may come back in a response (scrubbed).
+    secrets: Option<Arc<Secrets>>,
     client: HttpsClient,
     /// How long the upstream has to answer with headers, and at most
     /// between two pieces of a response body.
@@ -185,6 +196,18 @@ impl HttpUpstream {
             value.set_sensitive(true);
             headers.push((name, value));
         }
+        let values: Vec<&[u8]> = headers.iter().map(|(_, v)| v.as_bytes()).collect();
+        let (secrets, short) = Secrets::new(&values);
+        for i in short {
+            if let Some((name, _)) = headers.get(i) {
+                tracing::warn!(
+                    connection,
+                    header = %name,
+                    "the credential header's value is shorter than {} bytes: it is not scrubbed from responses; use a longer secret",
+                    scrub::MIN_SECRET_LEN
+                );
+            }
+        }
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -206,6 +229,7 @@ impl HttpUpstream {
             authority,
             base_path,
             credentials: headers,
+            secrets: secrets.map(Arc::new),
             client,
             timeout,
         })
@@ -385,10 +409,27 @@ fn error_response(status: StatusCode, error: &str, message: String) -> Response<
     )
 }
 
+/// The detectors run over every audited path.
+static AUDIT_DETECTORS: std::sync::LazyLock<DetectorSet> = std::sync::LazyLock::new(|| {
+    use sluice_crds::Detector::*;
+    DetectorSet::new(&[CreditCard, Ssn, Email, Phone, Iban, Jwt, AwsKey, PrivateKey])
+});
+
 /// The audit record of a request: method and normalised path (the query is
 /// left out: it may carry values).
 fn command(method: &str, path: &str) -> AuditCommand {
-    let text = format!("{method} {path}");
+    // Every detector runs over the path, whatever the masking rules: the
+    // audit trail keeps no card number, e-mail or key a path carries (issue
+    // 16). The fingerprint is of the masked text too.
+    let findings = AUDIT_DETECTORS.find(path);
+    let text = if findings.is_empty() {
+        format!("{method} {path}")
+    } else {
+        format!(
+            "{method} {}",
+            Masker::redact().mask_findings(path, &findings)
+        )
+    };
     let fingerprint = format!("{:x}", sha2::Sha256::digest(text.as_bytes()));
     AuditCommand {
         text,
@@ -527,40 +568,8 @@ fn strict_body(
     sluice_policy::http::parse_body(bytes).map_err(|e| (e.limit(), e.to_string()))
 }
 
-/// Whitespace held while sniffing before a body is passed as not JSON.
+/// The most bytes read to find a body's first non-whitespace byte.
 const SNIFF_LIMIT: usize = 64 * 1024;
-
-/// A body labelled so that it may well be JSON: no Content-Type, or
-/// `text/plain` (a body the application parses as JSON whatever the label).
-fn may_be_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return true;
-    };
-    let Ok(ct) = ct.to_str() else {
-        return false;
-    };
-    ct.split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case("text/plain")
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || mime == "text/json" || mime.ends_with("+json")
-}
 
 async fn handle(
     ctx: &HttpContext,
@@ -908,6 +917,10 @@ async fn handle(
     for name in OVERRIDE_HEADERS {
         headers.remove(*name);
     }
+    // A byte range could cut a credential or a masked value in two, each
+    // half passing the scrubber and the masker: whole representations only.
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
     for (name, value) in &up.credentials {
         headers.remove(name);
         headers.append(name.clone(), value.clone());
@@ -966,35 +979,126 @@ async fn handle(
         }
     };
     ctx.metrics.upstream_latency(started.elapsed());
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    // The upstream's own reason phrase would be written back by hyper; it
+    // can carry anything (a credential, a value): the canonical one is sent.
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+    // A transfer coding hyper does not remove (only chunked is) leaves the
+    // body encoded like a Content-Encoding would.
+    let transfer_coded = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|c| {
+            let c = c.trim_ascii();
+            !c.eq_ignore_ascii_case(b"chunked") && !c.eq_ignore_ascii_case(b"identity")
+        });
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(secrets) = &up.secrets {
+        secrets.scrub_headers(&mut parts.headers);
+    }
     let mask_rules = !set.json_paths().is_empty() || set.detectors_indexed().is_some();
-    // JSON under another label (no Content-Type, text/plain) is masked too:
-    // the body is sniffed (see `ResponseBody::sniff`).
-    let sniffing = mask_rules && !is_json(&parts.headers) && may_be_json(&parts.headers);
-    let masking = mask_rules && is_json(&parts.headers);
-    let mut masker = None;
-    let mut sniff = None;
-    if masking || sniffing {
-        let encoded = parts
+    // Response headers are a channel back too (a Location, a cookie, an
+    // X-Contact): the detectors run over every value.
+    if let Some((detectors, masker)) = set.detectors() {
+        for value in parts.headers.values_mut() {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            let findings = detectors.find(&text);
+            if !findings.is_empty() {
+                let masked = masker.mask_findings(&text, &findings);
+                *value = HeaderValue::from_str(&masked)
+                    .unwrap_or_else(|_| HeaderValue::from_static("[redacted]"));
+            }
+        }
+    }
+    let encoded = transfer_coded
+        || parts
             .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded {
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    // A compressed container (zip, gzip, …) hides the credential as well as
+    // a Content-Encoding does.
+    let container = parts
+        .headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .filter_map(media_type)
+        .any(|(mime, _)| scrub::is_compressed_type(&mime));
+    if (encoded || container) && (mask_rules || up.secrets.is_some()) {
+        let message = format!(
+            "the upstream of Connection {} sent a compressed response although Sluice asked for identity encoding; Sluice cannot scrub credentials from it or mask it, so it is not passed on",
+            ctx.name
+        );
+        result_event(ctx, session, &cmd, started, 0, Some(message.clone()));
+        ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
+        return error_response(StatusCode::BAD_GATEWAY, "compressedResponse", message);
+    }
+    // Masking rules apply: every representation is masked or refused
+    // (issue 16). The first bytes are read before answering, so a body that
+    // cannot be masked is refused with a status, not cut off.
+    let mut first = Vec::new();
+    let stage = if mask_rules {
+        let (bytes, ended) = match peek(&mut body, up.timeout).await {
+            Ok(p) => p,
+            Err(why) => {
+                let message = format!("the upstream response broke off: {why}");
+                result_event(ctx, session, &cmd, started, 0, Some(message.clone()));
+                ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
+                return error_response(StatusCode::BAD_GATEWAY, "upstreamUnavailable", message);
+            }
+        };
+        let representation = representation(&parts.headers, &bytes, ended);
+        first = bytes;
+        let why = match &representation {
+            Representation::Empty => None,
+            Representation::Json { .. } => None,
+            Representation::Text if set.json_paths().is_empty() => None,
+            Representation::Text => Some(
+                "jsonPaths masking applies, and JSON paths cannot be found in it; ask for application/json"
+                    .to_string(),
+            ),
+            Representation::Unmaskable(why) => Some(why.clone()),
+        };
+        if let Some(why) = why {
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
             let message = format!(
-                "the upstream of Connection {} sent a compressed response that may carry JSON although Sluice asked for identity encoding; Sluice cannot mask it, so it is not passed on",
-                ctx.name
+                "the upstream of Connection {} answered {} with a {} body that Sluice cannot mask ({why}); masking rules apply, so it is not passed on",
+                ctx.name,
+                parts.status.as_u16(),
+                content_type.as_deref().unwrap_or("unlabelled"),
             );
             result_event(ctx, session, &cmd, started, 0, Some(message.clone()));
             ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
-            return error_response(StatusCode::BAD_GATEWAY, "compressedResponse", message);
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                serde_json::json!({
+                    "error": "unmaskableResponse",
+                    "upstreamStatus": parts.status.as_u16(),
+                    "contentType": content_type,
+                    "message": message,
+                }),
+            );
         }
+        match representation {
+            Representation::Json { lines: false } => {
+                Stage::Json(JsonStreamMasker::new(set.clone()))
+            }
+            Representation::Json { lines: true } => {
+                Stage::Json(JsonStreamMasker::lines(set.clone()))
+            }
+            Representation::Text => Stage::Text(TextMasker::new(set.clone())),
+            _ => Stage::Pass,
+        }
+    } else {
+        Stage::Pass
+    };
+    if !matches!(stage, Stage::Pass) {
         parts.headers.remove(header::CONTENT_LENGTH);
-        if masking {
-            masker = Some(JsonStreamMasker::new(set.clone()));
-        } else {
-            sniff = Some(set.clone());
-        }
     }
     ctx.http_metrics.request(label, parts.status);
     let status = parts.status;
@@ -1002,10 +1106,12 @@ async fn handle(
         inner: body,
         stall: None,
         stall_after: up.timeout,
-        sniff,
-        held: Vec::new(),
-        masker,
-        out: Vec::new(),
+        secrets: up.secrets.clone(),
+        scrub: ScrubStream::new(),
+        stage,
+        first: (!first.is_empty()).then_some(first),
+        started: false,
+        ended: false,
         finished: false,
         record: Some(ResultRecord {
             audit: ctx.audit.clone(),
@@ -1340,8 +1446,158 @@ struct ResultRecord {
     error: Option<String>,
 }
 
-/// The response body: the upstream's, masked when masking applies, counted
-/// for audit and metrics.
+/// What happens to a response body's bytes after credentials are scrubbed.
+enum Stage {
+    /// Passed on as they are.
+    Pass,
+    /// Masked as JSON (or JSON lines) by paths and detectors.
+    Json(JsonStreamMasker),
+    /// Masked as text by detectors.
+    Text(TextMasker),
+}
+
+impl Stage {
+    fn masked(&self) -> u64 {
+        match self {
+            Stage::Pass => 0,
+            Stage::Json(m) => m.masked(),
+            Stage::Text(m) => m.masked(),
+        }
+    }
+}
+
+/// What a response body is, for masking.
+#[derive(Debug)]
+enum Representation {
+    /// No body.
+    Empty,
+    /// JSON (`lines`: documents one after another).
+    Json { lines: bool },
+    /// UTF-8 text that is not JSON: masked by detectors.
+    Text,
+    /// Cannot be masked (binary, another charset, an unreadable label): why.
+    Unmaskable(String),
+}
+
+/// How many bytes of `b` are a UTF-8 byte-order mark.
+fn bom_len(b: &[u8]) -> usize {
+    if b.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    }
+}
+
+/// What a response body is, from its headers and its first bytes
+/// (`ended`: that is all of it). JSON behind another label (`text/plain`,
+/// none), after a byte-order mark or not, is JSON.
+fn representation(headers: &HeaderMap, first: &[u8], ended: bool) -> Representation {
+    use Representation::{Empty, Json, Text, Unmaskable};
+    if ended && first.is_empty() {
+        return Empty;
+    }
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let label = types.next();
+    if types.next().is_some() {
+        return Unmaskable("it has more than one Content-Type".into());
+    }
+    let (mime, charset) = match label.map(media_type) {
+        None => (None, None),
+        Some(Some((m, c))) => (Some(m), c),
+        Some(None) => return Unmaskable("its Content-Type cannot be read".into()),
+    };
+    if let Some(c) = charset
+        && !matches!(c.as_str(), "utf-8" | "utf8" | "us-ascii")
+    {
+        return Unmaskable(format!("its charset is {c}, and Sluice masks UTF-8 text"));
+    }
+    let utf16 = first.starts_with(&[0xFE, 0xFF])
+        || first.starts_with(&[0xFF, 0xFE])
+        || first.iter().take(4).any(|b| *b == 0);
+    let sniffed_json = first[bom_len(first)..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['));
+    let found = match mime.as_deref() {
+        Some("application/json" | "text/json") => Json { lines: false },
+        Some(m) if m.starts_with("application/") && m.ends_with("+json") => Json { lines: false },
+        Some(
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonl"
+            | "application/jsonlines"
+            | "application/x-jsonlines"
+            | "application/json-seq",
+        ) => Json { lines: true },
+        None | Some("text/plain") if sniffed_json => Json { lines: true },
+        None => match std::str::from_utf8(first) {
+            Ok(_) => Text,
+            // Cut inside a character at the end of what was read: still text.
+            Err(e) if e.error_len().is_none() => Text,
+            Err(_) => Unmaskable("it has no Content-Type and is not UTF-8 text".into()),
+        },
+        Some(m) if is_textual(m) => Text,
+        Some(m) => Unmaskable(format!("{m} is not a textual type")),
+    };
+    match found {
+        Json { .. } | Text if utf16 => {
+            Unmaskable("it is UTF-16 or UTF-32 text, and Sluice masks UTF-8 text".into())
+        }
+        found => found,
+    }
+}
+
+/// Types masked as text by detectors.
+fn is_textual(mime: &str) -> bool {
+    mime.starts_with("text/")
+        || mime.ends_with("+xml")
+        || matches!(
+            mime,
+            "application/xml"
+                | "application/javascript"
+                | "application/x-javascript"
+                | "application/ecmascript"
+                | "application/x-www-form-urlencoded"
+                | "application/yaml"
+                | "application/x-yaml"
+                | "application/csv"
+                | "application/graphql"
+                | "application/sql"
+        )
+}
+
+/// Reads the first bytes of a body: until one that is not whitespace (after
+/// a byte-order mark), [`SNIFF_LIMIT`] bytes, or the end (`true`).
+async fn peek(body: &mut Incoming, timeout: Duration) -> Result<(Vec<u8>, bool), String> {
+    let mut got = Vec::new();
+    loop {
+        if body.is_end_stream() {
+            return Ok((got, true));
+        }
+        let frame = tokio::time::timeout(timeout, body.frame())
+            .await
+            .map_err(|_| format!("nothing arrived for {} ms", timeout.as_millis()))?;
+        match frame {
+            None => return Ok((got, true)),
+            Some(Err(e)) => return Err(error_chain(&e)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+        }
+        let content = got[bom_len(&got)..]
+            .iter()
+            .any(|b| !b.is_ascii_whitespace());
+        if content || got.len() >= SNIFF_LIMIT {
+            return Ok((got, false));
+        }
+    }
+}
+
+/// The response body: the upstream's, credentials scrubbed, masked when
+/// masking applies, counted for audit and metrics.
 struct ResponseBody {
     inner: Incoming,
     /// Fires when the upstream sends nothing for `stall_after`: the response
@@ -1349,14 +1605,16 @@ struct ResponseBody {
     /// Armed at the first wait (a small body that is there at once costs no timer).
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     stall_after: Duration,
-    /// Set while a body not labelled JSON has shown only whitespace: its
-    /// first other byte decides whether it is masked as JSON (`{`, `[`) or
-    /// passed untouched.
-    sniff: Option<Arc<PolicySet>>,
-    /// The whitespace held while sniffing.
-    held: Vec<u8>,
-    masker: Option<JsonStreamMasker>,
-    out: Vec<u8>,
+    /// The Connection's credentials, scrubbed from every byte.
+    secrets: Option<Arc<Secrets>>,
+    scrub: ScrubStream,
+    stage: Stage,
+    /// The first bytes, read before answering (see [`peek`]).
+    first: Option<Vec<u8>>,
+    /// The end of the body went through the stages.
+    ended: bool,
+    /// The first bytes went through (checked for compressed data).
+    started: bool,
     finished: bool,
     record: Option<ResultRecord>,
 }
@@ -1364,13 +1622,23 @@ struct ResponseBody {
 impl ResponseBody {
     fn write_result(&mut self) {
         let Some(r) = self.record.take() else { return };
-        let masked = self.masker.as_ref().map_or(0, JsonStreamMasker::masked);
+        let masked = self.stage.masked();
         r.metrics.masked(masked);
         let error = match (&r.error, self.finished) {
             (Some(e), _) => Some(e.clone()),
             (None, false) => Some("the client went away before the response ended".into()),
             (None, true) if r.status.as_u16() >= 400 => Some(format!("HTTP {}", r.status.as_u16())),
             (None, true) => None,
+        };
+        let scrubbed = self.scrub.scrubbed();
+        let note = (scrubbed > 0).then(|| {
+            format!(
+                "the injected credential was scrubbed from the response body ({scrubbed} pieces)"
+            )
+        });
+        let error = match (error, note) {
+            (Some(e), Some(n)) => Some(format!("{e}; {n}")),
+            (e, n) => e.or(n),
         };
         let outcome = AuditOutcome {
             rows: None,
@@ -1406,6 +1674,46 @@ impl ResponseBody {
         self.write_result();
         Poll::Ready(Some(Err(message.into())))
     }
+
+    /// Runs the next piece of the body (`end`: the last) through the
+    /// scrubber and the stage; returns what the client may have now.
+    fn transform(&mut self, data: &[u8], end: bool) -> Result<Vec<u8>, String> {
+        if self.ended {
+            return Ok(Vec::new());
+        }
+        self.ended = end;
+        if !self.started && self.secrets.is_some() {
+            self.started = true;
+            if let Some(kind) = scrub::compressed_magic(data) {
+                return Err(format!(
+                    "the upstream's response body is {kind} data under another label; Sluice cannot scrub the injected credential from it, so the response was cut off"
+                ));
+            }
+        }
+        let bytes = match &self.secrets {
+            Some(s) => self.scrub.feed(s, data, end),
+            None => data.to_vec(),
+        };
+        match &mut self.stage {
+            Stage::Pass => Ok(bytes),
+            Stage::Json(m) => {
+                let mut out = Vec::with_capacity(bytes.len());
+                m.feed(&bytes, &mut out).map_err(|e| e.to_string())?;
+                if end {
+                    m.finish(&mut out).map_err(|e| e.to_string())?;
+                }
+                Ok(out)
+            }
+            Stage::Text(m) => {
+                let mut out = Vec::with_capacity(bytes.len());
+                m.feed(&bytes, &mut out).map_err(|e| e.to_string())?;
+                if end {
+                    m.finish(&mut out).map_err(|e| e.to_string())?;
+                }
+                Ok(out)
+            }
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -1419,6 +1727,16 @@ impl Body for ResponseBody {
         let this = &mut *self;
         if this.finished {
             return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            match this.transform(&first, false) {
+                Ok(out) if out.is_empty() => {}
+                Ok(out) => {
+                    this.count(out.len());
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                }
+                Err(e) => return this.fail(e),
+            }
         }
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
@@ -1442,54 +1760,45 @@ impl Body for ResponseBody {
                             .as_mut()
                             .reset(tokio::time::Instant::now() + this.stall_after);
                     }
-                    let mut frame = match frame.into_data() {
+                    let data = match frame.into_data() {
                         Ok(data) => data,
-                        // Trailers pass through (none carry values masking would touch).
-                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                    };
-                    if let Some(set) = this.sniff.as_ref() {
-                        this.held.extend_from_slice(&frame);
-                        match this.held.iter().find(|b| !b.is_ascii_whitespace()) {
-                            None if this.held.len() < SNIFF_LIMIT => continue,
-                            Some(b'{' | b'[') => {
-                                this.masker = Some(JsonStreamMasker::new(set.clone()));
+                        Err(frame) => match frame.into_trailers() {
+                            Ok(mut trailers) => {
+                                if let Some(s) = &this.secrets {
+                                    s.scrub_headers(&mut trailers);
+                                }
+                                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                             }
-                            _ => {}
-                        }
-                        this.sniff = None;
-                        frame = Bytes::from(std::mem::take(&mut this.held));
-                    }
-                    let Some(masker) = this.masker.as_mut() else {
-                        this.count(frame.len());
-                        return Poll::Ready(Some(Ok(Frame::data(frame))));
+                            // Neither data nor trailers: nothing to pass on.
+                            Err(_) => continue,
+                        },
                     };
-                    this.out.clear();
-                    if let Err(e) = masker.feed(&frame, &mut this.out) {
-                        return this.fail(e.to_string());
+                    // The hot path: nothing to scrub or mask.
+                    if this.secrets.is_none() && matches!(this.stage, Stage::Pass) {
+                        this.count(data.len());
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    if this.out.is_empty() {
+                    let end = this.inner.is_end_stream();
+                    let out = match this.transform(&data, end) {
+                        Ok(out) => out,
+                        Err(e) => return this.fail(e),
+                    };
+                    if out.is_empty() {
                         continue;
                     }
-                    let out = Bytes::copy_from_slice(&this.out);
                     this.count(out.len());
-                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let message = format!("the upstream response broke off: {}", error_chain(&e));
                     return this.fail(message);
                 }
                 Poll::Ready(None) => {
-                    this.out.clear();
-                    // A body of whitespace only: passed as it came.
-                    this.sniff = None;
-                    this.out.append(&mut this.held);
-                    if let Some(masker) = this.masker.as_mut()
-                        && let Err(e) = masker.finish(&mut this.out)
-                    {
-                        return this.fail(e.to_string());
-                    }
+                    let tail = match this.transform(&[], true) {
+                        Ok(tail) => tail,
+                        Err(e) => return this.fail(e),
+                    };
                     this.finished = true;
-                    let tail = std::mem::take(&mut this.out);
                     this.count(tail.len());
                     this.write_result();
                     if tail.is_empty() {
@@ -1506,10 +1815,11 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.masker.is_some() || self.sniff.is_some() {
-            SizeHint::default()
-        } else {
+        // Scrubbing keeps the length; masking changes it.
+        if matches!(self.stage, Stage::Pass) {
             self.inner.size_hint()
+        } else {
+            SizeHint::default()
         }
     }
 }

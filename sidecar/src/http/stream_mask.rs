@@ -25,6 +25,8 @@ pub const MAX_VALUE: usize = 1 << 20;
 pub const MAX_KEY: usize = 64 * 1024;
 /// The deepest nesting accepted.
 pub const MAX_DEPTH: usize = 512;
+/// The UTF-8 byte-order mark.
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
 /// Why a JSON response could not be masked.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,11 @@ pub struct JsonStreamMasker {
     lex: Lex,
     buf: Vec<u8>,
     root_done: bool,
+    /// JSON lines (`application/x-ndjson`, `json-seq`): one document after
+    /// another, each matched from its own root.
+    lines: bool,
+    /// Bytes of a leading byte-order mark seen.
+    bom: usize,
     offset: u64,
     masked: u64,
 }
@@ -101,9 +108,19 @@ impl JsonStreamMasker {
             lex: Lex::Normal,
             buf: Vec::new(),
             root_done: false,
+            lines: false,
+            bom: 0,
             offset: 0,
             masked: 0,
         }
+    }
+
+    /// A masker of JSON lines: documents one after another (separated by
+    /// whitespace, or RS as in `application/json-seq`).
+    pub fn lines(set: Arc<PolicySet>) -> Self {
+        let mut m = Self::new(set);
+        m.lines = true;
+        m
     }
 
     /// How many values were masked so far.
@@ -134,6 +151,14 @@ impl JsonStreamMasker {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
+            // A UTF-8 byte-order mark before the document is passed on.
+            if self.bom < BOM.len() && self.offset == self.bom as u64 && b == BOM[self.bom] {
+                self.bom += 1;
+                out.push(b);
+                i += 1;
+                self.offset += 1;
+                continue;
+            }
             match &mut self.lex {
                 Lex::Str {
                     treat,
@@ -223,6 +248,8 @@ impl JsonStreamMasker {
     fn normal(&mut self, b: u8, out: &mut Vec<u8>) -> Result<(), StreamMaskError> {
         match b {
             b' ' | b'\t' | b'\n' | b'\r' | b':' => out.push(b),
+            // The record separator of `application/json-seq`.
+            0x1E if self.lines && self.stack.is_empty() => out.push(b),
             b',' => {
                 if let Some(top) = self.stack.last_mut()
                     && top.object
@@ -302,7 +329,7 @@ impl JsonStreamMasker {
         let paths = set.json_paths();
         let parent = match self.stack.last_mut() {
             None => {
-                if self.root_done {
+                if self.root_done && !self.lines {
                     return Err(self.malformed("data after the JSON document"));
                 }
                 self.root_done = true;
@@ -610,6 +637,29 @@ mod tests {
             let r = m.feed(bad, &mut out).and_then(|()| m.finish(&mut out));
             assert!(r.is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn json_lines_and_a_bom() {
+        let set = set("  - jsonPaths: [\"$.s\"]\n    strategy: redact\n");
+        let input = b"\xef\xbb\xbf{\"s\":\"a\"}\n{\"s\":\"b\",\"k\":1}\n\x1e[1]\n";
+        for chunk in [1, 4, input.len()] {
+            let mut m = JsonStreamMasker::lines(set.clone());
+            let mut out = Vec::new();
+            for c in input.chunks(chunk) {
+                m.feed(c, &mut out).unwrap();
+            }
+            m.finish(&mut out).unwrap();
+            assert_eq!(m.masked(), 2);
+            assert_eq!(
+                out,
+                b"\xef\xbb\xbf{\"s\":\"[redacted]\"}\n{\"s\":\"[redacted]\",\"k\":1}\n\x1e[1]\n"
+            );
+        }
+        // One document only, unless lines.
+        let mut m = JsonStreamMasker::new(set);
+        let mut out = Vec::new();
+        assert!(m.feed(b"{} {}", &mut out).is_err());
     }
 
     #[test]

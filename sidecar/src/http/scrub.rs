@@ -1,0 +1,308 @@
+//! The injected credential never comes back (issue 16, class 2): the values
+//! of a Connection's credential headers are scrubbed from every response
+//! header, trailer and body byte stream before the application sees them,
+//! whatever the content type, across chunk boundaries.
+//!
+//! What is looked for ([`Secrets::new`]): each injected value, its token
+//! after an auth scheme (`Bearer sk_…` → `sk_…`), the decoded
+//! `user:password` and password of `Basic`; each of them as sent, as JSON
+//! encoders escape it (minimal, `\/` as PHP writes it, `\u003c`-style HTML
+//! escapes as Go writes them, every character as `\uXXXX`), and
+//! percent-encoded. A match is overwritten with `*` of the same length, so
+//! Content-Length and framing stay as the upstream sent them.
+//!
+//! Memory is bounded: the stream holds back at most the longest needle less
+//! one byte between chunks.
+
+use http::HeaderValue;
+use memchr::memmem::Finder;
+
+/// Injected values shorter than this are not looked for (they would match
+/// ordinary text); the sidecar warns about them at start-up.
+pub const MIN_SECRET_LEN: usize = 6;
+
+/// The byte written over a scrubbed secret.
+const COVER: u8 = b'*';
+
+/// The needles of one Connection's credentials.
+pub struct Secrets {
+    finders: Vec<Finder<'static>>,
+    longest: usize,
+}
+
+impl Secrets {
+    /// The needles for credential header `values`; `None` when there is
+    /// nothing to look for. Also returns the values too short to look for
+    /// (by index), for the caller to warn about.
+    pub fn new(values: &[&[u8]]) -> (Option<Secrets>, Vec<usize>) {
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        let mut short = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            let value = value.trim_ascii();
+            let mut bases = vec![value.to_vec()];
+            if let Some(space) = value.iter().position(|b| *b == b' ') {
+                let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+                if scheme.iter().all(u8::is_ascii_alphabetic) {
+                    bases.push(token.to_vec());
+                    if scheme.eq_ignore_ascii_case(b"basic")
+                        && let Ok(plain) = base64::Engine::decode(
+                            &base64::engine::general_purpose::STANDARD,
+                            token,
+                        )
+                    {
+                        if let Some(colon) = plain.iter().position(|b| *b == b':') {
+                            bases.push(plain[colon + 1..].to_vec());
+                        }
+                        bases.push(plain);
+                    }
+                }
+            }
+            if value.len() < MIN_SECRET_LEN {
+                short.push(i);
+            }
+            for base in bases {
+                if base.len() < MIN_SECRET_LEN {
+                    continue;
+                }
+                for v in variants(&base) {
+                    if !needles.contains(&v) {
+                        needles.push(v);
+                    }
+                }
+            }
+        }
+        if needles.is_empty() {
+            return (None, short);
+        }
+        let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
+        let finders = needles
+            .iter()
+            .map(|n| Finder::new(n).into_owned())
+            .collect();
+        (Some(Secrets { finders, longest }), short)
+    }
+
+    /// Overwrites every needle in `buf`; whether anything was found.
+    fn cover(&self, buf: &mut [u8]) -> bool {
+        let mut found = false;
+        for f in &self.finders {
+            let n = f.needle().len();
+            let mut at = 0;
+            while let Some(i) = f.find(&buf[at..]) {
+                let start = at + i;
+                buf[start..start + n].fill(COVER);
+                found = true;
+                at = start + n;
+            }
+        }
+        found
+    }
+
+    /// `value` with every needle overwritten, when it had one.
+    pub fn scrub_header(&self, value: &HeaderValue) -> Option<HeaderValue> {
+        let mut bytes = value.as_bytes().to_vec();
+        if !self.cover(&mut bytes) {
+            return None;
+        }
+        // `*` is a valid header byte, and nothing else changed.
+        HeaderValue::from_bytes(&bytes).ok()
+    }
+
+    /// Scrubs every value of `headers` in place.
+    pub fn scrub_headers(&self, headers: &mut http::HeaderMap) {
+        for value in headers.values_mut() {
+            if let Some(clean) = self.scrub_header(value) {
+                *value = clean;
+            }
+        }
+    }
+}
+
+/// Media types of compressed containers: the credential could be inside,
+/// where no byte scan finds it.
+pub fn is_compressed_type(mime: &str) -> bool {
+    matches!(
+        mime,
+        "application/zip"
+            | "application/gzip"
+            | "application/x-gzip"
+            | "application/x-bzip2"
+            | "application/x-xz"
+            | "application/zstd"
+            | "application/x-zstd"
+            | "application/x-7z-compressed"
+            | "application/x-rar-compressed"
+            | "application/vnd.rar"
+            | "application/x-compress"
+            | "application/x-lzma"
+            | "application/x-lz4"
+            | "application/java-archive"
+            | "application/x-brotli"
+    )
+}
+
+/// The compression format a body starts with, by its magic bytes.
+pub fn compressed_magic(first: &[u8]) -> Option<&'static str> {
+    const MAGIC: &[(&[u8], &str)] = &[
+        (&[0x1F, 0x8B], "gzip"),
+        (b"PK\x03\x04", "zip"),
+        (&[0x28, 0xB5, 0x2F, 0xFD], "zstd"),
+        (&[0xFD, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+        (&[b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C], "7z"),
+    ];
+    if first.len() >= 10 && first.starts_with(b"BZh") && first[4..10] == *b"1AY&SY" {
+        return Some("bzip2");
+    }
+    MAGIC
+        .iter()
+        .find(|(m, _)| first.starts_with(m))
+        .map(|(_, kind)| *kind)
+}
+
+/// A body stream being scrubbed.
+pub struct ScrubStream {
+    held: Vec<u8>,
+    scrubbed: u64,
+}
+
+impl ScrubStream {
+    /// A stream with nothing held.
+    pub fn new() -> Self {
+        ScrubStream {
+            held: Vec::new(),
+            scrubbed: 0,
+        }
+    }
+
+    /// How many needles were overwritten (counted per chunk scan).
+    pub fn scrubbed(&self) -> u64 {
+        self.scrubbed
+    }
+
+    /// Scrubs the next piece of the body and returns what may be released:
+    /// all of it when `end`, else all but the last bytes a needle may
+    /// continue from.
+    pub fn feed(&mut self, secrets: &Secrets, input: &[u8], end: bool) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.held);
+        buf.extend_from_slice(input);
+        if secrets.cover(&mut buf) {
+            self.scrubbed += 1;
+        }
+        if !end {
+            let keep = secrets.longest.saturating_sub(1).min(buf.len());
+            self.held = buf.split_off(buf.len() - keep);
+        }
+        buf
+    }
+
+    /// The bytes still held (the body ended).
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+impl Default for ScrubStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `base` as it may appear in a response (see the module documentation).
+fn variants(base: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![base.to_vec()];
+    let Ok(text) = std::str::from_utf8(base) else {
+        return out;
+    };
+    let json = serde_json::to_string(text).unwrap_or_default();
+    let json = json
+        .get(1..json.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_string();
+    out.push(json.clone().into_bytes());
+    out.push(json.replace('/', "\\/").into_bytes());
+    let html = json
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    out.push(html.into_bytes());
+    for upper in [false, true] {
+        let mut all = String::new();
+        for unit in text.encode_utf16() {
+            all.push_str(&if upper {
+                format!("\\u{unit:04X}")
+            } else {
+                format!("\\u{unit:04x}")
+            });
+        }
+        out.push(all.into_bytes());
+    }
+    let mut pct = String::new();
+    for b in base {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(b) {
+            pct.push(char::from(*b));
+        } else {
+            pct.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push(pct.replace("%20", "+").into_bytes());
+    out.push(pct.clone().into_bytes());
+    out.push(pct.to_ascii_lowercase().into_bytes());
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const TOKEN: &[u8] = b"Bearer sk_live_abc/def+ghi";
+
+    fn run(s: &Secrets, input: &[u8], chunk: usize) -> Vec<u8> {
+        let mut st = ScrubStream::new();
+        let mut out = Vec::new();
+        for c in input.chunks(chunk) {
+            out.extend(st.feed(s, c, false));
+        }
+        out.extend(st.finish());
+        out
+    }
+
+    #[test]
+    fn every_form_is_scrubbed_at_every_chunking() {
+        let (s, short) = Secrets::new(&[TOKEN, b"Basic dXNlcjpwYXNzd29yZDEyMw==", b"abc"]);
+        let s = s.unwrap();
+        assert_eq!(short, vec![2]);
+        let body = br#"a Bearer sk_live_abc/def+ghi b sk_live_abc\/def+ghi c sk_live_abc%2Fdef%2Bghi d \u0073\u006b\u005f\u006c\u0069\u0076\u0065\u005f\u0061\u0062\u0063\u002f\u0064\u0065\u0066\u002b\u0067\u0068\u0069 e password123 f user:password123 abc"#;
+        let want = run(&s, body, body.len());
+        for needle in [&b"sk_live"[..], b"password123", b"\\u0073\\u006b"] {
+            assert!(
+                memchr::memmem::find(&want, needle).is_none(),
+                "{}",
+                String::from_utf8_lossy(&want)
+            );
+        }
+        assert_eq!(want.len(), body.len(), "same length");
+        assert!(want.ends_with(b" abc"), "short values are left alone");
+        for chunk in [1, 2, 5, 13] {
+            assert_eq!(run(&s, body, chunk), want, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn headers_are_scrubbed() {
+        let (s, _) = Secrets::new(&[TOKEN]);
+        let s = s.unwrap();
+        let v = HeaderValue::from_static("token=sk_live_abc/def+ghi; Path=/");
+        let clean = s.scrub_header(&v).unwrap();
+        assert_eq!(
+            clean.to_str().unwrap(),
+            format!("token={}; Path=/", "*".repeat(19))
+        );
+        assert!(
+            s.scrub_header(&HeaderValue::from_static("nothing"))
+                .is_none()
+        );
+    }
+}
