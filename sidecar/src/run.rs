@@ -694,8 +694,12 @@ impl Runner {
 
         if self.audit.is_none() {
             let stream = format!(
-                "sidecar:{who}:{}:{}",
-                bundle.identity.pod,
+                "{}{}",
+                sluice_policy::gateway::stream_prefix(
+                    &bundle.identity.namespace,
+                    &bundle.identity.service_account,
+                    &bundle.identity.pod
+                ),
                 chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
             );
             let mut log =
@@ -966,6 +970,14 @@ async fn upload_audit(
                     checkpoints = receipt.checkpoints.len(),
                     "audit batch sent"
                 );
+                // The signed receipts are kept in the sidecar's log (not the
+                // audit stream, which they would break): `kubectl logs` and the
+                // log pipeline hold what the operator vouched for.
+                for checkpoint in &receipt.checkpoints {
+                    if let Ok(json) = serde_json::to_string(checkpoint) {
+                        tracing::info!(checkpoint = %json, "audit checkpoint signed by the operator");
+                    }
+                }
                 batch.drain(..take);
                 if failing {
                     tracing::info!("audit events reach the operator again");

@@ -639,10 +639,13 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
 async fn an_unreachable_operator_refuses_the_statement_and_the_session_goes_on() {
     let s = setup("approvals_unreachable").await;
     // A second replica the sidecar talks to; it goes away after the first bundle.
-    let replica =
-        sluice_operator::run::start(s.env.client.clone(), support::test_settings("going-away"))
-            .await
-            .expect("second replica starts");
+    let mut settings = support::test_settings("going-away");
+    // Replicas share one gateway URL (the Service in a cluster): the pod's
+    // genuine sidecar names the first replica's.
+    settings.gateway_url = Some(s.env.operator.gateway_url.clone());
+    let replica = sluice_operator::run::start(s.env.client.clone(), settings)
+        .await
+        .expect("second replica starts");
     bounded("the second replica's caches", replica.ready()).await;
     let cfg = common::run_config(&replica, s.token_file.clone(), "testdb");
     let running = bounded("run mode to start", run::start(cfg))
