@@ -831,6 +831,9 @@ async fn tokens_of_deleted_service_accounts_are_refused() {
     env.service_account("report-job").await;
     let pod = env.injected_pod("report", "report-job").await;
     let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(env.client.clone(), "shop");
     accounts
@@ -840,6 +843,19 @@ async fn tokens_of_deleted_service_accounts_are_refused() {
     let (status, body) = env.exchange(&subject_token).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["reason"], "ServiceAccountDeleted", "{body}");
+    // The gateway token issued before is void too, like a deleted pod's,
+    // and stays void when an account of the same name is created again.
+    for recreated in [false, true] {
+        if recreated {
+            env.service_account("report-job").await;
+        }
+        let (status, _, body) = env
+            .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+            .await;
+        assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["reason"], "ServiceAccountDeleted", "{body}");
+    }
     // An empty or oversized subject token never reaches the API server.
     let (status, body) = env.exchange("").await;
     assert_eq!(status, 401, "{body}");

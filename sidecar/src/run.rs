@@ -513,7 +513,16 @@ impl Runner {
     /// Renews the token when due and polls the bundle once. `Ok(true)` when
     /// a new bundle was applied.
     async fn poll_once(&mut self) -> Result<bool, PollError> {
-        let token = self.token().await?;
+        let token = match self.token().await {
+            // A refused (re-)exchange voids the bundle at once, not at its expiry.
+            Err(PollError::Gateway(e)) if e.refuses_identity() => {
+                self.withdraw(&format!(
+                    "the Sluice operator no longer accepts this pod's identity ({e})"
+                ));
+                return Err(PollError::Gateway(e));
+            }
+            other => other?,
+        };
         let wait = match &self.token {
             Some(t) => self
                 .cfg
@@ -539,13 +548,13 @@ impl Runner {
                 }
                 Ok(false)
             }
-            Err(e) if e.is_unauthorized() => {
+            Err(e) if e.refuses_identity() => {
                 // The token may just have expired: exchange once more; if the
                 // operator refuses the identity itself, withdraw at once.
                 self.token = None;
                 match self.token().await {
                     Ok(_) => Err(PollError::Gateway(e)),
-                    Err(PollError::Gateway(again)) if again.is_unauthorized() => {
+                    Err(PollError::Gateway(again)) if again.refuses_identity() => {
                         self.withdraw(&format!(
                             "the Sluice operator no longer accepts this pod's identity ({again})"
                         ));
