@@ -58,6 +58,60 @@ pub enum IntakeError {
         /// Identity of the token.
         expected: String,
     },
+    /// An event or head belongs to another sidecar's stream.
+    #[error(
+        "stream {stream:?} is not this sidecar's: its streams start with {prefix:?} (identity and pod of the gateway token)"
+    )]
+    ForeignStream {
+        /// The stream named.
+        stream: String,
+        /// What the caller's streams start with.
+        prefix: String,
+    },
+    /// An uploaded event's hash does not match its content, or the events do not chain.
+    #[error("audit event {seq} of stream {stream:?} {what}; the batch was not taken")]
+    BrokenChain {
+        /// Its stream.
+        stream: String,
+        /// Its sequence number.
+        seq: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A head names a Connection the identity is not bound to.
+    #[error(
+        "head of stream {stream:?} names Connection {connection:?}, which no AccessPolicy binds the gateway token's identity to; only heads of bound Connections are signed"
+    )]
+    UnboundConnection {
+        /// The stream.
+        stream: String,
+        /// The Connection.
+        connection: String,
+    },
+    /// A head is not one of the batch's events.
+    #[error(
+        "head {seq} of stream {stream:?} on Connection {connection:?} is not an event of this batch (same sequence, hash and Connection); send the events a head covers with it"
+    )]
+    UnknownHead {
+        /// The stream.
+        stream: String,
+        /// Its sequence number.
+        seq: u64,
+        /// The Connection.
+        connection: String,
+    },
+    /// A head does not move the stream forward from its last signed head.
+    #[error(
+        "head {seq} of stream {stream:?} does not move forward from the last signed head {last}; a stream's checkpoints only advance"
+    )]
+    Rewind {
+        /// The stream.
+        stream: String,
+        /// Its sequence number.
+        seq: u64,
+        /// The last signed sequence.
+        last: u64,
+    },
     /// A head could not be signed.
     #[error("could not sign the audit chain head")]
     Sign(#[source] TokenError),
@@ -82,11 +136,21 @@ struct Pending {
     activity: BTreeMap<(String, String), Time>,
 }
 
-/// Audit batches taken in and not yet written.
+/// Most streams whose last signed head a replica remembers; the oldest
+/// signed is forgotten first.
+pub const MAX_STREAMS: usize = 16_384;
+
+/// Audit batches taken in and not yet written, and the last head signed per stream.
 #[derive(Default)]
 pub struct AuditIntake {
     pending: Mutex<Pending>,
+    signed: Mutex<BTreeMap<StreamKey, LastSigned>>,
 }
+
+/// (namespace, stream).
+type StreamKey = (String, String);
+/// The last head signed for a stream: (sequence, hash, when, in Unix seconds).
+type LastSigned = (u64, String, i64);
 
 impl AuditIntake {
     /// Takes in `batch` from the sidecar holding `claims`; returns the events
@@ -105,6 +169,14 @@ impl AuditIntake {
             });
         }
         let expected = format!("{}/{}", claims.namespace, claims.service_account);
+        let prefix =
+            crate::wire::stream_prefix(&claims.namespace, &claims.service_account, &claims.pod);
+        let foreign = |stream: &str| IntakeError::ForeignStream {
+            stream: stream.to_string(),
+            prefix: prefix.clone(),
+        };
+        // Each stream's events, in the batch's order, must chain.
+        let mut last_of: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
         for event in &batch.events {
             if let Some(identity) = &event.identity {
                 let found = format!("{}/{}", identity.namespace, identity.service_account);
@@ -117,6 +189,26 @@ impl AuditIntake {
                     });
                 }
             }
+            if !event.stream.starts_with(&prefix) {
+                return Err(foreign(&event.stream));
+            }
+            let broken = |what| IntakeError::BrokenChain {
+                stream: event.stream.clone(),
+                seq: event.seq,
+                what,
+            };
+            if !event.hash_matches() {
+                return Err(broken("has a hash that does not match its content"));
+            }
+            if let Some((seq, hash)) = last_of.get(event.stream.as_str()) {
+                if event.seq <= *seq {
+                    return Err(broken("does not come after the batch's previous event"));
+                }
+                if event.seq == seq + 1 && event.prev != *hash {
+                    return Err(broken("does not chain to the batch's previous event"));
+                }
+            }
+            last_of.insert(&event.stream, (event.seq, &event.hash));
         }
         let identity = Identity {
             namespace: claims.namespace.clone(),
@@ -124,26 +216,105 @@ impl AuditIntake {
             groups: claims.groups.clone(),
             pod: Some(claims.pod.clone()),
         };
-        let mut signed = Vec::with_capacity(batch.heads.len());
-        for head in &batch.heads {
+        let entries = catalog.compiled_in(&claims.namespace);
+        let bound = |connection: &str| {
+            entries.iter().any(|e| {
+                e.compiled
+                    .as_ref()
+                    .is_ok_and(|c| c.binds(&identity) && c.names_connection(connection))
+            })
+        };
+        let mut heads: Vec<&crate::wire::AuditHead> = batch.heads.iter().collect();
+        heads.sort_by_key(|h| h.head.seq);
+        let mut history = self
+            .signed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut signed = Vec::with_capacity(heads.len());
+        for head in heads {
+            let (stream, seq, hash) = (&head.head.stream, head.head.seq, &head.head.hash);
+            if !stream.starts_with(&prefix) {
+                return Err(foreign(stream));
+            }
+            if !bound(&head.connection) {
+                return Err(IntakeError::UnboundConnection {
+                    stream: stream.clone(),
+                    connection: head.connection.clone(),
+                });
+            }
+            let uploaded = batch.events.iter().any(|e| {
+                e.stream == *stream
+                    && e.seq == seq
+                    && e.hash == *hash
+                    && e.connection.as_deref() == Some(head.connection.as_str())
+            });
+            if !uploaded {
+                return Err(IntakeError::UnknownHead {
+                    stream: stream.clone(),
+                    seq,
+                    connection: head.connection.clone(),
+                });
+            }
+            let key = (claims.namespace.clone(), stream.clone());
+            // The Connection's stored checkpoint is a floor every replica shares.
+            let stored = catalog
+                .connections_in(&claims.namespace)
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(head.connection.as_str()))
+                .and_then(|c| c.status.as_ref()?.audit_checkpoint.clone())
+                .filter(|c| c.stream == *stream)
+                .map(|c| (c.sequence, c.hash));
+            let last = history
+                .get(&key)
+                .map(|(s, h, _)| (*s, h.clone()))
+                .into_iter()
+                .chain(stored)
+                .max_by_key(|(s, _)| *s);
+            if let Some((last_seq, last_hash)) = &last {
+                // The same head again (a receipt lost on the way) is signed again.
+                let repeat = *last_seq == seq && last_hash == hash;
+                if seq < *last_seq || (seq == *last_seq && !repeat) {
+                    return Err(IntakeError::Rewind {
+                        stream: stream.clone(),
+                        seq,
+                        last: *last_seq,
+                    });
+                }
+            }
             let payload = json!({
                 "namespace": claims.namespace,
+                "serviceAccount": claims.service_account,
+                "pod": claims.pod,
+                "podUid": claims.pod_uid,
                 "connection": head.connection,
-                "stream": head.head.stream,
-                "sequence": head.head.seq,
-                "hash": head.head.hash,
+                "stream": stream,
+                "sequence": seq,
+                "hash": hash,
+                "previous": last.as_ref().map(|(s, _)| *s).filter(|s| *s < seq),
                 "iat": now.0.as_second(),
             });
             let (signature, key_id) = keys.sign_payload(&payload).map_err(IntakeError::Sign)?;
+            history.insert(key, (seq, hash.clone(), now.0.as_second()));
+            if history.len() > MAX_STREAMS
+                && let Some(oldest) = history
+                    .iter()
+                    .min_by_key(|(_, (_, _, at))| *at)
+                    .map(|(k, _)| k.clone())
+            {
+                history.remove(&oldest);
+            }
             signed.push(SignedHead {
                 connection: head.connection.clone(),
-                stream: head.head.stream.clone(),
-                sequence: head.head.seq,
-                hash: head.head.hash.clone(),
+                stream: stream.clone(),
+                sequence: seq,
+                hash: hash.clone(),
                 signature,
                 key_id,
+                identity: claims.sub.clone(),
+                pod: claims.pod.clone(),
             });
         }
+        drop(history);
 
         let mut pending = self
             .pending
@@ -318,7 +489,25 @@ fn add_counters(into: &mut PolicyCounters, add: &PolicyCounters) {
 /// count for every applicable policy that masks.
 fn count(pending: &mut Pending, catalog: &Catalog, identity: &Identity, event: &AuditEvent) {
     let ns = identity.namespace.clone();
-    let policy = event.decision.as_ref().and_then(|d| d.policy.clone());
+    // Only policies that bind the uploader (to the event's Connection) can
+    // have decided its traffic: anything else named is not counted.
+    let entries = catalog.compiled_in(&identity.namespace);
+    let policy = event
+        .decision
+        .as_ref()
+        .and_then(|d| d.policy.clone())
+        .filter(|name| {
+            entries.iter().any(|e| {
+                e.compiled.as_ref().is_ok_and(|c| {
+                    c.name == *name
+                        && c.binds(identity)
+                        && event
+                            .connection
+                            .as_deref()
+                            .is_none_or(|conn| c.names_connection(conn))
+                })
+            })
+        });
     match (event.kind, &event.decision, policy) {
         (AuditKind::Statement, Some(decision), Some(policy)) => {
             let c = pending.counters.entry((ns, policy)).or_default();
@@ -346,11 +535,8 @@ fn count(pending: &mut Pending, catalog: &Catalog, identity: &Identity, event: &
             list.insert(0, denial);
             list.truncate(RECENT_DENIALS);
         }
-        (AuditKind::Approval, _, _) => {
-            if let (Some(approval), Some(policy)) = (
-                &event.approval,
-                event.decision.as_ref().and_then(|d| d.policy.clone()),
-            ) {
+        (AuditKind::Approval, _, policy) => {
+            if let (Some(approval), Some(policy)) = (&event.approval, policy) {
                 let c = pending.counters.entry((ns, policy)).or_default();
                 match approval.phase {
                     sluice_crds::RequestPhase::Approved => c.approvals_granted += 1,
@@ -369,7 +555,7 @@ fn count(pending: &mut Pending, catalog: &Catalog, identity: &Identity, event: &
             if masked == 0 {
                 return;
             }
-            for entry in catalog.compiled_in(&identity.namespace) {
+            for entry in entries {
                 if let Ok(compiled) = &entry.compiled
                     && compiled.binds(identity)
                     && compiled.names_connection(connection)

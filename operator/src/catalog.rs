@@ -221,23 +221,21 @@ impl Catalog {
     pub fn bundle_for(&self, identity: &Identity, pod: &str, expires_at: String) -> Bundle {
         let namespace = identity.namespace.as_str();
         let entries = self.compiled_in(namespace);
+        // Need to know (issue 18): only Connections the identity is bound to.
         let connections: Vec<BundleConnection> = self
             .connections_in(namespace)
             .iter()
+            .filter(|c| Catalog::bound(&entries, identity, &c.name_any()))
             .map(|c| {
-                let name = c.name_any();
-                let bound = Catalog::bound(&entries, identity, &name);
                 let mut out = BundleConnection {
-                    name,
+                    name: c.name_any(),
                     spec: c.spec.clone(),
-                    bound,
+                    bound: true,
                     credentials: None,
                     ca_pem: None,
                     hash_key: None,
                 };
-                if bound {
-                    self.fill_secrets(namespace, c, &mut out);
-                }
+                self.fill_secrets(namespace, c, &mut out);
                 out
             })
             .collect();

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use k8s_openapi::api::authentication::v1::TokenReview;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::PostParams;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
@@ -358,7 +358,28 @@ pub(crate) async fn check_holder(g: &Gateway, claims: &GatewayClaims) -> Result<
         &sidecar_config(g),
         &g.settings.allowed_sidecar_repositories,
     )
-    .map_err(holder_refusal)
+    .map_err(holder_refusal)?;
+    // A deleted (or deleted and re-created) service account voids its tokens
+    // as a deleted pod does.
+    let account = Api::<ServiceAccount>::namespaced(g.client.clone(), &claims.namespace)
+        .get_opt(&claims.service_account)
+        .await
+        .map_err(|e| unavailable("service account lookup", &e))?;
+    let same = account.is_some_and(|a| {
+        claims.service_account_uid.is_empty()
+            || a.metadata.uid.as_deref() == Some(claims.service_account_uid.as_str())
+    });
+    if !same {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "ServiceAccountDeleted",
+            format!(
+                "service account {}/{} the gateway token was issued to was deleted (or deleted and created again); the token is void",
+                claims.namespace, claims.service_account
+            ),
+        ));
+    }
+    Ok(())
 }
 
 // === /v1/bundle ===

@@ -43,6 +43,9 @@ pub struct Subject {
     pub pod: String,
     /// UID of that pod.
     pub pod_uid: String,
+    /// UID of the service account (the TokenReview's user UID; empty when
+    /// the API server gave none).
+    pub service_account_uid: String,
     /// Groups from the TokenReview (e.g. `system:serviceaccounts:ci`).
     pub groups: Vec<String>,
 }
@@ -65,6 +68,10 @@ pub struct GatewayClaims {
     pub pod: String,
     /// Pod UID: a token for a deleted pod is useless even if a new pod reuses the name.
     pub pod_uid: String,
+    /// Service account UID: a token for a deleted service account is useless
+    /// even if one of the same name is created again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_account_uid: String,
     /// Groups of the service account.
     pub groups: Vec<String>,
     /// Issued at, seconds since the Unix epoch.
@@ -97,6 +104,7 @@ impl GatewayClaims {
             service_account: subject.service_account.clone(),
             pod: subject.pod.clone(),
             pod_uid: subject.pod_uid.clone(),
+            service_account_uid: subject.service_account_uid.clone(),
             groups: subject.groups.clone(),
             iat,
             nbf: iat,
@@ -513,6 +521,7 @@ mod tests {
             service_account: "report-job".into(),
             pod: "report-api-7d4b9c-x2x7q".into(),
             pod_uid: "5f0c6a1e-2b3d-4e5f-8a9b-0c1d2e3f4a5b".into(),
+            service_account_uid: "sa-uid".into(),
             groups: vec![
                 "system:serviceaccounts".into(),
                 "system:serviceaccounts:shop".into(),

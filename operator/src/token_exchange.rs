@@ -112,6 +112,7 @@ pub fn subject_from_review(status: &TokenReviewStatus) -> Result<Subject, Exchan
         service_account: service_account.to_string(),
         pod,
         pod_uid,
+        service_account_uid: user.uid.unwrap_or_default(),
         groups: user.groups.unwrap_or_default(),
     })
 }
@@ -165,6 +166,7 @@ mod tests {
         assert_eq!(subject.service_account, "report-job");
         assert_eq!(subject.pod, "report-api-x2x7q");
         assert_eq!(subject.pod_uid, "pod-uid-1");
+        assert_eq!(subject.service_account_uid, "sa-uid");
         assert!(
             subject
                 .groups

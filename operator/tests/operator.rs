@@ -11,6 +11,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 use sluice_crds::{AccessPolicy, Connection, find_condition};
+use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
 use support::{Env, apply_yaml, bounded};
 
 fn condition_is(
@@ -465,13 +466,11 @@ spec:
             .iter()
             .find(|c| c["name"] == name)
             .cloned()
-            .unwrap()
     };
-    let orders = by_name("orders-db");
-    assert_eq!(orders["bound"], false);
-    assert!(orders.get("credentials").is_none(), "{other_bundle}");
-    assert!(orders.get("hashKey").is_none(), "{other_bundle}");
-    let billing = by_name("billing-db");
+    // Need to know: nothing of orders-db (no credentials, no host or Secret name).
+    assert_eq!(by_name("orders-db"), None, "{other_bundle}");
+    assert_eq!(other_bundle["connections"].as_array().unwrap().len(), 1);
+    let billing = by_name("billing-db").unwrap();
     assert_eq!(billing["bound"], true);
     assert_eq!(billing["credentials"]["password"], "billing-pw");
     let names: Vec<&str> = other_bundle["policies"]
@@ -539,6 +538,48 @@ spec:
     );
 }
 
+/// The start of the audit streams of pod `report` of `report-job`.
+const REPORT_STREAM: &str = "sidecar:shop/report-job:report:";
+
+/// An event's content, as a sidecar drafts it, on orders-db.
+fn draft(
+    kind: AuditKind,
+    service_account: &str,
+    command: Option<Value>,
+    decision: Option<Value>,
+    outcome: Option<Value>,
+) -> AuditEventDraft {
+    let mut draft = AuditEventDraft::new("2026-01-01T00:00:00Z", kind);
+    draft.session = Some("s1".into());
+    draft.identity = Some(
+        serde_json::from_value(json!({"namespace": "shop", "serviceAccount": service_account}))
+            .unwrap(),
+    );
+    draft.connection = Some("orders-db".into());
+    draft.command = command.map(|c| serde_json::from_value(c).unwrap());
+    draft.decision = decision.map(|d| serde_json::from_value(d).unwrap());
+    draft.outcome = outcome.map(|o| serde_json::from_value(o).unwrap());
+    draft
+}
+
+fn denial_draft(service_account: &str, policy: &str, rule: &str) -> AuditEventDraft {
+    draft(
+        AuditKind::Denial,
+        service_account,
+        Some(json!({"text": "DROP TABLE customers", "fingerprint": "f1", "kind": "drop"})),
+        Some(json!({"action": "deny", "policy": policy, "rule": rule, "dryRun": false})),
+        None,
+    )
+}
+
+/// The drafts appended to `chain`, as the JSON a sidecar uploads.
+fn chained(chain: &mut AuditChain, drafts: &[AuditEventDraft]) -> Vec<Value> {
+    drafts
+        .iter()
+        .map(|d| serde_json::to_value(chain.append(d.clone()).unwrap()).unwrap())
+        .collect()
+}
+
 fn denial_event(service_account: &str, seq: u64) -> Value {
     json!({
         "v": 1, "seq": seq, "time": "2026-01-01T00:00:00Z", "type": "denial",
@@ -563,27 +604,31 @@ async fn audit_batches_become_counters_and_checkpoints() {
     assert_eq!(status, 200, "{body}");
     let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
 
-    let allowed = json!({
-        "v": 1, "seq": 1, "time": "2026-01-01T00:00:00Z", "type": "statement",
-        "stream": "report/boot-1", "session": "s1",
-        "identity": {"namespace": "shop", "serviceAccount": "report-job"},
-        "connection": "orders-db",
-        "command": {"text": "SELECT 1", "fingerprint": "f0", "kind": "select"},
-        "decision": {"action": "allow", "policy": "reporting", "dryRun": false},
-        "prev": "0000000000000000000000000000000000000000000000000000000000000000",
-        "hash": "aa"
-    });
-    let masked = json!({
-        "v": 1, "seq": 3, "time": "2026-01-01T00:00:01Z", "type": "result",
-        "stream": "report/boot-1", "session": "s1",
-        "identity": {"namespace": "shop", "serviceAccount": "report-job"},
-        "connection": "orders-db",
-        "outcome": {"rows": 3, "masked": 3},
-        "prev": "ab", "hash": "ac"
-    });
+    let mut chain = AuditChain::new(format!("{REPORT_STREAM}boot-1"));
+    let events = chained(
+        &mut chain,
+        &[
+            draft(
+                AuditKind::Statement,
+                "report-job",
+                Some(json!({"text": "SELECT 1", "fingerprint": "f0", "kind": "select"})),
+                Some(json!({"action": "allow", "policy": "reporting", "dryRun": false})),
+                None,
+            ),
+            denial_draft("report-job", "reporting", "no-schema-changes"),
+            draft(
+                AuditKind::Result,
+                "report-job",
+                None,
+                None,
+                Some(json!({"rows": 3, "masked": 3})),
+            ),
+        ],
+    );
+    let head_hash = events[1]["hash"].as_str().unwrap().to_string();
     let batch = json!({
-        "events": [allowed, denial_event("report-job", 2), masked],
-        "heads": [{"connection": "orders-db", "stream": "report/boot-1", "seq": 2, "hash": "ab"}]
+        "events": events,
+        "heads": [{"connection": "orders-db", "stream": chain.head().stream, "seq": 2, "hash": head_hash}]
     });
     let (status, _, body) = env
         .call(
@@ -645,7 +690,7 @@ async fn audit_batches_become_counters_and_checkpoints() {
     .unwrap();
     let cp = conn.status.unwrap().audit_checkpoint.unwrap();
     assert_eq!(cp.sequence, 2);
-    assert_eq!(cp.hash, "ab");
+    assert_eq!(cp.hash, head_hash);
     assert_eq!(cp.key_id, checkpoint["keyId"].as_str().unwrap());
 
     // Counters add up across flushes.
@@ -654,7 +699,7 @@ async fn audit_batches_become_counters_and_checkpoints() {
             "POST",
             "/v1/audit",
             &[("authorization", &bearer)],
-            Some(json!({"events": [denial_event("report-job", 3)]})),
+            Some(json!({"events": chained(&mut chain, &[denial_draft("report-job", "reporting", "no-schema-changes")])})),
         )
         .await;
     assert_eq!(status, 200);
@@ -784,6 +829,9 @@ async fn tokens_of_deleted_service_accounts_are_refused() {
     env.service_account("report-job").await;
     let pod = env.injected_pod("report", "report-job").await;
     let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(env.client.clone(), "shop");
     accounts
@@ -793,6 +841,19 @@ async fn tokens_of_deleted_service_accounts_are_refused() {
     let (status, body) = env.exchange(&subject_token).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["reason"], "ServiceAccountDeleted", "{body}");
+    // The gateway token issued before is void too, like a deleted pod's,
+    // and stays void when an account of the same name is created again.
+    for recreated in [false, true] {
+        if recreated {
+            env.service_account("report-job").await;
+        }
+        let (status, _, body) = env
+            .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+            .await;
+        assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["reason"], "ServiceAccountDeleted", "{body}");
+    }
     // An empty or oversized subject token never reaches the API server.
     let (status, body) = env.exchange("").await;
     assert_eq!(status, 401, "{body}");
@@ -889,9 +950,9 @@ spec:
         .await;
     assert_eq!(status, 200);
     let bundle: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(bundle["connections"][0]["name"], "orders-db");
-    assert_eq!(bundle["connections"][0]["bound"], false, "{bundle}");
-    assert!(bundle["connections"][0].get("credentials").is_none());
+    // Unbound, so not in the bundle at all (its credentials least of all).
+    assert_eq!(bundle["connections"], json!([]), "{bundle}");
+    assert!(!String::from_utf8_lossy(&body).contains("change-me-orders-app"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1202,4 +1263,216 @@ async fn only_a_genuine_sidecar_gets_credentials() {
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["reason"], "UntrustedImage", "{body}");
+}
+
+/// `POST /v1/audit` with `bearer`: status and answer.
+async fn upload(env: &Env, bearer: &str, events: &[Value], heads: Value) -> (u16, Value) {
+    let body = json!({"events": events, "heads": heads});
+    let (status, _, answer) = env
+        .call(
+            "POST",
+            "/v1/audit",
+            &[("authorization", bearer)],
+            Some(body),
+        )
+        .await;
+    (
+        status,
+        serde_json::from_slice::<Value>(&answer).unwrap_or(Value::Null),
+    )
+}
+
+/// Issue 18 items 4 and 5: the operator signs only heads of the caller's own
+/// streams on Connections it is bound to, of events it was sent, moving
+/// forward; the signature names identity and pod; events count only for
+/// policies that bind the uploader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_cover_only_the_callers_bound_streams_moving_forward() {
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    // A policy for someone else, which report-job's uploads may not feed.
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: elsewhere, namespace: shop}
+spec:
+  subjects: [{serviceAccount: intruder}]
+  connections: [orders-db]
+  rules: [{name: no-drop, match: {statements: [drop]}, action: deny}]
+"#,
+    )
+    .await;
+    env.policy_ready("elsewhere").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    let head = |stream: &str, e: &Value| json!([{"connection": e["connection"], "stream": stream, "seq": e["seq"], "hash": e["hash"]}]);
+
+    let s1 = format!("{REPORT_STREAM}boot-1");
+    let mut chain = AuditChain::new(s1.clone());
+    let first = chained(
+        &mut chain,
+        &[
+            draft(
+                AuditKind::Statement,
+                "report-job",
+                Some(json!({"text": "SELECT 1", "fingerprint": "f0", "kind": "select"})),
+                Some(json!({"action": "allow", "policy": "reporting", "dryRun": false})),
+                None,
+            ),
+            denial_draft("report-job", "elsewhere", "no-drop"),
+            denial_draft("report-job", "reporting", "no-schema-changes"),
+        ],
+    );
+    let (status, receipt) = upload(&env, &bearer, &first, head(&s1, &first[2])).await;
+    assert_eq!(status, 200, "{receipt}");
+    let signed = &receipt["checkpoints"][0];
+    assert_eq!(signed["identity"], "system:serviceaccount:shop:report-job");
+    assert_eq!(signed["pod"], "report");
+    let payload: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            signed["signature"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload["serviceAccount"], "report-job", "{payload}");
+    assert_eq!(payload["pod"], "report", "{payload}");
+    assert_eq!(payload["podUid"], json!(pod.metadata.uid), "{payload}");
+    assert_eq!(
+        (&payload["stream"], &payload["sequence"]),
+        (&json!(s1), &json!(3))
+    );
+    // The same head again (a lost receipt) is signed again.
+    let (status, receipt) = upload(&env, &bearer, &first, head(&s1, &first[2])).await;
+    assert_eq!(status, 200, "{receipt}");
+
+    // Back to seq 1 of the same stream: refused.
+    let (status, answer) = upload(&env, &bearer, &first[..1], head(&s1, &first[0])).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not move forward"),
+        "{answer}"
+    );
+    // A head that is not one of the uploaded events.
+    let mut fake = first[2].clone();
+    fake["seq"] = json!(99);
+    let (status, answer) = upload(&env, &bearer, &first, head(&s1, &fake)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an event of this batch"),
+        "{answer}"
+    );
+    // An edited event under its old hash.
+    let mut next = chained(
+        &mut chain,
+        &[denial_draft("report-job", "reporting", "no-schema-changes")],
+    );
+    let mut edited = next.clone();
+    edited[0]["command"]["text"] = json!("SELECT 1");
+    let (status, answer) = upload(&env, &bearer, &edited, head(&s1, &edited[0])).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its content"),
+        "{answer}"
+    );
+    // Another identity's stream, or another pod's, under this token.
+    for stream in [
+        "sidecar:shop/intruder:intruder:boot-1",
+        "sidecar:shop/report-job:report-2:boot-1",
+        "report/boot-1",
+    ] {
+        let mut other = AuditChain::new(stream);
+        let events = chained(
+            &mut other,
+            &[denial_draft("report-job", "reporting", "no-schema-changes")],
+        );
+        let (status, answer) = upload(&env, &bearer, &events, head(stream, &events[0])).await;
+        assert_eq!(status, 400, "{stream}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("is not this sidecar's"),
+            "{answer}"
+        );
+    }
+    // A Connection the identity is not bound to.
+    let mut unbound = draft(AuditKind::SessionStart, "report-job", None, None, None);
+    unbound.connection = Some("billing-db".into());
+    let mut side = AuditChain::new(format!("{REPORT_STREAM}boot-3"));
+    let events = chained(&mut side, &[unbound]);
+    let (status, answer) = upload(
+        &env,
+        &bearer,
+        &events,
+        head(&side.head().stream, &events[0]),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("billing-db"),
+        "{answer}"
+    );
+
+    // Forward on the stream, and a second stream of the pod (a restarted
+    // sidecar) starts its own history.
+    next = chained(
+        &mut chain,
+        &[denial_draft("report-job", "reporting", "no-schema-changes")],
+    );
+    let (status, answer) = upload(&env, &bearer, &next, head(&s1, &next[0])).await;
+    assert_eq!(status, 200, "{answer}");
+    let s2 = format!("{REPORT_STREAM}boot-2");
+    let mut restarted = AuditChain::new(s2.clone());
+    let events = chained(
+        &mut restarted,
+        &[denial_draft("report-job", "reporting", "no-schema-changes")],
+    );
+    let (status, answer) = upload(&env, &bearer, &events, head(&s2, &events[0])).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The denial naming `elsewhere` was not counted; reporting's were.
+    bounded(
+        "reporting's counters",
+        await_condition(env.policies(), "reporting", |p: Option<&AccessPolicy>| {
+            p.and_then(|p| p.status.as_ref())
+                .and_then(|s| s.counters.as_ref())
+                .is_some_and(|c| c.denied >= 3 && c.allowed >= 1)
+        }),
+    )
+    .await
+    .unwrap();
+    let elsewhere = env.policies().get("elsewhere").await.unwrap();
+    let status = elsewhere.status.unwrap();
+    assert!(
+        status.counters.as_ref().is_none_or(|c| c.denied == 0),
+        "{:?}",
+        status.counters
+    );
+    assert!(
+        status.recent_denials.is_empty(),
+        "{:?}",
+        status.recent_denials
+    );
 }

@@ -172,6 +172,14 @@ pub struct AuditHead {
     pub head: ChainHead,
 }
 
+/// The start of every audit stream name of one sidecar: its identity and pod
+/// (`sidecar:NAMESPACE/SERVICE_ACCOUNT:POD:`, then the sidecar's start time).
+/// The operator signs heads only of streams whose name starts with the
+/// gateway token's own.
+pub fn stream_prefix(namespace: &str, service_account: &str, pod: &str) -> String {
+    format!("sidecar:{namespace}/{service_account}:{pod}:")
+}
+
 /// A chain head signed by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -184,10 +192,19 @@ pub struct SignedHead {
     pub sequence: u64,
     /// Chain hash.
     pub hash: String,
-    /// Base64url ES256 JWS (compact) over `{stream, sequence, hash, connection, namespace}`.
+    /// Base64url ES256 JWS (compact) over `{namespace, serviceAccount, pod,
+    /// podUid, connection, stream, sequence, hash, previous, iat}`: `previous`
+    /// is the sequence of the stream's last head this operator signed (absent
+    /// for its first).
     pub signature: String,
     /// The signing key's ID, published at `/v1/jwks`.
     pub key_id: String,
+    /// The identity whose stream it is (`system:serviceaccount:NS:NAME`), as signed.
+    #[serde(default)]
+    pub identity: String,
+    /// The pod whose sidecar wrote the stream, as signed.
+    #[serde(default)]
+    pub pod: String,
 }
 
 /// `POST /v1/audit` answer.

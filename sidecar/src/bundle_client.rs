@@ -85,6 +85,19 @@ impl GatewayError {
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, GatewayError::Refused { status: 401, .. })
     }
+
+    /// Whether the gateway refuses this pod's identity or sidecar outright
+    /// (401: token, pod or service account void; 403: not a genuine sidecar):
+    /// the bundle held must not be used any longer.
+    pub fn refuses_identity(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::Refused {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
 }
 
 /// What a bundle poll returned.

@@ -567,7 +567,16 @@ impl Runner {
     /// Renews the token when due and polls the bundle once. `Ok(true)` when
     /// a new bundle was applied.
     async fn poll_once(&mut self) -> Result<bool, PollError> {
-        let token = self.token().await?;
+        let token = match self.token().await {
+            // A refused (re-)exchange voids the bundle at once, not at its expiry.
+            Err(PollError::Gateway(e)) if e.refuses_identity() => {
+                self.withdraw(&format!(
+                    "the Sluice operator no longer accepts this pod's identity ({e})"
+                ));
+                return Err(PollError::Gateway(e));
+            }
+            other => other?,
+        };
         let wait = match &self.token {
             Some(t) => self
                 .cfg
@@ -593,13 +602,13 @@ impl Runner {
                 }
                 Ok(false)
             }
-            Err(e) if e.is_unauthorized() => {
+            Err(e) if e.refuses_identity() => {
                 // The token may just have expired: exchange once more; if the
                 // operator refuses the identity itself, withdraw at once.
                 self.token = None;
                 match self.token().await {
                     Ok(_) => Err(PollError::Gateway(e)),
-                    Err(PollError::Gateway(again)) if again.is_unauthorized() => {
+                    Err(PollError::Gateway(again)) if again.refuses_identity() => {
                         self.withdraw(&format!(
                             "the Sluice operator no longer accepts this pod's identity ({again})"
                         ));
@@ -748,8 +757,12 @@ impl Runner {
 
         if self.audit.is_none() {
             let stream = format!(
-                "sidecar:{who}:{}:{}",
-                bundle.identity.pod,
+                "{}{}",
+                sluice_policy::gateway::stream_prefix(
+                    &bundle.identity.namespace,
+                    &bundle.identity.service_account,
+                    &bundle.identity.pod
+                ),
                 chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
             );
             let mut log =
@@ -1038,6 +1051,14 @@ async fn upload_audit(
                     checkpoints = receipt.checkpoints.len(),
                     "audit batch sent"
                 );
+                // The signed receipts are kept in the sidecar's log (not the
+                // audit stream, which they would break): `kubectl logs` and the
+                // log pipeline hold what the operator vouched for.
+                for checkpoint in &receipt.checkpoints {
+                    if let Ok(json) = serde_json::to_string(checkpoint) {
+                        tracing::info!(checkpoint = %json, "audit checkpoint signed by the operator");
+                    }
+                }
                 batch.drain(..take);
                 if failing {
                     tracing::info!("audit events reach the operator again");

@@ -639,9 +639,9 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
 async fn an_unreachable_operator_refuses_the_statement_and_the_session_goes_on() {
     let s = setup("approvals_unreachable").await;
     // A second replica the sidecar talks to; it goes away after the first bundle.
-    // Replicas share one gateway URL (the Service's, in a cluster): the pod
-    // was injected with the first's, and the genuine-sidecar check compares it.
     let mut settings = support::test_settings("going-away");
+    // Replicas share one gateway URL (the Service in a cluster): the pod's
+    // genuine sidecar names the first replica's.
     settings.gateway_url = Some(s.env.operator.gateway_url.clone());
     let replica = sluice_operator::run::start(s.env.client.clone(), settings)
         .await

@@ -277,8 +277,8 @@ async fn the_last_bundle_never_outlives_its_expiry() {
     // A second replica whose bundles live 3 s; the sidecar talks to it only.
     let mut settings = support::test_settings("short-bundles");
     settings.bundle_ttl = Duration::from_secs(3);
-    // Replicas share one gateway URL (the Service's, in a cluster): the pod
-    // was injected with the first's, and the genuine-sidecar check compares it.
+    // Replicas share one gateway URL (the Service in a cluster): the pod's
+    // genuine sidecar names the first replica's.
     settings.gateway_url = Some(s.env.operator.gateway_url.clone());
     let replica = sluice_operator::run::start(s.env.client.clone(), settings)
         .await
