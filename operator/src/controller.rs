@@ -424,6 +424,23 @@ fn error_policy(controller: &'static str, error: &ReconcileError, ctx: &Context)
     Action::requeue(error.backoff())
 }
 
+/// events.k8s.io/v1 refuses notes over 1 KiB (k8s.io/kubernetes
+/// pkg/apis/core/validation/events.go `NoteLengthLimit = 1024`, counted in
+/// bytes); longer notes are cut at a character boundary and marked, as
+/// kube-scheduler does with its messages. The condition keeps the whole text.
+pub fn event_note(text: &str) -> String {
+    const LIMIT: usize = 1024;
+    const MARK: &str = " …(truncated)";
+    if text.len() <= LIMIT {
+        return text.to_string();
+    }
+    let mut end = LIMIT - MARK.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
+
 /// One Event per flipped condition: `Ready` going true is Normal, anything
 /// else going to a bad state is a Warning. Event failures are logged, not
 /// retried: the status already says it.
@@ -444,12 +461,33 @@ where
                 EventType::Warning
             },
             reason: t.reason.clone(),
-            note: Some(format!("{} is {}: {}", t.type_, t.to, t.message)),
+            note: Some(event_note(&format!(
+                "{} is {}: {}",
+                t.type_, t.to, t.message
+            ))),
             action: "Reconcile".to_string(),
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(error = %crate::error_chain(&error), "could not publish an Event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_note;
+
+    #[test]
+    fn event_notes_fit_the_api_limit() {
+        assert_eq!(event_note("short"), "short");
+        let exact = "a".repeat(1024);
+        assert_eq!(event_note(&exact), exact);
+        // Multi-byte characters across the cut: still within 1024 bytes, valid UTF-8.
+        let long = "é".repeat(2000);
+        let note = event_note(&long);
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(note.ends_with("…(truncated)"));
+        assert!(note.starts_with("éé"));
     }
 }
