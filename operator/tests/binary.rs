@@ -216,3 +216,65 @@ async fn an_undecodable_policy_is_skipped_and_marked_invalid() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// The approvals webhook configurations, as the API server stores them
+/// (defaulted: selectors `{}`, rule scope, service port...), compare equal to
+/// what the operator wants, so the leader does not re-apply them every tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_webhook_configurations_need_no_reapply() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use sluice_operator::webhook_config::{
+        WebhookEndpoint, WebhookSettings, approvals_mutating_configuration,
+        approvals_validating_configuration, mutating_needs_apply, pod_injection_configuration,
+        validating_needs_apply,
+    };
+    let (_cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
+    for endpoint in [
+        WebhookEndpoint::Url("https://127.0.0.1:9443".into()),
+        WebhookEndpoint::Service {
+            namespace: "sluice-system".into(),
+            name: "sluice-operator".into(),
+            port: 443,
+        },
+    ] {
+        let settings = WebhookSettings {
+            endpoint,
+            ca_bundle_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+            namespace_label: ("sluice.dev/injection".into(), "enabled".into()),
+            operator_namespace: "sluice-system".into(),
+            match_conditions: false,
+            ca_injection_from: None,
+        };
+        let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        for desired in [
+            approvals_mutating_configuration(&settings),
+            pod_injection_configuration(&settings),
+        ] {
+            let name = desired.metadata.name.clone().unwrap();
+            let _ = mutating.delete(&name, &Default::default()).await;
+            let stored = mutating
+                .create(&Default::default(), &desired)
+                .await
+                .unwrap();
+            assert!(
+                !mutating_needs_apply(Some(&stored), &desired),
+                "{name}: stored {:?}\nwanted {:?}",
+                stored.webhooks,
+                desired.webhooks
+            );
+        }
+        let desired = approvals_validating_configuration(&settings);
+        let name = desired.metadata.name.clone().unwrap();
+        let _ = validating.delete(&name, &Default::default()).await;
+        let stored = validating
+            .create(&Default::default(), &desired)
+            .await
+            .unwrap();
+        assert!(
+            !validating_needs_apply(Some(&stored), &desired),
+            "{name}: stored {:?}",
+            stored.webhooks
+        );
+    }
+}
