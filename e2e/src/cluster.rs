@@ -306,6 +306,12 @@ impl TestCluster {
     pub fn compact(&self) {
         self.inner.compact();
     }
+
+    /// Stores an object bypassing admission and validation (a raw etcd write); see
+    /// [`Inner::store_raw`]. `storage` is `group/plural` (`plural` for the core group).
+    pub fn store_raw(&self, storage: &str, obj: serde_json::Value) -> serde_json::Value {
+        self.inner.store_raw(storage, obj)
+    }
 }
 
 impl Drop for TestCluster {

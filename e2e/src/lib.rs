@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod apiserver;
+pub mod chart;
 mod cluster;
 pub mod pki;
 mod under_test;

@@ -663,6 +663,19 @@ async fn bound_pod_token_dies_with_the_pod() {
     kubectl(&c, &["delete", "pod", "web", "--wait=false"]).await;
     let out = kubectl_in(&c, &["--token", token.trim(), "auth", "whoami"], None).await;
     assert!(!out.ok, "token of a deleted pod must not authenticate");
+    // TokenReview says it in kube-apiserver's words (pkg/serviceaccount/claims.go podValidate).
+    let review = format!(
+        r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{}"}}}}"#,
+        token.trim()
+    );
+    let answer = kubectl_stdin(&c, &["create", "-f", "-", "-o", "json"], &review).await;
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["status"]["authenticated"], false, "{answer}");
+    assert_eq!(
+        answer["status"]["error"],
+        "[invalid bearer token, service account token has been invalidated]",
+        "{answer}"
+    );
 }
 
 async fn next_line(

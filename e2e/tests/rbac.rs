@@ -177,3 +177,118 @@ async fn service_account_token_review_needs_auth_delegator() {
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout, "false", "the reviewed token is garbage");
 }
+
+/// Impersonation as kube-apiserver does it (k8s.io/apiserver
+/// pkg/endpoints/filters/impersonation.go): the admin may act as anyone; another user needs
+/// the `impersonate` verb; the impersonated identity is then authorized as itself.
+#[tokio::test]
+async fn kubectl_as_impersonates_under_rbac() {
+    let c = cluster_with_rbac(true).await;
+    kubectl(&c, &["create", "namespace", "shop"]).await;
+    kubectl(&c, &["create", "serviceaccount", "job", "-n", "shop"]).await;
+    let sa = "system:serviceaccount:shop:job";
+    // The admin impersonates the service account, which may not list pods.
+    let out = kubectl_in(&c, &["--as", sa, "get", "pods", "-n", "shop"], None).await;
+    assert!(
+        !out.ok
+            && out.stderr.contains(r#"pods is forbidden: User "system:serviceaccount:shop:job" cannot list resource "pods" in API group "" in the namespace "shop""#),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        can_i(
+            &c,
+            &["--as", sa, "auth", "can-i", "list", "pods", "-n", "shop"]
+        )
+        .await,
+        "no"
+    );
+    kubectl(
+        &c,
+        &[
+            "create",
+            "role",
+            "pods",
+            "--verb=list",
+            "--resource=pods",
+            "-n",
+            "shop",
+        ],
+    )
+    .await;
+    kubectl(
+        &c,
+        &[
+            "create",
+            "rolebinding",
+            "job-pods",
+            "--role=pods",
+            "--serviceaccount=shop:job",
+            "-n",
+            "shop",
+        ],
+    )
+    .await;
+    kubectl(&c, &["--as", sa, "get", "pods", "-n", "shop"]).await;
+    // The service-account groups come with the impersonated service account.
+    let whoami = kubectl(&c, &["--as", sa, "auth", "whoami", "-o", "json"]).await;
+    let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+    let groups = whoami["status"]["userInfo"]["groups"].to_string();
+    assert!(
+        groups.contains("system:serviceaccounts:shop") && groups.contains("system:authenticated"),
+        "{whoami}"
+    );
+    // alice may not impersonate until a role grants it.
+    let out = kubectl_in(
+        &c,
+        &["--context", "alice", "--as", "bob", "get", "pods"],
+        None,
+    )
+    .await;
+    assert!(
+        !out.ok
+            && out.stderr.contains(r#"users "bob" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+        "{}",
+        out.stderr
+    );
+    kubectl(
+        &c,
+        &[
+            "create",
+            "clusterrole",
+            "imp",
+            "--verb=impersonate",
+            "--resource=users",
+            "--resource-name=bob",
+        ],
+    )
+    .await;
+    kubectl(
+        &c,
+        &[
+            "create",
+            "clusterrolebinding",
+            "alice-imp",
+            "--clusterrole=imp",
+            "--user=alice",
+        ],
+    )
+    .await;
+    let out = kubectl_in(
+        &c,
+        &["--context", "alice", "--as", "bob", "get", "pods"],
+        None,
+    )
+    .await;
+    assert!(
+        !out.ok
+            && out
+                .stderr
+                .contains(r#"User "bob" cannot list resource "pods""#),
+        "{}",
+        out.stderr
+    );
+    // Groups without a user are a bad request.
+    let out = kubectl_in(&c, &["--as-group", "dev", "get", "pods"], None).await;
+    assert!(!out.ok, "{}", out.stdout);
+}

@@ -177,6 +177,70 @@ impl Kubectl {
     }
 }
 
+/// Applies the chart's ServiceAccount and rendered RBAC and writes a kubeconfig
+/// that authenticates as that ServiceAccount (a TokenRequest token), as a
+/// release runs the operator.
+async fn chart_operator_kubeconfig(kubectl: &Kubectl, dir: &Path) -> PathBuf {
+    use sluice_e2e::chart::{OPERATOR_ACCOUNT, RELEASE_NAMESPACE};
+    let ns = RELEASE_NAMESPACE;
+    kubectl
+        .apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {OPERATOR_ACCOUNT}, namespace: {ns}}}\n"
+        ))
+        .await;
+    for object in sluice_e2e::chart::rbac(repo_root()).expect("the chart's RBAC renders") {
+        kubectl
+            .apply(&serde_json::to_string(&object).unwrap())
+            .await;
+    }
+    let token = kubectl
+        .run(&[
+            "create",
+            "token",
+            OPERATOR_ACCOUNT,
+            "-n",
+            ns,
+            "--duration=1h",
+        ])
+        .await;
+    let path = dir.join("operator-kubeconfig");
+    std::fs::copy(&kubectl.kubeconfig, &path).unwrap();
+    let as_operator = Kubectl {
+        kubeconfig: path.clone(),
+        cache: kubectl.cache.clone(),
+    };
+    let cluster = as_operator
+        .run(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].name}",
+        ])
+        .await;
+    as_operator
+        .run(&[
+            "config",
+            "set-credentials",
+            "chart-operator",
+            &format!("--token={}", token.trim()),
+        ])
+        .await;
+    as_operator
+        .run(&[
+            "config",
+            "set-context",
+            "chart-operator",
+            &format!("--cluster={}", cluster.trim()),
+            "--user=chart-operator",
+        ])
+        .await;
+    as_operator
+        .run(&["config", "use-context", "chart-operator"])
+        .await;
+    path
+}
+
 async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut)
         .await
@@ -426,7 +490,9 @@ async fn operator_sidecar_and_kubectl_end_to_end() {
     };
     let operator_bin = binary("sluice-operator");
     let sidecar_bin = binary("sluice-sidecar");
-    let cluster = ClusterUnderTest::from_env(Options::default())
+    // RBAC on: the operator below runs as the chart's ServiceAccount under the
+    // chart's rendered RBAC, so an API call the chart does not allow fails here.
+    let cluster = ClusterUnderTest::from_env(Options::default().rbac(true))
         .await
         .expect("the cluster under test");
     let work = tempfile::Builder::new()
@@ -486,12 +552,13 @@ async fn operator_sidecar_and_kubectl_end_to_end() {
         format!("0.0.0.0:{op_port}")
     };
     let gateway = format!("https://{host}:{op_port}");
+    let operator_kubeconfig = chart_operator_kubeconfig(&kubectl, work.path()).await;
     let operator_log = work.path().join("operator.log");
     let operator = Process {
         child: std::process::Command::new(&operator_bin)
             .args(["--listen", &listen, "--webhook-url", &gateway])
             .args(["--audit-flush-seconds", "1"])
-            .env("KUBECONFIG", &kubectl.kubeconfig)
+            .env("KUBECONFIG", &operator_kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&operator_log).unwrap())
@@ -829,6 +896,17 @@ spec:
     assert!(
         !sidecar.log().contains("change-me-orders-app"),
         "the password reached the log"
+    );
+    // Everything the operator asked for, the chart's RBAC allowed.
+    let log = operator.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("forbidden") || l.contains("Forbidden") || l.contains("403"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the chart's RBAC refused the operator something:\n{}",
+        refused.join("\n")
     );
     drop(sidecar);
     drop(operator);

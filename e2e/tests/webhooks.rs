@@ -619,3 +619,64 @@ async fn kube_rs_admission_types_understand_the_reviews() {
         s.message
     );
 }
+
+/// Webhook configurations are defaulted and validated as kube-apiserver does
+/// (pkg/apis/admissionregistration/v1/defaults.go, .../validation/validation.go).
+#[tokio::test]
+async fn webhook_configurations_are_defaulted_and_validated() {
+    let c = support::cluster().await;
+    let config = |name: &str, side_effects: &str| {
+        format!(
+            r#"{{"apiVersion":"admissionregistration.k8s.io/v1","kind":"ValidatingWebhookConfiguration",
+              "metadata":{{"name":"check"}},
+              "webhooks":[{{"name":"{name}","admissionReviewVersions":["v1"],{side_effects}
+                "clientConfig":{{"service":{{"namespace":"x","name":"y","path":"/v"}}}},
+                "rules":[{{"operations":["CREATE"],"apiGroups":[""],"apiVersions":["v1"],"resources":["pods"]}}]}}]}}"#
+        )
+    };
+    let out = support::kubectl_in(
+        &c,
+        &["create", "-f", "-"],
+        Some(&config("check.example", "")),
+    )
+    .await;
+    assert!(!out.ok, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(r#"webhooks[0].name: Invalid value: "check.example": should be a domain with at least three segments separated by dots"#),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun"
+        ),
+        "{}",
+        out.stderr
+    );
+    support::kubectl_stdin(
+        &c,
+        &["create", "-f", "-"],
+        &config("check.example.com", r#""sideEffects":"None","#),
+    )
+    .await;
+    let stored = support::kubectl(
+        &c,
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "check",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let w = &stored["webhooks"][0];
+    assert_eq!(w["failurePolicy"], "Fail", "{w}");
+    assert_eq!(w["matchPolicy"], "Equivalent");
+    assert_eq!(w["namespaceSelector"], serde_json::json!({}));
+    assert_eq!(w["objectSelector"], serde_json::json!({}));
+    assert_eq!(w["timeoutSeconds"], 10);
+    assert_eq!(w["rules"][0]["scope"], "*");
+    assert_eq!(w["clientConfig"]["service"]["port"], 443);
+}

@@ -27,11 +27,92 @@ use tokio::sync::watch;
 use crate::inject::ConnectionTarget;
 use crate::wire::{Bundle, BundleConnection, BundleIdentity, BundleSecretKey};
 
+/// An object of kind `K` as listed or watched: decoded, or, when it does not
+/// decode (stored under a laxer schema, written straight to etcd, a value out
+/// of the field's range), its metadata, its raw JSON and the decoding error.
+///
+/// kube-client decodes a list page as a whole, so one undecodable object would
+/// fail every list and keep the caches (and readiness, and the fail-closed
+/// webhooks) from ever filling, cluster-wide. Decoding item by item confines
+/// the damage to that object: it is skipped, logged, and marked `Invalid`.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // the common variant is the large one; boxing it costs every object
+pub enum Lenient<K> {
+    /// The object decoded.
+    Decoded(K),
+    /// The object did not decode.
+    Undecodable {
+        /// Its metadata (name, namespace, uid, generation).
+        metadata: ObjectMeta,
+        /// Its JSON as stored.
+        raw: serde_json::Value,
+        /// Why it did not decode.
+        error: String,
+    },
+}
+
+impl<K> Lenient<K> {
+    /// The decoded object, if it decoded.
+    pub fn decoded(&self) -> Option<&K> {
+        match self {
+            Lenient::Decoded(k) => Some(k),
+            Lenient::Undecodable { .. } => None,
+        }
+    }
+}
+
+impl<'de, K: serde::de::DeserializeOwned> serde::Deserialize<'de> for Lenient<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = serde_json::Value::deserialize(d)?;
+        match K::deserialize(&raw) {
+            Ok(k) => Ok(Lenient::Decoded(k)),
+            Err(error) => {
+                let metadata = ObjectMeta::deserialize(&raw["metadata"]).unwrap_or_default();
+                Ok(Lenient::Undecodable {
+                    metadata,
+                    raw,
+                    error: error.to_string(),
+                })
+            }
+        }
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> kube::Resource for Lenient<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Lenient::Decoded(k) => k.meta(),
+            Lenient::Undecodable { metadata, .. } => metadata,
+        }
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Lenient::Decoded(k) => k.meta_mut(),
+            Lenient::Undecodable { metadata, .. } => metadata,
+        }
+    }
+}
+
 /// Watched caches of the objects policy distribution depends on.
 #[derive(Clone)]
 pub struct Catalog {
-    connections: Store<Connection>,
-    policies: Store<AccessPolicy>,
+    connections: Store<Lenient<Connection>>,
+    policies: Store<Lenient<AccessPolicy>>,
     secrets: Store<Secret>,
     changes: Arc<watch::Sender<u64>>,
     filled: watch::Receiver<bool>,
@@ -60,7 +141,7 @@ impl Catalog {
                 reflector::reflector(
                     connections_writer,
                     watcher(
-                        Api::<Connection>::all(client.clone()),
+                        Api::<Lenient<Connection>>::all(client.clone()),
                         watcher::Config::default(),
                     ),
                 ),
@@ -70,7 +151,7 @@ impl Catalog {
                 reflector::reflector(
                     policies_writer,
                     watcher(
-                        Api::<AccessPolicy>::all(client.clone()),
+                        Api::<Lenient<AccessPolicy>>::all(client.clone()),
                         watcher::Config::default(),
                     ),
                 ),
@@ -133,22 +214,26 @@ impl Catalog {
         })
     }
 
-    /// The Connections of `namespace`, by name.
+    /// The Connections of `namespace` that decode, by name.
     pub fn connections_in(&self, namespace: &str) -> Vec<Arc<Connection>> {
-        let mut found = self
-            .connections
-            .state_filter(|c| c.namespace().as_deref() == Some(namespace));
-        found.sort_by_key(|c| c.name_any());
-        found
+        decoded_in(&self.connections, namespace)
     }
 
-    /// The AccessPolicies of `namespace`, by name.
+    /// The AccessPolicies of `namespace` that decode, by name.
     pub fn policies_in(&self, namespace: &str) -> Vec<Arc<AccessPolicy>> {
-        let mut found = self
-            .policies
-            .state_filter(|p| p.namespace().as_deref() == Some(namespace));
-        found.sort_by_key(|p| p.name_any());
-        found
+        decoded_in(&self.policies, namespace)
+    }
+
+    /// The raw JSON of the AccessPolicies of `namespace` that do not decode.
+    fn undecodable_policies_in(&self, namespace: &str) -> Vec<serde_json::Value> {
+        self.policies
+            .state_filter(|p| p.namespace().as_deref() == Some(namespace))
+            .iter()
+            .filter_map(|p| match p.as_ref() {
+                Lenient::Undecodable { raw, .. } => Some(raw.clone()),
+                Lenient::Decoded(_) => None,
+            })
+            .collect()
     }
 
     /// A Secret, when it exists.
@@ -183,8 +268,22 @@ impl Catalog {
             .collect()
     }
 
-    /// Whether `identity` may use `connection`, given the compiled policies of its namespace.
-    fn bound(entries: &[PolicyEntry], identity: &Identity, connection: &str) -> bool {
+    /// Whether `identity` may use `connection`, given the compiled policies of
+    /// its namespace and the raw JSON of those that do not decode.
+    fn bound(
+        entries: &[PolicyEntry],
+        undecodable: &[serde_json::Value],
+        identity: &Identity,
+        connection: &str,
+    ) -> bool {
+        // Fail closed: a policy the operator cannot read blocks the Connections it
+        // may name for the subjects it may name (when even that cannot be read: all).
+        if undecodable
+            .iter()
+            .any(|raw| raw_names_subject_and_connection(raw, identity, connection))
+        {
+            return false;
+        }
         let mut granted = false;
         for entry in entries {
             match &entry.compiled {
@@ -206,12 +305,13 @@ impl Catalog {
     pub fn inject_targets(&self, namespace: &str, service_account: &str) -> Vec<ConnectionTarget> {
         let identity = Identity::service_account(namespace, service_account);
         let entries = self.compiled_in(namespace);
+        let undecodable = self.undecodable_policies_in(namespace);
         self.connections_in(namespace)
             .iter()
             .map(|c| {
                 ConnectionTarget::from_connection(
                     c,
-                    Catalog::bound(&entries, &identity, &c.name_any()),
+                    Catalog::bound(&entries, &undecodable, &identity, &c.name_any()),
                 )
             })
             .collect()
@@ -221,11 +321,12 @@ impl Catalog {
     pub fn bundle_for(&self, identity: &Identity, pod: &str, expires_at: String) -> Bundle {
         let namespace = identity.namespace.as_str();
         let entries = self.compiled_in(namespace);
+        let undecodable = self.undecodable_policies_in(namespace);
         // Need to know (issue 18): only Connections the identity is bound to.
         let connections: Vec<BundleConnection> = self
             .connections_in(namespace)
             .iter()
-            .filter(|c| Catalog::bound(&entries, identity, &c.name_any()))
+            .filter(|c| Catalog::bound(&entries, &undecodable, identity, &c.name_any()))
             .map(|c| {
                 let mut out = BundleConnection {
                     name: c.name_any(),
@@ -353,6 +454,54 @@ fn names_subject_and_connection(
                 (None, Some(g)) => identity.groups.iter().any(|ig| ig == g),
                 (None, None) => false,
             })
+}
+
+/// [`names_subject_and_connection`] on an AccessPolicy that does not decode:
+/// every part that cannot be read counts as naming (fail closed).
+fn raw_names_subject_and_connection(
+    raw: &serde_json::Value,
+    identity: &Identity,
+    connection: &str,
+) -> bool {
+    let namespace = raw["metadata"]["namespace"].as_str().unwrap_or_default();
+    let names_connection = match raw["spec"]["connections"].as_array() {
+        Some(list) => list
+            .iter()
+            .any(|c| c.as_str().is_none_or(|c| c == connection)),
+        None => true,
+    };
+    let names_subject = match raw["spec"]["subjects"].as_array() {
+        Some(list) => list.iter().any(|s| {
+            match (
+                s.get("serviceAccount").map(serde_json::Value::as_str),
+                s.get("group").map(serde_json::Value::as_str),
+            ) {
+                (Some(Some(sa)), _) => {
+                    sa == identity.service_account
+                        && s["namespace"].as_str().unwrap_or(namespace) == identity.namespace
+                }
+                (None, Some(Some(g))) => identity.groups.iter().any(|ig| ig == g),
+                (None, None) => false,
+                _ => true,
+            }
+        }),
+        None => true,
+    };
+    names_connection && names_subject
+}
+
+/// The decoded objects of `namespace` in `store`, by name.
+fn decoded_in<K>(store: &Store<Lenient<K>>, namespace: &str) -> Vec<Arc<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut found: Vec<Arc<K>> = store
+        .state_filter(|o| o.namespace().as_deref() == Some(namespace))
+        .iter()
+        .filter_map(|o| o.decoded().cloned().map(Arc::new))
+        .collect();
+    found.sort_by_key(|o| o.name_any());
+    found
 }
 
 fn revision_of(

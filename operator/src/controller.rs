@@ -22,7 +22,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use sluice_crds::{AccessPolicy, AccessPolicyStatus, Conditions, Connection, ConnectionStatus};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Lenient};
 use crate::certs::FIELD_MANAGER;
 use crate::metrics::{Metrics, ReconcileLabels};
 use crate::status::{
@@ -139,16 +139,19 @@ impl Context {
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let connections = Controller::new(
-        Api::<Connection>::all(client.clone()),
+        Api::<Lenient<Connection>>::all(client.clone()),
         watcher::Config::default(),
     )
     .reconcile_all_on(ctx.catalog.change_stream())
     .run(reconcile_connection, error_policy_connection, ctx.clone())
     .for_each(|_| async {});
-    let policies = Controller::new(Api::<AccessPolicy>::all(client), watcher::Config::default())
-        .reconcile_all_on(ctx.catalog.change_stream())
-        .run(reconcile_policy, error_policy_policy, ctx.clone())
-        .for_each(|_| async {});
+    let policies = Controller::new(
+        Api::<Lenient<AccessPolicy>>::all(client),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(ctx.catalog.change_stream())
+    .run(reconcile_policy, error_policy_policy, ctx.clone())
+    .for_each(|_| async {});
     futures::join!(connections, policies);
 }
 
@@ -159,9 +162,13 @@ fn now() -> Time {
 // === Connection ===
 
 async fn reconcile_connection(
-    connection: Arc<Connection>,
+    object: Arc<Lenient<Connection>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let connection = match object.as_ref() {
+        Lenient::Decoded(c) => c,
+        Lenient::Undecodable { .. } => return mark_undecodable(&object, &ctx, "connection").await,
+    };
     let namespace = connection.namespace().unwrap_or_default();
     let name = connection.name_any();
     let spec = &connection.spec;
@@ -194,7 +201,7 @@ async fn reconcile_connection(
     let uid = connection.uid().unwrap_or_default();
     let stored = connection.status.clone().unwrap_or_default();
     let previous = ctx.previous(&uid, &stored, |s| &mut s.conditions);
-    let status = connection_status(&connection, &facts, Some(&previous), &now());
+    let status = connection_status(connection, &facts, Some(&previous), &now());
     let owned = owned_connection_status(&status);
     if owned != owned_connection_status(&stored) {
         let body = json!({
@@ -218,7 +225,7 @@ async fn reconcile_connection(
         ctx.remember(&uid, &status.conditions);
         publish(
             &ctx,
-            connection.as_ref(),
+            connection,
             &transitions(&previous.conditions, &status.conditions),
         )
         .await;
@@ -243,7 +250,7 @@ fn owned_connection_status(status: &ConnectionStatus) -> serde_json::Value {
 }
 
 fn error_policy_connection(
-    _: Arc<Connection>,
+    _: Arc<Lenient<Connection>>,
     error: &ReconcileError,
     ctx: Arc<Context>,
 ) -> Action {
@@ -253,14 +260,20 @@ fn error_policy_connection(
 // === AccessPolicy ===
 
 async fn reconcile_policy(
-    policy: Arc<AccessPolicy>,
+    object: Arc<Lenient<AccessPolicy>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let policy = match object.as_ref() {
+        Lenient::Decoded(p) => p,
+        Lenient::Undecodable { .. } => {
+            return mark_undecodable(&object, &ctx, "accesspolicy").await;
+        }
+    };
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let compiled = ctx
         .catalog
-        .compile(&policy)
+        .compile(policy)
         .map(|_| ())
         .map_err(|e| PolicyProblem {
             reason: e.reason(),
@@ -275,7 +288,7 @@ async fn reconcile_policy(
     let uid = policy.uid().unwrap_or_default();
     let stored = policy.status.clone().unwrap_or_default();
     let previous = ctx.previous(&uid, &stored, |s| &mut s.conditions);
-    let status = access_policy_status(&policy, compiled, &known, Some(&previous), &now());
+    let status = access_policy_status(policy, compiled, &known, Some(&previous), &now());
     let owned = owned_policy_status(&status);
     if owned != owned_policy_status(&stored) {
         let body = json!({
@@ -299,7 +312,7 @@ async fn reconcile_policy(
         ctx.remember(&uid, &status.conditions);
         publish(
             &ctx,
-            policy.as_ref(),
+            policy,
             &transitions(&previous.conditions, &status.conditions),
         )
         .await;
@@ -322,11 +335,82 @@ fn owned_policy_status(status: &AccessPolicyStatus) -> serde_json::Value {
     })
 }
 
-fn error_policy_policy(_: Arc<AccessPolicy>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn error_policy_policy(
+    _: Arc<Lenient<AccessPolicy>>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
     error_policy("accesspolicy", error, &ctx)
 }
 
 // === shared ===
+
+/// An object that does not decode: logged, and its status conditions set to
+/// `Ready=False` (and `Invalid=True` for policies) with reason `Undecodable`,
+/// written through the untyped API (the typed one could not read the reply).
+/// The catalog already leaves it out (policies fail closed).
+async fn mark_undecodable<K>(
+    object: &Lenient<K>,
+    ctx: &Context,
+    controller: &'static str,
+) -> Result<Action, ReconcileError>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let Lenient::Undecodable {
+        metadata,
+        raw,
+        error,
+    } = object
+    else {
+        return Ok(Action::requeue(RESYNC));
+    };
+    let kind: &'static str = if K::kind(&()) == "Connection" {
+        "Connection"
+    } else {
+        "AccessPolicy"
+    };
+    let namespace = metadata.namespace.clone().unwrap_or_default();
+    let name = metadata.name.clone().unwrap_or_default();
+    tracing::warn!(kind, %namespace, %name, %error, "skipping an object the operator cannot decode");
+    let uid = metadata.uid.clone().unwrap_or_default();
+    let stored: Conditions =
+        serde_json::from_value(raw["status"]["conditions"].clone()).unwrap_or_default();
+    let previous = ctx.previous(&uid, &stored, |c| c);
+    let conditions =
+        crate::status::undecodable_conditions(kind, error, metadata.generation, &previous, &now());
+    if conditions != stored {
+        let body = json!({
+            "apiVersion": sluice_crds::API_VERSION,
+            "kind": kind,
+            "status": {"conditions": conditions, "observedGeneration": metadata.generation},
+        });
+        let resource = kube::discovery::ApiResource::erase::<K>(&());
+        Api::<kube::api::DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map_err(|source| ReconcileError::ApplyStatus {
+                kind,
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
+        ctx.remember(&uid, &conditions);
+        publish(ctx, object, &transitions(&previous, &conditions)).await;
+    }
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            controller,
+            outcome: "undecodable",
+        })
+        .inc();
+    Ok(Action::requeue(RESYNC))
+}
 
 fn error_policy(controller: &'static str, error: &ReconcileError, ctx: &Context) -> Action {
     tracing::warn!(error = %crate::error_chain(error), controller, "reconcile failed");
@@ -338,6 +422,23 @@ fn error_policy(controller: &'static str, error: &ReconcileError, ctx: &Context)
         })
         .inc();
     Action::requeue(error.backoff())
+}
+
+/// events.k8s.io/v1 refuses notes over 1 KiB (k8s.io/kubernetes
+/// pkg/apis/core/validation/events.go `NoteLengthLimit = 1024`, counted in
+/// bytes); longer notes are cut at a character boundary and marked, as
+/// kube-scheduler does with its messages. The condition keeps the whole text.
+pub fn event_note(text: &str) -> String {
+    const LIMIT: usize = 1024;
+    const MARK: &str = " …(truncated)";
+    if text.len() <= LIMIT {
+        return text.to_string();
+    }
+    let mut end = LIMIT - MARK.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
 }
 
 /// One Event per flipped condition: `Ready` going true is Normal, anything
@@ -360,12 +461,33 @@ where
                 EventType::Warning
             },
             reason: t.reason.clone(),
-            note: Some(format!("{} is {}: {}", t.type_, t.to, t.message)),
+            note: Some(event_note(&format!(
+                "{} is {}: {}",
+                t.type_, t.to, t.message
+            ))),
             action: "Reconcile".to_string(),
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(error = %crate::error_chain(&error), "could not publish an Event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_note;
+
+    #[test]
+    fn event_notes_fit_the_api_limit() {
+        assert_eq!(event_note("short"), "short");
+        let exact = "a".repeat(1024);
+        assert_eq!(event_note(&exact), exact);
+        // Multi-byte characters across the cut: still within 1024 bytes, valid UTF-8.
+        let long = "é".repeat(2000);
+        let note = event_note(&long);
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(note.ends_with("…(truncated)"));
+        assert!(note.starts_with("éé"));
     }
 }

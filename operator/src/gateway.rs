@@ -220,7 +220,12 @@ fn exchange_refusal(error: ExchangeError) -> Refusal {
                 "Expired"
             } else if r.contains("audience") {
                 "WrongAudience"
-            } else if r.contains("pod") && (r.contains("deleted") || r.contains("not found")) {
+            } else if r.contains("token has been invalidated")
+                || r.contains("pod uid")
+                || (r.contains("pod") && (r.contains("deleted") || r.contains("not found")))
+            {
+                // kube's words for a token whose bound pod is gone or replaced
+                // (pkg/serviceaccount/claims.go); exchanged tokens are always pod-bound.
                 "PodDeleted"
             } else if r.contains("service account") || r.contains("serviceaccount") {
                 "ServiceAccountDeleted"
@@ -670,6 +675,16 @@ mod tests {
             "WrongAudience"
         );
         assert_eq!(reason("pod shop/report has been deleted"), "PodDeleted");
+        assert_eq!(
+            reason("[invalid bearer token, service account token has been invalidated]"),
+            "PodDeleted"
+        );
+        assert_eq!(
+            reason(
+                "[invalid bearer token, pod UID (b) does not match service account pod ref claim (a)]"
+            ),
+            "PodDeleted"
+        );
         assert_eq!(
             reason("service account shop/report-job has been deleted"),
             "ServiceAccountDeleted"

@@ -248,6 +248,40 @@ pub fn transitions(previous: &Conditions, next: &Conditions) -> Vec<Transition> 
         .collect()
 }
 
+/// The conditions of an object the operator cannot decode (`kind` names it):
+/// `Ready` false and, for kinds that have it, `Invalid` true, both with reason
+/// `Undecodable` and the decoder's error. Transition times move only on flips.
+pub fn undecodable_conditions(
+    kind: &str,
+    error: &str,
+    generation: Option<i64>,
+    previous: &Conditions,
+    now: &Time,
+) -> Conditions {
+    let message = format!(
+        "the operator cannot read this {kind}: {error}; fix the field (kubectl edit) or delete and re-create the object"
+    );
+    let mut types = vec![(READY, false)];
+    if kind == "AccessPolicy" {
+        types.push((INVALID, true));
+    }
+    let mut out = previous.clone();
+    for (type_, status) in types {
+        set_condition(
+            &mut out,
+            condition(
+                type_,
+                status,
+                "Undecodable",
+                message.clone(),
+                generation,
+                now,
+            ),
+        );
+    }
+    out
+}
+
 fn condition(
     type_: &str,
     status: bool,

@@ -127,26 +127,99 @@ pub fn needs_apply<W: PartialEq + Clone>(
     &webhooks != desired.1
 }
 
-/// [`needs_apply`] for a MutatingWebhookConfiguration.
+/// The defaults kube-apiserver fills into admissionregistration.k8s.io/v1
+/// webhooks (k8s.io/kubernetes pkg/apis/admissionregistration/v1/defaults.go:
+/// `SetDefaults_ValidatingWebhook`/`SetDefaults_MutatingWebhook`, `SetDefaults_Rule`,
+/// `SetDefaults_ServiceReference`). Both sides of a comparison are defaulted,
+/// so an unset field we leave to the server does not read as a difference.
+fn default_common(
+    failure_policy: &mut Option<String>,
+    match_policy: &mut Option<String>,
+    namespace_selector: &mut Option<LabelSelector>,
+    object_selector: &mut Option<LabelSelector>,
+    timeout_seconds: &mut Option<i32>,
+    rules: &mut Option<Vec<RuleWithOperations>>,
+    client_config: &mut WebhookClientConfig,
+) {
+    failure_policy.get_or_insert_with(|| "Fail".to_string());
+    match_policy.get_or_insert_with(|| "Equivalent".to_string());
+    namespace_selector.get_or_insert_with(LabelSelector::default);
+    object_selector.get_or_insert_with(LabelSelector::default);
+    timeout_seconds.get_or_insert(10);
+    for rule in rules.iter_mut().flatten() {
+        rule.scope.get_or_insert_with(|| "*".to_string());
+    }
+    if let Some(service) = client_config.service.as_mut() {
+        service.port.get_or_insert(443);
+    }
+}
+
+fn default_mutating(w: &mut MutatingWebhook) {
+    default_common(
+        &mut w.failure_policy,
+        &mut w.match_policy,
+        &mut w.namespace_selector,
+        &mut w.object_selector,
+        &mut w.timeout_seconds,
+        &mut w.rules,
+        &mut w.client_config,
+    );
+    w.reinvocation_policy
+        .get_or_insert_with(|| "Never".to_string());
+}
+
+fn default_validating(w: &mut ValidatingWebhook) {
+    default_common(
+        &mut w.failure_policy,
+        &mut w.match_policy,
+        &mut w.namespace_selector,
+        &mut w.object_selector,
+        &mut w.timeout_seconds,
+        &mut w.rules,
+        &mut w.client_config,
+    );
+}
+
+fn defaulted<W: Clone>(webhooks: &Option<Vec<W>>, default: impl Fn(&mut W)) -> Option<Vec<W>> {
+    let mut out = webhooks.clone();
+    for w in out.iter_mut().flatten() {
+        default(w);
+    }
+    out
+}
+
+/// [`needs_apply`] for a MutatingWebhookConfiguration, both sides defaulted.
 pub fn mutating_needs_apply(
     existing: Option<&MutatingWebhookConfiguration>,
     desired: &MutatingWebhookConfiguration,
 ) -> bool {
+    let existing_webhooks = existing.map(|e| defaulted(&e.webhooks, default_mutating));
     needs_apply(
-        existing.map(|e| (&e.metadata, &e.webhooks)),
-        (&desired.metadata, &desired.webhooks),
+        existing
+            .zip(existing_webhooks.as_ref())
+            .map(|(e, w)| (&e.metadata, w)),
+        (
+            &desired.metadata,
+            &defaulted(&desired.webhooks, default_mutating),
+        ),
         |w: &mut MutatingWebhook| w.client_config.ca_bundle = None,
     )
 }
 
-/// [`needs_apply`] for a ValidatingWebhookConfiguration.
+/// [`needs_apply`] for a ValidatingWebhookConfiguration, both sides defaulted.
 pub fn validating_needs_apply(
     existing: Option<&ValidatingWebhookConfiguration>,
     desired: &ValidatingWebhookConfiguration,
 ) -> bool {
+    let existing_webhooks = existing.map(|e| defaulted(&e.webhooks, default_validating));
     needs_apply(
-        existing.map(|e| (&e.metadata, &e.webhooks)),
-        (&desired.metadata, &desired.webhooks),
+        existing
+            .zip(existing_webhooks.as_ref())
+            .map(|(e, w)| (&e.metadata, w)),
+        (
+            &desired.metadata,
+            &defaulted(&desired.webhooks, default_validating),
+        ),
         |w: &mut ValidatingWebhook| w.client_config.ca_bundle = None,
     )
 }

@@ -76,3 +76,205 @@ async fn binary_registers_its_webhook_and_serves_the_gateway() {
     let jwks: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
 }
+
+/// An AccessPolicy that no client can decode (here `statementsPerSecond` beyond
+/// `u32`, stored by a raw write as under a laxer schema) must not stop the
+/// operator: it starts with it in the first list, becomes ready, reconciles the
+/// other policies, and marks the broken one `Invalid` (reason `Undecodable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_policy_is_skipped_and_marked_invalid() {
+    let (cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
+    let ns =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&Default::default(), &serde_json::from_value(ns).unwrap())
+        .await
+        .unwrap();
+    let policy = |name: &str, rate: u64| {
+        serde_json::json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"subjects": [{"serviceAccount": "job"}], "connections": ["orders-db"],
+                "mode": "enforce", "defaultAction": "allow", "onParseError": "deny",
+                "limits": {"statementsPerSecond": rate, "onMaxRows": "refuse"}}})
+    };
+    // The schema refuses it now; a raw write is how such an object exists.
+    let refused = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        "shop",
+        &kube::discovery::ApiResource::erase::<sluice_crds::AccessPolicy>(&()),
+    )
+    .create(
+        &Default::default(),
+        &serde_json::from_value(policy("broken", 4294967296)).unwrap(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("spec.limits.statementsPerSecond in body should be less than or equal to 4.294967295e+09"),
+        "{refused}"
+    );
+    cluster.store_raw("sluice.dev/accesspolicies", policy("broken", 4294967296));
+    support::apply_yaml(
+        &client,
+        &serde_yaml::to_string(&policy("fine", 10)).unwrap(),
+    )
+    .await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://127.0.0.1:{port}");
+    let _child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--webhook-url",
+                &url,
+            ])
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let policies = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        "shop",
+        &kube::discovery::ApiResource::erase::<sluice_crds::AccessPolicy>(&()),
+    );
+    let condition = |o: &kube::api::DynamicObject, type_: &str| {
+        o.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == type_)
+            .cloned()
+    };
+    let broken = bounded(
+        "the broken policy marked Invalid",
+        await_condition(
+            policies.clone(),
+            "broken",
+            |o: Option<&kube::api::DynamicObject>| {
+                o.and_then(|o| condition(o, "Invalid"))
+                    .is_some_and(|c| c["status"] == "True")
+            },
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let invalid = condition(&broken, "Invalid").unwrap();
+    assert_eq!(invalid["reason"], "Undecodable");
+    assert!(
+        invalid["message"]
+            .as_str()
+            .unwrap()
+            .contains("statementsPerSecond")
+            || invalid["message"].as_str().unwrap().contains("4294967296"),
+        "{invalid}"
+    );
+    assert_eq!(condition(&broken, "Ready").unwrap()["status"], "False");
+    // The other policy is reconciled.
+    bounded(
+        "the other policy reconciled",
+        await_condition(policies, "fine", |o: Option<&kube::api::DynamicObject>| {
+            o.is_some_and(|o| o.data["status"]["observedGeneration"].as_i64() == Some(1))
+        }),
+    )
+    .await
+    .unwrap();
+    // And the operator is ready (its caches filled despite the broken object).
+    let secret = Api::<Secret>::namespaced(client, "sluice-system");
+    let tls = bounded(
+        "serving certificate",
+        await_condition(secret, "sluice-operator-tls", |s: Option<&Secret>| {
+            s.is_some()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ca = String::from_utf8(tls.data.unwrap()["ca.crt"].0.clone()).unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let (status, _, body) = support::call(addr, &ca, "GET", "/readyz", &[], None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The approvals webhook configurations, as the API server stores them
+/// (defaulted: selectors `{}`, rule scope, service port...), compare equal to
+/// what the operator wants, so the leader does not re-apply them every tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_webhook_configurations_need_no_reapply() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use sluice_operator::webhook_config::{
+        WebhookEndpoint, WebhookSettings, approvals_mutating_configuration,
+        approvals_validating_configuration, mutating_needs_apply, pod_injection_configuration,
+        validating_needs_apply,
+    };
+    let (_cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
+    for endpoint in [
+        WebhookEndpoint::Url("https://127.0.0.1:9443".into()),
+        WebhookEndpoint::Service {
+            namespace: "sluice-system".into(),
+            name: "sluice-operator".into(),
+            port: 443,
+        },
+    ] {
+        let settings = WebhookSettings {
+            endpoint,
+            ca_bundle_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+            namespace_label: ("sluice.dev/injection".into(), "enabled".into()),
+            operator_namespace: "sluice-system".into(),
+            match_conditions: false,
+            ca_injection_from: None,
+        };
+        let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        for desired in [
+            approvals_mutating_configuration(&settings),
+            pod_injection_configuration(&settings),
+        ] {
+            let name = desired.metadata.name.clone().unwrap();
+            let _ = mutating.delete(&name, &Default::default()).await;
+            let stored = mutating
+                .create(&Default::default(), &desired)
+                .await
+                .unwrap();
+            assert!(
+                !mutating_needs_apply(Some(&stored), &desired),
+                "{name}: stored {:?}\nwanted {:?}",
+                stored.webhooks,
+                desired.webhooks
+            );
+        }
+        let desired = approvals_validating_configuration(&settings);
+        let name = desired.metadata.name.clone().unwrap();
+        let _ = validating.delete(&name, &Default::default()).await;
+        let stored = validating
+            .create(&Default::default(), &desired)
+            .await
+            .unwrap();
+        assert!(
+            !validating_needs_apply(Some(&stored), &desired),
+            "{name}: stored {:?}",
+            stored.webhooks
+        );
+    }
+}

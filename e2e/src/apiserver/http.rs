@@ -149,6 +149,10 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         }
         return error_response(&ApiError::unauthorized());
     };
+    let user = match impersonate(&inner, user, &parts.headers) {
+        Ok(user) => user,
+        Err(err) => return error_response(&err),
+    };
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     let body = match limited.collect().await {
         Ok(b) => b.to_bytes(),
@@ -187,6 +191,93 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         }
     }
     resp
+}
+
+/// Impersonation (`kubectl --as`, `--as-group`, `--as-uid`; `Impersonate-*` headers), as
+/// k8s.io/apiserver pkg/endpoints/filters/impersonation.go does it: every requested user,
+/// service account, group, uid and extra needs the `impersonate` verb on `users`,
+/// `serviceaccounts` (in its namespace), `groups`, `uids` or `userextras/<key>`; groups or
+/// extras without a user are a bad request; the impersonated user gets
+/// `system:authenticated` (and the service-account groups) like an authenticated one.
+fn impersonate(
+    inner: &Inner,
+    user: UserInfo,
+    headers: &hyper::HeaderMap,
+) -> Result<UserInfo, ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let as_user = values("impersonate-user").into_iter().next();
+    let groups = values("impersonate-group");
+    let uid = values("impersonate-uid").into_iter().next();
+    let extras: Vec<(String, Vec<String>)> = headers
+        .keys()
+        .filter_map(|k| {
+            let key = k.as_str().strip_prefix("impersonate-extra-")?;
+            let key = form_urlencoded::parse(format!("k={key}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| key.to_string());
+            Some((key, values(k.as_str())))
+        })
+        .collect();
+    let Some(name) = as_user else {
+        if groups.is_empty() && uid.is_none() && extras.is_empty() {
+            return Ok(user);
+        }
+        return Err(ApiError::bad_request(
+            "requested impersonation of groups, uid or extra without impersonating a user"
+                .to_string(),
+        ));
+    };
+    let check = |group: &str, resource: &str, subresource: &str, namespace: &str, name: &str| {
+        let attrs = super::rbac::Attributes {
+            verb: "impersonate".into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: subresource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        inner.authorize(&user, &attrs)
+    };
+    let mut out_groups = Vec::new();
+    if let Some(rest) = name.strip_prefix("system:serviceaccount:") {
+        let (ns, sa) = rest.split_once(':').unwrap_or((rest, ""));
+        check("", "serviceaccounts", "", ns, sa)?;
+        out_groups.push("system:serviceaccounts".to_string());
+        out_groups.push(format!("system:serviceaccounts:{ns}"));
+    } else {
+        check("", "users", "", "", &name)?;
+    }
+    for g in &groups {
+        check("", "groups", "", "", g)?;
+        out_groups.push(g.clone());
+    }
+    if let Some(uid) = &uid {
+        check("authentication.k8s.io", "uids", "", "", uid)?;
+    }
+    let mut extra = std::collections::BTreeMap::new();
+    for (key, vals) in extras {
+        for v in &vals {
+            check("authentication.k8s.io", "userextras", &key, "", v)?;
+        }
+        extra.insert(key, vals);
+    }
+    if name != "system:anonymous" && !out_groups.iter().any(|g| g == "system:authenticated") {
+        out_groups.push("system:authenticated".to_string());
+    }
+    Ok(UserInfo {
+        username: name,
+        uid: uid.unwrap_or_default(),
+        groups: out_groups,
+        extra,
+    })
 }
 
 fn text(s: &str) -> Response<Body> {

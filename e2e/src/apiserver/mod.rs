@@ -159,6 +159,28 @@ impl Inner {
         self.notify(rv);
     }
 
+    /// Stores `obj` under `storage` (e.g. `sluice.dev/accesspolicies`) bypassing admission,
+    /// defaulting and validation, like a write straight to etcd (or an object stored under an
+    /// older, laxer schema). Missing uid and creationTimestamp are filled in.
+    pub fn store_raw(&self, storage: &str, mut obj: Value) -> Value {
+        if obj["metadata"]["uid"].is_null() {
+            obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        }
+        if obj["metadata"]["creationTimestamp"].is_null() {
+            obj["metadata"]["creationTimestamp"] = json!(ops::now());
+        }
+        if obj["metadata"]["generation"].is_null() {
+            obj["metadata"]["generation"] = json!(1);
+        }
+        let (stored, rv) = {
+            let mut st = self.lock();
+            let stored = st.store.put(storage, obj);
+            (stored, st.store.rv)
+        };
+        self.notify(rv);
+        stored
+    }
+
     /// Serves HTTPS on `listener` until the task is dropped.
     pub async fn serve(
         self: Arc<Self>,

@@ -654,6 +654,9 @@ pub(super) async fn create_object(
     };
     let mut obj = admission::mutate(inner, &attrs, presented).await?;
     schema_pipeline(rt, req, &mut obj, None)?;
+    if rt.special == Special::Webhook {
+        validation::default_webhooks(&mut obj);
+    }
     builtin_checks(rt, &obj)?;
     admission::validate(inner, &attrs, Some(&obj)).await?;
     let mut obj = to_storage(rt, &obj);
@@ -883,6 +886,9 @@ where
         // what mutating webhooks changed.
         let mut new = prepare_update(rt, t, &cur_p, mutated)?;
         schema_pipeline(rt, req, &mut new, Some(&cur_p))?;
+        if rt.special == Special::Webhook {
+            validation::default_webhooks(&mut new);
+        }
         builtin_checks(rt, &new)?;
         if rt.generation && strip(&new) != strip(&cur_p) {
             let generation = cur_p["metadata"]["generation"].as_i64().unwrap_or(0);

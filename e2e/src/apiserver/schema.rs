@@ -202,6 +202,13 @@ pub fn validate(schema: &Value, rt: &ResourceType, obj: &Value, old: Option<&Val
             causes.push(cause("FieldValueRequired", req, "Required value".into()));
         }
     }
+    // Validation ratcheting (CRDValidationRatcheting, GA and always on in 1.33:
+    // k8s.io/apiextensions-apiserver pkg/apiserver/schema/validation/ratcheting.go): on update,
+    // a schema error in a value equal to the old object's is not reported, so an object stored
+    // under a laxer schema can still have its status written.
+    if let Some(old) = old {
+        causes.retain(|c| value_at(obj, &c.field) != value_at(old, &c.field));
+    }
     if !causes.is_empty() {
         return causes;
     }
@@ -248,6 +255,26 @@ pub fn validate(schema: &Value, rt: &ResourceType, obj: &Value, old: Option<&Val
         }
     }
     causes
+}
+
+/// A float64 as Go's `%v` prints it (kube-openapi's "should be less than or equal to %v"
+/// messages): shortest digits, in `%e` form with a signed two-digit exponent when the
+/// exponent is below -4 or at least 6 (Go's fmt uses 'g' with `eprec = 6` for the shortest
+/// precision: src/fmt/format.go fmtFloat, src/strconv/ftoa.go), e.g. `1024`, `0.5`,
+/// `4.294967295e+09`.
+fn go_float(f: f64) -> String {
+    if f == 0.0 || !f.is_finite() {
+        return format!("{f}");
+    }
+    let exp = f.abs().log10().floor() as i32;
+    if (-4..6).contains(&exp) {
+        return format!("{f}");
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, e) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let e: i32 = e.parse().unwrap_or(0);
+    let sign = if e < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", e.abs())
 }
 
 fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
@@ -321,7 +348,7 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
                         path,
                         format!(
                             "Invalid value: {v}: {path} in body should be {rel} {}",
-                            schema["minimum"]
+                            go_float(min)
                         ),
                     ));
                 }
@@ -339,7 +366,7 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
                         path,
                         format!(
                             "Invalid value: {v}: {path} in body should be {rel} {}",
-                            schema["maximum"]
+                            go_float(max)
                         ),
                     ));
                 }
@@ -558,6 +585,15 @@ mod tests {
             "{}",
             reserved[0].message
         );
+    }
+
+    #[test]
+    fn bounds_print_like_go() {
+        assert_eq!(go_float(1024.0), "1024");
+        assert_eq!(go_float(0.5), "0.5");
+        assert_eq!(go_float(4294967295.0), "4.294967295e+09");
+        assert_eq!(go_float(i64::MAX as f64), "9.223372036854776e+18");
+        assert_eq!(go_float(0.00001), "1e-05");
     }
 
     #[test]

@@ -71,12 +71,19 @@ fn review_jwt(
         ],
         extra: Default::default(),
     };
+    // The real server's words (k8s.io/kubernetes pkg/serviceaccount/claims.go podValidate:
+    // a missing or deleted pod is "service account token has been invalidated", a recreated
+    // one "pod UID (%s) does not match service account pod ref claim (%s)"), as TokenReview
+    // reports them: aggregated behind the bearer-token authenticator's "invalid bearer token".
     if let Some(pod_name) = k["pod"]["name"].as_str() {
-        let pod = stored(inner, "/pods", ns, pod_name)
-            .ok_or_else(|| format!("pod {ns}/{pod_name} has been deleted"))?;
+        let pod = stored(inner, "/pods", ns, pod_name).ok_or_else(|| {
+            "[invalid bearer token, service account token has been invalidated]".to_string()
+        })?;
         if pod["metadata"]["uid"].as_str() != k["pod"]["uid"].as_str() {
             return Err(format!(
-                "pod {ns}/{pod_name} has been deleted and recreated (UID does not match)"
+                "[invalid bearer token, pod UID ({}) does not match service account pod ref claim ({})]",
+                pod["metadata"]["uid"].as_str().unwrap_or_default(),
+                k["pod"]["uid"].as_str().unwrap_or_default()
             ));
         }
         user.extra.insert(
@@ -89,11 +96,15 @@ fn review_jwt(
         );
     }
     if let Some(secret_name) = k["secret"]["name"].as_str() {
-        let secret = stored(inner, "/secrets", ns, secret_name)
-            .ok_or_else(|| format!("secret {ns}/{secret_name} has been deleted"))?;
+        // claims.go Validate: the same words for a bound Secret.
+        let secret = stored(inner, "/secrets", ns, secret_name).ok_or_else(|| {
+            "[invalid bearer token, service account token has been invalidated]".to_string()
+        })?;
         if secret["metadata"]["uid"].as_str() != k["secret"]["uid"].as_str() {
             return Err(format!(
-                "secret {ns}/{secret_name} has been deleted and recreated (UID does not match)"
+                "[invalid bearer token, secret UID ({}) does not match service account secret ref claim ({})]",
+                secret["metadata"]["uid"].as_str().unwrap_or_default(),
+                k["secret"]["uid"].as_str().unwrap_or_default()
             ));
         }
     }

@@ -5,7 +5,7 @@
 use super::error::Cause;
 use super::registry::{ResourceType, Special};
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 
@@ -297,10 +297,108 @@ fn event(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// The defaults kube-apiserver gives admissionregistration.k8s.io/v1 webhooks
+/// (k8s.io/kubernetes pkg/apis/admissionregistration/v1/defaults.go:
+/// `SetDefaults_ValidatingWebhook`, `SetDefaults_MutatingWebhook`,
+/// `SetDefaults_Rule`, `SetDefaults_ServiceReference`).
+pub fn default_webhooks(obj: &mut Value) {
+    let mutating = obj["kind"] == "MutatingWebhookConfiguration";
+    for w in obj["webhooks"].as_array_mut().into_iter().flatten() {
+        let mut set = |key: &str, v: Value| {
+            if w[key].is_null() {
+                w[key] = v;
+            }
+        };
+        set("failurePolicy", json!("Fail"));
+        set("matchPolicy", json!("Equivalent"));
+        set("namespaceSelector", json!({}));
+        set("objectSelector", json!({}));
+        set("timeoutSeconds", json!(10));
+        if mutating {
+            set("reinvocationPolicy", json!("Never"));
+        }
+        for rule in w["rules"].as_array_mut().into_iter().flatten() {
+            if rule["scope"].is_null() {
+                rule["scope"] = json!("*");
+            }
+        }
+        if w["clientConfig"]["service"].is_object()
+            && w["clientConfig"]["service"]["port"].is_null()
+        {
+            w["clientConfig"]["service"]["port"] = json!(443);
+        }
+    }
+}
+
+/// admissionregistration/v1 webhook checks (k8s.io/kubernetes
+/// pkg/apis/admissionregistration/validation/validation.go `validateWebhook`):
+/// names with at least three segments, unique names, `sideEffects` and
+/// `admissionReviewVersions` required in v1, `timeoutSeconds` 1..30.
+fn webhooks(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, w) in obj["webhooks"].as_array().into_iter().flatten().enumerate() {
+        let path = format!("webhooks[{i}]");
+        let name = w["name"].as_str().unwrap_or_default();
+        if name.is_empty() {
+            causes.push(required(format!("{path}.name")));
+        } else if !is_dns_subdomain(name) || name.split('.').count() < 3 {
+            causes.push(invalid(
+                format!("{path}.name"),
+                format!(
+                    "Invalid value: {name:?}: should be a domain with at least three segments separated by dots"
+                ),
+            ));
+        } else if seen.contains(&name) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: format!("{path}.name"),
+                message: format!("Duplicate value: {name:?}"),
+            });
+        }
+        seen.push(name);
+        match w["sideEffects"].as_str() {
+            None => causes.push(Cause {
+                reason: "FieldValueRequired",
+                field: format!("{path}.sideEffects"),
+                message: "Required value: must specify one of None, NoneOnDryRun".into(),
+            }),
+            Some("None" | "NoneOnDryRun") => {}
+            Some(other) => causes.push(Cause {
+                reason: "FieldValueNotSupported",
+                field: format!("{path}.sideEffects"),
+                message: format!(
+                    "Unsupported value: {other:?}: supported values: \"None\", \"NoneOnDryRun\""
+                ),
+            }),
+        }
+        if w["admissionReviewVersions"]
+            .as_array()
+            .is_none_or(|v| v.is_empty())
+        {
+            causes.push(Cause {
+                reason: "FieldValueRequired",
+                field: format!("{path}.admissionReviewVersions"),
+                message: "Required value: must specify one of v1, v1beta1".into(),
+            });
+        }
+        if let Some(t) = w["timeoutSeconds"].as_i64()
+            && !(1..=30).contains(&t)
+        {
+            causes.push(invalid(
+                format!("{path}.timeoutSeconds"),
+                format!("Invalid value: {t}: the timeout value must be between 1 and 30 seconds"),
+            ));
+        }
+    }
+    causes
+}
+
 /// All built-in checks for an object about to be stored.
 pub fn object(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     let mut causes = metadata(obj);
     match rt.special {
+        Special::Webhook => causes.extend(webhooks(obj)),
         Special::Pod => causes.extend(pod(obj)),
         Special::CoreEvent | Special::EventsV1 => causes.extend(event(rt, obj)),
         _ => {}

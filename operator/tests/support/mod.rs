@@ -72,18 +72,38 @@ impl Env {
             )
             .with_test_writer()
             .try_init();
-        let (cluster, client) = cluster_with_crds(Options::default()).await;
+        // RBAC on: the operator runs as the chart's ServiceAccount under the chart's
+        // rendered RBAC, so an API call the chart does not allow fails these tests.
+        let (cluster, client) = cluster_with_crds(Options::default().rbac(true)).await;
         apply_quickstart(
             &client,
             &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
         )
         .await;
-        Env::with_operator(cluster, client, test_settings("test-operator")).await
+        let operator_client = chart_operator_client(&cluster, &client).await;
+        Env::with_operator_as(
+            cluster,
+            client,
+            operator_client,
+            test_settings("test-operator"),
+        )
+        .await
     }
 
     /// Starts an operator replica with `settings` against `cluster`, caches filled.
     pub async fn with_operator(cluster: TestCluster, client: Client, settings: Settings) -> Env {
-        let operator = start(client.clone(), settings)
+        let operator_client = client.clone();
+        Env::with_operator_as(cluster, client, operator_client, settings).await
+    }
+
+    /// Like [`Env::with_operator`], the operator authenticated by `operator_client`.
+    pub async fn with_operator_as(
+        cluster: TestCluster,
+        client: Client,
+        operator_client: Client,
+        settings: Settings,
+    ) -> Env {
+        let operator = start(operator_client, settings)
             .await
             .expect("operator starts");
         bounded("caches", operator.ready()).await;
@@ -455,4 +475,73 @@ where
 {
     let obj: K = serde_json::from_value(value).expect("object");
     api.create(pp, &obj).await.expect("create");
+}
+
+/// Applies the chart's RBAC and ServiceAccount (as `admin`) and returns a
+/// client authenticated as `system:serviceaccount:sluice-system:sluice-operator`
+/// (a TokenRequest token), which is what the operator runs as in a release.
+pub async fn chart_operator_client(cluster: &TestCluster, admin: &Client) -> Client {
+    let ns = "sluice-system";
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    if namespaces
+        .get_opt(ns)
+        .await
+        .expect("namespace lookup")
+        .is_none()
+    {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .expect("create sluice-system");
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "sluice-operator"}})).unwrap(),
+        )
+        .await
+        .expect("create the operator's ServiceAccount");
+    for object in sluice_e2e::chart::rbac(&repo_root()).expect("the chart's RBAC renders") {
+        let kind = object["kind"].as_str().expect("kind").to_string();
+        let resource = kube::discovery::ApiResource {
+            group: "rbac.authorization.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            plural: format!("{}s", kind.to_lowercase()),
+            kind,
+        };
+        let api: Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            Some(namespace) => Api::namespaced_with(admin.clone(), namespace, &resource),
+            None => Api::all_with(admin.clone(), &resource),
+        };
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(object).unwrap(),
+        )
+        .await
+        .expect("create the chart's RBAC object");
+    }
+    let token = accounts
+        .create_token_request(
+            "sluice-operator",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![sluice_e2e::apiserver::API_AUDIENCE.into()],
+                    expiration_seconds: Some(3600),
+                    bound_object_ref: None,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("token for the operator")
+        .status
+        .expect("token status")
+        .token;
+    client_with_token(cluster, &token).await
 }
