@@ -975,15 +975,22 @@ impl PolicySet {
         if let Some(why) = &stmt.refused {
             return Decision::refused_by_sluice(why);
         }
-        if let Some(why) = self.laundering(stmt) {
-            return Decision::refused_by_sluice(&why);
-        }
         let verdicts: Vec<Verdict> = self
             .policies
             .iter()
             .map(|p| p.decide_statement(stmt))
             .collect();
-        Decision::combine(&verdicts)
+        let decision = Decision::combine(&verdicts);
+        // A statement the policies already deny keeps their rule as the
+        // reason (it tells the author which rule applies); the laundering
+        // refusal matters only for statements that would otherwise run.
+        if decision.enforced == Action::Deny {
+            return decision;
+        }
+        if let Some(why) = self.laundering(stmt) {
+            return Decision::refused_by_sluice(&why);
+        }
+        decision
     }
 
     /// Why `stmt` (or SQL it runs as text) writes values derived from masked
