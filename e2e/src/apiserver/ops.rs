@@ -479,6 +479,9 @@ fn crd_prepare(obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
 
 /// Metadata, Secret and Pod checks kube-apiserver makes on every write.
 fn builtin_checks(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    if rt.kind == "Lease" && rt.crd.is_none() {
+        validation::lease_times(obj).map_err(ApiError::bad_request)?;
+    }
     if rt.kind == "Secret" && rt.crd.is_none() {
         validation::secret_data(obj).map_err(ApiError::bad_request)?;
     }
