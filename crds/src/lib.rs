@@ -47,8 +47,12 @@ pub fn all_crds()
 /// the type does not set a tighter one. kube-apiserver does not range-check
 /// integer formats (apiextensions-apiserver pkg/apiserver/validation/formats.go
 /// strips them), so without bounds `statementsPerSecond: 4294967296` is stored
-/// and no client decoding a `u32` can read the object. Unsigned 64-bit fields
-/// stop at `i64::MAX`, the largest integer kube stores.
+/// and no client decoding a `u32` can read the object. 64-bit fields stop at
+/// ±(2^53 - 1), the largest integers a JSON number (kube stores the bound as a
+/// float64) holds exactly; it also keeps the YAML plain (no exponent, which
+/// YAML 1.1 tools such as kubernetes-validate would read as a string).
+const MAX_EXACT: f64 = 9_007_199_254_740_991.0;
+
 fn bound_integers(
     schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
 ) {
@@ -63,8 +67,8 @@ fn bound_integers(
             Some("int8") => (f64::from(i8::MIN), f64::from(i8::MAX)),
             Some("int16") => (f64::from(i16::MIN), f64::from(i16::MAX)),
             Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX)),
-            Some("uint64") | Some("uint") => (0.0, i64::MAX as f64),
-            _ => (i64::MIN as f64, i64::MAX as f64),
+            Some("uint64") | Some("uint") => (0.0, MAX_EXACT),
+            _ => (-MAX_EXACT, MAX_EXACT),
         };
         schema.minimum = Some(schema.minimum.map_or(min, |m| m.max(min)));
         schema.maximum = Some(schema.maximum.map_or(max, |m| m.min(max)));

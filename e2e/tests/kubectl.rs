@@ -842,3 +842,48 @@ async fn blocking_callers_do_not_stall_the_cluster() {
         "namespace/default"
     );
 }
+
+/// Lease validation as kube-apiserver's (pkg/apis/coordination/validation):
+/// durations must be positive, transitions non-negative, times MicroTime.
+#[tokio::test]
+async fn lease_fields_are_validated() {
+    let c = cluster().await;
+    let lease = |duration: i64, transitions: i64, renew: &str| {
+        format!(
+            r#"{{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{{"name":"l","namespace":"default"}},
+               "spec":{{"holderIdentity":"a","leaseDurationSeconds":{duration},"leaseTransitions":{transitions},"renewTime":"{renew}"}}}}"#
+        )
+    };
+    let out = kubectl_in(
+        &c,
+        &["create", "-f", "-"],
+        Some(&lease(0, -1, "2026-01-01T00:00:00.000000Z")),
+    )
+    .await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr
+            .contains("spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = kubectl_in(&c, &["create", "-f", "-"], Some(&lease(15, 0, "yesterday"))).await;
+    assert!(
+        !out.ok && out.stderr.contains("cannot be handled as a Lease"),
+        "{}",
+        out.stderr
+    );
+    kubectl_stdin(
+        &c,
+        &["create", "-f", "-"],
+        &lease(15, 0, "2026-01-01T00:00:00.000000Z"),
+    )
+    .await;
+}

@@ -680,3 +680,53 @@ async fn webhook_configurations_are_defaulted_and_validated() {
     assert_eq!(w["rules"][0]["scope"], "*");
     assert_eq!(w["clientConfig"]["service"]["port"], 443);
 }
+
+/// `generateName` names are generated after mutating admission, as kube-apiserver
+/// does (handlers/create.go admits, then rest.BeforeCreate generates): the mutating
+/// webhook sees an empty `name`, the stored object gets a generated one.
+#[tokio::test]
+async fn generate_name_is_applied_after_mutating_admission() {
+    let c = cluster().await;
+    let admin = c.client().await.expect("admin");
+    let (port, seen) = webhook_server(c.issue_server_cert(&["127.0.0.1"]).expect("cert")).await;
+    let rule = json!({"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]});
+    install(
+        &admin,
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        "inject",
+        vec![webhook(
+            "inject.test.sluice.dev",
+            format!("https://127.0.0.1:{port}/mutate"),
+            c.ca_pem(),
+            rule,
+            json!({}),
+        )],
+    )
+    .await;
+    let mut p = pod("unused");
+    p.metadata.name = None;
+    p.metadata.generate_name = Some("web-".into());
+    let created = Api::<Pod>::namespaced(admin, "default")
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("create");
+    let name = created.metadata.name.expect("generated name");
+    assert!(name.starts_with("web-") && name.len() > 4, "{name}");
+    let requests = seen.lock().expect("lock").clone();
+    let request = requests
+        .iter()
+        .find(|r| r["kind"]["kind"] == "Pod")
+        .expect("the webhook saw the pod");
+    assert_eq!(
+        request["name"].as_str().unwrap_or_default(),
+        "",
+        "{request}"
+    );
+    assert!(
+        request["object"]["metadata"]["name"].is_null(),
+        "{}",
+        request["object"]["metadata"]
+    );
+    assert_eq!(request["object"]["metadata"]["generateName"], "web-");
+}

@@ -557,3 +557,49 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct NoSecrets;
+    impl SecretSource for NoSecrets {
+        fn secret_key(&self, _: &str, _: &str) -> Option<Vec<u8>> {
+            None
+        }
+    }
+
+    /// An AccessPolicy the operator cannot decode fails closed for the
+    /// subjects and Connections it may name, and only for those.
+    #[test]
+    fn undecodable_policies_block_what_they_might_name() {
+        let policy = |spec: serde_json::Value| {
+            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "AccessPolicy",
+                "metadata": {"name": "p", "namespace": "shop"}, "spec": spec})
+        };
+        let grant: AccessPolicy = serde_json::from_value(policy(
+            json!({"subjects": [{"serviceAccount": "job"}, {"serviceAccount": "other"}], "connections": ["db", "other-db"]}),
+        ))
+        .unwrap();
+        let entries = vec![PolicyEntry {
+            compiled: CompiledPolicy::compile(&grant, &NoSecrets),
+            policy: Arc::new(grant),
+        }];
+        assert!(entries[0].compiled.is_ok());
+        let job = Identity::service_account("shop", "job");
+        let other = Identity::service_account("shop", "other");
+        assert!(Catalog::bound(&entries, &[], &job, "db"));
+        let broken = policy(
+            json!({"subjects": [{"serviceAccount": "job"}], "connections": ["db"],
+            "limits": {"statementsPerSecond": 4294967296u64}}),
+        );
+        let broken = [broken];
+        assert!(!Catalog::bound(&entries, &broken, &job, "db"));
+        assert!(Catalog::bound(&entries, &broken, &other, "db"));
+        assert!(Catalog::bound(&entries, &broken, &job, "other-db"));
+        // Unreadable subjects or connections count as naming everyone / everything.
+        let garbled = [policy(json!({"subjects": "job", "connections": [7]}))];
+        assert!(!Catalog::bound(&entries, &garbled, &other, "other-db"));
+    }
+}

@@ -479,6 +479,9 @@ fn crd_prepare(obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
 
 /// Metadata, Secret and Pod checks kube-apiserver makes on every write.
 fn builtin_checks(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    if rt.kind == "Lease" && rt.crd.is_none() {
+        validation::lease_times(obj).map_err(ApiError::bad_request)?;
+    }
     if rt.kind == "Secret" && rt.crd.is_none() {
         validation::secret_data(obj).map_err(ApiError::bad_request)?;
     }
@@ -588,7 +591,12 @@ pub(super) async fn create_object(
     } else if let Some(m) = obj["metadata"].as_object_mut() {
         m.remove("namespace");
     }
-    if meta_str(&obj, "name").is_empty() {
+    // generateName: kube generates the name in the store's BeforeCreate, after
+    // mutating admission (k8s.io/apiserver pkg/endpoints/handlers/create.go admits
+    // first; pkg/registry/rest/create.go BeforeCreate generates), so mutating
+    // webhooks see an empty name.
+    let generate = meta_str(&obj, "name").is_empty();
+    if generate {
         let prefix = meta_str(&obj, "generateName").to_string();
         if prefix.is_empty() {
             return Err(ApiError::invalid(
@@ -601,22 +609,25 @@ pub(super) async fn create_object(
                 }],
             ));
         }
-        obj["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
     }
     let name = meta_str(&obj, "name").to_string();
     let is_event = matches!(rt.special, Special::CoreEvent | Special::EventsV1);
-    if let Some(problem) = name_problem(&name, rt.special == Special::Namespace)
-        && !is_event
-    {
-        return Err(ApiError::invalid(
-            rt,
-            &name,
-            vec![Cause {
-                reason: "FieldValueInvalid",
-                field: "metadata.name".into(),
-                message: problem,
-            }],
-        ));
+    let check_name = |name: &str| -> Result<(), ApiError> {
+        match name_problem(name, rt.special == Special::Namespace) {
+            Some(problem) if !is_event => Err(ApiError::invalid(
+                rt,
+                name,
+                vec![Cause {
+                    reason: "FieldValueInvalid",
+                    field: "metadata.name".into(),
+                    message: problem,
+                }],
+            )),
+            _ => Ok(()),
+        }
+    };
+    if !generate {
+        check_name(&name)?;
     }
     if !meta_str(&obj, "resourceVersion").is_empty() {
         // kube's storage refuses this with a plain (500) error; so do we.
@@ -653,6 +664,14 @@ pub(super) async fn create_object(
         warnings: &req.warnings,
     };
     let mut obj = admission::mutate(inner, &attrs, presented).await?;
+    if generate && meta_str(&obj, "name").is_empty() {
+        let prefix = meta_str(&obj, "generateName").to_string();
+        obj["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
+    }
+    let object_name = meta_str(&obj, "name").to_string();
+    if generate {
+        check_name(&object_name)?;
+    }
     schema_pipeline(rt, req, &mut obj, None)?;
     if rt.special == Special::Webhook {
         validation::default_webhooks(&mut obj);
@@ -674,13 +693,13 @@ pub(super) async fn create_object(
     }
     let stored = {
         let mut st = inner.lock();
-        check_namespace(&st, rt, &t.ns, &name)?;
-        if st.store.get(&rt.storage, &t.ns, &name).is_some() {
-            return Err(ApiError::already_exists(rt, &name));
+        check_namespace(&st, rt, &t.ns, &object_name)?;
+        if st.store.get(&rt.storage, &t.ns, &object_name).is_some() {
+            return Err(ApiError::already_exists(rt, &object_name));
         }
         let stored = st.store.put(&rt.storage, obj);
         match rt.special {
-            Special::Namespace => seed_namespace_content(&mut st, &name, &inner.ca_pem),
+            Special::Namespace => seed_namespace_content(&mut st, &object_name, &inner.ca_pem),
             Special::Crd => rebuild_registry(&mut st),
             _ => {}
         }

@@ -394,9 +394,52 @@ fn webhooks(obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// coordination.k8s.io/v1 Lease checks (k8s.io/kubernetes
+/// pkg/apis/coordination/validation/validation.go `ValidateLeaseSpec`): positive
+/// `leaseDurationSeconds`, non-negative `leaseTransitions`; times are MicroTime
+/// (RFC 3339 with microseconds) or the object does not decode.
+fn lease(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = &obj["spec"];
+    if let Some(d) = spec["leaseDurationSeconds"].as_i64()
+        && d <= 0
+    {
+        causes.push(invalid(
+            "spec.leaseDurationSeconds".into(),
+            format!("Invalid value: {d}: must be greater than 0"),
+        ));
+    }
+    if let Some(t) = spec["leaseTransitions"].as_i64()
+        && t < 0
+    {
+        causes.push(invalid(
+            "spec.leaseTransitions".into(),
+            format!("Invalid value: {t}: must be greater than or equal to 0"),
+        ));
+    }
+    causes
+}
+
+/// Lease times must parse as MicroTime, else kube refuses the body at decoding (400).
+pub fn lease_times(obj: &Value) -> Result<(), String> {
+    for key in ["acquireTime", "renewTime"] {
+        if let Some(t) = obj["spec"][key].as_str()
+            && t.parse::<k8s_openapi::jiff::Timestamp>().is_err()
+        {
+            return Err(format!(
+                "Lease in version \"v1\" cannot be handled as a Lease: parsing time {t:?} as \"2006-01-02T15:04:05.000000Z07:00\": cannot parse"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// All built-in checks for an object about to be stored.
 pub fn object(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     let mut causes = metadata(obj);
+    if rt.kind == "Lease" && rt.crd.is_none() {
+        causes.extend(lease(obj));
+    }
     match rt.special {
         Special::Webhook => causes.extend(webhooks(obj)),
         Special::Pod => causes.extend(pod(obj)),
