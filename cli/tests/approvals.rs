@@ -41,26 +41,39 @@ async fn start() -> Env {
     .await
     .unwrap();
     let client = cluster.client().await.unwrap();
+    // Every CRD and the quickstart's policy: decisions are checked against
+    // the rule as it stands, so the policy a request names must exist.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/accessrequests.yaml"),
-    )
-    .unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    bounded(
-        "CRD",
-        await_condition(
-            crds,
-            "accessrequests.sluice.dev",
-            kube::runtime::wait::conditions::is_crd_established(),
-        ),
-    )
-    .await
-    .unwrap();
+    for kind in ["accessrequests", "accesspolicies", "connections"] {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../crds/{kind}.yaml")),
+        )
+        .unwrap();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+        bounded(
+            "CRD",
+            await_condition(
+                crds.clone(),
+                &format!("{kind}.sluice.dev"),
+                kube::runtime::wait::conditions::is_crd_established(),
+            ),
+        )
+        .await
+        .unwrap();
+    }
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/reporting-policy.yaml"),
+    )
+    .unwrap();
+    let policy: sluice_crds::AccessPolicy = serde_yaml::from_str(&text).unwrap();
+    Api::<sluice_crds::AccessPolicy>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &policy)
         .await
         .unwrap();
     let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), WebhookTarget::Listener);
@@ -68,6 +81,7 @@ async fn start() -> Env {
     let operator = sluice_operator::run::start(client.clone(), settings)
         .await
         .unwrap();
+    bounded("the operator's caches", operator.ready()).await;
     let hooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     bounded(
         "approval webhooks",
