@@ -235,3 +235,91 @@ async fn approvers_decide_with_the_plugin_and_others_are_refused() {
     assert!(all.starts_with("NAMESPACE"), "{all}");
     assert!(all.contains("Approved") && all.contains("Denied"), "{all}");
 }
+
+/// Issue 18 item 10: kubectl's `--token` acts as the token's user whatever
+/// the context says; `--as-group` needs `--as`. (`--as` itself sends kube's
+/// Impersonate-User header, which the test control plane does not implement.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_flag_acts_as_the_tokens_user() {
+    let env = start().await;
+    request(&env, "orders-db-token", "DELETE FROM orders").await;
+    let kubeconfig: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(env.cluster.kubeconfig_path()).unwrap())
+            .unwrap();
+    let user_of = |context: &str| {
+        kubeconfig["contexts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == context)
+            .map(|c| c["context"]["user"].clone())
+            .unwrap()
+    };
+    let token_of = |context: &str| {
+        let user = user_of(context);
+        kubeconfig["users"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == user)
+            .and_then(|u| u["user"]["token"].as_str())
+            .expect("test users authenticate with tokens")
+            .to_string()
+    };
+    // bob's token from alice's context: refused as bob.
+    let out = sluice(
+        &env,
+        &[
+            "approve",
+            "orders-db-token",
+            "-n",
+            "shop",
+            "--context",
+            "alice",
+            "--token",
+            &token_of("bob"),
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "approved as alice, not as the token's bob"
+    );
+    assert!(
+        text(&out.stderr).contains("bob is not an approver"),
+        "{}",
+        text(&out.stderr)
+    );
+    // alice's token from bob's context: recorded as alice.
+    let out = sluice(
+        &env,
+        &[
+            "approve",
+            "orders-db-token",
+            "-n",
+            "shop",
+            "--context",
+            "bob",
+            "--token",
+            &token_of("alice"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let api: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    let decisions = api
+        .get("orders-db-token")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .decisions;
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].user, "alice");
+
+    let out = sluice(&env, &["requests", "-n", "shop", "--as-group", "dba"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--as-group needs --as"),
+        "{}",
+        text(&out.stderr)
+    );
+}
