@@ -28,6 +28,17 @@ pub struct ClusterArgs {
     /// Path to the kubeconfig (default: `KUBECONFIG`, else ~/.kube/config).
     #[arg(long)]
     pub kubeconfig: Option<std::path::PathBuf>,
+    /// Username to impersonate for the operation (as kubectl's `--as`).
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Group to impersonate for the operation; repeat for several (as
+    /// kubectl's `--as-group`; needs `--as`).
+    #[arg(long = "as-group", value_name = "GROUP")]
+    pub as_group: Vec<String>,
+    /// Bearer token for authentication to the API server, instead of the
+    /// context's credentials (as kubectl's `--token`).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 /// `kubectl sluice approve|deny NAME`.
@@ -79,6 +90,9 @@ pub enum ApprovalsError {
     /// The API server could not be reached.
     #[error("the API server call failed: {0}")]
     Api(#[source] kube::Error),
+    /// The flags do not go together.
+    #[error("{0}")]
+    Usage(String),
     /// No async runtime.
     #[error("could not start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -104,6 +118,26 @@ async fn connect(args: &ClusterArgs) -> Result<(Client, String), ApprovalsError>
         None => Config::from_kubeconfig(&options).await,
     }
     .map_err(ApprovalsError::Kubeconfig)?;
+    let mut config = config;
+    if let Some(token) = &args.token {
+        // As kubectl: the token replaces the context's credentials.
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        };
+    }
+    if !args.as_group.is_empty() && args.as_user.is_none() {
+        return Err(ApprovalsError::Usage(
+            "--as-group needs --as: name the user to impersonate".to_string(),
+        ));
+    }
+    // Sent as Impersonate-User / Impersonate-Group headers; the API server
+    // checks the caller may impersonate, and admission sees the impersonated user.
+    if let Some(user) = &args.as_user {
+        config.auth_info.impersonate = Some(user.clone());
+        config.auth_info.impersonate_groups =
+            (!args.as_group.is_empty()).then(|| args.as_group.clone());
+    }
     let namespace = args
         .namespace
         .clone()

@@ -41,26 +41,39 @@ async fn start() -> Env {
     .await
     .unwrap();
     let client = cluster.client().await.unwrap();
+    // Every CRD and the quickstart's policy: decisions are checked against
+    // the rule as it stands, so the policy a request names must exist.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/accessrequests.yaml"),
-    )
-    .unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    bounded(
-        "CRD",
-        await_condition(
-            crds,
-            "accessrequests.sluice.dev",
-            kube::runtime::wait::conditions::is_crd_established(),
-        ),
-    )
-    .await
-    .unwrap();
+    for kind in ["accessrequests", "accesspolicies", "connections"] {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../crds/{kind}.yaml")),
+        )
+        .unwrap();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+        bounded(
+            "CRD",
+            await_condition(
+                crds.clone(),
+                &format!("{kind}.sluice.dev"),
+                kube::runtime::wait::conditions::is_crd_established(),
+            ),
+        )
+        .await
+        .unwrap();
+    }
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/reporting-policy.yaml"),
+    )
+    .unwrap();
+    let policy: sluice_crds::AccessPolicy = serde_yaml::from_str(&text).unwrap();
+    Api::<sluice_crds::AccessPolicy>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &policy)
         .await
         .unwrap();
     let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), WebhookTarget::Listener);
@@ -68,6 +81,7 @@ async fn start() -> Env {
     let operator = sluice_operator::run::start(client.clone(), settings)
         .await
         .unwrap();
+    bounded("the operator's caches", operator.ready()).await;
     let hooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     bounded(
         "approval webhooks",
@@ -220,4 +234,92 @@ async fn approvers_decide_with_the_plugin_and_others_are_refused() {
     let all = text(&out.stdout);
     assert!(all.starts_with("NAMESPACE"), "{all}");
     assert!(all.contains("Approved") && all.contains("Denied"), "{all}");
+}
+
+/// Issue 18 item 10: kubectl's `--token` acts as the token's user whatever
+/// the context says; `--as-group` needs `--as`. (`--as` itself sends kube's
+/// Impersonate-User header, which the test control plane does not implement.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_flag_acts_as_the_tokens_user() {
+    let env = start().await;
+    request(&env, "orders-db-token", "DELETE FROM orders").await;
+    let kubeconfig: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(env.cluster.kubeconfig_path()).unwrap())
+            .unwrap();
+    let user_of = |context: &str| {
+        kubeconfig["contexts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == context)
+            .map(|c| c["context"]["user"].clone())
+            .unwrap()
+    };
+    let token_of = |context: &str| {
+        let user = user_of(context);
+        kubeconfig["users"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == user)
+            .and_then(|u| u["user"]["token"].as_str())
+            .expect("test users authenticate with tokens")
+            .to_string()
+    };
+    // bob's token from alice's context: refused as bob.
+    let out = sluice(
+        &env,
+        &[
+            "approve",
+            "orders-db-token",
+            "-n",
+            "shop",
+            "--context",
+            "alice",
+            "--token",
+            &token_of("bob"),
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "approved as alice, not as the token's bob"
+    );
+    assert!(
+        text(&out.stderr).contains("bob is not an approver"),
+        "{}",
+        text(&out.stderr)
+    );
+    // alice's token from bob's context: recorded as alice.
+    let out = sluice(
+        &env,
+        &[
+            "approve",
+            "orders-db-token",
+            "-n",
+            "shop",
+            "--context",
+            "bob",
+            "--token",
+            &token_of("alice"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let api: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    let decisions = api
+        .get("orders-db-token")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .decisions;
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].user, "alice");
+
+    let out = sluice(&env, &["requests", "-n", "shop", "--as-group", "dba"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--as-group needs --as"),
+        "{}",
+        text(&out.stderr)
+    );
 }

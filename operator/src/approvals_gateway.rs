@@ -50,7 +50,7 @@ use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
 
 use crate::approvals::{
     Approver, Ask, COMMAND_LABEL, REQUESTER_LABEL, bind_decisions, check_create, is_reusable,
-    new_request, parse_timeout,
+    new_request, parse_timeout, rule_as_it_stands,
 };
 use crate::approvals_notify::Notifier;
 use crate::gateway::{Gateway, Refusal, authenticate, check_holder, parse_wait, unavailable};
@@ -240,6 +240,8 @@ async fn create_or_reuse(
         .items
         .iter()
         .filter(|ar| ar.spec.connection == ask.connection)
+        // Reused only while its rule is as it was when it was filed.
+        .filter(|ar| check_rule(g, ar).is_ok())
         .find(|ar| is_reusable(ar, &requester, sha, now))
     {
         return Ok(ApprovalTicket::of(found));
@@ -321,6 +323,22 @@ pub fn requested_note(ar: &AccessRequest) -> String {
         ar.spec.rule,
         ar.spec.policy
     )
+}
+
+/// [`rule_as_it_stands`] with the policy from the operator's cache.
+fn check_rule(g: &Gateway, ar: &AccessRequest) -> Result<(), String> {
+    let namespace = ar.metadata.namespace.as_deref().unwrap_or_default();
+    let policy = g
+        .catalog
+        .policies_in(namespace)
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(ar.spec.policy.as_str()));
+    rule_as_it_stands(ar, policy.as_deref()).map_err(|changed| {
+        format!(
+            "AccessRequest {namespace}/{} was filed under a rule that has changed since ({changed}); the statement did not run, send it again to ask under the rule as it stands",
+            ar.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
 }
 
 fn identity_of(claims: &GatewayClaims) -> Identity {
@@ -468,6 +486,18 @@ async fn mark_executed(
             ));
         }
     }
+    // Checked against the rule as it stands when the statement runs.
+    if let Err(message) = check_rule(g, &ar) {
+        publish(
+            &g.approvals.recorder,
+            &ar,
+            EventType::Warning,
+            "NotRun",
+            message.clone(),
+        )
+        .await;
+        return Err(refuse("RuleChanged", message));
+    }
     let now = Timestamp::now();
     if now >= ar.spec.expires_at.0 {
         return Err(refuse(
@@ -560,12 +590,24 @@ fn admit(g: &Gateway, body: &[u8], mutating: bool) -> Response {
                 .into_response();
         }
     };
-    let response = review_request(
+    let mut response = review_request(
         &request,
         &g.approvals.operator_user,
         Timestamp::now(),
         mutating,
     );
+    // A new decision is checked against the rule as it stands when it is made.
+    if response.allowed
+        && let (Some(old), Some(new)) = (&request.old_object, &request.object)
+    {
+        let count = |ar: &AccessRequest| ar.status.as_ref().map_or(0, |s| s.decisions.len());
+        if count(new) > count(old)
+            && let Err(message) = check_rule(g, new)
+        {
+            response =
+                AdmissionResponse::from(&request).deny(format!("{REFUSAL_PREFIX}: {message}"));
+        }
+    }
     g.metrics.request(
         route,
         if response.allowed {

@@ -14,7 +14,7 @@ use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
-use sluice_crds::{AccessPolicy, AccessRequest};
+use sluice_crds::{AccessPolicy, AccessRequest, RequestPhase};
 use sluice_e2e::Options;
 use support::{
     Env, apply_quickstart, apply_yaml, bounded, client_with_token, cluster_with_crds, test_settings,
@@ -443,4 +443,103 @@ async fn approvals_are_decided_by_approvers_and_run_once() {
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
+}
+
+/// Issue 18 item 7: decisions, reuse and execution are checked against the
+/// rule as it stands then; a request refused at execution does not say Executed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_follow_the_rule_as_it_stands() {
+    let (notify_url, _notifications) = notification_receiver().await;
+    let env = start(notify_url).await;
+    env.policy_ready("reporting").await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    let alice = env.cluster.client_for("alice").await.unwrap();
+    let requests: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    let edit_rule = |approvers: Value, min: u32| {
+        let policies = env.policies();
+        async move {
+            let policy = policies.get("reporting").await.unwrap();
+            let index = policy
+                .spec
+                .rules
+                .iter()
+                .position(|r| r.name == "bulk-writes-need-a-human")
+                .unwrap();
+            let ops = json!([
+                {"op": "replace", "path": format!("/spec/rules/{index}/approval/approvers"), "value": approvers},
+                {"op": "replace", "path": format!("/spec/rules/{index}/approval/minApprovals"), "value": min},
+            ]);
+            policies
+                .patch(
+                    "reporting",
+                    &PatchParams::default(),
+                    &Patch::<()>::Json(serde_json::from_value(ops).unwrap()),
+                )
+                .await
+                .unwrap();
+        }
+    };
+
+    // Filed, then alice is removed from the rule: her approval is refused.
+    let (status, first) = ask(&env, &token, "bulk-writes-need-a-human", "reporting", 'a').await;
+    assert_eq!(status, 200, "{first}");
+    let name = first["name"].as_str().unwrap().to_string();
+    edit_rule(json!({"groups": ["security"]}), 1).await;
+    env.policy_ready("reporting").await;
+    eventually("the operator to see the edit", || async {
+        let refused = decide(&alice, &name, "approve").await;
+        matches!(&refused, Err(m) if m.contains("now names other approvers"))
+    })
+    .await;
+    // Asking again files a new request under the rule as it stands.
+    let (status, again) = ask(&env, &token, "bulk-writes-need-a-human", "reporting", 'a').await;
+    assert_eq!(status, 200, "{again}");
+    assert_ne!(
+        again["name"], first["name"],
+        "reused a request of the old rule"
+    );
+    let stored = requests.get(again["name"].as_str().unwrap()).await.unwrap();
+    assert_eq!(stored.spec.approvers.groups, vec!["security".to_string()]);
+
+    // Approved, then minApprovals is raised before the statement runs: it
+    // does not run, and the request never says Executed.
+    edit_rule(json!({"groups": ["dba"]}), 1).await;
+    env.policy_ready("reporting").await;
+    let (status, third) = ask(&env, &token, "bulk-writes-need-a-human", "reporting", 'b').await;
+    assert_eq!(status, 200, "{third}");
+    let third = third["name"].as_str().unwrap().to_string();
+    let approved = decide(&alice, &third, "approve")
+        .await
+        .expect("alice approves");
+    let phase = |ar: &AccessRequest| ar.status.as_ref().and_then(|s| s.phase);
+    if phase(&approved) != Some(RequestPhase::Approved) {
+        eventually("Approved", || async {
+            phase(&requests.get(&third).await.unwrap()) == Some(RequestPhase::Approved)
+        })
+        .await;
+    }
+    edit_rule(json!({"groups": ["dba"]}), 2).await;
+    env.policy_ready("reporting").await;
+    let path = format!("/v1/approvals/{third}/executed");
+    eventually("the operator to see the edit", || async {
+        let (status, body) = get(&env, &token, &path, "POST").await;
+        status == 409 && body["reason"] == "RuleChanged"
+    })
+    .await;
+    assert_eq!(
+        phase(&requests.get(&third).await.unwrap()),
+        Some(RequestPhase::Approved),
+        "a statement that did not run is not Executed"
+    );
+    assert!(
+        events_of(&env.client, &third)
+            .await
+            .contains(&"NotRun".to_string())
+    );
 }
