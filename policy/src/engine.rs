@@ -726,6 +726,10 @@ pub struct SqlDecision {
     pub redacted: String,
     /// Fingerprint of the string: the statements' fingerprints joined.
     pub fingerprint: String,
+    /// The string is too large or too complex to classify safely
+    /// ([`crate::sql::SqlError::TooLarge`], [`crate::sql::SqlError::TooComplex`]):
+    /// refused whatever onParseError says (PostgreSQL's 54001).
+    pub too_complex: bool,
 }
 
 impl SqlDecision {
@@ -979,6 +983,7 @@ impl PolicySet {
                     parse_error: None,
                     redacted,
                     fingerprint,
+                    too_complex: false,
                 }
             }
             Err(e) => {
@@ -987,14 +992,31 @@ impl PolicySet {
                     .iter()
                     .map(|p| p.verdict_for(None, VerdictReason::ParseError))
                     .collect();
-                let mut decision = Decision::combine(&verdicts);
+                let too_complex = matches!(
+                    e,
+                    sql::SqlError::TooLarge { .. } | sql::SqlError::TooComplex { .. }
+                );
+                // Too large or complex: refused whatever onParseError says,
+                // or padding a statement would take it past every rule.
+                let mut decision = if too_complex {
+                    Decision::refused_by_sluice("the statement is too large or too complex")
+                } else {
+                    Decision::combine(&verdicts)
+                };
                 decision.reason = format!("{}: {e}", decision.reason);
+                // Redacting tokenizes: not for text past the token bound.
+                let redacted = if too_complex {
+                    format!("<statement too complex to classify: {} bytes>", text.len())
+                } else {
+                    sql::redact(text, dialect)
+                };
                 SqlDecision {
                     decision,
                     statements: Vec::new(),
                     parse_error: Some(e.to_string()),
-                    redacted: sql::redact(text, dialect),
+                    redacted,
                     fingerprint: String::new(),
+                    too_complex,
                 }
             }
         }
