@@ -652,3 +652,40 @@ async fn huge_statements_are_refused_before_parsing() {
         String::from_utf8_lossy(&bytes)
     );
 }
+
+// === #15 item 10: no log level prints literals ===
+
+/// With SLUICE_LOG=debug (as every test sidecar runs), no log line holds a
+/// statement's literals or a result's values: the SQL parser's own debug
+/// output printed them.
+#[tokio::test]
+async fn debug_logs_print_no_literals_or_values() {
+    let sidecar = setup_with("sound_logs", MASKING, "").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    let card = "4111 1111 1111 1111";
+    for sql in [
+        format!("SELECT '{card}' AS c, 8675309 AS n"),
+        "SELECT ssn, name FROM customers WHERE ssn = '123-45-6789'".to_string(),
+        "SELECT lower(ssn) FROM customers WHERE id IN (1, 2)".to_string(),
+        format!("UPDATE orders SET amount = 8675309 WHERE id = 10 AND '{card}' <> ''"),
+    ] {
+        assert_ran(&raw.simple(&sql), false, &sql);
+        assert_ran(&raw.extended(&sql, false), false, &sql);
+    }
+    let bytes = raw.simple("SELECT 'unterminated");
+    assert!(contains(&bytes, "SERROR"));
+    assert_ran(&raw.simple("SELECT 1"), true, "the session goes on");
+    let log = sidecar.log_text();
+    assert!(!log.is_empty(), "the sidecar logged nothing at debug");
+    for secret in [card, "8675309", SSN, "Alice", "unterminated"] {
+        assert!(
+            !log.contains(secret),
+            "the debug log holds {secret:?}: {}",
+            log.lines()
+                .filter(|l| l.contains(secret))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
