@@ -908,18 +908,23 @@ impl PolicySet {
     /// Decides one parsed statement. A statement Sluice refuses whatever the
     /// policies say ([`Statement::refused`]) is denied, dryRun or not.
     pub fn decide_statement(&self, stmt: &Statement) -> Decision {
+        let verdicts: Vec<Verdict> = self
+            .policies
+            .iter()
+            .map(|p| p.decide_statement(stmt))
+            .collect();
+        let decision = Decision::combine(&verdicts);
+        // A rule that denies it already is the better reason to give.
+        if decision.action == Action::Deny && decision.enforced == Action::Deny {
+            return decision;
+        }
         if let Some(why) = &stmt.refused {
             return Decision::refused_by_sluice(why);
         }
         if let Some(why) = self.laundering(stmt) {
             return Decision::refused_by_sluice(&why);
         }
-        let verdicts: Vec<Verdict> = self
-            .policies
-            .iter()
-            .map(|p| p.decide_statement(stmt))
-            .collect();
-        Decision::combine(&verdicts)
+        decision
     }
 
     /// Why `stmt` (or SQL it runs as text) writes values derived from masked
