@@ -794,6 +794,10 @@ pub struct SqlDecision {
     pub redacted: String,
     /// Fingerprint of the string: the statements' fingerprints joined.
     pub fingerprint: String,
+    /// The string is too large or too complex to classify safely
+    /// ([`crate::sql::SqlError::TooLarge`], [`crate::sql::SqlError::TooComplex`]):
+    /// refused whatever onParseError says (PostgreSQL's 54001).
+    pub too_complex: bool,
 }
 
 impl SqlDecision {
@@ -972,20 +976,18 @@ impl PolicySet {
     /// Decides one parsed statement. A statement Sluice refuses whatever the
     /// policies say ([`Statement::refused`]) is denied, dryRun or not.
     pub fn decide_statement(&self, stmt: &Statement) -> Decision {
-        if let Some(why) = &stmt.refused {
-            return Decision::refused_by_sluice(why);
-        }
         let verdicts: Vec<Verdict> = self
             .policies
             .iter()
             .map(|p| p.decide_statement(stmt))
             .collect();
         let decision = Decision::combine(&verdicts);
-        // A statement the policies already deny keeps their rule as the
-        // reason (it tells the author which rule applies); the laundering
-        // refusal matters only for statements that would otherwise run.
-        if decision.enforced == Action::Deny {
+        // A rule that denies it already is the better reason to give.
+        if decision.action == Action::Deny && decision.enforced == Action::Deny {
             return decision;
+        }
+        if let Some(why) = &stmt.refused {
+            return Decision::refused_by_sluice(why);
         }
         if let Some(why) = self.laundering(stmt) {
             return Decision::refused_by_sluice(&why);
@@ -1054,6 +1056,7 @@ impl PolicySet {
                     parse_error: None,
                     redacted,
                     fingerprint,
+                    too_complex: false,
                 }
             }
             Err(e) => {
@@ -1062,14 +1065,31 @@ impl PolicySet {
                     .iter()
                     .map(|p| p.verdict_for(None, VerdictReason::ParseError))
                     .collect();
-                let mut decision = Decision::combine(&verdicts);
+                let too_complex = matches!(
+                    e,
+                    sql::SqlError::TooLarge { .. } | sql::SqlError::TooComplex { .. }
+                );
+                // Too large or complex: refused whatever onParseError says,
+                // or padding a statement would take it past every rule.
+                let mut decision = if too_complex {
+                    Decision::refused_by_sluice("the statement is too large or too complex")
+                } else {
+                    Decision::combine(&verdicts)
+                };
                 decision.reason = format!("{}: {e}", decision.reason);
+                // Redacting tokenizes: not for text past the token bound.
+                let redacted = if too_complex {
+                    format!("<statement too complex to classify: {} bytes>", text.len())
+                } else {
+                    sql::redact(text, dialect)
+                };
                 SqlDecision {
                     decision,
                     statements: Vec::new(),
                     parse_error: Some(e.to_string()),
-                    redacted: sql::redact(text, dialect),
+                    redacted,
                     fingerprint: String::new(),
+                    too_complex,
                 }
             }
         }

@@ -2,8 +2,8 @@
 
 use sluice_crds::StatementKind;
 use sluice_policy::sql::{
-    MAX_NESTING_DEPTH, MAX_OPERATORS_PER_STATEMENT, MAX_SQL_BYTES, SqlDialect, SqlError, Statement,
-    parse, redact,
+    MAX_NESTING_DEPTH, MAX_OPERATORS_PER_STATEMENT, MAX_SQL_BYTES, MAX_TOKENS, SqlDialect,
+    SqlError, Statement, parse, redact,
 };
 
 const PG: SqlDialect = SqlDialect::Postgres;
@@ -1441,4 +1441,34 @@ fn sql_without_where_sees_through_tautologies_and_merge() {
         let v = parse(sql, PG).unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert!(!v[0].without_where, "{sql} restricts the rows");
     }
+}
+
+/// Texts past MAX_TOKENS are refused before tokenizing, whatever hides the
+/// tokens (quotes, comments, dollar quotes, whitespace); texts under it parse.
+#[test]
+fn sql_token_bound_is_checked_before_parsing() {
+    let n = MAX_TOKENS;
+    for text in [
+        format!("select 1{}", ",1".repeat(n)),
+        format!("select 1{}", " ".repeat(n + 1)),
+        format!("select '{}'", "a,".repeat(n)),
+        format!("select $${}$$", "a ".repeat(n)),
+        format!("select 1 /* {} */", ";".repeat(n + 1)),
+        format!("select 1 -- {}", "x y".repeat(n)),
+        format!("select E'{}'", "\\' ".repeat(n)),
+        format!("select '{}'", "é".repeat(n + 1)),
+        format!("select 1; select 2; {}", "select 3;".repeat(n)),
+    ] {
+        let err = parse(&text, PG).unwrap_err();
+        assert!(
+            matches!(err, SqlError::TooComplex { what, .. } if what.starts_with("tokens")),
+            "{:.40}: {err:?}",
+            text
+        );
+    }
+    let near = format!(
+        "select count(*) from (values (1){}) v",
+        ",(1)".repeat(n / 8)
+    );
+    assert!(parse(&near, PG).is_ok());
 }

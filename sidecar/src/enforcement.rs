@@ -640,6 +640,9 @@ impl Decided {
 
 // === impl Refusal ===
 
+/// PostgreSQL's SQLSTATE for a statement too complex to process.
+const STATEMENT_TOO_COMPLEX: &str = "54001";
+
 /// A refused statement: the ErrorResponse the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -703,6 +706,17 @@ impl Refusal {
     fn for_decision(sql: &SqlDecision) -> Option<Refusal> {
         let d = &sql.decision;
         let several = sql.statements.len() > 1;
+        if sql.too_complex {
+            return Some(Refusal {
+                code: STATEMENT_TOO_COMPLEX,
+                message: format!("statement refused by Sluice: {}", d.reason),
+                detail: None,
+                hint: Some(
+                    "send large data as bind parameters or with COPY, and split long statements"
+                        .to_string(),
+                ),
+            });
+        }
         match d.enforced {
             Action::Allow => None,
             Action::Deny => {

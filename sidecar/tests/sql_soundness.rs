@@ -595,3 +595,97 @@ async fn without_where_sees_through_tautologies_and_merge() {
         .get(0);
     assert_eq!(amount, 7);
 }
+
+// === #17 item 2: the parse is bounded before it starts ===
+
+/// A 2 MB `select 1,1,…` is refused with 54001 before it is tokenized (it
+/// took a gigabyte before), whatever onParseError says, and the session
+/// goes on.
+#[tokio::test]
+async fn huge_statements_are_refused_before_parsing() {
+    let sidecar = setup_with(
+        "sound_huge",
+        r#"  defaultAction: allow
+  onParseError: allow
+"#,
+        "",
+    )
+    .await;
+    let mut raw = RawClient::connect(sidecar.port);
+    assert_ran(&raw.simple("SELECT 1"), true, "warm-up");
+    let before = sidecar_peak_rss_kib(&sidecar);
+    for sql in [
+        format!("select 1{}", ",1".repeat(1_000_000)),
+        format!("select 1{}", " ".repeat(2_000_000)),
+        format!("select '{}'", "a b ".repeat(500_000)),
+        format!("select 1 -- {}", ",".repeat(2_000_000)),
+    ] {
+        let bytes = raw.simple(&sql);
+        assert_refused(&bytes, "54001", "huge statement");
+        assert!(
+            contains(&bytes, "tokens"),
+            "{}",
+            String::from_utf8_lossy(&bytes[..200.min(bytes.len())])
+        );
+        let bytes = raw.extended(&sql, false);
+        assert_refused(&bytes, "54001", "huge statement (extended)");
+    }
+    let after = sidecar_peak_rss_kib(&sidecar);
+    eprintln!("sidecar peak RSS: {before} KiB before, {after} KiB after the huge statements");
+    // Each text is 2 MB and is held a few times over (framing, the
+    // pending message, the refusal); a parse took ~500 bytes per byte.
+    assert!(
+        after - before < 64 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+    assert_ran(&raw.simple("SELECT 1"), true, "after");
+    // A large statement within the bound still runs.
+    let sql = format!(
+        "select count(*) from (values (1){}) v",
+        ",(1)".repeat(15_000)
+    );
+    let bytes = raw.simple(&sql);
+    assert_ran(&bytes, true, "15k rows of VALUES");
+    assert!(
+        contains(&bytes, "15001"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+}
+
+// === #15 item 10: no log level prints literals ===
+
+/// With SLUICE_LOG=debug (as every test sidecar runs), no log line holds a
+/// statement's literals or a result's values: the SQL parser's own debug
+/// output printed them.
+#[tokio::test]
+async fn debug_logs_print_no_literals_or_values() {
+    let sidecar = setup_with("sound_logs", MASKING, "").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    let card = "4111 1111 1111 1111";
+    for sql in [
+        format!("SELECT '{card}' AS c, 8675309 AS n"),
+        "SELECT ssn, name FROM customers WHERE ssn = '123-45-6789'".to_string(),
+        "SELECT lower(ssn) FROM customers WHERE id IN (1, 2)".to_string(),
+        format!("UPDATE orders SET amount = 8675309 WHERE id = 10 AND '{card}' <> ''"),
+    ] {
+        assert_ran(&raw.simple(&sql), false, &sql);
+        assert_ran(&raw.extended(&sql, false), false, &sql);
+    }
+    let bytes = raw.simple("SELECT 'unterminated");
+    assert!(contains(&bytes, "SERROR"));
+    assert_ran(&raw.simple("SELECT 1"), true, "the session goes on");
+    let log = sidecar.log_text();
+    assert!(!log.is_empty(), "the sidecar logged nothing at debug");
+    for secret in [card, "8675309", SSN, "Alice", "unterminated"] {
+        assert!(
+            !log.contains(secret),
+            "the debug log holds {secret:?}: {}",
+            log.lines()
+                .filter(|l| l.contains(secret))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}

@@ -868,3 +868,15 @@ impl Sidecar {
         }
     }
 }
+
+/// The sidecar process's peak resident memory so far (VmHWM), in KiB.
+pub fn sidecar_peak_rss_kib(sidecar: &Sidecar) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sidecar.child.id()))
+        .expect("read the sidecar's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc status")
+}
