@@ -264,3 +264,48 @@ async fn a_listener_holds_at_most_its_connections() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_shutdown_closes_idle_connections_and_answers_the_request_in_flight() {
+    let (running, addr, dir) = start(limits(3600, 3600, 100)).await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(REQUEST).await.unwrap();
+    assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
+    // The upstream answers /slow after 10 s.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(b"GET /slow HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    // In flight once decided (the audit is write-ahead).
+    let audit = dir.path().join("audit.jsonl");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .contains("/slow")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "/slow not decided");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shutdown = tokio::spawn(running.shutdown(Duration::from_secs(60)));
+    assert_eq!(
+        read_to_close(&mut idle)
+            .await
+            .expect("an idle connection is closed at the shutdown"),
+        b""
+    );
+    // Not accepting any more.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = String::from_utf8(
+        read_to_close(&mut busy)
+            .await
+            .expect("the request in flight is answered, then the connection closed"),
+    )
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let report = shutdown.await.unwrap();
+    assert_eq!(report.ended_by_sidecar, 0, "{report:?}");
+}
