@@ -378,12 +378,14 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     let client = GatewayClient::new(&cfg.gateway_url, &cfg.ca_pem)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let fd_budget = crate::limits::FdBudget::new(cfg.limits.fd_reserve);
     let http = HttpConnections::new(
         metrics.clone(),
         crate::http::HttpMetrics::register(&mut registry),
         cfg.http_upstream_timeout,
         cfg.http_max_request_body,
         cfg.http_upstream_http2,
+        (cfg.limits.clone(), fd_budget.clone()),
     );
     let mut runner = Runner {
         http,
@@ -402,7 +404,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         token_out: watch::Sender::new(None),
         admin: None,
         accept: AcceptLoops::default(),
-        fd_budget: crate::limits::FdBudget::new(cfg.limits.fd_reserve),
+        fd_budget,
     };
     let revision = runner.in_force.subscribe();
 
@@ -858,6 +860,7 @@ impl Runner {
                 )),
                 self.cfg.listen_host,
                 &bundle.revision,
+                listeners,
             )
             .await
             .map_err(|(connection, addr, source)| RunError::Bind {

@@ -388,11 +388,14 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
         );
     }
     for (listener, ctx) in http_servers {
+        let slots = crate::limits::ListenerSlots::new(&ctx.name, &cfg.limits, &budget, count);
         // The sender is dropped: standalone's context never changes.
         accept.push(
             tokio::spawn(crate::http::serve(
                 listener,
                 tokio::sync::watch::channel(ctx).1,
+                slots,
+                cfg.limits.clone(),
             ))
             .abort_handle(),
         );

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use super::{HttpContext, HttpMetrics, HttpSetupError, HttpStanding, HttpUpstream};
 use crate::approval::Approvals;
 use crate::audit::AuditLog;
+use crate::limits::{FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
 use crate::postgres::tls;
 use sluice_policy::http::Inspection;
@@ -54,6 +55,8 @@ pub struct HttpConnections {
     timeout: Duration,
     max_request_body: usize,
     http2: bool,
+    limits: Limits,
+    fd_budget: FdBudget,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -65,6 +68,7 @@ impl HttpConnections {
         timeout: Duration,
         max_request_body: usize,
         http2: bool,
+        (limits, fd_budget): (Limits, FdBudget),
     ) -> Self {
         HttpConnections {
             served: BTreeMap::new(),
@@ -73,6 +77,8 @@ impl HttpConnections {
             timeout,
             max_request_body,
             http2,
+            limits,
+            fd_budget,
             tasks: Vec::new(),
         }
     }
@@ -190,7 +196,8 @@ impl HttpConnections {
     /// Puts `plans` in force: the next request of each Connection uses them;
     /// new Connections get a listener on `listen_host`. Connections served
     /// but not in `plans` refuse requests from now on. A request that needs
-    /// approval asks `approvals`.
+    /// approval asks `approvals`. A new listener takes its share of the
+    /// descriptors of the `listeners` served in all (see [`crate::limits`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         &mut self,
@@ -200,6 +207,7 @@ impl HttpConnections {
         approvals: Option<Approvals>,
         listen_host: IpAddr,
         revision: &str,
+        listeners: usize,
     ) -> Result<(), (String, SocketAddr, std::io::Error)> {
         let mut seen = Vec::new();
         for plan in plans {
@@ -244,7 +252,13 @@ impl HttpConnections {
             let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(connection = %plan.name, %addr, "listening (http)");
             let (tx, rx) = watch::channel(ctx);
-            self.tasks.push(tokio::spawn(super::serve(listener, rx)));
+            let slots = ListenerSlots::new(&plan.name, &self.limits, &self.fd_budget, listeners);
+            self.tasks.push(tokio::spawn(super::serve(
+                listener,
+                rx,
+                slots,
+                self.limits.clone(),
+            )));
             self.served.insert(
                 plan.name,
                 Served {

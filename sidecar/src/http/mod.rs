@@ -14,6 +14,7 @@
 //! and refused, per content type, is in sidecar/README.md ("HTTP APIs").
 
 pub mod bundle;
+mod listen;
 pub mod scrub;
 pub mod stream_mask;
 pub mod text_mask;
@@ -51,6 +52,7 @@ use tokio::sync::watch;
 
 use crate::approval::{ApprovalOutcome, Approvals};
 use crate::audit::{AuditLog, SessionInfo};
+use crate::limits::{Limits, ListenerSlots};
 use crate::metrics::Metrics;
 use scrub::{ScrubStream, Secrets};
 use stream_mask::JsonStreamMasker;
@@ -333,40 +335,81 @@ pub fn inspection<'a>(
     )
 }
 
-/// Accepts application connections on `listener` forever (HTTP/1.1,
-/// keep-alive). Each request is served with the context in force when it
-/// arrives: a policy change applies to the next request.
-pub async fn serve(listener: TcpListener, context: watch::Receiver<Arc<HttpContext>>) {
+/// Accepts application connections on `listener` (HTTP/1.1, keep-alive)
+/// until the sidecar shuts down, each within `slots` and `limits` (see
+/// [`listen`]). Each request is served with the context in force when it
+/// arrives: a policy change applies to the next request. On the shutdown
+/// signal the loop stops accepting and every connection ends gracefully:
+/// the request in flight is answered, then the connection closes.
+pub async fn serve(
+    listener: TcpListener,
+    context: watch::Receiver<Arc<HttpContext>>,
+    slots: ListenerSlots,
+    limits: Limits,
+) {
+    let signal = context.borrow().audit.shutdown_signal();
+    let mut down = std::pin::pin!(listen::shutdown(signal.clone()));
     loop {
-        match listener.accept().await {
-            Ok((socket, peer)) => {
-                let _ = socket.set_nodelay(true);
-                let context = context.clone();
-                tokio::spawn(async move {
-                    let session = Arc::new(session_info(&context.borrow(), peer));
-                    // Its decision records share writes with other connections'.
-                    let audit = context.borrow().audit.clone();
-                    let _open = audit.open_connection();
-                    let service = hyper::service::service_fn(move |req| {
-                        let ctx = context.borrow().clone();
-                        let live = context.clone();
-                        let session = session.clone();
-                        async move { Ok::<_, Infallible>(handle(&ctx, &live, &session, req).await) }
-                    });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "http connection ended with an error");
-                    }
-                });
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = down.as_mut() => {
+                tracing::info!(connection = %context.borrow().name, "shutting down: no new http connections");
+                return;
             }
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
+                // EMFILE and the like: wait rather than spin.
                 tracing::warn!(connection = %context.borrow().name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let admitted = match slots.admit() {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                tracing::warn!(%peer, "{refused}");
+                tokio::spawn(listen::refuse(socket, refused));
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let context = context.clone();
+        let (limits, signal) = (limits.clone(), signal.clone());
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            let session = Arc::new(session_info(&context.borrow(), peer));
+            // Its decision records share writes with other connections'.
+            let (audit, name) = {
+                let ctx = context.borrow();
+                (ctx.audit.clone(), ctx.name.clone())
+            };
+            let _open = audit.open_connection();
+            let (socket, activity) = listen::track(socket);
+            let requests = activity.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let ctx = context.borrow().clone();
+                let live = context.clone();
+                let session = session.clone();
+                // Held until the response body is sent in full (or dropped).
+                let in_flight = requests.request();
+                async move {
+                    let response = handle(&ctx, &live, &session, req).await;
+                    Ok::<_, Infallible>(response.map(move |body| {
+                        body.map_frame(move |frame| {
+                            let _ = &in_flight;
+                            frame
+                        })
+                        .boxed_unsync()
+                    }))
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(socket), service);
+            listen::drive(conn, activity, &limits, signal, &name).await;
+        });
     }
 }
 

@@ -1,0 +1,274 @@
+//! The HTTP listener's bounds (DESIGN: "everything a peer controls is
+//! bounded"): a connection cap per listener ([`ListenerSlots`]), a
+//! header-read timeout (slowloris), an idle timeout between keep-alive
+//! requests, and a graceful end on the sidecar's shutdown signal.
+//!
+//! hyper's own `header_read_timeout` is not used: hyper starts it as soon
+//! as the connection waits for a request, so it would also cut every
+//! keep-alive connection idle for longer than the header timeout, and the
+//! idle timeout (60 s by default) could never be longer. Here a connection's
+//! clock is read from what it does ([`Activity`]): from the accept, or from
+//! the first byte after a response, the request's headers are due within
+//! `http_header_timeout` (then the connection is dropped); a connection
+//! that sends nothing after a response is closed after `http_idle_timeout`
+//! (hyper's graceful shutdown, which closes an idle connection at once).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::limits::{Limits, Refused};
+
+/// A connection's state as its timeouts see it.
+#[derive(Debug, Clone, Copy)]
+struct State {
+    /// Requests being served (their response not yet sent in full).
+    in_flight: usize,
+    /// When the current request's first byte arrived (or the connection
+    /// was accepted) while no request was in flight.
+    head_started: Option<Instant>,
+    /// When the last response was sent in full.
+    idle_since: Instant,
+}
+
+/// What one connection did, shared by its socket, its requests and its
+/// timer.
+#[derive(Debug, Clone)]
+pub(super) struct Activity(Arc<watch::Sender<State>>);
+
+/// A request in flight; dropped with its response body.
+pub(super) struct InFlight(Activity);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.0.send_modify(|s| {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if s.in_flight == 0 {
+                s.idle_since = Instant::now();
+                s.head_started = None;
+            }
+        });
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        let now = Instant::now();
+        Activity(Arc::new(watch::Sender::new(State {
+            in_flight: 0,
+            // The first request's headers are due from the accept.
+            head_started: Some(now),
+            idle_since: now,
+        })))
+    }
+
+    /// A request's headers arrived.
+    pub(super) fn request(&self) -> InFlight {
+        self.0.send_modify(|s| {
+            s.in_flight += 1;
+            s.head_started = None;
+        });
+        InFlight(self.clone())
+    }
+
+    fn bytes_read(&self) {
+        self.0.send_if_modified(|s| {
+            if s.in_flight == 0 && s.head_started.is_none() {
+                s.head_started = Some(Instant::now());
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Why a connection's timer ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    /// A request's headers did not arrive in time.
+    Header,
+    /// No request came after the last response.
+    Idle,
+}
+
+/// Resolves when `activity` overstays a bound (never while a request is in
+/// flight).
+async fn timer(activity: Activity, header: Duration, idle: Duration) -> Expired {
+    let mut rx = activity.0.subscribe();
+    drop(activity);
+    loop {
+        let s = *rx.borrow_and_update();
+        let due = if s.in_flight > 0 {
+            None
+        } else if let Some(started) = s.head_started {
+            Some((started + header, Expired::Header))
+        } else {
+            Some((s.idle_since + idle, Expired::Idle))
+        };
+        let changed = async {
+            if rx.changed().await.is_err() {
+                // The connection is gone: nothing more to time.
+                std::future::pending::<()>().await;
+            }
+        };
+        match due {
+            None => changed.await,
+            Some((at, why)) => tokio::select! {
+                _ = tokio::time::sleep_until(at) => return why,
+                _ = changed => {}
+            },
+        }
+    }
+}
+
+/// The client's socket, telling [`Activity`] when bytes arrive.
+pub(super) struct Tracked {
+    socket: TcpStream,
+    activity: Activity,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.socket).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+}
+
+/// Wraps an accepted socket.
+pub(super) fn track(socket: TcpStream) -> (Tracked, Activity) {
+    let activity = Activity::new();
+    (
+        Tracked {
+            socket,
+            activity: activity.clone(),
+        },
+        activity,
+    )
+}
+
+/// Resolves once `signal` is true (never if its sender is gone).
+pub(super) async fn shutdown(mut signal: watch::Receiver<bool>) {
+    if signal.wait_for(|down| *down).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Drives one connection `conn` (a hyper http1 connection over a
+/// [`Tracked`] socket) within `limits`, shutting it down gracefully when
+/// `signal` turns true: the request in flight is answered, then the
+/// connection closes.
+pub(super) async fn drive<S, B>(
+    conn: hyper::server::conn::http1::Connection<hyper_util::rt::TokioIo<Tracked>, S>,
+    activity: Activity,
+    limits: &Limits,
+    signal: watch::Receiver<bool>,
+    connection: &str,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut timer = std::pin::pin!(timer(
+        activity,
+        limits.http_header_timeout,
+        limits.http_idle_timeout
+    ));
+    let mut down = std::pin::pin!(shutdown(signal));
+    let (mut timing, mut draining) = (true, false);
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "http connection ended with an error");
+                }
+                return;
+            }
+            why = timer.as_mut(), if timing => match why {
+                Expired::Header => {
+                    tracing::info!(%connection, timeout_s = limits.http_header_timeout.as_secs_f64(), "client sent no complete request headers in time; closed");
+                    return;
+                }
+                Expired::Idle => {
+                    timing = false;
+                    conn.as_mut().graceful_shutdown();
+                }
+            },
+            () = down.as_mut(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Answers a connection past the listener's bounds `503` with why, without
+/// reading its request, and closes it.
+pub(super) async fn refuse(mut socket: TcpStream, refused: Refused) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({"error": "too many connections", "message": refused.to_string()})
+        .to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    );
+    let bound = Duration::from_secs(1);
+    if let Ok(Ok(())) = tokio::time::timeout(bound, socket.write_all(response.as_bytes())).await {
+        let _ = socket.shutdown().await;
+        // Discard (a bounded amount of) what the client sent before closing,
+        // so that the close does not reset the connection before the client
+        // read the answer (a lingering close, as nginx does).
+        let mut sink = [0u8; 4096];
+        let until = Instant::now() + bound;
+        let mut left = 64 * 1024usize;
+        while left > 0 {
+            match tokio::time::timeout_at(until, socket.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    }
+}
