@@ -1585,7 +1585,7 @@ spec:
         let ro = policy(&with("  readOnly: true\n").replace("name: p,", "name: b,"));
         let dry =
             policy(&with("  readOnly: true\n  mode: dryRun\n").replace("name: p,", "name: c,"));
-        assert_eq!(set(&[plain.clone()]).read_only(), None);
+        assert_eq!(set(std::slice::from_ref(&plain)).read_only(), None);
         assert_eq!(set(&[plain.clone(), ro]).read_only(), Some("b"));
         assert_eq!(set(&[plain, dry]).read_only(), None);
     }
