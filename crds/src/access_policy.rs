@@ -68,6 +68,18 @@ pub struct AccessPolicySpec {
     /// Limits on results and statement rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Makes the subjects' sessions read-only, enforced by the database server:
+    /// the sidecar opens the upstream PostgreSQL session with
+    /// `default_transaction_read_only = on`, checks that the server reports it,
+    /// and refuses every statement that could undo it (SET/RESET of it, RESET
+    /// ALL, DISCARD, set_config, `... READ WRITE`, UPDATE pg_settings, DO, text
+    /// it cannot parse). PostgreSQL then refuses every write, including writes
+    /// done inside functions and `nextval`. Most restrictive wins: one
+    /// applicable policy in `enforce` mode with `readOnly: true` is enough.
+    /// Turning it on closes live sessions that are not read-only yet; turning
+    /// it off applies to new sessions. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// A service account or a group the policy applies to. Exactly one of

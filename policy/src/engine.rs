@@ -156,6 +156,8 @@ pub struct CompiledPolicy {
     on_parse_error: ParseErrorAction,
     masking: Vec<CompiledMasking>,
     limits: Option<sluice_crds::Limits>,
+    /// `spec.readOnly`.
+    read_only: bool,
 }
 
 #[derive(Debug)]
@@ -273,6 +275,7 @@ impl CompiledPolicy {
             on_parse_error: spec.on_parse_error,
             masking,
             limits: spec.limits.clone(),
+            read_only: spec.read_only,
         })
     }
 
@@ -1239,6 +1242,16 @@ impl PolicySet {
     pub fn limits(&self) -> EffectiveLimits {
         self.limits
     }
+
+    /// The name of an applicable policy in `enforce` mode that makes the
+    /// session read-only (`spec.readOnly`; most restrictive wins), if any.
+    /// A `dryRun` policy never blocks, so its readOnly does not apply.
+    pub fn read_only(&self) -> Option<&str> {
+        self.policies
+            .iter()
+            .find(|p| p.read_only && p.mode == PolicyMode::Enforce)
+            .map(|p| p.name.as_str())
+    }
 }
 
 fn redact_masker() -> Masker {
@@ -1625,6 +1638,17 @@ spec:
         assert_eq!(l.max_rows, Some(10));
         assert_eq!(l.statements_per_second, Some(50));
         assert_eq!(l.on_max_rows, MaxRowsAction::Refuse);
+    }
+
+    #[test]
+    fn read_only_most_restrictive_wins_in_enforce_mode() {
+        let plain = policy(&with(""));
+        let ro = policy(&with("  readOnly: true\n").replace("name: p,", "name: b,"));
+        let dry =
+            policy(&with("  readOnly: true\n  mode: dryRun\n").replace("name: p,", "name: c,"));
+        assert_eq!(set(std::slice::from_ref(&plain)).read_only(), None);
+        assert_eq!(set(&[plain.clone(), ro]).read_only(), Some("b"));
+        assert_eq!(set(&[plain, dry]).read_only(), None);
     }
 
     #[test]

@@ -844,6 +844,11 @@ impl Masking {
         self.limits
     }
 
+    /// The policy that makes the session read-only (`spec.readOnly`), if any.
+    pub fn read_only(&self) -> Option<&str> {
+        self.set.read_only()
+    }
+
     /// The masked form of a value under masking rule `rule`.
     pub fn mask(&self, rule: usize, value: &str) -> String {
         self.set.masker(rule).mask(value)

@@ -161,6 +161,11 @@ pub enum SessionError {
         "Sluice lost track of the server's answers ({0}); the session is closed so that no answer is matched to the wrong statement"
     )]
     Desync(String),
+    /// `spec.readOnly` came into force for a session that is not read-only,
+    /// or the server reported the session read-write: the session ends
+    /// rather than run another statement.
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 async fn fatal<W: AsyncWrite + Unpin>(
@@ -298,6 +303,18 @@ where
         return Err(SessionError::Refused(message));
     };
     // === upstream ===
+    // spec.readOnly: the server makes the session read-only from its start.
+    // In the startup packet (not a SET sent later) it is also the value
+    // `RESET` and `DISCARD ALL` bring back, and it is in force before any
+    // statement; the client's own `options` never reach the server.
+    let read_only: Option<Arc<str>> = enforcer.masking().read_only().map(Arc::from);
+    let mut client_params = client_params;
+    if read_only.is_some() {
+        client_params.push((
+            "options".into(),
+            format!("-c {}=on", settings::READ_ONLY_SETTING),
+        ));
+    }
     let up = match upstream::connect(&ctx.upstream, &client_params).await {
         Ok(up) => up,
         Err(e) => {
@@ -318,6 +335,24 @@ where
         let message = format!("Sluice cannot write the audit log, so no session is opened: {e}");
         fatal(writer, error_response::INTERNAL_ERROR, &message, None).await?;
         return Err(SessionError::Refused(message));
+    }
+    if let Some(policy) = &read_only {
+        // Verified from what the server reports (PostgreSQL 14 and later
+        // report default_transaction_read_only): no report, no session.
+        let on = up.startup_messages.iter().any(|m| {
+            m.tag == backend::PARAMETER_STATUS
+                && parameter_status(m.body()) == Some((settings::READ_ONLY_SETTING, "on"))
+        });
+        if !on {
+            let message = format!(
+                "AccessPolicy {policy:?} sets readOnly, but the upstream of Connection {:?} did not report default_transaction_read_only = on for the new session (PostgreSQL 14 or later reports it; a pooler in between must pass the startup `options`); no session is opened",
+                ctx.name
+            );
+            let _ = ctx.audit.session_refused(&session, &message);
+            ctx.metrics.session_refused();
+            fatal(writer, READ_ONLY_SQL_TRANSACTION, &message, None).await?;
+            return Err(SessionError::Refused(message));
+        }
     }
     let cancel_hold = Arc::new(tokio::sync::Notify::new());
     let key = ctx.cancel.register(CancelTarget {
@@ -376,6 +411,8 @@ where
         answered: answered.clone(),
         sent: AtomicU64::new(0),
         barrier: false,
+        read_only: read_only.clone(),
+        read_only_lapse: None,
     };
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
@@ -404,6 +441,7 @@ where
         ran: Vec::new(),
         ran_overflow: false,
         uncertain_cache: HashMap::new(),
+        read_only,
     };
     let outcome = tokio::select! {
         r = client_loop.run(client) => r,
@@ -435,6 +473,10 @@ where
                 None,
             )
             .await;
+        }
+        Err(e @ SessionError::ReadOnly(_)) => {
+            tracing::warn!(connection = %ctx.name, error = %e, "session closed");
+            let _ = fatal(writer, READ_ONLY_SQL_TRANSACTION, &e.to_string(), None).await;
         }
         Err(SessionError::UpstreamClosed) => {
             let message = format!(
@@ -631,6 +673,11 @@ struct ClientLoop {
     /// A statement that may change the settings Sluice models was sent:
     /// nothing more is decided until its answer is in (see [`settings`]).
     barrier: bool,
+    /// The policy that made this session read-only at its start.
+    read_only: Option<Arc<str>>,
+    /// `spec.readOnly` came into force after the session started: it is
+    /// closed before its next statement runs.
+    read_only_lapse: Option<String>,
 }
 
 impl ClientLoop {
@@ -639,6 +686,7 @@ impl ClientLoop {
         client: &mut FrameReader<R>,
     ) -> Result<(), SessionError> {
         loop {
+            self.read_only_in_force()?;
             if self.barrier {
                 self.wait_answered(0).await;
                 self.barrier = false;
@@ -853,15 +901,49 @@ impl ClientLoop {
             return;
         }
         self.generation += 1;
+        if self.read_only.is_none()
+            && let Some(policy) = masking.read_only()
+        {
+            self.read_only_lapse = Some(policy.to_string());
+        }
         self.rate = RateLimiter::new(masking.limits().statements_per_second);
         self.masking = masking.clone();
         self.send(Expect::Masking(masking));
+    }
+
+    /// Ends the session when `spec.readOnly` came into force after it
+    /// started (the upstream session is read-write): before anything more runs.
+    fn read_only_in_force(&self) -> Result<(), SessionError> {
+        match &self.read_only_lapse {
+            Some(policy) => Err(SessionError::ReadOnly(format!(
+                "AccessPolicy {policy:?} now sets readOnly, and this session was opened read-write: Sluice closes it before its next statement; reconnect to get a read-only session"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The refusal of a statement that could undo a read-only session
+    /// (see [`settings::read_only_undo`]).
+    fn read_only_refusal(&self, decided: &Decided, text: &str) -> Option<Refusal> {
+        let policy = self.read_only.as_deref()?;
+        let what = if decided.is_empty() {
+            settings::read_only_undo(None, text)
+        } else {
+            (0..decided.len()).find_map(|i| settings::read_only_undo(decided.statement(i), text))
+        }?;
+        Some(Refusal {
+            code: READ_ONLY_SQL_TRANSACTION,
+            ..Refusal::plain(&format!(
+                "statement refused by Sluice: AccessPolicy {policy:?} sets readOnly, and {what} could undo the read-only session; nothing ran"
+            ))
+        })
     }
 
     async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = query::decode(frame.body())?;
         let decided = self.enforcer.decide(sql);
         self.sync_masking();
+        self.read_only_in_force()?;
         let (settings_refusal, effect) = self.settings_check(sql, &decided);
         if settings_refusal.is_none()
             && self.ctx.approvals.is_some()
@@ -928,6 +1010,9 @@ impl ClientLoop {
     fn settings_check(&self, sql: &str, decided: &Decided) -> (Option<Refusal>, Effect) {
         let effect = statement_effect(decided, sql);
         if let Some(r) = self.unmodelled(sql) {
+            return (Some(r), effect);
+        }
+        if let Some(r) = self.read_only_refusal(decided, sql) {
             return (Some(r), effect);
         }
         if effect == Effect::Alone && decided.len() > 1 {
@@ -1056,6 +1141,14 @@ impl ClientLoop {
         let now = self.enforcer.decide(sql);
         // Masking that changed during the wait applies to this run.
         self.sync_masking();
+        if let Err(e) = self.read_only_in_force() {
+            return ApprovalOutcome::Refused {
+                message: format!("statement refused by Sluice: {e}; nothing ran"),
+                request: Some(request),
+                phase: Some(RequestPhase::Executed),
+                deciders: approvers,
+            };
+        }
         match &now.refusal {
             Some(r) if now.awaits_approval().is_none() => ApprovalOutcome::Refused {
                 message: format!(
@@ -1346,6 +1439,7 @@ impl ClientLoop {
         sync: bool,
     ) -> Result<(), SessionError> {
         self.sync_masking();
+        self.read_only_in_force()?;
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -1361,7 +1455,9 @@ impl ClientLoop {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
                     let decided = self.enforcer.decide(p.query);
-                    if let Some(r) = self.unmodelled(p.query)
+                    if let Some(r) = self
+                        .unmodelled(p.query)
+                        .or_else(|| self.read_only_refusal(&decided, p.query))
                         && refusal.is_none()
                     {
                         // Read under settings Sluice does not model: refused
@@ -1402,6 +1498,7 @@ impl ClientLoop {
         }
         // Deciding may have picked up new rules.
         self.sync_masking();
+        self.read_only_in_force()?;
         if refusal.is_none() {
             // Statements that need approval hold (or refuse) the whole group.
             for (sql, decided) in &to_approve {
@@ -1804,6 +1901,8 @@ struct ServerLoop<'w, W> {
     ran_overflow: bool,
     /// Per statement, whether it may read a masked column.
     uncertain_cache: HashMap<(usize, usize), (Arc<Decided>, bool)>,
+    /// The policy that made this session read-only (see [`ClientLoop`]).
+    read_only: Option<Arc<str>>,
 }
 
 struct SimpleProgress {
@@ -1866,6 +1965,15 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 "the server sent a malformed ParameterStatus".into(),
             ));
         };
+        if let Some(policy) = &self.read_only
+            && name == settings::READ_ONLY_SETTING
+            && value != "on"
+        {
+            // Something Sluice did not see (a function, say) turned it off.
+            return Err(SessionError::ReadOnly(format!(
+                "AccessPolicy {policy:?} sets readOnly, and the server reported {name} = {value:?}: Sluice closes the session"
+            )));
+        }
         {
             let unmodelled = match self.answered.settings.lock() {
                 Ok(mut settings) => {
@@ -2803,6 +2911,10 @@ fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
 
 /// SQLSTATE of a statement the client cancelled.
 const QUERY_CANCELED: &str = "57014";
+
+/// SQLSTATE of a statement refused in a read-only session (as PostgreSQL's
+/// own refusal of a write): read_only_sql_transaction.
+const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 
 /// Which rule asked for the approval, for the client.
 fn approval_detail(decided: &Decided) -> String {

@@ -156,6 +156,76 @@ pub fn effect(statement: Option<&sluice_policy::sql::Statement>, text: &str) -> 
     Effect::None
 }
 
+/// The setting that makes a session read-only (`spec.readOnly`).
+pub const READ_ONLY_SETTING: &str = "default_transaction_read_only";
+
+/// What in `text` (one decided statement of it; `None` when it did not
+/// parse) could undo a read-only session, if anything: the sidecar opens it
+/// with `default_transaction_read_only = on` (so `RESET` brings that back),
+/// and refuses whatever could turn it or the transaction's own
+/// `transaction_read_only` off. Fail closed: text Sluice cannot read (a
+/// quoted or escaped setting name, a DO block, an unparsed statement) is
+/// refused too. Writes themselves (`ALTER ROLE … SET`, `nextval`, functions
+/// that write) are left to the server, which refuses them.
+pub fn read_only_undo(
+    statement: Option<&sluice_policy::sql::Statement>,
+    text: &str,
+) -> Option<&'static str> {
+    let Some(s) = statement else {
+        return (!text.trim().is_empty())
+            .then_some("a statement Sluice cannot parse (it could change the session's settings)");
+    };
+    use sluice_crds::StatementKind as K;
+    if s.functions.iter().any(|f| f.ends_with("set_config")) {
+        return Some("set_config (the setting it names may be computed)");
+    }
+    if s.tables.iter().any(|t| t.ends_with("pg_settings"))
+        && s.kinds
+            .iter()
+            .any(|k| matches!(k, K::Update | K::Insert | K::Delete | K::Merge))
+    {
+        return Some("a write to pg_settings (it calls set_config)");
+    }
+    if s.kinds.contains(&K::Do) {
+        return Some("a DO block (it could SET anything)");
+    }
+    if !s
+        .kinds
+        .iter()
+        .any(|k| matches!(k, K::Set | K::Begin | K::Other | K::Call | K::Alter))
+    {
+        return None;
+    }
+    let lower = s.text.to_ascii_lowercase();
+    // The words of the text and of its redacted form (comments dropped, so
+    // `READ /* x */ WRITE` reads as PostgreSQL reads it).
+    let redacted = s.redacted.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .chain(std::iter::once(";"))
+        .chain(redacted.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words
+        .iter()
+        .any(|w| *w == READ_ONLY_SETTING || *w == "transaction_read_only")
+    {
+        return Some("a SET or RESET of default_transaction_read_only or transaction_read_only");
+    }
+    if words.windows(2).any(|w| w == ["read", "write"]) {
+        return Some(
+            "READ WRITE (SET TRANSACTION, BEGIN, START TRANSACTION, SET SESSION CHARACTERISTICS)",
+        );
+    }
+    if words.first() == Some(&"discard") {
+        return Some("DISCARD");
+    }
+    if s.kinds.contains(&K::Set) && (words.contains(&"all") || quoted_name(&lower)) {
+        return Some("RESET ALL, or a SET or RESET whose setting name is quoted or escaped");
+    }
+    None
+}
+
 /// Whether the setting a `SET`/`RESET` names is a quoted identifier
 /// (`SET "standard_conforming_strings" = off`), which the word check above
 /// cannot read.
@@ -174,7 +244,10 @@ fn quoted_name(lower: &str) -> bool {
         }
     }
     // A comment before the name hides it as well.
-    rest.starts_with('"') || rest.starts_with("/*") || rest.starts_with("--")
+    rest.starts_with('"')
+        || rest.starts_with("u&")
+        || rest.starts_with("/*")
+        || rest.starts_with("--")
 }
 
 /// Whether `text` only brings the session back to what Sluice models (or
