@@ -250,6 +250,17 @@ impl Catalog {
 
     /// Compiles `policy` with its namespace's Secrets.
     pub fn compile(&self, policy: &AccessPolicy) -> Result<CompiledPolicy, CompileError> {
+        // The schema refuses an empty match since it was tightened, but an
+        // object stored before then (or written around the schema) would
+        // match everything: such a policy is Invalid and withheld (#15 item 8).
+        if let Some((index, rule, problem)) = sluice_crds::manifests::empty_match(&policy.spec) {
+            return Err(CompileError::InvalidRule {
+                field: format!("spec.rules[{index}].match"),
+                message: format!(
+                    "the match of rule {rule:?} {problem}; write the conditions, or match: {{any: true}} for a catch-all"
+                ),
+            });
+        }
         let source = NamespaceSecrets {
             catalog: self,
             namespace: policy.namespace().unwrap_or_default(),

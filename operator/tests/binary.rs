@@ -115,6 +115,21 @@ async fn an_undecodable_policy_is_skipped_and_marked_invalid() {
         "{refused}"
     );
     cluster.store_raw("sluice.dev/accesspolicies", policy("broken", 4294967296));
+    // A rule whose match is empty (a misspelt field pruned by a client that
+    // does not ask for strict validation, stored before the schema refused
+    // it) would match everything: the policy is Invalid, not a catch-all.
+    let mut pruned = policy("pruned", 10);
+    pruned["spec"]["defaultAction"] = "deny".into();
+    pruned["spec"]["rules"] =
+        serde_json::json!([{"name": "reads", "match": {}, "action": "allow"}]);
+    cluster.store_raw("sluice.dev/accesspolicies", pruned);
+    // The Connection the policies name exists, so the empty match is the
+    // pruned policy's only problem.
+    support::apply_yaml(
+        &client,
+        "apiVersion: sluice.dev/v1alpha1\nkind: Connection\nmetadata: {name: orders-db, namespace: shop}\nspec:\n  protocol: postgres\n  upstream: {host: 127.0.0.1, port: 5432, database: orders, tls: {mode: disable}}\n  credentials: {secretRef: {name: orders-db}}\n  listen: {port: 15432}\n",
+    )
+    .await;
     support::apply_yaml(
         &client,
         &serde_yaml::to_string(&policy("fine", 10)).unwrap(),
@@ -180,6 +195,29 @@ async fn an_undecodable_policy_is_skipped_and_marked_invalid() {
         "{invalid}"
     );
     assert_eq!(condition(&broken, "Ready").unwrap()["status"], "False");
+    let pruned = bounded(
+        "the policy with an empty match marked Invalid",
+        await_condition(
+            policies.clone(),
+            "pruned",
+            |o: Option<&kube::api::DynamicObject>| {
+                o.and_then(|o| condition(o, "Invalid"))
+                    .is_some_and(|c| c["status"] == "True")
+            },
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let invalid = condition(&pruned, "Invalid").unwrap();
+    assert_eq!(invalid["reason"], "InvalidRule", "{invalid}");
+    assert!(
+        invalid["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[0].match"),
+        "{invalid}"
+    );
     // The other policy is reconciled.
     bounded(
         "the other policy reconciled",

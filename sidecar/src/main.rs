@@ -100,14 +100,22 @@ enum LogFormat {
 }
 
 fn init_logs(format: LogFormat) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // No log level may print literals, parameters, header values or result
+    // values (#15). Sluice's own events are written not to; other crates'
+    // debug and trace events (a parser's token dumps, a protocol library's
+    // frames) are capped at info whatever SLUICE_LOG asks for. The `log`
+    // crate's are compiled out already (policy/Cargo.toml, max_level_info).
+    let cap = tracing_subscriber::filter::filter_fn(|meta| {
+        meta.target().starts_with("sluice") || *meta.level() <= tracing::Level::INFO
+    });
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(layer.with_filter(cap)).init(),
+        LogFormat::Json => registry.with(layer.json().with_filter(cap)).init(),
     }
 }
 

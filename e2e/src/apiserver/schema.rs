@@ -221,6 +221,17 @@ pub fn validate(schema: &Value, rt: &ResourceType, obj: &Value, old: Option<&Val
     // CEL sees the object without server-managed metadata noise, like kube.
     if let Err(errors) = validator.validate_with_context(schema, obj, old, Some(&ctx)) {
         for e in errors.into_vec() {
+            // Ratcheting covers CEL rules too (KEP-4008): a rule that does not
+            // read oldSelf and fails on a value equal to the old object's is
+            // not reported, so the status of an object stored under a laxer
+            // schema can still be written. Transition rules stay enforced.
+            if let Some(old) = old
+                && !e.field_path.is_empty()
+                && !e.rule.contains("oldSelf")
+                && value_at(obj, &e.field_path) == value_at(old, &e.field_path)
+            {
+                continue;
+            }
             let field = if e.field_path.is_empty() {
                 "<nil>".to_string()
             } else {
