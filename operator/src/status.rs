@@ -116,7 +116,15 @@ pub fn connection_status(
     };
     set_condition(&mut status.conditions, credentials_condition);
 
-    let ready = match credentials.or(tls) {
+    // A protocol the CRD accepts but no sidecar serves yet must not claim
+    // Ready: an injected pod would meet a closed port (#24).
+    let not_served = (spec.protocol == Protocol::Mysql).then(|| {
+        (
+            "ProtocolNotServed",
+            "protocol mysql is accepted but not served by this version of the sidecar: a pod would find nothing listening on the Connection's port; use a postgres or http Connection until the MySQL data plane lands".to_string(),
+        )
+    });
+    let ready = match not_served.or(credentials).or(tls) {
         None => condition(
             READY,
             true,
@@ -450,6 +458,32 @@ mod tests {
             ("True", "Ready")
         );
         assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(
+            cond(&status.conditions, CREDENTIALS_RESOLVED).status,
+            "True"
+        );
+    }
+
+    #[test]
+    fn a_protocol_no_sidecar_serves_is_not_ready() {
+        let creds = secret(&["username", "password"]);
+        let facts = ConnectionFacts {
+            credentials: Some(&creds),
+            ..Default::default()
+        };
+        let status = connection_status(
+            &connection("mysql", serde_json::json!({})),
+            &facts,
+            None,
+            &at(100),
+        );
+        let ready = cond(&status.conditions, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ProtocolNotServed")
+        );
+        assert!(ready.message.contains("mysql"), "{}", ready.message);
+        // The credentials themselves are fine, and say so.
         assert_eq!(
             cond(&status.conditions, CREDENTIALS_RESOLVED).status,
             "True"
