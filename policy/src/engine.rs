@@ -675,6 +675,13 @@ impl Decision {
     /// policies say (denied even when they are in dryRun): `why` says what
     /// and what to do instead.
     pub fn refused_by_sluice(why: &str) -> Decision {
+        Decision::denied(format!(
+            "refused by Sluice itself, whatever the policies say: {why}"
+        ))
+    }
+
+    /// An enforced deny that names no policy or rule, for `reason`.
+    fn denied(reason: String) -> Decision {
         Decision {
             action: Action::Deny,
             enforced: Action::Deny,
@@ -684,7 +691,7 @@ impl Decision {
             enforced_rule: None,
             dry_run: false,
             approval: None,
-            reason: format!("refused by Sluice itself, whatever the policies say: {why}"),
+            reason,
         }
     }
 
@@ -698,38 +705,24 @@ impl Decision {
             .map(|(p, r)| format!("rule {:?} of AccessPolicy {p:?}", r.unwrap_or_default()))
             .collect();
         Decision {
-            action: Action::Deny,
-            enforced: Action::Deny,
             policy: Some(policy.to_string()),
             rule: rule.map(str::to_string),
             enforced_policy: Some(policy.to_string()),
             enforced_rule: rule.map(str::to_string),
-            dry_run: false,
-            approval: None,
-            reason: format!(
+            ..Decision::denied(format!(
                 "deny: it needs approval under {}, and none of these covers the others (the same or fewer approvers, at least as many approvals), so one AccessRequest cannot satisfy them all; make one rule's approval cover the others, or send the statements separately",
                 list.join(" and ")
-            ),
+            ))
         }
     }
 
     /// The decision for an identity no policy binds to the Connection.
     pub fn not_bound(identity: &Identity, connection: &str) -> Decision {
-        Decision {
-            action: Action::Deny,
-            enforced: Action::Deny,
-            policy: None,
-            rule: None,
-            enforced_policy: None,
-            enforced_rule: None,
-            dry_run: false,
-            approval: None,
-            reason: format!(
-                "no AccessPolicy in namespace {} binds {} to Connection {connection:?}",
-                identity.namespace,
-                identity.subject()
-            ),
-        }
+        Decision::denied(format!(
+            "no AccessPolicy in namespace {} binds {} to Connection {connection:?}",
+            identity.namespace,
+            identity.subject()
+        ))
     }
 }
 

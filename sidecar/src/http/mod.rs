@@ -491,6 +491,23 @@ fn refuse_unreadable(
     limit: &str,
     message: String,
 ) -> Response<ProxyBody> {
+    record_refusal(ctx, session, cmd, StatusCode::BAD_REQUEST, message.clone());
+    json_response(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({"error": error, "limit": limit, "message": message}),
+    )
+}
+
+/// Records a request the sidecar refuses before any rule decides it (it
+/// cannot read it soundly): a write-ahead denial naming no policy, and the
+/// refusal in the metrics.
+fn record_refusal(
+    ctx: &HttpContext,
+    session: &SessionInfo,
+    cmd: AuditCommand,
+    status: StatusCode,
+    reason: String,
+) {
     let _ = audit_decision(
         ctx,
         session,
@@ -499,14 +516,10 @@ fn refuse_unreadable(
         None,
         None,
         false,
-        message.clone(),
+        reason,
         true,
     );
-    ctx.http_metrics.request("deny", StatusCode::BAD_REQUEST);
-    json_response(
-        StatusCode::BAD_REQUEST,
-        serde_json::json!({"error": error, "limit": limit, "message": message}),
-    )
+    ctx.http_metrics.request("deny", status);
 }
 
 /// Whether the body is a form (`Some(true)` multipart, `Some(false)`
@@ -656,18 +669,13 @@ async fn handle(
         Ok(p) => p,
         Err(e) => {
             let cmd = command(&method, "(ambiguous path)");
-            let _ = audit_decision(
+            record_refusal(
                 ctx,
                 session,
                 cmd,
-                Action::Deny,
-                None,
-                None,
-                false,
+                StatusCode::BAD_REQUEST,
                 format!("ambiguous request path: {e}"),
-                true,
             );
-            ctx.http_metrics.request("deny", StatusCode::BAD_REQUEST);
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "ambiguousPath",
@@ -788,18 +796,7 @@ async fn handle(
                         format!("Sluice could not read the request body: {e}"),
                     )
                 };
-                let _ = audit_decision(
-                    ctx,
-                    session,
-                    cmd,
-                    Action::Deny,
-                    None,
-                    None,
-                    false,
-                    message.clone(),
-                    true,
-                );
-                ctx.http_metrics.request("deny", status);
+                record_refusal(ctx, session, cmd, status, message.clone());
                 return error_response(status, error, message);
             }
         }
