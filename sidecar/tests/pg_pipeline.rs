@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::frontend::*;
 use common::*;
 use proptest::prelude::*;
 
@@ -49,35 +50,6 @@ async fn setup(test: &str) -> (Sidecar, tokio_postgres::Client) {
 }
 
 // === messages ===
-
-fn query(sql: &str) -> (u8, Vec<u8>) {
-    let mut b = sql.as_bytes().to_vec();
-    b.push(0);
-    (b'Q', b)
-}
-
-fn parse(sql: &str) -> (u8, Vec<u8>) {
-    let mut b = vec![0];
-    b.extend_from_slice(sql.as_bytes());
-    b.extend_from_slice(&[0, 0, 0]);
-    (b'P', b)
-}
-
-fn bind() -> (u8, Vec<u8>) {
-    (b'B', vec![0, 0, 0, 0, 0, 0, 0, 0])
-}
-
-fn execute() -> (u8, Vec<u8>) {
-    (b'E', vec![0, 0, 0, 0, 0])
-}
-
-fn sync() -> (u8, Vec<u8>) {
-    (b'S', vec![])
-}
-
-fn flush() -> (u8, Vec<u8>) {
-    (b'H', vec![])
-}
 
 /// A fast-path FunctionCall of `pg_backend_pid()` (OID 2026), no arguments.
 fn function_call() -> (u8, Vec<u8>) {

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::frontend::*;
 use common::*;
 
 /// Allows reads (and the statements clients send around them), denies the rest.
@@ -100,12 +101,6 @@ fn assert_undo_refused(bytes: &[u8], what: &str) {
     assert!(contains(bytes, "C25006"), "{what}: {}", text(bytes));
     assert!(contains(bytes, "readOnly"), "{what}: {}", text(bytes));
     assert!(contains(bytes, "\"reporting\""), "{what}: {}", text(bytes));
-}
-
-fn query(sql: &str) -> (u8, Vec<u8>) {
-    let mut b = sql.as_bytes().to_vec();
-    b.push(0);
-    (b'Q', b)
 }
 
 #[tokio::test]

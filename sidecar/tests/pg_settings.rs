@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::frontend::*;
 use common::*;
 
 const SSN: &str = "123-45-6789";
@@ -54,31 +55,6 @@ async fn t_exists(admin: &tokio_postgres::Client) -> bool {
         .await
         .unwrap()
         .get(0)
-}
-
-fn query(sql: &str) -> (u8, Vec<u8>) {
-    let mut b = sql.as_bytes().to_vec();
-    b.push(0);
-    (b'Q', b)
-}
-
-fn parse(sql: &str) -> (u8, Vec<u8>) {
-    let mut b = vec![0];
-    b.extend_from_slice(sql.as_bytes());
-    b.extend_from_slice(&[0, 0, 0]);
-    (b'P', b)
-}
-
-fn bind() -> (u8, Vec<u8>) {
-    (b'B', vec![0, 0, 0, 0, 0, 0, 0, 0])
-}
-
-fn execute() -> (u8, Vec<u8>) {
-    (b'E', vec![0, 0, 0, 0, 0])
-}
-
-fn sync() -> (u8, Vec<u8>) {
-    (b'S', vec![])
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -880,3 +880,42 @@ pub fn sidecar_peak_rss_kib(sidecar: &Sidecar) -> u64 {
         .and_then(|v| v.parse().ok())
         .expect("VmHWM in /proc status")
 }
+
+/// Frontend messages as (type byte, body) pairs, for tests that write
+/// pipelines of raw messages.
+pub mod frontend {
+    /// A simple Query.
+    pub fn query(sql: &str) -> (u8, Vec<u8>) {
+        let mut b = sql.as_bytes().to_vec();
+        b.push(0);
+        (b'Q', b)
+    }
+
+    /// Parse of the unnamed statement, no parameter types.
+    pub fn parse(sql: &str) -> (u8, Vec<u8>) {
+        let mut b = vec![0];
+        b.extend_from_slice(sql.as_bytes());
+        b.extend_from_slice(&[0, 0, 0]);
+        (b'P', b)
+    }
+
+    /// Bind of the unnamed portal to the unnamed statement, no parameters.
+    pub fn bind() -> (u8, Vec<u8>) {
+        (b'B', vec![0, 0, 0, 0, 0, 0, 0, 0])
+    }
+
+    /// Execute of the unnamed portal, all rows.
+    pub fn execute() -> (u8, Vec<u8>) {
+        (b'E', vec![0, 0, 0, 0, 0])
+    }
+
+    /// Sync.
+    pub fn sync() -> (u8, Vec<u8>) {
+        (b'S', vec![])
+    }
+
+    /// Flush.
+    pub fn flush() -> (u8, Vec<u8>) {
+        (b'H', vec![])
+    }
+}
