@@ -804,14 +804,13 @@ async fn injected_credentials_never_come_back() {
         let r = f.send("GET", "/echo-zip", &[], b"").await;
         assert_eq!(r.status, 502, "{r:?}");
         assert_eq!(r.json()["error"], "compressedResponse");
-        let r = f.send("GET", "/echo-gzip-octets", &[], b"").await;
-        let refused = if masking.is_empty() {
-            // Found in the stream: cut off, nothing of it passed.
-            !r.complete && r.body.is_empty()
-        } else {
-            r.status == 502
-        };
-        assert!(refused, "gzip under application/octet-stream: {r:?}");
+        // Compressed data under another label is refused with a status
+        // before anything is answered, however its first bytes are chunked.
+        for route in ["/echo-gzip-octets", "/echo-gzip-bytewise"] {
+            let r = f.send("GET", route, &[], b"").await;
+            assert_eq!(r.status, 502, "{route}: {r:?}");
+            assert_eq!(r.json()["error"], "compressedResponse", "{route}");
+        }
         // The upstream was asked for identity encoding, whatever the client said.
         assert_eq!(
             f.log().await.pop().unwrap()["headers"]["accept-encoding"],

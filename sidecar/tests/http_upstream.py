@@ -126,6 +126,17 @@ class Handler(BaseHTTPRequestHandler):
         if route == "/echo-gzip-octets":
             # gzip under a label that does not say so.
             return self.send(200, "application/octet-stream", gzip.compress(auth.encode()))
+        if route == "/echo-gzip-bytewise":
+            # The same, a byte a chunk: the magic bytes never arrive together.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for byte in gzip.compress(auth.encode()):
+                self.wfile.write(b"1\r\n%s\r\n" % bytes([byte]))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            return
         if route == "/echo-chunked":
             # The credential split over chunk boundaries, one byte a chunk.
             self.send_response(200)

@@ -1075,12 +1075,16 @@ async fn handle(
         ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
         return error_response(StatusCode::BAD_GATEWAY, "compressedResponse", message);
     }
-    // Masking rules apply: every representation is masked or refused
-    // (issue 16). The first bytes are read before answering, so a body that
-    // cannot be masked is refused with a status, not cut off.
-    let mut first = Vec::new();
-    let stage = if mask_rules {
-        let (bytes, ended) = match peek(&mut body, up.timeout).await {
+    // The first bytes are read before answering when masking rules apply
+    // (issue 16: a body that cannot be masked is refused with a status, not
+    // cut off) and when credentials are scrubbed (compressed data under
+    // another label is refused with a status, however the upstream chunks
+    // its first bytes).
+    let (first, ended) = if mask_rules || up.secrets.is_some() {
+        let need = |got: &[u8]| {
+            (mask_rules && !sniffed(got)) || (up.secrets.is_some() && scrub::magic_undecided(got))
+        };
+        match peek(&mut body, up.timeout, need).await {
             Ok(p) => p,
             Err(why) => {
                 let message = format!("the upstream response broke off: {why}");
@@ -1088,9 +1092,24 @@ async fn handle(
                 ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
                 return error_response(StatusCode::BAD_GATEWAY, "upstreamUnavailable", message);
             }
-        };
-        let representation = representation(&parts.headers, &bytes, ended);
-        first = bytes;
+        }
+    } else {
+        (Vec::new(), false)
+    };
+    if up.secrets.is_some()
+        && let Some(kind) = scrub::compressed_magic(&first)
+    {
+        let message = format!(
+            "the upstream of Connection {} answered with {kind} data under another label; Sluice cannot scrub the injected credential from it, so it is not passed on",
+            ctx.name
+        );
+        result_event(ctx, session, &cmd, started, 0, Some(message.clone()));
+        ctx.http_metrics.request(label, StatusCode::BAD_GATEWAY);
+        return error_response(StatusCode::BAD_GATEWAY, "compressedResponse", message);
+    }
+    let stage = if mask_rules {
+        let bytes = &first;
+        let representation = representation(&parts.headers, bytes, ended);
         let why = match &representation {
             Representation::Empty => None,
             Representation::Json { .. } => None,
@@ -1150,7 +1169,6 @@ async fn handle(
         scrub: ScrubStream::new(),
         stage,
         first: (!first.is_empty()).then_some(first),
-        started: false,
         ended: false,
         finished: false,
         record: Some(ResultRecord {
@@ -1607,11 +1625,21 @@ fn is_textual(mime: &str) -> bool {
         )
 }
 
-/// Reads the first bytes of a body: until one that is not whitespace (after
-/// a byte-order mark), [`SNIFF_LIMIT`] bytes, or the end (`true`).
-async fn peek(body: &mut Incoming, timeout: Duration) -> Result<(Vec<u8>, bool), String> {
+/// Whether the first bytes of a body say enough to choose how to mask it:
+/// one that is not whitespace (after a byte-order mark), or [`SNIFF_LIMIT`].
+fn sniffed(got: &[u8]) -> bool {
+    got.len() >= SNIFF_LIMIT || got[bom_len(got)..].iter().any(|b| !b.is_ascii_whitespace())
+}
+
+/// Reads the first bytes of a body while `need` says more are needed, up to
+/// the end (`true`). Each frame must arrive within `timeout`.
+async fn peek(
+    body: &mut Incoming,
+    timeout: Duration,
+    need: impl Fn(&[u8]) -> bool,
+) -> Result<(Vec<u8>, bool), String> {
     let mut got = Vec::new();
-    loop {
+    while need(&got) {
         if body.is_end_stream() {
             return Ok((got, true));
         }
@@ -1627,13 +1655,8 @@ async fn peek(body: &mut Incoming, timeout: Duration) -> Result<(Vec<u8>, bool),
                 }
             }
         }
-        let content = got[bom_len(&got)..]
-            .iter()
-            .any(|b| !b.is_ascii_whitespace());
-        if content || got.len() >= SNIFF_LIMIT {
-            return Ok((got, false));
-        }
     }
+    Ok((got, body.is_end_stream()))
 }
 
 /// The response body: the upstream's, credentials scrubbed, masked when
@@ -1653,8 +1676,6 @@ struct ResponseBody {
     first: Option<Vec<u8>>,
     /// The end of the body went through the stages.
     ended: bool,
-    /// The first bytes went through (checked for compressed data).
-    started: bool,
     finished: bool,
     record: Option<ResultRecord>,
 }
@@ -1722,14 +1743,6 @@ impl ResponseBody {
             return Ok(Vec::new());
         }
         self.ended = end;
-        if !self.started && self.secrets.is_some() {
-            self.started = true;
-            if let Some(kind) = scrub::compressed_magic(data) {
-                return Err(format!(
-                    "the upstream's response body is {kind} data under another label; Sluice cannot scrub the injected credential from it, so the response was cut off"
-                ));
-            }
-        }
         let bytes = match &self.secrets {
             Some(s) => self.scrub.feed(s, data, end),
             None => data.to_vec(),

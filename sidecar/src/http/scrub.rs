@@ -141,22 +141,73 @@ pub fn is_compressed_type(mime: &str) -> bool {
     )
 }
 
+/// The magic bytes of compression formats (`None`: any byte).
+const MAGIC: &[(&[Option<u8>], &str)] = &[
+    (&[Some(0x1F), Some(0x8B)], "gzip"),
+    (&[Some(b'P'), Some(b'K'), Some(3), Some(4)], "zip"),
+    (&[Some(0x28), Some(0xB5), Some(0x2F), Some(0xFD)], "zstd"),
+    (
+        &[
+            Some(0xFD),
+            Some(b'7'),
+            Some(b'z'),
+            Some(b'X'),
+            Some(b'Z'),
+            Some(0),
+        ],
+        "xz",
+    ),
+    (
+        &[
+            Some(b'7'),
+            Some(b'z'),
+            Some(0xBC),
+            Some(0xAF),
+            Some(0x27),
+            Some(0x1C),
+        ],
+        "7z",
+    ),
+    (
+        &[
+            Some(b'B'),
+            Some(b'Z'),
+            Some(b'h'),
+            None,
+            Some(b'1'),
+            Some(b'A'),
+            Some(b'Y'),
+            Some(b'&'),
+            Some(b'S'),
+            Some(b'Y'),
+        ],
+        "bzip2",
+    ),
+];
+
+/// Whether `bytes` agrees with `magic` as far as both go.
+fn agrees(bytes: &[u8], magic: &[Option<u8>]) -> bool {
+    bytes
+        .iter()
+        .zip(magic)
+        .all(|(b, m)| m.is_none_or(|m| m == *b))
+}
+
 /// The compression format a body starts with, by its magic bytes.
 pub fn compressed_magic(first: &[u8]) -> Option<&'static str> {
-    const MAGIC: &[(&[u8], &str)] = &[
-        (&[0x1F, 0x8B], "gzip"),
-        (b"PK\x03\x04", "zip"),
-        (&[0x28, 0xB5, 0x2F, 0xFD], "zstd"),
-        (&[0xFD, b'7', b'z', b'X', b'Z', 0x00], "xz"),
-        (&[b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C], "7z"),
-    ];
-    if first.len() >= 10 && first.starts_with(b"BZh") && first[4..10] == *b"1AY&SY" {
-        return Some("bzip2");
-    }
     MAGIC
         .iter()
-        .find(|(m, _)| first.starts_with(m))
+        .find(|(m, _)| first.len() >= m.len() && agrees(first, m))
         .map(|(_, kind)| *kind)
+}
+
+/// Whether the first bytes of a body may still turn out to start a
+/// compression format: more must be read before [`compressed_magic`] can
+/// answer (an upstream may send its body a byte a chunk).
+pub fn magic_undecided(first: &[u8]) -> bool {
+    MAGIC
+        .iter()
+        .any(|(m, _)| first.len() < m.len() && agrees(first, m))
 }
 
 /// A body stream being scrubbed.
@@ -287,6 +338,26 @@ mod tests {
         assert!(want.ends_with(b" abc"), "short values are left alone");
         for chunk in [1, 2, 5, 13] {
             assert_eq!(run(&s, body, chunk), want, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn magic_is_decided_however_the_bytes_arrive() {
+        let gzip = [0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 3];
+        let bzip2 = b"BZh91AY&SY rest";
+        for (body, kind) in [(&gzip[..], "gzip"), (&bzip2[..], "bzip2")] {
+            for n in 0..body.len() {
+                let prefix = &body[..n];
+                if compressed_magic(prefix).is_none() {
+                    assert!(magic_undecided(prefix), "{kind} at {n} bytes");
+                }
+            }
+            assert_eq!(compressed_magic(body), Some(kind));
+        }
+        // Ordinary bodies are decided at their first byte.
+        for body in [&b"{"[..], b"token: ", b"<html>", b"Bx"] {
+            assert!(!magic_undecided(body), "{body:?}");
+            assert_eq!(compressed_magic(body), None);
         }
     }
 
