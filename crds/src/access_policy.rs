@@ -218,7 +218,17 @@ pub struct RuleMatch {
     /// any matching function is called anywhere in the statement.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub functions: Vec<String>,
-    /// SQL: when true, matches only UPDATE and DELETE statements with no WHERE clause.
+    /// SQL: when true, matches UPDATE and DELETE statements (also nested, and
+    /// inside SQL-text functions and a plain EXPLAIN) whose WHERE clause does
+    /// not certainly restrict the target's rows: none at all, a constant
+    /// (`WHERE true`, `1 = 1`, `$1 = $1`), a subquery (`(SELECT true)`,
+    /// `EXISTS (SELECT 1)`), a self-comparison (`id = id`), an OR with
+    /// anything that does not restrict, a negation, LIKE, or a comparison with
+    /// an unqualified name inside a subquery; and MERGE with `WHEN MATCHED THEN
+    /// UPDATE/DELETE` under an ON (and clause condition) that does not
+    /// restrict, or any `WHEN NOT MATCHED BY SOURCE THEN UPDATE/DELETE`.
+    /// Syntax cannot see value-level tautologies (`id > -1`): pair it with
+    /// `limits.maxRowsAffected`, which counts the rows the server changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub without_where: Option<bool>,
     /// SQL: a regular expression matched against the statement text (escape hatch).
@@ -534,6 +544,23 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub statements_per_second: Option<u32>,
+    /// Most rows one write statement may change, as the server counts them
+    /// (the command tag of INSERT, UPDATE, DELETE, MERGE, COPY FROM and of
+    /// SQL `EXECUTE` of a prepared write). The sidecar runs such a statement
+    /// inside a transaction (autocommit) or savepoint (inside the client's
+    /// transaction) it controls, holds its answer (RETURNING rows included),
+    /// and rolls it back with an error (SQLSTATE 54000) when the count is
+    /// over the limit. Cost: one more round trip to the server per write,
+    /// and writes are no longer pipelined with what follows them. Under this
+    /// limit a write must not share its query string (or extended-protocol
+    /// group) with transaction control, a COPY FROM must come alone, a
+    /// data-modifying `WITH` is refused (the server does not report how many
+    /// rows it changed), and writes done inside functions, procedures,
+    /// triggers and DO blocks are not counted (use `readOnly` to stop those).
+    /// PostgreSQL only. Most restrictive wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub max_rows_affected: Option<u64>,
 }
 
 /// What happens to a result past `maxRows`.

@@ -817,6 +817,8 @@ pub struct EffectiveLimits {
     pub on_max_rows: MaxRowsAction,
     /// Most statements per second.
     pub statements_per_second: Option<u32>,
+    /// Most rows one write statement may change (`maxRowsAffected`).
+    pub max_rows_affected: Option<u64>,
 }
 
 // === impl PolicySet ===
@@ -938,6 +940,7 @@ impl PolicySet {
                     l.on_max_rows
                 },
                 statements_per_second: min_opt(acc.statements_per_second, l.statements_per_second),
+                max_rows_affected: min_opt(acc.max_rows_affected, l.max_rows_affected),
             },
         );
         PolicySet {
@@ -1234,6 +1237,16 @@ impl PolicySet {
     /// The limits in force.
     pub fn limits(&self) -> EffectiveLimits {
         self.limits
+    }
+
+    /// The name of the applicable policy whose `maxRowsAffected` is in force
+    /// (the smallest; the first such policy on a tie).
+    pub fn max_rows_affected_policy(&self) -> Option<&str> {
+        let limit = self.limits.max_rows_affected?;
+        self.policies
+            .iter()
+            .find(|p| p.limits.as_ref().and_then(|l| l.max_rows_affected) == Some(limit))
+            .map(|p| p.name.as_str())
     }
 
     /// The name of an applicable policy in `enforce` mode that makes the
@@ -1631,6 +1644,22 @@ spec:
         assert_eq!(l.max_rows, Some(10));
         assert_eq!(l.statements_per_second, Some(50));
         assert_eq!(l.on_max_rows, MaxRowsAction::Refuse);
+    }
+
+    #[test]
+    fn max_rows_affected_takes_the_smallest_and_names_its_policy() {
+        let a = policy(&with("  limits: {maxRowsAffected: 100}\n"));
+        let b = policy(
+            &with("  limits: {maxRowsAffected: 5, maxRows: 10}\n").replace("name: p,", "name: b,"),
+        );
+        let c = policy(&with("  limits: {maxRows: 1}\n").replace("name: p,", "name: c,"));
+        let s = set(&[a.clone(), b, c.clone()]);
+        assert_eq!(s.limits().max_rows_affected, Some(5));
+        assert_eq!(s.max_rows_affected_policy(), Some("b"));
+        let s = set(&[c.clone(), a]);
+        assert_eq!(s.limits().max_rows_affected, Some(100));
+        assert_eq!(s.max_rows_affected_policy(), Some("p"));
+        assert_eq!(set(&[c]).max_rows_affected_policy(), None);
     }
 
     #[test]

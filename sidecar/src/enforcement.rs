@@ -561,6 +561,12 @@ impl Decided {
         self.sql.statements.is_empty()
     }
 
+    /// Whether Sluice could not parse the text (the policy's `onParseError`
+    /// decided it).
+    pub fn unparsed(&self) -> bool {
+        self.sql.parse_error.is_some()
+    }
+
     /// The `index`-th statement.
     pub fn statement(&self, index: usize) -> Option<&Statement> {
         self.sql.statements.get(index).map(|(s, _)| s)
@@ -778,7 +784,7 @@ fn refused_statement(sql: &SqlDecision) -> (usize, String) {
 // === impl Masking ===
 
 /// Limits that act on results.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ResultLimits {
     /// Most rows one result may return.
     pub max_rows: Option<u64>,
@@ -786,6 +792,9 @@ pub struct ResultLimits {
     pub refuse_past_max: bool,
     /// Most statements per second.
     pub statements_per_second: Option<u32>,
+    /// Most rows one write may change (`maxRowsAffected`), and the policy
+    /// that sets it.
+    pub max_rows_affected: Option<(u64, Arc<str>)>,
 }
 
 /// A session's masking: builds masks for results and applies maskers.
@@ -824,6 +833,9 @@ impl Masking {
                 max_rows: limits.max_rows,
                 refuse_past_max: limits.on_max_rows == MaxRowsAction::Refuse,
                 statements_per_second: limits.statements_per_second,
+                max_rows_affected: limits
+                    .max_rows_affected
+                    .map(|n| (n, Arc::from(set.max_rows_affected_policy().unwrap_or("-")))),
             },
             set,
         }
@@ -840,8 +852,8 @@ impl Masking {
     }
 
     /// The result limits.
-    pub fn limits(&self) -> ResultLimits {
-        self.limits
+    pub fn limits(&self) -> &ResultLimits {
+        &self.limits
     }
 
     /// The policy that makes the session read-only (`spec.readOnly`), if any.

@@ -31,6 +31,21 @@ const POLICY: &str = r#"  defaultAction: allow
 "#;
 
 async fn setup(test: &str) -> (Sidecar, tokio_postgres::Client) {
+    setup_with(test, POLICY).await
+}
+
+/// [`POLICY`] with `maxRowsAffected: 1`; the table `items` has 3 rows.
+async fn setup_limited(test: &str) -> (Sidecar, tokio_postgres::Client) {
+    let limited = format!("{POLICY}  limits: {{maxRowsAffected: 1}}\n");
+    let (sidecar, admin) = setup_with(test, &limited).await;
+    admin
+        .batch_execute("CREATE TABLE items (id int primary key, v int); INSERT INTO items VALUES (1, 0), (2, 0), (3, 0);")
+        .await
+        .unwrap();
+    (sidecar, admin)
+}
+
+async fn setup_with(test: &str, policy_lines: &str) -> (Sidecar, tokio_postgres::Client) {
     let pg = server();
     let db = db_name(test);
     pg.create_database(&db).await;
@@ -43,7 +58,7 @@ async fn setup(test: &str) -> (Sidecar, tokio_postgres::Client) {
         .await
         .unwrap();
     let sidecar = Sidecar::start(
-        &manifests(pg, &db, ADMIN, "disable", &policy(POLICY)),
+        &manifests(pg, &db, ADMIN, "disable", &policy(policy_lines)),
         "shop/report-job",
     );
     (sidecar, admin)
@@ -156,6 +171,20 @@ enum Unit {
     Group(Vec<Extended>),
     /// A Sync with nothing before it.
     BareSync,
+    /// Under `maxRowsAffected: 1` (see [`setup_limited`]): a simple-query
+    /// write of `items` returning `n`, over the limit (all 3 rows) or not.
+    Write {
+        over: bool,
+        n: u32,
+    },
+    /// The same writes as one extended-protocol group, then Sync: one write
+    /// over the limit rolls back the whole group, and only its error comes.
+    WriteGroup(Vec<(bool, u32)>),
+}
+
+fn write_sql(over: bool, n: u32) -> String {
+    let filter = if over { "id > 0" } else { "id = 1" };
+    format!("UPDATE items SET v = v + 1 WHERE {filter} RETURNING {n} AS n")
 }
 
 fn masked_sql(n: u32, lower: bool) -> String {
@@ -222,6 +251,44 @@ fn build(units: &[Unit]) -> (Vec<(u8, Vec<u8>)>, Vec<Answer>) {
             }
             Unit::BareSync => {
                 out.push(sync());
+                expect.push(Tag(b'Z'));
+            }
+            Unit::Write { over, n } => {
+                out.push(query(&write_sql(*over, *n)));
+                if *over {
+                    expect.push(Error("54000"));
+                } else {
+                    expect.extend([
+                        Tag(b'T'),
+                        Row {
+                            marker: n.to_string(),
+                            masked: false,
+                        },
+                        Tag(b'C'),
+                    ]);
+                }
+                expect.push(Tag(b'Z'));
+            }
+            Unit::WriteGroup(writes) => {
+                for (over, n) in writes {
+                    out.extend([parse(&write_sql(*over, *n)), bind(), execute()]);
+                }
+                out.push(sync());
+                if writes.iter().any(|(over, _)| *over) {
+                    expect.push(Error("54000"));
+                } else {
+                    for (_, n) in writes {
+                        expect.extend([
+                            Tag(b'1'),
+                            Tag(b'2'),
+                            Row {
+                                marker: n.to_string(),
+                                masked: false,
+                            },
+                            Tag(b'C'),
+                        ]);
+                    }
+                }
                 expect.push(Tag(b'Z'));
             }
             Unit::Group(items) => {
@@ -488,6 +555,44 @@ fn arbitrary_pipelines_answer_every_statement_in_place() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1, "the denied DROPs never ran");
+}
+
+fn limited_unit_strategy() -> impl Strategy<Value = Unit> {
+    prop_oneof![
+        6 => unit_strategy(),
+        2 => (any::<bool>(), 1u32..1000).prop_map(|(over, n)| Unit::Write { over, n }),
+        1 => prop::collection::vec((prop::bool::weighted(0.3), 1u32..1000), 1..4)
+            .prop_map(Unit::WriteGroup),
+    ]
+}
+
+/// The same pipelines with `maxRowsAffected` writes among them: held
+/// answers, the sidecar's own BEGIN/COMMIT/ROLLBACK and its refusals never
+/// move an answer off its statement, and no refused write stays.
+#[test]
+fn arbitrary_pipelines_with_counted_writes_answer_every_statement_in_place() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (sidecar, admin) = rt.block_on(setup_limited("pipe_props_writes"));
+    let port = sidecar.port;
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(
+            &prop::collection::vec(limited_unit_strategy(), 1..12),
+            |units| run_pipeline(port, &units).map_err(TestCaseError::fail),
+        )
+        .unwrap();
+    let row = rt
+        .block_on(admin.query_one(
+            "SELECT count(*), count(*) FILTER (WHERE v > 0 AND id <> 1) FROM items",
+            &[],
+        ))
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3);
+    assert_eq!(row.get::<_, i64>(1), 0, "a write over the limit stayed");
 }
 
 /// An Execute of a portal the sidecar did not bind (a cursor declared in

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod framing;
 pub mod masking;
 pub mod messages;
+mod rows_affected;
 pub mod session;
 pub mod settings;
 pub mod tls;

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +37,7 @@ use super::messages::{
     backend, bind, command_complete, copy, describe, execute, frontend, parse, query,
     ready_for_query, row_description, startup,
 };
+use super::rows_affected::{self, Count, Limit, Outcome};
 use super::settings::{self, Effect, ServerSettings};
 use super::upstream::{self, ReadHalf, UpstreamConfig, WriteHalf};
 use crate::approval::{ApprovalOutcome, Approvals};
@@ -74,9 +75,43 @@ struct Answered {
     settled: AtomicU64,
     notify: tokio::sync::Notify,
     settings: std::sync::Mutex<ServerSettings>,
+    /// Transaction status of the server's last ReadyForQuery.
+    status: AtomicU8,
+    /// A write's answer held for `maxRowsAffected`, once it is complete.
+    held: std::sync::Mutex<Option<Held>>,
+    /// The error the server answered the sidecar's own COMMIT, RELEASE or
+    /// ROLLBACK with (scrubbed like any error).
+    internal_error: std::sync::Mutex<Option<Bytes>>,
+}
+
+/// A write's complete answer, held until its row counts are checked
+/// against `maxRowsAffected` (see [`rows_affected`]).
+#[derive(Default)]
+struct Held {
+    /// What the client gets if the write stands, without the final
+    /// ReadyForQuery (masked and scrubbed already).
+    bytes: Bytes,
+    /// Each statement's (or Execute's) outcome, in order.
+    outcomes: Vec<Outcome>,
+    /// The server answered an error: it did not commit anything of it.
+    error: bool,
+    /// The answer was larger than [`MAX_HELD_BYTES`] and was dropped.
+    overflow: bool,
 }
 
 impl Answered {
+    fn status(&self) -> u8 {
+        self.status.load(Ordering::Acquire)
+    }
+
+    fn take_held(&self) -> Option<Held> {
+        self.held.lock().ok().and_then(|mut h| h.take())
+    }
+
+    fn take_internal_error(&self) -> Option<Bytes> {
+        self.internal_error.lock().ok().and_then(|mut e| e.take())
+    }
+
     fn settings(&self) -> ServerSettings {
         match self.settings.lock() {
             Ok(s) => s.clone(),
@@ -105,6 +140,11 @@ pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
 /// settled) before the sidecar stops reading the client: a client that does
 /// not read its answers is not read either, so refusals cannot pile up.
 const MAX_OUTSTANDING: u64 = 1024;
+
+/// Most bytes of a write's answer (its RETURNING rows) the sidecar holds
+/// while it waits for the row count `maxRowsAffected` checks; past it the
+/// write is rolled back.
+pub const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many result shapes a session keeps masks for.
 const MASK_CACHE_ENTRIES: usize = 64;
@@ -166,7 +206,17 @@ pub enum SessionError {
     /// rather than run another statement.
     #[error("{0}")]
     ReadOnly(String),
+    /// The sidecar is shutting down (SIGTERM, SIGINT): the session ended
+    /// once everything it had sent was answered.
+    #[error(
+        "the sidecar shut down (SIGTERM or SIGINT): Sluice is shutting down and ended the session once its statements were answered; reconnect"
+    )]
+    ShuttingDown,
 }
+
+/// SQLSTATE of a session ended by the sidecar's shutdown: admin_shutdown,
+/// as PostgreSQL ends its sessions on a fast shutdown.
+const ADMIN_SHUTDOWN: &str = "57P01";
 
 async fn fatal<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -377,6 +427,9 @@ where
     // What the server reported at startup: `ALTER ROLE/DATABASE … SET` and
     // the startup packet's client_encoding are in force from the start.
     let answered = Arc::new(Answered::default());
+    answered
+        .status
+        .store(ready_for_query::IDLE, Ordering::Release);
     if let Ok(mut settings) = answered.settings.lock() {
         for m in &up.startup_messages {
             if m.tag == backend::PARAMETER_STATUS
@@ -413,6 +466,9 @@ where
         barrier: false,
         read_only: read_only.clone(),
         read_only_lapse: None,
+        guard: None,
+        guard_name: rows_affected::reserved_name(),
+        shutdown: ctx.audit.shutdown_signal(),
     };
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
@@ -442,6 +498,7 @@ where
         ran_overflow: false,
         uncertain_cache: HashMap::new(),
         read_only,
+        hold: None,
     };
     let outcome = tokio::select! {
         r = client_loop.run(client) => r,
@@ -477,6 +534,17 @@ where
         Err(e @ SessionError::ReadOnly(_)) => {
             tracing::warn!(connection = %ctx.name, error = %e, "session closed");
             let _ = fatal(writer, READ_ONLY_SQL_TRANSACTION, &e.to_string(), None).await;
+        }
+        Err(SessionError::ShuttingDown) => {
+            let _ = fatal(
+                writer,
+                ADMIN_SHUTDOWN,
+                "Sluice is shutting down: the session is closed (its statements were answered)",
+                Some(
+                    "reconnect: the restarted sidecar (or another replica) serves the new session",
+                ),
+            )
+            .await;
         }
         Err(SessionError::UpstreamClosed) => {
             let message = format!(
@@ -558,6 +626,19 @@ enum Expect {
     },
     /// The client ended a COPY FROM STDIN (CopyDone or CopyFail forwarded).
     CopyEnd,
+    /// `maxRowsAffected`: the answers from here to the next ReadyForQuery
+    /// are held until the write's row counts are checked (see
+    /// [`rows_affected`]). The first `swallow` CommandCompletes answer the
+    /// sidecar's own `BEGIN;`/`SAVEPOINT …;` put in front of the client's
+    /// query string, and error positions are moved back by its `shift` characters.
+    HoldStart { swallow: u32, shift: u32 },
+    /// One answer to the sidecar's own extended-protocol BEGIN or
+    /// SAVEPOINT in front of a group (never forwarded; an error is, and the
+    /// server then skips the group).
+    Prefix,
+    /// The answers to the sidecar's own COMMIT, RELEASE or ROLLBACK (a
+    /// simple query), up to its ReadyForQuery: never forwarded.
+    Internal,
 }
 
 /// A decided statement within a (possibly multi-statement) string.
@@ -678,6 +759,31 @@ struct ClientLoop {
     /// `spec.readOnly` came into force after the session started: it is
     /// closed before its next statement runs.
     read_only_lapse: Option<String>,
+    /// A write sent under `maxRowsAffected` whose answer is held: decided
+    /// (committed or rolled back) before the client's next message is read.
+    guard: Option<Guard>,
+    /// The session's savepoint and prepared-statement name for
+    /// `maxRowsAffected` (random, so no client statement can name it).
+    guard_name: String,
+    /// Turns true when the sidecar shuts down: the session ends once what
+    /// it sent is answered (at once when idle), with FATAL 57P01.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A write running under `maxRowsAffected` (see [`rows_affected`]).
+struct Guard {
+    /// How each statement (or Execute) is counted.
+    counts: Vec<Count>,
+    /// Their decisions, for the audit record of a refusal.
+    decided: Vec<Arc<Decided>>,
+    protocol: &'static str,
+    /// Inside the client's transaction: a savepoint (else a transaction of
+    /// the sidecar's own).
+    savepoint: bool,
+    /// A COPY FROM STDIN: the client's data is passed on while the answer is awaited.
+    copy_in: bool,
+    rows: u64,
+    policy: Arc<str>,
 }
 
 impl ClientLoop {
@@ -686,6 +792,9 @@ impl ClientLoop {
         client: &mut FrameReader<R>,
     ) -> Result<(), SessionError> {
         loop {
+            if let Some(guard) = self.guard.take() {
+                self.finish_guard(guard, client).await?;
+            }
             self.read_only_in_force()?;
             if self.barrier {
                 self.wait_answered(0).await;
@@ -693,7 +802,25 @@ impl ClientLoop {
             }
             // A client that does not read its answers is not read either.
             self.wait_answered(MAX_OUTSTANDING).await;
-            let Some(frame) = client.next().await? else {
+            let mut shutdown = self.shutdown.clone();
+            let next = tokio::select! {
+                // What the client already sent is taken first (and refused:
+                // the audit log takes no new statement while shutting down).
+                biased;
+                next = client.next() => Some(next?),
+                () = async {
+                    if shutdown.wait_for(|down| *down).await.is_err() {
+                        // No audit log any more: nothing to wait for.
+                        std::future::pending::<()>().await;
+                    }
+                } => None,
+            };
+            let Some(next) = next else {
+                // Shutting down: a statement in flight finishes first.
+                self.wait_answered(0).await;
+                return Err(SessionError::ShuttingDown);
+            };
+            let Some(frame) = next else {
                 return Ok(());
             };
             self.ctx.metrics.bytes_from_client(frame.raw.len());
@@ -967,6 +1094,13 @@ impl ClientLoop {
         } else {
             Vec::new()
         };
+        let mut writes = None;
+        if refusal.is_none() {
+            match self.simple_writes(&decided) {
+                Ok(w) => writes = w,
+                Err(r) => refusal = Some(r),
+            }
+        }
         // Write-ahead: the decision is on record before anything runs (an
         // allowed statement's record may share one write with other
         // sessions' records: see AuditLog::durable).
@@ -993,13 +1127,92 @@ impl ClientLoop {
             self.refuse(&refusal);
             return Ok(());
         }
-        self.send(Expect::Simple(Box::new(SimpleCtx {
-            decided,
+        self.forward_simple(&frame, decided, copy_masks, writes)
+            .await?;
+        self.barrier |= effect != Effect::None;
+        Ok(())
+    }
+
+    /// `maxRowsAffected` for a simple query string: how its statements are
+    /// counted (`None`: no limit, or nothing of it writes), or its refusal.
+    fn simple_writes(&self, decided: &Arc<Decided>) -> Result<Option<Vec<Count>>, Refusal> {
+        let Some((rows, policy)) = &self.masking.limits().max_rows_affected else {
+            return Ok(None);
+        };
+        let statements: Vec<Option<(&Decided, usize)>> = if decided.is_empty() {
+            vec![Some((&**decided, 0))]
+        } else {
+            (0..decided.len()).map(|i| Some((&**decided, i))).collect()
+        };
+        rows_affected::plan(
+            &statements,
+            false,
+            &Limit {
+                rows: *rows,
+                policy,
+            },
+        )
+    }
+
+    /// Sends a decided simple query upstream. A write under
+    /// `maxRowsAffected` goes inside a transaction (autocommit) or a
+    /// savepoint (inside the client's transaction) of the sidecar's own,
+    /// put in front of it in the same query string so that nothing of it
+    /// runs if that fails; its answer is held until
+    /// [`ClientLoop::finish_guard`] decides.
+    async fn forward_simple(
+        &mut self,
+        frame: &Frame,
+        decided: Arc<Decided>,
+        copy_masks: Vec<Option<Arc<CopyMask>>>,
+        writes: Option<Vec<Count>>,
+    ) -> Result<(), SessionError> {
+        let simple = Expect::Simple(Box::new(SimpleCtx {
+            decided: decided.clone(),
             started: Instant::now(),
             copy_masks,
-        })));
-        self.upstream.write_all(&frame.raw).await?;
-        self.barrier |= effect != Effect::None;
+        }));
+        let Some(counts) = writes else {
+            self.send(simple);
+            self.upstream.write_all(&frame.raw).await?;
+            return Ok(());
+        };
+        let Some((rows, policy)) = self.masking.limits().max_rows_affected.clone() else {
+            return Err(SessionError::Desync(
+                "maxRowsAffected changed while a write was decided".into(),
+            ));
+        };
+        // The transaction status decides between BEGIN and SAVEPOINT: what
+        // was sent before is answered first.
+        self.wait_answered(0).await;
+        let savepoint = self.answered.status() != ready_for_query::IDLE;
+        let prefix = if savepoint {
+            format!("SAVEPOINT {};", self.guard_name)
+        } else {
+            "BEGIN;".to_string()
+        };
+        let sql = query::decode(frame.body())?;
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(&format!("{prefix}{sql}"), &mut out)?;
+        self.send(Expect::HoldStart {
+            swallow: 1,
+            shift: prefix.len() as u32,
+        });
+        self.send(simple);
+        self.upstream.write_all(&out).await?;
+        let copy_in = decided
+            .statement(0)
+            .is_some_and(|s| s.kind == sluice_crds::StatementKind::Copy)
+            && counts.first() == Some(&Count::Strict);
+        self.guard = Some(Guard {
+            decided: vec![decided; counts.len()],
+            counts,
+            protocol: "simple",
+            savepoint,
+            copy_in,
+            rows,
+            policy,
+        });
         Ok(())
     }
 
@@ -1094,13 +1307,20 @@ impl ClientLoop {
                 return Ok(());
             }
         };
+        let writes = match self.simple_writes(&decided) {
+            Ok(w) => w,
+            Err(r) => {
+                let _ = self
+                    .ctx
+                    .audit
+                    .statement(&self.session, &decided, "simple", Some(&r));
+                self.refuse(&r);
+                return Ok(());
+            }
+        };
         let effect = statement_effect(&decided, sql);
-        self.send(Expect::Simple(Box::new(SimpleCtx {
-            decided,
-            started: Instant::now(),
-            copy_masks,
-        })));
-        self.upstream.write_all(&frame.raw).await?;
+        self.forward_simple(&frame, decided, copy_masks, writes)
+            .await?;
         self.barrier |= effect != Effect::None;
         Ok(())
     }
@@ -1508,6 +1728,24 @@ impl ClientLoop {
                 }
             }
         }
+        // maxRowsAffected: how the group's Executes are counted, decided
+        // before anything of it is on record as run.
+        let mut writes = None;
+        if refusal.is_none() {
+            match self.group_writes(&pending, &decisions, sync) {
+                Ok(w) => writes = w,
+                Err((r, decided)) => {
+                    if let Some(decided) = decided {
+                        let _ =
+                            self.ctx
+                                .audit
+                                .statement(&self.session, &decided, "extended", Some(&r));
+                        self.ctx.metrics.statement(&decided, true);
+                    }
+                    refusal = Some(r);
+                }
+            }
+        }
         if refusal.is_none() {
             // Pass 2: each Execute runs a statement: rate limit, COPY plan and
             // the write-ahead audit record, before anything is forwarded.
@@ -1626,7 +1864,11 @@ impl ClientLoop {
         }
 
         // Forward, queueing what each message will be answered with.
-        self.out.clear();
+        if let Some(guard) = writes {
+            self.guard_prefix(guard).await?;
+        } else {
+            self.out.clear();
+        }
         // Masking needs each result's columns; the client may never ask for
         // them, so the sidecar describes every statement it forwards, once,
         // and gives each portal its statement's mask in the Bind's formats.
@@ -1779,6 +2021,261 @@ impl ClientLoop {
         Ok(())
     }
 
+    /// `maxRowsAffected` for an extended-protocol group: how its Executes
+    /// are counted (`None`: no limit, or nothing of it writes), or its
+    /// refusal with the decision to put it on record under.
+    #[allow(clippy::type_complexity)]
+    fn group_writes(
+        &self,
+        pending: &[Frame],
+        decisions: &[Option<StatementRef>],
+        sync: bool,
+    ) -> Result<Option<Guard>, (Refusal, Option<Arc<Decided>>)> {
+        let Some((rows, policy)) = self.masking.limits().max_rows_affected.clone() else {
+            return Ok(None);
+        };
+        let executed: Vec<&Option<StatementRef>> = pending
+            .iter()
+            .zip(decisions)
+            .filter(|(f, _)| f.tag == frontend::EXECUTE)
+            .map(|(_, d)| d)
+            .collect();
+        let first = executed
+            .iter()
+            .find_map(|d| d.as_ref().map(|s| s.decided.clone()));
+        let statements: Vec<Option<(&Decided, usize)>> = executed
+            .iter()
+            .map(|d| d.as_ref().map(|s| (&*s.decided, s.index)))
+            .collect();
+        let limit = Limit {
+            rows,
+            policy: &policy,
+        };
+        let Some(counts) =
+            rows_affected::plan(&statements, true, &limit).map_err(|r| (r, first.clone()))?
+        else {
+            return Ok(None);
+        };
+        if !sync {
+            let refusal = Refusal {
+                code: error_response::FEATURE_NOT_SUPPORTED,
+                ..Refusal::plain(&format!(
+                    "statement refused by Sluice: AccessPolicy {policy:?} limits writes to {rows} rows each (maxRowsAffected), and a write is counted only in an extended-protocol group that ends with Sync (this one ended with Flush); nothing ran"
+                ))
+            };
+            return Err((refusal, first));
+        }
+        Ok(Some(Guard {
+            decided: executed
+                .iter()
+                .map(|d| {
+                    d.as_ref()
+                        .map_or_else(|| first.clone(), |s| Some(s.decided.clone()))
+                })
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default(),
+            counts,
+            protocol: "extended",
+            savepoint: false,
+            copy_in: false,
+            rows,
+            policy,
+        }))
+    }
+
+    /// Puts the sidecar's BEGIN (autocommit) or SAVEPOINT (inside the
+    /// client's transaction) in front of an extended-protocol group that
+    /// writes under `maxRowsAffected`, as messages of the same group: if it
+    /// fails, the server skips the group. The statement and portal carry the
+    /// session's reserved name, closed again at once.
+    async fn guard_prefix(&mut self, mut guard: Guard) -> Result<(), SessionError> {
+        use bytes::BufMut;
+        // The transaction status decides: what was sent before is answered first.
+        self.wait_answered(0).await;
+        guard.savepoint = self.answered.status() != ready_for_query::IDLE;
+        let name = self.guard_name.clone();
+        let sql = if guard.savepoint {
+            format!("SAVEPOINT {name}")
+        } else {
+            "BEGIN".to_string()
+        };
+        let out = &mut self.out;
+        out.clear();
+        postgres_protocol::message::frontend::close(b'S', &name, out)?;
+        postgres_protocol::message::frontend::parse(&name, &sql, std::iter::empty(), out)?;
+        let at = super::messages::begin(out, frontend::BIND);
+        super::messages::put_cstr(out, &name);
+        super::messages::put_cstr(out, &name);
+        out.put_i16(0); // parameter formats
+        out.put_i16(0); // parameters
+        out.put_i16(0); // result formats
+        super::messages::finish(out, at);
+        postgres_protocol::message::frontend::execute(&name, 0, out)?;
+        postgres_protocol::message::frontend::close(b'P', &name, out)?;
+        postgres_protocol::message::frontend::close(b'S', &name, out)?;
+        self.send(Expect::HoldStart {
+            swallow: 0,
+            shift: 0,
+        });
+        for _ in 0..6 {
+            self.send(Expect::Prefix);
+        }
+        self.guard = Some(guard);
+        Ok(())
+    }
+
+    /// Decides a write held under `maxRowsAffected` once its whole answer is
+    /// in: commits it (RELEASE inside the client's transaction) and lets
+    /// the answer through, or rolls it back (to the savepoint inside the
+    /// client's transaction, whose earlier work stands) and answers an
+    /// error naming the limit, the policy and the counts. One more round
+    /// trip to the server per write.
+    async fn finish_guard<R: AsyncRead + Unpin>(
+        &mut self,
+        guard: Guard,
+        client: &mut FrameReader<R>,
+    ) -> Result<(), SessionError> {
+        if guard.copy_in {
+            self.pump_copy(client).await?;
+        } else {
+            self.wait_answered(0).await;
+        }
+        let Some(held) = self.answered.take_held() else {
+            return Err(SessionError::Desync(
+                "the answer of a write held for maxRowsAffected did not come".into(),
+            ));
+        };
+        let name = &self.guard_name;
+        if held.error {
+            // The server failed it: nothing of it is committed. Inside the
+            // client's transaction, that transaction is failed, as it would
+            // be without Sluice; in autocommit the sidecar's is rolled back.
+            if !guard.savepoint {
+                self.internal("ROLLBACK").await?;
+            }
+            self.release(held.bytes);
+            return Ok(());
+        }
+        let limit = Limit {
+            rows: guard.rows,
+            policy: &guard.policy,
+        };
+        let refused = if held.overflow {
+            Some((
+                0,
+                Refusal {
+                    code: error_response::PROGRAM_LIMIT_EXCEEDED,
+                    hint: Some(
+                        "return fewer rows (RETURNING fewer columns, or smaller batches)".into(),
+                    ),
+                    ..Refusal::plain(&format!(
+                        "write refused by Sluice: AccessPolicy {:?} limits writes to {} rows each (maxRowsAffected), and the write's answer was larger than the {} MiB Sluice holds until the server reports its count; it was rolled back",
+                        guard.policy,
+                        guard.rows,
+                        MAX_HELD_BYTES / (1024 * 1024)
+                    ))
+                },
+            ))
+        } else {
+            rows_affected::verdict(&guard.counts, &held.outcomes, &limit)
+        };
+        match refused {
+            Some((i, refusal)) => {
+                let undo = if guard.savepoint {
+                    format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+                } else {
+                    "ROLLBACK".to_string()
+                };
+                self.internal(&undo).await?;
+                if self.answered.take_internal_error().is_some() {
+                    return Err(SessionError::Desync(
+                        "the server refused to roll back a write over maxRowsAffected".into(),
+                    ));
+                }
+                if let Some(decided) = guard.decided.get(i).or(guard.decided.first()) {
+                    let _ = self.ctx.audit.statement(
+                        &self.session,
+                        decided,
+                        guard.protocol,
+                        Some(&refusal),
+                    );
+                }
+                self.queue_refusal(&refusal, true, false);
+            }
+            None => {
+                let done = if guard.savepoint {
+                    format!("RELEASE SAVEPOINT {name}")
+                } else {
+                    "COMMIT".to_string()
+                };
+                self.internal(&done).await?;
+                // A COMMIT can fail (a deferred constraint): then that error
+                // is the answer, and nothing of the write stands.
+                match self.answered.take_internal_error() {
+                    Some(error) => self.release(error),
+                    None => self.release(held.bytes),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the sidecar's own simple query and waits for its answer
+    /// (swallowed; an error is kept in [`Answered::internal_error`]).
+    async fn internal(&mut self, sql: &str) -> Result<(), SessionError> {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out)?;
+        self.send(Expect::Internal);
+        self.upstream.write_all(&out).await?;
+        self.wait_answered(0).await;
+        Ok(())
+    }
+
+    /// Lets a held answer through, with the ReadyForQuery of the server's
+    /// transaction status now.
+    fn release(&self, bytes: Bytes) {
+        self.send(Expect::Synthetic {
+            bytes,
+            rfq: true,
+            in_group: false,
+        });
+    }
+
+    /// A COPY FROM STDIN under `maxRowsAffected`: the client's data goes
+    /// upstream while its answer is awaited; nothing else is read from the
+    /// client until then.
+    async fn pump_copy<R: AsyncRead + Unpin>(
+        &mut self,
+        client: &mut FrameReader<R>,
+    ) -> Result<(), SessionError> {
+        let mut ended = false;
+        loop {
+            while !ended && let Some(frame) = client.try_next()? {
+                match frame.tag {
+                    frontend::COPY_DATA => self.upstream.write_all(&frame.raw).await?,
+                    frontend::COPY_DONE | frontend::COPY_FAIL => {
+                        self.send(Expect::CopyEnd);
+                        self.upstream.write_all(&frame.raw).await?;
+                        ended = true;
+                    }
+                    // Ignored by the server during COPY FROM STDIN.
+                    frontend::FLUSH | frontend::SYNC => {}
+                    tag => return Err(SessionError::UnexpectedMessage(tag as char)),
+                }
+            }
+            tokio::select! {
+                () = self.wait_answered(0) => return Ok(()),
+                more = client.fill(), if !ended => {
+                    if !more? {
+                        return Err(SessionError::Refused(
+                            "the client closed the session during a COPY FROM STDIN".into(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
     /// After a policy change, takes the decisions of the session's prepared
     /// statements and bound portals again, so the next Execute of a statement
     /// prepared under the old policies is decided by the new ones (a deny
@@ -1903,6 +2400,18 @@ struct ServerLoop<'w, W> {
     uncertain_cache: HashMap<(usize, usize), (Arc<Decided>, bool)>,
     /// The policy that made this session read-only (see [`ClientLoop`]).
     read_only: Option<Arc<str>>,
+    /// A write's answer being held for `maxRowsAffected` (see [`Expect::HoldStart`]).
+    hold: Option<Hold>,
+}
+
+/// The answer being held for `maxRowsAffected`: `out[start..]`.
+struct Hold {
+    start: usize,
+    outcomes: Vec<Outcome>,
+    error: bool,
+    overflow: bool,
+    swallow: u32,
+    shift: u32,
 }
 
 struct SimpleProgress {
@@ -1921,12 +2430,23 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             while let Some(frame) = self.upstream.try_next()? {
                 self.settle()?;
                 self.handle(frame).await?;
+                self.bound_hold();
             }
             self.settle()?;
-            if !self.out.is_empty() {
-                self.client.write_all(&self.out).await?;
-                self.ctx.metrics.bytes_to_client(self.out.len());
-                self.out.clear();
+            match self.hold.as_mut() {
+                None if !self.out.is_empty() => {
+                    self.client.write_all(&self.out).await?;
+                    self.ctx.metrics.bytes_to_client(self.out.len());
+                    self.out.clear();
+                }
+                // What came before the held answer goes out; the rest waits.
+                Some(hold) if hold.start > 0 => {
+                    let ready = self.out.split_to(hold.start);
+                    hold.start = 0;
+                    self.client.write_all(&ready).await?;
+                    self.ctx.metrics.bytes_to_client(ready.len());
+                }
+                _ => {}
             }
             // A client loop held at a barrier decides again.
             self.answered.notify.notify_waiters();
@@ -2051,6 +2571,16 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     }
                     continue;
                 }
+                Some(Expect::HoldStart { swallow, shift }) => {
+                    self.hold = Some(Hold {
+                        start: self.out.len(),
+                        outcomes: Vec::new(),
+                        error: false,
+                        overflow: false,
+                        swallow: *swallow,
+                        shift: *shift,
+                    });
+                }
                 Some(_) if self.skipping => {
                     // After an error in an extended-protocol group the server
                     // ignores every message until Sync (simple Queries too).
@@ -2074,9 +2604,14 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             Some(Expect::Execute(_)) => "the answer to an Execute",
             Some(Expect::CloseComplete) => "CloseComplete",
             Some(Expect::Sync) => "ReadyForQuery",
-            Some(Expect::Masking(_) | Expect::Synthetic { .. } | Expect::CopyEnd) => {
-                "a sidecar answer"
-            }
+            Some(
+                Expect::Masking(_)
+                | Expect::Synthetic { .. }
+                | Expect::CopyEnd
+                | Expect::HoldStart { .. }
+                | Expect::Prefix
+                | Expect::Internal,
+            ) => "a sidecar answer",
         };
         SessionError::Desync(format!(
             "the server sent a message of type {:?} while Sluice expected {expected}",
@@ -2150,13 +2685,30 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             Some(Expect::Sync) => matches!(tag, READY_FOR_QUERY | ERROR_RESPONSE),
             // A FATAL error (terminated backend, shutdown) before the close.
             None => tag == ERROR_RESPONSE,
-            Some(Expect::Masking(_) | Expect::Synthetic { .. } | Expect::CopyEnd) => false,
+            Some(Expect::Prefix) => matches!(
+                tag,
+                PARSE_COMPLETE | BIND_COMPLETE | COMMAND_COMPLETE | CLOSE_COMPLETE | ERROR_RESPONSE
+            ),
+            Some(Expect::Internal) => matches!(
+                tag,
+                COMMAND_COMPLETE | EMPTY_QUERY_RESPONSE | ERROR_RESPONSE | READY_FOR_QUERY
+            ),
+            Some(
+                Expect::Masking(_)
+                | Expect::Synthetic { .. }
+                | Expect::CopyEnd
+                | Expect::HoldStart { .. },
+            ) => false,
         }
     }
 
     async fn handle(&mut self, frame: Frame) -> Result<(), SessionError> {
         self.switch_masking();
         match frame.tag {
+            // The sidecar's own COMMIT/ROLLBACK warns of nothing the client asked.
+            backend::NOTICE_RESPONSE if matches!(self.queue.front(), Some(Expect::Internal)) => {
+                return Ok(());
+            }
             // Asynchronous: these may come at any point.
             backend::NOTICE_RESPONSE => {
                 self.notice(frame).await;
@@ -2167,6 +2719,57 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             tag if !self.expected(tag) => return Err(self.desync(&frame)),
             _ => {}
         }
+        match self.queue.front() {
+            Some(Expect::Internal) => return self.internal_answer(frame).await,
+            Some(Expect::Prefix) if frame.tag != backend::ERROR_RESPONSE => {
+                self.pop();
+                return Ok(());
+            }
+            _ => {}
+        }
+        if frame.tag == backend::COPY_IN_RESPONSE && self.hold.is_some() {
+            // The client must see it to send its data; nothing of the write's
+            // answer is held before it (a COPY FROM comes alone).
+            self.copy_in = Some(matches!(self.queue.front(), Some(Expect::Execute(_))));
+            self.forward(&frame);
+            let released = self.out.len();
+            if let Some(hold) = self.hold.as_mut() {
+                hold.start = released;
+            }
+            return Ok(());
+        }
+        let frame = match self.hold.as_mut() {
+            Some(hold) => match frame.tag {
+                backend::COMMAND_COMPLETE if hold.swallow > 0 => {
+                    // The sidecar's own BEGIN or SAVEPOINT.
+                    hold.swallow -= 1;
+                    return Ok(());
+                }
+                backend::COMMAND_COMPLETE => {
+                    let tag = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
+                    hold.outcomes
+                        .push(Outcome::Tag(String::from_utf8_lossy(tag).into_owned()));
+                    frame
+                }
+                backend::EMPTY_QUERY_RESPONSE => {
+                    hold.outcomes.push(Outcome::Empty);
+                    frame
+                }
+                backend::PORTAL_SUSPENDED => {
+                    hold.outcomes.push(Outcome::Suspended);
+                    frame
+                }
+                backend::ERROR_RESPONSE => {
+                    hold.error = true;
+                    match shift_position(&frame, hold.shift) {
+                        Some(shifted) => shifted,
+                        None => frame,
+                    }
+                }
+                _ => frame,
+            },
+            None => frame,
+        };
         match frame.tag {
             backend::DATA_ROW => self.data_row(frame),
             backend::COMMAND_COMPLETE | backend::EMPTY_QUERY_RESPONSE => {
@@ -2175,6 +2778,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             backend::READY_FOR_QUERY => {
                 self.status = ready_for_query::status(frame.body());
+                self.answered.status.store(self.status, Ordering::Release);
                 self.suppress = false;
                 self.skipping = false;
                 if let Some(Expect::Simple(s)) = self.pop() {
@@ -2183,6 +2787,21 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 if self.status == ready_for_query::IDLE {
                     self.ran.clear();
                     self.ran_overflow = false;
+                }
+                if let Some(hold) = self.hold.take() {
+                    // The held answer is complete: the client loop decides
+                    // (see [`ClientLoop::finish_guard`]).
+                    let bytes = self.out.split_off(hold.start).freeze();
+                    let held = Held {
+                        bytes: if hold.overflow { Bytes::new() } else { bytes },
+                        outcomes: hold.outcomes,
+                        error: hold.error,
+                        overflow: hold.overflow,
+                    };
+                    if let Ok(mut slot) = self.answered.held.lock() {
+                        *slot = Some(held);
+                    }
+                    return Ok(());
                 }
                 self.forward(&frame);
                 Ok(())
@@ -2618,6 +3237,42 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         (!mask.is_noop()).then(|| Arc::new(mask))
     }
 
+    /// Drops a held answer past [`MAX_HELD_BYTES`] (the write will be rolled back).
+    fn bound_hold(&mut self) {
+        if let Some(hold) = self.hold.as_mut()
+            && self.out.len() - hold.start > MAX_HELD_BYTES
+        {
+            self.out.truncate(hold.start);
+            hold.overflow = true;
+        }
+    }
+
+    /// An answer to the sidecar's own COMMIT, RELEASE or ROLLBACK: never
+    /// forwarded; an error is kept (scrubbed) for the client loop.
+    async fn internal_answer(&mut self, frame: Frame) -> Result<(), SessionError> {
+        match frame.tag {
+            backend::ERROR_RESPONSE => {
+                let at = self.out.len();
+                self.scrubbed(&frame, backend::ERROR_RESPONSE).await;
+                let error = self.out.split_off(at).freeze();
+                if let Ok(mut slot) = self.answered.internal_error.lock() {
+                    slot.get_or_insert(error);
+                }
+            }
+            backend::READY_FOR_QUERY => {
+                self.status = ready_for_query::status(frame.body());
+                self.answered.status.store(self.status, Ordering::Release);
+                if self.status == ready_for_query::IDLE {
+                    self.ran.clear();
+                    self.ran_overflow = false;
+                }
+                self.pop();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     async fn error_response(&mut self, frame: Frame) -> Result<(), SessionError> {
         let code = self.scrubbed(&frame, backend::ERROR_RESPONSE).await;
         self.result = ResultState::default();
@@ -2899,6 +3554,25 @@ fn alone_refusal() -> Refusal {
             "statement refused by Sluice: a statement that may change standard_conforming_strings or client_encoding (SET/RESET of them or of ALL, DISCARD, set_config, or text Sluice cannot parse) must be sent alone: in its own query string, or last in its extended-protocol group, followed by Sync; Sluice then reads what follows under the settings the server reports",
         )
     }
+}
+
+/// An ErrorResponse with its position moved back by `shift` characters
+/// (the sidecar's own `BEGIN;` in front of the client's query string), or
+/// `None` when it has no position to move.
+fn shift_position(frame: &Frame, shift: u32) -> Option<Frame> {
+    if shift == 0 {
+        return None;
+    }
+    let mut fields = error_response::decode(frame.body()).ok()?;
+    let position = fields.iter_mut().find(|f| f.code == b'P')?;
+    let at: u32 = position.value.parse().ok()?;
+    position.value = at.saturating_sub(shift).max(1).to_string();
+    let mut out = BytesMut::new();
+    error_response::encode_fields(&mut out, backend::ERROR_RESPONSE, &fields);
+    Some(Frame {
+        tag: backend::ERROR_RESPONSE,
+        raw: out.freeze(),
+    })
 }
 
 /// Name and value of a ParameterStatus body.

@@ -1,0 +1,421 @@
+//! `limits.maxRowsAffected` (issue #15 item 6): a write runs inside a
+//! transaction or savepoint the sidecar controls, and is rolled back with
+//! an error naming the limit, the policy and the counts when the server
+//! reports more rows changed than allowed. Syntax cannot know how many rows
+//! `WHERE id = id` or a MERGE touches; the server's count does.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::frontend::*;
+use common::*;
+
+/// Allows everything; writes change at most 3 rows each.
+const POLICY: &str = r#"  defaultAction: allow
+  limits: {maxRowsAffected: 3}
+"#;
+
+/// A database with `t` (10 rows, ids 1..10) and a sidecar under [`POLICY`].
+async fn setup(test: &str) -> (Sidecar, tokio_postgres::Client) {
+    let pg = server();
+    let db = db_name(test);
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE t (id int primary key, v text NOT NULL DEFAULT 'orig');
+             INSERT INTO t (id) SELECT g FROM generate_series(1, 10) g;",
+        )
+        .await
+        .unwrap();
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy(POLICY)),
+        "shop/report-job",
+    );
+    (sidecar, admin)
+}
+
+/// Rows of `t`, and how many of them were changed from `orig`.
+async fn state(admin: &tokio_postgres::Client) -> (i64, i64) {
+    let row = admin
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE v <> 'orig') FROM t",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+fn limit_error(e: &tokio_postgres::Error) {
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(db.code().code(), "54000", "{}", message(e));
+    assert!(db.message().contains("maxRowsAffected"), "{}", message(e));
+    assert!(db.message().contains("\"reporting\""), "{}", message(e));
+    assert!(db.message().contains("rolled back"), "{}", message(e));
+}
+
+fn sqlstate(bytes: &[u8], code: &str) -> bool {
+    contains(bytes, &format!("C{code}\0"))
+}
+
+#[tokio::test]
+async fn autocommit_writes_over_the_limit_are_rolled_back() {
+    let (sidecar, admin) = setup("rows_autocommit").await;
+    let client = sidecar.connect().await;
+    // Tautologies the syntactic withoutWhere check cannot see.
+    for sql in [
+        "UPDATE t SET v = 'x' WHERE id = id",
+        "UPDATE t SET v = 'x' WHERE true OR id = 1",
+        "DELETE FROM t WHERE (SELECT true)",
+        "DELETE FROM t WHERE EXISTS (SELECT 1)",
+        "INSERT INTO t (id) SELECT g FROM generate_series(11, 20) g",
+    ] {
+        let e = client.batch_execute(sql).await.unwrap_err();
+        limit_error(&e);
+        let db = e.as_db_error().unwrap();
+        assert!(
+            db.detail().unwrap_or("").contains("10 rows changed"),
+            "{sql}: {}",
+            message(&e)
+        );
+        assert_eq!(state(&admin).await, (10, 0), "{sql} was not rolled back");
+    }
+    // Under the limit, writes commit (and the session is idle again).
+    client
+        .batch_execute("UPDATE t SET v = 'x' WHERE id <= 3")
+        .await
+        .unwrap();
+    assert_eq!(state(&admin).await, (10, 3));
+    client
+        .batch_execute("DELETE FROM t WHERE id = 10")
+        .await
+        .unwrap();
+    assert_eq!(state(&admin).await, (9, 3));
+    // A multi-statement string is one write per statement, all rolled back together.
+    let e = client
+        .batch_execute("DELETE FROM t WHERE id = 9; DELETE FROM t WHERE id < 9")
+        .await
+        .unwrap_err();
+    limit_error(&e);
+    assert_eq!(state(&admin).await, (9, 3));
+    // The refusal is on record.
+    sidecar
+        .audit_events_until("a maxRowsAffected refusal", |e| {
+            e.to_string().contains("maxRowsAffected")
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn psql_gets_the_error_and_the_position_of_its_own_text() {
+    let (sidecar, admin) = setup("rows_psql").await;
+    let (ok, _, err) = psql(sidecar.port, &["-c", "UPDATE t SET v = 'x'"]);
+    assert!(!ok);
+    assert!(err.contains("maxRowsAffected"), "{err}");
+    assert_eq!(state(&admin).await, (10, 0));
+    // A syntax error points into the client's own text, not the sidecar's BEGIN.
+    let (ok, _, err) = psql(
+        sidecar.port,
+        &["-c", "UPDATE t SET v = 'x' WHERE id = 1 AND AND"],
+    );
+    assert!(!ok);
+    assert!(err.contains("syntax error"), "{err}");
+    assert!(!err.contains("BEGIN"), "{err}");
+    assert!(err.contains("LINE 1: UPDATE t SET"), "{err}");
+    let (ok, out, err) = psql(
+        sidecar.port,
+        &["-c", "UPDATE t SET v = 'y' WHERE id IN (1, 2) RETURNING id"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("UPDATE 2"), "{out}");
+    assert_eq!(state(&admin).await, (10, 2));
+}
+
+#[tokio::test]
+async fn inside_a_client_transaction_earlier_work_survives_a_refused_write() {
+    let (sidecar, admin) = setup("rows_in_tx").await;
+    let client = sidecar.connect().await;
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("INSERT INTO t (id) VALUES (100)")
+        .await
+        .unwrap();
+    let e = client
+        .batch_execute("UPDATE t SET v = 'x' WHERE id > 0")
+        .await
+        .unwrap_err();
+    limit_error(&e);
+    // The transaction goes on: its own earlier INSERT is there, the update is not.
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE v <> 'orig') FROM t",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (11, 0));
+    // The client's own savepoints work beside the sidecar's.
+    client
+        .batch_execute("SAVEPOINT a; DELETE FROM t WHERE id = 1")
+        .await
+        .unwrap_err();
+    client.batch_execute("SAVEPOINT a").await.unwrap();
+    client
+        .batch_execute("DELETE FROM t WHERE id = 1")
+        .await
+        .unwrap();
+    client
+        .batch_execute("ROLLBACK TO SAVEPOINT a")
+        .await
+        .unwrap();
+    client
+        .batch_execute("UPDATE t SET v = 'x' WHERE id = 2")
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(state(&admin).await, (11, 1));
+    // A failed statement inside the transaction fails it, as without Sluice.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("UPDATE t SET id = 1 WHERE id = 2")
+        .await
+        .unwrap_err();
+    let e = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "25P02", "{}", message(&e));
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(state(&admin).await, (11, 1));
+}
+
+#[tokio::test]
+async fn extended_protocol_writes_are_counted() {
+    let (sidecar, admin) = setup("rows_extended").await;
+    let client = sidecar.connect().await;
+    let e = client
+        .execute("DELETE FROM t WHERE id > $1", &[&0i32])
+        .await
+        .unwrap_err();
+    limit_error(&e);
+    assert_eq!(state(&admin).await, (10, 0));
+    assert_eq!(
+        client
+            .execute("UPDATE t SET v = $1 WHERE id <= $2", &[&"x", &2i32])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(state(&admin).await, (10, 2));
+    // Prepared once, executed twice with other parameters.
+    let stmt = client
+        .prepare("DELETE FROM t WHERE id >= $1")
+        .await
+        .unwrap();
+    limit_error(&client.execute(&stmt, &[&5i32]).await.unwrap_err());
+    assert_eq!(client.execute(&stmt, &[&9i32]).await.unwrap(), 2);
+    assert_eq!(state(&admin).await, (8, 2));
+    // In a client transaction, with the extended protocol.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute("INSERT INTO t (id) VALUES ($1)", &[&200i32])
+        .await
+        .unwrap();
+    limit_error(
+        &client
+            .execute("UPDATE t SET v = $1", &[&"z"])
+            .await
+            .unwrap_err(),
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(state(&admin).await, (9, 2));
+    // SQL-level PREPARE/EXECUTE is counted at EXECUTE.
+    client
+        .batch_execute("PREPARE wipe AS DELETE FROM t")
+        .await
+        .unwrap();
+    limit_error(&client.batch_execute("EXECUTE wipe").await.unwrap_err());
+    assert_eq!(state(&admin).await, (9, 2));
+}
+
+#[tokio::test]
+async fn pipelined_answers_stay_in_order() {
+    let (sidecar, admin) = setup("rows_pipelined").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    raw.send(&[
+        query("UPDATE t SET v = 'x' WHERE id = id RETURNING id"),
+        query("SELECT 'after-one'"),
+        parse("DELETE FROM t WHERE id > 0 RETURNING v"),
+        bind(),
+        execute(),
+        sync(),
+        query("UPDATE t SET v = 'ok' WHERE id = 1 RETURNING 'returned-' || id"),
+        parse("SELECT 'after-two'"),
+        bind(),
+        execute(),
+        sync(),
+    ]);
+    let answers: Vec<Vec<u8>> = (0..5).map(|_| raw.read_until_ready()).collect();
+    let text = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
+    assert!(sqlstate(&answers[0], "54000"), "{}", text(&answers[0]));
+    assert!(
+        !contains(&answers[0], "D\0"),
+        "rows of a refused write: {}",
+        text(&answers[0])
+    );
+    assert!(contains(&answers[1], "after-one"), "{}", text(&answers[1]));
+    assert!(sqlstate(&answers[2], "54000"), "{}", text(&answers[2]));
+    assert!(
+        !contains(&answers[2], "orig"),
+        "rows of a refused write: {}",
+        text(&answers[2])
+    );
+    assert!(contains(&answers[3], "returned-1"), "{}", text(&answers[3]));
+    assert!(contains(&answers[3], "UPDATE 1"), "{}", text(&answers[3]));
+    assert!(contains(&answers[4], "after-two"), "{}", text(&answers[4]));
+    // Every answer ends idle: nothing of the sidecar's transactions is left open.
+    for a in &answers {
+        assert_eq!(&a[a.len() - 6..], b"Z\0\0\0\x05I", "{}", text(a));
+    }
+    assert_eq!(state(&admin).await, (10, 1));
+    // tokio-postgres pipelines concurrent queries on one connection.
+    let client = sidecar.connect().await;
+    let (a, b, c) = tokio::join!(
+        client.execute("UPDATE t SET v = 'p' WHERE id > $1", &[&0i32]),
+        client.query_one("SELECT count(*) FROM t", &[]),
+        client.execute("UPDATE t SET v = 'p' WHERE id = $1", &[&2i32]),
+    );
+    limit_error(&a.unwrap_err());
+    assert_eq!(b.unwrap().get::<_, i64>(0), 10);
+    assert_eq!(c.unwrap(), 1);
+    assert_eq!(state(&admin).await, (10, 2));
+}
+
+#[tokio::test]
+async fn returning_rows_of_a_refused_write_never_reach_the_client() {
+    let (sidecar, admin) = setup("rows_returning").await;
+    admin
+        .batch_execute("UPDATE t SET v = 'secret-' || id")
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(sidecar.port);
+    let bytes = raw.simple("DELETE FROM t RETURNING v");
+    assert!(
+        sqlstate(&bytes, "54000"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        !contains(&bytes, "secret-"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let bytes = raw.extended("UPDATE t SET v = v || '!' RETURNING v", false);
+    assert!(
+        sqlstate(&bytes, "54000"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        !contains(&bytes, "secret-"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let count: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM t WHERE v LIKE 'secret-%' AND v NOT LIKE '%!'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 10);
+    // Under the limit, RETURNING rows come with the committed write.
+    let bytes = raw.simple("DELETE FROM t WHERE id = 4 RETURNING v");
+    assert!(
+        contains(&bytes, "secret-4"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        contains(&bytes, "DELETE 1"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+}
+
+#[tokio::test]
+async fn merge_and_copy_are_counted() {
+    let (sidecar, admin) = setup("rows_merge").await;
+    let client = sidecar.connect().await;
+    limit_error(
+        &client
+            .batch_execute("MERGE INTO t USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(state(&admin).await, (10, 0));
+    client
+        .batch_execute(
+            "MERGE INTO t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = 'm'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(state(&admin).await, (10, 1));
+    // COPY FROM STDIN through psql: 5 rows are over the limit, 2 are not.
+    let copy = |rows: std::ops::Range<i32>| {
+        let data: String = rows.map(|i| format!("{i}\tc\n")).collect();
+        let mut child = std::process::Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user=app dbname=x",
+                sidecar.port
+            ))
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                "COPY t (id, v) FROM STDIN",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(data.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = copy(20..25);
+    assert!(!ok);
+    assert!(err.contains("maxRowsAffected"), "{err}");
+    assert_eq!(state(&admin).await, (10, 1));
+    let (ok, err) = copy(30..32);
+    assert!(ok, "{err}");
+    assert_eq!(state(&admin).await, (12, 3));
+    // A data-modifying WITH is not counted by the server: refused, nothing ran.
+    let e = client
+        .batch_execute("WITH d AS (DELETE FROM t RETURNING 1) SELECT count(*) FROM d")
+        .await
+        .unwrap_err();
+    assert!(
+        message(&e).contains("data-modifying WITH"),
+        "{}",
+        message(&e)
+    );
+    // Transaction control in the same string would end the sidecar's transaction.
+    let e = client
+        .batch_execute("DELETE FROM t WHERE id = 1; COMMIT")
+        .await
+        .unwrap_err();
+    assert!(message(&e).contains("COMMIT"), "{}", message(&e));
+    assert_eq!(state(&admin).await, (12, 3));
+}
