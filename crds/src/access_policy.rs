@@ -540,7 +540,11 @@ pub struct Limits {
     /// notice; `refuse` fails the statement with an error.
     #[serde(default)]
     pub on_max_rows: MaxRowsAction,
-    /// Most statements (or requests) per second one identity may send on one Connection.
+    /// Most statements (or requests) per second one identity may send on one
+    /// Connection: one token bucket shared by all the sessions of the
+    /// identity's sidecar, holding one second's worth; a policy edit does not
+    /// refill it. Each pod's sidecar enforces its own bucket, so a Deployment
+    /// of R replicas may send up to R times this rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub statements_per_second: Option<u32>,

@@ -22,6 +22,7 @@ use crate::postgres::catalog::Origin;
 use crate::postgres::masking::{CopyMask, RowMask};
 use crate::postgres::messages::error_response::{self, Report};
 use crate::postgres::messages::row_description::Column;
+use crate::rate::RateLimit;
 
 /// How many distinct statement texts a session keeps decisions for. Past
 /// this the cache starts over: an application with unbounded distinct texts
@@ -44,6 +45,9 @@ pub struct Binding {
     standing: tokio::sync::watch::Receiver<Standing>,
     /// Keeps a standalone binding's channel open (nothing ever changes it).
     _fixed: Option<tokio::sync::watch::Sender<Standing>>,
+    /// `statementsPerSecond`: the bucket every session of the identity on
+    /// the Connection shares; it outlives policy edits (see [`crate::rate`]).
+    rate: Arc<RateLimit>,
 }
 
 /// What a binding currently says.
@@ -121,6 +125,7 @@ impl Binding {
             connection: connection.to_string(),
             standing: rx,
             _fixed: Some(tx),
+            rate: Arc::new(RateLimit::new()),
         }
     }
 
@@ -135,7 +140,21 @@ impl Binding {
             connection: connection.to_string(),
             standing,
             _fixed: None,
+            rate: Arc::new(RateLimit::new()),
         }
+    }
+
+    /// The binding with `rate` as its rate bucket: run mode hands every
+    /// binding of a Connection (one per bundle) the same bucket, so a policy
+    /// edit does not reset it.
+    pub fn with_rate(mut self, rate: Arc<RateLimit>) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// The rate bucket the sessions of this binding share.
+    pub fn rate(&self) -> Arc<RateLimit> {
+        self.rate.clone()
     }
 
     /// The identity.
@@ -790,7 +809,8 @@ pub struct ResultLimits {
     pub max_rows: Option<u64>,
     /// Past `max_rows`: refuse (true) or truncate (false).
     pub refuse_past_max: bool,
-    /// Most statements per second.
+    /// Most statements per second (one bucket per identity and Connection:
+    /// see [`crate::rate`]).
     pub statements_per_second: Option<u32>,
     /// Most rows one write may change (`maxRowsAffected`), and the policy
     /// that sets it.

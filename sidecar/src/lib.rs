@@ -10,7 +10,8 @@
 //! - [`approval`]: just-in-time approvals through the operator (run mode);
 //! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port;
 //! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
-//! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts.
+//! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts;
+//! - [`rate`]: `statementsPerSecond`, one bucket per identity and Connection.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod postgres;
+pub mod rate;
 pub mod run;
 pub mod shutdown;
 pub mod standalone;

@@ -190,6 +190,11 @@ fn main() -> anyhow::Result<()> {
                 http_header_timeout: secs(http_header_timeout, "--http-header-timeout")?,
                 http_idle_timeout: secs(http_idle_timeout, "--http-idle-timeout")?,
             };
+            cfg.catalog = sluice_sidecar::postgres::catalog::PoolSettings::from_env().map_err(
+                |(name, value, why)| {
+                    anyhow::anyhow!("{name}={value:?} is not valid: expected {why}")
+                },
+            )?;
             let runtime = if worker_threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

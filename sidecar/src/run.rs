@@ -40,10 +40,12 @@ use crate::enforcement::{Binding, Standing};
 use crate::http::bundle::HttpConnections;
 use crate::metrics::Metrics;
 use crate::postgres::cancel::CancelRegistry;
+use crate::postgres::catalog::CatalogPool;
 use crate::postgres::framing;
 use crate::postgres::session::ConnectionContext;
 use crate::postgres::tls::TlsError;
 use crate::postgres::upstream::UpstreamConfig;
+use crate::rate::RateLimit;
 
 /// Settings of run mode.
 #[derive(Clone)]
@@ -90,6 +92,10 @@ pub struct RunConfig {
     /// Connection caps and timeouts (`SLUICE_PG_STARTUP_TIMEOUT`,
     /// `SLUICE_MAX_CONNECTIONS`, `SLUICE_FD_RESERVE`, … see [`crate::limits`]).
     pub limits: crate::limits::Limits,
+    /// Catalog sessions per Connection and how long a lookup waits
+    /// (`SLUICE_CATALOG_SESSIONS`, `SLUICE_CATALOG_WAIT`; see
+    /// [`crate::postgres::catalog`]).
+    pub catalog: crate::postgres::catalog::PoolSettings,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -123,6 +129,7 @@ impl RunConfig {
             http_upstream_http2: true,
             shutdown_grace: crate::shutdown::DEFAULT_GRACE,
             limits: crate::limits::Limits::default(),
+            catalog: crate::postgres::catalog::PoolSettings::default(),
         }
     }
 
@@ -200,6 +207,8 @@ impl RunConfig {
                 .map_err(|_| bad(env::HTTP_MAX_BODY, &v, "a number of bytes"))?;
         }
         cfg.limits = crate::limits::Limits::from_vars(&lookup)
+            .map_err(|(name, value, why)| bad(name, &value, why))?;
+        cfg.catalog = crate::postgres::catalog::PoolSettings::from_vars(&lookup)
             .map_err(|(name, value, why)| bad(name, &value, why))?;
         if let Some(v) = var(crate::shutdown::GRACE_ENV) {
             cfg.shutdown_grace = v
@@ -492,6 +501,10 @@ struct Served {
     addr: SocketAddr,
     standing: watch::Sender<Standing>,
     context: watch::Sender<Arc<ConnectionContext>>,
+    /// `statementsPerSecond`'s bucket: the Connection's, whatever the bundle.
+    rate: Arc<RateLimit>,
+    /// The Connection's catalog sessions, pointed at each bundle's upstream.
+    catalog: Arc<CatalogPool>,
 }
 
 struct Runner {
@@ -803,14 +816,19 @@ impl Runner {
             }
             if let Some(s) = self.served.get(&name) {
                 s.standing.send_replace(standing);
-                let binding = Binding::live(identity.clone(), &name, s.standing.subscribe());
-                s.context
-                    .send_replace(Arc::new(self.context(&name, upstream, binding, &audit)));
+                let binding = Binding::live(identity.clone(), &name, s.standing.subscribe())
+                    .with_rate(s.rate.clone());
+                s.catalog.update(upstream.clone());
+                let ctx = self.context(&name, upstream, binding, s.catalog.clone(), &audit);
+                s.context.send_replace(Arc::new(ctx));
                 continue;
             }
             let (standing_tx, standing_rx) = watch::channel(standing);
-            let binding = Binding::live(identity.clone(), &name, standing_rx);
-            let ctx = Arc::new(self.context(&name, upstream, binding, &audit));
+            let rate = Arc::new(RateLimit::new());
+            let binding =
+                Binding::live(identity.clone(), &name, standing_rx).with_rate(rate.clone());
+            let catalog = CatalogPool::new(upstream.clone(), self.cfg.catalog);
+            let ctx = Arc::new(self.context(&name, upstream, binding, catalog.clone(), &audit));
             let addr = SocketAddr::new(self.cfg.listen_host, spec_port(&spec));
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -845,6 +863,8 @@ impl Runner {
                     addr,
                     standing: standing_tx,
                     context: context_tx,
+                    rate,
+                    catalog,
                 },
             );
         }
@@ -891,12 +911,14 @@ impl Runner {
         name: &str,
         upstream: UpstreamConfig,
         binding: Binding,
+        catalog: Arc<CatalogPool>,
         audit: &Arc<AuditLog>,
     ) -> ConnectionContext {
         ConnectionContext {
             name: name.to_string(),
             upstream,
             binding,
+            catalog,
             audit: audit.clone(),
             metrics: self.metrics.clone(),
             cancel: self.cancel.clone(),

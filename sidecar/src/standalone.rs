@@ -55,6 +55,9 @@ pub struct StandaloneConfig {
     pub http_upstream_http2: bool,
     /// Connection caps and timeouts (see [`crate::limits`]).
     pub limits: crate::limits::Limits,
+    /// Catalog sessions per Connection and how long a lookup waits (see
+    /// [`crate::postgres::catalog`]).
+    pub catalog: crate::postgres::catalog::PoolSettings,
 }
 
 impl StandaloneConfig {
@@ -72,6 +75,7 @@ impl StandaloneConfig {
             http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
             http_upstream_http2: true,
             limits: crate::limits::Limits::default(),
+            catalog: crate::postgres::catalog::PoolSettings::default(),
         }
     }
 }
@@ -341,6 +345,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
         tracing::info!(connection = %name, %addr, upstream = %format!("{}:{}", upstream.host, upstream.port), tls = tls::mode_name(upstream.tls_mode), "listening");
         let ctx = Arc::new(ConnectionContext {
             name: name.clone(),
+            catalog: crate::postgres::catalog::CatalogPool::new(upstream.clone(), cfg.catalog),
             upstream,
             binding,
             audit: audit.clone(),
@@ -564,6 +569,7 @@ fn http_context(
         standing,
         approvals: None,
         max_request_body: cfg.http_max_request_body,
+        rate: Arc::new(crate::rate::RateLimit::new()),
         audit: shared.audit,
         metrics: shared.metrics,
         http_metrics: shared.http_metrics,

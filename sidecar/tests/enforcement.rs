@@ -406,18 +406,32 @@ async fn statements_per_second_limit() {
     let spec = "  limits: {statementsPerSecond: 2}\n";
     let (sidecar, _admin) = setup("rate", spec).await;
     let c = sidecar.connect().await;
-    let mut refused = 0;
+    // The bucket holds 2 and earns 2 per second: over the loop's `elapsed`
+    // it admits at most 2 * (1 + elapsed) of the 10, and a full bucket
+    // admits the first two (test-honesty #14: a lower bound alone let a
+    // limiter that refuses everything pass).
+    let started = std::time::Instant::now();
+    let mut outcomes = Vec::new();
     for _ in 0..10 {
-        if let Err(e) = c.simple_query("SELECT 1").await {
-            assert!(
-                message(&e).contains("statementsPerSecond"),
-                "{}",
-                message(&e)
-            );
-            refused += 1;
+        match c.simple_query("SELECT 1").await {
+            Ok(_) => outcomes.push(true),
+            Err(e) => {
+                assert!(
+                    message(&e).contains("statementsPerSecond"),
+                    "{}",
+                    message(&e)
+                );
+                outcomes.push(false);
+            }
         }
     }
-    assert!(refused >= 5, "{refused}");
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(outcomes[..2], [true, true], "a full bucket admits two");
+    let allowed = outcomes.iter().filter(|ran| **ran).count();
+    assert!(
+        allowed as f64 <= 2.0 * (1.0 + elapsed),
+        "{allowed} of 10 ran in {elapsed} s at 2 per second"
+    );
 }
 
 #[tokio::test]

@@ -66,19 +66,24 @@ async fn start(pg: &common::PgServer, db: &str, rx: watch::Receiver<Standing>) -
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut registry = prometheus_client::registry::Registry::default();
+    let upstream = UpstreamConfig {
+        connection: "testdb".into(),
+        host: "127.0.0.1".into(),
+        port: pg.port,
+        database: db.into(),
+        username: common::ADMIN.into(),
+        password: Arc::new(zeroize::Zeroizing::new(common::PASSWORD.into())),
+        tls_mode: TlsMode::Disable,
+        tls: None,
+        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+    };
     let ctx = ConnectionContext {
         name: "testdb".into(),
-        upstream: UpstreamConfig {
-            connection: "testdb".into(),
-            host: "127.0.0.1".into(),
-            port: pg.port,
-            database: db.into(),
-            username: common::ADMIN.into(),
-            password: Arc::new(zeroize::Zeroizing::new(common::PASSWORD.into())),
-            tls_mode: TlsMode::Disable,
-            tls: None,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-        },
+        catalog: sluice_sidecar::postgres::catalog::CatalogPool::new(
+            upstream.clone(),
+            Default::default(),
+        ),
+        upstream,
         binding: Binding::live(identity(), "testdb", rx),
         audit: Arc::new(AuditLog::open("test", false, None).unwrap()),
         metrics: Arc::new(Metrics::register(&mut registry)),

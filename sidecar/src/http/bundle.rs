@@ -26,6 +26,7 @@ use crate::audit::AuditLog;
 use crate::limits::{FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
 use crate::postgres::tls;
+use crate::rate::RateLimit;
 use sluice_policy::http::Inspection;
 
 /// One http Connection of a bundle, ready to be put in force.
@@ -45,6 +46,13 @@ struct Served {
     upstream_key: [u8; 32],
     upstream: Option<Arc<HttpUpstream>>,
     context: watch::Sender<Arc<HttpContext>>,
+}
+
+impl Served {
+    /// The Connection's rate bucket, kept across bundles (see [`crate::rate`]).
+    fn rate(&self) -> Arc<RateLimit> {
+        self.context.borrow().rate.clone()
+    }
 }
 
 /// The http Connections served in run mode.
@@ -229,8 +237,13 @@ impl HttpConnections {
                     HttpStanding::NotBound
                 }
             };
+            let rate = match self.served.get(&plan.name) {
+                Some(s) => s.rate(),
+                None => Arc::new(RateLimit::new()),
+            };
             let ctx = Arc::new(HttpContext {
                 name: plan.name.clone(),
+                rate,
                 identity: identity.clone(),
                 standing,
                 approvals: approvals.clone(),

@@ -311,6 +311,9 @@ pub struct HttpContext {
     pub approvals: Option<Approvals>,
     /// Largest request body buffered for `jsonBody` rules.
     pub max_request_body: usize,
+    /// `statementsPerSecond` (requests per second here): the bucket the
+    /// identity's requests on the Connection share, kept across bundles.
+    pub rate: Arc<crate::rate::RateLimit>,
     /// The audit trail.
     pub audit: Arc<AuditLog>,
     /// Shared metrics.
@@ -824,6 +827,30 @@ async fn handle(
         (Action::Allow, Action::Allow) => "allow",
         (Action::Allow, _) => "dryRunDeny",
     };
+    // `statementsPerSecond` counts the requests a rule lets through (or
+    // holds for approval), as the PostgreSQL plane counts statements.
+    if decision.enforced != Action::Deny
+        && (decision.enforced == Action::Allow || ctx.approvals.is_some())
+        && !ctx.rate.admit(set.limits().statements_per_second)
+    {
+        let rate = set.limits().statements_per_second.unwrap_or(0);
+        let message = format!(
+            "Sluice refused the request: more than {rate} requests per second from this identity on Connection {:?}, the statementsPerSecond limit of the AccessPolicy (shared by all of this sidecar's connections); retry later",
+            ctx.name
+        );
+        record_refusal(
+            ctx,
+            session,
+            cmd,
+            StatusCode::TOO_MANY_REQUESTS,
+            message.clone(),
+        );
+        let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "rateLimited", message);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        return response;
+    }
     // The AccessRequest an approved request runs under.
     let mut approved = None;
     match (decision.enforced, ctx.approvals.as_ref()) {

@@ -1,13 +1,25 @@
 //! Resolves result columns to their origin (schema, table, column) from the
 //! table OID and attribute number in RowDescription.
 //!
-//! The lookup runs on a second upstream session the sidecar opens for itself
+//! The lookups run on upstream sessions the sidecar opens for itself
 //! (lazily, only when column masking applies), never on the client's: a side
 //! query there would change the client's transaction state, fail inside an
 //! aborted transaction, and mix its results into the client's stream. The
 //! price is that a table created inside the client's still-open transaction
 //! is not visible yet: such columns resolve to "unknown" and are masked whole.
-//! Results are cached for the session.
+//! Results are cached for the client session.
+//!
+//! The catalog sessions are shared by every client session of a Connection
+//! ([`CatalogPool`]): at most [`PoolSettings::sessions`] of them (default 2,
+//! `SLUICE_CATALOG_SESSIONS`), so 20 clients take 20 backends plus the pool,
+//! not 40. A lookup waits its turn at most [`PoolSettings::wait`] (default
+//! 5 s, `SLUICE_CATALOG_WAIT`). When no catalog session can be had (the
+//! server refuses one, e.g. the role's connection limit, or the pool stays
+//! busy) the lookup fails with [`CatalogError::Unavailable`], and the
+//! statement fails with SQLSTATE 53300 naming the cause: data is never
+//! altered (masked whole) because a lookup could not run. The lookups
+//! match views and functions by name in any schema, temporary ones of other
+//! sessions included, so a shared session sees what each client's would.
 //!
 //! It also looks up the views (and materialized views) a statement reads, so
 //! that masking follows a masked column through a view: the server names the
@@ -15,11 +27,223 @@
 //! [`Catalog::extended_matcher`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sluice_policy::mask_plan::{self, ColumnMatcher};
 use sluice_policy::sql::{self, SqlDialect};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use super::upstream::{self, UpstreamConfig, UpstreamError, UpstreamSession};
+
+/// SQLSTATE `too_many_connections`: the answer when no catalog session can be had.
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+
+/// Environment variables of the catalog pool (both modes).
+pub mod env {
+    /// Catalog sessions per Connection, 1 to 16 (default 2).
+    pub const SESSIONS: &str = "SLUICE_CATALOG_SESSIONS";
+    /// Seconds a lookup waits for a catalog session (default 5).
+    pub const WAIT: &str = "SLUICE_CATALOG_WAIT";
+}
+
+/// How many catalog sessions a Connection keeps, and how long a lookup waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Upstream sessions for catalog lookups, per Connection.
+    pub sessions: usize,
+    /// How long a lookup waits for one of them.
+    pub wait: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            sessions: 2,
+            wait: Duration::from_secs(5),
+        }
+    }
+}
+
+impl PoolSettings {
+    /// The settings from [`env`] variables looked up by `lookup` (unset:
+    /// the default); `Err` is (variable, value, what it takes).
+    pub fn from_vars(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, (&'static str, String, &'static str)> {
+        let mut out = PoolSettings::default();
+        if let Some(v) = lookup(env::SESSIONS).filter(|v| !v.trim().is_empty()) {
+            out.sessions = v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=16).contains(n))
+                .ok_or((
+                    env::SESSIONS,
+                    v.clone(),
+                    "a number of sessions from 1 to 16",
+                ))?;
+        }
+        if let Some(v) = lookup(env::WAIT).filter(|v| !v.trim().is_empty()) {
+            out.wait = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 600.0)
+                .map(Duration::from_secs_f64)
+                .ok_or((env::WAIT, v.clone(), "seconds, more than 0 and at most 600"))?;
+        }
+        Ok(out)
+    }
+
+    /// The settings from the process environment.
+    pub fn from_env() -> Result<Self, (&'static str, String, &'static str)> {
+        PoolSettings::from_vars(|name| std::env::var(name).ok())
+    }
+}
+
+/// Why a catalog lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No catalog session could be had: the statement fails (53300).
+    #[error("Sluice could not get a catalog session to look up which columns to mask: {0}")]
+    Unavailable(String),
+    /// A lookup failed on its session.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl CatalogError {
+    /// The SQLSTATE a client is answered with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CatalogError::Unavailable(_) => TOO_MANY_CONNECTIONS,
+            CatalogError::Upstream(_) => "58000",
+        }
+    }
+}
+
+/// The catalog sessions of one Connection, shared by its client sessions.
+pub struct CatalogPool {
+    state: Mutex<PoolState>,
+    permits: Arc<Semaphore>,
+    settings: PoolSettings,
+}
+
+struct PoolState {
+    upstream: UpstreamConfig,
+    /// Bumped when the upstream changes: older sessions are not reused.
+    generation: u64,
+    idle: Vec<(u64, UpstreamSession)>,
+}
+
+impl CatalogPool {
+    /// A pool for `upstream`; sessions open on first use.
+    pub fn new(upstream: UpstreamConfig, settings: PoolSettings) -> Arc<Self> {
+        Arc::new(CatalogPool {
+            state: Mutex::new(PoolState {
+                upstream,
+                generation: 0,
+                idle: Vec::new(),
+            }),
+            permits: Arc::new(Semaphore::new(settings.sessions)),
+            settings,
+        })
+    }
+
+    /// Points the pool at `upstream` (run mode: a new bundle may change the
+    /// address or credentials): idle sessions are closed, busy ones are
+    /// closed when returned, new ones open with `upstream`.
+    pub fn update(&self, upstream: UpstreamConfig) {
+        let mut state = self.lock();
+        state.upstream = upstream;
+        state.generation += 1;
+        state.idle.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // Poisoned: another task panicked while moving a session in or out;
+        // the list is still a list of whole sessions.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A catalog session, waiting at most the pool's wait for one.
+    async fn acquire(self: &Arc<Self>) -> Result<Pooled, CatalogError> {
+        let wait = self.settings.wait;
+        let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(CatalogError::Unavailable("the pool is closed".into())),
+            Err(_) => {
+                return Err(CatalogError::Unavailable(format!(
+                    "all {} catalog sessions stayed busy for {:.1} s (raise {} or {})",
+                    self.settings.sessions,
+                    wait.as_secs_f64(),
+                    env::SESSIONS,
+                    env::WAIT
+                )));
+            }
+        };
+        let (upstream, generation, idle) = {
+            let mut state = self.lock();
+            let generation = state.generation;
+            let idle = state.idle.pop();
+            (state.upstream.clone(), generation, idle)
+        };
+        let (generation, session) = match idle {
+            Some(s) => s,
+            None => {
+                let params = vec![("application_name".to_string(), "sluice-catalog".to_string())];
+                let session = upstream::connect(&upstream, &params).await.map_err(|e| {
+                    CatalogError::Unavailable(format!(
+                        "the server refused the catalog session Sluice opens beside the client's: {e}; allow the Connection's role one more connection per Connection (at most {}, {})",
+                        self.settings.sessions,
+                        env::SESSIONS
+                    ))
+                })?;
+                (generation, session)
+            }
+        };
+        Ok(Pooled {
+            pool: self.clone(),
+            session: Some((generation, session)),
+            _permit: permit,
+        })
+    }
+}
+
+/// A catalog session lent by the pool; back to the pool when dropped,
+/// unless a lookup failed on it ([`Pooled::broken`]).
+struct Pooled {
+    pool: Arc<CatalogPool>,
+    session: Option<(u64, UpstreamSession)>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pooled {
+    /// Runs `sql`; a failure closes the session rather than return it.
+    async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
+        let Some((generation, mut session)) = self.session.take() else {
+            return Err(CatalogError::Unavailable(
+                "the catalog session was lost".into(),
+            ));
+        };
+        let rows = upstream::simple_query(&mut session, sql).await?;
+        self.session = Some((generation, session));
+        Ok(rows)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some((generation, session)) = self.session.take() {
+            let mut state = self.pool.lock();
+            if state.generation == generation {
+                state.idle.push((generation, session));
+            }
+        }
+    }
+}
 
 /// How deep views over views are followed; deeper ones are masked whole.
 const MAX_VIEW_DEPTH: usize = 16;
@@ -76,10 +300,10 @@ struct TableInfo {
     columns: HashMap<i16, String>,
 }
 
-/// A per-session cache of table OIDs.
+/// A client session's catalog: its caches of table OIDs, views and
+/// functions; lookups borrow a session of the Connection's [`CatalogPool`].
 pub struct Catalog {
-    upstream: UpstreamConfig,
-    session: Option<UpstreamSession>,
+    pool: Arc<CatalogPool>,
     tables: HashMap<u32, Option<TableInfo>>,
     /// Views by relation name as written ((schema or "", name)): every view
     /// or materialized view of that name (in that schema, or in any schema,
@@ -94,11 +318,10 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// A catalog that will connect with `upstream` when first needed.
-    pub fn new(upstream: UpstreamConfig) -> Self {
+    /// A catalog that borrows sessions of `pool` when it needs one.
+    pub fn new(pool: Arc<CatalogPool>) -> Self {
         Catalog {
-            upstream,
-            session: None,
+            pool,
             tables: HashMap::new(),
             names: HashMap::new(),
             views: HashMap::new(),
@@ -106,15 +329,9 @@ impl Catalog {
         }
     }
 
-    async fn session(&mut self) -> Result<&mut UpstreamSession, UpstreamError> {
-        if self.session.is_none() {
-            let params = vec![("application_name".to_string(), "sluice-catalog".to_string())];
-            self.session = Some(upstream::connect(&self.upstream, &params).await?);
-        }
-        self.session.as_mut().ok_or(UpstreamError::Unexpected {
-            tag: '?',
-            phase: "catalog session",
-        })
+    /// Runs one lookup on a session of the pool.
+    async fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
+        self.pool.acquire().await?.query(sql).await
     }
 
     /// The origin of each (table OID, attnum); `None` where the column is an
@@ -122,7 +339,7 @@ impl Catalog {
     pub async fn resolve(
         &mut self,
         columns: &[(u32, i16)],
-    ) -> Result<Vec<Option<Origin>>, UpstreamError> {
+    ) -> Result<Vec<Option<Origin>>, CatalogError> {
         let missing: HashSet<u32> = columns
             .iter()
             .map(|(oid, _)| *oid)
@@ -142,8 +359,7 @@ impl Catalog {
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
                  WHERE c.oid IN ({list}) AND a.attnum > 0 AND NOT a.attisdropped"
             );
-            let session = self.session().await?;
-            let rows = upstream::simple_query(session, &sql).await?;
+            let rows = self.query(&sql).await?;
             for oid in &missing {
                 self.tables.insert(*oid, None);
             }
@@ -201,7 +417,7 @@ impl Catalog {
         statement: Option<&sql::Statement>,
         origins: &[(&str, &str)],
         matcher: &ColumnMatcher,
-    ) -> Result<Option<ColumnMatcher>, UpstreamError> {
+    ) -> Result<Option<ColumnMatcher>, CatalogError> {
         let roots: Vec<RelName> = statement
             .iter()
             .flat_map(|s| s.tables.iter().map(|t| name_key(t)))
@@ -262,7 +478,7 @@ impl Catalog {
     /// user-defined: a function of that (unqualified) name exists outside
     /// `pg_catalog` and `information_schema` and belongs to no extension.
     /// Unqualified names, lower-cased.
-    async fn user_functions(&mut self, functions: &[String]) -> Result<Vec<String>, UpstreamError> {
+    async fn user_functions(&mut self, functions: &[String]) -> Result<Vec<String>, CatalogError> {
         let names: HashSet<String> = functions
             .iter()
             .filter_map(|f| f.rsplit('.').next())
@@ -289,8 +505,7 @@ impl Catalog {
                    WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
                    AND d.objid = p.oid AND d.deptype = 'e')"
             );
-            let session = self.session().await?;
-            let rows = upstream::simple_query(session, &sql).await?;
+            let rows = self.query(&sql).await?;
             for name in &missing {
                 self.functions.insert((*name).clone(), false);
             }
@@ -354,7 +569,7 @@ impl Catalog {
     }
 
     /// Looks up the views of the names in `keys` not seen yet.
-    async fn lookup(&mut self, keys: &[RelName]) -> Result<(), UpstreamError> {
+    async fn lookup(&mut self, keys: &[RelName]) -> Result<(), CatalogError> {
         let missing: HashSet<&RelName> = keys
             .iter()
             .filter(|k| !self.names.contains_key(*k))
@@ -378,8 +593,7 @@ impl Catalog {
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema))"
         );
-        let session = self.session().await?;
-        let rows = upstream::simple_query(session, &sql).await?;
+        let rows = self.query(&sql).await?;
         for key in &missing {
             self.names.insert((*key).clone(), Vec::new());
         }
@@ -434,7 +648,7 @@ impl Catalog {
         &mut self,
         schema: Option<&str>,
         table: &str,
-    ) -> Result<Option<Vec<String>>, UpstreamError> {
+    ) -> Result<Option<Vec<String>>, CatalogError> {
         let quote_ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let qualified = match schema {
             Some(s) => format!("{}.{}", quote_ident(s), quote_ident(table)),
@@ -446,8 +660,7 @@ impl Catalog {
              WHERE a.attrelid = pg_catalog.to_regclass({literal}) AND a.attnum > 0 \
              AND NOT a.attisdropped ORDER BY a.attnum"
         );
-        let session = self.session().await?;
-        let rows = upstream::simple_query(session, &sql).await?;
+        let rows = self.query(&sql).await?;
         if rows.is_empty() {
             return Ok(None);
         }

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc};
 
 use super::cancel::{CancelRegistry, CancelTarget};
-use super::catalog::Catalog;
+use super::catalog::{Catalog, CatalogError, CatalogPool};
 use super::framing::{Frame, FrameReader, FramingError, Peer};
 use super::masking::{CopyMask, RowMask};
 use super::messages::error_response::{self, Report};
@@ -53,6 +53,8 @@ pub struct ConnectionContext {
     pub upstream: UpstreamConfig,
     /// The identity and its policies on this Connection.
     pub binding: Binding,
+    /// The Connection's catalog sessions, shared by its client sessions.
+    pub catalog: Arc<CatalogPool>,
     /// Audit sink.
     pub audit: Arc<AuditLog>,
     /// Metrics.
@@ -423,7 +425,7 @@ where
     let started = Instant::now();
 
     let masking = enforcer.masking();
-    let catalog = Arc::new(Mutex::new(Catalog::new(ctx.upstream.clone())));
+    let catalog = Arc::new(Mutex::new(Catalog::new(ctx.catalog.clone())));
     // What the server reported at startup: `ALTER ROLE/DATABASE … SET` and
     // the startup packet's client_encoding are in force from the start.
     let answered = Arc::new(Answered::default());
@@ -455,7 +457,7 @@ where
         discarding: false,
         catalog: catalog.clone(),
         masking: masking.clone(),
-        rate: RateLimiter::new(masking.limits().statements_per_second),
+        rate: ctx.binding.rate(),
         held: None,
         approved: Vec::new(),
         cancel_hold,
@@ -735,7 +737,8 @@ struct ClientLoop {
     discarding: bool,
     catalog: Arc<Mutex<Catalog>>,
     masking: Arc<Masking>,
-    rate: RateLimiter,
+    /// `statementsPerSecond`: shared by the identity's sessions on the Connection.
+    rate: Arc<crate::rate::RateLimit>,
     /// A simple query waiting for its approval step (run mode).
     held: Option<(Frame, Arc<Decided>)>,
     /// Statements approved at Parse whose one Execute has not come yet.
@@ -1033,9 +1036,14 @@ impl ClientLoop {
         {
             self.read_only_lapse = Some(policy.to_string());
         }
-        self.rate = RateLimiter::new(masking.limits().statements_per_second);
         self.masking = masking.clone();
         self.send(Expect::Masking(masking));
+    }
+
+    /// `statementsPerSecond`, counted in the Connection's shared bucket.
+    fn rate_check(&self) -> Option<Refusal> {
+        let rate = self.masking.limits().statements_per_second;
+        self.rate.check(rate, &self.ctx.name)
     }
 
     /// Ends the session when `spec.readOnly` came into force after it
@@ -1081,7 +1089,7 @@ impl ClientLoop {
         }
         let mut refusal = settings_refusal.or_else(|| decided.refusal.clone());
         if refusal.is_none() {
-            refusal = self.rate.check();
+            refusal = self.rate_check();
         }
         let copy_masks = if refusal.is_none() {
             match self.copy_masks(&decided).await {
@@ -1245,7 +1253,7 @@ impl ClientLoop {
         client: &mut FrameReader<R>,
     ) -> Result<(), SessionError> {
         let sql = query::decode(frame.body())?;
-        if let Some(refusal) = self.rate.check() {
+        if let Some(refusal) = self.rate_check() {
             let _ = self
                 .ctx
                 .audit
@@ -1616,11 +1624,7 @@ impl ClientLoop {
                 Some((schema, table)) => catalog
                     .table_columns(schema.as_deref(), table)
                     .await
-                    .map_err(|e| {
-                        Refusal::plain(&format!(
-                            "COPY refused: Sluice could not look up the table's columns to mask them: {e}"
-                        ))
-                    })?,
+                    .map_err(|e| catalog_refusal("COPY refused: Sluice could not look up the table's columns to mask them", &e))?,
                 None => None,
             };
             // `COPY (SELECT … FROM some_view) TO STDOUT`: the view's masked
@@ -1633,11 +1637,7 @@ impl ClientLoop {
                         self.masking.column_matcher(),
                     )
                     .await
-                    .map_err(|e| {
-                        Refusal::plain(&format!(
-                            "COPY refused: Sluice could not look up the views it reads to mask them: {e}"
-                        ))
-                    })?
+                    .map_err(|e| catalog_refusal("COPY refused: Sluice could not look up the views it reads to mask them", &e))?
             } else {
                 None
             };
@@ -1813,7 +1813,7 @@ impl ClientLoop {
                         break;
                     }
                 };
-                let mut r = self.rate.check();
+                let mut r = self.rate_check();
                 if r.is_none()
                     && let Err(e) = self.copy_masks(&stmt.decided).await
                 {
@@ -3153,7 +3153,13 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 None if stmt.is_none() => Some(Arc::new(RowMask::opaque())),
                 None => {
                     let columns = row_description::decode(frame.body())?;
-                    let mask = self.row_mask(stmt.as_ref(), &columns).await;
+                    let mask = match self.row_mask(stmt.as_ref(), &columns).await {
+                        Ok(mask) => mask,
+                        Err(e) => {
+                            self.catalog_unavailable(&e);
+                            return self.row_description_withheld(is_describe);
+                        }
+                    };
                     if let (Some(key), Some(stmt)) = (key, &stmt) {
                         if self.mask_cache.len() >= MASK_CACHE_ENTRIES {
                             self.mask_cache.clear();
@@ -3194,12 +3200,66 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         Ok(())
     }
 
-    /// The mask of a result with these columns, or `None` when rows pass untouched.
+    /// No catalog session could resolve a result's columns (#17): the
+    /// statement fails with 53300 naming the cause, and nothing more of its
+    /// answer reaches the client until ReadyForQuery (as maxRows' refusal),
+    /// rather than values masked whole for want of a lookup.
+    fn catalog_unavailable(&mut self, e: &CatalogError) {
+        tracing::warn!(connection = %self.ctx.name, error = %e, "catalog session unavailable: the statement's result is withheld");
+        if !self.suppress {
+            Report {
+                severity: "ERROR",
+                code: e.code(),
+                message: &e.to_string(),
+                detail: Some("the server ran the statement; Sluice withheld its result because it could not tell which columns to mask"),
+                hint: Some("retry later, or raise the role's connection limit (Sluice needs SLUICE_CATALOG_SESSIONS more, 2 by default)"),
+            }
+            .encode(&mut self.out);
+        }
+        self.suppress = true;
+        self.result.refused = true;
+        if let Some(Expect::Simple(_)) = self.queue.front() {
+            let p = self.simple.get_or_insert(SimpleProgress {
+                index: 0,
+                rows: 0,
+                masked: 0,
+                error: None,
+            });
+            p.error.get_or_insert(e.code().to_string());
+        }
+    }
+
+    /// A RowDescription whose columns could not be resolved: withheld, and
+    /// the result (or the described statement or portal) gets a mask that
+    /// withholds every value, should anything of it be read later.
+    fn row_description_withheld(&mut self, is_describe: bool) -> Result<(), SessionError> {
+        let opaque = Some(Arc::new(RowMask::opaque()));
+        if is_describe {
+            if let Some(Expect::Describe {
+                portal, statement, ..
+            }) = self.pop()
+            {
+                if let Some(p) = portal {
+                    self.portal_masks.insert(p, opaque.clone());
+                }
+                if let Some(s) = statement {
+                    self.statement_masks.insert(s, opaque);
+                }
+            }
+        } else {
+            self.result.mask = opaque;
+            self.result.described = true;
+        }
+        Ok(())
+    }
+
+    /// The mask of a result with these columns, or `None` when rows pass
+    /// untouched; `Err` when no catalog session could be had to resolve them.
     async fn row_mask(
         &self,
         stmt: Option<&StatementRef>,
         columns: &[row_description::Column],
-    ) -> Option<Arc<RowMask>> {
+    ) -> Result<Option<Arc<RowMask>>, CatalogError> {
         let (origins, views) = if self.masking.has_column_rules() {
             let keys: Vec<(u32, i16)> = columns.iter().map(|c| (c.table_oid, c.attnum)).collect();
             let statement = stmt.and_then(|s| s.decided.statement(s.index));
@@ -3220,6 +3280,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             };
             match looked_up {
                 Ok((origins, views)) => (Some(origins), views),
+                Err(e @ CatalogError::Unavailable(_)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(connection = %self.ctx.name, error = %e, "catalog lookup failed: masking every column of the result");
                     (None, None)
@@ -3234,7 +3295,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             origins.as_deref(),
             views.as_ref(),
         );
-        (!mask.is_noop()).then(|| Arc::new(mask))
+        Ok((!mask.is_noop()).then(|| Arc::new(mask)))
     }
 
     /// Drops a held answer past [`MAX_HELD_BYTES`] (the write will be rolled back).
@@ -3606,36 +3667,12 @@ fn approval_detail(decided: &Decided) -> String {
     )
 }
 
-// === RateLimiter ===
-
-/// `statementsPerSecond`: a token bucket per session.
-struct RateLimiter {
-    rate: Option<u32>,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    fn new(rate: Option<u32>) -> Self {
-        RateLimiter {
-            rate,
-            tokens: rate.map_or(0.0, f64::from),
-            last: Instant::now(),
-        }
+/// A statement refused because a catalog lookup it needs failed: 53300 when
+/// no catalog session could be had, naming the cause.
+fn catalog_refusal(what: &str, e: &CatalogError) -> Refusal {
+    let mut refusal = Refusal::plain(&format!("{what}: {e}"));
+    if let CatalogError::Unavailable(_) = e {
+        refusal.code = e.code();
     }
-
-    fn check(&mut self) -> Option<Refusal> {
-        let rate = f64::from(self.rate?);
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(rate);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            None
-        } else {
-            Some(Refusal::plain(&format!(
-                "statement refused: more than {rate} statements per second, the statementsPerSecond limit of the AccessPolicy"
-            )))
-        }
-    }
+    refusal
 }
