@@ -241,6 +241,10 @@ fn phase_of(ar: &AccessRequest) -> RequestPhase {
         .unwrap_or(RequestPhase::Pending)
 }
 
+/// Characters of a statement the `requests` table shows (`kubectl describe ar`
+/// and `kubectl get ar NAME -o yaml` show the whole of it).
+const COMMAND_WIDTH: usize = 100;
+
 /// The `requests` table (pure, for tests).
 pub fn table(items: &[AccessRequest], with_namespace: bool, now: Timestamp) -> String {
     let mut sorted: Vec<&AccessRequest> = items.iter().collect();
@@ -278,8 +282,16 @@ pub fn table(items: &[AccessRequest], with_namespace: bool, now: Timestamp) -> S
             .as_ref()
             .map(|t| age(now.as_second() - t.0.as_second()))
             .unwrap_or_else(|| "-".into());
-        let mut command: String = ar.spec.command.text.chars().take(50).collect();
-        if command.len() < ar.spec.command.text.len() {
+        // Approvers decide on the exact statement (literals included) when
+        // the AccessRequest carries it; the redacted text otherwise.
+        let shown = ar
+            .spec
+            .command
+            .statement
+            .as_deref()
+            .unwrap_or(&ar.spec.command.text);
+        let mut command: String = shown.chars().take(COMMAND_WIDTH).collect();
+        if command.len() < shown.len() {
             command.push('…');
         }
         row.extend([

@@ -32,11 +32,18 @@ struct Env {
 }
 
 async fn start() -> Env {
+    start_with(false).await
+}
+
+/// As [`start`], with RBAC enforced when `rbac` (the admin is system:masters;
+/// the operator runs as the admin).
+async fn start_with(rbac: bool) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = TestCluster::start(
         Options::default()
             .user("alice", &["dba"])
-            .user("bob", &["dev"]),
+            .user("bob", &["dev"])
+            .rbac(rbac),
     )
     .await
     .unwrap();
@@ -237,8 +244,8 @@ async fn approvers_decide_with_the_plugin_and_others_are_refused() {
 }
 
 /// Issue 18 item 10: kubectl's `--token` acts as the token's user whatever
-/// the context says; `--as-group` needs `--as`. (`--as` itself sends kube's
-/// Impersonate-User header, which the test control plane does not implement.)
+/// the context says; `--as-group` needs `--as`. (`--as` itself: see
+/// `as_flags_decide_as_the_impersonated_user`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_flag_acts_as_the_tokens_user() {
     let env = start().await;
@@ -322,4 +329,166 @@ async fn token_flag_acts_as_the_tokens_user() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Applies `objects` (RBAC kinds) as the admin.
+async fn apply_rbac(env: &Env, objects: serde_json::Value) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    for object in objects.as_array().unwrap() {
+        match object["kind"].as_str().unwrap() {
+            "ClusterRole" => {
+                let role: ClusterRole = serde_json::from_value(object.clone()).unwrap();
+                Api::<ClusterRole>::all(env.client.clone())
+                    .create(&PostParams::default(), &role)
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                let binding: ClusterRoleBinding = serde_json::from_value(object.clone()).unwrap();
+                Api::<ClusterRoleBinding>::all(env.client.clone())
+                    .create(&PostParams::default(), &binding)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Issue 18 item 10: `--as` / `--as-group` make the API server (here the
+/// test control plane, enforcing RBAC and impersonation as kube-apiserver
+/// does) act as the impersonated user: the decision is recorded for, and
+/// judged as, that user; an impersonation the caller may not do is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_flags_decide_as_the_impersonated_user() {
+    let env = start_with(true).await;
+    apply_rbac(
+        &env,
+        json!([
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "sluice-approver"},
+             "rules": [
+                {"apiGroups": ["sluice.dev"], "resources": ["accessrequests"], "verbs": ["get", "list"]},
+                {"apiGroups": ["sluice.dev"], "resources": ["accessrequests/status"], "verbs": ["get", "patch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "sluice-approvers"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "sluice-approver"},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]},
+            // alice may impersonate bob, and nobody else.
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "impersonate-bob"},
+             "rules": [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"], "resourceNames": ["bob"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "alice-impersonates-bob"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonate-bob"},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}
+        ]),
+    )
+    .await;
+    request(&env, "orders-db-as", "DELETE FROM orders").await;
+    let api: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    let decisions = || async {
+        api.get("orders-db-as")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+            .decisions
+    };
+
+    // alice (an approver) acting as bob is judged as bob: refused, and
+    // nothing is recorded for alice.
+    let out = sluice(
+        &env,
+        &[
+            "approve",
+            "orders-db-as",
+            "-n",
+            "shop",
+            "--context",
+            "alice",
+            "--as",
+            "bob",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("bob is not an approver of AccessRequest shop/orders-db-as"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(decisions().await.is_empty());
+
+    // An impersonation alice may not do is refused by the API server.
+    let out = sluice(
+        &env,
+        &[
+            "approve",
+            "orders-db-as",
+            "-n",
+            "shop",
+            "--context",
+            "alice",
+            "--as",
+            "carol",
+            "--as-group",
+            "dba",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("cannot impersonate"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = sluice(
+        &env,
+        &[
+            "approve",
+            "orders-db-as",
+            "-n",
+            "shop",
+            "--context",
+            "bob",
+            "--as",
+            "alice",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("cannot impersonate"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(decisions().await.is_empty());
+
+    // The admin may impersonate anyone: carol of group dba approves, and the
+    // decision is carol's, with the impersonated groups.
+    let out = sluice(
+        &env,
+        &[
+            "approve",
+            "orders-db-as",
+            "-n",
+            "shop",
+            "--as",
+            "carol",
+            "--as-group",
+            "dba",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "accessrequest/orders-db-as approved by carol"
+    );
+    let recorded = decisions().await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].user, "carol");
+    assert!(
+        recorded[0].groups.contains(&"dba".to_string())
+            && !recorded[0].groups.contains(&"system:masters".to_string()),
+        "{:?}",
+        recorded[0].groups
+    );
+    phase_becomes(&env, "orders-db-as", RequestPhase::Approved).await;
 }

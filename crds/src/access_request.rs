@@ -23,6 +23,7 @@ use crate::{ApprovalMode, Approvers, Conditions};
     printcolumn = r#"{"name":"Requester","type":"string","jsonPath":".spec.requester.serviceAccount"}"#,
     printcolumn = r#"{"name":"Rule","type":"string","jsonPath":".spec.rule"}"#,
     printcolumn = r#"{"name":"Connection","type":"string","jsonPath":".spec.connection","priority":1}"#,
+    printcolumn = r#"{"name":"Statement","type":"string","jsonPath":".spec.command.statement"}"#,
     printcolumn = r#"{"name":"Command","type":"string","jsonPath":".spec.command.text","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
@@ -40,7 +41,7 @@ pub struct AccessRequestSpec {
     pub rule: String,
     /// Who sent it.
     pub requester: Requester,
-    /// What was sent, with literals redacted.
+    /// What was sent: redacted for the audit trail, exact (bounded) for approvers.
     pub command: Command,
     /// Why, when the workload or policy gave a reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,12 +79,32 @@ pub struct Requester {
     pub groups: Vec<String>,
 }
 
+/// Longest [`Command::statement`], in bytes (marker included).
+pub const MAX_STATEMENT_BYTES: usize = 4096;
+
+/// Appended to a [`Command::statement`] that is not the whole text.
+pub const TRUNCATED_MARKER: &str =
+    " …[truncated by Sluice; the approval is for the whole text, see sha256]";
+
 /// The held command.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Command {
-    /// The statement or request with literals redacted.
+    /// The statement or request with literals redacted (as the audit trail has it).
     pub text: String,
+    /// The exact statement, literals included, as it will run (for HTTP:
+    /// `METHOD path?query`, a newline, then the body), so approvers see what
+    /// they approve. Only in the AccessRequest (namespaced, RBAC-guarded),
+    /// never in the audit stream. At most 4096 bytes: a longer text, or one
+    /// that is not UTF-8, is cut (lossily decoded) and ends with a marker, and
+    /// `truncated` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub statement: Option<String>,
+    /// True when `statement` is not the whole text (the approval still binds
+    /// to the sha256 of the whole); false when sha256 is the hash of `statement`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     /// Fingerprint of the statement (literals normalised), shared by statements of the same shape.
     pub fingerprint: String,
     /// Hex sha256 of the exact statement text: the approval is valid for this statement only.
@@ -129,6 +150,9 @@ pub enum RequestPhase {
     Expired,
     /// Approved and run.
     Executed,
+    /// Approved, but refused when it was to run: the policies in force
+    /// then did not let it (condition `Ready`'s message says why). Nothing ran.
+    NotRun,
 }
 
 /// One approver's decision.

@@ -341,7 +341,12 @@ pub fn next_phase(ar: &AccessRequest, now: Timestamp) -> (Option<PhaseChange>, O
         }
         Some(RequestPhase::Approved) if expired => (Some(expire(ar)), None),
         Some(RequestPhase::Approved) => (None, until_expiry),
-        Some(RequestPhase::Denied | RequestPhase::Expired | RequestPhase::Executed) => (None, None),
+        Some(
+            RequestPhase::Denied
+            | RequestPhase::Expired
+            | RequestPhase::Executed
+            | RequestPhase::NotRun,
+        ) => (None, None),
     }
 }
 

@@ -7,6 +7,9 @@
 //! - `GET /v1/approvals/{name}?wait=30s`: the request's phase, long-polled;
 //! - `POST /v1/approvals/{name}/executed`: the approved statement ran; a
 //!   second call is refused, so an approval runs a statement once;
+//! - `POST /v1/approvals/{name}/not-run` `{"reason"}`: the approved statement
+//!   was refused when it was to run (the policies changed while it was
+//!   held): phase `NotRun`, never `Executed`, with the reason on record;
 //! - `POST /mutate/accessrequests`, `POST /validate/accessrequests`: bind each
 //!   new decision to the admission request's `userInfo` and refuse what
 //!   [`crate::approvals::bind_decisions`] refuses.
@@ -15,8 +18,9 @@
 //! - **hold**: `POST /v1/approvals` with [`ApprovalAsk`] → [`ApprovalTicket`]
 //!   (`name`, `phase`, `expiresAt`, `approveCommand` for the client NOTICE);
 //!   then `GET /v1/approvals/{name}?wait=30s` in a loop while `phase` is
-//!   `Pending`. `Approved` → `POST .../executed` first, and run the statement
-//!   only if that answers 200 (a 409 `AlreadyExecuted`/`NotApproved`/`Expired`
+//!   `Pending`. `Approved` → decide it again under the policies in force;
+//!   refused → `POST .../not-run` with why; allowed → `POST .../executed`
+//!   first, and run the statement only if that answers 200 (a 409 `AlreadyExecuted`/`NotApproved`/`Expired`
 //!   means it must not run); `Denied`/`Expired` → ErrorResponse naming the
 //!   request and the deciders in `decisions`.
 //! - **retry**: `POST /v1/approvals` answers the same request for the same
@@ -44,7 +48,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource};
 use serde::Deserialize;
 use serde_json::json;
-use sluice_crds::{AccessRequest, Action, RequestPhase, Requester, Verdict};
+use sluice_crds::{
+    AccessRequest, Action, MAX_STATEMENT_BYTES, RequestPhase, Requester, TRUNCATED_MARKER, Verdict,
+};
 use sluice_policy::engine::Identity;
 use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
 
@@ -112,6 +118,7 @@ pub fn routes() -> Router<Gateway> {
         .route("/v1/approvals", post(ask))
         .route("/v1/approvals/{name}", get(poll))
         .route("/v1/approvals/{name}/executed", post(executed))
+        .route("/v1/approvals/{name}/not-run", post(not_run))
         .route(MUTATE_PATH, post(mutate))
         .route(VALIDATE_PATH, post(validate))
 }
@@ -162,6 +169,7 @@ async fn create_or_reuse(
             "command.sha256 {sha:?} is not 64 lowercase hex digits"
         )));
     }
+    check_statement(&ask.command).map_err(bad_request)?;
     let namespace = claims.namespace.clone();
     let identity = identity_of(&claims);
     let policy = g
@@ -308,6 +316,42 @@ async fn create_or_reuse(
         ));
     }
     Ok(ApprovalTicket::of(&created))
+}
+
+/// What approvers are shown must be what the approval binds to: a whole
+/// `command.statement` hashes to `command.sha256`; a cut one is bounded and
+/// ends with the marker that says so.
+pub fn check_statement(command: &sluice_crds::Command) -> Result<(), String> {
+    use sha2::Digest;
+    let Some(statement) = &command.statement else {
+        return if command.truncated {
+            Err("command.truncated is true but command.statement is missing".into())
+        } else {
+            Ok(())
+        };
+    };
+    if statement.len() > MAX_STATEMENT_BYTES {
+        return Err(format!(
+            "command.statement is {} bytes, more than {MAX_STATEMENT_BYTES}; cut it and set command.truncated",
+            statement.len()
+        ));
+    }
+    if command.truncated {
+        if !statement.ends_with(TRUNCATED_MARKER) {
+            return Err(format!(
+                "command.statement is cut (command.truncated) but does not end with {TRUNCATED_MARKER:?}"
+            ));
+        }
+        return Ok(());
+    }
+    let digest = hex::encode(sha2::Sha256::digest(statement.as_bytes()));
+    if digest != command.sha256 {
+        return Err(format!(
+            "command.statement hashes to {digest}, not to command.sha256 {}: approvers would see another statement than the one approved",
+            command.sha256
+        ));
+    }
+    Ok(())
 }
 
 /// The note of the `Requested` Event.
@@ -529,6 +573,113 @@ async fn mark_executed(
             "AlreadyExecuted",
             format!(
                 "AccessRequest {}/{name} changed while being marked executed; it runs once, ask again",
+                claims.namespace
+            ),
+        )),
+        Err(e) => Err(unavailable("AccessRequest status", &e)),
+    }
+}
+
+// === POST /v1/approvals/{name}/not-run ===
+
+/// Longest reason a sidecar may give for a statement that did not run.
+const MAX_NOT_RUN_REASON: usize = 1024;
+
+/// Body of `POST /v1/approvals/{name}/not-run`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotRunBody {
+    /// Why the sidecar refused the approved statement when it was to run.
+    reason: String,
+}
+
+async fn not_run(
+    State(g): State<Gateway>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = mark_not_run(&g, &name, &headers, &body).await;
+    answer(&g, "approvals_not_run", result)
+}
+
+/// The requester's sidecar refused an approved statement at run time: the
+/// request becomes `NotRun` (terminal: not reused, never `Executed`), its
+/// `Ready` condition and a Warning Event say why.
+async fn mark_not_run(
+    g: &Gateway,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ApprovalTicket, Refusal> {
+    let claims = authenticate(g, headers).await?;
+    check_holder(g, &claims).await?;
+    let body: NotRunBody = serde_json::from_slice(body)
+        .map_err(|e| bad_request(format!("the body is not {{\"reason\": \"...\"}}: {e}")))?;
+    let mut reason: String = body
+        .reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NOT_RUN_REASON)
+        .collect();
+    if reason.len() < body.reason.len() {
+        reason.push('…');
+    }
+    let api: Api<AccessRequest> = Api::namespaced(g.client.clone(), &claims.namespace);
+    let mut ar = own_request(&api, name, &claims).await?;
+    let phase = ar.status.as_ref().and_then(|s| s.phase);
+    match phase {
+        Some(RequestPhase::Approved) => {}
+        Some(RequestPhase::NotRun) => return Ok(ApprovalTicket::of(&ar)),
+        other => {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "NotApproved",
+                format!(
+                    "AccessRequest {}/{name} is {}, not Approved; only an approved request can be refused at run time",
+                    claims.namespace,
+                    other.map_or("new".to_string(), |p| format!("{p:?}"))
+                ),
+            ));
+        }
+    }
+    let note = format!(
+        "the approved statement did not run: the sidecar of pod {} refused it when it was to run, because {reason}",
+        claims.pod
+    );
+    let now = Timestamp::now();
+    let generation = ar.metadata.generation;
+    let status = ar.status.get_or_insert_with(Default::default);
+    status.phase = Some(RequestPhase::NotRun);
+    status.conditions.retain(|c| c.type_ != "Ready");
+    status
+        .conditions
+        .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".to_string(),
+            status: "False".to_string(),
+            reason: "NotRun".to_string(),
+            message: note.clone(),
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        });
+    // Compare-and-swap on the resourceVersion read, as in `mark_executed`.
+    match api.replace_status(name, &PostParams::default(), &ar).await {
+        Ok(stored) => {
+            publish(
+                &g.approvals.recorder,
+                &stored,
+                EventType::Warning,
+                "NotRun",
+                note,
+            )
+            .await;
+            Ok(ApprovalTicket::of(&stored))
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "AccessRequest {}/{name} changed while being marked not run; the statement did not run",
                 claims.namespace
             ),
         )),
@@ -772,5 +923,39 @@ mod tests {
                 .message
                 .starts_with("sluice approvals: bob is not an approver of AccessRequest shop/r")
         );
+    }
+
+    #[test]
+    fn approvers_see_what_the_approval_binds_to() {
+        use sha2::Digest;
+        let exact = "UPDATE orders SET amount = amount + 1000000 WHERE id = 7";
+        let command =
+            |statement: Option<&str>, truncated: bool, sha: String| sluice_crds::Command {
+                text: "UPDATE orders SET amount = amount + ? WHERE id = ?".into(),
+                statement: statement.map(str::to_string),
+                truncated,
+                fingerprint: "f".into(),
+                sha256: sha,
+            };
+        let sha = hex::encode(sha2::Sha256::digest(exact.as_bytes()));
+        assert_eq!(
+            check_statement(&command(Some(exact), false, sha.clone())),
+            Ok(())
+        );
+        assert_eq!(check_statement(&command(None, false, sha.clone())), Ok(()));
+        // Another statement than the one the hash binds.
+        let shown = exact.replace("1000000", "1");
+        let e = check_statement(&command(Some(&shown), false, sha.clone())).unwrap_err();
+        assert!(e.contains("another statement"), "{e}");
+        // Cut: bounded, and marked.
+        let cut = format!("UPDATE orders{TRUNCATED_MARKER}");
+        assert_eq!(
+            check_statement(&command(Some(&cut), true, sha.clone())),
+            Ok(())
+        );
+        assert!(check_statement(&command(Some("UPDATE orders"), true, sha.clone())).is_err());
+        assert!(check_statement(&command(None, true, sha.clone())).is_err());
+        let long = "x".repeat(MAX_STATEMENT_BYTES + 1);
+        assert!(check_statement(&command(Some(&long), true, sha)).is_err());
     }
 }

@@ -245,7 +245,7 @@ pub struct ApprovalTicket {
     pub namespace: String,
     /// When it expires if not decided (and when an approval stops being usable).
     pub expires_at: String,
-    /// `Pending`, `Approved`, `Denied`, `Expired` or `Executed`.
+    /// `Pending`, `Approved`, `Denied`, `Expired`, `Executed` or `NotRun`.
     pub phase: String,
     /// The recorded decisions: who, when, verdict, comment.
     #[serde(default)]
@@ -278,6 +278,7 @@ impl ApprovalTicket {
             "Denied" => RequestPhase::Denied,
             "Expired" => RequestPhase::Expired,
             "Executed" => RequestPhase::Executed,
+            "NotRun" => RequestPhase::NotRun,
             _ => return None,
         })
     }

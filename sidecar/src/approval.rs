@@ -10,10 +10,15 @@
 //! - **retry** ([`Approvals::retry`]): the answer is given at once; the same
 //!   statement asked again after approval gets the approved request back.
 //!
-//! An approved request is marked executed (`POST …/executed`) *before* the
-//! statement runs, and only a 200 lets it run: an approval runs its
-//! statement once. Anything else (operator unreachable, a refusal, an
-//! unknown answer) refuses the statement: approvals fail closed.
+//! An approved request comes back as [`Held::Approved`], not yet claimed:
+//! the data plane decides the statement again under the policies in force
+//! then ([`standing`]) and hands the verdict to [`Approvals::run`], the one
+//! place that records what happens. Allowed, the request is marked executed
+//! (`POST …/executed`) *before* the statement runs, and only a 200 lets it
+//! run: an approval runs its statement once. Refused, it is marked not run
+//! (`POST …/not-run` with the reason: phase `NotRun`, never `Executed`).
+//! Anything else (operator unreachable, a refusal, an unknown answer)
+//! refuses the statement: approvals fail closed.
 //!
 //! Protocol-neutral: the PostgreSQL session and the HTTP data plane both
 //! turn an [`ApprovalOutcome`] into their own answer.
@@ -23,7 +28,8 @@ use std::time::Duration;
 
 use hyper::Method;
 use sha2::{Digest, Sha256};
-use sluice_crds::{Command, RequestPhase, Verdict};
+use sluice_crds::{Action, Command, MAX_STATEMENT_BYTES, RequestPhase, TRUNCATED_MARKER, Verdict};
+use sluice_policy::engine::Decision;
 use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -101,6 +107,65 @@ pub enum ApprovalOutcome {
     },
 }
 
+/// Where a statement that needs approval stands once the operator answered.
+#[derive(Debug)]
+pub enum Held {
+    /// Approved, not yet claimed: decide it again under the policies in
+    /// force ([`standing`]) and pass the verdict to [`Approvals::run`].
+    Approved(Approved),
+    /// Settled without running (refused, pending in retry mode).
+    Settled(ApprovalOutcome),
+}
+
+/// An approved request, not yet claimed (see [`Held::Approved`]).
+#[derive(Debug)]
+pub struct Approved {
+    ticket: ApprovalTicket,
+    policy: String,
+    rule: String,
+}
+
+impl Approved {
+    /// The AccessRequest, `NAMESPACE/NAME`.
+    pub fn request(&self) -> String {
+        qualified(&self.ticket)
+    }
+}
+
+/// Whether an approved statement may still run under `now`, the decision
+/// of the policies in force when it is about to run: allowed outright, or
+/// still held by the very rule its AccessRequest was approved under (the
+/// operator checks that rule's approvers and `minApprovals` are unchanged).
+/// `Err` says why not, for the client, the audit and the AccessRequest.
+pub fn standing(approved: &Approved, now: &Decision) -> Result<(), String> {
+    match now.enforced {
+        Action::Allow => Ok(()),
+        Action::RequireApproval => {
+            let policy = now.enforced_policy.as_ref().or(now.policy.as_ref());
+            let rule = now.enforced_rule.as_ref().or(now.rule.as_ref());
+            if policy == Some(&approved.policy) && rule == Some(&approved.rule) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "it now needs approval under rule {:?} of AccessPolicy {:?}, not under rule {:?} of {:?} as approved ({})",
+                    rule.map_or("-", String::as_str),
+                    policy.map_or("-", String::as_str),
+                    approved.rule,
+                    approved.policy,
+                    now.reason
+                ))
+            }
+        }
+        Action::Deny => Err(format!("they now deny it ({})", now.reason)),
+    }
+}
+
+/// Body of `POST /v1/approvals/{name}/not-run`.
+#[derive(Debug, serde::Serialize)]
+struct NotRun<'a> {
+    reason: &'a str,
+}
+
 /// A client of the operator's approval API, shared by every session of a
 /// sidecar (cheap to clone).
 #[derive(Clone)]
@@ -122,15 +187,39 @@ impl std::fmt::Debug for Approvals {
     }
 }
 
-/// The [`Command`] of a statement: `redacted` (literals redacted) for people,
-/// its fingerprint, and the sha256 of the `exact` text the approval is for.
+/// The [`Command`] of a statement: `redacted` (literals redacted) for the
+/// audit trail, its fingerprint, the sha256 of the `exact` text the approval
+/// is for, and that text itself for approvers (bounded: see [`statement`]).
 pub fn command(redacted: &str, fingerprint: &str, exact: &[u8]) -> Command {
     let digest = Sha256::digest(exact);
+    let (statement, truncated) = statement(exact);
     Command {
         text: redacted.to_string(),
+        statement: Some(statement),
+        truncated,
         fingerprint: fingerprint.to_string(),
         sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
     }
+}
+
+/// What approvers are shown of `exact`: the text itself when it is UTF-8 and
+/// fits [`MAX_STATEMENT_BYTES`]; else its (lossily decoded) start, cut at a
+/// character boundary, with [`TRUNCATED_MARKER`] after it, and `true`.
+pub fn statement(exact: &[u8]) -> (String, bool) {
+    if exact.len() <= MAX_STATEMENT_BYTES
+        && let Ok(text) = std::str::from_utf8(exact)
+    {
+        return (text.to_string(), false);
+    }
+    let room = MAX_STATEMENT_BYTES - TRUNCATED_MARKER.len();
+    let lossy = String::from_utf8_lossy(&exact[..exact.len().min(room)]);
+    let mut cut = room.min(lossy.len());
+    while !lossy.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut shown = lossy[..cut].to_string();
+    shown.push_str(TRUNCATED_MARKER);
+    (shown, true)
 }
 
 impl Approvals {
@@ -272,14 +361,10 @@ impl Approvals {
     /// Hold mode: asks, calls `notify` with the pending ticket (the client is
     /// told which request to approve, and how), waits for the decision until
     /// the request expires, and claims an approval.
-    pub async fn hold(
-        &self,
-        ask: &ApprovalAsk,
-        notify: impl FnOnce(&ApprovalTicket),
-    ) -> ApprovalOutcome {
+    pub async fn hold(&self, ask: &ApprovalAsk, notify: impl FnOnce(&ApprovalTicket)) -> Held {
         let ticket = match self.ask(ask).await {
             Ok(t) => t,
-            Err(e) => return self.unreachable(ask, &e),
+            Err(e) => return Held::Settled(self.unreachable(ask, &e)),
         };
         let ticket = match ticket.phase() {
             Some(RequestPhase::Pending) => {
@@ -289,7 +374,7 @@ impl Approvals {
                     Ok(t) => t,
                     Err(e) => {
                         self.count(ApprovalStep::Failed);
-                        return ApprovalOutcome::Refused {
+                        return Held::Settled(ApprovalOutcome::Refused {
                             request: Some(qualified(&ticket)),
                             phase: None,
                             deciders: Vec::new(),
@@ -297,24 +382,24 @@ impl Approvals {
                                 "statement not run: Sluice lost track of AccessRequest {} while holding it ({e}); nothing ran, send the statement again",
                                 qualified(&ticket)
                             ),
-                        };
+                        });
                     }
                 }
             }
             _ => ticket,
         };
-        self.settle(ticket).await
+        self.settle(ask, ticket)
     }
 
     /// Retry mode: asks; a pending request is answered at once, an approved
     /// one (the same statement, approved since) is claimed.
-    pub async fn retry(&self, ask: &ApprovalAsk) -> ApprovalOutcome {
+    pub async fn retry(&self, ask: &ApprovalAsk) -> Held {
         let ticket = match self.ask(ask).await {
             Ok(t) => t,
-            Err(e) => return self.unreachable(ask, &e),
+            Err(e) => return Held::Settled(self.unreachable(ask, &e)),
         };
         if ticket.phase() == Some(RequestPhase::Pending) {
-            return ApprovalOutcome::Pending {
+            return Held::Settled(ApprovalOutcome::Pending {
                 request: qualified(&ticket),
                 message: format!(
                     "statement needs approval: Sluice asked for it in AccessRequest {}; once approved (`{}`), send the same statement again before {} and it runs once",
@@ -324,36 +409,79 @@ impl Approvals {
                 ),
                 approve_command: ticket.approve_command,
                 expires_at: ticket.expires_at,
-            };
+            });
         }
-        self.settle(ticket).await
+        self.settle(ask, ticket)
     }
 
-    /// The outcome of a decided (or still pending, past its expiry) ticket;
-    /// an approval is claimed (marked executed) here.
-    async fn settle(&self, ticket: ApprovalTicket) -> ApprovalOutcome {
-        let request = qualified(&ticket);
-        match ticket.phase() {
-            Some(RequestPhase::Approved) => {
-                let approvers = ticket.deciders(Verdict::Approve);
-                match self.executed(&ticket.name).await {
-                    Ok(_) => {
-                        self.count(ApprovalStep::Granted);
-                        ApprovalOutcome::Granted { request, approvers }
-                    }
-                    Err(e) => {
-                        self.count(ApprovalStep::Failed);
-                        ApprovalOutcome::Refused {
-                            message: format!(
-                                "statement refused by Sluice: AccessRequest {request} was approved by {}, but the operator would not let it run ({e}); nothing ran",
-                                approvers.join(", ")
-                            ),
-                            request: Some(request),
-                            phase: Some(RequestPhase::Approved),
-                            deciders: approvers,
-                        }
-                    }
+    /// Runs or refuses an approved statement, and puts on the AccessRequest
+    /// what really happens: with `standing` Ok (see [`standing`]) it is
+    /// claimed (marked executed, once) and [`ApprovalOutcome::Granted`];
+    /// with `Err(why)` it is marked not run, with why, and refused. Both
+    /// data planes end an approval here.
+    pub async fn run(&self, approved: Approved, standing: Result<(), String>) -> ApprovalOutcome {
+        let request = approved.request();
+        let approvers = approved.ticket.deciders(Verdict::Approve);
+        let name = approved.ticket.name;
+        if let Err(why) = standing {
+            self.count(ApprovalStep::Failed);
+            let body = serde_json::to_vec(&NotRun { reason: &why }).unwrap_or_default();
+            let path = format!("/v1/approvals/{name}/not-run");
+            // The statement is refused whatever the operator answers; a
+            // request left Approved here expires unused.
+            if let Err(e) = self
+                .ticket(
+                    Method::POST,
+                    &path,
+                    "/v1/approvals/{name}/not-run",
+                    Some(body),
+                    Duration::from_secs(30),
+                )
+                .await
+            {
+                tracing::warn!(request = %request, error = %e, "could not record on the AccessRequest that its approved statement did not run");
+            }
+            return ApprovalOutcome::Refused {
+                message: format!(
+                    "statement refused by Sluice: AccessRequest {request} was approved by {}, but the policies changed while it was held: {why}; nothing ran",
+                    approvers.join(", ")
+                ),
+                request: Some(request),
+                phase: Some(RequestPhase::NotRun),
+                deciders: approvers,
+            };
+        }
+        match self.executed(&name).await {
+            Ok(_) => {
+                self.count(ApprovalStep::Granted);
+                ApprovalOutcome::Granted { request, approvers }
+            }
+            Err(e) => {
+                self.count(ApprovalStep::Failed);
+                ApprovalOutcome::Refused {
+                    message: format!(
+                        "statement refused by Sluice: AccessRequest {request} was approved by {}, but the operator would not let it run ({e}); nothing ran",
+                        approvers.join(", ")
+                    ),
+                    request: Some(request),
+                    phase: Some(RequestPhase::Approved),
+                    deciders: approvers,
                 }
+            }
+        }
+    }
+
+    /// Where a decided (or still pending, past its expiry) ticket leaves the
+    /// statement; an approval is handed back unclaimed.
+    fn settle(&self, ask: &ApprovalAsk, ticket: ApprovalTicket) -> Held {
+        let request = qualified(&ticket);
+        Held::Settled(match ticket.phase() {
+            Some(RequestPhase::Approved) => {
+                return Held::Approved(Approved {
+                    ticket,
+                    policy: ask.policy.clone(),
+                    rule: ask.rule.clone(),
+                });
             }
             Some(RequestPhase::Denied) => {
                 self.count(ApprovalStep::Denied);
@@ -399,14 +527,14 @@ impl Approvals {
                     deciders: approvers,
                 }
             }
-            Some(RequestPhase::Executed) => {
+            Some(phase @ (RequestPhase::Executed | RequestPhase::NotRun)) => {
                 self.count(ApprovalStep::Failed);
                 ApprovalOutcome::Refused {
                     message: format!(
-                        "statement refused by Sluice: the approval of AccessRequest {request} was already used (an approval runs its statement once); send it again to ask anew"
+                        "statement refused by Sluice: the approval of AccessRequest {request} was already used (an approval runs its statement once, or not at all once refused at run time); send it again to ask anew"
                     ),
                     request: Some(request),
-                    phase: Some(RequestPhase::Executed),
+                    phase: Some(phase),
                     deciders: Vec::new(),
                 }
             }
@@ -423,7 +551,7 @@ impl Approvals {
                     deciders: Vec::new(),
                 }
             }
-        }
+        })
     }
 
     fn unreachable(&self, ask: &ApprovalAsk, e: &ApprovalError) -> ApprovalOutcome {
@@ -477,6 +605,68 @@ mod tests {
             command("", "", b"abc").sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn approvers_see_the_exact_text_bounded() {
+        let c = command("UPDATE t SET a = ?", "fp", b"UPDATE t SET a = 1000000");
+        assert_eq!(c.statement.as_deref(), Some("UPDATE t SET a = 1000000"));
+        assert!(!c.truncated);
+        // Long: cut at a character boundary, marked, within the bound.
+        let long = format!("UPDATE t SET a = '{}'", "é".repeat(4000));
+        let (shown, truncated) = statement(long.as_bytes());
+        assert!(truncated);
+        assert!(shown.len() <= MAX_STATEMENT_BYTES, "{}", shown.len());
+        assert!(shown.starts_with("UPDATE t SET a = 'é"));
+        assert!(shown.ends_with(TRUNCATED_MARKER));
+        // Not UTF-8 (an HTTP body): shown lossily, and marked as not the text.
+        let (shown, truncated) = statement(b"POST /x\n\xff\xfe");
+        assert!(truncated);
+        assert!(shown.starts_with("POST /x\n"));
+        assert!(shown.ends_with(TRUNCATED_MARKER));
+    }
+
+    fn approved(policy: &str, rule: &str) -> Approved {
+        Approved {
+            ticket: ApprovalTicket {
+                name: "r".into(),
+                namespace: "ns".into(),
+                expires_at: String::new(),
+                phase: "Approved".into(),
+                decisions: Vec::new(),
+                approve_command: String::new(),
+            },
+            policy: policy.into(),
+            rule: rule.into(),
+        }
+    }
+
+    fn decision(enforced: Action, policy: &str, rule: &str) -> Decision {
+        Decision {
+            action: enforced,
+            enforced,
+            policy: Some(policy.into()),
+            rule: Some(rule.into()),
+            enforced_policy: Some(policy.into()),
+            enforced_rule: Some(rule.into()),
+            dry_run: false,
+            approval: None,
+            reason: format!("rule {rule} of {policy}"),
+        }
+    }
+
+    #[test]
+    fn an_approval_stands_only_under_its_own_rule() {
+        let a = approved("p", "r");
+        assert_eq!(standing(&a, &decision(Action::Allow, "p", "x")), Ok(()));
+        assert_eq!(
+            standing(&a, &decision(Action::RequireApproval, "p", "r")),
+            Ok(())
+        );
+        let other = standing(&a, &decision(Action::RequireApproval, "q", "strict")).unwrap_err();
+        assert!(other.contains("\"strict\""), "{other}");
+        let denied = standing(&a, &decision(Action::Deny, "p", "freeze")).unwrap_err();
+        assert!(denied.contains("freeze"), "{denied}");
     }
 
     #[test]

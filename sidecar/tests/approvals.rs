@@ -253,6 +253,12 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
         .await
         .unwrap();
     assert_eq!(stored.spec.command.text, "UPDATE counter SET n = n + ?");
+    // Issue 18 item 3: approvers see the exact statement, literals included.
+    assert_eq!(
+        stored.spec.command.statement.as_deref(),
+        Some("UPDATE counter SET n = n + 1")
+    );
+    assert!(!stored.spec.command.truncated);
     assert_eq!(stored.spec.requester.service_account, "stock-fixer");
     assert_eq!(stored.spec.requester.pod.as_deref(), Some("fixer"));
 
@@ -496,7 +502,7 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
         let client = client.clone();
         async move {
             client
-                .batch_execute("UPDATE counter SET n = n + 1000")
+                .batch_execute("UPDATE counter SET n = n + 7340033")
                 .await
         }
     });
@@ -540,6 +546,72 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
         "{message}"
     );
     assert_eq!(one_int(&counter, "SELECT n::int8 FROM counter").await, 111);
+    // Issue 18 item 8: the request says what happened, not `Executed`.
+    let frozen = requests.get(&frozen_name).await.unwrap();
+    assert_eq!(
+        frozen.spec.command.statement.as_deref(),
+        Some("UPDATE counter SET n = n + 7340033")
+    );
+    let status = frozen.status.unwrap();
+    assert_eq!(status.phase, Some(sluice_crds::RequestPhase::NotRun));
+    assert_eq!(status.executed_at, None);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NotRun")
+    );
+    assert!(
+        ready.message.contains("freeze-counter"),
+        "{}",
+        ready.message
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(env.client.clone(), "shop");
+    let reasons: Vec<String> = events
+        .list(
+            &kube::api::ListParams::default().fields(&format!("involvedObject.name={frozen_name}")),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"NotRun".to_string()), "{reasons:?}");
+    assert!(!reasons.contains(&"Executed".to_string()), "{reasons:?}");
+    let events = audit_events(&audit);
+    let steps: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["approval"]["request"] == format!("shop/{frozen_name}"))
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|e| e["approval"]["phase"] == "NotRun" && e["type"] == "denial"),
+        "{steps:#?}"
+    );
+    assert!(
+        !steps.iter().any(|e| e["approval"]["phase"] == "Executed"),
+        "{steps:#?}"
+    );
+    // The audit stream keeps redacting literals: the approvers' statements
+    // never reach it (the AccessRequests above hold them).
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        text.contains("UPDATE counter SET n = n + ?"),
+        "no redacted text on record"
+    );
+    for literal in ["7340033", "n + 1\"", "n + 10\"", "n + 100\""] {
+        assert!(
+            !text.contains(literal),
+            "{literal} reached the audit stream"
+        );
+    }
+    sluice_policy::audit::verify_lines(text.lines(), &[]).expect("the audit chain verifies");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -341,6 +341,17 @@ async fn http_requests_needing_approval_are_held_or_refused_until_approved() {
         0,
         "the held request reached the upstream before approval"
     );
+    // Issue 18 item 3: the approver sees the exact request, body included,
+    // and the approval binds to that very text.
+    let requests: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    let command = requests.get(&name).await.unwrap().spec.command;
+    let statement = command.statement.clone().unwrap_or_default();
+    assert!(
+        statement.starts_with("POST /refunds") && statement.ends_with("\n{\"amount\": 5000}"),
+        "{command:?}"
+    );
+    assert!(!command.truncated);
+    assert_eq!(digest(statement.as_bytes()), command.sha256);
     decide(&alice, &name, "approve").await;
     let (status, echo) = bounded("the held request", held).await.unwrap();
     assert_eq!(status, 200, "{echo}");
@@ -400,6 +411,52 @@ async fn http_requests_needing_approval_are_held_or_refused_until_approved() {
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["error"], "approvalRefused");
     assert_eq!(v["phase"], "Expired", "{v}");
+
+    // Issue 18 item 8: the policy denies refunds while one is held; approved,
+    // it is refused, and its AccessRequest says NotRun, not Executed.
+    let held = hold_refund(r#"{"amount": 7777}"#);
+    let name = pending_request(&env.client, "refunds-need-finance").await;
+    let freeze = serde_json::json!([{"op": "add", "path": "/spec/rules/0", "value":
+        {"name": "freeze-refunds", "match": {"paths": ["/refunds", "/freeze-probe"]}, "action": "deny"}}]);
+    env.policies()
+        .patch(
+            "api-policy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::<()>::Json(serde_json::from_value(freeze).unwrap()),
+        )
+        .await
+        .unwrap();
+    bounded("the new rule to reach the sidecar", async {
+        loop {
+            // Allowed (and echoed) until the rule is in force.
+            let (status, v) = get(&http, listen_port, "/freeze-probe").await;
+            if status == 403 && v["error"] == "denied" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    decide(&alice, &name, "approve").await;
+    let (status, v) = bounded("the held request", held).await.unwrap();
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"], "approvalRefused", "{v}");
+    assert_eq!(v["phase"], "NotRun", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("freeze-refunds"),
+        "{v}"
+    );
+    assert_eq!(
+        hits(),
+        2,
+        "a request refused at run time reached the upstream"
+    );
+    let status = requests.get(&name).await.unwrap().status.unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::NotRun));
+    assert_eq!(status.executed_at, None);
 }
 
 /// SHA-256 of `b`, hex.

@@ -50,7 +50,7 @@ use sluice_policy::masker::Masker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::approval::{ApprovalOutcome, Approvals};
+use crate::approval::{ApprovalOutcome, Approvals, Held};
 use crate::audit::{AuditLog, SessionInfo};
 use crate::limits::{Limits, ListenerSlots};
 use crate::metrics::Metrics;
@@ -1335,7 +1335,7 @@ async fn approve(
         .approval
         .as_ref()
         .is_some_and(|a| a.mode == sluice_crds::ApprovalMode::Retry);
-    let outcome = if retry {
+    let held = if retry {
         approvals.retry(&ask).await
     } else {
         let connection = ctx.name.clone();
@@ -1353,8 +1353,9 @@ async fn approve(
             )
             .await
     };
-    match outcome {
-        ApprovalOutcome::Granted { request, approvers } => {
+    let outcome = match held {
+        Held::Settled(outcome) => outcome,
+        Held::Approved(approved) => {
             // The policies may have changed while the request was held.
             let now = live.borrow().clone();
             let again = match &now.standing {
@@ -1366,17 +1367,12 @@ async fn approve(
                 }),
                 _ => Decision::not_bound(&ctx.identity, &ctx.name),
             };
-            if again.enforced == Action::Deny {
-                let why = format!(
-                    "request approved in AccessRequest {request}, but the policies in force now deny it: {}",
-                    again.reason
-                );
-                return Err(refusal.refuse(
-                    StatusCode::FORBIDDEN,
-                    serde_json::json!({"error": "denied", "request": request, "policy": again.enforced_policy, "rule": again.enforced_rule, "reason": why}),
-                    why,
-                ));
-            }
+            let standing = crate::approval::standing(&approved, &again);
+            approvals.run(approved, standing).await
+        }
+    };
+    match outcome {
+        ApprovalOutcome::Granted { request, approvers } => {
             let body = Full::new(bytes)
                 .map_err(|e: Infallible| -> BoxError { match e {} })
                 .boxed_unsync();

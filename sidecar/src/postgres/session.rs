@@ -40,7 +40,7 @@ use super::messages::{
 use super::rows_affected::{self, Count, Limit, Outcome};
 use super::settings::{self, Effect, ServerSettings};
 use super::upstream::{self, ReadHalf, UpstreamConfig, WriteHalf};
-use crate::approval::{ApprovalOutcome, Approvals};
+use crate::approval::{self, ApprovalOutcome, Approvals, Held};
 use crate::audit::{AuditLog, ResultRecord, SessionInfo};
 use crate::enforcement::{Binding, Decided, Enforcer, Masking, Refusal};
 use crate::metrics::Metrics;
@@ -1264,7 +1264,7 @@ impl ClientLoop {
         }
         let outcome = match self.approval_ask(sql, &decided) {
             Err(refusal) => Err(refusal),
-            Ok((approvals, ask, true)) => Ok(Some(approvals.retry(&ask).await)),
+            Ok((approvals, ask, true)) => Ok(Some((approvals.retry(&ask).await, approvals))),
             Ok((approvals, ask, false)) => {
                 let hold =
                     approvals.hold(&ask, |ticket| self.notify_held(&decided, ticket, "simple"));
@@ -1276,7 +1276,7 @@ impl ClientLoop {
                 let mut watching = true;
                 loop {
                     tokio::select! {
-                        outcome = &mut hold => break Ok(Some(outcome)),
+                        outcome = &mut hold => break Ok(Some((outcome, approvals.clone()))),
                         () = &mut cancelled => break Err(self.cancelled(&decided, "simple")),
                         more = client.fill(), if watching => match more {
                             // Pipelined input waits in the reader until the statement is settled.
@@ -1299,8 +1299,8 @@ impl ClientLoop {
                     .statement(&self.session, &decided, "simple", Some(&refusal));
                 return Ok(());
             }
-            Ok(Some(outcome)) => {
-                let outcome = self.recheck(outcome, sql);
+            Ok(Some((held, approvals))) => {
+                let outcome = self.recheck(held, &approvals, sql).await;
                 self.settle_approval(outcome, &decided, "simple")
             }
         };
@@ -1337,9 +1337,9 @@ impl ClientLoop {
     /// refused as in [`ClientLoop::approve_simple`]; `None` when approved,
     /// and then the statement's next Execute (only) may run.
     async fn approve_parse(&mut self, sql: &str, decided: &Arc<Decided>) -> Option<Refusal> {
-        let outcome = match self.approval_ask(sql, decided) {
+        let (held, approvals) = match self.approval_ask(sql, decided) {
             Err(refusal) => return Some(refusal),
-            Ok((approvals, ask, true)) => approvals.retry(&ask).await,
+            Ok((approvals, ask, true)) => (approvals.retry(&ask).await, approvals),
             Ok((approvals, ask, false)) => {
                 let cancelled = self.cancel_hold.notified();
                 tokio::pin!(cancelled);
@@ -1347,12 +1347,12 @@ impl ClientLoop {
                 let hold =
                     approvals.hold(&ask, |ticket| self.notify_held(decided, ticket, "extended"));
                 tokio::select! {
-                    outcome = hold => outcome,
+                    held = hold => (held, approvals.clone()),
                     () = cancelled => return Some(self.cancelled(decided, "extended")),
                 }
             }
         };
-        let outcome = self.recheck(outcome, sql);
+        let outcome = self.recheck(held, &approvals, sql).await;
         let refusal = self.settle_approval(outcome, decided, "extended");
         if refusal.is_none() {
             self.approved.push(decided.clone());
@@ -1362,34 +1362,24 @@ impl ClientLoop {
 
     /// A statement approved while held runs only if the policies in force
     /// now still let it: they may have changed, or lapsed, during the wait.
-    fn recheck(&mut self, outcome: ApprovalOutcome, sql: &str) -> ApprovalOutcome {
-        let ApprovalOutcome::Granted { request, approvers } = outcome else {
-            return outcome;
+    /// The verdict goes to [`Approvals::run`], which claims the approval or
+    /// records on the AccessRequest that the statement did not run.
+    async fn recheck(&mut self, held: Held, approvals: &Approvals, sql: &str) -> ApprovalOutcome {
+        let approved = match held {
+            Held::Settled(outcome) => return outcome,
+            Held::Approved(approved) => approved,
         };
         let now = self.enforcer.decide(sql);
         // Masking that changed during the wait applies to this run.
         self.sync_masking();
-        if let Err(e) = self.read_only_in_force() {
-            return ApprovalOutcome::Refused {
-                message: format!("statement refused by Sluice: {e}; nothing ran"),
-                request: Some(request),
-                phase: Some(RequestPhase::Executed),
-                deciders: approvers,
-            };
-        }
-        match &now.refusal {
-            Some(r) if now.awaits_approval().is_none() => ApprovalOutcome::Refused {
-                message: format!(
-                    "statement refused by Sluice: AccessRequest {request} was approved by {}, but the policies changed while it was held ({}); nothing ran",
-                    approvers.join(", "),
-                    r.message
-                ),
-                request: Some(request),
-                phase: Some(RequestPhase::Executed),
-                deciders: approvers,
-            },
-            _ => ApprovalOutcome::Granted { request, approvers },
-        }
+        let standing = match (self.read_only_in_force(), &now.refusal) {
+            (Err(e), _) => Err(e.to_string()),
+            (Ok(()), Some(r)) if now.awaits_approval().is_none() => {
+                Err(format!("they now refuse it ({})", r.message))
+            }
+            (Ok(()), _) => approval::standing(&approved, &now.sql.decision),
+        };
+        approvals.run(approved, standing).await
     }
 
     /// An Execute of a statement that needs approval runs only as the one
