@@ -145,6 +145,11 @@ expect = {
     "CRDs kept": all(d["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep"
                      for (k, _), d in docs.items() if k == "CustomResourceDefinition")
                  and sum(1 for (k, _) in docs if k == "CustomResourceDefinition") == 3,
+    "webhook configurations in the release (helm uninstall removes them)":
+        {("MutatingWebhookConfiguration", "sluice-operator"),
+         ("MutatingWebhookConfiguration", "sluice-operator-approvals"),
+         ("ValidatingWebhookConfiguration", "sluice-operator-approvals")} <= set(docs)
+        and "--adopt-webhook-configurations" in c["args"],
     "Role confines secret writes": all(
         "resourceNames" in r or r["verbs"] == ["create"]
         for r in docs[("Role", "sluice-operator")]["rules"]),
@@ -462,5 +467,29 @@ if grep -Eiq 'forbidden|\b403\b' "$OUT/operator-cm.log"; then
   exit 1
 fi
 echo "3 webhook configurations handed to cainjector (annotation, no caBundle), the mounted certificate served, no request refused"
+passed
+
+step "uninstall: no webhook configuration outlives the release"
+# helm uninstall deletes the release's webhook configurations (webhooks.yaml)
+# while an operator pod may still be running: it must not bring one back, since
+# a fail-closed webhook left behind blocks pod creation in opted-in namespaces.
+# The leader looks at them on every maintenance pass (each minute); wait until
+# it has seen all three missing, then nothing may remain.
+missing() { grep -c 'is missing and is not created' "$OUT/operator-cm.log" || true; }
+before="$(missing)"
+kubectl delete mutatingwebhookconfiguration sluice-operator sluice-operator-approvals >/dev/null
+kubectl delete validatingwebhookconfiguration sluice-operator-approvals >/dev/null
+for _ in $(seq 1 500); do (( $(missing) >= before + 3 )) && break; sleep 0.2; done
+if (( $(missing) < before + 3 )); then
+  tail -20 "$OUT/operator-cm.log"
+  echo "the operator did not report the deleted webhook configurations within 100 s" >&2
+  exit 1
+fi
+left="$(kubectl get mutatingwebhookconfigurations,validatingwebhookconfigurations -o name | grep -i sluice || true)"
+if [[ -n "$left" ]]; then
+  echo "$left"; echo "webhook configurations outlived the release" >&2
+  exit 1
+fi
+echo "the release's 3 webhook configurations deleted; the running operator saw them missing and created none"
 passed
 echo "chart: $PASSED passed, 0 failed"

@@ -208,46 +208,35 @@ async fn add_one(api: &Api<AccessPolicy>, policy: &str, tally: Tally) -> Result<
     Ok(())
 }
 
-/// Leader only: applies the mutating and validating webhook configurations on
-/// AccessRequests when missing or different. Returns whether it wrote.
+/// Leader only: writes the mutating and validating webhook configurations on
+/// AccessRequests when different (and, unless `adopt`, when missing).
 pub async fn register_webhooks(
     client: Client,
     settings: &crate::webhook_config::WebhookSettings,
-) -> Result<bool, kube::Error> {
+    adopt: bool,
+) -> Result<[crate::webhook_config::Written; 2], kube::Error> {
     use crate::webhook_config::{
         APPROVALS_CONFIGURATION_NAME, approvals_mutating_configuration,
-        approvals_validating_configuration,
+        approvals_validating_configuration, mutating_needs_apply, validating_needs_apply,
+        write_configuration,
     };
-    use k8s_openapi::api::admissionregistration::v1::{
-        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-    };
-    let params = PatchParams::apply(crate::certs::FIELD_MANAGER).force();
-    let mut wrote = false;
-
-    let desired = approvals_mutating_configuration(settings);
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let existing = api.get_opt(APPROVALS_CONFIGURATION_NAME).await?;
-    if crate::webhook_config::mutating_needs_apply(existing.as_ref(), &desired) {
-        let mut body = serde_json::to_value(&desired).unwrap_or_default();
-        body["apiVersion"] = "admissionregistration.k8s.io/v1".into();
-        body["kind"] = "MutatingWebhookConfiguration".into();
-        api.patch(APPROVALS_CONFIGURATION_NAME, &params, &Patch::Apply(body))
-            .await?;
-        wrote = true;
-    }
-
-    let desired = approvals_validating_configuration(settings);
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
-    let existing = api.get_opt(APPROVALS_CONFIGURATION_NAME).await?;
-    if crate::webhook_config::validating_needs_apply(existing.as_ref(), &desired) {
-        let mut body = serde_json::to_value(&desired).unwrap_or_default();
-        body["apiVersion"] = "admissionregistration.k8s.io/v1".into();
-        body["kind"] = "ValidatingWebhookConfiguration".into();
-        api.patch(APPROVALS_CONFIGURATION_NAME, &params, &Patch::Apply(body))
-            .await?;
-        wrote = true;
-    }
-    Ok(wrote)
+    let mutating = write_configuration(
+        &Api::all(client.clone()),
+        APPROVALS_CONFIGURATION_NAME,
+        &approvals_mutating_configuration(settings),
+        adopt,
+        mutating_needs_apply,
+    )
+    .await?;
+    let validating = write_configuration(
+        &Api::all(client),
+        APPROVALS_CONFIGURATION_NAME,
+        &approvals_validating_configuration(settings),
+        adopt,
+        validating_needs_apply,
+    )
+    .await?;
+    Ok([mutating, validating])
 }
 
 /// The user the operator's client is authenticated as, from a

@@ -237,7 +237,7 @@ async fn create_or_reuse(
     let now = Timestamp::now();
     let selector = format!(
         "{REQUESTER_LABEL}={},{COMMAND_LABEL}={}",
-        requester.service_account,
+        crate::approvals::requester_label_value(&requester.service_account),
         sha.get(..32).unwrap_or_default()
     );
     let existing = api

@@ -1,7 +1,15 @@
 //! The cluster's Connections, AccessPolicies and Secrets as the operator sees
 //! them: watched caches (kube-runtime reflectors) that the gateway API, the
-//! injection webhook and the controllers read, and a change counter that
-//! long-polls and controllers wait on.
+//! injection webhook and the controllers read, and change counters that
+//! long-polls (per namespace) and controllers (all) wait on.
+//!
+//! Secrets are not listed cluster-wide: only the Secrets that a Connection or
+//! an AccessPolicy references are read, each by its own watch selected with
+//! `fieldSelector=metadata.name=NAME` in its namespace (kube-apiserver supports
+//! `metadata.name` as a field selector for every resource). An unrelated
+//! Secret's change therefore reaches the operator not at all, wakes no
+//! long-poll and re-runs no reconcile; readiness waits for the referenced
+//! Secrets' first lists only. At most [`MAX_WATCHED_SECRETS`] are watched.
 //!
 //! Which Connections an identity is bound to is decided here, once, for the
 //! bundle and for the injector alike, and it fails closed: an AccessPolicy that
@@ -9,8 +17,9 @@
 //! Connection unbound (no credentials, sessions refused) rather than silently
 //! dropping that policy's restrictions.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use base64::Engine as _;
 use futures::{Stream, StreamExt};
@@ -23,6 +32,7 @@ use sha2::{Digest, Sha256};
 use sluice_crds::{AccessPolicy, Connection, Protocol};
 use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, SecretSource};
 use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::inject::ConnectionTarget;
 use crate::wire::{Bundle, BundleConnection, BundleIdentity, BundleSecretKey};
@@ -108,14 +118,112 @@ impl<K: kube::Resource<DynamicType = ()>> kube::Resource for Lenient<K> {
     }
 }
 
+/// How many referenced Secrets are watched at most. Each is one watch (one
+/// long-lived request to the API server, HTTP/1.1 as kube-client speaks it);
+/// beyond this the further Secrets are not read (their Connections get no
+/// credentials, failing closed) and a warning says so.
+pub const MAX_WATCHED_SECRETS: usize = 1024;
+
+/// A referenced Secret: namespace and name.
+type SecretKey = (String, String);
+
 /// Watched caches of the objects policy distribution depends on.
 #[derive(Clone)]
 pub struct Catalog {
     connections: Store<Lenient<Connection>>,
     policies: Store<Lenient<AccessPolicy>>,
-    secrets: Store<Secret>,
-    changes: Arc<watch::Sender<u64>>,
+    secrets: Arc<SecretCache>,
+    changes: Arc<Changes>,
     filled: watch::Receiver<bool>,
+}
+
+/// Change counters: one for everything (controllers), one per namespace with
+/// a waiting long-poll (a bundle is built from its namespace's objects only).
+struct Changes {
+    all: watch::Sender<u64>,
+    by_namespace: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl Changes {
+    fn new() -> Changes {
+        Changes {
+            all: watch::channel(0).0,
+            by_namespace: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A change in `namespace`, or in any (`None`: a relist).
+    fn bump(&self, namespace: Option<&str>) {
+        let next = |n: &mut u64| *n = n.wrapping_add(1);
+        self.all.send_modify(next);
+        let map = self
+            .by_namespace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match namespace {
+            Some(ns) => {
+                if let Some(tx) = map.get(ns) {
+                    tx.send_modify(next);
+                }
+            }
+            None => map.values().for_each(|tx| tx.send_modify(next)),
+        }
+    }
+
+    fn subscribe_namespace(&self, namespace: &str) -> watch::Receiver<u64> {
+        let mut map = self
+            .by_namespace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Namespaces nobody waits on any more are forgotten (bounded by waiters).
+        map.retain(|_, tx| tx.receiver_count() > 0);
+        map.entry(namespace.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+}
+
+/// The referenced Secrets as last seen by their watches.
+#[derive(Default)]
+struct SecretCache {
+    entries: RwLock<HashMap<SecretKey, Arc<Secret>>>,
+}
+
+impl SecretCache {
+    fn get(&self, key: &SecretKey) -> Option<Arc<Secret>> {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Records what the watch of `key` saw; a change of what bundles and
+    /// statuses read (existence, data) is a change of `key`'s namespace.
+    /// Nothing is written once the watch was stopped (`alive` false).
+    fn set(&self, key: &SecretKey, secret: Option<Secret>, alive: &AtomicBool, changes: &Changes) {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        if !alive.load(Ordering::Acquire) {
+            return;
+        }
+        let before = entries.get(key).map(|s| s.data.clone());
+        let after = secret.as_ref().map(|s| s.data.clone());
+        match secret {
+            Some(secret) => entries.insert(key.clone(), Arc::new(secret)),
+            None => entries.remove(key),
+        };
+        drop(entries);
+        if before != after {
+            changes.bump(Some(&key.0));
+        }
+    }
+
+    fn forget(&self, key: &SecretKey) {
+        self.entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
 }
 
 /// A policy of one namespace, compiled (or not).
@@ -130,12 +238,11 @@ impl Catalog {
     /// Starts watching all namespaces through `client`. The returned future
     /// drives the watches and must be polled (spawned) for the caches to fill.
     pub fn watch(client: &Client) -> (Catalog, impl Future<Output = ()> + Send + 'static) {
-        let (changes, _) = watch::channel(0u64);
         let (filled_tx, filled) = watch::channel(false);
-        let changes = Arc::new(changes);
+        let changes = Arc::new(Changes::new());
+        let secrets = Arc::new(SecretCache::default());
         let (connections, connections_writer) = reflector::store();
         let (policies, policies_writer) = reflector::store();
-        let (secrets, secrets_writer) = reflector::store();
         let drive = {
             let c = counted(
                 reflector::reflector(
@@ -157,31 +264,16 @@ impl Catalog {
                 ),
                 changes.clone(),
             );
-            let s = counted(
-                reflector::reflector(
-                    secrets_writer,
-                    watcher(
-                        Api::<Secret>::all(client.clone()),
-                        watcher::Config::default(),
-                    ),
-                ),
+            let s = drive_secrets(
+                client.clone(),
+                connections.clone(),
+                policies.clone(),
+                secrets.clone(),
                 changes.clone(),
+                filled_tx,
             );
-            // The stores' own readiness wakes one waiter only, so one task
-            // waits on them and publishes it for everyone.
-            let readers = (connections.clone(), policies.clone(), secrets.clone());
-            let filled = async move {
-                let ok = readers.0.wait_until_ready().await.is_ok()
-                    && readers.1.wait_until_ready().await.is_ok()
-                    && readers.2.wait_until_ready().await.is_ok();
-                if ok {
-                    filled_tx.send_replace(true);
-                }
-                // Keep the sender, so waiters never see it dropped.
-                std::future::pending::<()>().await;
-            };
             async move {
-                futures::join!(c, p, s, filled);
+                futures::join!(c, p, s);
             }
         };
         (
@@ -196,14 +288,21 @@ impl Catalog {
         )
     }
 
-    /// Waits until every cache has its first full list (false if the watches stopped).
+    /// Waits until the Connection and AccessPolicy caches have their first full
+    /// list and the Secrets they reference theirs (false if the watches stopped).
     pub async fn ready(&self) -> bool {
         self.filled.clone().wait_for(|f| *f).await.is_ok()
     }
 
     /// A receiver that sees a new value after every change to a watched object.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.changes.all.subscribe()
+    }
+
+    /// A receiver that sees a new value after every change to a watched object
+    /// of `namespace` (and after a relist), e.g. for a bundle long-poll.
+    pub fn subscribe_namespace(&self, namespace: &str) -> watch::Receiver<u64> {
+        self.changes.subscribe_namespace(namespace)
     }
 
     /// One `()` per change (coalesced), e.g. to re-run every reconciler.
@@ -236,10 +335,9 @@ impl Catalog {
             .collect()
     }
 
-    /// A Secret, when it exists.
+    /// A Secret that a Connection or AccessPolicy references, when it exists.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        self.secrets
-            .get(&reflector::ObjectRef::new(name).within(namespace))
+        self.secrets.get(&(namespace.to_string(), name.to_string()))
     }
 
     /// The bytes of one key of a Secret.
@@ -546,11 +644,13 @@ impl SecretSource for NamespaceSecrets<'_> {
     }
 }
 
-/// Drives a reflector stream, bumping `changes` on every event; watch errors
-/// are retried with kube-runtime's default backoff.
-async fn counted<S, K>(stream: S, changes: Arc<watch::Sender<u64>>)
+/// Drives a reflector stream, bumping the change counters on every event (the
+/// object's namespace; all of them after a relist); watch errors are retried
+/// with kube-runtime's default backoff.
+async fn counted<S, K>(stream: S, changes: Arc<Changes>)
 where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    K: kube::Resource,
 {
     let stream = stream.default_backoff();
     futures::pin_mut!(stream);
@@ -559,12 +659,179 @@ where
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Ok(watcher::Event::InitDone) => {
                 tracing::debug!(kind = std::any::type_name::<K>(), "cache filled");
-                changes.send_modify(|n| *n = n.wrapping_add(1));
+                changes.bump(None);
             }
-            Ok(_) => {
-                changes.send_modify(|n| *n = n.wrapping_add(1));
+            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+                changes.bump(o.meta().namespace.as_deref());
             }
             Err(error) => tracing::warn!(%error, "watch failed; retrying"),
+        }
+    }
+}
+
+/// The Secrets the decoded Connections and AccessPolicies reference.
+fn referenced_secrets(
+    connections: &Store<Lenient<Connection>>,
+    policies: &Store<Lenient<AccessPolicy>>,
+) -> BTreeSet<SecretKey> {
+    let mut wanted = BTreeSet::new();
+    for c in connections.state() {
+        let Some(c) = c.decoded() else { continue };
+        let namespace = c.namespace().unwrap_or_default();
+        let spec = &c.spec;
+        let names = std::iter::once(&spec.credentials.secret_ref.name)
+            .chain(
+                spec.credentials
+                    .hash_key_secret_ref
+                    .as_ref()
+                    .map(|r| &r.name),
+            )
+            .chain(
+                spec.upstream
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.ca_secret_ref.as_ref())
+                    .map(|r| &r.name),
+            );
+        wanted.extend(names.map(|n| (namespace.clone(), n.clone())));
+    }
+    for p in policies.state() {
+        let Some(p) = p.decoded() else { continue };
+        let namespace = p.namespace().unwrap_or_default();
+        for m in &p.spec.masking {
+            if let Some(r) = &m.key_secret_ref {
+                wanted.insert((namespace.clone(), r.name.clone()));
+            }
+        }
+    }
+    wanted
+}
+
+/// One running Secret watch.
+struct SecretWatch {
+    task: AbortHandle,
+    alive: Arc<AtomicBool>,
+    synced: watch::Receiver<bool>,
+}
+
+/// Keeps one watch per referenced Secret: starts watches for newly referenced
+/// Secrets and stops (and forgets) those no longer referenced, after every
+/// change of the Connections and AccessPolicies. Publishes `filled` once the
+/// first lists of both and of the Secrets they then reference are in.
+async fn drive_secrets(
+    client: Client,
+    connections: Store<Lenient<Connection>>,
+    policies: Store<Lenient<AccessPolicy>>,
+    cache: Arc<SecretCache>,
+    changes: Arc<Changes>,
+    filled: watch::Sender<bool>,
+) {
+    let mut changed = changes.all.subscribe();
+    if connections.wait_until_ready().await.is_err() || policies.wait_until_ready().await.is_err() {
+        // The stores' writers are gone: the catalog is stopping.
+        return std::future::pending().await;
+    }
+    // Dropping the set (the catalog stops) aborts every watch.
+    let mut tasks = JoinSet::new();
+    let mut running: HashMap<SecretKey, SecretWatch> = HashMap::new();
+    let mut capped = false;
+    loop {
+        changed.mark_unchanged();
+        let wanted = referenced_secrets(&connections, &policies);
+        running.retain(|key, w| {
+            let keep = wanted.contains(key);
+            if !keep {
+                w.alive.store(false, Ordering::Release);
+                w.task.abort();
+                cache.forget(key);
+            }
+            keep
+        });
+        for key in &wanted {
+            if running.contains_key(key) {
+                continue;
+            }
+            if running.len() >= MAX_WATCHED_SECRETS {
+                if !capped {
+                    tracing::warn!(
+                        referenced = wanted.len(),
+                        limit = MAX_WATCHED_SECRETS,
+                        "more Secrets are referenced than the operator watches; the Connections of the others get no credentials"
+                    );
+                }
+                capped = true;
+                break;
+            }
+            let alive = Arc::new(AtomicBool::new(true));
+            let (synced_tx, synced) = watch::channel(false);
+            let task = tasks.spawn(watch_secret(
+                client.clone(),
+                key.clone(),
+                cache.clone(),
+                changes.clone(),
+                alive.clone(),
+                synced_tx,
+            ));
+            running.insert(
+                key.clone(),
+                SecretWatch {
+                    task,
+                    alive,
+                    synced,
+                },
+            );
+        }
+        if !*filled.borrow() {
+            for w in running.values_mut() {
+                // A stopped watch (aborted) counts as synced: it is no longer wanted.
+                let _ = w.synced.wait_for(|s| *s).await;
+            }
+            filled.send_replace(true);
+        }
+        while tasks.try_join_next().is_some() {}
+        if changed.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Watches the one Secret `key` names (field selector `metadata.name`).
+async fn watch_secret(
+    client: Client,
+    key: SecretKey,
+    cache: Arc<SecretCache>,
+    changes: Arc<Changes>,
+    alive: Arc<AtomicBool>,
+    synced: watch::Sender<bool>,
+) {
+    let (namespace, name) = (&key.0, &key.1);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(Api::<Secret>::namespaced(client, namespace), config).default_backoff();
+    futures::pin_mut!(stream);
+    // Only the named Secret counts, whatever else a server might send.
+    let named = |s: Secret| (s.metadata.name.as_deref() == Some(name.as_str())).then_some(s);
+    let mut listed: Option<Secret> = None;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => listed = None,
+            Ok(watcher::Event::InitApply(s)) => listed = named(s).or(listed),
+            Ok(watcher::Event::InitDone) => {
+                cache.set(&key, listed.take(), &alive, &changes);
+                synced.send_replace(true);
+            }
+            Ok(watcher::Event::Apply(s)) => {
+                if let Some(s) = named(s) {
+                    cache.set(&key, Some(s), &alive, &changes);
+                }
+            }
+            Ok(watcher::Event::Delete(s)) => {
+                if named(s).is_some() {
+                    cache.set(&key, None, &alive, &changes);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%namespace, secret = %name, %error, "watch of a referenced Secret failed; retrying");
+            }
         }
     }
 }

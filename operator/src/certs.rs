@@ -26,7 +26,8 @@ use kube::{Api, Client};
 
 use crate::pki::{self, HotCertResolver, Lifetimes, OperatorPki, PkiError, Renewal, SubjectNames};
 use crate::webhook_config::{
-    CONFIGURATION_NAME, WebhookSettings, mutating_needs_apply, pod_injection_configuration,
+    CONFIGURATION_NAME, WebhookSettings, Written, mutating_needs_apply,
+    pod_injection_configuration, write_configuration,
 };
 
 /// Name of the Secret holding the operator's CA and serving certificate.
@@ -350,34 +351,26 @@ impl ServingCerts {
         }
     }
 
-    /// Leader only: applies the webhook configuration when it is missing or
-    /// trusts other bytes than the current CA bundle. Returns whether it wrote.
+    /// Leader only: writes the webhook configuration when it is missing (unless
+    /// `adopt`) or differs, e.g. trusts other bytes than the current CA bundle.
     pub async fn register_webhooks(
         &self,
         client: Client,
         settings: &WebhookSettings,
-    ) -> Result<bool, CertsError> {
+        adopt: bool,
+    ) -> Result<Written, CertsError> {
         let api: Api<MutatingWebhookConfiguration> = Api::all(client);
         let settings = self.webhook_settings(settings);
         let desired = pod_injection_configuration(&settings);
-        let existing = api
-            .get_opt(CONFIGURATION_NAME)
-            .await
-            .map_err(|source| self.api_error("read the MutatingWebhookConfiguration", source))?;
-        if !mutating_needs_apply(existing.as_ref(), &desired) {
-            return Ok(false);
-        }
-        let mut body = serde_json::to_value(&desired).unwrap_or_default();
-        body["apiVersion"] = "admissionregistration.k8s.io/v1".into();
-        body["kind"] = "MutatingWebhookConfiguration".into();
-        api.patch(
+        write_configuration(
+            &api,
             CONFIGURATION_NAME,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
+            &desired,
+            adopt,
+            mutating_needs_apply,
         )
         .await
-        .map_err(|source| self.api_error("apply the MutatingWebhookConfiguration", source))?;
-        Ok(true)
+        .map_err(|source| self.api_error("write the MutatingWebhookConfiguration", source))
     }
 
     fn api_error(&self, action: &'static str, source: kube::Error) -> CertsError {

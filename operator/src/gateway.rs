@@ -447,13 +447,20 @@ async fn serve_bundle(
         pod: Some(claims.pod.clone()),
     };
     let deadline = tokio::time::Instant::now() + wait;
-    let mut changes = g.catalog.subscribe();
+    // Only changes in the caller's namespace can change its bundle.
+    let mut changes = g.catalog.subscribe_namespace(&claims.namespace);
+    let mut woken = false;
     loop {
         let expires = SystemTime::now() + g.settings.bundle_ttl;
         let bundle = g
             .catalog
             .bundle_for(&identity, &claims.pod, rfc3339(expires));
         if known.as_deref() != Some(bundle.revision.as_str()) {
+            if woken {
+                // The pod may be what changed hands while waiting; a deleted
+                // pod gets no further bundles.
+                check_holder(g, &claims).await?;
+            }
             g.metrics.request("bundle", "ok");
             let etag = format!("\"{}\"", bundle.revision);
             let mut response = axum::Json(bundle).into_response();
@@ -465,9 +472,12 @@ async fn serve_bundle(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return Ok(response);
         }
-        let changed = tokio::select! {
-            r = changes.changed() => r.is_ok(),
-            () = tokio::time::sleep_until(deadline) => false,
+        let changed = {
+            let _waiting = Waiting::new(&g.metrics.bundle_waiting);
+            tokio::select! {
+                r = changes.changed() => r.is_ok(),
+                () = tokio::time::sleep_until(deadline) => false,
+            }
         };
         if !changed {
             g.metrics.request("bundle", "not_modified");
@@ -482,8 +492,27 @@ async fn serve_bundle(
             }
             return Ok(response);
         }
-        // The pod may be what changed hands; a deleted pod gets no further bundles.
-        check_holder(g, &claims).await?;
+        // Rebuilding is local; the API is asked (check_holder) only when the
+        // bundle did change.
+        woken = true;
+        g.metrics.bundle_wakeups.inc();
+    }
+}
+
+/// Counts a waiting long-poll for as long as it lives (also when the caller
+/// hangs up and the request future is dropped).
+struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

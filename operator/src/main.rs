@@ -102,6 +102,12 @@ struct Args {
     #[arg(long)]
     no_webhook_match_conditions: bool,
 
+    /// The webhook configurations are installed by the Helm chart (so
+    /// `helm uninstall` removes them): fill their caBundle and restore drifted
+    /// webhooks, but never create one.
+    #[arg(long)]
+    adopt_webhook_configurations: bool,
+
     /// POST Slack-compatible JSON (`{"text": ...}`) here when an approval is
     /// requested or decided; failures are logged and retried, never blocking
     /// [default: notifications.webhook.url or urlFile of the settings file].
@@ -321,6 +327,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     settings.token_ttl = Duration::from_secs(args.token_ttl_seconds);
     settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
     settings.webhook_match_conditions = !args.no_webhook_match_conditions;
+    settings.adopt_webhook_configurations = args.adopt_webhook_configurations;
     if let Some(identity) = &args.identity {
         settings.identity = identity.clone();
     }

@@ -5,6 +5,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Labels of a gateway API answer.
@@ -35,6 +36,10 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Audit events taken in.
     pub audit_events: Counter,
+    /// Bundle long-polls woken by a change in their namespace.
+    pub bundle_wakeups: Counter,
+    /// Bundle long-polls waiting now.
+    pub bundle_waiting: Gauge,
 }
 
 impl Metrics {
@@ -59,8 +64,22 @@ impl Metrics {
             "Audit events received from sidecars",
             audit_events.clone(),
         );
+        let bundle_wakeups = Counter::default();
+        registry.register(
+            "gateway_bundle_wakeups",
+            "Bundle long-polls woken by a change of a watched object in their namespace (each rebuilds its bundle)",
+            bundle_wakeups.clone(),
+        );
+        let bundle_waiting = Gauge::default();
+        registry.register(
+            "gateway_bundle_waiting",
+            "Bundle long-polls waiting for a change now",
+            bundle_waiting.clone(),
+        );
         Metrics {
             registry,
+            bundle_wakeups,
+            bundle_waiting,
             requests,
             reconciles,
             audit_events,

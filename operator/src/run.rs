@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::pki::{PkiError, SubjectNames};
 use crate::serve::serve_tls;
 use crate::token_holder::repository;
-use crate::webhook_config::{WebhookEndpoint, WebhookSettings};
+use crate::webhook_config::{WebhookEndpoint, WebhookSettings, Written};
 
 /// Where the API server reaches the webhooks (and sidecars the gateway).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +94,10 @@ pub struct Settings {
     /// Where to POST Slack-compatible notifications of approval requests and
     /// decisions (`--notify-url`); none when `None`.
     pub notify_url: Option<String>,
+    /// The webhook configurations are installed by the chart
+    /// (`--adopt-webhook-configurations`): only change existing ones, never
+    /// create one (see [`crate::webhook_config::write_configuration`]).
+    pub adopt_webhook_configurations: bool,
 }
 
 impl Settings {
@@ -121,6 +125,7 @@ impl Settings {
             identity: format!("sluice-operator-{}", std::process::id()),
             webhook_match_conditions: true,
             notify_url: None,
+            adopt_webhook_configurations: false,
         }
     }
 }
@@ -412,8 +417,11 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         approval_ctx,
         certs.clone(),
         keys.clone(),
-        webhook_settings,
-        settings.maintenance_every,
+        Upkeep {
+            webhook: webhook_settings,
+            every: settings.maintenance_every,
+            adopt: settings.adopt_webhook_configurations,
+        },
     ));
 
     Ok(Running {
@@ -431,6 +439,16 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     })
 }
 
+/// What the maintenance passes keep up.
+struct Upkeep {
+    /// The webhook configurations' content.
+    webhook: WebhookSettings,
+    /// How often.
+    every: Duration,
+    /// `--adopt-webhook-configurations`.
+    adopt: bool,
+}
+
 /// Runs leader-only work while leading; re-reads keys and certificates on
 /// every replica.
 async fn lead(
@@ -439,9 +457,13 @@ async fn lead(
     approval_ctx: Arc<crate::approvals_controller::ApprovalContext>,
     certs: ServingCerts,
     keys: GatewayKeys,
-    webhook: WebhookSettings,
-    every: Duration,
+    upkeep: Upkeep,
 ) {
+    let Upkeep {
+        webhook,
+        every,
+        adopt,
+    } = upkeep;
     let mut controllers: Option<(AbortOnDrop, AbortOnDrop)> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -464,7 +486,7 @@ async fn lead(
             _ => {}
         }
         if is_leader {
-            maintain(&ctx.client, &certs, &keys, &webhook, true).await;
+            maintain(&ctx.client, &certs, &keys, &webhook, true, adopt).await;
         }
         tokio::select! {
             changed = leading.changed() => {
@@ -474,7 +496,7 @@ async fn lead(
             }
             _ = tick.tick() => {
                 if !is_leader {
-                    maintain(&ctx.client, &certs, &keys, &webhook, false).await;
+                    maintain(&ctx.client, &certs, &keys, &webhook, false, adopt).await;
                 }
             }
         }
@@ -496,6 +518,7 @@ async fn maintain(
     keys: &GatewayKeys,
     webhook: &WebhookSettings,
     leader: bool,
+    adopt: bool,
 ) {
     if let Err(error) = certs.refresh(leader).await {
         tracing::warn!(error = %crate::error_chain(&error), "could not refresh the certificates");
@@ -513,19 +536,45 @@ async fn maintain(
             tracing::warn!(error = %crate::error_chain(&error), "could not rotate the gateway key")
         }
     }
-    match certs.register_webhooks(client.clone(), webhook).await {
-        Ok(true) => tracing::info!("applied the webhook configuration"),
-        Ok(false) => {}
-        Err(error) => {
-            tracing::warn!(error = %crate::error_chain(&error), "could not apply the webhook configuration")
-        }
-    }
+    let written = certs
+        .register_webhooks(client.clone(), webhook, adopt)
+        .await
+        .map_err(|e| crate::error_chain(&e));
+    report_webhooks("MutatingWebhookConfiguration sluice-operator", written);
     let approvals = certs.webhook_settings(webhook);
-    match crate::approvals_controller::register_webhooks(client.clone(), &approvals).await {
-        Ok(true) => tracing::info!("applied the approval webhook configurations"),
-        Ok(false) => {}
+    let written =
+        crate::approvals_controller::register_webhooks(client.clone(), &approvals, adopt).await;
+    let (mutating, validating) = match written {
+        Ok([m, v]) => (Ok(m), Ok(v)),
+        Err(e) => {
+            let e = crate::error_chain(&e);
+            (Err(e.clone()), Err(e))
+        }
+    };
+    report_webhooks(
+        "MutatingWebhookConfiguration sluice-operator-approvals",
+        mutating,
+    );
+    if let Ok(v) = validating {
+        report_webhooks(
+            "ValidatingWebhookConfiguration sluice-operator-approvals",
+            Ok(v),
+        );
+    }
+}
+
+fn report_webhooks(what: &str, written: Result<Written, String>) {
+    match written {
+        Ok(Written::Written) => {
+            tracing::info!(configuration = what, "wrote the webhook configuration")
+        }
+        Ok(Written::Unchanged) => {}
+        Ok(Written::MissingNotCreated) => tracing::warn!(
+            configuration = what,
+            "the webhook configuration is missing and is not created: the chart installs it (helm upgrade restores it); run without --adopt-webhook-configurations to have the operator create it"
+        ),
         Err(error) => {
-            tracing::warn!(error = %crate::error_chain(&error), "could not apply the approval webhook configurations")
+            tracing::warn!(configuration = what, %error, "could not write the webhook configuration")
         }
     }
 }

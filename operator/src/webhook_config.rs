@@ -127,6 +127,75 @@ pub fn needs_apply<W: PartialEq + Clone>(
     &webhooks != desired.1
 }
 
+/// What writing a webhook configuration did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// It was as desired.
+    Unchanged,
+    /// It was created or changed.
+    Written,
+    /// It does not exist, and adopting (the chart owns it) does not create it.
+    MissingNotCreated,
+}
+
+/// Makes the configuration `name` what `desired` says when `needs` finds it
+/// different.
+///
+/// `adopt` (`--adopt-webhook-configurations`, set by the chart, which ships the
+/// configurations so that `helm uninstall` removes them): only an existing
+/// configuration is changed, with a merge patch of its webhooks (caBundle
+/// included) and of the cainjector annotation, leaving Helm's labels and
+/// annotations alone; a missing one is not created, so an operator still
+/// running during uninstall cannot bring a fail-closed webhook back.
+/// Otherwise (operator run outside the chart) it is server-side applied.
+pub async fn write_configuration<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    desired: &K,
+    adopt: bool,
+    needs: impl Fn(Option<&K>, &K) -> bool,
+) -> Result<Written, kube::Error>
+where
+    K: kube::Resource<DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    use kube::api::{Patch, PatchParams};
+    let existing = api.get_opt(name).await?;
+    if !needs(existing.as_ref(), desired) {
+        return Ok(Written::Unchanged);
+    }
+    let mut body = serde_json::to_value(desired).unwrap_or_default();
+    if adopt {
+        if existing.is_none() {
+            return Ok(Written::MissingNotCreated);
+        }
+        let ca_from = desired
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(INJECT_CA_FROM_ANNOTATION).cloned());
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {INJECT_CA_FROM_ANNOTATION: ca_from}},
+            "webhooks": body["webhooks"].take(),
+        });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+    } else {
+        body["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+        body["kind"] = K::kind(&()).into();
+        api.patch(
+            name,
+            &PatchParams::apply(crate::certs::FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+    }
+    Ok(Written::Written)
+}
+
 /// The defaults kube-apiserver fills into admissionregistration.k8s.io/v1
 /// webhooks (k8s.io/kubernetes pkg/apis/admissionregistration/v1/defaults.go:
 /// `SetDefaults_ValidatingWebhook`/`SetDefaults_MutatingWebhook`, `SetDefaults_Rule`,

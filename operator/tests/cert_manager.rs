@@ -251,10 +251,14 @@ async fn cert_manager_certificate_is_served_renewed_and_handed_to_sidecars() {
     };
     let wrote = operator
         .certs
-        .register_webhooks(client.clone(), &webhook)
+        .register_webhooks(client.clone(), &webhook, false)
         .await
         .unwrap();
-    assert!(!wrote, "re-applied a configuration cainjector completed");
+    assert_eq!(
+        wrote,
+        sluice_operator::webhook_config::Written::Unchanged,
+        "re-applied a configuration cainjector completed"
+    );
     let after = mutating.get("sluice-operator").await.unwrap();
     assert_eq!(
         after.webhooks.as_ref().unwrap()[0]

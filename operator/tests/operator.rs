@@ -1476,3 +1476,264 @@ spec:
         status.recent_denials
     );
 }
+
+/// The value of the unlabelled metric `name` on `/metrics`.
+async fn metric(env: &Env, name: &str) -> f64 {
+    let (status, _, body) = env.call("GET", "/metrics", &[], None).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} not in {text}"))
+}
+
+/// Only the Secrets that Connections reference are read (#19 item 4): Secrets
+/// nobody references (in the caller's namespace or another) and a referenced
+/// Secret of another namespace wake no bundle long-poll of `shop`; the
+/// Connection's own credentials Secret wakes it once, with the new password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_referenced_secrets_in_its_namespace_wake_a_long_poll() {
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    let (status, headers, body) = env
+        .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let etag = headers["etag"].to_str().unwrap().to_string();
+
+    // Another namespace with a Connection whose Secret does not exist yet.
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: elsewhere}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {name: other-db, namespace: elsewhere}
+spec:
+  protocol: postgres
+  upstream: {host: 127.0.0.1, port: 5432, database: other, tls: {mode: disable}}
+  credentials: {secretRef: {name: other-creds}}
+  listen: {port: 15433}
+"#,
+    )
+    .await;
+    let elsewhere: Api<Connection> = Api::namespaced(env.client.clone(), "elsewhere");
+    bounded(
+        "other-db without its Secret",
+        await_condition(
+            elsewhere.clone(),
+            "other-db",
+            connection_condition_is("CredentialsResolved", "False", "SecretNotFound"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let woken_before = metric(&env, "sluice_gateway_bundle_wakeups_total").await;
+    let poll = {
+        let addr = env.operator.addr;
+        let ca = env.operator.ca_bundle_pem();
+        let bearer = bearer.clone();
+        let etag = etag.clone();
+        tokio::spawn(async move {
+            support::call(
+                addr,
+                &ca,
+                "GET",
+                "/v1/bundle?wait=60s",
+                &[("authorization", &bearer), ("if-none-match", &etag)],
+                None,
+            )
+            .await
+        })
+    };
+    bounded("the long-poll to wait", async {
+        while metric(&env, "sluice_gateway_bundle_waiting").await < 1.0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // Unreferenced Secrets, in shop and elsewhere, created and changed.
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: unrelated, namespace: shop}
+stringData: {token: one}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: stray, namespace: elsewhere}
+stringData: {token: one}
+"#,
+    )
+    .await;
+    let shop_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), "shop");
+    shop_secrets
+        .patch(
+            "unrelated",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"token": "two"}})),
+        )
+        .await
+        .unwrap();
+    // The referenced Secret of elsewhere: seen (other-db resolves), and the
+    // barrier that the changes before it were seen too, had they been watched.
+    apply_yaml(
+        &env.client,
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: other-creds, namespace: elsewhere}
+stringData: {username: other, password: other-pw}
+"#,
+    )
+    .await;
+    bounded(
+        "other-db to resolve its Secret",
+        await_condition(
+            elsewhere,
+            "other-db",
+            connection_condition_is("CredentialsResolved", "True", "Resolved"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        metric(&env, "sluice_gateway_bundle_wakeups_total").await - woken_before,
+        0.0,
+        "Secrets that do not feed shop's bundle woke its long-poll"
+    );
+    assert!(!poll.is_finished());
+
+    // shop's credentials change: the long-poll wakes once with them.
+    shop_secrets
+        .patch(
+            "orders-db-creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "rotated"}})),
+        )
+        .await
+        .unwrap();
+    let (status, _, body) = bounded("long poll answer", poll).await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let bundle: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        bundle["connections"][0]["credentials"]["password"],
+        "rotated"
+    );
+    assert_eq!(
+        metric(&env, "sluice_gateway_bundle_wakeups_total").await - woken_before,
+        1.0
+    );
+}
+
+/// With `--adopt-webhook-configurations` (the chart ships the configurations,
+/// so `helm uninstall` removes them, #19 item 5) the leader fills caBundle of
+/// the configurations that exist and leaves Helm's labels alone, but never
+/// creates a missing one: an operator still running during uninstall cannot
+/// bring a fail-closed webhook back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopting_operator_fills_ca_bundles_and_creates_no_configuration() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    let (cluster, client) =
+        support::cluster_with_crds(sluice_e2e::Options::default().rbac(true)).await;
+    let operator_client = support::chart_operator_client(&cluster, &client).await;
+    let mut settings = support::test_settings("adopter");
+    settings.adopt_webhook_configurations = true;
+    let env = Env::with_operator_as(cluster, client, operator_client, settings).await;
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(env.client.clone());
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
+    // As `helm install` creates it: Helm's labels, no caBundle, another URL.
+    let installed: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "sluice-operator-approvals",
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"meta.helm.sh/release-name": "sluice"}},
+        "webhooks": [{"name": "approvals.sluice.dev", "admissionReviewVersions": ["v1"],
+            "clientConfig": {"url": "https://127.0.0.1:1/mutate/accessrequests"},
+            "sideEffects": "None",
+            "rules": [{"apiGroups": ["sluice.dev"], "apiVersions": ["*"],
+                "operations": ["CREATE"], "resources": ["accessrequests"]}]}]
+    }))
+    .unwrap();
+    mutating
+        .create(&Default::default(), &installed)
+        .await
+        .unwrap();
+    let ca = env.operator.ca_bundle_pem();
+    let filled = |ca: String| {
+        move |w: Option<&MutatingWebhookConfiguration>| {
+            w.and_then(|w| w.webhooks.as_ref())
+                .and_then(|h| h[0].client_config.ca_bundle.as_ref())
+                .is_some_and(|b| b.0 == ca.as_bytes())
+        }
+    };
+    let adopted = bounded(
+        "caBundle filled by the leader",
+        await_condition(
+            mutating.clone(),
+            "sluice-operator-approvals",
+            filled(ca.clone()),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let hook = &adopted.webhooks.as_ref().unwrap()[0];
+    assert_eq!(
+        hook.client_config.url.as_deref(),
+        Some(
+            format!(
+                "{}/mutate/accessrequests",
+                env.operator.webhook_base_url.as_deref().unwrap()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(hook.rules.as_ref().unwrap().len(), 2, "{hook:?}");
+    let labels = adopted.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm");
+    // One more full maintenance pass after the first: clear the bundle, wait
+    // for it to come back. The missing configurations stay missing.
+    mutating
+        .patch(
+            "sluice-operator-approvals",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    bounded(
+        "caBundle filled again",
+        await_condition(mutating.clone(), "sluice-operator-approvals", filled(ca)),
+    )
+    .await
+    .unwrap();
+    assert!(mutating.get_opt("sluice-operator").await.unwrap().is_none());
+    assert!(
+        validating
+            .get_opt("sluice-operator-approvals")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
