@@ -666,13 +666,36 @@ spec:
     );
     assert!(sidecar["startupProbe"].is_object(), "{sidecar:#}");
     assert_eq!(sidecar["args"], json!(["run"]));
-    let token_volume = pod["spec"]["volumes"]
-        .as_array()
-        .unwrap()
+    // As on a real cluster the pod also carries the ServiceAccount admission plugin's
+    // kube-api-access-* volume (added before the webhook, so mounted in the app only).
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    let token_volume = volumes
         .iter()
-        .find_map(|v| v["projected"]["sources"][0]["serviceAccountToken"].as_object())
-        .unwrap_or_else(|| panic!("no projected token volume: {pod:#}"));
+        .find(|v| v["name"] == "sluice-token")
+        .and_then(|v| v["projected"]["sources"][0]["serviceAccountToken"].as_object())
+        .unwrap_or_else(|| panic!("no projected sluice-token volume: {pod:#}"));
     assert_eq!(token_volume["audience"], "sluice.dev");
+    let api_access = volumes
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .find(|n| n.starts_with("kube-api-access-"))
+        .unwrap_or_else(|| panic!("no kube-api-access volume: {pod:#}"));
+    let mounts = |c: &Value| -> Vec<String> {
+        c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(
+        mounts(&pod["spec"]["containers"][0]).contains(&api_access.to_string()),
+        "{pod:#}"
+    );
+    assert!(
+        !mounts(sidecar).contains(&api_access.to_string()),
+        "the sidecar holds only its own token: {sidecar:#}"
+    );
     let env = sidecar["env"].as_array().unwrap();
     let env_value = |name: &str| {
         env.iter()

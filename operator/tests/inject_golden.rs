@@ -37,6 +37,12 @@ struct Case {
     cfg: InjectConfig,
 }
 
+/// Whether this run rewrites the golden files (`UPDATE_GOLDEN=1`, nothing else); every
+/// test asks here, so the flag means one thing in all of them.
+fn updating_golden() -> bool {
+    std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1")
+}
+
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/inject")
 }
@@ -175,7 +181,7 @@ fn render(case: &Case) -> (PathBuf, String) {
 
 #[test]
 fn golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let update = updating_golden();
     let cases = cases();
     assert!(
         cases.len() >= 8,
@@ -224,7 +230,7 @@ fn patch_applied_to_input_gives_golden_output() {
             continue;
         };
         // While golden_files rewrites the files, compare with what it writes.
-        let golden: serde_json::Value = if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let golden: serde_json::Value = if updating_golden() {
             serde_json::to_value(&injection.pod).unwrap()
         } else {
             let golden_path = case.dir.join(format!("{}.injected.yaml", case.name));
@@ -336,4 +342,56 @@ fn patch_keeps_fields_the_typed_structs_do_not_know() {
             "sidecar goes first"
         );
     }
+}
+
+/// Every injected pod is one a kube-apiserver 1.33 stores: each is created in the
+/// test control plane (the ServiceAccount admission plugin, pod validation: restartable
+/// init containers only may carry probes, projected token lifetimes, volume mounts,
+/// unique names) exactly as the patch left it.
+#[tokio::test]
+async fn injected_pods_are_accepted_by_the_api_server() {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use kube::api::{Api, PostParams};
+    let cluster = sluice_e2e::TestCluster::start(sluice_e2e::Options::default())
+        .await
+        .expect("test control plane");
+    let client = cluster.client().await.expect("client");
+    let pp = PostParams::default();
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "shop"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &ns)
+        .await
+        .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "shop");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    let mut created = 0;
+    for case in cases() {
+        let Ok(injection) = inject(&case.pod, &case.cfg) else {
+            continue;
+        };
+        if !matches!(injection.outcome, Outcome::Injected { .. }) {
+            continue;
+        }
+        let sa = service_account_of(&injection.pod).to_string();
+        if sas.get_opt(&sa).await.unwrap().is_none() {
+            let account: ServiceAccount =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": sa}})).unwrap();
+            sas.create(&pp, &account).await.unwrap();
+        }
+        let mut raw = case.raw_input.clone();
+        json_patch::patch(&mut raw, &injection.patch).unwrap();
+        if raw["metadata"]["name"].is_null() && raw["metadata"]["generateName"].is_null() {
+            raw["metadata"]["name"] = serde_json::json!(case.name);
+        }
+        let pod: Pod = serde_json::from_value(raw).unwrap();
+        if let Err(e) = pods.create(&pp, &pod).await {
+            panic!(
+                "{}: the API server refuses the injected pod: {e}",
+                case.name
+            );
+        }
+        created += 1;
+    }
+    assert!(created >= 8, "only {created} injected pods checked");
 }

@@ -315,42 +315,13 @@ fn prepare_create(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
             obj["status"] = json!({"phase": "Active"});
         }
         Special::Pod => {
-            let spec = &mut obj["spec"];
-            if !spec.is_object() {
-                *spec = json!({});
+            if !obj["spec"].is_object() {
+                obj["spec"] = json!({});
             }
-            for (k, v) in [
-                ("serviceAccountName", json!("default")),
-                ("restartPolicy", json!("Always")),
-                ("dnsPolicy", json!("ClusterFirst")),
-                ("schedulerName", json!("default-scheduler")),
-                ("terminationGracePeriodSeconds", json!(30)),
-                ("enableServiceLinks", json!(true)),
-                ("securityContext", json!({})),
-            ] {
-                if spec[k].is_null() {
-                    spec[k] = v;
-                }
-            }
-            for c in spec["containers"].as_array_mut().into_iter().flatten() {
-                if c["imagePullPolicy"].is_null() {
-                    let image = c["image"].as_str().unwrap_or_default();
-                    let latest = image.ends_with(":latest")
-                        || !image.rsplit('/').next().unwrap_or("").contains(':');
-                    c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
-                }
-                for (k, v) in [
-                    ("terminationMessagePath", json!("/dev/termination-log")),
-                    ("terminationMessagePolicy", json!("File")),
-                    ("resources", json!({})),
-                ] {
-                    if c[k].is_null() {
-                        c[k] = v;
-                    }
-                }
-            }
+            pod_defaults(&mut obj["spec"]);
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
+        _ if is_deployment(rt) => deployment_defaults(obj),
         Special::None if rt.kind == "Secret" => {
             if obj["type"].is_null() {
                 obj["type"] = json!("Opaque");
@@ -365,6 +336,207 @@ fn prepare_create(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
                 m.remove("status");
             }
         }
+    }
+    Ok(())
+}
+
+fn is_deployment(rt: &ResourceType) -> bool {
+    rt.group == "apps" && rt.kind == "Deployment" && rt.crd.is_none()
+}
+
+/// The defaults kube's v1 Pod defaulting sets (k8s.io/kubernetes pkg/apis/core/v1/defaults.go
+/// `SetDefaults_PodSpec`, `SetDefaults_Container`, `SetDefaults_ProjectedVolumeSource`,
+/// `SetDefaults_ServiceAccountTokenProjection`). Applied to every create and update body, as
+/// kube decodes each with defaulting, so an update that omits a defaulted field changes nothing.
+fn pod_defaults(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    // The deprecated `serviceAccount` is the v1 spelling of `serviceAccountName` (conversion.go).
+    if spec["serviceAccountName"].is_null()
+        && let Some(sa) = spec["serviceAccount"].as_str().filter(|s| !s.is_empty())
+    {
+        spec["serviceAccountName"] = json!(sa);
+    }
+    for (k, v) in [
+        ("restartPolicy", json!("Always")),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("enableServiceLinks", json!(true)),
+        ("securityContext", json!({})),
+    ] {
+        if spec[k].is_null() {
+            spec[k] = v;
+        }
+    }
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            if c["imagePullPolicy"].is_null() {
+                let image = c["image"].as_str().unwrap_or_default();
+                let latest = image.ends_with(":latest")
+                    || !image.rsplit('/').next().unwrap_or("").contains(':');
+                c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
+            }
+            for (k, v) in [
+                ("terminationMessagePath", json!("/dev/termination-log")),
+                ("terminationMessagePolicy", json!("File")),
+                ("resources", json!({})),
+            ] {
+                if c[k].is_null() {
+                    c[k] = v;
+                }
+            }
+        }
+    }
+    for v in spec["volumes"].as_array_mut().into_iter().flatten() {
+        if v["projected"].is_object() {
+            if v["projected"]["defaultMode"].is_null() {
+                v["projected"]["defaultMode"] = json!(420);
+            }
+            for src in v["projected"]["sources"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                if src["serviceAccountToken"].is_object()
+                    && src["serviceAccountToken"]["expirationSeconds"].is_null()
+                {
+                    src["serviceAccountToken"]["expirationSeconds"] = json!(3600);
+                }
+            }
+        }
+    }
+}
+
+/// apps/v1 Deployment defaults (k8s.io/kubernetes pkg/apis/apps/v1/defaults.go
+/// `SetDefaults_Deployment`) and the template's pod defaults.
+fn deployment_defaults(obj: &mut Value) {
+    let spec = &mut obj["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    for (k, v) in [
+        ("replicas", json!(1)),
+        ("revisionHistoryLimit", json!(10)),
+        ("progressDeadlineSeconds", json!(600)),
+        (
+            "strategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+        ),
+    ] {
+        if spec[k].is_null() {
+            spec[k] = v;
+        }
+    }
+    if spec["template"].is_object() {
+        pod_defaults(&mut spec["template"]["spec"]);
+    }
+}
+
+/// Mount path of the service-account volume (plugin/pkg/admission/serviceaccount/admission.go
+/// `DefaultAPITokenMountPath`).
+const SA_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin's refusal when the pod's service account is missing.
+fn no_service_account(name: &str, ns: &str, sa: &str) -> ApiError {
+    let who = if name.is_empty() {
+        "pods".to_string()
+    } else {
+        format!("pods \"{name}\"")
+    };
+    ApiError::forbidden(format!(
+        "{who} is forbidden: error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found"
+    ))
+}
+
+/// The ServiceAccount admission plugin's mutation of a new pod (k8s.io/kubernetes
+/// plugin/pkg/admission/serviceaccount/admission.go `Admit`, `shouldAutomount`,
+/// `mountServiceAccountToken`, `TokenVolumeSource`). It runs before the mutating
+/// webhooks: it sets `serviceAccountName` (default `default`), refuses a missing service
+/// account (403), copies the account's imagePullSecrets when the pod has none, and unless
+/// `automountServiceAccountToken` is false (pod first, then account) adds the
+/// `kube-api-access-<5 chars>` projected volume, mounted read-only at
+/// /var/run/secrets/kubernetes.io/serviceaccount in every init container and container
+/// that has no mount there yet. Mirror pods are left alone.
+fn service_account_admit(st: &State, ns: &str, obj: &mut Value) -> Result<(), ApiError> {
+    if !obj["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_null() {
+        return Ok(());
+    }
+    let spec = &mut obj["spec"];
+    if spec["serviceAccountName"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        spec["serviceAccountName"] = json!("default");
+    }
+    let sa_name = spec["serviceAccountName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let Some(sa) = st.store.get("/serviceaccounts", ns, &sa_name) else {
+        return Err(no_service_account(name, ns, &sa_name));
+    };
+    let spec = &mut obj["spec"];
+    // The v1 form carries the deprecated alias too.
+    spec["serviceAccount"] = json!(sa_name);
+    let automount = spec["automountServiceAccountToken"]
+        .as_bool()
+        .or_else(|| sa["automountServiceAccountToken"].as_bool())
+        .unwrap_or(true);
+    if automount {
+        let existing = spec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["name"].as_str())
+            .find(|n| n.starts_with("kube-api-access-"))
+            .map(str::to_string);
+        let volume = existing
+            .clone()
+            .unwrap_or_else(|| format!("kube-api-access-{}", random_suffix()));
+        let mount = json!({"name": volume, "readOnly": true, "mountPath": SA_MOUNT_PATH});
+        let mut needed = false;
+        for list in ["initContainers", "containers"] {
+            for c in spec[list].as_array_mut().into_iter().flatten() {
+                let has = c["volumeMounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["mountPath"].as_str() == Some(SA_MOUNT_PATH));
+                if has {
+                    continue;
+                }
+                if !c["volumeMounts"].is_array() {
+                    c["volumeMounts"] = json!([]);
+                }
+                if let Some(mounts) = c["volumeMounts"].as_array_mut() {
+                    mounts.push(mount.clone());
+                }
+                needed = true;
+            }
+        }
+        if existing.is_none() && needed {
+            if !spec["volumes"].is_array() {
+                spec["volumes"] = json!([]);
+            }
+            if let Some(vols) = spec["volumes"].as_array_mut() {
+                vols.push(json!({"name": volume, "projected": {"defaultMode": 420, "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+                ]}}));
+            }
+        }
+    }
+    if spec["imagePullSecrets"]
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+        && let Some(pull) = sa["imagePullSecrets"].as_array().filter(|a| !a.is_empty())
+    {
+        let names: Vec<Value> = pull.iter().map(|p| json!({"name": p["name"]})).collect();
+        spec["imagePullSecrets"] = json!(names);
     }
     Ok(())
 }
@@ -490,6 +662,20 @@ fn builtin_checks(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::invalid(rt, meta_str(obj, "name"), causes))
+}
+
+/// What kube checks of an update against the stored object: pod spec immutability
+/// (`ValidatePodUpdate`) and a Deployment's immutable selector.
+fn update_checks(rt: &ResourceType, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let causes = match rt.special {
+        Special::Pod => validation::pod_update(old, new),
+        _ if is_deployment(rt) => validation::deployment_update(old, new),
+        _ => Vec::new(),
+    };
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(rt, meta_str(new, "name"), causes))
 }
 
 /// The field validation mode of a write (`Strict`, `Warn`, `Ignore`).
@@ -651,6 +837,9 @@ pub(super) async fn create_object(
     }
     check_namespace(&inner.lock(), rt, &t.ns, &name)?;
     prepare_create(rt, &mut obj)?;
+    if rt.special == Special::Pod {
+        service_account_admit(&inner.lock(), &t.ns, &mut obj)?;
+    }
     let presented = present(rt, &obj);
     let attrs = Attrs {
         rt,
@@ -677,6 +866,20 @@ pub(super) async fn create_object(
         validation::default_webhooks(&mut obj);
     }
     builtin_checks(rt, &obj)?;
+    if rt.special == Special::Pod {
+        // The ServiceAccount plugin's Validate runs again after the mutating webhooks.
+        let sa = obj["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or_default();
+        if inner
+            .lock()
+            .store
+            .get("/serviceaccounts", &t.ns, sa)
+            .is_none()
+        {
+            return Err(no_service_account(&object_name, &t.ns, sa));
+        }
+    }
     admission::validate(inner, &attrs, Some(&obj)).await?;
     let mut obj = to_storage(rt, &obj);
     obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
@@ -789,6 +992,12 @@ fn prepare_update(
     }
     if rt.special == Special::Namespace {
         out["spec"] = old["spec"].clone();
+    }
+    if rt.special == Special::Pod && out["spec"].is_object() {
+        pod_defaults(&mut out["spec"]);
+    }
+    if is_deployment(rt) {
+        deployment_defaults(&mut out);
     }
     if rt.kind == "Secret" {
         move_string_data(&mut out);
@@ -909,6 +1118,7 @@ where
             validation::default_webhooks(&mut new);
         }
         builtin_checks(rt, &new)?;
+        update_checks(rt, &cur_p, &new)?;
         if rt.generation && strip(&new) != strip(&cur_p) {
             let generation = cur_p["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(generation + 1);
@@ -1089,6 +1299,25 @@ async fn apply(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value)
     Ok((200, out))
 }
 
+/// The finalizer of a foreground deletion (k8s.io/apimachinery metav1.FinalizerDeleteDependents).
+const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer of an orphaning deletion (metav1.FinalizerOrphanDependents).
+const ORPHAN: &str = "orphan";
+
+/// Sets `deletionTimestamp` the first time an object is marked for deletion, bumping a
+/// non-zero `metadata.generation` as kube does (k8s.io/apiserver pkg/registry/generic/
+/// registry/store.go `markAsDeleting`; pkg/registry/rest/delete.go `BeforeDelete`), so
+/// controllers see the deletion as a spec change.
+fn set_deleting(o: &mut Value) {
+    if o["metadata"]["deletionTimestamp"].is_null() {
+        o["metadata"]["deletionTimestamp"] = json!(now());
+        o["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if let Some(g) = o["metadata"]["generation"].as_i64().filter(|g| *g > 0) {
+            o["metadata"]["generation"] = json!(g + 1);
+        }
+    }
+}
+
 /// Marks an object deleted (finalizers) or removes it, with cascades. Returns the result.
 fn mark_deleted(st: &mut State, storage: &str, obj: &Value) -> Value {
     let (ns, name) = key_of(obj);
@@ -1098,13 +1327,96 @@ fn mark_deleted(st: &mut State, storage: &str, obj: &Value) -> Value {
     if !finalizers(obj).is_empty() {
         if obj["metadata"]["deletionTimestamp"].is_null() {
             let mut o = obj.clone();
-            o["metadata"]["deletionTimestamp"] = json!(now());
-            o["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            set_deleting(&mut o);
             return st.store.put(storage, o);
         }
         return obj.clone();
     }
     remove_object(st, storage, &ns, &name).unwrap_or_else(|| obj.clone())
+}
+
+/// Drops the owner reference to `uid` from every dependent, as the garbage collector
+/// does for an orphaning deletion (k8s.io/kubernetes pkg/controller/garbagecollector/
+/// garbagecollector.go `orphanDependents`); an emptied list goes away.
+fn orphan_dependents(st: &mut State, uid: &str) {
+    for (storage, mut dependent) in st.store.owned_by(uid) {
+        drop_owner_ref(&mut dependent, uid);
+        st.store.put(&storage, dependent);
+    }
+}
+
+fn drop_owner_ref(obj: &mut Value, uid: &str) {
+    if let Some(refs) = obj["metadata"]["ownerReferences"].as_array_mut() {
+        refs.retain(|r| r["uid"].as_str() != Some(uid));
+        if refs.is_empty()
+            && let Some(m) = obj["metadata"].as_object_mut()
+        {
+            m.remove("ownerReferences");
+        }
+    }
+}
+
+/// Whether a dependent blocks a foreground deletion of `uid` (`blockOwnerDeletion: true`).
+fn blocks(dependent: &Value, uid: &str) -> bool {
+    dependent["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["uid"].as_str() == Some(uid) && r["blockOwnerDeletion"] == json!(true))
+}
+
+/// Completes a foreground deletion whose blocking dependents are all gone: the garbage
+/// collector removes the `foregroundDeletion` finalizer (garbagecollector.go
+/// `processDeletingDependentsItem`), and the owner goes once no finalizer is left.
+fn release_foreground(st: &mut State, uid: &str) {
+    let Some((storage, mut owner)) = st.store.by_uid(uid) else {
+        return;
+    };
+    if owner["metadata"]["deletionTimestamp"].is_null()
+        || !finalizers(&owner).iter().any(|f| f == FOREGROUND)
+    {
+        return;
+    }
+    if st.store.owned_by(uid).iter().any(|(_, d)| blocks(d, uid)) {
+        return;
+    }
+    if let Some(list) = owner["metadata"]["finalizers"].as_array_mut() {
+        list.retain(|f| f.as_str() != Some(FOREGROUND));
+    }
+    if finalizers(&owner).is_empty() {
+        let (ns, name) = key_of(&owner);
+        remove_object(st, &storage, &ns, &name);
+    } else {
+        st.store.put(&storage, owner);
+    }
+}
+
+/// A foreground deletion (DeleteOptions `propagationPolicy: Foreground`): the owner is
+/// kept, with `deletionTimestamp` and the `foregroundDeletion` finalizer, until every
+/// dependent with `blockOwnerDeletion: true` is gone; dependents are deleted meanwhile
+/// (k8s.io/apiserver store.go `deletionFinalizersForGarbageCollection`, garbage collector).
+fn delete_foreground(st: &mut State, storage: &str, obj: &Value) -> Value {
+    let uid = meta_str(obj, "uid").to_string();
+    let mut o = obj.clone();
+    set_deleting(&mut o);
+    if !finalizers(&o).iter().any(|f| f == FOREGROUND) {
+        if !o["metadata"]["finalizers"].is_array() {
+            o["metadata"]["finalizers"] = json!([]);
+        }
+        if let Some(list) = o["metadata"]["finalizers"].as_array_mut() {
+            list.push(json!(FOREGROUND));
+        }
+    }
+    let (ns, name) = key_of(&o);
+    st.store.put(storage, o);
+    for (s, dependent) in st.store.owned_by(&uid) {
+        mark_deleted(st, &s, &dependent);
+    }
+    release_foreground(st, &uid);
+    st.store
+        .get(storage, &ns, &name)
+        .cloned()
+        .unwrap_or_else(|| obj.clone())
 }
 
 fn delete_namespace(st: &mut State, name: &str) -> Value {
@@ -1138,9 +1450,31 @@ fn try_finish_namespace(st: &mut State, name: &str) -> Option<Value> {
 fn remove_object(st: &mut State, storage: &str, ns: &str, name: &str) -> Option<Value> {
     let removed = st.store.remove(storage, ns, name)?;
     if let Some(uid) = removed["metadata"]["uid"].as_str() {
-        for (s, dependent) in st.store.owned_by(uid) {
-            mark_deleted(st, &s, &dependent);
+        // Background cascade (garbagecollector.go `attemptToDeleteItem`): a dependent
+        // that still has a live owner only loses the dangling reference.
+        for (s, mut dependent) in st.store.owned_by(uid) {
+            let other_owner_alive = dependent["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["uid"].as_str())
+                .any(|u| u != uid && st.store.by_uid(u).is_some());
+            if other_owner_alive {
+                drop_owner_ref(&mut dependent, uid);
+                st.store.put(&s, dependent);
+            } else {
+                mark_deleted(st, &s, &dependent);
+            }
         }
+    }
+    // A dependent going may complete its owner's foreground deletion.
+    for owner in removed["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
+    {
+        release_foreground(st, owner);
     }
     if storage == CRD_STORAGE {
         let group = removed["spec"]["group"].as_str().unwrap_or_default();
@@ -1175,6 +1509,9 @@ fn delete_options(req: &Req) -> Value {
     if let Some(p) = req.q("propagationPolicy") {
         opts["propagationPolicy"] = json!(p);
     }
+    if let Some(o) = req.q("orphanDependents") {
+        opts["orphanDependents"] = json!(o == "true");
+    }
     opts
 }
 
@@ -1190,6 +1527,27 @@ pub(super) async fn delete(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
             .ok_or_else(|| ApiError::not_found(rt, &name))?
     };
     let opts = delete_options(req);
+    // k8s.io/apiserver pkg/apis/meta/validation `ValidateDeleteOptions`.
+    if let Some(p) = opts["propagationPolicy"].as_str() {
+        if !matches!(p, "Foreground" | "Background" | "Orphan") {
+            return Err(ApiError::custom(
+                422,
+                "Invalid",
+                format!(
+                    "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                ),
+            ));
+        }
+        if !opts["orphanDependents"].is_null() {
+            return Err(ApiError::custom(
+                422,
+                "Invalid",
+                format!(
+                    "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: {p:?}: orphanDependents and deletionPropagation cannot be both set"
+                ),
+            ));
+        }
+    }
     let pre = &opts["preconditions"];
     if let Some(uid) = pre["uid"].as_str()
         && Some(uid) != cur["metadata"]["uid"].as_str()
@@ -1235,12 +1593,34 @@ pub(super) async fn delete(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<
     let Some(cur) = st.store.get(&rt.storage, &t.ns, &name).cloned() else {
         return Err(ApiError::not_found(rt, &name));
     };
-    let out = if opts["propagationPolicy"].as_str() == Some("Orphan") && finalizers(&cur).is_empty()
-    {
-        // Orphan: dependents keep running with a dangling owner reference.
-        st.store.remove(&rt.storage, &t.ns, &name).unwrap_or(cur)
-    } else {
-        mark_deleted(&mut st, &rt.storage, &cur)
+    // Which dependents policy applies (k8s.io/apiserver store.go
+    // `deletionFinalizersForGarbageCollection`): the request's, else the object's own
+    // `orphan`/`foregroundDeletion` finalizer, else background.
+    let policy = match (
+        opts["propagationPolicy"].as_str(),
+        opts["orphanDependents"].as_bool(),
+    ) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(true)) => "Orphan".into(),
+        (None, Some(false)) => "Background".into(),
+        (None, None) if finalizers(&cur).iter().any(|f| f == ORPHAN) => "Orphan".into(),
+        (None, None) if finalizers(&cur).iter().any(|f| f == FOREGROUND) => "Foreground".into(),
+        _ => "Background".into(),
+    };
+    let out = match policy.as_str() {
+        "Orphan" => {
+            // The garbage collector strips the owner reference from every dependent,
+            // then removes its `orphan` finalizer; done here at once.
+            let uid = meta_str(&cur, "uid").to_string();
+            orphan_dependents(&mut st, &uid);
+            let mut cur = cur.clone();
+            if let Some(list) = cur["metadata"]["finalizers"].as_array_mut() {
+                list.retain(|f| f.as_str() != Some(ORPHAN));
+            }
+            mark_deleted(&mut st, &rt.storage, &cur)
+        }
+        "Foreground" => delete_foreground(&mut st, &rt.storage, &cur),
+        _ => mark_deleted(&mut st, &rt.storage, &cur),
     };
     inner.notify(st.store.rv);
     Ok(present(rt, &out))

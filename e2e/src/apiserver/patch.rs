@@ -29,17 +29,29 @@ fn builtin_merge_key(field: &str) -> Option<&'static str> {
     })
 }
 
-/// Applies a strategic merge patch to a built-in object.
+/// The merge key of the list at `path` (object keys from the root, `.spec.ports`) of a
+/// `kind`: the same field name can carry different keys in different types. Service
+/// `spec.ports` merge by `port` (k8s.io/api core/v1 types.go `ServiceSpec.Ports`
+/// `patchMergeKey:"port"`), container `ports` by `containerPort`.
+fn merge_key(kind: &str, path: &str) -> Option<&'static str> {
+    if kind == "Service" && path == ".spec.ports" {
+        return Some("port");
+    }
+    builtin_merge_key(path.rsplit('.').next().unwrap_or_default())
+}
+
+/// Applies a strategic merge patch to a built-in object (its `kind` picks the merge keys).
 pub fn strategic_merge(cur: &Value, patch: &Value) -> Result<Value, ApiError> {
     if !patch.is_object() {
         return Err(ApiError::bad_request(
             "a strategic merge patch must be a JSON object",
         ));
     }
-    Ok(smp(cur, patch))
+    let kind = cur["kind"].as_str().unwrap_or_default();
+    Ok(smp(cur, patch, kind, ""))
 }
 
-fn smp(orig: &Value, patch: &Value) -> Value {
+fn smp(orig: &Value, patch: &Value, kind: &str, path: &str) -> Value {
     let Some(pmap) = patch.as_object() else {
         return patch.clone();
     };
@@ -66,16 +78,17 @@ fn smp(orig: &Value, patch: &Value) -> Value {
             out.remove(k);
             continue;
         }
+        let child = format!("{path}.{k}");
         let merged = match (out.get(k), pv) {
             (Some(ov @ Value::Object(_)), Value::Object(_)) => {
                 if pv.get("$patch").and_then(Value::as_str) == Some("delete") {
                     out.remove(k);
                     continue;
                 }
-                smp(ov, pv)
+                smp(ov, pv, kind, &child)
             }
-            (Some(Value::Array(ov)), Value::Array(pl)) => merge_list(ov, pl, k),
-            (None, Value::Object(_)) => smp(&Value::Null, pv),
+            (Some(Value::Array(ov)), Value::Array(pl)) => merge_list(ov, pl, kind, &child),
+            (None, Value::Object(_)) => smp(&Value::Null, pv, kind, &child),
             _ => strip_directives(pv),
         };
         out.insert(k.clone(), merged);
@@ -96,8 +109,8 @@ fn strip_directives(v: &Value) -> Value {
     }
 }
 
-fn merge_list(orig: &[Value], patch: &[Value], field: &str) -> Value {
-    if field == "finalizers" {
+fn merge_list(orig: &[Value], patch: &[Value], kind: &str, path: &str) -> Value {
+    if path == ".metadata.finalizers" {
         let mut out = orig.to_vec();
         for p in patch {
             if !out.contains(p) {
@@ -106,7 +119,7 @@ fn merge_list(orig: &[Value], patch: &[Value], field: &str) -> Value {
         }
         return Value::Array(out);
     }
-    let Some(key) = builtin_merge_key(field) else {
+    let Some(key) = merge_key(kind, path) else {
         return Value::Array(patch.iter().map(strip_directives).collect());
     };
     let mut out = orig.to_vec();
@@ -120,7 +133,7 @@ fn merge_list(orig: &[Value], patch: &[Value], field: &str) -> Value {
             continue;
         }
         match pos {
-            Some(i) => out[i] = smp(&out[i], p),
+            Some(i) => out[i] = smp(&out[i], p, kind, path),
             None => out.push(strip_directives(p)),
         }
     }
@@ -610,6 +623,40 @@ mod tests {
             out.map(|o| o["metadata"]["finalizers"].clone()),
             Some(json!(["f1", "f2"]))
         );
+    }
+
+    /// The same field name merges by a different key in a Service and in a container
+    /// (kube's `patchMergeKey` tags); merging Service ports by `containerPort` (absent)
+    /// would collapse or duplicate them.
+    #[test]
+    fn strategic_merge_uses_each_lists_own_merge_key() {
+        let svc = json!({"kind": "Service", "spec": {"ports": [
+            {"name": "http", "port": 80, "targetPort": 8080},
+            {"name": "https", "port": 443, "targetPort": 8443}]}});
+        let p = json!({"spec": {"ports": [{"port": 443, "targetPort": 9443}, {"name": "admin", "port": 9000}]}});
+        let out = strategic_merge(&svc, &p).unwrap_or_default();
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([
+                {"name": "http", "port": 80, "targetPort": 8080},
+                {"name": "https", "port": 443, "targetPort": 9443},
+                {"name": "admin", "port": 9000}
+            ])
+        );
+        let pod = json!({"kind": "Pod", "spec": {"containers": [{"name": "a", "ports": [
+            {"containerPort": 80, "name": "web"}]}]}});
+        let p = json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}});
+        let out = strategic_merge(&pod, &p).unwrap_or_default();
+        assert_eq!(
+            out["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80, "name": "web", "protocol": "TCP"}])
+        );
+        // A `finalizers` list elsewhere than metadata is not a set union.
+        let ns = json!({"kind": "Namespace", "spec": {"finalizers": ["kubernetes"]}, "metadata": {"finalizers": ["a"]}});
+        let p = json!({"spec": {"finalizers": ["other"]}, "metadata": {"finalizers": ["b"]}});
+        let out = strategic_merge(&ns, &p).unwrap_or_default();
+        assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
+        assert_eq!(out["spec"]["finalizers"], json!(["other"]));
     }
 
     #[test]

@@ -108,6 +108,15 @@ impl Store {
         out
     }
 
+    /// The stored (storage, object) with `metadata.uid` `uid`, if any.
+    pub fn by_uid(&self, uid: &str) -> Option<(String, Value)> {
+        self.objects.iter().find_map(|(storage, map)| {
+            map.values()
+                .find(|v| v["metadata"]["uid"].as_str() == Some(uid))
+                .map(|v| (storage.clone(), v.clone()))
+        })
+    }
+
     fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv

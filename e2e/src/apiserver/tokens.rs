@@ -188,6 +188,13 @@ pub(super) fn token_request(inner: &Inner, t: &Target, body: Value) -> Result<Va
                 format!("{}s \"{bound_name}\" not found", field),
             )
         })?;
+        // k8s.io/kubernetes pkg/registry/core/serviceaccount/storage/token.go `Create`: a
+        // token for service account A cannot be bound to a pod that runs as B.
+        if kind == "Pod" && obj["spec"]["serviceAccountName"].as_str() != Some(name.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token for serviceaccount {name:?} to pod running with different serviceaccount name."
+            )));
+        }
         let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
         if let Some(want) = bound["uid"].as_str().filter(|u| !u.is_empty())
             && want != uid

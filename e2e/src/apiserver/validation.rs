@@ -140,6 +140,27 @@ fn env_name_ok(s: &str) -> bool {
 }
 
 fn container(c: &Value, path: &str, volumes: &[&str], init: bool, causes: &mut Vec<Cause>) {
+    // Plain init containers run to completion: k8s.io/kubernetes pkg/apis/core/validation/
+    // validation.go `validateInitContainers` forbids lifecycle hooks and probes on them;
+    // only restartable (sidecar, `restartPolicy: Always`) init containers may carry them.
+    if init && c["restartPolicy"].as_str() != Some("Always") {
+        for f in [
+            "lifecycle",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+        ] {
+            if !c[f].is_null() {
+                causes.push(Cause {
+                    reason: "FieldValueForbidden",
+                    field: format!("{path}.{f}"),
+                    message:
+                        "Forbidden: may not be set for init containers without restartPolicy=Always"
+                            .into(),
+                });
+            }
+        }
+    }
     let name = c["name"].as_str().unwrap_or_default();
     if name.is_empty() {
         causes.push(required(format!("{path}.name")));
@@ -191,10 +212,54 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, causes: &mut V
     }
 }
 
+/// Projected volume sources (validation.go `validateProjectionSources`): a
+/// service-account token lives at least 10 minutes and at most 2^32 seconds,
+/// and has a path.
+fn projected(v: &Value, path: &str, causes: &mut Vec<Cause>) {
+    for (j, src) in v["projected"]["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let sat = &src["serviceAccountToken"];
+        if !sat.is_object() {
+            continue;
+        }
+        let p = format!("{path}.projected.sources[{j}].serviceAccountToken");
+        // Defaulted to 3600 (pkg/apis/core/v1/defaults.go SetDefaults_ServiceAccountTokenProjection).
+        let exp = sat["expirationSeconds"].as_i64().unwrap_or(3600);
+        if exp < 600 {
+            causes.push(invalid(
+                format!("{p}.expirationSeconds"),
+                format!("Invalid value: {exp}: may not specify a duration less than 10 minutes"),
+            ));
+        }
+        if exp > 1 << 32 {
+            causes.push(invalid(
+                format!("{p}.expirationSeconds"),
+                format!(
+                    "Invalid value: {exp}: may not specify a duration larger than 2^32 seconds"
+                ),
+            ));
+        }
+        if sat["path"].as_str().is_none_or(str::is_empty) {
+            causes.push(required(format!("{p}.path")));
+        }
+    }
+}
+
 /// Checks what kube checks of a Pod spec that injection commonly breaks.
 fn pod(obj: &Value) -> Vec<Cause> {
-    let spec = &obj["spec"];
+    pod_spec(&obj["spec"], "spec")
+}
+
+/// The checks of one pod spec at `prefix` (`spec`, or `spec.template.spec` of a Deployment).
+fn pod_spec(spec: &Value, prefix: &str) -> Vec<Cause> {
     let mut causes = Vec::new();
+    for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
+        projected(v, &format!("{prefix}.volumes[{i}]"), &mut causes);
+    }
     let volumes: Vec<&str> = spec["volumes"]
         .as_array()
         .into_iter()
@@ -205,19 +270,19 @@ fn pod(obj: &Value) -> Vec<Cause> {
         if volumes[..i].contains(v) {
             causes.push(Cause {
                 reason: "FieldValueDuplicate",
-                field: format!("spec.volumes[{i}].name"),
+                field: format!("{prefix}.volumes[{i}].name"),
                 message: format!("Duplicate value: {v:?}"),
             });
         }
     }
     let containers = spec["containers"].as_array().cloned().unwrap_or_default();
     if containers.is_empty() {
-        causes.push(required("spec.containers".into()));
+        causes.push(required(format!("{prefix}.containers")));
     }
     let mut names: Vec<String> = Vec::new();
     for (field, init) in [("initContainers", true), ("containers", false)] {
         for (i, c) in spec[field].as_array().into_iter().flatten().enumerate() {
-            let path = format!("spec.{field}[{i}]");
+            let path = format!("{prefix}.{field}[{i}]");
             container(c, &path, &volumes, init, &mut causes);
             let name = c["name"].as_str().unwrap_or_default().to_string();
             if !name.is_empty() && names.contains(&name) {
@@ -229,6 +294,217 @@ fn pod(obj: &Value) -> Vec<Cause> {
             }
             names.push(name);
         }
+    }
+    causes
+}
+
+/// Go's `%#v` of a `map[string]string`, as kube prints template labels.
+fn go_map(v: &Value) -> String {
+    let entries: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or_default()))
+        .collect();
+    if entries.is_empty() {
+        return "map[string]string(nil)".into();
+    }
+    format!("map[string]string{{{}}}", entries.join(", "))
+}
+
+/// apps/v1 Deployment checks (k8s.io/kubernetes pkg/apis/apps/validation/validation.go
+/// `ValidateDeploymentSpec` and `ValidatePodTemplateSpecForReplicaSet`): a non-empty
+/// selector that matches the template's labels, `restartPolicy: Always`, and the
+/// template's pod spec checked like a pod's.
+fn deployment(obj: &Value) -> Vec<Cause> {
+    let spec = &obj["spec"];
+    let mut causes = Vec::new();
+    let sel = &spec["selector"];
+    let labels = &spec["template"]["metadata"]["labels"];
+    if sel.is_null() {
+        causes.push(required("spec.selector".into()));
+    } else {
+        let empty = sel["matchLabels"].as_object().is_none_or(|m| m.is_empty())
+            && sel["matchExpressions"]
+                .as_array()
+                .is_none_or(|e| e.is_empty());
+        match super::selectors::LabelSelector::from_object(sel) {
+            Err(_) => causes.push(invalid(
+                "spec.selector".into(),
+                format!("Invalid value: {sel}: invalid label selector"),
+            )),
+            Ok(_) if empty => causes.push(invalid(
+                "spec.selector".into(),
+                format!("Invalid value: {sel}: empty selector is invalid for deployment"),
+            )),
+            Ok(s) if !s.matches(labels) => causes.push(invalid(
+                "spec.template.metadata.labels".into(),
+                format!(
+                    "Invalid value: {}: `selector` does not match template `labels`",
+                    go_map(labels)
+                ),
+            )),
+            Ok(_) => {}
+        }
+    }
+    let tspec = &spec["template"]["spec"];
+    causes.extend(pod_spec(tspec, "spec.template.spec"));
+    if let Some(policy) = tspec["restartPolicy"].as_str()
+        && policy != "Always"
+    {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "spec.template.spec.restartPolicy".into(),
+            message: format!("Unsupported value: {policy:?}: supported values: \"Always\""),
+        });
+    }
+    if !tspec["activeDeadlineSeconds"].is_null() {
+        causes.push(Cause {
+            reason: "FieldValueForbidden",
+            field: "spec.template.spec.activeDeadlineSeconds".into(),
+            message: "Forbidden: activeDeadlineSeconds in ReplicaSet is not Supported".into(),
+        });
+    }
+    causes
+}
+
+/// apps/v1 `ValidateDeploymentUpdate`: the selector is immutable.
+pub fn deployment_update(old: &Value, new: &Value) -> Vec<Cause> {
+    let (before, after) = (&old["spec"]["selector"], &new["spec"]["selector"]);
+    if before == after {
+        return Vec::new();
+    }
+    vec![invalid(
+        "spec.selector".into(),
+        format!("Invalid value: {after}: field is immutable"),
+    )]
+}
+
+/// The fields of a pod spec an update may change, in kube's words.
+const POD_UPDATABLE: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// Pod spec immutability after creation (k8s.io/kubernetes pkg/apis/core/validation/
+/// validation.go `ValidatePodUpdate`): the new spec, with the few updatable fields
+/// copied back from the old one, must equal the old spec. Updatable: container and
+/// init-container images, `activeDeadlineSeconds` (set, or lowered, never unset),
+/// tolerations (only additions), `terminationGracePeriodSeconds` (only from a negative
+/// value to 1), and removing scheduling gates.
+pub fn pod_update(old: &Value, new: &Value) -> Vec<Cause> {
+    let (old_spec, new_spec) = (&old["spec"], &new["spec"]);
+    let mut causes = Vec::new();
+    let mut munged = new_spec.clone();
+    for list in ["containers", "initContainers"] {
+        let olds = old_spec[list].as_array().cloned().unwrap_or_default();
+        if let Some(news) = munged[list].as_array_mut()
+            && news.len() == olds.len()
+        {
+            for (n, o) in news.iter_mut().zip(&olds) {
+                // An emptied image stays a difference, refused below.
+                let has_image = n["image"].as_str().is_some_and(|s| !s.is_empty());
+                if let (true, Some(m), Some(img)) = (has_image, n.as_object_mut(), o.get("image")) {
+                    m.insert("image".into(), img.clone());
+                }
+            }
+        }
+    }
+    match (
+        old_spec["activeDeadlineSeconds"].as_i64(),
+        new_spec["activeDeadlineSeconds"].as_i64(),
+    ) {
+        (_, Some(n)) if n <= 0 => causes.push(invalid(
+            "spec.activeDeadlineSeconds".into(),
+            format!("Invalid value: {n}: must be between 1 and 2147483647, inclusive"),
+        )),
+        (Some(o), Some(n)) if n > o => causes.push(invalid(
+            "spec.activeDeadlineSeconds".into(),
+            format!("Invalid value: {n}: must be less than or equal to previous value"),
+        )),
+        (Some(_), None) => causes.push(invalid(
+            "spec.activeDeadlineSeconds".into(),
+            "Invalid value: \"null\": must not update from a positive integer to nil value".into(),
+        )),
+        _ => {}
+    }
+    // Tolerations: every old one must still be there (validation.go
+    // `ValidateTolerationsInPodUpdate`); additions are allowed.
+    let old_tol = old_spec["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let new_tol = new_spec["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !old_tol.iter().all(|t| new_tol.contains(t)) {
+        causes.push(Cause {
+            reason: "FieldValueForbidden",
+            field: "spec.tolerations".into(),
+            message:
+                "Forbidden: existing toleration can not be modified except its tolerationSeconds"
+                    .into(),
+        });
+    }
+    // Both are then taken from the old spec (checked above on their own).
+    for f in ["activeDeadlineSeconds", "tolerations"] {
+        if let Some(m) = munged.as_object_mut() {
+            match old_spec.get(f) {
+                Some(v) => m.insert(f.into(), v.clone()),
+                None => m.remove(f),
+            };
+        }
+    }
+    if old_spec["terminationGracePeriodSeconds"]
+        .as_i64()
+        .is_some_and(|g| g < 0)
+        && new_spec["terminationGracePeriodSeconds"].as_i64() == Some(1)
+    {
+        munged["terminationGracePeriodSeconds"] = old_spec["terminationGracePeriodSeconds"].clone();
+    }
+    // Scheduling gates may only be removed.
+    let old_gates = old_spec["schedulingGates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let new_gates = new_spec["schedulingGates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if new_gates.iter().all(|g| old_gates.contains(g)) {
+        match old_spec.get("schedulingGates") {
+            Some(g) => munged["schedulingGates"] = g.clone(),
+            None => {
+                if let Some(m) = munged.as_object_mut() {
+                    m.remove("schedulingGates");
+                }
+            }
+        }
+    }
+    if &munged != old_spec {
+        let changed: Vec<String> = munged
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .chain(
+                old_spec
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k.clone()),
+            )
+            .filter(|k| munged.get(k) != old_spec.get(k))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|k| format!("spec.{k}"))
+            .collect();
+        causes.push(Cause {
+            reason: "FieldValueForbidden",
+            field: "spec".into(),
+            message: format!(
+                "Forbidden: pod updates may not change fields other than {POD_UPDATABLE}\n  changed: {}",
+                changed.join(", ")
+            ),
+        });
     }
     causes
 }
@@ -443,6 +719,7 @@ pub fn object(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     match rt.special {
         Special::Webhook => causes.extend(webhooks(obj)),
         Special::Pod => causes.extend(pod(obj)),
+        _ if rt.kind == "Deployment" && rt.group == "apps" => causes.extend(deployment(obj)),
         Special::CoreEvent | Special::EventsV1 => causes.extend(event(rt, obj)),
         _ => {}
     }
