@@ -829,10 +829,12 @@ async fn handle(
     };
     // `statementsPerSecond` counts the requests a rule lets through (or
     // holds for approval), as the PostgreSQL plane counts statements.
-    if decision.enforced != Action::Deny
-        && (decision.enforced == Action::Allow || ctx.approvals.is_some())
-        && !ctx.rate.admit(set.limits().statements_per_second)
-    {
+    let counted = match decision.enforced {
+        Action::Allow => true,
+        Action::RequireApproval => ctx.approvals.is_some(),
+        Action::Deny => false,
+    };
+    if counted && !ctx.rate.admit(set.limits().statements_per_second) {
         let rate = set.limits().statements_per_second.unwrap_or(0);
         let message = format!(
             "Sluice refused the request: more than {rate} requests per second from this identity on Connection {:?}, the statementsPerSecond limit of the AccessPolicy (shared by all of this sidecar's connections); retry later",

@@ -671,3 +671,38 @@ impl Catalog {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(
+        pairs: &[(&str, &str)],
+    ) -> Result<PoolSettings, (&'static str, String, &'static str)> {
+        PoolSettings::from_vars(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn pool_settings_come_from_the_environment_with_clear_errors() {
+        assert_eq!(settings(&[]).unwrap(), PoolSettings::default());
+        let s = settings(&[(env::SESSIONS, "4"), (env::WAIT, "0.5")]).unwrap();
+        assert_eq!(s.sessions, 4);
+        assert_eq!(s.wait, Duration::from_millis(500));
+        for (name, value) in [
+            (env::SESSIONS, "0"),
+            (env::SESSIONS, "17"),
+            (env::SESSIONS, "two"),
+            (env::WAIT, "0"),
+            (env::WAIT, "-1"),
+            (env::WAIT, "inf"),
+        ] {
+            let (var, got, _) = settings(&[(name, value)]).unwrap_err();
+            assert_eq!((var, got.as_str()), (name, value));
+        }
+    }
+}
