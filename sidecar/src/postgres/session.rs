@@ -40,7 +40,7 @@ use super::messages::{
 use super::rows_affected::{self, Count, Limit, Outcome};
 use super::settings::{self, Effect, ServerSettings};
 use super::upstream::{self, ReadHalf, UpstreamConfig, WriteHalf};
-use crate::approval::{self, ApprovalOutcome, Approvals, Held};
+use crate::approval::{self, ApprovalOutcome, Approvals};
 use crate::audit::{AuditLog, ResultRecord, SessionInfo};
 use crate::enforcement::{Binding, Decided, Enforcer, Masking, Refusal};
 use crate::metrics::Metrics;
@@ -1364,10 +1364,10 @@ impl ClientLoop {
     /// now still let it: they may have changed, or lapsed, during the wait.
     /// The verdict goes to [`Approvals::run`], which claims the approval or
     /// records on the AccessRequest that the statement did not run.
-    async fn recheck(&mut self, held: Held, approvals: &Approvals, sql: &str) -> ApprovalOutcome {
+    async fn recheck(&mut self, held: approval::Held, approvals: &Approvals, sql: &str) -> ApprovalOutcome {
         let approved = match held {
-            Held::Settled(outcome) => return outcome,
-            Held::Approved(approved) => approved,
+            approval::Held::Settled(outcome) => return outcome,
+            approval::Held::Approved(approved) => approved,
         };
         let now = self.enforcer.decide(sql);
         // Masking that changed during the wait applies to this run.
