@@ -419,3 +419,31 @@ async fn merge_and_copy_are_counted() {
     assert!(message(&e).contains("COMMIT"), "{}", message(&e));
     assert_eq!(state(&admin).await, (12, 3));
 }
+
+#[tokio::test]
+async fn error_positions_point_into_the_clients_own_text() {
+    let (sidecar, admin) = setup("rows_position").await;
+    let client = sidecar.connect().await;
+    let position = |e: tokio_postgres::Error| match e.as_db_error().and_then(|d| d.position()) {
+        Some(tokio_postgres::error::ErrorPosition::Original(n)) => *n,
+        other => panic!("no position: {other:?} {}", message(&e)),
+    };
+    for sql in [
+        "UPDATE t SET v = 'x' WHERE id = 1 AND nosuchcolumn = 2",
+        "DELETE FROM t WHERE id = 'not a number'",
+    ] {
+        // Inside the client's transaction too (the sidecar's SAVEPOINT is
+        // longer than its BEGIN).
+        for in_tx in [false, true] {
+            if in_tx {
+                client.batch_execute("BEGIN").await.unwrap();
+            }
+            let through = position(client.batch_execute(sql).await.unwrap_err());
+            let direct = position(admin.batch_execute(sql).await.unwrap_err());
+            assert_eq!(through, direct, "{sql} (in a transaction: {in_tx})");
+            if in_tx {
+                client.batch_execute("ROLLBACK").await.unwrap();
+            }
+        }
+    }
+}
