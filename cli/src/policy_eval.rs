@@ -8,7 +8,10 @@ use serde::Serialize;
 use sluice_crds::manifests::ManifestSet;
 use sluice_crds::{Action, Protocol};
 use sluice_policy::engine::{CompiledPolicy, Decision, Identity, PolicySet, SecretSource};
-use sluice_policy::http::HttpRequest;
+use sluice_policy::http::{
+    HttpRequest, Inspection, QUERY_METHOD_REFUSAL, body_refusal, check_query, has_method_parameter,
+    normalize_path, parse_body, query_refusal,
+};
 use sluice_policy::sql::SqlDialect;
 
 /// Arguments of `policy eval`.
@@ -35,7 +38,10 @@ pub struct EvalArgs {
     /// An HTTP request line for an http Connection, e.g. "POST /v1/refunds?mode=full".
     #[arg(long)]
     http: Option<String>,
-    /// The JSON body of the HTTP request.
+    /// The body of the HTTP request (JSON). Read as the sidecar reads it: where an
+    /// enforced rule inspects this request's body, it must be strict JSON (UTF-8,
+    /// no byte-order mark, depth ≤ 64, numbers within ±2^53, no duplicate keys),
+    /// else the request is refused with the sidecar's `error`, `limit` and reason.
     #[arg(long, requires = "http")]
     body: Option<String>,
 }
@@ -79,9 +85,6 @@ pub enum EvalError {
     /// `--http` is not `METHOD PATH`.
     #[error("--http {0:?}: expected \"METHOD /path[?query]\", e.g. \"POST /v1/refunds\"")]
     RequestLine(String),
-    /// `--body` is not JSON.
-    #[error("--body is not valid JSON: {0}")]
-    Body(#[source] serde_json::Error),
 }
 
 /// The printed decision.
@@ -95,6 +98,13 @@ struct Output {
     /// What actually happens (differs from `action` only in dry run).
     enforced: Action,
     reason: String,
+    /// Set when the sidecar refuses the request (400) before any rule
+    /// decides it: the refusal's `error` (e.g. `bodyRefused`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    /// The strict-grammar limit the request broke (e.g. `number`, `depth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parse_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,23 +216,14 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
                 .ok_or_else(|| EvalError::RequestLine(line.clone()))?;
             let target = target.trim();
             let (path, query) = target.split_once('?').unwrap_or((target, ""));
-            let body = args
-                .body
-                .as_deref()
-                .map(serde_json::from_str::<serde_json::Value>)
-                .transpose()
-                .map_err(EvalError::Body)?;
-            let req = HttpRequest {
-                method,
-                path,
-                query,
-                body: body.as_ref(),
-            };
-            let decision = match &policy_set {
-                None => Decision::not_bound(&identity, &args.connection),
-                Some(ps) => ps.decide_http(&req),
-            };
-            from_decision(decision, None, None)
+            match &policy_set {
+                None => from_decision(Decision::not_bound(&identity, &args.connection), None, None),
+                Some(ps) => {
+                    let inspection =
+                        Inspection::of_connection(set.policies_in(&ns), &args.connection);
+                    http_decision(ps, &inspection, method, path, query, args.body.as_deref())
+                }
+            }
         }
         (Protocol::Http, _, None) => {
             return Err(EvalError::WrongProtocol {
@@ -246,6 +247,85 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Decides a request as the sidecar does: what it refuses before any rule
+/// decides (a query or body an enforced rule reads that breaks the strict
+/// grammar, a `_method` override) is a deny with the sidecar's `error`,
+/// `limit` and reason; a body no enforced rule reads is read leniently, as
+/// the sidecar does (a body that is not JSON is then decided without it).
+fn http_decision(
+    ps: &PolicySet,
+    inspection: &Inspection,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<&str>,
+) -> Output {
+    let bare = HttpRequest {
+        method,
+        path,
+        query,
+        body: None,
+    };
+    if normalize_path(path).is_ok() {
+        if !inspection.query_names().is_empty()
+            && let Err(e) = check_query(query, inspection.query_names())
+        {
+            return refused("queryRefused", e.limit(), query_refusal(&e));
+        }
+        if inspection.names_methods() && !query.is_empty() && has_method_parameter(query.as_bytes())
+        {
+            return refused(
+                "methodOverride",
+                "methodOverride",
+                QUERY_METHOD_REFUSAL.to_string(),
+            );
+        }
+    }
+    let bytes = body.unwrap_or_default().as_bytes();
+    let json = if inspection.strict_body(&bare) {
+        match parse_body(bytes) {
+            Ok(json) => json,
+            Err(e) => return refused("bodyRefused", e.limit(), body_refusal(&e)),
+        }
+    } else {
+        match serde_json::from_slice(bytes) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                if !bytes.is_empty() {
+                    eprintln!(
+                        "note: --body is not JSON ({e}); no enforced rule reads this request's body, so the sidecar forwards it and decides without it"
+                    );
+                }
+                None
+            }
+        }
+    };
+    from_decision(
+        ps.decide_http(&HttpRequest {
+            body: json.as_ref(),
+            ..bare
+        }),
+        None,
+        None,
+    )
+}
+
+/// A request the sidecar refuses with 400 before any rule decides it.
+fn refused(error: &'static str, limit: &'static str, reason: String) -> Output {
+    Output {
+        action: Action::Deny,
+        policy: None,
+        rule: None,
+        dry_run: false,
+        enforced: Action::Deny,
+        reason,
+        error: Some(error),
+        limit: Some(limit),
+        parse_error: None,
+        statements: None,
+    }
+}
+
 fn from_decision(
     d: Decision,
     statements: Option<Vec<StatementOutput>>,
@@ -258,6 +338,8 @@ fn from_decision(
         dry_run: d.dry_run,
         enforced: d.enforced,
         reason: d.reason,
+        error: None,
+        limit: None,
         parse_error,
         statements,
     }

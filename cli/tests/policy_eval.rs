@@ -547,3 +547,141 @@ fn misspelt_fields_and_kinds_are_refused() {
         }
     }
 }
+
+/// Issue #16: `policy eval --body` reads a body as the sidecar does. Where an
+/// enforced rule inspects the request's body, a body outside the strict
+/// grammar (deep nesting, `NaN`, `1e400`, a byte-order mark, a lone
+/// surrogate, a duplicate key) is refused with the sidecar's error, limit
+/// and reason, not decided (a lenient reader let `amount: 100000` through or
+/// took the last duplicate key); a query a rule inspects likewise.
+#[test]
+fn bodies_are_read_under_the_sidecars_strict_grammar() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "conn.yaml", CONN);
+    write(
+        dir.path(),
+        "policy.yaml",
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: payments, namespace: ns}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [api]
+  defaultAction: deny
+  rules:
+    - name: big-refunds
+      match: {methods: [POST], paths: ["/v1/refunds"], jsonBody: [{path: "$.amount", greaterThan: 1000}]}
+      action: deny
+    - {name: refunds, match: {methods: [POST], paths: ["/v1/refunds"]}, action: allow}
+    - {name: export, match: {methods: [GET], paths: ["/v1/export"], query: {format: csv}}, action: deny}
+    - {name: reads, match: {methods: [GET], paths: ["/v1/**"]}, action: allow}
+"#,
+    );
+    let dirs = dir.path().to_str().unwrap();
+    let run = |line: &str, body: Option<&str>| {
+        let mut args = vec![
+            "-f",
+            dirs,
+            "--as",
+            "ns/app",
+            "--connection",
+            "api",
+            "--http",
+            line,
+        ];
+        if let Some(b) = body {
+            args.extend(["--body", b]);
+        }
+        let out = eval(&args);
+        assert!(
+            out.status.success(),
+            "{line} {body:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let deep = format!(
+        "{}{{\"amount\": 100000}}{}",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let bodies: Vec<(&str, String, &str)> = vec![
+        ("deep nesting", deep, "depth"),
+        ("NaN", r#"{"amount": NaN}"#.into(), "number"),
+        ("1e400", r#"{"amount": 1e400}"#.into(), "number"),
+        (
+            "2^60",
+            r#"{"amount": 1152921504606846976}"#.into(),
+            "number",
+        ),
+        (
+            "byte-order mark",
+            "\u{feff}{\"amount\": 100000}".into(),
+            "encoding",
+        ),
+        (
+            "lone surrogate",
+            r#"{"amount": 100000, "note": "\ud800"}"#.into(),
+            "encoding",
+        ),
+        (
+            "duplicate key",
+            r#"{"amount": 100000, "amount": 1}"#.into(),
+            "duplicateKey",
+        ),
+        ("not JSON", "amount=100000".into(), "syntax"),
+    ];
+    for (what, body, limit) in &bodies {
+        let v = run("POST /v1/refunds", Some(body));
+        let expected = sluice_policy::http::parse_body(body.as_bytes()).unwrap_err();
+        assert_eq!(v["action"], "deny", "{what}: {v}");
+        assert_eq!(v["enforced"], "deny", "{what}: {v}");
+        assert_eq!(v["error"], "bodyRefused", "{what}: {v}");
+        assert_eq!(v["limit"], *limit, "{what}: {v}");
+        assert_eq!(
+            v["reason"],
+            sluice_policy::http::body_refusal(&expected),
+            "{what}: the sidecar's reason"
+        );
+        assert_eq!(v["rule"], Value::Null, "{what}: no rule decided it");
+    }
+    // Inside the grammar the rules decide as before.
+    let v = run("POST /v1/refunds", Some(r#"{"amount": 100000}"#));
+    assert_eq!(
+        (&v["action"], &v["rule"]),
+        (&"deny".into(), &"big-refunds".into())
+    );
+    assert_eq!(v.get("error"), None);
+    let v = run("POST /v1/refunds", Some(r#"{"amount": 50}"#));
+    assert_eq!(
+        (&v["action"], &v["rule"]),
+        (&"allow".into(), &"refunds".into())
+    );
+    // A body no enforced rule reads is forwarded by the sidecar and decided
+    // without it: the same here.
+    let v = run("GET /v1/charges", Some(r#"{"amount": NaN}"#));
+    assert_eq!(
+        (&v["action"], &v["rule"]),
+        (&"allow".into(), &"reads".into())
+    );
+    // A query the rules inspect must read the same to every server.
+    let v = run("GET /v1/export?format=json&format=csv", None);
+    assert_eq!(
+        (&v["action"], &v["error"], &v["limit"]),
+        (
+            &"deny".into(),
+            &"queryRefused".into(),
+            &"repeatedParameter".into()
+        ),
+        "{v}"
+    );
+    let e =
+        sluice_policy::http::check_query("format=json&format=csv", &["format".into()]).unwrap_err();
+    assert_eq!(v["reason"], sluice_policy::http::query_refusal(&e));
+    let v = run("GET /v1/export?format=csv", None);
+    assert_eq!(
+        (&v["action"], &v["rule"]),
+        (&"deny".into(), &"export".into())
+    );
+}

@@ -689,6 +689,20 @@ impl<'de> serde::de::Visitor<'de> for StrictValue<'_> {
     }
 }
 
+/// The reason given when a body an enforced rule reads is refused: `why`
+/// is a [`BodyError`] or a header the sidecar cannot inspect.
+pub fn body_refusal(why: &dyn std::fmt::Display) -> String {
+    format!("Sluice refused the request: a policy rule inspects this request's body, and {why}")
+}
+
+/// The reason given when a query an enforced rule reads is refused.
+pub fn query_refusal(why: &QueryError) -> String {
+    format!("Sluice refused the request: a policy rule inspects query parameters, and {why}")
+}
+
+/// The reason given when a query carries `_method` where rules name methods.
+pub const QUERY_METHOD_REFUSAL: &str = "Sluice refused the request: its query has a _method parameter, which some servers run as the request's method; send the method on the request line";
+
 /// Why a query string that a rule inspects was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
@@ -836,6 +850,22 @@ impl Inspection {
             }
         }
         out
+    }
+
+    /// The inspection of the policies naming Connection `name` (the
+    /// sidecar's and `policy eval`'s: one reading for both).
+    pub fn of_connection<'a>(
+        policies: impl Iterator<Item = &'a sluice_crds::AccessPolicy>,
+        name: &str,
+    ) -> Self {
+        Inspection::new(
+            policies
+                .filter(|ap| ap.spec.connections.iter().any(|c| c == name))
+                .flat_map(|ap| {
+                    let enforced = ap.spec.mode == sluice_crds::PolicyMode::Enforce;
+                    ap.spec.rules.iter().map(move |r| (enforced, &r.match_))
+                }),
+        )
     }
 
     /// Whether bodies are buffered to decide.

@@ -1578,25 +1578,34 @@ impl Collector {
     }
 
     /// `TABLE t` inside a set operation is not visited as a relation.
+    ///
+    /// Iterative: a chain of set operations is as deep as it is long (up
+    /// to [`MAX_OPERATORS_PER_STATEMENT`] before the depth check refuses
+    /// it), and recursing over 4,000 `UNION`s overflowed a 2 MiB stack
+    /// (found by tests/fuzz_sql.rs).
     fn note_table_exprs(&mut self, body: &SetExpr) {
-        match body {
-            SetExpr::Table(table) => {
-                if let Some(name) = &table.table_name {
-                    let ident = |v: &str| Ident::new(v);
-                    let mut parts = Vec::new();
-                    if let Some(schema) = &table.schema_name {
-                        parts.push(ObjectNamePart::Identifier(ident(schema)));
+        let mut pending = vec![body];
+        while let Some(body) = pending.pop() {
+            match body {
+                SetExpr::Table(table) => {
+                    if let Some(name) = &table.table_name {
+                        let ident = |v: &str| Ident::new(v);
+                        let mut parts = Vec::new();
+                        if let Some(schema) = &table.schema_name {
+                            parts.push(ObjectNamePart::Identifier(ident(schema)));
+                        }
+                        parts.push(ObjectNamePart::Identifier(ident(name)));
+                        self.add_table(&ObjectName(parts));
                     }
-                    parts.push(ObjectNamePart::Identifier(ident(name)));
-                    self.add_table(&ObjectName(parts));
+                    self.kinds.insert(StatementKind::Select);
                 }
-                self.kinds.insert(StatementKind::Select);
+                SetExpr::SetOperation { left, right, .. } => {
+                    // Right first onto the stack: left is noted first, as before.
+                    pending.push(right);
+                    pending.push(left);
+                }
+                _ => {}
             }
-            SetExpr::SetOperation { left, right, .. } => {
-                self.note_table_exprs(left);
-                self.note_table_exprs(right);
-            }
-            _ => {}
         }
     }
 

@@ -55,7 +55,7 @@ enum Command {
         /// and at most between two pieces of a request or response body.
         #[arg(long, default_value_t = sluice_sidecar::http::DEFAULT_UPSTREAM_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
         http_timeout: f64,
-        /// HTTP Connections: largest request body buffered to decide `jsonBody` rules, in bytes.
+        /// HTTP Connections: largest request body read whole before it is forwarded (a chunked body, one a `jsonBody` rule reads, any body declared within it), in bytes.
         #[arg(long, default_value_t = sluice_sidecar::http::DEFAULT_MAX_REQUEST_BODY, value_name = "BYTES")]
         http_max_body: usize,
         /// HTTP Connections: offer only HTTP/1.1 to the upstream (by default

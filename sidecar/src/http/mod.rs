@@ -328,14 +328,7 @@ pub fn inspection<'a>(
     policies: impl Iterator<Item = &'a sluice_crds::AccessPolicy>,
     name: &str,
 ) -> Inspection {
-    Inspection::new(
-        policies
-            .filter(|ap| ap.spec.connections.iter().any(|c| c == name))
-            .flat_map(|ap| {
-                let enforced = ap.spec.mode == sluice_crds::PolicyMode::Enforce;
-                ap.spec.rules.iter().map(move |r| (enforced, &r.match_))
-            }),
-    )
+    Inspection::of_connection(policies, name)
 }
 
 /// Accepts application connections on `listener` (HTTP/1.1, keep-alive)
@@ -693,8 +686,7 @@ async fn handle(
     if !inspection.query_names().is_empty()
         && let Err(e) = sluice_policy::http::check_query(&query, inspection.query_names())
     {
-        let message =
-            format!("Sluice refused the request: a policy rule inspects query parameters, and {e}");
+        let message = sluice_policy::http::query_refusal(&e);
         return refuse_unreadable(ctx, session, cmd, "queryRefused", e.limit(), message);
     }
     // `_method` (Symfony, Laravel, Rails) would run another method than the
@@ -703,7 +695,7 @@ async fn handle(
         && !query.is_empty()
         && sluice_policy::http::has_method_parameter(query.as_bytes())
     {
-        let message = "Sluice refused the request: its query has a _method parameter, which some servers run as the request's method; send the method on the request line".to_string();
+        let message = sluice_policy::http::QUERY_METHOD_REFUSAL.to_string();
         return refuse_unreadable(
             ctx,
             session,
@@ -718,10 +710,20 @@ async fn handle(
         && parts.method == http::Method::POST
         && form_kind(&parts.headers).is_some();
 
-    // Buffer the body only when a rule looks into it.
-    let (mut body, json): (ProxyBody, Option<serde_json::Value>) = if inspection.buffers_body()
-        || form
-    {
+    // The body is read whole before the upstream sees the request when a
+    // rule looks into it, and also (request buffering, as nginx's
+    // proxy_request_buffering does by default) when its length is not
+    // declared (chunked) or is declared within the buffering limit: a
+    // malformed, stalled or cut-off body is then a 400 and the upstream sees
+    // nothing of it (issue 17: it was a 502 after the headers had been
+    // forwarded). A body declared larger than the limit streams through;
+    // its Content-Length tells the upstream when it was cut.
+    let inspect = inspection.buffers_body() || form;
+    let store = match body.size_hint().exact() {
+        None => true,
+        Some(n) => n > 0 && n <= ctx.max_request_body as u64,
+    };
+    let (mut body, json): (ProxyBody, Option<serde_json::Value>) = if inspect || store {
         let collected = tokio::time::timeout(
             up.timeout,
             Limited::new(body, ctx.max_request_body).collect(),
@@ -735,6 +737,12 @@ async fn handle(
             .into())
         });
         match collected {
+            Ok(collected) if !inspect => (
+                Full::new(collected.to_bytes())
+                    .map_err(|e: Infallible| -> BoxError { match e {} })
+                    .boxed_unsync(),
+                None,
+            ),
             Ok(collected) => {
                 let bytes = collected.to_bytes();
                 if form && let Err(message) = form_without_override(&parts.headers, &bytes) {
@@ -757,9 +765,7 @@ async fn handle(
                     match strict_body(&parts.headers, &bytes) {
                         Ok(json) => json,
                         Err((limit, e)) => {
-                            let message = format!(
-                                "Sluice refused the request: a policy rule inspects this request's body, and {e}"
-                            );
+                            let message = sluice_policy::http::body_refusal(&e);
                             return refuse_unreadable(
                                 ctx,
                                 session,
@@ -783,12 +789,21 @@ async fn handle(
             }
             Err(e) => {
                 let too_large = e.is::<http_body_util::LengthLimitError>();
-                let (status, error, message) = if too_large {
+                let (status, error, message) = if too_large && inspect {
                     (
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "bodyTooLarge",
                         format!(
                             "Sluice refused the request: a policy rule inspects JSON bodies, and this body is larger than the {} bytes Sluice buffers to decide",
+                            ctx.max_request_body
+                        ),
+                    )
+                } else if too_large {
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "bodyTooLarge",
+                        format!(
+                            "Sluice refused the request: its body is chunked (no Content-Length) and larger than the {} bytes Sluice reads before forwarding such a body; send it with a Content-Length, or raise --http-max-body",
                             ctx.max_request_body
                         ),
                     )

@@ -20,6 +20,32 @@ use super::tls;
 /// How long connecting and authenticating to the upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The most SCRAM-SHA-256 iterations (PBKDF2 rounds) Sluice computes for an
+/// upstream: PostgreSQL defaults to 4096 (`scram_iterations`); 100,000 is
+/// also the most the postgres-protocol crate computes (it refuses more with
+/// a message that names no number). A server asking for more is refused
+/// before any work, with an error naming the count and this maximum: a
+/// hostile upstream must not buy CPU time per session.
+pub const MAX_SCRAM_ITERATIONS: u64 = 100_000;
+
+/// The iteration count (`i=`) of a SCRAM server-first-message (RFC 5802
+/// §7); 0 when absent or not a number (the SCRAM state machine then refuses
+/// the message), `u64::MAX` when it does not fit.
+fn scram_iterations(server_first: &[u8]) -> u64 {
+    let Some(value) = server_first
+        .split(|b| *b == b',')
+        .find_map(|attr| attr.strip_prefix(b"i="))
+    else {
+        return 0;
+    };
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    value.iter().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    })
+}
+
 /// Everything needed to open a session to the upstream.
 #[derive(Clone)]
 pub struct UpstreamConfig {
@@ -164,6 +190,17 @@ pub enum UpstreamError {
     /// SCRAM failed (e.g. the server's signature did not verify).
     #[error("SCRAM authentication failed: {0}")]
     Scram(#[source] std::io::Error),
+    /// The server asked for more SCRAM iterations than Sluice computes.
+    #[error(
+        "the upstream asks for {asked} SCRAM-SHA-256 iterations, above the maximum of {max} Sluice \
+         computes (PostgreSQL's default is 4096; lower scram_iterations and reset the role's password)"
+    )]
+    ScramIterations {
+        /// The iteration count the server sent (saturated at `u64::MAX`).
+        asked: u64,
+        /// [`MAX_SCRAM_ITERATIONS`].
+        max: u64,
+    },
     /// Something unexpected was sent.
     #[error("unexpected message {tag:?} from the upstream during {phase}")]
     Unexpected {
@@ -341,11 +378,34 @@ async fn connect_inner(
                 scram = Some(s);
             }
             11 => {
-                let s = scram.as_mut().ok_or(UpstreamError::Unexpected {
+                if scram.is_none() {
+                    return Err(UpstreamError::Unexpected {
+                        tag: 'R',
+                        phase: "SASL continue without SASL start",
+                    });
+                }
+                let iterations = scram_iterations(data);
+                if iterations > MAX_SCRAM_ITERATIONS {
+                    return Err(UpstreamError::ScramIterations {
+                        asked: iterations,
+                        max: MAX_SCRAM_ITERATIONS,
+                    });
+                }
+                // The key derivation (PBKDF2, `iterations` rounds) is CPU work:
+                // off the runtime thread, so it stalls no other session.
+                let mut owned = scram.take().ok_or(UpstreamError::Unexpected {
                     tag: 'R',
                     phase: "SASL continue without SASL start",
                 })?;
-                s.update(data).map_err(UpstreamError::Scram)?;
+                let server_first = frame.body_bytes().slice(4..);
+                let (owned, derived) = tokio::task::spawn_blocking(move || {
+                    let derived = owned.update(&server_first);
+                    (owned, derived)
+                })
+                .await
+                .map_err(|e| UpstreamError::Scram(std::io::Error::other(e)))?;
+                derived.map_err(UpstreamError::Scram)?;
+                let s = scram.insert(owned);
                 frontend::sasl_response(s.message(), &mut out).map_err(UpstreamError::Io)?;
             }
             12 => {
@@ -484,4 +544,108 @@ pub async fn simple_query(
 /// Bytes of a frame, for relaying.
 pub fn raw(frame: &Frame) -> Bytes {
     frame.raw.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn scram_iterations_are_read_from_the_server_first_message() {
+        assert_eq!(scram_iterations(b"r=abc,s=c2FsdA==,i=4096"), 4096);
+        assert_eq!(scram_iterations(b"i=7,r=abc,s=c2FsdA=="), 7);
+        assert_eq!(
+            scram_iterations(b"r=abc,s=c2FsdA==,i=99999999999999999999999999"),
+            u64::MAX
+        );
+        assert_eq!(scram_iterations(b"r=abc,s=c2FsdA=="), 0);
+        assert_eq!(scram_iterations(b"r=abc,s=c2FsdA==,i=-1"), 0);
+    }
+
+    /// A fake upstream that speaks SCRAM up to its server-first-message,
+    /// asking for `iterations` rounds; returns its port.
+    async fn fake_scram_upstream(iterations: &'static str) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let len = s.read_i32().await.unwrap();
+            let mut startup = vec![0; len as usize - 4];
+            s.read_exact(&mut startup).await.unwrap();
+            // AuthenticationSASL: SCRAM-SHA-256.
+            let mechanisms = b"SCRAM-SHA-256\0\0";
+            let mut m = vec![b'R'];
+            m.extend_from_slice(&(8 + mechanisms.len() as i32).to_be_bytes());
+            m.extend_from_slice(&10i32.to_be_bytes());
+            m.extend_from_slice(mechanisms);
+            s.write_all(&m).await.unwrap();
+            // SASLInitialResponse: the client-first-message ends in r=NONCE.
+            assert_eq!(s.read_u8().await.unwrap(), b'p');
+            let len = s.read_i32().await.unwrap();
+            let mut body = vec![0; len as usize - 4];
+            s.read_exact(&mut body).await.unwrap();
+            let text = String::from_utf8_lossy(&body).to_string();
+            let nonce = text.rsplit("r=").next().unwrap().to_string();
+            let first = format!("r={nonce}srv,s=c2FsdHNhbHQ=,i={iterations}");
+            let mut m = vec![b'R'];
+            m.extend_from_slice(&(8 + first.len() as i32).to_be_bytes());
+            m.extend_from_slice(&11i32.to_be_bytes());
+            m.extend_from_slice(first.as_bytes());
+            s.write_all(&m).await.unwrap();
+            // Hold the socket until the client gives up.
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+        });
+        port
+    }
+
+    fn config(port: u16) -> UpstreamConfig {
+        UpstreamConfig {
+            connection: "fake".into(),
+            host: "127.0.0.1".into(),
+            port,
+            database: "app".into(),
+            username: "app".into(),
+            password: Arc::new(Zeroizing::new("secret".into())),
+            tls_mode: sluice_crds::TlsMode::Disable,
+            tls: None,
+            max_message_size: 1 << 20,
+        }
+    }
+
+    /// Issue #17 item 8: an upstream asking for an absurd iteration count
+    /// is refused before any work, with an error naming the count and the
+    /// maximum (postgres-protocol refused it too, with a message naming
+    /// neither, so an operator could not tell what to change).
+    #[tokio::test]
+    async fn an_absurd_scram_iteration_count_is_refused() {
+        for asked in ["2147483647", "100001", "184467440737095516150"] {
+            let port = fake_scram_upstream(asked).await;
+            let err = match connect(&config(port), &[]).await {
+                Ok(_) => panic!("{asked} iterations: the session opened"),
+                Err(e) => e,
+            };
+            let UpstreamError::ScramIterations { asked: got, max } = &err else {
+                panic!("{asked} iterations: {err}");
+            };
+            assert_eq!(*max, MAX_SCRAM_ITERATIONS);
+            assert_eq!(
+                got.to_string(),
+                asked
+                    .parse::<u64>()
+                    .map_or("18446744073709551615".into(), |n| n.to_string())
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("SCRAM")
+                    && text.contains("maximum of 100000 ")
+                    && text.contains("scram_iterations"),
+                "{text}"
+            );
+        }
+    }
 }
