@@ -13,15 +13,9 @@ mod common;
 use std::sync::Arc;
 
 use serde_json::json;
-use sluice_crds::{AccessPolicy, TlsMode};
+use sluice_crds::AccessPolicy;
 use sluice_policy::engine::{CompiledPolicy, Identity, NoSecrets};
-use sluice_sidecar::audit::AuditLog;
-use sluice_sidecar::enforcement::{Binding, Standing};
-use sluice_sidecar::metrics::Metrics;
-use sluice_sidecar::postgres::cancel::CancelRegistry;
-use sluice_sidecar::postgres::framing::DEFAULT_MAX_MESSAGE_SIZE;
-use sluice_sidecar::postgres::session::ConnectionContext;
-use sluice_sidecar::postgres::upstream::UpstreamConfig;
+use sluice_sidecar::enforcement::Standing;
 use tokio::sync::watch;
 
 const SSN: [&str; 2] = ["123-45-6789", "987-65-4321"];
@@ -63,36 +57,7 @@ fn standing_with(columns: &[&str], rules: serde_json::Value) -> Standing {
 
 /// A sidecar listener whose binding follows `rx`; returns its port.
 async fn start(pg: &common::PgServer, db: &str, rx: watch::Receiver<Standing>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let upstream = UpstreamConfig {
-        connection: "testdb".into(),
-        host: "127.0.0.1".into(),
-        port: pg.port,
-        database: db.into(),
-        username: common::ADMIN.into(),
-        password: Arc::new(zeroize::Zeroizing::new(common::PASSWORD.into())),
-        tls_mode: TlsMode::Disable,
-        tls: None,
-        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-    };
-    let ctx = ConnectionContext {
-        name: "testdb".into(),
-        catalog: sluice_sidecar::postgres::catalog::CatalogPool::new(
-            upstream.clone(),
-            Default::default(),
-        ),
-        upstream,
-        binding: Binding::live(identity(), "testdb", rx),
-        audit: Arc::new(AuditLog::open("test", false, None).unwrap()),
-        metrics: Arc::new(Metrics::register(&mut registry)),
-        cancel: Arc::new(CancelRegistry::default()),
-        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-        approvals: None,
-    };
-    tokio::spawn(sluice_sidecar::postgres::serve(listener, Arc::new(ctx)));
-    port
+    common::serve_live(pg, db, identity(), rx).await
 }
 
 /// `(name, ssn)` of a row.

@@ -881,6 +881,50 @@ pub fn sidecar_peak_rss_kib(sidecar: &Sidecar) -> u64 {
         .expect("VmHWM in /proc status")
 }
 
+/// A PostgreSQL listener of the sidecar library whose binding follows `rx`
+/// (as run mode's bundles and standalone edits feed it), in front of `db`
+/// on `pg` as the admin; returns its port.
+pub async fn serve_live(
+    pg: &PgServer,
+    db: &str,
+    identity: sluice_policy::engine::Identity,
+    rx: tokio::sync::watch::Receiver<sluice_sidecar::enforcement::Standing>,
+) -> u16 {
+    use std::sync::Arc;
+    use sluice_sidecar::postgres::upstream::UpstreamConfig;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let max = sluice_sidecar::postgres::framing::DEFAULT_MAX_MESSAGE_SIZE;
+    let upstream = UpstreamConfig {
+        connection: "testdb".into(),
+        host: "127.0.0.1".into(),
+        port: pg.port,
+        database: db.into(),
+        username: ADMIN.into(),
+        password: Arc::new(zeroize::Zeroizing::new(PASSWORD.into())),
+        tls_mode: sluice_crds::TlsMode::Disable,
+        tls: None,
+        max_message_size: max,
+    };
+    let ctx = sluice_sidecar::postgres::session::ConnectionContext {
+        name: "testdb".into(),
+        catalog: sluice_sidecar::postgres::catalog::CatalogPool::new(
+            upstream.clone(),
+            Default::default(),
+        ),
+        upstream,
+        binding: sluice_sidecar::enforcement::Binding::live(identity, "testdb", rx),
+        audit: Arc::new(sluice_sidecar::audit::AuditLog::open("test", false, None).unwrap()),
+        metrics: Arc::new(sluice_sidecar::metrics::Metrics::register(&mut registry)),
+        cancel: Arc::new(sluice_sidecar::postgres::cancel::CancelRegistry::default()),
+        max_message_size: max,
+        approvals: None,
+    };
+    tokio::spawn(sluice_sidecar::postgres::serve(listener, Arc::new(ctx)));
+    port
+}
+
 /// Frontend messages as (type byte, body) pairs, for tests that write
 /// pipelines of raw messages.
 pub mod frontend {
