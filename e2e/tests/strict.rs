@@ -223,6 +223,19 @@ async fn pod_spec_is_immutable_but_for_the_allowed_fields() {
     )
     .await
     .expect("metadata changes");
+    pods.patch(
+        "web",
+        &pp,
+        &merge(json!({"spec": {"serviceAccount": null}})),
+    )
+    .await
+    .expect("the deprecated alias is not part of the spec kube compares");
+    let alias = pods.get("web").await.unwrap().spec.unwrap().service_account;
+    assert_eq!(
+        alias.as_deref(),
+        Some("default"),
+        "v1 output carries the alias"
+    );
     let strategic = |v: Value| Patch::Strategic(v);
     let p = pods
         .patch(

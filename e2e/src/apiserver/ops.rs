@@ -358,6 +358,10 @@ fn pod_defaults(spec: &mut Value) {
     {
         spec["serviceAccountName"] = json!(sa);
     }
+    // ... and v1 output always carries the alias.
+    if let Some(sa) = spec["serviceAccountName"].as_str().map(str::to_string) {
+        spec["serviceAccount"] = json!(sa);
+    }
     for (k, v) in [
         ("restartPolicy", json!("Always")),
         ("dnsPolicy", json!("ClusterFirst")),

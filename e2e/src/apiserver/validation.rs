@@ -390,7 +390,16 @@ const POD_UPDATABLE: &str = "`spec.containers[*].image`,`spec.initContainers[*].
 /// tolerations (only additions), `terminationGracePeriodSeconds` (only from a negative
 /// value to 1), and removing scheduling gates.
 pub fn pod_update(old: &Value, new: &Value) -> Vec<Cause> {
-    let (old_spec, new_spec) = (&old["spec"], &new["spec"]);
+    // The deprecated `serviceAccount` alias does not exist in kube's internal type (it is
+    // converted into `serviceAccountName`), so dropping or rewriting it changes nothing.
+    let without_alias = |spec: &Value| {
+        let mut spec = spec.clone();
+        if let Some(m) = spec.as_object_mut() {
+            m.remove("serviceAccount");
+        }
+        spec
+    };
+    let (old_spec, new_spec) = (&without_alias(&old["spec"]), &without_alias(&new["spec"]));
     let mut causes = Vec::new();
     let mut munged = new_spec.clone();
     for list in ["containers", "initContainers"] {
