@@ -440,7 +440,27 @@ fn normalized(container: &Container) -> Container {
             *flag = None;
         }
     }
+    // A pod created with the sidecar already in its spec (a copy of an
+    // injected pod) gets the ServiceAccount admission plugin's API-token
+    // mount in every container, the sidecar included, as on any real
+    // cluster. It shadows nothing the sidecar reads and gives it no sluice.dev
+    // token, so exactly that mount is not a difference.
+    if let Some(mounts) = &mut c.volume_mounts {
+        mounts.retain(|m| !is_service_account_plugin_mount(m));
+    }
     c
+}
+
+/// The read-only mount of the pod's API token that kube-apiserver's
+/// ServiceAccount admission plugin adds to each container
+/// (plugin/pkg/admission/serviceaccount/admission.go: a `kube-api-access-`
+/// volume at the default token directory).
+fn is_service_account_plugin_mount(m: &k8s_openapi::api::core::v1::VolumeMount) -> bool {
+    m.name.starts_with("kube-api-access-")
+        && m.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount"
+        && m.read_only == Some(true)
+        && m.sub_path.is_none()
+        && m.sub_path_expr.is_none()
 }
 
 /// The injector's token volume, mounted by the sidecar alone, and no other
@@ -782,6 +802,48 @@ mod tests {
         let mut cfg = config(true);
         cfg.ca_pem = format!("{CA}{OLD_CA}");
         assert_eq!(check_token_holder(&pod, UID, &cfg, &allowed()), Ok(()));
+    }
+
+    #[test]
+    fn the_service_account_plugins_api_token_mount_is_no_difference() {
+        let api = VolumeMount {
+            name: "kube-api-access-x7k2q".into(),
+            mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        for native in [true, false] {
+            let mut pod = injected_pod(native);
+            sidecar_mut(&mut pod)
+                .volume_mounts
+                .as_mut()
+                .unwrap()
+                .push(api.clone());
+            assert_eq!(check(&pod), Ok(()), "native {native}");
+            // Anything else about it is a difference: writable, or elsewhere.
+            for edit in [
+                VolumeMount {
+                    read_only: None,
+                    ..api.clone()
+                },
+                VolumeMount {
+                    mount_path: "/etc/sluice".into(),
+                    ..api.clone()
+                },
+            ] {
+                let mut pod = injected_pod(native);
+                sidecar_mut(&mut pod)
+                    .volume_mounts
+                    .as_mut()
+                    .unwrap()
+                    .push(edit);
+                assert!(
+                    matches!(check(&pod), Err(HolderError::SidecarTampered { .. })),
+                    "native {native}: {:?}",
+                    check(&pod)
+                );
+            }
+        }
     }
 
     #[test]

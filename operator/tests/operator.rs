@@ -1098,13 +1098,6 @@ async fn only_a_genuine_sidecar_gets_credentials() {
             "metadata": {"name": name, "annotations": annotations},
             "spec": serde_json::to_value(genuine.spec.as_ref().unwrap()).unwrap(),
         });
-        // Created directly, with the sidecar already in the spec, such a pod would get the
-        // ServiceAccount admission plugin's kube-api-access mount in the sidecar too (as on
-        // a real cluster), which the gateway reports as SidecarTampered before any other
-        // check, and an exact copy would be refused. Opting out of the API token keeps these
-        // cases about the one change each makes. (Finding for #19: a copied injected pod
-        // is refused on a real cluster; the gateway could tolerate exactly that mount.)
-        pod["spec"]["automountServiceAccountToken"] = json!(false);
         edit(&mut pod);
         serde_json::from_value::<Pod>(pod).unwrap()
     };

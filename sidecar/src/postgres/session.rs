@@ -1364,7 +1364,12 @@ impl ClientLoop {
     /// now still let it: they may have changed, or lapsed, during the wait.
     /// The verdict goes to [`Approvals::run`], which claims the approval or
     /// records on the AccessRequest that the statement did not run.
-    async fn recheck(&mut self, held: approval::Held, approvals: &Approvals, sql: &str) -> ApprovalOutcome {
+    async fn recheck(
+        &mut self,
+        held: approval::Held,
+        approvals: &Approvals,
+        sql: &str,
+    ) -> ApprovalOutcome {
         let approved = match held {
             approval::Held::Settled(outcome) => return outcome,
             approval::Held::Approved(approved) => approved,

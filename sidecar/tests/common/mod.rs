@@ -890,8 +890,8 @@ pub async fn serve_live(
     identity: sluice_policy::engine::Identity,
     rx: tokio::sync::watch::Receiver<sluice_sidecar::enforcement::Standing>,
 ) -> u16 {
-    use std::sync::Arc;
     use sluice_sidecar::postgres::upstream::UpstreamConfig;
+    use std::sync::Arc;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut registry = prometheus_client::registry::Registry::default();
