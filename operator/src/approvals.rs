@@ -584,6 +584,8 @@ mod tests {
         };
         let command = Command {
             text: "DELETE FROM orders".into(),
+            statement: None,
+            truncated: false,
             fingerprint: "abc".into(),
             sha256: "a".repeat(64),
         };
