@@ -103,9 +103,16 @@ pub struct Metrics {
     approval: Counter,
     dry_run: Counter,
     approvals: Family<ApprovalLabels, Counter>,
+    buffer_in_use: Gauge,
 }
 
 impl Metrics {
+    /// The process's buffer budget of `limit` bytes, its use exported as
+    /// `sluice_buffer_budget_in_use_bytes`.
+    pub fn buffer_budget(&self, limit: usize) -> crate::limits::BufferBudget {
+        crate::limits::BufferBudget::with_gauge(limit, self.buffer_in_use.clone())
+    }
+
     /// Creates the metrics and registers them.
     pub fn register(registry: &mut Registry) -> Self {
         let statements = Family::<StatementLabels, Counter>::default();
@@ -127,6 +134,7 @@ impl Metrics {
             sessions: Family::default(),
             approvals: Family::default(),
             active: Gauge::default(),
+            buffer_in_use: Gauge::default(),
             latency: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0, 10.0,
@@ -158,6 +166,11 @@ impl Metrics {
             m.latency.clone(),
         );
         registry.register("sluice_bytes", "Bytes relayed, by direction", bytes);
+        registry.register(
+            "sluice_buffer_budget_in_use_bytes",
+            "Bytes of large PostgreSQL messages held, all sessions together (see --buffer-budget)",
+            m.buffer_in_use.clone(),
+        );
         registry.register(
             "sluice_approvals",
             "Approval steps of statements held for a human, by step",

@@ -84,6 +84,9 @@ async fn start(pg: &common::PgServer, db: &str, rx: watch::Receiver<Standing>) -
         metrics: Arc::new(Metrics::register(&mut registry)),
         cancel: Arc::new(CancelRegistry::default()),
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        buffer_budget: sluice_sidecar::limits::BufferBudget::new(
+            sluice_sidecar::limits::DEFAULT_BUFFER_BUDGET,
+        ),
         approvals: None,
     };
     tokio::spawn(sluice_sidecar::postgres::serve(listener, Arc::new(ctx)));

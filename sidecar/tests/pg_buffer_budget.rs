@@ -1,0 +1,158 @@
+//! The process-wide buffer budget of the PostgreSQL plane (#17 item 3):
+//! large messages of all sessions together are bounded; a session whose
+//! message does not fit gets FATAL 53200 and ends, the others go on, and a
+//! message's share is given back once it is answered.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const POLICY: &str = r#"  defaultAction: allow
+"#;
+
+/// 1 MiB: room for one 700 KiB message, not two.
+const BUDGET: &str = "1048576";
+
+async fn setup(test: &str) -> Sidecar {
+    let pg = server();
+    let db = db_name(test);
+    pg.create_database(&db).await;
+    Sidecar::start_with(
+        &manifests(pg, &db, ADMIN, "disable", &policy(POLICY)),
+        "shop/report-job",
+        &["--buffer-budget", BUDGET],
+    )
+}
+
+/// A raw client past startup (the sidecar authenticates upstream).
+fn connect(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0app\0database\0x\0\0");
+    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    stream.write_all(&msg).unwrap();
+    let startup = read_until_ready(&mut stream);
+    assert!(contains(&startup, "Z\0\0\0\x05"), "no ReadyForQuery");
+    stream
+}
+
+fn read_until_ready(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    loop {
+        let mut header = [0u8; 5];
+        stream.read_exact(&mut header).unwrap();
+        let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).unwrap();
+        all.extend_from_slice(&header);
+        all.extend_from_slice(&body);
+        if header[0] == b'Z' {
+            return all;
+        }
+    }
+}
+
+/// A simple Query of about 700 KiB whose answer is one short row.
+fn big_query(tag: &str) -> Vec<u8> {
+    let sql = format!("SELECT length('{}') AS big_{tag}", "x".repeat(700 * 1024));
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    m.extend_from_slice(sql.as_bytes());
+    m.push(0);
+    m
+}
+
+/// `sluice_buffer_budget_in_use_bytes` of the sidecar's admin port.
+fn in_use(admin_port: u16) -> Option<usize> {
+    let mut s = TcpStream::connect(("127.0.0.1", admin_port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nhost: sidecar\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("sluice_buffer_budget_in_use_bytes "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Polls the gauge until `ok` holds (20 s deadline).
+fn wait_in_use(admin_port: u16, what: &str, ok: impl Fn(usize) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = in_use(admin_port);
+        if last.is_some_and(&ok) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("buffer budget in use never became {what}: last {last:?}");
+}
+
+#[tokio::test]
+async fn a_message_past_the_buffer_budget_ends_only_its_session() {
+    let sidecar = setup("buffer_budget").await;
+    let (port, admin) = (sidecar.port, sidecar.admin_port);
+
+    // A: the first half of a 700 KiB message; it is charged while it is
+    // assembled.
+    let mut a = connect(port);
+    let msg_a = big_query("a");
+    let (first, rest) = msg_a.split_at(msg_a.len() / 2);
+    a.write_all(first).unwrap();
+    wait_in_use(admin, "A's message", |n| n >= msg_a.len());
+
+    // B: another 700 KiB message, within its own caps (64 MiB), but the
+    // budget holds A's: FATAL 53200 naming the budget, and B's session ends.
+    let mut b = connect(port);
+    b.write_all(&big_query("b")).unwrap();
+    let mut answer = Vec::new();
+    b.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(contains(&answer, "SFATAL\0"), "{text}");
+    assert!(contains(&answer, "C53200\0"), "{text}");
+    assert!(
+        contains(&answer, "buffer budget of 1048576 bytes"),
+        "{text}"
+    );
+    assert!(contains(&answer, "--buffer-budget"), "{text}");
+    assert!(!contains(&answer, "big_b"), "B's statement ran: {text}");
+
+    // C: small statements keep working meanwhile.
+    let mut c = RawClient::connect(port);
+    assert!(contains(
+        &c.simple("SELECT 'small still works'"),
+        "small still works"
+    ));
+
+    // A finishes its message and gets its answer; its share is given back.
+    a.write_all(rest).unwrap();
+    let answer = read_until_ready(&mut a);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(contains(&answer, "big_a"), "{text}");
+    assert!(contains(&answer, &(700 * 1024).to_string()), "{text}");
+    assert!(!contains(&answer, "C53200\0"), "{text}");
+    wait_in_use(admin, "0 after A's answer", |n| n == 0);
+    drop(a);
+
+    // D: once A's message is answered, a new big message fits.
+    let mut d = connect(port);
+    d.write_all(&big_query("d")).unwrap();
+    let answer = read_until_ready(&mut d);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(contains(&answer, "big_d"), "{text}");
+    assert!(!contains(&answer, "C53200\0"), "{text}");
+    assert!(contains(&c.simple("SELECT 'c at the end'"), "c at the end"));
+    wait_in_use(admin, "0 at the end", |n| n == 0);
+}
