@@ -156,3 +156,120 @@ async fn a_message_past_the_buffer_budget_ends_only_its_session() {
     assert!(contains(&c.simple("SELECT 'c at the end'"), "c at the end"));
     wait_in_use(admin, "0 at the end", |n| n == 0);
 }
+
+/// `sluice_bytes_total{direction="fromClient"}` and
+/// `sluice_pg_clients_not_read` of the sidecar's admin port.
+fn read_state(admin_port: u16) -> Option<(u64, u64)> {
+    let mut s = TcpStream::connect(("127.0.0.1", admin_port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nhost: sidecar\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some((
+        value("sluice_bytes_total{direction=\"fromClient\"} ").unwrap_or(0),
+        value("sluice_pg_clients_not_read ")?,
+    ))
+}
+
+/// A client that pipelines refused statements without reading any answer
+/// stops being read once it owes more than 1024 answers: the bytes the
+/// sidecar takes from it stay bounded (the unread refusals cannot pile up
+/// in the sidecar), and once it reads, every answer comes, in order.
+#[tokio::test]
+async fn a_client_that_does_not_read_its_answers_is_not_read() {
+    const STATEMENTS: usize = 200_000;
+    /// Far more than 1024 statements and what the sockets' buffers hold of
+    /// their answers, far less than the client sends (3.6 MB).
+    const BOUND: u64 = 1024 * 1024;
+    let pg = server();
+    let db = db_name("not_read");
+    pg.create_database(&db).await;
+    let deny = "  defaultAction: allow\n  rules:\n    - name: no-drops\n      match: {statements: [drop]}\n      action: deny\n";
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy(deny)),
+        "shop/report-job",
+    );
+    let (port, admin) = (sidecar.port, sidecar.admin_port);
+    let mut client = connect(port);
+    let before = read_state(admin).unwrap().0;
+
+    let mut writer = client.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let mut one = vec![b'Q'];
+        one.extend_from_slice(&(4 + 13i32).to_be_bytes());
+        one.extend_from_slice(b"DROP TABLE t\0");
+        let chunk = one.repeat(1000);
+        for _ in 0..STATEMENTS / 1000 {
+            if writer.write_all(&chunk).is_err() {
+                return false;
+            }
+        }
+        true
+    });
+
+    // Until the sidecar says it stopped reading the client, what it read
+    // stays bounded; without the read-stop it reads everything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read_at_pause = loop {
+        let (read, not_read) = read_state(admin).unwrap();
+        let read = read - before;
+        assert!(
+            read <= BOUND,
+            "the sidecar read {read} bytes from a client that reads none of its answers"
+        );
+        if not_read == 1 {
+            break read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar never stopped reading the client ({read} bytes read)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // (The client's writes may all have gone into the sockets' buffers:
+    // what counts is what the sidecar took from them.)
+    let (read, not_read) = read_state(admin).unwrap();
+    assert!(read - before <= BOUND, "read {} bytes", read - before);
+    assert_eq!(not_read, 1);
+
+    // The client reads: every statement gets its refusal and its
+    // ReadyForQuery, in order, and the sidecar reads the client again.
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, &mut client);
+    let (mut refusals, mut ready) = (0usize, 0usize);
+    while ready < STATEMENTS {
+        let mut header = [0u8; 5];
+        reader.read_exact(&mut header).unwrap();
+        let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        reader.read_exact(&mut body).unwrap();
+        match header[0] {
+            b'E' => {
+                assert!(
+                    contains(&body, "no-drops"),
+                    "{}",
+                    String::from_utf8_lossy(&body)
+                );
+                assert_eq!(refusals, ready, "two answers for one statement");
+                refusals += 1;
+            }
+            b'Z' => {
+                ready += 1;
+                assert_eq!(refusals, ready, "a statement without its refusal");
+            }
+            other => panic!("unexpected message {:?}", other as char),
+        }
+    }
+    assert!(sending.join().unwrap(), "the client's writes failed");
+    let (read, not_read) = read_state(admin).unwrap();
+    assert_eq!(read - before, (STATEMENTS * 18) as u64);
+    assert_eq!(not_read, 0);
+    eprintln!(
+        "read at the pause: {read_at_pause} bytes of {}",
+        STATEMENTS * 18
+    );
+}

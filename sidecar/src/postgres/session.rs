@@ -813,7 +813,12 @@ impl ClientLoop {
                 self.barrier = false;
             }
             // A client that does not read its answers is not read either.
-            self.wait_answered(MAX_OUTSTANDING).await;
+            if self.sent.load(Ordering::Relaxed)
+                > self.answered.settled.load(Ordering::Acquire) + MAX_OUTSTANDING
+            {
+                let _not_read = self.ctx.metrics.client_not_read();
+                self.wait_answered(MAX_OUTSTANDING).await;
+            }
             let mut shutdown = self.shutdown.clone();
             let next = tokio::select! {
                 // What the client already sent is taken first (and refused:
