@@ -39,6 +39,8 @@ pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes all sessions' message buffers may hold together.
 pub const DEFAULT_BUFFER_BUDGET: usize = 256 * 1024 * 1024;
+/// The smallest buffer budget accepted: 1 MiB.
+pub const MIN_BUFFER_BUDGET: usize = 1024 * 1024;
 /// Messages larger than this are charged to the [`BufferBudget`] (smaller
 /// ones fit in a session's own read buffer).
 pub const BUDGETED_MESSAGE: usize = 64 * 1024;
@@ -136,6 +138,13 @@ impl Limits {
         count(env::MAX_CONNECTIONS, &mut limits.max_connections)?;
         count(env::FD_RESERVE, &mut limits.fd_reserve)?;
         count(env::BUFFER_BUDGET, &mut limits.buffer_budget)?;
+        if limits.buffer_budget < MIN_BUFFER_BUDGET {
+            return Err((
+                env::BUFFER_BUDGET,
+                limits.buffer_budget.to_string(),
+                "bytes, at least 1048576 (1 MiB)",
+            ));
+        }
         Ok(limits)
     }
 }
@@ -488,5 +497,7 @@ mod tests {
         let e = Limits::from_vars(vars(&[(env::HTTP_IDLE_TIMEOUT, "0")])).unwrap_err();
         assert_eq!(e.0, env::HTTP_IDLE_TIMEOUT);
         assert!(Limits::from_vars(vars(&[(env::FD_RESERVE, "x")])).is_err());
+        let e = Limits::from_vars(vars(&[(env::BUFFER_BUDGET, "1000")])).unwrap_err();
+        assert_eq!(e.0, env::BUFFER_BUDGET);
     }
 }

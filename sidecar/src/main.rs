@@ -187,7 +187,7 @@ fn main() -> anyhow::Result<()> {
                     format!("{flag} must be more than 0 and at most 86400 seconds")
                 })
             };
-            if buffer_budget < 1024 * 1024 {
+            if buffer_budget < sluice_sidecar::limits::MIN_BUFFER_BUDGET {
                 anyhow::bail!("--buffer-budget must be at least 1048576 bytes (1 MiB)");
             }
             if max_connections == 0 {

@@ -62,6 +62,28 @@ fn read_until_ready(stream: &mut TcpStream) -> Vec<u8> {
     }
 }
 
+/// Whole messages until ReadyForQuery (the session goes on) or the end
+/// of the stream (it ended).
+fn read_until_ready_or_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    loop {
+        let mut header = [0u8; 5];
+        match stream.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return all,
+            Err(e) => panic!("read: {e}"),
+        }
+        let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).unwrap();
+        all.extend_from_slice(&header);
+        all.extend_from_slice(&body);
+        if header[0] == b'Z' {
+            return all;
+        }
+    }
+}
+
 /// A simple Query of about 700 KiB whose answer is one short row.
 fn big_query(tag: &str) -> Vec<u8> {
     let sql = format!("SELECT length('{}') AS big_{tag}", "x".repeat(700 * 1024));
@@ -155,6 +177,25 @@ async fn a_message_past_the_buffer_budget_ends_only_its_session() {
     assert!(!contains(&answer, "C53200\0"), "{text}");
     assert!(contains(&c.simple("SELECT 'c at the end'"), "c at the end"));
     wait_in_use(admin, "0 at the end", |n| n == 0);
+
+    // The server's messages are charged too: a 2 MB row does not fit in
+    // 1 MiB; that session ends with 53200, the others go on.
+    let mut e = connect(port);
+    let q = b"SELECT repeat('y', 2000000) AS wide\0";
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&((q.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(q);
+    e.write_all(&m).unwrap();
+    let answer = read_until_ready_or_end(&mut e);
+    let text = String::from_utf8_lossy(&answer[..answer.len().min(2000)]);
+    assert!(contains(&answer, "C53200\0"), "{text}");
+    assert!(contains(&answer, "the upstream server sent"), "{text}");
+    assert!(
+        !contains(&answer, "yyyyyyyy"),
+        "the row came through: {text}"
+    );
+    assert!(contains(&c.simple("SELECT 'c after e'"), "c after e"));
+    wait_in_use(admin, "0 after E", |n| n == 0);
 }
 
 /// `sluice_bytes_total{direction="fromClient"}` and
