@@ -10,10 +10,17 @@
 //! the descriptors another listener's sessions need. A connection past
 //! either bound gets `FATAL 53300` (too many connections), as PostgreSQL
 //! answers past `max_connections`, and is closed.
+//!
+//! The PostgreSQL plane's buffers share one [`BufferBudget`]: every message
+//! larger than [`BUDGETED_MESSAGE`] is charged to it while it is assembled
+//! and held, so many clients each within their own caps cannot together
+//! exhaust memory. A session whose message does not fit gets `FATAL 53200`
+//! (out_of_memory) naming the budget; the others go on.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -30,6 +37,13 @@ pub const DEFAULT_FD_RESERVE: usize = 64;
 pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP: how long a keep-alive connection may stay idle between requests.
 pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes all sessions' message buffers may hold together.
+pub const DEFAULT_BUFFER_BUDGET: usize = 256 * 1024 * 1024;
+/// The smallest buffer budget accepted: 1 MiB.
+pub const MIN_BUFFER_BUDGET: usize = 1024 * 1024;
+/// Messages larger than this are charged to the [`BufferBudget`] (smaller
+/// ones fit in a session's own read buffer).
+pub const BUDGETED_MESSAGE: usize = 64 * 1024;
 /// Descriptors one session holds: the client's socket, the upstream's, and
 /// the catalog session's.
 pub const FDS_PER_SESSION: usize = 3;
@@ -49,6 +63,8 @@ pub mod env {
     pub const HTTP_HEADER_TIMEOUT: &str = "SLUICE_HTTP_HEADER_TIMEOUT";
     /// Seconds; [`super::Limits::http_idle_timeout`].
     pub const HTTP_IDLE_TIMEOUT: &str = "SLUICE_HTTP_IDLE_TIMEOUT";
+    /// Bytes; [`super::Limits::buffer_budget`].
+    pub const BUFFER_BUDGET: &str = "SLUICE_BUFFER_BUDGET";
 }
 
 /// The limits in force.
@@ -65,6 +81,9 @@ pub struct Limits {
     pub http_header_timeout: Duration,
     /// HTTP: idle time of a keep-alive connection between requests.
     pub http_idle_timeout: Duration,
+    /// PostgreSQL: bytes all sessions' large messages may hold together
+    /// (see [`BufferBudget`]).
+    pub buffer_budget: usize,
 }
 
 impl Default for Limits {
@@ -75,6 +94,7 @@ impl Default for Limits {
             fd_reserve: DEFAULT_FD_RESERVE,
             http_header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
             http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+            buffer_budget: DEFAULT_BUFFER_BUDGET,
         }
     }
 }
@@ -117,7 +137,79 @@ impl Limits {
         };
         count(env::MAX_CONNECTIONS, &mut limits.max_connections)?;
         count(env::FD_RESERVE, &mut limits.fd_reserve)?;
+        count(env::BUFFER_BUDGET, &mut limits.buffer_budget)?;
+        if limits.buffer_budget < MIN_BUFFER_BUDGET {
+            return Err((
+                env::BUFFER_BUDGET,
+                limits.buffer_budget.to_string(),
+                "bytes, at least 1048576 (1 MiB)",
+            ));
+        }
         Ok(limits)
+    }
+}
+
+/// Bytes the PostgreSQL plane's sessions may hold in large messages, all
+/// together: a message larger than [`BUDGETED_MESSAGE`] takes a [`Charge`]
+/// of its size before its buffer is reserved, released when the message is
+/// dropped. Clones share one budget (one per process).
+#[derive(Debug, Clone)]
+pub struct BufferBudget {
+    /// Bytes charged now; also the `sluice_buffer_budget_in_use_bytes`
+    /// gauge when made [`BufferBudget::with_gauge`].
+    used: Gauge,
+    limit: usize,
+}
+
+/// Bytes taken from a [`BufferBudget`]; given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: BufferBudget,
+    bytes: i64,
+}
+
+impl BufferBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self::with_gauge(limit, Gauge::default())
+    }
+
+    /// A budget of `limit` bytes that counts what it holds in `gauge`.
+    pub fn with_gauge(limit: usize, gauge: Gauge) -> Self {
+        BufferBudget { used: gauge, limit }
+    }
+
+    /// The budget, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes charged now.
+    pub fn in_use(&self) -> usize {
+        usize::try_from(self.used.get()).unwrap_or(0)
+    }
+
+    /// Takes `bytes` from the budget, or `None` when they do not fit.
+    pub fn charge(&self, bytes: usize) -> Option<Charge> {
+        use std::sync::atomic::Ordering;
+        let bytes = i64::try_from(bytes).ok()?;
+        let limit = i64::try_from(self.limit).unwrap_or(i64::MAX);
+        self.used
+            .inner()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|next| *next <= limit)
+            })
+            .ok()?;
+        Some(Charge {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.dec_by(self.bytes);
     }
 }
 
@@ -365,6 +457,23 @@ mod tests {
         drop(pg_held);
     }
 
+    /// Charges past the budget are refused; a dropped charge is given back.
+    #[test]
+    fn buffer_budget_charges_and_releases() {
+        let budget = BufferBudget::new(1000);
+        let a = budget.charge(600).unwrap();
+        assert!(budget.clone().charge(600).is_none());
+        let b = budget.charge(400).unwrap();
+        assert_eq!(budget.in_use(), 1000);
+        assert!(budget.charge(1).is_none());
+        drop(a);
+        assert_eq!(budget.in_use(), 400);
+        assert!(budget.charge(600).is_some());
+        drop(b);
+        assert_eq!(budget.in_use(), 0);
+        assert!(budget.charge(1001).is_none());
+    }
+
     #[test]
     fn limits_from_the_environment() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
@@ -379,12 +488,16 @@ mod tests {
         let l = Limits::from_vars(vars(&[
             (env::PG_STARTUP_TIMEOUT, "2.5"),
             (env::MAX_CONNECTIONS, "10"),
+            (env::BUFFER_BUDGET, "1048576"),
         ]))
         .unwrap();
+        assert_eq!(l.buffer_budget, 1 << 20);
         assert_eq!(l.pg_startup_timeout, Duration::from_millis(2500));
         assert_eq!(l.max_connections, 10);
         let e = Limits::from_vars(vars(&[(env::HTTP_IDLE_TIMEOUT, "0")])).unwrap_err();
         assert_eq!(e.0, env::HTTP_IDLE_TIMEOUT);
         assert!(Limits::from_vars(vars(&[(env::FD_RESERVE, "x")])).is_err());
+        let e = Limits::from_vars(vars(&[(env::BUFFER_BUDGET, "1000")])).unwrap_err();
+        assert_eq!(e.0, env::BUFFER_BUDGET);
     }
 }

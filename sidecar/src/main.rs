@@ -90,6 +90,12 @@ enum Command {
         #[arg(long, env = sluice_sidecar::limits::env::HTTP_IDLE_TIMEOUT, value_name = "SECONDS",
               default_value_t = sluice_sidecar::limits::DEFAULT_HTTP_IDLE_TIMEOUT.as_secs_f64())]
         http_idle_timeout: f64,
+        /// PostgreSQL: bytes all sessions' large messages (over 64 KiB) may
+        /// hold together; a session whose message does not fit gets
+        /// FATAL 53200 and ends, the others go on.
+        #[arg(long, env = sluice_sidecar::limits::env::BUFFER_BUDGET, value_name = "BYTES",
+              default_value_t = sluice_sidecar::limits::DEFAULT_BUFFER_BUDGET)]
+        buffer_budget: usize,
     },
 }
 
@@ -159,6 +165,7 @@ fn main() -> anyhow::Result<()> {
             fd_reserve,
             http_header_timeout,
             http_idle_timeout,
+            buffer_budget,
         } => {
             init_logs(log_format);
             let grace = sluice_sidecar::shutdown::grace(shutdown_grace)
@@ -180,6 +187,9 @@ fn main() -> anyhow::Result<()> {
                     format!("{flag} must be more than 0 and at most 86400 seconds")
                 })
             };
+            if buffer_budget < sluice_sidecar::limits::MIN_BUFFER_BUDGET {
+                anyhow::bail!("--buffer-budget must be at least 1048576 bytes (1 MiB)");
+            }
             if max_connections == 0 {
                 anyhow::bail!("--max-connections must be at least 1");
             }
@@ -189,6 +199,7 @@ fn main() -> anyhow::Result<()> {
                 fd_reserve,
                 http_header_timeout: secs(http_header_timeout, "--http-header-timeout")?,
                 http_idle_timeout: secs(http_idle_timeout, "--http-idle-timeout")?,
+                buffer_budget,
             };
             cfg.catalog = sluice_sidecar::postgres::catalog::PoolSettings::from_env().map_err(
                 |(name, value, why)| {

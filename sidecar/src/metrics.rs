@@ -103,9 +103,34 @@ pub struct Metrics {
     approval: Counter,
     dry_run: Counter,
     approvals: Family<ApprovalLabels, Counter>,
+    buffer_in_use: Gauge,
+    not_read: Gauge,
+}
+
+/// A session whose client is not read (see [`Metrics::client_not_read`]);
+/// counted until dropped.
+#[derive(Debug)]
+pub struct NotRead(Gauge);
+
+impl Drop for NotRead {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
+    /// The process's buffer budget of `limit` bytes, its use exported as
+    /// `sluice_buffer_budget_in_use_bytes`.
+    pub fn buffer_budget(&self, limit: usize) -> crate::limits::BufferBudget {
+        crate::limits::BufferBudget::with_gauge(limit, self.buffer_in_use.clone())
+    }
+
+    /// Counts a session whose client is not read until the result is dropped.
+    pub fn client_not_read(&self) -> NotRead {
+        self.not_read.inc();
+        NotRead(self.not_read.clone())
+    }
+
     /// Creates the metrics and registers them.
     pub fn register(registry: &mut Registry) -> Self {
         let statements = Family::<StatementLabels, Counter>::default();
@@ -127,6 +152,8 @@ impl Metrics {
             sessions: Family::default(),
             approvals: Family::default(),
             active: Gauge::default(),
+            buffer_in_use: Gauge::default(),
+            not_read: Gauge::default(),
             latency: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0, 10.0,
@@ -158,6 +185,16 @@ impl Metrics {
             m.latency.clone(),
         );
         registry.register("sluice_bytes", "Bytes relayed, by direction", bytes);
+        registry.register(
+            "sluice_buffer_budget_in_use_bytes",
+            "Bytes of large PostgreSQL messages held, all sessions together (see --buffer-budget)",
+            m.buffer_in_use.clone(),
+        );
+        registry.register(
+            "sluice_pg_clients_not_read",
+            "PostgreSQL sessions whose client is not read: it owes reading more than 1024 answers",
+            m.not_read.clone(),
+        );
         registry.register(
             "sluice_approvals",
             "Approval steps of statements held for a human, by step",

@@ -396,6 +396,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         cfg.http_upstream_http2,
         (cfg.limits.clone(), fd_budget.clone()),
     );
+    let buffer_budget = metrics.buffer_budget(cfg.limits.buffer_budget);
     let mut runner = Runner {
         http,
         client,
@@ -414,6 +415,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         admin: None,
         accept: AcceptLoops::default(),
         fd_budget,
+        buffer_budget,
     };
     let revision = runner.in_force.subscribe();
 
@@ -533,6 +535,8 @@ struct Runner {
     accept: AcceptLoops,
     /// The sessions the process's descriptors allow, shared by the listeners.
     fd_budget: crate::limits::FdBudget,
+    /// The PostgreSQL sessions' buffer budget, shared by the listeners.
+    buffer_budget: crate::limits::BufferBudget,
 }
 
 #[derive(Default)]
@@ -923,6 +927,7 @@ impl Runner {
             metrics: self.metrics.clone(),
             cancel: self.cancel.clone(),
             max_message_size: self.cfg.max_message_size,
+            buffer_budget: self.buffer_budget.clone(),
             approvals: Some(crate::approval::Approvals::new(
                 self.client.clone(),
                 self.token_out.subscribe(),

@@ -280,6 +280,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     }
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let buffer_budget = metrics.buffer_budget(cfg.limits.buffer_budget);
     let http_metrics = crate::http::HttpMetrics::register(&mut registry);
     let cancel = Arc::new(CancelRegistry::default());
     let mut http_servers = Vec::new();
@@ -352,6 +353,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
             metrics: metrics.clone(),
             cancel: cancel.clone(),
             max_message_size: cfg.max_message_size,
+            buffer_budget: buffer_budget.clone(),
             approvals: None,
         });
         listeners.push((name, addr, bound));

@@ -9,6 +9,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::limits::{BUDGETED_MESSAGE, BufferBudget, Charge};
+
 /// The default largest message accepted from either side: 64 MiB.
 ///
 /// PostgreSQL itself accepts up to 1 GiB for a few message types, but a value
@@ -60,6 +62,26 @@ pub enum FramingError {
         /// The configured maximum.
         max: usize,
     },
+    /// The message does not fit in the process-wide buffer budget.
+    #[error(
+        "{peer} sent a message of type {tag:?} of {len} bytes, which does not fit in the \
+         sidecar's buffer budget of {budget} bytes shared by all PostgreSQL sessions ({in_use} \
+         bytes in use); retry later, send smaller messages, or raise --buffer-budget \
+         ({env})",
+        env = crate::limits::env::BUFFER_BUDGET
+    )]
+    OverBudget {
+        /// Which side.
+        peer: Peer,
+        /// The message type byte, as a character.
+        tag: char,
+        /// The length field.
+        len: u64,
+        /// The budget.
+        budget: usize,
+        /// Bytes charged to it when the message was refused.
+        in_use: usize,
+    },
     /// The stream ended in the middle of a message.
     #[error("{peer} closed the connection in the middle of a message")]
     Truncated {
@@ -93,9 +115,21 @@ pub struct Frame {
     pub tag: u8,
     /// The whole message as received, header included.
     pub raw: Bytes,
+    /// A large message's share of the buffer budget, given back when the
+    /// last clone of the frame is dropped.
+    _charge: Option<std::sync::Arc<Charge>>,
 }
 
 impl Frame {
+    /// A message built by the sidecar (not charged to the budget).
+    pub fn new(tag: u8, raw: Bytes) -> Self {
+        Frame {
+            tag,
+            raw,
+            _charge: None,
+        }
+    }
+
     /// The body, after the 5-byte header.
     pub fn body(&self) -> &[u8] {
         &self.raw[5..]
@@ -113,6 +147,9 @@ pub struct FrameReader<R> {
     buf: BytesMut,
     max: usize,
     peer: Peer,
+    budget: Option<BufferBudget>,
+    /// The budget taken for the message being assembled.
+    charge: Option<Charge>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -123,7 +160,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: BytesMut::with_capacity(READ_CHUNK),
             max,
             peer,
+            budget: None,
+            charge: None,
         }
+    }
+
+    /// Charges messages larger than [`BUDGETED_MESSAGE`] to `budget` while
+    /// they are assembled and held.
+    pub fn with_budget(mut self, budget: BufferBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Gives back the socket and any bytes read past the last message.
@@ -159,13 +205,31 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 max: self.max,
             });
         }
+        if len + 1 > BUDGETED_MESSAGE
+            && self.charge.is_none()
+            && let Some(budget) = &self.budget
+        {
+            // Charged before anything is reserved for it: a message that
+            // does not fit is refused, not buffered.
+            self.charge = Some(budget.charge(len + 1).ok_or(FramingError::OverBudget {
+                peer: self.peer,
+                tag: tag as char,
+                len: len as u64,
+                budget: budget.limit(),
+                in_use: budget.in_use(),
+            })?);
+        }
         if self.buf.len() < len + 1 {
             // Reserve for the rest of this message only: it is bounded by `max`.
             self.buf.reserve(len + 1 - self.buf.len());
             return Ok(None);
         }
         let raw = self.buf.split_to(len + 1).freeze();
-        Ok(Some(Frame { tag, raw }))
+        Ok(Some(Frame {
+            tag,
+            raw,
+            _charge: self.charge.take().map(std::sync::Arc::new),
+        }))
     }
 
     /// The next message, reading as needed. `None` on a clean end of stream
@@ -276,6 +340,38 @@ mod tests {
         assert!(matches!(err, FramingError::TooLarge { max: 1024, .. }));
         assert!(err.to_string().contains("--max-message-size"));
         assert!(r.buf.capacity() < 1 << 20);
+    }
+
+    /// A large message is charged to the budget until its frame is
+    /// dropped; one that does not fit is refused before it is buffered.
+    #[tokio::test]
+    async fn large_messages_are_charged_to_the_budget() {
+        let budget = BufferBudget::new(300 * 1024);
+        let mut big = vec![b'Q'];
+        big.extend_from_slice(&(200u32 * 1024 + 4).to_be_bytes());
+        big.resize(200 * 1024 + 5, b'x');
+        let mut two = big.clone();
+        two.extend_from_slice(&big);
+        let two: &'static [u8] = two.leak();
+        let mut r = FrameReader::new(two, Peer::Client, 1 << 20).with_budget(budget.clone());
+        let first = r.next().await.unwrap().unwrap();
+        assert_eq!(budget.in_use(), 200 * 1024 + 5);
+        let err = r.next().await.unwrap_err();
+        assert!(matches!(err, FramingError::OverBudget { .. }), "{err}");
+        assert!(err.to_string().contains("--buffer-budget"), "{err}");
+        assert!(
+            r.buf.capacity() < 200 * 1024,
+            "refused message was buffered"
+        );
+        let copy = first.clone();
+        drop(first);
+        assert_eq!(budget.in_use(), 200 * 1024 + 5);
+        drop(copy);
+        assert_eq!(budget.in_use(), 0);
+        // Small messages are not charged.
+        let mut r = reader(b"Q\0\0\0\x09abcd\0", 1024).with_budget(budget.clone());
+        let _small = r.next().await.unwrap().unwrap();
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[tokio::test]

@@ -63,6 +63,8 @@ pub struct ConnectionContext {
     pub cancel: Arc<CancelRegistry>,
     /// Largest message accepted from the client.
     pub max_message_size: usize,
+    /// The process's budget for large messages (shared by every session).
+    pub buffer_budget: crate::limits::BufferBudget,
     /// The operator's approvals (run mode); `None` refuses statements that
     /// need approval (standalone).
     pub approvals: Option<Approvals>,
@@ -168,7 +170,8 @@ const PASSED_PARAMETERS: &[&str] = &[
 pub async fn serve(ctx: Arc<ConnectionContext>, socket: TcpStream, peer: SocketAddr) {
     let _ = socket.set_nodelay(true);
     let (r, w) = socket.into_split();
-    let mut client = FrameReader::new(r, Peer::Client, ctx.max_message_size);
+    let mut client = FrameReader::new(r, Peer::Client, ctx.max_message_size)
+        .with_budget(ctx.buffer_budget.clone());
     let mut writer = w;
     if let Err(e) = run(&ctx, &mut client, &mut writer, peer).await {
         tracing::debug!(connection = %ctx.name, %peer, error = %e, "session ended with an error");
@@ -219,6 +222,9 @@ pub enum SessionError {
 /// SQLSTATE of a session ended by the sidecar's shutdown: admin_shutdown,
 /// as PostgreSQL ends its sessions on a fast shutdown.
 const ADMIN_SHUTDOWN: &str = "57P01";
+
+/// SQLSTATE of a session whose message does not fit in the buffer budget.
+const OUT_OF_MEMORY: &str = "53200";
 
 async fn fatal<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -475,7 +481,7 @@ where
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
         session: session.clone(),
-        upstream: up.reader,
+        upstream: up.reader.with_budget(ctx.buffer_budget.clone()),
         client: writer,
         out: BytesMut::with_capacity(64 * 1024),
         rx,
@@ -509,6 +515,12 @@ where
     server_loop.record_results();
     drop(server_loop);
     match &outcome {
+        Err(e @ SessionError::Framing(FramingError::OverBudget { .. })) => {
+            // As PostgreSQL when it cannot allocate: this session ends, the
+            // others go on.
+            tracing::warn!(connection = %ctx.name, error = %e, "session closed");
+            let _ = fatal(writer, OUT_OF_MEMORY, &e.to_string(), None).await;
+        }
         Err(
             e @ (SessionError::Message(_)
             | SessionError::Framing(_)
@@ -804,7 +816,12 @@ impl ClientLoop {
                 self.barrier = false;
             }
             // A client that does not read its answers is not read either.
-            self.wait_answered(MAX_OUTSTANDING).await;
+            if self.sent.load(Ordering::Relaxed)
+                > self.answered.settled.load(Ordering::Acquire) + MAX_OUTSTANDING
+            {
+                let _not_read = self.ctx.metrics.client_not_read();
+                self.wait_answered(MAX_OUTSTANDING).await;
+            }
             let mut shutdown = self.shutdown.clone();
             let next = tokio::select! {
                 // What the client already sent is taken first (and refused:
@@ -3625,10 +3642,7 @@ fn shift_position(frame: &Frame, shift: u32) -> Option<Frame> {
     position.value = at.saturating_sub(shift).max(1).to_string();
     let mut out = BytesMut::new();
     error_response::encode_fields(&mut out, backend::ERROR_RESPONSE, &fields);
-    Some(Frame {
-        tag: backend::ERROR_RESPONSE,
-        raw: out.freeze(),
-    })
+    Some(Frame::new(backend::ERROR_RESPONSE, out.freeze()))
 }
 
 /// Name and value of a ParameterStatus body.

@@ -919,6 +919,9 @@ pub async fn serve_live(
         metrics: Arc::new(sluice_sidecar::metrics::Metrics::register(&mut registry)),
         cancel: Arc::new(sluice_sidecar::postgres::cancel::CancelRegistry::default()),
         max_message_size: max,
+        buffer_budget: sluice_sidecar::limits::BufferBudget::new(
+            sluice_sidecar::limits::DEFAULT_BUFFER_BUDGET,
+        ),
         approvals: None,
     };
     tokio::spawn(sluice_sidecar::postgres::serve(listener, Arc::new(ctx)));
