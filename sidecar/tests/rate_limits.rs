@@ -19,15 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use sluice_crds::{AccessPolicy, TlsMode};
+use sluice_crds::AccessPolicy;
 use sluice_policy::engine::{CompiledPolicy, Identity, NoSecrets};
-use sluice_sidecar::audit::AuditLog;
-use sluice_sidecar::enforcement::{Binding, Standing};
-use sluice_sidecar::metrics::Metrics;
-use sluice_sidecar::postgres::cancel::CancelRegistry;
-use sluice_sidecar::postgres::framing::DEFAULT_MAX_MESSAGE_SIZE;
-use sluice_sidecar::postgres::session::ConnectionContext;
-use sluice_sidecar::postgres::upstream::UpstreamConfig;
+use sluice_sidecar::enforcement::Standing;
 use tokio::sync::watch;
 
 /// The most a bucket of `rate` per second admits over `elapsed`.
@@ -136,37 +130,13 @@ fn standing(limits: serde_json::Value, columns: &[&str]) -> Standing {
 
 /// A listener whose binding follows `rx`, as run mode's bundles feed it.
 async fn live_listener(db: &str, rx: watch::Receiver<Standing>) -> u16 {
-    let pg = server();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let upstream = UpstreamConfig {
-        connection: "testdb".into(),
-        host: "127.0.0.1".into(),
-        port: pg.port,
-        database: db.into(),
-        username: ADMIN.into(),
-        password: Arc::new(zeroize::Zeroizing::new(PASSWORD.into())),
-        tls_mode: TlsMode::Disable,
-        tls: None,
-        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-    };
-    let ctx = ConnectionContext {
-        name: "testdb".into(),
-        catalog: sluice_sidecar::postgres::catalog::CatalogPool::new(
-            upstream.clone(),
-            Default::default(),
-        ),
-        upstream,
-        binding: Binding::live(Identity::parse("shop/report-job").unwrap(), "testdb", rx),
-        audit: Arc::new(AuditLog::open("test", false, None).unwrap()),
-        metrics: Arc::new(Metrics::register(&mut registry)),
-        cancel: Arc::new(CancelRegistry::default()),
-        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-        approvals: None,
-    };
-    tokio::spawn(sluice_sidecar::postgres::serve(listener, Arc::new(ctx)));
-    port
+    common::serve_live(
+        server(),
+        db,
+        Identity::parse("shop/report-job").unwrap(),
+        rx,
+    )
+    .await
 }
 
 #[tokio::test]
