@@ -90,6 +90,14 @@ struct Args {
     #[arg(long, default_value_t = 900)]
     bundle_ttl_seconds: u64,
 
+    /// On SIGTERM/SIGINT: how long the operator may take to finish the
+    /// gateway requests in flight (audit uploads, token exchanges) and write
+    /// the last audit counters, in seconds; waiting bundle long-polls are
+    /// answered 304 at once. Keep it below the pod's
+    /// terminationGracePeriodSeconds (the chart sets both).
+    #[arg(long, default_value_t = 20)]
+    drain_grace_seconds: u64,
+
     /// How often audit counters are written to AccessPolicy status, in
     /// seconds [default: audit.flushSeconds of the settings file, else 10].
     #[arg(long)]
@@ -326,6 +334,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("--injection-namespace-label must be KEY=VALUE")?;
     settings.token_ttl = Duration::from_secs(args.token_ttl_seconds);
     settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
+    settings.drain_grace = Duration::from_secs(args.drain_grace_seconds);
     settings.webhook_match_conditions = !args.no_webhook_match_conditions;
     settings.adopt_webhook_configurations = args.adopt_webhook_configurations;
     if let Some(identity) = &args.identity {
@@ -341,10 +350,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("could not listen for SIGTERM")?;
     tokio::select! {
         () = running.wait() => anyhow::bail!("a part of the operator stopped; see the log above"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-        _ = terminate.recv() => tracing::info!("terminated; stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; draining"),
+        _ = terminate.recv() => tracing::info!("terminated; draining"),
     }
     running.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
 
