@@ -98,6 +98,13 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     drain_grace_seconds: u64,
 
+    /// How long injected sidecars give their sessions to end after SIGTERM,
+    /// in seconds (their SLUICE_SHUTDOWN_GRACE; at most 3600). A pod whose
+    /// terminationGracePeriodSeconds is not at least 5 s longer gets it raised
+    /// [default: sidecar.shutdownGraceSeconds of the settings file, else 20].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    sidecar_shutdown_grace_seconds: Option<u64>,
+
     /// How often audit counters are written to AccessPolicy status, in
     /// seconds [default: audit.flushSeconds of the settings file, else 10].
     #[arg(long)]
@@ -209,6 +216,10 @@ fn apply_config_file(
         settings.sidecar_resources = resources.to_requirements();
     }
     settings.sidecar_env = config.sidecar.http.env();
+    settings.sidecar_shutdown_grace_seconds = args
+        .sidecar_shutdown_grace_seconds
+        .or(config.sidecar.shutdown_grace_seconds)
+        .unwrap_or(sluice_operator::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS);
     settings.native_sidecars = args
         .native_sidecars
         .or(config.sidecar.native_sidecars)
@@ -435,6 +446,28 @@ mod tests {
         assert_eq!(
             settings.sidecar_resources,
             sluice_operator::inject::default_sidecar_resources()
+        );
+    }
+
+    #[test]
+    fn sidecar_shutdown_grace_flag_file_default() {
+        let file = "sidecar:\n  shutdownGraceSeconds: 40\n";
+        assert_eq!(resolved(&[], file).sidecar_shutdown_grace_seconds, 40);
+        assert_eq!(
+            resolved(&["--sidecar-shutdown-grace-seconds=7"], file).sidecar_shutdown_grace_seconds,
+            7
+        );
+        assert_eq!(resolved(&[], "").sidecar_shutdown_grace_seconds, 20);
+        assert!(
+            Args::try_parse_from(["sluice-operator", "--sidecar-shutdown-grace-seconds=3601"])
+                .is_err()
+        );
+        assert!(
+            OperatorConfig::parse(
+                "sidecar:\n  shutdownGraceSeconds: 3601\n",
+                std::path::Path::new("config.yaml")
+            )
+            .is_err()
         );
     }
 

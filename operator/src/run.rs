@@ -65,6 +65,8 @@ pub struct Settings {
     pub sidecar_resources: ResourceRequirements,
     /// More environment of the injected sidecar (its optional settings).
     pub sidecar_env: Vec<(String, String)>,
+    /// The injected sidecar's shutdown grace, in seconds (`SLUICE_SHUTDOWN_GRACE`).
+    pub sidecar_shutdown_grace_seconds: u64,
     /// Where the serving certificate comes from.
     pub cert_source: CertSource,
     /// How often a `--cert-dir` is re-read for a renewed certificate.
@@ -116,6 +118,7 @@ impl Settings {
             sidecar_image_pull_policy: None,
             sidecar_resources: default_sidecar_resources(),
             sidecar_env: Vec::new(),
+            sidecar_shutdown_grace_seconds: crate::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             cert_source: CertSource::SelfManaged,
             cert_reload_every: Duration::from_secs(10),
             extra_sidecar_repositories: Vec::new(),
@@ -238,7 +241,10 @@ impl Running {
         } = self.drain;
         let deadline = tokio::time::Instant::now() + grace;
         let _ = draining.send(true);
-        if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut server)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 grace_seconds = grace.as_secs(),
                 "requests still in flight after the drain grace are cut"
@@ -247,7 +253,10 @@ impl Running {
         }
         // The periodic flush ends between two flushes (a flush is never cut
         // half-way, which would drop what it took).
-        if tokio::time::timeout_at(deadline, &mut flusher).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut flusher)
+            .await
+            .is_err()
+        {
             flusher.abort();
         }
         match tokio::time::timeout_at(deadline, audit.flush(&self.client)).await {
@@ -370,6 +379,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             allowed_sidecar_repositories: allowed,
             inject: InjectConfig {
                 sidecar_env: settings.sidecar_env.clone(),
+                shutdown_grace_seconds: settings.sidecar_shutdown_grace_seconds,
                 revision: env!("CARGO_PKG_VERSION").to_string(),
                 image: settings.sidecar_image.clone(),
                 image_pull_policy: settings.sidecar_image_pull_policy.clone(),

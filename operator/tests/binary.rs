@@ -389,7 +389,11 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     bounded("readyz", async {
         loop {
-            if support::call(addr, &ca, "GET", "/readyz", &[], None).await.0 == 200 {
+            if support::call(addr, &ca, "GET", "/readyz", &[], None)
+                .await
+                .0
+                == 200
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
