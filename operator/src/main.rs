@@ -105,6 +105,12 @@ struct Args {
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=3600))]
     sidecar_shutdown_grace_seconds: Option<u64>,
 
+    /// How long a settled AccessRequest (Denied, Expired, Executed) is kept
+    /// after its last phase change before the operator deletes it: `90d`,
+    /// `36h`, `30m`, `10s` or plain seconds. Decided requests are evidence.
+    #[arg(long, default_value = "90d", value_parser = parse_retention)]
+    access_request_retention: Duration,
+
     /// How often audit counters are written to AccessPolicy status, in
     /// seconds [default: audit.flushSeconds of the settings file, else 10].
     #[arg(long)]
@@ -197,6 +203,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--access-request-retention`: a whole number with `d`, `h`, `m` or `s`
+/// (plain: seconds), at least one second and at most ten years. Hand-written:
+/// four units do not warrant a duration-parsing dependency.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration like 90d, 36h, 30m or 10s"
+            ));
+        }
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|s| (1..=10 * 365 * 86_400).contains(s))
+        .ok_or_else(|| format!("{text:?} must be between 1s and 3650d"))?;
+    Ok(Duration::from_secs(seconds))
 }
 
 /// Flags first, then the settings file, then the defaults of [`Settings::new`].
@@ -346,6 +381,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     settings.token_ttl = Duration::from_secs(args.token_ttl_seconds);
     settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
     settings.drain_grace = Duration::from_secs(args.drain_grace_seconds);
+    settings.access_request_retention = args.access_request_retention;
     settings.webhook_match_conditions = !args.no_webhook_match_conditions;
     settings.adopt_webhook_configurations = args.adopt_webhook_configurations;
     if let Some(identity) = &args.identity {
@@ -469,6 +505,27 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn retention_parses_units_and_refuses_the_rest() {
+        assert_eq!(parse_retention("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_retention("36h"), Ok(Duration::from_secs(36 * 3_600)));
+        assert_eq!(parse_retention("30m"), Ok(Duration::from_secs(1_800)));
+        assert_eq!(parse_retention("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_retention("45"), Ok(Duration::from_secs(45)));
+        for bad in [
+            "",
+            "0s",
+            "d",
+            "1w",
+            "-1d",
+            "1.5h",
+            "3651d",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_retention(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

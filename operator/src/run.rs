@@ -104,6 +104,8 @@ pub struct Settings {
     /// and write the last audit counters; keep it below the pod's
     /// `terminationGracePeriodSeconds`.
     pub drain_grace: Duration,
+    /// How long settled AccessRequests are kept before they are deleted.
+    pub access_request_retention: Duration,
 }
 
 impl Settings {
@@ -134,6 +136,7 @@ impl Settings {
             notify_url: None,
             adopt_webhook_configurations: false,
             drain_grace: Duration::from_secs(20),
+            access_request_retention: crate::approvals_controller::DEFAULT_RETENTION,
         }
     }
 }
@@ -477,6 +480,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         client: client.clone(),
         recorder: approvals.recorder.clone(),
         notifier,
+        retention: settings.access_request_retention,
     });
     tasks.spawn(lead(
         leading.clone(),
