@@ -508,10 +508,10 @@ async fn serve_bundle(
 
 /// Counts a waiting long-poll for as long as it lives (also when the caller
 /// hangs up and the request future is dropped).
-struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+pub(crate) struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
 
 impl<'a> Waiting<'a> {
-    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+    pub(crate) fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
         gauge.inc();
         Waiting(gauge)
     }

@@ -318,7 +318,7 @@ async fn stored_webhook_configurations_need_no_reapply() {
 }
 
 /// SIGTERM drains the gateway: a waiting bundle long-poll is answered 304 at
-/// once, an audit upload whose body is still on its way is finished,
+/// once, a waiting approval long-poll with the request's phase, an audit upload whose body is still on its way is finished,
 /// acknowledged and its events counted (the periodic flush is an hour away:
 /// only the drain writes them), and the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,6 +496,40 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
     })
     .await;
 
+    // An approval long-poll that would wait a minute for a decision.
+    let (status, _, body) = support::call(
+        addr,
+        &ca,
+        "POST",
+        "/v1/approvals",
+        &[("authorization", &bearer)],
+        Some(serde_json::json!({
+            "connection": "orders-db", "policy": "reporting", "rule": "bulk-writes-need-a-human",
+            "command": {"text": "DELETE FROM orders", "fingerprint": "fp-a", "sha256": "a".repeat(64)},
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let ticket: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let request = ticket["name"].as_str().unwrap().to_string();
+    let approval_poll = {
+        let (ca, bearer) = (ca.clone(), bearer.clone());
+        let path = format!("/v1/approvals/{request}?wait=60s");
+        tokio::spawn(async move {
+            support::call(addr, &ca, "GET", &path, &[("authorization", &bearer)], None).await
+        })
+    };
+    bounded("the approval long-poll to wait", async {
+        loop {
+            let (_, _, metrics) = support::call(addr, &ca, "GET", "/metrics", &[], None).await;
+            if String::from_utf8_lossy(&metrics).contains("sluice_gateway_approval_waiting 1") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
     // An upload whose head is in and whose body is not: `Expect: 100-continue`
     // makes the server say when the handler started reading the body.
     let mut chain = AuditChain::new("sidecar:shop/report-job:report:boot-1".to_string());
@@ -569,6 +603,14 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
     let (status, headers, _) = bounded("the long-poll answer", poll).await.unwrap();
     assert_eq!(status, 304);
     assert_eq!(headers["etag"].to_str().unwrap(), etag);
+
+    // So is the approval long-poll: the request's phase as it stands.
+    let (status, _, body) = bounded("the approval long-poll answer", approval_poll)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["phase"], "Pending", "{answer}");
 
     // The rest of the upload still goes in, and is acknowledged; then the
     // connection closes (draining: no keep-alive).
