@@ -109,6 +109,8 @@ refused = {
     "bad sidecar pull policy": {"sidecar": {"image": {"pullPolicy": "Sometimes"}}},
     "unknown sidecar http key": {"sidecar": {"http": {"timeout": 5}}},
     "zero sidecar http timeout": {"sidecar": {"http": {"timeoutSeconds": 0}}},
+    "sidecar shutdown grace over an hour": {"sidecar": {"shutdownGraceSeconds": 3601}},
+    "retention without a unit the operator reads": {"accessRequestRetention": "2w"},
 }
 for what, values in refused.items():
     try:
@@ -117,6 +119,16 @@ for what, values in refused.items():
         continue
     failures.append(f"schema accepted {what}: {json.dumps(values)}")
 print(f"schema refuses {len(refused)} bad value sets")
+
+# A drain grace the kubelet would cut short does not render.
+try:
+    chart.render({"gateway": {"drainGraceSeconds": 30}, "terminationGracePeriodSeconds": 30},
+                 name="sluice", namespace="sluice-system", is_install=True)
+    failures.append("rendered with gateway.drainGraceSeconds >= terminationGracePeriodSeconds")
+except Exception as error:  # the template's fail: any render error is the refusal
+    if "must exceed gateway.drainGraceSeconds" not in str(error):
+        failures.append(f"drain grace refusal without its message: {error}")
+print("a drain grace not below terminationGracePeriodSeconds does not render")
 
 # Properties the chart promises (DESIGN §5, §8): cheap to check on the render.
 import yaml  # shipped with checkov's dependencies

@@ -69,6 +69,7 @@ mod tests {
     fn config() -> InjectConfig {
         InjectConfig {
             sidecar_env: Vec::new(),
+            shutdown_grace_seconds: crate::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             revision: "r1".into(),
             image: "sidecar:1".into(),
             image_pull_policy: None,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
@@ -34,7 +34,13 @@ pub struct ApprovalContext {
     pub recorder: Recorder,
     /// Outgoing notifications.
     pub notifier: Option<Notifier>,
+    /// How long a settled request (Denied, Expired, Executed) is kept, from
+    /// its last phase change, before it is deleted (`--access-request-retention`).
+    pub retention: Duration,
 }
+
+/// Default of `--access-request-retention`: decided requests are evidence.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +48,19 @@ pub enum ApprovalError {
     /// The phase could not be written.
     #[error("could not write the phase of AccessRequest {namespace}/{name}")]
     WriteStatus {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A settled request past its retention could not be deleted.
+    #[error(
+        "could not delete AccessRequest {namespace}/{name} past its retention; the operator's ClusterRole needs delete on accessrequests"
+    )]
+    Delete {
         /// Namespace.
         namespace: String,
         /// Name.
@@ -64,7 +83,8 @@ pub async fn run(ctx: Arc<ApprovalContext>) {
 }
 
 fn error_policy(_: Arc<AccessRequest>, error: &ApprovalError, _: Arc<ApprovalContext>) -> Action {
-    let ApprovalError::WriteStatus { source, .. } = error;
+    let (ApprovalError::WriteStatus { source, .. } | ApprovalError::Delete { source, .. }) = error;
+    tracing::warn!(error = %crate::error_chain(error), "AccessRequest not reconciled; retrying");
     match source {
         kube::Error::Api(s) if s.code == 409 => Action::requeue(Duration::from_millis(200)),
         kube::Error::Api(s) if s.code == 404 => Action::await_change(),
@@ -85,7 +105,13 @@ async fn reconcile(
         None => Action::requeue(RESYNC),
     };
     let Some(change) = change else {
-        return Ok(action_for(until_expiry));
+        return match retention_left(&ar, Timestamp::now(), ctx.retention) {
+            Some(Duration::ZERO) => delete_settled(&ar, &ctx.client).await,
+            Some(left) => Ok(Action::requeue(
+                (left + Duration::from_millis(100)).min(RESYNC),
+            )),
+            None => Ok(action_for(until_expiry)),
+        };
     };
     let mut updated = (*ar).clone();
     let status = updated.status.get_or_insert_with(Default::default);
@@ -144,7 +170,65 @@ async fn reconcile(
             change.to
         ));
     }
-    Ok(action_for(next_phase(&stored, Timestamp::now()).1))
+    let until_expiry = next_phase(&stored, Timestamp::now()).1;
+    Ok(
+        match retention_left(&stored, Timestamp::now(), ctx.retention) {
+            Some(left) => Action::requeue((left + Duration::from_millis(100)).min(RESYNC)),
+            None => action_for(until_expiry),
+        },
+    )
+}
+
+/// How long a settled request (Denied, Expired, Executed: no phase follows)
+/// is still kept: its retention less the time since its `Ready` condition last
+/// changed (the final phase change), zero once past it. `None` for a request
+/// that is not settled. A settled request without that condition (written by
+/// hand) counts from its creation.
+pub fn retention_left(ar: &AccessRequest, now: Timestamp, retention: Duration) -> Option<Duration> {
+    let status = ar.status.as_ref()?;
+    if !matches!(
+        status.phase,
+        Some(RequestPhase::Denied | RequestPhase::Expired | RequestPhase::Executed)
+    ) {
+        return None;
+    }
+    let settled_at = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.last_transition_time.0)
+        .or_else(|| ar.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(now);
+    let age = now.duration_since(settled_at);
+    let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
+    Some(retention.saturating_sub(age))
+}
+
+/// Deletes a settled request past its retention (only that object: the
+/// precondition on its UID spares a newer one of the same name).
+async fn delete_settled(ar: &AccessRequest, client: &Client) -> Result<Action, ApprovalError> {
+    let namespace = ar.namespace().unwrap_or_default();
+    let name = ar.name_any();
+    let api: Api<AccessRequest> = Api::namespaced(client.clone(), &namespace);
+    let params = DeleteParams {
+        preconditions: ar.metadata.uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => {
+            tracing::info!(%namespace, %name, "deleted a settled AccessRequest past its retention");
+            Ok(Action::await_change())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
+        Err(source) => Err(ApprovalError::Delete {
+            namespace,
+            name,
+            source,
+        }),
+    }
 }
 
 /// Which approval counter of an AccessPolicy to add one to.
@@ -253,4 +337,92 @@ pub async fn operator_user(client: &Client) -> Result<String, kube::Error> {
         .and_then(|s| s.user_info)
         .and_then(|u| u.username)
         .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approvals::{Ask, new_request};
+    use sluice_crds::{Approval, ApprovalMode, Approvers, Command, Requester};
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn settled(phase: RequestPhase, changed: Option<i64>) -> AccessRequest {
+        let approval = Approval {
+            approvers: Approvers {
+                users: vec!["carol".into()],
+                groups: Vec::new(),
+            },
+            timeout: "15m".into(),
+            mode: ApprovalMode::Hold,
+            min_approvals: 1,
+        };
+        let command = Command {
+            text: "DELETE FROM orders".into(),
+            fingerprint: "abc".into(),
+            sha256: "a".repeat(64),
+        };
+        let ask = Ask {
+            connection: "orders-db",
+            policy: "reporting",
+            rule: "bulk",
+            command: &command,
+            reason: None,
+        };
+        let requester = Requester {
+            service_account: "report-job".into(),
+            namespace: "shop".into(),
+            pod: None,
+            groups: Vec::new(),
+        };
+        let mut ar = new_request(&ask, requester, &approval, Duration::from_secs(60), t(0));
+        ar.metadata.creation_timestamp = Some(Time(t(0)));
+        ar.status = Some(sluice_crds::AccessRequestStatus {
+            phase: Some(phase),
+            conditions: changed
+                .map(|s| Condition {
+                    type_: "Ready".into(),
+                    status: "False".into(),
+                    reason: "Denied".into(),
+                    message: String::new(),
+                    observed_generation: None,
+                    last_transition_time: Time(t(s)),
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        });
+        ar
+    }
+
+    #[test]
+    fn retention_counts_from_the_last_phase_change_of_settled_requests() {
+        let keep = Duration::from_secs(100);
+        for phase in [
+            RequestPhase::Denied,
+            RequestPhase::Expired,
+            RequestPhase::Executed,
+        ] {
+            let ar = settled(phase, Some(50));
+            assert_eq!(
+                retention_left(&ar, t(60), keep),
+                Some(Duration::from_secs(90))
+            );
+            assert_eq!(retention_left(&ar, t(150), keep), Some(Duration::ZERO));
+            assert_eq!(retention_left(&ar, t(1000), keep), Some(Duration::ZERO));
+        }
+        // Without the condition: from creation.
+        let ar = settled(RequestPhase::Denied, None);
+        assert_eq!(
+            retention_left(&ar, t(60), keep),
+            Some(Duration::from_secs(40))
+        );
+        // Not settled: never deleted, however old.
+        for phase in [RequestPhase::Pending, RequestPhase::Approved] {
+            let ar = settled(phase, Some(0));
+            assert_eq!(retention_left(&ar, t(1_000_000), keep), None);
+        }
+    }
 }

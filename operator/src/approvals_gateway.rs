@@ -436,8 +436,14 @@ async fn poll(
                 &name,
                 |ar: Option<&AccessRequest>| ar.is_none_or(|ar| !is_open(ar)),
             );
-            // A timeout or a broken watch both answer the latest phase.
-            let _ = tokio::time::timeout(wait, decided).await;
+            // A timeout, a broken watch or a drain (SIGTERM: the sidecar
+            // asks again, reaching a replica that stays) all answer the latest phase.
+            let _waiting = crate::gateway::Waiting::new(&g.metrics.approval_waiting);
+            let mut draining = g.draining.clone();
+            tokio::select! {
+                _ = tokio::time::timeout(wait, decided) => {}
+                () = crate::serve::drained(&mut draining) => {}
+            }
             return Ok(ApprovalTicket::of(
                 &own_request(&api, &name, &claims).await?,
             ));

@@ -51,6 +51,9 @@ pub struct OperatorConfig {
     pub notifications: NotificationsConfig,
 }
 
+/// The longest sidecar shutdown grace (the sidecar's `shutdown::MAX_GRACE`).
+pub const MAX_SIDECAR_SHUTDOWN_GRACE_SECONDS: u64 = 3600;
+
 /// How the sidecar is injected.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -66,6 +69,9 @@ pub struct SidecarConfig {
     /// Settings of the sidecar's http Connections (the sidecar's defaults when unset).
     #[serde(default)]
     pub http: SidecarHttpConfig,
+    /// Seconds the sidecar's sessions get to end after SIGTERM
+    /// (`SLUICE_SHUTDOWN_GRACE`; `--sidecar-shutdown-grace-seconds` overrides it).
+    pub shutdown_grace_seconds: Option<u64>,
 }
 
 /// `sidecar.http`: how injected sidecars serve http Connections. Each is
@@ -359,6 +365,15 @@ impl OperatorConfig {
                 "sidecar.http.timeoutSeconds must be more than 0 and at most 86400",
             ));
         }
+        if self
+            .sidecar
+            .shutdown_grace_seconds
+            .is_some_and(|g| g > MAX_SIDECAR_SHUTDOWN_GRACE_SECONDS)
+        {
+            return Err(unsupported(
+                "sidecar.shutdownGraceSeconds must be at most 3600 (the sidecar refuses more)",
+            ));
+        }
         if let Some(image) = &self.sidecar.image
             && image.trim().is_empty()
         {
@@ -404,6 +419,9 @@ impl OperatorConfig {
             inject.resources = resources.to_requirements();
         }
         inject.sidecar_env = self.sidecar.http.env();
+        if let Some(grace) = self.sidecar.shutdown_grace_seconds {
+            inject.shutdown_grace_seconds = grace;
+        }
     }
 }
 
@@ -576,6 +594,7 @@ mod tests {
                 .unwrap();
         let mut inject = crate::inject::InjectConfig {
             sidecar_env: Vec::new(),
+            shutdown_grace_seconds: crate::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             revision: "r".into(),
             image: "sluice-sidecar:latest".into(),
             image_pull_policy: None,

@@ -80,6 +80,9 @@ pub struct Gateway {
     pub ready: Arc<AtomicBool>,
     /// Just-in-time approvals: the operator's own user and the notifier.
     pub approvals: Arc<crate::approvals_gateway::ApprovalSettings>,
+    /// True once the operator drains (SIGTERM): waiting bundle long-polls
+    /// answer 304 at once, so their sidecars poll again (another replica).
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// An error answer.
@@ -474,9 +477,13 @@ async fn serve_bundle(
         }
         let changed = {
             let _waiting = Waiting::new(&g.metrics.bundle_waiting);
+            let mut draining = g.draining.clone();
             tokio::select! {
                 r = changes.changed() => r.is_ok(),
                 () = tokio::time::sleep_until(deadline) => false,
+                // Not modified (as far as this replica will tell): the sidecar
+                // keeps its bundle and asks again, reaching a replica that stays.
+                () = crate::serve::drained(&mut draining) => false,
             }
         };
         if !changed {
@@ -501,10 +508,10 @@ async fn serve_bundle(
 
 /// Counts a waiting long-poll for as long as it lives (also when the caller
 /// hangs up and the request future is dropped).
-struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+pub(crate) struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
 
 impl<'a> Waiting<'a> {
-    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+    pub(crate) fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
         gauge.inc();
         Waiting(gauge)
     }

@@ -112,7 +112,28 @@ pub struct InjectConfig {
     /// settings of the operator's settings file (e.g. `SLUICE_HTTP_TIMEOUT`
     /// from `sidecar.http.timeoutSeconds`).
     pub sidecar_env: Vec<(String, String)>,
+    /// The sidecar's shutdown grace in seconds (`SLUICE_SHUTDOWN_GRACE`): how
+    /// long its sessions get to end after SIGTERM. The pod's
+    /// `terminationGracePeriodSeconds` is raised to exceed it (see [`inject`]).
+    pub shutdown_grace_seconds: u64,
 }
+
+/// The sidecar's default shutdown grace, in seconds (the sidecar's own
+/// default, `sluice_sidecar::shutdown::DEFAULT_GRACE`).
+pub const DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS: u64 = 20;
+
+/// The sidecar's shutdown grace variable (`sluice_sidecar::shutdown::GRACE_ENV`;
+/// the operator does not link the sidecar crate).
+pub const SHUTDOWN_GRACE_ENV: &str = "SLUICE_SHUTDOWN_GRACE";
+
+/// Seconds a pod's `terminationGracePeriodSeconds` must exceed the sidecar's
+/// shutdown grace by: after the grace the sidecar still ends the remaining
+/// sessions, writes their `sessionEnd` and flushes before it exits, all before
+/// the kubelet's SIGKILL.
+pub const TERMINATION_GRACE_MARGIN_SECONDS: i64 = 5;
+
+/// The kubelet's `terminationGracePeriodSeconds` when a pod sets none.
+const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
 
 /// What the injector needs to know about one Connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -443,6 +464,27 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
         ops.push(add(
             &["spec", "volumes"],
             serde_json::Value::Array(vec![volume]),
+        ));
+    }
+
+    // The kubelet SIGKILLs the pod terminationGracePeriodSeconds after
+    // SIGTERM: a shorter one than the sidecar's grace would cut sessions off
+    // record (no sessionEnd, buffered events lost). Raising it only lets the
+    // pod take longer to stop when something still runs; an app that exits
+    // at once is not held.
+    let needed = i64::try_from(cfg.shutdown_grace_seconds)
+        .unwrap_or(i64::MAX)
+        .saturating_add(TERMINATION_GRACE_MARGIN_SECONDS);
+    let current = spec.termination_grace_period_seconds;
+    if current.unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS) < needed {
+        ops.push(add(
+            &["spec", "terminationGracePeriodSeconds"],
+            needed.into(),
+        ));
+        warnings.push(format!(
+            "terminationGracePeriodSeconds raised from {} to {needed}: the Sluice sidecar gets {} s to end its sessions on record after SIGTERM (set the pod's own to at least {needed}, or lower the operator's --sidecar-shutdown-grace-seconds, to keep yours)",
+            current.map_or_else(|| format!("the default {DEFAULT_TERMINATION_GRACE_SECONDS}"), |c| c.to_string()),
+            cfg.shutdown_grace_seconds,
         ));
     }
 
@@ -843,6 +885,12 @@ pub fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Containe
                 field(env::SERVICE_ACCOUNT, "spec.serviceAccountName"),
             ]
             .into_iter()
+            // Optional settings from here on (crate::token_holder::OPTIONAL_SIDECAR_ENV):
+            // a pod injected before a change of them stays genuine.
+            .chain(std::iter::once(plain(
+                SHUTDOWN_GRACE_ENV,
+                cfg.shutdown_grace_seconds.to_string(),
+            )))
             .chain(
                 cfg.sidecar_env
                     .iter()
@@ -927,6 +975,7 @@ mod tests {
     fn config(native_sidecars: bool) -> InjectConfig {
         InjectConfig {
             sidecar_env: Vec::new(),
+            shutdown_grace_seconds: DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             revision: "r1".into(),
             image: "sidecar:1".into(),
             image_pull_policy: None,

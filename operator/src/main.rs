@@ -90,6 +90,27 @@ struct Args {
     #[arg(long, default_value_t = 900)]
     bundle_ttl_seconds: u64,
 
+    /// On SIGTERM/SIGINT: how long the operator may take to finish the
+    /// gateway requests in flight (audit uploads, token exchanges) and write
+    /// the last audit counters, in seconds; waiting bundle long-polls are
+    /// answered 304 at once. Keep it below the pod's
+    /// terminationGracePeriodSeconds (the chart sets both).
+    #[arg(long, default_value_t = 20)]
+    drain_grace_seconds: u64,
+
+    /// How long injected sidecars give their sessions to end after SIGTERM,
+    /// in seconds (their SLUICE_SHUTDOWN_GRACE; at most 3600). A pod whose
+    /// terminationGracePeriodSeconds is not at least 5 s longer gets it raised
+    /// [default: sidecar.shutdownGraceSeconds of the settings file, else 20].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    sidecar_shutdown_grace_seconds: Option<u64>,
+
+    /// How long a settled AccessRequest (Denied, Expired, Executed) is kept
+    /// after its last phase change before the operator deletes it: `90d`,
+    /// `36h`, `30m`, `10s` or plain seconds. Decided requests are evidence.
+    #[arg(long, default_value = "90d", value_parser = parse_retention)]
+    access_request_retention: Duration,
+
     /// How often audit counters are written to AccessPolicy status, in
     /// seconds [default: audit.flushSeconds of the settings file, else 10].
     #[arg(long)]
@@ -184,6 +205,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--access-request-retention`: a whole number with `d`, `h`, `m` or `s`
+/// (plain: seconds), at least one second and at most ten years. Hand-written:
+/// four units do not warrant a duration-parsing dependency.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration like 90d, 36h, 30m or 10s"
+            ));
+        }
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|s| (1..=10 * 365 * 86_400).contains(s))
+        .ok_or_else(|| format!("{text:?} must be between 1s and 3650d"))?;
+    Ok(Duration::from_secs(seconds))
+}
+
 /// Flags first, then the settings file, then the defaults of [`Settings::new`].
 fn apply_config_file(
     args: &Args,
@@ -201,6 +251,10 @@ fn apply_config_file(
         settings.sidecar_resources = resources.to_requirements();
     }
     settings.sidecar_env = config.sidecar.http.env();
+    settings.sidecar_shutdown_grace_seconds = args
+        .sidecar_shutdown_grace_seconds
+        .or(config.sidecar.shutdown_grace_seconds)
+        .unwrap_or(sluice_operator::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS);
     settings.native_sidecars = args
         .native_sidecars
         .or(config.sidecar.native_sidecars)
@@ -326,6 +380,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("--injection-namespace-label must be KEY=VALUE")?;
     settings.token_ttl = Duration::from_secs(args.token_ttl_seconds);
     settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
+    settings.drain_grace = Duration::from_secs(args.drain_grace_seconds);
+    settings.access_request_retention = args.access_request_retention;
     settings.webhook_match_conditions = !args.no_webhook_match_conditions;
     settings.adopt_webhook_configurations = args.adopt_webhook_configurations;
     if let Some(identity) = &args.identity {
@@ -341,10 +397,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("could not listen for SIGTERM")?;
     tokio::select! {
         () = running.wait() => anyhow::bail!("a part of the operator stopped; see the log above"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-        _ = terminate.recv() => tracing::info!("terminated; stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; draining"),
+        _ = terminate.recv() => tracing::info!("terminated; draining"),
     }
     running.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -426,6 +483,49 @@ mod tests {
             settings.sidecar_resources,
             sluice_operator::inject::default_sidecar_resources()
         );
+    }
+
+    #[test]
+    fn sidecar_shutdown_grace_flag_file_default() {
+        let file = "sidecar:\n  shutdownGraceSeconds: 40\n";
+        assert_eq!(resolved(&[], file).sidecar_shutdown_grace_seconds, 40);
+        assert_eq!(
+            resolved(&["--sidecar-shutdown-grace-seconds=7"], file).sidecar_shutdown_grace_seconds,
+            7
+        );
+        assert_eq!(resolved(&[], "").sidecar_shutdown_grace_seconds, 20);
+        assert!(
+            Args::try_parse_from(["sluice-operator", "--sidecar-shutdown-grace-seconds=3601"])
+                .is_err()
+        );
+        assert!(
+            OperatorConfig::parse(
+                "sidecar:\n  shutdownGraceSeconds: 3601\n",
+                std::path::Path::new("config.yaml")
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn retention_parses_units_and_refuses_the_rest() {
+        assert_eq!(parse_retention("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_retention("36h"), Ok(Duration::from_secs(36 * 3_600)));
+        assert_eq!(parse_retention("30m"), Ok(Duration::from_secs(1_800)));
+        assert_eq!(parse_retention("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_retention("45"), Ok(Duration::from_secs(45)));
+        for bad in [
+            "",
+            "0s",
+            "d",
+            "1w",
+            "-1d",
+            "1.5h",
+            "3651d",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_retention(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

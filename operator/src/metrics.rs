@@ -40,6 +40,8 @@ pub struct Metrics {
     pub bundle_wakeups: Counter,
     /// Bundle long-polls waiting now.
     pub bundle_waiting: Gauge,
+    /// Approval long-polls (`GET /v1/approvals/{name}?wait=`) waiting now.
+    pub approval_waiting: Gauge,
 }
 
 impl Metrics {
@@ -76,10 +78,17 @@ impl Metrics {
             "Bundle long-polls waiting for a change now",
             bundle_waiting.clone(),
         );
+        let approval_waiting = Gauge::default();
+        registry.register(
+            "gateway_approval_waiting",
+            "Approval long-polls waiting for a decision now",
+            approval_waiting.clone(),
+        );
         Metrics {
             registry,
             bundle_wakeups,
             bundle_waiting,
+            approval_waiting,
             requests,
             reconciles,
             audit_events,

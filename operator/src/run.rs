@@ -65,6 +65,8 @@ pub struct Settings {
     pub sidecar_resources: ResourceRequirements,
     /// More environment of the injected sidecar (its optional settings).
     pub sidecar_env: Vec<(String, String)>,
+    /// The injected sidecar's shutdown grace, in seconds (`SLUICE_SHUTDOWN_GRACE`).
+    pub sidecar_shutdown_grace_seconds: u64,
     /// Where the serving certificate comes from.
     pub cert_source: CertSource,
     /// How often a `--cert-dir` is re-read for a renewed certificate.
@@ -98,6 +100,12 @@ pub struct Settings {
     /// (`--adopt-webhook-configurations`): only change existing ones, never
     /// create one (see [`crate::webhook_config::write_configuration`]).
     pub adopt_webhook_configurations: bool,
+    /// How long a drain (SIGTERM) may take to finish the requests in flight
+    /// and write the last audit counters; keep it below the pod's
+    /// `terminationGracePeriodSeconds`.
+    pub drain_grace: Duration,
+    /// How long settled AccessRequests are kept before they are deleted.
+    pub access_request_retention: Duration,
 }
 
 impl Settings {
@@ -112,6 +120,7 @@ impl Settings {
             sidecar_image_pull_policy: None,
             sidecar_resources: default_sidecar_resources(),
             sidecar_env: Vec::new(),
+            sidecar_shutdown_grace_seconds: crate::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             cert_source: CertSource::SelfManaged,
             cert_reload_every: Duration::from_secs(10),
             extra_sidecar_repositories: Vec::new(),
@@ -126,6 +135,8 @@ impl Settings {
             webhook_match_conditions: true,
             notify_url: None,
             adopt_webhook_configurations: false,
+            drain_grace: Duration::from_secs(20),
+            access_request_retention: crate::approvals_controller::DEFAULT_RETENTION,
         }
     }
 }
@@ -194,6 +205,17 @@ pub struct Running {
     client: Client,
     namespace: String,
     identity: String,
+    drain: Drain,
+}
+
+/// What a drain stops in order: the server, the periodic audit flush, then
+/// one last flush.
+struct Drain {
+    draining: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    flusher: tokio::task::JoinHandle<()>,
+    audit: Arc<AuditIntake>,
+    grace: Duration,
 }
 
 impl Running {
@@ -207,8 +229,48 @@ impl Running {
         self.catalog.ready().await
     }
 
-    /// Stops every task and gives up the leader Lease if this replica holds it.
+    /// Drains, then stops every task and gives up the leader Lease if this
+    /// replica holds it. Draining closes the listener, answers waiting bundle
+    /// long-polls with 304, lets the requests in flight (audit uploads, token
+    /// exchanges) finish and writes the audit counters taken in — all within
+    /// the drain grace; what is still running after it is cut.
     pub async fn shutdown(mut self) {
+        let Drain {
+            draining,
+            mut server,
+            mut flusher,
+            audit,
+            grace,
+        } = self.drain;
+        let deadline = tokio::time::Instant::now() + grace;
+        let _ = draining.send(true);
+        if tokio::time::timeout_at(deadline, &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "requests still in flight after the drain grace are cut"
+            );
+            server.abort();
+        }
+        // The periodic flush ends between two flushes (a flush is never cut
+        // half-way, which would drop what it took).
+        if tokio::time::timeout_at(deadline, &mut flusher)
+            .await
+            .is_err()
+        {
+            flusher.abort();
+        }
+        match tokio::time::timeout_at(deadline, audit.flush(&self.client)).await {
+            Ok(Ok(())) => tracing::info!("drained: audit counters written"),
+            Ok(Err(error)) => {
+                tracing::error!(error = %crate::error_chain(&error), "drained, but the last audit counters could not be written")
+            }
+            Err(_) => tracing::error!(
+                "drained, but the last audit counters were not written within the drain grace"
+            ),
+        }
         self.tasks.shutdown().await;
         if let Err(error) =
             crate::leader::release(self.client.clone(), &self.namespace, &self.identity).await
@@ -305,6 +367,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         notifier.clone(),
     ));
 
+    let (draining, draining_rx) = watch::channel(false);
     let mut allowed = vec![repository(&settings.sidecar_image).to_string()];
     allowed.extend(settings.extra_sidecar_repositories.iter().cloned());
     let gateway = Gateway {
@@ -319,6 +382,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             allowed_sidecar_repositories: allowed,
             inject: InjectConfig {
                 sidecar_env: settings.sidecar_env.clone(),
+                shutdown_grace_seconds: settings.sidecar_shutdown_grace_seconds,
                 revision: env!("CARGO_PKG_VERSION").to_string(),
                 image: settings.sidecar_image.clone(),
                 image_pull_policy: settings.sidecar_image_pull_policy.clone(),
@@ -335,6 +399,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         metrics: metrics.clone(),
         ready,
         approvals: approvals.clone(),
+        draining: draining_rx.clone(),
     };
     let tls = certs.resolver().server_config(&[b"http/1.1"])?;
     // Certificates from a directory (cert-manager's Secret, mounted): every
@@ -353,29 +418,34 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             }
         });
     }
-    tasks.spawn(serve_tls(
+    let server = tokio::spawn(serve_tls(
         listener,
         tls,
         router(gateway.clone()),
-        std::future::pending(),
+        draining_rx.clone(),
     ));
 
-    // Audit counters: every replica writes what it took in.
-    {
+    // Audit counters: every replica writes what it took in; the drain writes
+    // the last ones after this loop stops.
+    let flusher = {
         let audit = gateway.audit.clone();
         let client = client.clone();
         let every = settings.audit_flush_every;
-        tasks.spawn(async move {
+        let mut draining = draining_rx.clone();
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = crate::serve::drained(&mut draining) => return,
+                }
                 if let Err(error) = audit.flush(&client).await {
                     tracing::warn!(error = %crate::error_chain(&error), "audit status not written; retrying at the next flush");
                 }
             }
-        });
-    }
+        })
+    };
 
     let (leading_tx, leading) = watch::channel(false);
     tasks.spawn(campaign(
@@ -410,6 +480,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         client: client.clone(),
         recorder: approvals.recorder.clone(),
         notifier,
+        retention: settings.access_request_retention,
     });
     tasks.spawn(lead(
         leading.clone(),
@@ -436,6 +507,13 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         client,
         namespace: settings.namespace.clone(),
         identity: settings.identity.clone(),
+        drain: Drain {
+            draining,
+            server,
+            flusher,
+            audit: gateway.audit.clone(),
+            grace: settings.drain_grace,
+        },
     })
 }
 

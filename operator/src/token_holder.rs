@@ -43,7 +43,8 @@ use crate::inject::{
 /// Optional sidecar settings (beyond the injector's fixed environment) a
 /// genuine sidecar may carry: the operator's settings file can change them
 /// between injections, and none of them widens what the sidecar reveals.
-pub const OPTIONAL_SIDECAR_ENV: [&str; 3] = [
+pub const OPTIONAL_SIDECAR_ENV: [&str; 4] = [
+    crate::inject::SHUTDOWN_GRACE_ENV,
     env::HTTP_TIMEOUT,
     env::HTTP_MAX_BODY,
     env::HTTP_UPSTREAM_HTTP1_ONLY,
@@ -566,6 +567,7 @@ mod tests {
     fn config(native_sidecars: bool) -> InjectConfig {
         InjectConfig {
             sidecar_env: Vec::new(),
+            shutdown_grace_seconds: crate::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             revision: "r1".into(),
             image: "registry.example/sluice-sidecar:0.1.0".into(),
             image_pull_policy: None,

@@ -543,3 +543,49 @@ async fn approvals_follow_the_rule_as_it_stands() {
             .contains(&"NotRun".to_string())
     );
 }
+
+/// Issue 19 item 9: a settled request is deleted once its retention (here 1 s)
+/// has passed since its last phase change; the operator runs as the chart's
+/// ServiceAccount under the chart's RBAC, so the delete must be allowed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_requests_are_deleted_after_their_retention() {
+    let (cluster, client) = cluster_with_crds(Options::default().rbac(true)).await;
+    apply_quickstart(
+        &client,
+        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+    )
+    .await;
+    apply_yaml(&client, QUICK_POLICY).await;
+    let operator_client = support::chart_operator_client(&cluster, &client).await;
+    let mut settings = test_settings("retention-operator");
+    settings.access_request_retention = Duration::from_secs(1);
+    let env = Env::with_operator_as(cluster, client, operator_client, settings).await;
+    env.policy_ready("quick").await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+
+    // Pending, then Expired after the rule's 2 s timeout (settled), then gone.
+    let (status, asked) = ask(&env, &token, "fast-expiry", "quick", 'e').await;
+    assert_eq!(status, 200, "{asked}");
+    let name = asked["name"].as_str().unwrap().to_string();
+    let api: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    let uid = api.get(&name).await.unwrap().metadata.uid.unwrap();
+    bounded(
+        "the settled request to be deleted",
+        await_condition(
+            api.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_deleted(&uid),
+        ),
+    )
+    .await
+    .unwrap();
+    // It was settled (Expired) before it went, not deleted while pending.
+    let reasons = events_of(&env.client, &name).await;
+    assert!(reasons.contains(&"Expired".to_string()), "{reasons:?}");
+}

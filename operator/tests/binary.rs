@@ -316,3 +316,332 @@ async fn stored_webhook_configurations_need_no_reapply() {
         );
     }
 }
+
+/// SIGTERM drains the gateway: a waiting bundle long-poll is answered 304 at
+/// once, a waiting approval long-poll with the request's phase, an audit upload whose body is still on its way is finished,
+/// acknowledged and its events counted (the periodic flush is an hour away:
+/// only the drain writes them), and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use kube::api::PostParams;
+    use sluice_crds::AccessPolicy;
+    use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
+    support::apply_quickstart(
+        &client,
+        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+    )
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://127.0.0.1:{port}");
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--webhook-url",
+                &url,
+                "--audit-flush-seconds=3600",
+                "--drain-grace-seconds=25",
+            ])
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let registered = bounded(
+        "webhook configuration",
+        await_condition(
+            webhooks,
+            "sluice-operator",
+            |w: Option<&MutatingWebhookConfiguration>| {
+                w.and_then(|w| w.webhooks.as_ref())
+                    .and_then(|w| w.first())
+                    .is_some_and(|w| w.client_config.ca_bundle.is_some())
+            },
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ca = String::from_utf8(
+        registered.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .clone()
+            .unwrap()
+            .0,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    bounded("readyz", async {
+        loop {
+            if support::call(addr, &ca, "GET", "/readyz", &[], None)
+                .await
+                .0
+                == 200
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    // An injected pod of report-job and its gateway token.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "shop");
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "report-job"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pod: Pod = Api::namespaced(client.clone(), "shop")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "report", "annotations": {"sluice.dev/inject": "true"}},
+                "spec": {"serviceAccountName": "report-job",
+                    "containers": [{"name": "app", "image": "example/report:1"}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let subject = accounts
+        .create_token_request(
+            "report-job",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec!["sluice.dev".into()],
+                    expiration_seconds: Some(600),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: pod.metadata.name.clone(),
+                        uid: pod.metadata.uid.clone(),
+                    }),
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let (status, _, body) = support::call(
+        addr,
+        &ca,
+        "POST",
+        "/v1/token",
+        &[],
+        Some(serde_json::json!({"subjectToken": subject})),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let (status, headers, _) = support::call(
+        addr,
+        &ca,
+        "GET",
+        "/v1/bundle",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let etag = headers["etag"].to_str().unwrap().to_string();
+
+    // A long-poll that would wait a minute.
+    let poll = {
+        let (ca, bearer, etag) = (ca.clone(), bearer.clone(), etag.clone());
+        tokio::spawn(async move {
+            support::call(
+                addr,
+                &ca,
+                "GET",
+                "/v1/bundle?wait=60s",
+                &[("authorization", &bearer), ("if-none-match", &etag)],
+                None,
+            )
+            .await
+        })
+    };
+    bounded("the long-poll to wait", async {
+        loop {
+            let (_, _, metrics) = support::call(addr, &ca, "GET", "/metrics", &[], None).await;
+            if String::from_utf8_lossy(&metrics).contains("sluice_gateway_bundle_waiting 1") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // An approval long-poll that would wait a minute for a decision.
+    let (status, _, body) = support::call(
+        addr,
+        &ca,
+        "POST",
+        "/v1/approvals",
+        &[("authorization", &bearer)],
+        Some(serde_json::json!({
+            "connection": "orders-db", "policy": "reporting", "rule": "bulk-writes-need-a-human",
+            "command": {"text": "DELETE FROM orders", "fingerprint": "fp-a", "sha256": "a".repeat(64)},
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let ticket: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let request = ticket["name"].as_str().unwrap().to_string();
+    let approval_poll = {
+        let (ca, bearer) = (ca.clone(), bearer.clone());
+        let path = format!("/v1/approvals/{request}?wait=60s");
+        tokio::spawn(async move {
+            support::call(addr, &ca, "GET", &path, &[("authorization", &bearer)], None).await
+        })
+    };
+    bounded("the approval long-poll to wait", async {
+        loop {
+            let (_, _, metrics) = support::call(addr, &ca, "GET", "/metrics", &[], None).await;
+            if String::from_utf8_lossy(&metrics).contains("sluice_gateway_approval_waiting 1") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // An upload whose head is in and whose body is not: `Expect: 100-continue`
+    // makes the server say when the handler started reading the body.
+    let mut chain = AuditChain::new("sidecar:shop/report-job:report:boot-1".to_string());
+    let mut denial = AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Denial);
+    denial.session = Some("s1".into());
+    denial.identity = Some(
+        serde_json::from_value(
+            serde_json::json!({"namespace": "shop", "serviceAccount": "report-job"}),
+        )
+        .unwrap(),
+    );
+    denial.connection = Some("orders-db".into());
+    denial.command = Some(
+        serde_json::from_value(
+            serde_json::json!({"text": "DROP TABLE customers", "fingerprint": "f1", "kind": "drop"}),
+        )
+        .unwrap(),
+    );
+    denial.decision = Some(
+        serde_json::from_value(serde_json::json!({"action": "deny", "policy": "reporting",
+            "rule": "no-schema-changes", "dryRun": false}))
+        .unwrap(),
+    );
+    let events: Vec<serde_json::Value> = (0..3)
+        .map(|_| serde_json::to_value(chain.append(denial.clone()).unwrap()).unwrap())
+        .collect();
+    let batch = serde_json::to_vec(&serde_json::json!({"events": events})).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(sluice_e2e::pki::client_config(&ca).unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut upload = connector
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+            tcp,
+        )
+        .await
+        .unwrap();
+    upload
+        .write_all(
+            format!(
+                "POST /v1/audit HTTP/1.1\r\nhost: {addr}\r\nauthorization: {bearer}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+                batch.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    upload.flush().await.unwrap();
+    let mut answer = Vec::new();
+    bounded("100 Continue", async {
+        let mut buf = [0u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = upload.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before 100 Continue");
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    // The long-poll is answered at once (well before its 60 s): not modified.
+    let (status, headers, _) = bounded("the long-poll answer", poll).await.unwrap();
+    assert_eq!(status, 304);
+    assert_eq!(headers["etag"].to_str().unwrap(), etag);
+
+    // So is the approval long-poll: the request's phase as it stands.
+    let (status, _, body) = bounded("the approval long-poll answer", approval_poll)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["phase"], "Pending", "{answer}");
+
+    // The rest of the upload still goes in, and is acknowledged; then the
+    // connection closes (draining: no keep-alive).
+    upload.write_all(&batch).await.unwrap();
+    upload.flush().await.unwrap();
+    let mut rest = Vec::new();
+    bounded("the upload's answer", upload.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest).to_string();
+    assert!(rest.starts_with("HTTP/1.1 200 OK"), "{rest}");
+    let receipt: serde_json::Value =
+        serde_json::from_str(rest.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(receipt["accepted"], 3, "{rest}");
+
+    let exit = bounded("the operator to exit", async {
+        loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(exit.code(), Some(0), "{exit}");
+
+    // Written by the drain (the periodic flush was an hour away).
+    let policy = Api::<AccessPolicy>::namespaced(client, "shop")
+        .get("reporting")
+        .await
+        .unwrap();
+    let counters = policy.status.unwrap().counters.unwrap();
+    assert_eq!(counters.denied, 3, "{counters:?}");
+}

@@ -26,6 +26,7 @@ fn config(native_sidecars: bool) -> InjectConfig {
     };
     InjectConfig {
         sidecar_env: Vec::new(),
+        shutdown_grace_seconds: sluice_operator::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
         revision: "r1".into(),
         image: "registry.example/sluice-sidecar:1".into(),
         image_pull_policy: None,
