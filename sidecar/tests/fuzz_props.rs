@@ -107,6 +107,7 @@ fn describe_framing(e: &FramingError) -> String {
         FramingError::TooLarge { .. } => "large".into(),
         FramingError::Truncated { .. } => "truncated".into(),
         FramingError::Io { .. } => "io".into(),
+        FramingError::OverBudget { .. } => "over budget".into(),
     }
 }
 
