@@ -34,7 +34,7 @@ pub struct ApprovalContext {
     pub recorder: Recorder,
     /// Outgoing notifications.
     pub notifier: Option<Notifier>,
-    /// How long a settled request (Denied, Expired, Executed) is kept, from
+    /// How long a settled request (Denied, Expired, Executed, NotRun) is kept, from
     /// its last phase change, before it is deleted (`--access-request-retention`).
     pub retention: Duration,
 }
@@ -179,7 +179,8 @@ async fn reconcile(
     )
 }
 
-/// How long a settled request (Denied, Expired, Executed: no phase follows)
+/// How long a settled request (Denied, Expired, Executed, NotRun: no phase
+/// follows)
 /// is still kept: its retention less the time since its `Ready` condition last
 /// changed (the final phase change), zero once past it. `None` for a request
 /// that is not settled. A settled request without that condition (written by
@@ -188,7 +189,12 @@ pub fn retention_left(ar: &AccessRequest, now: Timestamp, retention: Duration) -
     let status = ar.status.as_ref()?;
     if !matches!(
         status.phase,
-        Some(RequestPhase::Denied | RequestPhase::Expired | RequestPhase::Executed)
+        Some(
+            RequestPhase::Denied
+                | RequestPhase::Expired
+                | RequestPhase::Executed
+                | RequestPhase::NotRun
+        )
     ) {
         return None;
     }
@@ -361,6 +367,8 @@ mod tests {
         };
         let command = Command {
             text: "DELETE FROM orders".into(),
+            statement: None,
+            truncated: false,
             fingerprint: "abc".into(),
             sha256: "a".repeat(64),
         };
@@ -404,6 +412,7 @@ mod tests {
             RequestPhase::Denied,
             RequestPhase::Expired,
             RequestPhase::Executed,
+            RequestPhase::NotRun,
         ] {
             let ar = settled(phase, Some(50));
             assert_eq!(
