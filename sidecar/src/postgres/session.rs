@@ -982,6 +982,20 @@ impl ClientLoop {
         self.refuse(&refusal);
     }
 
+    /// A refusal on record and counted. The statement is refused whether or
+    /// not its record could be written; a failed write is logged here (the
+    /// audit sink reports its own outage), never dropped in silence.
+    fn record_refused(&self, decided: &Decided, protocol: &str, refusal: &Refusal) {
+        if let Err(e) = self
+            .ctx
+            .audit
+            .statement(&self.session, decided, protocol, Some(refusal))
+        {
+            tracing::error!(error = %e, protocol, "writing the audit record of a refused statement failed");
+        }
+        self.ctx.metrics.statement(decided, true);
+    }
+
     /// Queues the answer to a refused simple Query or FunctionCall: its
     /// error and ReadyForQuery; dropped by the server loop when it comes
     /// inside an extended-protocol group the server is skipping (the server
@@ -1271,11 +1285,7 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         let sql = query::decode(frame.body())?;
         if let Some(refusal) = self.rate_check() {
-            let _ = self
-                .ctx
-                .audit
-                .statement(&self.session, &decided, "simple", Some(&refusal));
-            self.ctx.metrics.statement(&decided, true);
+            self.record_refused(&decided, "simple", &refusal);
             self.refuse(&refusal);
             return Ok(());
         }
@@ -1445,11 +1455,7 @@ impl ClientLoop {
                 let refusal = Refusal::plain(
                     "statement refused by Sluice: it needs approval, but the decision names no rule to ask under",
                 );
-                let _ =
-                    self.ctx
-                        .audit
-                        .statement(&self.session, decided, "approval", Some(&refusal));
-                self.ctx.metrics.statement(decided, true);
+                self.record_refused(decided, "approval", &refusal);
                 Err(refusal)
             }
         }
@@ -1694,11 +1700,7 @@ impl ClientLoop {
                     {
                         // Read under settings Sluice does not model: refused
                         // whatever the rules say; on record.
-                        let _ =
-                            self.ctx
-                                .audit
-                                .statement(&self.session, &decided, "extended", Some(&r));
-                        self.ctx.metrics.statement(&decided, true);
+                        self.record_refused(&decided, "extended", &r);
                         refusal = Some(r);
                     }
                     let stmt = StatementRef {
@@ -1711,11 +1713,7 @@ impl ClientLoop {
                         to_approve.push((p.query.to_string(), decided.clone()));
                     } else if let Some(r) = &decided.refusal {
                         // Refused at Parse: on record now, nothing of the group runs.
-                        let _ =
-                            self.ctx
-                                .audit
-                                .statement(&self.session, &decided, "extended", Some(r));
-                        self.ctx.metrics.statement(&decided, true);
+                        self.record_refused(&decided, "extended", r);
                         refusal.get_or_insert_with(|| r.clone());
                     }
                     parsed.insert(p.name.to_string(), stmt.clone());
@@ -1748,11 +1746,7 @@ impl ClientLoop {
                 Ok(w) => writes = w,
                 Err((r, decided)) => {
                     if let Some(decided) = decided {
-                        let _ =
-                            self.ctx
-                                .audit
-                                .statement(&self.session, &decided, "extended", Some(&r));
-                        self.ctx.metrics.statement(&decided, true);
+                        self.record_refused(&decided, "extended", &r);
                     }
                     refusal = Some(r);
                 }
@@ -1803,11 +1797,7 @@ impl ClientLoop {
                 if let Some(r) = stmt.decided.refusal.as_ref().filter(|_| !awaits) {
                     // Prepared (or bound) under policies that have changed
                     // since, and refused by the ones in force now.
-                    let _ =
-                        self.ctx
-                            .audit
-                            .statement(&self.session, &stmt.decided, "extended", Some(r));
-                    self.ctx.metrics.statement(&stmt.decided, true);
+                    self.record_refused(&stmt.decided, "extended", r);
                     refusal = Some(r.clone());
                     break;
                 }
