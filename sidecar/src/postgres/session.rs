@@ -82,7 +82,7 @@ struct Answered {
     /// Transaction status of the server's last ReadyForQuery.
     status: AtomicU8,
     /// A write's answer held for `maxRowsAffected`, once it is complete.
-    held: std::sync::Mutex<Option<Held>>,
+    held: std::sync::Mutex<Option<HeldAnswer>>,
     /// The error the server answered the sidecar's own COMMIT, RELEASE or
     /// ROLLBACK with (scrubbed like any error).
     internal_error: std::sync::Mutex<Option<Bytes>>,
@@ -91,7 +91,7 @@ struct Answered {
 /// A write's complete answer, held until its row counts are checked
 /// against `maxRowsAffected` (see [`rows_affected`]).
 #[derive(Default)]
-struct Held {
+struct HeldAnswer {
     /// What the client gets if the write stands, without the final
     /// ReadyForQuery (masked and scrubbed already).
     bytes: Bytes,
@@ -108,7 +108,7 @@ impl Answered {
         self.status.load(Ordering::Acquire)
     }
 
-    fn take_held(&self) -> Option<Held> {
+    fn take_held(&self) -> Option<HeldAnswer> {
         self.held.lock().ok().and_then(|mut h| h.take())
     }
 
@@ -2794,7 +2794,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     // The held answer is complete: the client loop decides
                     // (see [`ClientLoop::finish_guard`]).
                     let bytes = self.out.split_off(hold.start).freeze();
-                    let held = Held {
+                    let held = HeldAnswer {
                         bytes: if hold.overflow { Bytes::new() } else { bytes },
                         outcomes: hold.outcomes,
                         error: hold.error,
