@@ -11,7 +11,9 @@
 #
 # Usage: sidecar/bench/bench.sh [SIDECAR_BINARY]
 # Env: DURATION (s per pgbench cell, default 5), ROUNDS (default 2), SCALE (default 10),
-# CELLS (a regex selecting workloads, default all).
+# CELLS (a regex selecting workloads, default all), BASELINE (a second sidecar
+# binary, e.g. a build of an older commit: run as the target "baseline" with the
+# same manifests, interleaved with the others, for an A/B in the same run).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -43,7 +45,10 @@ cleanup() {
 trap cleanup EXIT
 
 pw=bench-pw
-pg_port=$(free_port); sidecar_port=$(free_port); bouncer_port=$(free_port)
+pg_port=$(free_port); sidecar_port=$(free_port); bouncer_port=$(free_port); baseline_port=$(free_port)
+if [ -n "${BASELINE:-}" ]; then
+  [ -x "$BASELINE" ] || { echo "error: BASELINE=$BASELINE is not an executable sidecar binary" >&2; exit 1; }
+fi
 echo "PostgreSQL on :$pg_port, sidecar on :$sidecar_port, PgBouncer on :$bouncer_port" >&2
 pg_start "$work/pg" "$pg_port" postgres "$pw"
 export PGPASSWORD=$pw
@@ -93,6 +98,17 @@ YAML
   --audit-file "$work/audit.jsonl" --no-audit-stdout 2>"$work/sidecar.log" &
 sidecar_pid=$!; pids+=("$sidecar_pid")
 wait_port "$sidecar_port" || { cat "$work/sidecar.log" >&2; exit 1; }
+baseline_pid=
+targets=(direct pgbouncer sidecar)
+if [ -n "${BASELINE:-}" ]; then
+  # The same manifests, on the baseline's own port.
+  sed "s/listen: {port: $sidecar_port}/listen: {port: $baseline_port}/" "$work/manifests.yaml" >"$work/baseline.yaml"
+  "$BASELINE" standalone -f "$work/baseline.yaml" --as bench/app \
+    --audit-file "$work/baseline-audit.jsonl" --no-audit-stdout 2>"$work/baseline.log" &
+  baseline_pid=$!; pids+=("$baseline_pid")
+  wait_port "$baseline_port" || { cat "$work/baseline.log" >&2; exit 1; }
+  targets+=(baseline)
+fi
 
 # PgBouncer in session mode.
 mkdir -p "$work/bouncer"
@@ -116,7 +132,7 @@ pids+=("$!")
 wait_port "$bouncer_port"
 bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid" 2>/dev/null || true)
 
-port_of() { case $1 in direct) echo "$pg_port";; sidecar) echo "$sidecar_port";; pgbouncer) echo "$bouncer_port";; esac; }
+port_of() { case $1 in direct) echo "$pg_port";; sidecar) echo "$sidecar_port";; pgbouncer) echo "$bouncer_port";; baseline) echo "$baseline_port";; esac; }
 
 cat > "$work/big_plain.sql" <<'SQL'
 SELECT id, pad FROM big;
@@ -130,7 +146,7 @@ cpu_ticks() {
   [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
-pid_of() { case $1 in sidecar) echo "$sidecar_pid";; pgbouncer) echo "$bouncer_pid";; *) echo "";; esac; }
+pid_of() { case $1 in sidecar) echo "$sidecar_pid";; pgbouncer) echo "$bouncer_pid";; baseline) echo "$baseline_pid";; *) echo "";; esac; }
 
 # run TARGET NAME ARGS... -> "tps latency_ms proxy_cpu_us_per_tx p50_us" (appended to
 # $work/results). One-client cells log every transaction (pgbench -l) for the
@@ -172,7 +188,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for cell in "${cells[@]}"; do
     name=${cell%%|*}; args=${cell#*|}
     [[ $name =~ ${CELLS:-.} ]] || continue
-    for target in direct pgbouncer sidecar; do
+    for target in "${targets[@]}"; do
       # shellcheck disable=SC2086
       run "$target" "$name" $args
     done
@@ -180,8 +196,10 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$sidecar_pid/status")
+base_rss_kb=0
+[ -n "$baseline_pid" ] && base_rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$baseline_pid/status")
 echo
-python3 - "$work/results" "$rss_kb" <<'PY'
+python3 - "$work/results" "$rss_kb" "$base_rss_kb" <<'PY'
 import sys, collections
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
 order = []
@@ -194,7 +212,7 @@ print(f"{'workload':26} {'target':10} {'TPS':>10} {'mean ms':>9} {'TPS/direct':>
 for name in order:
     d_tps = mean([r[0] for r in rows[name]['direct']]); d_lat = mean([r[1] for r in rows[name]['direct']])
     d_p50 = [r[3] for r in rows[name]['direct'] if r[3] is not None]
-    for target in ['direct', 'pgbouncer', 'sidecar']:
+    for target in [t for t in ['direct', 'pgbouncer', 'sidecar', 'baseline'] if rows[name][t]]:
         tps = mean([r[0] for r in rows[name][target]]); lat = mean([r[1] for r in rows[name][target]])
         cpu = f"{mean([r[2] for r in rows[name][target]]):16.1f}" if target != 'direct' else f"{'-':>16}"
         p50s = [r[3] for r in rows[name][target] if r[3] is not None]
@@ -204,4 +222,10 @@ for name in order:
             p50 = f"{'-':>7} {'-':>8}"
         print(f"{name:26} {target:10} {tps:10.1f} {lat:9.3f} {tps/d_tps:11.3f} {lat/d_lat:12.3f} {cpu} {p50}")
 print(f"\nsidecar peak RSS: {int(sys.argv[2]) / 1024:.1f} MiB")
+if int(sys.argv[3]):
+    print(f"baseline peak RSS: {int(sys.argv[3]) / 1024:.1f} MiB")
+    print("\nsidecar vs baseline (same run): TPS ratio, proxy CPU ratio")
+    for name in order:
+        s, b = rows[name]['sidecar'], rows[name]['baseline']
+        print(f"  {name:26} TPS {mean([r[0] for r in s]) / mean([r[0] for r in b]):6.3f}   CPU/tx {mean([r[2] for r in s]) / max(mean([r[2] for r in b]), 1e-9):6.3f}")
 PY

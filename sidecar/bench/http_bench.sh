@@ -19,7 +19,10 @@
 # Env: DURATION (s per cell, default 5), ROUNDS (default 2), CONNS (default 16),
 # THREADS (default 2), BIG_ITEMS (default 1000000, ~100 MB), UPSTREAM_BIN (a prebuilt
 # http_bench_upstream example binary, instead of building it with cargo), SIDECAR_THREADS (the sidecar's
-# --worker-threads, default 1), SIDECAR_ARGS (more sidecar flags, e.g. --http-upstream-http1-only).
+# --worker-threads, default 1), SIDECAR_ARGS (more sidecar flags, e.g. --http-upstream-http1-only),
+# BASELINE (a second sidecar binary, e.g. a build of an older commit: its cells
+# base-plain, base-masked and base-plain1 run interleaved with the others, with the same
+# manifests on their own ports, for an A/B in the same run).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -119,6 +122,24 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+base_cells=""
+if [ -n "${BASELINE:-}" ]; then
+  [ -x "$BASELINE" ] || { echo "error: BASELINE=$BASELINE is not an executable sidecar binary" >&2; exit 1; }
+  base_plain_port=$((masked_port + 2)); base_masked_port=$((masked_port + 3))
+  sed -e "s/listen: {port: $plain_port}/listen: {port: $base_plain_port}/" \
+      -e "s/listen: {port: $masked_port}/listen: {port: $base_masked_port}/" "$work/manifests.yaml" >"$work/baseline.yaml"
+  "$BASELINE" standalone -f "$work/baseline.yaml" --as bench/app --no-audit-stdout --audit-file "$work/baseline-audit.jsonl" \
+    --worker-threads "${SIDECAR_THREADS:-1}" ${SIDECAR_ARGS:-} \
+    >"$work/baseline.out" 2>"$work/baseline.log" &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$base_masked_port/small" && break
+    sleep 0.1
+  done
+  curl -sf -o /dev/null "http://127.0.0.1:$base_masked_port/small" || { echo "error: the baseline sidecar did not serve" >&2; cat "$work/baseline.log" >&2; exit 1; }
+  base_cells=" base-plain base-masked base-plain1"
+fi
+
 # The peer: nginx as a TLS-originating reverse proxy with the same job as the
 # sidecar's plain cell (keep-alive pool to the upstream, certificate verified
 # against the bench CA, the credential header set), one worker as the sidecar
@@ -186,6 +207,7 @@ run() {
     }'
 }
 
+cells="$cells$base_cells"
 declare -A rps lat
 for r in $(seq 1 "$ROUNDS"); do
   for cell in $cells; do
@@ -194,6 +216,8 @@ for r in $(seq 1 "$ROUNDS"); do
       plain|plain1) url="http://127.0.0.1:$plain_port/small" ;;
       nginx|nginx1) url="http://127.0.0.1:$nginx_port/small" ;;
       masked) url="http://127.0.0.1:$masked_port/small" ;;
+      base-plain|base-plain1) url="http://127.0.0.1:$base_plain_port/small" ;;
+      base-masked) url="http://127.0.0.1:$base_masked_port/small" ;;
     esac
     case $cell in
       *1) read -r x l < <(run "$url" 1 1) ;;
@@ -205,12 +229,12 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 mean() { echo "$@" | awk '{s=0; for(i=1;i<=NF;i++) s+=$i; printf "%.1f", s/NF}'; }
-printf "%-8s %12s %12s %14s %14s\n" cell "req/s" "mean ms" "rps/direct" "latency +ms"
+printf "%-12s %12s %12s %14s %14s\n" cell "req/s" "mean ms" "rps/direct" "latency +ms"
 for cell in $cells; do
   base=direct; [ "${cell%1}" != "$cell" ] && base=direct1
   d_rps=$(mean ${rps[$base]}); d_lat=$(mean ${lat[$base]})
   x=$(mean ${rps[$cell]}); l=$(mean ${lat[$cell]})
-  printf "%-8s %12s %12s %14s %14s\n" "$cell" "$x" "$l" \
+  printf "%-12s %12s %12s %14s %14s\n" "$cell" "$x" "$l" \
     "$(awk -v a="$x" -v b="$d_rps" 'BEGIN{printf "%.3f", a/b}')" \
     "$(awk -v a="$l" -v b="$d_lat" 'BEGIN{printf "%+.3f", a-b}')"
 done
