@@ -14,7 +14,7 @@
 //! (hyper's graceful shutdown, which closes an idle connection at once).
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,15 +39,21 @@ struct State {
 
 /// What one connection did, shared by its socket, its requests and its
 /// timer.
+///
+/// Updating it wakes nobody: the timer reads it when its own sleep ends
+/// (see [`timer`]). A watch channel here woke the connection's task two or
+/// three times per request (each wake polls hyper's dispatcher again and
+/// re-arms a timer), which cost keep-alive throughput for a bound that is
+/// measured in seconds.
 #[derive(Debug, Clone)]
-pub(super) struct Activity(Arc<watch::Sender<State>>);
+pub(super) struct Activity(Arc<Mutex<State>>);
 
 /// A request in flight; dropped with its response body.
 pub(super) struct InFlight(Activity);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.0.send_modify(|s| {
+        self.0.update(|s| {
             s.in_flight = s.in_flight.saturating_sub(1);
             if s.in_flight == 0 {
                 s.idle_since = Instant::now();
@@ -60,7 +66,7 @@ impl Drop for InFlight {
 impl Activity {
     fn new() -> Self {
         let now = Instant::now();
-        Activity(Arc::new(watch::Sender::new(State {
+        Activity(Arc::new(Mutex::new(State {
             in_flight: 0,
             // The first request's headers are due from the accept.
             head_started: Some(now),
@@ -68,9 +74,26 @@ impl Activity {
         })))
     }
 
+    /// Changes the state. A poisoned lock still holds a whole `State`
+    /// (every update is a few assignments), so it is used as it is.
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let mut state = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(&mut state);
+    }
+
+    fn read(&self) -> State {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// A request's headers arrived.
     pub(super) fn request(&self) -> InFlight {
-        self.0.send_modify(|s| {
+        self.update(|s| {
             s.in_flight += 1;
             s.head_started = None;
         });
@@ -78,12 +101,9 @@ impl Activity {
     }
 
     fn bytes_read(&self) {
-        self.0.send_if_modified(|s| {
+        self.update(|s| {
             if s.in_flight == 0 && s.head_started.is_none() {
                 s.head_started = Some(Instant::now());
-                true
-            } else {
-                false
             }
         });
     }
@@ -98,33 +118,53 @@ enum Expired {
     Idle,
 }
 
+/// When the timer must look at `s` next (at the latest one timeout — the
+/// shorter of the two — from `now`), and why the connection has expired if
+/// that moment has come.
+fn next_look(
+    s: &State,
+    now: Instant,
+    header: Duration,
+    idle: Duration,
+) -> (Instant, Option<Expired>) {
+    let recheck = now + header.min(idle);
+    if s.in_flight > 0 {
+        return (recheck, None);
+    }
+    if let Some(started) = s.head_started {
+        return (started + header, Some(Expired::Header));
+    }
+    let idle_at = s.idle_since + idle;
+    if idle_at <= recheck {
+        (idle_at, Some(Expired::Idle))
+    } else {
+        (recheck, None)
+    }
+}
+
 /// Resolves when `activity` overstays a bound (never while a request is in
 /// flight).
+///
+/// Nothing wakes the timer; it looks at the state at least once per the
+/// shorter timeout. That is exact: headers that start at `t` are due at
+/// `t + header`, and the timer looks at the state at some moment in
+/// `[t, t + header]`, sees them, and sleeps until exactly their deadline
+/// (or fires at once if it passed); likewise a response that ends at `t`
+/// is seen within `[t, t + idle]`. Activity only moves the other deadlines
+/// later, which the look at the old deadline finds.
 async fn timer(activity: Activity, header: Duration, idle: Duration) -> Expired {
-    let mut rx = activity.0.subscribe();
-    drop(activity);
+    let sleep = tokio::time::sleep(header);
+    let mut sleep = std::pin::pin!(sleep);
     loop {
-        let s = *rx.borrow_and_update();
-        let due = if s.in_flight > 0 {
-            None
-        } else if let Some(started) = s.head_started {
-            Some((started + header, Expired::Header))
-        } else {
-            Some((s.idle_since + idle, Expired::Idle))
-        };
-        let changed = async {
-            if rx.changed().await.is_err() {
-                // The connection is gone: nothing more to time.
-                std::future::pending::<()>().await;
-            }
-        };
-        match due {
-            None => changed.await,
-            Some((at, why)) => tokio::select! {
-                _ = tokio::time::sleep_until(at) => return why,
-                _ = changed => {}
-            },
+        let now = Instant::now();
+        let (at, expired) = next_look(&activity.read(), now, header, idle);
+        if let Some(why) = expired
+            && at <= now
+        {
+            return why;
         }
+        sleep.as_mut().reset(at);
+        sleep.as_mut().await;
     }
 }
 
@@ -270,5 +310,77 @@ pub(super) async fn refuse(mut socket: TcpStream, refused: Refused) {
                 _ => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    fn state(in_flight: usize, head: Option<u64>, idle_since: u64, t0: Instant) -> State {
+        State {
+            in_flight,
+            head_started: head.map(|s| t0 + Duration::from_secs(s)),
+            idle_since: t0 + Duration::from_secs(idle_since),
+        }
+    }
+
+    #[test]
+    fn the_timer_looks_again_within_the_shorter_timeout() {
+        // A long header timeout must not delay seeing a short idle one.
+        let t0 = Instant::now();
+        let busy = state(1, None, 0, t0);
+        let long = Duration::from_secs(3600);
+        let short = Duration::from_secs(1);
+        assert_eq!(next_look(&busy, t0, long, short), (t0 + short, None));
+        assert_eq!(next_look(&busy, t0, short, long), (t0 + short, None));
+    }
+
+    #[test]
+    fn a_request_in_flight_never_expires() {
+        let t0 = Instant::now();
+        let s = state(1, None, 0, t0);
+        for now in [0, 59, 61, 1000] {
+            let now = t0 + Duration::from_secs(now);
+            assert_eq!(next_look(&s, now, HEADER, IDLE), (now + HEADER, None));
+        }
+    }
+
+    #[test]
+    fn started_headers_are_due_exactly_one_header_timeout_after_their_first_byte() {
+        let t0 = Instant::now();
+        let s = state(0, Some(5), 0, t0);
+        // Whenever the timer looks (before or after the deadline), it sees
+        // the exact deadline and why.
+        for now in [5, 6, 14, 15, 40] {
+            let now = t0 + Duration::from_secs(now);
+            assert_eq!(
+                next_look(&s, now, HEADER, IDLE),
+                (t0 + Duration::from_secs(15), Some(Expired::Header))
+            );
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_is_looked_at_every_header_timeout_until_its_idle_deadline() {
+        let t0 = Instant::now();
+        let s = state(0, None, 0, t0);
+        let look = |at: u64| next_look(&s, t0 + Duration::from_secs(at), HEADER, IDLE);
+        // Far from the idle deadline: look again one header timeout later,
+        // so headers starting meanwhile are seen before they are due.
+        assert_eq!(look(0), (t0 + Duration::from_secs(10), None));
+        assert_eq!(look(45), (t0 + Duration::from_secs(55), None));
+        // Within one header timeout of it: sleep until it, and expire there.
+        assert_eq!(
+            look(50),
+            (t0 + Duration::from_secs(60), Some(Expired::Idle))
+        );
+        assert_eq!(
+            look(70),
+            (t0 + Duration::from_secs(60), Some(Expired::Idle))
+        );
     }
 }

@@ -199,7 +199,10 @@ impl HttpUpstream {
             headers.push((name, value));
         }
         let values: Vec<&[u8]> = headers.iter().map(|(_, v)| v.as_bytes()).collect();
-        let (secrets, short) = Secrets::new(&values);
+        let (secrets, short) = Secrets::new(&values).map_err(|e| HttpSetupError::Bundle {
+            connection: connection.to_string(),
+            what: format!("its credential values cannot be searched for in responses ({e}), so they could not be kept from the application"),
+        })?;
         for i in short {
             if let Some((name, _)) = headers.get(i) {
                 tracing::warn!(

@@ -14,8 +14,8 @@
 //! Memory is bounded: the stream holds back at most the longest needle less
 //! one byte between chunks.
 
+use aho_corasick::AhoCorasick;
 use http::HeaderValue;
-use memchr::memmem::Finder;
 
 /// Injected values shorter than this are not looked for (they would match
 /// ordinary text); the sidecar warns about them at start-up.
@@ -24,17 +24,24 @@ pub const MIN_SECRET_LEN: usize = 6;
 /// The byte written over a scrubbed secret.
 const COVER: u8 = b'*';
 
-/// The needles of one Connection's credentials.
+/// The needles of one Connection's credentials: every form of every value
+/// in one automaton, so a buffer is searched once however many forms there
+/// are (one `memmem` finder per form searched each header and chunk once
+/// per form).
 pub struct Secrets {
-    finders: Vec<Finder<'static>>,
+    needles: AhoCorasick,
     longest: usize,
 }
 
 impl Secrets {
     /// The needles for credential header `values`; `None` when there is
     /// nothing to look for. Also returns the values too short to look for
-    /// (by index), for the caller to warn about.
-    pub fn new(values: &[&[u8]]) -> (Option<Secrets>, Vec<usize>) {
+    /// (by index), for the caller to warn about. An error when the forms
+    /// cannot be searched for (the automaton's limits; a few dozen short
+    /// needles are far below them): the Connection is then not served.
+    pub fn new(
+        values: &[&[u8]],
+    ) -> Result<(Option<Secrets>, Vec<usize>), aho_corasick::BuildError> {
         let mut needles: Vec<Vec<u8>> = Vec::new();
         let mut short = Vec::new();
         for (i, value) in values.iter().enumerate() {
@@ -72,38 +79,35 @@ impl Secrets {
             }
         }
         if needles.is_empty() {
-            return (None, short);
+            return Ok((None, short));
         }
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
-        let finders = needles
-            .iter()
-            .map(|n| Finder::new(n).into_owned())
-            .collect();
-        (Some(Secrets { finders, longest }), short)
+        // The standard match kind reports every occurrence, overlapping ones
+        // included, so every byte of every form is covered.
+        let needles = AhoCorasick::new(&needles)?;
+        Ok((Some(Secrets { needles, longest }), short))
     }
 
     /// Overwrites every needle in `buf`; whether anything was found.
     fn cover(&self, buf: &mut [u8]) -> bool {
-        let mut found = false;
-        for f in &self.finders {
-            let n = f.needle().len();
-            let mut at = 0;
-            while let Some(i) = f.find(&buf[at..]) {
-                let start = at + i;
-                buf[start..start + n].fill(COVER);
-                found = true;
-                at = start + n;
-            }
+        let found: Vec<std::ops::Range<usize>> = self
+            .needles
+            .find_overlapping_iter(&*buf)
+            .map(|m| m.range())
+            .collect();
+        for range in &found {
+            buf[range.clone()].fill(COVER);
         }
-        found
+        !found.is_empty()
     }
 
     /// `value` with every needle overwritten, when it had one.
     pub fn scrub_header(&self, value: &HeaderValue) -> Option<HeaderValue> {
-        let mut bytes = value.as_bytes().to_vec();
-        if !self.cover(&mut bytes) {
+        if !self.needles.is_match(value.as_bytes()) {
             return None;
         }
+        let mut bytes = value.as_bytes().to_vec();
+        self.cover(&mut bytes);
         // `*` is a valid header byte, and nothing else changed.
         HeaderValue::from_bytes(&bytes).ok()
     }
@@ -322,7 +326,7 @@ mod tests {
 
     #[test]
     fn every_form_is_scrubbed_at_every_chunking() {
-        let (s, short) = Secrets::new(&[TOKEN, b"Basic dXNlcjpwYXNzd29yZDEyMw==", b"abc"]);
+        let (s, short) = Secrets::new(&[TOKEN, b"Basic dXNlcjpwYXNzd29yZDEyMw==", b"abc"]).unwrap();
         let s = s.unwrap();
         assert_eq!(short, vec![2]);
         let body = br#"a Bearer sk_live_abc/def+ghi b sk_live_abc\/def+ghi c sk_live_abc%2Fdef%2Bghi d \u0073\u006b\u005f\u006c\u0069\u0076\u0065\u005f\u0061\u0062\u0063\u002f\u0064\u0065\u0066\u002b\u0067\u0068\u0069 e password123 f user:password123 abc"#;
@@ -363,7 +367,7 @@ mod tests {
 
     #[test]
     fn headers_are_scrubbed() {
-        let (s, _) = Secrets::new(&[TOKEN]);
+        let (s, _) = Secrets::new(&[TOKEN]).unwrap();
         let s = s.unwrap();
         let v = HeaderValue::from_static("token=sk_live_abc/def+ghi; Path=/");
         let clean = s.scrub_header(&v).unwrap();
@@ -375,5 +379,49 @@ mod tests {
             s.scrub_header(&HeaderValue::from_static("nothing"))
                 .is_none()
         );
+    }
+
+    proptest::proptest! {
+        /// Against a naive oracle: after scrubbing, no form of the secret is
+        /// left anywhere, and every byte outside the forms' occurrences in
+        /// the input is as it was — at every chunking.
+        #[test]
+        fn scrubbing_covers_exactly_the_occurrences(
+            pieces in proptest::collection::vec((0usize..6, "[a-z /+%\\\\]{0,12}"), 0..12),
+            chunk in 1usize..40,
+        ) {
+            let (s, _) = Secrets::new(&[TOKEN, b"Basic dXNlcjpwYXNzd29yZDEyMw=="]).unwrap();
+            let s = s.unwrap();
+            let forms: &[&[u8]] = &[
+                b"sk_live_abc/def+ghi", b"sk_live_abc\\/def+ghi", b"sk_live_abc%2Fdef%2Bghi",
+                b"password123", b"user:password123",
+            ];
+            let mut body = Vec::new();
+            for (form, filler) in &pieces {
+                if let Some(f) = forms.get(*form) {
+                    body.extend_from_slice(f);
+                }
+                body.extend_from_slice(filler.as_bytes());
+            }
+            // Every byte inside some occurrence of some needle, found naively.
+            let mut inside = vec![false; body.len()];
+            for form in forms {
+                for at in 0..body.len() {
+                    if body[at..].starts_with(form) {
+                        inside[at..at + form.len()].iter_mut().for_each(|b| *b = true);
+                    }
+                }
+            }
+            let out = run(&s, &body, chunk);
+            proptest::prop_assert_eq!(out.len(), body.len());
+            for form in forms {
+                proptest::prop_assert!(memchr::memmem::find(&out, form).is_none());
+            }
+            for (i, (a, b)) in body.iter().zip(&out).enumerate() {
+                if !inside[i] {
+                    proptest::prop_assert_eq!(a, b, "byte {} outside every occurrence changed", i);
+                }
+            }
+        }
     }
 }
