@@ -9,8 +9,10 @@
 //! - [`mask_plan`]: which result columns must be masked, soundly, for a statement,
 //!   and which statements would launder masked values;
 //! - [`detectors`] and [`masker`]: finding sensitive values and replacing them;
-//! - [`http`]: HTTP request matching, the request grammar (paths, query strings,
-//!   strict JSON bodies), JSONPath and masking JSON values by path;
+//! - [`json_path`] and [`json_mask`]: the JSONPath subset, and masking JSON values
+//!   by path and detector;
+//! - [`http`]: HTTP request matching and the request grammar (paths, query
+//!   strings, strict JSON bodies);
 //! - [`engine`]: compiled policies and the decision semantics (docs/DESIGN.md §2);
 //! - [`audit`]: audit events, the hash chain and its verification;
 //! - [`wire`]: the JSON of the operator's gateway API, one definition for the
@@ -21,6 +23,8 @@ pub mod audit;
 pub mod detectors;
 pub mod engine;
 pub mod http;
+pub mod json_mask;
+pub mod json_path;
 pub mod mask_plan;
 pub mod masker;
 pub mod sql;

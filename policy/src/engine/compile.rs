@@ -7,7 +7,8 @@ use sluice_crds::{
     RuleMatch, SecretKeyRef, StatementKind, Subject,
 };
 
-use crate::http::{HttpMatcher, HttpRequest, JsonPath};
+use crate::http::{HttpMatcher, HttpRequest};
+use crate::json_path::JsonPath;
 use crate::mask_plan::ColumnMatcher;
 use crate::sql::Statement;
 

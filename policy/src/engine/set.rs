@@ -5,7 +5,8 @@ use std::sync::Arc;
 use sluice_crds::{Action, Detector, MaskStrategy, MaxRowsAction, PolicyMode, StatementKind};
 
 use crate::detectors::DetectorSet;
-use crate::http::{HttpRequest, JsonPath};
+use crate::http::HttpRequest;
+use crate::json_path::JsonPath;
 use crate::mask_plan::{ColumnMask, ColumnMatcher, CopyPlan, MaskPlan, MaskReason, OutputColumn};
 use crate::masker::Masker;
 use crate::sql::{self, SqlDialect, Statement};
@@ -417,7 +418,7 @@ impl PolicySet {
         self.detectors.as_ref().map(|(d, i)| (d, self.masker(*i)))
     }
 
-    /// The detectors with the index of their masker (for [`crate::http::mask_json`]).
+    /// The detectors with the index of their masker (for [`crate::json_mask::mask_json`]).
     pub fn detectors_indexed(&self) -> Option<(&DetectorSet, usize)> {
         self.detectors.as_ref().map(|(d, i)| (d, *i))
     }

@@ -5,9 +5,9 @@ use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 use sluice_crds::{JsonBodyPredicate, RuleMatch};
 
-use super::json_path::JsonPath;
 use super::path::{normalize_path, parse_query};
 use super::{HttpMatchError, HttpRequest, PathError, applies};
+use crate::json_path::JsonPath;
 
 /// Upper bound on the compiled size of a `matches` regular expression.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;

@@ -1,5 +1,6 @@
-//! HTTP rule matching (method, path, query, JSON body) and masking of JSON
-//! values by JSONPath.
+//! HTTP rule matching (method, path, query, JSON body) and the request grammar
+//! (strict query strings and JSON bodies). JSONPath and JSON masking are
+//! [`crate::json_path`] and [`crate::json_mask`].
 //!
 //! ## Path normalisation
 //!
@@ -32,17 +33,9 @@
 //! `*` matches within one segment, `**` any number of whole segments, and a
 //! glob ending in `/**` also matches the path it is under (`/v1/refunds/**`
 //! matches `/v1/refunds`). Globs are case-sensitive, like paths.
-//!
-//! ## JSONPath
-//!
-//! A subset: `$`, `.name`, `['name']` / `["name"]`, `[0]`, `[*]`, `.*`, and
-//! recursive descent `..name`, `..*`, `..[0]`. No filters, slices, unions or
-//! negative indexes (they are refused with the position of the problem).
 
 mod grammar;
 mod inspection;
-mod json_mask;
-mod json_path;
 mod matcher;
 mod path;
 #[cfg(test)]
@@ -54,13 +47,17 @@ pub use grammar::{
     query_refusal,
 };
 pub use inspection::Inspection;
-pub use json_mask::mask_json;
-pub use json_path::{JsonPath, PathSegment, PathState};
+// The JSON modules' old paths, kept while the other crates move to
+// `crate::json_path` and `crate::json_mask` (issue #20).
+pub use crate::json_mask::mask_json;
+pub use crate::json_path::{JsonPath, PathSegment, PathState};
 pub use matcher::HttpMatcher;
 pub use path::{forward_path, normalize_path};
 
 use serde_json::Value;
 use sluice_crds::RuleMatch;
+
+use crate::json_path::JsonPathError;
 
 /// A rule's HTTP match could not be compiled; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -102,17 +99,8 @@ pub enum HttpMatchError {
         source: regex::Error,
     },
     /// A JSONPath does not parse.
-    #[error("{field}: invalid JSONPath {path:?} at character {position}: {reason}")]
-    InvalidJsonPath {
-        /// The field, e.g. `jsonBody[0].path` (`jsonPath` when parsed on its own).
-        field: String,
-        /// The path as written.
-        path: String,
-        /// 0-based character offset of the problem.
-        position: usize,
-        /// What is wrong there.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    InvalidJsonPath(#[from] JsonPathError),
     /// A JSON body predicate with no condition.
     #[error(
         "{field}: a jsonBody predicate needs at least one of exists, equals, oneOf, matches, \

@@ -8,11 +8,11 @@ use crate::masker::Masker;
 
 use super::grammar::{MAX_BODY_DEPTH, MAX_QUERY_LEN, check_query, parse_body};
 use super::inspection::Inspection;
-use super::json_mask::mask_json;
-use super::json_path::{JsonPath, PathSegment};
 use super::matcher::HttpMatcher;
 use super::path::{forward_path, normalize_path};
 use super::{HttpRequest, PathError, applies};
+use crate::json_mask::mask_json;
+use crate::json_path::{JsonPath, PathSegment};
 
 use serde_json::json;
 use sluice_crds::{Detector, MaskStrategy, StatementKind};

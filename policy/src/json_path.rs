@@ -1,13 +1,30 @@
 //! The JSONPath subset rules and masking use, with a streaming matcher state.
+//!
+//! The subset: `$`, `.name`, `['name']` / `["name"]`, `[0]`, `[*]`, `.*`, and
+//! recursive descent `..name`, `..*`, `..[0]`. No filters, slices, unions or
+//! negative indexes (they are refused with the position of the problem).
 
 use serde_json::Value;
-
-use super::HttpMatchError;
 
 /// The longest JSONPath accepted, in bytes.
 const MAX_JSON_PATH_LEN: usize = 1024;
 /// The most steps a JSONPath may have (the matcher keeps its state in a `u64`).
 const MAX_JSON_PATH_STEPS: usize = 63;
+
+/// A JSONPath does not parse. The message names the field, the path and the
+/// position of the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: invalid JSONPath {path:?} at character {position}: {reason}")]
+pub struct JsonPathError {
+    /// The field, e.g. `jsonBody[0].path` (`jsonPath` when parsed on its own).
+    pub field: String,
+    /// The path as written.
+    pub path: String,
+    /// 0-based character offset of the problem.
+    pub position: usize,
+    /// What is wrong there.
+    pub reason: &'static str,
+}
 
 /// One step of a concrete location in a JSON document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,17 +84,17 @@ impl PathState {
 
 impl JsonPath {
     /// Parses `text`, e.g. `$.customer.email`, `$.items[*].card`, `$..email`.
-    pub fn parse(text: &str) -> Result<Self, HttpMatchError> {
+    pub fn parse(text: &str) -> Result<Self, JsonPathError> {
         Self::parse_field(text, "jsonPath")
     }
 
-    pub(super) fn parse_field(text: &str, field: &str) -> Result<Self, HttpMatchError> {
+    pub(crate) fn parse_field(text: &str, field: &str) -> Result<Self, JsonPathError> {
         parse_steps(text)
             .map(|steps| JsonPath {
                 text: text.to_string(),
                 steps,
             })
-            .map_err(|(position, reason)| HttpMatchError::InvalidJsonPath {
+            .map_err(|(position, reason)| JsonPathError {
                 field: field.to_string(),
                 path: text.to_string(),
                 position,

@@ -1,11 +1,12 @@
-//! Masking JSON values in place by JSONPath and detectors.
+//! Masking JSON values in place by JSONPath and detectors: HTTP bodies whole
+//! (the sidecar's streaming masker walks the same [`JsonPath`] states).
 
 use serde_json::Value;
 
 use crate::detectors::DetectorSet;
 use crate::masker::Masker;
 
-use super::json_path::{JsonPath, PathSegment, PathState};
+use crate::json_path::{JsonPath, PathSegment, PathState};
 
 /// Masks `value` in place and returns how many values were masked.
 ///
