@@ -192,35 +192,32 @@ impl ChainVerifier {
         if raw.trim().is_empty() {
             return Ok(());
         }
-        let fail = |kind, stream: Option<&str>, detail: String| VerifyError {
+        let event = parse_line(raw).map_err(|detail| VerifyError {
+            line,
+            kind: VerifyErrorKind::Malformed,
+            stream: None,
+            detail,
+        })?;
+        let fail = |kind, detail: String| VerifyError {
             line,
             kind,
-            stream: stream.map(str::to_string),
+            stream: Some(event.stream.clone()),
             detail,
         };
-        let event =
-            parse_line(raw).map_err(|detail| fail(VerifyErrorKind::Malformed, None, detail))?;
-        let stream = event.stream.as_str();
-        let computed = chain_hash(&event.prev, canonical_json(&event.rest));
-        if computed != event.hash {
-            return Err(fail(
-                VerifyErrorKind::Edited,
-                Some(stream),
-                format!("seq {}: the content does not match its hash", event.seq),
-            ));
-        }
-        if event.v != u64::from(SCHEMA_VERSION) {
-            return Err(fail(
-                VerifyErrorKind::Malformed,
-                Some(stream),
-                format!(
-                    "schema version {} is not supported (this verifier reads v{SCHEMA_VERSION}); \
-                     use a newer kubectl-sluice",
-                    event.v
-                ),
-            ));
-        }
+        check_content(&event).map_err(|(kind, detail)| fail(kind, detail))?;
         self.events += 1;
+        self.follow_stream(&event, line)
+            .map_err(|(kind, detail)| fail(kind, detail))?;
+        self.check_checkpoint(&event, line)
+            .map_err(|(kind, detail)| fail(kind, detail))?;
+        self.record_outage(&event, line)
+            .map_err(|(kind, detail)| fail(kind, detail))
+    }
+
+    /// Places `event` in its stream: in order, linked to the event before it,
+    /// or after a gap that a later line may still explain.
+    fn follow_stream(&mut self, event: &ParsedLine, line: usize) -> Result<(), Problem> {
+        let stream = event.stream.as_str();
         let wanted = &self.wanted;
         let state = self.streams.entry(stream.to_string()).or_insert_with(|| {
             // A later segment may start right after a checkpoint.
@@ -250,9 +247,8 @@ impl ChainVerifier {
             if explains_gap {
                 state.gap = None;
             }
-            return Err(fail(
+            return Err((
                 VerifyErrorKind::Reordered,
-                Some(stream),
                 format!(
                     "seq {} comes after seq {} (line {})",
                     event.seq, state.last_seq, state.last_line
@@ -266,9 +262,8 @@ impl ChainVerifier {
                 } else {
                     format!("seq {} (line {})", state.last_seq, state.last_line)
                 };
-                return Err(fail(
+                return Err((
                     VerifyErrorKind::Dropped,
-                    Some(stream),
                     format!("seq {}: prev is not the hash of {after}", event.seq),
                 ));
             }
@@ -278,12 +273,16 @@ impl ChainVerifier {
         state.last_seq = event.seq;
         state.last_hash.clone_from(&event.hash);
         state.last_line = line;
-        let key = (stream.to_string(), event.seq);
+        Ok(())
+    }
+
+    /// Compares `event` with the checkpoint that names it, if any.
+    fn check_checkpoint(&mut self, event: &ParsedLine, line: usize) -> Result<(), Problem> {
+        let key = (event.stream.clone(), event.seq);
         if let Some(want) = self.wanted.get(&key) {
             if *want != event.hash {
-                return Err(fail(
+                return Err((
                     VerifyErrorKind::CheckpointMismatch,
-                    Some(stream),
                     format!(
                         "seq {}: the checkpoint's hash is {want} but the log's is {}",
                         event.seq, event.hash
@@ -292,36 +291,41 @@ impl ChainVerifier {
             }
             self.seen.insert(key, (event.hash.clone(), line));
         }
-        if event.rest.get("type").and_then(Value::as_str) == Some("outage") {
-            let outage = event
-                .rest
-                .get("outage")
-                .cloned()
-                .and_then(|v| serde_json::from_value::<AuditOutage>(v).ok())
-                .filter(|o| o.from_seq <= o.to_seq && o.to_seq < event.seq)
-                .ok_or_else(|| {
-                    fail(
-                        VerifyErrorKind::Malformed,
-                        Some(stream),
-                        format!(
-                            "seq {}: an outage event without a valid outage field",
-                            event.seq
-                        ),
-                    )
-                })?;
-            self.outages.push(RecordedOutage {
-                line,
-                stream: stream.to_string(),
-                seq: event.seq,
-                until: event
-                    .rest
-                    .get("time")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                outage,
-            });
+        Ok(())
+    }
+
+    /// Records an `outage` event, whose outage field must name earlier events.
+    fn record_outage(&mut self, event: &ParsedLine, line: usize) -> Result<(), Problem> {
+        if event.rest.get("type").and_then(Value::as_str) != Some("outage") {
+            return Ok(());
         }
+        let outage = event
+            .rest
+            .get("outage")
+            .cloned()
+            .and_then(|v| serde_json::from_value::<AuditOutage>(v).ok())
+            .filter(|o| o.from_seq <= o.to_seq && o.to_seq < event.seq)
+            .ok_or_else(|| {
+                (
+                    VerifyErrorKind::Malformed,
+                    format!(
+                        "seq {}: an outage event without a valid outage field",
+                        event.seq
+                    ),
+                )
+            })?;
+        self.outages.push(RecordedOutage {
+            line,
+            stream: event.stream.clone(),
+            seq: event.seq,
+            until: event
+                .rest
+                .get("time")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            outage,
+        });
         Ok(())
     }
 
@@ -414,6 +418,31 @@ impl ChainVerifier {
             outages: self.outages,
         })
     }
+}
+
+/// What is wrong with one line, before the line and stream are added.
+type Problem = (VerifyErrorKind, String);
+
+/// Checks what a line says about itself: its hash and its schema version.
+fn check_content(event: &ParsedLine) -> Result<(), Problem> {
+    let computed = chain_hash(&event.prev, canonical_json(&event.rest));
+    if computed != event.hash {
+        return Err((
+            VerifyErrorKind::Edited,
+            format!("seq {}: the content does not match its hash", event.seq),
+        ));
+    }
+    if event.v != u64::from(SCHEMA_VERSION) {
+        return Err((
+            VerifyErrorKind::Malformed,
+            format!(
+                "schema version {} is not supported (this verifier reads v{SCHEMA_VERSION}); \
+                 use a newer kubectl-sluice",
+                event.v
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A sequence gap seen earlier than `e` wins over it: it is the first problem.

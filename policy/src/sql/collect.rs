@@ -388,6 +388,74 @@ impl Collector {
         }
     }
 
+    /// `UPDATE`: its targets (joined tables included) and whether its WHERE restricts them.
+    fn note_update(&mut self, update: &ast::Update) {
+        let targets = std::iter::once(&update.table.relation)
+            .chain(update.table.joins.iter().map(|j| &j.relation));
+        let from = match &update.from {
+            Some(
+                ast::UpdateTableFromKind::BeforeSet(v) | ast::UpdateTableFromKind::AfterSet(v),
+            ) => v.as_slice(),
+            None => &[],
+        };
+        let scope = WriteScope::new(targets, from.iter().flat_map(relations_of));
+        self.note_where(update.selection.as_ref(), &scope);
+        self.add_target_factor(&update.table.relation);
+        for join in &update.table.joins {
+            self.add_target_factor(&join.relation);
+        }
+    }
+
+    /// `DELETE`: its targets (MySQL's multi-table list, aliases resolved) and
+    /// whether its WHERE restricts them.
+    fn note_delete(&mut self, delete: &ast::Delete) {
+        let from = match &delete.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t.as_slice(),
+        };
+        let scope = WriteScope::new(
+            from.iter().flat_map(relations_of),
+            delete.using.iter().flatten().flat_map(relations_of),
+        );
+        self.note_where(delete.selection.as_ref(), &scope);
+        if delete.tables.is_empty() {
+            for t in from {
+                self.add_target_factor(&t.relation);
+            }
+        }
+        // MySQL multi-table DELETE names its targets, often by alias;
+        // an alias is not a table (its table is in FROM anyway).
+        let aliases = table_aliases(from.iter().chain(delete.using.iter().flatten()));
+        for name in &delete.tables {
+            let is_alias = match name.0.as_slice() {
+                [ObjectNamePart::Identifier(id)] => aliases.contains(&self.ident(id)),
+                _ => false,
+            };
+            if !is_alias {
+                self.add_target(name);
+            }
+        }
+    }
+
+    /// `CREATE TABLE`: the table, the tables it copies, inherits, references or
+    /// partitions.
+    fn note_create_table(&mut self, ct: &ast::CreateTable) {
+        self.add_table(&ct.name);
+        if let Some(CreateTableLikeKind::Parenthesized(like) | CreateTableLikeKind::Plain(like)) =
+            &ct.like
+        {
+            self.add_table(&like.name);
+        }
+        self.add_tables(&ct.clone);
+        for column in &ct.columns {
+            self.note_column(column);
+        }
+        for constraint in &ct.constraints {
+            self.note_constraint(constraint);
+        }
+        self.add_tables(ct.inherits.iter().flatten());
+        self.add_tables(&ct.partition_of);
+    }
+
     /// Tables a statement names outside of the places sqlparser's visitor
     /// reports as relations, plus WHERE checks and procedure calls.
     fn note_statement(&mut self, stmt: &ast::Statement) {
@@ -405,50 +473,8 @@ impl Collector {
                 self.add_target_factor(&merge.table);
                 self.note_merge(merge);
             }
-            S::Update(update) => {
-                let targets = std::iter::once(&update.table.relation)
-                    .chain(update.table.joins.iter().map(|j| &j.relation));
-                let from = match &update.from {
-                    Some(
-                        ast::UpdateTableFromKind::BeforeSet(v)
-                        | ast::UpdateTableFromKind::AfterSet(v),
-                    ) => v.as_slice(),
-                    None => &[],
-                };
-                let scope = WriteScope::new(targets, from.iter().flat_map(relations_of));
-                self.note_where(update.selection.as_ref(), &scope);
-                self.add_target_factor(&update.table.relation);
-                for join in &update.table.joins {
-                    self.add_target_factor(&join.relation);
-                }
-            }
-            S::Delete(delete) => {
-                let from = match &delete.from {
-                    FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t.as_slice(),
-                };
-                let scope = WriteScope::new(
-                    from.iter().flat_map(relations_of),
-                    delete.using.iter().flatten().flat_map(relations_of),
-                );
-                self.note_where(delete.selection.as_ref(), &scope);
-                if delete.tables.is_empty() {
-                    for t in from {
-                        self.add_target_factor(&t.relation);
-                    }
-                }
-                // MySQL multi-table DELETE names its targets, often by alias;
-                // an alias is not a table (its table is in FROM anyway).
-                let aliases = table_aliases(from.iter().chain(delete.using.iter().flatten()));
-                for name in &delete.tables {
-                    let is_alias = match name.0.as_slice() {
-                        [ObjectNamePart::Identifier(id)] => aliases.contains(&self.ident(id)),
-                        _ => false,
-                    };
-                    if !is_alias {
-                        self.add_target(name);
-                    }
-                }
-            }
+            S::Update(update) => self.note_update(update),
+            S::Delete(delete) => self.note_delete(delete),
             S::Copy {
                 source: CopySource::Table { table_name, .. },
                 ..
@@ -472,24 +498,7 @@ impl Collector {
                 }
                 self.add_tables(table);
             }
-            S::CreateTable(ct) => {
-                self.add_table(&ct.name);
-                if let Some(
-                    CreateTableLikeKind::Parenthesized(like) | CreateTableLikeKind::Plain(like),
-                ) = &ct.like
-                {
-                    self.add_table(&like.name);
-                }
-                self.add_tables(&ct.clone);
-                for column in &ct.columns {
-                    self.note_column(column);
-                }
-                for constraint in &ct.constraints {
-                    self.note_constraint(constraint);
-                }
-                self.add_tables(ct.inherits.iter().flatten());
-                self.add_tables(&ct.partition_of);
-            }
+            S::CreateTable(ct) => self.note_create_table(ct),
             S::CreateView(view) => self.add_table(&view.name),
             S::AlterTable(alter) => {
                 for operation in &alter.operations {

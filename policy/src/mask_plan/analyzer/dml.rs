@@ -1,8 +1,8 @@
 //! Statements: queries, `INSERT`/`UPDATE`/`DELETE`/`MERGE ... RETURNING` and what they write.
 
 use sqlparser::ast::{
-    Assignment, OnConflictAction, OnInsert, OutputClause, SelectItem, Statement, TableFactor,
-    TableObject,
+    Assignment, Insert, OnConflictAction, OnInsert, OutputClause, SelectItem, Statement,
+    TableFactor, TableObject,
 };
 
 use super::{Analyzer, assignment_columns};
@@ -16,82 +16,7 @@ impl<'m> Analyzer<'m> {
     pub(in crate::mask_plan) fn statement(&mut self, stmt: &Statement) -> Shape {
         match stmt {
             Statement::Query(q) => Shape::Rows(self.query(q)),
-            Statement::Insert(ins) => {
-                let TableObject::TableName(name) = &ins.table else {
-                    return Shape::Unknown;
-                };
-                let (schema, table) = schema_table(name);
-                let mut target = TableRef::new(schema.clone(), table.clone());
-                if let Some(source) = &ins.source {
-                    let slots = self.query(source);
-                    let cols: Vec<String> = ins
-                        .columns
-                        .iter()
-                        .filter_map(|c| name_parts(c).pop())
-                        .collect();
-                    let placed: Option<Vec<Tainted>> = slots
-                        .iter()
-                        .filter(|s| !matches!(s, Slot::NameOnly { .. }))
-                        .map(|s| match s {
-                            Slot::Col { taint, .. } => Some(taint.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    match placed {
-                        Some(taints) if !cols.is_empty() && taints.len() == cols.len() => {
-                            for (col, t) in cols.into_iter().zip(taints) {
-                                if let Some(t) = t {
-                                    self.note_column_write(&target, &col, &t);
-                                    target.written.push((col, t));
-                                }
-                            }
-                        }
-                        _ => {
-                            target.written_all = self.slots_whole(&slots);
-                            let all = target.written_all.clone();
-                            self.note_write(
-                                &format!("INSERT INTO {} writes", target.display()),
-                                &all,
-                            );
-                        }
-                    }
-                }
-                let ref_name = ins
-                    .table_alias
-                    .as_ref()
-                    .map(|a| norm(&a.alias))
-                    .unwrap_or(table);
-                self.scopes.push(Scope::default());
-                self.push_source(Source {
-                    name: ref_name,
-                    schema: if ins.table_alias.is_some() {
-                        None
-                    } else {
-                        schema
-                    },
-                    rel: Rel::Table(target.clone()),
-                    in_star: true,
-                });
-                // ON CONFLICT's `excluded` is the proposed row.
-                self.push_source(Source {
-                    name: "excluded".to_owned(),
-                    schema: None,
-                    rel: Rel::Table(target),
-                    in_star: false,
-                });
-                let on_update = match &ins.on {
-                    Some(OnInsert::DuplicateKeyUpdate(a)) => a.as_slice(),
-                    Some(OnInsert::OnConflict(c)) => match &c.action {
-                        OnConflictAction::DoUpdate(u) => u.assignments.as_slice(),
-                        OnConflictAction::DoNothing => &[],
-                    },
-                    _ => &[],
-                };
-                self.record_assignments(ins.assignments.iter().chain(on_update));
-                let shape = self.returning_in_scope(ins.returning.as_deref(), ins.output.as_ref());
-                self.scopes.pop();
-                shape
-            }
+            Statement::Insert(ins) => self.insert(ins),
             Statement::Update(up) => {
                 self.scopes.push(Scope::default());
                 self.table_with_joins(&up.table);
@@ -174,6 +99,82 @@ impl<'m> Analyzer<'m> {
             }
             _ => Shape::Unknown,
         }
+    }
+
+    /// `INSERT`: what the source writes into which columns of the target, then
+    /// `ON CONFLICT`/`ON DUPLICATE KEY` assignments and `RETURNING`.
+    fn insert(&mut self, ins: &Insert) -> Shape {
+        let TableObject::TableName(name) = &ins.table else {
+            return Shape::Unknown;
+        };
+        let (schema, table) = schema_table(name);
+        let mut target = TableRef::new(schema.clone(), table.clone());
+        if let Some(source) = &ins.source {
+            let slots = self.query(source);
+            let cols: Vec<String> = ins
+                .columns
+                .iter()
+                .filter_map(|c| name_parts(c).pop())
+                .collect();
+            let placed: Option<Vec<Tainted>> = slots
+                .iter()
+                .filter(|s| !matches!(s, Slot::NameOnly { .. }))
+                .map(|s| match s {
+                    Slot::Col { taint, .. } => Some(taint.clone()),
+                    _ => None,
+                })
+                .collect();
+            match placed {
+                Some(taints) if !cols.is_empty() && taints.len() == cols.len() => {
+                    for (col, t) in cols.into_iter().zip(taints) {
+                        if let Some(t) = t {
+                            self.note_column_write(&target, &col, &t);
+                            target.written.push((col, t));
+                        }
+                    }
+                }
+                _ => {
+                    target.written_all = self.slots_whole(&slots);
+                    let all = target.written_all.clone();
+                    self.note_write(&format!("INSERT INTO {} writes", target.display()), &all);
+                }
+            }
+        }
+        let ref_name = ins
+            .table_alias
+            .as_ref()
+            .map(|a| norm(&a.alias))
+            .unwrap_or(table);
+        self.scopes.push(Scope::default());
+        self.push_source(Source {
+            name: ref_name,
+            schema: if ins.table_alias.is_some() {
+                None
+            } else {
+                schema
+            },
+            rel: Rel::Table(target.clone()),
+            in_star: true,
+        });
+        // ON CONFLICT's `excluded` is the proposed row.
+        self.push_source(Source {
+            name: "excluded".to_owned(),
+            schema: None,
+            rel: Rel::Table(target),
+            in_star: false,
+        });
+        let on_update = match &ins.on {
+            Some(OnInsert::DuplicateKeyUpdate(a)) => a.as_slice(),
+            Some(OnInsert::OnConflict(c)) => match &c.action {
+                OnConflictAction::DoUpdate(u) => u.assignments.as_slice(),
+                OnConflictAction::DoNothing => &[],
+            },
+            _ => &[],
+        };
+        self.record_assignments(ins.assignments.iter().chain(on_update));
+        let shape = self.returning_in_scope(ins.returning.as_deref(), ins.output.as_ref());
+        self.scopes.pop();
+        shape
     }
 
     /// Records what `SET col = value` writes into the statement's target, the first
