@@ -183,7 +183,18 @@ impl AuditChain {
         draft: AuditEventDraft,
         line: Option<&mut Vec<u8>>,
     ) -> Result<AuditEvent, AuditError> {
-        let mut event = self.next_event(draft);
+        let event = self.next_event(draft);
+        self.seal(event, line)
+    }
+
+    /// Hashes `event` (numbered by [`AuditChain::next_event`]) onto the chain,
+    /// appending its line and a newline to `line` when given. The chain
+    /// advances only when this succeeds.
+    fn seal(
+        &mut self,
+        mut event: AuditEvent,
+        line: Option<&mut Vec<u8>>,
+    ) -> Result<AuditEvent, AuditError> {
         let mut canonical = std::mem::take(&mut self.scratch);
         canonical.clear();
         let written = event.write_canonical(&mut canonical);
@@ -210,18 +221,7 @@ impl AuditChain {
     ) -> Result<AuditEvent, AuditError> {
         let mut event = self.next_event(AuditEventDraft::new(time, AuditKind::Outage));
         event.outage = Some(outage);
-        let mut canonical = std::mem::take(&mut self.scratch);
-        canonical.clear();
-        let written = event.write_canonical(&mut canonical);
-        let result = written.map(|split| {
-            let (digest, hex) = self.link(&canonical);
-            splice_hash(&canonical, split, hex.as_str(), line);
-            line.push(b'\n');
-            event.hash = hex.as_str().to_owned();
-            self.advance(event.seq, &event.hash, digest);
-        });
-        self.scratch = canonical;
-        result.map(|()| event)
+        self.seal(event, Some(line))
     }
 
     /// Numbers, links and hashes the event made of `pieces` as the stream's

@@ -132,10 +132,15 @@ impl Decision {
     }
 
     /// An enforced deny that names no policy or rule, for `reason`.
-    fn denied(reason: String) -> Decision {
+    pub(super) fn denied(reason: String) -> Decision {
+        Decision::unattributed(Action::Deny, reason)
+    }
+
+    /// An enforced `action` that names no policy or rule, for `reason`.
+    pub(super) fn unattributed(action: Action, reason: String) -> Decision {
         Decision {
-            action: Action::Deny,
-            enforced: Action::Deny,
+            action,
+            enforced: action,
             policy: None,
             rule: None,
             enforced_policy: None,

@@ -317,17 +317,8 @@ impl PolicySet {
             chosen.dry_run = chosen.action != chosen.enforced;
             return chosen;
         }
-        best.cloned().unwrap_or_else(|| Decision {
-            action: Action::Allow,
-            enforced: Action::Allow,
-            policy: None,
-            rule: None,
-            enforced_policy: None,
-            enforced_rule: None,
-            dry_run: false,
-            approval: None,
-            reason: "empty statement".into(),
-        })
+        best.cloned()
+            .unwrap_or_else(|| Decision::unattributed(Action::Allow, "empty statement".into()))
     }
 
     /// Decides an HTTP request.
@@ -338,17 +329,7 @@ impl PolicySet {
     /// The HTTP proxy answers such a request with 400 before asking.
     pub fn decide_http(&self, req: &HttpRequest<'_>) -> Decision {
         if let Err(e) = crate::http::normalize_path(req.path) {
-            return Decision {
-                action: Action::Deny,
-                enforced: Action::Deny,
-                policy: None,
-                rule: None,
-                enforced_policy: None,
-                enforced_rule: None,
-                dry_run: false,
-                approval: None,
-                reason: format!("deny: {e}"),
-            };
+            return Decision::denied(format!("deny: {e}"));
         }
         let verdicts: Vec<Verdict> = self.policies.iter().map(|p| p.decide_http(req)).collect();
         Decision::combine(&verdicts)

@@ -94,20 +94,25 @@ impl<'m> Analyzer<'m> {
         self.derived_source(name, alias, slots);
     }
 
+    /// A table in `FROM`, known by its alias when it has one.
+    fn table_source(&mut self, schema: Option<String>, table: String, alias: Option<&TableAlias>) {
+        let mut t = TableRef::new(schema.clone(), table.clone());
+        t.renamed = alias_names(alias);
+        let (name, schema) = match alias {
+            Some(a) => (norm(&a.name), None),
+            None => (table, schema),
+        };
+        self.push_source(Source {
+            name,
+            schema,
+            rel: Rel::Table(t),
+            in_star: true,
+        });
+    }
+
     pub(super) fn table_factor(&mut self, tf: &TableFactor) {
         if let Some((schema, table, alias)) = only_table(tf) {
-            let mut t = TableRef::new(schema.clone(), table.clone());
-            t.renamed = alias_names(alias);
-            let (name, schema) = match alias {
-                Some(a) => (norm(&a.name), None),
-                None => (table, schema),
-            };
-            self.push_source(Source {
-                name,
-                schema,
-                rel: Rel::Table(t),
-                in_star: true,
-            });
+            self.table_source(schema, table, alias);
             return;
         }
         match tf {
@@ -130,18 +135,7 @@ impl<'m> Analyzer<'m> {
                     });
                     return;
                 }
-                let mut t = TableRef::new(schema.clone(), table.clone());
-                t.renamed = alias_names(alias.as_ref());
-                let (name, schema) = match alias {
-                    Some(a) => (norm(&a.name), None),
-                    None => (table, schema),
-                };
-                self.push_source(Source {
-                    name,
-                    schema,
-                    rel: Rel::Table(t),
-                    in_star: true,
-                });
+                self.table_source(schema, table, alias.as_ref());
             }
             TableFactor::Table {
                 name,
