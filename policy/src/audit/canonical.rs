@@ -3,19 +3,11 @@
 use std::fmt::Write as _;
 
 use super::AuditError;
-use super::chain::chain_hash;
 use super::event::AuditEvent;
 use serde::Serialize;
 use serde_json::Value;
 
 impl AuditEvent {
-    /// Whether `hash` is the chain hash of this event's content after `prev`
-    /// (a receiver of events checks each before vouching for a head).
-    pub fn hash_matches(&self) -> bool {
-        self.canonical_json()
-            .is_ok_and(|c| chain_hash(&self.prev, c) == self.hash)
-    }
-
     /// The canonical JSON of the event without its `hash` (what the hash covers).
     pub fn canonical_json(&self) -> Result<String, AuditError> {
         let mut out = Vec::with_capacity(512);

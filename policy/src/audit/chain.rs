@@ -347,6 +347,15 @@ impl AuditChain {
     }
 }
 
+impl AuditEvent {
+    /// Whether `hash` is the chain hash of this event's content after `prev`
+    /// (a receiver of events checks each before vouching for a head).
+    pub fn hash_matches(&self) -> bool {
+        self.canonical_json()
+            .is_ok_and(|c| chain_hash(&self.prev, c) == self.hash)
+    }
+}
+
 /// `hex(sha256(prev_bytes || canonical))`. A `prev` that is not 64 hex digits
 /// is hashed as its text, so it can never collide with a well-formed one.
 pub(super) fn chain_hash(prev: &str, canonical: impl AsRef<[u8]>) -> String {

@@ -1,4 +1,4 @@
-//! Compiled policies and the decision semantics of DESIGN §2.
+//! Compiled policies and the decision semantics of docs/DESIGN.md §2 (AccessPolicy).
 //!
 //! For an identity I and a Connection C, the applicable policies are those naming
 //! both. None: the session is refused at connect time. Per statement (or HTTP
