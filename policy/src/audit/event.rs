@@ -145,7 +145,7 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
-    /// Schema version ([`SCHEMA_VERSION`]).
+    /// Schema version ([`SCHEMA_VERSION`](super::SCHEMA_VERSION)).
     pub v: u32,
     /// Position in the stream, from 1.
     pub seq: u64,
@@ -180,7 +180,7 @@ pub struct AuditEvent {
     /// An outage of the audit sink (events of type `outage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outage: Option<AuditOutage>,
-    /// Hash of the previous event of the stream ([`GENESIS`] for the first).
+    /// Hash of the previous event of the stream ([`GENESIS`](super::GENESIS) for the first).
     pub prev: String,
     /// This event's chain hash.
     pub hash: String,

@@ -103,7 +103,7 @@ impl ColumnMatcher {
     }
 
     /// This matcher plus exact entries for columns found elsewhere to carry
-    /// masked values: a view's columns (see [`plan_view`]). Each entry is
+    /// masked values: a view's columns (see [`plan_view`](super::plan_view)). Each entry is
     /// `(schema, table, column, rule)` and matches that column by name, as
     /// written (case ignored, like globs); glob characters in it are literal. An
     /// empty column matches every column of that table.

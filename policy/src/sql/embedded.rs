@@ -66,7 +66,7 @@ const fn sql_text(name: &'static str, argument: SqlTextArgument) -> SqlTextFunct
 /// sent them. When the SQL is not a string literal (a parameter, a column,
 /// a concatenation), is named by argument name, does not parse, or nests
 /// deeper than [`MAX_EMBEDDING_DEPTH`], the statement is refused
-/// ([`Statement::refused`]) whatever the policies say, with the reason.
+/// ([`Statement::refused`](super::Statement::refused)) whatever the policies say, with the reason.
 /// Their results may hold any table's data; the mask planner masks them
 /// whole (see `mask_plan`).
 ///

@@ -124,7 +124,7 @@ const VALUE_FUNCTIONS: &[&str] = &[
 /// - `EXPLAIN` options (`ANALYZE 'off'` decides whether the statement runs);
 /// - settings (`SET`, `RESET`, `SHOW`): their values change how the server
 ///   reads later statements;
-/// - arguments of any function not in [`VALUE_FUNCTIONS`]: names of settings
+/// - arguments of any function not in `VALUE_FUNCTIONS`: names of settings
 ///   (`current_setting('my.secret')` is masked, `current_setting('TimeZone')`
 ///   is not), SQL text (`query_to_xml('select …')`), object names
 ///   (`nextval('s')`, `table_to_xml('customers', …)`), and functions

@@ -297,7 +297,7 @@ pub fn redact(sql: &str, dialect: SqlDialect) -> String {
 pub const MAX_SQL_BYTES: usize = 8 * 1024 * 1024;
 
 /// Most tokens a SQL text may have, counted before it is tokenized by an
-/// upper bound ([`check_token_bound`]): every byte that is not part of a
+/// upper bound (`check_token_bound`): every byte that is not part of a
 /// word or number (operators, punctuation, whitespace, quotes and the
 /// characters of string literals alike), every word or number, and every
 /// non-ASCII character. Tokens and the syntax tree take up to about 500
