@@ -25,13 +25,13 @@
 //!
 //! The policy crate never reads the clock: callers pass the event time in.
 
-mod canonical;
-mod chain;
-mod event;
-mod strict;
+mod canonical; // the canonical JSON the hash covers
+mod chain; // the hash chain: appending events to a stream
+mod event; // the event (schema v1) and its parts
+mod strict; // strict JSON reading (duplicate keys are malformed)
 #[cfg(test)]
 mod tests;
-mod verify;
+mod verify; // verifying a log against its chain and checkpoints
 
 pub use canonical::canonical_json;
 pub use chain::{Appended, AuditChain, ChainHead, EventPieces, Rendered};

@@ -10,9 +10,9 @@
 //! recorded like the others, but what happens is decided by the `enforce`
 //! policies alone. Masking rules of all applicable policies apply together.
 
-mod compile;
-mod decision;
-mod set;
+mod compile; // one AccessPolicy compiled: rules, globs, masking
+mod decision; // verdicts and how several combine into a Decision
+mod set; // PolicySet: the policies of one identity on one connection
 #[cfg(test)]
 mod tests;
 

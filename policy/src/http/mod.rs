@@ -34,10 +34,10 @@
 //! glob ending in `/**` also matches the path it is under (`/v1/refunds/**`
 //! matches `/v1/refunds`). Globs are case-sensitive, like paths.
 
-mod grammar;
-mod inspection;
-mod matcher;
-mod path;
+mod grammar; // strict JSON bodies and query strings
+mod inspection; // which parts of a request the rules read
+mod matcher; // HttpMatcher: a rule's HTTP conditions, compiled
+mod path; // paths and query strings, decoded and normalised
 #[cfg(test)]
 mod tests;
 

@@ -82,9 +82,9 @@
 //!   `SHOW PROCESSLIST`, and values echoed in notices and errors, are not columns:
 //!   detectors and the error path must cover them.
 
-mod analyzer;
-mod lineage;
-mod matcher;
+mod analyzer; // walks a statement: each output column's lineage
+mod lineage; // the lineage model: taints, tables, slots, scopes
+mod matcher; // masking globs compiled: ColumnMatcher
 #[cfg(test)]
 mod tests;
 

@@ -68,17 +68,17 @@
 //!   `sql_known_gaps_are_parse_errors` in `policy/tests/sql_cases.rs` lists
 //!   the ones we know of.
 
-mod bounds;
-mod collect;
-mod embedded;
-mod kind;
-mod literal;
-mod parse;
-mod rewrite;
+mod bounds; // bounds on hostile input, checked on tokens
+mod collect; // kinds, tables, functions referenced anywhere
+mod embedded; // built-ins that run SQL given as text
+mod kind; // a statement's kind
+mod literal; // whether a statement's meaning depends on its literals
+mod parse; // tokenizing, parsing, parse errors without literals
+mod rewrite; // token rewrites for statements sqlparser refuses
 #[cfg(test)]
 mod tests;
-mod text;
-mod write_scope;
+mod text; // names, positions, redaction, fingerprint
+mod write_scope; // whether a WHERE restricts a write's target
 
 pub use embedded::{
     MAX_EMBEDDING_DEPTH, SQL_TEXT_FUNCTIONS, SqlTextArgument, SqlTextFunction, sql_text_function,

@@ -1,10 +1,10 @@
 //! The [`Analyzer`]: walks one statement and computes each output column's lineage.
 
-mod dml;
-mod from;
-mod output;
-mod query;
-mod taint;
+mod dml; // statements: INSERT/UPDATE/DELETE/MERGE and what they write
+mod from; // FROM: tables, joins, derived tables, table functions, `*`
+mod output; // slots mapped onto the server's output columns
+mod query; // WITH, set operations, SELECT bodies
+mod taint; // what one expression reads
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
