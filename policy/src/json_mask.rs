@@ -42,7 +42,7 @@ pub fn mask_json(
 }
 
 struct JsonMasking<'a> {
-    pub(super) paths: &'a [(JsonPath, usize)],
+    paths: &'a [(JsonPath, usize)],
     maskers: &'a [Masker],
     detectors: Option<(&'a DetectorSet, usize)>,
     fallback: Masker,

@@ -127,9 +127,9 @@ impl From<&AuditCheckpoint> for ChainHead {
 /// The writer side of one stream's chain: numbers and hashes events.
 #[derive(Clone, Debug)]
 pub struct AuditChain {
-    pub(super) stream: String,
-    pub(super) last_seq: u64,
-    pub(super) last_hash: String,
+    stream: String,
+    last_seq: u64,
+    last_hash: String,
     /// `last_hash` decoded (`None` when it is not 64 hex digits, see
     /// [`chain_hash`]), so an append does not decode it again.
     last_digest: Option<[u8; 32]>,

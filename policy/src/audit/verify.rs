@@ -106,8 +106,8 @@ pub struct RecordedOutage {
 
 #[derive(Debug)]
 struct StreamState {
-    pub(super) last_seq: u64,
-    pub(super) last_hash: String,
+    last_seq: u64,
+    last_hash: String,
     last_line: usize,
     /// First sequence number in the log (events before it are out of scope).
     first_seq: u64,
@@ -146,8 +146,8 @@ pub struct ChainVerifier {
     streams: BTreeMap<String, StreamState>,
     /// Hash and line of the events that checkpoints name.
     seen: BTreeMap<(String, u64), (String, usize)>,
-    pub(super) events: u64,
-    pub(super) line: usize,
+    events: u64,
+    line: usize,
     failed: Option<VerifyError>,
     outages: Vec<RecordedOutage>,
 }
@@ -472,11 +472,11 @@ fn pending_gap(streams: &BTreeMap<String, StreamState>) -> Option<VerifyError> {
 
 /// The chain fields of a line, and the rest of the event (everything but `hash`).
 struct ParsedLine {
-    pub(super) v: u64,
-    pub(super) stream: String,
-    pub(super) seq: u64,
-    pub(super) prev: String,
-    pub(super) hash: String,
+    v: u64,
+    stream: String,
+    seq: u64,
+    prev: String,
+    hash: String,
     rest: Value,
 }
 

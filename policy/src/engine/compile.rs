@@ -26,9 +26,9 @@ pub struct CompiledPolicy {
     pub name: String,
     /// `enforce` or `dryRun`.
     pub mode: PolicyMode,
-    pub(super) subjects: Vec<Subject>,
-    pub(super) connections: Vec<String>,
-    pub(super) rules: Vec<CompiledRule>,
+    subjects: Vec<Subject>,
+    connections: Vec<String>,
+    rules: Vec<CompiledRule>,
     default_action: Action,
     on_parse_error: ParseErrorAction,
     pub(super) masking: Vec<CompiledMasking>,
@@ -39,9 +39,9 @@ pub struct CompiledPolicy {
 
 #[derive(Debug)]
 pub(super) struct CompiledRule {
-    pub(super) name: String,
-    pub(super) action: Action,
-    pub(super) approval: Option<Approval>,
+    name: String,
+    action: Action,
+    approval: Option<Approval>,
     matcher: RuleMatcher,
 }
 
@@ -56,9 +56,9 @@ enum Family {
 #[derive(Debug)]
 struct RuleMatcher {
     family: Family,
-    pub(super) statements: Vec<StatementKind>,
-    pub(super) tables: Vec<NameGlob>,
-    pub(super) functions: Vec<NameGlob>,
+    statements: Vec<StatementKind>,
+    tables: Vec<NameGlob>,
+    functions: Vec<NameGlob>,
     without_where: Option<bool>,
     text_pattern: Option<Regex>,
     http: Option<HttpMatcher>,

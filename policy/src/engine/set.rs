@@ -23,12 +23,12 @@ use super::decision::{Decision, EffectiveLimits, SqlDecision, Verdict, VerdictRe
 #[derive(Debug)]
 pub struct PolicySet {
     connection: String,
-    pub(super) policies: Vec<Arc<CompiledPolicy>>,
+    policies: Vec<Arc<CompiledPolicy>>,
     maskers: Vec<Masker>,
-    pub(super) columns: ColumnMatcher,
-    pub(super) json_paths: Vec<(JsonPath, usize)>,
-    pub(super) detectors: Option<(DetectorSet, usize)>,
-    pub(super) limits: EffectiveLimits,
+    columns: ColumnMatcher,
+    json_paths: Vec<(JsonPath, usize)>,
+    detectors: Option<(DetectorSet, usize)>,
+    limits: EffectiveLimits,
     warnings: Vec<String>,
     /// Set when the column globs could not be combined: every column is masked.
     mask_everything: bool,

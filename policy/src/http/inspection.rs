@@ -22,7 +22,7 @@ pub struct Inspection {
     query_names: Vec<String>,
     /// Whether an enforced rule names methods (a `_method` field in a form
     /// body could then change which rule applies).
-    pub(super) methods: bool,
+    methods: bool,
 }
 
 impl Inspection {

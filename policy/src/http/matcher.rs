@@ -18,20 +18,20 @@ pub struct HttpMatcher {
     /// Set when the match has SQL fields: it never matches HTTP.
     never: bool,
     /// Upper-case; empty means any.
-    pub(super) methods: Vec<String>,
+    methods: Vec<String>,
     /// Empty means any.
-    pub(super) paths: Vec<GlobMatcher>,
-    pub(super) query: Vec<(String, GlobMatcher)>,
+    paths: Vec<GlobMatcher>,
+    query: Vec<(String, GlobMatcher)>,
     json_body: Vec<BodyPredicate>,
 }
 
 #[derive(Clone, Debug)]
 struct BodyPredicate {
-    pub(super) path: JsonPath,
+    path: JsonPath,
     exists: Option<bool>,
     equals: Option<Value>,
     one_of: Option<Vec<Value>>,
-    pub(super) matches: Option<Regex>,
+    matches: Option<Regex>,
     greater_than: Option<f64>,
     less_than: Option<f64>,
 }

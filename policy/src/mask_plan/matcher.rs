@@ -9,10 +9,10 @@ use super::MaskPlanError;
 /// One compiled `[schema.]table.column` glob.
 #[derive(Debug, Clone)]
 struct ColumnGlob {
-    pub(super) schema: Option<GlobMatcher>,
-    pub(super) table: GlobMatcher,
-    pub(super) column: GlobMatcher,
-    pub(super) rule: usize,
+    schema: Option<GlobMatcher>,
+    table: GlobMatcher,
+    column: GlobMatcher,
+    rule: usize,
 }
 
 /// Compiled `table.column` globs, each tagged with the index of the masking rule it came from.

@@ -11,7 +11,7 @@ use sqlparser::ast::{self, Expr, ObjectNamePart, TableFactor, TableWithJoins, Vi
 /// [`WriteScope::restricts`]).
 pub(super) struct WriteScope {
     /// Names (last part) and aliases of the target tables, lower case.
-    pub(super) targets: Vec<String>,
+    targets: Vec<String>,
     /// Names and aliases of the other relations (`UPDATE … FROM`, `DELETE …
     /// USING`, `MERGE … USING`) that are not the target table and do not read
     /// it: a comparison with their columns restricts the target's rows.

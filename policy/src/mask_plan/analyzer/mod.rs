@@ -25,14 +25,14 @@ use taint::TaintVisitor;
 
 /// Walks one statement, computing each output column's lineage.
 pub(super) struct Analyzer<'m> {
-    pub(super) matcher: &'m ColumnMatcher,
+    matcher: &'m ColumnMatcher,
     /// Lowest rule of any table the statement references (for uncertainty).
     risk: Option<usize>,
-    pub(super) ctes: Vec<(String, Vec<Slot>)>,
-    pub(super) scopes: Vec<Scope>,
+    ctes: Vec<(String, Vec<Slot>)>,
+    scopes: Vec<Scope>,
     /// Names of CTEs and derived tables (an origin naming one is not trusted).
-    pub(super) derived_names: HashSet<String>,
-    pub(super) depth: usize,
+    derived_names: HashSet<String>,
+    depth: usize,
     /// Looking for writes and side effects of masked values (see
     /// [`laundering`]): every clause is analysed, not only output ones.
     pub(super) effects: bool,
