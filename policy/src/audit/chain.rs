@@ -387,7 +387,7 @@ impl HexHash {
         HexHash(out)
     }
 
-    pub(super) fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever written into it.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }

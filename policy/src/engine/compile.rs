@@ -307,7 +307,7 @@ fn compile_masking(
 // === impl RuleMatcher ===
 
 impl RuleMatcher {
-    pub(super) fn compile(m: &RuleMatch, field: &str) -> Result<Self, CompileError> {
+    fn compile(m: &RuleMatch, field: &str) -> Result<Self, CompileError> {
         let (sql, http) = (m.has_sql_fields(), m.has_http_fields());
         let family = match (sql, http) {
             (false, false) => Family::Both,

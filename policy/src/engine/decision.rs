@@ -200,7 +200,7 @@ pub(super) fn covering<'a, T>(
 
 /// Whether approvals satisfying `a` satisfy `b`: at least as many, from
 /// approvers `b` accepts too (users and groups of `a` are among `b`'s).
-pub(super) fn covers(a: &Approval, b: &Approval) -> bool {
+fn covers(a: &Approval, b: &Approval) -> bool {
     a.min_approvals >= b.min_approvals
         && a.approvers
             .users

@@ -70,7 +70,7 @@ impl PolicySet {
         Some(PolicySet::build(connection, applicable, hash_key))
     }
 
-    pub(super) fn build(
+    fn build(
         connection: &str,
         policies: Vec<Arc<CompiledPolicy>>,
         hash_key: Option<&[u8]>,

@@ -156,7 +156,7 @@ impl HttpMatcher {
     }
 }
 
-pub(super) fn glob(
+fn glob(
     pattern: &str,
     segments: bool,
     field: &str,
@@ -177,7 +177,7 @@ pub(super) fn glob(
 // === impl BodyPredicate ===
 
 impl BodyPredicate {
-    pub(super) fn compile(p: &JsonBodyPredicate, field: &str) -> Result<Self, HttpMatchError> {
+    fn compile(p: &JsonBodyPredicate, field: &str) -> Result<Self, HttpMatchError> {
         let path = JsonPath::parse_field(&p.path, &format!("{field}.path"))?;
         let matches = p
             .matches

@@ -10,7 +10,7 @@ use super::rewrite::{copy_from_stdin_not_last, normalise_copy_booleans};
 use super::text::{LineIndex, is_literal};
 use super::{MAX_SQL_BYTES, SqlDialect, SqlError, Statement, classify};
 
-pub(super) fn tokenize(
+fn tokenize(
     sql: &str,
     dialect: SqlDialect,
     d: &dyn Dialect,

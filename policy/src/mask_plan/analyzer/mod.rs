@@ -66,7 +66,7 @@ impl<'m> Analyzer<'m> {
     /// A value written into `table.column`: laundering unless that column is
     /// itself masked by a rule at least as strong (rules are ordered
     /// strongest first) as the one the value's source is masked by.
-    pub(super) fn note_column_write(&mut self, table: &TableRef, column: &str, taint: &Taint) {
+    fn note_column_write(&mut self, table: &TableRef, column: &str, taint: &Taint) {
         let covered = self
             .matcher
             .match_column(table.schema.as_deref(), &table.table, column)
@@ -82,13 +82,13 @@ impl<'m> Analyzer<'m> {
     /// In [`laundering`] analyses, runs the taint analysis over clauses that
     /// produce no output (WHERE, JOIN … ON, GROUP BY, …) so that side-effecting
     /// calls in them are seen.
-    pub(super) fn scan_effects<V: Visit + ?Sized>(&mut self, node: &V) {
+    fn scan_effects<V: Visit + ?Sized>(&mut self, node: &V) {
         if self.effects {
             let _ = self.taint_of(node);
         }
     }
 
-    pub(super) fn uncertain(&self, reason: &str) -> Tainted {
+    fn uncertain(&self, reason: &str) -> Tainted {
         self.risk.map(|rule| Taint {
             rule,
             reason: MaskReason::Uncertain(reason.to_owned()),
@@ -96,7 +96,7 @@ impl<'m> Analyzer<'m> {
     }
 
     /// For values that may come from any table (SQL text, session variables, statistics).
-    pub(super) fn dynamic(&self, what: &str) -> Tainted {
+    fn dynamic(&self, what: &str) -> Tainted {
         self.matcher.lowest_rule().map(|rule| Taint {
             rule,
             reason: MaskReason::Uncertain(format!(
@@ -138,7 +138,7 @@ impl<'m> Analyzer<'m> {
         acc
     }
 
-    pub(super) fn table_column(&self, t: &TableRef, column: &str) -> Tainted {
+    fn table_column(&self, t: &TableRef, column: &str) -> Tainted {
         let mut acc = if t.renamed.iter().any(|r| r == column) {
             as_uncertain(
                 self.table_whole(t),
@@ -151,7 +151,7 @@ impl<'m> Analyzer<'m> {
         acc
     }
 
-    pub(super) fn slot_whole(&self, slot: &Slot) -> Tainted {
+    fn slot_whole(&self, slot: &Slot) -> Tainted {
         match slot {
             Slot::Col { taint, .. } | Slot::NameOnly { taint, .. } | Slot::Opaque { taint, .. } => {
                 taint.clone()
@@ -213,13 +213,13 @@ impl<'m> Analyzer<'m> {
         self.scopes.iter().rev().flat_map(|s| s.sources.iter())
     }
 
-    pub(super) fn everything_in_scope(&self) -> Tainted {
+    fn everything_in_scope(&self) -> Tainted {
         self.all_sources()
             .fold(None, |acc, s| join(acc, self.rel_whole(&s.rel)))
     }
 
     /// An unqualified name: a column of any in-scope relation, or a whole-row reference.
-    pub(super) fn resolve_unqualified(&self, id: &Ident) -> Tainted {
+    fn resolve_unqualified(&self, id: &Ident) -> Tainted {
         let name = norm(id);
         if id.quote_style.is_none() && name == "default" {
             return None;
@@ -259,7 +259,7 @@ impl<'m> Analyzer<'m> {
         )
     }
 
-    pub(super) fn find_sources<'s>(
+    fn find_sources<'s>(
         &'s self,
         schema: Option<&'s str>,
         name: &'s str,
@@ -274,7 +274,7 @@ impl<'m> Analyzer<'m> {
     }
 
     /// `rel.col` or `schema.rel.col`.
-    pub(super) fn resolve_qualified(&self, ids: &[Ident]) -> Tainted {
+    fn resolve_qualified(&self, ids: &[Ident]) -> Tainted {
         let (col, qualifier) = ids.split_last()?;
         let Some((rel_name, rest)) = qualifier.split_last() else {
             return self.resolve_unqualified(col);
@@ -304,7 +304,7 @@ impl<'m> Analyzer<'m> {
         )
     }
 
-    pub(super) fn resolve_whole_row(&self, name: &ObjectName) -> Tainted {
+    fn resolve_whole_row(&self, name: &ObjectName) -> Tainted {
         let (schema, table) = schema_table(name);
         let mut found = false;
         let mut acc = None;
@@ -342,7 +342,7 @@ impl<'m> Analyzer<'m> {
         v.taint
     }
 
-    pub(super) fn function_args_taint(&mut self, fname: &str, args: &[FunctionArg]) -> Tainted {
+    fn function_args_taint(&mut self, fname: &str, args: &[FunctionArg]) -> Tainted {
         let mut acc = None;
         for arg in args {
             let arg = match arg {
@@ -377,7 +377,7 @@ pub(super) fn to_mask(t: Tainted) -> ColumnMask {
     }
 }
 
-pub(super) fn assignment_columns(target: &sqlparser::ast::AssignmentTarget) -> Vec<String> {
+fn assignment_columns(target: &sqlparser::ast::AssignmentTarget) -> Vec<String> {
     match target {
         sqlparser::ast::AssignmentTarget::ColumnName(n) => {
             name_parts(n).pop().into_iter().collect()
