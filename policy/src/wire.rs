@@ -1,4 +1,4 @@
-//! The JSON of the gateway API (DESIGN §3, §4, §6, §7): what sidecars send and receive.
+//! The JSON of the gateway API (docs/DESIGN.md §3, §4, §6, §7): what sidecars send and receive.
 //!
 //! Types that cross a process boundary live in the policy crate, so the
 //! operator (which serves them) and the sidecar (which calls it) share one

@@ -1,0 +1,227 @@
+//! The audit event (schema v1) and its parts.
+
+use serde::{Deserialize, Serialize};
+use sluice_crds::{Action, RequestPhase};
+
+/// What an event records.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditKind {
+    /// A workload session was opened.
+    SessionStart,
+    /// A session ended.
+    SessionEnd,
+    /// A statement or request was decided (written before it is forwarded).
+    Statement,
+    /// The outcome of a forwarded statement or request.
+    Result,
+    /// Values of a result were masked.
+    Mask,
+    /// A statement or request was refused.
+    Denial,
+    /// An approval was requested or decided.
+    Approval,
+    /// The audit sink failed and recovered: events were written late (see
+    /// [`AuditOutage`]). Chained like any event, so a recorded outage is
+    /// told apart from an edit.
+    Outage,
+}
+
+/// Who sent the call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditIdentity {
+    /// The identity's groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The pod the call came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Its service account.
+    pub service_account: String,
+}
+
+/// The statement or request, as far as the audit trail may show it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditCommand {
+    /// Fingerprint of the normalised command (equal for calls differing only in literals).
+    pub fingerprint: String,
+    /// Statement kind (`select`, `drop`, …) or `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The command with its literals redacted (e.g. `SELECT * FROM t WHERE id = ?`,
+    /// `POST /v1/refunds`).
+    pub text: String,
+}
+
+/// How the call was decided.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditDecision {
+    /// The action taken (or, in dry run, that would have been taken).
+    pub action: Action,
+    /// Whether the deciding policy is in dry run (the call ran whatever `action` says).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The policy that decided; absent when no policy applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Why, in words (e.g. `default action`, `statement could not be parsed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The rule that decided; absent for a default action or a parse-error decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+/// What a forwarded call produced.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditOutcome {
+    /// Time from forwarding to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The upstream error, with literals redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Values masked in the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked: Option<u64>,
+    /// Rows returned or affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+/// An approval step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditApproval {
+    /// The approver's comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Who decided, as authenticated by the API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// Its phase after this step (`Pending` when it was just requested).
+    pub phase: RequestPhase,
+    /// Name of the AccessRequest.
+    pub request: String,
+}
+
+/// A period in which the audit sink refused writes (a full disk, a closed
+/// pipe), recorded when it took writes again. No event of the chain is lost:
+/// the sidecar keeps events it could not write and writes them, in order,
+/// when the sink recovers. A decision whose record could not be written was
+/// refused (write-ahead), so the `statement`, `sessionStart` and `approval`
+/// events from `fromSeq` to `toSeq` record calls that did not run; the
+/// other events there record what happened.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditOutage {
+    /// Events that were never chained because the backlog kept for the
+    /// retry was full (bounded memory); 0 when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+    /// The last write error.
+    pub error: String,
+    /// How many writes failed.
+    pub failed_writes: u64,
+    /// The first event whose first write failed.
+    pub from_seq: u64,
+    /// When the first write failed (RFC 3339).
+    pub since: String,
+    /// The last event whose first write failed.
+    pub to_seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One audit event, as written (one JSON line).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Schema version ([`SCHEMA_VERSION`](super::SCHEMA_VERSION)).
+    pub v: u32,
+    /// Position in the stream, from 1.
+    pub seq: u64,
+    /// When it happened, RFC 3339 (given by the caller).
+    pub time: String,
+    /// What it records.
+    #[serde(rename = "type")]
+    pub kind: AuditKind,
+    /// The chain it belongs to (e.g. sidecar pod and boot id).
+    pub stream: String,
+    /// The workload session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Who.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<AuditIdentity>,
+    /// The Connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// The statement or request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<AuditCommand>,
+    /// The decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<AuditDecision>,
+    /// The outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<AuditOutcome>,
+    /// The approval step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<AuditApproval>,
+    /// An outage of the audit sink (events of type `outage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage: Option<AuditOutage>,
+    /// Hash of the previous event of the stream ([`GENESIS`](super::GENESIS) for the first).
+    pub prev: String,
+    /// This event's chain hash.
+    pub hash: String,
+}
+
+/// The content of an event, before the chain numbers and hashes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEventDraft {
+    /// When it happened, RFC 3339.
+    pub time: String,
+    /// What it records.
+    pub kind: AuditKind,
+    /// The workload session.
+    pub session: Option<String>,
+    /// Who.
+    pub identity: Option<AuditIdentity>,
+    /// The Connection.
+    pub connection: Option<String>,
+    /// The statement or request.
+    pub command: Option<AuditCommand>,
+    /// The decision.
+    pub decision: Option<AuditDecision>,
+    /// The outcome.
+    pub outcome: Option<AuditOutcome>,
+    /// The approval step.
+    pub approval: Option<AuditApproval>,
+}
+
+impl AuditEventDraft {
+    /// A draft with only a time and a kind.
+    pub fn new(time: impl Into<String>, kind: AuditKind) -> Self {
+        AuditEventDraft {
+            time: time.into(),
+            kind,
+            session: None,
+            identity: None,
+            connection: None,
+            command: None,
+            decision: None,
+            outcome: None,
+            approval: None,
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The [`PolicySet`]: the policies that apply to one identity on one connection, deciding together.
+
+use std::sync::Arc;
+
+use sluice_crds::{Action, Detector, MaskStrategy, MaxRowsAction, PolicyMode, StatementKind};
+
+use crate::detectors::DetectorSet;
+use crate::http::HttpRequest;
+use crate::json_path::JsonPath;
+use crate::mask_plan::{ColumnMask, ColumnMatcher, CopyPlan, MaskPlan, MaskReason, OutputColumn};
+use crate::masker::Masker;
+use crate::sql::{self, SqlDialect, Statement};
+
+use super::Identity;
+use super::compile::{CompiledMasking, CompiledPolicy};
+use super::decision::{Decision, EffectiveLimits, SqlDecision, Verdict, VerdictReason, covering};
+
+// === impl PolicySet ===
+
+/// The policies that apply to one identity on one Connection, with their
+/// masking compiled together. Built once per session (and again when the
+/// policies change); every decision of the session goes through it.
+#[derive(Debug)]
+pub struct PolicySet {
+    connection: String,
+    policies: Vec<Arc<CompiledPolicy>>,
+    maskers: Vec<Masker>,
+    columns: ColumnMatcher,
+    json_paths: Vec<(JsonPath, usize)>,
+    detectors: Option<(DetectorSet, usize)>,
+    limits: EffectiveLimits,
+    warnings: Vec<String>,
+    /// Set when the column globs could not be combined: every column is masked.
+    mask_everything: bool,
+    /// Used for a rule index that is not this set's (never expected).
+    fallback: Masker,
+}
+
+/// Masking strategies from strongest to weakest: when several rules mask the same
+/// value, the strongest applies.
+fn strategy_rank(s: MaskStrategy) -> u8 {
+    match s {
+        MaskStrategy::Redact => 0,
+        MaskStrategy::Hash => 1,
+        MaskStrategy::Fixed => 2,
+        MaskStrategy::Partial => 3,
+    }
+}
+
+impl PolicySet {
+    /// The policies of `policies` that name both `identity` and `connection`.
+    /// `None` when there are none: the identity is not bound and gets no session.
+    /// `hash_key` is the Connection's `credentials.hashKeySecretRef` value, used by
+    /// `hash` masking rules that name no key of their own.
+    pub fn select(
+        policies: &[Arc<CompiledPolicy>],
+        identity: &Identity,
+        connection: &str,
+        hash_key: Option<&[u8]>,
+    ) -> Option<PolicySet> {
+        let mut applicable: Vec<Arc<CompiledPolicy>> = policies
+            .iter()
+            .filter(|p| p.names_connection(connection) && p.binds(identity))
+            .cloned()
+            .collect();
+        if applicable.is_empty() {
+            return None;
+        }
+        applicable.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(PolicySet::build(connection, applicable, hash_key))
+    }
+
+    fn build(
+        connection: &str,
+        policies: Vec<Arc<CompiledPolicy>>,
+        hash_key: Option<&[u8]>,
+    ) -> Self {
+        let mut warnings = Vec::new();
+        let mut entries: Vec<(&CompiledPolicy, &CompiledMasking)> = policies
+            .iter()
+            .flat_map(|p| p.masking.iter().map(move |m| (p.as_ref(), m)))
+            .collect();
+        entries.sort_by_key(|(_, m)| strategy_rank(m.strategy));
+        let mut maskers = Vec::with_capacity(entries.len() + 1);
+        for (p, m) in &entries {
+            let key = m.hash_key.clone().or_else(|| hash_key.map(<[u8]>::to_vec));
+            let masker = match Masker::new(m.strategy, m.keep, m.value.clone(), key) {
+                Ok(masker) => masker,
+                Err(e) => {
+                    // Fail closed: a masking rule that cannot be built redacts.
+                    warnings.push(format!(
+                        "AccessPolicy {:?}: masking falls back to redact: {e}",
+                        p.name
+                    ));
+                    redact_masker()
+                }
+            };
+            maskers.push(masker);
+        }
+        let mut column_globs = Vec::new();
+        let mut json_paths = Vec::new();
+        let mut detector_list: Vec<Detector> = Vec::new();
+        let mut detector_masker: Option<usize> = None;
+        for (i, (_, m)) in entries.iter().enumerate() {
+            column_globs.extend(m.columns.iter().map(|c| (c.clone(), i)));
+            json_paths.extend(m.json_paths.iter().map(|p| (p.clone(), i)));
+            if !m.detectors.is_empty() {
+                detector_list.extend(m.detectors.iter().copied());
+                // Entries are sorted strongest first, so the first is the strongest.
+                detector_masker.get_or_insert(i);
+            }
+        }
+        detector_list.sort();
+        detector_list.dedup();
+        let (columns, mask_everything) = match ColumnMatcher::new(&column_globs) {
+            Ok(c) => (c, false),
+            Err(e) => {
+                // Patterns were validated at compile time; if combining them still
+                // fails, mask every column rather than none.
+                warnings.push(format!(
+                    "column globs failed to compile, masking everything: {e}"
+                ));
+                (ColumnMatcher::default(), true)
+            }
+        };
+        let detectors = detector_masker.map(|i| (DetectorSet::new(&detector_list), i));
+        let limits = policies.iter().filter_map(|p| p.limits.as_ref()).fold(
+            EffectiveLimits::default(),
+            |acc, l| EffectiveLimits {
+                max_rows: min_opt(acc.max_rows, l.max_rows),
+                on_max_rows: if acc.on_max_rows == MaxRowsAction::Refuse {
+                    MaxRowsAction::Refuse
+                } else {
+                    l.on_max_rows
+                },
+                statements_per_second: min_opt(acc.statements_per_second, l.statements_per_second),
+                max_rows_affected: min_opt(acc.max_rows_affected, l.max_rows_affected),
+            },
+        );
+        PolicySet {
+            connection: connection.to_string(),
+            policies,
+            maskers,
+            columns,
+            json_paths,
+            detectors,
+            limits,
+            warnings,
+            mask_everything,
+            fallback: Masker::redact(),
+        }
+    }
+
+    /// The Connection this set decides for.
+    pub fn connection(&self) -> &str {
+        &self.connection
+    }
+
+    /// Names of the applicable policies, in decision order.
+    pub fn policy_names(&self) -> Vec<&str> {
+        self.policies.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Problems found while building the set (masking that fell back to redact).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Decides one parsed statement. A statement Sluice refuses whatever the
+    /// policies say ([`Statement::refused`]) is denied, dryRun or not.
+    pub fn decide_statement(&self, stmt: &Statement) -> Decision {
+        let verdicts: Vec<Verdict> = self
+            .policies
+            .iter()
+            .map(|p| p.decide_statement(stmt))
+            .collect();
+        let decision = Decision::combine(&verdicts);
+        // A rule that denies it already is the better reason to give.
+        if decision.action == Action::Deny && decision.enforced == Action::Deny {
+            return decision;
+        }
+        if let Some(why) = &stmt.refused {
+            return Decision::refused_by_sluice(why);
+        }
+        if let Some(why) = self.laundering(stmt) {
+            return Decision::refused_by_sluice(&why);
+        }
+        decision
+    }
+
+    /// Why `stmt` (or SQL it runs as text) writes values derived from masked
+    /// columns where the workload can read them back, or passes them to a
+    /// side-effecting function ([`crate::mask_plan::laundering`]). Only run
+    /// when column masking applies and the statement can write or has such a
+    /// function: plain reads pay nothing.
+    fn laundering(&self, stmt: &Statement) -> Option<String> {
+        use StatementKind as K;
+        if self.columns.is_empty() {
+            return None;
+        }
+        let writes = stmt.kinds.iter().any(|k| {
+            matches!(
+                k,
+                K::Insert | K::Update | K::Merge | K::Create | K::Copy | K::Call
+            )
+        });
+        let effects = stmt
+            .functions
+            .iter()
+            .any(|f| crate::mask_plan::is_side_effect_function(f.rsplit('.').next().unwrap_or(f)));
+        if !writes && !effects {
+            return None;
+        }
+        crate::mask_plan::laundering(&stmt.ast, &self.columns).or_else(|| {
+            stmt.embedded.iter().find_map(|inner| {
+                crate::mask_plan::laundering(&inner.ast, &self.columns)
+                    .map(|why| format!("in the SQL it runs as text: {why}"))
+            })
+        })
+    }
+
+    /// Decides a SQL string: each statement on its own, the string as the most
+    /// restrictive of them. A string that does not parse gets each policy's
+    /// onParseError.
+    pub fn decide_sql(&self, text: &str, dialect: SqlDialect) -> SqlDecision {
+        match sql::parse(text, dialect) {
+            Ok(statements) => {
+                let decided: Vec<(Statement, Decision)> = statements
+                    .into_iter()
+                    .map(|s| {
+                        let d = self.decide_statement(&s);
+                        (s, d)
+                    })
+                    .collect();
+                let decision = self.combine_statements(&decided);
+                let redacted = decided
+                    .iter()
+                    .map(|(s, _)| s.redacted.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let fingerprint = decided
+                    .iter()
+                    .map(|(s, _)| s.fingerprint.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                SqlDecision {
+                    decision,
+                    statements: decided,
+                    parse_error: None,
+                    redacted,
+                    fingerprint,
+                    too_complex: false,
+                }
+            }
+            Err(e) => {
+                let verdicts: Vec<Verdict> = self
+                    .policies
+                    .iter()
+                    .map(|p| p.verdict_for(None, VerdictReason::ParseError))
+                    .collect();
+                let too_complex = matches!(
+                    e,
+                    sql::SqlError::TooLarge { .. } | sql::SqlError::TooComplex { .. }
+                );
+                // Too large or complex: refused whatever onParseError says,
+                // or padding a statement would take it past every rule.
+                let mut decision = if too_complex {
+                    Decision::refused_by_sluice("the statement is too large or too complex")
+                } else {
+                    Decision::combine(&verdicts)
+                };
+                decision.reason = format!("{}: {e}", decision.reason);
+                // Redacting tokenizes: not for text past the token bound.
+                let redacted = if too_complex {
+                    format!("<statement too complex to classify: {} bytes>", text.len())
+                } else {
+                    sql::redact(text, dialect)
+                };
+                SqlDecision {
+                    decision,
+                    statements: Vec::new(),
+                    parse_error: Some(e.to_string()),
+                    redacted,
+                    fingerprint: String::new(),
+                    too_complex,
+                }
+            }
+        }
+    }
+
+    /// The most restrictive of per-statement decisions (the first on ties). An
+    /// empty string decides as allow: it runs nothing.
+    fn combine_statements(&self, decided: &[(Statement, Decision)]) -> Decision {
+        let mut best: Option<&Decision> = None;
+        for (_, d) in decided {
+            best = match best {
+                Some(b) if (b.enforced, b.action) >= (d.enforced, d.action) => Some(b),
+                _ => Some(d),
+            };
+        }
+        if let Some(b) = best.filter(|b| b.enforced == Action::RequireApproval) {
+            let held: Vec<&Decision> = decided
+                .iter()
+                .map(|(_, d)| d)
+                .filter(|d| d.enforced == Action::RequireApproval)
+                .collect();
+            let Some(cover) = covering(&held, |d| d.approval.as_ref()) else {
+                return Decision::mixed_approvals(held.iter().map(|d| {
+                    (
+                        d.enforced_policy.as_deref().unwrap_or_default(),
+                        d.enforced_rule.as_deref(),
+                    )
+                }));
+            };
+            let mut chosen = cover.clone();
+            chosen.action = chosen.action.max(b.action);
+            chosen.dry_run = chosen.action != chosen.enforced;
+            return chosen;
+        }
+        best.cloned()
+            .unwrap_or_else(|| Decision::unattributed(Action::Allow, "empty statement".into()))
+    }
+
+    /// Decides an HTTP request.
+    ///
+    /// A path that decodes ambiguously (double encoding, malformed escapes,
+    /// control characters) is refused outright: servers disagree on what it
+    /// means, so no rule can be trusted to have seen the path the upstream will.
+    /// The HTTP proxy answers such a request with 400 before asking.
+    pub fn decide_http(&self, req: &HttpRequest<'_>) -> Decision {
+        if let Err(e) = crate::http::normalize_path(req.path) {
+            return Decision::denied(format!("deny: {e}"));
+        }
+        let verdicts: Vec<Verdict> = self.policies.iter().map(|p| p.decide_http(req)).collect();
+        Decision::combine(&verdicts)
+    }
+
+    /// Whether any masking applies on this Connection (columns, paths or detectors).
+    pub fn has_masking(&self) -> bool {
+        !self.maskers.is_empty()
+    }
+
+    /// Which result columns of `stmt` to mask, given the server's description of
+    /// them. `matcher`: this set's [`PolicySet::column_matcher`], or that matcher
+    /// extended ([`ColumnMatcher::with_columns`], [`ColumnMatcher::with_functions`])
+    /// with what the statement reads out of its own sight (views, user-defined
+    /// functions).
+    pub fn mask_plan(
+        &self,
+        stmt: &Statement,
+        output: &[OutputColumn],
+        matcher: &ColumnMatcher,
+    ) -> MaskPlan {
+        if self.mask_everything {
+            let all = ColumnMask::Mask {
+                rule: self.maskers.len(),
+                reason: MaskReason::Uncertain("masking rules could not be combined".into()),
+            };
+            return MaskPlan {
+                columns: vec![all; output.len()],
+            };
+        }
+        crate::mask_plan::plan_rows(&stmt.ast, output, matcher)
+    }
+
+    /// How to mask `COPY … TO STDOUT`, or why it must be refused; `matcher` as
+    /// in [`PolicySet::mask_plan`].
+    pub fn copy_plan(
+        &self,
+        stmt: &Statement,
+        table_columns: Option<&[String]>,
+        matcher: &ColumnMatcher,
+    ) -> CopyPlan {
+        if self.mask_everything {
+            return CopyPlan::Deny("masking rules could not be combined".into());
+        }
+        crate::mask_plan::plan_copy(&stmt.ast, matcher, table_columns)
+    }
+
+    /// The column matcher (for callers that resolve origins themselves).
+    pub fn column_matcher(&self) -> &ColumnMatcher {
+        &self.columns
+    }
+
+    /// The masker of a rule index from a [`MaskPlan`] or a JSONPath entry.
+    pub fn masker(&self, rule: usize) -> &Masker {
+        // Indices come from this set's own matcher; the fallback only guards
+        // against a caller mixing sets, and the strongest masker is the safe choice.
+        self.maskers.get(rule).unwrap_or(&self.fallback)
+    }
+
+    /// All maskers, indexed by rule.
+    pub fn maskers(&self) -> &[Masker] {
+        &self.maskers
+    }
+
+    /// The detectors to run on every text value, and the masker for what they find.
+    pub fn detectors(&self) -> Option<(&DetectorSet, &Masker)> {
+        self.detectors.as_ref().map(|(d, i)| (d, self.masker(*i)))
+    }
+
+    /// The detectors with the index of their masker (for [`crate::json_mask::mask_json`]).
+    pub fn detectors_indexed(&self) -> Option<(&DetectorSet, usize)> {
+        self.detectors.as_ref().map(|(d, i)| (d, *i))
+    }
+
+    /// JSONPaths to mask in HTTP responses, each with its masker index.
+    pub fn json_paths(&self) -> &[(JsonPath, usize)] {
+        &self.json_paths
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> EffectiveLimits {
+        self.limits
+    }
+
+    /// The name of the applicable policy whose `maxRowsAffected` is in force
+    /// (the smallest; the first such policy on a tie).
+    pub fn max_rows_affected_policy(&self) -> Option<&str> {
+        let limit = self.limits.max_rows_affected?;
+        self.policies
+            .iter()
+            .find(|p| p.limits.as_ref().and_then(|l| l.max_rows_affected) == Some(limit))
+            .map(|p| p.name.as_str())
+    }
+
+    /// The name of an applicable policy in `enforce` mode that makes the
+    /// session read-only (`spec.readOnly`; most restrictive wins), if any.
+    /// A `dryRun` policy never blocks, so its readOnly does not apply.
+    pub fn read_only(&self) -> Option<&str> {
+        self.policies
+            .iter()
+            .find(|p| p.read_only && p.mode == PolicyMode::Enforce)
+            .map(|p| p.name.as_str())
+    }
+}
+
+fn redact_masker() -> Masker {
+    Masker::redact()
+}
+
+fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

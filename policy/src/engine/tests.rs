@@ -1,0 +1,433 @@
+//! Unit tests of policy compilation and decisions.
+
+use std::sync::Arc;
+
+use sluice_crds::{AccessPolicy, Action, MaxRowsAction};
+
+use crate::http::HttpRequest;
+use crate::sql::SqlDialect;
+
+use super::compile::{CompiledPolicy, NoSecrets};
+use super::set::PolicySet;
+use super::{CompileError, Identity};
+
+fn policy(yaml: &str) -> Arc<CompiledPolicy> {
+    let ap: AccessPolicy = serde_yaml::from_str(yaml).unwrap();
+    Arc::new(CompiledPolicy::compile(&ap, &NoSecrets).unwrap())
+}
+
+fn compile_err(yaml: &str) -> CompileError {
+    let ap: AccessPolicy = serde_yaml::from_str(yaml).unwrap();
+    CompiledPolicy::compile(&ap, &NoSecrets).unwrap_err()
+}
+
+const BASE: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: p, namespace: shop}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [db]
+"#;
+
+fn with(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+fn set(policies: &[Arc<CompiledPolicy>]) -> PolicySet {
+    PolicySet::select(
+        policies,
+        &Identity::service_account("shop", "app"),
+        "db",
+        None,
+    )
+    .unwrap()
+}
+
+fn action(ps: &PolicySet, sql: &str) -> (Action, Option<String>) {
+    let d = ps.decide_sql(sql, SqlDialect::Postgres).decision;
+    (d.action, d.rule)
+}
+
+#[test]
+fn binding_needs_subject_and_connection() {
+    let p = policy(&with(""));
+    let app = Identity::service_account("shop", "app");
+    assert!(PolicySet::select(std::slice::from_ref(&p), &app, "db", None).is_some());
+    assert!(PolicySet::select(std::slice::from_ref(&p), &app, "other", None).is_none());
+    let other_ns = Identity::service_account("dev", "app");
+    assert!(PolicySet::select(std::slice::from_ref(&p), &other_ns, "db", None).is_none());
+    let g = policy(
+        "apiVersion: sluice.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: g, namespace: shop}\n\
+             spec: {subjects: [{group: 'system:serviceaccounts:ci'}], connections: [db]}\n",
+    );
+    let ci = Identity::service_account("ci", "deployer");
+    assert!(PolicySet::select(std::slice::from_ref(&g), &ci, "db", None).is_some());
+    assert!(PolicySet::select(&[g], &app, "db", None).is_none());
+    let cross = policy(
+        "apiVersion: sluice.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: x, namespace: shop}\n\
+             spec: {subjects: [{serviceAccount: app, namespace: dev}], connections: [db]}\n",
+    );
+    assert!(PolicySet::select(std::slice::from_ref(&cross), &other_ns, "db", None).is_some());
+    assert!(PolicySet::select(&[cross], &app, "db", None).is_none());
+}
+
+#[test]
+fn first_matching_rule_then_default() {
+    let ps = set(&[policy(&with(
+        r#"  defaultAction: deny
+  rules:
+    - {name: reads, match: {statements: [select]}, action: allow}
+    - {name: no-select-secrets, match: {tables: [secrets]}, action: deny}
+    - {name: writes, match: {statements: [insert, update]}, action: allow}
+"#,
+    ))]);
+    // First match wins, even when a later rule would deny.
+    assert_eq!(
+        action(&ps, "SELECT * FROM secrets"),
+        (Action::Allow, Some("reads".into()))
+    );
+    assert_eq!(
+        action(&ps, "INSERT INTO t VALUES (1)"),
+        (Action::Allow, Some("writes".into()))
+    );
+    assert_eq!(
+        action(&ps, "DELETE FROM t WHERE id = 1"),
+        (Action::Deny, None)
+    );
+}
+
+#[test]
+fn rule_fields_are_anded_lists_ored() {
+    let ps = set(&[policy(&with(
+        r#"  rules:
+    - {name: r, match: {statements: [delete, update], tables: ["public.accounts", "ledger_*"]}, action: deny}
+    - {name: ww, match: {withoutWhere: true}, action: requireApproval, approval: {approvers: {users: [a]}}}
+    - {name: tp, match: {textPattern: "(?i)sleep\\s*\\("}, action: deny}
+    - {name: fn, match: {functions: ["dblink*", "pg_catalog.lo_*"]}, action: deny}
+"#,
+    ))]);
+    let r = |s: &str| action(&ps, s).1;
+    assert_eq!(r("DELETE FROM accounts WHERE id = 1"), Some("r".into()));
+    assert_eq!(
+        r("DELETE FROM public.accounts WHERE id = 1"),
+        Some("r".into())
+    );
+    assert_eq!(r("DELETE FROM other.accounts WHERE id = 1"), None);
+    assert_eq!(
+        r("UPDATE ledger_2024 SET x = 1 WHERE id = 1"),
+        Some("r".into())
+    );
+    assert_eq!(r("SELECT * FROM ledger_2024"), None);
+    assert_eq!(r("DELETE FROM orders"), Some("ww".into()));
+    assert_eq!(r("SELECT pg_sleep(1), SLEEP (2)"), Some("tp".into()));
+    assert_eq!(
+        r("SELECT * FROM dblink('host=x', 'select 1') AS t(a int)"),
+        Some("fn".into())
+    );
+    assert_eq!(r("SELECT lo_import('/etc/passwd')"), Some("fn".into()));
+    assert_eq!(
+        r("SELECT pg_catalog.lo_import('/etc/passwd')"),
+        Some("fn".into())
+    );
+}
+
+#[test]
+fn most_restrictive_across_policies() {
+    let a = policy(
+        &with("  rules: [{name: ok, match: {}, action: allow}]\n").replace("name: p,", "name: a,"),
+    );
+    let b = policy(
+            &with("  rules: [{name: hold, match: {statements: [delete]}, action: requireApproval, approval: {approvers: {groups: [dba]}}}]\n")
+                .replace("name: p,", "name: b,"),
+        );
+    let c = policy(
+        &with("  rules: [{name: no, match: {tables: [t]}, action: deny}]\n")
+            .replace("name: p,", "name: c,"),
+    );
+    let ps = set(&[a, b, c]);
+    let d = ps
+        .decide_sql("DELETE FROM t WHERE id = 1", SqlDialect::Postgres)
+        .decision;
+    assert_eq!(
+        (d.action, d.policy.as_deref(), d.rule.as_deref()),
+        (Action::Deny, Some("c"), Some("no"))
+    );
+    let d = ps
+        .decide_sql("DELETE FROM u WHERE id = 1", SqlDialect::Postgres)
+        .decision;
+    assert_eq!(
+        (d.action, d.policy.as_deref()),
+        (Action::RequireApproval, Some("b"))
+    );
+    assert!(d.approval.is_some());
+    let d = ps.decide_sql("SELECT 1", SqlDialect::Postgres).decision;
+    assert_eq!(d.action, Action::Allow);
+}
+
+#[test]
+fn approval_requirements_never_tie() {
+    // Issue 18: the requirement covering the others decides, in either
+    // order; requirements none of which covers the others are refused.
+    let rule = |name: &str, table: &str, approvers: &str, min: u32| {
+        format!(
+            "    - {{name: {name}, match: {{tables: [{table}]}}, action: requireApproval, approval: {{approvers: {approvers}, minApprovals: {min}}}}}\n"
+        )
+    };
+    let ps = set(&[policy(&with(&format!(
+        "  rules:\n{}{}{}",
+        rule("one", "a", "{groups: [dba]}", 1),
+        rule("two", "b", "{groups: [dba]}", 2),
+        rule("sec", "c", "{groups: [security]}", 1)
+    )))]);
+    for sql in [
+        "UPDATE a SET v = 1; UPDATE b SET v = 1",
+        "UPDATE b SET v = 1; UPDATE a SET v = 1",
+    ] {
+        let d = ps.decide_sql(sql, SqlDialect::Postgres).decision;
+        assert_eq!(
+            (d.enforced, d.enforced_rule.as_deref()),
+            (Action::RequireApproval, Some("two")),
+            "{sql}"
+        );
+        assert_eq!(d.approval.unwrap().min_approvals, 2, "{sql}");
+    }
+    for sql in [
+        "UPDATE a SET v = 1; UPDATE c SET v = 1",
+        "UPDATE c SET v = 1; UPDATE a SET v = 1",
+    ] {
+        let d = ps.decide_sql(sql, SqlDialect::Postgres).decision;
+        assert_eq!(d.enforced, Action::Deny, "{sql}");
+        assert!(
+            d.reason.contains("rule \"one\"") && d.reason.contains("rule \"sec\""),
+            "{}",
+            d.reason
+        );
+    }
+
+    // Across policies: a laxer policy (fewer approvals, more approvers)
+    // does not override a two-person rule, whichever sorts first.
+    let named = |name: &str, rules: String| {
+        policy(&with(&format!("  rules:\n{rules}")).replace("name: p,", &format!("name: {name},")))
+    };
+    let strict = |name: &str| named(name, rule("two", "b", "{groups: [dba]}", 2));
+    let lax = |name: &str| named(name, rule("lax", "b", "{groups: [dba, ops]}", 1));
+    for (policies, strict_name) in [
+        ([lax("a"), strict("b")], "b"),
+        ([strict("a"), lax("b")], "a"),
+    ] {
+        let d = set(&policies)
+            .decide_sql("UPDATE b SET v = 2", SqlDialect::Postgres)
+            .decision;
+        assert_eq!(
+            (
+                d.enforced,
+                d.enforced_policy.as_deref(),
+                d.enforced_rule.as_deref()
+            ),
+            (Action::RequireApproval, Some(strict_name), Some("two"))
+        );
+        assert_eq!(d.approval.unwrap().min_approvals, 2);
+    }
+    // Approvers the other rule does not accept: no request can satisfy both.
+    let other = |name: &str| named(name, rule("bob", "b", "{users: [bob]}", 2));
+    for policies in [[other("a"), strict("b")], [strict("a"), other("b")]] {
+        let d = set(&policies)
+            .decide_sql("UPDATE b SET v = 2", SqlDialect::Postgres)
+            .decision;
+        assert_eq!(d.enforced, Action::Deny, "{}", d.reason);
+        assert!(d.reason.contains("none of these covers"), "{}", d.reason);
+    }
+}
+
+#[test]
+fn dry_run_records_but_does_not_block() {
+    let enforce = policy(&with(
+        "  rules: [{name: hold, match: {statements: [update]}, action: requireApproval, approval: {approvers: {users: [x]}}}]\n",
+    ));
+    let dry = policy(
+            &with("  mode: dryRun\n  rules: [{name: no-drop, match: {statements: [drop, update]}, action: deny}]\n")
+                .replace("name: p,", "name: q,"),
+        );
+    let ps = set(&[enforce, dry.clone()]);
+    let d = ps.decide_sql("DROP TABLE t", SqlDialect::Postgres).decision;
+    assert_eq!(
+        (d.action, d.enforced, d.dry_run),
+        (Action::Deny, Action::Allow, true)
+    );
+    assert!(d.reason.contains("dryRun"), "{}", d.reason);
+    let d = ps
+        .decide_sql("UPDATE t SET a = 1 WHERE b = 2", SqlDialect::Postgres)
+        .decision;
+    assert_eq!(
+        (d.action, d.enforced),
+        (Action::Deny, Action::RequireApproval)
+    );
+    assert_eq!(d.enforced_rule.as_deref(), Some("hold"));
+    assert!(d.approval.is_some());
+    // Only dry-run policies: everything runs.
+    let only = set(&[dry]);
+    let d = only
+        .decide_sql("DROP TABLE t", SqlDialect::Postgres)
+        .decision;
+    assert_eq!((d.action, d.enforced), (Action::Deny, Action::Allow));
+}
+
+#[test]
+fn parse_errors_follow_on_parse_error() {
+    let deny = set(&[policy(&with(""))]);
+    let d = deny.decide_sql("SELEKT 1 FROM", SqlDialect::Postgres);
+    assert_eq!(d.decision.action, Action::Deny);
+    assert!(d.parse_error.is_some());
+    assert!(
+        d.decision.reason.contains("onParseError"),
+        "{}",
+        d.decision.reason
+    );
+    let allow = set(&[policy(&with("  onParseError: allow\n"))]);
+    assert_eq!(
+        allow
+            .decide_sql("SELEKT 1 FROM", SqlDialect::Postgres)
+            .decision
+            .action,
+        Action::Allow
+    );
+    // The redacted text of an unparseable statement keeps no literal.
+    let d = deny.decide_sql("SELEKT 'secret-value' FROM", SqlDialect::Postgres);
+    assert!(!d.redacted.contains("secret-value"), "{}", d.redacted);
+}
+
+#[test]
+fn multi_statement_strings_are_as_strict_as_their_strictest_part() {
+    let ps = set(&[policy(&with(
+        "  rules: [{name: no-drop, match: {statements: [drop]}, action: deny}]\n",
+    ))]);
+    let d = ps.decide_sql("SELECT 1; DROP TABLE t; SELECT 2", SqlDialect::Postgres);
+    assert_eq!(d.statements.len(), 3);
+    assert_eq!(d.decision.action, Action::Deny);
+    assert_eq!(d.statements[0].1.action, Action::Allow);
+    assert_eq!(d.statements[1].1.action, Action::Deny);
+}
+
+#[test]
+fn sql_rules_do_not_match_http_and_back() {
+    let ps = set(&[policy(&with(
+        r#"  rules:
+    - {name: sql-only, match: {statements: [select]}, action: deny}
+    - {name: http-only, match: {methods: [DELETE]}, action: deny}
+"#,
+    ))]);
+    let get = HttpRequest {
+        method: "GET",
+        path: "/x",
+        query: "",
+        body: None,
+    };
+    assert_eq!(ps.decide_http(&get).action, Action::Allow);
+    let del = HttpRequest {
+        method: "DELETE",
+        path: "/x",
+        query: "",
+        body: None,
+    };
+    assert_eq!(ps.decide_http(&del).rule.as_deref(), Some("http-only"));
+    assert_eq!(
+        action(&ps, "DELETE FROM t WHERE a = 1"),
+        (Action::Allow, None)
+    );
+}
+
+#[test]
+fn compile_errors_name_the_field() {
+    let e = compile_err(&with(
+        "  rules: [{name: r, match: {tables: ['a[']}, action: deny}]\n",
+    ));
+    assert_eq!(e.reason(), "InvalidPattern");
+    assert!(
+        e.to_string().contains("spec.rules[0].match.tables[0]"),
+        "{e}"
+    );
+    let e = compile_err(&with(
+        "  rules: [{name: r, match: {textPattern: '('}, action: deny}]\n",
+    ));
+    assert!(e.to_string().contains("textPattern"), "{e}");
+    let e = compile_err(&with(
+        "  rules: [{name: r, match: {statements: [select], methods: [GET]}, action: deny}]\n",
+    ));
+    assert_eq!(e.reason(), "InvalidRule");
+    let e = compile_err(&with(
+        "  rules: [{name: r, match: {}, action: requireApproval}]\n",
+    ));
+    assert!(e.to_string().contains("approval"), "{e}");
+    let e = compile_err(&with("  masking: [{columns: [ssn]}]\n"));
+    assert!(e.to_string().contains("spec.masking[0].columns[0]"), "{e}");
+    let e = compile_err(&with(
+        "  masking: [{columns: [t.c], strategy: hash, keySecretRef: {name: k, key: key}}]\n",
+    ));
+    assert_eq!(e.reason(), "SecretNotFound");
+}
+
+#[test]
+fn limits_take_the_strictest() {
+    let a = policy(&with("  limits: {maxRows: 100, statementsPerSecond: 50}\n"));
+    let b = policy(
+        &with("  limits: {maxRows: 10, onMaxRows: refuse}\n").replace("name: p,", "name: b,"),
+    );
+    let l = set(&[a, b]).limits();
+    assert_eq!(l.max_rows, Some(10));
+    assert_eq!(l.statements_per_second, Some(50));
+    assert_eq!(l.on_max_rows, MaxRowsAction::Refuse);
+}
+
+#[test]
+fn max_rows_affected_takes_the_smallest_and_names_its_policy() {
+    let a = policy(&with("  limits: {maxRowsAffected: 100}\n"));
+    let b = policy(
+        &with("  limits: {maxRowsAffected: 5, maxRows: 10}\n").replace("name: p,", "name: b,"),
+    );
+    let c = policy(&with("  limits: {maxRows: 1}\n").replace("name: p,", "name: c,"));
+    let s = set(&[a.clone(), b, c.clone()]);
+    assert_eq!(s.limits().max_rows_affected, Some(5));
+    assert_eq!(s.max_rows_affected_policy(), Some("b"));
+    let s = set(&[c.clone(), a]);
+    assert_eq!(s.limits().max_rows_affected, Some(100));
+    assert_eq!(s.max_rows_affected_policy(), Some("p"));
+    assert_eq!(set(&[c]).max_rows_affected_policy(), None);
+}
+
+#[test]
+fn read_only_most_restrictive_wins_in_enforce_mode() {
+    let plain = policy(&with(""));
+    let ro = policy(&with("  readOnly: true\n").replace("name: p,", "name: b,"));
+    let dry = policy(&with("  readOnly: true\n  mode: dryRun\n").replace("name: p,", "name: c,"));
+    assert_eq!(set(std::slice::from_ref(&plain)).read_only(), None);
+    assert_eq!(set(&[plain.clone(), ro]).read_only(), Some("b"));
+    assert_eq!(set(&[plain, dry]).read_only(), None);
+}
+
+#[test]
+fn masking_rules_combine_strongest_first() {
+    let ps = set(&[policy(&with(
+        r#"  masking:
+    - {columns: ["customers.email"], strategy: partial}
+    - {columns: ["customers.*"], strategy: redact}
+    - {detectors: [creditCard], strategy: partial}
+"#,
+    ))]);
+    assert!(ps.has_masking());
+    let rule = ps
+        .column_matcher()
+        .match_column(None, "customers", "email")
+        .unwrap();
+    // redact is stronger than partial, and both match.
+    assert_eq!(ps.masker(rule).mask("bob@example.com"), "[redacted]");
+    let (detectors, masker) = ps.detectors().unwrap();
+    let text = "card 4111 1111 1111 1111 on file";
+    let found = detectors.find(text);
+    assert_eq!(found.len(), 1);
+    assert!(
+        !masker
+            .mask_findings(text, &found)
+            .contains("4111 1111 1111 1111")
+    );
+}

@@ -1,0 +1,133 @@
+//! Request paths and query strings: percent-decoding and normalisation.
+
+use super::PathError;
+
+/// The decoded `name=value` pairs of a raw query (`+` is a space; a malformed
+/// escape is kept as written).
+pub(super) fn parse_query(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_query_part(k), decode_query_part(v))
+        })
+        .collect()
+}
+
+fn decode_query_part(s: &str) -> String {
+    let plus = s.replace('+', " ");
+    match percent_decode(&plus) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(()) => plus,
+    }
+}
+
+/// Decodes every `%XX`; `Err` on a `%` not followed by two hex digits.
+pub(super) fn percent_decode(s: &str) -> Result<Vec<u8>, ()> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = b.get(i + 1).and_then(|c| (*c as char).to_digit(16));
+            let lo = b.get(i + 2).and_then(|c| (*c as char).to_digit(16));
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => {
+                    // Both digits are < 16, so this fits in a byte.
+                    out.push(u8::try_from(hi * 16 + lo).map_err(|_| ())?);
+                    i += 3;
+                }
+                _ => return Err(()),
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The path as the rules see it (see the module documentation), or why it is
+/// ambiguous. Requests with an ambiguous path should be refused before any rule
+/// is consulted.
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let segments = path_segments(raw)?;
+    let mut out = String::with_capacity(raw.len() + 1);
+    if segments.is_empty() {
+        out.push('/');
+    }
+    for s in segments {
+        out.push('/');
+        out.push_str(&s);
+    }
+    Ok(out)
+}
+
+/// The path to send upstream for `raw`: exactly the path the rules decided
+/// ([`normalize_path`]), each segment percent-encoded again where RFC 3986
+/// needs it (so the upstream decodes it to the same segments), and the
+/// trailing slash kept (`/entries/1/` is decided as `/entries/1`).
+pub fn forward_path(raw: &str) -> Result<String, PathError> {
+    let segments = path_segments(raw)?;
+    let mut out = String::with_capacity(raw.len() + 1);
+    for s in &segments {
+        out.push('/');
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    if segments.is_empty() || raw.ends_with('/') {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// The decoded segments of a path, dot-segments resolved; see the module
+/// documentation for what is refused.
+fn path_segments(raw: &str) -> Result<Vec<String>, PathError> {
+    if raw.contains(';') {
+        return Err(PathError::PathParameter);
+    }
+    let rb = raw.as_bytes();
+    let hidden = rb.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                [w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()],
+                [b'2', b'F'] | [b'5', b'C'] | [b'3', b'B']
+            )
+    });
+    if hidden {
+        return Err(PathError::EncodedSeparator);
+    }
+    let bytes = percent_decode(raw).map_err(|()| PathError::MalformedEscape)?;
+    let decoded = String::from_utf8(bytes).map_err(|_| PathError::InvalidUtf8)?;
+    if decoded.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(PathError::ForbiddenCharacter);
+    }
+    let db = decoded.as_bytes();
+    let double = db
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    if double {
+        return Err(PathError::DoubleEncoded);
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+            }
+            s => segments.push(s.to_string()),
+        }
+    }
+    Ok(segments)
+}
+
+// === request grammar ===
