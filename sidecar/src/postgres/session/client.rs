@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use super::expect::Expect;
 use super::{
     ClientLoop, MAX_OUTSTANDING, MAX_PENDING_BYTES, MAX_PENDING_MESSAGES,
-    READ_ONLY_SQL_TRANSACTION, SessionError,
+    READ_ONLY_SQL_TRANSACTION, SessionError, log_unrecorded,
 };
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::catalog::CatalogError;
@@ -202,18 +202,48 @@ impl ClientLoop {
         self.refuse(&refusal);
     }
 
-    /// A refusal on record and counted. The statement is refused whether or
-    /// not its record could be written; a failed write is logged here (the
-    /// audit sink reports its own outage), never dropped in silence.
+    /// Asks the enforcer for the decision on `sql`: the one place a
+    /// statement is decided (a simple Query, a Parse, a prepared statement
+    /// under new policies, a statement approved while held).
+    pub(super) fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        self.enforcer.decide(sql)
+    }
+
+    /// A refusal on record and counted: every refused statement goes
+    /// through here, or through [`ClientLoop::record_refused_step`] when
+    /// its record is an approval step.
     pub(super) fn record_refused(&self, decided: &Decided, protocol: &str, refusal: &Refusal) {
-        if let Err(e) = self
+        self.record_refusal(decided, protocol, refusal);
+        self.ctx.metrics.statement(decided, true);
+    }
+
+    /// Puts a refusal on record, uncounted: [`ClientLoop::record_refused`]
+    /// counts it; or it was counted when it was let through (a write
+    /// `maxRowsAffected` rolled back, an approved run that could not start);
+    /// or its client left while it was held for approval.
+    /// The statement is refused whether or not its record could be written;
+    /// a failed write is logged, never dropped in silence.
+    pub(super) fn record_refusal(&self, decided: &Decided, protocol: &str, refusal: &Refusal) {
+        log_unrecorded(
+            self.ctx
+                .audit
+                .statement(&self.session, decided, protocol, Some(refusal)),
+            "refused statement",
+        );
+    }
+
+    /// The write-ahead record of an allowed statement, counted: appended
+    /// now; the caller waits for its ticket to be durable before anything is
+    /// forwarded. When it cannot be written the statement does not run: the
+    /// refusal says so.
+    pub(super) fn record_allowed(&self, decided: &Decided, protocol: &str) -> Result<u64, Refusal> {
+        let ticket = self
             .ctx
             .audit
-            .statement(&self.session, decided, protocol, Some(refusal))
-        {
-            tracing::error!(error = %e, protocol, "writing the audit record of a refused statement failed");
-        }
-        self.ctx.metrics.statement(decided, true);
+            .statement_pending(&self.session, decided, protocol)
+            .map_err(|e| Refusal::audit_failed(&e));
+        self.ctx.metrics.statement(decided, ticket.is_err());
+        ticket
     }
 
     /// Queues the answer to a refused simple Query or FunctionCall: its

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::enforcement::{Decided, Enforcer, Masking};
+use crate::enforcement::{Decided, Masking};
 use crate::postgres::masking::CopyMask;
 
 /// What the upstream will send next, in order, and what it belongs to.
@@ -69,35 +69,9 @@ pub(super) struct StatementRef {
     /// The text a prepared statement was parsed from, and the enforcer
     /// generation its decision was taken under: after a policy change the
     /// decision is taken again before the statement runs (see
-    /// [`ClientLoop::redecide_prepared`]). `None` for simple queries, which
+    /// [`super::ClientLoop::redecide_prepared`]). `None` for simple queries, which
     /// are decided each time they come.
     pub(super) prepared: Option<(Arc<str>, u64)>,
-}
-
-impl StatementRef {
-    /// The same statement decided again under the enforcer's current
-    /// standing. The old decision is kept when the verdict did not change,
-    /// so an approval granted for it still counts.
-    pub(super) fn redecided(&self, enforcer: &mut Enforcer) -> StatementRef {
-        let generation = enforcer.generation();
-        let Some((sql, taken)) = &self.prepared else {
-            return self.clone();
-        };
-        if *taken == generation {
-            return self.clone();
-        }
-        let now = enforcer.decide(sql);
-        let (old, new) = (self.decided.decision(), now.decision());
-        let same = old.enforced == new.enforced
-            && old.enforced_policy == new.enforced_policy
-            && old.enforced_rule == new.enforced_rule
-            && self.decided.refusal.is_none() == now.refusal.is_none();
-        StatementRef {
-            decided: if same { self.decided.clone() } else { now },
-            index: self.index,
-            prepared: Some((sql.clone(), generation)),
-        }
-    }
 }
 
 pub(super) struct BindInfo {

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -19,6 +18,31 @@ use crate::postgres::messages::{bind, describe, error_response, execute, fronten
 use crate::postgres::rows_affected::{self, Limit};
 use crate::postgres::settings::Effect;
 
+/// A group decided in pass 1 (see [`ClientLoop::decide_statements`]).
+struct Parsed {
+    /// What each message runs: a Parse its statement, an Execute its portal's.
+    decisions: Vec<Option<StatementRef>>,
+    /// Statements that need approval, asked once the group is decided.
+    to_approve: Vec<(String, Arc<Decided>)>,
+    /// The first refusal (on record).
+    refusal: Option<Refusal>,
+}
+
+/// A group allowed to run: what each message runs, how its writes are
+/// counted under `maxRowsAffected`, and whether it may change the
+/// settings Sluice models.
+struct Plan {
+    decisions: Vec<Option<StatementRef>>,
+    writes: Option<Guard>,
+    barrier: bool,
+}
+
+/// What becomes of a group.
+enum Verdict {
+    Forward(Plan),
+    Refuse(Refusal),
+}
+
 impl ClientLoop {
     /// Decides and forwards (or refuses) the buffered extended-protocol
     /// messages, ending with `terminator` (Sync or Flush).
@@ -32,18 +56,79 @@ impl ClientLoop {
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        let mut barrier = false;
-        // Pass 1: decide every Parse; statements parsed earlier in the group
-        // are visible to later Binds.
+        match self.decide_group(&pending, sync).await? {
+            Verdict::Forward(plan) => self.forward_group(&pending, plan, terminator, sync).await,
+            Verdict::Refuse(refusal) => {
+                self.queue_refusal(&refusal, false, self.group_forwarded);
+                if sync {
+                    self.end_refused_group().await
+                } else {
+                    self.discarding = true;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Decides a group before anything of it is forwarded: its statements
+    /// (pass 1), their approvals, how `maxRowsAffected` counts its writes,
+    /// then each Execute's checks and write-ahead record (pass 2). Every
+    /// refusal is on record by then.
+    async fn decide_group(
+        &mut self,
+        pending: &[Frame],
+        sync: bool,
+    ) -> Result<Verdict, SessionError> {
+        let parsed = self.decide_statements(pending)?;
+        // Deciding may have picked up new rules.
+        self.sync_masking();
+        self.read_only_in_force()?;
+        if let Some(refusal) = parsed.refusal {
+            return Ok(Verdict::Refuse(refusal));
+        }
+        // Statements that need approval hold (or refuse) the whole group.
+        for (sql, decided) in &parsed.to_approve {
+            if let Some(refusal) = self.approve_parse(sql, decided).await {
+                return Ok(Verdict::Refuse(refusal));
+            }
+        }
+        // maxRowsAffected: how the group's Executes are counted, decided
+        // before anything of it is on record as run.
+        let writes = match self.group_writes(pending, &parsed.decisions, sync) {
+            Ok(writes) => writes,
+            Err((refusal, decided)) => {
+                if let Some(decided) = decided {
+                    self.record_refused(&decided, "extended", &refusal);
+                }
+                return Ok(Verdict::Refuse(refusal));
+            }
+        };
+        Ok(
+            match self.record_executes(pending, &parsed.decisions, sync).await {
+                Ok(barrier) => Verdict::Forward(Plan {
+                    decisions: parsed.decisions,
+                    writes,
+                    barrier,
+                }),
+                Err(refusal) => Verdict::Refuse(refusal),
+            },
+        )
+    }
+
+    /// Pass 1: decides every Parse (statements parsed earlier in the group
+    /// are visible to later Binds) and finds the statement each Execute
+    /// runs. A Parse refused by the rules, or read under settings Sluice
+    /// does not model, is on record now and refuses the group.
+    fn decide_statements(&mut self, pending: &[Frame]) -> Result<Parsed, SessionError> {
         let mut parsed: HashMap<String, StatementRef> = HashMap::new();
         let mut refusal: Option<Refusal> = None;
         let mut decisions: Vec<Option<StatementRef>> = Vec::with_capacity(pending.len());
         let mut to_approve: Vec<(String, Arc<Decided>)> = Vec::new();
-        for frame in &pending {
+        for frame in pending {
             match frame.tag {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
-                    let decided = self.enforcer.decide(p.query);
+                    let decided = self.decide(p.query);
                     if let Some(r) = self
                         .unmodelled(p.query)
                         .or_else(|| self.read_only_refusal(&decided, p.query))
@@ -72,152 +157,126 @@ impl ClientLoop {
                 }
                 frontend::EXECUTE => {
                     let (portal, _) = execute::decode(frame.body())?;
-                    decisions.push(self.portal_statement(portal, &pending, &parsed));
+                    decisions.push(self.portal_statement(portal, pending, &parsed));
                 }
                 _ => decisions.push(None),
             }
         }
-        // Deciding may have picked up new rules.
-        self.sync_masking();
-        self.read_only_in_force()?;
-        if refusal.is_none() {
-            // Statements that need approval hold (or refuse) the whole group.
-            for (sql, decided) in &to_approve {
-                if let Some(r) = self.approve_parse(sql, decided).await {
-                    refusal = Some(r);
-                    break;
-                }
+        Ok(Parsed {
+            decisions,
+            to_approve,
+            refusal,
+        })
+    }
+
+    /// Pass 2: each Execute runs a statement, checked and put on record
+    /// (write-ahead) before anything is forwarded; the first refusal ends
+    /// it. `Ok` with whether a statement of the group may change the
+    /// settings Sluice models (see [`ClientLoop::barrier`]).
+    async fn record_executes(
+        &mut self,
+        pending: &[Frame],
+        decisions: &[Option<StatementRef>],
+        sync: bool,
+    ) -> Result<bool, Refusal> {
+        let mut barrier = false;
+        let mut ticket = None;
+        for (i, (frame, stmt)) in pending.iter().zip(decisions).enumerate() {
+            if frame.tag != frontend::EXECUTE {
+                continue;
             }
+            let Some(stmt) = stmt else { continue };
+            // A statement that changes the settings must end its Sync
+            // group: what follows it is read under what the server
+            // reports at that Sync.
+            let followed = !sync
+                || pending[i + 1..].iter().any(|f| {
+                    matches!(
+                        f.tag,
+                        frontend::PARSE
+                            | frontend::BIND
+                            | frontend::EXECUTE
+                            | frontend::DESCRIBE
+                            | frontend::CLOSE
+                    )
+                });
+            let (effect, appended) = self.record_execute(stmt, followed).await?;
+            barrier |= effect != Effect::None;
+            // Written once for the group, below.
+            ticket = appended.or(ticket);
         }
-        // maxRowsAffected: how the group's Executes are counted, decided
-        // before anything of it is on record as run.
-        let mut writes = None;
-        if refusal.is_none() {
-            match self.group_writes(&pending, &decisions, sync) {
-                Ok(w) => writes = w,
-                Err((r, decided)) => {
-                    if let Some(decided) = decided {
-                        self.record_refused(&decided, "extended", &r);
-                    }
-                    refusal = Some(r);
-                }
-            }
+        // Write-ahead: the group's records are written before it is forwarded.
+        if let Some(t) = ticket {
+            self.ctx
+                .audit
+                .durable(t)
+                .await
+                .map_err(|e| Refusal::audit_failed(&e))?;
         }
-        if refusal.is_none() {
-            // Pass 2: each Execute runs a statement: rate limit, COPY plan and
-            // the write-ahead audit record, before anything is forwarded.
-            let mut ticket = None;
-            for (i, (frame, stmt)) in pending.iter().zip(&decisions).enumerate() {
-                if frame.tag != frontend::EXECUTE {
-                    continue;
-                }
-                let Some(stmt) = stmt else { continue };
-                let text = stmt.prepared.as_ref().map_or("", |(t, _)| t);
-                let effect = statement_effect(&stmt.decided, text);
-                // A statement that changes the settings must end its Sync
-                // group: what follows it is read under what the server
-                // reports at that Sync.
-                let followed = !sync
-                    || pending[i + 1..].iter().any(|f| {
-                        matches!(
-                            f.tag,
-                            frontend::PARSE
-                                | frontend::BIND
-                                | frontend::EXECUTE
-                                | frontend::DESCRIBE
-                                | frontend::CLOSE
-                        )
-                    });
-                let settings_refusal = self
-                    .unmodelled(text)
-                    .or_else(|| (effect == Effect::Alone && followed).then(alone_refusal));
-                if let Some(r) = settings_refusal {
-                    let _ = self.ctx.audit.statement(
-                        &self.session,
-                        &stmt.decided,
-                        "extended",
-                        Some(&r),
-                    );
-                    self.ctx.metrics.statement(&stmt.decided, true);
-                    refusal = Some(r);
-                    break;
-                }
-                barrier |= effect != Effect::None;
-                let awaits =
-                    self.ctx.approvals.is_some() && stmt.decided.awaits_approval().is_some();
-                if let Some(r) = stmt.decided.refusal.as_ref().filter(|_| !awaits) {
-                    // Prepared (or bound) under policies that have changed
-                    // since, and refused by the ones in force now.
-                    self.record_refused(&stmt.decided, "extended", r);
-                    refusal = Some(r.clone());
-                    break;
-                }
-                let approved = match self.approved_once(&stmt.decided) {
-                    Ok(approved) => approved,
-                    Err(r) => {
-                        let _ = self.ctx.audit.statement(
-                            &self.session,
-                            &stmt.decided,
-                            "extended",
-                            Some(&r),
-                        );
-                        self.ctx.metrics.statement(&stmt.decided, true);
-                        refusal = Some(r);
-                        break;
-                    }
-                };
-                let mut r = self.rate_check();
-                if r.is_none()
-                    && let Err(e) = self.copy_masks(&stmt.decided).await
-                {
-                    r = Some(e);
-                }
-                // An approved run's record is its approval's, written at Parse.
-                if !approved || r.is_some() {
-                    let recorded = match &r {
-                        Some(_) => self.ctx.audit.statement(
-                            &self.session,
-                            &stmt.decided,
-                            "extended",
-                            r.as_ref(),
-                        ),
-                        // Written once for the group, below.
-                        None => self
-                            .ctx
-                            .audit
-                            .statement_pending(&self.session, &stmt.decided, "extended")
-                            .map(|t| ticket = Some(t)),
-                    };
-                    if let Err(e) = recorded {
-                        r = Some(Refusal::audit_failed(&e));
-                    }
-                    self.ctx.metrics.statement(&stmt.decided, r.is_some());
-                }
-                if r.is_some() {
-                    refusal = r;
-                    break;
-                }
+        Ok(barrier)
+    }
+
+    /// One Execute of pass 2: the settings its statement may change, its
+    /// refusal under the policies in force now, its one approved run, the
+    /// rate limit and its COPY plan. `Ok` with its effect on the settings
+    /// and the ticket of its pending audit record (none for an approved
+    /// run: its record is its approval's, written at Parse); else the
+    /// refusal, on record and counted.
+    async fn record_execute(
+        &mut self,
+        stmt: &StatementRef,
+        followed: bool,
+    ) -> Result<(Effect, Option<u64>), Refusal> {
+        let decided = &stmt.decided;
+        let text = stmt.prepared.as_ref().map_or("", |(t, _)| t);
+        let effect = statement_effect(decided, text);
+        let awaits = self.ctx.approvals.is_some() && decided.awaits_approval().is_some();
+        let refused = self
+            .unmodelled(text)
+            .or_else(|| (effect == Effect::Alone && followed).then(alone_refusal))
+            // Prepared (or bound) under policies that have changed since,
+            // and refused by the ones in force now.
+            .or_else(|| decided.refusal.clone().filter(|_| !awaits));
+        let checked = match refused {
+            Some(refusal) => Err(refusal),
+            None => self.approved_once(decided),
+        };
+        let approved = match checked {
+            Ok(approved) => approved,
+            Err(refusal) => {
+                self.record_refused(decided, "extended", &refusal);
+                return Err(refusal);
             }
-            // Write-ahead: the group's records are written before it is forwarded.
-            if refusal.is_none()
-                && let Some(t) = ticket
-                && let Err(e) = self.ctx.audit.durable(t).await
-            {
-                refusal = Some(Refusal::audit_failed(&e));
-            }
+        };
+        let mut refusal = self.rate_check();
+        if refusal.is_none()
+            && let Err(e) = self.copy_masks(decided).await
+        {
+            refusal = Some(e);
         }
         if let Some(refusal) = refusal {
-            self.queue_refusal(&refusal, false, self.group_forwarded);
-            if sync {
-                self.end_refused_group().await?;
-            } else {
-                self.discarding = true;
-            }
-            return Ok(());
+            self.record_refused(decided, "extended", &refusal);
+            return Err(refusal);
         }
+        if approved {
+            // An approved run's record is its approval's, written at Parse.
+            return Ok((effect, None));
+        }
+        let ticket = self.record_allowed(decided, "extended")?;
+        Ok((effect, Some(ticket)))
+    }
 
-        // Forward, queueing what each message will be answered with.
-        if let Some(guard) = writes {
+    /// Forwards a decided group, queueing what each message will be
+    /// answered with; a write under `maxRowsAffected` goes behind the
+    /// sidecar's own BEGIN or SAVEPOINT (see [`ClientLoop::guard_prefix`]).
+    async fn forward_group(
+        &mut self,
+        pending: &[Frame],
+        plan: Plan,
+        terminator: Option<Frame>,
+        sync: bool,
+    ) -> Result<(), SessionError> {
+        if let Some(guard) = plan.writes {
             self.guard_prefix(guard).await?;
         } else {
             self.out.clear();
@@ -226,138 +285,13 @@ impl ClientLoop {
         // them, so the sidecar describes every statement it forwards, once,
         // and gives each portal its statement's mask in the Bind's formats.
         let describe_statements = self.masking.active();
-        for (i, frame) in pending.iter().enumerate() {
+        for (frame, stmt) in pending.iter().zip(plan.decisions) {
             match frame.tag {
-                frontend::PARSE => {
-                    let p = parse::decode(frame.body())?;
-                    if let Some(stmt) = decisions[i].clone() {
-                        self.statements.insert(
-                            p.name.to_string(),
-                            PreparedStatement {
-                                stmt,
-                                described: describe_statements.then_some(self.generation),
-                            },
-                        );
-                    }
-                    self.send(Expect::ParseComplete);
-                    self.out.extend_from_slice(&frame.raw);
-                    if describe_statements {
-                        self.send(Expect::Describe {
-                            portal: None,
-                            statement: Some(p.name.to_string()),
-                            stmt: decisions[i].clone(),
-                            forward: false,
-                        });
-                        describe::describe_statement(&mut self.out, p.name);
-                    }
-                }
-                frontend::BIND => {
-                    let b = bind::decode(frame.body())?;
-                    let generation = self.generation;
-                    let stmt = match self.statements.get_mut(b.statement) {
-                        Some(s) => {
-                            if describe_statements && s.described != Some(generation) {
-                                // Described under other masking rules (or
-                                // none): its mask is made again first.
-                                s.described = Some(generation);
-                                self.sent.fetch_add(1, Ordering::Relaxed);
-                                let _ = self.expect.send(Expect::Describe {
-                                    portal: None,
-                                    statement: Some(b.statement.to_string()),
-                                    stmt: Some(s.stmt.clone()),
-                                    forward: false,
-                                });
-                                describe::describe_statement(&mut self.out, b.statement);
-                            }
-                            Some(s.stmt.clone())
-                        }
-                        None => None,
-                    };
-                    let portal = b.portal.to_string();
-                    self.portals.insert(
-                        portal.clone(),
-                        Portal {
-                            stmt: stmt.clone(),
-                            generation,
-                        },
-                    );
-                    let info = describe_statements.then(|| {
-                        Box::new(BindInfo {
-                            portal: portal.clone(),
-                            statement: b.statement.to_string(),
-                            formats: b.result_formats.clone(),
-                        })
-                    });
-                    self.send(Expect::BindComplete(info));
-                    self.out.extend_from_slice(&frame.raw);
-                }
-                frontend::DESCRIBE => {
-                    let (portal, stmt) = match describe::decode(frame.body(), "Describe")? {
-                        describe::Target::Portal(p) => (
-                            Some(p.to_string()),
-                            self.portals.get(p).and_then(|p| p.stmt.clone()),
-                        ),
-                        describe::Target::Statement(s) => {
-                            (None, self.statements.get(s).map(|s| s.stmt.clone()))
-                        }
-                    };
-                    self.send(Expect::Describe {
-                        portal,
-                        statement: None,
-                        stmt,
-                        forward: true,
-                    });
-                    self.out.extend_from_slice(&frame.raw);
-                }
-                frontend::EXECUTE => {
-                    let (portal, _) = execute::decode(frame.body())?;
-                    let generation = self.generation;
-                    if describe_statements
-                        && let Some(p) = self.portals.get_mut(portal)
-                        && p.generation != generation
-                    {
-                        // A portal bound under other masking rules: its
-                        // mask is made again, in its result formats, from
-                        // its own description.
-                        p.generation = generation;
-                        self.sent.fetch_add(1, Ordering::Relaxed);
-                        let _ = self.expect.send(Expect::Describe {
-                            portal: Some(portal.to_string()),
-                            statement: None,
-                            stmt: p.stmt.clone(),
-                            forward: false,
-                        });
-                        describe::describe_portal(&mut self.out, portal);
-                    }
-                    let stmt = self.portals.get(portal).and_then(|p| p.stmt.clone());
-                    let copy_mask = match &stmt {
-                        Some(s) => self
-                            .copy_masks(&s.decided)
-                            .await
-                            .ok()
-                            .and_then(|m| m.into_iter().next().flatten()),
-                        None => None,
-                    };
-                    self.send(Expect::Execute(Box::new(ExecCtx {
-                        portal: portal.to_string(),
-                        stmt,
-                        started: Instant::now(),
-                        copy_mask,
-                    })));
-                    self.out.extend_from_slice(&frame.raw);
-                }
-                frontend::CLOSE => {
-                    match describe::decode(frame.body(), "Close")? {
-                        describe::Target::Statement(s) => {
-                            self.statements.remove(s);
-                        }
-                        describe::Target::Portal(p) => {
-                            self.portals.remove(p);
-                        }
-                    }
-                    self.send(Expect::CloseComplete);
-                    self.out.extend_from_slice(&frame.raw);
-                }
+                frontend::PARSE => self.forward_parse(frame, stmt, describe_statements)?,
+                frontend::BIND => self.forward_bind(frame, describe_statements)?,
+                frontend::DESCRIBE => self.forward_describe(frame)?,
+                frontend::EXECUTE => self.forward_execute(frame, describe_statements).await?,
+                frontend::CLOSE => self.forward_close(frame)?,
                 _ => self.out.extend_from_slice(&frame.raw),
             }
         }
@@ -370,7 +304,162 @@ impl ClientLoop {
             self.out.extend_from_slice(&terminator.raw);
         }
         self.upstream.write_all(&self.out).await?;
-        self.barrier |= barrier;
+        self.barrier |= plan.barrier;
+        Ok(())
+    }
+
+    /// A Parse: the server will know the statement by its name (with the
+    /// sidecar's own Describe of it under masking).
+    fn forward_parse(
+        &mut self,
+        frame: &Frame,
+        stmt: Option<StatementRef>,
+        describe_statements: bool,
+    ) -> Result<(), SessionError> {
+        let p = parse::decode(frame.body())?;
+        if let Some(stmt) = stmt.clone() {
+            self.statements.insert(
+                p.name.to_string(),
+                PreparedStatement {
+                    stmt,
+                    described: describe_statements.then_some(self.generation),
+                },
+            );
+        }
+        self.send(Expect::ParseComplete);
+        self.out.extend_from_slice(&frame.raw);
+        if describe_statements {
+            self.send(Expect::Describe {
+                portal: None,
+                statement: Some(p.name.to_string()),
+                stmt,
+                forward: false,
+            });
+            describe::describe_statement(&mut self.out, p.name);
+        }
+        Ok(())
+    }
+
+    /// A Bind: the portal runs its statement, masked in the Bind's result
+    /// formats.
+    fn forward_bind(
+        &mut self,
+        frame: &Frame,
+        describe_statements: bool,
+    ) -> Result<(), SessionError> {
+        let b = bind::decode(frame.body())?;
+        let generation = self.generation;
+        let known = self.statements.get_mut(b.statement).map(|s| {
+            let stale = describe_statements && s.described != Some(generation);
+            if stale {
+                s.described = Some(generation);
+            }
+            (s.stmt.clone(), stale)
+        });
+        if let Some((stmt, true)) = &known {
+            // Described under other masking rules (or none): its mask is
+            // made again first.
+            self.send(Expect::Describe {
+                portal: None,
+                statement: Some(b.statement.to_string()),
+                stmt: Some(stmt.clone()),
+                forward: false,
+            });
+            describe::describe_statement(&mut self.out, b.statement);
+        }
+        let stmt = known.map(|(stmt, _)| stmt);
+        let portal = b.portal.to_string();
+        self.portals
+            .insert(portal.clone(), Portal { stmt, generation });
+        let info = describe_statements.then(|| {
+            Box::new(BindInfo {
+                portal,
+                statement: b.statement.to_string(),
+                formats: b.result_formats.clone(),
+            })
+        });
+        self.send(Expect::BindComplete(info));
+        self.out.extend_from_slice(&frame.raw);
+        Ok(())
+    }
+
+    /// A Describe the client asked for: its answer is forwarded.
+    fn forward_describe(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let (portal, stmt) = match describe::decode(frame.body(), "Describe")? {
+            describe::Target::Portal(p) => (
+                Some(p.to_string()),
+                self.portals.get(p).and_then(|p| p.stmt.clone()),
+            ),
+            describe::Target::Statement(s) => {
+                (None, self.statements.get(s).map(|s| s.stmt.clone()))
+            }
+        };
+        self.send(Expect::Describe {
+            portal,
+            statement: None,
+            stmt,
+            forward: true,
+        });
+        self.out.extend_from_slice(&frame.raw);
+        Ok(())
+    }
+
+    /// An Execute: its rows belong to its portal's statement.
+    async fn forward_execute(
+        &mut self,
+        frame: &Frame,
+        describe_statements: bool,
+    ) -> Result<(), SessionError> {
+        let (portal, _) = execute::decode(frame.body())?;
+        let generation = self.generation;
+        let stale = describe_statements
+            && self.portals.get_mut(portal).is_some_and(|p| {
+                let stale = p.generation != generation;
+                p.generation = generation;
+                stale
+            });
+        let stmt = self.portals.get(portal).and_then(|p| p.stmt.clone());
+        if stale {
+            // A portal bound under other masking rules: its mask is made
+            // again, in its result formats, from its own description.
+            self.send(Expect::Describe {
+                portal: Some(portal.to_string()),
+                statement: None,
+                stmt: stmt.clone(),
+                forward: false,
+            });
+            describe::describe_portal(&mut self.out, portal);
+        }
+        let copy_mask = match &stmt {
+            Some(s) => self
+                .copy_masks(&s.decided)
+                .await
+                .ok()
+                .and_then(|m| m.into_iter().next().flatten()),
+            None => None,
+        };
+        self.send(Expect::Execute(Box::new(ExecCtx {
+            portal: portal.to_string(),
+            stmt,
+            started: Instant::now(),
+            copy_mask,
+        })));
+        self.out.extend_from_slice(&frame.raw);
+        Ok(())
+    }
+
+    /// A Close: the statement or portal is gone.
+    fn forward_close(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        match describe::decode(frame.body(), "Close")? {
+            describe::Target::Statement(s) => {
+                self.statements.remove(s);
+            }
+            describe::Target::Portal(p) => {
+                self.portals.remove(p);
+            }
+        }
+        self.send(Expect::CloseComplete);
+        self.out.extend_from_slice(&frame.raw);
         Ok(())
     }
 
@@ -447,14 +536,41 @@ impl ClientLoop {
             return;
         }
         self.decided_generation = generation;
-        let enforcer = &mut self.enforcer;
-        for s in self.statements.values_mut() {
-            s.stmt = s.stmt.redecided(enforcer);
+        let mut statements = std::mem::take(&mut self.statements);
+        for s in statements.values_mut() {
+            s.stmt = self.redecided(&s.stmt);
         }
-        for p in self.portals.values_mut() {
+        self.statements = statements;
+        let mut portals = std::mem::take(&mut self.portals);
+        for p in portals.values_mut() {
             if let Some(stmt) = p.stmt.as_mut() {
-                *stmt = stmt.redecided(enforcer);
+                *stmt = self.redecided(stmt);
             }
+        }
+        self.portals = portals;
+    }
+
+    /// `stmt` decided again under the enforcer's current standing. The old
+    /// decision is kept when the verdict did not change, so an approval
+    /// granted for it still counts.
+    fn redecided(&mut self, stmt: &StatementRef) -> StatementRef {
+        let generation = self.enforcer.generation();
+        let Some((sql, taken)) = &stmt.prepared else {
+            return stmt.clone();
+        };
+        if *taken == generation {
+            return stmt.clone();
+        }
+        let now = self.decide(sql);
+        let (old, new) = (stmt.decided.decision(), now.decision());
+        let same = old.enforced == new.enforced
+            && old.enforced_policy == new.enforced_policy
+            && old.enforced_rule == new.enforced_rule
+            && stmt.decided.refusal.is_none() == now.refusal.is_none();
+        StatementRef {
+            decided: if same { stmt.decided.clone() } else { now },
+            index: stmt.index,
+            prepared: Some((sql.clone(), generation)),
         }
     }
 

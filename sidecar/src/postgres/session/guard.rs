@@ -123,12 +123,7 @@ impl ClientLoop {
                     ));
                 }
                 if let Some(decided) = guard.decided.get(i).or(guard.decided.first()) {
-                    let _ = self.ctx.audit.statement(
-                        &self.session,
-                        decided,
-                        guard.protocol,
-                        Some(&refusal),
-                    );
+                    self.record_refusal(decided, guard.protocol, &refusal);
                 }
                 self.queue_refusal(&refusal, true, false);
             }

@@ -12,7 +12,7 @@ use tokio::io::AsyncRead;
 
 use super::client::statement_effect;
 use super::expect::Expect;
-use super::{ClientLoop, SessionError};
+use super::{ClientLoop, SessionError, log_unrecorded};
 use crate::approval::{self, ApprovalOutcome, Approvals};
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::{Frame, FrameReader};
@@ -41,25 +41,7 @@ impl ClientLoop {
             Err(refusal) => Err(refusal),
             Ok((approvals, ask, true)) => Ok(Some((approvals.retry(&ask).await, approvals))),
             Ok((approvals, ask, false)) => {
-                let hold =
-                    approvals.hold(&ask, |ticket| self.notify_held(&decided, ticket, "simple"));
-                tokio::pin!(hold);
-                // Enabled now: a CancelRequest from here on is not missed.
-                let cancelled = self.cancel_hold.notified();
-                tokio::pin!(cancelled);
-                cancelled.as_mut().enable();
-                let mut watching = true;
-                loop {
-                    tokio::select! {
-                        outcome = &mut hold => break Ok(Some((outcome, approvals.clone()))),
-                        () = &mut cancelled => break Err(self.cancelled(&decided, "simple")),
-                        more = client.fill(), if watching => match more {
-                            // Pipelined input waits in the reader until the statement is settled.
-                            Ok(true) => watching = false,
-                            Ok(false) | Err(_) => break Ok(None),
-                        },
-                    }
-                }
+                self.hold_simple(approvals, &ask, &decided, client).await
             }
         };
         let refusal = match outcome {
@@ -68,10 +50,7 @@ impl ClientLoop {
                 let refusal = Refusal::plain(
                     "the client closed the session while its statement was held for approval; it did not run",
                 );
-                let _ = self
-                    .ctx
-                    .audit
-                    .statement(&self.session, &decided, "simple", Some(&refusal));
+                self.record_refusal(&decided, "simple", &refusal);
                 return Ok(());
             }
             Ok(Some((held, approvals))) => {
@@ -83,21 +62,12 @@ impl ClientLoop {
             self.refuse(&refusal);
             return Ok(());
         }
-        let copy_masks = match self.copy_masks(&decided).await {
-            Ok(m) => m,
-            Err(r) => {
-                self.refuse(&r);
-                return Ok(());
-            }
-        };
-        let writes = match self.simple_writes(&decided) {
-            Ok(w) => w,
-            Err(r) => {
-                let _ = self
-                    .ctx
-                    .audit
-                    .statement(&self.session, &decided, "simple", Some(&r));
-                self.refuse(&r);
+        // Approved: on record, and counted as an approved run.
+        let (copy_masks, writes) = match self.simple_plan(&decided).await {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                self.record_refusal(&decided, "simple", &refusal);
+                self.refuse(&refusal);
                 return Ok(());
             }
         };
@@ -106,6 +76,37 @@ impl ClientLoop {
             .await?;
         self.barrier |= effect != Effect::None;
         Ok(())
+    }
+
+    /// Hold mode for a simple query: waits for the approval's outcome while
+    /// watching the client. A CancelRequest gives the statement up (the
+    /// refusal); a client that leaves takes it along (`Ok(None)`);
+    /// pipelined input waits in the reader until the statement is settled.
+    async fn hold_simple<R: AsyncRead + Unpin>(
+        &self,
+        approvals: Approvals,
+        ask: &ApprovalAsk,
+        decided: &Arc<Decided>,
+        client: &mut FrameReader<R>,
+    ) -> Result<Option<(approval::Held, Approvals)>, Refusal> {
+        let hold = approvals.hold(ask, |ticket| self.notify_held(decided, ticket, "simple"));
+        tokio::pin!(hold);
+        // Enabled now: a CancelRequest from here on is not missed.
+        let cancelled = self.cancel_hold.notified();
+        tokio::pin!(cancelled);
+        cancelled.as_mut().enable();
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                outcome = &mut hold => return Ok(Some((outcome, approvals.clone()))),
+                () = &mut cancelled => return Err(self.cancelled(decided, "simple")),
+                more = client.fill(), if watching => match more {
+                    // Pipelined input waits in the reader until the statement is settled.
+                    Ok(true) => watching = false,
+                    Ok(false) | Err(_) => return Ok(None),
+                },
+            }
+        }
     }
 
     /// A Parse a `requireApproval` rule catches, in run mode: held or
@@ -153,7 +154,7 @@ impl ClientLoop {
             approval::Held::Settled(outcome) => return outcome,
             approval::Held::Approved(approved) => approved,
         };
-        let now = self.enforcer.decide(sql);
+        let now = self.decide(sql);
         // Masking that changed during the wait applies to this run.
         self.sync_masking();
         let standing = match (self.read_only_in_force(), &now.refusal) {
@@ -268,24 +269,11 @@ impl ClientLoop {
                             decided_by: (!deciders.is_empty()).then(|| deciders.join(", ")),
                             comment: None,
                         };
-                        let _ = self.ctx.audit.approval(
-                            &self.session,
-                            decided,
-                            AuditKind::Denial,
-                            step,
-                            format!("{message} ({protocol} protocol)"),
-                        );
+                        let reason = format!("{message} ({protocol} protocol)");
+                        self.record_refused_step(decided, AuditKind::Denial, step, reason);
                     }
-                    _ => {
-                        let _ = self.ctx.audit.statement(
-                            &self.session,
-                            decided,
-                            protocol,
-                            Some(&refusal),
-                        );
-                    }
+                    _ => self.record_refused(decided, protocol, &refusal),
                 }
-                self.ctx.metrics.statement(decided, true);
                 Some(refusal)
             }
             ApprovalOutcome::Pending {
@@ -300,14 +288,8 @@ impl ClientLoop {
                     decided_by: None,
                     comment: None,
                 };
-                let _ = self.ctx.audit.approval(
-                    &self.session,
-                    decided,
-                    AuditKind::Approval,
-                    step,
-                    format!("{message} ({protocol} protocol)"),
-                );
-                self.ctx.metrics.statement(decided, true);
+                let reason = format!("{message} ({protocol} protocol)");
+                self.record_refused_step(decided, AuditKind::Approval, step, reason);
                 Some(Refusal {
                     detail: Some(detail),
                     hint: Some(format!(
@@ -329,12 +311,28 @@ impl ClientLoop {
                 "canceling statement due to user request: it was held for approval and did not run",
             )
         };
-        let _ = self
-            .ctx
-            .audit
-            .statement(&self.session, decided, protocol, Some(&refusal));
-        self.ctx.metrics.statement(decided, true);
+        self.record_refused(decided, protocol, &refusal);
         refusal
+    }
+
+    /// An approval step that refuses the statement (denied, expired, not
+    /// asked, or still pending in retry mode): on the AccessRequest's record
+    /// and counted, as [`ClientLoop::record_refused`] does for a statement
+    /// record; a failed write is logged.
+    fn record_refused_step(
+        &self,
+        decided: &Decided,
+        kind: AuditKind,
+        step: AuditApproval,
+        reason: String,
+    ) {
+        log_unrecorded(
+            self.ctx
+                .audit
+                .approval(&self.session, decided, kind, step, reason),
+            "approval step",
+        );
+        self.ctx.metrics.statement(decided, true);
     }
 
     /// Hold mode, once the operator made the request: on record, and the
@@ -347,12 +345,15 @@ impl ClientLoop {
             decided_by: None,
             comment: None,
         };
-        let _ = self.ctx.audit.approval(
-            &self.session,
-            decided,
-            AuditKind::Approval,
-            step,
-            format!("held for approval in AccessRequest {request} ({protocol} protocol)"),
+        log_unrecorded(
+            self.ctx.audit.approval(
+                &self.session,
+                decided,
+                AuditKind::Approval,
+                step,
+                format!("held for approval in AccessRequest {request} ({protocol} protocol)"),
+            ),
+            "approval step",
         );
         let mut out = BytesMut::new();
         Report {

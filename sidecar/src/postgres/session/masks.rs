@@ -18,12 +18,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let front = self.queue.front();
         let stmt = match front {
             Some(Expect::Simple(s)) => {
-                let progress = self.simple.get_or_insert(SimpleProgress {
-                    index: 0,
-                    rows: 0,
-                    masked: 0,
-                    error: None,
-                });
+                let progress = self.simple.get_or_insert_with(SimpleProgress::default);
                 Some(StatementRef {
                     decided: s.decided.clone(),
                     index: progress.index,
@@ -74,29 +69,37 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             None
         };
         if is_describe {
-            if let Some(Expect::Describe {
-                portal,
-                statement,
-                forward,
-                ..
-            }) = self.pop()
-            {
-                if let Some(p) = portal {
-                    self.portal_masks.insert(p, mask.clone());
-                }
-                if let Some(s) = statement {
-                    self.statement_masks.insert(s, mask);
-                }
-                if forward {
-                    self.forward(&frame);
-                }
-            }
+            self.described(mask, Some(&frame));
         } else {
             self.result.mask = mask;
             self.result.described = true;
             self.forward(&frame);
         }
         Ok(())
+    }
+
+    /// The answer to a Describe came (RowDescription or NoData): the
+    /// described portal or statement gets `mask`, and the answer is
+    /// forwarded when the client asked for it (and `frame` is given: a
+    /// description withheld is not).
+    pub(super) fn described(&mut self, mask: Option<Arc<RowMask>>, frame: Option<&Frame>) {
+        if let Some(Expect::Describe {
+            portal,
+            statement,
+            forward,
+            ..
+        }) = self.pop()
+        {
+            if let Some(p) = portal {
+                self.portal_masks.insert(p, mask.clone());
+            }
+            if let Some(s) = statement {
+                self.statement_masks.insert(s, mask);
+            }
+            if forward && let Some(frame) = frame {
+                self.forward(frame);
+            }
+        }
     }
 
     /// No catalog session could resolve a result's columns (#17): the
@@ -118,12 +121,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         self.suppress = true;
         self.result.refused = true;
         if let Some(Expect::Simple(_)) = self.queue.front() {
-            let p = self.simple.get_or_insert(SimpleProgress {
-                index: 0,
-                rows: 0,
-                masked: 0,
-                error: None,
-            });
+            let p = self.simple.get_or_insert_with(SimpleProgress::default);
             p.error.get_or_insert(e.code().to_string());
         }
     }
@@ -137,17 +135,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     ) -> Result<(), SessionError> {
         let opaque = Some(Arc::new(RowMask::opaque()));
         if is_describe {
-            if let Some(Expect::Describe {
-                portal, statement, ..
-            }) = self.pop()
-            {
-                if let Some(p) = portal {
-                    self.portal_masks.insert(p, opaque.clone());
-                }
-                if let Some(s) = statement {
-                    self.statement_masks.insert(s, opaque);
-                }
-            }
+            self.described(opaque, None);
         } else {
             self.result.mask = opaque;
             self.result.described = true;

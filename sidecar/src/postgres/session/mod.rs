@@ -57,7 +57,7 @@ use super::rows_affected::{Count, Outcome};
 use super::settings::ServerSettings;
 use super::upstream::{ReadHalf, UpstreamConfig, WriteHalf};
 use crate::approval::Approvals;
-use crate::audit::{AuditLog, ResultRecord, SessionInfo};
+use crate::audit::{AuditError, AuditLog, ResultRecord, SessionInfo};
 use crate::enforcement::{Binding, Decided, Enforcer, Masking};
 use crate::metrics::Metrics;
 use expect::{Expect, StatementRef};
@@ -173,15 +173,26 @@ const MASK_CACHE_ENTRIES: usize = 64;
 
 /// Serves one accepted client connection to its end.
 pub async fn serve(ctx: Arc<ConnectionContext>, socket: TcpStream, peer: SocketAddr) {
+    let session = SessionInfo::new(&ctx.binding, &ctx.name, peer);
     let _ = socket.set_nodelay(true);
     let (r, w) = socket.into_split();
     let mut client = FrameReader::new(r, Peer::Client, ctx.max_message_size)
         .with_budget(ctx.buffer_budget.clone());
     let mut writer = w;
-    if let Err(e) = run(&ctx, &mut client, &mut writer, peer).await {
+    if let Err(e) = run(&ctx, &mut client, &mut writer, session).await {
         tracing::debug!(connection = %ctx.name, %peer, error = %e, "session ended with an error");
     }
     let _ = writer.shutdown().await;
+}
+
+/// Logs an audit record that could not be written, never dropped in
+/// silence. What the session does about it is the caller's: a statement
+/// whose write-ahead record fails does not run; a refusal is sent whether
+/// or not its record was written; the audit sink reports its own outage.
+fn log_unrecorded(recorded: Result<(), AuditError>, record: &'static str) {
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, record, "writing an audit record failed");
+    }
 }
 
 /// Why a session ended abnormally.
@@ -380,6 +391,7 @@ struct Hold {
     shift: u32,
 }
 
+#[derive(Default)]
 struct SimpleProgress {
     index: usize,
     rows: u64,

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
 use super::expect::{ExecCtx, Expect, SimpleCtx, StatementRef};
-use super::{ResultState, ServerLoop, SessionError, SimpleProgress};
+use super::{ResultState, ServerLoop, SessionError, SimpleProgress, log_unrecorded};
 use crate::audit::ResultRecord;
 use crate::postgres::framing::Frame;
 use crate::postgres::masking::{CopyMask, RowMask};
@@ -139,12 +139,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         self.copy_mask = None;
         match self.queue.front() {
             Some(Expect::Simple(_)) => {
-                let p = self.simple.get_or_insert(SimpleProgress {
-                    index: 0,
-                    rows: 0,
-                    masked: 0,
-                    error: None,
-                });
+                let p = self.simple.get_or_insert_with(SimpleProgress::default);
                 p.index += 1;
                 p.rows += rows;
                 p.masked += masked;
@@ -164,12 +159,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     }
 
     pub(super) fn simple_done(&mut self, s: &SimpleCtx) {
-        let p = self.simple.take().unwrap_or(SimpleProgress {
-            index: 0,
-            rows: 0,
-            masked: 0,
-            error: None,
-        });
+        let p = self.simple.take().unwrap_or_default();
         let elapsed = s.started.elapsed();
         for index in 0..s.decided.len().max(1) {
             self.ran(StatementRef {
@@ -233,7 +223,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     pub(super) fn record_results(&mut self) {
         for (decided, result) in self.results.drain(..) {
             self.ctx.metrics.upstream_latency(result.duration);
-            let _ = self.ctx.audit.result(&self.session, &decided, result);
+            log_unrecorded(
+                self.ctx.audit.result(&self.session, &decided, result),
+                "result",
+            );
         }
     }
 
@@ -244,12 +237,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         self.parameters_seen = false;
         match self.queue.front() {
             Some(Expect::Simple(_)) => {
-                let p = self.simple.get_or_insert(SimpleProgress {
-                    index: 0,
-                    rows: 0,
-                    masked: 0,
-                    error: None,
-                });
+                let p = self.simple.get_or_insert_with(SimpleProgress::default);
                 p.error.get_or_insert(code);
             }
             Some(Expect::Sync) | None => {}

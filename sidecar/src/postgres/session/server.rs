@@ -323,6 +323,17 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             _ => {}
         }
+        let Some(frame) = self.held(frame) else {
+            return Ok(());
+        };
+        self.answer(frame).await
+    }
+
+    /// A frame of a write's answer held for `maxRowsAffected` (see
+    /// [`Expect::HoldStart`]): its outcomes are counted, the answers to the
+    /// sidecar's own BEGIN or SAVEPOINT swallowed (`None`), and error
+    /// positions moved back past them. Other frames pass as they are.
+    fn held(&mut self, frame: Frame) -> Option<Frame> {
         if frame.tag == backend::COPY_IN_RESPONSE && self.hold.is_some() {
             // The client must see it to send its data; nothing of the write's
             // answer is held before it (a COPY FROM comes alone).
@@ -332,40 +343,44 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             if let Some(hold) = self.hold.as_mut() {
                 hold.start = released;
             }
-            return Ok(());
+            return None;
         }
-        let frame = match self.hold.as_mut() {
-            Some(hold) => match frame.tag {
-                backend::COMMAND_COMPLETE if hold.swallow > 0 => {
-                    // The sidecar's own BEGIN or SAVEPOINT.
-                    hold.swallow -= 1;
-                    return Ok(());
-                }
-                backend::COMMAND_COMPLETE => {
-                    let tag = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
-                    hold.outcomes
-                        .push(Outcome::Tag(String::from_utf8_lossy(tag).into_owned()));
-                    frame
-                }
-                backend::EMPTY_QUERY_RESPONSE => {
-                    hold.outcomes.push(Outcome::Empty);
-                    frame
-                }
-                backend::PORTAL_SUSPENDED => {
-                    hold.outcomes.push(Outcome::Suspended);
-                    frame
-                }
-                backend::ERROR_RESPONSE => {
-                    hold.error = true;
-                    match shift_position(&frame, hold.shift) {
-                        Some(shifted) => shifted,
-                        None => frame,
-                    }
-                }
-                _ => frame,
-            },
-            None => frame,
+        let Some(hold) = self.hold.as_mut() else {
+            return Some(frame);
         };
+        Some(match frame.tag {
+            backend::COMMAND_COMPLETE if hold.swallow > 0 => {
+                // The sidecar's own BEGIN or SAVEPOINT.
+                hold.swallow -= 1;
+                return None;
+            }
+            backend::COMMAND_COMPLETE => {
+                let tag = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
+                hold.outcomes
+                    .push(Outcome::Tag(String::from_utf8_lossy(tag).into_owned()));
+                frame
+            }
+            backend::EMPTY_QUERY_RESPONSE => {
+                hold.outcomes.push(Outcome::Empty);
+                frame
+            }
+            backend::PORTAL_SUSPENDED => {
+                hold.outcomes.push(Outcome::Suspended);
+                frame
+            }
+            backend::ERROR_RESPONSE => {
+                hold.error = true;
+                match shift_position(&frame, hold.shift) {
+                    Some(shifted) => shifted,
+                    None => frame,
+                }
+            }
+            _ => frame,
+        })
+    }
+
+    /// A frame that answers the expectation at the front of the queue.
+    async fn answer(&mut self, frame: Frame) -> Result<(), SessionError> {
         match frame.tag {
             backend::DATA_ROW => self.data_row(frame),
             backend::COMMAND_COMPLETE | backend::EMPTY_QUERY_RESPONSE => {
@@ -373,33 +388,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.command_complete(frame)
             }
             backend::READY_FOR_QUERY => {
-                self.status = ready_for_query::status(frame.body());
-                self.answered.status.store(self.status, Ordering::Release);
-                self.suppress = false;
-                self.skipping = false;
-                if let Some(Expect::Simple(s)) = self.pop() {
-                    self.simple_done(&s);
-                }
-                if self.status == ready_for_query::IDLE {
-                    self.ran.clear();
-                    self.ran_overflow = false;
-                }
-                if let Some(hold) = self.hold.take() {
-                    // The held answer is complete: the client loop decides
-                    // (see [`ClientLoop::finish_guard`]).
-                    let bytes = self.out.split_off(hold.start).freeze();
-                    let held = HeldAnswer {
-                        bytes: if hold.overflow { Bytes::new() } else { bytes },
-                        outcomes: hold.outcomes,
-                        error: hold.error,
-                        overflow: hold.overflow,
-                    };
-                    if let Ok(mut slot) = self.answered.held.lock() {
-                        *slot = Some(held);
-                    }
-                    return Ok(());
-                }
-                self.forward(&frame);
+                self.ready_for_query(frame);
                 Ok(())
             }
             backend::ROW_DESCRIPTION => {
@@ -408,23 +397,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             backend::NO_DATA => {
                 self.parameters_seen = false;
-                if let Some(Expect::Describe {
-                    portal,
-                    statement,
-                    forward,
-                    ..
-                }) = self.pop()
-                {
-                    if let Some(p) = portal {
-                        self.portal_masks.insert(p, None);
-                    }
-                    if let Some(s) = statement {
-                        self.statement_masks.insert(s, None);
-                    }
-                    if forward {
-                        self.forward(&frame);
-                    }
-                }
+                self.described(None, Some(&frame));
                 Ok(())
             }
             backend::PARAMETER_DESCRIPTION => {
@@ -505,6 +478,51 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
     }
 
+    /// A ReadyForQuery: the cycle ends (the simple query's result is
+    /// recorded, maxRows' suppression lifted); a held write's answer is
+    /// complete and goes to the client loop, which decides it (see
+    /// [`super::ClientLoop::finish_guard`]); else it is forwarded.
+    fn ready_for_query(&mut self, frame: Frame) {
+        self.transaction_status(&frame);
+        self.suppress = false;
+        self.skipping = false;
+        if let Some(Expect::Simple(s)) = self.pop() {
+            self.simple_done(&s);
+        }
+        self.transaction_ended();
+        let Some(hold) = self.hold.take() else {
+            self.forward(&frame);
+            return;
+        };
+        let bytes = self.out.split_off(hold.start).freeze();
+        let held = HeldAnswer {
+            bytes: if hold.overflow { Bytes::new() } else { bytes },
+            outcomes: hold.outcomes,
+            error: hold.error,
+            overflow: hold.overflow,
+        };
+        if let Ok(mut slot) = self.answered.held.lock() {
+            *slot = Some(held);
+        }
+    }
+
+    /// Takes a ReadyForQuery's transaction status, shared with the client
+    /// loop before the expectation it answers is settled (the client loop
+    /// reads it once settled).
+    fn transaction_status(&mut self, frame: &Frame) {
+        self.status = ready_for_query::status(frame.body());
+        self.answered.status.store(self.status, Ordering::Release);
+    }
+
+    /// Out of a transaction, the statements it ran are forgotten (see
+    /// [`ServerLoop::ran`]).
+    fn transaction_ended(&mut self) {
+        if self.status == ready_for_query::IDLE {
+            self.ran.clear();
+            self.ran_overflow = false;
+        }
+    }
+
     /// An answer to the sidecar's own COMMIT, RELEASE or ROLLBACK: never
     /// forwarded; an error is kept (scrubbed) for the client loop.
     pub(super) async fn internal_answer(&mut self, frame: Frame) -> Result<(), SessionError> {
@@ -518,12 +536,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 }
             }
             backend::READY_FOR_QUERY => {
-                self.status = ready_for_query::status(frame.body());
-                self.answered.status.store(self.status, Ordering::Release);
-                if self.status == ready_for_query::IDLE {
-                    self.ran.clear();
-                    self.ran_overflow = false;
-                }
+                self.transaction_status(&frame);
+                self.transaction_ended();
                 self.pop();
             }
             _ => {}

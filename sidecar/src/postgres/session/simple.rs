@@ -16,9 +16,12 @@ use crate::postgres::rows_affected::{self, Count, Limit};
 use crate::postgres::settings::Effect;
 
 impl ClientLoop {
+    /// A simple Query: decided, checked, put on record (write-ahead), then
+    /// forwarded; or refused, or held for approval (see
+    /// [`ClientLoop::approve_simple`]).
     pub(super) async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = query::decode(frame.body())?;
-        let decided = self.enforcer.decide(sql);
+        let decided = self.decide(sql);
         self.sync_masking();
         self.read_only_in_force()?;
         let (settings_refusal, effect) = self.settings_check(sql, &decided);
@@ -29,51 +32,34 @@ impl ClientLoop {
             self.held = Some((frame, decided));
             return Ok(());
         }
-        let mut refusal = settings_refusal.or_else(|| decided.refusal.clone());
-        if refusal.is_none() {
-            refusal = self.rate_check();
-        }
-        let copy_masks = if refusal.is_none() {
-            match self.copy_masks(&decided).await {
-                Ok(m) => m,
-                Err(r) => {
-                    refusal = Some(r);
-                    Vec::new()
-                }
-            }
-        } else {
-            Vec::new()
+        let refusal = settings_refusal
+            .or_else(|| decided.refusal.clone())
+            .or_else(|| self.rate_check());
+        let planned = match refusal {
+            Some(r) => Err(r),
+            None => self.simple_plan(&decided).await,
         };
-        let mut writes = None;
-        if refusal.is_none() {
-            match self.simple_writes(&decided) {
-                Ok(w) => writes = w,
-                Err(r) => refusal = Some(r),
+        let (copy_masks, writes) = match planned {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                self.record_refused(&decided, "simple", &refusal);
+                self.refuse(&refusal);
+                return Ok(());
             }
-        }
+        };
         // Write-ahead: the decision is on record before anything runs (an
         // allowed statement's record may share one write with other
         // sessions' records: see AuditLog::durable).
-        let recorded = match &refusal {
-            Some(r) => self
+        let durable = match self.record_allowed(&decided, "simple") {
+            Ok(ticket) => self
                 .ctx
                 .audit
-                .statement(&self.session, &decided, "simple", Some(r)),
-            None => match self
-                .ctx
-                .audit
-                .statement_pending(&self.session, &decided, "simple")
-            {
-                Ok(ticket) => self.ctx.audit.durable(ticket).await,
-                Err(e) => Err(e),
-            },
+                .durable(ticket)
+                .await
+                .map_err(|e| Refusal::audit_failed(&e)),
+            Err(refusal) => Err(refusal),
         };
-        if let Err(e) = recorded {
-            self.refuse(&Refusal::audit_failed(&e));
-            return Ok(());
-        }
-        self.ctx.metrics.statement(&decided, refusal.is_some());
-        if let Some(refusal) = refusal {
+        if let Err(refusal) = durable {
             self.refuse(&refusal);
             return Ok(());
         }
@@ -81,6 +67,18 @@ impl ClientLoop {
             .await?;
         self.barrier |= effect != Effect::None;
         Ok(())
+    }
+
+    /// What an allowed simple query string needs before it runs: the masks
+    /// of its COPY … TO STDOUT statements, and how `maxRowsAffected` counts
+    /// its writes; or the refusal when either cannot be had.
+    pub(super) async fn simple_plan(
+        &self,
+        decided: &Arc<Decided>,
+    ) -> Result<(Vec<Option<Arc<CopyMask>>>, Option<Vec<Count>>), Refusal> {
+        let copy_masks = self.copy_masks(decided).await?;
+        let writes = self.simple_writes(decided)?;
+        Ok((copy_masks, writes))
     }
 
     /// `maxRowsAffected` for a simple query string: how its statements are

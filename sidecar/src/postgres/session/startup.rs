@@ -3,7 +3,6 @@
 //! FATAL error that tells the client why a session ended.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -14,20 +13,21 @@ use tokio::sync::{Mutex, mpsc};
 
 use super::{
     Answered, ClientLoop, ConnectionContext, READ_ONLY_SQL_TRANSACTION, ResultState, ServerLoop,
-    SessionError,
+    SessionError, log_unrecorded,
 };
 use crate::audit::SessionInfo;
+use crate::enforcement::Enforcer;
 use crate::postgres::cancel::CancelTarget;
 use crate::postgres::catalog::Catalog;
 use crate::postgres::framing::{FrameReader, FramingError};
-use crate::postgres::messages::error_response::{self, Report};
+use crate::postgres::messages::error_response::{self, INVALID_AUTHORIZATION, Report};
 use crate::postgres::messages::{backend, ready_for_query, startup};
 use crate::postgres::{rows_affected, settings, upstream};
 
 /// Startup parameters passed from the client to the upstream. Others
 /// (notably `options`, which can set any server setting, and `replication`)
 /// are dropped: the Connection and the policy decide, not the client.
-pub(super) const PASSED_PARAMETERS: &[&str] = &[
+const PASSED_PARAMETERS: &[&str] = &[
     "application_name",
     "client_encoding",
     "DateStyle",
@@ -39,12 +39,13 @@ pub(super) const PASSED_PARAMETERS: &[&str] = &[
 
 /// SQLSTATE of a session ended by the sidecar's shutdown: admin_shutdown,
 /// as PostgreSQL ends its sessions on a fast shutdown.
-pub(super) const ADMIN_SHUTDOWN: &str = "57P01";
+const ADMIN_SHUTDOWN: &str = "57P01";
 
 /// SQLSTATE of a session whose message does not fit in the buffer budget.
-pub(super) const OUT_OF_MEMORY: &str = "53200";
+const OUT_OF_MEMORY: &str = "53200";
 
-pub(super) async fn fatal<W: AsyncWrite + Unpin>(
+/// Writes a FATAL error, the last message of a session.
+async fn fatal<W: AsyncWrite + Unpin>(
     w: &mut W,
     code: &str,
     message: &str,
@@ -63,173 +64,30 @@ pub(super) async fn fatal<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
+/// A session from its startup packet to its end.
 pub(super) async fn run<R, W>(
     ctx: &Arc<ConnectionContext>,
     client: &mut FrameReader<R>,
     writer: &mut W,
-    peer: SocketAddr,
+    session: SessionInfo,
 ) -> Result<(), SessionError>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    // === startup ===
-    let params = loop {
-        // A malformed startup packet gets FATAL 08P01 before the close, as
-        // PostgreSQL answers it.
-        let body = match client.startup_packet().await {
-            Ok(Some(body)) => body,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                let _ = fatal(
-                    writer,
-                    error_response::PROTOCOL_VIOLATION,
-                    &e.to_string(),
-                    None,
-                )
-                .await;
-                return Err(e.into());
-            }
-        };
-        let packet = match startup::StartupPacket::decode(&body) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = fatal(
-                    writer,
-                    error_response::PROTOCOL_VIOLATION,
-                    &e.to_string(),
-                    None,
-                )
-                .await;
-                return Err(e.into());
-            }
-        };
-        match packet {
-            startup::StartupPacket::SslRequest | startup::StartupPacket::GssEncRequest => {
-                // Loopback only: the app talks plain TCP to the sidecar, the
-                // sidecar talks TLS to the upstream.
-                writer.write_all(b"N").await?;
-            }
-            startup::StartupPacket::Cancel {
-                process_id,
-                secret_key,
-            } => {
-                if let Some(target) = ctx.cancel.lookup((process_id, secret_key)) {
-                    // A statement held for approval is cancelled here; the
-                    // upstream is idle meanwhile.
-                    target.held.notify_waiters();
-                    if let Err(e) = upstream::cancel(&target.upstream, target.backend_key).await {
-                        tracing::warn!(connection = %ctx.name, error = %e, "forwarding a cancel request failed");
-                    }
-                } else {
-                    tracing::debug!(connection = %ctx.name, "cancel request with an unknown key ignored");
-                }
-                return Ok(());
-            }
-            startup::StartupPacket::Startup { version, params } => {
-                if version >> 16 != 3 {
-                    fatal(
-                        writer,
-                        error_response::FEATURE_NOT_SUPPORTED,
-                        &format!(
-                            "unsupported frontend protocol {}.{}: Sluice serves protocol 3.0",
-                            version >> 16,
-                            version & 0xffff
-                        ),
-                        None,
-                    )
-                    .await?;
-                    return Ok(());
-                }
-                if params.iter().any(|(k, _)| k == "replication") {
-                    fatal(
-                        writer,
-                        error_response::FEATURE_NOT_SUPPORTED,
-                        "replication connections are not allowed through Sluice",
-                        None,
-                    )
-                    .await?;
-                    return Ok(());
-                }
-                if version & 0xffff != 0 {
-                    negotiate(writer, &params).await?;
-                }
-                break params;
-            }
-        }
+    let Some(params) = handshake(ctx, client, writer).await? else {
+        return Ok(());
     };
-    let client_params: Vec<(String, String)> = params
-        .into_iter()
-        .filter(|(k, _)| PASSED_PARAMETERS.contains(&k.as_str()))
-        .collect();
-
-    let session = SessionInfo::new(&ctx.binding, &ctx.name, peer);
-    // === binding: an identity no policy binds never gets a session ===
+    // An identity no policy binds never gets a session.
     let Some(enforcer) = ctx.binding.enforcer() else {
         let message = ctx.binding.not_bound_message(&ctx.name);
-        let _ = ctx.audit.session_refused(&session, &message);
-        ctx.metrics.session_refused();
-        fatal(
-            writer,
-            error_response::INVALID_AUTHORIZATION,
-            &message,
-            Some(ctx.binding.not_bound_hint()),
-        )
-        .await?;
-        return Err(SessionError::Refused(message));
+        let hint = Some(ctx.binding.not_bound_hint());
+        return Err(
+            refuse_session(ctx, &session, writer, INVALID_AUTHORIZATION, message, hint).await,
+        );
     };
-    // === upstream ===
-    // spec.readOnly: the server makes the session read-only from its start.
-    // In the startup packet (not a SET sent later) it is also the value
-    // `RESET` and `DISCARD ALL` bring back, and it is in force before any
-    // statement; the client's own `options` never reach the server.
     let read_only: Option<Arc<str>> = enforcer.masking().read_only().map(Arc::from);
-    let mut client_params = client_params;
-    if read_only.is_some() {
-        client_params.push((
-            "options".into(),
-            format!("-c {}=on", settings::READ_ONLY_SETTING),
-        ));
-    }
-    let up = match upstream::connect(&ctx.upstream, &client_params).await {
-        Ok(up) => up,
-        Err(e) => {
-            let message = format!(
-                "Sluice could not open a session to the upstream of Connection {:?}: {e}",
-                ctx.name
-            );
-            let _ = ctx.audit.session_refused(&session, &message);
-            ctx.metrics.session_refused();
-            fatal(writer, error_response::CONNECTION_FAILURE, &message, None).await?;
-            return Err(SessionError::Refused(message));
-        }
-    };
-    if let Err(e) = ctx
-        .audit
-        .session_start(&session, up.tls, up.channel_binding)
-    {
-        let message = format!("Sluice cannot write the audit log, so no session is opened: {e}");
-        fatal(writer, error_response::INTERNAL_ERROR, &message, None).await?;
-        return Err(SessionError::Refused(message));
-    }
-    if let Some(policy) = &read_only {
-        // Verified from what the server reports (PostgreSQL 14 and later
-        // report default_transaction_read_only): no report, no session.
-        let on = up.startup_messages.iter().any(|m| {
-            m.tag == backend::PARAMETER_STATUS
-                && parameter_status(m.body()) == Some((settings::READ_ONLY_SETTING, "on"))
-        });
-        if !on {
-            let message = format!(
-                "AccessPolicy {policy:?} sets readOnly, but the upstream of Connection {:?} did not report default_transaction_read_only = on for the new session (PostgreSQL 14 or later reports it; a pooler in between must pass the startup `options`); no session is opened",
-                ctx.name
-            );
-            let _ = ctx.audit.session_refused(&session, &message);
-            ctx.metrics.session_refused();
-            fatal(writer, READ_ONLY_SQL_TRANSACTION, &message, None).await?;
-            return Err(SessionError::Refused(message));
-        }
-    }
+    let up = open_upstream(ctx, &session, writer, params, read_only.as_deref()).await?;
     let cancel_hold = Arc::new(tokio::sync::Notify::new());
     let key = ctx.cancel.register(CancelTarget {
         upstream: ctx.upstream.clone(),
@@ -248,6 +106,238 @@ where
     ctx.metrics.session_started();
     let started = Instant::now();
 
+    let opened = Opened {
+        enforcer,
+        up,
+        read_only,
+        cancel_hold,
+    };
+    let outcome = converse(ctx, &session, opened, client, writer).await;
+    farewell(ctx, writer, &outcome).await;
+    ctx.cancel.remove(key);
+    ctx.metrics.session_ended();
+    let error = outcome.as_ref().err().map(|e| e.to_string());
+    log_unrecorded(
+        ctx.audit
+            .session_end(&session, started.elapsed(), error.as_deref()),
+        "sessionEnd",
+    );
+    outcome
+}
+
+/// The startup packets up to the client's StartupMessage: its parameters
+/// Sluice passes on, or `None` when the connection ends without a session
+/// (a CancelRequest, a protocol Sluice does not serve, the client gone).
+async fn handshake<R, W>(
+    ctx: &ConnectionContext,
+    client: &mut FrameReader<R>,
+    writer: &mut W,
+) -> Result<Option<Vec<(String, String)>>, SessionError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let params = loop {
+        // A malformed startup packet gets FATAL 08P01 before the close, as
+        // PostgreSQL answers it.
+        let body = match client.startup_packet().await {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(protocol_violation(writer, e.into()).await),
+        };
+        let packet = match startup::StartupPacket::decode(&body) {
+            Ok(p) => p,
+            Err(e) => return Err(protocol_violation(writer, e.into()).await),
+        };
+        match packet {
+            startup::StartupPacket::SslRequest | startup::StartupPacket::GssEncRequest => {
+                // Loopback only: the app talks plain TCP to the sidecar, the
+                // sidecar talks TLS to the upstream.
+                writer.write_all(b"N").await?;
+            }
+            startup::StartupPacket::Cancel {
+                process_id,
+                secret_key,
+            } => {
+                cancel(ctx, (process_id, secret_key)).await;
+                return Ok(None);
+            }
+            startup::StartupPacket::Startup { version, params } => {
+                if version >> 16 != 3 {
+                    fatal(
+                        writer,
+                        error_response::FEATURE_NOT_SUPPORTED,
+                        &format!(
+                            "unsupported frontend protocol {}.{}: Sluice serves protocol 3.0",
+                            version >> 16,
+                            version & 0xffff
+                        ),
+                        None,
+                    )
+                    .await?;
+                    return Ok(None);
+                }
+                if params.iter().any(|(k, _)| k == "replication") {
+                    fatal(
+                        writer,
+                        error_response::FEATURE_NOT_SUPPORTED,
+                        "replication connections are not allowed through Sluice",
+                        None,
+                    )
+                    .await?;
+                    return Ok(None);
+                }
+                if version & 0xffff != 0 {
+                    negotiate(writer, &params).await?;
+                }
+                break params;
+            }
+        }
+    };
+    Ok(Some(
+        params
+            .into_iter()
+            .filter(|(k, _)| PASSED_PARAMETERS.contains(&k.as_str()))
+            .collect(),
+    ))
+}
+
+/// A malformed startup packet: FATAL 08P01 (written if the client still
+/// reads), then the session ends with `e`.
+async fn protocol_violation<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    e: SessionError,
+) -> SessionError {
+    let _ = fatal(
+        writer,
+        error_response::PROTOCOL_VIOLATION,
+        &e.to_string(),
+        None,
+    )
+    .await;
+    e
+}
+
+/// A CancelRequest: passed to the upstream of the session it names (whose
+/// statement held for approval is given up too); an unknown key is ignored.
+async fn cancel(ctx: &ConnectionContext, key: (i32, i32)) {
+    if let Some(target) = ctx.cancel.lookup(key) {
+        // A statement held for approval is cancelled here; the
+        // upstream is idle meanwhile.
+        target.held.notify_waiters();
+        if let Err(e) = upstream::cancel(&target.upstream, target.backend_key).await {
+            tracing::warn!(connection = %ctx.name, error = %e, "forwarding a cancel request failed");
+        }
+    } else {
+        tracing::debug!(connection = %ctx.name, "cancel request with an unknown key ignored");
+    }
+}
+
+/// Opens the session's upstream session with the client's parameters and
+/// puts the session's start on record; under `spec.readOnly` the server
+/// makes it read-only from its start, and must say so.
+async fn open_upstream<W: AsyncWrite + Unpin>(
+    ctx: &ConnectionContext,
+    session: &SessionInfo,
+    writer: &mut W,
+    mut client_params: Vec<(String, String)>,
+    read_only: Option<&str>,
+) -> Result<upstream::UpstreamSession, SessionError> {
+    // spec.readOnly: the server makes the session read-only from its start.
+    // In the startup packet (not a SET sent later) it is also the value
+    // `RESET` and `DISCARD ALL` bring back, and it is in force before any
+    // statement; the client's own `options` never reach the server.
+    if read_only.is_some() {
+        client_params.push((
+            "options".into(),
+            format!("-c {}=on", settings::READ_ONLY_SETTING),
+        ));
+    }
+    let up = match upstream::connect(&ctx.upstream, &client_params).await {
+        Ok(up) => up,
+        Err(e) => {
+            let message = format!(
+                "Sluice could not open a session to the upstream of Connection {:?}: {e}",
+                ctx.name
+            );
+            let code = error_response::CONNECTION_FAILURE;
+            return Err(refuse_session(ctx, session, writer, code, message, None).await);
+        }
+    };
+    if let Err(e) = ctx.audit.session_start(session, up.tls, up.channel_binding) {
+        let message = format!("Sluice cannot write the audit log, so no session is opened: {e}");
+        fatal(writer, error_response::INTERNAL_ERROR, &message, None).await?;
+        return Err(SessionError::Refused(message));
+    }
+    if let Some(policy) = read_only {
+        // Verified from what the server reports (PostgreSQL 14 and later
+        // report default_transaction_read_only): no report, no session.
+        let on = up.startup_messages.iter().any(|m| {
+            m.tag == backend::PARAMETER_STATUS
+                && parameter_status(m.body()) == Some((settings::READ_ONLY_SETTING, "on"))
+        });
+        if !on {
+            let message = format!(
+                "AccessPolicy {policy:?} sets readOnly, but the upstream of Connection {:?} did not report default_transaction_read_only = on for the new session (PostgreSQL 14 or later reports it; a pooler in between must pass the startup `options`); no session is opened",
+                ctx.name
+            );
+            let code = READ_ONLY_SQL_TRANSACTION;
+            return Err(refuse_session(ctx, session, writer, code, message, None).await);
+        }
+    }
+    Ok(up)
+}
+
+/// Refuses a session before it opens: on record, counted, and the client
+/// told why (FATAL).
+async fn refuse_session<W: AsyncWrite + Unpin>(
+    ctx: &ConnectionContext,
+    session: &SessionInfo,
+    writer: &mut W,
+    code: &str,
+    message: String,
+    hint: Option<&str>,
+) -> SessionError {
+    log_unrecorded(
+        ctx.audit.session_refused(session, &message),
+        "sessionRefused",
+    );
+    ctx.metrics.session_refused();
+    if let Err(e) = fatal(writer, code, &message, hint).await {
+        return e.into();
+    }
+    SessionError::Refused(message)
+}
+
+/// What an opened session holds when its two loops start.
+struct Opened {
+    enforcer: Enforcer,
+    up: upstream::UpstreamSession,
+    /// The policy that made the session read-only at its start.
+    read_only: Option<Arc<str>>,
+    /// Woken by the client's CancelRequest (see [`ClientLoop`]).
+    cancel_hold: Arc<tokio::sync::Notify>,
+}
+
+/// Runs the client loop and the server loop side by side until either ends
+/// (see the module doc); the results still unrecorded are recorded.
+async fn converse<R, W>(
+    ctx: &Arc<ConnectionContext>,
+    session: &SessionInfo,
+    opened: Opened,
+    client: &mut FrameReader<R>,
+    writer: &mut W,
+) -> Result<(), SessionError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let Opened {
+        enforcer,
+        up,
+        read_only,
+        cancel_hold,
+    } = opened;
     let masking = enforcer.masking();
     let catalog = Arc::new(Mutex::new(Catalog::new(ctx.catalog.clone())));
     // What the server reported at startup: `ALTER ROLE/DATABASE … SET` and
@@ -331,8 +421,17 @@ where
         r = server_loop.run() => r,
     };
     server_loop.record_results();
-    drop(server_loop);
-    match &outcome {
+    outcome
+}
+
+/// Tells the client why its session ends, when it ends abnormally (as
+/// PostgreSQL would: a FATAL error with its SQLSTATE).
+async fn farewell<W: AsyncWrite + Unpin>(
+    ctx: &ConnectionContext,
+    writer: &mut W,
+    outcome: &Result<(), SessionError>,
+) {
+    match outcome {
         Err(e @ SessionError::Framing(FramingError::OverBudget { .. })) => {
             // As PostgreSQL when it cannot allocate: this session ends, the
             // others go on.
@@ -387,18 +486,11 @@ where
         }
         _ => {}
     }
-    ctx.cancel.remove(key);
-    ctx.metrics.session_ended();
-    let error = outcome.as_ref().err().map(|e| e.to_string());
-    let _ = ctx
-        .audit
-        .session_end(&session, started.elapsed(), error.as_deref());
-    outcome
 }
 
 /// Answers a client that asked for protocol 3.x (x > 0): Sluice speaks 3.0,
 /// and `_pq_.` options are not recognised.
-pub(super) async fn negotiate<W: AsyncWrite + Unpin>(
+async fn negotiate<W: AsyncWrite + Unpin>(
     writer: &mut W,
     params: &[(String, String)],
 ) -> std::io::Result<()> {
