@@ -107,7 +107,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// answer reaches the client until ReadyForQuery (as maxRows' refusal),
     /// rather than values masked whole for want of a lookup.
     pub(super) fn catalog_unavailable(&mut self, e: &CatalogError) {
-        tracing::warn!(connection = %self.ctx.name, error = %e, "catalog session unavailable: the statement's result is withheld");
+        tracing::warn!(error = %e, "catalog session unavailable: the statement's result is withheld");
         if !self.suppress {
             Report {
                 severity: "ERROR",
@@ -172,7 +172,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Ok((origins, views)) => (Some(origins), views),
                 Err(e @ CatalogError::Unavailable(_)) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(connection = %self.ctx.name, error = %e, "catalog lookup failed: masking every column of the result");
+                    tracing::warn!(error = %e, "catalog lookup failed: masking every column of the result");
                     (None, None)
                 }
             }

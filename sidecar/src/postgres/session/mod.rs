@@ -48,6 +48,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc};
+use tracing::Instrument;
 
 use super::cancel::CancelRegistry;
 use super::catalog::{Catalog, CatalogPool};
@@ -171,16 +172,31 @@ pub const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
 /// How many result shapes a session keeps masks for.
 const MASK_CACHE_ENTRIES: usize = 64;
 
-/// Serves one accepted client connection to its end.
+/// Serves one accepted client connection to its end, inside the session's
+/// span: every log line of the session carries its Connection, identity,
+/// session id (as in its audit records) and client address.
 pub async fn serve(ctx: Arc<ConnectionContext>, socket: TcpStream, peer: SocketAddr) {
     let session = SessionInfo::new(&ctx.binding, &ctx.name, peer);
+    // At ERROR level so that it is enabled whenever any of the session's
+    // events is: a span a filter disables takes its fields along.
+    let span = tracing::error_span!(
+        "session",
+        connection = %ctx.name,
+        identity = %session.subject,
+        session = %session.id,
+        %peer,
+    );
+    serve_session(ctx, socket, session).instrument(span).await;
+}
+
+async fn serve_session(ctx: Arc<ConnectionContext>, socket: TcpStream, session: SessionInfo) {
     let _ = socket.set_nodelay(true);
     let (r, w) = socket.into_split();
     let mut client = FrameReader::new(r, Peer::Client, ctx.max_message_size)
         .with_budget(ctx.buffer_budget.clone());
     let mut writer = w;
     if let Err(e) = run(&ctx, &mut client, &mut writer, session).await {
-        tracing::debug!(connection = %ctx.name, %peer, error = %e, "session ended with an error");
+        tracing::debug!(error = %e, "session ended with an error");
     }
     let _ = writer.shutdown().await;
 }

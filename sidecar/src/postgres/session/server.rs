@@ -452,7 +452,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     && copy::overall_format(frame.body())? != 0
                     && !mask.columns.iter().all(Option::is_none)
                 {
-                    tracing::warn!(connection = %self.ctx.name, "binary COPY with masked columns: rows are dropped");
+                    tracing::warn!("binary COPY with masked columns: rows are dropped");
                 }
                 self.forward(&frame);
                 Ok(())

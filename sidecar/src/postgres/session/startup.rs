@@ -226,10 +226,10 @@ async fn cancel(ctx: &ConnectionContext, key: (i32, i32)) {
         // upstream is idle meanwhile.
         target.held.notify_waiters();
         if let Err(e) = upstream::cancel(&target.upstream, target.backend_key).await {
-            tracing::warn!(connection = %ctx.name, error = %e, "forwarding a cancel request failed");
+            tracing::warn!(error = %e, "forwarding a cancel request failed");
         }
     } else {
-        tracing::debug!(connection = %ctx.name, "cancel request with an unknown key ignored");
+        tracing::debug!("cancel request with an unknown key ignored");
     }
 }
 
@@ -435,7 +435,7 @@ async fn farewell<W: AsyncWrite + Unpin>(
         Err(e @ SessionError::Framing(FramingError::OverBudget { .. })) => {
             // As PostgreSQL when it cannot allocate: this session ends, the
             // others go on.
-            tracing::warn!(connection = %ctx.name, error = %e, "session closed");
+            tracing::warn!(error = %e, "session closed");
             let _ = fatal(writer, OUT_OF_MEMORY, &e.to_string(), None).await;
         }
         Err(
@@ -453,7 +453,7 @@ async fn farewell<W: AsyncWrite + Unpin>(
             .await;
         }
         Err(e @ SessionError::Desync(_)) => {
-            tracing::warn!(connection = %ctx.name, error = %e, "session closed");
+            tracing::warn!(error = %e, "session closed");
             let _ = fatal(
                 writer,
                 error_response::PROTOCOL_VIOLATION,
@@ -463,7 +463,7 @@ async fn farewell<W: AsyncWrite + Unpin>(
             .await;
         }
         Err(e @ SessionError::ReadOnly(_)) => {
-            tracing::warn!(connection = %ctx.name, error = %e, "session closed");
+            tracing::warn!(error = %e, "session closed");
             let _ = fatal(writer, READ_ONLY_SQL_TRANSACTION, &e.to_string(), None).await;
         }
         Err(SessionError::ShuttingDown) => {
