@@ -431,61 +431,48 @@ async fn farewell<W: AsyncWrite + Unpin>(
     writer: &mut W,
     outcome: &Result<(), SessionError>,
 ) {
-    match outcome {
-        Err(e @ SessionError::Framing(FramingError::OverBudget { .. })) => {
-            // As PostgreSQL when it cannot allocate: this session ends, the
-            // others go on.
-            tracing::warn!(error = %e, "session closed");
-            let _ = fatal(writer, OUT_OF_MEMORY, &e.to_string(), None).await;
+    let Err(e) = outcome else {
+        return;
+    };
+    let (code, message, hint) = match e {
+        // As PostgreSQL when it cannot allocate: this session ends, the
+        // others go on.
+        SessionError::Framing(FramingError::OverBudget { .. }) => {
+            (OUT_OF_MEMORY, e.to_string(), None)
         }
-        Err(
-            e @ (SessionError::Message(_)
-            | SessionError::Framing(_)
-            | SessionError::UnexpectedMessage(_)),
-        ) => {
-            // Tell the client why the session ends (a bad message cannot be skipped).
-            let _ = fatal(
-                writer,
-                error_response::PROTOCOL_VIOLATION,
-                &e.to_string(),
-                None,
-            )
-            .await;
-        }
-        Err(e @ SessionError::Desync(_)) => {
-            tracing::warn!(error = %e, "session closed");
-            let _ = fatal(
-                writer,
-                error_response::PROTOCOL_VIOLATION,
-                &e.to_string(),
-                None,
-            )
-            .await;
-        }
-        Err(e @ SessionError::ReadOnly(_)) => {
-            tracing::warn!(error = %e, "session closed");
-            let _ = fatal(writer, READ_ONLY_SQL_TRANSACTION, &e.to_string(), None).await;
-        }
-        Err(SessionError::ShuttingDown) => {
-            let _ = fatal(
-                writer,
-                ADMIN_SHUTDOWN,
-                "Sluice is shutting down: the session is closed (its statements were answered)",
-                Some(
-                    "reconnect: the restarted sidecar (or another replica) serves the new session",
-                ),
-            )
-            .await;
-        }
-        Err(SessionError::UpstreamClosed) => {
-            let message = format!(
+        // A bad message cannot be skipped; answers Sluice cannot match
+        // cannot be guessed.
+        SessionError::Message(_)
+        | SessionError::Framing(_)
+        | SessionError::UnexpectedMessage(_)
+        | SessionError::Desync(_) => (error_response::PROTOCOL_VIOLATION, e.to_string(), None),
+        SessionError::ReadOnly(_) => (READ_ONLY_SQL_TRANSACTION, e.to_string(), None),
+        SessionError::ShuttingDown => (
+            ADMIN_SHUTDOWN,
+            "Sluice is shutting down: the session is closed (its statements were answered)".into(),
+            Some("reconnect: the restarted sidecar (or another replica) serves the new session"),
+        ),
+        SessionError::UpstreamClosed => (
+            error_response::CONNECTION_FAILURE,
+            format!(
                 "the upstream server of Connection {:?} closed the session",
                 ctx.name
-            );
-            let _ = fatal(writer, error_response::CONNECTION_FAILURE, &message, None).await;
-        }
-        _ => {}
+            ),
+            None,
+        ),
+        // Written already, or nothing to write to.
+        SessionError::Refused(_) | SessionError::Io(_) => return,
+    };
+    // The sidecar closed the session: worth the operator's attention.
+    if matches!(
+        e,
+        SessionError::Framing(FramingError::OverBudget { .. })
+            | SessionError::Desync(_)
+            | SessionError::ReadOnly(_)
+    ) {
+        tracing::warn!(error = %e, "session closed");
     }
+    let _ = fatal(writer, code, &message, hint).await;
 }
 
 /// Answers a client that asked for protocol 3.x (x > 0): Sluice speaks 3.0,
