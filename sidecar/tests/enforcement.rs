@@ -71,6 +71,45 @@ async fn unbound_identity_gets_no_session() {
     assert_eq!(audit[0]["type"], "denial");
 }
 
+/// An audit record the sink cannot take is logged, never dropped in silence
+/// (#20): here the refusal of an unbound identity's session, whose record
+/// was dropped without a trace before.
+#[tokio::test]
+async fn an_audit_record_that_cannot_be_written_is_logged() {
+    let pg = server();
+    let db = db_name("audit_unrecorded");
+    pg.create_database(&db).await;
+    // /dev/full takes the open but fails every write.
+    let sidecar = Sidecar::start_with(
+        &manifests(pg, &db, ADMIN, "disable", &policy(RULES)),
+        "shop/someone-else",
+        &["--audit-file", "/dev/full"],
+    );
+    let Err(err) = try_connect(&sidecar.url()).await else {
+        panic!("the session must be refused")
+    };
+    let db = err.as_db_error().expect("a server-style error");
+    assert_eq!(db.code().code(), "28000", "{}", db.message());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line = loop {
+        let log = sidecar.log_text();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("writing an audit record failed"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed write was not logged: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for field in ["sessionRefused", "shop/someone-else", "/dev/full"] {
+        assert!(line.contains(field), "{field:?} not in {line}");
+    }
+}
+
 #[tokio::test]
 async fn simple_query_denied_and_session_lives_on() {
     let (sidecar, admin) = setup("deny_simple", RULES).await;

@@ -522,3 +522,49 @@ async fn upstream_termination_is_reported_to_the_client() {
     let c = sidecar.connect().await;
     c.simple_query("SELECT 1").await.unwrap();
 }
+
+/// A session's log lines carry its span (#20): the Connection, the identity
+/// and the session id of its audit events, once for the session rather than
+/// repeated in each log call.
+#[tokio::test]
+async fn a_sessions_log_lines_carry_its_span() {
+    let (_db, sidecar) = setup("log_span").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    // A message type with no meaning ends the session (FATAL 08P01); the
+    // end is logged at debug (test sidecars log at debug).
+    raw.send(&[(b'!', Vec::new())]);
+    let (tags, bytes) = raw.read_messages(1);
+    assert_eq!(tags, vec![b'E'], "{}", String::from_utf8_lossy(&bytes));
+    let events = sidecar
+        .audit_events_until("the session's end", |e| e["type"] == "sessionEnd")
+        .await;
+    let id = events
+        .iter()
+        .find(|e| e["type"] == "sessionStart")
+        .and_then(|e| e["session"].as_str())
+        .expect("the session's id")
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line = loop {
+        let log = sidecar.log_text();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("session ended with an error"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session's end was not logged: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for field in [
+        id.as_str(),
+        "shop/report-job",
+        "orders-db",
+        "invalid frontend message type",
+    ] {
+        assert!(line.contains(field), "{field:?} not in {line}");
+    }
+}

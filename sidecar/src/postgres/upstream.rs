@@ -309,10 +309,32 @@ async fn connect_inner(
     frontend::startup_message(params.iter().copied(), &mut out).map_err(UpstreamError::Io)?;
     writer.write_all(&out).await.map_err(UpstreamError::Io)?;
 
+    let channel_binding = authenticate(cfg, &mut reader, &mut writer, binding).await?;
+    let (startup_messages, backend_key) = startup_answers(&mut reader).await?;
+    Ok(UpstreamSession {
+        reader,
+        writer,
+        startup_messages,
+        backend_key,
+        tls,
+        channel_binding,
+    })
+}
+
+/// The authentication exchange up to AuthenticationOk: cleartext, MD5 or
+/// SCRAM-SHA-256 (-PLUS when the TLS session offers channel binding);
+/// whether channel binding was used.
+async fn authenticate(
+    cfg: &UpstreamConfig,
+    reader: &mut FrameReader<ReadHalf>,
+    writer: &mut WriteHalf,
+    binding: Option<Vec<u8>>,
+) -> Result<bool, UpstreamError> {
+    let mut out = BytesMut::new();
     let mut scram: Option<ScramSha256> = None;
     let mut channel_binding = false;
     loop {
-        let frame = next(&mut reader, "authentication").await?;
+        let frame = next(reader, "authentication").await?;
         match frame.tag {
             backend::AUTHENTICATION => {}
             backend::ERROR_RESPONSE => return Err(rejected(&frame)),
@@ -335,7 +357,7 @@ async fn connect_inner(
         let data = &body[4..];
         out.clear();
         match method {
-            0 => break,
+            0 => return Ok(channel_binding),
             3 => {
                 frontend::password_message(cfg.password.as_bytes(), &mut out)
                     .map_err(UpstreamError::Io)?;
@@ -353,61 +375,11 @@ async fn connect_inner(
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(UpstreamError::Io)?;
             }
             10 => {
-                let mechanisms: Vec<&[u8]> =
-                    data.split(|b| *b == 0).filter(|m| !m.is_empty()).collect();
-                let plus = mechanisms.contains(&sasl::SCRAM_SHA_256_PLUS.as_bytes());
-                let (mechanism, cb) = match (&binding, plus) {
-                    (Some(b), true) => {
-                        channel_binding = true;
-                        (
-                            sasl::SCRAM_SHA_256_PLUS,
-                            ChannelBinding::tls_server_end_point(b.clone()),
-                        )
-                    }
-                    (Some(_), false) => (sasl::SCRAM_SHA_256, ChannelBinding::unrequested()),
-                    (None, _) => (sasl::SCRAM_SHA_256, ChannelBinding::unsupported()),
-                };
-                if !mechanisms.contains(&sasl::SCRAM_SHA_256.as_bytes())
-                    && mechanism == sasl::SCRAM_SHA_256
-                {
-                    return Err(UpstreamError::UnsupportedAuth { method });
-                }
-                let s = ScramSha256::new(cfg.password.as_bytes(), cb);
-                frontend::sasl_initial_response(mechanism, s.message(), &mut out)
-                    .map_err(UpstreamError::Io)?;
+                let (s, plus) = sasl_start(cfg, data, binding.as_deref(), &mut out)?;
+                channel_binding = plus;
                 scram = Some(s);
             }
-            11 => {
-                if scram.is_none() {
-                    return Err(UpstreamError::Unexpected {
-                        tag: 'R',
-                        phase: "SASL continue without SASL start",
-                    });
-                }
-                let iterations = scram_iterations(data);
-                if iterations > MAX_SCRAM_ITERATIONS {
-                    return Err(UpstreamError::ScramIterations {
-                        asked: iterations,
-                        max: MAX_SCRAM_ITERATIONS,
-                    });
-                }
-                // The key derivation (PBKDF2, `iterations` rounds) is CPU work:
-                // off the runtime thread, so it stalls no other session.
-                let mut owned = scram.take().ok_or(UpstreamError::Unexpected {
-                    tag: 'R',
-                    phase: "SASL continue without SASL start",
-                })?;
-                let server_first = frame.body_bytes().slice(4..);
-                let (owned, derived) = tokio::task::spawn_blocking(move || {
-                    let derived = owned.update(&server_first);
-                    (owned, derived)
-                })
-                .await
-                .map_err(|e| UpstreamError::Scram(std::io::Error::other(e)))?;
-                derived.map_err(UpstreamError::Scram)?;
-                let s = scram.insert(owned);
-                frontend::sasl_response(s.message(), &mut out).map_err(UpstreamError::Io)?;
-            }
+            11 => sasl_continue(&mut scram, &frame, &mut out).await?,
             12 => {
                 let s = scram.as_mut().ok_or(UpstreamError::Unexpected {
                     tag: 'R',
@@ -422,11 +394,85 @@ async fn connect_inner(
         }
         writer.write_all(&out).await.map_err(UpstreamError::Io)?;
     }
+}
 
+/// SASL start: SCRAM-SHA-256-PLUS when the server offers it and the TLS
+/// session has a channel binding, else SCRAM-SHA-256; the client's first
+/// message in `out`, and whether channel binding is used.
+fn sasl_start(
+    cfg: &UpstreamConfig,
+    data: &[u8],
+    binding: Option<&[u8]>,
+    out: &mut BytesMut,
+) -> Result<(ScramSha256, bool), UpstreamError> {
+    let mechanisms: Vec<&[u8]> = data.split(|b| *b == 0).filter(|m| !m.is_empty()).collect();
+    let plus = mechanisms.contains(&sasl::SCRAM_SHA_256_PLUS.as_bytes());
+    let (mechanism, cb, channel_binding) = match (binding, plus) {
+        (Some(b), true) => (
+            sasl::SCRAM_SHA_256_PLUS,
+            ChannelBinding::tls_server_end_point(b.to_vec()),
+            true,
+        ),
+        (Some(_), false) => (sasl::SCRAM_SHA_256, ChannelBinding::unrequested(), false),
+        (None, _) => (sasl::SCRAM_SHA_256, ChannelBinding::unsupported(), false),
+    };
+    if !mechanisms.contains(&sasl::SCRAM_SHA_256.as_bytes()) && mechanism == sasl::SCRAM_SHA_256 {
+        return Err(UpstreamError::UnsupportedAuth { method: 10 });
+    }
+    let s = ScramSha256::new(cfg.password.as_bytes(), cb);
+    frontend::sasl_initial_response(mechanism, s.message(), out).map_err(UpstreamError::Io)?;
+    Ok((s, channel_binding))
+}
+
+/// SASL continue: the server's first message; the key derivation runs off
+/// the runtime thread; the client's final message in `out`.
+async fn sasl_continue(
+    scram: &mut Option<ScramSha256>,
+    frame: &Frame,
+    out: &mut BytesMut,
+) -> Result<(), UpstreamError> {
+    if scram.is_none() {
+        return Err(UpstreamError::Unexpected {
+            tag: 'R',
+            phase: "SASL continue without SASL start",
+        });
+    }
+    let iterations = scram_iterations(frame.body().get(4..).unwrap_or_default());
+    if iterations > MAX_SCRAM_ITERATIONS {
+        return Err(UpstreamError::ScramIterations {
+            asked: iterations,
+            max: MAX_SCRAM_ITERATIONS,
+        });
+    }
+    // The key derivation (PBKDF2, `iterations` rounds) is CPU work:
+    // off the runtime thread, so it stalls no other session.
+    let mut owned = scram.take().ok_or(UpstreamError::Unexpected {
+        tag: 'R',
+        phase: "SASL continue without SASL start",
+    })?;
+    let server_first = frame.body_bytes().slice(4..);
+    let (owned, derived) = tokio::task::spawn_blocking(move || {
+        let derived = owned.update(&server_first);
+        (owned, derived)
+    })
+    .await
+    .map_err(|e| UpstreamError::Scram(std::io::Error::other(e)))?;
+    derived.map_err(UpstreamError::Scram)?;
+    let s = scram.insert(owned);
+    frontend::sasl_response(s.message(), out).map_err(UpstreamError::Io)?;
+    Ok(())
+}
+
+/// The server's startup answers after AuthenticationOk, up to
+/// ReadyForQuery: its ParameterStatus and notices (passed to the client),
+/// and its BackendKeyData.
+async fn startup_answers(
+    reader: &mut FrameReader<ReadHalf>,
+) -> Result<(Vec<Frame>, (i32, i32)), UpstreamError> {
     let mut startup_messages = Vec::new();
     let mut backend_key = (0, 0);
     loop {
-        let frame = next(&mut reader, "startup").await?;
+        let frame = next(reader, "startup").await?;
         match frame.tag {
             backend::PARAMETER_STATUS | backend::NOTICE_RESPONSE => startup_messages.push(frame),
             backend::BACKEND_KEY_DATA => {
@@ -447,14 +493,7 @@ async fn connect_inner(
             }
         }
     }
-    Ok(UpstreamSession {
-        reader,
-        writer,
-        startup_messages,
-        backend_key,
-        tls,
-        channel_binding,
-    })
+    Ok((startup_messages, backend_key))
 }
 
 async fn next(

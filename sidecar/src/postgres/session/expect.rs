@@ -1,0 +1,94 @@
+//! What the upstream will answer next, in order, and what each answer
+//! belongs to: the spine the two loops share.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::enforcement::{Decided, Masking};
+use crate::postgres::masking::CopyMask;
+
+/// What the upstream will send next, in order, and what it belongs to.
+pub(super) enum Expect {
+    /// A simple Query: everything up to its ReadyForQuery.
+    Simple(Box<SimpleCtx>),
+    /// ParseComplete.
+    ParseComplete,
+    /// BindComplete. With masking, what the server loop needs to give the
+    /// portal the mask of its statement in the Bind's result formats.
+    BindComplete(Option<Box<BindInfo>>),
+    /// A Describe's answer: ParameterDescription (statements) then
+    /// RowDescription or NoData. `forward` is false for the sidecar's own
+    /// Describe of a portal, whose answer the client never asked for.
+    Describe {
+        portal: Option<String>,
+        statement: Option<String>,
+        stmt: Option<StatementRef>,
+        forward: bool,
+    },
+    /// An Execute's rows and its CommandComplete / EmptyQuery / PortalSuspended.
+    Execute(Box<ExecCtx>),
+    /// CloseComplete.
+    CloseComplete,
+    /// ReadyForQuery after Sync.
+    Sync,
+    /// The masking rules or limits changed (run mode): the answers after
+    /// this point belong to statements decided under the new masking.
+    Masking(Arc<Masking>),
+    /// A message from the sidecar (a refusal), sent when its turn comes;
+    /// followed by ReadyForQuery when `rfq`. `in_group` marks an error inside
+    /// an extended-protocol group, dropped if the server already failed it.
+    Synthetic {
+        bytes: Bytes,
+        rfq: bool,
+        in_group: bool,
+    },
+    /// The client ended a COPY FROM STDIN (CopyDone or CopyFail forwarded).
+    CopyEnd,
+    /// `maxRowsAffected`: the answers from here to the next ReadyForQuery
+    /// are held until the write's row counts are checked (see
+    /// [`rows_affected`]). The first `swallow` CommandCompletes answer the
+    /// sidecar's own `BEGIN;`/`SAVEPOINT …;` put in front of the client's
+    /// query string, and error positions are moved back by its `shift` characters.
+    HoldStart { swallow: u32, shift: u32 },
+    /// One answer to the sidecar's own extended-protocol BEGIN or
+    /// SAVEPOINT in front of a group (never forwarded; an error is, and the
+    /// server then skips the group).
+    Prefix,
+    /// The answers to the sidecar's own COMMIT, RELEASE or ROLLBACK (a
+    /// simple query), up to its ReadyForQuery: never forwarded.
+    Internal,
+}
+
+/// A decided statement within a (possibly multi-statement) string.
+#[derive(Clone)]
+pub(super) struct StatementRef {
+    pub(super) decided: Arc<Decided>,
+    pub(super) index: usize,
+    /// The text a prepared statement was parsed from, and the enforcer
+    /// generation its decision was taken under: after a policy change the
+    /// decision is taken again before the statement runs (see
+    /// [`super::ClientLoop::redecide_prepared`]). `None` for simple queries, which
+    /// are decided each time they come.
+    pub(super) prepared: Option<(Arc<str>, u64)>,
+}
+
+pub(super) struct BindInfo {
+    pub(super) portal: String,
+    pub(super) statement: String,
+    pub(super) formats: Vec<i16>,
+}
+
+pub(super) struct SimpleCtx {
+    pub(super) decided: Arc<Decided>,
+    pub(super) started: Instant,
+    pub(super) copy_masks: Vec<Option<Arc<CopyMask>>>,
+}
+
+pub(super) struct ExecCtx {
+    pub(super) portal: String,
+    pub(super) stmt: Option<StatementRef>,
+    pub(super) started: Instant,
+    pub(super) copy_mask: Option<Arc<CopyMask>>,
+}

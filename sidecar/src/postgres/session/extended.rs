@@ -1,0 +1,619 @@
+//! An extended-protocol group (Parse/Bind/Describe/Execute/Close up to
+//! Sync or Flush): decided together, put on record, then forwarded with
+//! what each message will be answered with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::client::{alone_refusal, statement_effect};
+use super::expect::{BindInfo, ExecCtx, Expect, StatementRef};
+use super::{ClientLoop, Guard, Portal, PreparedStatement, SessionError};
+use crate::enforcement::{Decided, Refusal};
+use crate::postgres::framing::Frame;
+use crate::postgres::messages::{bind, describe, error_response, execute, frontend, parse};
+use crate::postgres::rows_affected::{self, Limit};
+use crate::postgres::settings::Effect;
+
+/// A group decided in pass 1 (see [`ClientLoop::decide_statements`]).
+struct Parsed {
+    /// What each message runs: a Parse its statement, an Execute its portal's.
+    decisions: Vec<Option<StatementRef>>,
+    /// Statements that need approval, asked once the group is decided.
+    to_approve: Vec<(String, Arc<Decided>)>,
+    /// The first refusal (on record).
+    refusal: Option<Refusal>,
+}
+
+/// A group allowed to run: what each message runs, how its writes are
+/// counted under `maxRowsAffected`, and whether it may change the
+/// settings Sluice models.
+struct Plan {
+    decisions: Vec<Option<StatementRef>>,
+    writes: Option<Guard>,
+    barrier: bool,
+}
+
+/// What becomes of a group.
+enum Verdict {
+    Forward(Plan),
+    Refuse(Refusal),
+}
+
+impl ClientLoop {
+    /// Decides and forwards (or refuses) the buffered extended-protocol
+    /// messages, ending with `terminator` (Sync or Flush).
+    pub(super) async fn flush_group(
+        &mut self,
+        terminator: Option<Frame>,
+        sync: bool,
+    ) -> Result<(), SessionError> {
+        self.sync_masking();
+        self.read_only_in_force()?;
+        self.redecide_prepared();
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        match self.decide_group(&pending, sync).await? {
+            Verdict::Forward(plan) => self.forward_group(&pending, plan, terminator, sync).await,
+            Verdict::Refuse(refusal) => {
+                self.queue_refusal(&refusal, false, self.group_forwarded);
+                if sync {
+                    self.end_refused_group().await
+                } else {
+                    self.discarding = true;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Decides a group before anything of it is forwarded: its statements
+    /// (pass 1), their approvals, how `maxRowsAffected` counts its writes,
+    /// then each Execute's checks and write-ahead record (pass 2). Every
+    /// refusal is on record by then.
+    async fn decide_group(
+        &mut self,
+        pending: &[Frame],
+        sync: bool,
+    ) -> Result<Verdict, SessionError> {
+        let parsed = self.decide_statements(pending)?;
+        // Deciding may have picked up new rules.
+        self.sync_masking();
+        self.read_only_in_force()?;
+        if let Some(refusal) = parsed.refusal {
+            return Ok(Verdict::Refuse(refusal));
+        }
+        // Statements that need approval hold (or refuse) the whole group.
+        for (sql, decided) in &parsed.to_approve {
+            if let Some(refusal) = self.approve_parse(sql, decided).await {
+                return Ok(Verdict::Refuse(refusal));
+            }
+        }
+        // maxRowsAffected: how the group's Executes are counted, decided
+        // before anything of it is on record as run.
+        let writes = match self.group_writes(pending, &parsed.decisions, sync) {
+            Ok(writes) => writes,
+            Err((refusal, decided)) => {
+                if let Some(decided) = decided {
+                    self.record_refused(&decided, "extended", &refusal);
+                }
+                return Ok(Verdict::Refuse(refusal));
+            }
+        };
+        Ok(
+            match self.record_executes(pending, &parsed.decisions, sync).await {
+                Ok(barrier) => Verdict::Forward(Plan {
+                    decisions: parsed.decisions,
+                    writes,
+                    barrier,
+                }),
+                Err(refusal) => Verdict::Refuse(refusal),
+            },
+        )
+    }
+
+    /// Pass 1: decides every Parse (statements parsed earlier in the group
+    /// are visible to later Binds) and finds the statement each Execute
+    /// runs. A Parse refused by the rules, or read under settings Sluice
+    /// does not model, is on record now and refuses the group.
+    fn decide_statements(&mut self, pending: &[Frame]) -> Result<Parsed, SessionError> {
+        let mut parsed: HashMap<String, StatementRef> = HashMap::new();
+        let mut refusal: Option<Refusal> = None;
+        let mut decisions: Vec<Option<StatementRef>> = Vec::with_capacity(pending.len());
+        let mut to_approve: Vec<(String, Arc<Decided>)> = Vec::new();
+        for frame in pending {
+            match frame.tag {
+                frontend::PARSE => {
+                    let p = parse::decode(frame.body())?;
+                    let decided = self.decide(p.query);
+                    if let Some(r) = self
+                        .unmodelled(p.query)
+                        .or_else(|| self.read_only_refusal(&decided, p.query))
+                        && refusal.is_none()
+                    {
+                        // Read under settings Sluice does not model: refused
+                        // whatever the rules say; on record.
+                        self.record_refused(&decided, "extended", &r);
+                        refusal = Some(r);
+                    }
+                    let stmt = StatementRef {
+                        decided: decided.clone(),
+                        index: 0,
+                        prepared: Some((Arc::from(p.query), self.enforcer.generation())),
+                    };
+                    if self.ctx.approvals.is_some() && decided.awaits_approval().is_some() {
+                        // Asked of the operator once the whole group is decided.
+                        to_approve.push((p.query.to_string(), decided.clone()));
+                    } else if let Some(r) = &decided.refusal {
+                        // Refused at Parse: on record now, nothing of the group runs.
+                        self.record_refused(&decided, "extended", r);
+                        refusal.get_or_insert_with(|| r.clone());
+                    }
+                    parsed.insert(p.name.to_string(), stmt.clone());
+                    decisions.push(Some(stmt));
+                }
+                frontend::EXECUTE => {
+                    let (portal, _) = execute::decode(frame.body())?;
+                    decisions.push(self.portal_statement(portal, pending, &parsed));
+                }
+                _ => decisions.push(None),
+            }
+        }
+        Ok(Parsed {
+            decisions,
+            to_approve,
+            refusal,
+        })
+    }
+
+    /// Pass 2: each Execute runs a statement, checked and put on record
+    /// (write-ahead) before anything is forwarded; the first refusal ends
+    /// it. `Ok` with whether a statement of the group may change the
+    /// settings Sluice models (see [`ClientLoop::barrier`]).
+    async fn record_executes(
+        &mut self,
+        pending: &[Frame],
+        decisions: &[Option<StatementRef>],
+        sync: bool,
+    ) -> Result<bool, Refusal> {
+        let mut barrier = false;
+        let mut ticket = None;
+        for (i, (frame, stmt)) in pending.iter().zip(decisions).enumerate() {
+            if frame.tag != frontend::EXECUTE {
+                continue;
+            }
+            let Some(stmt) = stmt else { continue };
+            // A statement that changes the settings must end its Sync
+            // group: what follows it is read under what the server
+            // reports at that Sync.
+            let followed = !sync
+                || pending[i + 1..].iter().any(|f| {
+                    matches!(
+                        f.tag,
+                        frontend::PARSE
+                            | frontend::BIND
+                            | frontend::EXECUTE
+                            | frontend::DESCRIBE
+                            | frontend::CLOSE
+                    )
+                });
+            let (effect, appended) = self.record_execute(stmt, followed).await?;
+            barrier |= effect != Effect::None;
+            // Written once for the group, below.
+            ticket = appended.or(ticket);
+        }
+        // Write-ahead: the group's records are written before it is forwarded.
+        if let Some(t) = ticket {
+            self.ctx
+                .audit
+                .durable(t)
+                .await
+                .map_err(|e| Refusal::audit_failed(&e))?;
+        }
+        Ok(barrier)
+    }
+
+    /// One Execute of pass 2: the settings its statement may change, its
+    /// refusal under the policies in force now, its one approved run, the
+    /// rate limit and its COPY plan. `Ok` with its effect on the settings
+    /// and the ticket of its pending audit record (none for an approved
+    /// run: its record is its approval's, written at Parse); else the
+    /// refusal, on record and counted.
+    async fn record_execute(
+        &mut self,
+        stmt: &StatementRef,
+        followed: bool,
+    ) -> Result<(Effect, Option<u64>), Refusal> {
+        let decided = &stmt.decided;
+        let text = stmt.prepared.as_ref().map_or("", |(t, _)| t);
+        let effect = statement_effect(decided, text);
+        let awaits = self.ctx.approvals.is_some() && decided.awaits_approval().is_some();
+        let refused = self
+            .unmodelled(text)
+            .or_else(|| (effect == Effect::Alone && followed).then(alone_refusal))
+            // Prepared (or bound) under policies that have changed since,
+            // and refused by the ones in force now.
+            .or_else(|| decided.refusal.clone().filter(|_| !awaits));
+        let checked = match refused {
+            Some(refusal) => Err(refusal),
+            None => self.approved_once(decided),
+        };
+        let approved = match checked {
+            Ok(approved) => approved,
+            Err(refusal) => {
+                self.record_refused(decided, "extended", &refusal);
+                return Err(refusal);
+            }
+        };
+        let mut refusal = self.rate_check();
+        if refusal.is_none()
+            && let Err(e) = self.copy_masks(decided).await
+        {
+            refusal = Some(e);
+        }
+        if let Some(refusal) = refusal {
+            self.record_refused(decided, "extended", &refusal);
+            return Err(refusal);
+        }
+        if approved {
+            // An approved run's record is its approval's, written at Parse.
+            return Ok((effect, None));
+        }
+        let ticket = self.record_allowed(decided, "extended")?;
+        Ok((effect, Some(ticket)))
+    }
+
+    /// Forwards a decided group, queueing what each message will be
+    /// answered with; a write under `maxRowsAffected` goes behind the
+    /// sidecar's own BEGIN or SAVEPOINT (see [`ClientLoop::guard_prefix`]).
+    async fn forward_group(
+        &mut self,
+        pending: &[Frame],
+        plan: Plan,
+        terminator: Option<Frame>,
+        sync: bool,
+    ) -> Result<(), SessionError> {
+        if let Some(guard) = plan.writes {
+            self.guard_prefix(guard).await?;
+        } else {
+            self.out.clear();
+        }
+        // Masking needs each result's columns; the client may never ask for
+        // them, so the sidecar describes every statement it forwards, once,
+        // and gives each portal its statement's mask in the Bind's formats.
+        let describe_statements = self.masking.active();
+        for (frame, stmt) in pending.iter().zip(plan.decisions) {
+            match frame.tag {
+                frontend::PARSE => self.forward_parse(frame, stmt, describe_statements)?,
+                frontend::BIND => self.forward_bind(frame, describe_statements)?,
+                frontend::DESCRIBE => self.forward_describe(frame)?,
+                frontend::EXECUTE => self.forward_execute(frame, describe_statements).await?,
+                frontend::CLOSE => self.forward_close(frame)?,
+                _ => self.out.extend_from_slice(&frame.raw),
+            }
+        }
+        if sync {
+            self.send(Expect::Sync);
+        } else {
+            self.group_forwarded = true;
+        }
+        if let Some(terminator) = terminator {
+            self.out.extend_from_slice(&terminator.raw);
+        }
+        self.upstream.write_all(&self.out).await?;
+        self.barrier |= plan.barrier;
+        Ok(())
+    }
+
+    /// A Parse: the server will know the statement by its name (with the
+    /// sidecar's own Describe of it under masking).
+    fn forward_parse(
+        &mut self,
+        frame: &Frame,
+        stmt: Option<StatementRef>,
+        describe_statements: bool,
+    ) -> Result<(), SessionError> {
+        let p = parse::decode(frame.body())?;
+        if let Some(stmt) = stmt.clone() {
+            self.statements.insert(
+                p.name.to_string(),
+                PreparedStatement {
+                    stmt,
+                    described: describe_statements.then_some(self.generation),
+                },
+            );
+        }
+        self.send(Expect::ParseComplete);
+        self.out.extend_from_slice(&frame.raw);
+        if describe_statements {
+            self.send(Expect::Describe {
+                portal: None,
+                statement: Some(p.name.to_string()),
+                stmt,
+                forward: false,
+            });
+            describe::describe_statement(&mut self.out, p.name);
+        }
+        Ok(())
+    }
+
+    /// A Bind: the portal runs its statement, masked in the Bind's result
+    /// formats.
+    fn forward_bind(
+        &mut self,
+        frame: &Frame,
+        describe_statements: bool,
+    ) -> Result<(), SessionError> {
+        let b = bind::decode(frame.body())?;
+        let generation = self.generation;
+        let known = self.statements.get_mut(b.statement).map(|s| {
+            let stale = describe_statements && s.described != Some(generation);
+            if stale {
+                s.described = Some(generation);
+            }
+            (s.stmt.clone(), stale)
+        });
+        if let Some((stmt, true)) = &known {
+            // Described under other masking rules (or none): its mask is
+            // made again first.
+            self.send(Expect::Describe {
+                portal: None,
+                statement: Some(b.statement.to_string()),
+                stmt: Some(stmt.clone()),
+                forward: false,
+            });
+            describe::describe_statement(&mut self.out, b.statement);
+        }
+        let stmt = known.map(|(stmt, _)| stmt);
+        let portal = b.portal.to_string();
+        self.portals
+            .insert(portal.clone(), Portal { stmt, generation });
+        let info = describe_statements.then(|| {
+            Box::new(BindInfo {
+                portal,
+                statement: b.statement.to_string(),
+                formats: b.result_formats.clone(),
+            })
+        });
+        self.send(Expect::BindComplete(info));
+        self.out.extend_from_slice(&frame.raw);
+        Ok(())
+    }
+
+    /// A Describe the client asked for: its answer is forwarded.
+    fn forward_describe(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let (portal, stmt) = match describe::decode(frame.body(), "Describe")? {
+            describe::Target::Portal(p) => (
+                Some(p.to_string()),
+                self.portals.get(p).and_then(|p| p.stmt.clone()),
+            ),
+            describe::Target::Statement(s) => {
+                (None, self.statements.get(s).map(|s| s.stmt.clone()))
+            }
+        };
+        self.send(Expect::Describe {
+            portal,
+            statement: None,
+            stmt,
+            forward: true,
+        });
+        self.out.extend_from_slice(&frame.raw);
+        Ok(())
+    }
+
+    /// An Execute: its rows belong to its portal's statement.
+    async fn forward_execute(
+        &mut self,
+        frame: &Frame,
+        describe_statements: bool,
+    ) -> Result<(), SessionError> {
+        let (portal, _) = execute::decode(frame.body())?;
+        let generation = self.generation;
+        let stale = describe_statements
+            && self.portals.get_mut(portal).is_some_and(|p| {
+                let stale = p.generation != generation;
+                p.generation = generation;
+                stale
+            });
+        let stmt = self.portals.get(portal).and_then(|p| p.stmt.clone());
+        if stale {
+            // A portal bound under other masking rules: its mask is made
+            // again, in its result formats, from its own description.
+            self.send(Expect::Describe {
+                portal: Some(portal.to_string()),
+                statement: None,
+                stmt: stmt.clone(),
+                forward: false,
+            });
+            describe::describe_portal(&mut self.out, portal);
+        }
+        let copy_mask = match &stmt {
+            Some(s) => self
+                .copy_masks(&s.decided)
+                .await
+                .ok()
+                .and_then(|m| m.into_iter().next().flatten()),
+            None => None,
+        };
+        self.send(Expect::Execute(Box::new(ExecCtx {
+            portal: portal.to_string(),
+            stmt,
+            started: Instant::now(),
+            copy_mask,
+        })));
+        self.out.extend_from_slice(&frame.raw);
+        Ok(())
+    }
+
+    /// A Close: the statement or portal is gone.
+    fn forward_close(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        match describe::decode(frame.body(), "Close")? {
+            describe::Target::Statement(s) => {
+                self.statements.remove(s);
+            }
+            describe::Target::Portal(p) => {
+                self.portals.remove(p);
+            }
+        }
+        self.send(Expect::CloseComplete);
+        self.out.extend_from_slice(&frame.raw);
+        Ok(())
+    }
+
+    /// `maxRowsAffected` for an extended-protocol group: how its Executes
+    /// are counted (`None`: no limit, or nothing of it writes), or its
+    /// refusal with the decision to put it on record under.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn group_writes(
+        &self,
+        pending: &[Frame],
+        decisions: &[Option<StatementRef>],
+        sync: bool,
+    ) -> Result<Option<Guard>, (Refusal, Option<Arc<Decided>>)> {
+        let Some((rows, policy)) = self.masking.limits().max_rows_affected.clone() else {
+            return Ok(None);
+        };
+        let executed: Vec<&Option<StatementRef>> = pending
+            .iter()
+            .zip(decisions)
+            .filter(|(f, _)| f.tag == frontend::EXECUTE)
+            .map(|(_, d)| d)
+            .collect();
+        let first = executed
+            .iter()
+            .find_map(|d| d.as_ref().map(|s| s.decided.clone()));
+        let statements: Vec<Option<(&Decided, usize)>> = executed
+            .iter()
+            .map(|d| d.as_ref().map(|s| (&*s.decided, s.index)))
+            .collect();
+        let limit = Limit {
+            rows,
+            policy: &policy,
+        };
+        let Some(counts) =
+            rows_affected::plan(&statements, true, &limit).map_err(|r| (r, first.clone()))?
+        else {
+            return Ok(None);
+        };
+        if !sync {
+            let refusal = Refusal {
+                code: error_response::FEATURE_NOT_SUPPORTED,
+                ..Refusal::plain(&format!(
+                    "statement refused by Sluice: AccessPolicy {policy:?} limits writes to {rows} rows each (maxRowsAffected), and a write is counted only in an extended-protocol group that ends with Sync (this one ended with Flush); nothing ran"
+                ))
+            };
+            return Err((refusal, first));
+        }
+        Ok(Some(Guard {
+            decided: executed
+                .iter()
+                .map(|d| {
+                    d.as_ref()
+                        .map_or_else(|| first.clone(), |s| Some(s.decided.clone()))
+                })
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default(),
+            counts,
+            protocol: "extended",
+            savepoint: false,
+            copy_in: false,
+            rows,
+            policy,
+        }))
+    }
+
+    /// After a policy change, takes the decisions of the session's prepared
+    /// statements and bound portals again, so the next Execute of a statement
+    /// prepared under the old policies is decided by the new ones (a deny
+    /// added since refuses it).
+    pub(super) fn redecide_prepared(&mut self) {
+        self.enforcer.refresh();
+        let generation = self.enforcer.generation();
+        if generation == self.decided_generation {
+            return;
+        }
+        self.decided_generation = generation;
+        let mut statements = std::mem::take(&mut self.statements);
+        for s in statements.values_mut() {
+            s.stmt = self.redecided(&s.stmt);
+        }
+        self.statements = statements;
+        let mut portals = std::mem::take(&mut self.portals);
+        for p in portals.values_mut() {
+            if let Some(stmt) = p.stmt.as_mut() {
+                *stmt = self.redecided(stmt);
+            }
+        }
+        self.portals = portals;
+    }
+
+    /// `stmt` decided again under the enforcer's current standing. The old
+    /// decision is kept when the verdict did not change, so an approval
+    /// granted for it still counts.
+    fn redecided(&mut self, stmt: &StatementRef) -> StatementRef {
+        let generation = self.enforcer.generation();
+        let Some((sql, taken)) = &stmt.prepared else {
+            return stmt.clone();
+        };
+        if *taken == generation {
+            return stmt.clone();
+        }
+        let now = self.decide(sql);
+        let (old, new) = (stmt.decided.decision(), now.decision());
+        let same = old.enforced == new.enforced
+            && old.enforced_policy == new.enforced_policy
+            && old.enforced_rule == new.enforced_rule
+            && stmt.decided.refusal.is_none() == now.refusal.is_none();
+        StatementRef {
+            decided: if same { stmt.decided.clone() } else { now },
+            index: stmt.index,
+            prepared: Some((sql.clone(), generation)),
+        }
+    }
+
+    /// The statement an Execute of `portal` runs, looking at Binds earlier in
+    /// the same group first.
+    pub(super) fn portal_statement(
+        &self,
+        portal: &str,
+        pending: &[Frame],
+        parsed: &HashMap<String, StatementRef>,
+    ) -> Option<StatementRef> {
+        for frame in pending.iter().rev() {
+            if frame.tag == frontend::BIND
+                && let Ok(b) = bind::decode(frame.body())
+                && b.portal == portal
+            {
+                return parsed
+                    .get(b.statement)
+                    .cloned()
+                    .or_else(|| self.statements.get(b.statement).map(|s| s.stmt.clone()));
+            }
+        }
+        self.portals.get(portal).and_then(|p| p.stmt.clone())
+    }
+
+    /// Ends a Sync group whose error was already queued: the client gets
+    /// ReadyForQuery; if part of the group reached the server, its Sync goes
+    /// too (the server's ReadyForQuery is then the one the client sees).
+    pub(super) async fn end_refused_group(&mut self) -> Result<(), SessionError> {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        if self.group_forwarded {
+            self.send(Expect::Sync);
+            let mut out = BytesMut::new();
+            postgres_protocol::message::frontend::sync(&mut out);
+            self.upstream.write_all(&out).await?;
+        } else {
+            self.send(Expect::Synthetic {
+                bytes: Bytes::new(),
+                rfq: true,
+                in_group: false,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! A write under `maxRowsAffected`: sent inside a transaction or savepoint
+//! of the sidecar's own, its answer held until the server's row counts are
+//! checked, then committed (and let through) or rolled back (and refused).
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+use super::expect::Expect;
+use super::{ClientLoop, Guard, MAX_HELD_BYTES, SessionError};
+use crate::enforcement::Refusal;
+use crate::postgres::framing::FrameReader;
+use crate::postgres::messages::{error_response, frontend, ready_for_query};
+use crate::postgres::rows_affected::{self, Limit};
+
+impl ClientLoop {
+    /// Puts the sidecar's BEGIN (autocommit) or SAVEPOINT (inside the
+    /// client's transaction) in front of an extended-protocol group that
+    /// writes under `maxRowsAffected`, as messages of the same group: if it
+    /// fails, the server skips the group. The statement and portal carry the
+    /// session's reserved name, closed again at once.
+    pub(super) async fn guard_prefix(&mut self, mut guard: Guard) -> Result<(), SessionError> {
+        use bytes::BufMut;
+        // The transaction status decides: what was sent before is answered first.
+        self.wait_answered(0).await;
+        guard.savepoint = self.answered.status() != ready_for_query::IDLE;
+        let name = self.guard_name.clone();
+        let sql = if guard.savepoint {
+            format!("SAVEPOINT {name}")
+        } else {
+            "BEGIN".to_string()
+        };
+        let out = &mut self.out;
+        out.clear();
+        postgres_protocol::message::frontend::close(b'S', &name, out)?;
+        postgres_protocol::message::frontend::parse(&name, &sql, std::iter::empty(), out)?;
+        let at = crate::postgres::messages::begin(out, frontend::BIND);
+        crate::postgres::messages::put_cstr(out, &name);
+        crate::postgres::messages::put_cstr(out, &name);
+        out.put_i16(0); // parameter formats
+        out.put_i16(0); // parameters
+        out.put_i16(0); // result formats
+        crate::postgres::messages::finish(out, at);
+        postgres_protocol::message::frontend::execute(&name, 0, out)?;
+        postgres_protocol::message::frontend::close(b'P', &name, out)?;
+        postgres_protocol::message::frontend::close(b'S', &name, out)?;
+        self.send(Expect::HoldStart {
+            swallow: 0,
+            shift: 0,
+        });
+        for _ in 0..6 {
+            self.send(Expect::Prefix);
+        }
+        self.guard = Some(guard);
+        Ok(())
+    }
+
+    /// Decides a write held under `maxRowsAffected` once its whole answer is
+    /// in: commits it (RELEASE inside the client's transaction) and lets
+    /// the answer through, or rolls it back (to the savepoint inside the
+    /// client's transaction, whose earlier work stands) and answers an
+    /// error naming the limit, the policy and the counts. One more round
+    /// trip to the server per write.
+    pub(super) async fn finish_guard<R: AsyncRead + Unpin>(
+        &mut self,
+        guard: Guard,
+        client: &mut FrameReader<R>,
+    ) -> Result<(), SessionError> {
+        if guard.copy_in {
+            self.pump_copy(client).await?;
+        } else {
+            self.wait_answered(0).await;
+        }
+        let Some(held) = self.answered.take_held() else {
+            return Err(SessionError::Desync(
+                "the answer of a write held for maxRowsAffected did not come".into(),
+            ));
+        };
+        let name = &self.guard_name;
+        if held.error {
+            // The server failed it: nothing of it is committed. Inside the
+            // client's transaction, that transaction is failed, as it would
+            // be without Sluice; in autocommit the sidecar's is rolled back.
+            if !guard.savepoint {
+                self.internal("ROLLBACK").await?;
+            }
+            self.release(held.bytes);
+            return Ok(());
+        }
+        let limit = Limit {
+            rows: guard.rows,
+            policy: &guard.policy,
+        };
+        let refused = if held.overflow {
+            Some((
+                0,
+                Refusal {
+                    code: error_response::PROGRAM_LIMIT_EXCEEDED,
+                    hint: Some(
+                        "return fewer rows (RETURNING fewer columns, or smaller batches)".into(),
+                    ),
+                    ..Refusal::plain(&format!(
+                        "write refused by Sluice: AccessPolicy {:?} limits writes to {} rows each (maxRowsAffected), and the write's answer was larger than the {} MiB Sluice holds until the server reports its count; it was rolled back",
+                        guard.policy,
+                        guard.rows,
+                        MAX_HELD_BYTES / (1024 * 1024)
+                    ))
+                },
+            ))
+        } else {
+            rows_affected::verdict(&guard.counts, &held.outcomes, &limit)
+        };
+        match refused {
+            Some((i, refusal)) => {
+                let undo = if guard.savepoint {
+                    format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+                } else {
+                    "ROLLBACK".to_string()
+                };
+                self.internal(&undo).await?;
+                if self.answered.take_internal_error().is_some() {
+                    return Err(SessionError::Desync(
+                        "the server refused to roll back a write over maxRowsAffected".into(),
+                    ));
+                }
+                if let Some(decided) = guard.decided.get(i).or(guard.decided.first()) {
+                    self.record_refusal(decided, guard.protocol, &refusal);
+                }
+                self.queue_refusal(&refusal, true, false);
+            }
+            None => {
+                let done = if guard.savepoint {
+                    format!("RELEASE SAVEPOINT {name}")
+                } else {
+                    "COMMIT".to_string()
+                };
+                self.internal(&done).await?;
+                // A COMMIT can fail (a deferred constraint): then that error
+                // is the answer, and nothing of the write stands.
+                match self.answered.take_internal_error() {
+                    Some(error) => self.release(error),
+                    None => self.release(held.bytes),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the sidecar's own simple query and waits for its answer
+    /// (swallowed; an error is kept in [`Answered::internal_error`]).
+    pub(super) async fn internal(&mut self, sql: &str) -> Result<(), SessionError> {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out)?;
+        self.send(Expect::Internal);
+        self.upstream.write_all(&out).await?;
+        self.wait_answered(0).await;
+        Ok(())
+    }
+
+    /// Lets a held answer through, with the ReadyForQuery of the server's
+    /// transaction status now.
+    pub(super) fn release(&self, bytes: Bytes) {
+        self.send(Expect::Synthetic {
+            bytes,
+            rfq: true,
+            in_group: false,
+        });
+    }
+
+    /// A COPY FROM STDIN under `maxRowsAffected`: the client's data goes
+    /// upstream while its answer is awaited; nothing else is read from the
+    /// client until then.
+    pub(super) async fn pump_copy<R: AsyncRead + Unpin>(
+        &mut self,
+        client: &mut FrameReader<R>,
+    ) -> Result<(), SessionError> {
+        let mut ended = false;
+        loop {
+            while !ended && let Some(frame) = client.try_next()? {
+                match frame.tag {
+                    frontend::COPY_DATA => self.upstream.write_all(&frame.raw).await?,
+                    frontend::COPY_DONE | frontend::COPY_FAIL => {
+                        self.send(Expect::CopyEnd);
+                        self.upstream.write_all(&frame.raw).await?;
+                        ended = true;
+                    }
+                    // Ignored by the server during COPY FROM STDIN.
+                    frontend::FLUSH | frontend::SYNC => {}
+                    tag => return Err(SessionError::UnexpectedMessage(tag as char)),
+                }
+            }
+            tokio::select! {
+                () = self.wait_answered(0) => return Ok(()),
+                more = client.fill(), if !ended => {
+                    if !more? {
+                        return Err(SessionError::Refused(
+                            "the client closed the session during a COPY FROM STDIN".into(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! A statement a `requireApproval` rule catches (run mode): asked of the
+//! operator, held or refused until approved, decided again under the
+//! policies in force when approved, and put on record at every step.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use sluice_crds::{ApprovalMode, RequestPhase};
+use sluice_policy::audit::{AuditApproval, AuditKind};
+use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
+use tokio::io::AsyncRead;
+
+use super::client::statement_effect;
+use super::expect::Expect;
+use super::{ClientLoop, SessionError, log_unrecorded};
+use crate::approval::{self, ApprovalOutcome, Approvals};
+use crate::enforcement::{Decided, Refusal};
+use crate::postgres::framing::{Frame, FrameReader};
+use crate::postgres::messages::error_response::Report;
+use crate::postgres::messages::query;
+use crate::postgres::settings::Effect;
+
+impl ClientLoop {
+    /// A simple query a `requireApproval` rule catches, in run mode: asked
+    /// of the operator, then held until decided (hold) or refused with the
+    /// request's name until approved (retry); run once when approved. A
+    /// client that leaves while its statement is held takes it along.
+    pub(super) async fn approve_simple<R: AsyncRead + Unpin>(
+        &mut self,
+        frame: Frame,
+        decided: Arc<Decided>,
+        client: &mut FrameReader<R>,
+    ) -> Result<(), SessionError> {
+        let sql = query::decode(frame.body())?;
+        if let Some(refusal) = self.rate_check() {
+            self.record_refused(&decided, "simple", &refusal);
+            self.refuse(&refusal);
+            return Ok(());
+        }
+        let outcome = match self.approval_ask(sql, &decided) {
+            Err(refusal) => Err(refusal),
+            Ok((approvals, ask, true)) => Ok(Some((approvals.retry(&ask).await, approvals))),
+            Ok((approvals, ask, false)) => {
+                self.hold_simple(approvals, &ask, &decided, client).await
+            }
+        };
+        let refusal = match outcome {
+            Err(refusal) => Some(refusal),
+            Ok(None) => {
+                let refusal = Refusal::plain(
+                    "the client closed the session while its statement was held for approval; it did not run",
+                );
+                self.record_refusal(&decided, "simple", &refusal);
+                return Ok(());
+            }
+            Ok(Some((held, approvals))) => {
+                let outcome = self.recheck(held, &approvals, sql).await;
+                self.settle_approval(outcome, &decided, "simple")
+            }
+        };
+        if let Some(refusal) = refusal {
+            self.refuse(&refusal);
+            return Ok(());
+        }
+        // Approved: on record, and counted as an approved run.
+        let (copy_masks, writes) = match self.simple_plan(&decided).await {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                self.record_refusal(&decided, "simple", &refusal);
+                self.refuse(&refusal);
+                return Ok(());
+            }
+        };
+        let effect = statement_effect(&decided, sql);
+        self.forward_simple(&frame, decided, copy_masks, writes)
+            .await?;
+        self.barrier |= effect != Effect::None;
+        Ok(())
+    }
+
+    /// Hold mode for a simple query: waits for the approval's outcome while
+    /// watching the client. A CancelRequest gives the statement up (the
+    /// refusal); a client that leaves takes it along (`Ok(None)`);
+    /// pipelined input waits in the reader until the statement is settled.
+    async fn hold_simple<R: AsyncRead + Unpin>(
+        &self,
+        approvals: Approvals,
+        ask: &ApprovalAsk,
+        decided: &Arc<Decided>,
+        client: &mut FrameReader<R>,
+    ) -> Result<Option<(approval::Held, Approvals)>, Refusal> {
+        let hold = approvals.hold(ask, |ticket| self.notify_held(decided, ticket, "simple"));
+        tokio::pin!(hold);
+        // Enabled now: a CancelRequest from here on is not missed.
+        let cancelled = self.cancel_hold.notified();
+        tokio::pin!(cancelled);
+        cancelled.as_mut().enable();
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                outcome = &mut hold => return Ok(Some((outcome, approvals.clone()))),
+                () = &mut cancelled => return Err(self.cancelled(decided, "simple")),
+                more = client.fill(), if watching => match more {
+                    // Pipelined input waits in the reader until the statement is settled.
+                    Ok(true) => watching = false,
+                    Ok(false) | Err(_) => return Ok(None),
+                },
+            }
+        }
+    }
+
+    /// A Parse a `requireApproval` rule catches, in run mode: held or
+    /// refused as in [`ClientLoop::approve_simple`]; `None` when approved,
+    /// and then the statement's next Execute (only) may run.
+    pub(super) async fn approve_parse(
+        &mut self,
+        sql: &str,
+        decided: &Arc<Decided>,
+    ) -> Option<Refusal> {
+        let (held, approvals) = match self.approval_ask(sql, decided) {
+            Err(refusal) => return Some(refusal),
+            Ok((approvals, ask, true)) => (approvals.retry(&ask).await, approvals),
+            Ok((approvals, ask, false)) => {
+                let cancelled = self.cancel_hold.notified();
+                tokio::pin!(cancelled);
+                cancelled.as_mut().enable();
+                let hold =
+                    approvals.hold(&ask, |ticket| self.notify_held(decided, ticket, "extended"));
+                tokio::select! {
+                    held = hold => (held, approvals.clone()),
+                    () = cancelled => return Some(self.cancelled(decided, "extended")),
+                }
+            }
+        };
+        let outcome = self.recheck(held, &approvals, sql).await;
+        let refusal = self.settle_approval(outcome, decided, "extended");
+        if refusal.is_none() {
+            self.approved.push(decided.clone());
+        }
+        refusal
+    }
+
+    /// A statement approved while held runs only if the policies in force
+    /// now still let it: they may have changed, or lapsed, during the wait.
+    /// The verdict goes to [`Approvals::run`], which claims the approval or
+    /// records on the AccessRequest that the statement did not run.
+    pub(super) async fn recheck(
+        &mut self,
+        held: approval::Held,
+        approvals: &Approvals,
+        sql: &str,
+    ) -> ApprovalOutcome {
+        let approved = match held {
+            approval::Held::Settled(outcome) => return outcome,
+            approval::Held::Approved(approved) => approved,
+        };
+        let now = self.decide(sql);
+        // Masking that changed during the wait applies to this run.
+        self.sync_masking();
+        let standing = match (self.read_only_in_force(), &now.refusal) {
+            (Err(e), _) => Err(e.to_string()),
+            (Ok(()), Some(r)) if now.awaits_approval().is_none() => {
+                Err(format!("they now refuse it ({})", r.message))
+            }
+            (Ok(()), _) => approval::standing(&approved, &now.sql.decision),
+        };
+        approvals.run(approved, standing).await
+    }
+
+    /// An Execute of a statement that needs approval runs only as the one
+    /// run its approval at Parse allowed: `Ok(true)` uses that approval,
+    /// `Ok(false)` when none is needed, `Err` refuses any other run.
+    pub(super) fn approved_once(&mut self, decided: &Arc<Decided>) -> Result<bool, Refusal> {
+        if self.ctx.approvals.is_none() || decided.awaits_approval().is_none() {
+            return Ok(false);
+        }
+        match self.approved.iter().position(|d| Arc::ptr_eq(d, decided)) {
+            Some(i) => {
+                self.approved.swap_remove(i);
+                Ok(true)
+            }
+            None => Err(Refusal {
+                detail: Some(approval_detail(decided)),
+                ..Refusal::plain(
+                    "statement refused by Sluice: its approval was used by an earlier execution (an approval runs a statement once); prepare it again to ask anew",
+                )
+            }),
+        }
+    }
+
+    /// What to ask the operator for `sql`, and whether in retry mode; or
+    /// the refusal (on record) when it cannot be asked.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn approval_ask(
+        &self,
+        sql: &str,
+        decided: &Arc<Decided>,
+    ) -> Result<(Approvals, ApprovalAsk, bool), Refusal> {
+        let retry = decided
+            .awaits_approval()
+            .is_some_and(|a| a.mode == ApprovalMode::Retry);
+        match (
+            self.ctx.approvals.clone(),
+            decided.approval_ask(&self.ctx.name, sql),
+        ) {
+            (Some(approvals), Some(ask)) => Ok((approvals, ask, retry)),
+            _ => {
+                let refusal = Refusal::plain(
+                    "statement refused by Sluice: it needs approval, but the decision names no rule to ask under",
+                );
+                self.record_refused(decided, "approval", &refusal);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Puts an approval's outcome on record; `None` when the statement may
+    /// run now (approved and claimed; the record is written first), else
+    /// the refusal for the client.
+    pub(super) fn settle_approval(
+        &self,
+        outcome: ApprovalOutcome,
+        decided: &Arc<Decided>,
+        protocol: &str,
+    ) -> Option<Refusal> {
+        let detail = approval_detail(decided);
+        match outcome {
+            ApprovalOutcome::Granted { request, approvers } => {
+                let who = approvers.join(", ");
+                let step = AuditApproval {
+                    request: request.clone(),
+                    phase: RequestPhase::Executed,
+                    decided_by: Some(who.clone()),
+                    comment: None,
+                };
+                // Write-ahead: the approval and the run are on record first.
+                let recorded = self.ctx.audit.approval(
+                        &self.session,
+                        decided,
+                        AuditKind::Approval,
+                        step,
+                        format!(
+                            "approved by {who} in AccessRequest {request}; runs once ({protocol} protocol)"
+                        ),
+                    );
+                match recorded {
+                    Ok(()) => {
+                        self.ctx.metrics.approved_run();
+                        None
+                    }
+                    Err(e) => Some(Refusal::audit_failed(&e)),
+                }
+            }
+            ApprovalOutcome::Refused {
+                request,
+                phase,
+                deciders,
+                message,
+            } => {
+                let refusal = Refusal {
+                    detail: Some(detail),
+                    ..Refusal::plain(&message)
+                };
+                match (request, phase) {
+                    (Some(request), Some(phase)) => {
+                        let step = AuditApproval {
+                            request,
+                            phase,
+                            decided_by: (!deciders.is_empty()).then(|| deciders.join(", ")),
+                            comment: None,
+                        };
+                        let reason = format!("{message} ({protocol} protocol)");
+                        self.record_refused_step(decided, AuditKind::Denial, step, reason);
+                    }
+                    _ => self.record_refused(decided, protocol, &refusal),
+                }
+                Some(refusal)
+            }
+            ApprovalOutcome::Pending {
+                request,
+                approve_command,
+                message,
+                ..
+            } => {
+                let step = AuditApproval {
+                    request,
+                    phase: RequestPhase::Pending,
+                    decided_by: None,
+                    comment: None,
+                };
+                let reason = format!("{message} ({protocol} protocol)");
+                self.record_refused_step(decided, AuditKind::Approval, step, reason);
+                Some(Refusal {
+                    detail: Some(detail),
+                    hint: Some(format!(
+                        "an approver runs: {approve_command}; then send the same statement again"
+                    )),
+                    ..Refusal::plain(&message)
+                })
+            }
+        }
+    }
+
+    /// The client cancelled its held statement: nothing runs (its
+    /// AccessRequest stays pending until it expires); on record.
+    pub(super) fn cancelled(&self, decided: &Arc<Decided>, protocol: &str) -> Refusal {
+        let refusal = Refusal {
+            code: QUERY_CANCELED,
+            detail: Some(approval_detail(decided)),
+            ..Refusal::plain(
+                "canceling statement due to user request: it was held for approval and did not run",
+            )
+        };
+        self.record_refused(decided, protocol, &refusal);
+        refusal
+    }
+
+    /// An approval step that refuses the statement (denied, expired, not
+    /// asked, or still pending in retry mode): on the AccessRequest's record
+    /// and counted, as [`ClientLoop::record_refused`] does for a statement
+    /// record; a failed write is logged.
+    fn record_refused_step(
+        &self,
+        decided: &Decided,
+        kind: AuditKind,
+        step: AuditApproval,
+        reason: String,
+    ) {
+        log_unrecorded(
+            self.ctx
+                .audit
+                .approval(&self.session, decided, kind, step, reason),
+            "approval step",
+        );
+        self.ctx.metrics.statement(decided, true);
+    }
+
+    /// Hold mode, once the operator made the request: on record, and the
+    /// client is told which request to approve and how.
+    pub(super) fn notify_held(&self, decided: &Decided, ticket: &ApprovalTicket, protocol: &str) {
+        let request = format!("{}/{}", ticket.namespace, ticket.name);
+        let step = AuditApproval {
+            request: request.clone(),
+            phase: RequestPhase::Pending,
+            decided_by: None,
+            comment: None,
+        };
+        log_unrecorded(
+            self.ctx.audit.approval(
+                &self.session,
+                decided,
+                AuditKind::Approval,
+                step,
+                format!("held for approval in AccessRequest {request} ({protocol} protocol)"),
+            ),
+            "approval step",
+        );
+        let mut out = BytesMut::new();
+        Report {
+            severity: "NOTICE",
+            code: "00000",
+            message: &format!(
+                "Sluice is holding this statement for approval: AccessRequest {request}; approve it with: {}",
+                ticket.approve_command
+            ),
+            detail: Some(&format!(
+                "{}; the statement runs once when approved, and is refused if denied or not decided by {}",
+                approval_detail(decided),
+                ticket.expires_at
+            )),
+            hint: None,
+        }
+        .encode(&mut out);
+        self.send(Expect::Synthetic {
+            bytes: out.freeze(),
+            rfq: false,
+            in_group: self.group_forwarded,
+        });
+    }
+}
+
+/// SQLSTATE of a statement the client cancelled.
+pub(super) const QUERY_CANCELED: &str = "57014";
+
+/// Which rule asked for the approval, for the client.
+pub(super) fn approval_detail(decided: &Decided) -> String {
+    let d = decided.decision();
+    format!(
+        "rule {:?} of AccessPolicy {:?} requires a human approval",
+        d.enforced_rule
+            .as_deref()
+            .or(d.rule.as_deref())
+            .unwrap_or("-"),
+        d.enforced_policy
+            .as_deref()
+            .or(d.policy.as_deref())
+            .unwrap_or("-")
+    )
+}

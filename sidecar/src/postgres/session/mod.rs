@@ -1,0 +1,420 @@
+//! One client session: startup, then two loops running side by side.
+//!
+//! - The *client loop* reads the application's messages, decides each
+//!   statement (simple Query at once; Parse/Bind/Describe/Execute/Close
+//!   buffered until Sync or Flush and decided together), writes the audit
+//!   decision event before anything is forwarded, and either forwards the
+//!   messages upstream or queues the sidecar's own refusal.
+//! - The *server loop* reads the upstream's messages and forwards them,
+//!   masking rows, scrubbing errors and enforcing maxRows on the way.
+//!
+//! They share an ordered queue of what the upstream will answer ([`Expect`]),
+//! so the server loop knows which statement each result belongs to, and so a
+//! refusal queued by the client loop reaches the client exactly where the
+//! server's answer would have been.
+//!
+//! This module holds a session's state; each concern is an `impl` block in
+//! its own file:
+//! - `startup`: the startup packet, the binding, the upstream session, the end;
+//! - `expect`: what the upstream will answer, in order ([`Expect`]);
+//! - `client`: the client loop's read loop and the checks every statement passes;
+//! - `simple`: a simple Query, decided and forwarded;
+//! - `extended`: an extended-protocol group, decided and forwarded at Sync or Flush;
+//! - `hold`: a statement that needs approval, asked, held and settled;
+//! - `guard`: a write under `maxRowsAffected`, held and committed or rolled back;
+//! - `server`: the server loop's read loop, the answer queue and its checks;
+//! - `results`: rows, `maxRows`, command completion and the result records;
+//! - `masks`: the mask of a result's columns;
+//! - `scrub`: errors, notices, notifications and settings, scrubbed when masking applies.
+
+mod client;
+mod expect;
+mod extended;
+mod guard;
+mod hold;
+mod masks;
+mod results;
+mod scrub;
+mod server;
+mod simple;
+mod startup;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc};
+use tracing::Instrument;
+
+use super::cancel::CancelRegistry;
+use super::catalog::{Catalog, CatalogPool};
+use super::framing::{Frame, FrameReader, FramingError, Peer};
+use super::masking::{CopyMask, RowMask};
+use super::rows_affected::{Count, Outcome};
+use super::settings::ServerSettings;
+use super::upstream::{ReadHalf, UpstreamConfig, WriteHalf};
+use crate::approval::Approvals;
+use crate::audit::{AuditError, AuditLog, ResultRecord, SessionInfo};
+use crate::enforcement::{Binding, Decided, Enforcer, Masking};
+use crate::metrics::Metrics;
+use expect::{Expect, StatementRef};
+use startup::run;
+
+/// Everything a listener's sessions share.
+pub struct ConnectionContext {
+    /// The Connection's name.
+    pub name: String,
+    /// How to reach the upstream.
+    pub upstream: UpstreamConfig,
+    /// The identity and its policies on this Connection.
+    pub binding: Binding,
+    /// The Connection's catalog sessions, shared by its client sessions.
+    pub catalog: Arc<CatalogPool>,
+    /// Audit sink.
+    pub audit: Arc<AuditLog>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancel keys.
+    pub cancel: Arc<CancelRegistry>,
+    /// Largest message accepted from the client.
+    pub max_message_size: usize,
+    /// The process's budget for large messages (shared by every session).
+    pub buffer_budget: crate::limits::BufferBudget,
+    /// The operator's approvals (run mode); `None` refuses statements that
+    /// need approval (standalone).
+    pub approvals: Option<Approvals>,
+}
+
+/// What the server loop tells the client loop: how many expectations it
+/// has settled (answered or dropped), and the settings the server reported.
+/// A statement after a barrier (see [`settings`]) is decided only once every
+/// expectation sent before it is settled.
+#[derive(Default)]
+struct Answered {
+    settled: AtomicU64,
+    notify: tokio::sync::Notify,
+    settings: std::sync::Mutex<ServerSettings>,
+    /// Transaction status of the server's last ReadyForQuery.
+    status: AtomicU8,
+    /// A write's answer held for `maxRowsAffected`, once it is complete.
+    held: std::sync::Mutex<Option<HeldAnswer>>,
+    /// The error the server answered the sidecar's own COMMIT, RELEASE or
+    /// ROLLBACK with (scrubbed like any error).
+    internal_error: std::sync::Mutex<Option<Bytes>>,
+}
+
+/// A write's complete answer, held until its row counts are checked
+/// against `maxRowsAffected` (see [`rows_affected`]).
+#[derive(Default)]
+struct HeldAnswer {
+    /// What the client gets if the write stands, without the final
+    /// ReadyForQuery (masked and scrubbed already).
+    bytes: Bytes,
+    /// Each statement's (or Execute's) outcome, in order.
+    outcomes: Vec<Outcome>,
+    /// The server answered an error: it did not commit anything of it.
+    error: bool,
+    /// The answer was larger than [`MAX_HELD_BYTES`] and was dropped.
+    overflow: bool,
+}
+
+impl Answered {
+    fn status(&self) -> u8 {
+        self.status.load(Ordering::Acquire)
+    }
+
+    fn take_held(&self) -> Option<HeldAnswer> {
+        self.held.lock().ok().and_then(|mut h| h.take())
+    }
+
+    fn take_internal_error(&self) -> Option<Bytes> {
+        self.internal_error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    fn settings(&self) -> ServerSettings {
+        match self.settings.lock() {
+            Ok(s) => s.clone(),
+            // A poisoned lock: a panic elsewhere; refuse everything.
+            Err(_) => ServerSettings {
+                standard_conforming_strings: "unknown".into(),
+                client_encoding: "unknown".into(),
+            },
+        }
+    }
+}
+
+/// A result shape: the decision's address, the statement's index in it, and
+/// the RowDescription body.
+type MaskKey = (usize, usize, Bytes);
+
+/// Most extended-protocol messages kept for one group before its Sync or
+/// Flush (each is decided with the group).
+pub const MAX_PENDING_MESSAGES: usize = 4096;
+
+/// Most bytes of extended-protocol messages kept for one group (one message
+/// alone may be larger, up to the framing's maximum message size).
+pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most answers owed to the client (expectations the server loop has not
+/// settled) before the sidecar stops reading the client: a client that does
+/// not read its answers is not read either, so refusals cannot pile up.
+const MAX_OUTSTANDING: u64 = 1024;
+
+/// Most bytes of a write's answer (its RETURNING rows) the sidecar holds
+/// while it waits for the row count `maxRowsAffected` checks; past it the
+/// write is rolled back.
+pub const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many result shapes a session keeps masks for.
+const MASK_CACHE_ENTRIES: usize = 64;
+
+/// Serves one accepted client connection to its end, inside the session's
+/// span: every log line of the session carries its Connection, identity,
+/// session id (as in its audit records) and client address.
+pub async fn serve(ctx: Arc<ConnectionContext>, socket: TcpStream, peer: SocketAddr) {
+    let session = SessionInfo::new(&ctx.binding, &ctx.name, peer);
+    // At ERROR level so that it is enabled whenever any of the session's
+    // events is: a span a filter disables takes its fields along.
+    let span = tracing::error_span!(
+        "session",
+        connection = %ctx.name,
+        identity = %session.subject,
+        session = %session.id,
+        %peer,
+    );
+    serve_session(ctx, socket, session).instrument(span).await;
+}
+
+async fn serve_session(ctx: Arc<ConnectionContext>, socket: TcpStream, session: SessionInfo) {
+    let _ = socket.set_nodelay(true);
+    let (r, w) = socket.into_split();
+    let mut client = FrameReader::new(r, Peer::Client, ctx.max_message_size)
+        .with_budget(ctx.buffer_budget.clone());
+    let mut writer = w;
+    if let Err(e) = run(&ctx, &mut client, &mut writer, session).await {
+        tracing::debug!(error = %e, "session ended with an error");
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Logs an audit record that could not be written, never dropped in
+/// silence. What the session does about it is the caller's: a statement
+/// whose write-ahead record fails does not run; a refusal is sent whether
+/// or not its record was written; the audit sink reports its own outage.
+fn log_unrecorded(recorded: Result<(), AuditError>, record: &'static str) {
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, record, "writing an audit record failed");
+    }
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Framing.
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    /// Socket write.
+    #[error("write failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A malformed message.
+    #[error(transparent)]
+    Message(#[from] crate::postgres::messages::MessageError),
+    /// The client was refused (reported to it).
+    #[error("session refused: {0}")]
+    Refused(String),
+    /// The client sent a message type that has no meaning after startup.
+    #[error("invalid frontend message type {0:?}")]
+    UnexpectedMessage(char),
+    /// The upstream server closed the session (shutdown, terminated backend).
+    #[error("the upstream server closed the connection")]
+    UpstreamClosed,
+    /// The server's answers no longer match the statements sent (see
+    /// [`ServerLoop::settle`]); the session ends rather than guess.
+    #[error(
+        "Sluice lost track of the server's answers ({0}); the session is closed so that no answer is matched to the wrong statement"
+    )]
+    Desync(String),
+    /// `spec.readOnly` came into force for a session that is not read-only,
+    /// or the server reported the session read-write: the session ends
+    /// rather than run another statement.
+    #[error("{0}")]
+    ReadOnly(String),
+    /// The sidecar is shutting down (SIGTERM, SIGINT): the session ended
+    /// once everything it had sent was answered.
+    #[error(
+        "the sidecar shut down (SIGTERM or SIGINT): Sluice is shutting down and ended the session once its statements were answered; reconnect"
+    )]
+    ShuttingDown,
+}
+
+struct PreparedStatement {
+    stmt: StatementRef,
+    /// The masking generation the sidecar described it under (`None`:
+    /// not described, masking was off).
+    described: Option<u64>,
+}
+
+struct Portal {
+    stmt: Option<StatementRef>,
+    /// The masking generation it was bound under.
+    generation: u64,
+}
+
+struct ClientLoop {
+    ctx: Arc<ConnectionContext>,
+    session: SessionInfo,
+    enforcer: Enforcer,
+    upstream: WriteHalf,
+    out: BytesMut,
+    expect: mpsc::UnboundedSender<Expect>,
+    /// Prepared statements as the server knows them (only forwarded Parses).
+    statements: HashMap<String, PreparedStatement>,
+    /// Portals as the server knows them.
+    portals: HashMap<String, Portal>,
+    /// Extended-protocol messages waiting for Sync or Flush.
+    pending: Vec<Frame>,
+    /// Their size.
+    pending_bytes: usize,
+    /// Whether part of the current Sync group was already forwarded (at a Flush).
+    group_forwarded: bool,
+    /// After a refusal at Flush: drop messages until Sync.
+    discarding: bool,
+    catalog: Arc<Mutex<Catalog>>,
+    masking: Arc<Masking>,
+    /// `statementsPerSecond`: shared by the identity's sessions on the Connection.
+    rate: Arc<crate::rate::RateLimit>,
+    /// A simple query waiting for its approval step (run mode).
+    held: Option<(Frame, Arc<Decided>)>,
+    /// Statements approved at Parse whose one Execute has not come yet.
+    approved: Vec<Arc<Decided>>,
+    /// Woken by the client's CancelRequest: a held statement is given up.
+    cancel_hold: Arc<tokio::sync::Notify>,
+    /// Counts masking changes during the session (see [`ClientLoop::sync_masking`]).
+    generation: u64,
+    /// The enforcer generation the stored statements' decisions were taken
+    /// under (see [`ClientLoop::redecide_prepared`]).
+    decided_generation: u64,
+    /// Shared with the server loop.
+    answered: Arc<Answered>,
+    /// Expectations sent to the server loop.
+    sent: AtomicU64,
+    /// A statement that may change the settings Sluice models was sent:
+    /// nothing more is decided until its answer is in (see [`settings`]).
+    barrier: bool,
+    /// The policy that made this session read-only at its start.
+    read_only: Option<Arc<str>>,
+    /// `spec.readOnly` came into force after the session started: it is
+    /// closed before its next statement runs.
+    read_only_lapse: Option<String>,
+    /// A write sent under `maxRowsAffected` whose answer is held: decided
+    /// (committed or rolled back) before the client's next message is read.
+    guard: Option<Guard>,
+    /// The session's savepoint and prepared-statement name for
+    /// `maxRowsAffected` (random, so no client statement can name it).
+    guard_name: String,
+    /// Turns true when the sidecar shuts down: the session ends once what
+    /// it sent is answered (at once when idle), with FATAL 57P01.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A write running under `maxRowsAffected` (see [`rows_affected`]).
+struct Guard {
+    /// How each statement (or Execute) is counted.
+    counts: Vec<Count>,
+    /// Their decisions, for the audit record of a refusal.
+    decided: Vec<Arc<Decided>>,
+    protocol: &'static str,
+    /// Inside the client's transaction: a savepoint (else a transaction of
+    /// the sidecar's own).
+    savepoint: bool,
+    /// A COPY FROM STDIN: the client's data is passed on while the answer is awaited.
+    copy_in: bool,
+    rows: u64,
+    policy: Arc<str>,
+}
+
+/// Row accounting of the result being streamed.
+#[derive(Default)]
+struct ResultState {
+    mask: Option<Arc<RowMask>>,
+    /// A RowDescription for this result came (simple protocol).
+    described: bool,
+    rows: u64,
+    masked: u64,
+    truncated: bool,
+    refused: bool,
+}
+
+struct ServerLoop<'w, W> {
+    ctx: Arc<ConnectionContext>,
+    session: SessionInfo,
+    upstream: FrameReader<ReadHalf>,
+    client: &'w mut W,
+    out: BytesMut,
+    rx: mpsc::UnboundedReceiver<Expect>,
+    queue: VecDeque<Expect>,
+    /// Transaction status of the last ReadyForQuery.
+    status: u8,
+    /// A Describe's ParameterDescription came; its RowDescription or NoData is next.
+    parameters_seen: bool,
+    /// A COPY FROM STDIN is running: `Some(true)` when started by an Execute.
+    copy_in: Option<bool>,
+    /// Syncs before the next [`Expect::CopyEnd`] were ignored by the server.
+    copy_syncs_ignored: bool,
+    /// After an error in the extended protocol: the server skips to Sync.
+    skipping: bool,
+    /// maxRows refused a result: nothing but ReadyForQuery reaches the client
+    /// until the cycle ends.
+    suppress: bool,
+    result: ResultState,
+    portal_masks: HashMap<String, Option<Arc<RowMask>>>,
+    /// Masks of prepared statements (result formats still text), from the
+    /// sidecar's own Describe; `None` for a statement that returns no rows.
+    statement_masks: HashMap<String, Option<Arc<RowMask>>>,
+    mask_cache: HashMap<MaskKey, (Arc<Decided>, Option<Arc<RowMask>>)>,
+    catalog: Arc<Mutex<Catalog>>,
+    masking: Arc<Masking>,
+    /// The running simple query: which statement of it is producing results,
+    /// its rows and its first error.
+    simple: Option<SimpleProgress>,
+    copy_mask: Option<Arc<CopyMask>>,
+    /// Results ended but not yet recorded (see [`ServerLoop::record_results`]).
+    results: Vec<(Arc<Decided>, ResultRecord)>,
+    /// Shared with the client loop.
+    answered: Arc<Answered>,
+    /// Statements run in the current transaction (see [`ServerLoop::ran`]).
+    ran: Vec<StatementRef>,
+    ran_overflow: bool,
+    /// Per statement, whether it may read a masked column.
+    uncertain_cache: HashMap<(usize, usize), (Arc<Decided>, bool)>,
+    /// The policy that made this session read-only (see [`ClientLoop`]).
+    read_only: Option<Arc<str>>,
+    /// A write's answer being held for `maxRowsAffected` (see [`Expect::HoldStart`]).
+    hold: Option<Hold>,
+}
+
+/// The answer being held for `maxRowsAffected`: `out[start..]`.
+struct Hold {
+    start: usize,
+    outcomes: Vec<Outcome>,
+    error: bool,
+    overflow: bool,
+    swallow: u32,
+    shift: u32,
+}
+
+#[derive(Default)]
+struct SimpleProgress {
+    index: usize,
+    rows: u64,
+    masked: u64,
+    error: Option<String>,
+}
+
+/// SQLSTATE of a statement refused in a read-only session (as PostgreSQL's
+/// own refusal of a write): read_only_sql_transaction.
+const READ_ONLY_SQL_TRANSACTION: &str = "25006";

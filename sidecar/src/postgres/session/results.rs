@@ -1,0 +1,255 @@
+//! Results on their way to the client: rows masked and counted against
+//! `maxRows`, COPY data masked, and each statement's result recorded.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWrite;
+
+use super::expect::{ExecCtx, Expect, SimpleCtx, StatementRef};
+use super::{ResultState, ServerLoop, SessionError, SimpleProgress, log_unrecorded};
+use crate::audit::ResultRecord;
+use crate::postgres::framing::Frame;
+use crate::postgres::masking::{CopyMask, RowMask};
+use crate::postgres::messages::error_response::{self, Report};
+use crate::postgres::messages::{backend, command_complete};
+
+impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
+    /// A COPY FROM STDIN ended (its CommandComplete or error): in the
+    /// extended protocol the server ignored the Syncs the client sent
+    /// during it, up to its CopyDone/CopyFail (see [`ServerLoop::settle`]).
+    pub(super) fn copy_ended(&mut self) {
+        if self.copy_in.take() == Some(true) {
+            self.copy_syncs_ignored = true;
+        }
+    }
+
+    pub(super) fn current_copy_mask(&self) -> Option<Arc<CopyMask>> {
+        match self.queue.front() {
+            Some(Expect::Simple(s)) => {
+                let index = self.simple.as_ref().map_or(0, |p| p.index);
+                s.copy_masks.get(index).cloned().flatten()
+            }
+            Some(Expect::Execute(e)) => e.copy_mask.clone(),
+            _ => None,
+        }
+    }
+
+    pub(super) fn copy_data(&mut self, frame: Frame) {
+        let Some(mask) = self.copy_mask.clone() else {
+            self.forward(&frame);
+            return;
+        };
+        self.result.rows += 1;
+        let before = self.out.len();
+        match mask.apply_text(&self.masking, frame.body(), &mut self.out) {
+            Some(n) => {
+                self.result.masked += n as u64;
+                self.ctx.metrics.masked(n as u64);
+                if self.suppress {
+                    self.out.truncate(before);
+                }
+            }
+            None => self.forward(&frame),
+        }
+    }
+
+    pub(super) fn data_row(&mut self, frame: Frame) -> Result<(), SessionError> {
+        self.result.rows += 1;
+        if let Some(max) = self.masking.limits().max_rows
+            && self.result.rows > max
+        {
+            if self.masking.limits().refuse_past_max {
+                if !self.result.refused {
+                    self.result.refused = true;
+                    let mut out = BytesMut::new();
+                    Report {
+                        severity: "ERROR",
+                        code: error_response::PROGRAM_LIMIT_EXCEEDED,
+                        message: &format!(
+                            "result refused: it has more than {max} rows, the maxRows limit of the AccessPolicy"
+                        ),
+                        detail: None,
+                        hint: Some("add a LIMIT or a narrower WHERE clause"),
+                    }
+                    .encode(&mut out);
+                    if !self.suppress {
+                        self.out.extend_from_slice(&out);
+                    }
+                    self.suppress = true;
+                }
+            } else {
+                self.result.truncated = true;
+            }
+            return Ok(());
+        }
+        let mask = match self.queue.front() {
+            Some(Expect::Execute(e)) => match self.portal_masks.get(&e.portal) {
+                Some(mask) => mask.clone(),
+                // A portal the sidecar did not bind (a cursor DECLAREd in
+                // SQL, say): its columns are unknown, so with masking on
+                // every value becomes NULL.
+                None => self.masking.active().then(|| Arc::new(RowMask::opaque())),
+            },
+            _ if !self.result.described && self.masking.active() => {
+                Some(Arc::new(RowMask::opaque()))
+            }
+            _ => self.result.mask.clone(),
+        };
+        match mask {
+            Some(mask) if !self.suppress => {
+                if let Some(n) = mask.apply(&self.masking, frame.body(), &mut self.out)? {
+                    self.result.masked += n as u64;
+                    self.ctx.metrics.masked(n as u64);
+                } else {
+                    self.out.extend_from_slice(&frame.raw);
+                }
+            }
+            _ => self.forward(&frame),
+        }
+        Ok(())
+    }
+
+    pub(super) fn command_complete(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let truncated = self.result.truncated;
+        let rows = self.result.rows;
+        let refused = self.result.refused;
+        if truncated && !self.suppress {
+            let max = self.masking.limits().max_rows.unwrap_or(0);
+            Report {
+                severity: "NOTICE",
+                code: "01000",
+                message: &format!(
+                    "result truncated to {max} rows by the maxRows limit of the AccessPolicy ({rows} rows were returned by the server)"
+                ),
+                detail: None,
+                hint: None,
+            }
+            .encode(&mut self.out);
+            command_complete::encode(
+                &mut self.out,
+                &command_complete::with_rows(frame.body(), max),
+            );
+        } else {
+            self.forward(&frame);
+        }
+        let rows = command_complete::rows(frame.body()).unwrap_or(rows);
+        let masked = self.result.masked;
+        self.result = ResultState::default();
+        self.copy_mask = None;
+        match self.queue.front() {
+            Some(Expect::Simple(_)) => {
+                let p = self.simple.get_or_insert_with(SimpleProgress::default);
+                p.index += 1;
+                p.rows += rows;
+                p.masked += masked;
+                if refused && p.error.is_none() {
+                    p.error = Some(error_response::PROGRAM_LIMIT_EXCEEDED.into());
+                }
+            }
+            Some(Expect::Execute(_)) => {
+                if let Some(Expect::Execute(e)) = self.pop() {
+                    let error = refused.then(|| error_response::PROGRAM_LIMIT_EXCEEDED.to_string());
+                    self.execute_result(&e, rows, masked, error);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn simple_done(&mut self, s: &SimpleCtx) {
+        let p = self.simple.take().unwrap_or_default();
+        let elapsed = s.started.elapsed();
+        for index in 0..s.decided.len().max(1) {
+            self.ran(StatementRef {
+                decided: s.decided.clone(),
+                index,
+                prepared: None,
+            });
+        }
+        self.results.push((
+            s.decided.clone(),
+            ResultRecord {
+                rows: p.rows,
+                masked: p.masked,
+                duration: elapsed,
+                error: p.error,
+            },
+        ));
+    }
+
+    pub(super) fn execute_done(&mut self, e: &ExecCtx, error: Option<String>) {
+        let rows = self.result.rows;
+        let masked = self.result.masked;
+        self.result = ResultState::default();
+        self.execute_result(e, rows, masked, error);
+    }
+
+    pub(super) fn execute_result(
+        &mut self,
+        e: &ExecCtx,
+        rows: u64,
+        masked: u64,
+        error: Option<String>,
+    ) {
+        let elapsed = e.started.elapsed();
+        match &e.stmt {
+            Some(s) => self.ran(s.clone()),
+            None if self.masking.has_column_rules() => self.ran_overflow = true,
+            None => {}
+        }
+        if let Some(stmt) = &e.stmt {
+            self.results.push((
+                stmt.decided.clone(),
+                ResultRecord {
+                    rows,
+                    masked,
+                    duration: elapsed,
+                    error,
+                },
+            ));
+        } else {
+            self.ctx.metrics.upstream_latency(elapsed);
+        }
+    }
+
+    /// Records the results that ended since the last call (their audit
+    /// events and latencies). Called after the answers are written to the
+    /// client, so that this work is off the client's critical path: result
+    /// events are not durable at that point anyway (they wait for the next
+    /// write-ahead record or the periodic flush; see [`AuditLog`]), and
+    /// every exit of the session calls it before `session_end`.
+    pub(super) fn record_results(&mut self) {
+        for (decided, result) in self.results.drain(..) {
+            self.ctx.metrics.upstream_latency(result.duration);
+            log_unrecorded(
+                self.ctx.audit.result(&self.session, &decided, result),
+                "result",
+            );
+        }
+    }
+
+    pub(super) async fn error_response(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let code = self.scrubbed(&frame, backend::ERROR_RESPONSE).await;
+        self.result = ResultState::default();
+        self.copy_mask = None;
+        self.parameters_seen = false;
+        match self.queue.front() {
+            Some(Expect::Simple(_)) => {
+                let p = self.simple.get_or_insert_with(SimpleProgress::default);
+                p.error.get_or_insert(code);
+            }
+            Some(Expect::Sync) | None => {}
+            Some(_) => {
+                // Extended protocol: this message failed, and the server
+                // skips every message until Sync (see [`ServerLoop::settle`]).
+                if let Some(Expect::Execute(e)) = self.pop() {
+                    self.execute_result(&e, 0, 0, Some(code));
+                }
+                self.skipping = true;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! A simple Query: decided, put on record, and forwarded (or refused).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::expect::{Expect, SimpleCtx};
+use super::{ClientLoop, Guard, SessionError};
+use crate::enforcement::{Decided, Refusal};
+use crate::postgres::framing::Frame;
+use crate::postgres::masking::CopyMask;
+use crate::postgres::messages::{query, ready_for_query};
+use crate::postgres::rows_affected::{self, Count, Limit};
+use crate::postgres::settings::Effect;
+
+impl ClientLoop {
+    /// A simple Query: decided, checked, put on record (write-ahead), then
+    /// forwarded; or refused, or held for approval (see
+    /// [`ClientLoop::approve_simple`]).
+    pub(super) async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let sql = query::decode(frame.body())?;
+        let decided = self.decide(sql);
+        self.sync_masking();
+        self.read_only_in_force()?;
+        let (settings_refusal, effect) = self.settings_check(sql, &decided);
+        if settings_refusal.is_none()
+            && self.ctx.approvals.is_some()
+            && decided.awaits_approval().is_some()
+        {
+            self.held = Some((frame, decided));
+            return Ok(());
+        }
+        let refusal = settings_refusal
+            .or_else(|| decided.refusal.clone())
+            .or_else(|| self.rate_check());
+        let planned = match refusal {
+            Some(r) => Err(r),
+            None => self.simple_plan(&decided).await,
+        };
+        let (copy_masks, writes) = match planned {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                self.record_refused(&decided, "simple", &refusal);
+                self.refuse(&refusal);
+                return Ok(());
+            }
+        };
+        // Write-ahead: the decision is on record before anything runs (an
+        // allowed statement's record may share one write with other
+        // sessions' records: see AuditLog::durable).
+        let durable = match self.record_allowed(&decided, "simple") {
+            Ok(ticket) => self
+                .ctx
+                .audit
+                .durable(ticket)
+                .await
+                .map_err(|e| Refusal::audit_failed(&e)),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = durable {
+            self.refuse(&refusal);
+            return Ok(());
+        }
+        self.forward_simple(&frame, decided, copy_masks, writes)
+            .await?;
+        self.barrier |= effect != Effect::None;
+        Ok(())
+    }
+
+    /// What an allowed simple query string needs before it runs: the masks
+    /// of its COPY … TO STDOUT statements, and how `maxRowsAffected` counts
+    /// its writes; or the refusal when either cannot be had.
+    pub(super) async fn simple_plan(
+        &self,
+        decided: &Arc<Decided>,
+    ) -> Result<(Vec<Option<Arc<CopyMask>>>, Option<Vec<Count>>), Refusal> {
+        let copy_masks = self.copy_masks(decided).await?;
+        let writes = self.simple_writes(decided)?;
+        Ok((copy_masks, writes))
+    }
+
+    /// `maxRowsAffected` for a simple query string: how its statements are
+    /// counted (`None`: no limit, or nothing of it writes), or its refusal.
+    pub(super) fn simple_writes(
+        &self,
+        decided: &Arc<Decided>,
+    ) -> Result<Option<Vec<Count>>, Refusal> {
+        let Some((rows, policy)) = &self.masking.limits().max_rows_affected else {
+            return Ok(None);
+        };
+        let statements: Vec<Option<(&Decided, usize)>> = if decided.is_empty() {
+            vec![Some((&**decided, 0))]
+        } else {
+            (0..decided.len()).map(|i| Some((&**decided, i))).collect()
+        };
+        rows_affected::plan(
+            &statements,
+            false,
+            &Limit {
+                rows: *rows,
+                policy,
+            },
+        )
+    }
+
+    /// Sends a decided simple query upstream. A write under
+    /// `maxRowsAffected` goes inside a transaction (autocommit) or a
+    /// savepoint (inside the client's transaction) of the sidecar's own,
+    /// put in front of it in the same query string so that nothing of it
+    /// runs if that fails; its answer is held until
+    /// [`ClientLoop::finish_guard`] decides.
+    pub(super) async fn forward_simple(
+        &mut self,
+        frame: &Frame,
+        decided: Arc<Decided>,
+        copy_masks: Vec<Option<Arc<CopyMask>>>,
+        writes: Option<Vec<Count>>,
+    ) -> Result<(), SessionError> {
+        let simple = Expect::Simple(Box::new(SimpleCtx {
+            decided: decided.clone(),
+            started: Instant::now(),
+            copy_masks,
+        }));
+        let Some(counts) = writes else {
+            self.send(simple);
+            self.upstream.write_all(&frame.raw).await?;
+            return Ok(());
+        };
+        let Some((rows, policy)) = self.masking.limits().max_rows_affected.clone() else {
+            return Err(SessionError::Desync(
+                "maxRowsAffected changed while a write was decided".into(),
+            ));
+        };
+        // The transaction status decides between BEGIN and SAVEPOINT: what
+        // was sent before is answered first.
+        self.wait_answered(0).await;
+        let savepoint = self.answered.status() != ready_for_query::IDLE;
+        let prefix = if savepoint {
+            format!("SAVEPOINT {};", self.guard_name)
+        } else {
+            "BEGIN;".to_string()
+        };
+        let sql = query::decode(frame.body())?;
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(&format!("{prefix}{sql}"), &mut out)?;
+        self.send(Expect::HoldStart {
+            swallow: 1,
+            shift: prefix.len() as u32,
+        });
+        self.send(simple);
+        self.upstream.write_all(&out).await?;
+        let copy_in = decided
+            .statement(0)
+            .is_some_and(|s| s.kind == sluice_crds::StatementKind::Copy)
+            && counts.first() == Some(&Count::Strict);
+        self.guard = Some(Guard {
+            decided: vec![decided; counts.len()],
+            counts,
+            protocol: "simple",
+            savepoint,
+            copy_in,
+            rows,
+            policy,
+        });
+        Ok(())
+    }
+}
