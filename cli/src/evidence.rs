@@ -349,6 +349,9 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode, EvidenceError> {
         None => Timestamp::now(),
     };
     let since = parse_since(&args.since, until)?;
+    // Whole seconds: the period is read by people.
+    let whole = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
+    let (since, until) = (whole(since), whole(until));
     if since >= until {
         return Err(EvidenceError::Usage(format!(
             "--since {since} is not before --until {until}"

@@ -42,7 +42,7 @@ enum Command {
 enum EvidenceCommand {
     /// Export policies, Connections, AccessRequests, the verified audit and
     /// statistics for a period, with a SOC 2 mapping and an HTML report.
-    Export(evidence::ExportArgs),
+    Export(Box<evidence::ExportArgs>),
     /// Re-check an exported package offline (exit 0 intact, 1 altered, 2 unreadable).
     Verify(evidence::VerifyArgs),
 }

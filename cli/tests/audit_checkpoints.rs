@@ -172,9 +172,7 @@ async fn the_clusters_history_and_keys_anchor_a_pods_log() {
     );
     assert!(stdout.contains("  seq 6..6 NOT anchored"), "{stdout}");
     assert!(
-        stdout.contains(&format!(
-            "with no event in this log were not used (other pods'"
-        )),
+        stdout.contains("with no event in this log were not used (other pods'"),
         "{stdout}"
     );
     assert!(stdout.contains(&other), "{stdout}");

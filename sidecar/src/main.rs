@@ -19,6 +19,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Run in a pod, with policies and credentials from the Sluice operator
     /// (settings from the environment the injection sets).
