@@ -14,6 +14,7 @@
 //! | `summary.json`, `grc/*.csv` | statistics for the period (decisions per day, denials by rule, masked values by Connection, approvals) | CC7.2 CC7.3 |
 //! | `soc2-mapping.json`, `grc/soc2-mapping.csv` | each criterion and the files that support it | — |
 //! | `report.html` | one offline page with the charts (inline SVG) | — |
+//! | `oscal-assessment-results.json` | OSCAL 1.1.2 assessment results: an observation and a finding per criterion | — |
 //! | `manifest.json` | SHA-256 and size of every other file | — |
 //!
 //! `evidence verify DIR` recomputes every hash of the manifest (an altered,
@@ -630,6 +631,15 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode, EvidenceError> {
         "report.html",
         html(&summary, &stats, &latencies, &mapping, all_ok).as_bytes(),
     )?;
+    let files: Vec<String> = pkg
+        .files
+        .iter()
+        .filter_map(|f| f["path"].as_str().map(str::to_string))
+        .collect();
+    pkg.json(
+        "oscal-assessment-results.json",
+        &oscal(&mapping, &files, since, until, all_ok),
+    )?;
 
     let manifest = json!({
         "format": FORMAT, "generatedAt": Timestamp::now().to_string(),
@@ -673,6 +683,81 @@ fn verify_audit(
         Ok(v) => v.to_json(),
         Err(f) => f.to_json(),
     })
+}
+
+// === OSCAL ===
+
+/// A name-based UUID (SHA-256 of `name`, shaped as a version 5 UUID), so
+/// the same package always gets the same IDs.
+fn uuid(name: &str) -> String {
+    let mut b: [u8; 16] = [0; 16];
+    b.copy_from_slice(&Sha256::digest(name.as_bytes())[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// OSCAL 1.1 assessment results: one observation per criterion (the files
+/// that support it) and one finding, `satisfied` when every file is in the
+/// package (and, for CC7.2/CC7.3, the audit verified). This is the
+/// exporter's automated check, not an auditor's opinion.
+fn oscal(
+    mapping: &[(&'static str, &'static str, Vec<&'static str>)],
+    files: &[String],
+    since: Timestamp,
+    until: Timestamp,
+    audit_ok: bool,
+) -> Value {
+    let seed = format!("{since}/{until}");
+    let mut observations = Vec::new();
+    let mut findings = Vec::new();
+    for (criterion, how, evidence) in mapping {
+        let present = evidence.iter().all(|f| files.iter().any(|p| p == f));
+        let satisfied = present && (!criterion.starts_with("CC7") || audit_ok);
+        let observation = uuid(&format!("{seed}/observation/{criterion}"));
+        observations.push(json!({
+            "uuid": observation,
+            "title": format!("{criterion} evidence"),
+            "description": how,
+            "methods": ["EXAMINE"],
+            "collected": until.to_string(),
+            "relevant-evidence": evidence.iter().map(|f| json!({
+                "href": f, "description": format!("{f} (SHA-256 in manifest.json)")})).collect::<Vec<_>>(),
+        }));
+        findings.push(json!({
+            "uuid": uuid(&format!("{seed}/finding/{criterion}")),
+            "title": criterion,
+            "description": if satisfied { "The evidence files are present and the audit verified." }
+                           else { "Evidence is missing or the audit did not verify; see audit/verification.json." },
+            "target": {"type": "objective-id", "target-id": criterion.to_lowercase(),
+                       "status": {"state": if satisfied { "satisfied" } else { "not-satisfied" }}},
+            "related-observations": [{"observation-uuid": observation}],
+        }));
+    }
+    json!({"assessment-results": {
+        "uuid": uuid(&format!("{seed}/assessment-results")),
+        "metadata": {"title": format!("Sluice access evidence {since} .. {until}"),
+                     "last-modified": Timestamp::now().to_string(), "version": "1", "oscal-version": "1.1.2"},
+        "import-ap": {"href": "#"},
+        "results": [{
+            "uuid": uuid(&format!("{seed}/result")),
+            "title": "SOC 2 common criteria supported by Sluice",
+            "description": "Automated evidence collection by kubectl sluice evidence export.",
+            "start": since.to_string(), "end": until.to_string(),
+            "reviewed-controls": {"control-selections": [{"include-controls":
+                mapping.iter().map(|(c, _, _)| json!({"control-id": c.to_lowercase()})).collect::<Vec<_>>()}]},
+            "observations": observations,
+            "findings": findings,
+        }],
+    }})
 }
 
 // === the HTML report ===

@@ -270,6 +270,34 @@ async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
         ]
     );
     assert!(read("grc/denials-by-rule.csv").contains("reporting/no-schema-changes,2\n"));
+    // OSCAL assessment results: one finding per criterion. No checkpoints
+    // were given, so CC7.2 (an anchored audit) is not satisfied; the rest are.
+    let oscal = json_of("oscal-assessment-results.json");
+    let findings = oscal["assessment-results"]["results"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let states: Vec<(&str, &str)> = findings
+        .iter()
+        .map(|f| {
+            (
+                f["target"]["target-id"].as_str().unwrap(),
+                f["target"]["status"]["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("cc6.1", "satisfied"),
+            ("cc6.2", "satisfied"),
+            ("cc6.3", "satisfied"),
+            ("cc6.6", "satisfied"),
+            ("cc7.2", "not-satisfied"),
+            ("cc7.3", "satisfied"),
+            ("cc8.1", "satisfied"),
+        ]
+    );
     let html = read("report.html");
     assert!(
         html.contains("<svg") && html.contains("Denials by rule"),
