@@ -398,9 +398,21 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode, EvidenceError> {
             let requests = objects!(AccessRequest);
             Ok::<_, EvidenceError>((policies, connections, requests, namespace))
         })?;
+    // The statement with its literals is for the approvers in the cluster;
+    // the package keeps the redacted text and the sha256 that binds it, as
+    // the audit does (a literal can be a value masking protects).
     let requests: Vec<Value> = requests
         .into_iter()
         .filter(|r| in_period(time_of(r, "/metadata/creationTimestamp")))
+        .map(|mut r| {
+            if let Some(c) = r
+                .pointer_mut("/spec/command")
+                .and_then(Value::as_object_mut)
+            {
+                c.remove("statement");
+            }
+            r
+        })
         .collect();
 
     let mut pkg = Package {

@@ -77,7 +77,7 @@ async fn request(
         "spec": {
             "connection": "orders-db", "policy": "reporting", "rule": "bulk-writes-need-a-human",
             "requester": {"serviceAccount": "report-job", "namespace": "shop", "pod": "report-0"},
-            "command": {"text": "UPDATE orders SET status = ? WHERE id > ?", "fingerprint": "f", "sha256": "a".repeat(64)},
+            "command": {"text": "UPDATE orders SET status = ? WHERE id > ?", "statement": "UPDATE orders SET status = 'card 4111111111111111' WHERE id > 7", "fingerprint": "f", "sha256": "a".repeat(64)},
             "approvers": {"groups": ["dba"]},
             "expiresAt": "2099-01-01T00:00:00Z"
         }
@@ -221,6 +221,16 @@ async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
         json_of("policies/connections.json")[0]["metadata"]["name"],
         "orders-db"
     );
+    // Requests with their trail and latency, without the literals the approvers saw.
+    for name in [
+        "access-requests/accessrequests.json",
+        "samples/approved-requests.json",
+    ] {
+        assert!(
+            !read(name).contains("4111111111111111"),
+            "{name} holds a literal"
+        );
+    }
     // Requests with their trail and latency.
     let csv = read("access-requests/accessrequests.csv");
     assert!(
