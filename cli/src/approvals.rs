@@ -105,7 +105,7 @@ fn api_error(error: kube::Error) -> ApprovalsError {
     }
 }
 
-async fn connect(args: &ClusterArgs) -> Result<(Client, String), ApprovalsError> {
+pub(crate) async fn connect(args: &ClusterArgs) -> Result<(Client, String), ApprovalsError> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..Default::default()
@@ -146,7 +146,7 @@ async fn connect(args: &ClusterArgs) -> Result<(Client, String), ApprovalsError>
     Ok((client, namespace))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ApprovalsError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ApprovalsError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod approvals;
 mod audit_verify;
+mod checkpoints;
+mod evidence;
 mod policy_eval;
 
 /// Sluice: identity-aware access to databases and APIs for machine identities.
@@ -31,12 +33,28 @@ enum Command {
     Deny(approvals::DecideArgs),
     /// List AccessRequests, pending first.
     Requests(approvals::RequestsArgs),
+    /// Evidence packages for auditors.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+}
+
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// Export policies, Connections, AccessRequests, the verified audit and
+    /// statistics for a period, with a SOC 2 mapping and an HTML report.
+    Export(Box<evidence::ExportArgs>),
+    /// Re-check an exported package offline (exit 0 intact, 1 altered, 2 unreadable).
+    Verify(evidence::VerifyArgs),
 }
 
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Verify an audit log's hash chain (exit 0 intact, 1 tampered, 2 unreadable).
     Verify(audit_verify::VerifyArgs),
+    /// Print a Connection's signed checkpoint history, as `verify --checkpoints` reads it.
+    Checkpoints(checkpoints::CheckpointsArgs),
+    /// Print the operator's published checkpoint keys, as `verify --jwks` reads them.
+    Jwks(checkpoints::JwksArgs),
 }
 
 #[derive(Subcommand)]
@@ -55,6 +73,12 @@ fn main() -> ExitCode {
         Command::Audit(AuditCommand::Verify(args)) => {
             audit_verify::run(&args).map_err(|e| e.to_string())
         }
+        Command::Audit(AuditCommand::Checkpoints(args)) => {
+            checkpoints::checkpoints(&args).map_err(|e| e.to_string())
+        }
+        Command::Audit(AuditCommand::Jwks(args)) => {
+            checkpoints::jwks(&args).map_err(|e| e.to_string())
+        }
         Command::Approve(args) => {
             return cluster(approvals::decide(&args, sluice_crds::Verdict::Approve));
         }
@@ -62,6 +86,12 @@ fn main() -> ExitCode {
             return cluster(approvals::decide(&args, sluice_crds::Verdict::Deny));
         }
         Command::Requests(args) => return cluster(approvals::requests(&args)),
+        Command::Evidence(EvidenceCommand::Export(args)) => {
+            evidence::export(&args).map_err(|e| e.to_string())
+        }
+        Command::Evidence(EvidenceCommand::Verify(args)) => {
+            evidence::verify(&args).map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(code) => code,

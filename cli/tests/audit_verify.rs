@@ -327,3 +327,90 @@ fn base64_url(text: &str) -> String {
     }
     out
 }
+
+/// The run-mode sidecar logs every receipt the operator signs on stderr
+/// (`audit checkpoint signed by the operator`, sidecar/src/run.rs), so
+/// `kubectl logs` output carries its own checkpoints: verify uses them,
+/// authenticated with --jwks, and a forged one fails.
+#[test]
+fn receipts_in_a_merged_log_anchor_it() {
+    use sluice_operator::gateway_token::KeySet;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeySet::generate(std::time::SystemTime::now()).unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_string(&keys.jwks()).unwrap()).unwrap();
+    let jwks = jwks.to_str().unwrap();
+    let stream = "sidecar:shop/report-job:report-0:20261206T080000.000Z";
+    let mut chain = AuditChain::new(stream);
+    let mut events = Vec::new();
+    let mut heads = Vec::new();
+    for i in 0..4 {
+        let mut d = AuditEventDraft::new(format!("2026-12-06T08:00:0{i}Z"), AuditKind::Statement);
+        d.connection = Some("orders-db".into());
+        events.push(chain.append(d).unwrap().to_line().unwrap());
+        heads.push(chain.head());
+    }
+    let receipt = |keys: &KeySet| {
+        let h = &heads[2];
+        let payload = serde_json::json!({
+            "namespace": "shop", "serviceAccount": "report-job", "pod": "report-0",
+            "connection": "orders-db", "stream": h.stream, "sequence": h.seq, "hash": h.hash,
+            "iat": 1_800_000_000u64,
+        });
+        let (signature, key_id) = keys.sign_payload(&payload).unwrap();
+        let signed = serde_json::json!({
+            "connection": "orders-db", "stream": h.stream, "sequence": h.seq, "hash": h.hash,
+            "signature": signature, "keyId": key_id,
+            "identity": "system:serviceaccount:shop:report-job", "pod": "report-0",
+        });
+        serde_json::json!({"timestamp": "2026-12-06T08:00:05Z", "level": "INFO",
+            "fields": {"message": "audit checkpoint signed by the operator", "checkpoint": signed.to_string()},
+            "target": "sluice_sidecar::run"})
+        .to_string()
+    };
+    let log_line = r#"{"timestamp":"2026-12-06T08:00:00Z","level":"INFO","fields":{"message":"ready"},"target":"sluice_sidecar"}"#;
+    let merged = |receipt: String, upto: usize| {
+        let mut lines = vec![log_line.to_string()];
+        lines.extend(events[..3.min(upto)].iter().cloned());
+        lines.push(receipt);
+        lines.extend(events[3.min(upto)..upto].iter().cloned());
+        lines
+    };
+
+    let path = write(dir.path(), "merged.log", &merged(receipt(&keys), 4), true);
+    let out = verify(&path, &["--jwks", jwks]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 of 1 checkpoint(s) matched, their signatures verified"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  seq 1..3 anchored by the checkpoint at seq 3 (input line 5"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  seq 4..4 NOT anchored"), "{stdout}");
+    assert!(stdout.contains("1 checkpoint receipt(s)"), "{stdout}");
+
+    // The newest events cut below the receipt: caught.
+    let path = write(dir.path(), "cut.log", &merged(receipt(&keys), 2), true);
+    let err = failure(&verify(&path, &["--jwks", jwks]));
+    assert!(
+        err.contains("truncated") && err.contains("covers seq 3"),
+        "{err}"
+    );
+
+    // A receipt forged with another key fails, naming its line.
+    let attacker = KeySet::generate(std::time::SystemTime::now()).unwrap();
+    let path = write(
+        dir.path(),
+        "forged.log",
+        &merged(receipt(&attacker), 4),
+        true,
+    );
+    let err = failure(&verify(&path, &["--jwks", jwks]));
+    assert!(
+        err.contains("input line 5: checkpoint not authentic"),
+        "{err}"
+    );
+}

@@ -23,6 +23,7 @@ use sluice_policy::audit::{AuditEvent, AuditKind};
 use sluice_policy::engine::Identity;
 
 use crate::catalog::Catalog;
+use crate::checkpoint_history::HistoryEntry;
 use crate::gateway_token::{GatewayClaims, KeySet, TokenError};
 use crate::wire::{AuditBatch, SignedHead};
 
@@ -134,6 +135,10 @@ struct Pending {
     denials: BTreeMap<(String, String), Vec<RecentDenial>>,
     checkpoints: BTreeMap<(String, String), AuditCheckpoint>,
     activity: BTreeMap<(String, String), Time>,
+    /// Checkpoints for the durable history, by (namespace, Connection).
+    history: BTreeMap<(String, String), Vec<HistoryEntry>>,
+    /// The public keys that signed them, by key ID.
+    keys: BTreeMap<String, jsonwebtoken::jwk::Jwk>,
 }
 
 /// Most streams whose last signed head a replica remembers; the oldest
@@ -145,6 +150,9 @@ pub const MAX_STREAMS: usize = 16_384;
 pub struct AuditIntake {
     pending: Mutex<Pending>,
     signed: Mutex<BTreeMap<StreamKey, LastSigned>>,
+    /// The operator's namespace, where the checkpoint history is kept
+    /// ([`crate::checkpoint_history`]); `None` keeps none.
+    history_namespace: Option<String>,
 }
 
 /// (namespace, stream).
@@ -153,6 +161,15 @@ type StreamKey = (String, String);
 type LastSigned = (u64, String, i64);
 
 impl AuditIntake {
+    /// An intake that also keeps every signed checkpoint, and the keys that
+    /// signed them, in ConfigMaps of `operator_namespace`.
+    pub fn with_history(operator_namespace: impl Into<String>) -> Self {
+        AuditIntake {
+            history_namespace: Some(operator_namespace.into()),
+            ..AuditIntake::default()
+        }
+    }
+
     /// Takes in `batch` from the sidecar holding `claims`; returns the events
     /// counted and the signed heads.
     pub fn record(
@@ -328,6 +345,9 @@ impl AuditIntake {
                     .insert((claims.namespace.clone(), connection.clone()), now.clone());
             }
         }
+        if self.history_namespace.is_some() {
+            record_history(&mut pending, keys, &claims.namespace, &signed, now);
+        }
         for head in &signed {
             pending.checkpoints.insert(
                 (claims.namespace.clone(), head.connection.clone()),
@@ -356,6 +376,57 @@ impl AuditIntake {
         );
         let mut first_error = None;
         let mut keep = Pending::default();
+        if let Some(operator_namespace) = &self.history_namespace {
+            // Keys first: a checkpoint whose key is not published cannot be checked.
+            let keys: Vec<_> = taken.keys.values().cloned().collect();
+            let published = keys.is_empty()
+                || match crate::checkpoint_history::publish_keys(client, operator_namespace, &keys)
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(source) => {
+                        first_error.get_or_insert(FlushError {
+                            object: format!(
+                                "configmap {operator_namespace}/{}",
+                                crate::checkpoint_history::KEYS_CONFIG_MAP
+                            ),
+                            source,
+                        });
+                        false
+                    }
+                };
+            if !published {
+                keep.keys = taken.keys.clone();
+            }
+            for ((namespace, connection), entries) in &taken.history {
+                let written = published
+                    && match crate::checkpoint_history::append(
+                        client,
+                        operator_namespace,
+                        namespace,
+                        connection,
+                        entries,
+                    )
+                    .await
+                    {
+                        Ok(()) => true,
+                        Err(source) => {
+                            first_error.get_or_insert(FlushError {
+                                object: format!(
+                                    "configmap {operator_namespace}/{}",
+                                    crate::checkpoint_history::history_name(namespace, connection)
+                                ),
+                                source,
+                            });
+                            false
+                        }
+                    };
+                if !written {
+                    keep.history
+                        .insert((namespace.clone(), connection.clone()), entries.clone());
+                }
+            }
+        }
         let policy_keys: std::collections::BTreeSet<(String, String)> = taken
             .counters
             .keys()
@@ -416,7 +487,11 @@ impl AuditIntake {
                 });
             }
         }
-        if !keep.counters.is_empty() || !keep.checkpoints.is_empty() {
+        if !keep.counters.is_empty()
+            || !keep.checkpoints.is_empty()
+            || !keep.history.is_empty()
+            || !keep.keys.is_empty()
+        {
             let mut pending = self
                 .pending
                 .lock()
@@ -432,12 +507,66 @@ impl AuditIntake {
             for (k, v) in keep.checkpoints {
                 pending.checkpoints.entry(k).or_insert(v);
             }
+            for (k, mut v) in keep.history {
+                // Older than what came in since: in front.
+                let entry = pending.history.entry(k).or_default();
+                v.append(entry);
+                bound_pending(&mut v);
+                *entry = v;
+            }
+            for (k, v) in keep.keys {
+                pending.keys.entry(k).or_insert(v);
+            }
         }
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
+}
+
+/// Adds `signed` to the pending history, with the public keys that signed them.
+fn record_history(
+    pending: &mut Pending,
+    keys: &KeySet,
+    namespace: &str,
+    signed: &[SignedHead],
+    now: &Time,
+) {
+    if signed.is_empty() {
+        return;
+    }
+    let jwks = keys.jwks();
+    for head in signed {
+        if let Some(jwk) = jwks
+            .keys
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(head.key_id.as_str()))
+        {
+            pending
+                .keys
+                .entry(head.key_id.clone())
+                .or_insert_with(|| jwk.clone());
+        }
+        let list = pending
+            .history
+            .entry((namespace.to_string(), head.connection.clone()))
+            .or_default();
+        list.push(HistoryEntry {
+            head: head.clone(),
+            namespace: namespace.to_string(),
+            time: now.0.to_string(),
+        });
+        bound_pending(list);
+    }
+}
+
+/// A Connection's checkpoints waiting for a flush are bounded like its history.
+fn bound_pending(list: &mut Vec<HistoryEntry>) {
+    let excess = list
+        .len()
+        .saturating_sub(crate::checkpoint_history::MAX_LINES);
+    list.drain(..excess);
 }
 
 fn is_not_found(error: &kube::Error) -> bool {

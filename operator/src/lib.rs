@@ -37,6 +37,7 @@ pub mod approvals_notify;
 pub mod audit_intake;
 pub mod catalog;
 pub mod certs;
+pub mod checkpoint_history;
 pub mod config;
 pub mod controller;
 pub mod gateway;

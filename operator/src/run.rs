@@ -395,7 +395,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
                 connections: Vec::new(),
             },
         }),
-        audit: Arc::new(AuditIntake::default()),
+        audit: Arc::new(AuditIntake::with_history(settings.namespace.clone())),
         metrics: metrics.clone(),
         ready,
         approvals: approvals.clone(),

@@ -694,6 +694,7 @@ async fn audit_batches_become_counters_and_checkpoints() {
     assert_eq!(cp.sequence, 2);
     assert_eq!(cp.hash, head_hash);
     assert_eq!(cp.key_id, checkpoint["keyId"].as_str().unwrap());
+    checkpoint_history_holds(&env, &[(2, &head_hash)], checkpoint).await;
 
     // Counters add up across flushes.
     let (status, _, _) = env
@@ -715,6 +716,85 @@ async fn audit_batches_become_counters_and_checkpoints() {
     )
     .await
     .unwrap();
+
+    // A later head of the stream joins the durable history beside the first.
+    let later = chained(
+        &mut chain,
+        &[denial_draft("report-job", "reporting", "no-schema-changes")],
+    );
+    let later_hash = later[0]["hash"].as_str().unwrap().to_string();
+    let later_seq = later[0]["seq"].as_u64().unwrap();
+    let batch = json!({
+        "events": later,
+        "heads": [{"connection": "orders-db", "stream": chain.head().stream, "seq": later_seq, "hash": later_hash}]
+    });
+    let (status, _, body) = env
+        .call(
+            "POST",
+            "/v1/audit",
+            &[("authorization", &bearer)],
+            Some(batch),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let receipt: Value = serde_json::from_slice(&body).unwrap();
+    checkpoint_history_holds(
+        &env,
+        &[(2, &head_hash), (later_seq, &later_hash)],
+        &receipt["checkpoints"][0],
+    )
+    .await;
+}
+
+/// Waits until the durable checkpoint history of orders-db (a ConfigMap in
+/// the operator's namespace, written under the chart's RBAC) holds exactly
+/// `heads` (sequence, hash), oldest first, the last one being `signed`, and
+/// the key that signed it is published (#18 item 4).
+async fn checkpoint_history_holds(env: &Env, heads: &[(u64, &str)], signed: &Value) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let config_maps: Api<ConfigMap> = Api::namespaced(env.client.clone(), "sluice-system");
+    let lines = |c: &ConfigMap| -> Vec<Value> {
+        c.data
+            .as_ref()
+            .and_then(|d| d.get("checkpoints.jsonl"))
+            .map(|t| {
+                t.lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let history = bounded(
+        "the checkpoint history",
+        await_condition(
+            config_maps.clone(),
+            "sluice-checkpoints.shop.orders-db",
+            |c: Option<&ConfigMap>| c.is_some_and(|c| lines(c).len() == heads.len()),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let entries = lines(&history);
+    let found: Vec<(u64, &str)> = entries
+        .iter()
+        .map(|e| (e["sequence"].as_u64().unwrap(), e["hash"].as_str().unwrap()))
+        .collect();
+    assert_eq!(found, heads);
+    let last = entries.last().unwrap();
+    assert_eq!(last["signature"], signed["signature"]);
+    assert_eq!(last["connection"], "orders-db");
+    assert_eq!(last["namespace"], "shop");
+    let keys = config_maps.get("sluice-checkpoint-keys").await.unwrap();
+    let jwks: Value = serde_json::from_str(&keys.data.unwrap()["jwks.json"]).unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == signed["keyId"]),
+        "{jwks}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

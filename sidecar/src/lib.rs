@@ -9,12 +9,14 @@
 //! - [`enforcement`]: the only caller of the policy engine;
 //! - [`approval`]: just-in-time approvals through the operator (run mode);
 //! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port;
+//! - [`anchor`]: standalone mode's own signed checkpoints of the audit file;
 //! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
 //! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts;
 //! - [`rate`]: `statementsPerSecond`, one bucket per identity and Connection.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod anchor;
 pub mod approval;
 pub mod audit;
 pub mod bundle_client;

@@ -19,6 +19,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Run in a pod, with policies and credentials from the Sluice operator
     /// (settings from the environment the injection sets).
@@ -96,6 +97,9 @@ enum Command {
         #[arg(long, env = sluice_sidecar::limits::env::BUFFER_BUDGET, value_name = "BYTES",
               default_value_t = sluice_sidecar::limits::DEFAULT_BUFFER_BUDGET)]
         buffer_budget: usize,
+        /// Signed checkpoints of the audit file (see sluice_sidecar::anchor).
+        #[command(flatten)]
+        anchor: sluice_sidecar::anchor::AnchorArgs,
     },
 }
 
@@ -166,6 +170,7 @@ fn main() -> anyhow::Result<()> {
             http_header_timeout,
             http_idle_timeout,
             buffer_budget,
+            anchor,
         } => {
             init_logs(log_format);
             let grace = sluice_sidecar::shutdown::grace(shutdown_grace)
@@ -218,6 +223,8 @@ fn main() -> anyhow::Result<()> {
             }
             .context("cannot start the async runtime")?;
             runtime.block_on(async {
+                let anchor =
+                    sluice_sidecar::anchor::Anchor::start(&anchor, cfg.audit_file.as_deref())?;
                 let running = standalone::start(cfg).await?;
                 for (name, addr, bound) in &running.listeners {
                     tracing::info!(connection = %name, %addr, bound, "ready");
@@ -225,6 +232,9 @@ fn main() -> anyhow::Result<()> {
                 let signal = shutdown_signal().await?;
                 tracing::info!(signal, "shutting down");
                 running.shutdown(grace).await;
+                if let Some(anchor) = anchor {
+                    anchor.finish()?;
+                }
                 anyhow::Ok(())
             })
         }

@@ -1,0 +1,307 @@
+//! The durable checkpoint history (#18 item 4, #21 item 2): every checkpoint
+//! the gateway signs, kept per Connection in a ConfigMap of the operator's
+//! namespace, and every public key that signed one.
+//!
+//! `Connection.status.auditCheckpoint` holds one slot (the latest head of any
+//! of its streams); a replica's memory holds the rest until it restarts. An
+//! auditor needs the history for a period, per stream, from any replica, after
+//! restarts and key rotations:
+//!
+//! - `sluice-checkpoints.NAMESPACE.CONNECTION` (hashed when longer than a
+//!   ConfigMap name may be), data `checkpoints.jsonl`: one signed checkpoint
+//!   a line (the gateway's `SignedHead` and the signing time), oldest first.
+//!   Bounded by [`MAX_LINES`] and [`MAX_BYTES`]: the oldest lines go first,
+//!   but a stream's newest checkpoint is kept as long as another line can go.
+//! - `sluice-checkpoint-keys`, data `jwks.json`: the public keys (JWKS) that
+//!   signed checkpoints, at most [`MAX_KEYS`], oldest dropped first. The
+//!   gateway's `/v1/jwks` drops rotated keys; this keeps them, so an old
+//!   checkpoint still verifies.
+//!
+//! They live in the operator's namespace, not the Connection's, so that
+//! the workloads' owners (who may edit ConfigMaps in their namespace) cannot
+//! thin the history, and so that it outlives a deleted Connection (evidence
+//! must). Forging one is impossible without the signing key; deleting lines
+//! needs write access to the operator's namespace. `kubectl sluice audit
+//! checkpoints CONNECTION` and `audit jwks` read them.
+//!
+//! Writes are read-modify-write with the resourceVersion read, so replicas
+//! flushing at once cannot lose each other's lines (one gets a conflict and
+//! its lines wait for the next flush).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::wire::SignedHead;
+
+/// The ConfigMap of published checkpoint keys.
+pub const KEYS_CONFIG_MAP: &str = "sluice-checkpoint-keys";
+/// Its key holding the JWKS.
+pub const KEYS_DATA_KEY: &str = "jwks.json";
+/// The history ConfigMaps' key holding the checkpoints.
+pub const HISTORY_DATA_KEY: &str = "checkpoints.jsonl";
+/// Label on every history ConfigMap (`kubectl get cm -l sluice.dev/checkpoint-history`).
+pub const HISTORY_LABEL: &str = "sluice.dev/checkpoint-history";
+/// Most checkpoints one Connection's history keeps.
+pub const MAX_LINES: usize = 2_000;
+/// Most bytes of one Connection's history (a ConfigMap holds at most 1 MiB).
+pub const MAX_BYTES: usize = 768 * 1024;
+/// Most keys kept published.
+pub const MAX_KEYS: usize = 64;
+/// Longest ConfigMap name (a DNS subdomain).
+const MAX_NAME: usize = 253;
+
+/// One line of a history: a signed checkpoint and when it was signed. Its
+/// fields are those `kubectl sluice audit verify --checkpoints` reads.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// The checkpoint as the sidecar received it.
+    #[serde(flatten)]
+    pub head: SignedHead,
+    /// The Connection's namespace.
+    pub namespace: String,
+    /// When it was signed (RFC 3339).
+    pub time: String,
+}
+
+/// The name of Connection `namespace/connection`'s history ConfigMap.
+pub fn history_name(namespace: &str, connection: &str) -> String {
+    let name = format!("sluice-checkpoints.{namespace}.{connection}");
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    let digest = Sha256::digest(format!("{namespace}/{connection}").as_bytes());
+    format!("sluice-checkpoints.{}", hex::encode(&digest[..16]))
+}
+
+/// `existing` (a history's lines) with `new` appended, without repeats, cut
+/// to the bounds. Lines that are not history entries are dropped (nothing
+/// but the operator writes there).
+pub fn merge_history(existing: &str, new: &[HistoryEntry]) -> String {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let parsed = existing
+        .lines()
+        .filter_map(|l| serde_json::from_str::<HistoryEntry>(l).ok())
+        .chain(new.iter().cloned());
+    for entry in parsed {
+        let key = (
+            entry.head.stream.clone(),
+            entry.head.sequence,
+            entry.head.hash.clone(),
+        );
+        if !seen.insert(key) {
+            continue;
+        }
+        if let Ok(line) = serde_json::to_string(&entry) {
+            lines.push((entry.head.stream, line));
+        }
+    }
+    let bytes = |lines: &[(String, String)]| lines.iter().map(|(_, l)| l.len() + 1).sum::<usize>();
+    while lines.len() > MAX_LINES || bytes(&lines) > MAX_BYTES {
+        // The oldest line that is not its stream's newest; else the oldest.
+        let newest: BTreeMap<&str, usize> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, (s, _))| (s.as_str(), i))
+            .collect();
+        let victim = lines
+            .iter()
+            .enumerate()
+            .position(|(i, (s, _))| newest.get(s.as_str()) != Some(&i))
+            .unwrap_or(0);
+        lines.remove(victim);
+    }
+    let mut out = String::with_capacity(bytes(&lines));
+    for (_, l) in lines {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+/// `existing` (a JWKS) with the keys of `new` it lacks appended, at most
+/// [`MAX_KEYS`] (the oldest dropped). An unreadable JWKS starts afresh.
+pub fn merge_keys(existing: &str, new: &[jsonwebtoken::jwk::Jwk]) -> jsonwebtoken::jwk::JwkSet {
+    let mut set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(existing).unwrap_or(jsonwebtoken::jwk::JwkSet { keys: Vec::new() });
+    for key in new {
+        let kid = key.common.key_id.as_deref();
+        if kid.is_some() && !set.keys.iter().any(|k| k.common.key_id.as_deref() == kid) {
+            set.keys.push(key.clone());
+        }
+    }
+    let excess = set.keys.len().saturating_sub(MAX_KEYS);
+    set.keys.drain(..excess);
+    set
+}
+
+/// Reads ConfigMap `name`, lets `change` compute the new value of `key` from
+/// the old (empty when absent), and writes it back under the resourceVersion
+/// read (or creates it).
+async fn update(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    change: impl FnOnce(&str) -> String,
+) -> Result<(), kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await? {
+        Some(mut cm) => {
+            let data = cm.data.get_or_insert_with(BTreeMap::new);
+            let old = data.get(key).map(String::as_str).unwrap_or_default();
+            let new = change(old);
+            if new == old {
+                return Ok(());
+            }
+            data.insert(key.to_string(), new);
+            api.replace(name, &PostParams::default(), &cm).await?;
+        }
+        None => {
+            let cm = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    namespace: Some(namespace.to_string()),
+                    labels: Some(labels),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([(key.to_string(), change(""))])),
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &cm).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends `entries` to the history of Connection `namespace/connection`.
+pub async fn append(
+    client: &Client,
+    operator_namespace: &str,
+    namespace: &str,
+    connection: &str,
+    entries: &[HistoryEntry],
+) -> Result<(), kube::Error> {
+    let labels = BTreeMap::from([
+        (HISTORY_LABEL.to_string(), "true".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "sluice-operator".to_string(),
+        ),
+    ]);
+    // Names up to 253 characters do not fit a label value: annotations.
+    let annotations = BTreeMap::from([
+        (
+            "sluice.dev/connection-namespace".to_string(),
+            namespace.to_string(),
+        ),
+        ("sluice.dev/connection".to_string(), connection.to_string()),
+    ]);
+    update(
+        client,
+        operator_namespace,
+        &history_name(namespace, connection),
+        HISTORY_DATA_KEY,
+        labels,
+        annotations,
+        |old| merge_history(old, entries),
+    )
+    .await
+}
+
+/// Adds `keys` to the published checkpoint keys.
+pub async fn publish_keys(
+    client: &Client,
+    operator_namespace: &str,
+    keys: &[jsonwebtoken::jwk::Jwk],
+) -> Result<(), kube::Error> {
+    let labels = BTreeMap::from([(
+        "app.kubernetes.io/managed-by".to_string(),
+        "sluice-operator".to_string(),
+    )]);
+    update(
+        client,
+        operator_namespace,
+        KEYS_CONFIG_MAP,
+        KEYS_DATA_KEY,
+        labels,
+        BTreeMap::new(),
+        |old| {
+            let merged = merge_keys(old, keys);
+            serde_json::to_string(&merged).unwrap_or_else(|_| old.to_string())
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(stream: &str, seq: u64, pad: usize) -> HistoryEntry {
+        HistoryEntry {
+            head: SignedHead {
+                connection: "orders-db".into(),
+                stream: stream.into(),
+                sequence: seq,
+                hash: format!("{seq:064x}"),
+                signature: "s".repeat(pad),
+                key_id: "k".into(),
+                identity: "system:serviceaccount:shop:app".into(),
+                pod: "app-0".into(),
+            },
+            namespace: "shop".into(),
+            time: "2026-12-06T08:00:00Z".into(),
+        }
+    }
+
+    fn seqs(text: &str) -> Vec<(String, u64)> {
+        text.lines()
+            .map(|l| serde_json::from_str::<HistoryEntry>(l).unwrap())
+            .map(|e| (e.head.stream, e.head.sequence))
+            .collect()
+    }
+
+    #[test]
+    fn history_appends_without_repeats_and_keeps_each_streams_newest_within_bounds() {
+        let first = merge_history("", &[entry("a", 1, 10), entry("b", 1, 10)]);
+        let second = merge_history(&first, &[entry("a", 1, 10), entry("a", 2, 10)]);
+        assert_eq!(
+            seqs(&second),
+            [("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]
+        );
+        // Over the count: the oldest lines go, but not b's only (newest) one.
+        let many: Vec<HistoryEntry> = (3..(MAX_LINES as u64 + 10))
+            .map(|s| entry("a", s, 10))
+            .collect();
+        let full = merge_history(&second, &many);
+        let kept = seqs(&full);
+        assert_eq!(kept.len(), MAX_LINES);
+        assert!(kept.contains(&("b".into(), 1)), "b's newest was dropped");
+        assert_eq!(kept.last(), Some(&("a".into(), MAX_LINES as u64 + 9)));
+        // Over the bytes.
+        let big: Vec<HistoryEntry> = (1..200).map(|s| entry("c", s, 8 * 1024)).collect();
+        assert!(merge_history(&full, &big).len() <= MAX_BYTES);
+    }
+
+    #[test]
+    fn long_names_are_hashed_to_a_valid_config_map_name() {
+        assert_eq!(
+            history_name("shop", "orders-db"),
+            "sluice-checkpoints.shop.orders-db"
+        );
+        let long = history_name("shop", &"c".repeat(253));
+        assert!(long.len() <= MAX_NAME && long.starts_with("sluice-checkpoints."));
+        assert_ne!(long, history_name("shop", &"d".repeat(253)));
+    }
+}
