@@ -36,6 +36,13 @@ validate_pip=kubernetes-validate==1.37.0
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
+# "a, b, c" (names may hold commas themselves).
+join() {
+  local out="" x
+  for x in "$@"; do out+="${out:+, }$x"; done
+  echo "$out"
+}
+
 # PostgreSQL's server binaries are off PATH on Debian (/usr/lib/postgresql/N/bin).
 have_pg_server() {
   have initdb && have pg_ctl && return 0
@@ -114,8 +121,7 @@ if ((${#pip[@]})); then
 fi
 pip_cmd="python3 -m pip install ${pip[*]:-}"
 
-joined=$(IFS=,; echo "${missing_names[*]}")
-joined=${joined//,/, }
+joined=$(join "${missing_names[@]}")
 echo "ensure-deps: $what needs: $joined" >&2
 
 if $dry_run; then
@@ -162,8 +168,7 @@ if ((${#pip[@]})); then
 fi
 scan
 if ((${#missing_names[@]})); then
-  joined=$(IFS=,; echo "${missing_names[*]}")
-  echo "ensure-deps: installed, but still not found: ${joined//,/, } (check PATH)" >&2
+  echo "ensure-deps: installed, but still not found: $(join "${missing_names[@]}") (check PATH)" >&2
   exit 1
 fi
 exit 0

@@ -8,7 +8,8 @@
 //! - [`http`]: the HTTP API data plane (decide, inject credentials, mask JSON);
 //! - [`enforcement`]: the only caller of the policy engine;
 //! - [`approval`]: just-in-time approvals through the operator (run mode);
-//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port;
+//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port
+//!   ([`debug_standing`]: its `/debug/standing` page);
 //! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
 //! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts;
 //! - [`rate`]: `statementsPerSecond`, one bucket per identity and Connection.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod bundle_client;
+pub mod debug_standing;
 pub mod enforcement;
 pub mod http;
 pub mod limits;
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod postgres;
 pub mod rate;
 pub mod run;
+pub mod run_env;
 pub mod shutdown;
 pub mod standalone;
 

@@ -21,8 +21,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run in a pod, with policies and credentials from the Sluice operator
-    /// (settings from the environment the injection sets).
-    Run,
+    /// (settings from the environment the injection sets; each also a flag).
+    Run(sluice_sidecar::run_env::RunEnv),
     /// Run from local manifests (Namespace, Secret, Connection, AccessPolicy YAML).
     Standalone {
         /// A YAML file (multi-document) or a folder of YAML files.
@@ -128,10 +128,10 @@ fn init_logs(format: LogFormat) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run => {
+        Command::Run(settings) => {
             init_logs(LogFormat::Json);
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let cfg = sluice_sidecar::run::RunConfig::from_env()?;
+            let cfg = sluice_sidecar::run::RunConfig::from_vars(settings.lookup())?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
