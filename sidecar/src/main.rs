@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run in a pod, with policies and credentials from the Sluice operator
     /// (settings from the environment the injection sets; each also a flag).
-    Run(sluice_sidecar::run_env::RunEnv),
+    Run(Box<sluice_sidecar::run_env::RunEnv>),
     /// Run from local manifests (Namespace, Secret, Connection, AccessPolicy YAML).
     Standalone {
         /// A YAML file (multi-document) or a folder of YAML files.

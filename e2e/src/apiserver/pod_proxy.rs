@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response};
 use serde_json::Value;
@@ -181,8 +180,7 @@ async fn forward(
     if let Some(ct) = parts.headers.get(hyper::header::CONTENT_TYPE) {
         out = out.header(hyper::header::CONTENT_TYPE, ct);
     }
-    out.body(Full::new(Bytes::from(body)).boxed())
-        .map_err(|e| e.to_string())
+    out.body(Full::new(body).boxed()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
