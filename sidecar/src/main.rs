@@ -117,7 +117,10 @@ fn init_logs(format: LogFormat) {
     let cap = tracing_subscriber::filter::filter_fn(|meta| {
         meta.target().starts_with("sluice") || *meta.level() <= tracing::Level::INFO
     });
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal, never in files or pipes.
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry.with(layer.with_filter(cap)).init(),
