@@ -88,6 +88,11 @@ pub enum ApprovalsError {
     /// The kubeconfig could not be read.
     #[error("could not read the kubeconfig: {0}; set KUBECONFIG or pass --kubeconfig")]
     Kubeconfig(#[source] kube::config::KubeconfigError),
+    /// The kubeconfig has no such context (`--context`, or its current-context).
+    #[error(
+        "the kubeconfig has no context {0:?}; list them with kubectl config get-contexts, and pass one with --context"
+    )]
+    NoContext(String),
     /// The client could not be built.
     #[error("could not connect to the cluster: {0}")]
     Client(#[source] kube::Error),
@@ -144,7 +149,10 @@ pub(crate) async fn connect_with(
         }
         None => Config::from_kubeconfig(&options).await,
     }
-    .map_err(ApprovalsError::Kubeconfig)?;
+    .map_err(|e| match e {
+        kube::config::KubeconfigError::LoadContext(name) => ApprovalsError::NoContext(name),
+        other => ApprovalsError::Kubeconfig(other),
+    })?;
     let mut config = config;
     config.default_retry = retry;
     if let Some(token) = &args.token {

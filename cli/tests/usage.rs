@@ -178,3 +178,24 @@ fn a_file_of_statements_is_decided_line_by_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read --sql-file /nonexistent/day.sql"));
 }
+
+#[test]
+fn an_unknown_context_is_named_with_the_right_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\"}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"))
+        .args(["requests", "--context", "nosuch"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: the kubeconfig has no context \"nosuch\"; list them with kubectl config get-contexts, and pass one with --context\n"
+    );
+}
