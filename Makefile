@@ -3,15 +3,19 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help build test lint fmt crds crds-check validate-crds chart demo demo-standalone bench e2e cluster cluster-stop
+.PHONY: help deps build test lint fmt crds crds-check validate-crds chart demo demo-standalone bench e2e cluster cluster-stop
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
+deps: ## install what make test, make demo and CI need (Debian/Ubuntu, as root; otherwise prints the command). DRY_RUN=1 only prints
+	scripts/ensure-deps.sh $(if $(DRY_RUN),--dry-run) ci
+
 build: ## build every binary (debug)
 	$(CARGO) build --workspace --locked
 
-test: ## unit, integration and e2e tests (starts its own PostgreSQL and test control plane; see README for set-up)
+test: ## unit, integration and e2e tests (installs what is missing first, see make deps; starts its own PostgreSQL and test control plane)
+	scripts/ensure-deps.sh test
 	env -u KUBECONFIG $(CARGO) test --workspace --locked
 
 lint: ## rustfmt check and clippy with warnings as errors
@@ -33,7 +37,8 @@ validate-crds: ## validate the CRD YAML against the Kubernetes schema (pip: kube
 chart: ## render, lint and validate the Helm chart and the examples (tools from PyPI in a venv; the test control plane)
 	bash charts/validate.sh
 
-demo: ## the in-cluster flow on the test control plane: operator, injected pod, sidecar, psql, an approval, audit
+demo: ## the in-cluster flow on the test control plane: operator, injected pod, sidecar, psql, an approval, audit (installs what is missing first)
+	scripts/ensure-deps.sh demo
 	$(CARGO) build --release --locked -p sluice-e2e -p sluice-operator -p sluice-sidecar -p kubectl-sluice
 	sidecar/demo/cluster-demo.sh target/release
 

@@ -54,12 +54,29 @@ pub struct DecideArgs {
     pub cluster: ClusterArgs,
 }
 
+/// Output formats of `requests` (as kubectl's `-o`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RequestsFormat {
+    /// The table with the whole statement, the Connection and the expiry.
+    Wide,
+    /// A kubectl-style `List` (with `--watch`: one object per change).
+    Json,
+    /// As `json`, in YAML (with `--watch`: documents separated by `---`).
+    Yaml,
+}
+
 /// `kubectl sluice requests`.
 #[derive(Args, Debug)]
 pub struct RequestsArgs {
     /// List requests of every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+    /// Output format (default: the table).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<RequestsFormat>,
+    /// After listing, print each request as it is created or changes, until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
     /// Cluster flags.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -71,6 +88,11 @@ pub enum ApprovalsError {
     /// The kubeconfig could not be read.
     #[error("could not read the kubeconfig: {0}; set KUBECONFIG or pass --kubeconfig")]
     Kubeconfig(#[source] kube::config::KubeconfigError),
+    /// The kubeconfig has no such context (`--context`, or its current-context).
+    #[error(
+        "the kubeconfig has no context {0:?}; list them with kubectl config get-contexts, and pass one with --context"
+    )]
+    NoContext(String),
     /// The client could not be built.
     #[error("could not connect to the cluster: {0}")]
     Client(#[source] kube::Error),
@@ -98,7 +120,7 @@ pub enum ApprovalsError {
     Runtime(#[source] std::io::Error),
 }
 
-fn api_error(error: kube::Error) -> ApprovalsError {
+pub(crate) fn api_error(error: kube::Error) -> ApprovalsError {
     match error {
         kube::Error::Api(s) => ApprovalsError::Refused(s.message.clone()),
         other => ApprovalsError::Api(other),
@@ -106,6 +128,16 @@ fn api_error(error: kube::Error) -> ApprovalsError {
 }
 
 pub(crate) async fn connect(args: &ClusterArgs) -> Result<(Client, String), ApprovalsError> {
+    connect_with(args, true).await
+}
+
+/// [`connect`]; without `retry`, a 429/503/504 is an answer at once instead
+/// of kube's backoff of up to 15 tries (a pod proxy answers 503 for a pod it
+/// cannot reach, and `status` must say so, not wait minutes).
+pub(crate) async fn connect_with(
+    args: &ClusterArgs,
+    retry: bool,
+) -> Result<(Client, String), ApprovalsError> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..Default::default()
@@ -117,8 +149,12 @@ pub(crate) async fn connect(args: &ClusterArgs) -> Result<(Client, String), Appr
         }
         None => Config::from_kubeconfig(&options).await,
     }
-    .map_err(ApprovalsError::Kubeconfig)?;
+    .map_err(|e| match e {
+        kube::config::KubeconfigError::LoadContext(name) => ApprovalsError::NoContext(name),
+        other => ApprovalsError::Kubeconfig(other),
+    })?;
     let mut config = config;
+    config.default_retry = retry;
     if let Some(token) = &args.token {
         // As kubectl: the token replaces the context's credentials.
         config.auth_info = kube::config::AuthInfo {
@@ -219,7 +255,31 @@ pub fn requests(args: &RequestsArgs) -> Result<ExitCode, ApprovalsError> {
         };
         let list = api.list(&ListParams::default()).await.map_err(api_error)?;
         let now = Timestamp::now();
-        print!("{}", table(&list.items, args.all_namespaces, now));
+        let wide = args.output == Some(RequestsFormat::Wide);
+        match args.output {
+            None | Some(RequestsFormat::Wide) => {
+                print!("{}", table_with(&list.items, args.all_namespaces, wide, now))
+            }
+            Some(format) => {
+                let mut items: Vec<&AccessRequest> = list.items.iter().collect();
+                sort(&mut items);
+                let items: Vec<serde_json::Value> = items
+                    .into_iter()
+                    .map(with_kind)
+                    .collect::<Result<_, _>>()?;
+                print!(
+                    "{}",
+                    encode(
+                        &json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}),
+                        format
+                    )?
+                );
+            }
+        }
+        if args.watch {
+            let version = list.metadata.resource_version.clone().unwrap_or_default();
+            return watch(&api, version, args, wide).await;
+        }
         if list.items.is_empty() {
             eprintln!(
                 "No AccessRequests found{}.",
@@ -234,6 +294,86 @@ pub fn requests(args: &RequestsArgs) -> Result<ExitCode, ApprovalsError> {
     })
 }
 
+/// Follows the requests from `version` on, printing a row (or an object)
+/// per change, until interrupted; re-lists when the API server has
+/// compacted past the version (410 Gone), as kubectl does.
+async fn watch(
+    api: &Api<AccessRequest>,
+    mut version: String,
+    args: &RequestsArgs,
+    wide: bool,
+) -> Result<ExitCode, ApprovalsError> {
+    use futures::TryStreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    use std::io::Write;
+    loop {
+        let stream = api
+            .watch(&WatchParams::default().timeout(290), &version)
+            .await
+            .map_err(api_error)?;
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.try_next().await.map_err(api_error)? {
+            let changed = match event {
+                WatchEvent::Added(ar) | WatchEvent::Modified(ar) | WatchEvent::Deleted(ar) => ar,
+                WatchEvent::Bookmark(b) => {
+                    version = b.metadata.resource_version;
+                    continue;
+                }
+                WatchEvent::Error(e) if e.code == 410 => {
+                    let list = api.list(&ListParams::default()).await.map_err(api_error)?;
+                    version = list.metadata.resource_version.unwrap_or_default();
+                    break;
+                }
+                WatchEvent::Error(e) => return Err(ApprovalsError::Refused(e.message)),
+            };
+            if let Some(v) = &changed.metadata.resource_version {
+                version = v.clone();
+            }
+            let text = match args.output {
+                None | Some(RequestsFormat::Wide) => {
+                    let table = table_with(
+                        std::slice::from_ref(&changed),
+                        args.all_namespaces,
+                        wide,
+                        Timestamp::now(),
+                    );
+                    // The row without its header, as kubectl get --watch prints it.
+                    table.lines().skip(1).map(|l| format!("{l}\n")).collect()
+                }
+                Some(RequestsFormat::Json) => encode(&with_kind(&changed)?, RequestsFormat::Json)?,
+                Some(RequestsFormat::Yaml) => {
+                    format!(
+                        "---\n{}",
+                        encode(&with_kind(&changed)?, RequestsFormat::Yaml)?
+                    )
+                }
+            };
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
+/// An AccessRequest as JSON with its apiVersion and kind (the API server
+/// leaves them out of list items).
+fn with_kind(ar: &AccessRequest) -> Result<serde_json::Value, ApprovalsError> {
+    let mut v = serde_json::to_value(ar)
+        .map_err(|e| ApprovalsError::Usage(format!("could not encode an AccessRequest: {e}")))?;
+    v["apiVersion"] = json!(sluice_crds::API_VERSION);
+    v["kind"] = json!("AccessRequest");
+    Ok(v)
+}
+
+fn encode(v: &serde_json::Value, format: RequestsFormat) -> Result<String, ApprovalsError> {
+    match format {
+        RequestsFormat::Yaml => serde_yaml::to_string(v)
+            .map_err(|e| ApprovalsError::Usage(format!("could not encode YAML: {e}"))),
+        _ => serde_json::to_string_pretty(v)
+            .map(|s| s + "\n")
+            .map_err(|e| ApprovalsError::Usage(format!("could not encode JSON: {e}"))),
+    }
+}
+
 fn phase_of(ar: &AccessRequest) -> RequestPhase {
     ar.status
         .as_ref()
@@ -245,10 +385,9 @@ fn phase_of(ar: &AccessRequest) -> RequestPhase {
 /// and `kubectl get ar NAME -o yaml` show the whole of it).
 const COMMAND_WIDTH: usize = 100;
 
-/// The `requests` table (pure, for tests).
-pub fn table(items: &[AccessRequest], with_namespace: bool, now: Timestamp) -> String {
-    let mut sorted: Vec<&AccessRequest> = items.iter().collect();
-    sorted.sort_by_key(|ar| {
+/// Pending first, newest first within a phase.
+fn sort(items: &mut [&AccessRequest]) {
+    items.sort_by_key(|ar| {
         (
             phase_of(ar) != RequestPhase::Pending,
             std::cmp::Reverse(
@@ -260,6 +399,23 @@ pub fn table(items: &[AccessRequest], with_namespace: bool, now: Timestamp) -> S
             ),
         )
     });
+}
+
+/// The `requests` table (pure, for tests).
+#[cfg(test)]
+pub fn table(items: &[AccessRequest], with_namespace: bool, now: Timestamp) -> String {
+    table_with(items, with_namespace, false, now)
+}
+
+/// The table; `wide` adds the Connection and expiry and keeps the whole statement.
+pub fn table_with(
+    items: &[AccessRequest],
+    with_namespace: bool,
+    wide: bool,
+    now: Timestamp,
+) -> String {
+    let mut sorted: Vec<&AccessRequest> = items.iter().collect();
+    sort(&mut sorted);
     let mut rows: Vec<Vec<String>> = vec![];
     let mut header = vec![];
     if with_namespace {
@@ -270,6 +426,9 @@ pub fn table(items: &[AccessRequest], with_namespace: bool, now: Timestamp) -> S
             .iter()
             .map(|s| s.to_string()),
     );
+    if wide {
+        header.extend(["CONNECTION", "EXPIRES"].iter().map(|s| s.to_string()));
+    }
     rows.push(header);
     for ar in sorted {
         let mut row = vec![];
@@ -290,7 +449,8 @@ pub fn table(items: &[AccessRequest], with_namespace: bool, now: Timestamp) -> S
             .statement
             .as_deref()
             .unwrap_or(&ar.spec.command.text);
-        let mut command: String = shown.chars().take(COMMAND_WIDTH).collect();
+        let width = if wide { usize::MAX } else { COMMAND_WIDTH };
+        let mut command: String = shown.chars().take(width).collect();
         if command.len() < shown.len() {
             command.push('…');
         }
@@ -305,6 +465,15 @@ pub fn table(items: &[AccessRequest], with_namespace: bool, now: Timestamp) -> S
             command.replace(['\n', '\t'], " "),
             format!("{:?}", phase_of(ar)),
         ]);
+        if wide {
+            let expires = ar.spec.expires_at.0.as_second() - now.as_second();
+            row.push(ar.spec.connection.clone());
+            row.push(if expires > 0 {
+                format!("in {}", self::age(expires))
+            } else {
+                "expired".to_string()
+            });
+        }
         rows.push(row);
     }
     let widths: Vec<usize> = (0..rows[0].len())

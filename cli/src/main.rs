@@ -9,11 +9,27 @@ mod approvals;
 mod audit_verify;
 mod checkpoints;
 mod evidence;
+mod check;
 mod policy_eval;
+mod status;
 
 /// Sluice: identity-aware access to databases and APIs for machine identities.
 #[derive(Parser)]
-#[command(name = "kubectl-sluice", version, about, propagate_version = true)]
+// Usage lines read `kubectl sluice …`, as kubectl runs the plugin.
+#[command(
+    name = "kubectl-sluice",
+    bin_name = "kubectl sluice",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:
+  kubectl sluice check                      # is Sluice healthy here?
+  kubectl sluice status -A                  # what every sidecar holds
+  kubectl sluice requests -n shop           # AccessRequests, pending first
+  kubectl sluice approve orders-db-7f2c -n shop --reason 'ticket 123'
+  kubectl sluice policy eval -f policies/ --as shop/report-job --connection orders-db --sql 'DROP TABLE t'
+  kubectl logs deploy/report -c sluice-sidecar | kubectl sluice audit verify -"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,11 +44,35 @@ enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Approve a pending AccessRequest, as the Kubernetes user of the current context.
+    #[command(after_help = "Examples:
+  # Approve, saying why (recorded with the decision)
+  kubectl sluice approve orders-db-7f2c -n shop --reason 'ticket OPS-123'
+
+  # Approve as another user (needs impersonate rights)
+  kubectl sluice approve orders-db-7f2c -n shop --as alice --as-group dba")]
     Approve(approvals::DecideArgs),
     /// Deny a pending AccessRequest, as the Kubernetes user of the current context.
+    #[command(after_help = "Examples:
+  kubectl sluice deny orders-db-7f2c -n shop --reason 'not during the freeze'")]
     Deny(approvals::DecideArgs),
     /// List AccessRequests, pending first.
+    #[command(after_help = "Examples:
+  # The current namespace's requests, pending first
+  kubectl sluice requests
+
+  # Every namespace, with the full statement and expiry
+  kubectl sluice requests -A -o wide
+
+  # For a script, and as they change
+  kubectl sluice requests -n shop -o json
+  kubectl sluice requests -n shop --watch")]
     Requests(approvals::RequestsArgs),
+    /// Check that Sluice is installed and healthy (exit 1 when not), or with
+    /// --pre that the cluster is ready for it.
+    Check(check::CheckArgs),
+    /// Show what each injected pod's sidecar holds: bundle revision, refresh,
+    /// expiry, Connections, policies, sessions, refusals.
+    Status(status::StatusArgs),
     /// Evidence packages for auditors.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
@@ -50,6 +90,12 @@ enum EvidenceCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Verify an audit log's hash chain (exit 0 intact, 1 tampered, 2 unreadable).
+    #[command(after_help = "Examples:
+  # A sidecar's audit stream, straight from its logs
+  kubectl logs deploy/report -c sluice-sidecar | kubectl sluice audit verify -
+
+  # A saved log, checked against checkpoints (catches lines cut from the end)
+  kubectl sluice audit verify audit.jsonl --checkpoints heads.jsonl --jwks jwks.json")]
     Verify(audit_verify::VerifyArgs),
     /// Print a Connection's signed checkpoint history, as `verify --checkpoints` reads it.
     Checkpoints(checkpoints::CheckpointsArgs),
@@ -92,6 +138,8 @@ fn main() -> ExitCode {
         Command::Evidence(EvidenceCommand::Verify(args)) => {
             evidence::verify(&args).map_err(|e| e.to_string())
         }
+        Command::Check(args) => return cluster(check::run(&args)),
+        Command::Status(args) => return cluster(status::run(&args)),
     };
     match result {
         Ok(code) => code,

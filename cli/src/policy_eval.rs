@@ -16,6 +16,23 @@ use sluice_policy::sql::SqlDialect;
 
 /// Arguments of `policy eval`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  # How would the sidecar decide this statement for shop/report-job on orders-db?
+  kubectl sluice policy eval -f examples/quickstart --as shop/report-job --connection orders-db \\
+    --sql 'DROP TABLE orders'
+
+  # In CI: fail (exit 1) unless the policy denies it
+  kubectl sluice policy eval -f policies/ --as shop/report-job --connection orders-db \\
+    --sql 'DROP TABLE orders' --expect deny
+
+  # A file of statements, one per line (e.g. a day of pg logs): JSON Lines out,
+  # exit 1 when any is not allowed
+  kubectl sluice policy eval -f policies/ --as shop/report-job --connection orders-db \\
+    --sql-file statements.sql --expect allow
+
+  # An HTTP request with a JSON body
+  kubectl sluice policy eval -f examples/http-api --as shop/billing --connection stripe-api \\
+    --http 'POST /v1/refunds' --body '{\"amount\": 100}'")]
 pub struct EvalArgs {
     /// A YAML file or a folder of YAML files (Namespace, Secret, Connection, AccessPolicy).
     #[arg(short = 'f', long = "filename")]
@@ -33,8 +50,17 @@ pub struct EvalArgs {
     #[arg(short = 'n', long)]
     namespace: Option<String>,
     /// A SQL string (several statements allowed) for a postgres or mysql Connection.
-    #[arg(long, conflicts_with = "http", required_unless_present = "http")]
+    #[arg(long, conflicts_with_all = ["http", "sql_file"], required_unless_present_any = ["http", "sql_file"])]
     sql: Option<String>,
+    /// A file of SQL inputs, one per line (`-`: stdin); blank lines and lines
+    /// starting with `--` are skipped. Prints one JSON object per input, with
+    /// its `line`.
+    #[arg(long, value_name = "FILE", conflicts_with = "http")]
+    sql_file: Option<PathBuf>,
+    /// Exit 1 (after printing the decisions) unless every decision's action
+    /// is this one; for CI.
+    #[arg(long, value_enum, value_name = "ACTION")]
+    expect: Option<Expected>,
     /// An HTTP request line for an http Connection, e.g. "POST /v1/refunds?mode=full".
     #[arg(long)]
     http: Option<String>,
@@ -44,6 +70,28 @@ pub struct EvalArgs {
     /// else the request is refused with the sidecar's `error`, `limit` and reason.
     #[arg(long, requires = "http")]
     body: Option<String>,
+}
+
+/// The action `--expect` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "camelCase")]
+pub enum Expected {
+    /// `allow`.
+    Allow,
+    /// `deny`.
+    Deny,
+    /// `requireApproval`.
+    RequireApproval,
+}
+
+impl Expected {
+    fn action(self) -> Action {
+        match self {
+            Expected::Allow => Action::Allow,
+            Expected::Deny => Action::Deny,
+            Expected::RequireApproval => Action::RequireApproval,
+        }
+    }
 }
 
 /// Why the evaluation could not be made (exit code 2).
@@ -82,6 +130,15 @@ pub enum EvalError {
         #[source]
         source: sluice_policy::engine::CompileError,
     },
+    /// `--sql-file` could not be read.
+    #[error("cannot read --sql-file {path}: {source}")]
+    SqlFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// `--http` is not `METHOD PATH`.
     #[error("--http {0:?}: expected \"METHOD /path[?query]\", e.g. \"POST /v1/refunds\"")]
     RequestLine(String),
@@ -91,6 +148,9 @@ pub enum EvalError {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Output {
+    /// The input's line in `--sql-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
     action: Action,
     policy: Option<String>,
     rule: Option<String>,
@@ -182,30 +242,44 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
     let policy_set = PolicySet::select(&policies, &identity, &args.connection, hash_key);
 
     let output = match (protocol, &args.sql, &args.http) {
-        (Protocol::Postgres | Protocol::Mysql, Some(sql), _) => {
+        (Protocol::Postgres | Protocol::Mysql, Some(_), _)
+        | (Protocol::Postgres | Protocol::Mysql, None, None) => {
             let dialect = if protocol == Protocol::Mysql {
                 SqlDialect::Mysql
             } else {
                 SqlDialect::Postgres
             };
-            match &policy_set {
+            let decide = |sql: &str| match &policy_set {
                 None => from_decision(Decision::not_bound(&identity, &args.connection), None, None),
-                Some(ps) => {
-                    let d = ps.decide_sql(sql, dialect);
-                    let statements = d
-                        .statements
-                        .iter()
-                        .map(|(s, sd)| StatementOutput {
-                            kind: s.kind,
-                            tables: s.tables.clone(),
-                            functions: s.functions.clone(),
-                            action: sd.action,
-                            rule: sd.rule.clone(),
-                            redacted: s.redacted.clone(),
-                        })
-                        .collect();
-                    from_decision(d.decision, Some(statements), d.parse_error)
+                Some(ps) => sql_decision(ps, sql, dialect),
+            };
+            if let Some(sql) = &args.sql {
+                decide(sql)
+            } else {
+                let path = args.sql_file.clone().unwrap_or_default();
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())
+                } else {
+                    std::fs::read_to_string(&path)
                 }
+                .map_err(|source| EvalError::SqlFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                let mut missed = 0usize;
+                for (i, line) in text.lines().enumerate() {
+                    let input = line.trim();
+                    if input.is_empty() || input.starts_with("--") {
+                        continue;
+                    }
+                    let mut output = decide(input);
+                    output.line = Some(i + 1);
+                    if !matches_expectation(&output, args.expect, Some(i + 1)) {
+                        missed += 1;
+                    }
+                    print_output(&output);
+                }
+                return Ok(expectation_exit(missed, args.expect));
             }
         }
         (Protocol::Http, _, Some(line)) => {
@@ -240,11 +314,79 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
             });
         }
     };
+    let matched = matches_expectation(&output, args.expect, None);
+    print_output(&output);
+    Ok(expectation_exit(usize::from(!matched), args.expect))
+}
+
+fn print_output(output: &Output) {
     // Serialising plain data cannot fail; fall back to a minimal object if it ever does.
-    let json = serde_json::to_string(&output)
+    let json = serde_json::to_string(output)
         .unwrap_or_else(|e| format!("{{\"action\":\"deny\",\"reason\":\"internal: {e}\"}}"));
     println!("{json}");
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `output` is what `--expect` asks for; says on stderr when not.
+fn matches_expectation(output: &Output, expect: Option<Expected>, line: Option<usize>) -> bool {
+    let Some(expect) = expect else {
+        return true;
+    };
+    if output.action == expect.action() {
+        return true;
+    }
+    let by = match (&output.policy, &output.rule) {
+        (Some(p), Some(r)) => format!(" by rule {r} of {p}"),
+        (Some(p), None) => format!(" by {p}'s default action"),
+        _ => String::new(),
+    };
+    eprintln!(
+        "{}expected {}, got {}{by}: {}",
+        line.map(|l| format!("line {l}: ")).unwrap_or_default(),
+        word(expect.action()),
+        word(output.action),
+        output.reason
+    );
+    false
+}
+
+/// 0 when nothing missed `--expect`, 1 otherwise.
+fn expectation_exit(missed: usize, expect: Option<Expected>) -> ExitCode {
+    if missed == 0 {
+        return ExitCode::SUCCESS;
+    }
+    if let Some(expect) = expect {
+        eprintln!(
+            "{missed} decision{} did not match --expect {}",
+            if missed == 1 { "" } else { "s" },
+            word(expect.action())
+        );
+    }
+    ExitCode::from(1)
+}
+
+/// An action's wire word (`requireApproval`).
+fn word(a: Action) -> String {
+    serde_json::to_value(a)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn sql_decision(ps: &PolicySet, sql: &str, dialect: SqlDialect) -> Output {
+    let d = ps.decide_sql(sql, dialect);
+    let statements = d
+        .statements
+        .iter()
+        .map(|(s, sd)| StatementOutput {
+            kind: s.kind,
+            tables: s.tables.clone(),
+            functions: s.functions.clone(),
+            action: sd.action,
+            rule: sd.rule.clone(),
+            redacted: s.redacted.clone(),
+        })
+        .collect();
+    from_decision(d.decision, Some(statements), d.parse_error)
 }
 
 /// Decides a request as the sidecar does: what it refuses before any rule
@@ -313,6 +455,7 @@ fn http_decision(
 /// A request the sidecar refuses with 400 before any rule decides it.
 fn refused(error: &'static str, limit: &'static str, reason: String) -> Output {
     Output {
+        line: None,
         action: Action::Deny,
         policy: None,
         rule: None,
@@ -332,6 +475,7 @@ fn from_decision(
     parse_error: Option<String>,
 ) -> Output {
     Output {
+        line: None,
         action: d.action,
         policy: d.policy,
         rule: d.rule,

@@ -492,3 +492,95 @@ async fn as_flags_decide_as_the_impersonated_user() {
     );
     phase_becomes(&env, "orders-db-as", RequestPhase::Approved).await;
 }
+
+/// Issue 23 item 7: `requests -o json|yaml|wide` and `--watch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_print_as_json_yaml_wide_and_follow_changes() {
+    let env = start().await;
+    let long = format!("DELETE FROM orders WHERE note = '{}'", "x".repeat(150));
+    request(&env, "orders-db-out", &long).await;
+
+    let out = sluice(&env, &["requests", "-n", "shop", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"][0]["kind"], "AccessRequest");
+    assert_eq!(list["items"][0]["apiVersion"], "sluice.dev/v1alpha1");
+    assert_eq!(list["items"][0]["metadata"]["name"], "orders-db-out");
+    assert_eq!(list["items"][0]["spec"]["command"]["text"], long.as_str());
+
+    let out = sluice(&env, &["requests", "-n", "shop", "-o", "yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(yaml, list);
+
+    // The default table cuts the statement; wide keeps it and adds columns.
+    let out = sluice(&env, &["requests", "-n", "shop"]);
+    assert!(!text(&out.stdout).contains(&long), "{}", text(&out.stdout));
+    let out = sluice(&env, &["requests", "-n", "shop", "-o", "wide"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wide = text(&out.stdout);
+    let lines: Vec<&str> = wide.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header[header.len() - 3..],
+        ["PHASE", "CONNECTION", "EXPIRES"],
+        "{wide}"
+    );
+    assert!(lines[1].contains(&long), "{wide}");
+    assert!(
+        lines[1].contains("orders-db") && lines[1].contains(" in "),
+        "{wide}"
+    );
+
+    // --watch: the list, then a row for each change, until stopped.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"))
+        .args(["requests", "-n", "shop", "--watch"])
+        .env("KUBECONFIG", env.cluster.kubeconfig_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line_with = |needle: &str| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {needle:?} within {WAIT:?}"),
+            }
+        }
+    };
+    next_line_with("orders-db-out");
+    request(&env, "orders-db-watched", "UPDATE orders SET paid = ?").await;
+    let row = next_line_with("orders-db-watched");
+    assert!(!row.starts_with("AGE"), "{row}");
+    let out = sluice(
+        &env,
+        &[
+            "deny",
+            "orders-db-watched",
+            "-n",
+            "shop",
+            "--context",
+            "alice",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row = next_line_with("Denied");
+    assert!(row.contains("orders-db-watched"), "{row}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

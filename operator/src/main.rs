@@ -167,11 +167,15 @@ fn https_url(value: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // One filter variable for both binaries: SLUICE_LOG (RUST_LOG still
+    // read when it is unset); colours only on a terminal, never in files or pipes.
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => subscriber.json().init(),

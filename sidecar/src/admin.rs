@@ -1,4 +1,5 @@
-//! The admin port: `/metrics` (Prometheus text format), `/healthz`, `/readyz`.
+//! The admin port: `/metrics` (Prometheus text format), `/healthz`, `/readyz`,
+//! and in run mode `/debug/standing` ([`crate::debug_standing`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ pub struct AdminState {
     pub registry: Registry,
     /// Set once every listener is up.
     pub ready: AtomicBool,
+    /// What `/debug/standing` shows (run mode).
+    pub standing: Option<Arc<crate::debug_standing::StandingBoard>>,
 }
 
 /// Serves the admin endpoints on `listener` until the process ends.
@@ -63,6 +66,14 @@ async fn handle(
             }
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/debug/standing" if state.standing.is_some() => {
+            let page = state
+                .standing
+                .as_ref()
+                .map(|b| b.json())
+                .unwrap_or_default();
+            (StatusCode::OK, "application/json", page)
+        }
         "/readyz" => {
             if state.ready.load(Ordering::Relaxed) {
                 (StatusCode::OK, "text/plain", "ready\n".to_string())

@@ -8,7 +8,8 @@
 //! - [`http`]: the HTTP API data plane (decide, inject credentials, mask JSON);
 //! - [`enforcement`]: the only caller of the policy engine;
 //! - [`approval`]: just-in-time approvals through the operator (run mode);
-//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port;
+//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port
+//!   ([`debug_standing`]: its `/debug/standing` page);
 //! - [`anchor`]: standalone mode's own signed checkpoints of the audit file;
 //! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
 //! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts;
@@ -20,6 +21,7 @@ pub mod anchor;
 pub mod approval;
 pub mod audit;
 pub mod bundle_client;
+pub mod debug_standing;
 pub mod enforcement;
 pub mod http;
 pub mod limits;
@@ -27,6 +29,7 @@ pub mod metrics;
 pub mod postgres;
 pub mod rate;
 pub mod run;
+pub mod run_env;
 pub mod shutdown;
 pub mod standalone;
 

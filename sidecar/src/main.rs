@@ -22,8 +22,8 @@ struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Run in a pod, with policies and credentials from the Sluice operator
-    /// (settings from the environment the injection sets).
-    Run,
+    /// (settings from the environment the injection sets; each also a flag).
+    Run(Box<sluice_sidecar::run_env::RunEnv>),
     /// Run from local manifests (Namespace, Secret, Connection, AccessPolicy YAML).
     Standalone {
         /// A YAML file (multi-document) or a folder of YAML files.
@@ -121,7 +121,10 @@ fn init_logs(format: LogFormat) {
     let cap = tracing_subscriber::filter::filter_fn(|meta| {
         meta.target().starts_with("sluice") || *meta.level() <= tracing::Level::INFO
     });
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal, never in files or pipes.
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry.with(layer.with_filter(cap)).init(),
@@ -132,10 +135,10 @@ fn init_logs(format: LogFormat) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run => {
+        Command::Run(settings) => {
             init_logs(LogFormat::Json);
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let cfg = sluice_sidecar::run::RunConfig::from_env()?;
+            let cfg = sluice_sidecar::run::RunConfig::from_vars(settings.lookup())?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

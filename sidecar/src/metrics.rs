@@ -119,6 +119,16 @@ impl Drop for NotRead {
 }
 
 impl Metrics {
+    /// Client sessions open now (for `/debug/standing`).
+    pub fn active_sessions(&self) -> i64 {
+        self.active.get()
+    }
+
+    /// Statements refused since start (for `/debug/standing`).
+    pub fn statements_refused(&self) -> u64 {
+        self.deny.get()
+    }
+
     /// The process's buffer budget of `limit` bytes, its use exported as
     /// `sluice_buffer_budget_in_use_bytes`.
     pub fn buffer_budget(&self, limit: usize) -> crate::limits::BufferBudget {

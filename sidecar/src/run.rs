@@ -406,6 +406,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         expires: None,
         served: BTreeMap::new(),
         audit: None,
+        standing: Arc::new(crate::debug_standing::StandingBoard::new(metrics.clone())),
         metrics,
         cancel: Arc::new(CancelRegistry::default()),
         last_error: String::new(),
@@ -449,6 +450,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     let admin_state = Arc::new(AdminState {
         registry,
         ready: std::sync::atomic::AtomicBool::new(false),
+        standing: Some(runner.standing.clone()),
     });
     let mut admin = None;
     if let Some(addr) = cfg.admin_addr {
@@ -521,6 +523,8 @@ struct Runner {
     /// The http Connections served.
     http: HttpConnections,
     audit: Option<Arc<AuditLog>>,
+    /// What `/debug/standing` shows.
+    standing: Arc<crate::debug_standing::StandingBoard>,
     metrics: Arc<Metrics>,
     cancel: Arc<CancelRegistry>,
     last_error: String,
@@ -573,6 +577,7 @@ impl Runner {
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "refreshing the policy bundle failed");
                     self.last_error = e.to_string();
+                    self.standing.refresh_failed(&self.last_error);
                     let pause = backoff.next();
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -613,9 +618,11 @@ impl Runner {
                 let applied = self.apply(&bundle).await;
                 scrub(&mut bundle);
                 applied?;
+                self.standing.bundle_applied(&bundle);
                 Ok(true)
             }
             Ok(BundlePoll::Unchanged(expires)) => {
+                self.standing.refreshed(expires.as_deref());
                 if let Some(at) = expires.as_deref().and_then(instant_of) {
                     self.expires = Some(at);
                 }
@@ -955,6 +962,7 @@ impl Runner {
             return;
         }
         tracing::error!(reason = %why, "policy bundle withdrawn: refusing sessions and statements");
+        self.standing.withdrawn(why);
         for s in self.served.values() {
             s.standing
                 .send_replace(Standing::Unavailable(why.to_string()));

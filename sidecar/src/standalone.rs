@@ -363,6 +363,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     let admin_state = Arc::new(AdminState {
         registry,
         ready: std::sync::atomic::AtomicBool::new(false),
+        standing: None,
     });
     let mut admin = None;
     if let Some(addr) = cfg.admin_addr {

@@ -358,6 +358,19 @@ async fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<Body>, ApiError
         ["openapi", ..] => return Err(ApiError::no_route(&req.path)),
         _ => {}
     }
+    if let [
+        "api",
+        "v1",
+        "namespaces",
+        ns,
+        "pods",
+        id,
+        "proxy",
+        rest @ ..,
+    ] = segs.as_slice()
+    {
+        return super::pod_proxy::proxy(inner, req, ns, id, rest).await;
+    }
     let (group, version, rest) = match segs.as_slice() {
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),

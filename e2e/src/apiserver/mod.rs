@@ -12,6 +12,7 @@ mod http;
 mod openapi;
 mod ops;
 pub mod patch;
+mod pod_proxy;
 mod protobuf;
 pub mod rbac;
 pub mod registry;
