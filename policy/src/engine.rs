@@ -330,6 +330,23 @@ impl CompiledPolicy {
         }
     }
 
+    /// onParseError's verdict on a text Sluice could not parse, made
+    /// stricter by the deny and requireApproval rules that name a kind
+    /// PostgreSQL reads in it (`kinds`; their other conditions cannot be
+    /// checked and are taken to match; see [`crate::pg_grammar`]).
+    fn verdict_unparsed(&self, kinds: &[StatementKind]) -> Verdict {
+        let base = self.verdict_for(None, VerdictReason::ParseError);
+        let rule = crate::pg_grammar::strictest_rule(
+            self.rules
+                .iter()
+                .filter(|r| r.matcher.family != Family::Http),
+            |r| (r.action, r.matcher.statements.as_slice()),
+            base.action,
+            kinds,
+        );
+        rule.map_or(base, |r| self.verdict_for(Some(r), VerdictReason::Rule))
+    }
+
     fn decide_statement(&self, stmt: &Statement) -> Verdict {
         let rule = self
             .rules
@@ -794,6 +811,9 @@ pub struct SqlDecision {
     /// ([`crate::sql::SqlError::TooLarge`], [`crate::sql::SqlError::TooComplex`]):
     /// refused whatever onParseError says (PostgreSQL's 54001).
     pub too_complex: bool,
+    /// PostgreSQL's grammar reads the text otherwise than Sluice's SQL
+    /// parser: refused whatever the policies say ([`crate::pg_grammar`]).
+    pub disagreement: Option<crate::pg_grammar::Disagreement>,
 }
 
 impl SqlDecision {
@@ -1031,6 +1051,10 @@ impl PolicySet {
     pub fn decide_sql(&self, text: &str, dialect: SqlDialect) -> SqlDecision {
         match sql::parse(text, dialect) {
             Ok(statements) => {
+                // PostgreSQL's grammar reads it otherwise: refused (see crate::pg_grammar).
+                if let Some(d) = crate::pg_grammar::gate(text, dialect, &statements) {
+                    return crate::pg_grammar::refused(text, dialect, d);
+                }
                 let decided: Vec<(Statement, Decision)> = statements
                     .into_iter()
                     .map(|s| {
@@ -1056,18 +1080,21 @@ impl PolicySet {
                     redacted,
                     fingerprint,
                     too_complex: false,
+                    disagreement: None,
                 }
             }
             Err(e) => {
-                let verdicts: Vec<Verdict> = self
-                    .policies
-                    .iter()
-                    .map(|p| p.verdict_for(None, VerdictReason::ParseError))
-                    .collect();
                 let too_complex = matches!(
                     e,
                     sql::SqlError::TooLarge { .. } | sql::SqlError::TooComplex { .. }
                 );
+                // The kinds PostgreSQL reads, when it reads what sqlparser cannot.
+                let pg_kinds = crate::pg_grammar::unparsed_kinds(text, dialect, too_complex);
+                let verdicts: Vec<Verdict> = self
+                    .policies
+                    .iter()
+                    .map(|p| p.verdict_unparsed(&pg_kinds))
+                    .collect();
                 // Too large or complex: refused whatever onParseError says,
                 // or padding a statement would take it past every rule.
                 let mut decision = if too_complex {
@@ -1089,6 +1116,7 @@ impl PolicySet {
                     redacted,
                     fingerprint: String::new(),
                     too_complex,
+                    disagreement: None,
                 }
             }
         }

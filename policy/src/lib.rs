@@ -7,6 +7,7 @@
 //! - [`detectors`] and [`masker`]: finding sensitive values and replacing them;
 //! - [`http`]: HTTP request matching and JSON masking by path;
 //! - [`engine`]: compiled policies and the decision semantics;
+//! - [`pg_grammar`]: PostgreSQL's own grammar as a second reading of SQL texts;
 //! - [`audit`]: audit events and the hash chain.
 #![forbid(unsafe_code)]
 
@@ -17,4 +18,5 @@ pub mod gateway;
 pub mod http;
 pub mod mask_plan;
 pub mod masker;
+pub mod pg_grammar;
 pub mod sql;

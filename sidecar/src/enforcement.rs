@@ -358,6 +358,24 @@ impl Enforcer {
         decided
     }
 
+    /// [`Enforcer::decide`], with a text too large for the cache decided
+    /// off the runtime thread when it is large enough ([`crate::parse_pool`]).
+    pub async fn decide_async(&mut self, sql: &str) -> Arc<Decided> {
+        if sql.len() <= DECISION_CACHE_MAX_TEXT || !crate::parse_pool::off_thread(sql) {
+            return self.decide(sql);
+        }
+        self.follow();
+        let mut decided = Decided::new(crate::parse_pool::decide_sql(self.set.clone(), sql).await);
+        self.follow();
+        if let Some(why) = &self.revoked {
+            decided.awaits_approval = false;
+            decided.refusal = Some(Refusal::plain(&format!(
+                "statement refused by Sluice: {why}"
+            )));
+        }
+        Arc::new(decided)
+    }
+
     /// Which standing the decisions are taken under: it changes with every
     /// policy change the session picks up (see [`Enforcer::refresh`]).
     pub fn generation(&self) -> u64 {
@@ -731,6 +749,9 @@ impl Refusal {
     fn for_decision(sql: &SqlDecision) -> Option<Refusal> {
         let d = &sql.decision;
         let several = sql.statements.len() > 1;
+        if let Some(r) = crate::parse_pool::grammar_refusal(sql) {
+            return Some(r);
+        }
         if sql.too_complex {
             return Some(Refusal {
                 code: STATEMENT_TOO_COMPLEX,

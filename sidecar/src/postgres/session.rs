@@ -1107,7 +1107,7 @@ impl ClientLoop {
 
     async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = query::decode(frame.body())?;
-        let decided = self.enforcer.decide(sql);
+        let decided = self.enforcer.decide_async(sql).await;
         self.sync_masking();
         self.read_only_in_force()?;
         let (settings_refusal, effect) = self.settings_check(sql, &decided);
@@ -1401,7 +1401,7 @@ impl ClientLoop {
             approval::Held::Settled(outcome) => return outcome,
             approval::Held::Approved(approved) => approved,
         };
-        let now = self.enforcer.decide(sql);
+        let now = self.enforcer.decide_async(sql).await;
         // Masking that changed during the wait applies to this run.
         self.sync_masking();
         let standing = match (self.read_only_in_force(), &now.refusal) {
@@ -1692,7 +1692,7 @@ impl ClientLoop {
             match frame.tag {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
-                    let decided = self.enforcer.decide(p.query);
+                    let decided = self.enforcer.decide_async(p.query).await;
                     if let Some(r) = self
                         .unmodelled(p.query)
                         .or_else(|| self.read_only_refusal(&decided, p.query))
