@@ -487,12 +487,22 @@ fn literal_free_key(sql: &str) -> Option<String> {
         .ok()?;
     let mut key = String::with_capacity(sql.len() + 8);
     key.push('\u{0}');
+    // PostgreSQL reads a string continuing an E'' string (after a newline)
+    // with backslash escapes, where sqlparser sees a plain string: its
+    // extent depends on its value, so it is not folded (see
+    // sluice_policy::pg_grammar).
+    let mut escaped = false;
     for token in tokens {
+        escaped = match &token {
+            Token::EscapedStringLiteral(_) => true,
+            Token::Whitespace(_) | Token::SingleQuotedString(_) => escaped,
+            _ => false,
+        };
         match token {
             // Numbers and strings apart: a literal of another type at the
             // same place can make the parser build another tree.
             Token::Number(..) => key.push('\u{2}'),
-            Token::SingleQuotedString(_) => key.push('\u{3}'),
+            Token::SingleQuotedString(_) if !escaped => key.push('\u{3}'),
             Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab) => {
                 key.push(' ');
                 continue;
