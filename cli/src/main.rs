@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 
 mod approvals;
 mod audit_verify;
+mod check;
 mod checkpoints;
 mod evidence;
-mod check;
 mod policy_eval;
 mod status;
 

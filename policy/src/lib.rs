@@ -14,6 +14,7 @@
 //! - [`http`]: HTTP request matching and the request grammar (paths, query
 //!   strings, strict JSON bodies);
 //! - [`engine`]: compiled policies and the decision semantics (docs/DESIGN.md §2);
+//! - [`pg_grammar`]: PostgreSQL's own grammar as a second reading of SQL texts;
 //! - [`audit`]: audit events, the hash chain and its verification;
 //! - [`wire`]: the JSON of the operator's gateway API, one definition for the
 //!   operator and the sidecar.
@@ -27,6 +28,7 @@ pub mod json_mask;
 pub mod json_path;
 pub mod mask_plan;
 pub mod masker;
+pub mod pg_grammar;
 pub mod sql;
 pub mod wire;
 

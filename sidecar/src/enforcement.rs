@@ -358,6 +358,24 @@ impl Enforcer {
         decided
     }
 
+    /// [`Enforcer::decide`], with a text too large for the cache decided
+    /// off the runtime thread when it is large enough ([`crate::parse_pool`]).
+    pub async fn decide_async(&mut self, sql: &str) -> Arc<Decided> {
+        if sql.len() <= DECISION_CACHE_MAX_TEXT || !crate::parse_pool::off_thread(sql) {
+            return self.decide(sql);
+        }
+        self.follow();
+        let mut decided = Decided::new(crate::parse_pool::decide_sql(self.set.clone(), sql).await);
+        self.follow();
+        if let Some(why) = &self.revoked {
+            decided.awaits_approval = false;
+            decided.refusal = Some(Refusal::plain(&format!(
+                "statement refused by Sluice: {why}"
+            )));
+        }
+        Arc::new(decided)
+    }
+
     /// Which standing the decisions are taken under: it changes with every
     /// policy change the session picks up (see [`Enforcer::refresh`]).
     pub fn generation(&self) -> u64 {
@@ -469,12 +487,22 @@ fn literal_free_key(sql: &str) -> Option<String> {
         .ok()?;
     let mut key = String::with_capacity(sql.len() + 8);
     key.push('\u{0}');
+    // PostgreSQL reads a string continuing an E'' string (after a newline)
+    // with backslash escapes, where sqlparser sees a plain string: its
+    // extent depends on its value, so it is not folded (see
+    // sluice_policy::pg_grammar).
+    let mut escaped = false;
     for token in tokens {
+        escaped = match &token {
+            Token::EscapedStringLiteral(_) => true,
+            Token::Whitespace(_) | Token::SingleQuotedString(_) => escaped,
+            _ => false,
+        };
         match token {
             // Numbers and strings apart: a literal of another type at the
             // same place can make the parser build another tree.
             Token::Number(..) => key.push('\u{2}'),
-            Token::SingleQuotedString(_) => key.push('\u{3}'),
+            Token::SingleQuotedString(_) if !escaped => key.push('\u{3}'),
             Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab) => {
                 key.push(' ');
                 continue;
@@ -731,6 +759,9 @@ impl Refusal {
     fn for_decision(sql: &SqlDecision) -> Option<Refusal> {
         let d = &sql.decision;
         let several = sql.statements.len() > 1;
+        if let Some(r) = crate::parse_pool::grammar_refusal(sql) {
+            return Some(r);
+        }
         if sql.too_complex {
             return Some(Refusal {
                 code: STATEMENT_TOO_COMPLEX,

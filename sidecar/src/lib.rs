@@ -13,7 +13,8 @@
 //! - [`anchor`]: standalone mode's own signed checkpoints of the audit file;
 //! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
 //! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts;
-//! - [`rate`]: `statementsPerSecond`, one bucket per identity and Connection.
+//! - [`rate`]: `statementsPerSecond`, one bucket per identity and Connection;
+//! - [`parse_pool`]: large SQL texts are decided off the runtime thread.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod enforcement;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod parse_pool;
 pub mod postgres;
 pub mod rate;
 pub mod run;

@@ -211,6 +211,23 @@ impl CompiledPolicy {
         }
     }
 
+    /// onParseError's verdict on a text Sluice could not parse, made
+    /// stricter by the deny and requireApproval rules that name a kind
+    /// PostgreSQL reads in it (`kinds`; their other conditions cannot be
+    /// checked and are taken to match; see [`crate::pg_grammar`]).
+    pub(super) fn verdict_unparsed(&self, kinds: &[StatementKind]) -> Verdict {
+        let base = self.verdict_for(None, VerdictReason::ParseError);
+        let rule = crate::pg_grammar::strictest_rule(
+            self.rules
+                .iter()
+                .filter(|r| r.matcher.family != Family::Http),
+            |r| (r.action, r.matcher.statements.as_slice()),
+            base.action,
+            kinds,
+        );
+        rule.map_or(base, |r| self.verdict_for(Some(r), VerdictReason::Rule))
+    }
+
     pub(super) fn decide_statement(&self, stmt: &Statement) -> Verdict {
         let rule = self
             .rules

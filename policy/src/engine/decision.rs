@@ -255,6 +255,9 @@ pub struct SqlDecision {
     /// ([`crate::sql::SqlError::TooLarge`], [`crate::sql::SqlError::TooComplex`]):
     /// refused whatever onParseError says (PostgreSQL's 54001).
     pub too_complex: bool,
+    /// PostgreSQL's grammar reads the text otherwise than Sluice's SQL
+    /// parser: refused whatever the policies say ([`crate::pg_grammar`]).
+    pub disagreement: Option<crate::pg_grammar::Disagreement>,
 }
 
 impl SqlDecision {

@@ -13,7 +13,7 @@ use crate::sql::{self, SqlDialect, Statement};
 
 use super::Identity;
 use super::compile::{CompiledMasking, CompiledPolicy};
-use super::decision::{Decision, EffectiveLimits, SqlDecision, Verdict, VerdictReason, covering};
+use super::decision::{Decision, EffectiveLimits, SqlDecision, Verdict, covering};
 
 // === impl PolicySet ===
 
@@ -225,6 +225,10 @@ impl PolicySet {
     pub fn decide_sql(&self, text: &str, dialect: SqlDialect) -> SqlDecision {
         match sql::parse(text, dialect) {
             Ok(statements) => {
+                // PostgreSQL's grammar reads it otherwise: refused (see crate::pg_grammar).
+                if let Some(d) = crate::pg_grammar::gate(text, dialect, &statements) {
+                    return crate::pg_grammar::refused(text, dialect, d);
+                }
                 let decided: Vec<(Statement, Decision)> = statements
                     .into_iter()
                     .map(|s| {
@@ -250,18 +254,21 @@ impl PolicySet {
                     redacted,
                     fingerprint,
                     too_complex: false,
+                    disagreement: None,
                 }
             }
             Err(e) => {
-                let verdicts: Vec<Verdict> = self
-                    .policies
-                    .iter()
-                    .map(|p| p.verdict_for(None, VerdictReason::ParseError))
-                    .collect();
                 let too_complex = matches!(
                     e,
                     sql::SqlError::TooLarge { .. } | sql::SqlError::TooComplex { .. }
                 );
+                // The kinds PostgreSQL reads, when it reads what sqlparser cannot.
+                let pg_kinds = crate::pg_grammar::unparsed_kinds(text, dialect, too_complex);
+                let verdicts: Vec<Verdict> = self
+                    .policies
+                    .iter()
+                    .map(|p| p.verdict_unparsed(&pg_kinds))
+                    .collect();
                 // Too large or complex: refused whatever onParseError says,
                 // or padding a statement would take it past every rule.
                 let mut decision = if too_complex {
@@ -283,6 +290,7 @@ impl PolicySet {
                     redacted,
                     fingerprint: String::new(),
                     too_complex,
+                    disagreement: None,
                 }
             }
         }

@@ -203,9 +203,17 @@ impl ClientLoop {
     }
 
     /// Asks the enforcer for the decision on `sql`: the one place a
-    /// statement is decided (a simple Query, a Parse, a prepared statement
-    /// under new policies, a statement approved while held).
-    pub(super) fn decide(&mut self, sql: &str) -> Arc<Decided> {
+    /// statement is decided (a simple Query, a Parse, a statement approved
+    /// while held). A text too large for the decision cache is parsed off
+    /// the runtime thread ([`crate::parse_pool`]).
+    pub(super) async fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        self.enforcer.decide_async(sql).await
+    }
+
+    /// [`ClientLoop::decide`] on the runtime thread, for a prepared
+    /// statement re-decided under new policies (only after a policy
+    /// change, from a synchronous step of an extended group).
+    pub(super) fn decide_now(&mut self, sql: &str) -> Arc<Decided> {
         self.enforcer.decide(sql)
     }
 

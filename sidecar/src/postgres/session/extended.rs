@@ -79,7 +79,7 @@ impl ClientLoop {
         pending: &[Frame],
         sync: bool,
     ) -> Result<Verdict, SessionError> {
-        let parsed = self.decide_statements(pending)?;
+        let parsed = self.decide_statements(pending).await?;
         // Deciding may have picked up new rules.
         self.sync_masking();
         self.read_only_in_force()?;
@@ -119,7 +119,7 @@ impl ClientLoop {
     /// are visible to later Binds) and finds the statement each Execute
     /// runs. A Parse refused by the rules, or read under settings Sluice
     /// does not model, is on record now and refuses the group.
-    fn decide_statements(&mut self, pending: &[Frame]) -> Result<Parsed, SessionError> {
+    async fn decide_statements(&mut self, pending: &[Frame]) -> Result<Parsed, SessionError> {
         let mut parsed: HashMap<String, StatementRef> = HashMap::new();
         let mut refusal: Option<Refusal> = None;
         let mut decisions: Vec<Option<StatementRef>> = Vec::with_capacity(pending.len());
@@ -128,7 +128,7 @@ impl ClientLoop {
             match frame.tag {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
-                    let decided = self.decide(p.query);
+                    let decided = self.decide(p.query).await;
                     if let Some(r) = self
                         .unmodelled(p.query)
                         .or_else(|| self.read_only_refusal(&decided, p.query))
@@ -561,7 +561,7 @@ impl ClientLoop {
         if *taken == generation {
             return stmt.clone();
         }
-        let now = self.decide(sql);
+        let now = self.decide_now(sql);
         let (old, new) = (stmt.decided.decision(), now.decision());
         let same = old.enforced == new.enforced
             && old.enforced_policy == new.enforced_policy

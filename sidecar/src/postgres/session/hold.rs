@@ -154,7 +154,7 @@ impl ClientLoop {
             approval::Held::Settled(outcome) => return outcome,
             approval::Held::Approved(approved) => approved,
         };
-        let now = self.decide(sql);
+        let now = self.decide(sql).await;
         // Masking that changed during the wait applies to this run.
         self.sync_masking();
         let standing = match (self.read_only_in_force(), &now.refusal) {

@@ -21,7 +21,7 @@ impl ClientLoop {
     /// [`ClientLoop::approve_simple`]).
     pub(super) async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = query::decode(frame.body())?;
-        let decided = self.decide(sql);
+        let decided = self.decide(sql).await;
         self.sync_masking();
         self.read_only_in_force()?;
         let (settings_refusal, effect) = self.settings_check(sql, &decided);
