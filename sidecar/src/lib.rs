@@ -27,5 +27,6 @@ pub mod rate;
 pub mod run;
 pub mod shutdown;
 pub mod standalone;
+pub mod tls;
 
 pub use standalone::{StandaloneConfig, StandaloneError};

@@ -43,7 +43,7 @@ use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::catalog::CatalogPool;
 use crate::postgres::framing;
 use crate::postgres::session::ConnectionContext;
-use crate::postgres::tls::TlsError;
+use crate::tls::TlsError;
 use crate::postgres::upstream::UpstreamConfig;
 use crate::rate::RateLimit;
 

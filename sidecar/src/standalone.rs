@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::framing;
 use crate::postgres::session::ConnectionContext;
-use crate::postgres::tls::{self, TlsError};
+use crate::tls::{self, TlsError};
 use crate::postgres::upstream::UpstreamConfig;
 
 /// Settings of standalone mode.

@@ -25,7 +25,7 @@ use crate::approval::Approvals;
 use crate::audit::AuditLog;
 use crate::limits::{FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
-use crate::postgres::tls;
+use crate::tls;
 use crate::rate::RateLimit;
 use sluice_policy::http::Inspection;
 

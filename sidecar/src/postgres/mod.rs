@@ -9,7 +9,7 @@ pub mod messages;
 mod rows_affected;
 pub mod session;
 pub mod settings;
-pub mod tls;
+pub use crate::tls;
 pub mod upstream;
 
 use std::sync::Arc;
