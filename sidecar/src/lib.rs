@@ -1,17 +1,31 @@
 //! Sluice sidecar: protocol proxies that decide, mask and audit.
 //!
-//! - [`standalone`]: runs from local manifests (`sluice-sidecar standalone`);
-//! - [`run`]: runs in a pod from the operator's bundle (`sluice-sidecar run`),
-//!   through [`bundle_client`];
-//! - [`postgres`]: the PostgreSQL data plane (framing, messages, upstream,
-//!   sessions, masking);
-//! - [`http`]: the HTTP API data plane (decide, inject credentials, mask JSON);
-//! - [`enforcement`]: the only caller of the policy engine;
-//! - [`approval`]: just-in-time approvals through the operator (run mode);
-//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port;
-//! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
-//! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts;
-//! - [`rate`]: `statementsPerSecond`, one bucket per identity and Connection.
+//! How it runs:
+//! - [`standalone`]: from local manifests (`sluice-sidecar standalone`);
+//! - [`run`]: in a pod, from the operator's bundle (`sluice-sidecar run`),
+//!   through [`bundle_client`]; each plane's Connections are put in force by
+//!   `prepare` / `commit` / `withdraw` (`run::postgres`, [`http::bundle`]);
+//! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record.
+//!
+//! The data planes:
+//! - [`postgres`]: the PostgreSQL plane (framing, messages, upstream,
+//!   sessions, row masks), with [`enforcement`], its side of the policy
+//!   engine (decisions on SQL texts, refusals, result masks, statement
+//!   records);
+//! - [`http`]: the HTTP API plane (decide requests, inject credentials,
+//!   mask JSON and text responses).
+//!
+//! The spine every plane shares:
+//! - [`standing`]: what is in force for the identity on a Connection;
+//! - [`approval`]: just-in-time approvals through the operator, one flow and
+//!   one audit shape;
+//! - [`masking`]: the maskers, detectors and result limits in force;
+//! - [`tls`]: TLS to the upstream;
+//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the
+//!   admin port;
+//! - [`limits`]: connection caps, descriptor shares, startup and HTTP
+//!   timeouts; [`rate`]: `statementsPerSecond`, one bucket per identity and
+//!   Connection.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -21,12 +35,14 @@ pub mod bundle_client;
 pub mod enforcement;
 pub mod http;
 pub mod limits;
+pub mod masking;
 pub mod metrics;
 pub mod postgres;
 pub mod rate;
 pub mod run;
 pub mod shutdown;
 pub mod standalone;
+pub mod standing;
 pub mod tls;
 
 pub use standalone::{StandaloneConfig, StandaloneError};

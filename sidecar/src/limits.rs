@@ -1,5 +1,5 @@
-//! Bounds on what peers can hold (DESIGN: "everything a peer controls is
-//! bounded"): connections per listener, file descriptors across listeners,
+//! Bounds on what peers can hold (everything a peer
+//! controls is bounded): connections per listener, file descriptors across listeners,
 //! and the time a PostgreSQL client may take to start its session; the HTTP
 //! header-read and idle timeouts are configured here too.
 //!

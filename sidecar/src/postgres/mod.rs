@@ -1,6 +1,7 @@
 //! The PostgreSQL data plane: framing and messages know nothing of policy;
 //! the session wires them to enforcement.
 
+pub mod bundle;
 pub mod cancel;
 pub mod catalog;
 pub mod framing;
