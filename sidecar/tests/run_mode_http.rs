@@ -474,6 +474,18 @@ fn audit_events(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Rules of their own (the upstream counts the other test's paths).
+const AUDITED_APPROVAL_RULES: &str = r#"
+    - name: payouts-need-finance
+      match: {methods: [POST], paths: ["/payouts"]}
+      action: requireApproval
+      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold}
+    - name: reports-need-finance
+      match: {paths: ["/reports/**"]}
+      action: requireApproval
+      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: retry}
+"#;
+
 /// Issue #20: an HTTP request's approval is on record in the shape a SQL
 /// statement's is (`sidecar/tests/approvals.rs`): `approval` events naming
 /// the AccessRequest and its phase (Pending when held or refused until
@@ -488,7 +500,7 @@ async fn http_approval_steps_are_recorded_as_sql_approvals_are() {
     let listen_port = common::free_port();
     let yaml = manifests(up.port(), listen_port, &ca).replace(
         "      action: deny\n  masking:",
-        &format!("      action: deny{APPROVAL_RULES}  masking:"),
+        &format!("      action: deny{AUDITED_APPROVAL_RULES}  masking:"),
     );
     support::apply_yaml(&client, &yaml).await;
     let env = Env::with_operator(
@@ -531,15 +543,15 @@ async fn http_approval_steps_are_recorded_as_sql_approvals_are() {
     let held = {
         let http = http.clone();
         tokio::spawn(async move {
-            send(&http, listen_port, "POST", "/refunds", r#"{"amount": 5}"#).await
+            send(&http, listen_port, "POST", "/payouts", r#"{"amount": 5}"#).await
         })
     };
-    let held_name = pending_request(&env.client, "refunds-need-finance").await;
+    let held_name = pending_request(&env.client, "payouts-need-finance").await;
     decide(&alice, &held_name, "approve").await;
     let (status, v) = bounded("the held request", held).await.unwrap();
     assert_eq!(status, 200, "{v}");
     // Retry: refused at once until approved.
-    let (status, v) = get(&http, listen_port, "/exports/q9").await;
+    let (status, v) = get(&http, listen_port, "/reports/q9").await;
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["error"], "approvalPending", "{v}");
     let retry_request = v["request"].as_str().unwrap().to_string();
@@ -567,15 +579,15 @@ async fn http_approval_steps_are_recorded_as_sql_approvals_are() {
     let held_request = format!("shop/{held_name}");
     let asked = step(&held_request, "Pending").expect("the held request's ask is on record");
     assert_eq!(asked["type"], "approval", "{asked}");
-    assert_eq!(asked["command"]["text"], "POST /refunds", "{asked}");
-    assert_eq!(asked["decision"]["rule"], "refunds-need-finance", "{asked}");
+    assert_eq!(asked["command"]["text"], "POST /payouts", "{asked}");
+    assert_eq!(asked["decision"]["rule"], "payouts-need-finance", "{asked}");
     let ran = step(&held_request, "Executed").expect("the approved run is on record");
     assert_eq!(ran["type"], "approval", "{ran}");
     assert_eq!(ran["approval"]["decidedBy"], "alice", "{ran}");
-    assert_eq!(ran["command"]["text"], "POST /refunds", "{ran}");
+    assert_eq!(ran["command"]["text"], "POST /payouts", "{ran}");
     let waits = step(&retry_request, "Pending").expect("the retry request's ask is on record");
     assert_eq!(waits["type"], "approval", "{waits}");
-    assert_eq!(waits["command"]["text"], "GET /exports/q9", "{waits}");
+    assert_eq!(waits["command"]["text"], "GET /reports/q9", "{waits}");
     // An approved run is recorded as its approval, not as a new decision.
     assert!(
         !events
