@@ -579,6 +579,21 @@ impl AuditLog {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Writes the pending result events every 200 ms, so that a quiet
+    /// session's last result is on record soon (see [`AuditLog::flush`]).
+    pub fn flush_periodically(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if let Err(e) = log.flush() {
+                    tracing::error!(error = %e, "writing pending audit events failed");
+                }
+            }
+        })
+    }
+
     /// Writes pending result events (called periodically, so that a quiet
     /// session's last result is on record within a fraction of a second).
     pub fn flush(&self) -> Result<(), AuditError> {

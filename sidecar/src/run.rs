@@ -261,39 +261,24 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         .map(|(name, addr, _)| (name, addr))
         .collect();
 
-    let admin_state = Arc::new(AdminState {
-        registry,
-        ready: std::sync::atomic::AtomicBool::new(false),
+    let (admin_state, admin) =
+        admin::start(cfg.admin_addr, registry)
+            .await
+            .map_err(|(addr, source)| RunError::Bind {
+                connection: "(admin)".into(),
+                addr,
+                source,
+            })?;
+    let admin = admin.map(|(addr, task)| {
+        runner.tasks.push(task);
+        addr
     });
-    let mut admin = None;
-    if let Some(addr) = cfg.admin_addr {
-        let l = admin::bind(addr).await.map_err(|source| RunError::Bind {
-            connection: "(admin)".into(),
-            addr,
-            source,
-        })?;
-        admin = Some(l.local_addr().unwrap_or(addr));
-        runner
-            .tasks
-            .push(tokio::spawn(admin::serve(l, admin_state.clone())));
-    }
     admin_state.ready.store(true, Ordering::Relaxed);
     runner.admin = Some(admin_state.clone());
     let audit = runner.audit.clone();
-
     let mut tasks = std::mem::take(&mut runner.tasks);
-    if let Some(audit) = runner.audit.clone() {
-        tasks.push(tokio::spawn(async move {
-            // Result events wait for the next decision event; this bounds the wait.
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tick.tick().await;
-                if let Err(e) = audit.flush() {
-                    tracing::error!(error = %e, "writing pending audit events failed");
-                }
-            }
-        }));
-    }
+    // Result events wait for the next decision event; this bounds the wait.
+    tasks.extend(audit.as_ref().map(AuditLog::flush_periodically));
     tasks.push(tokio::spawn(runner.keep_fresh()));
     Ok(Running {
         listeners,

@@ -282,22 +282,16 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     postgres.detach();
     http.detach();
 
-    let admin_state = Arc::new(AdminState {
-        registry,
-        ready: std::sync::atomic::AtomicBool::new(false),
-    });
-    let mut admin = None;
-    if let Some(addr) = cfg.admin_addr {
-        let l = admin::bind(addr)
+    let (admin_state, admin) =
+        admin::start(cfg.admin_addr, registry)
             .await
-            .map_err(|source| StandaloneError::Bind {
+            .map_err(|(addr, source)| StandaloneError::Bind {
                 connection: "(admin)".into(),
                 addr,
                 source,
             })?;
-        admin = Some(l.local_addr().unwrap_or(addr));
-        tokio::spawn(admin::serve(l, admin_state.clone()));
-    }
+    // Detached: the admin port serves as long as the runtime runs.
+    let admin = admin.map(|(addr, _task)| addr);
     admin_state.ready.store(true, Ordering::Relaxed);
     let accept = accept.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(Running {
@@ -325,16 +319,7 @@ fn open_audit(
         cfg.audit_stdout,
         cfg.audit_file.as_deref(),
     )?);
-    let log = audit.clone();
-    tokio::spawn(async move {
-        // Result events wait for the next decision event; this bounds the wait.
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-        loop {
-            tick.tick().await;
-            if let Err(e) = log.flush() {
-                tracing::error!(error = %e, "writing pending audit events failed");
-            }
-        }
-    });
+    // Result events wait for the next decision event; this bounds the wait.
+    audit.flush_periodically();
     Ok(audit)
 }

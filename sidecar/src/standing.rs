@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
+use sluice_crds::Protocol;
 use sluice_policy::engine::{
     CompileError, CompiledPolicy, Decision, Identity, PolicySet, SecretSource,
 };
-use sluice_policy::gateway::{Bundle, BundleSecretKey};
+use sluice_policy::gateway::{Bundle, BundleConnection, BundleSecretKey};
+use zeroize::Zeroizing;
 
 use crate::rate::RateLimit;
 
@@ -309,4 +311,30 @@ impl SecretSource for BundleSecrets<'_> {
             .decode(&k.value)
             .ok()
     }
+}
+
+/// The Connections of `bundle` that `protocol`'s plane serves: all of them,
+/// or those named in `only` (`SLUICE_CONNECTIONS`).
+pub fn plane_connections<'a>(
+    bundle: &'a Bundle,
+    protocol: Protocol,
+    only: Option<&'a [String]>,
+) -> impl Iterator<Item = &'a BundleConnection> + 'a {
+    bundle.connections.iter().filter(move |c| {
+        c.spec.protocol == protocol && only.is_none_or(|only| only.iter().any(|o| o == &c.name))
+    })
+}
+
+/// A Connection's masking hash key, decoded (held in zeroizing memory);
+/// `Err` says why it is unusable.
+pub fn hash_key(conn: &BundleConnection) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+    conn.hash_key
+        .as_ref()
+        .map(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map(Zeroizing::new)
+                .map_err(|e| format!("hashKey is not base64: {e}"))
+        })
+        .transpose()
 }

@@ -9,12 +9,14 @@ use http::{Response, StatusCode};
 use sluice_crds::{Action, ApprovalMode};
 use sluice_policy::audit::AuditDecision;
 use sluice_policy::engine::Decision;
+use sluice_policy::gateway::ApprovalAsk;
 use tokio::sync::watch;
 
 use super::body::{full, read_limited};
-use super::proxy::{Target, audit_failed};
 use super::record::{audit_decision, unrecorded};
+use super::refuse::audit_failed;
 use super::refuse::json_response;
+use super::target::Target;
 use super::{HttpContext, HttpStanding, ProxyBody};
 use crate::approval::{ApprovalOutcome, ApprovalRecord, Approvals, Recorded};
 use crate::audit::SessionInfo;
@@ -69,19 +71,7 @@ pub(super) async fn approve(
             ));
         }
     };
-    let mut exact = format!("{} {path_and_query}\n", target.method).into_bytes();
-    exact.extend_from_slice(&bytes);
-    let ask = sluice_policy::gateway::ApprovalAsk {
-        connection: ctx.name.clone(),
-        policy,
-        rule,
-        command: crate::approval::approval_command(
-            &target.cmd.text,
-            &target.cmd.fingerprint,
-            &exact,
-        ),
-        reason: None,
-    };
+    let ask = ask_for(ctx, target, path_and_query, &bytes, (policy, rule));
     let mode = decision
         .approval
         .as_ref()
@@ -96,9 +86,8 @@ pub(super) async fn approve(
         crate::approval::standing(approved, &again)
     };
     let (outcome, recorded) = approvals.settle(&ask, mode, &record, recheck).await;
-    let policy = record.policy.clone();
-    let rule = record.rule.clone();
-    let (status, body, why) = match outcome {
+    let (policy, rule) = (&record.policy, &record.rule);
+    let (body, why) = match outcome {
         ApprovalOutcome::Granted { .. } => {
             // Write-ahead: the approval and the run are on record first.
             return match recorded {
@@ -112,7 +101,6 @@ pub(super) async fn approve(
             expires_at,
             message,
         } => (
-            StatusCode::FORBIDDEN,
             serde_json::json!({
                 "error": "approvalPending",
                 "policy": policy,
@@ -130,7 +118,6 @@ pub(super) async fn approve(
             deciders,
             message,
         } => (
-            StatusCode::FORBIDDEN,
             serde_json::json!({
                 "error": "approvalRefused",
                 "policy": policy,
@@ -143,6 +130,7 @@ pub(super) async fn approve(
             message,
         ),
     };
+    let status = StatusCode::FORBIDDEN;
     match recorded {
         Ok(Recorded::Step) => {}
         Ok(Recorded::Plain) => unrecorded(ctx, plain_record(ctx, &record, why)),
@@ -150,6 +138,30 @@ pub(super) async fn approve(
     }
     ctx.http_metrics.request("requireApproval", status);
     Err(json_response(status, body))
+}
+
+/// What the operator is asked: an approval of rule `rule` of `policy` for
+/// this exact request (method, path and query as forwarded, and body).
+fn ask_for(
+    ctx: &HttpContext,
+    target: &Target,
+    path_and_query: &str,
+    body: &[u8],
+    (policy, rule): (String, String),
+) -> ApprovalAsk {
+    let mut exact = format!("{} {path_and_query}\n", target.method).into_bytes();
+    exact.extend_from_slice(body);
+    ApprovalAsk {
+        connection: ctx.name.clone(),
+        policy,
+        rule,
+        command: crate::approval::approval_command(
+            &target.cmd.text,
+            &target.cmd.fingerprint,
+            &exact,
+        ),
+        reason: None,
+    }
 }
 
 /// Records an approval refusal that no AccessRequest carries (as any

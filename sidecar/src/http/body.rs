@@ -12,9 +12,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use sluice_policy::http::{HttpRequest, Inspection};
 
-use super::proxy::Target;
 use super::refuse::{error_response, record_refusal, refuse_unreadable};
-use super::response::StallGuard;
+use super::stall::StallGuard;
+use super::target::Target;
 use super::{BoxError, HttpContext, ProxyBody};
 use crate::audit::SessionInfo;
 

@@ -26,7 +26,7 @@ use crate::audit::AuditLog;
 use crate::limits::{FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
 use crate::rate::RateLimit;
-use crate::standing::Standing;
+use crate::standing::{Standing, hash_key, plane_connections};
 use crate::tls;
 
 /// One http Connection of a bundle, ready to be put in force.
@@ -123,15 +123,7 @@ impl HttpConnections {
         only: Option<&[String]>,
     ) -> Result<Vec<HttpPlan>, HttpSetupError> {
         let mut plans = Vec::new();
-        for conn in &bundle.connections {
-            if conn.spec.protocol != Protocol::Http {
-                continue;
-            }
-            if let Some(only) = only
-                && !only.iter().any(|c| c == &conn.name)
-            {
-                continue;
-            }
+        for conn in plane_connections(bundle, Protocol::Http, only) {
             let name = conn.name.clone();
             let setup = |what: String| HttpSetupError::Bundle {
                 connection: name.clone(),
@@ -151,27 +143,8 @@ impl HttpConnections {
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
                 .collect();
-            let mut h = Sha256::new();
-            for part in [base_url.as_bytes(), format!("{mode:?}").as_bytes()] {
-                h.update(part);
-                h.update([0]);
-            }
-            h.update(conn.ca_pem.as_deref().unwrap_or_default());
-            h.update([0]);
-            for (k, v) in &credentials {
-                h.update(k.as_bytes());
-                h.update([0]);
-                h.update(v);
-                h.update([0]);
-            }
-            let upstream_key: [u8; 32] = h.finalize().into();
-            let hash_key = match &conn.hash_key {
-                Some(b64) => Some(zeroize::Zeroizing::new(
-                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
-                        .map_err(|e| setup(format!("hashKey is not base64: {e}")))?,
-                )),
-                None => None,
-            };
+            let upstream_key = upstream_key(&base_url, mode, conn.ca_pem.as_deref(), &credentials);
+            let hash_key = hash_key(conn).map_err(setup)?;
             let inspection = Arc::new(super::inspection(bundle.policies.iter(), &name));
             let served = self.served.get(&name);
             let plane = |_: &Arc<PolicySet>| -> Result<HttpParts, HttpSetupError> {
@@ -306,6 +279,30 @@ impl HttpConnections {
             refuse(&s.context, why.to_string());
         }
     }
+}
+
+/// Identifies an upstream's settings (hashed: no credential kept twice):
+/// an unchanged key keeps the upstream client and its pool of connections.
+fn upstream_key(
+    base_url: &str,
+    mode: sluice_crds::TlsMode,
+    ca_pem: Option<&str>,
+    credentials: &[(String, Vec<u8>)],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [base_url.as_bytes(), format!("{mode:?}").as_bytes()] {
+        h.update(part);
+        h.update([0]);
+    }
+    h.update(ca_pem.unwrap_or_default());
+    h.update([0]);
+    for (k, v) in credentials {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v);
+        h.update([0]);
+    }
+    h.finalize().into()
 }
 
 fn refuse(context: &watch::Sender<Arc<HttpContext>>, why: String) {

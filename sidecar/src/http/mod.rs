@@ -27,6 +27,8 @@ mod record;
 mod refuse;
 mod respond;
 mod response;
+mod stall;
+mod target;
 mod upstream;
 
 use std::convert::Infallible;
@@ -47,7 +49,7 @@ use tracing::Instrument;
 
 use crate::approval::Approvals;
 use crate::audit::{AuditLog, SessionInfo};
-use crate::limits::{Limits, ListenerSlots};
+use crate::limits::{Limits, ListenerSlots, accept_within};
 use crate::metrics::Metrics;
 use crate::standing::Standing;
 pub use metrics::HttpMetrics;
@@ -181,28 +183,11 @@ async fn accept(
     let signal = context.borrow().audit.shutdown_signal();
     let mut down = std::pin::pin!(listen::shutdown(signal.clone()));
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (socket, peer, admitted) = tokio::select! {
+            accepted = accept_within(&listener, &slots, listen::refuse) => accepted,
             () = down.as_mut() => {
                 tracing::info!("shutting down: no new http connections");
                 return;
-            }
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE and the like: wait rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let admitted = match slots.admit() {
-            Ok(admitted) => admitted,
-            Err(refused) => {
-                tracing::warn!(%peer, "{refused}");
-                tokio::spawn(listen::refuse(socket, refused));
-                continue;
             }
         };
         let _ = socket.set_nodelay(true);

@@ -15,51 +15,25 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sluice_crds::Action;
-use sluice_policy::audit::AuditCommand;
 use sluice_policy::engine::{Decision, PolicySet};
-use sluice_policy::http::{HttpRequest, Inspection, forward_path, normalize_path};
+use sluice_policy::http::{Inspection, forward_path, normalize_path};
 use tokio::sync::watch;
 
 use super::approval::approve;
 use super::body::read_request_body;
 use super::record::{audit_decision, decided, request_command};
 use super::refuse::{
-    error_response, record_refusal, refuse_decision, refuse_standing, refuse_unreadable,
+    audit_failed, error_response, record_refusal, refuse_decision, refuse_standing,
+    refuse_unreadable,
 };
 use super::respond::respond;
+use super::target::Target;
 use super::upstream::upstream_request;
 use super::{HttpContext, HttpParts, HttpStanding, ProxyBody};
 use crate::audit::SessionInfo;
 
 /// A phase's refusal: the answer, already on record.
 type Refused = Response<ProxyBody>;
-
-/// What a request asks for, as decided and as forwarded.
-pub(super) struct Target {
-    /// The method.
-    pub(super) method: String,
-    /// The path as the application sent it (rules decide on it).
-    pub(super) raw_path: String,
-    /// The query, `""` when none.
-    pub(super) query: String,
-    /// The path forwarded: the normalised path, encoded as sent (issue 16:
-    /// the path decided is the path forwarded).
-    pub(super) forwarded: String,
-    /// Its audit record.
-    pub(super) cmd: AuditCommand,
-}
-
-impl Target {
-    /// The request as a rule sees it, with `body` when a rule reads it.
-    pub(super) fn request<'a>(&'a self, body: Option<&'a serde_json::Value>) -> HttpRequest<'a> {
-        HttpRequest {
-            method: &self.method,
-            path: &self.raw_path,
-            query: &self.query,
-            body,
-        }
-    }
-}
 
 /// Serves one request with the context in force when it arrived (`live`:
 /// the context in force now, for an approval that comes later).
@@ -269,20 +243,6 @@ async fn record_allowed(
         Err(e) => Err(e),
     };
     written.map_err(|e| audit_failed(ctx, &e))
-}
-
-/// The answer when the audit record of a request that would run could not
-/// be written: it is not sent (audit is write-ahead).
-pub(super) fn audit_failed(ctx: &HttpContext, e: &crate::audit::AuditError) -> Refused {
-    ctx.http_metrics
-        .request("deny", StatusCode::SERVICE_UNAVAILABLE);
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "auditFailed",
-        format!(
-            "request not sent: Sluice could not write its audit record ({e}); audit is write-ahead"
-        ),
-    )
 }
 
 /// The forward phase: the request goes upstream with the Connection's

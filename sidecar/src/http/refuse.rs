@@ -134,3 +134,17 @@ pub(super) fn refuse_decision(
     };
     json_response(StatusCode::FORBIDDEN, body)
 }
+
+/// The answer when the audit record of a request that would run could not
+/// be written: it is not sent (audit is write-ahead).
+pub(super) fn audit_failed(ctx: &HttpContext, e: &crate::audit::AuditError) -> Response<ProxyBody> {
+    ctx.http_metrics
+        .request("deny", StatusCode::SERVICE_UNAVAILABLE);
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "auditFailed",
+        format!(
+            "request not sent: Sluice could not write its audit record ({e}); audit is write-ahead"
+        ),
+    )
+}

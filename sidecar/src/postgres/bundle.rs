@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use base64::Engine as _;
 use sluice_crds::Protocol;
 use sluice_policy::engine::{CompiledPolicy, Identity};
 use sluice_policy::gateway::{Bundle, BundleConnection};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use crate::approval::Approvals;
@@ -28,7 +28,7 @@ use crate::postgres::catalog::{CatalogPool, PoolSettings};
 use crate::postgres::session::ConnectionContext;
 use crate::postgres::upstream::UpstreamConfig;
 use crate::rate::RateLimit;
-use crate::standing::{Binding, Standing};
+use crate::standing::{Binding, Standing, hash_key, plane_connections};
 use crate::tls::TlsError;
 
 /// Why a postgres Connection of a bundle cannot be served.
@@ -139,27 +139,12 @@ impl PgConnections {
                 .any(|r| r.match_.text_pattern.is_some())
         });
         let mut plans = Vec::new();
-        for conn in &bundle.connections {
-            if conn.spec.protocol != Protocol::Postgres {
-                continue;
-            }
-            if let Some(only) = only
-                && !only.iter().any(|c| c == &conn.name)
-            {
-                continue;
-            }
+        for conn in plane_connections(bundle, Protocol::Postgres, only) {
             let upstream = upstream_config(conn, self.shared.max_message_size)?;
-            let hash_key = match &conn.hash_key {
-                Some(b64) => Some(Zeroizing::new(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|e| PgSetupError::Connection {
-                            connection: conn.name.clone(),
-                            what: format!("hashKey is not base64: {e}"),
-                        })?,
-                )),
-                None => None,
-            };
+            let hash_key = hash_key(conn).map_err(|what| PgSetupError::Connection {
+                connection: conn.name.clone(),
+                what,
+            })?;
             let hash_key = hash_key.as_deref().map(|k| k.as_slice());
             let standing = if conn.bound {
                 Standing::select(policies, identity, &conn.name, hash_key, literal_sensitive)
@@ -259,12 +244,16 @@ impl PgConnections {
         let (context_tx, context_rx) = watch::channel(Arc::new(ctx));
         let shared = &self.shared;
         let slots = ListenerSlots::new(&name, &shared.limits, &shared.fd_budget, listeners);
-        let task = tokio::spawn(crate::limits::serve_postgres(
-            listener,
-            context_rx,
-            slots,
-            shared.limits.pg_startup_timeout,
-        ));
+        let span = tracing::info_span!("pg", connection = %name);
+        let task = tokio::spawn(
+            super::listen::serve(
+                listener,
+                context_rx,
+                slots,
+                shared.limits.pg_startup_timeout,
+            )
+            .instrument(span),
+        );
         shared
             .accept
             .lock()

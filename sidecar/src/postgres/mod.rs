@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod cancel;
 pub mod catalog;
 pub mod framing;
+pub mod listen;
 pub mod masking;
 pub mod messages;
 mod rows_affected;
