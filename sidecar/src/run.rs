@@ -44,7 +44,6 @@ use crate::bundle_client::{BundlePoll, GatewayClient, GatewayError};
 use crate::http::bundle::HttpConnections;
 use crate::metrics::Metrics;
 use crate::postgres::bundle::{AcceptLoops, PgConnections, PgSetupError, PgShared};
-use crate::postgres::cancel::CancelRegistry;
 use crate::standing::compile_policies;
 
 /// Why run mode could not start.
@@ -203,17 +202,14 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         cfg.http_upstream_http2,
         (cfg.limits.clone(), fd_budget.clone()),
     );
-    let accept = AcceptLoops::default();
-    let postgres = PgConnections::new(PgShared {
-        metrics: metrics.clone(),
-        cancel: Arc::new(CancelRegistry::default()),
-        max_message_size: cfg.max_message_size,
-        catalog: cfg.catalog,
-        limits: cfg.limits.clone(),
-        buffer_budget: metrics.buffer_budget(cfg.limits.buffer_budget),
+    let postgres = PgConnections::new(PgShared::new(
+        &metrics,
+        &cfg.limits,
         fd_budget,
-        accept: accept.clone(),
-    });
+        cfg.max_message_size,
+        cfg.catalog,
+    ));
+    let accept = postgres.accept_loops();
     let token_out = watch::Sender::new(None);
     let approvals = Approvals::new(client.clone(), token_out.subscribe(), Some(metrics.clone()));
     let mut runner = Runner {

@@ -23,8 +23,7 @@ use crate::admin::{self, AdminState};
 use crate::audit::{AuditError, AuditLog};
 use crate::http::bundle::HttpConnections;
 use crate::metrics::Metrics;
-use crate::postgres::bundle::{AcceptLoops, PgConnections, PgSetupError, PgShared};
-use crate::postgres::cancel::CancelRegistry;
+use crate::postgres::bundle::{PgConnections, PgSetupError, PgShared};
 use crate::postgres::framing;
 use crate::standing::compile_policies;
 use crate::tls::TlsError;
@@ -225,17 +224,14 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let fd_budget = crate::limits::FdBudget::new(cfg.limits.fd_reserve);
-    let accept = AcceptLoops::default();
-    let mut postgres = PgConnections::new(PgShared {
-        metrics: metrics.clone(),
-        cancel: Arc::new(CancelRegistry::default()),
-        max_message_size: cfg.max_message_size,
-        catalog: cfg.catalog,
-        limits: cfg.limits.clone(),
-        buffer_budget: metrics.buffer_budget(cfg.limits.buffer_budget),
-        fd_budget: fd_budget.clone(),
-        accept: accept.clone(),
-    });
+    let mut postgres = PgConnections::new(PgShared::new(
+        &metrics,
+        &cfg.limits,
+        fd_budget.clone(),
+        cfg.max_message_size,
+        cfg.catalog,
+    ));
+    let accept = postgres.accept_loops();
     let mut http = HttpConnections::new(
         metrics,
         crate::http::HttpMetrics::register(&mut registry),

@@ -90,7 +90,32 @@ pub struct PgShared {
     pub accept: AcceptLoops,
 }
 
-/// The postgres Connections served in run mode.
+impl PgShared {
+    /// What the sessions of every postgres Connection of a sidecar share:
+    /// `metrics`, the connection `limits` and descriptor budget, the largest
+    /// message, the catalog pool's settings; a new cancel registry, buffer
+    /// budget (`limits.buffer_budget`) and list of accept loops.
+    pub fn new(
+        metrics: &Arc<Metrics>,
+        limits: &Limits,
+        fd_budget: FdBudget,
+        max_message_size: usize,
+        catalog: PoolSettings,
+    ) -> Self {
+        PgShared {
+            metrics: metrics.clone(),
+            cancel: Arc::new(CancelRegistry::default()),
+            max_message_size,
+            catalog,
+            limits: limits.clone(),
+            fd_budget,
+            buffer_budget: metrics.buffer_budget(limits.buffer_budget),
+            accept: AcceptLoops::default(),
+        }
+    }
+}
+
+/// The postgres Connections served (run mode and standalone).
 pub struct PgConnections {
     served: BTreeMap<String, Served>,
     shared: PgShared,
@@ -105,6 +130,11 @@ impl PgConnections {
             shared,
             tasks: Vec::new(),
         }
+    }
+
+    /// The accept loops of the listeners, for a shutdown to stop.
+    pub fn accept_loops(&self) -> AcceptLoops {
+        self.shared.accept.clone()
     }
 
     /// `(connection, address, bound)` of every listener.
