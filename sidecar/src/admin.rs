@@ -45,6 +45,36 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// The admin port of either mode: `/metrics` from `registry`, `/readyz`
+/// not ready until the caller says so. Served at `addr` when given: the
+/// address bound and the server's task come back with the state; `Err` is
+/// the address that could not be bound, and why.
+#[allow(clippy::type_complexity)]
+pub async fn start(
+    addr: Option<SocketAddr>,
+    registry: Registry,
+    standing: Option<Arc<crate::debug_standing::StandingBoard>>,
+) -> Result<
+    (
+        Arc<AdminState>,
+        Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+    ),
+    (SocketAddr, std::io::Error),
+> {
+    let state = Arc::new(AdminState {
+        registry,
+        ready: AtomicBool::new(false),
+        standing,
+    });
+    let Some(addr) = addr else {
+        return Ok((state, None));
+    };
+    let listener = bind(addr).await.map_err(|e| (addr, e))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let task = tokio::spawn(serve(listener, state.clone()));
+    Ok((state, Some((bound, task))))
+}
+
 async fn handle(
     req: Request<Incoming>,
     state: Arc<AdminState>,

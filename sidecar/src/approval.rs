@@ -1,4 +1,4 @@
-//! Just-in-time approvals (DESIGN §2 AccessRequest, §6): the sidecar's side
+//! Just-in-time approvals (docs/DESIGN.md §2 AccessRequest, §6): the sidecar's side
 //! of the operator's approval API (`operator/src/approvals_gateway.rs`).
 //!
 //! A statement a `requireApproval` rule catches is asked for with
@@ -20,20 +20,30 @@
 //! Anything else (operator unreachable, a refusal, an unknown answer)
 //! refuses the statement: approvals fail closed.
 //!
-//! Protocol-neutral: the PostgreSQL session and the HTTP data plane both
-//! turn an [`ApprovalOutcome`] into their own answer.
+//! One flow for every data plane: ask, then hold or retry
+//! ([`Approvals::wait_for`]), then re-decide under the live standing and
+//! claim or refuse ([`Approvals::conclude`]), each step recorded in one audit
+//! shape ([`ApprovalRecord`]); [`Approvals::settle`] is the whole of it for a
+//! plane with nothing to watch in between (HTTP). Each plane turns the
+//! [`ApprovalOutcome`] into its own answer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Method;
 use sha2::{Digest, Sha256};
-use sluice_crds::{Action, Command, MAX_STATEMENT_BYTES, RequestPhase, TRUNCATED_MARKER, Verdict};
+use sluice_crds::{
+    Action, ApprovalMode, Command, MAX_STATEMENT_BYTES, RequestPhase, TRUNCATED_MARKER, Verdict,
+};
 use sluice_policy::engine::Decision;
 use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
+
+mod record;
+
+pub use record::{ApprovalRecord, Recorded};
 
 use crate::bundle_client::{GatewayClient, GatewayError, decode, ok_or_refused};
 use crate::metrics::{ApprovalStep, Metrics};
@@ -190,7 +200,7 @@ impl std::fmt::Debug for Approvals {
 /// The [`Command`] of a statement: `redacted` (literals redacted) for the
 /// audit trail, its fingerprint, the sha256 of the `exact` text the approval
 /// is for, and that text itself for approvers (bounded: see [`statement`]).
-pub fn command(redacted: &str, fingerprint: &str, exact: &[u8]) -> Command {
+pub fn approval_command(redacted: &str, fingerprint: &str, exact: &[u8]) -> Command {
     let digest = Sha256::digest(exact);
     let (statement, truncated) = statement(exact);
     Command {
@@ -388,7 +398,7 @@ impl Approvals {
             }
             _ => ticket,
         };
-        self.settle(ask, ticket)
+        self.ticket_held(ask, ticket)
     }
 
     /// Retry mode: asks; a pending request is answered at once, an approved
@@ -411,7 +421,71 @@ impl Approvals {
                 expires_at: ticket.expires_at,
             });
         }
-        self.settle(ask, ticket)
+        self.ticket_held(ask, ticket)
+    }
+
+    /// The first half of the one approval flow: asks, then holds until
+    /// decided (`Hold`: `notify` is told the pending ticket, for the client
+    /// and the record) or answers at once (`Retry`). A plane that must watch
+    /// its client meanwhile (a cancel, a closed socket) races this future;
+    /// dropping it runs nothing.
+    pub async fn wait_for(
+        &self,
+        ask: &ApprovalAsk,
+        mode: ApprovalMode,
+        notify: impl FnOnce(&ApprovalTicket),
+    ) -> Held {
+        match mode {
+            ApprovalMode::Retry => self.retry(ask).await,
+            ApprovalMode::Hold => self.hold(ask, notify).await,
+        }
+    }
+
+    /// The second half: an approved request is decided again under the
+    /// policies in force now (`recheck`, see [`standing`]), then claimed or
+    /// marked not run ([`Approvals::run`]); a settled one is as it is.
+    pub async fn conclude(
+        &self,
+        held: Held,
+        recheck: impl FnOnce(&Approved) -> Result<(), String>,
+    ) -> ApprovalOutcome {
+        match held {
+            Held::Settled(outcome) => outcome,
+            Held::Approved(approved) => {
+                let standing = recheck(&approved);
+                self.run(approved, standing).await
+            }
+        }
+    }
+
+    /// The whole flow, for a plane that needs nothing between its halves:
+    /// ask, hold or retry, re-decide under the live standing, claim; each
+    /// step on record through `record` in the one audit shape. A refusal
+    /// without an AccessRequest is left to the plane to record
+    /// ([`Recorded::Plain`]); a failed write of the step that lets the
+    /// command run refuses it (write-ahead).
+    pub async fn settle(
+        &self,
+        ask: &ApprovalAsk,
+        mode: ApprovalMode,
+        record: &ApprovalRecord<'_>,
+        recheck: impl FnOnce(&Approved) -> Result<(), String>,
+    ) -> (ApprovalOutcome, Result<Recorded, crate::audit::AuditError>) {
+        let held = self
+            .wait_for(ask, mode, |ticket| {
+                tracing::info!(
+                    request = %qualified(ticket),
+                    approve = %ticket.approve_command,
+                    "held for approval"
+                );
+                if let Err(e) = record.held(ticket) {
+                    tracing::error!(error = %e, "writing the audit record of a held request failed");
+                }
+            })
+            .await;
+        let outcome = self.conclude(held, recheck).await;
+        let recorded = record.outcome(&outcome);
+        (outcome, recorded)
     }
 
     /// Runs or refuses an approved statement, and puts on the AccessRequest
@@ -473,7 +547,7 @@ impl Approvals {
 
     /// Where a decided (or still pending, past its expiry) ticket leaves the
     /// statement; an approval is handed back unclaimed.
-    fn settle(&self, ask: &ApprovalAsk, ticket: ApprovalTicket) -> Held {
+    fn ticket_held(&self, ask: &ApprovalAsk, ticket: ApprovalTicket) -> Held {
         let request = qualified(&ticket);
         Held::Settled(match ticket.phase() {
             Some(RequestPhase::Approved) => {
@@ -593,23 +667,23 @@ mod tests {
 
     #[test]
     fn commands_hash_the_exact_text() {
-        let c = command("UPDATE t SET a = ?", "fp", b"UPDATE t SET a = 1");
+        let c = approval_command("UPDATE t SET a = ?", "fp", b"UPDATE t SET a = 1");
         assert_eq!(c.text, "UPDATE t SET a = ?");
         assert_eq!(c.sha256.len(), 64);
         assert_ne!(
             c.sha256,
-            command("UPDATE t SET a = ?", "fp", b"UPDATE t SET a = 2").sha256
+            approval_command("UPDATE t SET a = ?", "fp", b"UPDATE t SET a = 2").sha256
         );
         // sha256("abc")
         assert_eq!(
-            command("", "", b"abc").sha256,
+            approval_command("", "", b"abc").sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 
     #[test]
     fn approvers_see_the_exact_text_bounded() {
-        let c = command("UPDATE t SET a = ?", "fp", b"UPDATE t SET a = 1000000");
+        let c = approval_command("UPDATE t SET a = ?", "fp", b"UPDATE t SET a = 1000000");
         assert_eq!(c.statement.as_deref(), Some("UPDATE t SET a = 1000000"));
         assert!(!c.truncated);
         // Long: cut at a character boundary, marked, within the bound.

@@ -1,6 +1,6 @@
 //! The audit writer: session start/end, each statement's decision (written
 //! before the statement is forwarded) and its result, as hash-chained JSON
-//! lines (DESIGN §7) on stdout and, when asked, in a file.
+//! lines (docs/DESIGN.md §7) on stdout and, when asked, in a file.
 //!
 //! Write-ahead: [`AuditLog::statement`] returns an error when a sink cannot
 //! take the event, and the caller then refuses the statement. Commands are
@@ -8,19 +8,26 @@
 //! ever written.
 
 use std::fs::File;
-use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_crds::Action;
 use sluice_policy::audit::{
-    AuditApproval, AuditChain, AuditCommand, AuditDecision, AuditEventDraft, AuditIdentity,
-    AuditKind, AuditOutage, AuditOutcome, EventPieces, Rendered,
+    AuditApproval, AuditChain, AuditCommand, AuditDecision, AuditEventDraft, AuditKind,
+    AuditOutage, AuditOutcome, EventPieces, Rendered,
 };
 
-use crate::enforcement::{Binding, Decided, Refusal};
+mod session;
+mod sink;
+mod time;
+
+pub use session::SessionInfo;
+pub(crate) use session::SessionPieces;
+pub use sink::AuditSink;
+use sink::Sink;
+pub(crate) use time::now;
 
 /// Why an audit event could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -63,95 +70,6 @@ pub enum AuditError {
 /// disk); past it new events are refused, so decisions are refused
 /// (write-ahead) and memory stays bounded.
 pub const MAX_BACKLOG: usize = 16 << 20;
-
-/// Who a session is, for audit records.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    /// Random session id.
-    pub id: String,
-    /// `NAMESPACE/SERVICEACCOUNT`.
-    pub subject: String,
-    /// Namespace of the identity.
-    pub namespace: String,
-    /// Service account of the identity.
-    pub service_account: String,
-    /// Pod, when known.
-    pub pod: Option<String>,
-    /// Groups of the identity.
-    pub groups: Vec<String>,
-    /// The Connection.
-    pub connection: String,
-    /// The client's address (loopback in a pod).
-    pub client: String,
-    /// The session's audit fields, rendered at its first statement (see
-    /// [`AuditLog::statement_pending`]); shared by the session's clones.
-    pub(crate) pieces: Arc<OnceLock<Option<SessionPieces>>>,
-}
-
-/// A session's `connection`, `identity` and `session` audit fields,
-/// serialised once for all its statement and result events.
-#[derive(Debug)]
-pub(crate) struct SessionPieces {
-    connection: Rendered,
-    identity: Rendered,
-    session: Rendered,
-}
-
-impl SessionInfo {
-    /// Who the session is, as its audit events record it.
-    fn identity(&self) -> AuditIdentity {
-        AuditIdentity {
-            namespace: self.namespace.clone(),
-            service_account: self.service_account.clone(),
-            pod: self.pod.clone(),
-            groups: self.groups.clone(),
-        }
-    }
-
-    /// [`SessionPieces`], rendered on first use (`None`: they could not be
-    /// serialised, and events are drafted field by field instead).
-    fn pieces(&self) -> Option<&SessionPieces> {
-        self.pieces
-            .get_or_init(|| {
-                Some(SessionPieces {
-                    connection: Rendered::connection(&self.connection).ok()?,
-                    identity: Rendered::identity(&self.identity()).ok()?,
-                    session: Rendered::session(&self.id).ok()?,
-                })
-            })
-            .as_ref()
-    }
-}
-
-/// A decided statement's `command` field, and its `decision` field as an
-/// allowed statement of each protocol records it, rendered at its first
-/// event: a statement served from the decision cache is recorded by copying
-/// them (see [`AuditLog::statement_pending`]).
-#[derive(Debug, Default)]
-pub struct StatementPieces {
-    command: OnceLock<Option<Rendered>>,
-    simple: OnceLock<Option<Rendered>>,
-    extended: OnceLock<Option<Rendered>>,
-}
-
-impl SessionInfo {
-    /// A new session of `binding` on `connection`.
-    pub fn new(binding: &Binding, connection: &str, client: SocketAddr) -> Self {
-        let id: u128 = rand::random();
-        let identity = binding.identity();
-        SessionInfo {
-            id: format!("{id:032x}"),
-            subject: format!("{}/{}", identity.namespace, identity.service_account),
-            namespace: identity.namespace.clone(),
-            service_account: identity.service_account.clone(),
-            pod: identity.pod.clone(),
-            groups: identity.groups.clone(),
-            connection: connection.to_string(),
-            client: client.to_string(),
-            pieces: Arc::default(),
-        }
-    }
-}
 
 /// The outcome of one statement (or query string).
 #[derive(Debug, Clone)]
@@ -214,117 +132,6 @@ pub struct Forwarded {
     pub seq: u64,
     /// Its `hash`.
     pub hash: String,
-}
-
-/// Where audit lines are written: the audit file or stdout. A regular file
-/// can be cut back to its last whole line after a failed write; a pipe
-/// cannot, and its writes resume where the failed one stopped.
-pub trait AuditSink: Send {
-    /// Writes some of `buf` (as [`Write::write`]).
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
-    /// Cuts the sink back to `len` bytes and writes on from there; `Ok(false)`
-    /// when it cannot be cut (a pipe, a terminal, a device).
-    fn truncate(&mut self, len: u64) -> io::Result<bool>;
-    /// Its length now, when it can be cut back.
-    fn cut_len(&mut self) -> io::Result<Option<u64>>;
-}
-
-impl AuditSink for File {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Write::write(self, buf)
-    }
-
-    fn truncate(&mut self, len: u64) -> io::Result<bool> {
-        if !self.metadata()?.is_file() {
-            return Ok(false);
-        }
-        self.set_len(len)?;
-        // Without O_APPEND (stdout redirected by a shell) the offset must
-        // follow; with it the seek is harmless.
-        io::Seek::seek(self, io::SeekFrom::Start(len))?;
-        Ok(true)
-    }
-
-    fn cut_len(&mut self) -> io::Result<Option<u64>> {
-        let meta = self.metadata()?;
-        Ok(meta.is_file().then_some(meta.len()))
-    }
-}
-
-/// One sink and how much of the pending lines it has taken.
-struct Sink {
-    /// `stdout` or the file's path, for errors.
-    name: Option<PathBuf>,
-    out: Box<dyn AuditSink>,
-    /// Bytes of [`Inner::pending`] this sink has taken.
-    done: usize,
-    /// The sink's length at `done`, when it can be cut back.
-    len: Option<u64>,
-    /// A failed write left a partial line that could not be cut yet: it is
-    /// cut before anything else is written.
-    torn: bool,
-}
-
-impl Sink {
-    fn new(name: Option<PathBuf>, mut out: Box<dyn AuditSink>) -> io::Result<Self> {
-        let len = out.cut_len()?;
-        Ok(Sink {
-            name,
-            out,
-            done: 0,
-            len,
-            torn: false,
-        })
-    }
-
-    /// Writes `pending[done..]`. On failure a sink that can be cut back is
-    /// cut to its last whole line, and takes the lines again next time.
-    fn take(&mut self, pending: &[u8]) -> io::Result<()> {
-        if self.torn
-            && let Some(len) = self.len
-        {
-            self.out.truncate(len)?;
-            self.torn = false;
-        }
-        let start = self.done;
-        while self.done < pending.len() {
-            match self.out.write(&pending[self.done..]) {
-                Ok(0) => {
-                    return self.failed(start, io::ErrorKind::WriteZero.into());
-                }
-                Ok(n) => self.done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.failed(start, e),
-            }
-        }
-        if let Some(len) = &mut self.len {
-            *len += (self.done - start) as u64;
-        }
-        Ok(())
-    }
-
-    fn failed(&mut self, start: usize, e: io::Error) -> io::Result<()> {
-        if let Some(len) = self.len {
-            // Cut the partial line: the lines are taken again, whole.
-            self.done = start;
-            match self.out.truncate(len) {
-                Ok(true) => {}
-                Ok(false) => self.len = None,
-                Err(_) => self.torn = true,
-            }
-        }
-        Err(e)
-    }
-
-    fn error(&self, source: io::Error) -> AuditError {
-        match &self.name {
-            None => AuditError::Stdout(source),
-            Some(path) => AuditError::File {
-                path: path.clone(),
-                source,
-            },
-        }
-    }
 }
 
 /// A sink failing, as the next `outage` event will record it.
@@ -451,7 +258,7 @@ impl AuditLog {
         self.shutdown.send_replace(true);
     }
 
-    fn shutting_down(&self) -> Result<(), AuditError> {
+    pub(crate) fn shutting_down(&self) -> Result<(), AuditError> {
         if *self.shutdown.borrow() {
             return Err(AuditError::ShuttingDown);
         }
@@ -527,13 +334,21 @@ impl AuditLog {
 
     /// Appends an event to the chain; writes it (and everything pending)
     /// now when `durable`, else leaves it pending.
-    fn write_event(&self, draft: AuditEventDraft, durable: bool) -> Result<(), AuditError> {
+    pub(crate) fn write_event(
+        &self,
+        draft: AuditEventDraft,
+        durable: bool,
+    ) -> Result<(), AuditError> {
         self.append_event(draft, durable).map(|_| ())
     }
 
     /// [`AuditLog::write_event`], returning the line's number (a ticket for
     /// [`AuditLog::durable`]).
-    fn append_event(&self, draft: AuditEventDraft, durable: bool) -> Result<u64, AuditError> {
+    pub(crate) fn append_event(
+        &self,
+        draft: AuditEventDraft,
+        durable: bool,
+    ) -> Result<u64, AuditError> {
         self.append_with(durable, |chain, pending| {
             let event = chain.append_line(draft, pending)?;
             Ok((event.seq, event.hash, event.connection))
@@ -542,7 +357,7 @@ impl AuditLog {
 
     /// Appends an event made of `s`'s and a statement's pre-rendered fields
     /// (the same line [`AuditLog::append_event`] writes for them).
-    fn append_pieces(
+    pub(crate) fn append_pieces(
         &self,
         s: &SessionInfo,
         pieces: &SessionPieces,
@@ -682,7 +497,7 @@ impl AuditLog {
         });
     }
 
-    fn write(&self, draft: AuditEventDraft) -> Result<(), AuditError> {
+    pub(crate) fn write(&self, draft: AuditEventDraft) -> Result<(), AuditError> {
         self.write_event(draft, true)
     }
 
@@ -764,6 +579,21 @@ impl AuditLog {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Writes the pending result events every 200 ms, so that a quiet
+    /// session's last result is on record soon (see [`AuditLog::flush`]).
+    pub fn flush_periodically(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if let Err(e) = log.flush() {
+                    tracing::error!(error = %e, "writing pending audit events failed");
+                }
+            }
+        })
+    }
+
     /// Writes pending result events (called periodically, so that a quiet
     /// session's last result is on record within a fraction of a second).
     pub fn flush(&self) -> Result<(), AuditError> {
@@ -771,7 +601,7 @@ impl AuditLog {
         self.write_pending(&mut inner)
     }
 
-    fn draft(&self, s: &SessionInfo, kind: AuditKind) -> AuditEventDraft {
+    pub(crate) fn draft(&self, s: &SessionInfo, kind: AuditKind) -> AuditEventDraft {
         let mut d = AuditEventDraft::new(now(), kind);
         d.session = Some(s.id.clone());
         d.identity = Some(s.identity());
@@ -780,7 +610,7 @@ impl AuditLog {
     }
 
     /// An event of any kind for `s` (used by the HTTP data plane, whose
-    /// requests are not SQL [`Decided`] texts). Written now when `durable`
+    /// requests are not SQL texts). Written now when `durable`
     /// (decisions: write-ahead), else with the next durable event. Returns
     /// the line's number: with `durable` false, a ticket for
     /// [`AuditLog::durable`] (write-ahead that shares one write with other
@@ -817,6 +647,29 @@ impl AuditLog {
         d.decision = decision;
         d.outcome = outcome;
         self.append_event(d, durable)
+    }
+
+    /// A step of an approval (see [`crate::approval::ApprovalRecord`]),
+    /// written now: `Approval` events when it was asked (phase Pending) and
+    /// when an approved command is about to run (phase Executed,
+    /// write-ahead: an error means it must not run); a `Denial` when it was
+    /// denied, expired or not run.
+    pub fn approval_step(
+        &self,
+        s: &SessionInfo,
+        kind: AuditKind,
+        command: AuditCommand,
+        decision: AuditDecision,
+        step: AuditApproval,
+    ) -> Result<(), AuditError> {
+        if kind != AuditKind::Denial {
+            self.shutting_down()?;
+        }
+        let mut d = self.draft(s, kind);
+        d.command = Some(command);
+        d.decision = Some(decision);
+        d.approval = Some(step);
+        self.write(d)
     }
 
     /// Counts a connection that has no session events (HTTP) among the
@@ -923,226 +776,13 @@ impl AuditLog {
         });
         self.write_event(d, true).map(|_| ())
     }
-
-    /// A statement's decision, before it is forwarded; a `denial` event
-    /// instead when it is refused.
-    pub fn statement(
-        &self,
-        s: &SessionInfo,
-        decided: &Decided,
-        protocol: &str,
-        refusal: Option<&Refusal>,
-    ) -> Result<(), AuditError> {
-        if refusal.is_none() {
-            self.shutting_down()?;
-        }
-        let d = self.statement_draft(s, decided, protocol, refusal);
-        self.write(d)
-    }
-
-    fn statement_draft(
-        &self,
-        s: &SessionInfo,
-        decided: &Decided,
-        protocol: &str,
-        refusal: Option<&Refusal>,
-    ) -> AuditEventDraft {
-        let kind = if refusal.is_some() {
-            AuditKind::Denial
-        } else {
-            AuditKind::Statement
-        };
-        let mut d = self.draft(s, kind);
-        d.command = Some(command(decided));
-        d.decision = Some(decision(decided, protocol, refusal));
-        d
-    }
-
-    /// [`AuditLog::statement`] for an allowed statement, left pending: the
-    /// caller awaits [`AuditLog::durable`] with the returned ticket before
-    /// it forwards the statement (write-ahead, one write for many).
-    ///
-    /// The hot path: the session's and the statement's fields are copied
-    /// pre-rendered (see [`StatementPieces`]), so a statement served from
-    /// the decision cache costs its time, its chain link and a hash.
-    pub fn statement_pending(
-        &self,
-        s: &SessionInfo,
-        decided: &Decided,
-        protocol: &str,
-    ) -> Result<u64, AuditError> {
-        self.shutting_down()?;
-        let pieces = &decided.audit;
-        let rendered = match protocol {
-            "simple" => Some(&pieces.simple),
-            "extended" => Some(&pieces.extended),
-            _ => None,
-        }
-        .and_then(|slot| {
-            slot.get_or_init(|| Rendered::decision(&decision(decided, protocol, None)).ok())
-                .as_ref()
-        });
-        if let (Some(session), Some(command), Some(decision)) =
-            (s.pieces(), statement_command(decided), rendered)
-        {
-            let event = StatementEvent {
-                kind: AuditKind::Statement,
-                command: Some(command),
-                decision: Some(decision),
-                outcome: None,
-            };
-            return self.append_pieces(s, session, event, false);
-        }
-        let d = self.statement_draft(s, decided, protocol, None);
-        self.append_event(d, false)
-    }
-
-    /// A statement's result.
-    pub fn result(
-        &self,
-        s: &SessionInfo,
-        decided: &Decided,
-        r: ResultRecord,
-    ) -> Result<(), AuditError> {
-        let outcome = AuditOutcome {
-            rows: Some(r.rows),
-            duration_ms: Some(r.duration.as_millis() as u64),
-            error: r.error,
-            masked: (r.masked > 0).then_some(r.masked),
-        };
-        if let (Some(session), Some(command)) = (s.pieces(), statement_command(decided)) {
-            let event = StatementEvent {
-                kind: AuditKind::Result,
-                command: Some(command),
-                decision: None,
-                outcome: Some(&outcome),
-            };
-            return self.append_pieces(s, session, event, false).map(|_| ());
-        }
-        let mut d = self.draft(s, AuditKind::Result);
-        d.command = Some(command(decided));
-        d.outcome = Some(outcome);
-        self.write_event(d, false)
-    }
-
-    /// A step of a statement's approval, written now: `Approval` events when
-    /// it was asked (phase Pending) and when an approved statement is about
-    /// to run (phase Executed, write-ahead: an error means it must not run);
-    /// a `Denial` when it was denied, expired or could not be asked.
-    pub fn approval(
-        &self,
-        s: &SessionInfo,
-        decided: &Decided,
-        kind: AuditKind,
-        step: AuditApproval,
-        reason: String,
-    ) -> Result<(), AuditError> {
-        if kind != AuditKind::Denial {
-            self.shutting_down()?;
-        }
-        let sum = decided.summary();
-        let mut d = self.draft(s, kind);
-        d.command = Some(command(decided));
-        d.decision = Some(AuditDecision {
-            action: sum.enforced,
-            policy: sum.policy,
-            rule: sum.rule,
-            dry_run: false,
-            reason: Some(reason),
-        });
-        d.approval = Some(step);
-        self.write(d)
-    }
 }
-
 /// What [`AuditLog::append_pieces`] records besides the session's fields.
-struct StatementEvent<'a> {
-    kind: AuditKind,
-    command: Option<&'a Rendered>,
-    decision: Option<&'a Rendered>,
-    outcome: Option<&'a AuditOutcome>,
-}
-
-/// The event time: now, RFC 3339 in UTC with microseconds.
-fn now() -> String {
-    rfc3339_micros(&chrono::Utc::now())
-}
-
-/// `t.to_rfc3339_opts(SecondsFormat::Micros, true)`, written digit by digit:
-/// chrono's formatter goes through `core::fmt`, which costs more than the
-/// rest of a pre-rendered event. Falls back to chrono outside years
-/// 0000–9999 and for a leap second.
-fn rfc3339_micros(t: &chrono::DateTime<chrono::Utc>) -> String {
-    use chrono::{Datelike, Timelike};
-    let (year, nanos) = (t.year(), t.nanosecond());
-    let Ok(year) = u32::try_from(year) else {
-        return t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    };
-    if year > 9999 || nanos >= 1_000_000_000 {
-        return t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    }
-    let mut out = [0u8; 27];
-    let fields: [(usize, usize, u32); 7] = [
-        (0, 4, year),
-        (5, 2, t.month()),
-        (8, 2, t.day()),
-        (11, 2, t.hour()),
-        (14, 2, t.minute()),
-        (17, 2, t.second()),
-        (20, 6, nanos / 1_000),
-    ];
-    for (at, width, mut value) in fields {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    }
-    for (at, sep) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (26, b'Z'),
-    ] {
-        out[at] = sep;
-    }
-    out.iter().map(|&b| b as char).collect()
-}
-
-/// `decided`'s [`command`], rendered once.
-fn statement_command(decided: &Decided) -> Option<&Rendered> {
-    decided
-        .audit
-        .command
-        .get_or_init(|| Rendered::command(&command(decided)).ok())
-        .as_ref()
-}
-
-/// How `decided` is recorded; `refusal` when it was refused although the
-/// policy allows it (a limit or the audit sink).
-fn decision(decided: &Decided, protocol: &str, refusal: Option<&Refusal>) -> AuditDecision {
-    let sum = decided.summary();
-    let (action, reason) = match refusal {
-        Some(r) if sum.enforced == Action::Allow => (Action::Deny, r.message.clone()),
-        _ => (sum.action, sum.reason),
-    };
-    AuditDecision {
-        action,
-        policy: sum.policy,
-        rule: sum.rule,
-        dry_run: sum.dry_run,
-        reason: Some(format!("{reason} ({protocol} protocol)")),
-    }
-}
-
-fn command(decided: &Decided) -> AuditCommand {
-    AuditCommand {
-        text: decided.redacted().to_string(),
-        fingerprint: decided.fingerprint().to_string(),
-        kind: decided.kind().map(String::from),
-    }
+pub(crate) struct StatementEvent<'a> {
+    pub(crate) kind: AuditKind,
+    pub(crate) command: Option<&'a Rendered>,
+    pub(crate) decision: Option<&'a Rendered>,
+    pub(crate) outcome: Option<&'a AuditOutcome>,
 }
 
 impl Drop for AuditLog {
@@ -1153,334 +793,4 @@ impl Drop for AuditLog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn draft() -> AuditEventDraft {
-        AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Statement)
-    }
-
-    fn enforcer() -> crate::enforcement::Enforcer {
-        let ap: sluice_crds::AccessPolicy = serde_json::from_value(serde_json::json!({
-            "apiVersion": "sluice.dev/v1alpha1",
-            "kind": "AccessPolicy",
-            "metadata": {"name": "p", "namespace": "shop"},
-            "spec": {
-                "subjects": [{"serviceAccount": "report-job"}],
-                "connections": ["db"],
-                "defaultAction": "allow",
-                "rules": [{"name": "no-drop", "match": {"statements": ["drop"]}, "action": "deny"}],
-            }
-        }))
-        .unwrap();
-        let compiled = Arc::new(
-            sluice_policy::engine::CompiledPolicy::compile(&ap, &sluice_policy::engine::NoSecrets)
-                .unwrap(),
-        );
-        Binding::new(&[compiled], enforcer_identity(), "db", None, false)
-            .enforcer()
-            .unwrap()
-    }
-
-    /// Every field of an event but its time and chain links.
-    fn content(line: &str) -> serde_json::Value {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let map = v.as_object_mut().unwrap();
-        for key in ["time", "hash", "prev"] {
-            assert!(map.remove(key).is_some(), "{key} missing from {line}");
-        }
-        v
-    }
-
-    /// Statement and result events made from pre-rendered pieces record
-    /// what the drafted events record (all but the time and the chain
-    /// links, which differ between two logs), in both protocols and again
-    /// from the cache; the chain verifies; the forward channel carries the
-    /// lines as written.
-    #[tokio::test]
-    async fn pieced_events_record_what_drafted_ones_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let (pieced_path, drafted_path) = (dir.path().join("p"), dir.path().join("d"));
-        let mut pieced = AuditLog::open("s", false, Some(&pieced_path)).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        pieced.forward_to(tx);
-        let drafted = AuditLog::open("s", false, Some(&drafted_path)).unwrap();
-        let mut enforcer = enforcer();
-        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let session = SessionInfo::new(
-            &Binding::new(&[], enforcer_identity(), "db", None, false),
-            "db",
-            addr,
-        );
-        let result = || ResultRecord {
-            rows: 3,
-            masked: 1,
-            duration: Duration::from_millis(4),
-            error: Some("23505".into()),
-        };
-        for (sql, protocol) in [
-            ("SELECT 1", "simple"),
-            ("SELECT 1", "extended"),
-            ("SELECT name FROM t WHERE id = 4", "simple"),
-            ("SELECT 1", "simple"),
-        ] {
-            let decided = enforcer.decide(sql);
-            pieced
-                .statement_pending(&session, &decided, protocol)
-                .unwrap();
-            pieced.result(&session, &decided, result()).unwrap();
-            let d = drafted.statement_draft(&session, &decided, protocol, None);
-            drafted.append_event(d, false).unwrap();
-            let mut d = drafted.draft(&session, AuditKind::Result);
-            d.command = Some(command(&decided));
-            let r = result();
-            d.outcome = Some(AuditOutcome {
-                rows: Some(r.rows),
-                duration_ms: Some(r.duration.as_millis() as u64),
-                error: r.error,
-                masked: Some(r.masked),
-            });
-            drafted.append_event(d, false).unwrap();
-        }
-        pieced.flush().unwrap();
-        drafted.flush().unwrap();
-        let p = std::fs::read_to_string(&pieced_path).unwrap();
-        let d = std::fs::read_to_string(&drafted_path).unwrap();
-        assert_eq!(p.lines().count(), 8);
-        for (a, b) in p.lines().zip(d.lines()) {
-            assert_eq!(content(a), content(b));
-        }
-        sluice_policy::audit::verify_lines(p.lines(), &[]).unwrap();
-        for (i, line) in p.lines().enumerate() {
-            let f = rx.try_recv().unwrap();
-            assert_eq!(&*f.line, line);
-            let event: sluice_policy::audit::AuditEvent = serde_json::from_str(line).unwrap();
-            assert_eq!((f.seq, &f.hash), (i as u64 + 1, &event.hash));
-            assert_eq!(f.connection.as_deref(), Some("db"));
-        }
-    }
-
-    #[test]
-    fn event_time_is_what_chrono_writes() {
-        use chrono::TimeZone;
-        let mut times = vec![
-            chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
-            chrono::Utc
-                .with_ymd_and_hms(1999, 12, 31, 23, 59, 59)
-                .unwrap(),
-            chrono::Utc
-                .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
-                .unwrap(),
-            chrono::Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
-            chrono::Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
-            chrono::Utc::now(),
-        ];
-        let base = times[0];
-        for micros in [0, 1, 999, 123_456, 999_999] {
-            times.push(base + chrono::Duration::microseconds(micros));
-        }
-        // Sub-microsecond digits are cut, not rounded, as chrono does.
-        times.push(base + chrono::Duration::nanoseconds(999));
-        for t in times {
-            assert_eq!(
-                rfc3339_micros(&t),
-                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            );
-        }
-    }
-
-    fn enforcer_identity() -> sluice_policy::engine::Identity {
-        let mut identity = sluice_policy::engine::Identity::parse("shop/report-job").unwrap();
-        identity.pod = Some("report-7d9".into());
-        identity.groups = vec!["system:serviceaccounts:shop".into()];
-        identity
-    }
-
-    /// Group commit: lines appended by several sessions are written by one
-    /// write, and every waiter learns its line is on record.
-    #[tokio::test]
-    async fn durable_writes_pending_lines_once_for_all_waiters() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let log = Arc::new(AuditLog::open("s", false, Some(&path)).unwrap());
-        // Several sessions: the committer task writes.
-        log.open_sessions
-            .store(2, std::sync::atomic::Ordering::Relaxed);
-        let a = log.append_event(draft(), false).unwrap();
-        let b = log.append_event(draft(), false).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
-        let (ra, rb) = tokio::join!(log.durable(a), log.durable(b));
-        ra.unwrap();
-        rb.unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 2);
-        sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap();
-        // Already written: no wait.
-        log.durable(a).await.unwrap();
-    }
-
-    /// A failed batch write fails every statement waiting on it (fail closed).
-    #[tokio::test]
-    async fn durable_reports_a_failed_write_to_every_waiter() {
-        let log = Arc::new(AuditLog::open("s", false, Some(Path::new("/dev/full"))).unwrap());
-        let a = log.append_event(draft(), false).unwrap();
-        let b = log.append_event(draft(), false).unwrap();
-        let (ra, rb) = tokio::join!(log.durable(a), log.durable(b));
-        assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
-        let c = log.append_event(draft(), false).unwrap();
-        assert!(log.durable(c).await.is_err());
-        assert!(log.durable(a).await.is_err());
-        // One session writes at once; a failure reaches it too.
-        log.open_sessions
-            .store(1, std::sync::atomic::Ordering::Relaxed);
-        let d = log.append_event(draft(), false).unwrap();
-        assert!(log.durable(d).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn a_single_session_writes_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let log = Arc::new(AuditLog::open("s", false, Some(&path)).unwrap());
-        let a = log.append_event(draft(), false).unwrap();
-        log.durable(a).await.unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
-        assert!(!log.committer.load(std::sync::atomic::Ordering::Relaxed));
-    }
-
-    /// A file that takes only `room` more bytes (a full disk): a write past
-    /// it takes what fits, then fails with ENOSPC, as a real file system does.
-    struct FullDisk {
-        file: File,
-        room: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl AuditSink for FullDisk {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            use std::sync::atomic::Ordering;
-            let room = self.room.load(Ordering::SeqCst);
-            if room == 0 {
-                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
-            }
-            let n = Write::write(&mut self.file, &buf[..buf.len().min(room)])?;
-            self.room.fetch_sub(n, Ordering::SeqCst);
-            Ok(n)
-        }
-
-        fn truncate(&mut self, len: u64) -> io::Result<bool> {
-            AuditSink::truncate(&mut self.file, len)
-        }
-
-        fn cut_len(&mut self) -> io::Result<Option<u64>> {
-            AuditSink::cut_len(&mut self.file)
-        }
-    }
-
-    /// A transient full disk: the failed writes are refused to their
-    /// callers (write-ahead), the file never holds a partial line, and once
-    /// the disk has room the kept events are written in order with an
-    /// `outage` event after them: the chain verifies and the outage shows.
-    #[tokio::test]
-    async fn a_transient_full_disk_keeps_the_chain_and_records_the_outage() {
-        use std::sync::atomic::Ordering;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let room = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        let sink = FullDisk {
-            file,
-            room: room.clone(),
-        };
-        let log = Arc::new(AuditLog::open_sink("s", &path, Box::new(sink)).unwrap());
-        let a = log.append_event(draft(), false).unwrap();
-        log.durable(a).await.unwrap();
-        let whole_lines = |n: usize| {
-            let text = std::fs::read_to_string(&path).unwrap();
-            assert!(
-                text.is_empty() || text.ends_with('\n'),
-                "a torn line: {text:?}"
-            );
-            assert_eq!(text.lines().count(), n, "{text}");
-            sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap()
-        };
-        whole_lines(1);
-        // The disk fills up in the middle of the next line.
-        room.store(40, Ordering::SeqCst);
-        let b = log.append_event(draft(), false).unwrap();
-        let err = log.durable(b).await.unwrap_err();
-        assert!(err.to_string().contains("No space left"), "{err}");
-        whole_lines(1);
-        // A result waits, a decision fails: both are kept.
-        log.append_event(draft(), false).unwrap();
-        let d = log.append_event(draft(), false).unwrap();
-        assert!(log.durable(d).await.is_err());
-        assert!(log.flush().is_err());
-        whole_lines(1);
-        // Room again: the next flush writes b, c, d and the outage.
-        room.store(usize::MAX, Ordering::SeqCst);
-        log.flush().unwrap();
-        let report = whole_lines(5);
-        assert_eq!(report.outages.len(), 1, "{report:?}");
-        let o = &report.outages[0];
-        assert_eq!((o.seq, o.outage.from_seq, o.outage.to_seq), (5, 2, 4));
-        assert_eq!(o.outage.failed_writes, 3);
-        assert!(o.outage.error.contains("No space left"), "{o:?}");
-        // The log goes on as before.
-        let e = log.append_event(draft(), false).unwrap();
-        log.durable(e).await.unwrap();
-        assert_eq!(whole_lines(6).outages.len(), 1);
-    }
-
-    /// While the sink fails, the events kept for the retry are bounded
-    /// ([`MAX_BACKLOG`]): past it new events are refused (not chained) and
-    /// counted in the outage event; the chain on the sink stays whole.
-    #[tokio::test]
-    async fn the_retry_backlog_is_bounded() {
-        use std::sync::atomic::Ordering;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let room = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        let sink = FullDisk {
-            file,
-            room: room.clone(),
-        };
-        let log = Arc::new(AuditLog::open_sink("s", &path, Box::new(sink)).unwrap());
-        let first = log.append_event(draft(), false).unwrap();
-        assert!(log.durable(first).await.is_err());
-        let mut kept = 1u64;
-        let refused = loop {
-            match log.append_event(draft(), false) {
-                Ok(_) => kept += 1,
-                Err(e) => break e,
-            }
-            let pending = log.inner.lock().unwrap().pending.len();
-            assert!(pending < MAX_BACKLOG + 1024, "the backlog is not bounded");
-        };
-        assert!(matches!(refused, AuditError::Backlog(_)), "{refused}");
-        let pending = log.inner.lock().unwrap().pending.len();
-        assert!(
-            (MAX_BACKLOG..MAX_BACKLOG + 1024).contains(&pending),
-            "{pending}"
-        );
-        assert!(log.append_event(draft(), false).is_err());
-        room.store(usize::MAX, Ordering::SeqCst);
-        log.flush().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let report = sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap();
-        assert_eq!(report.events, kept + 1);
-        let o = &report.outages[0].outage;
-        assert_eq!((o.from_seq, o.to_seq, o.dropped), (1, 1, 2));
-        // After the outage, events are chained again.
-        let next = log.append_event(draft(), false).unwrap();
-        log.durable(next).await.unwrap();
-    }
-}
+mod tests;

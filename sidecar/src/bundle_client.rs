@@ -1,4 +1,4 @@
-//! The client of the operator's gateway API (DESIGN §3, §4, §7): token
+//! The client of the operator's gateway API (docs/DESIGN.md §3, §4, §7): token
 //! exchange, bundle (long-poll) and audit upload, over HTTPS that trusts only
 //! the operator's CA.
 //!

@@ -1,20 +1,33 @@
 //! Sluice sidecar: protocol proxies that decide, mask and audit.
 //!
-//! - [`standalone`]: runs from local manifests (`sluice-sidecar standalone`);
-//! - [`run`]: runs in a pod from the operator's bundle (`sluice-sidecar run`),
-//!   through [`bundle_client`];
-//! - [`postgres`]: the PostgreSQL data plane (framing, messages, upstream,
-//!   sessions, masking);
-//! - [`http`]: the HTTP API data plane (decide, inject credentials, mask JSON);
-//! - [`enforcement`]: the only caller of the policy engine;
-//! - [`approval`]: just-in-time approvals through the operator (run mode);
-//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the admin port
-//!   ([`debug_standing`]: its `/debug/standing` page);
-//! - [`anchor`]: standalone mode's own signed checkpoints of the audit file;
+//! How it runs:
+//! - [`standalone`]: from local manifests (`sluice-sidecar standalone`);
+//! - [`run`]: in a pod, from the operator's bundle (`sluice-sidecar run`),
+//!   through [`bundle_client`]; each plane's Connections are put in force by
+//!   `prepare` / `commit` / `withdraw` (`run::postgres`, [`http::bundle`]);
 //! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
-//! - [`limits`]: connection caps, descriptor shares, startup and HTTP timeouts;
-//! - [`rate`]: `statementsPerSecond`, one bucket per identity and Connection;
-//! - [`parse_pool`]: large SQL texts are decided off the runtime thread.
+//! - [`anchor`]: standalone mode's own signed checkpoints of the audit file.
+//!
+//! The data planes:
+//! - [`postgres`]: the PostgreSQL plane (framing, messages, upstream,
+//!   sessions, row masks), with [`enforcement`], its side of the policy
+//!   engine (decisions on SQL texts, refusals, result masks, statement
+//!   records), and [`parse_pool`], which decides large texts off the
+//!   runtime thread;
+//! - [`http`]: the HTTP API plane (decide requests, inject credentials,
+//!   mask JSON and text responses).
+//!
+//! The spine every plane shares:
+//! - [`standing`]: what is in force for the identity on a Connection;
+//! - [`approval`]: just-in-time approvals through the operator, one flow and
+//!   one audit shape;
+//! - [`masking`]: the maskers, detectors and result limits in force;
+//! - [`tls`]: TLS to the upstream;
+//! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the
+//!   admin port ([`debug_standing`]: its `/debug/standing` page);
+//! - [`limits`]: connection caps, descriptor shares, startup and HTTP
+//!   timeouts; [`rate`]: `statementsPerSecond`, one bucket per identity and
+//!   Connection.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -26,6 +39,7 @@ pub mod debug_standing;
 pub mod enforcement;
 pub mod http;
 pub mod limits;
+pub mod masking;
 pub mod metrics;
 pub mod parse_pool;
 pub mod postgres;
@@ -34,5 +48,7 @@ pub mod run;
 pub mod run_env;
 pub mod shutdown;
 pub mod standalone;
+pub mod standing;
+pub mod tls;
 
 pub use standalone::{StandaloneConfig, StandaloneError};

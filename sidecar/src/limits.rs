@@ -1,5 +1,5 @@
-//! Bounds on what peers can hold (DESIGN: "everything a peer controls is
-//! bounded"): connections per listener, file descriptors across listeners,
+//! Bounds on what peers can hold (everything a peer
+//! controls is bounded): connections per listener, file descriptors across listeners,
 //! and the time a PostgreSQL client may take to start its session; the HTTP
 //! header-read and idle timeouts are configured here too.
 //!
@@ -17,11 +17,12 @@
 //! exhaust memory. A session whose message does not fit gets `FATAL 53200`
 //! (out_of_memory) naming the budget; the others go on.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long a PostgreSQL client may take to send its first message (the
@@ -47,9 +48,6 @@ pub const BUDGETED_MESSAGE: usize = 64 * 1024;
 /// Descriptors one session holds: the client's socket, the upstream's, and
 /// the catalog session's.
 pub const FDS_PER_SESSION: usize = 3;
-/// The largest startup packet PostgreSQL accepts (`MAX_STARTUP_PACKET_LENGTH`).
-const MAX_STARTUP_PACKET: usize = 10_000;
-
 /// Environment variables of the limits (both modes; standalone also takes
 /// the flags of the same names).
 pub mod env {
@@ -342,93 +340,36 @@ impl ListenerSlots {
     }
 }
 
-/// Accepts PostgreSQL sessions on `listener` within `slots`; each gets the
-/// Connection's context at that moment, once its first message arrived
-/// within `startup_timeout`.
-pub async fn serve_postgres(
-    listener: tokio::net::TcpListener,
-    context: tokio::sync::watch::Receiver<Arc<crate::postgres::session::ConnectionContext>>,
-    slots: ListenerSlots,
-    startup_timeout: Duration,
-) {
+/// Accepts the next connection within `slots`, for every plane's
+/// listener: one past them gets `refuse` (spawned, it answers and closes)
+/// and the next is awaited; an accept error (EMFILE and the like) waits a
+/// little rather than spin. Cancel-safe: nothing is held between awaits.
+pub async fn accept_within<F, Fut>(
+    listener: &TcpListener,
+    slots: &ListenerSlots,
+    refuse: F,
+) -> (TcpStream, SocketAddr, Admitted)
+where
+    F: Fn(TcpStream, Refused) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                // EMFILE and the like: wait rather than spin.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let admitted = match slots.admit() {
-            Ok(a) => a,
+        match slots.admit() {
+            Ok(admitted) => return (socket, peer, admitted),
             Err(refused) => {
                 tracing::warn!(%peer, "{refused}");
                 tokio::spawn(refuse(socket, refused));
-                continue;
-            }
-        };
-        let ctx = context.borrow().clone();
-        tokio::spawn(async move {
-            let _admitted = admitted;
-            match tokio::time::timeout(startup_timeout, first_message(&socket)).await {
-                Ok(Ok(())) => crate::postgres::session::serve(ctx, socket, peer).await,
-                Ok(Err(_)) => {}
-                Err(_) => {
-                    // As PostgreSQL after authentication_timeout: closed
-                    // without a message (the client sent none to answer).
-                    tracing::info!(%peer, timeout_s = startup_timeout.as_secs_f64(), "client sent no startup message in time; closed");
-                }
-            }
-        });
-    }
-}
-
-/// Waits until the client's first message is complete in the socket's
-/// receive buffer (peeked, not read: the session reads it). Returns at once
-/// for a length PostgreSQL would refuse (the session says so).
-async fn first_message(socket: &TcpStream) -> std::io::Result<()> {
-    let mut buf = vec![0u8; MAX_STARTUP_PACKET];
-    let mut pause = Duration::from_millis(2);
-    loop {
-        socket.readable().await?;
-        let n = socket.peek(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        if n >= 4 {
-            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if n >= len || !(8..=MAX_STARTUP_PACKET).contains(&len) {
-                return Ok(());
             }
         }
-        // Part of the message is there: readable() stays ready, so wait
-        // before peeking again (backing off: a trickling client costs little).
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
     }
-}
-
-/// Answers `FATAL 53300` and closes.
-async fn refuse(mut socket: TcpStream, refused: Refused) {
-    use tokio::io::AsyncWriteExt;
-    let mut body = Vec::new();
-    for (field, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', "53300"),
-        (b'M', refused.to_string().as_str()),
-    ] {
-        body.push(field);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut message = vec![b'E'];
-    message.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    message.extend_from_slice(&body);
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&message)).await;
 }
 
 #[cfg(test)]

@@ -12,8 +12,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use sluice_crds::Action;
 
-use crate::enforcement::Decided;
-
 /// The decision label of a statement.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum DecisionLabel {
@@ -105,6 +103,7 @@ pub struct Metrics {
     approvals: Family<ApprovalLabels, Counter>,
     buffer_in_use: Gauge,
     not_read: Gauge,
+    audit_unrecorded: Counter,
 }
 
 /// A session whose client is not read (see [`Metrics::client_not_read`]);
@@ -164,6 +163,7 @@ impl Metrics {
             active: Gauge::default(),
             buffer_in_use: Gauge::default(),
             not_read: Gauge::default(),
+            audit_unrecorded: Counter::default(),
             latency: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0, 10.0,
@@ -206,6 +206,11 @@ impl Metrics {
             m.not_read.clone(),
         );
         registry.register(
+            "sluice_audit_unrecorded_refusals",
+            "Refusals whose audit record could not be written (the refusal stands; the log says why)",
+            m.audit_unrecorded.clone(),
+        );
+        registry.register(
             "sluice_approvals",
             "Approval steps of statements held for a human, by step",
             m.approvals.clone(),
@@ -213,15 +218,15 @@ impl Metrics {
         m
     }
 
-    /// A statement was decided.
-    pub fn statement(&self, decided: &Decided, refused: bool) {
-        let d = decided.summary();
+    /// A statement (or request) was decided: `action` the decided action,
+    /// `enforced` what happens, `refused` whether it was refused.
+    pub fn decision(&self, action: Action, enforced: Action, refused: bool) {
         let counter = if refused {
-            match d.enforced {
+            match enforced {
                 Action::RequireApproval => &self.approval,
                 _ => &self.deny,
             }
-        } else if d.action != Action::Allow {
+        } else if action != Action::Allow {
             &self.dry_run
         } else {
             &self.allow
@@ -240,6 +245,12 @@ impl Metrics {
     /// A step of a statement's approval.
     pub fn approval(&self, step: ApprovalStep) {
         self.approvals.get_or_create(&ApprovalLabels { step }).inc();
+    }
+
+    /// A refusal's audit record could not be written: the refusal stands
+    /// (nothing ran), and the gap in the trail is counted.
+    pub fn refusal_unrecorded(&self) {
+        self.audit_unrecorded.inc();
     }
 
     /// Values were masked.

@@ -22,8 +22,6 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::enforcement::Refusal;
-
 /// The shared token bucket of one identity on one Connection.
 #[derive(Debug)]
 pub struct RateLimit {
@@ -87,14 +85,6 @@ impl RateLimit {
         } else {
             false
         }
-    }
-
-    /// The PostgreSQL refusal past `rate` (`None` when the statement may run).
-    pub fn check(&self, rate: Option<u32>, connection: &str) -> Option<Refusal> {
-        if self.admit(rate) {
-            return None;
-        }
-        Some(Refusal::plain(&exceeded(rate.unwrap_or(0), connection)))
     }
 }
 

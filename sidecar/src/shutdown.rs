@@ -1,6 +1,6 @@
 //! Shutting down on SIGTERM (what the kubelet sends at every rollout) or
 //! SIGINT: stop accepting, let the sessions end within a grace period,
-//! record every `sessionEnd`, write what is pending, exit 0 (DESIGN §7).
+//! record every `sessionEnd`, write what is pending, exit 0 (docs/DESIGN.md §7).
 //!
 //! The order: `/readyz` turns 503; the accept loops stop; the audit log
 //! refuses new sessions, statements and approvals (write-ahead, so nothing

@@ -464,3 +464,135 @@ fn digest(b: &[u8]) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(b))
 }
+
+/// The audit events the sidecar binary wrote to `path` (its stdout).
+fn audit_events(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Rules of their own (the upstream counts the other test's paths).
+const AUDITED_APPROVAL_RULES: &str = r#"
+    - name: payouts-need-finance
+      match: {methods: [POST], paths: ["/payouts"]}
+      action: requireApproval
+      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold}
+    - name: reports-need-finance
+      match: {paths: ["/reports/**"]}
+      action: requireApproval
+      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: retry}
+"#;
+
+/// Issue #20: an HTTP request's approval is on record in the shape a SQL
+/// statement's is (`sidecar/tests/approvals.rs`): `approval` events naming
+/// the AccessRequest and its phase (Pending when held or refused until
+/// approved, Executed when the approved request runs), not a
+/// `requireApproval` decision with the phase in its reason text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_approval_steps_are_recorded_as_sql_approvals_are() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (up, ca) = start_upstream().await;
+    let (cluster, client) = cluster_with_crds(Options::default().user("alice", &["dba"])).await;
+    apply_quickstart(&client, &["namespace.yaml"]).await;
+    let listen_port = common::free_port();
+    let yaml = manifests(up.port(), listen_port, &ca).replace(
+        "      action: deny\n  masking:",
+        &format!("      action: deny{AUDITED_APPROVAL_RULES}  masking:"),
+    );
+    support::apply_yaml(&client, &yaml).await;
+    let env = Env::with_operator(
+        cluster,
+        client,
+        support::test_settings("http-approval-audit"),
+    )
+    .await;
+    env.policy_ready("api-policy").await;
+    env.webhook_registered().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
+    let audit = dir.path().join("audit.jsonl");
+    let log = dir.path().join("sidecar.log");
+    let _child = support::Child(
+        common::run_binary(
+            &env.operator,
+            &token_file,
+            "api",
+            ("report-job", "report"),
+            &audit,
+            &log,
+        )
+        .spawn()
+        .expect("sidecar binary starts"),
+    );
+    let alice = env.cluster.client_for("alice").await.unwrap();
+    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    bounded("the binary's listener", async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", listen_port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // Hold: asked, held, approved, run once.
+    let held = {
+        let http = http.clone();
+        tokio::spawn(async move {
+            send(&http, listen_port, "POST", "/payouts", r#"{"amount": 5}"#).await
+        })
+    };
+    let held_name = pending_request(&env.client, "payouts-need-finance").await;
+    decide(&alice, &held_name, "approve").await;
+    let (status, v) = bounded("the held request", held).await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    // Retry: refused at once until approved.
+    let (status, v) = get(&http, listen_port, "/reports/q9").await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"], "approvalPending", "{v}");
+    let retry_request = v["request"].as_str().unwrap().to_string();
+
+    let events = bounded("the approval records", async {
+        loop {
+            let events = audit_events(&audit);
+            let executed = events.iter().any(|e| e["approval"]["phase"] == "Executed");
+            let pending = events
+                .iter()
+                .any(|e| e["approval"]["request"] == retry_request.as_str());
+            if executed && pending {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let step = |request: &str, phase: &str| {
+        events
+            .iter()
+            .find(|e| e["approval"]["request"] == request && e["approval"]["phase"] == phase)
+            .cloned()
+    };
+    let held_request = format!("shop/{held_name}");
+    let asked = step(&held_request, "Pending").expect("the held request's ask is on record");
+    assert_eq!(asked["type"], "approval", "{asked}");
+    assert_eq!(asked["command"]["text"], "POST /payouts", "{asked}");
+    assert_eq!(asked["decision"]["rule"], "payouts-need-finance", "{asked}");
+    let ran = step(&held_request, "Executed").expect("the approved run is on record");
+    assert_eq!(ran["type"], "approval", "{ran}");
+    assert_eq!(ran["approval"]["decidedBy"], "alice", "{ran}");
+    assert_eq!(ran["command"]["text"], "POST /payouts", "{ran}");
+    let waits = step(&retry_request, "Pending").expect("the retry request's ask is on record");
+    assert_eq!(waits["type"], "approval", "{waits}");
+    assert_eq!(waits["command"]["text"], "GET /reports/q9", "{waits}");
+    // An approved run is recorded as its approval, not as a new decision.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["type"] == "statement" && e["decision"]["action"] == "requireApproval"),
+        "{events:#?}"
+    );
+}

@@ -1,5 +1,5 @@
-//! Run mode's http Connections: each `protocol: http` Connection of the
-//! bundle gets a listener; a new bundle replaces the Connection's
+//! The http Connections of a bundle (run mode's from the operator,
+//! standalone's built from local manifests): each gets a listener; a new bundle replaces the Connection's
 //! [`HttpContext`] (policies, credentials, upstream) for the next request.
 //!
 //! Credentials stay in memory only (sensitive [`http::HeaderValue`]s inside
@@ -20,14 +20,14 @@ use sluice_policy::gateway::Bundle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{HttpContext, HttpMetrics, HttpSetupError, HttpStanding, HttpUpstream};
+use super::{HttpContext, HttpMetrics, HttpParts, HttpSetupError, HttpStanding, HttpUpstream};
 use crate::approval::Approvals;
 use crate::audit::AuditLog;
 use crate::limits::{FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
-use crate::postgres::tls;
 use crate::rate::RateLimit;
-use sluice_policy::http::Inspection;
+use crate::standing::{Standing, hash_key, plane_connections};
+use crate::tls;
 
 /// One http Connection of a bundle, ready to be put in force.
 pub struct HttpPlan {
@@ -35,10 +35,18 @@ pub struct HttpPlan {
     port: u16,
     /// Identifies the upstream settings (hashed: no credential kept twice).
     upstream_key: [u8; 32],
-    /// `None` when the Connection is not bound (requests are refused).
-    upstream: Option<Arc<HttpUpstream>>,
-    set: Option<Arc<PolicySet>>,
-    inspection: Arc<Inspection>,
+    /// What is in force for the identity on the Connection.
+    standing: HttpStanding,
+}
+
+impl HttpPlan {
+    /// The upstream in force, when the Connection is bound.
+    fn upstream(&self) -> Option<Arc<HttpUpstream>> {
+        match &self.standing {
+            Standing::Bound { plane, .. } => Some(plane.upstream.clone()),
+            _ => None,
+        }
+    }
 }
 
 struct Served {
@@ -91,9 +99,17 @@ impl HttpConnections {
         }
     }
 
-    /// `(connection, address)` of every listener.
-    pub fn listeners(&self) -> impl Iterator<Item = (String, SocketAddr)> + '_ {
-        self.served.iter().map(|(n, s)| (n.clone(), s.addr))
+    /// `(connection, address, bound)` of every listener.
+    pub fn listeners(&self) -> impl Iterator<Item = (String, SocketAddr, bool)> + '_ {
+        self.served
+            .iter()
+            .map(|(n, s)| (n.clone(), s.addr, s.context.borrow().standing.is_bound()))
+    }
+
+    /// Lets the listeners serve on as they are, for as long as the runtime
+    /// runs (standalone: nothing ever changes what is in force).
+    pub fn detach(mut self) {
+        self.tasks.clear();
     }
 
     /// Builds the http Connections of `bundle` (only those in `only`, when
@@ -107,15 +123,7 @@ impl HttpConnections {
         only: Option<&[String]>,
     ) -> Result<Vec<HttpPlan>, HttpSetupError> {
         let mut plans = Vec::new();
-        for conn in &bundle.connections {
-            if conn.spec.protocol != Protocol::Http {
-                continue;
-            }
-            if let Some(only) = only
-                && !only.iter().any(|c| c == &conn.name)
-            {
-                continue;
-            }
+        for conn in plane_connections(bundle, Protocol::Http, only) {
             let name = conn.name.clone();
             let setup = |what: String| HttpSetupError::Bundle {
                 connection: name.clone(),
@@ -135,67 +143,51 @@ impl HttpConnections {
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
                 .collect();
-            let mut h = Sha256::new();
-            for part in [base_url.as_bytes(), format!("{mode:?}").as_bytes()] {
-                h.update(part);
-                h.update([0]);
-            }
-            h.update(conn.ca_pem.as_deref().unwrap_or_default());
-            h.update([0]);
-            for (k, v) in &credentials {
-                h.update(k.as_bytes());
-                h.update([0]);
-                h.update(v);
-                h.update([0]);
-            }
-            let upstream_key: [u8; 32] = h.finalize().into();
-            let hash_key = match &conn.hash_key {
-                Some(b64) => Some(zeroize::Zeroizing::new(
-                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
-                        .map_err(|e| setup(format!("hashKey is not base64: {e}")))?,
-                )),
-                None => None,
-            };
-            let set = if conn.bound {
-                PolicySet::select(
-                    policies,
-                    identity,
-                    &name,
-                    hash_key.as_deref().map(Vec::as_slice),
-                )
-                .map(Arc::new)
-            } else {
-                None
-            };
-            let upstream = match (&set, self.served.get(&name)) {
-                (None, _) => None,
-                (Some(_), Some(s)) if s.upstream_key == upstream_key && s.upstream.is_some() => {
-                    s.upstream.clone()
-                }
-                (Some(_), _) => {
-                    let tls =
-                        tls::client_config(&name, mode, conn.ca_pem.as_deref().map(str::as_bytes))
+            let upstream_key = upstream_key(&base_url, mode, conn.ca_pem.as_deref(), &credentials);
+            let hash_key = hash_key(conn).map_err(setup)?;
+            let inspection = Arc::new(super::inspection(bundle.policies.iter(), &name));
+            let served = self.served.get(&name);
+            let plane = |_: &Arc<PolicySet>| -> Result<HttpParts, HttpSetupError> {
+                let upstream = match served {
+                    Some(s) if s.upstream_key == upstream_key && s.upstream.is_some() => {
+                        s.upstream.clone()
+                    }
+                    _ => None,
+                };
+                let upstream = match upstream {
+                    Some(u) => u,
+                    None => {
+                        let ca = conn.ca_pem.as_deref().map(str::as_bytes);
+                        let tls = tls::client_config(&name, mode, ca)
                             .map_err(|e| setup(e.to_string()))?
                             .map(|c| (*c).clone())
                             .ok_or_else(|| setup("no TLS configuration could be built".into()))?;
-                    Some(Arc::new(HttpUpstream::new(
-                        &name,
-                        &base_url,
-                        tls,
-                        &credentials,
-                        self.timeout,
-                        self.http2,
-                    )?))
-                }
+                        Arc::new(HttpUpstream::new(
+                            &name,
+                            &base_url,
+                            tls,
+                            &credentials,
+                            self.timeout,
+                            self.http2,
+                        )?)
+                    }
+                };
+                Ok(HttpParts {
+                    inspection: inspection.clone(),
+                    upstream,
+                })
             };
-            let inspection = Arc::new(super::inspection(bundle.policies.iter(), &name));
+            let standing = if conn.bound {
+                let key = hash_key.as_deref().map(Vec::as_slice);
+                Standing::select_with(policies, identity, &name, key, plane)?
+            } else {
+                Standing::NotBound
+            };
             plans.push(HttpPlan {
                 name,
                 port: conn.spec.listen.port,
                 upstream_key,
-                upstream,
-                set,
-                inspection,
+                standing,
             });
         }
         Ok(plans)
@@ -220,23 +212,8 @@ impl HttpConnections {
         let mut seen = Vec::new();
         for plan in plans {
             seen.push(plan.name.clone());
-            let standing = match (&plan.set, &plan.upstream) {
-                (Some(set), Some(upstream)) => {
-                    for w in set.warnings() {
-                        tracing::warn!(connection = %plan.name, "{w}");
-                    }
-                    tracing::info!(connection = %plan.name, %revision, policies = ?set.policy_names(), "identity bound (http)");
-                    HttpStanding::Bound {
-                        set: set.clone(),
-                        inspection: plan.inspection.clone(),
-                        upstream: upstream.clone(),
-                    }
-                }
-                _ => {
-                    tracing::warn!(connection = %plan.name, identity = %identity.subject(), "no AccessPolicy binds the identity to this Connection: requests will be refused");
-                    HttpStanding::NotBound
-                }
-            };
+            plan.standing
+                .log_in_force(&plan.name, Some(revision), identity, "requests");
             let rate = match self.served.get(&plan.name) {
                 Some(s) => s.rate(),
                 None => Arc::new(RateLimit::new()),
@@ -245,7 +222,7 @@ impl HttpConnections {
                 name: plan.name.clone(),
                 rate,
                 identity: identity.clone(),
-                standing,
+                standing: plan.standing.clone(),
                 approvals: approvals.clone(),
                 max_request_body: self.max_request_body,
                 audit: audit.clone(),
@@ -255,7 +232,7 @@ impl HttpConnections {
             if let Some(s) = self.served.get_mut(&plan.name) {
                 s.context.send_replace(ctx);
                 s.upstream_key = plan.upstream_key;
-                s.upstream = plan.upstream;
+                s.upstream = plan.upstream();
                 continue;
             }
             let addr = SocketAddr::new(listen_host, plan.port);
@@ -272,12 +249,13 @@ impl HttpConnections {
                 slots,
                 self.limits.clone(),
             )));
+            let upstream = plan.upstream();
             self.served.insert(
                 plan.name,
                 Served {
                     addr,
                     upstream_key: plan.upstream_key,
-                    upstream: plan.upstream,
+                    upstream,
                     context: tx,
                 },
             );
@@ -303,10 +281,34 @@ impl HttpConnections {
     }
 }
 
+/// Identifies an upstream's settings (hashed: no credential kept twice):
+/// an unchanged key keeps the upstream client and its pool of connections.
+fn upstream_key(
+    base_url: &str,
+    mode: sluice_crds::TlsMode,
+    ca_pem: Option<&str>,
+    credentials: &[(String, Vec<u8>)],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [base_url.as_bytes(), format!("{mode:?}").as_bytes()] {
+        h.update(part);
+        h.update([0]);
+    }
+    h.update(ca_pem.unwrap_or_default());
+    h.update([0]);
+    for (k, v) in credentials {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v);
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
 fn refuse(context: &watch::Sender<Arc<HttpContext>>, why: String) {
     context.send_modify(|ctx| {
         let mut next = HttpContext::clone(ctx);
-        next.standing = HttpStanding::Unavailable(why);
+        next.standing = Standing::Unavailable(why);
         *ctx = Arc::new(next);
     });
 }

@@ -1,5 +1,5 @@
-//! The HTTP listener's bounds (DESIGN: "everything a peer controls is
-//! bounded"): a connection cap per listener ([`ListenerSlots`]), a
+//! The HTTP listener's bounds (everything a peer
+//! controls is bounded): a connection cap per listener ([`ListenerSlots`]), a
 //! header-read timeout (slowloris), an idle timeout between keep-alive
 //! requests, and a graceful end on the sidecar's shutdown signal.
 //!

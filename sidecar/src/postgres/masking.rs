@@ -15,7 +15,7 @@ use bytes::{BufMut, BytesMut};
 use super::messages::data_row::{self, Rewrite};
 use super::messages::row_description::Column;
 use super::messages::{Cursor, MessageError};
-use crate::enforcement::Masking;
+use crate::masking::Masking;
 
 /// Type OIDs the sidecar knows.
 pub mod oid {

@@ -1,15 +1,17 @@
 //! The PostgreSQL data plane: framing and messages know nothing of policy;
 //! the session wires them to enforcement.
 
+pub mod bundle;
 pub mod cancel;
 pub mod catalog;
 pub mod framing;
+pub mod listen;
 pub mod masking;
 pub mod messages;
 mod rows_affected;
 pub mod session;
 pub mod settings;
-pub mod tls;
+pub use crate::tls;
 pub mod upstream;
 
 use std::sync::Arc;

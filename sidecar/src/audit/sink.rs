@@ -1,0 +1,119 @@
+//! The places audit lines are written to ([`AuditSink`]: the audit file,
+//! stdout), and how a failed write is cut back to the last whole line.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use super::AuditError;
+
+/// Where audit lines are written: the audit file or stdout. A regular file
+/// can be cut back to its last whole line after a failed write; a pipe
+/// cannot, and its writes resume where the failed one stopped.
+pub trait AuditSink: Send {
+    /// Writes some of `buf` (as [`Write::write`]).
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Cuts the sink back to `len` bytes and writes on from there; `Ok(false)`
+    /// when it cannot be cut (a pipe, a terminal, a device).
+    fn truncate(&mut self, len: u64) -> io::Result<bool>;
+    /// Its length now, when it can be cut back.
+    fn cut_len(&mut self) -> io::Result<Option<u64>>;
+}
+
+impl AuditSink for File {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Write::write(self, buf)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<bool> {
+        if !self.metadata()?.is_file() {
+            return Ok(false);
+        }
+        self.set_len(len)?;
+        // Without O_APPEND (stdout redirected by a shell) the offset must
+        // follow; with it the seek is harmless.
+        io::Seek::seek(self, io::SeekFrom::Start(len))?;
+        Ok(true)
+    }
+
+    fn cut_len(&mut self) -> io::Result<Option<u64>> {
+        let meta = self.metadata()?;
+        Ok(meta.is_file().then_some(meta.len()))
+    }
+}
+
+/// One sink and how much of the pending lines it has taken.
+pub(super) struct Sink {
+    /// `stdout` or the file's path, for errors.
+    name: Option<PathBuf>,
+    out: Box<dyn AuditSink>,
+    /// Bytes of the log's pending lines this sink has taken.
+    pub(super) done: usize,
+    /// The sink's length at `done`, when it can be cut back.
+    len: Option<u64>,
+    /// A failed write left a partial line that could not be cut yet: it is
+    /// cut before anything else is written.
+    torn: bool,
+}
+
+impl Sink {
+    pub(super) fn new(name: Option<PathBuf>, mut out: Box<dyn AuditSink>) -> io::Result<Self> {
+        let len = out.cut_len()?;
+        Ok(Sink {
+            name,
+            out,
+            done: 0,
+            len,
+            torn: false,
+        })
+    }
+
+    /// Writes `pending[done..]`. On failure a sink that can be cut back is
+    /// cut to its last whole line, and takes the lines again next time.
+    pub(super) fn take(&mut self, pending: &[u8]) -> io::Result<()> {
+        if self.torn
+            && let Some(len) = self.len
+        {
+            self.out.truncate(len)?;
+            self.torn = false;
+        }
+        let start = self.done;
+        while self.done < pending.len() {
+            match self.out.write(&pending[self.done..]) {
+                Ok(0) => {
+                    return self.failed(start, io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => self.done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.failed(start, e),
+            }
+        }
+        if let Some(len) = &mut self.len {
+            *len += (self.done - start) as u64;
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, start: usize, e: io::Error) -> io::Result<()> {
+        if let Some(len) = self.len {
+            // Cut the partial line: the lines are taken again, whole.
+            self.done = start;
+            match self.out.truncate(len) {
+                Ok(true) => {}
+                Ok(false) => self.len = None,
+                Err(_) => self.torn = true,
+            }
+        }
+        Err(e)
+    }
+
+    pub(super) fn error(&self, source: io::Error) -> AuditError {
+        match &self.name {
+            None => AuditError::Stdout(source),
+            Some(path) => AuditError::File {
+                path: path.clone(),
+                source,
+            },
+        }
+    }
+}

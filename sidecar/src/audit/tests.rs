@@ -1,0 +1,335 @@
+use std::io::Write;
+use std::net::SocketAddr;
+
+use super::time::rfc3339_micros;
+use super::*;
+use crate::enforcement::record::sql_command;
+use crate::standing::Binding;
+
+fn draft() -> AuditEventDraft {
+    AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Statement)
+}
+
+fn enforcer() -> crate::enforcement::Enforcer {
+    let ap: sluice_crds::AccessPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "AccessPolicy",
+        "metadata": {"name": "p", "namespace": "shop"},
+        "spec": {
+            "subjects": [{"serviceAccount": "report-job"}],
+            "connections": ["db"],
+            "defaultAction": "allow",
+            "rules": [{"name": "no-drop", "match": {"statements": ["drop"]}, "action": "deny"}],
+        }
+    }))
+    .unwrap();
+    let compiled = Arc::new(
+        sluice_policy::engine::CompiledPolicy::compile(&ap, &sluice_policy::engine::NoSecrets)
+            .unwrap(),
+    );
+    Binding::new(&[compiled], enforcer_identity(), "db", None, false)
+        .enforcer()
+        .unwrap()
+}
+
+/// Every field of an event but its time and chain links.
+fn content(line: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let map = v.as_object_mut().unwrap();
+    for key in ["time", "hash", "prev"] {
+        assert!(map.remove(key).is_some(), "{key} missing from {line}");
+    }
+    v
+}
+
+/// Statement and result events made from pre-rendered pieces record
+/// what the drafted events record (all but the time and the chain
+/// links, which differ between two logs), in both protocols and again
+/// from the cache; the chain verifies; the forward channel carries the
+/// lines as written.
+#[tokio::test]
+async fn pieced_events_record_what_drafted_ones_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pieced_path, drafted_path) = (dir.path().join("p"), dir.path().join("d"));
+    let mut pieced = AuditLog::open("s", false, Some(&pieced_path)).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    pieced.forward_to(tx);
+    let drafted = AuditLog::open("s", false, Some(&drafted_path)).unwrap();
+    let mut enforcer = enforcer();
+    let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let session = SessionInfo::new(
+        &Binding::new(&[], enforcer_identity(), "db", None, false),
+        "db",
+        addr,
+    );
+    let result = || ResultRecord {
+        rows: 3,
+        masked: 1,
+        duration: Duration::from_millis(4),
+        error: Some("23505".into()),
+    };
+    for (sql, protocol) in [
+        ("SELECT 1", "simple"),
+        ("SELECT 1", "extended"),
+        ("SELECT name FROM t WHERE id = 4", "simple"),
+        ("SELECT 1", "simple"),
+    ] {
+        let decided = enforcer.decide(sql);
+        pieced
+            .statement_pending(&session, &decided, protocol)
+            .unwrap();
+        pieced.result(&session, &decided, result()).unwrap();
+        let d = drafted.statement_draft(&session, &decided, protocol, None);
+        drafted.append_event(d, false).unwrap();
+        let mut d = drafted.draft(&session, AuditKind::Result);
+        d.command = Some(sql_command(&decided));
+        let r = result();
+        d.outcome = Some(AuditOutcome {
+            rows: Some(r.rows),
+            duration_ms: Some(r.duration.as_millis() as u64),
+            error: r.error,
+            masked: Some(r.masked),
+        });
+        drafted.append_event(d, false).unwrap();
+    }
+    pieced.flush().unwrap();
+    drafted.flush().unwrap();
+    let p = std::fs::read_to_string(&pieced_path).unwrap();
+    let d = std::fs::read_to_string(&drafted_path).unwrap();
+    assert_eq!(p.lines().count(), 8);
+    for (a, b) in p.lines().zip(d.lines()) {
+        assert_eq!(content(a), content(b));
+    }
+    sluice_policy::audit::verify_lines(p.lines(), &[]).unwrap();
+    for (i, line) in p.lines().enumerate() {
+        let f = rx.try_recv().unwrap();
+        assert_eq!(&*f.line, line);
+        let event: sluice_policy::audit::AuditEvent = serde_json::from_str(line).unwrap();
+        assert_eq!((f.seq, &f.hash), (i as u64 + 1, &event.hash));
+        assert_eq!(f.connection.as_deref(), Some("db"));
+    }
+}
+
+#[test]
+fn event_time_is_what_chrono_writes() {
+    use chrono::TimeZone;
+    let mut times = vec![
+        chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        chrono::Utc
+            .with_ymd_and_hms(1999, 12, 31, 23, 59, 59)
+            .unwrap(),
+        chrono::Utc
+            .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+            .unwrap(),
+        chrono::Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+        chrono::Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+        chrono::Utc::now(),
+    ];
+    let base = times[0];
+    for micros in [0, 1, 999, 123_456, 999_999] {
+        times.push(base + chrono::Duration::microseconds(micros));
+    }
+    // Sub-microsecond digits are cut, not rounded, as chrono does.
+    times.push(base + chrono::Duration::nanoseconds(999));
+    for t in times {
+        assert_eq!(
+            rfc3339_micros(&t),
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+    }
+}
+
+fn enforcer_identity() -> sluice_policy::engine::Identity {
+    let mut identity = sluice_policy::engine::Identity::parse("shop/report-job").unwrap();
+    identity.pod = Some("report-7d9".into());
+    identity.groups = vec!["system:serviceaccounts:shop".into()];
+    identity
+}
+
+/// Group commit: lines appended by several sessions are written by one
+/// write, and every waiter learns its line is on record.
+#[tokio::test]
+async fn durable_writes_pending_lines_once_for_all_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = Arc::new(AuditLog::open("s", false, Some(&path)).unwrap());
+    // Several sessions: the committer task writes.
+    log.open_sessions
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let a = log.append_event(draft(), false).unwrap();
+    let b = log.append_event(draft(), false).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    let (ra, rb) = tokio::join!(log.durable(a), log.durable(b));
+    ra.unwrap();
+    rb.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap();
+    // Already written: no wait.
+    log.durable(a).await.unwrap();
+}
+
+/// A failed batch write fails every statement waiting on it (fail closed).
+#[tokio::test]
+async fn durable_reports_a_failed_write_to_every_waiter() {
+    let log = Arc::new(AuditLog::open("s", false, Some(Path::new("/dev/full"))).unwrap());
+    let a = log.append_event(draft(), false).unwrap();
+    let b = log.append_event(draft(), false).unwrap();
+    let (ra, rb) = tokio::join!(log.durable(a), log.durable(b));
+    assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
+    let c = log.append_event(draft(), false).unwrap();
+    assert!(log.durable(c).await.is_err());
+    assert!(log.durable(a).await.is_err());
+    // One session writes at once; a failure reaches it too.
+    log.open_sessions
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let d = log.append_event(draft(), false).unwrap();
+    assert!(log.durable(d).await.is_err());
+}
+
+#[tokio::test]
+async fn a_single_session_writes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = Arc::new(AuditLog::open("s", false, Some(&path)).unwrap());
+    let a = log.append_event(draft(), false).unwrap();
+    log.durable(a).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    assert!(!log.committer.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+/// A file that takes only `room` more bytes (a full disk): a write past
+/// it takes what fits, then fails with ENOSPC, as a real file system does.
+struct FullDisk {
+    file: File,
+    room: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AuditSink for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        let room = self.room.load(Ordering::SeqCst);
+        if room == 0 {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        let n = Write::write(&mut self.file, &buf[..buf.len().min(room)])?;
+        self.room.fetch_sub(n, Ordering::SeqCst);
+        Ok(n)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<bool> {
+        AuditSink::truncate(&mut self.file, len)
+    }
+
+    fn cut_len(&mut self) -> io::Result<Option<u64>> {
+        AuditSink::cut_len(&mut self.file)
+    }
+}
+
+/// A transient full disk: the failed writes are refused to their
+/// callers (write-ahead), the file never holds a partial line, and once
+/// the disk has room the kept events are written in order with an
+/// `outage` event after them: the chain verifies and the outage shows.
+#[tokio::test]
+async fn a_transient_full_disk_keeps_the_chain_and_records_the_outage() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let room = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let sink = FullDisk {
+        file,
+        room: room.clone(),
+    };
+    let log = Arc::new(AuditLog::open_sink("s", &path, Box::new(sink)).unwrap());
+    let a = log.append_event(draft(), false).unwrap();
+    log.durable(a).await.unwrap();
+    let whole_lines = |n: usize| {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "a torn line: {text:?}"
+        );
+        assert_eq!(text.lines().count(), n, "{text}");
+        sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap()
+    };
+    whole_lines(1);
+    // The disk fills up in the middle of the next line.
+    room.store(40, Ordering::SeqCst);
+    let b = log.append_event(draft(), false).unwrap();
+    let err = log.durable(b).await.unwrap_err();
+    assert!(err.to_string().contains("No space left"), "{err}");
+    whole_lines(1);
+    // A result waits, a decision fails: both are kept.
+    log.append_event(draft(), false).unwrap();
+    let d = log.append_event(draft(), false).unwrap();
+    assert!(log.durable(d).await.is_err());
+    assert!(log.flush().is_err());
+    whole_lines(1);
+    // Room again: the next flush writes b, c, d and the outage.
+    room.store(usize::MAX, Ordering::SeqCst);
+    log.flush().unwrap();
+    let report = whole_lines(5);
+    assert_eq!(report.outages.len(), 1, "{report:?}");
+    let o = &report.outages[0];
+    assert_eq!((o.seq, o.outage.from_seq, o.outage.to_seq), (5, 2, 4));
+    assert_eq!(o.outage.failed_writes, 3);
+    assert!(o.outage.error.contains("No space left"), "{o:?}");
+    // The log goes on as before.
+    let e = log.append_event(draft(), false).unwrap();
+    log.durable(e).await.unwrap();
+    assert_eq!(whole_lines(6).outages.len(), 1);
+}
+
+/// While the sink fails, the events kept for the retry are bounded
+/// ([`MAX_BACKLOG`]): past it new events are refused (not chained) and
+/// counted in the outage event; the chain on the sink stays whole.
+#[tokio::test]
+async fn the_retry_backlog_is_bounded() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let room = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let sink = FullDisk {
+        file,
+        room: room.clone(),
+    };
+    let log = Arc::new(AuditLog::open_sink("s", &path, Box::new(sink)).unwrap());
+    let first = log.append_event(draft(), false).unwrap();
+    assert!(log.durable(first).await.is_err());
+    let mut kept = 1u64;
+    let refused = loop {
+        match log.append_event(draft(), false) {
+            Ok(_) => kept += 1,
+            Err(e) => break e,
+        }
+        let pending = log.inner.lock().unwrap().pending.len();
+        assert!(pending < MAX_BACKLOG + 1024, "the backlog is not bounded");
+    };
+    assert!(matches!(refused, AuditError::Backlog(_)), "{refused}");
+    let pending = log.inner.lock().unwrap().pending.len();
+    assert!(
+        (MAX_BACKLOG..MAX_BACKLOG + 1024).contains(&pending),
+        "{pending}"
+    );
+    assert!(log.append_event(draft(), false).is_err());
+    room.store(usize::MAX, Ordering::SeqCst);
+    log.flush().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let report = sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap();
+    assert_eq!(report.events, kept + 1);
+    let o = &report.outages[0].outage;
+    assert_eq!((o.from_seq, o.to_seq, o.dropped), (1, 1, 2));
+    // After the outage, events are chained again.
+    let next = log.append_event(draft(), false).unwrap();
+    log.durable(next).await.unwrap();
+}

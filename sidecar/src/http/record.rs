@@ -1,0 +1,125 @@
+//! The audit records of requests: the command (method and path, with what
+//! detectors find masked), the decision, and the result; and what happens
+//! when a refusal's record cannot be written.
+
+use std::time::Instant;
+
+use sha2::Digest;
+use sluice_crds::Action;
+use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome};
+use sluice_policy::detectors::DetectorSet;
+use sluice_policy::engine::Decision;
+use sluice_policy::masker::Masker;
+
+use super::HttpContext;
+use crate::audit::{AuditError, SessionInfo};
+
+/// The detectors run over every audited path.
+static AUDIT_DETECTORS: std::sync::LazyLock<DetectorSet> = std::sync::LazyLock::new(|| {
+    use sluice_crds::Detector::*;
+    DetectorSet::new(&[CreditCard, Ssn, Email, Phone, Iban, Jwt, AwsKey, PrivateKey])
+});
+
+/// The audit record of a request: method and normalised path (the query is
+/// left out: it may carry values).
+pub(super) fn request_command(method: &str, path: &str) -> AuditCommand {
+    // Every detector runs over the path, whatever the masking rules: the
+    // audit trail keeps no card number, e-mail or key a path carries (issue
+    // 16). The fingerprint is of the masked text too.
+    let findings = AUDIT_DETECTORS.find(path);
+    let text = if findings.is_empty() {
+        format!("{method} {path}")
+    } else {
+        format!(
+            "{method} {}",
+            Masker::redact().mask_findings(path, &findings)
+        )
+    };
+    let fingerprint = format!("{:x}", sha2::Sha256::digest(text.as_bytes()));
+    AuditCommand {
+        text,
+        fingerprint,
+        kind: Some("http".into()),
+    }
+}
+
+/// How a rule's decision on a request is recorded.
+pub(super) fn decided(decision: &Decision) -> AuditDecision {
+    AuditDecision {
+        action: decision.action,
+        policy: decision.policy.clone(),
+        rule: decision.rule.clone(),
+        dry_run: decision.dry_run,
+        reason: Some(decision.reason.clone()),
+    }
+}
+
+/// How a request refused before any rule decides it is recorded.
+pub(super) fn refused(reason: String) -> AuditDecision {
+    AuditDecision {
+        action: Action::Deny,
+        policy: None,
+        rule: None,
+        dry_run: false,
+        reason: Some(reason),
+    }
+}
+
+/// A request's decision record (a `statement` when it runs, else a
+/// `denial`), written now when `durable`, else left pending: the returned
+/// ticket is for [`crate::audit::AuditLog::durable`].
+pub(super) fn audit_decision(
+    ctx: &HttpContext,
+    session: &SessionInfo,
+    cmd: AuditCommand,
+    mut decision: AuditDecision,
+    durable: bool,
+) -> Result<u64, AuditError> {
+    let kind = if decision.action == Action::Allow || decision.dry_run {
+        AuditKind::Statement
+    } else {
+        AuditKind::Denial
+    };
+    let reason = decision.reason.take().unwrap_or_default();
+    decision.reason = Some(format!("{reason} (http protocol)"));
+    ctx.audit
+        .event(session, kind, Some(cmd), Some(decision), None, durable)
+}
+
+/// A refusal whose record could not be written: the refusal stands (it
+/// fails closed, nothing ran), and the gap in the trail is logged and
+/// counted (`sluice_audit_unrecorded_refusals_total`).
+pub(super) fn unrecorded<T>(ctx: &HttpContext, written: Result<T, AuditError>) {
+    if let Err(e) = written {
+        tracing::error!(error = %e, "writing the audit record of a refused request failed");
+        ctx.metrics.refusal_unrecorded();
+    }
+}
+
+/// A request's result record, left pending (written with the next durable
+/// record, or by the periodic flush).
+pub(super) fn result_event(
+    ctx: &HttpContext,
+    session: &SessionInfo,
+    cmd: &AuditCommand,
+    started: Instant,
+    masked: u64,
+    error: Option<String>,
+) {
+    let outcome = AuditOutcome {
+        rows: None,
+        duration_ms: Some(started.elapsed().as_millis() as u64),
+        error,
+        masked: (masked > 0).then_some(masked),
+    };
+    if let Err(e) = ctx.audit.event(
+        session,
+        AuditKind::Result,
+        Some(cmd.clone()),
+        None,
+        Some(outcome),
+        false,
+    ) {
+        tracing::error!(error = %e, "writing an audit result failed");
+    }
+}

@@ -1,0 +1,418 @@
+//! The postgres Connections of a bundle (run mode's from the operator,
+//! standalone's built from local manifests): each gets a listener; a new bundle is put in force in two steps,
+//! as for http Connections ([`crate::http::bundle`]): [`PgConnections::prepare`]
+//! builds everything and can fail without changing anything served, then
+//! [`PgConnections::commit`] puts it in force (live sessions follow their
+//! Connection's [`Standing`] at their next statement; new sessions get the
+//! new [`ConnectionContext`]); [`PgConnections::withdraw`] refuses
+//! everything once no bundle is in force.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use sluice_crds::Protocol;
+use sluice_policy::engine::{CompiledPolicy, Identity};
+use sluice_policy::gateway::{Bundle, BundleConnection};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+use crate::approval::Approvals;
+use crate::audit::AuditLog;
+use crate::limits::{BufferBudget, FdBudget, Limits, ListenerSlots};
+use crate::metrics::Metrics;
+use crate::postgres::cancel::CancelRegistry;
+use crate::postgres::catalog::{CatalogPool, PoolSettings};
+use crate::postgres::session::ConnectionContext;
+use crate::postgres::upstream::UpstreamConfig;
+use crate::rate::RateLimit;
+use crate::standing::{Binding, Standing, hash_key, plane_connections};
+use crate::tls::TlsError;
+
+/// Why a postgres Connection of a bundle cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PgSetupError {
+    /// Its settings are unusable.
+    #[error("Connection {connection}: {what}")]
+    Connection {
+        /// Connection.
+        connection: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// Its TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The accept loops of the PostgreSQL listeners, also those a later bundle
+/// opens, for a shutdown to stop.
+pub type AcceptLoops = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
+
+/// One postgres Connection of a bundle, ready to be put in force.
+pub struct PgPlan {
+    name: String,
+    port: u16,
+    upstream: UpstreamConfig,
+    standing: Standing,
+}
+
+/// One served Connection.
+struct Served {
+    addr: SocketAddr,
+    standing: watch::Sender<Standing>,
+    context: watch::Sender<Arc<ConnectionContext>>,
+    /// `statementsPerSecond`'s bucket: the Connection's, whatever the bundle.
+    rate: Arc<RateLimit>,
+    /// The Connection's catalog sessions, pointed at each bundle's upstream.
+    catalog: Arc<CatalogPool>,
+}
+
+/// What every postgres Connection's sessions share.
+pub struct PgShared {
+    /// Shared metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where CancelRequests find their session.
+    pub cancel: Arc<CancelRegistry>,
+    /// Largest protocol message.
+    pub max_message_size: usize,
+    /// The catalog pool's settings.
+    pub catalog: PoolSettings,
+    /// Connection limits and timeouts.
+    pub limits: Limits,
+    /// The process's descriptors, shared by the listeners.
+    pub fd_budget: FdBudget,
+    /// The sessions' buffer budget, shared by the listeners.
+    pub buffer_budget: BufferBudget,
+    /// The accept loops, for a shutdown to stop.
+    pub accept: AcceptLoops,
+}
+
+impl PgShared {
+    /// What the sessions of every postgres Connection of a sidecar share:
+    /// `metrics`, the connection `limits` and descriptor budget, the largest
+    /// message, the catalog pool's settings; a new cancel registry, buffer
+    /// budget (`limits.buffer_budget`) and list of accept loops.
+    pub fn new(
+        metrics: &Arc<Metrics>,
+        limits: &Limits,
+        fd_budget: FdBudget,
+        max_message_size: usize,
+        catalog: PoolSettings,
+    ) -> Self {
+        PgShared {
+            metrics: metrics.clone(),
+            cancel: Arc::new(CancelRegistry::default()),
+            max_message_size,
+            catalog,
+            limits: limits.clone(),
+            fd_budget,
+            buffer_budget: metrics.buffer_budget(limits.buffer_budget),
+            accept: AcceptLoops::default(),
+        }
+    }
+}
+
+/// The postgres Connections served (run mode and standalone).
+pub struct PgConnections {
+    served: BTreeMap<String, Served>,
+    shared: PgShared,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl PgConnections {
+    /// Serves nothing yet.
+    pub fn new(shared: PgShared) -> Self {
+        PgConnections {
+            served: BTreeMap::new(),
+            shared,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// The accept loops of the listeners, for a shutdown to stop.
+    pub fn accept_loops(&self) -> AcceptLoops {
+        self.shared.accept.clone()
+    }
+
+    /// `(connection, address, bound)` of every listener.
+    pub fn listeners(&self) -> impl Iterator<Item = (String, SocketAddr, bool)> + '_ {
+        self.served
+            .iter()
+            .map(|(n, s)| (n.clone(), s.addr, s.standing.borrow().is_bound()))
+    }
+
+    /// Lets the listeners serve on as they are, for as long as the runtime
+    /// runs (standalone: nothing ever changes what is in force).
+    pub fn detach(mut self) {
+        self.tasks.clear();
+    }
+
+    /// Builds the postgres Connections of `bundle` (only those in `only`,
+    /// when set) without changing anything served: an error leaves the
+    /// bundle in force as it was.
+    pub fn prepare(
+        &self,
+        bundle: &Bundle,
+        identity: &Identity,
+        policies: &[Arc<CompiledPolicy>],
+        only: Option<&[String]>,
+    ) -> Result<Vec<PgPlan>, PgSetupError> {
+        // A textPattern can match literals: decisions may then differ
+        // between texts that differ only in literals (see enforcement::Enforcer).
+        let literal_sensitive = bundle.policies.iter().any(|ap| {
+            ap.spec
+                .rules
+                .iter()
+                .any(|r| r.match_.text_pattern.is_some())
+        });
+        let mut plans = Vec::new();
+        for conn in plane_connections(bundle, Protocol::Postgres, only) {
+            let upstream = upstream_config(conn, self.shared.max_message_size)?;
+            let hash_key = hash_key(conn).map_err(|what| PgSetupError::Connection {
+                connection: conn.name.clone(),
+                what,
+            })?;
+            let hash_key = hash_key.as_deref().map(|k| k.as_slice());
+            let standing = if conn.bound {
+                Standing::select(policies, identity, &conn.name, hash_key, literal_sensitive)
+                    .with_masking_key(&masking_key(bundle, hash_key))
+            } else {
+                Standing::NotBound
+            };
+            plans.push(PgPlan {
+                name: conn.name.clone(),
+                port: conn.spec.listen.port,
+                upstream,
+                standing,
+            });
+        }
+        Ok(plans)
+    }
+
+    /// Puts `plans` in force: live sessions of each Connection follow its
+    /// new standing at their next statement, new sessions get the new
+    /// context; new Connections get a listener on `listen_host`, with its
+    /// share of the descriptors of the `listeners` served in all (see
+    /// [`crate::limits`]). Connections served but not in `plans` refuse
+    /// sessions and statements from now on. A statement that needs approval
+    /// asks `approvals`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit(
+        &mut self,
+        plans: Vec<PgPlan>,
+        identity: &Identity,
+        audit: &Arc<AuditLog>,
+        approvals: Option<&Approvals>,
+        listen_host: IpAddr,
+        revision: Option<&str>,
+        listeners: usize,
+    ) -> Result<(), (String, SocketAddr, std::io::Error)> {
+        let mut seen = Vec::new();
+        for plan in plans {
+            seen.push(plan.name.clone());
+            plan.standing
+                .log_in_force(&plan.name, revision, identity, "sessions");
+            if let Some(s) = self.served.get(&plan.name) {
+                s.standing.send_replace(plan.standing);
+                let binding = Binding::live(identity.clone(), &plan.name, s.standing.subscribe())
+                    .with_rate(s.rate.clone());
+                s.catalog.update(plan.upstream.clone());
+                let ctx = self.context(
+                    &plan.name,
+                    plan.upstream,
+                    binding,
+                    &s.catalog,
+                    audit,
+                    approvals,
+                );
+                s.context.send_replace(Arc::new(ctx));
+                continue;
+            }
+            let served = self
+                .listen(plan, identity, audit, approvals, listen_host, listeners)
+                .await?;
+            self.served.insert(served.0, served.1);
+        }
+        for (name, s) in &self.served {
+            if !seen.contains(name) {
+                let revision = revision.unwrap_or("-");
+                s.standing.send_replace(Standing::Unavailable(format!(
+                    "Connection {name:?} is no longer in this identity's policy bundle (revision {revision})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A new Connection's listener, serving `plan`.
+    async fn listen(
+        &mut self,
+        plan: PgPlan,
+        identity: &Identity,
+        audit: &Arc<AuditLog>,
+        approvals: Option<&Approvals>,
+        listen_host: IpAddr,
+        listeners: usize,
+    ) -> Result<(String, Served), (String, SocketAddr, std::io::Error)> {
+        let name = plan.name;
+        let upstream = format!("{}:{}", plan.upstream.host, plan.upstream.port);
+        let tls = crate::tls::mode_name(plan.upstream.tls_mode);
+        let (standing_tx, standing_rx) = watch::channel(plan.standing);
+        let rate = Arc::new(RateLimit::new());
+        let binding = Binding::live(identity.clone(), &name, standing_rx).with_rate(rate.clone());
+        let catalog = CatalogPool::new(plan.upstream.clone(), self.shared.catalog);
+        let ctx = self.context(&name, plan.upstream, binding, &catalog, audit, approvals);
+        let addr = SocketAddr::new(listen_host, plan.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| (name.clone(), addr, source))?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        tracing::info!(connection = %name, %addr, %upstream, tls, "listening");
+        let (context_tx, context_rx) = watch::channel(Arc::new(ctx));
+        let shared = &self.shared;
+        let slots = ListenerSlots::new(&name, &shared.limits, &shared.fd_budget, listeners);
+        let span = tracing::info_span!("pg", connection = %name);
+        let task = tokio::spawn(
+            super::listen::serve(
+                listener,
+                context_rx,
+                slots,
+                shared.limits.pg_startup_timeout,
+            )
+            .instrument(span),
+        );
+        shared
+            .accept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task.abort_handle());
+        self.tasks.push(task);
+        let served = Served {
+            addr,
+            standing: standing_tx,
+            context: context_tx,
+            rate,
+            catalog,
+        };
+        Ok((name, served))
+    }
+
+    /// No bundle is in force any more: every session and statement is
+    /// refused with `why`.
+    pub fn withdraw(&self, why: &str) {
+        for s in self.served.values() {
+            s.standing
+                .send_replace(Standing::Unavailable(why.to_string()));
+        }
+    }
+
+    fn context(
+        &self,
+        name: &str,
+        upstream: UpstreamConfig,
+        binding: Binding,
+        catalog: &Arc<CatalogPool>,
+        audit: &Arc<AuditLog>,
+        approvals: Option<&Approvals>,
+    ) -> ConnectionContext {
+        ConnectionContext {
+            name: name.to_string(),
+            upstream,
+            binding,
+            catalog: catalog.clone(),
+            audit: audit.clone(),
+            metrics: self.shared.metrics.clone(),
+            cancel: self.shared.cancel.clone(),
+            max_message_size: self.shared.max_message_size,
+            buffer_budget: self.shared.buffer_budget.clone(),
+            approvals: approvals.cloned(),
+        }
+    }
+}
+
+impl Drop for PgConnections {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What the sessions' masks depend on: every policy of the bundle but its
+/// rules (which only decide, and apply at the next statement), the Secret
+/// keys, and the Connection's hash key; hashed, so that no secret is kept
+/// twice.
+pub fn masking_key(bundle: &Bundle, hash_key: Option<&[u8]>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for ap in &bundle.policies {
+        let mut spec = ap.spec.clone();
+        spec.rules.clear();
+        h.update(ap.metadata.name.as_deref().unwrap_or_default());
+        h.update([0]);
+        h.update(serde_json::to_vec(&spec).unwrap_or_default());
+        h.update([0]);
+    }
+    for k in &bundle.secret_keys {
+        for part in [&k.secret, &k.key, &k.value] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+    }
+    h.update(hash_key.unwrap_or_default());
+    let digest = h.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The upstream of a postgres Connection of the bundle (an unbound one
+/// has no credentials: its sessions are refused before any connection).
+pub fn upstream_config(
+    conn: &BundleConnection,
+    max_message_size: usize,
+) -> Result<UpstreamConfig, PgSetupError> {
+    let missing = |what: &str| PgSetupError::Connection {
+        connection: conn.name.clone(),
+        what: what.to_string(),
+    };
+    let empty = HashMap::new();
+    let creds: HashMap<&str, &str> = match &conn.credentials {
+        Some(c) => c.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        None => empty,
+    };
+    // Unbound Connections come without credentials; their sessions are
+    // refused before any upstream connection is made.
+    let (username, password) = if conn.bound {
+        (
+            creds
+                .get("username")
+                .ok_or_else(|| missing("the bundle has no username for it"))?
+                .to_string(),
+            Zeroizing::new(
+                creds
+                    .get("password")
+                    .ok_or_else(|| missing("the bundle has no password for it"))?
+                    .to_string(),
+            ),
+        )
+    } else {
+        (String::new(), Zeroizing::new(String::new()))
+    };
+    let host = conn
+        .spec
+        .upstream
+        .host
+        .clone()
+        .ok_or_else(|| missing("spec.upstream.host is not set"))?;
+    Ok(UpstreamConfig::new(
+        &conn.name,
+        &conn.spec,
+        host,
+        username,
+        password,
+        conn.ca_pem.as_deref().map(str::as_bytes),
+        max_message_size,
+    )?)
+}

@@ -1,0 +1,195 @@
+//! Run mode's settings ([`RunConfig`]), from the environment the Sluice
+//! injection webhook gives the sidecar container (see [`env`]).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use sluice_policy::gateway::env;
+
+use super::RunError;
+use crate::postgres::framing;
+
+/// Settings of run mode.
+#[derive(Clone)]
+pub struct RunConfig {
+    /// `https://HOST[:PORT]` of the operator's gateway API.
+    pub gateway_url: String,
+    /// The projected service-account token (audience `sluice.dev`).
+    pub token_file: PathBuf,
+    /// PEM of the operator's CA.
+    pub ca_pem: String,
+    /// Serve only these Connections (`SLUICE_CONNECTIONS`); all when `None`.
+    pub connections: Option<Vec<String>>,
+    /// Serve `/metrics`, `/healthz`, `/readyz` here.
+    pub admin_addr: Option<SocketAddr>,
+    /// Write audit events to stdout.
+    pub audit_stdout: bool,
+    /// Largest protocol message accepted.
+    pub max_message_size: usize,
+    /// Address the listeners bind (loopback unless told otherwise).
+    pub listen_host: IpAddr,
+    /// How long one bundle long-poll waits for a change.
+    pub poll_wait: Duration,
+    /// How long [`start`] keeps trying to get the first bundle.
+    pub first_bundle_timeout: Duration,
+    /// How often audit events are sent to the operator.
+    pub audit_upload_every: Duration,
+    /// The pod this sidecar runs in, `NAMESPACE/SERVICEACCOUNT/POD`
+    /// (`SLUICE_POD_NAMESPACE`, as the injection webhook sets it, or
+    /// `SLUICE_NAMESPACE`; `SLUICE_SERVICE_ACCOUNT`, `SLUICE_POD_NAME`):
+    /// a bundle for anyone else is not applied.
+    pub expected_identity: Option<(String, String, String)>,
+    /// HTTP Connections: how long the upstream has to answer with headers,
+    /// and at most between two pieces of a body (`SLUICE_HTTP_TIMEOUT`, seconds).
+    pub http_upstream_timeout: Duration,
+    /// HTTP Connections: largest request body buffered to decide `jsonBody`
+    /// rules (`SLUICE_HTTP_MAX_BODY`, bytes).
+    pub http_max_request_body: usize,
+    /// HTTP Connections: offer HTTP/2 to the upstream as well as HTTP/1.1
+    /// (`SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true` turns it off).
+    pub http_upstream_http2: bool,
+    /// How long sessions get to end after SIGTERM (`SLUICE_SHUTDOWN_GRACE`,
+    /// seconds; see [`crate::shutdown`]).
+    pub shutdown_grace: Duration,
+    /// Connection caps and timeouts (`SLUICE_PG_STARTUP_TIMEOUT`,
+    /// `SLUICE_MAX_CONNECTIONS`, `SLUICE_FD_RESERVE`, … see [`crate::limits`]).
+    pub limits: crate::limits::Limits,
+    /// Catalog sessions per Connection and how long a lookup waits
+    /// (`SLUICE_CATALOG_SESSIONS`, `SLUICE_CATALOG_WAIT`; see
+    /// [`crate::postgres::catalog`]).
+    pub catalog: crate::postgres::catalog::PoolSettings,
+}
+
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("gateway_url", &self.gateway_url)
+            .field("token_file", &self.token_file)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunConfig {
+    /// Defaults for a gateway, a token file and a CA.
+    pub fn new(gateway_url: String, token_file: PathBuf, ca_pem: String) -> Self {
+        RunConfig {
+            gateway_url,
+            token_file,
+            ca_pem,
+            connections: None,
+            admin_addr: None,
+            audit_stdout: true,
+            max_message_size: framing::DEFAULT_MAX_MESSAGE_SIZE,
+            listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            poll_wait: Duration::from_secs(30),
+            first_bundle_timeout: Duration::from_secs(300),
+            audit_upload_every: Duration::from_secs(2),
+            expected_identity: None,
+            http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
+            http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
+            http_upstream_http2: true,
+            shutdown_grace: crate::shutdown::DEFAULT_GRACE,
+            limits: crate::limits::Limits::default(),
+            catalog: crate::postgres::catalog::PoolSettings::default(),
+        }
+    }
+
+    /// Settings from the environment the injection webhook sets:
+    /// `SLUICE_GATEWAY_URL`, `SLUICE_TOKEN_FILE`, `SLUICE_CA_PEM` or
+    /// `SLUICE_CA_FILE`, and optionally `SLUICE_CONNECTIONS` (comma-separated)
+    /// and `SLUICE_ADMIN_ADDR`; the HTTP settings `SLUICE_HTTP_TIMEOUT`
+    /// (seconds), `SLUICE_HTTP_MAX_BODY` (bytes) and
+    /// `SLUICE_HTTP_UPSTREAM_HTTP1_ONLY` (`true`/`false`), which the operator
+    /// sets from its settings file (`sidecar.http`).
+    pub fn from_env() -> Result<Self, RunError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`RunConfig::from_env`] with the variables looked up by `lookup`.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, RunError> {
+        let var = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        let gateway_url = var(env::GATEWAY_URL).ok_or(RunError::MissingEnv(env::GATEWAY_URL))?;
+        let token_file = var(env::TOKEN_FILE).ok_or(RunError::MissingEnv(env::TOKEN_FILE))?;
+        let ca_pem = match (var(env::CA_PEM), var(env::CA_FILE)) {
+            (Some(pem), _) => pem,
+            (None, Some(path)) => {
+                std::fs::read_to_string(&path).map_err(|source| RunError::ReadFile {
+                    what: "the operator CA (SLUICE_CA_FILE)",
+                    path: PathBuf::from(path),
+                    source,
+                })?
+            }
+            (None, None) => return Err(RunError::MissingEnv("SLUICE_CA_PEM or SLUICE_CA_FILE")),
+        };
+        let mut cfg = RunConfig::new(gateway_url, PathBuf::from(token_file), ca_pem);
+        cfg.connections = var(env::CONNECTIONS).map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        });
+        if let (Some(ns), Some(sa), Some(pod)) = (
+            var(env::POD_NAMESPACE).or_else(|| var(env::NAMESPACE)),
+            var(env::SERVICE_ACCOUNT),
+            var(env::POD_NAME),
+        ) {
+            cfg.expected_identity = Some((ns, sa, pod));
+        }
+        if let Some(addr) = var(env::ADMIN_ADDR) {
+            cfg.admin_addr = Some(
+                addr.parse()
+                    .map_err(|_| RunError::BadAdminAddr(addr.clone()))?,
+            );
+        }
+        let bad = |name: &'static str, value: &str, why: &'static str| RunError::BadEnv {
+            name,
+            value: value.to_string(),
+            why,
+        };
+        if let Some(v) = var(env::HTTP_TIMEOUT) {
+            cfg.http_upstream_timeout = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(crate::http::upstream_timeout)
+                .ok_or_else(|| {
+                    bad(
+                        env::HTTP_TIMEOUT,
+                        &v,
+                        "seconds, more than 0 and at most 86400",
+                    )
+                })?;
+        }
+        if let Some(v) = var(env::HTTP_MAX_BODY) {
+            cfg.http_max_request_body = v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| bad(env::HTTP_MAX_BODY, &v, "a number of bytes"))?;
+        }
+        cfg.limits = crate::limits::Limits::from_vars(&lookup)
+            .map_err(|(name, value, why)| bad(name, &value, why))?;
+        cfg.catalog = crate::postgres::catalog::PoolSettings::from_vars(&lookup)
+            .map_err(|(name, value, why)| bad(name, &value, why))?;
+        if let Some(v) = var(crate::shutdown::GRACE_ENV) {
+            cfg.shutdown_grace = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(crate::shutdown::grace)
+                .ok_or_else(|| bad(crate::shutdown::GRACE_ENV, &v, "seconds, from 0 to 3600"))?;
+        }
+        if let Some(v) = var(env::HTTP_UPSTREAM_HTTP1_ONLY) {
+            cfg.http_upstream_http2 = match v.trim() {
+                "true" => false,
+                "false" => true,
+                _ => {
+                    return Err(bad(env::HTTP_UPSTREAM_HTTP1_ONLY, &v, "true or false"));
+                }
+            };
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,198 @@
+use super::upload::audit_body;
+use super::*;
+use std::collections::BTreeMap;
+
+use crate::audit::Forwarded;
+use crate::postgres::bundle::{masking_key, upstream_config};
+use crate::standing::BundleSecrets;
+use serde_json::json;
+use sluice_policy::engine::SecretSource;
+
+fn vars(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let mut all: Vec<(String, String)> = vec![
+        ("SLUICE_GATEWAY_URL".into(), "https://gw:8443".into()),
+        ("SLUICE_TOKEN_FILE".into(), "/var/run/token".into()),
+        ("SLUICE_CA_PEM".into(), "PEM".into()),
+    ];
+    all.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    move |name| {
+        all.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// The upload body is an `AuditBatch` on the wire: the lines as
+/// events, and the last head of each Connection.
+#[test]
+fn audit_body_is_an_audit_batch() {
+    use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
+    let mut chain = AuditChain::new("st");
+    let mut events = Vec::new();
+    let mut forwarded = Vec::new();
+    for connection in [Some("a"), Some("b"), Some("a"), None] {
+        let mut draft = AuditEventDraft::new("2026-01-02T03:04:05Z", AuditKind::SessionStart);
+        draft.connection = connection.map(String::from);
+        let event = chain.append(draft).unwrap();
+        forwarded.push(Forwarded {
+            line: event.to_line().unwrap().into(),
+            connection: event.connection.clone(),
+            seq: event.seq,
+            hash: event.hash.clone(),
+        });
+        events.push(event);
+    }
+    let batch: sluice_policy::gateway::AuditBatch =
+        serde_json::from_slice(&audit_body("st", &forwarded)).unwrap();
+    assert_eq!(batch.events, events);
+    let heads: Vec<_> = batch
+        .heads
+        .iter()
+        .map(|h| (h.connection.as_str(), h.head.seq, h.head.stream.as_str()))
+        .collect();
+    assert_eq!(heads, [("a", 3, "st"), ("b", 2, "st")]);
+    assert_eq!(batch.heads[0].head.hash, events[2].hash);
+    // An empty batch is well-formed too.
+    let empty: sluice_policy::gateway::AuditBatch =
+        serde_json::from_slice(&audit_body("st", &[])).unwrap();
+    assert!(empty.events.is_empty() && empty.heads.is_empty());
+}
+
+#[test]
+fn http_settings_default_when_unset() {
+    let cfg = RunConfig::from_vars(vars(&[])).unwrap();
+    assert_eq!(
+        cfg.http_upstream_timeout,
+        crate::http::DEFAULT_UPSTREAM_TIMEOUT
+    );
+    assert_eq!(
+        cfg.http_max_request_body,
+        crate::http::DEFAULT_MAX_REQUEST_BODY
+    );
+    assert!(cfg.http_upstream_http2);
+}
+
+#[test]
+fn http_settings_come_from_the_environment() {
+    let cfg = RunConfig::from_vars(vars(&[
+        (env::HTTP_TIMEOUT, "2.5"),
+        (env::HTTP_MAX_BODY, "4096"),
+        (env::HTTP_UPSTREAM_HTTP1_ONLY, "true"),
+    ]))
+    .unwrap();
+    assert_eq!(cfg.http_upstream_timeout, Duration::from_millis(2500));
+    assert_eq!(cfg.http_max_request_body, 4096);
+    assert!(!cfg.http_upstream_http2);
+    let cfg = RunConfig::from_vars(vars(&[(env::HTTP_UPSTREAM_HTTP1_ONLY, "false")])).unwrap();
+    assert!(cfg.http_upstream_http2);
+}
+
+#[test]
+fn bad_http_settings_are_refused_with_the_variable_named() {
+    for (name, value) in [
+        (env::HTTP_TIMEOUT, "0"),
+        (env::HTTP_TIMEOUT, "-1"),
+        (env::HTTP_TIMEOUT, "NaN"),
+        (env::HTTP_TIMEOUT, "100000"),
+        (env::HTTP_TIMEOUT, "30s"),
+        (env::HTTP_MAX_BODY, "-5"),
+        (env::HTTP_MAX_BODY, "1MB"),
+        (env::HTTP_UPSTREAM_HTTP1_ONLY, "yes"),
+    ] {
+        let err = RunConfig::from_vars(vars(&[(name, value)])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, RunError::BadEnv { .. }) && text.contains(name) && text.contains(value),
+            "{name}={value}: {text}"
+        );
+    }
+}
+
+fn bundle(rules: serde_json::Value, masking: serde_json::Value, bound: bool) -> Bundle {
+    serde_json::from_value(json!({
+        "revision": "r1",
+        "identity": {"namespace": "shop", "serviceAccount": "report-job", "pod": "report", "groups": []},
+        "expiresAt": "2030-01-01T00:00:00Z",
+        "connections": [{
+            "name": "db",
+            "spec": {
+                "protocol": "postgres",
+                "upstream": {"host": "db.shop", "port": 5432, "database": "orders", "tls": {"mode": "disable"}},
+                "credentials": {"secretRef": {"name": "creds"}},
+                "listen": {"port": 15432}
+            },
+            "bound": bound,
+            "credentials": if bound { json!({"username": "app", "password": "pw"}) } else { json!(null) }
+        }],
+        "policies": [{
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": "p", "namespace": "shop"},
+            "spec": {"subjects": [{"serviceAccount": "report-job"}], "connections": ["db"],
+                     "rules": rules, "masking": masking}
+        }],
+        "secretKeys": [{"secret": "k", "key": "key", "value": "c2VjcmV0"}]
+    }))
+    .unwrap()
+}
+
+#[test]
+fn the_masking_key_follows_masking_not_rules() {
+    let deny = json!([{"name": "d", "match": {"statements": ["drop"]}, "action": "deny"}]);
+    let ssn = json!([{"columns": ["customers.ssn"], "strategy": "redact"}]);
+    let base = masking_key(&bundle(json!([]), ssn.clone(), true), None);
+    assert_eq!(base, masking_key(&bundle(deny, ssn.clone(), true), None));
+    assert_ne!(
+        base,
+        masking_key(
+            &bundle(
+                json!([]),
+                json!([{"columns": ["customers.name"], "strategy": "redact"}]),
+                true
+            ),
+            None
+        )
+    );
+    assert_ne!(base, masking_key(&bundle(json!([]), ssn, true), Some(b"k")));
+}
+
+#[test]
+fn bundle_connections_become_upstreams_and_credentials_are_scrubbed() {
+    let mut b = bundle(json!([]), json!([]), true);
+    let up = upstream_config(&b.connections[0], 1 << 20).unwrap();
+    assert_eq!((up.host.as_str(), up.port), ("db.shop", 5432));
+    assert_eq!(
+        (up.username.as_str(), up.database.as_str()),
+        ("app", "orders")
+    );
+    assert_eq!(up.password.as_str(), "pw");
+    assert_eq!(
+        BundleSecrets(&b.secret_keys).secret_key("k", "key"),
+        Some(b"secret".to_vec())
+    );
+    assert_eq!(BundleSecrets(&b.secret_keys).secret_key("k", "other"), None);
+    scrub(&mut b);
+    let creds = b.connections[0].credentials.as_ref().unwrap();
+    assert!(creds.values().all(String::is_empty));
+    assert!(b.secret_keys[0].value.is_empty());
+
+    // A bound Connection without a password is an error; an unbound one
+    // needs no credentials (its sessions are refused before any upstream).
+    let mut b = bundle(json!([]), json!([]), true);
+    b.connections[0].credentials = Some(BTreeMap::from([("username".into(), "app".into())]));
+    let err = upstream_config(&b.connections[0], 1 << 20).unwrap_err();
+    assert!(err.to_string().contains("no password"), "{err}");
+    let b = bundle(json!([]), json!([]), false);
+    assert!(upstream_config(&b.connections[0], 1 << 20).is_ok());
+}
+
+#[test]
+fn expiry_times_map_to_instants() {
+    let now = Instant::now();
+    assert!(instant_of("not a time").is_none());
+    let past = instant_of("2001-01-01T00:00:00Z").unwrap();
+    assert!(past >= now && past <= Instant::now());
+    let future =
+        instant_of(&(chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()).unwrap();
+    assert!(future > now + Duration::from_secs(3000));
+}
