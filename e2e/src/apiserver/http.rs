@@ -442,6 +442,17 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
     match t.sub.as_deref() {
         None => {}
         Some("status") if t.rt.status => {}
+        // k8s.io/kubernetes pkg/registry/core/pod/storage/storage.go
+        // `EphemeralContainersREST`: get, update and patch of one pod; what
+        // changes is only `spec.ephemeralContainers` (ops::prepare_update).
+        Some("ephemeralcontainers") if t.rt.special == Special::Pod => {
+            if t.name.is_none() || ![Method::GET, Method::PUT, Method::PATCH].contains(&req.method)
+            {
+                return Err(ApiError::method_not_allowed(
+                    "the ephemeralcontainers subresource supports get, update and patch of one pod",
+                ));
+            }
+        }
         Some("token") if t.rt.special == Special::ServiceAccount => {
             if req.method != Method::POST {
                 return Err(ApiError::method_not_allowed(
