@@ -947,11 +947,10 @@ async fn pod_updates_and_ephemeral_containers_reach_webhooks() {
     assert_eq!(spec.containers[0].image.as_deref(), Some("busybox:1.37"));
     assert_eq!(spec.ephemeral_containers.map(|e| e.len()), Some(2));
     assert!(
-        out.metadata
+        !out.metadata
             .labels
             .unwrap_or_default()
-            .get("sneaked")
-            .is_none()
+            .contains_key("sneaked")
     );
     // Existing ones can be neither removed nor changed; targets must exist;
     // ports are not for ephemeral containers.

@@ -2,6 +2,8 @@
 //! cluster's Nodes, not only the API server (the operator under the chart's
 //! RBAC, Nodes of mixed versions in the test control plane).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod support;
 
 use k8s_openapi::api::core::v1::{Node, Pod};

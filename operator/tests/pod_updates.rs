@@ -2,6 +2,8 @@
 //! too (pod UPDATE and the `pods/ephemeralcontainers` subresource), with real
 //! kubectl against the test control plane, the operator under the chart's RBAC.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod support;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};

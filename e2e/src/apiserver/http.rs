@@ -445,14 +445,16 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
         // k8s.io/kubernetes pkg/registry/core/pod/storage/storage.go
         // `EphemeralContainersREST`: get, update and patch of one pod; what
         // changes is only `spec.ephemeralContainers` (ops::prepare_update).
-        Some("ephemeralcontainers") if t.rt.special == Special::Pod => {
-            if t.name.is_none() || ![Method::GET, Method::PUT, Method::PATCH].contains(&req.method)
-            {
-                return Err(ApiError::method_not_allowed(
-                    "the ephemeralcontainers subresource supports get, update and patch of one pod",
-                ));
-            }
+        Some("ephemeralcontainers")
+            if t.rt.special == Special::Pod
+                && (t.name.is_none()
+                    || ![Method::GET, Method::PUT, Method::PATCH].contains(&req.method)) =>
+        {
+            return Err(ApiError::method_not_allowed(
+                "the ephemeralcontainers subresource supports get, update and patch of one pod",
+            ));
         }
+        Some("ephemeralcontainers") if t.rt.special == Special::Pod => {}
         Some("token") if t.rt.special == Special::ServiceAccount => {
             if req.method != Method::POST {
                 return Err(ApiError::method_not_allowed(
