@@ -15,6 +15,7 @@ pub mod patch;
 mod protobuf;
 pub mod rbac;
 pub mod registry;
+mod request;
 pub mod schema;
 pub mod selectors;
 pub mod store;

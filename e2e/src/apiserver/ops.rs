@@ -3,8 +3,8 @@
 
 use super::admission::{self, Attrs};
 use super::error::{ApiError, Cause, qualified};
-use super::http::{Req, Target};
 use super::registry::{Registry, ResourceType, Special};
+use super::request::{Req, Target};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{key_of, rv_of};
 use super::{Inner, State, patch, schema, validation};
