@@ -730,3 +730,265 @@ async fn generate_name_is_applied_after_mutating_admission() {
     );
     assert_eq!(request["object"]["metadata"]["generateName"], "web-");
 }
+
+/// Pod UPDATEs and the `pods/ephemeralcontainers` subresource reach webhooks
+/// as kube-apiserver sends them (k8s.io/kubernetes pkg/registry/core/pod/storage/storage.go
+/// `EphemeralContainersREST`, pkg/registry/core/pod/strategy.go
+/// `dropNonEphemeralContainerUpdates`, pkg/apis/core/validation/validation.go
+/// `ValidatePodEphemeralContainersUpdate`): real `kubectl debug` and `kubectl set
+/// image`, RBAC on the subresource, only ephemeral containers taken from the body,
+/// none on create, none removed or changed, a target that exists.
+#[tokio::test]
+async fn pod_updates_and_ephemeral_containers_reach_webhooks() {
+    let c = support::cluster_with_rbac(true).await;
+    let admin = c.client().await.expect("admin");
+    let (port, seen) = webhook_server(c.issue_server_cert(&["127.0.0.1"]).expect("cert")).await;
+    let rule = |resource: &str| json!({"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": [resource]});
+    install(
+        &admin,
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        "pod-updates",
+        vec![
+            webhook(
+                "pods.test.sluice.dev",
+                format!("https://127.0.0.1:{port}/pods"),
+                c.ca_pem(),
+                rule("pods"),
+                json!({}),
+            ),
+            webhook(
+                "debug.test.sluice.dev",
+                format!("https://127.0.0.1:{port}/debug"),
+                c.ca_pem(),
+                rule("pods/ephemeralcontainers"),
+                json!({}),
+            ),
+        ],
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    pods.create(&PostParams::default(), &pod("p"))
+        .await
+        .expect("create");
+    // Ephemeral containers are never set on create.
+    let with_debugger: Pod = serde_json::from_value(json!({"metadata": {"name": "q"}, "spec": {
+        "containers": [{"name": "c", "image": "busybox:1.36"}],
+        "ephemeralContainers": [{"name": "d", "image": "busybox:1.36"}]}}))
+    .expect("pod");
+    let err = pods
+        .create(&PostParams::default(), &with_debugger)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("spec.ephemeralContainers: Forbidden: cannot be set on create")),
+        "{err:?}"
+    );
+
+    // alice may read and patch pods, but not yet their ephemeral containers.
+    for args in [
+        &[
+            "create",
+            "role",
+            "pods",
+            "--verb=get,list,patch",
+            "--resource=pods",
+            "-n",
+            "default",
+        ][..],
+        &[
+            "create",
+            "rolebinding",
+            "alice-pods",
+            "--role=pods",
+            "--user=alice",
+            "-n",
+            "default",
+        ],
+    ] {
+        support::kubectl(&c, args).await;
+    }
+    let debug = [
+        "--context",
+        "alice",
+        "debug",
+        "p",
+        "-n",
+        "default",
+        "--image=busybox:1.36",
+        "--target=c",
+        "--container=dbg",
+    ];
+    let out = support::kubectl_in(&c, &debug, None).await;
+    assert!(
+        !out.ok
+            && out
+                .stderr
+                .contains(r#"User "alice" cannot patch resource "pods/ephemeralcontainers""#),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "a forbidden request reached a webhook"
+    );
+    for args in [
+        &[
+            "create",
+            "role",
+            "debug",
+            "--verb=get,patch",
+            "--resource=pods/ephemeralcontainers",
+            "-n",
+            "default",
+        ][..],
+        &[
+            "create",
+            "rolebinding",
+            "alice-debug",
+            "--role=debug",
+            "--user=alice",
+            "-n",
+            "default",
+        ],
+    ] {
+        support::kubectl(&c, args).await;
+    }
+    let out = support::kubectl_in(&c, &debug, None).await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    let req = seen
+        .lock()
+        .expect("lock")
+        .pop()
+        .expect("the debug webhook was called");
+    assert_eq!(req["operation"], "UPDATE");
+    assert_eq!(req["subResource"], "ephemeralcontainers");
+    assert_eq!(req["kind"]["kind"], "Pod");
+    assert_eq!(req["userInfo"]["username"], "alice");
+    assert_eq!(
+        req["object"]["spec"]["ephemeralContainers"][0]["name"],
+        "dbg"
+    );
+    assert_eq!(
+        req["object"]["spec"]["ephemeralContainers"][0]["targetContainerName"],
+        "c"
+    );
+    assert!(
+        req["oldObject"]["spec"]["ephemeralContainers"].is_null(),
+        "{req}"
+    );
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        0,
+        "one call, to the subresource's webhook only"
+    );
+    let stored = pods.get("p").await.expect("get");
+    let debuggers = stored
+        .spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.clone())
+        .unwrap_or_default();
+    assert_eq!(debuggers.len(), 1);
+    assert_eq!(
+        debuggers[0].termination_message_policy.as_deref(),
+        Some("File"),
+        "defaulted"
+    );
+
+    // `kubectl set image` is an UPDATE of the pod itself.
+    support::kubectl(
+        &c,
+        &[
+            "--context",
+            "alice",
+            "set",
+            "image",
+            "pod/p",
+            "c=busybox:1.37",
+            "-n",
+            "default",
+        ],
+    )
+    .await;
+    let req = seen
+        .lock()
+        .expect("lock")
+        .pop()
+        .expect("the pods webhook was called");
+    assert_eq!(req["operation"], "UPDATE");
+    assert!(req["subResource"].is_null(), "{req}");
+    assert_eq!(
+        req["object"]["spec"]["containers"][0]["image"],
+        "busybox:1.37"
+    );
+    assert_eq!(
+        req["oldObject"]["spec"]["containers"][0]["image"],
+        "busybox:1.36"
+    );
+
+    // Through the subresource only ephemeral containers change: the image and
+    // the label in the same body are dropped.
+    let sub = |p: Patch<Value>| {
+        let pods = pods.clone();
+        async move {
+            pods.patch_subresource("ephemeralcontainers", "p", &PatchParams::default(), &p)
+                .await
+        }
+    };
+    let out = sub(Patch::Strategic(
+        json!({"metadata": {"labels": {"sneaked": "in"}}, "spec": {
+        "containers": [{"name": "c", "image": "evil:1"}],
+        "ephemeralContainers": [{"name": "dbg2", "image": "busybox:1.36"}]}}),
+    ))
+    .await
+    .expect("patch");
+    let spec = out.spec.expect("spec");
+    assert_eq!(spec.containers[0].image.as_deref(), Some("busybox:1.37"));
+    assert_eq!(spec.ephemeral_containers.map(|e| e.len()), Some(2));
+    assert!(
+        !out.metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("sneaked")
+    );
+    // Existing ones can be neither removed nor changed; targets must exist;
+    // ports are not for ephemeral containers.
+    for (patch, needle) in [
+        (
+            Patch::Json(serde_json::from_value(json!([{"op": "remove", "path": "/spec/ephemeralContainers/0"}])).expect("patch")),
+            "existing ephemeral containers \"dbg\" may not be removed",
+        ),
+        (
+            Patch::Json(serde_json::from_value(json!([{"op": "replace", "path": "/spec/ephemeralContainers/0/image", "value": "evil:1"}])).expect("patch")),
+            "existing ephemeral containers \"dbg\" may not be changed",
+        ),
+        (
+            Patch::Strategic(json!({"spec": {"ephemeralContainers": [{"name": "dbg3", "image": "busybox:1.36", "targetContainerName": "nope"}]}})),
+            "targetContainerName: Not found: \"nope\"",
+        ),
+        (
+            Patch::Strategic(json!({"spec": {"ephemeralContainers": [{"name": "dbg4", "image": "busybox:1.36", "ports": [{"containerPort": 80}]}]}})),
+            "ports: Forbidden: cannot be set for an Ephemeral Container",
+        ),
+        (
+            Patch::Strategic(json!({"spec": {"ephemeralContainers": [{"name": "c", "image": "busybox:1.36"}]}})),
+            "name: Duplicate value: \"c\"",
+        ),
+    ] {
+        let err = sub(patch).await.expect_err(needle);
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains(needle)),
+            "{needle}: {err:?}"
+        );
+    }
+    // The main endpoint does not add them either.
+    let err = pods
+        .patch("p", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"ephemeralContainers": [{"name": "dbg5", "image": "busybox:1.36"}]}})))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("spec.ephemeralContainers")),
+        "{err:?}"
+    );
+}

@@ -20,10 +20,21 @@ pub fn review_pod(request: &AdmissionRequest<Pod>, cfg: &InjectConfig) -> Admiss
     let Some(pod) = &request.object else {
         return response;
     };
-    if request.sub_resource.as_deref() == Some("ephemeralcontainers") {
-        return match check_ephemeral_containers(pod) {
-            Ok(()) => response,
-            Err(error) => response.deny(format!("{REFUSAL_PREFIX}: {error}")),
+    if request.sub_resource.as_deref() == Some("ephemeralcontainers")
+        && let Err(error) = check_ephemeral_containers(pod)
+    {
+        return response.deny(format!("{REFUSAL_PREFIX}: {error}"));
+    }
+    // Changes to an injected pod (an UPDATE, or its ephemeral containers) keep
+    // its sidecar what the webhook wrote (issue #18, `crate::pod_guard`).
+    if matches!(request.operation, Operation::Update) {
+        return match request
+            .old_object
+            .as_ref()
+            .map(|old| crate::pod_guard::check_update(old, pod))
+        {
+            Some(Err(error)) => response.deny(format!("{REFUSAL_PREFIX}: {error}")),
+            _ => response,
         };
     }
     // Only creation is mutated: a pod's spec is immutable afterwards.

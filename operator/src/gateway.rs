@@ -83,6 +83,8 @@ pub struct Gateway {
     /// True once the operator drains (SIGTERM): waiting bundle long-polls
     /// answer 304 at once, so their sidecars poll again (another replica).
     pub draining: tokio::sync::watch::Receiver<bool>,
+    /// Native or classic sidecars: for the next pod, and where a pod's is expected.
+    pub native_sidecars: crate::native_sidecars::NativeSidecars,
 }
 
 /// An error answer.
@@ -185,7 +187,7 @@ async fn exchange(g: &Gateway, body: &[u8]) -> Result<TokenResponse, Refusal> {
     check_token_holder(
         &pod,
         &subject.pod_uid,
-        &sidecar_config(g),
+        &sidecar_config(g, &pod),
         &g.settings.allowed_sidecar_repositories,
     )
     .map_err(holder_refusal)?;
@@ -332,9 +334,10 @@ pub(crate) async fn authenticate(
 
 /// What a genuine sidecar looks like to this replica: the injector's
 /// settings with the operator's current CA bundle.
-fn sidecar_config(g: &Gateway) -> InjectConfig {
+fn sidecar_config(g: &Gateway, pod: &Pod) -> InjectConfig {
     InjectConfig {
         ca_pem: g.certs.ca_bundle_pem(),
+        native_sidecars: g.native_sidecars.for_pod(pod),
         ..g.settings.inject.clone()
     }
 }
@@ -363,7 +366,7 @@ pub(crate) async fn check_holder(g: &Gateway, claims: &GatewayClaims) -> Result<
     check_token_holder(
         &pod,
         &claims.pod_uid,
-        &sidecar_config(g),
+        &sidecar_config(g, &pod),
         &g.settings.allowed_sidecar_repositories,
     )
     .map_err(holder_refusal)?;
@@ -622,6 +625,7 @@ async fn mutate_pod(State(g): State<Gateway>, body: Bytes) -> Response {
                 connections: g.catalog.inject_targets(&namespace, &service_account),
                 service_account,
                 ca_pem: g.certs.ca_bundle_pem(),
+                native_sidecars: g.native_sidecars.current(),
                 ..g.settings.inject.clone()
             };
             review_pod(&request, &cfg)
@@ -656,7 +660,11 @@ async fn readyz(State(g): State<Gateway>) -> Response {
     if g.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches are still filling").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the caches are still filling, or the operator is shutting down",
+        )
+            .into_response()
     }
 }
 

@@ -2,8 +2,9 @@
 //! controllers for Connection and AccessPolicy (AccessRequest to come).
 //!
 //! The modules here are the pure, testable parts the servers are wired from:
-//! - [`inject`]: the sidecar injector behind the mutating webhook on pods, and
-//!   [`admission`], which turns its result into an AdmissionResponse;
+//! - [`inject`]: the sidecar injector behind the mutating webhook on pods,
+//!   [`pod_guard`], which keeps an injected pod's sidecar as written on pod
+//!   updates, and [`admission`], which turns their results into an AdmissionResponse;
 //! - [`pki`]: the operator's own CA and hot-swappable serving certificate;
 //! - [`gateway_token`]: the gateway JWT, its signing keys, rotation and JWKS;
 //! - [`status`]: the Connection and AccessPolicy status the controllers write;
@@ -46,7 +47,9 @@ pub mod inject;
 pub mod keys;
 pub mod leader;
 pub mod metrics;
+pub mod native_sidecars;
 pub mod pki;
+pub mod pod_guard;
 pub mod run;
 pub mod serve;
 pub mod status;

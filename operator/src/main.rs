@@ -98,6 +98,15 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     drain_grace_seconds: u64,
 
+    /// On SIGTERM/SIGINT: how long the operator keeps serving everything (with
+    /// /readyz failing) before the drain starts, in seconds, so that webhook
+    /// calls and sidecars the Service still routes here during a rollout are
+    /// answered rather than refused. Delay plus drain grace must stay below
+    /// the pod's terminationGracePeriodSeconds (the chart checks).
+    #[arg(long, default_value_t = sluice_operator::run::DEFAULT_DRAIN_DELAY.as_secs(),
+        value_parser = clap::value_parser!(u64).range(0..=300))]
+    drain_delay_seconds: u64,
+
     /// How long injected sidecars give their sessions to end after SIGTERM,
     /// in seconds (their SLUICE_SHUTDOWN_GRACE; at most 3600). A pod whose
     /// terminationGracePeriodSeconds is not at least 5 s longer gets it raised
@@ -289,15 +298,39 @@ fn apply_config_file(
     Ok(())
 }
 
-/// `--check-config`: what the flags and the settings file resolve to. The
-/// notification URL file is named, not read (it may only exist in the pod).
+/// The flags the settings file has no say in.
+fn apply_flags(args: &Args, settings: &mut Settings) -> anyhow::Result<()> {
+    settings.gateway_url = args.gateway_url.clone();
+    settings.namespace = args.namespace.clone();
+    settings.namespace_label = args
+        .injection_namespace_label
+        .split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .context("--injection-namespace-label must be KEY=VALUE")?;
+    settings.token_ttl = Duration::from_secs(args.token_ttl_seconds);
+    settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
+    settings.drain_grace = Duration::from_secs(args.drain_grace_seconds);
+    settings.drain_delay = Duration::from_secs(args.drain_delay_seconds);
+    settings.access_request_retention = args.access_request_retention;
+    settings.webhook_match_conditions = !args.no_webhook_match_conditions;
+    settings.adopt_webhook_configurations = args.adopt_webhook_configurations;
+    if let Some(identity) = &args.identity {
+        settings.identity = identity.clone();
+    }
+    Ok(())
+}
+
+/// `--check-config`: every setting the flags and the settings file resolve
+/// to, one `name: value` line each. The notification URL is not printed (it
+/// may carry a secret), only where it comes from; its file is named, not read
+/// (it may only exist in the pod).
 fn check_config(args: &Args) -> anyhow::Result<String> {
     let mut config = load_config(args)?;
     let url_file = config.notifications.webhook.url_file.take();
     let has_url = config.notifications.webhook.url.is_some();
-    let mut settings = Settings::new(args.listen, WebhookTarget::Listener);
-    settings.namespace = args.namespace.clone();
+    let mut settings = Settings::new(args.listen, webhook_target(args));
     apply_config_file(args, &config, &mut settings)?;
+    apply_flags(args, &mut settings)?;
     let resources = serde_json::to_string(&settings.sidecar_resources)?;
     let notify = match (&args.notify_url, has_url, &url_file) {
         (Some(_), _, _) => "--notify-url".to_string(),
@@ -320,28 +353,122 @@ fn check_config(args: &Args) -> anyhow::Result<String> {
                 ))
         ),
     };
-    Ok(format!(
-        "sidecar image: {}\nsidecar imagePullPolicy: {}\nsidecar resources: {resources}\nsidecar env: {}\nnative sidecars: {}\naudit flush: {}s\nnotifications: {notify}\ncertificates: {certs}\n",
-        settings.sidecar_image,
+    let webhook = match &settings.webhook {
+        WebhookTarget::Url(url) => url.clone(),
+        WebhookTarget::Service { name, port } => {
+            format!("Service {}/{name} port {port}", settings.namespace)
+        }
+        WebhookTarget::Listener => "this listener".to_string(),
+    };
+    let sidecar_env = if settings.sidecar_env.is_empty() {
+        "(defaults)".to_string()
+    } else {
         settings
-            .sidecar_image_pull_policy
-            .as_deref()
-            .unwrap_or("(cluster default)"),
-        if settings.sidecar_env.is_empty() {
-            "(defaults)".to_string()
-        } else {
+            .sidecar_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let native = match settings.native_sidecars {
+        Some(true) => "true (always)",
+        Some(false) => "false (never)",
+        None => "auto (when the API server and every node's kubelet are 1.29+)",
+    };
+    let on = |b: bool| if b { "on" } else { "off" };
+    let lines: Vec<(&str, String)> = vec![
+        ("listen", settings.listen.to_string()),
+        ("webhook", webhook),
+        (
+            "gateway url",
             settings
-                .sidecar_env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
+                .gateway_url
+                .clone()
+                .unwrap_or_else(|| "(the webhook URL, else the Service)".to_string()),
+        ),
+        ("namespace", settings.namespace.clone()),
+        (
+            "settings file",
+            args.config_file
+                .as_ref()
+                .map_or("(none)".to_string(), |p| p.display().to_string()),
+        ),
+        ("sidecar image", settings.sidecar_image.clone()),
+        (
+            "sidecar imagePullPolicy",
+            settings
+                .sidecar_image_pull_policy
+                .clone()
+                .unwrap_or_else(|| "(cluster default)".to_string()),
+        ),
+        ("sidecar resources", resources),
+        ("sidecar env", sidecar_env),
+        (
+            "sidecar shutdown grace",
+            seconds(Duration::from_secs(settings.sidecar_shutdown_grace_seconds)),
+        ),
+        ("native sidecars", native.to_string()),
+        (
+            "injection namespace label",
+            format!(
+                "{}={}",
+                settings.namespace_label.0, settings.namespace_label.1
+            ),
+        ),
+        (
+            "webhook matchConditions",
+            on(settings.webhook_match_conditions).to_string(),
+        ),
+        (
+            "adopt webhook configurations",
+            on(settings.adopt_webhook_configurations).to_string(),
+        ),
+        ("token ttl", seconds(settings.token_ttl)),
+        ("bundle ttl", seconds(settings.bundle_ttl)),
+        ("audit flush", seconds(settings.audit_flush_every)),
+        ("drain delay", seconds(settings.drain_delay)),
+        ("drain grace", seconds(settings.drain_grace)),
+        (
+            "access request retention",
+            retention(settings.access_request_retention),
+        ),
+        ("notifications", notify),
+        ("certificates", certs),
+        ("identity", settings.identity.clone()),
+        (
+            "log format",
+            format!("{:?}", args.log_format).to_lowercase(),
+        ),
+    ];
+    Ok(lines
+        .into_iter()
+        .map(|(name, value)| format!("{name}: {value}\n"))
+        .collect())
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+/// A retention in the unit it was most likely given in (`90d`, `36h`, …).
+fn retention(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+fn webhook_target(args: &Args) -> WebhookTarget {
+    match &args.webhook_url {
+        Some(url) => WebhookTarget::Url(url.clone()),
+        None => WebhookTarget::Service {
+            name: args.service_name.clone(),
+            port: args.service_port,
         },
-        settings
-            .native_sidecars
-            .map_or("auto".to_string(), |n| n.to_string()),
-        settings.audit_flush_every.as_secs(),
-    ))
+    }
 }
 
 /// The settings file: required when named by `--config-file`, optional
@@ -366,31 +493,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no usable Kubernetes API server: set KUBECONFIG, or run in a pod")?;
-    let webhook = match &args.webhook_url {
-        Some(url) => WebhookTarget::Url(url.clone()),
-        None => WebhookTarget::Service {
-            name: args.service_name.clone(),
-            port: args.service_port,
-        },
-    };
-    let mut settings = Settings::new(args.listen, webhook);
-    settings.gateway_url = args.gateway_url.clone();
-    settings.namespace = args.namespace.clone();
+    let mut settings = Settings::new(args.listen, webhook_target(&args));
     apply_config_file(&args, &config, &mut settings)?;
-    settings.namespace_label = args
-        .injection_namespace_label
-        .split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .context("--injection-namespace-label must be KEY=VALUE")?;
-    settings.token_ttl = Duration::from_secs(args.token_ttl_seconds);
-    settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
-    settings.drain_grace = Duration::from_secs(args.drain_grace_seconds);
-    settings.access_request_retention = args.access_request_retention;
-    settings.webhook_match_conditions = !args.no_webhook_match_conditions;
-    settings.adopt_webhook_configurations = args.adopt_webhook_configurations;
-    if let Some(identity) = &args.identity {
-        settings.identity = identity.clone();
-    }
+    apply_flags(&args, &mut settings)?;
     let mut running = start(client, settings).await?;
     tracing::info!(
         addr = %running.addr,
@@ -529,6 +634,165 @@ mod tests {
             "99999999999999999999d",
         ] {
             assert!(parse_retention(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// `--check-config` prints every flag's value: each flag below, given
+    /// alone, shows in the output where the default does not; and every flag
+    /// of the binary is in the list.
+    #[test]
+    fn check_config_prints_every_flag() {
+        use clap::CommandFactory as _;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path = file.path().display().to_string();
+        let cases: Vec<(&str, String, String)> = [
+            (
+                "listen",
+                "--listen=127.0.0.1:9443",
+                "listen: 127.0.0.1:9443",
+            ),
+            (
+                "webhook_url",
+                "--webhook-url=https://hooks.test:9443",
+                "webhook: https://hooks.test:9443",
+            ),
+            (
+                "gateway_url",
+                "--gateway-url=https://gw.test:1",
+                "gateway url: https://gw.test:1",
+            ),
+            ("namespace", "--namespace=ops-x", "namespace: ops-x"),
+            ("config_file", "--config-file=PATH", "settings file: PATH"),
+            (
+                "cert_dir",
+                "--cert-dir=/etc/certs-x",
+                "certificates: /etc/certs-x (caBundle: ca.crt",
+            ),
+            (
+                "cert_manager_certificate",
+                "--cert-manager-certificate=ns-x/cert-x",
+                "cainjector from ns-x/cert-x",
+            ),
+            (
+                "sidecar_image",
+                "--sidecar-image=reg.test/sc:9",
+                "sidecar image: reg.test/sc:9",
+            ),
+            (
+                "native_sidecars",
+                "--native-sidecars=never",
+                "native sidecars: false (never)",
+            ),
+            (
+                "injection_namespace_label",
+                "--injection-namespace-label=team=x",
+                "injection namespace label: team=x",
+            ),
+            (
+                "service_name",
+                "--service-name=svc-x",
+                "webhook: Service sluice-system/svc-x port 443",
+            ),
+            (
+                "service_port",
+                "--service-port=8444",
+                "webhook: Service sluice-system/sluice-operator port 8444",
+            ),
+            (
+                "token_ttl_seconds",
+                "--token-ttl-seconds=901",
+                "token ttl: 901s",
+            ),
+            (
+                "bundle_ttl_seconds",
+                "--bundle-ttl-seconds=902",
+                "bundle ttl: 902s",
+            ),
+            (
+                "drain_grace_seconds",
+                "--drain-grace-seconds=23",
+                "drain grace: 23s",
+            ),
+            (
+                "drain_delay_seconds",
+                "--drain-delay-seconds=7",
+                "drain delay: 7s",
+            ),
+            (
+                "sidecar_shutdown_grace_seconds",
+                "--sidecar-shutdown-grace-seconds=41",
+                "sidecar shutdown grace: 41s",
+            ),
+            (
+                "access_request_retention",
+                "--access-request-retention=36h",
+                "access request retention: 36h",
+            ),
+            (
+                "audit_flush_seconds",
+                "--audit-flush-seconds=31",
+                "audit flush: 31s",
+            ),
+            (
+                "no_webhook_match_conditions",
+                "--no-webhook-match-conditions",
+                "webhook matchConditions: off",
+            ),
+            (
+                "adopt_webhook_configurations",
+                "--adopt-webhook-configurations",
+                "adopt webhook configurations: on",
+            ),
+            (
+                "notify_url",
+                "--notify-url=https://hooks.test/x",
+                "notifications: --notify-url",
+            ),
+            ("identity", "--identity=replica-x", "identity: replica-x"),
+            ("log_format", "--log-format=json", "log format: json"),
+        ]
+        .into_iter()
+        .map(|(id, flag, line)| (id, flag.replace("PATH", &path), line.replace("PATH", &path)))
+        .collect();
+        for arg in Args::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["check_config", "help", "version"].contains(&id) {
+                continue;
+            }
+            assert!(
+                cases.iter().any(|(c, _, _)| *c == id),
+                "--{id} is not covered: add it to --check-config and to this test"
+            );
+        }
+        let defaults = check_config(&Args::try_parse_from(["sluice-operator"]).unwrap()).unwrap();
+        for line in [
+            "drain delay: 5s",
+            "drain grace: 20s",
+            "access request retention: 90d",
+            "adopt webhook configurations: off",
+            "native sidecars: auto",
+        ] {
+            assert!(
+                defaults.contains(line),
+                "{line:?} missing from:\n{defaults}"
+            );
+        }
+        assert!(!defaults.contains("hooks.test"));
+        for (id, flag, line) in &cases {
+            let mut argv = vec!["sluice-operator".to_string()];
+            if *id == "cert_manager_certificate" {
+                argv.push("--cert-dir=/etc/c".to_string());
+            }
+            argv.push(flag.clone());
+            let text = check_config(&Args::try_parse_from(&argv).unwrap()).unwrap();
+            assert!(
+                text.contains(line.as_str()),
+                "{flag}: {line:?} missing from:\n{text}"
+            );
+            assert!(
+                !defaults.contains(line.as_str()),
+                "{flag}: the default prints {line:?} too"
+            );
         }
     }
 

@@ -25,6 +25,7 @@ use crate::inject::{InjectConfig, default_sidecar_resources};
 use crate::keys::{GatewayKeys, KeysError};
 use crate::leader::{LeaseTimings, campaign};
 use crate::metrics::Metrics;
+use crate::native_sidecars::NativeSidecars;
 use crate::pki::{PkiError, SubjectNames};
 use crate::serve::serve_tls;
 use crate::token_holder::repository;
@@ -104,6 +105,13 @@ pub struct Settings {
     /// and write the last audit counters; keep it below the pod's
     /// `terminationGracePeriodSeconds`.
     pub drain_grace: Duration,
+    /// How long the operator keeps serving after SIGTERM, `/readyz` failing,
+    /// before the drain starts: the Service may still route webhook calls and
+    /// sidecars to this pod until the endpoints catch up, and the webhooks fail
+    /// closed. Zero here (the binary's `--drain-delay-seconds` defaults to
+    /// [`DEFAULT_DRAIN_DELAY`]); delay + grace must stay below the pod's
+    /// `terminationGracePeriodSeconds`.
+    pub drain_delay: Duration,
     /// How long settled AccessRequests are kept before they are deleted.
     pub access_request_retention: Duration,
 }
@@ -136,10 +144,16 @@ impl Settings {
             notify_url: None,
             adopt_webhook_configurations: false,
             drain_grace: Duration::from_secs(20),
+            drain_delay: Duration::ZERO,
             access_request_retention: crate::approvals_controller::DEFAULT_RETENTION,
         }
     }
 }
+
+/// The binary's `--drain-delay-seconds` default: long enough for the
+/// endpoints to drop a terminating pod in most clusters (kube-proxy and the
+/// API server's Service resolution follow EndpointSlices within seconds).
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 
 /// Why the operator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +215,7 @@ pub struct Running {
     /// The gateway signing keys this replica uses.
     pub keys: GatewayKeys,
     catalog: Catalog,
+    native_sidecars: NativeSidecars,
     tasks: JoinSet<()>,
     client: Client,
     namespace: String,
@@ -211,6 +226,10 @@ pub struct Running {
 /// What a drain stops in order: the server, the periodic audit flush, then
 /// one last flush.
 struct Drain {
+    /// Kept serving, `/readyz` failing, for this long first.
+    delay: Duration,
+    /// `/readyz`: cleared when the delay starts.
+    ready: Arc<AtomicBool>,
     draining: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     flusher: tokio::task::JoinHandle<()>,
@@ -226,22 +245,38 @@ impl Running {
 
     /// Waits until the caches are filled (what `/readyz` reports).
     pub async fn ready(&self) -> bool {
+        self.native_sidecars.decided().await;
         self.catalog.ready().await
     }
 
     /// Drains, then stops every task and gives up the leader Lease if this
-    /// replica holds it. Draining closes the listener, answers waiting bundle
+    /// replica holds it. First, for the drain delay, everything is served as
+    /// before but `/readyz` fails. Draining then closes the listener, answers waiting bundle
     /// long-polls with 304, lets the requests in flight (audit uploads, token
     /// exchanges) finish and writes the audit counters taken in — all within
     /// the drain grace; what is still running after it is cut.
     pub async fn shutdown(mut self) {
         let Drain {
+            delay,
+            ready,
             draining,
             mut server,
             mut flusher,
             audit,
             grace,
         } = self.drain;
+        // The Service may still send webhook calls and sidecars here until the
+        // endpoints drop this pod: keep serving them (a preStop sleep would
+        // need Kubernetes 1.30 and a shell-less image cannot exec one), and
+        // fail /readyz so the endpoints drop it sooner.
+        if !delay.is_zero() {
+            ready.store(false, Ordering::Relaxed);
+            tracing::info!(
+                delay_seconds = delay.as_secs_f64(),
+                "still serving while the Service stops routing here; then draining"
+            );
+            tokio::time::sleep(delay).await;
+        }
         let deadline = tokio::time::Instant::now() + grace;
         let _ = draining.send(true);
         if tokio::time::timeout_at(deadline, &mut server)
@@ -321,23 +356,32 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     )
     .await?;
     let keys = GatewayKeys::load_or_create(client.clone(), &settings.namespace).await?;
-    let native_sidecars = match settings.native_sidecars {
-        Some(n) => n,
+    // `auto` (no flag): the API server's version, then every node's kubelet
+    // (crate::native_sidecars).
+    let api_server_native = match settings.native_sidecars {
+        Some(_) => None,
         None => {
             let info = client
                 .apiserver_version()
                 .await
                 .map_err(StartError::Version)?;
-            let minor: u32 = info
-                .minor
-                .trim_end_matches(|c: char| !c.is_ascii_digit())
-                .parse()
-                .unwrap_or(0);
-            info.major == "1" && minor >= 29 || info.major.parse::<u32>().is_ok_and(|m| m > 1)
+            Some(crate::native_sidecars::supports_native(&format!(
+                "{}.{}",
+                info.major, info.minor
+            )))
         }
     };
 
     let mut tasks = JoinSet::new();
+    let native_sidecars = match (settings.native_sidecars, api_server_native) {
+        (Some(native), _) => NativeSidecars::fixed(native),
+        (None, api_server) => {
+            let (decider, drive) =
+                NativeSidecars::auto(client.clone(), api_server.unwrap_or(false));
+            tasks.spawn(drive);
+            decider
+        }
+    };
     let (catalog, drive) = Catalog::watch(&client);
     tasks.spawn(drive);
     let metrics = Arc::new(Metrics::new());
@@ -345,7 +389,10 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     {
         let catalog = catalog.clone();
         let ready = ready.clone();
+        let native_sidecars = native_sidecars.clone();
         tasks.spawn(async move {
+            // The injector's first pods wait for the first node list.
+            native_sidecars.decided().await;
             if catalog.ready().await {
                 ready.store(true, Ordering::Relaxed);
             }
@@ -389,7 +436,8 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
                 gateway_url: gateway_url.clone(),
                 ca_pem: String::new(),
                 admin_port: 15020,
-                native_sidecars,
+                // Decided per pod (`Gateway::native_sidecars`).
+                native_sidecars: native_sidecars.current(),
                 resources: settings.sidecar_resources.clone(),
                 service_account: String::new(),
                 connections: Vec::new(),
@@ -400,6 +448,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         ready,
         approvals: approvals.clone(),
         draining: draining_rx.clone(),
+        native_sidecars: native_sidecars.clone(),
     };
     let tls = certs.resolver().server_config(&[b"http/1.1"])?;
     // Certificates from a directory (cert-manager's Secret, mounted): every
@@ -503,11 +552,14 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         leading,
         keys,
         catalog,
+        native_sidecars,
         tasks,
         client,
         namespace: settings.namespace.clone(),
         identity: settings.identity.clone(),
         drain: Drain {
+            delay: settings.drain_delay,
+            ready: gateway.ready.clone(),
             draining,
             server,
             flusher,

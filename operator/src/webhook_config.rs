@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 
-use crate::inject::INJECT_ANNOTATION;
+use crate::inject::{INJECT_ANNOTATION, TOKEN_VOLUME_NAME};
 
 /// HTTPS path of the pod injection webhook.
 pub const POD_INJECTION_PATH: &str = "/mutate/pods";
@@ -297,7 +297,8 @@ pub fn validating_needs_apply(
 ///
 /// Narrow on purpose, since `failurePolicy: Fail` makes an unreachable operator
 /// block pod creation wherever the webhook applies: only pod CREATE (and
-/// ephemeral-container updates, which are checked, not mutated), only in
+/// updates of injected pods and their ephemeral containers, which are checked
+/// by [`crate::pod_guard`], not mutated), only in
 /// labelled non-system namespaces other than the operator's, never the
 /// operator's own pods, and only pods carrying the `sluice.dev/inject`
 /// annotation (a match condition, so the API server does not even call the
@@ -351,6 +352,9 @@ pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhoo
                 // `kubectl debug` on an injected pod: refused when it would
                 // reach the sidecar's memory or token.
                 pod_rule("UPDATE", "pods/ephemeralcontainers"),
+                // `kubectl set image`, annotate...: refused when it would change
+                // what the webhook wrote (`crate::pod_guard`).
+                pod_rule("UPDATE", "pods"),
             ]),
             namespace_selector: Some(LabelSelector {
                 match_labels: Some(BTreeMap::from([(label_key, label_value)])),
@@ -368,14 +372,25 @@ pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhoo
                 }]),
                 match_labels: None,
             }),
-            match_conditions: settings.match_conditions.then(|| vec![MatchCondition {
-                name: "opted-in".to_string(),
-                expression: format!(
-                    "has(object.metadata.annotations) && '{INJECT_ANNOTATION}' in object.metadata.annotations"
-                ),
-            }]),
+            match_conditions: settings.match_conditions.then(|| {
+                vec![MatchCondition {
+                    name: "opted-in".to_string(),
+                    expression: pod_match_condition(),
+                }]
+            }),
         }]),
     }
+}
+
+/// The pod webhook's match condition: a pod created with the opt-in
+/// annotation, or a change to a pod that was injected, judged by its old
+/// object's `sluice-token` volume (volumes cannot change, annotations can: an
+/// update removing the annotations first must not hide the next one). The
+/// chart's `templates/webhooks.yaml` carries the same text.
+pub fn pod_match_condition() -> String {
+    format!(
+        "(has(object.metadata.annotations) && '{INJECT_ANNOTATION}' in object.metadata.annotations) || (request.operation == 'UPDATE' && has(oldObject.spec.volumes) && oldObject.spec.volumes.exists(v, v.name == '{TOKEN_VOLUME_NAME}'))"
+    )
 }
 
 /// Name of the configurations (mutating and validating) on AccessRequests.
@@ -553,6 +568,32 @@ mod tests {
                 .unwrap()
                 .contains("'sluice.dev/inject' in object.metadata.annotations")
         );
+    }
+
+    /// The chart ships the pod webhook (`templates/webhooks.yaml`); the
+    /// adopting operator would otherwise patch it back on every install.
+    #[test]
+    fn the_chart_ships_the_same_pod_rules_and_condition() {
+        let chart = include_str!("../../charts/sluice/templates/webhooks.yaml");
+        assert!(
+            chart.contains(&format!("expression: \"{}\"", pod_match_condition())),
+            "the chart's matchConditions differ from pod_match_condition()"
+        );
+        let cfg = pod_injection_configuration(&settings(WebhookEndpoint::Url("https://x".into())));
+        let rules = cfg.webhooks.unwrap()[0].rules.clone().unwrap();
+        for rule in &rules {
+            let (op, resource) = (
+                &rule.operations.as_ref().unwrap()[0],
+                &rule.resources.as_ref().unwrap()[0],
+            );
+            assert!(
+                chart.contains(&format!(
+                    "operations: [{op}]\n        resources: [{resource}]\n"
+                )),
+                "the chart lacks the rule {op} {resource}"
+            );
+        }
+        assert_eq!(rules.len(), 3);
     }
 
     #[test]

@@ -353,6 +353,8 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
                 &url,
                 "--audit-flush-seconds=3600",
                 "--drain-grace-seconds=25",
+                // The drain itself, at once (the delay has its own test).
+                "--drain-delay-seconds=0",
             ])
             .env("KUBECONFIG", cluster.kubeconfig_path())
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -644,4 +646,121 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
         .unwrap();
     let counters = policy.status.unwrap().counters.unwrap();
     assert_eq!(counters.denied, 3, "{counters:?}");
+}
+
+/// Issue #19: between SIGTERM and the drain the operator keeps serving for
+/// `--drain-delay-seconds`, `/readyz` failing so the endpoints drop it: a
+/// webhook call and a gateway request arriving on new connections during the
+/// delay are answered (without the delay the listener closes at SIGTERM and
+/// the fail-closed webhook call fails). Then it drains and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_during_the_drain_delay_are_served() {
+    let (cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://127.0.0.1:{port}");
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--webhook-url",
+                &url,
+                // Ample for the requests below on a loaded machine.
+                "--drain-delay-seconds=10",
+            ])
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let registered = bounded(
+        "webhook configuration",
+        await_condition(
+            webhooks,
+            "sluice-operator",
+            |w: Option<&MutatingWebhookConfiguration>| {
+                w.and_then(|w| w.webhooks.as_ref())
+                    .and_then(|w| w.first())
+                    .is_some_and(|w| w.client_config.ca_bundle.is_some())
+            },
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ca = String::from_utf8(
+        registered.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .clone()
+            .unwrap()
+            .0,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let readyz = |ca: String| async move {
+        support::call(addr, &ca, "GET", "/readyz", &[], None)
+            .await
+            .0
+    };
+    bounded("readyz", async {
+        while readyz(ca.clone()).await != 200 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // SIGTERM is handled: /readyz fails, on a new connection.
+    bounded("readyz to fail", async {
+        while readyz(ca.clone()).await != 503 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // A webhook call, as the API server makes it, is still answered.
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "3c3f9e4c-0000-4000-8000-000000000001",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop", "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+            "dryRun": false}
+    });
+    let (status, _, body) =
+        support::call(addr, &ca, "POST", "/mutate/pods", &[], Some(review)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert_eq!(
+        answer["response"]["uid"], "3c3f9e4c-0000-4000-8000-000000000001",
+        "{answer}"
+    );
+    let (status, _, _) = support::call(addr, &ca, "GET", "/v1/jwks", &[], None).await;
+    assert_eq!(status, 200);
+
+    let exit = bounded("the operator to exit", async {
+        loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(exit.code(), Some(0), "{exit}");
 }

@@ -1317,23 +1317,40 @@ async fn only_a_genuine_sidecar_gets_credentials() {
     let (status, body) = env.exchange(&token).await;
     assert_eq!(status, 403, "{body}");
 
-    // The spec's image changed in place (kubectl set image) is refused too.
+    // The spec's image changed in place (kubectl set image) is refused too:
+    // at admission (the pod webhook sees updates of injected pods) and, where
+    // the webhook is not called (the namespace lost its label), by the gateway.
     let copy_bearer = {
         let (status, body) = env.exchange(&copy_token).await;
         assert_eq!(status, 200, "{body}");
         format!("Bearer {}", body["token"].as_str().unwrap())
     };
-    pods.patch(
-        "copy",
-        &PatchParams::default(),
-        &Patch::Json::<()>(
+    let evil_image = || {
+        Patch::Json::<()>(
             serde_json::from_value(json!([{"op": "replace",
                 "path": "/spec/initContainers/0/image", "value": "evil.example/sidecar:1"}]))
             .unwrap(),
-        ),
-    )
-    .await
-    .unwrap();
+        )
+    };
+    let err = pods
+        .patch("copy", &PatchParams::default(), &evil_image())
+        .await
+        .expect_err("refused at admission");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403 && s.message.contains("may not change (image differ)")),
+        "{err:?}"
+    );
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(env.client.clone())
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"sluice.dev/injection": null}}})),
+        )
+        .await
+        .unwrap();
+    pods.patch("copy", &PatchParams::default(), &evil_image())
+        .await
+        .unwrap();
     let (status, _, body) = env
         .call(
             "GET",

@@ -1,18 +1,16 @@
 //! HTTP plumbing: TLS accept loop, authentication, routing, and responses.
 
 use super::error::ApiError;
-use super::registry::{ResourceType, Special};
+use super::registry::Special;
+use super::request::{Body, Req, Target};
 use super::{Inner, UserInfo, ops, table, tokens, watch};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-
-/// Response body: a full JSON document or a watch stream.
-pub type Body = BoxBody<Bytes, Infallible>;
 
 /// Largest request body accepted; bigger ones are refused, not buffered.
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -41,70 +39,6 @@ pub(super) async fn serve(
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });
-    }
-}
-
-/// A parsed request.
-pub(super) struct Req {
-    pub method: Method,
-    pub path: String,
-    pub query: HashMap<String, String>,
-    pub accept: String,
-    pub content_type: String,
-    pub body: Bytes,
-    pub user: UserInfo,
-    pub user_agent: String,
-    /// Warnings for the client, sent as `Warning: 299 - "..."` headers.
-    pub warnings: std::sync::Mutex<Vec<String>>,
-}
-
-impl Req {
-    pub fn q(&self, key: &str) -> Option<&str> {
-        self.query
-            .get(key)
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
-    }
-
-    pub fn json_body(&self) -> Result<Value, ApiError> {
-        if self.body.is_empty() {
-            return Err(ApiError::bad_request(
-                "the request body is empty; send a JSON object",
-            ));
-        }
-        if self
-            .content_type
-            .starts_with("application/vnd.kubernetes.protobuf")
-        {
-            return super::protobuf::decode(&self.body).map_err(ApiError::unsupported_media_type);
-        }
-        serde_json::from_slice(&self.body)
-            .or_else(|_| serde_yaml::from_slice::<Value>(&self.body))
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
-    }
-
-    /// The field manager: the query parameter, else the user agent's program
-    /// name (what kube-apiserver does).
-    pub fn manager(&self) -> String {
-        match self.q("fieldManager") {
-            Some(m) => m.to_string(),
-            None => match self.user_agent.split('/').next() {
-                Some(ua) if !ua.is_empty() => ua.to_string(),
-                _ => "unknown".to_string(),
-            },
-        }
-    }
-
-    /// Queues a warning for the client.
-    pub fn warn(&self, message: String) {
-        self.warnings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(message);
-    }
-
-    pub fn dry_run(&self) -> bool {
-        self.query.get("dryRun").is_some_and(|v| v == "All")
     }
 }
 
@@ -287,14 +221,6 @@ fn text(s: &str) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-/// Where a resource request points.
-pub(super) struct Target {
-    pub rt: Arc<ResourceType>,
-    pub ns: String,
-    pub name: Option<String>,
-    pub sub: Option<String>,
-}
-
 async fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<Body>, ApiError> {
     let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
     let registry = inner.lock().registry.clone();
@@ -455,6 +381,19 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
     match t.sub.as_deref() {
         None => {}
         Some("status") if t.rt.status => {}
+        // k8s.io/kubernetes pkg/registry/core/pod/storage/storage.go
+        // `EphemeralContainersREST`: get, update and patch of one pod; what
+        // changes is only `spec.ephemeralContainers` (ops::prepare_update).
+        Some("ephemeralcontainers")
+            if t.rt.special == Special::Pod
+                && (t.name.is_none()
+                    || ![Method::GET, Method::PUT, Method::PATCH].contains(&req.method)) =>
+        {
+            return Err(ApiError::method_not_allowed(
+                "the ephemeralcontainers subresource supports get, update and patch of one pod",
+            ));
+        }
+        Some("ephemeralcontainers") if t.rt.special == Special::Pod => {}
         Some("token") if t.rt.special == Special::ServiceAccount => {
             if req.method != Method::POST {
                 return Err(ApiError::method_not_allowed(

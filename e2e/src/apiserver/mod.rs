@@ -16,6 +16,7 @@ mod pod_proxy;
 mod protobuf;
 pub mod rbac;
 pub mod registry;
+mod request;
 pub mod schema;
 pub mod selectors;
 pub mod store;

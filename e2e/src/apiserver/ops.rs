@@ -3,8 +3,8 @@
 
 use super::admission::{self, Attrs};
 use super::error::{ApiError, Cause, qualified};
-use super::http::{Req, Target};
 use super::registry::{Registry, ResourceType, Special};
+use super::request::{Req, Target};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{key_of, rv_of};
 use super::{Inner, State, patch, schema, validation};
@@ -318,6 +318,23 @@ fn prepare_create(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
             if !obj["spec"].is_object() {
                 obj["spec"] = json!({});
             }
+            // k8s.io/kubernetes pkg/apis/core/validation/validation.go
+            // `ValidatePodCreate`: ephemeral containers come only through the
+            // `ephemeralcontainers` subresource of an existing pod.
+            if obj["spec"]["ephemeralContainers"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+            {
+                return Err(ApiError::invalid(
+                    rt,
+                    meta_str(obj, "name"),
+                    vec![Cause {
+                        reason: "FieldValueForbidden",
+                        field: "spec.ephemeralContainers".into(),
+                        message: "Forbidden: cannot be set on create".into(),
+                    }],
+                ));
+            }
             pod_defaults(&mut obj["spec"]);
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
@@ -329,6 +346,9 @@ fn prepare_create(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
             move_string_data(obj);
         }
         Special::Crd => crd_prepare(obj, None)?,
+        // A kubelet registers its Node with its status (node/strategy.go
+        // `PrepareForCreate` does not clear it).
+        Special::None if rt.kind == "Node" && rt.group.is_empty() => {}
         _ => {
             if rt.status
                 && let Some(m) = obj.as_object_mut()
@@ -374,7 +394,8 @@ fn pod_defaults(spec: &mut Value) {
             spec[k] = v;
         }
     }
-    for list in ["initContainers", "containers"] {
+    // `SetDefaults_EphemeralContainer` defaults its common part as a container's.
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
         for c in spec[list].as_array_mut().into_iter().flatten() {
             if c["imagePullPolicy"].is_null() {
                 let image = c["image"].as_str().unwrap_or_default();
@@ -670,8 +691,16 @@ fn builtin_checks(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
 
 /// What kube checks of an update against the stored object: pod spec immutability
 /// (`ValidatePodUpdate`) and a Deployment's immutable selector.
-fn update_checks(rt: &ResourceType, old: &Value, new: &Value) -> Result<(), ApiError> {
+fn update_checks(
+    rt: &ResourceType,
+    sub: Option<&str>,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
     let causes = match rt.special {
+        Special::Pod if sub == Some("ephemeralcontainers") => {
+            validation::pod_ephemeral_update(old, new)
+        }
         Special::Pod => validation::pod_update(old, new),
         _ if is_deployment(rt) => validation::deployment_update(old, new),
         _ => Vec::new(),
@@ -857,6 +886,13 @@ pub(super) async fn create_object(
         warnings: &req.warnings,
     };
     let mut obj = admission::mutate(inner, &attrs, presented).await?;
+    // The webhook's result is decoded with defaulting, as the first body was
+    // (k8s.io/apiserver pkg/admission/plugin/webhook/mutating/dispatcher.go:
+    // the patched object goes through the scheme's defaulter): a container a
+    // webhook adds is stored with its defaults, as later updates send it.
+    if rt.special == Special::Pod && obj["spec"].is_object() {
+        pod_defaults(&mut obj["spec"]);
+    }
     if generate && meta_str(&obj, "name").is_empty() {
         let prefix = meta_str(&obj, "generateName").to_string();
         obj["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
@@ -970,6 +1006,24 @@ fn prepare_update(
             ));
         }
         None => {}
+    }
+    if t.sub.as_deref() == Some("ephemeralcontainers") {
+        // k8s.io/kubernetes pkg/registry/core/pod/strategy.go
+        // `dropNonEphemeralContainerUpdates`: spec, status and metadata stay
+        // the stored pod's; only `spec.ephemeralContainers` is taken.
+        let mut out = old.clone();
+        match new["spec"].get("ephemeralContainers") {
+            Some(list) if !list.is_null() => {
+                out["spec"]["ephemeralContainers"] = list.clone();
+                pod_defaults(&mut out["spec"]);
+            }
+            _ => {
+                if let Some(m) = out["spec"].as_object_mut() {
+                    m.remove("ephemeralContainers");
+                }
+            }
+        }
+        return Ok(out);
     }
     if t.sub.as_deref() == Some("status") {
         let mut out = old.clone();
@@ -1122,7 +1176,7 @@ where
             validation::default_webhooks(&mut new);
         }
         builtin_checks(rt, &new)?;
-        update_checks(rt, &cur_p, &new)?;
+        update_checks(rt, t.sub.as_deref(), &cur_p, &new)?;
         if rt.generation && strip(&new) != strip(&cur_p) {
             let generation = cur_p["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(generation + 1);

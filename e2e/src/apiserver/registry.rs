@@ -181,6 +181,22 @@ pub fn builtins() -> Vec<ResourceType> {
             S::Namespace,
             &["status.phase"],
         ),
+        // Nodes: cluster-scoped, status (`nodeInfo.kubeletVersion`) written by
+        // kubelets (here: by tests, on create or through `nodes/status`).
+        // k8s.io/kubernetes pkg/registry/core/node/strategy.go keeps status on
+        // create and ignores it on main-endpoint updates.
+        builtin(
+            "",
+            "v1",
+            "nodes",
+            "Node",
+            false,
+            &["no"],
+            true,
+            false,
+            S::None,
+            &["spec.unschedulable"],
+        ),
         builtin(
             "",
             "v1",
@@ -595,6 +611,10 @@ impl Registry {
                 resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
                     "kind": t.kind, "verbs": ["get", "patch", "update"]}));
             }
+            if t.special == Special::Pod {
+                resources.push(json!({"name": "pods/ephemeralcontainers", "singularName": "", "namespaced": true,
+                    "kind": "Pod", "verbs": ["get", "patch", "update"]}));
+            }
             if t.special == Special::ServiceAccount {
                 resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
                     "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
@@ -668,6 +688,9 @@ fn aggregated_resource(t: &ResourceType) -> Value {
     let mut subresources = Vec::new();
     if t.status {
         subresources.push(json!({"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}));
+    }
+    if t.special == Special::Pod {
+        subresources.push(json!({"subresource": "ephemeralcontainers", "responseKind": kind, "verbs": ["get", "patch", "update"]}));
     }
     if t.special == Special::ServiceAccount {
         subresources.push(json!({"subresource": "token",

@@ -1,7 +1,7 @@
 //! The `meta.k8s.io/v1` Table format kubectl asks for, with CRD printer columns.
 
-use super::http::Req;
 use super::registry::{ResourceType, Special};
+use super::request::Req;
 use serde_json::{Value, json};
 
 fn col(name: &str, ty: &str, format: &str, description: &str, priority: u8) -> Value {

@@ -1,8 +1,8 @@
 //! Bearer-token authentication, TokenRequest (`serviceaccounts/token`) and TokenReview.
 
 use super::error::{ApiError, Cause};
-use super::http::Target;
 use super::ops::{now, stored};
+use super::request::Target;
 use super::{API_AUDIENCE, Inner, UserInfo};
 use serde_json::{Value, json};
 

@@ -518,6 +518,135 @@ pub fn pod_update(old: &Value, new: &Value) -> Vec<Cause> {
     causes
 }
 
+/// Fields an ephemeral container may set (k8s.io/kubernetes pkg/apis/core/validation/
+/// validation.go `allowedEphemeralContainerFields`); the others "cannot be set for an
+/// Ephemeral Container" (ports, probes, lifecycle, resources, restartPolicy...).
+const EPHEMERAL_ALLOWED: [&str; 19] = [
+    "name",
+    "image",
+    "command",
+    "args",
+    "workingDir",
+    "envFrom",
+    "env",
+    "volumeMounts",
+    "volumeDevices",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "imagePullPolicy",
+    "securityContext",
+    "stdin",
+    "stdinOnce",
+    "tty",
+    "targetContainerName",
+    // Defaulted to `{}` by the v1 encoding; refused below when not empty.
+    "resources",
+    "resizePolicy",
+];
+
+/// An update through the `ephemeralcontainers` subresource (validation.go
+/// `ValidatePodEphemeralContainersUpdate`, `validateEphemeralContainers`): existing
+/// ephemeral containers may be neither removed nor changed; a new one has a name
+/// unique among all the pod's containers, an image, only the allowed fields, no
+/// `subPath` mounts, mounts of existing volumes, and a `targetContainerName` naming
+/// a container or init container of the pod.
+pub fn pod_ephemeral_update(old: &Value, new: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let list = |pod: &Value| {
+        pod["spec"]["ephemeralContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (before, after) = (list(old), list(new));
+    let path = "spec.ephemeralContainers";
+    for o in &before {
+        let name = o["name"].as_str().unwrap_or_default();
+        match after.iter().find(|n| n["name"] == o["name"]) {
+            None => causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: path.into(),
+                message: format!(
+                    "Forbidden: existing ephemeral containers {name:?} may not be removed\n"
+                ),
+            }),
+            Some(n) if n != o => causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: path.into(),
+                message: format!(
+                    "Forbidden: existing ephemeral containers {name:?} may not be changed\n"
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    let spec = &new["spec"];
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let others: Vec<&str> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|l| spec[*l].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, c) in after.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let name = c["name"].as_str().unwrap_or_default();
+        if !name.is_empty() && (others.contains(&name) || seen.contains(&name)) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: format!("{at}.name"),
+                message: format!("Duplicate value: {name:?}"),
+            });
+        }
+        seen.push(name);
+        if before.iter().any(|o| o["name"] == c["name"]) {
+            continue;
+        }
+        container(c, &at, &volumes, false, &mut causes);
+        for (field, value) in c.as_object().into_iter().flatten() {
+            let empty = value.is_null() || value.as_object().is_some_and(|m| m.is_empty());
+            if !EPHEMERAL_ALLOWED.contains(&field.as_str()) || (field == "resources" && !empty) {
+                causes.push(Cause {
+                    reason: "FieldValueForbidden",
+                    field: format!("{at}.{field}"),
+                    message: "Forbidden: cannot be set for an Ephemeral Container".into(),
+                });
+            }
+        }
+        for (j, m) in c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            for f in ["subPath", "subPathExpr"] {
+                if m[f].as_str().is_some_and(|s| !s.is_empty()) {
+                    causes.push(Cause {
+                        reason: "FieldValueForbidden",
+                        field: format!("{at}.volumeMounts[{j}].{f}"),
+                        message: "Forbidden: cannot be set for an Ephemeral Container".into(),
+                    });
+                }
+            }
+        }
+        if let Some(target) = c["targetContainerName"].as_str().filter(|t| !t.is_empty())
+            && !others.contains(&target)
+        {
+            causes.push(Cause {
+                reason: "FieldValueNotFound",
+                field: format!("{at}.targetContainerName"),
+                message: format!("Not found: {target:?}"),
+            });
+        }
+    }
+    causes
+}
+
 /// Checks Secret data is base64; returns the decoding error kube reports as 400.
 pub fn secret_data(obj: &Value) -> Result<(), String> {
     for (k, v) in obj["data"].as_object().into_iter().flatten() {

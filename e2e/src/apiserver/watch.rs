@@ -2,9 +2,9 @@
 
 use super::Inner;
 use super::error::ApiError;
-use super::http::{Body, Req, Target};
 use super::ops::{matches, partial, present, selectors};
 use super::registry::ResourceType;
+use super::request::{Body, Req, Target};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::Change;
 use super::table::table_with;
