@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::Inner;
 use super::error::ApiError;
-use super::http::{Body, Req};
+use super::request::{Body, Req};
 
 /// Largest answer relayed from a pod.
 const MAX_ANSWER: usize = 8 * 1024 * 1024;
