@@ -308,7 +308,7 @@ fn authenticate(
     if let (Some(ns), Some(sa), Some(pod)) =
         (&payload.namespace, &payload.service_account, &payload.pod)
     {
-        let prefix = sluice_policy::gateway::stream_prefix(ns, sa, pod);
+        let prefix = sluice_policy::wire::stream_prefix(ns, sa, pod);
         if !payload.stream.starts_with(&prefix) {
             return Err(format!(
                 "it was signed for {ns}/{sa} in pod {pod}, whose streams start with {prefix:?}, not for stream {}",

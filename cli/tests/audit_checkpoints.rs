@@ -14,7 +14,7 @@ use sluice_e2e::{Options, TestCluster};
 use sluice_operator::checkpoint_history::{self, HistoryEntry};
 use sluice_operator::gateway_token::KeySet;
 use sluice_policy::audit::{AuditChain, AuditCommand, AuditEventDraft, AuditKind, ChainHead};
-use sluice_policy::gateway::{SignedHead, stream_prefix};
+use sluice_policy::wire::{SignedHead, stream_prefix};
 
 fn kubectl_sluice(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"))

@@ -52,7 +52,7 @@ use sluice_crds::{
     AccessRequest, Action, MAX_STATEMENT_BYTES, RequestPhase, Requester, TRUNCATED_MARKER, Verdict,
 };
 use sluice_policy::engine::Identity;
-use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
+use sluice_policy::wire::{ApprovalAsk, ApprovalTicket};
 
 use crate::approvals::{
     Approver, Ask, COMMAND_LABEL, REQUESTER_LABEL, bind_decisions, check_create, is_reusable,

@@ -77,7 +77,7 @@ pub const ADMIN_PORT_NAME: &str = "sluice-admin";
 
 /// Environment variables the injected sidecar reads (defined beside the
 /// gateway API, which the sidecar shares).
-pub use sluice_policy::gateway::env;
+pub use sluice_policy::wire::env;
 
 /// Everything [`inject`] needs besides the pod, resolved by the webhook.
 #[derive(Clone, Debug, PartialEq)]

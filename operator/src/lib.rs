@@ -57,7 +57,7 @@ pub mod token_exchange;
 pub mod token_holder;
 pub mod webhook_config;
 /// The gateway API's JSON lives in the policy crate (it crosses a process boundary).
-pub use sluice_policy::gateway as wire;
+pub use sluice_policy::wire;
 
 /// Everything that can go wrong in the operator, by component.
 #[derive(Debug, thiserror::Error)]

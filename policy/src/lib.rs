@@ -31,6 +31,3 @@ pub mod masker;
 pub mod pg_grammar;
 pub mod sql;
 pub mod wire;
-
-/// The old name of [`wire`], kept while the other crates move to it (issue #20).
-pub use wire as gateway;

@@ -36,7 +36,7 @@ use sluice_crds::{
     Action, ApprovalMode, Command, MAX_STATEMENT_BYTES, RequestPhase, TRUNCATED_MARKER, Verdict,
 };
 use sluice_policy::engine::Decision;
-use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
+use sluice_policy::wire::{ApprovalAsk, ApprovalTicket};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use zeroize::Zeroizing;

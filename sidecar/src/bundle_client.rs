@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use sluice_policy::gateway::{AuditReceipt, Bundle, ErrorBody, TokenRequest, TokenResponse};
+use sluice_policy::wire::{AuditReceipt, Bundle, ErrorBody, TokenRequest, TokenResponse};
 
 /// Largest answer accepted from the gateway (a bundle holds policies of one
 /// namespace; this is far above any real one).
@@ -237,7 +237,7 @@ impl GatewayClient {
         Ok(BundlePoll::Changed(Box::new(decode(bytes, "/v1/bundle")?)))
     }
 
-    /// `POST /v1/audit`, with an [`sluice_policy::gateway::AuditBatch`] as JSON (the uploader
+    /// `POST /v1/audit`, with an [`sluice_policy::wire::AuditBatch`] as JSON (the uploader
     /// assembles it from the events' lines).
     pub async fn audit(&self, token: &str, body: Vec<u8>) -> Result<AuditReceipt, GatewayError> {
         let (status, _, bytes) = self

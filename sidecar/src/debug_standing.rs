@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use sluice_policy::gateway::Bundle;
+use sluice_policy::wire::Bundle;
 
 use crate::metrics::Metrics;
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use sluice_policy::engine::{CompileError, CompiledPolicy, Identity};
-use sluice_policy::gateway::Bundle;
+use sluice_policy::wire::Bundle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -532,7 +532,7 @@ impl Runner {
         }
         let stream = format!(
             "{}{}",
-            sluice_policy::gateway::stream_prefix(
+            sluice_policy::wire::stream_prefix(
                 &bundle.identity.namespace,
                 &bundle.identity.service_account,
                 &bundle.identity.pod

@@ -9,7 +9,7 @@ use sluice_crds::Protocol;
 use sluice_policy::engine::{
     CompileError, CompiledPolicy, Decision, Identity, PolicySet, SecretSource,
 };
-use sluice_policy::gateway::{Bundle, BundleConnection, BundleSecretKey};
+use sluice_policy::wire::{Bundle, BundleConnection, BundleSecretKey};
 use zeroize::Zeroizing;
 
 use crate::rate::RateLimit;

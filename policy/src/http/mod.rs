@@ -47,10 +47,6 @@ pub use grammar::{
     query_refusal,
 };
 pub use inspection::Inspection;
-// The JSON modules' old paths, kept while the other crates move to
-// `crate::json_path` and `crate::json_mask` (issue #20).
-pub use crate::json_mask::mask_json;
-pub use crate::json_path::{JsonPath, PathSegment, PathState};
 pub use matcher::HttpMatcher;
 pub use path::{forward_path, normalize_path};
 

@@ -5,7 +5,7 @@
 
 use sluice_crds::{Action, RequestPhase};
 use sluice_policy::audit::{AuditApproval, AuditCommand, AuditDecision, AuditKind};
-use sluice_policy::gateway::ApprovalTicket;
+use sluice_policy::wire::ApprovalTicket;
 
 use super::{ApprovalOutcome, qualified};
 use crate::audit::{AuditError, AuditLog, SessionInfo};

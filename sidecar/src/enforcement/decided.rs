@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use sluice_crds::{Action, Approval, StatementKind};
 use sluice_policy::audit::Rendered;
 use sluice_policy::engine::{Decision, SqlDecision};
-use sluice_policy::gateway::ApprovalAsk;
 use sluice_policy::sql::Statement;
+use sluice_policy::wire::ApprovalAsk;
 
 use super::Refusal;
 

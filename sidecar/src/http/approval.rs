@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use sluice_crds::{Action, ApprovalMode};
 use sluice_policy::audit::AuditDecision;
 use sluice_policy::engine::Decision;
-use sluice_policy::gateway::ApprovalAsk;
+use sluice_policy::wire::ApprovalAsk;
 use tokio::sync::watch;
 
 use super::body::{full, read_limited};

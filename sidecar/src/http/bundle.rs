@@ -16,7 +16,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sluice_crds::Protocol;
 use sluice_policy::engine::{CompiledPolicy, Identity, PolicySet};
-use sluice_policy::gateway::Bundle;
+use sluice_policy::wire::Bundle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

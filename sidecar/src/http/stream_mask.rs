@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use sluice_policy::detectors::DetectorSet;
 use sluice_policy::engine::PolicySet;
-use sluice_policy::http::{PathSegment, PathState};
+use sluice_policy::json_path::{PathSegment, PathState};
 use sluice_policy::masker::Masker;
 
 /// The longest string or number kept to be masked or searched; past it the

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use sluice_crds::Protocol;
 use sluice_policy::engine::{CompiledPolicy, Identity};
-use sluice_policy::gateway::{Bundle, BundleConnection};
+use sluice_policy::wire::{Bundle, BundleConnection};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use sluice_policy::gateway::env;
+pub use sluice_policy::wire::env;
 
 use super::RunError;
 use crate::postgres::framing;

@@ -43,7 +43,7 @@ fn audit_body_is_an_audit_batch() {
         });
         events.push(event);
     }
-    let batch: sluice_policy::gateway::AuditBatch =
+    let batch: sluice_policy::wire::AuditBatch =
         serde_json::from_slice(&audit_body("st", &forwarded)).unwrap();
     assert_eq!(batch.events, events);
     let heads: Vec<_> = batch
@@ -54,7 +54,7 @@ fn audit_body_is_an_audit_batch() {
     assert_eq!(heads, [("a", 3, "st"), ("b", 2, "st")]);
     assert_eq!(batch.heads[0].head.hash, events[2].hash);
     // An empty batch is well-formed too.
-    let empty: sluice_policy::gateway::AuditBatch =
+    let empty: sluice_policy::wire::AuditBatch =
         serde_json::from_slice(&audit_body("st", &[])).unwrap();
     assert!(empty.events.is_empty() && empty.heads.is_empty());
 }

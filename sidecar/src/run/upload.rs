@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_policy::audit::ChainHead;
-use sluice_policy::gateway::AuditHead;
+use sluice_policy::wire::AuditHead;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -21,7 +21,7 @@ pub(super) const AUDIT_QUEUE: usize = 10_000;
 /// Events per `/v1/audit` request (the operator takes up to 10 000).
 const AUDIT_BATCH: usize = 1_000;
 
-/// The body of a `POST /v1/audit` ([`sluice_policy::gateway::AuditBatch`] on the wire): the
+/// The body of a `POST /v1/audit` ([`sluice_policy::wire::AuditBatch`] on the wire): the
 /// events' lines as they were written, and the last head per Connection of
 /// the batch. The lines are copied, not parsed and serialised again.
 pub(super) fn audit_body(stream: &str, events: &[Forwarded]) -> Vec<u8> {

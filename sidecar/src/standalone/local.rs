@@ -8,7 +8,7 @@ use base64::Engine as _;
 use sluice_crds::manifests::ManifestSet;
 use sluice_crds::{Connection, Protocol};
 use sluice_policy::engine::Identity;
-use sluice_policy::gateway::{Bundle, BundleConnection, BundleIdentity, BundleSecretKey};
+use sluice_policy::wire::{Bundle, BundleConnection, BundleIdentity, BundleSecretKey};
 
 use super::StandaloneError;
 

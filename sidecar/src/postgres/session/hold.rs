@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use sluice_crds::{ApprovalMode, RequestPhase};
 use sluice_policy::audit::{AuditApproval, AuditKind};
-use sluice_policy::gateway::{ApprovalAsk, ApprovalTicket};
+use sluice_policy::wire::{ApprovalAsk, ApprovalTicket};
 use tokio::io::AsyncRead;
 
 use super::client::statement_effect;
