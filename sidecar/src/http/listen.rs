@@ -128,17 +128,19 @@ fn next_look(
     idle: Duration,
 ) -> (Instant, Option<Expired>) {
     let recheck = now + header.min(idle);
-    if s.in_flight > 0 {
-        return (recheck, None);
-    }
-    if let Some(started) = s.head_started {
-        return (started + header, Some(Expired::Header));
-    }
-    let idle_at = s.idle_since + idle;
-    if idle_at <= recheck {
-        (idle_at, Some(Expired::Idle))
+    let due = if s.in_flight > 0 {
+        None
+    } else if let Some(started) = s.head_started {
+        Some((started + header, Expired::Header))
     } else {
-        (recheck, None)
+        Some((s.idle_since + idle, Expired::Idle))
+    };
+    // Never sleep past the next look, even towards a deadline: what the
+    // connection does meanwhile (a request ends, new headers start) may
+    // bring another deadline closer.
+    match due {
+        Some((at, why)) if at <= recheck => (at, Some(why)),
+        _ => (recheck, None),
     }
 }
 
@@ -337,6 +339,18 @@ mod tests {
         let short = Duration::from_secs(1);
         assert_eq!(next_look(&busy, t0, long, short), (t0 + short, None));
         assert_eq!(next_look(&busy, t0, short, long), (t0 + short, None));
+    }
+
+    #[test]
+    fn a_long_header_deadline_does_not_hide_a_short_idle_one() {
+        // Headers started at the accept are due in an hour; the timer must
+        // still look again within the idle timeout, because the request may
+        // arrive and be answered meanwhile, and then the idle second counts.
+        let t0 = Instant::now();
+        let started = state(0, Some(0), 0, t0);
+        let long = Duration::from_secs(3600);
+        let short = Duration::from_secs(1);
+        assert_eq!(next_look(&started, t0, long, short), (t0 + short, None));
     }
 
     #[test]
