@@ -1,6 +1,8 @@
 //! The hash chain: appending events to one stream, and pre-rendered event pieces.
 
-use super::canonical::{Slot, check_generic, put_value, splice_hash};
+#[cfg(debug_assertions)]
+use super::canonical::check_generic;
+use super::canonical::{Slot, put_value, splice_hash};
 use super::event::{
     AuditCommand, AuditDecision, AuditEvent, AuditEventDraft, AuditIdentity, AuditKind,
     AuditOutage, AuditOutcome,
