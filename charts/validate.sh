@@ -164,6 +164,14 @@ expect = {
         and "--adopt-webhook-configurations" in c["args"],
     "Role confines secret writes": all(
         "resourceNames" in r or r["verbs"] == ["create"]
+        for r in docs[("Role", "sluice-operator")]["rules"]
+        if "secrets" in r["resources"]),
+    # The checkpoint history ConfigMaps are named per Connection
+    # (sluice-checkpoints.NS.NAME), so they cannot be listed by name; every
+    # other Role rule that is not confined by name may only create.
+    "Role writes unnamed objects only as the checkpoint history": all(
+        "resourceNames" in r or r["verbs"] == ["create"]
+        or (r["resources"] == ["configmaps"] and set(r["verbs"]) <= {"get", "create", "update"})
         for r in docs[("Role", "sluice-operator")]["rules"]),
     "ClusterRole never writes secrets": not any(
         "secrets" in r["resources"] and set(r["verbs"]) - {"get", "list", "watch"}
