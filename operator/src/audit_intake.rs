@@ -199,8 +199,19 @@ impl AuditIntake {
         batch: &AuditBatch,
         now: &Time,
     ) -> Result<(u64, Vec<SignedHead>), IntakeError> {
+        if batch.events.len() > MAX_EVENTS_PER_BATCH {
+            return Err(IntakeError::TooLarge {
+                count: batch.events.len(),
+            });
+        }
         let floors = match &self.history_namespace {
             Some(operator_namespace) => {
+                // Only heads that may be signed at all cost a read (refused below otherwise).
+                let prefix = crate::wire::stream_prefix(
+                    &claims.namespace,
+                    &claims.service_account,
+                    &claims.pod,
+                );
                 let remembered = |stream: &str| {
                     self.signed
                         .lock()
@@ -214,7 +225,9 @@ impl AuditIntake {
                     batch
                         .heads
                         .iter()
-                        .filter(|h| !remembered(&h.head.stream))
+                        .filter(|h| {
+                            h.head.stream.starts_with(&prefix) && !remembered(&h.head.stream)
+                        })
                         .take(MAX_EVENTS_PER_BATCH),
                     |connection| self.may_sign(catalog, claims, connection),
                 )
