@@ -116,6 +116,21 @@ pub enum IntakeError {
     /// A head could not be signed.
     #[error("could not sign the audit chain head")]
     Sign(#[source] TokenError),
+    /// The durable history, which a head must move forward from, could not be read.
+    #[error(
+        "could not read the checkpoint history {config_map} to check that head {seq} of stream {stream:?} moves forward; nothing was signed or counted, send the batch again"
+    )]
+    HistoryUnavailable {
+        /// `NAMESPACE/NAME` of the history ConfigMap.
+        config_map: String,
+        /// The stream.
+        stream: String,
+        /// The head's sequence number.
+        seq: u64,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Status patches one flush could not make.
@@ -171,14 +186,92 @@ impl AuditIntake {
     }
 
     /// Takes in `batch` from the sidecar holding `claims`; returns the events
-    /// counted and the signed heads.
-    pub fn record(
+    /// counted and the signed heads. A head of a stream this replica has not
+    /// signed (since it started) must also move forward from the stream's last
+    /// head in the durable history, read with `client`; if it cannot be read,
+    /// nothing is signed or counted (the sidecar sends the batch again).
+    pub async fn record(
+        &self,
+        client: &Client,
+        catalog: &Catalog,
+        keys: &KeySet,
+        claims: &GatewayClaims,
+        batch: &AuditBatch,
+        now: &Time,
+    ) -> Result<(u64, Vec<SignedHead>), IntakeError> {
+        if batch.events.len() > MAX_EVENTS_PER_BATCH {
+            return Err(IntakeError::TooLarge {
+                count: batch.events.len(),
+            });
+        }
+        let floors = match &self.history_namespace {
+            Some(operator_namespace) => {
+                // Only heads that may be signed at all cost a read (refused below otherwise).
+                let prefix = crate::wire::stream_prefix(
+                    &claims.namespace,
+                    &claims.service_account,
+                    &claims.pod,
+                );
+                let remembered = |stream: &str| {
+                    self.signed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .contains_key(&(claims.namespace.clone(), stream.to_string()))
+                };
+                crate::checkpoint_history::stream_floors(
+                    client,
+                    operator_namespace,
+                    &claims.namespace,
+                    batch
+                        .heads
+                        .iter()
+                        .filter(|h| {
+                            h.head.stream.starts_with(&prefix) && !remembered(&h.head.stream)
+                        })
+                        .take(MAX_EVENTS_PER_BATCH),
+                    |connection| self.may_sign(catalog, claims, connection),
+                )
+                .await
+                .map_err(|(config_map, head, source)| {
+                    IntakeError::HistoryUnavailable {
+                        config_map,
+                        stream: head.head.stream.clone(),
+                        seq: head.head.seq,
+                        source,
+                    }
+                })?
+            }
+            None => BTreeMap::new(),
+        };
+        self.record_with_floors(catalog, keys, claims, batch, now, &floors)
+    }
+
+    /// Whether a head on `connection` can be signed for `claims` at all
+    /// (the Connection is bound): only those are worth reading history for.
+    fn may_sign(&self, catalog: &Catalog, claims: &GatewayClaims, connection: &str) -> bool {
+        let identity = Identity {
+            namespace: claims.namespace.clone(),
+            service_account: claims.service_account.clone(),
+            groups: claims.groups.clone(),
+            pod: Some(claims.pod.clone()),
+        };
+        catalog.compiled_in(&claims.namespace).iter().any(|e| {
+            e.compiled
+                .as_ref()
+                .is_ok_and(|c| c.binds(&identity) && c.names_connection(connection))
+        })
+    }
+
+    /// [`AuditIntake::record`] with each stream's last head in the durable
+    /// history (`floors`, by stream) already read.
+    fn record_with_floors(
         &self,
         catalog: &Catalog,
         keys: &KeySet,
         claims: &GatewayClaims,
         batch: &AuditBatch,
         now: &Time,
+        floors: &BTreeMap<String, (u64, String)>,
     ) -> Result<(u64, Vec<SignedHead>), IntakeError> {
         if batch.events.len() > MAX_EVENTS_PER_BATCH {
             return Err(IntakeError::TooLarge {
@@ -281,11 +374,13 @@ impl AuditIntake {
                 .and_then(|c| c.status.as_ref()?.audit_checkpoint.clone())
                 .filter(|c| c.stream == *stream)
                 .map(|c| (c.sequence, c.hash));
+            // So is the stream's last head in the durable history.
             let last = history
                 .get(&key)
                 .map(|(s, h, _)| (*s, h.clone()))
                 .into_iter()
                 .chain(stored)
+                .chain(floors.get(stream).cloned())
                 .max_by_key(|(s, _)| *s);
             if let Some((last_seq, last_hash)) = &last {
                 // The same head again (a receipt lost on the way) is signed again.

@@ -36,7 +36,7 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::wire::SignedHead;
+use crate::wire::{AuditHead, SignedHead};
 
 /// The ConfigMap of published checkpoint keys.
 pub const KEYS_CONFIG_MAP: &str = "sluice-checkpoint-keys";
@@ -216,6 +216,59 @@ pub async fn append(
         |old| merge_history(old, entries),
     )
     .await
+}
+
+/// The last head (sequence, hash) in the durable history of each stream
+/// `heads` name, for the heads on Connections `wanted` accepts: one GET per
+/// Connection. A missing history holds none; an unreadable one is an error
+/// naming the ConfigMap and the first head it was read for.
+pub async fn stream_floors<'a>(
+    client: &Client,
+    operator_namespace: &str,
+    namespace: &str,
+    heads: impl Iterator<Item = &'a AuditHead>,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, (u64, String)>, (String, &'a AuditHead, kube::Error)> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), operator_namespace);
+    let mut read: BTreeMap<&str, Vec<HistoryEntry>> = BTreeMap::new();
+    let mut floors: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for head in heads {
+        let connection = head.connection.as_str();
+        if !read.contains_key(connection) {
+            if !wanted(connection) {
+                continue;
+            }
+            let name = history_name(namespace, connection);
+            let cm = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| (format!("{operator_namespace}/{name}"), head, e))?;
+            let entries = cm
+                .and_then(|cm| cm.data?.remove(HISTORY_DATA_KEY))
+                .map(|text| {
+                    text.lines()
+                        .filter_map(|l| serde_json::from_str::<HistoryEntry>(l).ok())
+                        .filter(|e| e.namespace == namespace && e.head.connection == connection)
+                        .collect()
+                })
+                .unwrap_or_default();
+            read.insert(connection, entries);
+        }
+        let stream = &head.head.stream;
+        for entry in read.get(connection).into_iter().flatten() {
+            if entry.head.stream == *stream
+                && floors
+                    .get(stream)
+                    .is_none_or(|(s, _)| entry.head.sequence > *s)
+            {
+                floors.insert(
+                    stream.clone(),
+                    (entry.head.sequence, entry.head.hash.clone()),
+                );
+            }
+        }
+    }
+    Ok(floors)
 }
 
 /// Adds `keys` to the published checkpoint keys.

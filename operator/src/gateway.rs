@@ -568,10 +568,19 @@ async fn audit(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Res
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let (accepted, checkpoints) = g
             .audit
-            .record(&g.catalog, &g.keys.get(), &claims, &batch, &now)
+            .record(&g.client, &g.catalog, &g.keys.get(), &claims, &batch, &now)
+            .await
             .map_err(|e| match e {
                 crate::audit_intake::IntakeError::Sign(inner) => {
                     internal("sign the chain head", &inner)
+                }
+                e @ crate::audit_intake::IntakeError::HistoryUnavailable { .. } => {
+                    tracing::warn!(error = %crate::error_chain(&e), "audit batch not taken");
+                    Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ApiServerUnavailable",
+                        e.to_string(),
+                    )
                 }
                 other => Refusal::new(StatusCode::BAD_REQUEST, "BadBatch", other.to_string()),
             })?;

@@ -1576,6 +1576,116 @@ spec:
     );
 }
 
+/// Issue 18 item 4: a stream's signed heads only move forward across an
+/// operator restart too. The restarted operator remembers no stream, and the
+/// Connection's one status slot holds another stream's head: the stream's last
+/// signed head is read from the durable checkpoint history. If that history
+/// cannot be read, nothing is signed (the batch is refused, to be sent again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_not_rewound_after_an_operator_restart() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::rbac::v1::Role;
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject_token = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject_token).await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    let head = |stream: &str, e: &Value| json!([{"connection": e["connection"], "stream": stream, "seq": e["seq"], "hash": e["hash"]}]);
+    let denials = |n: usize| vec![denial_draft("report-job", "reporting", "no-schema-changes"); n];
+
+    // Stream boot-1 is signed up to seq 5, then boot-2 takes the Connection's status slot.
+    let s1 = format!("{REPORT_STREAM}boot-1");
+    let mut chain = AuditChain::new(s1.clone());
+    let first = chained(&mut chain, &denials(5));
+    let (status, receipt) = upload(&env, &bearer, &first, head(&s1, &first[4])).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["checkpoints"][0]["sequence"], 5);
+    let s2 = format!("{REPORT_STREAM}boot-2");
+    let mut other = AuditChain::new(s2.clone());
+    let events = chained(&mut other, &denials(1));
+    let (status, receipt) = upload(&env, &bearer, &events, head(&s2, &events[0])).await;
+    assert_eq!(status, 200, "{receipt}");
+    let config_maps: Api<ConfigMap> = Api::namespaced(env.client.clone(), "sluice-system");
+    bounded(
+        "both streams in the history",
+        await_condition(
+            config_maps,
+            "sluice-checkpoints.shop.orders-db",
+            |c: Option<&ConfigMap>| {
+                c.and_then(|c| c.data.as_ref()?.get("checkpoints.jsonl"))
+                    .is_some_and(|t| t.lines().count() == 2)
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    bounded(
+        "boot-2 in the status slot",
+        await_condition(env.connections(), "orders-db", |c: Option<&Connection>| {
+            c.and_then(|c| c.status.as_ref()?.audit_checkpoint.as_ref())
+                .is_some_and(|cp| cp.stream == s2)
+        }),
+    )
+    .await
+    .unwrap();
+
+    // The operator restarts at its address (its Service's), under the chart's RBAC.
+    let Env {
+        operator,
+        client,
+        cluster,
+    } = env;
+    let addr = operator.addr;
+    operator.shutdown().await;
+    let operator_client = support::chart_operator_client(&cluster, &client).await;
+    let mut settings = support::test_settings("restarted-operator");
+    settings.listen = addr;
+    let env = Env::with_operator_as(cluster, client, operator_client, settings).await;
+
+    // Back to seq 3 of boot-1: refused, although the restarted replica never
+    // signed boot-1 and the status slot holds boot-2.
+    let (status, answer) = upload(&env, &bearer, &first[..3], head(&s1, &first[2])).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not move forward from the last signed head 5"),
+        "{answer}"
+    );
+    // Forward from 5: signed, naming 5 as the previous head.
+    let next = chained(&mut chain, &denials(1));
+    let (status, receipt) = upload(&env, &bearer, &next, head(&s1, &next[0])).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["checkpoints"][0]["sequence"], 6);
+
+    // The history cannot be read (the Role no longer grants ConfigMaps): a
+    // stream this replica has not signed gets nothing signed.
+    let roles: Api<Role> = Api::namespaced(env.client.clone(), "sluice-system");
+    let mut role = roles.get("sluice-operator").await.unwrap();
+    role.rules.as_mut().unwrap().retain(|r| {
+        !r.resources
+            .as_ref()
+            .is_some_and(|res| res.iter().any(|x| x == "configmaps"))
+    });
+    roles
+        .replace("sluice-operator", &Default::default(), &role)
+        .await
+        .unwrap();
+    let (status, answer) = upload(&env, &bearer, &events, head(&s2, &events[0])).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not read the checkpoint history"),
+        "{answer}"
+    );
+}
+
 /// The value of the unlabelled metric `name` on `/metrics`.
 async fn metric(env: &Env, name: &str) -> f64 {
     let (status, _, body) = env.call("GET", "/metrics", &[], None).await;

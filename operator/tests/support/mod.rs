@@ -477,7 +477,7 @@ where
     api.create(pp, &obj).await.expect("create");
 }
 
-/// Applies the chart's RBAC and ServiceAccount (as `admin`) and returns a
+/// Applies the chart's RBAC and ServiceAccount (as `admin`, unless there) and returns a
 /// client authenticated as `system:serviceaccount:sluice-system:sluice-operator`
 /// (a TokenRequest token), which is what the operator runs as in a release.
 pub async fn chart_operator_client(cluster: &TestCluster, admin: &Client) -> Client {
@@ -498,14 +498,27 @@ pub async fn chart_operator_client(cluster: &TestCluster, admin: &Client) -> Cli
             .expect("create sluice-system");
     }
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
-    accounts
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "sluice-operator"}})).unwrap(),
-        )
+    // A restarted operator: the account and its RBAC are there, a new token is all it needs.
+    let exists = accounts
+        .get_opt("sluice-operator")
         .await
-        .expect("create the operator's ServiceAccount");
-    for object in sluice_e2e::chart::rbac(&repo_root()).expect("the chart's RBAC renders") {
+        .expect("service account lookup")
+        .is_some();
+    let rbac = if exists {
+        Vec::new()
+    } else {
+        sluice_e2e::chart::rbac(&repo_root()).expect("the chart's RBAC renders")
+    };
+    if !exists {
+        accounts
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "sluice-operator"}})).unwrap(),
+            )
+            .await
+            .expect("create the operator's ServiceAccount");
+    }
+    for object in rbac {
         let kind = object["kind"].as_str().expect("kind").to_string();
         let resource = kube::discovery::ApiResource {
             group: "rbac.authorization.k8s.io".into(),
