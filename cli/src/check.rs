@@ -984,49 +984,48 @@ async fn pods(client: &Client, args: &CheckArgs, injection: &Injection, report: 
 // === Connections and AccessPolicies ===
 
 async fn resources(client: &Client, args: &CheckArgs, report: &mut Report) {
-    const CAT: &str = "sluice-resources";
     let ns = args.cluster.namespace.as_deref();
-    let connections: Api<Connection> = match ns {
+    list_readiness::<Connection>(client, ns, report, "connection", "Connections", |c| {
+        c.status.as_ref().map(|s| s.conditions.as_slice())
+    })
+    .await;
+    list_readiness::<AccessPolicy>(client, ns, report, "accesspolicy", "AccessPolicies", |p| {
+        p.status.as_ref().map(|s| s.conditions.as_slice())
+    })
+    .await;
+}
+
+/// Lists every `K` (in `ns`, or all namespaces) and reports its readiness
+/// ([`readiness`]), or that it could not be listed.
+async fn list_readiness<K>(
+    client: &Client,
+    ns: Option<&str>,
+    report: &mut Report,
+    kind: &str,
+    plural: &str,
+    conditions: impl Fn(&K) -> Option<&[Condition]>,
+) where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    const CAT: &str = "sluice-resources";
+    let api: Api<K> = match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let policies: Api<AccessPolicy> = match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    match connections.list(&ListParams::default()).await {
+    match api.list(&ListParams::default()).await {
         Ok(list) => readiness(
             report,
             CAT,
-            "connection",
-            list.items.iter().map(|c| {
-                (
-                    &c.metadata,
-                    c.status.as_ref().map(|s| s.conditions.as_slice()),
-                )
-            }),
+            kind,
+            list.items.iter().map(|o| (o.meta(), conditions(o))),
         ),
         Err(e) => report.error(
             CAT,
-            format!("could not list Connections: {e}"),
-            "are the CRDs installed? see sluice-crds above",
-        ),
-    }
-    match policies.list(&ListParams::default()).await {
-        Ok(list) => readiness(
-            report,
-            CAT,
-            "accesspolicy",
-            list.items.iter().map(|p| {
-                (
-                    &p.metadata,
-                    p.status.as_ref().map(|s| s.conditions.as_slice()),
-                )
-            }),
-        ),
-        Err(e) => report.error(
-            CAT,
-            format!("could not list AccessPolicies: {e}"),
+            format!("could not list {plural}: {e}"),
             "are the CRDs installed? see sluice-crds above",
         ),
     }
