@@ -42,6 +42,7 @@ pub mod limits;
 pub mod masking;
 pub mod metrics;
 pub mod parse_pool;
+pub mod plane;
 pub mod postgres;
 pub mod rate;
 pub mod run;

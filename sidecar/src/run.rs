@@ -3,8 +3,8 @@
 //!
 //! The projected service-account token (re-read at every exchange: the
 //! kubelet rotates it) is exchanged for a gateway token, which fetches the
-//! identity's bundle. Every postgres and http Connection of the bundle is
-//! served on `127.0.0.1:spec.listen.port` (http: [`crate::http::bundle`]).
+//! identity's bundle. Every Connection of the bundle is served on
+//! `127.0.0.1:spec.listen.port` by its protocol's [`crate::plane::Plane`].
 //! The bundle is long-polled; a change reaches
 //! live sessions at their next statement through a watch of each
 //! Connection's [`Standing`], and new sessions through a watch of its
@@ -41,9 +41,9 @@ use crate::admin::{self, AdminState};
 use crate::approval::Approvals;
 use crate::audit::{AuditError, AuditLog};
 use crate::bundle_client::{BundlePoll, GatewayClient, GatewayError};
-use crate::http::bundle::HttpConnections;
 use crate::metrics::Metrics;
-use crate::postgres::bundle::{AcceptLoops, PgConnections, PgSetupError, PgShared};
+use crate::plane::{BindError, Commit, Planes, Prepare, SetupError};
+use crate::postgres::bundle::AcceptLoops;
 use crate::standing::compile_policies;
 
 /// Why run mode could not start.
@@ -93,16 +93,8 @@ pub enum RunError {
     #[error(transparent)]
     Audit(#[from] AuditError),
     /// A listener could not bind.
-    #[error("cannot listen on {addr} for Connection {connection}: {source}")]
-    Bind {
-        /// Connection.
-        connection: String,
-        /// Address.
-        addr: SocketAddr,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
 }
 
 /// Why a bundle could not be applied (the previous one stays in force).
@@ -124,9 +116,7 @@ enum ApplyError {
     )]
     NotOurs { found: String, expected: String },
     #[error(transparent)]
-    Postgres(#[from] PgSetupError),
-    #[error(transparent)]
-    Http(#[from] crate::http::HttpSetupError),
+    Setup(SetupError),
 }
 
 /// A started run mode.
@@ -193,28 +183,12 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     let client = GatewayClient::new(&cfg.gateway_url, &cfg.ca_pem)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let fd_budget = crate::limits::FdBudget::new(cfg.limits.fd_reserve);
-    let http = HttpConnections::new(
-        metrics.clone(),
-        crate::http::HttpMetrics::register(&mut registry),
-        cfg.http_upstream_timeout,
-        cfg.http_max_request_body,
-        cfg.http_upstream_http2,
-        (cfg.limits.clone(), fd_budget.clone()),
-    );
-    let postgres = PgConnections::new(PgShared::new(
-        &metrics,
-        &cfg.limits,
-        fd_budget,
-        cfg.max_message_size,
-        cfg.catalog,
-    ));
-    let accept = postgres.accept_loops();
+    let planes = Planes::new(&cfg.plane_settings(), &metrics, &mut registry);
+    let accept = planes.accept_loops();
     let token_out = watch::Sender::new(None);
     let approvals = Approvals::new(client.clone(), token_out.subscribe(), Some(metrics.clone()));
     let mut runner = Runner {
-        postgres,
-        http,
+        planes,
         approvals,
         client,
         cfg: cfg.clone(),
@@ -252,16 +226,16 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
         tokio::time::sleep(backoff.next()).await;
     }
     let listeners = runner
-        .postgres
+        .planes
         .listeners()
-        .chain(runner.http.listeners())
+        .into_iter()
         .map(|(name, addr, _)| (name, addr))
         .collect();
 
     let (admin_state, admin) =
         admin::start(cfg.admin_addr, registry, Some(runner.standing.clone()))
             .await
-            .map_err(|(addr, source)| RunError::Bind {
+            .map_err(|(addr, source)| BindError {
                 connection: "(admin)".into(),
                 addr,
                 source,
@@ -303,10 +277,8 @@ struct Runner {
     revision: Option<String>,
     /// When the bundle in force expires.
     expires: Option<Instant>,
-    /// The postgres Connections served.
-    postgres: PgConnections,
-    /// The http Connections served.
-    http: HttpConnections,
+    /// Every plane's Connections served.
+    planes: Planes,
     /// The operator's approval API, for every Connection's sessions.
     approvals: Approvals,
     audit: Option<Arc<AuditLog>>,
@@ -471,49 +443,28 @@ impl Runner {
             .ok_or_else(|| ApplyError::Expiry(bundle.expires_at.clone()))?;
         let (identity, policies) = compile(bundle, self.cfg.expected_identity.as_ref())?;
         // Build everything first: a bad Connection leaves the old bundle in force.
-        let only = self.cfg.connections.as_deref();
-        let pg_plans = self
-            .postgres
-            .prepare(bundle, &identity, &policies, only)
-            .map_err(ApplyError::from)?;
-        let http_plans = self
-            .http
-            .prepare(bundle, &identity, &policies, only)
-            .map_err(ApplyError::from)?;
+        let listeners = self
+            .planes
+            .prepare(Prepare {
+                bundle,
+                identity: &identity,
+                policies: &policies,
+                only: self.cfg.connections.as_deref(),
+            })
+            .map_err(ApplyError::Setup)?;
         let audit = self.audit_log(bundle)?;
-        // Each listener's share of the descriptors (see crate::limits).
-        let listeners = pg_plans.len() + http_plans.len();
-        let (host, revision) = (self.cfg.listen_host, bundle.revision.as_str());
-        let bind = |(connection, addr, source)| RunError::Bind {
-            connection,
-            addr,
-            source,
-        };
-        let approvals = Some(&self.approvals);
-        self.postgres
-            .commit(
-                pg_plans,
-                &identity,
-                &audit,
-                approvals,
-                host,
-                Some(revision),
+        self.planes
+            .commit(Commit {
+                identity: &identity,
+                audit: &audit,
+                approvals: Some(&self.approvals),
+                listen_host: self.cfg.listen_host,
+                revision: &bundle.revision,
+                // Each listener's share of the descriptors (see crate::limits).
                 listeners,
-            )
+            })
             .await
-            .map_err(bind)?;
-        self.http
-            .commit(
-                http_plans,
-                &identity,
-                &audit,
-                approvals.cloned(),
-                host,
-                revision,
-                listeners,
-            )
-            .await
-            .map_err(bind)?;
+            .map_err(RunError::from)?;
         self.revision = Some(bundle.revision.clone());
         self.expires = Some(expires);
         self.in_force.send_replace(self.revision.clone());
@@ -574,8 +525,7 @@ impl Runner {
         }
         tracing::error!(reason = %why, "policy bundle withdrawn: refusing sessions and statements");
         self.standing.withdrawn(why);
-        self.postgres.withdraw(why);
-        self.http.withdraw(why);
+        self.planes.withdraw(why);
         // The next successful poll must return a whole bundle, not a 304.
         self.revision = None;
         self.expires = None;

@@ -2,9 +2,9 @@
 //!
 //! Reads the YAML a user would apply (Namespace, Secret, Connection,
 //! AccessPolicy) into the bundle the operator would serve, compiles its
-//! policies, and serves every postgres and http Connection of the
-//! identity's namespace on `127.0.0.1:spec.listen.port`, put in force as run
-//! mode puts a bundle in force. A Connection
+//! policies, and serves every Connection of the identity's namespace on
+//! `127.0.0.1:spec.listen.port` by its protocol's [`crate::plane::Plane`],
+//! put in force as run mode puts a bundle in force. A Connection
 //! no policy binds the identity to is still served, so that a client gets a
 //! clear error at connect time instead of "connection refused".
 
@@ -21,13 +21,10 @@ use sluice_policy::engine::{CompileError, Identity};
 
 use crate::admin::{self, AdminState};
 use crate::audit::{AuditError, AuditLog};
-use crate::http::bundle::HttpConnections;
 use crate::metrics::Metrics;
-use crate::postgres::bundle::{PgConnections, PgSetupError, PgShared};
+use crate::plane::{BindError, Commit, PlaneSettings, Planes, Prepare, SetupError};
 use crate::postgres::framing;
 use crate::standing::compile_policies;
-use crate::tls::TlsError;
-use local::LOCAL_REVISION;
 
 /// Settings of standalone mode.
 #[derive(Debug, Clone)]
@@ -62,6 +59,18 @@ pub struct StandaloneConfig {
 }
 
 impl StandaloneConfig {
+    /// What every plane's Connections are served with.
+    pub fn plane_settings(&self) -> PlaneSettings {
+        PlaneSettings {
+            limits: self.limits.clone(),
+            max_message_size: self.max_message_size,
+            catalog: self.catalog,
+            http_upstream_timeout: self.http_upstream_timeout,
+            http_max_request_body: self.http_max_request_body,
+            http_upstream_http2: self.http_upstream_http2,
+        }
+    }
+
     /// Defaults for a manifest path and identity.
     pub fn new(manifests: PathBuf, identity: String) -> Self {
         StandaloneConfig {
@@ -129,29 +138,15 @@ pub enum StandaloneError {
         /// Connection.
         connection: String,
     },
-    /// TLS settings are unusable.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
     /// The audit sink could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
-    /// An http Connection's settings are unusable.
+    /// A Connection's settings are unusable (its plane says why).
     #[error(transparent)]
-    Http(#[from] crate::http::HttpSetupError),
-    /// A postgres Connection's settings are unusable.
-    #[error(transparent)]
-    Postgres(PgSetupError),
+    Setup(SetupError),
     /// A listener could not bind.
-    #[error("cannot listen on {addr} for Connection {connection}: {source}")]
-    Bind {
-        /// Connection.
-        connection: String,
-        /// Address.
-        addr: SocketAddr,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
 }
 
 /// A started sidecar: where it listens. Dropping it leaves the servers
@@ -223,65 +218,37 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     let audit = open_audit(&cfg, &identity)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let fd_budget = crate::limits::FdBudget::new(cfg.limits.fd_reserve);
-    let mut postgres = PgConnections::new(PgShared::new(
-        &metrics,
-        &cfg.limits,
-        fd_budget.clone(),
-        cfg.max_message_size,
-        cfg.catalog,
-    ));
-    let accept = postgres.accept_loops();
-    let mut http = HttpConnections::new(
-        metrics,
-        crate::http::HttpMetrics::register(&mut registry),
-        cfg.http_upstream_timeout,
-        cfg.http_max_request_body,
-        cfg.http_upstream_http2,
-        (cfg.limits.clone(), fd_budget),
-    );
-
+    let mut planes = Planes::new(&cfg.plane_settings(), &metrics, &mut registry);
+    let accept = planes.accept_loops();
     // Prepared first, committed after: as run mode puts a bundle in force.
-    let pg_plans = postgres
-        .prepare(&bundle, &identity, &policies, None)
-        .map_err(|e| match e {
-            PgSetupError::Tls(e) => StandaloneError::Tls(e),
-            e => StandaloneError::Postgres(e),
-        })?;
-    let http_plans = http.prepare(&bundle, &identity, &policies, None)?;
-    // Each listener gets its share of the descriptors (see crate::limits).
-    let listeners = pg_plans.len() + http_plans.len();
-    let bind = |(connection, addr, source)| StandaloneError::Bind {
-        connection,
-        addr,
-        source,
-    };
-    let host = cfg.listen_host;
-    // No operator: a statement or request that needs approval is refused.
-    postgres
-        .commit(pg_plans, &identity, &audit, None, host, None, listeners)
-        .await
-        .map_err(bind)?;
-    http.commit(
-        http_plans,
-        &identity,
-        &audit,
-        None,
-        host,
-        LOCAL_REVISION,
-        listeners,
-    )
-    .await
-    .map_err(bind)?;
-    let listeners = postgres.listeners().chain(http.listeners()).collect();
+    let listeners = planes
+        .prepare(Prepare {
+            bundle: &bundle,
+            identity: &identity,
+            policies: &policies,
+            only: None,
+        })
+        .map_err(StandaloneError::Setup)?;
+    planes
+        .commit(Commit {
+            identity: &identity,
+            audit: &audit,
+            // No operator: a statement or request that needs approval is refused.
+            approvals: None,
+            listen_host: cfg.listen_host,
+            revision: &bundle.revision,
+            // Each listener gets its share of the descriptors (see crate::limits).
+            listeners,
+        })
+        .await?;
+    let listeners = planes.listeners();
     // Nothing changes what is in force: the servers run on by themselves.
-    postgres.detach();
-    http.detach();
+    planes.detach();
 
     let (admin_state, admin) =
         admin::start(cfg.admin_addr, registry, None)
             .await
-            .map_err(|(addr, source)| StandaloneError::Bind {
+            .map_err(|(addr, source)| BindError {
                 connection: "(admin)".into(),
                 addr,
                 source,

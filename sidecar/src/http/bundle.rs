@@ -1,6 +1,7 @@
-//! The http Connections of a bundle (run mode's from the operator,
-//! standalone's built from local manifests): each gets a listener; a new bundle replaces the Connection's
-//! [`HttpContext`] (policies, credentials, upstream) for the next request.
+//! The http plane's [`Plane`]: the http Connections of a bundle (run mode's
+//! from the operator, standalone's built from local manifests), each on its
+//! own listener; a new bundle replaces the Connection's [`HttpContext`]
+//! (policies, credentials, upstream) for the next request.
 //!
 //! Credentials stay in memory only (sensitive [`http::HeaderValue`]s inside
 //! the upstream client). The upstream client, and with it its pool of
@@ -9,22 +10,20 @@
 //! TLS handshake.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sluice_crds::Protocol;
-use sluice_policy::engine::{CompiledPolicy, Identity, PolicySet};
-use sluice_policy::wire::Bundle;
+use sluice_policy::engine::PolicySet;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{HttpContext, HttpMetrics, HttpParts, HttpSetupError, HttpStanding, HttpUpstream};
-use crate::approval::Approvals;
-use crate::audit::AuditLog;
 use crate::limits::{FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
+use crate::plane::{BindError, Commit, Committing, Listener, Plane, Prepare, SetupError};
 use crate::rate::RateLimit;
 use crate::standing::{Standing, hash_key, plane_connections};
 use crate::tls;
@@ -63,7 +62,7 @@ impl Served {
     }
 }
 
-/// The http Connections served in run mode.
+/// The http Connections served (run mode and standalone).
 pub struct HttpConnections {
     served: BTreeMap<String, Served>,
     metrics: Arc<Metrics>,
@@ -74,6 +73,8 @@ pub struct HttpConnections {
     limits: Limits,
     fd_budget: FdBudget,
     tasks: Vec<JoinHandle<()>>,
+    /// What the last [`Plane::prepare`] built, for [`Plane::commit`].
+    staged: Vec<HttpPlan>,
 }
 
 impl HttpConnections {
@@ -96,32 +97,20 @@ impl HttpConnections {
             limits,
             fd_budget,
             tasks: Vec::new(),
+            staged: Vec::new(),
         }
     }
 
-    /// `(connection, address, bound)` of every listener.
-    pub fn listeners(&self) -> impl Iterator<Item = (String, SocketAddr, bool)> + '_ {
-        self.served
-            .iter()
-            .map(|(n, s)| (n.clone(), s.addr, s.context.borrow().standing.is_bound()))
-    }
-
-    /// Lets the listeners serve on as they are, for as long as the runtime
-    /// runs (standalone: nothing ever changes what is in force).
-    pub fn detach(mut self) {
-        self.tasks.clear();
-    }
-
-    /// Builds the http Connections of `bundle` (only those in `only`, when
-    /// set) without changing anything served: an error leaves the bundle in
-    /// force as it was.
-    pub fn prepare(
-        &self,
-        bundle: &Bundle,
-        identity: &Identity,
-        policies: &[Arc<CompiledPolicy>],
-        only: Option<&[String]>,
-    ) -> Result<Vec<HttpPlan>, HttpSetupError> {
+    /// Builds the http Connections of the bundle (only those in `only`,
+    /// when set) without changing anything served: an error leaves the
+    /// bundle in force as it was.
+    fn plans(&self, prepare: Prepare<'_>) -> Result<Vec<HttpPlan>, HttpSetupError> {
+        let Prepare {
+            bundle,
+            identity,
+            policies,
+            only,
+        } = prepare;
         let mut plans = Vec::new();
         for conn in plane_connections(bundle, Protocol::Http, only) {
             let name = conn.name.clone();
@@ -198,17 +187,19 @@ impl HttpConnections {
     /// but not in `plans` refuse requests from now on. A request that needs
     /// approval asks `approvals`. A new listener takes its share of the
     /// descriptors of the `listeners` served in all (see [`crate::limits`]).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn commit(
+    async fn put_in_force(
         &mut self,
         plans: Vec<HttpPlan>,
-        identity: &Identity,
-        audit: &Arc<AuditLog>,
-        approvals: Option<Approvals>,
-        listen_host: IpAddr,
-        revision: &str,
-        listeners: usize,
-    ) -> Result<(), (String, SocketAddr, std::io::Error)> {
+        put: Commit<'_>,
+    ) -> Result<(), BindError> {
+        let Commit {
+            identity,
+            audit,
+            approvals,
+            listen_host,
+            revision,
+            listeners,
+        } = put;
         let mut seen = Vec::new();
         for plan in plans {
             seen.push(plan.name.clone());
@@ -223,7 +214,7 @@ impl HttpConnections {
                 rate,
                 identity: identity.clone(),
                 standing: plan.standing.clone(),
-                approvals: approvals.clone(),
+                approvals: approvals.cloned(),
                 max_request_body: self.max_request_body,
                 audit: audit.clone(),
                 metrics: self.metrics.clone(),
@@ -238,7 +229,11 @@ impl HttpConnections {
             let addr = SocketAddr::new(listen_host, plan.port);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|e| (plan.name.clone(), addr, e))?;
+                .map_err(|source| BindError {
+                    connection: plan.name.clone(),
+                    addr,
+                    source,
+                })?;
             let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(connection = %plan.name, %addr, "listening (http)");
             let (tx, rx) = watch::channel(ctx);
@@ -272,12 +267,35 @@ impl HttpConnections {
         }
         Ok(())
     }
+}
 
-    /// No bundle is in force any more: every request is refused with `why`.
-    pub fn withdraw(&self, why: &str) {
+impl Plane for HttpConnections {
+    fn prepare(&mut self, bundle: Prepare<'_>) -> Result<usize, SetupError> {
+        self.staged = self.plans(bundle)?;
+        Ok(self.staged.len())
+    }
+
+    fn commit<'a>(&'a mut self, put: Commit<'a>) -> Committing<'a> {
+        let plans = std::mem::take(&mut self.staged);
+        Box::pin(self.put_in_force(plans, put))
+    }
+
+    /// Every request is refused with `why`.
+    fn withdraw(&self, why: &str) {
         for s in self.served.values() {
             refuse(&s.context, why.to_string());
         }
+    }
+
+    fn listeners(&self) -> Vec<Listener> {
+        self.served
+            .iter()
+            .map(|(n, s)| (n.clone(), s.addr, s.context.borrow().standing.is_bound()))
+            .collect()
+    }
+
+    fn detach(mut self: Box<Self>) {
+        self.tasks.clear();
     }
 }
 

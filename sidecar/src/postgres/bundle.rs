@@ -1,18 +1,17 @@
-//! The postgres Connections of a bundle (run mode's from the operator,
-//! standalone's built from local manifests): each gets a listener; a new bundle is put in force in two steps,
-//! as for http Connections ([`crate::http::bundle`]): [`PgConnections::prepare`]
-//! builds everything and can fail without changing anything served, then
-//! [`PgConnections::commit`] puts it in force (live sessions follow their
-//! Connection's [`Standing`] at their next statement; new sessions get the
-//! new [`ConnectionContext`]); [`PgConnections::withdraw`] refuses
-//! everything once no bundle is in force.
+//! The postgres plane's [`Plane`]: the postgres Connections of a bundle (run
+//! mode's from the operator, standalone's built from local manifests), each
+//! on its own listener. [`Plane::prepare`] builds everything and can fail
+//! without changing anything served, then [`Plane::commit`] puts it in force
+//! (live sessions follow their Connection's [`Standing`] at their next
+//! statement; new sessions get the new [`ConnectionContext`]);
+//! [`Plane::withdraw`] refuses everything once no bundle is in force.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use sluice_crds::Protocol;
-use sluice_policy::engine::{CompiledPolicy, Identity};
+use sluice_policy::engine::Identity;
 use sluice_policy::wire::{Bundle, BundleConnection};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +22,7 @@ use crate::approval::Approvals;
 use crate::audit::AuditLog;
 use crate::limits::{BufferBudget, FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
+use crate::plane::{BindError, Commit, Committing, Listener, Plane, Prepare, SetupError};
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::catalog::{CatalogPool, PoolSettings};
 use crate::postgres::session::ConnectionContext;
@@ -120,6 +120,8 @@ pub struct PgConnections {
     served: BTreeMap<String, Served>,
     shared: PgShared,
     tasks: Vec<JoinHandle<()>>,
+    /// What the last [`Plane::prepare`] built, for [`Plane::commit`].
+    staged: Vec<PgPlan>,
 }
 
 impl PgConnections {
@@ -129,6 +131,7 @@ impl PgConnections {
             served: BTreeMap::new(),
             shared,
             tasks: Vec::new(),
+            staged: Vec::new(),
         }
     }
 
@@ -137,29 +140,16 @@ impl PgConnections {
         self.shared.accept.clone()
     }
 
-    /// `(connection, address, bound)` of every listener.
-    pub fn listeners(&self) -> impl Iterator<Item = (String, SocketAddr, bool)> + '_ {
-        self.served
-            .iter()
-            .map(|(n, s)| (n.clone(), s.addr, s.standing.borrow().is_bound()))
-    }
-
-    /// Lets the listeners serve on as they are, for as long as the runtime
-    /// runs (standalone: nothing ever changes what is in force).
-    pub fn detach(mut self) {
-        self.tasks.clear();
-    }
-
-    /// Builds the postgres Connections of `bundle` (only those in `only`,
+    /// Builds the postgres Connections of the bundle (only those in `only`,
     /// when set) without changing anything served: an error leaves the
     /// bundle in force as it was.
-    pub fn prepare(
-        &self,
-        bundle: &Bundle,
-        identity: &Identity,
-        policies: &[Arc<CompiledPolicy>],
-        only: Option<&[String]>,
-    ) -> Result<Vec<PgPlan>, PgSetupError> {
+    fn plans(&self, prepare: Prepare<'_>) -> Result<Vec<PgPlan>, PgSetupError> {
+        let Prepare {
+            bundle,
+            identity,
+            policies,
+            only,
+        } = prepare;
         // A textPattern can match literals: decisions may then differ
         // between texts that differ only in literals (see enforcement::Enforcer).
         let literal_sensitive = bundle.policies.iter().any(|ap| {
@@ -199,22 +189,20 @@ impl PgConnections {
     /// [`crate::limits`]). Connections served but not in `plans` refuse
     /// sessions and statements from now on. A statement that needs approval
     /// asks `approvals`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn commit(
-        &mut self,
-        plans: Vec<PgPlan>,
-        identity: &Identity,
-        audit: &Arc<AuditLog>,
-        approvals: Option<&Approvals>,
-        listen_host: IpAddr,
-        revision: Option<&str>,
-        listeners: usize,
-    ) -> Result<(), (String, SocketAddr, std::io::Error)> {
+    async fn put_in_force(&mut self, plans: Vec<PgPlan>, put: Commit<'_>) -> Result<(), BindError> {
+        let Commit {
+            identity,
+            audit,
+            approvals,
+            listen_host,
+            revision,
+            listeners,
+        } = put;
         let mut seen = Vec::new();
         for plan in plans {
             seen.push(plan.name.clone());
             plan.standing
-                .log_in_force(&plan.name, revision, identity, "sessions");
+                .log_in_force(&plan.name, Some(revision), identity, "sessions");
             if let Some(s) = self.served.get(&plan.name) {
                 s.standing.send_replace(plan.standing);
                 let binding = Binding::live(identity.clone(), &plan.name, s.standing.subscribe())
@@ -238,7 +226,6 @@ impl PgConnections {
         }
         for (name, s) in &self.served {
             if !seen.contains(name) {
-                let revision = revision.unwrap_or("-");
                 s.standing.send_replace(Standing::Unavailable(format!(
                     "Connection {name:?} is no longer in this identity's policy bundle (revision {revision})"
                 )));
@@ -256,7 +243,7 @@ impl PgConnections {
         approvals: Option<&Approvals>,
         listen_host: IpAddr,
         listeners: usize,
-    ) -> Result<(String, Served), (String, SocketAddr, std::io::Error)> {
+    ) -> Result<(String, Served), BindError> {
         let name = plan.name;
         let upstream = format!("{}:{}", plan.upstream.host, plan.upstream.port);
         let tls = crate::tls::mode_name(plan.upstream.tls_mode);
@@ -268,7 +255,11 @@ impl PgConnections {
         let addr = SocketAddr::new(listen_host, plan.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| (name.clone(), addr, source))?;
+            .map_err(|source| BindError {
+                connection: name.clone(),
+                addr,
+                source,
+            })?;
         let addr = listener.local_addr().unwrap_or(addr);
         tracing::info!(connection = %name, %addr, %upstream, tls, "listening");
         let (context_tx, context_rx) = watch::channel(Arc::new(ctx));
@@ -300,15 +291,6 @@ impl PgConnections {
         Ok((name, served))
     }
 
-    /// No bundle is in force any more: every session and statement is
-    /// refused with `why`.
-    pub fn withdraw(&self, why: &str) {
-        for s in self.served.values() {
-            s.standing
-                .send_replace(Standing::Unavailable(why.to_string()));
-        }
-    }
-
     fn context(
         &self,
         name: &str,
@@ -330,6 +312,37 @@ impl PgConnections {
             buffer_budget: self.shared.buffer_budget.clone(),
             approvals: approvals.cloned(),
         }
+    }
+}
+
+impl Plane for PgConnections {
+    fn prepare(&mut self, bundle: Prepare<'_>) -> Result<usize, SetupError> {
+        self.staged = self.plans(bundle)?;
+        Ok(self.staged.len())
+    }
+
+    fn commit<'a>(&'a mut self, put: Commit<'a>) -> Committing<'a> {
+        let plans = std::mem::take(&mut self.staged);
+        Box::pin(self.put_in_force(plans, put))
+    }
+
+    /// Every session and statement is refused with `why`.
+    fn withdraw(&self, why: &str) {
+        for s in self.served.values() {
+            s.standing
+                .send_replace(Standing::Unavailable(why.to_string()));
+        }
+    }
+
+    fn listeners(&self) -> Vec<Listener> {
+        self.served
+            .iter()
+            .map(|(n, s)| (n.clone(), s.addr, s.standing.borrow().is_bound()))
+            .collect()
+    }
+
+    fn detach(mut self: Box<Self>) {
+        self.tasks.clear();
     }
 }
 

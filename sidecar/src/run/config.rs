@@ -192,4 +192,16 @@ impl RunConfig {
         }
         Ok(cfg)
     }
+
+    /// What every plane's Connections are served with.
+    pub fn plane_settings(&self) -> crate::plane::PlaneSettings {
+        crate::plane::PlaneSettings {
+            limits: self.limits.clone(),
+            max_message_size: self.max_message_size,
+            catalog: self.catalog,
+            http_upstream_timeout: self.http_upstream_timeout,
+            http_max_request_body: self.http_max_request_body,
+            http_upstream_http2: self.http_upstream_http2,
+        }
+    }
 }

@@ -14,7 +14,7 @@ use super::StandaloneError;
 
 /// The revision of a bundle built from local manifests (they never change
 /// while it runs).
-pub(super) const LOCAL_REVISION: &str = "local";
+const LOCAL_REVISION: &str = "local";
 
 /// The bundle of `identity` from `set`.
 pub(super) fn local_bundle(
