@@ -3,8 +3,10 @@
 //! How it runs:
 //! - [`standalone`]: from local manifests (`sluice-sidecar standalone`);
 //! - [`run`]: in a pod, from the operator's bundle (`sluice-sidecar run`),
-//!   through [`bundle_client`]; each plane's Connections are put in force by
-//!   `prepare` / `commit` / `withdraw` (`run::postgres`, [`http::bundle`]);
+//!   through [`bundle_client`]; [`run_env`]: its settings from the environment;
+//! - [`plane`]: the [`plane::Plane`] trait (`prepare` / `commit` /
+//!   `withdraw`) every data plane implements ([`postgres::bundle`],
+//!   [`http::bundle`]); [`planes`]: all of them, as both modes hold them;
 //! - [`shutdown`]: SIGTERM and SIGINT end the sessions on record;
 //! - [`anchor`]: standalone mode's own signed checkpoints of the audit file.
 //!
@@ -43,6 +45,7 @@ pub mod masking;
 pub mod metrics;
 pub mod parse_pool;
 pub mod plane;
+pub mod planes;
 pub mod postgres;
 pub mod rate;
 pub mod run;

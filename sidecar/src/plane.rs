@@ -2,29 +2,22 @@
 //! protocol, each on its own listener, put in force bundle after bundle.
 //!
 //! Run mode ([`crate::run`]) and standalone ([`crate::standalone`]) hold
-//! every plane as a [`Plane`] in [`Planes`] and put a bundle in force in two
-//! steps: [`Planes::prepare`] builds every plane's Connections (an error
-//! leaves what is served untouched), then [`Planes::commit`] puts them in
-//! force (listeners opened or updated). [`Planes::withdraw`] refuses
-//! everything once no bundle is in force.
+//! every plane as a [`Plane`] in [`crate::planes::Planes`] and put a bundle
+//! in force in two steps: `prepare` builds every plane's Connections (an
+//! error leaves what is served untouched), then `commit` puts them in force
+//! (listeners opened or updated); `withdraw` refuses everything once no
+//! bundle is in force.
 
 use std::error::Error;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 
-use prometheus_client::registry::Registry;
 use sluice_policy::engine::{CompiledPolicy, Identity};
 use sluice_policy::wire::Bundle;
 
 use crate::approval::Approvals;
 use crate::audit::AuditLog;
-use crate::http::bundle::HttpConnections;
-use crate::limits::{FdBudget, Limits};
-use crate::metrics::Metrics;
-use crate::postgres::bundle::{AcceptLoops, PgConnections, PgShared};
-use crate::postgres::catalog::PoolSettings;
 
 /// Why a plane's Connections of a bundle cannot be served (the plane's own
 /// error: its text names the Connection and what to fix).
@@ -79,29 +72,31 @@ pub struct Commit<'a> {
     pub listeners: usize,
 }
 
-/// What [`Plane::commit`] returns.
-pub type Committing<'a> = Pin<Box<dyn Future<Output = Result<(), BindError>> + Send + 'a>>;
-
 /// One data plane: the Connections of one protocol of a bundle, each on its
 /// own listener.
 ///
 /// A new plane (MySQL next) needs only its protocol code (framing,
 /// sessions, its side of the policy engine) plus an impl of this trait,
-/// registered in [`Planes::new`]: run mode and standalone then fetch,
-/// compile, prepare, commit, withdraw and list its Connections as they do
-/// every other plane's, and the spine ([`crate::standing`],
+/// registered in [`crate::planes::Planes::new`]: run mode and standalone
+/// then fetch, compile, prepare, commit, withdraw and list its Connections
+/// as they do every other plane's, and the spine ([`crate::standing`],
 /// [`crate::approval`], [`crate::audit`], [`crate::limits`]) is shared.
-pub trait Plane: Send + Sync {
-    /// Builds this plane's Connections of `bundle` and keeps them staged,
-    /// without changing anything served: an error leaves the bundle in
-    /// force as it was. Returns how many listeners the staged Connections
-    /// need. A later `prepare` replaces what an earlier one staged.
-    fn prepare(&mut self, bundle: Prepare<'_>) -> Result<usize, SetupError>;
+pub trait Plane: Send + Sync + 'static {
+    /// One Connection of a bundle, built and ready to be put in force.
+    type Plan: Send + Sync + 'static;
 
-    /// Puts what [`Plane::prepare`] staged in force: live sessions follow
-    /// their Connection's new standing, new Connections get a listener.
-    /// Connections served but not staged refuse everything from now on.
-    fn commit<'a>(&'a mut self, put: Commit<'a>) -> Committing<'a>;
+    /// Builds this plane's Connections of the bundle without changing
+    /// anything served: an error leaves the bundle in force as it was.
+    fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<Self::Plan>, SetupError>;
+
+    /// Puts `plans` in force: live sessions follow their Connection's new
+    /// standing, new Connections get a listener. Connections served but not
+    /// in `plans` refuse everything from now on.
+    fn commit(
+        &mut self,
+        plans: Vec<Self::Plan>,
+        put: Commit<'_>,
+    ) -> impl Future<Output = Result<(), BindError>> + Send;
 
     /// No bundle is in force any more: everything is refused with `why`.
     fn withdraw(&self, why: &str);
@@ -111,99 +106,5 @@ pub trait Plane: Send + Sync {
 
     /// Lets the listeners serve on as they are, for as long as the runtime
     /// runs (standalone: nothing ever changes what is in force).
-    fn detach(self: Box<Self>);
-}
-
-/// What the planes' Connections are served with (run mode's and
-/// standalone's settings alike).
-pub struct PlaneSettings {
-    /// Connection caps and timeouts.
-    pub limits: Limits,
-    /// Largest PostgreSQL protocol message.
-    pub max_message_size: usize,
-    /// Catalog sessions per postgres Connection.
-    pub catalog: PoolSettings,
-    /// HTTP: how long the upstream has to answer, and between pieces.
-    pub http_upstream_timeout: std::time::Duration,
-    /// HTTP: largest request body buffered for `jsonBody` rules.
-    pub http_max_request_body: usize,
-    /// HTTP: offer HTTP/2 to the upstream.
-    pub http_upstream_http2: bool,
-}
-
-/// Every plane of the sidecar.
-pub struct Planes {
-    planes: Vec<Box<dyn Plane>>,
-    accept: AcceptLoops,
-}
-
-impl Planes {
-    /// Every plane, serving nothing yet, its metrics in `registry`.
-    pub fn new(settings: &PlaneSettings, metrics: &Arc<Metrics>, registry: &mut Registry) -> Self {
-        let s = settings;
-        let fd_budget = FdBudget::new(s.limits.fd_reserve);
-        let postgres = PgConnections::new(PgShared::new(
-            metrics,
-            &s.limits,
-            fd_budget.clone(),
-            s.max_message_size,
-            s.catalog,
-        ));
-        let accept = postgres.accept_loops();
-        let http = HttpConnections::new(
-            metrics.clone(),
-            crate::http::HttpMetrics::register(registry),
-            s.http_upstream_timeout,
-            s.http_max_request_body,
-            s.http_upstream_http2,
-            (s.limits.clone(), fd_budget),
-        );
-        Planes {
-            planes: vec![Box::new(postgres), Box::new(http)],
-            accept,
-        }
-    }
-
-    /// The accept loops of the listeners, also those a later bundle opens,
-    /// for a shutdown to stop.
-    pub fn accept_loops(&self) -> AcceptLoops {
-        self.accept.clone()
-    }
-
-    /// Stages every plane's Connections of the bundle (see
-    /// [`Plane::prepare`]); returns how many listeners they need in all.
-    pub fn prepare(&mut self, bundle: Prepare<'_>) -> Result<usize, SetupError> {
-        let mut listeners = 0;
-        for plane in &mut self.planes {
-            listeners += plane.prepare(bundle)?;
-        }
-        Ok(listeners)
-    }
-
-    /// Puts every plane's staged Connections in force (see [`Plane::commit`]).
-    pub async fn commit(&mut self, put: Commit<'_>) -> Result<(), BindError> {
-        for plane in &mut self.planes {
-            plane.commit(put).await?;
-        }
-        Ok(())
-    }
-
-    /// Every plane refuses everything with `why`.
-    pub fn withdraw(&self, why: &str) {
-        for plane in &self.planes {
-            plane.withdraw(why);
-        }
-    }
-
-    /// Every listener of every plane.
-    pub fn listeners(&self) -> Vec<Listener> {
-        self.planes.iter().flat_map(|p| p.listeners()).collect()
-    }
-
-    /// Lets every listener serve on by itself (see [`Plane::detach`]).
-    pub fn detach(self) {
-        for plane in self.planes {
-            plane.detach();
-        }
-    }
+    fn detach(self);
 }

@@ -42,7 +42,8 @@ use crate::approval::Approvals;
 use crate::audit::{AuditError, AuditLog};
 use crate::bundle_client::{BundlePoll, GatewayClient, GatewayError};
 use crate::metrics::Metrics;
-use crate::plane::{BindError, Commit, Planes, Prepare, SetupError};
+use crate::plane::{BindError, Commit, Prepare, SetupError};
+use crate::planes::Planes;
 use crate::postgres::bundle::AcceptLoops;
 use crate::standing::compile_policies;
 

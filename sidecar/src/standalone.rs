@@ -22,7 +22,8 @@ use sluice_policy::engine::{CompileError, Identity};
 use crate::admin::{self, AdminState};
 use crate::audit::{AuditError, AuditLog};
 use crate::metrics::Metrics;
-use crate::plane::{BindError, Commit, PlaneSettings, Planes, Prepare, SetupError};
+use crate::plane::{BindError, Commit, Prepare, SetupError};
+use crate::planes::{PlaneSettings, Planes};
 use crate::postgres::framing;
 use crate::standing::compile_policies;
 

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use super::{HttpContext, HttpMetrics, HttpParts, HttpSetupError, HttpStanding, HttpUpstream};
 use crate::limits::{FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
-use crate::plane::{BindError, Commit, Committing, Listener, Plane, Prepare, SetupError};
+use crate::plane::{BindError, Commit, Listener, Plane, Prepare, SetupError};
 use crate::rate::RateLimit;
 use crate::standing::{Standing, hash_key, plane_connections};
 use crate::tls;
@@ -73,8 +73,6 @@ pub struct HttpConnections {
     limits: Limits,
     fd_budget: FdBudget,
     tasks: Vec<JoinHandle<()>>,
-    /// What the last [`Plane::prepare`] built, for [`Plane::commit`].
-    staged: Vec<HttpPlan>,
 }
 
 impl HttpConnections {
@@ -97,7 +95,6 @@ impl HttpConnections {
             limits,
             fd_budget,
             tasks: Vec::new(),
-            staged: Vec::new(),
         }
     }
 
@@ -270,14 +267,14 @@ impl HttpConnections {
 }
 
 impl Plane for HttpConnections {
-    fn prepare(&mut self, bundle: Prepare<'_>) -> Result<usize, SetupError> {
-        self.staged = self.plans(bundle)?;
-        Ok(self.staged.len())
+    type Plan = HttpPlan;
+
+    fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<HttpPlan>, SetupError> {
+        Ok(self.plans(bundle)?)
     }
 
-    fn commit<'a>(&'a mut self, put: Commit<'a>) -> Committing<'a> {
-        let plans = std::mem::take(&mut self.staged);
-        Box::pin(self.put_in_force(plans, put))
+    async fn commit(&mut self, plans: Vec<HttpPlan>, put: Commit<'_>) -> Result<(), BindError> {
+        self.put_in_force(plans, put).await
     }
 
     /// Every request is refused with `why`.
@@ -294,7 +291,7 @@ impl Plane for HttpConnections {
             .collect()
     }
 
-    fn detach(mut self: Box<Self>) {
+    fn detach(mut self) {
         self.tasks.clear();
     }
 }

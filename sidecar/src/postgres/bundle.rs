@@ -22,7 +22,7 @@ use crate::approval::Approvals;
 use crate::audit::AuditLog;
 use crate::limits::{BufferBudget, FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
-use crate::plane::{BindError, Commit, Committing, Listener, Plane, Prepare, SetupError};
+use crate::plane::{BindError, Commit, Listener, Plane, Prepare, SetupError};
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::catalog::{CatalogPool, PoolSettings};
 use crate::postgres::session::ConnectionContext;
@@ -120,8 +120,6 @@ pub struct PgConnections {
     served: BTreeMap<String, Served>,
     shared: PgShared,
     tasks: Vec<JoinHandle<()>>,
-    /// What the last [`Plane::prepare`] built, for [`Plane::commit`].
-    staged: Vec<PgPlan>,
 }
 
 impl PgConnections {
@@ -131,7 +129,6 @@ impl PgConnections {
             served: BTreeMap::new(),
             shared,
             tasks: Vec::new(),
-            staged: Vec::new(),
         }
     }
 
@@ -316,14 +313,14 @@ impl PgConnections {
 }
 
 impl Plane for PgConnections {
-    fn prepare(&mut self, bundle: Prepare<'_>) -> Result<usize, SetupError> {
-        self.staged = self.plans(bundle)?;
-        Ok(self.staged.len())
+    type Plan = PgPlan;
+
+    fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<PgPlan>, SetupError> {
+        Ok(self.plans(bundle)?)
     }
 
-    fn commit<'a>(&'a mut self, put: Commit<'a>) -> Committing<'a> {
-        let plans = std::mem::take(&mut self.staged);
-        Box::pin(self.put_in_force(plans, put))
+    async fn commit(&mut self, plans: Vec<PgPlan>, put: Commit<'_>) -> Result<(), BindError> {
+        self.put_in_force(plans, put).await
     }
 
     /// Every session and statement is refused with `why`.
@@ -341,7 +338,7 @@ impl Plane for PgConnections {
             .collect()
     }
 
-    fn detach(mut self: Box<Self>) {
+    fn detach(mut self) {
         self.tasks.clear();
     }
 }

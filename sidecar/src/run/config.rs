@@ -194,8 +194,8 @@ impl RunConfig {
     }
 
     /// What every plane's Connections are served with.
-    pub fn plane_settings(&self) -> crate::plane::PlaneSettings {
-        crate::plane::PlaneSettings {
+    pub fn plane_settings(&self) -> crate::planes::PlaneSettings {
+        crate::planes::PlaneSettings {
             limits: self.limits.clone(),
             max_message_size: self.max_message_size,
             catalog: self.catalog,

@@ -1,0 +1,165 @@
+//! Every data plane of the sidecar ([`Planes`]), as run mode and standalone
+//! hold them: one call prepares, commits, withdraws or lists them all. A new
+//! plane is registered in [`Planes::new`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+
+use crate::http::bundle::HttpConnections;
+use crate::limits::{FdBudget, Limits};
+use crate::metrics::Metrics;
+use crate::plane::{BindError, Commit, Listener, Plane, Prepare, SetupError};
+use crate::postgres::bundle::{AcceptLoops, PgConnections, PgShared};
+use crate::postgres::catalog::PoolSettings;
+
+/// What the planes' Connections are served with (run mode's and
+/// standalone's settings alike).
+pub struct PlaneSettings {
+    /// Connection caps and timeouts.
+    pub limits: Limits,
+    /// Largest PostgreSQL protocol message.
+    pub max_message_size: usize,
+    /// Catalog sessions per postgres Connection.
+    pub catalog: PoolSettings,
+    /// HTTP: how long the upstream has to answer, and between pieces.
+    pub http_upstream_timeout: std::time::Duration,
+    /// HTTP: largest request body buffered for `jsonBody` rules.
+    pub http_max_request_body: usize,
+    /// HTTP: offer HTTP/2 to the upstream.
+    pub http_upstream_http2: bool,
+}
+
+/// Every plane of the sidecar.
+pub struct Planes {
+    planes: Vec<Box<dyn Staged>>,
+    accept: AcceptLoops,
+}
+
+impl Planes {
+    /// Every plane, serving nothing yet, its metrics in `registry`.
+    pub fn new(settings: &PlaneSettings, metrics: &Arc<Metrics>, registry: &mut Registry) -> Self {
+        let s = settings;
+        let fd_budget = FdBudget::new(s.limits.fd_reserve);
+        let postgres = PgConnections::new(PgShared::new(
+            metrics,
+            &s.limits,
+            fd_budget.clone(),
+            s.max_message_size,
+            s.catalog,
+        ));
+        let accept = postgres.accept_loops();
+        let http = HttpConnections::new(
+            metrics.clone(),
+            crate::http::HttpMetrics::register(registry),
+            s.http_upstream_timeout,
+            s.http_max_request_body,
+            s.http_upstream_http2,
+            (s.limits.clone(), fd_budget),
+        );
+        Planes {
+            planes: vec![Staging::boxed(postgres), Staging::boxed(http)],
+            accept,
+        }
+    }
+
+    /// The accept loops of the listeners, also those a later bundle opens,
+    /// for a shutdown to stop.
+    pub fn accept_loops(&self) -> AcceptLoops {
+        self.accept.clone()
+    }
+
+    /// Builds every plane's Connections of the bundle, kept for
+    /// [`Planes::commit`] (see [`Plane::prepare`]); returns how many
+    /// listeners they need in all.
+    pub fn prepare(&mut self, bundle: Prepare<'_>) -> Result<usize, SetupError> {
+        let mut listeners = 0;
+        for plane in &mut self.planes {
+            listeners += plane.prepare(bundle)?;
+        }
+        Ok(listeners)
+    }
+
+    /// Puts what [`Planes::prepare`] built in force (see [`Plane::commit`]).
+    pub async fn commit(&mut self, put: Commit<'_>) -> Result<(), BindError> {
+        for plane in &mut self.planes {
+            plane.commit(put).await?;
+        }
+        Ok(())
+    }
+
+    /// Every plane refuses everything with `why`.
+    pub fn withdraw(&self, why: &str) {
+        for plane in &self.planes {
+            plane.withdraw(why);
+        }
+    }
+
+    /// Every listener of every plane.
+    pub fn listeners(&self) -> Vec<Listener> {
+        self.planes.iter().flat_map(|p| p.listeners()).collect()
+    }
+
+    /// Lets every listener serve on by itself (see [`Plane::detach`]).
+    pub fn detach(self) {
+        for plane in self.planes {
+            plane.detach();
+        }
+    }
+}
+
+/// A plane's commit, boxed.
+type Committing<'a> = Pin<Box<dyn Future<Output = Result<(), BindError>> + Send + 'a>>;
+
+/// A [`Plane`] with the Connections its last `prepare` built, whatever its
+/// protocol: what [`Planes`] holds.
+trait Staged: Send + Sync {
+    /// Builds and keeps the plane's Connections (replacing what an earlier
+    /// call kept); returns how many listeners they need.
+    fn prepare(&mut self, bundle: Prepare<'_>) -> Result<usize, SetupError>;
+    /// Puts what `prepare` kept in force.
+    fn commit<'a>(&'a mut self, put: Commit<'a>) -> Committing<'a>;
+    fn withdraw(&self, why: &str);
+    fn listeners(&self) -> Vec<Listener>;
+    fn detach(self: Box<Self>);
+}
+
+struct Staging<P: Plane> {
+    plane: P,
+    plans: Vec<P::Plan>,
+}
+
+impl<P: Plane> Staging<P> {
+    fn boxed(plane: P) -> Box<dyn Staged> {
+        Box::new(Staging {
+            plane,
+            plans: Vec::new(),
+        })
+    }
+}
+
+impl<P: Plane> Staged for Staging<P> {
+    fn prepare(&mut self, bundle: Prepare<'_>) -> Result<usize, SetupError> {
+        self.plans = self.plane.prepare(bundle)?;
+        Ok(self.plans.len())
+    }
+
+    fn commit<'a>(&'a mut self, put: Commit<'a>) -> Committing<'a> {
+        let plans = std::mem::take(&mut self.plans);
+        Box::pin(self.plane.commit(plans, put))
+    }
+
+    fn withdraw(&self, why: &str) {
+        self.plane.withdraw(why);
+    }
+
+    fn listeners(&self) -> Vec<Listener> {
+        self.plane.listeners()
+    }
+
+    fn detach(self: Box<Self>) {
+        self.plane.detach();
+    }
+}
