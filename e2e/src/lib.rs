@@ -4,6 +4,14 @@
 //! ([`TestCluster`], binary `sluice-testcluster`): it serves what kubectl and
 //! kube-rs use, so the operator can be tested end to end on machines without
 //! a cluster. See e2e/README.md for what it supports and what it does not.
+//!
+//! - [`apiserver`]: the API server itself (routing, the verbs in `ops`,
+//!   admission, patches, watches, storage, schemas, RBAC, tokens);
+//! - [`TestCluster`] (`cluster`): starts it, with its users and kubeconfig;
+//! - [`pki`]: its CA, serving certificates and token signer;
+//! - [`chart`]: the chart's objects as the tests apply them;
+//! - [`ClusterUnderTest`] (`under_test`): a real cluster instead, when one is given;
+//! - [`free_port`]: loopback ports for the processes the tests start.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,7 +1,7 @@
 //! Checkpoints: parsed from the checkpoints file or a receipt, authenticated
 //! against the JWKS, and consistent with each other.
 
-use super::report::Failure;
+use super::failure::Failure;
 use serde::Deserialize;
 use sluice_policy::audit::ChainHead;
 use std::collections::BTreeMap;

@@ -18,8 +18,13 @@
 //! checkpoints`, or a standalone sidecar's checkpoint file) and from the
 //! receipts the run-mode sidecar logs (`audit checkpoint signed by the
 //! operator`) when they are in the input.
+//!
+//! Here: the arguments and [`run`]; [`input`] classifies the lines,
+//! [`checkpoints`] reads and authenticates checkpoints, [`verify`] runs the
+//! chain, [`report`] says what verified and [`failure`] what did not.
 
 mod checkpoints;
+mod failure;
 mod input;
 mod report;
 mod verify;

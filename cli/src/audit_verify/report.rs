@@ -2,21 +2,12 @@
 //! checkpoints anchor), as text or JSON.
 
 use super::checkpoints::Checkpoint;
-use super::verify::Verified;
+use super::input::OtherLines;
 use serde_json::Value;
 use serde_json::json;
 use sluice_policy::audit::VerifyReport;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-
-/// Why the log fails verification (exit 1).
-pub struct Failure {
-    pub(super) kind: &'static str,
-    /// The input line, when the failure is the log's.
-    pub(super) line: Option<usize>,
-    pub(super) stream: Option<String>,
-    pub(super) detail: String,
-}
 
 /// One stream of the log: its range, and which parts checkpoints anchor.
 pub(super) struct StreamReport {
@@ -76,12 +67,14 @@ fn signed_at_text(at: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
-impl Failure {
-    /// The failure as the JSON report prints it.
-    pub fn to_json(&self) -> Value {
-        json!({"ok": false, "line": self.line, "kind": self.kind,
-               "stream": self.stream, "detail": self.detail})
-    }
+/// A log that verified, and what its report says.
+pub struct Verified {
+    pub(super) report: VerifyReport,
+    pub(super) streams: Vec<StreamReport>,
+    pub(super) checkpoints: Vec<Checkpoint>,
+    pub(super) absent: Vec<usize>,
+    pub(super) other: OtherLines,
+    pub(super) authenticated: bool,
 }
 
 impl Verified {

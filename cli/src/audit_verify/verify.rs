@@ -3,8 +3,9 @@
 
 use super::VerifyInputError;
 use super::checkpoints::{Checkpoint, CheckpointLine, checkpoint, consistent};
+use super::failure::Failure;
 use super::input::{Line, OtherLines, classify};
-use super::report::{Failure, StreamReport, stream_reports};
+use super::report::{Verified, stream_reports};
 use sluice_policy::audit::ChainHead;
 use sluice_policy::audit::ChainVerifier;
 use sluice_policy::audit::VerifyErrorKind;
@@ -23,16 +24,6 @@ pub struct Options<'a> {
     pub require_every_stream: bool,
 }
 
-/// A log that verified, and what its report says.
-pub struct Verified {
-    pub(super) report: VerifyReport,
-    pub(super) streams: Vec<StreamReport>,
-    pub(super) checkpoints: Vec<Checkpoint>,
-    pub(super) absent: Vec<usize>,
-    pub(super) other: OtherLines,
-    pub(super) authenticated: bool,
-}
-
 /// Verifies `text` (an audit log, or a merged container log): `Ok(Ok(_))`
 /// when intact, `Ok(Err(failure))` when not, `Err` when the checkpoints
 /// cannot be read at all.
@@ -41,62 +32,22 @@ pub fn verify(
     options: &Options<'_>,
 ) -> Result<Result<Verified, Failure>, VerifyInputError> {
     let jwks = options.jwks;
-    // The input, classified line by line.
-    let mut kinds = Vec::new();
-    let mut other = OtherLines::default();
-    let mut first_seq: BTreeMap<String, u64> = BTreeMap::new();
-    let mut events: BTreeMap<String, u64> = BTreeMap::new();
-    let mut checkpoints = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = classify(raw);
-        match &line {
-            Line::Audit(Some((stream, seq))) => {
-                let first = first_seq.entry(stream.clone()).or_insert(*seq);
-                *first = (*first).min(*seq);
-                *events.entry(stream.clone()).or_default() += 1;
-            }
-            Line::Audit(None) | Line::Blank => {}
-            Line::Receipt(c) => {
-                other.receipts += 1;
-                other.add(i + 1);
-                match checkpoint((**c).clone(), format!("input line {}", i + 1), jwks) {
-                    Ok(c) => checkpoints.push(c),
-                    Err(f) => return Ok(Err(f)),
-                }
-            }
-            Line::JsonOther => {
-                other.json += 1;
-                other.add(i + 1);
-            }
-            Line::TextOther => {
-                other.text += 1;
-                other.add(i + 1);
-            }
-        }
-        kinds.push(line);
-    }
-    if let Some((path, text)) = &options.checkpoints {
-        for (i, l) in text.lines().enumerate() {
-            if l.trim().is_empty() {
-                continue;
-            }
-            let parsed = serde_json::from_str::<CheckpointLine>(l).map_err(|source| {
-                VerifyInputError::Checkpoint {
-                    path: path.clone(),
-                    line: i + 1,
-                    source,
-                }
-            })?;
-            match checkpoint(parsed, format!("{} line {}", path.display(), i + 1), jwks) {
-                Ok(c) => checkpoints.push(c),
-                Err(f) => return Ok(Err(f)),
-            }
-        }
+    let Input {
+        kinds,
+        other,
+        first_seq,
+        events,
+        mut checkpoints,
+    } = match read_input(text, jwks) {
+        Ok(input) => input,
+        Err(f) => return Ok(Err(f)),
+    };
+    if let Err(f) = read_checkpoints(options, &mut checkpoints)? {
+        return Ok(Err(f));
     }
     if let Err(f) = consistent(&checkpoints) {
         return Ok(Err(f));
     }
-
     // Checkpoints of streams the log does not hold are listed, not used
     // (unless every stream is required).
     let (present, absent): (Vec<usize>, Vec<usize>) =
@@ -121,40 +72,9 @@ pub fn verify(
         .collect();
     let heads: Vec<ChainHead> = heads.into_iter().collect();
 
-    // The chain, on the audit lines only (the others count as blank, so
-    // line numbers stay the input's).
-    let mut verifier = ChainVerifier::new(&heads);
-    let mut result = Ok(());
-    for (raw, kind) in text.lines().zip(&kinds) {
-        let fed = if matches!(kind, Line::Audit(_)) {
-            raw
-        } else {
-            ""
-        };
-        if let Err(e) = verifier.push_line(fed) {
-            result = Err(e);
-            break;
-        }
-    }
-    let result = result.and_then(|()| verifier.finish());
-    let report = match result {
+    let report = match chain(text, &kinds, &heads) {
         Ok(report) => report,
-        Err(mut e) => {
-            // A last line cut mid-way (no newline, not JSON) is a truncation, not an edit.
-            if e.kind == VerifyErrorKind::Malformed
-                && e.line == kinds.len()
-                && !text.ends_with('\n')
-            {
-                e.kind = VerifyErrorKind::Truncated;
-                e.detail = format!("the last line is incomplete ({})", e.detail);
-            }
-            return Ok(Err(Failure {
-                kind: e.kind.as_str(),
-                line: Some(e.line),
-                stream: e.stream,
-                detail: e.detail,
-            }));
-        }
+        Err(f) => return Ok(Err(f)),
     };
     if report.events == 0 {
         return Ok(Err(Failure {
@@ -178,4 +98,125 @@ pub fn verify(
         other,
         authenticated: jwks.is_some(),
     }))
+}
+
+/// The input, classified line by line, with the checkpoints its receipts carry.
+struct Input {
+    kinds: Vec<Line>,
+    other: OtherLines,
+    /// The first seq of each stream in the log.
+    first_seq: BTreeMap<String, u64>,
+    /// How many events of each stream the log holds.
+    events: BTreeMap<String, u64>,
+    checkpoints: Vec<Checkpoint>,
+}
+
+fn read_input(text: &str, jwks: Option<&jsonwebtoken::jwk::JwkSet>) -> Result<Input, Failure> {
+    let mut kinds = Vec::new();
+    let mut other = OtherLines::default();
+    let mut first_seq: BTreeMap<String, u64> = BTreeMap::new();
+    let mut events: BTreeMap<String, u64> = BTreeMap::new();
+    let mut checkpoints = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = classify(raw);
+        match &line {
+            Line::Audit(Some((stream, seq))) => {
+                let first = first_seq.entry(stream.clone()).or_insert(*seq);
+                *first = (*first).min(*seq);
+                *events.entry(stream.clone()).or_default() += 1;
+            }
+            Line::Audit(None) | Line::Blank => {}
+            Line::Receipt(c) => {
+                other.receipts += 1;
+                other.add(i + 1);
+                checkpoints.push(checkpoint(
+                    (**c).clone(),
+                    format!("input line {}", i + 1),
+                    jwks,
+                )?);
+            }
+            Line::JsonOther => {
+                other.json += 1;
+                other.add(i + 1);
+            }
+            Line::TextOther => {
+                other.text += 1;
+                other.add(i + 1);
+            }
+        }
+        kinds.push(line);
+    }
+    Ok(Input {
+        kinds,
+        other,
+        first_seq,
+        events,
+        checkpoints,
+    })
+}
+
+/// The checkpoints of the checkpoints file, if any, added to `checkpoints`;
+/// `Ok(Err(_))` when one is not authentic, `Err` when the file is not
+/// checkpoints at all.
+fn read_checkpoints(
+    options: &Options<'_>,
+    checkpoints: &mut Vec<Checkpoint>,
+) -> Result<Result<(), Failure>, VerifyInputError> {
+    if let Some((path, text)) = &options.checkpoints {
+        for (i, l) in text.lines().enumerate() {
+            if l.trim().is_empty() {
+                continue;
+            }
+            let parsed = serde_json::from_str::<CheckpointLine>(l).map_err(|source| {
+                VerifyInputError::Checkpoint {
+                    path: path.clone(),
+                    line: i + 1,
+                    source,
+                }
+            })?;
+            let source = format!("{} line {}", path.display(), i + 1);
+            match checkpoint(parsed, source, options.jwks) {
+                Ok(c) => checkpoints.push(c),
+                Err(f) => return Ok(Err(f)),
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The hash chain, on the audit lines only (the others count as blank, so
+/// line numbers stay the input's), checked against the checkpoints' `heads`.
+fn chain(text: &str, kinds: &[Line], heads: &[ChainHead]) -> Result<VerifyReport, Failure> {
+    let mut verifier = ChainVerifier::new(heads);
+    let mut result = Ok(());
+    for (raw, kind) in text.lines().zip(kinds) {
+        let fed = if matches!(kind, Line::Audit(_)) {
+            raw
+        } else {
+            ""
+        };
+        if let Err(e) = verifier.push_line(fed) {
+            result = Err(e);
+            break;
+        }
+    }
+    match result.and_then(|()| verifier.finish()) {
+        Ok(report) => Ok(report),
+        Err(mut e) => {
+            // A last line cut mid-way (no newline, not JSON) is a truncation, not an edit.
+            if e.kind == VerifyErrorKind::Malformed
+                && e.line == kinds.len()
+                && !text.ends_with('\n')
+            {
+                e.kind = VerifyErrorKind::Truncated;
+                e.detail = format!("the last line is incomplete ({})", e.detail);
+            }
+            Err(Failure {
+                kind: e.kind.as_str(),
+                line: Some(e.line),
+                stream: e.stream,
+                detail: e.detail,
+            })
+        }
+    }
 }

@@ -8,8 +8,12 @@
 //! install. `-o json` prints the same results as one JSON document.
 //!
 //! The names checked here (webhook configurations, Secrets, annotations,
-//! labels) are the operator's interfaces (DESIGN §5, §8); the CLI does not
+//! labels) are the operator's interfaces (docs/DESIGN.md §5, §8); the CLI does not
 //! link the operator, so they are repeated below.
+//!
+//! One file a group of checks, in the order they run: [`pre`] (before
+//! installing), then [`crds`], [`operator`], [`pods`], [`resources`]; [`tls`]
+//! reads caBundles and probes the operator.
 
 mod crds;
 mod operator;
@@ -64,7 +68,7 @@ const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-l
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most objects one check names; the rest are counted.
 const MAX_LISTED: usize = 10;
-/// The oldest Kubernetes with native sidecars (DESIGN §5).
+/// The oldest Kubernetes with native sidecars (docs/DESIGN.md §5).
 const NATIVE_SIDECAR_MINOR: u32 = 29;
 
 /// Output formats of `check`.

@@ -26,9 +26,27 @@ pub(super) struct Injection {
     pub(super) excluded: BTreeSet<String>,
 }
 
+/// A Sluice webhook: its configuration, its name and how it is called.
+type Hook = (String, String, WebhookClientConfig);
+
 /// The webhook configurations, the operator's reachability and readiness,
 /// its certificates and signing keys.
 pub(super) async fn operator(client: &Client, args: &CheckArgs, report: &mut Report) -> Injection {
+    let (injection, hooks) = webhooks(client, report).await;
+    // Every caBundle must be there, parse and be valid now.
+    let now = Timestamp::now().as_second();
+    ca_bundles(&hooks, now, report);
+    let namespace = operator_namespace(args, &hooks, &injection);
+    let uses_url = hooks.iter().any(|(_, _, cc)| cc.url.is_some());
+    deployment(client, &namespace, uses_url, report).await;
+    answers(client, &hooks, now, report).await;
+    signing_keys(client, &namespace, report).await;
+    injection
+}
+
+/// The three webhook configurations: present, and what the injection
+/// webhook selects; every Sluice webhook found.
+async fn webhooks(client: &Client, report: &mut Report) -> (Injection, Vec<Hook>) {
     const CAT: &str = "sluice-operator";
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
@@ -40,7 +58,7 @@ pub(super) async fn operator(client: &Client, args: &CheckArgs, report: &mut Rep
         excluded: SYSTEM_NAMESPACES.iter().map(|s| s.to_string()).collect(),
     };
     // (configuration, webhook name, client config) of every Sluice webhook.
-    let mut hooks: Vec<(String, String, WebhookClientConfig)> = vec![];
+    let mut hooks: Vec<Hook> = vec![];
     let missing_hint = "the operator writes it at start (the chart ships it): is the operator running? kubectl get deploy -A -l app.kubernetes.io/name=sluice-operator";
     match mutating.get_opt(INJECTION_CONFIGURATION).await {
         Ok(Some(config)) => {
@@ -97,10 +115,14 @@ pub(super) async fn operator(client: &Client, args: &CheckArgs, report: &mut Rep
         Err(e) => report.error(CAT, format!("could not read validatingwebhookconfiguration/{APPROVALS_CONFIGURATION}: {e}"), "check your permissions"),
     }
 
-    // Every caBundle must be there, parse and be valid now.
-    let now = Timestamp::now().as_second();
+    (injection, hooks)
+}
+
+/// Every webhook's caBundle is there, parses and is valid at `now`.
+fn ca_bundles(hooks: &[Hook], now: i64, report: &mut Report) {
+    const CAT: &str = "sluice-operator";
     let mut bundles_ok = !hooks.is_empty();
-    for (config, name, cc) in &hooks {
+    for (config, name, cc) in hooks {
         let pem = cc
             .ca_bundle
             .as_ref()
@@ -132,8 +154,11 @@ pub(super) async fn operator(client: &Client, args: &CheckArgs, report: &mut Rep
             format!("all {} webhooks carry a valid caBundle", hooks.len()),
         );
     }
+}
 
-    // Where the operator is: the namespace its webhooks exclude or point at.
+/// Where the operator is: as told, else the namespace its webhooks point
+/// at or exclude, else `sluice-system`.
+fn operator_namespace(args: &CheckArgs, hooks: &[Hook], injection: &Injection) -> String {
     let from_service = hooks
         .iter()
         .find_map(|(_, _, cc)| cc.service.as_ref().map(|s| s.namespace.clone()));
@@ -142,16 +167,18 @@ pub(super) async fn operator(client: &Client, args: &CheckArgs, report: &mut Rep
         .iter()
         .find(|n| !SYSTEM_NAMESPACES.contains(&n.as_str()))
         .cloned();
-    let namespace = args
-        .operator_namespace
+    args.operator_namespace
         .clone()
         .or(from_service)
         .or(from_selector)
-        .unwrap_or_else(|| "sluice-system".to_string());
+        .unwrap_or_else(|| "sluice-system".to_string())
+}
 
-    // The operator answers, with a certificate its webhooks' caBundle
-    // verifies: asked through the injection webhook, or another whose
-    // caBundle is usable (a missing one is reported above).
+/// The operator answers, with a certificate its webhooks' caBundle
+/// verifies: asked through the injection webhook, or another whose caBundle
+/// is usable (a missing one is reported by [`ca_bundles`]).
+async fn answers(client: &Client, hooks: &[Hook], now: i64, report: &mut Report) {
+    const CAT: &str = "sluice-operator";
     let usable = |cc: &WebhookClientConfig| {
         ca_bundle_expiry(
             &cc.ca_bundle
@@ -165,8 +192,6 @@ pub(super) async fn operator(client: &Client, args: &CheckArgs, report: &mut Rep
         .iter()
         .filter(|(_, _, cc)| usable(cc))
         .min_by_key(|(_, name, _)| name != INJECTION_WEBHOOK);
-    let uses_url = hooks.iter().any(|(_, _, cc)| cc.url.is_some());
-    deployment(client, &namespace, uses_url, report).await;
     if injection_hook.is_none() && !hooks.is_empty() {
         report.error(
             CAT,
@@ -207,8 +232,6 @@ pub(super) async fn operator(client: &Client, args: &CheckArgs, report: &mut Rep
             certificate_expiry(report, "the webhooks' CA", not_after, now);
         }
     }
-    signing_keys(client, &namespace, report).await;
-    injection
 }
 
 async fn deployment(client: &Client, namespace: &str, uses_url: bool, report: &mut Report) {

@@ -2,7 +2,6 @@
 //! configuration's caBundle, AdmissionReview v1.
 
 use super::error::{ApiError, reason_from_str};
-use super::ops::{stored, stored_all};
 use super::registry::{ResourceType, Special};
 use super::selectors::LabelSelector;
 use super::{Inner, UserInfo};
@@ -143,7 +142,8 @@ fn applies(inner: &Inner, wh: &Value, a: &Attrs<'_>, obj: Option<&Value>) -> boo
             .map(|o| o["metadata"]["labels"].clone())
             .unwrap_or(Value::Null)
     } else if a.rt.namespaced {
-        stored(inner, "/namespaces", "", a.ns)
+        inner
+            .stored("/namespaces", "", a.ns)
             .map(|n| n["metadata"]["labels"].clone())
             .unwrap_or(Value::Null)
     } else {
@@ -352,7 +352,7 @@ pub(crate) async fn mutate(
     if exempt(a) {
         return Ok(obj);
     }
-    for cfg in stored_all(inner, MUTATING) {
+    for cfg in inner.stored_all(MUTATING) {
         for wh in cfg["webhooks"].as_array().into_iter().flatten() {
             if !applies(inner, wh, a, Some(&obj)) {
                 continue;
@@ -430,7 +430,7 @@ pub(crate) async fn validate(
     if exempt(a) {
         return Ok(());
     }
-    for cfg in stored_all(inner, VALIDATING) {
+    for cfg in inner.stored_all(VALIDATING) {
         for wh in cfg["webhooks"].as_array().into_iter().flatten() {
             if !applies(inner, wh, a, obj) {
                 continue;

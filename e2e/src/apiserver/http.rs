@@ -409,27 +409,7 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
         t.rt.special,
         Special::TokenReview | Special::SelfSubjectReview | Special::AccessReview
     ) {
-        if req.method != Method::POST || t.name.is_some() {
-            return Err(ApiError::method_not_allowed(format!(
-                "{} only supports create",
-                t.rt.plural
-            )));
-        }
-        let out = if t.rt.special == Special::TokenReview {
-            tokens::token_review(inner, req.json_body()?)?
-        } else if t.rt.special == Special::AccessReview {
-            // kubectl posts these as protobuf; the answer does not depend on the body.
-            access_review(
-                inner,
-                req,
-                &t,
-                req.json_body().unwrap_or_else(|_| json!({})),
-            )
-        } else {
-            json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
-                "metadata": {"creationTimestamp": null}, "status": {"userInfo": req.user.to_json()}})
-        };
-        return Ok(json_response(201, &out));
+        return review(inner, req, &t);
     }
     let wants_table = req.accept.contains("as=Table");
     let wants_meta = req.accept.contains("as=PartialObjectMetadata");
@@ -442,20 +422,7 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
             {
                 return watch::watch(inner.clone(), req, &t);
             }
-            let mut list = ops::list(inner, req, &t)?;
-            if wants_meta {
-                list["kind"] = json!("PartialObjectMetadataList");
-                list["apiVersion"] = json!("meta.k8s.io/v1");
-                if let Some(items) = list["items"].as_array_mut() {
-                    for item in items {
-                        *item = ops::partial(item);
-                    }
-                }
-            }
-            if wants_table {
-                return Ok(json_response(200, &table::table(&t.rt, &list, req)));
-            }
-            Ok(json_response(200, &list))
+            list(inner, req, &t, wants_meta, wants_table)
         }
         (&Method::GET, Some(name)) => {
             let obj = ops::get(inner, &t, name)?;
@@ -498,6 +465,51 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
             req.method, req.path
         ))),
     }
+}
+
+/// A TokenReview, SelfSubjectReview or SelfSubjectAccessReview: created
+/// only, answered at once, never stored.
+fn review(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<Body>, ApiError> {
+    if req.method != Method::POST || t.name.is_some() {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} only supports create",
+            t.rt.plural
+        )));
+    }
+    let out = if t.rt.special == Special::TokenReview {
+        tokens::token_review(inner, req.json_body()?)?
+    } else if t.rt.special == Special::AccessReview {
+        // kubectl posts these as protobuf; the answer does not depend on the body.
+        access_review(inner, req, t, req.json_body().unwrap_or_else(|_| json!({})))
+    } else {
+        json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null}, "status": {"userInfo": req.user.to_json()}})
+    };
+    Ok(json_response(201, &out))
+}
+
+/// A LIST, as a list, as `PartialObjectMetadataList` or as a Table.
+fn list(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+    wants_meta: bool,
+    wants_table: bool,
+) -> Result<Response<Body>, ApiError> {
+    let mut list = ops::list(inner, req, t)?;
+    if wants_meta {
+        list["kind"] = json!("PartialObjectMetadataList");
+        list["apiVersion"] = json!("meta.k8s.io/v1");
+        if let Some(items) = list["items"].as_array_mut() {
+            for item in items {
+                *item = ops::partial(item);
+            }
+        }
+    }
+    if wants_table {
+        return Ok(json_response(200, &table::table(&t.rt, &list, req)));
+    }
+    Ok(json_response(200, &list))
 }
 
 /// Answers authorization reviews: with RBAC on, by the same authorizer that

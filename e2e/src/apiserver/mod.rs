@@ -78,6 +78,21 @@ pub struct Inner {
 pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 impl Inner {
+    /// A stored object by storage key (admission's namespace labels, tokens).
+    pub(crate) fn stored(&self, storage: &str, ns: &str, name: &str) -> Option<Value> {
+        self.lock().store.get(storage, ns, name).cloned()
+    }
+
+    /// Every stored object of a storage key (webhook configurations).
+    pub(crate) fn stored_all(&self, storage: &str) -> Vec<Value> {
+        self.lock()
+            .store
+            .list(storage, None)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
     /// Creates the state with the system namespaces.
     pub fn new(
         tokens: HashMap<String, UserInfo>,
@@ -105,13 +120,13 @@ impl Inner {
             }
             for mut role in rbac::bootstrap_roles() {
                 role["metadata"]["uid"] = serde_json::json!(uuid::Uuid::new_v4().to_string());
-                role["metadata"]["creationTimestamp"] = serde_json::json!(ops::now());
+                role["metadata"]["creationTimestamp"] = serde_json::json!(store::now());
                 st.store.put("rbac.authorization.k8s.io/clusterroles", role);
             }
             st.store.put(
                 "rbac.authorization.k8s.io/clusterrolebindings",
                 serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                    "metadata": {"name": "cluster-admin", "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": ops::now(),
+                    "metadata": {"name": "cluster-admin", "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": store::now(),
                         "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
                     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]}),
@@ -169,7 +184,7 @@ impl Inner {
             obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
         }
         if obj["metadata"]["creationTimestamp"].is_null() {
-            obj["metadata"]["creationTimestamp"] = json!(ops::now());
+            obj["metadata"]["creationTimestamp"] = json!(store::now());
         }
         if obj["metadata"]["generation"].is_null() {
             obj["metadata"]["generation"] = json!(1);

@@ -472,7 +472,7 @@ fn put_entry(
     entries.retain(|e| !is_op_entry(e, manager, operation, sub));
     let mut e = json!({
         "manager": manager, "operation": operation, "apiVersion": api_version,
-        "time": super::ops::now(), "fieldsType": "FieldsV1", "fieldsV1": to_trie(paths),
+        "time": super::store::now(), "fieldsType": "FieldsV1", "fieldsV1": to_trie(paths),
     });
     if let Some(s) = sub {
         e["subresource"] = json!(s);

@@ -4,6 +4,11 @@
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 
+/// RFC 3339 timestamp with second precision, as in `metadata.creationTimestamp`.
+pub fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// Changes kept for watches; older resourceVersions get 410 Gone.
 const LOG_CAPACITY: usize = 20_000;
 /// ... and at most this many bytes of objects, so big objects cannot exhaust memory.

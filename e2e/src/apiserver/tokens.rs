@@ -1,8 +1,8 @@
 //! Bearer-token authentication, TokenRequest (`serviceaccounts/token`) and TokenReview.
 
 use super::error::{ApiError, Cause};
-use super::ops::{now, stored};
 use super::request::Target;
+use super::store::now;
 use super::{API_AUDIENCE, Inner, UserInfo};
 use serde_json::{Value, json};
 
@@ -50,7 +50,8 @@ fn review_jwt(
     let k = &claims["kubernetes.io"];
     let ns = k["namespace"].as_str().unwrap_or_default();
     let sa_name = k["serviceaccount"]["name"].as_str().unwrap_or_default();
-    let sa = stored(inner, "/serviceaccounts", ns, sa_name)
+    let sa = inner
+        .stored("/serviceaccounts", ns, sa_name)
         .ok_or_else(|| format!("service account {ns}/{sa_name} has been deleted"))?;
     if sa["metadata"]["uid"].as_str() != k["serviceaccount"]["uid"].as_str() {
         return Err(format!(
@@ -76,7 +77,7 @@ fn review_jwt(
     // one "pod UID (%s) does not match service account pod ref claim (%s)"), as TokenReview
     // reports them: aggregated behind the bearer-token authenticator's "invalid bearer token".
     if let Some(pod_name) = k["pod"]["name"].as_str() {
-        let pod = stored(inner, "/pods", ns, pod_name).ok_or_else(|| {
+        let pod = inner.stored("/pods", ns, pod_name).ok_or_else(|| {
             "[invalid bearer token, service account token has been invalidated]".to_string()
         })?;
         if pod["metadata"]["uid"].as_str() != k["pod"]["uid"].as_str() {
@@ -97,7 +98,7 @@ fn review_jwt(
     }
     if let Some(secret_name) = k["secret"]["name"].as_str() {
         // claims.go Validate: the same words for a bound Secret.
-        let secret = stored(inner, "/secrets", ns, secret_name).ok_or_else(|| {
+        let secret = inner.stored("/secrets", ns, secret_name).ok_or_else(|| {
             "[invalid bearer token, service account token has been invalidated]".to_string()
         })?;
         if secret["metadata"]["uid"].as_str() != k["secret"]["uid"].as_str() {
@@ -120,7 +121,8 @@ fn review_jwt(
 /// POST `serviceaccounts/{name}/token`.
 pub(super) fn token_request(inner: &Inner, t: &Target, body: Value) -> Result<Value, ApiError> {
     let name = t.name.clone().unwrap_or_default();
-    let sa = stored(inner, "/serviceaccounts", &t.ns, &name)
+    let sa = inner
+        .stored("/serviceaccounts", &t.ns, &name)
         .ok_or_else(|| ApiError::not_found(&t.rt, &name))?;
     let spec = &body["spec"];
     let audiences: Vec<String> = match spec["audiences"].as_array() {
@@ -181,7 +183,7 @@ pub(super) fn token_request(inner: &Inner, t: &Target, body: Value) -> Result<Va
                 ));
             }
         };
-        let obj = stored(inner, storage, &t.ns, bound_name).ok_or_else(|| {
+        let obj = inner.stored(storage, &t.ns, bound_name).ok_or_else(|| {
             ApiError::custom(
                 404,
                 "NotFound",

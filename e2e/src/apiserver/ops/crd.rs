@@ -1,11 +1,12 @@
 //! CustomResourceDefinitions: their validation, status and the registry they
 //! feed.
 
-use super::object::{CRD_STORAGE, meta_str, now};
+use super::object::{CRD_STORAGE, meta_str};
 use crate::apiserver::State;
 use crate::apiserver::error::ApiError;
 use crate::apiserver::error::Cause;
 use crate::apiserver::registry::Registry;
+use crate::apiserver::store::now;
 use serde_json::Value;
 use serde_json::json;
 use std::sync::Arc;

@@ -5,16 +5,17 @@ use super::crd::rebuild_registry;
 use super::defaults::{no_service_account, pod_defaults, prepare_create, service_account_admit};
 use super::namespaces::{check_namespace, seed_namespace_content};
 use super::object::{
-    check_type, ensure_object, meta_str, name_problem, now, present, random_suffix, to_storage,
+    check_type, ensure_object, meta_str, name_problem, present, random_suffix, to_storage,
 };
 use crate::apiserver::Inner;
 use crate::apiserver::admission::{self, Attrs};
 use crate::apiserver::error::ApiError;
 use crate::apiserver::error::Cause;
 use crate::apiserver::patch;
-use crate::apiserver::registry::Special;
+use crate::apiserver::registry::{ResourceType, Special};
 use crate::apiserver::request::Req;
 use crate::apiserver::request::Target;
+use crate::apiserver::store::now;
 use crate::apiserver::validation;
 use serde_json::Value;
 use serde_json::json;
@@ -37,6 +38,47 @@ pub(in crate::apiserver) async fn create_object(
     body: Value,
     managed: Option<Value>,
 ) -> Result<Value, ApiError> {
+    let rt = &t.rt;
+    let (obj, generate) = received(t, body)?;
+    let name = meta_str(&obj, "name").to_string();
+    check_namespace(&inner.lock(), rt, &t.ns, &name)?;
+    let obj = admitted(inner, req, t, obj, &name, generate).await?;
+    let object_name = meta_str(&obj, "name").to_string();
+    let mut obj = to_storage(rt, &obj);
+    obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    obj["metadata"]["creationTimestamp"] = json!(now());
+    if rt.generation {
+        obj["metadata"]["generation"] = json!(1);
+    }
+    match managed {
+        Some(mf) => obj["metadata"]["managedFields"] = mf,
+        None => patch::record_update(rt, None, &mut obj, &req.manager(), None),
+    }
+    if req.dry_run() {
+        return Ok(present(rt, &obj));
+    }
+    let stored = {
+        let mut st = inner.lock();
+        check_namespace(&st, rt, &t.ns, &object_name)?;
+        if st.store.get(&rt.storage, &t.ns, &object_name).is_some() {
+            return Err(ApiError::already_exists(rt, &object_name));
+        }
+        let stored = st.store.put(&rt.storage, obj);
+        match rt.special {
+            Special::Namespace => seed_namespace_content(&mut st, &object_name, &inner.ca_pem),
+            Special::Crd => rebuild_registry(&mut st),
+            _ => {}
+        }
+        inner.notify(st.store.rv);
+        stored
+    };
+    Ok(present(rt, &stored))
+}
+
+/// The body of a create in its stored form, checked as kube checks it before
+/// admission (namespace, name or generateName, no server-set fields), and
+/// whether its name is still to be generated.
+fn received(t: &Target, body: Value) -> Result<(Value, bool), ApiError> {
     let rt = &t.rt;
     let mut obj = body;
     ensure_object(&mut obj, "the object to create")?;
@@ -72,24 +114,8 @@ pub(in crate::apiserver) async fn create_object(
             ));
         }
     }
-    let name = meta_str(&obj, "name").to_string();
-    let is_event = matches!(rt.special, Special::CoreEvent | Special::EventsV1);
-    let check_name = |name: &str| -> Result<(), ApiError> {
-        match name_problem(name, rt.special == Special::Namespace) {
-            Some(problem) if !is_event => Err(ApiError::invalid(
-                rt,
-                name,
-                vec![Cause {
-                    reason: "FieldValueInvalid",
-                    field: "metadata.name".into(),
-                    message: problem,
-                }],
-            )),
-            _ => Ok(()),
-        }
-    };
     if !generate {
-        check_name(&name)?;
+        check_name(rt, meta_str(&obj, "name"))?;
     }
     if !meta_str(&obj, "resourceVersion").is_empty() {
         // kube's storage refuses this with a plain (500) error; so do we.
@@ -111,7 +137,38 @@ pub(in crate::apiserver) async fn create_object(
         }
         m.remove("managedFields");
     }
-    check_namespace(&inner.lock(), rt, &t.ns, &name)?;
+    Ok((obj, generate))
+}
+
+/// A name kube accepts for `rt` (events are not checked).
+fn check_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {
+    let is_event = matches!(rt.special, Special::CoreEvent | Special::EventsV1);
+    match name_problem(name, rt.special == Special::Namespace) {
+        Some(problem) if !is_event => Err(ApiError::invalid(
+            rt,
+            name,
+            vec![Cause {
+                reason: "FieldValueInvalid",
+                field: "metadata.name".into(),
+                message: problem,
+            }],
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The object through admission: defaults, the ServiceAccount plugin,
+/// mutating webhooks, the generated name, schema and built-in checks,
+/// validating webhooks. Returns its served form.
+async fn admitted(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+    mut obj: Value,
+    name: &str,
+    generate: bool,
+) -> Result<Value, ApiError> {
+    let rt = &t.rt;
     prepare_create(rt, &mut obj)?;
     if rt.special == Special::Pod {
         service_account_admit(&inner.lock(), &t.ns, &mut obj)?;
@@ -122,7 +179,7 @@ pub(in crate::apiserver) async fn create_object(
         sub: None,
         op: "CREATE",
         ns: &t.ns,
-        name: &name,
+        name,
         user: &req.user,
         old: None,
         dry_run: req.dry_run(),
@@ -142,7 +199,7 @@ pub(in crate::apiserver) async fn create_object(
     }
     let object_name = meta_str(&obj, "name").to_string();
     if generate {
-        check_name(&object_name)?;
+        check_name(rt, &object_name)?;
     }
     schema_pipeline(rt, req, &mut obj, None)?;
     if rt.special == Special::Webhook {
@@ -164,33 +221,5 @@ pub(in crate::apiserver) async fn create_object(
         }
     }
     admission::validate(inner, &attrs, Some(&obj)).await?;
-    let mut obj = to_storage(rt, &obj);
-    obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
-    obj["metadata"]["creationTimestamp"] = json!(now());
-    if rt.generation {
-        obj["metadata"]["generation"] = json!(1);
-    }
-    match managed {
-        Some(mf) => obj["metadata"]["managedFields"] = mf,
-        None => patch::record_update(rt, None, &mut obj, &req.manager(), None),
-    }
-    if req.dry_run() {
-        return Ok(present(rt, &obj));
-    }
-    let stored = {
-        let mut st = inner.lock();
-        check_namespace(&st, rt, &t.ns, &object_name)?;
-        if st.store.get(&rt.storage, &t.ns, &object_name).is_some() {
-            return Err(ApiError::already_exists(rt, &object_name));
-        }
-        let stored = st.store.put(&rt.storage, obj);
-        match rt.special {
-            Special::Namespace => seed_namespace_content(&mut st, &object_name, &inner.ca_pem),
-            Special::Crd => rebuild_registry(&mut st),
-            _ => {}
-        }
-        inner.notify(st.store.rv);
-        stored
-    };
-    Ok(present(rt, &stored))
+    Ok(obj)
 }

@@ -2,7 +2,7 @@
 //! namespaces.
 
 use super::crd::rebuild_registry;
-use super::object::{CRD_STORAGE, NS_STORAGE, finalizers, meta_str, now, present};
+use super::object::{CRD_STORAGE, NS_STORAGE, finalizers, meta_str, present};
 use super::read::list;
 use crate::apiserver::Inner;
 use crate::apiserver::State;
@@ -11,6 +11,7 @@ use crate::apiserver::error::ApiError;
 use crate::apiserver::request::Req;
 use crate::apiserver::request::Target;
 use crate::apiserver::store::key_of;
+use crate::apiserver::store::now;
 use serde_json::Value;
 use serde_json::json;
 use std::sync::Arc;

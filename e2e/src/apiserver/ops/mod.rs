@@ -14,7 +14,6 @@ mod update;
 pub(super) use create::create;
 pub(super) use delete::{delete, delete_collection};
 pub(super) use namespaces::seed_namespace;
-pub use object::{now, partial, present};
-pub(super) use object::{stored, stored_all};
+pub use object::{partial, present};
 pub(super) use read::{get, list, matches, selectors};
 pub(super) use update::{patch, update};

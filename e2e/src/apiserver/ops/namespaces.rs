@@ -1,11 +1,12 @@
 //! Namespaces: whether one accepts new content, and what kube's controllers
 //! put in every new one.
 
-use super::object::{NS_STORAGE, now};
+use super::object::NS_STORAGE;
 use crate::apiserver::State;
 use crate::apiserver::error::ApiError;
 use crate::apiserver::error::qualified;
 use crate::apiserver::registry::ResourceType;
+use crate::apiserver::store::now;
 use serde_json::json;
 
 /// Ensures a namespace exists and accepts new content.

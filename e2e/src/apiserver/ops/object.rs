@@ -1,7 +1,6 @@
 //! Object shape shared by the verbs: served and stored forms, metadata reads,
 //! names, and the checks every write starts with.
 
-use crate::apiserver::Inner;
 use crate::apiserver::error::ApiError;
 use crate::apiserver::registry::ResourceType;
 use crate::apiserver::registry::Special;
@@ -10,11 +9,6 @@ use serde_json::json;
 
 pub(super) const CRD_STORAGE: &str = "apiextensions.k8s.io/customresourcedefinitions";
 pub(super) const NS_STORAGE: &str = "/namespaces";
-
-/// RFC 3339 timestamp with second precision, as in `metadata.creationTimestamp`.
-pub fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
 
 const EVENT_RENAMES: &[(&str, &str)] = &[
     ("involvedObject", "regarding"),
@@ -146,26 +140,5 @@ pub(super) fn random_suffix() -> String {
     bytes[..5]
         .iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
-/// Looks up a stored object by storage key (for admission namespace labels and tokens).
-pub(in crate::apiserver) fn stored(
-    inner: &Inner,
-    storage: &str,
-    ns: &str,
-    name: &str,
-) -> Option<Value> {
-    inner.lock().store.get(storage, ns, name).cloned()
-}
-
-/// All stored objects of a storage (webhook configurations).
-pub(in crate::apiserver) fn stored_all(inner: &Inner, storage: &str) -> Vec<Value> {
-    inner
-        .lock()
-        .store
-        .list(storage, None)
-        .into_iter()
-        .cloned()
         .collect()
 }

@@ -28,17 +28,59 @@ fn prepare_update(
     old: &Value,
     mut new: Value,
 ) -> Result<Value, ApiError> {
-    ensure_object(&mut new, "the updated object")?;
-    check_type(rt, &new)?;
+    let name = preconditions(rt, t, old, &mut new)?;
+    if let Some(out) = subresource_update(t, old, &new) {
+        return Ok(out);
+    }
+    let mut out = new;
+    if rt.status {
+        match old.get("status") {
+            Some(s) => out["status"] = s.clone(),
+            None => {
+                if let Some(m) = out.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    if rt.special == Special::Namespace {
+        out["spec"] = old["spec"].clone();
+    }
+    if rt.special == Special::Pod && out["spec"].is_object() {
+        pod_defaults(&mut out["spec"]);
+    }
+    if is_deployment(rt) {
+        deployment_defaults(&mut out);
+    }
+    if rt.kind == "Secret" {
+        move_string_data(&mut out);
+    }
+    immutable_data(rt, &name, old, &out)?;
+    keep_server_metadata(old, &mut out);
+    no_new_finalizers(rt, &name, old, &out)?;
+    Ok(out)
+}
+
+/// The update's body matches the URL, and its resourceVersion the stored
+/// object's (or is absent where `rt` allows unconditional updates). Returns
+/// the object's name.
+fn preconditions(
+    rt: &ResourceType,
+    t: &Target,
+    old: &Value,
+    new: &mut Value,
+) -> Result<String, ApiError> {
+    ensure_object(new, "the updated object")?;
+    check_type(rt, new)?;
     let name = t.name.clone().unwrap_or_default();
-    let body_name = meta_str(&new, "name");
+    let body_name = meta_str(new, "name");
     if !body_name.is_empty() && body_name != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
         )));
     }
     if rt.namespaced {
-        let body_ns = meta_str(&new, "namespace");
+        let body_ns = meta_str(new, "namespace");
         if !body_ns.is_empty() && body_ns != t.ns {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
@@ -66,6 +108,12 @@ fn prepare_update(
         }
         None => {}
     }
+    Ok(name)
+}
+
+/// An update of a subresource that takes only its part of `new`
+/// (`ephemeralcontainers`, `status`); `None` for the main resource.
+fn subresource_update(t: &Target, old: &Value, new: &Value) -> Option<Value> {
     if t.sub.as_deref() == Some("ephemeralcontainers") {
         // k8s.io/kubernetes pkg/registry/core/pod/strategy.go
         // `dropNonEphemeralContainerUpdates`: spec, status and metadata stay
@@ -82,7 +130,7 @@ fn prepare_update(
                 }
             }
         }
-        return Ok(out);
+        return Some(out);
     }
     if t.sub.as_deref() == Some("status") {
         let mut out = old.clone();
@@ -94,31 +142,13 @@ fn prepare_update(
                 }
             }
         }
-        return Ok(out);
+        return Some(out);
     }
-    let mut out = new;
-    if rt.status {
-        match old.get("status") {
-            Some(s) => out["status"] = s.clone(),
-            None => {
-                if let Some(m) = out.as_object_mut() {
-                    m.remove("status");
-                }
-            }
-        }
-    }
-    if rt.special == Special::Namespace {
-        out["spec"] = old["spec"].clone();
-    }
-    if rt.special == Special::Pod && out["spec"].is_object() {
-        pod_defaults(&mut out["spec"]);
-    }
-    if is_deployment(rt) {
-        deployment_defaults(&mut out);
-    }
-    if rt.kind == "Secret" {
-        move_string_data(&mut out);
-    }
+    None
+}
+
+/// An immutable Secret or ConfigMap keeps its data.
+fn immutable_data(rt: &ResourceType, name: &str, old: &Value, out: &Value) -> Result<(), ApiError> {
     if matches!(rt.kind.as_str(), "Secret" | "ConfigMap") && old["immutable"] == json!(true) {
         let fields = ["data", "binaryData", "immutable"];
         if fields.iter().any(|f| old.get(*f) != out.get(*f)) {
@@ -129,7 +159,7 @@ fn prepare_update(
                 .unwrap_or("data");
             return Err(ApiError::invalid(
                 rt,
-                &name,
+                name,
                 vec![Cause {
                     reason: "FieldValueForbidden",
                     field: field.into(),
@@ -138,6 +168,11 @@ fn prepare_update(
             ));
         }
     }
+    Ok(())
+}
+
+/// The metadata the server owns stays the stored object's.
+fn keep_server_metadata(old: &Value, out: &mut Value) {
     for k in [
         "name",
         "namespace",
@@ -162,16 +197,25 @@ fn prepare_update(
     {
         out["metadata"]["managedFields"] = mf.clone();
     }
+}
+
+/// An object being deleted takes no new finalizer.
+fn no_new_finalizers(
+    rt: &ResourceType,
+    name: &str,
+    old: &Value,
+    out: &Value,
+) -> Result<(), ApiError> {
     if !old["metadata"]["deletionTimestamp"].is_null() {
         let before = finalizers(old);
-        let added: Vec<String> = finalizers(&out)
+        let added: Vec<String> = finalizers(out)
             .into_iter()
             .filter(|f| !before.contains(f))
             .collect();
         if !added.is_empty() {
             return Err(ApiError::invalid(
                 rt,
-                &name,
+                name,
                 vec![Cause {
                     reason: "FieldValueForbidden",
                     field: "metadata.finalizers".into(),
@@ -182,7 +226,7 @@ fn prepare_update(
             ));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Read-modify-write of one object with the full admission pipeline.
