@@ -34,7 +34,7 @@ use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, SecretSource
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::inject::ConnectionTarget;
+use crate::injection::inject::ConnectionTarget;
 use crate::wire::{Bundle, BundleConnection, BundleIdentity, BundleSecretKey};
 
 /// An object of kind `K` as listed or watched: decoded, or, when it does not

@@ -64,7 +64,7 @@ pub struct SidecarConfig {
     pub image_pull_policy: Option<PullPolicy>,
     /// `auto`, `always` or `never` (`--native-sidecars` overrides it).
     pub native_sidecars: Option<NativeSidecars>,
-    /// Resources of the injected container; [`crate::inject::default_sidecar_resources`] when unset.
+    /// Resources of the injected container; [`crate::injection::inject::default_sidecar_resources`] when unset.
     pub resources: Option<SidecarResources>,
     /// Settings of the sidecar's http Connections (the sidecar's defaults when unset).
     #[serde(default)]
@@ -98,14 +98,20 @@ impl SidecarHttpConfig {
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if let Some(t) = self.timeout_seconds {
-            env.push((crate::inject::env::HTTP_TIMEOUT.to_string(), t.to_string()));
+            env.push((
+                crate::injection::inject::env::HTTP_TIMEOUT.to_string(),
+                t.to_string(),
+            ));
         }
         if let Some(b) = self.max_request_body_bytes {
-            env.push((crate::inject::env::HTTP_MAX_BODY.to_string(), b.to_string()));
+            env.push((
+                crate::injection::inject::env::HTTP_MAX_BODY.to_string(),
+                b.to_string(),
+            ));
         }
         if let Some(h) = self.upstream_http1_only {
             env.push((
-                crate::inject::env::HTTP_UPSTREAM_HTTP1_ONLY.to_string(),
+                crate::injection::inject::env::HTTP_UPSTREAM_HTTP1_ONLY.to_string(),
                 h.to_string(),
             ));
         }
@@ -408,7 +414,7 @@ impl OperatorConfig {
 
     /// Applies the sidecar section to an injector configuration: image, pull
     /// policy and resources (what flags did not set is taken from here).
-    pub fn apply_to_inject(&self, inject: &mut crate::inject::InjectConfig) {
+    pub fn apply_to_inject(&self, inject: &mut crate::injection::inject::InjectConfig) {
         if let Some(image) = &self.sidecar.image {
             inject.image = image.clone();
         }
@@ -592,9 +598,10 @@ mod tests {
         let config =
             parse("sidecar:\n  image: reg.example/sc:2\n  imagePullPolicy: IfNotPresent\n  resources:\n    limits:\n      memory: 64Mi\n")
                 .unwrap();
-        let mut inject = crate::inject::InjectConfig {
+        let mut inject = crate::injection::inject::InjectConfig {
             sidecar_env: Vec::new(),
-            shutdown_grace_seconds: crate::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
+            shutdown_grace_seconds:
+                crate::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             revision: "r".into(),
             image: "sluice-sidecar:latest".into(),
             image_pull_policy: None,
@@ -602,7 +609,7 @@ mod tests {
             ca_pem: String::new(),
             admin_port: 15020,
             native_sidecars: true,
-            resources: crate::inject::default_sidecar_resources(),
+            resources: crate::injection::inject::default_sidecar_resources(),
             service_account: String::new(),
             connections: Vec::new(),
         };

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use sluice_operator::certs::CertSource;
 use sluice_operator::config::{NativeSidecars, OperatorConfig};
+use sluice_operator::identity::certs::CertSource;
 use sluice_operator::run::{Settings, WebhookTarget, start};
 
 /// Sluice operator: reconciles Connections and AccessPolicies, injects the
@@ -267,7 +267,7 @@ fn apply_config_file(
     settings.sidecar_shutdown_grace_seconds = args
         .sidecar_shutdown_grace_seconds
         .or(config.sidecar.shutdown_grace_seconds)
-        .unwrap_or(sluice_operator::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS);
+        .unwrap_or(sluice_operator::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS);
     settings.native_sidecars = args
         .native_sidecars
         .or(config.sidecar.native_sidecars)
@@ -590,7 +590,7 @@ mod tests {
         assert_eq!(settings.notify_url, None);
         assert_eq!(
             settings.sidecar_resources,
-            sluice_operator::inject::default_sidecar_resources()
+            sluice_operator::injection::inject::default_sidecar_resources()
         );
     }
 

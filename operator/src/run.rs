@@ -16,20 +16,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::audit_intake::AuditIntake;
 use crate::catalog::Catalog;
-use crate::certs::{CertSource, CertsError, ServingCerts};
-use crate::controller;
+use crate::controllers;
+use crate::gateway::audit_intake::AuditIntake;
+use crate::gateway::serve::serve_tls;
+use crate::gateway::token_holder::repository;
 use crate::gateway::{Gateway, GatewaySettings, router};
-use crate::inject::{InjectConfig, default_sidecar_resources};
-use crate::keys::{GatewayKeys, KeysError};
+use crate::identity::certs::{CertSource, CertsError, ServingCerts};
+use crate::identity::keys::{GatewayKeys, KeysError};
+use crate::identity::pki::{PkiError, SubjectNames};
+use crate::identity::webhook_config::{WebhookEndpoint, WebhookSettings, Written};
+use crate::injection::inject::{InjectConfig, default_sidecar_resources};
+use crate::injection::native_sidecars::NativeSidecars;
 use crate::leader::{LeaseTimings, campaign};
 use crate::metrics::Metrics;
-use crate::native_sidecars::NativeSidecars;
-use crate::pki::{PkiError, SubjectNames};
-use crate::serve::serve_tls;
-use crate::token_holder::repository;
-use crate::webhook_config::{WebhookEndpoint, WebhookSettings, Written};
 
 /// Where the API server reaches the webhooks (and sidecars the gateway).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub struct Settings {
     pub notify_url: Option<String>,
     /// The webhook configurations are installed by the chart
     /// (`--adopt-webhook-configurations`): only change existing ones, never
-    /// create one (see [`crate::webhook_config::write_configuration`]).
+    /// create one (see [`crate::identity::webhook_config::write_configuration`]).
     pub adopt_webhook_configurations: bool,
     /// How long a drain (SIGTERM) may take to finish the requests in flight
     /// and write the last audit counters; keep it below the pod's
@@ -128,7 +128,8 @@ impl Settings {
             sidecar_image_pull_policy: None,
             sidecar_resources: default_sidecar_resources(),
             sidecar_env: Vec::new(),
-            sidecar_shutdown_grace_seconds: crate::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
+            sidecar_shutdown_grace_seconds:
+                crate::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             cert_source: CertSource::SelfManaged,
             cert_reload_every: Duration::from_secs(10),
             extra_sidecar_repositories: Vec::new(),
@@ -145,7 +146,7 @@ impl Settings {
             adopt_webhook_configurations: false,
             drain_grace: Duration::from_secs(20),
             drain_delay: Duration::ZERO,
-            access_request_retention: crate::approvals_controller::DEFAULT_RETENTION,
+            access_request_retention: crate::approvals::controller::DEFAULT_RETENTION,
         }
     }
 }
@@ -197,7 +198,7 @@ pub enum StartError {
     OperatorUser(#[source] kube::Error),
     /// The notification URL is unusable.
     #[error("could not set up approval notifications")]
-    Notify(#[from] crate::approvals_notify::NotifyError),
+    Notify(#[from] crate::approvals::notify::NotifyError),
 }
 
 /// A running operator. Dropping it stops everything it started.
@@ -357,7 +358,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     .await?;
     let keys = GatewayKeys::load_or_create(client.clone(), &settings.namespace).await?;
     // `auto` (no flag): the API server's version, then every node's kubelet
-    // (crate::native_sidecars).
+    // (crate::injection::native_sidecars).
     let api_server_native = match settings.native_sidecars {
         Some(_) => None,
         None => {
@@ -365,10 +366,9 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
                 .apiserver_version()
                 .await
                 .map_err(StartError::Version)?;
-            Some(crate::native_sidecars::supports_native(&format!(
-                "{}.{}",
-                info.major, info.minor
-            )))
+            Some(crate::injection::native_sidecars::supports_native(
+                &format!("{}.{}", info.major, info.minor),
+            ))
         }
     };
 
@@ -400,14 +400,14 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         });
     }
 
-    let operator_user = crate::approvals_controller::operator_user(&client)
+    let operator_user = crate::approvals::controller::operator_user(&client)
         .await
         .map_err(StartError::OperatorUser)?;
     let notifier = match &settings.notify_url {
-        Some(url) => Some(crate::approvals_notify::Notifier::start(url)?),
+        Some(url) => Some(crate::approvals::notify::Notifier::start(url)?),
         None => None,
     };
-    let approvals = Arc::new(crate::approvals_gateway::ApprovalSettings::new(
+    let approvals = Arc::new(crate::approvals::api::ApprovalSettings::new(
         client.clone(),
         operator_user,
         &settings.identity,
@@ -487,7 +487,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    () = crate::serve::drained(&mut draining) => return,
+                    () = crate::gateway::serve::drained(&mut draining) => return,
                 }
                 if let Err(error) = audit.flush(&client).await {
                     tracing::warn!(error = %crate::error_chain(&error), "audit status not written; retrying at the next flush");
@@ -513,7 +513,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         match_conditions: settings.webhook_match_conditions,
         ca_injection_from: certs.ca_injection_from(),
     };
-    let ctx = Arc::new(controller::Context::new(
+    let ctx = Arc::new(controllers::Context::new(
         client.clone(),
         catalog.clone(),
         Recorder::new(
@@ -525,7 +525,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         ),
         metrics,
     ));
-    let approval_ctx = Arc::new(crate::approvals_controller::ApprovalContext {
+    let approval_ctx = Arc::new(crate::approvals::controller::ApprovalContext {
         client: client.clone(),
         recorder: approvals.recorder.clone(),
         notifier,
@@ -583,8 +583,8 @@ struct Upkeep {
 /// every replica.
 async fn lead(
     mut leading: watch::Receiver<bool>,
-    ctx: Arc<controller::Context>,
-    approval_ctx: Arc<crate::approvals_controller::ApprovalContext>,
+    ctx: Arc<controllers::Context>,
+    approval_ctx: Arc<crate::approvals::controller::ApprovalContext>,
     certs: ServingCerts,
     keys: GatewayKeys,
     upkeep: Upkeep,
@@ -603,8 +603,8 @@ async fn lead(
             (true, None) => {
                 tracing::info!("leading: starting the controllers");
                 controllers = Some((
-                    AbortOnDrop(tokio::spawn(controller::run(ctx.clone()))),
-                    AbortOnDrop(tokio::spawn(crate::approvals_controller::run(
+                    AbortOnDrop(tokio::spawn(controllers::run(ctx.clone()))),
+                    AbortOnDrop(tokio::spawn(crate::approvals::controller::run(
                         approval_ctx.clone(),
                     ))),
                 ));
@@ -673,7 +673,7 @@ async fn maintain(
     report_webhooks("MutatingWebhookConfiguration sluice-operator", written);
     let approvals = certs.webhook_settings(webhook);
     let written =
-        crate::approvals_controller::register_webhooks(client.clone(), &approvals, adopt).await;
+        crate::approvals::controller::register_webhooks(client.clone(), &approvals, adopt).await;
     let (mutating, validating) = match written {
         Ok([m, v]) => (Ok(m), Ok(v)),
         Err(e) => {

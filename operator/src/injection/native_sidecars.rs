@@ -31,7 +31,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use crate::inject::SIDECAR_CONTAINER_NAME;
+use crate::injection::inject::SIDECAR_CONTAINER_NAME;
 
 /// The first minor version of Kubernetes 1 whose kubelet runs native sidecars by default.
 pub const MIN_NATIVE_MINOR: u32 = 29;

@@ -3,13 +3,13 @@
 //! reads from the answer.
 //!
 //! The whole exchange is: [`token_review`] → the API server → [`subject_from_review`]
-//! → get the pod by name → [`crate::token_holder::check_token_holder`] →
-//! [`crate::gateway_token::GatewayClaims::new`] → [`crate::gateway_token::KeySet::sign`].
+//! → get the pod by name → [`crate::gateway::token_holder::check_token_holder`] →
+//! [`crate::gateway::token::GatewayClaims::new`] → [`crate::gateway::token::KeySet::sign`].
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 
-use crate::gateway_token::Subject;
-use crate::inject::TOKEN_AUDIENCE;
+use crate::gateway::token::Subject;
+use crate::injection::inject::TOKEN_AUDIENCE;
 
 /// `extra` key of a bound service-account token's pod name in a TokenReview.
 pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";

@@ -6,9 +6,13 @@
 //! - [`next_phase`]: the phase the AccessRequest controller moves a request to;
 //! - [`new_request`]: the AccessRequest the gateway creates for a sidecar.
 //!
-//! The running parts: [`crate::approvals_gateway`] (the `/v1/approvals` API and
-//! the admission endpoints), [`crate::approvals_controller`] (phases, Events,
-//! counters) and [`crate::approvals_notify`] (the outgoing notifications).
+//! The running parts: [`crate::approvals::api`] (the `/v1/approvals` API and
+//! the admission endpoints), [`crate::approvals::controller`] (phases, Events,
+//! counters) and [`crate::approvals::notify`] (the outgoing notifications).
+
+pub mod api;
+pub mod controller;
+pub mod notify;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

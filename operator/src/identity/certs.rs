@@ -24,8 +24,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
-use crate::pki::{self, HotCertResolver, Lifetimes, OperatorPki, PkiError, Renewal, SubjectNames};
-use crate::webhook_config::{
+use crate::identity::pki::{
+    self, HotCertResolver, Lifetimes, OperatorPki, PkiError, Renewal, SubjectNames,
+};
+use crate::identity::webhook_config::{
     CONFIGURATION_NAME, WebhookSettings, Written, mutating_needs_apply,
     pod_injection_configuration, write_configuration,
 };

@@ -1,10 +1,10 @@
 //! Admission reviews: the thin layer between the API server's AdmissionReview
-//! and the pure [`crate::inject`] function.
+//! and the pure [`crate::injection::inject`] function.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
-use crate::inject::{InjectConfig, check_ephemeral_containers, inject};
+use crate::injection::inject::{InjectConfig, check_ephemeral_containers, inject};
 
 /// Prefix of every refusal, so a user reading a ReplicaSet's events knows who refused.
 const REFUSAL_PREFIX: &str = "sluice sidecar injection";
@@ -14,7 +14,7 @@ const REFUSAL_PREFIX: &str = "sluice sidecar injection";
 /// of the `ephemeralcontainers` subresource are checked, never patched.
 ///
 /// The caller resolves `cfg` for the pod's namespace (`request.namespace`) and
-/// service account ([`crate::inject::service_account_of`]).
+/// service account ([`crate::injection::inject::service_account_of`]).
 pub fn review_pod(request: &AdmissionRequest<Pod>, cfg: &InjectConfig) -> AdmissionResponse {
     let response = AdmissionResponse::from(request);
     let Some(pod) = &request.object else {
@@ -26,12 +26,12 @@ pub fn review_pod(request: &AdmissionRequest<Pod>, cfg: &InjectConfig) -> Admiss
         return response.deny(format!("{REFUSAL_PREFIX}: {error}"));
     }
     // Changes to an injected pod (an UPDATE, or its ephemeral containers) keep
-    // its sidecar what the webhook wrote (issue #18, `crate::pod_guard`).
+    // its sidecar what the webhook wrote (issue #18, `crate::injection::pod_guard`).
     if matches!(request.operation, Operation::Update) {
         return match request
             .old_object
             .as_ref()
-            .map(|old| crate::pod_guard::check_update(old, pod))
+            .map(|old| crate::injection::pod_guard::check_update(old, pod))
         {
             Some(Err(error)) => response.deny(format!("{REFUSAL_PREFIX}: {error}")),
             _ => response,
@@ -73,14 +73,15 @@ pub fn review_pod(request: &AdmissionRequest<Pod>, cfg: &InjectConfig) -> Admiss
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inject::{ConnectionTarget, default_sidecar_resources};
+    use crate::injection::inject::{ConnectionTarget, default_sidecar_resources};
     use kube::core::admission::AdmissionReview;
     use sluice_crds::Protocol;
 
     fn config() -> InjectConfig {
         InjectConfig {
             sidecar_env: Vec::new(),
-            shutdown_grace_seconds: crate::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
+            shutdown_grace_seconds:
+                crate::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             revision: "r1".into(),
             image: "sidecar:1".into(),
             image_pull_policy: None,
@@ -197,9 +198,10 @@ mod tests {
             "CREATE",
             pod(serde_json::json!({"sluice.dev/inject": "true"}), false),
         );
-        let injected = crate::inject::inject(created.object.as_ref().unwrap(), &config())
-            .unwrap()
-            .pod;
+        let injected =
+            crate::injection::inject::inject(created.object.as_ref().unwrap(), &config())
+                .unwrap()
+                .pod;
         let mut object = serde_json::to_value(&injected).unwrap();
         object["spec"]["ephemeralContainers"] = serde_json::json!([
             {"name": "debugger", "image": "busybox", "targetContainerName": "sluice-sidecar"}

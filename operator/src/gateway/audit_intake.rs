@@ -23,8 +23,8 @@ use sluice_policy::audit::{AuditEvent, AuditKind};
 use sluice_policy::engine::Identity;
 
 use crate::catalog::Catalog;
-use crate::checkpoint_history::HistoryEntry;
-use crate::gateway_token::{GatewayClaims, KeySet, TokenError};
+use crate::gateway::checkpoint_history::HistoryEntry;
+use crate::gateway::token::{GatewayClaims, KeySet, TokenError};
 use crate::wire::{AuditBatch, SignedHead};
 
 /// Field manager of the sidecar-fed status fields.
@@ -166,7 +166,7 @@ pub struct AuditIntake {
     pending: Mutex<Pending>,
     signed: Mutex<BTreeMap<StreamKey, LastSigned>>,
     /// The operator's namespace, where the checkpoint history is kept
-    /// ([`crate::checkpoint_history`]); `None` keeps none.
+    /// ([`crate::gateway::checkpoint_history`]); `None` keeps none.
     history_namespace: Option<String>,
 }
 
@@ -218,7 +218,7 @@ impl AuditIntake {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .contains_key(&(claims.namespace.clone(), stream.to_string()))
                 };
-                crate::checkpoint_history::stream_floors(
+                crate::gateway::checkpoint_history::stream_floors(
                     client,
                     operator_namespace,
                     &claims.namespace,
@@ -475,15 +475,19 @@ impl AuditIntake {
             // Keys first: a checkpoint whose key is not published cannot be checked.
             let keys: Vec<_> = taken.keys.values().cloned().collect();
             let published = keys.is_empty()
-                || match crate::checkpoint_history::publish_keys(client, operator_namespace, &keys)
-                    .await
+                || match crate::gateway::checkpoint_history::publish_keys(
+                    client,
+                    operator_namespace,
+                    &keys,
+                )
+                .await
                 {
                     Ok(()) => true,
                     Err(source) => {
                         first_error.get_or_insert(FlushError {
                             object: format!(
                                 "configmap {operator_namespace}/{}",
-                                crate::checkpoint_history::KEYS_CONFIG_MAP
+                                crate::gateway::checkpoint_history::KEYS_CONFIG_MAP
                             ),
                             source,
                         });
@@ -495,7 +499,7 @@ impl AuditIntake {
             }
             for ((namespace, connection), entries) in &taken.history {
                 let written = published
-                    && match crate::checkpoint_history::append(
+                    && match crate::gateway::checkpoint_history::append(
                         client,
                         operator_namespace,
                         namespace,
@@ -509,7 +513,9 @@ impl AuditIntake {
                             first_error.get_or_insert(FlushError {
                                 object: format!(
                                     "configmap {operator_namespace}/{}",
-                                    crate::checkpoint_history::history_name(namespace, connection)
+                                    crate::gateway::checkpoint_history::history_name(
+                                        namespace, connection
+                                    )
                                 ),
                                 source,
                             });
@@ -660,7 +666,7 @@ fn record_history(
 fn bound_pending(list: &mut Vec<HistoryEntry>) {
     let excess = list
         .len()
-        .saturating_sub(crate::checkpoint_history::MAX_LINES);
+        .saturating_sub(crate::gateway::checkpoint_history::MAX_LINES);
     list.drain(..excess);
 }
 

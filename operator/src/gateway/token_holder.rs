@@ -7,9 +7,9 @@
 //! changed after admission. So the gateway trusts no field for what it says:
 //! on every token exchange and every bundle poll it reads the pod from the API
 //! server and [`check_genuine`] compares it with what the injector
-//! ([`crate::inject::sidecar_container`], [`crate::inject::token_volume`])
+//! ([`crate::injection::inject::sidecar_container`], [`crate::injection::inject::token_volume`])
 //! would produce. The same function refuses, at admission, a pod that arrives
-//! already claiming to be injected ([`crate::inject::inject`]).
+//! already claiming to be injected ([`crate::injection::inject::inject`]).
 //!
 //! A genuine sidecar is:
 //! - exactly one container named `sluice-sidecar`, where the injector puts it
@@ -34,7 +34,7 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 
-use crate::inject::{
+use crate::injection::inject::{
     INJECTED_CONNECTIONS_ANNOTATION, INJECTED_REVISION_ANNOTATION, InjectConfig,
     SIDECAR_CONTAINER_NAME, TOKEN_AUDIENCE, TOKEN_VOLUME_NAME, env, sidecar_container,
     token_volume,
@@ -44,7 +44,7 @@ use crate::inject::{
 /// genuine sidecar may carry: the operator's settings file can change them
 /// between injections, and none of them widens what the sidecar reveals.
 pub const OPTIONAL_SIDECAR_ENV: [&str; 4] = [
-    crate::inject::SHUTDOWN_GRACE_ENV,
+    crate::injection::inject::SHUTDOWN_GRACE_ENV,
     env::HTTP_TIMEOUT,
     env::HTTP_MAX_BODY,
     env::HTTP_UPSTREAM_HTTP1_ONLY,
@@ -547,7 +547,7 @@ pub fn repository(image: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inject::{
+    use crate::injection::inject::{
         ConnectionTarget, INJECT_ANNOTATION, InjectConfig, TOKEN_VOLUME_NAME,
         default_sidecar_resources, inject,
     };
@@ -567,7 +567,8 @@ mod tests {
     fn config(native_sidecars: bool) -> InjectConfig {
         InjectConfig {
             sidecar_env: Vec::new(),
-            shutdown_grace_seconds: crate::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
+            shutdown_grace_seconds:
+                crate::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
             revision: "r1".into(),
             image: "registry.example/sluice-sidecar:0.1.0".into(),
             image_pull_policy: None,

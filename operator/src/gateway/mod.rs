@@ -3,9 +3,16 @@
 //! and `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Handlers are thin: they read the request, call the pure modules
-//! ([`crate::token_exchange`], [`crate::token_holder`], [`crate::gateway_token`],
-//! [`crate::catalog`], [`crate::admission`]) and map their errors to an
+//! ([`crate::gateway::token_exchange`], [`crate::gateway::token_holder`], [`crate::gateway::token`],
+//! [`crate::catalog`], [`crate::injection::admission`]) and map their errors to an
 //! [`ErrorBody`] with a stable CamelCase reason.
+
+pub mod audit_intake;
+pub mod checkpoint_history;
+pub mod serve;
+pub mod token;
+pub mod token_exchange;
+pub mod token_holder;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,16 +33,16 @@ use kube::{Api, Client};
 use serde::Deserialize;
 use sluice_policy::engine::Identity;
 
-use crate::admission::review_pod;
-use crate::audit_intake::AuditIntake;
 use crate::catalog::Catalog;
-use crate::certs::ServingCerts;
-use crate::gateway_token::{GatewayClaims, Subject, VerifyError};
-use crate::inject::{InjectConfig, service_account_of};
-use crate::keys::GatewayKeys;
+use crate::gateway::audit_intake::AuditIntake;
+use crate::gateway::token::{GatewayClaims, Subject, VerifyError};
+use crate::gateway::token_exchange::{ExchangeError, subject_from_review, token_review};
+use crate::gateway::token_holder::{HolderError, check_token_holder};
+use crate::identity::certs::ServingCerts;
+use crate::identity::keys::GatewayKeys;
+use crate::injection::admission::review_pod;
+use crate::injection::inject::{InjectConfig, service_account_of};
 use crate::metrics::Metrics;
-use crate::token_exchange::{ExchangeError, subject_from_review, token_review};
-use crate::token_holder::{HolderError, check_token_holder};
 use crate::wire::{AuditBatch, AuditReceipt, ErrorBody, TokenRequest, TokenResponse};
 
 /// Longest `?wait=` a bundle request may ask for.
@@ -79,12 +86,12 @@ pub struct Gateway {
     /// Set once the caches are filled.
     pub ready: Arc<AtomicBool>,
     /// Just-in-time approvals: the operator's own user and the notifier.
-    pub approvals: Arc<crate::approvals_gateway::ApprovalSettings>,
+    pub approvals: Arc<crate::approvals::api::ApprovalSettings>,
     /// True once the operator drains (SIGTERM): waiting bundle long-polls
     /// answer 304 at once, so their sidecars poll again (another replica).
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// Native or classic sidecars: for the next pod, and where a pod's is expected.
-    pub native_sidecars: crate::native_sidecars::NativeSidecars,
+    pub native_sidecars: crate::injection::native_sidecars::NativeSidecars,
 }
 
 /// An error answer.
@@ -133,8 +140,11 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/bundle", get(bundle))
         .route("/v1/jwks", get(jwks))
         .route("/v1/audit", post(audit))
-        .route(crate::webhook_config::POD_INJECTION_PATH, post(mutate_pod))
-        .merge(crate::approvals_gateway::routes())
+        .route(
+            crate::identity::webhook_config::POD_INJECTION_PATH,
+            post(mutate_pod),
+        )
+        .merge(crate::approvals::api::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -304,7 +314,7 @@ pub(crate) async fn authenticate(
                 "send the gateway token from POST /v1/token as Authorization: Bearer <token>",
             )
         })?;
-    let verify = |keys: &crate::gateway_token::KeySet| {
+    let verify = |keys: &crate::gateway::token::KeySet| {
         keys.verify(token, &g.settings.issuer, SystemTime::now())
     };
     let result = match verify(&g.keys.get()) {
@@ -343,7 +353,7 @@ fn sidecar_config(g: &Gateway, pod: &Pod) -> InjectConfig {
 }
 
 /// The pod a gateway token was issued to must still exist and still run the
-/// genuine sidecar ([`crate::token_holder::check_genuine`]): deleting the pod
+/// genuine sidecar ([`crate::gateway::token_holder::check_genuine`]): deleting the pod
 /// voids its tokens at once, not when they expire, and so does editing its
 /// sidecar (a running pod's images are mutable). Checked on every bundle
 /// poll, approval call and executed report.
@@ -486,7 +496,7 @@ async fn serve_bundle(
                 () = tokio::time::sleep_until(deadline) => false,
                 // Not modified (as far as this replica will tell): the sidecar
                 // keeps its bundle and asks again, reaching a replica that stays.
-                () = crate::serve::drained(&mut draining) => false,
+                () = crate::gateway::serve::drained(&mut draining) => false,
             }
         };
         if !changed {
@@ -571,10 +581,10 @@ async fn audit(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Res
             .record(&g.client, &g.catalog, &g.keys.get(), &claims, &batch, &now)
             .await
             .map_err(|e| match e {
-                crate::audit_intake::IntakeError::Sign(inner) => {
+                crate::gateway::audit_intake::IntakeError::Sign(inner) => {
                     internal("sign the chain head", &inner)
                 }
-                e @ crate::audit_intake::IntakeError::HistoryUnavailable { .. } => {
+                e @ crate::gateway::audit_intake::IntakeError::HistoryUnavailable { .. } => {
                     tracing::warn!(error = %crate::error_chain(&e), "audit batch not taken");
                     Refusal::new(
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -23,7 +23,7 @@ use serde_json::json;
 use sluice_crds::{AccessPolicy, AccessPolicyStatus, Conditions, Connection, ConnectionStatus};
 
 use crate::catalog::{Catalog, Lenient};
-use crate::certs::FIELD_MANAGER;
+use crate::identity::certs::FIELD_MANAGER;
 use crate::metrics::{Metrics, ReconcileLabels};
 use crate::status::{
     ConnectionFacts, PolicyProblem, Transition, access_policy_status, connection_status,

@@ -2,7 +2,7 @@
 //!
 //! In a cluster the webhook points at the operator's Service; run from a laptop
 //! or a test (`--webhook-url https://HOST:PORT`) it points at that URL. Either
-//! way `caBundle` is the operator's own CA ([`crate::pki`]), and the leader
+//! way `caBundle` is the operator's own CA ([`crate::identity::pki`]), and the leader
 //! rewrites it when [`ca_bundle_differs`].
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 
-use crate::inject::{INJECT_ANNOTATION, TOKEN_VOLUME_NAME};
+use crate::injection::inject::{INJECT_ANNOTATION, TOKEN_VOLUME_NAME};
 
 /// HTTPS path of the pod injection webhook.
 pub const POD_INJECTION_PATH: &str = "/mutate/pods";
@@ -188,7 +188,7 @@ where
         body["kind"] = K::kind(&()).into();
         api.patch(
             name,
-            &PatchParams::apply(crate::certs::FIELD_MANAGER).force(),
+            &PatchParams::apply(crate::identity::certs::FIELD_MANAGER).force(),
             &Patch::Apply(body),
         )
         .await?;
@@ -298,7 +298,7 @@ pub fn validating_needs_apply(
 /// Narrow on purpose, since `failurePolicy: Fail` makes an unreachable operator
 /// block pod creation wherever the webhook applies: only pod CREATE (and
 /// updates of injected pods and their ephemeral containers, which are checked
-/// by [`crate::pod_guard`], not mutated), only in
+/// by [`crate::injection::pod_guard`], not mutated), only in
 /// labelled non-system namespaces other than the operator's, never the
 /// operator's own pods, and only pods carrying the `sluice.dev/inject`
 /// annotation (a match condition, so the API server does not even call the
@@ -353,7 +353,7 @@ pub fn pod_injection_configuration(settings: &WebhookSettings) -> MutatingWebhoo
                 // reach the sidecar's memory or token.
                 pod_rule("UPDATE", "pods/ephemeralcontainers"),
                 // `kubectl set image`, annotate...: refused when it would change
-                // what the webhook wrote (`crate::pod_guard`).
+                // what the webhook wrote (`crate::injection::pod_guard`).
                 pod_rule("UPDATE", "pods"),
             ]),
             namespace_selector: Some(LabelSelector {
@@ -448,7 +448,7 @@ pub fn approvals_mutating_configuration(
         webhooks: Some(vec![MutatingWebhook {
             name: APPROVALS_WEBHOOK.to_string(),
             admission_review_versions: vec!["v1".to_string()],
-            client_config: client_config_for(settings, crate::approvals_gateway::MUTATE_PATH),
+            client_config: client_config_for(settings, crate::approvals::api::MUTATE_PATH),
             failure_policy: Some("Fail".to_string()),
             match_policy: Some("Equivalent".to_string()),
             reinvocation_policy: Some("Never".to_string()),
@@ -470,7 +470,7 @@ pub fn approvals_validating_configuration(
         webhooks: Some(vec![ValidatingWebhook {
             name: APPROVALS_WEBHOOK.to_string(),
             admission_review_versions: vec!["v1".to_string()],
-            client_config: client_config_for(settings, crate::approvals_gateway::VALIDATE_PATH),
+            client_config: client_config_for(settings, crate::approvals::api::VALIDATE_PATH),
             failure_policy: Some("Fail".to_string()),
             match_policy: Some("Equivalent".to_string()),
             side_effects: "None".to_string(),
@@ -574,7 +574,7 @@ mod tests {
     /// adopting operator would otherwise patch it back on every install.
     #[test]
     fn the_chart_ships_the_same_pod_rules_and_condition() {
-        let chart = include_str!("../../charts/sluice/templates/webhooks.yaml");
+        let chart = include_str!("../../../charts/sluice/templates/webhooks.yaml");
         assert!(
             chart.contains(&format!("expression: \"{}\"", pod_match_condition())),
             "the chart's matchConditions differ from pod_match_condition()"

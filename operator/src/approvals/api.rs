@@ -54,13 +54,13 @@ use sluice_crds::{
 use sluice_policy::engine::Identity;
 use sluice_policy::wire::{ApprovalAsk, ApprovalTicket};
 
+use crate::approvals::notify::Notifier;
 use crate::approvals::{
     Approver, Ask, COMMAND_LABEL, REQUESTER_LABEL, bind_decisions, check_create, is_reusable,
     new_request, parse_timeout, rule_as_it_stands,
 };
-use crate::approvals_notify::Notifier;
+use crate::gateway::token::GatewayClaims;
 use crate::gateway::{Gateway, Refusal, authenticate, check_holder, parse_wait, unavailable};
-use crate::gateway_token::GatewayClaims;
 
 /// Path of the mutating webhook on AccessRequests.
 pub const MUTATE_PATH: &str = "/mutate/accessrequests";
@@ -302,11 +302,11 @@ async fn create_or_reuse(
         }
         Err(e) => return Err(unavailable("AccessRequest status", &e)),
     }
-    crate::approvals_controller::count(
+    crate::approvals::controller::count(
         g.client.clone(),
         namespace.clone(),
         ask.policy.clone(),
-        crate::approvals_controller::Tally::Requested,
+        crate::approvals::controller::Tally::Requested,
     );
     if let Some(n) = &g.approvals.notifier {
         n.notify(format!(
@@ -442,7 +442,7 @@ async fn poll(
             let mut draining = g.draining.clone();
             tokio::select! {
                 _ = tokio::time::timeout(wait, decided) => {}
-                () = crate::serve::drained(&mut draining) => {}
+                () = crate::gateway::serve::drained(&mut draining) => {}
             }
             return Ok(ApprovalTicket::of(
                 &own_request(&api, &name, &claims).await?,

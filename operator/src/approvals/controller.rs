@@ -17,9 +17,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use sluice_crds::{AccessPolicy, AccessRequest, RequestPhase};
 
+use crate::approvals::api::publish;
 use crate::approvals::next_phase;
-use crate::approvals_gateway::publish;
-use crate::approvals_notify::Notifier;
+use crate::approvals::notify::Notifier;
 
 /// Field manager of the approval counters on AccessPolicy status.
 pub const COUNTER_FIELD_MANAGER: &str = "sluice-operator-approvals";
@@ -144,7 +144,7 @@ async fn reconcile(
         _ => EventType::Normal,
     };
     let note = if change.to == RequestPhase::Pending {
-        crate::approvals_gateway::requested_note(&stored)
+        crate::approvals::api::requested_note(&stored)
     } else {
         change.note.clone()
     };
@@ -302,10 +302,10 @@ async fn add_one(api: &Api<AccessPolicy>, policy: &str, tally: Tally) -> Result<
 /// AccessRequests when different (and, unless `adopt`, when missing).
 pub async fn register_webhooks(
     client: Client,
-    settings: &crate::webhook_config::WebhookSettings,
+    settings: &crate::identity::webhook_config::WebhookSettings,
     adopt: bool,
-) -> Result<[crate::webhook_config::Written; 2], kube::Error> {
-    use crate::webhook_config::{
+) -> Result<[crate::identity::webhook_config::Written; 2], kube::Error> {
+    use crate::identity::webhook_config::{
         APPROVALS_CONFIGURATION_NAME, approvals_mutating_configuration,
         approvals_validating_configuration, mutating_needs_apply, validating_needs_apply,
         write_configuration,

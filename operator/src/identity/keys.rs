@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use crate::gateway_token::{KeySet, TokenError};
+use crate::gateway::token::{KeySet, TokenError};
 
 /// Name of the Secret holding the gateway signing keys.
 pub const KEYS_SECRET: &str = "sluice-gateway-keys";

@@ -92,7 +92,7 @@ pub struct InjectConfig {
     /// HTTPS URL of the gateway API, as the sidecar reaches it.
     pub gateway_url: String,
     /// PEM the sidecar trusts for the gateway: the operator's CA bundle
-    /// ([`crate::pki::OperatorPki::ca_bundle_pem`], public data).
+    /// ([`crate::identity::pki::OperatorPki::ca_bundle_pem`], public data).
     pub ca_pem: String,
     /// Port of the sidecar's admin server, bound on all pod addresses because
     /// the kubelet probes it from outside the pod.
@@ -333,7 +333,7 @@ pub enum InjectError {
     #[error(
         "pod already carries {INJECTED_REVISION_ANNOTATION}, which only the Sluice webhook writes, but it is not what the webhook injects ({0}); remove that annotation, any sluice-sidecar container and {TOKEN_VOLUME_NAME} volume, and let the webhook inject the pod"
     )]
-    NotGenuine(#[source] crate::token_holder::HolderError),
+    NotGenuine(#[source] crate::gateway::token_holder::HolderError),
     /// An app container mounts the sidecar's token volume.
     #[error(
         "container {container:?} mounts volume {TOKEN_VOLUME_NAME}, the Sluice sidecar's service-account token; only the sidecar may hold it, remove that volumeMount"
@@ -390,8 +390,9 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
     if annotations.contains_key(INJECTED_REVISION_ANNOTATION) {
         // Only this webhook writes the annotation: a pod arriving with it is
         // re-admitted only when it is exactly what the webhook produces.
-        let allowed = [crate::token_holder::repository(&cfg.image).to_string()];
-        crate::token_holder::check_genuine(pod, cfg, &allowed).map_err(InjectError::NotGenuine)?;
+        let allowed = [crate::gateway::token_holder::repository(&cfg.image).to_string()];
+        crate::gateway::token_holder::check_genuine(pod, cfg, &allowed)
+            .map_err(InjectError::NotGenuine)?;
         return Ok(unchanged(Outcome::AlreadyInjected));
     }
     let spec = pod.spec.as_ref().ok_or(InjectError::NoContainers)?;
@@ -836,7 +837,7 @@ fn app_env_ops(
 }
 
 /// The sidecar container the injector adds for `connections`; also what
-/// [`crate::token_holder::check_genuine`] compares a running pod's sidecar with.
+/// [`crate::gateway::token_holder::check_genuine`] compares a running pod's sidecar with.
 pub fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Container {
     let plain = |name: &str, value: String| EnvVar {
         name: name.to_string(),
@@ -885,7 +886,7 @@ pub fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Containe
                 field(env::SERVICE_ACCOUNT, "spec.serviceAccountName"),
             ]
             .into_iter()
-            // Optional settings from here on (crate::token_holder::OPTIONAL_SIDECAR_ENV):
+            // Optional settings from here on (crate::gateway::token_holder::OPTIONAL_SIDECAR_ENV):
             // a pod injected before a change of them stays genuine.
             .chain(std::iter::once(plain(
                 SHUTDOWN_GRACE_ENV,
@@ -937,7 +938,7 @@ pub fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Containe
 }
 
 /// The projected token volume the injector adds; also what
-/// [`crate::token_holder::check_genuine`] compares a running pod's with.
+/// [`crate::gateway::token_holder::check_genuine`] compares a running pod's with.
 pub fn token_volume() -> Volume {
     Volume {
         name: TOKEN_VOLUME_NAME.to_string(),

@@ -2,7 +2,7 @@
 //! UPDATE, and the `pods/ephemeralcontainers` subresource (`kubectl debug`).
 //!
 //! The gateway verifies the pod on every token exchange and bundle poll
-//! ([`crate::token_holder::check_genuine`]); this refuses earlier, when the
+//! ([`crate::gateway::token_holder::check_genuine`]); this refuses earlier, when the
 //! change is made, what would make an injected pod's sidecar something the
 //! webhook did not write. What the API server lets change on a running pod is
 //! little (kube `ValidatePodUpdate`: container images, tolerations, a few
@@ -31,7 +31,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
-use crate::inject::{
+use crate::injection::inject::{
     ENV_NOT_INJECTED_ANNOTATION, INJECTED_CONNECTIONS_ANNOTATION, INJECTED_REVISION_ANNOTATION,
     SIDECAR_CONTAINER_NAME, TOKEN_VOLUME_NAME,
 };
