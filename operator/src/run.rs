@@ -20,7 +20,6 @@ use crate::catalog::Catalog;
 use crate::controllers;
 use crate::gateway::audit_intake::AuditIntake;
 use crate::gateway::serve::serve_tls;
-use crate::gateway::token_holder::repository;
 use crate::gateway::{Gateway, GatewaySettings, router};
 use crate::identity::certs::{CertSource, CertsError, ServingCerts};
 use crate::identity::keys::{GatewayKeys, KeysError};
@@ -28,6 +27,7 @@ use crate::identity::pki::{PkiError, SubjectNames};
 use crate::identity::webhook_config::{WebhookEndpoint, WebhookSettings, Written};
 use crate::injection::inject::{InjectConfig, default_sidecar_resources};
 use crate::injection::native_sidecars::NativeSidecars;
+use crate::injection::token_holder::repository;
 use crate::leader::{LeaseTimings, campaign};
 use crate::metrics::Metrics;
 

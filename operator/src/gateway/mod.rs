@@ -3,7 +3,7 @@
 //! and `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Handlers are thin: they read the request, call the pure modules
-//! ([`crate::gateway::token_exchange`], [`crate::gateway::token_holder`], [`crate::gateway::token`],
+//! ([`crate::gateway::token_exchange`], [`crate::injection::token_holder`], [`crate::gateway::token`],
 //! [`crate::catalog`], [`crate::injection::admission`]) and map their errors to an
 //! [`ErrorBody`] with a stable CamelCase reason.
 
@@ -12,7 +12,6 @@ pub mod checkpoint_history;
 pub mod serve;
 pub mod token;
 pub mod token_exchange;
-pub mod token_holder;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,11 +36,11 @@ use crate::catalog::Catalog;
 use crate::gateway::audit_intake::AuditIntake;
 use crate::gateway::token::{GatewayClaims, Subject, VerifyError};
 use crate::gateway::token_exchange::{ExchangeError, subject_from_review, token_review};
-use crate::gateway::token_holder::{HolderError, check_token_holder};
 use crate::identity::certs::ServingCerts;
 use crate::identity::keys::GatewayKeys;
 use crate::injection::admission::review_pod;
 use crate::injection::inject::{InjectConfig, service_account_of};
+use crate::injection::token_holder::{HolderError, check_token_holder};
 use crate::metrics::Metrics;
 use crate::wire::{AuditBatch, AuditReceipt, ErrorBody, TokenRequest, TokenResponse};
 
@@ -353,7 +352,7 @@ fn sidecar_config(g: &Gateway, pod: &Pod) -> InjectConfig {
 }
 
 /// The pod a gateway token was issued to must still exist and still run the
-/// genuine sidecar ([`crate::gateway::token_holder::check_genuine`]): deleting the pod
+/// genuine sidecar ([`crate::injection::token_holder::check_genuine`]): deleting the pod
 /// voids its tokens at once, not when they expire, and so does editing its
 /// sidecar (a running pod's images are mutable). Checked on every bundle
 /// poll, approval call and executed report.

@@ -3,7 +3,7 @@
 //! reads from the answer.
 //!
 //! The whole exchange is: [`token_review`] → the API server → [`subject_from_review`]
-//! → get the pod by name → [`crate::gateway::token_holder::check_token_holder`] →
+//! → get the pod by name → [`crate::injection::token_holder::check_token_holder`] →
 //! [`crate::gateway::token::GatewayClaims::new`] → [`crate::gateway::token::KeySet::sign`].
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};

@@ -2,7 +2,7 @@
 //! UPDATE, and the `pods/ephemeralcontainers` subresource (`kubectl debug`).
 //!
 //! The gateway verifies the pod on every token exchange and bundle poll
-//! ([`crate::gateway::token_holder::check_genuine`]); this refuses earlier, when the
+//! ([`crate::injection::token_holder::check_genuine`]); this refuses earlier, when the
 //! change is made, what would make an injected pod's sidecar something the
 //! webhook did not write. What the API server lets change on a running pod is
 //! little (kube `ValidatePodUpdate`: container images, tolerations, a few

@@ -34,7 +34,7 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 
-use crate::injection::inject::{
+use crate::injection::sidecar::{
     INJECTED_CONNECTIONS_ANNOTATION, INJECTED_REVISION_ANNOTATION, InjectConfig,
     SIDECAR_CONTAINER_NAME, TOKEN_AUDIENCE, TOKEN_VOLUME_NAME, env, sidecar_container,
     token_volume,
@@ -44,7 +44,7 @@ use crate::injection::inject::{
 /// genuine sidecar may carry: the operator's settings file can change them
 /// between injections, and none of them widens what the sidecar reveals.
 pub const OPTIONAL_SIDECAR_ENV: [&str; 4] = [
-    crate::injection::inject::SHUTDOWN_GRACE_ENV,
+    crate::injection::sidecar::SHUTDOWN_GRACE_ENV,
     env::HTTP_TIMEOUT,
     env::HTTP_MAX_BODY,
     env::HTTP_UPSTREAM_HTTP1_ONLY,
