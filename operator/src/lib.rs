@@ -34,6 +34,9 @@ pub mod leader;
 pub mod metrics;
 pub mod run;
 pub mod status;
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "sluice-operator";
+
 /// The gateway API's JSON lives in the policy crate (it crosses a process boundary).
 pub use sluice_policy::wire;
 

@@ -400,14 +400,14 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         });
     }
 
-    let operator_user = crate::approvals::controller::operator_user(&client)
+    let operator_user = crate::approvals::events::operator_user(&client)
         .await
         .map_err(StartError::OperatorUser)?;
     let notifier = match &settings.notify_url {
         Some(url) => Some(crate::approvals::notify::Notifier::start(url)?),
         None => None,
     };
-    let approvals = Arc::new(crate::approvals::api::ApprovalSettings::new(
+    let approvals = Arc::new(crate::approvals::events::ApprovalSettings::new(
         client.clone(),
         operator_user,
         &settings.identity,

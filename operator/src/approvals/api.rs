@@ -12,7 +12,7 @@
 //!   held): phase `NotRun`, never `Executed`, with the reason on record;
 //! - `POST /mutate/accessrequests`, `POST /validate/accessrequests`: bind each
 //!   new decision to the admission request's `userInfo` and refuse what
-//!   [`crate::approvals::bind_decisions`] refuses.
+//!   [`crate::approvals::rules::bind_decisions`] refuses.
 //!
 //! The sidecar's side of the contract (gateway token as `Authorization: Bearer`):
 //! - **hold**: `POST /v1/approvals` with [`ApprovalAsk`] → [`ApprovalTicket`]
@@ -42,75 +42,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Api, Resource};
+use kube::runtime::events::EventType;
 use serde::Deserialize;
-use serde_json::json;
 use sluice_crds::{
-    AccessRequest, Action, MAX_STATEMENT_BYTES, RequestPhase, Requester, TRUNCATED_MARKER, Verdict,
+    AccessRequest, Action, MAX_STATEMENT_BYTES, RequestPhase, Requester, TRUNCATED_MARKER,
 };
 use sluice_policy::engine::Identity;
 use sluice_policy::wire::{ApprovalAsk, ApprovalTicket};
 
-use crate::approvals::notify::Notifier;
-use crate::approvals::{
-    Approver, Ask, COMMAND_LABEL, REQUESTER_LABEL, bind_decisions, check_create, is_reusable,
-    new_request, parse_timeout, rule_as_it_stands,
+use crate::approvals::admission::check_rule;
+use crate::approvals::events::{publish, requested_note};
+use crate::approvals::rules::{
+    Ask, COMMAND_LABEL, REQUESTER_LABEL, is_reusable, new_request, parse_timeout,
+};
+use crate::approvals::tally::{Tally, count};
+use crate::gateway::auth::{
+    Gateway, Refusal, Waiting, authenticate, bad_request, check_holder, parse_wait, unavailable,
 };
 use crate::gateway::token::GatewayClaims;
-use crate::gateway::{Gateway, Refusal, authenticate, check_holder, parse_wait, unavailable};
-
-/// Path of the mutating webhook on AccessRequests.
-pub const MUTATE_PATH: &str = "/mutate/accessrequests";
-/// Path of the validating webhook on AccessRequests.
-pub const VALIDATE_PATH: &str = "/validate/accessrequests";
-/// Prefix of every admission refusal, so the approver knows who refused.
-const REFUSAL_PREFIX: &str = "sluice approvals";
-
-/// What the approval endpoints depend on besides the gateway.
-#[derive(Clone)]
-pub struct ApprovalSettings {
-    /// The Kubernetes user the operator acts as: the only one that creates
-    /// AccessRequests and moves their phase.
-    pub operator_user: String,
-    /// Outgoing notifications, when configured.
-    pub notifier: Option<Notifier>,
-    /// Records Events on AccessRequests.
-    pub recorder: Recorder,
-}
-
-impl std::fmt::Debug for ApprovalSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApprovalSettings")
-            .field("operator_user", &self.operator_user)
-            .field("notifier", &self.notifier.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ApprovalSettings {
-    /// Settings for `operator_user`, recording Events as `identity`.
-    pub fn new(
-        client: kube::Client,
-        operator_user: String,
-        identity: &str,
-        notifier: Option<Notifier>,
-    ) -> ApprovalSettings {
-        ApprovalSettings {
-            operator_user,
-            notifier,
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: "sluice-operator".to_string(),
-                    instance: Some(identity.to_string()),
-                },
-            ),
-        }
-    }
-}
 
 /// The routes of this module, merged into [`crate::gateway::router`].
 pub fn routes() -> Router<Gateway> {
@@ -119,8 +70,6 @@ pub fn routes() -> Router<Gateway> {
         .route("/v1/approvals/{name}", get(poll))
         .route("/v1/approvals/{name}/executed", post(executed))
         .route("/v1/approvals/{name}/not-run", post(not_run))
-        .route(MUTATE_PATH, post(mutate))
-        .route(VALIDATE_PATH, post(validate))
 }
 
 fn answer(g: &Gateway, route: &'static str, result: Result<ApprovalTicket, Refusal>) -> Response {
@@ -134,10 +83,6 @@ fn answer(g: &Gateway, route: &'static str, result: Result<ApprovalTicket, Refus
             refusal.into_response()
         }
     }
-}
-
-fn bad_request(message: String) -> Refusal {
-    Refusal::new(StatusCode::BAD_REQUEST, "BadRequest", message)
 }
 
 // === POST /v1/approvals ===
@@ -237,7 +182,7 @@ async fn create_or_reuse(
     let now = Timestamp::now();
     let selector = format!(
         "{REQUESTER_LABEL}={},{COMMAND_LABEL}={}",
-        crate::approvals::requester_label_value(&requester.service_account),
+        crate::approvals::rules::requester_label_value(&requester.service_account),
         sha.get(..32).unwrap_or_default()
     );
     let existing = api
@@ -302,11 +247,11 @@ async fn create_or_reuse(
         }
         Err(e) => return Err(unavailable("AccessRequest status", &e)),
     }
-    crate::approvals::controller::count(
+    count(
         g.client.clone(),
         namespace.clone(),
         ask.policy.clone(),
-        crate::approvals::controller::Tally::Requested,
+        Tally::Requested,
     );
     if let Some(n) = &g.approvals.notifier {
         n.notify(format!(
@@ -352,37 +297,6 @@ pub fn check_statement(command: &sluice_crds::Command) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The note of the `Requested` Event.
-pub fn requested_note(ar: &AccessRequest) -> String {
-    let mut text: String = ar.spec.command.text.chars().take(120).collect();
-    if text.len() < ar.spec.command.text.len() {
-        text.push('…');
-    }
-    format!(
-        "{} asks to run {text:?} on {} under rule {} of {}",
-        crate::approvals::requester_user(&ar.spec.requester),
-        ar.spec.connection,
-        ar.spec.rule,
-        ar.spec.policy
-    )
-}
-
-/// [`rule_as_it_stands`] with the policy from the operator's cache.
-fn check_rule(g: &Gateway, ar: &AccessRequest) -> Result<(), String> {
-    let namespace = ar.metadata.namespace.as_deref().unwrap_or_default();
-    let policy = g
-        .catalog
-        .policies_in(namespace)
-        .into_iter()
-        .find(|p| p.metadata.name.as_deref() == Some(ar.spec.policy.as_str()));
-    rule_as_it_stands(ar, policy.as_deref()).map_err(|changed| {
-        format!(
-            "AccessRequest {namespace}/{} was filed under a rule that has changed since ({changed}); the statement did not run, send it again to ask under the rule as it stands",
-            ar.metadata.name.as_deref().unwrap_or_default()
-        )
-    })
 }
 
 fn identity_of(claims: &GatewayClaims) -> Identity {
@@ -438,7 +352,7 @@ async fn poll(
             );
             // A timeout, a broken watch or a drain (SIGTERM: the sidecar
             // asks again, reaching a replica that stays) all answer the latest phase.
-            let _waiting = crate::gateway::Waiting::new(&g.metrics.approval_waiting);
+            let _waiting = Waiting::new(&g.metrics.approval_waiting);
             let mut draining = g.draining.clone();
             tokio::select! {
                 _ = tokio::time::timeout(wait, decided) => {}
@@ -693,243 +607,9 @@ async fn mark_not_run(
     }
 }
 
-/// Records an Event on `ar`; failures are logged, never fatal.
-pub async fn publish(
-    recorder: &Recorder,
-    ar: &AccessRequest,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Decide".to_string(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &ar.object_ref(&())).await {
-        tracing::warn!(error = %crate::error_chain(&error), "could not publish an Event");
-    }
-}
-
-// === admission ===
-
-async fn mutate(State(g): State<Gateway>, body: Bytes) -> Response {
-    admit(&g, &body, true)
-}
-
-async fn validate(State(g): State<Gateway>, body: Bytes) -> Response {
-    admit(&g, &body, false)
-}
-
-fn admit(g: &Gateway, body: &[u8], mutating: bool) -> Response {
-    let route = if mutating {
-        "mutate_accessrequests"
-    } else {
-        "validate_accessrequests"
-    };
-    let review: AdmissionReview<AccessRequest> = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            g.metrics.request(route, "bad_request");
-            return bad_request(format!(
-                "the body is not an AdmissionReview of an AccessRequest: {e}"
-            ))
-            .into_response();
-        }
-    };
-    let request: AdmissionRequest<AccessRequest> = match review.try_into() {
-        Ok(r) => r,
-        Err(e) => {
-            g.metrics.request(route, "bad_request");
-            return axum::Json(AdmissionResponse::invalid(e.to_string()).into_review())
-                .into_response();
-        }
-    };
-    let mut response = review_request(
-        &request,
-        &g.approvals.operator_user,
-        Timestamp::now(),
-        mutating,
-    );
-    // A new decision is checked against the rule as it stands when it is made.
-    if response.allowed
-        && let (Some(old), Some(new)) = (&request.old_object, &request.object)
-    {
-        let count = |ar: &AccessRequest| ar.status.as_ref().map_or(0, |s| s.decisions.len());
-        if count(new) > count(old)
-            && let Err(message) = check_rule(g, new)
-        {
-            response =
-                AdmissionResponse::from(&request).deny(format!("{REFUSAL_PREFIX}: {message}"));
-        }
-    }
-    g.metrics.request(
-        route,
-        if response.allowed {
-            "allowed"
-        } else {
-            "denied"
-        },
-    );
-    axum::Json(response.into_review()).into_response()
-}
-
-/// Answers an admission request on an AccessRequest: creation only by the
-/// operator; status updates as [`bind_decisions`] says. `mutating` answers
-/// with the patch binding the new decision; the validating pass checks it is
-/// bound.
-pub fn review_request(
-    request: &AdmissionRequest<AccessRequest>,
-    operator_user: &str,
-    now: Timestamp,
-    mutating: bool,
-) -> AdmissionResponse {
-    let response = AdmissionResponse::from(request);
-    let who = Approver {
-        user: request.user_info.username.clone().unwrap_or_default(),
-        groups: request.user_info.groups.clone().unwrap_or_default(),
-    };
-    let deny = |response: AdmissionResponse, message: String| {
-        response.deny(format!("{REFUSAL_PREFIX}: {message}"))
-    };
-    match (&request.operation, request.sub_resource.as_deref()) {
-        (Operation::Create, None) => match check_create(&who, operator_user) {
-            Ok(()) => response,
-            Err(refusal) => deny(response, refusal.to_string()),
-        },
-        (Operation::Update, Some("status")) => {
-            let (Some(old), Some(new)) = (&request.old_object, &request.object) else {
-                return response;
-            };
-            let decisions = match bind_decisions(old, new, &who, operator_user, now) {
-                Ok(d) => d,
-                Err(refusal) => return deny(response, refusal.to_string()),
-            };
-            let stored = new
-                .status
-                .as_ref()
-                .map(|s| s.decisions.clone())
-                .unwrap_or_default();
-            if mutating {
-                if decisions == stored {
-                    return response;
-                }
-                let patch = json_patch::Patch(vec![json_patch::PatchOperation::Replace(
-                    json_patch::ReplaceOperation {
-                        path: json_patch::jsonptr::PointerBuf::parse("/status/decisions")
-                            .unwrap_or_default(),
-                        value: json!(decisions),
-                    },
-                )]);
-                match response.with_patch(patch) {
-                    Ok(patched) => patched,
-                    Err(error) => deny(
-                        AdmissionResponse::from(request),
-                        format!("could not encode the patch: {error}"),
-                    ),
-                }
-            } else {
-                let unbound = stored
-                    .iter()
-                    .zip(decisions.iter())
-                    .any(|(s, d)| s.user != d.user || s.groups != d.groups);
-                if unbound {
-                    deny(
-                        response,
-                        format!(
-                            "the new decision must be recorded as {} (the user making the change); the mutating webhook was bypassed",
-                            who.user
-                        ),
-                    )
-                } else {
-                    response
-                }
-            }
-        }
-        _ => response,
-    }
-}
-
-/// The verdict word for messages.
-pub fn verdict_word(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Approve => "approved",
-        Verdict::Deny => "denied",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
-
-    fn review(user: &str, groups: &[&str], new_user: &str) -> AdmissionRequest<AccessRequest> {
-        let old = json!({
-            "apiVersion": "sluice.dev/v1alpha1", "kind": "AccessRequest",
-            "metadata": {"name": "r", "namespace": "shop"},
-            "spec": {
-                "connection": "orders-db", "policy": "p", "rule": "bulk",
-                "requester": {"serviceAccount": "job", "namespace": "shop"},
-                "command": {"text": "DELETE FROM t", "fingerprint": "f", "sha256": "a".repeat(64)},
-                "approvers": {"groups": ["dba"]},
-                "expiresAt": "2099-01-01T00:00:00Z"
-            },
-            "status": {"phase": "Pending", "decisions": []}
-        });
-        let mut new = old.clone();
-        // As the mutating pass leaves it when the typed user is the caller.
-        let typed_groups: Vec<&str> = if new_user == user {
-            groups.to_vec()
-        } else {
-            vec![]
-        };
-        new["status"]["decisions"] = json!([{"user": new_user, "groups": typed_groups,
-            "verdict": "approve", "time": "2020-01-01T00:00:00Z"}]);
-        let review = json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "u1",
-                "kind": {"group": "sluice.dev", "version": "v1alpha1", "kind": "AccessRequest"},
-                "resource": {"group": "sluice.dev", "version": "v1alpha1", "resource": "accessrequests"},
-                "subResource": "status",
-                "name": "r", "namespace": "shop", "operation": "UPDATE",
-                "userInfo": {"username": user, "groups": groups},
-                "object": new, "oldObject": old, "dryRun": false
-            }
-        });
-        let review: AdmissionReview<AccessRequest> = serde_json::from_value(review).unwrap();
-        review.try_into().unwrap()
-    }
-
-    #[test]
-    fn mutation_binds_the_decision_and_validation_insists_on_it() {
-        let now = Timestamp::from_second(1_900_000_000).unwrap();
-        let mutated = review_request(&review("alice", &["dba"], "bob"), "op", now, true);
-        assert!(mutated.allowed);
-        let patch: Value = serde_json::from_slice(mutated.patch.as_deref().unwrap()).unwrap();
-        assert_eq!(patch[0]["op"], "replace");
-        assert_eq!(patch[0]["path"], "/status/decisions");
-        assert_eq!(patch[0]["value"][0]["user"], "alice");
-        assert_eq!(patch[0]["value"][0]["groups"], json!(["dba"]));
-
-        // The validating pass refuses a decision not bound to the caller.
-        let unbound = review_request(&review("alice", &["dba"], "bob"), "op", now, false);
-        assert!(!unbound.allowed);
-        assert!(unbound.result.message.contains("must be recorded as alice"));
-        let bound = review_request(&review("alice", &["dba"], "alice"), "op", now, false);
-        assert!(bound.allowed, "{:?}", bound.result);
-
-        let outsider = review_request(&review("bob", &["dev"], "bob"), "op", now, true);
-        assert!(!outsider.allowed);
-        assert!(
-            outsider
-                .result
-                .message
-                .starts_with("sluice approvals: bob is not an approver of AccessRequest shop/r")
-        );
-    }
 
     #[test]
     fn approvers_see_what_the_approval_binds_to() {

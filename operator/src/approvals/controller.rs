@@ -1,5 +1,5 @@
 //! The AccessRequest controller (leader only): moves each request's phase as
-//! [`crate::approvals::next_phase`] says, records an Event and a notification
+//! [`crate::approvals::rules::next_phase`] says, records an Event and a notification
 //! per transition, counts approvals on the AccessPolicy, and requeues at the
 //! request's expiry.
 
@@ -9,20 +9,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
-use sluice_crds::{AccessPolicy, AccessRequest, RequestPhase};
+use sluice_crds::{AccessRequest, RequestPhase};
 
-use crate::approvals::api::publish;
-use crate::approvals::next_phase;
+use crate::approvals::events::{publish, requested_note};
 use crate::approvals::notify::Notifier;
+use crate::approvals::rules::next_phase;
+use crate::approvals::tally::{Tally, count};
 
-/// Field manager of the approval counters on AccessPolicy status.
-pub const COUNTER_FIELD_MANAGER: &str = "sluice-operator-approvals";
 /// How often a settled request is looked at again anyway.
 const RESYNC: Duration = Duration::from_secs(600);
 
@@ -144,7 +142,7 @@ async fn reconcile(
         _ => EventType::Normal,
     };
     let note = if change.to == RequestPhase::Pending {
-        crate::approvals::api::requested_note(&stored)
+        requested_note(&stored)
     } else {
         change.note.clone()
     };
@@ -237,67 +235,6 @@ async fn delete_settled(ar: &AccessRequest, client: &Client) -> Result<Action, A
     }
 }
 
-/// Which approval counter of an AccessPolicy to add one to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tally {
-    /// A request was created.
-    Requested,
-    /// A request was approved.
-    Granted,
-    /// A request was denied or expired.
-    Denied,
-}
-
-/// Adds one to a counter of AccessPolicy `namespace/policy`, in the
-/// background: read, add, write with the resourceVersion read (as the audit
-/// intake does), retried on conflict, so concurrent writers never lose a count.
-pub fn count(client: Client, namespace: String, policy: String, tally: Tally) {
-    tokio::spawn(async move {
-        let api: Api<AccessPolicy> = Api::namespaced(client, &namespace);
-        let mut delay = Duration::from_millis(100);
-        for _ in 0..8 {
-            match add_one(&api, &policy, tally).await {
-                Ok(()) => return,
-                Err(kube::Error::Api(s)) if s.code == 404 => return,
-                Err(error) => {
-                    tracing::debug!(error = %crate::error_chain(&error), policy, "approval counter not written; retrying");
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        tracing::warn!(
-            policy,
-            namespace,
-            ?tally,
-            "gave up writing an approval counter"
-        );
-    });
-}
-
-async fn add_one(api: &Api<AccessPolicy>, policy: &str, tally: Tally) -> Result<(), kube::Error> {
-    let current = api.get_status(policy).await?;
-    let mut counters = current.status.and_then(|s| s.counters).unwrap_or_default();
-    match tally {
-        Tally::Requested => counters.approvals_requested += 1,
-        Tally::Granted => counters.approvals_granted += 1,
-        Tally::Denied => counters.approvals_denied += 1,
-    }
-    let body = json!({
-        "apiVersion": sluice_crds::API_VERSION,
-        "kind": "AccessPolicy",
-        "metadata": {"resourceVersion": current.metadata.resource_version},
-        "status": {"counters": counters},
-    });
-    api.patch_status(
-        policy,
-        &PatchParams::apply(COUNTER_FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await?;
-    Ok(())
-}
-
 /// Leader only: writes the mutating and validating webhook configurations on
 /// AccessRequests when different (and, unless `adopt`, when missing).
 pub async fn register_webhooks(
@@ -329,26 +266,10 @@ pub async fn register_webhooks(
     Ok([mutating, validating])
 }
 
-/// The user the operator's client is authenticated as, from a
-/// SelfSubjectReview: the only user allowed to create AccessRequests and move
-/// their phase.
-pub async fn operator_user(client: &Client) -> Result<String, kube::Error> {
-    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-    let api: Api<SelfSubjectReview> = Api::all(client.clone());
-    let review = api
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await?;
-    Ok(review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approvals::{Ask, new_request};
+    use crate::approvals::rules::{Ask, new_request};
     use sluice_crds::{Approval, ApprovalMode, Approvers, Command, Requester};
 
     fn t(s: i64) -> Timestamp {

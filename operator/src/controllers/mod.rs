@@ -22,8 +22,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use sluice_crds::{AccessPolicy, AccessPolicyStatus, Conditions, Connection, ConnectionStatus};
 
+use crate::FIELD_MANAGER;
 use crate::catalog::{Catalog, Lenient};
-use crate::identity::certs::FIELD_MANAGER;
 use crate::metrics::{Metrics, ReconcileLabels};
 use crate::status::{
     ConnectionFacts, PolicyProblem, Transition, access_policy_status, connection_status,

@@ -24,6 +24,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
+use crate::FIELD_MANAGER;
 use crate::identity::pki::{
     self, HotCertResolver, Lifetimes, OperatorPki, PkiError, Renewal, SubjectNames,
 };
@@ -56,8 +57,6 @@ pub enum CertSource {
         ca_injection_from: Option<String>,
     },
 }
-/// The field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "sluice-operator";
 
 /// Why the certificates could not be read, written, served or registered.
 #[derive(Debug, thiserror::Error)]

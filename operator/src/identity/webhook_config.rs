@@ -20,6 +20,10 @@ use crate::injection::inject::{INJECT_ANNOTATION, TOKEN_VOLUME_NAME};
 
 /// HTTPS path of the pod injection webhook.
 pub const POD_INJECTION_PATH: &str = "/mutate/pods";
+/// Path of the mutating webhook on AccessRequests.
+pub const MUTATE_PATH: &str = "/mutate/accessrequests";
+/// Path of the validating webhook on AccessRequests.
+pub const VALIDATE_PATH: &str = "/validate/accessrequests";
 /// Name of the webhook inside the configuration (must be fully qualified).
 pub const POD_INJECTION_WEBHOOK: &str = "sidecar-injection.sluice.dev";
 /// Name of the MutatingWebhookConfiguration the operator owns.
@@ -188,7 +192,7 @@ where
         body["kind"] = K::kind(&()).into();
         api.patch(
             name,
-            &PatchParams::apply(crate::identity::certs::FIELD_MANAGER).force(),
+            &PatchParams::apply(crate::FIELD_MANAGER).force(),
             &Patch::Apply(body),
         )
         .await?;
@@ -448,7 +452,7 @@ pub fn approvals_mutating_configuration(
         webhooks: Some(vec![MutatingWebhook {
             name: APPROVALS_WEBHOOK.to_string(),
             admission_review_versions: vec!["v1".to_string()],
-            client_config: client_config_for(settings, crate::approvals::api::MUTATE_PATH),
+            client_config: client_config_for(settings, MUTATE_PATH),
             failure_policy: Some("Fail".to_string()),
             match_policy: Some("Equivalent".to_string()),
             reinvocation_policy: Some("Never".to_string()),
@@ -461,7 +465,7 @@ pub fn approvals_mutating_configuration(
 }
 
 /// The validating webhook on the same operations: refuses what the rules of
-/// [`crate::approvals::bind_decisions`] refuse, after every mutation.
+/// [`crate::approvals::rules::bind_decisions`] refuse, after every mutation.
 pub fn approvals_validating_configuration(
     settings: &WebhookSettings,
 ) -> ValidatingWebhookConfiguration {
@@ -470,7 +474,7 @@ pub fn approvals_validating_configuration(
         webhooks: Some(vec![ValidatingWebhook {
             name: APPROVALS_WEBHOOK.to_string(),
             admission_review_versions: vec!["v1".to_string()],
-            client_config: client_config_for(settings, crate::approvals::api::VALIDATE_PATH),
+            client_config: client_config_for(settings, VALIDATE_PATH),
             failure_policy: Some("Fail".to_string()),
             match_policy: Some("Equivalent".to_string()),
             side_effects: "None".to_string(),
