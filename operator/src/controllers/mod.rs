@@ -1,4 +1,5 @@
-//! The Connection and AccessPolicy controllers (DESIGN §8).
+//! The Connection and AccessPolicy controllers (DESIGN §8): one per file
+//! ([`connection`], [`access_policy`]), both around [`apply_owned_status`].
 //!
 //! A reconcile reads top to bottom: gather the facts from the [`Catalog`],
 //! compute the status with [`crate::status`], apply it by server-side apply
@@ -8,7 +9,10 @@
 //! catalog changes, since a Secret, a Connection or a policy elsewhere in the
 //! namespace can change an object's status.
 
-use std::collections::{BTreeSet, HashMap};
+pub mod access_policy;
+pub mod connection;
+
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,20 +22,17 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde_json::json;
-use sluice_crds::{AccessPolicy, AccessPolicyStatus, Conditions, Connection, ConnectionStatus};
+use sluice_crds::{AccessPolicy, Conditions, Connection};
 
 use crate::FIELD_MANAGER;
 use crate::catalog::{Catalog, Lenient};
 use crate::metrics::{Metrics, ReconcileLabels};
-use crate::status::{
-    ConnectionFacts, PolicyProblem, Transition, access_policy_status, connection_status,
-    transitions,
-};
+use crate::status::{Transition, transitions};
 
 /// How often an object is reconciled when nothing happens.
-const RESYNC: Duration = Duration::from_secs(300);
+pub(crate) const RESYNC: Duration = Duration::from_secs(300);
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -143,213 +144,103 @@ pub async fn run(ctx: Arc<Context>) {
         watcher::Config::default(),
     )
     .reconcile_all_on(ctx.catalog.change_stream())
-    .run(reconcile_connection, error_policy_connection, ctx.clone())
+    .run(connection::reconcile, connection::error_policy, ctx.clone())
     .for_each(|_| async {});
     let policies = Controller::new(
         Api::<Lenient<AccessPolicy>>::all(client),
         watcher::Config::default(),
     )
     .reconcile_all_on(ctx.catalog.change_stream())
-    .run(reconcile_policy, error_policy_policy, ctx.clone())
+    .run(
+        access_policy::reconcile,
+        access_policy::error_policy,
+        ctx.clone(),
+    )
     .for_each(|_| async {});
     futures::join!(connections, policies);
 }
 
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-// === Connection ===
-
-async fn reconcile_connection(
-    object: Arc<Lenient<Connection>>,
-    ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
-    let connection = match object.as_ref() {
-        Lenient::Decoded(c) => c,
-        Lenient::Undecodable { .. } => return mark_undecodable(&object, &ctx, "connection").await,
-    };
-    let namespace = connection.namespace().unwrap_or_default();
-    let name = connection.name_any();
-    let spec = &connection.spec;
-    let credentials = ctx
-        .catalog
-        .secret(&namespace, &spec.credentials.secret_ref.name);
-    let ca_secret = spec
-        .upstream
-        .tls
-        .as_ref()
-        .and_then(|t| t.ca_secret_ref.as_ref())
-        .and_then(|r| ctx.catalog.secret(&namespace, &r.name));
-    let hash_key_secret = spec
-        .credentials
-        .hash_key_secret_ref
-        .as_ref()
-        .and_then(|r| ctx.catalog.secret(&namespace, &r.name));
-    let facts = ConnectionFacts {
-        credentials: credentials.as_deref(),
-        ca_secret: ca_secret.as_deref(),
-        hash_key_secret: hash_key_secret.as_deref(),
-        bound_policies: ctx
-            .catalog
-            .policies_in(&namespace)
-            .iter()
-            .filter(|p| p.spec.connections.contains(&name))
-            .map(|p| p.name_any())
-            .collect(),
-    };
-    let uid = connection.uid().unwrap_or_default();
-    let stored = connection.status.clone().unwrap_or_default();
-    let previous = ctx.previous(&uid, &stored, |s| &mut s.conditions);
-    let status = connection_status(connection, &facts, Some(&previous), &now());
-    let owned = owned_connection_status(&status);
-    if owned != owned_connection_status(&stored) {
-        let body = json!({
-            "apiVersion": sluice_crds::API_VERSION,
-            "kind": "Connection",
-            "status": owned,
-        });
-        Api::<Connection>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(body),
-            )
-            .await
-            .map_err(|source| ReconcileError::ApplyStatus {
-                kind: "Connection",
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
-        ctx.remember(&uid, &status.conditions);
-        publish(
-            &ctx,
-            connection,
-            &transitions(&previous.conditions, &status.conditions),
-        )
-        .await;
-    }
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ReconcileLabels {
-            controller: "connection",
-            outcome: "ok",
-        })
-        .inc();
-    Ok(Action::requeue(RESYNC))
-}
-
-/// The fields the controller owns; sidecar-fed ones belong to the audit intake's manager.
-fn owned_connection_status(status: &ConnectionStatus) -> serde_json::Value {
-    json!({
-        "conditions": status.conditions,
-        "observedGeneration": status.observed_generation,
-        "boundPolicies": status.bound_policies,
-    })
-}
-
-fn error_policy_connection(
-    _: Arc<Lenient<Connection>>,
-    error: &ReconcileError,
-    ctx: Arc<Context>,
-) -> Action {
-    error_policy("connection", error, &ctx)
-}
-
-// === AccessPolicy ===
-
-async fn reconcile_policy(
-    object: Arc<Lenient<AccessPolicy>>,
-    ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
-    let policy = match object.as_ref() {
-        Lenient::Decoded(p) => p,
-        Lenient::Undecodable { .. } => {
-            return mark_undecodable(&object, &ctx, "accesspolicy").await;
-        }
-    };
-    let namespace = policy.namespace().unwrap_or_default();
-    let name = policy.name_any();
-    let compiled = ctx
-        .catalog
-        .compile(policy)
-        .map(|_| ())
-        .map_err(|e| PolicyProblem {
-            reason: e.reason(),
-            message: e.to_string(),
-        });
-    let known: BTreeSet<String> = ctx
-        .catalog
-        .connections_in(&namespace)
-        .iter()
-        .map(|c| c.name_any())
-        .collect();
-    let uid = policy.uid().unwrap_or_default();
-    let stored = policy.status.clone().unwrap_or_default();
-    let previous = ctx.previous(&uid, &stored, |s| &mut s.conditions);
-    let status = access_policy_status(policy, compiled, &known, Some(&previous), &now());
-    let owned = owned_policy_status(&status);
-    if owned != owned_policy_status(&stored) {
-        let body = json!({
-            "apiVersion": sluice_crds::API_VERSION,
-            "kind": "AccessPolicy",
-            "status": owned,
-        });
-        Api::<AccessPolicy>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(body),
-            )
-            .await
-            .map_err(|source| ReconcileError::ApplyStatus {
-                kind: "AccessPolicy",
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
-        ctx.remember(&uid, &status.conditions);
-        publish(
-            &ctx,
-            policy,
-            &transitions(&previous.conditions, &status.conditions),
-        )
-        .await;
-    }
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ReconcileLabels {
-            controller: "accesspolicy",
-            outcome: "ok",
-        })
-        .inc();
-    Ok(Action::requeue(RESYNC))
-}
-
-fn owned_policy_status(status: &AccessPolicyStatus) -> serde_json::Value {
-    json!({
-        "conditions": status.conditions,
-        "observedGeneration": status.observed_generation,
-        "subjects": status.subjects,
-    })
-}
-
-fn error_policy_policy(
-    _: Arc<Lenient<AccessPolicy>>,
-    error: &ReconcileError,
-    ctx: Arc<Context>,
-) -> Action {
-    error_policy("accesspolicy", error, &ctx)
-}
-
 // === shared ===
+
+/// One status write of a reconcile: the status fields the controller owns,
+/// and the conditions before and after (for the Events of the flips).
+pub(crate) struct OwnedStatus<'a> {
+    /// `Connection` or `AccessPolicy`.
+    pub kind: &'static str,
+    /// The controller's metric label.
+    pub controller: &'static str,
+    /// The reconcile's outcome label when it succeeds.
+    pub outcome: &'static str,
+    /// Whether the owned fields differ from what is stored; nothing is
+    /// written (and no Event recorded) when they do not.
+    pub changed: bool,
+    /// The owned status fields, as server-side apply writes them.
+    pub status: serde_json::Value,
+    /// The conditions before this reconcile.
+    pub previous: &'a Conditions,
+    /// The conditions this reconcile computed.
+    pub conditions: &'a Conditions,
+}
+
+/// Applies `owned` to `object`'s status by server-side apply under
+/// [`FIELD_MANAGER`] when it changed, remembers the conditions applied,
+/// records one Event per flipped condition, counts the reconcile and
+/// requeues. The untyped API is used so that an object the typed one cannot
+/// decode ([`Lenient::Undecodable`]) is written the same way.
+pub(crate) async fn apply_owned_status<K>(
+    ctx: &Context,
+    object: &K,
+    owned: OwnedStatus<'_>,
+) -> Result<Action, ReconcileError>
+where
+    K: Resource<DynamicType = ()>,
+{
+    if owned.changed {
+        let meta = object.meta();
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let body = json!({
+            "apiVersion": sluice_crds::API_VERSION,
+            "kind": owned.kind,
+            "status": owned.status,
+        });
+        let resource = kube::discovery::ApiResource::erase::<K>(&());
+        Api::<kube::api::DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map_err(|source| ReconcileError::ApplyStatus {
+                kind: owned.kind,
+                namespace,
+                name,
+                source,
+            })?;
+        let uid = meta.uid.clone().unwrap_or_default();
+        ctx.remember(&uid, owned.conditions);
+        publish(ctx, object, &transitions(owned.previous, owned.conditions)).await;
+    }
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            controller: owned.controller,
+            outcome: owned.outcome,
+        })
+        .inc();
+    Ok(Action::requeue(RESYNC))
+}
 
 /// An object that does not decode: logged, and its status conditions set to
 /// `Ready=False` (and `Invalid=True` for policies) with reason `Undecodable`,
 /// written through the untyped API (the typed one could not read the reply).
 /// The catalog already leaves it out (policies fail closed).
-async fn mark_undecodable<K>(
+pub(crate) async fn mark_undecodable<K>(
     object: &Lenient<K>,
     ctx: &Context,
     controller: &'static str,
@@ -379,40 +270,27 @@ where
     let previous = ctx.previous(&uid, &stored, |c| c);
     let conditions =
         crate::status::undecodable_conditions(kind, error, metadata.generation, &previous, &now());
-    if conditions != stored {
-        let body = json!({
-            "apiVersion": sluice_crds::API_VERSION,
-            "kind": kind,
-            "status": {"conditions": conditions, "observedGeneration": metadata.generation},
-        });
-        let resource = kube::discovery::ApiResource::erase::<K>(&());
-        Api::<kube::api::DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource)
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(body),
-            )
-            .await
-            .map_err(|source| ReconcileError::ApplyStatus {
-                kind,
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
-        ctx.remember(&uid, &conditions);
-        publish(ctx, object, &transitions(&previous, &conditions)).await;
-    }
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ReconcileLabels {
+    apply_owned_status(
+        ctx,
+        object,
+        OwnedStatus {
+            kind,
             controller,
             outcome: "undecodable",
-        })
-        .inc();
-    Ok(Action::requeue(RESYNC))
+            changed: conditions != stored,
+            status: json!({"conditions": conditions, "observedGeneration": metadata.generation}),
+            previous: &previous,
+            conditions: &conditions,
+        },
+    )
+    .await
 }
 
-fn error_policy(controller: &'static str, error: &ReconcileError, ctx: &Context) -> Action {
+pub(crate) fn error_policy(
+    controller: &'static str,
+    error: &ReconcileError,
+    ctx: &Context,
+) -> Action {
     tracing::warn!(error = %crate::error_chain(error), controller, "reconcile failed");
     ctx.metrics
         .reconciles
