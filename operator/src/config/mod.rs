@@ -29,6 +29,10 @@
 //!     urlFile: /etc/sluice-notify/url
 //! ```
 
+pub mod merge;
+
+pub use merge::{Overrides, Provenance, describe};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
