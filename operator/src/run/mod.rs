@@ -3,32 +3,33 @@
 //! and — on the leader — the controllers, webhook registration and renewals.
 //! `main.rs` and the tests call [`start`] the same way.
 
+mod lead;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ResourceRequirements};
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::approvals::events::ApprovalSettings;
 use crate::catalog::Catalog;
-use crate::controllers;
 use crate::gateway::audit_intake::AuditIntake;
 use crate::gateway::serve::serve_tls;
 use crate::gateway::{Gateway, GatewaySettings, router};
 use crate::identity::certs::{CertSource, CertsError, ServingCerts};
 use crate::identity::keys::{GatewayKeys, KeysError};
 use crate::identity::pki::{PkiError, SubjectNames};
-use crate::identity::webhook_config::{WebhookEndpoint, WebhookSettings, Written};
+use crate::identity::webhook_config::WebhookEndpoint;
 use crate::injection::inject::{InjectConfig, default_sidecar_resources};
 use crate::injection::native_sidecars::NativeSidecars;
 use crate::injection::token_holder::repository;
-use crate::leader::{LeaseTimings, campaign};
+use crate::leader::LeaseTimings;
 use crate::metrics::Metrics;
 
 /// Where the API server reaches the webhooks (and sidecars the gateway).
@@ -357,48 +358,12 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     )
     .await?;
     let keys = GatewayKeys::load_or_create(client.clone(), &settings.namespace).await?;
-    // `auto` (no flag): the API server's version, then every node's kubelet
-    // (crate::injection::native_sidecars).
-    let api_server_native = match settings.native_sidecars {
-        Some(_) => None,
-        None => {
-            let info = client
-                .apiserver_version()
-                .await
-                .map_err(StartError::Version)?;
-            Some(crate::injection::native_sidecars::supports_native(
-                &format!("{}.{}", info.major, info.minor),
-            ))
-        }
-    };
-
     let mut tasks = JoinSet::new();
-    let native_sidecars = match (settings.native_sidecars, api_server_native) {
-        (Some(native), _) => NativeSidecars::fixed(native),
-        (None, api_server) => {
-            let (decider, drive) =
-                NativeSidecars::auto(client.clone(), api_server.unwrap_or(false));
-            tasks.spawn(drive);
-            decider
-        }
-    };
+    let native_sidecars = native_sidecars(&client, &settings, &mut tasks).await?;
     let (catalog, drive) = Catalog::watch(&client);
     tasks.spawn(drive);
     let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
-    {
-        let catalog = catalog.clone();
-        let ready = ready.clone();
-        let native_sidecars = native_sidecars.clone();
-        tasks.spawn(async move {
-            // The injector's first pods wait for the first node list.
-            native_sidecars.decided().await;
-            if catalog.ready().await {
-                ready.store(true, Ordering::Relaxed);
-            }
-            std::future::pending::<()>().await;
-        });
-    }
+    let ready = spawn_readiness(&catalog, &native_sidecars, &mut tasks);
 
     let operator_user = crate::approvals::events::operator_user(&client)
         .await
@@ -407,7 +372,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         Some(url) => Some(crate::approvals::notify::Notifier::start(url)?),
         None => None,
     };
-    let approvals = Arc::new(crate::approvals::events::ApprovalSettings::new(
+    let approvals = Arc::new(ApprovalSettings::new(
         client.clone(),
         operator_user,
         &settings.identity,
@@ -415,34 +380,12 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     ));
 
     let (draining, draining_rx) = watch::channel(false);
-    let mut allowed = vec![repository(&settings.sidecar_image).to_string()];
-    allowed.extend(settings.extra_sidecar_repositories.iter().cloned());
     let gateway = Gateway {
         client: client.clone(),
         catalog: catalog.clone(),
         keys: keys.clone(),
         certs: certs.clone(),
-        settings: Arc::new(GatewaySettings {
-            issuer: gateway_url.clone(),
-            token_ttl: settings.token_ttl,
-            bundle_ttl: settings.bundle_ttl,
-            allowed_sidecar_repositories: allowed,
-            inject: InjectConfig {
-                sidecar_env: settings.sidecar_env.clone(),
-                shutdown_grace_seconds: settings.sidecar_shutdown_grace_seconds,
-                revision: env!("CARGO_PKG_VERSION").to_string(),
-                image: settings.sidecar_image.clone(),
-                image_pull_policy: settings.sidecar_image_pull_policy.clone(),
-                gateway_url: gateway_url.clone(),
-                ca_pem: String::new(),
-                admin_port: 15020,
-                // Decided per pod (`Gateway::native_sidecars`).
-                native_sidecars: native_sidecars.current(),
-                resources: settings.sidecar_resources.clone(),
-                service_account: String::new(),
-                connections: Vec::new(),
-            },
-        }),
+        settings: Arc::new(gateway_settings(&settings, &gateway_url, &native_sidecars)),
         audit: Arc::new(AuditIntake::with_history(settings.namespace.clone())),
         metrics: metrics.clone(),
         ready,
@@ -451,21 +394,8 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         native_sidecars: native_sidecars.clone(),
     };
     let tls = certs.resolver().server_config(&[b"http/1.1"])?;
-    // Certificates from a directory (cert-manager's Secret, mounted): every
-    // replica re-reads them, so a renewal is served within one period.
     if certs.is_dir() {
-        let certs = certs.clone();
-        let every = settings.cert_reload_every;
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(error) = certs.refresh(false).await {
-                    tracing::warn!(error = %crate::error_chain(&error), "still serving the previous certificate");
-                }
-            }
-        });
+        tasks.spawn(reload_certs(certs.clone(), settings.cert_reload_every));
     }
     let server = tokio::spawn(serve_tls(
         listener,
@@ -476,73 +406,27 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
 
     // Audit counters: every replica writes what it took in; the drain writes
     // the last ones after this loop stops.
-    let flusher = {
-        let audit = gateway.audit.clone();
-        let client = client.clone();
-        let every = settings.audit_flush_every;
-        let mut draining = draining_rx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = crate::gateway::serve::drained(&mut draining) => return,
-                }
-                if let Err(error) = audit.flush(&client).await {
-                    tracing::warn!(error = %crate::error_chain(&error), "audit status not written; retrying at the next flush");
-                }
-            }
-        })
-    };
-
-    let (leading_tx, leading) = watch::channel(false);
-    tasks.spawn(campaign(
+    let flusher = tokio::spawn(flush_audit(
+        gateway.audit.clone(),
         client.clone(),
-        settings.namespace.clone(),
-        settings.identity.clone(),
-        settings.lease,
-        leading_tx,
+        settings.audit_flush_every,
+        draining_rx.clone(),
     ));
 
-    let webhook_settings = WebhookSettings {
-        endpoint,
-        ca_bundle_pem: certs.ca_bundle_pem(),
-        namespace_label: settings.namespace_label.clone(),
-        operator_namespace: settings.namespace.clone(),
-        match_conditions: settings.webhook_match_conditions,
-        ca_injection_from: certs.ca_injection_from(),
-    };
-    let ctx = Arc::new(controllers::Context::new(
-        client.clone(),
-        catalog.clone(),
-        Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "sluice-operator".to_string(),
-                instance: Some(settings.identity.clone()),
-            },
-        ),
-        metrics,
-    ));
-    let approval_ctx = Arc::new(crate::approvals::controller::ApprovalContext {
-        client: client.clone(),
-        recorder: approvals.recorder.clone(),
-        notifier,
-        retention: settings.access_request_retention,
-    });
-    tasks.spawn(lead(
-        leading.clone(),
-        ctx,
-        approval_ctx,
-        certs.clone(),
-        keys.clone(),
-        Upkeep {
-            webhook: webhook_settings,
-            every: settings.maintenance_every,
-            adopt: settings.adopt_webhook_configurations,
+    let leading = lead::spawn(
+        &mut tasks,
+        lead::Leadership {
+            client: client.clone(),
+            catalog: catalog.clone(),
+            metrics,
+            approvals: &approvals,
+            notifier,
+            certs: certs.clone(),
+            keys: keys.clone(),
+            endpoint,
         },
-    ));
+        &settings,
+    );
 
     Ok(Running {
         addr,
@@ -569,142 +453,112 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     })
 }
 
-/// What the maintenance passes keep up.
-struct Upkeep {
-    /// The webhook configurations' content.
-    webhook: WebhookSettings,
-    /// How often.
-    every: Duration,
-    /// `--adopt-webhook-configurations`.
-    adopt: bool,
+/// Native or classic sidecars: fixed by the flag, or `auto`, decided from the
+/// API server's version and then every node's kubelet
+/// ([`crate::injection::native_sidecars`]), followed by a task in `tasks`.
+async fn native_sidecars(
+    client: &Client,
+    settings: &Settings,
+    tasks: &mut JoinSet<()>,
+) -> Result<NativeSidecars, StartError> {
+    if let Some(native) = settings.native_sidecars {
+        return Ok(NativeSidecars::fixed(native));
+    }
+    let info = client
+        .apiserver_version()
+        .await
+        .map_err(StartError::Version)?;
+    let api_server = crate::injection::native_sidecars::supports_native(&format!(
+        "{}.{}",
+        info.major, info.minor
+    ));
+    let (decider, drive) = NativeSidecars::auto(client.clone(), api_server);
+    tasks.spawn(drive);
+    Ok(decider)
 }
 
-/// Runs leader-only work while leading; re-reads keys and certificates on
-/// every replica.
-async fn lead(
-    mut leading: watch::Receiver<bool>,
-    ctx: Arc<controllers::Context>,
-    approval_ctx: Arc<crate::approvals::controller::ApprovalContext>,
-    certs: ServingCerts,
-    keys: GatewayKeys,
-    upkeep: Upkeep,
-) {
-    let Upkeep {
-        webhook,
-        every,
-        adopt,
-    } = upkeep;
-    let mut controllers: Option<(AbortOnDrop, AbortOnDrop)> = None;
+/// `/readyz`: set once the native-sidecar decision and the catalog are in
+/// (the injector's first pods wait for the first node list).
+fn spawn_readiness(
+    catalog: &Catalog,
+    native_sidecars: &NativeSidecars,
+    tasks: &mut JoinSet<()>,
+) -> Arc<AtomicBool> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let catalog = catalog.clone();
+    let native_sidecars = native_sidecars.clone();
+    let flag = ready.clone();
+    tasks.spawn(async move {
+        native_sidecars.decided().await;
+        if catalog.ready().await {
+            flag.store(true, Ordering::Relaxed);
+        }
+        std::future::pending::<()>().await;
+    });
+    ready
+}
+
+/// What the gateway's behaviour depends on, from the operator's settings.
+fn gateway_settings(
+    settings: &Settings,
+    gateway_url: &str,
+    native_sidecars: &NativeSidecars,
+) -> GatewaySettings {
+    let mut allowed = vec![repository(&settings.sidecar_image).to_string()];
+    allowed.extend(settings.extra_sidecar_repositories.iter().cloned());
+    GatewaySettings {
+        issuer: gateway_url.to_string(),
+        token_ttl: settings.token_ttl,
+        bundle_ttl: settings.bundle_ttl,
+        allowed_sidecar_repositories: allowed,
+        inject: InjectConfig {
+            sidecar_env: settings.sidecar_env.clone(),
+            shutdown_grace_seconds: settings.sidecar_shutdown_grace_seconds,
+            revision: env!("CARGO_PKG_VERSION").to_string(),
+            image: settings.sidecar_image.clone(),
+            image_pull_policy: settings.sidecar_image_pull_policy.clone(),
+            gateway_url: gateway_url.to_string(),
+            ca_pem: String::new(),
+            admin_port: 15020,
+            // Decided per pod (`Gateway::native_sidecars`).
+            native_sidecars: native_sidecars.current(),
+            resources: settings.sidecar_resources.clone(),
+            service_account: String::new(),
+            connections: Vec::new(),
+        },
+    }
+}
+
+/// Certificates from a directory (cert-manager's Secret, mounted): every
+/// replica re-reads them, so a renewal is served within one period.
+async fn reload_certs(certs: ServingCerts, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let is_leader = *leading.borrow_and_update();
-        match (is_leader, &controllers) {
-            (true, None) => {
-                tracing::info!("leading: starting the controllers");
-                controllers = Some((
-                    AbortOnDrop(tokio::spawn(controllers::run(ctx.clone()))),
-                    AbortOnDrop(tokio::spawn(crate::approvals::controller::run(
-                        approval_ctx.clone(),
-                    ))),
-                ));
-            }
-            (false, Some(_)) => {
-                tracing::info!("no longer leading: stopping the controllers");
-                controllers = None;
-            }
-            _ => {}
-        }
-        if is_leader {
-            maintain(&ctx.client, &certs, &keys, &webhook, true, adopt).await;
-        }
-        tokio::select! {
-            changed = leading.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            _ = tick.tick() => {
-                if !is_leader {
-                    maintain(&ctx.client, &certs, &keys, &webhook, false, adopt).await;
-                }
-            }
+        tick.tick().await;
+        if let Err(error) = certs.refresh(false).await {
+            tracing::warn!(error = %crate::error_chain(&error), "still serving the previous certificate");
         }
     }
 }
 
-/// The controllers' task, stopped when leadership ends or the operator is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn maintain(
-    client: &Client,
-    certs: &ServingCerts,
-    keys: &GatewayKeys,
-    webhook: &WebhookSettings,
-    leader: bool,
-    adopt: bool,
+/// Audit counters: every replica writes what it took in; the drain writes
+/// the last ones after this loop stops.
+async fn flush_audit(
+    audit: Arc<AuditIntake>,
+    client: Client,
+    every: Duration,
+    mut draining: watch::Receiver<bool>,
 ) {
-    if let Err(error) = certs.refresh(leader).await {
-        tracing::warn!(error = %crate::error_chain(&error), "could not refresh the certificates");
-    }
-    if let Err(error) = keys.refresh().await {
-        tracing::warn!(error = %crate::error_chain(&error), "could not re-read the gateway keys");
-    }
-    if !leader {
-        return;
-    }
-    match keys.rotate_if_due(SystemTime::now()).await {
-        Ok(true) => tracing::info!("rotated the gateway signing key"),
-        Ok(false) => {}
-        Err(error) => {
-            tracing::warn!(error = %crate::error_chain(&error), "could not rotate the gateway key")
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = crate::gateway::serve::drained(&mut draining) => return,
         }
-    }
-    let written = certs
-        .register_webhooks(client.clone(), webhook, adopt)
-        .await
-        .map_err(|e| crate::error_chain(&e));
-    report_webhooks("MutatingWebhookConfiguration sluice-operator", written);
-    let approvals = certs.webhook_settings(webhook);
-    let written =
-        crate::approvals::controller::register_webhooks(client.clone(), &approvals, adopt).await;
-    let (mutating, validating) = match written {
-        Ok([m, v]) => (Ok(m), Ok(v)),
-        Err(e) => {
-            let e = crate::error_chain(&e);
-            (Err(e.clone()), Err(e))
-        }
-    };
-    report_webhooks(
-        "MutatingWebhookConfiguration sluice-operator-approvals",
-        mutating,
-    );
-    if let Ok(v) = validating {
-        report_webhooks(
-            "ValidatingWebhookConfiguration sluice-operator-approvals",
-            Ok(v),
-        );
-    }
-}
-
-fn report_webhooks(what: &str, written: Result<Written, String>) {
-    match written {
-        Ok(Written::Written) => {
-            tracing::info!(configuration = what, "wrote the webhook configuration")
-        }
-        Ok(Written::Unchanged) => {}
-        Ok(Written::MissingNotCreated) => tracing::warn!(
-            configuration = what,
-            "the webhook configuration is missing and is not created: the chart installs it (helm upgrade restores it); run without --adopt-webhook-configurations to have the operator create it"
-        ),
-        Err(error) => {
-            tracing::warn!(configuration = what, %error, "could not write the webhook configuration")
+        if let Err(error) = audit.flush(&client).await {
+            tracing::warn!(error = %crate::error_chain(&error), "audit status not written; retrying at the next flush");
         }
     }
 }
