@@ -20,6 +20,10 @@
 //! bound to what), [`status`] (the pure status the controllers write),
 //! [`leader`] (the elected replica that runs the controllers), [`metrics`]
 //! (Prometheus metrics with bounded labels); [`run::start`] composes them.
+//!
+//! Errors are typed per module (thiserror, `#[source]` on every wrapped
+//! error); there is no crate-wide error enum, because no caller handles
+//! errors of different modules alike. `anyhow` is used in `main.rs` only.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -40,35 +44,6 @@ pub const FIELD_MANAGER: &str = "sluice-operator";
 /// The gateway API's JSON lives in the policy crate (it crosses a process boundary).
 pub use sluice_policy::wire;
 
-/// Everything that can go wrong in the operator, by component.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A pod was refused by the injector.
-    #[error("sidecar injection refused")]
-    Inject(#[from] injection::inject::InjectError),
-    /// The operator's certificates could not be made, read or served.
-    #[error("operator certificates")]
-    Pki(#[from] identity::pki::PkiError),
-    /// A gateway token could not be issued, or a key set could not be loaded.
-    #[error("gateway token")]
-    GatewayToken(#[from] gateway::token::TokenError),
-    /// The operator could not start.
-    #[error("the operator could not start")]
-    Start(#[from] run::StartError),
-}
-
-impl Error {
-    /// A bounded label for metrics: never an error's text.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Inject(_) => "inject",
-            Error::Pki(_) => "pki",
-            Error::GatewayToken(_) => "gateway_token",
-            Error::Start(_) => "start",
-        }
-    }
-}
-
 /// `error: cause: cause`, for logs: an error's whole `source()` chain on one line.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -80,6 +55,3 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
-
-/// Result with the crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
