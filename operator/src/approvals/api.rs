@@ -253,13 +253,6 @@ async fn create_or_reuse(
         ask.policy.clone(),
         Tally::Requested,
     );
-    if let Some(n) = &g.approvals.notifier {
-        n.notify(format!(
-            "Approval requested: {} in {namespace}. {}. Approve with `kubectl sluice approve {name} -n {namespace}`",
-            name,
-            requested_note(&created)
-        ));
-    }
     Ok(ApprovalTicket::of(&created))
 }
 

@@ -9,15 +9,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
+use serde_json::json;
 use sluice_crds::{AccessRequest, RequestPhase};
 
 use crate::approvals::events::{publish, requested_note};
-use crate::approvals::notify::Notifier;
+use crate::approvals::notify::{self, Notifier};
 use crate::approvals::rules::next_phase;
 use crate::approvals::tally::{Tally, count};
 
@@ -32,6 +33,8 @@ pub struct ApprovalContext {
     pub recorder: Recorder,
     /// Outgoing notifications.
     pub notifier: Option<Notifier>,
+    /// Failed delivery attempts per request and notification, for the backoff.
+    pub attempts: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// How long a settled request (Denied, Expired, Executed, NotRun) is kept, from
     /// its last phase change, before it is deleted (`--access-request-retention`).
     pub retention: Duration,
@@ -94,6 +97,93 @@ async fn reconcile(
     ar: Arc<AccessRequest>,
     ctx: Arc<ApprovalContext>,
 ) -> Result<Action, ApprovalError> {
+    let action = settle(ar.clone(), &ctx).await?;
+    let Some(notifier) = &ctx.notifier else {
+        return Ok(action);
+    };
+    match notify(&ar, notifier, &ctx).await {
+        Ok(()) => Ok(action),
+        Err(retry) => {
+            // A failed delivery is tried again soon, but never after the
+            // request's expiry is due.
+            let until_expiry = next_phase(&ar, Timestamp::now()).1;
+            Ok(Action::requeue(match until_expiry {
+                Some(d) => retry.min(d + Duration::from_millis(100)),
+                None => retry,
+            }))
+        }
+    }
+}
+
+/// Sends the notifications `ar` is due ([`notify::due`]) and records each
+/// delivered one on the request. `Err`: the wait before trying again.
+async fn notify(
+    ar: &AccessRequest,
+    notifier: &Notifier,
+    ctx: &ApprovalContext,
+) -> Result<(), Duration> {
+    let namespace = ar.namespace().unwrap_or_default();
+    let name = ar.name_any();
+    let uid = ar.uid().unwrap_or_default();
+    let mut current = ar.clone();
+    for event in notify::due(ar, Timestamp::now()) {
+        let key = format!("{uid}/{}", event.word());
+        let outcome = match notifier.deliver(&current, event).await {
+            Ok(false) => return Ok(()),
+            Ok(true) => record_delivery(&mut current, event, &ctx.client).await,
+            Err(error) => Err(error),
+        };
+        let mut attempts = ctx
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
+            Ok(()) => {
+                attempts.remove(&key);
+                tracing::info!(%namespace, %name, event = event.word(), "approval notification delivered");
+            }
+            Err(error) => {
+                let attempt = attempts.entry(key).or_insert(0);
+                let wait = notify::backoff(*attempt);
+                *attempt = attempt.saturating_add(1);
+                tracing::warn!(
+                    %namespace, %name, event = event.word(), attempt = *attempt, %error,
+                    retry_in_seconds = wait.as_secs(),
+                    "approval notification not delivered; retrying"
+                );
+                return Err(wait);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records `event` as delivered in [`notify::NOTIFIED_ANNOTATION`].
+async fn record_delivery(
+    ar: &mut AccessRequest,
+    event: notify::NotifyEvent,
+    client: &Client,
+) -> Result<(), String> {
+    let value = notify::notified_value(ar, event);
+    let namespace = ar.namespace().unwrap_or_default();
+    let api: Api<AccessRequest> = Api::namespaced(client.clone(), &namespace);
+    let body = json!({"metadata": {"annotations": {notify::NOTIFIED_ANNOTATION: value}}});
+    *ar = api
+        .patch(&ar.name_any(), &PatchParams::default(), &Patch::Merge(body))
+        .await
+        .map_err(|e| {
+            format!(
+                "delivered, but could not record it in {} (it will be sent again): {}",
+                notify::NOTIFIED_ANNOTATION,
+                crate::error_chain(&e)
+            )
+        })?;
+    Ok(())
+}
+
+/// Moves the request to the phase [`next_phase`] says, or deletes it past
+/// its retention.
+async fn settle(ar: Arc<AccessRequest>, ctx: &ApprovalContext) -> Result<Action, ApprovalError> {
     let namespace = ar.namespace().unwrap_or_default();
     let name = ar.name_any();
     let (change, until_expiry) = next_phase(&ar, Timestamp::now());
@@ -159,14 +249,6 @@ async fn reconcile(
             stored.spec.policy.clone(),
             tally,
         );
-    }
-    if let Some(n) = &ctx.notifier
-        && change.to != RequestPhase::Pending
-    {
-        n.notify(format!(
-            "AccessRequest {name} in {namespace} is {:?}: {note}",
-            change.to
-        ));
     }
     let until_expiry = next_phase(&stored, Timestamp::now()).1;
     Ok(

@@ -67,6 +67,8 @@ impl OperatorConfig {
             Some(url) => Some(url.clone()),
             None => self.notify_url()?,
         };
+        settings.notify_format = self.notifications.webhook.format;
+        settings.notify_routes = self.notify_routes()?;
         if let Some(dir) = &flags.cert_dir {
             let ca_injection_from = flags.cert_manager_certificate.as_ref().map(|c| {
                 if c.contains('/') {

@@ -27,6 +27,12 @@
 //! notifications:
 //!   webhook:
 //!     urlFile: /etc/sluice-notify/url
+//!     format: slack                 # or json
+//!   routes:                         # tried first, in order
+//!     - namespace: shop
+//!       rule: bulk-writes-need-a-human
+//!       urlFile: /etc/sluice-notify-routes/shop
+//!       format: json
 //! ```
 
 pub mod merge;
@@ -37,6 +43,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+
+use crate::approvals::notify::{Format, Route};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Deserialize;
 
@@ -248,9 +256,33 @@ fn yes() -> bool {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotificationsConfig {
-    /// The Slack-compatible webhook of approval requests and decisions.
+    /// The webhook of approval requests and decisions no route selects.
     #[serde(default)]
     pub webhook: WebhookNotifications,
+    /// Receivers for some namespaces or rules, tried in order before `webhook`;
+    /// the first that selects a request is its only one.
+    #[serde(default)]
+    pub routes: Vec<NotificationRoute>,
+}
+
+/// At most this many `notifications.routes`.
+pub const MAX_NOTIFICATION_ROUTES: usize = 64;
+
+/// A receiver for the requests of one namespace, one rule, or both.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationRoute {
+    /// Only requests in this namespace.
+    pub namespace: Option<String>,
+    /// Only requests under a rule of this name.
+    pub rule: Option<String>,
+    /// The URL itself (only for URLs that are not secret).
+    pub url: Option<String>,
+    /// A file holding the URL (surrounding whitespace ignored).
+    pub url_file: Option<PathBuf>,
+    /// `slack` (`{"text": ...}`, the default) or `json` (the structured payload).
+    #[serde(default)]
+    pub format: Format,
 }
 
 /// Where approval notifications are POSTed. The URL usually carries a token,
@@ -262,6 +294,9 @@ pub struct WebhookNotifications {
     pub url: Option<String>,
     /// A file holding the URL (surrounding whitespace ignored).
     pub url_file: Option<PathBuf>,
+    /// `slack` (`{"text": ...}`, the default) or `json` (the structured payload).
+    #[serde(default)]
+    pub format: Format,
 }
 
 /// Why the settings file is unusable.
@@ -397,6 +432,25 @@ impl OperatorConfig {
                 path: path.to_path_buf(),
             });
         }
+        let routes = &self.notifications.routes;
+        if routes.len() > MAX_NOTIFICATION_ROUTES {
+            return Err(unsupported(&format!(
+                "notifications.routes has {} entries, more than {MAX_NOTIFICATION_ROUTES}; select by namespace and rule more broadly",
+                routes.len()
+            )));
+        }
+        for (i, route) in routes.iter().enumerate() {
+            if route.url.is_some() == route.url_file.is_some() {
+                return Err(unsupported(&format!(
+                    "notifications.routes[{i}] needs exactly one of url and urlFile"
+                )));
+            }
+            if route.namespace.is_none() && route.rule.is_none() {
+                return Err(unsupported(&format!(
+                    "notifications.routes[{i}] selects every request; give a namespace or a rule (notifications.webhook is the catch-all)"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -414,6 +468,34 @@ impl OperatorConfig {
             source,
         })?;
         Ok(Some(text.trim().to_string()))
+    }
+
+    /// The routes of `notifications.routes`, their URLs read from `urlFile`
+    /// where given.
+    pub fn notify_routes(&self) -> Result<Vec<Route>, ConfigError> {
+        self.notifications
+            .routes
+            .iter()
+            .map(|r| {
+                let url = match (&r.url, &r.url_file) {
+                    (Some(url), _) => url.trim().to_string(),
+                    (None, Some(path)) => std::fs::read_to_string(path)
+                        .map_err(|source| ConfigError::UrlFile {
+                            path: path.clone(),
+                            source,
+                        })?
+                        .trim()
+                        .to_string(),
+                    (None, None) => String::new(),
+                };
+                Ok(Route {
+                    namespace: r.namespace.clone(),
+                    rule: r.rule.clone(),
+                    url,
+                    format: r.format,
+                })
+            })
+            .collect()
     }
 
     /// Applies the sidecar section to an injector configuration: image, pull

@@ -83,6 +83,7 @@ pub(super) fn spawn(
         client,
         recorder: approvals.recorder.clone(),
         notifier,
+        attempts: Default::default(),
         retention: settings.access_request_retention,
     });
     tasks.spawn(lead(

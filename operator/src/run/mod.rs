@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::approvals::events::ApprovalSettings;
+use crate::approvals::notify::{Notifier, Route};
 use crate::catalog::Catalog;
 use crate::gateway::audit_intake::AuditIntake;
 use crate::gateway::serve::serve_tls;
@@ -98,6 +99,10 @@ pub struct Settings {
     /// Where to POST Slack-compatible notifications of approval requests and
     /// decisions (`--notify-url`); none when `None`.
     pub notify_url: Option<String>,
+    /// The body sent to `notify_url`.
+    pub notify_format: crate::approvals::notify::Format,
+    /// Receivers for some namespaces or rules, tried before `notify_url`.
+    pub notify_routes: Vec<crate::approvals::notify::Route>,
     /// The webhook configurations are installed by the chart
     /// (`--adopt-webhook-configurations`): only change existing ones, never
     /// create one (see [`crate::identity::webhook_config::write_configuration`]).
@@ -144,6 +149,8 @@ impl Settings {
             identity: format!("sluice-operator-{}", std::process::id()),
             webhook_match_conditions: true,
             notify_url: None,
+            notify_format: Default::default(),
+            notify_routes: Vec::new(),
             adopt_webhook_configurations: false,
             drain_grace: Duration::from_secs(20),
             drain_delay: Duration::ZERO,
@@ -368,9 +375,17 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     let operator_user = crate::approvals::events::operator_user(&client)
         .await
         .map_err(StartError::OperatorUser)?;
-    let notifier = match &settings.notify_url {
-        Some(url) => Some(crate::approvals::notify::Notifier::start(url)?),
-        None => None,
+    let mut routes = settings.notify_routes.clone();
+    routes.extend(
+        settings
+            .notify_url
+            .iter()
+            .map(|url| Route::catch_all(url, settings.notify_format)),
+    );
+    let notifier = if routes.is_empty() {
+        None
+    } else {
+        Some(Notifier::with_routes(routes)?)
     };
     let approvals = Arc::new(ApprovalSettings::new(
         client.clone(),
