@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use sluice_e2e::{Options, TestCluster};
-use sluice_operator::checkpoint_history::{self, HistoryEntry};
-use sluice_operator::gateway_token::KeySet;
+use sluice_operator::gateway::checkpoint_history::{self, HistoryEntry};
+use sluice_operator::gateway::token::KeySet;
 use sluice_policy::audit::{AuditChain, AuditCommand, AuditEventDraft, AuditKind, ChainHead};
 use sluice_policy::wire::{SignedHead, stream_prefix};
 

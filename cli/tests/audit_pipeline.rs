@@ -460,9 +460,9 @@ fn standalone_checkpoints_anchor_the_audit_file() {
 
     // Checkpoints forged for the recomputed chain: signed by another key...
     let attacker =
-        sluice_operator::gateway_token::KeySet::generate(std::time::SystemTime::now()).unwrap();
+        sluice_operator::gateway::token::KeySet::generate(std::time::SystemTime::now()).unwrap();
     let fake_last = serde_json::from_str::<Value>(&recomputed(&stream, last)[last - 1]).unwrap();
-    let sign = |keys: &sluice_operator::gateway_token::KeySet, payload: Value| {
+    let sign = |keys: &sluice_operator::gateway::token::KeySet, payload: Value| {
         let (signature, key_id) = keys.sign_payload(&payload).unwrap();
         json!({"stream": payload["stream"], "sequence": payload["sequence"], "hash": payload["hash"],
                "signature": signature, "keyId": key_id})
@@ -495,7 +495,7 @@ fn standalone_checkpoints_anchor_the_audit_file() {
     // A rewound checkpoint: signed later than one of a higher seq of the
     // same stream (both by the trusted key, which here is the operator's).
     let operator =
-        sluice_operator::gateway_token::KeySet::generate(std::time::SystemTime::now()).unwrap();
+        sluice_operator::gateway::token::KeySet::generate(std::time::SystemTime::now()).unwrap();
     let operator_jwks = dir.path().join("operator-jwks.json");
     std::fs::write(
         &operator_jwks,

@@ -176,7 +176,7 @@ fn a_recorded_outage_is_told_from_an_edit() {
 
 /// The operator's signed checkpoint for `head`, as Connection status holds it.
 fn signed_checkpoint(
-    keys: &sluice_operator::gateway_token::KeySet,
+    keys: &sluice_operator::gateway::token::KeySet,
     head: &sluice_policy::audit::ChainHead,
 ) -> String {
     let payload = serde_json::json!({
@@ -197,7 +197,7 @@ fn signed_checkpoint(
 /// or is unsigned.
 #[test]
 fn forged_checkpoints_are_refused_with_jwks() {
-    use sluice_operator::gateway_token::KeySet;
+    use sluice_operator::gateway::token::KeySet;
     let dir = tempfile::tempdir().unwrap();
     let now = std::time::SystemTime::now();
     let keys = KeySet::generate(now).unwrap();
@@ -334,7 +334,7 @@ fn base64_url(text: &str) -> String {
 /// authenticated with --jwks, and a forged one fails.
 #[test]
 fn receipts_in_a_merged_log_anchor_it() {
-    use sluice_operator::gateway_token::KeySet;
+    use sluice_operator::gateway::token::KeySet;
     let dir = tempfile::tempdir().unwrap();
     let keys = KeySet::generate(std::time::SystemTime::now()).unwrap();
     let jwks = dir.path().join("jwks.json");

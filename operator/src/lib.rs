@@ -1,92 +1,48 @@
-//! The Sluice operator: admission webhooks, the gateway API and the
-//! controllers for Connection and AccessPolicy (AccessRequest to come).
+//! The Sluice operator: admission webhooks, the gateway API, and the
+//! controllers for Connection, AccessPolicy and AccessRequest.
 //!
-//! The modules here are the pure, testable parts the servers are wired from:
-//! - [`inject`]: the sidecar injector behind the mutating webhook on pods,
-//!   [`pod_guard`], which keeps an injected pod's sidecar as written on pod
-//!   updates, and [`admission`], which turns their results into an AdmissionResponse;
-//! - [`pki`]: the operator's own CA and hot-swappable serving certificate;
-//! - [`gateway_token`]: the gateway JWT, its signing keys, rotation and JWKS;
-//! - [`status`]: the Connection and AccessPolicy status the controllers write;
-//! - [`token_exchange`]: the TokenReview behind `POST /v1/token` and the subject it yields;
-//! - [`token_holder`]: which pods may exchange their token for a gateway token;
-//! - [`webhook_config`]: the webhook configurations the operator registers;
-//! - [`approvals`]: the rules of just-in-time approvals (who may decide, which phase next);
-//! - [`config`]: the settings file the Helm chart writes (sidecar, audit, notifications).
+//! The wings, each a folder:
+//! - [`injection`]: the pure sidecar injector, the pod-update guard, the
+//!   native-sidecar decision and the AdmissionResponse they become;
+//! - [`identity`]: the operator's CA and serving certificate, the gateway
+//!   signing keys, and the webhook configurations carrying its CA bundle;
+//! - [`gateway`]: the HTTPS API every replica serves (`/v1/token`,
+//!   `/v1/bundle`, `/v1/jwks`, `/v1/audit`, `/mutate/pods`, `/metrics`,
+//!   `/healthz`, `/readyz`) and the authentication below its handlers: token
+//!   exchange, token holders, the gateway token, audit intake and the
+//!   checkpoint history; request and answer bodies in [`wire`];
+//! - [`approvals`]: just-in-time approvals: the pure rules, the `/v1/approvals`
+//!   API and admission, the AccessRequest controller, and notifications;
+//! - [`controllers`]: the Connection and AccessPolicy reconcilers.
 //!
-//! The running parts, composed by [`run::start`]:
-//! - [`catalog`]: watched Connections, AccessPolicies and Secrets, and who is bound to what;
-//! - [`gateway`] served by [`serve`]: `/v1/token`, `/v1/bundle`, `/v1/jwks`,
-//!   `/v1/audit` ([`audit_intake`]), `/mutate/pods`, `/metrics`, `/healthz`, `/readyz`;
-//!   request and answer bodies in [`wire`];
-//! - [`controller`]: the Connection and AccessPolicy reconcilers, run by the
-//!   leader elected in [`leader`];
-//! - [`certs`] and [`keys`]: the serving certificates and gateway signing keys
-//!   kept in Secrets, hot-reloaded, renewed by the leader;
-//! - [`metrics`]: Prometheus metrics with bounded labels;
-//! - [`approvals_gateway`], [`approvals_controller`], [`approvals_notify`]: the
-//!   approval API and admission webhooks, the AccessRequest controller, and
-//!   outgoing notifications.
+//! On the ground floor: [`config`] (the settings file the Helm chart writes),
+//! [`catalog`] (watched Connections, AccessPolicies and Secrets, and who is
+//! bound to what), [`status`] (the pure status the controllers write),
+//! [`leader`] (the elected replica that runs the controllers), [`metrics`]
+//! (Prometheus metrics with bounded labels); [`run::start`] composes them.
+//!
+//! Errors are typed per module (thiserror, `#[source]` on every wrapped
+//! error); there is no crate-wide error enum, because no caller handles
+//! errors of different modules alike. `anyhow` is used in `main.rs` only.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admission;
 pub mod approvals;
-pub mod approvals_controller;
-pub mod approvals_gateway;
-pub mod approvals_notify;
-pub mod audit_intake;
 pub mod catalog;
-pub mod certs;
-pub mod checkpoint_history;
 pub mod config;
-pub mod controller;
+pub mod controllers;
 pub mod gateway;
-pub mod gateway_token;
-pub mod inject;
-pub mod keys;
+pub mod identity;
+pub mod injection;
 pub mod leader;
 pub mod metrics;
-pub mod native_sidecars;
-pub mod pki;
-pub mod pod_guard;
 pub mod run;
-pub mod serve;
 pub mod status;
-pub mod token_exchange;
-pub mod token_holder;
-pub mod webhook_config;
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "sluice-operator";
+
 /// The gateway API's JSON lives in the policy crate (it crosses a process boundary).
 pub use sluice_policy::wire;
-
-/// Everything that can go wrong in the operator, by component.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A pod was refused by the injector.
-    #[error("sidecar injection refused")]
-    Inject(#[from] inject::InjectError),
-    /// The operator's certificates could not be made, read or served.
-    #[error("operator certificates")]
-    Pki(#[from] pki::PkiError),
-    /// A gateway token could not be issued, or a key set could not be loaded.
-    #[error("gateway token")]
-    GatewayToken(#[from] gateway_token::TokenError),
-    /// The operator could not start.
-    #[error("the operator could not start")]
-    Start(#[from] run::StartError),
-}
-
-impl Error {
-    /// A bounded label for metrics: never an error's text.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Inject(_) => "inject",
-            Error::Pki(_) => "pki",
-            Error::GatewayToken(_) => "gateway_token",
-            Error::Start(_) => "start",
-        }
-    }
-}
 
 /// `error: cause: cause`, for logs: an error's whole `source()` chain on one line.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -99,6 +55,3 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
-
-/// Result with the crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use sluice_operator::certs::CertSource;
-use sluice_operator::config::{NativeSidecars, OperatorConfig};
+use sluice_operator::config::{NativeSidecars, OperatorConfig, Overrides, Provenance, describe};
 use sluice_operator::run::{Settings, WebhookTarget, start};
 
 /// Sluice operator: reconciles Connections and AccessPolicies, injects the
@@ -247,55 +246,28 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-/// Flags first, then the settings file, then the defaults of [`Settings::new`].
+/// Flags first, then the settings file, then the defaults of [`Settings::new`]
+/// ([`OperatorConfig::merge_into`]).
 fn apply_config_file(
     args: &Args,
     config: &OperatorConfig,
     settings: &mut Settings,
 ) -> anyhow::Result<()> {
-    if let Some(image) = args.sidecar_image.clone().or(config.sidecar.image.clone()) {
-        settings.sidecar_image = image;
+    Ok(config.merge_into(&overrides(args), settings)?)
+}
+
+/// The flags that take precedence over the settings file.
+fn overrides(args: &Args) -> Overrides {
+    Overrides {
+        sidecar_image: args.sidecar_image.clone(),
+        sidecar_shutdown_grace_seconds: args.sidecar_shutdown_grace_seconds,
+        native_sidecars: args.native_sidecars,
+        audit_flush_seconds: args.audit_flush_seconds,
+        notify_url: args.notify_url.clone(),
+        cert_dir: args.cert_dir.clone(),
+        cert_manager_certificate: args.cert_manager_certificate.clone(),
+        namespace: args.namespace.clone(),
     }
-    settings.sidecar_image_pull_policy = config
-        .sidecar
-        .image_pull_policy
-        .map(|p| p.as_str().to_string());
-    if let Some(resources) = &config.sidecar.resources {
-        settings.sidecar_resources = resources.to_requirements();
-    }
-    settings.sidecar_env = config.sidecar.http.env();
-    settings.sidecar_shutdown_grace_seconds = args
-        .sidecar_shutdown_grace_seconds
-        .or(config.sidecar.shutdown_grace_seconds)
-        .unwrap_or(sluice_operator::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS);
-    settings.native_sidecars = args
-        .native_sidecars
-        .or(config.sidecar.native_sidecars)
-        .unwrap_or(NativeSidecars::Auto)
-        .decided();
-    let flush = args
-        .audit_flush_seconds
-        .or(config.audit.flush_seconds)
-        .unwrap_or(10);
-    settings.audit_flush_every = Duration::from_secs(flush.max(1));
-    settings.notify_url = match &args.notify_url {
-        Some(url) => Some(url.clone()),
-        None => config.notify_url()?,
-    };
-    if let Some(dir) = &args.cert_dir {
-        let ca_injection_from = args.cert_manager_certificate.as_ref().map(|c| {
-            if c.contains('/') {
-                c.clone()
-            } else {
-                format!("{}/{c}", args.namespace)
-            }
-        });
-        settings.cert_source = CertSource::Dir {
-            dir: dir.clone(),
-            ca_injection_from,
-        };
-    }
-    Ok(())
 }
 
 /// The flags the settings file has no say in.
@@ -331,134 +303,20 @@ fn check_config(args: &Args) -> anyhow::Result<String> {
     let mut settings = Settings::new(args.listen, webhook_target(args));
     apply_config_file(args, &config, &mut settings)?;
     apply_flags(args, &mut settings)?;
-    let resources = serde_json::to_string(&settings.sidecar_resources)?;
     let notify = match (&args.notify_url, has_url, &url_file) {
         (Some(_), _, _) => "--notify-url".to_string(),
         (None, true, _) => "notifications.webhook.url".to_string(),
         (None, false, Some(path)) => format!("read from {}", path.display()),
         (None, false, None) => "off".to_string(),
     };
-    let certs = match &settings.cert_source {
-        CertSource::SelfManaged => "the operator's own CA (Secret sluice-operator-tls)".to_string(),
-        CertSource::Dir {
-            dir,
-            ca_injection_from,
-        } => format!(
-            "{} (caBundle: {})",
-            dir.display(),
-            ca_injection_from
-                .as_ref()
-                .map_or("ca.crt, written by the operator".to_string(), |c| format!(
-                    "cert-manager cainjector from {c}"
-                ))
-        ),
-    };
-    let webhook = match &settings.webhook {
-        WebhookTarget::Url(url) => url.clone(),
-        WebhookTarget::Service { name, port } => {
-            format!("Service {}/{name} port {port}", settings.namespace)
-        }
-        WebhookTarget::Listener => "this listener".to_string(),
-    };
-    let sidecar_env = if settings.sidecar_env.is_empty() {
-        "(defaults)".to_string()
-    } else {
-        settings
-            .sidecar_env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let native = match settings.native_sidecars {
-        Some(true) => "true (always)",
-        Some(false) => "false (never)",
-        None => "auto (when the API server and every node's kubelet are 1.29+)",
-    };
-    let on = |b: bool| if b { "on" } else { "off" };
-    let lines: Vec<(&str, String)> = vec![
-        ("listen", settings.listen.to_string()),
-        ("webhook", webhook),
-        (
-            "gateway url",
-            settings
-                .gateway_url
-                .clone()
-                .unwrap_or_else(|| "(the webhook URL, else the Service)".to_string()),
-        ),
-        ("namespace", settings.namespace.clone()),
-        (
-            "settings file",
-            args.config_file
-                .as_ref()
-                .map_or("(none)".to_string(), |p| p.display().to_string()),
-        ),
-        ("sidecar image", settings.sidecar_image.clone()),
-        (
-            "sidecar imagePullPolicy",
-            settings
-                .sidecar_image_pull_policy
-                .clone()
-                .unwrap_or_else(|| "(cluster default)".to_string()),
-        ),
-        ("sidecar resources", resources),
-        ("sidecar env", sidecar_env),
-        (
-            "sidecar shutdown grace",
-            seconds(Duration::from_secs(settings.sidecar_shutdown_grace_seconds)),
-        ),
-        ("native sidecars", native.to_string()),
-        (
-            "injection namespace label",
-            format!(
-                "{}={}",
-                settings.namespace_label.0, settings.namespace_label.1
-            ),
-        ),
-        (
-            "webhook matchConditions",
-            on(settings.webhook_match_conditions).to_string(),
-        ),
-        (
-            "adopt webhook configurations",
-            on(settings.adopt_webhook_configurations).to_string(),
-        ),
-        ("token ttl", seconds(settings.token_ttl)),
-        ("bundle ttl", seconds(settings.bundle_ttl)),
-        ("audit flush", seconds(settings.audit_flush_every)),
-        ("drain delay", seconds(settings.drain_delay)),
-        ("drain grace", seconds(settings.drain_grace)),
-        (
-            "access request retention",
-            retention(settings.access_request_retention),
-        ),
-        ("notifications", notify),
-        ("certificates", certs),
-        ("identity", settings.identity.clone()),
-        (
-            "log format",
-            format!("{:?}", args.log_format).to_lowercase(),
-        ),
-    ];
-    Ok(lines
-        .into_iter()
-        .map(|(name, value)| format!("{name}: {value}\n"))
-        .collect())
-}
-
-fn seconds(d: Duration) -> String {
-    format!("{}s", d.as_secs())
-}
-
-/// A retention in the unit it was most likely given in (`90d`, `36h`, …).
-fn retention(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
-        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
-        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
-        _ => format!("{s}s"),
-    }
+    Ok(describe(
+        &settings,
+        &Provenance {
+            settings_file: args.config_file.as_deref(),
+            notifications: notify,
+            log_format: format!("{:?}", args.log_format).to_lowercase(),
+        },
+    )?)
 }
 
 fn webhook_target(args: &Args) -> WebhookTarget {
@@ -517,6 +375,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_operator::identity::certs::CertSource;
 
     fn resolved(flags: &[&str], file: &str) -> Settings {
         let mut argv = vec!["sluice-operator"];
@@ -590,7 +449,7 @@ mod tests {
         assert_eq!(settings.notify_url, None);
         assert_eq!(
             settings.sidecar_resources,
-            sluice_operator::inject::default_sidecar_resources()
+            sluice_operator::injection::inject::default_sidecar_resources()
         );
     }
 

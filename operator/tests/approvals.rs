@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Event;
-use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use sluice_crds::{AccessPolicy, AccessRequest, RequestPhase};
 use sluice_e2e::Options;
@@ -588,4 +588,223 @@ async fn settled_requests_are_deleted_after_their_retention() {
     // It was settled (Expired) before it went, not deleted while pending.
     let reasons = events_of(&env.client, &name).await;
     assert!(reasons.contains(&"Expired".to_string()), "{reasons:?}");
+}
+
+/// A receiver that answers 500 while `failing` is set, else 200; every
+/// request arrives on the channel with the status it was answered.
+async fn flaky_receiver(
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (String, mpsc::UnboundedReceiver<(u16, Value)>) {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            let failing = failing.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() < length {
+                        continue;
+                    }
+                    let status: u16 = if failing.load(Ordering::SeqCst) {
+                        500
+                    } else {
+                        200
+                    };
+                    let _ = tx.send((status, serde_json::from_str(&body[..length]).unwrap()));
+                    let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                    data.clear();
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// Issue 23 item 9: the AccessRequest is the queue. A notification the
+/// receiver refuses is retried with backoff, survives an operator restart
+/// (the next leader sends what is not recorded as delivered), and goes to
+/// the route of its namespace and rule as structured JSON; requests no
+/// route selects go to the catch-all in Slack form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_notifications_route_retry_and_survive_a_restart() {
+    use sluice_operator::approvals::notify::{Format, NOTIFIED_ANNOTATION, Route};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failing = std::sync::Arc::new(AtomicBool::new(true));
+    let (routed_url, mut routed) = flaky_receiver(failing.clone()).await;
+    let (catch_all_url, mut catch_all) = notification_receiver().await;
+    let settings = |identity: &str| {
+        let mut settings = test_settings(identity);
+        settings.notify_url = Some(catch_all_url.clone());
+        settings.notify_routes = vec![Route {
+            namespace: Some("shop".into()),
+            rule: Some("bulk-writes-need-a-human".into()),
+            url: routed_url.clone(),
+            format: Format::Json,
+        }];
+        settings
+    };
+    let (cluster, client) = cluster_with_crds(
+        Options::default()
+            .user("alice", &["dba"])
+            .user("bob", &["dev"]),
+    )
+    .await;
+    apply_quickstart(
+        &client,
+        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+    )
+    .await;
+    apply_yaml(&client, QUICK_POLICY).await;
+    let env = Env::with_operator(cluster, client, settings("first-operator")).await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+
+    // Routed: the receiver refuses, and is asked again (with backoff).
+    let (status, routed_ask) =
+        ask(&env, &token, "bulk-writes-need-a-human", "reporting", 'a').await;
+    assert_eq!(status, 200, "{routed_ask}");
+    let name = routed_ask["name"].as_str().unwrap().to_string();
+    bounded("two refused deliveries", async {
+        for _ in 0..2 {
+            let (status, body) = routed.recv().await.unwrap();
+            assert_eq!(status, 500);
+            assert_eq!(body["event"], "requested");
+            assert_eq!(body["request"], name.as_str());
+        }
+    })
+    .await;
+    // Not routed: the catch-all, in Slack form.
+    let (status, other) = ask(&env, &token, "fast-expiry", "quick", 'b').await;
+    assert_eq!(status, 200, "{other}");
+    let other_name = other["name"].as_str().unwrap().to_string();
+    bounded("the catch-all notification", async {
+        loop {
+            let v = catch_all.recv().await.unwrap();
+            let text = v["text"].as_str().unwrap().to_string();
+            assert!(
+                !text.contains(&name),
+                "routed request sent to the catch-all: {text}"
+            );
+            // Requested, or Expired when the 2 s rule ran out first.
+            if text.contains(&other_name) {
+                return;
+            }
+        }
+    })
+    .await;
+
+    // The operator stops with the routed notification undelivered ...
+    let requests: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
+    let stored = requests.get(&name).await.unwrap();
+    assert!(
+        !stored.annotations().contains_key(NOTIFIED_ANNOTATION),
+        "{:?}",
+        stored.annotations()
+    );
+    let Env {
+        operator,
+        client,
+        cluster,
+    } = env;
+    operator.shutdown().await;
+    failing.store(false, Ordering::SeqCst);
+    while routed.try_recv().is_ok() {}
+
+    // ... and the next one delivers it, with everything an approver needs.
+    let env = Env::with_operator(cluster, client, settings("second-operator")).await;
+    let payload = bounded("the delivery after the restart", async {
+        loop {
+            let (status, body) = routed.recv().await.unwrap();
+            if status == 200 {
+                return body;
+            }
+        }
+    })
+    .await;
+    assert_eq!(payload["event"], "requested");
+    assert_eq!(payload["namespace"], "shop");
+    assert_eq!(payload["request"], name.as_str());
+    assert_eq!(
+        payload["requester"],
+        "system:serviceaccount:shop:report-job"
+    );
+    assert_eq!(payload["rule"], "bulk-writes-need-a-human");
+    assert_eq!(payload["command"]["text"], "DELETE FROM orders");
+    assert_eq!(
+        payload["approve"],
+        format!("kubectl sluice approve {name} -n shop").as_str()
+    );
+    assert_eq!(
+        payload["deny"],
+        format!("kubectl sluice deny {name} -n shop").as_str()
+    );
+    assert!(payload["expiresAt"].is_string(), "{payload}");
+    eventually("the delivery recorded on the request", || async {
+        requests
+            .get(&name)
+            .await
+            .unwrap()
+            .annotations()
+            .get(NOTIFIED_ANNOTATION)
+            .is_some_and(|v| v == "requested")
+    })
+    .await;
+
+    // The decision follows on the same route.
+    let alice = env.cluster.client_for("alice").await.unwrap();
+    decide(&alice, &name, "approve")
+        .await
+        .expect("alice approves");
+    let decided = bounded("the decision's notification", async {
+        loop {
+            let (status, body) = routed.recv().await.unwrap();
+            if status == 200 && body["event"] != "requested" {
+                return body;
+            }
+        }
+    })
+    .await;
+    assert_eq!(decided["event"], "approved");
+    assert_eq!(decided["decisions"][0]["user"], "alice");
+    eventually("both deliveries recorded", || async {
+        requests
+            .get(&name)
+            .await
+            .unwrap()
+            .annotations()
+            .get(NOTIFIED_ANNOTATION)
+            .is_some_and(|v| v == "approved,requested")
+    })
+    .await;
 }

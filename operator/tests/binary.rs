@@ -261,7 +261,7 @@ async fn an_undecodable_policy_is_skipped_and_marked_invalid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_webhook_configurations_need_no_reapply() {
     use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-    use sluice_operator::webhook_config::{
+    use sluice_operator::identity::webhook_config::{
         WebhookEndpoint, WebhookSettings, approvals_mutating_configuration,
         approvals_validating_configuration, mutating_needs_apply, pod_injection_configuration,
         validating_needs_apply,

@@ -19,10 +19,10 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use serde_json::json;
 use sluice_e2e::{Options, TestCluster};
-use sluice_operator::certs::CertSource;
-use sluice_operator::pki::{Ca, ServingCert, SubjectNames};
+use sluice_operator::identity::certs::CertSource;
+use sluice_operator::identity::pki::{Ca, ServingCert, SubjectNames};
+use sluice_operator::identity::webhook_config::{WebhookEndpoint, WebhookSettings};
 use sluice_operator::run::{Running, start};
-use sluice_operator::webhook_config::{WebhookEndpoint, WebhookSettings};
 use support::{apply_quickstart, bounded, cluster_with_crds, test_settings};
 
 const CERTIFICATE: &str = "sluice-system/sluice-operator-serving";
@@ -256,7 +256,7 @@ async fn cert_manager_certificate_is_served_renewed_and_handed_to_sidecars() {
         .unwrap();
     assert_eq!(
         wrote,
-        sluice_operator::webhook_config::Written::Unchanged,
+        sluice_operator::identity::webhook_config::Written::Unchanged,
         "re-applied a configuration cainjector completed"
     );
     let after = mutating.get("sluice-operator").await.unwrap();

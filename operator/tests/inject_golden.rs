@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use sluice_crds::Protocol;
 use sluice_operator::config::OperatorConfig;
-use sluice_operator::inject::{
+use sluice_operator::injection::inject::{
     ConnectionTarget, InjectConfig, Outcome, default_sidecar_resources, inject, service_account_of,
 };
 
@@ -100,7 +100,8 @@ fn config(pod: &Pod, settings: Settings) -> InjectConfig {
         .unwrap_or_else(|| vec!["orders-db".to_string(), "stripe-api".to_string()]);
     let mut cfg = InjectConfig {
         sidecar_env: Vec::new(),
-        shutdown_grace_seconds: sluice_operator::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
+        shutdown_grace_seconds:
+            sluice_operator::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
         revision: "0.1.0-test".to_string(),
         image: "registry.example/sluice-sidecar:0.1.0".to_string(),
         image_pull_policy: Some("IfNotPresent".to_string()),

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use sluice_crds::Protocol;
-use sluice_operator::inject::{
+use sluice_operator::injection::inject::{
     ConnectionTarget, InjectConfig, InjectError, Outcome, SIDECAR_CONTAINER_NAME,
     default_sidecar_resources, inject,
 };
@@ -26,7 +26,8 @@ fn config(native_sidecars: bool) -> InjectConfig {
     };
     InjectConfig {
         sidecar_env: Vec::new(),
-        shutdown_grace_seconds: sluice_operator::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
+        shutdown_grace_seconds:
+            sluice_operator::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
         revision: "r1".into(),
         image: "registry.example/sluice-sidecar:1".into(),
         image_pull_policy: None,

@@ -1092,7 +1092,7 @@ async fn presented_cert(env: &Env) -> Vec<u8> {
 async fn a_renewed_serving_certificate_is_served_without_a_restart() {
     use k8s_openapi::api::core::v1::Secret;
     use rustls::pki_types::pem::PemObject as _;
-    use sluice_operator::pki::{Ca, SubjectNames};
+    use sluice_operator::identity::pki::{Ca, SubjectNames};
 
     let env = Env::start().await;
     let before = presented_cert(&env).await;
