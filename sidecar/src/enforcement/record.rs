@@ -1,11 +1,12 @@
 //! The audit records of SQL statements: a statement's decision (written
 //! before it is forwarded), its result, and the steps of its approval, as
-//! [`AuditLog`] methods over a [`Decided`] text. The audit sink itself knows
-//! nothing of SQL.
+//! [`AuditLog`] methods over a [`Decided`] text (its approval's steps go
+//! through [`ApprovalRecord::for_statement`], the one shape every plane
+//! writes). The audit sink itself knows nothing of SQL.
 
 use sluice_crds::Action;
 use sluice_policy::audit::{
-    AuditApproval, AuditCommand, AuditDecision, AuditEventDraft, AuditKind, AuditOutcome, Rendered,
+    AuditCommand, AuditDecision, AuditEventDraft, AuditKind, AuditOutcome, Rendered,
 };
 
 use super::{Decided, Refusal};
@@ -113,27 +114,6 @@ impl AuditLog {
         d.command = Some(sql_command(decided));
         d.outcome = Some(outcome);
         self.write_event(d, false)
-    }
-
-    /// A step of a statement's approval (see [`AuditLog::approval_step`]),
-    /// recorded with the statement's command and decision.
-    pub fn approval(
-        &self,
-        s: &SessionInfo,
-        decided: &Decided,
-        kind: AuditKind,
-        step: AuditApproval,
-        reason: String,
-    ) -> Result<(), AuditError> {
-        let sum = decided.summary();
-        let decision = AuditDecision {
-            action: sum.enforced,
-            policy: sum.policy,
-            rule: sum.rule,
-            dry_run: false,
-            reason: Some(reason),
-        };
-        self.approval_step(s, kind, sql_command(decided), decision, step)
     }
 }
 

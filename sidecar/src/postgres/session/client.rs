@@ -26,6 +26,16 @@ impl ClientLoop {
         &mut self,
         client: &mut FrameReader<R>,
     ) -> Result<(), SessionError> {
+        // The sidecar's shutdown, watched for the whole session (one
+        // registration, not one per message).
+        let mut shutdown = self.shutdown.clone();
+        let shutdown = async move {
+            if shutdown.wait_for(|down| *down).await.is_err() {
+                // No audit log any more: nothing to wait for.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(shutdown);
         loop {
             if let Some(guard) = self.guard.take() {
                 self.finish_guard(guard, client).await?;
@@ -42,18 +52,16 @@ impl ClientLoop {
                 let _not_read = self.ctx.metrics.client_not_read();
                 self.wait_answered(MAX_OUTSTANDING).await;
             }
-            let mut shutdown = self.shutdown.clone();
-            let next = tokio::select! {
-                // What the client already sent is taken first (and refused:
-                // the audit log takes no new statement while shutting down).
-                biased;
-                next = client.next() => Some(next?),
-                () = async {
-                    if shutdown.wait_for(|down| *down).await.is_err() {
-                        // No audit log any more: nothing to wait for.
-                        std::future::pending::<()>().await;
-                    }
-                } => None,
+            // What the client already sent is taken first (and refused:
+            // the audit log takes no new statement while shutting down);
+            // a message already read is taken without waiting on anything.
+            let next = match client.try_next()? {
+                Some(frame) => Some(Some(frame)),
+                None => tokio::select! {
+                    biased;
+                    next = client.next() => Some(next?),
+                    () = &mut shutdown => None,
+                },
             };
             let Some(next) = next else {
                 // Shutting down: a statement in flight finishes first.
@@ -218,8 +226,8 @@ impl ClientLoop {
     }
 
     /// A refusal on record and counted: every refused statement goes
-    /// through here, or through [`ClientLoop::record_refused_step`] when
-    /// its record is an approval step.
+    /// through here, or through [`ClientLoop::settle_approval`] when its
+    /// record is an approval step.
     pub(super) fn record_refused(&self, decided: &Decided, protocol: &str, refusal: &Refusal) {
         self.record_refusal(decided, protocol, refusal);
         self.ctx.metrics.statement(decided, true);
@@ -287,7 +295,7 @@ impl ClientLoop {
     /// The refusal for `text` when the session is in a state Sluice does
     /// not model and `text` does not bring it back (see [`settings`]).
     pub(super) fn unmodelled(&self, text: &str) -> Option<Refusal> {
-        let why = self.answered.settings().unmodelled()?;
+        let why = self.answered.unmodelled()?;
         if settings::is_restore(text) {
             return None;
         }

@@ -1,19 +1,22 @@
-//! A statement a `requireApproval` rule catches (run mode): asked of the
-//! operator, held or refused until approved, decided again under the
-//! policies in force when approved, and put on record at every step.
+//! A statement a `requireApproval` rule catches (run mode), on the
+//! sidecar's one approval flow ([`crate::approval`]): asked and held or
+//! answered at once ([`Approvals::wait_for`], raced against the client's
+//! CancelRequest or departure), decided again under the policies in force
+//! when approved ([`Approvals::conclude`]), and put on record at every step
+//! in the one audit shape ([`ApprovalRecord`]). What is the session's own:
+//! the NOTICE naming the request, and the client's answer.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use sluice_crds::{ApprovalMode, RequestPhase};
-use sluice_policy::audit::{AuditApproval, AuditKind};
+use sluice_crds::ApprovalMode;
 use sluice_policy::wire::{ApprovalAsk, ApprovalTicket};
 use tokio::io::AsyncRead;
 
 use super::client::statement_effect;
 use super::expect::Expect;
 use super::{ClientLoop, SessionError, log_unrecorded};
-use crate::approval::{self, ApprovalOutcome, Approvals};
+use crate::approval::{self, ApprovalOutcome, ApprovalRecord, Approvals, Recorded};
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::{Frame, FrameReader};
 use crate::postgres::messages::error_response::Report;
@@ -37,14 +40,17 @@ impl ClientLoop {
             self.refuse(&refusal);
             return Ok(());
         }
-        let outcome = match self.approval_ask(sql, &decided) {
+        let held = match self.approval_ask(sql, &decided) {
             Err(refusal) => Err(refusal),
-            Ok((approvals, ask, true)) => Ok(Some((approvals.retry(&ask).await, approvals))),
-            Ok((approvals, ask, false)) => {
+            Ok((approvals, ask, ApprovalMode::Retry)) => Ok(Some((
+                approvals.wait_for(&ask, ApprovalMode::Retry, |_| {}).await,
+                approvals,
+            ))),
+            Ok((approvals, ask, ApprovalMode::Hold)) => {
                 self.hold_simple(approvals, &ask, &decided, client).await
             }
         };
-        let refusal = match outcome {
+        let refusal = match held {
             Err(refusal) => Some(refusal),
             Ok(None) => {
                 let refusal = Refusal::plain(
@@ -54,7 +60,7 @@ impl ClientLoop {
                 return Ok(());
             }
             Ok(Some((held, approvals))) => {
-                let outcome = self.recheck(held, &approvals, sql).await;
+                let outcome = self.conclude(held, &approvals, sql).await;
                 self.settle_approval(outcome, &decided, "simple")
             }
         };
@@ -78,10 +84,11 @@ impl ClientLoop {
         Ok(())
     }
 
-    /// Hold mode for a simple query: waits for the approval's outcome while
-    /// watching the client. A CancelRequest gives the statement up (the
-    /// refusal); a client that leaves takes it along (`Ok(None)`);
-    /// pipelined input waits in the reader until the statement is settled.
+    /// Hold mode for a simple query: the shared flow's wait
+    /// ([`Approvals::wait_for`]) raced against the client. A CancelRequest
+    /// gives the statement up (the refusal); a client that leaves takes it
+    /// along (`Ok(None)`); pipelined input waits in the reader until the
+    /// statement is settled.
     async fn hold_simple<R: AsyncRead + Unpin>(
         &self,
         approvals: Approvals,
@@ -89,7 +96,9 @@ impl ClientLoop {
         decided: &Arc<Decided>,
         client: &mut FrameReader<R>,
     ) -> Result<Option<(approval::Held, Approvals)>, Refusal> {
-        let hold = approvals.hold(ask, |ticket| self.notify_held(decided, ticket, "simple"));
+        let hold = approvals.wait_for(ask, ApprovalMode::Hold, |ticket| {
+            self.notify_held(decided, ticket, "simple")
+        });
         tokio::pin!(hold);
         // Enabled now: a CancelRequest from here on is not missed.
         let cancelled = self.cancel_hold.notified();
@@ -119,20 +128,24 @@ impl ClientLoop {
     ) -> Option<Refusal> {
         let (held, approvals) = match self.approval_ask(sql, decided) {
             Err(refusal) => return Some(refusal),
-            Ok((approvals, ask, true)) => (approvals.retry(&ask).await, approvals),
-            Ok((approvals, ask, false)) => {
+            Ok((approvals, ask, ApprovalMode::Retry)) => (
+                approvals.wait_for(&ask, ApprovalMode::Retry, |_| {}).await,
+                approvals,
+            ),
+            Ok((approvals, ask, ApprovalMode::Hold)) => {
                 let cancelled = self.cancel_hold.notified();
                 tokio::pin!(cancelled);
                 cancelled.as_mut().enable();
-                let hold =
-                    approvals.hold(&ask, |ticket| self.notify_held(decided, ticket, "extended"));
+                let hold = approvals.wait_for(&ask, ApprovalMode::Hold, |ticket| {
+                    self.notify_held(decided, ticket, "extended")
+                });
                 tokio::select! {
                     held = hold => (held, approvals.clone()),
                     () = cancelled => return Some(self.cancelled(decided, "extended")),
                 }
             }
         };
-        let outcome = self.recheck(held, &approvals, sql).await;
+        let outcome = self.conclude(held, &approvals, sql).await;
         let refusal = self.settle_approval(outcome, decided, "extended");
         if refusal.is_none() {
             self.approved.push(decided.clone());
@@ -140,31 +153,44 @@ impl ClientLoop {
         refusal
     }
 
-    /// A statement approved while held runs only if the policies in force
-    /// now still let it: they may have changed, or lapsed, during the wait.
-    /// The verdict goes to [`Approvals::run`], which claims the approval or
-    /// records on the AccessRequest that the statement did not run.
-    pub(super) async fn recheck(
+    /// The shared flow's second half ([`Approvals::conclude`]): a statement
+    /// approved while held runs only if the policies in force now still let
+    /// it (they may have changed, or lapsed, during the wait); the request
+    /// is claimed, or marked not run with why.
+    pub(super) async fn conclude(
         &mut self,
         held: approval::Held,
         approvals: &Approvals,
         sql: &str,
     ) -> ApprovalOutcome {
-        let approved = match held {
-            approval::Held::Settled(outcome) => return outcome,
-            approval::Held::Approved(approved) => approved,
+        // Decided again only for an approved request (asynchronously: the
+        // flow's recheck is the verdict on this decision).
+        let live = match held {
+            approval::Held::Approved(_) => Some(self.live_standing(sql).await),
+            approval::Held::Settled(_) => None,
         };
+        approvals
+            .conclude(held, |approved| match live {
+                Some((read_only, now)) => match (read_only, &now.refusal) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Some(r)) if now.awaits_approval().is_none() => {
+                        Err(format!("they now refuse it ({})", r.message))
+                    }
+                    (Ok(()), _) => approval::standing(approved, &now.sql.decision),
+                },
+                // Not reached: only an approved request is rechecked.
+                None => Err("Sluice did not decide it again".into()),
+            })
+            .await
+    }
+
+    /// The statement decided under the policies in force now, and whether
+    /// the session may still run statements (`readOnly` that came into force).
+    async fn live_standing(&mut self, sql: &str) -> (Result<(), String>, Arc<Decided>) {
         let now = self.decide(sql).await;
         // Masking that changed during the wait applies to this run.
         self.sync_masking();
-        let standing = match (self.read_only_in_force(), &now.refusal) {
-            (Err(e), _) => Err(e.to_string()),
-            (Ok(()), Some(r)) if now.awaits_approval().is_none() => {
-                Err(format!("they now refuse it ({})", r.message))
-            }
-            (Ok(()), _) => approval::standing(&approved, &now.sql.decision),
-        };
-        approvals.run(approved, standing).await
+        (self.read_only_in_force().map_err(|e| e.to_string()), now)
     }
 
     /// An Execute of a statement that needs approval runs only as the one
@@ -188,22 +214,21 @@ impl ClientLoop {
         }
     }
 
-    /// What to ask the operator for `sql`, and whether in retry mode; or
-    /// the refusal (on record) when it cannot be asked.
-    #[allow(clippy::type_complexity)]
+    /// What to ask the operator for `sql`, and in which mode; or the
+    /// refusal (on record) when it cannot be asked.
     pub(super) fn approval_ask(
         &self,
         sql: &str,
         decided: &Arc<Decided>,
-    ) -> Result<(Approvals, ApprovalAsk, bool), Refusal> {
-        let retry = decided
+    ) -> Result<(Approvals, ApprovalAsk, ApprovalMode), Refusal> {
+        let mode = decided
             .awaits_approval()
-            .is_some_and(|a| a.mode == ApprovalMode::Retry);
+            .map_or(ApprovalMode::Hold, |a| a.mode);
         match (
             self.ctx.approvals.clone(),
             decided.approval_ask(&self.ctx.name, sql),
         ) {
-            (Some(approvals), Some(ask)) => Ok((approvals, ask, retry)),
+            (Some(approvals), Some(ask)) => Ok((approvals, ask, mode)),
             _ => {
                 let refusal = Refusal::plain(
                     "statement refused by Sluice: it needs approval, but the decision names no rule to ask under",
@@ -214,91 +239,59 @@ impl ClientLoop {
         }
     }
 
-    /// Puts an approval's outcome on record; `None` when the statement may
-    /// run now (approved and claimed; the record is written first), else
-    /// the refusal for the client.
+    /// Where the steps of `decided`'s approval go on record: the one audit
+    /// shape every plane writes ([`ApprovalRecord`]).
+    fn approval_record<'a>(&'a self, decided: &Decided, protocol: &'a str) -> ApprovalRecord<'a> {
+        ApprovalRecord::for_statement(&self.ctx.audit, &self.session, decided, protocol)
+    }
+
+    /// Puts an approval's outcome on record ([`ApprovalRecord::outcome`]);
+    /// `None` when the statement may run now (approved and claimed; the
+    /// record is written first), else the refusal for the client.
     pub(super) fn settle_approval(
         &self,
         outcome: ApprovalOutcome,
         decided: &Arc<Decided>,
         protocol: &str,
     ) -> Option<Refusal> {
-        let detail = approval_detail(decided);
-        match outcome {
-            ApprovalOutcome::Granted { request, approvers } => {
-                let who = approvers.join(", ");
-                let step = AuditApproval {
-                    request: request.clone(),
-                    phase: RequestPhase::Executed,
-                    decided_by: Some(who.clone()),
-                    comment: None,
-                };
+        let recorded = self.approval_record(decided, protocol).outcome(&outcome);
+        let refusal = match outcome {
+            ApprovalOutcome::Granted { .. } => {
                 // Write-ahead: the approval and the run are on record first.
-                let recorded = self.ctx.audit.approval(
-                        &self.session,
-                        decided,
-                        AuditKind::Approval,
-                        step,
-                        format!(
-                            "approved by {who} in AccessRequest {request}; runs once ({protocol} protocol)"
-                        ),
-                    );
-                match recorded {
-                    Ok(()) => {
+                return match recorded {
+                    Ok(_) => {
                         self.ctx.metrics.approved_run();
                         None
                     }
                     Err(e) => Some(Refusal::audit_failed(&e)),
-                }
-            }
-            ApprovalOutcome::Refused {
-                request,
-                phase,
-                deciders,
-                message,
-            } => {
-                let refusal = Refusal {
-                    detail: Some(detail),
-                    ..Refusal::plain(&message)
                 };
-                match (request, phase) {
-                    (Some(request), Some(phase)) => {
-                        let step = AuditApproval {
-                            request,
-                            phase,
-                            decided_by: (!deciders.is_empty()).then(|| deciders.join(", ")),
-                            comment: None,
-                        };
-                        let reason = format!("{message} ({protocol} protocol)");
-                        self.record_refused_step(decided, AuditKind::Denial, step, reason);
-                    }
-                    _ => self.record_refused(decided, protocol, &refusal),
-                }
-                Some(refusal)
             }
+            ApprovalOutcome::Refused { message, .. } => Refusal {
+                detail: Some(approval_detail(decided)),
+                ..Refusal::plain(&message)
+            },
             ApprovalOutcome::Pending {
-                request,
                 approve_command,
                 message,
                 ..
-            } => {
-                let step = AuditApproval {
-                    request,
-                    phase: RequestPhase::Pending,
-                    decided_by: None,
-                    comment: None,
-                };
-                let reason = format!("{message} ({protocol} protocol)");
-                self.record_refused_step(decided, AuditKind::Approval, step, reason);
-                Some(Refusal {
-                    detail: Some(detail),
-                    hint: Some(format!(
-                        "an approver runs: {approve_command}; then send the same statement again"
-                    )),
-                    ..Refusal::plain(&message)
-                })
+            } => Refusal {
+                detail: Some(approval_detail(decided)),
+                hint: Some(format!(
+                    "an approver runs: {approve_command}; then send the same statement again"
+                )),
+                ..Refusal::plain(&message)
+            },
+        };
+        match recorded {
+            // No AccessRequest was made: recorded as any other refusal.
+            Ok(Recorded::Plain) => self.record_refused(decided, protocol, &refusal),
+            // A step of its AccessRequest (a failed write is logged), counted.
+            step => {
+                log_unrecorded(step.map(|_| ()), "approval step");
+                self.ctx.metrics.statement(decided, true);
             }
         }
+        Some(refusal)
     }
 
     /// The client cancelled its held statement: nothing runs (its
@@ -315,46 +308,14 @@ impl ClientLoop {
         refusal
     }
 
-    /// An approval step that refuses the statement (denied, expired, not
-    /// asked, or still pending in retry mode): on the AccessRequest's record
-    /// and counted, as [`ClientLoop::record_refused`] does for a statement
-    /// record; a failed write is logged.
-    fn record_refused_step(
-        &self,
-        decided: &Decided,
-        kind: AuditKind,
-        step: AuditApproval,
-        reason: String,
-    ) {
-        log_unrecorded(
-            self.ctx
-                .audit
-                .approval(&self.session, decided, kind, step, reason),
-            "approval step",
-        );
-        self.ctx.metrics.statement(decided, true);
-    }
-
     /// Hold mode, once the operator made the request: on record, and the
     /// client is told which request to approve and how.
     pub(super) fn notify_held(&self, decided: &Decided, ticket: &ApprovalTicket, protocol: &str) {
-        let request = format!("{}/{}", ticket.namespace, ticket.name);
-        let step = AuditApproval {
-            request: request.clone(),
-            phase: RequestPhase::Pending,
-            decided_by: None,
-            comment: None,
-        };
         log_unrecorded(
-            self.ctx.audit.approval(
-                &self.session,
-                decided,
-                AuditKind::Approval,
-                step,
-                format!("held for approval in AccessRequest {request} ({protocol} protocol)"),
-            ),
+            self.approval_record(decided, protocol).held(ticket),
             "approval step",
         );
+        let request = format!("{}/{}", ticket.namespace, ticket.name);
         let mut out = BytesMut::new();
         Report {
             severity: "NOTICE",

@@ -135,14 +135,18 @@ impl Answered {
         self.internal_error.lock().ok().and_then(|mut e| e.take())
     }
 
-    fn settings(&self) -> ServerSettings {
+    /// Why statements cannot be decided under the settings the server
+    /// reported (see [`ServerSettings::unmodelled`]); read in place, as
+    /// every statement asks.
+    fn unmodelled(&self) -> Option<String> {
         match self.settings.lock() {
-            Ok(s) => s.clone(),
+            Ok(s) => s.unmodelled(),
             // A poisoned lock: a panic elsewhere; refuse everything.
             Err(_) => ServerSettings {
                 standard_conforming_strings: "unknown".into(),
                 client_encoding: "unknown".into(),
-            },
+            }
+            .unmodelled(),
         }
     }
 }

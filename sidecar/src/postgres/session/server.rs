@@ -54,7 +54,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     }
                 }
                 e = self.rx.recv() => match e {
-                    Some(e) => self.queue.push_back(e),
+                    Some(e) => {
+                        // What the client loop sent with it is taken too:
+                        // one turn of this loop per burst, not per message.
+                        self.queue.push_back(e);
+                        self.drain_queue();
+                    }
                     None => return Ok(()),
                 },
             }
@@ -139,9 +144,16 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// exactly where the server's answer would have been, whatever arrives
     /// in the same read.
     pub(super) fn settle(&mut self) -> Result<(), SessionError> {
-        self.drain_queue();
         loop {
-            self.switch_masking();
+            // Only the front is looked at: the channel is read when the
+            // queue runs out (every expectation sent so far is then seen).
+            if self.queue.is_empty() {
+                self.drain_queue();
+            }
+            if matches!(self.queue.front(), Some(Expect::Masking(_))) {
+                self.switch_masking();
+                continue;
+            }
             match self.queue.front() {
                 Some(Expect::CopyEnd) => {
                     // The client ended a COPY FROM STDIN: Syncs it sent before
