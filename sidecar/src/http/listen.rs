@@ -51,6 +51,43 @@ pub(super) struct Activity(Arc<Mutex<State>>);
 /// A request in flight; dropped with its response body.
 pub(super) struct InFlight(Activity);
 
+impl InFlight {
+    /// `body`, holding this request in flight until it is sent in full (or
+    /// dropped).
+    pub(super) fn hold<B>(self, body: B) -> Held<B> {
+        Held {
+            body,
+            _in_flight: self,
+        }
+    }
+}
+
+/// A response body and its request in flight ([`InFlight::hold`]).
+pub(super) struct Held<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.update(|s| {
@@ -245,7 +282,7 @@ pub(super) async fn drive<S, B>(
     activity: Activity,
     limits: &Limits,
     signal: watch::Receiver<bool>,
-    connection: &str,
+    (connection, peer): (&str, std::net::SocketAddr),
 ) where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -264,13 +301,13 @@ pub(super) async fn drive<S, B>(
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
-                    tracing::debug!(error = %e, "http connection ended with an error");
+                    tracing::debug!(%connection, %peer, error = %e, "http connection ended with an error");
                 }
                 return;
             }
             why = timer.as_mut(), if timing => match why {
                 Expired::Header => {
-                    tracing::info!(%connection, timeout_s = limits.http_header_timeout.as_secs_f64(), "client sent no complete request headers in time; closed");
+                    tracing::info!(%connection, %peer, timeout_s = limits.http_header_timeout.as_secs_f64(), "client sent no complete request headers in time; closed");
                     return;
                 }
                 Expired::Idle => {
