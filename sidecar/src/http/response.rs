@@ -101,7 +101,7 @@ pub(super) fn representation(headers: &HeaderMap, first: &[u8], ended: bool) -> 
         Some(None) => return Unmaskable("its Content-Type cannot be read".into()),
     };
     if let Some(c) = charset
-        && !matches!(c.as_str(), "utf-8" | "utf8" | "us-ascii")
+        && !matches!(c.as_ref(), "utf-8" | "utf8" | "us-ascii")
     {
         return Unmaskable(format!("its charset is {c}, and Sluice masks UTF-8 text"));
     }
