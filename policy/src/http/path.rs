@@ -51,16 +51,7 @@ pub(super) fn percent_decode(s: &str) -> Result<Vec<u8>, ()> {
 /// ambiguous. Requests with an ambiguous path should be refused before any rule
 /// is consulted.
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
-    let segments = path_segments(raw)?;
-    let mut out = String::with_capacity(raw.len() + 1);
-    if segments.is_empty() {
-        out.push('/');
-    }
-    for s in segments {
-        out.push('/');
-        out.push_str(&s);
-    }
-    Ok(out)
+    Ok(decided(&path_segments(raw)?, raw))
 }
 
 /// The path to send upstream for `raw`: exactly the path the rules decided
@@ -68,9 +59,30 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
 /// needs it (so the upstream decodes it to the same segments), and the
 /// trailing slash kept (`/entries/1/` is decided as `/entries/1`).
 pub fn forward_path(raw: &str) -> Result<String, PathError> {
+    Ok(forwarded(&path_segments(raw)?, raw))
+}
+
+/// [`normalize_path`] and [`forward_path`] of `raw`, the path decoded once.
+pub fn decided_and_forwarded(raw: &str) -> Result<(String, String), PathError> {
     let segments = path_segments(raw)?;
+    Ok((decided(&segments, raw), forwarded(&segments, raw)))
+}
+
+fn decided(segments: &[String], raw: &str) -> String {
     let mut out = String::with_capacity(raw.len() + 1);
-    for s in &segments {
+    if segments.is_empty() {
+        out.push('/');
+    }
+    for s in segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    out
+}
+
+fn forwarded(segments: &[String], raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() + 1);
+    for s in segments {
         out.push('/');
         for b in s.bytes() {
             if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b) {
@@ -83,7 +95,7 @@ pub fn forward_path(raw: &str) -> Result<String, PathError> {
     if segments.is_empty() || raw.ends_with('/') {
         out.push('/');
     }
-    Ok(out)
+    out
 }
 
 /// The decoded segments of a path, dot-segments resolved; see the module

@@ -606,4 +606,11 @@ proptest! {
             prop_assert!(n == "/" || !n.split('/').skip(1).any(|s| s.is_empty() || s == "." || s == ".."), "{}", n);
         }
     }
+
+    /// The one-pass form is the two paths, or the same refusal.
+    #[test]
+    fn decided_and_forwarded_is_both_paths(raw in "(/|%2[eEfF5]|%[0-9a-fA-F]{2}|%|\\.|\\.\\.|[a-c]|;| |\\?|~){0,12}") {
+        let both = normalize_path(&raw).and_then(|n| Ok((n, forward_path(&raw)?)));
+        prop_assert_eq!(super::path::decided_and_forwarded(&raw), both);
+    }
 }

@@ -1,6 +1,7 @@
 //! Request bodies: read whole when a rule inspects them or to buffer them,
 //! checked strictly (JSON grammar, media type, `_method` in forms).
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -151,7 +152,7 @@ fn form_kind(headers: &HeaderMap) -> Option<bool> {
     headers
         .get_all(header::CONTENT_TYPE)
         .iter()
-        .find_map(|ct| match media_type(ct)?.0.as_str() {
+        .find_map(|ct| match media_type(ct)?.0.as_ref() {
             "multipart/form-data" => Some(true),
             "application/x-www-form-urlencoded" => Some(false),
             _ => None,
@@ -180,20 +181,30 @@ fn form_without_override(headers: &HeaderMap, bytes: &[u8]) -> Result<(), String
 }
 
 /// The media type of a Content-Type value, lower-case, and its charset
-/// parameter (lower-case, unquoted) if any.
-pub(super) fn media_type(value: &HeaderValue) -> Option<(String, Option<String>)> {
+/// parameter (lower-case, unquoted) if any. Copied only when not already
+/// lower-case (a label is read on every response).
+pub(super) fn media_type(value: &HeaderValue) -> Option<(Cow<'_, str>, Option<Cow<'_, str>>)> {
     let text = value.to_str().ok()?;
     let mut parts = text.split(';');
-    let mime = parts.next()?.trim().to_ascii_lowercase();
+    let mime = lower(parts.next()?.trim());
     let mut charset = None;
     for p in parts {
         if let Some((k, v)) = p.split_once('=')
             && k.trim().eq_ignore_ascii_case("charset")
         {
-            charset = Some(v.trim().trim_matches('"').to_ascii_lowercase());
+            charset = Some(lower(v.trim().trim_matches('"')));
         }
     }
     Some((mime, charset))
+}
+
+/// `s` in lower case, copied only when it has an upper-case letter.
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// A request body an enforced `jsonBody` rule reads: it must be unencoded,

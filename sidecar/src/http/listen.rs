@@ -13,7 +13,9 @@
 //! that sends nothing after a response is closed after `http_idle_timeout`
 //! (hyper's graceful shutdown, which closes an idle connection at once).
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -50,6 +52,43 @@ pub(super) struct Activity(Arc<Mutex<State>>);
 
 /// A request in flight; dropped with its response body.
 pub(super) struct InFlight(Activity);
+
+impl InFlight {
+    /// `body`, holding this request in flight until it is sent in full (or
+    /// dropped).
+    pub(super) fn hold<B>(self, body: B) -> Held<B> {
+        Held {
+            body,
+            _in_flight: self,
+        }
+    }
+}
+
+/// A response body and its request in flight ([`InFlight::hold`]).
+pub(super) struct Held<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -245,7 +284,7 @@ pub(super) async fn drive<S, B>(
     activity: Activity,
     limits: &Limits,
     signal: watch::Receiver<bool>,
-    connection: &str,
+    (connection, peer): (&str, std::net::SocketAddr),
 ) where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -253,24 +292,27 @@ pub(super) async fn drive<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut conn = std::pin::pin!(conn);
-    let mut timer = std::pin::pin!(timer(
+    // The connection is polled at every wake of its task (several a
+    // request); the timer and the shutdown signal only when they fired.
+    let mut timer = gated(timer(
         activity,
         limits.http_header_timeout,
-        limits.http_idle_timeout
+        limits.http_idle_timeout,
     ));
-    let mut down = std::pin::pin!(shutdown(signal));
+    let mut down = gated(shutdown(signal));
     let (mut timing, mut draining) = (true, false);
     loop {
         tokio::select! {
+            biased;
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
-                    tracing::debug!(error = %e, "http connection ended with an error");
+                    tracing::debug!(%connection, %peer, error = %e, "http connection ended with an error");
                 }
                 return;
             }
-            why = timer.as_mut(), if timing => match why {
+            why = &mut timer, if timing => match why {
                 Expired::Header => {
-                    tracing::info!(%connection, timeout_s = limits.http_header_timeout.as_secs_f64(), "client sent no complete request headers in time; closed");
+                    tracing::info!(%connection, %peer, timeout_s = limits.http_header_timeout.as_secs_f64(), "client sent no complete request headers in time; closed");
                     return;
                 }
                 Expired::Idle => {
@@ -278,11 +320,88 @@ pub(super) async fn drive<S, B>(
                     conn.as_mut().graceful_shutdown();
                 }
             },
-            () = down.as_mut(), if !draining => {
+            () = &mut down, if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// A future polled only on its first poll and after its own waker fired
+/// ([`gated`]); otherwise its poll only notes the task to wake. A
+/// connection's timer and shutdown signal are gated: polling them at every
+/// wake of the connection's task (a timer entry and a watch channel looked
+/// at several times a request) was a cost of every request. (futures-util's
+/// `FuturesUnordered` does the same for a set of futures; it is not a
+/// dependency of the sidecar, and this is all that is needed of it.)
+pub(super) struct Gated<F> {
+    future: Pin<Box<F>>,
+    gate: Arc<Gate>,
+    /// Wakes `gate`.
+    waker: std::task::Waker,
+}
+
+/// Whether a gated future's waker fired, and the task to wake when it does.
+struct Gate {
+    woken: AtomicBool,
+    task: Mutex<Option<std::task::Waker>>,
+}
+
+impl std::task::Wake for Gate {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+}
+
+/// `future`, gated (see [`Gated`]).
+pub(super) fn gated<F: Future>(future: F) -> Gated<F> {
+    let gate = Arc::new(Gate {
+        // The first poll polls the future (and so registers its waker).
+        woken: AtomicBool::new(true),
+        task: Mutex::new(None),
+    });
+    Gated {
+        future: Box::pin(future),
+        waker: std::task::Waker::from(gate.clone()),
+        gate,
+    }
+}
+
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        {
+            // Noted before `woken` is read: a wake after the read finds it.
+            let mut task = this
+                .gate
+                .task
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        if !this.gate.woken.swap(false, Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        this.future
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
     }
 }
 
@@ -328,6 +447,33 @@ mod tests {
             head_started: head.map(|s| t0 + Duration::from_secs(s)),
             idle_since: t0 + Duration::from_secs(idle_since),
         }
+    }
+
+    #[tokio::test]
+    async fn a_gated_future_is_polled_when_it_fires_and_only_then() {
+        use std::sync::atomic::AtomicUsize;
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = polls.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut gated = gated(std::future::poll_fn(move |cx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            rx.poll_recv(cx).map(|_| "fired")
+        }));
+        // The task is woken by something else three times: polled once.
+        let (poke, mut pokes) = tokio::sync::mpsc::unbounded_channel::<()>();
+        for _ in 0..3 {
+            poke.send(()).unwrap_or_default();
+            tokio::select! {
+                biased;
+                _ = &mut gated => unreachable!("nothing was sent"),
+                Some(()) = pokes.recv() => {}
+            }
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        // Its own waker fires: polled, and ready.
+        tx.send(()).unwrap_or_default();
+        assert_eq!((&mut gated).await, "fired");
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
     }
 
     #[test]

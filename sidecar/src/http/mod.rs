@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -173,7 +172,7 @@ pub async fn serve(
         .await;
 }
 
-/// [`serve`]'s accept loop; each connection runs in a span of its own.
+/// [`serve`]'s accept loop.
 async fn accept(
     listener: TcpListener,
     context: watch::Receiver<Arc<HttpContext>>,
@@ -193,7 +192,6 @@ async fn accept(
         let _ = socket.set_nodelay(true);
         let context = context.clone();
         let (limits, signal) = (limits.clone(), signal.clone());
-        let span = tracing::info_span!(parent: tracing::Span::current(), "conn", %peer);
         let serve_connection = async move {
             let _admitted = admitted;
             let session = {
@@ -216,20 +214,17 @@ async fn accept(
                 let in_flight = requests.request();
                 async move {
                     let response = handle(&ctx, &live, &session, req).await;
-                    Ok::<_, Infallible>(response.map(move |body| {
-                        body.map_frame(move |frame| {
-                            let _ = &in_flight;
-                            frame
-                        })
-                        .boxed_unsync()
-                    }))
+                    Ok::<_, Infallible>(response.map(|body| in_flight.hold(body)))
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(socket), service);
-            listen::drive(conn, activity, &limits, signal, &name).await;
+            listen::drive(conn, activity, &limits, signal, (&name, peer)).await;
         };
-        tokio::spawn(serve_connection.instrument(span));
+        // Not in a span of its own: entering and leaving one at every poll
+        // was a cost of every request. The few events of a connection name
+        // the Connection and the client themselves.
+        tokio::spawn(serve_connection);
     }
 }

@@ -16,7 +16,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sluice_crds::Action;
 use sluice_policy::engine::{Decision, PolicySet};
-use sluice_policy::http::{Inspection, forward_path, normalize_path};
+use sluice_policy::http::{Inspection, decided_and_forwarded};
 use tokio::sync::watch;
 
 use super::approval::approve;
@@ -133,8 +133,7 @@ fn target(
     let query = req.uri().query().unwrap_or("").to_string();
     // The path decided is the path forwarded (issue 16: a raw `/../x` was
     // decided as `/x` and sent as written).
-    let paths = normalize_path(&raw_path).and_then(|p| Ok((p, forward_path(&raw_path)?)));
-    let (path, forwarded) = match paths {
+    let (path, forwarded) = match decided_and_forwarded(&raw_path) {
         Ok(p) => p,
         Err(e) => {
             let cmd = request_command(&method, "(ambiguous path)");

@@ -91,7 +91,7 @@ pub(super) fn audit_decision(
 /// counted (`sluice_audit_unrecorded_refusals_total`).
 pub(super) fn unrecorded<T>(ctx: &HttpContext, written: Result<T, AuditError>) {
     if let Err(e) = written {
-        tracing::error!(error = %e, "writing the audit record of a refused request failed");
+        tracing::error!(connection = %ctx.name, error = %e, "writing the audit record of a refused request failed");
         ctx.metrics.refusal_unrecorded();
     }
 }
@@ -120,6 +120,6 @@ pub(super) fn result_event(
         Some(outcome),
         false,
     ) {
-        tracing::error!(error = %e, "writing an audit result failed");
+        tracing::error!(connection = %session.connection, client = %session.client, error = %e, "writing an audit result failed");
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::response::Parts;
 use http::{Response, StatusCode};
@@ -147,7 +148,7 @@ pub(super) async fn respond(
             }
         }
     } else {
-        (Vec::new(), false)
+        (Bytes::new(), false)
     };
     if up.secrets.is_some()
         && let Some(kind) = scrub::compressed_magic(&first)
@@ -170,7 +171,7 @@ pub(super) async fn respond(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     ctx.http_metrics.request(label, parts.status);
-    streamed(answer, parts, body, stage, first)
+    streamed(answer, parts, body, stage, (first, ended))
 }
 
 /// The answer's body as it streams to the application: credentials
@@ -180,7 +181,7 @@ fn streamed(
     parts: Parts,
     body: Incoming,
     stage: Stage,
-    first: Vec<u8>,
+    (first, ended): (Bytes, bool),
 ) -> Response<ProxyBody> {
     let (ctx, up) = (answer.ctx, answer.up);
     let status = parts.status;
@@ -191,7 +192,8 @@ fn streamed(
         secrets: up.secrets.clone(),
         scrub: ScrubStream::new(),
         stage,
-        first: (!first.is_empty()).then_some(first),
+        first: (!first.is_empty() || ended).then_some(first),
+        whole: ended,
         ended: false,
         finished: false,
         record: Some(ResultRecord {

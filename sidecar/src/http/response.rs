@@ -101,7 +101,7 @@ pub(super) fn representation(headers: &HeaderMap, first: &[u8], ended: bool) -> 
         Some(None) => return Unmaskable("its Content-Type cannot be read".into()),
     };
     if let Some(c) = charset
-        && !matches!(c.as_str(), "utf-8" | "utf8" | "us-ascii")
+        && !matches!(c.as_ref(), "utf-8" | "utf8" | "us-ascii")
     {
         return Unmaskable(format!("its charset is {c}, and Sluice masks UTF-8 text"));
     }
@@ -168,13 +168,14 @@ pub(super) fn sniffed(got: &[u8]) -> bool {
 }
 
 /// Reads the first bytes of a body while `need` says more are needed, up to
-/// the end (`true`). Each frame must arrive within `timeout`.
+/// the end (`true`). Each frame must arrive within `timeout`. The first
+/// frame is kept as it came (no copy); later ones are appended to it.
 pub(super) async fn peek(
     body: &mut Incoming,
     timeout: Duration,
     need: impl Fn(&[u8]) -> bool,
-) -> Result<(Vec<u8>, bool), String> {
-    let mut got = Vec::new();
+) -> Result<(Bytes, bool), String> {
+    let mut got = Bytes::new();
     while need(&got) {
         if body.is_end_stream() {
             return Ok((got, true));
@@ -187,7 +188,14 @@ pub(super) async fn peek(
             Some(Err(e)) => return Err(error_chain(&e)),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    got.extend_from_slice(&data);
+                    got = if got.is_empty() {
+                        data
+                    } else {
+                        let mut joined = Vec::with_capacity(got.len() + data.len());
+                        joined.extend_from_slice(&got);
+                        joined.extend_from_slice(&data);
+                        Bytes::from(joined)
+                    };
                 }
             }
         }
@@ -209,7 +217,10 @@ pub(super) struct ResponseBody {
     pub(super) scrub: ScrubStream,
     pub(super) stage: Stage,
     /// The first bytes, read before answering (see [`peek`]).
-    pub(super) first: Option<Vec<u8>>,
+    pub(super) first: Option<Bytes>,
+    /// The first bytes are the whole body: it is answered in one frame,
+    /// and the upstream's body is not polled again.
+    pub(super) whole: bool,
     /// The end of the body went through the stages.
     pub(super) ended: bool,
     pub(super) finished: bool,
@@ -251,7 +262,7 @@ impl ResponseBody {
             Some(outcome),
             false,
         ) {
-            tracing::error!(error = %e, "writing an audit result failed");
+            tracing::error!(connection = %r.session.connection, client = %r.session.client, error = %e, "writing an audit result failed");
         }
     }
 
@@ -263,9 +274,12 @@ impl ResponseBody {
     }
 
     fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        tracing::warn!("{message}");
         if let Some(r) = self.record.as_mut() {
+            let session = &r.session;
+            tracing::warn!(connection = %session.connection, client = %session.client, "{message}");
             r.error = Some(message.clone());
+        } else {
+            tracing::warn!("{message}");
         }
         self.finished = true;
         self.write_result();
@@ -273,35 +287,48 @@ impl ResponseBody {
     }
 
     /// Runs the next piece of the body (`end`: the last) through the
-    /// scrubber and the stage; returns what the client may have now.
-    fn transform(&mut self, data: &[u8], end: bool) -> Result<Vec<u8>, String> {
+    /// scrubber and the stage; returns what the client may have now (the
+    /// piece itself, uncopied, when nothing in it changes).
+    fn transform(&mut self, data: Bytes, end: bool) -> Result<Bytes, String> {
         if self.ended {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         self.ended = end;
         let bytes = match &self.secrets {
             Some(s) => self.scrub.feed(s, data, end),
-            None => data.to_vec(),
+            None => data,
         };
+        let mut out = Vec::new();
         match &mut self.stage {
-            Stage::Pass => Ok(bytes),
+            Stage::Pass => return Ok(bytes),
             Stage::Json(m) => {
-                let mut out = Vec::with_capacity(bytes.len());
+                out.reserve(bytes.len());
                 m.feed(&bytes, &mut out).map_err(|e| e.to_string())?;
                 if end {
                     m.finish(&mut out).map_err(|e| e.to_string())?;
                 }
-                Ok(out)
             }
             Stage::Text(m) => {
-                let mut out = Vec::with_capacity(bytes.len());
+                out.reserve(bytes.len());
                 m.feed(&bytes, &mut out).map_err(|e| e.to_string())?;
                 if end {
                     m.finish(&mut out).map_err(|e| e.to_string())?;
                 }
-                Ok(out)
             }
         }
+        Ok(Bytes::from(out))
+    }
+
+    /// The body's last frame `tail` (`None` when it is empty): the body is
+    /// finished and its result recorded.
+    fn last(&mut self, tail: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finished = true;
+        self.count(tail.len());
+        self.write_result();
+        if tail.is_empty() {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Ok(Frame::data(tail))))
     }
 }
 
@@ -318,11 +345,13 @@ impl Body for ResponseBody {
             return Poll::Ready(None);
         }
         if let Some(first) = this.first.take() {
-            match this.transform(&first, false) {
+            let whole = this.whole;
+            match this.transform(first, whole) {
+                Ok(out) if whole => return this.last(out),
                 Ok(out) if out.is_empty() => {}
                 Ok(out) => {
                     this.count(out.len());
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
                 Err(e) => return this.fail(e),
             }
@@ -368,7 +397,7 @@ impl Body for ResponseBody {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     let end = this.inner.is_end_stream();
-                    let out = match this.transform(&data, end) {
+                    let out = match this.transform(data, end) {
                         Ok(out) => out,
                         Err(e) => return this.fail(e),
                     };
@@ -376,24 +405,17 @@ impl Body for ResponseBody {
                         continue;
                     }
                     this.count(out.len());
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let message = format!("the upstream response broke off: {}", error_chain(&e));
                     return this.fail(message);
                 }
                 Poll::Ready(None) => {
-                    let tail = match this.transform(&[], true) {
-                        Ok(tail) => tail,
-                        Err(e) => return this.fail(e),
+                    return match this.transform(Bytes::new(), true) {
+                        Ok(tail) => this.last(tail),
+                        Err(e) => this.fail(e),
                     };
-                    this.finished = true;
-                    this.count(tail.len());
-                    this.write_result();
-                    if tail.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
                 }
             }
         }
@@ -405,11 +427,21 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         // Scrubbing keeps the length; masking changes it.
-        if matches!(self.stage, Stage::Pass) {
-            self.inner.size_hint()
-        } else {
-            SizeHint::default()
+        if !matches!(self.stage, Stage::Pass) {
+            return SizeHint::default();
         }
+        // The upstream's body, less what was read before answering.
+        let inner = self.inner.size_hint();
+        let Some(first) = self.first.as_ref() else {
+            return inner;
+        };
+        let held = first.len() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(held));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint
     }
 }
 

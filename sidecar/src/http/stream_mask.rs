@@ -149,16 +149,22 @@ impl JsonStreamMasker {
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), StreamMaskError> {
         out.reserve(input.len());
         let mut i = 0;
+        // A UTF-8 byte-order mark before the document is passed on. Only
+        // the first bytes can be one: once another byte is read, the offset
+        // is past what was seen of the mark for good (so the bytes after
+        // the first pieces are not looked at for it).
+        while i < input.len()
+            && self.bom < BOM.len()
+            && self.offset == self.bom as u64
+            && input[i] == BOM[self.bom]
+        {
+            self.bom += 1;
+            out.push(input[i]);
+            i += 1;
+            self.offset += 1;
+        }
         while i < input.len() {
             let b = input[i];
-            // A UTF-8 byte-order mark before the document is passed on.
-            if self.bom < BOM.len() && self.offset == self.bom as u64 && b == BOM[self.bom] {
-                self.bom += 1;
-                out.push(b);
-                i += 1;
-                self.offset += 1;
-                continue;
-            }
             match &mut self.lex {
                 Lex::Str {
                     treat,

@@ -14,36 +14,49 @@ use hyper_util::rt::TokioExecutor;
 use super::scrub::{self, Secrets};
 use super::{HttpSetupError, HttpsClient, ProxyBody};
 
-/// Headers never forwarded: hop-by-hop (RFC 9110 §7.6.1) and the
-/// application's own credentials.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Headers never forwarded either way: hop-by-hop (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
-/// Request headers that make servers and frameworks read another method or
-/// path than the request line's (Symfony, Laravel, Rails, Express
-/// method-override, IIS URL rewriting, nginx auth_request): the request is
-/// decided on its request line, so these never reach the upstream (stripped,
-/// not decided on: the upstream then executes exactly what was decided).
-const OVERRIDE_HEADERS: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-method",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-    "x-forwarded-uri",
-    "x-forwarded-path",
-];
+/// Request headers that never reach the upstream besides hop-by-hop ones:
+/// the application's own `Host` and credentials; the headers that make
+/// servers and frameworks read another method or path than the request
+/// line's (Symfony, Laravel, Rails, Express method-override, IIS URL
+/// rewriting, nginx auth_request): the request is decided on its request
+/// line, so these are stripped, not decided on, and the upstream executes
+/// exactly what was decided; and byte ranges: a range could cut a
+/// credential or a masked value in two, each half passing the scrubber and
+/// the masker, so only whole representations are asked for.
+fn is_withheld(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "authorization"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "x-original-method"
+            | "x-original-url"
+            | "x-original-uri"
+            | "x-rewrite-url"
+            | "x-forwarded-uri"
+            | "x-forwarded-path"
+            | "range"
+            | "if-range"
+    )
+}
 
 /// Where and how requests of one Connection go.
 pub struct HttpUpstream {
@@ -168,16 +181,9 @@ pub(super) fn upstream_request(
         .build()
         .ok()?;
     let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    headers.remove(header::AUTHORIZATION);
-    for name in OVERRIDE_HEADERS {
-        headers.remove(*name);
-    }
-    // A byte range could cut a credential or a masked value in two, each
-    // half passing the scrubber and the masker: whole representations only.
-    headers.remove(header::RANGE);
-    headers.remove(header::IF_RANGE);
+    strip(&mut headers, |name| {
+        is_hop_by_hop(name) || is_withheld(name)
+    });
     for (name, value) in &up.credentials {
         headers.remove(name);
         headers.append(name.clone(), value.clone());
@@ -194,20 +200,26 @@ pub(super) fn upstream_request(
     Some(upstream_req)
 }
 
+/// Removes the hop-by-hop headers of a response.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
+    strip(headers, is_hop_by_hop);
+}
+
+/// Removes every header `drop` names, and those the Connection header
+/// names (hop-by-hop too). The names present are read once (a header map
+/// holds a handful): removing each listed name instead parsed and hashed
+/// two dozen names per request.
+fn strip(headers: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        headers.remove(*n);
+    doomed.extend(headers.keys().filter(|n| drop(n.as_str())).cloned());
+    for name in doomed {
+        headers.remove(name);
     }
 }
 
