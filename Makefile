@@ -31,6 +31,13 @@ crds: ## regenerate crds/*.yaml and the chart's copy from crds/src
 crds-check: ## fail when the committed CRD YAML differs from what crdgen writes
 	$(CARGO) run --quiet --locked -p sluice-crds --bin crdgen -- --check
 
+.PHONY: release deny
+release: ## what a release publishes, in dist/VERSION: static binaries (operator, sidecar, plugin), the packaged chart, the krew manifest, a CycloneDX SBOM, SHA256SUMS; then checks it (minutes: not part of make test)
+	scripts/release.sh
+
+deny: ## cargo deny: licenses, bans (duplicates), sources, and advisories when the advisory database can be fetched (scripts/deny.sh)
+	scripts/deny.sh
+
 validate-crds: ## validate the CRD YAML against the Kubernetes schema (pip: kubernetes-validate)
 	kubernetes-validate --strict --kubernetes-version 1.33.0 crds/*.yaml
 

@@ -72,6 +72,9 @@ value_sets = {
         "priorityClassName": "system-cluster-critical",
     },
     "no-crds-one-replica": {"crds": {"enabled": False}, "replicaCount": 1},
+    "registry-and-digests": {"global": {"imageRegistry": "registry.example.com:5000/sluice"},
+                             "image": {"digest": "sha256:" + "c" * 64},
+                             "sidecar": {"image": {"digest": "sha256:" + "d" * 64}}},
 }
 
 chart = helm.Chart.load(chart_dir)
@@ -111,6 +114,7 @@ refused = {
     "zero sidecar http timeout": {"sidecar": {"http": {"timeoutSeconds": 0}}},
     "sidecar shutdown grace over an hour": {"sidecar": {"shutdownGraceSeconds": 3601}},
     "retention without a unit the operator reads": {"accessRequestRetention": "2w"},
+    "image registry given as a URL": {"global": {"imageRegistry": "https://registry.example.com"}},
 }
 for what, values in refused.items():
     try:
@@ -232,6 +236,9 @@ for set_dir in "$OUT"/*/; do
   echo "$name: $(grep -Eo 'Passed checks: [0-9]+, Failed checks: [0-9]+, Skipped checks: [0-9]+' "$OUT/checkov-$name.txt" || echo 'no findings')"
 done
 
+passed
+step "release packaging (scripts/release-test.sh: make release's steps on stand-in binaries)"
+"$ROOT/scripts/release-test.sh"
 passed
 if [[ "${SLUICE_SKIP_CLUSTER:-0}" == 1 ]]; then
   step "test control plane skipped (SLUICE_SKIP_CLUSTER=1)"

@@ -22,12 +22,17 @@ app.kubernetes.io/name: {{ include "sluice.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* repository@digest when a digest is given, else repository:tag (tag defaults to appVersion). */}}
+{{/* [registry/]repository@digest when a digest is given, else [registry/]repository:tag
+(tag defaults to appVersion); registry is global.imageRegistry. */}}
 {{- define "sluice.image" -}}
+{{- $repository := .image.repository -}}
+{{- with .registry -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{- end -}}
 {{- if .image.digest -}}
-{{ .image.repository }}@{{ .image.digest }}
+{{ $repository }}@{{ .image.digest }}
 {{- else -}}
-{{ .image.repository }}:{{ .image.tag | default .appVersion }}
+{{ $repository }}:{{ .image.tag | default .appVersion }}
 {{- end -}}
 {{- end -}}
 
