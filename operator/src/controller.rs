@@ -165,6 +165,7 @@ async fn reconcile_connection(
     object: Arc<Lenient<Connection>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let _timer = ctx.metrics.reconcile_timer("connection");
     let connection = match object.as_ref() {
         Lenient::Decoded(c) => c,
         Lenient::Undecodable { .. } => return mark_undecodable(&object, &ctx, "connection").await,
@@ -263,6 +264,7 @@ async fn reconcile_policy(
     object: Arc<Lenient<AccessPolicy>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let _timer = ctx.metrics.reconcile_timer("accesspolicy");
     let policy = match object.as_ref() {
         Lenient::Decoded(p) => p,
         Lenient::Undecodable { .. } => {

@@ -47,6 +47,7 @@ pub mod inject;
 pub mod keys;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_watch;
 pub mod native_sidecars;
 pub mod pki;
 pub mod pod_guard;

@@ -504,6 +504,13 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         settings.lease,
         leading_tx,
     ));
+    tasks.spawn(crate::metrics_watch::run(
+        client.clone(),
+        leading.clone(),
+        certs.clone(),
+        keys.clone(),
+        metrics.clone(),
+    ));
 
     let webhook_settings = WebhookSettings {
         endpoint,

@@ -223,6 +223,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     let audit = open_audit(&cfg, &identity)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    metrics.local_policies_in_force();
     let fd_budget = crate::limits::FdBudget::new(cfg.limits.fd_reserve);
     let mut postgres = PgConnections::new(PgShared::new(
         &metrics,
