@@ -21,7 +21,12 @@ fn exported() -> BTreeSet<String> {
     let connection = metrics.for_connection("orders-db");
     // A rule's series comes with its first decision.
     let slot = sluice_sidecar::metrics::RuleSlot::default();
-    connection.rule(&slot, Some("reporting"), Some("no-drop"), sluice_crds::Action::Deny);
+    connection.rule(
+        &slot,
+        Some("reporting"),
+        Some("no-drop"),
+        sluice_crds::Action::Deny,
+    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     text.push_str(&sluice_operator::metrics::Metrics::new().encode());
