@@ -59,6 +59,10 @@ value_sets = {
     "cert-manager": {"certManager": {"enabled": True}},
     "cert-manager-issuer": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "monitoring": {"monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                                  "prometheusRule": {"enabled": True}, "scrapeConfig": {"enabled": True},
+                                  "dashboards": {"enabled": True, "annotations": {"grafana_folder": "Sluice"}}},
+                   "test": {"image": {"digest": "sha256:" + "c" * 64}}},
     "everything": {
         "certManager": {"enabled": True},
         "serviceMonitor": {"enabled": True},
@@ -115,6 +119,8 @@ refused = {
     "sidecar shutdown grace over an hour": {"sidecar": {"shutdownGraceSeconds": 3601}},
     "retention without a unit the operator reads": {"accessRequestRetention": "2w"},
     "image registry given as a URL": {"global": {"imageRegistry": "https://registry.example.com"}},
+    "unknown monitoring key": {"monitoring": {"podMonitr": {"enabled": True}}},
+    "bad test image digest": {"test": {"image": {"digest": "latest"}}},
 }
 for what, values in refused.items():
     try:
@@ -192,7 +198,43 @@ if failures:
 PY
 
 passed
-step "kubernetes-validate --strict (Kubernetes $KUBE_VERSION)"
+step "alerts and dashboard (promtool)"
+# The PrometheusRule's groups are files/prometheus/sluice-rules.yaml as they are:
+# promtool checks their PromQL and runs their unit tests (each alert fires on
+# the series the binaries export, and stays quiet on a healthy set). That they
+# name only exported families is sidecar/tests/observability_kit.rs.
+if ! command -v promtool >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null
+  else
+    echo "promtool is missing: sudo apt-get install -y --no-install-recommends prometheus" >&2; exit 1
+  fi
+fi
+promtool check rules "$CHART/files/prometheus/sluice-rules.yaml"
+(cd "$CHART/files/prometheus" && promtool test rules sluice-rules.test.yaml)
+"$VENV/bin/python" - "$OUT/monitoring" "$CHART/files/dashboards/sluice.json" "$OUT/dashboard-rules.yaml" <<'PY'
+import json, os, sys, yaml
+rendered, dashboard = sys.argv[1], json.load(open(sys.argv[2]))
+kinds = {}
+for f in os.listdir(rendered):
+    d = yaml.safe_load(open(os.path.join(rendered, f)))
+    kinds.setdefault(d["kind"], []).append(d)
+cm = next(c for c in kinds["ConfigMap"] if c["metadata"]["name"] == "sluice-dashboards")
+assert json.loads(cm["data"]["sluice.json"]) == dashboard, "the ConfigMap holds the dashboard"
+assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+rules = kinds["PrometheusRule"][0]["spec"]["groups"]
+assert sum(len(g["rules"]) for g in rules) >= 10, rules
+assert kinds["PodMonitor"][0]["spec"]["podMetricsEndpoints"][0]["port"] == "sluice-admin"
+exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+# The dashboard's queries, Grafana's variables filled in, as recording rules:
+# promtool parses each.
+filled = [e.replace("$__rate_interval", "5m").replace("$namespace", ".*").replace("$connection", ".*") for e in exprs]
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
+    {"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(filled)]}]}, open(sys.argv[3], "w"))
+print(f"{len(exprs)} dashboard queries, {sum(len(g['rules']) for g in rules)} alerts, PodMonitor and ConfigMaps rendered")
+PY
+promtool check rules "$OUT/dashboard-rules.yaml"
+rm "$OUT/dashboard-rules.yaml"  # not a manifest: kept out of the checks below
 # cert-manager.io and monitoring.coreos.com are not Kubernetes schemas that
 # kubernetes-validate knows (they belong to cert-manager's and the Prometheus
 # Operator's CRDs, which are not installed here): their objects get a structural

@@ -36,6 +36,7 @@ pub mod identity;
 pub mod injection;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_watch;
 pub mod run;
 pub mod status;
 /// The field manager of every server-side apply the operator makes.

@@ -1,15 +1,83 @@
 //! Prometheus metrics of the operator, served at `/metrics`. Every label value
 //! is a `&'static str` from a bounded set (a route, an outcome, an error
-//! kind), never an object name or an error's text.
+//! kind, a phase), never an object name or an error's text.
+//!
+//! Label values are one style across both binaries: camelCase words (the
+//! CRDs' enum style, `requireApproval`). Callers name them in whatever case
+//! the code has (`not_modified`, `WrongAudience`); they are spelled
+//! camelCase when encoded (`notModified`, `wrongAudience`), at scrape time,
+//! so a request costs no conversion.
+//!
+//! Every family has a sample from start (zero), so `absent()` alerts mean
+//! what they say.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::{
+    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+/// A label value spelled camelCase when encoded (see the module's doc).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Word(pub &'static str);
+
+/// Words whose parts the caller ran together.
+const COMPOUNDS: [(&str, &str); 4] = [
+    ("accesspolicy", "AccessPolicy"),
+    ("accesspolicies", "AccessPolicies"),
+    ("accessrequest", "AccessRequest"),
+    ("accessrequests", "AccessRequests"),
+];
+
+/// `snake_case`, `PascalCase` or `camelCase` in, camelCase out.
+pub fn camel(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    for (i, part) in word.split(['_', '-']).filter(|p| !p.is_empty()).enumerate() {
+        let part = COMPOUNDS
+            .iter()
+            .find(|(w, _)| part.eq_ignore_ascii_case(w))
+            .map_or(part, |(_, c)| c);
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            if i == 0 {
+                out.push(first.to_ascii_lowercase());
+            } else {
+                out.push(first.to_ascii_uppercase());
+            }
+            out.extend(chars);
+        }
+    }
+    out
+}
+
+impl EncodeLabelValue for Word {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&camel(self.0))
+    }
+}
+
+fn encode_words(
+    pairs: &[(&'static str, Word)],
+    encoder: &mut LabelSetEncoder,
+) -> Result<(), std::fmt::Error> {
+    for pair in pairs {
+        pair.encode(encoder.encode_label())?;
+    }
+    Ok(())
+}
+
 /// Labels of a gateway API answer.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RequestLabels {
     /// The route, e.g. `token`, `bundle`.
     pub route: &'static str,
@@ -17,14 +85,107 @@ pub struct RequestLabels {
     pub outcome: &'static str,
 }
 
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        encode_words(
+            &[("route", Word(self.route)), ("outcome", Word(self.outcome))],
+            encoder,
+        )
+    }
+}
+
 /// Labels of a reconcile.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ReconcileLabels {
     /// `connection` or `accesspolicy`.
     pub controller: &'static str,
     /// `ok`, or the error kind.
     pub outcome: &'static str,
 }
+
+impl EncodeLabelSet for ReconcileLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        encode_words(
+            &[
+                ("controller", Word(self.controller)),
+                ("outcome", Word(self.outcome)),
+            ],
+            encoder,
+        )
+    }
+}
+
+/// Labels of the families that carry one word.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct OneLabel {
+    name: &'static str,
+    value: Word,
+}
+
+impl EncodeLabelSet for OneLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        encode_words(&[(self.name, self.value)], encoder)
+    }
+}
+
+fn one(name: &'static str, value: &'static str) -> OneLabel {
+    OneLabel {
+        name,
+        value: Word(value),
+    }
+}
+
+/// Labels of `sluice_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    binary: &'static str,
+}
+
+/// The gateway's routes, by the path the router matched, and the word
+/// their metrics carry (`other` for any path not listed).
+const ROUTES: [(&str, &str); 14] = [
+    ("/v1/token", "token"),
+    ("/v1/bundle", "bundle"),
+    ("/v1/jwks", "jwks"),
+    ("/v1/audit", "audit"),
+    (crate::webhook_config::POD_INJECTION_PATH, "mutate_pods"),
+    ("/v1/approvals", "approvals"),
+    ("/v1/approvals/{name}", "approvals_get"),
+    ("/v1/approvals/{name}/executed", "approvals_executed"),
+    ("/v1/approvals/{name}/not-run", "approvals_not_run"),
+    (
+        crate::approvals_gateway::MUTATE_PATH,
+        "mutate_accessrequests",
+    ),
+    (
+        crate::approvals_gateway::VALIDATE_PATH,
+        "validate_accessrequests",
+    ),
+    ("/metrics", "metrics"),
+    ("/healthz", "healthz"),
+    ("/readyz", "readyz"),
+];
+
+/// The controllers whose reconciles are timed.
+const CONTROLLERS: [&str; 2] = ["connection", "accesspolicy"];
+
+/// The phases of an AccessRequest, as the CRD spells them.
+pub const PHASES: [&str; 6] = [
+    "Pending", "Approved", "Denied", "Expired", "Executed", "NotRun",
+];
+
+/// Buckets of the duration histograms: 1 ms to 5 min (a bundle long-poll
+/// waits up to minutes).
+const BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+type Durations = Family<OneLabel, Histogram, fn() -> Histogram>;
 
 /// The operator's metrics.
 #[derive(Debug)]
@@ -42,23 +203,63 @@ pub struct Metrics {
     pub bundle_waiting: Gauge,
     /// Approval long-polls (`GET /v1/approvals/{name}?wait=`) waiting now.
     pub approval_waiting: Gauge,
+    request_durations: Durations,
+    reconcile_durations: Durations,
+    access_requests: Family<OneLabel, Gauge>,
+    oldest_pending: Gauge,
+    leader: Gauge,
+    certificate_expiry: Family<OneLabel, Gauge>,
+    signing_key_created: Gauge,
+}
+
+/// Observes a reconcile's duration when dropped (see [`Metrics::reconcile_timer`]).
+#[derive(Debug)]
+pub struct Timer {
+    started: Instant,
+    histogram: Histogram,
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 impl Metrics {
     /// Registers every metric under the `sluice` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sluice");
+        registry.register(
+            "build",
+            "The operator's version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                binary: "operator",
+            }),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "gateway_requests",
             "Gateway API and webhook answers, by route and outcome",
             requests.clone(),
         );
+        let request_durations: Durations = Family::new_with_constructor(histogram);
+        registry.register(
+            "gateway_request_duration_seconds",
+            "Time to answer a gateway API call or a webhook, by route (a bundle long-poll's includes its wait)",
+            request_durations.clone(),
+        );
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles of Connections and AccessPolicies, by outcome",
             reconciles.clone(),
+        );
+        let reconcile_durations: Durations = Family::new_with_constructor(histogram);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time a reconcile took, by controller",
+            reconcile_durations.clone(),
         );
         let audit_events = Counter::default();
         registry.register(
@@ -84,6 +285,52 @@ impl Metrics {
             "Approval long-polls waiting for a decision now",
             approval_waiting.clone(),
         );
+        let access_requests = Family::<OneLabel, Gauge>::default();
+        registry.register(
+            "access_requests",
+            "AccessRequests in the cluster, by phase (as this replica's watch sees them)",
+            access_requests.clone(),
+        );
+        let oldest_pending = Gauge::default();
+        registry.register(
+            "access_request_oldest_pending_timestamp_seconds",
+            "When the oldest Pending AccessRequest was created, Unix seconds; 0 when none is pending",
+            oldest_pending.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease, else 0",
+            leader.clone(),
+        );
+        let certificate_expiry = Family::<OneLabel, Gauge>::default();
+        registry.register(
+            "certificate_expiration_timestamp_seconds",
+            "When a certificate the operator serves or trusts expires, Unix seconds, by certificate (serving: the webhook and gateway certificate; ca: the newest CA of the caBundle); 0 when unknown",
+            certificate_expiry.clone(),
+        );
+        let signing_key_created = Gauge::default();
+        registry.register(
+            "signing_key_created_timestamp_seconds",
+            "When the gateway signing key in use was created, Unix seconds (the leader rotates it daily); 0 when unknown",
+            signing_key_created.clone(),
+        );
+        for (_, route) in ROUTES {
+            request_durations.get_or_create_owned(&one("route", route));
+            requests.get_or_create_owned(&RequestLabels {
+                route,
+                outcome: "ok",
+            });
+        }
+        for controller in CONTROLLERS {
+            reconcile_durations.get_or_create_owned(&one("controller", controller));
+        }
+        for phase in PHASES {
+            access_requests.get_or_create_owned(&one("phase", phase));
+        }
+        for certificate in ["serving", "ca"] {
+            certificate_expiry.get_or_create_owned(&one("certificate", certificate));
+        }
         Metrics {
             registry,
             bundle_wakeups,
@@ -92,6 +339,13 @@ impl Metrics {
             requests,
             reconciles,
             audit_events,
+            request_durations,
+            reconcile_durations,
+            access_requests,
+            oldest_pending,
+            leader,
+            certificate_expiry,
+            signing_key_created,
         }
     }
 
@@ -100,6 +354,57 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels { route, outcome })
             .inc();
+    }
+
+    /// Times a reconcile of `controller` until the result is dropped.
+    pub fn reconcile_timer(&self, controller: &'static str) -> Timer {
+        Timer {
+            started: Instant::now(),
+            histogram: self
+                .reconcile_durations
+                .get_or_create_owned(&one("controller", controller)),
+        }
+    }
+
+    /// A gateway route (a word of [`ROUTES`]) answered after `d`.
+    fn request_duration(&self, route: &'static str, d: Duration) {
+        self.request_durations
+            .get_or_create(&one("route", route))
+            .observe(d.as_secs_f64());
+    }
+
+    /// How many AccessRequests are in each phase (a phase left out has
+    /// none), and when the oldest Pending one was created (Unix seconds).
+    pub fn access_requests(&self, by_phase: &[(&'static str, i64)], oldest_pending: Option<i64>) {
+        for phase in PHASES {
+            let n = by_phase
+                .iter()
+                .filter(|(p, _)| *p == phase)
+                .map(|(_, n)| n)
+                .sum();
+            self.access_requests
+                .get_or_create(&one("phase", phase))
+                .set(n);
+        }
+        self.oldest_pending.set(oldest_pending.unwrap_or(0));
+    }
+
+    /// Whether this replica leads.
+    pub fn leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// When `certificate` (`serving` or `ca`) expires, Unix seconds.
+    pub fn certificate_expires(&self, certificate: &'static str, at: Option<i64>) {
+        self.certificate_expiry
+            .get_or_create(&one("certificate", certificate))
+            .set(at.unwrap_or(0));
+    }
+
+    /// When the signing key in use was created, Unix seconds.
+    pub fn signing_key_created(&self, at: Option<u64>) {
+        self.signing_key_created
+            .set(at.and_then(|s| i64::try_from(s).ok()).unwrap_or(0));
     }
 
     /// The OpenMetrics text.
@@ -115,5 +420,78 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// The route word of a request path (`other` for none of [`ROUTES`]).
+fn route_of(path: &str) -> &'static str {
+    if let Some((_, word)) = ROUTES.iter().find(|(r, _)| *r == path) {
+        return word;
+    }
+    match path.strip_prefix("/v1/approvals/") {
+        Some(rest) if !rest.is_empty() => match rest.split_once('/') {
+            None => "approvals_get",
+            Some((_, "executed")) => "approvals_executed",
+            Some((_, "not-run")) => "approvals_not_run",
+            Some(_) => "other",
+        },
+        _ => "other",
+    }
+}
+
+/// Middleware of the gateway's router: times each answer by its route
+/// (a `route_layer`, so only requests a route matched).
+pub async fn timed(
+    State(metrics): State<std::sync::Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = route_of(request.uri().path());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.request_duration(route, started.elapsed());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_camel_case_whatever_the_callers_case() {
+        assert_eq!(camel("not_modified"), "notModified");
+        assert_eq!(camel("WrongAudience"), "wrongAudience");
+        assert_eq!(camel("mutate_accessrequests"), "mutateAccessRequests");
+        assert_eq!(camel("accesspolicy"), "accessPolicy");
+        assert_eq!(camel("approvals_not_run"), "approvalsNotRun");
+        assert_eq!(camel("ok"), "ok");
+        assert_eq!(camel("NotRun"), "notRun");
+        assert_eq!(route_of("/v1/approvals/ar-1/not-run"), "approvals_not_run");
+        assert_eq!(route_of("/v1/approvals/ar-1"), "approvals_get");
+        assert_eq!(route_of("/v1/approvals"), "approvals");
+        assert_eq!(route_of("/mutate/pods"), "mutate_pods");
+        assert_eq!(route_of("/v1/approvals/ar-1/x/y"), "other");
+        let m = Metrics::new();
+        m.request("mutate_pods", "bad_request");
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "sluice_gateway_requests_total{route=\"mutatePods\",outcome=\"badRequest\"} 1"
+            ),
+            "{text}"
+        );
+        // Present from start, at zero.
+        for line in [
+            "sluice_build_info{version=\"",
+            "sluice_leader 0",
+            "sluice_gateway_requests_total{route=\"bundle\",outcome=\"ok\"} 0",
+            "sluice_access_requests{phase=\"pending\"} 0",
+            "sluice_gateway_request_duration_seconds_count{route=\"bundle\"} 0",
+            "sluice_reconcile_duration_seconds_count{controller=\"accessPolicy\"} 0",
+            "sluice_certificate_expiration_timestamp_seconds{certificate=\"serving\"} 0",
+            "sluice_signing_key_created_timestamp_seconds 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -535,7 +535,7 @@ spec:
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
         metrics
-            .contains("sluice_gateway_requests_total{route=\"token\",outcome=\"WrongAudience\"}"),
+            .contains("sluice_gateway_requests_total{route=\"token\",outcome=\"wrongAudience\"}"),
         "{metrics}"
     );
 }

@@ -379,6 +379,7 @@ impl Approvals {
         let ticket = match ticket.phase() {
             Some(RequestPhase::Pending) => {
                 notify(&ticket);
+                let _pending = self.inner.metrics.as_ref().map(|m| m.approval_pending());
                 let until = deadline(&ticket.expires_at);
                 match self.wait(&ticket.name, until).await {
                     Ok(t) => t,

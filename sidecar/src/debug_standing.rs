@@ -111,6 +111,7 @@ impl StandingBoard {
 
     /// A bundle was put in force: copies its names, never its secrets.
     pub fn bundle_applied(&self, bundle: &Bundle) {
+        self.metrics.bundle_refreshed(Some(&bundle.expires_at));
         let now = now();
         self.with(|r| {
             r.identity = Some(format!(
@@ -153,6 +154,7 @@ impl StandingBoard {
 
     /// The operator answered "unchanged"; `expires_at` is the bundle's new expiry if it said one.
     pub fn refreshed(&self, expires_at: Option<&str>) {
+        self.metrics.bundle_refreshed(expires_at);
         let now = now();
         self.with(|r| {
             r.last_refresh = Some(now);
@@ -165,15 +167,22 @@ impl StandingBoard {
 
     /// A poll failed (the bundle stays in force until its expiry).
     pub fn refresh_failed(&self, error: &str) {
+        self.metrics.bundle_refresh_failed();
         self.with(|r| r.last_error = Some(error.chars().take(MAX_ERROR).collect()));
     }
 
     /// The bundle is no longer in force.
     pub fn withdrawn(&self, why: &str) {
+        self.metrics.bundle_withdrawn();
         self.with(|r| {
             r.bundle = None;
             r.last_error = Some(why.chars().take(MAX_ERROR).collect());
         });
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The page: the board with the counters as they are now.

@@ -415,7 +415,8 @@ impl Runner {
                     source,
                 })?,
         );
-        let answer = self.client.exchange(subject.trim()).await?;
+        let answer = (self.client.exchange(subject.trim()).await)
+            .inspect_err(|e| self.standing.metrics().token_exchange_failed(e))?;
         let token = Zeroizing::new(answer.token);
         let lifetime = chrono::DateTime::parse_from_rfc3339(&answer.expires_at)
             .ok()
@@ -501,6 +502,7 @@ impl Runner {
             rx,
             log.clone(),
             self.cfg.audit_upload_every,
+            self.standing.metrics(),
         )));
         self.audit = Some(log.clone());
         Ok(log)

@@ -219,6 +219,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     let audit = open_audit(&cfg, &identity)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    metrics.local_policies_in_force();
     let mut planes = Planes::new(&cfg.plane_settings(), &metrics, &mut registry);
     let accept = planes.accept_loops();
     // Prepared first, committed after: as run mode puts a bundle in force.

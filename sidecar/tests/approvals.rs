@@ -701,7 +701,9 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
     // Every statement the rule caught, the approved run included, counts
     // under requireApproval.
     assert!(
-        metrics.contains("sluice_statements_total{decision=\"requireApproval\"} 5"),
+        metrics.contains(
+            "sluice_statements_total{connection=\"testdb\",decision=\"requireApproval\"} 5"
+        ),
         "{metrics}"
     );
     drop(running);

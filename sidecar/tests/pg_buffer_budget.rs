@@ -212,7 +212,8 @@ fn read_state(admin_port: u16) -> Option<(u64, u64)> {
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
     Some((
-        value("sluice_bytes_total{direction=\"fromClient\"} ").unwrap_or(0),
+        value("sluice_bytes_total{connection=\"orders-db\",direction=\"fromClient\"} ")
+            .unwrap_or(0),
         value("sluice_pg_clients_not_read ")?,
     ))
 }

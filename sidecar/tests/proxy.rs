@@ -428,7 +428,7 @@ async fn admin_endpoints() {
     c.simple_query("SELECT 1").await.unwrap();
     let metrics = http_get(sidecar.admin_port, "/metrics").await;
     assert!(
-        metrics.contains("sluice_statements_total{decision=\"allow\"}"),
+        metrics.contains("sluice_statements_total{connection=\"orders-db\",decision=\"allow\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("sluice_active_sessions"), "{metrics}");

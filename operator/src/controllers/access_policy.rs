@@ -18,6 +18,7 @@ pub(crate) async fn reconcile(
     object: Arc<Lenient<AccessPolicy>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let _timer = ctx.metrics.reconcile_timer("accesspolicy");
     let policy = match object.as_ref() {
         Lenient::Decoded(p) => p,
         Lenient::Undecodable { .. } => {

@@ -17,6 +17,7 @@ pub(crate) async fn reconcile(
     object: Arc<Lenient<Connection>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let _timer = ctx.metrics.reconcile_timer("connection");
     let connection = match object.as_ref() {
         Lenient::Decoded(c) => c,
         Lenient::Undecodable { .. } => return mark_undecodable(&object, &ctx, "connection").await,

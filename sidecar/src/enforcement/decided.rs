@@ -20,6 +20,7 @@ pub struct StatementPieces {
     pub(crate) command: OnceLock<Option<Rendered>>,
     pub(crate) simple: OnceLock<Option<Rendered>>,
     pub(crate) extended: OnceLock<Option<Rendered>>,
+    pub(crate) rule: crate::metrics::RuleSlot,
 }
 
 /// A decided SQL text: the engine's decision and what the sidecar does with it.

@@ -142,8 +142,10 @@ impl<'a> ApprovalRecord<'a> {
 impl Metrics {
     /// A statement was decided (refused or not).
     pub fn statement(&self, decided: &Decided, refused: bool) {
-        let d = decided.summary();
+        let d = decided.decision();
         self.decision(d.action, d.enforced, refused);
+        let (policy, rule) = (d.policy.as_deref(), d.rule.as_deref());
+        self.rule(&decided.audit.rule, policy, rule, d.action);
     }
 }
 

@@ -214,7 +214,7 @@ impl HttpConnections {
                 approvals: approvals.cloned(),
                 max_request_body: self.max_request_body,
                 audit: audit.clone(),
-                metrics: self.metrics.clone(),
+                metrics: self.metrics.for_connection(&plan.name),
                 http_metrics: self.http_metrics.clone(),
             });
             if let Some(s) = self.served.get_mut(&plan.name) {

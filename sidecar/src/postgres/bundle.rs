@@ -303,7 +303,7 @@ impl PgConnections {
             binding,
             catalog: catalog.clone(),
             audit: audit.clone(),
-            metrics: self.shared.metrics.clone(),
+            metrics: self.shared.metrics.for_connection(name),
             cancel: self.shared.cancel.clone(),
             max_message_size: self.shared.max_message_size,
             buffer_budget: self.shared.buffer_budget.clone(),

@@ -65,6 +65,7 @@ pub(super) async fn upload_audit(
     mut events: tokio::sync::mpsc::Receiver<Forwarded>,
     audit: Arc<AuditLog>,
     every: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut batch: Vec<Forwarded> = Vec::new();
     let mut tick = tokio::time::interval(every);
@@ -86,6 +87,7 @@ pub(super) async fn upload_audit(
             _ = tick.tick() => {}
         }
         let dropped = audit.forward_dropped();
+        metrics.audit_forward_dropped(dropped.saturating_sub(dropped_seen));
         if dropped > dropped_seen {
             tracing::warn!(
                 dropped = dropped - dropped_seen,
@@ -93,6 +95,7 @@ pub(super) async fn upload_audit(
             );
             dropped_seen = dropped;
         }
+        metrics.audit_forward_queue(batch.len() + events.len());
         if batch.is_empty() {
             continue;
         }
@@ -130,6 +133,7 @@ pub(super) async fn upload_audit(
                 if batch.len() > AUDIT_QUEUE {
                     let excess = batch.len() - AUDIT_QUEUE;
                     batch.drain(..excess);
+                    metrics.audit_forward_dropped(excess as u64);
                     tracing::warn!(
                         dropped = excess,
                         "audit events not sent to the operator: too many waiting (they are on stdout)"

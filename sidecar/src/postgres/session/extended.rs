@@ -79,6 +79,7 @@ impl ClientLoop {
         pending: &[Frame],
         sync: bool,
     ) -> Result<Verdict, SessionError> {
+        let started = Instant::now();
         let parsed = self.decide_statements(pending).await?;
         // Deciding may have picked up new rules.
         self.sync_masking();
@@ -86,6 +87,8 @@ impl ClientLoop {
         if let Some(refusal) = parsed.refusal {
             return Ok(Verdict::Refuse(refusal));
         }
+        // Sluice's own time, unless a human's approval is part of it.
+        let timed = parsed.to_approve.is_empty().then_some(started);
         // Statements that need approval hold (or refuse) the whole group.
         for (sql, decided) in &parsed.to_approve {
             if let Some(refusal) = self.approve_parse(sql, decided).await {
@@ -105,11 +108,16 @@ impl ClientLoop {
         };
         Ok(
             match self.record_executes(pending, &parsed.decisions, sync).await {
-                Ok(barrier) => Verdict::Forward(Plan {
-                    decisions: parsed.decisions,
-                    writes,
-                    barrier,
-                }),
+                Ok(barrier) => {
+                    if let Some(t) = timed {
+                        self.ctx.metrics.overhead(t.elapsed());
+                    }
+                    Verdict::Forward(Plan {
+                        decisions: parsed.decisions,
+                        writes,
+                        barrier,
+                    })
+                }
                 Err(refusal) => Verdict::Refuse(refusal),
             },
         )

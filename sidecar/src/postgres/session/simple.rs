@@ -20,6 +20,7 @@ impl ClientLoop {
     /// forwarded; or refused, or held for approval (see
     /// [`ClientLoop::approve_simple`]).
     pub(super) async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let started = Instant::now();
         let sql = query::decode(frame.body())?;
         let decided = self.decide(sql).await;
         self.sync_masking();
@@ -63,6 +64,7 @@ impl ClientLoop {
             self.refuse(&refusal);
             return Ok(());
         }
+        self.ctx.metrics.overhead(started.elapsed());
         self.forward_simple(&frame, decided, copy_masks, writes)
             .await?;
         self.barrier |= effect != Effect::None;

@@ -266,6 +266,7 @@ async fn open_upstream<W: AsyncWrite + Unpin>(
     };
     if let Err(e) = ctx.audit.session_start(session, up.tls, up.channel_binding) {
         let message = format!("Sluice cannot write the audit log, so no session is opened: {e}");
+        ctx.metrics.session_refused(error_response::INTERNAL_ERROR);
         fatal(writer, error_response::INTERNAL_ERROR, &message, None).await?;
         return Err(SessionError::Refused(message));
     }
@@ -302,7 +303,7 @@ async fn refuse_session<W: AsyncWrite + Unpin>(
         ctx.audit.session_refused(session, &message),
         "sessionRefused",
     );
-    ctx.metrics.session_refused();
+    ctx.metrics.session_refused(code);
     if let Err(e) = fatal(writer, code, &message, hint).await {
         return e.into();
     }
