@@ -16,8 +16,8 @@ use rustls::pki_types::pem::PemObject;
 use sluice_crds::AccessRequest;
 use tokio::sync::watch;
 
-use crate::certs::ServingCerts;
-use crate::keys::GatewayKeys;
+use crate::identity::certs::ServingCerts;
+use crate::identity::keys::GatewayKeys;
 use crate::metrics::{Metrics, PHASES};
 
 /// How often the certificate and key gauges are read again (they change at

@@ -427,20 +427,13 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         settings.audit_flush_every,
         draining_rx.clone(),
     ));
-    tasks.spawn(crate::metrics_watch::run(
-        client.clone(),
-        leading.clone(),
-        certs.clone(),
-        keys.clone(),
-        metrics.clone(),
-    ));
 
     let leading = lead::spawn(
         &mut tasks,
         lead::Leadership {
             client: client.clone(),
             catalog: catalog.clone(),
-            metrics,
+            metrics: metrics.clone(),
             approvals: &approvals,
             notifier,
             certs: certs.clone(),
@@ -449,6 +442,13 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         },
         &settings,
     );
+    tasks.spawn(crate::metrics_watch::run(
+        client.clone(),
+        leading.clone(),
+        certs.clone(),
+        keys.clone(),
+        metrics.clone(),
+    ));
 
     Ok(Running {
         addr,
