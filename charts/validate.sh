@@ -66,7 +66,9 @@ value_sets = {
     "everything": {
         "certManager": {"enabled": True},
         "serviceMonitor": {"enabled": True},
-        "notifications": {"webhook": {"enabled": True, "urlSecretRef": {"name": "slack", "key": "url"}}},
+        "notifications": {"webhook": {"enabled": True, "urlSecretRef": {"name": "slack", "key": "url"}, "format": "json"},
+                          "routes": [{"namespace": "shop", "rule": "bulk-writes-need-a-human", "format": "json",
+                                      "urlSecretRef": {"name": "shop-hook"}}]},
         "audit": {"flushSeconds": 5},
         "sidecar": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"}, "nativeSidecars": "never",
                     "http": {"timeoutSeconds": 10, "upstreamHTTP1Only": True}},

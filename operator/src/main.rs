@@ -299,6 +299,12 @@ fn apply_flags(args: &Args, settings: &mut Settings) -> anyhow::Result<()> {
 fn check_config(args: &Args) -> anyhow::Result<String> {
     let mut config = load_config(args)?;
     let url_file = config.notifications.webhook.url_file.take();
+    // Route URLs are not read either: their files may only exist in the pod.
+    for route in &mut config.notifications.routes {
+        if let Some(path) = route.url_file.take() {
+            route.url = Some(format!("(read from {})", path.display()));
+        }
+    }
     let has_url = config.notifications.webhook.url.is_some();
     let mut settings = Settings::new(args.listen, webhook_target(args));
     apply_config_file(args, &config, &mut settings)?;

@@ -53,7 +53,8 @@ use sluice_policy::engine::Identity;
 use sluice_policy::wire::{ApprovalAsk, ApprovalTicket};
 
 use crate::approvals::admission::check_rule;
-use crate::approvals::events::{publish, requested_note};
+use crate::approvals::events::publish;
+use crate::approvals::rules::requested_note;
 use crate::approvals::rules::{
     Ask, COMMAND_LABEL, REQUESTER_LABEL, is_reusable, new_request, parse_timeout,
 };

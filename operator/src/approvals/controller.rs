@@ -17,9 +17,10 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use sluice_crds::{AccessRequest, RequestPhase};
 
-use crate::approvals::events::{publish, requested_note};
+use crate::approvals::events::publish;
 use crate::approvals::notify::{self, Notifier};
 use crate::approvals::rules::next_phase;
+use crate::approvals::rules::requested_note;
 use crate::approvals::tally::{Tally, count};
 
 /// How often a settled request is looked at again anyway.

@@ -1,6 +1,6 @@
 //! What the approval endpoints share besides the gateway ([`ApprovalSettings`]:
 //! the operator's own user, the notifier, the Event recorder), and the Events
-//! they and the AccessRequest controller record ([`publish`], [`requested_note`]).
+//! they and the AccessRequest controller record ([`publish`]; the `Requested` note is [`crate::approvals::rules::requested_note`]).
 
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -50,21 +50,6 @@ impl ApprovalSettings {
             ),
         }
     }
-}
-
-/// The note of the `Requested` Event.
-pub fn requested_note(ar: &AccessRequest) -> String {
-    let mut text: String = ar.spec.command.text.chars().take(120).collect();
-    if text.len() < ar.spec.command.text.len() {
-        text.push('…');
-    }
-    format!(
-        "{} asks to run {text:?} on {} under rule {} of {}",
-        crate::approvals::rules::requester_user(&ar.spec.requester),
-        ar.spec.connection,
-        ar.spec.rule,
-        ar.spec.policy
-    )
 }
 
 /// Records an Event on `ar`; failures are logged, never fatal.

@@ -341,7 +341,7 @@ pub fn slack_text(ar: &AccessRequest, event: NotifyEvent) -> String {
     match event {
         NotifyEvent::Requested => format!(
             "Approval requested: {name} in {namespace}. {}. Approve with `kubectl sluice approve {name} -n {namespace}`, deny with `kubectl sluice deny {name} -n {namespace}`; it expires at {}",
-            crate::approvals::events::requested_note(ar),
+            crate::approvals::rules::requested_note(ar),
             ar.spec.expires_at.0
         ),
         _ => {

@@ -559,5 +559,20 @@ pub fn is_reusable(
         && now < ar.spec.expires_at.0
 }
 
+/// The note of the `Requested` Event.
+pub fn requested_note(ar: &AccessRequest) -> String {
+    let mut text: String = ar.spec.command.text.chars().take(120).collect();
+    if text.len() < ar.spec.command.text.len() {
+        text.push('…');
+    }
+    format!(
+        "{} asks to run {text:?} on {} under rule {} of {}",
+        requester_user(&ar.spec.requester),
+        ar.spec.connection,
+        ar.spec.rule,
+        ar.spec.policy
+    )
+}
+
 #[cfg(test)]
 mod tests;
