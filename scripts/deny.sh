@@ -22,7 +22,7 @@ DB_ROOT="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 if timeout 120 cargo deny --locked fetch db >"$log" 2>&1; then
-  cargo deny --locked check --disable-fetch --hide-inclusion-graph advisories
+  cargo deny --locked --offline check --hide-inclusion-graph advisories
   echo "deny: advisories checked against the RustSec database fetched just now"
   exit 0
 fi
@@ -31,7 +31,7 @@ db="$(find "$DB_ROOT" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | head -1)"
 if [[ -n "$db" ]] && git -C "$db" rev-parse HEAD >/dev/null 2>&1; then
   age="$(git -C "$db" log -1 --format=%cr 2>/dev/null || echo 'of unknown age')"
   echo "deny: checking against the copy on this machine ($db, last advisory commit $age): advisories newer than that are NOT seen"
-  cargo deny --locked check --disable-fetch --hide-inclusion-graph advisories
+  cargo deny --locked --offline check --hide-inclusion-graph advisories
 else
   echo "deny: NO ADVISORY DATABASE ON THIS MACHINE: known vulnerabilities were NOT checked"
   if [[ "${SLUICE_REQUIRE_ADVISORIES:-0}" == 1 ]]; then

@@ -366,7 +366,7 @@ fn with_kind(ar: &AccessRequest) -> Result<serde_json::Value, ApprovalsError> {
 
 fn encode(v: &serde_json::Value, format: RequestsFormat) -> Result<String, ApprovalsError> {
     match format {
-        RequestsFormat::Yaml => serde_yaml::to_string(v)
+        RequestsFormat::Yaml => serde_saphyr::to_string(v)
             .map_err(|e| ApprovalsError::Usage(format!("could not encode YAML: {e}"))),
         _ => serde_json::to_string_pretty(v)
             .map(|s| s + "\n")

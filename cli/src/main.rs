@@ -9,6 +9,7 @@ mod approvals;
 mod audit_verify;
 mod check;
 mod checkpoints;
+mod completion;
 mod evidence;
 mod policy_eval;
 mod status;
@@ -28,7 +29,8 @@ mod status;
   kubectl sluice requests -n shop           # AccessRequests, pending first
   kubectl sluice approve orders-db-7f2c -n shop --reason 'ticket 123'
   kubectl sluice policy eval -f policies/ --as shop/report-job --connection orders-db --sql 'DROP TABLE t'
-  kubectl logs deploy/report -c sluice-sidecar | kubectl sluice audit verify -"
+  kubectl logs deploy/report -c sluice-sidecar | kubectl sluice audit verify -
+  source <(kubectl-sluice completion bash)  # shell completion (see completion --help)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -76,6 +78,9 @@ enum Command {
     /// Evidence packages for auditors.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
+    /// Print a shell completion script (bash, zsh, fish), or the
+    /// kubectl_complete-sluice script kubectl uses to complete `kubectl sluice`.
+    Completion(completion::CompletionArgs),
 }
 
 #[derive(Subcommand)]
@@ -111,6 +116,14 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    // A completion request from a script of `completion bash|zsh|fish`.
+    completion::complete_from_env();
+    // kubectl's plugin completion (kubectl_complete-sluice) asks with Cobra's
+    // hidden `__complete` command; it is not part of the CLI's help.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "__complete") {
+        return completion::complete(args.collect());
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(PolicyCommand::Eval(args)) => {
@@ -140,6 +153,7 @@ fn main() -> ExitCode {
         }
         Command::Check(args) => return cluster(check::run(&args)),
         Command::Status(args) => return cluster(status::run(&args)),
+        Command::Completion(args) => return completion::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use sluice_crds::manifests::ManifestSet;
-use sluice_crds::{Action, Protocol};
+use sluice_crds::{Action, Detector, MaskStrategy, Protocol};
 use sluice_policy::engine::{CompiledPolicy, Decision, Identity, PolicySet, SecretSource};
 use sluice_policy::http::{
     HttpRequest, Inspection, QUERY_METHOD_REFUSAL, body_refusal, check_query, has_method_parameter,
     normalize_path, parse_body, query_refusal,
 };
+use sluice_policy::mask_plan::{ColumnMask, MaskReason, Preview, PreviewItem};
 use sluice_policy::sql::SqlDialect;
 
 /// Arguments of `policy eval`.
@@ -32,7 +33,18 @@ use sluice_policy::sql::SqlDialect;
 
   # An HTTP request with a JSON body
   kubectl sluice policy eval -f examples/http-api --as shop/billing --connection stripe-api \\
-    --http 'POST /v1/refunds' --body '{\"amount\": 100}'")]
+    --http 'POST /v1/refunds' --body '{\"amount\": 100}'
+
+  # Which result columns would be masked, by which policy's masking rule and strategy
+  kubectl sluice policy eval -f policies/ --as shop/report-job --connection orders-db \\
+    --sql 'SELECT id, lower(email) FROM customers' | jq '.statements[].masks'
+
+Masks: each SQL statement's `masks` lists the parts of its result in order
+(a column, or `table.*` for a star) with `masked`, the `strategy`, the `policy`
+and its `maskingRule` index, and why; `detectors` run on every text value.
+Without a server the plan is made from the statement alone: for `*` the
+sidecar masks the table's columns that the masking rules name. An HTTP
+decision's `masks` lists the JSONPaths and detectors of its response.")]
 pub struct EvalArgs {
     /// A YAML file or a folder of YAML files (Namespace, Secret, Connection, AccessPolicy).
     #[arg(short = 'f', long = "filename")]
@@ -169,6 +181,76 @@ struct Output {
     parse_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     statements: Option<Vec<StatementOutput>>,
+    /// HTTP: what the response would get masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    masks: Option<HttpMasks>,
+}
+
+/// What masks a statement's result.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SqlMasks {
+    /// The parts of the result, in output order.
+    columns: Vec<ColumnMaskOutput>,
+    /// Detectors run on every text value of the result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detectors: Option<DetectorsOutput>,
+    /// Rows of a query not in the statement (FETCH, EXECUTE) or output without
+    /// table data (EXPLAIN, SHOW): what happens to their columns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// What masks an HTTP response.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpMasks {
+    json_paths: Vec<JsonPathMask>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detectors: Option<DetectorsOutput>,
+}
+
+/// Which masking rule applies, and where it is written.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RuleRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strategy: Option<MaskStrategy>,
+    /// The AccessPolicy holding the rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<String>,
+    /// The rule's index in that policy's `spec.masking`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    masking_rule: Option<usize>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ColumnMaskOutput {
+    /// The column's name, `table.*` for a star, `?column?` when the statement
+    /// does not name it, `(columns of a function or subquery)` when unknown.
+    column: String,
+    masked: bool,
+    #[serde(flatten)]
+    rule: RuleRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DetectorsOutput {
+    detectors: Vec<Detector>,
+    #[serde(flatten)]
+    rule: RuleRef,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonPathMask {
+    path: String,
+    #[serde(flatten)]
+    rule: RuleRef,
 }
 
 #[derive(Serialize)]
@@ -181,6 +263,8 @@ struct StatementOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<String>,
     redacted: String,
+    /// What masks this statement's result, when policies apply.
+    masks: SqlMasks,
 }
 
 struct ManifestSecrets<'a> {
@@ -384,9 +468,111 @@ fn sql_decision(ps: &PolicySet, sql: &str, dialect: SqlDialect) -> Output {
             action: sd.action,
             rule: sd.rule.clone(),
             redacted: s.redacted.clone(),
+            masks: sql_masks(ps, s),
         })
         .collect();
     from_decision(d.decision, Some(statements), d.parse_error)
+}
+
+/// The masking rule `rule` of `ps`: strategy, policy and index in its `spec.masking`.
+fn rule_ref(ps: &PolicySet, rule: usize) -> RuleRef {
+    let source = ps.mask_rule_source(rule);
+    RuleRef {
+        strategy: Some(ps.masker(rule).strategy()),
+        policy: source.map(|(p, _)| p.to_string()),
+        masking_rule: source.map(|(_, i)| i),
+    }
+}
+
+fn detectors_of(ps: &PolicySet) -> Option<DetectorsOutput> {
+    ps.detectors_indexed().map(|(set, rule)| DetectorsOutput {
+        detectors: set.detectors().to_vec(),
+        rule: rule_ref(ps, rule),
+    })
+}
+
+fn column_mask(ps: &PolicySet, column: String, mask: &ColumnMask) -> ColumnMaskOutput {
+    match mask {
+        ColumnMask::Clear => ColumnMaskOutput {
+            column,
+            masked: false,
+            rule: RuleRef::default(),
+            reason: None,
+        },
+        ColumnMask::Mask { rule, reason } => ColumnMaskOutput {
+            column,
+            masked: true,
+            rule: rule_ref(ps, *rule),
+            reason: Some(match reason {
+                MaskReason::Origin => "a masked column".to_string(),
+                MaskReason::DerivedFrom(c) => format!("derived from masked column {c}"),
+                MaskReason::Uncertain(why) => format!("masked whole: {why}"),
+            }),
+        },
+    }
+}
+
+/// The mask plan of one statement, from the statement alone.
+fn sql_masks(ps: &PolicySet, stmt: &sluice_policy::sql::Statement) -> SqlMasks {
+    let (columns, note) = match sluice_policy::mask_plan::preview(&stmt.ast, ps.column_matcher()) {
+        Preview::Rows(items) => (
+            items
+                .iter()
+                .map(|item| match item {
+                    PreviewItem::Column { name, mask } => column_mask(
+                        ps,
+                        name.clone().unwrap_or_else(|| "?column?".to_string()),
+                        mask,
+                    ),
+                    PreviewItem::TableColumns { table, mask } => {
+                        let mut out = column_mask(ps, format!("{table}.*"), mask);
+                        if out.masked {
+                            out.reason = Some(format!(
+                                "a masking rule names columns of {table}: the sidecar masks \
+                                 those the server reports (here: the strongest such rule)"
+                            ));
+                        }
+                        out
+                    }
+                    PreviewItem::Unknown { mask } => {
+                        column_mask(ps, "(columns of a function or subquery)".to_string(), mask)
+                    }
+                })
+                .collect(),
+            None,
+        ),
+        Preview::NoTableData => (
+            Vec::new(),
+            Some("the output holds no table data".to_string()),
+        ),
+        Preview::Elsewhere { mask } => (
+            vec![column_mask(ps, "(every column)".to_string(), &mask)],
+            Some(
+                "the rows come from a query that is not in the statement: each column is \
+                 masked unless the server names its origin"
+                    .to_string(),
+            ),
+        ),
+    };
+    SqlMasks {
+        columns,
+        detectors: detectors_of(ps),
+        note,
+    }
+}
+
+fn http_masks(ps: &PolicySet) -> HttpMasks {
+    HttpMasks {
+        json_paths: ps
+            .json_paths()
+            .iter()
+            .map(|(path, rule)| JsonPathMask {
+                path: path.as_str().to_string(),
+                rule: rule_ref(ps, *rule),
+            })
+            .collect(),
+        detectors: detectors_of(ps),
+    }
 }
 
 /// Decides a request as the sidecar does: what it refuses before any rule
@@ -442,14 +628,16 @@ fn http_decision(
             }
         }
     };
-    from_decision(
+    let mut output = from_decision(
         ps.decide_http(&HttpRequest {
             body: json.as_ref(),
             ..bare
         }),
         None,
         None,
-    )
+    );
+    output.masks = Some(http_masks(ps));
+    output
 }
 
 /// A request the sidecar refuses with 400 before any rule decides it.
@@ -466,6 +654,7 @@ fn refused(error: &'static str, limit: &'static str, reason: String) -> Output {
         limit: Some(limit),
         parse_error: None,
         statements: None,
+        masks: None,
     }
 }
 
@@ -486,5 +675,6 @@ fn from_decision(
         limit: None,
         parse_error,
         statements,
+        masks: None,
     }
 }

@@ -56,7 +56,7 @@ async fn start_with(rbac: bool) -> Env {
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../crds/{kind}.yaml")),
         )
         .unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
         crds.create(&PostParams::default(), &crd).await.unwrap();
         bounded(
             "CRD",
@@ -78,7 +78,7 @@ async fn start_with(rbac: bool) -> Env {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/reporting-policy.yaml"),
     )
     .unwrap();
-    let policy: sluice_crds::AccessPolicy = serde_yaml::from_str(&text).unwrap();
+    let policy: sluice_crds::AccessPolicy = serde_saphyr::from_str(&text).unwrap();
     Api::<sluice_crds::AccessPolicy>::namespaced(client.clone(), "shop")
         .create(&PostParams::default(), &policy)
         .await
@@ -250,12 +250,12 @@ async fn approvers_decide_with_the_plugin_and_others_are_refused() {
 async fn token_flag_acts_as_the_tokens_user() {
     let env = start().await;
     request(&env, "orders-db-token", "DELETE FROM orders").await;
-    let kubeconfig: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(env.cluster.kubeconfig_path()).unwrap())
+    let kubeconfig: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(env.cluster.kubeconfig_path()).unwrap())
             .unwrap();
     let user_of = |context: &str| {
         kubeconfig["contexts"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .find(|c| c["name"] == context)
@@ -265,7 +265,7 @@ async fn token_flag_acts_as_the_tokens_user() {
     let token_of = |context: &str| {
         let user = user_of(context);
         kubeconfig["users"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .find(|u| u["name"] == user)
@@ -511,7 +511,7 @@ async fn requests_print_as_json_yaml_wide_and_follow_changes() {
 
     let out = sluice(&env, &["requests", "-n", "shop", "-o", "yaml"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let yaml: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let yaml: serde_json::Value = serde_saphyr::from_slice(&out.stdout).unwrap();
     assert_eq!(yaml, list);
 
     // The default table cuts the statement; wide keeps it and adds columns.

@@ -24,7 +24,7 @@ async fn an_empty_or_pruned_match_is_refused_by_the_crd() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/accesspolicies.yaml"),
     )
     .unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
     crds.create(&PostParams::default(), &crd).await.unwrap();
     tokio::time::timeout(
         Duration::from_secs(30),

@@ -32,8 +32,7 @@ fn text(bytes: &[u8]) -> String {
 async fn apply(client: &kube::Client, file: &str) {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file))
         .unwrap();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+    for v in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
         match v["kind"].as_str().unwrap() {
             "Namespace" => {
                 let ns: Namespace = serde_json::from_value(v).unwrap();
@@ -157,7 +156,7 @@ async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../crds/{kind}.yaml")),
         )
         .unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
         crds.create(&PostParams::default(), &crd).await.unwrap();
         tokio::time::timeout(
             Duration::from_secs(30),

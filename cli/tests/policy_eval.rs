@@ -685,3 +685,138 @@ spec:
         (&"deny".into(), &"export".into())
     );
 }
+
+/// `masks` of a statement: each part of the result with the strategy, the
+/// policy and the index of its masking rule (spec order, not strength order),
+/// and the detectors.
+#[test]
+fn the_mask_plan_names_columns_strategies_policies_and_detectors() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "conn.yaml", CONN);
+    write(
+        dir.path(),
+        "policies.yaml",
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: a-partial, namespace: ns}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [db, api]
+  rules:
+    - {name: reads, match: {statements: [select]}, action: allow}
+  masking:
+    - {columns: ["customers.email"], strategy: partial}
+    - {columns: ["customers.ssn"], strategy: redact}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: b-detect, namespace: ns}
+spec:
+  subjects: [{serviceAccount: app}]
+  connections: [db, api]
+  masking:
+    - {columns: ["payments.card"], strategy: fixed, value: "****"}
+    - {detectors: [email, creditCard], strategy: partial}
+    - {jsonPaths: ["$.customer.email"], strategy: redact}
+"#,
+    );
+    let v = decide_with(
+        dir.path(),
+        "ns/app",
+        "db",
+        "SELECT id, lower(email) AS e, ssn, name FROM customers; SELECT * FROM customers; SELECT p.card FROM payments p",
+    );
+    let masks = |i: usize| v["statements"][i]["masks"].clone();
+    let columns = |i: usize| -> Vec<Value> {
+        masks(i)["columns"]
+            .as_array()
+            .unwrap_or_else(|| panic!("statement {i} has no masks.columns: {v}"))
+            .clone()
+    };
+    let first = columns(0);
+    let summary: Vec<(&str, bool, Option<&str>, Option<&str>, Option<u64>)> = first
+        .iter()
+        .map(|c| {
+            (
+                c["column"].as_str().unwrap(),
+                c["masked"].as_bool().unwrap(),
+                c["strategy"].as_str(),
+                c["policy"].as_str(),
+                c["maskingRule"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("id", false, None, None, None),
+            ("e", true, Some("partial"), Some("a-partial"), Some(0)),
+            ("ssn", true, Some("redact"), Some("a-partial"), Some(1)),
+            ("name", false, None, None, None),
+        ],
+        "{v}"
+    );
+    assert_eq!(
+        first[1]["reason"], "derived from masked column customers.email",
+        "{v}"
+    );
+    // A star: one entry for the table's columns, masked with the strongest rule
+    // that names one of them.
+    let star = columns(1);
+    assert_eq!(star.len(), 1, "{v}");
+    assert_eq!(star[0]["column"], "customers.*", "{v}");
+    assert_eq!(star[0]["masked"], true, "{v}");
+    assert_eq!(star[0]["strategy"], "redact", "{v}");
+    // Through an alias, in another policy.
+    let card = columns(2);
+    assert_eq!(
+        (
+            card[0]["column"].as_str(),
+            card[0]["strategy"].as_str(),
+            card[0]["policy"].as_str(),
+            card[0]["maskingRule"].as_u64()
+        ),
+        (Some("card"), Some("fixed"), Some("b-detect"), Some(0)),
+        "{v}"
+    );
+    // Detectors run on every text value, with their rule.
+    let detectors = &masks(0)["detectors"];
+    assert_eq!(
+        detectors["detectors"],
+        serde_json::json!(["creditCard", "email"]),
+        "{v}"
+    );
+    assert_eq!(
+        (
+            detectors["strategy"].as_str(),
+            detectors["policy"].as_str(),
+            detectors["maskingRule"].as_u64()
+        ),
+        (Some("partial"), Some("b-detect"), Some(1)),
+        "{v}"
+    );
+
+    // HTTP: the JSONPaths and detectors of the response.
+    let out = eval(&[
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--as",
+        "ns/app",
+        "--connection",
+        "api",
+        "--http",
+        "GET /v1/customers/1",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["masks"]["jsonPaths"],
+        serde_json::json!([{"path": "$.customer.email", "strategy": "redact", "policy": "b-detect", "maskingRule": 2}]),
+        "{v}"
+    );
+    assert_eq!(
+        v["masks"]["detectors"]["detectors"],
+        serde_json::json!(["creditCard", "email"]),
+        "{v}"
+    );
+}

@@ -10,6 +10,7 @@ mod access_request;
 mod condition;
 mod connection;
 pub mod manifests;
+pub mod yaml;
 
 pub use access_policy::*;
 pub use access_request::*;

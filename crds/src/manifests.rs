@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::{AccessPolicy, AccessPolicySpec, Connection};
@@ -32,9 +31,9 @@ pub enum ManifestError {
         path: PathBuf,
         /// 1-based index of the document in the file.
         index: usize,
-        /// The parse error.
+        /// The parse error (it names the line and column).
         #[source]
-        source: serde_yaml::Error,
+        source: crate::yaml::Error,
     },
     /// A field of an object has a value its kind does not accept.
     #[error("{path}: document {index} ({object}): {field}: {message}")]
@@ -144,13 +143,6 @@ pub struct ManifestSet {
     pub skipped: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct TypeMeta {
-    #[serde(rename = "apiVersion")]
-    api_version: Option<String>,
-    kind: Option<String>,
-}
-
 /// Kinds of the core group (`apiVersion: v1`) that are skipped: a real
 /// Kubernetes kind in a folder of manifests is no error, a misspelt one is.
 /// `List` is not among them: the objects inside it would be skipped unseen.
@@ -190,7 +182,7 @@ enum Decode {
 /// k8s-openapi's types do not set it, and it does not work through
 /// `flatten`. serde_ignored reports every field the types skip, with its
 /// path, whatever the types do.
-fn decode<T: DeserializeOwned>(value: serde_yaml::Value, allowed: &[&str]) -> Result<T, Decode> {
+fn decode<T: DeserializeOwned>(value: serde_json::Value, allowed: &[&str]) -> Result<T, Decode> {
     let mut unknown = Vec::new();
     let mut note = |path: serde_ignored::Path<'_>| {
         let field = field_path(&path);
@@ -291,23 +283,27 @@ impl ManifestSet {
         source: &Path,
         default_namespace: &str,
     ) -> Result<(), ManifestError> {
-        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let index = i + 1;
-            let invalid = |e| ManifestError::Invalid {
+        // Empty documents (e.g. after a trailing `---`) are skipped.
+        let docs = crate::yaml::documents::<serde_json::Value>(text).map_err(|(index, e)| {
+            ManifestError::Invalid {
                 path: source.to_path_buf(),
                 index,
                 source: e,
-            };
-            let value = serde_yaml::Value::deserialize(doc).map_err(invalid)?;
-            if value.is_null() {
-                continue; // an empty document, e.g. after a trailing `---`
             }
-            let tm: TypeMeta = serde_yaml::from_value(value.clone()).map_err(invalid)?;
-            let (Some(api_version), Some(kind)) = (tm.api_version, tm.kind) else {
+        })?;
+        for (i, value) in docs.into_iter().enumerate() {
+            let index = i + 1;
+            let text_of = |field: &str| {
+                value
+                    .get(field)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            };
+            let (Some(api_version), Some(kind)) = (text_of("apiVersion"), text_of("kind")) else {
                 return Err(ManifestError::Incomplete {
                     path: source.to_path_buf(),
                     index,
-                    message: "apiVersion and kind are required".into(),
+                    message: "apiVersion and kind are required (as strings)".into(),
                 });
             };
             let incomplete = |message: String| ManifestError::Incomplete {

@@ -47,12 +47,12 @@ pub fn rbac(repo_root: &Path) -> Result<Vec<Value>, String> {
         lines.push(rendered);
     }
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&lines.join("\n")) {
-        let v = <Value as serde::Deserialize>::deserialize(doc)
-            .map_err(|e| format!("rendered {}: {e}", path.display()))?;
-        if !v.is_null() {
-            out.push(v);
-        }
+    // Empty documents are skipped.
+    let text = lines.join("\n");
+    for v in serde_saphyr::from_multiple::<Value>(&text)
+        .map_err(|e| format!("rendered {}: {e}", path.display()))?
+    {
+        out.push(v);
     }
     Ok(out)
 }

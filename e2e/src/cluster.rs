@@ -240,7 +240,7 @@ impl TestCluster {
             "users": contexts.iter().map(|(n, t)| json!({"name": n, "user": {"token": t}})).collect::<Vec<_>>(),
             "contexts": contexts.iter().map(|(n, _)| json!({"name": n, "context": {"cluster": "sluice-testcluster", "user": n, "namespace": "default"}})).collect::<Vec<_>>(),
         });
-        let text = serde_yaml::to_string(&config).unwrap_or_else(|_| config.to_string());
+        let text = serde_saphyr::to_string(&config).unwrap_or_else(|_| config.to_string());
         let path = self.kubeconfig_path();
         std::fs::write(&path, text).map_err(|source| ClusterError::Io { path, source })
     }

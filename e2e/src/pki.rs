@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
+use rustls::pki_types::pem::PemObject as _;
 use std::sync::Arc;
 
 /// Why a certificate or key could not be made or loaded.
@@ -132,7 +133,7 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, PkiError
 }
 
 fn parse_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, PkiError> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {

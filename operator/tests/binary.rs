@@ -132,7 +132,7 @@ async fn an_undecodable_policy_is_skipped_and_marked_invalid() {
     .await;
     support::apply_yaml(
         &client,
-        &serde_yaml::to_string(&policy("fine", 10)).unwrap(),
+        &serde_saphyr::to_string(&policy("fine", 10)).unwrap(),
     )
     .await;
 

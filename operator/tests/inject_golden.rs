@@ -26,7 +26,7 @@ struct Settings {
     bound: Option<Vec<String>>,
     /// The operator's settings file (what the Helm chart writes), applied as
     /// the operator applies it.
-    operator_config: Option<serde_yaml::Value>,
+    operator_config: Option<serde_json::Value>,
 }
 
 struct Case {
@@ -92,7 +92,7 @@ fn namespace_connections(bound: &[String]) -> Vec<ConnectionTarget> {
 
 fn config(pod: &Pod, settings: Settings) -> InjectConfig {
     let operator_config = settings.operator_config.map(|value| {
-        let text = serde_yaml::to_string(&value).unwrap();
+        let text = serde_saphyr::to_string(&value).unwrap();
         OperatorConfig::parse(&text, Path::new("testdata")).unwrap()
     });
     let bound = settings
@@ -122,12 +122,13 @@ fn config(pod: &Pod, settings: Settings) -> InjectConfig {
 
 fn load(input: &Path) -> Case {
     let text = std::fs::read_to_string(input).unwrap();
-    let mut docs = serde_yaml::Deserializer::from_str(&text);
-    let first = docs.next().expect("a pod document");
-    let raw_input = serde_json::Value::deserialize(first).unwrap();
+    let mut docs = serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .unwrap()
+        .into_iter();
+    let raw_input = docs.next().expect("a pod document");
     let pod: Pod = serde_json::from_value(raw_input.clone()).unwrap();
     let settings = match docs.next() {
-        Some(doc) => Settings::deserialize(doc).unwrap(),
+        Some(doc) => serde_json::from_value::<Settings>(doc).unwrap(),
         None => Settings::default(),
     };
     let cfg = config(&pod, settings);
@@ -171,7 +172,7 @@ fn render(case: &Case) -> (PathBuf, String) {
             for warning in &injection.warnings {
                 text.push_str(&format!("# warning: {warning}\n"));
             }
-            text.push_str(&serde_yaml::to_string(&injection.pod).unwrap());
+            text.push_str(&serde_saphyr::to_string(&injection.pod).unwrap());
             (case.dir.join(format!("{}.injected.yaml", case.name)), text)
         }
         Err(error) => (
@@ -236,7 +237,7 @@ fn patch_applied_to_input_gives_golden_output() {
             serde_json::to_value(&injection.pod).unwrap()
         } else {
             let golden_path = case.dir.join(format!("{}.injected.yaml", case.name));
-            serde_yaml::from_str(&std::fs::read_to_string(&golden_path).unwrap()).unwrap()
+            serde_saphyr::from_str(&std::fs::read_to_string(&golden_path).unwrap()).unwrap()
         };
 
         let mut patched = case.raw_input.clone();

@@ -47,7 +47,7 @@ spec:
     - columns: ["customers.ssn", "*.password_hash"]
       strategy: redact
 "#;
-    let ap: AccessPolicy = serde_yaml::from_str(yaml).unwrap();
+    let ap: AccessPolicy = serde_saphyr::from_str(yaml).unwrap();
     let compiled = Arc::new(CompiledPolicy::compile(&ap, &NoSecrets).unwrap());
     PolicySet::select(
         &[compiled],

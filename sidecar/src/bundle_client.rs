@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 use sluice_policy::wire::{AuditReceipt, Bundle, ErrorBody, TokenRequest, TokenResponse};
 
 /// Largest answer accepted from the gateway (a bundle holds policies of one
@@ -148,7 +149,7 @@ impl GatewayClient {
         let server_name = ServerName::try_from(host.clone())
             .map_err(|_| bad("the host is not a DNS name or IP address"))?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             let cert = cert.map_err(|e| GatewayError::BadCa(e.to_string()))?;
             roots
                 .add(cert)

@@ -112,7 +112,7 @@ mod tests {
     use crate::enforcement::Binding;
 
     fn enforcer() -> crate::enforcement::Enforcer {
-        let ap: AccessPolicy = serde_yaml::from_str(
+        let ap: AccessPolicy = serde_saphyr::from_str(
             r#"
 apiVersion: sluice.dev/v1alpha1
 kind: AccessPolicy

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -39,7 +40,7 @@ pub enum TlsError {
         connection: String,
         /// The parse error.
         #[source]
-        source: std::io::Error,
+        source: rustls::pki_types::pem::Error,
     },
     /// A CA certificate was refused by rustls.
     #[error("a CA certificate for connection {connection} is invalid")]
@@ -144,8 +145,7 @@ fn roots(
     let mut store = RootCertStore::empty();
     match ca_pem {
         Some(pem) => {
-            let mut reader = std::io::BufReader::new(pem);
-            for cert in rustls_pemfile::certs(&mut reader) {
+            for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|source| TlsError::BadCa {
                     connection: connection.into(),
                     source,

@@ -323,7 +323,7 @@ fn policy_set(masking: &str) -> Arc<PolicySet> {
     let yaml = format!(
         "apiVersion: sluice.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n  subjects: [{{serviceAccount: app}}]\n  connections: [api]\n  masking:\n{masking}"
     );
-    let ap: AccessPolicy = serde_yaml::from_str(&yaml).unwrap();
+    let ap: AccessPolicy = serde_saphyr::from_str(&yaml).unwrap();
     let compiled = Arc::new(CompiledPolicy::compile(&ap, &NoSecrets).unwrap());
     Arc::new(
         PolicySet::select(

@@ -52,7 +52,7 @@ impl Req {
             return super::protobuf::decode(&self.body).map_err(ApiError::unsupported_media_type);
         }
         serde_json::from_slice(&self.body)
-            .or_else(|_| serde_yaml::from_slice::<Value>(&self.body))
+            .or_else(|_| serde_saphyr::from_slice::<Value>(&self.body))
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
     }
 

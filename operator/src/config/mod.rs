@@ -316,7 +316,7 @@ pub enum ConfigError {
     Parse {
         /// The file.
         path: PathBuf,
-        /// Where and what (serde_yaml names the key and the line).
+        /// Where and what (the YAML reader names the key and the line).
         message: String,
     },
     /// A setting the sidecar cannot honour.
@@ -370,7 +370,7 @@ impl OperatorConfig {
         let config: OperatorConfig = if text.trim().is_empty() {
             OperatorConfig::default()
         } else {
-            serde_yaml::from_str(text).map_err(|error| ConfigError::Parse {
+            sluice_crds::yaml::from_str(text).map_err(|error| ConfigError::Parse {
                 path: path.to_path_buf(),
                 message: error.to_string(),
             })?

@@ -417,7 +417,7 @@ pub async fn apply_crds(client: &Client) {
         "accessrequests.yaml",
     ] {
         let text = std::fs::read_to_string(repo_root().join("crds").join(file)).expect("crd yaml");
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("crd parses");
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("crd parses");
         let name = crd.metadata.name.clone().unwrap();
         api.create(&PostParams::default(), &crd)
             .await
@@ -443,11 +443,7 @@ pub async fn apply_file(client: &Client, path: &Path) {
 
 /// Creates every document of `text`.
 pub async fn apply_yaml(client: &Client, text: &str) {
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value: Value = serde::Deserialize::deserialize(doc).expect("yaml");
-        if value.is_null() {
-            continue;
-        }
+    for value in serde_saphyr::from_multiple::<Value>(text).expect("yaml") {
         let ns = value["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default")

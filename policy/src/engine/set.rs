@@ -25,6 +25,8 @@ pub struct PolicySet {
     connection: String,
     policies: Vec<Arc<CompiledPolicy>>,
     maskers: Vec<Masker>,
+    /// For each masking rule index: its policy and its index in `spec.masking`.
+    mask_sources: Vec<(String, usize)>,
     columns: ColumnMatcher,
     json_paths: Vec<(JsonPath, usize)>,
     detectors: Option<(DetectorSet, usize)>,
@@ -76,13 +78,22 @@ impl PolicySet {
         hash_key: Option<&[u8]>,
     ) -> Self {
         let mut warnings = Vec::new();
-        let mut entries: Vec<(&CompiledPolicy, &CompiledMasking)> = policies
+        let mut entries: Vec<(&CompiledPolicy, usize, &CompiledMasking)> = policies
             .iter()
-            .flat_map(|p| p.masking.iter().map(move |m| (p.as_ref(), m)))
+            .flat_map(|p| {
+                p.masking
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, m)| (p.as_ref(), j, m))
+            })
             .collect();
-        entries.sort_by_key(|(_, m)| strategy_rank(m.strategy));
+        entries.sort_by_key(|(_, _, m)| strategy_rank(m.strategy));
+        let mask_sources = entries
+            .iter()
+            .map(|(p, j, _)| (p.name.clone(), *j))
+            .collect();
         let mut maskers = Vec::with_capacity(entries.len() + 1);
-        for (p, m) in &entries {
+        for (p, _, m) in &entries {
             let key = m.hash_key.clone().or_else(|| hash_key.map(<[u8]>::to_vec));
             let masker = match Masker::new(m.strategy, m.keep, m.value.clone(), key) {
                 Ok(masker) => masker,
@@ -101,7 +112,7 @@ impl PolicySet {
         let mut json_paths = Vec::new();
         let mut detector_list: Vec<Detector> = Vec::new();
         let mut detector_masker: Option<usize> = None;
-        for (i, (_, m)) in entries.iter().enumerate() {
+        for (i, (_, _, m)) in entries.iter().enumerate() {
             column_globs.extend(m.columns.iter().map(|c| (c.clone(), i)));
             json_paths.extend(m.json_paths.iter().map(|p| (p.clone(), i)));
             if !m.detectors.is_empty() {
@@ -141,6 +152,7 @@ impl PolicySet {
             connection: connection.to_string(),
             policies,
             maskers,
+            mask_sources,
             columns,
             json_paths,
             detectors,
@@ -395,6 +407,15 @@ impl PolicySet {
         // Indices come from this set's own matcher; the fallback only guards
         // against a caller mixing sets, and the strongest masker is the safe choice.
         self.maskers.get(rule).unwrap_or(&self.fallback)
+    }
+
+    /// Where masking rule `rule` comes from: its AccessPolicy's name and its
+    /// index in that policy's `spec.masking`. `None` for the fallback index
+    /// (masking rules that could not be combined).
+    pub fn mask_rule_source(&self, rule: usize) -> Option<(&str, usize)> {
+        self.mask_sources
+            .get(rule)
+            .map(|(policy, index)| (policy.as_str(), *index))
     }
 
     /// All maskers, indexed by rule.

@@ -12,12 +12,12 @@ use super::set::PolicySet;
 use super::{CompileError, Identity};
 
 fn policy(yaml: &str) -> Arc<CompiledPolicy> {
-    let ap: AccessPolicy = serde_yaml::from_str(yaml).unwrap();
+    let ap: AccessPolicy = serde_saphyr::from_str(yaml).unwrap();
     Arc::new(CompiledPolicy::compile(&ap, &NoSecrets).unwrap())
 }
 
 fn compile_err(yaml: &str) -> CompileError {
-    let ap: AccessPolicy = serde_yaml::from_str(yaml).unwrap();
+    let ap: AccessPolicy = serde_saphyr::from_str(yaml).unwrap();
     CompiledPolicy::compile(&ap, &NoSecrets).unwrap_err()
 }
 

@@ -85,10 +85,12 @@
 mod analyzer; // walks a statement: each output column's lineage
 mod lineage; // the lineage model: taints, tables, slots, scopes
 mod matcher; // masking globs compiled: ColumnMatcher
+mod preview; // the plan from the statement alone, for `policy eval`
 #[cfg(test)]
 mod tests;
 
 pub use matcher::ColumnMatcher;
+pub use preview::{Preview, PreviewItem, preview};
 
 use sqlparser::ast::Statement;
 

@@ -105,7 +105,7 @@ fn policy_set(spec: &str) -> crate::engine::PolicySet {
     let yaml = format!(
         "apiVersion: sluice.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  subjects: [{{serviceAccount: app}}]\n  connections: [db]\n{spec}"
     );
-    let ap: sluice_crds::AccessPolicy = serde_yaml::from_str(&yaml).expect("yaml");
+    let ap: sluice_crds::AccessPolicy = serde_saphyr::from_str(&yaml).expect("yaml");
     let p = Arc::new(CompiledPolicy::compile(&ap, &NoSecrets).expect("compiles"));
     PolicySet::select(&[p], &Identity::service_account("shop", "app"), "db", None).expect("bound")
 }
