@@ -168,6 +168,8 @@ pub struct Session {
     pub statements: u64,
     /// Of them, refused.
     pub denied: u64,
+    /// Values masked in its results.
+    pub masked: u64,
     /// The most its results were recorded at.
     pub recording: Recording,
     /// Its events, in order.
@@ -188,6 +190,7 @@ impl Session {
             "ended": self.ended,
             "statements": self.statements,
             "denied": self.denied,
+            "masked": self.masked,
             "recording": self.recording.as_str(),
         })
     }
@@ -243,6 +246,10 @@ fn summarise(id: String, events: Vec<AuditEvent>) -> Session {
         ended: events.iter().any(|e| e.kind == AuditKind::SessionEnd),
         statements: count(AuditKind::Statement) + denied,
         denied,
+        masked: events
+            .iter()
+            .filter_map(|e| e.outcome.as_ref()?.masked)
+            .sum(),
         recording: events
             .iter()
             .filter_map(|e| e.outcome.as_ref()?.recorded.as_ref())
