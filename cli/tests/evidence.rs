@@ -388,9 +388,15 @@ async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
         "{}",
         text(&out.stderr)
     );
+    // Where the hostile members would land: beside the directory verify
+    // unpacks into (the system's temporary directory), and an absolute path.
+    let escaped = format!("sluice-escaped-{}.txt", std::process::id());
+    let traversal = format!("evidence/../../{escaped}");
+    let absolute = std::env::temp_dir().join(format!("abs-{escaped}"));
+    let absolute = absolute.to_str().unwrap().to_string();
     for (name, hostile) in [
-        ("traversal.tar.gz", "evidence/../../escaped.txt"),
-        ("absolute.tar.gz", "/tmp/sluice-escaped.txt"),
+        ("traversal.tar.gz", traversal.as_str()),
+        ("absolute.tar.gz", absolute.as_str()),
     ] {
         let path = dir.path().join(name);
         write_tar(&path, &members, Some(hostile));
@@ -401,7 +407,11 @@ async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
             err.contains(&format!("member {hostile:?} is refused")),
             "{name}: {err}"
         );
-        assert!(!dir.path().join("escaped.txt").exists());
+        assert!(
+            !std::env::temp_dir().join(&escaped).exists(),
+            "{name}: a member escaped"
+        );
+        assert!(!Path::new(&absolute).exists(), "{name}: a member escaped");
     }
 
     // An altered file fails, named.
