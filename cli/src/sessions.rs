@@ -164,7 +164,7 @@ pub struct Session {
     pub end: String,
     /// Whether its end is on record.
     pub ended: bool,
-    /// Statements or requests decided (run or refused).
+    /// Statements or requests decided (run, run after approval, or refused).
     pub statements: u64,
     /// Of them, refused.
     pub denied: u64,
@@ -244,7 +244,17 @@ fn summarise(id: String, events: Vec<AuditEvent>) -> Session {
         start: events.first().map(|e| e.time.clone()).unwrap_or_default(),
         end: events.last().map(|e| e.time.clone()).unwrap_or_default(),
         ended: events.iter().any(|e| e.kind == AuditKind::SessionEnd),
-        statements: count(AuditKind::Statement) + denied,
+        // An approved statement's decision is its `Executed` approval step.
+        statements: count(AuditKind::Statement)
+            + denied
+            + events
+                .iter()
+                .filter(|e| {
+                    e.approval
+                        .as_ref()
+                        .is_some_and(|a| a.phase == sluice_crds::RequestPhase::Executed)
+                })
+                .count() as u64,
         denied,
         masked: events
             .iter()
