@@ -12,6 +12,8 @@ mod checkpoints;
 mod completion;
 mod evidence;
 mod policy_eval;
+mod replay;
+mod sessions;
 mod status;
 
 /// Sluice: identity-aware access to databases and APIs for machine identities.
@@ -81,6 +83,17 @@ enum Command {
     /// Print a shell completion script (bash, zsh, fish), or the
     /// kubectl_complete-sluice script kubectl uses to complete `kubectl sluice`.
     Completion(completion::CompletionArgs),
+    /// List the sessions of audit logs: identity, pod, Connection, time, recording.
+    #[command(after_help = "Examples:
+  kubectl sluice sessions --audit audit.jsonl
+  kubectl logs deploy/report -c sluice-sidecar | kubectl sluice sessions --audit - --identity shop/report-job")]
+    Sessions(sessions::SessionsArgs),
+    /// Replay a session from audit logs: statements, decisions and, when the
+    /// policy records it, the (masked) results, with their timing.
+    #[command(after_help = "Examples:
+  kubectl sluice replay 3fa24c1e --audit audit.jsonl --speed 10
+  kubectl sluice replay 3fa24c1e --audit audit.jsonl -o json")]
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Subcommand)]
@@ -151,6 +164,8 @@ fn main() -> ExitCode {
         Command::Evidence(EvidenceCommand::Verify(args)) => {
             evidence::verify(&args).map_err(|e| e.to_string())
         }
+        Command::Sessions(args) => sessions::run(&args).map_err(|e| e.to_string()),
+        Command::Replay(args) => replay::run(&args).map_err(|e| e.to_string()),
         Command::Check(args) => return cluster(check::run(&args)),
         Command::Status(args) => return cluster(status::run(&args)),
         Command::Completion(args) => return completion::run(&args),

@@ -327,6 +327,92 @@ async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
         text(&out.stdout)
     );
 
+    // The same package as one .tar.gz: verifies; a tampered member is named;
+    // a hostile member (a path out of the package, a link) is refused.
+    let tarball = dir.path().join("evidence.tar.gz");
+    let out = kubectl_sluice(
+        Some(&kubeconfig),
+        &[
+            "evidence",
+            "export",
+            "-n",
+            "shop",
+            "--audit",
+            audit.to_str().unwrap(),
+            "-o",
+            tarball.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("report.html is evidence/report.html in it"),
+        "{}",
+        text(&out.stdout)
+    );
+    let members = tar_members(&tarball);
+    assert!(
+        members.iter().any(|(p, _)| p == "evidence/report.html")
+            && members.iter().any(|(p, _)| p == "evidence/manifest.json"),
+        "{:?}",
+        members.iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
+    let tar_arg = tarball.to_str().unwrap();
+    let out = kubectl_sluice(None, &["evidence", "verify", tar_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("OK: "),
+        "{}",
+        text(&out.stdout)
+    );
+    let tampered = dir.path().join("tampered.tar.gz");
+    let edited: Vec<(String, Vec<u8>)> = members
+        .iter()
+        .map(|(p, b)| {
+            let b = if p == "evidence/summary.json" {
+                String::from_utf8(b.clone())
+                    .unwrap()
+                    .replace("\"auditEvents\": 5", "\"auditEvents\": 4")
+                    .into_bytes()
+            } else {
+                b.clone()
+            };
+            (p.clone(), b)
+        })
+        .collect();
+    write_tar(&tampered, &edited, None);
+    let out = kubectl_sluice(None, &["evidence", "verify", tampered.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("summary.json: altered"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Where the hostile members would land: beside the directory verify
+    // unpacks into (the system's temporary directory), and an absolute path.
+    let escaped = format!("sluice-escaped-{}.txt", std::process::id());
+    let traversal = format!("evidence/../../{escaped}");
+    let absolute = std::env::temp_dir().join(format!("abs-{escaped}"));
+    let absolute = absolute.to_str().unwrap().to_string();
+    for (name, hostile) in [
+        ("traversal.tar.gz", traversal.as_str()),
+        ("absolute.tar.gz", absolute.as_str()),
+    ] {
+        let path = dir.path().join(name);
+        write_tar(&path, &members, Some(hostile));
+        let out = kubectl_sluice(None, &["evidence", "verify", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("member {hostile:?} is refused")),
+            "{name}: {err}"
+        );
+        assert!(
+            !std::env::temp_dir().join(&escaped).exists(),
+            "{name}: a member escaped"
+        );
+        assert!(!Path::new(&absolute).exists(), "{name}: a member escaped");
+    }
+
     // An altered file fails, named.
     let summary_path = out_dir.join("summary.json");
     let original = read("summary.json");
@@ -379,4 +465,51 @@ async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The members of a .tar.gz (path, bytes), in order.
+fn tar_members(path: &Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        out.push((path, bytes));
+    }
+    out
+}
+
+/// Writes `members` as a .tar.gz, with one more member named `hostile`
+/// (written raw into the header: the tar crate refuses such names itself).
+fn write_tar(path: &Path, members: &[(String, Vec<u8>)], hostile: Option<&str>) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        file,
+        flate2::Compression::default(),
+    ));
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        let raw = &mut header.as_old_mut().name;
+        raw.fill(0);
+        raw[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        builder.append(&header, bytes).unwrap();
+    };
+    if let Some(h) = hostile {
+        add(h, b"escaped");
+    }
+    for (name, bytes) in members {
+        add(name, bytes);
+    }
+    builder.into_inner().unwrap().finish().unwrap();
 }

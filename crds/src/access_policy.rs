@@ -80,6 +80,58 @@ pub struct AccessPolicySpec {
     /// it off applies to new sessions. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// Session recording for replay (`kubectl sluice replay`): `off` (default),
+    /// `statements` (each statement with its decision, outcome and the result's
+    /// column names or HTTP status), or `results` (also the values the
+    /// workload received, as masked, bounded per statement and per session).
+    /// Recorded results are audit events of the same chain. Across applicable
+    /// policies (dryRun ones too) the most recording wins.
+    #[serde(default, skip_serializing_if = "Recording::is_off")]
+    pub recording: Recording,
+}
+
+/// How much of a session is recorded for replay (see `AccessPolicySpec::recording`).
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Recording {
+    /// Nothing beyond the audit events every session has.
+    #[default]
+    Off,
+    /// Statements, decisions, outcomes, and result column names (SQL) or
+    /// status (HTTP); no values.
+    Statements,
+    /// As `statements`, plus the result values as the workload received them
+    /// (masked), bounded.
+    Results,
+}
+
+impl Recording {
+    /// Whether nothing is recorded.
+    pub fn is_off(&self) -> bool {
+        *self == Recording::Off
+    }
+
+    /// The level's name as written in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recording::Off => "off",
+            Recording::Statements => "statements",
+            Recording::Results => "results",
+        }
+    }
 }
 
 /// A service account or a group the policy applies to. Exactly one of

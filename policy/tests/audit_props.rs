@@ -63,6 +63,7 @@ fn draft() -> impl Strategy<Value = AuditEventDraft> {
                     reason: None,
                 }),
                 outcome: outcome.map(|(rows, error)| AuditOutcome {
+                    recorded: None,
                     rows: Some(u64::from(rows)),
                     duration_ms: Some(3),
                     error,

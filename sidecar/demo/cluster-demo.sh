@@ -5,7 +5,9 @@
 # examples applied with kubectl; the operator; an annotated pod injected by its
 # webhook; the sidecar started as that pod's sidecar would be (a token bound to
 # the pod); psql through it; an approval held and granted; the policy's
-# counters, the AccessRequest's story and the audit chain. Cleans up after itself.
+# counters, the AccessRequest's story, the audit chain, the recorded session
+# replayed, and an evidence package exported for the run (kept in
+# target/demo-evidence/, where the last line says). Cleans up the rest.
 #
 # Usage: sidecar/demo/cluster-demo.sh [BIN_DIR]   (default: target/release)
 # BIN_DIR holds sluice-testcluster, sluice-operator, sluice-sidecar, kubectl-sluice.
@@ -98,6 +100,8 @@ shown "sed -e 's/port: 5432/port: $pg_port/' -e 's/listen: {port: 15432}/listen:
 sed -e "s/port: 5432/port: $pg_port/" -e "s/listen: {port: 15432}/listen: {port: $listen_port}/" \
   examples/quickstart/orders-db.yaml | kubectl apply -f -
 show kubectl apply -f examples/approvals/
+echo "the reporting policy records its sessions, results included (masked), for replay:"
+show kubectl patch accesspolicy reporting -n shop --type merge -p '{"spec":{"recording":"results"}}'
 
 step "5. the operator, outside the cluster: it registers its webhooks with --webhook-url and serves the gateway API there"
 shown "sluice-operator --listen 127.0.0.1:$op_port --webhook-url https://127.0.0.1:$op_port --audit-flush-seconds 1 &"
@@ -227,12 +231,31 @@ shown "sed 3d $work/audit.jsonl > $work/edited.jsonl"
 sed 3d "$work/audit.jsonl" > "$work/edited.jsonl"
 show kubectl sluice audit verify "$work/edited.jsonl" || true
 
-step "14. deleting the pod makes its token useless: the sidecar loses its bundle and refuses new sessions"
+step "14. the recorded sessions, and one replayed: statements, decisions, and the results as psql received them (masked)"
+show kubectl sluice sessions --audit "$work/audit.jsonl"
+# The first recorded session with masked values (step 9), from the JSON
+# list (flat objects, one per line after the split).
+session=$(kubectl sluice sessions --audit "$work/audit.jsonl" -o json | tr '{' '\n' |
+  grep '"recording":"results"' | grep -v '"masked":0' |
+  sed -n 's/.*"session":"\([0-9a-f]*\)".*/\1/p' | head -n 1 || true)
+if [ -n "$session" ]; then
+  show kubectl sluice replay "$session" --audit "$work/audit.jsonl" --no-delay
+fi
+
+step "15. deleting the pod makes its token useless: the sidecar loses its bundle and refuses new sessions"
 show kubectl delete pod report -n shop
 for _ in $(seq 1 100); do
   "$psql" -X -h 127.0.0.1 -p "$listen_port" -U app -d orders -c "SELECT 1" >/dev/null 2>&1 || break
   sleep 0.2
 done
 run "SELECT 1"
+
+step "16. evidence for this run: policies, Connections, AccessRequests, the verified audit, SOC 2 mapping, report"
+evidence="$root/target/demo-evidence/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$(dirname "$evidence")"
+show kubectl sluice evidence export --since 1h -n shop --audit "$work/audit.jsonl" -o "$evidence.tar.gz"
+show kubectl sluice evidence verify "$evidence.tar.gz"
+mkdir -p "$evidence" && tar -xzf "$evidence.tar.gz" -C "$evidence" --strip-components=1
+echo "the HTML report of this run: $evidence/report.html"
 
 step "done in $(($(date +%s) - started))s; cleaning up (sidecar, operator, PostgreSQL, test control plane)"

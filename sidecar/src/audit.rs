@@ -82,6 +82,8 @@ pub struct ResultRecord {
     pub duration: Duration,
     /// SQLSTATE of the error, if it failed.
     pub error: Option<String>,
+    /// What the workload received, when the session is recorded (see [`crate::recording`]).
+    pub recorded: Option<sluice_policy::audit::AuditRecorded>,
 }
 
 /// Where audit lines go.
@@ -769,6 +771,7 @@ impl AuditLog {
     ) -> Result<(), AuditError> {
         let mut d = self.draft(s, AuditKind::SessionEnd);
         d.outcome = Some(AuditOutcome {
+            recorded: None,
             rows: None,
             duration_ms: Some(duration.as_millis() as u64),
             error: error.map(String::from),

@@ -27,6 +27,7 @@
 //! - [`tls`]: TLS to the upstream;
 //! - [`audit`], [`metrics`], [`admin`]: the audit trail, metrics and the
 //!   admin port ([`debug_standing`]: its `/debug/standing` page);
+//! - [`recording`]: what a recorded session's workload received, for replay;
 //! - [`limits`]: connection caps, descriptor shares, startup and HTTP
 //!   timeouts; [`rate`]: `statementsPerSecond`, one bucket per identity and
 //!   Connection.
@@ -48,6 +49,7 @@ pub mod plane;
 pub mod planes;
 pub mod postgres;
 pub mod rate;
+pub mod recording;
 pub mod run;
 pub mod run_env;
 pub mod shutdown;

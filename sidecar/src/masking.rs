@@ -90,6 +90,11 @@ impl Masking {
         self.set.read_only()
     }
 
+    /// How much of the session is recorded (`spec.recording`, see [`crate::recording`]).
+    pub fn recording(&self) -> sluice_crds::Recording {
+        self.set.recording()
+    }
+
     /// The masked form of a value under masking rule `rule`.
     pub fn mask(&self, rule: usize, value: &str) -> String {
         self.set.masker(rule).mask(value)

@@ -90,9 +90,54 @@ pub struct AuditOutcome {
     /// Values masked in the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masked: Option<u64>,
+    /// What the workload received, when its policy records the session
+    /// (`spec.recording`): never more than it received, so masked values
+    /// are recorded masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<AuditRecorded>,
     /// Rows returned or affected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+}
+
+/// A result as the workload received it, recorded for replay. Bounded
+/// (see the sidecar's `recording` module): `truncated` says what was left out.
+///
+/// Fields are declared sorted by their JSON names (see `write_canonical`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecorded {
+    /// HTTP: the response body as the workload received it (masked), as
+    /// UTF-8 text (`results` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The recording level of the session (`statements` or `results`).
+    pub level: sluice_crds::Recording,
+    /// SQL: the result sets, in order (a query string may hold several).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<AuditRecordedSet>,
+    /// HTTP: the response status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why part of the result is missing (a bound was reached); absent when
+    /// everything the workload received is here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
+}
+
+/// One SQL result set, as the workload received it.
+///
+/// Fields are declared sorted by their JSON names (see `write_canonical`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecordedSet {
+    /// The column names (from the RowDescription the workload received).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// The rows' values (`null` for SQL NULL), `results` only. A value that
+    /// is not UTF-8 (binary format) is written as `\x` and hex.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<Vec<Option<String>>>,
 }
 
 /// An approval step.

@@ -147,6 +147,7 @@ fn typed_canonical_matches_the_generic_form() {
             reason: Some(nasty.into()),
         }),
         outcome: Some(AuditOutcome {
+            recorded: None,
             rows: Some(u64::MAX),
             duration_ms: Some(0),
             error: Some(nasty.into()),
@@ -266,6 +267,7 @@ fn append_pieces_writes_what_append_line_would() {
     // with and without the optional fields, also from a resumed head
     // that is not 64 hex digits, gives byte-identical lines and heads.
     let outcome = AuditOutcome {
+        recorded: None,
         duration_ms: Some(3),
         error: Some("23505 \"quoted\"\n".into()),
         masked: Some(2),

@@ -35,6 +35,8 @@ pub struct CompiledPolicy {
     pub(super) limits: Option<sluice_crds::Limits>,
     /// `spec.readOnly`.
     pub(super) read_only: bool,
+    /// `spec.recording`.
+    pub(super) recording: sluice_crds::Recording,
 }
 
 #[derive(Debug)]
@@ -153,6 +155,7 @@ impl CompiledPolicy {
             masking,
             limits: spec.limits.clone(),
             read_only: spec.read_only,
+            recording: spec.recording,
         })
     }
 

@@ -462,6 +462,16 @@ impl PolicySet {
             .find(|p| p.read_only && p.mode == PolicyMode::Enforce)
             .map(|p| p.name.as_str())
     }
+
+    /// How much of a session is recorded (`spec.recording`): the most of any
+    /// applicable policy, `dryRun` ones included (recording blocks nothing).
+    pub fn recording(&self) -> sluice_crds::Recording {
+        self.policies
+            .iter()
+            .map(|p| p.recording)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 fn redact_masker() -> Masker {

@@ -30,6 +30,8 @@ pub struct SessionInfo {
     /// The session's audit fields, rendered at its first statement (see
     /// [`crate::audit::AuditLog::statement_pending`]); shared by the session's clones.
     pub(crate) pieces: Arc<OnceLock<Option<SessionPieces>>>,
+    /// What the session's recordings have spent (`spec.recording`).
+    pub recording: crate::recording::SessionBudget,
 }
 
 /// A session's `connection`, `identity` and `session` audit fields,
@@ -87,6 +89,7 @@ impl SessionInfo {
             connection: connection.to_string(),
             client: client.to_string(),
             pieces: Arc::default(),
+            recording: Default::default(),
         }
     }
 }

@@ -67,6 +67,7 @@ async fn pieced_events_record_what_drafted_ones_do() {
         masked: 1,
         duration: Duration::from_millis(4),
         error: Some("23505".into()),
+        recorded: None,
     };
     for (sql, protocol) in [
         ("SELECT 1", "simple"),
@@ -85,6 +86,7 @@ async fn pieced_events_record_what_drafted_ones_do() {
         d.command = Some(sql_command(&decided));
         let r = result();
         d.outcome = Some(AuditOutcome {
+            recorded: None,
             rows: Some(r.rows),
             duration_ms: Some(r.duration.as_millis() as u64),
             error: r.error,

@@ -100,6 +100,7 @@ impl AuditLog {
             duration_ms: Some(r.duration.as_millis() as u64),
             error: r.error,
             masked: (r.masked > 0).then_some(r.masked),
+            recorded: r.recorded,
         };
         if let (Some(session), Some(command)) = (s.pieces(), statement_command(decided)) {
             let event = StatementEvent {

@@ -107,6 +107,7 @@ pub(super) fn result_event(
     error: Option<String>,
 ) {
     let outcome = AuditOutcome {
+        recorded: None,
         rows: None,
         duration_ms: Some(started.elapsed().as_millis() as u64),
         error,

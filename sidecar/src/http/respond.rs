@@ -171,7 +171,12 @@ pub(super) async fn respond(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     ctx.http_metrics.request(label, parts.status);
-    streamed(answer, parts, body, stage, (first, ended))
+    let recorder = crate::recording::BodyRecorder::new(
+        set.recording(),
+        parts.status.as_u16(),
+        &session.recording,
+    );
+    streamed(answer, parts, body, stage, (first, ended), recorder)
 }
 
 /// The answer's body as it streams to the application: credentials
@@ -182,6 +187,7 @@ fn streamed(
     body: Incoming,
     stage: Stage,
     (first, ended): (Bytes, bool),
+    recorder: Option<crate::recording::BodyRecorder>,
 ) -> Response<ProxyBody> {
     let (ctx, up) = (answer.ctx, answer.up);
     let status = parts.status;
@@ -205,6 +211,7 @@ fn streamed(
             status,
             bytes: 0,
             error: None,
+            recorder,
         }),
     };
     Response::from_parts(parts, body.boxed_unsync())

@@ -38,6 +38,8 @@ pub(super) struct ResultRecord {
     pub(super) status: StatusCode,
     pub(super) bytes: u64,
     pub(super) error: Option<String>,
+    /// The body as the workload receives it, when the session is recorded.
+    pub(super) recorder: Option<crate::recording::BodyRecorder>,
 }
 
 /// What happens to a response body's bytes after credentials are scrubbed.
@@ -253,6 +255,7 @@ impl ResponseBody {
             duration_ms: Some(r.started.elapsed().as_millis() as u64),
             error: error.map(|e| format!("{e}; status {}, {} bytes", r.status.as_u16(), r.bytes)),
             masked: (masked > 0).then_some(masked),
+            recorded: r.recorder.map(crate::recording::BodyRecorder::finish),
         };
         if let Err(e) = r.audit.event(
             &r.session,
@@ -266,10 +269,15 @@ impl ResponseBody {
         }
     }
 
-    fn count(&mut self, n: usize) {
+    /// Bytes handed to the client (scrubbed and masked): counted, and recorded
+    /// when the session is.
+    fn count(&mut self, sent: &[u8]) {
         if let Some(r) = self.record.as_mut() {
-            r.bytes += n as u64;
-            r.metrics.bytes_to_client(n);
+            r.bytes += sent.len() as u64;
+            r.metrics.bytes_to_client(sent.len());
+            if let Some(recorder) = r.recorder.as_mut() {
+                recorder.feed(sent);
+            }
         }
     }
 
@@ -323,7 +331,7 @@ impl ResponseBody {
     /// finished and its result recorded.
     fn last(&mut self, tail: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finished = true;
-        self.count(tail.len());
+        self.count(&tail);
         self.write_result();
         if tail.is_empty() {
             return Poll::Ready(None);
@@ -350,7 +358,7 @@ impl Body for ResponseBody {
                 Ok(out) if whole => return this.last(out),
                 Ok(out) if out.is_empty() => {}
                 Ok(out) => {
-                    this.count(out.len());
+                    this.count(&out);
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
                 Err(e) => return this.fail(e),
@@ -393,7 +401,7 @@ impl Body for ResponseBody {
                     };
                     // The hot path: nothing to scrub or mask.
                     if this.secrets.is_none() && matches!(this.stage, Stage::Pass) {
-                        this.count(data.len());
+                        this.count(&data);
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     let end = this.inner.is_end_stream();
@@ -404,7 +412,7 @@ impl Body for ResponseBody {
                     if out.is_empty() {
                         continue;
                     }
-                    this.count(out.len());
+                    this.count(&out);
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
                 Poll::Ready(Some(Err(e))) => {

@@ -69,10 +69,26 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             None
         };
         if is_describe {
+            if matches!(
+                self.queue.front(),
+                Some(Expect::Describe {
+                    portal: Some(_),
+                    forward: true,
+                    ..
+                })
+            ) && !self.suppress
+            {
+                self.recorder
+                    .columns(self.masking.recording(), frame.body());
+            }
             self.described(mask, Some(&frame));
         } else {
             self.result.mask = mask;
             self.result.described = true;
+            if !self.suppress {
+                self.recorder
+                    .columns(self.masking.recording(), frame.body());
+            }
             self.forward(&frame);
         }
         Ok(())

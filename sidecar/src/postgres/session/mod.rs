@@ -388,6 +388,8 @@ struct ServerLoop<'w, W> {
     copy_mask: Option<Arc<CopyMask>>,
     /// Results ended but not yet recorded (see [`ServerLoop::record_results`]).
     results: Vec<(Arc<Decided>, ResultRecord)>,
+    /// The current result as the client receives it, when the session is recorded.
+    recorder: crate::recording::ResultRecorder,
     /// Shared with the client loop.
     answered: Arc<Answered>,
     /// Statements run in the current transaction (see [`ServerLoop::ran`]).

@@ -36,6 +36,17 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     }
 
     pub(super) fn copy_data(&mut self, frame: Frame) {
+        let before = self.out.len();
+        self.copy_data_masked(frame);
+        // What the client got, masked: the recording never sees more.
+        self.recorder.copy_data(
+            self.masking.recording(),
+            &self.session.recording,
+            &self.out[before..],
+        );
+    }
+
+    fn copy_data_masked(&mut self, frame: Frame) {
         let Some(mask) = self.copy_mask.clone() else {
             self.forward(&frame);
             return;
@@ -83,6 +94,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             return Ok(());
         }
+        let before = self.out.len();
         let mask = match self.queue.front() {
             Some(Expect::Execute(e)) => match self.portal_masks.get(&e.portal) {
                 Some(mask) => mask.clone(),
@@ -107,6 +119,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             _ => self.forward(&frame),
         }
+        // What the client got, masked: the recording never sees more.
+        self.recorder.data_row(
+            self.masking.recording(),
+            &self.session.recording,
+            &self.out[before..],
+        );
         Ok(())
     }
 
@@ -175,6 +193,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 masked: p.masked,
                 duration: elapsed,
                 error: p.error,
+                recorded: self.recorder.finish(self.masking.recording()),
             },
         ));
     }
@@ -194,6 +213,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         error: Option<String>,
     ) {
         let elapsed = e.started.elapsed();
+        let recorded = self.recorder.finish(self.masking.recording());
         match &e.stmt {
             Some(s) => self.ran(s.clone()),
             None if self.masking.has_column_rules() => self.ran_overflow = true,
@@ -207,6 +227,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     masked,
                     duration: elapsed,
                     error,
+                    recorded,
                 },
             ));
         } else {

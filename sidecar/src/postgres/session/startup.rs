@@ -410,6 +410,7 @@ where
         simple: None,
         copy_mask: None,
         results: Vec::new(),
+        recorder: Default::default(),
         answered,
         ran: Vec::new(),
         ran_overflow: false,

@@ -17,7 +17,10 @@
 //! | `oscal-assessment-results.json` | OSCAL 1.1.2 assessment results: an observation and a finding per criterion | — |
 //! | `manifest.json` | SHA-256 and size of every other file | — |
 //!
-//! `evidence verify DIR` recomputes every hash of the manifest (an altered,
+//! With `-o FILE.tar.gz` the same files are written as one archive, under a
+//! directory named after it (see [`archive`]).
+//!
+//! `evidence verify DIR|FILE.tar.gz` recomputes every hash of the manifest (an altered,
 //! missing or unlisted file fails, named) and verifies the audit files again
 //! with the packaged checkpoints and keys.
 
@@ -35,6 +38,8 @@ use sluice_crds::{AccessPolicy, AccessRequest, Connection};
 
 use crate::approvals::ClusterArgs;
 use crate::audit_verify;
+
+mod archive;
 
 /// The package format written into the manifest.
 const FORMAT: &str = "sluice-evidence/v1";
@@ -63,7 +68,8 @@ pub struct ExportArgs {
     /// The keys the checkpoints are signed by (`kubectl sluice audit jwks`).
     #[arg(long)]
     jwks: Option<PathBuf>,
-    /// The directory to write the package to (created; must not exist or be empty).
+    /// Where to write the package: a directory (created; must not exist or
+    /// be empty), or a `FILE.tar.gz` (must not exist).
     #[arg(short = 'o', long)]
     output: PathBuf,
     /// Cluster flags.
@@ -74,7 +80,7 @@ pub struct ExportArgs {
 /// `kubectl sluice evidence verify`.
 #[derive(clap::Args)]
 pub struct VerifyArgs {
-    /// The package directory.
+    /// The package: its directory, or its `.tar.gz`.
     dir: PathBuf,
 }
 
@@ -358,7 +364,15 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode, EvidenceError> {
             "--since {since} is not before --until {until}"
         )));
     }
-    if args.output.exists()
+    let tarball = archive::is_archive(&args.output);
+    if tarball && args.output.exists() {
+        return Err(EvidenceError::Usage(format!(
+            "{} exists; give a new file name",
+            args.output.display()
+        )));
+    }
+    if !tarball
+        && args.output.exists()
         && std::fs::read_dir(&args.output)
             .map_err(io("cannot read", &args.output))?
             .next()
@@ -415,8 +429,26 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode, EvidenceError> {
         })
         .collect();
 
+    // An archive is written from a staging directory beside it, removed after.
+    let staging = if tarball {
+        let parent = match args.output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Some(
+            tempfile::Builder::new()
+                .prefix(".sluice-evidence-")
+                .tempdir_in(&parent)
+                .map_err(io("cannot create a staging directory in", &parent))?,
+        )
+    } else {
+        None
+    };
     let mut pkg = Package {
-        dir: args.output.clone(),
+        dir: match &staging {
+            Some(s) => s.path().join("package"),
+            None => args.output.clone(),
+        },
         files: Vec::new(),
     };
     std::fs::create_dir_all(&pkg.dir).map_err(io("cannot create", &pkg.dir))?;
@@ -661,17 +693,29 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode, EvidenceError> {
     let text = serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n";
     let path = pkg.dir.join("manifest.json");
     std::fs::write(&path, text).map_err(io("cannot write", &path))?;
-    println!(
-        "evidence for {since} .. {until} written to {} ({} files; audit {}); open {}",
-        pkg.dir.display(),
-        pkg.files.len() + 1,
-        if all_ok {
-            "verified"
-        } else {
-            "FAILED verification, see audit/verification.json"
-        },
-        pkg.dir.join("report.html").display()
-    );
+    let audit = if all_ok {
+        "verified"
+    } else {
+        "FAILED verification, see audit/verification.json"
+    };
+    if tarball {
+        archive::pack(&pkg.dir, &args.output)?;
+        println!(
+            "evidence for {since} .. {until} written to {} ({} files; audit {audit}); \
+             report.html is {}/report.html in it (tar xzf {} to open it)",
+            args.output.display(),
+            pkg.files.len() + 1,
+            archive::top_dir(&args.output),
+            args.output.display(),
+        );
+    } else {
+        println!(
+            "evidence for {since} .. {until} written to {} ({} files; audit {audit}); open {}",
+            pkg.dir.display(),
+            pkg.files.len() + 1,
+            pkg.dir.join("report.html").display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -957,7 +1001,20 @@ fn html(
 /// Re-checks a package offline: every file's hash, no file missing or
 /// added, and the audit files against the packaged checkpoints and keys.
 pub fn verify(args: &VerifyArgs) -> Result<ExitCode, EvidenceError> {
-    let path = args.dir.join("manifest.json");
+    if !args.dir.is_file() {
+        return verify_dir(&args.dir);
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("sluice-evidence-verify-")
+        .tempdir()
+        .map_err(io("cannot create a directory to unpack", &args.dir))?;
+    let dir = archive::unpack(&args.dir, scratch.path())?;
+    verify_dir(&dir)
+}
+
+/// [`verify`] of a package directory.
+fn verify_dir(dir: &Path) -> Result<ExitCode, EvidenceError> {
+    let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path).map_err(io("cannot read", &path))?;
     let manifest: Value = serde_json::from_str(&text)
         .map_err(|e| EvidenceError::Usage(format!("{}: not a manifest ({e})", path.display())))?;
@@ -976,7 +1033,7 @@ pub fn verify(args: &VerifyArgs) -> Result<ExitCode, EvidenceError> {
             continue;
         }
         listed.insert(name.clone());
-        match std::fs::read(args.dir.join(&name)) {
+        match std::fs::read(dir.join(&name)) {
             Err(_) => problems.push(format!("{name}: missing")),
             Ok(bytes) => {
                 if f["sha256"].as_str() != Some(hex(&Sha256::digest(&bytes)).as_str()) {
@@ -987,14 +1044,14 @@ pub fn verify(args: &VerifyArgs) -> Result<ExitCode, EvidenceError> {
             }
         }
     }
-    let mut stack = vec![args.dir.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(io("cannot read", &dir))? {
-            let entry = entry.map_err(io("cannot read", &dir))?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(sub) = stack.pop() {
+        for entry in std::fs::read_dir(&sub).map_err(io("cannot read", &sub))? {
+            let entry = entry.map_err(io("cannot read", &sub))?;
             let p = entry.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if let Ok(rel) = p.strip_prefix(&args.dir) {
+            } else if let Ok(rel) = p.strip_prefix(dir) {
                 let rel = rel.to_string_lossy().replace('\\', "/");
                 if rel != "manifest.json" && !listed.contains(&rel) {
                     problems.push(format!("{rel}: not in the manifest (added)"));
@@ -1004,7 +1061,7 @@ pub fn verify(args: &VerifyArgs) -> Result<ExitCode, EvidenceError> {
     }
     // The audit files again, offline, with the packaged checkpoints and keys.
     if problems.is_empty() {
-        let read = |name: &str| std::fs::read_to_string(args.dir.join(name)).ok();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
         let checkpoints = read("audit/checkpoints.jsonl");
         let jwks = read("audit/jwks.json");
         let not_logs = [

@@ -1,0 +1,413 @@
+//! Session recording for replay (`spec.recording`, DESIGN §7): what the
+//! workload received, attached to each statement's or request's `result`
+//! audit event (`outcome.recorded`), so the same chain, checkpoints and
+//! `kubectl sluice audit verify` cover it.
+//!
+//! Never an unmasked value: the recorders are fed the bytes *after* they are
+//! masked, exactly as they are written to the workload (a PostgreSQL
+//! DataRow or CopyData message, an HTTP body piece); nothing upstream of
+//! masking reaches them.
+//!
+//! Bounded: a statement records at most [`STATEMENT_ROWS`] rows and
+//! [`STATEMENT_BYTES`] bytes of values (counted as written in the JSON
+//! line), a session at most [`SESSION_BYTES`] in all; past a bound the
+//! result says what was left out (`truncated`). The bounds keep an audit
+//! line small enough for every sink (the operator's `/v1/audit` takes 8 MiB
+//! per batch of up to 1,000 events).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sluice_crds::Recording;
+use sluice_policy::audit::{AuditRecorded, AuditRecordedSet};
+
+use crate::postgres::messages::{backend, data_row, row_description};
+
+/// Most rows one statement's recording keeps.
+pub const STATEMENT_ROWS: usize = 100;
+/// Most bytes of values (or of an HTTP body) one statement's recording keeps.
+pub const STATEMENT_BYTES: usize = 4 * 1024;
+/// Most bytes of values one session's recording keeps, over all its statements.
+pub const SESSION_BYTES: u64 = 256 * 1024;
+
+/// What a session's recordings have spent of [`SESSION_BYTES`]; shared by
+/// the clones of its [`crate::audit::SessionInfo`].
+#[derive(Debug, Clone, Default)]
+pub struct SessionBudget(Arc<AtomicU64>);
+
+impl SessionBudget {
+    /// Takes `n` bytes from the budget; `false` (nothing taken) when they do not fit.
+    fn take(&self, n: usize) -> bool {
+        let n = n as u64;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |spent| {
+                (spent + n <= SESSION_BYTES).then_some(spent + n)
+            })
+            .is_ok()
+    }
+}
+
+/// Why values were left out, in the order they are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Rows,
+    Bytes,
+    Session,
+}
+
+impl Cut {
+    fn reason(self) -> String {
+        match self {
+            Cut::Rows => format!("a statement's recording keeps at most {STATEMENT_ROWS} rows"),
+            Cut::Bytes => {
+                format!("a statement's recording keeps at most {STATEMENT_BYTES} bytes of values")
+            }
+            Cut::Session => format!(
+                "the session's recording budget ({} KiB of values) is spent",
+                SESSION_BYTES / 1024
+            ),
+        }
+    }
+}
+
+// === impl ResultRecorder ===
+
+/// One PostgreSQL result (a query string's, or an Execute's) being recorded.
+#[derive(Debug, Default)]
+pub struct ResultRecorder {
+    sets: Vec<AuditRecordedSet>,
+    rows: usize,
+    bytes: usize,
+    omitted: u64,
+    cut: Option<Cut>,
+    malformed: bool,
+}
+
+impl ResultRecorder {
+    /// A RowDescription the workload received: a new result set with its
+    /// column names.
+    pub fn columns(&mut self, level: Recording, body: &[u8]) {
+        if level.is_off() {
+            return;
+        }
+        match row_description::decode(body) {
+            Ok(columns) => self.sets.push(AuditRecordedSet {
+                columns: columns.into_iter().map(|c| c.name).collect(),
+                rows: Vec::new(),
+            }),
+            Err(_) => self.malformed = true,
+        }
+    }
+
+    /// Bytes just written to the workload for one DataRow (empty when the
+    /// row was withheld): its values are recorded, as the workload got them.
+    pub fn data_row(&mut self, level: Recording, budget: &SessionBudget, written: &[u8]) {
+        if level != Recording::Results || written.is_empty() {
+            return;
+        }
+        let Some(body) = message_body(written, backend::DATA_ROW) else {
+            self.malformed = true;
+            return;
+        };
+        let Ok(ranges) = data_row::values(body) else {
+            self.malformed = true;
+            return;
+        };
+        let row = ranges
+            .into_iter()
+            .map(|r| r.map(|r| value_text(&body[r])))
+            .collect();
+        self.push(budget, row);
+    }
+
+    /// Bytes just written to the workload for one CopyData of a COPY TO
+    /// STDOUT: recorded as a row of one value (the line).
+    pub fn copy_data(&mut self, level: Recording, budget: &SessionBudget, written: &[u8]) {
+        if level != Recording::Results || written.is_empty() {
+            return;
+        }
+        let Some(body) = message_body(written, backend::COPY_DATA) else {
+            self.malformed = true;
+            return;
+        };
+        self.push(budget, vec![Some(value_text(body))]);
+    }
+
+    fn push(&mut self, budget: &SessionBudget, row: Vec<Option<String>>) {
+        if self.cut.is_some() {
+            self.omitted += 1;
+            return;
+        }
+        let size: usize = row
+            .iter()
+            .map(|v| v.as_deref().map_or(4, json_len) + 1)
+            .sum();
+        let cut = if self.rows >= STATEMENT_ROWS {
+            Some(Cut::Rows)
+        } else if self.bytes + size > STATEMENT_BYTES {
+            Some(Cut::Bytes)
+        } else if !budget.take(size) {
+            Some(Cut::Session)
+        } else {
+            None
+        };
+        if let Some(cut) = cut {
+            self.cut = Some(cut);
+            self.omitted += 1;
+            return;
+        }
+        self.rows += 1;
+        self.bytes += size;
+        if self.sets.is_empty() {
+            // Rows without a RowDescription (an Execute of a portal described earlier).
+            self.sets.push(AuditRecordedSet::default());
+        }
+        if let Some(set) = self.sets.last_mut() {
+            set.rows.push(row);
+        }
+    }
+
+    /// The result ended: what was recorded of it (`None` when the session
+    /// is not recorded), and a fresh recorder for the next.
+    pub fn finish(&mut self, level: Recording) -> Option<AuditRecorded> {
+        let done = std::mem::take(self);
+        if level.is_off() {
+            return None;
+        }
+        let mut why = Vec::new();
+        if let Some(cut) = done.cut {
+            why.push(format!(
+                "{} rows not recorded: {}",
+                done.omitted,
+                cut.reason()
+            ));
+        }
+        if done.malformed {
+            why.push("a message could not be read for the recording".to_string());
+        }
+        Some(AuditRecorded {
+            level,
+            sets: done.sets,
+            truncated: (!why.is_empty()).then(|| why.join("; ")),
+            ..AuditRecorded::default()
+        })
+    }
+}
+
+// === impl BodyRecorder ===
+
+/// One HTTP response body being recorded, as the workload receives it.
+#[derive(Debug)]
+pub struct BodyRecorder {
+    level: Recording,
+    status: u16,
+    budget: SessionBudget,
+    body: Vec<u8>,
+    omitted: u64,
+    cut: Option<Cut>,
+}
+
+impl BodyRecorder {
+    /// A recorder for a response of `status`, or `None` when the session is not recorded.
+    pub fn new(level: Recording, status: u16, budget: &SessionBudget) -> Option<Self> {
+        (!level.is_off()).then(|| BodyRecorder {
+            level,
+            status,
+            budget: budget.clone(),
+            body: Vec::new(),
+            omitted: 0,
+            cut: None,
+        })
+    }
+
+    /// Bytes just handed to the workload.
+    pub fn feed(&mut self, sent: &[u8]) {
+        if self.level != Recording::Results || sent.is_empty() {
+            return;
+        }
+        if self.cut.is_some() {
+            self.omitted += sent.len() as u64;
+            return;
+        }
+        let room = STATEMENT_BYTES.saturating_sub(self.body.len());
+        let mut take = sent.len().min(room);
+        // JSON escaping can make a piece longer in the line than in the body.
+        while take > 0
+            && json_len_bytes(&sent[..take]) + json_len_bytes(&self.body) > STATEMENT_BYTES
+        {
+            take /= 2;
+        }
+        let cut = if take < sent.len() {
+            Some(Cut::Bytes)
+        } else {
+            None
+        };
+        if take > 0 && !self.budget.take(json_len_bytes(&sent[..take])) {
+            self.cut = Some(Cut::Session);
+            self.omitted += sent.len() as u64;
+            return;
+        }
+        self.body.extend_from_slice(&sent[..take]);
+        if let Some(cut) = cut {
+            self.cut = Some(cut);
+            self.omitted += (sent.len() - take) as u64;
+        }
+    }
+
+    /// The response ended (or was cut off): what was recorded of it.
+    pub fn finish(self) -> AuditRecorded {
+        let mut why = Vec::new();
+        let body = if self.level == Recording::Results {
+            let mut bytes = self.body;
+            // A cut may fall inside a character: keep the whole ones.
+            match std::str::from_utf8(&bytes) {
+                Ok(_) => {}
+                Err(e) if e.error_len().is_none() && self.cut.is_some() => {
+                    bytes.truncate(e.valid_up_to())
+                }
+                Err(_) => {
+                    why.push("the body is not UTF-8 text and is not recorded".to_string());
+                    bytes.clear();
+                }
+            }
+            String::from_utf8(bytes).ok().filter(|b| !b.is_empty())
+        } else {
+            None
+        };
+        if let Some(cut) = self.cut {
+            let what = match cut {
+                Cut::Session => cut.reason(),
+                _ => format!("a response's recording keeps at most {STATEMENT_BYTES} bytes"),
+            };
+            why.insert(0, format!("{} bytes not recorded: {what}", self.omitted));
+        }
+        AuditRecorded {
+            body,
+            level: self.level,
+            status: Some(self.status),
+            truncated: (!why.is_empty()).then(|| why.join("; ")),
+            ..AuditRecorded::default()
+        }
+    }
+}
+
+/// The body of the one message of type `tag` that `bytes` holds.
+fn message_body(bytes: &[u8], tag: u8) -> Option<&[u8]> {
+    if bytes.len() < 5 || bytes[0] != tag {
+        return None;
+    }
+    let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    (len + 1 == bytes.len()).then(|| &bytes[5..])
+}
+
+/// A value as text: itself when it is UTF-8, else `\x` and hex (binary format).
+fn value_text(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(s) => s.to_string(),
+        Err(_) => {
+            let mut s = String::with_capacity(2 + v.len() * 2);
+            s.push_str("\\x");
+            for b in v {
+                s.push_str(&format!("{b:02x}"));
+            }
+            s
+        }
+    }
+}
+
+/// The length of `s` as a JSON string's content (escapes included).
+fn json_len(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
+/// [`json_len`] of bytes read as lossy UTF-8 (each bad byte a 3-byte U+FFFD at most).
+fn json_len_bytes(b: &[u8]) -> usize {
+    json_len(&String::from_utf8_lossy(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    fn data_row_message(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        body.extend_from_slice(&(values.len() as i16).to_be_bytes());
+        for v in values {
+            data_row::put_value(&mut body, *v);
+        }
+        let mut m = vec![backend::DATA_ROW];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn a_statement_keeps_at_most_its_rows_and_says_so() {
+        let budget = SessionBudget::default();
+        let mut r = ResultRecorder::default();
+        let row = data_row_message(&[Some(b"1"), None]);
+        for _ in 0..STATEMENT_ROWS + 5 {
+            r.data_row(Recording::Results, &budget, &row);
+        }
+        let rec = r.finish(Recording::Results).expect("recorded");
+        assert_eq!(rec.sets[0].rows.len(), STATEMENT_ROWS);
+        assert_eq!(rec.sets[0].rows[0], vec![Some("1".to_string()), None]);
+        let why = rec.truncated.expect("truncation is said");
+        assert!(why.starts_with("5 rows not recorded"), "{why}");
+    }
+
+    #[test]
+    fn a_session_budget_is_shared_and_spent() {
+        let budget = SessionBudget::default();
+        let big = vec![b'a'; STATEMENT_BYTES / 2];
+        let row = data_row_message(&[Some(&big)]);
+        let mut spent = 0;
+        let mut cut = false;
+        for _ in 0..(SESSION_BYTES as usize / STATEMENT_BYTES) * 2 + 4 {
+            let mut r = ResultRecorder::default();
+            r.data_row(Recording::Results, &budget, &row);
+            let rec = r.finish(Recording::Results).expect("recorded");
+            if let Some(why) = rec.truncated {
+                assert!(why.contains("budget"), "{why}");
+                cut = true;
+            } else {
+                spent += big.len();
+            }
+        }
+        assert!(cut, "the session budget never ran out");
+        assert!(spent as u64 <= SESSION_BYTES);
+    }
+
+    #[test]
+    fn statements_level_records_columns_and_no_values() {
+        let budget = SessionBudget::default();
+        let mut r = ResultRecorder::default();
+        r.data_row(
+            Recording::Statements,
+            &budget,
+            &data_row_message(&[Some(b"x")]),
+        );
+        let rec = r.finish(Recording::Statements).expect("recorded");
+        assert!(rec.sets.iter().all(|s| s.rows.is_empty()));
+        assert!(r.finish(Recording::Off).is_none());
+    }
+
+    #[test]
+    fn a_body_is_cut_at_a_character_and_the_cut_is_said() {
+        let budget = SessionBudget::default();
+        let mut r = BodyRecorder::new(Recording::Results, 200, &budget).expect("on");
+        let text = "é".repeat(STATEMENT_BYTES);
+        r.feed(text.as_bytes());
+        let rec = r.finish();
+        let body = rec.body.expect("a body");
+        assert!(body.len() <= STATEMENT_BYTES && body.chars().all(|c| c == 'é'));
+        assert!(rec.truncated.expect("said").contains("bytes not recorded"));
+    }
+}
