@@ -110,6 +110,7 @@ struct Filter {
 
 /// Runs `tail` until interrupted; exit 1 when the pods cannot be listed or watched.
 pub fn run(args: &TailArgs) -> Result<ExitCode, ApprovalsError> {
+    let started = Timestamp::now();
     runtime()?.block_on(async {
         let (client, namespace) = connect_with(&args.cluster, false).await?;
         let api: Api<Pod> = if args.all_namespaces {
@@ -121,7 +122,7 @@ pub fn run(args: &TailArgs) -> Result<ExitCode, ApprovalsError> {
             connection: args.connection.clone(),
             decisions: args.decision.clone(),
             output: args.output,
-            started: Timestamp::now(),
+            started,
         });
         let mut lp = ListParams::default();
         if let Some(pod) = &args.pod {
@@ -241,13 +242,17 @@ impl Follower {
             let lp = LogParams {
                 container: Some(SIDECAR_CONTAINER.into()),
                 follow: true,
-                // A pod there at start: from now on, as `linkerd viz tap`.
-                tail_lines: (first && self.present).then_some(0),
+                // A pod there at start: from then on, as `linkerd viz tap`
+                // (the time of each event is checked too, in [`Self::line`]).
+                since_time: self.present.then_some(self.filter.started),
                 ..LogParams::default()
             };
             match self.api.log_stream(&self.name, &lp).await {
                 Ok(stream) => {
-                    first = false;
+                    if first {
+                        eprintln!("tail: following pod {}/{}", self.ns, self.name);
+                        first = false;
+                    }
                     backoff = Duration::from_millis(500);
                     if let Err(e) = self.read(stream).await {
                         eprintln!(
