@@ -83,13 +83,19 @@ async fn next<R: tokio::io::AsyncBufRead + Unpin>(
 
 /// Reads stderr until a line containing `needle`.
 async fn wait_err(err: &mut Lines<BufReader<ChildStderr>>, needle: &str) {
-    loop {
-        match next(err, needle).await {
-            Some(l) if l.contains(needle) => return,
-            Some(_) => {}
-            None => panic!("stderr ended before {needle:?}"),
+    let seen = async {
+        let mut seen = Vec::new();
+        loop {
+            match err.next_line().await.unwrap() {
+                Some(l) if l.contains(needle) => return,
+                Some(l) => seen.push(l),
+                None => panic!("stderr ended before {needle:?}: {seen:?}"),
+            }
         }
-    }
+    };
+    tokio::time::timeout(WAIT, seen)
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} on stderr within {WAIT:?}"));
 }
 
 async fn create_pod(client: &kube::Client, ns: &str, name: &str, injected: bool) -> Pod {
@@ -233,6 +239,22 @@ async fn kubectl_logs_follows_the_pod_log_endpoint_like_kube() {
         err.contains("container nope is not valid for pod report"),
         "{err}"
     );
+    // kubectl checks the container itself; the API server must too.
+    for (query, message) in [
+        (
+            "container=nope",
+            "container nope is not valid for pod report",
+        ),
+        (
+            "",
+            "a container name must be specified for pod report, choose one of: [app sluice-sidecar]",
+        ),
+    ] {
+        let url = format!("/api/v1/namespaces/shop/pods/report/log?{query}");
+        let (code, _, err) = run(&cluster, &["get", "--raw", &url]).await;
+        assert_eq!(code, Some(1));
+        assert!(err.contains(&format!("(BadRequest): {message}")), "{err}");
+    }
     let (code, _, err) = run(&cluster, &["logs", "gone", "-n", "shop", "-c", "app"]).await;
     assert_eq!(code, Some(1));
     assert!(err.contains("pods \"gone\" not found"), "{err}");
