@@ -320,13 +320,7 @@ async fn tail_shows_live_decisions_of_every_injected_pod_with_filters() {
         event(1, "2026-01-01T00:00:00Z", "orders-db", "deny", "DROP TABLE history"),
         r#"{"timestamp":"2026-01-01T00:00:00Z","level":"INFO","fields":{"message":"bundle received"}}"#.into(),
     ]);
-    // Not injected: never followed, whatever its log holds.
-    append(
-        &log_file(&cluster, &plain, "sluice-sidecar"),
-        &[event(1, &now(), "orders-db", "deny", "DROP TABLE plain")],
-    );
-
-    let (_child, mut out, mut err) = spawn(
+    let (child, mut out, mut err) = spawn(
         &cluster,
         &[
             "sluice",
@@ -340,6 +334,11 @@ async fn tail_shows_live_decisions_of_every_injected_pod_with_filters() {
         ],
     );
     wait_err(&mut err, "following pod shop/report").await;
+    // Not injected: never followed, whatever its log holds.
+    append(
+        &log_file(&cluster, &plain, "sluice-sidecar"),
+        &[event(1, &now(), "orders-db", "deny", "DROP TABLE plain")],
+    );
     append(
         &report_log,
         &[
@@ -409,4 +408,9 @@ async fn tail_shows_live_decisions_of_every_injected_pod_with_filters() {
         .await
         .unwrap();
     wait_err(&mut err, "pod shop/late is gone; no longer following it").await;
+    // The pod without a sidecar was never followed: nothing of its log was shown.
+    drop(child);
+    while let Some(line) = next(&mut out, "the end of the output").await {
+        assert!(!line.contains("shop/plain"), "{line}");
+    }
 }
