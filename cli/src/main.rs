@@ -15,6 +15,7 @@ mod policy_eval;
 mod replay;
 mod sessions;
 mod status;
+mod tail;
 
 /// Sluice: identity-aware access to databases and APIs for machine identities.
 #[derive(Parser)]
@@ -77,6 +78,9 @@ enum Command {
     /// Show what each injected pod's sidecar holds: bundle revision, refresh,
     /// expiry, Connections, policies, sessions, refusals.
     Status(status::StatusArgs),
+    /// Show the sidecars' decisions live, one line each (from their audit
+    /// streams, through `pods/log`).
+    Tail(tail::TailArgs),
     /// Evidence packages for auditors.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
         Command::Check(args) => return cluster(check::run(&args)),
         Command::Status(args) => return cluster(status::run(&args)),
         Command::Completion(args) => return completion::run(&args),
+        Command::Tail(args) => return cluster(tail::run(&args)),
     };
     match result {
         Ok(code) => code,

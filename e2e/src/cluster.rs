@@ -180,6 +180,7 @@ impl TestCluster {
             TokenSigner::new()?,
             opts.rbac,
         );
+        let _ = inner.pod_log_root.set(dir.join("pods"));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ClusterError::Listen)?;
         listener
             .set_nonblocking(true)
@@ -248,6 +249,12 @@ impl TestCluster {
     /// The kubeconfig file (context `admin` current, one context per user).
     pub fn kubeconfig_path(&self) -> PathBuf {
         self.dir.join("kubeconfig")
+    }
+
+    /// Where the test writes the log of `container` of pod `ns/name` (uid
+    /// `uid`), which `pods/NAME/log` serves (the kubelet's `/var/log/pods` layout).
+    pub fn pod_log_path(&self, ns: &str, name: &str, uid: &str, container: &str) -> PathBuf {
+        crate::apiserver::pod_log_path(&self.dir.join("pods"), ns, name, uid, container)
     }
 
     /// The directory holding `kubeconfig` and `ready`.

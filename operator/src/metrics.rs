@@ -149,7 +149,10 @@ const ROUTES: [(&str, &str); 14] = [
     ("/v1/bundle", "bundle"),
     ("/v1/jwks", "jwks"),
     ("/v1/audit", "audit"),
-    (crate::identity::webhook_config::POD_INJECTION_PATH, "mutate_pods"),
+    (
+        crate::identity::webhook_config::POD_INJECTION_PATH,
+        "mutate_pods",
+    ),
     ("/v1/approvals", "approvals"),
     ("/v1/approvals/{name}", "approvals_get"),
     ("/v1/approvals/{name}/executed", "approvals_executed"),

@@ -26,6 +26,11 @@ pub(super) enum Line {
     TextOther,
 }
 
+/// Whether a log line is an audit event (for `tail`, which shows them live).
+pub(crate) fn is_audit_event(raw: &str) -> bool {
+    matches!(classify(raw), Line::Audit(_))
+}
+
 pub(super) fn classify(raw: &str) -> Line {
     let trimmed = raw.trim();
     if trimmed.is_empty() {

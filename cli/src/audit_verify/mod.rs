@@ -25,7 +25,7 @@
 
 mod checkpoints;
 mod failure;
-mod input;
+pub(crate) mod input;
 mod report;
 mod verify;
 

@@ -297,6 +297,9 @@ async fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<Body>, ApiError
     {
         return super::pod_proxy::proxy(inner, req, ns, id, rest).await;
     }
+    if let ["api", "v1", "namespaces", ns, "pods", name, "log"] = segs.as_slice() {
+        return super::pod_log::log(inner, req, ns, name).await;
+    }
     let (group, version, rest) = match segs.as_slice() {
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),

@@ -12,6 +12,8 @@ mod http;
 mod openapi;
 mod ops;
 pub mod patch;
+mod pod_log;
+pub use pod_log::log_path as pod_log_path;
 mod pod_proxy;
 mod protobuf;
 pub mod rbac;
@@ -72,6 +74,8 @@ pub struct Inner {
     issuer: String,
     /// Whether RBAC is enforced.
     rbac: bool,
+    /// Where containers' logs are, in the kubelet's layout (`pod_log::log_path`).
+    pub(crate) pod_log_root: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// Default audience of service-account tokens (kube's `--api-audiences`).
@@ -112,6 +116,7 @@ impl Inner {
             ca_pem,
             issuer: API_AUDIENCE.to_string(),
             rbac,
+            pod_log_root: Default::default(),
         });
         {
             let mut st = inner.lock();
