@@ -33,7 +33,7 @@ mod tail;
   kubectl sluice approve orders-db-7f2c -n shop --reason 'ticket 123'
   kubectl sluice policy eval -f policies/ --as shop/report-job --connection orders-db --sql 'DROP TABLE t'
   kubectl logs deploy/report -c sluice-sidecar | kubectl sluice audit verify -
-  source <(kubectl-sluice completion bash)  # shell completion (see completion --help)"
+  kubectl sluice completion --help          # shell completion for bash, zsh, fish and kubectl"
 )]
 struct Cli {
     #[command(subcommand)]
