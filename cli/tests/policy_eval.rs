@@ -735,7 +735,9 @@ spec:
             .clone()
     };
     let first = columns(0);
-    let summary: Vec<(&str, bool, Option<&str>, Option<&str>, Option<u64>)> = first
+    // column, masked, strategy, policy, index in spec.masking
+    type ColumnMask<'a> = (&'a str, bool, Option<&'a str>, Option<&'a str>, Option<u64>);
+    let summary: Vec<ColumnMask> = first
         .iter()
         .map(|c| {
             (

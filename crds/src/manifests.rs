@@ -31,9 +31,10 @@ pub enum ManifestError {
         path: PathBuf,
         /// 1-based index of the document in the file.
         index: usize,
-        /// The parse error (it names the line and column).
+        /// The parse error (it names the line and column); boxed, as the
+        /// parser's error is large and this enum travels in every `Result`.
         #[source]
-        source: crate::yaml::Error,
+        source: Box<crate::yaml::Error>,
     },
     /// A field of an object has a value its kind does not accept.
     #[error("{path}: document {index} ({object}): {field}: {message}")]
@@ -288,7 +289,7 @@ impl ManifestSet {
             ManifestError::Invalid {
                 path: source.to_path_buf(),
                 index,
-                source: e,
+                source: Box::new(e),
             }
         })?;
         for (i, value) in docs.into_iter().enumerate() {
