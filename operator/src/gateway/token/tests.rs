@@ -174,7 +174,9 @@ fn other_algorithms_and_missing_kid_are_refused() {
     let current = keys.current().unwrap();
     let claims = claims_at(1_000);
 
-    // HS256 keyed with the public key: the classic algorithm confusion.
+    // HS256 with a key id the set knows (the classic algorithm confusion): the
+    // HMAC key here is the kid's bytes; any key will do, since the algorithm is
+    // pinned before a key is looked up.
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(current.kid().to_string());
     let secret = EncodingKey::from_secret(current.kid().as_bytes());
