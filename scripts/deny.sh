@@ -14,6 +14,14 @@ if ! cargo deny --version 2>/dev/null | grep -q "$DENY_VERSION"; then
   cargo install --locked "cargo-deny@$DENY_VERSION"
 fi
 
+# deny.toml ignores RUSTSEC-2023-0071 (rsa) because no product code uses an RSA
+# private key; the moment some does, the ignore is wrong: fail here.
+if grep -rnE 'EncodingKey::from_rsa|RsaPrivateKey' \
+  --include='*.rs' crds policy sidecar operator cli; then
+  echo "deny: product code above uses an RSA private key: RUSTSEC-2023-0071 (rsa timing side channel) applies; remove its ignore in deny.toml and decide again" >&2
+  exit 1
+fi
+
 echo "== deny: licenses, bans, sources"
 cargo deny --locked check --hide-inclusion-graph licenses bans sources
 
