@@ -153,10 +153,48 @@ proptest! {
     fn patch_is_sound_and_idempotent(raw in pod(), native in any::<bool>()) {
         let typed: Pod = serde_json::from_value(raw.clone()).unwrap();
         let cfg = config(native);
+        // The ports the sidecar binds for this pod: its admin server and the
+        // listener of each Connection the pod gets (all of them, or those
+        // the annotation names); and the ports the pod's containers declare.
+        let requested = raw["metadata"]["annotations"]["sluice.dev/inject"] == "true";
+        let only = raw["metadata"]["annotations"]["sluice.dev/connections"].as_str();
+        let mut claimed = vec![(15020u16, "the Sluice sidecar's admin server".to_string())];
+        for (name, port) in [("orders-db", 15432u16), ("payments", 18080)] {
+            if only.is_none_or(|o| o.split(',').any(|n| n.trim() == name)) {
+                claimed.push((port, format!("Connection {name:?}")));
+            }
+        }
+        let declared: Vec<(u16, String)> = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|list| raw["spec"][list].as_array().cloned().unwrap_or_default())
+            .flat_map(|c| {
+                let name = c["name"].as_str().unwrap().to_string();
+                c["ports"].as_array().cloned().unwrap_or_default().into_iter()
+                    .map(move |p| (p["containerPort"].as_u64().unwrap() as u16, name.clone()))
+            })
+            .collect();
+        let clash = declared.iter().find(|(port, _)| claimed.iter().any(|(c, _)| c == port));
         let injection = match inject(&typed, &cfg) {
-            Ok(injection) => injection,
-            Err(InjectError::PortClash { port, .. }) => {
-                prop_assert!(port == 15432 || port == 15020 || port == 18080);
+            Ok(injection) => {
+                prop_assert!(
+                    !requested || clash.is_none(),
+                    "injected although container {:?} declares port {:?} the sidecar binds",
+                    clash.map(|c| &c.1), clash.map(|c| c.0)
+                );
+                injection
+            }
+            Err(InjectError::PortClash { port, first, second }) => {
+                // Refused only for a real clash: a container declares the port,
+                // and the sidecar binds it for this pod (a Connection the pod
+                // does not get claims nothing).
+                prop_assert!(requested, "a pod that asked for nothing was refused");
+                let (_, owner) = claimed.iter().find(|(c, _)| *c == port)
+                    .ok_or_else(|| TestCaseError::fail(format!("port {port} is not one the sidecar binds for this pod ({claimed:?})")))?;
+                prop_assert_eq!(&first, owner);
+                prop_assert!(
+                    declared.iter().any(|(p, c)| *p == port && second == format!("container {c:?}")),
+                    "{} does not declare port {} ({:?})", second, port, declared
+                );
                 return Ok(());
             }
             Err(other) => return Err(TestCaseError::fail(format!("unexpected refusal: {other}"))),

@@ -333,6 +333,21 @@ impl Drop for Sidecar {
 }
 
 impl Sidecar {
+    /// `GET /metrics` on the admin port: the exposition text (headers too).
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.admin_port))
+            .await
+            .expect("connect to the admin port");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send GET /metrics");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read /metrics");
+        assert!(out.starts_with("HTTP/1.1 200"), "GET /metrics: {out}");
+        out
+    }
+
     /// Starts a sidecar from `manifests` (with `{PORT}` replaced by a free
     /// listen port) as `identity`, and waits until it listens.
     pub fn start(manifests: &str, identity: &str) -> Sidecar {
