@@ -186,7 +186,10 @@ async fn driver_sees_masked_values_of_the_right_shape() {
         .unwrap();
     assert_eq!(row.get::<_, &str>(0), "Alice");
     let ssn: &str = row.get(1);
-    assert_eq!(ssn, "[redacted]", "the redact strategy's marker, nothing else");
+    assert_eq!(
+        ssn, "[redacted]",
+        "the redact strategy's marker, nothing else"
+    );
     // A masked int in binary format cannot hold a marker: it is NULL.
     assert_eq!(row.get::<_, Option<i32>>(2), None);
     let note: &str = row.get(3);
@@ -542,5 +545,9 @@ async fn masked_values_are_counted_in_audit_and_metrics() {
         .filter(|l| l.starts_with("sluice_masked_values_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
-    assert_eq!(counted, vec![1.0], "sluice_masked_values_total in\n{metrics}");
+    assert_eq!(
+        counted,
+        vec![1.0],
+        "sluice_masked_values_total in\n{metrics}"
+    );
 }
