@@ -110,12 +110,13 @@ pub async fn serve(ctx: Arc<MyContext>, socket: TcpStream, peer: SocketAddr) {
     let span = tracing::error_span!("mysql_session", connection = %ctx.name, identity = %info.subject, session = %info.id, %peer);
     let _ = socket.set_nodelay(true);
     let started = Instant::now();
-    let result = tracing::Instrument::instrument(run(&ctx, socket, &info), span).await;
+    let mut opened = false;
+    let result = tracing::Instrument::instrument(run(&ctx, socket, &info, &mut opened), span).await;
     match result {
-        Ok(true) => {
+        _ if !opened => {}
+        Ok(()) => {
             let _ = ctx.audit.session_end(&info, started.elapsed(), None);
         }
-        Ok(false) => {}
         Err(e) => {
             tracing::debug!(error = %e, "mysql session ended with an error");
             let _ = ctx
@@ -139,13 +140,14 @@ async fn send_err(
     socket.write_all(&out).await
 }
 
-/// The handshake and the command loop; `Ok(true)` once a started session
-/// ended normally, `Ok(false)` when it was refused before it started.
+/// The handshake and the command loop; `opened` is set once the session
+/// is on record as started (its end is recorded then, not before).
 async fn run(
     ctx: &MyContext,
     mut socket: TcpStream,
     info: &SessionInfo,
-) -> Result<bool, SessionError> {
+    opened: &mut bool,
+) -> Result<(), SessionError> {
     let standing = ctx.binding.standing.clone();
     let refusal = standing
         .borrow()
@@ -155,7 +157,7 @@ async fn run(
     if let Some(why) = refusal {
         let _ = ctx.audit.session_refused(info, &why);
         send_err(&mut socket, 0, SESSION_DENIED, "28000", &why).await?;
-        return Ok(false);
+        return Ok(());
     }
     // Connect upstream first: the client is shown the real server.
     let (io, greeting) = match upstream::connect(&ctx.upstream).await {
@@ -167,7 +169,7 @@ async fn run(
             );
             let _ = ctx.audit.session_refused(info, &why);
             send_err(&mut socket, 0, 2013, "08S01", &why).await?;
-            return Ok(false);
+            return Ok(());
         }
     };
     let caps = offered() & greeting.capabilities;
@@ -175,12 +177,16 @@ async fn run(
         // Printable, non-NUL bytes, as servers send.
         rand::random_range(b'!'..=b'~')
     });
+    // The second part as servers send it: 12 bytes and a NUL (clients
+    // read at least 13).
+    let mut part2 = scramble[8..].to_vec();
+    part2.push(0);
     let hello = HandshakePacket::new(
         10,
         greeting.server_version.as_slice(),
         greeting.connection_id,
         scramble[..8].try_into().unwrap_or([b'a'; 8]),
-        Some(&scramble[8..]),
+        Some(part2.as_slice()),
         caps,
         greeting.collation,
         mysql_common::constants::StatusFlags::from_bits_truncate(greeting.status),
@@ -204,7 +210,7 @@ async fn run(
         let why = "Sluice refused the session: the client asked for TLS, which the sidecar does not offer on loopback; connect without TLS (the sidecar speaks TLS to the server)";
         let _ = ctx.audit.session_refused(info, why);
         send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", why).await?;
-        return Ok(false);
+        return Ok(());
     }
     let hr = HandshakeResponse::deserialize((), &mut ParseBuf(&response.payload))
         .map_err(|e| PacketError::Malformed(format!("handshake response: {e}")))?;
@@ -229,7 +235,7 @@ async fn run(
             );
             let _ = ctx.audit.session_refused(info, &why);
             send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
-            return Ok(false);
+            return Ok(());
         }
     };
     let settings = match setup(&mut up).await {
@@ -241,15 +247,16 @@ async fn run(
             );
             let _ = ctx.audit.session_refused(info, &why);
             send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
-            return Ok(false);
+            return Ok(());
         }
     };
     if let Err(e) = ctx.audit.session_start(info, up.tls, false) {
         let why =
             format!("Sluice refused the session: its audit record could not be written ({e})");
         send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
-        return Ok(false);
+        return Ok(());
     }
+    *opened = true;
     let ok = OkPacket::with_status(0x0002);
     let mut out = Vec::new();
     packet::write_packet(&mut out, &mut reply_seq, &ok.encode(0, client_caps));
@@ -271,8 +278,7 @@ async fn run(
         revoked: None,
         settings,
     };
-    session.commands().await?;
-    Ok(true)
+    session.commands().await
 }
 
 /// The sidecar's own statements at the start of the upstream session: the

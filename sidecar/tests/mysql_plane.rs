@@ -1,0 +1,267 @@
+//! The MySQL plane (#24, first slice) with real clients against a real
+//! MariaDB: the `mariadb` CLI and PyMySQL (text protocol) through
+//! `sluice-sidecar standalone`. Statements are decided per statement (a
+//! string with a refused statement is refused whole, and nothing of it
+//! runs), refusals are ERR 42000 naming policy and rule and the session
+//! goes on, masked columns come back masked with values valid for their
+//! type, and the settings and lexical forms under which MySQL reads a text
+//! otherwise than Sluice are tracked or refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod mysql_support;
+
+use common::Sidecar;
+use mysql_support::*;
+
+const SSN: &str = "123-45-6789";
+
+const POLICY: &str = r#"  defaultAction: allow
+  onParseError: deny
+  rules:
+    - name: no-schema-changes
+      match: {statements: [drop, truncate, alter, create]}
+      action: deny
+  masking:
+    - columns: ["customers.ssn", "customers.born"]
+      strategy: redact
+"#;
+
+/// A database with `customers` (one row holding an SSN) and `t`, and a
+/// sidecar in front of it.
+fn setup(db: &str) -> Sidecar {
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50), ssn varchar(20), born date, score int);
+         INSERT INTO {db}.customers VALUES (1, 'Alice', '{SSN}', '1980-01-02', 7);
+         CREATE TABLE {db}.t (id int);"
+    ));
+    Sidecar::start(&manifests(m, db, POLICY), "shop/report-job")
+}
+
+fn t_exists(db: &str) -> bool {
+    maria()
+        .admin(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{db}' AND table_name = 't'"
+        ))
+        .trim()
+        == "1"
+}
+
+#[test]
+fn mariadb_cli_is_decided_masked_and_audited() {
+    let db = "my_cli";
+    let sidecar = setup(db);
+    let (_, out, err) = mariadb_cli(
+        sidecar.port,
+        "SELECT version();\n\
+         SELECT id, name, ssn, born, score FROM customers;\n\
+         SELECT concat(ssn, '') AS c, upper(name) AS n FROM customers;\n\
+         DROP TABLE t;\n\
+         SELECT 'still here';\n",
+    );
+    // The real server's version is shown to the client.
+    assert!(out.contains("MariaDB"), "{out}");
+    assert!(!out.contains(SSN), "the SSN reached the client:\n{out}");
+    // A masked varchar reads as redacted, a masked date as NULL (valid for
+    // its type); unmasked columns are untouched.
+    assert!(out.contains("1\tAlice\t[redacted]\tNULL\t7"), "{out}");
+    assert!(out.contains("[redacted]\tALICE"), "{out}");
+    // Denied with ERR 1227 / 42000 naming policy and rule; the session goes on.
+    assert!(err.contains("ERROR 1227 (42000)"), "{err}");
+    assert!(
+        err.contains("\"reporting\"") && err.contains("no-schema-changes"),
+        "{err}"
+    );
+    assert!(out.contains("still here"), "{out}");
+    assert!(t_exists(db), "the denied DROP TABLE ran");
+    // On record: the session, each statement (write-ahead), the denial,
+    // the results with what was masked; no SSN anywhere.
+    let events = sidecar.audit_events();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    for kind in [
+        "sessionStart",
+        "statement",
+        "denial",
+        "result",
+        "sessionEnd",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} event: {kinds:?}");
+    }
+    let denial = events.iter().find(|e| e["type"] == "denial").unwrap();
+    assert_eq!(denial["decision"]["rule"], "no-schema-changes", "{denial}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "result" && e["outcome"]["masked"].as_u64() == Some(2)),
+        "{events:?}"
+    );
+    assert!(!sidecar.audit_text().contains(SSN));
+}
+
+#[test]
+fn pymysql_multi_statement_strings_are_refused_whole() {
+    let db = "my_multi";
+    let sidecar = setup(db);
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            "c = connect(database='{db}', client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)\n\
+             cur = c.cursor()\n\
+             cur.execute('SELECT ssn, name, score FROM customers')\n\
+             print(json.dumps(cur.fetchall()))\n\
+             for sql in ['INSERT INTO t VALUES (1); DROP TABLE t', 'SELECT 1; DROP TABLE t; SELECT 2']:\n    \
+                 try:\n        \
+                     cur.execute(sql)\n        \
+                     print('ran', sql)\n    \
+                 except pymysql.MySQLError as e:\n        \
+                     print('refused', e.args[0], e.args[1])\n\
+             cur.execute('SELECT count(*) FROM t')\n\
+             print('rows in t', cur.fetchone()[0])\n"
+        ),
+    );
+    assert!(out.contains(r#"[["[redacted]", "Alice", 7]]"#), "{out}");
+    assert!(!out.contains(SSN), "{out}");
+    assert_eq!(out.matches("refused 1227").count(), 2, "{out}");
+    assert!(
+        out.contains("statement 2 of 2 is denied") && out.contains("none of it ran"),
+        "{out}"
+    );
+    // The INSERT before the refused DROP did not run either.
+    assert!(out.contains("rows in t 0"), "{out}");
+    assert!(t_exists(db));
+}
+
+/// Texts MySQL splits or reads otherwise than Sluice's parser: each is
+/// refused and nothing of it runs (`t` survives every one).
+#[test]
+fn lexical_differentials_are_refused() {
+    let db = "my_lexical";
+    let sidecar = setup(db);
+    let corpus = [
+        // `--` without a space: two minus signs to MySQL, a comment to the parser.
+        "SELECT 1 --1; DROP TABLE t",
+        "SELECT 1 --'\n; DROP TABLE t",
+        // Executable comments run on the server.
+        "SELECT 1 /*! ; DROP TABLE t */",
+        "SELECT 1 /*!50000 ; DROP TABLE t */",
+        "SELECT 1 /*M!100000 ; DROP TABLE t */",
+        "SELECT 1 /*!DROP TABLE t*/",
+    ];
+    let list: Vec<String> = corpus.iter().map(|s| format!("{s:?}")).collect();
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            "c = connect(database='{db}', client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)\n\
+             cur = c.cursor()\n\
+             for sql in [{}]:\n    \
+                 try:\n        \
+                     cur.execute(sql)\n        \
+                     while cur.nextset(): pass\n        \
+                     print('ran', repr(sql))\n    \
+                 except pymysql.MySQLError as e:\n        \
+                     print('refused', e.args[0], repr(sql))\n",
+            list.join(", ")
+        ),
+    );
+    assert_eq!(out.matches("refused 1227").count(), corpus.len(), "{out}");
+    assert!(t_exists(db), "a smuggled DROP TABLE ran:\n{out}");
+}
+
+/// `sql_mode` and the character sets, however they are changed (SET, a
+/// subquery, a user variable), are followed through the server's session
+/// tracking: a text is never decided on another reading than the server's.
+#[test]
+fn settings_that_change_parsing_are_tracked() {
+    let db = "my_settings";
+    let sidecar = setup(db);
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}', client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+cur = c.cursor()
+def run(sql):
+    try:
+        cur.execute(sql)
+        rows = cur.fetchall()
+        while cur.nextset(): pass
+        print('ran', repr(sql), json.dumps(rows, default=str))
+    except pymysql.MySQLError as e:
+        print('refused', e.args[0], repr(sql), e.args[1])
+run("SET @m = 'NO_BACKSLASH_ESCAPES'")
+run("SET SESSION sql_mode = (SELECT @m)")
+run("SELECT 'a\\' ; DROP TABLE t; -- '")
+run("SELECT 'no backslash here'")
+run("SET sql_mode = ''")
+run("SET sql_mode = concat('ANSI', '_QUOTES')")
+run('SELECT concat("ssn", \'\') FROM customers')
+run("SELECT concat(ssn, '') FROM customers")
+run("SET sql_mode = DEFAULT")
+run("SET NAMES latin1")
+run("SELECT 1")
+run("SET NAMES utf8mb4")
+run("SELECT 'back'")
+"#
+        ),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let status = |needle: &str| -> &str {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .map(|l| l.split_whitespace().next().unwrap())
+            .unwrap_or_else(|| panic!("no line for {needle}:\n{out}"))
+    };
+    assert_eq!(status("DROP TABLE t"), "refused", "{out}");
+    assert!(out.contains("NO_BACKSLASH_ESCAPES"), "{out}");
+    assert_eq!(status("no backslash here"), "ran", "{out}");
+    assert_eq!(status(r#"concat("ssn""#), "refused", "{out}");
+    assert!(out.contains("ANSI_QUOTES"), "{out}");
+    assert_eq!(status("SELECT 1'"), "refused", "{out}");
+    assert!(out.contains("latin1"), "{out}");
+    assert_eq!(status("'back'"), "ran", "{out}");
+    assert!(!out.contains(SSN), "{out}");
+    assert!(t_exists(db));
+}
+
+/// Commands the plane does not serve yet answer an ERR packet saying so;
+/// the session goes on. LOAD DATA LOCAL is never offered.
+#[test]
+fn unserved_commands_are_refused_and_local_infile_never_offered() {
+    let db = "my_unserved";
+    let sidecar = setup(db);
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            "c = connect(database='{db}', local_infile=True)\n\
+             cur = c.cursor()\n\
+             print('local files offered', bool(c.server_capabilities & pymysql.constants.CLIENT.LOCAL_FILES))\n\
+             print('compression offered', bool(c.server_capabilities & pymysql.constants.CLIENT.COMPRESS))\n\
+             try:\n    \
+                 c.select_db('mysql')\n    \
+                 print('init_db ran')\n\
+             except pymysql.MySQLError as e:\n    \
+                 print('init_db', e.args[0])\n\
+             try:\n    \
+                 cur.execute(\"LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE t\")\n    \
+                 print('load ran')\n\
+             except pymysql.MySQLError as e:\n    \
+                 print('load refused', e.args[0])\n\
+             c.ping()\n\
+             cur.execute('SELECT 42')\n\
+             print('after', cur.fetchone()[0])\n"
+        ),
+    );
+    assert!(out.contains("local files offered False"), "{out}");
+    assert!(out.contains("compression offered False"), "{out}");
+    assert!(out.contains("load refused"), "{out}");
+    assert!(out.contains("after 42"), "{out}");
+    assert_eq!(
+        maria()
+            .admin(&format!("SELECT count(*) FROM {db}.t"))
+            .trim(),
+        "0"
+    );
+}
