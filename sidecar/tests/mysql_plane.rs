@@ -60,7 +60,9 @@ fn mariadb_cli_is_decided_masked_and_audited() {
          SELECT id, name, ssn, born, score FROM customers;\n\
          SELECT concat(ssn, '') AS c, upper(name) AS n FROM customers;\n\
          DROP TABLE t;\n\
-         SELECT 'still here';\n",
+         SELECT 'still here';\n\
+         SELECT CAST(ssn AS SIGNED) AS n FROM customers;\n\
+         SHOW WARNINGS;\n",
     );
     // The real server's version is shown to the client.
     assert!(out.contains("MariaDB"), "{out}");
@@ -76,6 +78,8 @@ fn mariadb_cli_is_decided_masked_and_audited() {
         "{err}"
     );
     assert!(out.contains("still here"), "{out}");
+    // A warning echoes the value it could not cast: its message is masked.
+    assert!(out.contains("Warning\t1292\t[redacted]"), "{out}");
     assert!(t_exists(db), "the denied DROP TABLE ran");
     // On record: the session, each statement (write-ahead), the denial,
     // the results with what was masked; no SSN anywhere.

@@ -86,6 +86,8 @@ impl Maria {
         if root {
             cmd.arg("--user=root");
         }
+        // Stopped by the watchdog below, never waited for here.
+        #[allow(clippy::zombie_processes)]
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
