@@ -269,3 +269,33 @@ fn unserved_commands_are_refused_and_local_infile_never_offered() {
         "0"
     );
 }
+
+/// Error texts that echo values (error-based exfiltration: a GROUP BY key
+/// collision, an XPath error on a user variable) are scrubbed while the
+/// statement reads masked data; the error code and SQLSTATE stay.
+#[test]
+fn error_texts_do_not_carry_masked_values() {
+    let db = "my_errors";
+    let sidecar = setup(db);
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}')
+cur = c.cursor()
+for sql in [
+    "SELECT count(*), concat((SELECT ssn FROM customers LIMIT 1), floor(rand(0)*2)) x FROM information_schema.columns GROUP BY x",
+    "SET @s = (SELECT ssn FROM customers LIMIT 1)",
+    "SELECT ExtractValue('<a/>', concat('~', @s))",
+    "SELECT ExtractValue('<a/>', concat('~', (SELECT ssn FROM customers LIMIT 1)))",
+]:
+    try:
+        cur.execute(sql)
+        print('ran', json.dumps(cur.fetchall(), default=str))
+    except pymysql.MySQLError as e:
+        print('error', e.args[0], e.args[1])
+"#
+        ),
+    );
+    assert!(!out.contains("45-67"), "a masked value reached the client:\n{out}");
+    assert!(out.contains("error 1062") && out.contains("scrubbed by Sluice"), "{out}");
+}
