@@ -299,3 +299,53 @@ for sql in [
     assert!(!out.contains("45-67"), "a masked value reached the client:\n{out}");
     assert!(out.contains("error 1062") && out.contains("scrubbed by Sluice"), "{out}");
 }
+
+/// An identity no policy binds to the Connection is refused before any
+/// statement, with the reason, and the refusal is on record.
+#[test]
+fn an_unbound_identity_is_refused() {
+    let db = "my_unbound";
+    let m = maria();
+    m.database(db);
+    let sidecar = Sidecar::start(&manifests(m, db, POLICY), "shop/someone-else");
+    let (ok, out, err) = mariadb_cli(sidecar.port, "SELECT 'ran';\n");
+    assert!(!ok && !out.contains("ran"), "{out}{err}");
+    assert!(err.contains("ERROR 1045 (28000)") && err.contains("Sluice refused the session"), "{err}");
+    let events = sidecar.audit_events();
+    assert!(
+        events.iter().any(|e| e["type"] == "denial" && e["identity"]["serviceAccount"] == "someone-else"),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e["type"] == "sessionStart"), "{events:?}");
+}
+
+/// COM_RESET_CONNECTION resets the server's session (its tracking
+/// included): the sidecar sets tracking up again, so a later change of
+/// `sql_mode` is still followed.
+#[test]
+fn reset_connection_keeps_settings_followed() {
+    let db = "my_reset";
+    let sidecar = setup(db);
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}')
+cur = c.cursor()
+c._execute_command(31, b'')
+c._read_ok_packet()
+print('reset ok')
+def run(sql):
+    try:
+        cur.execute(sql)
+        print('ran', repr(sql), json.dumps(cur.fetchall(), default=str))
+    except pymysql.MySQLError as e:
+        print('refused', e.args[0], repr(sql), e.args[1])
+run("SET sql_mode = (SELECT 'ANSI_QUOTES')")
+run('SELECT concat("ssn", \'\') FROM customers')
+"#
+        ),
+    );
+    assert!(out.contains("reset ok"), "{out}");
+    assert!(!out.contains(SSN), "{out}");
+    assert!(out.contains("refused 1227 'SELECT concat(\"ssn\""), "{out}");
+}

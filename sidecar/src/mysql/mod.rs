@@ -17,8 +17,7 @@
 //! - [`packet`]: framing (16 MiB continuation), length-encoded values.
 //!
 //! Not served yet (refused with an ERR packet that says so): prepared
-//! statements (COM_STMT_*), COM_CHANGE_USER, COM_RESET_CONNECTION,
-//! COM_FIELD_LIST; approvals, `maxRowsAffected` and `readOnly` (statements
+//! statements (COM_STMT_*), COM_CHANGE_USER, COM_FIELD_LIST; approvals, `maxRowsAffected` and `readOnly` (statements
 //! are refused while a policy sets them).
 
 pub mod bundle;

@@ -7,8 +7,9 @@
 //! Commands: COM_QUERY is decided per statement (a string with any
 //! refused statement is refused whole), put on record before it runs, and
 //! its results masked; COM_PING, COM_INIT_DB (decided as `USE`),
-//! COM_SET_OPTION, COM_STATISTICS and COM_QUIT are passed on; everything
-//! else (prepared statements, COM_CHANGE_USER, COM_RESET_CONNECTION, …) is
+//! COM_SET_OPTION, COM_STATISTICS, COM_RESET_CONNECTION (tracking set up
+//! again) and COM_QUIT are passed on; everything else (prepared
+//! statements, COM_CHANGE_USER, …) is
 //! answered with an ERR packet saying it is not served.
 
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ const COM_PING: u8 = 0x0e;
 const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
 const COM_STMT_CLOSE: u8 = 0x19;
 const COM_SET_OPTION: u8 = 0x1b;
+const COM_RESET_CONNECTION: u8 = 0x1f;
 
 /// Capabilities the sidecar offers the client: never CLIENT_LOCAL_FILES
 /// (LOAD DATA LOCAL), compression, TLS on loopback, query attributes or
@@ -423,6 +425,21 @@ impl Session<'_> {
                     let a = self.up.read().await?;
                     let mut reply = Reply::new(reply_seq);
                     reply.push(&a.payload);
+                    self.client.write_all(&reply.out).await?;
+                }
+                COM_RESET_CONNECTION => {
+                    // The server resets the session to its defaults, the
+                    // sidecar's tracking included: set up again before the
+                    // client hears back.
+                    self.up.command(&p.payload).await?;
+                    let a = self.up.read().await?;
+                    let mut reply = Reply::new(reply_seq);
+                    if a.payload.first() == Some(&0) {
+                        self.settings = setup(&mut self.up).await.map_err(SessionError::Closed)?;
+                        reply.push(&OkPacket::with_status(0x0002).encode(0, self.client_caps));
+                    } else {
+                        reply.push(&a.payload);
+                    }
                     self.client.write_all(&reply.out).await?;
                 }
                 // No answer is expected: the statement they name was never
@@ -939,7 +956,6 @@ fn command_name(c: u8) -> &'static str {
         0x17 => "COM_STMT_EXECUTE: prepared statements",
         0x1a => "COM_STMT_RESET: prepared statements",
         0x1c => "COM_STMT_FETCH: prepared statements",
-        0x1f => "COM_RESET_CONNECTION",
         _ => "unknown or not served",
     }
 }
