@@ -296,8 +296,14 @@ for sql in [
 "#
         ),
     );
-    assert!(!out.contains("45-67"), "a masked value reached the client:\n{out}");
-    assert!(out.contains("error 1062") && out.contains("scrubbed by Sluice"), "{out}");
+    assert!(
+        !out.contains("45-67"),
+        "a masked value reached the client:\n{out}"
+    );
+    assert!(
+        out.contains("error 1062") && out.contains("scrubbed by Sluice"),
+        "{out}"
+    );
 }
 
 /// An identity no policy binds to the Connection is refused before any
@@ -310,13 +316,21 @@ fn an_unbound_identity_is_refused() {
     let sidecar = Sidecar::start(&manifests(m, db, POLICY), "shop/someone-else");
     let (ok, out, err) = mariadb_cli(sidecar.port, "SELECT 'ran';\n");
     assert!(!ok && !out.contains("ran"), "{out}{err}");
-    assert!(err.contains("ERROR 1045 (28000)") && err.contains("Sluice refused the session"), "{err}");
+    assert!(
+        err.contains("ERROR 1045 (28000)") && err.contains("Sluice refused the session"),
+        "{err}"
+    );
     let events = sidecar.audit_events();
     assert!(
-        events.iter().any(|e| e["type"] == "denial" && e["identity"]["serviceAccount"] == "someone-else"),
+        events
+            .iter()
+            .any(|e| e["type"] == "denial" && e["identity"]["serviceAccount"] == "someone-else"),
         "{events:?}"
     );
-    assert!(!events.iter().any(|e| e["type"] == "sessionStart"), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e["type"] == "sessionStart"),
+        "{events:?}"
+    );
 }
 
 /// COM_RESET_CONNECTION resets the server's session (its tracking
@@ -346,6 +360,38 @@ run('SELECT concat("ssn", \'\') FROM customers')
         ),
     );
     assert!(out.contains("reset ok"), "{out}");
+    assert!(!out.contains(SSN), "{out}");
+    assert!(out.contains("refused 1227 'SELECT concat(\"ssn\""), "{out}");
+}
+
+/// A procedure that turns the server's session tracking off (the server
+/// does not report that) does not blind the sidecar: after a statement
+/// that may change settings it reads them again and sets tracking up again.
+#[test]
+fn a_procedure_cannot_turn_tracking_off() {
+    let db = "my_proc";
+    let sidecar = setup(db);
+    maria().admin(&format!(
+        "CREATE PROCEDURE {db}.p() SET SESSION session_track_system_variables = ''"
+    ));
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}')
+cur = c.cursor()
+def run(sql):
+    try:
+        cur.execute(sql)
+        print('ran', repr(sql), json.dumps(cur.fetchall(), default=str))
+    except pymysql.MySQLError as e:
+        print('refused', e.args[0], repr(sql), e.args[1])
+run("CALL p()")
+run("SET sql_mode = (SELECT 'ANSI_QUOTES')")
+run('SELECT concat("ssn", \'\') FROM customers')
+"#
+        ),
+    );
+    assert!(out.contains("ran 'CALL p()'"), "{out}");
     assert!(!out.contains(SSN), "{out}");
     assert!(out.contains("refused 1227 'SELECT concat(\"ssn\""), "{out}");
 }

@@ -287,6 +287,16 @@ async fn run(
 /// server reports every change of the settings that change how it reads
 /// statements ([`gate::TRACKED`]), and their values now.
 async fn setup(up: &mut Upstream) -> Result<Settings, String> {
+    track(up).await?;
+    let s = read_settings(up).await?;
+    if let Some(why) = s.tracking_lost() {
+        return Err(why);
+    }
+    Ok(s)
+}
+
+/// Has the server track [`gate::TRACKED`].
+async fn track(up: &mut Upstream) -> Result<(), String> {
     let track = format!(
         "SET SESSION session_track_system_variables = '{}'",
         gate::TRACKED
@@ -301,6 +311,11 @@ async fn setup(up: &mut Upstream) -> Result<Settings, String> {
             "the server refused session tracking ({code}: {msg})"
         ));
     }
+    Ok(())
+}
+
+/// The settings' values now, read with the sidecar's own query.
+async fn read_settings(up: &mut Upstream) -> Result<Settings, String> {
     let query = "SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, @@SESSION.character_set_connection, @@SESSION.character_set_results, @@SESSION.session_track_system_variables";
     let mut q = vec![COM_QUERY];
     q.extend_from_slice(query.as_bytes());
@@ -331,9 +346,6 @@ async fn setup(up: &mut Upstream) -> Result<Settings, String> {
     let mut s = Settings::default();
     for (name, value) in gate::TRACKED.split(',').zip(values) {
         s.set(name, &value);
-    }
-    if let Some(why) = s.tracking_lost() {
-        return Err(why);
     }
     Ok(s)
 }
@@ -657,6 +669,9 @@ impl Session<'_> {
             t.starts_with("show") && (t.contains("warnings") || t.contains("errors"))
         };
         let outcome = self.relay(&decided, reply_seq, warnings).await?;
+        if may_change_settings(&decided) {
+            self.recheck().await?;
+        }
         let _ = self.ctx.audit.event(
             self.info,
             AuditKind::Result,
@@ -671,6 +686,22 @@ impl Session<'_> {
             }),
             false,
         );
+        Ok(())
+    }
+
+    /// After a statement that may have changed the session's tracking
+    /// itself (a procedure, dynamic SQL, …: the server would not report
+    /// that), reads the settings again, and sets tracking up again when it
+    /// was changed.
+    async fn recheck(&mut self) -> Result<(), SessionError> {
+        let mut s = read_settings(&mut self.up)
+            .await
+            .map_err(SessionError::Closed)?;
+        if s.tracking_lost().is_some() {
+            tracing::info!("the session's tracking was changed by a statement; set up again");
+            s = setup(&mut self.up).await.map_err(SessionError::Closed)?;
+        }
+        self.settings = s;
         Ok(())
     }
 
@@ -934,6 +965,18 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// Whether a text may change the session's settings in a way session
+/// tracking does not report (anything but plain SELECT, INSERT, UPDATE and
+/// DELETE; a text Sluice could not parse).
+fn may_change_settings(decided: &SqlDecision) -> bool {
+    use sluice_crds::StatementKind as K;
+    decided.parse_error.is_some()
+        || decided
+            .statements
+            .iter()
+            .any(|(s, _)| !matches!(s.kind, K::Select | K::Insert | K::Update | K::Delete))
 }
 
 /// How a decided text is recorded.
