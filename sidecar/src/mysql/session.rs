@@ -17,9 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mysql_common::constants::CapabilityFlags;
-use mysql_common::io::ParseBuf;
-use mysql_common::packets::{HandshakePacket, HandshakeResponse};
-use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::packets::HandshakePacket;
+use mysql_common::proto::MySerialize;
 use sluice_crds::Action;
 use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome};
 use sluice_policy::engine::{PolicySet, SqlDecision};
@@ -214,8 +213,13 @@ async fn run(
         send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", why).await?;
         return Ok(());
     }
-    let hr = HandshakeResponse::deserialize((), &mut ParseBuf(&response.payload))
-        .map_err(|e| PacketError::Malformed(format!("handshake response: {e}")))?;
+    // Only the capabilities and the collation are used: the user name,
+    // database and auth data are the Connection's, not the workload's.
+    // (Parsed by hand: mysql_common's HandshakeResponse parser spun forever
+    // on a response with connection attributes the greeting did not offer.)
+    let Some(&collation) = response.payload.get(8) else {
+        return Err(PacketError::Malformed("handshake response".into()).into());
+    };
     let client_caps = client_caps & caps;
     let wanted = client_caps
         & (CapabilityFlags::CLIENT_MULTI_STATEMENTS
@@ -227,7 +231,7 @@ async fn run(
             | CapabilityFlags::CLIENT_INTERACTIVE
             | CapabilityFlags::CLIENT_IGNORE_SIGPIPE
             | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA);
-    let up = upstream::authenticate(&ctx.upstream, io, &greeting, wanted, hr.collation()).await;
+    let up = upstream::authenticate(&ctx.upstream, io, &greeting, wanted, collation).await;
     let mut up = match up {
         Ok(up) => up,
         Err(e) => {

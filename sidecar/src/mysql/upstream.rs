@@ -230,6 +230,7 @@ pub async fn authenticate(
         tls = true;
     }
     let plugin = AuthPlugin::from_bytes(&greeting.plugin).into_owned();
+    tracing::debug!(plugin = %String::from_utf8_lossy(plugin.as_bytes()), "authenticating upstream");
     let first = scramble(&plugin, &greeting.nonce, &cfg.password)?;
     let version = (5, 7, 0);
     let response = HandshakeResponse::new(
@@ -244,6 +245,7 @@ pub async fn authenticate(
     );
     let mut payload = Vec::new();
     response.serialize(&mut payload);
+    tracing::debug!(bytes = payload.len(), "handshake response built");
     // The client's collation (mysql_common writes utf8mb4's): capabilities
     // (4 bytes) and the largest packet (4) come first.
     if let Some(c) = payload.get_mut(8) {
