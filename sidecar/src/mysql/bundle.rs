@@ -129,6 +129,7 @@ impl MyConnections {
             audit: put.audit.clone(),
             max_packet: self.max_packet,
             unserved: plan.unserved,
+            startup_timeout: self.limits.pg_startup_timeout,
         }
     }
 }

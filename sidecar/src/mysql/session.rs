@@ -92,6 +92,24 @@ pub struct MyContext {
     /// Why sessions are refused whatever the policies say (a setting this
     /// plane does not serve yet), when so.
     pub unserved: Option<String>,
+    /// How long the client's handshake response, and the server's side of
+    /// the session's start, may take (the listeners' startup timeout).
+    pub startup_timeout: std::time::Duration,
+}
+
+/// `fut`, or a timeout error naming `what` past `limit`.
+async fn within<T, E: Into<SessionError>>(
+    limit: std::time::Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, SessionError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(SessionError::Closed(format!(
+            "{what} took longer than {}s",
+            limit.as_secs_f64()
+        ))),
+    }
 }
 
 /// Why a session ended abnormally.
@@ -161,7 +179,14 @@ async fn run(
         return Ok(());
     }
     // Connect upstream first: the client is shown the real server.
-    let (io, greeting) = match upstream::connect(&ctx.upstream).await {
+    let connecting = tokio::time::timeout(ctx.startup_timeout, upstream::connect(&ctx.upstream));
+    let connected = connecting.await.unwrap_or_else(|_| {
+        Err(upstream::UpstreamError::Unsupported(format!(
+            "the server did not greet within {}s",
+            ctx.startup_timeout.as_secs_f64()
+        )))
+    });
+    let (io, greeting) = match connected {
         Ok(g) => g,
         Err(e) => {
             let why = format!(
@@ -199,7 +224,12 @@ async fn run(
     let mut seq = 0;
     packet::write_packet(&mut out, &mut seq, &payload);
     socket.write_all(&out).await?;
-    let response = packet::read_packet(&mut socket, 64 * 1024, "client").await?;
+    let response = within(
+        ctx.startup_timeout,
+        "the client's handshake response",
+        packet::read_packet(&mut socket, 64 * 1024, "client"),
+    )
+    .await?;
     let mut reply_seq = response.seq.wrapping_add(1);
     let client_caps = match response.payload.get(..4) {
         Some(c) => {
@@ -231,7 +261,17 @@ async fn run(
             | CapabilityFlags::CLIENT_INTERACTIVE
             | CapabilityFlags::CLIENT_IGNORE_SIGPIPE
             | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA);
-    let up = upstream::authenticate(&ctx.upstream, io, &greeting, wanted, collation).await;
+    let up = tokio::time::timeout(
+        ctx.startup_timeout,
+        upstream::authenticate(&ctx.upstream, io, &greeting, wanted, collation),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(upstream::UpstreamError::Unsupported(format!(
+            "the server did not finish authentication within {}s",
+            ctx.startup_timeout.as_secs_f64()
+        )))
+    });
     let mut up = match up {
         Ok(up) => up,
         Err(e) => {
@@ -244,7 +284,9 @@ async fn run(
             return Ok(());
         }
     };
-    let settings = match setup(&mut up).await {
+    let set_up = tokio::time::timeout(ctx.startup_timeout, setup(&mut up)).await;
+    let set_up = set_up.unwrap_or_else(|_| Err("the server did not answer in time".into()));
+    let settings = match set_up {
         Ok(s) => s,
         Err(why) => {
             let why = format!(
