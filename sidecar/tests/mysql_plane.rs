@@ -425,3 +425,35 @@ fn caching_sha2_password_fast_path() {
     assert_eq!(auth, format!("auth ok {USER}"), "{err}");
     assert!(out.contains("hello"), "{out}{err}");
 }
+
+/// The server reports a view's columns with the view as their origin: a
+/// view over a masked column does not unmask it (every column of a view,
+/// and every column without an origin in a statement reading one, is
+/// masked until view definitions are planned).
+#[test]
+fn views_do_not_unmask() {
+    let db = "my_views";
+    let sidecar = setup(db);
+    maria().admin(&format!(
+        "CREATE VIEW {db}.v AS SELECT id, ssn AS q FROM {db}.customers"
+    ));
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}')
+cur = c.cursor()
+for sql in ["SELECT q FROM v", "SELECT * FROM v", "SELECT concat(q, '') FROM v", "SELECT x.q FROM (SELECT q FROM {db}.v) x", "SELECT name FROM customers"]:
+    cur.execute(sql)
+    print(sql, json.dumps(cur.fetchall(), default=str))
+"#
+        ),
+    );
+    assert!(
+        !out.contains("45-67"),
+        "a masked value reached the client through a view:\n{out}"
+    );
+    assert!(
+        out.contains(r#"SELECT name FROM customers [["Alice"]]"#),
+        "{out}"
+    );
+}

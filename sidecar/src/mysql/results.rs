@@ -246,6 +246,44 @@ pub fn plan(
         .collect()
 }
 
+/// A statement that reads a view: the server reports the view's columns
+/// with the view as origin, and the lineage analysis does not see through
+/// it, so every column whose origin is a view, or that has no origin, is
+/// masked with the strongest rule (the view's definition is not planned
+/// yet: this masks more than needed, never less).
+pub fn mask_views(
+    masking: &Masking,
+    decided: &SqlDecision,
+    columns: &[Column],
+    plan: &mut [ColumnPlan],
+    views: &[String],
+) {
+    let Some(strongest) = masking.column_matcher().strongest_rule() else {
+        return;
+    };
+    // Base tables the text names; any other origin (a view, a derived
+    // table's alias MySQL reports as origin) is not trusted.
+    let tables: Vec<String> = decided
+        .statements
+        .iter()
+        .flat_map(|(s, _)| s.tables.iter())
+        .map(|t| {
+            t.rsplit('.')
+                .next()
+                .unwrap_or(t)
+                .trim_matches('`')
+                .to_lowercase()
+        })
+        .filter(|t| !views.contains(t))
+        .collect();
+    for (c, p) in columns.iter().zip(plan.iter_mut()) {
+        let origin = c.org_table_str().to_lowercase();
+        if !tables.contains(&origin) {
+            p.rule = Some(strongest);
+        }
+    }
+}
+
 /// Masks one text-protocol row; returns the row to send and how many values
 /// were masked (`None`: the row passes untouched).
 pub fn mask_row(

@@ -708,13 +708,20 @@ impl Session<'_> {
             self.client.write_all(&reply.out).await?;
             return Ok(());
         }
+        // The server reports a view's columns with the view as their
+        // origin: which of the tables the text reads are views.
+        let views = if self.masking.has_column_rules() {
+            self.views(&decided).await?
+        } else {
+            Vec::new()
+        };
         let started = Instant::now();
         self.up.command(forward).await?;
         let warnings = {
             let t = text.trim_start().to_ascii_lowercase();
             t.starts_with("show") && (t.contains("warnings") || t.contains("errors"))
         };
-        let outcome = self.relay(&decided, reply_seq, warnings).await?;
+        let outcome = self.relay(&decided, reply_seq, warnings, &views).await?;
         if may_change_settings(&decided) {
             self.recheck().await?;
         }
@@ -733,6 +740,65 @@ impl Session<'_> {
             false,
         );
         Ok(())
+    }
+
+    /// Which of the tables `decided` reads are views (names in lower case,
+    /// any schema: a base table that shares a view's name is treated as
+    /// one). Asked of the server before the text runs; when it cannot tell,
+    /// every table counts as a view.
+    async fn views(&mut self, decided: &SqlDecision) -> Result<Vec<String>, SessionError> {
+        let names: Vec<String> = decided
+            .statements
+            .iter()
+            .flat_map(|(s, _)| s.tables.iter())
+            .map(|t| {
+                t.rsplit('.')
+                    .next()
+                    .unwrap_or(t)
+                    .trim_matches('`')
+                    .to_lowercase()
+            })
+            .collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        if names.iter().any(|n| n.contains(['\\', '\''])) {
+            return Ok(names);
+        }
+        let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        let sql = format!(
+            "SELECT LOWER(TABLE_NAME) FROM information_schema.VIEWS WHERE LOWER(TABLE_NAME) IN ({})",
+            list.join(",")
+        );
+        let mut q = vec![COM_QUERY];
+        q.extend_from_slice(sql.as_bytes());
+        self.up.command(&q).await?;
+        let head = self.up.read().await?;
+        match head.payload.first() {
+            Some(0xFF) => return Ok(names),
+            Some(0x00) => return Ok(Vec::new()),
+            _ => {}
+        }
+        // One column definition, then rows until the OK that ends them.
+        self.up.read().await?;
+        let mut views = Vec::new();
+        loop {
+            let r = self.up.read().await?;
+            match r.payload.first() {
+                Some(0xFE) if r.payload.len() < packet::MAX_WIRE_PAYLOAD => {
+                    let ok = OkPacket::parse(&r.payload)?;
+                    self.track(&ok)?;
+                    return Ok(views);
+                }
+                Some(0xFF) => return Ok(names),
+                _ => {
+                    let mut pos = 0;
+                    if let Some(v) = packet::lenenc_bytes(&r.payload, &mut pos)? {
+                        views.push(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+            }
+        }
     }
 
     /// After a statement that may have changed the session's tracking
@@ -818,6 +884,7 @@ impl Session<'_> {
         decided: &SqlDecision,
         reply_seq: u8,
         warnings: bool,
+        views: &[String],
     ) -> Result<Outcome, SessionError> {
         let mut reply = Reply::new(reply_seq);
         let mut outcome = Outcome::default();
@@ -863,7 +930,7 @@ impl Session<'_> {
                             &mut outcome,
                             &limits,
                             detect,
-                            warnings,
+                            (warnings, views),
                         )
                         .await?;
                     if !more {
@@ -892,7 +959,7 @@ impl Session<'_> {
         outcome: &mut Outcome,
         limits: &crate::masking::ResultLimits,
         detect: bool,
-        warnings: bool,
+        (warnings, views): (bool, &[String]),
     ) -> Result<bool, SessionError> {
         let mut pos = 0;
         let count = packet::lenenc_int(head, &mut pos)?
@@ -911,7 +978,10 @@ impl Session<'_> {
         if eof_client {
             reply.push(&OkPacket::default().eof());
         }
-        let plan = results::plan(&self.masking, decided, index, &columns, warnings);
+        let mut plan = results::plan(&self.masking, decided, index, &columns, warnings);
+        if !views.is_empty() {
+            results::mask_views(&self.masking, decided, &columns, &mut plan, views);
+        }
         let masks = plan.iter().any(|c| c.rule.is_some()) || detect;
         let mut rows = 0u64;
         let mut past_max = false;
