@@ -138,6 +138,8 @@ impl Plane for MyConnections {
     type Plan = MyPlan;
 
     fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<MyPlan>, SetupError> {
+        // The MySQL plane keeps no decision cache: every text is decided
+        // on its own, so decisions never depend on a folded literal.
         let literal_sensitive = true;
         let mut plans = Vec::new();
         for conn in plane_connections(bundle.bundle, Protocol::Mysql, bundle.only) {
