@@ -6,6 +6,7 @@
 #
 # Usage: scripts/ensure-deps.sh [--dry-run] [test|demo|ci]
 #   test  (default) what the test suite starts: PostgreSQL server and client,
+#         MariaDB server and client with PyMySQL (the MySQL plane),
 #         pgbouncer, kubectl, curl, openssl, python3, and clang/libclang for
 #         the pg_query crate's build
 #   demo  what `make demo` needs: PostgreSQL server and client, kubectl, clang
@@ -53,6 +54,14 @@ have_pg_server() {
   return 1
 }
 
+# MariaDB's server binaries live in /usr/sbin (off a user's PATH).
+have_mariadb_server() {
+  [ -x /usr/sbin/mariadbd ] || have mariadbd || return 1
+  have mariadb-install-db
+}
+
+have_pymysql() { python3 -c 'import pymysql' >/dev/null 2>&1; }
+
 # What bindgen (clang-sys) loads to build pg_query: libclang.so*.
 have_libclang() {
   local dirs d f
@@ -83,6 +92,9 @@ if [ "$profile" != demo ]; then
     "curl|have curl|curl|"
     "openssl|have openssl|openssl|"
     "python3|have python3|python3|"
+    "MariaDB server (the MySQL plane's tests)|have_mariadb_server|mariadb-server|"
+    "mariadb client|have mariadb|mariadb-client|"
+    "PyMySQL|have_pymysql||pymysql==1.2.4"
   )
 fi
 if [ "$profile" = ci ]; then

@@ -44,6 +44,7 @@ pub mod http;
 pub mod limits;
 pub mod masking;
 pub mod metrics;
+pub mod mysql;
 pub mod parse_pool;
 pub mod plane;
 pub mod planes;

@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use crate::http::bundle::HttpConnections;
 use crate::limits::{FdBudget, Limits};
 use crate::metrics::Metrics;
+use crate::mysql::bundle::MyConnections;
 use crate::plane::{BindError, Commit, Listener, Plane, Prepare, SetupError};
 use crate::postgres::bundle::{AcceptLoops, PgConnections, PgShared};
 use crate::postgres::catalog::PoolSettings;
@@ -57,10 +58,15 @@ impl Planes {
             s.http_upstream_timeout,
             s.http_max_request_body,
             s.http_upstream_http2,
-            (s.limits.clone(), fd_budget),
+            (s.limits.clone(), fd_budget.clone()),
         );
+        let mysql = MyConnections::new(s.limits.clone(), fd_budget, s.max_message_size);
         Planes {
-            planes: vec![Staging::boxed(postgres), Staging::boxed(http)],
+            planes: vec![
+                Staging::boxed(postgres),
+                Staging::boxed(http),
+                Staging::boxed(mysql),
+            ],
             accept,
         }
     }

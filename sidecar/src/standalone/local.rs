@@ -24,8 +24,10 @@ pub(super) fn local_bundle(
     let namespace = identity.namespace.as_str();
     let mut connections = Vec::new();
     for conn in set.connections.iter().filter(|c| {
-        matches!(c.spec.protocol, Protocol::Postgres | Protocol::Http)
-            && c.metadata.namespace.as_deref() == Some(namespace)
+        matches!(
+            c.spec.protocol,
+            Protocol::Postgres | Protocol::Http | Protocol::Mysql
+        ) && c.metadata.namespace.as_deref() == Some(namespace)
     }) {
         connections.push(connection(set, namespace, conn)?);
     }

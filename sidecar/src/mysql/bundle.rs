@@ -1,0 +1,286 @@
+//! The MySQL plane's [`Plane`]: the mysql Connections of a bundle, each on
+//! its own listener (see [`crate::postgres::bundle`] for the shape every
+//! plane follows).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sluice_crds::Protocol;
+use sluice_policy::wire::BundleConnection;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+use super::session::MyContext;
+use super::upstream::MyUpstream;
+use crate::limits::{FdBudget, Limits, ListenerSlots, accept_within};
+use crate::plane::{BindError, Commit, Listener, Plane, Prepare, SetupError};
+use crate::rate::RateLimit;
+use crate::standing::{Binding, Standing, hash_key, plane_connections};
+
+/// One mysql Connection of a bundle, ready to be put in force.
+pub struct MyPlan {
+    name: String,
+    port: u16,
+    upstream: MyUpstream,
+    standing: Standing,
+    unserved: Option<String>,
+}
+
+struct Served {
+    addr: SocketAddr,
+    standing: watch::Sender<Standing>,
+    context: watch::Sender<Arc<MyContext>>,
+    rate: Arc<RateLimit>,
+}
+
+/// The mysql Connections served.
+pub struct MyConnections {
+    served: BTreeMap<String, Served>,
+    limits: Limits,
+    fd_budget: FdBudget,
+    max_packet: usize,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MyConnections {
+    /// Serves nothing yet; `max_packet` bounds a client's packets.
+    pub fn new(limits: Limits, fd_budget: FdBudget, max_packet: usize) -> Self {
+        MyConnections {
+            served: BTreeMap::new(),
+            limits,
+            fd_budget,
+            max_packet,
+            tasks: Vec::new(),
+        }
+    }
+
+    fn upstream(
+        &self,
+        conn: &BundleConnection,
+    ) -> Result<(MyUpstream, Option<String>), SetupError> {
+        let creds = conn.credentials.clone().unwrap_or_default();
+        let missing =
+            |what: &str| -> SetupError { format!("Connection {}: {what}", conn.name).into() };
+        let (username, password) = if conn.bound {
+            (
+                creds
+                    .get("username")
+                    .cloned()
+                    .ok_or_else(|| missing("the bundle has no username for it"))?,
+                creds
+                    .get("password")
+                    .cloned()
+                    .ok_or_else(|| missing("the bundle has no password for it"))?,
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        let host = conn
+            .spec
+            .upstream
+            .host
+            .clone()
+            .ok_or_else(|| missing("spec.upstream.host is not set"))?;
+        let tls_mode = conn
+            .spec
+            .upstream
+            .tls
+            .as_ref()
+            .map(|t| t.mode)
+            .unwrap_or_default();
+        // A TLS setting that cannot be used refuses this Connection's
+        // sessions with the reason; other Connections are served.
+        let (tls, unserved) = match crate::tls::client_config(
+            &conn.name,
+            tls_mode,
+            conn.ca_pem.as_deref().map(str::as_bytes),
+        ) {
+            Ok(t) => (t, None),
+            Err(e) => (None, Some(format!("Sluice refused the session: {e}"))),
+        };
+        Ok((
+            MyUpstream {
+                connection: conn.name.clone(),
+                host,
+                port: conn
+                    .spec
+                    .upstream
+                    .port
+                    .unwrap_or(Protocol::Mysql.default_port()),
+                database: conn.spec.upstream.database.clone(),
+                username,
+                password: Zeroizing::new(password),
+                tls_mode,
+                tls,
+                max_packet: 64 * 1024 * 1024,
+            },
+            unserved,
+        ))
+    }
+
+    fn context(&self, plan: MyPlan, binding: Binding, put: &Commit<'_>) -> MyContext {
+        MyContext {
+            name: plan.name,
+            upstream: plan.upstream,
+            binding,
+            audit: put.audit.clone(),
+            max_packet: self.max_packet,
+            unserved: plan.unserved,
+            startup_timeout: self.limits.pg_startup_timeout,
+        }
+    }
+}
+
+impl Plane for MyConnections {
+    type Plan = MyPlan;
+
+    fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<MyPlan>, SetupError> {
+        // The MySQL plane keeps no decision cache: every text is decided
+        // on its own, so decisions never depend on a folded literal.
+        let literal_sensitive = true;
+        let mut plans = Vec::new();
+        for conn in plane_connections(bundle.bundle, Protocol::Mysql, bundle.only) {
+            let (upstream, unserved) = self.upstream(conn)?;
+            let key = hash_key(conn).map_err(|what| -> SetupError {
+                format!("Connection {}: {what}", conn.name).into()
+            })?;
+            let key = key.as_deref().map(|k| k.as_slice());
+            let standing = if conn.bound {
+                Standing::select(
+                    bundle.policies,
+                    bundle.identity,
+                    &conn.name,
+                    key,
+                    literal_sensitive,
+                )
+            } else {
+                Standing::NotBound
+            };
+            plans.push(MyPlan {
+                name: conn.name.clone(),
+                port: conn.spec.listen.port,
+                upstream,
+                standing,
+                unserved,
+            });
+        }
+        Ok(plans)
+    }
+
+    async fn commit(&mut self, plans: Vec<MyPlan>, put: Commit<'_>) -> Result<(), BindError> {
+        let mut seen = Vec::new();
+        for plan in plans {
+            seen.push(plan.name.clone());
+            plan.standing
+                .log_in_force(&plan.name, Some(put.revision), put.identity, "sessions");
+            if let Some(s) = self.served.get(&plan.name) {
+                s.standing.send_replace(plan.standing.clone());
+                let binding =
+                    Binding::live(put.identity.clone(), &plan.name, s.standing.subscribe())
+                        .with_rate(s.rate.clone());
+                let ctx = self.context(plan, binding, &put);
+                s.context.send_replace(Arc::new(ctx));
+                continue;
+            }
+            let name = plan.name.clone();
+            let addr = SocketAddr::new(put.listen_host, plan.port);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError {
+                    connection: name.clone(),
+                    addr,
+                    source,
+                })?;
+            let addr = listener.local_addr().unwrap_or(addr);
+            tracing::info!(connection = %name, %addr, upstream = %format!("{}:{}", plan.upstream.host, plan.upstream.port), tls = crate::tls::mode_name(plan.upstream.tls_mode), "listening (mysql)");
+            let (standing_tx, standing_rx) = watch::channel(plan.standing.clone());
+            let rate = Arc::new(RateLimit::new());
+            let binding =
+                Binding::live(put.identity.clone(), &name, standing_rx).with_rate(rate.clone());
+            let ctx = self.context(plan, binding, &put);
+            let (context_tx, context_rx) = watch::channel(Arc::new(ctx));
+            let slots = ListenerSlots::new(&name, &self.limits, &self.fd_budget, put.listeners);
+            let span = tracing::info_span!("mysql", connection = %name);
+            let task = tokio::spawn(accept(listener, context_rx, slots).instrument(span));
+            self.tasks.push(task);
+            self.served.insert(
+                name,
+                Served {
+                    addr,
+                    standing: standing_tx,
+                    context: context_tx,
+                    rate,
+                },
+            );
+        }
+        for (name, s) in &self.served {
+            if !seen.contains(name) {
+                s.standing.send_replace(Standing::Unavailable(format!(
+                    "Connection {name:?} is no longer in this identity's policy bundle (revision {})",
+                    put.revision
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn withdraw(&self, why: &str) {
+        for s in self.served.values() {
+            s.standing
+                .send_replace(Standing::Unavailable(why.to_string()));
+        }
+    }
+
+    fn listeners(&self) -> Vec<Listener> {
+        self.served
+            .iter()
+            .map(|(n, s)| (n.clone(), s.addr, s.standing.borrow().is_bound()))
+            .collect()
+    }
+
+    fn detach(mut self) {
+        self.tasks.clear();
+    }
+}
+
+impl Drop for MyConnections {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Accepts MySQL sessions within `slots`; each gets the Connection's
+/// context at that moment.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    context: watch::Receiver<Arc<MyContext>>,
+    slots: ListenerSlots,
+) {
+    loop {
+        let (socket, peer, admitted) = accept_within(&listener, &slots, refuse).await;
+        let ctx = context.borrow().clone();
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            super::session::serve(ctx, socket, peer).await;
+        });
+    }
+}
+
+/// Past the listener's slots: an ERR packet in place of the greeting
+/// (ER_CON_COUNT_ERROR), then closed.
+async fn refuse(mut socket: tokio::net::TcpStream, refused: crate::limits::Refused) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = Vec::new();
+    let mut seq = 0;
+    super::packet::write_packet(
+        &mut out,
+        &mut seq,
+        &super::packet::err_payload(1040, "08004", &refused.to_string()),
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.write_all(&out)).await;
+}

@@ -1,0 +1,250 @@
+//! A real MariaDB server for the MySQL plane's tests: installed in a
+//! temporary directory (one per test binary), listening on 127.0.0.1, with
+//! a password-authenticated user (no skip-grant-tables), stopped by a
+//! watchdog when the binary exits. Nothing is skipped: missing binaries
+//! fail the tests with what to install.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The application user every test database grants to, and its password.
+pub const USER: &str = "app";
+/// Its password.
+pub const PASSWORD: &str = "s3cret-pw";
+
+/// A running MariaDB.
+pub struct Maria {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Its admin socket (root, no password).
+    pub socket: PathBuf,
+}
+
+static SERVER: OnceLock<Maria> = OnceLock::new();
+
+/// The MariaDB server of this test binary.
+pub fn maria() -> &'static Maria {
+    SERVER.get_or_init(Maria::start)
+}
+
+fn bin(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = PathBuf::from(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "MariaDB's {name} was not found: these tests run a real MariaDB; install it (`apt-get install mariadb-server mariadb-client`)"
+    );
+}
+
+impl Maria {
+    fn start() -> Maria {
+        let base = std::env::temp_dir().join(format!("sluice-mariadb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let data = base.join("data");
+        let socket = base.join("sock");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let user = if root {
+            "root".to_string()
+        } else {
+            std::env::var("USER").unwrap_or_default()
+        };
+        let out = Command::new(bin("mariadb-install-db"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--auth-root-authentication-method=socket")
+            .arg(format!("--user={user}"))
+            .arg("--skip-test-db")
+            .output()
+            .expect("run mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = sluice_e2e::free_port().expect("a free port");
+        let mut cmd = Command::new(bin("mariadbd"));
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--pid-file={}", base.join("pid").display()))
+            .arg("--skip-name-resolve")
+            .arg("--innodb-buffer-pool-size=16M")
+            .arg(format!("--log-error={}", base.join("error.log").display()));
+        if root {
+            cmd.arg("--user=root");
+        }
+        // Stopped by the watchdog below, never waited for here.
+        #[allow(clippy::zombie_processes)]
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mariadbd");
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill {server} 2>/dev/null; sleep 2; kill -9 {server} 2>/dev/null; rm -rf {dir}",
+            pid = std::process::id(),
+            server = child.id(),
+            dir = base.display()
+        );
+        #[allow(clippy::zombie_processes)]
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the watchdog");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let m = Maria { port, socket };
+        while m.try_admin("SELECT 1").is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd did not start within 60s: {}",
+                std::fs::read_to_string(base.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Password authentication over TCP: the anonymous users
+        // mariadb-install-db may create would shadow it.
+        m.admin(&format!(
+            "DROP USER IF EXISTS ''@'localhost'; CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; \
+             CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';"
+        ));
+        m
+    }
+
+    fn try_admin(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new(bin("mariadb"))
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg("-uroot")
+            .arg("-N")
+            .arg("-B")
+            .arg("-e")
+            .arg(sql)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Runs `sql` as root on the socket; panics on error. Returns the output (tab-separated).
+    pub fn admin(&self, sql: &str) -> String {
+        self.try_admin(sql)
+            .unwrap_or_else(|e| panic!("admin SQL failed: {e}\n{sql}"))
+    }
+
+    /// A fresh database `name` granted to [`USER`].
+    pub fn database(&self, name: &str) {
+        self.admin(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}; \
+             GRANT ALL ON {name}.* TO '{USER}'@'%'; GRANT ALL ON {name}.* TO '{USER}'@'127.0.0.1';"
+        ));
+    }
+}
+
+/// Manifests: namespace `shop`, the credentials, a mysql Connection
+/// `shop-db` to `db` (listen `{PORT}`), and the policy `reporting` binding
+/// `shop/report-job` with the extra spec lines `policy`.
+pub fn manifests(m: &Maria, db: &str, policy: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: db-creds, namespace: shop}}
+stringData: {{username: {USER}, password: "{PASSWORD}"}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {{name: shop-db, namespace: shop}}
+spec:
+  protocol: mysql
+  upstream: {{host: 127.0.0.1, port: {port}, database: {db}, tls: {{mode: disable}}}}
+  credentials: {{secretRef: {{name: db-creds}}}}
+  listen: {{port: {{PORT}}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: reporting, namespace: shop}}
+spec:
+  subjects: [{{serviceAccount: report-job}}]
+  connections: [shop-db]
+{policy}
+"#,
+        port = m.port
+    )
+}
+
+/// Runs the `mariadb` CLI against the sidecar on `port` (any user, no
+/// password, no TLS) with `--force` (go on after errors) and `sql` on stdin;
+/// returns (success, stdout, stderr).
+pub fn mariadb_cli(port: u16, sql: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(bin("mariadb"))
+        .arg("--no-defaults")
+        .arg("-h127.0.0.1")
+        .arg(format!("-P{port}"))
+        .arg("-uworkload")
+        .arg("--skip-ssl")
+        .arg("--force")
+        .arg("-B")
+        .arg("--connect-timeout=10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the mariadb client");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs a Python script with PyMySQL (text protocol); `PORT` in the
+/// environment. Returns its stdout; panics with stderr when it fails.
+pub fn pymysql(port: u16, script: &str) -> String {
+    let prelude = "import os, json, pymysql\n\
+                   def connect(**kw):\n    \
+                       return pymysql.connect(host='127.0.0.1', port=int(os.environ['PORT']), user='workload', password='', connect_timeout=10, **kw)\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(format!("{prelude}{script}"))
+        .env("PORT", port.to_string())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "the PyMySQL script failed (install it with `pip install pymysql` if it is missing):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
