@@ -5,9 +5,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use super::soc2::Criterion;
 use super::stats::Stats;
-
-// === the HTML report ===
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -99,7 +98,7 @@ pub(super) fn html(
     summary: &Value,
     stats: &Stats,
     latencies: &[i64],
-    mapping: &[(&'static str, &'static str, Vec<&'static str>)],
+    mapping: &[Criterion],
     audit_ok: bool,
 ) -> String {
     let mut buckets: BTreeMap<usize, u64> = BTreeMap::new();

@@ -7,8 +7,12 @@ use sha2::{Digest, Sha256};
 
 use super::package::hex;
 
+/// A SOC 2 criterion: its name, how Sluice meets it, and the package files
+/// that support it.
+pub(super) type Criterion = (&'static str, &'static str, Vec<&'static str>);
+
 /// The SOC 2 criteria and the package files that support them.
-pub(super) fn soc2_mapping() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
+pub(super) fn soc2_mapping() -> Vec<Criterion> {
     vec![
         (
             "CC6.1",
@@ -67,8 +71,6 @@ pub(super) fn soc2_mapping() -> Vec<(&'static str, &'static str, Vec<&'static st
     ]
 }
 
-// === OSCAL ===
-
 /// A name-based UUID (SHA-256 of `name`, shaped as a version 5 UUID), so
 /// the same package always gets the same IDs.
 fn uuid(name: &str) -> String {
@@ -92,7 +94,7 @@ fn uuid(name: &str) -> String {
 /// package (and, for CC7.2/CC7.3, the audit verified). This is the
 /// exporter's automated check, not an auditor's opinion.
 pub(super) fn oscal(
-    mapping: &[(&'static str, &'static str, Vec<&'static str>)],
+    mapping: &[Criterion],
     files: &[String],
     since: Timestamp,
     until: Timestamp,

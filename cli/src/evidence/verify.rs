@@ -31,8 +31,6 @@ pub(super) fn verify_audit(
     })
 }
 
-// === evidence verify ===
-
 /// Re-checks a package offline: every file's hash, no file missing or
 /// added, and the audit files against the packaged checkpoints and keys.
 pub fn verify(args: &VerifyArgs) -> Result<ExitCode, EvidenceError> {
