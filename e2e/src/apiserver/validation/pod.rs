@@ -193,57 +193,9 @@ pub fn pod_update(old: &Value, new: &Value) -> Vec<Cause> {
     let (old_spec, new_spec) = (&without_alias(&old["spec"]), &without_alias(&new["spec"]));
     let mut causes = Vec::new();
     let mut munged = new_spec.clone();
-    for list in ["containers", "initContainers"] {
-        let olds = old_spec[list].as_array().cloned().unwrap_or_default();
-        if let Some(news) = munged[list].as_array_mut()
-            && news.len() == olds.len()
-        {
-            for (n, o) in news.iter_mut().zip(&olds) {
-                // An emptied image stays a difference, refused below.
-                let has_image = n["image"].as_str().is_some_and(|s| !s.is_empty());
-                if let (true, Some(m), Some(img)) = (has_image, n.as_object_mut(), o.get("image")) {
-                    m.insert("image".into(), img.clone());
-                }
-            }
-        }
-    }
-    match (
-        old_spec["activeDeadlineSeconds"].as_i64(),
-        new_spec["activeDeadlineSeconds"].as_i64(),
-    ) {
-        (_, Some(n)) if n <= 0 => causes.push(invalid(
-            "spec.activeDeadlineSeconds".into(),
-            format!("Invalid value: {n}: must be between 1 and 2147483647, inclusive"),
-        )),
-        (Some(o), Some(n)) if n > o => causes.push(invalid(
-            "spec.activeDeadlineSeconds".into(),
-            format!("Invalid value: {n}: must be less than or equal to previous value"),
-        )),
-        (Some(_), None) => causes.push(invalid(
-            "spec.activeDeadlineSeconds".into(),
-            "Invalid value: \"null\": must not update from a positive integer to nil value".into(),
-        )),
-        _ => {}
-    }
-    // Tolerations: every old one must still be there (validation.go
-    // `ValidateTolerationsInPodUpdate`); additions are allowed.
-    let old_tol = old_spec["tolerations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let new_tol = new_spec["tolerations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !old_tol.iter().all(|t| new_tol.contains(t)) {
-        causes.push(Cause {
-            reason: "FieldValueForbidden",
-            field: "spec.tolerations".into(),
-            message:
-                "Forbidden: existing toleration can not be modified except its tolerationSeconds"
-                    .into(),
-        });
-    }
+    keep_old_images(&mut munged, old_spec);
+    causes.extend(deadline_update(old_spec, new_spec));
+    causes.extend(tolerations_update(old_spec, new_spec));
     // Both are then taken from the old spec (checked above on their own).
     for f in ["activeDeadlineSeconds", "tolerations"] {
         if let Some(m) = munged.as_object_mut() {
@@ -260,7 +212,76 @@ pub fn pod_update(old: &Value, new: &Value) -> Vec<Cause> {
     {
         munged["terminationGracePeriodSeconds"] = old_spec["terminationGracePeriodSeconds"].clone();
     }
-    // Scheduling gates may only be removed.
+    keep_old_gates(&mut munged, old_spec, new_spec);
+    if &munged != old_spec {
+        causes.push(forbidden_change(&munged, old_spec));
+    }
+    causes
+}
+
+/// Copies the old image into each container (and init container) of `munged`
+/// that sets one, when the list keeps its length: a changed image is allowed.
+fn keep_old_images(munged: &mut Value, old_spec: &Value) {
+    for list in ["containers", "initContainers"] {
+        let olds = old_spec[list].as_array().cloned().unwrap_or_default();
+        if let Some(news) = munged[list].as_array_mut()
+            && news.len() == olds.len()
+        {
+            for (n, o) in news.iter_mut().zip(&olds) {
+                // An emptied image stays a difference, refused below.
+                let has_image = n["image"].as_str().is_some_and(|s| !s.is_empty());
+                if let (true, Some(m), Some(img)) = (has_image, n.as_object_mut(), o.get("image")) {
+                    m.insert("image".into(), img.clone());
+                }
+            }
+        }
+    }
+}
+
+/// `activeDeadlineSeconds` may be set or lowered, never raised or unset.
+fn deadline_update(old_spec: &Value, new_spec: &Value) -> Option<Cause> {
+    match (
+        old_spec["activeDeadlineSeconds"].as_i64(),
+        new_spec["activeDeadlineSeconds"].as_i64(),
+    ) {
+        (_, Some(n)) if n <= 0 => Some(invalid(
+            "spec.activeDeadlineSeconds".into(),
+            format!("Invalid value: {n}: must be between 1 and 2147483647, inclusive"),
+        )),
+        (Some(o), Some(n)) if n > o => Some(invalid(
+            "spec.activeDeadlineSeconds".into(),
+            format!("Invalid value: {n}: must be less than or equal to previous value"),
+        )),
+        (Some(_), None) => Some(invalid(
+            "spec.activeDeadlineSeconds".into(),
+            "Invalid value: \"null\": must not update from a positive integer to nil value".into(),
+        )),
+        _ => None,
+    }
+}
+
+/// Tolerations: every old one must still be there (validation.go
+/// `ValidateTolerationsInPodUpdate`); additions are allowed.
+fn tolerations_update(old_spec: &Value, new_spec: &Value) -> Option<Cause> {
+    let old_tol = old_spec["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let new_tol = new_spec["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (!old_tol.iter().all(|t| new_tol.contains(t))).then(|| Cause {
+        reason: "FieldValueForbidden",
+        field: "spec.tolerations".into(),
+        message: "Forbidden: existing toleration can not be modified except its tolerationSeconds"
+            .into(),
+    })
+}
+
+/// Scheduling gates may only be removed: when the new ones are all old,
+/// `munged` takes the old list.
+fn keep_old_gates(munged: &mut Value, old_spec: &Value, new_spec: &Value) {
     let old_gates = old_spec["schedulingGates"]
         .as_array()
         .cloned()
@@ -279,34 +300,36 @@ pub fn pod_update(old: &Value, new: &Value) -> Vec<Cause> {
             }
         }
     }
-    if &munged != old_spec {
-        let changed: Vec<String> = munged
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, _)| k.clone())
-            .chain(
-                old_spec
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, _)| k.clone()),
-            )
-            .filter(|k| munged.get(k) != old_spec.get(k))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .map(|k| format!("spec.{k}"))
-            .collect();
-        causes.push(Cause {
-            reason: "FieldValueForbidden",
-            field: "spec".into(),
-            message: format!(
-                "Forbidden: pod updates may not change fields other than {POD_UPDATABLE}\n  changed: {}",
-                changed.join(", ")
-            ),
-        });
+}
+
+/// kube's refusal of a spec that still differs from the old one once the
+/// updatable fields are taken back, naming the fields that differ.
+fn forbidden_change(munged: &Value, old_spec: &Value) -> Cause {
+    let changed: Vec<String> = munged
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .chain(
+            old_spec
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.clone()),
+        )
+        .filter(|k| munged.get(k) != old_spec.get(k))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|k| format!("spec.{k}"))
+        .collect();
+    Cause {
+        reason: "FieldValueForbidden",
+        field: "spec".into(),
+        message: format!(
+            "Forbidden: pod updates may not change fields other than {POD_UPDATABLE}\n  changed: {}",
+            changed.join(", ")
+        ),
     }
-    causes
 }
 
 /// Fields an ephemeral container may set (k8s.io/kubernetes pkg/apis/core/validation/
