@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help deps build test lint fmt crds crds-check validate-crds chart demo demo-standalone bench e2e cluster cluster-stop
+.PHONY: help deps build test renovation-check lint fmt crds crds-check validate-crds chart demo demo-standalone bench e2e cluster cluster-stop
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -14,9 +14,18 @@ deps: ## install what make test, make demo and CI need (Debian/Ubuntu, as root; 
 build: ## build every binary (debug)
 	$(CARGO) build --workspace --locked
 
+# Whether `make test` fails when scripts/renovation-check.sh reports a file or
+# function over its size limit (issue #20). 0 while some still are: the report
+# is printed and the tests run; 1 once `make renovation-check` reports nothing.
+RENOVATION_CHECK_REQUIRED ?= 0
+
 test: ## unit, integration and e2e tests (installs what is missing first, see make deps; starts its own PostgreSQL and test control plane)
 	scripts/ensure-deps.sh test
+	scripts/renovation-check.sh || [ "$(RENOVATION_CHECK_REQUIRED)" != 1 ]
 	env -u KUBECONFIG $(CARGO) test --workspace --locked
+
+renovation-check: ## the code's size rules (#20): no product file over 800 lines, no function over 120, every .rs a README cites exists
+	scripts/renovation-check.sh
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

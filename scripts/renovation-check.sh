@@ -10,6 +10,7 @@
 # Prints every file and function over its limit, one a line:
 #   file  PATH  LINES
 #   fn    PATH:LINE  NAME  LINES
+#   path  README:LINE  CITED   (a cited .rs file that does not exist)
 # Exit codes: 0 nothing over, 1 something over, 2 python3 missing.
 # Knobs: MAX_FILE_LINES (800), MAX_FN_LINES (120).
 set -uo pipefail
@@ -133,6 +134,38 @@ def scan(path):
     return product, fns, test_files
 
 
+CITED = re.compile(r"`([A-Za-z0-9_./-]+\.rs)`")
+
+
+def readme_paths(root):
+    """[(readme, line, cited)] for every `.rs` path a README cites that does
+    not exist: relative to the README's folder, its src/, or the repository;
+    a bare file name anywhere under the README's folder."""
+    readmes = [os.path.join(root, "README.md")] + [
+        os.path.join(root, c, "README.md") for c in CRATES
+    ]
+    missing = []
+    for readme in readmes:
+        if not os.path.exists(readme):
+            continue
+        here = os.path.dirname(readme)
+        names = None
+        for n, line in enumerate(open(readme, encoding="utf-8"), 1):
+            for cited in CITED.findall(line):
+                if "/" not in cited:
+                    if names is None:
+                        names = set()
+                        for d, dirs, fs in os.walk(here):
+                            dirs[:] = [x for x in dirs if x not in ("target", ".git", "node_modules")]
+                            names.update(fs)
+                    ok = cited in names
+                else:
+                    ok = any(os.path.isfile(os.path.join(b, cited)) for b in (here, os.path.join(here, "src"), root))
+                if not ok:
+                    missing.append((os.path.relpath(readme, root), n, cited))
+    return missing
+
+
 def module_dir(path):
     base = os.path.basename(path)
     if base in ("mod.rs", "lib.rs", "main.rs"):
@@ -163,12 +196,14 @@ def main():
         for line, name, length in fns:
             if length > max_fn and f"{rel}:{name}" not in ALLOWED:
                 print(f"fn    {rel}:{line}  {name}  {length}"); over += 1
+    for readme, n, cited in readme_paths(root):
+        print(f"path  {readme}:{n}  {cited}  (no such file)"); over += 1
     for key in sorted(ALLOWED):
         path, name = key.split(":")
         found = [l for (_, n, l) in results.get(os.path.join(root, path), (0, []))[1] if n == name]
         if not found or max(found) <= max_fn:
             print(f"stale allowance  {key}  (no longer over {max_fn} lines: remove it)"); over += 1
-    print(f"renovation-check: {over} over the limits ({max_file} lines a file, {max_fn} a function)", file=sys.stderr)
+    print(f"renovation-check: {over} over the limits ({max_file} lines a file, {max_fn} a function) or cited and missing", file=sys.stderr)
     sys.exit(1 if over else 0)
 
 

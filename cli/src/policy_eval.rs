@@ -301,21 +301,7 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
                 namespace: ns.clone(),
                 name: args.connection.clone(),
             })?;
-    let secrets = ManifestSecrets {
-        set: &set,
-        namespace: &ns,
-    };
-    let policies = set
-        .policies_in(&ns)
-        .map(|p| {
-            CompiledPolicy::compile(p, &secrets)
-                .map(Arc::new)
-                .map_err(|source| EvalError::Policy {
-                    policy: p.metadata.name.clone().unwrap_or_default(),
-                    source,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let policies = compile_policies(&set, &ns)?;
     let hash_key = connection
         .spec
         .credentials
@@ -324,6 +310,7 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
         .and_then(|r| set.secret_key(&ns, &r.name, &r.key));
     let protocol = connection.spec.protocol;
     let policy_set = PolicySet::select(&policies, &identity, &args.connection, hash_key);
+    let not_bound = || from_decision(Decision::not_bound(&identity, &args.connection), None, None);
 
     let output = match (protocol, &args.sql, &args.http) {
         (Protocol::Postgres | Protocol::Mysql, Some(_), _)
@@ -334,48 +321,18 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
                 SqlDialect::Postgres
             };
             let decide = |sql: &str| match &policy_set {
-                None => from_decision(Decision::not_bound(&identity, &args.connection), None, None),
+                None => not_bound(),
                 Some(ps) => sql_decision(ps, sql, dialect),
             };
-            if let Some(sql) = &args.sql {
-                decide(sql)
-            } else {
-                let path = args.sql_file.clone().unwrap_or_default();
-                let text = if path.as_os_str() == "-" {
-                    std::io::read_to_string(std::io::stdin())
-                } else {
-                    std::fs::read_to_string(&path)
-                }
-                .map_err(|source| EvalError::SqlFile {
-                    path: path.clone(),
-                    source,
-                })?;
-                let mut missed = 0usize;
-                for (i, line) in text.lines().enumerate() {
-                    let input = line.trim();
-                    if input.is_empty() || input.starts_with("--") {
-                        continue;
-                    }
-                    let mut output = decide(input);
-                    output.line = Some(i + 1);
-                    if !matches_expectation(&output, args.expect, Some(i + 1)) {
-                        missed += 1;
-                    }
-                    print_output(&output);
-                }
-                return Ok(expectation_exit(missed, args.expect));
+            match &args.sql {
+                Some(sql) => decide(sql),
+                None => return eval_sql_file(args, decide),
             }
         }
         (Protocol::Http, _, Some(line)) => {
-            let (method, target) = line
-                .trim()
-                .split_once(' ')
-                .filter(|(m, t)| !m.is_empty() && t.trim_start().starts_with('/'))
-                .ok_or_else(|| EvalError::RequestLine(line.clone()))?;
-            let target = target.trim();
-            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let (method, path, query) = request_line(line)?;
             match &policy_set {
-                None => from_decision(Decision::not_bound(&identity, &args.connection), None, None),
+                None => not_bound(),
                 Some(ps) => {
                     let inspection =
                         Inspection::of_connection(set.policies_in(&ns), &args.connection);
@@ -401,6 +358,63 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, EvalError> {
     let matched = matches_expectation(&output, args.expect, None);
     print_output(&output);
     Ok(expectation_exit(usize::from(!matched), args.expect))
+}
+
+/// The AccessPolicies of `ns`, compiled with the manifests' Secrets.
+fn compile_policies(set: &ManifestSet, ns: &str) -> Result<Vec<Arc<CompiledPolicy>>, EvalError> {
+    let secrets = ManifestSecrets { set, namespace: ns };
+    set.policies_in(ns)
+        .map(|p| {
+            CompiledPolicy::compile(p, &secrets)
+                .map(Arc::new)
+                .map_err(|source| EvalError::Policy {
+                    policy: p.metadata.name.clone().unwrap_or_default(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// `--sql-file` (`-`: standard input): one decision printed per statement
+/// line (blank lines and `--` comments skipped), each with its line number;
+/// the exit code counts the lines that missed `--expect`.
+fn eval_sql_file(args: &EvalArgs, decide: impl Fn(&str) -> Output) -> Result<ExitCode, EvalError> {
+    let path = args.sql_file.clone().unwrap_or_default();
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(&path)
+    }
+    .map_err(|source| EvalError::SqlFile {
+        path: path.clone(),
+        source,
+    })?;
+    let mut missed = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let input = line.trim();
+        if input.is_empty() || input.starts_with("--") {
+            continue;
+        }
+        let mut output = decide(input);
+        output.line = Some(i + 1);
+        if !matches_expectation(&output, args.expect, Some(i + 1)) {
+            missed += 1;
+        }
+        print_output(&output);
+    }
+    Ok(expectation_exit(missed, args.expect))
+}
+
+/// `--http "METHOD /path?query"`: the method, the path and the query.
+fn request_line(line: &str) -> Result<(&str, &str, &str), EvalError> {
+    let (method, target) = line
+        .trim()
+        .split_once(' ')
+        .filter(|(m, t)| !m.is_empty() && t.trim_start().starts_with('/'))
+        .ok_or_else(|| EvalError::RequestLine(line.to_string()))?;
+    let target = target.trim();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok((method, path, query))
 }
 
 fn print_output(output: &Output) {

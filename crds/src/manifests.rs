@@ -175,6 +175,51 @@ enum Decode {
     Field { field: String, message: String },
 }
 
+/// The CustomResource types leave apiVersion and kind to the API server.
+const TYPE_META: &[&str] = &["apiVersion", "kind"];
+
+/// One document of a manifest file, as errors name it.
+struct Document<'a> {
+    source: &'a Path,
+    /// 1-based.
+    index: usize,
+    /// `Kind namespace/name` (`Namespace name`).
+    object: String,
+    /// The namespace of objects that name none.
+    default_namespace: &'a str,
+}
+
+impl Document<'_> {
+    fn incomplete(&self, message: &str) -> ManifestError {
+        ManifestError::Incomplete {
+            path: self.source.to_path_buf(),
+            index: self.index,
+            message: message.to_string(),
+        }
+    }
+
+    /// A decoding error as the user sees it; `explain` is the resource
+    /// `kubectl explain` takes.
+    fn refused(&self, e: Decode, explain: &str) -> ManifestError {
+        match e {
+            Decode::Unknown(fields) => ManifestError::UnknownField {
+                path: self.source.to_path_buf(),
+                index: self.index,
+                object: self.object.clone(),
+                field: fields.join(", "),
+                explain: explain.to_string(),
+            },
+            Decode::Field { field, message } => ManifestError::Field {
+                path: self.source.to_path_buf(),
+                index: self.index,
+                object: self.object.clone(),
+                field,
+                message,
+            },
+        }
+    }
+}
+
 /// Decodes `value` as `T`, refusing fields `T` does not define (except the
 /// top-level `allowed` ones, e.g. `apiVersion` and `kind`, which the
 /// CustomResource types leave to the API server).
@@ -293,149 +338,171 @@ impl ManifestSet {
             }
         })?;
         for (i, value) in docs.into_iter().enumerate() {
-            let index = i + 1;
-            let text_of = |field: &str| {
-                value
-                    .get(field)
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
-            };
-            let (Some(api_version), Some(kind)) = (text_of("apiVersion"), text_of("kind")) else {
-                return Err(ManifestError::Incomplete {
-                    path: source.to_path_buf(),
-                    index,
-                    message: "apiVersion and kind are required (as strings)".into(),
-                });
-            };
-            let incomplete = |message: String| ManifestError::Incomplete {
+            self.add_document(value, source, i + 1, default_namespace)?;
+        }
+        Ok(())
+    }
+
+    /// Adds document `index` of `source`: read into its kind, or skipped
+    /// and listed, or refused.
+    fn add_document(
+        &mut self,
+        value: serde_json::Value,
+        source: &Path,
+        index: usize,
+        default_namespace: &str,
+    ) -> Result<(), ManifestError> {
+        let text_of = |field: &str| {
+            value
+                .get(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let (Some(api_version), Some(kind)) = (text_of("apiVersion"), text_of("kind")) else {
+            return Err(ManifestError::Incomplete {
                 path: source.to_path_buf(),
                 index,
-                message,
-            };
-            let meta_name = value
+                message: "apiVersion and kind are required (as strings)".into(),
+            });
+        };
+        let meta_name = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("?")
+            .to_string();
+        let object = {
+            let ns = value
                 .get("metadata")
-                .and_then(|m| m.get("name"))
+                .and_then(|m| m.get("namespace"))
                 .and_then(|n| n.as_str())
-                .unwrap_or("?")
-                .to_string();
-            let object = {
-                let ns = value
-                    .get("metadata")
-                    .and_then(|m| m.get("namespace"))
-                    .and_then(|n| n.as_str())
-                    .unwrap_or(default_namespace);
-                match kind.as_str() {
-                    "Namespace" => format!("{kind} {meta_name}"),
-                    _ => format!("{kind} {ns}/{meta_name}"),
-                }
-            };
-            let refused = |e: Decode, explain: &str| match e {
-                Decode::Unknown(fields) => ManifestError::UnknownField {
+                .unwrap_or(default_namespace);
+            match kind.as_str() {
+                "Namespace" => format!("{kind} {meta_name}"),
+                _ => format!("{kind} {ns}/{meta_name}"),
+            }
+        };
+        let doc = Document {
+            source,
+            index,
+            object,
+            default_namespace,
+        };
+        match (api_version.as_str(), kind.as_str()) {
+            ("v1", "Namespace") => {
+                let namespace: Namespace =
+                    decode(value, &[]).map_err(|e| doc.refused(e, "namespace"))?;
+                let name = namespace
+                    .metadata
+                    .name
+                    .ok_or_else(|| doc.incomplete("Namespace without metadata.name"))?;
+                self.namespaces.push(name);
+            }
+            ("v1", "Secret") => self.add_secret(&doc, value)?,
+            (crate::API_VERSION, "Connection") => self.add_connection(&doc, value)?,
+            (crate::API_VERSION, "AccessPolicy") => self.add_policy(&doc, value)?,
+            (crate::API_VERSION, k) if SLUICE_KINDS_SKIPPED.contains(&k) => {
+                self.skipped.push(format!("{kind}/{meta_name}"));
+            }
+            ("v1", k) if CORE_KINDS_SKIPPED.contains(&k) => {
+                self.skipped.push(format!("{kind}/{meta_name}"));
+            }
+            // Sluice's own group and the core group are known whole: any
+            // other kind there is a mistake.
+            (v, _) if v == "v1" || v.starts_with("sluice.dev/") || v == crate::GROUP => {
+                return Err(ManifestError::UnknownKind {
                     path: source.to_path_buf(),
                     index,
-                    object: object.clone(),
-                    field: fields.join(", "),
-                    explain: explain.to_string(),
-                },
-                Decode::Field { field, message } => ManifestError::Field {
-                    path: source.to_path_buf(),
-                    index,
-                    object: object.clone(),
-                    field,
-                    message,
-                },
-            };
-            // The CustomResource types leave apiVersion and kind to the API server.
-            const TYPE_META: &[&str] = &["apiVersion", "kind"];
-            match (api_version.as_str(), kind.as_str()) {
-                ("v1", "Namespace") => {
-                    let namespace: Namespace =
-                        decode(value, &[]).map_err(|e| refused(e, "namespace"))?;
-                    let name = namespace
-                        .metadata
-                        .name
-                        .ok_or_else(|| incomplete("Namespace without metadata.name".into()))?;
-                    self.namespaces.push(name);
-                }
-                ("v1", "Secret") => {
-                    let secret: Secret = decode(value, &[]).map_err(|e| refused(e, "secret"))?;
-                    let name = secret
-                        .metadata
-                        .name
-                        .clone()
-                        .ok_or_else(|| incomplete("Secret without metadata.name".into()))?;
-                    let ns = secret
-                        .metadata
-                        .namespace
-                        .clone()
-                        .unwrap_or_else(|| default_namespace.into());
-                    let mut data: BTreeMap<String, Vec<u8>> = secret
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    for (k, v) in secret.string_data.unwrap_or_default() {
-                        data.insert(k, v.into_bytes());
-                    }
-                    self.secrets.insert((ns, name), data);
-                }
-                (crate::API_VERSION, "Connection") => {
-                    let mut c: Connection =
-                        decode(value, TYPE_META).map_err(|e| refused(e, "connection"))?;
-                    if c.metadata.name.is_none() {
-                        return Err(incomplete("Connection without metadata.name".into()));
-                    }
-                    c.metadata
-                        .namespace
-                        .get_or_insert_with(|| default_namespace.into());
-                    self.connections.push(c);
-                }
-                (crate::API_VERSION, "AccessPolicy") => {
-                    let mut p: AccessPolicy =
-                        decode(value, TYPE_META).map_err(|e| refused(e, "accesspolicy"))?;
-                    if p.metadata.name.is_none() {
-                        return Err(incomplete("AccessPolicy without metadata.name".into()));
-                    }
-                    p.metadata
-                        .namespace
-                        .get_or_insert_with(|| default_namespace.into());
-                    if let Some((rule, name, problem)) = empty_match(&p.spec) {
-                        return Err(ManifestError::EmptyMatch {
-                            path: source.to_path_buf(),
-                            index,
-                            object: object.split_once(' ').map_or("", |(_, o)| o).to_string(),
-                            rule,
-                            name: name.to_string(),
-                            problem,
-                        });
-                    }
-                    self.policies.push(p);
-                }
-                (crate::API_VERSION, k) if SLUICE_KINDS_SKIPPED.contains(&k) => {
-                    self.skipped.push(format!("{kind}/{meta_name}"));
-                }
-                ("v1", k) if CORE_KINDS_SKIPPED.contains(&k) => {
-                    self.skipped.push(format!("{kind}/{meta_name}"));
-                }
-                // Sluice's own group and the core group are known whole: any
-                // other kind there is a mistake.
-                (v, _) if v == "v1" || v.starts_with("sluice.dev/") || v == crate::GROUP => {
-                    return Err(ManifestError::UnknownKind {
-                        path: source.to_path_buf(),
-                        index,
-                        api_version,
-                        kind,
-                        name: meta_name,
-                    });
-                }
-                // Other groups (apps/v1 Deployments, other operators' kinds)
-                // are not Sluice's to judge: skipped, and listed.
-                _ => {
-                    self.skipped.push(format!("{kind}/{meta_name}"));
-                }
+                    api_version,
+                    kind,
+                    name: meta_name,
+                });
+            }
+            // Other groups (apps/v1 Deployments, other operators' kinds)
+            // are not Sluice's to judge: skipped, and listed.
+            _ => {
+                self.skipped.push(format!("{kind}/{meta_name}"));
             }
         }
+        Ok(())
+    }
+
+    /// A Secret's data and stringData, by namespace and name.
+    fn add_secret(
+        &mut self,
+        doc: &Document<'_>,
+        value: serde_json::Value,
+    ) -> Result<(), ManifestError> {
+        let secret: Secret = decode(value, &[]).map_err(|e| doc.refused(e, "secret"))?;
+        let name = secret
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| doc.incomplete("Secret without metadata.name"))?;
+        let ns = secret
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| doc.default_namespace.into());
+        let mut data: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in secret.string_data.unwrap_or_default() {
+            data.insert(k, v.into_bytes());
+        }
+        self.secrets.insert((ns, name), data);
+        Ok(())
+    }
+
+    fn add_connection(
+        &mut self,
+        doc: &Document<'_>,
+        value: serde_json::Value,
+    ) -> Result<(), ManifestError> {
+        let mut c: Connection =
+            decode(value, TYPE_META).map_err(|e| doc.refused(e, "connection"))?;
+        if c.metadata.name.is_none() {
+            return Err(doc.incomplete("Connection without metadata.name"));
+        }
+        c.metadata
+            .namespace
+            .get_or_insert_with(|| doc.default_namespace.into());
+        self.connections.push(c);
+        Ok(())
+    }
+
+    /// An AccessPolicy, refused when a rule's match is empty.
+    fn add_policy(
+        &mut self,
+        doc: &Document<'_>,
+        value: serde_json::Value,
+    ) -> Result<(), ManifestError> {
+        let mut p: AccessPolicy =
+            decode(value, TYPE_META).map_err(|e| doc.refused(e, "accesspolicy"))?;
+        if p.metadata.name.is_none() {
+            return Err(doc.incomplete("AccessPolicy without metadata.name"));
+        }
+        p.metadata
+            .namespace
+            .get_or_insert_with(|| doc.default_namespace.into());
+        if let Some((rule, name, problem)) = empty_match(&p.spec) {
+            return Err(ManifestError::EmptyMatch {
+                path: doc.source.to_path_buf(),
+                index: doc.index,
+                object: doc
+                    .object
+                    .split_once(' ')
+                    .map_or("", |(_, o)| o)
+                    .to_string(),
+                rule,
+                name: name.to_string(),
+                problem,
+            });
+        }
+        self.policies.push(p);
         Ok(())
     }
 

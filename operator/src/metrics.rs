@@ -25,7 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// A label value spelled camelCase when encoded (see the module's doc).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -190,6 +190,13 @@ fn histogram() -> Histogram {
 
 type Durations = Family<OneLabel, Histogram, fn() -> Histogram>;
 
+/// Registers `metric` under `name` and hands it back (a metric is a handle:
+/// the registry and the caller share its value).
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// The operator's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -240,101 +247,86 @@ impl Metrics {
                 binary: "operator",
             }),
         );
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let r = &mut registry;
+        let requests = register(
+            r,
             "gateway_requests",
             "Gateway API and webhook answers, by route and outcome",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let request_durations: Durations = Family::new_with_constructor(histogram);
-        registry.register(
+        let request_durations = register(
+            r,
             "gateway_request_duration_seconds",
             "Time to answer a gateway API call or a webhook, by route (a bundle long-poll's includes its wait)",
-            request_durations.clone(),
+            Durations::new_with_constructor(histogram),
         );
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register(
+        let reconciles = register(
+            r,
             "reconciles",
             "Reconciles of Connections and AccessPolicies, by outcome",
-            reconciles.clone(),
+            Family::<ReconcileLabels, Counter>::default(),
         );
-        let reconcile_durations: Durations = Family::new_with_constructor(histogram);
-        registry.register(
+        let reconcile_durations = register(
+            r,
             "reconcile_duration_seconds",
             "Time a reconcile took, by controller",
-            reconcile_durations.clone(),
+            Durations::new_with_constructor(histogram),
         );
-        let audit_events = Counter::default();
-        registry.register(
+        let audit_events = register(
+            r,
             "audit_events",
             "Audit events received from sidecars",
-            audit_events.clone(),
+            Counter::default(),
         );
-        let bundle_wakeups = Counter::default();
-        registry.register(
+        let bundle_wakeups = register(
+            r,
             "gateway_bundle_wakeups",
             "Bundle long-polls woken by a change of a watched object in their namespace (each rebuilds its bundle)",
-            bundle_wakeups.clone(),
+            Counter::default(),
         );
-        let bundle_waiting = Gauge::default();
-        registry.register(
+        let bundle_waiting = register(
+            r,
             "gateway_bundle_waiting",
             "Bundle long-polls waiting for a change now",
-            bundle_waiting.clone(),
+            Gauge::default(),
         );
-        let approval_waiting = Gauge::default();
-        registry.register(
+        let approval_waiting = register(
+            r,
             "gateway_approval_waiting",
             "Approval long-polls waiting for a decision now",
-            approval_waiting.clone(),
+            Gauge::default(),
         );
-        let access_requests = Family::<OneLabel, Gauge>::default();
-        registry.register(
+        let access_requests = register(
+            r,
             "access_requests",
             "AccessRequests in the cluster, by phase (as this replica's watch sees them)",
-            access_requests.clone(),
+            Family::<OneLabel, Gauge>::default(),
         );
-        let oldest_pending = Gauge::default();
-        registry.register(
+        let oldest_pending = register(
+            r,
             "access_request_oldest_pending_timestamp_seconds",
             "When the oldest Pending AccessRequest was created, Unix seconds; 0 when none is pending",
-            oldest_pending.clone(),
+            Gauge::default(),
         );
-        let leader = Gauge::default();
-        registry.register(
+        let leader = register(
+            r,
             "leader",
             "1 while this replica holds the leader Lease, else 0",
-            leader.clone(),
+            Gauge::default(),
         );
-        let certificate_expiry = Family::<OneLabel, Gauge>::default();
-        registry.register(
+        let certificate_expiry = register(
+            r,
             "certificate_expiration_timestamp_seconds",
             "When a certificate the operator serves or trusts expires, Unix seconds, by certificate (serving: the webhook and gateway certificate; ca: the newest CA of the caBundle); 0 when unknown",
-            certificate_expiry.clone(),
+            Family::<OneLabel, Gauge>::default(),
         );
-        let signing_key_created = Gauge::default();
-        registry.register(
+        let signing_key_created = register(
+            r,
             "signing_key_created_timestamp_seconds",
             "When the gateway signing key in use was created, Unix seconds (the leader rotates it daily); 0 when unknown",
-            signing_key_created.clone(),
+            Gauge::default(),
         );
-        for (_, route) in ROUTES {
-            request_durations.get_or_create_owned(&one("route", route));
-            requests.get_or_create_owned(&RequestLabels {
-                route,
-                outcome: "ok",
-            });
-        }
-        for controller in CONTROLLERS {
-            reconcile_durations.get_or_create_owned(&one("controller", controller));
-        }
-        for phase in PHASES {
-            access_requests.get_or_create_owned(&one("phase", phase));
-        }
-        for certificate in ["serving", "ca"] {
-            certificate_expiry.get_or_create_owned(&one("certificate", certificate));
-        }
-        Metrics {
+        let metrics = Metrics {
             registry,
             bundle_wakeups,
             bundle_waiting,
@@ -349,6 +341,33 @@ impl Metrics {
             leader,
             certificate_expiry,
             signing_key_created,
+        };
+        metrics.create_known_series();
+        metrics
+    }
+
+    /// Creates the series of every known label value at zero (see the
+    /// module's doc).
+    fn create_known_series(&self) {
+        for (_, route) in ROUTES {
+            self.request_durations
+                .get_or_create_owned(&one("route", route));
+            self.requests.get_or_create_owned(&RequestLabels {
+                route,
+                outcome: "ok",
+            });
+        }
+        for controller in CONTROLLERS {
+            self.reconcile_durations
+                .get_or_create_owned(&one("controller", controller));
+        }
+        for phase in PHASES {
+            self.access_requests
+                .get_or_create_owned(&one("phase", phase));
+        }
+        for certificate in ["serving", "ca"] {
+            self.certificate_expiry
+                .get_or_create_owned(&one("certificate", certificate));
         }
     }
 

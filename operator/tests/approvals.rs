@@ -9,13 +9,13 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use sluice_crds::{AccessPolicy, AccessRequest, RequestPhase};
-use sluice_e2e::Options;
+use sluice_e2e::{Options, TestCluster};
 use support::{
     Env, apply_quickstart, apply_yaml, bounded, client_with_token, cluster_with_crds, test_settings,
 };
@@ -81,22 +81,40 @@ spec:
       approval: {approvers: {groups: [dba]}, timeout: 2s}
 "#;
 
-async fn start(notify_url: String) -> Env {
-    let (cluster, client) = cluster_with_crds(
-        Options::default()
-            .user("alice", &["dba"])
-            .user("bob", &["dev"]),
-    )
-    .await;
+/// The approvers `alice` (group `dba`) and `bob` (`dev`, not an approver).
+fn with_approvers(options: Options) -> Options {
+    options.user("alice", &["dba"]).user("bob", &["dev"])
+}
+
+/// A test control plane with the quickstart's namespace, Connection and
+/// `reporting` policy, and [`QUICK_POLICY`].
+async fn cluster_with_policies(options: Options) -> (TestCluster, Client) {
+    let (cluster, client) = cluster_with_crds(options).await;
     apply_quickstart(
         &client,
         &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
     )
     .await;
     apply_yaml(&client, QUICK_POLICY).await;
+    (cluster, client)
+}
+
+async fn start(notify_url: String) -> Env {
+    let (cluster, client) = cluster_with_policies(with_approvers(Options::default())).await;
     let mut settings = test_settings("approvals-operator");
     settings.notify_url = Some(notify_url);
     Env::with_operator(cluster, client, settings).await
+}
+
+/// An injected `report-job` pod and its gateway token, as its sidecar gets
+/// it (the token exchange).
+async fn workload_token(env: &Env) -> (Pod, String) {
+    env.service_account("report-job").await;
+    let pod = env.injected_pod("report", "report-job").await;
+    let subject = env.pod_token("report-job", &pod, "sluice.dev").await;
+    let (status, body) = env.exchange(&subject).await;
+    assert_eq!(status, 200, "{body}");
+    (pod, body["token"].as_str().unwrap().to_string())
 }
 
 fn command(text: &str, sha: char) -> Value {
@@ -171,12 +189,7 @@ async fn approvals_are_decided_by_approvers_and_run_once() {
     )
     .await
     .unwrap();
-    env.service_account("report-job").await;
-    let pod = env.injected_pod("report", "report-job").await;
-    let subject = env.pod_token("report-job", &pod, "sluice.dev").await;
-    let (status, body) = env.exchange(&subject).await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["token"].as_str().unwrap().to_string();
+    let (pod, token) = workload_token(&env).await;
 
     // A rule that does not require approval cannot be asked for.
     let (status, body) = ask(&env, &token, "no-schema-changes", "reporting", 'c').await;
@@ -453,12 +466,7 @@ async fn approvals_follow_the_rule_as_it_stands() {
     let env = start(notify_url).await;
     env.policy_ready("reporting").await;
     env.webhook_registered().await;
-    env.service_account("report-job").await;
-    let pod = env.injected_pod("report", "report-job").await;
-    let subject = env.pod_token("report-job", &pod, "sluice.dev").await;
-    let (status, body) = env.exchange(&subject).await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["token"].as_str().unwrap().to_string();
+    let (_, token) = workload_token(&env).await;
     let alice = env.cluster.client_for("alice").await.unwrap();
     let requests: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
     let edit_rule = |approvers: Value, min: u32| {
@@ -549,25 +557,14 @@ async fn approvals_follow_the_rule_as_it_stands() {
 /// ServiceAccount under the chart's RBAC, so the delete must be allowed there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settled_requests_are_deleted_after_their_retention() {
-    let (cluster, client) = cluster_with_crds(Options::default().rbac(true)).await;
-    apply_quickstart(
-        &client,
-        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
-    )
-    .await;
-    apply_yaml(&client, QUICK_POLICY).await;
+    let (cluster, client) = cluster_with_policies(Options::default().rbac(true)).await;
     let operator_client = support::chart_operator_client(&cluster, &client).await;
     let mut settings = test_settings("retention-operator");
     settings.access_request_retention = Duration::from_secs(1);
     let env = Env::with_operator_as(cluster, client, operator_client, settings).await;
     env.policy_ready("quick").await;
     env.webhook_registered().await;
-    env.service_account("report-job").await;
-    let pod = env.injected_pod("report", "report-job").await;
-    let subject = env.pod_token("report-job", &pod, "sluice.dev").await;
-    let (status, body) = env.exchange(&subject).await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["token"].as_str().unwrap().to_string();
+    let (_, token) = workload_token(&env).await;
 
     // Pending, then Expired after the rule's 2 s timeout (settled), then gone.
     let (status, asked) = ask(&env, &token, "fast-expiry", "quick", 'e').await;
@@ -669,26 +666,10 @@ async fn approval_notifications_route_retry_and_survive_a_restart() {
         }];
         settings
     };
-    let (cluster, client) = cluster_with_crds(
-        Options::default()
-            .user("alice", &["dba"])
-            .user("bob", &["dev"]),
-    )
-    .await;
-    apply_quickstart(
-        &client,
-        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
-    )
-    .await;
-    apply_yaml(&client, QUICK_POLICY).await;
+    let (cluster, client) = cluster_with_policies(with_approvers(Options::default())).await;
     let env = Env::with_operator(cluster, client, settings("first-operator")).await;
     env.webhook_registered().await;
-    env.service_account("report-job").await;
-    let pod = env.injected_pod("report", "report-job").await;
-    let subject = env.pod_token("report-job", &pod, "sluice.dev").await;
-    let (status, body) = env.exchange(&subject).await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["token"].as_str().unwrap().to_string();
+    let (_, token) = workload_token(&env).await;
 
     // Routed: the receiver refuses, and is asked again (with backoff).
     let (status, routed_ask) =

@@ -288,6 +288,8 @@ fn go_float(f: f64) -> String {
     format!("{mantissa}e{sign}{:02}", e.abs())
 }
 
+/// Checks `v` against the structural `schema` at `path`, as kube-openapi
+/// validates a custom resource: one cause per violation, in its wording.
 fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
     if v.is_null() {
         if schema["nullable"].as_bool() != Some(true) && schema["type"].is_string() {
@@ -344,185 +346,206 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
         ));
     }
     match v {
-        Value::Number(n) => {
-            let x = n.as_f64().unwrap_or(0.0);
-            if let Some(min) = schema["minimum"].as_f64() {
-                let exclusive = schema["exclusiveMinimum"].as_bool() == Some(true);
-                if x < min || (exclusive && x == min) {
-                    let rel = if exclusive {
-                        "greater than"
-                    } else {
-                        "greater than or equal to"
-                    };
-                    causes.push(cause(
-                        "FieldValueInvalid",
-                        path,
-                        format!(
-                            "Invalid value: {v}: {path} in body should be {rel} {}",
-                            go_float(min)
-                        ),
-                    ));
-                }
-            }
-            if let Some(max) = schema["maximum"].as_f64() {
-                let exclusive = schema["exclusiveMaximum"].as_bool() == Some(true);
-                if x > max || (exclusive && x == max) {
-                    let rel = if exclusive {
-                        "less than"
-                    } else {
-                        "less than or equal to"
-                    };
-                    causes.push(cause(
-                        "FieldValueInvalid",
-                        path,
-                        format!(
-                            "Invalid value: {v}: {path} in body should be {rel} {}",
-                            go_float(max)
-                        ),
-                    ));
-                }
-            }
-        }
-        Value::String(s) => {
-            let len = s.chars().count() as u64;
-            if let Some(min) = schema["minLength"].as_u64()
-                && len < min
-            {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    path,
-                    format!(
-                        "Invalid value: {s:?}: {path} in body should be at least {min} chars long"
-                    ),
-                ));
-            }
-            if let Some(max) = schema["maxLength"].as_u64()
-                && len > max
-            {
-                causes.push(cause(
-                    "FieldValueTooLong",
-                    path,
-                    format!("Too long: may not be more than {max} bytes"),
-                ));
-            }
-            if let Some(pattern) = schema["pattern"].as_str()
-                && let Ok(re) = regex::Regex::new(pattern)
-                && !re.is_match(s)
-            {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    path,
-                    format!("Invalid value: {s:?}: {path} in body should match '{pattern}'"),
-                ));
-            }
-        }
-        Value::Array(items) => {
-            let n = items.len() as u64;
-            if let Some(min) = schema["minItems"].as_u64()
-                && n < min
-            {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    path,
-                    format!("Invalid value: {n}: {path} in body should have at least {min} items"),
-                ));
-            }
-            if let Some(max) = schema["maxItems"].as_u64()
-                && n > max
-            {
-                causes.push(cause(
-                    "FieldValueTooMany",
-                    path,
-                    format!("Too many: {n}: must have at most {max} items"),
-                ));
-            }
-            if schema["x-kubernetes-list-type"].as_str() == Some("set") {
-                for (i, item) in items.iter().enumerate() {
-                    if items[..i].contains(item) {
-                        causes.push(cause(
-                            "FieldValueDuplicate",
-                            &format!("{path}[{i}]"),
-                            format!("Duplicate value: {}", short(item)),
-                        ));
-                    }
-                }
-            }
-            if schema["x-kubernetes-list-type"].as_str() == Some("map") {
-                let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                for (i, item) in items.iter().enumerate() {
-                    let key: Vec<&Value> = keys.iter().map(|k| &item[*k]).collect();
-                    if items[..i]
-                        .iter()
-                        .any(|o| keys.iter().map(|k| &o[*k]).collect::<Vec<_>>() == key)
-                    {
-                        let shown: serde_json::Map<String, Value> = keys
-                            .iter()
-                            .map(|k| (k.to_string(), item[*k].clone()))
-                            .collect();
-                        causes.push(cause(
-                            "FieldValueDuplicate",
-                            &format!("{path}[{i}]"),
-                            format!("Duplicate value: {}", json!(shown)),
-                        ));
-                    }
-                }
-            }
-            if schema["items"].is_object() {
-                for (i, item) in items.iter().enumerate() {
-                    check(&schema["items"], item, &format!("{path}[{i}]"), causes);
-                }
-            }
-        }
-        Value::Object(map) => {
-            for req in schema["required"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if map.get(req).is_none_or(Value::is_null) {
-                    causes.push(cause(
-                        "FieldValueRequired",
-                        &join(path, req),
-                        "Required value".into(),
-                    ));
-                }
-            }
-            if let Some(props) = schema["properties"].as_object() {
-                for (k, sub) in props {
-                    if let Some(child) = map.get(k) {
-                        check(sub, child, &join(path, k), causes);
-                    }
-                }
-            } else if schema["additionalProperties"].is_object() {
-                for (k, child) in map {
-                    check(
-                        &schema["additionalProperties"],
-                        child,
-                        &join(path, k),
-                        causes,
-                    );
-                }
-            }
-            if let Some(min) = schema["minProperties"].as_u64()
-                && (map.len() as u64) < min
-            {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    path,
-                    format!(
-                        "Invalid value: {}: {path} in body should have at least {min} properties",
-                        map.len()
-                    ),
-                ));
-            }
-        }
+        Value::Number(n) => check_number(schema, v, n.as_f64().unwrap_or(0.0), path, causes),
+        Value::String(s) => check_string(schema, s, path, causes),
+        Value::Array(items) => check_array(schema, items, path, causes),
+        Value::Object(map) => check_object(schema, map, path, causes),
         _ => {}
+    }
+}
+
+/// `minimum` and `maximum` (exclusive or not) of a number `v` (`x` as a float).
+fn check_number(schema: &Value, v: &Value, x: f64, path: &str, causes: &mut Vec<Cause>) {
+    if let Some(min) = schema["minimum"].as_f64() {
+        let exclusive = schema["exclusiveMinimum"].as_bool() == Some(true);
+        if x < min || (exclusive && x == min) {
+            let rel = if exclusive {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
+            causes.push(cause(
+                "FieldValueInvalid",
+                path,
+                format!(
+                    "Invalid value: {v}: {path} in body should be {rel} {}",
+                    go_float(min)
+                ),
+            ));
+        }
+    }
+    if let Some(max) = schema["maximum"].as_f64() {
+        let exclusive = schema["exclusiveMaximum"].as_bool() == Some(true);
+        if x > max || (exclusive && x == max) {
+            let rel = if exclusive {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
+            causes.push(cause(
+                "FieldValueInvalid",
+                path,
+                format!(
+                    "Invalid value: {v}: {path} in body should be {rel} {}",
+                    go_float(max)
+                ),
+            ));
+        }
+    }
+}
+
+/// `minLength`, `maxLength` and `pattern` of a string.
+fn check_string(schema: &Value, s: &str, path: &str, causes: &mut Vec<Cause>) {
+    let len = s.chars().count() as u64;
+    if let Some(min) = schema["minLength"].as_u64()
+        && len < min
+    {
+        causes.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {s:?}: {path} in body should be at least {min} chars long"),
+        ));
+    }
+    if let Some(max) = schema["maxLength"].as_u64()
+        && len > max
+    {
+        causes.push(cause(
+            "FieldValueTooLong",
+            path,
+            format!("Too long: may not be more than {max} bytes"),
+        ));
+    }
+    if let Some(pattern) = schema["pattern"].as_str()
+        && let Ok(re) = regex::Regex::new(pattern)
+        && !re.is_match(s)
+    {
+        causes.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {s:?}: {path} in body should match '{pattern}'"),
+        ));
+    }
+}
+
+/// `minItems`, `maxItems`, the list type, and each item against `items`.
+fn check_array(schema: &Value, items: &[Value], path: &str, causes: &mut Vec<Cause>) {
+    let n = items.len() as u64;
+    if let Some(min) = schema["minItems"].as_u64()
+        && n < min
+    {
+        causes.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {n}: {path} in body should have at least {min} items"),
+        ));
+    }
+    if let Some(max) = schema["maxItems"].as_u64()
+        && n > max
+    {
+        causes.push(cause(
+            "FieldValueTooMany",
+            path,
+            format!("Too many: {n}: must have at most {max} items"),
+        ));
+    }
+    check_list_type(schema, items, path, causes);
+    if schema["items"].is_object() {
+        for (i, item) in items.iter().enumerate() {
+            check(&schema["items"], item, &format!("{path}[{i}]"), causes);
+        }
+    }
+}
+
+/// `x-kubernetes-list-type`: no duplicate item in a `set`, no two items with
+/// the same `x-kubernetes-list-map-keys` in a `map`.
+fn check_list_type(schema: &Value, items: &[Value], path: &str, causes: &mut Vec<Cause>) {
+    if schema["x-kubernetes-list-type"].as_str() == Some("set") {
+        for (i, item) in items.iter().enumerate() {
+            if items[..i].contains(item) {
+                causes.push(cause(
+                    "FieldValueDuplicate",
+                    &format!("{path}[{i}]"),
+                    format!("Duplicate value: {}", short(item)),
+                ));
+            }
+        }
+    }
+    if schema["x-kubernetes-list-type"].as_str() == Some("map") {
+        let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for (i, item) in items.iter().enumerate() {
+            let key: Vec<&Value> = keys.iter().map(|k| &item[*k]).collect();
+            if items[..i]
+                .iter()
+                .any(|o| keys.iter().map(|k| &o[*k]).collect::<Vec<_>>() == key)
+            {
+                let shown: serde_json::Map<String, Value> = keys
+                    .iter()
+                    .map(|k| (k.to_string(), item[*k].clone()))
+                    .collect();
+                causes.push(cause(
+                    "FieldValueDuplicate",
+                    &format!("{path}[{i}]"),
+                    format!("Duplicate value: {}", json!(shown)),
+                ));
+            }
+        }
+    }
+}
+
+/// `required`, each property against `properties` (or
+/// `additionalProperties`), and `minProperties`.
+fn check_object(
+    schema: &Value,
+    map: &serde_json::Map<String, Value>,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
+    for req in schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if map.get(req).is_none_or(Value::is_null) {
+            causes.push(cause(
+                "FieldValueRequired",
+                &join(path, req),
+                "Required value".into(),
+            ));
+        }
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, sub) in props {
+            if let Some(child) = map.get(k) {
+                check(sub, child, &join(path, k), causes);
+            }
+        }
+    } else if schema["additionalProperties"].is_object() {
+        for (k, child) in map {
+            check(
+                &schema["additionalProperties"],
+                child,
+                &join(path, k),
+                causes,
+            );
+        }
+    }
+    if let Some(min) = schema["minProperties"].as_u64()
+        && (map.len() as u64) < min
+    {
+        causes.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!(
+                "Invalid value: {}: {path} in body should have at least {min} properties",
+                map.len()
+            ),
+        ));
     }
 }
 

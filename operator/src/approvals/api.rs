@@ -47,7 +47,7 @@ use kube::api::{ListParams, PostParams};
 use kube::runtime::events::EventType;
 use serde::Deserialize;
 use sluice_crds::{
-    AccessRequest, Action, MAX_STATEMENT_BYTES, RequestPhase, Requester, TRUNCATED_MARKER,
+    AccessRequest, Action, Approval, MAX_STATEMENT_BYTES, RequestPhase, Requester, TRUNCATED_MARKER,
 };
 use sluice_policy::engine::Identity;
 use sluice_policy::wire::{ApprovalAsk, ApprovalTicket};
@@ -93,6 +93,8 @@ async fn ask(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Respo
     answer(&g, "approvals", result)
 }
 
+/// The ask authenticated and checked against the policy in force; an open
+/// request for the same statement reused, else a new one filed (Pending).
 async fn create_or_reuse(
     g: &Gateway,
     headers: &HeaderMap,
@@ -100,6 +102,45 @@ async fn create_or_reuse(
 ) -> Result<ApprovalTicket, Refusal> {
     let claims = authenticate(g, headers).await?;
     check_holder(g, &claims).await?;
+    let ask = read_ask(body)?;
+    let (approval, timeout) = approval_rule(g, &ask, &claims)?;
+    let namespace = claims.namespace.clone();
+    let requester = Requester {
+        service_account: claims.service_account.clone(),
+        namespace: namespace.clone(),
+        pod: Some(claims.pod.clone()),
+        groups: claims.groups.clone(),
+    };
+    let api: Api<AccessRequest> = Api::namespaced(g.client.clone(), &namespace);
+    let now = Timestamp::now();
+    if let Some(found) = find_reusable(g, &api, &ask, &requester, now).await? {
+        return Ok(ApprovalTicket::of(&found));
+    }
+    let request = new_request(
+        &Ask {
+            connection: &ask.connection,
+            policy: &ask.policy,
+            rule: &ask.rule,
+            command: &ask.command,
+            reason: ask.reason.as_deref(),
+        },
+        requester,
+        &approval,
+        timeout,
+        now,
+    );
+    let created = file_request(g, &api, &request).await?;
+    count(
+        g.client.clone(),
+        namespace.clone(),
+        ask.policy.clone(),
+        Tally::Requested,
+    );
+    Ok(ApprovalTicket::of(&created))
+}
+
+/// The body of `POST /v1/approvals`, its sha256 and statement checked.
+fn read_ask(body: &[u8]) -> Result<ApprovalAsk, Refusal> {
     let ask: ApprovalAsk = serde_json::from_slice(body).map_err(|e| {
         bad_request(format!(
             "the body is not {{\"connection\", \"policy\", \"rule\", \"command\": {{\"text\", \"fingerprint\", \"sha256\"}}}}: {e}"
@@ -116,14 +157,25 @@ async fn create_or_reuse(
         )));
     }
     check_statement(&ask.command).map_err(bad_request)?;
-    let namespace = claims.namespace.clone();
-    let identity = identity_of(&claims);
+    Ok(ask)
+}
+
+/// The approval (approvers, timeout) of the requireApproval rule the ask
+/// names, in a valid AccessPolicy of the caller's namespace that binds the
+/// caller and the Connection.
+fn approval_rule(
+    g: &Gateway,
+    ask: &ApprovalAsk,
+    claims: &GatewayClaims,
+) -> Result<(Approval, Duration), Refusal> {
+    let namespace = &claims.namespace;
+    let identity = identity_of(claims);
     let policy = g
         .catalog
-        .policies_in(&namespace)
+        .policies_in(namespace)
         .into_iter()
         .find(|p| p.metadata.name.as_deref() == Some(ask.policy.as_str()))
-        .ok_or_else(|| not_bound(&ask, &claims))?;
+        .ok_or_else(|| not_bound(ask, claims))?;
     let compiled = g.catalog.compile(&policy).map_err(|_| {
         Refusal::new(
             StatusCode::CONFLICT,
@@ -135,7 +187,7 @@ async fn create_or_reuse(
         )
     })?;
     if !compiled.binds(&identity) || !compiled.names_connection(&ask.connection) {
-        return Err(not_bound(&ask, &claims));
+        return Err(not_bound(ask, claims));
     }
     let rule = policy
         .spec
@@ -172,15 +224,20 @@ async fn create_or_reuse(
             ),
         )
     })?;
+    Ok((approval, timeout))
+}
 
-    let requester = Requester {
-        service_account: claims.service_account.clone(),
-        namespace: namespace.clone(),
-        pod: Some(claims.pod.clone()),
-        groups: claims.groups.clone(),
-    };
-    let api: Api<AccessRequest> = Api::namespaced(g.client.clone(), &namespace);
-    let now = Timestamp::now();
+/// An AccessRequest of the same requester for the same statement and
+/// Connection that may be reused (see `is_reusable`), while its rule is as
+/// it was when it was filed.
+async fn find_reusable(
+    g: &Gateway,
+    api: &Api<AccessRequest>,
+    ask: &ApprovalAsk,
+    requester: &Requester,
+    now: Timestamp,
+) -> Result<Option<AccessRequest>, Refusal> {
+    let sha = &ask.command.sha256;
     let selector = format!(
         "{REQUESTER_LABEL}={},{COMMAND_LABEL}={}",
         crate::approvals::rules::requester_label_value(&requester.service_account),
@@ -190,32 +247,24 @@ async fn create_or_reuse(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| unavailable("AccessRequest lookup", &e))?;
-    if let Some(found) = existing
+    Ok(existing
         .items
-        .iter()
+        .into_iter()
         .filter(|ar| ar.spec.connection == ask.connection)
         // Reused only while its rule is as it was when it was filed.
         .filter(|ar| check_rule(g, ar).is_ok())
-        .find(|ar| is_reusable(ar, &requester, sha, now))
-    {
-        return Ok(ApprovalTicket::of(found));
-    }
+        .find(|ar| is_reusable(ar, requester, sha, now)))
+}
 
-    let request = new_request(
-        &Ask {
-            connection: &ask.connection,
-            policy: &ask.policy,
-            rule: &ask.rule,
-            command: &ask.command,
-            reason: ask.reason.as_deref(),
-        },
-        requester,
-        &approval,
-        timeout,
-        now,
-    );
+/// Creates the AccessRequest and sets it Pending (announcing it with a
+/// `Requested` event), unless the controller got there first.
+async fn file_request(
+    g: &Gateway,
+    api: &Api<AccessRequest>,
+    request: &AccessRequest,
+) -> Result<AccessRequest, Refusal> {
     let mut created = api
-        .create(&PostParams::default(), &request)
+        .create(&PostParams::default(), request)
         .await
         .map_err(|e| unavailable("AccessRequest creation", &e))?;
     let name = created.metadata.name.clone().unwrap_or_default();
@@ -248,13 +297,7 @@ async fn create_or_reuse(
         }
         Err(e) => return Err(unavailable("AccessRequest status", &e)),
     }
-    count(
-        g.client.clone(),
-        namespace.clone(),
-        ask.policy.clone(),
-        Tally::Requested,
-    );
-    Ok(ApprovalTicket::of(&created))
+    Ok(created)
 }
 
 /// What approvers are shown must be what the approval binds to: a whole

@@ -352,60 +352,13 @@ pub async fn register_webhooks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approvals::rules::{Ask, new_request};
-    use sluice_crds::{Approval, ApprovalMode, Approvers, Command, Requester};
+    use crate::approvals::fixtures::{in_phase, request, t};
 
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
-
+    /// The shared request in `phase`, created at t(0), its Ready condition
+    /// changed at t(changed).
     fn settled(phase: RequestPhase, changed: Option<i64>) -> AccessRequest {
-        let approval = Approval {
-            approvers: Approvers {
-                users: vec!["carol".into()],
-                groups: Vec::new(),
-            },
-            timeout: "15m".into(),
-            mode: ApprovalMode::Hold,
-            min_approvals: 1,
-        };
-        let command = Command {
-            text: "DELETE FROM orders".into(),
-            statement: None,
-            truncated: false,
-            fingerprint: "abc".into(),
-            sha256: "a".repeat(64),
-        };
-        let ask = Ask {
-            connection: "orders-db",
-            policy: "reporting",
-            rule: "bulk",
-            command: &command,
-            reason: None,
-        };
-        let requester = Requester {
-            service_account: "report-job".into(),
-            namespace: "shop".into(),
-            pod: None,
-            groups: Vec::new(),
-        };
-        let mut ar = new_request(&ask, requester, &approval, Duration::from_secs(60), t(0));
+        let mut ar = in_phase(request(1), Some(phase), changed.map(|s| (s, "Denied", "")));
         ar.metadata.creation_timestamp = Some(Time(t(0)));
-        ar.status = Some(sluice_crds::AccessRequestStatus {
-            phase: Some(phase),
-            conditions: changed
-                .map(|s| Condition {
-                    type_: "Ready".into(),
-                    status: "False".into(),
-                    reason: "Denied".into(),
-                    message: String::new(),
-                    observed_generation: None,
-                    last_transition_time: Time(t(s)),
-                })
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        });
         ar
     }
 

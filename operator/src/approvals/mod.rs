@@ -15,6 +15,8 @@ pub mod admission;
 pub mod api;
 pub mod controller;
 pub mod events;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod notify;
 pub mod rules;
 pub mod tally;

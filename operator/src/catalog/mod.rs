@@ -19,9 +19,8 @@
 
 mod secrets;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine as _;
 use futures::{Stream, StreamExt};
@@ -34,7 +33,6 @@ use sha2::{Digest, Sha256};
 use sluice_crds::{AccessPolicy, Connection, Protocol};
 use sluice_policy::engine::{CompileError, CompiledPolicy, Identity, SecretSource};
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
 
 use crate::injection::inject::ConnectionTarget;
 use crate::wire::{Bundle, BundleConnection, BundleIdentity, BundleSecretKey};

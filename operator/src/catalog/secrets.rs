@@ -2,7 +2,20 @@
 //! AccessPolicy references (never all Secrets of the cluster), at most
 //! [`super::MAX_WATCHED_SECRETS`], and the cache their values land in.
 
-use super::*;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::Store;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use sluice_crds::{AccessPolicy, Connection};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::{Changes, Lenient, MAX_WATCHED_SECRETS, SecretKey};
 
 /// The referenced Secrets as last seen by their watches.
 #[derive(Default)]

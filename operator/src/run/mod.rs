@@ -334,29 +334,9 @@ impl Running {
 /// Starts every part of the operator against `client`'s API server.
 pub async fn start(client: Client, settings: Settings) -> Result<Running, StartError> {
     ensure_namespace(&client, &settings.namespace).await?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: settings.listen,
-        source,
-    })?;
-
+    let (listener, addr) = bind(settings.listen).await?;
     let (endpoint, base_url, names) = endpoint_of(&settings, addr);
-    let gateway_url = settings
-        .gateway_url
-        .clone()
-        .or(base_url.clone())
-        .unwrap_or_else(|| {
-            format!(
-                "https://sluice-operator.{}.svc:{}",
-                settings.namespace,
-                addr.port()
-            )
-        });
+    let gateway_url = gateway_url_of(&settings, base_url.clone(), addr);
     let certs = ServingCerts::start(
         client.clone(),
         &settings.namespace,
@@ -372,27 +352,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     let metrics = Arc::new(Metrics::new());
     let ready = spawn_readiness(&catalog, &native_sidecars, &mut tasks);
 
-    let operator_user = crate::approvals::events::operator_user(&client)
-        .await
-        .map_err(StartError::OperatorUser)?;
-    let mut routes = settings.notify_routes.clone();
-    routes.extend(
-        settings
-            .notify_url
-            .iter()
-            .map(|url| Route::catch_all(url, settings.notify_format)),
-    );
-    let notifier = if routes.is_empty() {
-        None
-    } else {
-        Some(Notifier::with_routes(routes)?)
-    };
-    let approvals = Arc::new(ApprovalSettings::new(
-        client.clone(),
-        operator_user,
-        &settings.identity,
-        notifier.clone(),
-    ));
+    let (approvals, notifier) = approval_settings(&client, &settings).await?;
 
     let (draining, draining_rx) = watch::channel(false);
     let gateway = Gateway {
@@ -473,6 +433,65 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             grace: settings.drain_grace,
         },
     })
+}
+
+/// The gateway's listener, bound to `listen`, and its address (the port
+/// when `listen` asked for any).
+async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
+}
+
+/// The URL sidecars reach the gateway at: the flag, else the webhook's base
+/// URL, else the operator's Service in its namespace.
+fn gateway_url_of(settings: &Settings, base_url: Option<String>, addr: SocketAddr) -> String {
+    settings
+        .gateway_url
+        .clone()
+        .or(base_url)
+        .unwrap_or_else(|| {
+            format!(
+                "https://sluice-operator.{}.svc:{}",
+                settings.namespace,
+                addr.port()
+            )
+        })
+}
+
+/// What approvals need: the operator's own user (to tell its writes from
+/// approvers'), and the notifier of the configured routes (none without
+/// any), which the leader's notifications also use.
+async fn approval_settings(
+    client: &Client,
+    settings: &Settings,
+) -> Result<(Arc<ApprovalSettings>, Option<Notifier>), StartError> {
+    let operator_user = crate::approvals::events::operator_user(client)
+        .await
+        .map_err(StartError::OperatorUser)?;
+    let mut routes = settings.notify_routes.clone();
+    routes.extend(
+        settings
+            .notify_url
+            .iter()
+            .map(|url| Route::catch_all(url, settings.notify_format)),
+    );
+    let notifier = if routes.is_empty() {
+        None
+    } else {
+        Some(Notifier::with_routes(routes)?)
+    };
+    let approvals = Arc::new(ApprovalSettings::new(
+        client.clone(),
+        operator_user,
+        &settings.identity,
+        notifier.clone(),
+    ));
+    Ok((approvals, notifier))
 }
 
 /// Native or classic sidecars: fixed by the flag, or `auto`, decided from the

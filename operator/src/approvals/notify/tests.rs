@@ -1,7 +1,6 @@
 use super::*;
-use crate::approvals::rules::{Ask, new_request};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use sluice_crds::{Approval, ApprovalMode, Approvers, Command, Requester};
+use crate::approvals::fixtures::{self, t};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 #[test]
 fn body_is_slack_compatible() {
@@ -18,66 +17,25 @@ async fn only_http_urls_are_taken() {
     assert!(Notifier::start("http://127.0.0.1:9/hook").is_ok());
 }
 
-fn t(s: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + s).unwrap()
-}
-
-/// A request filed at t(0), expiring at t(60), under rule `bulk` in `shop`.
+/// The shared request (filed at t(0), expiring at t(60), under rule `bulk`
+/// in `shop`) with a statement and a reason, in `phase`.
 fn request(phase: Option<RequestPhase>, changed: Option<i64>, notified: &str) -> AccessRequest {
-    let approval = Approval {
-        approvers: Approvers {
-            users: vec!["carol".into()],
-            groups: Vec::new(),
-        },
-        timeout: "1m".into(),
-        mode: ApprovalMode::Hold,
-        min_approvals: 1,
-    };
-    let command = Command {
-        text: "DELETE FROM orders WHERE id = ?".into(),
-        statement: Some("DELETE FROM orders WHERE id = 7".into()),
-        truncated: false,
-        fingerprint: "abc".into(),
-        sha256: "a".repeat(64),
-    };
-    let ask = Ask {
-        connection: "orders-db",
-        policy: "reporting",
-        rule: "bulk",
-        command: &command,
-        reason: Some("cleanup"),
-    };
-    let requester = Requester {
-        service_account: "report-job".into(),
-        namespace: "shop".into(),
-        pod: Some("report-job-1".into()),
-        groups: Vec::new(),
-    };
-    let mut ar = new_request(&ask, requester, &approval, Duration::from_secs(60), t(0));
+    let mut ar = fixtures::request(1);
     ar.metadata.name = Some("orders-db-7f2c".into());
-    ar.metadata.namespace = Some("shop".into());
+    ar.spec.command.text = "DELETE FROM orders WHERE id = ?".into();
+    ar.spec.command.statement = Some("DELETE FROM orders WHERE id = 7".into());
+    ar.spec.reason = Some("cleanup".into());
     if !notified.is_empty() {
         ar.metadata
             .annotations
             .get_or_insert_with(Default::default)
             .insert(NOTIFIED_ANNOTATION.into(), notified.into());
     }
-    ar.status = Some(sluice_crds::AccessRequestStatus {
+    fixtures::in_phase(
+        ar,
         phase,
-        conditions: changed
-            .map(|s| Condition {
-                type_: "Ready".into(),
-                status: "False".into(),
-                reason: "Approved".into(),
-                message: "approved by alice".into(),
-                observed_generation: None,
-                last_transition_time: Time(t(s)),
-            })
-            .into_iter()
-            .collect(),
-        ..Default::default()
-    });
-    ar
+        changed.map(|s| (s, "Approved", "approved by alice")),
+    )
 }
 
 #[test]

@@ -1,48 +1,6 @@
 use super::*;
-use sluice_crds::{ApprovalMode, Approvers};
-
-fn t(s: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + s).unwrap()
-}
-
-fn request(min: u32) -> AccessRequest {
-    let approval = Approval {
-        approvers: Approvers {
-            users: vec!["carol".into()],
-            groups: vec!["dba".into()],
-        },
-        timeout: "15m".into(),
-        mode: ApprovalMode::Hold,
-        min_approvals: min,
-    };
-    let command = Command {
-        text: "DELETE FROM orders".into(),
-        statement: None,
-        truncated: false,
-        fingerprint: "abc".into(),
-        sha256: "a".repeat(64),
-    };
-    let ask = Ask {
-        connection: "orders-db",
-        policy: "reporting",
-        rule: "bulk",
-        command: &command,
-        reason: None,
-    };
-    let requester = Requester {
-        service_account: "report-job".into(),
-        namespace: "shop".into(),
-        pod: Some("report-1".into()),
-        groups: vec!["system:serviceaccounts".into()],
-    };
-    let mut ar = new_request(&ask, requester, &approval, Duration::from_secs(60), t(0));
-    ar.metadata.name = Some("orders-db-x".into());
-    ar.status = Some(AccessRequestStatus {
-        phase: Some(RequestPhase::Pending),
-        ..Default::default()
-    });
-    ar
-}
+use crate::approvals::fixtures::{request, t};
+use sluice_crds::ApprovalMode;
 
 fn who(user: &str, groups: &[&str]) -> Approver {
     Approver {

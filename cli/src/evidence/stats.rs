@@ -1,0 +1,88 @@
+//! Statistics of the audit events in the period (the summary, the GRC
+//! tables and the report's charts).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+#[derive(Default)]
+pub(super) struct Stats {
+    /// day → action → count.
+    pub(super) per_day: BTreeMap<String, BTreeMap<String, u64>>,
+    pub(super) denials_by_rule: BTreeMap<String, u64>,
+    pub(super) masked_by_connection: BTreeMap<String, u64>,
+    pub(super) approvals: BTreeMap<String, u64>,
+    pub(super) events: u64,
+    /// Approval audit events by request name.
+    pub(super) trail: BTreeMap<String, Vec<Value>>,
+}
+
+impl Stats {
+    pub(super) fn add(&mut self, event: &Value) {
+        self.events += 1;
+        let day = event["time"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(10)
+            .collect::<String>();
+        let rule = || {
+            format!(
+                "{}/{}",
+                event
+                    .pointer("/decision/policy")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-"),
+                event
+                    .pointer("/decision/rule")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-")
+            )
+        };
+        match event["type"].as_str().unwrap_or("") {
+            "statement" => {
+                let action = event
+                    .pointer("/decision/action")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown");
+                *self
+                    .per_day
+                    .entry(day)
+                    .or_default()
+                    .entry(action.to_string())
+                    .or_default() += 1;
+            }
+            "denial" => {
+                *self
+                    .per_day
+                    .entry(day)
+                    .or_default()
+                    .entry("deny".into())
+                    .or_default() += 1;
+                *self.denials_by_rule.entry(rule()).or_default() += 1;
+            }
+            "result" | "mask" => {
+                if let Some(m) = event.pointer("/outcome/masked").and_then(Value::as_u64)
+                    && m > 0
+                {
+                    let c = event["connection"].as_str().unwrap_or("-").to_string();
+                    *self.masked_by_connection.entry(c).or_default() += m;
+                }
+            }
+            "approval" => {
+                let phase = event
+                    .pointer("/approval/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-");
+                *self.approvals.entry(phase.to_string()).or_default() += 1;
+                if let Some(r) = event.pointer("/approval/request").and_then(Value::as_str) {
+                    self.trail
+                        .entry(r.to_string())
+                        .or_default()
+                        .push(event.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+}
