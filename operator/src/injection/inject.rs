@@ -29,7 +29,9 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
 
 // What the injector writes is defined in `sidecar.rs`, shared with the
 // genuineness check; these paths stay the injector's API.
@@ -214,15 +216,68 @@ pub fn service_account_of(pod: &Pod) -> &str {
 /// Pods that did not opt in, and pods injected before, come back unchanged with
 /// an empty patch.
 pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
-    let unchanged = |outcome| Injection {
-        outcome,
-        pod: pod.clone(),
-        patch: json_patch::Patch(Vec::new()),
-        warnings: Vec::new(),
-    };
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    if let Some(outcome) = passes_unchanged(pod, &annotations, cfg)? {
+        return Ok(Injection {
+            outcome,
+            pod: pod.clone(),
+            patch: json_patch::Patch(Vec::new()),
+            warnings: Vec::new(),
+        });
+    }
+    let spec = pod.spec.as_ref().ok_or(InjectError::NoContainers)?;
+    check_pod(spec)?;
+    let selected = select_connections(annotations.get(CONNECTIONS_ANNOTATION), cfg)?;
+    check_ports(spec, &selected, cfg.admin_port)?;
+    check_env(&selected)?;
+    let names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
+    let first_app = spec
+        .containers
+        .first()
+        .map(|c| c.name.clone())
+        .ok_or(InjectError::NoContainers)?;
+
+    // The patch is built as explicit operations rather than diffed from a
+    // mutated copy: inserting at an index shifts the existing elements intact,
+    // so fields this build of k8s-openapi does not know survive, and the
+    // operations stay few and readable.
+    let mut plan = Plan::default();
+    let sidecar = sidecar_container(cfg, &names);
+    container_ops(&mut plan, pod, spec, cfg, &selected, sidecar)?;
+    volume_op(&mut plan, spec)?;
+    grace_op(&mut plan, spec, cfg);
+    let patch = annotation_ops(pod, &annotations, cfg, &names, first_app, &mut plan);
+
+    let mut document = to_json(pod)?;
+    json_patch::patch(&mut document, &patch).map_err(InjectError::Patch)?;
+    let mutated = serde_json::from_value(document).map_err(InjectError::Serialize)?;
+    Ok(Injection {
+        outcome: Outcome::Injected { connections: names },
+        pod: mutated,
+        patch,
+        warnings: plan.warnings,
+    })
+}
+
+/// What [`inject`] builds up: the patch's operations on the spec, the
+/// admission warnings, and the `(container, variable)` pairs not injected
+/// because the container sets the variable itself.
+#[derive(Default)]
+struct Plan {
+    ops: Vec<PatchOperation>,
+    warnings: Vec<String>,
+    not_injected: Vec<(String, String)>,
+}
+
+/// The outcome of a pod that passes unchanged (it did not opt in, or it is
+/// already injected and genuine), `None` when it is to be injected.
+fn passes_unchanged(
+    pod: &Pod,
+    annotations: &BTreeMap<String, String>,
+    cfg: &InjectConfig,
+) -> Result<Option<Outcome>, InjectError> {
     match annotations.get(INJECT_ANNOTATION).map(|v| v.trim()) {
-        None | Some("false") => return Ok(unchanged(Outcome::NotRequested)),
+        None | Some("false") => return Ok(Some(Outcome::NotRequested)),
         Some("true") => {}
         Some(other) => {
             return Err(InjectError::InvalidAnnotation {
@@ -232,108 +287,120 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
             });
         }
     }
-    if annotations.contains_key(INJECTED_REVISION_ANNOTATION) {
-        // Only this webhook writes the annotation: a pod arriving with it is
-        // re-admitted only when it is exactly what the webhook produces.
-        let allowed = [crate::injection::token_holder::repository(&cfg.image).to_string()];
-        crate::injection::token_holder::check_genuine(pod, cfg, &allowed)
-            .map_err(InjectError::NotGenuine)?;
-        return Ok(unchanged(Outcome::AlreadyInjected));
+    if !annotations.contains_key(INJECTED_REVISION_ANNOTATION) {
+        return Ok(None);
     }
-    let spec = pod.spec.as_ref().ok_or(InjectError::NoContainers)?;
-    check_pod(spec)?;
-    let selected = select_connections(annotations.get(CONNECTIONS_ANNOTATION), cfg)?;
-    check_ports(spec, &selected, cfg.admin_port)?;
-    check_env(&selected)?;
+    // Only this webhook writes the annotation: a pod arriving with it is
+    // re-admitted only when it is exactly what the webhook produces.
+    let allowed = [crate::injection::token_holder::repository(&cfg.image).to_string()];
+    crate::injection::token_holder::check_genuine(pod, cfg, &allowed)
+        .map_err(InjectError::NotGenuine)?;
+    Ok(Some(Outcome::AlreadyInjected))
+}
 
-    let names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
-    let first_app = spec
-        .containers
-        .first()
-        .map(|c| c.name.clone())
-        .ok_or(InjectError::NoContainers)?;
-    let mut warnings = Vec::new();
-
-    // The patch is built as explicit operations rather than diffed from a
-    // mutated copy: inserting at an index shifts the existing elements intact,
-    // so fields this build of k8s-openapi does not know survive, and the
-    // operations stay few and readable. Env operations come first because
-    // they use the container indices from before the sidecar is inserted.
-    let mut ops = Vec::new();
-    let mut not_injected = Vec::new();
+/// The app containers' variables and the sidecar itself. Env operations come
+/// first because they use the container indices from before the sidecar is
+/// inserted.
+fn container_ops(
+    plan: &mut Plan,
+    pod: &Pod,
+    spec: &PodSpec,
+    cfg: &InjectConfig,
+    selected: &[&ConnectionTarget],
+    sidecar: Container,
+) -> Result<(), InjectError> {
     for (index, container) in spec.containers.iter().enumerate() {
         app_env_ops(
-            &mut ops,
+            &mut plan.ops,
             "containers",
             index,
             container,
-            &selected,
-            &mut not_injected,
+            selected,
+            &mut plan.not_injected,
         )?;
     }
-    let sidecar = to_json(&sidecar_container(cfg, &names))?;
+    let sidecar = to_json(&sidecar)?;
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     if cfg.native_sidecars {
         for (index, container) in init_containers.iter().enumerate() {
             app_env_ops(
-                &mut ops,
+                &mut plan.ops,
                 "initContainers",
                 index,
                 container,
-                &selected,
-                &mut not_injected,
+                selected,
+                &mut plan.not_injected,
             )?;
         }
         insert_first(
-            &mut ops,
+            &mut plan.ops,
             "initContainers",
             spec.init_containers.is_some(),
             sidecar,
         );
-    } else {
-        if !init_containers.is_empty() {
-            warnings.push(
-                "this cluster has no native sidecars: init containers run before the Sluice sidecar starts and cannot reach its Connections".to_string(),
-            );
-        }
-        if is_run_to_completion(pod) {
-            warnings.push(
-                "this cluster has no native sidecars: the Sluice sidecar runs as a regular container and keeps running after the app exits, so this Job's pod will not complete on its own".to_string(),
-            );
-        }
-        insert_first(&mut ops, "containers", true, sidecar);
+        return Ok(());
     }
+    if !init_containers.is_empty() {
+        plan.warnings.push(
+            "this cluster has no native sidecars: init containers run before the Sluice sidecar starts and cannot reach its Connections".to_string(),
+        );
+    }
+    if is_run_to_completion(pod) {
+        plan.warnings.push(
+            "this cluster has no native sidecars: the Sluice sidecar runs as a regular container and keeps running after the app exits, so this Job's pod will not complete on its own".to_string(),
+        );
+    }
+    insert_first(&mut plan.ops, "containers", true, sidecar);
+    Ok(())
+}
+
+/// The projected token volume.
+fn volume_op(plan: &mut Plan, spec: &PodSpec) -> Result<(), InjectError> {
     let volume = to_json(&token_volume())?;
     if spec.volumes.is_some() {
-        ops.push(add(&["spec", "volumes", "-"], volume));
+        plan.ops.push(add(&["spec", "volumes", "-"], volume));
     } else {
-        ops.push(add(
+        plan.ops.push(add(
             &["spec", "volumes"],
             serde_json::Value::Array(vec![volume]),
         ));
     }
+    Ok(())
+}
 
-    // The kubelet SIGKILLs the pod terminationGracePeriodSeconds after
-    // SIGTERM: a shorter one than the sidecar's grace would cut sessions off
-    // record (no sessionEnd, buffered events lost). Raising it only lets the
-    // pod take longer to stop when something still runs; an app that exits
-    // at once is not held.
+/// The kubelet SIGKILLs the pod terminationGracePeriodSeconds after SIGTERM:
+/// a shorter one than the sidecar's grace would cut sessions off record (no
+/// sessionEnd, buffered events lost). Raising it only lets the pod take longer
+/// to stop when something still runs; an app that exits at once is not held.
+fn grace_op(plan: &mut Plan, spec: &PodSpec, cfg: &InjectConfig) {
     let needed = i64::try_from(cfg.shutdown_grace_seconds)
         .unwrap_or(i64::MAX)
         .saturating_add(TERMINATION_GRACE_MARGIN_SECONDS);
     let current = spec.termination_grace_period_seconds;
-    if current.unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS) < needed {
-        ops.push(add(
-            &["spec", "terminationGracePeriodSeconds"],
-            needed.into(),
-        ));
-        warnings.push(format!(
-            "terminationGracePeriodSeconds raised from {} to {needed}: the Sluice sidecar gets {} s to end its sessions on record after SIGTERM (set the pod's own to at least {needed}, or lower the operator's --sidecar-shutdown-grace-seconds, to keep yours)",
-            current.map_or_else(|| format!("the default {DEFAULT_TERMINATION_GRACE_SECONDS}"), |c| c.to_string()),
-            cfg.shutdown_grace_seconds,
-        ));
+    if current.unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS) >= needed {
+        return;
     }
+    plan.ops.push(add(
+        &["spec", "terminationGracePeriodSeconds"],
+        needed.into(),
+    ));
+    plan.warnings.push(format!(
+        "terminationGracePeriodSeconds raised from {} to {needed}: the Sluice sidecar gets {} s to end its sessions on record after SIGTERM (set the pod's own to at least {needed}, or lower the operator's --sidecar-shutdown-grace-seconds, to keep yours)",
+        current.map_or_else(|| format!("the default {DEFAULT_TERMINATION_GRACE_SECONDS}"), |c| c.to_string()),
+        cfg.shutdown_grace_seconds,
+    ));
+}
 
+/// The annotations the webhook writes, put in front of the plan's operations:
+/// the whole patch.
+fn annotation_ops(
+    pod: &Pod,
+    annotations: &BTreeMap<String, String>,
+    cfg: &InjectConfig,
+    names: &[String],
+    first_app: String,
+    plan: &mut Plan,
+) -> json_patch::Patch {
     let mut new_annotations = vec![
         (INJECTED_REVISION_ANNOTATION, cfg.revision.clone()),
         (INJECTED_CONNECTIONS_ANNOTATION, names.join(",")),
@@ -341,37 +408,28 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
     if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION) {
         new_annotations.push((DEFAULT_CONTAINER_ANNOTATION, first_app));
     }
-    if !not_injected.is_empty() {
-        let entries: Vec<String> = not_injected
+    if !plan.not_injected.is_empty() {
+        let entries: Vec<String> = plan
+            .not_injected
             .iter()
             .map(|(c, v)| format!("{c}/{v}"))
             .collect();
         new_annotations.push((ENV_NOT_INJECTED_ANNOTATION, entries.join(",")));
     }
-    for (container, variable) in &not_injected {
-        warnings.push(format!(
+    for (container, variable) in &plan.not_injected {
+        plan.warnings.push(format!(
             "container {container:?} already sets {variable}; kept its value, so it does not point at the Sluice sidecar"
         ));
     }
-    let mut annotation_ops = Vec::new();
+    let mut ops = Vec::new();
     if pod.metadata.annotations.is_none() {
-        annotation_ops.push(add(&["metadata", "annotations"], serde_json::json!({})));
+        ops.push(add(&["metadata", "annotations"], serde_json::json!({})));
     }
     for (key, value) in new_annotations {
-        annotation_ops.push(add(&["metadata", "annotations", key], value.into()));
+        ops.push(add(&["metadata", "annotations", key], value.into()));
     }
-    annotation_ops.append(&mut ops);
-    let patch = json_patch::Patch(annotation_ops);
-
-    let mut document = to_json(pod)?;
-    json_patch::patch(&mut document, &patch).map_err(InjectError::Patch)?;
-    let mutated = serde_json::from_value(document).map_err(InjectError::Serialize)?;
-    Ok(Injection {
-        outcome: Outcome::Injected { connections: names },
-        pod: mutated,
-        patch,
-        warnings,
-    })
+    ops.append(&mut plan.ops);
+    json_patch::Patch(ops)
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<serde_json::Value, InjectError> {

@@ -1,5 +1,4 @@
 use super::*;
-use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{PodSpec, VolumeMount};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_crds::{Connection, Protocol};
