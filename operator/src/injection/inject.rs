@@ -22,6 +22,9 @@
 //!   refer to them with `$(DATABASE_URL)`. Variables an app gets through
 //!   `envFrom` (a ConfigMap or Secret) cannot be seen here; Kubernetes lets `env`
 //!   win over `envFrom`, so there the injected value is the one the app sees.
+//! - A pod may ask for its sidecar's resources and log level by annotation
+//!   (`sluice.dev/sidecar-*`, [`crate::injection::pod_settings`]), within the
+//!   chart's bounds; outside them, or malformed, the pod is refused (no clamp).
 //! - Refused: `shareProcessNamespace` and `hostPID` (the app could read the
 //!   sidecar's memory, and with it the credentials), `hostNetwork` (the loopback
 //!   listeners would be reachable by every process on the node), unknown or
@@ -38,6 +41,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
 pub use super::sidecar::*;
 
 mod checks;
+use super::pod_settings::PodSettings;
 use checks::{check_env, check_pod, check_ports, select_connections};
 
 /// The kubelet's `terminationGracePeriodSeconds` when a pod sets none.
@@ -86,6 +90,17 @@ pub enum InjectError {
         value: String,
         /// What is wrong and what is expected.
         reason: &'static str,
+    },
+    /// A per-pod sidecar setting is malformed, unbounded or outside the
+    /// chart's bounds (see [`crate::injection::pod_settings`]).
+    #[error("annotation {annotation}={value:?} is refused: {reason}")]
+    PodSetting {
+        /// The annotation key.
+        annotation: &'static str,
+        /// Its value (truncated).
+        value: String,
+        /// What is wrong, the bound, and what to do.
+        reason: String,
     },
     /// The pod shares a process namespace with something the sidecar cannot trust.
     #[error(
@@ -230,6 +245,12 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
     let selected = select_connections(annotations.get(CONNECTIONS_ANNOTATION), cfg)?;
     check_ports(spec, &selected, cfg.admin_port)?;
     check_env(&selected)?;
+    let settings = PodSettings::read(&annotations, &cfg.options.annotation_bounds, &cfg.resources)
+        .map_err(|e| InjectError::PodSetting {
+            annotation: e.annotation,
+            value: e.value,
+            reason: e.reason,
+        })?;
     let names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
     let first_app = spec
         .containers
@@ -242,7 +263,8 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
     // so fields this build of k8s-openapi does not know survive, and the
     // operations stay few and readable.
     let mut plan = Plan::default();
-    let sidecar = sidecar_container(cfg, &names);
+    let mut sidecar = sidecar_container(cfg, &names);
+    settings.apply(&mut sidecar);
     container_ops(&mut plan, pod, spec, cfg, &selected, sidecar)?;
     volume_op(&mut plan, spec)?;
     grace_op(&mut plan, spec, cfg);
