@@ -704,8 +704,12 @@ impl Metrics {
 
     /// A session attempt was refused with SQLSTATE `code`.
     pub fn session_refused(&self, code: &str) {
+        self.session_refused_for(SessionRefusal::of_sqlstate(code));
+    }
+
+    /// A session attempt (an HTTP connection or request) was refused for `reason`.
+    pub fn session_refused_for(&self, reason: SessionRefusal) {
         self.conn.refused.inc();
-        let reason = SessionRefusal::of_sqlstate(code);
         if let Some(i) = SessionRefusal::ALL.iter().position(|r| *r == reason) {
             self.conn.refusals[i].inc();
         }
