@@ -49,6 +49,7 @@ step "render, lint and schema checks (Helm engine)"
 "$VENV/bin/python" - "$CHART" "$OUT" "$KUBE_VERSION" <<'PY'
 import json, os, sys
 import helm_python as helm
+import yaml  # shipped with checkov's dependencies
 
 chart_dir, out, kube_version = sys.argv[1], sys.argv[2], sys.argv[3]
 failures = []
@@ -78,6 +79,8 @@ value_sets = {
         "priorityClassName": "system-cluster-critical",
     },
     "no-crds-one-replica": {"crds": {"enabled": False}, "replicaCount": 1},
+    # OpenShift's restricted SCC: UIDs left to the platform (the chart's own file).
+    "openshift": yaml.safe_load(open(os.path.join(chart_dir, "values-openshift.yaml"))),
     "registry-and-digests": {"global": {"imageRegistry": "registry.example.com:5000/sluice"},
                              "image": {"digest": "sha256:" + "c" * 64},
                              "sidecar": {"image": {"digest": "sha256:" + "d" * 64}}},
@@ -123,6 +126,16 @@ refused = {
     "image registry given as a URL": {"global": {"imageRegistry": "https://registry.example.com"}},
     "unknown monitoring key": {"monitoring": {"podMonitr": {"enabled": True}}},
     "bad test image digest": {"test": {"image": {"digest": "latest"}}},
+    "sidecar privilege escalation": {"sidecar": {"securityContext": {"allowPrivilegeEscalation": True}}},
+    "sidecar as root": {"sidecar": {"securityContext": {"runAsUser": 0}}},
+    "sidecar keeping capabilities": {"sidecar": {"securityContext": {"capabilities": {"drop": ["NET_RAW"]}}}},
+    "sidecar without seccomp": {"sidecar": {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}},
+    "sidecar writable root": {"sidecar": {"securityContext": {"readOnlyRootFilesystem": False}}},
+    "operator privilege escalation": {"securityContext": {"allowPrivilegeEscalation": True}},
+    "operator as root": {"podSecurityContext": {"runAsNonRoot": False}},
+    "sidecar bound not a quantity": {"sidecar": {"annotationBounds": {"memory": {"max": "1 GB"}}}},
+    "sidecar bound an unknown key": {"sidecar": {"annotationBounds": {"cpu": {"maximum": "4"}}}},
+    "unknown sidecar log level": {"sidecar": {"annotationBounds": {"logLevels": ["verbose"]}}},
 }
 for what, values in refused.items():
     try:
@@ -193,6 +206,38 @@ for what, ok in expect.items():
     if not ok:
         failures.append(f"defaults: expected {what}")
 print(f"{len(expect)} properties of the default render hold" if all(expect.values()) else "property checks failed")
+
+# OpenShift (values-openshift.yaml): no UID, GID or fsGroup for the restricted
+# SCC to clash with, in the operator's pod and in the sidecar the operator
+# injects (its settings file); the rest of the hardening stays.
+def rendered(set_name):
+    found = {}
+    for fname in os.listdir(os.path.join(out, set_name)):
+        with open(os.path.join(out, set_name, fname)) as f:
+            d = yaml.safe_load(f)
+        found[(d["kind"], d["metadata"]["name"])] = d
+    return found
+def hardened(sc):
+    return (sc.get("runAsNonRoot") is True and sc.get("readOnlyRootFilesystem") is True
+            and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]
+            and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault")
+for set_name, uid in (("defaults", 65532), ("openshift", None)):
+    docs = rendered(set_name)
+    pod = docs[("Deployment", "sluice-operator")]["spec"]["template"]["spec"]
+    sc, psc = pod["containers"][0]["securityContext"], pod["securityContext"]
+    sidecar_sc = yaml.safe_load(docs[("ConfigMap", "sluice-operator")]["data"]["config.yaml"])["sidecar"]["securityContext"]
+    checks = {
+        "operator container hardened": hardened(sc),
+        "sidecar hardened": hardened(sidecar_sc),
+        "operator UID": sc.get("runAsUser") == uid and sc.get("runAsGroup") == uid,
+        "operator pod UID and fsGroup": psc.get("runAsUser") == uid and psc.get("fsGroup") == uid
+                                        and psc.get("runAsNonRoot") is True,
+        "sidecar UID": sidecar_sc.get("runAsUser") == uid and sidecar_sc.get("runAsGroup") == uid,
+    }
+    for what, ok in checks.items():
+        if not ok:
+            failures.append(f"{set_name}: expected {what} (UID {uid}): {sc} {psc} {sidecar_sc}")
+print("OpenShift values: operator and sidecar UIDs left to the platform, hardening kept")
 
 if failures:
     print("\n".join(failures), file=sys.stderr)
@@ -315,6 +360,11 @@ PY
     cat "$OUT/check-$name.err"; echo "the operator refused the settings of value set $name" >&2; exit 1
   fi
   echo "$name: $(grep -E '^(sidecar image|certificates):' <<<"$summary" | tr '\n' ';' | sed 's/;$//')"
+  # The OpenShift values reach the injector: no runAsUser in the sidecar's securityContext.
+  if [ "$name" = openshift ] && { ! grep -q '^sidecar securityContext: {.*"runAsNonRoot":true' <<<"$summary" \
+       || grep -q '^sidecar securityContext: .*runAsUser' <<<"$summary"; }; then
+    echo "$summary"; echo "the OpenShift values did not leave the sidecar's UID to the platform" >&2; exit 1
+  fi
   # sidecar.http of the values reaches the sidecars' environment.
   if [ "$name" = everything ] && ! grep -qx 'sidecar env: SLUICE_HTTP_TIMEOUT=10 SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true' <<<"$summary"; then
     echo "$summary"; echo "sidecar.http of value set everything did not reach the sidecar's environment" >&2; exit 1

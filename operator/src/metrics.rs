@@ -171,7 +171,7 @@ const ROUTES: [(&str, &str); 14] = [
 ];
 
 /// The controllers whose reconciles are timed.
-const CONTROLLERS: [&str; 2] = ["connection", "accesspolicy"];
+const CONTROLLERS: [&str; 3] = ["connection", "accesspolicy", "accessrequest"];
 
 /// The phases of an AccessRequest, as the CRD spells them.
 pub const PHASES: [&str; 6] = [

@@ -550,6 +550,26 @@ async fn approvals_follow_the_rule_as_it_stands() {
             .await
             .contains(&"NotRun".to_string())
     );
+
+    // Issue 23: AccessRequest reconciles are timed and counted as the other
+    // controllers' are.
+    eventually("AccessRequest reconciles timed and counted", || async {
+        let (status, _, body) = env.call("GET", "/metrics", &[], None).await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let timed = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix(
+                    "sluice_reconcile_duration_seconds_count{controller=\"accessRequest\"} ",
+                )
+            })
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .any(|count| count >= 3.0);
+        status == 200
+            && timed
+            && text.contains("sluice_reconciles_total{controller=\"accessRequest\",outcome=\"ok\"}")
+    })
+    .await;
 }
 
 /// Issue 19 item 9: a settled request is deleted once its retention (here 1 s)

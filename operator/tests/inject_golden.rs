@@ -99,6 +99,7 @@ fn config(pod: &Pod, settings: Settings) -> InjectConfig {
         .bound
         .unwrap_or_else(|| vec!["orders-db".to_string(), "stripe-api".to_string()]);
     let mut cfg = InjectConfig {
+        options: Default::default(),
         sidecar_env: Vec::new(),
         shutdown_grace_seconds:
             sluice_operator::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,

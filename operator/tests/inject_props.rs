@@ -25,6 +25,7 @@ fn config(native_sidecars: bool) -> InjectConfig {
         bound: true,
     };
     InjectConfig {
+        options: Default::default(),
         sidecar_env: Vec::new(),
         shutdown_grace_seconds:
             sluice_operator::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,

@@ -121,16 +121,26 @@ pub enum SessionRefusal {
     ReadOnlyUnverified,
     /// The audit log could not be written.
     AuditFailed,
+    /// The listener holds its most connections (`53300`).
+    TooManyConnections,
+    /// The client's startup was malformed (`08P01`).
+    ProtocolViolation,
+    /// The client asked for what Sluice does not serve: another protocol
+    /// version, a replication connection (`0A000`).
+    Unsupported,
     /// Any other reason (the log says which).
     Other,
 }
 
 impl SessionRefusal {
-    const ALL: [SessionRefusal; 5] = [
+    const ALL: [SessionRefusal; 8] = [
         SessionRefusal::NotBound,
         SessionRefusal::UpstreamUnavailable,
         SessionRefusal::ReadOnlyUnverified,
         SessionRefusal::AuditFailed,
+        SessionRefusal::TooManyConnections,
+        SessionRefusal::ProtocolViolation,
+        SessionRefusal::Unsupported,
         SessionRefusal::Other,
     ];
 
@@ -145,6 +155,9 @@ impl SessionRefusal {
             "25006" => SessionRefusal::ReadOnlyUnverified,
             // internal_error: the audit log could not be written
             "XX000" => SessionRefusal::AuditFailed,
+            "53300" => SessionRefusal::TooManyConnections,
+            "08P01" => SessionRefusal::ProtocolViolation,
+            "0A000" => SessionRefusal::Unsupported,
             _ => SessionRefusal::Other,
         }
     }
@@ -307,7 +320,7 @@ struct ConnectionHandles {
     masked: Counter,
     opened: Counter,
     refused: Counter,
-    refusals: [Counter; 5],
+    refusals: [Counter; 8],
     active: Gauge,
     upstream: Histogram,
     overhead: Histogram,
@@ -691,8 +704,12 @@ impl Metrics {
 
     /// A session attempt was refused with SQLSTATE `code`.
     pub fn session_refused(&self, code: &str) {
+        self.session_refused_for(SessionRefusal::of_sqlstate(code));
+    }
+
+    /// A session attempt (an HTTP connection or request) was refused for `reason`.
+    pub fn session_refused_for(&self, reason: SessionRefusal) {
         self.conn.refused.inc();
-        let reason = SessionRefusal::of_sqlstate(code);
         if let Some(i) = SessionRefusal::ALL.iter().position(|r| *r == reason) {
             self.conn.refusals[i].inc();
         }
@@ -818,6 +835,9 @@ label_values!(SessionRefusal {
     UpstreamUnavailable => "upstreamUnavailable",
     ReadOnlyUnverified => "readOnlyUnverified",
     AuditFailed => "auditFailed",
+    TooManyConnections => "tooManyConnections",
+    ProtocolViolation => "protocolViolation",
+    Unsupported => "unsupported",
     Other => "other",
 });
 label_values!(Direction { FromClient => "fromClient", ToClient => "toClient" });

@@ -28,6 +28,14 @@ fn indent(text: &str, n: usize) -> String {
 
 /// The sidecar before a real upstream, with `limits`.
 async fn start(limits: Limits) -> (standalone::Running, SocketAddr, tempfile::TempDir) {
+    start_as(limits, "shop/app").await
+}
+
+/// [`start`] as the service account `identity`.
+async fn start_as(
+    limits: Limits,
+    identity: &str,
+) -> (standalone::Running, SocketAddr, tempfile::TempDir) {
     let (up, ca) = http_support::start_upstream(common::tls_upstream_acceptor(
         "sluice http limits test CA",
         &["localhost", "127.0.0.1"],
@@ -78,10 +86,11 @@ spec:
     );
     let path = dir.path().join("manifests.yaml");
     std::fs::write(&path, manifests).unwrap();
-    let mut cfg = StandaloneConfig::new(path, "shop/app".into());
+    let mut cfg = StandaloneConfig::new(path, identity.into());
     cfg.audit_stdout = false;
     cfg.audit_file = Some(dir.path().join("audit.jsonl"));
     cfg.limits = limits;
+    cfg.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     let running = standalone::start(cfg).await.unwrap();
     let addr = running.listeners[0].1;
     (running, addr, dir)
@@ -221,7 +230,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 
 #[tokio::test]
 async fn a_listener_holds_at_most_its_connections() {
-    let (_running, addr, _dir) = start(limits(3600, 3600, 2)).await;
+    let (running, addr, _dir) = start(limits(3600, 3600, 2)).await;
     let mut a = TcpStream::connect(addr).await.unwrap();
     let mut b = TcpStream::connect(addr).await.unwrap();
     // Both admitted (served) before the third arrives.
@@ -241,6 +250,19 @@ async fn a_listener_holds_at_most_its_connections() {
     // The two admitted are still served.
     b.write_all(REQUEST).await.unwrap();
     assert!(read_response(&mut b).await.starts_with("HTTP/1.1 200"));
+    // The refusal is counted by reason (#23).
+    let mut admin = TcpStream::connect(running.admin.unwrap()).await.unwrap();
+    admin
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&read_to_close(&mut admin).await.unwrap()).into_owned();
+    let series =
+        "sluice_session_refusals_total{connection=\"api\",reason=\"tooManyConnections\"} 1";
+    assert!(
+        metrics.lines().any(|l| l == series),
+        "{series} in\n{metrics}"
+    );
 
     // A freed slot is taken by the next connection.
     drop(a);
@@ -308,4 +330,26 @@ async fn a_shutdown_closes_idle_connections_and_answers_the_request_in_flight() 
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let report = shutdown.await.unwrap();
     assert_eq!(report.ended_by_sidecar, 0, "{report:?}");
+}
+
+/// A request of an identity no policy binds is refused (403) and counted as
+/// a refusal by reason, as the PostgreSQL plane counts its sessions (#23).
+#[tokio::test]
+async fn an_unbound_identitys_requests_are_counted_as_refusals() {
+    let (running, addr, _dir) = start_as(limits(3600, 3600, 8), "shop/stranger").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(REQUEST).await.unwrap();
+    let response = read_response(&mut s).await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    let mut admin = TcpStream::connect(running.admin.unwrap()).await.unwrap();
+    admin
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&read_to_close(&mut admin).await.unwrap()).into_owned();
+    let series = "sluice_session_refusals_total{connection=\"api\",reason=\"notBound\"} 1";
+    assert!(
+        metrics.lines().any(|l| l == series),
+        "{series} in\n{metrics}"
+    );
 }

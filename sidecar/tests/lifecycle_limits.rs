@@ -73,6 +73,23 @@ async fn a_listener_holds_at_most_its_connections() {
         text.contains("too many connections to Connection orders-db"),
         "{text}"
     );
+    // Counted by reason (#23): at least this one (a connection of the
+    // harness's readiness probe may still hold a slot, and be refused too).
+    let series =
+        "sluice_session_refusals_total{connection=\"orders-db\",reason=\"tooManyConnections\"} ";
+    let mut admin = TcpStream::connect(("127.0.0.1", sidecar.admin_port)).unwrap();
+    std::io::Write::write_all(
+        &mut admin,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let metrics = String::from_utf8_lossy(&read_to_close(&mut admin)).into_owned();
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 1.0, "{series} in\n{metrics}");
     // A slot freed is a slot for the next client.
     drop(first);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

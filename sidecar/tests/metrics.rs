@@ -56,6 +56,9 @@ async fn families_carry_connection_policy_and_rule_and_move_with_traffic() {
         "sluice_statements_total{connection=\"orders-db\",decision=\"deny\"}",
         "sluice_sessions_total{connection=\"orders-db\",outcome=\"opened\"}",
         "sluice_session_refusals_total{connection=\"orders-db\",reason=\"notBound\"}",
+        "sluice_session_refusals_total{connection=\"orders-db\",reason=\"tooManyConnections\"}",
+        "sluice_session_refusals_total{connection=\"orders-db\",reason=\"protocolViolation\"}",
+        "sluice_session_refusals_total{connection=\"orders-db\",reason=\"unsupported\"}",
         "sluice_active_sessions{connection=\"orders-db\"}",
         "sluice_overhead_seconds_count{connection=\"orders-db\"}",
         "sluice_upstream_latency_seconds_count{connection=\"orders-db\"}",
@@ -170,4 +173,43 @@ async fn families_carry_connection_policy_and_rule_and_move_with_traffic() {
         "sluice_sessions_total{connection=\"orders-db\",outcome=\"refused\"}",
         1.0,
     );
+
+    // Refused at startup, before any identity matters (#23): a malformed
+    // startup packet, and a replication connection; each counted by reason.
+    let malformed = raw_startup(stranger.port, &[0, 0, 0, 9, 0, 3, 0, 0, b'x']).await;
+    assert!(malformed.contains("08P01"), "{malformed}");
+    let mut replication = Vec::new();
+    for part in ["user", "report", "replication", "database", ""] {
+        replication.extend_from_slice(part.as_bytes());
+        replication.push(0);
+    }
+    let mut packet = ((replication.len() + 8) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&196_608u32.to_be_bytes());
+    packet.extend_from_slice(&replication);
+    let answer = raw_startup(stranger.port, &packet).await;
+    assert!(answer.contains("0A000"), "{answer}");
+    let counted = scrape(stranger.admin_port).await;
+    for reason in ["protocolViolation", "unsupported"] {
+        expect(
+            &counted,
+            &format!(
+                "sluice_session_refusals_total{{connection=\"orders-db\",reason=\"{reason}\"}}"
+            ),
+            1.0,
+        );
+    }
+}
+
+/// What the sidecar answers `packet` sent as a client's first bytes, up to
+/// its close (bounded).
+async fn raw_startup(port: u16, packet: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(packet).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut out));
+    let _ = read.await.expect("the sidecar closes after refusing");
+    String::from_utf8_lossy(&out).into_owned()
 }

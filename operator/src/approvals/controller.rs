@@ -39,7 +39,13 @@ pub struct ApprovalContext {
     /// How long a settled request (Denied, Expired, Executed, NotRun) is kept, from
     /// its last phase change, before it is deleted (`--access-request-retention`).
     pub retention: Duration,
+    /// Reconciles are timed and counted as the other controllers' are
+    /// (`sluice_reconcile_duration_seconds{controller="accessRequest"}`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// The controller's name in the reconcile metrics.
+const CONTROLLER: &str = "accessrequest";
 
 /// Default of `--access-request-retention`: decided requests are evidence.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -98,6 +104,29 @@ async fn reconcile(
     ar: Arc<AccessRequest>,
     ctx: Arc<ApprovalContext>,
 ) -> Result<Action, ApprovalError> {
+    let timer = ctx.metrics.reconcile_timer(CONTROLLER);
+    let result = settle_and_notify(ar, &ctx).await;
+    drop(timer);
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(ApprovalError::WriteStatus { .. }) => "writeStatus",
+        Err(ApprovalError::Delete { .. }) => "delete",
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::metrics::ReconcileLabels {
+            controller: CONTROLLER,
+            outcome,
+        })
+        .inc();
+    result
+}
+
+async fn settle_and_notify(
+    ar: Arc<AccessRequest>,
+    ctx: &Arc<ApprovalContext>,
+) -> Result<Action, ApprovalError> {
+    let ctx = ctx.clone();
     let action = settle(ar.clone(), &ctx).await?;
     let Some(notifier) = &ctx.notifier else {
         return Ok(action);

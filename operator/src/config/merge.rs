@@ -49,6 +49,7 @@ impl OperatorConfig {
             settings.sidecar_resources = resources.to_requirements();
         }
         settings.sidecar_env = self.sidecar.http.env();
+        settings.sidecar_options = self.sidecar.options();
         settings.sidecar_shutdown_grace_seconds = flags
             .sidecar_shutdown_grace_seconds
             .or(self.sidecar.shutdown_grace_seconds)
@@ -135,6 +136,28 @@ pub fn describe(
             .collect::<Vec<_>>()
             .join(" ")
     };
+    let bounds = &settings.sidecar_options.annotation_bounds;
+    let range = |b: &Option<crate::injection::pod_settings::QuantityBounds>| {
+        b.as_ref().map_or("refused".to_string(), |b| {
+            format!(
+                "{}..{}",
+                b.min.as_ref().map_or("0", |m| m.0.as_str()),
+                b.max.0
+            )
+        })
+    };
+    let levels: Vec<&str> = bounds.log_levels.iter().map(|l| l.as_str()).collect();
+    let annotation_bounds = format!(
+        "cpu {}, memory {}, log levels {}",
+        range(&bounds.cpu),
+        range(&bounds.memory),
+        if levels.is_empty() {
+            "refused".to_string()
+        } else {
+            levels.join("/")
+        }
+    );
+    let security_context = serde_json::to_string(&settings.sidecar_options.security_context)?;
     let native = match settings.native_sidecars {
         Some(true) => "true (always)",
         Some(false) => "false (never)",
@@ -168,6 +191,8 @@ pub fn describe(
         ),
         ("sidecar resources", resources),
         ("sidecar env", sidecar_env),
+        ("sidecar annotation bounds", annotation_bounds),
+        ("sidecar securityContext", security_context),
         (
             "sidecar shutdown grace",
             seconds(Duration::from_secs(settings.sidecar_shutdown_grace_seconds)),

@@ -16,6 +16,18 @@
 //!   resources:
 //!     requests: {cpu: 20m, memory: 32Mi}
 //!     limits: {cpu: 500m, memory: 128Mi}
+//!   annotationBounds:            # what pods may ask by sluice.dev/sidecar-* annotations
+//!     cpu: {min: 10m, max: "2"}
+//!     memory: {min: 32Mi, max: 1Gi}
+//!     logLevels: [error, warn, info, debug]
+//!   securityContext:             # the whole container securityContext; omit runAsUser
+//!     runAsNonRoot: true         # and runAsGroup to leave them to the platform (OpenShift)
+//!     runAsUser: 65532
+//!     runAsGroup: 65532
+//!     readOnlyRootFilesystem: true
+//!     allowPrivilegeEscalation: false
+//!     capabilities: {drop: [ALL]}
+//!     seccompProfile: {type: RuntimeDefault}
 //!   http:                        # http Connections; each key optional
 //!     timeoutSeconds: 30
 //!     maxRequestBodyBytes: 1048576
@@ -42,7 +54,11 @@ pub use merge::{Overrides, Provenance, describe};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{
+    Capabilities, ResourceRequirements, SeccompProfile, SecurityContext,
+};
+
+use crate::injection::pod_settings::{AnnotationBounds, SidecarOptions, hardened_security_context};
 
 use crate::approvals::notify::{Format, Route};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -84,6 +100,149 @@ pub struct SidecarConfig {
     /// Seconds the sidecar's sessions get to end after SIGTERM
     /// (`SLUICE_SHUTDOWN_GRACE`; `--sidecar-shutdown-grace-seconds` overrides it).
     pub shutdown_grace_seconds: Option<u64>,
+    /// What pods may ask of their sidecar by annotation; nothing when unset.
+    #[serde(default)]
+    pub annotation_bounds: AnnotationBounds,
+    /// The sidecar container's `securityContext`, whole; the hardened
+    /// default ([`hardened_security_context`]) when unset.
+    pub security_context: Option<SidecarSecurityContext>,
+}
+
+/// `sidecar.securityContext`: the injected container's `securityContext` as
+/// written (a key left out is left unset, for the platform to fill in). What
+/// keeps the sidecar's secrets is not negotiable ([`Self::check`]): it runs as
+/// non-root with a read-only root, no privilege escalation, every capability
+/// dropped and a seccomp profile. The UID and GID may be left to the platform
+/// (OpenShift's restricted SCC assigns one of the namespace's), or changed.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarSecurityContext {
+    /// `runAsUser`; unset leaves it to the platform.
+    pub run_as_user: Option<i64>,
+    /// `runAsGroup`; unset leaves it to the platform.
+    pub run_as_group: Option<i64>,
+    /// Must be true.
+    pub run_as_non_root: Option<bool>,
+    /// Must be true.
+    pub read_only_root_filesystem: Option<bool>,
+    /// Must be false.
+    pub allow_privilege_escalation: Option<bool>,
+    /// Must be false or unset.
+    pub privileged: Option<bool>,
+    /// Must drop `ALL` and add nothing.
+    pub capabilities: Option<SidecarCapabilities>,
+    /// `RuntimeDefault`, or `Localhost` with a profile.
+    pub seccomp_profile: Option<SidecarSeccompProfile>,
+}
+
+/// `capabilities` of [`SidecarSecurityContext`].
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarCapabilities {
+    /// Capabilities dropped; must include `ALL`.
+    #[serde(default)]
+    pub drop: Vec<String>,
+    /// Capabilities added; must be empty.
+    #[serde(default)]
+    pub add: Vec<String>,
+}
+
+/// `seccompProfile` of [`SidecarSecurityContext`].
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarSeccompProfile {
+    /// `RuntimeDefault` or `Localhost`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The profile, for `Localhost`.
+    pub localhost_profile: Option<String>,
+}
+
+impl SidecarSecurityContext {
+    /// Refuses what would weaken the sidecar; the message names the key.
+    pub fn check(&self) -> Result<(), String> {
+        const KEY: &str = "sidecar.securityContext";
+        if self.run_as_non_root != Some(true) {
+            return Err(format!(
+                "{KEY}.runAsNonRoot must be true: the sidecar holds credentials and never runs as root"
+            ));
+        }
+        if self.run_as_user.is_some_and(|u| u <= 0) {
+            return Err(format!(
+                "{KEY}.runAsUser must be a non-root UID, or left out for the platform to assign one"
+            ));
+        }
+        if self.run_as_group.is_some_and(|g| g < 0) {
+            return Err(format!(
+                "{KEY}.runAsGroup must be a GID, or left out for the platform to assign one"
+            ));
+        }
+        if self.read_only_root_filesystem != Some(true) {
+            return Err(format!(
+                "{KEY}.readOnlyRootFilesystem must be true: the sidecar writes nothing to its image"
+            ));
+        }
+        if self.allow_privilege_escalation != Some(false) {
+            return Err(format!(
+                "{KEY}.allowPrivilegeEscalation must be false (OpenShift's restricted SCC and the restricted Pod Security Standard require it too)"
+            ));
+        }
+        if self.privileged == Some(true) {
+            return Err(format!("{KEY}.privileged must be false or left out"));
+        }
+        let capabilities = self.capabilities.clone().unwrap_or_default();
+        if !capabilities.drop.iter().any(|c| c == "ALL") {
+            return Err(format!(
+                "{KEY}.capabilities.drop must include ALL: the sidecar needs no capability"
+            ));
+        }
+        if !capabilities.add.is_empty() {
+            return Err(format!(
+                "{KEY}.capabilities.add must be empty: the sidecar needs no capability"
+            ));
+        }
+        match &self.seccomp_profile {
+            Some(p) if p.type_ == "RuntimeDefault" && p.localhost_profile.is_none() => Ok(()),
+            Some(p) if p.type_ == "Localhost" && p.localhost_profile.is_some() => Ok(()),
+            _ => Err(format!(
+                "{KEY}.seccompProfile must be {{type: RuntimeDefault}} or {{type: Localhost, localhostProfile: ...}}"
+            )),
+        }
+    }
+
+    /// As the container spec takes it.
+    pub fn to_security_context(&self) -> SecurityContext {
+        SecurityContext {
+            run_as_user: self.run_as_user,
+            run_as_group: self.run_as_group,
+            run_as_non_root: self.run_as_non_root,
+            read_only_root_filesystem: self.read_only_root_filesystem,
+            allow_privilege_escalation: self.allow_privilege_escalation,
+            privileged: self.privileged,
+            capabilities: self.capabilities.as_ref().map(|c| Capabilities {
+                add: None,
+                drop: Some(c.drop.clone()),
+            }),
+            seccomp_profile: self.seccomp_profile.as_ref().map(|p| SeccompProfile {
+                type_: p.type_.clone(),
+                localhost_profile: p.localhost_profile.clone(),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+impl SidecarConfig {
+    /// The sidecar's options as the injector takes them.
+    pub fn options(&self) -> SidecarOptions {
+        SidecarOptions {
+            annotation_bounds: self.annotation_bounds.clone(),
+            security_context: self
+                .security_context
+                .as_ref()
+                .map_or_else(hardened_security_context, |s| s.to_security_context()),
+        }
+    }
 }
 
 /// `sidecar.http`: how injected sidecars serve http Connections. Each is
@@ -419,6 +578,13 @@ impl OperatorConfig {
                 "sidecar.shutdownGraceSeconds must be at most 3600 (the sidecar refuses more)",
             ));
         }
+        self.sidecar
+            .annotation_bounds
+            .check()
+            .map_err(|m| unsupported(&m))?;
+        if let Some(context) = &self.sidecar.security_context {
+            context.check().map_err(|m| unsupported(&m))?;
+        }
         if let Some(image) = &self.sidecar.image
             && image.trim().is_empty()
         {
@@ -514,6 +680,7 @@ impl OperatorConfig {
         if let Some(grace) = self.sidecar.shutdown_grace_seconds {
             inject.shutdown_grace_seconds = grace;
         }
+        inject.options = self.sidecar.options();
     }
 }
 
@@ -698,6 +865,7 @@ mod tests {
             resources: crate::injection::inject::default_sidecar_resources(),
             service_account: String::new(),
             connections: Vec::new(),
+            options: Default::default(),
         };
         config.apply_to_inject(&mut inject);
         assert!(inject.sidecar_env.is_empty());
@@ -708,5 +876,95 @@ mod tests {
             "64Mi".to_string()
         );
         assert!(inject.resources.requests.is_none());
+    }
+
+    const HARDENED: &str = "sidecar:\n  securityContext:\n    runAsNonRoot: true\n    readOnlyRootFilesystem: true\n    allowPrivilegeEscalation: false\n    privileged: false\n    capabilities: {drop: [ALL]}\n    seccompProfile: {type: RuntimeDefault}\n";
+
+    #[test]
+    fn the_sidecar_security_context_may_leave_the_uid_to_the_platform() {
+        let config = parse(HARDENED).unwrap();
+        let context = config.sidecar.options().security_context;
+        assert_eq!(context.run_as_user, None);
+        assert_eq!(context.run_as_group, None);
+        assert_eq!(context.run_as_non_root, Some(true));
+        assert_eq!(
+            context.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_string()])
+        );
+        // Unset: the hardened default with the sidecar's own UID.
+        let default = parse("sidecar: {}\n").unwrap().sidecar.options();
+        assert_eq!(
+            default.security_context,
+            crate::injection::pod_settings::hardened_security_context()
+        );
+        assert_eq!(default.security_context.run_as_user, Some(65532));
+        assert_eq!(default.annotation_bounds, AnnotationBounds::default());
+    }
+
+    #[test]
+    fn a_security_context_that_weakens_the_sidecar_is_refused() {
+        for (from, to, key) in [
+            ("runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot"),
+            ("    runAsNonRoot: true\n", "", "runAsNonRoot"),
+            ("privileged: false", "privileged: true", "privileged"),
+            (
+                "allowPrivilegeEscalation: false",
+                "allowPrivilegeEscalation: true",
+                "allowPrivilegeEscalation",
+            ),
+            (
+                "readOnlyRootFilesystem: true",
+                "readOnlyRootFilesystem: false",
+                "readOnlyRootFilesystem",
+            ),
+            ("drop: [ALL]", "drop: [NET_RAW]", "capabilities.drop"),
+            (
+                "drop: [ALL]",
+                "drop: [ALL], add: [NET_ADMIN]",
+                "capabilities.add",
+            ),
+            ("type: RuntimeDefault", "type: Unconfined", "seccompProfile"),
+            ("privileged: false", "runAsUser: 0", "runAsUser"),
+        ] {
+            let text = HARDENED.replace(from, to);
+            assert_ne!(text, HARDENED);
+            let error = parse(&text).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Unsupported { message, .. }
+                    if message.starts_with(&format!("sidecar.securityContext.{key}"))),
+                "{text}: {error:?}"
+            );
+        }
+        // A key the type does not know is an error, not ignored.
+        let error =
+            parse(&HARDENED.replace("privileged: false", "procMount: Unmasked")).unwrap_err();
+        assert!(error.to_string().contains("procMount"), "{error}");
+    }
+
+    #[test]
+    fn annotation_bounds_reach_the_injector_and_bad_ones_stop_the_operator() {
+        let config = parse(
+            "sidecar:\n  annotationBounds:\n    memory: {min: 32Mi, max: 1Gi}\n    logLevels: [info, debug]\n",
+        )
+        .unwrap();
+        let bounds = config.sidecar.options().annotation_bounds;
+        assert_eq!(bounds.memory.unwrap().max.0, "1Gi");
+        assert!(bounds.cpu.is_none());
+        assert_eq!(bounds.log_levels.len(), 2);
+        for (text, needle) in [
+            (
+                "sidecar:\n  annotationBounds:\n    memory: {min: 2Gi, max: 1Gi}\n",
+                "sidecar.annotationBounds.memory.min 2Gi is more than",
+            ),
+            (
+                "sidecar:\n  annotationBounds:\n    cpu: {max: two}\n",
+                "sidecar.annotationBounds.cpu.max \"two\"",
+            ),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.to_string().contains(needle), "{text}: {error}");
+        }
+        assert!(parse("sidecar:\n  annotationBounds:\n    logLevels: [verbose]\n").is_err());
+        assert!(parse("sidecar:\n  annotationBounds:\n    cpu: {min: 1m}\n").is_err());
     }
 }

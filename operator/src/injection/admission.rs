@@ -79,6 +79,7 @@ mod tests {
 
     fn config() -> InjectConfig {
         InjectConfig {
+            options: Default::default(),
             sidecar_env: Vec::new(),
             shutdown_grace_seconds:
                 crate::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,

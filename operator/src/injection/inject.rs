@@ -22,20 +22,27 @@
 //!   refer to them with `$(DATABASE_URL)`. Variables an app gets through
 //!   `envFrom` (a ConfigMap or Secret) cannot be seen here; Kubernetes lets `env`
 //!   win over `envFrom`, so there the injected value is the one the app sees.
+//! - A pod may ask for its sidecar's resources and log level by annotation
+//!   (`sluice.dev/sidecar-*`, [`crate::injection::pod_settings`]), within the
+//!   chart's bounds; outside them, or malformed, the pod is refused (no clamp).
 //! - Refused: `shareProcessNamespace` and `hostPID` (the app could read the
 //!   sidecar's memory, and with it the credentials), `hostNetwork` (the loopback
 //!   listeners would be reachable by every process on the node), unknown or
 //!   unbound connections, and ports that clash.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
 
 // What the injector writes is defined in `sidecar.rs`, shared with the
 // genuineness check; these paths stay the injector's API.
 pub use super::sidecar::*;
+
+mod checks;
+use super::pod_settings::PodSettings;
+use checks::{check_env, check_pod, check_ports, select_connections};
 
 /// The kubelet's `terminationGracePeriodSeconds` when a pod sets none.
 const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
@@ -83,6 +90,17 @@ pub enum InjectError {
         value: String,
         /// What is wrong and what is expected.
         reason: &'static str,
+    },
+    /// A per-pod sidecar setting is malformed, unbounded or outside the
+    /// chart's bounds (see [`crate::injection::pod_settings`]).
+    #[error("annotation {annotation}={value:?} is refused: {reason}")]
+    PodSetting {
+        /// The annotation key.
+        annotation: &'static str,
+        /// Its value (truncated).
+        value: String,
+        /// What is wrong, the bound, and what to do.
+        reason: String,
     },
     /// The pod shares a process namespace with something the sidecar cannot trust.
     #[error(
@@ -213,15 +231,75 @@ pub fn service_account_of(pod: &Pod) -> &str {
 /// Pods that did not opt in, and pods injected before, come back unchanged with
 /// an empty patch.
 pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
-    let unchanged = |outcome| Injection {
-        outcome,
-        pod: pod.clone(),
-        patch: json_patch::Patch(Vec::new()),
-        warnings: Vec::new(),
-    };
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    if let Some(outcome) = passes_unchanged(pod, &annotations, cfg)? {
+        return Ok(Injection {
+            outcome,
+            pod: pod.clone(),
+            patch: json_patch::Patch(Vec::new()),
+            warnings: Vec::new(),
+        });
+    }
+    let spec = pod.spec.as_ref().ok_or(InjectError::NoContainers)?;
+    check_pod(spec)?;
+    let selected = select_connections(annotations.get(CONNECTIONS_ANNOTATION), cfg)?;
+    check_ports(spec, &selected, cfg.admin_port)?;
+    check_env(&selected)?;
+    let settings = PodSettings::read(&annotations, &cfg.options.annotation_bounds, &cfg.resources)
+        .map_err(|e| InjectError::PodSetting {
+            annotation: e.annotation,
+            value: e.value,
+            reason: e.reason,
+        })?;
+    let names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
+    let first_app = spec
+        .containers
+        .first()
+        .map(|c| c.name.clone())
+        .ok_or(InjectError::NoContainers)?;
+
+    // The patch is built as explicit operations rather than diffed from a
+    // mutated copy: inserting at an index shifts the existing elements intact,
+    // so fields this build of k8s-openapi does not know survive, and the
+    // operations stay few and readable.
+    let mut plan = Plan::default();
+    let mut sidecar = sidecar_container(cfg, &names);
+    settings.apply(&mut sidecar);
+    container_ops(&mut plan, pod, spec, cfg, &selected, sidecar)?;
+    volume_op(&mut plan, spec)?;
+    grace_op(&mut plan, spec, cfg);
+    let patch = annotation_ops(pod, &annotations, cfg, &names, first_app, &mut plan);
+
+    let mut document = to_json(pod)?;
+    json_patch::patch(&mut document, &patch).map_err(InjectError::Patch)?;
+    let mutated = serde_json::from_value(document).map_err(InjectError::Serialize)?;
+    Ok(Injection {
+        outcome: Outcome::Injected { connections: names },
+        pod: mutated,
+        patch,
+        warnings: plan.warnings,
+    })
+}
+
+/// What [`inject`] builds up: the patch's operations on the spec, the
+/// admission warnings, and the `(container, variable)` pairs not injected
+/// because the container sets the variable itself.
+#[derive(Default)]
+struct Plan {
+    ops: Vec<PatchOperation>,
+    warnings: Vec<String>,
+    not_injected: Vec<(String, String)>,
+}
+
+/// The outcome of a pod that passes unchanged (it did not opt in, or it is
+/// already injected and genuine), `None` when it is to be injected.
+fn passes_unchanged(
+    pod: &Pod,
+    annotations: &BTreeMap<String, String>,
+    cfg: &InjectConfig,
+) -> Result<Option<Outcome>, InjectError> {
     match annotations.get(INJECT_ANNOTATION).map(|v| v.trim()) {
-        None | Some("false") => return Ok(unchanged(Outcome::NotRequested)),
+        None | Some("false") => return Ok(Some(Outcome::NotRequested)),
         Some("true") => {}
         Some(other) => {
             return Err(InjectError::InvalidAnnotation {
@@ -231,108 +309,120 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
             });
         }
     }
-    if annotations.contains_key(INJECTED_REVISION_ANNOTATION) {
-        // Only this webhook writes the annotation: a pod arriving with it is
-        // re-admitted only when it is exactly what the webhook produces.
-        let allowed = [crate::injection::token_holder::repository(&cfg.image).to_string()];
-        crate::injection::token_holder::check_genuine(pod, cfg, &allowed)
-            .map_err(InjectError::NotGenuine)?;
-        return Ok(unchanged(Outcome::AlreadyInjected));
+    if !annotations.contains_key(INJECTED_REVISION_ANNOTATION) {
+        return Ok(None);
     }
-    let spec = pod.spec.as_ref().ok_or(InjectError::NoContainers)?;
-    check_pod(spec)?;
-    let selected = select_connections(annotations.get(CONNECTIONS_ANNOTATION), cfg)?;
-    check_ports(spec, &selected, cfg.admin_port)?;
-    check_env(&selected)?;
+    // Only this webhook writes the annotation: a pod arriving with it is
+    // re-admitted only when it is exactly what the webhook produces.
+    let allowed = [crate::injection::token_holder::repository(&cfg.image).to_string()];
+    crate::injection::token_holder::check_genuine(pod, cfg, &allowed)
+        .map_err(InjectError::NotGenuine)?;
+    Ok(Some(Outcome::AlreadyInjected))
+}
 
-    let names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
-    let first_app = spec
-        .containers
-        .first()
-        .map(|c| c.name.clone())
-        .ok_or(InjectError::NoContainers)?;
-    let mut warnings = Vec::new();
-
-    // The patch is built as explicit operations rather than diffed from a
-    // mutated copy: inserting at an index shifts the existing elements intact,
-    // so fields this build of k8s-openapi does not know survive, and the
-    // operations stay few and readable. Env operations come first because
-    // they use the container indices from before the sidecar is inserted.
-    let mut ops = Vec::new();
-    let mut not_injected = Vec::new();
+/// The app containers' variables and the sidecar itself. Env operations come
+/// first because they use the container indices from before the sidecar is
+/// inserted.
+fn container_ops(
+    plan: &mut Plan,
+    pod: &Pod,
+    spec: &PodSpec,
+    cfg: &InjectConfig,
+    selected: &[&ConnectionTarget],
+    sidecar: Container,
+) -> Result<(), InjectError> {
     for (index, container) in spec.containers.iter().enumerate() {
         app_env_ops(
-            &mut ops,
+            &mut plan.ops,
             "containers",
             index,
             container,
-            &selected,
-            &mut not_injected,
+            selected,
+            &mut plan.not_injected,
         )?;
     }
-    let sidecar = to_json(&sidecar_container(cfg, &names))?;
+    let sidecar = to_json(&sidecar)?;
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     if cfg.native_sidecars {
         for (index, container) in init_containers.iter().enumerate() {
             app_env_ops(
-                &mut ops,
+                &mut plan.ops,
                 "initContainers",
                 index,
                 container,
-                &selected,
-                &mut not_injected,
+                selected,
+                &mut plan.not_injected,
             )?;
         }
         insert_first(
-            &mut ops,
+            &mut plan.ops,
             "initContainers",
             spec.init_containers.is_some(),
             sidecar,
         );
-    } else {
-        if !init_containers.is_empty() {
-            warnings.push(
-                "this cluster has no native sidecars: init containers run before the Sluice sidecar starts and cannot reach its Connections".to_string(),
-            );
-        }
-        if is_run_to_completion(pod) {
-            warnings.push(
-                "this cluster has no native sidecars: the Sluice sidecar runs as a regular container and keeps running after the app exits, so this Job's pod will not complete on its own".to_string(),
-            );
-        }
-        insert_first(&mut ops, "containers", true, sidecar);
+        return Ok(());
     }
+    if !init_containers.is_empty() {
+        plan.warnings.push(
+            "this cluster has no native sidecars: init containers run before the Sluice sidecar starts and cannot reach its Connections".to_string(),
+        );
+    }
+    if is_run_to_completion(pod) {
+        plan.warnings.push(
+            "this cluster has no native sidecars: the Sluice sidecar runs as a regular container and keeps running after the app exits, so this Job's pod will not complete on its own".to_string(),
+        );
+    }
+    insert_first(&mut plan.ops, "containers", true, sidecar);
+    Ok(())
+}
+
+/// The projected token volume.
+fn volume_op(plan: &mut Plan, spec: &PodSpec) -> Result<(), InjectError> {
     let volume = to_json(&token_volume())?;
     if spec.volumes.is_some() {
-        ops.push(add(&["spec", "volumes", "-"], volume));
+        plan.ops.push(add(&["spec", "volumes", "-"], volume));
     } else {
-        ops.push(add(
+        plan.ops.push(add(
             &["spec", "volumes"],
             serde_json::Value::Array(vec![volume]),
         ));
     }
+    Ok(())
+}
 
-    // The kubelet SIGKILLs the pod terminationGracePeriodSeconds after
-    // SIGTERM: a shorter one than the sidecar's grace would cut sessions off
-    // record (no sessionEnd, buffered events lost). Raising it only lets the
-    // pod take longer to stop when something still runs; an app that exits
-    // at once is not held.
+/// The kubelet SIGKILLs the pod terminationGracePeriodSeconds after SIGTERM:
+/// a shorter one than the sidecar's grace would cut sessions off record (no
+/// sessionEnd, buffered events lost). Raising it only lets the pod take longer
+/// to stop when something still runs; an app that exits at once is not held.
+fn grace_op(plan: &mut Plan, spec: &PodSpec, cfg: &InjectConfig) {
     let needed = i64::try_from(cfg.shutdown_grace_seconds)
         .unwrap_or(i64::MAX)
         .saturating_add(TERMINATION_GRACE_MARGIN_SECONDS);
     let current = spec.termination_grace_period_seconds;
-    if current.unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS) < needed {
-        ops.push(add(
-            &["spec", "terminationGracePeriodSeconds"],
-            needed.into(),
-        ));
-        warnings.push(format!(
-            "terminationGracePeriodSeconds raised from {} to {needed}: the Sluice sidecar gets {} s to end its sessions on record after SIGTERM (set the pod's own to at least {needed}, or lower the operator's --sidecar-shutdown-grace-seconds, to keep yours)",
-            current.map_or_else(|| format!("the default {DEFAULT_TERMINATION_GRACE_SECONDS}"), |c| c.to_string()),
-            cfg.shutdown_grace_seconds,
-        ));
+    if current.unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS) >= needed {
+        return;
     }
+    plan.ops.push(add(
+        &["spec", "terminationGracePeriodSeconds"],
+        needed.into(),
+    ));
+    plan.warnings.push(format!(
+        "terminationGracePeriodSeconds raised from {} to {needed}: the Sluice sidecar gets {} s to end its sessions on record after SIGTERM (set the pod's own to at least {needed}, or lower the operator's --sidecar-shutdown-grace-seconds, to keep yours)",
+        current.map_or_else(|| format!("the default {DEFAULT_TERMINATION_GRACE_SECONDS}"), |c| c.to_string()),
+        cfg.shutdown_grace_seconds,
+    ));
+}
 
+/// The annotations the webhook writes, put in front of the plan's operations:
+/// the whole patch.
+fn annotation_ops(
+    pod: &Pod,
+    annotations: &BTreeMap<String, String>,
+    cfg: &InjectConfig,
+    names: &[String],
+    first_app: String,
+    plan: &mut Plan,
+) -> json_patch::Patch {
     let mut new_annotations = vec![
         (INJECTED_REVISION_ANNOTATION, cfg.revision.clone()),
         (INJECTED_CONNECTIONS_ANNOTATION, names.join(",")),
@@ -340,37 +430,28 @@ pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Injection, InjectError> {
     if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION) {
         new_annotations.push((DEFAULT_CONTAINER_ANNOTATION, first_app));
     }
-    if !not_injected.is_empty() {
-        let entries: Vec<String> = not_injected
+    if !plan.not_injected.is_empty() {
+        let entries: Vec<String> = plan
+            .not_injected
             .iter()
             .map(|(c, v)| format!("{c}/{v}"))
             .collect();
         new_annotations.push((ENV_NOT_INJECTED_ANNOTATION, entries.join(",")));
     }
-    for (container, variable) in &not_injected {
-        warnings.push(format!(
+    for (container, variable) in &plan.not_injected {
+        plan.warnings.push(format!(
             "container {container:?} already sets {variable}; kept its value, so it does not point at the Sluice sidecar"
         ));
     }
-    let mut annotation_ops = Vec::new();
+    let mut ops = Vec::new();
     if pod.metadata.annotations.is_none() {
-        annotation_ops.push(add(&["metadata", "annotations"], serde_json::json!({})));
+        ops.push(add(&["metadata", "annotations"], serde_json::json!({})));
     }
     for (key, value) in new_annotations {
-        annotation_ops.push(add(&["metadata", "annotations", key], value.into()));
+        ops.push(add(&["metadata", "annotations", key], value.into()));
     }
-    annotation_ops.append(&mut ops);
-    let patch = json_patch::Patch(annotation_ops);
-
-    let mut document = to_json(pod)?;
-    json_patch::patch(&mut document, &patch).map_err(InjectError::Patch)?;
-    let mutated = serde_json::from_value(document).map_err(InjectError::Serialize)?;
-    Ok(Injection {
-        outcome: Outcome::Injected { connections: names },
-        pod: mutated,
-        patch,
-        warnings,
-    })
+    ops.append(&mut plan.ops);
+    json_patch::Patch(ops)
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<serde_json::Value, InjectError> {
@@ -450,191 +531,6 @@ fn is_run_to_completion(pod: &Pod) -> bool {
         .any(|o| o.kind == "Job");
     let restart = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
     owned_by_job || matches!(restart, Some("Never" | "OnFailure"))
-}
-
-/// Refuses pod shapes in which the sidecar cannot keep its secrets.
-fn check_pod(spec: &PodSpec) -> Result<(), InjectError> {
-    if spec.share_process_namespace == Some(true) {
-        return Err(InjectError::SharedProcessNamespace {
-            field: "shareProcessNamespace",
-        });
-    }
-    if spec.host_pid == Some(true) {
-        return Err(InjectError::SharedProcessNamespace { field: "hostPID" });
-    }
-    if spec.host_network == Some(true) {
-        return Err(InjectError::HostNetwork);
-    }
-    if spec.containers.is_empty() {
-        return Err(InjectError::NoContainers);
-    }
-    let all = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten());
-    if all
-        .map(|c| c.name.as_str())
-        .any(|n| n == SIDECAR_CONTAINER_NAME)
-    {
-        return Err(InjectError::ReservedName {
-            kind: "container",
-            name: SIDECAR_CONTAINER_NAME,
-        });
-    }
-    // A mount of the not-yet-existing token volume would become valid once
-    // the webhook adds the volume, handing the app the sidecar's token.
-    let mounting = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .find(|c| {
-            c.volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.name == TOKEN_VOLUME_NAME)
-        });
-    if let Some(container) = mounting {
-        return Err(InjectError::TokenVolumeMounted {
-            container: container.name.clone(),
-        });
-    }
-    if spec
-        .volumes
-        .iter()
-        .flatten()
-        .any(|v| v.name == TOKEN_VOLUME_NAME)
-    {
-        return Err(InjectError::ReservedName {
-            kind: "volume",
-            name: TOKEN_VOLUME_NAME,
-        });
-    }
-    Ok(())
-}
-
-/// The Connections the sidecar will serve: those named by the annotation, in
-/// its order, or else every bound one, by name.
-fn select_connections<'a>(
-    requested: Option<&String>,
-    cfg: &'a InjectConfig,
-) -> Result<Vec<&'a ConnectionTarget>, InjectError> {
-    let Some(requested) = requested else {
-        let mut bound: Vec<&ConnectionTarget> =
-            cfg.connections.iter().filter(|c| c.bound).collect();
-        bound.sort_by(|a, b| a.name.cmp(&b.name));
-        bound.dedup_by(|a, b| a.name == b.name);
-        if bound.is_empty() {
-            return Err(InjectError::NoBoundConnections {
-                service_account: cfg.service_account.clone(),
-            });
-        }
-        return Ok(bound);
-    };
-    let mut seen = BTreeSet::new();
-    let mut selected = Vec::new();
-    for name in requested
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
-        if !seen.insert(name) {
-            continue;
-        }
-        let Some(target) = cfg.connections.iter().find(|c| c.name == name) else {
-            let mut known: Vec<&str> = cfg.connections.iter().map(|c| c.name.as_str()).collect();
-            known.sort_unstable();
-            return Err(InjectError::UnknownConnection {
-                name: name.to_string(),
-                known: if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                },
-            });
-        };
-        if !target.bound {
-            return Err(InjectError::ConnectionNotBound {
-                name: name.to_string(),
-                service_account: cfg.service_account.clone(),
-            });
-        }
-        selected.push(target);
-    }
-    if selected.is_empty() {
-        return Err(InjectError::InvalidAnnotation {
-            annotation: CONNECTIONS_ANNOTATION,
-            value: requested.clone(),
-            reason: "expected a comma-separated list of Connection names; omit the annotation to get every Connection the service account is bound to",
-        });
-    }
-    Ok(selected)
-}
-
-/// Every port binds in the pod's one network namespace, so a listener, the
-/// admin server and an app container port must all differ.
-fn check_ports(
-    spec: &PodSpec,
-    selected: &[&ConnectionTarget],
-    admin_port: u16,
-) -> Result<(), InjectError> {
-    let mut claimed: BTreeMap<u16, String> = BTreeMap::new();
-    let mut claim = |port: u16, who: String| match claimed.get(&port) {
-        Some(first) => Err(InjectError::PortClash {
-            port,
-            first: first.clone(),
-            second: who,
-        }),
-        None => {
-            claimed.insert(port, who);
-            Ok(())
-        }
-    };
-    claim(admin_port, "the Sluice sidecar's admin server".to_string())?;
-    for target in selected {
-        claim(target.listen_port, format!("Connection {:?}", target.name))?;
-    }
-    let containers = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers);
-    // App ports are only checked against the sidecar's: whether two app
-    // containers may declare the same port is the API server's business.
-    for container in containers {
-        for port in container.ports.iter().flatten() {
-            let tcp = port.protocol.as_deref().is_none_or(|p| p == "TCP");
-            let Ok(number) = u16::try_from(port.container_port) else {
-                continue;
-            };
-            if let (true, Some(first)) = (tcp, claimed.get(&number)) {
-                return Err(InjectError::PortClash {
-                    port: number,
-                    first: first.clone(),
-                    second: format!("container {:?}", container.name),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Two Connections writing the same variable would leave the app with
-/// whichever came last; refuse instead of guessing.
-fn check_env(selected: &[&ConnectionTarget]) -> Result<(), InjectError> {
-    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
-    for target in selected {
-        let Some(variable) = target.inject_env.as_deref() else {
-            continue;
-        };
-        if let Some(first) = owners.insert(variable, &target.name) {
-            return Err(InjectError::EnvClash {
-                variable: variable.to_string(),
-                first: first.to_string(),
-                second: target.name.clone(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Puts the Connections' variables in front of the container's own, skipping

@@ -8,13 +8,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Probe,
+    ProjectedVolumeSource, ResourceRequirements, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_crds::{Connection, Protocol};
+
+pub use super::pod_settings::SidecarOptions;
 
 /// Pod annotation that opts a pod in: `sluice.dev/inject: "true"`.
 pub const INJECT_ANNOTATION: &str = "sluice.dev/inject";
@@ -91,6 +93,9 @@ pub struct InjectConfig {
     /// long its sessions get to end after SIGTERM. The pod's
     /// `terminationGracePeriodSeconds` is raised to exceed it (see [`inject`]).
     pub shutdown_grace_seconds: u64,
+    /// What pods may set by annotation, and the sidecar's `securityContext`
+    /// (the chart's `sidecar.annotationBounds` and `sidecar.securityContext`).
+    pub options: SidecarOptions,
 }
 
 /// The sidecar's default shutdown grace, in seconds (the sidecar's own
@@ -168,7 +173,8 @@ pub fn default_sidecar_resources() -> ResourceRequirements {
     }
 }
 
-/// The sidecar container the injector adds for `connections`; also what
+/// The sidecar container the injector adds for `connections` (before a pod's
+/// own settings, [`super::pod_settings::PodSettings::apply`]); also what
 /// [`crate::injection::token_holder::check_genuine`] compares a running pod's sidecar with.
 pub fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Container {
     let plain = |name: &str, value: String| EnvVar {
@@ -241,23 +247,7 @@ pub fn sidecar_container(cfg: &InjectConfig, connections: &[String]) -> Containe
         startup_probe: Some(probe(1, 120)),
         readiness_probe: Some(probe(5, 3)),
         resources: Some(cfg.resources.clone()),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(SIDECAR_UID),
-            run_as_group: Some(SIDECAR_UID),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                add: None,
-                drop: Some(vec!["ALL".to_string()]),
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_string(),
-                localhost_profile: None,
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(cfg.options.security_context.clone()),
         volume_mounts: Some(vec![VolumeMount {
             name: TOKEN_VOLUME_NAME.to_string(),
             mount_path: TOKEN_MOUNT_PATH.to_string(),

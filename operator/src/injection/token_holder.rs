@@ -18,7 +18,9 @@
 //!   resources and pull policy: command, args, env (the gateway URL, token
 //!   file, connections, admin address, downward-API fields, and only the
 //!   optional settings the operator knows), ports, probes, lifecycle, mounts
-//!   and security context;
+//!   and security context (where the operator leaves `runAsUser`/`runAsGroup`
+//!   to the platform, any non-root one it assigned); resources differ per pod
+//!   (`sluice.dev/sidecar-*` annotations, bounded at admission);
 //! - running an image of an allowed repository; when the configured image is
 //!   pinned by digest, that digest, both in the spec and in the `imageID` the
 //!   kubelet reports in the pod's status;
@@ -34,6 +36,7 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 
+use crate::injection::pod_settings::{LOG_ENV, LogLevel};
 use crate::injection::sidecar::{
     INJECTED_CONNECTIONS_ANNOTATION, INJECTED_REVISION_ANNOTATION, InjectConfig,
     SIDECAR_CONTAINER_NAME, TOKEN_AUDIENCE, TOKEN_VOLUME_NAME, env, sidecar_container,
@@ -43,11 +46,14 @@ use crate::injection::sidecar::{
 /// Optional sidecar settings (beyond the injector's fixed environment) a
 /// genuine sidecar may carry: the operator's settings file can change them
 /// between injections, and none of them widens what the sidecar reveals.
-pub const OPTIONAL_SIDECAR_ENV: [&str; 4] = [
+/// `SLUICE_LOG` comes from a pod's `sluice.dev/sidecar-log-level` and must be
+/// one level word (no log level prints statement or result values).
+pub const OPTIONAL_SIDECAR_ENV: [&str; 5] = [
     crate::injection::sidecar::SHUTDOWN_GRACE_ENV,
     env::HTTP_TIMEOUT,
     env::HTTP_MAX_BODY,
     env::HTTP_UPSTREAM_HTTP1_ONLY,
+    LOG_ENV,
 ];
 
 /// Why a pod's token is not exchanged. Each message names the pod's fault.
@@ -204,7 +210,8 @@ pub fn check_genuine(
     if !env_matches(sidecar, &expected, &cfg.ca_pem)? {
         differing.push("env".to_string());
     }
-    let actual = serde_json::to_value(normalized(sidecar)).unwrap_or_default();
+    let actual = serde_json::to_value(normalized(&platform_uid_cleared(sidecar, &expected)))
+        .unwrap_or_default();
     let wanted = serde_json::to_value(normalized(&expected)).unwrap_or_default();
     if let (Some(actual), Some(wanted)) = (actual.as_object(), wanted.as_object()) {
         let mut keys: Vec<&String> = actual.keys().chain(wanted.keys()).collect();
@@ -222,6 +229,28 @@ pub fn check_genuine(
         });
     }
     check_token_volume(spec)
+}
+
+/// `sidecar` without the UID and GID the platform assigned where the injector
+/// left them unset (`sidecar.securityContext` without `runAsUser`, as for
+/// OpenShift's restricted SCC, which fills in one of the namespace's UIDs).
+/// Root (0) is never taken for one the platform assigned.
+fn platform_uid_cleared(sidecar: &Container, expected: &Container) -> Container {
+    let mut sidecar = sidecar.clone();
+    let wanted = expected.security_context.as_ref();
+    if let Some(context) = &mut sidecar.security_context {
+        if wanted.is_none_or(|w| w.run_as_user.is_none())
+            && context.run_as_user.is_some_and(|uid| uid > 0)
+        {
+            context.run_as_user = None;
+        }
+        if wanted.is_none_or(|w| w.run_as_group.is_none())
+            && context.run_as_group.is_some_and(|gid| gid > 0)
+        {
+            context.run_as_group = None;
+        }
+    }
+    sidecar
 }
 
 /// hostNetwork, hostPID, shareProcessNamespace, and debuggers on the sidecar.
@@ -382,6 +411,11 @@ fn env_matches(
     for extra in tail {
         let known = OPTIONAL_SIDECAR_ENV.contains(&extra.name.as_str());
         if !known || extra.value_from.is_some() || seen.contains(&extra.name) {
+            return Ok(false);
+        }
+        if extra.name == LOG_ENV
+            && LogLevel::parse(extra.value.as_deref().unwrap_or_default()).is_none()
+        {
             return Ok(false);
         }
         seen.push(extra.name.clone());

@@ -85,6 +85,7 @@ pub(super) fn spawn(
         notifier,
         attempts: Default::default(),
         retention: settings.access_request_retention,
+        metrics: ctx.metrics.clone(),
     });
     tasks.spawn(lead(
         leading.clone(),

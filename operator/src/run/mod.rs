@@ -70,6 +70,8 @@ pub struct Settings {
     pub sidecar_env: Vec<(String, String)>,
     /// The injected sidecar's shutdown grace, in seconds (`SLUICE_SHUTDOWN_GRACE`).
     pub sidecar_shutdown_grace_seconds: u64,
+    /// What pods may set by annotation, and the sidecar's `securityContext`.
+    pub sidecar_options: crate::injection::inject::SidecarOptions,
     /// Where the serving certificate comes from.
     pub cert_source: CertSource,
     /// How often a `--cert-dir` is re-read for a renewed certificate.
@@ -136,6 +138,7 @@ impl Settings {
             sidecar_env: Vec::new(),
             sidecar_shutdown_grace_seconds:
                 crate::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
+            sidecar_options: Default::default(),
             cert_source: CertSource::SelfManaged,
             cert_reload_every: Duration::from_secs(10),
             extra_sidecar_repositories: Vec::new(),
@@ -566,6 +569,7 @@ fn gateway_settings(
             resources: settings.sidecar_resources.clone(),
             service_account: String::new(),
             connections: Vec::new(),
+            options: settings.sidecar_options.clone(),
         },
     }
 }

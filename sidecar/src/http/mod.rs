@@ -183,7 +183,11 @@ async fn accept(
     let mut down = std::pin::pin!(listen::shutdown(signal.clone()));
     loop {
         let (socket, peer, admitted) = tokio::select! {
-            accepted = accept_within(&listener, &slots, listen::refuse) => accepted,
+            accepted = accept_within(&listener, &slots, |socket, refused| {
+                let reason = crate::metrics::SessionRefusal::TooManyConnections;
+                context.borrow().metrics.session_refused_for(reason);
+                listen::refuse(socket, refused)
+            }) => accepted,
             () = down.as_mut() => {
                 tracing::info!("shutting down: no new http connections");
                 return;

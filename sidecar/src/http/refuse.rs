@@ -85,6 +85,9 @@ pub(super) fn refuse_standing(
     reason: String,
 ) -> Response<ProxyBody> {
     unrecorded(ctx, ctx.audit.session_refused(session, &reason));
+    // As the PostgreSQL plane counts it: no policy binds (or none is in force).
+    ctx.metrics
+        .session_refused_for(crate::metrics::SessionRefusal::NotBound);
     let (status, error) = if unavailable {
         (StatusCode::SERVICE_UNAVAILABLE, "noPolicy")
     } else {

@@ -25,7 +25,11 @@ pub async fn serve(
     startup_timeout: Duration,
 ) {
     loop {
-        let (socket, peer, admitted) = accept_within(&listener, &slots, refuse).await;
+        let counted = |socket: TcpStream, refused: Refused| {
+            (context.borrow().metrics).session_refused(super::catalog::TOO_MANY_CONNECTIONS);
+            refuse(socket, refused)
+        };
+        let (socket, peer, admitted) = accept_within(&listener, &slots, counted).await;
         let ctx = context.borrow().clone();
         tokio::spawn(async move {
             let _admitted = admitted;

@@ -16,6 +16,7 @@ fn target(name: &str, protocol: Protocol, port: u16, env: Option<&str>) -> Conne
 
 fn config(native_sidecars: bool) -> InjectConfig {
     InjectConfig {
+        options: Default::default(),
         sidecar_env: Vec::new(),
         shutdown_grace_seconds: DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
         revision: "r1".into(),

@@ -18,6 +18,7 @@ fn allowed() -> Vec<String> {
 
 fn config(native_sidecars: bool) -> InjectConfig {
     InjectConfig {
+        options: Default::default(),
         sidecar_env: Vec::new(),
         shutdown_grace_seconds: crate::injection::inject::DEFAULT_SIDECAR_SHUTDOWN_GRACE_SECONDS,
         revision: "r1".into(),
@@ -395,4 +396,95 @@ fn repository_strips_tag_and_digest() {
     assert_eq!(repository("a/sidecar@sha256:ff"), "a/sidecar");
     assert_eq!(digest("a/sidecar:1@sha256:ff"), Some("sha256:ff"));
     assert_eq!(digest("a/sidecar:1"), None);
+}
+
+fn with_annotations(cfg: &InjectConfig, pairs: &[(&str, &str)]) -> Pod {
+    let mut pod = Pod::default();
+    pod.metadata.uid = Some(UID.into());
+    let mut annotations: std::collections::BTreeMap<String, String> =
+        [(INJECT_ANNOTATION.to_string(), "true".to_string())].into();
+    for (k, v) in pairs {
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    pod.metadata.annotations = Some(annotations);
+    pod.spec = Some(PodSpec {
+        containers: vec![Container {
+            name: "app".into(),
+            image: Some("app:1".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    inject(&pod, cfg).unwrap().pod
+}
+
+#[test]
+fn a_pods_own_sidecar_settings_keep_it_genuine_but_only_as_the_injector_writes_them() {
+    use crate::injection::pod_settings::{
+        AnnotationBounds, LOG_LEVEL_ANNOTATION, LogLevel, MEMORY_LIMIT_ANNOTATION, QuantityBounds,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let mut cfg = config(true);
+    cfg.options.annotation_bounds = AnnotationBounds {
+        cpu: None,
+        memory: Some(QuantityBounds {
+            min: None,
+            max: Quantity("1Gi".into()),
+        }),
+        log_levels: vec![LogLevel::Debug],
+    };
+    let pod = with_annotations(
+        &cfg,
+        &[
+            (MEMORY_LIMIT_ANNOTATION, "512Mi"),
+            (LOG_LEVEL_ANNOTATION, "debug"),
+        ],
+    );
+    let genuine = |pod: &Pod| check_token_holder(pod, UID, &cfg, &allowed());
+    assert_eq!(genuine(&pod), Ok(()));
+    // SLUICE_LOG is one level word; a filter directive is not what the
+    // injector writes.
+    let mut tampered = pod.clone();
+    let env = sidecar_mut(&mut tampered).env.as_mut().unwrap();
+    env.last_mut().unwrap().value = Some("debug,h2=trace".into());
+    assert!(
+        matches!(genuine(&tampered), Err(HolderError::SidecarTampered { ref fields }) if fields == "env"),
+        "{:?}",
+        genuine(&tampered)
+    );
+}
+
+#[test]
+fn a_uid_left_to_the_platform_may_be_any_but_root() {
+    let mut cfg = config(true);
+    cfg.options.security_context.run_as_user = None;
+    cfg.options.security_context.run_as_group = None;
+    let mut pod = injected_with(&cfg);
+    let genuine = |pod: &Pod| check_token_holder(pod, UID, &cfg, &allowed());
+    assert_eq!(genuine(&pod), Ok(()));
+    // OpenShift's SCC fills in one of the namespace's UIDs.
+    let context = sidecar_mut(&mut pod).security_context.as_mut().unwrap();
+    context.run_as_user = Some(1_000_680_000);
+    context.run_as_group = Some(1_000_680_000);
+    assert_eq!(genuine(&pod), Ok(()));
+    let mut root = pod.clone();
+    sidecar_mut(&mut root)
+        .security_context
+        .as_mut()
+        .unwrap()
+        .run_as_user = Some(0);
+    assert!(
+        matches!(genuine(&root), Err(HolderError::SidecarTampered { ref fields }) if fields.contains("securityContext")),
+        "{:?}",
+        genuine(&root)
+    );
+    // A UID the operator sets is that UID, not any.
+    let fixed = config(true);
+    let mut other = injected_with(&fixed);
+    sidecar_mut(&mut other)
+        .security_context
+        .as_mut()
+        .unwrap()
+        .run_as_user = Some(1_000_680_000);
+    assert!(check_token_holder(&other, UID, &fixed, &allowed()).is_err());
 }

@@ -143,11 +143,11 @@ where
         let body = match client.startup_packet().await {
             Ok(Some(body)) => body,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(protocol_violation(writer, e.into()).await),
+            Err(e) => return Err(protocol_violation(ctx, writer, e.into()).await),
         };
         let packet = match startup::StartupPacket::decode(&body) {
             Ok(p) => p,
-            Err(e) => return Err(protocol_violation(writer, e.into()).await),
+            Err(e) => return Err(protocol_violation(ctx, writer, e.into()).await),
         };
         match packet {
             startup::StartupPacket::SslRequest | startup::StartupPacket::GssEncRequest => {
@@ -164,6 +164,8 @@ where
             }
             startup::StartupPacket::Startup { version, params } => {
                 if version >> 16 != 3 {
+                    ctx.metrics
+                        .session_refused(error_response::FEATURE_NOT_SUPPORTED);
                     fatal(
                         writer,
                         error_response::FEATURE_NOT_SUPPORTED,
@@ -178,6 +180,8 @@ where
                     return Ok(None);
                 }
                 if params.iter().any(|(k, _)| k == "replication") {
+                    ctx.metrics
+                        .session_refused(error_response::FEATURE_NOT_SUPPORTED);
                     fatal(
                         writer,
                         error_response::FEATURE_NOT_SUPPORTED,
@@ -205,9 +209,12 @@ where
 /// A malformed startup packet: FATAL 08P01 (written if the client still
 /// reads), then the session ends with `e`.
 async fn protocol_violation<W: AsyncWrite + Unpin>(
+    ctx: &ConnectionContext,
     writer: &mut W,
     e: SessionError,
 ) -> SessionError {
+    ctx.metrics
+        .session_refused(error_response::PROTOCOL_VIOLATION);
     let _ = fatal(
         writer,
         error_response::PROTOCOL_VIOLATION,
