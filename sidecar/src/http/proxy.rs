@@ -128,15 +128,15 @@ fn target(
     inspection: &Inspection,
     req: &Request<Incoming>,
 ) -> Result<Target, Refused> {
-    let method = req.method().as_str().to_string();
-    let raw_path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().as_str();
+    let raw_path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
     // The path decided is the path forwarded (issue 16: a raw `/../x` was
     // decided as `/x` and sent as written).
-    let (path, forwarded) = match decided_and_forwarded(&raw_path) {
+    let (path, forwarded) = match decided_and_forwarded(raw_path) {
         Ok(p) => p,
         Err(e) => {
-            let cmd = request_command(&method, "(ambiguous path)");
+            let cmd = request_command(method, "(ambiguous path)");
             record_refusal(
                 ctx,
                 session,
@@ -153,10 +153,10 @@ fn target(
             ));
         }
     };
-    let cmd = request_command(&method, &path);
+    let cmd = request_command(method, &path);
     // A query a rule looks at must read the same to every server.
     if !inspection.query_names().is_empty()
-        && let Err(e) = sluice_policy::http::check_query(&query, inspection.query_names())
+        && let Err(e) = sluice_policy::http::check_query(query, inspection.query_names())
     {
         let message = sluice_policy::http::query_refusal(&e);
         let refusal = ("queryRefused", e.limit());
@@ -173,9 +173,8 @@ fn target(
         return Err(refuse_unreadable(ctx, session, cmd, refusal, message));
     }
     Ok(Target {
-        method,
-        raw_path,
-        query,
+        method: req.method().clone(),
+        uri: req.uri().clone(),
         forwarded,
         cmd,
     })

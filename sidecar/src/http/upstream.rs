@@ -170,10 +170,16 @@ pub(super) fn upstream_request(
     parts: Parts,
     body: ProxyBody,
 ) -> Option<Request<ProxyBody>> {
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{}{forwarded}?{q}", up.base_path),
-        None => format!("{}{forwarded}", up.base_path),
-    };
+    let query = parts.uri.query();
+    let mut path_and_query = String::with_capacity(
+        up.base_path.len() + forwarded.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    path_and_query.push_str(&up.base_path);
+    path_and_query.push_str(forwarded);
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
     let uri = Uri::builder()
         .scheme(up.scheme.clone())
         .authority(up.authority.clone())
