@@ -593,6 +593,14 @@ async fn http1_only_to_the_upstream_when_asked() {
     assert_eq!(echo["version"], "HTTP/1.1");
     assert_eq!(echo["digests"]["authorization"], digest(TOKEN.as_bytes()));
     assert!(!contains(&body, "upstream-secret-token"));
+    // The upstream's own host, never the application's.
+    let (_, _, body) = send(&f, "GET", "/echo", &[("host", "evil.example")], "").await;
+    let echo = json(&body);
+    assert_eq!(
+        echo["headers"]["host"],
+        format!("localhost:{}", up.port()),
+        "{echo}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
