@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::approval::approve;
 use super::body::read_request_body;
-use super::record::{audit_decision, decided, request_command};
+use super::record::{audit_decision, decided_owned, request_command};
 use super::refuse::{
     audit_failed, error_response, record_refusal, refuse_decision, refuse_standing,
     refuse_unreadable,
@@ -91,7 +91,7 @@ async fn proxy(
         let exact = (&target, path_and_query.as_str(), json.as_ref());
         body = approve(ctx, live, session, &decision, exact, body, approvals).await?;
     } else {
-        record_allowed(ctx, session, &target, &decision).await?;
+        record_allowed(ctx, session, &target, decision).await?;
     }
     forward(
         ctx,
@@ -233,9 +233,15 @@ async fn record_allowed(
     ctx: &HttpContext,
     session: &SessionInfo,
     target: &Target,
-    decision: &Decision,
+    decision: Decision,
 ) -> Result<(), Refused> {
-    let ticket = audit_decision(ctx, session, target.cmd.clone(), decided(decision), false);
+    let ticket = audit_decision(
+        ctx,
+        session,
+        target.cmd.clone(),
+        decided_owned(decision),
+        false,
+    );
     let written = match ticket {
         Ok(ticket) => ctx.audit.durable(ticket).await,
         Err(e) => Err(e),

@@ -56,6 +56,18 @@ pub(super) fn decided(decision: &Decision) -> AuditDecision {
     }
 }
 
+/// [`decided`], taking the decision's fields instead of copying them (an
+/// allowed request's decision is not needed after its record).
+pub(super) fn decided_owned(decision: Decision) -> AuditDecision {
+    AuditDecision {
+        action: decision.action,
+        policy: decision.policy,
+        rule: decision.rule,
+        dry_run: decision.dry_run,
+        reason: Some(decision.reason),
+    }
+}
+
 /// How a request refused before any rule decides it is recorded.
 pub(super) fn refused(reason: String) -> AuditDecision {
     AuditDecision {
