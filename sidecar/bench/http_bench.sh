@@ -22,7 +22,14 @@
 # --worker-threads, default 1), SIDECAR_ARGS (more sidecar flags, e.g. --http-upstream-http1-only),
 # BASELINE (a second sidecar binary, e.g. a build of an older commit: its cells
 # base-plain, base-masked and base-plain1 run interleaved with the others, with the same
-# manifests on their own ports, for an A/B in the same run).
+# manifests on their own ports, for an A/B in the same run), BASELINE_ARGS (flags for the
+# BASELINE sidecar instead of SIDECAR_ARGS, e.g. the same binary with
+# --http-upstream-http1-only for an A/B of a flag).
+#
+# Besides the ratios, every proxy cell prints the CPU the proxy process
+# itself spent per request (user and system, from /proc/PID/stat over the
+# cell: the sidecar's, or nginx's master and worker): on a shared machine
+# this varies less than requests per second.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -129,9 +136,10 @@ if [ -n "${BASELINE:-}" ]; then
   sed -e "s/listen: {port: $plain_port}/listen: {port: $base_plain_port}/" \
       -e "s/listen: {port: $masked_port}/listen: {port: $base_masked_port}/" "$work/manifests.yaml" >"$work/baseline.yaml"
   "$BASELINE" standalone -f "$work/baseline.yaml" --as bench/app --no-audit-stdout --audit-file "$work/baseline-audit.jsonl" \
-    --worker-threads "${SIDECAR_THREADS:-1}" ${SIDECAR_ARGS:-} \
+    --worker-threads "${SIDECAR_THREADS:-1}" ${BASELINE_ARGS-${SIDECAR_ARGS:-}} \
     >"$work/baseline.out" 2>"$work/baseline.log" &
-  pids+=($!)
+  base_side=$!
+  pids+=($base_side)
   for _ in $(seq 1 100); do
     curl -s -o /dev/null "http://127.0.0.1:$base_masked_port/small" && break
     sleep 0.1
@@ -181,7 +189,8 @@ http {
 }
 NGINX
   "$nginx_bin" -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx/out.log" 2>&1 &
-  pids+=($!)
+  nginx_master=$!
+  pids+=($nginx_master)
   for _ in $(seq 1 100); do
     curl -s -o /dev/null "http://127.0.0.1:$nginx_port/small" && break
     sleep 0.1
@@ -196,19 +205,40 @@ else
   echo "note: nginx is not installed (apt-get install nginx-light); the peer cells are skipped" >&2
 fi
 
-# rps and mean latency (ms) of one wrk run.
+# rps, mean latency (ms) and requests completed of one wrk run.
 run() {
   wrk -t"${2:-$THREADS}" -c"${3:-$CONNS}" -d"${DURATION}s" --latency "$1" 2>/dev/null | awk '
     /Requests\/sec/ {rps=$2}
     /^ +Latency / && lat == "" {lat=$2}
+    / requests in / {n=$1}
     END {
       if (lat ~ /ms$/) {sub(/ms$/, "", lat)} else if (lat ~ /us$/) {sub(/us$/, "", lat); lat = lat / 1000} else if (lat ~ /s$/) {sub(/s$/, "", lat); lat = lat * 1000}
-      printf "%s %s\n", rps, lat
+      printf "%s %s %s\n", rps, lat, n
     }'
 }
 
+# The processes whose CPU a cell's proxy spends (none for direct cells).
+proxy_pids() {
+  case $1 in
+    plain|masked|plain1) echo "$side" ;;
+    base-*) echo "$base_side" ;;
+    nginx|nginx1) echo "$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')" ;;
+  esac
+}
+
+# User and system clock ticks spent so far by the processes given.
+ticks() {
+  local u=0 s=0 a b p
+  for p in "$@"; do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat")
+    u=$((u + a)); s=$((s + b))
+  done
+  echo "$u $s"
+}
+tck=$(getconf CLK_TCK)
+
 cells="$cells$base_cells"
-declare -A rps lat
+declare -A rps lat reqs utick stick
 for r in $(seq 1 "$ROUNDS"); do
   for cell in $cells; do
     case $cell in
@@ -219,24 +249,40 @@ for r in $(seq 1 "$ROUNDS"); do
       base-plain|base-plain1) url="http://127.0.0.1:$base_plain_port/small" ;;
       base-masked) url="http://127.0.0.1:$base_masked_port/small" ;;
     esac
+    procs=$(proxy_pids "$cell")
+    read -r u0 s0 < <(ticks $procs)
     case $cell in
-      *1) read -r x l < <(run "$url" 1 1) ;;
-      *) read -r x l < <(run "$url") ;;
+      *1) read -r x l n < <(run "$url" 1 1) ;;
+      *) read -r x l n < <(run "$url") ;;
     esac
+    read -r u1 s1 < <(ticks $procs)
     rps[$cell]="${rps[$cell]:-} $x"
     lat[$cell]="${lat[$cell]:-} $l"
+    reqs[$cell]=$(( ${reqs[$cell]:-0} + ${n:-0} ))
+    utick[$cell]=$(( ${utick[$cell]:-0} + u1 - u0 ))
+    stick[$cell]=$(( ${stick[$cell]:-0} + s1 - s0 ))
   done
 done
 
 mean() { echo "$@" | awk '{s=0; for(i=1;i<=NF;i++) s+=$i; printf "%.1f", s/NF}'; }
-printf "%-12s %12s %12s %14s %14s\n" cell "req/s" "mean ms" "rps/direct" "latency +ms"
+# CPU per request: the proxy process's own user (and user+system) time
+# over the cell's requests, in microseconds.
+per_req() {
+  awk -v t="$1" -v n="$2" -v hz="$tck" 'BEGIN{ if (n > 0) printf "%.1f", t * 1e6 / hz / n; else printf "-" }'
+}
+printf "%-12s %12s %12s %14s %14s %12s %12s\n" cell "req/s" "mean ms" "rps/direct" "latency +ms" "user us/req" "u+s us/req"
 for cell in $cells; do
   base=direct; [ "${cell%1}" != "$cell" ] && base=direct1
   d_rps=$(mean ${rps[$base]}); d_lat=$(mean ${lat[$base]})
   x=$(mean ${rps[$cell]}); l=$(mean ${lat[$cell]})
-  printf "%-12s %12s %12s %14s %14s\n" "$cell" "$x" "$l" \
+  cpu_u="-"; cpu_all="-"
+  if [ -n "$(proxy_pids "$cell")" ]; then
+    cpu_u=$(per_req "${utick[$cell]}" "${reqs[$cell]}")
+    cpu_all=$(per_req "$(( ${utick[$cell]} + ${stick[$cell]} ))" "${reqs[$cell]}")
+  fi
+  printf "%-12s %12s %12s %14s %14s %12s %12s\n" "$cell" "$x" "$l" \
     "$(awk -v a="$x" -v b="$d_rps" 'BEGIN{printf "%.3f", a/b}')" \
-    "$(awk -v a="$l" -v b="$d_lat" 'BEGIN{printf "%+.3f", a-b}')"
+    "$(awk -v a="$l" -v b="$d_lat" 'BEGIN{printf "%+.3f", a-b}')" "$cpu_u" "$cpu_all"
 done
 
 # A ~100 MB JSON array, masked while streaming.

@@ -50,6 +50,8 @@ struct Fixture {
     /// Requests the upstream received (set by [`fixture`]).
     hits: Option<Arc<AtomicUsize>>,
     audit: PathBuf,
+    /// The admin port (`/metrics`).
+    admin: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -157,12 +159,14 @@ spec:
     cfg.http_upstream_timeout = timeout;
     cfg.http_max_request_body = 64 * 1024;
     cfg.http_upstream_http2 = http2;
+    cfg.admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let running = standalone::start(cfg).await.unwrap();
     let sidecar = running.listeners[0].1;
     Fixture {
         sidecar,
         hits: None,
         audit,
+        admin: running.admin.expect("the admin port"),
         _dir: dir,
     }
 }
@@ -209,6 +213,21 @@ async fn send(
     })
     .await
     .expect("the sidecar answered in time")
+}
+
+/// The sidecar's `/metrics` text.
+async fn scrape(f: &Fixture) -> String {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri = format!("http://{}/metrics", f.admin);
+    let req = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+    tokio::time::timeout(WAIT, async {
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    })
+    .await
+    .expect("the admin port answered in time")
 }
 
 fn json(b: &[u8]) -> serde_json::Value {
@@ -385,6 +404,48 @@ async fn each_rule_type_decides() {
     assert!(audit.contains("no-admin") && audit.contains("big-refunds"));
 }
 
+/// `sluice_http_requests_total` carries the Connection, as the sidecar's
+/// other families do (issue 23), and counts by decision and status class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_are_counted_under_their_connection() {
+    let f = fixture().await;
+    let series = |decision: &str, status: &str| {
+        format!(
+            r#"sluice_http_requests_total{{connection="api",decision="{decision}",status="{status}"}}"#
+        )
+    };
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let before = scrape(&f).await;
+    assert_eq!(
+        value(&before, &series("allow", "2xx")),
+        Some(0.0),
+        "{before}"
+    );
+    assert_eq!(
+        value(&before, &series("deny", "4xx")),
+        Some(0.0),
+        "{before}"
+    );
+    for _ in 0..3 {
+        assert_eq!(send(&f, "GET", "/small", &[], "").await.0, 200);
+    }
+    assert_eq!(send(&f, "GET", "/admin/users", &[], "").await.0, 403);
+    // A compressed response cannot be scrubbed: allowed, answered 502.
+    assert_eq!(send(&f, "GET", "/gzip", &[], "").await.0, 502);
+    let after = scrape(&f).await;
+    assert_eq!(value(&after, &series("allow", "2xx")), Some(3.0), "{after}");
+    assert_eq!(value(&after, &series("allow", "5xx")), Some(1.0), "{after}");
+    assert_eq!(value(&after, &series("deny", "4xx")), Some(1.0), "{after}");
+    assert!(
+        !after.contains("sluice_http_requests_total{decision"),
+        "a series without its connection: {after}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_forwards_and_records_the_would_be_denial() {
     let f = fixture().await;
@@ -532,6 +593,14 @@ async fn http1_only_to_the_upstream_when_asked() {
     assert_eq!(echo["version"], "HTTP/1.1");
     assert_eq!(echo["digests"]["authorization"], digest(TOKEN.as_bytes()));
     assert!(!contains(&body, "upstream-secret-token"));
+    // The upstream's own host, never the application's.
+    let (_, _, body) = send(&f, "GET", "/echo", &[("host", "evil.example")], "").await;
+    let echo = json(&body);
+    assert_eq!(
+        echo["headers"]["host"],
+        format!("localhost:{}", up.port()),
+        "{echo}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use http::{Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use sluice_policy::http::{HttpRequest, Inspection};
+use sluice_policy::http::Inspection;
 
 use super::refuse::{error_response, record_refusal, refuse_unreadable};
 use super::stall::StallGuard;
@@ -78,12 +78,7 @@ pub(super) async fn read_request_body(
         let refusal = ("methodOverride", "methodOverride");
         return Err(refuse_unreadable(ctx, session, cmd(), refusal, message));
     }
-    let strict = inspection.strict_body(&HttpRequest {
-        method: &target.method,
-        path: &target.raw_path,
-        query: &target.query,
-        body: None,
-    });
+    let strict = inspection.strict_body(&target.request(None));
     let json = if strict {
         match strict_body(&parts.headers, &bytes) {
             Ok(json) => json,

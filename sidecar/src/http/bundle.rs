@@ -215,7 +215,7 @@ impl HttpConnections {
                 max_request_body: self.max_request_body,
                 audit: audit.clone(),
                 metrics: self.metrics.for_connection(&plan.name),
-                http_metrics: self.http_metrics.clone(),
+                http_metrics: self.http_metrics.for_connection(&plan.name),
             });
             if let Some(s) = self.served.get_mut(&plan.name) {
                 s.context.send_replace(ctx);

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::approval::approve;
 use super::body::read_request_body;
-use super::record::{audit_decision, decided, request_command};
+use super::record::{audit_decision, decided_owned, request_command};
 use super::refuse::{
     audit_failed, error_response, record_refusal, refuse_decision, refuse_standing,
     refuse_unreadable,
@@ -91,7 +91,7 @@ async fn proxy(
         let exact = (&target, path_and_query.as_str(), json.as_ref());
         body = approve(ctx, live, session, &decision, exact, body, approvals).await?;
     } else {
-        record_allowed(ctx, session, &target, &decision).await?;
+        record_allowed(ctx, session, &target, decision).await?;
     }
     forward(
         ctx,
@@ -128,15 +128,15 @@ fn target(
     inspection: &Inspection,
     req: &Request<Incoming>,
 ) -> Result<Target, Refused> {
-    let method = req.method().as_str().to_string();
-    let raw_path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().as_str();
+    let raw_path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
     // The path decided is the path forwarded (issue 16: a raw `/../x` was
     // decided as `/x` and sent as written).
-    let (path, forwarded) = match decided_and_forwarded(&raw_path) {
+    let (path, forwarded) = match decided_and_forwarded(raw_path) {
         Ok(p) => p,
         Err(e) => {
-            let cmd = request_command(&method, "(ambiguous path)");
+            let cmd = request_command(method, "(ambiguous path)");
             record_refusal(
                 ctx,
                 session,
@@ -153,10 +153,10 @@ fn target(
             ));
         }
     };
-    let cmd = request_command(&method, &path);
+    let cmd = request_command(method, &path);
     // A query a rule looks at must read the same to every server.
     if !inspection.query_names().is_empty()
-        && let Err(e) = sluice_policy::http::check_query(&query, inspection.query_names())
+        && let Err(e) = sluice_policy::http::check_query(query, inspection.query_names())
     {
         let message = sluice_policy::http::query_refusal(&e);
         let refusal = ("queryRefused", e.limit());
@@ -173,9 +173,8 @@ fn target(
         return Err(refuse_unreadable(ctx, session, cmd, refusal, message));
     }
     Ok(Target {
-        method,
-        raw_path,
-        query,
+        method: req.method().clone(),
+        uri: req.uri().clone(),
         forwarded,
         cmd,
     })
@@ -234,9 +233,15 @@ async fn record_allowed(
     ctx: &HttpContext,
     session: &SessionInfo,
     target: &Target,
-    decision: &Decision,
+    decision: Decision,
 ) -> Result<(), Refused> {
-    let ticket = audit_decision(ctx, session, target.cmd.clone(), decided(decision), false);
+    let ticket = audit_decision(
+        ctx,
+        session,
+        target.cmd.clone(),
+        decided_owned(decision),
+        false,
+    );
     let written = match ticket {
         Ok(ticket) => ctx.audit.durable(ticket).await,
         Err(e) => Err(e),

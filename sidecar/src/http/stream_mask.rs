@@ -561,6 +561,13 @@ fn is_scalar_byte(b: u8) -> bool {
 
 /// The text of a JSON string's raw content (between the quotes).
 fn decode(raw: &[u8]) -> Option<String> {
+    // Most strings have no escape: their text is their bytes, when those are
+    // UTF-8 and hold no quote or control character (which serde_json
+    // refuses). Parsing them with serde_json cost two allocations and a
+    // parse per key and string of every masked body.
+    if !raw.iter().any(|&b| b == b'\\' || b == b'"' || b < 0x20) {
+        return std::str::from_utf8(raw).ok().map(str::to_owned);
+    }
     let mut quoted = Vec::with_capacity(raw.len() + 2);
     quoted.push(b'"');
     quoted.extend_from_slice(raw);
@@ -581,6 +588,36 @@ mod tests {
     use super::*;
     use sluice_crds::AccessPolicy;
     use sluice_policy::engine::{CompiledPolicy, Identity, SecretSource};
+
+    /// The fast path of [`decode`] reads every string as serde_json does.
+    #[test]
+    fn decode_reads_strings_as_serde_json_does() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"plain",
+            b"4111 1111 1111 1111",
+            "caf\u{e9} \u{1f600}".as_bytes(),
+            b"a\\\"b",
+            b"\\u00e9\\n",
+            b"\\ud800",
+            b"\\ud83d\\ude00",
+            b"tab\there",
+            b"nl\nthere",
+            b"\x7f del",
+            b"quote\"inside",
+            b"\xff\xfe bad utf-8",
+            b"\xc3",
+            b"\xed\xa0\x80 surrogate bytes",
+            b"back\\",
+        ];
+        for raw in cases {
+            let mut quoted = b"\"".to_vec();
+            quoted.extend_from_slice(raw);
+            quoted.push(b'"');
+            let serde: Option<String> = serde_json::from_slice(&quoted).ok();
+            assert_eq!(decode(raw), serde, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
 
     struct NoSecrets;
     impl SecretSource for NoSecrets {

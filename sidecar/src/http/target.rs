@@ -1,17 +1,18 @@
 //! What a request asks for ([`Target`]): its method, path and query as the
 //! rules decide them and as they are forwarded, and its audit record.
 
+use http::{Method, Uri};
 use sluice_policy::audit::AuditCommand;
 use sluice_policy::http::HttpRequest;
 
 /// What a request asks for, as decided and as forwarded.
 pub(super) struct Target {
     /// The method.
-    pub(super) method: String,
-    /// The path as the application sent it (rules decide on it).
-    pub(super) raw_path: String,
-    /// The query, `""` when none.
-    pub(super) query: String,
+    pub(super) method: Method,
+    /// The request's URI as the application sent it: its path is what the
+    /// rules decide on, its query what query rules read. (A clone of the
+    /// request's own: shared bytes, not a copy of the path and query.)
+    pub(super) uri: Uri,
     /// The path forwarded: the normalised path, encoded as sent (issue 16:
     /// the path decided is the path forwarded).
     pub(super) forwarded: String,
@@ -20,12 +21,22 @@ pub(super) struct Target {
 }
 
 impl Target {
+    /// The path as the application sent it.
+    pub(super) fn raw_path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The query, `""` when none.
+    pub(super) fn query(&self) -> &str {
+        self.uri.query().unwrap_or("")
+    }
+
     /// The request as a rule sees it, with `body` when a rule reads it.
     pub(super) fn request<'a>(&'a self, body: Option<&'a serde_json::Value>) -> HttpRequest<'a> {
         HttpRequest {
-            method: &self.method,
-            path: &self.raw_path,
-            query: &self.query,
+            method: self.method.as_str(),
+            path: self.raw_path(),
+            query: self.query(),
             body,
         }
     }

@@ -64,6 +64,11 @@ pub struct HttpUpstream {
     pub(super) authority: http::uri::Authority,
     /// The base URL's path, without a trailing slash.
     base_path: String,
+    /// The `Host` header of an HTTP/1.1-only client's requests: the value
+    /// hyper-util would otherwise format for every request (the host, and
+    /// the port unless it is the scheme's default). `None` when HTTP/2 may
+    /// be chosen: an HTTP/2 request carries the authority in `:authority`.
+    host: Option<HeaderValue>,
     /// Credential headers (marked sensitive).
     credentials: Vec<(HeaderName, HeaderValue)>,
     /// The credential values as they may come back in a response (scrubbed).
@@ -139,6 +144,21 @@ impl HttpUpstream {
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
+        let host = (!http2)
+            .then(|| {
+                let default_port = if scheme == http::uri::Scheme::HTTPS {
+                    443
+                } else {
+                    80
+                };
+                let value = match authority.port_u16() {
+                    Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+                    _ => authority.host().to_string(),
+                };
+                HeaderValue::from_str(&value)
+            })
+            .transpose()
+            .map_err(|_| bad("its host cannot be sent as a Host header"))?;
         let connector = if http2 {
             builder.enable_all_versions().wrap_connector(http)
         } else {
@@ -152,6 +172,7 @@ impl HttpUpstream {
             scheme,
             authority,
             base_path,
+            host,
             credentials: headers,
             secrets: secrets.map(Arc::new),
             client,
@@ -170,10 +191,16 @@ pub(super) fn upstream_request(
     parts: Parts,
     body: ProxyBody,
 ) -> Option<Request<ProxyBody>> {
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{}{forwarded}?{q}", up.base_path),
-        None => format!("{}{forwarded}", up.base_path),
-    };
+    let query = parts.uri.query();
+    let mut path_and_query = String::with_capacity(
+        up.base_path.len() + forwarded.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    path_and_query.push_str(&up.base_path);
+    path_and_query.push_str(forwarded);
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
     let uri = Uri::builder()
         .scheme(up.scheme.clone())
         .authority(up.authority.clone())
@@ -187,6 +214,9 @@ pub(super) fn upstream_request(
     for (name, value) in &up.credentials {
         headers.remove(name);
         headers.append(name.clone(), value.clone());
+    }
+    if let Some(host) = &up.host {
+        headers.insert(header::HOST, host.clone());
     }
     // Masking must read the bytes the client will get.
     headers.insert(
