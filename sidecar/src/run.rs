@@ -264,6 +264,12 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     })
 }
 
+/// When to renew a gateway token that lives `lifetime`: at 80% of it, well
+/// before expiry.
+pub fn token_refresh_after(lifetime: Duration) -> Duration {
+    lifetime.mul_f64(0.8)
+}
+
 /// A gateway token and when to renew it.
 struct GatewayToken {
     token: Zeroizing<String>,
@@ -426,8 +432,7 @@ impl Runner {
                     .ok()
             })
             .unwrap_or(Duration::from_secs(60));
-        // Renew at 80% of the lifetime, well before expiry.
-        let refresh_at = Instant::now() + lifetime.mul_f64(0.8);
+        let refresh_at = Instant::now() + token_refresh_after(lifetime);
         self.token = Some(GatewayToken {
             token: token.clone(),
             refresh_at,
