@@ -24,7 +24,10 @@ type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 async fn connect(cluster: &TestCluster) -> Tls {
     let config: Arc<rustls::ClientConfig> =
         sluice_e2e::pki::client_config(cluster.ca_pem()).unwrap();
-    let addr = cluster.base_url().trim_start_matches("https://").to_string();
+    let addr = cluster
+        .base_url()
+        .trim_start_matches("https://")
+        .to_string();
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     tokio_rustls::TlsConnector::from(config)
@@ -57,11 +60,10 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> (u16, hyper::HeaderMap, Bytes) {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(
-        connect(cluster).await,
-    ))
-    .await
-    .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(connect(cluster).await))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let request = hyper::Request::builder()
         .method(method)

@@ -81,10 +81,7 @@ impl Traffic {
 /// kube-apiserver's default `--long-running-request-regexp`
 /// (`(/|^)((watch|proxy)(/|$)|(logs?|portforward|exec|attach)/?$)`) and `?watch=true`.
 fn long_running(path: &str, query: &HashMap<String, String>) -> bool {
-    if query
-        .get("watch")
-        .is_some_and(|w| w == "true" || w == "1")
-    {
+    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return true;
     }
     let segments: Vec<&str> = path.split('/').collect();
