@@ -264,10 +264,13 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     })
 }
 
-/// When to renew a gateway token that lives `lifetime`: at 80% of it, well
-/// before expiry.
+/// When to renew a gateway token that lives `lifetime`: well before expiry,
+/// at a random point between 70% and 85% of it. The sidecars of a rollout
+/// get their tokens together; renewing all at exactly 80% made every
+/// renewal a thundering herd on the operator (#25).
 pub fn token_refresh_after(lifetime: Duration) -> Duration {
-    lifetime.mul_f64(0.8)
+    use rand::Rng;
+    lifetime.mul_f64(rand::rng().random_range(0.70..=0.85))
 }
 
 /// A gateway token and when to renew it.
