@@ -224,3 +224,79 @@ async fn audit_intake_counts_with_the_current_policies() {
         "a policy that no longer masks counts no masked values"
     );
 }
+
+/// A batch sent again (its receipt was lost: the upload timed out on the
+/// sidecar's side, but the operator took it) is taken again, and its head
+/// signed again, but its events are not counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_is_counted_once() {
+    let env = Env::start().await;
+    env.policy_ready("reporting").await;
+    let bearer = bearer(&env).await;
+    let mut chain = AuditChain::new("sidecar:shop/report-job:report:boot-1".to_string());
+    let draft = |kind: AuditKind, decision: Value| {
+        let mut draft = AuditEventDraft::new("2026-01-01T00:00:00Z", kind);
+        draft.identity = Some(
+            serde_json::from_value(json!({"namespace": "shop", "serviceAccount": "report-job"}))
+                .unwrap(),
+        );
+        draft.connection = Some("orders-db".into());
+        draft.decision = Some(serde_json::from_value(decision).unwrap());
+        draft
+    };
+    let denial = || {
+        draft(
+            AuditKind::Denial,
+            json!({"action": "deny", "policy": "reporting", "rule": "no-schema-changes", "dryRun": false}),
+        )
+    };
+    let events: Vec<Value> = [denial(), denial()]
+        .into_iter()
+        .map(|d| serde_json::to_value(chain.append(d).unwrap()).unwrap())
+        .collect();
+    let head = json!([{"connection": "orders-db", "stream": chain.head().stream,
+        "seq": chain.head().seq, "hash": chain.head().hash}]);
+    let batch = json!({"events": events, "heads": head});
+    for _ in 0..2 {
+        let (status, _, body) = env
+            .call(
+                "POST",
+                "/v1/audit",
+                &[("authorization", &bearer)],
+                Some(batch.clone()),
+            )
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let receipt: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(receipt["accepted"], 2);
+        assert_eq!(receipt["checkpoints"].as_array().unwrap().len(), 1);
+    }
+    // The next batch (one allowed statement) tells when the ones before are flushed.
+    let allowed = chain
+        .append(draft(
+            AuditKind::Statement,
+            json!({"action": "allow", "policy": "reporting", "dryRun": false}),
+        ))
+        .unwrap();
+    let (status, _, _) = env
+        .call(
+            "POST",
+            "/v1/audit",
+            &[("authorization", &bearer)],
+            Some(json!({"events": [allowed]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let counters = bounded("the statement counted", async {
+        loop {
+            let p: AccessPolicy = env.policies().get("reporting").await.unwrap();
+            let v = serde_json::to_value(&p).unwrap();
+            if v["status"]["counters"]["allowed"].as_u64() == Some(1) {
+                return v["status"]["counters"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(counters["denied"], 2, "{counters}");
+}

@@ -1,6 +1,8 @@
 //! What a taken batch adds up to: policy counters and recent denials, the
 //! Connections' activity and checkpoints, and the history to write.
 
+use std::collections::HashMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sluice_crds::{Action, AuditCheckpoint, RecentDenial};
 use sluice_policy::audit::{AuditEvent, AuditKind};
@@ -12,12 +14,41 @@ use crate::gateway::checkpoint_history::HistoryEntry;
 use crate::gateway::token::{GatewayClaims, KeySet};
 use crate::wire::{AuditBatch, SignedHead};
 
+/// The last event counted per (namespace, stream), and when.
+#[derive(Default)]
+pub(super) struct LastCounted(HashMap<(String, String), (u64, i64)>);
+
+impl LastCounted {
+    /// Whether `event` comes after the last event counted of its stream
+    /// (and remembers it as the last). Events of one stream are uploaded in
+    /// order (the batch check refuses any other), so an event at or below
+    /// the last counted one was counted already: its batch is a repeat.
+    fn first_time(&mut self, namespace: &str, event: &AuditEvent, now: &Time) -> bool {
+        let key = (namespace.to_string(), event.stream.clone());
+        if self.0.get(&key).is_some_and(|(seq, _)| event.seq <= *seq) {
+            return false;
+        }
+        self.0.insert(key, (event.seq, now.0.as_second()));
+        if self.0.len() > super::MAX_STREAMS
+            && let Some(oldest) = self
+                .0
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            self.0.remove(&oldest);
+        }
+        true
+    }
+}
+
 /// Adds `batch` (its heads `signed`) from the sidecar holding `claims` to
 /// `pending`; `entries` are its namespace's policies, compiled once for the
 /// whole batch.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn tally(
     pending: &mut Pending,
+    last_counted: &mut LastCounted,
     entries: &[PolicyEntry],
     identity: &Identity,
     claims: &GatewayClaims,
@@ -27,6 +58,9 @@ pub(super) fn tally(
     now: &Time,
 ) {
     for event in &batch.events {
+        if !last_counted.first_time(&claims.namespace, event, now) {
+            continue;
+        }
         count(pending, entries, identity, event);
         if let Some(connection) = &event.connection {
             pending

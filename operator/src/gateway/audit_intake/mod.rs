@@ -165,6 +165,9 @@ pub const MAX_STREAMS: usize = 16_384;
 pub struct AuditIntake {
     pending: Mutex<Pending>,
     signed: Mutex<BTreeMap<StreamKey, LastSigned>>,
+    /// The last event counted per stream: a batch sent again (its receipt
+    /// was lost, the upload timed out) is taken but not counted twice.
+    counted: Mutex<count::LastCounted>,
     /// The operator's namespace, where the checkpoint history is kept
     /// ([`crate::gateway::checkpoint_history`]); `None` keeps none.
     history_namespace: Option<String>,
@@ -275,8 +278,13 @@ impl AuditIntake {
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counted = self
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         count::tally(
             &mut pending,
+            &mut counted,
             signer.entries,
             signer.identity,
             signer.claims,
