@@ -304,12 +304,14 @@ async fn audit(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Res
             .audit
             .record(
                 &g.client,
-                &g.catalog,
-                &g.compiled.get(&g.catalog, &claims.namespace),
-                &g.keys.get(),
-                &claims,
+                &crate::gateway::audit_intake::Caller {
+                    catalog: &g.catalog,
+                    entries: &g.compiled.get(&g.catalog, &claims.namespace),
+                    keys: &g.keys.get(),
+                    claims: &claims,
+                    now: &now,
+                },
                 &batch,
-                &now,
             )
             .await
             .map_err(|e| match e {

@@ -196,13 +196,16 @@ impl AuditIntake {
     pub async fn record(
         &self,
         client: &Client,
-        catalog: &Catalog,
-        entries: &[PolicyEntry],
-        keys: &KeySet,
-        claims: &GatewayClaims,
+        caller: &Caller<'_>,
         batch: &AuditBatch,
-        now: &Time,
     ) -> Result<(u64, Vec<SignedHead>), IntakeError> {
+        let Caller {
+            catalog,
+            entries,
+            keys,
+            claims,
+            now,
+        } = *caller;
         if batch.events.len() > MAX_EVENTS_PER_BATCH {
             return Err(IntakeError::TooLarge {
                 count: batch.events.len(),
@@ -295,6 +298,21 @@ impl AuditIntake {
         );
         Ok((batch.events.len() as u64, signed))
     }
+}
+
+/// Who sent a batch, and what taking it needs.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    /// The watched objects (Connections' stored checkpoints).
+    pub catalog: &'a Catalog,
+    /// The caller's namespace's policies, compiled.
+    pub entries: &'a [PolicyEntry],
+    /// The keys heads are signed with.
+    pub keys: &'a KeySet,
+    /// The caller's gateway token.
+    pub claims: &'a GatewayClaims,
+    /// The time of the intake.
+    pub now: &'a Time,
 }
 
 /// The identity a gateway token speaks for.
