@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help deps build test renovation-check lint fmt crds crds-check validate-crds chart demo demo-standalone bench e2e cluster cluster-stop
+.PHONY: help deps build test renovation-check lint fmt crds crds-check validate-crds chart demo demo-standalone bench bench-fleet e2e cluster cluster-stop
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -66,6 +66,12 @@ bench: ## pgbench through the sidecar vs direct vs PgBouncer, and HTTP through t
 	$(CARGO) build --release --locked -p sluice-sidecar
 	sidecar/bench/bench.sh target/release/sluice-sidecar
 	sidecar/bench/http_bench.sh target/release/sluice-sidecar
+
+bench-fleet: ## fleet scale (#25): FLEET_SIDECARS_LIST (default "100 300 1000") simulated sidecars against the operator binary on the test control plane; prints the table (release build; DEBUG=1 for a debug one)
+	@for n in $${FLEET_SIDECARS_LIST:-100 300 1000}; do \
+		FLEET_SIDECARS=$$n $(CARGO) test $(if $(DEBUG),,--release) --locked -p sluice-operator --test fleet_bench -- --ignored --nocapture --test-threads=1 fleet \
+			| grep -E '^(\||fleet bench|details)' || exit 1; \
+	done
 
 e2e: ## the e2e scenario (e2e/tests/scenario.rs) on the cluster in KUBECONFIG, else on a fresh test control plane
 	$(CARGO) build --locked -p sluice-operator -p sluice-sidecar

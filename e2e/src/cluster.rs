@@ -83,6 +83,9 @@ pub struct Options {
     /// Enforce RBAC (Roles, ClusterRoles and bindings). Off: every
     /// authenticated request is allowed.
     pub rbac: bool,
+    /// Most (non-mutating, mutating) requests in flight before 429;
+    /// kube-apiserver's defaults (400, 200) when `None`.
+    pub max_in_flight: Option<(usize, usize)>,
 }
 
 impl Options {
@@ -98,6 +101,13 @@ impl Options {
     /// Turns RBAC enforcement on or off.
     pub fn rbac(mut self, on: bool) -> Self {
         self.rbac = on;
+        self
+    }
+
+    /// Answers 429 `TooManyRequests` beyond `read` non-mutating or `mutating`
+    /// mutating requests in flight (kube's defaults are 400 and 200).
+    pub fn max_in_flight(mut self, read: usize, mutating: usize) -> Self {
+        self.max_in_flight = Some((read, mutating));
         self
     }
 
@@ -174,11 +184,15 @@ impl TestCluster {
             );
             contexts.push((user.name.clone(), token));
         }
-        let inner = Inner::new(
+        let inner = Inner::with_limits(
             tokens,
             ca.cert_pem().to_string(),
             TokenSigner::new()?,
             opts.rbac,
+            opts.max_in_flight.unwrap_or((
+                crate::apiserver::MAX_READS_IN_FLIGHT,
+                crate::apiserver::MAX_MUTATING_IN_FLIGHT,
+            )),
         );
         let _ = inner.pod_log_root.set(dir.join("pods"));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ClusterError::Listen)?;
@@ -307,6 +321,12 @@ impl TestCluster {
             context: context.into(),
             source: Box::new(e),
         })
+    }
+
+    /// Requests the user `user` has sent (e.g. the operator's service
+    /// account, `system:serviceaccount:NS:NAME`), answered or refused.
+    pub fn requests_of(&self, user: &str) -> u64 {
+        self.inner.requests_of(user)
     }
 
     /// Forgets the watch history, so watches from any earlier resourceVersion get 410 Gone.

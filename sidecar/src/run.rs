@@ -264,6 +264,15 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     })
 }
 
+/// When to renew a gateway token that lives `lifetime`: well before expiry,
+/// at a random point between 70% and 85% of it. The sidecars of a rollout
+/// get their tokens together; renewing all at exactly 80% made every
+/// renewal a thundering herd on the operator (#25).
+pub fn token_refresh_after(lifetime: Duration) -> Duration {
+    use rand::Rng;
+    lifetime.mul_f64(rand::rng().random_range(0.70..=0.85))
+}
+
 /// A gateway token and when to renew it.
 struct GatewayToken {
     token: Zeroizing<String>,
@@ -426,8 +435,7 @@ impl Runner {
                     .ok()
             })
             .unwrap_or(Duration::from_secs(60));
-        // Renew at 80% of the lifetime, well before expiry.
-        let refresh_at = Instant::now() + lifetime.mul_f64(0.8);
+        let refresh_at = Instant::now() + token_refresh_after(lifetime);
         self.token = Some(GatewayToken {
             token: token.clone(),
             refresh_at,

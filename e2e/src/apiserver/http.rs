@@ -15,6 +15,95 @@ use std::sync::Arc;
 /// Largest request body accepted; bigger ones are refused, not buffered.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
+/// kube-apiserver's default `--max-requests-inflight`.
+pub const MAX_READS_IN_FLIGHT: usize = 400;
+/// kube-apiserver's default `--max-mutating-requests-inflight`.
+pub const MAX_MUTATING_IN_FLIGHT: usize = 200;
+
+/// The requests the server is answering, and those it has answered per user.
+///
+/// As kube-apiserver's max-in-flight filter (k8s.io/apiserver
+/// pkg/server/filters/maxinflight.go): at most `read` non-mutating and
+/// `mutating` mutating requests at once; long-running ones (watches, logs,
+/// exec, proxy) are not counted; a request beyond the limit is answered 429
+/// `TooManyRequests` with `Retry-After: 1` at once, before its body is read.
+pub(crate) struct Traffic {
+    read: tokio::sync::Semaphore,
+    mutating: tokio::sync::Semaphore,
+    by_user: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Traffic {
+    pub(crate) fn new(read: usize, mutating: usize) -> Traffic {
+        Traffic {
+            read: tokio::sync::Semaphore::new(read),
+            mutating: tokio::sync::Semaphore::new(mutating),
+            by_user: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Requests `user` sent so far (answered or refused, after authentication).
+    pub(crate) fn requests_of(&self, user: &str) -> u64 {
+        self.by_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn count(&self, user: &str) {
+        *self
+            .by_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(user.to_string())
+            .or_default() += 1;
+    }
+
+    /// A slot for a request, `None` when the server is at its limit;
+    /// `Some(None)` for a long-running request, which takes none.
+    fn admit(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &HashMap<String, String>,
+    ) -> Option<Option<tokio::sync::SemaphorePermit<'_>>> {
+        if long_running(path, query) {
+            return Some(None);
+        }
+        let mutating = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let pool = if mutating { &self.mutating } else { &self.read };
+        pool.try_acquire().ok().map(Some)
+    }
+}
+
+/// kube-apiserver's default `--long-running-request-regexp`
+/// (`(/|^)((watch|proxy)(/|$)|(logs?|portforward|exec|attach)/?$)`) and `?watch=true`.
+fn long_running(path: &str, query: &HashMap<String, String>) -> bool {
+    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        return true;
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    segments.iter().any(|s| *s == "watch" || *s == "proxy")
+        || matches!(last, "log" | "logs" | "portforward" | "exec" | "attach")
+}
+
+fn too_many_requests() -> Response<Body> {
+    let mut err = ApiError::custom(
+        429,
+        "TooManyRequests",
+        "Too many requests, please try again later.".to_string(),
+    );
+    err.details = Some(json!({"retryAfterSeconds": 1}));
+    let mut response = error_response(&err);
+    response
+        .headers_mut()
+        .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+    response
+}
+
 pub(super) async fn serve(
     inner: Arc<Inner>,
     listener: tokio::net::TcpListener,
@@ -82,6 +171,10 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
             return text("ok");
         }
         return error_response(&ApiError::unauthorized());
+    };
+    inner.traffic.count(&user.username);
+    let Some(_slot) = inner.traffic.admit(&parts.method, &path, &query) else {
+        return too_many_requests();
     };
     let user = match impersonate(&inner, user, &parts.headers) {
         Ok(user) => user,

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod cel_cost;
 pub mod error;
 mod http;
+pub use http::{MAX_MUTATING_IN_FLIGHT, MAX_READS_IN_FLIGHT};
 mod openapi;
 mod ops;
 pub mod patch;
@@ -76,6 +77,8 @@ pub struct Inner {
     rbac: bool,
     /// Where containers' logs are, in the kubelet's layout (`pod_log::log_path`).
     pub(crate) pod_log_root: std::sync::OnceLock<std::path::PathBuf>,
+    /// Requests in flight (kube's max-in-flight limits) and per user.
+    pub(crate) traffic: http::Traffic,
 }
 
 /// Default audience of service-account tokens (kube's `--api-audiences`).
@@ -104,6 +107,24 @@ impl Inner {
         signer: TokenSigner,
         rbac: bool,
     ) -> Arc<Self> {
+        Self::with_limits(
+            tokens,
+            ca_pem,
+            signer,
+            rbac,
+            (http::MAX_READS_IN_FLIGHT, http::MAX_MUTATING_IN_FLIGHT),
+        )
+    }
+
+    /// [`Inner::new`] answering 429 beyond `(read, mutating)` requests in
+    /// flight (kube's `--max-requests-inflight`, `--max-mutating-requests-inflight`).
+    pub fn with_limits(
+        tokens: HashMap<String, UserInfo>,
+        ca_pem: String,
+        signer: TokenSigner,
+        rbac: bool,
+        (read, mutating): (usize, usize),
+    ) -> Arc<Self> {
         let (changed, _) = tokio::sync::watch::channel(0);
         let inner = Arc::new(Self {
             state: Mutex::new(State {
@@ -117,6 +138,7 @@ impl Inner {
             issuer: API_AUDIENCE.to_string(),
             rbac,
             pod_log_root: Default::default(),
+            traffic: http::Traffic::new(read, mutating),
         });
         {
             let mut st = inner.lock();
@@ -201,6 +223,11 @@ impl Inner {
         };
         self.notify(rv);
         stored
+    }
+
+    /// Requests the user `name` has sent (to tell what a client costs the API server).
+    pub fn requests_of(&self, name: &str) -> u64 {
+        self.traffic.requests_of(name)
     }
 
     /// Serves HTTPS on `listener` until the task is dropped.

@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         dir: Some(dir),
         users: args.users,
         rbac: args.rbac,
+        max_in_flight: None,
     })
     .await?;
     println!("export KUBECONFIG={}", cluster.kubeconfig_path().display());

@@ -171,6 +171,11 @@ impl Changes {
         }
     }
 
+    /// A change no namespace's bundles depend on (a status-only write).
+    fn bump_all(&self) {
+        self.all.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     fn subscribe_namespace(&self, namespace: &str) -> watch::Receiver<u64> {
         let mut map = self
             .by_namespace
@@ -386,14 +391,26 @@ impl Catalog {
 
     /// Everything `identity` needs, valid until `expires_at` (RFC 3339).
     pub fn bundle_for(&self, identity: &Identity, pod: &str, expires_at: String) -> Bundle {
+        let entries = self.compiled_in(&identity.namespace);
+        self.bundle_with(&entries, identity, pod, expires_at)
+    }
+
+    /// [`Catalog::bundle_for`] with the namespace's policies already compiled
+    /// (`entries`, from [`Catalog::compiled_in`] or a cache of it).
+    pub fn bundle_with(
+        &self,
+        entries: &[PolicyEntry],
+        identity: &Identity,
+        pod: &str,
+        expires_at: String,
+    ) -> Bundle {
         let namespace = identity.namespace.as_str();
-        let entries = self.compiled_in(namespace);
         let undecodable = self.undecodable_policies_in(namespace);
         // Need to know (issue 18): only Connections the identity is bound to.
         let connections: Vec<BundleConnection> = self
             .connections_in(namespace)
             .iter()
-            .filter(|c| Catalog::bound(&entries, &undecodable, identity, &c.name_any()))
+            .filter(|c| Catalog::bound(entries, &undecodable, identity, &c.name_any()))
             .map(|c| {
                 let mut out = BundleConnection {
                     name: c.name_any(),
@@ -612,14 +629,37 @@ where
 {
     let stream = stream.default_backoff();
     futures::pin_mut!(stream);
+    // A write that keeps the generation changed only status (or metadata),
+    // which no bundle carries: it moves the cluster-wide counter (controllers)
+    // but wakes no long-poll (#25; the audit flush's own status writes did).
+    let mut generations: HashMap<(Option<String>, Option<String>), i64> = HashMap::new();
+    let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
     while let Some(event) = stream.next().await {
         match event {
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(watcher::Event::Init) => generations.clear(),
+            Ok(watcher::Event::InitApply(o)) => {
+                if let Some(generation) = o.meta().generation {
+                    generations.insert(key(&o), generation);
+                }
+            }
             Ok(watcher::Event::InitDone) => {
                 tracing::debug!(kind = std::any::type_name::<K>(), "cache filled");
                 changes.bump(None);
             }
-            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+            Ok(watcher::Event::Apply(o)) => {
+                let generation = o.meta().generation;
+                let previous = match generation {
+                    Some(g) => generations.insert(key(&o), g),
+                    None => generations.remove(&key(&o)),
+                };
+                if generation.is_some() && previous == generation {
+                    changes.bump_all();
+                } else {
+                    changes.bump(o.meta().namespace.as_deref());
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                generations.remove(&key(&o));
                 changes.bump(o.meta().namespace.as_deref());
             }
             Err(error) => tracing::warn!(%error, "watch failed; retrying"),

@@ -69,6 +69,10 @@ pub struct Gateway {
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// Native or classic sidecars: for the next pod, and where a pod's is expected.
     pub native_sidecars: crate::injection::native_sidecars::NativeSidecars,
+    /// Each namespace's AccessPolicies, compiled once per change.
+    pub compiled: Arc<crate::gateway::compiled::CompiledPolicies>,
+    /// Gateway tokens already verified.
+    pub verified: Arc<crate::gateway::verified::VerifiedTokens>,
 }
 
 /// An error answer.
@@ -183,8 +187,9 @@ pub(crate) async fn authenticate(
                 "send the gateway token from POST /v1/token as Authorization: Bearer <token>",
             )
         })?;
-    let verify = |keys: &crate::gateway::token::KeySet| {
-        keys.verify(token, &g.settings.issuer, SystemTime::now())
+    let verify = |keys: &Arc<crate::gateway::token::KeySet>| {
+        g.verified
+            .verify(keys, token, &g.settings.issuer, SystemTime::now())
     };
     let result = match verify(&g.keys.get()) {
         Err(VerifyError::UnknownKey { .. }) => {

@@ -10,9 +10,11 @@
 pub mod audit_intake;
 pub mod auth;
 pub mod checkpoint_history;
+pub mod compiled;
 pub mod serve;
 pub mod token;
 pub mod token_exchange;
+pub mod verified;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -223,9 +225,10 @@ async fn serve_bundle(
     let mut woken = false;
     loop {
         let expires = SystemTime::now() + g.settings.bundle_ttl;
+        let entries = g.compiled.get(&g.catalog, &claims.namespace);
         let bundle = g
             .catalog
-            .bundle_for(&identity, &claims.pod, rfc3339(expires));
+            .bundle_with(&entries, &identity, &claims.pod, rfc3339(expires));
         if known.as_deref() != Some(bundle.revision.as_str()) {
             if woken {
                 // The pod may be what changed hands while waiting; a deleted
@@ -299,7 +302,17 @@ async fn audit(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Res
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let (accepted, checkpoints) = g
             .audit
-            .record(&g.client, &g.catalog, &g.keys.get(), &claims, &batch, &now)
+            .record(
+                &g.client,
+                &crate::gateway::audit_intake::Caller {
+                    catalog: &g.catalog,
+                    entries: &g.compiled.get(&g.catalog, &claims.namespace),
+                    keys: &g.keys.get(),
+                    claims: &claims,
+                    now: &now,
+                },
+                &batch,
+            )
             .await
             .map_err(|e| match e {
                 crate::gateway::audit_intake::IntakeError::Sign(inner) => {

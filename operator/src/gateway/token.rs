@@ -430,20 +430,7 @@ impl KeySet {
                 }
             })?
             .claims;
-
-        let now = unix_seconds(now);
-        if now >= claims.exp {
-            return Err(VerifyError::Expired {
-                exp: claims.exp,
-                now,
-            });
-        }
-        if claims.nbf > now.saturating_add(NOT_BEFORE_LEEWAY.as_secs()) {
-            return Err(VerifyError::NotYetValid {
-                nbf: claims.nbf,
-                now,
-            });
-        }
+        check_times(&claims, now)?;
         Ok(claims)
     }
 
@@ -486,6 +473,25 @@ impl KeySet {
         keys.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.kid.cmp(&b.kid)));
         Ok(KeySet { keys })
     }
+}
+
+/// Whether verified `claims` are valid at `now` (not expired, not before
+/// their `nbf` beyond [`NOT_BEFORE_LEEWAY`]).
+pub(crate) fn check_times(claims: &GatewayClaims, now: SystemTime) -> Result<(), VerifyError> {
+    let now = unix_seconds(now);
+    if now >= claims.exp {
+        return Err(VerifyError::Expired {
+            exp: claims.exp,
+            now,
+        });
+    }
+    if claims.nbf > now.saturating_add(NOT_BEFORE_LEEWAY.as_secs()) {
+        return Err(VerifyError::NotYetValid {
+            nbf: claims.nbf,
+            now,
+        });
+    }
+    Ok(())
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {

@@ -365,6 +365,8 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         certs: certs.clone(),
         settings: Arc::new(gateway_settings(&settings, &gateway_url, &native_sidecars)),
         audit: Arc::new(AuditIntake::with_history(settings.namespace.clone())),
+        compiled: Default::default(),
+        verified: Default::default(),
         metrics: metrics.clone(),
         ready,
         approvals: approvals.clone(),

@@ -1,4 +1,4 @@
-use super::upload::audit_body;
+use super::upload::{AUDIT_BATCH_BYTES, audit_body, batch_len};
 use super::*;
 use std::collections::BTreeMap;
 
@@ -195,4 +195,75 @@ fn expiry_times_map_to_instants() {
     let future =
         instant_of(&(chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()).unwrap();
     assert!(future > now + Duration::from_secs(3000));
+}
+
+/// Renewals of tokens issued together are spread over 70%..85% of the
+/// lifetime, not all at one instant.
+#[test]
+fn token_renewals_are_spread_and_well_before_expiry() {
+    let lifetime = Duration::from_secs(900);
+    let after: Vec<Duration> = (0..1_000).map(|_| token_refresh_after(lifetime)).collect();
+    for d in &after {
+        assert!(
+            *d >= lifetime.mul_f64(0.70) && *d <= lifetime.mul_f64(0.85),
+            "{d:?}"
+        );
+    }
+    let (min, max) = (after.iter().min().unwrap(), after.iter().max().unwrap());
+    assert!(
+        *max - *min >= lifetime.mul_f64(0.10),
+        "renewals spread over {:?} only",
+        *max - *min
+    );
+}
+
+/// Events whose lines add up to more than the operator's 8 MiB body limit go
+/// in several requests, each below it; an event too large for any request is
+/// not sent (it would be refused forever and hold up the rest).
+#[test]
+fn audit_uploads_stay_below_the_operators_body_limit() {
+    use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
+    const OPERATOR_MAX_BODY: usize = 8 * 1024 * 1024;
+    let mut chain = AuditChain::new("st");
+    let mut event = |text_len: usize| {
+        let mut draft = AuditEventDraft::new("2026-01-02T03:04:05Z", AuditKind::Statement);
+        draft.connection = Some("db".into());
+        draft.command = Some(
+            serde_json::from_value(
+                json!({"text": "x".repeat(text_len), "fingerprint": "f", "kind": "select"}),
+            )
+            .unwrap(),
+        );
+        let event = chain.append(draft).unwrap();
+        Forwarded {
+            line: event.to_line().unwrap().into(),
+            connection: event.connection.clone(),
+            seq: event.seq,
+            hash: event.hash.clone(),
+        }
+    };
+    // 64 events of 256 KiB: 16 MiB in all.
+    let events: Vec<Forwarded> = (0..64).map(|_| event(256 * 1024)).collect();
+    let mut rest = &events[..];
+    let (mut sent, mut requests) = (0, 0);
+    while !rest.is_empty() {
+        let take = batch_len(rest);
+        assert!(take > 0);
+        let body = audit_body("st", &rest[..take]);
+        assert!(body.len() < OPERATOR_MAX_BODY, "{} bytes", body.len());
+        let batch: sluice_policy::wire::AuditBatch = serde_json::from_slice(&body).unwrap();
+        assert_eq!(batch.events.len(), take);
+        assert_eq!(batch.heads[0].head.seq, rest[take - 1].seq);
+        sent += take;
+        requests += 1;
+        rest = &rest[take..];
+    }
+    assert_eq!(sent, 64);
+    assert!(requests >= 4, "{requests} requests");
+    // Small events still go 1 000 at a time.
+    let small: Vec<Forwarded> = (0..1_500).map(|_| event(10)).collect();
+    assert_eq!(batch_len(&small), 1_000);
+    // One event larger than a request may be.
+    let huge = [event(AUDIT_BATCH_BYTES + 1), event(10)];
+    assert_eq!(batch_len(&huge), 0);
 }

@@ -21,6 +21,25 @@ pub(super) const AUDIT_QUEUE: usize = 10_000;
 /// Events per `/v1/audit` request (the operator takes up to 10 000).
 const AUDIT_BATCH: usize = 1_000;
 
+/// Bytes of event lines per `/v1/audit` request: half the operator's 8 MiB
+/// body limit, which leaves room for the heads and the framing (one head per
+/// Connection of the batch).
+pub(super) const AUDIT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// How many of `events`, from the front, the next request carries: at most
+/// [`AUDIT_BATCH`] events and [`AUDIT_BATCH_BYTES`] bytes of lines. Zero when
+/// the first event alone is larger than a request may be.
+pub(super) fn batch_len(events: &[Forwarded]) -> usize {
+    let mut bytes = 0;
+    for (i, e) in events.iter().take(AUDIT_BATCH).enumerate() {
+        bytes += e.line.len() + 1;
+        if bytes > AUDIT_BATCH_BYTES {
+            return i;
+        }
+    }
+    events.len().min(AUDIT_BATCH)
+}
+
 /// The body of a `POST /v1/audit` ([`sluice_policy::wire::AuditBatch`] on the wire): the
 /// events' lines as they were written, and the last head per Connection of
 /// the batch. The lines are copied, not parsed and serialised again.
@@ -102,7 +121,17 @@ pub(super) async fn upload_audit(
         let Some(bearer) = token.borrow().clone() else {
             continue;
         };
-        let take = batch.len().min(AUDIT_BATCH);
+        let take = batch_len(&batch);
+        if take == 0 {
+            // The operator would refuse it every time and hold up the rest.
+            batch.remove(0);
+            metrics.audit_forward_dropped(1);
+            tracing::warn!(
+                limit = AUDIT_BATCH_BYTES,
+                "an audit event larger than an upload may be was not sent to the operator (it is on stdout)"
+            );
+            continue;
+        }
         let request = audit_body(audit.stream(), &batch[..take]);
         match client.audit(&bearer, request).await {
             Ok(receipt) => {

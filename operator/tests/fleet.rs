@@ -1,0 +1,302 @@
+//! Fleet scale (#25), the behaviours (performance is `make bench-fleet`'s):
+//! a status-only write wakes no bundle long-poll, and the policies compiled
+//! once per namespace change are never stale for audit intake.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+use sluice_crds::{AccessPolicy, Connection};
+use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
+use support::{Env, bounded};
+
+/// A gateway token for a new injected pod `report` of `report-job`.
+async fn bearer(env: &Env) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
+    let (status, answer) = env
+        .exchange(&std::fs::read_to_string(token_file).unwrap())
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    format!("Bearer {}", answer["token"].as_str().unwrap())
+}
+
+/// The value of an unlabelled metric (0 when absent).
+async fn metric(env: &Env, name: &str) -> f64 {
+    let (_, _, body) = env.call("GET", "/metrics", &[], None).await;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_only_writes_wake_no_long_poll() {
+    let env = Env::start().await;
+    env.policy_ready("reporting").await;
+    let bearer = bearer(&env).await;
+    let (status, headers, _) = env
+        .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(status, 200);
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    let wakeups = metric(&env, "sluice_gateway_bundle_wakeups_total").await;
+
+    // A long-poll waits for a newer bundle.
+    let poll = {
+        let addr = env.operator.addr;
+        let ca = env.operator.ca_bundle_pem();
+        let (bearer, etag) = (bearer.clone(), etag.clone());
+        tokio::spawn(async move {
+            support::call(
+                addr,
+                &ca,
+                "GET",
+                "/v1/bundle?wait=60s",
+                &[("authorization", &bearer), ("if-none-match", &etag)],
+                None,
+            )
+            .await
+        })
+    };
+    bounded("the long-poll to wait", async {
+        while metric(&env, "sluice_gateway_bundle_waiting").await < 1.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // Status-only writes of what bundles are built from (the audit flush and
+    // the controllers make these all the time), each awaited in the cache
+    // before the next write.
+    let status_patch = |n: u64| {
+        Patch::Merge(
+            json!({"status": {"counters": {"allowed": n, "denied": 0, "masked": 0,
+            "approvalsRequested": 0, "approvalsGranted": 0, "approvalsDenied": 0}}}),
+        )
+    };
+    let params = PatchParams::default();
+    for n in 1..=3u64 {
+        env.policies()
+            .patch_status("reporting", &params, &status_patch(n))
+            .await
+            .unwrap();
+        env.connections()
+            .patch_status(
+                "orders-db",
+                &params,
+                &Patch::Merge(
+                    json!({"status": {"lastActivityTime": format!("2026-01-01T00:00:0{n}Z")}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    // Then a spec edit, which changes the bundle: the long-poll answers it,
+    // woken once (by the edit). Watch events of one kind arrive in order, so
+    // the status writes before it have reached the operator by then.
+    env.policies()
+        .patch(
+            "reporting",
+            &params,
+            &Patch::Merge(json!({"spec": {"limits": {"statementsPerSecond": 201}}})),
+        )
+        .await
+        .unwrap();
+    let (status, headers, body) = bounded("the long-poll's answer", poll).await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_ne!(headers["etag"].to_str().unwrap(), etag);
+    let bundle: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        bundle["policies"][0]["spec"]["limits"]["statementsPerSecond"],
+        201
+    );
+    assert_eq!(
+        metric(&env, "sluice_gateway_bundle_wakeups_total").await - wakeups,
+        1.0,
+        "only the spec edit woke the long-poll"
+    );
+    // The status writes are stored all the same (only the wake-up is skipped).
+    let stored: AccessPolicy = env.policies().get("reporting").await.unwrap();
+    let counters = serde_json::to_value(&stored).unwrap()["status"]["counters"]["allowed"].clone();
+    assert!(counters.as_u64().is_some_and(|n| n >= 3), "{counters}");
+    let stored: Connection = env.connections().get("orders-db").await.unwrap();
+    assert!(stored.status.unwrap().last_activity_time.is_some());
+}
+
+/// Result events with masked values count for the policies that mask; the
+/// compiled policies audit intake uses are the namespace's current ones: an
+/// edit that drops masking is in force for the very next batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_intake_counts_with_the_current_policies() {
+    let env = Env::start().await;
+    env.policy_ready("reporting").await;
+    let bearer = bearer(&env).await;
+    let mut chain = AuditChain::new("sidecar:shop/report-job:report:boot-1".to_string());
+    let masked_result = |chain: &mut AuditChain| {
+        let mut draft = AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Result);
+        draft.identity = Some(
+            serde_json::from_value(json!({"namespace": "shop", "serviceAccount": "report-job"}))
+                .unwrap(),
+        );
+        draft.connection = Some("orders-db".into());
+        draft.outcome = Some(serde_json::from_value(json!({"masked": 2, "rows": 1})).unwrap());
+        serde_json::to_value(chain.append(draft).unwrap()).unwrap()
+    };
+    let upload = |events: Vec<Value>| {
+        let bearer = bearer.clone();
+        let env = &env;
+        async move {
+            let (status, _, body) = env
+                .call(
+                    "POST",
+                    "/v1/audit",
+                    &[("authorization", &bearer)],
+                    Some(json!({ "events": events })),
+                )
+                .await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        }
+    };
+    let masked = || async {
+        let p: AccessPolicy = env.policies().get("reporting").await.unwrap();
+        serde_json::to_value(&p).unwrap()["status"]["counters"]["masked"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Three batches (the policies compiled once, then from the cache).
+    for _ in 0..3 {
+        upload(vec![masked_result(&mut chain)]).await;
+    }
+    bounded("masked counted", async {
+        while masked().await != 6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    // The policy stops masking; the next batch counts nothing masked.
+    env.policies()
+        .patch(
+            "reporting",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"masking": []}})),
+        )
+        .await
+        .unwrap();
+    env.policy_ready("reporting").await;
+    upload(vec![masked_result(&mut chain)]).await;
+    // A denial after it, to know the batch before was flushed.
+    let mut denial = AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Denial);
+    denial.identity = Some(
+        serde_json::from_value(json!({"namespace": "shop", "serviceAccount": "report-job"}))
+            .unwrap(),
+    );
+    denial.connection = Some("orders-db".into());
+    denial.decision = Some(
+        serde_json::from_value(
+            json!({"action": "deny", "policy": "reporting", "rule": "no-schema-changes", "dryRun": false}),
+        )
+        .unwrap(),
+    );
+    upload(vec![
+        serde_json::to_value(chain.append(denial).unwrap()).unwrap(),
+    ])
+    .await;
+    bounded("the denial counted", async {
+        loop {
+            let p: AccessPolicy = env.policies().get("reporting").await.unwrap();
+            let v = serde_json::to_value(&p).unwrap();
+            if v["status"]["counters"]["denied"].as_u64() == Some(1) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        masked().await,
+        6,
+        "a policy that no longer masks counts no masked values"
+    );
+}
+
+/// A batch sent again (its receipt was lost: the upload timed out on the
+/// sidecar's side, but the operator took it) is taken again, and its head
+/// signed again, but its events are not counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_is_counted_once() {
+    let env = Env::start().await;
+    env.policy_ready("reporting").await;
+    let bearer = bearer(&env).await;
+    let mut chain = AuditChain::new("sidecar:shop/report-job:report:boot-1".to_string());
+    let draft = |kind: AuditKind, decision: Value| {
+        let mut draft = AuditEventDraft::new("2026-01-01T00:00:00Z", kind);
+        draft.identity = Some(
+            serde_json::from_value(json!({"namespace": "shop", "serviceAccount": "report-job"}))
+                .unwrap(),
+        );
+        draft.connection = Some("orders-db".into());
+        draft.decision = Some(serde_json::from_value(decision).unwrap());
+        draft
+    };
+    let denial = || {
+        draft(
+            AuditKind::Denial,
+            json!({"action": "deny", "policy": "reporting", "rule": "no-schema-changes", "dryRun": false}),
+        )
+    };
+    let events: Vec<Value> = [denial(), denial()]
+        .into_iter()
+        .map(|d| serde_json::to_value(chain.append(d).unwrap()).unwrap())
+        .collect();
+    let head = json!([{"connection": "orders-db", "stream": chain.head().stream,
+        "seq": chain.head().seq, "hash": chain.head().hash}]);
+    let batch = json!({"events": events, "heads": head});
+    for _ in 0..2 {
+        let (status, _, body) = env
+            .call(
+                "POST",
+                "/v1/audit",
+                &[("authorization", &bearer)],
+                Some(batch.clone()),
+            )
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let receipt: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(receipt["accepted"], 2);
+        assert_eq!(receipt["checkpoints"].as_array().unwrap().len(), 1);
+    }
+    // The next batch (one allowed statement) tells when the ones before are flushed.
+    let allowed = chain
+        .append(draft(
+            AuditKind::Statement,
+            json!({"action": "allow", "policy": "reporting", "dryRun": false}),
+        ))
+        .unwrap();
+    let (status, _, _) = env
+        .call(
+            "POST",
+            "/v1/audit",
+            &[("authorization", &bearer)],
+            Some(json!({"events": [allowed]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let counters = bounded("the statement counted", async {
+        loop {
+            let p: AccessPolicy = env.policies().get("reporting").await.unwrap();
+            let v = serde_json::to_value(&p).unwrap();
+            if v["status"]["counters"]["allowed"].as_u64() == Some(1) {
+                return v["status"]["counters"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(counters["denied"], 2, "{counters}");
+}

@@ -1,0 +1,825 @@
+//! The fleet benchmark (#25, `make bench-fleet`): N simulated sidecars against
+//! the real `sluice-operator` binary on the test control plane, over loopback.
+//!
+//! Each simulated sidecar is an injected pod of `shop/report-job` with its own
+//! pod-bound TokenRequest token. It talks to the gateway with the sidecar's own
+//! client (`sluice_sidecar::bundle_client::GatewayClient`: TLS per request):
+//! it exchanges its token and renews it when the sidecar would
+//! (`sluice_sidecar::run::token_refresh_after`), long-polls its bundle, and in
+//! the audit phase uploads hash-chained audit batches at a set rate, sending a
+//! batch again when it was not taken (as the sidecar's uploader does).
+//!
+//! Phases: all sidecars start at once (time until all hold a first bundle);
+//! unrelated changes (Secrets no Connection uses, in the sidecars' namespace
+//! and another), counting the operator's API requests and long-poll wake-ups
+//! they cause; a policy edit (time until each sidecar holds the new bundle);
+//! the audit phase (operator CPU per accepted event, uploads timed out or
+//! refused for an expired token); then the policy's counters are checked
+//! against what the operator accepted. The operator runs as the chart's
+//! ServiceAccount under the chart's RBAC; the control plane answers 429
+//! beyond kube's default in-flight limits.
+//!
+//! A benchmark, not a test: it is ignored by `cargo test` and asserts only
+//! that the run completed. Knobs (environment): FLEET_SIDECARS (100),
+//! FLEET_WAIT_SECONDS (long-poll wait, 10), FLEET_TOKEN_TTL_SECONDS (60),
+//! FLEET_AUDIT_SECONDS (20), FLEET_UPLOAD_EVERY_MS (2000),
+//! FLEET_EVENTS_PER_UPLOAD (6), FLEET_UNRELATED_CHANGES (10).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use sluice_crds::AccessPolicy;
+use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
+use sluice_policy::wire::{AuditBatch, AuditHead};
+use sluice_sidecar::bundle_client::{BundlePoll, GatewayClient, GatewayError};
+use support::Child;
+use tokio::sync::watch;
+
+const OPERATOR_USER: &str = "system:serviceaccount:sluice-system:sluice-operator";
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Copy)]
+struct Knobs {
+    sidecars: usize,
+    wait: Duration,
+    token_ttl: u64,
+    audit: Duration,
+    upload_every: Duration,
+    events_per_upload: usize,
+    unrelated_changes: usize,
+}
+
+/// What the simulated sidecars saw.
+#[derive(Default)]
+struct Tally {
+    /// Since the start, per sidecar.
+    first_bundle: Mutex<Vec<Duration>>,
+    /// Since the policy edit, per sidecar.
+    new_bundle: Mutex<Vec<Duration>>,
+    /// How much later than asked each 304 came.
+    late: Mutex<Vec<Duration>>,
+    polls_timed_out: AtomicU64,
+    polls_failed: AtomicU64,
+    exchanges: AtomicU64,
+    exchanges_failed: AtomicU64,
+    uploads: AtomicU64,
+    uploads_ok: AtomicU64,
+    uploads_timed_out: AtomicU64,
+    uploads_expired: AtomicU64,
+    uploads_refused: AtomicU64,
+    uploads_failed: AtomicU64,
+    events_accepted: AtomicU64,
+    /// Expected policy counters from accepted batches: allowed, denied, masked.
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    masked: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    fn error(&self, what: &str, e: &GatewayError) {
+        let key = match e {
+            GatewayError::Refused { status, reason, .. } => format!("{what}: {status} {reason}"),
+            GatewayError::Timeout { .. } => format!("{what}: timeout"),
+            GatewayError::Transport { why, .. } => {
+                format!(
+                    "{what}: transport ({})",
+                    why.split(':').next().unwrap_or("")
+                )
+            }
+            other => format!("{what}: {other}"),
+        };
+        *self.errors.lock().unwrap().entry(key).or_default() += 1;
+    }
+}
+
+/// The phase signals every simulated sidecar follows.
+#[derive(Clone)]
+struct Phases {
+    /// When the policy was edited.
+    edit: watch::Receiver<Option<Instant>>,
+    /// Audit uploads on.
+    audit: watch::Receiver<bool>,
+}
+
+/// The gateway token of one sidecar, exchanged when due.
+struct Token {
+    subject: String,
+    held: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+impl Token {
+    async fn get(&self, client: &GatewayClient, tally: &Tally) -> Option<(String, Instant)> {
+        let mut held = self.held.lock().await;
+        if let Some((token, refresh_at)) = held.as_ref()
+            && Instant::now() < *refresh_at
+        {
+            return Some((token.clone(), *refresh_at));
+        }
+        tally.exchanges.fetch_add(1, Ordering::Relaxed);
+        match client.exchange(&self.subject).await {
+            Ok(answer) => {
+                let expires: k8s_openapi::jiff::Timestamp = answer.expires_at.parse().ok()?;
+                let lifetime = Duration::from_secs(
+                    u64::try_from(
+                        expires.as_second() - k8s_openapi::jiff::Timestamp::now().as_second(),
+                    )
+                    .unwrap_or(0),
+                );
+                let refresh_at =
+                    Instant::now() + sluice_sidecar::run::token_refresh_after(lifetime);
+                *held = Some((answer.token.clone(), refresh_at));
+                Some((answer.token, refresh_at))
+            }
+            Err(e) => {
+                tally.exchanges_failed.fetch_add(1, Ordering::Relaxed);
+                tally.error("exchange", &e);
+                None
+            }
+        }
+    }
+
+    async fn void(&self) {
+        *self.held.lock().await = None;
+    }
+}
+
+async fn poller(
+    client: GatewayClient,
+    token: Arc<Token>,
+    knobs: Knobs,
+    tally: Arc<Tally>,
+    start: Instant,
+    phases: Phases,
+) {
+    let mut revision: Option<String> = None;
+    let mut saw_edit = false;
+    loop {
+        let Some((bearer, refresh_at)) = token.get(&client, &tally).await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        // As the sidecar: wait no longer than until the token is due.
+        let wait = knobs
+            .wait
+            .min(refresh_at.saturating_duration_since(Instant::now()))
+            .max(Duration::from_secs(1));
+        let wait = Duration::from_secs(wait.as_secs());
+        let asked = Instant::now();
+        match client.bundle(&bearer, revision.as_deref(), wait).await {
+            Ok(BundlePoll::Changed(bundle)) => {
+                let now = Instant::now();
+                if revision.is_none() {
+                    tally.first_bundle.lock().unwrap().push(now - start);
+                } else if let Some(edited) = *phases.edit.borrow()
+                    && !saw_edit
+                {
+                    saw_edit = true;
+                    tally.new_bundle.lock().unwrap().push(now - edited);
+                }
+                revision = Some(bundle.revision);
+            }
+            Ok(BundlePoll::Unchanged(_)) => {
+                if revision.is_some() {
+                    tally
+                        .late
+                        .lock()
+                        .unwrap()
+                        .push(asked.elapsed().saturating_sub(wait));
+                }
+            }
+            Err(e) => {
+                tally.error("bundle", &e);
+                match e {
+                    GatewayError::Timeout { .. } => {
+                        tally.polls_timed_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    e if e.is_unauthorized() => token.void().await,
+                    _ => {
+                        tally.polls_failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn draft(kind: AuditKind, decision: Option<Value>, outcome: Option<Value>) -> AuditEventDraft {
+    let mut draft = AuditEventDraft::new("2026-01-01T00:00:00Z", kind);
+    draft.session = Some("s1".into());
+    draft.identity = Some(
+        serde_json::from_value(json!({"namespace": "shop", "serviceAccount": "report-job"}))
+            .unwrap(),
+    );
+    draft.connection = Some("orders-db".into());
+    draft.command = Some(
+        serde_json::from_value(
+            json!({"text": "SELECT email FROM customers", "fingerprint": "f1", "kind": "select"}),
+        )
+        .unwrap(),
+    );
+    draft.decision = decision.map(|d| serde_json::from_value(d).unwrap());
+    draft.outcome = outcome.map(|o| serde_json::from_value(o).unwrap());
+    draft
+}
+
+/// A sidecar's traffic, in thirds: statements allowed, results with two masked
+/// values, denials.
+fn drafts(n: usize) -> (Vec<AuditEventDraft>, [u64; 3]) {
+    let mut counts = [0u64; 3];
+    let drafts = (0..n)
+        .map(|i| match i % 3 {
+            0 => {
+                counts[0] += 1;
+                draft(
+                    AuditKind::Statement,
+                    Some(json!({"action": "allow", "policy": "reporting", "dryRun": false})),
+                    None,
+                )
+            }
+            1 => {
+                counts[2] += 2;
+                draft(AuditKind::Result, None, Some(json!({"masked": 2, "rows": 3})))
+            }
+            _ => {
+                counts[1] += 1;
+                draft(
+                    AuditKind::Denial,
+                    Some(json!({"action": "deny", "policy": "reporting", "rule": "no-schema-changes", "dryRun": false})),
+                    None,
+                )
+            }
+        })
+        .collect();
+    (drafts, counts)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn uploader(
+    index: usize,
+    pod: String,
+    client: GatewayClient,
+    token: Arc<Token>,
+    knobs: Knobs,
+    tally: Arc<Tally>,
+    mut phases: Phases,
+) {
+    let stream = format!(
+        "{}boot-1",
+        sluice_policy::wire::stream_prefix("shop", "report-job", &pod)
+    );
+    let mut chain = AuditChain::new(stream.clone());
+    phases.audit.wait_for(|on| *on).await.unwrap();
+    // Spread over the interval, as sidecars started at different times are.
+    let phase = knobs
+        .upload_every
+        .mul_f64(index as f64 / knobs.sidecars.max(1) as f64);
+    tokio::time::sleep(phase).await;
+    let mut tick = tokio::time::interval(knobs.upload_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Option<(Vec<u8>, [u64; 3], u64)> = None;
+    while *phases.audit.borrow() {
+        tick.tick().await;
+        if !*phases.audit.borrow() {
+            break;
+        }
+        let (body, counts, n) = match pending.take() {
+            Some(again) => again,
+            None => {
+                let (drafts, counts) = drafts(knobs.events_per_upload);
+                let events: Vec<_> = drafts
+                    .into_iter()
+                    .map(|d| chain.append(d).unwrap())
+                    .collect();
+                let head = AuditHead {
+                    connection: "orders-db".into(),
+                    head: chain.head(),
+                };
+                let n = events.len() as u64;
+                let body = serde_json::to_vec(&AuditBatch {
+                    events,
+                    heads: vec![head],
+                })
+                .unwrap();
+                (body, counts, n)
+            }
+        };
+        let Some((bearer, _)) = token.get(&client, &tally).await else {
+            pending = Some((body, counts, n));
+            continue;
+        };
+        tally.uploads.fetch_add(1, Ordering::Relaxed);
+        match client.audit(&bearer, body.clone()).await {
+            Ok(receipt) => {
+                tally.uploads_ok.fetch_add(1, Ordering::Relaxed);
+                tally
+                    .events_accepted
+                    .fetch_add(receipt.accepted, Ordering::Relaxed);
+                if receipt.accepted == n {
+                    tally.allowed.fetch_add(counts[0], Ordering::Relaxed);
+                    tally.denied.fetch_add(counts[1], Ordering::Relaxed);
+                    tally.masked.fetch_add(counts[2], Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                tally.error("audit", &e);
+                match &e {
+                    GatewayError::Timeout { .. } => {
+                        tally.uploads_timed_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    GatewayError::Refused { reason, .. } if reason == "Expired" => {
+                        tally.uploads_expired.fetch_add(1, Ordering::Relaxed);
+                        token.void().await;
+                    }
+                    GatewayError::Refused { .. } => {
+                        tally.uploads_refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        tally.uploads_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                pending = Some((body, counts, n));
+            }
+        }
+    }
+}
+
+/// (utime + stime in clock ticks, VmHWM in KiB) of a process.
+fn cpu_and_peak(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is field 3; utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (ticks, hwm)
+}
+
+fn ticks_per_second() -> u64 {
+    // Linux's USER_HZ; getconf would say the same on every kernel this runs on.
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut v = values.to_vec();
+    v.sort();
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+/// The operator's counter `name` from /metrics.
+async fn metric(addr: std::net::SocketAddr, ca: &str, name: &str) -> f64 {
+    let (_, _, body) = support::call(addr, ca, "GET", "/metrics", &[], None).await;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `done`, at most `limit`; whether it happened.
+async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: make bench-fleet"]
+async fn fleet() {
+    let knobs = Knobs {
+        sidecars: knob("FLEET_SIDECARS", 100) as usize,
+        wait: Duration::from_secs(knob("FLEET_WAIT_SECONDS", 10)),
+        token_ttl: knob("FLEET_TOKEN_TTL_SECONDS", 60),
+        audit: Duration::from_secs(knob("FLEET_AUDIT_SECONDS", 20)),
+        upload_every: Duration::from_millis(knob("FLEET_UPLOAD_EVERY_MS", 2000)),
+        events_per_upload: knob("FLEET_EVENTS_PER_UPLOAD", 6) as usize,
+        unrelated_changes: knob("FLEET_UNRELATED_CHANGES", 10) as usize,
+    };
+    let n = knobs.sidecars;
+    let setup_started = Instant::now();
+    let (cluster, client) =
+        support::cluster_with_crds(sluice_e2e::Options::default().rbac(true)).await;
+    support::apply_quickstart(
+        &client,
+        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+    )
+    .await;
+    support::apply_yaml(
+        &client,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: elsewhere}\n",
+    )
+    .await;
+
+    // The operator binary, as the chart's ServiceAccount under the chart's RBAC.
+    drop(support::chart_operator_client(&cluster, &client).await);
+    let operator_token = Api::<ServiceAccount>::namespaced(client.clone(), "sluice-system")
+        .create_token_request(
+            "sluice-operator",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![sluice_e2e::apiserver::API_AUDIENCE.into()],
+                    expiration_seconds: Some(3600),
+                    bound_object_ref: None,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let dir = tempfile::tempdir().unwrap();
+    let mut kubeconfig: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(cluster.kubeconfig_path()).unwrap())
+            .unwrap();
+    for user in kubeconfig["users"].as_array_mut().unwrap() {
+        if user["name"] == "admin" {
+            user["user"]["token"] = json!(operator_token);
+        }
+    }
+    let operator_kubeconfig = dir.path().join("operator-kubeconfig");
+    std::fs::write(&operator_kubeconfig, kubeconfig.to_string()).unwrap();
+    let port = sluice_e2e::free_port().unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let log_path = dir.path().join("operator.log");
+    let child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--webhook-url",
+                &url,
+                &format!("--token-ttl-seconds={}", knobs.token_ttl),
+                "--audit-flush-seconds=5",
+            ])
+            .env("KUBECONFIG", &operator_kubeconfig)
+            .env("SLUICE_LOG", "warn")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ca = {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "sluice-system");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(s)) = secrets.get_opt("sluice-operator-tls").await
+                && let Some(ca) = s.data.as_ref().and_then(|d| d.get("ca.crt"))
+            {
+                let ca = String::from_utf8(ca.0.clone()).unwrap();
+                if support::call(addr, &ca, "GET", "/readyz", &[], None)
+                    .await
+                    .0
+                    == 200
+                {
+                    break ca;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator is not ready; see {}",
+                log_path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // The webhook must be registered before pods are created through it.
+    let webhooks: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while webhooks.get_opt("sluice-operator").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no webhook");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Api::<ServiceAccount>::namespaced(client.clone(), "shop")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "report-job"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "shop")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "unrelated"}, "stringData": {"k": "0"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The pods (through the webhook) and their tokens.
+    let subjects: Vec<(String, String)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let name = format!("sidecar-{i}");
+                let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+                let pod = pods
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(json!({
+                            "metadata": {"name": name, "annotations": {"sluice.dev/inject": "true"}},
+                            "spec": {"serviceAccountName": "report-job",
+                                "containers": [{"name": "app", "image": "example/report:1"}]}
+                        }))
+                        .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                let token = Api::<ServiceAccount>::namespaced(client, "shop")
+                    .create_token_request(
+                        "report-job",
+                        &PostParams::default(),
+                        &TokenRequest {
+                            spec: TokenRequestSpec {
+                                audiences: vec!["sluice.dev".into()],
+                                expiration_seconds: Some(3600),
+                                bound_object_ref: Some(BoundObjectReference {
+                                    api_version: Some("v1".into()),
+                                    kind: Some("Pod".into()),
+                                    name: pod.metadata.name.clone(),
+                                    uid: pod.metadata.uid.clone(),
+                                }),
+                            },
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap()
+                    .status
+                    .unwrap()
+                    .token;
+                (name, token)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let setup = setup_started.elapsed();
+
+    // All sidecars at once.
+    let tally = Arc::new(Tally::default());
+    let (edit_tx, edit) = watch::channel(None);
+    let (audit_tx, audit) = watch::channel(false);
+    let phases = Phases { edit, audit };
+    let gateway = GatewayClient::new(&url, &ca).unwrap();
+    let requests_before_start = cluster.requests_of(OPERATOR_USER);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut uploaders = tokio::task::JoinSet::new();
+    for (i, (pod, subject)) in subjects.into_iter().enumerate() {
+        let token = Arc::new(Token {
+            subject,
+            held: tokio::sync::Mutex::new(None),
+        });
+        tasks.spawn(poller(
+            gateway.clone(),
+            token.clone(),
+            knobs,
+            tally.clone(),
+            start,
+            phases.clone(),
+        ));
+        uploaders.spawn(uploader(
+            i,
+            pod,
+            gateway.clone(),
+            token,
+            knobs,
+            tally.clone(),
+            phases.clone(),
+        ));
+    }
+    let all_hold = until(Duration::from_secs(300), || {
+        tally.first_bundle.lock().unwrap().len() == n
+    })
+    .await;
+    let all_first = start.elapsed();
+    let requests_first = cluster.requests_of(OPERATOR_USER) - requests_before_start;
+
+    // Unrelated changes: Secrets no Connection uses.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let wakeups_name = "sluice_gateway_bundle_wakeups_total";
+    let wakeups_before = metric(addr, &ca, wakeups_name).await;
+    let requests_before = cluster.requests_of(OPERATOR_USER);
+    for i in 0..knobs.unrelated_changes {
+        if i % 2 == 0 {
+            Api::<Secret>::namespaced(client.clone(), "elsewhere")
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(
+                        json!({"metadata": {"name": format!("s{i}")}, "stringData": {"k": "v"}}),
+                    )
+                    .unwrap(),
+                )
+                .await
+                .unwrap();
+        } else {
+            Api::<Secret>::namespaced(client.clone(), "shop")
+                .patch(
+                    "unrelated",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"stringData": {"k": i.to_string()}})),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let changes = knobs.unrelated_changes.max(1) as f64;
+    let requests_per_change =
+        (cluster.requests_of(OPERATOR_USER) - requests_before) as f64 / changes;
+    let wakeups_per_change = (metric(addr, &ca, wakeups_name).await - wakeups_before) / changes;
+
+    // A policy edit every bundle depends on.
+    let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), "shop");
+    edit_tx.send_replace(Some(Instant::now()));
+    policies
+        .patch(
+            "reporting",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"limits": {"statementsPerSecond": 201}}})),
+        )
+        .await
+        .unwrap();
+    let all_edited = until(Duration::from_secs(300), || {
+        tally.new_bundle.lock().unwrap().len() == n
+    })
+    .await;
+
+    // Audit load.
+    let (cpu_before, _) = cpu_and_peak(pid);
+    let requests_before_audit = cluster.requests_of(OPERATOR_USER);
+    let audit_started = Instant::now();
+    audit_tx.send_replace(true);
+    tokio::time::sleep(knobs.audit).await;
+    audit_tx.send_replace(false);
+    while uploaders.join_next().await.is_some() {}
+    let audit_took = audit_started.elapsed();
+    let (cpu_after, _) = cpu_and_peak(pid);
+    let requests_audit = cluster.requests_of(OPERATOR_USER) - requests_before_audit;
+    let events = tally.events_accepted.load(Ordering::Relaxed);
+    let cpu = Duration::from_secs_f64((cpu_after - cpu_before) as f64 / ticks_per_second() as f64);
+    let late = tally.late.lock().unwrap().clone();
+
+    // The counters the operator wrote match what it accepted.
+    let want = (
+        tally.allowed.load(Ordering::Relaxed),
+        tally.denied.load(Ordering::Relaxed),
+        tally.masked.load(Ordering::Relaxed),
+    );
+    let counters = |p: &AccessPolicy| {
+        let v = serde_json::to_value(p).unwrap();
+        let c = &v["status"]["counters"];
+        (
+            c["allowed"].as_u64().unwrap_or(0),
+            c["denied"].as_u64().unwrap_or(0),
+            c["masked"].as_u64().unwrap_or(0),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got;
+    loop {
+        got = counters(&policies.get("reporting").await.unwrap());
+        if got == want || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, peak_kib) = cpu_and_peak(pid);
+    tasks.abort_all();
+
+    let first = tally.first_bundle.lock().unwrap().clone();
+    let first_count = first.len();
+    let edited = tally.new_bundle.lock().unwrap().clone();
+    println!();
+    println!(
+        "fleet bench: {n} sidecars, long-poll wait {:?}, gateway token TTL {} s, audit {:?} at {} events per {:?} per sidecar (setup {:.1} s)",
+        knobs.wait,
+        knobs.token_ttl,
+        knobs.audit,
+        knobs.events_per_upload,
+        knobs.upload_every,
+        setup.as_secs_f64()
+    );
+    println!(
+        "| sidecars | all hold a first bundle | policy edit → new bundle p99 | operator peak RSS | operator CPU per audit event | uploads timed out | expired-token uploads | long-poll lateness p99 | API-server requests per unrelated change |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {n} | {} | {} | {} MB | {:.0} µs | {} | {} | {:.2} s | {:.1} |",
+        if all_hold {
+            format!("{:.2} s", all_first.as_secs_f64())
+        } else {
+            format!("> 300 s ({} of {n})", first_count)
+        },
+        if all_edited {
+            format!("{:.2} s", percentile(&edited, 0.99).as_secs_f64())
+        } else {
+            format!("> 300 s ({} of {n})", edited.len())
+        },
+        peak_kib / 1024,
+        if events == 0 {
+            0.0
+        } else {
+            cpu.as_secs_f64() * 1e6 / events as f64
+        },
+        tally.uploads_timed_out.load(Ordering::Relaxed),
+        tally.uploads_expired.load(Ordering::Relaxed),
+        percentile(&late, 0.99).as_secs_f64(),
+        requests_per_change,
+    );
+    println!(
+        "details: first bundle p50 {:.2} s; edit p50 {:.2} s max {:.2} s; long-poll wake-ups per unrelated change {:.1}; lateness max {:.2} s over {} 304s",
+        percentile(&first, 0.5).as_secs_f64(),
+        percentile(&edited, 0.5).as_secs_f64(),
+        percentile(&edited, 1.0).as_secs_f64(),
+        wakeups_per_change,
+        percentile(&late, 1.0).as_secs_f64(),
+        late.len(),
+    );
+    println!(
+        "details: audit {:.1} s: {} uploads, {} ok, {} refused, {} failed; {} events accepted ({:.0}/s), operator CPU {:.2} s; counters want {:?} got {:?} ({})",
+        audit_took.as_secs_f64(),
+        tally.uploads.load(Ordering::Relaxed),
+        tally.uploads_ok.load(Ordering::Relaxed),
+        tally.uploads_refused.load(Ordering::Relaxed),
+        tally.uploads_failed.load(Ordering::Relaxed),
+        events,
+        events as f64 / audit_took.as_secs_f64(),
+        cpu.as_secs_f64(),
+        want,
+        got,
+        if want == got { "exact" } else { "NOT EXACT" },
+    );
+    println!(
+        "details: operator API requests: {} for the first bundles, {} during the audit phase; token exchanges {} ({} failed); polls timed out {}, failed {}",
+        requests_first,
+        requests_audit,
+        tally.exchanges.load(Ordering::Relaxed),
+        tally.exchanges_failed.load(Ordering::Relaxed),
+        tally.polls_timed_out.load(Ordering::Relaxed),
+        tally.polls_failed.load(Ordering::Relaxed),
+    );
+    for (what, count) in tally.errors.lock().unwrap().iter() {
+        println!("details: error {what}: {count}");
+    }
+    assert!(
+        first_count > 0,
+        "no sidecar got a bundle; see {}",
+        log_path.display()
+    );
+}
