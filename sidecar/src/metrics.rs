@@ -76,6 +76,175 @@ struct Families {
     connections: Mutex<HashMap<String, Arc<Metrics>>>,
 }
 
+impl Families {
+    /// The families, with the series of every approval step and token
+    /// exchange failure at zero.
+    fn new() -> Families {
+        let f = Families {
+            statements: Family::default(),
+            rules: Family::default(),
+            masked: Family::default(),
+            sessions: Family::default(),
+            refusals: Family::default(),
+            active: Family::default(),
+            upstream: Family::new_with_constructor(latency_histogram),
+            overhead: Family::new_with_constructor(latency_histogram),
+            bytes: Family::default(),
+            approvals: Family::default(),
+            exchange: Family::default(),
+            approvals_pending: Gauge::default(),
+            buffer_in_use: Gauge::default(),
+            not_read: Gauge::default(),
+            audit_unrecorded: Counter::default(),
+            audit_queue: Gauge::default(),
+            audit_dropped: Counter::default(),
+            bundle_in_force: Gauge::default(),
+            bundle_refreshed: Gauge::default(),
+            bundle_expires: Gauge::default(),
+            bundle_failures: Counter::default(),
+            total_active: Gauge::default(),
+            total_refused: Counter::default(),
+            connections: Mutex::new(HashMap::new()),
+        };
+        for step in ApprovalStep::ALL {
+            f.approvals.get_or_create_owned(&ApprovalLabels { step });
+        }
+        for reason in ExchangeFailure::ALL {
+            f.exchange.get_or_create_owned(&ExchangeLabels { reason });
+        }
+        f
+    }
+
+    /// Statements: decisions, rules, masked values, the upstream's and Sluice's time.
+    fn register_statements(&self, registry: &mut Registry) {
+        registry.register(
+            "sluice_statements",
+            "SQL statements decided, by Connection and decision",
+            self.statements.clone(),
+        );
+        registry.register(
+            "sluice_rule_decisions",
+            "SQL statements decided, by Connection, deciding AccessPolicy and rule, and the rule's action (empty policy or rule: a default)",
+            self.rules.clone(),
+        );
+        registry.register(
+            "sluice_masked_values",
+            "Result values masked, by Connection",
+            self.masked.clone(),
+        );
+        registry.register(
+            "sluice_upstream_latency_seconds",
+            "Time from forwarding a statement (or request) to the end of its result, by Connection: the upstream's time",
+            self.upstream.clone(),
+        );
+        registry.register(
+            "sluice_overhead_seconds",
+            "Time Sluice adds before a simple query or an extended-protocol group is forwarded (deciding it and its write-ahead audit record; not a human's approval), by Connection",
+            self.overhead.clone(),
+        );
+    }
+
+    /// Sessions: opened, refused, open now, bytes, buffers, unread clients.
+    fn register_sessions(&self, registry: &mut Registry) {
+        registry.register(
+            "sluice_sessions",
+            "Client sessions, by Connection and outcome",
+            self.sessions.clone(),
+        );
+        registry.register(
+            "sluice_session_refusals",
+            "Client sessions refused before they opened, by Connection and reason",
+            self.refusals.clone(),
+        );
+        registry.register(
+            "sluice_active_sessions",
+            "Client sessions open now, by Connection",
+            self.active.clone(),
+        );
+        registry.register(
+            "sluice_bytes",
+            "Bytes relayed, by Connection and direction",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "sluice_buffer_budget_in_use_bytes",
+            "Bytes of large PostgreSQL messages held, all sessions together (see --buffer-budget)",
+            self.buffer_in_use.clone(),
+        );
+        registry.register(
+            "sluice_pg_clients_not_read",
+            "PostgreSQL sessions whose client is not read: it owes reading more than 1024 answers",
+            self.not_read.clone(),
+        );
+    }
+
+    /// The audit record and approvals.
+    fn register_audit(&self, registry: &mut Registry) {
+        registry.register(
+            "sluice_audit_unrecorded_refusals",
+            "Refusals whose audit record could not be written (the refusal stands; the log says why)",
+            self.audit_unrecorded.clone(),
+        );
+        registry.register(
+            "sluice_audit_forward_queue",
+            "Audit events waiting to be sent to the operator (run mode)",
+            self.audit_queue.clone(),
+        );
+        registry.register(
+            "sluice_audit_forward_dropped",
+            "Audit events never sent to the operator because its queue was full (they are on stdout)",
+            self.audit_dropped.clone(),
+        );
+        registry.register(
+            "sluice_approvals",
+            "Approval steps of statements held for a human, by step",
+            self.approvals.clone(),
+        );
+        registry.register(
+            "sluice_approvals_pending",
+            "Statements held now, waiting for a human's approval",
+            self.approvals_pending.clone(),
+        );
+    }
+
+    /// The build, the bundle in force and the token exchange.
+    fn register_bundle(&self, registry: &mut Registry) {
+        registry.register(
+            "sluice_build",
+            "The sidecar's version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                binary: "sidecar",
+            }),
+        );
+        registry.register(
+            "sluice_bundle_in_force",
+            "1 while policies are in force: a bundle from the operator (run mode) or the local manifests (standalone); 0 while every session is refused for want of one",
+            self.bundle_in_force.clone(),
+        );
+        registry.register(
+            "sluice_bundle_last_refresh_timestamp_seconds",
+            "When the operator last vouched for the bundle in force (new or unchanged), Unix seconds; 0 before the first",
+            self.bundle_refreshed.clone(),
+        );
+        registry.register(
+            "sluice_bundle_expiry_timestamp_seconds",
+            "When the bundle in force expires unless refreshed, Unix seconds; 0 without a bundle",
+            self.bundle_expires.clone(),
+        );
+        registry.register(
+            "sluice_bundle_refresh_failures",
+            "Bundle polls that failed (the bundle stays in force until its expiry)",
+            self.bundle_failures.clone(),
+        );
+        registry.register(
+            "sluice_token_exchange_failures",
+            "Exchanges of the pod's token for a gateway token that failed, by reason",
+            self.exchange.clone(),
+        );
+    }
+}
+
 /// One Connection's series, resolved once.
 #[derive(Debug, Clone)]
 struct ConnectionHandles {
@@ -202,151 +371,11 @@ pub type NotRead = Raised;
 impl Metrics {
     /// Creates the metrics and registers them.
     pub fn register(registry: &mut Registry) -> Self {
-        let f = Families {
-            statements: Family::default(),
-            rules: Family::default(),
-            masked: Family::default(),
-            sessions: Family::default(),
-            refusals: Family::default(),
-            active: Family::default(),
-            upstream: Family::new_with_constructor(latency_histogram),
-            overhead: Family::new_with_constructor(latency_histogram),
-            bytes: Family::default(),
-            approvals: Family::default(),
-            exchange: Family::default(),
-            approvals_pending: Gauge::default(),
-            buffer_in_use: Gauge::default(),
-            not_read: Gauge::default(),
-            audit_unrecorded: Counter::default(),
-            audit_queue: Gauge::default(),
-            audit_dropped: Counter::default(),
-            bundle_in_force: Gauge::default(),
-            bundle_refreshed: Gauge::default(),
-            bundle_expires: Gauge::default(),
-            bundle_failures: Counter::default(),
-            total_active: Gauge::default(),
-            total_refused: Counter::default(),
-            connections: Mutex::new(HashMap::new()),
-        };
-        for step in ApprovalStep::ALL {
-            f.approvals.get_or_create_owned(&ApprovalLabels { step });
-        }
-        for reason in ExchangeFailure::ALL {
-            f.exchange.get_or_create_owned(&ExchangeLabels { reason });
-        }
-        registry.register(
-            "sluice_build",
-            "The sidecar's version",
-            Info::new(BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-                binary: "sidecar",
-            }),
-        );
-        registry.register(
-            "sluice_statements",
-            "SQL statements decided, by Connection and decision",
-            f.statements.clone(),
-        );
-        registry.register(
-            "sluice_rule_decisions",
-            "SQL statements decided, by Connection, deciding AccessPolicy and rule, and the rule's action (empty policy or rule: a default)",
-            f.rules.clone(),
-        );
-        registry.register(
-            "sluice_masked_values",
-            "Result values masked, by Connection",
-            f.masked.clone(),
-        );
-        registry.register(
-            "sluice_sessions",
-            "Client sessions, by Connection and outcome",
-            f.sessions.clone(),
-        );
-        registry.register(
-            "sluice_session_refusals",
-            "Client sessions refused before they opened, by Connection and reason",
-            f.refusals.clone(),
-        );
-        registry.register(
-            "sluice_active_sessions",
-            "Client sessions open now, by Connection",
-            f.active.clone(),
-        );
-        registry.register(
-            "sluice_upstream_latency_seconds",
-            "Time from forwarding a statement (or request) to the end of its result, by Connection: the upstream's time",
-            f.upstream.clone(),
-        );
-        registry.register(
-            "sluice_overhead_seconds",
-            "Time Sluice adds before a simple query or an extended-protocol group is forwarded (deciding it and its write-ahead audit record; not a human's approval), by Connection",
-            f.overhead.clone(),
-        );
-        registry.register(
-            "sluice_bytes",
-            "Bytes relayed, by Connection and direction",
-            f.bytes.clone(),
-        );
-        registry.register(
-            "sluice_buffer_budget_in_use_bytes",
-            "Bytes of large PostgreSQL messages held, all sessions together (see --buffer-budget)",
-            f.buffer_in_use.clone(),
-        );
-        registry.register(
-            "sluice_pg_clients_not_read",
-            "PostgreSQL sessions whose client is not read: it owes reading more than 1024 answers",
-            f.not_read.clone(),
-        );
-        registry.register(
-            "sluice_audit_unrecorded_refusals",
-            "Refusals whose audit record could not be written (the refusal stands; the log says why)",
-            f.audit_unrecorded.clone(),
-        );
-        registry.register(
-            "sluice_audit_forward_queue",
-            "Audit events waiting to be sent to the operator (run mode)",
-            f.audit_queue.clone(),
-        );
-        registry.register(
-            "sluice_audit_forward_dropped",
-            "Audit events never sent to the operator because its queue was full (they are on stdout)",
-            f.audit_dropped.clone(),
-        );
-        registry.register(
-            "sluice_approvals",
-            "Approval steps of statements held for a human, by step",
-            f.approvals.clone(),
-        );
-        registry.register(
-            "sluice_approvals_pending",
-            "Statements held now, waiting for a human's approval",
-            f.approvals_pending.clone(),
-        );
-        registry.register(
-            "sluice_bundle_in_force",
-            "1 while policies are in force: a bundle from the operator (run mode) or the local manifests (standalone); 0 while every session is refused for want of one",
-            f.bundle_in_force.clone(),
-        );
-        registry.register(
-            "sluice_bundle_last_refresh_timestamp_seconds",
-            "When the operator last vouched for the bundle in force (new or unchanged), Unix seconds; 0 before the first",
-            f.bundle_refreshed.clone(),
-        );
-        registry.register(
-            "sluice_bundle_expiry_timestamp_seconds",
-            "When the bundle in force expires unless refreshed, Unix seconds; 0 without a bundle",
-            f.bundle_expires.clone(),
-        );
-        registry.register(
-            "sluice_bundle_refresh_failures",
-            "Bundle polls that failed (the bundle stays in force until its expiry)",
-            f.bundle_failures.clone(),
-        );
-        registry.register(
-            "sluice_token_exchange_failures",
-            "Exchanges of the pod's token for a gateway token that failed, by reason",
-            f.exchange.clone(),
-        );
+        let f = Families::new();
+        f.register_statements(registry);
+        f.register_sessions(registry);
+        f.register_audit(registry);
+        f.register_bundle(registry);
         Metrics {
             families: Arc::new(f),
             conn: ConnectionHandles::detached(),
