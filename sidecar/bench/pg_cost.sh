@@ -81,6 +81,9 @@ spec:
 YAML
 # shellcheck disable=SC2206
 args=(standalone -f "$work/m.yaml" --as bench/app --no-audit-stdout --audit-file "$work/audit.jsonl" ${SIDECAR_ARGS:-})
+# As bench.sh: the binary starts read from disk, not from a just-written
+# page cache (which maps several MiB more of it: RSS would not compare).
+python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$bin" || true
 case $mode in
   cg) valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" --instr-atstart=no "$bin" "${args[@]}" >"$work/side.out" 2>"$work/side.log" & ;;
   massif) valgrind --tool=massif --massif-out-file="$work/massif.out" "$bin" "${args[@]}" >"$work/side.out" 2>"$work/side.log" & ;;
