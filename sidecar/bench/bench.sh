@@ -2,9 +2,11 @@
 # `make bench`: pgbench through the Sluice sidecar vs the direct connection
 # vs PgBouncer (session mode), interleaved in one run, against a throwaway
 # PostgreSQL. Prints TPS, mean latency, ratios to direct, and the sidecar's
-# peak RSS, and the CPU time the proxy (sidecar or PgBouncer) spent per
-# transaction (less sensitive than TPS to other load on the machine), and the
-# median latency of the one-client cells (pgbench -l) with what each proxy adds.
+# peak RSS, and the CPU time the proxy process itself (sidecar or PgBouncer)
+# spent per transaction, user and system apart (from /proc/PID/stat; less
+# sensitive than TPS to other load on the machine; a select-only transaction
+# is one statement), and the median latency of the one-client cells
+# (pgbench -l) with what each proxy adds.
 #
 #   select-only (pgbench -S), 1 and 8 clients, simple and prepared protocol;
 #   a 1M-row result, without and with a masked column.
@@ -94,6 +96,14 @@ spec:
     - columns: ["big.secret"]
       strategy: redact
 YAML
+# uncache FILE: drops the file's clean pages from the page cache, so that a
+# binary starts as a pod's does, read from disk. A file just written (a build
+# moments ago) sits in the cache in large folios, and the process then maps
+# several MiB more of its code at a fault: its RSS is not comparable to an
+# older file's (measured: 24.9 against 22.4 MiB for two copies of one binary).
+uncache() { python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1" || true; }
+uncache "$bin"
+if [ -n "${BASELINE:-}" ]; then uncache "$BASELINE"; fi
 "$bin" standalone -f "$work/manifests.yaml" --as bench/app \
   --audit-file "$work/audit.jsonl" --no-audit-stdout 2>"$work/sidecar.log" &
 sidecar_pid=$!; pids+=("$sidecar_pid")
@@ -141,19 +151,20 @@ cat > "$work/big_masked.sql" <<'SQL'
 SELECT id, pad, secret FROM big;
 SQL
 
-# cpu_ticks PID: user+system clock ticks the process has used (0 if unknown).
+# cpu_ticks PID: "USER SYSTEM" clock ticks the process (all its threads) has
+# used ("0 0" if unknown).
 cpu_ticks() {
-  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
-  awk '{print $14 + $15}' "/proc/$1/stat"
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo "0 0"; return; }
+  awk '{print $14, $15}' "/proc/$1/stat"
 }
 pid_of() { case $1 in sidecar) echo "$sidecar_pid";; pgbouncer) echo "$bouncer_pid";; baseline) echo "$baseline_pid";; *) echo "";; esac; }
 
-# run TARGET NAME ARGS... -> "tps latency_ms proxy_cpu_us_per_tx p50_us" (appended to
-# $work/results). One-client cells log every transaction (pgbench -l) for the
-# median latency; the p50 of other cells is "-".
+# run TARGET NAME ARGS... -> "tps latency_ms user_us_per_tx system_us_per_tx p50_us"
+# (appended to $work/results). One-client cells log every transaction
+# (pgbench -l) for the median latency; the p50 of other cells is "-".
 run() {
   local target=$1 name=$2; shift 2
-  local out tps lat tx before after pid p50=- log=()
+  local out tps lat tx before after pid u0 s0 u1 s1 p50=- log=()
   pid=$(pid_of "$target")
   if [[ $name == *-c1-* ]]; then
     rm -f "$work"/txlog*
@@ -171,7 +182,9 @@ run() {
     p50=$(cat "$work"/txlog* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}')
     rm -f "$work"/txlog*
   fi
-  echo "$name $target $tps $lat $(( (after - before) * 1000000 / $(getconf CLK_TCK) / ${tx:-1} )) $p50" >> "$work/results"
+  read -r u0 s0 <<<"$before"; read -r u1 s1 <<<"$after"
+  echo "$name $target $tps $lat $(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" -v n="${tx:-1}" \
+    'BEGIN {printf "%.2f %.2f", u * 1e6 / hz / n, s * 1e6 / hz / n}') $p50" >> "$work/results"
 }
 
 cells=(
@@ -196,36 +209,52 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$sidecar_pid/status")
+# What the resident set is made of now: the binary's pages (file) and the heap
+# and stacks (anonymous).
+rss_parts=$(awk '/^Pss_File/ {f = $2} /^Pss_Anon/ {a = $2} END {printf "file-backed %.1f MiB, anonymous %.1f MiB", f / 1024, a / 1024}' "/proc/$sidecar_pid/smaps_rollup" 2>/dev/null || true)
 base_rss_kb=0
 [ -n "$baseline_pid" ] && base_rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$baseline_pid/status")
 echo
-python3 - "$work/results" "$rss_kb" "$base_rss_kb" <<'PY'
+python3 - "$work/results" "$rss_kb" "$base_rss_kb" "$rss_parts" <<'PY'
 import sys, collections
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
 order = []
 for line in open(sys.argv[1]):
-    name, target, tps, lat, cpu, p50 = line.split()
+    name, target, tps, lat, user, system, p50 = line.split()
     if name not in order: order.append(name)
-    rows[name][target].append((float(tps), float(lat), float(cpu), None if p50 == '-' else float(p50)))
+    rows[name][target].append((float(tps), float(lat), float(user), float(system), None if p50 == '-' else float(p50)))
 def mean(xs): return sum(xs) / len(xs)
-print(f"{'workload':26} {'target':10} {'TPS':>10} {'mean ms':>9} {'TPS/direct':>11} {'time/direct':>12} {'proxy CPU us/tx':>16} {'p50 us':>7} {'+p50 us':>8}")
+def col(name, target, i): return mean([r[i] for r in rows[name][target]])
+# The proxy's own CPU per transaction (a select-only transaction is one
+# statement), user and system apart, from /proc/PID/stat.
+print(f"{'workload':26} {'target':10} {'TPS':>10} {'mean ms':>9} {'TPS/direct':>11} {'time/direct':>12} {'user us/tx':>11} {'sys us/tx':>10} {'p50 us':>7} {'+p50 us':>8}")
 for name in order:
-    d_tps = mean([r[0] for r in rows[name]['direct']]); d_lat = mean([r[1] for r in rows[name]['direct']])
-    d_p50 = [r[3] for r in rows[name]['direct'] if r[3] is not None]
+    d_tps = col(name, 'direct', 0); d_lat = col(name, 'direct', 1)
+    d_p50 = [r[4] for r in rows[name]['direct'] if r[4] is not None]
     for target in [t for t in ['direct', 'pgbouncer', 'sidecar', 'baseline'] if rows[name][t]]:
-        tps = mean([r[0] for r in rows[name][target]]); lat = mean([r[1] for r in rows[name][target]])
-        cpu = f"{mean([r[2] for r in rows[name][target]]):16.1f}" if target != 'direct' else f"{'-':>16}"
-        p50s = [r[3] for r in rows[name][target] if r[3] is not None]
+        tps = col(name, target, 0); lat = col(name, target, 1)
+        cpu = f"{col(name, target, 2):11.1f} {col(name, target, 3):10.1f}" if target != 'direct' else f"{'-':>11} {'-':>10}"
+        p50s = [r[4] for r in rows[name][target] if r[4] is not None]
         if p50s and d_p50:
             p50 = f"{mean(p50s):7.0f} {mean(p50s) - mean(d_p50):+8.0f}"
         else:
             p50 = f"{'-':>7} {'-':>8}"
         print(f"{name:26} {target:10} {tps:10.1f} {lat:9.3f} {tps/d_tps:11.3f} {lat/d_lat:12.3f} {cpu} {p50}")
-print(f"\nsidecar peak RSS: {int(sys.argv[2]) / 1024:.1f} MiB")
+# Issue #22's lines, per cell: the sidecar's TPS ratio against PgBouncer's,
+# its user CPU per statement, and its user+system against PgBouncer's.
+print(f"\n{'sidecar vs PgBouncer':26} {'TPS ratio':>10} {'user us/stmt':>13} {'user+sys us':>12} {'PgB user+sys':>13} {'CPU x PgB':>10}")
+for name in order:
+    if not (rows[name]['sidecar'] and rows[name]['pgbouncer']): continue
+    s_all = col(name, 'sidecar', 2) + col(name, 'sidecar', 3)
+    b_all = col(name, 'pgbouncer', 2) + col(name, 'pgbouncer', 3)
+    ratio = col(name, 'sidecar', 0) / col(name, 'pgbouncer', 0)
+    print(f"{name:26} {ratio:10.3f} {col(name, 'sidecar', 2):13.1f} {s_all:12.1f} {b_all:13.1f} {s_all / max(b_all, 1e-9):10.2f}")
+print(f"\nsidecar peak RSS: {int(sys.argv[2]) / 1024:.1f} MiB (at the end: {sys.argv[4]})")
 if int(sys.argv[3]):
     print(f"baseline peak RSS: {int(sys.argv[3]) / 1024:.1f} MiB")
-    print("\nsidecar vs baseline (same run): TPS ratio, proxy CPU ratio")
+    print("\nsidecar vs baseline (same run): TPS ratio, proxy CPU ratio (user+system)")
     for name in order:
         s, b = rows[name]['sidecar'], rows[name]['baseline']
-        print(f"  {name:26} TPS {mean([r[0] for r in s]) / mean([r[0] for r in b]):6.3f}   CPU/tx {mean([r[2] for r in s]) / max(mean([r[2] for r in b]), 1e-9):6.3f}")
+        s_cpu = mean([r[2] + r[3] for r in s]); b_cpu = mean([r[2] + r[3] for r in b])
+        print(f"  {name:26} TPS {mean([r[0] for r in s]) / mean([r[0] for r in b]):6.3f}   CPU/tx {s_cpu / max(b_cpu, 1e-9):6.3f}")
 PY

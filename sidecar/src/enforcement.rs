@@ -57,7 +57,7 @@ impl Binding {
         Some(Enforcer {
             masking: Arc::new(Masking::new(set.clone())),
             set,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             literal_sensitive,
             standing: self.is_live().then_some(standing),
             revoked: None,
@@ -92,7 +92,10 @@ impl Binding {
 pub struct Enforcer {
     set: Arc<PolicySet>,
     masking: Arc<Masking>,
-    cache: HashMap<Box<str>, Arc<Decided>>,
+    /// Keyed by client-sent text: foldhash, seeded at random per process
+    /// (no client can aim at its buckets), faster than SipHash on the
+    /// every-statement lookups; and bounded ([`DECISION_CACHE_ENTRIES`]).
+    cache: HashMap<Box<str>, Arc<Decided>, foldhash::fast::RandomState>,
     literal_sensitive: bool,
     standing: Option<tokio::sync::watch::Receiver<Standing>>,
     /// Set while the standing is withdrawn: why statements are refused.

@@ -109,10 +109,36 @@ enum LogFormat {
     Json,
 }
 
+/// The `SLUICE_LOG` filter (`info` when unset or invalid). Plain
+/// `target=level` directives are read by the static [`Targets`] filter
+/// (the same syntax); only a value with span or field directives (`[`)
+/// needs an `EnvFilter` (an empty one keeps its meaning there too),
+/// whose span tracking costs a lock and a map lookup on every enter and
+/// exit of a span, i.e. on every poll of every session (#22: about 1 % of
+/// a statement's instructions).
+///
+/// [`Targets`]: tracing_subscriber::filter::Targets
+fn log_filter(
+    value: Option<&str>,
+) -> Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+    match value {
+        Some(v) if v.contains('[') || v.trim().is_empty() => Box::new(
+            EnvFilter::builder()
+                .parse(v)
+                .unwrap_or_else(|_| EnvFilter::new("info")),
+        ),
+        Some(v) => Box::new(
+            v.parse::<Targets>()
+                .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO)),
+        ),
+        None => Box::new(Targets::new().with_default(LevelFilter::INFO)),
+    }
+}
+
 fn init_logs(format: LogFormat) {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("SLUICE_LOG").ok().as_deref());
     // No log level may print literals, parameters, header values or result
     // values (#15). Sluice's own events are written not to; other crates'
     // debug and trace events (a parser's token dumps, a protocol library's

@@ -15,11 +15,9 @@
 //! costs atomic adds, never a label lookup.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -30,240 +28,9 @@ use sluice_crds::Action;
 
 use crate::bundle_client::GatewayError;
 
-/// The decision label of a statement.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum DecisionLabel {
-    /// Ran.
-    Allow,
-    /// Refused by a deny rule (or a limit).
-    Deny,
-    /// Refused: needs an approval.
-    RequireApproval,
-    /// Ran, but a dryRun policy would have refused it.
-    DryRunDeny,
-}
+mod labels;
 
-/// Labels of `sluice_statements_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatementLabels {
-    /// The Connection.
-    pub connection: String,
-    /// The decision.
-    pub decision: DecisionLabel,
-}
-
-/// Labels of `sluice_rule_decisions_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RuleLabels {
-    /// The Connection.
-    pub connection: String,
-    /// The deciding AccessPolicy (of the identity's namespace), empty when none did.
-    pub policy: String,
-    /// The deciding rule, empty for a policy's default action.
-    pub rule: String,
-    /// The action the rule decided.
-    pub action: ActionLabel,
-}
-
-/// A rule's action, as the CRDs spell it.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum ActionLabel {
-    /// `allow`.
-    Allow,
-    /// `deny`.
-    Deny,
-    /// `requireApproval`.
-    RequireApproval,
-}
-
-/// Labels of the families that carry only the Connection.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionLabels {
-    /// The Connection.
-    pub connection: String,
-}
-
-/// Labels of `sluice_sessions_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SessionLabels {
-    /// The Connection.
-    pub connection: String,
-    /// `opened` or `refused`.
-    pub outcome: SessionOutcome,
-}
-
-/// How a session attempt ended.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum SessionOutcome {
-    /// It was opened.
-    Opened,
-    /// It was refused (not bound, upstream failure, audit failure).
-    Refused,
-}
-
-/// Labels of `sluice_session_refusals_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RefusalLabels {
-    /// The Connection.
-    pub connection: String,
-    /// Why.
-    pub reason: SessionRefusal,
-}
-
-/// Why a session was refused before it opened.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum SessionRefusal {
-    /// No AccessPolicy binds the identity to the Connection (or none is in force).
-    NotBound,
-    /// The upstream could not be reached or refused the session.
-    UpstreamUnavailable,
-    /// A readOnly policy's session could not be verified read-only.
-    ReadOnlyUnverified,
-    /// The audit log could not be written.
-    AuditFailed,
-    /// The listener holds its most connections (`53300`).
-    TooManyConnections,
-    /// The client's startup was malformed (`08P01`).
-    ProtocolViolation,
-    /// The client asked for what Sluice does not serve: another protocol
-    /// version, a replication connection (`0A000`).
-    Unsupported,
-    /// Any other reason (the log says which).
-    Other,
-}
-
-impl SessionRefusal {
-    const ALL: [SessionRefusal; 8] = [
-        SessionRefusal::NotBound,
-        SessionRefusal::UpstreamUnavailable,
-        SessionRefusal::ReadOnlyUnverified,
-        SessionRefusal::AuditFailed,
-        SessionRefusal::TooManyConnections,
-        SessionRefusal::ProtocolViolation,
-        SessionRefusal::Unsupported,
-        SessionRefusal::Other,
-    ];
-
-    /// The reason of a refusal answered with SQLSTATE `code`.
-    pub fn of_sqlstate(code: &str) -> SessionRefusal {
-        match code {
-            // invalid_authorization_specification
-            "28000" => SessionRefusal::NotBound,
-            // connection_failure
-            "08006" | "08001" | "08004" => SessionRefusal::UpstreamUnavailable,
-            // read_only_sql_transaction
-            "25006" => SessionRefusal::ReadOnlyUnverified,
-            // internal_error: the audit log could not be written
-            "XX000" => SessionRefusal::AuditFailed,
-            "53300" => SessionRefusal::TooManyConnections,
-            "08P01" => SessionRefusal::ProtocolViolation,
-            "0A000" => SessionRefusal::Unsupported,
-            _ => SessionRefusal::Other,
-        }
-    }
-}
-
-/// Labels of `sluice_bytes_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BytesLabels {
-    /// The Connection.
-    pub connection: String,
-    /// Direction.
-    pub direction: Direction,
-}
-
-/// Direction of bytes.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Direction {
-    /// From the application to the sidecar.
-    FromClient,
-    /// From the sidecar to the application.
-    ToClient,
-}
-
-/// Labels of `sluice_approvals_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ApprovalLabels {
-    /// The step.
-    pub step: ApprovalStep,
-}
-
-/// A step of a statement's approval.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum ApprovalStep {
-    /// The operator was asked (a new request, or the pending one again).
-    Asked,
-    /// Approved, and the statement ran.
-    Granted,
-    /// Denied by an approver.
-    Denied,
-    /// Expired without a decision.
-    Expired,
-    /// Refused for another reason (operator unreachable, approval already used).
-    Failed,
-}
-
-impl ApprovalStep {
-    const ALL: [ApprovalStep; 5] = [
-        ApprovalStep::Asked,
-        ApprovalStep::Granted,
-        ApprovalStep::Denied,
-        ApprovalStep::Expired,
-        ApprovalStep::Failed,
-    ];
-}
-
-/// Labels of `sluice_token_exchange_failures_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ExchangeLabels {
-    /// Why.
-    pub reason: ExchangeFailure,
-}
-
-/// Why exchanging the pod's token for a gateway token failed.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum ExchangeFailure {
-    /// The operator could not be reached (TCP, TLS, HTTP).
-    Unreachable,
-    /// The operator did not answer in time.
-    Timeout,
-    /// The operator refused the pod's token or identity (401, 403).
-    Refused,
-    /// The operator failed (5xx) or refused for another reason.
-    Failed,
-    /// The answer or the local set-up (CA, token file) is unusable.
-    Malformed,
-}
-
-impl ExchangeFailure {
-    const ALL: [ExchangeFailure; 5] = [
-        ExchangeFailure::Unreachable,
-        ExchangeFailure::Timeout,
-        ExchangeFailure::Refused,
-        ExchangeFailure::Failed,
-        ExchangeFailure::Malformed,
-    ];
-
-    /// The bounded reason of a gateway error.
-    pub fn of(e: &GatewayError) -> ExchangeFailure {
-        match e {
-            GatewayError::Transport { .. } => ExchangeFailure::Unreachable,
-            GatewayError::Timeout { .. } => ExchangeFailure::Timeout,
-            GatewayError::Refused {
-                status: 401 | 403, ..
-            } => ExchangeFailure::Refused,
-            GatewayError::Refused { .. } => ExchangeFailure::Failed,
-            _ => ExchangeFailure::Malformed,
-        }
-    }
-}
-
-/// Labels of `sluice_build_info`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-    binary: &'static str,
-}
+pub use labels::*;
 
 /// Buckets of the latency histograms: 50 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 17] = [
@@ -307,6 +74,175 @@ struct Families {
     total_refused: Counter,
     /// Each Connection's handles, made once.
     connections: Mutex<HashMap<String, Arc<Metrics>>>,
+}
+
+impl Families {
+    /// The families, with the series of every approval step and token
+    /// exchange failure at zero.
+    fn new() -> Families {
+        let f = Families {
+            statements: Family::default(),
+            rules: Family::default(),
+            masked: Family::default(),
+            sessions: Family::default(),
+            refusals: Family::default(),
+            active: Family::default(),
+            upstream: Family::new_with_constructor(latency_histogram),
+            overhead: Family::new_with_constructor(latency_histogram),
+            bytes: Family::default(),
+            approvals: Family::default(),
+            exchange: Family::default(),
+            approvals_pending: Gauge::default(),
+            buffer_in_use: Gauge::default(),
+            not_read: Gauge::default(),
+            audit_unrecorded: Counter::default(),
+            audit_queue: Gauge::default(),
+            audit_dropped: Counter::default(),
+            bundle_in_force: Gauge::default(),
+            bundle_refreshed: Gauge::default(),
+            bundle_expires: Gauge::default(),
+            bundle_failures: Counter::default(),
+            total_active: Gauge::default(),
+            total_refused: Counter::default(),
+            connections: Mutex::new(HashMap::new()),
+        };
+        for step in ApprovalStep::ALL {
+            f.approvals.get_or_create_owned(&ApprovalLabels { step });
+        }
+        for reason in ExchangeFailure::ALL {
+            f.exchange.get_or_create_owned(&ExchangeLabels { reason });
+        }
+        f
+    }
+
+    /// Statements: decisions, rules, masked values, the upstream's and Sluice's time.
+    fn register_statements(&self, registry: &mut Registry) {
+        registry.register(
+            "sluice_statements",
+            "SQL statements decided, by Connection and decision",
+            self.statements.clone(),
+        );
+        registry.register(
+            "sluice_rule_decisions",
+            "SQL statements decided, by Connection, deciding AccessPolicy and rule, and the rule's action (empty policy or rule: a default)",
+            self.rules.clone(),
+        );
+        registry.register(
+            "sluice_masked_values",
+            "Result values masked, by Connection",
+            self.masked.clone(),
+        );
+        registry.register(
+            "sluice_upstream_latency_seconds",
+            "Time from forwarding a statement (or request) to the end of its result, by Connection: the upstream's time",
+            self.upstream.clone(),
+        );
+        registry.register(
+            "sluice_overhead_seconds",
+            "Time Sluice adds before a simple query or an extended-protocol group is forwarded (deciding it and its write-ahead audit record; not a human's approval), by Connection",
+            self.overhead.clone(),
+        );
+    }
+
+    /// Sessions: opened, refused, open now, bytes, buffers, unread clients.
+    fn register_sessions(&self, registry: &mut Registry) {
+        registry.register(
+            "sluice_sessions",
+            "Client sessions, by Connection and outcome",
+            self.sessions.clone(),
+        );
+        registry.register(
+            "sluice_session_refusals",
+            "Client sessions refused before they opened, by Connection and reason",
+            self.refusals.clone(),
+        );
+        registry.register(
+            "sluice_active_sessions",
+            "Client sessions open now, by Connection",
+            self.active.clone(),
+        );
+        registry.register(
+            "sluice_bytes",
+            "Bytes relayed, by Connection and direction",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "sluice_buffer_budget_in_use_bytes",
+            "Bytes of large PostgreSQL messages held, all sessions together (see --buffer-budget)",
+            self.buffer_in_use.clone(),
+        );
+        registry.register(
+            "sluice_pg_clients_not_read",
+            "PostgreSQL sessions whose client is not read: it owes reading more than 1024 answers",
+            self.not_read.clone(),
+        );
+    }
+
+    /// The audit record and approvals.
+    fn register_audit(&self, registry: &mut Registry) {
+        registry.register(
+            "sluice_audit_unrecorded_refusals",
+            "Refusals whose audit record could not be written (the refusal stands; the log says why)",
+            self.audit_unrecorded.clone(),
+        );
+        registry.register(
+            "sluice_audit_forward_queue",
+            "Audit events waiting to be sent to the operator (run mode)",
+            self.audit_queue.clone(),
+        );
+        registry.register(
+            "sluice_audit_forward_dropped",
+            "Audit events never sent to the operator because its queue was full (they are on stdout)",
+            self.audit_dropped.clone(),
+        );
+        registry.register(
+            "sluice_approvals",
+            "Approval steps of statements held for a human, by step",
+            self.approvals.clone(),
+        );
+        registry.register(
+            "sluice_approvals_pending",
+            "Statements held now, waiting for a human's approval",
+            self.approvals_pending.clone(),
+        );
+    }
+
+    /// The build, the bundle in force and the token exchange.
+    fn register_bundle(&self, registry: &mut Registry) {
+        registry.register(
+            "sluice_build",
+            "The sidecar's version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                binary: "sidecar",
+            }),
+        );
+        registry.register(
+            "sluice_bundle_in_force",
+            "1 while policies are in force: a bundle from the operator (run mode) or the local manifests (standalone); 0 while every session is refused for want of one",
+            self.bundle_in_force.clone(),
+        );
+        registry.register(
+            "sluice_bundle_last_refresh_timestamp_seconds",
+            "When the operator last vouched for the bundle in force (new or unchanged), Unix seconds; 0 before the first",
+            self.bundle_refreshed.clone(),
+        );
+        registry.register(
+            "sluice_bundle_expiry_timestamp_seconds",
+            "When the bundle in force expires unless refreshed, Unix seconds; 0 without a bundle",
+            self.bundle_expires.clone(),
+        );
+        registry.register(
+            "sluice_bundle_refresh_failures",
+            "Bundle polls that failed (the bundle stays in force until its expiry)",
+            self.bundle_failures.clone(),
+        );
+        registry.register(
+            "sluice_token_exchange_failures",
+            "Exchanges of the pod's token for a gateway token that failed, by reason",
+            self.exchange.clone(),
+        );
+    }
 }
 
 /// One Connection's series, resolved once.
@@ -435,151 +371,11 @@ pub type NotRead = Raised;
 impl Metrics {
     /// Creates the metrics and registers them.
     pub fn register(registry: &mut Registry) -> Self {
-        let f = Families {
-            statements: Family::default(),
-            rules: Family::default(),
-            masked: Family::default(),
-            sessions: Family::default(),
-            refusals: Family::default(),
-            active: Family::default(),
-            upstream: Family::new_with_constructor(latency_histogram),
-            overhead: Family::new_with_constructor(latency_histogram),
-            bytes: Family::default(),
-            approvals: Family::default(),
-            exchange: Family::default(),
-            approvals_pending: Gauge::default(),
-            buffer_in_use: Gauge::default(),
-            not_read: Gauge::default(),
-            audit_unrecorded: Counter::default(),
-            audit_queue: Gauge::default(),
-            audit_dropped: Counter::default(),
-            bundle_in_force: Gauge::default(),
-            bundle_refreshed: Gauge::default(),
-            bundle_expires: Gauge::default(),
-            bundle_failures: Counter::default(),
-            total_active: Gauge::default(),
-            total_refused: Counter::default(),
-            connections: Mutex::new(HashMap::new()),
-        };
-        for step in ApprovalStep::ALL {
-            f.approvals.get_or_create_owned(&ApprovalLabels { step });
-        }
-        for reason in ExchangeFailure::ALL {
-            f.exchange.get_or_create_owned(&ExchangeLabels { reason });
-        }
-        registry.register(
-            "sluice_build",
-            "The sidecar's version",
-            Info::new(BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-                binary: "sidecar",
-            }),
-        );
-        registry.register(
-            "sluice_statements",
-            "SQL statements decided, by Connection and decision",
-            f.statements.clone(),
-        );
-        registry.register(
-            "sluice_rule_decisions",
-            "SQL statements decided, by Connection, deciding AccessPolicy and rule, and the rule's action (empty policy or rule: a default)",
-            f.rules.clone(),
-        );
-        registry.register(
-            "sluice_masked_values",
-            "Result values masked, by Connection",
-            f.masked.clone(),
-        );
-        registry.register(
-            "sluice_sessions",
-            "Client sessions, by Connection and outcome",
-            f.sessions.clone(),
-        );
-        registry.register(
-            "sluice_session_refusals",
-            "Client sessions refused before they opened, by Connection and reason",
-            f.refusals.clone(),
-        );
-        registry.register(
-            "sluice_active_sessions",
-            "Client sessions open now, by Connection",
-            f.active.clone(),
-        );
-        registry.register(
-            "sluice_upstream_latency_seconds",
-            "Time from forwarding a statement (or request) to the end of its result, by Connection: the upstream's time",
-            f.upstream.clone(),
-        );
-        registry.register(
-            "sluice_overhead_seconds",
-            "Time Sluice adds before a simple query or an extended-protocol group is forwarded (deciding it and its write-ahead audit record; not a human's approval), by Connection",
-            f.overhead.clone(),
-        );
-        registry.register(
-            "sluice_bytes",
-            "Bytes relayed, by Connection and direction",
-            f.bytes.clone(),
-        );
-        registry.register(
-            "sluice_buffer_budget_in_use_bytes",
-            "Bytes of large PostgreSQL messages held, all sessions together (see --buffer-budget)",
-            f.buffer_in_use.clone(),
-        );
-        registry.register(
-            "sluice_pg_clients_not_read",
-            "PostgreSQL sessions whose client is not read: it owes reading more than 1024 answers",
-            f.not_read.clone(),
-        );
-        registry.register(
-            "sluice_audit_unrecorded_refusals",
-            "Refusals whose audit record could not be written (the refusal stands; the log says why)",
-            f.audit_unrecorded.clone(),
-        );
-        registry.register(
-            "sluice_audit_forward_queue",
-            "Audit events waiting to be sent to the operator (run mode)",
-            f.audit_queue.clone(),
-        );
-        registry.register(
-            "sluice_audit_forward_dropped",
-            "Audit events never sent to the operator because its queue was full (they are on stdout)",
-            f.audit_dropped.clone(),
-        );
-        registry.register(
-            "sluice_approvals",
-            "Approval steps of statements held for a human, by step",
-            f.approvals.clone(),
-        );
-        registry.register(
-            "sluice_approvals_pending",
-            "Statements held now, waiting for a human's approval",
-            f.approvals_pending.clone(),
-        );
-        registry.register(
-            "sluice_bundle_in_force",
-            "1 while policies are in force: a bundle from the operator (run mode) or the local manifests (standalone); 0 while every session is refused for want of one",
-            f.bundle_in_force.clone(),
-        );
-        registry.register(
-            "sluice_bundle_last_refresh_timestamp_seconds",
-            "When the operator last vouched for the bundle in force (new or unchanged), Unix seconds; 0 before the first",
-            f.bundle_refreshed.clone(),
-        );
-        registry.register(
-            "sluice_bundle_expiry_timestamp_seconds",
-            "When the bundle in force expires unless refreshed, Unix seconds; 0 without a bundle",
-            f.bundle_expires.clone(),
-        );
-        registry.register(
-            "sluice_bundle_refresh_failures",
-            "Bundle polls that failed (the bundle stays in force until its expiry)",
-            f.bundle_failures.clone(),
-        );
-        registry.register(
-            "sluice_token_exchange_failures",
-            "Exchanges of the pod's token for a gateway token that failed, by reason",
-            f.exchange.clone(),
-        );
+        let f = Families::new();
+        f.register_statements(registry);
+        f.register_sessions(registry);
+        f.register_audit(registry);
+        f.register_bundle(registry);
         Metrics {
             families: Arc::new(f),
             conn: ConnectionHandles::detached(),
@@ -797,57 +593,6 @@ fn unix_now() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
-
-/// Label values are the API's own words (`allow`, `requireApproval`), not Rust names.
-macro_rules! label_values {
-    ($ty:ty { $($variant:ident => $text:literal),* $(,)? }) => {
-        impl EncodeLabelValue for $ty {
-            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-                encoder.write_str(match self {
-                    $(<$ty>::$variant => $text),*
-                })
-            }
-        }
-    };
-}
-
-label_values!(DecisionLabel {
-    Allow => "allow",
-    Deny => "deny",
-    RequireApproval => "requireApproval",
-    DryRunDeny => "dryRunDeny",
-});
-label_values!(ActionLabel {
-    Allow => "allow",
-    Deny => "deny",
-    RequireApproval => "requireApproval",
-});
-label_values!(ApprovalStep {
-    Asked => "asked",
-    Granted => "granted",
-    Denied => "denied",
-    Expired => "expired",
-    Failed => "failed",
-});
-label_values!(SessionOutcome { Opened => "opened", Refused => "refused" });
-label_values!(SessionRefusal {
-    NotBound => "notBound",
-    UpstreamUnavailable => "upstreamUnavailable",
-    ReadOnlyUnverified => "readOnlyUnverified",
-    AuditFailed => "auditFailed",
-    TooManyConnections => "tooManyConnections",
-    ProtocolViolation => "protocolViolation",
-    Unsupported => "unsupported",
-    Other => "other",
-});
-label_values!(Direction { FromClient => "fromClient", ToClient => "toClient" });
-label_values!(ExchangeFailure {
-    Unreachable => "unreachable",
-    Timeout => "timeout",
-    Refused => "refused",
-    Failed => "failed",
-    Malformed => "malformed",
-});
 
 #[cfg(test)]
 mod tests {

@@ -166,10 +166,10 @@ impl RowMask {
     }
 
     /// The same mask for a portal whose Bind asked for these result formats.
-    pub fn with_formats(&self, formats: &[i16]) -> RowMask {
+    pub fn with_formats(&self, formats: &super::messages::bind::FormatCodes) -> RowMask {
         let mut m = self.clone();
         for (i, c) in m.columns.iter_mut().enumerate() {
-            c.format = super::messages::bind::format_of(formats, i);
+            c.format = formats.of(i);
         }
         m
     }

@@ -389,11 +389,17 @@ impl ClientLoop {
         (None, effect)
     }
 
-    /// COPY … TO STDOUT under masking: the plan per statement, or a refusal.
+    /// COPY … TO STDOUT under masking: the plan per statement (by index;
+    /// none past the end), or a refusal.
     pub(super) async fn copy_masks(
         &self,
         decided: &Decided,
     ) -> Result<Vec<Option<Arc<CopyMask>>>, Refusal> {
+        // No COPY … TO STDOUT (every statement but a handful): no plan, and
+        // no allocation (a statement without an entry has no COPY mask).
+        if (0..decided.len()).all(|index| decided.copy_out(index).is_none()) {
+            return Ok(Vec::new());
+        }
         let mut masks = Vec::new();
         for index in 0..decided.len() {
             let Some(target) = decided.copy_out(index) else {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::enforcement::{Decided, Masking};
 use crate::postgres::masking::CopyMask;
+use crate::postgres::messages::bind::FormatCodes;
 
 /// What the upstream will send next, in order, and what it belongs to.
 pub(super) enum Expect {
@@ -17,7 +18,7 @@ pub(super) enum Expect {
     ParseComplete,
     /// BindComplete. With masking, what the server loop needs to give the
     /// portal the mask of its statement in the Bind's result formats.
-    BindComplete(Option<Box<BindInfo>>),
+    BindComplete(Option<BindInfo>),
     /// A Describe's answer: ParameterDescription (statements) then
     /// RowDescription or NoData. `forward` is false for the sidecar's own
     /// Describe of a portal, whose answer the client never asked for.
@@ -74,10 +75,14 @@ pub(super) struct StatementRef {
     pub(super) prepared: Option<(Arc<str>, u64)>,
 }
 
+/// A Bind's portal, statement and result formats, for the server loop:
+/// nothing allocated for the unnamed portal, a known statement's name
+/// shared with the client loop's entry, and the formats drivers send (none
+/// or one) kept inline.
 pub(super) struct BindInfo {
     pub(super) portal: String,
-    pub(super) statement: String,
-    pub(super) formats: Vec<i16>,
+    pub(super) statement: Arc<str>,
+    pub(super) formats: FormatCodes,
 }
 
 pub(super) struct SimpleCtx {

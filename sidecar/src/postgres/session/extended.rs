@@ -329,6 +329,7 @@ impl ClientLoop {
             self.statements.insert(
                 p.name.to_string(),
                 PreparedStatement {
+                    name: Arc::from(p.name),
                     stmt,
                     described: describe_statements.then_some(self.generation),
                 },
@@ -362,9 +363,9 @@ impl ClientLoop {
             if stale {
                 s.described = Some(generation);
             }
-            (s.stmt.clone(), stale)
+            (s.stmt.clone(), stale, s.name.clone())
         });
-        if let Some((stmt, true)) = &known {
+        if let Some((stmt, true, _)) = &known {
             // Described under other masking rules (or none): its mask is
             // made again first.
             self.send(Expect::Describe {
@@ -375,16 +376,16 @@ impl ClientLoop {
             });
             describe::describe_statement(&mut self.out, b.statement);
         }
-        let stmt = known.map(|(stmt, _)| stmt);
-        let portal = b.portal.to_string();
+        let (stmt, name) = match known {
+            Some((stmt, _, name)) => (Some(stmt), Some(name)),
+            None => (None, None),
+        };
         self.portals
-            .insert(portal.clone(), Portal { stmt, generation });
-        let info = describe_statements.then(|| {
-            Box::new(BindInfo {
-                portal,
-                statement: b.statement.to_string(),
-                formats: b.result_formats.clone(),
-            })
+            .insert(b.portal.to_string(), Portal { stmt, generation });
+        let info = describe_statements.then(|| BindInfo {
+            portal: b.portal.to_string(),
+            statement: name.unwrap_or_else(|| Arc::from(b.statement)),
+            formats: b.result_formats.to_codes(),
         });
         self.send(Expect::BindComplete(info));
         self.out.extend_from_slice(&frame.raw);

@@ -110,7 +110,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.portal_masks.insert(p, mask.clone());
             }
             if let Some(s) = statement {
-                self.statement_masks.insert(s, mask);
+                self.statement_masks
+                    .insert(s, super::StatementMask::new(mask));
             }
             if forward && let Some(frame) = frame {
                 self.forward(frame);

@@ -54,6 +54,7 @@ use super::cancel::CancelRegistry;
 use super::catalog::{Catalog, CatalogPool};
 use super::framing::{Frame, FrameReader, FramingError, Peer};
 use super::masking::{CopyMask, RowMask};
+use super::messages::bind::FormatCodes;
 use super::rows_affected::{Count, Outcome};
 use super::settings::ServerSettings;
 use super::upstream::{ReadHalf, UpstreamConfig, WriteHalf};
@@ -150,6 +151,12 @@ impl Answered {
         }
     }
 }
+
+/// The session's maps (statements, portals, masks) and their hasher:
+/// foldhash, seeded at random per process like std's, and several times
+/// faster than std's SipHash on the short keys looked up for every
+/// statement (#22: the hashing was about 2 % of a statement's instructions).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A result shape: the decision's address, the statement's index in it, and
 /// the RowDescription body.
@@ -256,6 +263,9 @@ pub enum SessionError {
 }
 
 struct PreparedStatement {
+    /// Its name (the map's key), shared with what each Bind of it tells
+    /// the server loop.
+    name: Arc<str>,
     stmt: StatementRef,
     /// The masking generation the sidecar described it under (`None`:
     /// not described, masking was off).
@@ -276,9 +286,9 @@ struct ClientLoop {
     out: BytesMut,
     expect: mpsc::UnboundedSender<Expect>,
     /// Prepared statements as the server knows them (only forwarded Parses).
-    statements: HashMap<String, PreparedStatement>,
+    statements: Map<String, PreparedStatement>,
     /// Portals as the server knows them.
-    portals: HashMap<String, Portal>,
+    portals: Map<String, Portal>,
     /// Extended-protocol messages waiting for Sync or Flush.
     pending: Vec<Frame>,
     /// Their size.
@@ -375,11 +385,11 @@ struct ServerLoop<'w, W> {
     /// until the cycle ends.
     suppress: bool,
     result: ResultState,
-    portal_masks: HashMap<String, Option<Arc<RowMask>>>,
+    portal_masks: Map<String, Option<Arc<RowMask>>>,
     /// Masks of prepared statements (result formats still text), from the
-    /// sidecar's own Describe; `None` for a statement that returns no rows.
-    statement_masks: HashMap<String, Option<Arc<RowMask>>>,
-    mask_cache: HashMap<MaskKey, (Arc<Decided>, Option<Arc<RowMask>>)>,
+    /// sidecar's own Describe.
+    statement_masks: Map<String, StatementMask>,
+    mask_cache: Map<MaskKey, (Arc<Decided>, Option<Arc<RowMask>>)>,
     catalog: Arc<Mutex<Catalog>>,
     masking: Arc<Masking>,
     /// The running simple query: which statement of it is producing results,
@@ -396,11 +406,39 @@ struct ServerLoop<'w, W> {
     ran: Vec<StatementRef>,
     ran_overflow: bool,
     /// Per statement, whether it may read a masked column.
-    uncertain_cache: HashMap<(usize, usize), (Arc<Decided>, bool)>,
+    uncertain_cache: Map<(usize, usize), (Arc<Decided>, bool)>,
     /// The policy that made this session read-only (see [`ClientLoop`]).
     read_only: Option<Arc<str>>,
     /// A write's answer being held for `maxRowsAffected` (see [`Expect::HoldStart`]).
     hold: Option<Hold>,
+}
+
+/// A prepared statement's mask from the sidecar's own Describe (`None`:
+/// its rows pass untouched, or it returns none), and the last one made
+/// from it for a Bind's result formats: a statement bound again and again
+/// in the same formats (every execution of a prepared statement) reuses it.
+struct StatementMask {
+    mask: Option<Arc<RowMask>>,
+    bound: Option<(FormatCodes, Arc<RowMask>)>,
+}
+
+impl StatementMask {
+    fn new(mask: Option<Arc<RowMask>>) -> StatementMask {
+        StatementMask { mask, bound: None }
+    }
+
+    /// The mask of a portal bound from the statement in `formats`.
+    fn in_formats(&mut self, formats: &FormatCodes) -> Option<Arc<RowMask>> {
+        let mask = self.mask.as_ref()?;
+        if let Some((f, m)) = &self.bound
+            && f == formats
+        {
+            return Some(m.clone());
+        }
+        let m = Arc::new(mask.with_formats(formats));
+        self.bound = Some((formats.clone(), m.clone()));
+        Some(m)
+    }
 }
 
 /// The answer being held for `maxRowsAffected`: `out[start..]`.
@@ -424,3 +462,47 @@ struct SimpleProgress {
 /// SQLSTATE of a statement refused in a read-only session (as PostgreSQL's
 /// own refusal of a write): read_only_sql_transaction.
 const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::masking::ColumnRule;
+
+    fn rule(mask: Option<usize>) -> ColumnRule {
+        ColumnRule {
+            mask,
+            format: 0,
+            type_oid: 25,
+        }
+    }
+
+    #[test]
+    fn a_statement_bound_again_in_the_same_formats_reuses_its_mask_and_only_then() {
+        let described = RowMask {
+            columns: vec![rule(None), rule(Some(0))],
+            detectors: false,
+            reasons: Vec::new(),
+        };
+        let mut s = StatementMask::new(Some(Arc::new(described)));
+        let formats = |m: &Arc<RowMask>| m.columns.iter().map(|c| c.format).collect::<Vec<_>>();
+        let text = s.in_formats(&FormatCodes::All(0)).unwrap();
+        let again = s.in_formats(&FormatCodes::All(0)).unwrap();
+        assert!(Arc::ptr_eq(&text, &again), "same formats: the same mask");
+        assert_eq!(formats(&text), vec![0, 0]);
+        let binary = s.in_formats(&FormatCodes::All(1)).unwrap();
+        assert_eq!(formats(&binary), vec![1, 1]);
+        let mixed = s
+            .in_formats(&FormatCodes::PerColumn(vec![0, 1].into()))
+            .unwrap();
+        assert_eq!(formats(&mixed), vec![0, 1]);
+        let text_again = s.in_formats(&FormatCodes::All(0)).unwrap();
+        assert_eq!(formats(&text_again), vec![0, 0]);
+        assert_eq!(text_again.columns[1].mask, Some(0));
+        // A statement whose rows pass untouched gets no mask in any format.
+        assert!(
+            StatementMask::new(None)
+                .in_formats(&FormatCodes::All(1))
+                .is_none()
+        );
+    }
+}

@@ -424,10 +424,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             backend::BIND_COMPLETE => {
                 if let Some(Expect::BindComplete(Some(info))) = self.pop() {
-                    let mask = match self.statement_masks.get(&info.statement) {
-                        Some(mask) => mask
-                            .as_ref()
-                            .map(|m| Arc::new(m.with_formats(&info.formats))),
+                    let mask = match self.statement_masks.get_mut(&*info.statement) {
+                        Some(mask) => mask.in_formats(&info.formats),
                         // Never described (cannot happen while masking is on):
                         // every value of its rows becomes NULL rather than pass unseen.
                         None => Some(Arc::new(RowMask::opaque())),

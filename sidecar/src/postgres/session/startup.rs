@@ -2,7 +2,7 @@
 //! no policy binds never gets a session), the upstream session, and the
 //! FATAL error that tells the client why a session ended.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc};
 
 use super::{
-    Answered, ClientLoop, ConnectionContext, READ_ONLY_SQL_TRANSACTION, ResultState, ServerLoop,
-    SessionError, log_unrecorded,
+    Answered, ClientLoop, ConnectionContext, Map, READ_ONLY_SQL_TRANSACTION, ResultState,
+    ServerLoop, SessionError, log_unrecorded,
 };
 use crate::audit::SessionInfo;
 use crate::enforcement::Enforcer;
@@ -371,8 +371,8 @@ where
         upstream: up.writer,
         out: BytesMut::with_capacity(8192),
         expect: tx,
-        statements: HashMap::new(),
-        portals: HashMap::new(),
+        statements: Map::default(),
+        portals: Map::default(),
         pending: Vec::new(),
         pending_bytes: 0,
         group_forwarded: false,
@@ -409,9 +409,9 @@ where
         skipping: false,
         suppress: false,
         result: ResultState::default(),
-        portal_masks: HashMap::new(),
-        statement_masks: HashMap::new(),
-        mask_cache: HashMap::new(),
+        portal_masks: Map::default(),
+        statement_masks: Map::default(),
+        mask_cache: Map::default(),
         catalog,
         masking,
         simple: None,
@@ -421,7 +421,7 @@ where
         answered,
         ran: Vec::new(),
         ran_overflow: false,
-        uncertain_cache: HashMap::new(),
+        uncertain_cache: Map::default(),
         read_only,
         hold: None,
     };
