@@ -43,11 +43,12 @@ use crate::injection::sidecar::{
 /// Optional sidecar settings (beyond the injector's fixed environment) a
 /// genuine sidecar may carry: the operator's settings file can change them
 /// between injections, and none of them widens what the sidecar reveals.
-pub const OPTIONAL_SIDECAR_ENV: [&str; 4] = [
+pub const OPTIONAL_SIDECAR_ENV: [&str; 5] = [
     crate::injection::sidecar::SHUTDOWN_GRACE_ENV,
     env::HTTP_TIMEOUT,
     env::HTTP_MAX_BODY,
     env::HTTP_UPSTREAM_HTTP1_ONLY,
+    env::AUDIT_DURABILITY,
 ];
 
 /// Why a pod's token is not exchanged. Each message names the pod's fault.

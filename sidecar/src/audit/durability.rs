@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use sluice_crds::AuditDurability;
 
 /// The default durability of Connections that do not set one.
-pub const DURABILITY_ENV: &str = "SLUICE_AUDIT_DURABILITY";
+pub const DURABILITY_ENV: &str = sluice_policy::wire::env::AUDIT_DURABILITY;
 /// The batched window, in milliseconds.
 pub const BATCH_MS_ENV: &str = "SLUICE_AUDIT_BATCH_MS";
 /// How many batched records may wait for a write.
