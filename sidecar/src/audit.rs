@@ -106,9 +106,6 @@ pub struct AuditLog {
     commit: Arc<tokio::sync::Notify>,
     /// How many lines a write was attempted for, for waiters.
     written_tx: tokio::sync::watch::Sender<u64>,
-    /// How many lines are on every sink (`Inner::durable`), read without a
-    /// lock: a ticket already written costs [`AuditLog::durable`] one load.
-    durable_through: std::sync::atomic::AtomicU64,
     committer: std::sync::atomic::AtomicBool,
     /// Sessions started and not ended: with one, nobody shares its writes.
     open_sessions: std::sync::atomic::AtomicUsize,
@@ -260,7 +257,6 @@ impl AuditLog {
             forward_dropped: std::sync::atomic::AtomicU64::new(0),
             commit: Arc::new(tokio::sync::Notify::new()),
             written_tx: tokio::sync::watch::channel(0).0,
-            durable_through: std::sync::atomic::AtomicU64::new(0),
             committer: std::sync::atomic::AtomicBool::new(false),
             open_sessions: std::sync::atomic::AtomicUsize::new(0),
             sessions: Mutex::default(),
@@ -543,10 +539,6 @@ impl AuditLog {
     /// thread that turns many sessions' statements into one write.
     pub async fn durable(self: &Arc<Self>, ticket: u64) -> Result<(), AuditError> {
         use std::sync::atomic::Ordering;
-        if self.durable_through.load(Ordering::Acquire) >= ticket {
-            // Already written (a batched record's ticket, mostly).
-            return Ok(());
-        }
         let mut rx = self.written_tx.subscribe();
         if *rx.borrow_and_update() < ticket && self.open_sessions.load(Ordering::Relaxed) <= 1 {
             // A single session: no other record could share the write, so
@@ -618,8 +610,6 @@ impl AuditLog {
                         sink.done = 0;
                     }
                     inner.durable = upto;
-                    self.durable_through
-                        .store(upto, std::sync::atomic::Ordering::Release);
                     inner.error = None;
                 }
                 Err(e) => {
