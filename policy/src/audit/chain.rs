@@ -137,18 +137,13 @@ pub struct AuditChain {
     last_digest: Option<[u8; 32]>,
     /// The canonical JSON of the event being appended (kept for its allocation).
     scratch: Vec<u8>,
-    /// `"stream":"…","time":`, the stream serialised once for
-    /// [`AuditChain::append_pieces`] (`None`: it could not be).
-    stream_time: Option<Box<[u8]>>,
 }
 
 impl AuditChain {
     /// A new stream; its first event gets seq 1 and prev [`GENESIS`].
     pub fn new(stream: impl Into<String>) -> Self {
-        let stream = stream.into();
         AuditChain {
-            stream_time: stream_time(&stream),
-            stream,
+            stream: stream.into(),
             last_seq: 0,
             last_hash: GENESIS.to_string(),
             last_digest: decode_hash(GENESIS),
@@ -159,10 +154,8 @@ impl AuditChain {
     /// Continues a stream after its event `last_seq` with hash `last_hash`.
     pub fn resume(stream: impl Into<String>, last_seq: u64, last_hash: impl Into<String>) -> Self {
         let last_hash = last_hash.into();
-        let stream = stream.into();
         AuditChain {
-            stream_time: stream_time(&stream),
-            stream,
+            stream: stream.into(),
             last_seq,
             last_digest: decode_hash(&last_hash),
             last_hash,
@@ -272,51 +265,22 @@ impl AuditChain {
         if let Some(r) = pieces.identity {
             canonical.extend_from_slice(&r.bytes);
         }
-        // The fields that change from event to event, written here without
-        // a serialiser where their bytes need no escaping (the same bytes
-        // serde_json writes; debug builds check every event).
         let written = (|| {
+            let mut first = true;
             if let Some(o) = pieces.outcome {
-                put_value(&mut canonical, &mut true, "outcome", o)?;
-                canonical.push(b',');
+                put_value(&mut canonical, &mut first, "outcome", o)?;
             }
-            if self.last_digest.is_some() {
-                // 64 lowercase hex digits (see `decode_hash`).
-                canonical.extend_from_slice(b"\"prev\":\"");
-                canonical.extend_from_slice(self.last_hash.as_bytes());
-                canonical.push(b'"');
-            } else {
-                put_value(&mut canonical, &mut true, "prev", &self.last_hash)?;
-            }
-            canonical.extend_from_slice(b",\"seq\":");
-            put_u64(&mut canonical, seq);
+            put_value(&mut canonical, &mut first, "prev", &self.last_hash)?;
+            put_value(&mut canonical, &mut first, "seq", &seq)?;
             canonical.push(b',');
             if let Some(r) = pieces.session {
                 canonical.extend_from_slice(&r.bytes);
             }
-            match &self.stream_time {
-                Some(bytes) => canonical.extend_from_slice(bytes),
-                None => {
-                    put_value(&mut canonical, &mut true, "stream", &self.stream)?;
-                    canonical.extend_from_slice(b",\"time\":");
-                }
-            }
-            if pieces
-                .time
-                .bytes()
-                .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-            {
-                canonical.push(b'"');
-                canonical.extend_from_slice(pieces.time.as_bytes());
-                canonical.push(b'"');
-            } else {
-                serde_json::to_writer(&mut canonical, pieces.time)
-                    .map_err(|source| AuditError { source })?;
-            }
-            canonical.extend_from_slice(b",\"type\":\"");
-            canonical.extend_from_slice(pieces.kind.as_str().as_bytes());
-            canonical.extend_from_slice(b"\",\"v\":");
-            put_u64(&mut canonical, u64::from(SCHEMA_VERSION));
+            first = true;
+            put_value(&mut canonical, &mut first, "stream", &self.stream)?;
+            put_value(&mut canonical, &mut first, "time", pieces.time)?;
+            put_value(&mut canonical, &mut first, "type", &pieces.kind)?;
+            put_value(&mut canonical, &mut first, "v", &SCHEMA_VERSION)?;
             canonical.push(b'}');
             Ok(())
         })();
@@ -392,29 +356,6 @@ impl AuditEvent {
         self.canonical_json()
             .is_ok_and(|c| chain_hash(&self.prev, c) == self.hash)
     }
-}
-
-/// `"stream":"…","time":` for `stream` (see [`AuditChain::append_pieces`]).
-fn stream_time(stream: &str) -> Option<Box<[u8]>> {
-    let mut out = Vec::with_capacity(stream.len() + 20);
-    put_value(&mut out, &mut true, "stream", stream).ok()?;
-    out.extend_from_slice(b",\"time\":");
-    Some(out.into_boxed_slice())
-}
-
-/// Writes `n` in decimal, as serde_json does.
-fn put_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// `hex(sha256(prev_bytes || canonical))`. A `prev` that is not 64 hex digits

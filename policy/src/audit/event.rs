@@ -27,22 +27,6 @@ pub enum AuditKind {
     Outage,
 }
 
-impl AuditKind {
-    /// The name as written in an event's `type`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditKind::SessionStart => "sessionStart",
-            AuditKind::SessionEnd => "sessionEnd",
-            AuditKind::Statement => "statement",
-            AuditKind::Result => "result",
-            AuditKind::Mask => "mask",
-            AuditKind::Denial => "denial",
-            AuditKind::Approval => "approval",
-            AuditKind::Outage => "outage",
-        }
-    }
-}
-
 /// Who sent the call.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
