@@ -44,6 +44,59 @@ pub struct ConnectionSpec {
     /// What the injection webhook adds to the application containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject: Option<Inject>,
+    /// How the sidecar writes this Connection's audit records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<ConnectionAudit>,
+}
+
+/// How the sidecar writes a Connection's audit records.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionAudit {
+    /// When the records are written (`writeAhead` or `batched`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durability: Option<AuditDurability>,
+}
+
+/// `writeAhead`: a statement's (or request's) decision record is on the
+/// audit sink before the statement is forwarded; nothing that ran can be
+/// missing from the log. `batched`: records are queued in memory and
+/// written off the client's path within 10 ms, or as soon as 256 wait
+/// (the sidecar's `SLUICE_AUDIT_BATCH_MS` and `SLUICE_AUDIT_BATCH_EVENTS`);
+/// when that many wait, forwarding waits for the write (a record is never
+/// dropped), and SIGTERM writes the queue out; a crash (SIGKILL, OOM kill,
+/// node loss) can lose the records of that window: statements that did run.
+/// When omitted: the sidecar's default (`SLUICE_AUDIT_DURABILITY`, the
+/// chart's `sidecar.auditDurability`), else `writeAhead`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditDurability {
+    /// The decision record is written before the statement is forwarded.
+    #[default]
+    WriteAhead,
+    /// Records are written within a bounded window off the client's path.
+    Batched,
+}
+
+impl AuditDurability {
+    /// The name as written in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditDurability::WriteAhead => "writeAhead",
+            AuditDurability::Batched => "batched",
+        }
+    }
+
+    /// Parses the API name (`writeAhead`, `batched`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "writeAhead" => Some(AuditDurability::WriteAhead),
+            "batched" => Some(AuditDurability::Batched),
+            _ => None,
+        }
+    }
 }
 
 /// Wire protocol of a Connection.

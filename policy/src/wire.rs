@@ -45,6 +45,9 @@ pub mod env {
     pub const HTTP_MAX_BODY: &str = "SLUICE_HTTP_MAX_BODY";
     /// Optional: `true` offers only HTTP/1.1 to the upstreams of http Connections.
     pub const HTTP_UPSTREAM_HTTP1_ONLY: &str = "SLUICE_HTTP_UPSTREAM_HTTP1_ONLY";
+    /// Optional: the audit durability of Connections that set none
+    /// (`writeAhead` or `batched`).
+    pub const AUDIT_DURABILITY: &str = "SLUICE_AUDIT_DURABILITY";
 }
 
 /// `POST /v1/token` request.

@@ -3,9 +3,10 @@
 //! lines (docs/DESIGN.md §7) on stdout and, when asked, in a file.
 //!
 //! Write-ahead: [`AuditLog::statement`] returns an error when a sink cannot
-//! take the event, and the caller then refuses the statement. Commands are
-//! recorded with literals redacted; no credential and no result value is
-//! ever written.
+//! take the event, and the caller then refuses the statement. A Connection
+//! may trade that for fewer writes (`spec.audit.durability: batched`, see
+//! [`durability`]). Commands are recorded with literals redacted; no
+//! credential and no result value is ever written.
 
 use std::fs::File;
 use std::io;
@@ -19,10 +20,13 @@ use sluice_policy::audit::{
     AuditOutage, AuditOutcome, EventPieces, Rendered,
 };
 
+pub mod durability;
 mod session;
 mod sink;
 mod time;
 
+use durability::WriteMode;
+pub use durability::{AuditDurability, AuditSettings};
 pub use session::SessionInfo;
 pub(crate) use session::SessionPieces;
 pub use sink::AuditSink;
@@ -47,6 +51,9 @@ pub enum AuditError {
     /// The event could not be serialised.
     #[error(transparent)]
     Encode(#[from] sluice_policy::audit::AuditError),
+    /// A durability setting is not valid.
+    #[error(transparent)]
+    Setting(#[from] durability::SettingError),
     /// The batch write holding the event failed (see [`AuditLog::durable`]).
     #[error("{0}")]
     Batch(String),
@@ -111,6 +118,12 @@ pub struct AuditLog {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Set when a shutdown ended the open sessions: nothing more is recorded.
     closed: std::sync::atomic::AtomicBool,
+    /// The default durability and the batched window.
+    settings: AuditSettings,
+    /// Each Connection's durability (see [`AuditLog::configure`]).
+    durabilities: std::sync::RwLock<std::collections::HashMap<String, AuditDurability>>,
+    /// Batched mode: wakes the flusher, which writes after the window.
+    batch: tokio::sync::Notify,
 }
 
 /// See [`AuditLog::open_connection`].
@@ -165,12 +178,17 @@ struct Inner {
     error: Option<String>,
     /// The sink failing since, recorded once it takes writes again.
     outage: Option<Outage>,
+    /// A batched record waits and the flusher's timer runs for it.
+    batch_armed: bool,
 }
 
 impl AuditLog {
     /// An audit log on stdout (when `stdout`) and in `file` (appended) when given.
     /// `stream` names the chain (e.g. the sidecar's identity and start time).
+    /// Its durability settings come from the environment
+    /// ([`AuditSettings::from_env`]).
     pub fn open(stream: &str, stdout: bool, file: Option<&Path>) -> Result<Self, AuditError> {
+        let settings = AuditSettings::from_env()?;
         let mut sinks = Vec::new();
         if stdout {
             // Stdout's own handle buffers, and would write a failed line
@@ -196,7 +214,14 @@ impl AuditLog {
                 .map_err(err)?;
             sinks.push(Sink::new(Some(path.to_path_buf()), Box::new(f)).map_err(err)?);
         }
-        Ok(Self::with_sinks(stream, sinks))
+        Ok(Self::with_sinks(stream, sinks).with_settings(settings))
+    }
+
+    /// The same log with `settings` (the default durability and the
+    /// batched window) instead of those it has.
+    pub fn with_settings(mut self, settings: AuditSettings) -> Self {
+        self.settings = settings;
+        self
     }
 
     /// An audit log on `sink` only (`name` names it in errors): for a sink
@@ -226,6 +251,7 @@ impl AuditLog {
                 durable: 0,
                 error: None,
                 outage: None,
+                batch_armed: false,
             }),
             forward: None,
             forward_dropped: std::sync::atomic::AtomicU64::new(0),
@@ -237,6 +263,49 @@ impl AuditLog {
             session_ended: tokio::sync::Notify::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
             closed: std::sync::atomic::AtomicBool::new(false),
+            settings: AuditSettings::default(),
+            durabilities: Default::default(),
+            batch: tokio::sync::Notify::new(),
+        }
+    }
+
+    // === durability ===
+
+    /// Takes each Connection's durability from `bundle`
+    /// (`spec.audit.durability`, else the default of [`AuditSettings`]).
+    /// A session keeps the durability in force at its first record.
+    pub fn configure(&self, bundle: &sluice_policy::wire::Bundle) {
+        let map = bundle
+            .connections
+            .iter()
+            .map(|c| {
+                let d = c.spec.audit.as_ref().and_then(|a| a.durability);
+                (c.name.clone(), d.unwrap_or(self.settings.durability))
+            })
+            .collect();
+        *self.durabilities.write().unwrap_or_else(|p| p.into_inner()) = map;
+    }
+
+    /// The durability of `s`'s records (its Connection's when its first
+    /// record was written).
+    pub fn durability(&self, s: &SessionInfo) -> AuditDurability {
+        *s.durability.get_or_init(|| {
+            self.durabilities
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&s.connection)
+                .copied()
+                .unwrap_or(self.settings.durability)
+        })
+    }
+
+    /// How a record of `s` is written: batched for a batched session, else
+    /// now when `durable`, else pending.
+    pub(crate) fn write_mode(&self, s: &SessionInfo, durable: bool) -> WriteMode {
+        match self.durability(s) {
+            AuditDurability::Batched => WriteMode::Batched,
+            AuditDurability::WriteAhead if durable => WriteMode::Now,
+            AuditDurability::WriteAhead => WriteMode::Pending,
         }
     }
 
@@ -334,24 +403,23 @@ impl AuditLog {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Appends an event to the chain; writes it (and everything pending)
-    /// now when `durable`, else leaves it pending.
+    /// Appends an event to the chain, written as `write` says.
     pub(crate) fn write_event(
         &self,
         draft: AuditEventDraft,
-        durable: bool,
+        write: WriteMode,
     ) -> Result<(), AuditError> {
-        self.append_event(draft, durable).map(|_| ())
+        self.append_event(draft, write).map(|_| ())
     }
 
-    /// [`AuditLog::write_event`], returning the line's number (a ticket for
-    /// [`AuditLog::durable`]).
+    /// [`AuditLog::write_event`], returning its ticket for
+    /// [`AuditLog::durable`] (see [`AuditLog::append_with`]).
     pub(crate) fn append_event(
         &self,
         draft: AuditEventDraft,
-        durable: bool,
+        write: WriteMode,
     ) -> Result<u64, AuditError> {
-        self.append_with(durable, |chain, pending| {
+        self.append_with(write, |chain, pending| {
             let event = chain.append_line(draft, pending)?;
             Ok((event.seq, event.hash, event.connection))
         })
@@ -364,10 +432,10 @@ impl AuditLog {
         s: &SessionInfo,
         pieces: &SessionPieces,
         event: StatementEvent<'_>,
-        durable: bool,
+        write: WriteMode,
     ) -> Result<u64, AuditError> {
         let time = now();
-        self.append_with(durable, |chain, pending| {
+        self.append_with(write, |chain, pending| {
             let appended = chain.append_pieces(
                 &EventPieces {
                     kind: event.kind,
@@ -393,10 +461,15 @@ impl AuditLog {
 
     /// The body of every append: `append` adds the event's line to the
     /// pending lines (and returns its seq, hash and Connection for the
-    /// forward channel); the line is written now when `durable`.
+    /// forward channel); the line is written as `write` says. Returns the
+    /// ticket to await with [`AuditLog::durable`] before what the record
+    /// decides runs: the line's number; for a batched record the number of
+    /// the line [`AuditSettings::batch_events`] before it, so that its
+    /// plane waits only while the batch is full (fail closed: a record is
+    /// never dropped, and a crash loses at most a batch).
     fn append_with(
         &self,
-        durable: bool,
+        write: WriteMode,
         append: impl FnOnce(
             &mut AuditChain,
             &mut Vec<u8>,
@@ -439,10 +512,23 @@ impl AuditLog {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        if durable {
-            self.write_pending(inner).map(|()| ticket)
-        } else {
-            Ok(ticket)
+        match write {
+            WriteMode::Now => self.write_pending(inner).map(|()| ticket),
+            WriteMode::Pending => Ok(ticket),
+            WriteMode::Batched => {
+                if !inner.batch_armed {
+                    // The window starts at the first record after a write.
+                    inner.batch_armed = true;
+                    self.batch.notify_one();
+                }
+                let waiting = inner.appended - inner.attempted;
+                if waiting >= self.settings.batch_events {
+                    // Full: written as soon as the runtime gets to it,
+                    // off this client's path.
+                    self.commit.notify_one();
+                }
+                Ok(ticket.saturating_sub(self.settings.batch_events))
+            }
         }
     }
 
@@ -499,8 +585,9 @@ impl AuditLog {
         });
     }
 
-    pub(crate) fn write(&self, draft: AuditEventDraft) -> Result<(), AuditError> {
-        self.write_event(draft, true)
+    /// Writes `draft`, a record of `s`, now (batched for a batched session).
+    pub(crate) fn write(&self, s: &SessionInfo, draft: AuditEventDraft) -> Result<(), AuditError> {
+        self.write_event(draft, self.write_mode(s, true))
     }
 
     /// Writes the pending lines to every sink. On failure they stay
@@ -581,14 +668,27 @@ impl AuditLog {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Writes the pending result events every 200 ms, so that a quiet
-    /// session's last result is on record soon (see [`AuditLog::flush`]).
+    /// Writes the pending result events every 200 ms (or the batched
+    /// window, when longer), so that a quiet session's last result is on
+    /// record soon (see [`AuditLog::flush`]),
+    /// and batched records within their window of being queued; starts the
+    /// committer that writes a full batch.
     pub fn flush_periodically(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        self.start_committer();
         let log = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            // A result of a write-ahead session waits for the next write at
+            // most this long (never less than a batched record may wait).
+            let every = Duration::from_millis(200).max(log.settings.batch_window);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = log.batch.notified() => {
+                        tokio::time::sleep(log.settings.batch_window).await;
+                    }
+                }
                 if let Err(e) = log.flush() {
                     tracing::error!(error = %e, "writing pending audit events failed");
                 }
@@ -600,6 +700,7 @@ impl AuditLog {
     /// session's last result is on record within a fraction of a second).
     pub fn flush(&self) -> Result<(), AuditError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.batch_armed = false;
         self.write_pending(&mut inner)
     }
 
@@ -642,13 +743,13 @@ impl AuditLog {
                 decision: decision.as_ref(),
                 outcome: outcome.as_ref(),
             };
-            return self.append_pieces(s, session, event, durable);
+            return self.append_pieces(s, session, event, self.write_mode(s, durable));
         }
         let mut d = self.draft(s, kind);
         d.command = command;
         d.decision = decision;
         d.outcome = outcome;
-        self.append_event(d, durable)
+        self.append_event(d, self.write_mode(s, durable))
     }
 
     /// A step of an approval (see [`crate::approval::ApprovalRecord`]),
@@ -671,7 +772,9 @@ impl AuditLog {
         d.command = Some(command);
         d.decision = Some(decision);
         d.approval = Some(step);
-        self.write(d)
+        // Written now whatever the durability: an approval is rare, and the
+        // approved command runs only once it is on record.
+        self.write_event(d, WriteMode::Now)
     }
 
     /// Counts a connection that has no session events (HTTP) among the
@@ -707,7 +810,7 @@ impl AuditLog {
             dry_run: false,
             reason: Some(reason.to_string()),
         });
-        self.write(d)
+        self.write(s, d)
     }
 
     /// A session started.
@@ -731,7 +834,7 @@ impl AuditLog {
                 if channel_binding { "on" } else { "off" }
             )),
         });
-        self.write(d)?;
+        self.write(s, d)?;
         // Counted once on record (a refused session never ends one).
         self.session_opened();
         self.sessions
@@ -777,7 +880,7 @@ impl AuditLog {
             error: error.map(String::from),
             masked: None,
         });
-        self.write_event(d, true).map(|_| ())
+        self.write(s, d)
     }
 }
 /// What [`AuditLog::append_pieces`] records besides the session's fields.

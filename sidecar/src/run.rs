@@ -463,6 +463,7 @@ impl Runner {
             })
             .map_err(ApplyError::Setup)?;
         let audit = self.audit_log(bundle)?;
+        audit.configure(bundle);
         self.planes
             .commit(Commit {
                 identity: &identity,

@@ -7,8 +7,9 @@
 //! runs unrecorded: [`crate::audit::AuditError::ShuttingDown`]) and tells the
 //! session loops through [`crate::audit::AuditLog::shutdown_signal`]; the
 //! sessions end as their clients leave, or at the grace period's end, when
-//! the audit log records the `sessionEnd` of every one still open and then
-//! records nothing more.
+//! the audit log records the `sessionEnd` of every one still open, writes
+//! what is pending (the queue of `batched` Connections too: see
+//! [`crate::audit::durability`]) and then records nothing more.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -217,6 +217,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
         source: e.source,
     })?;
     let audit = open_audit(&cfg, &identity)?;
+    audit.configure(&bundle);
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     metrics.local_policies_in_force();

@@ -48,7 +48,7 @@ impl OperatorConfig {
         if let Some(resources) = &self.sidecar.resources {
             settings.sidecar_resources = resources.to_requirements();
         }
-        settings.sidecar_env = self.sidecar.http.env();
+        settings.sidecar_env = self.sidecar.env();
         settings.sidecar_options = self.sidecar.options();
         settings.sidecar_shutdown_grace_seconds = flags
             .sidecar_shutdown_grace_seconds

@@ -106,6 +106,9 @@ pub struct SidecarConfig {
     /// The sidecar container's `securityContext`, whole; the hardened
     /// default ([`hardened_security_context`]) when unset.
     pub security_context: Option<SidecarSecurityContext>,
+    /// The audit durability of Connections whose `spec.audit.durability` is
+    /// unset (`SLUICE_AUDIT_DURABILITY`; the sidecar's `writeAhead` when unset).
+    pub audit_durability: Option<sluice_crds::AuditDurability>,
 }
 
 /// `sidecar.securityContext`: the injected container's `securityContext` as
@@ -242,6 +245,18 @@ impl SidecarConfig {
                 .as_ref()
                 .map_or_else(hardened_security_context, |s| s.to_security_context()),
         }
+    }
+
+    /// The sidecar environment this section becomes (see [`SidecarHttpConfig::env`]).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.http.env();
+        if let Some(d) = self.audit_durability {
+            env.push((
+                crate::injection::inject::env::AUDIT_DURABILITY.to_string(),
+                d.as_str().to_string(),
+            ));
+        }
+        env
     }
 }
 
@@ -676,7 +691,7 @@ impl OperatorConfig {
         if let Some(resources) = &self.sidecar.resources {
             inject.resources = resources.to_requirements();
         }
-        inject.sidecar_env = self.sidecar.http.env();
+        inject.sidecar_env = self.sidecar.env();
         if let Some(grace) = self.sidecar.shutdown_grace_seconds {
             inject.shutdown_grace_seconds = grace;
         }
@@ -841,6 +856,12 @@ mod tests {
                 .env()
                 .is_empty()
         );
+        let batched = parse("sidecar:\n  auditDurability: batched\n").unwrap();
+        assert_eq!(
+            batched.sidecar.env(),
+            vec![("SLUICE_AUDIT_DURABILITY".to_string(), "batched".to_string())]
+        );
+        assert!(parse("sidecar:\n  auditDurability: sometimes\n").is_err());
         // A misspelt key is an error, not a silently default timeout.
         assert!(parse("sidecar:\n  http:\n    timeout: 5\n").is_err());
         assert!(parse("sidecar:\n  http:\n    maxRequestBodyBytes: -1\n").is_err());

@@ -48,12 +48,13 @@ use crate::injection::sidecar::{
 /// between injections, and none of them widens what the sidecar reveals.
 /// `SLUICE_LOG` comes from a pod's `sluice.dev/sidecar-log-level` and must be
 /// one level word (no log level prints statement or result values).
-pub const OPTIONAL_SIDECAR_ENV: [&str; 5] = [
+pub const OPTIONAL_SIDECAR_ENV: [&str; 6] = [
     crate::injection::sidecar::SHUTDOWN_GRACE_ENV,
     env::HTTP_TIMEOUT,
     env::HTTP_MAX_BODY,
     env::HTTP_UPSTREAM_HTTP1_ONLY,
     LOG_ENV,
+    env::AUDIT_DURABILITY,
 ];
 
 /// Why a pod's token is not exchanged. Each message names the pod's fault.

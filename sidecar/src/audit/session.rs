@@ -32,6 +32,9 @@ pub struct SessionInfo {
     pub(crate) pieces: Arc<OnceLock<Option<SessionPieces>>>,
     /// What the session's recordings have spent (`spec.recording`).
     pub recording: crate::recording::SessionBudget,
+    /// Its records' durability, fixed at its first record (see
+    /// [`crate::audit::AuditLog::durability`]); shared by its clones.
+    pub(crate) durability: Arc<OnceLock<crate::audit::AuditDurability>>,
 }
 
 /// A session's `connection`, `identity` and `session` audit fields,
@@ -90,6 +93,7 @@ impl SessionInfo {
             client: client.to_string(),
             pieces: Arc::default(),
             recording: Default::default(),
+            durability: Arc::default(),
         }
     }
 }

@@ -81,7 +81,7 @@ async fn pieced_events_record_what_drafted_ones_do() {
             .unwrap();
         pieced.result(&session, &decided, result()).unwrap();
         let d = drafted.statement_draft(&session, &decided, protocol, None);
-        drafted.append_event(d, false).unwrap();
+        drafted.append_event(d, WriteMode::Pending).unwrap();
         let mut d = drafted.draft(&session, AuditKind::Result);
         d.command = Some(sql_command(&decided));
         let r = result();
@@ -92,7 +92,7 @@ async fn pieced_events_record_what_drafted_ones_do() {
             error: r.error,
             masked: Some(r.masked),
         });
-        drafted.append_event(d, false).unwrap();
+        drafted.append_event(d, WriteMode::Pending).unwrap();
     }
     pieced.flush().unwrap();
     drafted.flush().unwrap();
@@ -158,8 +158,8 @@ async fn durable_writes_pending_lines_once_for_all_waiters() {
     // Several sessions: the committer task writes.
     log.open_sessions
         .store(2, std::sync::atomic::Ordering::Relaxed);
-    let a = log.append_event(draft(), false).unwrap();
-    let b = log.append_event(draft(), false).unwrap();
+    let a = log.append_event(draft(), WriteMode::Pending).unwrap();
+    let b = log.append_event(draft(), WriteMode::Pending).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     let (ra, rb) = tokio::join!(log.durable(a), log.durable(b));
     ra.unwrap();
@@ -175,17 +175,17 @@ async fn durable_writes_pending_lines_once_for_all_waiters() {
 #[tokio::test]
 async fn durable_reports_a_failed_write_to_every_waiter() {
     let log = Arc::new(AuditLog::open("s", false, Some(Path::new("/dev/full"))).unwrap());
-    let a = log.append_event(draft(), false).unwrap();
-    let b = log.append_event(draft(), false).unwrap();
+    let a = log.append_event(draft(), WriteMode::Pending).unwrap();
+    let b = log.append_event(draft(), WriteMode::Pending).unwrap();
     let (ra, rb) = tokio::join!(log.durable(a), log.durable(b));
     assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
-    let c = log.append_event(draft(), false).unwrap();
+    let c = log.append_event(draft(), WriteMode::Pending).unwrap();
     assert!(log.durable(c).await.is_err());
     assert!(log.durable(a).await.is_err());
     // One session writes at once; a failure reaches it too.
     log.open_sessions
         .store(1, std::sync::atomic::Ordering::Relaxed);
-    let d = log.append_event(draft(), false).unwrap();
+    let d = log.append_event(draft(), WriteMode::Pending).unwrap();
     assert!(log.durable(d).await.is_err());
 }
 
@@ -194,7 +194,7 @@ async fn a_single_session_writes_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let log = Arc::new(AuditLog::open("s", false, Some(&path)).unwrap());
-    let a = log.append_event(draft(), false).unwrap();
+    let a = log.append_event(draft(), WriteMode::Pending).unwrap();
     log.durable(a).await.unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
     assert!(!log.committer.load(std::sync::atomic::Ordering::Relaxed));
@@ -248,7 +248,7 @@ async fn a_transient_full_disk_keeps_the_chain_and_records_the_outage() {
         room: room.clone(),
     };
     let log = Arc::new(AuditLog::open_sink("s", &path, Box::new(sink)).unwrap());
-    let a = log.append_event(draft(), false).unwrap();
+    let a = log.append_event(draft(), WriteMode::Pending).unwrap();
     log.durable(a).await.unwrap();
     let whole_lines = |n: usize| {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -262,13 +262,13 @@ async fn a_transient_full_disk_keeps_the_chain_and_records_the_outage() {
     whole_lines(1);
     // The disk fills up in the middle of the next line.
     room.store(40, Ordering::SeqCst);
-    let b = log.append_event(draft(), false).unwrap();
+    let b = log.append_event(draft(), WriteMode::Pending).unwrap();
     let err = log.durable(b).await.unwrap_err();
     assert!(err.to_string().contains("No space left"), "{err}");
     whole_lines(1);
     // A result waits, a decision fails: both are kept.
-    log.append_event(draft(), false).unwrap();
-    let d = log.append_event(draft(), false).unwrap();
+    log.append_event(draft(), WriteMode::Pending).unwrap();
+    let d = log.append_event(draft(), WriteMode::Pending).unwrap();
     assert!(log.durable(d).await.is_err());
     assert!(log.flush().is_err());
     whole_lines(1);
@@ -282,7 +282,7 @@ async fn a_transient_full_disk_keeps_the_chain_and_records_the_outage() {
     assert_eq!(o.outage.failed_writes, 3);
     assert!(o.outage.error.contains("No space left"), "{o:?}");
     // The log goes on as before.
-    let e = log.append_event(draft(), false).unwrap();
+    let e = log.append_event(draft(), WriteMode::Pending).unwrap();
     log.durable(e).await.unwrap();
     assert_eq!(whole_lines(6).outages.len(), 1);
 }
@@ -306,11 +306,11 @@ async fn the_retry_backlog_is_bounded() {
         room: room.clone(),
     };
     let log = Arc::new(AuditLog::open_sink("s", &path, Box::new(sink)).unwrap());
-    let first = log.append_event(draft(), false).unwrap();
+    let first = log.append_event(draft(), WriteMode::Pending).unwrap();
     assert!(log.durable(first).await.is_err());
     let mut kept = 1u64;
     let refused = loop {
-        match log.append_event(draft(), false) {
+        match log.append_event(draft(), WriteMode::Pending) {
             Ok(_) => kept += 1,
             Err(e) => break e,
         }
@@ -323,7 +323,7 @@ async fn the_retry_backlog_is_bounded() {
         (MAX_BACKLOG..MAX_BACKLOG + 1024).contains(&pending),
         "{pending}"
     );
-    assert!(log.append_event(draft(), false).is_err());
+    assert!(log.append_event(draft(), WriteMode::Pending).is_err());
     room.store(usize::MAX, Ordering::SeqCst);
     log.flush().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -332,6 +332,93 @@ async fn the_retry_backlog_is_bounded() {
     let o = &report.outages[0].outage;
     assert_eq!((o.from_seq, o.to_seq, o.dropped), (1, 1, 2));
     // After the outage, events are chained again.
-    let next = log.append_event(draft(), false).unwrap();
+    let next = log.append_event(draft(), WriteMode::Pending).unwrap();
     log.durable(next).await.unwrap();
+}
+
+/// Polls `f` once.
+async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
+}
+
+/// batched: records wait unwritten, their tickets let the plane forward at
+/// once while at most a batch waits; one more and the client waits (fail
+/// closed) until the write, which takes every record: none is dropped.
+#[tokio::test]
+async fn a_full_batch_makes_the_client_wait_and_drops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = Arc::new(
+        AuditLog::open("s", false, Some(&path))
+            .unwrap()
+            .with_settings(AuditSettings {
+                durability: AuditDurability::Batched,
+                batch_window: Duration::from_secs(3600),
+                batch_events: 4,
+            }),
+    );
+    // Several sessions: a wait goes through the committer task.
+    log.open_sessions
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let session = SessionInfo::for_identity(&enforcer_identity(), "db", addr);
+    assert_eq!(log.durability(&session), AuditDurability::Batched);
+    let decided = enforcer().decide("SELECT 1");
+    for _ in 0..4 {
+        let t = log.statement_pending(&session, &decided, "simple").unwrap();
+        let mut wait = std::pin::pin!(log.durable(t));
+        assert!(matches!(
+            poll_once(&mut wait).await,
+            std::task::Poll::Ready(Ok(()))
+        ));
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    let t = log.statement_pending(&session, &decided, "simple").unwrap();
+    let mut wait = std::pin::pin!(log.durable(t));
+    assert!(
+        poll_once(&mut wait).await.is_pending(),
+        "the client must wait"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    wait.await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 5);
+    sluice_policy::audit::verify_lines(text.lines(), &[]).unwrap();
+}
+
+/// A Connection's `spec.audit.durability` applies to its sessions; one that
+/// does not set it gets the sidecar's default.
+#[test]
+fn each_connection_gets_its_durability() {
+    let bundle: sluice_policy::wire::Bundle = serde_json::from_value(serde_json::json!({
+        "revision": "1",
+        "identity": {"namespace": "shop", "serviceAccount": "a", "pod": "p", "groups": []},
+        "expiresAt": "2099-01-01T00:00:00Z",
+        "connections": [
+            {"name": "fast", "bound": true, "spec": {
+                "protocol": "postgres", "upstream": {"host": "h"},
+                "credentials": {"secretRef": {"name": "c"}}, "listen": {"port": 15432},
+                "audit": {"durability": "batched"}}},
+            {"name": "plain", "bound": true, "spec": {
+                "protocol": "postgres", "upstream": {"host": "h"},
+                "credentials": {"secretRef": {"name": "c"}}, "listen": {"port": 15433}}},
+        ],
+        "policies": [],
+    }))
+    .unwrap();
+    let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let session = |c| SessionInfo::for_identity(&enforcer_identity(), c, addr);
+    for (default, plain) in [
+        (AuditDurability::WriteAhead, AuditDurability::WriteAhead),
+        (AuditDurability::Batched, AuditDurability::Batched),
+    ] {
+        let log = AuditLog::with_sinks("s", Vec::new()).with_settings(AuditSettings {
+            durability: default,
+            ..AuditSettings::default()
+        });
+        log.configure(&bundle);
+        assert_eq!(log.durability(&session("fast")), AuditDurability::Batched);
+        assert_eq!(log.durability(&session("plain")), plain);
+        assert_eq!(log.durability(&session("unknown")), default);
+    }
 }

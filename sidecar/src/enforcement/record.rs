@@ -28,7 +28,7 @@ impl AuditLog {
             self.shutting_down()?;
         }
         let d = self.statement_draft(s, decided, protocol, refusal);
-        self.write(d)
+        self.write(s, d)
     }
 
     pub(crate) fn statement_draft(
@@ -51,7 +51,8 @@ impl AuditLog {
 
     /// [`AuditLog::statement`] for an allowed statement, left pending: the
     /// caller awaits [`AuditLog::durable`] with the returned ticket before
-    /// it forwards the statement (write-ahead, one write for many).
+    /// it forwards the statement (write-ahead, one write for many; batched:
+    /// a wait only while the batch is full).
     ///
     /// The hot path: the session's and the statement's fields are copied
     /// pre-rendered (see [`StatementPieces`]), so a statement served from
@@ -82,10 +83,10 @@ impl AuditLog {
                 decision: Some(decision),
                 outcome: None,
             };
-            return self.append_pieces(s, session, event, false);
+            return self.append_pieces(s, session, event, self.write_mode(s, false));
         }
         let d = self.statement_draft(s, decided, protocol, None);
-        self.append_event(d, false)
+        self.append_event(d, self.write_mode(s, false))
     }
 
     /// A statement's result.
@@ -109,12 +110,14 @@ impl AuditLog {
                 decision: None,
                 outcome: Some(&outcome),
             };
-            return self.append_pieces(s, session, event, false).map(|_| ());
+            return self
+                .append_pieces(s, session, event, self.write_mode(s, false))
+                .map(|_| ());
         }
         let mut d = self.draft(s, AuditKind::Result);
         d.command = Some(sql_command(decided));
         d.outcome = Some(outcome);
-        self.write_event(d, false)
+        self.write_event(d, self.write_mode(s, false))
     }
 }
 

@@ -356,6 +356,16 @@ impl Sidecar {
 
     /// Same, with extra command-line arguments.
     pub fn start_with(manifests: &str, identity: &str, extra: &[&str]) -> Sidecar {
+        Self::start_env(manifests, identity, extra, &[])
+    }
+
+    /// Same, with extra environment variables.
+    pub fn start_env(
+        manifests: &str,
+        identity: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let admin_port = free_port();
@@ -378,6 +388,7 @@ impl Sidecar {
             .arg(format!("127.0.0.1:{admin_port}"))
             .args(extra)
             .env("SLUICE_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
