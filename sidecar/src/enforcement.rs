@@ -13,6 +13,8 @@ mod key;
 pub mod masks;
 pub mod record;
 mod refusal;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -20,9 +20,6 @@ use sluice_policy::engine::{Decision, PolicySet, SqlDecision};
 use sluice_policy::sql::SqlDialect;
 use tokio::sync::Semaphore;
 
-use crate::enforcement::Refusal;
-use crate::postgres::messages::error_response;
-
 /// Texts at least this long are decided off the runtime thread: those the
 /// decision cache does not keep (longer than 4 KiB) are parsed at every
 /// execution, and cost milliseconds each. Measured in a debug build
@@ -76,96 +73,11 @@ fn undecided(bytes: usize, what: &str) -> SqlDecision {
     }
 }
 
-/// The refusal of a text PostgreSQL's grammar reads otherwise than
-/// Sluice's parser: 42601 (syntax error) when PostgreSQL rejects it too,
-/// 0A000 (feature not supported) when it reads other statements.
-pub fn grammar_refusal(sql: &SqlDecision) -> Option<Refusal> {
-    let d = sql.disagreement.as_ref()?;
-    Some(Refusal {
-        code: if d.is_rejection() {
-            SYNTAX_ERROR
-        } else {
-            error_response::FEATURE_NOT_SUPPORTED
-        },
-        message: format!("statement refused by Sluice: {}", sql.decision.reason),
-        detail: Some(format!("statement: {}", sql.redacted)),
-        hint: Some(
-            "Sluice decides on its own reading of the text and refuses a text PostgreSQL would \
-             read otherwise; nothing ran"
-                .to_string(),
-        ),
-    })
-}
-
-/// SQLSTATE syntax_error.
-const SYNTAX_ERROR: &str = "42601";
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
 
-    use sluice_crds::AccessPolicy;
-    use sluice_policy::engine::{CompiledPolicy, Identity, NoSecrets};
-    use sluice_policy::pg_grammar::parses_on_this_thread;
-
     use super::*;
-    use crate::enforcement::Binding;
-
-    fn enforcer() -> crate::enforcement::Enforcer {
-        let ap: AccessPolicy = serde_saphyr::from_str(
-            r#"
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  subjects: [{serviceAccount: app}]
-  connections: [db]
-  defaultAction: allow
-  rules:
-  - {name: no-drop, action: deny, match: {statements: [drop]}}
-"#,
-        )
-        .expect("policy yaml");
-        let policy = Arc::new(CompiledPolicy::compile(&ap, &NoSecrets).expect("compiles"));
-        Binding::new(
-            &[policy],
-            Identity::service_account("shop", "app"),
-            "db",
-            None,
-            false,
-        )
-        .enforcer()
-        .expect("bound")
-    }
-
-    /// The decision cache's hits never run PostgreSQL's parser: counted,
-    /// not timed. Misses run it once.
-    #[test]
-    fn cache_hits_never_parse_with_postgres_grammar() {
-        let mut e = enforcer();
-        for (text, parses) in [
-            ("SELECT abalance FROM a WHERE aid = 1", 1),
-            ("SELECT abalance FROM a WHERE aid = 1", 0),
-            // Same shape, other literal: a hit on the shape key.
-            ("SELECT abalance FROM a WHERE aid = 2", 0),
-            ("SELECT E'x' FROM a WHERE aid = 3", 1),
-            ("SELECT E'x' FROM a WHERE aid = 4", 0),
-            ("SELECT 1; DROP TABLE a", 1),
-            ("SELECT 1; DROP TABLE a", 0),
-            // A plain string continuing an E'' string is read with escapes
-            // by PostgreSQL: not folded, so this shape's second text (which
-            // hides a DROP from sqlparser) is read again and refused.
-            ("SELECT E'a'\n'zz'; SELECT 1 AS x, '; DROP TABLE a; --'", 1),
-            ("SELECT E'a'\n'b\\'; SELECT 1 AS x, '; DROP TABLE a; --'", 1),
-        ] {
-            let before = parses_on_this_thread();
-            let d = e.decide(text);
-            assert_eq!(parses_on_this_thread() - before, parses, "{text}");
-            let hides_drop = text.contains("'b\\'");
-            let visible_drop = text.contains("DROP") && !text.contains("E'a'");
-            assert_eq!(d.refusal.is_some(), visible_drop || hides_drop, "{text}");
-        }
-    }
 
     /// Indicative only (debug build, shared machine): the cost of each
     /// parser per text size, and PostgreSQL's grammar's relative to

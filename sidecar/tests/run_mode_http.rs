@@ -204,7 +204,10 @@ async fn run_mode_serves_http_connections_and_follows_policy_edits() {
     let (status, v) = get(&client, listen_port, "/customer").await;
     assert_eq!(status, 200);
     assert_eq!(v["name"], "Ann");
-    assert_eq!(v["email"], "[redacted]", "the masked field reached the client");
+    assert_eq!(
+        v["email"], "[redacted]",
+        "the masked field reached the client"
+    );
     // Denied by the bundle's rule.
     let (status, v) = get(&client, listen_port, "/admin/users").await;
     assert_eq!(status, 403);

@@ -74,7 +74,7 @@ impl Refusal {
     pub(super) fn for_decision(sql: &SqlDecision) -> Option<Refusal> {
         let d = &sql.decision;
         let several = sql.statements.len() > 1;
-        if let Some(r) = crate::parse_pool::grammar_refusal(sql) {
+        if let Some(r) = grammar_refusal(sql) {
             return Some(r);
         }
         if sql.too_complex {
@@ -155,3 +155,27 @@ impl RateLimit {
         Some(Refusal::plain(&exceeded(rate.unwrap_or(0), connection)))
     }
 }
+
+/// The refusal of a text PostgreSQL's grammar reads otherwise than
+/// Sluice's parser: 42601 (syntax error) when PostgreSQL rejects it too,
+/// 0A000 (feature not supported) when it reads other statements.
+fn grammar_refusal(sql: &SqlDecision) -> Option<Refusal> {
+    let d = sql.disagreement.as_ref()?;
+    Some(Refusal {
+        code: if d.is_rejection() {
+            SYNTAX_ERROR
+        } else {
+            error_response::FEATURE_NOT_SUPPORTED
+        },
+        message: format!("statement refused by Sluice: {}", sql.decision.reason),
+        detail: Some(format!("statement: {}", sql.redacted)),
+        hint: Some(
+            "Sluice decides on its own reading of the text and refuses a text PostgreSQL would \
+             read otherwise; nothing ran"
+                .to_string(),
+        ),
+    })
+}
+
+/// SQLSTATE syntax_error.
+const SYNTAX_ERROR: &str = "42601";
