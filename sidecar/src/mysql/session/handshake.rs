@@ -43,6 +43,59 @@ pub(super) async fn run(
         }
     };
     let caps = offered() & greeting.capabilities;
+    greet(&mut socket, &greeting, caps).await?;
+    let Some(hello) = client_response(ctx, &mut socket, info, caps).await? else {
+        return Ok(());
+    };
+    let mut reply_seq = hello.reply_seq;
+    let opening = open_upstream(ctx, io, &greeting, &hello).await;
+    let (up, settings) = match opening {
+        Ok(opened) => opened,
+        Err(why) => {
+            let _ = ctx.audit.session_refused(info, &why);
+            send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
+            return Ok(());
+        }
+    };
+    if let Err(e) = ctx.audit.session_start(info, up.tls, false) {
+        let why =
+            format!("Sluice refused the session: its audit record could not be written ({e})");
+        send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
+        return Ok(());
+    }
+    *opened = true;
+    let client_caps = hello.caps;
+    let ok = OkPacket::with_status(0x0002);
+    let mut out = Vec::new();
+    packet::write_packet(&mut out, &mut reply_seq, &ok.encode(0, client_caps));
+    socket.write_all(&out).await?;
+    let Some(set) = standing.borrow().set().cloned() else {
+        return Err(SessionError::Closed(
+            "the standing changed during the handshake".into(),
+        ));
+    };
+    let mut session = Session {
+        ctx,
+        info,
+        client: socket,
+        up,
+        client_caps,
+        masking: Arc::new(Masking::new(set.clone())),
+        set,
+        standing,
+        revoked: None,
+        settings,
+    };
+    session.commands().await
+}
+
+/// Sends the client the server's greeting with the sidecar's own scramble
+/// and `caps`.
+async fn greet(
+    socket: &mut TcpStream,
+    greeting: &upstream::Greeting,
+    caps: CapabilityFlags,
+) -> std::io::Result<()> {
     let scramble: [u8; 20] = std::array::from_fn(|_| {
         // Printable, non-NUL bytes, as servers send.
         rand::random_range(b'!'..=b'~')
@@ -67,14 +120,34 @@ pub(super) async fn run(
     let mut out = Vec::new();
     let mut seq = 0;
     packet::write_packet(&mut out, &mut seq, &payload);
-    socket.write_all(&out).await?;
+    socket.write_all(&out).await
+}
+
+/// What the sidecar takes of the client's handshake response.
+struct ClientHello {
+    /// The client's capabilities within those offered.
+    caps: CapabilityFlags,
+    /// The client's collation.
+    collation: u8,
+    /// The sequence id of the sidecar's answer.
+    reply_seq: u8,
+}
+
+/// Reads the client's handshake response; `None` when the session was
+/// refused (TLS asked for) and the client told.
+async fn client_response(
+    ctx: &MyContext,
+    socket: &mut TcpStream,
+    info: &SessionInfo,
+    offered: CapabilityFlags,
+) -> Result<Option<ClientHello>, SessionError> {
     let response = within(
         ctx.startup_timeout,
         "the client's handshake response",
-        packet::read_packet(&mut socket, 64 * 1024, "client"),
+        packet::read_packet(socket, 64 * 1024, "client"),
     )
     .await?;
-    let mut reply_seq = response.seq.wrapping_add(1);
+    let reply_seq = response.seq.wrapping_add(1);
     let client_caps = match response.payload.get(..4) {
         Some(c) => {
             CapabilityFlags::from_bits_truncate(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -84,8 +157,8 @@ pub(super) async fn run(
     if client_caps.contains(CapabilityFlags::CLIENT_SSL) {
         let why = "Sluice refused the session: the client asked for TLS, which the sidecar does not offer on loopback; connect without TLS (the sidecar speaks TLS to the server)";
         let _ = ctx.audit.session_refused(info, why);
-        send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", why).await?;
-        return Ok(());
+        send_err(socket, reply_seq, SESSION_DENIED, "28000", why).await?;
+        return Ok(None);
     }
     // Only the capabilities and the collation are used: the user name,
     // database and auth data are the Connection's, not the workload's.
@@ -94,8 +167,22 @@ pub(super) async fn run(
     let Some(&collation) = response.payload.get(8) else {
         return Err(PacketError::Malformed("handshake response".into()).into());
     };
-    let client_caps = client_caps & caps;
-    let wanted = client_caps
+    Ok(Some(ClientHello {
+        caps: client_caps & offered,
+        collation,
+        reply_seq,
+    }))
+}
+
+/// Authenticates upstream with the client's wishes the sidecar passes on,
+/// and sets the session up; the error is the client's ERR message.
+async fn open_upstream(
+    ctx: &MyContext,
+    io: Box<dyn upstream::Io>,
+    greeting: &upstream::Greeting,
+    hello: &ClientHello,
+) -> Result<(Upstream, Settings), String> {
+    let wanted = hello.caps
         & (CapabilityFlags::CLIENT_MULTI_STATEMENTS
             | CapabilityFlags::CLIENT_MULTI_RESULTS
             | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
@@ -107,7 +194,7 @@ pub(super) async fn run(
             | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA);
     let up = tokio::time::timeout(
         ctx.startup_timeout,
-        upstream::authenticate(&ctx.upstream, io, &greeting, wanted, collation),
+        upstream::authenticate(&ctx.upstream, io, greeting, wanted, hello.collation),
     )
     .await
     .unwrap_or_else(|_| {
@@ -116,61 +203,22 @@ pub(super) async fn run(
             ctx.startup_timeout.as_secs_f64()
         )))
     });
-    let mut up = match up {
-        Ok(up) => up,
-        Err(e) => {
-            let why = format!(
-                "Sluice could not open the upstream session of Connection {:?}: {e}",
-                ctx.name
-            );
-            let _ = ctx.audit.session_refused(info, &why);
-            send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
-            return Ok(());
-        }
-    };
+    let mut up = up.map_err(|e| {
+        format!(
+            "Sluice could not open the upstream session of Connection {:?}: {e}",
+            ctx.name
+        )
+    })?;
     let set_up = tokio::time::timeout(ctx.startup_timeout, setup(&mut up)).await;
-    let set_up = set_up.unwrap_or_else(|_| Err("the server did not answer in time".into()));
-    let settings = match set_up {
-        Ok(s) => s,
-        Err(why) => {
-            let why = format!(
+    let settings = set_up
+        .unwrap_or_else(|_| Err("the server did not answer in time".into()))
+        .map_err(|why| {
+            format!(
                 "Sluice could not prepare the upstream session of Connection {:?}: {why}",
                 ctx.name
-            );
-            let _ = ctx.audit.session_refused(info, &why);
-            send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
-            return Ok(());
-        }
-    };
-    if let Err(e) = ctx.audit.session_start(info, up.tls, false) {
-        let why =
-            format!("Sluice refused the session: its audit record could not be written ({e})");
-        send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
-        return Ok(());
-    }
-    *opened = true;
-    let ok = OkPacket::with_status(0x0002);
-    let mut out = Vec::new();
-    packet::write_packet(&mut out, &mut reply_seq, &ok.encode(0, client_caps));
-    socket.write_all(&out).await?;
-    let Some(set) = standing.borrow().set().cloned() else {
-        return Err(SessionError::Closed(
-            "the standing changed during the handshake".into(),
-        ));
-    };
-    let mut session = Session {
-        ctx,
-        info,
-        client: socket,
-        up,
-        client_caps,
-        masking: Arc::new(Masking::new(set.clone())),
-        set,
-        standing,
-        revoked: None,
-        settings,
-    };
-    session.commands().await
+            )
+        })?;
+    Ok((up, settings))
 }
 
 /// The sidecar's own statements at the start of the upstream session: the
