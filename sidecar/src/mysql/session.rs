@@ -6,11 +6,13 @@
 //!
 //! Commands: COM_QUERY is decided per statement (a string with any
 //! refused statement is refused whole), put on record before it runs, and
-//! its results masked; COM_PING, COM_INIT_DB (decided as `USE`),
-//! COM_SET_OPTION, COM_STATISTICS, COM_RESET_CONNECTION (tracking set up
-//! again) and COM_QUIT are passed on; everything else (prepared
-//! statements, COM_CHANGE_USER, …) is
-//! answered with an ERR packet saying it is not served.
+//! its results masked; prepared statements (COM_STMT_PREPARE, EXECUTE,
+//! CLOSE, RESET, SEND_LONG_DATA) are decided at PREPARE and again at each
+//! EXECUTE, their binary rows masked; COM_PING, COM_INIT_DB (decided as
+//! `USE`), COM_SET_OPTION, COM_STATISTICS, COM_RESET_CONNECTION (tracking
+//! set up again) and COM_QUIT are passed on; everything else (cursors:
+//! COM_STMT_FETCH, COM_CHANGE_USER, …) is answered with an ERR packet
+//! saying it is not served.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use crate::masking::Masking;
 use crate::standing::{Binding, Standing};
 
 mod handshake;
+mod prepared;
 mod query;
 mod relay;
 
@@ -53,8 +56,11 @@ const COM_INIT_DB: u8 = 0x02;
 const COM_QUERY: u8 = 0x03;
 const COM_STATISTICS: u8 = 0x09;
 const COM_PING: u8 = 0x0e;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
 const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
 const COM_STMT_CLOSE: u8 = 0x19;
+const COM_STMT_RESET: u8 = 0x1a;
 const COM_SET_OPTION: u8 = 0x1b;
 const COM_RESET_CONNECTION: u8 = 0x1f;
 
@@ -176,6 +182,14 @@ struct Session<'a> {
     standing: watch::Receiver<Standing>,
     revoked: Option<String>,
     settings: Settings,
+    /// The prepared statements, by the server's statement id.
+    statements: std::collections::HashMap<u32, Decided>,
+}
+
+/// A text and its decision.
+struct Decided {
+    text: String,
+    decision: SqlDecision,
 }
 
 /// What the client gets: packets with the sequence ids of one answer.
@@ -269,9 +283,12 @@ impl Session<'_> {
                     }
                     self.client.write_all(&reply.out).await?;
                 }
-                // No answer is expected: the statement they name was never
-                // prepared (COM_STMT_PREPARE is refused).
-                COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE => {}
+                COM_STMT_PREPARE => self.prepare(body, &p.payload, reply_seq).await?,
+                COM_STMT_EXECUTE => self.execute(body, &p.payload, reply_seq).await?,
+                COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE | COM_STMT_RESET => {
+                    self.statement_command(command, body, &p.payload, reply_seq)
+                        .await?;
+                }
                 other => {
                     let msg = format!(
                         "Sluice does not serve MySQL command 0x{other:02x} ({}) on Connection {:?} yet; use text queries (COM_QUERY)",
@@ -363,10 +380,7 @@ fn command_name(c: u8) -> &'static str {
     match c {
         0x04 => "COM_FIELD_LIST",
         0x11 => "COM_CHANGE_USER: switching credentials is never served",
-        0x16 => "COM_STMT_PREPARE: prepared statements",
-        0x17 => "COM_STMT_EXECUTE: prepared statements",
-        0x1a => "COM_STMT_RESET: prepared statements",
-        0x1c => "COM_STMT_FETCH: prepared statements",
+        0x1c => "COM_STMT_FETCH: cursors of prepared statements",
         _ => "unknown or not served",
     }
 }

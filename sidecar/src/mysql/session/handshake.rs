@@ -85,6 +85,7 @@ pub(super) async fn run(
         standing,
         revoked: None,
         settings,
+        statements: Default::default(),
     };
     session.commands().await
 }

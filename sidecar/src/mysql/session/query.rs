@@ -3,8 +3,10 @@
 use super::*;
 
 impl Session<'_> {
-    /// Why a decided text may not run (`None`: it may).
-    pub(super) fn refusal(&self, text: &str, decided: &SqlDecision) -> Option<String> {
+    /// Why a decided text may not run (`None`: it may). With `admit`, the
+    /// statement is counted against the rate limit (it is about to run; a
+    /// PREPARE is not counted, its EXECUTEs are).
+    pub(super) fn refusal(&self, text: &str, decided: &SqlDecision, admit: bool) -> Option<String> {
         if let Some(why) = &self.revoked {
             return Some(format!("statement refused by Sluice: {why}"));
         }
@@ -90,7 +92,7 @@ impl Session<'_> {
             ));
         }
         let rate = self.set.limits().statements_per_second;
-        if !self.ctx.binding.rate().admit(rate) {
+        if admit && !self.ctx.binding.rate().admit(rate) {
             return Some(crate::rate::exceeded(rate.unwrap_or(0), &self.ctx.name));
         }
         None
@@ -105,9 +107,21 @@ impl Session<'_> {
         reply_seq: u8,
     ) -> Result<(), SessionError> {
         self.follow();
+        let decided = match self.decide(text) {
+            Ok(d) => d,
+            Err(why) => return self.refuse_undecided(&why, reply_seq).await,
+        };
+        self.run_decided(&decided, forward, reply_seq, false).await
+    }
+
+    /// A text read as the server will read it (the session's settings, then
+    /// MySQL's lexer) and decided; the error is why it is refused undecided.
+    pub(super) fn decide(
+        &self,
+        text: Result<String, std::string::FromUtf8Error>,
+    ) -> Result<Decided, String> {
         let Ok(text) = text else {
-            let why = "statement refused by Sluice: the statement text is not valid UTF-8; Sluice decides UTF-8 (utf8mb4) texts only";
-            return self.refuse_undecided(why, reply_seq).await;
+            return Err("statement refused by Sluice: the statement text is not valid UTF-8; Sluice decides UTF-8 (utf8mb4) texts only".into());
         };
         // The reading the server will make: settings first, then MySQL's lexer.
         let lexing = self.settings.refusal(&text).map_or_else(
@@ -117,27 +131,37 @@ impl Session<'_> {
             },
             |why| Err(format!("statement refused by Sluice: {why}")),
         );
-        let count = match lexing {
-            Ok(n) => n,
-            Err(why) => return self.refuse_undecided(&why, reply_seq).await,
-        };
-        let decided = self.set.decide_sql(&text, SqlDialect::Mysql);
-        if decided.parse_error.is_none() && decided.statements.len() != count {
-            let why = format!(
+        let count = lexing?;
+        let decision = self.set.decide_sql(&text, SqlDialect::Mysql);
+        if decision.parse_error.is_none() && decision.statements.len() != count {
+            return Err(format!(
                 "statement refused by Sluice: MySQL splits this text into {count} statements and Sluice's parser into {}; it is not decided on a reading other than the server's",
-                decided.statements.len()
-            );
-            return self.refuse_undecided(&why, reply_seq).await;
+                decision.statements.len()
+            ));
         }
-        if let Some(why) = self.refusal(&text, &decided) {
-            let _ = self.record(&decided, Some(&why));
+        Ok(Decided { text, decision })
+    }
+
+    /// A decided text (a COM_QUERY, or a prepared statement's EXECUTE when
+    /// `binary`): refused with an ERR packet, or put on record, forwarded
+    /// as `forward`, its results relayed and masked.
+    pub(super) async fn run_decided(
+        &mut self,
+        decided: &Decided,
+        forward: &[u8],
+        reply_seq: u8,
+        binary: bool,
+    ) -> Result<(), SessionError> {
+        let (text, decided) = (&decided.text, &decided.decision);
+        if let Some(why) = self.refusal(text, decided, true) {
+            let _ = self.record(decided, Some(&why), binary);
             let mut reply = Reply::new(reply_seq);
             reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &why));
             self.client.write_all(&reply.out).await?;
             return Ok(());
         }
         // Write-ahead: on record before it runs.
-        if let Err(e) = self.record(&decided, None) {
+        if let Err(e) = self.record(decided, None, binary) {
             let why = format!(
                 "statement not run: Sluice could not write its audit record ({e}); audit is write-ahead"
             );
@@ -149,7 +173,7 @@ impl Session<'_> {
         // The server reports a view's columns with the view as their
         // origin: which of the tables the text reads are views.
         let views = if self.masking.has_column_rules() {
-            self.views(&decided).await?
+            self.views(decided).await?
         } else {
             Vec::new()
         };
@@ -159,14 +183,16 @@ impl Session<'_> {
             let t = text.trim_start().to_ascii_lowercase();
             t.starts_with("show") && (t.contains("warnings") || t.contains("errors"))
         };
-        let outcome = self.relay(&decided, reply_seq, warnings, &views).await?;
-        if may_change_settings(&decided) {
+        let outcome = self
+            .relay(decided, reply_seq, (warnings, binary), &views)
+            .await?;
+        if may_change_settings(decided) {
             self.recheck().await?;
         }
         let _ = self.ctx.audit.event(
             self.info,
             AuditKind::Result,
-            Some(command(&decided)),
+            Some(command(decided)),
             None,
             Some(AuditOutcome {
                 rows: Some(outcome.rows),
@@ -292,11 +318,12 @@ impl Session<'_> {
     }
 
     /// The decision's audit record: a statement event (durable) or, with
-    /// `refused`, a denial.
+    /// `refused`, a denial; `binary` for a prepared statement's.
     pub(super) fn record(
         &self,
         decided: &SqlDecision,
         refused: Option<&str>,
+        binary: bool,
     ) -> Result<u64, crate::audit::AuditError> {
         let d = &decided.decision;
         let (kind, action, reason) = match refused {
@@ -311,7 +338,10 @@ impl Session<'_> {
             policy: d.policy.clone(),
             rule: d.rule.clone(),
             dry_run: d.dry_run,
-            reason: Some(format!("{reason} (mysql text protocol)")),
+            reason: Some(format!(
+                "{reason} (mysql {} protocol)",
+                if binary { "binary" } else { "text" }
+            )),
         };
         self.ctx.audit.event(
             self.info,

@@ -8,7 +8,7 @@ impl Session<'_> {
         &mut self,
         decided: &SqlDecision,
         reply_seq: u8,
-        warnings: bool,
+        (warnings, binary): (bool, bool),
         views: &[String],
     ) -> Result<Outcome, SessionError> {
         let mut reply = Reply::new(reply_seq);
@@ -55,7 +55,7 @@ impl Session<'_> {
                             &mut outcome,
                             &limits,
                             detect,
-                            (warnings, views),
+                            (warnings, binary, views),
                         )
                         .await?;
                     if !more {
@@ -84,7 +84,7 @@ impl Session<'_> {
         outcome: &mut Outcome,
         limits: &crate::masking::ResultLimits,
         detect: bool,
-        (warnings, views): (bool, &[String]),
+        (warnings, binary, views): (bool, bool, &[String]),
     ) -> Result<bool, SessionError> {
         let mut pos = 0;
         let count = packet::lenenc_int(head, &mut pos)?
@@ -152,7 +152,17 @@ impl Session<'_> {
                         continue;
                     }
                     let masked = if masks {
-                        results::mask_row(&r.payload, &plan, &self.masking, detect)?
+                        if binary {
+                            super::super::binary::mask_binary_row(
+                                &r.payload,
+                                &columns,
+                                &plan,
+                                &self.masking,
+                                detect,
+                            )?
+                        } else {
+                            results::mask_row(&r.payload, &plan, &self.masking, detect)?
+                        }
                     } else {
                         None
                     };
