@@ -147,3 +147,42 @@ fn prepare_is_refused_under_the_query_gate() {
     let denial = events.iter().find(|e| e["type"] == "denial").unwrap();
     assert_eq!(denial["decision"]["rule"], "no-schema-changes", "{denial}");
 }
+
+/// Long data (COM_STMT_SEND_LONG_DATA) reaches the server for the
+/// session's own statement; an EXECUTE that asks for a cursor is refused
+/// (COM_STMT_FETCH is not served) and the session goes on.
+#[test]
+fn long_data_is_passed_on_and_cursors_are_refused() {
+    let db = "my_prep_long";
+    let sidecar = setup(db);
+    let out = connector(
+        sidecar.port,
+        &format!(
+            "import io\n\
+             c = connect(database='{db}')\n\
+             cur = c.cursor(prepared=True)\n\
+             cur.execute('UPDATE customers SET name = ? WHERE id = 2', (io.BytesIO(b'Bob'),))\n\
+             c.commit()\n\
+             s = c.cmd_stmt_prepare(b'SELECT ssn FROM customers')\n\
+             try:\n    \
+                 c.cmd_stmt_execute(s['statement_id'], flags=1)\n    \
+                 print('cursor opened')\n\
+             except mysql.connector.Error as e:\n    \
+                 print('cursor refused', e.errno, e.msg)\n\
+             cur.execute('SELECT ? + 1', (41,))\n\
+             print('after', cur.fetchone()[0])\n"
+        ),
+    );
+    assert!(
+        out.contains("cursor refused 1047") && out.contains("COM_STMT_FETCH"),
+        "{out}"
+    );
+    assert!(out.contains("after 42"), "{out}");
+    assert_eq!(
+        maria()
+            .admin(&format!("SELECT name FROM {db}.customers WHERE id = 2"))
+            .trim(),
+        "Bob"
+    );
+    assert!(!sidecar.audit_text().contains(SSN));
+}

@@ -276,6 +276,8 @@ impl Session<'_> {
                     let a = self.up.read().await?;
                     let mut reply = Reply::new(reply_seq);
                     if a.payload.first() == Some(&0) {
+                        // The server dropped the session's prepared statements.
+                        self.statements.clear();
                         self.settings = setup(&mut self.up).await.map_err(SessionError::Closed)?;
                         reply.push(&OkPacket::with_status(0x0002).encode(0, self.client_caps));
                     } else {
