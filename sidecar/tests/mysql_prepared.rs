@@ -186,3 +186,36 @@ fn long_data_is_passed_on_and_cursors_are_refused() {
     );
     assert!(!sidecar.audit_text().contains(SSN));
 }
+
+/// Detectors read binary rows too (strings and integers; the values of
+/// every type are walked): a detected string becomes the masked
+/// text, a detected integer (a card number in a BIGINT) NULL; other values
+/// are untouched.
+#[test]
+fn detectors_mask_binary_rows() {
+    let db = "my_prep_detect";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.accounts (id int primary key, email varchar(80), seen datetime(6), ratio double, small tinyint, card bigint, visits bigint);
+         INSERT INTO {db}.accounts VALUES (1, 'ann.lee@example.com', '2024-05-06 07:08:09.123456', 0.5, -2, 4111111111111111, 4111);"
+    ));
+    let policy = "  defaultAction: allow\n  masking:\n    - detectors: [creditCard, email]\n      strategy: redact\n";
+    let sidecar = Sidecar::start(&manifests(m, db, policy), "shop/report-job");
+    let out = connector(
+        sidecar.port,
+        &format!(
+            "c = connect(database='{db}')\n\
+             cur = c.cursor(prepared=True)\n\
+             cur.execute('SELECT id, email, seen, ratio, small, card, visits FROM accounts WHERE id = ?', (1,))\n\
+             print('row', [x.decode() if isinstance(x, (bytes, bytearray)) else x for x in cur.fetchone()])\n"
+        ),
+    );
+    assert!(!out.contains("ann.lee@example.com"), "{out}");
+    assert!(!out.contains("4111111111111111"), "{out}");
+    // Dates, floats and negative small integers are walked and passed on.
+    assert!(
+        out.contains("row [1, '[redacted]', datetime.datetime(2024, 5, 6, 7, 8, 9, 123456), 0.5, -2, None, 4111]"),
+        "{out}"
+    );
+}
