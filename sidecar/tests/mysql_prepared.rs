@@ -219,3 +219,32 @@ fn detectors_mask_binary_rows() {
         "{out}"
     );
 }
+
+/// A session holds at most 1,024 prepared statements: the next PREPARE is
+/// refused with a message that says so, and closing one makes room.
+#[test]
+fn prepared_statements_are_bounded_per_session() {
+    let db = "my_prep_bound";
+    let sidecar = setup(db);
+    let out = connector(
+        sidecar.port,
+        &format!(
+            "c = connect(database='{db}')\n\
+             ids = [c.cmd_stmt_prepare(('SELECT %d' % i).encode())['statement_id'] for i in range(1024)]\n\
+             print('prepared', len(ids))\n\
+             try:\n    \
+                 c.cmd_stmt_prepare(b'SELECT 1024')\n    \
+                 print('1025th prepared')\n\
+             except mysql.connector.Error as e:\n    \
+                 print('refused', e.errno, e.msg)\n\
+             c.cmd_stmt_close(ids[0])\n\
+             print('after close', c.cmd_stmt_prepare(b'SELECT 1')['statement_id'] > 0)\n"
+        ),
+    );
+    assert!(out.contains("prepared 1024"), "{out}");
+    assert!(
+        out.contains("refused 1227") && out.contains("at most 1024"),
+        "{out}"
+    );
+    assert!(out.contains("after close True"), "{out}");
+}

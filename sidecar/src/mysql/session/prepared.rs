@@ -12,6 +12,8 @@ const UNKNOWN_STATEMENT: u16 = 1243;
 /// Prepared statements a session may hold at once (the server bounds them
 /// too, with max_prepared_stmt_count, across all sessions).
 const MAX_PREPARED: usize = 1024;
+/// The bytes of text a session's prepared statements may hold together.
+const MAX_PREPARED_BYTES: usize = 16 << 20;
 
 impl Session<'_> {
     /// COM_STMT_PREPARE: gated and decided; refused, or forwarded and the
@@ -25,13 +27,23 @@ impl Session<'_> {
         self.follow();
         let decided = match self.decide(String::from_utf8(body.to_vec())) {
             Ok(d) => d,
-            Err(why) => return self.refuse_undecided(&why, reply_seq).await,
+            Err(why) => return self.refuse_undecided(&why, reply_seq, true).await,
         };
         let refusal = if decided.decision.statements.len() > 1 {
             Some("statement refused by Sluice: a prepared statement holds one statement".into())
-        } else if self.statements.len() >= MAX_PREPARED {
+        } else if self.statements.len() >= MAX_PREPARED
+            || self
+                .statements
+                .values()
+                .map(|d| d.text.len())
+                .sum::<usize>()
+                + decided.text.len()
+                > MAX_PREPARED_BYTES
+        {
             Some(format!(
-                "statement refused by Sluice: this session holds {MAX_PREPARED} prepared statements already; close some (COM_STMT_CLOSE)"
+                "statement refused by Sluice: this session holds {} prepared statements already (at most {MAX_PREPARED}, with {} MiB of text together); close some (COM_STMT_CLOSE)",
+                self.statements.len(),
+                MAX_PREPARED_BYTES >> 20
             ))
         } else {
             self.refusal(&decided.text, &decided.decision, false)

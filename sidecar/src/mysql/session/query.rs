@@ -109,7 +109,7 @@ impl Session<'_> {
         self.follow();
         let decided = match self.decide(text) {
             Ok(d) => d,
-            Err(why) => return self.refuse_undecided(&why, reply_seq).await,
+            Err(why) => return self.refuse_undecided(&why, reply_seq, false).await,
         };
         self.run_decided(&decided, forward, reply_seq, false).await
     }
@@ -290,13 +290,17 @@ impl Session<'_> {
         &mut self,
         why: &str,
         reply_seq: u8,
+        binary: bool,
     ) -> Result<(), SessionError> {
         let decision = AuditDecision {
             action: Action::Deny,
             policy: None,
             rule: None,
             dry_run: false,
-            reason: Some(format!("{why} (mysql text protocol)")),
+            reason: Some(format!(
+                "{why} (mysql {} protocol)",
+                if binary { "binary" } else { "text" }
+            )),
         };
         let cmd = AuditCommand {
             text: "<not decided: refused before parsing>".into(),
