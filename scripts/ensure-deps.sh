@@ -6,7 +6,8 @@
 #
 # Usage: scripts/ensure-deps.sh [--dry-run] [test|demo|ci]
 #   test  (default) what the test suite starts: PostgreSQL server and client,
-#         MariaDB server and client with PyMySQL (the MySQL plane),
+#         MariaDB server and client with PyMySQL and mysql-connector-python
+#         (the MySQL plane),
 #         pgbouncer, kubectl, curl, openssl, python3, and clang/libclang for
 #         the pg_query crate's build
 #   demo  what `make demo` needs: PostgreSQL server and client, kubectl, clang
@@ -61,6 +62,7 @@ have_mariadb_server() {
 }
 
 have_pymysql() { python3 -c 'import pymysql' >/dev/null 2>&1; }
+have_mysql_connector() { python3 -c 'import mysql.connector' >/dev/null 2>&1; }
 
 # What bindgen (clang-sys) loads to build pg_query: libclang.so*.
 have_libclang() {
@@ -95,6 +97,7 @@ if [ "$profile" != demo ]; then
     "MariaDB server (the MySQL plane's tests)|have_mariadb_server|mariadb-server|"
     "mariadb client|have mariadb|mariadb-client|"
     "PyMySQL|have_pymysql||pymysql==1.2.4"
+    "mysql-connector-python (prepared statements)|have_mysql_connector||mysql-connector-python==26.10.0"
   )
 fi
 if [ "$profile" = ci ]; then

@@ -1,5 +1,5 @@
-//! The MySQL data plane (MySQL and MariaDB clients and servers), first
-//! slice: the text protocol.
+//! The MySQL data plane (MySQL and MariaDB clients and servers): the text
+//! protocol and prepared statements (the binary protocol).
 //!
 //! - [`bundle`]: the plane's [`crate::plane::Plane`]: the mysql Connections
 //!   of a bundle, each on its own listener;
@@ -7,19 +7,23 @@
 //!   `tls.mode`, `mysql_native_password`, `caching_sha2_password`);
 //! - [`session`]: a client session: handshake on loopback, then the
 //!   command loop (COM_QUERY decided per statement, refused with an ERR
-//!   packet naming policy and rule, audited write-ahead);
+//!   packet naming policy and rule, audited write-ahead; prepared
+//!   statements decided at PREPARE and again at each EXECUTE);
 //! - [`results`]: a query's answer relayed, text rows masked by column
 //!   (origin table and column of the column definitions, and the engine's
 //!   lineage analysis) and by detector, with values valid for the column's
 //!   type (masked text for strings, NULL for every other type);
+//! - [`binary`]: binary result rows (prepared statements) masked by
+//!   column: masked text for strings, the NULL bitmap bit for the rest;
 //! - [`gate`]: the session settings and lexical forms under which MySQL
 //!   reads a text otherwise than Sluice's parser: tracked or refused;
 //! - [`packet`]: framing (16 MiB continuation), length-encoded values.
 //!
-//! Not served yet (refused with an ERR packet that says so): prepared
-//! statements (COM_STMT_*), COM_CHANGE_USER, COM_FIELD_LIST; approvals, `maxRowsAffected` and `readOnly` (statements
+//! Not served yet (refused with an ERR packet that says so): cursors on
+//! prepared statements (COM_STMT_FETCH), COM_CHANGE_USER, COM_FIELD_LIST; approvals, `maxRowsAffected` and `readOnly` (statements
 //! are refused while a policy sets them).
 
+pub mod binary;
 pub mod bundle;
 pub mod gate;
 pub mod packet;

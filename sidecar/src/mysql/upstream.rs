@@ -202,32 +202,9 @@ pub async fn authenticate(
         caps.insert(CapabilityFlags::CLIENT_CONNECT_WITH_DB);
     }
     let mut seq = 1u8;
-    let mut tls = false;
+    let tls = cfg.tls.is_some();
     if let Some(config) = &cfg.tls {
-        if !greeting.capabilities.contains(CapabilityFlags::CLIENT_SSL) {
-            return Err(UpstreamError::Tls(format!(
-                "tls.mode is {} but the server does not offer TLS",
-                crate::tls::mode_name(cfg.tls_mode)
-            )));
-        }
-        caps.insert(CapabilityFlags::CLIENT_SSL);
-        let mut req = Vec::with_capacity(32);
-        req.extend_from_slice(&caps.bits().to_le_bytes());
-        req.extend_from_slice(&(16u32 * 1024 * 1024).to_le_bytes());
-        req.push(collation);
-        req.extend_from_slice(&[0u8; 23]);
-        let mut out = Vec::new();
-        packet::write_packet(&mut out, &mut seq, &req);
-        io.write_all(&out).await.map_err(PacketError::Io)?;
-        let name = crate::tls::server_name(&cfg.host).ok_or_else(|| {
-            UpstreamError::Tls(format!("{:?} is not a valid server name", cfg.host))
-        })?;
-        let stream = tokio_rustls::TlsConnector::from(config.clone())
-            .connect(name, io)
-            .await
-            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-        io = Box::new(stream);
-        tls = true;
+        io = start_tls(cfg, config, io, greeting, &mut caps, collation, &mut seq).await?;
     }
     let plugin = AuthPlugin::from_bytes(&greeting.plugin).into_owned();
     tracing::debug!(plugin = %String::from_utf8_lossy(plugin.as_bytes()), "authenticating upstream");
@@ -255,14 +232,24 @@ pub async fn authenticate(
     packet::write_packet(&mut out, &mut seq, &payload);
     io.write_all(&out).await.map_err(PacketError::Io)?;
     io.flush().await.map_err(PacketError::Io)?;
-    let mut up = Upstream {
+    let up = Upstream {
         io,
         capabilities: caps,
         max_packet: cfg.max_packet,
         tls,
     };
-    let mut plugin = plugin;
-    let mut nonce = greeting.nonce.clone();
+    exchange(cfg, up, plugin, greeting.nonce.clone()).await
+}
+
+/// The authentication exchange after the handshake response, as
+/// `plugin` with the server's `nonce`: switches, more data, a public key,
+/// until the server's OK or ERR.
+async fn exchange(
+    cfg: &MyUpstream,
+    mut up: Upstream,
+    mut plugin: AuthPlugin<'static>,
+    mut nonce: Vec<u8>,
+) -> Result<Upstream, UpstreamError> {
     // At most a few exchanges: switch, more data, public key.
     for _ in 0..6 {
         let p = up.read().await?;
@@ -323,6 +310,41 @@ pub async fn authenticate(
     Err(UpstreamError::Unsupported(
         "the MySQL server's authentication did not end".into(),
     ))
+}
+
+/// Asks the server for TLS (an SSL request with `caps`, which gains
+/// CLIENT_SSL) and returns the TLS stream; `seq` moves past the request.
+async fn start_tls(
+    cfg: &MyUpstream,
+    config: &Arc<ClientConfig>,
+    mut io: Box<dyn Io>,
+    greeting: &Greeting,
+    caps: &mut CapabilityFlags,
+    collation: u8,
+    seq: &mut u8,
+) -> Result<Box<dyn Io>, UpstreamError> {
+    if !greeting.capabilities.contains(CapabilityFlags::CLIENT_SSL) {
+        return Err(UpstreamError::Tls(format!(
+            "tls.mode is {} but the server does not offer TLS",
+            crate::tls::mode_name(cfg.tls_mode)
+        )));
+    }
+    caps.insert(CapabilityFlags::CLIENT_SSL);
+    let mut req = Vec::with_capacity(32);
+    req.extend_from_slice(&caps.bits().to_le_bytes());
+    req.extend_from_slice(&(16u32 * 1024 * 1024).to_le_bytes());
+    req.push(collation);
+    req.extend_from_slice(&[0u8; 23]);
+    let mut out = Vec::new();
+    packet::write_packet(&mut out, seq, &req);
+    io.write_all(&out).await.map_err(PacketError::Io)?;
+    let name = crate::tls::server_name(&cfg.host)
+        .ok_or_else(|| UpstreamError::Tls(format!("{:?} is not a valid server name", cfg.host)))?;
+    let stream = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, io)
+        .await
+        .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+    Ok(Box::new(stream))
 }
 
 /// The auth response of `plugin` for `password` and the server's `nonce`.

@@ -248,3 +248,25 @@ pub fn pymysql(port: u16, script: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs a Python script with mysql-connector-python (pure Python, whose
+/// `prepared=True` cursors use the binary protocol: COM_STMT_PREPARE and
+/// COM_STMT_EXECUTE); `PORT` in the environment and `connect(**kw)`
+/// defined. Returns its stdout; panics with stderr when it fails.
+pub fn connector(port: u16, script: &str) -> String {
+    let prelude = "import os, mysql.connector\n\
+                   def connect(**kw):\n    \
+                       return mysql.connector.connect(host='127.0.0.1', port=int(os.environ['PORT']), user='workload', password='', connection_timeout=10, use_pure=True, **kw)\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(format!("{prelude}{script}"))
+        .env("PORT", port.to_string())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "the mysql-connector-python script failed (install it with `pip install mysql-connector-python` if it is missing):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
