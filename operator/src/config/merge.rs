@@ -104,59 +104,10 @@ pub fn describe(
     provenance: &Provenance<'_>,
 ) -> Result<String, serde_json::Error> {
     let resources = serde_json::to_string(&settings.sidecar_resources)?;
-    let certs = match &settings.cert_source {
-        CertSource::SelfManaged => "the operator's own CA (Secret sluice-operator-tls)".to_string(),
-        CertSource::Dir {
-            dir,
-            ca_injection_from,
-        } => format!(
-            "{} (caBundle: {})",
-            dir.display(),
-            ca_injection_from
-                .as_ref()
-                .map_or("ca.crt, written by the operator".to_string(), |c| format!(
-                    "cert-manager cainjector from {c}"
-                ))
-        ),
-    };
-    let webhook = match &settings.webhook {
-        WebhookTarget::Url(url) => url.clone(),
-        WebhookTarget::Service { name, port } => {
-            format!("Service {}/{name} port {port}", settings.namespace)
-        }
-        WebhookTarget::Listener => "this listener".to_string(),
-    };
-    let sidecar_env = if settings.sidecar_env.is_empty() {
-        "(defaults)".to_string()
-    } else {
-        settings
-            .sidecar_env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let bounds = &settings.sidecar_options.annotation_bounds;
-    let range = |b: &Option<crate::injection::pod_settings::QuantityBounds>| {
-        b.as_ref().map_or("refused".to_string(), |b| {
-            format!(
-                "{}..{}",
-                b.min.as_ref().map_or("0", |m| m.0.as_str()),
-                b.max.0
-            )
-        })
-    };
-    let levels: Vec<&str> = bounds.log_levels.iter().map(|l| l.as_str()).collect();
-    let annotation_bounds = format!(
-        "cpu {}, memory {}, log levels {}",
-        range(&bounds.cpu),
-        range(&bounds.memory),
-        if levels.is_empty() {
-            "refused".to_string()
-        } else {
-            levels.join("/")
-        }
-    );
+    let certs = describe_certs(&settings.cert_source);
+    let webhook = describe_webhook(settings);
+    let sidecar_env = describe_env(&settings.sidecar_env);
+    let annotation_bounds = describe_bounds(&settings.sidecar_options.annotation_bounds);
     let security_context = serde_json::to_string(&settings.sidecar_options.security_context)?;
     let native = match settings.native_sidecars {
         Some(true) => "true (always)",
@@ -231,6 +182,71 @@ pub fn describe(
         .into_iter()
         .map(|(name, value)| format!("{name}: {value}\n"))
         .collect())
+}
+
+/// Where the webhook and gateway certificates come from.
+fn describe_certs(source: &CertSource) -> String {
+    match source {
+        CertSource::SelfManaged => "the operator's own CA (Secret sluice-operator-tls)".to_string(),
+        CertSource::Dir {
+            dir,
+            ca_injection_from,
+        } => format!(
+            "{} (caBundle: {})",
+            dir.display(),
+            ca_injection_from
+                .as_ref()
+                .map_or("ca.crt, written by the operator".to_string(), |c| format!(
+                    "cert-manager cainjector from {c}"
+                ))
+        ),
+    }
+}
+
+/// Where the API server calls the webhooks.
+fn describe_webhook(settings: &Settings) -> String {
+    match &settings.webhook {
+        WebhookTarget::Url(url) => url.clone(),
+        WebhookTarget::Service { name, port } => {
+            format!("Service {}/{name} port {port}", settings.namespace)
+        }
+        WebhookTarget::Listener => "this listener".to_string(),
+    }
+}
+
+/// The sidecar's extra environment, `K=V` separated by spaces.
+fn describe_env(env: &[(String, String)]) -> String {
+    if env.is_empty() {
+        return "(defaults)".to_string();
+    }
+    env.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What pods may ask of their sidecar by annotation.
+fn describe_bounds(bounds: &crate::injection::pod_settings::AnnotationBounds) -> String {
+    let range = |b: &Option<crate::injection::pod_settings::QuantityBounds>| {
+        b.as_ref().map_or("refused".to_string(), |b| {
+            format!(
+                "{}..{}",
+                b.min.as_ref().map_or("0", |m| m.0.as_str()),
+                b.max.0
+            )
+        })
+    };
+    let levels: Vec<&str> = bounds.log_levels.iter().map(|l| l.as_str()).collect();
+    format!(
+        "cpu {}, memory {}, log levels {}",
+        range(&bounds.cpu),
+        range(&bounds.memory),
+        if levels.is_empty() {
+            "refused".to_string()
+        } else {
+            levels.join("/")
+        }
+    )
 }
 
 fn seconds(d: Duration) -> String {
