@@ -365,9 +365,9 @@ PY
        || grep -q '^sidecar securityContext: .*runAsUser' <<<"$summary"; }; then
     echo "$summary"; echo "the OpenShift values did not leave the sidecar's UID to the platform" >&2; exit 1
   fi
-  # sidecar.http of the values reaches the sidecars' environment.
-  if [ "$name" = everything ] && ! grep -qx 'sidecar env: SLUICE_HTTP_TIMEOUT=10 SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true' <<<"$summary"; then
-    echo "$summary"; echo "sidecar.http of value set everything did not reach the sidecar's environment" >&2; exit 1
+  # sidecar.http and sidecar.auditDurability of the values reach the sidecars' environment.
+  if [ "$name" = everything ] && ! grep -qx 'sidecar env: SLUICE_HTTP_TIMEOUT=10 SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true SLUICE_AUDIT_DURABILITY=writeAhead' <<<"$summary"; then
+    echo "$summary"; echo "sidecar.http or sidecar.auditDurability of value set everything did not reach the sidecar's environment" >&2; exit 1
   fi
 done
 # A misspelt key in the settings file stops the operator, naming the key.
