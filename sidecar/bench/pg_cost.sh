@@ -23,6 +23,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=../demo/pg.sh
 . "$root/sidecar/demo/pg.sh"
+# shellcheck source=common.sh
+. "$here/common.sh"
 bin=$1; mode=$2; proto=$3; tx=$4; clients=${5:-1}
 pgbench=$(pg_bin pgbench)
 work=$(mktemp -d /tmp/sluice-pg-cost.XXXXXX)
@@ -46,44 +48,12 @@ else
 fi
 port=$(free_port)
 # The manifests of bench.sh: rules and a masked column.
-cat > "$work/m.yaml" <<YAML
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-creds, namespace: bench}
-stringData: {username: postgres, password: "$PGPASSWORD"}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {name: bench-db, namespace: bench}
-spec:
-  protocol: postgres
-  upstream: {host: 127.0.0.1, port: $pg_port, database: bench, tls: {mode: disable}}
-  credentials: {secretRef: {name: bench-creds}}
-  listen: {port: $port}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {name: bench, namespace: bench}
-spec:
-  subjects: [{serviceAccount: app}]
-  connections: [bench-db]
-  defaultAction: allow
-  rules:
-    - name: no-schema-changes
-      match: {statements: [drop, truncate, alter, create]}
-      action: deny
-    - name: no-server-files
-      match: {functions: ["pg_read_file", "lo_*"]}
-      action: deny
-  masking:
-    - columns: ["big.secret"]
-      strategy: redact
-YAML
+bench_manifests "$pg_port" "$port" "$PGPASSWORD" > "$work/m.yaml"
 # shellcheck disable=SC2206
 args=(standalone -f "$work/m.yaml" --as bench/app --no-audit-stdout --audit-file "$work/audit.jsonl" ${SIDECAR_ARGS:-})
 # As bench.sh: the binary starts read from disk, not from a just-written
 # page cache (which maps several MiB more of it: RSS would not compare).
-python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$bin" || true
+uncache "$bin"
 case $mode in
   cg) valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" --instr-atstart=no "$bin" "${args[@]}" >"$work/side.out" 2>"$work/side.log" & ;;
   massif) valgrind --tool=massif --massif-out-file="$work/massif.out" "$bin" "${args[@]}" >"$work/side.out" 2>"$work/side.log" & ;;
