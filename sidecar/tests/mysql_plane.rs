@@ -15,19 +15,6 @@ mod mysql_support;
 use common::Sidecar;
 use mysql_support::*;
 
-const SSN: &str = "123-45-6789";
-
-const POLICY: &str = r#"  defaultAction: allow
-  onParseError: deny
-  rules:
-    - name: no-schema-changes
-      match: {statements: [drop, truncate, alter, create]}
-      action: deny
-  masking:
-    - columns: ["customers.ssn", "customers.born"]
-      strategy: redact
-"#;
-
 /// A database with `customers` (one row holding an SSN) and `t`, and a
 /// sidecar in front of it.
 fn setup(db: &str) -> Sidecar {

@@ -10,6 +10,22 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The SSN the tests' `customers` row holds: it must never reach a client.
+pub const SSN: &str = "123-45-6789";
+
+/// The policy of the plane and prepared-statement tests: schema changes
+/// denied, `customers.ssn` and `customers.born` redacted.
+pub const POLICY: &str = r#"  defaultAction: allow
+  onParseError: deny
+  rules:
+    - name: no-schema-changes
+      match: {statements: [drop, truncate, alter, create]}
+      action: deny
+  masking:
+    - columns: ["customers.ssn", "customers.born"]
+      strategy: redact
+"#;
+
 /// The application user every test database grants to, and its password.
 pub const USER: &str = "app";
 /// Its password.
