@@ -15,7 +15,10 @@
 # Env: DURATION (s per pgbench cell, default 5), ROUNDS (default 2), SCALE (default 10),
 # CELLS (a regex selecting workloads, default all), BASELINE (a second sidecar
 # binary, e.g. a build of an older commit: run as the target "baseline" with the
-# same manifests, interleaved with the others, for an A/B in the same run).
+# same manifests, interleaved with the others, for an A/B in the same run),
+# BATCHED (default 1: also run the same sidecar binary with
+# SLUICE_AUDIT_DURABILITY=batched as the target "batched", for #22's
+# batched-mode lines; 0 skips it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -49,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 
 pw=bench-pw
-pg_port=$(free_port); sidecar_port=$(free_port); bouncer_port=$(free_port); baseline_port=$(free_port)
+pg_port=$(free_port); sidecar_port=$(free_port); bouncer_port=$(free_port); baseline_port=$(free_port); batched_port=$(free_port)
 if [ -n "${BASELINE:-}" ]; then
   [ -x "$BASELINE" ] || { echo "error: BASELINE=$BASELINE is not an executable sidecar binary" >&2; exit 1; }
 fi
@@ -83,6 +86,17 @@ if [ -n "${BASELINE:-}" ]; then
   wait_port "$baseline_port" || { cat "$work/baseline.log" >&2; exit 1; }
   targets+=(baseline)
 fi
+batched_pid=
+if [ "${BATCHED:-1}" != 0 ]; then
+  # The same binary and manifests with batched audit durability (records
+  # written off the client's path within SLUICE_AUDIT_BATCH_MS), on its own port.
+  sed "s/listen: {port: $sidecar_port}/listen: {port: $batched_port}/" "$work/manifests.yaml" >"$work/batched.yaml"
+  SLUICE_AUDIT_DURABILITY=batched "$bin" standalone -f "$work/batched.yaml" --as bench/app \
+    --audit-file "$work/batched-audit.jsonl" --no-audit-stdout 2>"$work/batched.log" &
+  batched_pid=$!; pids+=("$batched_pid")
+  wait_port "$batched_port" || { cat "$work/batched.log" >&2; exit 1; }
+  targets+=(batched)
+fi
 
 # PgBouncer in session mode.
 mkdir -p "$work/bouncer"
@@ -106,7 +120,7 @@ pids+=("$!")
 wait_port "$bouncer_port"
 bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid" 2>/dev/null || true)
 
-port_of() { case $1 in direct) echo "$pg_port";; sidecar) echo "$sidecar_port";; pgbouncer) echo "$bouncer_port";; baseline) echo "$baseline_port";; esac; }
+port_of() { case $1 in direct) echo "$pg_port";; sidecar) echo "$sidecar_port";; pgbouncer) echo "$bouncer_port";; baseline) echo "$baseline_port";; batched) echo "$batched_port";; esac; }
 
 cat > "$work/big_plain.sql" <<'SQL'
 SELECT id, pad FROM big;
@@ -121,7 +135,7 @@ cpu_ticks() {
   [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo "0 0"; return; }
   awk '{print $14, $15}' "/proc/$1/stat"
 }
-pid_of() { case $1 in sidecar) echo "$sidecar_pid";; pgbouncer) echo "$bouncer_pid";; baseline) echo "$baseline_pid";; *) echo "";; esac; }
+pid_of() { case $1 in sidecar) echo "$sidecar_pid";; pgbouncer) echo "$bouncer_pid";; baseline) echo "$baseline_pid";; batched) echo "$batched_pid";; *) echo "";; esac; }
 
 # run TARGET NAME ARGS... -> "tps latency_ms user_us_per_tx system_us_per_tx p50_us"
 # (appended to $work/results). One-client cells log every transaction
@@ -195,7 +209,7 @@ print(f"{'workload':26} {'target':10} {'TPS':>10} {'mean ms':>9} {'TPS/direct':>
 for name in order:
     d_tps = col(name, 'direct', 0); d_lat = col(name, 'direct', 1)
     d_p50 = [r[4] for r in rows[name]['direct'] if r[4] is not None]
-    for target in [t for t in ['direct', 'pgbouncer', 'sidecar', 'baseline'] if rows[name][t]]:
+    for target in [t for t in ['direct', 'pgbouncer', 'sidecar', 'batched', 'baseline'] if rows[name][t]]:
         tps = col(name, target, 0); lat = col(name, target, 1)
         cpu = f"{col(name, target, 2):11.1f} {col(name, target, 3):10.1f}" if target != 'direct' else f"{'-':>11} {'-':>10}"
         p50s = [r[4] for r in rows[name][target] if r[4] is not None]
@@ -206,13 +220,14 @@ for name in order:
         print(f"{name:26} {target:10} {tps:10.1f} {lat:9.3f} {tps/d_tps:11.3f} {lat/d_lat:12.3f} {cpu} {p50}")
 # Issue #22's lines, per cell: the sidecar's TPS ratio against PgBouncer's,
 # its user CPU per statement, and its user+system against PgBouncer's.
-print(f"\n{'sidecar vs PgBouncer':26} {'TPS ratio':>10} {'user us/stmt':>13} {'user+sys us':>12} {'PgB user+sys':>13} {'CPU x PgB':>10}")
-for name in order:
-    if not (rows[name]['sidecar'] and rows[name]['pgbouncer']): continue
-    s_all = col(name, 'sidecar', 2) + col(name, 'sidecar', 3)
-    b_all = col(name, 'pgbouncer', 2) + col(name, 'pgbouncer', 3)
-    ratio = col(name, 'sidecar', 0) / col(name, 'pgbouncer', 0)
-    print(f"{name:26} {ratio:10.3f} {col(name, 'sidecar', 2):13.1f} {s_all:12.1f} {b_all:13.1f} {s_all / max(b_all, 1e-9):10.2f}")
+for mode in ['sidecar', 'batched']:
+    print(f"\n{mode + ' vs PgBouncer':26} {'TPS ratio':>10} {'user us/stmt':>13} {'user+sys us':>12} {'PgB user+sys':>13} {'CPU x PgB':>10}")
+    for name in order:
+        if not (rows[name][mode] and rows[name]['pgbouncer']): continue
+        s_all = col(name, mode, 2) + col(name, mode, 3)
+        b_all = col(name, 'pgbouncer', 2) + col(name, 'pgbouncer', 3)
+        ratio = col(name, mode, 0) / col(name, 'pgbouncer', 0)
+        print(f"{name:26} {ratio:10.3f} {col(name, mode, 2):13.1f} {s_all:12.1f} {b_all:13.1f} {s_all / max(b_all, 1e-9):10.2f}")
 print(f"\nsidecar peak RSS: {int(sys.argv[2]) / 1024:.1f} MiB (at the end: {sys.argv[4]})")
 if int(sys.argv[3]):
     print(f"baseline peak RSS: {int(sys.argv[3]) / 1024:.1f} MiB")
