@@ -6,7 +6,7 @@
 //! that still accepts is seen accepting, not closed by the exit.
 //!
 //! Real clients (a raw HTTP/1.1 client, PyMySQL) through
-//! `sluice-sidecar standalone` to a real upstream (a local HTTP server that
+//! `sluice-sidecar standalone` to a real upstream (a plain HTTP server that
 //! answers when the test says so; MariaDB).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
@@ -18,10 +18,11 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::Sidecar;
+use sluice_e2e::harness::{http_manifests, http_upstream};
 
 /// Polls `check` every 20 ms until it holds, for at most 20 s.
 fn until(what: &str, mut check: impl FnMut() -> bool) {
@@ -58,84 +59,24 @@ fn every_session_ended_on_record(sidecar: &Sidecar, sessions: usize) {
     assert_eq!(ids("sessionEnd"), started, "{text}");
 }
 
-/// An HTTP/1.1 upstream: `/slow` is answered once `release` gets a value,
-/// anything else at once; `200` with a short body either way.
-fn upstream(release: mpsc::Receiver<()>) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let release = std::sync::Arc::new(std::sync::Mutex::new(release));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let release = release.clone();
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = if seen.starts_with(b"GET /slow ") {
-                    let _ = release
-                        .lock()
-                        .unwrap()
-                        .recv_timeout(Duration::from_secs(60));
-                    "slow and done"
-                } else {
-                    "quick"
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
-}
-
-fn http_manifests(upstream: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: api-creds, namespace: shop}}
-stringData:
-  Authorization: "Bearer upstream-secret"
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: api, namespace: shop}}
-spec:
-  protocol: http
-  upstream: {{baseURL: "http://127.0.0.1:{upstream}", tls: {{mode: disable}}}}
-  credentials:
-    secretRef: {{name: api-creds}}
-    headers: [Authorization]
-  listen: {{port: {{PORT}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: api-rules, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: app}}]
-  connections: [api]
-"#
-    )
-}
-
 #[test]
 fn sigterm_stops_the_http_listener_while_the_request_in_flight_finishes() {
-    let (release, released) = mpsc::channel();
-    let up = upstream(released);
+    // `/slow` is answered once `release` says so, anything else at once.
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let up = http_upstream(move |head| {
+        if head.starts_with(b"GET /slow ") {
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(60));
+            ("text/plain", "slow and done")
+        } else {
+            ("text/plain", "quick")
+        }
+    });
     let mut sidecar = Sidecar::start_with(
-        &http_manifests(up),
+        &http_manifests(up, "{PORT}", ""),
         "shop/app",
         &["--shutdown-grace", "600"],
     );
