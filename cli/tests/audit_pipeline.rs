@@ -9,26 +9,15 @@
 //! A missing binary fails the tests, it never skips them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sluice_e2e::harness::{binary_beside, http_manifests, json_upstream, stdout_ok};
 use sluice_policy::audit::{AuditChain, AuditCommand, AuditEventDraft, AuditKind};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn sidecar_binary() -> PathBuf {
-    let cli = Path::new(env!("CARGO_BIN_EXE_kubectl-sluice"));
-    let path = cli.with_file_name("sluice-sidecar");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build -p sluice-sidecar)",
-        path.display()
-    );
-    path
-}
 
 fn kubectl_sluice(args: &[&str], stdin: Option<&Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"));
@@ -37,17 +26,6 @@ fn kubectl_sluice(args: &[&str], stdin: Option<&Path>) -> Output {
         cmd.stdin(std::fs::File::open(path).unwrap());
     }
     cmd.output().expect("run kubectl-sluice")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout {}\nstderr {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn failed(out: &Output) -> String {
@@ -59,34 +37,6 @@ fn failed(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-/// An HTTP upstream answering every request 200 with a small JSON body.
-fn upstream() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match std::io::Read::read(&mut stream, &mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = r#"{"orders":[{"id":1}]}"#;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
 }
 
 fn free_port() -> u16 {
@@ -103,47 +53,22 @@ impl Sidecar {
     /// Starts the sidecar with `args`, stdout and stderr both into `log`
     /// (one file, the way the kubelet's runtime writes a container's log).
     fn start(dir: &Path, log: &Path, args: &[&str]) -> Sidecar {
-        let upstream = upstream();
+        let upstream = json_upstream(r#"{"orders":[{"id":1}]}"#);
         let port = free_port();
         let manifests = dir.join("manifests.yaml");
+        let policy = "  rules:\n    - name: no-deletes\n      match: {methods: [DELETE]}\n      action: deny\n";
         std::fs::write(
             &manifests,
-            format!(
-                r#"apiVersion: v1
-kind: Secret
-metadata: {{name: api-creds, namespace: shop}}
-stringData:
-  Authorization: "Bearer upstream-secret"
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: api, namespace: shop}}
-spec:
-  protocol: http
-  upstream:
-    baseURL: "http://127.0.0.1:{upstream}"
-    tls: {{mode: disable}}
-  credentials:
-    secretRef: {{name: api-creds}}
-    headers: [Authorization]
-  listen: {{port: {port}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: api-rules, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: app}}]
-  connections: [api]
-  rules:
-    - name: no-deletes
-      match: {{methods: [DELETE]}}
-      action: deny
-"#
-            ),
+            http_manifests(upstream, &port.to_string(), policy),
         )
         .unwrap();
         let file = std::fs::File::create(log).unwrap();
-        let child = Command::new(sidecar_binary())
+        let sidecar = binary_beside(
+            env!("CARGO_BIN_EXE_kubectl-sluice"),
+            "sluice-sidecar",
+            "sluice-sidecar",
+        );
+        let child = Command::new(sidecar)
             .args(["standalone", "-f"])
             .arg(&manifests)
             .args(["--as", "shop/app", "--shutdown-grace", "5"])
@@ -267,7 +192,7 @@ fn the_documented_pipeline_verifies_a_merged_container_log() {
     assert_eq!(audit.len() + logs, merged.len(), "{merged:#?}");
 
     // Exactly the documented command shape: the log on stdin, `-`.
-    let out = ok(&kubectl_sluice(&["audit", "verify", "-"], Some(&log)));
+    let out = stdout_ok(&kubectl_sluice(&["audit", "verify", "-"], Some(&log)));
     assert!(
         out.starts_with(&format!(
             "OK: {} events in 1 stream(s) verified",
@@ -412,7 +337,7 @@ fn standalone_checkpoints_anchor_the_audit_file() {
     };
 
     // Untouched: every event anchored by the final checkpoint, signature verified.
-    let out = ok(&verify(&audit_file, cps));
+    let out = stdout_ok(&verify(&audit_file, cps));
     assert!(out.contains("their signatures verified"), "{out}");
     assert!(
         out.contains(&format!(
@@ -431,7 +356,7 @@ fn standalone_checkpoints_anchor_the_audit_file() {
         "{err}"
     );
     // Without the checkpoints the cut is invisible, and the report says so.
-    let out = ok(&kubectl_sluice(
+    let out = stdout_ok(&kubectl_sluice(
         &["audit", "verify", path.to_str().unwrap()],
         None,
     ));
@@ -452,7 +377,7 @@ fn standalone_checkpoints_anchor_the_audit_file() {
     // The whole chain recomputed (it verifies alone): the checkpoint disagrees.
     let path = dir.path().join("recomputed.jsonl");
     write_lines(&path, &recomputed(&stream, last));
-    ok(&kubectl_sluice(
+    stdout_ok(&kubectl_sluice(
         &["audit", "verify", path.to_str().unwrap()],
         None,
     ));

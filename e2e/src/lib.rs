@@ -11,13 +11,16 @@
 //! - [`pki`]: its CA, serving certificates and token signer;
 //! - [`chart`]: the chart's objects as the tests apply them;
 //! - [`ClusterUnderTest`] (`under_test`): a real cluster instead, when one is given;
-//! - [`free_port`]: loopback ports for the processes the tests start.
+//! - [`free_port`]: loopback ports for the processes the tests start;
+//! - [`harness`]: what the crates' tests share around the binaries they run
+//!   (a binary beside theirs, a JSON upstream, an audit file's events).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod apiserver;
 pub mod chart;
 mod cluster;
+pub mod harness;
 pub mod pki;
 mod under_test;
 

@@ -214,11 +214,11 @@ fn main() -> anyhow::Result<()> {
             cfg.audit_file = audit_file;
             cfg.audit_stdout = !no_audit_stdout;
             cfg.admin_addr = admin_addr;
-            cfg.max_message_size = max_message_size;
-            cfg.http_upstream_timeout = sluice_sidecar::http::upstream_timeout(http_timeout)
+            cfg.planes.max_message_size = max_message_size;
+            cfg.planes.http_upstream_timeout = sluice_sidecar::http::upstream_timeout(http_timeout)
                 .context("--http-timeout must be between 0 and 86400 seconds")?;
-            cfg.http_max_request_body = http_max_body;
-            cfg.http_upstream_http2 = !http_upstream_http1_only;
+            cfg.planes.http_max_request_body = http_max_body;
+            cfg.planes.http_upstream_http2 = !http_upstream_http1_only;
             let secs = |v: f64, flag: &str| {
                 sluice_sidecar::limits::seconds(v).with_context(|| {
                     format!("{flag} must be more than 0 and at most 86400 seconds")
@@ -230,7 +230,7 @@ fn main() -> anyhow::Result<()> {
             if max_connections == 0 {
                 anyhow::bail!("--max-connections must be at least 1");
             }
-            cfg.limits = sluice_sidecar::limits::Limits {
+            cfg.planes.limits = sluice_sidecar::limits::Limits {
                 pg_startup_timeout: secs(pg_startup_timeout, "--pg-startup-timeout")?,
                 max_connections,
                 fd_reserve,
@@ -238,11 +238,10 @@ fn main() -> anyhow::Result<()> {
                 http_idle_timeout: secs(http_idle_timeout, "--http-idle-timeout")?,
                 buffer_budget,
             };
-            cfg.catalog = sluice_sidecar::postgres::catalog::PoolSettings::from_env().map_err(
-                |(name, value, why)| {
+            cfg.planes.catalog = sluice_sidecar::postgres::catalog::PoolSettings::from_env()
+                .map_err(|(name, value, why)| {
                     anyhow::anyhow!("{name}={value:?} is not valid: expected {why}")
-                },
-            )?;
+                })?;
             let runtime = if worker_threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

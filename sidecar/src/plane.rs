@@ -7,6 +7,15 @@
 //! error leaves what is served untouched), then `commit` puts them in force
 //! (listeners opened or updated); `withdraw` refuses everything once no
 //! bundle is in force.
+//!
+//! Every plane keeps the Connections it serves in one [`Served`] set (their
+//! listeners, what their live sessions follow, their accept loops, which a
+//! shutdown stops through the planes' [`AcceptLoops`]): withdrawing,
+//! listing and detaching are the same for every plane.
+
+mod served;
+
+pub use served::{AcceptLoops, Entry, Live, Served, bind};
 
 use std::error::Error;
 use std::future::Future;
@@ -85,26 +94,46 @@ pub trait Plane: Send + Sync + 'static {
     /// One Connection of a bundle, built and ready to be put in force.
     type Plan: Send + Sync + 'static;
 
+    /// What the plane keeps for each Connection it serves.
+    type Entry: Entry;
+
     /// Builds this plane's Connections of the bundle without changing
     /// anything served: an error leaves the bundle in force as it was.
     fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<Self::Plan>, SetupError>;
 
     /// Puts `plans` in force: live sessions follow their Connection's new
-    /// standing, new Connections get a listener. Connections served but not
-    /// in `plans` refuse everything from now on.
+    /// standing, new Connections get a listener (opened and served through
+    /// [`Plane::served_mut`]). Connections served but not in `plans` refuse
+    /// everything from now on ([`Served::retire_others`]).
     fn commit(
         &mut self,
         plans: Vec<Self::Plan>,
         put: Commit<'_>,
     ) -> impl Future<Output = Result<(), BindError>> + Send;
 
+    /// The Connections the plane serves.
+    fn served(&self) -> &Served<Self::Entry>;
+
+    /// [`Plane::served`], to change.
+    fn served_mut(&mut self) -> &mut Served<Self::Entry>;
+
     /// No bundle is in force any more: everything is refused with `why`.
-    fn withdraw(&self, why: &str);
+    fn withdraw(&self, why: &str) {
+        self.served().withdraw(why);
+    }
 
     /// Every listener of the plane.
-    fn listeners(&self) -> Vec<Listener>;
+    fn listeners(&self) -> Vec<Listener> {
+        self.served().listeners()
+    }
 
     /// Lets the listeners serve on as they are, for as long as the runtime
-    /// runs (standalone: nothing ever changes what is in force).
-    fn detach(self);
+    /// runs (standalone: nothing ever changes what is in force); a shutdown
+    /// still stops them.
+    fn detach(mut self)
+    where
+        Self: Sized,
+    {
+        self.served_mut().detach();
+    }
 }

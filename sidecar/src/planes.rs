@@ -12,25 +12,44 @@ use crate::http::bundle::HttpConnections;
 use crate::limits::{FdBudget, Limits};
 use crate::metrics::Metrics;
 use crate::mysql::bundle::MyConnections;
-use crate::plane::{BindError, Commit, Listener, Plane, Prepare, SetupError};
-use crate::postgres::bundle::{AcceptLoops, PgConnections, PgShared};
+use crate::plane::{AcceptLoops, BindError, Commit, Listener, Plane, Prepare, SetupError};
+use crate::postgres::bundle::{PgConnections, PgShared};
 use crate::postgres::catalog::PoolSettings;
 
-/// What the planes' Connections are served with (run mode's and
-/// standalone's settings alike).
+/// What the planes' Connections are served with: one part of run mode's
+/// and standalone's settings alike ([`crate::run::RunConfig::planes`],
+/// [`crate::standalone::StandaloneConfig::planes`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlaneSettings {
-    /// Connection caps and timeouts.
+    /// Connection caps and timeouts (see [`crate::limits`]).
     pub limits: Limits,
-    /// Largest PostgreSQL protocol message.
+    /// Largest protocol message accepted from a client or a server.
     pub max_message_size: usize,
-    /// Catalog sessions per postgres Connection.
+    /// Catalog sessions per postgres Connection and how long a lookup waits
+    /// (see [`crate::postgres::catalog`]).
     pub catalog: PoolSettings,
-    /// HTTP: how long the upstream has to answer, and between pieces.
+    /// HTTP: how long the upstream has to answer with headers, and at most
+    /// between two pieces of a body (either way).
     pub http_upstream_timeout: std::time::Duration,
     /// HTTP: largest request body buffered for `jsonBody` rules.
     pub http_max_request_body: usize,
-    /// HTTP: offer HTTP/2 to the upstream.
+    /// HTTP: offer HTTP/2 to the upstream as well as HTTP/1.1 (see
+    /// [`crate::http::HttpUpstream::new`]).
     pub http_upstream_http2: bool,
+}
+
+impl Default for PlaneSettings {
+    /// The defaults of both modes.
+    fn default() -> Self {
+        PlaneSettings {
+            limits: Limits::default(),
+            max_message_size: crate::postgres::framing::DEFAULT_MAX_MESSAGE_SIZE,
+            catalog: PoolSettings::default(),
+            http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
+            http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
+            http_upstream_http2: true,
+        }
+    }
 }
 
 /// Every plane of the sidecar.
@@ -44,23 +63,32 @@ impl Planes {
     pub fn new(settings: &PlaneSettings, metrics: &Arc<Metrics>, registry: &mut Registry) -> Self {
         let s = settings;
         let fd_budget = FdBudget::new(s.limits.fd_reserve);
-        let postgres = PgConnections::new(PgShared::new(
-            metrics,
-            &s.limits,
-            fd_budget.clone(),
-            s.max_message_size,
-            s.catalog,
-        ));
-        let accept = postgres.accept_loops();
+        // One for every plane: a shutdown stops them all.
+        let accept = AcceptLoops::default();
+        let postgres = PgConnections::new(
+            PgShared::new(
+                metrics,
+                &s.limits,
+                fd_budget.clone(),
+                s.max_message_size,
+                s.catalog,
+            ),
+            accept.clone(),
+        );
         let http = HttpConnections::new(
             metrics.clone(),
             crate::http::HttpMetrics::register(registry),
             s.http_upstream_timeout,
             s.http_max_request_body,
             s.http_upstream_http2,
-            (s.limits.clone(), fd_budget.clone()),
+            (s.limits.clone(), fd_budget.clone(), accept.clone()),
         );
-        let mysql = MyConnections::new(s.limits.clone(), fd_budget, s.max_message_size);
+        let mysql = MyConnections::new(
+            s.limits.clone(),
+            fd_budget,
+            s.max_message_size,
+            accept.clone(),
+        );
         Planes {
             planes: vec![
                 Staging::boxed(postgres),
@@ -71,8 +99,8 @@ impl Planes {
         }
     }
 
-    /// The accept loops of the listeners, also those a later bundle opens,
-    /// for a shutdown to stop.
+    /// The accept loops of every plane's listeners, also those a later
+    /// bundle opens, for a shutdown to stop.
     pub fn accept_loops(&self) -> AcceptLoops {
         self.accept.clone()
     }
@@ -167,5 +195,48 @@ impl<P: Plane> Staged for Staging<P> {
 
     fn detach(self: Box<Self>) {
         self.plane.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::RunConfig;
+    use crate::standalone::StandaloneConfig;
+
+    /// Both modes hold one [`PlaneSettings`]: their defaults cannot drift
+    /// apart, and run mode's variables land in the same fields standalone's
+    /// flags set.
+    #[test]
+    fn both_modes_serve_their_planes_with_the_same_settings() {
+        let run = RunConfig::new("https://op".into(), "/token".into(), "CA".into());
+        let standalone = StandaloneConfig::new("m.yaml".into(), "shop/app".into());
+        assert_eq!(run.planes, standalone.planes);
+        assert_eq!(run.planes, PlaneSettings::default());
+        assert!(run.planes.http_upstream_http2);
+
+        let vars = [
+            ("SLUICE_GATEWAY_URL", "https://op"),
+            ("SLUICE_TOKEN_FILE", "/token"),
+            ("SLUICE_CA_PEM", "CA"),
+            ("SLUICE_HTTP_TIMEOUT", "2.5"),
+            ("SLUICE_HTTP_MAX_BODY", "4096"),
+            ("SLUICE_HTTP_UPSTREAM_HTTP1_ONLY", "true"),
+            ("SLUICE_MAX_CONNECTIONS", "7"),
+        ];
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let run = RunConfig::from_vars(lookup).unwrap();
+        let mut standalone = StandaloneConfig::new("m.yaml".into(), "shop/app".into());
+        // What `standalone --http-timeout 2.5 --http-max-body 4096
+        // --http-upstream-http1-only --max-connections 7` sets.
+        standalone.planes.http_upstream_timeout = std::time::Duration::from_millis(2500);
+        standalone.planes.http_max_request_body = 4096;
+        standalone.planes.http_upstream_http2 = false;
+        standalone.planes.limits.max_connections = 7;
+        assert_eq!(run.planes, standalone.planes);
     }
 }

@@ -42,9 +42,8 @@ use crate::approval::Approvals;
 use crate::audit::{AuditError, AuditLog};
 use crate::bundle_client::{BundlePoll, GatewayClient, GatewayError};
 use crate::metrics::Metrics;
-use crate::plane::{BindError, Commit, Prepare, SetupError};
+use crate::plane::{AcceptLoops, BindError, Commit, Prepare, SetupError};
 use crate::planes::Planes;
-use crate::postgres::bundle::AcceptLoops;
 use crate::standing::compile_policies;
 
 /// Why run mode could not start.
@@ -139,14 +138,9 @@ impl Running {
     /// sessions the configured grace period to end, records the end of
     /// every session, writes the audit log out (see [`crate::shutdown`]).
     pub async fn shutdown(self) -> crate::shutdown::DrainReport {
-        let accept = self
-            .accept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         crate::shutdown::drain(
             self.audit.as_ref(),
-            &accept,
+            &self.accept,
             Some(&self.admin_state),
             self.grace,
         )
@@ -184,7 +178,7 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     let client = GatewayClient::new(&cfg.gateway_url, &cfg.ca_pem)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let planes = Planes::new(&cfg.plane_settings(), &metrics, &mut registry);
+    let planes = Planes::new(&cfg.planes, &metrics, &mut registry);
     let accept = planes.accept_loops();
     let token_out = watch::Sender::new(None);
     let approvals = Approvals::new(client.clone(), token_out.subscribe(), Some(metrics.clone()));

@@ -164,7 +164,7 @@ mod tests {
         .unwrap();
         let cfg = crate::run::RunConfig::from_vars(cli.env.lookup()).unwrap();
         assert_eq!(cfg.gateway_url, "https://gw:8443");
-        assert_eq!(cfg.limits.max_connections, 7);
+        assert_eq!(cfg.planes.limits.max_connections, 7);
         assert_eq!(cli.env.lookup()("SLUICE_NOT_A_SETTING"), None);
     }
 

@@ -2,7 +2,9 @@
 //! SIGINT: stop accepting, let the sessions end within a grace period,
 //! record every `sessionEnd`, write what is pending, exit 0 (docs/DESIGN.md §7).
 //!
-//! The order: `/readyz` turns 503; the accept loops stop; the audit log
+//! The order: `/readyz` turns 503; every plane's accept loops stop
+//! ([`AcceptLoops::stop`]: a new connection is refused, on every listener,
+//! also one a bundle opens later); the audit log
 //! refuses new sessions, statements and approvals (write-ahead, so nothing
 //! runs unrecorded: [`crate::audit::AuditError::ShuttingDown`]) and tells the
 //! session loops through [`crate::audit::AuditLog::shutdown_signal`]; the
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use crate::admin::AdminState;
 use crate::audit::AuditLog;
+use crate::plane::AcceptLoops;
 
 /// How long sessions get to end after SIGTERM by default: shorter than a
 /// pod's default `terminationGracePeriodSeconds` (30 s), so the sidecar ends
@@ -48,11 +51,11 @@ pub struct DrainReport {
     pub took: Duration,
 }
 
-/// Runs a shutdown (see the module documentation). `accept` are the
-/// listeners' accept loops.
+/// Runs a shutdown (see the module documentation). `accept` are every
+/// plane's accept loops.
 pub async fn drain(
     audit: Option<&Arc<AuditLog>>,
-    accept: &[tokio::task::AbortHandle],
+    accept: &AcceptLoops,
     admin: Option<&AdminState>,
     grace: Duration,
 ) -> DrainReport {
@@ -60,9 +63,11 @@ pub async fn drain(
     if let Some(admin) = admin {
         admin.ready.store(false, Ordering::Relaxed);
     }
-    for a in accept {
-        a.abort();
-    }
+    let listeners = accept.stop();
+    tracing::info!(
+        listeners,
+        "shutting down: no new connections on any listener"
+    );
     let Some(audit) = audit else {
         return DrainReport {
             open_at_start: 0,

@@ -22,9 +22,8 @@ use sluice_policy::engine::{CompileError, Identity};
 use crate::admin::{self, AdminState};
 use crate::audit::{AuditError, AuditLog};
 use crate::metrics::Metrics;
-use crate::plane::{BindError, Commit, Prepare, SetupError};
+use crate::plane::{AcceptLoops, BindError, Commit, Prepare, SetupError};
 use crate::planes::{PlaneSettings, Planes};
-use crate::postgres::framing;
 use crate::standing::compile_policies;
 
 /// Settings of standalone mode.
@@ -40,38 +39,14 @@ pub struct StandaloneConfig {
     pub audit_stdout: bool,
     /// Serve `/metrics`, `/healthz`, `/readyz` here.
     pub admin_addr: Option<SocketAddr>,
-    /// Largest protocol message accepted.
-    pub max_message_size: usize,
     /// Address the listeners bind (loopback unless told otherwise).
     pub listen_host: IpAddr,
-    /// HTTP Connections: how long the upstream has to send response headers,
-    /// and at most between two pieces of a body (either way).
-    pub http_upstream_timeout: std::time::Duration,
-    /// HTTP Connections: largest request body buffered for `jsonBody` rules.
-    pub http_max_request_body: usize,
-    /// HTTP Connections: offer HTTP/2 besides HTTP/1.1 to the upstream (see
-    /// [`crate::http::HttpUpstream::new`]).
-    pub http_upstream_http2: bool,
-    /// Connection caps and timeouts (see [`crate::limits`]).
-    pub limits: crate::limits::Limits,
-    /// Catalog sessions per Connection and how long a lookup waits (see
-    /// [`crate::postgres::catalog`]).
-    pub catalog: crate::postgres::catalog::PoolSettings,
+    /// What every plane's Connections are served with (limits, message
+    /// sizes, the catalog pool, the HTTP upstream's settings).
+    pub planes: PlaneSettings,
 }
 
 impl StandaloneConfig {
-    /// What every plane's Connections are served with.
-    pub fn plane_settings(&self) -> PlaneSettings {
-        PlaneSettings {
-            limits: self.limits.clone(),
-            max_message_size: self.max_message_size,
-            catalog: self.catalog,
-            http_upstream_timeout: self.http_upstream_timeout,
-            http_max_request_body: self.http_max_request_body,
-            http_upstream_http2: self.http_upstream_http2,
-        }
-    }
-
     /// Defaults for a manifest path and identity.
     pub fn new(manifests: PathBuf, identity: String) -> Self {
         StandaloneConfig {
@@ -80,13 +55,8 @@ impl StandaloneConfig {
             audit_file: None,
             audit_stdout: true,
             admin_addr: None,
-            max_message_size: framing::DEFAULT_MAX_MESSAGE_SIZE,
             listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
-            http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
-            http_upstream_http2: true,
-            limits: crate::limits::Limits::default(),
-            catalog: crate::postgres::catalog::PoolSettings::default(),
+            planes: PlaneSettings::default(),
         }
     }
 }
@@ -158,7 +128,7 @@ pub struct Running {
     /// The admin address, if any.
     pub admin: Option<SocketAddr>,
     audit: Arc<AuditLog>,
-    accept: Vec<tokio::task::AbortHandle>,
+    accept: AcceptLoops,
     admin_state: Arc<AdminState>,
 }
 
@@ -221,7 +191,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     metrics.local_policies_in_force();
-    let mut planes = Planes::new(&cfg.plane_settings(), &metrics, &mut registry);
+    let mut planes = Planes::new(&cfg.planes, &metrics, &mut registry);
     let accept = planes.accept_loops();
     // Prepared first, committed after: as run mode puts a bundle in force.
     let listeners = planes
@@ -259,7 +229,6 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Running, StandaloneError> {
     // Detached: the admin port serves as long as the runtime runs.
     let admin = admin.map(|(addr, _task)| addr);
     admin_state.ready.store(true, Ordering::Relaxed);
-    let accept = accept.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(Running {
         listeners,
         admin,

@@ -156,9 +156,9 @@ spec:
     let mut cfg = StandaloneConfig::new(path, "shop/app".into());
     cfg.audit_stdout = false;
     cfg.audit_file = Some(audit.clone());
-    cfg.http_upstream_timeout = timeout;
-    cfg.http_max_request_body = 64 * 1024;
-    cfg.http_upstream_http2 = http2;
+    cfg.planes.http_upstream_timeout = timeout;
+    cfg.planes.http_max_request_body = 64 * 1024;
+    cfg.planes.http_upstream_http2 = http2;
     cfg.admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let running = standalone::start(cfg).await.unwrap();
     let sidecar = running.listeners[0].1;

@@ -89,7 +89,7 @@ spec:
     let mut cfg = StandaloneConfig::new(path, identity.into());
     cfg.audit_stdout = false;
     cfg.audit_file = Some(dir.path().join("audit.jsonl"));
-    cfg.limits = limits;
+    cfg.planes.limits = limits;
     cfg.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     let running = standalone::start(cfg).await.unwrap();
     let addr = running.listeners[0].1;

@@ -134,8 +134,8 @@ spec:
     let mut cfg = StandaloneConfig::new(path, "shop/app".into());
     cfg.audit_stdout = false;
     cfg.audit_file = Some(dir.path().join("audit.jsonl"));
-    cfg.http_upstream_timeout = Duration::from_secs(20);
-    cfg.http_max_request_body = MAX_BODY;
+    cfg.planes.http_upstream_timeout = Duration::from_secs(20);
+    cfg.planes.http_max_request_body = MAX_BODY;
     let running = standalone::start(cfg).await.unwrap();
     running.listeners[0].1
 }

@@ -143,8 +143,8 @@ spec:
     let mut cfg = StandaloneConfig::new(path, "shop/app".into());
     cfg.audit_stdout = false;
     cfg.audit_file = Some(audit.clone());
-    cfg.http_upstream_timeout = Duration::from_secs(20);
-    cfg.http_max_request_body = 64 * 1024;
+    cfg.planes.http_upstream_timeout = Duration::from_secs(20);
+    cfg.planes.http_max_request_body = 64 * 1024;
     let running = standalone::start(cfg).await.unwrap();
     Fixture {
         sidecar: running.listeners[0].1,

@@ -14,12 +14,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
 use serde_json::Value;
+use sluice_e2e::harness::{audit_events, binary_beside, http_manifests, json_upstream, stdout_ok};
 
 const SSN: &str = "123-45-6789";
 const CARD: &str = "4111 1111 1111 1111";
@@ -66,32 +65,16 @@ async fn setup(test: &str, level: &str) -> Sidecar {
     )
 }
 
-fn kubectl_sluice() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_sluice-sidecar")).with_file_name("kubectl-sluice");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build -p kubectl-sluice)",
-        path.display()
-    );
-    path
-}
-
 fn sluice(args: &[&str]) -> Output {
-    Command::new(kubectl_sluice())
+    let cli = binary_beside(
+        env!("CARGO_BIN_EXE_sluice-sidecar"),
+        "kubectl-sluice",
+        "kubectl-sluice",
+    );
+    Command::new(cli)
         .args(args)
         .output()
         .expect("run kubectl-sluice")
-}
-
-fn stdout_ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout {}\nstderr {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 /// The `outcome.recorded` of every result event, in order.
@@ -302,11 +285,7 @@ async fn recorded_results_are_what_the_client_received_masked_and_replay() {
 async fn wait_for_ends(sidecar: &Sidecar, n: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let events: Vec<Value> = std::fs::read_to_string(&sidecar.audit)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let events = audit_events(&sidecar.audit);
         if events.iter().filter(|e| e["type"] == "sessionEnd").count() >= n {
             return events;
         }
@@ -355,77 +334,25 @@ async fn recording_is_opt_in_and_statements_keep_no_values() {
     }
 }
 
-/// An HTTP upstream answering every request 200 with `body` (JSON).
-fn upstream(body: &'static str) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn an_http_response_is_recorded_as_curl_received_it() {
     let body =
         r#"{"customers":[{"id":1,"ssn":"123-45-6789","contact":"mail alice.wonder@example.com"}]}"#;
-    let up = upstream(body);
-    let manifests = format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: api-creds, namespace: shop}}
-stringData:
-  Authorization: "Bearer upstream-secret"
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: api, namespace: shop}}
-spec:
-  protocol: http
-  upstream: {{baseURL: "http://127.0.0.1:{up}", tls: {{mode: disable}}}}
-  credentials:
-    secretRef: {{name: api-creds}}
-    headers: [Authorization]
-  listen: {{port: {{PORT}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: api-rules, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: app}}]
-  connections: [api]
-  recording: results
+    let up = json_upstream(body);
+    let manifests = http_manifests(
+        up,
+        "{PORT}",
+        r#"  recording: results
   rules:
     - name: no-deletes
-      match: {{methods: [DELETE]}}
+      match: {methods: [DELETE]}
       action: deny
   masking:
     - jsonPaths: ["$.customers[*].ssn"]
       strategy: redact
     - detectors: [email]
       strategy: partial
-"#
+"#,
     );
     let sidecar = Sidecar::start(&manifests, "shop/app");
     let curl = |method: &str| {
@@ -447,11 +374,7 @@ spec:
     assert!(refused.contains("no-deletes"), "{refused}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let rec = loop {
-        let events: Vec<Value> = std::fs::read_to_string(&sidecar.audit)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let events = audit_events(&sidecar.audit);
         if let Some(r) = recorded(&events).first() {
             break r.clone();
         }

@@ -186,7 +186,7 @@ async fn run_mode_serves_http_connections_and_follows_policy_edits() {
     let mut cfg = common::run_config(&env.operator, token_file, "api");
     cfg.expected_identity = Some(("shop".into(), "report-job".into(), "report".into()));
     // The run-mode HTTP settings (SLUICE_HTTP_TIMEOUT) reach the upstream client.
-    cfg.http_upstream_timeout = Duration::from_secs(2);
+    cfg.planes.http_upstream_timeout = Duration::from_secs(2);
     let running = bounded("run mode to start", run::start(cfg))
         .await
         .expect("run mode starts");

@@ -9,7 +9,6 @@
 //! TLS settings and credentials are unchanged: a policy edit does not cost a
 //! TLS handshake.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +17,13 @@ use sha2::{Digest, Sha256};
 use sluice_crds::Protocol;
 use sluice_policy::engine::PolicySet;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::{HttpContext, HttpMetrics, HttpParts, HttpSetupError, HttpStanding, HttpUpstream};
 use crate::limits::{FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
-use crate::plane::{BindError, Commit, Listener, Plane, Prepare, SetupError};
+use crate::plane::{
+    AcceptLoops, BindError, Commit, Entry, Plane, Prepare, Served, SetupError, bind,
+};
 use crate::rate::RateLimit;
 use crate::standing::{Standing, hash_key, plane_connections};
 use crate::tls;
@@ -48,23 +48,40 @@ impl HttpPlan {
     }
 }
 
-struct Served {
-    addr: SocketAddr,
+/// One served http Connection ([`Entry`]): the context its next request
+/// reads (the standing in force is in it), and the upstream client kept
+/// while its settings are unchanged.
+pub struct HttpServed {
     upstream_key: [u8; 32],
     upstream: Option<Arc<HttpUpstream>>,
     context: watch::Sender<Arc<HttpContext>>,
 }
 
-impl Served {
+impl HttpServed {
     /// The Connection's rate bucket, kept across bundles (see [`crate::rate`]).
     fn rate(&self) -> Arc<RateLimit> {
         self.context.borrow().rate.clone()
     }
 }
 
+impl Entry for HttpServed {
+    fn is_bound(&self) -> bool {
+        self.context.borrow().standing.is_bound()
+    }
+
+    /// The next request reads a context whose standing refuses with `why`.
+    fn refuse(&self, why: String) {
+        self.context.send_modify(|ctx| {
+            let mut next = HttpContext::clone(ctx);
+            next.standing = Standing::Unavailable(why);
+            *ctx = Arc::new(next);
+        });
+    }
+}
+
 /// The http Connections served (run mode and standalone).
 pub struct HttpConnections {
-    served: BTreeMap<String, Served>,
+    served: Served<HttpServed>,
     metrics: Arc<Metrics>,
     http_metrics: HttpMetrics,
     timeout: Duration,
@@ -72,21 +89,21 @@ pub struct HttpConnections {
     http2: bool,
     limits: Limits,
     fd_budget: FdBudget,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl HttpConnections {
-    /// Serves nothing yet.
+    /// Serves nothing yet; the accept loops of its listeners are registered
+    /// in `accept`, for a shutdown to stop.
     pub fn new(
         metrics: Arc<Metrics>,
         http_metrics: HttpMetrics,
         timeout: Duration,
         max_request_body: usize,
         http2: bool,
-        (limits, fd_budget): (Limits, FdBudget),
+        (limits, fd_budget, accept): (Limits, FdBudget, AcceptLoops),
     ) -> Self {
         HttpConnections {
-            served: BTreeMap::new(),
+            served: Served::new(accept),
             metrics,
             http_metrics,
             timeout,
@@ -94,7 +111,6 @@ impl HttpConnections {
             http2,
             limits,
             fd_budget,
-            tasks: Vec::new(),
         }
     }
 
@@ -223,51 +239,27 @@ impl HttpConnections {
                 s.upstream = plan.upstream();
                 continue;
             }
-            let addr = SocketAddr::new(listen_host, plan.port);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError {
-                    connection: plan.name.clone(),
-                    addr,
-                    source,
-                })?;
-            let addr = listener.local_addr().unwrap_or(addr);
+            let (listener, addr) =
+                bind(&plan.name, SocketAddr::new(listen_host, plan.port)).await?;
             tracing::info!(connection = %plan.name, %addr, "listening (http)");
             let (tx, rx) = watch::channel(ctx);
             let slots = ListenerSlots::new(&plan.name, &self.limits, &self.fd_budget, listeners);
-            self.tasks.push(tokio::spawn(super::serve(
-                listener,
-                rx,
-                slots,
-                self.limits.clone(),
-            )));
-            let upstream = plan.upstream();
-            self.served.insert(
-                plan.name,
-                Served {
-                    addr,
-                    upstream_key: plan.upstream_key,
-                    upstream,
-                    context: tx,
-                },
-            );
+            let accept_loop = super::serve(listener, rx, slots, self.limits.clone());
+            let served = HttpServed {
+                upstream_key: plan.upstream_key,
+                upstream: plan.upstream(),
+                context: tx,
+            };
+            self.served.insert(plan.name, addr, served, accept_loop);
         }
-        for (name, s) in &self.served {
-            if !seen.contains(name) {
-                refuse(
-                    &s.context,
-                    format!(
-                        "Connection {name:?} is no longer in this identity's policy bundle (revision {revision})"
-                    ),
-                );
-            }
-        }
+        self.served.retire_others(&seen, revision);
         Ok(())
     }
 }
 
 impl Plane for HttpConnections {
     type Plan = HttpPlan;
+    type Entry = HttpServed;
 
     fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<HttpPlan>, SetupError> {
         Ok(self.plans(bundle)?)
@@ -277,22 +269,12 @@ impl Plane for HttpConnections {
         self.put_in_force(plans, put).await
     }
 
-    /// Every request is refused with `why`.
-    fn withdraw(&self, why: &str) {
-        for s in self.served.values() {
-            refuse(&s.context, why.to_string());
-        }
+    fn served(&self) -> &Served<HttpServed> {
+        &self.served
     }
 
-    fn listeners(&self) -> Vec<Listener> {
-        self.served
-            .iter()
-            .map(|(n, s)| (n.clone(), s.addr, s.context.borrow().standing.is_bound()))
-            .collect()
-    }
-
-    fn detach(mut self) {
-        self.tasks.clear();
+    fn served_mut(&mut self) -> &mut Served<HttpServed> {
+        &mut self.served
     }
 }
 
@@ -318,20 +300,4 @@ fn upstream_key(
         h.update([0]);
     }
     h.finalize().into()
-}
-
-fn refuse(context: &watch::Sender<Arc<HttpContext>>, why: String) {
-    context.send_modify(|ctx| {
-        let mut next = HttpContext::clone(ctx);
-        next.standing = Standing::Unavailable(why);
-        *ctx = Arc::new(next);
-    });
-}
-
-impl Drop for HttpConnections {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }

@@ -179,20 +179,16 @@ async fn accept(
     slots: ListenerSlots,
     limits: Limits,
 ) {
+    // A shutdown stops this loop as every plane's (crate::plane::AcceptLoops);
+    // the connections it accepted end on the audit's signal.
     let signal = context.borrow().audit.shutdown_signal();
-    let mut down = std::pin::pin!(listen::shutdown(signal.clone()));
     loop {
-        let (socket, peer, admitted) = tokio::select! {
-            accepted = accept_within(&listener, &slots, |socket, refused| {
-                let reason = crate::metrics::SessionRefusal::TooManyConnections;
-                context.borrow().metrics.session_refused_for(reason);
-                listen::refuse(socket, refused)
-            }) => accepted,
-            () = down.as_mut() => {
-                tracing::info!("shutting down: no new http connections");
-                return;
-            }
-        };
+        let (socket, peer, admitted) = accept_within(&listener, &slots, |socket, refused| {
+            let reason = crate::metrics::SessionRefusal::TooManyConnections;
+            context.borrow().metrics.session_refused_for(reason);
+            listen::refuse(socket, refused)
+        })
+        .await;
         let _ = socket.set_nodelay(true);
         let context = context.clone();
         let (limits, signal) = (limits.clone(), signal.clone());

@@ -2,22 +2,21 @@
 //! its own listener (see [`crate::postgres::bundle`] for the shape every
 //! plane follows).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sluice_crds::Protocol;
 use sluice_policy::wire::BundleConnection;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use super::session::MyContext;
 use super::upstream::MyUpstream;
 use crate::limits::{FdBudget, Limits, ListenerSlots, accept_within};
-use crate::plane::{BindError, Commit, Listener, Plane, Prepare, SetupError};
-use crate::rate::RateLimit;
+use crate::plane::{
+    AcceptLoops, BindError, Commit, Live, Plane, Prepare, Served, SetupError, bind,
+};
 use crate::standing::{Binding, Standing, hash_key, plane_connections};
 
 /// One mysql Connection of a bundle, ready to be put in force.
@@ -29,31 +28,29 @@ pub struct MyPlan {
     unserved: Option<String>,
 }
 
-struct Served {
-    addr: SocketAddr,
-    standing: watch::Sender<Standing>,
-    context: watch::Sender<Arc<MyContext>>,
-    rate: Arc<RateLimit>,
-}
-
 /// The mysql Connections served.
 pub struct MyConnections {
-    served: BTreeMap<String, Served>,
+    served: Served<Live<MyContext>>,
     limits: Limits,
     fd_budget: FdBudget,
     max_packet: usize,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl MyConnections {
-    /// Serves nothing yet; `max_packet` bounds a client's packets.
-    pub fn new(limits: Limits, fd_budget: FdBudget, max_packet: usize) -> Self {
+    /// Serves nothing yet; `max_packet` bounds a client's packets; the
+    /// accept loops of its listeners are registered in `accept`, for a
+    /// shutdown to stop.
+    pub fn new(
+        limits: Limits,
+        fd_budget: FdBudget,
+        max_packet: usize,
+        accept: AcceptLoops,
+    ) -> Self {
         MyConnections {
-            served: BTreeMap::new(),
+            served: Served::new(accept),
             limits,
             fd_budget,
             max_packet,
-            tasks: Vec::new(),
         }
     }
 
@@ -136,6 +133,7 @@ impl MyConnections {
 
 impl Plane for MyConnections {
     type Plan = MyPlan;
+    type Entry = Live<MyContext>;
 
     fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<MyPlan>, SetupError> {
         // The MySQL plane keeps no decision cache: every text is decided
@@ -176,81 +174,34 @@ impl Plane for MyConnections {
             seen.push(plan.name.clone());
             plan.standing
                 .log_in_force(&plan.name, Some(put.revision), put.identity, "sessions");
-            if let Some(s) = self.served.get(&plan.name) {
-                s.standing.send_replace(plan.standing.clone());
-                let binding =
-                    Binding::live(put.identity.clone(), &plan.name, s.standing.subscribe())
-                        .with_rate(s.rate.clone());
-                let ctx = self.context(plan, binding, &put);
-                s.context.send_replace(Arc::new(ctx));
+            let name = plan.name.clone();
+            let standing = plan.standing.clone();
+            if let Some(live) = self.served.get(&name) {
+                live.update(put.identity, &name, standing, |binding| {
+                    self.context(plan, binding, &put)
+                });
                 continue;
             }
-            let name = plan.name.clone();
-            let addr = SocketAddr::new(put.listen_host, plan.port);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError {
-                    connection: name.clone(),
-                    addr,
-                    source,
-                })?;
-            let addr = listener.local_addr().unwrap_or(addr);
+            let (listener, addr) = bind(&name, SocketAddr::new(put.listen_host, plan.port)).await?;
             tracing::info!(connection = %name, %addr, upstream = %format!("{}:{}", plan.upstream.host, plan.upstream.port), tls = crate::tls::mode_name(plan.upstream.tls_mode), "listening (mysql)");
-            let (standing_tx, standing_rx) = watch::channel(plan.standing.clone());
-            let rate = Arc::new(RateLimit::new());
-            let binding =
-                Binding::live(put.identity.clone(), &name, standing_rx).with_rate(rate.clone());
-            let ctx = self.context(plan, binding, &put);
-            let (context_tx, context_rx) = watch::channel(Arc::new(ctx));
+            let (live, contexts) = Live::new(put.identity, &name, standing, |binding| {
+                self.context(plan, binding, &put)
+            });
             let slots = ListenerSlots::new(&name, &self.limits, &self.fd_budget, put.listeners);
             let span = tracing::info_span!("mysql", connection = %name);
-            let task = tokio::spawn(accept(listener, context_rx, slots).instrument(span));
-            self.tasks.push(task);
-            self.served.insert(
-                name,
-                Served {
-                    addr,
-                    standing: standing_tx,
-                    context: context_tx,
-                    rate,
-                },
-            );
+            let accept_loop = accept(listener, contexts, slots).instrument(span);
+            self.served.insert(name, addr, live, accept_loop);
         }
-        for (name, s) in &self.served {
-            if !seen.contains(name) {
-                s.standing.send_replace(Standing::Unavailable(format!(
-                    "Connection {name:?} is no longer in this identity's policy bundle (revision {})",
-                    put.revision
-                )));
-            }
-        }
+        self.served.retire_others(&seen, put.revision);
         Ok(())
     }
 
-    fn withdraw(&self, why: &str) {
-        for s in self.served.values() {
-            s.standing
-                .send_replace(Standing::Unavailable(why.to_string()));
-        }
+    fn served(&self) -> &Served<Self::Entry> {
+        &self.served
     }
 
-    fn listeners(&self) -> Vec<Listener> {
-        self.served
-            .iter()
-            .map(|(n, s)| (n.clone(), s.addr, s.standing.borrow().is_bound()))
-            .collect()
-    }
-
-    fn detach(mut self) {
-        self.tasks.clear();
-    }
-}
-
-impl Drop for MyConnections {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+    fn served_mut(&mut self) -> &mut Served<Self::Entry> {
+        &mut self.served
     }
 }
 

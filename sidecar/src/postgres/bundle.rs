@@ -6,28 +6,24 @@
 //! statement; new sessions get the new [`ConnectionContext`]);
 //! [`Plane::withdraw`] refuses everything once no bundle is in force.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sluice_crds::Protocol;
-use sluice_policy::engine::Identity;
 use sluice_policy::wire::{Bundle, BundleConnection};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-use crate::approval::Approvals;
-use crate::audit::AuditLog;
 use crate::limits::{BufferBudget, FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
-use crate::plane::{BindError, Commit, Listener, Plane, Prepare, SetupError};
+use crate::plane::{
+    AcceptLoops, BindError, Commit, Live, Plane, Prepare, Served, SetupError, bind,
+};
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::catalog::{CatalogPool, PoolSettings};
 use crate::postgres::session::ConnectionContext;
 use crate::postgres::upstream::UpstreamConfig;
-use crate::rate::RateLimit;
 use crate::standing::{Binding, Standing, hash_key, plane_connections};
 use crate::tls::TlsError;
 
@@ -47,27 +43,12 @@ pub enum PgSetupError {
     Tls(#[from] TlsError),
 }
 
-/// The accept loops of the PostgreSQL listeners, also those a later bundle
-/// opens, for a shutdown to stop.
-pub type AcceptLoops = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
-
 /// One postgres Connection of a bundle, ready to be put in force.
 pub struct PgPlan {
     name: String,
     port: u16,
     upstream: UpstreamConfig,
     standing: Standing,
-}
-
-/// One served Connection.
-struct Served {
-    addr: SocketAddr,
-    standing: watch::Sender<Standing>,
-    context: watch::Sender<Arc<ConnectionContext>>,
-    /// `statementsPerSecond`'s bucket: the Connection's, whatever the bundle.
-    rate: Arc<RateLimit>,
-    /// The Connection's catalog sessions, pointed at each bundle's upstream.
-    catalog: Arc<CatalogPool>,
 }
 
 /// What every postgres Connection's sessions share.
@@ -86,15 +67,13 @@ pub struct PgShared {
     pub fd_budget: FdBudget,
     /// The sessions' buffer budget, shared by the listeners.
     pub buffer_budget: BufferBudget,
-    /// The accept loops, for a shutdown to stop.
-    pub accept: AcceptLoops,
 }
 
 impl PgShared {
     /// What the sessions of every postgres Connection of a sidecar share:
     /// `metrics`, the connection `limits` and descriptor budget, the largest
-    /// message, the catalog pool's settings; a new cancel registry, buffer
-    /// budget (`limits.buffer_budget`) and list of accept loops.
+    /// message, the catalog pool's settings; a new cancel registry and
+    /// buffer budget (`limits.buffer_budget`).
     pub fn new(
         metrics: &Arc<Metrics>,
         limits: &Limits,
@@ -110,31 +89,24 @@ impl PgShared {
             limits: limits.clone(),
             fd_budget,
             buffer_budget: metrics.buffer_budget(limits.buffer_budget),
-            accept: AcceptLoops::default(),
         }
     }
 }
 
 /// The postgres Connections served (run mode and standalone).
 pub struct PgConnections {
-    served: BTreeMap<String, Served>,
+    served: Served<Live<ConnectionContext>>,
     shared: PgShared,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl PgConnections {
-    /// Serves nothing yet.
-    pub fn new(shared: PgShared) -> Self {
+    /// Serves nothing yet; the accept loops of its listeners are registered
+    /// in `accept`, for a shutdown to stop.
+    pub fn new(shared: PgShared, accept: AcceptLoops) -> Self {
         PgConnections {
-            served: BTreeMap::new(),
+            served: Served::new(accept),
             shared,
-            tasks: Vec::new(),
         }
-    }
-
-    /// The accept loops of the listeners, for a shutdown to stop.
-    pub fn accept_loops(&self) -> AcceptLoops {
-        self.shared.accept.clone()
     }
 
     /// Builds the postgres Connections of the bundle (only those in `only`,
@@ -187,105 +159,55 @@ impl PgConnections {
     /// sessions and statements from now on. A statement that needs approval
     /// asks `approvals`.
     async fn put_in_force(&mut self, plans: Vec<PgPlan>, put: Commit<'_>) -> Result<(), BindError> {
-        let Commit {
-            identity,
-            audit,
-            approvals,
-            listen_host,
-            revision,
-            listeners,
-        } = put;
         let mut seen = Vec::new();
         for plan in plans {
             seen.push(plan.name.clone());
             plan.standing
-                .log_in_force(&plan.name, Some(revision), identity, "sessions");
-            if let Some(s) = self.served.get(&plan.name) {
-                s.standing.send_replace(plan.standing);
-                let binding = Binding::live(identity.clone(), &plan.name, s.standing.subscribe())
-                    .with_rate(s.rate.clone());
-                s.catalog.update(plan.upstream.clone());
-                let ctx = self.context(
-                    &plan.name,
-                    plan.upstream,
-                    binding,
-                    &s.catalog,
-                    audit,
-                    approvals,
-                );
-                s.context.send_replace(Arc::new(ctx));
+                .log_in_force(&plan.name, Some(put.revision), put.identity, "sessions");
+            if let Some(live) = self.served.get(&plan.name) {
+                let catalog = live.context().catalog.clone();
+                catalog.update(plan.upstream.clone());
+                let PgPlan {
+                    name,
+                    upstream,
+                    standing,
+                    ..
+                } = plan;
+                live.update(put.identity, &name, standing, |binding| {
+                    self.context(&name, upstream, binding, &catalog, &put)
+                });
                 continue;
             }
-            let served = self
-                .listen(plan, identity, audit, approvals, listen_host, listeners)
-                .await?;
-            self.served.insert(served.0, served.1);
+            self.listen(plan, &put).await?;
         }
-        for (name, s) in &self.served {
-            if !seen.contains(name) {
-                s.standing.send_replace(Standing::Unavailable(format!(
-                    "Connection {name:?} is no longer in this identity's policy bundle (revision {revision})"
-                )));
-            }
-        }
+        self.served.retire_others(&seen, put.revision);
         Ok(())
     }
 
     /// A new Connection's listener, serving `plan`.
-    async fn listen(
-        &mut self,
-        plan: PgPlan,
-        identity: &Identity,
-        audit: &Arc<AuditLog>,
-        approvals: Option<&Approvals>,
-        listen_host: IpAddr,
-        listeners: usize,
-    ) -> Result<(String, Served), BindError> {
-        let name = plan.name;
-        let upstream = format!("{}:{}", plan.upstream.host, plan.upstream.port);
-        let tls = crate::tls::mode_name(plan.upstream.tls_mode);
-        let (standing_tx, standing_rx) = watch::channel(plan.standing);
-        let rate = Arc::new(RateLimit::new());
-        let binding = Binding::live(identity.clone(), &name, standing_rx).with_rate(rate.clone());
-        let catalog = CatalogPool::new(plan.upstream.clone(), self.shared.catalog);
-        let ctx = self.context(&name, plan.upstream, binding, &catalog, audit, approvals);
-        let addr = SocketAddr::new(listen_host, plan.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| BindError {
-                connection: name.clone(),
-                addr,
-                source,
-            })?;
-        let addr = listener.local_addr().unwrap_or(addr);
-        tracing::info!(connection = %name, %addr, %upstream, tls, "listening");
-        let (context_tx, context_rx) = watch::channel(Arc::new(ctx));
+    async fn listen(&mut self, plan: PgPlan, put: &Commit<'_>) -> Result<(), BindError> {
+        let PgPlan {
+            name,
+            port,
+            upstream,
+            standing,
+        } = plan;
+        let upstream_addr = format!("{}:{}", upstream.host, upstream.port);
+        let tls = crate::tls::mode_name(upstream.tls_mode);
+        let catalog = CatalogPool::new(upstream.clone(), self.shared.catalog);
+        let (live, contexts) = Live::new(put.identity, &name, standing, |binding| {
+            self.context(&name, upstream, binding, &catalog, put)
+        });
+        let (listener, addr) = bind(&name, SocketAddr::new(put.listen_host, port)).await?;
+        tracing::info!(connection = %name, %addr, upstream = %upstream_addr, tls, "listening");
         let shared = &self.shared;
-        let slots = ListenerSlots::new(&name, &shared.limits, &shared.fd_budget, listeners);
+        let slots = ListenerSlots::new(&name, &shared.limits, &shared.fd_budget, put.listeners);
         let span = tracing::info_span!("pg", connection = %name);
-        let task = tokio::spawn(
-            super::listen::serve(
-                listener,
-                context_rx,
-                slots,
-                shared.limits.pg_startup_timeout,
-            )
-            .instrument(span),
-        );
-        shared
-            .accept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task.abort_handle());
-        self.tasks.push(task);
-        let served = Served {
-            addr,
-            standing: standing_tx,
-            context: context_tx,
-            rate,
-            catalog,
-        };
-        Ok((name, served))
+        let accept_loop =
+            super::listen::serve(listener, contexts, slots, shared.limits.pg_startup_timeout)
+                .instrument(span);
+        self.served.insert(name, addr, live, accept_loop);
+        Ok(())
     }
 
     fn context(
@@ -294,26 +216,26 @@ impl PgConnections {
         upstream: UpstreamConfig,
         binding: Binding,
         catalog: &Arc<CatalogPool>,
-        audit: &Arc<AuditLog>,
-        approvals: Option<&Approvals>,
+        put: &Commit<'_>,
     ) -> ConnectionContext {
         ConnectionContext {
             name: name.to_string(),
             upstream,
             binding,
             catalog: catalog.clone(),
-            audit: audit.clone(),
+            audit: put.audit.clone(),
             metrics: self.shared.metrics.for_connection(name),
             cancel: self.shared.cancel.clone(),
             max_message_size: self.shared.max_message_size,
             buffer_budget: self.shared.buffer_budget.clone(),
-            approvals: approvals.cloned(),
+            approvals: put.approvals.cloned(),
         }
     }
 }
 
 impl Plane for PgConnections {
     type Plan = PgPlan;
+    type Entry = Live<ConnectionContext>;
 
     fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<PgPlan>, SetupError> {
         Ok(self.plans(bundle)?)
@@ -323,31 +245,12 @@ impl Plane for PgConnections {
         self.put_in_force(plans, put).await
     }
 
-    /// Every session and statement is refused with `why`.
-    fn withdraw(&self, why: &str) {
-        for s in self.served.values() {
-            s.standing
-                .send_replace(Standing::Unavailable(why.to_string()));
-        }
+    fn served(&self) -> &Served<Self::Entry> {
+        &self.served
     }
 
-    fn listeners(&self) -> Vec<Listener> {
-        self.served
-            .iter()
-            .map(|(n, s)| (n.clone(), s.addr, s.standing.borrow().is_bound()))
-            .collect()
-    }
-
-    fn detach(mut self) {
-        self.tasks.clear();
-    }
-}
-
-impl Drop for PgConnections {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+    fn served_mut(&mut self) -> &mut Served<Self::Entry> {
+        &mut self.served
     }
 }
 

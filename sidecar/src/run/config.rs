@@ -8,7 +8,7 @@ use std::time::Duration;
 pub use sluice_policy::wire::env;
 
 use super::RunError;
-use crate::postgres::framing;
+use crate::planes::PlaneSettings;
 
 /// Settings of run mode.
 #[derive(Clone)]
@@ -25,8 +25,6 @@ pub struct RunConfig {
     pub admin_addr: Option<SocketAddr>,
     /// Write audit events to stdout.
     pub audit_stdout: bool,
-    /// Largest protocol message accepted.
-    pub max_message_size: usize,
     /// Address the listeners bind (loopback unless told otherwise).
     pub listen_host: IpAddr,
     /// How long one bundle long-poll waits for a change.
@@ -40,25 +38,17 @@ pub struct RunConfig {
     /// `SLUICE_NAMESPACE`; `SLUICE_SERVICE_ACCOUNT`, `SLUICE_POD_NAME`):
     /// a bundle for anyone else is not applied.
     pub expected_identity: Option<(String, String, String)>,
-    /// HTTP Connections: how long the upstream has to answer with headers,
-    /// and at most between two pieces of a body (`SLUICE_HTTP_TIMEOUT`, seconds).
-    pub http_upstream_timeout: Duration,
-    /// HTTP Connections: largest request body buffered to decide `jsonBody`
-    /// rules (`SLUICE_HTTP_MAX_BODY`, bytes).
-    pub http_max_request_body: usize,
-    /// HTTP Connections: offer HTTP/2 to the upstream as well as HTTP/1.1
-    /// (`SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true` turns it off).
-    pub http_upstream_http2: bool,
     /// How long sessions get to end after SIGTERM (`SLUICE_SHUTDOWN_GRACE`,
     /// seconds; see [`crate::shutdown`]).
     pub shutdown_grace: Duration,
-    /// Connection caps and timeouts (`SLUICE_PG_STARTUP_TIMEOUT`,
-    /// `SLUICE_MAX_CONNECTIONS`, `SLUICE_FD_RESERVE`, … see [`crate::limits`]).
-    pub limits: crate::limits::Limits,
-    /// Catalog sessions per Connection and how long a lookup waits
-    /// (`SLUICE_CATALOG_SESSIONS`, `SLUICE_CATALOG_WAIT`; see
-    /// [`crate::postgres::catalog`]).
-    pub catalog: crate::postgres::catalog::PoolSettings,
+    /// What every plane's Connections are served with: connection caps and
+    /// timeouts (`SLUICE_PG_STARTUP_TIMEOUT`, `SLUICE_MAX_CONNECTIONS`,
+    /// `SLUICE_FD_RESERVE`, … see [`crate::limits`]), catalog sessions
+    /// (`SLUICE_CATALOG_SESSIONS`, `SLUICE_CATALOG_WAIT`), and the HTTP
+    /// upstream's timeout (`SLUICE_HTTP_TIMEOUT`, seconds), largest request
+    /// body buffered for `jsonBody` rules (`SLUICE_HTTP_MAX_BODY`, bytes) and
+    /// HTTP/2 (`SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true` turns it off).
+    pub planes: PlaneSettings,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -81,18 +71,13 @@ impl RunConfig {
             connections: None,
             admin_addr: None,
             audit_stdout: true,
-            max_message_size: framing::DEFAULT_MAX_MESSAGE_SIZE,
             listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             poll_wait: Duration::from_secs(30),
             first_bundle_timeout: Duration::from_secs(300),
             audit_upload_every: Duration::from_secs(2),
             expected_identity: None,
-            http_upstream_timeout: crate::http::DEFAULT_UPSTREAM_TIMEOUT,
-            http_max_request_body: crate::http::DEFAULT_MAX_REQUEST_BODY,
-            http_upstream_http2: true,
             shutdown_grace: crate::shutdown::DEFAULT_GRACE,
-            limits: crate::limits::Limits::default(),
-            catalog: crate::postgres::catalog::PoolSettings::default(),
+            planes: PlaneSettings::default(),
         }
     }
 
@@ -150,7 +135,7 @@ impl RunConfig {
             why,
         };
         if let Some(v) = var(env::HTTP_TIMEOUT) {
-            cfg.http_upstream_timeout = v
+            cfg.planes.http_upstream_timeout = v
                 .trim()
                 .parse::<f64>()
                 .ok()
@@ -164,14 +149,14 @@ impl RunConfig {
                 })?;
         }
         if let Some(v) = var(env::HTTP_MAX_BODY) {
-            cfg.http_max_request_body = v
+            cfg.planes.http_max_request_body = v
                 .trim()
                 .parse::<usize>()
                 .map_err(|_| bad(env::HTTP_MAX_BODY, &v, "a number of bytes"))?;
         }
-        cfg.limits = crate::limits::Limits::from_vars(&lookup)
+        cfg.planes.limits = crate::limits::Limits::from_vars(&lookup)
             .map_err(|(name, value, why)| bad(name, &value, why))?;
-        cfg.catalog = crate::postgres::catalog::PoolSettings::from_vars(&lookup)
+        cfg.planes.catalog = crate::postgres::catalog::PoolSettings::from_vars(&lookup)
             .map_err(|(name, value, why)| bad(name, &value, why))?;
         if let Some(v) = var(crate::shutdown::GRACE_ENV) {
             cfg.shutdown_grace = v
@@ -182,7 +167,7 @@ impl RunConfig {
                 .ok_or_else(|| bad(crate::shutdown::GRACE_ENV, &v, "seconds, from 0 to 3600"))?;
         }
         if let Some(v) = var(env::HTTP_UPSTREAM_HTTP1_ONLY) {
-            cfg.http_upstream_http2 = match v.trim() {
+            cfg.planes.http_upstream_http2 = match v.trim() {
                 "true" => false,
                 "false" => true,
                 _ => {
@@ -191,17 +176,5 @@ impl RunConfig {
             };
         }
         Ok(cfg)
-    }
-
-    /// What every plane's Connections are served with.
-    pub fn plane_settings(&self) -> crate::planes::PlaneSettings {
-        crate::planes::PlaneSettings {
-            limits: self.limits.clone(),
-            max_message_size: self.max_message_size,
-            catalog: self.catalog,
-            http_upstream_timeout: self.http_upstream_timeout,
-            http_max_request_body: self.http_max_request_body,
-            http_upstream_http2: self.http_upstream_http2,
-        }
     }
 }

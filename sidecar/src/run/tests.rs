@@ -63,14 +63,14 @@ fn audit_body_is_an_audit_batch() {
 fn http_settings_default_when_unset() {
     let cfg = RunConfig::from_vars(vars(&[])).unwrap();
     assert_eq!(
-        cfg.http_upstream_timeout,
+        cfg.planes.http_upstream_timeout,
         crate::http::DEFAULT_UPSTREAM_TIMEOUT
     );
     assert_eq!(
-        cfg.http_max_request_body,
+        cfg.planes.http_max_request_body,
         crate::http::DEFAULT_MAX_REQUEST_BODY
     );
-    assert!(cfg.http_upstream_http2);
+    assert!(cfg.planes.http_upstream_http2);
 }
 
 #[test]
@@ -81,11 +81,14 @@ fn http_settings_come_from_the_environment() {
         (env::HTTP_UPSTREAM_HTTP1_ONLY, "true"),
     ]))
     .unwrap();
-    assert_eq!(cfg.http_upstream_timeout, Duration::from_millis(2500));
-    assert_eq!(cfg.http_max_request_body, 4096);
-    assert!(!cfg.http_upstream_http2);
+    assert_eq!(
+        cfg.planes.http_upstream_timeout,
+        Duration::from_millis(2500)
+    );
+    assert_eq!(cfg.planes.http_max_request_body, 4096);
+    assert!(!cfg.planes.http_upstream_http2);
     let cfg = RunConfig::from_vars(vars(&[(env::HTTP_UPSTREAM_HTTP1_ONLY, "false")])).unwrap();
-    assert!(cfg.http_upstream_http2);
+    assert!(cfg.planes.http_upstream_http2);
 }
 
 #[test]
