@@ -90,6 +90,19 @@ impl Env {
         .await
     }
 
+    /// Like [`Env::start`], the operator started with `settings`.
+    pub async fn start_with(settings: Settings) -> Env {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (cluster, client) = cluster_with_crds(Options::default().rbac(true)).await;
+        apply_quickstart(
+            &client,
+            &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+        )
+        .await;
+        let operator_client = chart_operator_client(&cluster, &client).await;
+        Env::with_operator_as(cluster, client, operator_client, settings).await
+    }
+
     /// Starts an operator replica with `settings` against `cluster`, caches filled.
     pub async fn with_operator(cluster: TestCluster, client: Client, settings: Settings) -> Env {
         let operator_client = client.clone();
