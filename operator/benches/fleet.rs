@@ -29,7 +29,10 @@
 //! (environment): FLEET_SIDECARS (100), FLEET_REPLICAS (1),
 //! FLEET_WAIT_SECONDS (long-poll wait, 10), FLEET_TOKEN_TTL_SECONDS (60),
 //! FLEET_AUDIT_SECONDS (20), FLEET_UPLOAD_EVERY_MS (2000),
-//! FLEET_EVENTS_PER_UPLOAD (6), FLEET_UNRELATED_CHANGES (10).
+//! FLEET_EVENTS_PER_UPLOAD (6), FLEET_UNRELATED_CHANGES (10), and
+//! FLEET_OPERATOR_BIN: the operator executable to measure (default: the one
+//! cargo built with the bench, e.g. a release build while the harness and
+//! the test control plane stay a debug build).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -547,12 +550,18 @@ async fn start_operators(
             let identity = format!("--identity=fleet-operator-{i}");
             let log =
                 std::fs::File::create(log_dir.path().join(format!("operator-{i}.log"))).unwrap();
-            OperatorBinary::start(
-                &operator_kubeconfig,
-                &[&ttl, "--audit-flush-seconds=5", &identity],
-                &[("SLUICE_LOG", "warn")],
-                log.into(),
-            )
+            let args = [ttl.as_str(), "--audit-flush-seconds=5", identity.as_str()];
+            let env = [("SLUICE_LOG", "warn")];
+            match std::env::var_os("FLEET_OPERATOR_BIN") {
+                Some(binary) => OperatorBinary::start_binary(
+                    std::path::Path::new(&binary),
+                    &operator_kubeconfig,
+                    &args,
+                    &env,
+                    log.into(),
+                ),
+                None => OperatorBinary::start(&operator_kubeconfig, &args, &env, log.into()),
+            }
         })
         .collect();
     let mut ca = String::new();

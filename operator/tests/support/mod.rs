@@ -589,15 +589,27 @@ impl OperatorBinary {
         env: &[(&str, &str)],
         stderr: std::process::Stdio,
     ) -> OperatorBinary {
-        let port = sluice_e2e::free_port().expect("a free port");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let url = format!("https://{addr}");
-        let listen = addr.to_string();
         // Set for the operator's own tests and benches; other crates share
         // this module (sidecar/tests) but never start the binary.
         let Some(binary) = option_env!("CARGO_BIN_EXE_sluice-operator") else {
             panic!("only sluice-operator's tests and benches start its binary");
         };
+        OperatorBinary::start_binary(Path::new(binary), kubeconfig, extra, env, stderr)
+    }
+
+    /// Like [`OperatorBinary::start`], with the executable at `binary`
+    /// (e.g. a release build for the fleet bench).
+    pub fn start_binary(
+        binary: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> OperatorBinary {
+        let port = sluice_e2e::free_port().expect("a free port");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let url = format!("https://{addr}");
+        let listen = addr.to_string();
         let child = std::process::Command::new(binary)
             .args(["--listen", &listen, "--webhook-url", &url])
             .args(extra)
