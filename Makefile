@@ -68,9 +68,9 @@ bench: ## pgbench through the sidecar vs direct vs PgBouncer, and HTTP through t
 	sidecar/bench/bench.sh target/release/sluice-sidecar
 	sidecar/bench/http_bench.sh target/release/sluice-sidecar
 
-bench-fleet: ## fleet scale (#25): FLEET_SIDECARS_LIST (default "100 300 1000") simulated sidecars against the operator binary on the test control plane; prints the table (release build; DEBUG=1 for a debug one)
+bench-fleet: ## fleet scale (#25): FLEET_SIDECARS_LIST (default "100 300 1000") simulated sidecars against FLEET_REPLICAS (1) operator binaries on the test control plane; prints the table (operator/benches/fleet.rs; cargo bench, DEBUG=1 for a debug build)
 	@for n in $${FLEET_SIDECARS_LIST:-100 300 1000}; do \
-		FLEET_SIDECARS=$$n $(CARGO) test $(if $(DEBUG),,--release) --locked -p sluice-operator --test fleet_bench -- --ignored --nocapture --test-threads=1 fleet \
+		FLEET_SIDECARS=$$n $(CARGO) bench $(if $(DEBUG),--profile dev) --locked -p sluice-operator --bench fleet \
 			| grep -E '^(\||fleet bench|details)' || exit 1; \
 	done
 

@@ -211,6 +211,9 @@ pub struct Metrics {
     pub bundle_wakeups: Counter,
     /// Bundle long-polls waiting now.
     pub bundle_waiting: Gauge,
+    /// Pods and service accounts of token holders read from the API server
+    /// (the watches did not vouch for them).
+    pub holder_reads: Counter,
     /// Approval long-polls (`GET /v1/approvals/{name}?wait=`) waiting now.
     pub approval_waiting: Gauge,
     request_durations: Durations,
@@ -290,6 +293,12 @@ impl Metrics {
             "Bundle long-polls waiting for a change now",
             Gauge::default(),
         );
+        let holder_reads = register(
+            r,
+            "gateway_holder_reads",
+            "Token holders' pods and service accounts read from the API server because the watches did not hold them",
+            Counter::default(),
+        );
         let approval_waiting = register(
             r,
             "gateway_approval_waiting",
@@ -330,6 +339,7 @@ impl Metrics {
             registry,
             bundle_wakeups,
             bundle_waiting,
+            holder_reads,
             approval_waiting,
             requests,
             reconciles,

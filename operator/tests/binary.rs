@@ -11,7 +11,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
-use support::{Child, bounded};
+use support::{OperatorBinary, bounded};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_registers_its_webhook_and_serves_the_gateway() {
@@ -20,29 +20,8 @@ async fn binary_registers_its_webhook_and_serves_the_gateway() {
         .await
         .unwrap();
     let client = cluster.client().await.unwrap();
-    // A free port: bound and released, then given to the operator.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://127.0.0.1:{port}");
-    let _child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--webhook-url",
-                &url,
-            ])
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-
+    let operator = OperatorBinary::start(&cluster.kubeconfig_path(), &[], &[], Stdio::inherit());
+    let url = operator.url.clone();
     let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let registered = bounded(
         "webhook configuration",
@@ -68,7 +47,7 @@ async fn binary_registers_its_webhook_and_serves_the_gateway() {
     let ca = String::from_utf8(secret.data.unwrap()["ca.crt"].0.clone()).unwrap();
     assert_eq!(ca_bundle, ca);
 
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = operator.addr;
     let (status, _, body) = support::call(addr, &ca_bundle, "GET", "/healthz", &[], None).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (status, _, body) = support::call(addr, &ca_bundle, "GET", "/v1/jwks", &[], None).await;
@@ -136,27 +115,7 @@ async fn an_undecodable_policy_is_skipped_and_marked_invalid() {
     )
     .await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://127.0.0.1:{port}");
-    let _child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--webhook-url",
-                &url,
-            ])
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let operator = OperatorBinary::start(&cluster.kubeconfig_path(), &[], &[], Stdio::inherit());
     let policies = Api::<kube::api::DynamicObject>::namespaced_with(
         client.clone(),
         "shop",
@@ -239,7 +198,7 @@ async fn an_undecodable_policy_is_skipped_and_marked_invalid() {
     .unwrap()
     .unwrap();
     let ca = String::from_utf8(tls.data.unwrap()["ca.crt"].0.clone()).unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = operator.addr;
     let deadline = tokio::time::Instant::now() + support::WAIT;
     loop {
         let (status, _, body) = support::call(addr, &ca, "GET", "/readyz", &[], None).await;
@@ -338,70 +297,19 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
         &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
     )
     .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://127.0.0.1:{port}");
-    let mut child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--webhook-url",
-                &url,
-                "--audit-flush-seconds=3600",
-                "--drain-grace-seconds=25",
-                // The drain itself, at once (the delay has its own test).
-                "--drain-delay-seconds=0",
-            ])
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
+    let mut operator = OperatorBinary::start(
+        &cluster.kubeconfig_path(),
+        &[
+            "--audit-flush-seconds=3600",
+            "--drain-grace-seconds=25",
+            // The drain itself, at once (the delay has its own test).
+            "--drain-delay-seconds=0",
+        ],
+        &[],
+        Stdio::inherit(),
     );
-    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let registered = bounded(
-        "webhook configuration",
-        await_condition(
-            webhooks,
-            "sluice-operator",
-            |w: Option<&MutatingWebhookConfiguration>| {
-                w.and_then(|w| w.webhooks.as_ref())
-                    .and_then(|w| w.first())
-                    .is_some_and(|w| w.client_config.ca_bundle.is_some())
-            },
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let ca = String::from_utf8(
-        registered.webhooks.unwrap()[0]
-            .client_config
-            .ca_bundle
-            .clone()
-            .unwrap()
-            .0,
-    )
-    .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    bounded("readyz", async {
-        loop {
-            if support::call(addr, &ca, "GET", "/readyz", &[], None)
-                .await
-                .0
-                == 200
-            {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let ca = operator.ready(&client, support::WAIT).await;
+    let addr = operator.addr;
 
     // An injected pod of report-job and its gateway token.
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "shop");
@@ -596,7 +504,7 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
     );
 
     let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &operator.child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -630,7 +538,7 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
 
     let exit = bounded("the operator to exit", async {
         loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
+            if let Some(status) = operator.child.0.try_wait().unwrap() {
                 return status;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -656,55 +564,15 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_during_the_drain_delay_are_served() {
     let (cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://127.0.0.1:{port}");
-    let mut child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--webhook-url",
-                &url,
-                // Ample for the requests below on a loaded machine.
-                "--drain-delay-seconds=10",
-            ])
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
+    let mut operator = OperatorBinary::start(
+        &cluster.kubeconfig_path(),
+        // Ample for the requests below on a loaded machine.
+        &["--drain-delay-seconds=10"],
+        &[],
+        Stdio::inherit(),
     );
-    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let registered = bounded(
-        "webhook configuration",
-        await_condition(
-            webhooks,
-            "sluice-operator",
-            |w: Option<&MutatingWebhookConfiguration>| {
-                w.and_then(|w| w.webhooks.as_ref())
-                    .and_then(|w| w.first())
-                    .is_some_and(|w| w.client_config.ca_bundle.is_some())
-            },
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let ca = String::from_utf8(
-        registered.webhooks.unwrap()[0]
-            .client_config
-            .ca_bundle
-            .clone()
-            .unwrap()
-            .0,
-    )
-    .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ca = operator.ready(&client, support::WAIT).await;
+    let addr = operator.addr;
     let readyz = |ca: String| async move {
         support::call(addr, &ca, "GET", "/readyz", &[], None)
             .await
@@ -718,7 +586,7 @@ async fn requests_during_the_drain_delay_are_served() {
     .await;
 
     let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &operator.child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -755,7 +623,7 @@ async fn requests_during_the_drain_delay_are_served() {
 
     let exit = bounded("the operator to exit", async {
         loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
+            if let Some(status) = operator.child.0.try_wait().unwrap() {
                 return status;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -1,6 +1,8 @@
 //! Fleet scale (#25), the behaviours (performance is `make bench-fleet`'s):
-//! a status-only write wakes no bundle long-poll, and the policies compiled
-//! once per namespace change are never stale for audit intake.
+//! a status-only write wakes no bundle long-poll, the policies compiled
+//! once per namespace change are never stale for audit intake, token holders
+//! are checked in the watches' caches (and a deleted pod is cut off once the
+//! watch sees it), and the gateway answers 429 with `Retry-After` past its bound.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -8,7 +10,8 @@ mod support;
 
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use sluice_crds::{AccessPolicy, Connection};
 use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
@@ -299,4 +302,118 @@ async fn a_batch_sent_again_is_counted_once() {
     })
     .await;
     assert_eq!(counters["denied"], 2, "{counters}");
+}
+
+/// Pods and service accounts read from the API server because the watches
+/// did not hold them.
+const HOLDER_READS: &str = "sluice_gateway_holder_reads_total";
+
+/// Polls the bundle until a poll is answered without reading the pod or the
+/// service account from the API server: the watches hold both.
+async fn held_by_the_watches(env: &Env, bearer: &str) {
+    bounded("the watches to hold the token's pod and account", async {
+        loop {
+            let before = metric(env, HOLDER_READS).await;
+            let (status, _, _) = env
+                .call("GET", "/v1/bundle", &[("authorization", bearer)], None)
+                .await;
+            assert_eq!(status, 200);
+            if metric(env, HOLDER_READS).await == before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+/// Bundle polls and audit uploads check the token's pod and service account
+/// in the watches' caches: no API-server read per request (#25: two per poll
+/// and upload before, thousands a minute for a fleet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_and_uploads_check_the_holder_without_reading_the_api_server() {
+    let env = Env::start().await;
+    env.policy_ready("reporting").await;
+    let bearer = bearer(&env).await;
+    held_by_the_watches(&env, &bearer).await;
+    let reads = metric(&env, HOLDER_READS).await;
+    for _ in 0..10 {
+        let (status, _, _) = env
+            .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, body) = env
+        .call(
+            "POST",
+            "/v1/audit",
+            &[("authorization", &bearer)],
+            Some(json!({"events": []})),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        metric(&env, HOLDER_READS).await,
+        reads,
+        "ten polls and an upload read the pod or the account from the API server"
+    );
+}
+
+/// A deleted pod's token stops working as soon as the pod watch sees the
+/// deletion (the cache does not keep vouching for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pods_token_stops_working_once_the_watch_sees_it() {
+    let env = Env::start().await;
+    env.policy_ready("reporting").await;
+    let bearer = bearer(&env).await;
+    held_by_the_watches(&env, &bearer).await;
+    Api::<Pod>::namespaced(env.client.clone(), "shop")
+        .delete("report", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let body = bounded("the deleted pod's token to be refused", async {
+        loop {
+            let (status, _, body) = env
+                .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+                .await;
+            if status != 200 {
+                assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let refusal: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(refusal["reason"], "PodDeleted", "{refusal}");
+}
+
+/// Past its bound on requests doing work the gateway answers 429 with
+/// `Retry-After` (counted under the route), and the sidecar's client reads
+/// the time asked; a waiting long-poll holds no slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_bound_the_gateway_answers_429_with_retry_after() {
+    let mut settings = support::test_settings("test-operator");
+    settings.gateway_max_in_flight = 0;
+    let env = Env::start_with(settings).await;
+    let client = sluice_sidecar::bundle_client::GatewayClient::new(
+        &format!("https://{}", env.operator.addr),
+        &env.operator.ca_bundle_pem(),
+    )
+    .unwrap();
+    let error = client.exchange("any subject token").await.unwrap_err();
+    assert!(
+        matches!(&error, sluice_sidecar::bundle_client::GatewayError::Refused { status: 429, reason, .. } if reason == "Overloaded"),
+        "{error}"
+    );
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(1)));
+    let error = client.audit("a token", b"{}".to_vec()).await.unwrap_err();
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(1)), "{error}");
+    let (_, _, body) = env.call("GET", "/metrics", &[], None).await;
+    let text = String::from_utf8_lossy(&body);
+    for route in ["token", "audit"] {
+        let series =
+            format!("sluice_gateway_requests_total{{route=\"{route}\",outcome=\"overloaded\"}} 1");
+        assert!(text.contains(&series), "{series} missing from\n{text}");
+    }
 }

@@ -24,6 +24,10 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// How long connecting and the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest `Retry-After` honoured: a longer one (or a broken one) is
+/// read as this, so a confused operator cannot silence a sidecar for long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// Why a gateway call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -69,6 +73,9 @@ pub enum GatewayError {
         reason: String,
         /// The message from the body.
         message: String,
+        /// The `Retry-After` of a 429 or 503 (overloaded, throttled,
+        /// unavailable), at most [`MAX_RETRY_AFTER`].
+        retry_after: Option<Duration>,
     },
     /// The answer is not what the API promises.
     #[error("the Sluice operator's answer to {path} is malformed: {source}")]
@@ -85,6 +92,15 @@ impl GatewayError {
     /// Whether the gateway said the token is not (or no longer) good.
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, GatewayError::Refused { status: 401, .. })
+    }
+
+    /// How long the operator asked to be left alone (its `Retry-After` on a
+    /// 429 or 503), at most [`MAX_RETRY_AFTER`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GatewayError::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     /// Whether the gateway refuses this pod's identity or sidecar outright
@@ -188,7 +204,7 @@ impl GatewayClient {
             path: "/v1/token".into(),
             source,
         })?;
-        let (status, _, bytes) = self
+        let (status, headers, bytes) = self
             .call(
                 Method::POST,
                 "/v1/token",
@@ -198,7 +214,7 @@ impl GatewayClient {
                 Duration::from_secs(30),
             )
             .await?;
-        decode(ok_or_refused("/v1/token", status, &bytes)?, "/v1/token")
+        decode(answer("/v1/token", status, &headers, &bytes)?, "/v1/token")
     }
 
     /// `GET /v1/bundle`, long-polling up to `wait` when `revision` is held.
@@ -234,14 +250,14 @@ impl GatewayClient {
                 .map(String::from);
             return Ok(BundlePoll::Unchanged(expires));
         }
-        let bytes = ok_or_refused("/v1/bundle", status, &bytes)?;
+        let bytes = answer("/v1/bundle", status, &headers, &bytes)?;
         Ok(BundlePoll::Changed(Box::new(decode(bytes, "/v1/bundle")?)))
     }
 
     /// `POST /v1/audit`, with an [`sluice_policy::wire::AuditBatch`] as JSON (the uploader
     /// assembles it from the events' lines).
     pub async fn audit(&self, token: &str, body: Vec<u8>) -> Result<AuditReceipt, GatewayError> {
-        let (status, _, bytes) = self
+        let (status, headers, bytes) = self
             .call(
                 Method::POST,
                 "/v1/audit",
@@ -251,7 +267,7 @@ impl GatewayClient {
                 Duration::from_secs(30),
             )
             .await?;
-        decode(ok_or_refused("/v1/audit", status, &bytes)?, "/v1/audit")
+        decode(answer("/v1/audit", status, &headers, &bytes)?, "/v1/audit")
     }
 
     /// One request to the gateway; `limit` bounds the whole exchange.
@@ -367,7 +383,49 @@ pub(crate) fn ok_or_refused<'a>(
         status: status.as_u16(),
         reason,
         message,
+        retry_after: None,
     })
+}
+
+/// Like [`ok_or_refused`], with the `Retry-After` of a 429 or 503 kept.
+fn answer<'a>(
+    path: &str,
+    status: StatusCode,
+    headers: &hyper::HeaderMap,
+    bytes: &'a Bytes,
+) -> Result<&'a Bytes, GatewayError> {
+    ok_or_refused(path, status, bytes).map_err(|mut e| {
+        if let GatewayError::Refused { retry_after, .. } = &mut e
+            && matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            )
+        {
+            *retry_after = retry_after_of(headers);
+        }
+        e
+    })
+}
+
+/// A `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`] (an HTTP date,
+/// which the gateway never sends, or garbage, reads as the maximum).
+fn retry_after_of(headers: &hyper::HeaderMap) -> Option<Duration> {
+    let value = headers.get(hyper::header::RETRY_AFTER)?;
+    let seconds = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(MAX_RETRY_AFTER, Duration::from_secs);
+    Some(seconds.min(MAX_RETRY_AFTER))
+}
+
+/// How long to wait before asking again after the operator asked for
+/// `asked`: at least that (at most [`MAX_RETRY_AFTER`]), plus up to half of
+/// it again at random, so sidecars turned away together come back spread out.
+pub fn honoured(asked: Duration) -> Duration {
+    use rand::Rng;
+    let asked = asked.min(MAX_RETRY_AFTER);
+    asked + asked.mul_f64(rand::rng().random_range(0.0..=0.5))
 }
 
 /// Decodes a JSON answer of `path`.
@@ -384,6 +442,45 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_bounded_and_honoured_with_jitter() {
+        let refusal = |status: StatusCode, value: Option<&str>| {
+            let mut headers = hyper::HeaderMap::new();
+            if let Some(v) = value {
+                headers.insert(hyper::header::RETRY_AFTER, v.parse().unwrap());
+            }
+            let body = Bytes::from_static(br#"{"reason":"Overloaded","message":"busy"}"#);
+            answer("/v1/audit", status, &headers, &body)
+                .unwrap_err()
+                .retry_after()
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(
+            refusal(StatusCode::TOO_MANY_REQUESTS, Some("3")),
+            Some(secs(3))
+        );
+        assert_eq!(
+            refusal(StatusCode::SERVICE_UNAVAILABLE, Some("1")),
+            Some(secs(1))
+        );
+        assert_eq!(
+            refusal(StatusCode::TOO_MANY_REQUESTS, Some("86400")),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            refusal(StatusCode::TOO_MANY_REQUESTS, Some("soon")),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(refusal(StatusCode::TOO_MANY_REQUESTS, None), None);
+        // Only overload and unavailability ask for a pause.
+        assert_eq!(refusal(StatusCode::FORBIDDEN, Some("3")), None);
+        for _ in 0..100 {
+            let wait = honoured(secs(2));
+            assert!(wait >= secs(2) && wait <= secs(3), "{wait:?}");
+        }
+        assert!(honoured(secs(3600)) <= MAX_RETRY_AFTER + MAX_RETRY_AFTER / 2);
+    }
 
     #[test]
     fn urls_and_cas_are_checked() {

@@ -204,21 +204,23 @@ pub async fn start(cfg: RunConfig) -> Result<Running, RunError> {
     let deadline = Instant::now() + cfg.first_bundle_timeout;
     let mut backoff = Backoff::default();
     loop {
-        match runner.poll_once().await {
+        let asked = match runner.poll_once().await {
             Ok(true) => break,
-            Ok(false) => {}
+            Ok(false) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "no policy bundle yet; retrying");
                 runner.last_error = e.to_string();
+                e.retry_after()
             }
-        }
-        if Instant::now() + backoff.peek() > deadline {
+        };
+        let pause = backoff.pause(asked);
+        if Instant::now() + pause > deadline {
             return Err(RunError::NoBundle {
                 after: cfg.first_bundle_timeout,
                 last: runner.last_error.clone(),
             });
         }
-        tokio::time::sleep(backoff.next()).await;
+        tokio::time::sleep(pause).await;
     }
     let listeners = runner
         .planes
@@ -298,17 +300,20 @@ struct Runner {
     admin: Option<Arc<AdminState>>,
 }
 
+/// Pauses between failed polls: doubling from 250 ms to 5 s, each drawn
+/// between half and all of that (sidecars that failed together retry spread
+/// out), and never shorter than what the operator asked for (`Retry-After`,
+/// honoured with jitter, [`crate::bundle_client::honoured`]).
 #[derive(Default)]
 struct Backoff(u32);
 
 impl Backoff {
-    fn peek(&self) -> Duration {
-        Duration::from_millis(250u64 << self.0.min(5)).min(Duration::from_secs(5))
-    }
-    fn next(&mut self) -> Duration {
-        let d = self.peek();
+    fn pause(&mut self, asked: Option<Duration>) -> Duration {
+        use rand::Rng;
+        let ceiling = Duration::from_millis(250u64 << self.0.min(5)).min(Duration::from_secs(5));
         self.0 = self.0.saturating_add(1);
-        d
+        let backoff = ceiling.mul_f64(rand::rng().random_range(0.5..=1.0));
+        asked.map_or(backoff, |a| crate::bundle_client::honoured(a).max(backoff))
     }
 }
 
@@ -333,7 +338,7 @@ impl Runner {
                     tracing::warn!(error = %e, "refreshing the policy bundle failed");
                     self.last_error = e.to_string();
                     self.standing.refresh_failed(&self.last_error);
-                    let pause = backoff.next();
+                    let pause = backoff.pause(e.retry_after());
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = sleep_until_opt(self.expires) => self.withdraw_expired(),
@@ -557,6 +562,16 @@ enum PollError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Run(#[from] RunError),
+}
+
+impl PollError {
+    /// How long the operator asked to be left alone, when it did.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PollError::Gateway(e) => e.retry_after(),
+            _ => None,
+        }
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -73,6 +73,10 @@ pub struct Gateway {
     pub compiled: Arc<crate::gateway::compiled::CompiledPolicies>,
     /// Gateway tokens already verified.
     pub verified: Arc<crate::gateway::verified::VerifiedTokens>,
+    /// The pods and service accounts tokens are bound to, from watches.
+    pub holders: Arc<crate::gateway::holders::Holders>,
+    /// Bounds on concurrent work and API-server calls (429 past them).
+    pub limits: crate::gateway::overload::Limits,
 }
 
 /// An error answer.
@@ -81,6 +85,8 @@ pub struct Refusal {
     status: StatusCode,
     pub(crate) reason: &'static str,
     pub(crate) message: String,
+    /// `Retry-After`, for an answer that asks the caller to come back later.
+    retry_after: Option<Duration>,
 }
 
 impl Refusal {
@@ -93,7 +99,14 @@ impl Refusal {
             status,
             reason,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same answer, asking the caller to retry after `after` (whole seconds).
+    pub(crate) fn retry_after(mut self, after: Duration) -> Refusal {
+        self.retry_after = Some(after);
+        self
     }
 }
 
@@ -114,6 +127,12 @@ impl IntoResponse for Refusal {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"sluice\""),
             );
+        }
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -150,13 +169,30 @@ pub(crate) fn holder_refusal(error: HolderError) -> Refusal {
     Refusal::new(status, reason, error.to_string())
 }
 
+/// The answer to a failed API-server call: a 429 when the API server
+/// throttles the operator (its own 429), else a 503; both with `Retry-After`.
 pub(crate) fn unavailable(what: &str, error: &kube::Error) -> Refusal {
+    let retry = crate::gateway::overload::RETRY_AFTER;
+    if let kube::Error::Api(status) = error
+        && status.code == StatusCode::TOO_MANY_REQUESTS.as_u16()
+    {
+        tracing::debug!(what, "the API server throttles the operator");
+        return Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ApiServerThrottled",
+            format!(
+                "the API server throttles the operator's {what}; retry after the time in Retry-After"
+            ),
+        )
+        .retry_after(retry);
+    }
     tracing::warn!(error = %crate::error_chain(error), what, "API server call failed");
     Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "ApiServerUnavailable",
         format!("the operator could not complete the {what} with the API server; retry shortly"),
     )
+    .retry_after(retry)
 }
 
 pub(crate) fn internal(what: &str, error: &(dyn std::error::Error + 'static)) -> Refusal {
@@ -228,14 +264,12 @@ pub(crate) fn sidecar_config(g: &Gateway, pod: &Pod) -> InjectConfig {
 
 /// The pod a gateway token was issued to must still exist and still run the
 /// genuine sidecar ([`crate::injection::token_holder::check_genuine`]): deleting the pod
-/// voids its tokens at once, not when they expire, and so does editing its
-/// sidecar (a running pod's images are mutable). Checked on every bundle
-/// poll, approval call and executed report.
+/// voids its tokens as soon as the pod watch sees it, not when they expire,
+/// and so does editing its sidecar (a running pod's images are mutable).
+/// Checked on every bundle poll, audit upload, approval call and executed
+/// report, against the watches' caches ([`crate::gateway::holders`]).
 pub(crate) async fn check_holder(g: &Gateway, claims: &GatewayClaims) -> Result<(), Refusal> {
-    let pod = Api::<Pod>::namespaced(g.client.clone(), &claims.namespace)
-        .get_opt(&claims.pod)
-        .await
-        .map_err(|e| unavailable("pod lookup", &e))?;
+    let pod = holder_pod(g, &claims.namespace, &claims.pod, &claims.pod_uid).await?;
     let Some(pod) = pod.filter(|p| p.metadata.uid.as_deref() == Some(claims.pod_uid.as_str()))
     else {
         return Err(Refusal::new(
@@ -256,14 +290,28 @@ pub(crate) async fn check_holder(g: &Gateway, claims: &GatewayClaims) -> Result<
     .map_err(holder_refusal)?;
     // A deleted (or deleted and re-created) service account voids its tokens
     // as a deleted pod does.
-    let account = Api::<ServiceAccount>::namespaced(g.client.clone(), &claims.namespace)
-        .get_opt(&claims.service_account)
-        .await
-        .map_err(|e| unavailable("service account lookup", &e))?;
-    let same = account.is_some_and(|a| {
-        claims.service_account_uid.is_empty()
-            || a.metadata.uid.as_deref() == Some(claims.service_account_uid.as_str())
-    });
+    let same_account = |uid: Option<&str>| {
+        uid.is_some_and(|uid| {
+            claims.service_account_uid.is_empty() || uid == claims.service_account_uid
+        })
+    };
+    let cached = g
+        .holders
+        .account_uid(&claims.namespace, &claims.service_account);
+    // The watch's answer when it vouches for the account; otherwise (not
+    // seen yet, or gone from the watch) the API server's.
+    let same = same_account(cached.as_deref()) || {
+        g.metrics.holder_reads.inc();
+        let api = Api::<ServiceAccount>::namespaced(g.client.clone(), &claims.namespace);
+        let account = g
+            .limits
+            .api(
+                "service account lookup",
+                api.get_opt(&claims.service_account),
+            )
+            .await?;
+        same_account(account.as_ref().and_then(|a| a.metadata.uid.as_deref()))
+    };
     if !same {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -275,6 +323,25 @@ pub(crate) async fn check_holder(g: &Gateway, claims: &GatewayClaims) -> Result<
         ));
     }
     Ok(())
+}
+
+/// The pod `namespace/name` a token with `uid` is bound to: from the pod
+/// watch when it holds that very pod, else read from the API server (a pod
+/// the watch has not seen yet, one it saw deleted, or a watch that is not in
+/// step). `None` when the API server has no such pod.
+pub(crate) async fn holder_pod(
+    g: &Gateway,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<Option<Arc<Pod>>, Refusal> {
+    if let Some(pod) = g.holders.pod(namespace, name, uid) {
+        return Ok(Some(pod));
+    }
+    g.metrics.holder_reads.inc();
+    let api = Api::<Pod>::namespaced(g.client.clone(), namespace);
+    let pod = g.limits.api("pod lookup", api.get_opt(name)).await?;
+    Ok(pod.map(Arc::new))
 }
 
 /// Counts a waiting long-poll for as long as it lives (also when the caller

@@ -11,6 +11,8 @@ pub mod audit_intake;
 pub mod auth;
 pub mod checkpoint_history;
 pub mod compiled;
+pub mod holders;
+pub mod overload;
 pub mod serve;
 pub mod token;
 pub mod token_exchange;
@@ -43,8 +45,8 @@ use crate::injection::inject::{InjectConfig, service_account_of};
 use crate::injection::token_holder::check_token_holder;
 use crate::wire::{AuditBatch, AuditReceipt, TokenRequest, TokenResponse};
 use auth::{
-    Waiting, authenticate, check_holder, holder_refusal, internal, pod_deleted, sidecar_config,
-    unavailable,
+    Waiting, authenticate, check_holder, holder_pod, holder_refusal, internal, pod_deleted,
+    sidecar_config,
 };
 
 /// Largest request body taken (audit batches are the big ones).
@@ -91,6 +93,7 @@ async fn exchange_token(State(g): State<Gateway>, body: Bytes) -> Response {
 }
 
 async fn exchange(g: &Gateway, body: &[u8]) -> Result<TokenResponse, Refusal> {
+    let _working = g.limits.enter()?;
     let request: TokenRequest = serde_json::from_slice(body).map_err(|e| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
@@ -99,16 +102,18 @@ async fn exchange(g: &Gateway, body: &[u8]) -> Result<TokenResponse, Refusal> {
         )
     })?;
     let review = token_review(&request.subject_token).map_err(exchange_refusal)?;
-    let reviewed = Api::<TokenReview>::all(g.client.clone())
-        .create(&PostParams::default(), &review)
-        .await
-        .map_err(|e| unavailable("TokenReview", &e))?;
+    let reviews = Api::<TokenReview>::all(g.client.clone());
+    let reviewed = g
+        .limits
+        .api(
+            "TokenReview",
+            reviews.create(&PostParams::default(), &review),
+        )
+        .await?;
     let status = reviewed.status.unwrap_or_default();
     let subject = subject_from_review(&status).map_err(exchange_refusal)?;
-    let pod = Api::<Pod>::namespaced(g.client.clone(), &subject.namespace)
-        .get_opt(&subject.pod)
-        .await
-        .map_err(|e| unavailable("pod lookup", &e))?
+    let pod = holder_pod(g, &subject.namespace, &subject.pod, &subject.pod_uid)
+        .await?
         .ok_or_else(|| pod_deleted(&subject))?;
     check_token_holder(
         &pod,
@@ -191,6 +196,8 @@ async fn serve_bundle(
     query: &BundleQuery,
     headers: &HeaderMap,
 ) -> Result<Response, Refusal> {
+    // Held while this request works, not while it waits for a change.
+    let mut working = Some(g.limits.enter()?);
     let claims = authenticate(g, headers).await?;
     check_holder(g, &claims).await?;
     let wait = match &query.wait {
@@ -246,6 +253,7 @@ async fn serve_bundle(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return Ok(response);
         }
+        drop(working.take());
         let changed = {
             let _waiting = Waiting::new(&g.metrics.bundle_waiting);
             let mut draining = g.draining.clone();
@@ -288,6 +296,7 @@ async fn jwks(State(g): State<Gateway>) -> Response {
 
 async fn audit(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
+        let _working = g.limits.enter()?;
         let claims = authenticate(&g, &headers).await?;
         check_holder(&g, &claims).await?;
         let batch: AuditBatch = serde_json::from_slice(&body).map_err(|e| {
@@ -325,6 +334,7 @@ async fn audit(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Res
                         "ApiServerUnavailable",
                         e.to_string(),
                     )
+                    .retry_after(crate::gateway::overload::RETRY_AFTER)
                 }
                 other => Refusal::new(StatusCode::BAD_REQUEST, "BadBatch", other.to_string()),
             })?;

@@ -122,6 +122,11 @@ pub struct Settings {
     pub drain_delay: Duration,
     /// How long settled AccessRequests are kept before they are deleted.
     pub access_request_retention: Duration,
+    /// Gateway requests doing work at once before it answers 429 (see
+    /// [`crate::gateway::overload`]).
+    pub gateway_max_in_flight: usize,
+    /// API-server calls the gateway makes at once.
+    pub gateway_max_api_calls: usize,
 }
 
 impl Settings {
@@ -158,6 +163,8 @@ impl Settings {
             drain_grace: Duration::from_secs(20),
             drain_delay: Duration::ZERO,
             access_request_retention: crate::approvals::controller::DEFAULT_RETENTION,
+            gateway_max_in_flight: crate::gateway::overload::DEFAULT_MAX_IN_FLIGHT,
+            gateway_max_api_calls: crate::gateway::overload::DEFAULT_MAX_API_CALLS,
         }
     }
 }
@@ -352,6 +359,8 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
     let native_sidecars = native_sidecars(&client, &settings, &mut tasks).await?;
     let (catalog, drive) = Catalog::watch(&client);
     tasks.spawn(drive);
+    let (holders, drive) = crate::gateway::holders::Holders::watch(&client);
+    tasks.spawn(drive);
     let metrics = Arc::new(Metrics::new());
     let ready = spawn_readiness(&catalog, &native_sidecars, &mut tasks);
 
@@ -367,6 +376,11 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         audit: Arc::new(AuditIntake::with_history(settings.namespace.clone())),
         compiled: Default::default(),
         verified: Default::default(),
+        holders,
+        limits: crate::gateway::overload::Limits::new(
+            settings.gateway_max_in_flight,
+            settings.gateway_max_api_calls,
+        ),
         metrics: metrics.clone(),
         ready,
         approvals: approvals.clone(),

@@ -90,6 +90,19 @@ impl Env {
         .await
     }
 
+    /// Like [`Env::start`], the operator started with `settings`.
+    pub async fn start_with(settings: Settings) -> Env {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (cluster, client) = cluster_with_crds(Options::default().rbac(true)).await;
+        apply_quickstart(
+            &client,
+            &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+        )
+        .await;
+        let operator_client = chart_operator_client(&cluster, &client).await;
+        Env::with_operator_as(cluster, client, operator_client, settings).await
+    }
+
     /// Starts an operator replica with `settings` against `cluster`, caches filled.
     pub async fn with_operator(cluster: TestCluster, client: Client, settings: Settings) -> Env {
         let operator_client = client.clone();
@@ -553,4 +566,104 @@ pub async fn chart_operator_client(cluster: &TestCluster, admin: &Client) -> Cli
         .expect("token status")
         .token;
     client_with_token(cluster, &token).await
+}
+
+// === the operator binary ===
+
+/// The `sluice-operator` binary on a free loopback port (`--listen` and
+/// `--webhook-url` on it), as `make e2e` runs it; killed when dropped.
+pub struct OperatorBinary {
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `https://` + `addr`: its webhook and gateway URL.
+    pub url: String,
+}
+
+impl OperatorBinary {
+    /// Starts the binary with `kubeconfig`, the `extra` flags and
+    /// environment, stdout discarded and stderr to `stderr`.
+    pub fn start(
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> OperatorBinary {
+        // Set for the operator's own tests and benches; other crates share
+        // this module (sidecar/tests) but never start the binary.
+        let Some(binary) = option_env!("CARGO_BIN_EXE_sluice-operator") else {
+            panic!("only sluice-operator's tests and benches start its binary");
+        };
+        OperatorBinary::start_binary(Path::new(binary), kubeconfig, extra, env, stderr)
+    }
+
+    /// Like [`OperatorBinary::start`], with the executable at `binary`
+    /// (e.g. a release build for the fleet bench).
+    pub fn start_binary(
+        binary: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> OperatorBinary {
+        let port = sluice_e2e::free_port().expect("a free port");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let url = format!("https://{addr}");
+        let listen = addr.to_string();
+        let child = std::process::Command::new(binary)
+            .args(["--listen", &listen, "--webhook-url", &url])
+            .args(extra)
+            .envs(env.iter().copied())
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start sluice-operator");
+        OperatorBinary {
+            child: Child(child),
+            addr,
+            url,
+        }
+    }
+
+    /// Waits (`within`) until the pod webhook is registered with a CA bundle
+    /// (by whichever replica leads) and this replica's `/readyz` answers 200;
+    /// the CA PEM its clients trust.
+    pub async fn ready(&self, client: &Client, within: Duration) -> String {
+        let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let ready = async {
+            let registered = await_condition(
+                webhooks,
+                "sluice-operator",
+                |w: Option<&MutatingWebhookConfiguration>| {
+                    w.and_then(|w| w.webhooks.as_ref())
+                        .and_then(|w| w.first())
+                        .is_some_and(|w| w.client_config.ca_bundle.is_some())
+                },
+            )
+            .await
+            .expect("watch the webhook configuration")
+            .expect("registered");
+            let ca = registered.webhooks.unwrap()[0]
+                .client_config
+                .ca_bundle
+                .clone()
+                .unwrap()
+                .0;
+            let ca = String::from_utf8(ca).expect("PEM");
+            while call(self.addr, &ca, "GET", "/readyz", &[], None).await.0 != 200 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ca
+        };
+        tokio::time::timeout(within, ready)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the operator at {} is not ready within {within:?}",
+                    self.url
+                )
+            })
+    }
 }

@@ -270,3 +270,228 @@ fn audit_uploads_stay_below_the_operators_body_limit() {
     let huge = [event(AUDIT_BATCH_BYTES + 1), event(10)];
     assert_eq!(batch_len(&huge), 0);
 }
+
+// === Retry-After (#25) ===
+
+/// What the stand-in gateway answers: status, headers, body.
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
+/// A stand-in for the operator's gateway over HTTPS: answers each request as
+/// `answer` says for its path and how many requests of that path came
+/// before, and notes when each arrived.
+struct MockGateway {
+    url: String,
+    ca_pem: String,
+    seen: Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MockGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockGateway {
+    async fn start(answer: fn(&str, usize) -> Answer) -> MockGateway {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper::service::service_fn(
+                            move |request: hyper::Request<hyper::body::Incoming>| {
+                                let seen = seen.clone();
+                                async move {
+                                    let path = request.uri().path().to_string();
+                                    let before = {
+                                        let mut seen = seen.lock().unwrap();
+                                        let before =
+                                            seen.iter().filter(|(p, _)| *p == path).count();
+                                        seen.push((path.clone(), std::time::Instant::now()));
+                                        before
+                                    };
+                                    let (status, headers, body) = answer(&path, before);
+                                    let mut response = hyper::Response::builder().status(status);
+                                    for (name, value) in headers {
+                                        response = response.header(name, value);
+                                    }
+                                    Ok::<_, std::convert::Infallible>(
+                                        response
+                                            .body(http_body_util::Full::new(bytes::Bytes::from(
+                                                body,
+                                            )))
+                                            .unwrap(),
+                                    )
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            }
+        });
+        MockGateway {
+            url,
+            ca_pem: ca_cert.pem(),
+            seen,
+            task,
+        }
+    }
+
+    /// When the requests of `path` arrived.
+    fn arrivals(&self, path: &str) -> Vec<std::time::Instant> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+
+    /// Waits (30 s at most) until `n` requests of `path` arrived.
+    async fn until(&self, path: &str, n: usize) -> Vec<std::time::Instant> {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let arrivals = self.arrivals(path);
+                if arrivals.len() >= n {
+                    return arrivals;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {n} requests of {path} within 30 s"))
+    }
+}
+
+/// The first answer of `path` is a 429 asking for 2 s; every other is `ok`.
+fn overloaded_once(n: usize) -> Option<Answer> {
+    (n == 0).then(|| {
+        (
+            429,
+            vec![("retry-after", "2".to_string())],
+            r#"{"reason":"Overloaded","message":"the operator is answering 256 requests already"}"#
+                .to_string(),
+        )
+    })
+}
+
+/// The gap between the first request of `path` (turned away) and the next.
+fn gap(arrivals: &[std::time::Instant]) -> Duration {
+    arrivals[1].duration_since(arrivals[0])
+}
+
+#[tokio::test]
+async fn an_upload_turned_away_with_retry_after_waits_at_least_that_long() {
+    let gateway = MockGateway::start(|path, n| match path {
+        "/v1/audit" => {
+            overloaded_once(n).unwrap_or((200, vec![], r#"{"accepted":1,"checkpoints":[]}"#.into()))
+        }
+        _ => (404, vec![], String::new()),
+    })
+    .await;
+    let client = GatewayClient::new(&gateway.url, &gateway.ca_pem).unwrap();
+    let (_token, token_rx) = watch::channel(Some(Zeroizing::new("t".to_string())));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let audit = Arc::new(AuditLog::open("st", false, None).unwrap());
+    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+    // Without a Retry-After the uploader would send again at its next tick.
+    let every = Duration::from_millis(20);
+    let uploader = tokio::spawn(super::upload::upload_audit(
+        client, token_rx, rx, audit, every, metrics,
+    ));
+    use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
+    let event = AuditChain::new("st")
+        .append(AuditEventDraft::new(
+            "2026-01-02T03:04:05Z",
+            AuditKind::SessionStart,
+        ))
+        .unwrap();
+    tx.send(Forwarded {
+        line: event.to_line().unwrap().into(),
+        connection: None,
+        seq: event.seq,
+        hash: event.hash.clone(),
+    })
+    .await
+    .unwrap();
+    let arrivals = gateway.until("/v1/audit", 2).await;
+    uploader.abort();
+    assert!(
+        gap(&arrivals) >= Duration::from_secs(2),
+        "the upload was sent again {:?} after a 429 asking for 2 s",
+        gap(&arrivals)
+    );
+}
+
+#[tokio::test]
+async fn a_bundle_poll_turned_away_with_retry_after_waits_at_least_that_long() {
+    let gateway = MockGateway::start(|path, n| match path {
+        "/v1/token" => (
+            200,
+            vec![],
+            r#"{"token":"t","expiresAt":"2030-01-01T00:00:00Z"}"#.into(),
+        ),
+        "/v1/bundle" => overloaded_once(n).unwrap_or_else(|| {
+            let bundle = json!({
+                "revision": "r1",
+                "identity": {"namespace": "shop", "serviceAccount": "report-job", "pod": "report", "groups": []},
+                "expiresAt": "2030-01-01T00:00:00Z",
+                "connections": [],
+                "policies": [],
+            });
+            (200, vec![("etag", "\"r1\"".into())], bundle.to_string())
+        }),
+        _ => (404, vec![], String::new()),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "subject").unwrap();
+    let mut cfg = RunConfig::new(gateway.url.clone(), token_file, gateway.ca_pem.clone());
+    cfg.audit_stdout = false;
+    cfg.first_bundle_timeout = Duration::from_secs(30);
+    // Without a Retry-After the first retry comes after 125-250 ms.
+    let running = start(cfg).await.unwrap();
+    let arrivals = gateway.arrivals("/v1/bundle");
+    drop(running);
+    assert!(
+        gap(&arrivals) >= Duration::from_secs(2),
+        "the bundle was asked again {:?} after a 429 asking for 2 s",
+        gap(&arrivals)
+    );
+}

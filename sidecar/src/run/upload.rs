@@ -78,6 +78,10 @@ pub(super) fn audit_body(stream: &str, events: &[Forwarded]) -> Vec<u8> {
 /// Sends audit events to the operator's `/v1/audit` in batches, with a
 /// chain head per Connection of the batch for the operator to sign. A batch
 /// the operator did not take is sent again (it is kept, bounded by [`AUDIT_QUEUE`]).
+/// When the operator answers with `Retry-After` (overloaded, throttled), the
+/// next upload waits at least that long, with jitter
+/// ([`crate::bundle_client::honoured`]); meanwhile new events wait in the
+/// bounded queue (the audit log counts what does not fit).
 pub(super) async fn upload_audit(
     client: GatewayClient,
     token: watch::Receiver<Option<Zeroizing<String>>>,
@@ -92,7 +96,11 @@ pub(super) async fn upload_audit(
     let mut dropped_seen = 0;
     // Warn once per outage, not at every retry.
     let mut failing = false;
+    let mut hold: Option<tokio::time::Instant> = None;
     loop {
+        if let Some(until) = hold.take() {
+            tokio::time::sleep_until(until).await;
+        }
         tokio::select! {
             e = events.recv() => match e {
                 Some(e) => {
@@ -159,6 +167,9 @@ pub(super) async fn upload_audit(
                     tracing::warn!(error = %e, events = take, "sending audit events to the operator failed; will retry");
                     failing = true;
                 }
+                hold = e.retry_after().map(|asked| {
+                    tokio::time::Instant::now() + crate::bundle_client::honoured(asked)
+                });
                 if batch.len() > AUDIT_QUEUE {
                     let excess = batch.len() - AUDIT_QUEUE;
                     batch.drain(..excess);

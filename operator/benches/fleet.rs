@@ -1,5 +1,8 @@
 //! The fleet benchmark (#25, `make bench-fleet`): N simulated sidecars against
-//! the real `sluice-operator` binary on the test control plane, over loopback.
+//! the real `sluice-operator` binary (one replica, or FLEET_REPLICAS) on the
+//! test control plane, over loopback. A `[[bench]]` target without the test
+//! harness: `cargo bench -p sluice-operator --bench fleet` runs it;
+//! `cargo test --benches` only builds it.
 //!
 //! Each simulated sidecar is an injected pod of `shop/report-job` with its own
 //! pod-bound TokenRequest token. It talks to the gateway with the sidecar's own
@@ -7,30 +10,36 @@
 //! it exchanges its token and renews it when the sidecar would
 //! (`sluice_sidecar::run::token_refresh_after`), long-polls its bundle, and in
 //! the audit phase uploads hash-chained audit batches at a set rate, sending a
-//! batch again when it was not taken (as the sidecar's uploader does).
+//! batch again when it was not taken (as the sidecar's uploader does). An
+//! answer with `Retry-After` (429: the operator is over its in-flight bound or
+//! the API server throttles it) is honoured as the sidecar does. With several
+//! replicas, sidecar i talks to replica i mod R (as a Service spreads them).
 //!
 //! Phases: all sidecars start at once (time until all hold a first bundle);
 //! unrelated changes (Secrets no Connection uses, in the sidecars' namespace
-//! and another), counting the operator's API requests and long-poll wake-ups
+//! and another), counting the operators' API requests and long-poll wake-ups
 //! they cause; a policy edit (time until each sidecar holds the new bundle);
 //! the audit phase (operator CPU per accepted event, uploads timed out or
-//! refused for an expired token); then the policy's counters are checked
-//! against what the operator accepted. The operator runs as the chart's
-//! ServiceAccount under the chart's RBAC; the control plane answers 429
-//! beyond kube's default in-flight limits.
+//! refused for an expired token, API requests per poll and upload); then the
+//! policy's counters are checked against what the operators accepted. The
+//! operators run as the chart's ServiceAccount under the chart's RBAC; the
+//! control plane answers 429 beyond kube's default in-flight limits.
 //!
-//! A benchmark, not a test: it is ignored by `cargo test` and asserts only
-//! that the run completed. Knobs (environment): FLEET_SIDECARS (100),
+//! A benchmark, not a test: it asserts only that the run completed. Knobs
+//! (environment): FLEET_SIDECARS (100), FLEET_REPLICAS (1),
 //! FLEET_WAIT_SECONDS (long-poll wait, 10), FLEET_TOKEN_TTL_SECONDS (60),
 //! FLEET_AUDIT_SECONDS (20), FLEET_UPLOAD_EVERY_MS (2000),
-//! FLEET_EVENTS_PER_UPLOAD (6), FLEET_UNRELATED_CHANGES (10).
+//! FLEET_EVENTS_PER_UPLOAD (6), FLEET_UNRELATED_CHANGES (10), and
+//! FLEET_OPERATOR_BIN: the operator executable to measure (default: the one
+//! cargo built with the bench, e.g. a release build while the harness and
+//! the test control plane stay a debug build).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +54,7 @@ use sluice_crds::AccessPolicy;
 use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
 use sluice_policy::wire::{AuditBatch, AuditHead};
 use sluice_sidecar::bundle_client::{BundlePoll, GatewayClient, GatewayError};
-use support::Child;
+use support::OperatorBinary;
 use tokio::sync::watch;
 
 const OPERATOR_USER: &str = "system:serviceaccount:sluice-system:sluice-operator";
@@ -60,6 +69,7 @@ fn knob(name: &str, default: u64) -> u64 {
 #[derive(Clone, Copy)]
 struct Knobs {
     sidecars: usize,
+    replicas: usize,
     wait: Duration,
     token_ttl: u64,
     audit: Duration,
@@ -77,6 +87,10 @@ struct Tally {
     new_bundle: Mutex<Vec<Duration>>,
     /// How much later than asked each 304 came.
     late: Mutex<Vec<Duration>>,
+    /// Polls answered (200 or 304).
+    polls: AtomicU64,
+    /// Answers asking to come back later (429/503 with Retry-After), honoured.
+    told_to_wait: AtomicU64,
     polls_timed_out: AtomicU64,
     polls_failed: AtomicU64,
     exchanges: AtomicU64,
@@ -96,6 +110,17 @@ struct Tally {
 }
 
 impl Tally {
+    /// Waits as the sidecar does when the operator asked for it
+    /// (`Retry-After`, with jitter); whether it asked.
+    async fn honour(&self, e: &GatewayError) -> bool {
+        let Some(asked) = e.retry_after() else {
+            return false;
+        };
+        self.told_to_wait.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(sluice_sidecar::bundle_client::honoured(asked)).await;
+        true
+    }
+
     fn error(&self, what: &str, e: &GatewayError) {
         let key = match e {
             GatewayError::Refused { status, reason, .. } => format!("{what}: {status} {reason}"),
@@ -153,6 +178,7 @@ impl Token {
             Err(e) => {
                 tally.exchanges_failed.fetch_add(1, Ordering::Relaxed);
                 tally.error("exchange", &e);
+                tally.honour(&e).await;
                 None
             }
         }
@@ -185,7 +211,11 @@ async fn poller(
             .max(Duration::from_secs(1));
         let wait = Duration::from_secs(wait.as_secs());
         let asked = Instant::now();
-        match client.bundle(&bearer, revision.as_deref(), wait).await {
+        let polled = client.bundle(&bearer, revision.as_deref(), wait).await;
+        if polled.is_ok() {
+            tally.polls.fetch_add(1, Ordering::Relaxed);
+        }
+        match polled {
             Ok(BundlePoll::Changed(bundle)) => {
                 let now = Instant::now();
                 if revision.is_none() {
@@ -209,6 +239,9 @@ async fn poller(
             }
             Err(e) => {
                 tally.error("bundle", &e);
+                if tally.honour(&e).await {
+                    continue;
+                }
                 match e {
                     GatewayError::Timeout { .. } => {
                         tally.polls_timed_out.fetch_add(1, Ordering::Relaxed);
@@ -358,6 +391,7 @@ async fn uploader(
                         tally.uploads_failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                tally.honour(&e).await;
                 pending = Some((body, counts, n));
             }
         }
@@ -429,35 +463,58 @@ async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a benchmark: make bench-fleet"]
-async fn fleet() {
-    let knobs = Knobs {
-        sidecars: knob("FLEET_SIDECARS", 100) as usize,
-        wait: Duration::from_secs(knob("FLEET_WAIT_SECONDS", 10)),
-        token_ttl: knob("FLEET_TOKEN_TTL_SECONDS", 60),
-        audit: Duration::from_secs(knob("FLEET_AUDIT_SECONDS", 20)),
-        upload_every: Duration::from_millis(knob("FLEET_UPLOAD_EVERY_MS", 2000)),
-        events_per_upload: knob("FLEET_EVENTS_PER_UPLOAD", 6) as usize,
-        unrelated_changes: knob("FLEET_UNRELATED_CHANGES", 10) as usize,
-    };
-    let n = knobs.sidecars;
-    let setup_started = Instant::now();
-    let (cluster, client) =
-        support::cluster_with_crds(sluice_e2e::Options::default().rbac(true)).await;
-    support::apply_quickstart(
-        &client,
-        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
-    )
-    .await;
-    support::apply_yaml(
-        &client,
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: elsewhere}\n",
-    )
-    .await;
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not: then
+    // there is nothing to measure (the build is the check).
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("fleet bench: built; run it with `make bench-fleet` (cargo bench)");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(fleet());
+}
 
-    // The operator binary, as the chart's ServiceAccount under the chart's RBAC.
-    drop(support::chart_operator_client(&cluster, &client).await);
+/// The operator replicas of a run.
+struct Operators {
+    replicas: Vec<OperatorBinary>,
+    ca: String,
+    log_dir: tempfile::TempDir,
+}
+
+impl Operators {
+    /// (CPU seconds summed over the replicas, peak RSS of each in KiB).
+    fn cpu_and_peaks(&self) -> (f64, Vec<u64>) {
+        let mut ticks = 0;
+        let mut peaks = Vec::new();
+        for r in &self.replicas {
+            let (t, peak) = cpu_and_peak(r.child.0.id());
+            ticks += t;
+            peaks.push(peak);
+        }
+        (ticks as f64 / ticks_per_second() as f64, peaks)
+    }
+
+    /// The counter `name` summed over the replicas.
+    async fn metric(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for r in &self.replicas {
+            sum += metric(r.addr, &self.ca, name).await;
+        }
+        sum
+    }
+}
+
+/// The operator binaries, as the chart's ServiceAccount under the chart's RBAC.
+async fn start_operators(
+    cluster: &sluice_e2e::TestCluster,
+    client: &kube::Client,
+    knobs: &Knobs,
+) -> Operators {
+    drop(support::chart_operator_client(cluster, client).await);
     let operator_token = Api::<ServiceAccount>::namespaced(client.clone(), "sluice-system")
         .create_token_request(
             "sluice-operator",
@@ -476,7 +533,7 @@ async fn fleet() {
         .status
         .unwrap()
         .token;
-    let dir = tempfile::tempdir().unwrap();
+    let log_dir = tempfile::tempdir().unwrap();
     let mut kubeconfig: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(cluster.kubeconfig_path()).unwrap())
             .unwrap();
@@ -485,63 +542,42 @@ async fn fleet() {
             user["user"]["token"] = json!(operator_token);
         }
     }
-    let operator_kubeconfig = dir.path().join("operator-kubeconfig");
+    let operator_kubeconfig = log_dir.path().join("operator-kubeconfig");
     std::fs::write(&operator_kubeconfig, kubeconfig.to_string()).unwrap();
-    let port = sluice_e2e::free_port().unwrap();
-    let url = format!("https://127.0.0.1:{port}");
-    let log_path = dir.path().join("operator.log");
-    let child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--webhook-url",
-                &url,
-                &format!("--token-ttl-seconds={}", knobs.token_ttl),
-                "--audit-flush-seconds=5",
-            ])
-            .env("KUBECONFIG", &operator_kubeconfig)
-            .env("SLUICE_LOG", "warn")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = child.0.id();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let ca = {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), "sluice-system");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(s)) = secrets.get_opt("sluice-operator-tls").await
-                && let Some(ca) = s.data.as_ref().and_then(|d| d.get("ca.crt"))
-            {
-                let ca = String::from_utf8(ca.0.clone()).unwrap();
-                if support::call(addr, &ca, "GET", "/readyz", &[], None)
-                    .await
-                    .0
-                    == 200
-                {
-                    break ca;
-                }
+    let ttl = format!("--token-ttl-seconds={}", knobs.token_ttl);
+    let replicas: Vec<OperatorBinary> = (0..knobs.replicas)
+        .map(|i| {
+            let identity = format!("--identity=fleet-operator-{i}");
+            let log =
+                std::fs::File::create(log_dir.path().join(format!("operator-{i}.log"))).unwrap();
+            let args = [ttl.as_str(), "--audit-flush-seconds=5", identity.as_str()];
+            let env = [("SLUICE_LOG", "warn")];
+            match std::env::var_os("FLEET_OPERATOR_BIN") {
+                Some(binary) => OperatorBinary::start_binary(
+                    std::path::Path::new(&binary),
+                    &operator_kubeconfig,
+                    &args,
+                    &env,
+                    log.into(),
+                ),
+                None => OperatorBinary::start(&operator_kubeconfig, &args, &env, log.into()),
             }
-            assert!(
-                Instant::now() < deadline,
-                "the operator is not ready; see {}",
-                log_path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    // The webhook must be registered before pods are created through it.
-    let webhooks: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
-        Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while webhooks.get_opt("sluice-operator").await.unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no webhook");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+        .collect();
+    let mut ca = String::new();
+    for r in &replicas {
+        ca = r.ready(client, Duration::from_secs(120)).await;
     }
+    Operators {
+        replicas,
+        ca,
+        log_dir,
+    }
+}
+
+/// The service account, an unrelated Secret, and N injected pods (through
+/// the webhook) with their pod-bound `sluice.dev` tokens.
+async fn create_pods(client: &kube::Client, n: usize) -> Vec<(String, String)> {
     Api::<ServiceAccount>::namespaced(client.clone(), "shop")
         .create(
             &PostParams::default(),
@@ -559,9 +595,7 @@ async fn fleet() {
         )
         .await
         .unwrap();
-
-    // The pods (through the webhook) and their tokens.
-    let subjects: Vec<(String, String)> = futures::stream::iter(0..n)
+    futures::stream::iter(0..n)
         .map(|i| {
             let client = client.clone();
             async move {
@@ -607,55 +641,12 @@ async fn fleet() {
         })
         .buffer_unordered(16)
         .collect()
-        .await;
-    let setup = setup_started.elapsed();
+        .await
+}
 
-    // All sidecars at once.
-    let tally = Arc::new(Tally::default());
-    let (edit_tx, edit) = watch::channel(None);
-    let (audit_tx, audit) = watch::channel(false);
-    let phases = Phases { edit, audit };
-    let gateway = GatewayClient::new(&url, &ca).unwrap();
-    let requests_before_start = cluster.requests_of(OPERATOR_USER);
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut uploaders = tokio::task::JoinSet::new();
-    for (i, (pod, subject)) in subjects.into_iter().enumerate() {
-        let token = Arc::new(Token {
-            subject,
-            held: tokio::sync::Mutex::new(None),
-        });
-        tasks.spawn(poller(
-            gateway.clone(),
-            token.clone(),
-            knobs,
-            tally.clone(),
-            start,
-            phases.clone(),
-        ));
-        uploaders.spawn(uploader(
-            i,
-            pod,
-            gateway.clone(),
-            token,
-            knobs,
-            tally.clone(),
-            phases.clone(),
-        ));
-    }
-    let all_hold = until(Duration::from_secs(300), || {
-        tally.first_bundle.lock().unwrap().len() == n
-    })
-    .await;
-    let all_first = start.elapsed();
-    let requests_first = cluster.requests_of(OPERATOR_USER) - requests_before_start;
-
-    // Unrelated changes: Secrets no Connection uses.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let wakeups_name = "sluice_gateway_bundle_wakeups_total";
-    let wakeups_before = metric(addr, &ca, wakeups_name).await;
-    let requests_before = cluster.requests_of(OPERATOR_USER);
-    for i in 0..knobs.unrelated_changes {
+/// Unrelated changes: Secrets no Connection uses, in `shop` and elsewhere.
+async fn unrelated_changes(client: &kube::Client, count: usize) {
+    for i in 0..count {
         if i % 2 == 0 {
             Api::<Secret>::namespaced(client.clone(), "elsewhere")
                 .create(
@@ -678,11 +669,132 @@ async fn fleet() {
                 .unwrap();
         }
     }
+}
+
+/// Waits (60 s at most) until the policy's counters are `want`; what they are.
+async fn counters_when(policies: &Api<AccessPolicy>, want: (u64, u64, u64)) -> (u64, u64, u64) {
+    let counters = |p: &AccessPolicy| {
+        let v = serde_json::to_value(p).unwrap();
+        let c = &v["status"]["counters"];
+        (
+            c["allowed"].as_u64().unwrap_or(0),
+            c["denied"].as_u64().unwrap_or(0),
+            c["masked"].as_u64().unwrap_or(0),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = counters(&policies.get("reporting").await.unwrap());
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What a run measured, for the table.
+struct Measured {
+    setup: Duration,
+    all_first: Option<Duration>,
+    edited_all: bool,
+    requests_first: u64,
+    requests_per_change: f64,
+    wakeups_per_change: f64,
+    audit_took: Duration,
+    cpu: f64,
+    peaks_kib: Vec<u64>,
+    requests_audit: u64,
+    polls_and_uploads_audit: u64,
+    holder_reads_audit: f64,
+    want: (u64, u64, u64),
+    got: (u64, u64, u64),
+}
+
+async fn fleet() {
+    let knobs = Knobs {
+        sidecars: knob("FLEET_SIDECARS", 100) as usize,
+        replicas: knob("FLEET_REPLICAS", 1).max(1) as usize,
+        wait: Duration::from_secs(knob("FLEET_WAIT_SECONDS", 10)),
+        token_ttl: knob("FLEET_TOKEN_TTL_SECONDS", 60),
+        audit: Duration::from_secs(knob("FLEET_AUDIT_SECONDS", 20)),
+        upload_every: Duration::from_millis(knob("FLEET_UPLOAD_EVERY_MS", 2000)),
+        events_per_upload: knob("FLEET_EVENTS_PER_UPLOAD", 6) as usize,
+        unrelated_changes: knob("FLEET_UNRELATED_CHANGES", 10) as usize,
+    };
+    let n = knobs.sidecars;
+    let setup_started = Instant::now();
+    let (cluster, client) =
+        support::cluster_with_crds(sluice_e2e::Options::default().rbac(true)).await;
+    support::apply_quickstart(
+        &client,
+        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+    )
+    .await;
+    support::apply_yaml(
+        &client,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: elsewhere}\n",
+    )
+    .await;
+    let operators = start_operators(&cluster, &client, &knobs).await;
+    let subjects = create_pods(&client, n).await;
+    let setup = setup_started.elapsed();
+
+    // All sidecars at once, spread over the replicas.
+    let tally = Arc::new(Tally::default());
+    let (edit_tx, edit) = watch::channel(None);
+    let (audit_tx, audit) = watch::channel(false);
+    let phases = Phases { edit, audit };
+    let gateways: Vec<GatewayClient> = operators
+        .replicas
+        .iter()
+        .map(|r| GatewayClient::new(&r.url, &operators.ca).unwrap())
+        .collect();
+    let requests_before_start = cluster.requests_of(OPERATOR_USER);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut uploaders = tokio::task::JoinSet::new();
+    for (i, (pod, subject)) in subjects.into_iter().enumerate() {
+        let gateway = gateways[i % gateways.len()].clone();
+        let token = Arc::new(Token {
+            subject,
+            held: tokio::sync::Mutex::new(None),
+        });
+        tasks.spawn(poller(
+            gateway.clone(),
+            token.clone(),
+            knobs,
+            tally.clone(),
+            start,
+            phases.clone(),
+        ));
+        uploaders.spawn(uploader(
+            i,
+            pod,
+            gateway,
+            token,
+            knobs,
+            tally.clone(),
+            phases.clone(),
+        ));
+    }
+    let all_hold = until(Duration::from_secs(300), || {
+        tally.first_bundle.lock().unwrap().len() == n
+    })
+    .await;
+    let all_first = all_hold.then(|| start.elapsed());
+    let requests_first = cluster.requests_of(OPERATOR_USER) - requests_before_start;
+
+    // Unrelated changes: Secrets no Connection uses.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let wakeups_name = "sluice_gateway_bundle_wakeups_total";
+    let wakeups_before = operators.metric(wakeups_name).await;
+    let requests_before = cluster.requests_of(OPERATOR_USER);
+    unrelated_changes(&client, knobs.unrelated_changes).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let changes = knobs.unrelated_changes.max(1) as f64;
     let requests_per_change =
         (cluster.requests_of(OPERATOR_USER) - requests_before) as f64 / changes;
-    let wakeups_per_change = (metric(addr, &ca, wakeups_name).await - wakeups_before) / changes;
+    let wakeups_per_change = (operators.metric(wakeups_name).await - wakeups_before) / changes;
 
     // A policy edit every bundle depends on.
     let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), "shop");
@@ -695,131 +807,158 @@ async fn fleet() {
         )
         .await
         .unwrap();
-    let all_edited = until(Duration::from_secs(300), || {
+    let edited_all = until(Duration::from_secs(300), || {
         tally.new_bundle.lock().unwrap().len() == n
     })
     .await;
 
     // Audit load.
-    let (cpu_before, _) = cpu_and_peak(pid);
+    let (cpu_before, _) = operators.cpu_and_peaks();
     let requests_before_audit = cluster.requests_of(OPERATOR_USER);
+    let holder_reads_before = operators.metric("sluice_gateway_holder_reads_total").await;
+    let calls_before = tally.polls.load(Ordering::Relaxed) + tally.uploads.load(Ordering::Relaxed);
     let audit_started = Instant::now();
     audit_tx.send_replace(true);
     tokio::time::sleep(knobs.audit).await;
     audit_tx.send_replace(false);
     while uploaders.join_next().await.is_some() {}
     let audit_took = audit_started.elapsed();
-    let (cpu_after, _) = cpu_and_peak(pid);
+    let (cpu_after, _) = operators.cpu_and_peaks();
     let requests_audit = cluster.requests_of(OPERATOR_USER) - requests_before_audit;
-    let events = tally.events_accepted.load(Ordering::Relaxed);
-    let cpu = Duration::from_secs_f64((cpu_after - cpu_before) as f64 / ticks_per_second() as f64);
-    let late = tally.late.lock().unwrap().clone();
+    let holder_reads_audit =
+        operators.metric("sluice_gateway_holder_reads_total").await - holder_reads_before;
+    let polls_and_uploads_audit =
+        tally.polls.load(Ordering::Relaxed) + tally.uploads.load(Ordering::Relaxed) - calls_before;
 
-    // The counters the operator wrote match what it accepted.
+    // The counters the operators wrote match what they accepted.
     let want = (
         tally.allowed.load(Ordering::Relaxed),
         tally.denied.load(Ordering::Relaxed),
         tally.masked.load(Ordering::Relaxed),
     );
-    let counters = |p: &AccessPolicy| {
-        let v = serde_json::to_value(p).unwrap();
-        let c = &v["status"]["counters"];
-        (
-            c["allowed"].as_u64().unwrap_or(0),
-            c["denied"].as_u64().unwrap_or(0),
-            c["masked"].as_u64().unwrap_or(0),
-        )
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut got;
-    loop {
-        got = counters(&policies.get("reporting").await.unwrap());
-        if got == want || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let (_, peak_kib) = cpu_and_peak(pid);
+    let got = counters_when(&policies, want).await;
+    let (_, peaks_kib) = operators.cpu_and_peaks();
     tasks.abort_all();
+    let measured = Measured {
+        setup,
+        all_first,
+        edited_all,
+        requests_first,
+        requests_per_change,
+        wakeups_per_change,
+        audit_took,
+        cpu: cpu_after - cpu_before,
+        peaks_kib,
+        requests_audit,
+        polls_and_uploads_audit,
+        holder_reads_audit,
+        want,
+        got,
+    };
+    print_table(&knobs, &tally, &measured);
+    assert!(
+        !tally.first_bundle.lock().unwrap().is_empty(),
+        "no sidecar got a bundle; see the logs in {}",
+        operators.log_dir.path().display()
+    );
+    if std::env::var_os("FLEET_KEEP_LOGS").is_some() {
+        println!(
+            "details: operator logs kept in {}",
+            operators.log_dir.keep().display()
+        );
+    }
+}
 
+fn print_table(knobs: &Knobs, tally: &Tally, m: &Measured) {
+    let n = knobs.sidecars;
     let first = tally.first_bundle.lock().unwrap().clone();
-    let first_count = first.len();
     let edited = tally.new_bundle.lock().unwrap().clone();
+    let late = tally.late.lock().unwrap().clone();
+    let events = tally.events_accepted.load(Ordering::Relaxed);
     println!();
     println!(
-        "fleet bench: {n} sidecars, long-poll wait {:?}, gateway token TTL {} s, audit {:?} at {} events per {:?} per sidecar (setup {:.1} s)",
+        "fleet bench: {n} sidecars, {} operator replica(s), long-poll wait {:?}, gateway token TTL {} s, audit {:?} at {} events per {:?} per sidecar (setup {:.1} s)",
+        knobs.replicas,
         knobs.wait,
         knobs.token_ttl,
         knobs.audit,
         knobs.events_per_upload,
         knobs.upload_every,
-        setup.as_secs_f64()
+        m.setup.as_secs_f64()
     );
     println!(
-        "| sidecars | all hold a first bundle | policy edit → new bundle p99 | operator peak RSS | operator CPU per audit event | uploads timed out | expired-token uploads | long-poll lateness p99 | API-server requests per unrelated change |"
+        "| sidecars | replicas | all hold a first bundle | policy edit → new bundle p99 | operator peak RSS | operator CPU per audit event | uploads timed out | expired-token uploads | long-poll lateness p99 | API-server requests per unrelated change | per poll or upload | counters |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let peaks: Vec<String> = m
+        .peaks_kib
+        .iter()
+        .map(|k| format!("{} MB", k / 1024))
+        .collect();
     println!(
-        "| {n} | {} | {} | {} MB | {:.0} µs | {} | {} | {:.2} s | {:.1} |",
-        if all_hold {
-            format!("{:.2} s", all_first.as_secs_f64())
-        } else {
-            format!("> 300 s ({} of {n})", first_count)
+        "| {n} | {} | {} | {} | {} | {:.1} µs | {} | {} | {:.2} s | {:.1} | {:.3} | {} |",
+        knobs.replicas,
+        match m.all_first {
+            Some(t) => format!("{:.2} s", t.as_secs_f64()),
+            None => format!("> 300 s ({} of {n})", first.len()),
         },
-        if all_edited {
+        if m.edited_all {
             format!("{:.2} s", percentile(&edited, 0.99).as_secs_f64())
         } else {
             format!("> 300 s ({} of {n})", edited.len())
         },
-        peak_kib / 1024,
+        peaks.join(" + "),
         if events == 0 {
             0.0
         } else {
-            cpu.as_secs_f64() * 1e6 / events as f64
+            m.cpu * 1e6 / events as f64
         },
         tally.uploads_timed_out.load(Ordering::Relaxed),
         tally.uploads_expired.load(Ordering::Relaxed),
         percentile(&late, 0.99).as_secs_f64(),
-        requests_per_change,
+        m.requests_per_change,
+        m.requests_audit as f64 / m.polls_and_uploads_audit.max(1) as f64,
+        if m.want == m.got {
+            "exact"
+        } else {
+            "NOT EXACT"
+        },
     );
     println!(
         "details: first bundle p50 {:.2} s; edit p50 {:.2} s max {:.2} s; long-poll wake-ups per unrelated change {:.1}; lateness max {:.2} s over {} 304s",
         percentile(&first, 0.5).as_secs_f64(),
         percentile(&edited, 0.5).as_secs_f64(),
         percentile(&edited, 1.0).as_secs_f64(),
-        wakeups_per_change,
+        m.wakeups_per_change,
         percentile(&late, 1.0).as_secs_f64(),
         late.len(),
     );
     println!(
-        "details: audit {:.1} s: {} uploads, {} ok, {} refused, {} failed; {} events accepted ({:.0}/s), operator CPU {:.2} s; counters want {:?} got {:?} ({})",
-        audit_took.as_secs_f64(),
+        "details: audit {:.1} s: {} uploads, {} ok, {} refused, {} failed; {} events accepted ({:.0}/s), operator CPU {:.2} s; counters want {:?} got {:?}",
+        m.audit_took.as_secs_f64(),
         tally.uploads.load(Ordering::Relaxed),
         tally.uploads_ok.load(Ordering::Relaxed),
         tally.uploads_refused.load(Ordering::Relaxed),
         tally.uploads_failed.load(Ordering::Relaxed),
         events,
-        events as f64 / audit_took.as_secs_f64(),
-        cpu.as_secs_f64(),
-        want,
-        got,
-        if want == got { "exact" } else { "NOT EXACT" },
+        events as f64 / m.audit_took.as_secs_f64(),
+        m.cpu,
+        m.want,
+        m.got,
     );
     println!(
-        "details: operator API requests: {} for the first bundles, {} during the audit phase; token exchanges {} ({} failed); polls timed out {}, failed {}",
-        requests_first,
-        requests_audit,
+        "details: operator API requests: {} for the first bundles, {} during the audit phase over {} polls and uploads ({} pod/account reads the watches could not answer); token exchanges {} ({} failed); answers with Retry-After honoured {}; polls timed out {}, failed {}",
+        m.requests_first,
+        m.requests_audit,
+        m.polls_and_uploads_audit,
+        m.holder_reads_audit,
         tally.exchanges.load(Ordering::Relaxed),
         tally.exchanges_failed.load(Ordering::Relaxed),
+        tally.told_to_wait.load(Ordering::Relaxed),
         tally.polls_timed_out.load(Ordering::Relaxed),
         tally.polls_failed.load(Ordering::Relaxed),
     );
     for (what, count) in tally.errors.lock().unwrap().iter() {
         println!("details: error {what}: {count}");
     }
-    assert!(
-        first_count > 0,
-        "no sidecar got a bundle; see {}",
-        log_path.display()
-    );
 }
