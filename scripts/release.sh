@@ -150,14 +150,18 @@ src, dest, version = sys.argv[1:4]
 merged, seen, deps = None, set(), {}
 for f in sorted(os.listdir(src)):
     doc = json.load(open(os.path.join(src, f)))
+    # Read each document's own parts before the first becomes the merged one
+    # (replacing its component and list in place would drop its crates and
+    # nest its new component in itself).
+    own, components = doc["metadata"]["component"], doc.get("components", [])
     if merged is None:
         merged = doc
         merged["metadata"]["component"] = {
             "type": "application", "bom-ref": f"sluice@{version}", "name": "sluice", "version": version,
             "components": [], "licenses": [{"expression": "Apache-2.0"}]}
         merged["components"] = []
-    merged["metadata"]["component"]["components"].append(doc["metadata"]["component"])
-    for c in doc.get("components", []):
+    merged["metadata"]["component"]["components"].append(own)
+    for c in components:
         if c["bom-ref"] not in seen:
             seen.add(c["bom-ref"])
             merged["components"].append(c)
