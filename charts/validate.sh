@@ -72,7 +72,7 @@ value_sets = {
                                       "urlSecretRef": {"name": "shop-hook"}}]},
         "audit": {"flushSeconds": 5},
         "sidecar": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"}, "nativeSidecars": "never",
-                    "http": {"timeoutSeconds": 10, "upstreamHTTP1Only": True}},
+                    "http": {"timeoutSeconds": 10, "upstreamHTTP1Only": True}, "logLevel": "warn"},
         "podAntiAffinity": "hard",
         "image": {"digest": "sha256:" + "a" * 64},
         "injection": {"matchConditions": False},
@@ -136,6 +136,7 @@ refused = {
     "sidecar bound not a quantity": {"sidecar": {"annotationBounds": {"memory": {"max": "1 GB"}}}},
     "sidecar bound an unknown key": {"sidecar": {"annotationBounds": {"cpu": {"maximum": "4"}}}},
     "unknown sidecar log level": {"sidecar": {"annotationBounds": {"logLevels": ["verbose"]}}},
+    "unknown chart-wide sidecar log level": {"sidecar": {"logLevel": "verbose"}},
 }
 for what, values in refused.items():
     try:
@@ -365,9 +366,9 @@ PY
        || grep -q '^sidecar securityContext: .*runAsUser' <<<"$summary"; }; then
     echo "$summary"; echo "the OpenShift values did not leave the sidecar's UID to the platform" >&2; exit 1
   fi
-  # sidecar.http and sidecar.auditDurability of the values reach the sidecars' environment.
-  if [ "$name" = everything ] && ! grep -qx 'sidecar env: SLUICE_HTTP_TIMEOUT=10 SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true SLUICE_AUDIT_DURABILITY=writeAhead' <<<"$summary"; then
-    echo "$summary"; echo "sidecar.http or sidecar.auditDurability of value set everything did not reach the sidecar's environment" >&2; exit 1
+  # sidecar.http, sidecar.auditDurability and sidecar.logLevel of the values reach the sidecars' environment.
+  if [ "$name" = everything ] && ! grep -qx 'sidecar env: SLUICE_HTTP_TIMEOUT=10 SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true SLUICE_AUDIT_DURABILITY=writeAhead SLUICE_LOG=warn' <<<"$summary"; then
+    echo "$summary"; echo "sidecar.http, sidecar.auditDurability or sidecar.logLevel of value set everything did not reach the sidecar's environment" >&2; exit 1
   fi
 done
 # A misspelt key in the settings file stops the operator, naming the key.

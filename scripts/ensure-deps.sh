@@ -8,8 +8,8 @@
 #   test  (default) what the test suite starts: PostgreSQL server and client,
 #         MariaDB server and client with PyMySQL and mysql-connector-python
 #         (the MySQL plane),
-#         pgbouncer, kubectl, curl, openssl, python3, and clang/libclang for
-#         the pg_query crate's build
+#         pgbouncer, kubectl, curl, openssl, python3, zsh and fish (the
+#         completion tests), and clang/libclang for the pg_query crate's build
 #   demo  what `make demo` needs: PostgreSQL server and client, kubectl, clang
 #   ci    `test` plus kubernetes-validate (`make validate-crds`)
 #   --dry-run  print what would be installed, install nothing
@@ -27,7 +27,7 @@ for arg in "$@"; do
   case $arg in
     --dry-run) dry_run=true ;;
     test | demo | ci) profile=$arg ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "ensure-deps: unknown argument '$arg'; usage: scripts/ensure-deps.sh [--dry-run] [test|demo|ci]" >&2; exit 2 ;;
   esac
 done
@@ -94,6 +94,8 @@ if [ "$profile" != demo ]; then
     "curl|have curl|curl|"
     "openssl|have openssl|openssl|"
     "python3|have python3|python3|"
+    "zsh (completion tests)|have zsh|zsh|"
+    "fish (completion tests)|have fish|fish|"
     "MariaDB server (the MySQL plane's tests)|have_mariadb_server|mariadb-server|"
     "mariadb client|have mariadb|mariadb-client|"
     "PyMySQL|have_pymysql||pymysql==1.2.4"

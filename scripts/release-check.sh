@@ -161,8 +161,12 @@ if sbom:
         doc = json.load(open(os.path.join(d, f"sluice-{version}.cdx.json")))
         assert doc["bomFormat"] == "CycloneDX", doc.get("bomFormat")
         names = {c["name"] for c in doc["components"]}
-        for crate in ("tokio", "rustls", "kube-client", "sqlparser", "serde-saphyr"):
+        # One crate each binary alone links (clap_complete: the plugin's), so a
+        # document lost in the merge is missed.
+        for crate in ("tokio", "rustls", "kube-client", "sqlparser", "serde-saphyr", "clap_complete", "pg_query"):
             assert crate in names, f"no component {crate}"
+        packages = {c.get("name") for c in doc["metadata"]["component"].get("components", [])}
+        assert {"sluice-operator", "sluice-sidecar", "kubectl-sluice"} <= packages, f"metadata.component names {sorted(packages)}, not the three packages"
         assert not {"serde_yaml", "rustls-pemfile"} & names, "a replaced crate is still linked"
         assert all(c.get("purl", "").startswith("pkg:cargo/") for c in doc["components"]), "a component without a cargo purl"
         ok(f"SBOM: CycloneDX {doc['specVersion']}, {len(doc['components'])} components")

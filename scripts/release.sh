@@ -10,7 +10,9 @@
 # then checks it with scripts/release-check.sh. Images cannot be pushed from
 # here: the chart takes global.imageRegistry and image digests once they are.
 #
-# Static binaries: the x86_64-unknown-linux-musl target when rustup has it;
+# Binaries are built with Cargo's dist profile (Cargo.toml: release with fat
+# LTO and one codegen unit, no debug info). Static binaries: the
+# x86_64-unknown-linux-musl target when rustup has it;
 # otherwise glibc with crt-static (a static-pie: no dynamic loader, no shared
 # libraries), which is what a machine without the musl standard library can
 # build. glibc's static getaddrinfo still reads /etc/nsswitch.conf and may try
@@ -62,9 +64,10 @@ if [[ -z "$BIN_DIR" ]]; then
     RUSTFLAGS_STATIC="-C target-feature=+crt-static"
   fi
   # --target keeps RUSTFLAGS off build scripts and proc macros, which must stay dynamic.
-  RUSTFLAGS="${RUSTFLAGS:-} $RUSTFLAGS_STATIC" CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
-    cargo build --release --locked --target "$TARGET" -p sluice-operator -p sluice-sidecar -p kubectl-sluice --bins
-  BIN_DIR="${CARGO_TARGET_DIR:-target}/$TARGET/release"
+  # The dist profile (Cargo.toml): release with fat LTO and one codegen unit.
+  RUSTFLAGS="${RUSTFLAGS:-} $RUSTFLAGS_STATIC" \
+    cargo build --profile dist --locked --target "$TARGET" -p sluice-operator -p sluice-sidecar -p kubectl-sluice --bins
+  BIN_DIR="${CARGO_TARGET_DIR:-target}/$TARGET/dist"
 fi
 
 rm -rf "$OUT"
@@ -147,14 +150,18 @@ src, dest, version = sys.argv[1:4]
 merged, seen, deps = None, set(), {}
 for f in sorted(os.listdir(src)):
     doc = json.load(open(os.path.join(src, f)))
+    # Read each document's own parts before the first becomes the merged one
+    # (replacing its component and list in place would drop its crates and
+    # nest its new component in itself).
+    own, components = doc["metadata"]["component"], doc.get("components", [])
     if merged is None:
         merged = doc
         merged["metadata"]["component"] = {
             "type": "application", "bom-ref": f"sluice@{version}", "name": "sluice", "version": version,
             "components": [], "licenses": [{"expression": "Apache-2.0"}]}
         merged["components"] = []
-    merged["metadata"]["component"]["components"].append(doc["metadata"]["component"])
-    for c in doc.get("components", []):
+    merged["metadata"]["component"]["components"].append(own)
+    for c in components:
         if c["bom-ref"] not in seen:
             seen.add(c["bom-ref"])
             merged["components"].append(c)

@@ -1,12 +1,16 @@
-//! Shell completion, through the real programs: bash completing
-//! `kubectl-sluice …` with the script `completion bash` prints, and kubectl
-//! completing `kubectl sluice …` through the `kubectl_complete-sluice` script
-//! (`completion plugin`) found on PATH, as kubectl 1.26+ does for plugins.
+//! Shell completion, through the real programs: bash, zsh and fish
+//! completing `kubectl-sluice …` with the script `completion bash|zsh|fish`
+//! prints, and kubectl completing `kubectl sluice …` through the
+//! `kubectl_complete-sluice` script (`completion plugin`) found on PATH, as
+//! kubectl 1.26+ does for plugins. zsh and fish come from
+//! `scripts/ensure-deps.sh`; a test whose shell is missing says so and is
+//! skipped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn sluice() -> &'static str {
     env!("CARGO_BIN_EXE_kubectl-sluice")
@@ -210,4 +214,159 @@ fn complete_protocol_lines_and_directives() {
     );
     // __complete is not offered as a command.
     assert!(!run(&["__complete", ""]).contains("__complete"));
+}
+
+/// Whether `program` is on PATH; if not, says the test is skipped and why.
+fn shell_or_skip(program: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()));
+    if !found {
+        eprintln!(
+            "SKIPPED {test}: {program} is not installed (apt-get install {program}; scripts/ensure-deps.sh installs it)"
+        );
+    }
+    found
+}
+
+/// Runs `program args…` in `dir`, with PATH starting there; kills it after a minute
+/// (a shell waiting for input that never comes would hang the suite).
+/// Returns its stdout; panics with its output when it fails.
+fn run_shell(dir: &Path, program: &str, args: &[&str]) -> String {
+    let mut child = Command::new(program)
+        .args(args)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env_remove("ZDOTDIR")
+        // No file in the way of a command's name (fish falls back to files).
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{program} {args:?} did not finish within a minute: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: exit {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Drives an interactive zsh (`zsh -f -i`, no user files) on a pseudo-terminal
+/// (zsh's own zpty module), as a user at a prompt: loads the script
+/// `completion zsh` prints after `compinit`, then for each argument types it,
+/// presses TAB, and runs what the line editor made of it through `print`, so
+/// the output has one `BUF: <the completed line>` per argument. Each read waits
+/// for its pattern (the Rust side bounds the whole run).
+const ZSH_DRIVER: &str = r#"
+zmodload zsh/zpty || { print -u2 "zsh lacks its zpty module"; exit 3 }
+zpty -b z 'zsh -f -i' || exit 3
+zpty -w z 'PS1="%% "; autoload -U compinit && compinit -u -D && source <(kubectl-sluice completion zsh) && print ${(U):-ready}'
+zpty -r z out '*READY*' || { print -u2 "the completion script did not load: $out"; exit 4 }
+for line in "$@"; do
+  zpty -w -n z "$line"$'\t'
+  zpty -w -n z $'\C-aprint -r -- ${(U):-buf}: \n'
+  zpty -r z out '*BUF: *'$'\n' || exit 5
+  print -r -- "BUF: ${${out##*BUF: }%%$'\r'*}"
+done
+zpty -d z
+"#;
+
+#[test]
+fn zsh_completes_kubectl_sluice_commands_and_values_at_a_prompt() {
+    if !shell_or_skip(
+        "zsh",
+        "zsh_completes_kubectl_sluice_commands_and_values_at_a_prompt",
+    ) {
+        return;
+    }
+    let dir = install();
+    let lines = [
+        "kubectl-sluice pol",
+        "kubectl-sluice au",
+        "kubectl-sluice policy eval --expect req",
+    ];
+    let mut args = vec!["-f", "-c", ZSH_DRIVER, "zsh"];
+    args.extend(lines);
+    let out = run_shell(dir.path(), "zsh", &args);
+    let completed: Vec<&str> = out.lines().filter(|l| l.starts_with("BUF: ")).collect();
+    assert_eq!(
+        completed,
+        vec![
+            "BUF: kubectl-sluice policy",
+            "BUF: kubectl-sluice audit",
+            "BUF: kubectl-sluice policy eval --expect requireApproval",
+        ],
+        "{out}"
+    );
+}
+
+/// fish's own completion engine (`complete -C LINE` prints what TAB would
+/// offer) after the script `completion fish` prints is loaded.
+#[test]
+fn fish_completes_kubectl_sluice_commands_and_values() {
+    if !shell_or_skip("fish", "fish_completes_kubectl_sluice_commands_and_values") {
+        return;
+    }
+    let dir = install();
+    let candidates = |line: &str| -> Vec<String> {
+        let script =
+            format!("kubectl-sluice completion fish | source; or exit 3\ncomplete -C'{line}'");
+        run_shell(dir.path(), "fish", &["--no-config", "-c", &script])
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(candidates("kubectl-sluice pol"), vec!["policy"]);
+    let top = candidates("kubectl-sluice ");
+    for want in [
+        "policy",
+        "audit",
+        "requests",
+        "check",
+        "status",
+        "completion",
+    ] {
+        assert!(
+            top.contains(&want.to_string()),
+            "{want} missing from {top:?}"
+        );
+    }
+    assert_eq!(
+        candidates("kubectl-sluice policy eval --expect "),
+        vec!["allow", "deny", "requireApproval"]
+    );
+    // Without the script fish knows nothing of kubectl-sluice's commands:
+    // the candidates above came through it.
+    let bare = run_shell(
+        dir.path(),
+        "fish",
+        &["--no-config", "-c", "complete -C'kubectl-sluice pol'"],
+    );
+    assert!(!bare.contains("policy"), "{bare}");
 }

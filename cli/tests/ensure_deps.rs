@@ -21,6 +21,8 @@ const TOOLS: &[&str] = &[
     "curl",
     "openssl",
     "python3",
+    "zsh",
+    "fish",
     "mariadbd",
     "mariadb-install-db",
     "mariadb",

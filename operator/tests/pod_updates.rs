@@ -210,3 +210,79 @@ async fn changes_that_would_make_an_injected_pod_non_genuine_are_refused() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["reason"], "UntrustedImage", "{body}");
 }
+
+/// The annotations the webhook read when it injected a pod (`sluice.dev/inject`,
+/// `sluice.dev/connections`, `sluice.dev/sidecar-*`) are refused on a running
+/// pod with a message to roll the workload: the sidecar was built from them
+/// and would not follow a change. Other annotations stay free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_sidecar_setting_on_a_running_pod_is_refused_with_roll_the_workload() {
+    let env = Env::start().await;
+    env.webhook_registered().await;
+    env.service_account("report-job").await;
+    env.injected_pod("report", "report-job").await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "shop");
+
+    let refused: [(&[&str], &str); 4] = [
+        (
+            &[
+                "annotate",
+                "pod",
+                "report",
+                "sluice.dev/sidecar-log-level=debug",
+            ],
+            "annotation sluice.dev/sidecar-log-level of a running injected pod was read when its sidecar was injected, so adding it now would change nothing; set it in the workload's pod template and roll the workload",
+        ),
+        (
+            &[
+                "annotate",
+                "pod",
+                "report",
+                "sluice.dev/sidecar-memory-limit=256Mi",
+            ],
+            "annotation sluice.dev/sidecar-memory-limit of a running injected pod",
+        ),
+        (
+            &[
+                "annotate",
+                "pod",
+                "report",
+                "sluice.dev/connections=orders-db",
+            ],
+            "annotation sluice.dev/connections of a running injected pod",
+        ),
+        (
+            &["annotate", "pod", "report", "sluice.dev/inject-"],
+            "so removing it now would change nothing",
+        ),
+    ];
+    for (args, needle) in refused {
+        let mut args = args.to_vec();
+        args.extend(["-n", "shop"]);
+        let (ok, out) = kubectl(&env, &args).await;
+        assert!(
+            !ok && out.contains("sluice sidecar injection") && out.contains(needle),
+            "kubectl {args:?} was not refused with {needle:?}: {out}"
+        );
+    }
+    let stored = pods.get("report").await.expect("get");
+    let annotations = stored.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get("sluice.dev/inject").map(String::as_str),
+        Some("true")
+    );
+    assert!(
+        !annotations
+            .keys()
+            .any(|k| k.starts_with("sluice.dev/sidecar-") || k == "sluice.dev/connections"),
+        "a refused annotation was stored: {annotations:?}"
+    );
+
+    // Annotations the webhook does not read still change freely.
+    let (ok, out) = kubectl(
+        &env,
+        &["annotate", "pod", "report", "team=reporting", "-n", "shop"],
+    )
+    .await;
+    assert!(ok, "{out}");
+}

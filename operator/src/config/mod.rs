@@ -16,6 +16,7 @@
 //!   resources:
 //!     requests: {cpu: 20m, memory: 32Mi}
 //!     limits: {cpu: 500m, memory: 128Mi}
+//!   logLevel: info               # SLUICE_LOG of every sidecar; sluice.dev/sidecar-log-level overrides it
 //!   annotationBounds:            # what pods may ask by sluice.dev/sidecar-* annotations
 //!     cpu: {min: 10m, max: "2"}
 //!     memory: {min: 32Mi, max: 1Gi}
@@ -58,7 +59,9 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ResourceRequirements, SeccompProfile, SecurityContext,
 };
 
-use crate::injection::pod_settings::{AnnotationBounds, SidecarOptions, hardened_security_context};
+use crate::injection::pod_settings::{
+    AnnotationBounds, LOG_ENV, LogLevel, SidecarOptions, hardened_security_context,
+};
 
 use crate::approvals::notify::{Format, Route};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -100,6 +103,10 @@ pub struct SidecarConfig {
     /// Seconds the sidecar's sessions get to end after SIGTERM
     /// (`SLUICE_SHUTDOWN_GRACE`; `--sidecar-shutdown-grace-seconds` overrides it).
     pub shutdown_grace_seconds: Option<u64>,
+    /// The log level of every injected sidecar (`SLUICE_LOG`; the sidecar's
+    /// `info` when unset). A pod's `sluice.dev/sidecar-log-level` overrides
+    /// it, within `annotationBounds.logLevels`.
+    pub log_level: Option<LogLevel>,
     /// What pods may ask of their sidecar by annotation; nothing when unset.
     #[serde(default)]
     pub annotation_bounds: AnnotationBounds,
@@ -255,6 +262,11 @@ impl SidecarConfig {
                 crate::injection::inject::env::AUDIT_DURABILITY.to_string(),
                 d.as_str().to_string(),
             ));
+        }
+        if let Some(level) = self.log_level {
+            // Last: a pod's sluice.dev/sidecar-log-level replaces it
+            // (PodSettings::apply).
+            env.push((LOG_ENV.to_string(), level.as_str().to_string()));
         }
         env
     }
@@ -987,5 +999,20 @@ mod tests {
         }
         assert!(parse("sidecar:\n  annotationBounds:\n    logLevels: [verbose]\n").is_err());
         assert!(parse("sidecar:\n  annotationBounds:\n    cpu: {min: 1m}\n").is_err());
+    }
+
+    #[test]
+    fn the_chart_wide_log_level_reaches_every_sidecar() {
+        let config = parse("sidecar:\n  logLevel: warn\n").unwrap();
+        assert_eq!(
+            config.sidecar.env(),
+            vec![(LOG_ENV.to_string(), "warn".to_string())]
+        );
+        // Unset: no variable, the sidecar's own default (info).
+        assert_eq!(parse("sidecar: {}\n").unwrap().sidecar.env(), Vec::new());
+        for bad in ["verbose", "sluice=debug", "INFO"] {
+            let error = parse(&format!("sidecar:\n  logLevel: {bad}\n")).unwrap_err();
+            assert!(error.to_string().contains(bad), "{bad}: {error}");
+        }
     }
 }

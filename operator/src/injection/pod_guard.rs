@@ -14,6 +14,12 @@
 //!   (its image included: `kubectl set image` of the sidecar is refused);
 //! - the annotations the webhook wrote (`sluice.dev/injected-revision`,
 //!   `…/injected-connections`, `…/env-not-injected`);
+//! - the annotations the webhook read when it injected the pod
+//!   (`sluice.dev/inject`, `sluice.dev/connections`, and every
+//!   `sluice.dev/sidecar-*` setting): the sidecar was built from them, so a
+//!   change on a running pod would do nothing. Refused, with a message to
+//!   set it in the workload's pod template and roll the workload, rather than
+//!   accepted and silently ignored;
 //! - the volumes and the pod's namespace-sharing fields (`hostNetwork`,
 //!   `hostPID`, `shareProcessNamespace`);
 //! - no container but the sidecar comes to mount `sluice-token`;
@@ -32,9 +38,11 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use crate::injection::inject::{
-    ENV_NOT_INJECTED_ANNOTATION, INJECTED_CONNECTIONS_ANNOTATION, INJECTED_REVISION_ANNOTATION,
-    SIDECAR_CONTAINER_NAME, TOKEN_VOLUME_NAME,
+    CONNECTIONS_ANNOTATION, ENV_NOT_INJECTED_ANNOTATION, INJECT_ANNOTATION,
+    INJECTED_CONNECTIONS_ANNOTATION, INJECTED_REVISION_ANNOTATION, SIDECAR_CONTAINER_NAME,
+    TOKEN_VOLUME_NAME,
 };
+use crate::injection::pod_settings::SIDECAR_SETTING_PREFIX;
 
 /// The annotations the webhook writes, which no later update may change.
 pub const WRITTEN_ANNOTATIONS: [&str; 3] = [
@@ -42,6 +50,16 @@ pub const WRITTEN_ANNOTATIONS: [&str; 3] = [
     INJECTED_CONNECTIONS_ANNOTATION,
     ENV_NOT_INJECTED_ANNOTATION,
 ];
+
+/// Whether the webhook read annotation `key` when it injected a pod: the
+/// opt-in, the Connections asked for, and every `sluice.dev/sidecar-*`
+/// setting (known or not: a misspelt one is refused as well, rather than
+/// ignored).
+pub fn read_at_injection(key: &str) -> bool {
+    key == INJECT_ANNOTATION
+        || key == CONNECTIONS_ANNOTATION
+        || key.starts_with(SIDECAR_SETTING_PREFIX)
+}
 
 /// Why a change to an injected pod is refused. Each message says what to do.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,6 +79,17 @@ pub enum GuardError {
     AnnotationChanged {
         /// The annotation.
         key: &'static str,
+    },
+    /// An annotation the webhook read at injection was added, changed or
+    /// removed: the running sidecar would not follow it.
+    #[error(
+        "annotation {key} of a running injected pod was read when its sidecar was injected, so {change} it now would change nothing; set it in the workload's pod template and roll the workload (e.g. kubectl rollout restart deployment/NAME), or re-create the pod"
+    )]
+    SettingChanged {
+        /// The annotation.
+        key: String,
+        /// `adding`, `changing` or `removing`.
+        change: &'static str,
     },
     /// Volumes or namespace-sharing fields changed.
     #[error(
@@ -161,6 +190,30 @@ pub fn check_update(old: &Pod, new: &Pod) -> Result<(), GuardError> {
             return Err(GuardError::AnnotationChanged { key });
         }
     }
+    let empty = std::collections::BTreeMap::new();
+    let (old_annotations, new_annotations) = (
+        old.metadata.annotations.as_ref().unwrap_or(&empty),
+        new.metadata.annotations.as_ref().unwrap_or(&empty),
+    );
+    let changed_setting = old_annotations
+        .keys()
+        .chain(new_annotations.keys())
+        .filter(|key| read_at_injection(key))
+        .find_map(|key| {
+            let change = match (old_annotations.get(key), new_annotations.get(key)) {
+                (None, Some(_)) => "adding",
+                (Some(_), None) => "removing",
+                (Some(a), Some(b)) if a != b => "changing",
+                _ => return None,
+            };
+            Some((key, change))
+        });
+    if let Some((key, change)) = changed_setting {
+        return Err(GuardError::SettingChanged {
+            key: key.clone(),
+            change,
+        });
+    }
     let spec = |pod: &Pod| to_value(&pod.spec);
     let (old_spec, new_spec) = (spec(old), spec(new));
     for (json, field) in [
@@ -258,6 +311,8 @@ mod tests {
             edited(|p| p["spec"]["containers"][0]["image"] = json!("app:2")),
             edited(|p| p["metadata"]["labels"] = json!({"a": "b"})),
             edited(|p| p["metadata"]["annotations"]["other"] = json!("x")),
+            // A look-alike outside sluice.dev/sidecar- is not a setting.
+            edited(|p| p["metadata"]["annotations"]["sluice.dev/sidecarish"] = json!("x")),
             edited(|p| {
                 p["spec"]["ephemeralContainers"] =
                     json!([{"name": "dbg", "image": "busybox", "targetContainerName": "app"}])
@@ -315,6 +370,37 @@ mod tests {
             (
                 edited(|p| p["spec"]["shareProcessNamespace"] = json!(true)),
                 "spec.shareProcessNamespace",
+            ),
+            (
+                edited(|p| {
+                    p["metadata"]["annotations"]["sluice.dev/sidecar-log-level"] = json!("debug")
+                }),
+                "annotation sluice.dev/sidecar-log-level of a running injected pod was read when its sidecar was injected, so adding it now would change nothing; set it in the workload's pod template and roll the workload",
+            ),
+            (
+                edited(|p| {
+                    p["metadata"]["annotations"]["sluice.dev/sidecar-memroy-limit"] = json!("1Gi")
+                }),
+                "annotation sluice.dev/sidecar-memroy-limit of a running injected pod",
+            ),
+            (
+                edited(|p| {
+                    p["metadata"]["annotations"]["sluice.dev/connections"] = json!("billing")
+                }),
+                "annotation sluice.dev/connections of a running injected pod was read when its sidecar was injected, so adding it",
+            ),
+            (
+                edited(|p| p["metadata"]["annotations"]["sluice.dev/inject"] = json!("false")),
+                "so changing it now would change nothing",
+            ),
+            (
+                edited(|p| {
+                    p["metadata"]["annotations"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("sluice.dev/inject");
+                }),
+                "so removing it now would change nothing",
             ),
         ];
         for (new, needle) in cases {

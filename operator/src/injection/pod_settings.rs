@@ -41,6 +41,10 @@ pub const MEMORY_REQUEST_ANNOTATION: &str = "sluice.dev/sidecar-memory-request";
 pub const MEMORY_LIMIT_ANNOTATION: &str = "sluice.dev/sidecar-memory-limit";
 /// Sets the sidecar's log level.
 pub const LOG_LEVEL_ANNOTATION: &str = "sluice.dev/sidecar-log-level";
+/// What every annotation of this module starts with: the webhook reads them
+/// at injection only, so the pod guard refuses a change of any of them on a
+/// running pod ([`super::pod_guard`]).
+pub const SIDECAR_SETTING_PREFIX: &str = "sluice.dev/sidecar-";
 /// Every annotation of this module.
 pub const POD_SETTING_ANNOTATIONS: [&str; 5] = [
     CPU_REQUEST_ANNOTATION,
@@ -493,6 +497,17 @@ mod tests {
             &bounds(),
             &super::super::sidecar::default_sidecar_resources(),
         )
+    }
+
+    #[test]
+    fn every_setting_is_under_the_prefix_the_pod_guard_watches() {
+        for annotation in POD_SETTING_ANNOTATIONS {
+            assert!(
+                annotation.starts_with(SIDECAR_SETTING_PREFIX),
+                "{annotation}"
+            );
+            assert!(super::super::pod_guard::read_at_injection(annotation));
+        }
     }
 
     #[test]

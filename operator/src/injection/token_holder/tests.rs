@@ -488,3 +488,53 @@ fn a_uid_left_to_the_platform_may_be_any_but_root() {
         .run_as_user = Some(1_000_680_000);
     assert!(check_token_holder(&other, UID, &fixed, &allowed()).is_err());
 }
+
+/// The chart's `sidecar.logLevel` is every sidecar's `SLUICE_LOG`; a pod's
+/// `sluice.dev/sidecar-log-level` replaces it (one variable, not two) within
+/// `annotationBounds.logLevels`; both pods stay genuine.
+#[test]
+fn the_chart_wide_log_level_is_the_default_a_pods_annotation_replaces() {
+    use crate::injection::pod_settings::{LOG_ENV, LOG_LEVEL_ANNOTATION, LogLevel};
+    let mut cfg = config(true);
+    cfg.sidecar_env = crate::config::SidecarConfig {
+        log_level: Some(LogLevel::Warn),
+        ..Default::default()
+    }
+    .env();
+    cfg.options.annotation_bounds.log_levels = vec![LogLevel::Debug];
+    let levels = |pod: &Pod| -> Vec<String> {
+        pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0]
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == LOG_ENV)
+            .map(|e| e.value.clone().unwrap_or_default())
+            .collect()
+    };
+    let genuine = |pod: &Pod| check_token_holder(pod, UID, &cfg, &allowed());
+    let plain = with_annotations(&cfg, &[]);
+    assert_eq!(levels(&plain), vec!["warn"]);
+    assert_eq!(genuine(&plain), Ok(()));
+    let asked = with_annotations(&cfg, &[(LOG_LEVEL_ANNOTATION, "debug")]);
+    assert_eq!(levels(&asked), vec!["debug"]);
+    assert_eq!(genuine(&asked), Ok(()));
+    // The chart-wide level does not widen the bounds: trace stays refused.
+    let mut pod = Pod::default();
+    pod.metadata.annotations = Some(
+        [
+            (INJECT_ANNOTATION.to_string(), "true".to_string()),
+            (LOG_LEVEL_ANNOTATION.to_string(), "trace".to_string()),
+        ]
+        .into(),
+    );
+    pod.spec = Some(PodSpec {
+        containers: vec![Container {
+            name: "app".into(),
+            image: Some("app:1".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let error = inject(&pod, &cfg).unwrap_err().to_string();
+    assert!(error.contains("sluice.dev/sidecar-log-level"), "{error}");
+}
