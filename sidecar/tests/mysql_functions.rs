@@ -130,7 +130,10 @@ fn stored_functions_do_not_unmask() {
         sidecar.port,
         &format!("USE {db};\nSELECT leak(1) AS x;\nSELECT count (1) AS y;\n"),
     );
-    assert!(!out.contains("45-67") && !err.contains("45-67"), "{out}{err}");
+    assert!(
+        !out.contains("45-67") && !err.contains("45-67"),
+        "{out}{err}"
+    );
     assert!(out.contains("[redacted]"), "{out}{err}");
 }
 
@@ -170,7 +173,9 @@ fn stored_function_errors_and_writes_do_not_leak() {
         assert!(line(&out, sql).starts_with("error 1227"), "{sql}:\n{out}");
     }
     assert_eq!(
-        maria().admin(&format!("SELECT count(*) FROM {db}.t2")).trim(),
+        maria()
+            .admin(&format!("SELECT count(*) FROM {db}.t2"))
+            .trim(),
         "0"
     );
 }
@@ -208,7 +213,10 @@ fn a_stored_function_cannot_change_settings_unseen() {
         !plain.contains("45-67"),
         "a detector's value reached the client:\n{out}"
     );
-    assert!(line(&out, "SELECT txt FROM notes").contains("[redacted]"), "{out}");
+    assert!(
+        line(&out, "SELECT txt FROM notes").contains("[redacted]"),
+        "{out}"
+    );
     assert!(
         line(&out, "SELECT txt AS again FROM notes").starts_with("error 1227"),
         "{out}"

@@ -110,7 +110,10 @@ fn read_only_sessions_stay_read_only() {
     let out = run_each(sidecar.port, db, true, &all);
     assert_eq!(status(&out, "SELECT v FROM t"), "ran", "{out}");
     // The server refuses the write (ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION).
-    assert!(out.contains("error 1792 'INSERT INTO t VALUES (2, 2)'"), "{out}");
+    assert!(
+        out.contains("error 1792 'INSERT INTO t VALUES (2, 2)'"),
+        "{out}"
+    );
     for sql in undo {
         assert_eq!(status(&out, sql), "refused", "{sql}:\n{out}");
     }
@@ -127,11 +130,7 @@ fn read_only_sessions_stay_read_only() {
         true,
         &["SELECT rw_fn()", "INSERT INTO t VALUES (4, 4)"],
     );
-    assert_ne!(
-        status(&out, "INSERT INTO t VALUES (4, 4)"),
-        "ran",
-        "{out}"
-    );
+    assert_ne!(status(&out, "INSERT INTO t VALUES (4, 4)"), "ran", "{out}");
     assert_eq!(count(db, "t"), "1", "{out}");
     // The same through a view that calls it (the text names no function).
     let out = run_each(
@@ -140,11 +139,7 @@ fn read_only_sessions_stay_read_only() {
         true,
         &["SELECT x FROM rv", "INSERT INTO t VALUES (5, 5)"],
     );
-    assert_ne!(
-        status(&out, "INSERT INTO t VALUES (5, 5)"),
-        "ran",
-        "{out}"
-    );
+    assert_ne!(status(&out, "INSERT INTO t VALUES (5, 5)"), "ran", "{out}");
     assert_eq!(count(db, "t"), "1", "{out}");
 }
 
@@ -186,9 +181,16 @@ fn writes_over_max_rows_affected_are_rolled_back() {
             "SELECT count(*) FROM w",
         ],
     );
-    assert_eq!(status(&out, "UPDATE w SET v = v + 1 WHERE id <= 2"), "ran", "{out}");
+    assert_eq!(
+        status(&out, "UPDATE w SET v = v + 1 WHERE id <= 2"),
+        "ran",
+        "{out}"
+    );
     assert_eq!(status(&out, "UPDATE w SET v = v + 1"), "refused", "{out}");
-    assert!(out.contains("changed 5 rows") && out.contains("rolled back"), "{out}");
+    assert!(
+        out.contains("changed 5 rows") && out.contains("rolled back"),
+        "{out}"
+    );
     assert_eq!(status(&out, "DELETE FROM w"), "refused", "{out}");
     assert_eq!(
         status(&out, "INSERT INTO w VALUES (10, 0), (11, 0), (12, 0)"),
@@ -206,10 +208,7 @@ fn writes_over_max_rows_affected_are_rolled_back() {
     assert!(out.contains(r#"'SELECT count(*) FROM w' [[6]]"#), "{out}");
     assert_eq!(sum(), "2");
     assert_eq!(count(db, "m"), "1");
-    assert_eq!(
-        maria().admin(&format!("SELECT v FROM {db}.m")).trim(),
-        "0"
-    );
+    assert_eq!(maria().admin(&format!("SELECT v FROM {db}.m")).trim(), "0");
     // Inside the client's transaction (PyMySQL turns autocommit off): the
     // write over the limit is undone to its savepoint, the rest is kept.
     let out = run_each(
@@ -222,7 +221,11 @@ fn writes_over_max_rows_affected_are_rolled_back() {
             "COMMIT",
         ],
     );
-    assert_eq!(status(&out, "UPDATE w SET v = 100 WHERE id = 3"), "ran", "{out}");
+    assert_eq!(
+        status(&out, "UPDATE w SET v = 100 WHERE id = 3"),
+        "ran",
+        "{out}"
+    );
     assert_eq!(status(&out, "UPDATE w SET v = 100"), "refused", "{out}");
     assert_eq!(status(&out, "COMMIT"), "ran", "{out}");
     assert_eq!(

@@ -316,13 +316,14 @@ pub fn read_only_undo(decided: &sluice_policy::engine::SqlDecision) -> Option<&'
     }
     for (s, _) in &decided.statements {
         if s.kinds.contains(&K::Call) {
-            return Some("CALL (a procedure can turn the session read-write and write in one call)");
+            return Some(
+                "CALL (a procedure can turn the session read-write and write in one call)",
+            );
         }
         if s.prepare_name.is_some() || s.execute_name.is_some() {
             return Some("SQL-level PREPARE or EXECUTE (it runs text Sluice decides elsewhere)");
         }
-        if s
-            .kinds
+        if s.kinds
             .iter()
             .all(|k| matches!(k, K::Select | K::Insert | K::Update | K::Delete))
         {
@@ -442,7 +443,9 @@ mod tests {
 
     #[test]
     fn built_in_names_where_a_stored_function_may_run_are_found() {
-        assert!(!spaced_builtin_call("select count(*), concat (a, b) from t"));
+        assert!(!spaced_builtin_call(
+            "select count(*), concat (a, b) from t"
+        ));
         assert!(spaced_builtin_call("select count (ssn) from t"));
         assert!(spaced_builtin_call("select SUM/**/(x) from t"));
         assert!(spaced_builtin_call("select max#c\n(x) from t"));

@@ -360,7 +360,9 @@ impl Session<'_> {
         match &self.read_only {
             Some(policy) if !self.settings.is_read_only() => Err(SessionError::Closed(format!(
                 "AccessPolicy {policy:?} sets readOnly, and the server reported {} = {:?}: Sluice closes the session",
-                self.settings.read_only_var.unwrap_or("transaction_read_only"),
+                self.settings
+                    .read_only_var
+                    .unwrap_or("transaction_read_only"),
                 self.settings.read_only
             ))),
             _ => Ok(()),

@@ -61,7 +61,11 @@ impl Session<'_> {
             ..Default::default()
         };
         let mut builtins = Vec::new();
-        for f in decided.statements.iter().flat_map(|(s, _)| s.functions.iter()) {
+        for f in decided
+            .statements
+            .iter()
+            .flat_map(|(s, _)| s.functions.iter())
+        {
             let f = f.to_lowercase();
             let last = f.rsplit('.').next().unwrap_or(&f).to_string();
             if f.contains('.') || !mysql_builtin(&last) {
@@ -128,7 +132,11 @@ impl Session<'_> {
     /// Why `decided` must be refused because it writes a value a stored
     /// function computed where the workload can read it back (see
     /// [`sluice_policy::mask_plan::laundering`]), when so.
-    pub(super) fn laundering_through(&self, decided: &SqlDecision, unseen: &Unseen) -> Option<String> {
+    pub(super) fn laundering_through(
+        &self,
+        decided: &SqlDecision,
+        unseen: &Unseen,
+    ) -> Option<String> {
         use sluice_crds::StatementKind as K;
         if !self.masking.has_column_rules() || !unseen.calls_stored() {
             return None;

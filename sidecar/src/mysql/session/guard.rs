@@ -64,10 +64,18 @@ impl Session<'_> {
             ))
         };
         if decided.parse_error.is_some() {
-            return refused("Sluice cannot parse this text, so it cannot tell whether it writes or count what it writes");
+            return refused(
+                "Sluice cannot parse this text, so it cannot tell whether it writes or count what it writes",
+            );
         }
-        if decided.statements.iter().any(|(s, _)| s.execute_name.is_some()) {
-            return refused("SQL-level EXECUTE runs text Sluice cannot count; send the write itself (or use the binary protocol's prepared statements)");
+        if decided
+            .statements
+            .iter()
+            .any(|(s, _)| s.execute_name.is_some())
+        {
+            return refused(
+                "SQL-level EXECUTE runs text Sluice cannot count; send the write itself (or use the binary protocol's prepared statements)",
+            );
         }
         let writes = decided
             .statements
@@ -75,7 +83,9 @@ impl Session<'_> {
             .filter(|(s, _)| is_counted_write(s))
             .count();
         if writes > 0 && decided.statements.len() > 1 {
-            return refused("a write is counted only when it comes alone in its query string; send it on its own");
+            return refused(
+                "a write is counted only when it comes alone in its query string; send it on its own",
+            );
         }
         None
     }
@@ -109,10 +119,10 @@ impl Session<'_> {
                     .to_lowercase()
             })
             .collect();
-        if let Some(odd) = names
-            .iter()
-            .find(|n| !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
-        {
+        if let Some(odd) = names.iter().find(|n| {
+            !n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        }) {
             return refused(format!(
                 "Sluice cannot look up whether table {odd:?} is transactional (its name is not a plain word)"
             ));
@@ -124,7 +134,10 @@ impl Session<'_> {
                 list.join(",")
             );
             let Some(found) = self.single_column(&sql).await? else {
-                return refused("the server would not say whether the tables it writes are transactional".into());
+                return refused(
+                    "the server would not say whether the tables it writes are transactional"
+                        .into(),
+                );
             };
             for name in &names {
                 let engines: Vec<&str> = found
@@ -237,7 +250,10 @@ impl Session<'_> {
             }
             _ => {
                 self.drain_result(&answer.payload).await?;
-                Some("it returned rows (RETURNING), which are not counted; it was rolled back".into())
+                Some(
+                    "it returned rows (RETURNING), which are not counted; it was rolled back"
+                        .into(),
+                )
             }
         };
         if let Some(why) = refusal {
@@ -260,7 +276,10 @@ impl Session<'_> {
     }
 
     /// Runs one of the sidecar's own statements; its OK, or its ERR payload.
-    async fn own_statement(&mut self, sql: &str) -> Result<Result<OkPacket, Vec<u8>>, SessionError> {
+    async fn own_statement(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<OkPacket, Vec<u8>>, SessionError> {
         let mut q = vec![COM_QUERY];
         q.extend_from_slice(sql.as_bytes());
         self.up.command(&q).await?;

@@ -263,7 +263,12 @@ pub(super) async fn setup(
     )
     .await?;
     if read_only_var.is_some() {
-        own(up, "SET SESSION TRANSACTION READ ONLY", "a read-only session").await?;
+        own(
+            up,
+            "SET SESSION TRANSACTION READ ONLY",
+            "a read-only session",
+        )
+        .await?;
     }
     let s = read_settings(up, read_only_var).await?;
     if let Some(why) = s.tracking_lost() {

@@ -275,7 +275,9 @@ impl Session<'_> {
             .map_err(SessionError::Closed)?;
         if s.tracking_lost().is_some() {
             tracing::info!("the session's tracking was changed by a statement; set up again");
-            s = setup(&mut self.up, var).await.map_err(SessionError::Closed)?;
+            s = setup(&mut self.up, var)
+                .await
+                .map_err(SessionError::Closed)?;
         }
         self.settings = s;
         self.read_only_kept()
