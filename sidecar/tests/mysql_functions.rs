@@ -183,7 +183,8 @@ fn stored_function_errors_and_writes_do_not_leak() {
 /// A stored function can turn the server's session tracking off and change
 /// a setting behind it (results sent as UTF-16, which no detector reads):
 /// the sidecar reads the settings again after a statement that may call
-/// one, and refuses what follows until the setting is back.
+/// one (itself or in a view's definition), and refuses what follows until
+/// the setting is back.
 #[test]
 fn a_stored_function_cannot_change_settings_unseen() {
     let db = "my_fn_track";
@@ -195,7 +196,8 @@ fn a_stored_function_cannot_change_settings_unseen() {
 ";
     let sidecar = setup(db, policy);
     maria().admin(&format!(
-        "CREATE TABLE {db}.notes (txt varchar(100)); INSERT INTO {db}.notes VALUES ('call {SSN} back');"
+        "CREATE TABLE {db}.notes (txt varchar(100)); INSERT INTO {db}.notes VALUES ('call {SSN} back');
+         CREATE VIEW {db}.uv AS SELECT {db}.untrack() AS x;"
     ));
     let out = run_each(
         sidecar.port,
@@ -206,6 +208,11 @@ fn a_stored_function_cannot_change_settings_unseen() {
             "SELECT txt AS again FROM notes",
             "SET NAMES utf8mb4",
             "SELECT txt AS back FROM notes",
+            // The same through a view whose definition calls it.
+            "SELECT x INTO @w FROM uv",
+            "SELECT txt AS again2 FROM notes",
+            "SET NAMES utf8mb4 COLLATE utf8mb4_general_ci",
+            "SELECT txt AS back2 FROM notes",
         ],
     );
     let plain = out.replace('\0', "").replace("\\u0000", "");
@@ -224,6 +231,14 @@ fn a_stored_function_cannot_change_settings_unseen() {
     assert!(out.contains("utf16"), "{out}");
     assert!(
         line(&out, "SELECT txt AS back FROM notes").contains("[redacted]"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "SELECT txt AS again2 FROM notes").starts_with("error 1227"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "SELECT txt AS back2 FROM notes").contains("[redacted]"),
         "{out}"
     );
 }

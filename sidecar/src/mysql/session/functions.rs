@@ -42,9 +42,10 @@ pub(super) struct Unseen {
 }
 
 impl Unseen {
-    /// Whether the statement may call a stored function.
+    /// Whether the statement may call a stored function (itself, or in the
+    /// definition of a view it reads).
     pub fn calls_stored(&self) -> bool {
-        !self.functions.is_empty() || self.whole
+        !self.functions.is_empty() || self.whole || !self.views.is_empty()
     }
 }
 
@@ -75,8 +76,13 @@ impl Session<'_> {
                 builtins.push(last);
             }
         }
-        if self.masking.has_column_rules() {
+        // Views: their columns are masked whole, and their definitions may
+        // call stored functions (the settings are read again after one is
+        // read; detectors depend on the results' character set).
+        if self.masking.active() {
             unseen.views = self.views(decided).await?;
+        }
+        if self.masking.has_column_rules() {
             for name in self.routines(&builtins).await? {
                 unseen.functions.push(name);
             }
