@@ -310,45 +310,49 @@ pub fn lexical_gate(
 /// that turns it off runs inside its statement's read-only transaction;
 /// the server reports the change and the session is closed.
 pub fn read_only_undo(decided: &sluice_policy::engine::SqlDecision) -> Option<&'static str> {
-    use sluice_crds::StatementKind as K;
     if decided.parse_error.is_some() {
         return Some("a statement Sluice cannot parse (it could change the session's settings)");
     }
-    for (s, _) in &decided.statements {
-        if s.kinds.contains(&K::Call) {
-            return Some(
-                "CALL (a procedure can turn the session read-write and write in one call)",
-            );
-        }
-        if s.prepare_name.is_some() || s.execute_name.is_some() {
-            return Some("SQL-level PREPARE or EXECUTE (it runs text Sluice decides elsewhere)");
-        }
-        if s.kinds
+    decided
+        .statements
+        .iter()
+        .find_map(|(s, _)| statement_undoes_read_only(s))
+}
+
+/// What in statement `s` could undo a read-only session (see
+/// [`read_only_undo`]).
+fn statement_undoes_read_only(s: &sluice_policy::sql::Statement) -> Option<&'static str> {
+    use sluice_crds::StatementKind as K;
+    if s.kinds.contains(&K::Call) {
+        return Some("CALL (a procedure can turn the session read-write and write in one call)");
+    }
+    if s.prepare_name.is_some() || s.execute_name.is_some() {
+        return Some("SQL-level PREPARE or EXECUTE (it runs text Sluice decides elsewhere)");
+    }
+    if s.kinds
+        .iter()
+        .all(|k| matches!(k, K::Select | K::Insert | K::Update | K::Delete))
+    {
+        return None;
+    }
+    // The words of the text and of its redacted form (comments dropped,
+    // so `READ /* x */ WRITE` reads as the server reads it).
+    let split = |t: &str| -> Vec<String> {
+        t.to_ascii_lowercase()
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    for words in [split(&s.text), split(&s.redacted)] {
+        if words
             .iter()
-            .all(|k| matches!(k, K::Select | K::Insert | K::Update | K::Delete))
+            .any(|w| w == "tx_read_only" || w == "transaction_read_only")
         {
-            continue;
+            return Some("a SET of transaction_read_only or tx_read_only");
         }
-        // The words of the text and of its redacted form (comments
-        // dropped, so `READ /* x */ WRITE` reads as the server reads it).
-        let text = s.text.to_ascii_lowercase();
-        let redacted = s.redacted.to_ascii_lowercase();
-        let split = |t: &str| -> Vec<String> {
-            t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|w| !w.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
-        for words in [split(&text), split(&redacted)] {
-            if words
-                .iter()
-                .any(|w| w == "tx_read_only" || w == "transaction_read_only")
-            {
-                return Some("a SET of transaction_read_only or tx_read_only");
-            }
-            if words.windows(2).any(|w| w[0] == "read" && w[1] == "write") {
-                return Some("READ WRITE (SET [SESSION] TRANSACTION, START TRANSACTION)");
-            }
+        if words.windows(2).any(|w| w[0] == "read" && w[1] == "write") {
+            return Some("READ WRITE (SET [SESSION] TRANSACTION, START TRANSACTION)");
         }
     }
     None
@@ -440,6 +444,36 @@ pub fn spaced_builtin_call(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_could_undo_a_read_only_session_is_found() {
+        use sluice_policy::sql::{SqlDialect, parse};
+        let undoes = |sql: &str| {
+            parse(sql, SqlDialect::Mysql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .find_map(statement_undoes_read_only)
+        };
+        for sql in [
+            "SET SESSION TRANSACTION READ WRITE",
+            "SET TRANSACTION READ /* x */ WRITE",
+            "START TRANSACTION READ WRITE",
+            "SET @@session.tx_read_only = 0",
+            "SET SESSION `transaction_read_only` = OFF",
+            "CALL p()",
+        ] {
+            assert!(undoes(sql).is_some(), "{sql}");
+        }
+        for sql in [
+            "SET SESSION TRANSACTION READ ONLY",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "START TRANSACTION READ ONLY",
+            "SELECT @@tx_read_only",
+            "UPDATE t SET read_write = 1",
+        ] {
+            assert_eq!(undoes(sql), None, "{sql}");
+        }
+    }
 
     #[test]
     fn built_in_names_where_a_stored_function_may_run_are_found() {
