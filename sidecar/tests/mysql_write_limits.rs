@@ -179,6 +179,12 @@ fn writes_over_max_rows_affected_are_rolled_back() {
             "UPDATE m SET v = 1",
             "UPDATE w SET v = 7 WHERE id = 1; SELECT 1",
             "SELECT count(*) FROM w",
+            // The guard keeps the client's LOCK TABLES locks (START
+            // TRANSACTION would release them): `m` stays out of reach.
+            "LOCK TABLES w WRITE",
+            "UPDATE w SET v = v WHERE id = 1",
+            "SELECT count(*) FROM m",
+            "UNLOCK TABLES",
         ],
     );
     assert_eq!(
@@ -206,6 +212,12 @@ fn writes_over_max_rows_affected_are_rolled_back() {
         "{out}"
     );
     assert!(out.contains(r#"'SELECT count(*) FROM w' [[6]]"#), "{out}");
+    assert_eq!(
+        status(&out, "UPDATE w SET v = v WHERE id = 1"),
+        "ran",
+        "{out}"
+    );
+    assert!(out.contains("error 1100 'SELECT count(*) FROM m'"), "{out}");
     assert_eq!(sum(), "2");
     assert_eq!(count(db, "m"), "1");
     assert_eq!(maria().admin(&format!("SELECT v FROM {db}.m")).trim(), "0");

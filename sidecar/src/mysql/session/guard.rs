@@ -7,8 +7,9 @@
 //! turn it off is refused before it runs ([`gate::read_only_undo`]).
 //!
 //! maxRowsAffected: a write (INSERT, REPLACE, UPDATE, DELETE, a prepared
-//! one at EXECUTE) runs inside a transaction the sidecar opens (autocommit)
-//! or behind a savepoint (inside the client's transaction); its OK packet's
+//! one at EXECUTE) runs inside a transaction the sidecar opens (autocommit
+//! turned off for it, which keeps LOCK TABLES locks; START TRANSACTION
+//! would release them) or behind a savepoint (inside the client's transaction); its OK packet's
 //! affected-rows count decides: over the limit it is rolled back and
 //! refused, otherwise committed (or the savepoint released) and the client
 //! gets the write's OK. Only transactional (InnoDB) tables can be rolled
@@ -32,6 +33,8 @@ struct Guard {
     open: String,
     keep: String,
     undo: Vec<String>,
+    /// Run last whether the write was kept or undone.
+    after: Option<String>,
 }
 
 impl Session<'_> {
@@ -185,12 +188,16 @@ impl Session<'_> {
                     format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"),
                     format!("RELEASE SAVEPOINT {SAVEPOINT}"),
                 ],
+                after: None,
             }
         } else {
+            // Not START TRANSACTION: it would release the client's LOCK
+            // TABLES locks; COMMIT and ROLLBACK do not.
             Guard {
-                open: "START TRANSACTION".into(),
+                open: "SET autocommit = 0".into(),
                 keep: "COMMIT".into(),
                 undo: vec!["ROLLBACK".into()],
+                after: Some("SET autocommit = 1".into()),
             }
         };
         if let Err(err) = self.own_statement(&guard.open).await? {
@@ -218,7 +225,16 @@ impl Session<'_> {
                         ok.affected
                     ))
                 } else {
-                    match self.own_statement(&guard.keep).await? {
+                    let kept = self.own_statement(&guard.keep).await?;
+                    let kept = match (&guard.after, kept) {
+                        (Some(after), Ok(_)) => self.own_statement(after).await?,
+                        (Some(after), Err(err)) => {
+                            let _ = self.own_statement(after).await?;
+                            Err(err)
+                        }
+                        (None, kept) => kept,
+                    };
+                    match kept {
                         Ok(kept) => {
                             // The client's transaction state is the one
                             // after the guard, not inside it.
@@ -269,7 +285,7 @@ impl Session<'_> {
     /// Undoes a guarded write (errors are the server's to report: a
     /// transaction the server rolled back itself has no savepoint left).
     async fn undo(&mut self, guard: &Guard) -> Result<(), SessionError> {
-        for sql in &guard.undo {
+        for sql in guard.undo.iter().chain(&guard.after) {
             let _ = self.own_statement(sql).await?;
         }
         Ok(())
