@@ -74,7 +74,11 @@ pub struct AccessPolicySpec {
     /// and refuses every statement that could undo it (SET/RESET of it, RESET
     /// ALL, DISCARD, set_config, `... READ WRITE`, UPDATE pg_settings, DO, text
     /// it cannot parse). PostgreSQL then refuses every write, including writes
-    /// done inside functions and `nextval`. Most restrictive wins: one
+    /// done inside functions and `nextval`. On MySQL the upstream session
+    /// gets `SET SESSION TRANSACTION READ ONLY` (and the server refuses writes
+    /// and DDL); a SET of `transaction_read_only`, `READ WRITE`, `CALL`,
+    /// SQL-level PREPARE/EXECUTE and unparsed text are refused. Most
+    /// restrictive wins: one
     /// applicable policy in `enforce` mode with `readOnly: true` is enough.
     /// Turning it on closes live sessions that are not read-only yet; turning
     /// it off applies to new sessions. Default false.
@@ -613,7 +617,10 @@ pub struct Limits {
     /// data-modifying `WITH` is refused (the server does not report how many
     /// rows it changed), and writes done inside functions, procedures,
     /// triggers and DO blocks are not counted (use `readOnly` to stop those).
-    /// PostgreSQL only. Most restrictive wins.
+    /// On MySQL the count is the OK packet's affected rows (INSERT, REPLACE,
+    /// UPDATE, DELETE, prepared ones at EXECUTE), and a write naming a table
+    /// that is not InnoDB (a rollback could not undo it) is refused. Most
+    /// restrictive wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000_000))]
     pub max_rows_affected: Option<u64>,

@@ -116,14 +116,10 @@ pub fn connection_status(
     };
     set_condition(&mut status.conditions, credentials_condition);
 
-    // A protocol the CRD accepts but no sidecar serves yet must not claim
-    // Ready: an injected pod would meet a closed port (#24).
-    let not_served = (spec.protocol == Protocol::Mysql).then(|| {
-        (
-            "ProtocolNotServed",
-            "protocol mysql is accepted but not served by this version of the sidecar: a pod would find nothing listening on the Connection's port; use a postgres or http Connection until the MySQL data plane lands".to_string(),
-        )
-    });
+    // A protocol the sidecar does not serve whole must not claim Ready:
+    // what a policy may ask of it would be refused (#24).
+    let not_served = (spec.protocol == Protocol::Mysql)
+        .then(|| ("ProtocolNotServed", MYSQL_NOT_SERVED.to_string()));
     let ready = match not_served.or(credentials).or(tls) {
         None => condition(
             READY,
@@ -142,6 +138,10 @@ pub fn connection_status(
     set_condition(&mut status.conditions, ready);
     status
 }
+
+/// What the sidecar's MySQL plane does not serve yet, the message of a
+/// mysql Connection's `Ready=False` (`ProtocolNotServed`).
+pub const MYSQL_NOT_SERVED: &str = "protocol mysql is served in part by this version of the sidecar: statements a policy sends to requireApproval are refused (approvals are not served on MySQL Connections yet), and so are cursors on prepared statements (COM_STMT_FETCH) and COM_CHANGE_USER; decisions, masking, maxRows, maxRowsAffected, readOnly, statementsPerSecond and audit are served. Ready stays False until a policy can ask nothing the MySQL plane refuses";
 
 /// The status of `policy`: `compiled` is the policy compiler's verdict and
 /// `known_connections` the Connections of its namespace.
@@ -483,6 +483,10 @@ mod tests {
             ("False", "ProtocolNotServed")
         );
         assert!(ready.message.contains("mysql"), "{}", ready.message);
+        // It says precisely what is missing.
+        for missing in ["requireApproval", "COM_STMT_FETCH"] {
+            assert!(ready.message.contains(missing), "{}", ready.message);
+        }
         // The credentials themselves are fine, and say so.
         assert_eq!(
             cond(&status.conditions, CREDENTIALS_RESOLVED).status,

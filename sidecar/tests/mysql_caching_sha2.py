@@ -84,7 +84,7 @@ def serve(conn):
         text = body[1:]
         if text.startswith(b'SET'):
             conn.sendall(packet(1, OK))
-        elif text.startswith(b'SELECT @@SESSION.sql_mode'):
+        elif text.startswith(b'SELECT CAST(@@SESSION.sql_mode'):
             conn.sendall(result(1, [b'a', b'b', b'c', b'd', b'e'],
                                 [b'STRICT_TRANS_TABLES', b'utf8mb4', b'utf8mb4', b'utf8mb4', TRACKED]))
         elif text == b"SELECT 'hello'":

@@ -73,6 +73,7 @@ mod collect; // kinds, tables, functions referenced anywhere
 mod embedded; // built-ins that run SQL given as text
 mod kind; // a statement's kind
 mod literal; // whether a statement's meaning depends on its literals
+mod mysql_functions; // MySQL/MariaDB built-in functions, and stored ones
 mod parse; // tokenizing, parsing, parse errors without literals
 mod rewrite; // token rewrites for statements sqlparser refuses
 #[cfg(test)]
@@ -84,6 +85,7 @@ pub use embedded::{
     MAX_EMBEDDING_DEPTH, SQL_TEXT_FUNCTIONS, SqlTextArgument, SqlTextFunction, sql_text_function,
 };
 pub use literal::literal_dependent;
+pub use mysql_functions::{MYSQL_BUILTINS, MYSQL_SPACE_SENSITIVE, mysql_builtin};
 
 use std::fmt;
 

@@ -40,6 +40,12 @@ pub struct Settings {
     pub charset_results: String,
     /// `@@session_track_system_variables`.
     pub tracked: String,
+    /// The variable that makes the session's transactions read-only
+    /// (`transaction_read_only`, `tx_read_only` on MariaDB before 11.1),
+    /// followed too while a policy sets `readOnly`.
+    pub read_only_var: Option<&'static str>,
+    /// Its value as the server last reported it.
+    pub read_only: String,
 }
 
 impl Settings {
@@ -51,9 +57,24 @@ impl Settings {
             "character_set_connection" => &mut self.charset_connection,
             "character_set_results" => &mut self.charset_results,
             "session_track_system_variables" => &mut self.tracked,
+            n if self.read_only_var == Some(n) => &mut self.read_only,
             _ => return,
         };
         *slot = value.to_string();
+    }
+
+    /// Whether the session's transactions are read-only, as last reported.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.read_only.to_ascii_uppercase().as_str(), "1" | "ON")
+    }
+
+    /// The variables to have the server track: [`TRACKED`], and the
+    /// read-only variable when followed.
+    pub fn tracked_list(&self) -> String {
+        match self.read_only_var {
+            Some(v) => format!("{TRACKED},{v}"),
+            None => TRACKED.to_string(),
+        }
     }
 
     fn has_mode(&self, flag: &str) -> bool {
@@ -75,6 +96,7 @@ impl Settings {
         }
         TRACKED
             .split(',')
+            .chain(self.read_only_var)
             .find(|v| !tracked.iter().any(|t| t == v))
             .map(|v| {
                 format!(
@@ -276,9 +298,195 @@ pub fn lexical_gate(
     Ok(statements)
 }
 
+/// What in `decided` could undo a read-only session, if anything: the
+/// sidecar makes the session's transactions read-only (`SET SESSION
+/// TRANSACTION READ ONLY`) and the server refuses every write in them, so
+/// what must not run is whatever could turn that off: a SET (or `SET
+/// STATEMENT … FOR`) of `transaction_read_only` / `tx_read_only`, `READ
+/// WRITE` (SET [SESSION] TRANSACTION, START TRANSACTION), a CALL (a
+/// procedure can turn it off and write in the same call, each of its
+/// statements its own transaction), SQL-level PREPARE / EXECUTE (text
+/// Sluice does not see), and text Sluice cannot parse. A stored function
+/// that turns it off runs inside its statement's read-only transaction;
+/// the server reports the change and the session is closed.
+pub fn read_only_undo(decided: &sluice_policy::engine::SqlDecision) -> Option<&'static str> {
+    if decided.parse_error.is_some() {
+        return Some("a statement Sluice cannot parse (it could change the session's settings)");
+    }
+    decided
+        .statements
+        .iter()
+        .find_map(|(s, _)| statement_undoes_read_only(s))
+}
+
+/// What in statement `s` could undo a read-only session (see
+/// [`read_only_undo`]).
+fn statement_undoes_read_only(s: &sluice_policy::sql::Statement) -> Option<&'static str> {
+    use sluice_crds::StatementKind as K;
+    if s.kinds.contains(&K::Call) {
+        return Some("CALL (a procedure can turn the session read-write and write in one call)");
+    }
+    if s.prepare_name.is_some() || s.execute_name.is_some() {
+        return Some("SQL-level PREPARE or EXECUTE (it runs text Sluice decides elsewhere)");
+    }
+    if s.kinds
+        .iter()
+        .all(|k| matches!(k, K::Select | K::Insert | K::Update | K::Delete))
+    {
+        return None;
+    }
+    // The words of the text and of its redacted form (comments dropped,
+    // so `READ /* x */ WRITE` reads as the server reads it).
+    let split = |t: &str| -> Vec<String> {
+        t.to_ascii_lowercase()
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    for words in [split(&s.text), split(&s.redacted)] {
+        if words
+            .iter()
+            .any(|w| w == "tx_read_only" || w == "transaction_read_only")
+        {
+            return Some("a SET of transaction_read_only or tx_read_only");
+        }
+        if words.windows(2).any(|w| w[0] == "read" && w[1] == "write") {
+            return Some("READ WRITE (SET [SESSION] TRANSACTION, START TRANSACTION)");
+        }
+    }
+    None
+}
+
+/// Whether `text` calls a built-in's name where the server may run a
+/// stored function of that name instead: one of
+/// [`MYSQL_SPACE_SENSITIVE`](sluice_policy::sql::MYSQL_SPACE_SENSITIVE)
+/// followed by whitespace or a comment before its `(` (`count (x)` runs
+/// `db.count` unless IGNORE_SPACE is on), or a built-in's name in backticks
+/// before a `(`. The parser reads both as the built-in. Read conservatively:
+/// a table or column of such a name before `(` counts too.
+pub fn spaced_builtin_call(text: &str) -> bool {
+    use sluice_policy::sql::{MYSQL_SPACE_SENSITIVE, mysql_builtin};
+    let b = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    // Past whitespace and comments from `i`: where the next token starts,
+    // and whether anything was skipped.
+    let skip = |mut i: usize| -> (usize, bool) {
+        let start = i;
+        loop {
+            match b.get(i) {
+                Some(c) if c.is_ascii_whitespace() => i += 1,
+                Some(b'#') => {
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                Some(b'-') if b.get(i + 1) == Some(&b'-') => {
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                Some(b'/') if b.get(i + 1) == Some(&b'*') => {
+                    match b[i + 2..].windows(2).position(|w| w == b"*/") {
+                        Some(end) => i += 2 + end + 2,
+                        None => i = b.len(),
+                    }
+                }
+                _ => return (i, i > start),
+            }
+        }
+    };
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'`' => {
+                let start = i + 1;
+                let end = b[start..]
+                    .iter()
+                    .position(|&c| c == b'`')
+                    .map_or(b.len(), |e| start + e);
+                let name = String::from_utf8_lossy(&b[start..end]).to_ascii_lowercase();
+                i = end + 1;
+                let (next, _) = skip(i);
+                if b.get(next) == Some(&b'(')
+                    && (mysql_builtin(&name) || MYSQL_SPACE_SENSITIVE.contains(&name.as_str()))
+                {
+                    return true;
+                }
+            }
+            b'#' | b'-' | b'/' if skip(i).1 => i = skip(i).0,
+            c if word(c) => {
+                let start = i;
+                while i < b.len() && word(b[i]) {
+                    i += 1;
+                }
+                let name = String::from_utf8_lossy(&b[start..i]).to_ascii_lowercase();
+                if MYSQL_SPACE_SENSITIVE.contains(&name.as_str()) {
+                    let (next, skipped) = skip(i);
+                    if skipped && b.get(next) == Some(&b'(') {
+                        return true;
+                    }
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_could_undo_a_read_only_session_is_found() {
+        use sluice_policy::sql::{SqlDialect, parse};
+        let undoes = |sql: &str| {
+            parse(sql, SqlDialect::Mysql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .find_map(statement_undoes_read_only)
+        };
+        for sql in [
+            "SET SESSION TRANSACTION READ WRITE",
+            "SET TRANSACTION READ /* x */ WRITE",
+            "START TRANSACTION READ WRITE",
+            "SET @@session.tx_read_only = 0",
+            "SET SESSION `transaction_read_only` = OFF",
+            "CALL p()",
+        ] {
+            assert!(undoes(sql).is_some(), "{sql}");
+        }
+        for sql in [
+            "SET SESSION TRANSACTION READ ONLY",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "START TRANSACTION READ ONLY",
+            "SELECT @@tx_read_only",
+            "UPDATE t SET read_write = 1",
+        ] {
+            assert_eq!(undoes(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn built_in_names_where_a_stored_function_may_run_are_found() {
+        assert!(!spaced_builtin_call(
+            "select count(*), concat (a, b) from t"
+        ));
+        assert!(spaced_builtin_call("select count (ssn) from t"));
+        assert!(spaced_builtin_call("select SUM/**/(x) from t"));
+        assert!(spaced_builtin_call("select max#c\n(x) from t"));
+        assert!(spaced_builtin_call("select `concat`(ssn) from t"));
+        assert!(!spaced_builtin_call("select 'count (x)', `t` (x)"));
+        assert!(!spaced_builtin_call("insert into t (a) values (1)"));
+    }
 
     fn utf8() -> Settings {
         Settings {
@@ -287,6 +495,7 @@ mod tests {
             charset_connection: "utf8mb4".into(),
             charset_results: "utf8mb4".into(),
             tracked: TRACKED.into(),
+            ..Default::default()
         }
     }
 

@@ -19,9 +19,14 @@
 //!   reads a text otherwise than Sluice's parser: tracked or refused;
 //! - [`packet`]: framing (16 MiB continuation), length-encoded values.
 //!
+//! `readOnly` and `maxRowsAffected` are served (a read-only upstream
+//! session; a savepoint or transaction guard per write), and stored
+//! functions are treated as reading any table (see the session's
+//! `functions` and `guard`).
+//!
 //! Not served yet (refused with an ERR packet that says so): cursors on
-//! prepared statements (COM_STMT_FETCH), COM_CHANGE_USER, COM_FIELD_LIST; approvals, `maxRowsAffected` and `readOnly` (statements
-//! are refused while a policy sets them).
+//! prepared statements (COM_STMT_FETCH), COM_CHANGE_USER, COM_FIELD_LIST;
+//! approvals (a statement a policy sends to requireApproval is refused).
 
 pub mod binary;
 pub mod bundle;

@@ -10,7 +10,9 @@ use mysql_common::io::ParseBuf;
 use mysql_common::packets::Column;
 use mysql_common::proto::MyDeserialize;
 use sluice_policy::engine::SqlDecision;
-use sluice_policy::mask_plan::{ColumnMask, ColumnOrigin, OutputColumn, Preview, PreviewItem};
+use sluice_policy::mask_plan::{
+    ColumnMask, ColumnMatcher, ColumnOrigin, OutputColumn, Preview, PreviewItem,
+};
 
 use super::gate::Settings;
 use super::packet::{
@@ -29,7 +31,8 @@ const TRACK_SYSTEM_VARIABLES: u8 = 0;
 /// with session tracking on.
 #[derive(Debug, Default)]
 pub struct OkPacket {
-    affected: u64,
+    /// Affected rows.
+    pub affected: u64,
     last_insert_id: u64,
     /// Status flags.
     pub status: u16,
@@ -181,7 +184,9 @@ pub fn column(payload: &[u8]) -> Result<Column, PacketError> {
 
 /// The masks of a result's columns: the engine's plan for `decided`'s
 /// statement `index` (the last one for the extra results of a `CALL`) on
-/// the columns as the server describes them (origin table and column).
+/// the columns as the server describes them (origin table and column),
+/// under `extended` (the rules' matcher with the stored functions the
+/// statement calls) when given.
 /// A text Sluice could not parse, allowed by `onParseError`, has every
 /// column masked when any column rule exists.
 pub fn plan(
@@ -190,11 +195,12 @@ pub fn plan(
     index: usize,
     columns: &[Column],
     warnings: bool,
+    extended: Option<&ColumnMatcher>,
 ) -> Vec<ColumnPlan> {
     let text: Vec<bool> = columns.iter().map(textual).collect();
     let mut rules: Vec<Option<usize>> = vec![None; columns.len()];
     let set = &masking.set;
-    let matcher = set.column_matcher();
+    let matcher = extended.unwrap_or_else(|| set.column_matcher());
     if masking.has_column_rules() {
         let stmt = decided
             .statements
@@ -244,6 +250,14 @@ pub fn plan(
         .zip(text)
         .map(|(rule, text)| ColumnPlan { rule, text })
         .collect()
+}
+
+/// Every column masked with the strongest rule (a result whose values may
+/// come from a call the lineage analysis cannot place).
+pub fn mask_all(masking: &Masking, plan: &mut [ColumnPlan]) {
+    if let Some(strongest) = masking.column_matcher().strongest_rule() {
+        plan.iter_mut().for_each(|p| p.rule = Some(strongest));
+    }
 }
 
 /// A statement that reads a view: the server reports the view's columns

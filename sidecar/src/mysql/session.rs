@@ -37,11 +37,14 @@ use crate::audit::{AuditLog, SessionInfo};
 use crate::masking::Masking;
 use crate::standing::{Binding, Standing};
 
+mod functions;
+mod guard;
 mod handshake;
 mod prepared;
 mod query;
 mod relay;
 
+use functions::Unseen;
 use handshake::{read_settings, run, setup};
 
 /// MySQL's error for a refused statement (ER_SPECIFIC_ACCESS_DENIED_ERROR).
@@ -184,6 +187,16 @@ struct Session<'a> {
     settings: Settings,
     /// The prepared statements, by the server's statement id.
     statements: std::collections::HashMap<u32, Decided>,
+    /// Built-in function names: whether a stored function shares the name
+    /// (`information_schema.ROUTINES`; cleared after a statement that may
+    /// create one).
+    routines: std::collections::HashMap<String, bool>,
+    /// The policy that made the session read-only when it started
+    /// (`spec.readOnly`), if any.
+    read_only: Option<Arc<str>>,
+    /// The server status flags of its last OK packet (in a transaction,
+    /// autocommit).
+    server_status: u16,
 }
 
 /// A text and its decision.
@@ -278,7 +291,10 @@ impl Session<'_> {
                     if a.payload.first() == Some(&0) {
                         // The server dropped the session's prepared statements.
                         self.statements.clear();
-                        self.settings = setup(&mut self.up).await.map_err(SessionError::Closed)?;
+                        let var = self.settings.read_only_var;
+                        self.settings = setup(&mut self.up, var)
+                            .await
+                            .map_err(SessionError::Closed)?;
                         reply.push(&OkPacket::with_status(0x0002).encode(0, self.client_caps));
                     } else {
                         reply.push(&a.payload);
@@ -329,10 +345,28 @@ impl Session<'_> {
     /// stopped reporting a setting the sidecar follows.
     fn track(&mut self, ok: &OkPacket) -> Result<(), SessionError> {
         results::track(ok, &mut self.settings)?;
+        self.server_status = ok.status;
         if let Some(why) = self.settings.tracking_lost() {
             return Err(SessionError::Closed(why));
         }
-        Ok(())
+        self.read_only_kept()
+    }
+
+    /// Ends the session when a policy sets `readOnly` and the server
+    /// reports the session's transactions read-write (a stored function or
+    /// a view's function turned it off: Sluice refuses every statement that
+    /// could, see `read_only_undo`).
+    fn read_only_kept(&self) -> Result<(), SessionError> {
+        match &self.read_only {
+            Some(policy) if !self.settings.is_read_only() => Err(SessionError::Closed(format!(
+                "AccessPolicy {policy:?} sets readOnly, and the server reported {} = {:?}: Sluice closes the session",
+                self.settings
+                    .read_only_var
+                    .unwrap_or("transaction_read_only"),
+                self.settings.read_only
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Picks up a changed standing (run mode).

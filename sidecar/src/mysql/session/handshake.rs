@@ -48,7 +48,14 @@ pub(super) async fn run(
         return Ok(());
     };
     let mut reply_seq = hello.reply_seq;
-    let opening = open_upstream(ctx, io, &greeting, &hello).await;
+    // A policy in force sets readOnly: the server makes the session's
+    // transactions read-only (see Session::read_only_undo).
+    let read_only: Option<Arc<str>> = standing
+        .borrow()
+        .set()
+        .and_then(|s| s.read_only())
+        .map(Arc::from);
+    let opening = open_upstream(ctx, io, &greeting, &hello, read_only.is_some()).await;
     let (up, settings) = match opening {
         Ok(opened) => opened,
         Err(why) => {
@@ -86,6 +93,9 @@ pub(super) async fn run(
         revoked: None,
         settings,
         statements: Default::default(),
+        routines: Default::default(),
+        read_only,
+        server_status: ok.status,
     };
     session.commands().await
 }
@@ -182,6 +192,7 @@ async fn open_upstream(
     io: Box<dyn upstream::Io>,
     greeting: &upstream::Greeting,
     hello: &ClientHello,
+    read_only: bool,
 ) -> Result<(Upstream, Settings), String> {
     let wanted = hello.caps
         & (CapabilityFlags::CLIENT_MULTI_STATEMENTS
@@ -210,7 +221,14 @@ async fn open_upstream(
             ctx.name
         )
     })?;
-    let set_up = tokio::time::timeout(ctx.startup_timeout, setup(&mut up)).await;
+    let prepare = async {
+        let var = match read_only {
+            true => Some(read_only_variable(&mut up).await?),
+            false => None,
+        };
+        setup(&mut up, var).await
+    };
+    let set_up = tokio::time::timeout(ctx.startup_timeout, prepare).await;
     let settings = set_up
         .unwrap_or_else(|_| Err("the server did not answer in time".into()))
         .map_err(|why| {
@@ -224,38 +242,100 @@ async fn open_upstream(
 
 /// The sidecar's own statements at the start of the upstream session: the
 /// server reports every change of the settings that change how it reads
-/// statements ([`gate::TRACKED`]), and their values now.
-pub(super) async fn setup(up: &mut Upstream) -> Result<Settings, String> {
-    track(up).await?;
-    let s = read_settings(up).await?;
+/// statements ([`gate::TRACKED`]), and their values now. With
+/// `read_only_var` (a policy sets `readOnly`), the session's transactions
+/// are made read-only and that variable is followed too.
+pub(super) async fn setup(
+    up: &mut Upstream,
+    read_only_var: Option<&'static str>,
+) -> Result<Settings, String> {
+    let wanted = Settings {
+        read_only_var,
+        ..Default::default()
+    };
+    own(
+        up,
+        &format!(
+            "SET SESSION session_track_system_variables = '{}'",
+            wanted.tracked_list()
+        ),
+        "session tracking",
+    )
+    .await?;
+    if read_only_var.is_some() {
+        own(
+            up,
+            "SET SESSION TRANSACTION READ ONLY",
+            "a read-only session",
+        )
+        .await?;
+    }
+    let s = read_settings(up, read_only_var).await?;
     if let Some(why) = s.tracking_lost() {
         return Err(why);
+    }
+    if read_only_var.is_some() && !s.is_read_only() {
+        return Err(format!(
+            "the server did not make the session read-only ({} is {:?})",
+            read_only_var.unwrap_or_default(),
+            s.read_only
+        ));
     }
     Ok(s)
 }
 
-/// Has the server track [`gate::TRACKED`].
-pub(super) async fn track(up: &mut Upstream) -> Result<(), String> {
-    let track = format!(
-        "SET SESSION session_track_system_variables = '{}'",
-        gate::TRACKED
-    );
+/// Runs one of the sidecar's own statements, answered with OK; the error
+/// says the server refused `what`.
+pub(super) async fn own(up: &mut Upstream, sql: &str, what: &str) -> Result<(), String> {
     let mut q = vec![COM_QUERY];
-    q.extend_from_slice(track.as_bytes());
+    q.extend_from_slice(sql.as_bytes());
     up.command(&q).await.map_err(|e| e.to_string())?;
     let p = up.read().await.map_err(|e| e.to_string())?;
     if p.payload.first() != Some(&0) {
         let (code, _, msg) = packet::parse_err(&p.payload);
-        return Err(format!(
-            "the server refused session tracking ({code}: {msg})"
-        ));
+        return Err(format!("the server refused {what} ({code}: {msg})"));
     }
     Ok(())
 }
 
+/// The name of the variable that makes the session's transactions
+/// read-only on this server: `transaction_read_only` (MySQL, MariaDB 11.1
+/// and later) or `tx_read_only` (MariaDB before 11.1).
+pub(super) async fn read_only_variable(up: &mut Upstream) -> Result<&'static str, String> {
+    for name in ["transaction_read_only", "tx_read_only"] {
+        let mut q = vec![COM_QUERY];
+        q.extend_from_slice(format!("SELECT @@SESSION.{name}").as_bytes());
+        up.command(&q).await.map_err(|e| e.to_string())?;
+        let head = up.read().await.map_err(|e| e.to_string())?;
+        if head.payload.first() == Some(&0xFF) {
+            continue;
+        }
+        // One column definition, one row, the OK that ends them.
+        for _ in 0..3 {
+            up.read().await.map_err(|e| e.to_string())?;
+        }
+        return Ok(name);
+    }
+    Err("the server has neither transaction_read_only nor tx_read_only, so Sluice cannot make the session read-only".into())
+}
+
 /// The settings' values now, read with the sidecar's own query.
-pub(super) async fn read_settings(up: &mut Upstream) -> Result<Settings, String> {
-    let query = "SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, @@SESSION.character_set_connection, @@SESSION.character_set_results, @@SESSION.session_track_system_variables";
+pub(super) async fn read_settings(
+    up: &mut Upstream,
+    read_only_var: Option<&'static str>,
+) -> Result<Settings, String> {
+    // As binary strings: the server sends them as they are, whatever
+    // character_set_results is (a stored function may have set UTF-16).
+    let names: Vec<&str> = gate::TRACKED.split(',').chain(read_only_var).collect();
+    let columns = names.len();
+    let query = format!(
+        "SELECT {}",
+        names
+            .iter()
+            .map(|n| format!("CAST(@@SESSION.{n} AS BINARY)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut q = vec![COM_QUERY];
     q.extend_from_slice(query.as_bytes());
     up.command(&q).await.map_err(|e| e.to_string())?;
@@ -264,15 +344,15 @@ pub(super) async fn read_settings(up: &mut Upstream) -> Result<Settings, String>
     let count = packet::lenenc_int(&head.payload, &mut pos)
         .ok()
         .flatten()
-        .filter(|n| *n == 5)
-        .ok_or("the server's answer to reading the session settings is not 5 columns")?;
+        .filter(|n| *n == columns as u64)
+        .ok_or("the server's answer to reading the session settings has another number of columns than asked")?;
     for _ in 0..count {
         up.read().await.map_err(|e| e.to_string())?;
     }
     let row = up.read().await.map_err(|e| e.to_string())?;
     let mut pos = 0;
     let mut values = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..columns {
         let v = packet::lenenc_bytes(&row.payload, &mut pos).map_err(|e| e.to_string())?;
         values.push(String::from_utf8_lossy(v.unwrap_or_default()).into_owned());
     }
@@ -282,8 +362,11 @@ pub(super) async fn read_settings(up: &mut Upstream) -> Result<Settings, String>
             "the server's answer to reading the session settings has more than one row".into(),
         );
     }
-    let mut s = Settings::default();
-    for (name, value) in gate::TRACKED.split(',').zip(values) {
+    let mut s = Settings {
+        read_only_var,
+        ..Default::default()
+    };
+    for (name, value) in gate::TRACKED.split(',').chain(read_only_var).zip(values) {
         s.set(name, &value);
     }
     Ok(s)

@@ -62,11 +62,11 @@ impl Session<'_> {
         {
             return Some(format!("statement refused by Sluice: {why}"));
         }
-        let limits = self.masking.limits();
-        if limits.max_rows_affected.is_some() || self.masking.read_only().is_some() {
-            return Some(
-                "statement refused by Sluice: the AccessPolicy sets maxRowsAffected or readOnly, which the MySQL plane does not enforce yet; every statement is refused rather than run unguarded".into(),
-            );
+        if let Some(why) = self.read_only_refusal(decided) {
+            return Some(why);
+        }
+        if let Some(why) = self.rows_affected_refusal(decided) {
+            return Some(why);
         }
         if text.to_ascii_lowercase().contains("session_track") {
             return Some("statement refused by Sluice: the session's tracking settings (session_track_*) are Sluice's own; it follows sql_mode and the character sets through them".into());
@@ -153,7 +153,24 @@ impl Session<'_> {
         binary: bool,
     ) -> Result<(), SessionError> {
         let (text, decided) = (&decided.text, &decided.decision);
-        if let Some(why) = self.refusal(text, decided, true) {
+        let mut refused = self.refusal(text, decided, true);
+        // Views and stored functions: what the lineage analysis cannot see.
+        let unseen = match refused {
+            None => self.unseen(decided, text).await?,
+            Some(_) => Unseen::default(),
+        };
+        if refused.is_none() {
+            refused = self.laundering_through(decided, &unseen);
+        }
+        // maxRowsAffected: a write runs behind a guard, on InnoDB tables only.
+        let mut guard = None;
+        if refused.is_none() {
+            match self.rows_guard(decided).await? {
+                Ok(g) => guard = g,
+                Err(why) => refused = Some(why),
+            }
+        }
+        if let Some(why) = refused {
             let _ = self.record(decided, Some(&why), binary);
             let mut reply = Reply::new(reply_seq);
             reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &why));
@@ -170,23 +187,29 @@ impl Session<'_> {
             self.client.write_all(&reply.out).await?;
             return Ok(());
         }
-        // The server reports a view's columns with the view as their
-        // origin: which of the tables the text reads are views.
-        let views = if self.masking.has_column_rules() {
-            self.views(decided).await?
-        } else {
-            Vec::new()
-        };
         let started = Instant::now();
-        self.up.command(forward).await?;
         let warnings = {
             let t = text.trim_start().to_ascii_lowercase();
             t.starts_with("show") && (t.contains("warnings") || t.contains("errors"))
         };
-        let outcome = self
-            .relay(decided, reply_seq, (warnings, binary), &views)
-            .await?;
+        let outcome = match guard {
+            Some(limit) => {
+                self.guarded(decided, forward, reply_seq, limit, &unseen)
+                    .await?
+            }
+            None => {
+                self.up.command(forward).await?;
+                self.relay(decided, reply_seq, (warnings, binary), &unseen)
+                    .await?
+            }
+        };
         if may_change_settings(decided) {
+            // It may have created a stored function.
+            self.routines.clear();
+        }
+        // A stored function may have changed the settings (or turned the
+        // server's tracking off) without the server reporting it.
+        if may_change_settings(decided) || unseen.calls_stored() {
             self.recheck().await?;
         }
         let _ = self.ctx.audit.event(
@@ -206,7 +229,8 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Which of the tables `decided` reads are views (names in lower case,
+    /// Which of the tables `decided` reads are views (the server reports a
+    /// view's columns with the view as their origin; names in lower case,
     /// any schema: a base table that shares a view's name is treated as
     /// one). Asked of the server before the text runs; when it cannot tell,
     /// every table counts as a view.
@@ -237,35 +261,7 @@ impl Session<'_> {
             "SELECT LOWER(TABLE_NAME) FROM information_schema.VIEWS WHERE LOWER(TABLE_NAME) IN ({})",
             list.join(",")
         );
-        let mut q = vec![COM_QUERY];
-        q.extend_from_slice(sql.as_bytes());
-        self.up.command(&q).await?;
-        let head = self.up.read().await?;
-        match head.payload.first() {
-            Some(0xFF) => return Ok(names),
-            Some(0x00) => return Ok(Vec::new()),
-            _ => {}
-        }
-        // One column definition, then rows until the OK that ends them.
-        self.up.read().await?;
-        let mut views = Vec::new();
-        loop {
-            let r = self.up.read().await?;
-            match r.payload.first() {
-                Some(0xFE) if r.payload.len() < packet::MAX_WIRE_PAYLOAD => {
-                    let ok = OkPacket::parse(&r.payload)?;
-                    self.track(&ok)?;
-                    return Ok(views);
-                }
-                Some(0xFF) => return Ok(names),
-                _ => {
-                    let mut pos = 0;
-                    if let Some(v) = packet::lenenc_bytes(&r.payload, &mut pos)? {
-                        views.push(String::from_utf8_lossy(v).into_owned());
-                    }
-                }
-            }
-        }
+        Ok(self.single_column(&sql).await?.unwrap_or(names))
     }
 
     /// After a statement that may have changed the session's tracking
@@ -273,15 +269,18 @@ impl Session<'_> {
     /// that), reads the settings again, and sets tracking up again when it
     /// was changed.
     pub(super) async fn recheck(&mut self) -> Result<(), SessionError> {
-        let mut s = read_settings(&mut self.up)
+        let var = self.settings.read_only_var;
+        let mut s = read_settings(&mut self.up, var)
             .await
             .map_err(SessionError::Closed)?;
         if s.tracking_lost().is_some() {
             tracing::info!("the session's tracking was changed by a statement; set up again");
-            s = setup(&mut self.up).await.map_err(SessionError::Closed)?;
+            s = setup(&mut self.up, var)
+                .await
+                .map_err(SessionError::Closed)?;
         }
         self.settings = s;
-        Ok(())
+        self.read_only_kept()
     }
 
     /// Refuses a text before it is decided (the session's settings or the

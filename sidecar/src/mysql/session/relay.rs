@@ -9,7 +9,7 @@ impl Session<'_> {
         decided: &SqlDecision,
         reply_seq: u8,
         (warnings, binary): (bool, bool),
-        views: &[String],
+        unseen: &Unseen,
     ) -> Result<Outcome, SessionError> {
         let mut reply = Reply::new(reply_seq);
         let mut outcome = Outcome::default();
@@ -29,8 +29,7 @@ impl Session<'_> {
                     index += 1;
                 }
                 Some(0xFF) => {
-                    let scrub = results::reads_masked(&self.masking, decided, index);
-                    let err = results::scrub_err(&p.payload, &self.masking, scrub);
+                    let err = self.scrubbed(&p.payload, decided, index, unseen);
                     outcome.error = Some(packet::parse_err(&err).2);
                     reply.push(&err);
                     break;
@@ -55,7 +54,7 @@ impl Session<'_> {
                             &mut outcome,
                             &limits,
                             detect,
-                            (warnings, binary, views),
+                            (warnings, binary, unseen),
                         )
                         .await?;
                     if !more {
@@ -84,7 +83,7 @@ impl Session<'_> {
         outcome: &mut Outcome,
         limits: &crate::masking::ResultLimits,
         detect: bool,
-        (warnings, binary, views): (bool, bool, &[String]),
+        (warnings, binary, unseen): (bool, bool, &Unseen),
     ) -> Result<bool, SessionError> {
         let mut pos = 0;
         let count = packet::lenenc_int(head, &mut pos)?
@@ -103,9 +102,19 @@ impl Session<'_> {
         if eof_client {
             reply.push(&OkPacket::default().eof());
         }
-        let mut plan = results::plan(&self.masking, decided, index, &columns, warnings);
-        if !views.is_empty() {
-            results::mask_views(&self.masking, decided, &columns, &mut plan, views);
+        let mut plan = results::plan(
+            &self.masking,
+            decided,
+            index,
+            &columns,
+            warnings,
+            unseen.matcher.as_ref(),
+        );
+        if !unseen.views.is_empty() {
+            results::mask_views(&self.masking, decided, &columns, &mut plan, &unseen.views);
+        }
+        if unseen.whole {
+            results::mask_all(&self.masking, &mut plan);
         }
         let masks = plan.iter().any(|c| c.rule.is_some()) || detect;
         let mut rows = 0u64;
@@ -138,8 +147,7 @@ impl Session<'_> {
                     return Ok(ok.status & MORE_RESULTS != 0);
                 }
                 Some(0xFF) => {
-                    let scrub = results::reads_masked(&self.masking, decided, index);
-                    let err = results::scrub_err(&r.payload, &self.masking, scrub);
+                    let err = self.scrubbed(&r.payload, decided, index, unseen);
                     outcome.error = Some(packet::parse_err(&err).2);
                     reply.push(&err);
                     return Ok(false);
@@ -180,6 +188,21 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// The server's ERR packet for statement `index` of `decided`, its
+    /// message scrubbed when the statement may read masked values (a
+    /// stored function's error can carry what it read).
+    pub(super) fn scrubbed(
+        &self,
+        payload: &[u8],
+        decided: &SqlDecision,
+        index: usize,
+        unseen: &Unseen,
+    ) -> Vec<u8> {
+        let scrub = results::reads_masked(&self.masking, decided, index)
+            || (self.masking.has_column_rules() && unseen.calls_stored());
+        results::scrub_err(payload, &self.masking, scrub)
     }
 
     /// Reads and drops the rest of an answer (after a refused result).

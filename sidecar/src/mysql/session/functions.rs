@@ -1,0 +1,209 @@
+//! What a statement reads out of the lineage analysis' sight: views (the
+//! server reports their columns with the view as origin) and stored
+//! functions (their bodies read any table, change session settings and
+//! raise errors carrying what they read).
+//!
+//! A call is a built-in only when its name is one of
+//! [`sluice_policy::sql::MYSQL_BUILTINS`], unqualified, written where the
+//! server runs the built-in ([`gate::spaced_builtin_call`]), and no stored
+//! function of that name shows in `information_schema.ROUTINES` (which
+//! guards against a name the list holds by mistake; asked once per name
+//! and session, again after a statement that may create one). Every other
+//! call may run a stored (or loadable) function: a value computed by one is
+//! masked with the strongest rule (the lineage analysis marks it, as the
+//! PostgreSQL plane does for user-defined functions), the statement's error
+//! texts are scrubbed, a write of such a value is refused as laundering,
+//! and the session's settings are read again after it ran. No answer from
+//! ROUTINES is trusted to clear a call: a name missing there is still not
+//! a built-in (a loadable function, one created by another session since).
+
+use sluice_policy::mask_plan::ColumnMatcher;
+use sluice_policy::sql::mysql_builtin;
+
+use super::*;
+
+/// Built-in names whose ROUTINES answer a session keeps at most.
+const MAX_ROUTINE_NAMES: usize = 4096;
+
+/// What a statement reads out of the lineage analysis' sight.
+#[derive(Default)]
+pub(super) struct Unseen {
+    /// Which of the tables it reads are views (lower case).
+    pub views: Vec<String>,
+    /// The functions it calls that may be stored functions, lower case, as
+    /// written and unqualified.
+    pub functions: Vec<String>,
+    /// A call the lineage analysis cannot place (a built-in's name written
+    /// where a stored function runs, a stored function named `count`):
+    /// every column of its results is masked.
+    pub whole: bool,
+    /// The masking rules' matcher extended with `functions` (when any).
+    pub matcher: Option<ColumnMatcher>,
+}
+
+impl Unseen {
+    /// Whether the statement may call a stored function (itself, or in the
+    /// definition of a view it reads).
+    pub fn calls_stored(&self) -> bool {
+        !self.functions.is_empty() || self.whole || !self.views.is_empty()
+    }
+}
+
+impl Session<'_> {
+    /// What `decided` (whose text is `text`) reads out of sight; the lookups
+    /// (views, ROUTINES) are made only while column masking applies.
+    pub(super) async fn unseen(
+        &mut self,
+        decided: &SqlDecision,
+        text: &str,
+    ) -> Result<Unseen, SessionError> {
+        let mut unseen = Unseen {
+            whole: gate::spaced_builtin_call(text),
+            ..Default::default()
+        };
+        let mut builtins = Vec::new();
+        for f in decided
+            .statements
+            .iter()
+            .flat_map(|(s, _)| s.functions.iter())
+        {
+            let f = f.to_lowercase();
+            let last = f.rsplit('.').next().unwrap_or(&f).to_string();
+            if f.contains('.') || !mysql_builtin(&last) {
+                unseen.functions.push(f.clone());
+                unseen.functions.push(last);
+            } else {
+                builtins.push(last);
+            }
+        }
+        // Views: their columns are masked whole, and their definitions may
+        // call stored functions (the settings are read again after one is
+        // read; detectors depend on the results' character set).
+        if self.masking.active() {
+            unseen.views = self.views(decided).await?;
+        }
+        if self.masking.has_column_rules() {
+            for name in self.routines(&builtins).await? {
+                unseen.functions.push(name);
+            }
+        }
+        unseen.functions.sort();
+        unseen.functions.dedup();
+        // The analysis takes `count(…)` for the aggregate whatever the
+        // matcher says: a stored function of that name is masked whole.
+        if unseen.functions.iter().any(|f| f == "count") {
+            unseen.whole = true;
+        }
+        if !unseen.functions.is_empty() {
+            unseen.matcher = Some(
+                self.masking
+                    .column_matcher()
+                    .with_functions(&unseen.functions),
+            );
+        }
+        Ok(unseen)
+    }
+
+    /// Which of `names` (built-in names, lower case) a stored function
+    /// shares in `information_schema.ROUTINES`; all of them when the server
+    /// cannot tell.
+    async fn routines(&mut self, names: &[String]) -> Result<Vec<String>, SessionError> {
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !self.routines.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            if self.routines.len() + missing.len() > MAX_ROUTINE_NAMES {
+                self.routines.clear();
+            }
+            // Built-in names are plain words: nothing to quote.
+            let list: Vec<String> = missing.iter().map(|n| format!("'{n}'")).collect();
+            let sql = format!(
+                "SELECT DISTINCT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION' AND LOWER(ROUTINE_NAME) IN ({})",
+                list.join(",")
+            );
+            let found = self.single_column(&sql).await?;
+            for n in &missing {
+                let stored = found.as_ref().is_none_or(|f| f.contains(*n));
+                self.routines.insert((*n).clone(), stored);
+            }
+        }
+        Ok(names
+            .iter()
+            .filter(|n| self.routines.get(*n).copied().unwrap_or(true))
+            .cloned()
+            .collect())
+    }
+
+    /// Why `decided` must be refused because it writes a value a stored
+    /// function computed where the workload can read it back (see
+    /// [`sluice_policy::mask_plan::laundering`]), when so.
+    pub(super) fn laundering_through(
+        &self,
+        decided: &SqlDecision,
+        unseen: &Unseen,
+    ) -> Option<String> {
+        use sluice_crds::StatementKind as K;
+        if !self.masking.has_column_rules() || !unseen.calls_stored() {
+            return None;
+        }
+        decided.statements.iter().find_map(|(s, _)| {
+            let writes = s.kinds.iter().any(|k| {
+                matches!(
+                    k,
+                    K::Insert | K::Update | K::Merge | K::Create | K::Copy | K::Call | K::Set
+                )
+            });
+            if !writes {
+                return None;
+            }
+            if unseen.whole {
+                return Some("statement refused by Sluice: it writes or stores values while calling a built-in's name where the server may run a stored function of that name instead (a space or comment before `(`, or the name in backticks); write the call as name(…)".to_string());
+            }
+            let matcher = unseen.matcher.as_ref()?;
+            sluice_policy::mask_plan::laundering(&s.ast, matcher)
+                .map(|why| format!("statement refused by Sluice: {why}"))
+        })
+    }
+
+    /// The values of a one-column answer to the sidecar's own `sql`;
+    /// `None` when the server answered with an error.
+    pub(super) async fn single_column(
+        &mut self,
+        sql: &str,
+    ) -> Result<Option<Vec<String>>, SessionError> {
+        let mut q = vec![COM_QUERY];
+        q.extend_from_slice(sql.as_bytes());
+        self.up.command(&q).await?;
+        let head = self.up.read().await?;
+        match head.payload.first() {
+            Some(0xFF) => return Ok(None),
+            Some(0x00) => {
+                let ok = OkPacket::parse(&head.payload)?;
+                self.track(&ok)?;
+                return Ok(Some(Vec::new()));
+            }
+            _ => {}
+        }
+        // One column definition, then rows until the OK that ends them.
+        self.up.read().await?;
+        let mut values = Vec::new();
+        loop {
+            let r = self.up.read().await?;
+            match r.payload.first() {
+                Some(0xFE) if r.payload.len() < packet::MAX_WIRE_PAYLOAD => {
+                    let ok = OkPacket::parse(&r.payload)?;
+                    self.track(&ok)?;
+                    return Ok(Some(values));
+                }
+                Some(0xFF) => return Ok(None),
+                _ => {
+                    let mut pos = 0;
+                    if let Some(v) = packet::lenenc_bytes(&r.payload, &mut pos)? {
+                        values.push(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+            }
+        }
+    }
+}
