@@ -12,11 +12,10 @@ use http::response::Parts;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sluice_policy::audit::AuditCommand;
 use sluice_policy::engine::PolicySet;
 
 use super::body::media_type;
-use super::record::result_event;
+use super::record::{RequestCommand, result_event};
 use super::refuse::{error_response, json_response};
 use super::response::{
     Representation, ResponseBody, ResultRecord, Stage, peek, representation, sniffed,
@@ -39,7 +38,7 @@ struct Answer<'a> {
     ctx: &'a HttpContext,
     session: &'a Arc<SessionInfo>,
     up: &'a HttpUpstream,
-    cmd: AuditCommand,
+    cmd: RequestCommand,
     label: &'static str,
     started: Instant,
 }
@@ -73,7 +72,7 @@ pub(super) async fn respond(
     session: &Arc<SessionInfo>,
     set: &Arc<PolicySet>,
     up: &HttpUpstream,
-    cmd: AuditCommand,
+    cmd: RequestCommand,
     (label, started): (&'static str, Instant),
     sent: Sent,
 ) -> Response<ProxyBody> {

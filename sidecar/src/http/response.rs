@@ -13,10 +13,11 @@ use http::header::{self, HeaderMap};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sluice_policy::audit::{AuditCommand, AuditKind, AuditOutcome};
+use sluice_policy::audit::{AuditKind, AuditOutcome};
 
 use super::BoxError;
 use super::body::media_type;
+use super::record::RequestCommand;
 use super::scrub::{ScrubStream, Secrets};
 use super::stream_mask::JsonStreamMasker;
 use super::text_mask::TextMasker;
@@ -33,7 +34,7 @@ pub(super) struct ResultRecord {
     pub(super) audit: Arc<AuditLog>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) session: Arc<SessionInfo>,
-    pub(super) command: AuditCommand,
+    pub(super) command: RequestCommand,
     pub(super) started: Instant,
     pub(super) status: StatusCode,
     pub(super) bytes: u64,
@@ -257,12 +258,11 @@ impl ResponseBody {
             masked: (masked > 0).then_some(masked),
             recorded: r.recorder.map(crate::recording::BodyRecorder::finish),
         };
-        if let Err(e) = r.audit.event(
+        if let Err(e) = r.command.record(
+            &r.audit,
             &r.session,
             AuditKind::Result,
-            Some(r.command),
-            None,
-            Some(outcome),
+            (None, Some(outcome)),
             false,
         ) {
             tracing::error!(connection = %r.session.connection, client = %r.session.client, error = %e, "writing an audit result failed");
