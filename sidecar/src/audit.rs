@@ -763,6 +763,39 @@ impl AuditLog {
         self.append_event(d, self.write_mode(s, durable))
     }
 
+    /// [`AuditLog::event`] of a command rendered already (`rendered` is
+    /// [`Rendered::command`] of `command`): the HTTP plane serialises a
+    /// request's command once for both its events, the decision and the
+    /// result (the same bytes as [`AuditLog::event`] writes).
+    pub(crate) fn event_rendered(
+        &self,
+        s: &SessionInfo,
+        kind: AuditKind,
+        (command, rendered): (&AuditCommand, &Rendered),
+        decision: Option<AuditDecision>,
+        outcome: Option<AuditOutcome>,
+        durable: bool,
+    ) -> Result<u64, AuditError> {
+        let Some(session) = s.pieces() else {
+            let command = Some(command.clone());
+            return self.event(s, kind, command, decision, outcome, durable);
+        };
+        if matches!(
+            kind,
+            AuditKind::Statement | AuditKind::SessionStart | AuditKind::Approval
+        ) {
+            self.shutting_down()?;
+        }
+        let decision = decision.as_ref().map(Rendered::decision).transpose()?;
+        let event = StatementEvent {
+            kind,
+            command: Some(rendered),
+            decision: decision.as_ref(),
+            outcome: outcome.as_ref(),
+        };
+        self.append_pieces(s, session, event, self.write_mode(s, durable))
+    }
+
     /// A step of an approval (see [`crate::approval::ApprovalRecord`]),
     /// written now: `Approval` events when it was asked (phase Pending) and
     /// when an approved command is about to run (phase Executed,

@@ -7,7 +7,7 @@ use sluice_crds::{
     RuleMatch, SecretKeyRef, StatementKind, Subject,
 };
 
-use crate::http::{HttpMatcher, HttpRequest};
+use crate::http::{HttpMatcher, HttpRequest, RequestPath};
 use crate::json_path::JsonPath;
 use crate::mask_plan::ColumnMatcher;
 use crate::sql::Statement;
@@ -183,17 +183,17 @@ impl CompiledPolicy {
         &self.connections
     }
 
-    pub(super) fn verdict_for(
-        &self,
-        rule: Option<&CompiledRule>,
+    pub(super) fn verdict_for<'a>(
+        &'a self,
+        rule: Option<&'a CompiledRule>,
         reason: VerdictReason,
-    ) -> Verdict {
+    ) -> Verdict<'a> {
         match rule {
             Some(r) => Verdict {
                 action: r.action,
-                policy: self.name.clone(),
-                rule: Some(r.name.clone()),
-                approval: r.approval.clone(),
+                policy: &self.name,
+                rule: Some(&r.name),
+                approval: r.approval.as_ref(),
                 dry_run: self.mode == PolicyMode::DryRun,
                 reason,
             },
@@ -205,7 +205,7 @@ impl CompiledPolicy {
                     },
                     _ => self.default_action,
                 },
-                policy: self.name.clone(),
+                policy: &self.name,
                 rule: None,
                 approval: None,
                 dry_run: self.mode == PolicyMode::DryRun,
@@ -218,7 +218,7 @@ impl CompiledPolicy {
     /// stricter by the deny and requireApproval rules that name a kind
     /// PostgreSQL reads in it (`kinds`; their other conditions cannot be
     /// checked and are taken to match; see [`crate::pg_grammar`]).
-    pub(super) fn verdict_unparsed(&self, kinds: &[StatementKind]) -> Verdict {
+    pub(super) fn verdict_unparsed(&self, kinds: &[StatementKind]) -> Verdict<'_> {
         let base = self.verdict_for(None, VerdictReason::ParseError);
         let rule = crate::pg_grammar::strictest_rule(
             self.rules
@@ -231,7 +231,7 @@ impl CompiledPolicy {
         rule.map_or(base, |r| self.verdict_for(Some(r), VerdictReason::Rule))
     }
 
-    pub(super) fn decide_statement(&self, stmt: &Statement) -> Verdict {
+    pub(super) fn decide_statement(&self, stmt: &Statement) -> Verdict<'_> {
         let rule = self
             .rules
             .iter()
@@ -244,10 +244,14 @@ impl CompiledPolicy {
         self.verdict_for(rule, reason)
     }
 
-    pub(super) fn decide_http(&self, req: &HttpRequest<'_>) -> Verdict {
+    /// `path`: `req.path`, decoded.
+    pub(super) fn decide_http(&self, req: &HttpRequest<'_>, path: &RequestPath) -> Verdict<'_> {
         let rule = self.rules.iter().find(|r| {
             r.matcher.family != Family::Sql
-                && r.matcher.http.as_ref().is_none_or(|m| m.matches(req))
+                && r.matcher
+                    .http
+                    .as_ref()
+                    .is_none_or(|m| m.matches_at(req, path))
         });
         let reason = if rule.is_some() {
             VerdictReason::Rule

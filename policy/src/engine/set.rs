@@ -5,7 +5,7 @@ use std::sync::Arc;
 use sluice_crds::{Action, Detector, MaskStrategy, MaxRowsAction, PolicyMode, StatementKind};
 
 use crate::detectors::DetectorSet;
-use crate::http::HttpRequest;
+use crate::http::{HttpRequest, RequestPath};
 use crate::json_path::JsonPath;
 use crate::mask_plan::{ColumnMask, ColumnMatcher, CopyPlan, MaskPlan, MaskReason, OutputColumn};
 use crate::masker::Masker;
@@ -348,10 +348,21 @@ impl PolicySet {
     /// means, so no rule can be trusted to have seen the path the upstream will.
     /// The HTTP proxy answers such a request with 400 before asking.
     pub fn decide_http(&self, req: &HttpRequest<'_>) -> Decision {
-        if let Err(e) = crate::http::normalize_path(req.path) {
-            return Decision::denied(format!("deny: {e}"));
+        match RequestPath::parse(req.path) {
+            Ok(path) => self.decide_http_at(req, &path),
+            Err(e) => Decision::denied(format!("deny: {e}")),
         }
-        let verdicts: Vec<Verdict> = self.policies.iter().map(|p| p.decide_http(req)).collect();
+    }
+
+    /// [`PolicySet::decide_http`] of a request whose path was decoded
+    /// already (`path`: `req.path`'s, which the caller refused when it was
+    /// ambiguous): the path is not decoded again.
+    pub fn decide_http_at(&self, req: &HttpRequest<'_>, path: &RequestPath) -> Decision {
+        let verdicts: Vec<Verdict> = self
+            .policies
+            .iter()
+            .map(|p| p.decide_http(req, path))
+            .collect();
         Decision::combine(&verdicts)
     }
 

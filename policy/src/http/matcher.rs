@@ -6,7 +6,7 @@ use serde_json::Value;
 use sluice_crds::{JsonBodyPredicate, RuleMatch};
 
 use super::path::{normalize_path, parse_query};
-use super::{HttpMatchError, HttpRequest, PathError, applies};
+use super::{HttpMatchError, HttpRequest, PathError, RequestPath, applies};
 use crate::json_path::JsonPath;
 
 /// Upper bound on the compiled size of a `matches` regular expression.
@@ -111,16 +111,24 @@ impl HttpMatcher {
     /// normalised; an ambiguous path matches every path glob (prefer
     /// [`HttpMatcher::matches_checked`]).
     pub fn matches(&self, req: &HttpRequest<'_>) -> bool {
-        self.matches_parts(req) && self.json_body.iter().all(|p| p.holds(req.body))
+        self.matches_parts(req, None) && self.json_body.iter().all(|p| p.holds(req.body))
+    }
+
+    /// [`HttpMatcher::matches`] of a request whose path was decoded already
+    /// (`path`: `req.path`'s).
+    pub fn matches_at(&self, req: &HttpRequest<'_>, path: &RequestPath) -> bool {
+        self.matches_parts(req, Some(path)) && self.json_body.iter().all(|p| p.holds(req.body))
     }
 
     /// Whether `req` matches on method, path and query (the body left out):
     /// whether this rule's `jsonBody` predicates would be asked about it.
     pub fn matches_without_body(&self, req: &HttpRequest<'_>) -> bool {
-        self.matches_parts(req)
+        self.matches_parts(req, None)
     }
 
-    fn matches_parts(&self, req: &HttpRequest<'_>) -> bool {
+    /// `path`: `req.path` decoded already (`None`: decoded here if a path
+    /// glob needs it).
+    fn matches_parts(&self, req: &HttpRequest<'_>, path: Option<&RequestPath>) -> bool {
         if self.never {
             return false;
         }
@@ -135,8 +143,16 @@ impl HttpMatcher {
         if !self.paths.is_empty() {
             // An ambiguous path could be any path: it matches (callers refuse
             // such requests before deciding).
-            if let Ok(path) = normalize_path(req.path)
-                && !self.paths.iter().any(|g| g.is_match(path.as_str()))
+            let decoded;
+            let path = match path {
+                Some(p) => Some(p.decided()),
+                None => {
+                    decoded = normalize_path(req.path).ok();
+                    decoded.as_deref()
+                }
+            };
+            if let Some(path) = path
+                && !self.paths.iter().any(|g| g.is_match(path))
             {
                 return false;
             }

@@ -48,7 +48,7 @@ pub use grammar::{
 };
 pub use inspection::Inspection;
 pub use matcher::HttpMatcher;
-pub use path::{decided_and_forwarded, forward_path, normalize_path};
+pub use path::{RequestPath, decided_and_forwarded, forward_path, normalize_path};
 
 use serde_json::Value;
 use sluice_crds::RuleMatch;

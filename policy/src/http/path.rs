@@ -64,8 +64,40 @@ pub fn forward_path(raw: &str) -> Result<String, PathError> {
 
 /// [`normalize_path`] and [`forward_path`] of `raw`, the path decoded once.
 pub fn decided_and_forwarded(raw: &str) -> Result<(String, String), PathError> {
-    let segments = path_segments(raw)?;
-    Ok((decided(&segments, raw), forwarded(&segments, raw)))
+    RequestPath::parse(raw).map(|p| (p.decided, p.forwarded))
+}
+
+/// A request path decoded once: as the rules decide it ([`normalize_path`])
+/// and as it is forwarded ([`forward_path`]). Made only from the raw path,
+/// so whoever holds one holds the path its rules must see; deciding with it
+/// ([`crate::engine::PolicySet::decide_http_at`]) does not decode the path
+/// again for every policy and rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestPath {
+    decided: String,
+    forwarded: String,
+}
+
+impl RequestPath {
+    /// The path `raw` (as received, without its query), or why it is
+    /// ambiguous.
+    pub fn parse(raw: &str) -> Result<Self, PathError> {
+        let segments = path_segments(raw)?;
+        Ok(RequestPath {
+            decided: decided(&segments, raw),
+            forwarded: forwarded(&segments, raw),
+        })
+    }
+
+    /// The path as the rules decide it ([`normalize_path`]).
+    pub fn decided(&self) -> &str {
+        &self.decided
+    }
+
+    /// The path to send upstream ([`forward_path`]).
+    pub fn forwarded(&self) -> &str {
+        &self.forwarded
+    }
 }
 
 fn decided(segments: &[String], raw: &str) -> String {

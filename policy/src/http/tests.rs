@@ -613,4 +613,22 @@ proptest! {
         let both = normalize_path(&raw).and_then(|n| Ok((n, forward_path(&raw)?)));
         prop_assert_eq!(super::path::decided_and_forwarded(&raw), both);
     }
+
+    /// A rule matches a request at its path decoded once
+    /// ([`HttpMatcher::matches_at`], what the sidecar decides with) exactly
+    /// when it matches the raw request (which decodes the path itself).
+    #[test]
+    fn matching_at_the_decoded_path_is_matching(raw in "(/|%2[eEfF5]|%[0-9a-fA-F]{2}|%|\\.|\\.\\.|[a-c]|admin|;|~){0,10}") {
+        let rules = [
+            rule(json!({"paths": ["/admin/**"]})),
+            rule(json!({"paths": ["/a/*", "/b"], "methods": ["GET"]})),
+            rule(json!({"methods": ["GET"]})),
+        ];
+        if let Ok(path) = super::RequestPath::parse(&raw) {
+            let r = req("GET", &raw, "", None);
+            for m in &rules {
+                prop_assert_eq!(m.matches_at(&r, &path), m.matches(&r), "{}", raw);
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@ use sluice_policy::wire::ApprovalAsk;
 use tokio::sync::watch;
 
 use super::body::{full, read_limited};
-use super::record::{audit_decision, unrecorded};
+use super::record::{RequestCommand, audit_decision, unrecorded};
 use super::refuse::audit_failed;
 use super::refuse::json_response;
 use super::target::Target;
@@ -43,7 +43,7 @@ pub(super) async fn approve(
     let record = ApprovalRecord {
         audit: &ctx.audit,
         session,
-        command: target.cmd.clone(),
+        command: target.cmd.command.clone(),
         action: Action::RequireApproval,
         policy: decision.enforced_policy.clone().or(decision.policy.clone()),
         rule: decision.enforced_rule.clone().or(decision.rule.clone()),
@@ -80,7 +80,9 @@ pub(super) async fn approve(
     let recheck = |approved: &crate::approval::Approved| {
         let now = live.borrow().clone();
         let again = match &now.standing {
-            HttpStanding::Bound { set, .. } => set.decide_http(&target.request(json)),
+            HttpStanding::Bound { set, .. } => {
+                set.decide_http_at(&target.request(json), &target.path)
+            }
             _ => Decision::not_bound(&ctx.identity, &ctx.name),
         };
         crate::approval::standing(approved, &again)
@@ -156,8 +158,8 @@ fn ask_for(
         policy,
         rule,
         command: crate::approval::approval_command(
-            &target.cmd.text,
-            &target.cmd.fingerprint,
+            &target.cmd.command.text,
+            &target.cmd.command.fingerprint,
             &exact,
         ),
         reason: None,
@@ -192,5 +194,7 @@ fn plain_record(
         dry_run: false,
         reason: Some(why),
     };
-    audit_decision(ctx, record.session, record.command.clone(), decision, true)
+    // Rare (no AccessRequest to record it): rendered here.
+    let command = RequestCommand::new(record.command.clone());
+    audit_decision(ctx, record.session, &command, decision, true)
 }

@@ -73,10 +73,15 @@ pub(super) async fn read_request_body(
     if !inspect {
         return Ok((full(bytes), None));
     }
-    let cmd = || target.cmd.clone();
     if form && let Err(message) = form_without_override(&parts.headers, &bytes) {
         let refusal = ("methodOverride", "methodOverride");
-        return Err(refuse_unreadable(ctx, session, cmd(), refusal, message));
+        return Err(refuse_unreadable(
+            ctx,
+            session,
+            &target.cmd,
+            refusal,
+            message,
+        ));
     }
     let strict = inspection.strict_body(&target.request(None));
     let json = if strict {
@@ -85,7 +90,13 @@ pub(super) async fn read_request_body(
             Err((limit, e)) => {
                 let message = sluice_policy::http::body_refusal(&e);
                 let refusal = ("bodyRefused", limit);
-                return Err(refuse_unreadable(ctx, session, cmd(), refusal, message));
+                return Err(refuse_unreadable(
+                    ctx,
+                    session,
+                    &target.cmd,
+                    refusal,
+                    message,
+                ));
             }
         }
     } else {
@@ -137,7 +148,7 @@ fn unreadable_body(
             format!("Sluice could not read the request body: {e}"),
         )
     };
-    record_refusal(ctx, session, target.cmd.clone(), status, message.clone());
+    record_refusal(ctx, session, &target.cmd, status, message.clone());
     error_response(status, error, message)
 }
 

@@ -16,7 +16,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sluice_crds::Action;
 use sluice_policy::engine::{Decision, PolicySet};
-use sluice_policy::http::{Inspection, decided_and_forwarded};
+use sluice_policy::http::{Inspection, RequestPath};
 use tokio::sync::watch;
 
 use super::approval::approve;
@@ -75,18 +75,12 @@ async fn proxy(
             .as_ref()
             .filter(|_| decision.enforced == Action::RequireApproval)
         else {
-            return Err(refuse_decision(
-                ctx,
-                session,
-                target.cmd.clone(),
-                &decision,
-                label,
-            ));
+            return Err(refuse_decision(ctx, session, &target.cmd, &decision, label));
         };
         // On record as its approval's steps; runs once when approved.
         let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{}?{q}", target.forwarded),
-            None => target.forwarded.clone(),
+            Some(q) => format!("{}?{q}", target.path.forwarded()),
+            None => target.path.forwarded().to_string(),
         };
         let exact = (&target, path_and_query.as_str(), json.as_ref());
         body = approve(ctx, live, session, &decision, exact, body, approvals).await?;
@@ -133,14 +127,14 @@ fn target(
     let query = req.uri().query().unwrap_or("");
     // The path decided is the path forwarded (issue 16: a raw `/../x` was
     // decided as `/x` and sent as written).
-    let (path, forwarded) = match decided_and_forwarded(raw_path) {
+    let path = match RequestPath::parse(raw_path) {
         Ok(p) => p,
         Err(e) => {
             let cmd = request_command(method, "(ambiguous path)");
             record_refusal(
                 ctx,
                 session,
-                cmd,
+                &cmd,
                 StatusCode::BAD_REQUEST,
                 format!("ambiguous request path: {e}"),
             );
@@ -153,14 +147,14 @@ fn target(
             ));
         }
     };
-    let cmd = request_command(method, &path);
+    let cmd = request_command(method, path.decided());
     // A query a rule looks at must read the same to every server.
     if !inspection.query_names().is_empty()
         && let Err(e) = sluice_policy::http::check_query(query, inspection.query_names())
     {
         let message = sluice_policy::http::query_refusal(&e);
         let refusal = ("queryRefused", e.limit());
-        return Err(refuse_unreadable(ctx, session, cmd, refusal, message));
+        return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
     }
     // `_method` (Symfony, Laravel, Rails) would run another method than the
     // one decided: refused where rules tell methods apart.
@@ -170,12 +164,12 @@ fn target(
     {
         let message = sluice_policy::http::QUERY_METHOD_REFUSAL.to_string();
         let refusal = ("methodOverride", "methodOverride");
-        return Err(refuse_unreadable(ctx, session, cmd, refusal, message));
+        return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
     }
     Ok(Target {
         method: req.method().clone(),
         uri: req.uri().clone(),
-        forwarded,
+        path,
         cmd,
     })
 }
@@ -189,7 +183,7 @@ fn decide(
     target: &Target,
     json: Option<&serde_json::Value>,
 ) -> Result<(Decision, &'static str), Refused> {
-    let decision = set.decide_http(&target.request(json));
+    let decision = set.decide_http_at(&target.request(json), &target.path);
     let label = match (decision.enforced, decision.action) {
         (Action::Deny, _) => "deny",
         (Action::RequireApproval, _) => "requireApproval",
@@ -213,7 +207,7 @@ fn decide(
         record_refusal(
             ctx,
             session,
-            target.cmd.clone(),
+            &target.cmd,
             StatusCode::TOO_MANY_REQUESTS,
             message.clone(),
         );
@@ -235,13 +229,7 @@ async fn record_allowed(
     target: &Target,
     decision: Decision,
 ) -> Result<(), Refused> {
-    let ticket = audit_decision(
-        ctx,
-        session,
-        target.cmd.clone(),
-        decided_owned(decision),
-        false,
-    );
+    let ticket = audit_decision(ctx, session, &target.cmd, decided_owned(decision), false);
     let written = match ticket {
         Ok(ticket) => ctx.audit.durable(ticket).await,
         Err(e) => Err(e),
@@ -260,7 +248,7 @@ async fn forward(
     (label, started): (&'static str, Instant),
 ) -> Result<Response<ProxyBody>, Refused> {
     let up = &*plane.upstream;
-    let Some(upstream_req) = upstream_request(up, &target.forwarded, parts, body) else {
+    let Some(upstream_req) = upstream_request(up, target.path.forwarded(), parts, body) else {
         ctx.http_metrics.request(label, StatusCode::BAD_REQUEST);
         return Err(error_response(
             StatusCode::BAD_REQUEST,
@@ -268,6 +256,6 @@ async fn forward(
             "Sluice could not build the upstream URL from the request path".into(),
         ));
     };
-    let sent = tokio::time::timeout(up.timeout, up.client.request(upstream_req)).await;
+    let sent = tokio::time::timeout(up.timeout, up.pool.send(upstream_req)).await;
     Ok(respond(ctx, session, set, up, target.cmd, (label, started), sent).await)
 }

@@ -6,13 +6,61 @@ use std::time::Instant;
 
 use sha2::Digest;
 use sluice_crds::Action;
-use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome};
+use sluice_policy::audit::{AuditCommand, AuditDecision, AuditKind, AuditOutcome, Rendered};
 use sluice_policy::detectors::DetectorSet;
 use sluice_policy::engine::Decision;
 use sluice_policy::masker::Masker;
 
 use super::HttpContext;
-use crate::audit::{AuditError, SessionInfo};
+use crate::audit::{AuditError, AuditLog, SessionInfo};
+
+/// A request's audit command, with its `command` field serialised once for
+/// all its events (its decision and its result record the same bytes).
+pub(super) struct RequestCommand {
+    /// The command.
+    pub(super) command: AuditCommand,
+    /// Its `command` field (`None`: it could not be serialised ahead, and
+    /// each event serialises it).
+    rendered: Option<Rendered>,
+}
+
+impl RequestCommand {
+    /// `command`, rendered.
+    pub(super) fn new(command: AuditCommand) -> Self {
+        let rendered = Rendered::command(&command).ok();
+        RequestCommand { command, rendered }
+    }
+
+    /// Records an event of `kind` with this command (see
+    /// [`AuditLog::event`]).
+    pub(super) fn record(
+        &self,
+        audit: &AuditLog,
+        session: &SessionInfo,
+        kind: AuditKind,
+        (decision, outcome): (Option<AuditDecision>, Option<AuditOutcome>),
+        durable: bool,
+    ) -> Result<u64, AuditError> {
+        match &self.rendered {
+            Some(rendered) => audit.event_rendered(
+                session,
+                kind,
+                (&self.command, rendered),
+                decision,
+                outcome,
+                durable,
+            ),
+            None => audit.event(
+                session,
+                kind,
+                Some(self.command.clone()),
+                decision,
+                outcome,
+                durable,
+            ),
+        }
+    }
+}
 
 /// The detectors run over every audited path.
 static AUDIT_DETECTORS: std::sync::LazyLock<DetectorSet> = std::sync::LazyLock::new(|| {
@@ -22,7 +70,7 @@ static AUDIT_DETECTORS: std::sync::LazyLock<DetectorSet> = std::sync::LazyLock::
 
 /// The audit record of a request: method and normalised path (the query is
 /// left out: it may carry values).
-pub(super) fn request_command(method: &str, path: &str) -> AuditCommand {
+pub(super) fn request_command(method: &str, path: &str) -> RequestCommand {
     // Every detector runs over the path, whatever the masking rules: the
     // audit trail keeps no card number, e-mail or key a path carries (issue
     // 16). The fingerprint is of the masked text too.
@@ -38,11 +86,11 @@ pub(super) fn request_command(method: &str, path: &str) -> AuditCommand {
         text.push_str(&Masker::redact().mask_findings(path, &findings));
     }
     let fingerprint = hex::encode(sha2::Sha256::digest(text.as_bytes()));
-    AuditCommand {
+    RequestCommand::new(AuditCommand {
         text,
         fingerprint,
         kind: Some("http".into()),
-    }
+    })
 }
 
 /// How a rule's decision on a request is recorded.
@@ -85,7 +133,7 @@ pub(super) fn refused(reason: String) -> AuditDecision {
 pub(super) fn audit_decision(
     ctx: &HttpContext,
     session: &SessionInfo,
-    cmd: AuditCommand,
+    cmd: &RequestCommand,
     mut decision: AuditDecision,
     durable: bool,
 ) -> Result<u64, AuditError> {
@@ -97,8 +145,7 @@ pub(super) fn audit_decision(
     let mut reason = decision.reason.take().unwrap_or_default();
     reason.push_str(" (http protocol)");
     decision.reason = Some(reason);
-    ctx.audit
-        .event(session, kind, Some(cmd), Some(decision), None, durable)
+    cmd.record(&ctx.audit, session, kind, (Some(decision), None), durable)
 }
 
 /// A refusal whose record could not be written: the refusal stands (it
@@ -116,7 +163,7 @@ pub(super) fn unrecorded<T>(ctx: &HttpContext, written: Result<T, AuditError>) {
 pub(super) fn result_event(
     ctx: &HttpContext,
     session: &SessionInfo,
-    cmd: &AuditCommand,
+    cmd: &RequestCommand,
     started: Instant,
     masked: u64,
     error: Option<String>,
@@ -128,12 +175,11 @@ pub(super) fn result_event(
         error,
         masked: (masked > 0).then_some(masked),
     };
-    if let Err(e) = ctx.audit.event(
+    if let Err(e) = cmd.record(
+        &ctx.audit,
         session,
         AuditKind::Result,
-        Some(cmd.clone()),
-        None,
-        Some(outcome),
+        (None, Some(outcome)),
         false,
     ) {
         tracing::error!(connection = %session.connection, client = %session.client, error = %e, "writing an audit result failed");

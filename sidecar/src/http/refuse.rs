@@ -9,10 +9,9 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use sluice_crds::Action;
-use sluice_policy::audit::AuditCommand;
 use sluice_policy::engine::Decision;
 
-use super::record::{audit_decision, decided, refused, unrecorded};
+use super::record::{RequestCommand, audit_decision, decided, refused, unrecorded};
 use super::{BoxError, HttpContext, ProxyBody};
 use crate::audit::SessionInfo;
 
@@ -48,7 +47,7 @@ pub(super) fn error_response(
 pub(super) fn refuse_unreadable(
     ctx: &HttpContext,
     session: &SessionInfo,
-    cmd: AuditCommand,
+    cmd: &RequestCommand,
     (error, limit): (&str, &str),
     message: String,
 ) -> Response<ProxyBody> {
@@ -65,7 +64,7 @@ pub(super) fn refuse_unreadable(
 pub(super) fn record_refusal(
     ctx: &HttpContext,
     session: &SessionInfo,
-    cmd: AuditCommand,
+    cmd: &RequestCommand,
     status: StatusCode,
     reason: String,
 ) {
@@ -105,7 +104,7 @@ pub(super) fn refuse_standing(
 pub(super) fn refuse_decision(
     ctx: &HttpContext,
     session: &SessionInfo,
-    cmd: AuditCommand,
+    cmd: &RequestCommand,
     decision: &Decision,
     label: &'static str,
 ) -> Response<ProxyBody> {

@@ -12,11 +12,11 @@ use http::response::Parts;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sluice_policy::audit::AuditCommand;
 use sluice_policy::engine::PolicySet;
 
 use super::body::media_type;
-use super::record::result_event;
+use super::pool::{Lease, UpstreamError};
+use super::record::{RequestCommand, result_event};
 use super::refuse::{error_response, json_response};
 use super::response::{
     Representation, ResponseBody, ResultRecord, Stage, peek, representation, sniffed,
@@ -28,18 +28,17 @@ use super::upstream::{HttpUpstream, error_chain, strip_hop_by_hop};
 use super::{HttpContext, ProxyBody};
 use crate::audit::SessionInfo;
 
-/// What the upstream answered, within its timeout.
-pub(super) type Sent = Result<
-    Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    tokio::time::error::Elapsed,
->;
+/// What the upstream answered, within its timeout, and the connection
+/// it answered on until its body ends.
+pub(super) type Sent =
+    Result<Result<(Response<Incoming>, Lease), UpstreamError>, tokio::time::error::Elapsed>;
 
 /// One answer being checked: what its refusals and its result record need.
 struct Answer<'a> {
     ctx: &'a HttpContext,
     session: &'a Arc<SessionInfo>,
     up: &'a HttpUpstream,
-    cmd: AuditCommand,
+    cmd: RequestCommand,
     label: &'static str,
     started: Instant,
 }
@@ -73,7 +72,7 @@ pub(super) async fn respond(
     session: &Arc<SessionInfo>,
     set: &Arc<PolicySet>,
     up: &HttpUpstream,
-    cmd: AuditCommand,
+    cmd: RequestCommand,
     (label, started): (&'static str, Instant),
     sent: Sent,
 ) -> Response<ProxyBody> {
@@ -85,8 +84,8 @@ pub(super) async fn respond(
         label,
         started,
     };
-    let response = match sent {
-        Ok(Ok(r)) => r,
+    let (response, lease) = match sent {
+        Ok(Ok(answered)) => answered,
         Ok(Err(e)) => {
             let why = error_chain(&e);
             answer.failed(StatusCode::BAD_GATEWAY, format!("upstream error: {why}"));
@@ -176,15 +175,20 @@ pub(super) async fn respond(
         parts.status.as_u16(),
         &session.recording,
     );
-    streamed(answer, parts, body, stage, (first, ended), recorder)
+    streamed(
+        answer,
+        (parts, body, lease),
+        stage,
+        (first, ended),
+        recorder,
+    )
 }
 
 /// The answer's body as it streams to the application: credentials
 /// scrubbed, masked by `stage`, its result recorded when it ends.
 fn streamed(
     answer: Answer<'_>,
-    parts: Parts,
-    body: Incoming,
+    (parts, body, lease): (Parts, Incoming, Lease),
     stage: Stage,
     (first, ended): (Bytes, bool),
     recorder: Option<crate::recording::BodyRecorder>,
@@ -193,6 +197,7 @@ fn streamed(
     let status = parts.status;
     let body = ResponseBody {
         inner: body,
+        lease,
         stall: None,
         stall_after: up.timeout,
         secrets: up.secrets.clone(),

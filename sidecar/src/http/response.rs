@@ -13,10 +13,12 @@ use http::header::{self, HeaderMap};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sluice_policy::audit::{AuditCommand, AuditKind, AuditOutcome};
+use sluice_policy::audit::{AuditKind, AuditOutcome};
 
 use super::BoxError;
 use super::body::media_type;
+use super::pool::Lease;
+use super::record::RequestCommand;
 use super::scrub::{ScrubStream, Secrets};
 use super::stream_mask::JsonStreamMasker;
 use super::text_mask::TextMasker;
@@ -33,7 +35,7 @@ pub(super) struct ResultRecord {
     pub(super) audit: Arc<AuditLog>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) session: Arc<SessionInfo>,
-    pub(super) command: AuditCommand,
+    pub(super) command: RequestCommand,
     pub(super) started: Instant,
     pub(super) status: StatusCode,
     pub(super) bytes: u64,
@@ -209,6 +211,9 @@ pub(super) async fn peek(
 /// masking applies, counted for audit and metrics.
 pub(super) struct ResponseBody {
     pub(super) inner: Incoming,
+    /// The upstream connection, given back when the body has been read to
+    /// its end (else closed with the body).
+    pub(super) lease: Lease,
     /// Fires when the upstream sends nothing for `stall_after`: the response
     /// is then cut off (the client sees the connection end) and audited.
     /// Armed at the first wait (a small body that is there at once costs no timer).
@@ -257,12 +262,11 @@ impl ResponseBody {
             masked: (masked > 0).then_some(masked),
             recorded: r.recorder.map(crate::recording::BodyRecorder::finish),
         };
-        if let Err(e) = r.audit.event(
+        if let Err(e) = r.command.record(
+            &r.audit,
             &r.session,
             AuditKind::Result,
-            Some(r.command),
-            None,
-            Some(outcome),
+            (None, Some(outcome)),
             false,
         ) {
             tracing::error!(connection = %r.session.connection, client = %r.session.client, error = %e, "writing an audit result failed");
@@ -331,6 +335,7 @@ impl ResponseBody {
     /// finished and its result recorded.
     fn last(&mut self, tail: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finished = true;
+        self.lease.release();
         self.count(&tail);
         self.write_result();
         if tail.is_empty() {

@@ -2,8 +2,9 @@
 //! rules decide them and as they are forwarded, and its audit record.
 
 use http::{Method, Uri};
-use sluice_policy::audit::AuditCommand;
-use sluice_policy::http::HttpRequest;
+use sluice_policy::http::{HttpRequest, RequestPath};
+
+use super::record::RequestCommand;
 
 /// What a request asks for, as decided and as forwarded.
 pub(super) struct Target {
@@ -13,11 +14,12 @@ pub(super) struct Target {
     /// rules decide on, its query what query rules read. (A clone of the
     /// request's own: shared bytes, not a copy of the path and query.)
     pub(super) uri: Uri,
-    /// The path forwarded: the normalised path, encoded as sent (issue 16:
-    /// the path decided is the path forwarded).
-    pub(super) forwarded: String,
+    /// The path decoded once: as decided, and as forwarded (the normalised
+    /// path, encoded as sent; issue 16: the path decided is the path
+    /// forwarded).
+    pub(super) path: RequestPath,
     /// Its audit record.
-    pub(super) cmd: AuditCommand,
+    pub(super) cmd: RequestCommand,
 }
 
 impl Target {
