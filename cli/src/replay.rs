@@ -311,6 +311,9 @@ fn recorded(r: &AuditRecorded) -> Vec<String> {
     if let Some(body) = &r.body {
         lines.extend(body.lines().take(SHOWN_ROWS).map(printable));
     }
+    if let Some(why) = &r.rolled_back {
+        lines.push(format!("(rolled back, not kept: {})", printable(why)));
+    }
     if r.level == sluice_crds::Recording::Statements {
         lines.push("(values not recorded: the policy records statements only)".into());
     }

@@ -113,6 +113,11 @@ pub struct AuditRecorded {
     pub body: Option<String>,
     /// The recording level of the session (`statements` or `results`).
     pub level: sluice_crds::Recording,
+    /// SQL: why the statement's changes were not kept although the server
+    /// ran it (a write `maxRowsAffected` rolled back, a failed COMMIT);
+    /// the rows it returned are then not recorded. Absent when it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
     /// SQL: the result sets, in order (a query string may hold several).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sets: Vec<AuditRecordedSet>,
