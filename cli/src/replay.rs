@@ -242,6 +242,24 @@ fn describe(e: &AuditEvent) -> Vec<String> {
             }
         }
         AuditKind::Mask => lines.push(format!("  masked: {command}")),
+        AuditKind::Policy => {
+            let p = e.policy.as_ref();
+            let name = p
+                .map(|p| format!("{}/{}", printable(&p.namespace), printable(&p.name)))
+                .unwrap_or_default();
+            let what = match p {
+                Some(p) if p.removed => "no longer in force".to_string(),
+                Some(p) => format!(
+                    "in force: generation {}, digest {}",
+                    p.generation
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    p.digest.as_deref().map(printable).unwrap_or_default()
+                ),
+                None => String::new(),
+            };
+            lines.push(format!("  policy {name} {what}"));
+        }
         AuditKind::Outage => {
             lines.push("  the audit sink failed for a while (see audit verify)".into())
         }
