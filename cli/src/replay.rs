@@ -242,6 +242,24 @@ fn describe(e: &AuditEvent) -> Vec<String> {
             }
         }
         AuditKind::Mask => lines.push(format!("  masked: {command}")),
+        AuditKind::Policy => {
+            let p = e.policy.as_ref();
+            let name = p
+                .map(|p| format!("{}/{}", printable(&p.namespace), printable(&p.name)))
+                .unwrap_or_default();
+            let what = match p {
+                Some(p) if p.removed => "no longer in force".to_string(),
+                Some(p) => format!(
+                    "in force: generation {}, digest {}",
+                    p.generation
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    p.digest.as_deref().map(printable).unwrap_or_default()
+                ),
+                None => String::new(),
+            };
+            lines.push(format!("  policy {name} {what}"));
+        }
         AuditKind::Outage => {
             lines.push("  the audit sink failed for a while (see audit verify)".into())
         }
@@ -310,6 +328,9 @@ fn recorded(r: &AuditRecorded) -> Vec<String> {
     }
     if let Some(body) = &r.body {
         lines.extend(body.lines().take(SHOWN_ROWS).map(printable));
+    }
+    if let Some(why) = &r.rolled_back {
+        lines.push(format!("(rolled back, not kept: {})", printable(why)));
     }
     if r.level == sluice_crds::Recording::Statements {
         lines.push("(values not recorded: the policy records statements only)".into());

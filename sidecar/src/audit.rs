@@ -124,6 +124,8 @@ pub struct AuditLog {
     durabilities: std::sync::RwLock<std::collections::HashMap<String, AuditDurability>>,
     /// Batched mode: wakes the flusher, which writes after the window.
     batch: tokio::sync::Notify,
+    /// The policies in force, for their change history (see [`AuditLog::configure`]).
+    policies: crate::policy_history::PolicyHistory,
 }
 
 /// See [`AuditLog::open_connection`].
@@ -268,6 +270,7 @@ impl AuditLog {
             settings: AuditSettings::default(),
             durabilities: Default::default(),
             batch: tokio::sync::Notify::new(),
+            policies: Default::default(),
         }
     }
 
@@ -286,6 +289,22 @@ impl AuditLog {
             })
             .collect();
         *self.durabilities.write().unwrap_or_else(|p| p.into_inner()) = map;
+        // The bundle's policies: each new version, and each one that left,
+        // on record (see crate::policy_history).
+        self.policies.record(self, bundle);
+    }
+
+    /// Appends a `policy` event (see [`crate::policy_history`]), written now.
+    pub(crate) fn policy_version(
+        &self,
+        policy: sluice_policy::audit::AuditPolicy,
+    ) -> Result<(), AuditError> {
+        let time = now();
+        self.append_with(WriteMode::Now, |chain, pending| {
+            let event = chain.append_policy_line(&time, policy, pending)?;
+            Ok((event.seq, event.hash, None))
+        })
+        .map(|_| ())
     }
 
     /// The durability of `s`'s records (its Connection's when its first

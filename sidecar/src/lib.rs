@@ -48,6 +48,7 @@ pub mod mysql;
 pub mod parse_pool;
 pub mod plane;
 pub mod planes;
+pub mod policy_history;
 pub mod postgres;
 pub mod rate;
 pub mod recording;

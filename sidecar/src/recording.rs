@@ -15,8 +15,8 @@
 //! line small enough for every sink (the operator's `/v1/audit` takes 8 MiB
 //! per batch of up to 1,000 events).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use sluice_crds::Recording;
 use sluice_policy::audit::{AuditRecorded, AuditRecordedSet};
@@ -96,6 +96,24 @@ impl ResultRecorder {
                 rows: Vec::new(),
             }),
             Err(_) => self.malformed = true,
+        }
+    }
+
+    /// The result of an Execute that came without a RowDescription (the
+    /// client described the statement or portal earlier, as drivers do at
+    /// prepare): a result set named after `names`, the column names of the
+    /// Describe of its statement, unless the result already has one.
+    /// Nothing without names (the statement was never described while the
+    /// session was recorded): the rows are then recorded unnamed.
+    pub fn execute_columns(&mut self, level: Recording, names: Option<&OnceLock<Vec<String>>>) {
+        if level.is_off() || !self.sets.is_empty() {
+            return;
+        }
+        if let Some(names) = names.and_then(OnceLock::get) {
+            self.sets.push(AuditRecordedSet {
+                columns: names.clone(),
+                rows: Vec::new(),
+            });
         }
     }
 
@@ -291,6 +309,41 @@ impl BodyRecorder {
     }
 }
 
+/// A recorded write's result whose changes the database did not keep
+/// (`maxRowsAffected` rolled it back, or its COMMIT failed): the rows it
+/// returned (RETURNING) are left out, since they never were in the
+/// database and the workload never received them, and `rolledBack` says
+/// why. Its columns stay.
+pub fn rolled_back(recorded: &mut AuditRecorded, why: &str) {
+    let rows = drop_rows(recorded);
+    recorded.rolled_back = Some(if rows == 0 {
+        why.to_string()
+    } else {
+        format!("{why}; the {rows} rows it returned are not recorded")
+    });
+}
+
+/// A recorded write's result whose fate is not known (the session ended
+/// while it was held): its rows are left out, and `truncated` says why.
+pub fn unsettled(recorded: &mut AuditRecorded, why: &str) {
+    let rows = drop_rows(recorded);
+    let said = format!("{rows} rows not recorded: {why}");
+    recorded.truncated = Some(match recorded.truncated.take() {
+        Some(before) => format!("{said}; {before}"),
+        None => said,
+    });
+}
+
+/// Drops the recorded rows of every set; returns how many there were.
+fn drop_rows(recorded: &mut AuditRecorded) -> usize {
+    let mut rows = 0;
+    for set in &mut recorded.sets {
+        rows += set.rows.len();
+        set.rows = Vec::new();
+    }
+    rows
+}
+
 /// The body of the one message of type `tag` that `bytes` holds.
 fn message_body(bytes: &[u8], tag: u8) -> Option<&[u8]> {
     if bytes.len() < 5 || bytes[0] != tag {
@@ -397,6 +450,63 @@ mod tests {
         let rec = r.finish(Recording::Statements).expect("recorded");
         assert!(rec.sets.iter().all(|s| s.rows.is_empty()));
         assert!(r.finish(Recording::Off).is_none());
+    }
+
+    #[test]
+    fn an_execute_without_a_row_description_is_named_after_its_statement() {
+        let budget = SessionBudget::default();
+        let names = OnceLock::from(vec!["id".to_string(), "ssn".to_string()]);
+        let row = data_row_message(&[Some(b"1"), Some(b"[redacted]")]);
+        let mut r = ResultRecorder::default();
+        for _ in 0..2 {
+            r.execute_columns(Recording::Results, Some(&names));
+            r.data_row(Recording::Results, &budget, &row);
+        }
+        let rec = r.finish(Recording::Results).expect("recorded");
+        assert_eq!(rec.sets.len(), 1);
+        assert_eq!(rec.sets[0].columns, ["id", "ssn"]);
+        assert_eq!(rec.sets[0].rows.len(), 2);
+        // A RowDescription of its own wins; unknown names leave it unnamed.
+        r.columns(Recording::Results, &row_description_body(&["own"]));
+        r.execute_columns(Recording::Results, Some(&names));
+        r.execute_columns(Recording::Results, None);
+        let rec = r.finish(Recording::Results).expect("recorded");
+        assert_eq!(rec.sets.len(), 1);
+        assert_eq!(rec.sets[0].columns, ["own"]);
+        r.execute_columns(Recording::Results, Some(&OnceLock::new()));
+        r.data_row(Recording::Results, &budget, &row);
+        let rec = r.finish(Recording::Results).expect("recorded");
+        assert!(rec.sets[0].columns.is_empty());
+    }
+
+    #[test]
+    fn a_rolled_back_result_keeps_its_columns_and_drops_its_rows() {
+        let budget = SessionBudget::default();
+        let mut r = ResultRecorder::default();
+        r.columns(Recording::Results, &row_description_body(&["id", "v"]));
+        r.data_row(
+            Recording::Results,
+            &budget,
+            &data_row_message(&[Some(b"1"), Some(b"new")]),
+        );
+        let mut rec = r.finish(Recording::Results).expect("recorded");
+        rolled_back(&mut rec, "Sluice rolled the write back");
+        assert_eq!(rec.sets[0].columns, ["id", "v"]);
+        assert!(rec.sets[0].rows.is_empty());
+        assert_eq!(
+            rec.rolled_back.as_deref(),
+            Some("Sluice rolled the write back; the 1 rows it returned are not recorded")
+        );
+    }
+
+    fn row_description_body(names: &[&str]) -> Vec<u8> {
+        let mut body = (names.len() as i16).to_be_bytes().to_vec();
+        for n in names {
+            body.extend_from_slice(n.as_bytes());
+            body.push(0);
+            body.extend_from_slice(&[0; 18]);
+        }
+        body
     }
 
     #[test]

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use sluice_crds::{AccessPolicy, AccessRequest, Connection};
 use tempfile::TempDir;
 
+use super::history::policy_history;
 use super::package::{Package, clean, csv_table, hex};
 use super::report::html;
 use super::soc2::{Criterion, oscal, soc2_mapping};
@@ -62,9 +63,14 @@ impl Period {
             None => Timestamp::now(),
         };
         let since = parse_since(&args.since, until)?;
-        // Whole seconds: the period is read by people.
+        // Whole seconds: the period is read by people. The end is rounded
+        // up, so that events of its last second (of now) are in it.
         let whole = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
-        let (since, until) = (whole(since), whole(until));
+        let up = |t: Timestamp| {
+            let second = t.as_second() + i64::from(t.subsec_nanosecond() > 0);
+            Timestamp::from_second(second).unwrap_or(t)
+        };
+        let (since, until) = (whole(since), up(until));
         if since >= until {
             return Err(EvidenceError::Usage(format!(
                 "--since {since} is not before --until {until}"
@@ -112,6 +118,10 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode, EvidenceError> {
     )?;
     let mut latencies = write_requests(&mut pkg, &objects.requests)?;
     let (stats, all_ok) = write_audit(&mut pkg, args, period)?;
+    pkg.json(
+        "policies/history.json",
+        &policy_history(&stats.policy_changes, &objects.policies, period.since),
+    )?;
     write_samples(&mut pkg, &objects.requests, &stats)?;
     latencies.sort_unstable();
     let summary = summary(args, period, &objects, &latencies, &stats, all_ok);
@@ -361,10 +371,18 @@ fn write_audit(
         all_ok &= report["ok"] == true;
         reports.push(json!({"file": name, "report": report}));
         for line in text.lines() {
-            if let Ok(event) = serde_json::from_str::<Value>(line)
-                && event.get("prev").is_some()
-                && period.contains(time_of(&event, "/time"))
-            {
+            let Ok(event) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if event.get("prev").is_none() {
+                continue;
+            }
+            let time = time_of(&event, "/time");
+            if event["type"] == "policy" && time.is_some_and(|t| t <= period.until) {
+                // The versions in force before the period count too.
+                stats.policy_changes.push(event.clone());
+            }
+            if period.contains(time) {
                 stats.add(&event);
             }
         }

@@ -6,6 +6,7 @@
 //! | file | what | SOC 2 |
 //! |---|---|---|
 //! | `policies/accesspolicies.json` | the AccessPolicies in force (spec, generation, conditions) | CC6.1 CC6.2 CC6.3 CC8.1 |
+//! | `policies/history.json` | each AccessPolicy's versions and when each was put in force, from the audit's chained `policy` events, beside the cluster's version now | CC8.1 |
 //! | `policies/connections.json` | the Connections (upstreams and Secret *names*; never a Secret's data) | CC6.1 CC6.6 |
 //! | `access-requests/accessrequests.json`, `.csv` | requester, approvers, decisions with user, comment and time, phase, latency | CC6.2 CC6.3 CC8.1 |
 //! | `samples/approved-requests.json` | up to 25 approved requests chosen by hash of their name (not by the exporter), with their audit trail | CC6.3 CC8.1 |
@@ -31,6 +32,7 @@ use crate::audit_verify;
 
 mod archive;
 mod export;
+mod history;
 mod package;
 mod report;
 mod soc2;

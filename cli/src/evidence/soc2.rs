@@ -61,11 +61,12 @@ pub(super) fn soc2_mapping() -> Vec<Criterion> {
         ),
         (
             "CC8.1",
-            "Changes are authorised: writes that need approval ran only after their AccessRequest was approved; policy changes carry their generation.",
+            "Changes are authorised and traceable: writes that need approval ran only after their AccessRequest was approved; each version of each AccessPolicy a sidecar put in force is in the chained audit with its time, generation, digest and spec.",
             vec![
                 "access-requests/accessrequests.json",
                 "samples/approved-requests.json",
                 "policies/accesspolicies.json",
+                "policies/history.json",
             ],
         ),
     ]

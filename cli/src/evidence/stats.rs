@@ -15,6 +15,8 @@ pub(super) struct Stats {
     pub(super) events: u64,
     /// Approval audit events by request name.
     pub(super) trail: BTreeMap<String, Vec<Value>>,
+    /// `policy` events up to the period's end (see `history`).
+    pub(super) policy_changes: Vec<Value>,
 }
 
 impl Stats {

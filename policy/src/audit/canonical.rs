@@ -66,6 +66,9 @@ impl AuditEvent {
         if let Some(v) = &self.outcome {
             put_value(out, &mut first, "outcome", v)?;
         }
+        if let Some(v) = &self.policy {
+            put_value(out, &mut first, "policy", v)?;
+        }
         put_value(out, &mut first, "prev", &self.prev)?;
         put_value(out, &mut first, "seq", &self.seq)?;
         if let Some(v) = &self.session {

@@ -5,7 +5,7 @@ use super::canonical::check_generic;
 use super::canonical::{Slot, put_value, splice_hash};
 use super::event::{
     AuditCommand, AuditDecision, AuditEvent, AuditEventDraft, AuditIdentity, AuditKind,
-    AuditOutage, AuditOutcome,
+    AuditOutage, AuditOutcome, AuditPolicy,
 };
 use super::{AuditError, GENESIS, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
@@ -226,6 +226,19 @@ impl AuditChain {
         self.seal(event, Some(line))
     }
 
+    /// Appends a `policy` event (see [`AuditPolicy`]) at `time` and its
+    /// line, as [`AuditChain::append_line`] does.
+    pub fn append_policy_line(
+        &mut self,
+        time: &str,
+        policy: AuditPolicy,
+        line: &mut Vec<u8>,
+    ) -> Result<AuditEvent, AuditError> {
+        let mut event = self.next_event(AuditEventDraft::new(time, AuditKind::Policy));
+        event.policy = Some(policy);
+        self.seal(event, Some(line))
+    }
+
     /// Numbers, links and hashes the event made of `pieces` as the stream's
     /// next one and appends its line and a newline to `line`: the same bytes
     /// [`AuditChain::append_line`] writes for the same content, made by
@@ -334,6 +347,7 @@ impl AuditChain {
             outcome: draft.outcome,
             approval: draft.approval,
             outage: None,
+            policy: None,
             prev: self.last_hash.clone(),
             hash: String::new(),
         }

@@ -25,6 +25,10 @@ pub enum AuditKind {
     /// [`AuditOutage`]). Chained like any event, so a recorded outage is
     /// told apart from an edit.
     Outage,
+    /// The sidecar put a version of an AccessPolicy in force, or took one
+    /// away (see [`AuditPolicy`]): the policies' change history, chained
+    /// with the decisions taken under them.
+    Policy,
 }
 
 /// Who sent the call.
@@ -113,6 +117,11 @@ pub struct AuditRecorded {
     pub body: Option<String>,
     /// The recording level of the session (`statements` or `results`).
     pub level: sluice_crds::Recording,
+    /// SQL: why the statement's changes were not kept although the server
+    /// ran it (a write `maxRowsAffected` rolled back, a failed COMMIT);
+    /// the rows it returned are then not recorded. Absent when it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
     /// SQL: the result sets, in order (a query string may hold several).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sets: Vec<AuditRecordedSet>,
@@ -182,6 +191,38 @@ pub struct AuditOutage {
     pub to_seq: u64,
 }
 
+/// A version of an AccessPolicy a stream put in force (events of type
+/// `policy`): written when a bundle brings a policy, or a version of it,
+/// the stream did not have in force, and when one leaves the bundle.
+///
+/// Fields are declared sorted by their JSON names (see `write_canonical`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPolicy {
+    /// sha256 (hex) of the canonical JSON of `spec` (see
+    /// [`canonical_json`](super::canonical_json)): the version's name,
+    /// equal for the same spec read from the cluster. Absent when removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Its `metadata.generation`, when the bundle carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// It no longer applies to the stream (deleted, or it no longer binds
+    /// the identity).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+    /// The revision of the bundle that brought the change.
+    pub revision: String,
+    /// Its spec as put in force (an AccessPolicy holds no secret value: a
+    /// masking hash key is named by its Secret). Absent when removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -225,6 +266,9 @@ pub struct AuditEvent {
     /// An outage of the audit sink (events of type `outage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outage: Option<AuditOutage>,
+    /// A policy version put in force (events of type `policy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<AuditPolicy>,
     /// Hash of the previous event of the stream ([`GENESIS`](super::GENESIS) for the first).
     pub prev: String,
     /// This event's chain hash.

@@ -27,6 +27,9 @@ pub(super) enum Expect {
         statement: Option<String>,
         stmt: Option<StatementRef>,
         forward: bool,
+        /// When the session is recorded: where the described statement's
+        /// column names go (see [`ColumnNames`]).
+        columns: Option<ColumnNames>,
     },
     /// An Execute's rows and its CommandComplete / EmptyQuery / PortalSuspended.
     Execute(Box<ExecCtx>),
@@ -96,4 +99,17 @@ pub(super) struct ExecCtx {
     pub(super) stmt: Option<StatementRef>,
     pub(super) started: Instant,
     pub(super) copy_mask: Option<Arc<CopyMask>>,
+    /// When the session is recorded: the column names of the portal's
+    /// statement, for a result whose RowDescription the client got earlier.
+    pub(super) columns: Option<ColumnNames>,
 }
+
+/// The column names of a prepared statement's result, set by the server
+/// loop from the first RowDescription answering a Describe of it (the
+/// client's or the sidecar's own), and read when an Execute of a portal
+/// bound from it returns rows without a RowDescription of their own: the
+/// driver learnt the names from that earlier Describe, and so does the
+/// recording (see [`crate::recording::ResultRecorder::execute_columns`]).
+/// One per Parse, so a statement name parsed again gets fresh names; made
+/// only while the session is recorded.
+pub(super) type ColumnNames = Arc<std::sync::OnceLock<Vec<String>>>;

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::client::{alone_refusal, statement_effect};
-use super::expect::{BindInfo, ExecCtx, Expect, StatementRef};
+use super::expect::{BindInfo, ColumnNames, ExecCtx, Expect, StatementRef};
 use super::{ClientLoop, Guard, Portal, PreparedStatement, SessionError};
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::Frame;
@@ -325,6 +325,8 @@ impl ClientLoop {
         describe_statements: bool,
     ) -> Result<(), SessionError> {
         let p = parse::decode(frame.body())?;
+        // Its column names, for the recording (only while it records).
+        let columns = self.recorded().then(ColumnNames::default);
         if let Some(stmt) = stmt.clone() {
             self.statements.insert(
                 p.name.to_string(),
@@ -332,6 +334,7 @@ impl ClientLoop {
                     name: Arc::from(p.name),
                     stmt,
                     described: describe_statements.then_some(self.generation),
+                    columns: columns.clone(),
                 },
             );
         }
@@ -343,6 +346,7 @@ impl ClientLoop {
                 statement: Some(p.name.to_string()),
                 stmt,
                 forward: false,
+                columns,
             });
             describe::describe_statement(&mut self.out, p.name);
         }
@@ -365,6 +369,10 @@ impl ClientLoop {
             }
             (s.stmt.clone(), stale, s.name.clone())
         });
+        let columns = self
+            .statements
+            .get(b.statement)
+            .and_then(|s| s.columns.clone());
         if let Some((stmt, true, _)) = &known {
             // Described under other masking rules (or none): its mask is
             // made again first.
@@ -373,6 +381,7 @@ impl ClientLoop {
                 statement: Some(b.statement.to_string()),
                 stmt: Some(stmt.clone()),
                 forward: false,
+                columns: columns.clone(),
             });
             describe::describe_statement(&mut self.out, b.statement);
         }
@@ -380,8 +389,14 @@ impl ClientLoop {
             Some((stmt, _, name)) => (Some(stmt), Some(name)),
             None => (None, None),
         };
-        self.portals
-            .insert(b.portal.to_string(), Portal { stmt, generation });
+        self.portals.insert(
+            b.portal.to_string(),
+            Portal {
+                stmt,
+                generation,
+                columns,
+            },
+        );
         let info = describe_statements.then(|| BindInfo {
             portal: b.portal.to_string(),
             statement: name.unwrap_or_else(|| Arc::from(b.statement)),
@@ -394,20 +409,33 @@ impl ClientLoop {
 
     /// A Describe the client asked for: its answer is forwarded.
     fn forward_describe(&mut self, frame: &Frame) -> Result<(), SessionError> {
-        let (portal, stmt) = match describe::decode(frame.body(), "Describe")? {
-            describe::Target::Portal(p) => (
-                Some(p.to_string()),
-                self.portals.get(p).and_then(|p| p.stmt.clone()),
-            ),
-            describe::Target::Statement(s) => {
-                (None, self.statements.get(s).map(|s| s.stmt.clone()))
+        let recorded = self.recorded();
+        let (portal, stmt, columns) = match describe::decode(frame.body(), "Describe")? {
+            describe::Target::Portal(name) => {
+                let bound = self.portals.get(name);
+                (
+                    Some(name.to_string()),
+                    bound.and_then(|p| p.stmt.clone()),
+                    bound.and_then(|p| p.columns.clone()),
+                )
             }
+            describe::Target::Statement(s) => match self.statements.get_mut(s) {
+                Some(s) => {
+                    if recorded && s.columns.is_none() {
+                        // Parsed before the session was recorded.
+                        s.columns = Some(ColumnNames::default());
+                    }
+                    (None, Some(s.stmt.clone()), s.columns.clone())
+                }
+                None => (None, None, None),
+            },
         };
         self.send(Expect::Describe {
             portal,
             statement: None,
             stmt,
             forward: true,
+            columns,
         });
         self.out.extend_from_slice(&frame.raw);
         Ok(())
@@ -427,7 +455,10 @@ impl ClientLoop {
                 p.generation = generation;
                 stale
             });
-        let stmt = self.portals.get(portal).and_then(|p| p.stmt.clone());
+        let (stmt, columns) = match self.portals.get(portal) {
+            Some(p) => (p.stmt.clone(), p.columns.clone()),
+            None => (None, None),
+        };
         if stale {
             // A portal bound under other masking rules: its mask is made
             // again, in its result formats, from its own description.
@@ -436,6 +467,7 @@ impl ClientLoop {
                 statement: None,
                 stmt: stmt.clone(),
                 forward: false,
+                columns: None,
             });
             describe::describe_portal(&mut self.out, portal);
         }
@@ -452,9 +484,16 @@ impl ClientLoop {
             stmt,
             started: Instant::now(),
             copy_mask,
+            columns,
         })));
         self.out.extend_from_slice(&frame.raw);
         Ok(())
+    }
+
+    /// Whether the session is recorded (`spec.recording`): only then are
+    /// prepared statements' column names kept (see [`ColumnNames`]).
+    fn recorded(&self) -> bool {
+        !self.masking.recording().is_off()
     }
 
     /// A Close: the statement or portal is gone.

@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::expect::Expect;
+use super::results::record_result;
 use super::{ClientLoop, Guard, MAX_HELD_BYTES, SessionError};
 use crate::enforcement::Refusal;
 use crate::postgres::framing::FrameReader;
@@ -83,6 +84,8 @@ impl ClientLoop {
             if !guard.savepoint {
                 self.internal("ROLLBACK").await?;
             }
+            // The client gets the answer as it came, error included.
+            self.record_held(None);
             self.release(held.bytes);
             return Ok(());
         }
@@ -122,6 +125,11 @@ impl ClientLoop {
                         "the server refused to roll back a write over maxRowsAffected".into(),
                     ));
                 }
+                let why = format!(
+                    "Sluice rolled the write back: AccessPolicy {:?} limits writes to {} rows each (maxRowsAffected)",
+                    guard.policy, guard.rows
+                );
+                self.record_held(Some((refusal.code, why.as_str())));
                 if let Some(decided) = guard.decided.get(i).or(guard.decided.first()) {
                     self.record_refusal(decided, guard.protocol, &refusal);
                 }
@@ -137,12 +145,48 @@ impl ClientLoop {
                 // A COMMIT can fail (a deferred constraint): then that error
                 // is the answer, and nothing of the write stands.
                 match self.answered.take_internal_error() {
-                    Some(error) => self.release(error),
-                    None => self.release(held.bytes),
+                    Some(error) => {
+                        // The SQLSTATE the client gets (the message's body
+                        // follows its type byte and length).
+                        let code = error
+                            .get(5..)
+                            .and_then(|body| error_response::decode(body).ok())
+                            .and_then(|f| f.into_iter().find(|f| f.code == b'C'))
+                            .map(|f| f.value);
+                        let what = if guard.savepoint { "RELEASE" } else { "COMMIT" };
+                        let why = format!(
+                            "the server failed Sluice's {what} of the write, so none of it was kept"
+                        );
+                        self.record_held(Some((
+                            code.as_deref().unwrap_or(error_response::INTERNAL_ERROR),
+                            why.as_str(),
+                        )));
+                        self.release(error)
+                    }
+                    None => {
+                        self.record_held(None);
+                        self.release(held.bytes)
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Puts the results of a settled write on record: as they came when it
+    /// stands (`None`), else rolled back with the SQLSTATE the client got
+    /// and why (see [`crate::recording::rolled_back`]): the recording never
+    /// shows rows the database did not keep as if it had.
+    fn record_held(&self, rolled_back: Option<(&str, &str)>) {
+        for (decided, mut result) in self.answered.take_held_results() {
+            if let Some((code, why)) = rolled_back {
+                result.error.get_or_insert_with(|| code.to_string());
+                if let Some(r) = result.recorded.as_mut() {
+                    crate::recording::rolled_back(r, why);
+                }
+            }
+            record_result(&self.ctx, &self.session, &decided, result);
+        }
     }
 
     /// Sends the sidecar's own simple query and waits for its answer

@@ -29,6 +29,16 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             _ => None,
         };
         let is_describe = matches!(front, Some(Expect::Describe { .. }));
+        if let Some(Expect::Describe {
+            columns: Some(names),
+            ..
+        }) = front
+            && names.get().is_none()
+            && let Ok(columns) = row_description::decode(frame.body())
+        {
+            // A recorded session: the statement's names, for its Executes.
+            let _ = names.set(columns.into_iter().map(|c| c.name).collect());
+        }
         let mask = if self.masking.active() {
             // The same statement with the same columns masks the same way:
             // plan once per session, not once per execution.

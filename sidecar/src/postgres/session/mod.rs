@@ -62,7 +62,7 @@ use crate::approval::Approvals;
 use crate::audit::{AuditError, AuditLog, ResultRecord, SessionInfo};
 use crate::enforcement::{Binding, Decided, Enforcer, Masking};
 use crate::metrics::Metrics;
-use expect::{Expect, StatementRef};
+use expect::{ColumnNames, Expect, StatementRef};
 use startup::run;
 
 /// Everything a listener's sessions share.
@@ -106,7 +106,15 @@ struct Answered {
     /// The error the server answered the sidecar's own COMMIT, RELEASE or
     /// ROLLBACK with (scrubbed like any error).
     internal_error: std::sync::Mutex<Option<Bytes>>,
+    /// The results of a write held for `maxRowsAffected`, recorded once the
+    /// write is committed or rolled back (see [`ClientLoop::finish_guard`]):
+    /// never as if they happened before that is known. Left here, the
+    /// session's end records them (see [`startup`]).
+    held_results: std::sync::Mutex<Vec<Ended>>,
 }
+
+/// A result that ended, with the decision it belongs to, not yet recorded.
+type Ended = (Arc<Decided>, ResultRecord);
 
 /// A write's complete answer, held until its row counts are checked
 /// against `maxRowsAffected` (see [`rows_affected`]).
@@ -134,6 +142,13 @@ impl Answered {
 
     fn take_internal_error(&self) -> Option<Bytes> {
         self.internal_error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    fn take_held_results(&self) -> Vec<Ended> {
+        match self.held_results.lock() {
+            Ok(mut r) => std::mem::take(&mut *r),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
     }
 
     /// Why statements cannot be decided under the settings the server
@@ -270,12 +285,16 @@ struct PreparedStatement {
     /// The masking generation the sidecar described it under (`None`:
     /// not described, masking was off).
     described: Option<u64>,
+    /// Its column names once described, while the session is recorded.
+    columns: Option<ColumnNames>,
 }
 
 struct Portal {
     stmt: Option<StatementRef>,
     /// The masking generation it was bound under.
     generation: u64,
+    /// Its statement's column names, while the session is recorded.
+    columns: Option<ColumnNames>,
 }
 
 struct ClientLoop {
@@ -397,7 +416,7 @@ struct ServerLoop<'w, W> {
     simple: Option<SimpleProgress>,
     copy_mask: Option<Arc<CopyMask>>,
     /// Results ended but not yet recorded (see [`ServerLoop::record_results`]).
-    results: Vec<(Arc<Decided>, ResultRecord)>,
+    results: Vec<Ended>,
     /// The current result as the client receives it, when the session is recorded.
     recorder: crate::recording::ResultRecorder,
     /// Shared with the client loop.
@@ -449,6 +468,8 @@ struct Hold {
     overflow: bool,
     swallow: u32,
     shift: u32,
+    /// The results of the write's statements, recorded once it is settled.
+    results: Vec<Ended>,
 }
 
 #[derive(Default)]

@@ -7,8 +7,11 @@ use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
 use super::expect::{ExecCtx, Expect, SimpleCtx, StatementRef};
-use super::{ResultState, ServerLoop, SessionError, SimpleProgress, log_unrecorded};
-use crate::audit::ResultRecord;
+use super::{
+    ConnectionContext, ResultState, ServerLoop, SessionError, SimpleProgress, log_unrecorded,
+};
+use crate::audit::{ResultRecord, SessionInfo};
+use crate::enforcement::Decided;
 use crate::postgres::framing::Frame;
 use crate::postgres::masking::{CopyMask, RowMask};
 use crate::postgres::messages::error_response::{self, Report};
@@ -120,11 +123,14 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             _ => self.forward(&frame),
         }
         // What the client got, masked: the recording never sees more.
-        self.recorder.data_row(
-            self.masking.recording(),
-            &self.session.recording,
-            &self.out[before..],
-        );
+        let level = self.masking.recording();
+        if !level.is_off()
+            && let Some(Expect::Execute(e)) = self.queue.front()
+        {
+            self.recorder.execute_columns(level, e.columns.as_deref());
+        }
+        self.recorder
+            .data_row(level, &self.session.recording, &self.out[before..]);
         Ok(())
     }
 
@@ -186,16 +192,27 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 prepared: None,
             });
         }
-        self.results.push((
+        let recorded = self.recorder.finish(self.masking.recording());
+        self.ended(
             s.decided.clone(),
             ResultRecord {
                 rows: p.rows,
                 masked: p.masked,
                 duration: elapsed,
                 error: p.error,
-                recorded: self.recorder.finish(self.masking.recording()),
+                recorded,
             },
-        ));
+        );
+    }
+
+    /// A result ended: recorded after the answers are written (see
+    /// [`ServerLoop::record_results`]), or, when it belongs to a write held
+    /// for `maxRowsAffected`, once the write is committed or rolled back.
+    fn ended(&mut self, decided: Arc<Decided>, result: ResultRecord) {
+        match self.hold.as_mut() {
+            Some(hold) => hold.results.push((decided, result)),
+            None => self.results.push((decided, result)),
+        }
     }
 
     pub(super) fn execute_done(&mut self, e: &ExecCtx, error: Option<String>) {
@@ -213,14 +230,17 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         error: Option<String>,
     ) {
         let elapsed = e.started.elapsed();
-        let recorded = self.recorder.finish(self.masking.recording());
+        let level = self.masking.recording();
+        // Its columns, also when it returned no row.
+        self.recorder.execute_columns(level, e.columns.as_deref());
+        let recorded = self.recorder.finish(level);
         match &e.stmt {
             Some(s) => self.ran(s.clone()),
             None if self.masking.has_column_rules() => self.ran_overflow = true,
             None => {}
         }
         if let Some(stmt) = &e.stmt {
-            self.results.push((
+            self.ended(
                 stmt.decided.clone(),
                 ResultRecord {
                     rows,
@@ -229,7 +249,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     error,
                     recorded,
                 },
-            ));
+            );
         } else {
             self.ctx.metrics.upstream_latency(elapsed);
         }
@@ -243,11 +263,29 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// every exit of the session calls it before `session_end`.
     pub(super) fn record_results(&mut self) {
         for (decided, result) in self.results.drain(..) {
-            self.ctx.metrics.upstream_latency(result.duration);
-            log_unrecorded(
-                self.ctx.audit.result(&self.session, &decided, result),
-                "result",
-            );
+            record_result(&self.ctx, &self.session, &decided, result);
+        }
+    }
+
+    /// At the session's end: the results of a write still held for
+    /// `maxRowsAffected` (its answer incomplete, or not yet settled by the
+    /// client loop) are recorded without their rows, saying that whether
+    /// the write was kept is not known (a server rolls back the
+    /// transaction a session leaves open; the session may have ended just
+    /// after Sluice's COMMIT).
+    pub(super) fn record_unsettled(&mut self) {
+        let mut unsettled = self.answered.take_held_results();
+        if let Some(hold) = self.hold.as_mut() {
+            unsettled.append(&mut hold.results);
+        }
+        for (decided, mut result) in unsettled {
+            if let Some(r) = result.recorded.as_mut() {
+                crate::recording::unsettled(
+                    r,
+                    "the session ended while Sluice held the write for maxRowsAffected, so whether it was kept is not known",
+                );
+            }
+            record_result(&self.ctx, &self.session, &decided, result);
         }
     }
 
@@ -273,4 +311,15 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
         Ok(())
     }
+}
+
+/// Puts one result on record (its audit event and its latency).
+pub(super) fn record_result(
+    ctx: &ConnectionContext,
+    session: &SessionInfo,
+    decided: &Decided,
+    result: ResultRecord,
+) {
+    ctx.metrics.upstream_latency(result.duration);
+    log_unrecorded(ctx.audit.result(session, decided, result), "result");
 }

@@ -187,6 +187,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                         overflow: false,
                         swallow: *swallow,
                         shift: *shift,
+                        results: Vec::new(),
                     });
                 }
                 Some(_) if self.skipping => {
@@ -505,6 +506,11 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             return;
         };
         let bytes = self.out.split_off(hold.start).freeze();
+        // Recorded by the client loop once the write is settled.
+        match self.answered.held_results.lock() {
+            Ok(mut r) => r.extend(hold.results),
+            Err(p) => p.into_inner().extend(hold.results),
+        }
         let held = HeldAnswer {
             bytes: if hold.overflow { Bytes::new() } else { bytes },
             outcomes: hold.outcomes,

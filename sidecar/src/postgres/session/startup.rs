@@ -430,6 +430,7 @@ where
         r = server_loop.run() => r,
     };
     server_loop.record_results();
+    server_loop.record_unsettled();
     outcome
 }
 

@@ -1,0 +1,210 @@
+//! The policies' change history in the audit stream and the evidence
+//! package (#21): the `sluice-sidecar run` binary, the operator in-process
+//! on the test control plane and a real PostgreSQL. The policy is edited
+//! while a session runs; the sidecar's audit stream then holds a chained
+//! `policy` event for each version it put in force, before the decisions
+//! taken under it, and `kubectl sluice evidence export` lists both
+//! versions with their times (`policies/history.json`), the cluster's
+//! version now beside them.
+//!
+//! `kubectl sluice` is the workspace's `target/…/kubectl-sluice`, beside the
+//! sidecar binary (build it first: `cargo build -p kubectl-sluice`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../../operator/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+use support::{Child, Env, bounded};
+
+fn manifests(db: &str, upstream_port: u16, listen_port: u16) -> String {
+    common::run_mode_connection(db, upstream_port, listen_port)
+        + r#"apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: testdb-policy, namespace: shop}
+spec:
+  subjects: [{serviceAccount: report-job}]
+  connections: [testdb]
+  defaultAction: allow
+  rules:
+    - name: no-drops
+      match: {statements: [drop]}
+      action: deny
+"#
+}
+
+fn events(audit: &Path) -> Vec<Value> {
+    std::fs::read_to_string(audit)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_edit_is_on_record_and_in_the_evidence() {
+    let pg = common::server();
+    let db = common::db_name("policy_history");
+    pg.create_database(&db).await;
+    let admin = common::connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute("CREATE TABLE customers (id int, name text); INSERT INTO customers VALUES (1, 'alice');")
+        .await
+        .unwrap();
+    let env = Env::start().await;
+    let listen_port = common::free_port();
+    support::apply_yaml(&env.client, &manifests(&db, pg.port, listen_port)).await;
+    env.policy_ready("testdb-policy").await;
+    env.webhook_registered().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
+    let audit = dir.path().join("audit.jsonl");
+    let log = dir.path().join("sidecar.log");
+    let _child = Child(
+        common::run_binary(
+            &env.operator,
+            &token_file,
+            "testdb",
+            ("report-job", "report"),
+            &audit,
+            &log,
+        )
+        .spawn()
+        .expect("sidecar binary starts"),
+    );
+    let url = format!("host=127.0.0.1 port={listen_port} user=app dbname={db}");
+    let client = bounded("the sidecar's listener", async {
+        loop {
+            if let Ok(c) = common::try_connect(&url).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    client
+        .query("SELECT name FROM customers", &[])
+        .await
+        .unwrap();
+
+    // Edited while the session runs: reads are denied from the next bundle on.
+    env.policies()
+        .patch(
+            "testdb-policy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rules": [
+                {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
+                {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
+            ]}})),
+        )
+        .await
+        .unwrap();
+    env.policy_ready("testdb-policy").await;
+    bounded("the edit to reach the session", async {
+        loop {
+            match client.query("SELECT name FROM customers", &[]).await {
+                Err(e) if common::message(&e).contains("no-reads") => return,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    drop(client);
+    bounded("the session's end on record", async {
+        while !events(&audit).iter().any(|e| e["type"] == "sessionEnd") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // The stream: a version before the first decision, the edit before the
+    // first decision taken under it.
+    let all = events(&audit);
+    let at = |pred: &dyn Fn(&Value) -> bool| all.iter().position(pred);
+    // (The quickstart's policy may bind the identity too: its own events.)
+    let ours = |e: &Value| {
+        e["type"] == "policy"
+            && e["policy"]["name"] == "testdb-policy"
+            && e["policy"]["namespace"] == "shop"
+    };
+    let versions: Vec<&Value> = all.iter().filter(|e| ours(e)).collect();
+    assert_eq!(
+        versions.len(),
+        2,
+        "one event per version put in force: {all:?}"
+    );
+    assert_ne!(
+        versions[0]["policy"]["digest"],
+        versions[1]["policy"]["digest"]
+    );
+    assert_eq!(
+        versions[1]["policy"]["spec"]["rules"][1]["name"],
+        "no-reads"
+    );
+    let first_policy = at(&|e| ours(e)).unwrap();
+    let first_statement = at(&|e| e["type"] == "statement").unwrap();
+    let edit = at(&|e| ours(e) && e["seq"] == versions[1]["seq"]).unwrap();
+    let denial = at(&|e| e["type"] == "denial").unwrap();
+    assert!(first_policy < first_statement && edit < denial, "{all:?}");
+
+    // The evidence package lists both versions with their times.
+    let kubectl_sluice =
+        Path::new(env!("CARGO_BIN_EXE_sluice-sidecar")).with_file_name("kubectl-sluice");
+    assert!(
+        kubectl_sluice.exists(),
+        "build it first: cargo build -p kubectl-sluice"
+    );
+    let package = dir.path().join("evidence");
+    let out = Command::new(&kubectl_sluice)
+        .env_remove("KUBECONFIG")
+        .args([
+            "evidence", "export", "--since", "1h", "-n", "shop", "--audit",
+        ])
+        .arg(&audit)
+        .arg("-o")
+        .arg(&package)
+        .arg("--kubeconfig")
+        .arg(env.cluster.kubeconfig_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("audit verified"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history: Value = serde_json::from_str(
+        &std::fs::read_to_string(package.join("policies/history.json")).unwrap(),
+    )
+    .unwrap();
+    let policy = history["accessPolicies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "testdb-policy")
+        .unwrap_or_else(|| panic!("testdb-policy is not in the history: {history}"));
+    let changes = policy["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2, "{policy}");
+    for (change, event) in changes.iter().zip(&versions) {
+        assert_eq!(change["time"], event["time"], "{policy}");
+        assert_eq!(change["digest"], event["policy"]["digest"]);
+        assert_eq!(change["generation"], event["policy"]["generation"]);
+    }
+    assert!(
+        changes[0]["generation"].as_i64().unwrap() < changes[1]["generation"].as_i64().unwrap(),
+        "{policy}"
+    );
+    assert_eq!(policy["versions"].as_array().unwrap().len(), 2, "{policy}");
+    // The cluster's version now is the last one put in force.
+    assert_eq!(
+        policy["inCluster"]["digest"], changes[1]["digest"],
+        "{policy}"
+    );
+}
