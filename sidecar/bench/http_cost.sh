@@ -9,7 +9,8 @@
 # Usage: sidecar/bench/http_cost.sh SIDECAR_BINARY cg|ps plain|masked REQS [CONNS]
 # Env: UPSTREAM_BIN (required: a `cargo build --release -p sluice-sidecar
 # --example http_bench_upstream` binary), SIDECAR_ARGS (more sidecar flags),
-# OUT (where the callgrind profile is copied; default the current directory).
+# OUT (where the callgrind profile is copied; default the current directory),
+# TAG (added to the profile's file name, e.g. to tell SIDECAR_ARGS apart).
 # Needs valgrind (cg) or perf (ps), and python3 (the client, http_client.py:
 # exactly REQS keep-alive GETs of /small over CONNS connections).
 # Note: valgrind hides SHA extensions from the program, so the audit's
@@ -82,7 +83,7 @@ if [ "$mode" = cg ]; then
   f=$(ls -S "$work"/cg.out* | head -1)
   ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
   echo "cell=$cell conns=$conns requests=$n Ir=$ir Ir/req=$((ir / n))"
-  cp "$f" "${OUT:-.}/$(basename "$bin")-$cell-c$conns.cg"
+  cp "$f" "${OUT:-.}/$(basename "$bin")${TAG:+-$TAG}-$cell-c$conns.cg"
 else
   read -r u0 s0 < <(awk '{print $14, $15}' /proc/$side/stat)
   cs0=$(cat /proc/$side/task/*/status | awk '/^voluntary_ctxt/ {v+=$2} /^nonvoluntary_ctxt/ {n+=$2} END {print v+n}')
