@@ -22,7 +22,6 @@ pub mod text_mask;
 mod approval;
 mod body;
 mod metrics;
-mod pool;
 mod proxy;
 mod record;
 mod refuse;
@@ -38,6 +37,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use sluice_policy::engine::Identity;
 use sluice_policy::http::Inspection;
@@ -67,6 +68,7 @@ pub fn upstream_timeout(secs: f64) -> Option<Duration> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Why an HTTP Connection could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -256,6 +256,6 @@ async fn forward(
             "Sluice could not build the upstream URL from the request path".into(),
         ));
     };
-    let sent = tokio::time::timeout(up.timeout, up.pool.send(upstream_req)).await;
+    let sent = tokio::time::timeout(up.timeout, up.client.request(upstream_req)).await;
     Ok(respond(ctx, session, set, up, target.cmd, (label, started), sent).await)
 }

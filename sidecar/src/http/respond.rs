@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use sluice_policy::engine::PolicySet;
 
 use super::body::media_type;
-use super::pool::{Lease, UpstreamError};
 use super::record::{RequestCommand, result_event};
 use super::refuse::{error_response, json_response};
 use super::response::{
@@ -28,10 +27,11 @@ use super::upstream::{HttpUpstream, error_chain, strip_hop_by_hop};
 use super::{HttpContext, ProxyBody};
 use crate::audit::SessionInfo;
 
-/// What the upstream answered, within its timeout, and the connection
-/// it answered on until its body ends.
-pub(super) type Sent =
-    Result<Result<(Response<Incoming>, Lease), UpstreamError>, tokio::time::error::Elapsed>;
+/// What the upstream answered, within its timeout.
+pub(super) type Sent = Result<
+    Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    tokio::time::error::Elapsed,
+>;
 
 /// One answer being checked: what its refusals and its result record need.
 struct Answer<'a> {
@@ -84,8 +84,8 @@ pub(super) async fn respond(
         label,
         started,
     };
-    let (response, lease) = match sent {
-        Ok(Ok(answered)) => answered,
+    let response = match sent {
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             let why = error_chain(&e);
             answer.failed(StatusCode::BAD_GATEWAY, format!("upstream error: {why}"));
@@ -175,20 +175,15 @@ pub(super) async fn respond(
         parts.status.as_u16(),
         &session.recording,
     );
-    streamed(
-        answer,
-        (parts, body, lease),
-        stage,
-        (first, ended),
-        recorder,
-    )
+    streamed(answer, parts, body, stage, (first, ended), recorder)
 }
 
 /// The answer's body as it streams to the application: credentials
 /// scrubbed, masked by `stage`, its result recorded when it ends.
 fn streamed(
     answer: Answer<'_>,
-    (parts, body, lease): (Parts, Incoming, Lease),
+    parts: Parts,
+    body: Incoming,
     stage: Stage,
     (first, ended): (Bytes, bool),
     recorder: Option<crate::recording::BodyRecorder>,
@@ -197,7 +192,6 @@ fn streamed(
     let status = parts.status;
     let body = ResponseBody {
         inner: body,
-        lease,
         stall: None,
         stall_after: up.timeout,
         secrets: up.secrets.clone(),

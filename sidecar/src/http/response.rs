@@ -17,7 +17,6 @@ use sluice_policy::audit::{AuditKind, AuditOutcome};
 
 use super::BoxError;
 use super::body::media_type;
-use super::pool::Lease;
 use super::record::RequestCommand;
 use super::scrub::{ScrubStream, Secrets};
 use super::stream_mask::JsonStreamMasker;
@@ -211,9 +210,6 @@ pub(super) async fn peek(
 /// masking applies, counted for audit and metrics.
 pub(super) struct ResponseBody {
     pub(super) inner: Incoming,
-    /// The upstream connection, given back when the body has been read to
-    /// its end (else closed with the body).
-    pub(super) lease: Lease,
     /// Fires when the upstream sends nothing for `stall_after`: the response
     /// is then cut off (the client sees the connection end) and audited.
     /// Armed at the first wait (a small body that is there at once costs no timer).
@@ -335,7 +331,6 @@ impl ResponseBody {
     /// finished and its result recorded.
     fn last(&mut self, tail: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finished = true;
-        self.lease.release();
         self.count(&tail);
         self.write_result();
         if tail.is_empty() {

@@ -7,10 +7,12 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
-use super::pool::{self, PoolSettings, UpstreamPool};
 use super::scrub::{self, Secrets};
-use super::{HttpSetupError, ProxyBody};
+use super::{HttpSetupError, HttpsClient, ProxyBody};
 
 /// Headers never forwarded either way: hop-by-hop (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &str) -> bool {
@@ -58,19 +60,20 @@ fn is_withheld(name: &str) -> bool {
 
 /// Where and how requests of one Connection go.
 pub struct HttpUpstream {
+    pub(super) scheme: http::uri::Scheme,
     pub(super) authority: http::uri::Authority,
     /// The base URL's path, without a trailing slash.
     base_path: String,
-    /// The `Host` header of every HTTP/1.1 request (the host, and the port
-    /// unless it is the scheme's default), made once (an HTTP/2 request
-    /// carries the authority in `:authority` instead).
-    host: HeaderValue,
+    /// The `Host` header of an HTTP/1.1-only client's requests: the value
+    /// hyper-util would otherwise format for every request (the host, and
+    /// the port unless it is the scheme's default). `None` when HTTP/2 may
+    /// be chosen: an HTTP/2 request carries the authority in `:authority`.
+    host: Option<HeaderValue>,
     /// Credential headers (marked sensitive).
     credentials: Vec<(HeaderName, HeaderValue)>,
     /// The credential values as they may come back in a response (scrubbed).
     pub(super) secrets: Option<Arc<Secrets>>,
-    /// Its connections.
-    pub(super) pool: UpstreamPool,
+    pub(super) client: HttpsClient,
     /// How long the upstream has to answer with headers, and at most
     /// between two pieces of a response body.
     pub(super) timeout: Duration,
@@ -82,14 +85,13 @@ impl HttpUpstream {
     ///
     /// With `http2` (the default of both modes) ALPN offers `h2` and
     /// `http/1.1` and the upstream chooses: HTTP/2 multiplexes the requests
-    /// over one connection, HTTP/1.1 uses a pool of keep-alive connections
-    /// (see [`super::pool`]). Without it only HTTP/1.1 is offered (for
-    /// upstreams whose HTTP/2 is broken or limited); both measured alike in
-    /// `http_bench.sh`.
+    /// over one connection, HTTP/1.1 uses a pool of keep-alive connections.
+    /// Without it only HTTP/1.1 is offered (for upstreams whose HTTP/2 is
+    /// broken or limited); both measured alike in `http_bench.sh`.
     pub fn new(
         connection: &str,
         base_url: &str,
-        mut tls: rustls::ClientConfig,
+        tls: rustls::ClientConfig,
         credentials: &[(String, Vec<u8>)],
         timeout: Duration,
         http2: bool,
@@ -135,37 +137,54 @@ impl HttpUpstream {
                 );
             }
         }
-        let host = pool::host_header(&scheme, &authority)
-            .ok_or_else(|| bad("its host cannot be sent as a Host header"))?;
-        tls.alpn_protocols = if http2 {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let host = (!http2)
+            .then(|| {
+                let default_port = if scheme == http::uri::Scheme::HTTPS {
+                    443
+                } else {
+                    80
+                };
+                let value = match authority.port_u16() {
+                    Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+                    _ => authority.host().to_string(),
+                };
+                HeaderValue::from_str(&value)
+            })
+            .transpose()
+            .map_err(|_| bad("its host cannot be sent as a Host header"))?;
+        let connector = if http2 {
+            builder.enable_all_versions().wrap_connector(http)
         } else {
-            vec![b"http/1.1".to_vec()]
+            builder.enable_http1().wrap_connector(http)
         };
-        let settings = PoolSettings {
-            max_idle: pool::MAX_IDLE,
-            idle_timeout: pool::IDLE_TIMEOUT,
-            connect_timeout: timeout,
-        };
-        let pool = UpstreamPool::new(scheme, authority.clone(), Some(tls), settings)
-            .ok_or_else(|| bad("its host cannot be a TLS server name"))?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
         Ok(HttpUpstream {
+            scheme,
             authority,
             base_path,
             host,
             credentials: headers,
             secrets: secrets.map(Arc::new),
-            pool,
+            client,
             timeout,
         })
     }
 }
 
 /// The request to send upstream: `forwarded` (the decided path) under the
-/// base URL with the application's query (origin-form, with the upstream's
-/// `Host`: the pool makes it absolute for HTTP/2), its headers less
-/// hop-by-hop ones, its own credentials, overrides and ranges, plus the
-/// Connection's credentials; `None` when no URL can be built from it.
+/// base URL with the application's query, its headers less hop-by-hop
+/// ones, its own credentials, overrides and ranges, plus the Connection's
+/// credentials; `None` when no URL can be built from it.
 pub(super) fn upstream_request(
     up: &HttpUpstream,
     forwarded: &str,
@@ -182,7 +201,12 @@ pub(super) fn upstream_request(
         path_and_query.push('?');
         path_and_query.push_str(q);
     }
-    let uri = Uri::try_from(path_and_query).ok()?;
+    let uri = Uri::builder()
+        .scheme(up.scheme.clone())
+        .authority(up.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .ok()?;
     let mut headers = parts.headers;
     strip(&mut headers, |name| {
         is_hop_by_hop(name) || is_withheld(name)
@@ -191,7 +215,9 @@ pub(super) fn upstream_request(
         headers.remove(name);
         headers.append(name.clone(), value.clone());
     }
-    headers.insert(header::HOST, up.host.clone());
+    if let Some(host) = &up.host {
+        headers.insert(header::HOST, host.clone());
+    }
     // Masking must read the bytes the client will get.
     headers.insert(
         header::ACCEPT_ENCODING,
