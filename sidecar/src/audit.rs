@@ -134,8 +134,6 @@ pub struct OpenConnection(Arc<AuditLog>);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.session_closed();
-        // A shutdown waits for open connections too (AuditLog::drained).
-        self.0.session_ended.notify_waiters();
     }
 }
 
@@ -365,29 +363,21 @@ impl AuditLog {
             .len()
     }
 
-    /// Waits until every session has ended, and every connection without
-    /// session events (HTTP: [`AuditLog::open_connection`]) closed, or
-    /// `deadline` passes; returns how many are still open.
+    /// Waits until every session has ended and every connection without
+    /// session events closed ([`AuditLog::open_now`]), or `deadline` passes;
+    /// returns how many are still open.
     pub async fn drained(&self, deadline: tokio::time::Instant) -> usize {
-        // Open connections count too: the process exits once this returns,
-        // which would cut an HTTP request in flight.
-        let still_open = || {
-            let connections = self
-                .open_sessions
-                .load(std::sync::atomic::Ordering::Relaxed);
-            self.open_session_count().max(connections)
-        };
         loop {
             let ended = self.session_ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            let open = still_open();
+            let open = self.open_now();
             if open == 0 {
                 return 0;
             }
             tokio::select! {
                 () = ended => {}
-                () = tokio::time::sleep_until(deadline) => return still_open(),
+                () = tokio::time::sleep_until(deadline) => return self.open_now(),
             }
         }
     }

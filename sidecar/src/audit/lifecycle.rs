@@ -24,13 +24,25 @@ impl AuditLog {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// One open session fewer (never below zero).
+    /// One open session fewer (never below zero); wakes a shutdown's wait
+    /// ([`AuditLog::drained`]).
     pub(super) fn session_closed(&self) {
         let _ = self.open_sessions.fetch_update(
             std::sync::atomic::Ordering::Relaxed,
             std::sync::atomic::Ordering::Relaxed,
             |n| n.checked_sub(1),
         );
+        self.session_ended.notify_waiters();
+    }
+
+    /// Sessions and connections open now: a shutdown waits for HTTP
+    /// connections too, else the process would exit under a request in
+    /// flight ([`AuditLog::open_connection`] counts them, with no session).
+    pub fn open_now(&self) -> usize {
+        let open = self
+            .open_sessions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.open_session_count().max(open)
     }
 
     /// A session was refused (not bound, upstream unreachable).
