@@ -89,13 +89,6 @@ struct Args {
     #[arg(long, default_value_t = 900)]
     bundle_ttl_seconds: u64,
 
-    /// Gateway requests doing work at once (token exchanges, bundle builds,
-    /// audit batches; waiting long-polls do not count) before it answers 429
-    /// with Retry-After, which sidecars honour.
-    #[arg(long, default_value_t = sluice_operator::gateway::overload::DEFAULT_MAX_IN_FLIGHT as u32,
-        value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    gateway_max_in_flight: u32,
-
     /// On SIGTERM/SIGINT: how long the operator may take to finish the
     /// gateway requests in flight (audit uploads, token exchanges) and write
     /// the last audit counters, in seconds; waiting bundle long-polls are
@@ -290,7 +283,6 @@ fn apply_flags(args: &Args, settings: &mut Settings) -> anyhow::Result<()> {
     settings.bundle_ttl = Duration::from_secs(args.bundle_ttl_seconds);
     settings.drain_grace = Duration::from_secs(args.drain_grace_seconds);
     settings.drain_delay = Duration::from_secs(args.drain_delay_seconds);
-    settings.gateway_max_in_flight = args.gateway_max_in_flight as usize;
     settings.access_request_retention = args.access_request_retention;
     settings.webhook_match_conditions = !args.no_webhook_match_conditions;
     settings.adopt_webhook_configurations = args.adopt_webhook_configurations;
