@@ -292,13 +292,14 @@ impl AuditLog {
         self.policies.record(self, bundle);
     }
 
-    /// Appends a `policy` event (see [`crate::policy_history`]), written now.
+    /// Appends a `policy` event (see [`crate::policy_history`]), written
+    /// with the next write: before the first decision taken under it.
     pub(crate) fn policy_version(
         &self,
         policy: sluice_policy::audit::AuditPolicy,
     ) -> Result<(), AuditError> {
         let time = now();
-        self.append_with(WriteMode::Now, |chain, pending| {
+        self.append_with(WriteMode::Pending, |chain, pending| {
             let event = chain.append_policy_line(&time, policy, pending)?;
             Ok((event.seq, event.hash, None))
         })

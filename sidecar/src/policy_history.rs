@@ -3,7 +3,9 @@
 //! bundle puts in force a policy, or a version of it (told by the digest
 //! of its spec), that the stream did not have in force, or takes one away,
 //! the sidecar writes a chained `policy` event with the policy's name,
-//! generation, digest and spec (see [`AuditPolicy`]). So the versions a
+//! generation, digest and spec (see [`AuditPolicy`]; the digest is sha256
+//! of the spec's canonical JSON, keys sorted as the chain hashes events, so
+//! the same spec read from the cluster has the same digest). So the versions a
 //! stream decided under, and when each took effect, are as tamper-evident
 //! as the decisions; `kubectl sluice evidence export` lists them per policy
 //! (`policies/history.json`). Run mode records each bundle's changes;
@@ -16,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use sluice_policy::audit::{AuditPolicy, canonical_json};
 use sluice_policy::wire::Bundle;
@@ -42,13 +45,13 @@ impl PolicyHistory {
                 p.metadata.name.clone().unwrap_or_default(),
             );
             let spec = match serde_json::to_value(&p.spec) {
-                Ok(spec) => spec,
+                Ok(spec) => canonical_json(&spec),
                 Err(e) => {
                     tracing::error!(policy = %key.1, error = %e, "a policy's spec could not be put on record");
                     continue;
                 }
             };
-            let digest = spec_digest(&spec);
+            let digest = hex::encode(Sha256::digest(spec.as_bytes()));
             if in_force.get(&key) != Some(&digest) {
                 let version = AuditPolicy {
                     digest: Some(digest.clone()),
@@ -57,7 +60,9 @@ impl PolicyHistory {
                     namespace: key.0.clone(),
                     removed: false,
                     revision: bundle.revision.clone(),
-                    spec: Some(spec),
+                    spec_base64: Some(
+                        base64::engine::general_purpose::STANDARD.encode(spec.as_bytes()),
+                    ),
                 };
                 if !written(audit.policy_version(version), &key) {
                     continue;
@@ -78,7 +83,7 @@ impl PolicyHistory {
                 namespace: key.0.clone(),
                 removed: true,
                 revision: bundle.revision.clone(),
-                spec: None,
+                spec_base64: None,
             };
             if !written(audit.policy_version(removed), &key) {
                 // Still counted as in force: its removal is tried again.
@@ -94,11 +99,4 @@ fn written(result: Result<(), crate::audit::AuditError>, key: &(String, String))
         tracing::error!(policy = %format!("{}/{}", key.0, key.1), error = %e, "a policy change could not be put on record; it is tried again with the next bundle");
     }
     result.is_ok()
-}
-
-/// The digest a policy version is known by: sha256 (hex) of the canonical
-/// JSON of its spec (keys sorted, as the audit chain hashes events), so the
-/// same spec read from the cluster has the same digest.
-pub fn spec_digest(spec: &serde_json::Value) -> String {
-    hex::encode(Sha256::digest(canonical_json(spec).as_bytes()))
 }

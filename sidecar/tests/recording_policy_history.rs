@@ -144,10 +144,16 @@ async fn a_policy_edit_is_on_record_and_in_the_evidence() {
         versions[0]["policy"]["digest"],
         versions[1]["policy"]["digest"]
     );
-    assert_eq!(
-        versions[1]["policy"]["spec"]["rules"][1]["name"],
-        "no-reads"
-    );
+    // The spec, as canonical JSON in base64, is what the digest names.
+    let spec = |v: &Value| {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v["policy"]["specBase64"].as_str().unwrap())
+            .unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()
+    };
+    assert_eq!(spec(versions[1])["rules"][1]["name"], "no-reads");
+    assert_eq!(spec(versions[0])["rules"].as_array().unwrap().len(), 1);
     let first_policy = at(&|e| ours(e)).unwrap();
     let first_statement = at(&|e| e["type"] == "statement").unwrap();
     let edit = at(&|e| ours(e) && e["seq"] == versions[1]["seq"]).unwrap();
@@ -201,7 +207,17 @@ async fn a_policy_edit_is_on_record_and_in_the_evidence() {
         changes[0]["generation"].as_i64().unwrap() < changes[1]["generation"].as_i64().unwrap(),
         "{policy}"
     );
-    assert_eq!(policy["versions"].as_array().unwrap().len(), 2, "{policy}");
+    let specs: Vec<Value> = policy["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["spec"].clone())
+        .collect();
+    assert_eq!(specs.len(), 2, "{policy}");
+    assert!(
+        specs.contains(&spec(versions[0])) && specs.contains(&spec(versions[1])),
+        "{policy}"
+    );
     // The cluster's version now is the last one put in force.
     assert_eq!(
         policy["inCluster"]["digest"], changes[1]["digest"],

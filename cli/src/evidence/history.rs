@@ -23,6 +23,19 @@ fn digest(spec: &Value) -> String {
     hex(&Sha256::digest(canonical_json(spec).as_bytes()))
 }
 
+/// The spec a `policy` event carries (canonical JSON in base64), read
+/// back and checked against its digest; `null` when it does not decode or
+/// does not match (the event itself verifies with its chain).
+fn spec_of(policy: &Value, digest: &str) -> Value {
+    use base64::Engine as _;
+    policy["specBase64"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .filter(|bytes| hex(&Sha256::digest(bytes)) == digest)
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null)
+}
+
 /// One policy's changes and versions.
 #[derive(Default)]
 struct PolicyChanges {
@@ -56,11 +69,11 @@ pub(super) fn policy_history(events: &[Value], current: &[Value], since: Timesta
             "removed": removed,
             "beforePeriod": before,
         }));
-        if let (Some(d), Some(spec)) = (p["digest"].as_str(), p.get("spec")) {
+        if let Some(d) = p["digest"].as_str() {
             entry
                 .versions
                 .entry(d.to_string())
-                .or_insert_with(|| (spec.clone(), p["generation"].clone(), time.clone()));
+                .or_insert_with(|| (spec_of(p, d), p["generation"].clone(), time.clone()));
         }
     }
     for p in current {
@@ -111,9 +124,11 @@ mod tests {
         let spec_a = json!({"defaultAction": "allow"});
         let spec_b = json!({"defaultAction": "deny"});
         let event = |time: &str, stream: &str, spec: &Value, generation: i64| {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(canonical_json(spec));
             json!({"time": time, "type": "policy", "stream": stream, "seq": 1,
                    "policy": {"namespace": "shop", "name": "p", "revision": "r",
-                              "generation": generation, "digest": digest(spec), "spec": spec}})
+                              "generation": generation, "digest": digest(spec), "specBase64": b64}})
         };
         let events = [
             event("2026-01-02T00:00:00Z", "s1", &spec_b, 2),
@@ -143,6 +158,7 @@ mod tests {
         assert_eq!(p["changes"][0]["beforePeriod"], true);
         assert_eq!(p["changes"][2]["beforePeriod"], false);
         assert_eq!(p["versions"].as_array().unwrap().len(), 2);
+        assert_eq!(p["versions"][0]["spec"], spec_a, "{p}");
         assert_eq!(p["inCluster"]["digest"], digest(&spec_b));
     }
 }

@@ -199,9 +199,10 @@ pub struct AuditOutage {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditPolicy {
-    /// sha256 (hex) of the canonical JSON of `spec` (see
-    /// [`canonical_json`](super::canonical_json)): the version's name,
-    /// equal for the same spec read from the cluster. Absent when removed.
+    /// sha256 (hex) of the canonical JSON of the spec (see
+    /// [`canonical_json`](super::canonical_json)), the bytes `specBase64`
+    /// holds: the version's name, equal for the same spec read from the
+    /// cluster. Absent when removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     /// Its `metadata.generation`, when the bundle carried it.
@@ -217,10 +218,13 @@ pub struct AuditPolicy {
     pub removed: bool,
     /// The revision of the bundle that brought the change.
     pub revision: String,
-    /// Its spec as put in force (an AccessPolicy holds no secret value: a
-    /// masking hash key is named by its Secret). Absent when removed.
+    /// Its spec as put in force, as canonical JSON in base64 (an
+    /// AccessPolicy holds no secret value: a masking hash key is named by
+    /// its Secret). Encoded so that a search of the stream for a rule's
+    /// name finds the decisions, not the policy's versions. Absent when
+    /// removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec: Option<serde_json::Value>,
+    pub spec_base64: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
