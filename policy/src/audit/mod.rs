@@ -37,7 +37,7 @@ pub use canonical::canonical_json;
 pub use chain::{Appended, AuditChain, ChainHead, EventPieces, Rendered};
 pub use event::{
     AuditApproval, AuditCommand, AuditDecision, AuditEvent, AuditEventDraft, AuditIdentity,
-    AuditKind, AuditOutage, AuditOutcome, AuditRecorded, AuditRecordedSet,
+    AuditKind, AuditMaskCount, AuditOutage, AuditOutcome, AuditRecorded, AuditRecordedSet,
 };
 pub use verify::{
     ChainVerifier, RecordedOutage, VerifyError, VerifyErrorKind, VerifyReport, verify_lines,

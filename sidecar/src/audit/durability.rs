@@ -6,9 +6,9 @@
 //! `batched`: records are queued and written within [`AuditSettings::batch_window`]
 //! (the timer starts at the first record queued after a write), or as soon as
 //! [`AuditSettings::batch_events`] records wait; the ticket a batched record
-//! gets makes its plane wait only while more than that many wait before it,
-//! so a crash loses at most that many records, never one that a shutdown
-//! could write. Both modes share one chain: a write-ahead record waiting for
+//! gets makes its plane wait only while more than that many wait (held
+//! decisions included, see [`super::held`]), so a crash loses at most that
+//! many records, never one that a shutdown could write. Both modes share one chain: a write-ahead record waiting for
 //! its write also waits for every batched record queued before it.
 
 use std::time::Duration;

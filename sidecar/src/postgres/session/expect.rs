@@ -89,6 +89,8 @@ pub(super) struct SimpleCtx {
     pub(super) decided: Arc<Decided>,
     pub(super) started: Instant,
     pub(super) copy_masks: Vec<Option<Arc<CopyMask>>>,
+    /// Its held decision (batched audit), which its result joins.
+    pub(super) hold: Option<crate::audit::HoldId>,
 }
 
 pub(super) struct ExecCtx {
@@ -96,4 +98,6 @@ pub(super) struct ExecCtx {
     pub(super) stmt: Option<StatementRef>,
     pub(super) started: Instant,
     pub(super) copy_mask: Option<Arc<CopyMask>>,
+    /// Its held decision (batched audit), which its result joins.
+    pub(super) hold: Option<crate::audit::HoldId>,
 }
