@@ -516,7 +516,7 @@ impl AuditLog {
     /// held decision): 0 (no wait) while at most a batch is unwritten,
     /// else one that waits for the next write. Starts the window's timer
     /// at the first record after a write, and has a full batch written.
-    pub(super) fn batched_ticket(&self, inner: &mut Inner) -> u64 {
+    fn batched_ticket(&self, inner: &mut Inner) -> u64 {
         if !inner.batch_armed {
             // The window starts at the first record after a write.
             inner.batch_armed = true;
@@ -539,7 +539,7 @@ impl AuditLog {
 
     /// Hands the line appended at `start` of `pending` to the forward
     /// channel, when there is one.
-    pub(super) fn forward_line(
+    fn forward_line(
         &self,
         pending: &[u8],
         start: usize,

@@ -80,13 +80,9 @@ async fn load(
 }
 
 /// The audit file up to its last whole line (a SIGKILL may cut a write),
-/// verified as one chain; returns how many `statement` events record an INSERT.
-fn inserts_on_record(sidecar: &Sidecar) -> usize {
-    inserts_and_joined(sidecar).0
-}
-
-/// [`inserts_on_record`], and how many of those events carry their
-/// result's outcome (batched mode: decision and result in one event).
+/// verified as one chain; returns how many `statement` events record an
+/// INSERT, and how many of those carry their result's outcome (batched
+/// mode: decision and result in one event).
 fn inserts_and_joined(sidecar: &Sidecar) -> (usize, usize) {
     let text = std::fs::read_to_string(&sidecar.audit).unwrap_or_default();
     let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
