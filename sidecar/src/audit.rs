@@ -512,60 +512,6 @@ impl AuditLog {
         }
     }
 
-    /// The ticket of a record just queued in batched mode (a line, or a
-    /// held decision): 0 (no wait) while at most a batch is unwritten,
-    /// else one that waits for the next write. Starts the window's timer
-    /// at the first record after a write, and has a full batch written.
-    fn batched_ticket(&self, inner: &mut Inner) -> u64 {
-        if !inner.batch_armed {
-            // The window starts at the first record after a write.
-            inner.batch_armed = true;
-            self.batch.notify_one();
-        }
-        let waiting = inner.appended - inner.attempted + inner.holds.live;
-        if waiting >= self.settings.batch_events {
-            // Full: written as soon as the runtime gets to it, off this
-            // client's path.
-            self.commit.notify_one();
-        }
-        if waiting > self.settings.batch_events {
-            // Past every line so far, and past the held decisions (which
-            // become lines when written).
-            inner.appended + u64::from(inner.holds.live > 0)
-        } else {
-            0
-        }
-    }
-
-    /// Hands the line appended at `start` of `pending` to the forward
-    /// channel, when there is one.
-    fn forward_line(
-        &self,
-        pending: &[u8],
-        start: usize,
-        seq: u64,
-        hash: String,
-        connection: Option<String>,
-    ) {
-        let Some(tx) = &self.forward else { return };
-        // The line just appended, less its newline; only ASCII-safe JSON
-        // is ever written, so it is UTF-8.
-        let line = &pending[start..pending.len().saturating_sub(1)];
-        let sent = std::str::from_utf8(line).ok().is_some_and(|line| {
-            tx.try_send(Forwarded {
-                line: line.into(),
-                connection,
-                seq,
-                hash,
-            })
-            .is_ok()
-        });
-        if !sent {
-            self.forward_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
     /// Waits until the line `ticket` is written (or its write failed: the
     /// error). Group commit: the first waiter wakes a committer task that
     /// runs after the sessions already woken by the same readiness have

@@ -249,14 +249,19 @@ impl Verified {
                 }
             );
         }
-        if let Some(line) = torn {
-            println!("the last line ({line}) is torn: {TORN_DETAIL}");
-        }
-        if checkpoints.is_empty() {
-            println!(
-                "note: no checkpoints given, so events cut from the end of the log, or a chain \
+        print_last_notes(*torn, checkpoints.is_empty());
+    }
+}
+
+/// The report's last lines: the torn last line, and what no checkpoint proves.
+fn print_last_notes(torn: Option<usize>, no_checkpoints: bool) {
+    if let Some(line) = torn {
+        println!("the last line ({line}) is torn: {TORN_DETAIL}");
+    }
+    if no_checkpoints {
+        println!(
+            "note: no checkpoints given, so events cut from the end of the log, or a chain \
              recomputed after an edit, cannot be detected"
-            );
-        }
+        );
     }
 }

@@ -123,6 +123,33 @@ pub(crate) enum WriteMode {
     Batched,
 }
 
+impl super::AuditLog {
+    /// The ticket of a record just queued in batched mode (a line, or a
+    /// held decision): 0 (no wait) while at most a batch is unwritten,
+    /// else one that waits for the next write. Starts the window's timer
+    /// at the first record after a write, and has a full batch written.
+    pub(super) fn batched_ticket(&self, inner: &mut super::Inner) -> u64 {
+        if !inner.batch_armed {
+            // The window starts at the first record after a write.
+            inner.batch_armed = true;
+            self.batch.notify_one();
+        }
+        let waiting = inner.appended - inner.attempted + inner.holds.live;
+        if waiting >= self.settings.batch_events {
+            // Full: written as soon as the runtime gets to it, off this
+            // client's path.
+            self.commit.notify_one();
+        }
+        if waiting > self.settings.batch_events {
+            // Past every line so far, and past the held decisions (which
+            // become lines when written).
+            inner.appended + u64::from(inner.holds.live > 0)
+        } else {
+            0
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
