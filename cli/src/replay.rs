@@ -198,6 +198,10 @@ fn describe(e: &AuditEvent) -> Vec<String> {
         AuditKind::Statement => {
             lines.push(format!("> {command}"));
             decided(&mut lines);
+            // Batched mode: the decision and its result in one event.
+            if let Some(o) = &e.outcome {
+                outcome_lines(o, &mut lines);
+            }
         }
         AuditKind::Denial => {
             lines.push(format!("> {command}"));
@@ -221,26 +225,7 @@ fn describe(e: &AuditEvent) -> Vec<String> {
                 .unwrap_or_else(|| "approval".into());
             lines.push(format!("  {step}: {command}"));
         }
-        AuditKind::Result => {
-            let o = e.outcome.clone().unwrap_or_default();
-            let mut parts = Vec::new();
-            if let Some(rows) = o.rows {
-                parts.push(format!("{rows} row(s)"));
-            }
-            if let Some(m) = o.masked {
-                parts.push(format!("{m} value(s) masked"));
-            }
-            if let Some(ms) = o.duration_ms {
-                parts.push(format!("{ms} ms"));
-            }
-            if let Some(err) = &o.error {
-                parts.push(format!("error {}", printable(err)));
-            }
-            lines.push(format!("< {}", parts.join(", ")));
-            if let Some(r) = &o.recorded {
-                lines.extend(recorded(r).into_iter().map(|l| format!("    {l}")));
-            }
-        }
+        AuditKind::Result => outcome_lines(&e.outcome.clone().unwrap_or_default(), &mut lines),
         AuditKind::Mask => lines.push(format!("  masked: {command}")),
         AuditKind::Policy => {
             let p = e.policy.as_ref();
@@ -265,6 +250,27 @@ fn describe(e: &AuditEvent) -> Vec<String> {
         }
     }
     lines
+}
+
+/// What a statement's outcome says, as lines.
+fn outcome_lines(o: &sluice_policy::audit::AuditOutcome, lines: &mut Vec<String>) {
+    let mut parts = Vec::new();
+    if let Some(rows) = o.rows {
+        parts.push(format!("{rows} row(s)"));
+    }
+    if let Some(m) = o.masked {
+        parts.push(format!("{m} value(s) masked"));
+    }
+    if let Some(ms) = o.duration_ms {
+        parts.push(format!("{ms} ms"));
+    }
+    if let Some(err) = &o.error {
+        parts.push(format!("error {}", printable(err)));
+    }
+    lines.push(format!("< {}", parts.join(", ")));
+    if let Some(r) = &o.recorded {
+        lines.extend(recorded(r).into_iter().map(|l| format!("    {l}")));
+    }
 }
 
 fn action_word(action: Action, kind: AuditKind) -> &'static str {
@@ -348,5 +354,28 @@ fn cell(v: &str) -> String {
         format!("{cut}…")
     } else {
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batched statement event (decision and result in one) replays as
+    /// the statement, its decision and its result.
+    #[test]
+    fn a_joined_statement_event_replays_its_result() {
+        let event: AuditEvent = serde_json::from_value(serde_json::json!({
+            "v": 1, "seq": 1, "time": "2026-12-06T10:00:00Z", "type": "statement",
+            "stream": "s", "prev": "0", "hash": "0",
+            "command": {"fingerprint": "f", "text": "SELECT ssn FROM t"},
+            "decision": {"action": "allow", "policy": "p"},
+            "outcome": {"rows": 3, "masked": 3, "durationMs": 2},
+        }))
+        .unwrap();
+        let lines = describe(&event);
+        assert_eq!(lines[0], "> SELECT ssn FROM t", "{lines:?}");
+        assert!(lines[1].contains("allowed"), "{lines:?}");
+        assert_eq!(lines[2], "< 3 row(s), 3 value(s) masked, 2 ms", "{lines:?}");
     }
 }

@@ -110,13 +110,85 @@ fn tampering_is_detected_at_the_right_line() {
     assert!(verify(&path, &[]).status.success());
     let err = failure(&verify(&path, &["--checkpoints", heads.to_str().unwrap()]));
     assert!(err.contains("truncated"), "{err}");
+}
 
-    // A line cut in the middle.
-    let mut partial = lines.clone();
-    let last = partial.pop().unwrap();
-    partial.push(last[..last.len() / 2].to_string());
-    let err = failure(&verify(&write(dir.path(), "partial", &partial, false), &[]));
-    assert!(err.contains("line 10: truncated"), "{err}");
+/// A last line cut mid-write (a crash) is told apart: the lines before it
+/// verify, the report says so and names the torn line, and the exit status
+/// is 3 — neither success nor tampering. Cut anywhere but at the end, or
+/// with a checkpoint past the last whole line, it stays a failure (1).
+#[test]
+fn a_torn_last_line_is_reported_apart_from_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, head) = log();
+    let heads = dir.path().join("heads.jsonl");
+    std::fs::write(&heads, &head).unwrap();
+    let torn = |at: usize, cut: usize| {
+        let mut partial = lines.clone();
+        partial[at] = partial[at][..cut].to_string();
+        partial
+    };
+    let last = lines[9].len();
+    for cut in [1, last / 2, last - 1] {
+        let path = write(dir.path(), "torn", &torn(9, cut), false);
+        let out = verify(&path, &[]);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "cut at {cut}: {stdout} {stderr}"
+        );
+        assert!(
+            stdout.starts_with("TORN: 9 events in 2 stream(s) verified up to line 9;"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("the last line (10) is torn: an incomplete write"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains("TORN: audit log line 10: the last line is torn"),
+            "{stderr}"
+        );
+        let json = verify(&path, &["--json"]);
+        assert_eq!(json.status.code(), Some(3));
+        let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(report["ok"], false);
+        assert_eq!(report["torn"]["line"], 10);
+        assert_eq!(report["torn"]["verifiedThroughLine"], 9);
+        assert_eq!(report["events"], 9);
+    }
+    // A blank line written after it changes nothing.
+    let mut text = torn(9, last / 2).join("\n");
+    text.push_str("\n\n");
+    let path = dir.path().join("torn-newline");
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(verify(&path, &[]).status.code(), Some(3));
+
+    // Torn, and a line before it edited: tampering wins.
+    let mut edited = torn(9, last / 2);
+    edited[4] = edited[4].replace("-- 4", "-- 9");
+    let err = failure(&verify(&write(dir.path(), "edited", &edited, false), &[]));
+    assert!(err.contains("line 5: edited"), "{err}");
+
+    // The torn line is stream a's last event (line 9, its checkpoint's):
+    // the log does not reach the checkpoint.
+    let mut cut = torn(8, lines[8].len() / 2);
+    cut.truncate(9);
+    let path = write(dir.path(), "torn-a", &cut, false);
+    assert_eq!(verify(&path, &[]).status.code(), Some(3));
+    let err = failure(&verify(&path, &["--checkpoints", heads.to_str().unwrap()]));
+    assert!(err.contains("truncated"), "{err}");
+
+    // A line cut in the middle of the log is not a crash's tail.
+    let middle = lines[4].len() / 2;
+    let err = failure(&verify(
+        &write(dir.path(), "middle", &torn(4, middle), true),
+        &[],
+    ));
+    assert!(err.contains("line 5"), "{err}");
 }
 
 #[test]

@@ -131,7 +131,8 @@ async fn status_only_writes_wake_no_long_poll() {
     assert!(stored.status.unwrap().last_activity_time.is_some());
 }
 
-/// Result events with masked values count for the policies that mask; the
+/// Result events with masked values (and batched statement events that
+/// carry their result's) count for the policies that mask; the
 /// compiled policies audit intake uses are the namespace's current ones: an
 /// edit that drops masking is in force for the very next batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,9 +172,29 @@ async fn audit_intake_counts_with_the_current_policies() {
             .as_u64()
             .unwrap_or(0)
     };
+    // Batched mode: a statement event that carries its result's outcome
+    // (decision and result in one) counts its masked values too.
+    let masked_statement = |chain: &mut AuditChain| {
+        let mut draft = AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Statement);
+        draft.identity = Some(
+            serde_json::from_value(json!({"namespace": "shop", "serviceAccount": "report-job"}))
+                .unwrap(),
+        );
+        draft.connection = Some("orders-db".into());
+        draft.decision = Some(
+            serde_json::from_value(json!({"action": "allow", "policy": "reporting"})).unwrap(),
+        );
+        draft.outcome = Some(serde_json::from_value(json!({"masked": 2, "rows": 1})).unwrap());
+        serde_json::to_value(chain.append(draft).unwrap()).unwrap()
+    };
     // Three batches (the policies compiled once, then from the cache).
-    for _ in 0..3 {
-        upload(vec![masked_result(&mut chain)]).await;
+    for i in 0..3 {
+        let event = if i == 2 {
+            masked_statement(&mut chain)
+        } else {
+            masked_result(&mut chain)
+        };
+        upload(vec![event]).await;
     }
     bounded("masked counted", async {
         while masked().await != 6 {

@@ -68,6 +68,7 @@ fn draft() -> impl Strategy<Value = AuditEventDraft> {
                     duration_ms: Some(3),
                     error,
                     masked: None,
+                    masks: Vec::new(),
                 }),
                 approval: None,
                 ..AuditEventDraft::new(time, kind)

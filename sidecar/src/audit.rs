@@ -20,6 +20,7 @@ use sluice_policy::audit::{
 };
 
 pub mod durability;
+mod held;
 mod lifecycle;
 mod session;
 mod sink;
@@ -27,6 +28,7 @@ mod time;
 
 use durability::WriteMode;
 pub use durability::{AuditDurability, AuditSettings};
+pub use held::{HoldId, Recorded};
 pub use session::SessionInfo;
 pub(crate) use session::SessionPieces;
 pub use sink::AuditSink;
@@ -85,12 +87,17 @@ pub struct ResultRecord {
     pub rows: u64,
     /// Values masked.
     pub masked: u64,
+    /// `masked` by masking rule (see [`crate::masking::Masking::mask_counts`]).
+    pub masks: Vec<sluice_policy::audit::AuditMaskCount>,
     /// Time from forwarding to the end of the result.
     pub duration: Duration,
     /// SQLSTATE of the error, if it failed.
     pub error: Option<String>,
     /// What the workload received, when the session is recorded (see [`crate::recording`]).
     pub recorded: Option<sluice_policy::audit::AuditRecorded>,
+    /// The statement's held decision (batched mode), which the result
+    /// joins in one event while it is held (see [`held`]).
+    pub hold: Option<HoldId>,
 }
 
 /// Where audit lines go.
@@ -182,6 +189,8 @@ struct Inner {
     outage: Option<Outage>,
     /// A batched record waits and the flusher's timer runs for it.
     batch_armed: bool,
+    /// Batched decisions held for their results (see [`held`]).
+    holds: held::Holds,
 }
 
 impl AuditLog {
@@ -254,6 +263,7 @@ impl AuditLog {
                 error: None,
                 outage: None,
                 batch_armed: false,
+                holds: held::Holds::default(),
             }),
             forward: None,
             forward_dropped: std::sync::atomic::AtomicU64::new(0),
@@ -484,10 +494,10 @@ impl AuditLog {
     /// pending lines (and returns its seq, hash and Connection for the
     /// forward channel); the line is written as `write` says. Returns the
     /// ticket to await with [`AuditLog::durable`] before what the record
-    /// decides runs: the line's number; for a batched record the number of
-    /// the line [`AuditSettings::batch_events`] before it, so that its
-    /// plane waits only while the batch is full (fail closed: a record is
-    /// never dropped, and a crash loses at most a batch).
+    /// decides runs: the line's number; for a batched record see
+    /// [`AuditLog::batched_ticket`]: its plane waits only while the batch is
+    /// full (fail closed: a record is never dropped, and a crash loses at
+    /// most a batch).
     fn append_with(
         &self,
         write: WriteMode,
@@ -515,41 +525,11 @@ impl AuditLog {
         let (seq, hash, connection) = append(&mut inner.chain, &mut inner.pending)?;
         inner.appended += 1;
         let ticket = inner.appended;
-        if let Some(tx) = &self.forward {
-            // The line just appended, less its newline; only ASCII-safe JSON
-            // is ever written, so it is UTF-8.
-            let line = &inner.pending[start..inner.pending.len().saturating_sub(1)];
-            let sent = std::str::from_utf8(line).ok().is_some_and(|line| {
-                tx.try_send(Forwarded {
-                    line: line.into(),
-                    connection,
-                    seq,
-                    hash,
-                })
-                .is_ok()
-            });
-            if !sent {
-                self.forward_dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        self.forward_line(&inner.pending, start, seq, hash, connection);
         match write {
             WriteMode::Now => self.write_pending(inner).map(|()| ticket),
             WriteMode::Pending => Ok(ticket),
-            WriteMode::Batched => {
-                if !inner.batch_armed {
-                    // The window starts at the first record after a write.
-                    inner.batch_armed = true;
-                    self.batch.notify_one();
-                }
-                let waiting = inner.appended - inner.attempted;
-                if waiting >= self.settings.batch_events {
-                    // Full: written as soon as the runtime gets to it,
-                    // off this client's path.
-                    self.commit.notify_one();
-                }
-                Ok(ticket.saturating_sub(self.settings.batch_events))
-            }
+            WriteMode::Batched => Ok(self.batched_ticket(inner)),
         }
     }
 
@@ -617,6 +597,10 @@ impl AuditLog {
     /// that succeeds after it records the outage as a chained `outage`
     /// event (see [`sluice_policy::audit::AuditOutage`]).
     fn write_pending(&self, inner: &mut Inner) -> Result<(), AuditError> {
+        if inner.holds.live > 0 {
+            // Held decisions are written with the batch, on their own.
+            self.seal_held(inner)?;
+        }
         loop {
             if inner.pending.is_empty() {
                 return Ok(());

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use sluice_crds::{MaskStrategy, MaxRowsAction};
+use sluice_policy::audit::AuditMaskCount;
 use sluice_policy::engine::PolicySet;
 use sluice_policy::mask_plan::ColumnMatcher;
 
@@ -25,6 +26,73 @@ pub struct ResultLimits {
     pub max_rows_affected: Option<(u64, Arc<str>)>,
 }
 
+/// How many masking rules [`MaskCounts`] counts in place; a set with more
+/// (not expected: a Connection's policies rarely carry that many) counts
+/// the rest in a list.
+const COUNTED_IN_PLACE: usize = 16;
+
+/// The most masking rules counted apart; values of a rule past it (a
+/// rule index no set produces) are counted as Sluice's own.
+const MAX_COUNTED_RULES: usize = 4096;
+
+/// Values masked in one result, by masking rule (the rule indices of
+/// [`PolicySet::masker`]): counting a value is an add in a fixed array, no
+/// map per row. [`Masking::mask_counts`] names the rules for the audit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaskCounts {
+    first: [u64; COUNTED_IN_PLACE],
+    more: Vec<u64>,
+    /// Values masked by no rule (a row wider than its description).
+    unruled: u64,
+}
+
+impl MaskCounts {
+    /// One value masked by rule `rule` (`None`: by Sluice, no rule).
+    pub fn add(&mut self, rule: Option<usize>) {
+        let slot = match rule {
+            Some(r) if r < COUNTED_IN_PLACE => &mut self.first[r],
+            Some(r) if r < MAX_COUNTED_RULES => {
+                let i = r - COUNTED_IN_PLACE;
+                if self.more.len() <= i {
+                    self.more.resize(i + 1, 0);
+                }
+                &mut self.more[i]
+            }
+            _ => &mut self.unruled,
+        };
+        *slot = slot.saturating_add(1);
+    }
+
+    /// Adds `other`'s counts (the results of one query string).
+    pub fn add_all(&mut self, other: &MaskCounts) {
+        for (a, b) in self.first.iter_mut().zip(&other.first) {
+            *a = a.saturating_add(*b);
+        }
+        if self.more.len() < other.more.len() {
+            self.more.resize(other.more.len(), 0);
+        }
+        for (a, b) in self.more.iter_mut().zip(&other.more) {
+            *a = a.saturating_add(*b);
+        }
+        self.unruled = self.unruled.saturating_add(other.unruled);
+    }
+
+    /// Whether nothing was masked.
+    pub fn is_empty(&self) -> bool {
+        self.unruled == 0 && self.first.iter().chain(&self.more).all(|n| *n == 0)
+    }
+
+    /// The rules that masked values, with their counts, in rule order.
+    fn by_rule(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.first
+            .iter()
+            .chain(&self.more)
+            .copied()
+            .enumerate()
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
 /// A session's masking: builds masks for results and applies maskers.
 #[derive(Debug)]
 pub struct Masking {
@@ -35,6 +103,8 @@ pub struct Masking {
     active: bool,
     pub(crate) column_rules: bool,
     pub(crate) detectors: bool,
+    /// The masking rule whose masker masks what the detectors find.
+    detector_rule: Option<usize>,
     limits: ResultLimits,
 }
 
@@ -58,6 +128,7 @@ impl Masking {
             active: set.has_masking(),
             column_rules: has_column_globs(&set),
             detectors,
+            detector_rule: set.detectors_indexed().map(|(_, rule)| rule),
             limits: ResultLimits {
                 max_rows: limits.max_rows,
                 refuse_past_max: limits.on_max_rows == MaxRowsAction::Refuse,
@@ -110,6 +181,43 @@ impl Masking {
         let (detectors, masker) = self.set.detectors()?;
         let findings = detectors.find(text);
         (!findings.is_empty()).then(|| masker.mask_findings(text, &findings))
+    }
+
+    /// The masking rule the detectors' findings are masked by (counted
+    /// under it in [`MaskCounts`]).
+    pub fn detector_rule(&self) -> Option<usize> {
+        self.detector_rule
+    }
+
+    /// `counts` as the audit records them: per masking rule that masked
+    /// values, its AccessPolicy, its index in that policy's `spec.masking`
+    /// and the count (sorted by policy and index); values no rule masked
+    /// last, without either. Empty (no allocation) when nothing was masked.
+    pub fn mask_counts(&self, counts: &MaskCounts) -> Vec<AuditMaskCount> {
+        if counts.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<AuditMaskCount> = Vec::new();
+        let mut unruled = counts.unruled;
+        for (rule, count) in counts.by_rule() {
+            match self.set.mask_rule_source(rule) {
+                Some((policy, index)) => out.push(AuditMaskCount {
+                    count,
+                    index: Some(index as u64),
+                    policy: Some(policy.to_string()),
+                }),
+                None => unruled = unruled.saturating_add(count),
+            }
+        }
+        out.sort_by(|a, b| (&a.policy, a.index).cmp(&(&b.policy, b.index)));
+        if unruled > 0 {
+            out.push(AuditMaskCount {
+                count: unruled,
+                index: None,
+                policy: None,
+            });
+        }
+        out
     }
 
     /// The column matcher of the masking rules in force (for

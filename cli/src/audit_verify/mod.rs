@@ -19,6 +19,11 @@
 //! receipts the run-mode sidecar logs (`audit checkpoint signed by the
 //! operator`) when they are in the input.
 //!
+//! Exit status: 0 intact; 1 not intact (the first problem is named); 2 the
+//! input cannot be read; 3 ([`TORN_EXIT`]) every line verified but the last,
+//! which is torn (cut mid-write, e.g. by a crash of the sidecar). Only the
+//! last line can be torn: an incomplete line anywhere else fails (1).
+//!
 //! Here: the arguments and [`run`]; [`input`] classifies the lines,
 //! [`checkpoints`] reads and authenticates checkpoints, [`verify`] runs the
 //! chain, [`report`] says what verified and [`failure`] what did not.
@@ -161,8 +166,14 @@ fn load_jwks(args: &VerifyArgs) -> Result<Option<jsonwebtoken::jwk::JwkSet>, Ver
     }
 }
 
-/// Verifies the log: exit 0 and a report when intact; exit 1 naming the
-/// first problem when not.
+/// The exit status of a log whose last line is torn (cut mid-write, e.g. by
+/// a crash) and whose lines before it verify: not success (the torn line
+/// proves nothing) and not tampering (1); 2 is unreadable input.
+pub const TORN_EXIT: u8 = 3;
+
+/// Verifies the log: exit 0 and a report when intact; [`TORN_EXIT`] and a
+/// report when only its last line is torn; exit 1 naming the first problem
+/// when not intact.
 pub fn run(args: &VerifyArgs) -> Result<ExitCode, VerifyInputError> {
     let text = read(&args.file)?;
     let jwks = load_jwks(args)?;
@@ -181,6 +192,13 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, VerifyInputError> {
                 println!("{}", v.to_json());
             } else {
                 v.print_text();
+            }
+            if let Some(line) = v.torn {
+                eprintln!(
+                    "TORN: audit log line {line}: the last line is torn ({}); the lines before it verified",
+                    report::TORN_DETAIL
+                );
+                return Ok(ExitCode::from(TORN_EXIT));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -67,6 +67,10 @@ fn signed_at_text(at: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
+/// What a torn last line is, in the report.
+pub(super) const TORN_DETAIL: &str = "an incomplete write, e.g. a crash of the sidecar while it \
+     wrote the line; it is not an event and was not verified";
+
 /// A log that verified, and what its report says.
 pub struct Verified {
     pub(super) report: VerifyReport,
@@ -75,6 +79,9 @@ pub struct Verified {
     pub(super) absent: Vec<usize>,
     pub(super) other: OtherLines,
     pub(super) authenticated: bool,
+    /// The last line, when it is torn (cut mid-write, e.g. by a crash):
+    /// everything before it verified; it is not an event.
+    pub(super) torn: Option<usize>,
 }
 
 impl Verified {
@@ -87,6 +94,7 @@ impl Verified {
             absent,
             other,
             authenticated,
+            torn,
         } = self;
         let authenticated = *authenticated;
         let cp = |i: usize| {
@@ -112,8 +120,11 @@ impl Verified {
             .iter()
             .map(|h| json!({"stream": h.stream, "seq": h.seq, "hash": h.hash}))
             .collect();
+        // Not ok when torn: what the torn line held is not proven.
         json!({
-            "ok": true, "events": report.events, "streams": report.streams,
+            "ok": torn.is_none(), "events": report.events, "streams": report.streams,
+            "torn": torn.map(|line| json!({"line": line, "verifiedThroughLine": line - 1,
+                "detail": TORN_DETAIL})),
             "checkpointsMatched": report.checkpoints_matched, "heads": heads,
             "checkpointsAuthenticated": authenticated && !checkpoints.is_empty(),
             "outages": report.outages,
@@ -133,6 +144,7 @@ impl Verified {
             absent,
             other,
             authenticated,
+            torn,
         } = self;
         let authenticated = *authenticated;
         let absent_streams: BTreeSet<&str> = absent
@@ -140,8 +152,12 @@ impl Verified {
             .map(|i| checkpoints[*i].head.stream.as_str())
             .collect();
         let used = checkpoints.len() - absent.len();
+        let (status, upto) = match torn {
+            Some(line) => ("TORN", format!(" up to line {}", line - 1)),
+            None => ("OK", String::new()),
+        };
         println!(
-            "OK: {} events in {} stream(s) verified; {} of {} checkpoint(s) matched{}",
+            "{status}: {} events in {} stream(s) verified{upto}; {} of {} checkpoint(s) matched{}",
             report.events,
             report.streams,
             report.checkpoints_matched,
@@ -233,11 +249,19 @@ impl Verified {
                 }
             );
         }
-        if checkpoints.is_empty() {
-            println!(
-                "note: no checkpoints given, so events cut from the end of the log, or a chain \
+        print_last_notes(*torn, checkpoints.is_empty());
+    }
+}
+
+/// The report's last lines: the torn last line, and what no checkpoint proves.
+fn print_last_notes(torn: Option<usize>, no_checkpoints: bool) {
+    if let Some(line) = torn {
+        println!("the last line ({line}) is torn: {TORN_DETAIL}");
+    }
+    if no_checkpoints {
+        println!(
+            "note: no checkpoints given, so events cut from the end of the log, or a chain \
              recomputed after an edit, cannot be detected"
-            );
-        }
+        );
     }
 }

@@ -26,8 +26,41 @@ pub struct Options<'a> {
 
 /// Verifies `text` (an audit log, or a merged container log): `Ok(Ok(_))`
 /// when intact, `Ok(Err(failure))` when not, `Err` when the checkpoints
-/// cannot be read at all.
+/// cannot be read at all. A last line cut mid-write (see [`torn_tail`]) is
+/// left out: the lines before it are verified, and the report names it
+/// ([`Verified::torn`]).
 pub fn verify(
+    text: &str,
+    options: &Options<'_>,
+) -> Result<Result<Verified, Failure>, VerifyInputError> {
+    let Some((line, before)) = torn_tail(text) else {
+        return verify_whole(text, options);
+    };
+    Ok(verify_whole(before, options)?.map(|mut v| {
+        v.torn = Some(line);
+        v
+    }))
+}
+
+/// The last line when it is torn, with the text before it: a line cut
+/// mid-write (a crash: the sidecar never writes a line in pieces otherwise)
+/// is the beginning of a JSON object that ends early, and nothing but
+/// blank space follows it. Its 1-based number and the text before it.
+/// Anywhere else an incomplete line is not a crash's: it stays a failure.
+fn torn_tail(text: &str) -> Option<(usize, &str)> {
+    let end = text.trim_end();
+    let start = end.rfind('\n').map_or(0, |i| i + 1);
+    let last = &end[start..];
+    if !last.trim_start().starts_with('{') {
+        return None;
+    }
+    match serde_json::from_str::<serde_json::Value>(last) {
+        Err(e) if e.is_eof() => Some((text[..start].lines().count() + 1, &text[..start])),
+        _ => None,
+    }
+}
+
+fn verify_whole(
     text: &str,
     options: &Options<'_>,
 ) -> Result<Result<Verified, Failure>, VerifyInputError> {
@@ -97,6 +130,7 @@ pub fn verify(
         absent,
         other,
         authenticated: jwks.is_some(),
+        torn: None,
     }))
 }
 

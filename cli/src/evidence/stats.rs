@@ -41,7 +41,16 @@ impl Stats {
                     .unwrap_or("-")
             )
         };
-        match event["type"].as_str().unwrap_or("") {
+        let kind = event["type"].as_str().unwrap_or("");
+        // A batched statement event may carry its result's outcome.
+        if matches!(kind, "result" | "mask" | "statement")
+            && let Some(m) = event.pointer("/outcome/masked").and_then(Value::as_u64)
+            && m > 0
+        {
+            let c = event["connection"].as_str().unwrap_or("-").to_string();
+            *self.masked_by_connection.entry(c).or_default() += m;
+        }
+        match kind {
             "statement" => {
                 let action = event
                     .pointer("/decision/action")
@@ -63,14 +72,6 @@ impl Stats {
                     .or_default() += 1;
                 *self.denials_by_rule.entry(rule()).or_default() += 1;
             }
-            "result" | "mask" => {
-                if let Some(m) = event.pointer("/outcome/masked").and_then(Value::as_u64)
-                    && m > 0
-                {
-                    let c = event["connection"].as_str().unwrap_or("-").to_string();
-                    *self.masked_by_connection.entry(c).or_default() += m;
-                }
-            }
             "approval" => {
                 let phase = event
                     .pointer("/approval/phase")
@@ -86,5 +87,29 @@ impl Stats {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Masked values count whether a `result` event or a batched
+    /// `statement` event (decision and result in one) carries them.
+    #[test]
+    fn masked_values_count_from_results_and_joined_statements() {
+        let mut stats = Stats::default();
+        for event in [
+            serde_json::json!({"type": "result", "connection": "db", "outcome": {"masked": 2}}),
+            serde_json::json!({"type": "statement", "connection": "db",
+                               "decision": {"action": "allow"}, "outcome": {"masked": 3}}),
+            serde_json::json!({"type": "statement", "connection": "db",
+                               "decision": {"action": "allow"}}),
+        ] {
+            stats.add(&event);
+        }
+        assert_eq!(stats.masked_by_connection.get("db"), Some(&5));
+        let decisions: u64 = stats.per_day.values().flat_map(|d| d.values()).sum();
+        assert_eq!(decisions, 2);
     }
 }

@@ -64,6 +64,34 @@ impl Rendered {
     pub fn session(v: &str) -> Result<Self, AuditError> {
         Rendered::new(Slot::Session, "session", v)
     }
+
+    /// Appends the `command`, `connection` and `decision` fields of an
+    /// event to `out`, as [`AuditChain::append_head`] takes them: for an
+    /// event sealed later than its fields are known (batched mode holds a
+    /// statement's decision until its result comes, to write one event).
+    /// Fails, appending nothing, when a piece is given for another field.
+    pub fn write_head(
+        command: Option<&Rendered>,
+        connection: Option<&Rendered>,
+        decision: Option<&Rendered>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AuditError> {
+        let placed = [
+            (command, Slot::Command),
+            (connection, Slot::Connection),
+            (decision, Slot::Decision),
+        ];
+        if placed
+            .iter()
+            .any(|(r, slot)| r.is_some_and(|r| r.slot != *slot))
+        {
+            return Err(AuditError::misplaced());
+        }
+        for r in [command, connection, decision].into_iter().flatten() {
+            out.extend_from_slice(&r.bytes);
+        }
+        Ok(())
+    }
 }
 
 /// An event assembled from [`Rendered`] fields (no approval step; events
@@ -249,6 +277,30 @@ impl AuditChain {
         pieces: &EventPieces<'_>,
         line: &mut Vec<u8>,
     ) -> Result<Appended, AuditError> {
+        self.append_pieces_after(None, pieces, line)
+    }
+
+    /// [`AuditChain::append_pieces`] with the `command`, `connection` and
+    /// `decision` fields given as `head`, the bytes [`Rendered::write_head`]
+    /// wrote (`pieces` must then leave those three out).
+    pub fn append_head(
+        &mut self,
+        head: &[u8],
+        pieces: &EventPieces<'_>,
+        line: &mut Vec<u8>,
+    ) -> Result<Appended, AuditError> {
+        if pieces.command.is_some() || pieces.connection.is_some() || pieces.decision.is_some() {
+            return Err(AuditError::misplaced());
+        }
+        self.append_pieces_after(Some(head), pieces, line)
+    }
+
+    fn append_pieces_after(
+        &mut self,
+        head: Option<&[u8]>,
+        pieces: &EventPieces<'_>,
+        line: &mut Vec<u8>,
+    ) -> Result<Appended, AuditError> {
         let placed = [
             (pieces.command, Slot::Command),
             (pieces.connection, Slot::Connection),
@@ -268,6 +320,9 @@ impl AuditChain {
         // Keys in sorted order, as in `AuditEvent::write_canonical`; every
         // piece ends with a comma, and `prev` always follows the split.
         canonical.push(b'{');
+        if let Some(head) = head {
+            canonical.extend_from_slice(head);
+        }
         for r in [pieces.command, pieces.connection, pieces.decision]
             .into_iter()
             .flatten()

@@ -94,6 +94,10 @@ pub struct AuditOutcome {
     /// Values masked in the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masked: Option<u64>,
+    /// The values of `masked`, by the masking rule that masked them (absent
+    /// in events written before it was added, and when nothing was masked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<AuditMaskCount>,
     /// What the workload received, when its policy records the session
     /// (`spec.recording`): never more than it received, so masked values
     /// are recorded masked.
@@ -102,6 +106,25 @@ pub struct AuditOutcome {
     /// Rows returned or affected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+}
+
+/// Values one masking rule masked in a result: the rule is the entry
+/// `index` of the AccessPolicy `policy`'s `spec.masking` (its detectors
+/// included). Both are absent for values Sluice masked on its own (a row
+/// wider than its description, masking rules that could not be combined).
+///
+/// Fields are declared sorted by their JSON names (see `write_canonical`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditMaskCount {
+    /// Values masked.
+    pub count: u64,
+    /// The rule's index in the policy's `spec.masking`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+    /// The AccessPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 /// A result as the workload received it, recorded for replay. Bounded

@@ -37,7 +37,8 @@ pub use canonical::canonical_json;
 pub use chain::{Appended, AuditChain, ChainHead, EventPieces, Rendered};
 pub use event::{
     AuditApproval, AuditCommand, AuditDecision, AuditEvent, AuditEventDraft, AuditIdentity,
-    AuditKind, AuditOutage, AuditOutcome, AuditPolicy, AuditRecorded, AuditRecordedSet,
+    AuditKind, AuditMaskCount, AuditOutage, AuditOutcome, AuditPolicy, AuditRecorded,
+    AuditRecordedSet,
 };
 pub use verify::{
     ChainVerifier, RecordedOutage, VerifyError, VerifyErrorKind, VerifyReport, verify_lines,

@@ -5,7 +5,7 @@ use super::canonical::canonical_json;
 use super::chain::{AuditChain, ChainHead, EventPieces, Rendered, chain_hash};
 use super::event::{
     AuditApproval, AuditCommand, AuditDecision, AuditEvent, AuditEventDraft, AuditIdentity,
-    AuditKind, AuditOutcome,
+    AuditKind, AuditMaskCount, AuditOutcome,
 };
 use super::verify::{ChainVerifier, VerifyErrorKind, verify_lines};
 use serde_json::Value;
@@ -152,6 +152,18 @@ fn typed_canonical_matches_the_generic_form() {
             duration_ms: Some(0),
             error: Some(nasty.into()),
             masked: Some(7),
+            masks: vec![
+                AuditMaskCount {
+                    count: 4,
+                    index: Some(0),
+                    policy: Some(nasty.into()),
+                },
+                AuditMaskCount {
+                    count: 3,
+                    index: None,
+                    policy: None,
+                },
+            ],
         }),
         approval: Some(AuditApproval {
             request: "req-1".into(),
@@ -271,6 +283,11 @@ fn append_pieces_writes_what_append_line_would() {
         duration_ms: Some(3),
         error: Some("23505 \"quoted\"\n".into()),
         masked: Some(2),
+        masks: vec![AuditMaskCount {
+            count: 2,
+            index: Some(1),
+            policy: Some("shop/pii".into()),
+        }],
         rows: Some(10),
     };
     for (seq, hash) in [(0, GENESIS.to_string()), (7, "not-a-hash".to_string())] {

@@ -6,9 +6,9 @@
 //! `batched`: records are queued and written within [`AuditSettings::batch_window`]
 //! (the timer starts at the first record queued after a write), or as soon as
 //! [`AuditSettings::batch_events`] records wait; the ticket a batched record
-//! gets makes its plane wait only while more than that many wait before it,
-//! so a crash loses at most that many records, never one that a shutdown
-//! could write. Both modes share one chain: a write-ahead record waiting for
+//! gets makes its plane wait only while more than that many wait (held
+//! decisions included, see [`super::held`]), so a crash loses at most that
+//! many records, never one that a shutdown could write. Both modes share one chain: a write-ahead record waiting for
 //! its write also waits for every batched record queued before it.
 
 use std::time::Duration;
@@ -121,6 +121,33 @@ pub(crate) enum WriteMode {
     Pending,
     /// Batched: within the window, or once the batch is full.
     Batched,
+}
+
+impl super::AuditLog {
+    /// The ticket of a record just queued in batched mode (a line, or a
+    /// held decision): 0 (no wait) while at most a batch is unwritten,
+    /// else one that waits for the next write. Starts the window's timer
+    /// at the first record after a write, and has a full batch written.
+    pub(super) fn batched_ticket(&self, inner: &mut super::Inner) -> u64 {
+        if !inner.batch_armed {
+            // The window starts at the first record after a write.
+            inner.batch_armed = true;
+            self.batch.notify_one();
+        }
+        let waiting = inner.appended - inner.attempted + inner.holds.live;
+        if waiting >= self.settings.batch_events {
+            // Full: written as soon as the runtime gets to it, off this
+            // client's path.
+            self.commit.notify_one();
+        }
+        if waiting > self.settings.batch_events {
+            // Past every line so far, and past the held decisions (which
+            // become lines when written).
+            inner.appended + u64::from(inner.holds.live > 0)
+        } else {
+            0
+        }
+    }
 }
 
 #[cfg(test)]

@@ -117,6 +117,7 @@ impl AuditLog {
         duration: Duration,
         error: Option<&str>,
     ) -> Result<(), AuditError> {
+        self.seal_all()?;
         let mut d = self.draft(s, AuditKind::SessionEnd);
         d.outcome = Some(AuditOutcome {
             recorded: None,
@@ -124,6 +125,7 @@ impl AuditLog {
             duration_ms: Some(duration.as_millis() as u64),
             error: error.map(String::from),
             masked: None,
+            masks: Vec::new(),
         });
         self.write(s, d)
     }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use super::AuditError;
+use super::{AuditError, Forwarded};
 
 /// Where audit lines are written: the audit file or stdout. A regular file
 /// can be cut back to its last whole line after a failed write; a pipe
@@ -114,6 +114,37 @@ impl Sink {
                 path: path.clone(),
                 source,
             },
+        }
+    }
+}
+
+impl super::AuditLog {
+    /// Hands the line appended at `start` of `pending` to the forward
+    /// channel, when there is one.
+    pub(super) fn forward_line(
+        &self,
+        pending: &[u8],
+        start: usize,
+        seq: u64,
+        hash: String,
+        connection: Option<String>,
+    ) {
+        let Some(tx) = &self.forward else { return };
+        // The line just appended, less its newline; only ASCII-safe JSON
+        // is ever written, so it is UTF-8.
+        let line = &pending[start..pending.len().saturating_sub(1)];
+        let sent = std::str::from_utf8(line).ok().is_some_and(|line| {
+            tx.try_send(Forwarded {
+                line: line.into(),
+                connection,
+                seq,
+                hash,
+            })
+            .is_ok()
+        });
+        if !sent {
+            self.forward_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

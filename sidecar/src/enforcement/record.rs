@@ -11,7 +11,8 @@ use sluice_policy::audit::{
 
 use super::{Decided, Refusal};
 use crate::approval::ApprovalRecord;
-use crate::audit::{AuditError, AuditLog, ResultRecord, SessionInfo, StatementEvent};
+use crate::audit::durability::WriteMode;
+use crate::audit::{AuditError, AuditLog, Recorded, ResultRecord, SessionInfo, StatementEvent};
 use crate::metrics::Metrics;
 
 impl AuditLog {
@@ -63,6 +64,20 @@ impl AuditLog {
         decided: &Decided,
         protocol: &str,
     ) -> Result<u64, AuditError> {
+        self.statement_recorded(s, decided, protocol)
+            .map(|r| r.ticket)
+    }
+
+    /// [`AuditLog::statement_pending`], with the held decision a batched
+    /// session's statement gets (see [`crate::audit::HoldId`]): its result
+    /// joins it in one event when the plane hands it over
+    /// ([`ResultRecord::hold`]).
+    pub fn statement_recorded(
+        &self,
+        s: &SessionInfo,
+        decided: &Decided,
+        protocol: &str,
+    ) -> Result<Recorded, AuditError> {
         self.shutting_down()?;
         let pieces = &decided.audit;
         let rendered = match protocol {
@@ -74,19 +89,25 @@ impl AuditLog {
             slot.get_or_init(|| Rendered::decision(&sql_decision(decided, protocol, None)).ok())
                 .as_ref()
         });
+        let recorded = |ticket| Recorded { ticket, hold: None };
         if let (Some(session), Some(command), Some(decision)) =
             (s.pieces(), statement_command(decided), rendered)
         {
+            let write = self.write_mode(s, false);
+            if write == WriteMode::Batched {
+                return self.hold_statement(s, command, decision);
+            }
             let event = StatementEvent {
                 kind: AuditKind::Statement,
                 command: Some(command),
                 decision: Some(decision),
                 outcome: None,
             };
-            return self.append_pieces(s, session, event, self.write_mode(s, false));
+            return self.append_pieces(s, session, event, write).map(recorded);
         }
         let d = self.statement_draft(s, decided, protocol, None);
         self.append_event(d, self.write_mode(s, false))
+            .map(recorded)
     }
 
     /// A statement's result.
@@ -101,8 +122,14 @@ impl AuditLog {
             duration_ms: Some(r.duration.as_millis() as u64),
             error: r.error,
             masked: (r.masked > 0).then_some(r.masked),
+            masks: r.masks,
             recorded: r.recorded,
         };
+        if let Some(hold) = r.hold
+            && let Some(joined) = self.join_result(hold, &outcome)
+        {
+            return joined;
+        }
         if let (Some(session), Some(command)) = (s.pieces(), statement_command(decided)) {
             let event = StatementEvent {
                 kind: AuditKind::Result,

@@ -174,6 +174,7 @@ pub(super) fn result_event(
         duration_ms: Some(started.elapsed().as_millis() as u64),
         error,
         masked: (masked > 0).then_some(masked),
+        masks: Vec::new(),
     };
     if let Err(e) = cmd.record(
         &ctx.audit,

@@ -256,6 +256,7 @@ impl ResponseBody {
             duration_ms: Some(r.started.elapsed().as_millis() as u64),
             error: error.map(|e| format!("{e}; status {}, {} bytes", r.status.as_u16(), r.bytes)),
             masked: (masked > 0).then_some(masked),
+            masks: Vec::new(),
             recorded: r.recorder.map(crate::recording::BodyRecorder::finish),
         };
         if let Err(e) = r.command.record(

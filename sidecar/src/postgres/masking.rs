@@ -15,7 +15,7 @@ use bytes::{BufMut, BytesMut};
 use super::messages::data_row::{self, Rewrite};
 use super::messages::row_description::Column;
 use super::messages::{Cursor, MessageError};
-use crate::masking::Masking;
+use crate::masking::{MaskCounts, Masking};
 
 /// Type OIDs the sidecar knows.
 pub mod oid {
@@ -190,12 +190,14 @@ impl RowMask {
 
     /// Masks one DataRow body. Writes the new message into `out` and returns
     /// how many values changed, or returns `Ok(None)` without writing when the
-    /// row passes as it is (the caller forwards the original bytes).
+    /// row passes as it is (the caller forwards the original bytes). Each
+    /// changed value is counted in `counts` under the rule that masked it.
     pub fn apply(
         &self,
         masking: &Masking,
         body: &[u8],
         out: &mut BytesMut,
+        counts: &mut MaskCounts,
     ) -> Result<Option<usize>, MessageError> {
         // One pass, written straight into `out`; rolled back when nothing changed.
         let start = out.len();
@@ -224,19 +226,24 @@ impl RowMask {
                     return Err(e);
                 }
             };
-            let rewrite = match self.columns.get(i) {
+            let (rewrite, by) = match self.columns.get(i) {
                 // A row wider than its description: mask it all rather than guess.
-                None => Rewrite::Null,
-                Some(rule) => self.value(masking, rule, value),
+                None => (Rewrite::Null, None),
+                Some(rule) => (
+                    self.value(masking, rule, value),
+                    rule.mask.or(masking.detector_rule()),
+                ),
             };
             match rewrite {
                 Rewrite::Keep => data_row::put_value(out, Some(value)),
                 Rewrite::Null => {
                     changed += 1;
+                    counts.add(by);
                     out.put_i32(-1);
                 }
                 Rewrite::Replace(bytes) => {
                     changed += 1;
+                    counts.add(by);
                     data_row::put_value(out, Some(&bytes));
                 }
             }
@@ -460,7 +467,14 @@ pub struct CopyMask {
 impl CopyMask {
     /// Masks one CopyData payload of a text-format COPY: lines of
     /// tab-separated fields, `\N` for NULL. Returns `None` when unchanged.
-    pub fn apply_text(&self, masking: &Masking, data: &[u8], out: &mut BytesMut) -> Option<usize> {
+    /// Each changed value is counted in `counts` under the rule that masked it.
+    pub fn apply_text(
+        &self,
+        masking: &Masking,
+        data: &[u8],
+        out: &mut BytesMut,
+        counts: &mut MaskCounts,
+    ) -> Option<usize> {
         let text = String::from_utf8_lossy(data);
         let mut changed = 0;
         let mut result = String::with_capacity(text.len());
@@ -478,16 +492,22 @@ impl CopyMask {
                     result.push_str(field);
                     continue;
                 }
-                let masked = match self.columns.get(i).copied().flatten() {
-                    Some(rule) => Some(masking.mask(rule, &unescape_copy(field))),
+                let (masked, by) = match self.columns.get(i).copied().flatten() {
+                    Some(rule) => (Some(masking.mask(rule, &unescape_copy(field))), Some(rule)),
                     // Extra fields beyond the known columns are masked rather than guessed.
-                    None if i >= self.columns.len() => Some(masking.mask(0, &unescape_copy(field))),
-                    None if self.detectors => masking.detect(&unescape_copy(field)),
-                    None => None,
+                    None if i >= self.columns.len() => {
+                        (Some(masking.mask(0, &unescape_copy(field))), Some(0))
+                    }
+                    None if self.detectors => (
+                        masking.detect(&unescape_copy(field)),
+                        masking.detector_rule(),
+                    ),
+                    None => (None, None),
                 };
                 match masked {
                     Some(m) => {
                         changed += 1;
+                        counts.add(by);
                         result.push_str(&escape_copy(&m));
                     }
                     None => result.push_str(field),

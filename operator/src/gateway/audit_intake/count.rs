@@ -155,7 +155,7 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
         });
     match (event.kind, &event.decision, policy) {
         (AuditKind::Statement, Some(decision), Some(policy)) => {
-            let c = pending.counters.entry((ns, policy)).or_default();
+            let c = pending.counters.entry((ns.clone(), policy)).or_default();
             match decision.action {
                 Action::Allow => c.allowed += 1,
                 Action::Deny => c.denied += 1,
@@ -163,7 +163,7 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
             }
         }
         (AuditKind::Denial, Some(decision), Some(policy)) => {
-            let key = (ns, policy);
+            let key = (ns.clone(), policy);
             pending.counters.entry(key.clone()).or_default().denied += 1;
             let denial = RecentDenial {
                 time: parse_time(&event.time),
@@ -182,7 +182,7 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
         }
         (AuditKind::Approval, _, policy) => {
             if let (Some(approval), Some(policy)) = (&event.approval, policy) {
-                let c = pending.counters.entry((ns, policy)).or_default();
+                let c = pending.counters.entry((ns.clone(), policy)).or_default();
                 match approval.phase {
                     sluice_crds::RequestPhase::Approved => c.approvals_granted += 1,
                     sluice_crds::RequestPhase::Denied | sluice_crds::RequestPhase::Expired => {
@@ -192,29 +192,34 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
                 }
             }
         }
-        (AuditKind::Result | AuditKind::Mask, _, _) => {
-            let masked = event.outcome.as_ref().and_then(|o| o.masked).unwrap_or(0);
-            let Some(connection) = &event.connection else {
-                return;
-            };
-            if masked == 0 {
-                return;
-            }
-            for entry in entries {
-                if let Ok(compiled) = &entry.compiled
-                    && compiled.binds(identity)
-                    && compiled.names_connection(connection)
-                    && !entry.policy.spec.masking.is_empty()
-                {
-                    pending
-                        .counters
-                        .entry((ns.clone(), compiled.name.clone()))
-                        .or_default()
-                        .masked += masked;
-                }
+        _ => {}
+    }
+    // Masked values: on result events, and on a batched `statement` event
+    // that carries its result's outcome (decision and result in one).
+    if matches!(
+        event.kind,
+        AuditKind::Result | AuditKind::Mask | AuditKind::Statement
+    ) {
+        let masked = event.outcome.as_ref().and_then(|o| o.masked).unwrap_or(0);
+        let Some(connection) = &event.connection else {
+            return;
+        };
+        if masked == 0 {
+            return;
+        }
+        for entry in entries {
+            if let Ok(compiled) = &entry.compiled
+                && compiled.binds(identity)
+                && compiled.names_connection(connection)
+                && !entry.policy.spec.masking.is_empty()
+            {
+                pending
+                    .counters
+                    .entry((ns.clone(), compiled.name.clone()))
+                    .or_default()
+                    .masked += masked;
             }
         }
-        _ => {}
     }
 }
 

@@ -222,6 +222,7 @@ impl Session<'_> {
                 duration_ms: Some(started.elapsed().as_millis() as u64),
                 error: outcome.error,
                 masked: (outcome.masked > 0).then_some(outcome.masked),
+                masks: Vec::new(),
                 recorded: None,
             }),
             false,

@@ -252,14 +252,18 @@ impl ClientLoop {
     /// now; the caller waits for its ticket to be durable before anything is
     /// forwarded. When it cannot be written the statement does not run: the
     /// refusal says so.
-    pub(super) fn record_allowed(&self, decided: &Decided, protocol: &str) -> Result<u64, Refusal> {
-        let ticket = self
+    pub(super) fn record_allowed(
+        &self,
+        decided: &Decided,
+        protocol: &str,
+    ) -> Result<crate::audit::Recorded, Refusal> {
+        let recorded = self
             .ctx
             .audit
-            .statement_pending(&self.session, decided, protocol)
+            .statement_recorded(&self.session, decided, protocol)
             .map_err(|e| Refusal::audit_failed(&e));
-        self.ctx.metrics.statement(decided, ticket.is_err());
-        ticket
+        self.ctx.metrics.statement(decided, recorded.is_err());
+        recorded
     }
 
     /// Queues the answer to a refused simple Query or FunctionCall: its

@@ -92,6 +92,8 @@ pub(super) struct SimpleCtx {
     pub(super) decided: Arc<Decided>,
     pub(super) started: Instant,
     pub(super) copy_masks: Vec<Option<Arc<CopyMask>>>,
+    /// Its held decision (batched audit), which its result joins.
+    pub(super) hold: Option<crate::audit::HoldId>,
 }
 
 pub(super) struct ExecCtx {
@@ -102,6 +104,8 @@ pub(super) struct ExecCtx {
     /// When the session is recorded: the column names of the portal's
     /// statement, for a result whose RowDescription the client got earlier.
     pub(super) columns: Option<ColumnNames>,
+    /// Its held decision (batched audit), which its result joins.
+    pub(super) hold: Option<crate::audit::HoldId>,
 }
 
 /// The column names of a prepared statement's result, set by the server

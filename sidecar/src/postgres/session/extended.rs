@@ -35,6 +35,8 @@ struct Plan {
     decisions: Vec<Option<StatementRef>>,
     writes: Option<Guard>,
     barrier: bool,
+    /// Each Execute's held decision (batched audit), by message.
+    holds: Vec<Option<crate::audit::HoldId>>,
 }
 
 /// What becomes of a group.
@@ -108,7 +110,7 @@ impl ClientLoop {
         };
         Ok(
             match self.record_executes(pending, &parsed.decisions, sync).await {
-                Ok(barrier) => {
+                Ok((barrier, holds)) => {
                     if let Some(t) = timed {
                         self.ctx.metrics.overhead(t.elapsed());
                     }
@@ -116,6 +118,7 @@ impl ClientLoop {
                         decisions: parsed.decisions,
                         writes,
                         barrier,
+                        holds,
                     })
                 }
                 Err(refusal) => Verdict::Refuse(refusal),
@@ -186,9 +189,11 @@ impl ClientLoop {
         pending: &[Frame],
         decisions: &[Option<StatementRef>],
         sync: bool,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<(bool, Vec<Option<crate::audit::HoldId>>), Refusal> {
         let mut barrier = false;
         let mut ticket = None;
+        // Allocated only when a decision is held (batched audit).
+        let mut holds = Vec::new();
         for (i, (frame, stmt)) in pending.iter().zip(decisions).enumerate() {
             if frame.tag != frontend::EXECUTE {
                 continue;
@@ -211,7 +216,11 @@ impl ClientLoop {
             let (effect, appended) = self.record_execute(stmt, followed).await?;
             barrier |= effect != Effect::None;
             // Written once for the group, below.
-            ticket = appended.or(ticket);
+            ticket = appended.map(|r| r.ticket).or(ticket);
+            if let Some(hold) = appended.and_then(|r| r.hold) {
+                holds.resize(pending.len(), None);
+                holds[i] = Some(hold);
+            }
         }
         // Write-ahead: the group's records are written before it is forwarded.
         if let Some(t) = ticket {
@@ -221,7 +230,7 @@ impl ClientLoop {
                 .await
                 .map_err(|e| Refusal::audit_failed(&e))?;
         }
-        Ok(barrier)
+        Ok((barrier, holds))
     }
 
     /// One Execute of pass 2: the settings its statement may change, its
@@ -234,7 +243,7 @@ impl ClientLoop {
         &mut self,
         stmt: &StatementRef,
         followed: bool,
-    ) -> Result<(Effect, Option<u64>), Refusal> {
+    ) -> Result<(Effect, Option<crate::audit::Recorded>), Refusal> {
         let decided = &stmt.decided;
         let text = stmt.prepared.as_ref().map_or("", |(t, _)| t);
         let effect = statement_effect(decided, text);
@@ -270,8 +279,8 @@ impl ClientLoop {
             // An approved run's record is its approval's, written at Parse.
             return Ok((effect, None));
         }
-        let ticket = self.record_allowed(decided, "extended")?;
-        Ok((effect, Some(ticket)))
+        let recorded = self.record_allowed(decided, "extended")?;
+        Ok((effect, Some(recorded)))
     }
 
     /// Forwards a decided group, queueing what each message will be
@@ -293,12 +302,16 @@ impl ClientLoop {
         // them, so the sidecar describes every statement it forwards, once,
         // and gives each portal its statement's mask in the Bind's formats.
         let describe_statements = self.masking.active();
-        for (frame, stmt) in pending.iter().zip(plan.decisions) {
+        for (i, (frame, stmt)) in pending.iter().zip(plan.decisions).enumerate() {
+            let hold = plan.holds.get(i).copied().flatten();
             match frame.tag {
                 frontend::PARSE => self.forward_parse(frame, stmt, describe_statements)?,
                 frontend::BIND => self.forward_bind(frame, describe_statements)?,
                 frontend::DESCRIBE => self.forward_describe(frame)?,
-                frontend::EXECUTE => self.forward_execute(frame, describe_statements).await?,
+                frontend::EXECUTE => {
+                    self.forward_execute(frame, describe_statements, hold)
+                        .await?
+                }
                 frontend::CLOSE => self.forward_close(frame)?,
                 _ => self.out.extend_from_slice(&frame.raw),
             }
@@ -446,6 +459,7 @@ impl ClientLoop {
         &mut self,
         frame: &Frame,
         describe_statements: bool,
+        hold: Option<crate::audit::HoldId>,
     ) -> Result<(), SessionError> {
         let (portal, _) = execute::decode(frame.body())?;
         let generation = self.generation;
@@ -485,6 +499,7 @@ impl ClientLoop {
             started: Instant::now(),
             copy_mask,
             columns,
+            hold,
         })));
         self.out.extend_from_slice(&frame.raw);
         Ok(())

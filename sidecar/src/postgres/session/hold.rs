@@ -78,7 +78,7 @@ impl ClientLoop {
             }
         };
         let effect = statement_effect(&decided, sql);
-        self.forward_simple(&frame, decided, copy_masks, writes)
+        self.forward_simple(&frame, decided, copy_masks, writes, None)
             .await?;
         self.barrier |= effect != Effect::None;
         Ok(())

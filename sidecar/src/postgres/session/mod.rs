@@ -378,6 +378,8 @@ struct ResultState {
     described: bool,
     rows: u64,
     masked: u64,
+    /// `masked` by masking rule.
+    masks: crate::masking::MaskCounts,
     truncated: bool,
     refused: bool,
 }
@@ -477,6 +479,7 @@ struct SimpleProgress {
     index: usize,
     rows: u64,
     masked: u64,
+    masks: crate::masking::MaskCounts,
     error: Option<String>,
 }
 

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::audit::{ResultRecord, SessionInfo};
 use crate::enforcement::Decided;
+use crate::masking::MaskCounts;
 use crate::postgres::framing::Frame;
 use crate::postgres::masking::{CopyMask, RowMask};
 use crate::postgres::messages::error_response::{self, Report};
@@ -56,7 +57,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         };
         self.result.rows += 1;
         let before = self.out.len();
-        match mask.apply_text(&self.masking, frame.body(), &mut self.out) {
+        match mask.apply_text(
+            &self.masking,
+            frame.body(),
+            &mut self.out,
+            &mut self.result.masks,
+        ) {
             Some(n) => {
                 self.result.masked += n as u64;
                 self.ctx.metrics.masked(n as u64);
@@ -113,7 +119,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         };
         match mask {
             Some(mask) if !self.suppress => {
-                if let Some(n) = mask.apply(&self.masking, frame.body(), &mut self.out)? {
+                if let Some(n) = mask.apply(
+                    &self.masking,
+                    frame.body(),
+                    &mut self.out,
+                    &mut self.result.masks,
+                )? {
                     self.result.masked += n as u64;
                     self.ctx.metrics.masked(n as u64);
                 } else {
@@ -159,7 +170,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
         let rows = command_complete::rows(frame.body()).unwrap_or(rows);
         let masked = self.result.masked;
-        self.result = ResultState::default();
+        let masks = std::mem::take(&mut self.result).masks;
         self.copy_mask = None;
         match self.queue.front() {
             Some(Expect::Simple(_)) => {
@@ -167,6 +178,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 p.index += 1;
                 p.rows += rows;
                 p.masked += masked;
+                p.masks.add_all(&masks);
                 if refused && p.error.is_none() {
                     p.error = Some(error_response::PROGRAM_LIMIT_EXCEEDED.into());
                 }
@@ -174,7 +186,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             Some(Expect::Execute(_)) => {
                 if let Some(Expect::Execute(e)) = self.pop() {
                     let error = refused.then(|| error_response::PROGRAM_LIMIT_EXCEEDED.to_string());
-                    self.execute_result(&e, rows, masked, error);
+                    self.execute_result(&e, rows, (masked, masks), error);
                 }
             }
             _ => {}
@@ -198,6 +210,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             ResultRecord {
                 rows: p.rows,
                 masked: p.masked,
+                masks: self.masking.mask_counts(&p.masks),
+                hold: s.hold,
                 duration: elapsed,
                 error: p.error,
                 recorded,
@@ -218,15 +232,15 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     pub(super) fn execute_done(&mut self, e: &ExecCtx, error: Option<String>) {
         let rows = self.result.rows;
         let masked = self.result.masked;
-        self.result = ResultState::default();
-        self.execute_result(e, rows, masked, error);
+        let masks = std::mem::take(&mut self.result).masks;
+        self.execute_result(e, rows, (masked, masks), error);
     }
 
     pub(super) fn execute_result(
         &mut self,
         e: &ExecCtx,
         rows: u64,
-        masked: u64,
+        (masked, masks): (u64, MaskCounts),
         error: Option<String>,
     ) {
         let elapsed = e.started.elapsed();
@@ -245,6 +259,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 ResultRecord {
                     rows,
                     masked,
+                    masks: self.masking.mask_counts(&masks),
+                    hold: e.hold,
                     duration: elapsed,
                     error,
                     recorded,
@@ -304,7 +320,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 // Extended protocol: this message failed, and the server
                 // skips every message until Sync (see [`ServerLoop::settle`]).
                 if let Some(Expect::Execute(e)) = self.pop() {
-                    self.execute_result(&e, 0, 0, Some(code));
+                    self.execute_result(&e, 0, (0, MaskCounts::default()), Some(code));
                 }
                 self.skipping = true;
             }

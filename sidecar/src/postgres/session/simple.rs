@@ -51,13 +51,16 @@ impl ClientLoop {
         // Write-ahead: the decision is on record before anything runs (an
         // allowed statement's record may share one write with other
         // sessions' records: see AuditLog::durable).
+        let mut hold = None;
         let durable = match self.record_allowed(&decided, "simple") {
-            Ok(ticket) => self
-                .ctx
-                .audit
-                .durable(ticket)
-                .await
-                .map_err(|e| Refusal::audit_failed(&e)),
+            Ok(recorded) => {
+                hold = recorded.hold;
+                self.ctx
+                    .audit
+                    .durable(recorded.ticket)
+                    .await
+                    .map_err(|e| Refusal::audit_failed(&e))
+            }
             Err(refusal) => Err(refusal),
         };
         if let Err(refusal) = durable {
@@ -65,7 +68,7 @@ impl ClientLoop {
             return Ok(());
         }
         self.ctx.metrics.overhead(started.elapsed());
-        self.forward_simple(&frame, decided, copy_masks, writes)
+        self.forward_simple(&frame, decided, copy_masks, writes, hold)
             .await?;
         self.barrier |= effect != Effect::None;
         Ok(())
@@ -119,11 +122,13 @@ impl ClientLoop {
         decided: Arc<Decided>,
         copy_masks: Vec<Option<Arc<CopyMask>>>,
         writes: Option<Vec<Count>>,
+        hold: Option<crate::audit::HoldId>,
     ) -> Result<(), SessionError> {
         let simple = Expect::Simple(Box::new(SimpleCtx {
             decided: decided.clone(),
             started: Instant::now(),
             copy_masks,
+            hold,
         }));
         let Some(counts) = writes else {
             self.send(simple);
