@@ -67,8 +67,12 @@ async fn unbound_identity_gets_no_session() {
     assert!(db.message().contains("someone-else"), "{}", db.message());
     assert!(db.message().contains("orders-db"), "{}", db.message());
     let audit = sidecar.audit_events();
-    assert_eq!(audit.len(), 1, "{audit:?}");
-    assert_eq!(audit[0]["type"], "denial");
+    // The policy in force is on record first (#21's policy history), then
+    // the refusal: nothing else.
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(audit[0]["type"], "policy", "{audit:?}");
+    assert_eq!(audit[0]["policy"]["name"], "reporting", "{audit:?}");
+    assert_eq!(audit[1]["type"], "denial");
 }
 
 /// An audit record the sink cannot take is logged, never dropped in silence
@@ -275,7 +279,9 @@ async fn audit_chain_is_complete_redacted_and_verifies() {
     assert!(report.events >= 7, "{report:?}");
     let events = sidecar.audit_events();
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds.first(), Some(&"sessionStart"), "{kinds:?}");
+    // The policy in force is on record before anything decided under it.
+    assert_eq!(kinds.first(), Some(&"policy"), "{kinds:?}");
+    assert_eq!(kinds.get(1), Some(&"sessionStart"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"sessionEnd"), "{kinds:?}");
     // Each forwarded statement: its decision before its result.
     let first_stmt = kinds.iter().position(|k| *k == "statement").unwrap();
