@@ -14,7 +14,6 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sluice_sidecar::run;
 
@@ -90,17 +89,13 @@ async fn a_policy_edit_between_prepare_and_execute_applies() {
     assert_eq!(line.trim(), "prepared", "{line}");
 
     let before = running.bundle_revision().borrow().clone();
-    env.policies()
-        .patch(
-            "prep-policy",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"rules": [
-                {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
-            ]}})),
-        )
-        .await
-        .unwrap();
-    env.policy_ready("prep-policy").await;
+    env.set_rules(
+        "prep-policy",
+        json!([
+            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
+        ]),
+    )
+    .await;
     revision_until(&running, "the edited bundle", |r| r != before.as_deref()).await;
 
     let mut stdin = child.stdin.take().unwrap();

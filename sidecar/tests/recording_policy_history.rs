@@ -20,7 +20,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use support::{Child, Env, bounded};
 
@@ -95,18 +94,14 @@ async fn a_policy_edit_is_on_record_and_in_the_evidence() {
         .unwrap();
 
     // Edited while the session runs: reads are denied from the next bundle on.
-    env.policies()
-        .patch(
-            "testdb-policy",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"rules": [
-                {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
-                {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
-            ]}})),
-        )
-        .await
-        .unwrap();
-    env.policy_ready("testdb-policy").await;
+    env.set_rules(
+        "testdb-policy",
+        json!([
+            {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
+            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
+        ]),
+    )
+    .await;
     bounded("the edit to reach the session", async {
         loop {
             match client.query("SELECT name FROM customers", &[]).await {

@@ -157,18 +157,14 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
     .unwrap();
 
     // A policy edit reaches the SAME session at its next statement.
-    env.policies()
-        .patch(
-            "testdb-policy",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"rules": [
-                {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
-                {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
-            ]}})),
-        )
-        .await
-        .unwrap();
-    env.policy_ready("testdb-policy").await;
+    env.set_rules(
+        "testdb-policy",
+        json!([
+            {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
+            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
+        ]),
+    )
+    .await;
     let e = bounded("the policy edit to reach the session", async {
         loop {
             let now = running.bundle_revision().borrow().clone();

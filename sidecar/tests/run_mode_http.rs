@@ -21,7 +21,7 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use sluice_crds::{AccessRequest, RequestPhase};
 use sluice_e2e::Options;
@@ -217,18 +217,14 @@ async fn run_mode_serves_http_connections_and_follows_policy_edits() {
     assert_eq!(status, 504, "{v}");
 
     // A policy edit reaches the next request on the same connection.
-    env.policies()
-        .patch(
-            "api-policy",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"rules": [
-                {"name": "no-admin", "match": {"paths": ["/admin/**"]}, "action": "deny"},
-                {"name": "no-things", "match": {"paths": ["/v1/things"]}, "action": "deny"}
-            ]}})),
-        )
-        .await
-        .unwrap();
-    env.policy_ready("api-policy").await;
+    env.set_rules(
+        "api-policy",
+        json!([
+            {"name": "no-admin", "match": {"paths": ["/admin/**"]}, "action": "deny"},
+            {"name": "no-things", "match": {"paths": ["/v1/things"]}, "action": "deny"}
+        ]),
+    )
+    .await;
     let v = bounded("the policy edit to reach the next request", async {
         loop {
             let now = running.bundle_revision().borrow().clone();

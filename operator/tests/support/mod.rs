@@ -137,6 +137,20 @@ impl Env {
         .expect("watch");
     }
 
+    /// Replaces the rules of the AccessPolicy `name` (a JSON array) and waits
+    /// until it is Ready again: a policy edit, as `kubectl apply` makes one.
+    pub async fn set_rules(&self, name: &str, rules: Value) {
+        self.policies()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"rules": rules}})),
+            )
+            .await
+            .unwrap();
+        self.policy_ready(name).await;
+    }
+
     /// Creates the service account `sa`, an injected pod `pod` of it, and
     /// writes the pod's `sluice.dev` token to `dir`/token.
     pub async fn pod_token_file(&self, sa: &str, pod: &str, dir: &Path) -> (Pod, PathBuf) {
