@@ -36,8 +36,10 @@ pub struct ClusterArgs {
     #[arg(long = "as-group", value_name = "GROUP")]
     pub as_group: Vec<String>,
     /// Bearer token for authentication to the API server, instead of the
-    /// context's credentials (as kubectl's `--token`).
-    #[arg(long, value_name = "TOKEN")]
+    /// context's credentials (as kubectl's `--token`). A token may begin
+    /// with `-` (base64url), so the next argument is always the value, as
+    /// kubectl takes it.
+    #[arg(long, value_name = "TOKEN", allow_hyphen_values = true)]
     pub token: Option<String>,
 }
 

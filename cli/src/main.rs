@@ -195,3 +195,26 @@ fn cluster(result: Result<ExitCode, approvals::ApprovalsError>) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A base64url token can begin with `-`; kubectl takes the argument after
+    /// `--token` as its value whatever it begins with, and so do we (CI once
+    /// drew such a token and `approve` refused it as an unknown flag).
+    #[test]
+    fn a_token_beginning_with_a_hyphen_is_the_tokens_value() {
+        for token in ["-_abc", "--x", "-"] {
+            let cli = Cli::try_parse_from(["kubectl-sluice", "approve", "r1", "--token", token])
+                .unwrap_or_else(|e| panic!("{token}: {e}"));
+            match cli.command {
+                Command::Approve(args) => {
+                    assert_eq!(args.name, "r1");
+                    assert_eq!(args.cluster.token.as_deref(), Some(token));
+                }
+                _ => panic!("parsed as another command"),
+            }
+        }
+    }
+}
