@@ -221,6 +221,8 @@ impl AuditLog {
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                // To see whether a crash left its last line torn (sink.rs).
+                .read(true)
                 .open(path)
                 .map_err(err)?;
             sinks.push(Sink::new(Some(path.to_path_buf()), Box::new(f)).map_err(err)?);

@@ -76,6 +76,9 @@ impl Cut {
 #[derive(Debug, Default)]
 pub struct ResultRecorder {
     sets: Vec<AuditRecordedSet>,
+    /// Which columns of the current set a RowDescription the workload got
+    /// said are in binary format (empty when none said so, or unknown).
+    binary: Vec<bool>,
     rows: usize,
     bytes: usize,
     omitted: u64,
@@ -91,10 +94,13 @@ impl ResultRecorder {
             return;
         }
         match row_description::decode(body) {
-            Ok(columns) => self.sets.push(AuditRecordedSet {
-                columns: columns.into_iter().map(|c| c.name).collect(),
-                rows: Vec::new(),
-            }),
+            Ok(columns) => {
+                self.binary = columns.iter().map(|c| c.format == 1).collect();
+                self.sets.push(AuditRecordedSet {
+                    columns: columns.into_iter().map(|c| c.name).collect(),
+                    rows: Vec::new(),
+                });
+            }
             Err(_) => self.malformed = true,
         }
     }
@@ -110,6 +116,8 @@ impl ResultRecorder {
             return;
         }
         if let Some(names) = names.and_then(OnceLock::get) {
+            // The Bind chose the formats; this recorder does not see it.
+            self.binary.clear();
             self.sets.push(AuditRecordedSet {
                 columns: names.clone(),
                 rows: Vec::new(),
@@ -133,7 +141,10 @@ impl ResultRecorder {
         };
         let row = ranges
             .into_iter()
-            .map(|r| r.map(|r| value_text(&body[r])))
+            .enumerate()
+            .map(|(i, r)| {
+                r.map(|r| value_text(&body[r], self.binary.get(i).copied().unwrap_or(false)))
+            })
             .collect();
         self.push(budget, row);
     }
@@ -148,7 +159,7 @@ impl ResultRecorder {
             self.malformed = true;
             return;
         };
-        self.push(budget, vec![Some(value_text(body))]);
+        self.push(budget, vec![Some(value_text(body, false))]);
     }
 
     fn push(&mut self, budget: &SessionBudget, row: Vec<Option<String>>) {
@@ -353,11 +364,17 @@ fn message_body(bytes: &[u8], tag: u8) -> Option<&[u8]> {
     (len + 1 == bytes.len()).then(|| &bytes[5..])
 }
 
-/// A value as text: itself when it is UTF-8, else `\x` and hex (binary format).
-fn value_text(v: &[u8]) -> String {
+/// A value as text: itself when it is text, else `\x` and hex. A value is
+/// binary when its RowDescription says so (`binary`), when it is not
+/// UTF-8, or when it holds a NUL byte: no text-format value does
+/// (PostgreSQL's text types cannot hold one), while binary integers,
+/// floats and times mostly do. A binary value of UTF-8 bytes without a NUL
+/// in a result described only at prepare (whose format the Bind chose) is
+/// recorded as its bytes read as text.
+fn value_text(v: &[u8], binary: bool) -> String {
     match std::str::from_utf8(v) {
-        Ok(s) => s.to_string(),
-        Err(_) => {
+        Ok(s) if !binary && !v.contains(&0) => s.to_string(),
+        _ => {
             let mut s = String::with_capacity(2 + v.len() * 2);
             s.push_str("\\x");
             for b in v {
@@ -500,13 +517,60 @@ mod tests {
     }
 
     fn row_description_body(names: &[&str]) -> Vec<u8> {
+        row_description_formats(names, &vec![0; names.len()])
+    }
+
+    fn row_description_formats(names: &[&str], formats: &[i16]) -> Vec<u8> {
         let mut body = (names.len() as i16).to_be_bytes().to_vec();
-        for n in names {
+        for (n, format) in names.iter().zip(formats) {
             body.extend_from_slice(n.as_bytes());
             body.push(0);
-            body.extend_from_slice(&[0; 18]);
+            body.extend_from_slice(&[0; 16]);
+            body.extend_from_slice(&format.to_be_bytes());
         }
         body
+    }
+
+    /// Binary values are recorded as `\x` hex also when their bytes are
+    /// valid UTF-8: when the RowDescription says binary, and (format not
+    /// known: a result described at prepare) when a value holds a NUL
+    /// byte, which no text-format value does. Text stays text.
+    #[test]
+    fn binary_values_that_are_utf8_are_recorded_as_hex() {
+        let budget = SessionBudget::default();
+        let mut r = ResultRecorder::default();
+        r.columns(
+            Recording::Results,
+            &row_description_formats(&["n", "code", "name"], &[1, 1, 0]),
+        );
+        // int4 1, and int4 0x41424344 (the bytes of "ABCD"), in binary.
+        r.data_row(
+            Recording::Results,
+            &budget,
+            &data_row_message(&[Some(&[0, 0, 0, 1]), Some(b"ABCD"), Some(b"ABCD")]),
+        );
+        let rec = r.finish(Recording::Results).expect("recorded");
+        assert_eq!(
+            rec.sets[0].rows[0],
+            vec![
+                Some("\\x00000001".to_string()),
+                Some("\\x41424344".to_string()),
+                Some("ABCD".to_string())
+            ]
+        );
+        // Rows of an Execute whose statement was described at prepare.
+        let names = OnceLock::from(vec!["n".to_string(), "name".to_string()]);
+        r.execute_columns(Recording::Results, Some(&names));
+        r.data_row(
+            Recording::Results,
+            &budget,
+            &data_row_message(&[Some(&[0, 0, 0, 7]), Some(b"Ada")]),
+        );
+        let rec = r.finish(Recording::Results).expect("recorded");
+        assert_eq!(
+            rec.sets[0].rows[0],
+            vec![Some("\\x00000007".to_string()), Some("Ada".to_string())]
+        );
     }
 
     #[test]

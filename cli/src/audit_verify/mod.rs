@@ -20,9 +20,12 @@
 //! operator`) when they are in the input.
 //!
 //! Exit status: 0 intact; 1 not intact (the first problem is named); 2 the
-//! input cannot be read; 3 ([`TORN_EXIT`]) every line verified but the last,
-//! which is torn (cut mid-write, e.g. by a crash of the sidecar). Only the
-//! last line can be torn: an incomplete line anywhere else fails (1).
+//! input cannot be read; 3 ([`TORN_EXIT`]) every line verified but torn ones
+//! (cut mid-write by a crash of the sidecar): the last line, or a line
+//! inside the log after which the writer started again — no stream that
+//! wrote before it goes on after it, a new stream follows (a sidecar
+//! restarted on the same file begins on a new line). An incomplete line
+//! that a stream goes on after is no crash's: it fails (1).
 //!
 //! Here: the arguments and [`run`]; [`input`] classifies the lines,
 //! [`checkpoints`] reads and authenticates checkpoints, [`verify`] runs the
@@ -166,13 +169,14 @@ fn load_jwks(args: &VerifyArgs) -> Result<Option<jsonwebtoken::jwk::JwkSet>, Ver
     }
 }
 
-/// The exit status of a log whose last line is torn (cut mid-write, e.g. by
-/// a crash) and whose lines before it verify: not success (the torn line
-/// proves nothing) and not tampering (1); 2 is unreadable input.
+/// The exit status of a log with torn lines (cut mid-write by a crash: the
+/// last line, or one a restarted writer wrote after) whose other lines
+/// verify: not success (a torn line proves nothing, and what it held is
+/// lost) and not tampering (1); 2 is unreadable input.
 pub const TORN_EXIT: u8 = 3;
 
 /// Verifies the log: exit 0 and a report when intact; [`TORN_EXIT`] and a
-/// report when only its last line is torn; exit 1 naming the first problem
+/// report when only torn lines (a crash's) did not verify; exit 1 naming the first problem
 /// when not intact.
 pub fn run(args: &VerifyArgs) -> Result<ExitCode, VerifyInputError> {
     let text = read(&args.file)?;
@@ -193,11 +197,21 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, VerifyInputError> {
             } else {
                 v.print_text();
             }
+            if let Some(line) = v.torn_within.first() {
+                eprintln!(
+                    "TORN: audit log line {line}: a line inside the log is torn ({}); \
+                     the lines around it verified ({} torn line(s) in all)",
+                    report::TORN_WITHIN_DETAIL,
+                    v.torn_within.len()
+                );
+            }
             if let Some(line) = v.torn {
                 eprintln!(
                     "TORN: audit log line {line}: the last line is torn ({}); the lines before it verified",
                     report::TORN_DETAIL
                 );
+            }
+            if v.torn.is_some() || !v.torn_within.is_empty() {
                 return Ok(ExitCode::from(TORN_EXIT));
             }
             Ok(ExitCode::SUCCESS)

@@ -82,7 +82,20 @@ pub struct Verified {
     /// The last line, when it is torn (cut mid-write, e.g. by a crash):
     /// everything before it verified; it is not an event.
     pub(super) torn: Option<usize>,
+    /// Torn lines inside the log, each the last write of a writer that
+    /// crashed (no stream that wrote before it goes on after it; what
+    /// follows is a restarted writer's new stream): not events, and the
+    /// lines around them verified.
+    pub(super) torn_within: Vec<usize>,
 }
+
+/// How many torn lines inside the log the report names.
+const TORN_WITHIN_NAMED: usize = 20;
+
+/// What a torn line inside the log is, in the report.
+pub(super) const TORN_WITHIN_DETAIL: &str = "an incomplete write, after which the writer \
+     started again (a crash, then a restart: a new stream follows, and no stream before it goes \
+     on); it is not an event and was not verified, what it held is lost";
 
 impl Verified {
     /// The report as JSON (`audit verify --json`).
@@ -95,6 +108,7 @@ impl Verified {
             other,
             authenticated,
             torn,
+            torn_within,
         } = self;
         let authenticated = *authenticated;
         let cp = |i: usize| {
@@ -122,9 +136,14 @@ impl Verified {
             .collect();
         // Not ok when torn: what the torn line held is not proven.
         json!({
-            "ok": torn.is_none(), "events": report.events, "streams": report.streams,
+            "ok": torn.is_none() && torn_within.is_empty(),
+            "events": report.events, "streams": report.streams,
             "torn": torn.map(|line| json!({"line": line, "verifiedThroughLine": line - 1,
                 "detail": TORN_DETAIL})),
+            "tornWithin": (!torn_within.is_empty()).then(|| json!({
+                "count": torn_within.len(),
+                "lines": torn_within.iter().take(TORN_WITHIN_NAMED).collect::<Vec<_>>(),
+                "detail": TORN_WITHIN_DETAIL})),
             "checkpointsMatched": report.checkpoints_matched, "heads": heads,
             "checkpointsAuthenticated": authenticated && !checkpoints.is_empty(),
             "outages": report.outages,
@@ -145,6 +164,7 @@ impl Verified {
             other,
             authenticated,
             torn,
+            torn_within,
         } = self;
         let authenticated = *authenticated;
         let absent_streams: BTreeSet<&str> = absent
@@ -154,6 +174,7 @@ impl Verified {
         let used = checkpoints.len() - absent.len();
         let (status, upto) = match torn {
             Some(line) => ("TORN", format!(" up to line {}", line - 1)),
+            None if !torn_within.is_empty() => ("TORN", String::new()),
             None => ("OK", String::new()),
         };
         println!(
@@ -249,12 +270,29 @@ impl Verified {
                 }
             );
         }
-        print_last_notes(*torn, checkpoints.is_empty());
+        print_last_notes(*torn, torn_within, checkpoints.is_empty());
     }
 }
 
-/// The report's last lines: the torn last line, and what no checkpoint proves.
-fn print_last_notes(torn: Option<usize>, no_checkpoints: bool) {
+/// The report's last lines: the torn lines, and what no checkpoint proves.
+fn print_last_notes(torn: Option<usize>, torn_within: &[usize], no_checkpoints: bool) {
+    if !torn_within.is_empty() {
+        println!(
+            "{} line(s) inside the log are torn ({}{}): {TORN_WITHIN_DETAIL}",
+            torn_within.len(),
+            torn_within
+                .iter()
+                .take(TORN_WITHIN_NAMED)
+                .map(|l| format!("line {l}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if torn_within.len() > TORN_WITHIN_NAMED {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(line) = torn {
         println!("the last line ({line}) is torn: {TORN_DETAIL}");
     }

@@ -26,38 +26,131 @@ pub struct Options<'a> {
 
 /// Verifies `text` (an audit log, or a merged container log): `Ok(Ok(_))`
 /// when intact, `Ok(Err(failure))` when not, `Err` when the checkpoints
-/// cannot be read at all. A last line cut mid-write (see [`torn_tail`]) is
-/// left out: the lines before it are verified, and the report names it
-/// ([`Verified::torn`]).
+/// cannot be read at all. Lines torn by a crash (see [`torn_lines`]) are
+/// left out: the last line when it is torn ([`Verified::torn`]), and a torn
+/// line inside the log after which no stream that wrote before it goes on
+/// (the writer died there; what follows is a restarted writer's new stream:
+/// [`Verified::torn_within`]). A torn line inside the log that a stream
+/// goes on after is no crash's: a failure.
 pub fn verify(
     text: &str,
     options: &Options<'_>,
 ) -> Result<Result<Verified, Failure>, VerifyInputError> {
-    let Some((line, before)) = torn_tail(text) else {
+    let lines: Vec<&str> = text.lines().collect();
+    let torn = torn_lines(&lines);
+    if torn.is_empty() {
         return verify_whole(text, options);
+    }
+    // The last line torn: the text before it, as before.
+    let last = lines.iter().rposition(|l| !l.trim().is_empty());
+    let (tail, within): (Vec<usize>, Vec<usize>) = torn.into_iter().partition(|i| Some(*i) == last);
+    let kept = match tail.first() {
+        Some(i) => &lines[..*i],
+        None => &lines[..],
     };
-    Ok(verify_whole(before, options)?.map(|mut v| {
-        v.torn = Some(line);
+    // Torn lines inside: blank (line numbers stay the input's).
+    let mut blanked = String::with_capacity(text.len());
+    for (i, line) in kept.iter().enumerate() {
+        if i > 0 {
+            blanked.push('\n');
+        }
+        if within.binary_search(&i).is_err() {
+            blanked.push_str(line);
+        }
+    }
+    if !tail.is_empty() || text.ends_with('\n') {
+        blanked.push('\n');
+    }
+    let continued = continued_after(&lines, &within);
+    let verified = verify_whole(&blanked, options)?;
+    if let Some((torn_at, stream, goes_on)) = continued {
+        // A failure of the chain before the torn line comes first.
+        if let Err(f) = &verified
+            && f.line.is_some_and(|l| l <= torn_at)
+        {
+            return Ok(verified);
+        }
+        return Ok(Err(Failure {
+            kind: "malformed",
+            line: Some(torn_at + 1),
+            stream: Some(stream.clone()),
+            detail: format!(
+                "the line is incomplete (cut mid-write), but stream {stream} goes on after it \
+                 (line {}): a crash ends its writer's stream, so this is no crash's torn line",
+                goes_on + 1
+            ),
+        }));
+    }
+    Ok(verified.map(|mut v| {
+        v.torn = tail.first().map(|i| i + 1);
+        v.torn_within = within.iter().map(|i| i + 1).collect();
         v
     }))
 }
 
-/// The last line when it is torn, with the text before it: a line cut
-/// mid-write (a crash: the sidecar never writes a line in pieces otherwise)
-/// is the beginning of a JSON object that ends early, and nothing but
-/// blank space follows it. Its 1-based number and the text before it.
-/// Anywhere else an incomplete line is not a crash's: it stays a failure.
-fn torn_tail(text: &str) -> Option<(usize, &str)> {
-    let end = text.trim_end();
-    let start = end.rfind('\n').map_or(0, |i| i + 1);
-    let last = &end[start..];
-    if !last.trim_start().starts_with('{') {
+/// The 0-based indices of the torn lines: a line cut mid-write (a crash:
+/// the sidecar never writes a line in pieces otherwise) is the beginning of
+/// a JSON object that ends early.
+fn torn_lines(lines: &[&str]) -> Vec<usize> {
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| {
+            let line = line.trim();
+            // Checked, not built: every event line is read here once more.
+            line.starts_with('{')
+                && matches!(
+                    serde_json::from_str::<serde::de::IgnoredAny>(line),
+                    Err(e) if e.is_eof()
+                )
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The first torn line of `within` that a stream which wrote before it goes
+/// on after: (its index, the stream, the index of the stream's next line).
+fn continued_after(lines: &[&str], within: &[usize]) -> Option<(usize, String, usize)> {
+    if within.is_empty() {
         return None;
     }
-    match serde_json::from_str::<serde_json::Value>(last) {
-        Err(e) if e.is_eof() => Some((text[..start].lines().count() + 1, &text[..start])),
-        _ => None,
+    let streams: Vec<Option<String>> = lines
+        .iter()
+        .map(|l| match classify(l) {
+            Line::Audit(Some((stream, _))) => Some(stream),
+            _ => None,
+        })
+        .collect();
+    let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, s) in streams.iter().enumerate() {
+        if let Some(s) = s {
+            last.insert(s.as_str(), i);
+        }
     }
+    // The stream seen so far whose last line is furthest on.
+    let mut reach: Option<(usize, &str)> = None;
+    let mut torn = within.iter().peekable();
+    for (i, s) in streams.iter().enumerate() {
+        if torn.peek() == Some(&&i) {
+            torn.next();
+            if let Some((end, stream)) = reach
+                && end > i
+            {
+                let next = streams[i..]
+                    .iter()
+                    .position(|x| x.as_deref() == Some(stream))
+                    .map_or(end, |p| i + p);
+                return Some((i, stream.to_string(), next));
+            }
+        }
+        if let Some(s) = s
+            && let Some(end) = last.get(s.as_str())
+            && reach.is_none_or(|(r, _)| *end > r)
+        {
+            reach = Some((*end, s));
+        }
+    }
+    None
 }
 
 fn verify_whole(
@@ -131,6 +224,7 @@ fn verify_whole(
         other,
         authenticated: jwks.is_some(),
         torn: None,
+        torn_within: Vec::new(),
     }))
 }
 

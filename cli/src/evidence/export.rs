@@ -378,9 +378,12 @@ fn write_audit(
                 continue;
             }
             let time = time_of(&event, "/time");
-            if event["type"] == "policy" && time.is_some_and(|t| t <= period.until) {
-                // The versions in force before the period count too.
-                stats.policy_changes.push(event.clone());
+            if event["type"] == "policy" {
+                stats.policy_in_force(&event);
+                if time.is_some_and(|t| t <= period.until) {
+                    // The versions in force before the period count too.
+                    stats.policy_changes.push(event.clone());
+                }
             }
             if period.contains(time) {
                 stats.add(&event);
@@ -454,11 +457,12 @@ fn summary(
         "approvalLatencySeconds": {"count": latencies.len(), "median": median, "max": latencies.last()},
         "auditEvents": stats.events, "auditVerified": all_ok,
         "decisionsPerDay": stats.per_day, "denialsByRule": stats.denials_by_rule,
-        "maskedValuesByConnection": stats.masked_by_connection, "approvalSteps": stats.approvals,
+        "maskedValuesByConnection": stats.masked_by_connection,
+        "maskedValuesByPolicy": stats.masked_by_policy, "approvalSteps": stats.approvals,
     })
 }
 
-/// The GRC tables: decisions per day and denials by rule.
+/// The GRC tables: decisions per day, denials by rule, masked values by policy.
 fn write_grc(pkg: &mut Package, stats: &Stats) -> Result<(), EvidenceError> {
     let day_rows: Vec<Vec<String>> = stats
         .per_day
@@ -481,6 +485,15 @@ fn write_grc(pkg: &mut Package, stats: &Stats) -> Result<(), EvidenceError> {
     pkg.write(
         "grc/denials-by-rule.csv",
         csv_table(&["policy/rule", "denials"], &rule_rows).as_bytes(),
+    )?;
+    let mask_rows: Vec<Vec<String>> = stats
+        .masked_by_policy
+        .iter()
+        .map(|(p, n)| vec![p.clone(), n.to_string()])
+        .collect();
+    pkg.write(
+        "grc/masked-values-by-policy.csv",
+        csv_table(&["policy", "maskedValues"], &mask_rows).as_bytes(),
     )
 }
 

@@ -12,7 +12,7 @@
 //! | `samples/approved-requests.json` | up to 25 approved requests chosen by hash of their name (not by the exporter), with their audit trail | CC6.3 CC8.1 |
 //! | `audit/*.jsonl`, `audit/verification.json` | the audit files as given, and `audit verify`'s report on each | CC7.2 CC7.3 |
 //! | `audit/checkpoints.jsonl`, `audit/jwks.json` | the checkpoints and keys used | CC7.2 |
-//! | `summary.json`, `grc/*.csv` | statistics for the period (decisions per day, denials by rule, masked values by Connection, approvals) | CC7.2 CC7.3 |
+//! | `summary.json`, `grc/*.csv` | statistics for the period (decisions per day, denials by rule, masked values by Connection and by AccessPolicy, approvals) | CC6.1 CC7.2 CC7.3 |
 //! | `soc2-mapping.json`, `grc/soc2-mapping.csv` | each criterion and the files that support it | — |
 //! | `report.html` | one offline page with the charts (inline SVG) | — |
 //! | `oscal-assessment-results.json` | OSCAL 1.1.2 assessment results: an observation and a finding per criterion | — |

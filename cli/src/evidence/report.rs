@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::soc2::Criterion;
-use super::stats::Stats;
+use super::stats::{NO_RULE, Stats, UNATTRIBUTED};
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -14,6 +14,9 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+/// The most characters of a bar's label shown.
+const LABEL_CHARS: usize = 34;
 
 /// A horizontal bar chart as inline SVG.
 fn bars(title: &str, data: &[(String, u64)]) -> String {
@@ -32,11 +35,19 @@ fn bars(title: &str, data: &[(String, u64)]) -> String {
     for (i, (label, value)) in data.iter().enumerate() {
         let y = i * 26 + 5;
         let w = (*value as f64 / max as f64 * 420.0).round().max(1.0);
+        // The label column is 260 px: a longer label (a namespace and name
+        // may be 316 characters) is cut, and whole in its tooltip.
+        let shown: String = if label.chars().count() > LABEL_CHARS {
+            label.chars().take(LABEL_CHARS - 1).chain(['…']).collect()
+        } else {
+            label.clone()
+        };
         let _ = write!(
             out,
-            "<text x=\"0\" y=\"{}\" font-size=\"13\">{}</text><rect x=\"260\" y=\"{y}\" width=\"{w}\" height=\"20\" fill=\"#3b6ea5\"/><text x=\"{}\" y=\"{}\" font-size=\"13\">{value}</text>",
+            "<text x=\"0\" y=\"{}\" font-size=\"13\"><title>{}</title>{}</text><rect x=\"260\" y=\"{y}\" width=\"{w}\" height=\"20\" fill=\"#3b6ea5\"/><text x=\"{}\" y=\"{}\" font-size=\"13\">{value}</text>",
             y + 15,
             escape(label),
+            escape(&shown),
             266.0 + w,
             y + 15
         );
@@ -94,6 +105,25 @@ fn per_day(data: &BTreeMap<String, BTreeMap<String, u64>>) -> String {
     out
 }
 
+/// Masked values by AccessPolicy, with what the entries that are not a
+/// policy mean.
+fn masked_by_policy(data: &BTreeMap<String, u64>) -> String {
+    let list: Vec<(String, u64)> = data.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let mut out = bars("Masked values by policy", &list);
+    if !list.is_empty() {
+        let _ = write!(
+            out,
+            "<p class=\"legend\">By the AccessPolicy (namespace/name) whose masking rule masked them. \
+             <i>{}</i>: values of events that do not say which policy masked them (sidecars before \
+             per-policy counts, planes that record only a total). <i>{}</i>: values Sluice masked \
+             under no rule (a row wider than its description, rules that could not be combined).</p>",
+            escape(UNATTRIBUTED),
+            escape(NO_RULE)
+        );
+    }
+    out
+}
+
 pub(super) fn html(
     summary: &Value,
     stats: &Stats,
@@ -144,6 +174,7 @@ pub(super) fn html(
 {per_day}
 {denials}
 {masked}
+{by_policy}
 {latency}
 <h2>SOC 2 mapping</h2>
 <table><tr><th>Criterion</th><th>How Sluice supports it</th><th>Evidence in this package</th></tr>{rows}</table>
@@ -179,6 +210,7 @@ pub(super) fn html(
             "Masked values by Connection",
             &to_list(&stats.masked_by_connection)
         ),
+        by_policy = masked_by_policy(&stats.masked_by_policy),
         latency = bars(
             "Approval latency (first decision after the request)",
             &latency

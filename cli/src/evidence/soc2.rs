@@ -16,8 +16,12 @@ pub(super) fn soc2_mapping() -> Vec<Criterion> {
     vec![
         (
             "CC6.1",
-            "Logical access to protected information assets is restricted: workloads reach databases and APIs only through the sidecar, which holds the credentials and decides every statement against the AccessPolicies.",
-            vec!["policies/accesspolicies.json", "policies/connections.json"],
+            "Logical access to protected information assets is restricted: workloads reach databases and APIs only through the sidecar, which holds the credentials, decides every statement against the AccessPolicies and masks the values their masking rules protect (counted by policy).",
+            vec![
+                "policies/accesspolicies.json",
+                "policies/connections.json",
+                "grc/masked-values-by-policy.csv",
+            ],
         ),
         (
             "CC6.2",

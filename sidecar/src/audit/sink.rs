@@ -1,5 +1,6 @@
 //! The places audit lines are written to ([`AuditSink`]: the audit file,
-//! stdout), and how a failed write is cut back to the last whole line.
+//! stdout), how a failed write is cut back to the last whole line, and how
+//! a sink that a crashed writer left inside a line is written after.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -18,6 +19,12 @@ pub trait AuditSink: Send {
     fn truncate(&mut self, len: u64) -> io::Result<bool>;
     /// Its length now, when it can be cut back.
     fn cut_len(&mut self) -> io::Result<Option<u64>>;
+    /// Whether what it already holds ends inside a line (its last byte is
+    /// not a newline: a line torn by a crash of the writer before). `false`
+    /// for an empty sink and one that is not a regular file.
+    fn ends_inside_a_line(&mut self) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 impl AuditSink for File {
@@ -40,6 +47,24 @@ impl AuditSink for File {
         let meta = self.metadata()?;
         Ok(meta.is_file().then_some(meta.len()))
     }
+
+    fn ends_inside_a_line(&mut self) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let meta = self.metadata()?;
+        if !meta.is_file() || meta.len() == 0 {
+            return Ok(false);
+        }
+        let mut last = [0u8; 1];
+        let at = meta.len() - 1;
+        let read = self.read_at(&mut last, at).or_else(|_| {
+            // Not opened for reading (stdout redirected to a file by a
+            // shell): the same file, opened again to read (Linux).
+            use std::os::fd::AsRawFd;
+            File::open(format!("/proc/self/fd/{}", self.as_raw_fd()))?.read_at(&mut last, at)
+        });
+        // Unreadable either way: written on as before.
+        Ok(matches!(read, Ok(1)) && last[0] != b'\n')
+    }
 }
 
 /// One sink and how much of the pending lines it has taken.
@@ -57,7 +82,23 @@ pub(super) struct Sink {
 }
 
 impl Sink {
+    /// A sink writing after what `out` holds. When that ends inside a line
+    /// (the last line of a writer that crashed mid-write), a newline ends
+    /// it first, so that the first line written here is a line of its own:
+    /// the torn line stays as it was, for `audit verify` to report as torn
+    /// (not a line glued to this stream's first, which reads as tampering).
     pub(super) fn new(name: Option<PathBuf>, mut out: Box<dyn AuditSink>) -> io::Result<Self> {
+        if out.ends_inside_a_line()? {
+            let mut newline: &[u8] = b"\n";
+            while !newline.is_empty() {
+                match out.write(newline) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => newline = &newline[n..],
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let len = out.cut_len()?;
         Ok(Sink {
             name,
@@ -145,6 +186,43 @@ impl super::AuditLog {
         if !sent {
             self.forward_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file a crashed writer left inside a line is written after from a
+    /// new line; a file that ends a line, and an empty one, get nothing.
+    #[test]
+    fn a_file_left_inside_a_line_is_written_after_from_a_new_line() {
+        let dir = tempfile::tempdir().unwrap();
+        // Also through a handle that cannot read (stdout a shell redirected).
+        for readable in [true, false] {
+            for (before, after) in [
+                ("{\"seq\":1}\n{\"se", "{\"seq\":1}\n{\"se\n{\"seq\":9}\n"),
+                ("{\"seq\":1}\n", "{\"seq\":1}\n{\"seq\":9}\n"),
+                ("", "{\"seq\":9}\n"),
+            ] {
+                let path = dir.path().join("audit.jsonl");
+                std::fs::write(&path, before).unwrap();
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .read(readable)
+                    .open(&path)
+                    .unwrap();
+                let mut sink = Sink::new(Some(path.clone()), Box::new(file)).unwrap();
+                sink.take(b"{\"seq\":9}\n").unwrap();
+                assert_eq!(
+                    std::fs::read_to_string(&path).unwrap(),
+                    after,
+                    "{before:?}, readable {readable}"
+                );
+                // Cut back after a failed write: to the new line, not into the torn one.
+                assert_eq!(sink.len, Some(after.len() as u64));
+            }
         }
     }
 }

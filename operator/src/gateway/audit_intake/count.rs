@@ -130,9 +130,8 @@ pub(super) fn bound_pending(list: &mut Vec<HistoryEntry>) {
     list.drain(..excess);
 }
 
-/// Adds one event to the pending counters of the policy that decided it.
-/// Masked values are reported on result events, which name no policy: they
-/// count for every applicable policy that masks.
+/// Adds one event to the pending counters of the policy that decided it,
+/// and its masked values to the policies that masked them (see [`masked`]).
 fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, event: &AuditEvent) {
     let ns = identity.namespace.clone();
     // Only policies that bind the uploader (to the event's Connection) can
@@ -200,31 +199,176 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
         event.kind,
         AuditKind::Result | AuditKind::Mask | AuditKind::Statement
     ) {
-        let masked = event.outcome.as_ref().and_then(|o| o.masked).unwrap_or(0);
-        let Some(connection) = &event.connection else {
-            return;
-        };
-        if masked == 0 {
+        masked(pending, entries, identity, event);
+    }
+}
+
+/// Credits an event's masked values. With `outcome.masks` (the values of
+/// each masking rule, by its AccessPolicy) each policy gets exactly its
+/// own count; values Sluice masked on its own (no policy) are credited to
+/// none. Without it (events of sidecars before it, planes that record only
+/// the total) the total counts for every applicable policy that masks, the
+/// only attribution the event allows. Either way only policies that bind
+/// the uploader to the event's Connection are credited: a sidecar cannot
+/// count for a policy that could not have masked its traffic.
+fn masked(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, event: &AuditEvent) {
+    let (Some(outcome), Some(connection)) = (&event.outcome, &event.connection) else {
+        return;
+    };
+    let mut credit = |policy: &str, count: u64| {
+        let c = pending
+            .counters
+            .entry((identity.namespace.clone(), policy.to_string()))
+            .or_default();
+        c.masked = c.masked.saturating_add(count);
+    };
+    if outcome.masks.is_empty() {
+        let total = outcome.masked.unwrap_or(0);
+        if total == 0 {
             return;
         }
         for entry in entries {
-            if let Ok(compiled) = &entry.compiled
-                && compiled.binds(identity)
-                && compiled.names_connection(connection)
+            if let Some(compiled) = applying(entry, identity, connection)
                 && !entry.policy.spec.masking.is_empty()
             {
-                pending
-                    .counters
-                    .entry((ns.clone(), compiled.name.clone()))
-                    .or_default()
-                    .masked += masked;
+                credit(&compiled.name, total);
             }
         }
+        return;
     }
+    for mask in &outcome.masks {
+        let Some(policy) = mask.policy.as_deref() else {
+            continue;
+        };
+        if mask.count > 0
+            && entries
+                .iter()
+                .any(|e| applying(e, identity, connection).is_some_and(|c| c.name == policy))
+        {
+            credit(policy, mask.count);
+        }
+    }
+}
+
+/// The compiled policy of `entry` when it binds `identity` to `connection`.
+fn applying<'a>(
+    entry: &'a PolicyEntry,
+    identity: &Identity,
+    connection: &str,
+) -> Option<&'a sluice_policy::engine::CompiledPolicy> {
+    entry
+        .compiled
+        .as_ref()
+        .ok()
+        .filter(|c| c.binds(identity) && c.names_connection(connection))
 }
 
 fn parse_time(text: &str) -> Time {
     text.parse::<k8s_openapi::jiff::Timestamp>()
         .map(Time)
         .unwrap_or_else(|_| Time(k8s_openapi::jiff::Timestamp::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sluice_crds::AccessPolicy;
+    use sluice_policy::engine::{CompiledPolicy, NoSecrets};
+    use std::sync::Arc;
+
+    /// A policy of namespace `shop` granting `job` Connection `db`, with
+    /// `masking` as given.
+    fn entry(name: &str, masking: serde_json::Value) -> PolicyEntry {
+        let policy: AccessPolicy = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"subjects": [{"serviceAccount": "job"}], "connections": ["db"],
+                     "masking": masking}
+        }))
+        .unwrap();
+        PolicyEntry {
+            compiled: CompiledPolicy::compile(&policy, &NoSecrets),
+            policy: Arc::new(policy),
+        }
+    }
+
+    fn result(seq: u64, outcome: serde_json::Value) -> AuditEvent {
+        serde_json::from_value(json!({
+            "v": 1, "seq": seq, "time": "2026-12-06T20:00:00Z", "type": "result",
+            "stream": "sidecar:shop/job:job-0:boot", "connection": "db",
+            "outcome": outcome, "prev": "p", "hash": "h"
+        }))
+        .unwrap()
+    }
+
+    /// Two masking policies bind the same identity and Connection: with
+    /// `outcome.masks` each is credited exactly the values its rules
+    /// masked (not the result's total); values Sluice masked on its own,
+    /// and a policy that does not bind the uploader, credit no one.
+    /// Without `masks` (an older sidecar) the total still counts for both.
+    #[test]
+    fn masked_values_are_credited_to_the_policy_that_masked_them() {
+        let masking = json!([{"columns": ["customers.ssn"], "strategy": "redact"},
+                             {"columns": ["customers.email"], "strategy": "hash"}]);
+        let other: AccessPolicy = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": "elsewhere", "namespace": "shop"},
+            "spec": {"subjects": [{"serviceAccount": "someone-else"}], "connections": ["db"],
+                     "masking": masking.clone()}
+        }))
+        .unwrap();
+        let entries = vec![
+            entry("pii", masking.clone()),
+            entry(
+                "cards",
+                json!([{"detectors": ["creditCard"], "strategy": "partial"}]),
+            ),
+            entry("reads", json!([])),
+            PolicyEntry {
+                compiled: CompiledPolicy::compile(&other, &NoSecrets),
+                policy: Arc::new(other),
+            },
+        ];
+        assert!(entries.iter().all(|e| e.compiled.is_ok()));
+        let identity = Identity::service_account("shop", "job");
+        let mut pending = Pending::default();
+        count(
+            &mut pending,
+            &entries,
+            &identity,
+            &result(
+                1,
+                json!({"rows": 5, "masked": 12, "masks": [
+                    {"count": 3, "index": 0, "policy": "pii"},
+                    {"count": 1, "index": 1, "policy": "pii"},
+                    {"count": 5, "index": 0, "policy": "cards"},
+                    {"count": 2, "index": 0, "policy": "elsewhere"},
+                    {"count": 1}
+                ]}),
+            ),
+        );
+        let masked = |pending: &Pending, policy: &str| {
+            pending
+                .counters
+                .get(&("shop".to_string(), policy.to_string()))
+                .map(|c| c.masked)
+        };
+        assert_eq!(masked(&pending, "pii"), Some(4));
+        assert_eq!(masked(&pending, "cards"), Some(5));
+        assert_eq!(masked(&pending, "reads"), None);
+        assert_eq!(masked(&pending, "elsewhere"), None);
+
+        // An event without `masks`: the old rule, the total to each masking policy.
+        count(
+            &mut pending,
+            &entries,
+            &identity,
+            &result(2, json!({"rows": 1, "masked": 7})),
+        );
+        assert_eq!(masked(&pending, "pii"), Some(11));
+        assert_eq!(masked(&pending, "cards"), Some(12));
+        assert_eq!(masked(&pending, "reads"), None);
+        assert_eq!(masked(&pending, "elsewhere"), None);
+    }
 }
