@@ -6,8 +6,9 @@
 //!
 //! Each simulated sidecar is an injected pod of `shop/report-job` with its own
 //! pod-bound TokenRequest token. It talks to the gateway with the sidecar's own
-//! client (`sluice_sidecar::bundle_client::GatewayClient`: TLS per request):
-//! it exchanges its token and renews it when the sidecar would
+//! client (`sluice_sidecar::bundle_client::GatewayClient`, one per sidecar as
+//! in a real pod, so connections are kept and used again as the sidecar's
+//! are): it exchanges its token and renews it when the sidecar would
 //! (`sluice_sidecar::run::token_refresh_after`), long-polls its bundle, and in
 //! the audit phase uploads hash-chained audit batches at a set rate, sending a
 //! batch again when it was not taken (as the sidecar's uploader does). An
@@ -749,6 +750,8 @@ struct Measured {
     requests_audit: u64,
     polls_and_uploads_audit: u64,
     holder_reads_audit: f64,
+    /// TLS connections the sidecars opened: in all, and in the audit phase.
+    connections: (u64, u64),
     want: (u64, u64, u64),
     got: (u64, u64, u64),
 }
@@ -787,17 +790,17 @@ async fn fleet() {
     let (edit_tx, edit) = watch::channel(None);
     let (audit_tx, audit) = watch::channel(false);
     let phases = Phases { edit, audit };
-    let gateways: Vec<GatewayClient> = operators
-        .replicas
-        .iter()
-        .map(|r| GatewayClient::new(&r.url, &operators.ca).unwrap())
-        .collect();
+    // One client per sidecar, as each pod has its own (its kept connections
+    // are its own); the poller and the uploader share it as the sidecar's do.
+    let mut gateways: Vec<GatewayClient> = Vec::with_capacity(n);
     let requests_before_start = cluster.requests_of(OPERATOR_USER);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let mut uploaders = tokio::task::JoinSet::new();
     for (i, (pod, subject)) in subjects.into_iter().enumerate() {
-        let gateway = gateways[i % gateways.len()].clone();
+        let replica = &operators.replicas[i % operators.replicas.len()];
+        let gateway = GatewayClient::new(&replica.url, &operators.ca).unwrap();
+        gateways.push(gateway.clone());
         let token = Arc::new(Token {
             subject,
             held: tokio::sync::Mutex::new(None),
@@ -860,6 +863,13 @@ async fn fleet() {
     let requests_before_audit = cluster.requests_of(OPERATOR_USER);
     let holder_reads_before = operators.metric("sluice_gateway_holder_reads_total").await;
     let calls_before = tally.polls.load(Ordering::Relaxed) + tally.uploads.load(Ordering::Relaxed);
+    let opened = || {
+        gateways
+            .iter()
+            .map(GatewayClient::connections_opened)
+            .sum::<u64>()
+    };
+    let connections_before_audit = opened();
     let audit_started = Instant::now();
     audit_tx.send_replace(true);
     tokio::time::sleep(knobs.audit).await;
@@ -872,6 +882,7 @@ async fn fleet() {
         operators.metric("sluice_gateway_holder_reads_total").await - holder_reads_before;
     let polls_and_uploads_audit =
         tally.polls.load(Ordering::Relaxed) + tally.uploads.load(Ordering::Relaxed) - calls_before;
+    let connections = (opened(), opened() - connections_before_audit);
 
     // The counters the operators wrote match what they accepted.
     let want = (
@@ -895,6 +906,7 @@ async fn fleet() {
         requests_audit,
         polls_and_uploads_audit,
         holder_reads_audit,
+        connections,
         want,
         got,
     };
@@ -1000,6 +1012,10 @@ fn print_table(knobs: &Knobs, tally: &Tally, m: &Measured) {
         tally.told_to_wait.load(Ordering::Relaxed),
         tally.polls_timed_out.load(Ordering::Relaxed),
         tally.polls_failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "details: TLS connections the sidecars opened: {} in all, {} during the audit phase",
+        m.connections.0, m.connections.1
     );
     for (what, count) in tally.errors.lock().unwrap().iter() {
         println!("details: error {what}: {count}");

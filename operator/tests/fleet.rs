@@ -2,7 +2,7 @@
 //! a status-only write wakes no bundle long-poll, the policies compiled
 //! once per namespace change are never stale for audit intake, token holders
 //! are checked in the watches' caches (and a deleted pod is cut off once the
-//! watch sees it), and the gateway answers 429 with `Retry-After` past its bound.
+//! watch sees it, a changed one checked again), and the gateway answers 429 with `Retry-After` past its bound.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -407,6 +407,66 @@ async fn a_deleted_pods_token_stops_working_once_the_watch_sees_it() {
     .await;
     let refusal: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(refusal["reason"], "PodDeleted", "{refusal}");
+}
+
+/// The sidecar check a pod passed is remembered only for that version of
+/// the pod: once the watch sees its sidecar's image changed in place (where
+/// the webhook is not called to refuse it), the next poll is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_changed_after_its_check_passed_is_checked_again() {
+    let env = Env::start().await;
+    env.policy_ready("reporting").await;
+    let bearer = bearer(&env).await;
+    // Polls pass (and the pass is remembered) from the watch's copy.
+    held_by_the_watches(&env, &bearer).await;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(env.client.clone())
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"sluice.dev/injection": null}}})),
+        )
+        .await
+        .unwrap();
+    let pods = Api::<Pod>::namespaced(env.client.clone(), "shop");
+    let pod = pods.get("report").await.unwrap();
+    let spec = pod.spec.unwrap();
+    let sidecar = |list: &[k8s_openapi::api::core::v1::Container]| {
+        list.iter().position(|c| c.name == "sluice-sidecar")
+    };
+    let path = match sidecar(spec.init_containers.as_deref().unwrap_or_default()) {
+        Some(i) => format!("/spec/initContainers/{i}/image"),
+        None => format!(
+            "/spec/containers/{}/image",
+            sidecar(&spec.containers).unwrap()
+        ),
+    };
+    pods.patch(
+        "report",
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(
+                json!([{"op": "replace", "path": path, "value": "evil.example/sidecar:1"}]),
+            )
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    let body = bounded("the changed pod's polls to be refused", async {
+        loop {
+            let (status, _, body) = env
+                .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+                .await;
+            if status != 200 {
+                assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let refusal: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(refusal["reason"], "UntrustedImage", "{refusal}");
 }
 
 /// Past its bound on requests doing work the gateway answers 429 with

@@ -1308,9 +1308,8 @@ async fn only_a_genuine_sidecar_gets_credentials() {
     )
     .await
     .unwrap();
-    let (status, _, body) = env
-        .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
-        .await;
+    // Refused once the pod watch sees the change (its event may lag the write).
+    let (status, body) = refused_once_seen(&env, &bearer).await;
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["reason"], "RunningImageMismatch", "{body}");
@@ -1351,17 +1350,28 @@ async fn only_a_genuine_sidecar_gets_credentials() {
     pods.patch("copy", &PatchParams::default(), &evil_image())
         .await
         .unwrap();
-    let (status, _, body) = env
-        .call(
-            "GET",
-            "/v1/bundle",
-            &[("authorization", &copy_bearer)],
-            None,
-        )
-        .await;
+    let (status, body) = refused_once_seen(&env, &copy_bearer).await;
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["reason"], "UntrustedImage", "{body}");
+}
+
+/// The first answer other than 200 to a bundle poll with `bearer`: the
+/// gateway checks the pod the pod watch holds, so a change is refused once
+/// its watch event arrives, not necessarily at the next request.
+async fn refused_once_seen(env: &Env, bearer: &str) -> (u16, bytes::Bytes) {
+    bounded("the changed pod to be refused", async {
+        loop {
+            let (status, _, body) = env
+                .call("GET", "/v1/bundle", &[("authorization", bearer)], None)
+                .await;
+            if status != 200 {
+                return (status, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
 }
 
 /// `POST /v1/audit` with `bearer`: status and answer.

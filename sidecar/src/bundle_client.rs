@@ -2,15 +2,23 @@
 //! exchange, bundle (long-poll) and audit upload, over HTTPS that trusts only
 //! the operator's CA.
 //!
-//! One TLS connection per request: a sidecar makes a handful of requests a
-//! minute, and a fresh connection never carries a stale half-closed socket
-//! into a long-poll.
+//! Connections are kept and used again (#25): a TLS handshake costs the
+//! operator far more CPU than the request it carries (an audit upload every
+//! few seconds, a long-poll after the last). A client and its clones share a
+//! few idle connections ([`MAX_IDLE`]), each for at most [`IDLE_FOR`] (the
+//! operator closes a connection idle longer than its own, longer, bound), so
+//! the long-poll and the uploader each hold one. A request goes on a fresh
+//! connection when no idle one is open and ready, and again on a fresh one
+//! when a kept connection turns out closed before the request was written
+//! (hyper hands it back unsent); a request that was written is never sent
+//! twice by this client.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject as _;
@@ -23,6 +31,16 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// How long connecting and the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most idle connections a client (with its clones) keeps: one per task that
+/// calls the gateway (the long-poll, the uploader, approvals) is plenty.
+pub const MAX_IDLE: usize = 4;
+
+/// How long an idle connection is kept. Below the operator's idle bound
+/// (`sluice_operator::gateway::serve::IDLE_TIMEOUT`, 90 s), so the client
+/// lets go of a connection before the operator would close it under a
+/// request being written.
+pub const IDLE_FOR: Duration = Duration::from_secs(30);
 
 /// The longest `Retry-After` honoured: a longer one (or a broken one) is
 /// read as this, so a confused operator cannot silence a sidecar for long.
@@ -126,7 +144,13 @@ pub enum BundlePoll {
     Unchanged(Option<String>),
 }
 
-/// A client of one operator's gateway API.
+/// A kept connection: its request half, and since when it is idle.
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+/// A client of one operator's gateway API. Clones share the idle connections.
 #[derive(Clone)]
 pub struct GatewayClient {
     url: String,
@@ -134,6 +158,9 @@ pub struct GatewayClient {
     port: u16,
     server_name: ServerName<'static>,
     tls: tokio_rustls::TlsConnector,
+    idle: Arc<Mutex<Vec<Idle>>>,
+    /// Connections opened, for the tests.
+    opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for GatewayClient {
@@ -187,7 +214,14 @@ impl GatewayClient {
             port,
             server_name,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            opened: Arc::default(),
         })
+    }
+
+    /// How many connections this client (and its clones) opened so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The gateway URL.
@@ -302,26 +336,6 @@ impl GatewayClient {
             url: self.url.clone(),
             why,
         };
-        let connect = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| transport(format!("TCP connect failed: {e}")))?;
-            let _ = tcp.set_nodelay(true);
-            self.tls
-                .connect(self.server_name.clone(), tcp)
-                .await
-                .map_err(|e| transport(format!("TLS handshake failed: {e}")))
-        };
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| transport(format!("no connection within {CONNECT_TIMEOUT:?}")))??;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| transport(format!("HTTP handshake failed: {e}")))?;
-        tokio::spawn(async move {
-            // Errors surface on the request below.
-            let _ = conn.await;
-        });
         let authority = if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -344,13 +358,35 @@ impl GatewayClient {
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
-        let request = request
+        let mut request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| transport(format!("cannot build the request: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| transport(format!("request failed: {e}")))?;
+        // A kept connection first; a fresh one when none is usable, or when
+        // the kept one closed before the request could be written.
+        let (sender, response) = loop {
+            let Some(mut kept) = self.take_idle() else {
+                let mut sender = self.connect().await?;
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .map_err(|e| transport(format!("request failed: {e}")))?;
+                break (sender, response);
+            };
+            // Ready once its last answer is done; an error means it closed.
+            let ready = tokio::time::timeout(Duration::from_secs(1), kept.ready()).await;
+            if !matches!(ready, Ok(Ok(()))) {
+                continue;
+            }
+            match kept.try_send_request(request).await {
+                Ok(response) => break (kept, response),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => {
+                        return Err(transport(format!("request failed: {}", e.into_error())));
+                    }
+                },
+            }
+        };
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = Limited::new(response.into_body(), MAX_BODY)
@@ -358,7 +394,66 @@ impl GatewayClient {
             .await
             .map_err(|e| transport(format!("reading the answer failed: {e}")))?
             .to_bytes();
+        // The answer was read whole: the connection may carry the next request.
+        if !sender.is_closed() {
+            self.keep(sender);
+        }
         Ok((status, headers, bytes))
+    }
+
+    /// The most recently kept connection that is open and not idle too long.
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(Idle { sender, since }) = idle.pop() {
+            if since.elapsed() < IDLE_FOR && !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps `sender`'s connection for the next request, within [`MAX_IDLE`].
+    fn keep(&self, sender: SendRequest<Full<Bytes>>) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|i| i.since.elapsed() < IDLE_FOR && !i.sender.is_closed());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A new TLS connection to the gateway, its HTTP/1.1 driver spawned.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, GatewayError> {
+        let transport = |why: String| GatewayError::Transport {
+            url: self.url.clone(),
+            why,
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| transport(format!("TCP connect failed: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            self.tls
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|e| transport(format!("TLS handshake failed: {e}")))
+        };
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| transport(format!("no connection within {CONNECT_TIMEOUT:?}")))??;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| transport(format!("HTTP handshake failed: {e}")))?;
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(async move {
+            // Errors surface on the request; the connection ends when every
+            // sender of it is dropped (a request cut off, an idle one let go).
+            let _ = conn.await;
+        });
+        Ok(sender)
     }
 }
 
@@ -480,6 +575,196 @@ mod tests {
             assert!(wait >= secs(2) && wait <= secs(3), "{wait:?}");
         }
         assert!(honoured(secs(3600)) <= MAX_RETRY_AFTER + MAX_RETRY_AFTER / 2);
+    }
+
+    /// A stand-in gateway over HTTPS that counts the connections it
+    /// accepted and closed. Every answer is an audit receipt; `/v1/bundle`
+    /// answers only once `release` is notified. Connections are kept alive
+    /// (closed after `idle` without a request, when given) unless `keep_alive`
+    /// is false.
+    struct StandIn {
+        url: String,
+        ca_pem: String,
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        closed: Arc<std::sync::atomic::AtomicUsize>,
+        release: Arc<tokio::sync::Notify>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for StandIn {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl StandIn {
+        async fn start(keep_alive: bool, idle: Option<Duration>) -> StandIn {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let ca_key = rcgen::KeyPair::generate().unwrap();
+            let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+            let issuer = rcgen::Issuer::new(ca_params, ca_key);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("https://{}", listener.local_addr().unwrap());
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let closed = Arc::new(AtomicUsize::new(0));
+            let release = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn({
+                let (accepted, closed, release) =
+                    (accepted.clone(), closed.clone(), release.clone());
+                async move {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        let (acceptor, closed, release) =
+                            (acceptor.clone(), closed.clone(), release.clone());
+                        tokio::spawn(async move {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let service = hyper::service::service_fn(
+                                    move |request: hyper::Request<hyper::body::Incoming>| {
+                                        let release = release.clone();
+                                        async move {
+                                            if request.uri().path() == "/v1/bundle" {
+                                                release.notified().await;
+                                            }
+                                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                                Full::new(Bytes::from_static(
+                                                    br#"{"accepted":1,"checkpoints":[]}"#,
+                                                )),
+                                            ))
+                                        }
+                                    },
+                                );
+                                let mut builder = hyper::server::conn::http1::Builder::new();
+                                builder.keep_alive(keep_alive);
+                                if let Some(idle) = idle {
+                                    builder
+                                        .timer(hyper_util::rt::TokioTimer::new())
+                                        .header_read_timeout(idle);
+                                }
+                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                            closed.fetch_add(1, Ordering::SeqCst);
+                        });
+                    }
+                }
+            });
+            StandIn {
+                url,
+                ca_pem: ca_cert.pem(),
+                accepted,
+                closed,
+                release,
+                task,
+            }
+        }
+
+        fn accepted(&self) -> usize {
+            self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn closed(&self) -> usize {
+            self.closed.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_in_turn_share_one_connection_also_from_clones() {
+        let gateway = StandIn::start(true, None).await;
+        let client = GatewayClient::new(&gateway.url, &gateway.ca_pem).unwrap();
+        for _ in 0..3 {
+            client.audit("t", b"{}".to_vec()).await.unwrap();
+        }
+        // A clone (the uploader's, approvals') shares the kept connection.
+        client.clone().audit("t", b"{}".to_vec()).await.unwrap();
+        assert_eq!(
+            (gateway.accepted(), client.connections_opened()),
+            (1, 1),
+            "four requests in turn opened more than one connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_while_another_waits_takes_a_connection_of_its_own() {
+        let gateway = StandIn::start(true, None).await;
+        let client = GatewayClient::new(&gateway.url, &gateway.ca_pem).unwrap();
+        // Warm: one kept connection.
+        client.audit("t", b"{}".to_vec()).await.unwrap();
+        let poll = tokio::spawn({
+            let client = client.clone();
+            async move {
+                client
+                    .call(
+                        Method::GET,
+                        "/v1/bundle",
+                        Some("t"),
+                        &[],
+                        None,
+                        Duration::from_secs(30),
+                    )
+                    .await
+            }
+        });
+        // The long-poll holds the kept connection; the upload does not wait
+        // behind it.
+        tokio::time::timeout(Duration::from_secs(10), client.audit("t", b"{}".to_vec()))
+            .await
+            .expect("an upload waited behind a long-poll")
+            .unwrap();
+        assert_eq!(gateway.accepted(), 2);
+        gateway.release.notify_one();
+        let (status, _, _) = poll.await.unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK);
+        // Both are kept: two more requests at once open nothing new.
+        let (a, b) = tokio::join!(
+            client.audit("t", b"{}".to_vec()),
+            client.audit("t", b"{}".to_vec())
+        );
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(gateway.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_operator_closed_is_not_used_again() {
+        // The operator closes connections idle for 200 ms.
+        let gateway = StandIn::start(true, Some(Duration::from_millis(200))).await;
+        let client = GatewayClient::new(&gateway.url, &gateway.ca_pem).unwrap();
+        client.audit("t", b"{}".to_vec()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while gateway.closed() < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the stand-in closed the idle connection");
+        client.audit("t", b"{}".to_vec()).await.unwrap();
+        assert_eq!(gateway.accepted(), 2);
+        // An operator that closes after every answer.
+        let gateway = StandIn::start(false, None).await;
+        let client = GatewayClient::new(&gateway.url, &gateway.ca_pem).unwrap();
+        for _ in 0..3 {
+            client.audit("t", b"{}".to_vec()).await.unwrap();
+        }
+        assert_eq!(gateway.accepted(), 3);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use kube::{Api, Client};
 use crate::approvals::events::ApprovalSettings;
 use crate::catalog::Catalog;
 use crate::gateway::audit_intake::AuditIntake;
+use crate::gateway::holders::HeldPod;
 use crate::gateway::token::{GatewayClaims, Subject, VerifyError};
 use crate::identity::certs::ServingCerts;
 use crate::identity::keys::GatewayKeys;
@@ -253,13 +254,35 @@ pub(crate) async fn authenticate(
 }
 
 /// What a genuine sidecar looks like to this replica: the injector's
-/// settings with the operator's current CA bundle.
-pub(crate) fn sidecar_config(g: &Gateway, pod: &Pod) -> InjectConfig {
+/// settings with the operator's CA bundle `ca_pem` (its current one).
+pub(crate) fn sidecar_config(g: &Gateway, pod: &Pod, ca_pem: String) -> InjectConfig {
     InjectConfig {
-        ca_pem: g.certs.ca_bundle_pem(),
+        ca_pem,
         native_sidecars: g.native_sidecars.for_pod(pod),
         ..g.settings.inject.clone()
     }
+}
+
+/// Checks that `held` is the pod bound to `uid` and runs the genuine sidecar
+/// ([`check_token_holder`]) under the operator's current CA bundle. A pod
+/// version that passed under the same bundle is not checked again
+/// ([`crate::gateway::holders::HeldPod`]: the pod watch hands over a new one
+/// when the pod changes).
+pub(crate) fn check_held(g: &Gateway, held: &HeldPod, uid: &str) -> Result<(), Refusal> {
+    let ca_pem = g.certs.ca_bundle_pem();
+    if held.vouched(uid, &ca_pem) {
+        return Ok(());
+    }
+    let shared = g.holders.shared_ca(&ca_pem);
+    check_token_holder(
+        &held.pod,
+        uid,
+        &sidecar_config(g, &held.pod, ca_pem),
+        &g.settings.allowed_sidecar_repositories,
+    )
+    .map_err(holder_refusal)?;
+    held.vouch(shared);
+    Ok(())
 }
 
 /// The pod a gateway token was issued to must still exist and still run the
@@ -267,10 +290,11 @@ pub(crate) fn sidecar_config(g: &Gateway, pod: &Pod) -> InjectConfig {
 /// voids its tokens as soon as the pod watch sees it, not when they expire,
 /// and so does editing its sidecar (a running pod's images are mutable).
 /// Checked on every bundle poll, audit upload, approval call and executed
-/// report, against the watches' caches ([`crate::gateway::holders`]).
+/// report, against the watches' caches ([`crate::gateway::holders`]); the
+/// sidecar check itself once per pod version ([`check_held`]).
 pub(crate) async fn check_holder(g: &Gateway, claims: &GatewayClaims) -> Result<(), Refusal> {
     let pod = holder_pod(g, &claims.namespace, &claims.pod, &claims.pod_uid).await?;
-    let Some(pod) = pod.filter(|p| p.metadata.uid.as_deref() == Some(claims.pod_uid.as_str()))
+    let Some(pod) = pod.filter(|p| p.pod.metadata.uid.as_deref() == Some(claims.pod_uid.as_str()))
     else {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -281,13 +305,7 @@ pub(crate) async fn check_holder(g: &Gateway, claims: &GatewayClaims) -> Result<
             ),
         ));
     };
-    check_token_holder(
-        &pod,
-        &claims.pod_uid,
-        &sidecar_config(g, &pod),
-        &g.settings.allowed_sidecar_repositories,
-    )
-    .map_err(holder_refusal)?;
+    check_held(g, &pod, &claims.pod_uid)?;
     // A deleted (or deleted and re-created) service account voids its tokens
     // as a deleted pod does.
     let same_account = |uid: Option<&str>| {
@@ -334,14 +352,15 @@ pub(crate) async fn holder_pod(
     namespace: &str,
     name: &str,
     uid: &str,
-) -> Result<Option<Arc<Pod>>, Refusal> {
+) -> Result<Option<HeldPod>, Refusal> {
     if let Some(pod) = g.holders.pod(namespace, name, uid) {
         return Ok(Some(pod));
     }
     g.metrics.holder_reads.inc();
     let api = Api::<Pod>::namespaced(g.client.clone(), namespace);
     let pod = g.limits.api("pod lookup", api.get_opt(name)).await?;
-    Ok(pod.map(Arc::new))
+    // Read, not watched: what a check of it passes is not remembered.
+    Ok(pod.map(|p| HeldPod::new(Arc::new(p))))
 }
 
 /// Counts a waiting long-poll for as long as it lives (also when the caller

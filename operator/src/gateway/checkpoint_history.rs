@@ -102,27 +102,54 @@ pub fn merge_history(existing: &str, new: &[HistoryEntry]) -> String {
             lines.push((entry.head.stream, line));
         }
     }
-    let bytes = |lines: &[(String, String)]| lines.iter().map(|(_, l)| l.len() + 1).sum::<usize>();
-    while lines.len() > MAX_LINES || bytes(&lines) > MAX_BYTES {
-        // The oldest line that is not its stream's newest; else the oldest.
-        let newest: BTreeMap<&str, usize> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, (s, _))| (s.as_str(), i))
-            .collect();
-        let victim = lines
-            .iter()
-            .enumerate()
-            .position(|(i, (s, _))| newest.get(s.as_str()) != Some(&i))
-            .unwrap_or(0);
-        lines.remove(victim);
-    }
-    let mut out = String::with_capacity(bytes(&lines));
-    for (_, l) in lines {
-        out.push_str(&l);
+    let kept = within_bounds(&lines);
+    let mut out = String::with_capacity(kept.iter().map(|&i| lines[i].1.len() + 1).sum());
+    for i in kept {
+        out.push_str(&lines[i].1);
         out.push('\n');
     }
     out
+}
+
+/// Which of `lines` (stream, line; oldest first) stay within [`MAX_LINES`]
+/// and [`MAX_BYTES`], in order: the oldest lines that are not their
+/// stream's newest go first; when only streams' newest lines are left, the
+/// oldest of those. One pass (a fleet's flush merges thousands of lines:
+/// removing them one at a time was quadratic).
+fn within_bounds(lines: &[(String, String)]) -> Vec<usize> {
+    let newest: BTreeMap<&str, usize> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (s, _))| (s.as_str(), i))
+        .collect();
+    let mut count = lines.len();
+    let mut bytes: usize = lines.iter().map(|(_, l)| l.len() + 1).sum();
+    let over = |count: usize, bytes: usize| count > MAX_LINES || bytes > MAX_BYTES;
+    let mut dropped = vec![false; lines.len()];
+    // Removing a line that is not its stream's newest leaves every stream's
+    // newest as it was, so one pass in age order finds them all.
+    for (i, (stream, line)) in lines.iter().enumerate() {
+        if !over(count, bytes) {
+            break;
+        }
+        if newest.get(stream.as_str()) != Some(&i) {
+            dropped[i] = true;
+            count -= 1;
+            bytes -= line.len() + 1;
+        }
+    }
+    // Then the oldest of the newest lines (each the last of its stream).
+    for (i, (_, line)) in lines.iter().enumerate() {
+        if !over(count, bytes) {
+            break;
+        }
+        if !dropped[i] {
+            dropped[i] = true;
+            count -= 1;
+            bytes -= line.len() + 1;
+        }
+    }
+    (0..lines.len()).filter(|&i| !dropped[i]).collect()
 }
 
 /// `existing` (a JWKS) with the keys of `new` it lacks appended, at most
@@ -345,6 +372,54 @@ mod tests {
         // Over the bytes.
         let big: Vec<HistoryEntry> = (1..200).map(|s| entry("c", s, 8 * 1024)).collect();
         assert!(merge_history(&full, &big).len() <= MAX_BYTES);
+    }
+
+    /// The bound as it was written first (a line at a time), the oracle
+    /// of the one-pass [`within_bounds`].
+    fn line_by_line(mut lines: Vec<(String, String)>) -> Vec<(String, String)> {
+        let bytes =
+            |lines: &[(String, String)]| lines.iter().map(|(_, l)| l.len() + 1).sum::<usize>();
+        while lines.len() > MAX_LINES || bytes(&lines) > MAX_BYTES {
+            let newest: BTreeMap<&str, usize> = lines
+                .iter()
+                .enumerate()
+                .map(|(i, (s, _))| (s.as_str(), i))
+                .collect();
+            let victim = lines
+                .iter()
+                .enumerate()
+                .position(|(i, (s, _))| newest.get(s.as_str()) != Some(&i))
+                .unwrap_or(0);
+            lines.remove(victim);
+        }
+        lines
+    }
+
+    #[test]
+    fn the_one_pass_bound_keeps_what_the_line_by_line_one_kept() {
+        // Streams of uneven rates and line sizes, over the count, over the
+        // bytes, over both, and only streams' newest lines over the count.
+        let cases: Vec<Vec<(String, String)>> = vec![
+            (0..MAX_LINES + 700)
+                .map(|i| (format!("s{}", i % 7), "x".repeat(40 + i % 13)))
+                .collect(),
+            (0..900)
+                .map(|i| (format!("s{}", i % 3), "y".repeat(1_000 + (i * 37) % 900)))
+                .collect(),
+            (0..MAX_LINES + 50)
+                .map(|i| (format!("s{}", i % 1_500), "z".repeat(300 + i % 200)))
+                .collect(),
+            (0..MAX_LINES + 30)
+                .map(|i| (format!("only-{i}"), "w".repeat(20)))
+                .collect(),
+        ];
+        for lines in cases {
+            let kept: Vec<(String, String)> = within_bounds(&lines)
+                .into_iter()
+                .map(|i| lines[i].clone())
+                .collect();
+            assert_eq!(kept, line_by_line(lines));
+        }
     }
 
     #[test]

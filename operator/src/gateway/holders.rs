@@ -14,6 +14,14 @@
 //! - **Service accounts:** one cluster-wide watch; only each account's UID is
 //!   kept.
 //!
+//! - **Genuineness, once per pod version:** the sidecar check
+//!   ([`crate::injection::token_holder::check_token_holder`]) of a watched
+//!   pod is remembered with the pod ([`HeldPod`]), under the CA bundle it was
+//!   made with. A change of the pod reaches the cache as a new [`HeldPod`],
+//!   which remembers nothing, so the next request checks it again; so does a
+//!   request after the operator's CA bundle changed. Only a pass is
+//!   remembered.
+//!
 //! The caches only ever vouch: a pod or account they do not hold (not seen
 //! yet, deleted, another UID), or any lookup while a watch is not in step
 //! (before its first list, after an error until it hears from the API server
@@ -22,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
@@ -80,10 +88,52 @@ impl<V: Clone> Followed<V> {
     }
 }
 
+/// A pod a token is bound to, and the CA bundle under which it was last
+/// found to run the genuine sidecar (none yet for a pod just seen or read).
+#[derive(Clone)]
+pub struct HeldPod {
+    /// The pod as the watch (or the API server) gave it.
+    pub pod: Arc<Pod>,
+    genuine_under: Arc<Mutex<Option<Arc<str>>>>,
+}
+
+impl HeldPod {
+    /// A pod no check has passed yet.
+    pub fn new(pod: Arc<Pod>) -> HeldPod {
+        HeldPod {
+            pod,
+            genuine_under: Arc::default(),
+        }
+    }
+
+    /// Whether this very pod version, bound to `uid`, passed the sidecar
+    /// check under the CA bundle `ca_pem`.
+    pub fn vouched(&self, uid: &str, ca_pem: &str) -> bool {
+        self.pod.metadata.uid.as_deref() == Some(uid)
+            && self
+                .genuine_under
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_deref()
+                == Some(ca_pem)
+    }
+
+    /// Remembers that the sidecar check passed under `ca_pem`.
+    pub fn vouch(&self, ca_pem: Arc<str>) {
+        *self
+            .genuine_under
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(ca_pem);
+    }
+}
+
 /// Injected pods and every service account's UID, from watches.
 pub struct Holders {
-    pods: Followed<Arc<Pod>>,
+    pods: Followed<HeldPod>,
     accounts: Followed<String>,
+    /// The CA bundle checks passed under, shared by every pod that passed
+    /// under it (one copy, not one per pod).
+    ca_pem: Mutex<Option<Arc<str>>>,
 }
 
 impl Default for Holders {
@@ -92,6 +142,7 @@ impl Default for Holders {
         Holders {
             pods: Followed::new(),
             accounts: Followed::new(),
+            ca_pem: Mutex::new(None),
         }
     }
 }
@@ -127,10 +178,23 @@ impl Holders {
 
     /// The pod `namespace/name` when the watch holds it with `uid` (and is
     /// in step); `None` means "ask the API server", never "gone".
-    pub fn pod(&self, namespace: &str, name: &str, uid: &str) -> Option<Arc<Pod>> {
+    pub fn pod(&self, namespace: &str, name: &str, uid: &str) -> Option<HeldPod> {
         self.pods
             .get(namespace, name)
-            .filter(|p| p.metadata.uid.as_deref() == Some(uid))
+            .filter(|p| p.pod.metadata.uid.as_deref() == Some(uid))
+    }
+
+    /// `ca_pem` as one shared copy: the same [`Arc`] for the same bundle.
+    pub fn shared_ca(&self, ca_pem: &str) -> Arc<str> {
+        let mut held = self.ca_pem.lock().unwrap_or_else(PoisonError::into_inner);
+        match held.as_ref() {
+            Some(same) if **same == *ca_pem => same.clone(),
+            _ => {
+                let fresh: Arc<str> = Arc::from(ca_pem);
+                *held = Some(fresh.clone());
+                fresh
+            }
+        }
     }
 
     /// The UID of service account `namespace/name` as the watch last saw it
@@ -147,7 +211,7 @@ impl Holders {
 
 /// What the cache keeps of a pod: an injected one, without the fields the
 /// checks do not read.
-fn injected_pod(pod: Lenient<Pod>) -> (Key, Option<Arc<Pod>>) {
+fn injected_pod(pod: Lenient<Pod>) -> (Key, Option<HeldPod>) {
     let key = key_of(kube::Resource::meta(&pod));
     let Lenient::Decoded(mut pod) = pod else {
         return (key, None);
@@ -164,7 +228,7 @@ fn injected_pod(pod: Lenient<Pod>) -> (Key, Option<Arc<Pod>>) {
     if let Some(status) = pod.status.as_mut() {
         status.conditions = None;
     }
-    (key, Some(Arc::new(pod)))
+    (key, Some(HeldPod::new(Arc::new(pod))))
 }
 
 fn account_uid(account: Lenient<ServiceAccount>) -> (Key, Option<String>) {
@@ -230,5 +294,94 @@ async fn follow<S, K, V>(
                 tracing::warn!(%error, kind = std::any::type_name::<K>(), "holder watch failed; reading from the API server until it resumes");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str, image: &str) -> watcher::Event<Lenient<Pod>> {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "shop", "name": "report", "uid": uid,
+                "annotations": {INJECTED_REVISION_ANNOTATION: "1"}},
+            "spec": {"containers": [{"name": "sluice-sidecar", "image": image}]}
+        }))
+        .unwrap();
+        watcher::Event::Apply(Lenient::Decoded(pod))
+    }
+
+    /// Feeds `events` to the pod cache of a fresh [`Holders`].
+    async fn fed(events: Vec<watcher::Event<Lenient<Pod>>>) -> Arc<Holders> {
+        let holders = Arc::new(Holders::default());
+        let stream = futures::stream::iter(events.into_iter().map(Ok));
+        follow(stream, holders.clone(), |h| &h.pods, injected_pod).await;
+        holders
+    }
+
+    #[tokio::test]
+    async fn a_pass_is_remembered_for_that_pod_version_and_ca_bundle_only() {
+        let holders = fed(vec![pod("uid-1", "sluice:1")]).await;
+        let held = holders.pod("shop", "report", "uid-1").unwrap();
+        assert!(!held.vouched("uid-1", "ca-a"), "nothing passed yet");
+        held.vouch(holders.shared_ca("ca-a"));
+        // Every lookup of the same version sees the pass.
+        let again = holders.pod("shop", "report", "uid-1").unwrap();
+        assert!(again.vouched("uid-1", "ca-a"));
+        // Not under another CA bundle, nor for another UID.
+        assert!(!again.vouched("uid-1", "ca-b"));
+        assert!(!again.vouched("uid-2", "ca-a"));
+        // One copy of the bundle, shared.
+        assert!(Arc::ptr_eq(
+            &holders.shared_ca("ca-a"),
+            &holders.shared_ca(&String::from("ca-a"))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_changed_pod_is_checked_again() {
+        // The watch sees the pod, then the same pod (same UID) with its
+        // sidecar's image changed.
+        let holders = Arc::new(Holders::default());
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let driver = tokio::spawn(follow(
+            rx.map(Ok),
+            holders.clone(),
+            |h: &Holders| &h.pods,
+            injected_pod,
+        ));
+        tx.unbounded_send(pod("uid-1", "sluice:1")).unwrap();
+        let within =
+            |what: &'static str| move |_| panic!("the cache did not take {what} within 10 s");
+        let held = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                if let Some(held) = holders.pod("shop", "report", "uid-1") {
+                    return held;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(within("the pod"));
+        held.vouch(holders.shared_ca("ca-a"));
+        tx.unbounded_send(pod("uid-1", "evil:1")).unwrap();
+        let changed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let now = holders.pod("shop", "report", "uid-1").unwrap();
+                let image = now.pod.spec.as_ref().unwrap().containers[0].image.clone();
+                if image.as_deref() == Some("evil:1") {
+                    return now;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(within("the change"));
+        assert!(
+            !changed.vouched("uid-1", "ca-a"),
+            "the changed pod was vouched for by its earlier version's pass"
+        );
+        drop(tx);
+        driver.await.unwrap();
     }
 }

@@ -42,12 +42,8 @@ use crate::gateway::token::GatewayClaims;
 use crate::gateway::token_exchange::{ExchangeError, subject_from_review, token_review};
 use crate::injection::admission::review_pod;
 use crate::injection::inject::{InjectConfig, service_account_of};
-use crate::injection::token_holder::check_token_holder;
 use crate::wire::{AuditBatch, AuditReceipt, TokenRequest, TokenResponse};
-use auth::{
-    Waiting, authenticate, check_holder, holder_pod, holder_refusal, internal, pod_deleted,
-    sidecar_config,
-};
+use auth::{Waiting, authenticate, check_held, check_holder, holder_pod, internal, pod_deleted};
 
 /// Largest request body taken (audit batches are the big ones).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -115,13 +111,7 @@ async fn exchange(g: &Gateway, body: &[u8]) -> Result<TokenResponse, Refusal> {
     let pod = holder_pod(g, &subject.namespace, &subject.pod, &subject.pod_uid)
         .await?
         .ok_or_else(|| pod_deleted(&subject))?;
-    check_token_holder(
-        &pod,
-        &subject.pod_uid,
-        &sidecar_config(g, &pod),
-        &g.settings.allowed_sidecar_repositories,
-    )
-    .map_err(holder_refusal)?;
+    check_held(g, &pod, &subject.pod_uid)?;
     let now = SystemTime::now();
     let keys = g.keys.get();
     let claims = GatewayClaims::new(&g.settings.issuer, &subject, now, g.settings.token_ttl)

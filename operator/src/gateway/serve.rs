@@ -7,8 +7,12 @@
 //! keep-alive connections are closed, and every request in flight is answered
 //! before its connection closes (hyper's `graceful_shutdown`; the gateway
 //! answers waiting long-polls at once). [`serve_tls`] returns when the last
-//! connection is done; the caller bounds that with its grace period. The
-//! accept loop is hand-written rather than `axum::serve(..).with_graceful_shutdown`
+//! connection is done; the caller bounds that with its grace period.
+//!
+//! Keep-alive: a connection idle (or sending a request head) for longer than
+//! [`IDLE_TIMEOUT`] is closed.
+//!
+//! The accept loop is hand-written rather than `axum::serve(..).with_graceful_shutdown`
 //! because axum's server speaks plain TCP only and the certificate is chosen
 //! per TLS handshake here.
 
@@ -26,6 +30,14 @@ use tokio_rustls::TlsAcceptor;
 
 /// Longest a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may stay without a request (idle after an answer,
+/// or a request's head not yet whole) before it is closed. Sidecars keep
+/// their connections for the next request (#25: a TLS handshake per request
+/// cost more than the request) and let go of an idle one after 30 s
+/// (`sluice_sidecar::bundle_client::IDLE_FOR`), before this closes it; a
+/// client that vanished without closing holds its connection this long at most.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Resolves once `draining` is true (or its sender is gone, which also means
 /// the operator is stopping).
@@ -81,6 +93,8 @@ pub async fn serve_tls(
             };
             let service = TowerToHyperService::new(app);
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(IDLE_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), service);
             futures::pin_mut!(connection);
             let result = tokio::select! {

@@ -248,6 +248,13 @@ pub struct SigningKey {
     created: u64,
     pkcs8_pem: String,
     encoding: EncodingKey,
+    /// The same key as ring's, parsed once: a signature then costs tens of
+    /// microseconds, where jsonwebtoken's RustCrypto backend parses the
+    /// PKCS#8 key again for every signature and signs in portable code (#25:
+    /// a checkpoint is signed per audit batch, a token per exchange). `None`
+    /// for a PKCS#8 key ring does not take (one stored without its public
+    /// key): that key signs through jsonwebtoken, as before.
+    ring: Option<std::sync::Arc<ring::signature::EcdsaKeyPair>>,
     decoding: DecodingKey,
     jwk: Jwk,
 }
@@ -283,14 +290,48 @@ impl SigningKey {
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
         let decoding = DecodingKey::from_jwk(&jwk).map_err(key_error)?;
+        use rustls::pki_types::pem::PemObject as _;
+        let ring = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())
+            .ok()
+            .and_then(|der| {
+                ring::signature::EcdsaKeyPair::from_pkcs8(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    der.secret_der(),
+                    &ring::rand::SystemRandom::new(),
+                )
+                .ok()
+            })
+            .map(std::sync::Arc::new);
         Ok(SigningKey {
             kid,
             created,
             pkcs8_pem: pem.to_string(),
             encoding,
+            ring,
             decoding,
             jwk,
         })
+    }
+
+    /// `payload` signed as a compact JWS under `header` (ES256): what
+    /// `jsonwebtoken::encode` makes, the header and payload serialised the
+    /// same way, the signature ring's (`r || s`, as ES256 has it).
+    fn jws<T: Serialize>(&self, header: &Header, payload: &T) -> Result<String, TokenError> {
+        let Some(pair) = &self.ring else {
+            return jsonwebtoken::encode(header, payload, &self.encoding).map_err(TokenError::Sign);
+        };
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let json =
+            |v: Result<Vec<u8>, serde_json::Error>| v.map_err(|e| TokenError::Sign(e.into()));
+        let mut jws = b64.encode(json(serde_json::to_vec(header))?);
+        jws.push('.');
+        b64.encode_string(json(serde_json::to_vec(payload))?, &mut jws);
+        let signature = pair
+            .sign(&ring::rand::SystemRandom::new(), jws.as_bytes())
+            .map_err(TokenError::Random)?;
+        jws.push('.');
+        b64.encode_string(signature.as_ref(), &mut jws);
+        Ok(jws)
     }
 
     /// The key ID in token headers and the JWKS.
@@ -376,7 +417,7 @@ impl KeySet {
         let key = self.current().ok_or(TokenError::NoKeys)?;
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(TokenError::Sign)
+        key.jws(&header, claims)
     }
 
     /// Signs any JSON payload with the current key as a compact JWS (used for
@@ -386,8 +427,7 @@ impl KeySet {
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(key.kid.clone());
         header.typ = Some("sluice-checkpoint+jwt".to_string());
-        let jws =
-            jsonwebtoken::encode(&header, payload, &key.encoding).map_err(TokenError::Sign)?;
+        let jws = key.jws(&header, payload)?;
         Ok((jws, key.kid.clone()))
     }
 

@@ -5,11 +5,16 @@
 //! who may create pods can write `sluice.dev/injected-revision` or a container
 //! named `sluice-sidecar` themselves; a running pod's images can even be
 //! changed after admission. So the gateway trusts no field for what it says:
-//! on every token exchange and every bundle poll it reads the pod from the API
-//! server and [`check_genuine`] compares it with what the injector
+//! every token exchange, bundle poll, audit upload and approval call takes
+//! the pod the token is bound to as the pod watch last saw it (read from the
+//! API server when the watch does not hold it: [`crate::gateway::holders`]),
+//! and [`check_genuine`] compares it with what the injector
 //! ([`crate::injection::inject::sidecar_container`], [`crate::injection::inject::token_volume`])
-//! would produce. The same function refuses, at admission, a pod that arrives
-//! already claiming to be injected ([`crate::injection::inject::inject`]).
+//! would produce. A pod version that passed is not compared again until the
+//! pod changes (the watch hands over the new version) or the operator's CA
+//! bundle does (`gateway::auth::check_held`). The same function
+//! refuses, at admission, a pod that arrives already claiming to be injected
+//! ([`crate::injection::inject::inject`]).
 //!
 //! A genuine sidecar is:
 //! - exactly one container named `sluice-sidecar`, where the injector puts it

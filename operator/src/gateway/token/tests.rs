@@ -338,3 +338,31 @@ fn checkpoints_are_signed_by_the_current_key_and_verify_with_the_jwks() {
     assert!(keys.verify(&jws, ISSUER, at(1_100)).is_err());
     assert!(KeySet::default().sign_payload(&payload).is_err());
 }
+
+#[test]
+fn keys_sign_through_ring_as_jsonwebtoken_would() {
+    let mut keys = KeySet::generate(at(1_000)).unwrap();
+    keys.rotate(at(1_100)).unwrap();
+    // New keys and keys read back from the Secret both sign with ring (the
+    // key parsed once, not per signature).
+    let again = KeySet::from_secret_data(&keys.to_secret_data()).unwrap();
+    for set in [&keys, &again] {
+        assert!(set.keys().iter().all(|k| k.ring.is_some()));
+    }
+    // Header and payload are what jsonwebtoken writes; the signature is
+    // ring's, and jsonwebtoken verifies it (the JWKS tests above, too).
+    let key = keys.current().unwrap();
+    let mut header = Header::new(ALGORITHM);
+    header.kid = Some(key.kid.clone());
+    let claims = claims_at(1_100);
+    let ours = key.jws(&header, &claims).unwrap();
+    let theirs = jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap();
+    let signed_part = |jws: &str| jws.rsplit_once('.').unwrap().0.to_string();
+    assert_eq!(signed_part(&ours), signed_part(&theirs));
+    assert_eq!(keys.verify(&ours, ISSUER, at(1_200)).unwrap(), claims);
+    // A key ring does not take still signs, through jsonwebtoken.
+    let mut fallback = key.clone();
+    fallback.ring = None;
+    let slow = fallback.jws(&header, &claims).unwrap();
+    assert_eq!(keys.verify(&slow, ISSUER, at(1_200)).unwrap(), claims);
+}
