@@ -17,7 +17,7 @@ use crate::postgres::bundle::{PgConnections, PgShared};
 
 mod settings;
 
-pub use settings::PlaneSettings;
+pub use settings::{PlaneSettings, ServingArgs, SettingError, env, flag_of, shutdown_grace};
 
 /// Every plane of the sidecar.
 pub struct Planes {
