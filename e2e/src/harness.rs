@@ -1,9 +1,10 @@
 //! What the crates' integration tests share when they run the workspace's
 //! binaries on artefacts: a binary beside the one under test, a command's
 //! standard output once it succeeded, a plain HTTP upstream and the
-//! manifests of an http Connection to it, and the audit events a sidecar
-//! wrote to its file. (sidecar/tests/recording.rs
-//! and cli/tests/audit_pipeline.rs read them the same way.)
+//! manifests of an http Connection to it, the audit events a sidecar
+//! wrote to its file (sidecar/tests/recording.rs and
+//! cli/tests/audit_pipeline.rs read them the same way), and a service
+//! account's token from the test API server.
 //!
 //! Test equipment: what cannot be done panics, saying what to do.
 
@@ -133,4 +134,39 @@ pub fn audit_events(path: &Path) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(Value::is_object)
         .collect()
+}
+
+/// A token of the service account `namespace/sa` for `audience`, valid for
+/// `seconds`, from the API server `client` talks to (a TokenRequest):
+/// bound to `pod` when given, as the kubelet projects a pod's token.
+pub async fn service_account_token(
+    client: &kube::Client,
+    (namespace, sa): (&str, &str),
+    pod: Option<&k8s_openapi::api::core::v1::Pod>,
+    audience: &str,
+    seconds: i64,
+) -> String {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![audience.into()],
+            expiration_seconds: Some(seconds),
+            bound_object_ref: pod.map(|pod| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..Default::default()
+    };
+    kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(sa, &kube::api::PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("no token for {namespace}/{sa}: {e}"))
+        .status
+        .unwrap_or_else(|| panic!("the token request of {namespace}/{sa} has no status"))
+        .token
 }
