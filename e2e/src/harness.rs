@@ -124,6 +124,77 @@ spec:
     )
 }
 
+/// The http Connection `api` of namespace `shop` that
+/// [`http_connection_manifests`] writes, with its Secret `api-creds`, and
+/// the AccessPolicy `api-rules` binding `shop/app` to it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConnection<'a> {
+    /// `spec.upstream.baseURL`.
+    pub base_url: &'a str,
+    /// The upstream's CA (PEM): `verify-full` against it, from the Secret
+    /// `api-ca`; `None`: no `tls` (plain HTTP).
+    pub ca_pem: Option<&'a str>,
+    /// The `stringData` of the Secret `api-creds`, key and value.
+    pub secret: &'a [(&'a str, &'a str)],
+    /// `spec.credentials.headers`: the keys injected as headers.
+    pub headers: &'a [&'a str],
+    /// `spec.listen.port`: a port, or `{PORT}` for `Sidecar::start`.
+    pub listen: &'a str,
+    /// The AccessPolicy's spec lines after `connections: [api]`.
+    pub policy: &'a str,
+}
+
+/// The manifests of `c` (the http tests' fixture, written once).
+pub fn http_connection_manifests(c: &HttpConnection<'_>) -> String {
+    let secret: String = c
+        .secret
+        .iter()
+        .map(|(k, v)| format!("  {k}: \"{v}\"\n"))
+        .collect();
+    let (ca_secret, tls) = match c.ca_pem {
+        Some(pem) => {
+            let pem: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+            (
+                format!(
+                    "apiVersion: v1\nkind: Secret\nmetadata: {{name: api-ca, namespace: shop}}\nstringData:\n  ca.crt: |\n{pem}---\n"
+                ),
+                "\n    tls: {mode: verify-full, caSecretRef: {name: api-ca}}",
+            )
+        }
+        None => (String::new(), ""),
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: api-creds, namespace: shop}}
+stringData:
+{secret}---
+{ca_secret}apiVersion: sluice.dev/v1alpha1
+kind: Connection
+metadata: {{name: api, namespace: shop}}
+spec:
+  protocol: http
+  upstream:
+    baseURL: "{base_url}"{tls}
+  credentials:
+    secretRef: {{name: api-creds}}
+    headers: [{headers}]
+  listen: {{port: {listen}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: api-rules, namespace: shop}}
+spec:
+  subjects: [{{serviceAccount: app}}]
+  connections: [api]
+{policy}"#,
+        base_url = c.base_url,
+        headers = c.headers.join(", "),
+        listen = c.listen,
+        policy = c.policy,
+    )
+}
+
 /// The audit events in the file at `path` so far: every line that is a
 /// JSON object (a line being written, a log line, is skipped); none when
 /// the file is missing.
