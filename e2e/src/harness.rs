@@ -92,36 +92,15 @@ pub fn http_upstream(
 /// sidecar tests' `Sidecar::start`), and the AccessPolicy `api-rules`
 /// binding `shop/app` to it with the extra spec lines `policy`.
 pub fn http_manifests(upstream: u16, listen: &str, policy: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: api-creds, namespace: shop}}
-stringData:
-  Authorization: "Bearer upstream-secret"
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: api, namespace: shop}}
-spec:
-  protocol: http
-  upstream: {{baseURL: "http://127.0.0.1:{upstream}", tls: {{mode: disable}}}}
-  credentials:
-    secretRef: {{name: api-creds}}
-    headers: [Authorization]
-  listen: {{port: {listen}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: api-rules, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: app}}]
-  connections: [api]
-{policy}"#
-    )
+    let connection = http_connection_manifests(&HttpConnection {
+        base_url: &format!("http://127.0.0.1:{upstream}"),
+        ca_pem: None,
+        secret: &[("Authorization", "Bearer upstream-secret")],
+        headers: &["Authorization"],
+        listen,
+        policy,
+    });
+    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{connection}")
 }
 
 /// The http Connection `api` of namespace `shop` that
