@@ -1,9 +1,10 @@
 //! What the crates' integration tests share when they run the workspace's
 //! binaries on artefacts: a binary beside the one under test, a command's
 //! standard output once it succeeded, a plain HTTP upstream and the
-//! manifests of an http Connection to it, and the audit events a sidecar
-//! wrote to its file. (sidecar/tests/recording.rs
-//! and cli/tests/audit_pipeline.rs read them the same way.)
+//! manifests of an http Connection to it, the audit events a sidecar
+//! wrote to its file (sidecar/tests/recording.rs and
+//! cli/tests/audit_pipeline.rs read them the same way), and a service
+//! account's token from the test API server.
 //!
 //! Test equipment: what cannot be done panics, saying what to do.
 
@@ -91,26 +92,72 @@ pub fn http_upstream(
 /// sidecar tests' `Sidecar::start`), and the AccessPolicy `api-rules`
 /// binding `shop/app` to it with the extra spec lines `policy`.
 pub fn http_manifests(upstream: u16, listen: &str, policy: &str) -> String {
+    let connection = http_connection_manifests(&HttpConnection {
+        base_url: &format!("http://127.0.0.1:{upstream}"),
+        ca_pem: None,
+        secret: &[("Authorization", "Bearer upstream-secret")],
+        headers: &["Authorization"],
+        listen,
+        policy,
+    });
+    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{connection}")
+}
+
+/// The http Connection `api` of namespace `shop` that
+/// [`http_connection_manifests`] writes, with its Secret `api-creds`, and
+/// the AccessPolicy `api-rules` binding `shop/app` to it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConnection<'a> {
+    /// `spec.upstream.baseURL`.
+    pub base_url: &'a str,
+    /// The upstream's CA (PEM): `verify-full` against it, from the Secret
+    /// `api-ca`; `None`: no `tls` (plain HTTP).
+    pub ca_pem: Option<&'a str>,
+    /// The `stringData` of the Secret `api-creds`, key and value.
+    pub secret: &'a [(&'a str, &'a str)],
+    /// `spec.credentials.headers`: the keys injected as headers.
+    pub headers: &'a [&'a str],
+    /// `spec.listen.port`: a port, or `{PORT}` for `Sidecar::start`.
+    pub listen: &'a str,
+    /// The AccessPolicy's spec lines after `connections: [api]`.
+    pub policy: &'a str,
+}
+
+/// The manifests of `c` (the http tests' fixture, written once).
+pub fn http_connection_manifests(c: &HttpConnection<'_>) -> String {
+    let secret: String = c
+        .secret
+        .iter()
+        .map(|(k, v)| format!("  {k}: \"{v}\"\n"))
+        .collect();
+    let (ca_secret, tls) = match c.ca_pem {
+        Some(pem) => {
+            let pem: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+            (
+                format!(
+                    "apiVersion: v1\nkind: Secret\nmetadata: {{name: api-ca, namespace: shop}}\nstringData:\n  ca.crt: |\n{pem}---\n"
+                ),
+                "\n    tls: {mode: verify-full, caSecretRef: {name: api-ca}}",
+            )
+        }
+        None => (String::new(), ""),
+    };
     format!(
         r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-apiVersion: v1
 kind: Secret
 metadata: {{name: api-creds, namespace: shop}}
 stringData:
-  Authorization: "Bearer upstream-secret"
----
-apiVersion: sluice.dev/v1alpha1
+{secret}---
+{ca_secret}apiVersion: sluice.dev/v1alpha1
 kind: Connection
 metadata: {{name: api, namespace: shop}}
 spec:
   protocol: http
-  upstream: {{baseURL: "http://127.0.0.1:{upstream}", tls: {{mode: disable}}}}
+  upstream:
+    baseURL: "{base_url}"{tls}
   credentials:
     secretRef: {{name: api-creds}}
-    headers: [Authorization]
+    headers: [{headers}]
   listen: {{port: {listen}}}
 ---
 apiVersion: sluice.dev/v1alpha1
@@ -119,7 +166,11 @@ metadata: {{name: api-rules, namespace: shop}}
 spec:
   subjects: [{{serviceAccount: app}}]
   connections: [api]
-{policy}"#
+{policy}"#,
+        base_url = c.base_url,
+        headers = c.headers.join(", "),
+        listen = c.listen,
+        policy = c.policy,
     )
 }
 
@@ -133,4 +184,39 @@ pub fn audit_events(path: &Path) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(Value::is_object)
         .collect()
+}
+
+/// A token of the service account `namespace/sa` for `audience`, valid for
+/// `seconds`, from the API server `client` talks to (a TokenRequest):
+/// bound to `pod` when given, as the kubelet projects a pod's token.
+pub async fn service_account_token(
+    client: &kube::Client,
+    (namespace, sa): (&str, &str),
+    pod: Option<&k8s_openapi::api::core::v1::Pod>,
+    audience: &str,
+    seconds: i64,
+) -> String {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![audience.into()],
+            expiration_seconds: Some(seconds),
+            bound_object_ref: pod.map(|pod| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..Default::default()
+    };
+    kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(sa, &kube::api::PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("no token for {namespace}/{sa}: {e}"))
+        .status
+        .unwrap_or_else(|| panic!("the token request of {namespace}/{sa} has no status"))
+        .token
 }

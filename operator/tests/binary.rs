@@ -282,9 +282,6 @@ async fn stored_webhook_configurations_need_no_reapply() {
 /// only the drain writes them), and the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
-    use k8s_openapi::api::authentication::v1::{
-        BoundObjectReference, TokenRequest, TokenRequestSpec,
-    };
     use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
     use kube::api::PostParams;
     use sluice_crds::AccessPolicy;
@@ -333,29 +330,14 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
         )
         .await
         .unwrap();
-    let subject = accounts
-        .create_token_request(
-            "report-job",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec!["sluice.dev".into()],
-                    expiration_seconds: Some(600),
-                    bound_object_ref: Some(BoundObjectReference {
-                        api_version: Some("v1".into()),
-                        kind: Some("Pod".into()),
-                        name: pod.metadata.name.clone(),
-                        uid: pod.metadata.uid.clone(),
-                    }),
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
+    let subject = sluice_e2e::harness::service_account_token(
+        &client,
+        ("shop", "report-job"),
+        Some(&pod),
+        "sluice.dev",
+        600,
+    )
+    .await;
     let (status, _, body) = support::call(
         addr,
         &ca,

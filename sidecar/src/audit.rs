@@ -301,7 +301,8 @@ impl AuditLog {
         *self.durabilities.write().unwrap_or_else(|p| p.into_inner()) = map;
         // The bundle's policies: each new version, and each one that left,
         // on record (see crate::policy_history).
-        self.policies.record(self, bundle);
+        self.policies
+            .record(bundle, |policy| self.policy_version(policy));
     }
 
     /// Appends a `policy` event (see [`crate::policy_history`]), written

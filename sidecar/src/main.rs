@@ -2,13 +2,9 @@
 //!
 //! Audit events go to stdout as JSON lines; logs go to stderr.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice_sidecar::postgres::framing::DEFAULT_MAX_MESSAGE_SIZE;
-use sluice_sidecar::{StandaloneConfig, standalone};
+use sluice_sidecar::standalone;
 
 /// Sluice sidecar: decides, masks and audits what a workload sends to its databases.
 #[derive(Parser)]
@@ -26,24 +22,9 @@ enum Command {
     Run(Box<sluice_sidecar::run_env::RunEnv>),
     /// Run from local manifests (Namespace, Secret, Connection, AccessPolicy YAML).
     Standalone {
-        /// A YAML file (multi-document) or a folder of YAML files.
-        #[arg(short = 'f', long = "filename", value_name = "MANIFESTS")]
-        manifests: PathBuf,
-        /// The workload identity, NAMESPACE/SERVICEACCOUNT.
-        #[arg(long = "as", value_name = "NS/SA")]
-        identity: String,
-        /// Also append audit events (JSON lines) to this file.
-        #[arg(long, value_name = "PATH")]
-        audit_file: Option<PathBuf>,
-        /// Do not write audit events to stdout (use with --audit-file).
-        #[arg(long)]
-        no_audit_stdout: bool,
-        /// Serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090.
-        #[arg(long, value_name = "ADDR")]
-        admin_addr: Option<SocketAddr>,
-        /// Largest protocol message accepted from the client or the server, in bytes.
-        #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_name = "BYTES")]
-        max_message_size: usize,
+        /// The manifests, the identity, the audit and the planes' settings.
+        #[command(flatten)]
+        args: Box<standalone::StandaloneArgs>,
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -52,51 +33,6 @@ enum Command {
         /// which cost more than the proxying itself.
         #[arg(long, default_value_t = 1, value_name = "N")]
         worker_threads: usize,
-        /// HTTP Connections: seconds the upstream has to answer with headers,
-        /// and at most between two pieces of a request or response body.
-        #[arg(long, default_value_t = sluice_sidecar::http::DEFAULT_UPSTREAM_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
-        http_timeout: f64,
-        /// HTTP Connections: largest request body read whole before it is forwarded (a chunked body, one a `jsonBody` rule reads, any body declared within it), in bytes.
-        #[arg(long, default_value_t = sluice_sidecar::http::DEFAULT_MAX_REQUEST_BODY, value_name = "BYTES")]
-        http_max_body: usize,
-        /// HTTP Connections: offer only HTTP/1.1 to the upstream (by default
-        /// ALPN offers HTTP/2 too and the upstream chooses).
-        #[arg(long)]
-        http_upstream_http1_only: bool,
-        /// Seconds the open sessions get to end after SIGTERM or SIGINT
-        /// before the sidecar ends them (on record) and exits; keep it
-        /// below the pod's terminationGracePeriodSeconds.
-        #[arg(long, env = sluice_sidecar::shutdown::GRACE_ENV, value_name = "SECONDS",
-              default_value_t = sluice_sidecar::shutdown::DEFAULT_GRACE.as_secs_f64())]
-        shutdown_grace: f64,
-        /// PostgreSQL: seconds a client has to send its first message
-        /// (startup packet or SSL request) before it is dropped.
-        #[arg(long, env = sluice_sidecar::limits::env::PG_STARTUP_TIMEOUT, value_name = "SECONDS",
-              default_value_t = sluice_sidecar::limits::DEFAULT_PG_STARTUP_TIMEOUT.as_secs_f64())]
-        pg_startup_timeout: f64,
-        /// Connections one listener holds at once (also capped at its share
-        /// of the file descriptors).
-        #[arg(long, env = sluice_sidecar::limits::env::MAX_CONNECTIONS, value_name = "N",
-              default_value_t = sluice_sidecar::limits::DEFAULT_MAX_CONNECTIONS)]
-        max_connections: usize,
-        /// File descriptors kept free for everything but sessions.
-        #[arg(long, env = sluice_sidecar::limits::env::FD_RESERVE, value_name = "N",
-              default_value_t = sluice_sidecar::limits::DEFAULT_FD_RESERVE)]
-        fd_reserve: usize,
-        /// HTTP Connections: seconds a client has to send a request's headers.
-        #[arg(long, env = sluice_sidecar::limits::env::HTTP_HEADER_TIMEOUT, value_name = "SECONDS",
-              default_value_t = sluice_sidecar::limits::DEFAULT_HTTP_HEADER_TIMEOUT.as_secs_f64())]
-        http_header_timeout: f64,
-        /// HTTP Connections: seconds a keep-alive connection may stay idle.
-        #[arg(long, env = sluice_sidecar::limits::env::HTTP_IDLE_TIMEOUT, value_name = "SECONDS",
-              default_value_t = sluice_sidecar::limits::DEFAULT_HTTP_IDLE_TIMEOUT.as_secs_f64())]
-        http_idle_timeout: f64,
-        /// PostgreSQL: bytes all sessions' large messages (over 64 KiB) may
-        /// hold together; a session whose message does not fit gets
-        /// FATAL 53200 and ends, the others go on.
-        #[arg(long, env = sluice_sidecar::limits::env::BUFFER_BUDGET, value_name = "BYTES",
-              default_value_t = sluice_sidecar::limits::DEFAULT_BUFFER_BUDGET)]
-        buffer_budget: usize,
         /// Signed checkpoints of the audit file (see sluice_sidecar::anchor).
         #[command(flatten)]
         anchor: sluice_sidecar::anchor::AnchorArgs,
@@ -184,64 +120,14 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Standalone {
-            manifests,
-            identity,
-            audit_file,
-            no_audit_stdout,
-            admin_addr,
-            max_message_size,
+            args,
             log_format,
             worker_threads,
-            http_timeout,
-            http_max_body,
-            http_upstream_http1_only,
-            shutdown_grace,
-            pg_startup_timeout,
-            max_connections,
-            fd_reserve,
-            http_header_timeout,
-            http_idle_timeout,
-            buffer_budget,
             anchor,
         } => {
             init_logs(log_format);
-            let grace = sluice_sidecar::shutdown::grace(shutdown_grace)
-                .context("--shutdown-grace must be between 0 and 3600 seconds")?;
-            if max_message_size < 1024 {
-                anyhow::bail!("--max-message-size must be at least 1024 bytes");
-            }
-            let mut cfg = StandaloneConfig::new(manifests, identity);
-            cfg.audit_file = audit_file;
-            cfg.audit_stdout = !no_audit_stdout;
-            cfg.admin_addr = admin_addr;
-            cfg.planes.max_message_size = max_message_size;
-            cfg.planes.http_upstream_timeout = sluice_sidecar::http::upstream_timeout(http_timeout)
-                .context("--http-timeout must be between 0 and 86400 seconds")?;
-            cfg.planes.http_max_request_body = http_max_body;
-            cfg.planes.http_upstream_http2 = !http_upstream_http1_only;
-            let secs = |v: f64, flag: &str| {
-                sluice_sidecar::limits::seconds(v).with_context(|| {
-                    format!("{flag} must be more than 0 and at most 86400 seconds")
-                })
-            };
-            if buffer_budget < sluice_sidecar::limits::MIN_BUFFER_BUDGET {
-                anyhow::bail!("--buffer-budget must be at least 1048576 bytes (1 MiB)");
-            }
-            if max_connections == 0 {
-                anyhow::bail!("--max-connections must be at least 1");
-            }
-            cfg.planes.limits = sluice_sidecar::limits::Limits {
-                pg_startup_timeout: secs(pg_startup_timeout, "--pg-startup-timeout")?,
-                max_connections,
-                fd_reserve,
-                http_header_timeout: secs(http_header_timeout, "--http-header-timeout")?,
-                http_idle_timeout: secs(http_idle_timeout, "--http-idle-timeout")?,
-                buffer_budget,
-            };
-            cfg.planes.catalog = sluice_sidecar::postgres::catalog::PoolSettings::from_env()
-                .map_err(|(name, value, why)| {
-                    anyhow::anyhow!("{name}={value:?} is not valid: expected {why}")
-                })?;
+            let cfg = args.config()?;
+            let grace = cfg.shutdown_grace;
             let runtime = if worker_threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

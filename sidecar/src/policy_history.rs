@@ -23,8 +23,6 @@ use sha2::{Digest, Sha256};
 use sluice_policy::audit::{AuditPolicy, canonical_json};
 use sluice_policy::wire::Bundle;
 
-use crate::audit::AuditLog;
-
 /// The policies a stream has in force: their digest by namespace and name.
 #[derive(Debug, Default)]
 pub struct PolicyHistory {
@@ -32,11 +30,18 @@ pub struct PolicyHistory {
 }
 
 impl PolicyHistory {
-    /// Puts on record, in `audit`, how the policies of `bundle` differ from
-    /// those in force: each new or changed policy (by namespace and name),
-    /// then each one that left. A change whose event cannot be written is
-    /// logged and tried again at the next bundle.
-    pub fn record(&self, audit: &AuditLog, bundle: &Bundle) {
+    /// Puts on record, through `write` (the audit log's
+    /// `AuditLog::policy_version`), how the policies of `bundle` differ
+    /// from those in force: each new or changed policy (by namespace and
+    /// name), then each one that left. A change whose event cannot be
+    /// written is logged and tried again at the next bundle. (The writer is
+    /// passed in so that this module needs nothing of the audit log's,
+    /// which holds a `PolicyHistory`.)
+    pub fn record<E: std::fmt::Display>(
+        &self,
+        bundle: &Bundle,
+        mut write: impl FnMut(AuditPolicy) -> Result<(), E>,
+    ) {
         let mut in_force = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
         let mut now = BTreeMap::new();
         for p in &bundle.policies {
@@ -64,7 +69,7 @@ impl PolicyHistory {
                         base64::engine::general_purpose::STANDARD.encode(spec.as_bytes()),
                     ),
                 };
-                if !written(audit.policy_version(version), &key) {
+                if !written(write(version), &key) {
                     continue;
                 }
             }
@@ -85,7 +90,7 @@ impl PolicyHistory {
                 revision: bundle.revision.clone(),
                 spec_base64: None,
             };
-            if !written(audit.policy_version(removed), &key) {
+            if !written(write(removed), &key) {
                 // Still counted as in force: its removal is tried again.
                 now.insert(key, String::new());
             }
@@ -94,7 +99,7 @@ impl PolicyHistory {
     }
 }
 
-fn written(result: Result<(), crate::audit::AuditError>, key: &(String, String)) -> bool {
+fn written<E: std::fmt::Display>(result: Result<(), E>, key: &(String, String)) -> bool {
     if let Err(e) = &result {
         tracing::error!(policy = %format!("{}/{}", key.0, key.1), error = %e, "a policy change could not be put on record; it is tried again with the next bundle");
     }

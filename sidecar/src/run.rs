@@ -68,16 +68,10 @@ pub enum RunError {
     /// `SLUICE_ADMIN_ADDR` is not an address.
     #[error("SLUICE_ADMIN_ADDR {0:?} is not HOST:PORT, e.g. 127.0.0.1:9090")]
     BadAdminAddr(String),
-    /// An optional setting has a value the sidecar cannot use.
-    #[error("{name}={value:?} is not valid: expected {why}")]
-    BadEnv {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What it should be.
-        why: &'static str,
-    },
+    /// An optional setting has a value the sidecar cannot use (the same
+    /// words as standalone's for its flag).
+    #[error(transparent)]
+    BadEnv(#[from] crate::planes::SettingError),
     /// The gateway client could not be built.
     #[error(transparent)]
     Gateway(#[from] GatewayError),

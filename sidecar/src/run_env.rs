@@ -2,13 +2,13 @@
 //! `SLUICE_*` environment the injection webhook sets, so `run --help`
 //! documents every variable (and a flag of the same name may stand in for
 //! one, e.g. on a laptop). [`RunEnv::lookup`] hands them to
-//! [`crate::run::RunConfig::from_vars`], which checks and converts them: the
-//! one parser of these settings.
+//! [`crate::run::RunConfig::from_vars`], which checks and converts them; the
+//! plane settings and the shutdown grace are standalone's too
+//! ([`ServingArgs`], read by [`crate::planes::PlaneSettings::from_vars`]).
 
 use clap::Args;
 
-use crate::limits::env as limits;
-use crate::postgres::catalog::env as catalog;
+use crate::planes::ServingArgs;
 use crate::run::env;
 
 /// `sluice-sidecar run`'s settings. Every one is read from its variable;
@@ -49,48 +49,16 @@ pub struct RunEnv {
     /// The pod's service account (downward API).
     #[arg(long, env = env::SERVICE_ACCOUNT, value_name = "NAME")]
     pub service_account: Option<String>,
-    /// HTTP Connections: seconds the upstream has to answer (and at most
-    /// between two pieces of a body).
-    #[arg(long, env = env::HTTP_TIMEOUT, value_name = "SECONDS")]
-    pub http_timeout: Option<String>,
-    /// HTTP Connections: largest request body read whole to decide, in bytes.
-    #[arg(long, env = env::HTTP_MAX_BODY, value_name = "BYTES")]
-    pub http_max_body: Option<String>,
-    /// HTTP Connections: `true` offers only HTTP/1.1 to the upstream.
-    #[arg(long, env = env::HTTP_UPSTREAM_HTTP1_ONLY, value_name = "BOOL")]
-    pub http_upstream_http1_only: Option<String>,
-    /// Seconds the open sessions get to end after SIGTERM (0 to 3600).
-    #[arg(long, env = crate::shutdown::GRACE_ENV, value_name = "SECONDS")]
-    pub shutdown_grace: Option<String>,
-    /// PostgreSQL: seconds a client has to send its first message.
-    #[arg(long, env = limits::PG_STARTUP_TIMEOUT, value_name = "SECONDS")]
-    pub pg_startup_timeout: Option<String>,
-    /// Connections one listener holds at once.
-    #[arg(long, env = limits::MAX_CONNECTIONS, value_name = "N")]
-    pub max_connections: Option<String>,
-    /// File descriptors kept free for everything but sessions.
-    #[arg(long, env = limits::FD_RESERVE, value_name = "N")]
-    pub fd_reserve: Option<String>,
-    /// HTTP Connections: seconds a client has to send a request's headers.
-    #[arg(long, env = limits::HTTP_HEADER_TIMEOUT, value_name = "SECONDS")]
-    pub http_header_timeout: Option<String>,
-    /// HTTP Connections: seconds a keep-alive connection may stay idle.
-    #[arg(long, env = limits::HTTP_IDLE_TIMEOUT, value_name = "SECONDS")]
-    pub http_idle_timeout: Option<String>,
-    /// PostgreSQL: bytes all sessions' large messages may hold together.
-    #[arg(long, env = limits::BUFFER_BUDGET, value_name = "BYTES")]
-    pub buffer_budget: Option<String>,
-    /// PostgreSQL: catalog sessions per Connection, 1 to 16.
-    #[arg(long, env = catalog::SESSIONS, value_name = "N")]
-    pub catalog_sessions: Option<String>,
-    /// PostgreSQL: seconds a catalog lookup waits for a session.
-    #[arg(long, env = catalog::WAIT, value_name = "SECONDS")]
-    pub catalog_wait: Option<String>,
+    /// What the planes are served with and the shutdown grace, as
+    /// standalone takes them.
+    #[command(flatten)]
+    pub serving: ServingArgs,
 }
 
 impl RunEnv {
-    /// Every setting by its variable's name.
-    fn pairs(&self) -> [(&'static str, &Option<String>); 23] {
+    /// Every setting of run mode's own by its variable's name (the
+    /// serving ones: [`ServingArgs::pairs`]).
+    fn pairs(&self) -> [(&'static str, &Option<String>); 11] {
         [
             (env::GATEWAY_URL, &self.gateway_url),
             (env::TOKEN_FILE, &self.token_file),
@@ -103,37 +71,24 @@ impl RunEnv {
             (env::NAMESPACE, &self.namespace),
             (env::POD_UID, &self.pod_uid),
             (env::SERVICE_ACCOUNT, &self.service_account),
-            (env::HTTP_TIMEOUT, &self.http_timeout),
-            (env::HTTP_MAX_BODY, &self.http_max_body),
-            (
-                env::HTTP_UPSTREAM_HTTP1_ONLY,
-                &self.http_upstream_http1_only,
-            ),
-            (crate::shutdown::GRACE_ENV, &self.shutdown_grace),
-            (limits::PG_STARTUP_TIMEOUT, &self.pg_startup_timeout),
-            (limits::MAX_CONNECTIONS, &self.max_connections),
-            (limits::FD_RESERVE, &self.fd_reserve),
-            (limits::HTTP_HEADER_TIMEOUT, &self.http_header_timeout),
-            (limits::HTTP_IDLE_TIMEOUT, &self.http_idle_timeout),
-            (limits::BUFFER_BUDGET, &self.buffer_budget),
-            (catalog::SESSIONS, &self.catalog_sessions),
-            (catalog::WAIT, &self.catalog_wait),
         ]
     }
 
     /// The value of the variable `name`, as parsed (flag or environment).
     pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
-        move |name| {
-            self.pairs()
-                .into_iter()
-                .find(|(n, _)| *n == name)
-                .and_then(|(_, v)| v.clone())
+        let serving = self.serving.lookup();
+        move |name| match self.pairs().into_iter().find(|(n, _)| *n == name) {
+            Some((_, v)) => v.clone(),
+            None => serving(name),
         }
     }
 
     /// The names of every variable, for tests and docs.
     pub fn names() -> Vec<&'static str> {
-        RunEnv::default().pairs().iter().map(|(n, _)| *n).collect()
+        let all = RunEnv::default();
+        let own = all.pairs().map(|(n, _)| n);
+        let serving = all.serving.pairs().map(|(n, _)| n);
+        own.into_iter().chain(serving).collect()
     }
 }
 
@@ -178,6 +133,8 @@ mod tests {
                 "{name} missing:\n{help}"
             );
         }
-        assert_eq!(RunEnv::names().len(), 23);
+        // 23, and SLUICE_MAX_MESSAGE_SIZE since both modes take every
+        // plane setting.
+        assert_eq!(RunEnv::names().len(), 24);
     }
 }

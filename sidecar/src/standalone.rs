@@ -8,7 +8,10 @@
 //! no policy binds the identity to is still served, so that a client gets a
 //! clear error at connect time instead of "connection refused".
 
+mod args;
 mod local;
+
+pub use args::StandaloneArgs;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -23,7 +26,7 @@ use crate::admin::{self, AdminState};
 use crate::audit::{AuditError, AuditLog};
 use crate::metrics::Metrics;
 use crate::plane::{AcceptLoops, BindError, Commit, Prepare, SetupError};
-use crate::planes::{PlaneSettings, Planes};
+use crate::planes::{PlaneSettings, Planes, SettingError};
 use crate::standing::compile_policies;
 
 /// Settings of standalone mode.
@@ -44,6 +47,9 @@ pub struct StandaloneConfig {
     /// What every plane's Connections are served with (limits, message
     /// sizes, the catalog pool, the HTTP upstream's settings).
     pub planes: PlaneSettings,
+    /// How long sessions get to end after SIGTERM (the binary passes it to
+    /// [`Running::shutdown`]).
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl StandaloneConfig {
@@ -57,6 +63,7 @@ impl StandaloneConfig {
             admin_addr: None,
             listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             planes: PlaneSettings::default(),
+            shutdown_grace: crate::shutdown::DEFAULT_GRACE,
         }
     }
 }
@@ -64,6 +71,9 @@ impl StandaloneConfig {
 /// Why standalone mode could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
+    /// A setting's value is unusable (the same words as run mode's).
+    #[error(transparent)]
+    Setting(#[from] SettingError),
     /// `--as` is not `NAMESPACE/SERVICEACCOUNT`.
     #[error(
         "--as {0:?} is not NAMESPACE/SERVICEACCOUNT (lower-case DNS names, e.g. shop/report-job)"

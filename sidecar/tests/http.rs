@@ -6,6 +6,7 @@
 mod common;
 mod http_support;
 
+use sluice_e2e::harness::HttpConnection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,12 +56,6 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn indent(text: &str, n: usize) -> String {
-    text.lines()
-        .map(|l| format!("{}{l}\n", " ".repeat(n)))
-        .collect()
-}
-
 /// Starts the sidecar for `base_url` (an upstream with CA `ca`).
 async fn start_sidecar(base_url: &str, ca: &str, timeout: Duration) -> Fixture {
     start_sidecar_with(base_url, ca, timeout, true).await
@@ -82,54 +77,30 @@ async fn start_sidecar_auditing(
 ) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let manifests = format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: api-creds, namespace: shop}}
-stringData:
-  Authorization: "{TOKEN}"
-  X-Api-Key: "{API_KEY}"
-  unused: "not-sent"
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: api-ca, namespace: shop}}
-stringData:
-  ca.crt: |
-{ca_indented}---
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: api, namespace: shop}}
-spec:
-  protocol: http
-  upstream:
-    baseURL: "{base_url}"
-    tls: {{mode: verify-full, caSecretRef: {{name: api-ca}}}}
-  credentials:
-    secretRef: {{name: api-creds}}
-    headers: [Authorization, X-Api-Key]
-  listen: {{port: {port}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: api-rules, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: app}}]
-  connections: [api]
-  rules:
+    let manifests = sluice_e2e::harness::http_connection_manifests(&HttpConnection {
+        base_url,
+        ca_pem: Some(ca),
+        secret: &[
+            ("Authorization", TOKEN),
+            ("X-Api-Key", API_KEY),
+            ("unused", "not-sent"),
+        ],
+        headers: &["Authorization", "X-Api-Key"],
+        listen: &port.to_string(),
+        policy: r#"  rules:
     - name: no-admin
-      match: {{paths: ["/admin/**"]}}
+      match: {paths: ["/admin/**"]}
       action: deny
     - name: no-deletes
-      match: {{methods: [DELETE]}}
+      match: {methods: [DELETE]}
       action: deny
     - name: no-debug
-      match: {{query: {{debug: "*"}}}}
+      match: {query: {debug: "*"}}
       action: deny
     - name: big-refunds
-      match: {{methods: [POST], paths: ["/refunds"], jsonBody: [{{path: "$.amount", greaterThan: 1000}}]}}
+      match: {methods: [POST], paths: ["/refunds"], jsonBody: [{path: "$.amount", greaterThan: 1000}]}
       action: requireApproval
-      approval: {{approvers: {{groups: [finance]}}, mode: hold}}
+      approval: {approvers: {groups: [finance]}, mode: hold}
   masking:
     - jsonPaths: ["$.customer.email", "$[*].card"]
       strategy: redact
@@ -138,18 +109,17 @@ spec:
 ---
 apiVersion: sluice.dev/v1alpha1
 kind: AccessPolicy
-metadata: {{name: api-trial, namespace: shop}}
+metadata: {name: api-trial, namespace: shop}
 spec:
-  subjects: [{{serviceAccount: app}}]
+  subjects: [{serviceAccount: app}]
   connections: [api]
   mode: dryRun
   rules:
     - name: trial-no-reports
-      match: {{paths: ["/reports/**"]}}
+      match: {paths: ["/reports/**"]}
       action: deny
 "#,
-        ca_indented = indent(ca, 4)
-    );
+    });
     let path = dir.path().join("manifests.yaml");
     std::fs::write(&path, manifests).unwrap();
     let audit = audit_file.unwrap_or_else(|| dir.path().join("audit.jsonl"));

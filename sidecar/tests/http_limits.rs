@@ -9,6 +9,7 @@
 mod common;
 mod http_support;
 
+use sluice_e2e::harness::HttpConnection;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,12 +20,6 @@ use tokio::net::TcpStream;
 
 /// Bound on every wait of these tests (the timeouts configured are 1 s).
 const WAIT: Duration = Duration::from_secs(20);
-
-fn indent(text: &str, n: usize) -> String {
-    text.lines()
-        .map(|l| format!("{}{l}\n", " ".repeat(n)))
-        .collect()
-}
 
 /// The sidecar before a real upstream, with `limits`.
 async fn start(limits: Limits) -> (standalone::Running, SocketAddr, tempfile::TempDir) {
@@ -44,46 +39,18 @@ async fn start_as(
     .await;
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let manifests = format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: api-creds, namespace: shop}}
-stringData:
-  Authorization: "Bearer t"
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: api-ca, namespace: shop}}
-stringData:
-  ca.crt: |
-{ca}---
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: api, namespace: shop}}
-spec:
-  protocol: http
-  upstream:
-    baseURL: "https://localhost:{up}"
-    tls: {{mode: verify-full, caSecretRef: {{name: api-ca}}}}
-  credentials:
-    secretRef: {{name: api-creds}}
-    headers: [Authorization]
-  listen: {{port: {port}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: api-rules, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: app}}]
-  connections: [api]
-  rules:
+    let manifests = sluice_e2e::harness::http_connection_manifests(&HttpConnection {
+        base_url: &format!("https://localhost:{}", up.port()),
+        ca_pem: Some(&*ca),
+        secret: &[("Authorization", "Bearer t")],
+        headers: &["Authorization"],
+        listen: &port.to_string(),
+        policy: r#"  rules:
     - name: no-admin
-      match: {{paths: ["/admin/**"]}}
+      match: {paths: ["/admin/**"]}
       action: deny
 "#,
-        ca = indent(&ca, 4),
-        up = up.port(),
-    );
+    });
     let path = dir.path().join("manifests.yaml");
     std::fs::write(&path, manifests).unwrap();
     let mut cfg = StandaloneConfig::new(path, identity.into());

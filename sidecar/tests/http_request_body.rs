@@ -11,6 +11,7 @@
 
 mod common;
 
+use sluice_e2e::harness::HttpConnection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,37 +99,17 @@ fn status(reply: &[u8]) -> u16 {
 
 async fn sidecar(upstream: &Upstream, dir: &tempfile::TempDir) -> SocketAddr {
     let port = common::free_port();
-    let manifests = format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: api-creds, namespace: shop}}
-stringData:
-  Authorization: "Bearer sk_test_1"
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: api, namespace: shop}}
-spec:
-  protocol: http
-  upstream:
-    baseURL: "http://127.0.0.1:{up}"
-  credentials:
-    secretRef: {{name: api-creds}}
-    headers: [Authorization]
-  listen: {{port: {port}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: api-rules, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: app}}]
-  connections: [api]
-  defaultAction: allow
+    let manifests = sluice_e2e::harness::http_connection_manifests(&HttpConnection {
+        base_url: &format!("http://127.0.0.1:{}", upstream.port),
+        ca_pem: None,
+        secret: &[("Authorization", "Bearer sk_test_1")],
+        headers: &["Authorization"],
+        listen: &port.to_string(),
+        policy: r#"  defaultAction: allow
   rules:
-    - {{name: no-admin, match: {{paths: ["/admin/**"]}}, action: deny}}
+    - {name: no-admin, match: {paths: ["/admin/**"]}, action: deny}
 "#,
-        up = upstream.port,
-    );
+    });
     let path = dir.path().join("manifests.yaml");
     std::fs::write(&path, manifests).unwrap();
     let mut cfg = StandaloneConfig::new(path, "shop/app".into());

@@ -8,6 +8,7 @@
 
 mod common;
 
+use sluice_e2e::harness::HttpConnection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -108,35 +109,14 @@ async fn fixture(masking: &str) -> Fixture {
     } else {
         format!("  masking:{masking}")
     };
-    let manifests = format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: api-creds, namespace: shop}}
-stringData:
-  Authorization: "{TOKEN}"
-  X-Api-Key: "{API_KEY}"
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: api, namespace: shop}}
-spec:
-  protocol: http
-  upstream:
-    baseURL: "http://127.0.0.1:{up}{BASE}"
-  credentials:
-    secretRef: {{name: api-creds}}
-    headers: [Authorization, X-Api-Key]
-  listen: {{port: {port}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: api-rules, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: app}}]
-  connections: [api]
-  rules:{RULES}{masking}"#,
-        up = upstream.port,
-    );
+    let manifests = sluice_e2e::harness::http_connection_manifests(&HttpConnection {
+        base_url: &format!("http://127.0.0.1:{}{BASE}", upstream.port),
+        ca_pem: None,
+        secret: &[("Authorization", TOKEN), ("X-Api-Key", API_KEY)],
+        headers: &["Authorization", "X-Api-Key"],
+        listen: &port.to_string(),
+        policy: &format!("  rules:{RULES}{masking}"),
+    });
     let path = dir.path().join("manifests.yaml");
     std::fs::write(&path, manifests).unwrap();
     let audit = dir.path().join("audit.jsonl");

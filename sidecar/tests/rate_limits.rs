@@ -14,6 +14,7 @@
 mod common;
 mod http_support;
 
+use sluice_e2e::harness::HttpConnection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -189,12 +190,6 @@ async fn a_policy_edit_neither_resets_the_bucket_nor_refills_it() {
 
 // === HTTP: requests per second ===
 
-fn indent(text: &str, n: usize) -> String {
-    text.lines()
-        .map(|l| format!("{}{l}\n", " ".repeat(n)))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_requests_share_the_identitys_rate_across_connections() {
     use bytes::Bytes;
@@ -211,43 +206,16 @@ async fn http_requests_share_the_identitys_rate_across_connections() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let manifests = format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: api-creds, namespace: shop}}
-stringData: {{Authorization: "Bearer t"}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: api-ca, namespace: shop}}
-stringData:
-  ca.crt: |
-{ca}---
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: api, namespace: shop}}
-spec:
-  protocol: http
-  upstream:
-    baseURL: "https://localhost:{up}"
-    tls: {{mode: verify-full, caSecretRef: {{name: api-ca}}}}
-  credentials:
-    secretRef: {{name: api-creds}}
-    headers: [Authorization]
-  listen: {{port: {port}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: api-rules, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: app}}]
-  connections: [api]
-  defaultAction: allow
-  limits: {{statementsPerSecond: 1}}
+    let manifests = sluice_e2e::harness::http_connection_manifests(&HttpConnection {
+        base_url: &format!("https://localhost:{}", up.port()),
+        ca_pem: Some(&*ca),
+        secret: &[("Authorization", "Bearer t")],
+        headers: &["Authorization"],
+        listen: &port.to_string(),
+        policy: r#"  defaultAction: allow
+  limits: {statementsPerSecond: 1}
 "#,
-        ca = indent(&ca, 4),
-        up = up.port(),
-    );
+    });
     let path = dir.path().join("manifests.yaml");
     std::fs::write(&path, manifests).unwrap();
     let audit = dir.path().join("audit.jsonl");

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -211,25 +210,14 @@ impl Env {
 
     /// A projected-style token for `sa`, bound to `pod`, for `audience`.
     pub async fn pod_token(&self, sa: &str, pod: &Pod, audience: &str) -> String {
-        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), "shop");
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![audience.into()],
-                expiration_seconds: Some(600),
-                bound_object_ref: Some(BoundObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    name: pod.metadata.name.clone(),
-                    uid: pod.metadata.uid.clone(),
-                }),
-            },
-            ..Default::default()
-        };
-        let answer = api
-            .create_token_request(sa, &PostParams::default(), &request)
-            .await
-            .expect("token request");
-        answer.status.expect("status").token
+        sluice_e2e::harness::service_account_token(
+            &self.client,
+            ("shop", sa),
+            Some(pod),
+            audience,
+            600,
+        )
+        .await
     }
 
     /// `POST /v1/token`.
@@ -561,24 +549,14 @@ pub async fn chart_operator_client(cluster: &TestCluster, admin: &Client) -> Cli
         .await
         .expect("create the chart's RBAC object");
     }
-    let token = accounts
-        .create_token_request(
-            "sluice-operator",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![sluice_e2e::apiserver::API_AUDIENCE.into()],
-                    expiration_seconds: Some(3600),
-                    bound_object_ref: None,
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("token for the operator")
-        .status
-        .expect("token status")
-        .token;
+    let token = sluice_e2e::harness::service_account_token(
+        admin,
+        (ns, "sluice-operator"),
+        None,
+        sluice_e2e::apiserver::API_AUDIENCE,
+        3600,
+    )
+    .await;
     client_with_token(cluster, &token).await
 }
 

@@ -375,6 +375,23 @@ async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
 }
 
+/// A batched log at `path` whose batch is written at `batch_events` events
+/// (or in an hour), and a session of `shop/report-job` on `db`.
+fn batched(path: &Path, batch_events: u64) -> (AuditLog, SessionInfo) {
+    let log = AuditLog::open("s", false, Some(path))
+        .unwrap()
+        .with_settings(AuditSettings {
+            durability: AuditDurability::Batched,
+            batch_window: Duration::from_secs(3600),
+            batch_events,
+        });
+    let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    (
+        log,
+        SessionInfo::for_identity(&enforcer_identity(), "db", addr),
+    )
+}
+
 /// batched: records wait unwritten, their tickets let the plane forward at
 /// once while at most a batch waits; one more and the client waits (fail
 /// closed) until the write, which takes every record: none is dropped.
@@ -382,20 +399,11 @@ async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll
 async fn a_full_batch_makes_the_client_wait_and_drops_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let log = Arc::new(
-        AuditLog::open("s", false, Some(&path))
-            .unwrap()
-            .with_settings(AuditSettings {
-                durability: AuditDurability::Batched,
-                batch_window: Duration::from_secs(3600),
-                batch_events: 4,
-            }),
-    );
+    let (log, session) = batched(&path, 4);
+    let log = Arc::new(log);
     // Several sessions: a wait goes through the committer task.
     log.open_sessions
         .store(2, std::sync::atomic::Ordering::Relaxed);
-    let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-    let session = SessionInfo::for_identity(&enforcer_identity(), "db", addr);
     assert_eq!(log.durability(&session), AuditDurability::Batched);
     let decided = enforcer().decide("SELECT 1");
     for _ in 0..4 {
@@ -468,15 +476,7 @@ fn each_connection_gets_its_durability() {
 async fn batched_decisions_and_results_become_one_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let log = AuditLog::open("s", false, Some(&path))
-        .unwrap()
-        .with_settings(AuditSettings {
-            durability: AuditDurability::Batched,
-            batch_window: Duration::from_secs(3600),
-            batch_events: 64,
-        });
-    let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-    let session = SessionInfo::for_identity(&enforcer_identity(), "db", addr);
+    let (log, session) = batched(&path, 64);
     let mut enforcer = enforcer();
     let decided = enforcer.decide("SELECT 1");
     let result = |rows, hold| ResultRecord {
@@ -581,15 +581,7 @@ async fn batched_decisions_and_results_become_one_event() {
 async fn a_session_end_follows_its_held_decisions() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let log = AuditLog::open("s", false, Some(&path))
-        .unwrap()
-        .with_settings(AuditSettings {
-            durability: AuditDurability::Batched,
-            batch_window: Duration::from_secs(3600),
-            batch_events: 64,
-        });
-    let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-    let session = SessionInfo::for_identity(&enforcer_identity(), "db", addr);
+    let (log, session) = batched(&path, 64);
     let decided = enforcer().decide("SELECT 1");
     log.statement_recorded(&session, &decided, "simple")
         .unwrap();

@@ -42,12 +42,9 @@ pub struct RunConfig {
     /// seconds; see [`crate::shutdown`]).
     pub shutdown_grace: Duration,
     /// What every plane's Connections are served with: connection caps and
-    /// timeouts (`SLUICE_PG_STARTUP_TIMEOUT`, `SLUICE_MAX_CONNECTIONS`,
-    /// `SLUICE_FD_RESERVE`, … see [`crate::limits`]), catalog sessions
-    /// (`SLUICE_CATALOG_SESSIONS`, `SLUICE_CATALOG_WAIT`), and the HTTP
-    /// upstream's timeout (`SLUICE_HTTP_TIMEOUT`, seconds), largest request
-    /// body buffered for `jsonBody` rules (`SLUICE_HTTP_MAX_BODY`, bytes) and
-    /// HTTP/2 (`SLUICE_HTTP_UPSTREAM_HTTP1_ONLY=true` turns it off).
+    /// timeouts, message sizes, catalog sessions and the HTTP upstream's
+    /// settings, read by [`PlaneSettings::from_vars`] as standalone reads
+    /// them (the variables: [`crate::planes::ServingArgs`]).
     pub planes: PlaneSettings,
 }
 
@@ -84,10 +81,9 @@ impl RunConfig {
     /// Settings from the environment the injection webhook sets:
     /// `SLUICE_GATEWAY_URL`, `SLUICE_TOKEN_FILE`, `SLUICE_CA_PEM` or
     /// `SLUICE_CA_FILE`, and optionally `SLUICE_CONNECTIONS` (comma-separated)
-    /// and `SLUICE_ADMIN_ADDR`; the HTTP settings `SLUICE_HTTP_TIMEOUT`
-    /// (seconds), `SLUICE_HTTP_MAX_BODY` (bytes) and
-    /// `SLUICE_HTTP_UPSTREAM_HTTP1_ONLY` (`true`/`false`), which the operator
-    /// sets from its settings file (`sidecar.http`).
+    /// and `SLUICE_ADMIN_ADDR`; the plane settings and the shutdown grace
+    /// (see [`crate::planes::ServingArgs`]), among them the HTTP settings the
+    /// operator sets from its settings file (`sidecar.http`).
     pub fn from_env() -> Result<Self, RunError> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -129,52 +125,9 @@ impl RunConfig {
                     .map_err(|_| RunError::BadAdminAddr(addr.clone()))?,
             );
         }
-        let bad = |name: &'static str, value: &str, why: &'static str| RunError::BadEnv {
-            name,
-            value: value.to_string(),
-            why,
-        };
-        if let Some(v) = var(env::HTTP_TIMEOUT) {
-            cfg.planes.http_upstream_timeout = v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .and_then(crate::http::upstream_timeout)
-                .ok_or_else(|| {
-                    bad(
-                        env::HTTP_TIMEOUT,
-                        &v,
-                        "seconds, more than 0 and at most 86400",
-                    )
-                })?;
-        }
-        if let Some(v) = var(env::HTTP_MAX_BODY) {
-            cfg.planes.http_max_request_body = v
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| bad(env::HTTP_MAX_BODY, &v, "a number of bytes"))?;
-        }
-        cfg.planes.limits = crate::limits::Limits::from_vars(&lookup)
-            .map_err(|(name, value, why)| bad(name, &value, why))?;
-        cfg.planes.catalog = crate::postgres::catalog::PoolSettings::from_vars(&lookup)
-            .map_err(|(name, value, why)| bad(name, &value, why))?;
-        if let Some(v) = var(crate::shutdown::GRACE_ENV) {
-            cfg.shutdown_grace = v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .and_then(crate::shutdown::grace)
-                .ok_or_else(|| bad(crate::shutdown::GRACE_ENV, &v, "seconds, from 0 to 3600"))?;
-        }
-        if let Some(v) = var(env::HTTP_UPSTREAM_HTTP1_ONLY) {
-            cfg.planes.http_upstream_http2 = match v.trim() {
-                "true" => false,
-                "false" => true,
-                _ => {
-                    return Err(bad(env::HTTP_UPSTREAM_HTTP1_ONLY, &v, "true or false"));
-                }
-            };
-        }
+        // The one parser of the plane settings and the grace, standalone's too.
+        cfg.planes = PlaneSettings::from_vars(&lookup)?;
+        cfg.shutdown_grace = crate::planes::shutdown_grace(&lookup)?;
         Ok(cfg)
     }
 }
