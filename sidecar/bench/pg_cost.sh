@@ -13,7 +13,8 @@
 # Usage: sidecar/bench/pg_cost.sh SIDECAR_BINARY cg|ps|massif simple|prepared TX [CLIENTS]
 # Env: PG_PORT (a running PostgreSQL with pgbench's tables in database
 # `bench`, superuser postgres, password PGPASSWORD; default: start one),
-# SIDECAR_ARGS (more sidecar flags), OUT (where profiles are copied;
+# SIDECAR_ARGS (more sidecar flags), CALLGRIND_ARGS (more callgrind flags,
+# e.g. --cache-sim=yes for simulated cache misses), OUT (where profiles are copied;
 # default the current directory).
 # Note: valgrind hides SHA extensions from the program, so the audit's
 # SHA-256 runs its portable code there (a large share of the count, the
@@ -55,7 +56,8 @@ args=(standalone -f "$work/m.yaml" --as bench/app --no-audit-stdout --audit-file
 # page cache (which maps several MiB more of it: RSS would not compare).
 uncache "$bin"
 case $mode in
-  cg) valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" --instr-atstart=no "$bin" "${args[@]}" >"$work/side.out" 2>"$work/side.log" & ;;
+  # shellcheck disable=SC2086
+  cg) valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" --instr-atstart=no ${CALLGRIND_ARGS:-} "$bin" "${args[@]}" >"$work/side.out" 2>"$work/side.log" & ;;
   massif) valgrind --tool=massif --massif-out-file="$work/massif.out" "$bin" "${args[@]}" >"$work/side.out" 2>"$work/side.log" & ;;
   ps) "$bin" "${args[@]}" >"$work/side.out" 2>"$work/side.log" & ;;
   *) echo "error: mode must be cg, ps or massif" >&2; exit 2 ;;

@@ -25,7 +25,9 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             // sidecar's own answers that are due go out before each frame.
             while let Some(frame) = self.upstream.try_next()? {
                 self.settle()?;
-                self.handle(frame).await?;
+                if let Some(frame) = self.plain_answer(frame)? {
+                    self.handle(frame).await?;
+                }
                 self.bound_hold();
             }
             self.settle()?;
@@ -309,6 +311,44 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 | Expect::HoldStart { .. },
             ) => false,
         }
+    }
+
+    /// The frames of a plain result (DataRow, CommandComplete,
+    /// EmptyQueryResponse, ReadyForQuery) answered without the async
+    /// [`ServerLoop::handle`], which they would go through to the same
+    /// synchronous steps: the answer the server owes, no write held for
+    /// `maxRowsAffected`, none of the sidecar's own statements due. Most of
+    /// a select's frames are these (#15/#20: the per-statement cost).
+    /// `Some(frame)` when `handle` must take it.
+    fn plain_answer(&mut self, frame: Frame) -> Result<Option<Frame>, SessionError> {
+        let plain = matches!(
+            frame.tag,
+            backend::DATA_ROW
+                | backend::COMMAND_COMPLETE
+                | backend::EMPTY_QUERY_RESPONSE
+                | backend::READY_FOR_QUERY
+        );
+        if !plain || self.hold.is_some() {
+            return Ok(Some(frame));
+        }
+        // As `handle`: masking switches due before this answer apply first.
+        self.switch_masking();
+        if matches!(
+            self.queue.front(),
+            None | Some(Expect::Internal | Expect::Prefix)
+        ) || !self.expected(frame.tag)
+        {
+            return Ok(Some(frame));
+        }
+        match frame.tag {
+            backend::DATA_ROW => self.data_row(frame)?,
+            backend::READY_FOR_QUERY => self.ready_for_query(frame),
+            _ => {
+                self.copy_ended();
+                self.command_complete(frame)?;
+            }
+        }
+        Ok(None)
     }
 
     pub(super) async fn handle(&mut self, frame: Frame) -> Result<(), SessionError> {
