@@ -324,6 +324,31 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
     );
     assert_eq!(count("SELECT count(*) FROM counter"), "1");
 
+    // A client that leaves while held takes its statement along: the
+    // session ends, and a late approval runs nothing.
+    let mut held = start_sql(listen_port, db, delete);
+    let gone = pending(&env, "bulk-writes-need-a-dba", delete)
+        .await
+        .metadata
+        .name
+        .unwrap();
+    held.kill().unwrap();
+    held.wait().unwrap();
+    bounded("the session's end", async {
+        loop {
+            if audit_events(&audit).iter().any(|e| {
+                e["type"] == "sessionEnd" && e.to_string().contains("while its statement was held")
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    decide(gone.clone(), "approve").await;
+    phase(&env, &gone, RequestPhase::Approved).await;
+    assert_eq!(count("SELECT count(*) FROM counter"), "1");
+
     // Held and expired (a 2 s rule): refused, nothing ran.
     let expiring = "UPDATE expiring SET v = 1";
     let held = start_sql(listen_port, db, expiring);
