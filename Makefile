@@ -58,15 +58,17 @@ demo: ## the in-cluster flow on the test control plane: operator, injected pod, 
 	scripts/ensure-deps.sh demo
 	$(CARGO) build --release --locked -p sluice-e2e -p sluice-operator -p sluice-sidecar -p kubectl-sluice
 	sidecar/demo/cluster-demo.sh target/release
+	sidecar/demo/mysql-demo.sh target/release/sluice-sidecar
 
 demo-standalone: ## no cluster: throwaway PostgreSQL, the sidecar standalone with examples/quickstart, psql through it
 	$(CARGO) build --release --locked -p sluice-sidecar -p kubectl-sluice
 	sidecar/demo/demo.sh target/release/sluice-sidecar
 
-bench: ## pgbench through the sidecar vs direct vs PgBouncer, and HTTP through the sidecar vs direct (wrk); ratios
+bench: ## pgbench through the sidecar vs direct vs PgBouncer, HTTP through the sidecar vs direct (wrk), and MySQL point queries and a 1M-row result through the sidecar vs direct (MYSQL=0 skips them); ratios
 	$(CARGO) build --release --locked -p sluice-sidecar
 	sidecar/bench/bench.sh target/release/sluice-sidecar
 	sidecar/bench/http_bench.sh target/release/sluice-sidecar
+	if [ "$(MYSQL)" != 0 ]; then sidecar/bench/mysql_bench.sh target/release/sluice-sidecar; fi
 
 bench-fleet: ## fleet scale (#25): FLEET_SIDECARS_LIST (default "100 300 1000") simulated sidecars against FLEET_REPLICAS (1) operator binaries on the test control plane; prints the table (operator/benches/fleet.rs; cargo bench, DEBUG=1 for a debug build)
 	@for n in $${FLEET_SIDECARS_LIST:-100 300 1000}; do \

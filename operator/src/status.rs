@@ -116,17 +116,19 @@ pub fn connection_status(
     };
     set_condition(&mut status.conditions, credentials_condition);
 
-    // A protocol the sidecar does not serve whole must not claim Ready:
-    // what a policy may ask of it would be refused (#24).
-    let not_served = (spec.protocol == Protocol::Mysql)
-        .then(|| ("ProtocolNotServed", MYSQL_NOT_SERVED.to_string()));
-    let ready = match not_served.or(credentials).or(tls) {
+    // Every protocol is served whole (#24: mysql since approvals and
+    // cursors are); what a plane refuses by design is said in the message.
+    let refused_by_design = match spec.protocol {
+        Protocol::Mysql => MYSQL_REFUSED,
+        Protocol::Postgres | Protocol::Http => "",
+    };
+    let ready = match credentials.or(tls) {
         None => condition(
             READY,
             true,
             "Ready",
             format!(
-                "served on 127.0.0.1:{}; named by {} AccessPolicies",
+                "served on 127.0.0.1:{}; named by {} AccessPolicies{refused_by_design}",
                 spec.listen.port,
                 status.bound_policies.len()
             ),
@@ -139,9 +141,9 @@ pub fn connection_status(
     status
 }
 
-/// What the sidecar's MySQL plane does not serve yet, the message of a
-/// mysql Connection's `Ready=False` (`ProtocolNotServed`).
-pub const MYSQL_NOT_SERVED: &str = "protocol mysql is served in part by this version of the sidecar: statements a policy sends to requireApproval are refused (approvals are not served on MySQL Connections yet), and so are cursors on prepared statements (COM_STMT_FETCH) and COM_CHANGE_USER; decisions, masking, maxRows, maxRowsAffected, readOnly, statementsPerSecond and audit are served. Ready stays False until a policy can ask nothing the MySQL plane refuses";
+/// What the sidecar's MySQL plane refuses by design, said in a mysql
+/// Connection's `Ready` message (no policy can ask for it).
+pub const MYSQL_REFUSED: &str = "; the MySQL plane refuses COM_CHANGE_USER (a session never switches credentials), LOAD DATA LOCAL and TLS from the client on loopback";
 
 /// The status of `policy`: `compiled` is the policy compiler's verdict and
 /// `known_connections` the Connections of its namespace.
@@ -465,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn a_protocol_no_sidecar_serves_is_not_ready() {
+    fn a_mysql_connection_is_ready_once_served() {
         let creds = secret(&["username", "password"]);
         let facts = ConnectionFacts {
             credentials: Some(&creds),
@@ -478,14 +480,24 @@ mod tests {
             &at(100),
         );
         let ready = cond(&status.conditions, READY);
+        // Served whole since approvals and cursors are (#24).
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "ProtocolNotServed")
+            ("True", "Ready")
         );
-        assert!(ready.message.contains("mysql"), "{}", ready.message);
-        // It says precisely what is missing.
-        for missing in ["requireApproval", "COM_STMT_FETCH"] {
-            assert!(ready.message.contains(missing), "{}", ready.message);
+        assert!(
+            ready.message.starts_with("served on 127.0.0.1:"),
+            "{}",
+            ready.message
+        );
+        // It says what the plane refuses by design, and nothing else.
+        assert!(
+            ready.message.contains("COM_CHANGE_USER"),
+            "{}",
+            ready.message
+        );
+        for served in ["requireApproval", "COM_STMT_FETCH"] {
+            assert!(!ready.message.contains(served), "{}", ready.message);
         }
         // The credentials themselves are fine, and say so.
         assert_eq!(

@@ -55,6 +55,7 @@ impl Planes {
             fd_budget,
             s.max_message_size,
             accept.clone(),
+            metrics.clone(),
         );
         Planes {
             planes: vec![

@@ -136,10 +136,9 @@ fn prepare_is_refused_under_the_query_gate() {
 }
 
 /// Long data (COM_STMT_SEND_LONG_DATA) reaches the server for the
-/// session's own statement; an EXECUTE that asks for a cursor is refused
-/// (COM_STMT_FETCH is not served) and the session goes on.
+/// session's own statement, and the session goes on.
 #[test]
-fn long_data_is_passed_on_and_cursors_are_refused() {
+fn long_data_is_passed_on() {
     let db = "my_prep_long";
     let sidecar = setup(db);
     let out = connector(
@@ -150,19 +149,9 @@ fn long_data_is_passed_on_and_cursors_are_refused() {
              cur = c.cursor(prepared=True)\n\
              cur.execute('UPDATE customers SET name = ? WHERE id = 2', (io.BytesIO(b'Bob'),))\n\
              c.commit()\n\
-             s = c.cmd_stmt_prepare(b'SELECT ssn FROM customers')\n\
-             try:\n    \
-                 c.cmd_stmt_execute(s['statement_id'], flags=1)\n    \
-                 print('cursor opened')\n\
-             except mysql.connector.Error as e:\n    \
-                 print('cursor refused', e.errno, e.msg)\n\
              cur.execute('SELECT ? + 1', (41,))\n\
              print('after', cur.fetchone()[0])\n"
         ),
-    );
-    assert!(
-        out.contains("cursor refused 1047") && out.contains("COM_STMT_FETCH"),
-        "{out}"
     );
     assert!(out.contains("after 42"), "{out}");
     assert_eq!(
@@ -171,6 +160,108 @@ fn long_data_is_passed_on_and_cursors_are_refused() {
             .trim(),
         "Bob"
     );
+    assert!(!sidecar.audit_text().contains(SSN));
+}
+
+/// Cursors (COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY, then
+/// COM_STMT_FETCH), driven by mysql-connector-python's own
+/// `cmd_stmt_execute(flags=1)`, `cmd_stmt_fetch` and `get_rows` (no
+/// Python client's cursor class asks for a server cursor by itself): the
+/// fetched binary rows are masked like any binary row, `maxRows` counts
+/// across the fetches (truncated: the last fetch says the last row was
+/// sent), and a fetch for a statement without an open cursor (unknown,
+/// executed without one, closed) is refused and not forwarded.
+#[test]
+fn cursors_are_fetched_masked_and_counted_across_fetches() {
+    let db = "my_prep_cursor";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50), ssn varchar(20), born date, score int);
+         INSERT INTO {db}.customers VALUES (1, 'Alice', '{SSN}', '1980-01-02', 7), (2, 'Bob', '234-56-7890', NULL, -3),
+           (3, 'Carol', '345-67-8901', '1990-03-04', 5), (4, 'Dan', '456-78-9012', '2000-05-06', 9);"
+    ));
+    let policy = format!("{POLICY}  limits: {{maxRows: 3}}\n");
+    let sidecar = Sidecar::start(&manifests(m, db, &policy), "shop/report-job");
+    let out = connector(
+        sidecar.port,
+        &format!(
+            "c = connect(database='{db}')\n\
+             sid = c.cmd_stmt_prepare(b'SELECT id, name, ssn, born, score FROM customers ORDER BY id')['statement_id']\n\
+             n, cols, eof = c.cmd_stmt_execute(sid, flags=1)\n\
+             print('opened', eof['status_flag'] & 0x40 != 0)\n\
+             def fetch(s, k):\n    \
+                 try:\n        \
+                     c.cmd_stmt_fetch(s, k)\n        \
+                     rows, eof = c.get_rows(binary=True, columns=cols)\n        \
+                     return [[x.decode() if isinstance(x, (bytes, bytearray)) else x for x in r] for r in rows], eof['status_flag'] & 0x80 != 0\n    \
+                 except mysql.connector.Error as e:\n        \
+                     c.unread_result = False\n        \
+                     return 'refused', e.errno, e.msg\n\
+             for k in (1, 1, 1, 5):\n    \
+                 print('fetch', k, fetch(sid, k))\n\
+             print('past the end', fetch(sid, 1))\n\
+             print('unknown', fetch(sid + 1000, 1))\n\
+             other = c.cmd_stmt_prepare(b'SELECT id FROM customers')['statement_id']\n\
+             _, ocols, _ = c.cmd_stmt_execute(other)\n\
+             c.unread_result = True\n\
+             print('other rows', len(c.get_rows(binary=True, columns=ocols)[0]))\n\
+             print('no cursor', fetch(other, 1))\n\
+             print('reopened', c.cmd_stmt_execute(sid, flags=1)[2]['status_flag'] & 0x40 != 0)\n\
+             c.cmd_stmt_close(sid)\n\
+             print('closed', fetch(sid, 1))\n\
+             cur = c.cursor(prepared=True)\n\
+             cur.execute('SELECT ? + 1', (41,))\n\
+             print('after', cur.fetchone()[0])\n"
+        ),
+    );
+    assert!(!out.contains(SSN), "the SSN reached the client:\n{out}");
+    assert!(out.contains("opened True"), "{out}");
+    // Masked as any binary row: the ssn redacted, the date NULL.
+    assert!(
+        out.contains("fetch 1 ([[1, 'Alice', '[redacted]', None, 7]], False)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fetch 1 ([[2, 'Bob', '[redacted]', None, -3]], False)"),
+        "{out}"
+    );
+    // maxRows 3 across the fetches: the third row, then nothing more, and
+    // the client is told the last row was sent; the cursor is done.
+    assert!(
+        out.contains("fetch 1 ([[3, 'Carol', '[redacted]', None, 5]], False)"),
+        "{out}"
+    );
+    assert!(out.contains("fetch 5 ([], True)"), "{out}");
+    assert!(
+        !out.contains("Dan"),
+        "a row past maxRows reached the client: {out}"
+    );
+    for case in ["past the end", "unknown", "no cursor", "closed"] {
+        assert!(
+            out.contains(&format!("{case} ('refused', 1243, "))
+                && out.contains("has no cursor open"),
+            "{case}: {out}"
+        );
+    }
+    // Without a cursor, maxRows applies as to any result.
+    assert!(out.contains("other rows 3"), "{out}");
+    assert!(out.contains("reopened True"), "{out}");
+    assert!(out.contains("after 42"), "{out}");
+    // Each fetch is on record as a result, masked values counted.
+    let events = sidecar.audit_events();
+    let fetched: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            e["type"] == "result"
+                && e["command"]["text"]
+                    == "SELECT id, name, ssn, born, score FROM customers ORDER BY id"
+                && e["outcome"]["rows"].as_u64() > Some(0)
+        })
+        .collect();
+    let masked: Vec<&serde_json::Value> = fetched.iter().map(|e| &e["outcome"]["masked"]).collect();
+    // Bob's date is NULL already: one value masked in his row.
+    assert_eq!(masked, [2, 1, 2], "{events:#?}");
     assert!(!sidecar.audit_text().contains(SSN));
 }
 

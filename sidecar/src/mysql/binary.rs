@@ -13,7 +13,7 @@ use mysql_common::packets::Column;
 
 use super::packet::{PacketError, lenenc_bytes, put_lenenc_bytes};
 use super::results::ColumnPlan;
-use crate::masking::Masking;
+use crate::masking::{MaskCounts, Masking};
 
 /// Where one non-NULL value of a binary row lies.
 enum Value<'a> {
@@ -95,13 +95,15 @@ fn as_text(v: &Value<'_>, column: &Column) -> Option<String> {
 
 /// `row` with the masks of `plan` (and the detectors when `detect`)
 /// applied; `None` when nothing was masked. `columns` are the result's
-/// column definitions, in order.
+/// column definitions, in order. Each masked value is counted in `counts`
+/// under the rule that masked it.
 pub fn mask_binary_row(
     row: &[u8],
     columns: &[Column],
     plan: &[ColumnPlan],
     masking: &Masking,
     detect: bool,
+    counts: &mut MaskCounts,
 ) -> Result<Option<(Vec<u8>, u64)>, PacketError> {
     let n = columns.len();
     let bitmap_len = (n + 7 + 2) / 8;
@@ -135,16 +137,14 @@ pub fn mask_binary_row(
                 }),
             None => None,
         };
+        if replacement.is_some() {
+            masked += 1;
+            counts.add(col.rule.or_else(|| masking.detector_rule()));
+        }
         match replacement {
             None => values.extend_from_slice(&row[start..pos]),
-            Some(Some(text)) => {
-                masked += 1;
-                put_lenenc_bytes(&mut values, text.as_bytes());
-            }
-            Some(None) => {
-                masked += 1;
-                bitmap[bit / 8] |= 1 << (bit % 8);
-            }
+            Some(Some(text)) => put_lenenc_bytes(&mut values, text.as_bytes()),
+            Some(None) => bitmap[bit / 8] |= 1 << (bit % 8),
         }
     }
     if pos != row.len() {

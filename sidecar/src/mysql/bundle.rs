@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::session::MyContext;
 use super::upstream::MyUpstream;
 use crate::limits::{FdBudget, Limits, ListenerSlots, accept_within};
+use crate::metrics::Metrics;
 use crate::plane::{
     AcceptLoops, BindError, Commit, Live, Plane, Prepare, Served, SetupError, bind,
 };
@@ -34,23 +35,26 @@ pub struct MyConnections {
     limits: Limits,
     fd_budget: FdBudget,
     max_packet: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl MyConnections {
     /// Serves nothing yet; `max_packet` bounds a client's packets; the
     /// accept loops of its listeners are registered in `accept`, for a
-    /// shutdown to stop.
+    /// shutdown to stop; each Connection counts in its series of `metrics`.
     pub fn new(
         limits: Limits,
         fd_budget: FdBudget,
         max_packet: usize,
         accept: AcceptLoops,
+        metrics: Arc<Metrics>,
     ) -> Self {
         MyConnections {
             served: Served::new(accept),
             limits,
             fd_budget,
             max_packet,
+            metrics,
         }
     }
 
@@ -120,6 +124,8 @@ impl MyConnections {
 
     fn context(&self, plan: MyPlan, binding: Binding, put: &Commit<'_>) -> MyContext {
         MyContext {
+            metrics: self.metrics.for_connection(&plan.name),
+            approvals: put.approvals.cloned(),
             name: plan.name,
             upstream: plan.upstream,
             binding,

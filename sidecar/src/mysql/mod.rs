@@ -24,9 +24,17 @@
 //! functions are treated as reading any table (see the session's
 //! `functions` and `guard`).
 //!
-//! Not served yet (refused with an ERR packet that says so): cursors on
-//! prepared statements (COM_STMT_FETCH), COM_CHANGE_USER, COM_FIELD_LIST;
-//! approvals (a statement a policy sends to requireApproval is refused).
+//! `requireApproval` is served in run mode on the sidecar's one approval
+//! flow (held, or refused naming the AccessRequest and run once when
+//! approved: the session's `approve`); read-only cursors on prepared
+//! statements (COM_STMT_FETCH) are masked and counted as any binary rows
+//! (the session's `cursor`). Masked values are counted per masking rule
+//! on the result events (`outcome.masks`), and the plane counts in the
+//! same `sluice_*` series as PostgreSQL's.
+//!
+//! Not served (refused with an ERR packet that says so): COM_CHANGE_USER
+//! (never: it would switch credentials), COM_FIELD_LIST, and any other
+//! command.
 
 pub mod binary;
 pub mod bundle;

@@ -18,7 +18,7 @@ use super::gate::Settings;
 use super::packet::{
     self, PacketError, lenenc_bytes, lenenc_int, put_lenenc_bytes, put_lenenc_int,
 };
-use crate::masking::Masking;
+use crate::masking::{MaskCounts, Masking};
 
 /// `SERVER_MORE_RESULTS_EXISTS`.
 pub const MORE_RESULTS: u16 = 0x0008;
@@ -299,12 +299,14 @@ pub fn mask_views(
 }
 
 /// Masks one text-protocol row; returns the row to send and how many values
-/// were masked (`None`: the row passes untouched).
+/// were masked (`None`: the row passes untouched), each counted in `counts`
+/// under the rule that masked it.
 pub fn mask_row(
     row: &[u8],
     plan: &[ColumnPlan],
     masking: &Masking,
     detect: bool,
+    counts: &mut MaskCounts,
 ) -> Result<Option<(Vec<u8>, u64)>, PacketError> {
     let mut pos = 0;
     let mut out = Vec::with_capacity(row.len());
@@ -324,16 +326,14 @@ pub fn mask_row(
                 .map(|m| col.text.then_some(m)),
             None => None,
         };
+        if replacement.is_some() {
+            masked += 1;
+            counts.add(col.rule.or_else(|| masking.detector_rule()));
+        }
         match replacement {
             None => put_lenenc_bytes(&mut out, value),
-            Some(Some(text)) => {
-                masked += 1;
-                put_lenenc_bytes(&mut out, text.as_bytes());
-            }
-            Some(None) => {
-                masked += 1;
-                out.push(0xFB);
-            }
+            Some(Some(text)) => put_lenenc_bytes(&mut out, text.as_bytes()),
+            Some(None) => out.push(0xFB),
         }
     }
     if pos != row.len() {

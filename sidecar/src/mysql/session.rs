@@ -10,9 +10,11 @@
 //! CLOSE, RESET, SEND_LONG_DATA) are decided at PREPARE and again at each
 //! EXECUTE, their binary rows masked; COM_PING, COM_INIT_DB (decided as
 //! `USE`), COM_SET_OPTION, COM_STATISTICS, COM_RESET_CONNECTION (tracking
-//! set up again) and COM_QUIT are passed on; everything else (cursors:
-//! COM_STMT_FETCH, COM_CHANGE_USER, …) is answered with an ERR packet
-//! saying it is not served.
+//! set up again) and COM_QUIT are passed on; COM_STMT_FETCH reads an open
+//! cursor's rows (see `cursor`); everything else (COM_CHANGE_USER,
+//! COM_FIELD_LIST, …) is answered with an ERR packet saying it is not
+//! served. A statement a `requireApproval` rule catches is asked of the
+//! operator in run mode (see `approve`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,10 +35,14 @@ use super::gate::{self, Settings};
 use super::packet::{self, PacketError};
 use super::results::{self, MORE_RESULTS, OkPacket};
 use super::upstream::{self, MyUpstream, Upstream};
+use crate::approval::Approvals;
 use crate::audit::{AuditLog, SessionInfo};
-use crate::masking::Masking;
+use crate::masking::{MaskCounts, Masking};
+use crate::metrics::Metrics;
 use crate::standing::{Binding, Standing};
 
+mod approve;
+mod cursor;
 mod functions;
 mod guard;
 mod handshake;
@@ -65,6 +71,7 @@ const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
 const COM_STMT_CLOSE: u8 = 0x19;
 const COM_STMT_RESET: u8 = 0x1a;
 const COM_SET_OPTION: u8 = 0x1b;
+const COM_STMT_FETCH: u8 = 0x1c;
 const COM_RESET_CONNECTION: u8 = 0x1f;
 
 /// Capabilities the sidecar offers the client: never CLIENT_LOCAL_FILES
@@ -110,6 +117,11 @@ pub struct MyContext {
     /// How long the client's handshake response, and the server's side of
     /// the session's start, may take (the listeners' startup timeout).
     pub startup_timeout: std::time::Duration,
+    /// The operator's approval API (run mode); `None` refuses statements
+    /// a `requireApproval` rule catches (standalone).
+    pub approvals: Option<Approvals>,
+    /// This Connection's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// `fut`, or a timeout error naming `what` past `limit`.
@@ -146,6 +158,9 @@ pub async fn serve(ctx: Arc<MyContext>, socket: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let mut opened = false;
     let result = tracing::Instrument::instrument(run(&ctx, socket, &info, &mut opened), span).await;
+    if opened {
+        ctx.metrics.session_ended();
+    }
     match result {
         _ if !opened => {}
         Ok(()) => {
@@ -197,6 +212,14 @@ struct Session<'a> {
     /// The server status flags of its last OK packet (in a transaction,
     /// autocommit).
     server_status: u16,
+    /// The open cursors (COM_STMT_EXECUTE with a cursor type), by
+    /// statement id.
+    cursors: std::collections::HashMap<u32, cursor::Cursor>,
+    /// The columns of the cursor the last answer opened, taken by the
+    /// EXECUTE that asked for it.
+    opened_cursor: Option<Vec<mysql_common::packets::Column>>,
+    /// Whether the EXECUTE being answered asked for a cursor.
+    cursor_asked: bool,
 }
 
 /// A text and its decision.
@@ -228,6 +251,8 @@ impl Reply {
 struct Outcome {
     rows: u64,
     masked: u64,
+    /// The masked values by masking rule.
+    masks: MaskCounts,
     error: Option<String>,
 }
 
@@ -291,6 +316,7 @@ impl Session<'_> {
                     if a.payload.first() == Some(&0) {
                         // The server dropped the session's prepared statements.
                         self.statements.clear();
+                        self.cursors.clear();
                         let var = self.settings.read_only_var;
                         self.settings = setup(&mut self.up, var)
                             .await
@@ -303,6 +329,7 @@ impl Session<'_> {
                 }
                 COM_STMT_PREPARE => self.prepare(body, &p.payload, reply_seq).await?,
                 COM_STMT_EXECUTE => self.execute(body, &p.payload, reply_seq).await?,
+                COM_STMT_FETCH => self.fetch(body, &p.payload, reply_seq).await?,
                 COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE | COM_STMT_RESET => {
                     self.statement_command(command, body, &p.payload, reply_seq)
                         .await?;
@@ -416,7 +443,6 @@ fn command_name(c: u8) -> &'static str {
     match c {
         0x04 => "COM_FIELD_LIST",
         0x11 => "COM_CHANGE_USER: switching credentials is never served",
-        0x1c => "COM_STMT_FETCH: cursors of prepared statements",
         _ => "unknown or not served",
     }
 }

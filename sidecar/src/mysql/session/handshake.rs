@@ -2,6 +2,7 @@
 //! session opened and set up.
 
 use super::*;
+use crate::metrics::SessionRefusal;
 
 /// The handshake and the command loop; `opened` is set once the session
 /// is on record as started (its end is recorded then, not before).
@@ -19,6 +20,7 @@ pub(super) async fn run(
         .or_else(|| ctx.unserved.clone());
     if let Some(why) = refusal {
         let _ = ctx.audit.session_refused(info, &why);
+        ctx.metrics.session_refused_for(SessionRefusal::NotBound);
         send_err(&mut socket, 0, SESSION_DENIED, "28000", &why).await?;
         return Ok(());
     }
@@ -38,6 +40,8 @@ pub(super) async fn run(
                 ctx.name
             );
             let _ = ctx.audit.session_refused(info, &why);
+            ctx.metrics
+                .session_refused_for(SessionRefusal::UpstreamUnavailable);
             send_err(&mut socket, 0, 2013, "08S01", &why).await?;
             return Ok(());
         }
@@ -60,6 +64,8 @@ pub(super) async fn run(
         Ok(opened) => opened,
         Err(why) => {
             let _ = ctx.audit.session_refused(info, &why);
+            ctx.metrics
+                .session_refused_for(SessionRefusal::UpstreamUnavailable);
             send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
             return Ok(());
         }
@@ -67,10 +73,12 @@ pub(super) async fn run(
     if let Err(e) = ctx.audit.session_start(info, up.tls, false) {
         let why =
             format!("Sluice refused the session: its audit record could not be written ({e})");
+        ctx.metrics.session_refused_for(SessionRefusal::AuditFailed);
         send_err(&mut socket, reply_seq, SESSION_DENIED, "28000", &why).await?;
         return Ok(());
     }
     *opened = true;
+    ctx.metrics.session_started();
     let client_caps = hello.caps;
     let ok = OkPacket::with_status(0x0002);
     let mut out = Vec::new();
@@ -96,6 +104,9 @@ pub(super) async fn run(
         routines: Default::default(),
         read_only,
         server_status: ok.status,
+        cursors: Default::default(),
+        opened_cursor: None,
+        cursor_asked: false,
     };
     session.commands().await
 }
@@ -168,6 +179,7 @@ async fn client_response(
     if client_caps.contains(CapabilityFlags::CLIENT_SSL) {
         let why = "Sluice refused the session: the client asked for TLS, which the sidecar does not offer on loopback; connect without TLS (the sidecar speaks TLS to the server)";
         let _ = ctx.audit.session_refused(info, why);
+        ctx.metrics.session_refused_for(SessionRefusal::Unsupported);
         send_err(socket, reply_seq, SESSION_DENIED, "28000", why).await?;
         return Ok(None);
     }

@@ -2,13 +2,16 @@
 //! COM_STMT_PREPARE under the same gate as a COM_QUERY (refused: an ERR,
 //! no statement id handed out); COM_STMT_EXECUTE decides it again under
 //! the standing in force (a policy edited in between applies), puts it on
-//! record and masks the binary rows by column. Cursors (COM_STMT_FETCH)
-//! are not served: an EXECUTE that asks for one is refused.
+//! record and masks the binary rows by column. An EXECUTE may ask for a
+//! read-only cursor; its rows then come with COM_STMT_FETCH (see
+//! `cursor`).
 
 use super::*;
 
 /// ER_UNKNOWN_STMT_HANDLER.
-const UNKNOWN_STATEMENT: u16 = 1243;
+pub(super) const UNKNOWN_STATEMENT: u16 = 1243;
+/// COM_STMT_EXECUTE's flag for a read-only cursor.
+const CURSOR_TYPE_READ_ONLY: u8 = 0x01;
 /// Prepared statements a session may hold at once (the server bounds them
 /// too, with max_prepared_stmt_count, across all sessions).
 const MAX_PREPARED: usize = 1024;
@@ -117,9 +120,14 @@ impl Session<'_> {
             .await?;
             return Ok(());
         };
-        if b[4] != 0 {
-            let msg = "statement refused by Sluice: cursors on prepared statements (COM_STMT_FETCH) are not served on MySQL Connections yet; execute without a cursor";
-            send_err(&mut self.client, reply_seq, UNKNOWN_COMMAND, "HY000", msg).await?;
+        // Flags: the cursor type; only CURSOR_TYPE_READ_ONLY is served
+        // (FOR_UPDATE and SCROLLABLE are not MySQL's anyway).
+        let cursor = b[4];
+        if cursor & !CURSOR_TYPE_READ_ONLY != 0 {
+            let msg = format!(
+                "statement refused by Sluice: COM_STMT_EXECUTE flags 0x{cursor:02x} ask for a cursor type Sluice does not serve; use no cursor or CURSOR_TYPE_READ_ONLY (0x01)"
+            );
+            send_err(&mut self.client, reply_seq, UNKNOWN_COMMAND, "HY000", &msg).await?;
             return Ok(());
         }
         // The server runs the text it parsed at PREPARE, under the gate
@@ -128,7 +136,19 @@ impl Session<'_> {
             decision: self.set.decide_sql(&prepared.text, SqlDialect::Mysql),
             text: prepared.text.clone(),
         };
-        self.run_decided(&decided, forward, reply_seq, true).await
+        // Executing again closes the statement's cursor on the server.
+        self.cursors.remove(&id);
+        self.opened_cursor = None;
+        self.cursor_asked = cursor == CURSOR_TYPE_READ_ONLY;
+        let ran = self.run_decided(&decided, forward, reply_seq, true).await;
+        self.cursor_asked = false;
+        ran?;
+        if let Some(columns) = self.opened_cursor.take() {
+            let opened_under = decided.decision.decision.enforced;
+            self.cursors
+                .insert(id, cursor::Cursor::new(columns, opened_under));
+        }
+        Ok(())
     }
 
     /// COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE (neither is answered) and
@@ -144,6 +164,12 @@ impl Session<'_> {
             .get(..4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         let known = id.is_some_and(|id| self.statements.contains_key(&id));
+        // Closed or reset, a statement's cursor is gone.
+        if command != COM_STMT_SEND_LONG_DATA
+            && let Some(id) = id
+        {
+            self.cursors.remove(&id);
+        }
         if command != COM_STMT_RESET {
             if known {
                 if command == COM_STMT_CLOSE {

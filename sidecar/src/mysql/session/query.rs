@@ -3,9 +3,11 @@
 use super::*;
 
 impl Session<'_> {
-    /// Why a decided text may not run (`None`: it may). With `admit`, the
-    /// statement is counted against the rate limit (it is about to run; a
-    /// PREPARE is not counted, its EXECUTEs are).
+    /// Why a decided text may not run (`None`: it may, or, when a
+    /// `requireApproval` rule caught it and the operator's approvals are at
+    /// hand, it may once approved: [`Session::run_decided`] asks). With
+    /// `admit`, the statement is counted against the rate limit (it is
+    /// about to run; a PREPARE is not counted, its EXECUTEs are).
     pub(super) fn refusal(&self, text: &str, decided: &SqlDecision, admit: bool) -> Option<String> {
         if let Some(why) = &self.revoked {
             return Some(format!("statement refused by Sluice: {why}"));
@@ -47,9 +49,11 @@ impl Session<'_> {
                 }
                 return Some(msg);
             }
+            // Asked for in run_decided, once nothing else refuses it.
+            Action::RequireApproval if self.ctx.approvals.is_some() => {}
             Action::RequireApproval => {
                 return Some(format!(
-                    "statement needs approval ({}; {}), and approvals are not served on MySQL Connections by this sidecar yet: refused",
+                    "statement needs approval ({}; {}), and approvals need the Sluice operator, which this standalone sidecar does not have: refused",
                     d.reason,
                     which()
                 ));
@@ -152,6 +156,7 @@ impl Session<'_> {
         reply_seq: u8,
         binary: bool,
     ) -> Result<(), SessionError> {
+        let arrived = Instant::now();
         let (text, decided) = (&decided.text, &decided.decision);
         let mut refused = self.refusal(text, decided, true);
         // Views and stored functions: what the lineage analysis cannot see.
@@ -177,8 +182,23 @@ impl Session<'_> {
             self.client.write_all(&reply.out).await?;
             return Ok(());
         }
-        // Write-ahead: on record before it runs.
-        if let Err(e) = self.record(decided, None, binary) {
+        // requireApproval: asked once nothing else refuses the text; the
+        // approved run is on record as its approval's step.
+        let mut approved = false;
+        if decided.decision.enforced == Action::RequireApproval {
+            match self.approve(text, decided, binary).await? {
+                Ok(()) => approved = true,
+                Err(why) => {
+                    let mut reply = Reply::new(reply_seq);
+                    reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &why));
+                    self.client.write_all(&reply.out).await?;
+                    return Ok(());
+                }
+            }
+        }
+        // Write-ahead: on record before it runs (an approved run is, as
+        // its approval's step).
+        if !approved && let Err(e) = self.record(decided, None, binary) {
             let why = format!(
                 "statement not run: Sluice could not write its audit record ({e}); audit is write-ahead"
             );
@@ -187,6 +207,7 @@ impl Session<'_> {
             self.client.write_all(&reply.out).await?;
             return Ok(());
         }
+        self.ctx.metrics.overhead(arrived.elapsed());
         let started = Instant::now();
         let warnings = {
             let t = text.trim_start().to_ascii_lowercase();
@@ -212,6 +233,15 @@ impl Session<'_> {
         if may_change_settings(decided) || unseen.calls_stored() {
             self.recheck().await?;
         }
+        self.ctx.metrics.upstream_latency(started.elapsed());
+        self.result_event(decided, outcome, started);
+        Ok(())
+    }
+
+    /// A result on record (`outcome.masks` per masking rule, as the
+    /// PostgreSQL plane writes them), its masked values counted.
+    pub(super) fn result_event(&self, decided: &SqlDecision, outcome: Outcome, started: Instant) {
+        self.ctx.metrics.masked(outcome.masked);
         let _ = self.ctx.audit.event(
             self.info,
             AuditKind::Result,
@@ -222,12 +252,11 @@ impl Session<'_> {
                 duration_ms: Some(started.elapsed().as_millis() as u64),
                 error: outcome.error,
                 masked: (outcome.masked > 0).then_some(outcome.masked),
-                masks: Vec::new(),
+                masks: self.masking.mask_counts(&outcome.masks),
                 recorded: None,
             }),
             false,
         );
-        Ok(())
     }
 
     /// Which of the tables `decided` reads are views (the server reports a
@@ -307,6 +336,7 @@ impl Session<'_> {
             fingerprint: String::new(),
             kind: None,
         };
+        self.ctx.metrics.decision(Action::Deny, Action::Deny, true);
         let _ = self.ctx.audit.event(
             self.info,
             AuditKind::Denial,
@@ -321,6 +351,20 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// A decided text counted: `sluice_statements_total` by decision (the
+    /// same series the PostgreSQL plane writes) and its rule's
+    /// `sluice_rule_decisions_total`.
+    pub(super) fn count(&self, decided: &SqlDecision, refused: bool) {
+        let d = &decided.decision;
+        self.ctx.metrics.decision(d.action, d.enforced, refused);
+        self.ctx.metrics.rule(
+            &crate::metrics::RuleSlot::default(),
+            d.policy.as_deref(),
+            d.rule.as_deref(),
+            d.action,
+        );
+    }
+
     /// The decision's audit record: a statement event (durable) or, with
     /// `refused`, a denial; `binary` for a prepared statement's.
     pub(super) fn record(
@@ -330,6 +374,7 @@ impl Session<'_> {
         binary: bool,
     ) -> Result<u64, crate::audit::AuditError> {
         let d = &decided.decision;
+        self.count(decided, refused.is_some());
         let (kind, action, reason) = match refused {
             Some(why) if d.enforced == Action::Allow => {
                 (AuditKind::Denial, Action::Deny, why.to_string())

@@ -2,6 +2,26 @@
 
 use super::*;
 
+/// `SERVER_STATUS_CURSOR_EXISTS`.
+pub(super) const CURSOR_EXISTS: u16 = 0x0040;
+
+/// The rows of one result as they are relayed: their columns, masks and
+/// encoding, and the `maxRows` limit.
+pub(super) struct RowStream<'a> {
+    pub columns: &'a [mysql_common::packets::Column],
+    pub plan: &'a [results::ColumnPlan],
+    pub detect: bool,
+    pub binary: bool,
+    pub max_rows: Option<u64>,
+}
+
+/// Rows sent of one result (a cursor's, across its fetches).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct RowsSent {
+    pub rows: u64,
+    pub past_max: bool,
+}
+
 impl Session<'_> {
     /// Relays the server's answer to a forwarded COM_QUERY.
     pub(super) async fn relay(
@@ -72,7 +92,11 @@ impl Session<'_> {
         Ok(outcome)
     }
 
-    /// One result set; returns whether more results follow.
+    /// One result set; returns whether more results follow. A binary
+    /// result of an EXECUTE that asked for a cursor (`self.cursor_asked`)
+    /// may end at its column definitions with the cursor open: then the
+    /// columns are kept in `self.opened_cursor` and the rows come with
+    /// COM_STMT_FETCH.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn result_set(
         &mut self,
@@ -99,77 +123,168 @@ impl Session<'_> {
         let eof_client = !self
             .client_caps
             .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-        if eof_client {
+        // A cursor's answer ends at its columns: the EOF after them is the
+        // server's, with its status (SERVER_STATUS_CURSOR_EXISTS).
+        let cursor = binary && self.cursor_asked;
+        if eof_client && !cursor {
             reply.push(&OkPacket::default().eof());
         }
+        let plan = self.plan_for(decided, index, &columns, warnings, unseen);
+        let mut sent = RowsSent::default();
+        let first = if cursor {
+            let r = self.up.read().await?;
+            if r.payload.first() == Some(&0xFE) && r.payload.len() < packet::MAX_WIRE_PAYLOAD {
+                let ok = OkPacket::parse(&r.payload)?;
+                if ok.status & CURSOR_EXISTS != 0 {
+                    self.track(&ok)?;
+                    reply.push(&self.terminator(&ok));
+                    self.opened_cursor = Some(columns);
+                    return Ok(ok.status & MORE_RESULTS != 0);
+                }
+            }
+            // No cursor opened: the rows follow, as for any result.
+            if eof_client {
+                reply.push(&OkPacket::default().eof());
+            }
+            Some(r)
+        } else {
+            None
+        };
+        let rows = RowStream {
+            columns: &columns,
+            plan: &plan,
+            detect,
+            binary,
+            max_rows: limits.max_rows,
+        };
+        let end = self
+            .rows(
+                first,
+                &rows,
+                &mut sent,
+                reply,
+                outcome,
+                (decided, index, unseen),
+            )
+            .await?;
+        let Some(ok) = end else {
+            return Ok(false);
+        };
+        if sent.past_max && limits.refuse_past_max {
+            // Refused: the client gets an error, the rest is drained.
+            let msg = format!(
+                "result refused by Sluice: more than {} rows, the maxRows limit of the AccessPolicy",
+                limits.max_rows.unwrap_or(0)
+            );
+            reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &msg));
+            outcome.error = Some(msg);
+            if ok.status & MORE_RESULTS != 0 {
+                self.drain().await?;
+            }
+            return Ok(false);
+        }
+        reply.push(&self.terminator(&ok));
+        Ok(ok.status & MORE_RESULTS != 0)
+    }
+
+    /// The masks of a result's columns (see [`results::plan`]), views and
+    /// calls out of the lineage analysis' sight masked whole.
+    pub(super) fn plan_for(
+        &self,
+        decided: &SqlDecision,
+        index: usize,
+        columns: &[mysql_common::packets::Column],
+        warnings: bool,
+        unseen: &Unseen,
+    ) -> Vec<results::ColumnPlan> {
         let mut plan = results::plan(
             &self.masking,
             decided,
             index,
-            &columns,
+            columns,
             warnings,
             unseen.matcher.as_ref(),
         );
         if !unseen.views.is_empty() {
-            results::mask_views(&self.masking, decided, &columns, &mut plan, &unseen.views);
+            results::mask_views(&self.masking, decided, columns, &mut plan, &unseen.views);
         }
         if unseen.whole {
             results::mask_all(&self.masking, &mut plan);
         }
-        let masks = plan.iter().any(|c| c.rule.is_some()) || detect;
-        let mut rows = 0u64;
-        let mut past_max = false;
+        plan
+    }
+
+    /// The OK that ends rows, in the client's format.
+    pub(super) fn terminator(&self, ok: &OkPacket) -> Vec<u8> {
+        if self
+            .client_caps
+            .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+        {
+            ok.encode(0xFE, self.client_caps)
+        } else {
+            ok.eof()
+        }
+    }
+
+    /// Rows relayed (`first`, when already read, then the server's next
+    /// packets), masked by `rows.plan`, counted in `sent` against
+    /// `rows.max_rows` (the rows past it are dropped and `sent.past_max`
+    /// set), until their terminator: its OK, tracked, not yet passed on;
+    /// `None` when the server ended them with an error (passed on,
+    /// scrubbed).
+    pub(super) async fn rows(
+        &mut self,
+        first: Option<packet::Packet>,
+        rows: &RowStream<'_>,
+        sent: &mut RowsSent,
+        reply: &mut Reply,
+        outcome: &mut Outcome,
+        (decided, index, unseen): (&SqlDecision, usize, &Unseen),
+    ) -> Result<Option<OkPacket>, SessionError> {
+        let masks = rows.plan.iter().any(|c| c.rule.is_some()) || rows.detect;
+        let mut first = first;
         loop {
-            let r = self.up.read().await?;
+            let r = match first.take() {
+                Some(r) => r,
+                None => self.up.read().await?,
+            };
             match r.payload.first() {
                 Some(0xFE) if r.payload.len() < packet::MAX_WIRE_PAYLOAD => {
                     let ok = OkPacket::parse(&r.payload)?;
                     self.track(&ok)?;
-                    outcome.rows += rows;
-                    if past_max && limits.refuse_past_max {
-                        // Refused: the client gets an error, the rest is drained.
-                        let msg = format!(
-                            "result refused by Sluice: more than {} rows, the maxRows limit of the AccessPolicy",
-                            limits.max_rows.unwrap_or(0)
-                        );
-                        reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &msg));
-                        outcome.error = Some(msg);
-                        if ok.status & MORE_RESULTS != 0 {
-                            self.drain().await?;
-                        }
-                        return Ok(false);
-                    }
-                    if eof_client {
-                        reply.push(&ok.eof());
-                    } else {
-                        reply.push(&ok.encode(0xFE, self.client_caps));
-                    }
-                    return Ok(ok.status & MORE_RESULTS != 0);
+                    return Ok(Some(ok));
                 }
                 Some(0xFF) => {
                     let err = self.scrubbed(&r.payload, decided, index, unseen);
                     outcome.error = Some(packet::parse_err(&err).2);
                     reply.push(&err);
-                    return Ok(false);
+                    return Ok(None);
                 }
                 _ => {
-                    rows += 1;
-                    if limits.max_rows.is_some_and(|m| rows > m) {
-                        past_max = true;
-                        rows -= 1;
+                    if rows.max_rows.is_some_and(|m| sent.rows >= m) {
+                        sent.past_max = true;
                         continue;
                     }
+                    sent.rows += 1;
+                    outcome.rows += 1;
                     let masked = if masks {
-                        if binary {
+                        if rows.binary {
                             super::super::binary::mask_binary_row(
                                 &r.payload,
-                                &columns,
-                                &plan,
+                                rows.columns,
+                                rows.plan,
                                 &self.masking,
-                                detect,
+                                rows.detect,
+                                &mut outcome.masks,
                             )?
                         } else {
-                            results::mask_row(&r.payload, &plan, &self.masking, detect)?
+                            results::mask_row(
+                                &r.payload,
+                                rows.plan,
+                                &self.masking,
+                                rows.detect,
+                                &mut outcome.masks,
+                            )?
                         }
                     } else {
                         None
