@@ -12,7 +12,7 @@ use sluice_policy::engine::Decision;
 use sluice_policy::masker::Masker;
 
 use super::HttpContext;
-use crate::audit::{AuditError, AuditLog, SessionInfo};
+use crate::audit::{AuditError, AuditLog, HoldId, SessionInfo};
 
 /// A request's audit command, with its `command` field serialised once for
 /// all its events (its decision and its result record the same bytes).
@@ -22,13 +22,64 @@ pub(super) struct RequestCommand {
     /// Its `command` field (`None`: it could not be serialised ahead, and
     /// each event serialises it).
     rendered: Option<Rendered>,
+    /// The request's decision, held for its result (batched mode: the two
+    /// become one event, see [`crate::audit::HoldId`]); taken by the
+    /// result, so that a request's result joins only its own decision.
+    hold: Option<HoldId>,
 }
 
 impl RequestCommand {
     /// `command`, rendered.
     pub(super) fn new(command: AuditCommand) -> Self {
         let rendered = Rendered::command(&command).ok();
-        RequestCommand { command, rendered }
+        RequestCommand {
+            command,
+            rendered,
+            hold: None,
+        }
+    }
+
+    /// Records the decision of a request about to run (a `statement`
+    /// event, left pending: the ticket is for [`AuditLog::durable`]); in
+    /// batched mode it is held for the request's result
+    /// ([`RequestCommand::record_result`]), which then joins it.
+    pub(super) fn record_allowed(
+        &mut self,
+        audit: &AuditLog,
+        session: &SessionInfo,
+        mut decision: AuditDecision,
+    ) -> Result<u64, AuditError> {
+        with_protocol(&mut decision);
+        if let (Some(rendered), Some(_)) = (&self.rendered, session.pieces())
+            && let Ok(decision) = Rendered::decision(&decision)
+        {
+            let recorded = audit.statement_rendered(session, rendered, &decision)?;
+            self.hold = recorded.hold;
+            return Ok(recorded.ticket);
+        }
+        let event = (Some(decision), None);
+        self.record(audit, session, AuditKind::Statement, event, false)
+    }
+
+    /// Records the request's result, left pending: one event with its
+    /// decision while that is held (batched mode), else a `result` event.
+    pub(super) fn record_result(
+        &mut self,
+        audit: &AuditLog,
+        session: &SessionInfo,
+        outcome: AuditOutcome,
+    ) -> Result<(), AuditError> {
+        let hold = self.hold.take();
+        match &self.rendered {
+            Some(rendered) => {
+                audit.result_rendered(session, (&self.command, rendered), hold, outcome)
+            }
+            None => {
+                let event = (None, Some(outcome));
+                self.record(audit, session, AuditKind::Result, event, false)
+                    .map(|_| ())
+            }
+        }
     }
 
     /// Records an event of `kind` with this command (see
@@ -142,10 +193,16 @@ pub(super) fn audit_decision(
     } else {
         AuditKind::Denial
     };
+    with_protocol(&mut decision);
+    cmd.record(&ctx.audit, session, kind, (Some(decision), None), durable)
+}
+
+/// A request's decision names the protocol in its reason, as a
+/// statement's does.
+fn with_protocol(decision: &mut AuditDecision) {
     let mut reason = decision.reason.take().unwrap_or_default();
     reason.push_str(" (http protocol)");
     decision.reason = Some(reason);
-    cmd.record(&ctx.audit, session, kind, (Some(decision), None), durable)
 }
 
 /// A refusal whose record could not be written: the refusal stands (it
@@ -159,11 +216,12 @@ pub(super) fn unrecorded<T>(ctx: &HttpContext, written: Result<T, AuditError>) {
 }
 
 /// A request's result record, left pending (written with the next durable
-/// record, or by the periodic flush).
+/// record, or by the periodic flush; joined with its held decision in
+/// batched mode).
 pub(super) fn result_event(
     ctx: &HttpContext,
     session: &SessionInfo,
-    cmd: &RequestCommand,
+    cmd: &mut RequestCommand,
     started: Instant,
     masked: u64,
     error: Option<String>,
@@ -176,13 +234,7 @@ pub(super) fn result_event(
         masked: (masked > 0).then_some(masked),
         masks: Vec::new(),
     };
-    if let Err(e) = cmd.record(
-        &ctx.audit,
-        session,
-        AuditKind::Result,
-        (None, Some(outcome)),
-        false,
-    ) {
+    if let Err(e) = cmd.record_result(&ctx.audit, session, outcome) {
         tracing::error!(connection = %session.connection, client = %session.client, error = %e, "writing an audit result failed");
     }
 }

@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sluice_policy::audit::{AuditKind, AuditOutcome};
+use sluice_policy::audit::AuditOutcome;
 
 use super::BoxError;
 use super::body::media_type;
@@ -232,7 +232,7 @@ pub(super) struct ResponseBody {
 
 impl ResponseBody {
     fn write_result(&mut self) {
-        let Some(r) = self.record.take() else { return };
+        let Some(mut r) = self.record.take() else { return };
         let masked = self.stage.masked();
         r.metrics.masked(masked);
         let error = match (&r.error, self.finished) {
@@ -259,13 +259,7 @@ impl ResponseBody {
             masks: Vec::new(),
             recorded: r.recorder.map(crate::recording::BodyRecorder::finish),
         };
-        if let Err(e) = r.command.record(
-            &r.audit,
-            &r.session,
-            AuditKind::Result,
-            (None, Some(outcome)),
-            false,
-        ) {
+        if let Err(e) = r.command.record_result(&r.audit, &r.session, outcome) {
             tracing::error!(connection = %r.session.connection, client = %r.session.client, error = %e, "writing an audit result failed");
         }
     }
