@@ -85,7 +85,15 @@ fn of_command<'a>(events: &'a [Value], text: &str) -> Vec<&'a Value> {
 /// One `curl` GET of `path`: its status code.
 fn curl(sidecar: &Sidecar, path: &str) -> String {
     let out = Command::new("/usr/bin/curl")
-        .args(["-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .arg(format!("http://127.0.0.1:{}{path}", sidecar.port))
         .output()
         .expect("run curl");

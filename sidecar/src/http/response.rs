@@ -232,7 +232,9 @@ pub(super) struct ResponseBody {
 
 impl ResponseBody {
     fn write_result(&mut self) {
-        let Some(mut r) = self.record.take() else { return };
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
         let masked = self.stage.masked();
         r.metrics.masked(masked);
         let error = match (&r.error, self.finished) {
