@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::approval::approve;
 use super::body::read_request_body;
-use super::record::{decided_owned, request_command};
+use super::record::request_command;
 use super::refuse::{
     audit_failed, error_response, record_refusal, refuse_decision, refuse_standing,
     refuse_unreadable,
@@ -147,7 +147,7 @@ fn target(
             ));
         }
     };
-    let cmd = request_command(method, path.decided());
+    let cmd = ctx.audit_cache.command(req.method(), path.decided());
     // A query a rule looks at must read the same to every server.
     if !inspection.query_names().is_empty()
         && let Err(e) = sluice_policy::http::check_query(query, inspection.query_names())
@@ -230,9 +230,8 @@ async fn record_allowed(
     target: &mut Target,
     decision: Decision,
 ) -> Result<(), Refused> {
-    let ticket = target
-        .cmd
-        .record_allowed(&ctx.audit, session, decided_owned(decision));
+    let audit = (&*ctx.audit, &*ctx.audit_cache);
+    let ticket = target.cmd.record_allowed(audit, session, decision);
     let written = match ticket {
         Ok(ticket) => ctx.audit.durable(ticket).await,
         Err(e) => Err(e),
