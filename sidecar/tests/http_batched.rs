@@ -146,6 +146,9 @@ fn a_requests_decision_and_result_are_one_event_in_batched_mode() {
         let reason = e["decision"]["reason"].as_str().unwrap_or_default();
         assert!(reason.ends_with("(http protocol)"), "{e}");
         assert_eq!(e["outcome"]["masked"], 1, "{e}");
+        // Per policy and rule, as PostgreSQL results record them.
+        let masks = serde_json::json!([{"count": 1, "index": 0, "policy": "api-rules"}]);
+        assert_eq!(e["outcome"]["masks"], masks, "{e}");
         assert!(e["outcome"]["durationMs"].is_u64(), "{e}");
         assert!(e["outcome"].get("error").is_none(), "{e}");
     }

@@ -61,6 +61,15 @@ impl Stage {
             Stage::Text(m) => m.masked(),
         }
     }
+
+    /// [`Stage::masked`] by masking rule (`outcome.masks`).
+    fn masks(&self) -> Vec<sluice_policy::audit::AuditMaskCount> {
+        match self {
+            Stage::Pass => Vec::new(),
+            Stage::Json(m) => m.masks(),
+            Stage::Text(m) => m.masks(),
+        }
+    }
 }
 
 /// What a response body is, for masking.
@@ -258,7 +267,7 @@ impl ResponseBody {
             duration_ms: Some(r.started.elapsed().as_millis() as u64),
             error: error.map(|e| format!("{e}; status {}, {} bytes", r.status.as_u16(), r.bytes)),
             masked: (masked > 0).then_some(masked),
-            masks: Vec::new(),
+            masks: self.stage.masks(),
             recorded: r.recorder.map(crate::recording::BodyRecorder::finish),
         };
         if let Err(e) = r.command.record_result(&r.audit, &r.session, outcome) {
