@@ -82,6 +82,37 @@ impl MaskCounts {
         self.unruled == 0 && self.first.iter().chain(&self.more).all(|n| *n == 0)
     }
 
+    /// These counts as the audit records them, the rules named from `set`
+    /// (see [`Masking::mask_counts`]; the HTTP plane's response maskers
+    /// count into one too).
+    pub fn for_audit(&self, set: &PolicySet) -> Vec<AuditMaskCount> {
+        let counts = self;
+        if counts.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<AuditMaskCount> = Vec::new();
+        let mut unruled = counts.unruled;
+        for (rule, count) in counts.by_rule() {
+            match set.mask_rule_source(rule) {
+                Some((policy, index)) => out.push(AuditMaskCount {
+                    count,
+                    index: Some(index as u64),
+                    policy: Some(policy.to_string()),
+                }),
+                None => unruled = unruled.saturating_add(count),
+            }
+        }
+        out.sort_by(|a, b| (&a.policy, a.index).cmp(&(&b.policy, b.index)));
+        if unruled > 0 {
+            out.push(AuditMaskCount {
+                count: unruled,
+                index: None,
+                policy: None,
+            });
+        }
+        out
+    }
+
     /// The rules that masked values, with their counts, in rule order.
     fn by_rule(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         self.first
@@ -194,30 +225,7 @@ impl Masking {
     /// and the count (sorted by policy and index); values no rule masked
     /// last, without either. Empty (no allocation) when nothing was masked.
     pub fn mask_counts(&self, counts: &MaskCounts) -> Vec<AuditMaskCount> {
-        if counts.is_empty() {
-            return Vec::new();
-        }
-        let mut out: Vec<AuditMaskCount> = Vec::new();
-        let mut unruled = counts.unruled;
-        for (rule, count) in counts.by_rule() {
-            match self.set.mask_rule_source(rule) {
-                Some((policy, index)) => out.push(AuditMaskCount {
-                    count,
-                    index: Some(index as u64),
-                    policy: Some(policy.to_string()),
-                }),
-                None => unruled = unruled.saturating_add(count),
-            }
-        }
-        out.sort_by(|a, b| (&a.policy, a.index).cmp(&(&b.policy, b.index)));
-        if unruled > 0 {
-            out.push(AuditMaskCount {
-                count: unruled,
-                index: None,
-                policy: None,
-            });
-        }
-        out
+        counts.for_audit(&self.set)
     }
 
     /// The column matcher of the masking rules in force (for

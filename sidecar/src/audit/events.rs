@@ -1,13 +1,16 @@
 //! The events a plane writes through [`AuditLog`] besides a SQL statement's
 //! decision and result: an event of any kind for a session (the HTTP plane's
 //! requests, which are not SQL texts), the same with its command rendered
-//! once for both of a request's events, and the steps of an approval.
+//! once for both of a request's events (in batched mode one event: the
+//! request's decision held for its result, see [`super::held`]), and the
+//! steps of an approval.
 
 use sluice_policy::audit::{
     AuditApproval, AuditCommand, AuditDecision, AuditKind, AuditOutcome, Rendered,
 };
 
 use super::durability::WriteMode;
+use super::held::{HoldId, Recorded};
 use super::{AuditError, AuditLog, SessionInfo, StatementEvent};
 
 /// A statement, a session's start or an approval is not begun once the
@@ -84,6 +87,58 @@ impl AuditLog {
             outcome: outcome.as_ref(),
         };
         self.append_pieces(s, session, event, self.write_mode(s, durable))
+    }
+
+    /// The `statement` event of a request about to run, its `command` and
+    /// `decision` fields rendered already: in batched mode held for its
+    /// result, which joins it in one event ([`super::held`]; the plane
+    /// hands the result [`Recorded::hold`]); else appended as
+    /// [`AuditLog::event_rendered`] appends it, left pending. The caller
+    /// awaits [`AuditLog::durable`] with the ticket before it forwards.
+    pub(crate) fn statement_rendered(
+        &self,
+        s: &SessionInfo,
+        command: &Rendered,
+        decision: &Rendered,
+    ) -> Result<Recorded, AuditError> {
+        self.shutting_down()?;
+        let write = self.write_mode(s, false);
+        if write == WriteMode::Batched {
+            return self.hold_statement(s, command, decision);
+        }
+        let Some(session) = s.pieces() else {
+            return Err(AuditError::Batch(
+                "the session's audit fields could not be rendered".into(),
+            ));
+        };
+        let event = StatementEvent {
+            kind: AuditKind::Statement,
+            command: Some(command),
+            decision: Some(decision),
+            outcome: None,
+        };
+        let ticket = self.append_pieces(s, session, event, write)?;
+        Ok(Recorded { ticket, hold: None })
+    }
+
+    /// The result of a request recorded by [`AuditLog::statement_rendered`]:
+    /// sealed with its decision as one `statement` event while that is
+    /// still held (`hold`), else a `result` event of its own, left pending
+    /// (as [`AuditLog::event_rendered`] writes it).
+    pub(crate) fn result_rendered(
+        &self,
+        s: &SessionInfo,
+        command: (&AuditCommand, &Rendered),
+        hold: Option<HoldId>,
+        outcome: AuditOutcome,
+    ) -> Result<(), AuditError> {
+        if let Some(hold) = hold
+            && let Some(joined) = self.join_result(hold, &outcome)
+        {
+            return joined;
+        }
+        self.event_rendered(s, AuditKind::Result, command, None, Some(outcome), false)
+            .map(|_| ())
     }
 
     /// A step of an approval (see [`crate::approval::ApprovalRecord`]),

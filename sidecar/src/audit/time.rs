@@ -45,5 +45,9 @@ pub(crate) fn rfc3339_micros(t: &chrono::DateTime<chrono::Utc>) -> String {
     ] {
         out[at] = sep;
     }
-    out.iter().map(|&b| b as char).collect()
+    // ASCII digits and separators: one copy, not a push per character.
+    std::str::from_utf8(&out).map_or_else(
+        |_| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        str::to_owned,
+    )
 }

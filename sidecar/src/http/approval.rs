@@ -43,7 +43,7 @@ pub(super) async fn approve(
     let record = ApprovalRecord {
         audit: &ctx.audit,
         session,
-        command: target.cmd.command.clone(),
+        command: target.cmd.command().clone(),
         action: Action::RequireApproval,
         policy: decision.enforced_policy.clone().or(decision.policy.clone()),
         rule: decision.enforced_rule.clone().or(decision.rule.clone()),
@@ -158,8 +158,8 @@ fn ask_for(
         policy,
         rule,
         command: crate::approval::approval_command(
-            &target.cmd.command.text,
-            &target.cmd.command.fingerprint,
+            &target.cmd.command().text,
+            &target.cmd.command().fingerprint,
             &exact,
         ),
         reason: None,

@@ -232,6 +232,7 @@ impl HttpConnections {
                 audit: audit.clone(),
                 metrics: self.metrics.for_connection(&plan.name),
                 http_metrics: self.http_metrics.for_connection(&plan.name),
+                audit_cache: Default::default(),
             });
             if let Some(s) = self.served.get_mut(&plan.name) {
                 s.context.send_replace(ctx);

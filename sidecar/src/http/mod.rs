@@ -143,6 +143,9 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     /// HTTP metrics.
     pub http_metrics: HttpMetrics,
+    /// What its requests' audit records share (commands by path,
+    /// decision fields).
+    pub(crate) audit_cache: Arc<record::AuditCache>,
 }
 
 /// What the rules of the policies naming Connection `name` look at (see

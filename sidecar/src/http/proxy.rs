@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::approval::approve;
 use super::body::read_request_body;
-use super::record::{audit_decision, decided_owned, request_command};
+use super::record::request_command;
 use super::refuse::{
     audit_failed, error_response, record_refusal, refuse_decision, refuse_standing,
     refuse_unreadable,
@@ -56,7 +56,7 @@ async fn proxy(
 ) -> Result<Response<ProxyBody>, Refused> {
     let started = Instant::now();
     let (set, plane) = standing(ctx, session)?;
-    let target = target(ctx, session, &plane.inspection, &req)?;
+    let mut target = target(ctx, session, &plane.inspection, &req)?;
     let (parts, body) = req.into_parts();
     let timeout = plane.upstream.timeout;
     let (mut body, json) = read_request_body(
@@ -85,7 +85,7 @@ async fn proxy(
         let exact = (&target, path_and_query.as_str(), json.as_ref());
         body = approve(ctx, live, session, &decision, exact, body, approvals).await?;
     } else {
-        record_allowed(ctx, session, &target, decision).await?;
+        record_allowed(ctx, session, &mut target, decision).await?;
     }
     forward(
         ctx,
@@ -147,7 +147,7 @@ fn target(
             ));
         }
     };
-    let cmd = request_command(method, path.decided());
+    let cmd = ctx.audit_cache.command(req.method(), path.decided());
     // A query a rule looks at must read the same to every server.
     if !inspection.query_names().is_empty()
         && let Err(e) = sluice_policy::http::check_query(query, inspection.query_names())
@@ -222,14 +222,16 @@ fn decide(
 
 /// The record phase of an allowed request. Write-ahead: no record, no
 /// request (the record may share one write with other connections'
-/// records: see [`crate::audit::AuditLog::durable`]).
+/// records: see [`crate::audit::AuditLog::durable`]). Batched: the
+/// decision is held for the request's result, which joins it in one event.
 async fn record_allowed(
     ctx: &HttpContext,
     session: &SessionInfo,
-    target: &Target,
+    target: &mut Target,
     decision: Decision,
 ) -> Result<(), Refused> {
-    let ticket = audit_decision(ctx, session, &target.cmd, decided_owned(decision), false);
+    let audit = (&*ctx.audit, &*ctx.audit_cache);
+    let ticket = target.cmd.record_allowed(audit, session, decision);
     let written = match ticket {
         Ok(ticket) => ctx.audit.durable(ticket).await,
         Err(e) => Err(e),

@@ -45,11 +45,11 @@ struct Answer<'a> {
 
 impl Answer<'_> {
     /// The request failed upstream: its result on record, the status counted.
-    fn failed(&self, status: StatusCode, message: String) {
+    fn failed(&mut self, status: StatusCode, message: String) {
         result_event(
             self.ctx,
             self.session,
-            &self.cmd,
+            &mut self.cmd,
             self.started,
             0,
             Some(message),
@@ -58,7 +58,7 @@ impl Answer<'_> {
     }
 
     /// [`Answer::failed`], answered `{"error": error, "message": message}`.
-    fn refuse(&self, status: StatusCode, error: &str, message: String) -> Response<ProxyBody> {
+    fn refuse(&mut self, status: StatusCode, error: &str, message: String) -> Response<ProxyBody> {
         self.failed(status, message.clone());
         error_response(status, error, message)
     }
@@ -76,7 +76,7 @@ pub(super) async fn respond(
     (label, started): (&'static str, Instant),
     sent: Sent,
 ) -> Response<ProxyBody> {
-    let answer = Answer {
+    let mut answer = Answer {
         ctx,
         session,
         up,
@@ -159,7 +159,7 @@ pub(super) async fn respond(
         return answer.refuse(StatusCode::BAD_GATEWAY, "compressedResponse", message);
     }
     let stage = if mask_rules {
-        match stage(&answer, set, &parts, &first, ended) {
+        match stage(&mut answer, set, &parts, &first, ended) {
             Ok(stage) => stage,
             Err(refused) => return refused,
         }
@@ -264,7 +264,7 @@ fn clean_headers(parts: &mut Parts, set: &PolicySet, up: &HttpUpstream) -> bool 
 /// (502, on record) of a body that cannot be masked while rules apply.
 #[allow(clippy::result_large_err)] // the answer itself, once per request
 fn stage(
-    answer: &Answer<'_>,
+    answer: &mut Answer<'_>,
     set: &Arc<PolicySet>,
     parts: &Parts,
     first: &[u8],

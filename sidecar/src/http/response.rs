@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sluice_policy::audit::{AuditKind, AuditOutcome};
+use sluice_policy::audit::AuditOutcome;
 
 use super::BoxError;
 use super::body::media_type;
@@ -59,6 +59,15 @@ impl Stage {
             Stage::Pass => 0,
             Stage::Json(m) => m.masked(),
             Stage::Text(m) => m.masked(),
+        }
+    }
+
+    /// [`Stage::masked`] by masking rule (`outcome.masks`).
+    fn masks(&self) -> Vec<sluice_policy::audit::AuditMaskCount> {
+        match self {
+            Stage::Pass => Vec::new(),
+            Stage::Json(m) => m.masks(),
+            Stage::Text(m) => m.masks(),
         }
     }
 }
@@ -232,7 +241,9 @@ pub(super) struct ResponseBody {
 
 impl ResponseBody {
     fn write_result(&mut self) {
-        let Some(r) = self.record.take() else { return };
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
         let masked = self.stage.masked();
         r.metrics.masked(masked);
         let error = match (&r.error, self.finished) {
@@ -256,16 +267,10 @@ impl ResponseBody {
             duration_ms: Some(r.started.elapsed().as_millis() as u64),
             error: error.map(|e| format!("{e}; status {}, {} bytes", r.status.as_u16(), r.bytes)),
             masked: (masked > 0).then_some(masked),
-            masks: Vec::new(),
+            masks: self.stage.masks(),
             recorded: r.recorder.map(crate::recording::BodyRecorder::finish),
         };
-        if let Err(e) = r.command.record(
-            &r.audit,
-            &r.session,
-            AuditKind::Result,
-            (None, Some(outcome)),
-            false,
-        ) {
+        if let Err(e) = r.command.record_result(&r.audit, &r.session, outcome) {
             tracing::error!(connection = %r.session.connection, client = %r.session.client, error = %e, "writing an audit result failed");
         }
     }

@@ -96,6 +96,8 @@ pub struct JsonStreamMasker {
     bom: usize,
     offset: u64,
     masked: u64,
+    /// `masked` by masking rule.
+    counts: crate::masking::MaskCounts,
 }
 
 impl JsonStreamMasker {
@@ -112,6 +114,7 @@ impl JsonStreamMasker {
             bom: 0,
             offset: 0,
             masked: 0,
+            counts: Default::default(),
         }
     }
 
@@ -126,6 +129,24 @@ impl JsonStreamMasker {
     /// How many values were masked so far.
     pub fn masked(&self) -> u64 {
         self.masked
+    }
+
+    /// [`JsonStreamMasker::masked`] by masking rule, as the audit records
+    /// them.
+    pub fn masks(&self) -> Vec<sluice_policy::audit::AuditMaskCount> {
+        self.counts.for_audit(&self.set)
+    }
+
+    /// One value masked by rule `rule` (the detectors' rule for what they
+    /// find).
+    fn count(&mut self, rule: Option<usize>) {
+        self.masked += 1;
+        self.counts.add(rule);
+    }
+
+    /// The rule the detectors' findings are masked by.
+    fn detector_rule(&self) -> Option<usize> {
+        self.detectors().map(|(_, m)| m)
     }
 
     fn masker(&self, index: usize) -> &Masker {
@@ -422,7 +443,7 @@ impl JsonStreamMasker {
                     // The opening quote is already out.
                     let json = serde_json::to_vec(&masked).unwrap_or_default();
                     out.extend_from_slice(json.get(1..).unwrap_or_default());
-                    self.masked += 1;
+                    self.count(self.detector_rule());
                 }
                 None => {
                     out.extend_from_slice(&self.buf);
@@ -446,19 +467,19 @@ impl JsonStreamMasker {
                     self.masker(m).mask(&text)
                 };
                 write_string(out, &masked);
-                self.masked += 1;
+                self.count(Some(m));
             }
             Treat::Detect => {
                 if overflow {
                     write_string(out, &self.fallback.mask(""));
-                    self.masked += 1;
+                    self.count(self.detector_rule());
                     return Ok(());
                 }
                 let text = decode(&self.buf).ok_or_else(|| self.malformed("an invalid string"))?;
                 match self.detect(&text) {
                     Some(masked) => {
                         write_string(out, &masked);
-                        self.masked += 1;
+                        self.count(self.detector_rule());
                     }
                     None => {
                         out.push(b'"');
@@ -484,7 +505,7 @@ impl JsonStreamMasker {
                     self.masker(m).mask(&text)
                 };
                 write_string(out, &masked);
-                self.masked += 1;
+                self.count(Some(m));
             }
             Treat::Detect => {
                 let found = if overflow || text == "true" || text == "false" {
@@ -499,11 +520,11 @@ impl JsonStreamMasker {
                 match (found, overflow) {
                     (_, true) => {
                         write_string(out, &self.fallback.mask(""));
-                        self.masked += 1;
+                        self.count(self.detector_rule());
                     }
                     (Some(masked), false) => {
                         write_string(out, &masked);
-                        self.masked += 1;
+                        self.count(self.detector_rule());
                     }
                     (None, false) => out.extend_from_slice(text.as_bytes()),
                 }

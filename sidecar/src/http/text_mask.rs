@@ -34,6 +34,8 @@ pub struct TextMasker {
     line: Vec<u8>,
     offset: u64,
     masked: u64,
+    /// `masked` by masking rule (the detectors').
+    counts: crate::masking::MaskCounts,
 }
 
 impl TextMasker {
@@ -44,12 +46,18 @@ impl TextMasker {
             line: Vec::new(),
             offset: 0,
             masked: 0,
+            counts: Default::default(),
         }
     }
 
     /// How many findings were masked so far.
     pub fn masked(&self) -> u64 {
         self.masked
+    }
+
+    /// [`TextMasker::masked`] by masking rule, as the audit records them.
+    pub fn masks(&self) -> Vec<sluice_policy::audit::AuditMaskCount> {
+        self.counts.for_audit(&self.set)
     }
 
     /// Masks the next chunk, appending complete lines to `out`.
@@ -87,6 +95,10 @@ impl TextMasker {
                     out.extend_from_slice(&line);
                 } else {
                     self.masked += findings.len() as u64;
+                    let rule = self.set.detectors_indexed().map(|(_, m)| m);
+                    for _ in &findings {
+                        self.counts.add(rule);
+                    }
                     out.extend_from_slice(masker.mask_findings(text, &findings).as_bytes());
                 }
             }
