@@ -218,11 +218,17 @@ impl AuditLog {
                 path: path.to_path_buf(),
                 source,
             };
+            // A regular file is opened readable too, to see whether a crash
+            // left its last line torn (sink.rs). Anything else (a FIFO, a
+            // device) is opened write-only: a FIFO opened read-write holds
+            // its own read end, so writes would go on succeeding after the
+            // real reader left, and a lost audit record must fail the
+            // statement instead (fail closed).
+            let regular = std::fs::metadata(path).map_or(true, |m| m.is_file());
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                // To see whether a crash left its last line torn (sink.rs).
-                .read(true)
+                .read(regular)
                 .open(path)
                 .map_err(err)?;
             sinks.push(Sink::new(Some(path.to_path_buf()), Box::new(f)).map_err(err)?);

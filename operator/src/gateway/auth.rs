@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::{Api, Client};
 
@@ -23,7 +22,9 @@ use crate::identity::keys::GatewayKeys;
 use crate::injection::inject::InjectConfig;
 use crate::injection::token_holder::{HolderError, check_token_holder};
 use crate::metrics::Metrics;
-use crate::wire::ErrorBody;
+
+pub use crate::gateway::refusal::Refusal;
+pub(crate) use crate::gateway::refusal::{bad_request, unavailable};
 
 /// Longest `?wait=` a bundle request may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -80,65 +81,6 @@ pub struct Gateway {
     pub limits: crate::gateway::overload::Limits,
 }
 
-/// An error answer.
-#[derive(Debug)]
-pub struct Refusal {
-    status: StatusCode,
-    pub(crate) reason: &'static str,
-    pub(crate) message: String,
-    /// `Retry-After`, for an answer that asks the caller to come back later.
-    retry_after: Option<Duration>,
-}
-
-impl Refusal {
-    pub(crate) fn new(
-        status: StatusCode,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Refusal {
-        Refusal {
-            status,
-            reason,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// The same answer, asking the caller to retry after `after` (whole seconds).
-    pub(crate) fn retry_after(mut self, after: Duration) -> Refusal {
-        self.retry_after = Some(after);
-        self
-    }
-}
-
-/// A 400 answer: the request body or a parameter cannot be read.
-pub(crate) fn bad_request(message: String) -> Refusal {
-    Refusal::new(StatusCode::BAD_REQUEST, "BadRequest", message)
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            reason: self.reason.to_string(),
-            message: self.message,
-        };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"sluice\""),
-            );
-        }
-        if let Some(after) = self.retry_after {
-            let seconds = after.as_secs().max(1);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
 pub(crate) fn pod_deleted(subject: &Subject) -> Refusal {
     Refusal::new(
         StatusCode::UNAUTHORIZED,
@@ -168,32 +110,6 @@ pub(crate) fn holder_refusal(error: HolderError) -> Refusal {
         HolderError::HostNetwork => (StatusCode::FORBIDDEN, "HostNetwork"),
     };
     Refusal::new(status, reason, error.to_string())
-}
-
-/// The answer to a failed API-server call: a 429 when the API server
-/// throttles the operator (its own 429), else a 503; both with `Retry-After`.
-pub(crate) fn unavailable(what: &str, error: &kube::Error) -> Refusal {
-    let retry = crate::gateway::overload::RETRY_AFTER;
-    if let kube::Error::Api(status) = error
-        && status.code == StatusCode::TOO_MANY_REQUESTS.as_u16()
-    {
-        tracing::debug!(what, "the API server throttles the operator");
-        return Refusal::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "ApiServerThrottled",
-            format!(
-                "the API server throttles the operator's {what}; retry after the time in Retry-After"
-            ),
-        )
-        .retry_after(retry);
-    }
-    tracing::warn!(error = %crate::error_chain(error), what, "API server call failed");
-    Refusal::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ApiServerUnavailable",
-        format!("the operator could not complete the {what} with the API server; retry shortly"),
-    )
-    .retry_after(retry)
 }
 
 pub(crate) fn internal(what: &str, error: &(dyn std::error::Error + 'static)) -> Refusal {

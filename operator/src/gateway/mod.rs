@@ -13,6 +13,7 @@ pub mod checkpoint_history;
 pub mod compiled;
 pub mod holders;
 pub mod overload;
+pub mod refusal;
 pub mod serve;
 pub mod token;
 pub mod token_exchange;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::gateway::auth::{Refusal, unavailable};
+use crate::gateway::refusal::{Refusal, unavailable};
 
 /// Requests doing work at once, by default (see [`Limits::enter`]).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
@@ -29,9 +29,7 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// API-server calls the gateway makes at once, by default (see [`Limits::api`]).
 pub const DEFAULT_MAX_API_CALLS: usize = 64;
 
-/// The `Retry-After` of the gateway's 429 and 503 answers. Short: the limits
-/// are about bursts (a rollout, a replica restart); the sidecar adds jitter.
-pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+pub use crate::gateway::refusal::RETRY_AFTER;
 
 /// How long a request waits for an API-call slot before it is answered 429.
 pub const API_WAIT: Duration = Duration::from_secs(2);

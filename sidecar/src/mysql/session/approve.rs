@@ -54,36 +54,8 @@ impl Session<'_> {
         let held = match mode {
             ApprovalMode::Retry => approvals.wait_for(&ask, ApprovalMode::Retry, |_| {}).await,
             ApprovalMode::Hold => {
-                let (audit, info, client) = (&self.ctx.audit, self.info, &self.client);
-                let record = approval_record(audit, info, decided, protocol);
-                let hold = approvals.wait_for(&ask, ApprovalMode::Hold, |ticket| {
-                    tracing::info!(
-                        request = %format!("{}/{}", ticket.namespace, ticket.name),
-                        approve = %ticket.approve_command,
-                        "mysql statement held for approval"
-                    );
-                    if let Err(e) = record.held(ticket) {
-                        tracing::error!(error = %e, "writing the audit record of a held request failed");
-                    }
-                });
-                tokio::pin!(hold);
-                let mut watching = true;
-                loop {
-                    tokio::select! {
-                        held = &mut hold => break held,
-                        left = client_left(client), if watching => {
-                            if left {
-                                let why = "the client closed the session while its statement was held for approval; it did not run";
-                                let _ = self.record(decided, Some(why), binary);
-                                return Err(SessionError::Closed(why.into()));
-                            }
-                            // The client sent more while waiting (MySQL
-                            // clients do not pipeline): it waits in the
-                            // socket until the statement is settled.
-                            watching = false;
-                        }
-                    }
-                }
+                self.hold(&approvals, &ask, decided, protocol, binary)
+                    .await?
             }
         };
         // Decided again under the policies in force now, for an approved
@@ -143,6 +115,51 @@ impl Session<'_> {
             }
         }
         Ok(Err(why))
+    }
+
+    /// `mode: hold`: waits for the request's decision while watching the
+    /// client; a client that leaves meanwhile takes the statement along (on
+    /// record, and the session ends).
+    async fn hold(
+        // `&mut`: a shared `&Session` is not `Send` (its upstream is not
+        // `Sync`), and this future is held across an await.
+        &mut self,
+        approvals: &Approvals,
+        ask: &ApprovalAsk,
+        decided: &SqlDecision,
+        protocol: &'static str,
+        binary: bool,
+    ) -> Result<Held, SessionError> {
+        let (audit, info, client) = (&self.ctx.audit, self.info, &self.client);
+        let record = approval_record(audit, info, decided, protocol);
+        let hold = approvals.wait_for(ask, ApprovalMode::Hold, |ticket| {
+            tracing::info!(
+                request = %format!("{}/{}", ticket.namespace, ticket.name),
+                approve = %ticket.approve_command,
+                "mysql statement held for approval"
+            );
+            if let Err(e) = record.held(ticket) {
+                tracing::error!(error = %e, "writing the audit record of a held request failed");
+            }
+        });
+        tokio::pin!(hold);
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                held = &mut hold => break Ok(held),
+                left = client_left(client), if watching => {
+                    if left {
+                        let why = "the client closed the session while its statement was held for approval; it did not run";
+                        let _ = self.record(decided, Some(why), binary);
+                        return Err(SessionError::Closed(why.into()));
+                    }
+                    // The client sent more while waiting (MySQL
+                    // clients do not pipeline): it waits in the
+                    // socket until the statement is settled.
+                    watching = false;
+                }
+            }
+        }
     }
 }
 
