@@ -316,7 +316,23 @@ impl Running {
         {
             flusher.abort();
         }
-        match tokio::time::timeout_at(deadline, audit.flush(&self.client)).await {
+        // The last flush is tried again until the drain grace ends: a write
+        // that loses a race (a status conflict with another writer of the
+        // same policy) would otherwise lose its counts with the process; a
+        // failed flush keeps what it could not write for the next try.
+        let last_flush = async {
+            loop {
+                match audit.flush(&self.client).await {
+                    Ok(()) => return Ok(()),
+                    Err(error) if tokio::time::Instant::now() + LAST_FLUSH_PAUSE < deadline => {
+                        tracing::warn!(error = %crate::error_chain(&error), "the last audit counters could not be written yet; trying again");
+                        tokio::time::sleep(LAST_FLUSH_PAUSE).await;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, last_flush).await {
             Ok(Ok(())) => tracing::info!("drained: audit counters written"),
             Ok(Err(error)) => {
                 tracing::error!(error = %crate::error_chain(&error), "drained, but the last audit counters could not be written")
@@ -340,6 +356,9 @@ impl Running {
         }
     }
 }
+
+/// The pause between tries of the drain's last audit flush.
+const LAST_FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Starts every part of the operator against `client`'s API server.
 pub async fn start(client: Client, settings: Settings) -> Result<Running, StartError> {
