@@ -519,6 +519,77 @@ async fn notifications_and_parameter_status_do_not_carry_masked_values() {
     // channel: refusing the write itself is the lineage check's, #15 item 5.)
 }
 
+/// The session's catalog caches what it looked up (views by name, a
+/// view's definition, which functions are user-defined). A view or a
+/// function that appears or changes after the lookup — created in the same
+/// session, or by another session through another pod or straight on the
+/// server — must still be masked: a result whose columns are not all plain
+/// table columns is planned on a fresh lookup.
+#[tokio::test]
+async fn views_and_functions_changed_after_a_lookup_are_masked() {
+    let sidecar = setup("mask_view_changes").await;
+    let pg = server();
+    let admin = connect(&pg.admin_url(&db_name("mask_view_changes"))).await;
+    admin
+        .batch_execute("CREATE VIEW v_replaced AS SELECT id, name FROM customers;")
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(sidecar.port);
+    // Looked up before: names that are no views yet (refused by the server,
+    // whose errors are scrubbed with the catalog's help), a clean view, a
+    // function that does not exist yet.
+    for sql in [
+        "SELECT * FROM public.v_same_session",
+        "SELECT * FROM v_other_session",
+        "SELECT id, name FROM public.v_replaced",
+        "SELECT f_late(name) FROM customers",
+        "INSERT INTO orders (id) SELECT u::int FROM v_other_session",
+    ] {
+        raw.simple(sql);
+    }
+    // Created in this session, and by another one.
+    let bytes = raw.simple("CREATE VIEW v_same_session AS SELECT id, ssn FROM customers");
+    assert!(
+        !contains(&bytes, "SERROR"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    admin
+        .batch_execute(
+            "CREATE VIEW v_other_session AS SELECT id, upper(ssn) AS u FROM customers;
+             CREATE OR REPLACE VIEW v_replaced AS SELECT id, name, ssn AS extra FROM customers;
+             CREATE FUNCTION f_late(text) RETURNS text LANGUAGE sql AS 'SELECT $1';",
+        )
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT * FROM public.v_same_session",
+        "SELECT ssn FROM public.v_same_session",
+        "SELECT lower(ssn) FROM public.v_same_session",
+        "SELECT * FROM v_other_session",
+        "SELECT reverse(u) FROM v_other_session",
+        "SELECT * FROM public.v_replaced",
+        "SELECT extra || '' FROM public.v_replaced",
+        "SELECT f_late(ssn) FROM customers",
+        "COPY (SELECT id, u FROM v_other_session) TO STDOUT",
+        "COPY (SELECT extra FROM public.v_replaced) TO STDOUT",
+    ] {
+        assert_masked_answers(&mut raw, sql, !sql.starts_with("COPY"));
+    }
+    // An error that quotes a value (`invalid input syntax for type integer:
+    // "123-45-6789"`) and comes without a result (no RowDescription to plan
+    // from) is scrubbed: the same text was judged before the view existed,
+    // and that judgement must not stand.
+    let sql = "INSERT INTO orders (id) SELECT u::int FROM v_other_session";
+    let bytes = raw.simple(sql);
+    assert!(
+        contains(&bytes, "SERROR"),
+        "{sql}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_no_leak(&bytes, sql);
+}
+
 #[tokio::test]
 async fn masked_values_are_counted_in_audit_and_metrics() {
     let sidecar = setup("mask_audit").await;

@@ -292,12 +292,22 @@ pub struct Origin {
     pub column: String,
 }
 
-/// A table's name and its columns by attribute number.
+/// A table's name, its kind and its columns by attribute number.
 #[derive(Debug, Clone, Default)]
 struct TableInfo {
     schema: String,
     table: String,
+    /// `pg_class.relkind`: `r` a table, `p` a partitioned table, `f` a
+    /// foreign table, `v` a view, `m` a materialized view, …
+    kind: String,
     columns: HashMap<i16, String>,
+}
+
+/// Whether rows of a relation of this `relkind` are the relation's own
+/// stored columns (the masking rules name them as they are), not computed
+/// from other relations as a view's are.
+fn stores_its_columns(kind: &str) -> bool {
+    matches!(kind, "r" | "p" | "f")
 }
 
 /// A client session's catalog: its caches of table OIDs, views and
@@ -340,10 +350,20 @@ impl Catalog {
         &mut self,
         columns: &[(u32, i16)],
     ) -> Result<Vec<Option<Origin>>, CatalogError> {
+        // A relation seen before is asked again when it has a column this
+        // cache does not know (`CREATE OR REPLACE VIEW` adds columns under
+        // the same OID).
         let missing: HashSet<u32> = columns
             .iter()
+            .filter(|(oid, attnum)| {
+                *oid != 0
+                    && match self.tables.get(oid) {
+                        None => true,
+                        Some(None) => false,
+                        Some(Some(info)) => !info.columns.contains_key(attnum),
+                    }
+            })
             .map(|(oid, _)| *oid)
-            .filter(|oid| *oid != 0 && !self.tables.contains_key(oid))
             .collect();
         if !missing.is_empty() {
             let list = missing
@@ -353,7 +373,7 @@ impl Catalog {
                 .join(",");
             // Only integers are interpolated: no quoting issue.
             let sql = format!(
-                "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
+                "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, c.relkind \
                  FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
@@ -370,7 +390,8 @@ impl Catalog {
                     Some(table),
                     Some(attnum),
                     Some(name),
-                ] = <[Option<String>; 5]>::try_from(row).unwrap_or_default()
+                    Some(kind),
+                ] = <[Option<String>; 6]>::try_from(row).unwrap_or_default()
                 else {
                     continue;
                 };
@@ -384,6 +405,7 @@ impl Catalog {
                     .get_or_insert_with(|| TableInfo {
                         schema: schema.clone(),
                         table: table.clone(),
+                        kind: kind.clone(),
                         columns: HashMap::new(),
                     });
                 info.columns.insert(attnum, name);
@@ -400,6 +422,37 @@ impl Catalog {
                 })
             })
             .collect())
+    }
+
+    /// Whether a result with these columns (table OID, attnum) reads
+    /// anything but stored columns of tables: an expression (OID 0), a
+    /// column of a view or materialized view, or of a relation the catalog
+    /// session cannot see. Its plan must not rest on what this cache looked
+    /// up before (call [`Catalog::forget_names`] first): a view or function
+    /// created or replaced since — in this session, another one, another
+    /// pod's, or on the server directly — changes what it computes, and a
+    /// cached "no view of that name" or an old definition would leave its
+    /// masked columns unmasked. A result of stored columns only is planned
+    /// from the columns themselves, so cached names cannot hide anything
+    /// from it. Call after [`Catalog::resolve`] of the same columns.
+    pub fn reads_beyond_tables(&self, columns: &[(u32, i16)]) -> bool {
+        columns.iter().any(|(oid, _)| {
+            *oid == 0
+                || self
+                    .tables
+                    .get(oid)
+                    .and_then(Option::as_ref)
+                    .is_none_or(|info| !stores_its_columns(&info.kind))
+        })
+    }
+
+    /// Forgets the views and user-defined functions looked up by name (not
+    /// the tables by OID: an OID names one relation for its lifetime, and
+    /// its kind with it), so that the next plan looks them up again.
+    pub fn forget_names(&mut self) {
+        self.names.clear();
+        self.views.clear();
+        self.functions.clear();
     }
 
     /// The masking rules' `matcher` extended with what `statement` reads

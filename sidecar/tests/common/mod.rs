@@ -492,22 +492,24 @@ impl Sidecar {
         let text: String = self
             .audit_text()
             .lines()
-            .map(|line| match serde_json::from_str::<serde_json::Value>(line) {
-                Ok(mut event) => {
-                    if let Some(fields) = event.as_object_mut() {
-                        for key in ["v", "seq", "time", "stream", "session", "prev", "hash"] {
-                            fields.remove(key);
+            .map(
+                |line| match serde_json::from_str::<serde_json::Value>(line) {
+                    Ok(mut event) => {
+                        if let Some(fields) = event.as_object_mut() {
+                            for key in ["v", "seq", "time", "stream", "session", "prev", "hash"] {
+                                fields.remove(key);
+                            }
+                            if let Some(outcome) =
+                                fields.get_mut("outcome").and_then(|o| o.as_object_mut())
+                            {
+                                outcome.remove("durationMs");
+                            }
                         }
-                        if let Some(outcome) =
-                            fields.get_mut("outcome").and_then(|o| o.as_object_mut())
-                        {
-                            outcome.remove("durationMs");
-                        }
+                        event.to_string() + "\n"
                     }
-                    event.to_string() + "\n"
-                }
-                Err(_) => format!("{line}\n"),
-            })
+                    Err(_) => format!("{line}\n"),
+                },
+            )
             .collect();
         let mut out = String::with_capacity(text.len());
         let mut run = String::new();

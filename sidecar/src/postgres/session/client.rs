@@ -425,6 +425,10 @@ impl ClientLoop {
             // `COPY (SELECT … FROM some_view) TO STDOUT`: the view's masked
             // columns, and user-defined functions.
             let views = if self.masking.has_column_rules() {
+                // No result columns to tell stored ones from computed ones
+                // yet: planned on a fresh lookup (see
+                // `Catalog::reads_beyond_tables`).
+                catalog.forget_names();
                 catalog
                     .extended_matcher(
                         decided.statement(index),

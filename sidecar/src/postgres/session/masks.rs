@@ -183,6 +183,9 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             let mut catalog = self.catalog.lock().await;
             let looked_up = match catalog.resolve(&keys).await {
                 Ok(origins) => {
+                    if catalog.reads_beyond_tables(&keys) {
+                        catalog.forget_names();
+                    }
                     let named: Vec<(&str, &str)> = origins
                         .iter()
                         .flatten()

@@ -200,6 +200,9 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
         let known = {
             let mut catalog = self.catalog.lock().await;
+            // No result columns to go by: a fresh lookup (see
+            // `Catalog::reads_beyond_tables`).
+            catalog.forget_names();
             match catalog
                 .extended_matcher(Some(stmt), &[], self.masking.column_matcher())
                 .await
