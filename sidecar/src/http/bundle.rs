@@ -25,7 +25,7 @@ use crate::plane::{
     AcceptLoops, BindError, Commit, Entry, Plane, Prepare, Served, SetupError, bind,
 };
 use crate::rate::RateLimit;
-use crate::standing::{Standing, hash_key, plane_connections};
+use crate::standing::{HashKeyError, Standing, plane_connections};
 use crate::tls;
 
 /// One http Connection of a bundle, ready to be put in force.
@@ -146,10 +146,11 @@ impl HttpConnections {
                 .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
                 .collect();
             let upstream_key = upstream_key(&base_url, mode, conn.ca_pem.as_deref(), &credentials);
-            let hash_key = hash_key(conn).map_err(setup)?;
             let inspection = Arc::new(super::inspection(bundle.policies.iter(), &name));
             let served = self.served.get(&name);
-            let plane = |_: &Arc<PolicySet>| -> Result<HttpParts, HttpSetupError> {
+            let plane = |_: &Arc<PolicySet>,
+                         _: Option<&[u8]>|
+             -> Result<HttpParts, HttpSetupError> {
                 let upstream = match served {
                     Some(s) if s.upstream_key == upstream_key && s.upstream.is_some() => {
                         s.upstream.clone()
@@ -179,12 +180,7 @@ impl HttpConnections {
                     upstream,
                 })
             };
-            let standing = if conn.bound {
-                let key = hash_key.as_deref().map(Vec::as_slice);
-                Standing::select_with(policies, identity, &name, key, plane)?
-            } else {
-                Standing::NotBound
-            };
+            let standing = Standing::for_connection(policies, identity, conn, plane)?;
             plans.push(HttpPlan {
                 name,
                 port: conn.spec.listen.port,
@@ -276,6 +272,15 @@ impl Plane for HttpConnections {
 
     fn served_mut(&mut self) -> &mut Served<HttpServed> {
         &mut self.served
+    }
+}
+
+impl From<HashKeyError> for HttpSetupError {
+    fn from(e: HashKeyError) -> Self {
+        HttpSetupError::Bundle {
+            connection: e.connection,
+            what: e.what,
+        }
     }
 }
 

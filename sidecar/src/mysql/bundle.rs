@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::plane::{
     AcceptLoops, BindError, Commit, Live, Plane, Prepare, Served, SetupError, bind,
 };
-use crate::standing::{Binding, Standing, hash_key, plane_connections};
+use crate::standing::{Binding, SqlParts, Standing, plane_connections};
 
 /// One mysql Connection of a bundle, ready to be put in force.
 pub struct MyPlan {
@@ -148,21 +148,10 @@ impl Plane for MyConnections {
         let mut plans = Vec::new();
         for conn in plane_connections(bundle.bundle, Protocol::Mysql, bundle.only) {
             let (upstream, unserved) = self.upstream(conn)?;
-            let key = hash_key(conn).map_err(|what| -> SetupError {
-                format!("Connection {}: {what}", conn.name).into()
-            })?;
-            let key = key.as_deref().map(|k| k.as_slice());
-            let standing = if conn.bound {
-                Standing::select(
-                    bundle.policies,
-                    bundle.identity,
-                    &conn.name,
-                    key,
-                    literal_sensitive,
-                )
-            } else {
-                Standing::NotBound
-            };
+            let standing =
+                Standing::for_connection(bundle.policies, bundle.identity, conn, |_, _| {
+                    Ok::<_, SetupError>(SqlParts::new(literal_sensitive, ""))
+                })?;
             plans.push(MyPlan {
                 name: conn.name.clone(),
                 port: conn.spec.listen.port,

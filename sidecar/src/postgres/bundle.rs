@@ -24,7 +24,7 @@ use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::catalog::{CatalogPool, PoolSettings};
 use crate::postgres::session::ConnectionContext;
 use crate::postgres::upstream::UpstreamConfig;
-use crate::standing::{Binding, Standing, hash_key, plane_connections};
+use crate::standing::{Binding, HashKeyError, SqlParts, Standing, plane_connections};
 use crate::tls::TlsError;
 
 /// Why a postgres Connection of a bundle cannot be served.
@@ -41,6 +41,9 @@ pub enum PgSetupError {
     /// Its TLS settings are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Its masking hash key is unusable.
+    #[error(transparent)]
+    HashKey(#[from] HashKeyError),
 }
 
 /// One postgres Connection of a bundle, ready to be put in force.
@@ -130,17 +133,10 @@ impl PgConnections {
         let mut plans = Vec::new();
         for conn in plane_connections(bundle, Protocol::Postgres, only) {
             let upstream = upstream_config(conn, self.shared.max_message_size)?;
-            let hash_key = hash_key(conn).map_err(|what| PgSetupError::Connection {
-                connection: conn.name.clone(),
-                what,
+            let standing = Standing::for_connection(policies, identity, conn, |_, hash_key| {
+                let key = masking_key(bundle, hash_key);
+                Ok::<_, PgSetupError>(SqlParts::new(literal_sensitive, &key))
             })?;
-            let hash_key = hash_key.as_deref().map(|k| k.as_slice());
-            let standing = if conn.bound {
-                Standing::select(policies, identity, &conn.name, hash_key, literal_sensitive)
-                    .with_masking_key(&masking_key(bundle, hash_key))
-            } else {
-                Standing::NotBound
-            };
             plans.push(PgPlan {
                 name: conn.name.clone(),
                 port: conn.spec.listen.port,
