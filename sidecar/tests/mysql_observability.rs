@@ -35,22 +35,17 @@ fn policies(m: &Maria, db: &str) -> String {
       strategy: redact
 "#,
     );
-    format!(
-        r#"{reporting}---
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: pii, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: report-job}}]
-  connections: [shop-db]
-  defaultAction: allow
+    let pii = common::named_policy(
+        "pii",
+        "shop-db",
+        r#"  defaultAction: allow
   masking:
     - columns: ["customers.name"]
       strategy: redact
     - detectors: [email]
-      strategy: redact
-"#
-    )
+      strategy: redact"#,
+    );
+    format!("{reporting}---\n{pii}")
 }
 
 fn setup(db: &str) -> Sidecar {
