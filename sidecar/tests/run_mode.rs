@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 #[path = "../../operator/tests/support/mod.rs"]
 mod support;
@@ -18,8 +20,9 @@ use sluice_crds::AccessPolicy;
 use sluice_sidecar::run::{self, RunConfig};
 use tokio_postgres::error::SqlState;
 
+use cluster::{Cluster, session_once_listening};
 use common::{code, revision_until};
-use support::{Child, Env, bounded};
+use support::{Child, bounded};
 
 const SSN: &str = "123-45-6789";
 
@@ -46,48 +49,39 @@ spec:
 /// What a test needs: the cluster with the operator, a database with a
 /// customer, a Connection and policy to it, and an injected pod's token.
 struct Setup {
-    env: Env,
+    cluster: Cluster,
     db: String,
     listen_port: u16,
-    pod: Pod,
-    token_file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 async fn setup(test: &str) -> Setup {
     let pg = common::server();
-    let db = common::db_name(test);
-    pg.create_database(&db).await;
-    let admin = common::connect(&pg.admin_url(&db)).await;
-    admin
-        .batch_execute(&format!(
+    let db = common::database(
+        test,
+        &format!(
             "CREATE TABLE customers (id int, name text, ssn text);
              INSERT INTO customers VALUES (1, 'alice', '{SSN}');
              CREATE TABLE scratch (id int);"
-        ))
-        .await
-        .unwrap();
-
-    let env = Env::start().await;
+        ),
+    )
+    .await;
     let listen_port = common::free_port();
-    support::apply_yaml(&env.client, &manifests(&db, pg.port, listen_port)).await;
-    env.policy_ready("testdb-policy").await;
-    env.webhook_registered().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
+    let cluster = Cluster::run_mode(
+        &manifests(&db, pg.port, listen_port),
+        "testdb-policy",
+        ("report-job", "report"),
+    )
+    .await;
     Setup {
-        env,
+        cluster,
         db,
         listen_port,
-        pod,
-        token_file,
-        _dir: dir,
     }
 }
 
 /// Run-mode settings for `operator` (fast polls, only our Connection).
 fn config(s: &Setup, operator: &sluice_operator::run::Running) -> RunConfig {
-    let mut cfg = common::run_config(operator, s.token_file.clone(), "testdb");
+    let mut cfg = common::run_config(operator, s.cluster.token_file.clone(), "testdb");
     cfg.audit_upload_every = Duration::from_millis(200);
     cfg.expected_identity = Some(("shop".into(), "report-job".into(), "report".into()));
     cfg
@@ -97,7 +91,7 @@ fn config(s: &Setup, operator: &sluice_operator::run::Running) -> RunConfig {
 async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
     let started = Instant::now();
     let s = setup("run_mode").await;
-    let (env, db, listen_port, pod) = (&s.env, &s.db, s.listen_port, &s.pod);
+    let (env, db, listen_port, pod) = (&s.cluster.env, &s.db, s.listen_port, &s.cluster.pod);
     let cfg = config(&s, &env.operator);
     let running = bounded("run mode to start", run::start(cfg))
         .await
@@ -275,8 +269,8 @@ async fn the_last_bundle_never_outlives_its_expiry() {
     settings.bundle_ttl = Duration::from_secs(3);
     // Replicas share one gateway URL (the Service in a cluster): the pod's
     // genuine sidecar names the first replica's.
-    settings.gateway_url = Some(s.env.operator.gateway_url.clone());
-    let replica = sluice_operator::run::start(s.env.client.clone(), settings)
+    settings.gateway_url = Some(s.cluster.env.operator.gateway_url.clone());
+    let replica = sluice_operator::run::start(s.cluster.env.client.clone(), settings)
         .await
         .expect("second replica starts");
     bounded("the second replica's caches", replica.ready()).await;
@@ -311,34 +305,19 @@ async fn the_last_bundle_never_outlives_its_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_from_the_pod_environment() {
     let s = setup("run_mode_binary").await;
-    let audit = s._dir.path().join("audit.jsonl");
-    let log = s._dir.path().join("sidecar.log");
+    let (audit, log) = (s.cluster.audit(), s.cluster.log());
     let _child = Child(
-        common::run_binary(
-            &s.env.operator,
-            &s.token_file,
-            "testdb",
-            ("report-job", "report"),
-            &audit,
-            &log,
-        )
-        .spawn()
-        .expect("sidecar binary starts"),
+        s.cluster
+            .run_binary("testdb")
+            .spawn()
+            .expect("sidecar binary starts"),
     );
     let url = format!(
         "host=127.0.0.1 port={} user=app dbname={}",
         s.listen_port, s.db
     );
     // The listener exists once the first bundle is applied.
-    let client = bounded("the binary's listener", async {
-        loop {
-            if let Ok(c) = common::try_connect(&url).await {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let client = session_once_listening(&url).await;
     let row = client
         .query_one("SELECT name, ssn FROM customers WHERE id = 1", &[])
         .await
