@@ -19,10 +19,12 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sluice_crds::AccessRequest;
 use sluice_e2e::harness::audit_events;
-use sluice_sidecar::run;
 use tokio_postgres::error::SqlState;
 
-use cluster::{Cluster, request_name, request_phase, session_with_notices};
+use cluster::{
+    APPROVAL_RULES, Cluster, approval_step, audit_events_once_expired, request_name, request_phase,
+    run_mode_session, session_with_notices,
+};
 use common::code;
 use support::{bounded, client_with_token};
 
@@ -42,19 +44,8 @@ spec:
     - name: no-schema-changes
       match: {statements: [drop, truncate, alter, create]}
       action: deny
-    - name: quick-expiry
-      match: {statements: [update], tables: ["expiring"]}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 2s, mode: hold}
-    - name: ledger-needs-a-dba
-      match: {statements: [insert], tables: ["ledger"]}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: retry}
-    - name: bulk-writes-need-a-dba
-      match: {statements: [update, delete], withoutWhere: true}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold, minApprovals: 1}
-"#
+"# + APPROVAL_RULES
+        + "      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold, minApprovals: 1}\n"
 }
 
 struct Setup {
@@ -305,26 +296,8 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
     assert_eq!(one_int(&client, "SELECT count(*) FROM counter").await, 1);
 
     // === the audit chain records each step, and verifies ===
-    let events = bounded("the audit events", async {
-        loop {
-            let events = audit_events(&audit);
-            if events
-                .iter()
-                .filter(|e| e["approval"]["phase"] == "Expired")
-                .count()
-                >= 1
-            {
-                return events;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    let step = |request: &str, phase: &str| {
-        events.iter().find(|e| {
-            e["approval"]["request"] == format!("shop/{request}") && e["approval"]["phase"] == phase
-        })
-    };
+    let events = audit_events_once_expired(&audit).await;
+    let step = |request: &str, phase: &str| approval_step(&events, request, phase);
     assert!(step(&name, "Pending").is_some(), "{events:#?}");
     let ran = step(&name, "Executed").expect("the approved run is on record");
     assert_eq!(ran["type"], "approval");
@@ -518,14 +491,7 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
     let env = &s.cluster.env;
     let mut cfg = common::run_config(&env.operator, s.cluster.token_file.clone(), "testdb");
     cfg.admin_addr = Some("127.0.0.1:0".parse().unwrap());
-    let running = bounded("run mode to start", run::start(cfg))
-        .await
-        .expect("run mode starts");
-    let url = format!(
-        "host=127.0.0.1 port={} user=app dbname={}",
-        s.listen_port, s.db
-    );
-    let client = bounded("a session", common::connect(&url)).await;
+    let (running, client) = run_mode_session(cfg, s.listen_port, &s.db).await;
     let admin = common::connect(&common::server().admin_url(&s.db)).await;
     let alice = env.cluster.client_for("alice").await.unwrap();
 
@@ -599,23 +565,12 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
 async fn an_unreachable_operator_refuses_the_statement_and_the_session_goes_on() {
     let s = setup("approvals_unreachable").await;
     // A second replica the sidecar talks to; it goes away after the first bundle.
-    let mut settings = support::test_settings("going-away");
-    // Replicas share one gateway URL (the Service in a cluster): the pod's
-    // genuine sidecar names the first replica's.
-    settings.gateway_url = Some(s.cluster.env.operator.gateway_url.clone());
-    let replica = sluice_operator::run::start(s.cluster.env.client.clone(), settings)
-        .await
-        .expect("second replica starts");
-    bounded("the second replica's caches", replica.ready()).await;
+    let replica = s
+        .cluster
+        .replica(support::test_settings("going-away"))
+        .await;
     let cfg = common::run_config(&replica, s.cluster.token_file.clone(), "testdb");
-    let running = bounded("run mode to start", run::start(cfg))
-        .await
-        .expect("run mode starts");
-    let url = format!(
-        "host=127.0.0.1 port={} user=app dbname={}",
-        s.listen_port, s.db
-    );
-    let client = bounded("a session", common::connect(&url)).await;
+    let (running, client) = run_mode_session(cfg, s.listen_port, &s.db).await;
     replica.shutdown().await;
 
     // The bundle is still in force, but nobody can be asked for approval.

@@ -25,27 +25,19 @@ use kube::api::{Api, ListParams};
 use sluice_crds::{AccessRequest, RequestPhase};
 use sluice_e2e::harness::audit_events;
 
-use cluster::{Cluster, request_name, request_phase};
+use cluster::{
+    APPROVAL_RULES, Cluster, approval_step, audit_events_once_expired, request_name, request_phase,
+};
 use mysql_support::*;
 use support::{Env, bounded};
 
 /// Like examples/approvals: bulk writes held for `dba`, a short-lived
 /// rule, and a retry-mode rule.
-const POLICY: &str = r#"  defaultAction: allow
-  rules:
-    - name: quick-expiry
-      match: {statements: [update], tables: ["expiring"]}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 2s, mode: hold}
-    - name: ledger-needs-a-dba
-      match: {statements: [insert], tables: ["ledger"]}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: retry}
-    - name: bulk-writes-need-a-dba
-      match: {statements: [update, delete], withoutWhere: true}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold}
-"#;
+fn policy() -> String {
+    "  defaultAction: allow\n  rules:\n".to_string()
+        + APPROVAL_RULES
+        + "      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold}\n"
+}
 
 /// Runs `sql` in a new PyMySQL session of database `db` through the
 /// sidecar on `port`: `ok ROWS`, or `refused ERRNO MESSAGE`.
@@ -135,7 +127,7 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
     let count = |sql: &str| m.admin(&format!("USE {db}; {sql}")).trim().to_string();
 
     let listen_port = common::free_port();
-    let all = manifests(m, db, POLICY).replace("{PORT}", &listen_port.to_string());
+    let all = manifests(m, db, &policy()).replace("{PORT}", &listen_port.to_string());
     // The quickstart made namespace `shop`.
     let docs: Vec<&str> = all
         .split("---\n")
@@ -295,21 +287,8 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
     assert_eq!(count("SELECT v FROM expiring"), "0");
 
     // === every step on record, in the one audit shape ===
-    let events = bounded("the audit events", async {
-        loop {
-            let events = audit_events(&audit);
-            if events.iter().any(|e| e["approval"]["phase"] == "Expired") {
-                return events;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    let step = |request: &str, phase: &str| {
-        events.iter().find(|e| {
-            e["approval"]["request"] == format!("shop/{request}") && e["approval"]["phase"] == phase
-        })
-    };
+    let events = audit_events_once_expired(&audit).await;
+    let step = |request: &str, phase: &str| approval_step(&events, request, phase);
     assert!(step(&name, "Pending").is_some(), "{events:#?}");
     let ran = step(&name, "Executed").expect("the approved run is on record");
     assert_eq!(ran["type"], "approval");

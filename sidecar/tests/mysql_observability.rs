@@ -22,19 +22,8 @@ const EMAIL: &str = "ann.lee@example.com";
 /// name (rule 0) and what its email detector finds (rule 1); `reporting`
 /// also denies DROP.
 fn policies(m: &Maria, db: &str) -> String {
-    let reporting = manifests(
-        m,
-        db,
-        r#"  defaultAction: allow
-  rules:
-    - name: no-drops
-      match: {statements: [drop]}
-      action: deny
-  masking:
-    - columns: ["customers.ssn"]
-      strategy: redact
-"#,
-    );
+    let spec = format!("{}\n{}", common::NO_DROPS, common::REDACT_SSN);
+    let reporting = manifests(m, db, &spec);
     let pii = common::named_policy(
         "pii",
         "shop-db",

@@ -22,26 +22,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_e2e::harness::audit_events;
 
-use cluster::{Cluster, session_once_listening};
+use cluster::{Cluster, deny_reads, session_once_listening};
 use support::{Child, bounded};
 
+/// The test database, a Connection to it and a policy binding `report-job`
+/// that denies DROP.
 fn manifests(db: &str, upstream_port: u16, listen_port: u16) -> String {
     common::run_mode_connection(db, upstream_port, listen_port)
-        + r#"apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {name: testdb-policy, namespace: shop}
-spec:
-  subjects: [{serviceAccount: report-job}]
-  connections: [testdb]
-  defaultAction: allow
-  rules:
-    - name: no-drops
-      match: {statements: [drop]}
-      action: deny
-"#
+        + &common::named_policy("testdb-policy", "testdb", common::NO_DROPS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,14 +65,7 @@ async fn a_policy_edit_is_on_record_and_in_the_evidence() {
         .unwrap();
 
     // Edited while the session runs: reads are denied from the next bundle on.
-    env.set_rules(
-        "testdb-policy",
-        json!([
-            {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
-            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
-        ]),
-    )
-    .await;
+    deny_reads(env).await;
     bounded("the edit to reach the session", async {
         loop {
             match client.query("SELECT name FROM customers", &[]).await {

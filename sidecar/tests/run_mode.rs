@@ -20,7 +20,7 @@ use sluice_crds::AccessPolicy;
 use sluice_sidecar::run::{self, RunConfig};
 use tokio_postgres::error::SqlState;
 
-use cluster::{Cluster, session_once_listening};
+use cluster::{Cluster, deny_reads, run_mode_session, session_once_listening};
 use common::{code, revision_until};
 use support::{Child, bounded};
 
@@ -28,22 +28,9 @@ const SSN: &str = "123-45-6789";
 
 /// The test database, a Connection to it and a policy binding `report-job`.
 fn manifests(db: &str, upstream_port: u16, listen_port: u16) -> String {
+    let spec = format!("{}\n{}", common::NO_DROPS, common::REDACT_SSN);
     common::run_mode_connection(db, upstream_port, listen_port)
-        + r#"apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {name: testdb-policy, namespace: shop}
-spec:
-  subjects: [{serviceAccount: report-job}]
-  connections: [testdb]
-  defaultAction: allow
-  rules:
-    - name: no-drops
-      match: {statements: [drop]}
-      action: deny
-  masking:
-    - columns: ["customers.ssn"]
-      strategy: redact
-"#
+        + &common::named_policy("testdb-policy", "testdb", &spec)
 }
 
 /// What a test needs: the cluster with the operator, a database with a
@@ -151,14 +138,7 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
     .unwrap();
 
     // A policy edit reaches the SAME session at its next statement.
-    env.set_rules(
-        "testdb-policy",
-        json!([
-            {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
-            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
-        ]),
-    )
-    .await;
+    deny_reads(env).await;
     let e = bounded("the policy edit to reach the session", async {
         loop {
             let now = running.bundle_revision().borrow().clone();
@@ -267,21 +247,12 @@ async fn the_last_bundle_never_outlives_its_expiry() {
     // A second replica whose bundles live 3 s; the sidecar talks to it only.
     let mut settings = support::test_settings("short-bundles");
     settings.bundle_ttl = Duration::from_secs(3);
-    // Replicas share one gateway URL (the Service in a cluster): the pod's
-    // genuine sidecar names the first replica's.
-    settings.gateway_url = Some(s.cluster.env.operator.gateway_url.clone());
-    let replica = sluice_operator::run::start(s.cluster.env.client.clone(), settings)
-        .await
-        .expect("second replica starts");
-    bounded("the second replica's caches", replica.ready()).await;
-    let running = bounded("run mode to start", run::start(config(&s, &replica)))
-        .await
-        .expect("run mode starts");
+    let replica = s.cluster.replica(settings).await;
+    let (running, client) = run_mode_session(config(&s, &replica), s.listen_port, &s.db).await;
     let url = format!(
         "host=127.0.0.1 port={} user=app dbname={}",
         s.listen_port, s.db
     );
-    let client = bounded("a session", common::connect(&url)).await;
     client.batch_execute("SELECT 1").await.unwrap();
 
     // The operator goes away: the sidecar keeps its bundle until the

@@ -10,7 +10,7 @@
 //! #[path = "../../operator/tests/support/mod.rs"] mod support;`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,13 +19,33 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
+use serde_json::Value;
 use sluice_crds::{AccessRequest, RequestPhase};
 use sluice_e2e::Options;
+use sluice_e2e::harness::audit_events;
+use sluice_operator::run::Settings;
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
 use crate::common;
 use crate::support::{self, Child, Env, apply_quickstart, apply_yaml, bounded, cluster_with_crds};
+
+/// Rules like examples/approvals (items of `spec.rules`, all for group
+/// `dba`): UPDATEs of `expiring` held and expiring after 2 s, INSERTs into
+/// `ledger` asked for in retry mode, and UPDATEs and DELETEs without WHERE
+/// (`bulk-writes-need-a-dba`, whose `approval` line the test adds).
+pub const APPROVAL_RULES: &str = r#"    - name: quick-expiry
+      match: {statements: [update], tables: ["expiring"]}
+      action: requireApproval
+      approval: {approvers: {groups: [dba]}, timeout: 2s, mode: hold}
+    - name: ledger-needs-a-dba
+      match: {statements: [insert], tables: ["ledger"]}
+      action: requireApproval
+      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: retry}
+    - name: bulk-writes-need-a-dba
+      match: {statements: [update, delete], withoutWhere: true}
+      action: requireApproval
+"#;
 
 /// The operator on the test control plane with a test's manifests in force,
 /// and the workload: an injected pod of a service account in `shop`, its
@@ -109,6 +129,18 @@ impl Cluster {
         }
     }
 
+    /// A second operator replica started with `settings`, its caches
+    /// filled. Replicas share one gateway URL (the Service in a cluster):
+    /// the pod's genuine sidecar names the first replica's.
+    pub async fn replica(&self, mut settings: Settings) -> sluice_operator::run::Running {
+        settings.gateway_url = Some(self.env.operator.gateway_url.clone());
+        let replica = sluice_operator::run::start(self.env.client.clone(), settings)
+            .await
+            .expect("second replica starts");
+        bounded("the second replica's caches", replica.ready()).await;
+        replica
+    }
+
     /// Where the sidecar binary writes its audit events (its stdout).
     pub fn audit(&self) -> PathBuf {
         self.dir.path().join("audit.jsonl")
@@ -144,6 +176,21 @@ impl Cluster {
                 .expect("sidecar binary starts"),
         )
     }
+}
+
+/// Run mode started in-process with `cfg`, and a tokio-postgres session
+/// to database `db` through its listener on `port`.
+pub async fn run_mode_session(
+    cfg: sluice_sidecar::run::RunConfig,
+    port: u16,
+    db: &str,
+) -> (sluice_sidecar::run::Running, tokio_postgres::Client) {
+    let running = bounded("run mode to start", sluice_sidecar::run::start(cfg))
+        .await
+        .expect("run mode starts");
+    let url = format!("host=127.0.0.1 port={port} user=app dbname={db}");
+    let client = bounded("a session", common::connect(&url)).await;
+    (running, client)
 }
 
 /// The AccessRequest name in `text` ("… AccessRequest shop/NAME …").
@@ -221,4 +268,39 @@ pub async fn request_phase(env: &Env, name: &str, phase: RequestPhase) {
     )
     .await
     .unwrap();
+}
+
+/// The audit events the sidecar wrote to `path`, once one of them records
+/// an AccessRequest that expired (polled).
+pub async fn audit_events_once_expired(path: &Path) -> Vec<Value> {
+    bounded("the audit events", async {
+        loop {
+            let events = audit_events(path);
+            if events.iter().any(|e| e["approval"]["phase"] == "Expired") {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+/// The audit event of step `phase` of the AccessRequest `shop/request`.
+pub fn approval_step<'a>(events: &'a [Value], request: &str, phase: &str) -> Option<&'a Value> {
+    events.iter().find(|e| {
+        e["approval"]["request"] == format!("shop/{request}") && e["approval"]["phase"] == phase
+    })
+}
+
+/// Edits the rules of `testdb-policy` as `kubectl apply` would: DROP and
+/// now reads denied (`no-drops`, `no-reads`); returns once it is Ready.
+pub async fn deny_reads(env: &Env) {
+    env.set_rules(
+        "testdb-policy",
+        serde_json::json!([
+            {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
+            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
+        ]),
+    )
+    .await;
 }

@@ -613,6 +613,18 @@ spec:
     )
 }
 
+/// Spec lines of a policy: allow by default, but deny DROP (rule `no-drops`).
+pub const NO_DROPS: &str = "  defaultAction: allow
+  rules:
+    - name: no-drops
+      match: {statements: [drop]}
+      action: deny";
+
+/// Spec lines of a policy: redact `customers.ssn`.
+pub const REDACT_SSN: &str = r#"  masking:
+    - columns: ["customers.ssn"]
+      strategy: redact"#;
+
 /// A policy binding `shop/report-job` to `orders-db` with these extra spec lines.
 pub fn policy(extra: &str) -> String {
     named_policy("reporting", "orders-db", extra)
