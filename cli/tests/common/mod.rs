@@ -18,8 +18,18 @@ pub async fn cluster_with_crds() -> (TestCluster, kube::Client) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = TestCluster::start(Options::default()).await.unwrap();
     let client = cluster.client().await.unwrap();
+    install_crds(&client, &CRDS).await;
+    (cluster, client)
+}
+
+/// Every CRD of Sluice, by its plural.
+pub const CRDS: [&str; 3] = ["accessrequests", "accesspolicies", "connections"];
+
+/// Creates the CRDs `kinds` (plurals: crds/KIND.yaml) through `client`, and
+/// waits (30 s at most) until each is established.
+pub async fn install_crds(client: &kube::Client, kinds: &[&str]) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for kind in ["accessrequests", "accesspolicies", "connections"] {
+    for kind in kinds {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../crds/{kind}.yaml")),
         )
@@ -38,7 +48,6 @@ pub async fn cluster_with_crds() -> (TestCluster, kube::Client) {
         .unwrap()
         .unwrap();
     }
-    (cluster, client)
 }
 
 /// Runs `kubectl-sluice` with `args` (and `--kubeconfig`, when given; never
