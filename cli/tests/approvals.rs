@@ -2,13 +2,14 @@
 //! control plane, with the operator (and its decision webhooks) in-process.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::wait::await_condition;
@@ -50,25 +51,7 @@ async fn start_with(rbac: bool) -> Env {
     let client = cluster.client().await.unwrap();
     // Every CRD and the quickstart's policy: decisions are checked against
     // the rule as it stands, so the policy a request names must exist.
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for kind in ["accessrequests", "accesspolicies", "connections"] {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../crds/{kind}.yaml")),
-        )
-        .unwrap();
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-        bounded(
-            "CRD",
-            await_condition(
-                crds.clone(),
-                &format!("{kind}.sluice.dev"),
-                kube::runtime::wait::conditions::is_crd_established(),
-            ),
-        )
-        .await
-        .unwrap();
-    }
+    common::install_crds(&client, &common::CRDS).await;
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)

@@ -4,13 +4,10 @@
 //! dropped, not refused). A catch-all is written `match: {any: true}`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::Path;
-use std::time::Duration;
+mod common;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
-use kube::runtime::wait::await_condition;
 use serde_json::json;
 use sluice_e2e::{Options, TestCluster};
 
@@ -19,24 +16,7 @@ async fn an_empty_or_pruned_match_is_refused_by_the_crd() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = TestCluster::start(Options::default()).await.unwrap();
     let client = cluster.client().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/accesspolicies.yaml"),
-    )
-    .unwrap();
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        await_condition(
-            crds,
-            "accesspolicies.sluice.dev",
-            kube::runtime::wait::conditions::is_crd_established(),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    common::install_crds(&client, &["accesspolicies"]).await;
     let resource = ApiResource {
         group: "sluice.dev".into(),
         version: "v1alpha1".into(),

@@ -2,28 +2,18 @@
 //! control plane, with real objects and a real chained audit file.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::{Timestamp, ToSpan};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 use sluice_crds::AccessRequest;
-use sluice_e2e::{Options, TestCluster};
 use sluice_policy::audit::AuditChain;
 
-fn kubectl_sluice(kubeconfig: Option<&Path>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"));
-    cmd.args(args).env_remove("KUBECONFIG");
-    if let Some(k) = kubeconfig {
-        cmd.arg("--kubeconfig").arg(k);
-    }
-    cmd.output().expect("run kubectl-sluice")
-}
+use common::{cluster_with_crds, export, kubectl_sluice};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -147,29 +137,7 @@ fn audit_log(now: Timestamp) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cluster = TestCluster::start(Options::default()).await.unwrap();
-    let client = cluster.client().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for kind in ["accessrequests", "accesspolicies", "connections"] {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../crds/{kind}.yaml")),
-        )
-        .unwrap();
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(
-                crds.clone(),
-                &format!("{kind}.sluice.dev"),
-                kube::runtime::wait::conditions::is_crd_established(),
-            ),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    }
+    let (cluster, client) = cluster_with_crds().await;
     apply(&client, "examples/quickstart/namespace.yaml").await;
     apply(&client, "examples/quickstart/orders-db.yaml").await;
     apply(&client, "examples/quickstart/reporting-policy.yaml").await;
@@ -182,21 +150,7 @@ async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
     std::fs::write(&audit, audit_log(now).join("\n") + "\n").unwrap();
     let out_dir = dir.path().join("evidence");
     let kubeconfig = cluster.kubeconfig_path();
-    let out = kubectl_sluice(
-        Some(&kubeconfig),
-        &[
-            "evidence",
-            "export",
-            "--since",
-            "90d",
-            "-n",
-            "shop",
-            "--audit",
-            audit.to_str().unwrap(),
-            "-o",
-            out_dir.to_str().unwrap(),
-        ],
-    );
+    let out = export(&kubeconfig, Some("90d"), &audit, &out_dir);
     assert!(
         out.status.success(),
         "{}{}",
@@ -330,19 +284,7 @@ async fn an_exported_package_holds_the_evidence_and_verifies_offline() {
     // The same package as one .tar.gz: verifies; a tampered member is named;
     // a hostile member (a path out of the package, a link) is refused.
     let tarball = dir.path().join("evidence.tar.gz");
-    let out = kubectl_sluice(
-        Some(&kubeconfig),
-        &[
-            "evidence",
-            "export",
-            "-n",
-            "shop",
-            "--audit",
-            audit.to_str().unwrap(),
-            "-o",
-            tarball.to_str().unwrap(),
-        ],
-    );
+    let out = export(&kubeconfig, None, &audit, &tarball);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("report.html is evidence/report.html in it"),

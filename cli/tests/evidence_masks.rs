@@ -3,18 +3,20 @@
 //! chart, rendered in headless Chromium when it is installed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::{Timestamp, ToSpan};
 use kube::api::{Api, PostParams};
-use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
-use sluice_e2e::{Options, TestCluster};
+use sluice_e2e::TestCluster;
 use sluice_policy::audit::{AuditChain, AuditEventDraft};
+
+use common::{cluster_with_crds, export};
 
 /// A chained log of one sidecar: masked values of two policies (`pii`,
 /// `cards`), from result events and a batched statement event; an older
@@ -72,29 +74,9 @@ fn audit_log(now: Timestamp) -> String {
     text
 }
 
-async fn cluster_with_crds() -> TestCluster {
-    let cluster = TestCluster::start(Options::default()).await.unwrap();
-    let client = cluster.client().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for kind in ["accessrequests", "accesspolicies", "connections"] {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../crds/{kind}.yaml")),
-        )
-        .unwrap();
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(
-                crds.clone(),
-                &format!("{kind}.sluice.dev"),
-                kube::runtime::wait::conditions::is_crd_established(),
-            ),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    }
+/// The test control plane with the CRDs and namespace `shop`.
+async fn cluster() -> TestCluster {
+    let (cluster, client) = cluster_with_crds().await;
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
     Api::<Namespace>::all(client)
         .create(&PostParams::default(), &ns)
@@ -141,24 +123,12 @@ fn expected() -> Vec<(String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masked_values_are_reported_by_the_policy_that_masked_them() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cluster = cluster_with_crds().await;
+    let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     std::fs::write(&audit, audit_log(Timestamp::now())).unwrap();
     let out_dir = dir.path().join("evidence");
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"))
-        .args([
-            "evidence", "export", "--since", "90d", "-n", "shop", "--audit",
-        ])
-        .arg(&audit)
-        .arg("-o")
-        .arg(&out_dir)
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig_path())
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
+    let out = export(&cluster.kubeconfig_path(), Some("90d"), &audit, &out_dir);
     assert!(
         out.status.success(),
         "{}{}",

@@ -535,7 +535,11 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 }
 
 #[cfg(test)]
+pub(crate) mod test_gateway;
+
+#[cfg(test)]
 mod tests {
+    use super::test_gateway::TestGateway;
     use super::*;
 
     #[test]
@@ -588,92 +592,59 @@ mod tests {
         accepted: Arc<std::sync::atomic::AtomicUsize>,
         closed: Arc<std::sync::atomic::AtomicUsize>,
         release: Arc<tokio::sync::Notify>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Drop for StandIn {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
+        _server: TestGateway,
     }
 
     impl StandIn {
         async fn start(keep_alive: bool, idle: Option<Duration>) -> StandIn {
             use std::sync::atomic::{AtomicUsize, Ordering};
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let ca_key = rcgen::KeyPair::generate().unwrap();
-            let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-            let issuer = rcgen::Issuer::new(ca_params, ca_key);
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-                .unwrap()
-                .signed_by(&key, &issuer)
-                .unwrap();
-            let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("https://{}", listener.local_addr().unwrap());
             let accepted = Arc::new(AtomicUsize::new(0));
             let closed = Arc::new(AtomicUsize::new(0));
             let release = Arc::new(tokio::sync::Notify::new());
-            let task = tokio::spawn({
+            let server = TestGateway::start({
                 let (accepted, closed, release) =
                     (accepted.clone(), closed.clone(), release.clone());
-                async move {
-                    while let Ok((tcp, _)) = listener.accept().await {
-                        accepted.fetch_add(1, Ordering::SeqCst);
-                        let (acceptor, closed, release) =
-                            (acceptor.clone(), closed.clone(), release.clone());
-                        tokio::spawn(async move {
-                            if let Ok(tls) = acceptor.accept(tcp).await {
-                                let service = hyper::service::service_fn(
-                                    move |request: hyper::Request<hyper::body::Incoming>| {
-                                        let release = release.clone();
-                                        async move {
-                                            if request.uri().path() == "/v1/bundle" {
-                                                release.notified().await;
-                                            }
-                                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                                Full::new(Bytes::from_static(
-                                                    br#"{"accepted":1,"checkpoints":[]}"#,
-                                                )),
-                                            ))
+                move |handshake| {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let (closed, release) = (closed.clone(), release.clone());
+                    async move {
+                        if let Ok(tls) = handshake.await {
+                            let service = hyper::service::service_fn(
+                                move |request: hyper::Request<hyper::body::Incoming>| {
+                                    let release = release.clone();
+                                    async move {
+                                        if request.uri().path() == "/v1/bundle" {
+                                            release.notified().await;
                                         }
-                                    },
-                                );
-                                let mut builder = hyper::server::conn::http1::Builder::new();
-                                builder.keep_alive(keep_alive);
-                                if let Some(idle) = idle {
-                                    builder
-                                        .timer(hyper_util::rt::TokioTimer::new())
-                                        .header_read_timeout(idle);
-                                }
-                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                            Full::new(Bytes::from_static(
+                                                br#"{"accepted":1,"checkpoints":[]}"#,
+                                            )),
+                                        ))
+                                    }
+                                },
+                            );
+                            let mut builder = hyper::server::conn::http1::Builder::new();
+                            builder.keep_alive(keep_alive);
+                            if let Some(idle) = idle {
+                                builder
+                                    .timer(hyper_util::rt::TokioTimer::new())
+                                    .header_read_timeout(idle);
                             }
-                            closed.fetch_add(1, Ordering::SeqCst);
-                        });
+                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                        closed.fetch_add(1, Ordering::SeqCst);
                     }
                 }
-            });
+            })
+            .await;
             StandIn {
-                url,
-                ca_pem: ca_cert.pem(),
+                url: server.url.clone(),
+                ca_pem: server.ca_pem.clone(),
                 accepted,
                 closed,
                 release,
-                task,
+                _server: server,
             }
         }
 

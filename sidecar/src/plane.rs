@@ -22,11 +22,13 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use sluice_crds::Protocol;
 use sluice_policy::engine::{CompiledPolicy, Identity};
-use sluice_policy::wire::Bundle;
+use sluice_policy::wire::{Bundle, BundleConnection};
 
 use crate::approval::Approvals;
 use crate::audit::AuditLog;
+use crate::standing::{SqlParts, Standing, plane_connections};
 
 /// Why a plane's Connections of a bundle cannot be served (the plane's own
 /// error: its text names the Connection and what to fix).
@@ -81,6 +83,36 @@ pub struct Commit<'a> {
     pub listeners: usize,
 }
 
+/// One Connection of a bundle as its plane planned it, ready to be put in
+/// force: what every plane plans (the Connection, the port it listens on,
+/// the [`Standing`] in force for the identity on it) and the plane's own
+/// part `T` (its upstream); `P` is the plane's part of a bound standing.
+pub struct Plan<T, P = SqlParts> {
+    /// The Connection.
+    pub name: String,
+    /// The port its listener binds.
+    pub port: u16,
+    /// What is in force for the identity on it.
+    pub standing: Standing<P>,
+    /// The plane's own part.
+    pub own: T,
+}
+
+impl<T, P> Plan<T, P> {
+    /// The plan of `conn` (a Connection of the bundle) under `standing`.
+    pub fn new(conn: &BundleConnection, standing: Standing<P>, own: T) -> Self {
+        Plan {
+            name: conn.name.clone(),
+            port: conn.spec.listen.port,
+            standing,
+            own,
+        }
+    }
+}
+
+/// The plan of one Connection of plane `P`.
+pub type PlanOf<P> = Plan<<P as Plane>::Own, <P as Plane>::Parts>;
+
 /// One data plane: the Connections of one protocol of a bundle, each on its
 /// own listener.
 ///
@@ -91,25 +123,70 @@ pub struct Commit<'a> {
 /// as they do every other plane's, and the spine ([`crate::standing`],
 /// [`crate::approval`], [`crate::audit`], [`crate::limits`]) is shared.
 pub trait Plane: Send + Sync + 'static {
-    /// One Connection of a bundle, built and ready to be put in force.
-    type Plan: Send + Sync + 'static;
+    /// The protocol of the Connections it serves.
+    const PROTOCOL: Protocol;
+
+    /// The plane's part of a bound [`Standing`].
+    type Parts: Send + Sync + 'static;
+
+    /// The plane's own part of a Connection's [`Plan`].
+    type Own: Send + Sync + 'static;
 
     /// What the plane keeps for each Connection it serves.
     type Entry: Entry;
 
-    /// Builds this plane's Connections of the bundle without changing
-    /// anything served: an error leaves the bundle in force as it was.
-    fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<Self::Plan>, SetupError>;
+    /// Plans `conn`, one of its Connections of the bundle, without
+    /// changing anything served.
+    fn plan(
+        &self,
+        conn: &BundleConnection,
+        bundle: &Prepare<'_>,
+    ) -> Result<PlanOf<Self>, SetupError>;
 
-    /// Puts `plans` in force: live sessions follow their Connection's new
-    /// standing, new Connections get a listener (opened and served through
-    /// [`Plane::served_mut`]). Connections served but not in `plans` refuse
-    /// everything from now on ([`Served::retire_others`]).
+    /// Puts `plan` in force: its Connection's live sessions follow the new
+    /// standing when it is served, else it gets a listener (opened and
+    /// served through [`Plane::served_mut`]).
+    fn put_in_force(
+        &mut self,
+        plan: PlanOf<Self>,
+        put: &Commit<'_>,
+    ) -> impl Future<Output = Result<(), BindError>> + Send;
+
+    /// Plans this plane's Connections of the bundle (only those in `only`,
+    /// when set) without changing anything served: an error leaves the
+    /// bundle in force as it was.
+    fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<PlanOf<Self>>, SetupError> {
+        plane_connections(bundle.bundle, Self::PROTOCOL, bundle.only)
+            .map(|conn| self.plan(conn, &bundle))
+            .collect()
+    }
+
+    /// Puts `plans` in force, one after the other, each logging what it
+    /// puts in force first. Connections served but not in `plans` refuse
+    /// everything from now on ([`Served::retire_others`]); not when a
+    /// listener could not bind (the error stops the commit there).
     fn commit(
         &mut self,
-        plans: Vec<Self::Plan>,
+        plans: Vec<PlanOf<Self>>,
         put: Commit<'_>,
-    ) -> impl Future<Output = Result<(), BindError>> + Send;
+    ) -> impl Future<Output = Result<(), BindError>> + Send {
+        async move {
+            let mut seen = Vec::new();
+            for plan in plans {
+                seen.push(plan.name.clone());
+                // What an identity no policy binds gets refused, for the log.
+                let refused = match Self::PROTOCOL {
+                    Protocol::Http => "requests",
+                    Protocol::Postgres | Protocol::Mysql => "sessions",
+                };
+                plan.standing
+                    .log_in_force(&plan.name, Some(put.revision), put.identity, refused);
+                self.put_in_force(plan, &put).await?;
+            }
+            self.served().retire_others(&seen, put.revision);
+            Ok(())
+        }
+    }
 
     /// The Connections the plane serves.
     fn served(&self) -> &Served<Self::Entry>;

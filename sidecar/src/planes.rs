@@ -12,7 +12,7 @@ use crate::http::bundle::HttpConnections;
 use crate::limits::FdBudget;
 use crate::metrics::Metrics;
 use crate::mysql::bundle::MyConnections;
-use crate::plane::{AcceptLoops, BindError, Commit, Listener, Plane, Prepare, SetupError};
+use crate::plane::{AcceptLoops, BindError, Commit, Listener, PlanOf, Plane, Prepare, SetupError};
 use crate::postgres::bundle::{PgConnections, PgShared};
 
 mod settings;
@@ -130,7 +130,7 @@ trait Staged: Send + Sync {
 
 struct Staging<P: Plane> {
     plane: P,
-    plans: Vec<P::Plan>,
+    plans: Vec<PlanOf<P>>,
 }
 
 impl<P: Plane> Staging<P> {

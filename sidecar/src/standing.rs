@@ -2,6 +2,7 @@
 //! plane ([`Standing`]), and a PostgreSQL session's live view of it
 //! ([`Binding`]).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -86,6 +87,30 @@ impl<P> Standing<P> {
         }
     }
 
+    /// What is in force on `conn`, a Connection of a bundle, for every
+    /// plane: `NotBound` when the bundle says no policy binds the identity
+    /// to it (`conn.bound`), else the policies of `policies` that bind
+    /// `identity` to it (see [`Standing::select_with`]) under the
+    /// Connection's decoded masking hash key, with the parts `plane` builds
+    /// from them and that key. `Err` when the hash key is not base64 (bound
+    /// or not: such a Connection is not served), or the plane's own.
+    pub fn for_connection<E: From<HashKeyError>>(
+        policies: &[Arc<CompiledPolicy>],
+        identity: &Identity,
+        conn: &BundleConnection,
+        plane: impl FnOnce(&Arc<PolicySet>, Option<&[u8]>) -> Result<P, E>,
+    ) -> Result<Self, E> {
+        let key = hash_key(conn).map_err(|what| HashKeyError {
+            connection: conn.name.clone(),
+            what,
+        })?;
+        if !conn.bound {
+            return Ok(Standing::NotBound);
+        }
+        let key = key.as_deref().map(Vec::as_slice);
+        Self::select_with(policies, identity, &conn.name, key, |set| plane(set, key))
+    }
+
     /// The applicable policies, when bound.
     pub fn set(&self) -> Option<&Arc<PolicySet>> {
         match self {
@@ -142,12 +167,7 @@ impl Standing<SqlParts> {
         hash_key: Option<&[u8]>,
         literal_sensitive: bool,
     ) -> Self {
-        let parts = |_: &Arc<PolicySet>| {
-            Ok::<_, std::convert::Infallible>(SqlParts {
-                literal_sensitive,
-                masking_key: Arc::from(""),
-            })
-        };
+        let parts = |_: &Arc<PolicySet>| Ok::<_, Infallible>(SqlParts::new(literal_sensitive, ""));
         match Self::select_with(policies, identity, connection, hash_key, parts) {
             Ok(standing) => standing,
             Err(never) => match never {},
@@ -160,6 +180,16 @@ impl Standing<SqlParts> {
             plane.masking_key = Arc::from(key);
         }
         self
+    }
+}
+
+impl SqlParts {
+    /// The parts of a SQL plane's bound standing (see the fields).
+    pub fn new(literal_sensitive: bool, masking_key: &str) -> Self {
+        SqlParts {
+            literal_sensitive,
+            masking_key: Arc::from(masking_key),
+        }
     }
 }
 
@@ -325,9 +355,20 @@ pub fn plane_connections<'a>(
     })
 }
 
+/// A Connection whose masking hash key (`hashKeySecretRef`) is unusable:
+/// it is not served.
+#[derive(Debug, thiserror::Error)]
+#[error("Connection {connection}: {what}")]
+pub struct HashKeyError {
+    /// The Connection.
+    pub connection: String,
+    /// Why the key is unusable.
+    pub what: String,
+}
+
 /// A Connection's masking hash key, decoded (held in zeroizing memory);
 /// `Err` says why it is unusable.
-pub fn hash_key(conn: &BundleConnection) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+fn hash_key(conn: &BundleConnection) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     conn.hash_key
         .as_ref()
         .map(|b64| {
@@ -337,4 +378,105 @@ pub fn hash_key(conn: &BundleConnection) -> Result<Option<Zeroizing<Vec<u8>>>, S
                 .map_err(|e| format!("hashKey is not base64: {e}"))
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// `alpha` binds `shop/app` to `db-a`, `beta` to `db-b`; `gamma` binds
+    /// another identity to `db-a`.
+    fn policies() -> Vec<Arc<CompiledPolicy>> {
+        [
+            ("alpha", "app", "db-a"),
+            ("beta", "app", "db-b"),
+            ("gamma", "other", "db-a"),
+        ]
+        .into_iter()
+        .map(|(name, sa, conn)| {
+            let ap: sluice_crds::AccessPolicy = serde_json::from_value(json!({
+                "apiVersion": "sluice.dev/v1alpha1", "kind": "AccessPolicy",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"subjects": [{"serviceAccount": sa}], "connections": [conn],
+                         "defaultAction": "allow"}
+            }))
+            .unwrap();
+            Arc::new(CompiledPolicy::compile(&ap, &sluice_policy::engine::NoSecrets).unwrap())
+        })
+        .collect()
+    }
+
+    fn connection(name: &str, bound: bool, hash_key: Option<&str>) -> BundleConnection {
+        serde_json::from_value(json!({
+            "name": name,
+            "spec": {
+                "protocol": "postgres",
+                "upstream": {"host": "db.shop", "port": 5432, "database": "orders"},
+                "credentials": {"secretRef": {"name": "creds"}},
+                "listen": {"port": 15432}
+            },
+            "bound": bound,
+            "hashKey": hash_key
+        }))
+        .unwrap()
+    }
+
+    /// The standing `for_connection` selects, as (policy names, the hash key
+    /// the plane was handed), or `None` when not bound.
+    fn picked(conn: &BundleConnection) -> Option<(Vec<String>, Option<Vec<u8>>)> {
+        let standing = Standing::for_connection(
+            &policies(),
+            &Identity::service_account("shop", "app"),
+            conn,
+            |_, key| Ok::<_, HashKeyError>(key.map(<[u8]>::to_vec)),
+        )
+        .unwrap();
+        match standing {
+            Standing::Bound { set, plane } => Some((
+                set.policy_names().into_iter().map(String::from).collect(),
+                plane,
+            )),
+            Standing::NotBound => None,
+            Standing::Unavailable(why) => panic!("unavailable: {why}"),
+        }
+    }
+
+    #[test]
+    fn for_connection_picks_the_policies_binding_the_identity_to_that_connection() {
+        // base64 of "key-a"
+        let a = connection("db-a", true, Some("a2V5LWE="));
+        assert_eq!(
+            picked(&a),
+            Some((vec!["alpha".to_string()], Some(b"key-a".to_vec())))
+        );
+        assert_eq!(
+            picked(&connection("db-b", true, None)),
+            Some((vec!["beta".to_string()], None))
+        );
+        // The bundle says unbound: nothing is selected, whatever the policies say.
+        assert_eq!(picked(&connection("db-a", false, None)), None);
+        // Bound by the bundle, but no policy here binds the identity.
+        assert_eq!(picked(&connection("db-c", true, None)), None);
+    }
+
+    #[test]
+    fn for_connection_refuses_a_hash_key_that_is_not_base64_bound_or_not() {
+        for bound in [true, false] {
+            let Err(err) = Standing::for_connection(
+                &policies(),
+                &Identity::service_account("shop", "app"),
+                &connection("db-a", bound, Some("not base64!")),
+                |_, _| Ok::<_, HashKeyError>(SqlParts::new(false, "")),
+            ) else {
+                panic!("a hashKey that is not base64 was taken (bound: {bound})");
+            };
+            let text = err.to_string();
+            assert!(
+                text.starts_with("Connection db-a: hashKey is not base64: "),
+                "{text}"
+            );
+        }
+    }
 }

@@ -6,23 +6,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 #[path = "../../operator/tests/support/mod.rs"]
 mod support;
 
-use std::time::Duration;
-
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::Api;
-use kube::runtime::wait::await_condition;
 use sluice_crds::{AccessRequest, RequestPhase};
-use sluice_e2e::Options;
-use tokio::sync::mpsc;
-use tokio_postgres::AsyncMessage;
 use tokio_postgres::error::SqlState;
 
+use cluster::{Cluster, request_name, session_with_notices};
 use common::code;
-use support::{Child, Env, apply_quickstart, apply_yaml, bounded, cluster_with_crds};
+use support::bounded;
 
 /// `a-lax` sorts before `b-strict`: without merging, its laxer rule came first.
 fn policies() -> &'static str {
@@ -60,38 +56,6 @@ spec:
 "#
 }
 
-async fn connect_with_notices(
-    url: &str,
-) -> (tokio_postgres::Client, mpsc::UnboundedReceiver<String>) {
-    let (client, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notice(n))) => {
-                    let _ = tx.send(n.message().to_string());
-                }
-                Some(Ok(_)) => {}
-                _ => return,
-            }
-        }
-    });
-    (client, rx)
-}
-
-fn request_name(text: &str) -> String {
-    let at = text
-        .find("AccessRequest shop/")
-        .unwrap_or_else(|| panic!("no request named in {text:?}"))
-        + "AccessRequest shop/".len();
-    text[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-        .collect()
-}
-
 async fn values(admin: &tokio_postgres::Client) -> (i32, i32) {
     let row = admin
         .query_one("SELECT (SELECT v FROM a), (SELECT v FROM b)", &[])
@@ -102,73 +66,28 @@ async fn values(admin: &tokio_postgres::Client) -> (i32, i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_strictest_approval_requirement_decides_or_the_text_is_refused() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let pg = common::server();
-    let db = common::db_name("approval_rules");
-    pg.create_database(&db).await;
+    let db = common::database(
+        "approval_rules",
+        "CREATE TABLE a (v int); INSERT INTO a VALUES (0);
+         CREATE TABLE b (v int); INSERT INTO b VALUES (0);
+         CREATE TABLE c (v int); INSERT INTO c VALUES (0);",
+    )
+    .await;
     let admin = common::connect(&pg.admin_url(&db)).await;
-    admin
-        .batch_execute(
-            "CREATE TABLE a (v int); INSERT INTO a VALUES (0);
-             CREATE TABLE b (v int); INSERT INTO b VALUES (0);
-             CREATE TABLE c (v int); INSERT INTO c VALUES (0);",
-        )
-        .await
-        .unwrap();
-    let (cluster, client) = cluster_with_crds(
-        Options::default()
-            .user("alice", &["dba"])
-            .user("carol", &["dba"]),
-    )
-    .await;
-    apply_quickstart(&client, &["namespace.yaml"]).await;
     let listen_port = common::free_port();
-    apply_yaml(
-        &client,
+    let cluster = Cluster::approvals(
+        &[("alice", &["dba"]), ("carol", &["dba"])],
         &(common::run_mode_connection(&db, pg.port, listen_port) + policies()),
+        "approval-rules",
+        &["a-lax", "b-strict"],
+        ("stock-fixer", "fixer"),
     )
     .await;
-    let env = Env::with_operator(cluster, client, support::test_settings("approval-rules")).await;
-    env.policy_ready("a-lax").await;
-    env.policy_ready("b-strict").await;
-    env.webhook_registered().await;
-    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
-    bounded(
-        "the approval webhooks",
-        await_condition(
-            hooks,
-            "sluice-operator-approvals",
-            |w: Option<&ValidatingWebhookConfiguration>| w.is_some(),
-        ),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_pod, token_file) = env.pod_token_file("stock-fixer", "fixer", dir.path()).await;
-    let _child = Child(
-        common::run_binary(
-            &env.operator,
-            &token_file,
-            "testdb",
-            ("stock-fixer", "fixer"),
-            &dir.path().join("audit.jsonl"),
-            &dir.path().join("sidecar.log"),
-        )
-        .env("SLUICE_POD_NAMESPACE", "shop")
-        .spawn()
-        .expect("sidecar binary starts"),
-    );
+    let env = &cluster.env;
+    let _child = cluster.approval_sidecar("testdb");
     let url = format!("host=127.0.0.1 port={listen_port} user=app dbname={db}");
-    let (client, mut notices) = bounded("the sidecar's listener", async {
-        loop {
-            if common::try_connect(&url).await.is_ok() {
-                return connect_with_notices(&url).await;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    let client = std::sync::Arc::new(client);
+    let (client, mut notices) = session_with_notices(&url).await;
     let requests: Api<AccessRequest> = Api::namespaced(env.client.clone(), "shop");
     let alice = env.cluster.client_for("alice").await.unwrap();
     let carol = env.cluster.client_for("carol").await.unwrap();

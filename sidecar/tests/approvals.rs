@@ -6,29 +6,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 #[path = "../../operator/tests/support/mod.rs"]
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 use sluice_crds::AccessRequest;
-use sluice_e2e::Options;
-use sluice_sidecar::run;
-use tokio::sync::mpsc;
-use tokio_postgres::AsyncMessage;
+use sluice_e2e::harness::audit_events;
 use tokio_postgres::error::SqlState;
 
-use common::code;
-use support::{
-    Child, Env, apply_quickstart, apply_yaml, bounded, client_with_token, cluster_with_crds,
+use cluster::{
+    APPROVAL_RULES, Cluster, approval_step, audit_events_once_expired, request_name, request_phase,
+    run_mode_session, session_with_notices,
 };
+use common::code;
+use support::{bounded, client_with_token};
 
 /// A Connection to the test database and an approvals policy like
 /// examples/approvals: bulk writes held for `dba`, a short-lived rule, and a
@@ -46,119 +44,40 @@ spec:
     - name: no-schema-changes
       match: {statements: [drop, truncate, alter, create]}
       action: deny
-    - name: quick-expiry
-      match: {statements: [update], tables: ["expiring"]}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 2s, mode: hold}
-    - name: ledger-needs-a-dba
-      match: {statements: [insert], tables: ["ledger"]}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: retry}
-    - name: bulk-writes-need-a-dba
-      match: {statements: [update, delete], withoutWhere: true}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold, minApprovals: 1}
-"#
+"# + APPROVAL_RULES
+        + "      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold, minApprovals: 1}\n"
 }
 
 struct Setup {
-    env: Env,
+    cluster: Cluster,
     db: String,
     listen_port: u16,
-    pod: k8s_openapi::api::core::v1::Pod,
-    token_file: std::path::PathBuf,
-    dir: tempfile::TempDir,
 }
 
 async fn setup(test: &str) -> Setup {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let pg = common::server();
-    let db = common::db_name(test);
-    pg.create_database(&db).await;
-    let admin = common::connect(&pg.admin_url(&db)).await;
-    admin
-        .batch_execute(
-            "CREATE TABLE counter (n int);
-             INSERT INTO counter VALUES (0);
-             CREATE TABLE expiring (v int);
-             INSERT INTO expiring VALUES (0);
-             CREATE TABLE ledger (id int);",
-        )
-        .await
-        .unwrap();
-
-    let (cluster, client) = cluster_with_crds(
-        Options::default()
-            .user("alice", &["dba"])
-            .user("bob", &["dev"]),
+    let db = common::database(
+        test,
+        "CREATE TABLE counter (n int);
+         INSERT INTO counter VALUES (0);
+         CREATE TABLE expiring (v int);
+         INSERT INTO expiring VALUES (0);
+         CREATE TABLE ledger (id int);",
     )
     .await;
-    apply_quickstart(&client, &["namespace.yaml"]).await;
     let listen_port = common::free_port();
-    apply_yaml(&client, &manifests(&db, pg.port, listen_port)).await;
-    let env =
-        Env::with_operator(cluster, client, support::test_settings("sidecar-approvals")).await;
-    env.policy_ready("maintenance").await;
-    env.webhook_registered().await;
-    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
-    bounded(
-        "the approval webhooks",
-        await_condition(
-            hooks,
-            "sluice-operator-approvals",
-            |w: Option<&ValidatingWebhookConfiguration>| w.is_some(),
-        ),
+    let cluster = Cluster::approvals(
+        &[("alice", &["dba"]), ("bob", &["dev"])],
+        &manifests(&db, common::server().port, listen_port),
+        "sidecar-approvals",
+        &["maintenance"],
+        ("stock-fixer", "fixer"),
     )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (pod, token_file) = env.pod_token_file("stock-fixer", "fixer", dir.path()).await;
+    .await;
     Setup {
-        env,
+        cluster,
         db,
         listen_port,
-        pod,
-        token_file,
-        dir,
     }
-}
-
-/// A session whose NOTICEs arrive on the channel.
-async fn connect_with_notices(
-    url: &str,
-) -> (tokio_postgres::Client, mpsc::UnboundedReceiver<String>) {
-    let (client, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notice(n))) => {
-                    let _ = tx.send(format!(
-                        "{} | {}",
-                        n.message(),
-                        n.detail().unwrap_or_default()
-                    ));
-                }
-                Some(Ok(_)) => {}
-                _ => return,
-            }
-        }
-    });
-    (client, rx)
-}
-
-/// The AccessRequest name in `text` ("… AccessRequest shop/NAME …").
-fn request_name(text: &str) -> String {
-    let at = text
-        .find("AccessRequest shop/")
-        .unwrap_or_else(|| panic!("no request named in {text:?}"))
-        + "AccessRequest shop/".len();
-    text[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-        .collect()
 }
 
 /// What `kubectl sluice approve|deny` sends: one decision appended to status.
@@ -189,47 +108,17 @@ async fn metrics_text(addr: std::net::SocketAddr) -> String {
     text
 }
 
-fn audit_events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_expired() {
     let s = setup("approvals_hold").await;
-    let env = &s.env;
-    let audit = s.dir.path().join("audit.jsonl");
-    let log = s.dir.path().join("sidecar.log");
-    let _child = Child(
-        common::run_binary(
-            &env.operator,
-            &s.token_file,
-            "testdb",
-            ("stock-fixer", "fixer"),
-            &audit,
-            &log,
-        )
-        .env("SLUICE_POD_NAMESPACE", "shop")
-        .spawn()
-        .expect("sidecar binary starts"),
-    );
+    let env = &s.cluster.env;
+    let (audit, log) = (s.cluster.audit(), s.cluster.log());
+    let _child = s.cluster.approval_sidecar("testdb");
     let url = format!(
         "host=127.0.0.1 port={} user=app dbname={}",
         s.listen_port, s.db
     );
-    let (client, mut notices) = bounded("the sidecar's listener", async {
-        loop {
-            if common::try_connect(&url).await.is_ok() {
-                return connect_with_notices(&url).await;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    let client = std::sync::Arc::new(client);
+    let (client, mut notices) = session_with_notices(&url).await;
     let alice = env.cluster.client_for("alice").await.unwrap();
     let bob = env.cluster.client_for("bob").await.unwrap();
 
@@ -271,7 +160,7 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
     let api_token = env
         .pod_token(
             "stock-fixer",
-            &s.pod,
+            &s.cluster.pod,
             "https://kubernetes.default.svc.cluster.local",
         )
         .await;
@@ -407,26 +296,8 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
     assert_eq!(one_int(&client, "SELECT count(*) FROM counter").await, 1);
 
     // === the audit chain records each step, and verifies ===
-    let events = bounded("the audit events", async {
-        loop {
-            let events = audit_events(&audit);
-            if events
-                .iter()
-                .filter(|e| e["approval"]["phase"] == "Expired")
-                .count()
-                >= 1
-            {
-                return events;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    let step = |request: &str, phase: &str| {
-        events.iter().find(|e| {
-            e["approval"]["request"] == format!("shop/{request}") && e["approval"]["phase"] == phase
-        })
-    };
+    let events = audit_events_once_expired(&audit).await;
+    let step = |request: &str, phase: &str| approval_step(&events, request, phase);
     assert!(step(&name, "Pending").is_some(), "{events:#?}");
     let ran = step(&name, "Executed").expect("the approved run is on record");
     assert_eq!(ran["type"], "approval");
@@ -617,17 +488,10 @@ async fn held_statements_run_once_when_approved_and_are_refused_when_denied_or_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
     let s = setup("approvals_retry").await;
-    let env = &s.env;
-    let mut cfg = common::run_config(&env.operator, s.token_file.clone(), "testdb");
+    let env = &s.cluster.env;
+    let mut cfg = common::run_config(&env.operator, s.cluster.token_file.clone(), "testdb");
     cfg.admin_addr = Some("127.0.0.1:0".parse().unwrap());
-    let running = bounded("run mode to start", run::start(cfg))
-        .await
-        .expect("run mode starts");
-    let url = format!(
-        "host=127.0.0.1 port={} user=app dbname={}",
-        s.listen_port, s.db
-    );
-    let client = bounded("a session", common::connect(&url)).await;
+    let (running, client) = run_mode_session(cfg, s.listen_port, &s.db).await;
     let admin = common::connect(&common::server().admin_url(&s.db)).await;
     let alice = env.cluster.client_for("alice").await.unwrap();
 
@@ -660,19 +524,7 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
     decide(&alice, &name, "approve", "fine")
         .await
         .expect("alice may approve");
-    bounded(
-        "the phase Approved",
-        await_condition(
-            Api::<AccessRequest>::namespaced(env.client.clone(), "shop"),
-            &name,
-            |ar: Option<&AccessRequest>| {
-                ar.and_then(|a| a.status.as_ref()).and_then(|s| s.phase)
-                    == Some(sluice_crds::RequestPhase::Approved)
-            },
-        ),
-    )
-    .await
-    .unwrap();
+    request_phase(env, &name, sluice_crds::RequestPhase::Approved).await;
     client
         .batch_execute(insert)
         .await
@@ -713,23 +565,12 @@ async fn retry_mode_refuses_with_the_request_and_runs_once_after_approval() {
 async fn an_unreachable_operator_refuses_the_statement_and_the_session_goes_on() {
     let s = setup("approvals_unreachable").await;
     // A second replica the sidecar talks to; it goes away after the first bundle.
-    let mut settings = support::test_settings("going-away");
-    // Replicas share one gateway URL (the Service in a cluster): the pod's
-    // genuine sidecar names the first replica's.
-    settings.gateway_url = Some(s.env.operator.gateway_url.clone());
-    let replica = sluice_operator::run::start(s.env.client.clone(), settings)
-        .await
-        .expect("second replica starts");
-    bounded("the second replica's caches", replica.ready()).await;
-    let cfg = common::run_config(&replica, s.token_file.clone(), "testdb");
-    let running = bounded("run mode to start", run::start(cfg))
-        .await
-        .expect("run mode starts");
-    let url = format!(
-        "host=127.0.0.1 port={} user=app dbname={}",
-        s.listen_port, s.db
-    );
-    let client = bounded("a session", common::connect(&url)).await;
+    let replica = s
+        .cluster
+        .replica(support::test_settings("going-away"))
+        .await;
+    let cfg = common::run_config(&replica, s.cluster.token_file.clone(), "testdb");
+    let (running, client) = run_mode_session(cfg, s.listen_port, &s.db).await;
     replica.shutdown().await;
 
     // The bundle is still in force, but nobody can be asked for approval.

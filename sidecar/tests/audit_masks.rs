@@ -22,43 +22,35 @@ fn policies() -> String {
       strategy: redact
 "#,
     );
-    format!(
-        r#"{reporting}---
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: pii, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: report-job}}]
-  connections: [orders-db]
-  defaultAction: allow
+    let pii = named_policy(
+        "pii",
+        "orders-db",
+        r#"  defaultAction: allow
   masking:
     - columns: ["customers.note"]
       strategy: redact
     - columns: ["customers.email"]
       strategy: partial
     - detectors: [creditCard]
-      strategy: redact
-"#
-    )
+      strategy: redact"#,
+    );
+    format!("{reporting}---\n{pii}")
 }
 
 async fn setup(test: &str) -> Sidecar {
-    let pg = server();
-    let db = db_name(test);
-    pg.create_database(&db).await;
-    let admin = connect(&pg.admin_url(&db)).await;
-    admin
-        .batch_execute(&format!(
+    let db = database(
+        test,
+        &format!(
             "CREATE TABLE customers (id int, ssn text, email text, note text, comment text);
              INSERT INTO customers VALUES
                (1, '123-45-6789', 'a@example.com', 'n1', 'card {CARD}'),
                (2, '234-56-7890', 'b@example.com', 'n2', 'no card'),
                (3, '345-67-8901', 'c@example.com', 'n3', 'card {CARD}');"
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     Sidecar::start(
-        &manifests(pg, &db, ADMIN, "disable", &policies()),
+        &manifests(server(), &db, ADMIN, "disable", &policies()),
         "shop/report-job",
     )
 }

@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 mod mysql_support;
 #[path = "../../operator/tests/support/mod.rs"]
@@ -19,33 +21,23 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{Api, ListParams};
-use kube::runtime::wait::await_condition;
-use serde_json::Value;
 use sluice_crds::{AccessRequest, RequestPhase};
-use sluice_e2e::Options;
+use sluice_e2e::harness::audit_events;
 
+use cluster::{
+    APPROVAL_RULES, Cluster, approval_step, audit_events_once_expired, request_name, request_phase,
+};
 use mysql_support::*;
-use support::{Child, Env, apply_quickstart, apply_yaml, bounded, cluster_with_crds};
+use support::{Env, bounded};
 
 /// Like examples/approvals: bulk writes held for `dba`, a short-lived
 /// rule, and a retry-mode rule.
-const POLICY: &str = r#"  defaultAction: allow
-  rules:
-    - name: quick-expiry
-      match: {statements: [update], tables: ["expiring"]}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 2s, mode: hold}
-    - name: ledger-needs-a-dba
-      match: {statements: [insert], tables: ["ledger"]}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: retry}
-    - name: bulk-writes-need-a-dba
-      match: {statements: [update, delete], withoutWhere: true}
-      action: requireApproval
-      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold}
-"#;
+fn policy() -> String {
+    "  defaultAction: allow\n  rules:\n".to_string()
+        + APPROVAL_RULES
+        + "      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold}\n"
+}
 
 /// Runs `sql` in a new PyMySQL session of database `db` through the
 /// sidecar on `port`: `ok ROWS`, or `refused ERRNO MESSAGE`.
@@ -84,18 +76,6 @@ fn start_sql(port: u16, db: &str, sql: &str) -> std::process::Child {
         .expect("run python3 (pip install pymysql)")
 }
 
-/// The AccessRequest name in `text` ("… AccessRequest shop/NAME …").
-fn request_name(text: &str) -> String {
-    let at = text
-        .find("AccessRequest shop/")
-        .unwrap_or_else(|| panic!("no request named in {text:?}"))
-        + "AccessRequest shop/".len();
-    text[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-        .collect()
-}
-
 /// The pending AccessRequest of `rule` whose statement is `statement`
 /// (polled until the sidecar has asked).
 async fn pending(env: &Env, rule: &str, statement: &str) -> AccessRequest {
@@ -122,22 +102,6 @@ async fn pending(env: &Env, rule: &str, statement: &str) -> AccessRequest {
     .await
 }
 
-/// Waits until AccessRequest `name` is in `phase`.
-async fn phase(env: &Env, name: &str, phase: RequestPhase) {
-    bounded(
-        "the AccessRequest's phase",
-        await_condition(
-            Api::<AccessRequest>::namespaced(env.client.clone(), "shop"),
-            name,
-            move |ar: Option<&AccessRequest>| {
-                ar.and_then(|a| a.status.as_ref()).and_then(|s| s.phase) == Some(phase)
-            },
-        ),
-    )
-    .await
-    .unwrap();
-}
-
 /// The output of a process [`start_sql`] started, once it ends.
 async fn outcome(child: std::process::Child) -> String {
     let out = bounded(
@@ -150,17 +114,8 @@ async fn outcome(child: std::process::Child) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn audit_events(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_needing_approval_run_once_when_approved_and_are_refused_otherwise() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let db = "my_approvals";
     let m = maria();
     m.database(db);
@@ -171,52 +126,24 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
     ));
     let count = |sql: &str| m.admin(&format!("USE {db}; {sql}")).trim().to_string();
 
-    let (cluster, client) = cluster_with_crds(
-        Options::default()
-            .user("alice", &["dba"])
-            .user("bob", &["dev"]),
-    )
-    .await;
-    apply_quickstart(&client, &["namespace.yaml"]).await;
     let listen_port = common::free_port();
-    let all = manifests(m, db, POLICY).replace("{PORT}", &listen_port.to_string());
+    let all = manifests(m, db, &policy()).replace("{PORT}", &listen_port.to_string());
     // The quickstart made namespace `shop`.
     let docs: Vec<&str> = all
         .split("---\n")
         .filter(|d| !d.contains("kind: Namespace"))
         .collect();
-    apply_yaml(&client, &docs.join("---\n")).await;
-    let env = Env::with_operator(cluster, client, support::test_settings("mysql-approvals")).await;
-    env.policy_ready("reporting").await;
-    env.webhook_registered().await;
-    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
-    bounded(
-        "the approval webhooks",
-        await_condition(
-            hooks,
-            "sluice-operator-approvals",
-            |w: Option<&ValidatingWebhookConfiguration>| w.is_some(),
-        ),
+    let cluster = Cluster::approvals(
+        &[("alice", &["dba"]), ("bob", &["dev"])],
+        &docs.join("---\n"),
+        "mysql-approvals",
+        &["reporting"],
+        ("report-job", "report"),
     )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
-    let audit = dir.path().join("audit.jsonl");
-    let log = dir.path().join("sidecar.log");
-    let _sidecar = Child(
-        common::run_binary(
-            &env.operator,
-            &token_file,
-            "shop-db",
-            ("report-job", "report"),
-            &audit,
-            &log,
-        )
-        .env("SLUICE_POD_NAMESPACE", "shop")
-        .spawn()
-        .expect("sidecar binary starts"),
-    );
+    .await;
+    let env = &cluster.env;
+    let audit = cluster.audit();
+    let _sidecar = cluster.approval_sidecar("shop-db");
     bounded("the sidecar's listener", async {
         while std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err() {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -257,10 +184,10 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
 
     // Approved: the same text runs, once; the third time asks anew.
     decide(name.clone(), "approve").await;
-    phase(&env, &name, RequestPhase::Approved).await;
+    request_phase(env, &name, RequestPhase::Approved).await;
     assert_eq!(run_sql(listen_port, db, insert), "ok 1");
     assert_eq!(count("SELECT count(*) FROM ledger"), "1");
-    phase(&env, &name, RequestPhase::Executed).await;
+    request_phase(env, &name, RequestPhase::Executed).await;
     let third = run_sql(listen_port, db, insert);
     assert!(third.contains("needs approval"), "{third}");
     assert_ne!(
@@ -292,7 +219,7 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
     // === hold: the client waits until the request is decided ===
     let update = "UPDATE counter SET n = n + 1";
     let held = start_sql(listen_port, db, update);
-    let request = pending(&env, "bulk-writes-need-a-dba", update).await;
+    let request = pending(env, "bulk-writes-need-a-dba", update).await;
     let held_name = request.metadata.name.clone().unwrap();
     assert_eq!(
         count("SELECT n FROM counter"),
@@ -306,12 +233,12 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
         "1",
         "the approved statement ran once"
     );
-    phase(&env, &held_name, RequestPhase::Executed).await;
+    request_phase(env, &held_name, RequestPhase::Executed).await;
 
     // Held and denied: refused, naming who denied; nothing ran.
     let delete = "DELETE FROM counter";
     let held = start_sql(listen_port, db, delete);
-    let denied = pending(&env, "bulk-writes-need-a-dba", delete)
+    let denied = pending(env, "bulk-writes-need-a-dba", delete)
         .await
         .metadata
         .name
@@ -327,7 +254,7 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
     // A client that leaves while held takes its statement along: the
     // session ends, and a late approval runs nothing.
     let mut held = start_sql(listen_port, db, delete);
-    let gone = pending(&env, "bulk-writes-need-a-dba", delete)
+    let gone = pending(env, "bulk-writes-need-a-dba", delete)
         .await
         .metadata
         .name
@@ -346,7 +273,7 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
     })
     .await;
     decide(gone.clone(), "approve").await;
-    phase(&env, &gone, RequestPhase::Approved).await;
+    request_phase(env, &gone, RequestPhase::Approved).await;
     assert_eq!(count("SELECT count(*) FROM counter"), "1");
 
     // Held and expired (a 2 s rule): refused, nothing ran.
@@ -360,21 +287,8 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
     assert_eq!(count("SELECT v FROM expiring"), "0");
 
     // === every step on record, in the one audit shape ===
-    let events = bounded("the audit events", async {
-        loop {
-            let events = audit_events(&audit);
-            if events.iter().any(|e| e["approval"]["phase"] == "Expired") {
-                return events;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    let step = |request: &str, phase: &str| {
-        events.iter().find(|e| {
-            e["approval"]["request"] == format!("shop/{request}") && e["approval"]["phase"] == phase
-        })
-    };
+    let events = audit_events_once_expired(&audit).await;
+    let step = |request: &str, phase: &str| approval_step(&events, request, phase);
     assert!(step(&name, "Pending").is_some(), "{events:#?}");
     let ran = step(&name, "Executed").expect("the approved run is on record");
     assert_eq!(ran["type"], "approval");

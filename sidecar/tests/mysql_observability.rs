@@ -22,35 +22,19 @@ const EMAIL: &str = "ann.lee@example.com";
 /// name (rule 0) and what its email detector finds (rule 1); `reporting`
 /// also denies DROP.
 fn policies(m: &Maria, db: &str) -> String {
-    let reporting = manifests(
-        m,
-        db,
+    let spec = format!("{}\n{}", common::NO_DROPS, common::REDACT_SSN);
+    let reporting = manifests(m, db, &spec);
+    let pii = common::named_policy(
+        "pii",
+        "shop-db",
         r#"  defaultAction: allow
-  rules:
-    - name: no-drops
-      match: {statements: [drop]}
-      action: deny
-  masking:
-    - columns: ["customers.ssn"]
-      strategy: redact
-"#,
-    );
-    format!(
-        r#"{reporting}---
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: pii, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: report-job}}]
-  connections: [shop-db]
-  defaultAction: allow
   masking:
     - columns: ["customers.name"]
       strategy: redact
     - detectors: [email]
-      strategy: redact
-"#
-    )
+      strategy: redact"#,
+    );
+    format!("{reporting}---\n{pii}")
 }
 
 fn setup(db: &str) -> Sidecar {

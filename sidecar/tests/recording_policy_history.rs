@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 #[path = "../../operator/tests/support/mod.rs"]
 mod support;
@@ -20,88 +22,50 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use support::{Child, Env, bounded};
+use serde_json::Value;
+use sluice_e2e::harness::audit_events;
 
+use cluster::{Cluster, deny_reads, session_once_listening};
+use support::{Child, bounded};
+
+/// The test database, a Connection to it and a policy binding `report-job`
+/// that denies DROP.
 fn manifests(db: &str, upstream_port: u16, listen_port: u16) -> String {
     common::run_mode_connection(db, upstream_port, listen_port)
-        + r#"apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {name: testdb-policy, namespace: shop}
-spec:
-  subjects: [{serviceAccount: report-job}]
-  connections: [testdb]
-  defaultAction: allow
-  rules:
-    - name: no-drops
-      match: {statements: [drop]}
-      action: deny
-"#
-}
-
-fn events(audit: &Path) -> Vec<Value> {
-    std::fs::read_to_string(audit)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+        + &common::named_policy("testdb-policy", "testdb", common::NO_DROPS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_edit_is_on_record_and_in_the_evidence() {
-    let pg = common::server();
-    let db = common::db_name("policy_history");
-    pg.create_database(&db).await;
-    let admin = common::connect(&pg.admin_url(&db)).await;
-    admin
-        .batch_execute("CREATE TABLE customers (id int, name text); INSERT INTO customers VALUES (1, 'alice');")
-        .await
-        .unwrap();
-    let env = Env::start().await;
+    let db = common::database(
+        "policy_history",
+        "CREATE TABLE customers (id int, name text); INSERT INTO customers VALUES (1, 'alice');",
+    )
+    .await;
     let listen_port = common::free_port();
-    support::apply_yaml(&env.client, &manifests(&db, pg.port, listen_port)).await;
-    env.policy_ready("testdb-policy").await;
-    env.webhook_registered().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (_pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
-    let audit = dir.path().join("audit.jsonl");
-    let log = dir.path().join("sidecar.log");
+    let cluster = Cluster::run_mode(
+        &manifests(&db, common::server().port, listen_port),
+        "testdb-policy",
+        ("report-job", "report"),
+    )
+    .await;
+    let env = &cluster.env;
+    let audit = cluster.audit();
     let _child = Child(
-        common::run_binary(
-            &env.operator,
-            &token_file,
-            "testdb",
-            ("report-job", "report"),
-            &audit,
-            &log,
-        )
-        .spawn()
-        .expect("sidecar binary starts"),
+        cluster
+            .run_binary("testdb")
+            .spawn()
+            .expect("sidecar binary starts"),
     );
     let url = format!("host=127.0.0.1 port={listen_port} user=app dbname={db}");
-    let client = bounded("the sidecar's listener", async {
-        loop {
-            if let Ok(c) = common::try_connect(&url).await {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let client = session_once_listening(&url).await;
     client
         .query("SELECT name FROM customers", &[])
         .await
         .unwrap();
 
     // Edited while the session runs: reads are denied from the next bundle on.
-    env.set_rules(
-        "testdb-policy",
-        json!([
-            {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
-            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
-        ]),
-    )
-    .await;
+    deny_reads(env).await;
     bounded("the edit to reach the session", async {
         loop {
             match client.query("SELECT name FROM customers", &[]).await {
@@ -113,7 +77,10 @@ async fn a_policy_edit_is_on_record_and_in_the_evidence() {
     .await;
     drop(client);
     bounded("the session's end on record", async {
-        while !events(&audit).iter().any(|e| e["type"] == "sessionEnd") {
+        while !audit_events(&audit)
+            .iter()
+            .any(|e| e["type"] == "sessionEnd")
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -121,7 +88,7 @@ async fn a_policy_edit_is_on_record_and_in_the_evidence() {
 
     // The stream: a version before the first decision, the edit before the
     // first decision taken under it.
-    let all = events(&audit);
+    let all = audit_events(&audit);
     let at = |pred: &dyn Fn(&Value) -> bool| all.iter().position(pred);
     // (The quickstart's policy may bind the identity too: its own events.)
     let ours = |e: &Value| {
@@ -162,7 +129,7 @@ async fn a_policy_edit_is_on_record_and_in_the_evidence() {
         kubectl_sluice.exists(),
         "build it first: cargo build -p kubectl-sluice"
     );
-    let package = dir.path().join("evidence");
+    let package = cluster.dir.path().join("evidence");
     let out = Command::new(&kubectl_sluice)
         .env_remove("KUBECONFIG")
         .args([

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 #[path = "../../operator/tests/support/mod.rs"]
 mod support;
@@ -18,76 +20,55 @@ use sluice_crds::AccessPolicy;
 use sluice_sidecar::run::{self, RunConfig};
 use tokio_postgres::error::SqlState;
 
+use cluster::{Cluster, deny_reads, run_mode_session, session_once_listening};
 use common::{code, revision_until};
-use support::{Child, Env, bounded};
+use support::{Child, bounded};
 
 const SSN: &str = "123-45-6789";
 
 /// The test database, a Connection to it and a policy binding `report-job`.
 fn manifests(db: &str, upstream_port: u16, listen_port: u16) -> String {
+    let spec = format!("{}\n{}", common::NO_DROPS, common::REDACT_SSN);
     common::run_mode_connection(db, upstream_port, listen_port)
-        + r#"apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {name: testdb-policy, namespace: shop}
-spec:
-  subjects: [{serviceAccount: report-job}]
-  connections: [testdb]
-  defaultAction: allow
-  rules:
-    - name: no-drops
-      match: {statements: [drop]}
-      action: deny
-  masking:
-    - columns: ["customers.ssn"]
-      strategy: redact
-"#
+        + &common::named_policy("testdb-policy", "testdb", &spec)
 }
 
 /// What a test needs: the cluster with the operator, a database with a
 /// customer, a Connection and policy to it, and an injected pod's token.
 struct Setup {
-    env: Env,
+    cluster: Cluster,
     db: String,
     listen_port: u16,
-    pod: Pod,
-    token_file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 async fn setup(test: &str) -> Setup {
     let pg = common::server();
-    let db = common::db_name(test);
-    pg.create_database(&db).await;
-    let admin = common::connect(&pg.admin_url(&db)).await;
-    admin
-        .batch_execute(&format!(
+    let db = common::database(
+        test,
+        &format!(
             "CREATE TABLE customers (id int, name text, ssn text);
              INSERT INTO customers VALUES (1, 'alice', '{SSN}');
              CREATE TABLE scratch (id int);"
-        ))
-        .await
-        .unwrap();
-
-    let env = Env::start().await;
+        ),
+    )
+    .await;
     let listen_port = common::free_port();
-    support::apply_yaml(&env.client, &manifests(&db, pg.port, listen_port)).await;
-    env.policy_ready("testdb-policy").await;
-    env.webhook_registered().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
+    let cluster = Cluster::run_mode(
+        &manifests(&db, pg.port, listen_port),
+        "testdb-policy",
+        ("report-job", "report"),
+    )
+    .await;
     Setup {
-        env,
+        cluster,
         db,
         listen_port,
-        pod,
-        token_file,
-        _dir: dir,
     }
 }
 
 /// Run-mode settings for `operator` (fast polls, only our Connection).
 fn config(s: &Setup, operator: &sluice_operator::run::Running) -> RunConfig {
-    let mut cfg = common::run_config(operator, s.token_file.clone(), "testdb");
+    let mut cfg = common::run_config(operator, s.cluster.token_file.clone(), "testdb");
     cfg.audit_upload_every = Duration::from_millis(200);
     cfg.expected_identity = Some(("shop".into(), "report-job".into(), "report".into()));
     cfg
@@ -97,7 +78,7 @@ fn config(s: &Setup, operator: &sluice_operator::run::Running) -> RunConfig {
 async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
     let started = Instant::now();
     let s = setup("run_mode").await;
-    let (env, db, listen_port, pod) = (&s.env, &s.db, s.listen_port, &s.pod);
+    let (env, db, listen_port, pod) = (&s.cluster.env, &s.db, s.listen_port, &s.cluster.pod);
     let cfg = config(&s, &env.operator);
     let running = bounded("run mode to start", run::start(cfg))
         .await
@@ -157,14 +138,7 @@ async fn run_mode_serves_the_bundle_follows_edits_and_fails_closed() {
     .unwrap();
 
     // A policy edit reaches the SAME session at its next statement.
-    env.set_rules(
-        "testdb-policy",
-        json!([
-            {"name": "no-drops", "match": {"statements": ["drop"]}, "action": "deny"},
-            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
-        ]),
-    )
-    .await;
+    deny_reads(env).await;
     let e = bounded("the policy edit to reach the session", async {
         loop {
             let now = running.bundle_revision().borrow().clone();
@@ -273,21 +247,12 @@ async fn the_last_bundle_never_outlives_its_expiry() {
     // A second replica whose bundles live 3 s; the sidecar talks to it only.
     let mut settings = support::test_settings("short-bundles");
     settings.bundle_ttl = Duration::from_secs(3);
-    // Replicas share one gateway URL (the Service in a cluster): the pod's
-    // genuine sidecar names the first replica's.
-    settings.gateway_url = Some(s.env.operator.gateway_url.clone());
-    let replica = sluice_operator::run::start(s.env.client.clone(), settings)
-        .await
-        .expect("second replica starts");
-    bounded("the second replica's caches", replica.ready()).await;
-    let running = bounded("run mode to start", run::start(config(&s, &replica)))
-        .await
-        .expect("run mode starts");
+    let replica = s.cluster.replica(settings).await;
+    let (running, client) = run_mode_session(config(&s, &replica), s.listen_port, &s.db).await;
     let url = format!(
         "host=127.0.0.1 port={} user=app dbname={}",
         s.listen_port, s.db
     );
-    let client = bounded("a session", common::connect(&url)).await;
     client.batch_execute("SELECT 1").await.unwrap();
 
     // The operator goes away: the sidecar keeps its bundle until the
@@ -311,34 +276,19 @@ async fn the_last_bundle_never_outlives_its_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_from_the_pod_environment() {
     let s = setup("run_mode_binary").await;
-    let audit = s._dir.path().join("audit.jsonl");
-    let log = s._dir.path().join("sidecar.log");
+    let (audit, log) = (s.cluster.audit(), s.cluster.log());
     let _child = Child(
-        common::run_binary(
-            &s.env.operator,
-            &s.token_file,
-            "testdb",
-            ("report-job", "report"),
-            &audit,
-            &log,
-        )
-        .spawn()
-        .expect("sidecar binary starts"),
+        s.cluster
+            .run_binary("testdb")
+            .spawn()
+            .expect("sidecar binary starts"),
     );
     let url = format!(
         "host=127.0.0.1 port={} user=app dbname={}",
         s.listen_port, s.db
     );
     // The listener exists once the first bundle is applied.
-    let client = bounded("the binary's listener", async {
-        loop {
-            if let Ok(c) = common::try_connect(&url).await {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let client = session_once_listening(&url).await;
     let row = client
         .query_one("SELECT name, ssn FROM customers WHERE id = 1", &[])
         .await

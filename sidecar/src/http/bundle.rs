@@ -16,35 +16,28 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sluice_crds::Protocol;
 use sluice_policy::engine::PolicySet;
+use sluice_policy::wire::BundleConnection;
 use tokio::sync::watch;
 
 use super::{HttpContext, HttpMetrics, HttpParts, HttpSetupError, HttpStanding, HttpUpstream};
 use crate::limits::{FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
 use crate::plane::{
-    AcceptLoops, BindError, Commit, Entry, Plane, Prepare, Served, SetupError, bind,
+    AcceptLoops, BindError, Commit, Entry, Plan, PlanOf, Plane, Prepare, Served, SetupError, bind,
 };
 use crate::rate::RateLimit;
-use crate::standing::{Standing, hash_key, plane_connections};
+use crate::standing::{HashKeyError, Standing};
 use crate::tls;
 
-/// One http Connection of a bundle, ready to be put in force.
-pub struct HttpPlan {
-    name: String,
-    port: u16,
-    /// Identifies the upstream settings (hashed: no credential kept twice).
-    upstream_key: [u8; 32],
-    /// What is in force for the identity on the Connection.
-    standing: HttpStanding,
-}
+/// One http Connection of a bundle, ready to be put in force; its own part
+/// identifies the upstream settings (hashed: no credential kept twice).
+pub type HttpPlan = PlanOf<HttpConnections>;
 
-impl HttpPlan {
-    /// The upstream in force, when the Connection is bound.
-    fn upstream(&self) -> Option<Arc<HttpUpstream>> {
-        match &self.standing {
-            Standing::Bound { plane, .. } => Some(plane.upstream.clone()),
-            _ => None,
-        }
+/// The upstream in force, when the Connection is bound.
+fn upstream_of(standing: &HttpStanding) -> Option<Arc<HttpUpstream>> {
+    match standing {
+        Standing::Bound { plane, .. } => Some(plane.upstream.clone()),
+        _ => None,
     }
 }
 
@@ -114,160 +107,123 @@ impl HttpConnections {
         }
     }
 
-    /// Builds the http Connections of the bundle (only those in `only`,
-    /// when set) without changing anything served: an error leaves the
-    /// bundle in force as it was.
-    fn plans(&self, prepare: Prepare<'_>) -> Result<Vec<HttpPlan>, HttpSetupError> {
-        let Prepare {
-            bundle,
-            identity,
-            policies,
-            only,
-        } = prepare;
-        let mut plans = Vec::new();
-        for conn in plane_connections(bundle, Protocol::Http, only) {
-            let name = conn.name.clone();
-            let setup = |what: String| HttpSetupError::Bundle {
-                connection: name.clone(),
-                what,
+    /// Plans `conn`, an http Connection of the bundle.
+    fn plan_one(
+        &self,
+        conn: &BundleConnection,
+        prepare: &Prepare<'_>,
+    ) -> Result<HttpPlan, HttpSetupError> {
+        let name = conn.name.clone();
+        let setup = |what: String| HttpSetupError::Bundle {
+            connection: name.clone(),
+            what,
+        };
+        let base_url = conn.spec.upstream.base_url.clone().ok_or_else(|| {
+            setup("spec.upstream.baseURL is not set (http Connections need it)".into())
+        })?;
+        // An https URL always verifies; `disable` only makes sense for http:// URLs.
+        let mode = match conn.spec.upstream.tls_mode() {
+            sluice_crds::TlsMode::Disable => sluice_crds::TlsMode::VerifyFull,
+            m => m,
+        };
+        let credentials: Vec<(String, Vec<u8>)> = conn
+            .credentials
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+            .collect();
+        let upstream_key = upstream_key(&base_url, mode, conn.ca_pem.as_deref(), &credentials);
+        let inspection = Arc::new(super::inspection(prepare.bundle.policies.iter(), &name));
+        let served = self.served.get(&name);
+        let plane = |_: &Arc<PolicySet>, _: Option<&[u8]>| -> Result<HttpParts, HttpSetupError> {
+            let upstream = match served {
+                Some(s) if s.upstream_key == upstream_key && s.upstream.is_some() => {
+                    s.upstream.clone()
+                }
+                _ => None,
             };
-            let base_url = conn.spec.upstream.base_url.clone().ok_or_else(|| {
-                setup("spec.upstream.baseURL is not set (http Connections need it)".into())
-            })?;
-            // An https URL always verifies; `disable` only makes sense for http:// URLs.
-            let mode = match conn.spec.upstream.tls_mode() {
-                sluice_crds::TlsMode::Disable => sluice_crds::TlsMode::VerifyFull,
-                m => m,
+            let upstream = match upstream {
+                Some(u) => u,
+                None => {
+                    let ca = conn.ca_pem.as_deref().map(str::as_bytes);
+                    let tls = tls::client_config(&name, mode, ca)
+                        .map_err(|e| setup(e.to_string()))?
+                        .map(|c| (*c).clone())
+                        .ok_or_else(|| setup("no TLS configuration could be built".into()))?;
+                    Arc::new(HttpUpstream::new(
+                        &name,
+                        &base_url,
+                        tls,
+                        &credentials,
+                        self.timeout,
+                        self.http2,
+                    )?)
+                }
             };
-            let credentials: Vec<(String, Vec<u8>)> = conn
-                .credentials
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
-                .collect();
-            let upstream_key = upstream_key(&base_url, mode, conn.ca_pem.as_deref(), &credentials);
-            let hash_key = hash_key(conn).map_err(setup)?;
-            let inspection = Arc::new(super::inspection(bundle.policies.iter(), &name));
-            let served = self.served.get(&name);
-            let plane = |_: &Arc<PolicySet>| -> Result<HttpParts, HttpSetupError> {
-                let upstream = match served {
-                    Some(s) if s.upstream_key == upstream_key && s.upstream.is_some() => {
-                        s.upstream.clone()
-                    }
-                    _ => None,
-                };
-                let upstream = match upstream {
-                    Some(u) => u,
-                    None => {
-                        let ca = conn.ca_pem.as_deref().map(str::as_bytes);
-                        let tls = tls::client_config(&name, mode, ca)
-                            .map_err(|e| setup(e.to_string()))?
-                            .map(|c| (*c).clone())
-                            .ok_or_else(|| setup("no TLS configuration could be built".into()))?;
-                        Arc::new(HttpUpstream::new(
-                            &name,
-                            &base_url,
-                            tls,
-                            &credentials,
-                            self.timeout,
-                            self.http2,
-                        )?)
-                    }
-                };
-                Ok(HttpParts {
-                    inspection: inspection.clone(),
-                    upstream,
-                })
-            };
-            let standing = if conn.bound {
-                let key = hash_key.as_deref().map(Vec::as_slice);
-                Standing::select_with(policies, identity, &name, key, plane)?
-            } else {
-                Standing::NotBound
-            };
-            plans.push(HttpPlan {
-                name,
-                port: conn.spec.listen.port,
-                upstream_key,
-                standing,
-            });
-        }
-        Ok(plans)
+            Ok(HttpParts {
+                inspection: inspection.clone(),
+                upstream,
+            })
+        };
+        let standing = Standing::for_connection(prepare.policies, prepare.identity, conn, plane)?;
+        Ok(Plan::new(conn, standing, upstream_key))
     }
 
-    /// Puts `plans` in force: the next request of each Connection uses them;
-    /// new Connections get a listener on `listen_host`. Connections served
-    /// but not in `plans` refuse requests from now on. A request that needs
-    /// approval asks `approvals`. A new listener takes its share of the
-    /// descriptors of the `listeners` served in all (see [`crate::limits`]).
-    async fn put_in_force(
-        &mut self,
-        plans: Vec<HttpPlan>,
-        put: Commit<'_>,
-    ) -> Result<(), BindError> {
-        let Commit {
-            identity,
-            audit,
-            approvals,
-            listen_host,
-            revision,
-            listeners,
-        } = put;
-        let mut seen = Vec::new();
-        for plan in plans {
-            seen.push(plan.name.clone());
-            plan.standing
-                .log_in_force(&plan.name, Some(revision), identity, "requests");
-            let rate = match self.served.get(&plan.name) {
-                Some(s) => s.rate(),
-                None => Arc::new(RateLimit::new()),
-            };
-            let ctx = Arc::new(HttpContext {
-                name: plan.name.clone(),
-                rate,
-                identity: identity.clone(),
-                standing: plan.standing.clone(),
-                approvals: approvals.cloned(),
-                max_request_body: self.max_request_body,
-                audit: audit.clone(),
-                metrics: self.metrics.for_connection(&plan.name),
-                http_metrics: self.http_metrics.for_connection(&plan.name),
-                audit_cache: Default::default(),
-            });
-            if let Some(s) = self.served.get_mut(&plan.name) {
-                s.context.send_replace(ctx);
-                s.upstream_key = plan.upstream_key;
-                s.upstream = plan.upstream();
-                continue;
-            }
-            let (listener, addr) =
-                bind(&plan.name, SocketAddr::new(listen_host, plan.port)).await?;
-            tracing::info!(connection = %plan.name, %addr, "listening (http)");
-            let (tx, rx) = watch::channel(ctx);
-            let slots = ListenerSlots::new(&plan.name, &self.limits, &self.fd_budget, listeners);
-            let accept_loop = super::serve(listener, rx, slots, self.limits.clone());
-            let served = HttpServed {
-                upstream_key: plan.upstream_key,
-                upstream: plan.upstream(),
-                context: tx,
-            };
-            self.served.insert(plan.name, addr, served, accept_loop);
+    /// Puts `plan` in force: the next request of its Connection uses it; a
+    /// new Connection gets a listener on `listen_host`, with its share of
+    /// the descriptors of the `listeners` served in all (see
+    /// [`crate::limits`]). A request that needs approval asks `approvals`.
+    async fn put_one(&mut self, plan: HttpPlan, put: &Commit<'_>) -> Result<(), BindError> {
+        let rate = match self.served.get(&plan.name) {
+            Some(s) => s.rate(),
+            None => Arc::new(RateLimit::new()),
+        };
+        let ctx = Arc::new(HttpContext {
+            name: plan.name.clone(),
+            rate,
+            identity: put.identity.clone(),
+            standing: plan.standing.clone(),
+            approvals: put.approvals.cloned(),
+            max_request_body: self.max_request_body,
+            audit: put.audit.clone(),
+            metrics: self.metrics.for_connection(&plan.name),
+            http_metrics: self.http_metrics.for_connection(&plan.name),
+            audit_cache: Default::default(),
+        });
+        if let Some(s) = self.served.get_mut(&plan.name) {
+            s.context.send_replace(ctx);
+            s.upstream_key = plan.own;
+            s.upstream = upstream_of(&plan.standing);
+            return Ok(());
         }
-        self.served.retire_others(&seen, revision);
+        let (listener, addr) =
+            bind(&plan.name, SocketAddr::new(put.listen_host, plan.port)).await?;
+        tracing::info!(connection = %plan.name, %addr, "listening (http)");
+        let (tx, rx) = watch::channel(ctx);
+        let slots = ListenerSlots::new(&plan.name, &self.limits, &self.fd_budget, put.listeners);
+        let accept_loop = super::serve(listener, rx, slots, self.limits.clone());
+        let served = HttpServed {
+            upstream_key: plan.own,
+            upstream: upstream_of(&plan.standing),
+            context: tx,
+        };
+        self.served.insert(plan.name, addr, served, accept_loop);
         Ok(())
     }
 }
 
 impl Plane for HttpConnections {
-    type Plan = HttpPlan;
+    const PROTOCOL: Protocol = Protocol::Http;
+    type Parts = HttpParts;
+    type Own = [u8; 32];
     type Entry = HttpServed;
 
-    fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<HttpPlan>, SetupError> {
-        Ok(self.plans(bundle)?)
+    fn plan(&self, conn: &BundleConnection, bundle: &Prepare<'_>) -> Result<HttpPlan, SetupError> {
+        Ok(self.plan_one(conn, bundle)?)
     }
 
-    async fn commit(&mut self, plans: Vec<HttpPlan>, put: Commit<'_>) -> Result<(), BindError> {
-        self.put_in_force(plans, put).await
+    async fn put_in_force(&mut self, plan: HttpPlan, put: &Commit<'_>) -> Result<(), BindError> {
+        self.put_one(plan, put).await
     }
 
     fn served(&self) -> &Served<HttpServed> {
@@ -276,6 +232,15 @@ impl Plane for HttpConnections {
 
     fn served_mut(&mut self) -> &mut Served<HttpServed> {
         &mut self.served
+    }
+}
+
+impl From<HashKeyError> for HttpSetupError {
+    fn from(e: HashKeyError) -> Self {
+        HttpSetupError::Bundle {
+            connection: e.connection,
+            what: e.what,
+        }
     }
 }
 

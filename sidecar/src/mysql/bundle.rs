@@ -16,16 +16,17 @@ use super::upstream::MyUpstream;
 use crate::limits::{FdBudget, Limits, ListenerSlots, accept_within};
 use crate::metrics::Metrics;
 use crate::plane::{
-    AcceptLoops, BindError, Commit, Live, Plane, Prepare, Served, SetupError, bind,
+    AcceptLoops, BindError, Commit, Live, Plan, PlanOf, Plane, Prepare, Served, SetupError, bind,
 };
-use crate::standing::{Binding, Standing, hash_key, plane_connections};
+use crate::standing::{Binding, SqlParts, Standing};
 
 /// One mysql Connection of a bundle, ready to be put in force.
-pub struct MyPlan {
-    name: String,
-    port: u16,
+pub type MyPlan = PlanOf<MyConnections>;
+
+/// The MySQL plane's own part of a [`MyPlan`].
+pub struct MyTarget {
     upstream: MyUpstream,
-    standing: Standing,
+    /// Why its sessions are refused, when its TLS settings are unusable.
     unserved: Option<String>,
 }
 
@@ -58,10 +59,7 @@ impl MyConnections {
         }
     }
 
-    fn upstream(
-        &self,
-        conn: &BundleConnection,
-    ) -> Result<(MyUpstream, Option<String>), SetupError> {
+    fn upstream(&self, conn: &BundleConnection) -> Result<MyTarget, SetupError> {
         let creds = conn.credentials.clone().unwrap_or_default();
         let missing =
             |what: &str| -> SetupError { format!("Connection {}: {what}", conn.name).into() };
@@ -102,8 +100,8 @@ impl MyConnections {
             Ok(t) => (t, None),
             Err(e) => (None, Some(format!("Sluice refused the session: {e}"))),
         };
-        Ok((
-            MyUpstream {
+        Ok(MyTarget {
+            upstream: MyUpstream {
                 connection: conn.name.clone(),
                 host,
                 port: conn
@@ -119,7 +117,7 @@ impl MyConnections {
                 max_packet: 64 * 1024 * 1024,
             },
             unserved,
-        ))
+        })
     }
 
     fn context(&self, plan: MyPlan, binding: Binding, put: &Commit<'_>) -> MyContext {
@@ -127,78 +125,52 @@ impl MyConnections {
             metrics: self.metrics.for_connection(&plan.name),
             approvals: put.approvals.cloned(),
             name: plan.name,
-            upstream: plan.upstream,
+            upstream: plan.own.upstream,
             binding,
             audit: put.audit.clone(),
             max_packet: self.max_packet,
-            unserved: plan.unserved,
+            unserved: plan.own.unserved,
             startup_timeout: self.limits.pg_startup_timeout,
         }
     }
 }
 
 impl Plane for MyConnections {
-    type Plan = MyPlan;
+    const PROTOCOL: Protocol = Protocol::Mysql;
+    type Parts = SqlParts;
+    type Own = MyTarget;
     type Entry = Live<MyContext>;
 
-    fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<MyPlan>, SetupError> {
+    fn plan(&self, conn: &BundleConnection, bundle: &Prepare<'_>) -> Result<MyPlan, SetupError> {
         // The MySQL plane keeps no decision cache: every text is decided
         // on its own, so decisions never depend on a folded literal.
         let literal_sensitive = true;
-        let mut plans = Vec::new();
-        for conn in plane_connections(bundle.bundle, Protocol::Mysql, bundle.only) {
-            let (upstream, unserved) = self.upstream(conn)?;
-            let key = hash_key(conn).map_err(|what| -> SetupError {
-                format!("Connection {}: {what}", conn.name).into()
-            })?;
-            let key = key.as_deref().map(|k| k.as_slice());
-            let standing = if conn.bound {
-                Standing::select(
-                    bundle.policies,
-                    bundle.identity,
-                    &conn.name,
-                    key,
-                    literal_sensitive,
-                )
-            } else {
-                Standing::NotBound
-            };
-            plans.push(MyPlan {
-                name: conn.name.clone(),
-                port: conn.spec.listen.port,
-                upstream,
-                standing,
-                unserved,
-            });
-        }
-        Ok(plans)
+        let target = self.upstream(conn)?;
+        let standing = Standing::for_connection(bundle.policies, bundle.identity, conn, |_, _| {
+            Ok::<_, SetupError>(SqlParts::new(literal_sensitive, ""))
+        })?;
+        Ok(Plan::new(conn, standing, target))
     }
 
-    async fn commit(&mut self, plans: Vec<MyPlan>, put: Commit<'_>) -> Result<(), BindError> {
-        let mut seen = Vec::new();
-        for plan in plans {
-            seen.push(plan.name.clone());
-            plan.standing
-                .log_in_force(&plan.name, Some(put.revision), put.identity, "sessions");
-            let name = plan.name.clone();
-            let standing = plan.standing.clone();
-            if let Some(live) = self.served.get(&name) {
-                live.update(put.identity, &name, standing, |binding| {
-                    self.context(plan, binding, &put)
-                });
-                continue;
-            }
-            let (listener, addr) = bind(&name, SocketAddr::new(put.listen_host, plan.port)).await?;
-            tracing::info!(connection = %name, %addr, upstream = %format!("{}:{}", plan.upstream.host, plan.upstream.port), tls = crate::tls::mode_name(plan.upstream.tls_mode), "listening (mysql)");
-            let (live, contexts) = Live::new(put.identity, &name, standing, |binding| {
-                self.context(plan, binding, &put)
+    async fn put_in_force(&mut self, plan: MyPlan, put: &Commit<'_>) -> Result<(), BindError> {
+        let name = plan.name.clone();
+        let standing = plan.standing.clone();
+        if let Some(live) = self.served.get(&name) {
+            live.update(put.identity, &name, standing, |binding| {
+                self.context(plan, binding, put)
             });
-            let slots = ListenerSlots::new(&name, &self.limits, &self.fd_budget, put.listeners);
-            let span = tracing::info_span!("mysql", connection = %name);
-            let accept_loop = accept(listener, contexts, slots).instrument(span);
-            self.served.insert(name, addr, live, accept_loop);
+            return Ok(());
         }
-        self.served.retire_others(&seen, put.revision);
+        let upstream = &plan.own.upstream;
+        let (listener, addr) = bind(&name, SocketAddr::new(put.listen_host, plan.port)).await?;
+        tracing::info!(connection = %name, %addr, upstream = %format!("{}:{}", upstream.host, upstream.port), tls = crate::tls::mode_name(upstream.tls_mode), "listening (mysql)");
+        let (live, contexts) = Live::new(put.identity, &name, standing, |binding| {
+            self.context(plan, binding, put)
+        });
+        let slots = ListenerSlots::new(&name, &self.limits, &self.fd_budget, put.listeners);
+        let span = tracing::info_span!("mysql", connection = %name);
+        let accept_loop = accept(listener, contexts, slots).instrument(span);
+        self.served.insert(name, addr, live, accept_loop);
         Ok(())
     }
 

@@ -18,13 +18,13 @@ use zeroize::Zeroizing;
 use crate::limits::{BufferBudget, FdBudget, Limits, ListenerSlots};
 use crate::metrics::Metrics;
 use crate::plane::{
-    AcceptLoops, BindError, Commit, Live, Plane, Prepare, Served, SetupError, bind,
+    AcceptLoops, BindError, Commit, Live, Plan, PlanOf, Plane, Prepare, Served, SetupError, bind,
 };
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::catalog::{CatalogPool, PoolSettings};
 use crate::postgres::session::ConnectionContext;
 use crate::postgres::upstream::UpstreamConfig;
-use crate::standing::{Binding, Standing, hash_key, plane_connections};
+use crate::standing::{Binding, HashKeyError, SqlParts, Standing};
 use crate::tls::TlsError;
 
 /// Why a postgres Connection of a bundle cannot be served.
@@ -41,15 +41,14 @@ pub enum PgSetupError {
     /// Its TLS settings are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Its masking hash key is unusable.
+    #[error(transparent)]
+    HashKey(#[from] HashKeyError),
 }
 
-/// One postgres Connection of a bundle, ready to be put in force.
-pub struct PgPlan {
-    name: String,
-    port: u16,
-    upstream: UpstreamConfig,
-    standing: Standing,
-}
+/// One postgres Connection of a bundle, ready to be put in force: its
+/// upstream is the plane's own part.
+pub type PgPlan = PlanOf<PgConnections>;
 
 /// What every postgres Connection's sessions share.
 pub struct PgShared {
@@ -109,87 +108,52 @@ impl PgConnections {
         }
     }
 
-    /// Builds the postgres Connections of the bundle (only those in `only`,
-    /// when set) without changing anything served: an error leaves the
-    /// bundle in force as it was.
-    fn plans(&self, prepare: Prepare<'_>) -> Result<Vec<PgPlan>, PgSetupError> {
-        let Prepare {
-            bundle,
-            identity,
-            policies,
-            only,
-        } = prepare;
-        // A textPattern can match literals: decisions may then differ
-        // between texts that differ only in literals (see enforcement::Enforcer).
-        let literal_sensitive = bundle.policies.iter().any(|ap| {
-            ap.spec
-                .rules
-                .iter()
-                .any(|r| r.match_.text_pattern.is_some())
-        });
-        let mut plans = Vec::new();
-        for conn in plane_connections(bundle, Protocol::Postgres, only) {
-            let upstream = upstream_config(conn, self.shared.max_message_size)?;
-            let hash_key = hash_key(conn).map_err(|what| PgSetupError::Connection {
-                connection: conn.name.clone(),
-                what,
+    /// Plans `conn`, a postgres Connection of the bundle.
+    fn plan_one(
+        &self,
+        conn: &BundleConnection,
+        prepare: &Prepare<'_>,
+    ) -> Result<PgPlan, PgSetupError> {
+        let upstream = upstream_config(conn, self.shared.max_message_size)?;
+        let literal_sensitive = literal_sensitive(prepare.bundle);
+        let standing =
+            Standing::for_connection(prepare.policies, prepare.identity, conn, |_, hash_key| {
+                let key = masking_key(prepare.bundle, hash_key);
+                Ok::<_, PgSetupError>(SqlParts::new(literal_sensitive, &key))
             })?;
-            let hash_key = hash_key.as_deref().map(|k| k.as_slice());
-            let standing = if conn.bound {
-                Standing::select(policies, identity, &conn.name, hash_key, literal_sensitive)
-                    .with_masking_key(&masking_key(bundle, hash_key))
-            } else {
-                Standing::NotBound
-            };
-            plans.push(PgPlan {
-                name: conn.name.clone(),
-                port: conn.spec.listen.port,
-                upstream,
-                standing,
-            });
-        }
-        Ok(plans)
+        Ok(Plan::new(conn, standing, upstream))
     }
 
-    /// Puts `plans` in force: live sessions of each Connection follow its
-    /// new standing at their next statement, new sessions get the new
-    /// context; new Connections get a listener on `listen_host`, with its
-    /// share of the descriptors of the `listeners` served in all (see
-    /// [`crate::limits`]). Connections served but not in `plans` refuse
-    /// sessions and statements from now on. A statement that needs approval
-    /// asks `approvals`.
-    async fn put_in_force(&mut self, plans: Vec<PgPlan>, put: Commit<'_>) -> Result<(), BindError> {
-        let mut seen = Vec::new();
-        for plan in plans {
-            seen.push(plan.name.clone());
-            plan.standing
-                .log_in_force(&plan.name, Some(put.revision), put.identity, "sessions");
-            if let Some(live) = self.served.get(&plan.name) {
-                let catalog = live.context().catalog.clone();
-                catalog.update(plan.upstream.clone());
-                let PgPlan {
-                    name,
-                    upstream,
-                    standing,
-                    ..
-                } = plan;
-                live.update(put.identity, &name, standing, |binding| {
-                    self.context(&name, upstream, binding, &catalog, &put)
-                });
-                continue;
-            }
-            self.listen(plan, &put).await?;
-        }
-        self.served.retire_others(&seen, put.revision);
+    /// Puts `plan` in force: live sessions of its Connection follow its new
+    /// standing at their next statement, new sessions get the new context;
+    /// a new Connection gets a listener on `listen_host`, with its share of
+    /// the descriptors of the `listeners` served in all (see
+    /// [`crate::limits`]). A statement that needs approval asks
+    /// `approvals`.
+    async fn put_one(&mut self, plan: PgPlan, put: &Commit<'_>) -> Result<(), BindError> {
+        let Some(live) = self.served.get(&plan.name) else {
+            return self.listen(plan, put).await;
+        };
+        let catalog = live.context().catalog.clone();
+        catalog.update(plan.own.clone());
+        let Plan {
+            name,
+            own: upstream,
+            standing,
+            ..
+        } = plan;
+        live.update(put.identity, &name, standing, |binding| {
+            self.context(&name, upstream, binding, &catalog, put)
+        });
         Ok(())
     }
 
     /// A new Connection's listener, serving `plan`.
     async fn listen(&mut self, plan: PgPlan, put: &Commit<'_>) -> Result<(), BindError> {
-        let PgPlan {
+        let Plan {
             name,
             port,
-            upstream,
+            own: upstream,
             standing,
         } = plan;
         let upstream_addr = format!("{}:{}", upstream.host, upstream.port);
@@ -234,15 +198,17 @@ impl PgConnections {
 }
 
 impl Plane for PgConnections {
-    type Plan = PgPlan;
+    const PROTOCOL: Protocol = Protocol::Postgres;
+    type Parts = SqlParts;
+    type Own = UpstreamConfig;
     type Entry = Live<ConnectionContext>;
 
-    fn prepare(&self, bundle: Prepare<'_>) -> Result<Vec<PgPlan>, SetupError> {
-        Ok(self.plans(bundle)?)
+    fn plan(&self, conn: &BundleConnection, bundle: &Prepare<'_>) -> Result<PgPlan, SetupError> {
+        Ok(self.plan_one(conn, bundle)?)
     }
 
-    async fn commit(&mut self, plans: Vec<PgPlan>, put: Commit<'_>) -> Result<(), BindError> {
-        self.put_in_force(plans, put).await
+    async fn put_in_force(&mut self, plan: PgPlan, put: &Commit<'_>) -> Result<(), BindError> {
+        self.put_one(plan, put).await
     }
 
     fn served(&self) -> &Served<Self::Entry> {
@@ -252,6 +218,18 @@ impl Plane for PgConnections {
     fn served_mut(&mut self) -> &mut Served<Self::Entry> {
         &mut self.served
     }
+}
+
+/// Whether a rule of the bundle has a `textPattern`: it can match
+/// literals, so decisions may then differ between texts that differ only
+/// in literals (see [`crate::enforcement::Enforcer`]).
+fn literal_sensitive(bundle: &Bundle) -> bool {
+    bundle.policies.iter().any(|ap| {
+        ap.spec
+            .rules
+            .iter()
+            .any(|r| r.match_.text_pattern.is_some())
+    })
 }
 
 /// What the sessions' masks depend on: every policy of the bundle but its

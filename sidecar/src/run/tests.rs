@@ -3,6 +3,7 @@ use super::*;
 use std::collections::BTreeMap;
 
 use crate::audit::Forwarded;
+use crate::bundle_client::test_gateway::TestGateway;
 use crate::postgres::bundle::{masking_key, upstream_config};
 use crate::standing::BundleSecrets;
 use serde_json::json;
@@ -283,93 +284,56 @@ struct MockGateway {
     url: String,
     ca_pem: String,
     seen: Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for MockGateway {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: TestGateway,
 }
 
 impl MockGateway {
     async fn start(answer: fn(&str, usize) -> Answer) -> MockGateway {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let task = tokio::spawn({
+        let server = TestGateway::start({
             let seen = seen.clone();
-            async move {
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
+            move |handshake| {
+                let seen = seen.clone();
+                async move {
+                    let Ok(tls) = handshake.await else {
                         return;
                     };
-                    let (acceptor, seen) = (acceptor.clone(), seen.clone());
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let service = hyper::service::service_fn(
-                            move |request: hyper::Request<hyper::body::Incoming>| {
-                                let seen = seen.clone();
-                                async move {
-                                    let path = request.uri().path().to_string();
-                                    let before = {
-                                        let mut seen = seen.lock().unwrap();
-                                        let before =
-                                            seen.iter().filter(|(p, _)| *p == path).count();
-                                        seen.push((path.clone(), std::time::Instant::now()));
-                                        before
-                                    };
-                                    let (status, headers, body) = answer(&path, before);
-                                    let mut response = hyper::Response::builder().status(status);
-                                    for (name, value) in headers {
-                                        response = response.header(name, value);
-                                    }
-                                    Ok::<_, std::convert::Infallible>(
-                                        response
-                                            .body(http_body_util::Full::new(bytes::Bytes::from(
-                                                body,
-                                            )))
-                                            .unwrap(),
-                                    )
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                let path = request.uri().path().to_string();
+                                let before = {
+                                    let mut seen = seen.lock().unwrap();
+                                    let before = seen.iter().filter(|(p, _)| *p == path).count();
+                                    seen.push((path.clone(), std::time::Instant::now()));
+                                    before
+                                };
+                                let (status, headers, body) = answer(&path, before);
+                                let mut response = hyper::Response::builder().status(status);
+                                for (name, value) in headers {
+                                    response = response.header(name, value);
                                 }
-                            },
-                        );
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                            .await;
-                    });
+                                Ok::<_, std::convert::Infallible>(
+                                    response
+                                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
                 }
             }
-        });
+        })
+        .await;
         MockGateway {
-            url,
-            ca_pem: ca_cert.pem(),
+            url: server.url.clone(),
+            ca_pem: server.ca_pem.clone(),
             seen,
-            task,
+            _server: server,
         }
     }
 

@@ -51,6 +51,35 @@ pub fn pg_bin(name: &str) -> PathBuf {
     }
 }
 
+/// Starts a watchdog that runs `stop` (shell) and removes `dir` once this
+/// test binary exits: the test servers are statics, never dropped.
+pub fn watchdog(stop: &str, dir: &Path) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop}; rm -rf {dir}",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    // Never waited for: it outlives this process on purpose.
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the watchdog");
+}
+
+/// A client program's outcome: (success, stdout, stderr).
+pub fn outcome(out: std::process::Output) -> (bool, String, String) {
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     sluice_e2e::free_port().expect("a free loopback port")
@@ -249,21 +278,7 @@ impl PgServer {
                 data.display()
             ),
         };
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
-            pid = std::process::id(),
-            dir = base.display()
-        );
-        // Never waited for: it outlives this process on purpose.
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the watchdog");
+        watchdog(&format!("{stop} >/dev/null 2>&1"), &base);
         PgServer {
             port,
             dir: base,
@@ -557,6 +572,24 @@ pub fn manifests(server: &PgServer, db: &str, user: &str, tls: &str, policy: &st
     } else {
         "127.0.0.1"
     };
+    let upstream = format!(
+        "host: {host}, port: {port}, database: {db}, tls: {{mode: {tls}{ca_ref}}}",
+        port = server.port
+    );
+    let connection = ("orders-db", "postgres", upstream.as_str());
+    connection_manifests(connection, ("orders-db-creds", user), &ca) + policy + "\n"
+}
+
+/// Manifests: a namespace `shop`, the Secret `secret` with `user` and
+/// [`PASSWORD`], `extra` documents (each ending with a newline), and the
+/// Connection `(name, protocol, upstream)` (`upstream`: the entries of its
+/// `spec.upstream` flow map) to be served on `{PORT}`; ends with a document
+/// separator, so a policy can follow.
+pub fn connection_manifests(
+    (name, protocol, upstream): (&str, &str, &str),
+    (secret, user): (&str, &str),
+    extra: &str,
+) -> String {
     format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -564,33 +597,49 @@ metadata: {{name: shop}}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: orders-db-creds, namespace: shop}}
+metadata: {{name: {secret}, namespace: shop}}
 stringData: {{username: {user}, password: "{PASSWORD}"}}
-{ca}---
+{extra}---
 apiVersion: sluice.dev/v1alpha1
 kind: Connection
-metadata: {{name: orders-db, namespace: shop}}
+metadata: {{name: {name}, namespace: shop}}
 spec:
-  protocol: postgres
-  upstream: {{host: {host}, port: {port}, database: {db}, tls: {{mode: {tls}{ca_ref}}}}}
-  credentials: {{secretRef: {{name: orders-db-creds}}}}
+  protocol: {protocol}
+  upstream: {{{upstream}}}
+  credentials: {{secretRef: {{name: {secret}}}}}
   listen: {{port: {{PORT}}}}
 ---
-{policy}
-"#,
-        port = server.port,
+"#
     )
 }
 
+/// Spec lines of a policy: allow by default, but deny DROP (rule `no-drops`).
+pub const NO_DROPS: &str = "  defaultAction: allow
+  rules:
+    - name: no-drops
+      match: {statements: [drop]}
+      action: deny";
+
+/// Spec lines of a policy: redact `customers.ssn`.
+pub const REDACT_SSN: &str = r#"  masking:
+    - columns: ["customers.ssn"]
+      strategy: redact"#;
+
 /// A policy binding `shop/report-job` to `orders-db` with these extra spec lines.
 pub fn policy(extra: &str) -> String {
+    named_policy("reporting", "orders-db", extra)
+}
+
+/// An AccessPolicy `name` in `shop` binding `shop/report-job` to
+/// `connection`, with these extra spec lines.
+pub fn named_policy(name: &str, connection: &str, extra: &str) -> String {
     format!(
         r#"apiVersion: sluice.dev/v1alpha1
 kind: AccessPolicy
-metadata: {{name: reporting, namespace: shop}}
+metadata: {{name: {name}, namespace: shop}}
 spec:
   subjects: [{{serviceAccount: report-job}}]
-  connections: [orders-db]
+  connections: [{connection}]
 {extra}
 "#
     )
@@ -607,16 +656,26 @@ pub fn psql(port: u16, args: &[&str]) -> (bool, String, String) {
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
         .expect("run psql (install postgresql-client)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(out)
 }
 
 /// A unique database name for a test.
 pub fn db_name(test: &str) -> String {
     format!("t_{}", test.replace('-', "_"))
+}
+
+/// A fresh database for `test` on the shared server ([`server`]) with
+/// `sql` run in it as the admin; its name.
+pub async fn database(test: &str, sql: &str) -> String {
+    let pg = server();
+    let db = db_name(test);
+    pg.create_database(&db).await;
+    connect(&pg.admin_url(&db))
+        .await
+        .batch_execute(sql)
+        .await
+        .unwrap();
+    db
 }
 
 /// The server's (or sidecar's) message of an error, or its text.

@@ -29,7 +29,7 @@ pub const POLICY: &str = r#"  defaultAction: allow
 /// The application user every test database grants to, and its password.
 pub const USER: &str = "app";
 /// Its password.
-pub const PASSWORD: &str = "s3cret-pw";
+pub const PASSWORD: &str = crate::common::PASSWORD;
 
 /// A running MariaDB.
 pub struct Maria {
@@ -110,21 +110,13 @@ impl Maria {
             .stderr(Stdio::null())
             .spawn()
             .expect("start mariadbd");
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill {server} 2>/dev/null; sleep 2; kill -9 {server} 2>/dev/null; rm -rf {dir}",
-            pid = std::process::id(),
-            server = child.id(),
-            dir = base.display()
+        crate::common::watchdog(
+            &format!(
+                "kill {server} 2>/dev/null; sleep 2; kill -9 {server} 2>/dev/null",
+                server = child.id()
+            ),
+            &base,
         );
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the watchdog");
         let deadline = Instant::now() + Duration::from_secs(60);
         let m = Maria { port, socket };
         while m.try_admin("SELECT 1").is_err() {
@@ -181,35 +173,13 @@ impl Maria {
 /// `shop-db` to `db` (listen `{PORT}`), and the policy `reporting` binding
 /// `shop/report-job` with the extra spec lines `policy`.
 pub fn manifests(m: &Maria, db: &str, policy: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: db-creds, namespace: shop}}
-stringData: {{username: {USER}, password: "{PASSWORD}"}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Connection
-metadata: {{name: shop-db, namespace: shop}}
-spec:
-  protocol: mysql
-  upstream: {{host: 127.0.0.1, port: {port}, database: {db}, tls: {{mode: disable}}}}
-  credentials: {{secretRef: {{name: db-creds}}}}
-  listen: {{port: {{PORT}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: AccessPolicy
-metadata: {{name: reporting, namespace: shop}}
-spec:
-  subjects: [{{serviceAccount: report-job}}]
-  connections: [shop-db]
-{policy}
-"#,
-        port = m.port
-    )
+    let upstream = format!(
+        "host: 127.0.0.1, port: {}, database: {db}, tls: {{mode: disable}}",
+        m.port
+    );
+    let connection = ("shop-db", "mysql", upstream.as_str());
+    crate::common::connection_manifests(connection, ("db-creds", USER), "")
+        + &crate::common::named_policy("reporting", "shop-db", policy)
 }
 
 /// Runs the `mariadb` CLI against the sidecar on `port` (any user, no
@@ -237,12 +207,7 @@ pub fn mariadb_cli(port: u16, sql: &str) -> (bool, String, String) {
         .unwrap()
         .write_all(sql.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::common::outcome(child.wait_with_output().unwrap())
 }
 
 /// Runs a Python script with PyMySQL (text protocol); `PORT` in the
@@ -251,18 +216,7 @@ pub fn pymysql(port: u16, script: &str) -> String {
     let prelude = "import os, json, pymysql\n\
                    def connect(**kw):\n    \
                        return pymysql.connect(host='127.0.0.1', port=int(os.environ['PORT']), user='workload', password='', connect_timeout=10, **kw)\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(format!("{prelude}{script}"))
-        .env("PORT", port.to_string())
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "the PyMySQL script failed (install it with `pip install pymysql` if it is missing):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    python(port, prelude, ("PyMySQL", "pymysql"), script)
 }
 
 /// Runs a Python script with mysql-connector-python (pure Python, whose
@@ -273,6 +227,14 @@ pub fn connector(port: u16, script: &str) -> String {
     let prelude = "import os, mysql.connector\n\
                    def connect(**kw):\n    \
                        return mysql.connector.connect(host='127.0.0.1', port=int(os.environ['PORT']), user='workload', password='', connection_timeout=10, use_pure=True, **kw)\n";
+    let client = ("mysql-connector-python", "mysql-connector-python");
+    python(port, prelude, client, script)
+}
+
+/// Runs `prelude` and `script` with python3, `PORT` in the environment;
+/// `(client, package)`: the client library the prelude imports and its pip
+/// package. Returns its stdout; panics with stderr when it fails.
+fn python(port: u16, prelude: &str, (client, package): (&str, &str), script: &str) -> String {
     let out = Command::new("python3")
         .arg("-c")
         .arg(format!("{prelude}{script}"))
@@ -281,7 +243,7 @@ pub fn connector(port: u16, script: &str) -> String {
         .expect("run python3");
     assert!(
         out.status.success(),
-        "the mysql-connector-python script failed (install it with `pip install mysql-connector-python` if it is missing):\n{}",
+        "the {client} script failed (install it with `pip install {package}` if it is missing):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
