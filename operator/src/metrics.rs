@@ -209,6 +209,8 @@ pub struct Metrics {
     pub audit_events: Counter,
     /// Bundle long-polls woken by a change in their namespace.
     pub bundle_wakeups: Counter,
+    /// Bundles built to answer polls (or to learn their revision).
+    pub bundle_builds: Counter,
     /// Bundle long-polls waiting now.
     pub bundle_waiting: Gauge,
     /// Pods and service accounts of token holders read from the API server
@@ -287,6 +289,12 @@ impl Metrics {
             "Bundle long-polls woken by a change of a watched object in their namespace (each rebuilds its bundle)",
             Counter::default(),
         );
+        let bundle_builds = register(
+            r,
+            "gateway_bundle_builds",
+            "Bundles built for polls: a poll whose caller holds the current bundle builds none until its namespace changes",
+            Counter::default(),
+        );
         let bundle_waiting = register(
             r,
             "gateway_bundle_waiting",
@@ -338,6 +346,7 @@ impl Metrics {
         let metrics = Metrics {
             registry,
             bundle_wakeups,
+            bundle_builds,
             bundle_waiting,
             holder_reads,
             approval_waiting,
