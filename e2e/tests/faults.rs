@@ -54,13 +54,18 @@ async fn armed_status_write_faults_answer_only_the_writes_they_name() {
     pods.patch_status("app", &someone, &phase("by someone"))
         .await
         .unwrap();
-    pods.patch_status("other", &me, &phase("other")).await.unwrap();
-    pods.patch("app", &me, &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
+    pods.patch_status("other", &me, &phase("other"))
         .await
         .unwrap();
+    pods.patch(
+        "app",
+        &me,
+        &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+    )
+    .await
+    .unwrap();
     pods.get_status("app").await.unwrap();
-    let (code, reason, _) =
-        code_and_reason(pods.patch_status("gone", &me, &phase("x")).await);
+    let (code, reason, _) = code_and_reason(pods.patch_status("gone", &me, &phase("x")).await);
     assert_eq!((code, reason.as_str()), (404, "NotFound"));
     assert_eq!(c.faulted_requests(), 0);
 

@@ -864,9 +864,7 @@ async fn fleet() {
         tally.masked.load(Ordering::Relaxed),
     );
     let got = counters_when(&policies, want).await;
-    let bundle_builds = operators
-        .metric("sluice_gateway_bundle_builds_total")
-        .await;
+    let bundle_builds = operators.metric("sluice_gateway_bundle_builds_total").await;
     let (_, peaks_kib) = operators.cpu_and_peaks();
     tasks.abort_all();
     let measured = Measured {

@@ -604,7 +604,11 @@ async fn the_drains_counter_write_is_tried_again_after_a_conflict() {
     let exit = operator.exited().await;
     assert_eq!(exit.code(), Some(0), "{exit}");
 
-    assert_eq!(cluster.faulted_requests(), 2, "both faults answered a write");
+    assert_eq!(
+        cluster.faulted_requests(),
+        2,
+        "both faults answered a write"
+    );
     let counters = policies
         .get("reporting")
         .await

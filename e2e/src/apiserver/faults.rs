@@ -125,9 +125,9 @@ impl Faults {
         self.answered.fetch_add(1, Ordering::Relaxed);
         Some(match code {
             FaultCode::Conflict => ApiError::conflict(&t.rt, name),
-            FaultCode::InternalError => ApiError::internal(
-                "the server could not write the object (a fault the test armed)",
-            ),
+            FaultCode::InternalError => {
+                ApiError::internal("the server could not write the object (a fault the test armed)")
+            }
         })
     }
 

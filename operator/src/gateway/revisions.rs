@@ -91,7 +91,10 @@ mod tests {
         let job = Identity::service_account("shop", "job");
         let compiled = Arc::new(Vec::new());
         revisions.remember(&compiled, &job, "job-0", "r1");
-        assert_eq!(revisions.get(&compiled, &job, "job-0").as_deref(), Some("r1"));
+        assert_eq!(
+            revisions.get(&compiled, &job, "job-0").as_deref(),
+            Some("r1")
+        );
         // Another pod, account or group set is another bundle.
         assert_eq!(revisions.get(&compiled, &job, "job-1"), None);
         let other = Identity::service_account("shop", "other");
@@ -106,7 +109,11 @@ mod tests {
         // for it, whatever its address.
         drop(compiled);
         let later: Vec<_> = (0..64).map(|_| Arc::new(Vec::new())).collect();
-        assert!(later.iter().all(|c| revisions.get(c, &job, "job-0").is_none()));
+        assert!(
+            later
+                .iter()
+                .all(|c| revisions.get(c, &job, "job-0").is_none())
+        );
     }
 
     #[test]

@@ -227,15 +227,20 @@ mod tests {
         let waiters: Vec<_> = (0..5)
             .map(|_| {
                 let reads = reads.clone();
-                tokio::spawn(async move {
-                    reads
-                        .get(&key(), || async { Ok("after the change") })
-                        .await
-                })
+                tokio::spawn(
+                    async move { reads.get(&key(), || async { Ok("after the change") }).await },
+                )
             })
             .collect();
         // Every waiter is queued behind the first read.
-        while reads.lock().get(&key()).unwrap().users.load(Ordering::SeqCst) < 6 {
+        while reads
+            .lock()
+            .get(&key())
+            .unwrap()
+            .users
+            .load(Ordering::SeqCst)
+            < 6
+        {
             tokio::task::yield_now().await;
         }
         release.send(()).unwrap();
@@ -281,7 +286,14 @@ mod tests {
                 })
             })
             .collect();
-        while reads.lock().get(&key()).unwrap().users.load(Ordering::SeqCst) < 4 {
+        while reads
+            .lock()
+            .get(&key())
+            .unwrap()
+            .users
+            .load(Ordering::SeqCst)
+            < 4
+        {
             tokio::task::yield_now().await;
         }
         release.send(()).unwrap();
