@@ -101,7 +101,7 @@ impl Faults {
     /// The error for `req` on `t` if an armed fault takes it (one of its
     /// `times` is used up). `exists` says whether the object is stored: a
     /// fault never answers for a missing one.
-    pub(crate) fn take(
+    pub(super) fn take(
         &self,
         req: &Req,
         t: &Target,
