@@ -149,13 +149,14 @@ async fn polls_of_an_unchanged_bundle_build_none_until_it_changes() {
     let etag = headers["etag"].to_str().unwrap().to_string();
     let builds = metric(&env, "sluice_gateway_bundle_builds_total").await;
     assert!(builds >= 1.0, "the first poll built the bundle");
-    let poll = || {
+    let poll = async || {
         env.call(
             "GET",
             "/v1/bundle",
             &[("authorization", &bearer), ("if-none-match", &etag)],
             None,
         )
+        .await
     };
     for _ in 0..3 {
         let (status, headers, _) = poll().await;
