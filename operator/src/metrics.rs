@@ -240,18 +240,23 @@ impl Drop for Timer {
     }
 }
 
+/// `sluice_build_info`: the operator's version.
+fn register_build(registry: &mut Registry) {
+    registry.register(
+        "build",
+        "The operator's version",
+        Info::new(BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            binary: "operator",
+        }),
+    );
+}
+
 impl Metrics {
     /// Registers every metric under the `sluice` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sluice");
-        registry.register(
-            "build",
-            "The operator's version",
-            Info::new(BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-                binary: "operator",
-            }),
-        );
+        register_build(&mut registry);
         let r = &mut registry;
         let requests = register(
             r,
