@@ -27,10 +27,13 @@ pub const MAX_REVISIONS: usize = 65_536;
 /// (namespace, service account, groups, pod): what a bundle is for.
 type Key = (String, String, Vec<String>, String);
 
+/// A revision and the compilation it was built against.
+type Remembered = (Weak<Vec<PolicyEntry>>, String);
+
 /// Bundle revisions by caller.
 #[derive(Default)]
 pub struct BundleRevisions {
-    by_caller: Mutex<HashMap<Key, (Weak<Vec<PolicyEntry>>, String)>>,
+    by_caller: Mutex<HashMap<Key, Remembered>>,
 }
 
 fn key(identity: &Identity, pod: &str) -> Key {
@@ -74,7 +77,7 @@ impl BundleRevisions {
         );
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Weak<Vec<PolicyEntry>>, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Remembered>> {
         self.by_caller
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
