@@ -329,6 +329,18 @@ impl TestCluster {
         self.inner.requests_of(user)
     }
 
+    /// Answers the next status writes `fault` names with its error (409
+    /// `Conflict` or 500 `InternalError`) instead of serving them; see
+    /// [`crate::apiserver::faults`].
+    pub fn fail_status_writes(&self, fault: crate::apiserver::faults::StatusWriteFault) {
+        self.inner.arm_fault(fault);
+    }
+
+    /// Requests answered by a fault armed with [`TestCluster::fail_status_writes`] so far.
+    pub fn faulted_requests(&self) -> u64 {
+        self.inner.faulted_requests()
+    }
+
     /// Forgets the watch history, so watches from any earlier resourceVersion get 410 Gone.
     pub fn compact(&self) {
         self.inner.compact();

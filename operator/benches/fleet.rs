@@ -47,7 +47,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -111,6 +110,17 @@ struct Tally {
 }
 
 impl Tally {
+    /// A batch of `sent` events with policy `counts` (allowed, denied,
+    /// masked) was answered with `accepted` taken: all of them count.
+    fn accepted(&self, accepted: u64, sent: u64, counts: [u64; 3]) {
+        self.events_accepted.fetch_add(accepted, Ordering::Relaxed);
+        if accepted == sent {
+            self.allowed.fetch_add(counts[0], Ordering::Relaxed);
+            self.denied.fetch_add(counts[1], Ordering::Relaxed);
+            self.masked.fetch_add(counts[2], Ordering::Relaxed);
+        }
+    }
+
     /// Waits as the sidecar does when the operator asked for it
     /// (`Retry-After`, with jitter); whether it asked.
     async fn honour(&self, e: &GatewayError) -> bool {
@@ -366,14 +376,7 @@ async fn uploader(
         match client.audit(&bearer, body.clone()).await {
             Ok(receipt) => {
                 tally.uploads_ok.fetch_add(1, Ordering::Relaxed);
-                tally
-                    .events_accepted
-                    .fetch_add(receipt.accepted, Ordering::Relaxed);
-                if receipt.accepted == n {
-                    tally.allowed.fetch_add(counts[0], Ordering::Relaxed);
-                    tally.denied.fetch_add(counts[1], Ordering::Relaxed);
-                    tally.masked.fetch_add(counts[2], Ordering::Relaxed);
-                }
+                tally.accepted(receipt.accepted, n, counts);
             }
             Err(e) => {
                 tally.error("audit", &e);
@@ -410,14 +413,7 @@ async fn uploader(
         };
         match client.audit(&bearer, body.clone()).await {
             Ok(receipt) => {
-                tally
-                    .events_accepted
-                    .fetch_add(receipt.accepted, Ordering::Relaxed);
-                if receipt.accepted == n {
-                    tally.allowed.fetch_add(counts[0], Ordering::Relaxed);
-                    tally.denied.fetch_add(counts[1], Ordering::Relaxed);
-                    tally.masked.fetch_add(counts[2], Ordering::Relaxed);
-                }
+                tally.accepted(receipt.accepted, n, counts);
             }
             Err(e) => {
                 if !tally.honour(&e).await {
@@ -546,24 +542,14 @@ async fn start_operators(
     knobs: &Knobs,
 ) -> Operators {
     drop(support::chart_operator_client(cluster, client).await);
-    let operator_token = Api::<ServiceAccount>::namespaced(client.clone(), "sluice-system")
-        .create_token_request(
-            "sluice-operator",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![sluice_e2e::apiserver::API_AUDIENCE.into()],
-                    expiration_seconds: Some(3600),
-                    bound_object_ref: None,
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
+    let operator_token = sluice_e2e::harness::service_account_token(
+        client,
+        ("sluice-system", "sluice-operator"),
+        None,
+        sluice_e2e::apiserver::API_AUDIENCE,
+        3600,
+    )
+    .await;
     let log_dir = tempfile::tempdir().unwrap();
     let mut kubeconfig: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(cluster.kubeconfig_path()).unwrap())
@@ -657,29 +643,14 @@ async fn create_pods(client: &kube::Client, n: usize) -> Vec<(String, String)> {
                     )
                     .await
                     .unwrap();
-                let token = Api::<ServiceAccount>::namespaced(client, "shop")
-                    .create_token_request(
-                        "report-job",
-                        &PostParams::default(),
-                        &TokenRequest {
-                            spec: TokenRequestSpec {
-                                audiences: vec!["sluice.dev".into()],
-                                expiration_seconds: Some(3600),
-                                bound_object_ref: Some(BoundObjectReference {
-                                    api_version: Some("v1".into()),
-                                    kind: Some("Pod".into()),
-                                    name: pod.metadata.name.clone(),
-                                    uid: pod.metadata.uid.clone(),
-                                }),
-                            },
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .unwrap()
-                    .status
-                    .unwrap()
-                    .token;
+                let token = sluice_e2e::harness::service_account_token(
+                    &client,
+                    ("shop", "report-job"),
+                    Some(&pod),
+                    "sluice.dev",
+                    3600,
+                )
+                .await;
                 (name, token)
             }
         })
@@ -752,6 +723,8 @@ struct Measured {
     holder_reads_audit: f64,
     /// TLS connections the sidecars opened: in all, and in the audit phase.
     connections: (u64, u64),
+    /// Bundles the operators built (`sluice_gateway_bundle_builds_total`).
+    bundle_builds: f64,
     want: (u64, u64, u64),
     got: (u64, u64, u64),
 }
@@ -891,6 +864,7 @@ async fn fleet() {
         tally.masked.load(Ordering::Relaxed),
     );
     let got = counters_when(&policies, want).await;
+    let bundle_builds = operators.metric("sluice_gateway_bundle_builds_total").await;
     let (_, peaks_kib) = operators.cpu_and_peaks();
     tasks.abort_all();
     let measured = Measured {
@@ -907,6 +881,7 @@ async fn fleet() {
         polls_and_uploads_audit,
         holder_reads_audit,
         connections,
+        bundle_builds,
         want,
         got,
     };
@@ -1014,8 +989,11 @@ fn print_table(knobs: &Knobs, tally: &Tally, m: &Measured) {
         tally.polls_failed.load(Ordering::Relaxed),
     );
     println!(
-        "details: TLS connections the sidecars opened: {} in all, {} during the audit phase",
-        m.connections.0, m.connections.1
+        "details: TLS connections the sidecars opened: {} in all, {} during the audit phase; bundles built {} for {} polls answered",
+        m.connections.0,
+        m.connections.1,
+        m.bundle_builds,
+        tally.polls.load(Ordering::Relaxed),
     );
     for (what, count) in tally.errors.lock().unwrap().iter() {
         println!("details: error {what}: {count}");

@@ -209,6 +209,8 @@ pub struct Metrics {
     pub audit_events: Counter,
     /// Bundle long-polls woken by a change in their namespace.
     pub bundle_wakeups: Counter,
+    /// Bundles built to answer polls (or to learn their revision).
+    pub bundle_builds: Counter,
     /// Bundle long-polls waiting now.
     pub bundle_waiting: Gauge,
     /// Pods and service accounts of token holders read from the API server
@@ -238,18 +240,23 @@ impl Drop for Timer {
     }
 }
 
+/// `sluice_build_info`: the operator's version.
+fn register_build(registry: &mut Registry) {
+    registry.register(
+        "build",
+        "The operator's version",
+        Info::new(BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            binary: "operator",
+        }),
+    );
+}
+
 impl Metrics {
     /// Registers every metric under the `sluice` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sluice");
-        registry.register(
-            "build",
-            "The operator's version",
-            Info::new(BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-                binary: "operator",
-            }),
-        );
+        register_build(&mut registry);
         let r = &mut registry;
         let requests = register(
             r,
@@ -285,6 +292,12 @@ impl Metrics {
             r,
             "gateway_bundle_wakeups",
             "Bundle long-polls woken by a change of a watched object in their namespace (each rebuilds its bundle)",
+            Counter::default(),
+        );
+        let bundle_builds = register(
+            r,
+            "gateway_bundle_builds",
+            "Bundles built for polls: a poll whose caller holds the current bundle builds none until its namespace changes",
             Counter::default(),
         );
         let bundle_waiting = register(
@@ -338,6 +351,7 @@ impl Metrics {
         let metrics = Metrics {
             registry,
             bundle_wakeups,
+            bundle_builds,
             bundle_waiting,
             holder_reads,
             approval_waiting,

@@ -282,10 +282,7 @@ async fn stored_webhook_configurations_need_no_reapply() {
 /// only the drain writes them), and the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
-    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-    use kube::api::PostParams;
     use sluice_crds::AccessPolicy;
-    use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
@@ -308,48 +305,7 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
     let ca = operator.ready(&client, support::WAIT).await;
     let addr = operator.addr;
 
-    // An injected pod of report-job and its gateway token.
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "shop");
-    accounts
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": "report-job"}}))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let pod: Pod = Api::namespaced(client.clone(), "shop")
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "report", "annotations": {"sluice.dev/inject": "true"}},
-                "spec": {"serviceAccountName": "report-job",
-                    "containers": [{"name": "app", "image": "example/report:1"}]}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let subject = sluice_e2e::harness::service_account_token(
-        &client,
-        ("shop", "report-job"),
-        Some(&pod),
-        "sluice.dev",
-        600,
-    )
-    .await;
-    let (status, _, body) = support::call(
-        addr,
-        &ca,
-        "POST",
-        "/v1/token",
-        &[],
-        Some(serde_json::json!({"subjectToken": subject})),
-    )
-    .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let bearer = report_job_bearer(&client, addr, &ca).await;
     let (status, headers, _) = support::call(
         addr,
         &ca,
@@ -424,31 +380,7 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
 
     // An upload whose head is in and whose body is not: `Expect: 100-continue`
     // makes the server say when the handler started reading the body.
-    let mut chain = AuditChain::new("sidecar:shop/report-job:report:boot-1".to_string());
-    let mut denial = AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Denial);
-    denial.session = Some("s1".into());
-    denial.identity = Some(
-        serde_json::from_value(
-            serde_json::json!({"namespace": "shop", "serviceAccount": "report-job"}),
-        )
-        .unwrap(),
-    );
-    denial.connection = Some("orders-db".into());
-    denial.command = Some(
-        serde_json::from_value(
-            serde_json::json!({"text": "DROP TABLE customers", "fingerprint": "f1", "kind": "drop"}),
-        )
-        .unwrap(),
-    );
-    denial.decision = Some(
-        serde_json::from_value(serde_json::json!({"action": "deny", "policy": "reporting",
-            "rule": "no-schema-changes", "dryRun": false}))
-        .unwrap(),
-    );
-    let events: Vec<serde_json::Value> = (0..3)
-        .map(|_| serde_json::to_value(chain.append(denial.clone()).unwrap()).unwrap())
-        .collect();
-    let batch = serde_json::to_vec(&serde_json::json!({"events": events})).unwrap();
+    let batch = serde_json::to_vec(&denials_batch(3)).unwrap();
     let connector = tokio_rustls::TlsConnector::from(sluice_e2e::pki::client_config(&ca).unwrap());
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut upload = connector
@@ -485,11 +417,7 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
         String::from_utf8_lossy(&answer)
     );
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &operator.child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    operator.sigterm();
 
     // The long-poll is answered at once (well before its 60 s): not modified.
     let (status, headers, _) = bounded("the long-poll answer", poll).await.unwrap();
@@ -518,15 +446,7 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
         serde_json::from_str(rest.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(receipt["accepted"], 3, "{rest}");
 
-    let exit = bounded("the operator to exit", async {
-        loop {
-            if let Some(status) = operator.child.0.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let exit = operator.exited().await;
     assert_eq!(exit.code(), Some(0), "{exit}");
 
     // Written by the drain (the periodic flush was an hour away).
@@ -536,6 +456,168 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
         .unwrap();
     let counters = policy.status.unwrap().counters.unwrap();
     assert_eq!(counters.denied, 3, "{counters:?}");
+}
+
+/// A gateway token (`Bearer ...`) for a new injected pod `report` of
+/// `shop/report-job`, exchanged at the operator at `addr`.
+async fn report_job_bearer(client: &kube::Client, addr: std::net::SocketAddr, ca: &str) -> String {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use kube::api::PostParams;
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "shop");
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "report-job"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pod: Pod = Api::namespaced(client.clone(), "shop")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "report", "annotations": {"sluice.dev/inject": "true"}},
+                "spec": {"serviceAccountName": "report-job",
+                    "containers": [{"name": "app", "image": "example/report:1"}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let subject = sluice_e2e::harness::service_account_token(
+        client,
+        ("shop", "report-job"),
+        Some(&pod),
+        "sluice.dev",
+        600,
+    )
+    .await;
+    let (status, _, body) = support::call(
+        addr,
+        ca,
+        "POST",
+        "/v1/token",
+        &[],
+        Some(serde_json::json!({"subjectToken": subject})),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    format!("Bearer {}", token["token"].as_str().unwrap())
+}
+
+/// An audit batch (`{"events": [...]}`) of `n` chained denials of the
+/// `report` pod's stream, each decided by policy `reporting`.
+fn denials_batch(n: usize) -> serde_json::Value {
+    use sluice_policy::audit::{AuditChain, AuditEventDraft, AuditKind};
+
+    let mut chain = AuditChain::new("sidecar:shop/report-job:report:boot-1".to_string());
+    let mut denial = AuditEventDraft::new("2026-01-01T00:00:00Z", AuditKind::Denial);
+    denial.session = Some("s1".into());
+    denial.identity = Some(
+        serde_json::from_value(
+            serde_json::json!({"namespace": "shop", "serviceAccount": "report-job"}),
+        )
+        .unwrap(),
+    );
+    denial.connection = Some("orders-db".into());
+    denial.command = Some(
+        serde_json::from_value(
+            serde_json::json!({"text": "DROP TABLE customers", "fingerprint": "f1", "kind": "drop"}),
+        )
+        .unwrap(),
+    );
+    denial.decision = Some(
+        serde_json::from_value(serde_json::json!({"action": "deny", "policy": "reporting",
+            "rule": "no-schema-changes", "dryRun": false}))
+        .unwrap(),
+    );
+    let events: Vec<serde_json::Value> = (0..n)
+        .map(|_| serde_json::to_value(chain.append(denial.clone()).unwrap()).unwrap())
+        .collect();
+    serde_json::json!({"events": events})
+}
+
+/// The drain's counter write meets what another writer of the policy's
+/// status causes when it wins the race between the flush's read and its
+/// write (the approval tally or the controller: the flush writes under the
+/// resourceVersion it read), here a 409 `Conflict`, then a 500 from the API
+/// server: the counts taken in still land before the operator exits 0.
+/// (`sigterm_drains_long_polls_and_uploads_and_exits_zero` saw them lost once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drains_counter_write_is_tried_again_after_a_conflict() {
+    use sluice_crds::AccessPolicy;
+    use sluice_e2e::apiserver::faults::{FaultCode, StatusWriteFault};
+    use sluice_operator::gateway::audit_intake::AUDIT_FIELD_MANAGER;
+
+    let (cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
+    support::apply_quickstart(
+        &client,
+        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+    )
+    .await;
+    let mut operator = OperatorBinary::start(
+        &cluster.kubeconfig_path(),
+        &[
+            // Only the drain writes the counters.
+            "--audit-flush-seconds=3600",
+            "--drain-grace-seconds=25",
+            "--drain-delay-seconds=0",
+        ],
+        &[],
+        Stdio::inherit(),
+    );
+    let ca = operator.ready(&client, support::WAIT).await;
+    let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), "shop");
+    bounded(
+        "the policy to be Ready",
+        await_condition(policies.clone(), "reporting", support::is_ready),
+    )
+    .await
+    .unwrap();
+    let bearer = report_job_bearer(&client, operator.addr, &ca).await;
+    let (status, _, body) = support::call(
+        operator.addr,
+        &ca,
+        "POST",
+        "/v1/audit",
+        &[("authorization", &bearer)],
+        Some(denials_batch(3)),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let receipt: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(receipt["accepted"], 3, "{receipt}");
+
+    // The next two writes of the counters fail: a conflict, then a 500.
+    cluster.fail_status_writes(
+        StatusWriteFault::conflicts("accesspolicies", "shop", "reporting", 1)
+            .by(AUDIT_FIELD_MANAGER),
+    );
+    cluster.fail_status_writes(
+        StatusWriteFault::conflicts("accesspolicies", "shop", "reporting", 1)
+            .by(AUDIT_FIELD_MANAGER)
+            .answering(FaultCode::InternalError),
+    );
+    operator.sigterm();
+    let exit = operator.exited().await;
+    assert_eq!(exit.code(), Some(0), "{exit}");
+
+    let counters = policies
+        .get("reporting")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .counters
+        .unwrap_or_default();
+    assert_eq!(counters.denied, 3, "{counters:?}");
+    assert_eq!(
+        cluster.faulted_requests(),
+        2,
+        "both faults answered a write"
+    );
 }
 
 /// Issue #19: between SIGTERM and the drain the operator keeps serving for
@@ -567,11 +649,7 @@ async fn requests_during_the_drain_delay_are_served() {
     })
     .await;
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &operator.child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    operator.sigterm();
     // SIGTERM is handled: /readyz fails, on a new connection.
     bounded("readyz to fail", async {
         while readyz(ca.clone()).await != 503 {
@@ -603,14 +681,6 @@ async fn requests_during_the_drain_delay_are_served() {
     let (status, _, _) = support::call(addr, &ca, "GET", "/v1/jwks", &[], None).await;
     assert_eq!(status, 200);
 
-    let exit = bounded("the operator to exit", async {
-        loop {
-            if let Some(status) = operator.child.0.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let exit = operator.exited().await;
     assert_eq!(exit.code(), Some(0), "{exit}");
 }

@@ -131,6 +131,73 @@ async fn status_only_writes_wake_no_long_poll() {
     assert!(stored.status.unwrap().last_activity_time.is_some());
 }
 
+/// A poll whose caller already holds the current bundle builds none: its
+/// revision is remembered while the namespace does not change. A change of
+/// what the bundle is built from (here the Connection's credentials Secret,
+/// rotated) is a new bundle at the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_of_an_unchanged_bundle_build_none_until_it_changes() {
+    use k8s_openapi::api::core::v1::Secret;
+
+    let env = Env::start().await;
+    env.policy_ready("reporting").await;
+    let bearer = bearer(&env).await;
+    let (status, headers, _) = env
+        .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(status, 200);
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    let builds = metric(&env, "sluice_gateway_bundle_builds_total").await;
+    assert!(builds >= 1.0, "the first poll built the bundle");
+    let poll = async || {
+        env.call(
+            "GET",
+            "/v1/bundle",
+            &[("authorization", &bearer), ("if-none-match", &etag)],
+            None,
+        )
+        .await
+    };
+    for _ in 0..3 {
+        let (status, headers, _) = poll().await;
+        assert_eq!(status, 304);
+        assert_eq!(headers["etag"].to_str().unwrap(), etag);
+        assert!(headers.contains_key("sluice-bundle-expires-at"));
+    }
+    assert_eq!(
+        metric(&env, "sluice_gateway_bundle_builds_total").await,
+        builds,
+        "no poll of the unchanged bundle built it"
+    );
+
+    // The credentials rotate: the next poll after the catalog sees it is the new bundle.
+    Api::<Secret>::namespaced(env.client.clone(), "shop")
+        .patch(
+            "orders-db-creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "rotated"}})),
+        )
+        .await
+        .unwrap();
+    let body = bounded("the rotated credentials in a new bundle", async {
+        loop {
+            let (status, headers, body) = poll().await;
+            if status == 200 {
+                assert_ne!(headers["etag"].to_str().unwrap(), etag);
+                return body;
+            }
+            assert_eq!(status, 304);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let bundle: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        bundle["connections"][0]["credentials"]["password"], "rotated",
+        "{bundle}"
+    );
+}
+
 /// Result events with masked values (and batched statement events that
 /// carry their result's) count for the policies that mask; the
 /// compiled policies audit intake uses are the namespace's current ones: an

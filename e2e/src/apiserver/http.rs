@@ -507,6 +507,16 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, t: Target) -> Result<Response<B
     ) {
         return review(inner, req, &t);
     }
+    if let Some(err) = inner.faults.take(req, &t, || {
+        inner
+            .lock()
+            .store
+            .get(&t.rt.storage, &t.ns, t.name.as_deref().unwrap_or_default())
+            .is_some()
+    }) {
+        tracing::debug!(error = %err, "answered by an armed fault");
+        return Err(err);
+    }
     let wants_table = req.accept.contains("as=Table");
     let wants_meta = req.accept.contains("as=PartialObjectMetadata");
     match (&req.method, &t.name) {

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod cel_cost;
 pub mod error;
+pub mod faults;
 mod http;
 pub use http::{MAX_MUTATING_IN_FLIGHT, MAX_READS_IN_FLIGHT};
 mod openapi;
@@ -79,6 +80,8 @@ pub struct Inner {
     pub(crate) pod_log_root: std::sync::OnceLock<std::path::PathBuf>,
     /// Requests in flight (kube's max-in-flight limits) and per user.
     pub(crate) traffic: http::Traffic,
+    /// Faults a test armed ([`faults`]).
+    pub(crate) faults: faults::Faults,
 }
 
 /// Default audience of service-account tokens (kube's `--api-audiences`).
@@ -139,6 +142,7 @@ impl Inner {
             rbac,
             pod_log_root: Default::default(),
             traffic: http::Traffic::new(read, mutating),
+            faults: faults::Faults::default(),
         });
         {
             let mut st = inner.lock();
@@ -223,6 +227,16 @@ impl Inner {
         };
         self.notify(rv);
         stored
+    }
+
+    /// Answers the next status writes `fault` names with its error ([`faults`]).
+    pub fn arm_fault(&self, fault: faults::StatusWriteFault) {
+        self.faults.arm(fault);
+    }
+
+    /// Requests answered by an armed fault so far.
+    pub fn faulted_requests(&self) -> u64 {
+        self.faults.answered()
     }
 
     /// Requests the user `name` has sent (to tell what a client costs the API server).

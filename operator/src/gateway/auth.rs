@@ -73,6 +73,8 @@ pub struct Gateway {
     pub native_sidecars: crate::injection::native_sidecars::NativeSidecars,
     /// Each namespace's AccessPolicies, compiled once per change.
     pub compiled: Arc<crate::gateway::compiled::CompiledPolicies>,
+    /// Each caller's bundle revision, while its namespace does not change.
+    pub revisions: Arc<crate::gateway::revisions::BundleRevisions>,
     /// Gateway tokens already verified.
     pub verified: Arc<crate::gateway::verified::VerifiedTokens>,
     /// The pods and service accounts tokens are bound to, from watches.

@@ -36,7 +36,7 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::wire::{AuditHead, SignedHead};
+use crate::wire::SignedHead;
 
 /// The ConfigMap of published checkpoint keys.
 pub const KEYS_CONFIG_MAP: &str = "sluice-checkpoint-keys";
@@ -245,57 +245,65 @@ pub async fn append(
     .await
 }
 
-/// The last head (sequence, hash) in the durable history of each stream
-/// `heads` name, for the heads on Connections `wanted` accepts: one GET per
-/// Connection. A missing history holds none; an unreadable one is an error
-/// naming the ConfigMap and the first head it was read for.
-pub async fn stream_floors<'a>(
+/// The last head (sequence, hash) of each stream in a Connection's durable
+/// history.
+pub type Floors = std::collections::HashMap<String, (u64, String)>;
+
+/// Reads Connection `namespace/connection`'s durable history: the last head
+/// of each of its streams (none when there is no history yet). One GET.
+pub async fn read_floors(
     client: &Client,
     operator_namespace: &str,
     namespace: &str,
-    heads: impl Iterator<Item = &'a AuditHead>,
-    wanted: impl Fn(&str) -> bool,
-) -> Result<BTreeMap<String, (u64, String)>, (String, &'a AuditHead, kube::Error)> {
+    connection: &str,
+) -> Result<Floors, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), operator_namespace);
-    let mut read: BTreeMap<&str, Vec<HistoryEntry>> = BTreeMap::new();
-    let mut floors: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    for head in heads {
-        let connection = head.connection.as_str();
-        if !read.contains_key(connection) {
-            if !wanted(connection) {
-                continue;
-            }
-            let name = history_name(namespace, connection);
-            let cm = api
-                .get_opt(&name)
-                .await
-                .map_err(|e| (format!("{operator_namespace}/{name}"), head, e))?;
-            let entries = cm
-                .and_then(|cm| cm.data?.remove(HISTORY_DATA_KEY))
-                .map(|text| {
-                    text.lines()
-                        .filter_map(|l| serde_json::from_str::<HistoryEntry>(l).ok())
-                        .filter(|e| e.namespace == namespace && e.head.connection == connection)
-                        .collect()
-                })
-                .unwrap_or_default();
-            read.insert(connection, entries);
+    let cm = api.get_opt(&history_name(namespace, connection)).await?;
+    Ok(cm
+        .and_then(|cm| cm.data?.remove(HISTORY_DATA_KEY))
+        .map(|text| floors_of(&text, namespace, connection))
+        .unwrap_or_default())
+}
+
+/// The fields of a history line the floors need, borrowed where the line
+/// lets them be (the signature and the rest are skipped, not copied).
+#[derive(Deserialize)]
+struct LineHead<'a> {
+    #[serde(borrow)]
+    connection: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    stream: std::borrow::Cow<'a, str>,
+    sequence: u64,
+    #[serde(borrow)]
+    hash: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    namespace: std::borrow::Cow<'a, str>,
+}
+
+/// The last head of each stream of `namespace/connection` in a history's
+/// text: the highest sequence (the first line of it when repeated). Lines
+/// that do not read as history lines, or name another Connection, are skipped.
+fn floors_of(text: &str, namespace: &str, connection: &str) -> Floors {
+    let mut floors = Floors::new();
+    for line in text.lines() {
+        let Ok(head) = serde_json::from_str::<LineHead<'_>>(line) else {
+            continue;
+        };
+        if head.namespace != namespace || head.connection != connection {
+            continue;
         }
-        let stream = &head.head.stream;
-        for entry in read.get(connection).into_iter().flatten() {
-            if entry.head.stream == *stream
-                && floors
-                    .get(stream)
-                    .is_none_or(|(s, _)| entry.head.sequence > *s)
-            {
+        match floors.get_mut(head.stream.as_ref()) {
+            Some(floor) if floor.0 >= head.sequence => {}
+            Some(floor) => *floor = (head.sequence, head.hash.into_owned()),
+            None => {
                 floors.insert(
-                    stream.clone(),
-                    (entry.head.sequence, entry.head.hash.clone()),
+                    head.stream.into_owned(),
+                    (head.sequence, head.hash.into_owned()),
                 );
             }
         }
     }
-    Ok(floors)
+    floors
 }
 
 /// Adds `keys` to the published checkpoint keys.
@@ -420,6 +428,37 @@ mod tests {
                 .collect();
             assert_eq!(kept, line_by_line(lines));
         }
+    }
+
+    #[test]
+    fn floors_are_each_streams_highest_sequence_on_that_connection() {
+        let mut other_connection = entry("a", 9, 1);
+        other_connection.head.connection = "billing-db".into();
+        let mut other_namespace = entry("a", 8, 1);
+        other_namespace.namespace = "else".into();
+        let mut repeat = entry("a", 3, 1);
+        repeat.head.hash = "later".into();
+        let text = [
+            entry("a", 2, 1),
+            entry("a", 3, 1),
+            entry("b", 7, 1),
+            repeat,
+            entry("a", 1, 1),
+            other_connection,
+            other_namespace,
+        ]
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .chain(["not json".to_string(), String::new()])
+        .collect::<Vec<_>>()
+        .join("\n");
+        let floors = floors_of(&text, "shop", "orders-db");
+        assert_eq!(floors.len(), 2, "{floors:?}");
+        assert_eq!(floors["a"], (3, format!("{:064x}", 3)));
+        assert_eq!(floors["b"], (7, format!("{:064x}", 7)));
+        // A line with escapes in a field still reads (borrowed or not).
+        let escaped = serde_json::to_string(&entry("s\"q", 4, 1)).unwrap();
+        assert_eq!(floors_of(&escaped, "shop", "orders-db")["s\"q"].0, 4);
     }
 
     #[test]

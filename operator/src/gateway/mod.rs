@@ -14,6 +14,7 @@ pub mod compiled;
 pub mod holders;
 pub mod overload;
 pub mod refusal;
+pub mod revisions;
 pub mod serve;
 pub mod token;
 pub mod token_exchange;
@@ -222,28 +223,29 @@ async fn serve_bundle(
     let mut changes = g.catalog.subscribe_namespace(&claims.namespace);
     let mut woken = false;
     loop {
-        let expires = SystemTime::now() + g.settings.bundle_ttl;
+        let expires_at = rfc3339(SystemTime::now() + g.settings.bundle_ttl);
         let entries = g.compiled.get(&g.catalog, &claims.namespace);
-        let bundle = g
-            .catalog
-            .bundle_with(&entries, &identity, &claims.pod, rfc3339(expires));
-        if known.as_deref() != Some(bundle.revision.as_str()) {
-            if woken {
-                // The pod may be what changed hands while waiting; a deleted
-                // pod gets no further bundles.
-                check_holder(g, &claims).await?;
+        // The caller's bundle is built only when it may have changed.
+        let revision = match g.revisions.get(&entries, &identity, &claims.pod) {
+            Some(revision) if known.as_deref() == Some(revision.as_str()) => revision,
+            _ => {
+                g.metrics.bundle_builds.inc();
+                let bundle =
+                    g.catalog
+                        .bundle_with(&entries, &identity, &claims.pod, expires_at.clone());
+                g.revisions
+                    .remember(&entries, &identity, &claims.pod, &bundle.revision);
+                if known.as_deref() != Some(bundle.revision.as_str()) {
+                    if woken {
+                        // The pod may be what changed hands while waiting; a deleted
+                        // pod gets no further bundles.
+                        check_holder(g, &claims).await?;
+                    }
+                    return Ok(bundle_response(g, bundle));
+                }
+                bundle.revision
             }
-            g.metrics.request("bundle", "ok");
-            let etag = format!("\"{}\"", bundle.revision);
-            let mut response = axum::Json(bundle).into_response();
-            if let Ok(v) = HeaderValue::from_str(&etag) {
-                response.headers_mut().insert(header::ETAG, v);
-            }
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return Ok(response);
-        }
+        };
         drop(working.take());
         let changed = {
             let _waiting = Waiting::new(&g.metrics.bundle_waiting);
@@ -260,11 +262,11 @@ async fn serve_bundle(
             g.metrics.request("bundle", "not_modified");
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             let headers = response.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", bundle.revision)) {
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{revision}\"")) {
                 headers.insert(header::ETAG, v);
             }
             // A 304 still vouches for the bundle the caller has: its validity moves on.
-            if let Ok(v) = HeaderValue::from_str(&bundle.expires_at) {
+            if let Ok(v) = HeaderValue::from_str(&expires_at) {
                 headers.insert("sluice-bundle-expires-at", v);
             }
             return Ok(response);
@@ -274,6 +276,20 @@ async fn serve_bundle(
         woken = true;
         g.metrics.bundle_wakeups.inc();
     }
+}
+
+/// `200` with `bundle`, its revision as the ETag.
+fn bundle_response(g: &Gateway, bundle: crate::wire::Bundle) -> Response {
+    g.metrics.request("bundle", "ok");
+    let etag = format!("\"{}\"", bundle.revision);
+    let mut response = axum::Json(bundle).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 // === /v1/jwks ===

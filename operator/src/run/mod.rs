@@ -394,6 +394,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         settings: Arc::new(gateway_settings(&settings, &gateway_url, &native_sidecars)),
         audit: Arc::new(AuditIntake::with_history(settings.namespace.clone())),
         compiled: Default::default(),
+        revisions: Default::default(),
         verified: Default::default(),
         holders,
         limits: crate::gateway::overload::Limits::new(

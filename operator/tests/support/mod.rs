@@ -619,6 +619,28 @@ impl OperatorBinary {
         }
     }
 
+    /// Sends it SIGTERM (a pod's termination).
+    pub fn sigterm(&self) {
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -TERM failed: {kill}");
+    }
+
+    /// Waits until it exits (failing the test after [`WAIT`]); how it exited.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        bounded("the operator to exit", async {
+            loop {
+                if let Some(status) = self.child.0.try_wait().expect("wait for the operator") {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+
     /// Waits (`within`) until the pod webhook is registered with a CA bundle
     /// (by whichever replica leads) and this replica's `/readyz` answers 200;
     /// the CA PEM its clients trust.

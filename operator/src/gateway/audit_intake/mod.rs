@@ -11,11 +11,12 @@
 
 mod check;
 mod count;
+mod floors;
 mod flush;
 mod sign;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -127,9 +128,9 @@ pub enum IntakeError {
         stream: String,
         /// The head's sequence number.
         seq: u64,
-        /// The client's error.
+        /// The client's error (shared by the uploads that waited for the same read).
         #[source]
-        source: kube::Error,
+        source: Arc<kube::Error>,
     },
 }
 
@@ -171,6 +172,8 @@ pub struct AuditIntake {
     /// The operator's namespace, where the checkpoint history is kept
     /// ([`crate::gateway::checkpoint_history`]); `None` keeps none.
     history_namespace: Option<String>,
+    /// Reads of that history, shared by the uploads waiting for them.
+    history_reads: floors::HistoryReads,
 }
 
 /// (namespace, stream).
@@ -226,10 +229,10 @@ impl AuditIntake {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .contains_key(&(claims.namespace.clone(), stream.to_string()))
                 };
-                crate::gateway::checkpoint_history::stream_floors(
+                self.history_floors(
                     client,
                     operator_namespace,
-                    &claims.namespace,
+                    claims,
                     batch
                         .heads
                         .iter()
@@ -239,15 +242,7 @@ impl AuditIntake {
                         .take(MAX_EVENTS_PER_BATCH),
                     |connection| may_sign(entries, &identity, connection),
                 )
-                .await
-                .map_err(|(config_map, head, source)| {
-                    IntakeError::HistoryUnavailable {
-                        config_map,
-                        stream: head.head.stream.clone(),
-                        seq: head.head.seq,
-                        source,
-                    }
-                })?
+                .await?
             }
             None => BTreeMap::new(),
         };
