@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::client::{alone_refusal, statement_effect};
-use super::expect::{BindInfo, ColumnNames, ExecCtx, Expect, StatementRef};
+use super::expect::{BindInfo, DescribedColumns, ExecCtx, Expect, StatementRef};
 use super::{ClientLoop, Guard, Portal, PreparedStatement, SessionError};
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::Frame;
@@ -339,7 +339,7 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         let p = parse::decode(frame.body())?;
         // Its column names, for the recording (only while it records).
-        let columns = self.recorded().then(ColumnNames::default);
+        let columns = self.recorded().then(DescribedColumns::default);
         if let Some(stmt) = stmt.clone() {
             self.statements.insert(
                 p.name.to_string(),
@@ -402,19 +402,21 @@ impl ClientLoop {
             Some((stmt, _, name)) => (Some(stmt), Some(name)),
             None => (None, None),
         };
+        let formats = b.result_formats.to_codes();
+        let info = describe_statements.then(|| BindInfo {
+            portal: b.portal.to_string(),
+            statement: name.unwrap_or_else(|| Arc::from(b.statement)),
+            formats: formats.clone(),
+        });
         self.portals.insert(
             b.portal.to_string(),
             Portal {
                 stmt,
                 generation,
                 columns,
+                formats,
             },
         );
-        let info = describe_statements.then(|| BindInfo {
-            portal: b.portal.to_string(),
-            statement: name.unwrap_or_else(|| Arc::from(b.statement)),
-            formats: b.result_formats.to_codes(),
-        });
         self.send(Expect::BindComplete(info));
         self.out.extend_from_slice(&frame.raw);
         Ok(())
@@ -436,7 +438,7 @@ impl ClientLoop {
                 Some(s) => {
                     if recorded && s.columns.is_none() {
                         // Parsed before the session was recorded.
-                        s.columns = Some(ColumnNames::default());
+                        s.columns = Some(DescribedColumns::default());
                     }
                     (None, Some(s.stmt.clone()), s.columns.clone())
                 }
@@ -469,9 +471,15 @@ impl ClientLoop {
                 p.generation = generation;
                 stale
             });
-        let (stmt, columns) = match self.portals.get(portal) {
-            Some(p) => (p.stmt.clone(), p.columns.clone()),
-            None => (None, None),
+        // Its values are in its Bind's formats, for the recording.
+        let recorded = self.recorded();
+        let (stmt, columns, formats) = match self.portals.get(portal) {
+            Some(p) => (
+                p.stmt.clone(),
+                p.columns.clone(),
+                recorded.then(|| p.formats.clone()),
+            ),
+            None => (None, None, None),
         };
         if stale {
             // A portal bound under other masking rules: its mask is made
@@ -499,6 +507,7 @@ impl ClientLoop {
             started: Instant::now(),
             copy_mask,
             columns,
+            formats,
             hold,
         })));
         self.out.extend_from_slice(&frame.raw);
@@ -506,7 +515,7 @@ impl ClientLoop {
     }
 
     /// Whether the session is recorded (`spec.recording`): only then are
-    /// prepared statements' column names kept (see [`ColumnNames`]).
+    /// prepared statements' column names kept (see [`DescribedColumns`]).
     fn recorded(&self) -> bool {
         !self.masking.recording().is_off()
     }

@@ -62,7 +62,7 @@ use crate::approval::Approvals;
 use crate::audit::{AuditError, AuditLog, ResultRecord, SessionInfo};
 use crate::enforcement::{Binding, Decided, Enforcer, Masking};
 use crate::metrics::Metrics;
-use expect::{ColumnNames, Expect, StatementRef};
+use expect::{DescribedColumns, Expect, StatementRef};
 use startup::run;
 
 /// Everything a listener's sessions share.
@@ -285,16 +285,18 @@ struct PreparedStatement {
     /// The masking generation the sidecar described it under (`None`:
     /// not described, masking was off).
     described: Option<u64>,
-    /// Its column names once described, while the session is recorded.
-    columns: Option<ColumnNames>,
+    /// Its columns once described, while the session is recorded.
+    columns: Option<DescribedColumns>,
 }
 
 struct Portal {
     stmt: Option<StatementRef>,
     /// The masking generation it was bound under.
     generation: u64,
-    /// Its statement's column names, while the session is recorded.
-    columns: Option<ColumnNames>,
+    /// Its statement's columns, while the session is recorded.
+    columns: Option<DescribedColumns>,
+    /// The result formats its Bind asked for.
+    formats: FormatCodes,
 }
 
 struct ClientLoop {
