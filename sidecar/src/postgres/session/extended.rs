@@ -135,7 +135,7 @@ impl ClientLoop {
         let mut refusal: Option<Refusal> = None;
         let mut decisions: Vec<Option<StatementRef>> = Vec::with_capacity(pending.len());
         let mut to_approve: Vec<(String, Arc<Decided>)> = Vec::new();
-        for frame in pending {
+        for (i, frame) in pending.iter().enumerate() {
             match frame.tag {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
@@ -168,7 +168,8 @@ impl ClientLoop {
                 }
                 frontend::EXECUTE => {
                     let (portal, _) = execute::decode(frame.body())?;
-                    decisions.push(self.portal_statement(portal, pending, &parsed));
+                    // The portal as the Binds before it left it.
+                    decisions.push(self.portal_statement(portal, &pending[..i], &parsed));
                 }
                 _ => decisions.push(None),
             }
@@ -646,8 +647,10 @@ impl ClientLoop {
         }
     }
 
-    /// The statement an Execute of `portal` runs, looking at Binds earlier in
-    /// the same group first.
+    /// The statement an Execute of `portal` runs: its last Bind in
+    /// `before` (the messages of its group before it), else the portal as
+    /// an earlier group left it. A Bind after the Execute (the unnamed
+    /// portal bound again in a pipeline) is not the one it runs.
     pub(super) fn portal_statement(
         &self,
         portal: &str,
