@@ -376,18 +376,16 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         let b = bind::decode(frame.body())?;
         let generation = self.generation;
+        // One lookup of the statement: what the portal and the server loop need of it.
         let known = self.statements.get_mut(b.statement).map(|s| {
             let stale = describe_statements && s.described != Some(generation);
             if stale {
                 s.described = Some(generation);
             }
-            (s.stmt.clone(), stale, s.name.clone())
+            let name = describe_statements.then(|| s.name.clone());
+            (s.stmt.clone(), stale, name, s.columns.clone())
         });
-        let columns = self
-            .statements
-            .get(b.statement)
-            .and_then(|s| s.columns.clone());
-        if let Some((stmt, true, _)) = &known {
+        if let Some((stmt, true, _, columns)) = &known {
             // Described under other masking rules (or none): its mask is
             // made again first.
             self.send(Expect::Describe {
@@ -399,9 +397,9 @@ impl ClientLoop {
             });
             describe::describe_statement(&mut self.out, b.statement);
         }
-        let (stmt, name) = match known {
-            Some((stmt, _, name)) => (Some(stmt), Some(name)),
-            None => (None, None),
+        let (stmt, name, columns) = match known {
+            Some((stmt, _, name, columns)) => (Some(stmt), name, columns),
+            None => (None, None, None),
         };
         let formats = b.result_formats.to_codes();
         let info = describe_statements.then(|| BindInfo {
