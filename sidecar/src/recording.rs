@@ -200,9 +200,7 @@ impl ResultRecorder {
         let row = ranges
             .into_iter()
             .enumerate()
-            .map(|(i, r)| {
-                r.map(|r| value_text(&body[r], self.layout.binary(i)))
-            })
+            .map(|(i, r)| r.map(|r| value_text(&body[r], self.layout.binary(i))))
             .collect();
         self.push(budget, row);
     }

@@ -137,7 +137,11 @@ mod tests {
                 (start, 42), // back: the cache is written again
                 (start + 86_400, 7),
             ] {
-                assert_eq!(at_unix(secs, micros), chronos(secs, micros), "{secs} {micros}");
+                assert_eq!(
+                    at_unix(secs, micros),
+                    chronos(secs, micros),
+                    "{secs} {micros}"
+                );
             }
         }
         // Past year 9999: chrono's form, not cached.

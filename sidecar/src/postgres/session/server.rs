@@ -102,10 +102,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             let later = self.queue.iter().skip(1).any(|e| {
                 !matches!(
                     e,
-                    Expect::Synthetic { .. }
-                        | Expect::Masking(_)
-                        | Expect::CopyEnd
-                        | Expect::Sync
+                    Expect::Synthetic { .. } | Expect::Masking(_) | Expect::CopyEnd | Expect::Sync
                 )
             });
             if later {
