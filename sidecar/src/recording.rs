@@ -21,6 +21,8 @@ use std::sync::{Arc, OnceLock};
 use sluice_crds::Recording;
 use sluice_policy::audit::{AuditRecorded, AuditRecordedSet};
 
+use crate::postgres::masking::oid;
+use crate::postgres::messages::bind::FormatCodes;
 use crate::postgres::messages::{backend, data_row, row_description};
 
 /// Most rows one statement's recording keeps.
@@ -72,13 +74,49 @@ impl Cut {
 
 // === impl ResultRecorder ===
 
+/// The columns of a prepared statement's result as the Describe of it
+/// answered (names and types), for the rows of its Executes, which come
+/// without a RowDescription of their own (see
+/// [`ResultRecorder::execute_columns`]).
+pub type StatementColumns = OnceLock<Vec<row_description::Column>>;
+
+/// How the values of the current result set are written: each column's
+/// format and type (a value is recorded as hex when it is in binary and its
+/// type's binary form is not its text; see [`value_text`]).
+#[derive(Debug)]
+struct Layout {
+    /// Result format codes: a RowDescription's, or the Bind's of the
+    /// portal an Execute runs (what the server writes the values in).
+    formats: FormatCodes,
+    /// Column type OIDs (empty when unknown).
+    types: Vec<u32>,
+    /// Whether an Execute's Bind formats were taken for this result.
+    bound: bool,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            formats: FormatCodes::All(0),
+            types: Vec::new(),
+            bound: false,
+        }
+    }
+}
+
+impl Layout {
+    /// Whether value `i` is written in binary, other than as its text.
+    fn binary(&self, i: usize) -> bool {
+        self.formats.of(i) == 1 && !self.types.get(i).copied().is_some_and(binary_is_text)
+    }
+}
+
 /// One PostgreSQL result (a query string's, or an Execute's) being recorded.
 #[derive(Debug, Default)]
 pub struct ResultRecorder {
     sets: Vec<AuditRecordedSet>,
-    /// Which columns of the current set a RowDescription the workload got
-    /// said are in binary format (empty when none said so, or unknown).
-    binary: Vec<bool>,
+    /// The formats and types of the current set's columns.
+    layout: Layout,
     rows: usize,
     bytes: usize,
     omitted: u64,
@@ -95,7 +133,11 @@ impl ResultRecorder {
         }
         match row_description::decode(body) {
             Ok(columns) => {
-                self.binary = columns.iter().map(|c| c.format == 1).collect();
+                self.layout = Layout {
+                    formats: FormatCodes::PerColumn(columns.iter().map(|c| c.format).collect()),
+                    types: columns.iter().map(|c| c.type_oid).collect(),
+                    bound: false,
+                };
                 self.sets.push(AuditRecordedSet {
                     columns: columns.into_iter().map(|c| c.name).collect(),
                     rows: Vec::new(),
@@ -105,21 +147,37 @@ impl ResultRecorder {
         }
     }
 
-    /// The result of an Execute that came without a RowDescription (the
-    /// client described the statement or portal earlier, as drivers do at
-    /// prepare): a result set named after `names`, the column names of the
-    /// Describe of its statement, unless the result already has one.
-    /// Nothing without names (the statement was never described while the
-    /// session was recorded): the rows are then recorded unnamed.
-    pub fn execute_columns(&mut self, level: Recording, names: Option<&OnceLock<Vec<String>>>) {
-        if level.is_off() || !self.sets.is_empty() {
+    /// The result of an Execute of a portal bound with result `formats`
+    /// (`None`: not known). Its values are in the Bind's formats, whatever
+    /// a RowDescription said (a Describe of a statement says text). When
+    /// the result came without a RowDescription (the client described the
+    /// statement or portal earlier, as drivers do at prepare), a result set
+    /// named after `described`, the answer to the Describe of its
+    /// statement, with its column types. Nothing named without it (the
+    /// statement was never described while the session was recorded): the
+    /// rows are then recorded unnamed. Called for each of its rows; only
+    /// the first call of a result does anything.
+    pub fn execute_columns(
+        &mut self,
+        level: Recording,
+        described: Option<&StatementColumns>,
+        formats: Option<&FormatCodes>,
+    ) {
+        if level.is_off() || self.layout.bound {
             return;
         }
-        if let Some(names) = names.and_then(OnceLock::get) {
-            // The Bind chose the formats; this recorder does not see it.
-            self.binary.clear();
+        self.layout.bound = true;
+        if let Some(formats) = formats {
+            self.layout.formats = formats.clone();
+        }
+        if !self.sets.is_empty() {
+            // Its own RowDescription (a Describe of its portal) named it.
+            return;
+        }
+        if let Some(columns) = described.and_then(OnceLock::get) {
+            self.layout.types = columns.iter().map(|c| c.type_oid).collect();
             self.sets.push(AuditRecordedSet {
-                columns: names.clone(),
+                columns: columns.iter().map(|c| c.name.clone()).collect(),
                 rows: Vec::new(),
             });
         }
@@ -142,9 +200,7 @@ impl ResultRecorder {
         let row = ranges
             .into_iter()
             .enumerate()
-            .map(|(i, r)| {
-                r.map(|r| value_text(&body[r], self.binary.get(i).copied().unwrap_or(false)))
-            })
+            .map(|(i, r)| r.map(|r| value_text(&body[r], self.layout.binary(i))))
             .collect();
         self.push(budget, row);
     }
@@ -365,12 +421,10 @@ fn message_body(bytes: &[u8], tag: u8) -> Option<&[u8]> {
 }
 
 /// A value as text: itself when it is text, else `\x` and hex. A value is
-/// binary when its RowDescription says so (`binary`), when it is not
-/// UTF-8, or when it holds a NUL byte: no text-format value does
-/// (PostgreSQL's text types cannot hold one), while binary integers,
-/// floats and times mostly do. A binary value of UTF-8 bytes without a NUL
-/// in a result described only at prepare (whose format the Bind chose) is
-/// recorded as its bytes read as text.
+/// binary when its format is (a RowDescription's, or the Bind's of an
+/// Execute: `binary`; a type whose binary form is its text is not, see
+/// [`binary_is_text`]), when it is not UTF-8, or when it holds a NUL byte:
+/// no text-format value does (PostgreSQL's text types cannot hold one).
 fn value_text(v: &[u8], binary: bool) -> String {
     match std::str::from_utf8(v) {
         Ok(s) if !binary && !v.contains(&0) => s.to_string(),
@@ -383,6 +437,17 @@ fn value_text(v: &[u8], binary: bool) -> String {
             s
         }
     }
+}
+
+/// Types whose binary form is their text (in the client's encoding), so a
+/// value of them in binary is recorded as text, as it would be in text
+/// format. Every other type's binary value is recorded as hex: an `int4`
+/// in binary is four bytes, whatever characters they happen to spell.
+fn binary_is_text(type_oid: u32) -> bool {
+    matches!(
+        type_oid,
+        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::UNKNOWN | oid::JSON
+    )
 }
 
 /// The length of `s` as a JSON string's content (escapes included).
@@ -472,11 +537,11 @@ mod tests {
     #[test]
     fn an_execute_without_a_row_description_is_named_after_its_statement() {
         let budget = SessionBudget::default();
-        let names = OnceLock::from(vec!["id".to_string(), "ssn".to_string()]);
+        let names = described(&[("id", oid::TEXT), ("ssn", oid::TEXT)]);
         let row = data_row_message(&[Some(b"1"), Some(b"[redacted]")]);
         let mut r = ResultRecorder::default();
         for _ in 0..2 {
-            r.execute_columns(Recording::Results, Some(&names));
+            r.execute_columns(Recording::Results, Some(&names), None);
             r.data_row(Recording::Results, &budget, &row);
         }
         let rec = r.finish(Recording::Results).expect("recorded");
@@ -485,12 +550,12 @@ mod tests {
         assert_eq!(rec.sets[0].rows.len(), 2);
         // A RowDescription of its own wins; unknown names leave it unnamed.
         r.columns(Recording::Results, &row_description_body(&["own"]));
-        r.execute_columns(Recording::Results, Some(&names));
-        r.execute_columns(Recording::Results, None);
+        r.execute_columns(Recording::Results, Some(&names), None);
+        r.execute_columns(Recording::Results, None, None);
         let rec = r.finish(Recording::Results).expect("recorded");
         assert_eq!(rec.sets.len(), 1);
         assert_eq!(rec.sets[0].columns, ["own"]);
-        r.execute_columns(Recording::Results, Some(&OnceLock::new()));
+        r.execute_columns(Recording::Results, Some(&OnceLock::new()), None);
         r.data_row(Recording::Results, &budget, &row);
         let rec = r.finish(Recording::Results).expect("recorded");
         assert!(rec.sets[0].columns.is_empty());
@@ -516,6 +581,22 @@ mod tests {
         );
     }
 
+    /// A statement's columns as a Describe of it answers (text format).
+    fn described(columns: &[(&str, u32)]) -> StatementColumns {
+        OnceLock::from(
+            columns
+                .iter()
+                .map(|(name, type_oid)| row_description::Column {
+                    name: name.to_string(),
+                    table_oid: 0,
+                    attnum: 0,
+                    type_oid: *type_oid,
+                    format: 0,
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+
     fn row_description_body(names: &[&str]) -> Vec<u8> {
         row_description_formats(names, &vec![0; names.len()])
     }
@@ -532,9 +613,8 @@ mod tests {
     }
 
     /// Binary values are recorded as `\x` hex also when their bytes are
-    /// valid UTF-8: when the RowDescription says binary, and (format not
-    /// known: a result described at prepare) when a value holds a NUL
-    /// byte, which no text-format value does. Text stays text.
+    /// valid UTF-8: when the RowDescription says binary, and when a value
+    /// holds a NUL byte, which no text-format value does. Text stays text.
     #[test]
     fn binary_values_that_are_utf8_are_recorded_as_hex() {
         let budget = SessionBudget::default();
@@ -558,9 +638,10 @@ mod tests {
                 Some("ABCD".to_string())
             ]
         );
-        // Rows of an Execute whose statement was described at prepare.
-        let names = OnceLock::from(vec!["n".to_string(), "name".to_string()]);
-        r.execute_columns(Recording::Results, Some(&names));
+        // Formats not known (an Execute whose Bind was not seen): a NUL
+        // still says binary.
+        let names = described(&[("n", oid::INT4), ("name", oid::TEXT)]);
+        r.execute_columns(Recording::Results, Some(&names), None);
         r.data_row(
             Recording::Results,
             &budget,
@@ -570,6 +651,72 @@ mod tests {
         assert_eq!(
             rec.sets[0].rows[0],
             vec![Some("\\x00000007".to_string()), Some("Ada".to_string())]
+        );
+    }
+
+    /// An Execute's values are in its Bind's result formats (none: text;
+    /// one: every column; else one per column), not the text formats of
+    /// the Describe of its statement: a binary `int4` whose four bytes
+    /// spell "ABCD" is recorded as hex, a binary `text` as its text.
+    #[test]
+    fn an_executes_values_are_recorded_in_its_binds_formats() {
+        let budget = SessionBudget::default();
+        let names = described(&[("code", oid::INT4), ("name", oid::TEXT)]);
+        let row = data_row_message(&[Some(b"ABCD"), Some(b"Ada")]);
+        let text = vec![Some("ABCD".to_string()), Some("Ada".to_string())];
+        let cases = [
+            (FormatCodes::All(0), text.clone()),
+            (
+                FormatCodes::All(1),
+                vec![Some("\\x41424344".to_string()), Some("Ada".to_string())],
+            ),
+            (
+                FormatCodes::PerColumn(Box::new([1, 1])),
+                vec![Some("\\x41424344".to_string()), Some("Ada".to_string())],
+            ),
+            (FormatCodes::PerColumn(Box::new([0, 1])), text.clone()),
+        ];
+        let mut r = ResultRecorder::default();
+        for (formats, want) in cases {
+            // Called for each row: the first call of the result counts.
+            for _ in 0..2 {
+                r.execute_columns(Recording::Results, Some(&names), Some(&formats));
+                r.data_row(Recording::Results, &budget, &row);
+            }
+            let rec = r.finish(Recording::Results).expect("recorded");
+            assert_eq!(rec.sets.len(), 1, "{formats:?}");
+            assert_eq!(rec.sets[0].columns, ["code", "name"]);
+            assert_eq!(rec.sets[0].rows, vec![want.clone(), want], "{formats:?}");
+        }
+        // Unnamed (never described): the formats still apply, and an
+        // unknown type's binary value is hex.
+        r.execute_columns(Recording::Results, None, Some(&FormatCodes::All(1)));
+        r.data_row(Recording::Results, &budget, &row);
+        let rec = r.finish(Recording::Results).expect("recorded");
+        assert_eq!(
+            rec.sets[0].rows[0],
+            vec![
+                Some("\\x41424344".to_string()),
+                Some("\\x416461".to_string())
+            ]
+        );
+        // A Describe of its portal (the formats in its RowDescription)
+        // names it; the Bind's formats agree with it.
+        r.columns(
+            Recording::Results,
+            &row_description_formats(&["c", "n"], &[1, 0]),
+        );
+        r.execute_columns(
+            Recording::Results,
+            Some(&names),
+            Some(&FormatCodes::PerColumn(Box::new([1, 0]))),
+        );
+        r.data_row(Recording::Results, &budget, &row);
+        let rec = r.finish(Recording::Results).expect("recorded");
+        assert_eq!(rec.sets[0].columns, ["c", "n"]);
+        assert_eq!(
+            rec.sets[0].rows[0],
+            vec![Some("\\x41424344".to_string()), Some("Ada".to_string())]
         );
     }
 

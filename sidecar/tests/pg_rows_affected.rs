@@ -447,3 +447,48 @@ async fn error_positions_point_into_the_clients_own_text() {
         }
     }
 }
+
+/// A pipeline binding the unnamed portal twice before one Sync, to two
+/// named statements: each Execute runs the statement of the Bind just
+/// before it. The write bound first is counted under the limit (and on
+/// record as the DELETE it is), though the group's last Bind of the portal
+/// is a SELECT.
+#[tokio::test]
+async fn each_execute_runs_the_statement_of_the_bind_before_it() {
+    let (sidecar, admin) = setup("rows_rebound").await;
+    let named = |name: &str, sql: &str| {
+        let mut b = format!("{name}\0{sql}\0").into_bytes();
+        b.extend_from_slice(&[0, 0]);
+        (b'P', b)
+    };
+    let bind_to = |statement: &str| {
+        let mut b = format!("\0{statement}\0").into_bytes();
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        (b'B', b)
+    };
+    let mut raw = RawClient::connect(sidecar.port);
+    raw.send(&[
+        named("wipe", "DELETE FROM t WHERE id > 0"),
+        named("look", "SELECT 'looked'"),
+        bind_to("wipe"),
+        execute(),
+        bind_to("look"),
+        execute(),
+        sync(),
+    ]);
+    let bytes = raw.read_until_ready();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(sqlstate(&bytes, "54000"), "{text}");
+    assert_eq!(state(&admin).await, (10, 0), "{text}");
+    let events = sidecar
+        .audit_events_until("the SELECT's statement event", |e| {
+            e["type"] == "statement" && e["command"]["kind"] == "select"
+        })
+        .await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "statement")
+        .filter_map(|e| e["command"]["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["delete", "select"], "{events:?}");
+}

@@ -1,8 +1,11 @@
 //! The client loop: reading the application's messages, and the checks
 //! and records every statement goes through whatever its protocol.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 use sluice_crds::Action;
@@ -28,14 +31,7 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         // The sidecar's shutdown, watched for the whole session (one
         // registration, not one per message).
-        let mut shutdown = self.shutdown.clone();
-        let shutdown = async move {
-            if shutdown.wait_for(|down| *down).await.is_err() {
-                // No audit log any more: nothing to wait for.
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::pin!(shutdown);
+        let mut shutdown = ShutdownWatch::new(self.shutdown.clone());
         loop {
             if let Some(guard) = self.guard.take() {
                 self.finish_guard(guard, client).await?;
@@ -448,6 +444,55 @@ impl ClientLoop {
             );
         }
         Ok(masks)
+    }
+}
+
+/// The sidecar's shutdown as the client loop waits for it next to the
+/// client's next message: registered with the watch once, and its
+/// registration polled again only when the watch changed or the task's
+/// waker did. The session's task is polled for every message either way
+/// (and for the server's answers), and each poll of a registration locks
+/// the watch's list of waiters: that was several per statement.
+struct ShutdownWatch {
+    /// Compared with the watch's version: changed once a shutdown began
+    /// (or the audit log is gone).
+    seen: tokio::sync::watch::Receiver<bool>,
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The waker `wait` was last polled with.
+    waker: Option<Waker>,
+}
+
+impl ShutdownWatch {
+    fn new(shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        let mut watched = shutdown.clone();
+        ShutdownWatch {
+            seen: shutdown,
+            wait: Box::pin(async move {
+                if watched.wait_for(|down| *down).await.is_err() {
+                    // No audit log any more: nothing to wait for.
+                    std::future::pending::<()>().await;
+                }
+            }),
+            waker: None,
+        }
+    }
+}
+
+impl Future for ShutdownWatch {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        // Registered with this waker, and nothing sent since: it would
+        // still be pending.
+        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            && matches!(this.seen.has_changed(), Ok(false))
+        {
+            return Poll::Pending;
+        }
+        let polled = this.wait.as_mut().poll(cx);
+        this.waker = Some(cx.waker().clone());
+        polled
     }
 }
 

@@ -28,8 +28,8 @@ pub(super) enum Expect {
         stmt: Option<StatementRef>,
         forward: bool,
         /// When the session is recorded: where the described statement's
-        /// column names go (see [`ColumnNames`]).
-        columns: Option<ColumnNames>,
+        /// columns go (see [`DescribedColumns`]).
+        columns: Option<DescribedColumns>,
     },
     /// An Execute's rows and its CommandComplete / EmptyQuery / PortalSuspended.
     Execute(Box<ExecCtx>),
@@ -101,19 +101,23 @@ pub(super) struct ExecCtx {
     pub(super) stmt: Option<StatementRef>,
     pub(super) started: Instant,
     pub(super) copy_mask: Option<Arc<CopyMask>>,
-    /// When the session is recorded: the column names of the portal's
+    /// When the session is recorded: the columns of the portal's
     /// statement, for a result whose RowDescription the client got earlier.
-    pub(super) columns: Option<ColumnNames>,
+    pub(super) columns: Option<DescribedColumns>,
+    /// When the session is recorded: the result formats its portal's Bind
+    /// asked for, which the values are in.
+    pub(super) formats: Option<FormatCodes>,
     /// Its held decision (batched audit), which its result joins.
     pub(super) hold: Option<crate::audit::HoldId>,
 }
 
-/// The column names of a prepared statement's result, set by the server
-/// loop from the first RowDescription answering a Describe of it (the
-/// client's or the sidecar's own), and read when an Execute of a portal
-/// bound from it returns rows without a RowDescription of their own: the
-/// driver learnt the names from that earlier Describe, and so does the
-/// recording (see [`crate::recording::ResultRecorder::execute_columns`]).
-/// One per Parse, so a statement name parsed again gets fresh names; made
-/// only while the session is recorded.
-pub(super) type ColumnNames = Arc<std::sync::OnceLock<Vec<String>>>;
+/// The columns (names and types) of a prepared statement's result, set by
+/// the server loop from the first RowDescription answering a Describe of
+/// it (the client's or the sidecar's own), and read when an Execute of a
+/// portal bound from it returns rows without a RowDescription of their
+/// own: the driver learnt the names from that earlier Describe, and so
+/// does the recording (see
+/// [`crate::recording::ResultRecorder::execute_columns`]). One per Parse,
+/// so a statement name parsed again gets fresh columns; made only while
+/// the session is recorded.
+pub(super) type DescribedColumns = Arc<crate::recording::StatementColumns>;

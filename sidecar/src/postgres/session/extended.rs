@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::client::{alone_refusal, statement_effect};
-use super::expect::{BindInfo, ColumnNames, ExecCtx, Expect, StatementRef};
+use super::expect::{BindInfo, DescribedColumns, ExecCtx, Expect, StatementRef};
 use super::{ClientLoop, Guard, Portal, PreparedStatement, SessionError};
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::Frame;
@@ -135,7 +135,7 @@ impl ClientLoop {
         let mut refusal: Option<Refusal> = None;
         let mut decisions: Vec<Option<StatementRef>> = Vec::with_capacity(pending.len());
         let mut to_approve: Vec<(String, Arc<Decided>)> = Vec::new();
-        for frame in pending {
+        for (i, frame) in pending.iter().enumerate() {
             match frame.tag {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
@@ -168,7 +168,8 @@ impl ClientLoop {
                 }
                 frontend::EXECUTE => {
                     let (portal, _) = execute::decode(frame.body())?;
-                    decisions.push(self.portal_statement(portal, pending, &parsed));
+                    // The portal as the Binds before it left it.
+                    decisions.push(self.portal_statement(portal, &pending[..i], &parsed));
                 }
                 _ => decisions.push(None),
             }
@@ -339,7 +340,7 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         let p = parse::decode(frame.body())?;
         // Its column names, for the recording (only while it records).
-        let columns = self.recorded().then(ColumnNames::default);
+        let columns = self.recorded().then(DescribedColumns::default);
         if let Some(stmt) = stmt.clone() {
             self.statements.insert(
                 p.name.to_string(),
@@ -375,18 +376,16 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         let b = bind::decode(frame.body())?;
         let generation = self.generation;
+        // One lookup of the statement: what the portal and the server loop need of it.
         let known = self.statements.get_mut(b.statement).map(|s| {
             let stale = describe_statements && s.described != Some(generation);
             if stale {
                 s.described = Some(generation);
             }
-            (s.stmt.clone(), stale, s.name.clone())
+            let name = describe_statements.then(|| s.name.clone());
+            (s.stmt.clone(), stale, name, s.columns.clone())
         });
-        let columns = self
-            .statements
-            .get(b.statement)
-            .and_then(|s| s.columns.clone());
-        if let Some((stmt, true, _)) = &known {
+        if let Some((stmt, true, _, columns)) = &known {
             // Described under other masking rules (or none): its mask is
             // made again first.
             self.send(Expect::Describe {
@@ -398,23 +397,25 @@ impl ClientLoop {
             });
             describe::describe_statement(&mut self.out, b.statement);
         }
-        let (stmt, name) = match known {
-            Some((stmt, _, name)) => (Some(stmt), Some(name)),
-            None => (None, None),
+        let (stmt, name, columns) = match known {
+            Some((stmt, _, name, columns)) => (Some(stmt), name, columns),
+            None => (None, None, None),
         };
+        let formats = b.result_formats.to_codes();
+        let info = describe_statements.then(|| BindInfo {
+            portal: b.portal.to_string(),
+            statement: name.unwrap_or_else(|| Arc::from(b.statement)),
+            formats: formats.clone(),
+        });
         self.portals.insert(
             b.portal.to_string(),
             Portal {
                 stmt,
                 generation,
                 columns,
+                formats,
             },
         );
-        let info = describe_statements.then(|| BindInfo {
-            portal: b.portal.to_string(),
-            statement: name.unwrap_or_else(|| Arc::from(b.statement)),
-            formats: b.result_formats.to_codes(),
-        });
         self.send(Expect::BindComplete(info));
         self.out.extend_from_slice(&frame.raw);
         Ok(())
@@ -436,7 +437,7 @@ impl ClientLoop {
                 Some(s) => {
                     if recorded && s.columns.is_none() {
                         // Parsed before the session was recorded.
-                        s.columns = Some(ColumnNames::default());
+                        s.columns = Some(DescribedColumns::default());
                     }
                     (None, Some(s.stmt.clone()), s.columns.clone())
                 }
@@ -469,9 +470,15 @@ impl ClientLoop {
                 p.generation = generation;
                 stale
             });
-        let (stmt, columns) = match self.portals.get(portal) {
-            Some(p) => (p.stmt.clone(), p.columns.clone()),
-            None => (None, None),
+        // Its values are in its Bind's formats, for the recording.
+        let recorded = self.recorded();
+        let (stmt, columns, formats) = match self.portals.get(portal) {
+            Some(p) => (
+                p.stmt.clone(),
+                p.columns.clone(),
+                recorded.then(|| p.formats.clone()),
+            ),
+            None => (None, None, None),
         };
         if stale {
             // A portal bound under other masking rules: its mask is made
@@ -499,6 +506,7 @@ impl ClientLoop {
             started: Instant::now(),
             copy_mask,
             columns,
+            formats,
             hold,
         })));
         self.out.extend_from_slice(&frame.raw);
@@ -506,7 +514,7 @@ impl ClientLoop {
     }
 
     /// Whether the session is recorded (`spec.recording`): only then are
-    /// prepared statements' column names kept (see [`ColumnNames`]).
+    /// prepared statements' column names kept (see [`DescribedColumns`]).
     fn recorded(&self) -> bool {
         !self.masking.recording().is_off()
     }
@@ -637,8 +645,10 @@ impl ClientLoop {
         }
     }
 
-    /// The statement an Execute of `portal` runs, looking at Binds earlier in
-    /// the same group first.
+    /// The statement an Execute of `portal` runs: its last Bind in
+    /// `before` (the messages of its group before it), else the portal as
+    /// an earlier group left it. A Bind after the Execute (the unnamed
+    /// portal bound again in a pipeline) is not the one it runs.
     pub(super) fn portal_statement(
         &self,
         portal: &str,

@@ -36,8 +36,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             && names.get().is_none()
             && let Ok(columns) = row_description::decode(frame.body())
         {
-            // A recorded session: the statement's names, for its Executes.
-            let _ = names.set(columns.into_iter().map(|c| c.name).collect());
+            // A recorded session: the statement's columns, for its Executes.
+            let _ = names.set(columns);
         }
         let mask = if self.masking.active() {
             // The same statement with the same columns masks the same way:

@@ -42,7 +42,7 @@ mod startup;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -62,7 +62,7 @@ use crate::approval::Approvals;
 use crate::audit::{AuditError, AuditLog, ResultRecord, SessionInfo};
 use crate::enforcement::{Binding, Decided, Enforcer, Masking};
 use crate::metrics::Metrics;
-use expect::{ColumnNames, Expect, StatementRef};
+use expect::{DescribedColumns, Expect, StatementRef};
 use startup::run;
 
 /// Everything a listener's sessions share.
@@ -99,6 +99,10 @@ struct Answered {
     settled: AtomicU64,
     notify: tokio::sync::Notify,
     settings: std::sync::Mutex<ServerSettings>,
+    /// Whether Sluice models `settings` as they are (see
+    /// [`ServerSettings::unmodelled`]), written with them under their lock:
+    /// every statement reads this, not the lock. False until known.
+    modelled: AtomicBool,
     /// Transaction status of the server's last ReadyForQuery.
     status: AtomicU8,
     /// A write's answer held for `maxRowsAffected`, once it is complete.
@@ -151,10 +155,31 @@ impl Answered {
         }
     }
 
+    /// Records a setting the server reported (see [`ServerSettings::update`]);
+    /// `true` when Sluice modelled the settings before and does not now.
+    fn report_setting(&self, name: &str, value: &str) -> bool {
+        match self.settings.lock() {
+            Ok(mut settings) => {
+                let before = settings.unmodelled().is_none();
+                settings.update(name, value);
+                let now = settings.unmodelled().is_none();
+                self.modelled.store(now, Ordering::Release);
+                before && !now
+            }
+            Err(_) => {
+                self.modelled.store(false, Ordering::Release);
+                true
+            }
+        }
+    }
+
     /// Why statements cannot be decided under the settings the server
-    /// reported (see [`ServerSettings::unmodelled`]); read in place, as
-    /// every statement asks.
+    /// reported (see [`ServerSettings::unmodelled`]), as every statement
+    /// asks: `None` at once while they are modelled.
     fn unmodelled(&self) -> Option<String> {
+        if self.modelled.load(Ordering::Acquire) {
+            return None;
+        }
         match self.settings.lock() {
             Ok(s) => s.unmodelled(),
             // A poisoned lock: a panic elsewhere; refuse everything.
@@ -285,16 +310,18 @@ struct PreparedStatement {
     /// The masking generation the sidecar described it under (`None`:
     /// not described, masking was off).
     described: Option<u64>,
-    /// Its column names once described, while the session is recorded.
-    columns: Option<ColumnNames>,
+    /// Its columns once described, while the session is recorded.
+    columns: Option<DescribedColumns>,
 }
 
 struct Portal {
     stmt: Option<StatementRef>,
     /// The masking generation it was bound under.
     generation: u64,
-    /// Its statement's column names, while the session is recorded.
-    columns: Option<ColumnNames>,
+    /// Its statement's columns, while the session is recorded.
+    columns: Option<DescribedColumns>,
+    /// The result formats its Bind asked for.
+    formats: FormatCodes,
 }
 
 struct ClientLoop {

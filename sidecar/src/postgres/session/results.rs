@@ -138,7 +138,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         if !level.is_off()
             && let Some(Expect::Execute(e)) = self.queue.front()
         {
-            self.recorder.execute_columns(level, e.columns.as_deref());
+            self.recorder
+                .execute_columns(level, e.columns.as_deref(), e.formats.as_ref());
         }
         self.recorder
             .data_row(level, &self.session.recording, &self.out[before..]);
@@ -246,7 +247,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let elapsed = e.started.elapsed();
         let level = self.masking.recording();
         // Its columns, also when it returned no row.
-        self.recorder.execute_columns(level, e.columns.as_deref());
+        self.recorder
+            .execute_columns(level, e.columns.as_deref(), e.formats.as_ref());
         let recorded = self.recorder.finish(level);
         match &e.stmt {
             Some(s) => self.ran(s.clone()),

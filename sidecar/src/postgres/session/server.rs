@@ -97,30 +97,18 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 "AccessPolicy {policy:?} sets readOnly, and the server reported {name} = {value:?}: Sluice closes the session"
             )));
         }
-        {
-            let unmodelled = match self.answered.settings.lock() {
-                Ok(mut settings) => {
-                    let before = settings.unmodelled().is_some();
-                    settings.update(name, value) && !before && settings.unmodelled().is_some()
-                }
-                Err(_) => true,
-            };
-            if unmodelled {
-                self.drain_queue();
-                let later = self.queue.iter().skip(1).any(|e| {
-                    !matches!(
-                        e,
-                        Expect::Synthetic { .. }
-                            | Expect::Masking(_)
-                            | Expect::CopyEnd
-                            | Expect::Sync
-                    )
-                });
-                if later {
-                    return Err(SessionError::Desync(format!(
-                        "the server reported {name} = {value:?} while statements decided under the previous setting were already sent"
-                    )));
-                }
+        if self.answered.report_setting(name, value) {
+            self.drain_queue();
+            let later = self.queue.iter().skip(1).any(|e| {
+                !matches!(
+                    e,
+                    Expect::Synthetic { .. } | Expect::Masking(_) | Expect::CopyEnd | Expect::Sync
+                )
+            });
+            if later {
+                return Err(SessionError::Desync(format!(
+                    "the server reported {name} = {value:?} while statements decided under the previous setting were already sent"
+                )));
             }
         }
         if self.masking.active() && !self.suppress {

@@ -362,6 +362,9 @@ where
                 settings.update(name, value);
             }
         }
+        answered
+            .modelled
+            .store(settings.unmodelled().is_none(), Ordering::Release);
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut client_loop = ClientLoop {
