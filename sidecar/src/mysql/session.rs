@@ -246,7 +246,7 @@ impl Reply {
     }
 }
 
-/// How a COM_QUERY's results went, for its result record.
+/// How a COM_QUERY's (an EXECUTE's, a fetch's) results went, for its result record.
 #[derive(Default)]
 struct Outcome {
     rows: u64,
@@ -254,6 +254,13 @@ struct Outcome {
     /// The masked values by masking rule.
     masks: MaskCounts,
     error: Option<String>,
+    /// What the workload received, for the session's recording.
+    recorder: crate::recording::ResultRecorder,
+    /// Why a write's changes were not kept although the server ran it
+    /// (see [`crate::recording::rolled_back`]).
+    rolled_back: Option<String>,
+    /// Whether the session ended before the result was complete.
+    cut_short: bool,
 }
 
 impl Session<'_> {
