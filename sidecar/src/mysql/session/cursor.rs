@@ -56,10 +56,7 @@ impl Session<'_> {
         reply_seq: u8,
     ) -> Result<(), SessionError> {
         self.follow();
-        let Some(b) = body.get(..8) else {
-            return Err(PacketError::Malformed("COM_STMT_FETCH".into()).into());
-        };
-        let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let id = statement_id(body, COM_STMT_FETCH)?;
         let (Some(prepared), Some(cursor)) = (self.statements.get(&id), self.cursors.get(&id))
         else {
             let msg = format!(
