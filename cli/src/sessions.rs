@@ -230,18 +230,15 @@ fn is_mysql(e: &AuditEvent) -> bool {
 
 fn summarise(id: String, events: Vec<AuditEvent>) -> Session {
     let who = events.iter().find_map(|e| e.identity.as_ref());
-    let protocol = events
-        .iter()
-        .find(|e| e.command.is_some())
-        .map(|first| {
-            if first.command.as_ref().and_then(|c| c.kind.as_deref()) == Some("http") {
-                "http"
-            } else if events.iter().any(is_mysql) {
-                "mysql"
-            } else {
-                "postgres"
-            }
-        });
+    let protocol = events.iter().find(|e| e.command.is_some()).map(|first| {
+        if first.command.as_ref().and_then(|c| c.kind.as_deref()) == Some("http") {
+            "http"
+        } else if events.iter().any(is_mysql) {
+            "mysql"
+        } else {
+            "postgres"
+        }
+    });
     let count = |k: AuditKind| events.iter().filter(|e| e.kind == k).count() as u64;
     let denied = count(AuditKind::Denial);
     Session {

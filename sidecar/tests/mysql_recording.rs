@@ -164,7 +164,10 @@ fn recorded_mysql_results_are_what_the_client_received_masked_bounded_and_replay
                      print('refused', e.args[0], e.args[1])\n"
         ),
     );
-    assert!(text_out.contains("refused 1227") && text_out.contains("no-drops"), "{text_out}");
+    assert!(
+        text_out.contains("refused 1227") && text_out.contains("no-drops"),
+        "{text_out}"
+    );
     assert!(text_out.contains("maxRowsAffected"), "{text_out}");
     assert!(text_out.contains("big 500"), "{text_out}");
     let printed: Vec<Vec<Option<String>>> = serde_json::from_str(
@@ -263,7 +266,10 @@ fn recorded_mysql_results_are_what_the_client_received_masked_bounded_and_replay
     // The cursor: its EXECUTE names the columns, each fetch records its row.
     let cursor = results_of(&events, CURSOR);
     assert_eq!(cursor.len(), 3, "{cursor:?}");
-    assert_eq!(recorded(cursor[0])["sets"][0]["columns"], json!(["id", "ssn"]));
+    assert_eq!(
+        recorded(cursor[0])["sets"][0]["columns"],
+        json!(["id", "ssn"])
+    );
     assert!(recorded(cursor[0])["sets"][0].get("rows").is_none());
     for (fetch, id) in cursor[1..].iter().zip(["1", "2"]) {
         let got = rows(&recorded(fetch)["sets"][0]);
@@ -318,7 +324,10 @@ fn recorded_mysql_results_are_what_the_client_received_masked_bounded_and_replay
     }
     let text_session = &listed[0];
     // Its four, and those PyMySQL sends at connect (SET NAMES, autocommit).
-    assert!(text_session["statements"].as_u64() >= Some(4), "{text_session}");
+    assert!(
+        text_session["statements"].as_u64() >= Some(4),
+        "{text_session}"
+    );
     assert_eq!(text_session["denied"], 1);
     let id = text_session["session"].as_str().unwrap();
     let replay = stdout_ok(&sluice(&[
@@ -329,7 +338,10 @@ fn recorded_mysql_results_are_what_the_client_received_masked_bounded_and_replay
         "--no-delay",
     ]));
     assert!(replay.contains(&format!("> {TEXT_QUERY}")), "{replay}");
-    assert!(replay.contains("1  | Alice | [redacted] | 1980-01-02"), "{replay}");
+    assert!(
+        replay.contains("1  | Alice | [redacted] | 1980-01-02"),
+        "{replay}"
+    );
     assert!(replay.contains("REFUSED by reporting/no-drops"), "{replay}");
     assert!(
         replay.contains("recording incomplete: 400 rows not recorded"),

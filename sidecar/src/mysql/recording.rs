@@ -33,7 +33,11 @@ pub fn text_row(row: &[u8], columns: usize) -> Option<Vec<Option<String>>> {
     let mut pos = 0;
     let mut out = Vec::with_capacity(columns);
     for _ in 0..columns {
-        out.push(lenenc_bytes(row, &mut pos).ok()?.map(|v| value_text(v, false)));
+        out.push(
+            lenenc_bytes(row, &mut pos)
+                .ok()?
+                .map(|v| value_text(v, false)),
+        );
     }
     (pos == row.len()).then_some(out)
 }
@@ -173,7 +177,11 @@ mod tests {
         put_lenenc_bytes(&mut row, &[0xff, 0x00]);
         assert_eq!(
             text_row(&row, 3),
-            Some(vec![Some("[redacted]".into()), None, Some("\\xff00".into())])
+            Some(vec![
+                Some("[redacted]".into()),
+                None,
+                Some("\\xff00".into())
+            ])
         );
         // A row that does not match its column count is not read.
         assert_eq!(text_row(&row, 2), None);

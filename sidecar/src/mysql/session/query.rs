@@ -265,9 +265,9 @@ impl Session<'_> {
         started: Instant,
         e: &SessionError,
     ) {
-        outcome
-            .error
-            .get_or_insert_with(|| format!("the session ended before the result was complete: {e}"));
+        outcome.error.get_or_insert_with(|| {
+            format!("the session ended before the result was complete: {e}")
+        });
         outcome.cut_short = true;
         self.result_event(decided, outcome, started);
     }

@@ -307,17 +307,15 @@ impl Session<'_> {
                     };
                     reply.push(row);
                     // What the client got, masked: the recording never sees more.
-                    outcome.recorder.decoded_row(
-                        rows.recording,
-                        &self.info.recording,
-                        || {
+                    outcome
+                        .recorder
+                        .decoded_row(rows.recording, &self.info.recording, || {
                             if rows.binary {
                                 recording::binary_row(row, rows.columns)
                             } else {
                                 recording::text_row(row, rows.columns.len())
                             }
-                        },
-                    );
+                        });
                     if reply.out.len() > 64 * 1024 {
                         self.client.write_all(&reply.out).await?;
                         reply.out.clear();
