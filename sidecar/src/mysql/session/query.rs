@@ -284,13 +284,14 @@ impl Session<'_> {
         self.ctx.metrics.masked(outcome.masked);
         let mut recorded = outcome.recorder.finish(self.masking.recording());
         if let Some(r) = recorded.as_mut() {
+            if let Some(why) = &outcome.rolled_back {
+                crate::recording::rolled_back(r, why);
+            }
             if outcome.cut_short {
                 crate::recording::unsettled(
                     r,
                     "the session ended before the result was complete, so which of its rows the client received is not known",
                 );
-            } else if let Some(why) = &outcome.rolled_back {
-                crate::recording::rolled_back(r, why);
             }
         }
         let _ = self.ctx.audit.event(
