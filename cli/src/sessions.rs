@@ -156,7 +156,8 @@ pub struct Session {
     pub pod: Option<String>,
     /// The Connection.
     pub connection: String,
-    /// `postgres` or `http` (from its commands), when it ran any.
+    /// `postgres`, `mysql` or `http` (from its commands and their
+    /// decisions), when it ran any.
     pub protocol: Option<&'static str>,
     /// Its first and last event's time.
     pub start: String,
@@ -216,19 +217,28 @@ pub fn sessions(events: Vec<AuditEvent>) -> Vec<Session> {
     out
 }
 
+/// Whether `e` is a MySQL plane's decision: its reason ends by naming the
+/// plane's protocol (`… (mysql text protocol)`, `… (mysql binary protocol)`).
+fn is_mysql(e: &AuditEvent) -> bool {
+    e.decision
+        .as_ref()
+        .and_then(|d| d.reason.as_deref())
+        .is_some_and(|r| {
+            r.ends_with("(mysql text protocol)") || r.ends_with("(mysql binary protocol)")
+        })
+}
+
 fn summarise(id: String, events: Vec<AuditEvent>) -> Session {
     let who = events.iter().find_map(|e| e.identity.as_ref());
-    let protocol = events
-        .iter()
-        .filter_map(|e| e.command.as_ref())
-        .map(|c| {
-            if c.kind.as_deref() == Some("http") {
-                "http"
-            } else {
-                "postgres"
-            }
-        })
-        .next();
+    let protocol = events.iter().find(|e| e.command.is_some()).map(|first| {
+        if first.command.as_ref().and_then(|c| c.kind.as_deref()) == Some("http") {
+            "http"
+        } else if events.iter().any(is_mysql) {
+            "mysql"
+        } else {
+            "postgres"
+        }
+    });
     let count = |k: AuditKind| events.iter().filter(|e| e.kind == k).count() as u64;
     let denied = count(AuditKind::Denial);
     Session {

@@ -205,6 +205,41 @@ impl ResultRecorder {
         self.push(budget, row);
     }
 
+    /// A result set of a plane that reads its own rows (MySQL): its column
+    /// names, as the workload received them.
+    pub fn named_set(&mut self, level: Recording, columns: impl IntoIterator<Item = String>) {
+        if level.is_off() {
+            return;
+        }
+        self.binary.clear();
+        self.sets.push(AuditRecordedSet {
+            columns: columns.into_iter().collect(),
+            rows: Vec::new(),
+        });
+    }
+
+    /// A row of such a plane, just written to the workload: `decode` gives
+    /// its values as text (see [`value_text`]), or `None` when the row
+    /// cannot be read; it is not called once a bound cut the recording.
+    pub fn decoded_row(
+        &mut self,
+        level: Recording,
+        budget: &SessionBudget,
+        decode: impl FnOnce() -> Option<Vec<Option<String>>>,
+    ) {
+        if level != Recording::Results {
+            return;
+        }
+        if self.cut.is_some() {
+            self.omitted += 1;
+            return;
+        }
+        match decode() {
+            Some(row) => self.push(budget, row),
+            None => self.malformed = true,
+        }
+    }
+
     /// Bytes just written to the workload for one CopyData of a COPY TO
     /// STDOUT: recorded as a row of one value (the line).
     pub fn copy_data(&mut self, level: Recording, budget: &SessionBudget, written: &[u8]) {
@@ -425,7 +460,7 @@ fn message_body(bytes: &[u8], tag: u8) -> Option<&[u8]> {
 /// Execute: `binary`; a type whose binary form is its text is not, see
 /// [`binary_is_text`]), when it is not UTF-8, or when it holds a NUL byte:
 /// no text-format value does (PostgreSQL's text types cannot hold one).
-fn value_text(v: &[u8], binary: bool) -> String {
+pub fn value_text(v: &[u8], binary: bool) -> String {
     match std::str::from_utf8(v) {
         Ok(s) if !binary && !v.contains(&0) => s.to_string(),
         _ => {

@@ -16,7 +16,7 @@ use super::results::ColumnPlan;
 use crate::masking::{MaskCounts, Masking};
 
 /// Where one non-NULL value of a binary row lies.
-enum Value<'a> {
+pub(super) enum Value<'a> {
     /// A length-encoded string (strings, decimals, JSON, BIT, …).
     Bytes(&'a [u8]),
     /// A fixed-size or length-prefixed value (numbers, dates, times): its
@@ -91,6 +91,33 @@ fn as_text(v: &Value<'_>, column: &Column) -> Option<String> {
             }
         }
     }
+}
+
+/// The values of a binary row of `columns`, in order (`None`: NULL).
+pub(super) fn values<'a>(
+    row: &'a [u8],
+    columns: &[Column],
+) -> Result<Vec<Option<Value<'a>>>, PacketError> {
+    let bitmap_len = (columns.len() + 7 + 2) / 8;
+    let bad = || PacketError::Malformed("a binary row does not match its column count".into());
+    if row.first() != Some(&0x00) || row.len() < 1 + bitmap_len {
+        return Err(bad());
+    }
+    let bitmap = &row[1..1 + bitmap_len];
+    let mut pos = 1 + bitmap_len;
+    let mut out = Vec::with_capacity(columns.len());
+    for (i, column) in columns.iter().enumerate() {
+        let bit = i + 2;
+        if bitmap[bit / 8] & (1 << (bit % 8)) != 0 {
+            out.push(None);
+        } else {
+            out.push(Some(value(row, &mut pos, column.column_type())?));
+        }
+    }
+    if pos != row.len() {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 /// `row` with the masks of `plan` (and the detectors when `detect`)

@@ -17,6 +17,8 @@
 //!   column: masked text for strings, the NULL bitmap bit for the rest;
 //! - [`gate`]: the session settings and lexical forms under which MySQL
 //!   reads a text otherwise than Sluice's parser: tracked or refused;
+//! - [`recording`]: the rows the workload received, read back for the
+//!   session's recording (`spec.recording`);
 //! - [`packet`]: framing (16 MiB continuation), length-encoded values.
 //!
 //! `readOnly` and `maxRowsAffected` are served (a read-only upstream
@@ -40,6 +42,7 @@ pub mod binary;
 pub mod bundle;
 pub mod gate;
 pub mod packet;
+pub mod recording;
 pub mod results;
 pub mod session;
 pub mod upstream;

@@ -246,7 +246,7 @@ impl Reply {
     }
 }
 
-/// How a COM_QUERY's results went, for its result record.
+/// How a COM_QUERY's (an EXECUTE's, a fetch's) results went, for its result record.
 #[derive(Default)]
 struct Outcome {
     rows: u64,
@@ -254,6 +254,13 @@ struct Outcome {
     /// The masked values by masking rule.
     masks: MaskCounts,
     error: Option<String>,
+    /// What the workload received, for the session's recording.
+    recorder: crate::recording::ResultRecorder,
+    /// Why a write's changes were not kept although the server ran it
+    /// (see [`crate::recording::rolled_back`]).
+    rolled_back: Option<String>,
+    /// Whether the session ended before the result was complete.
+    cut_short: bool,
 }
 
 impl Session<'_> {
@@ -439,10 +446,46 @@ fn command(decided: &SqlDecision) -> AuditCommand {
     }
 }
 
+/// The statement id a prepared statement's command (`command`: a
+/// COM_STMT_* byte) starts its `body` with, once the body holds the
+/// command's fixed fields: EXECUTE its flags too (5 bytes), FETCH the rows
+/// asked for (8), the others the id (4).
+fn statement_id(body: &[u8], command: u8) -> Result<u32, PacketError> {
+    let (fixed, name) = match command {
+        COM_STMT_EXECUTE => (5, "COM_STMT_EXECUTE"),
+        COM_STMT_FETCH => (8, "COM_STMT_FETCH"),
+        _ => (4, "a prepared statement's command"),
+    };
+    match body.get(..fixed) {
+        Some(b) => Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        None => Err(PacketError::Malformed(name.into())),
+    }
+}
+
 fn command_name(c: u8) -> &'static str {
     match c {
         0x04 => "COM_FIELD_LIST",
         0x11 => "COM_CHANGE_USER: switching credentials is never served",
         _ => "unknown or not served",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_statement_id_needs_its_commands_fixed_fields() {
+        let body = [7, 1, 0, 0, 1, 2, 0, 0];
+        assert_eq!(statement_id(&body, COM_STMT_FETCH).ok(), Some(263));
+        assert_eq!(statement_id(&body[..5], COM_STMT_EXECUTE).ok(), Some(263));
+        assert_eq!(statement_id(&body[..4], COM_STMT_CLOSE).ok(), Some(263));
+        for (short, command) in [
+            (7, COM_STMT_FETCH),
+            (4, COM_STMT_EXECUTE),
+            (3, COM_STMT_RESET),
+        ] {
+            assert!(statement_id(&body[..short], command).is_err());
+        }
     }
 }

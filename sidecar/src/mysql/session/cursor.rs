@@ -7,7 +7,9 @@
 //! - masked as any binary row, by the masks of the policies in force;
 //! - counted against `maxRows` across the cursor's fetches (past it:
 //!   refused, or truncated with SERVER_STATUS_LAST_ROW_SENT);
-//! - put on record as a result event.
+//! - put on record as a result event (recorded, under `spec.recording`,
+//!   as a result of its own named after the cursor's columns: the bounds
+//!   of a statement apply per fetch, the session's across them).
 //!
 //! A fetch for a statement without an open cursor (unknown, closed, reset,
 //! executed again or executed without a cursor) is refused and not
@@ -54,10 +56,7 @@ impl Session<'_> {
         reply_seq: u8,
     ) -> Result<(), SessionError> {
         self.follow();
-        let Some(b) = body.get(..8) else {
-            return Err(PacketError::Malformed("COM_STMT_FETCH".into()).into());
-        };
-        let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let id = statement_id(body, COM_STMT_FETCH)?;
         let (Some(prepared), Some(cursor)) = (self.statements.get(&id), self.cursors.get(&id))
         else {
             let msg = format!(
@@ -109,26 +108,67 @@ impl Session<'_> {
         let plan = self.plan_for(&decided, 0, &columns, false, &unseen);
         let detect = self.masking.active() && self.set.detectors().is_some();
         let limits = self.masking.limits().clone();
-        self.up.command(forward).await?;
         let mut reply = Reply::new(reply_seq);
         let mut outcome = Outcome::default();
+        // Recorded as a result of its own, named after the cursor's columns.
+        let level = self.masking.recording();
+        outcome
+            .recorder
+            .named_set(level, crate::mysql::recording::names(&columns));
         let stream = RowStream {
             columns: &columns,
             plan: &plan,
             detect,
             binary: true,
             max_rows: limits.max_rows,
+            recording: level,
         };
-        let end = self
-            .rows(
-                None,
-                &stream,
-                &mut sent,
-                &mut reply,
-                &mut outcome,
-                (&decided, 0, &unseen),
-            )
-            .await?;
+        let end = match self.up.command(forward).await {
+            Ok(()) => {
+                self.rows(
+                    None,
+                    &stream,
+                    &mut sent,
+                    &mut reply,
+                    &mut outcome,
+                    (&decided, 0, &unseen),
+                )
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let end = match end {
+            Ok(end) => end,
+            Err(e) => {
+                self.result_cut_short(&decided, outcome, started, &e);
+                return Err(e);
+            }
+        };
+        self.fetch_ended(id, end, sent, (&mut reply, &mut outcome), &limits);
+        let written = self.client.write_all(&reply.out).await;
+        self.ctx.metrics.upstream_latency(started.elapsed());
+        match written {
+            Ok(()) => self.result_event(&decided, outcome, started),
+            Err(e) => {
+                let e = SessionError::from(e);
+                self.result_cut_short(&decided, outcome, started, &e);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A fetch's rows ended (`end`: their terminator, `None` when the
+    /// server ended them with an error): the client's terminator or ERR
+    /// added to `reply`, and the cursor kept with `sent`, or closed.
+    fn fetch_ended(
+        &mut self,
+        id: u32,
+        end: Option<OkPacket>,
+        sent: RowsSent,
+        (reply, outcome): (&mut Reply, &mut Outcome),
+        limits: &crate::masking::ResultLimits,
+    ) {
         match end {
             // The server ended the fetch with an error.
             None => {
@@ -158,9 +198,5 @@ impl Session<'_> {
                 }
             }
         }
-        self.client.write_all(&reply.out).await?;
-        self.ctx.metrics.upstream_latency(started.elapsed());
-        self.result_event(&decided, outcome, started);
-        Ok(())
     }
 }

@@ -167,16 +167,16 @@ impl Session<'_> {
 
     /// Runs the write `forward` under the guard: over `limit` rows it is
     /// rolled back and the client gets an ERR; otherwise it is kept and the
-    /// client gets its OK (or its ERR).
+    /// client gets its OK (or its ERR). A write the server ran whose
+    /// changes were not kept says why in `outcome.rolled_back`.
     pub(super) async fn guarded(
         &mut self,
         decided: &SqlDecision,
         forward: &[u8],
         reply_seq: u8,
         (limit, policy): (u64, Arc<str>),
-        unseen: &Unseen,
-    ) -> Result<Outcome, SessionError> {
-        let mut outcome = Outcome::default();
+        (unseen, outcome): (&Unseen, &mut Outcome),
+    ) -> Result<(), SessionError> {
         let mut reply = Reply::new(reply_seq);
         let in_transaction =
             self.server_status & IN_TRANSACTION != 0 || self.server_status & AUTOCOMMIT == 0;
@@ -208,7 +208,7 @@ impl Session<'_> {
             outcome.error = Some(msg.clone());
             reply.push(&packet::err_payload(ACCESS_DENIED, "HY000", &msg));
             self.client.write_all(&reply.out).await?;
-            return Ok(outcome);
+            return Ok(());
         }
         self.up.command(forward).await?;
         let answer = self.up.read().await?;
@@ -245,6 +245,10 @@ impl Session<'_> {
                         Err(err) => {
                             let err = self.scrubbed(&err, decided, 0, unseen);
                             outcome.error = Some(packet::parse_err(&err).2);
+                            outcome.rolled_back = Some(format!(
+                                "the server failed Sluice's {} of the write, so none of it was kept",
+                                guard.keep
+                            ));
                             reply.push(&err);
                         }
                     }
@@ -276,10 +280,11 @@ impl Session<'_> {
             self.undo(&guard).await?;
             let msg = format!("statement refused by Sluice: {why}");
             outcome.error = Some(msg.clone());
+            outcome.rolled_back = Some(format!("Sluice rolled the write back: {why}"));
             reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &msg));
         }
         self.client.write_all(&reply.out).await?;
-        Ok(outcome)
+        Ok(())
     }
 
     /// Undoes a guarded write (errors are the server's to report: a

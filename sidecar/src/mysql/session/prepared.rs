@@ -104,10 +104,7 @@ impl Session<'_> {
     ) -> Result<(), SessionError> {
         self.follow();
         // Statement id (4), flags (1: the cursor type), iteration count (4).
-        let Some(b) = body.get(..5) else {
-            return Err(PacketError::Malformed("COM_STMT_EXECUTE".into()).into());
-        };
-        let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let id = statement_id(body, COM_STMT_EXECUTE)?;
         let Some(prepared) = self.statements.get(&id) else {
             let msg = format!("Unknown prepared statement handler ({id}) given to EXECUTE");
             send_err(
@@ -122,7 +119,8 @@ impl Session<'_> {
         };
         // Flags: the cursor type; only CURSOR_TYPE_READ_ONLY is served
         // (FOR_UPDATE and SCROLLABLE are not MySQL's anyway).
-        let cursor = b[4];
+        // (statement_id checked that the flags are there.)
+        let cursor = body.get(4).copied().unwrap_or_default();
         if cursor & !CURSOR_TYPE_READ_ONLY != 0 {
             let msg = format!(
                 "statement refused by Sluice: COM_STMT_EXECUTE flags 0x{cursor:02x} ask for a cursor type Sluice does not serve; use no cursor or CURSOR_TYPE_READ_ONLY (0x01)"
@@ -160,9 +158,7 @@ impl Session<'_> {
         forward: &[u8],
         reply_seq: u8,
     ) -> Result<(), SessionError> {
-        let id = body
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let id = statement_id(body, command).ok();
         let known = id.is_some_and(|id| self.statements.contains_key(&id));
         // Closed or reset, a statement's cursor is gone.
         if command != COM_STMT_SEND_LONG_DATA

@@ -213,35 +213,87 @@ impl Session<'_> {
             let t = text.trim_start().to_ascii_lowercase();
             t.starts_with("show") && (t.contains("warnings") || t.contains("errors"))
         };
-        let outcome = match guard {
+        let mut outcome = Outcome::default();
+        let ran = match guard {
             Some(limit) => {
-                self.guarded(decided, forward, reply_seq, limit, &unseen)
-                    .await?
+                self.guarded(decided, forward, reply_seq, limit, (&unseen, &mut outcome))
+                    .await
             }
-            None => {
-                self.up.command(forward).await?;
-                self.relay(decided, reply_seq, (warnings, binary), &unseen)
-                    .await?
-            }
+            None => match self.up.command(forward).await {
+                Ok(()) => {
+                    self.relay(
+                        decided,
+                        reply_seq,
+                        (warnings, binary),
+                        &unseen,
+                        &mut outcome,
+                    )
+                    .await
+                }
+                Err(e) => Err(e.into()),
+            },
         };
+        if let Err(e) = ran {
+            // The session ends: the result is on record with what is known of it.
+            self.result_cut_short(decided, outcome, started, &e);
+            return Err(e);
+        }
         if may_change_settings(decided) {
             // It may have created a stored function.
             self.routines.clear();
         }
         // A stored function may have changed the settings (or turned the
         // server's tracking off) without the server reporting it.
-        if may_change_settings(decided) || unseen.calls_stored() {
-            self.recheck().await?;
-        }
+        let checked = if may_change_settings(decided) || unseen.calls_stored() {
+            self.recheck().await
+        } else {
+            Ok(())
+        };
         self.ctx.metrics.upstream_latency(started.elapsed());
         self.result_event(decided, outcome, started);
-        Ok(())
+        checked
+    }
+
+    /// A result the session's end cut short (the client left, or the
+    /// server's connection failed, while it was relayed): on record with
+    /// its error, and its recording without rows, since which of them the
+    /// client received is not known (see [`crate::recording::unsettled`]).
+    pub(super) fn result_cut_short(
+        &self,
+        decided: &SqlDecision,
+        mut outcome: Outcome,
+        started: Instant,
+        e: &SessionError,
+    ) {
+        outcome.error.get_or_insert_with(|| {
+            format!("the session ended before the result was complete: {e}")
+        });
+        outcome.cut_short = true;
+        self.result_event(decided, outcome, started);
     }
 
     /// A result on record (`outcome.masks` per masking rule, as the
-    /// PostgreSQL plane writes them), its masked values counted.
-    pub(super) fn result_event(&self, decided: &SqlDecision, outcome: Outcome, started: Instant) {
+    /// PostgreSQL plane writes them), its masked values counted, with what
+    /// the workload received of it when the session is recorded.
+    pub(super) fn result_event(
+        &self,
+        decided: &SqlDecision,
+        mut outcome: Outcome,
+        started: Instant,
+    ) {
         self.ctx.metrics.masked(outcome.masked);
+        let mut recorded = outcome.recorder.finish(self.masking.recording());
+        if let Some(r) = recorded.as_mut() {
+            if let Some(why) = &outcome.rolled_back {
+                crate::recording::rolled_back(r, why);
+            }
+            if outcome.cut_short {
+                crate::recording::unsettled(
+                    r,
+                    "the session ended before the result was complete, so which of its rows the client received is not known",
+                );
+            }
+        }
         let _ = self.ctx.audit.event(
             self.info,
             AuditKind::Result,
@@ -253,7 +305,7 @@ impl Session<'_> {
                 error: outcome.error,
                 masked: (outcome.masked > 0).then_some(outcome.masked),
                 masks: self.masking.mask_counts(&outcome.masks),
-                recorded: None,
+                recorded,
             }),
             false,
         );

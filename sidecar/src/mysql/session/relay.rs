@@ -1,6 +1,7 @@
 //! A forwarded command's answer relayed to the client, rows masked.
 
 use super::*;
+use crate::mysql::recording;
 
 /// `SERVER_STATUS_CURSOR_EXISTS`.
 pub(super) const CURSOR_EXISTS: u16 = 0x0040;
@@ -13,6 +14,8 @@ pub(super) struct RowStream<'a> {
     pub detect: bool,
     pub binary: bool,
     pub max_rows: Option<u64>,
+    /// How much of it is recorded (`spec.recording`).
+    pub recording: sluice_crds::Recording,
 }
 
 /// Rows sent of one result (a cursor's, across its fetches).
@@ -23,16 +26,17 @@ pub(super) struct RowsSent {
 }
 
 impl Session<'_> {
-    /// Relays the server's answer to a forwarded COM_QUERY.
+    /// Relays the server's answer to a forwarded COM_QUERY, into `outcome`
+    /// (what it holds when this fails is what was relayed until then).
     pub(super) async fn relay(
         &mut self,
         decided: &SqlDecision,
         reply_seq: u8,
         (warnings, binary): (bool, bool),
         unseen: &Unseen,
-    ) -> Result<Outcome, SessionError> {
+        outcome: &mut Outcome,
+    ) -> Result<(), SessionError> {
         let mut reply = Reply::new(reply_seq);
-        let mut outcome = Outcome::default();
         let mut index = 0;
         let limits = self.masking.limits().clone();
         let detect = self.masking.active() && self.set.detectors().is_some();
@@ -71,7 +75,7 @@ impl Session<'_> {
                             decided,
                             index,
                             &mut reply,
-                            &mut outcome,
+                            outcome,
                             &limits,
                             detect,
                             (warnings, binary, unseen),
@@ -89,7 +93,7 @@ impl Session<'_> {
             }
         }
         self.client.write_all(&reply.out).await?;
-        Ok(outcome)
+        Ok(())
     }
 
     /// One result set; returns whether more results follow. A binary
@@ -120,6 +124,10 @@ impl Session<'_> {
             columns.push(results::column(&c.payload)?);
             reply.push(&c.payload);
         }
+        let level = self.masking.recording();
+        outcome
+            .recorder
+            .named_set(level, recording::names(&columns));
         let eof_client = !self
             .client_caps
             .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
@@ -156,6 +164,7 @@ impl Session<'_> {
             detect,
             binary,
             max_rows: limits.max_rows,
+            recording: level,
         };
         let end = self
             .rows(
@@ -289,13 +298,24 @@ impl Session<'_> {
                     } else {
                         None
                     };
-                    match masked {
+                    let row = match &masked {
                         Some((row, n)) => {
                             outcome.masked += n;
-                            reply.push(&row);
+                            row
                         }
-                        None => reply.push(&r.payload),
-                    }
+                        None => &r.payload,
+                    };
+                    reply.push(row);
+                    // What the client got, masked: the recording never sees more.
+                    outcome
+                        .recorder
+                        .decoded_row(rows.recording, &self.info.recording, || {
+                            if rows.binary {
+                                recording::binary_row(row, rows.columns)
+                            } else {
+                                recording::text_row(row, rows.columns.len())
+                            }
+                        });
                     if reply.out.len() > 64 * 1024 {
                         self.client.write_all(&reply.out).await?;
                         reply.out.clear();
