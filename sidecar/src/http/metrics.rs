@@ -96,6 +96,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// `registry`'s text exposition, which must hold every one of `lines`.
+    fn assert_exposed(registry: &Registry, lines: &[&str]) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        for line in lines {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        text
+    }
+
     #[test]
     fn every_request_is_counted_under_its_labels() {
         let mut registry = Registry::default();
@@ -106,16 +116,15 @@ mod tests {
         m.request("allow", StatusCode::BAD_GATEWAY);
         m.request("deny", StatusCode::FORBIDDEN);
         m.request("other", StatusCode::CONTINUE);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        for line in [
-            r#"sluice_http_requests_total{connection="api",decision="allow",status="2xx"} 2"#,
-            r#"sluice_http_requests_total{connection="api",decision="allow",status="5xx"} 1"#,
-            r#"sluice_http_requests_total{connection="api",decision="deny",status="4xx"} 1"#,
-            r#"sluice_http_requests_total{connection="api",decision="other",status="1xx"} 1"#,
-        ] {
-            assert!(text.contains(line), "{line} in\n{text}");
-        }
+        assert_exposed(
+            &registry,
+            &[
+                r#"sluice_http_requests_total{connection="api",decision="allow",status="2xx"} 2"#,
+                r#"sluice_http_requests_total{connection="api",decision="allow",status="5xx"} 1"#,
+                r#"sluice_http_requests_total{connection="api",decision="deny",status="4xx"} 1"#,
+                r#"sluice_http_requests_total{connection="api",decision="other",status="1xx"} 1"#,
+            ],
+        );
     }
 
     #[test]
@@ -123,31 +132,29 @@ mod tests {
         let mut registry = Registry::default();
         let family = HttpMetrics::register(&mut registry);
         let (a, b) = (family.for_connection("a"), family.for_connection("b"));
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        for line in [
-            r#"sluice_http_requests_total{connection="a",decision="allow",status="2xx"} 0"#,
-            r#"sluice_http_requests_total{connection="a",decision="deny",status="4xx"} 0"#,
-            r#"sluice_http_requests_total{connection="b",decision="allow",status="2xx"} 0"#,
-        ] {
-            assert!(text.contains(line), "{line} in\n{text}");
-        }
+        assert_exposed(
+            &registry,
+            &[
+                r#"sluice_http_requests_total{connection="a",decision="allow",status="2xx"} 0"#,
+                r#"sluice_http_requests_total{connection="a",decision="deny",status="4xx"} 0"#,
+                r#"sluice_http_requests_total{connection="b",decision="allow",status="2xx"} 0"#,
+            ],
+        );
         a.request("allow", StatusCode::OK);
         a.request("allow", StatusCode::OK);
         b.request("allow", StatusCode::OK);
         b.request("deny", StatusCode::FORBIDDEN);
         // A later bundle's handle for the same Connection counts on.
         family.for_connection("a").request("allow", StatusCode::OK);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        for line in [
-            r#"sluice_http_requests_total{connection="a",decision="allow",status="2xx"} 3"#,
-            r#"sluice_http_requests_total{connection="a",decision="deny",status="4xx"} 0"#,
-            r#"sluice_http_requests_total{connection="b",decision="allow",status="2xx"} 1"#,
-            r#"sluice_http_requests_total{connection="b",decision="deny",status="4xx"} 1"#,
-        ] {
-            assert!(text.contains(line), "{line} in\n{text}");
-        }
+        let text = assert_exposed(
+            &registry,
+            &[
+                r#"sluice_http_requests_total{connection="a",decision="allow",status="2xx"} 3"#,
+                r#"sluice_http_requests_total{connection="a",decision="deny",status="4xx"} 0"#,
+                r#"sluice_http_requests_total{connection="b",decision="allow",status="2xx"} 1"#,
+                r#"sluice_http_requests_total{connection="b",decision="deny",status="4xx"} 1"#,
+            ],
+        );
         assert!(!text.contains(r#"connection="""#), "{text}");
     }
 }

@@ -21,6 +21,7 @@ use super::response::{
     Representation, ResponseBody, ResultRecord, Stage, peek, representation, sniffed,
 };
 use super::scrub::{self, ScrubStream};
+use super::stall::Stall;
 use super::stream_mask::JsonStreamMasker;
 use super::text_mask::TextMasker;
 use super::upstream::{HttpUpstream, error_chain, strip_hop_by_hop};
@@ -192,8 +193,7 @@ fn streamed(
     let status = parts.status;
     let body = ResponseBody {
         inner: body,
-        stall: None,
-        stall_after: up.timeout,
+        stall: Stall::new(up.timeout),
         secrets: up.secrets.clone(),
         scrub: ScrubStream::new(),
         stage,

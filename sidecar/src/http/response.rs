@@ -19,6 +19,7 @@ use super::BoxError;
 use super::body::media_type;
 use super::record::RequestCommand;
 use super::scrub::{ScrubStream, Secrets};
+use super::stall::Stall;
 use super::stream_mask::JsonStreamMasker;
 use super::text_mask::TextMasker;
 use super::upstream::error_chain;
@@ -219,11 +220,10 @@ pub(super) async fn peek(
 /// masking applies, counted for audit and metrics.
 pub(super) struct ResponseBody {
     pub(super) inner: Incoming,
-    /// Fires when the upstream sends nothing for `stall_after`: the response
-    /// is then cut off (the client sees the connection end) and audited.
-    /// Armed at the first wait (a small body that is there at once costs no timer).
-    pub(super) stall: Option<Pin<Box<tokio::time::Sleep>>>,
-    pub(super) stall_after: Duration,
+    /// Runs out when the upstream sends nothing for the upstream timeout:
+    /// the response is then cut off (the client sees the connection end)
+    /// and audited.
+    pub(super) stall: Stall,
     /// The Connection's credentials, scrubbed from every byte.
     pub(super) secrets: Option<Arc<Secrets>>,
     pub(super) scrub: ScrubStream,
@@ -373,25 +373,17 @@ impl Body for ResponseBody {
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => {
-                    let after = this.stall_after;
-                    let stall = this
-                        .stall
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
-                    if stall.as_mut().poll(cx).is_ready() {
+                    if this.stall.expired(cx) {
                         let message = format!(
                             "the upstream response body stalled: nothing arrived for {} ms; the response was cut off",
-                            after.as_millis()
+                            this.stall.after().as_millis()
                         );
                         return this.fail(message);
                     }
                     return Poll::Pending;
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(stall) = this.stall.as_mut() {
-                        stall
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + this.stall_after);
-                    }
+                    this.stall.moved();
                     let data = match frame.into_data() {
                         Ok(data) => data,
                         Err(frame) => match frame.into_trailers() {

@@ -1,6 +1,8 @@
-//! A body that must keep moving ([`StallGuard`]): the application's request
-//! body streamed upstream is cut off, with an error, when nothing arrives
-//! for the upstream timeout.
+//! Bodies that must keep moving: [`Stall`], the clock of a body that fails
+//! when nothing arrives for a while, and [`StallGuard`], the application's
+//! request body streamed upstream, cut off with an error when nothing
+//! arrives for the upstream timeout. The upstream's response body keeps
+//! the same clock ([`super::response::ResponseBody`]).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,13 +13,50 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::BoxError;
 
+/// The clock of a body that must keep moving: it runs while the body waits
+/// and starts again whenever something arrives. Armed at the first wait (a
+/// body whose pieces are there at once costs no timer).
+pub(super) struct Stall {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    after: Duration,
+}
+
+impl Stall {
+    /// A clock that runs out after `after` without anything arriving.
+    pub(super) fn new(after: Duration) -> Self {
+        Stall { sleep: None, after }
+    }
+
+    /// The body waits: whether nothing has arrived for [`Stall::after`]
+    /// (else the task is woken when that time comes).
+    pub(super) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let after = self.after;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// Something arrived: the clock starts again.
+    pub(super) fn moved(&mut self) {
+        if let Some(sleep) = self.sleep.as_mut() {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.after);
+        }
+    }
+
+    /// How long the body may wait.
+    pub(super) fn after(&self) -> Duration {
+        self.after
+    }
+}
+
 /// A request body that fails when the application sends nothing for
 /// `after` (a stalled upload must not hold an upstream connection forever).
 pub(super) struct StallGuard<B> {
     inner: B,
-    /// Armed at the first wait.
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
-    after: Duration,
+    stall: Stall,
     what: &'static str,
 }
 
@@ -25,8 +64,7 @@ impl<B> StallGuard<B> {
     pub(super) fn new(inner: B, after: Duration, what: &'static str) -> Self {
         StallGuard {
             inner,
-            stall: None,
-            after,
+            stall: Stall::new(after),
             what,
         }
     }
@@ -46,15 +84,11 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => {
-                let after = this.after;
-                let stall = this
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
-                if stall.as_mut().poll(cx).is_ready() {
+                if this.stall.expired(cx) {
                     let message = format!(
                         "{} stalled: nothing arrived for {} ms",
                         this.what,
-                        this.after.as_millis()
+                        this.stall.after().as_millis()
                     );
                     tracing::warn!("{message}");
                     return Poll::Ready(Some(Err(message.into())));
@@ -62,11 +96,7 @@ where
                 Poll::Pending
             }
             ready => {
-                if let Some(stall) = this.stall.as_mut() {
-                    stall
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + this.after);
-                }
+                this.stall.moved();
                 ready
             }
         }
