@@ -211,7 +211,7 @@ impl ResultRecorder {
         if level.is_off() {
             return;
         }
-        self.binary.clear();
+        self.layout = Layout::default();
         self.sets.push(AuditRecordedSet {
             columns: columns.into_iter().collect(),
             rows: Vec::new(),
