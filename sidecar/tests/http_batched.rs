@@ -17,15 +17,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::Sidecar;
+use common::{Sidecar, kubectl_sluice};
 use serde_json::Value;
-use sluice_e2e::harness::{binary_beside, http_manifests, http_upstream};
+use sluice_e2e::harness::{http_manifests, http_upstream};
 
 /// The rules of every test here: allow, deny `/admin/**`, and mask what the
 /// e-mail detector finds in responses.
@@ -175,19 +175,6 @@ fn a_requests_decision_and_result_are_one_event_in_batched_mode() {
     assert_eq!(verified.status.code(), Some(1), "{verified:?}");
     let why = String::from_utf8_lossy(&verified.stderr);
     assert!(why.contains(&format!("line {}", at + 1)), "{why}");
-}
-
-/// Runs the CLI (`kubectl-sluice`, built beside the sidecar).
-fn kubectl_sluice(args: &[&str]) -> Output {
-    let cli = binary_beside(
-        env!("CARGO_BIN_EXE_sluice-sidecar"),
-        "kubectl-sluice",
-        "kubectl-sluice",
-    );
-    Command::new(cli)
-        .args(args)
-        .output()
-        .expect("run kubectl-sluice")
 }
 
 /// A held decision is never delayed past the window: while its response is

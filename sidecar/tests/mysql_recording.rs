@@ -16,13 +16,12 @@
 mod common;
 mod mysql_support;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::Sidecar;
+use common::{Sidecar, kubectl_sluice};
 use mysql_support::*;
 use serde_json::{Value, json};
-use sluice_e2e::harness::{audit_events, binary_beside, stdout_ok};
+use sluice_e2e::harness::{audit_events, stdout_ok};
 
 const CARD: &str = "4111 1111 1111 1111";
 const EMAIL: &str = "alice.wonder@example.com";
@@ -63,18 +62,6 @@ fn setup(db: &str, level: &str) -> Sidecar {
          INSERT INTO {db}.big SELECT seq, 'x' FROM {db}.seq_1_to_500;"
     ));
     Sidecar::start(&manifests(m, db, &policy(level)), "shop/report-job")
-}
-
-fn sluice(args: &[&str]) -> Output {
-    let cli = binary_beside(
-        env!("CARGO_BIN_EXE_sluice-sidecar"),
-        "kubectl-sluice",
-        "kubectl-sluice",
-    );
-    Command::new(cli)
-        .args(args)
-        .output()
-        .expect("run kubectl-sluice")
 }
 
 /// The audit events once `n` sessions ended.
@@ -305,13 +292,13 @@ fn recorded_mysql_results_are_what_the_client_received_masked_bounded_and_replay
 
     // The chain verifies, and sessions / replay read the MySQL sessions back.
     let audit_file = sidecar.audit.to_str().unwrap();
-    let verify = sluice(&["audit", "verify", audit_file]);
+    let verify = kubectl_sluice(&["audit", "verify", audit_file]);
     assert!(
         verify.status.success(),
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
-    let listed: Value = serde_json::from_str(&stdout_ok(&sluice(&[
+    let listed: Value = serde_json::from_str(&stdout_ok(&kubectl_sluice(&[
         "sessions", "--audit", audit_file, "-o", "json",
     ])))
     .unwrap();
@@ -330,7 +317,7 @@ fn recorded_mysql_results_are_what_the_client_received_masked_bounded_and_replay
     );
     assert_eq!(text_session["denied"], 1);
     let id = text_session["session"].as_str().unwrap();
-    let replay = stdout_ok(&sluice(&[
+    let replay = stdout_ok(&kubectl_sluice(&[
         "replay",
         &id[..12],
         "--audit",

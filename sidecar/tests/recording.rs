@@ -14,11 +14,11 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-use sluice_e2e::harness::{audit_events, binary_beside, http_manifests, json_upstream, stdout_ok};
+use sluice_e2e::harness::{audit_events, http_manifests, json_upstream, stdout_ok};
 
 const SSN: &str = "123-45-6789";
 const CARD: &str = "4111 1111 1111 1111";
@@ -63,18 +63,6 @@ async fn setup(test: &str, level: &str) -> Sidecar {
         &manifests(pg, &db, ADMIN, "disable", &policy),
         "shop/report-job",
     )
-}
-
-fn sluice(args: &[&str]) -> Output {
-    let cli = binary_beside(
-        env!("CARGO_BIN_EXE_sluice-sidecar"),
-        "kubectl-sluice",
-        "kubectl-sluice",
-    );
-    Command::new(cli)
-        .args(args)
-        .output()
-        .expect("run kubectl-sluice")
 }
 
 /// The `outcome.recorded` of every result event, in order.
@@ -192,7 +180,7 @@ async fn recorded_results_are_what_the_client_received_masked_and_replay() {
 
     // sessions and replay read it back.
     let audit_file = sidecar.audit.to_str().unwrap();
-    let listed: Value = serde_json::from_str(&stdout_ok(&sluice(&[
+    let listed: Value = serde_json::from_str(&stdout_ok(&kubectl_sluice(&[
         "sessions", "--audit", audit_file, "-o", "json",
     ])))
     .unwrap();
@@ -205,7 +193,7 @@ async fn recorded_results_are_what_the_client_received_masked_and_replay() {
     assert_eq!(psql_session["statements"], 3);
     assert_eq!(psql_session["denied"], 1);
     let id = psql_session["session"].as_str().unwrap();
-    let text = stdout_ok(&sluice(&[
+    let text = stdout_ok(&kubectl_sluice(&[
         "replay",
         &id[..12],
         "--audit",
@@ -220,7 +208,7 @@ async fn recorded_results_are_what_the_client_received_masked_and_replay() {
         "{text}"
     );
     assert_nothing_unmasked(&text);
-    let json: Value = serde_json::from_str(&stdout_ok(&sluice(&[
+    let json: Value = serde_json::from_str(&stdout_ok(&kubectl_sluice(&[
         "replay", id, "--audit", audit_file, "-o", "json",
     ])))
     .unwrap();
@@ -266,7 +254,7 @@ async fn recorded_results_are_what_the_client_received_masked_and_replay() {
         .collect();
     std::fs::write(&tampered, edited.join("\n") + "\n").unwrap();
     let t = tampered.to_str().unwrap();
-    let verify = sluice(&["audit", "verify", t]);
+    let verify = kubectl_sluice(&["audit", "verify", t]);
     assert_eq!(verify.status.code(), Some(1));
     let why = String::from_utf8_lossy(&verify.stderr);
     assert!(
@@ -274,7 +262,7 @@ async fn recorded_results_are_what_the_client_received_masked_and_replay() {
         "verify must name line {}: {why}",
         line + 1
     );
-    let replay = sluice(&["replay", id, "--audit", t, "--no-delay"]);
+    let replay = kubectl_sluice(&["replay", id, "--audit", t, "--no-delay"]);
     assert_eq!(replay.status.code(), Some(2));
     let why = String::from_utf8_lossy(&replay.stderr);
     assert!(why.contains("does not verify"), "{why}");
@@ -392,7 +380,7 @@ fn an_http_response_is_recorded_as_curl_received_it() {
     assert!(!audit.contains(EMAIL), "{audit}");
 
     let audit_file = sidecar.audit.to_str().unwrap();
-    let listed: Value = serde_json::from_str(&stdout_ok(&sluice(&[
+    let listed: Value = serde_json::from_str(&stdout_ok(&kubectl_sluice(&[
         "sessions", "--audit", audit_file, "-o", "json",
     ])))
     .unwrap();
@@ -402,7 +390,7 @@ fn an_http_response_is_recorded_as_curl_received_it() {
         .iter()
         .find(|s| s["protocol"] == "http" && s["recording"] == "results")
         .unwrap_or_else(|| panic!("no recorded http session: {listed}"));
-    let text = stdout_ok(&sluice(&[
+    let text = stdout_ok(&kubectl_sluice(&[
         "replay",
         session["session"].as_str().unwrap(),
         "--audit",

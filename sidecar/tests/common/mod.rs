@@ -1076,3 +1076,16 @@ pub mod frontend {
         (b'H', vec![])
     }
 }
+
+/// Runs the CLI (`kubectl-sluice`, built beside the sidecar) with `args`.
+pub fn kubectl_sluice(args: &[&str]) -> std::process::Output {
+    let cli = sluice_e2e::harness::binary_beside(
+        env!("CARGO_BIN_EXE_sluice-sidecar"),
+        "kubectl-sluice",
+        "kubectl-sluice",
+    );
+    Command::new(cli)
+        .args(args)
+        .output()
+        .expect("run kubectl-sluice")
+}
