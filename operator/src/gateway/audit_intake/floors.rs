@@ -202,13 +202,17 @@ mod tests {
         ("shop".into(), "orders-db".into())
     }
 
-    /// Uploads that arrive while a read is under way share the next read
-    /// (one GET for all of them, not one each), and none of them takes the
-    /// read that started before it arrived: the history changed meanwhile.
-    #[tokio::test]
-    async fn waiters_share_one_read_started_after_they_arrived() {
-        let reads: Arc<SharedReads<&'static str, String>> = Arc::default();
-        // The first read is under way, and the history changes while it is.
+    type Reads = Arc<SharedReads<&'static str, String>>;
+
+    /// A first read of [`key`] that answers `value` once the sender is
+    /// used, spawned, and under way when this returns.
+    async fn first_read_held(
+        reads: &Reads,
+        value: &'static str,
+    ) -> (
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<Shared<&'static str, String>>,
+    ) {
         let (release, released) = oneshot::channel::<()>();
         let first = {
             let reads = reads.clone();
@@ -216,7 +220,7 @@ mod tests {
                 reads
                     .get(&key(), || async move {
                         released.await.unwrap();
-                        Ok("before the change")
+                        Ok(value)
                     })
                     .await
             })
@@ -224,6 +228,31 @@ mod tests {
         while reads.reads() < 1 {
             tokio::task::yield_now().await;
         }
+        (release, first)
+    }
+
+    /// Until `users` calls (the first read's included) share [`key`]'s slot.
+    async fn until_queued(reads: &Reads, users: usize) {
+        while reads
+            .lock()
+            .get(&key())
+            .unwrap()
+            .users
+            .load(Ordering::SeqCst)
+            < users
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Uploads that arrive while a read is under way share the next read
+    /// (one GET for all of them, not one each), and none of them takes the
+    /// read that started before it arrived: the history changed meanwhile.
+    #[tokio::test]
+    async fn waiters_share_one_read_started_after_they_arrived() {
+        let reads: Reads = Arc::default();
+        // The first read is under way, and the history changes while it is.
+        let (release, first) = first_read_held(&reads, "before the change").await;
         let waiters: Vec<_> = (0..5)
             .map(|_| {
                 let reads = reads.clone();
@@ -233,16 +262,7 @@ mod tests {
             })
             .collect();
         // Every waiter is queued behind the first read.
-        while reads
-            .lock()
-            .get(&key())
-            .unwrap()
-            .users
-            .load(Ordering::SeqCst)
-            < 6
-        {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&reads, 6).await;
         release.send(()).unwrap();
         assert_eq!(*first.await.unwrap().unwrap(), "before the change");
         for waiter in waiters {
@@ -260,22 +280,8 @@ mod tests {
     /// again) instead of each trying it in turn; the next arrival reads anew.
     #[tokio::test]
     async fn a_failed_read_is_shared_and_not_kept() {
-        let reads: Arc<SharedReads<&'static str, String>> = Arc::default();
-        let (release, released) = oneshot::channel::<()>();
-        let first = {
-            let reads = reads.clone();
-            tokio::spawn(async move {
-                reads
-                    .get(&key(), || async move {
-                        released.await.unwrap();
-                        Ok("first")
-                    })
-                    .await
-            })
-        };
-        while reads.reads() < 1 {
-            tokio::task::yield_now().await;
-        }
+        let reads: Reads = Arc::default();
+        let (release, first) = first_read_held(&reads, "first").await;
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let reads = reads.clone();
@@ -286,16 +292,7 @@ mod tests {
                 })
             })
             .collect();
-        while reads
-            .lock()
-            .get(&key())
-            .unwrap()
-            .users
-            .load(Ordering::SeqCst)
-            < 4
-        {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&reads, 4).await;
         release.send(()).unwrap();
         first.await.unwrap().unwrap();
         for waiter in waiters {
