@@ -622,3 +622,90 @@ async fn strategic_merge_patch_merges_service_ports_by_port() {
         json!(9443)
     );
 }
+
+/// k8s.io/apimachinery fieldmanager `versionCheckManager.Apply` and
+/// `structuredMergeManager.Apply`: a server-side apply configuration must be
+/// of its endpoint's group, version and kind (on an existing object as on a
+/// new one, on the status subresource as on the object) and carry no
+/// managedFields; both are 400 `BadRequest`, and nothing is written. (The
+/// server applied such a configuration to the stored object as if it were
+/// of its type: a client applying the wrong version passed here only.)
+#[tokio::test]
+async fn server_side_apply_refuses_another_type_and_managed_fields() {
+    let c = cluster().await;
+    let client = c.client().await.expect("client");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let me = PatchParams::apply("me");
+    let apply = |name: &'static str, body: Value| {
+        let cms = cms.clone();
+        let me = me.clone();
+        async move { cms.patch(name, &me, &Patch::Apply(body)).await }
+    };
+    apply(
+        "c",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1"}}),
+    )
+    .await
+    .expect("an apply of the endpoint's type");
+    for (name, body, message) in [
+        (
+            "c",
+            json!({"apiVersion": "apps/v1", "kind": "ConfigMap", "data": {"a": "2"}}),
+            "invalid object type: apps/v1, Kind=ConfigMap",
+        ),
+        (
+            "c",
+            json!({"apiVersion": "v1", "kind": "Secret", "data": {"a": "2"}}),
+            "invalid object type: /v1, Kind=Secret",
+        ),
+        (
+            "new",
+            json!({"apiVersion": "v2", "kind": "ConfigMap", "data": {"a": "2"}}),
+            "invalid object type: /v2, Kind=ConfigMap",
+        ),
+        (
+            "c",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "2"},
+                "metadata": {"managedFields": [{"manager": "me", "operation": "Apply",
+                    "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]}}),
+            "metadata.managedFields must be nil",
+        ),
+    ] {
+        let refused = apply(name, body).await.map(|_| ()).map_err(status);
+        assert_eq!(
+            refused,
+            Err((400, "BadRequest".to_string(), message.to_string())),
+            "{name}"
+        );
+    }
+    let stored = cms.get("c").await.unwrap();
+    assert_eq!(stored.data.unwrap()["a"], "1");
+    assert!(cms.get_opt("new").await.unwrap().is_none());
+
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    pods.create(
+        &PostParams::default(),
+        &pod(json!({"metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a", "image": "a:1"}]}})),
+    )
+    .await
+    .expect("pod");
+    let refused = pods
+        .patch_status(
+            "p",
+            &PatchParams::apply("me").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "status": {"message": "m"}})),
+        )
+        .await
+        .map(|_| ())
+        .map_err(status);
+    assert_eq!(
+        refused,
+        Err((
+            400,
+            "BadRequest".to_string(),
+            "invalid object type: /v1, Kind=ConfigMap".to_string()
+        ))
+    );
+}

@@ -11,6 +11,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
+use sluice_crds::AccessPolicy;
 use support::{OperatorBinary, bounded};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,27 +283,14 @@ async fn stored_webhook_configurations_need_no_reapply() {
 /// only the drain writes them), and the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
-    use sluice_crds::AccessPolicy;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let (cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
-    support::apply_quickstart(
-        &client,
-        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
-    )
-    .await;
-    let mut operator = OperatorBinary::start(
-        &cluster.kubeconfig_path(),
-        &[
-            "--audit-flush-seconds=3600",
-            "--drain-grace-seconds=25",
-            // The drain itself, at once (the delay has its own test).
-            "--drain-delay-seconds=0",
-        ],
-        &[],
-        Stdio::inherit(),
-    );
-    let ca = operator.ready(&client, support::WAIT).await;
+    let Drained {
+        cluster: _cluster,
+        client,
+        mut operator,
+        ca,
+    } = Drained::start().await;
     let addr = operator.addr;
 
     let bearer = report_job_bearer(&client, addr, &ca).await;
@@ -345,20 +333,7 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
     .await;
 
     // An approval long-poll that would wait a minute for a decision.
-    let (status, _, body) = support::call(
-        addr,
-        &ca,
-        "POST",
-        "/v1/approvals",
-        &[("authorization", &bearer)],
-        Some(serde_json::json!({
-            "connection": "orders-db", "policy": "reporting", "rule": "bulk-writes-need-a-human",
-            "command": {"text": "DELETE FROM orders", "fingerprint": "fp-a", "sha256": "a".repeat(64)},
-        })),
-    )
-    .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let ticket: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let ticket = ask_approval(addr, &ca, &bearer).await;
     let request = ticket["name"].as_str().unwrap().to_string();
     let approval_poll = {
         let (ca, bearer) = (ca.clone(), bearer.clone());
@@ -446,15 +421,8 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
         serde_json::from_str(rest.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(receipt["accepted"], 3, "{rest}");
 
-    let exit = operator.exited().await;
-    assert_eq!(exit.code(), Some(0), "{exit}");
-
     // Written by the drain (the periodic flush was an hour away).
-    let policy = Api::<AccessPolicy>::namespaced(client, "shop")
-        .get("reporting")
-        .await
-        .unwrap();
-    let counters = policy.status.unwrap().counters.unwrap();
+    let counters = counters_after_exit(&mut operator, &client).await;
     assert_eq!(counters.denied, 3, "{counters:?}");
 }
 
@@ -541,45 +509,19 @@ fn denials_batch(n: usize) -> serde_json::Value {
 
 /// The drain's counter write meets what another writer of the policy's
 /// status causes when it wins the race between the flush's read and its
-/// write (the approval tally or the controller: the flush writes under the
+/// write (the controller, another replica's flush: the flush writes under the
 /// resourceVersion it read), here a 409 `Conflict`, then a 500 from the API
 /// server: the counts taken in still land before the operator exits 0.
 /// (`sigterm_drains_long_polls_and_uploads_and_exits_zero` saw them lost once.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drains_counter_write_is_tried_again_after_a_conflict() {
-    use sluice_crds::AccessPolicy;
     use sluice_e2e::apiserver::faults::{FaultCode, StatusWriteFault};
     use sluice_operator::gateway::audit_intake::AUDIT_FIELD_MANAGER;
 
-    let (cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
-    support::apply_quickstart(
-        &client,
-        &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
-    )
-    .await;
-    let mut operator = OperatorBinary::start(
-        &cluster.kubeconfig_path(),
-        &[
-            // Only the drain writes the counters.
-            "--audit-flush-seconds=3600",
-            "--drain-grace-seconds=25",
-            "--drain-delay-seconds=0",
-        ],
-        &[],
-        Stdio::inherit(),
-    );
-    let ca = operator.ready(&client, support::WAIT).await;
-    let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), "shop");
-    bounded(
-        "the policy to be Ready",
-        await_condition(policies.clone(), "reporting", support::is_ready),
-    )
-    .await
-    .unwrap();
-    let bearer = report_job_bearer(&client, operator.addr, &ca).await;
+    let (mut d, bearer) = Drained::policy_ready().await;
     let (status, _, body) = support::call(
-        operator.addr,
-        &ca,
+        d.operator.addr,
+        &d.ca,
         "POST",
         "/v1/audit",
         &[("authorization", &bearer)],
@@ -591,33 +533,143 @@ async fn the_drains_counter_write_is_tried_again_after_a_conflict() {
     assert_eq!(receipt["accepted"], 3, "{receipt}");
 
     // The next two writes of the counters fail: a conflict, then a 500.
-    cluster.fail_status_writes(
+    d.cluster.fail_status_writes(
         StatusWriteFault::conflicts("accesspolicies", "shop", "reporting", 1)
             .by(AUDIT_FIELD_MANAGER),
     );
-    cluster.fail_status_writes(
+    d.cluster.fail_status_writes(
         StatusWriteFault::conflicts("accesspolicies", "shop", "reporting", 1)
             .by(AUDIT_FIELD_MANAGER)
             .answering(FaultCode::InternalError),
     );
-    operator.sigterm();
+    d.operator.sigterm();
+    let counters = counters_after_exit(&mut d.operator, &d.client).await;
+    assert_eq!(counters.denied, 3, "{counters:?}");
+    assert_eq!(
+        d.cluster.faulted_requests(),
+        2,
+        "both faults answered a write"
+    );
+}
+
+/// An approval request filed just before SIGTERM is counted
+/// (`approvalsRequested`) even when the write of that count loses races: the
+/// first six status writes of the policy answer 409 `Conflict`, and the
+/// drain keeps trying until the count is in, then exits 0. (The count was a
+/// detached write, retried with backoff and lost with the process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_counted_just_before_sigterm_is_written_by_the_drain() {
+    use sluice_e2e::apiserver::faults::StatusWriteFault;
+    use sluice_operator::gateway::audit_intake::AUDIT_FIELD_MANAGER;
+
+    let (mut d, bearer) = Drained::policy_ready().await;
+    d.cluster.fail_status_writes(
+        StatusWriteFault::conflicts("accesspolicies", "shop", "reporting", 6)
+            .by(AUDIT_FIELD_MANAGER),
+    );
+    ask_approval(d.operator.addr, &d.ca, &bearer).await;
+    d.operator.sigterm();
+    let counters = counters_after_exit(&mut d.operator, &d.client).await;
+    assert_eq!(counters.approvals_requested, 1, "{counters:?}");
+    assert_eq!(
+        d.cluster.faulted_requests(),
+        6,
+        "every fault answered a write"
+    );
+}
+
+/// A cluster with the quickstart's namespace, Connection and policy, and the
+/// binary against it, for the drain tests: the periodic audit flush an hour
+/// away (only the drain writes the counters taken in), the drain at once on
+/// SIGTERM (the delay has its own test); `ca` once it is ready.
+struct Drained {
+    // Dropped first (killed if still running), before the cluster stops.
+    operator: OperatorBinary,
+    ca: String,
+    client: kube::Client,
+    cluster: sluice_e2e::TestCluster,
+}
+
+impl Drained {
+    async fn start() -> Drained {
+        let (cluster, client) = support::cluster_with_crds(sluice_e2e::Options::default()).await;
+        support::apply_quickstart(
+            &client,
+            &["namespace.yaml", "orders-db.yaml", "reporting-policy.yaml"],
+        )
+        .await;
+        let operator = OperatorBinary::start(
+            &cluster.kubeconfig_path(),
+            &[
+                "--audit-flush-seconds=3600",
+                "--drain-grace-seconds=25",
+                "--drain-delay-seconds=0",
+            ],
+            &[],
+            Stdio::inherit(),
+        );
+        let ca = operator.ready(&client, support::WAIT).await;
+        Drained {
+            cluster,
+            client,
+            operator,
+            ca,
+        }
+    }
+
+    /// [`Drained::start`] until `shop/reporting` is Ready (its controller's
+    /// status writes done), and a gateway token of the `report` pod.
+    async fn policy_ready() -> (Drained, String) {
+        let drained = Drained::start().await;
+        bounded(
+            "the policy to be Ready",
+            await_condition(
+                Api::<AccessPolicy>::namespaced(drained.client.clone(), "shop"),
+                "reporting",
+                support::is_ready,
+            ),
+        )
+        .await
+        .unwrap();
+        let bearer = report_job_bearer(&drained.client, drained.operator.addr, &drained.ca).await;
+        (drained, bearer)
+    }
+}
+
+/// Once the binary exited 0: the counters of `shop/reporting`.
+async fn counters_after_exit(
+    operator: &mut OperatorBinary,
+    client: &kube::Client,
+) -> sluice_crds::PolicyCounters {
     let exit = operator.exited().await;
     assert_eq!(exit.code(), Some(0), "{exit}");
-
-    let counters = policies
+    Api::<AccessPolicy>::namespaced(client.clone(), "shop")
         .get("reporting")
         .await
         .unwrap()
         .status
         .unwrap()
         .counters
-        .unwrap_or_default();
-    assert_eq!(counters.denied, 3, "{counters:?}");
-    assert_eq!(
-        cluster.faulted_requests(),
-        2,
-        "both faults answered a write"
-    );
+        .unwrap_or_default()
+}
+
+/// The ticket of an approval asked with `bearer` (the `report` pod's) under
+/// rule `bulk-writes-need-a-human` of `reporting`.
+async fn ask_approval(addr: std::net::SocketAddr, ca: &str, bearer: &str) -> serde_json::Value {
+    let (status, _, body) = support::call(
+        addr,
+        ca,
+        "POST",
+        "/v1/approvals",
+        &[("authorization", bearer)],
+        Some(serde_json::json!({
+            "connection": "orders-db", "policy": "reporting", "rule": "bulk-writes-need-a-human",
+            "command": {"text": "DELETE FROM orders", "fingerprint": "fp-a", "sha256": "a".repeat(64)},
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
 }
 
 /// Issue #19: between SIGTERM and the drain the operator keeps serving for

@@ -459,21 +459,28 @@ async fn a_deleted_pods_token_stops_working_once_the_watch_sees_it() {
         .delete("report", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
-    let body = bounded("the deleted pod's token to be refused", async {
+    let refusal =
+        first_refused_poll(&env, &bearer, 401, "the deleted pod's token to be refused").await;
+    assert_eq!(refusal["reason"], "PodDeleted", "{refusal}");
+}
+
+/// Polls the bundle with `bearer` until a poll is refused, which must be
+/// with `status`; its body.
+async fn first_refused_poll(env: &Env, bearer: &str, status: u16, what: &str) -> Value {
+    let body = bounded(what, async {
         loop {
-            let (status, _, body) = env
-                .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
+            let (got, _, body) = env
+                .call("GET", "/v1/bundle", &[("authorization", bearer)], None)
                 .await;
-            if status != 200 {
-                assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+            if got != 200 {
+                assert_eq!(got, status, "{}", String::from_utf8_lossy(&body));
                 return body;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    let refusal: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(refusal["reason"], "PodDeleted", "{refusal}");
+    serde_json::from_slice(&body).unwrap()
 }
 
 /// The sidecar check a pod passed is remembered only for that version of
@@ -519,20 +526,8 @@ async fn a_pod_changed_after_its_check_passed_is_checked_again() {
     )
     .await
     .unwrap();
-    let body = bounded("the changed pod's polls to be refused", async {
-        loop {
-            let (status, _, body) = env
-                .call("GET", "/v1/bundle", &[("authorization", &bearer)], None)
-                .await;
-            if status != 200 {
-                assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    let refusal: Value = serde_json::from_slice(&body).unwrap();
+    let refusal =
+        first_refused_poll(&env, &bearer, 403, "the changed pod's polls to be refused").await;
     assert_eq!(refusal["reason"], "UntrustedImage", "{refusal}");
 }
 

@@ -495,6 +495,27 @@ fn prefix_related(a: &[String], b: &[String]) -> bool {
     a[..n] == b[..n]
 }
 
+/// What kube's field manager refuses in an apply configuration before
+/// applying it (k8s.io/apimachinery `versionCheckManager.Apply`,
+/// `structuredMergeManager.Apply`): one of another group, version or kind
+/// than the endpoint's, whatever object it lands on; one that carries
+/// `metadata.managedFields`.
+pub fn check_apply_configuration(rt: &ResourceType, applied: &Value) -> Result<(), ApiError> {
+    let api_version = applied["apiVersion"].as_str().unwrap_or_default();
+    let kind = applied["kind"].as_str().unwrap_or_default();
+    if api_version != rt.api_version() || kind != rt.kind {
+        // schema.GroupVersionKind's String().
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        return Err(ApiError::bad_request(format!(
+            "invalid object type: {group}/{version}, Kind={kind}"
+        )));
+    }
+    if !applied["metadata"]["managedFields"].is_null() {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    Ok(())
+}
+
 /// Server-side apply of `applied` by `manager` onto the current object.
 pub fn apply(
     cur: &Value,
@@ -657,6 +678,49 @@ mod tests {
         let out = strategic_merge(&ns, &p).unwrap_or_default();
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(out["spec"]["finalizers"], json!(["other"]));
+    }
+
+    /// kube-apiserver's field manager refuses an apply configuration of
+    /// another version or kind than its endpoint's (the test server
+    /// applied it to the stored object's version and kind), and one that
+    /// carries managedFields.
+    #[test]
+    fn apply_configurations_of_another_type_or_with_managed_fields_are_refused() {
+        let rt = super::super::registry::builtins()
+            .into_iter()
+            .find(|t| t.kind == "ConfigMap" && t.group.is_empty());
+        let Some(rt) = rt else {
+            panic!("configmaps are built in")
+        };
+        let refused = |applied: Value| {
+            check_apply_configuration(&rt, &applied)
+                .err()
+                .map(|e| (e.code, e.message))
+        };
+        assert_eq!(
+            refused(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1"}})),
+            None
+        );
+        assert_eq!(
+            refused(json!({"apiVersion": "v2", "kind": "ConfigMap"})),
+            Some((400, "invalid object type: /v2, Kind=ConfigMap".to_string()))
+        );
+        assert_eq!(
+            refused(json!({"apiVersion": "apps/v1", "kind": "ConfigMap"})),
+            Some((
+                400,
+                "invalid object type: apps/v1, Kind=ConfigMap".to_string()
+            ))
+        );
+        assert_eq!(
+            refused(json!({"apiVersion": "v1", "kind": "Secret"})),
+            Some((400, "invalid object type: /v1, Kind=Secret".to_string()))
+        );
+        assert_eq!(
+            refused(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"managedFields": [{"manager": "m", "operation": "Apply"}]}})),
+            Some((400, "metadata.managedFields must be nil".to_string()))
+        );
     }
 
     #[test]

@@ -130,12 +130,7 @@ async fn create_or_reuse(
         now,
     );
     let created = file_request(g, &api, &request).await?;
-    count(
-        g.client.clone(),
-        namespace.clone(),
-        ask.policy.clone(),
-        Tally::Requested,
-    );
+    count(&g.audit, &namespace, &ask.policy, Tally::Requested);
     Ok(ApprovalTicket::of(&created))
 }
 

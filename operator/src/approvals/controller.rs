@@ -42,6 +42,9 @@ pub struct ApprovalContext {
     /// Reconciles are timed and counted as the other controllers' are
     /// (`sluice_reconcile_duration_seconds{controller="accessRequest"}`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the approval counters are added up: the replica's audit
+    /// intake, which writes them ([`crate::approvals::tally`]).
+    pub counters: Arc<crate::gateway::audit_intake::AuditIntake>,
 }
 
 /// The controller's name in the reconcile metrics.
@@ -257,6 +260,17 @@ async fn settle(ar: Arc<AccessRequest>, ctx: &ApprovalContext) -> Result<Action,
             name: name.clone(),
             source,
         })?;
+    // Counted as soon as the phase is stored, before anything awaits: a
+    // reconcile stopped at an await (leadership lost, the drain) never
+    // leaves a stored phase change uncounted (the next one sees no change).
+    let tally = match change.to {
+        RequestPhase::Approved => Some(Tally::Granted),
+        RequestPhase::Denied | RequestPhase::Expired => Some(Tally::Denied),
+        _ => None,
+    };
+    if let Some(tally) = tally {
+        count(&ctx.counters, &namespace, &stored.spec.policy, tally);
+    }
     let type_ = match change.to {
         RequestPhase::Denied | RequestPhase::Expired => EventType::Warning,
         _ => EventType::Normal,
@@ -267,19 +281,6 @@ async fn settle(ar: Arc<AccessRequest>, ctx: &ApprovalContext) -> Result<Action,
         change.note.clone()
     };
     publish(&ctx.recorder, &stored, type_, change.reason, note.clone()).await;
-    let tally = match change.to {
-        RequestPhase::Approved => Some(Tally::Granted),
-        RequestPhase::Denied | RequestPhase::Expired => Some(Tally::Denied),
-        _ => None,
-    };
-    if let Some(tally) = tally {
-        count(
-            ctx.client.clone(),
-            namespace.clone(),
-            stored.spec.policy.clone(),
-            tally,
-        );
-    }
     let until_expiry = next_phase(&stored, Timestamp::now()).1;
     Ok(
         match retention_left(&stored, Timestamp::now(), ctx.retention) {

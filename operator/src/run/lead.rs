@@ -2,19 +2,20 @@
 //! registration, key rotation and certificate renewal; every replica re-reads
 //! the keys and certificates.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::Settings;
 use crate::approvals::events::ApprovalSettings;
 use crate::approvals::notify::Notifier;
 use crate::catalog::Catalog;
 use crate::controllers;
+use crate::gateway::audit_intake::AuditIntake;
 use crate::identity::certs::ServingCerts;
 use crate::identity::keys::GatewayKeys;
 use crate::identity::webhook_config::{WebhookEndpoint, WebhookSettings, Written};
@@ -31,15 +32,18 @@ pub(super) struct Leadership<'a> {
     pub certs: ServingCerts,
     pub keys: GatewayKeys,
     pub endpoint: WebhookEndpoint,
+    /// Where the AccessRequest controller adds up approval counters.
+    pub counters: Arc<AuditIntake>,
 }
 
 /// Campaigns for the leader Lease and runs [`lead`] in `tasks`; the receiver
-/// says whether this replica leads.
+/// says whether this replica leads, and [`Controllers`] stops the leader's
+/// controllers for the drain.
 pub(super) fn spawn(
     tasks: &mut JoinSet<()>,
     parts: Leadership<'_>,
     settings: &Settings,
-) -> watch::Receiver<bool> {
+) -> (watch::Receiver<bool>, Controllers) {
     let Leadership {
         client,
         catalog,
@@ -49,6 +53,7 @@ pub(super) fn spawn(
         certs,
         keys,
         endpoint,
+        counters,
     } = parts;
     let (leading_tx, leading) = watch::channel(false);
     tasks.spawn(campaign(
@@ -86,11 +91,14 @@ pub(super) fn spawn(
         attempts: Default::default(),
         retention: settings.access_request_retention,
         metrics: ctx.metrics.clone(),
+        counters,
     });
+    let controllers = Controllers::default();
     tasks.spawn(lead(
         leading.clone(),
         ctx,
         approval_ctx,
+        controllers.clone(),
         certs,
         keys,
         Upkeep {
@@ -99,7 +107,73 @@ pub(super) fn spawn(
             adopt: settings.adopt_webhook_configurations,
         },
     ));
-    leading
+    (leading, controllers)
+}
+
+/// The leader's controllers while they run: started and stopped with
+/// leadership, and stopped for good by the drain ([`Controllers::stop`]).
+/// Aborted when the last handle is dropped.
+#[derive(Clone, Default)]
+pub(super) struct Controllers(Arc<Mutex<State>>);
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Idle,
+    Started(Vec<JoinHandle<()>>),
+    /// Stopped by the drain: never started again.
+    Stopped,
+}
+
+impl Controllers {
+    /// Starts them with `start` unless they run or the drain stopped them.
+    fn start(&self, start: impl FnOnce() -> Vec<JoinHandle<()>>) {
+        let mut running = self.lock();
+        if matches!(*running, State::Idle) {
+            *running = State::Started(start());
+        }
+    }
+
+    /// Leadership ended: aborts them (started again when it comes back).
+    fn halt(&self) {
+        let mut running = self.lock();
+        if matches!(*running, State::Started(_)) {
+            tracing::info!("no longer leading: stopping the controllers");
+            // Dropping them aborts them.
+            *running = State::Idle;
+        }
+    }
+
+    /// Stops them for good and waits until they have stopped, until
+    /// `deadline`: a reconcile is cut at its next await, and what it
+    /// counted before is in the audit intake, for the drain's last flush.
+    pub(super) async fn stop(&self, deadline: tokio::time::Instant) {
+        let handles = {
+            let mut state = self.lock();
+            let handles = match &mut *state {
+                State::Started(handles) => std::mem::take(handles),
+                State::Idle | State::Stopped => Vec::new(),
+            };
+            *state = State::Stopped;
+            handles
+        };
+        for handle in handles {
+            handle.abort();
+            let _ = tokio::time::timeout_at(deadline, handle).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if let State::Started(handles) = self {
+            handles.iter().for_each(JoinHandle::abort);
+        }
+    }
 }
 
 /// What the maintenance passes keep up.
@@ -118,6 +192,7 @@ async fn lead(
     mut leading: watch::Receiver<bool>,
     ctx: Arc<controllers::Context>,
     approval_ctx: Arc<crate::approvals::controller::ApprovalContext>,
+    running: Controllers,
     certs: ServingCerts,
     keys: GatewayKeys,
     upkeep: Upkeep,
@@ -127,26 +202,20 @@ async fn lead(
         every,
         adopt,
     } = upkeep;
-    let mut controllers: Option<(AbortOnDrop, AbortOnDrop)> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let is_leader = *leading.borrow_and_update();
-        match (is_leader, &controllers) {
-            (true, None) => {
+        if is_leader {
+            running.start(|| {
                 tracing::info!("leading: starting the controllers");
-                controllers = Some((
-                    AbortOnDrop(tokio::spawn(controllers::run(ctx.clone()))),
-                    AbortOnDrop(tokio::spawn(crate::approvals::controller::run(
-                        approval_ctx.clone(),
-                    ))),
-                ));
-            }
-            (false, Some(_)) => {
-                tracing::info!("no longer leading: stopping the controllers");
-                controllers = None;
-            }
-            _ => {}
+                vec![
+                    tokio::spawn(controllers::run(ctx.clone())),
+                    tokio::spawn(crate::approvals::controller::run(approval_ctx.clone())),
+                ]
+            });
+        } else {
+            running.halt();
         }
         if is_leader {
             maintain(&ctx.client, &certs, &keys, &webhook, true, adopt).await;
@@ -154,6 +223,7 @@ async fn lead(
         tokio::select! {
             changed = leading.changed() => {
                 if changed.is_err() {
+                    running.halt();
                     return;
                 }
             }
@@ -163,15 +233,6 @@ async fn lead(
                 }
             }
         }
-    }
-}
-
-/// The controllers' task, stopped when leadership ends or the operator is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

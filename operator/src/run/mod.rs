@@ -242,8 +242,8 @@ pub struct Running {
     drain: Drain,
 }
 
-/// What a drain stops in order: the server, the periodic audit flush, then
-/// one last flush.
+/// What a drain stops in order: the server, the periodic audit flush, the
+/// leader's controllers, then one last flush.
 struct Drain {
     /// Kept serving, `/readyz` failing, for this long first.
     delay: Duration,
@@ -252,6 +252,8 @@ struct Drain {
     draining: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     flusher: tokio::task::JoinHandle<()>,
+    /// They add approval counters to `audit`: stopped before the last flush.
+    controllers: lead::Controllers,
     audit: Arc<AuditIntake>,
     grace: Duration,
 }
@@ -272,8 +274,9 @@ impl Running {
     /// replica holds it. First, for the drain delay, everything is served as
     /// before but `/readyz` fails. Draining then closes the listener, answers waiting bundle
     /// long-polls with 304, lets the requests in flight (audit uploads, token
-    /// exchanges) finish and writes the audit counters taken in — all within
-    /// the drain grace; what is still running after it is cut.
+    /// exchanges) finish, stops the controllers and writes the audit and
+    /// approval counters taken in — all within the drain grace; what is
+    /// still running after it is cut.
     pub async fn shutdown(mut self) {
         let Drain {
             delay,
@@ -281,6 +284,7 @@ impl Running {
             draining,
             mut server,
             mut flusher,
+            controllers,
             audit,
             grace,
         } = self.drain;
@@ -316,6 +320,9 @@ impl Running {
         {
             flusher.abort();
         }
+        // A reconcile still running could count an approval after the last
+        // flush took what was pending.
+        controllers.stop(deadline).await;
         // The last flush is tried again until the drain grace ends: a write
         // that loses a race (a status conflict with another writer of the
         // same policy) would otherwise lose its counts with the process; a
@@ -357,7 +364,8 @@ impl Running {
     }
 }
 
-/// The pause between tries of the drain's last audit flush.
+/// The pause between tries of the drain's last audit flush, and the first
+/// one after a failed periodic flush.
 const LAST_FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Starts every part of the operator against `client`'s API server.
@@ -427,7 +435,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         draining_rx.clone(),
     ));
 
-    let leading = lead::spawn(
+    let (leading, controllers) = lead::spawn(
         &mut tasks,
         lead::Leadership {
             client: client.clone(),
@@ -438,6 +446,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             certs: certs.clone(),
             keys: keys.clone(),
             endpoint,
+            counters: gateway.audit.clone(),
         },
         &settings,
     );
@@ -468,6 +477,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
             draining,
             server,
             flusher,
+            controllers,
             audit: gateway.audit.clone(),
             grace: settings.drain_grace,
         },
@@ -623,8 +633,10 @@ async fn reload_certs(certs: ServingCerts, every: Duration) {
     }
 }
 
-/// Audit counters: every replica writes what it took in; the drain writes
-/// the last ones after this loop stops.
+/// Audit counters: every replica writes what it took in, every `every`,
+/// at once when approval counters come in, and after a failed write again
+/// sooner (from [`LAST_FLUSH_PAUSE`], doubling up to `every`); the drain
+/// writes the last ones after this loop stops.
 async fn flush_audit(
     audit: Arc<AuditIntake>,
     client: Client,
@@ -633,13 +645,27 @@ async fn flush_audit(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry: Option<Duration> = None;
     loop {
+        let again = async move {
+            match retry {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tick.tick() => {}
+            () = audit.flush_requested() => {}
+            () = again => {}
             () = crate::gateway::serve::drained(&mut draining) => return,
         }
-        if let Err(error) = audit.flush(&client).await {
-            tracing::warn!(error = %crate::error_chain(&error), "audit status not written; retrying at the next flush");
+        match audit.flush(&client).await {
+            Ok(()) => retry = None,
+            Err(error) => {
+                let pause = retry.map_or(LAST_FLUSH_PAUSE, |p| p * 2).min(every);
+                tracing::warn!(error = %crate::error_chain(&error), retry_seconds = pause.as_secs_f64(), "audit status not written; trying again");
+                retry = Some(pause);
+            }
         }
     }
 }

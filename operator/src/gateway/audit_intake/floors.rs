@@ -231,6 +231,20 @@ mod tests {
         (release, first)
     }
 
+    /// `n` calls for [`key`], spawned, each reading `value` if it reads.
+    fn spawn_waiters(
+        reads: &Reads,
+        n: usize,
+        value: Result<&'static str, String>,
+    ) -> Vec<tokio::task::JoinHandle<Shared<&'static str, String>>> {
+        (0..n)
+            .map(|_| {
+                let (reads, value) = (reads.clone(), value.clone());
+                tokio::spawn(async move { reads.get(&key(), || async { value }).await })
+            })
+            .collect()
+    }
+
     /// Until `users` calls (the first read's included) share [`key`]'s slot.
     async fn until_queued(reads: &Reads, users: usize) {
         while reads
@@ -253,14 +267,7 @@ mod tests {
         let reads: Reads = Arc::default();
         // The first read is under way, and the history changes while it is.
         let (release, first) = first_read_held(&reads, "before the change").await;
-        let waiters: Vec<_> = (0..5)
-            .map(|_| {
-                let reads = reads.clone();
-                tokio::spawn(
-                    async move { reads.get(&key(), || async { Ok("after the change") }).await },
-                )
-            })
-            .collect();
+        let waiters = spawn_waiters(&reads, 5, Ok("after the change"));
         // Every waiter is queued behind the first read.
         until_queued(&reads, 6).await;
         release.send(()).unwrap();
@@ -282,16 +289,7 @@ mod tests {
     async fn a_failed_read_is_shared_and_not_kept() {
         let reads: Reads = Arc::default();
         let (release, first) = first_read_held(&reads, "first").await;
-        let waiters: Vec<_> = (0..3)
-            .map(|_| {
-                let reads = reads.clone();
-                tokio::spawn(async move {
-                    reads
-                        .get(&key(), || async { Err("refused".to_string()) })
-                        .await
-                })
-            })
-            .collect();
+        let waiters = spawn_waiters(&reads, 3, Err("refused".to_string()));
         until_queued(&reads, 4).await;
         release.send(()).unwrap();
         first.await.unwrap().unwrap();

@@ -242,7 +242,7 @@ async fn write_policy(
     Ok(())
 }
 
-fn add_counters(into: &mut PolicyCounters, add: &PolicyCounters) {
+pub(super) fn add_counters(into: &mut PolicyCounters, add: &PolicyCounters) {
     into.allowed += add.allowed;
     into.denied += add.denied;
     into.masked += add.masked;

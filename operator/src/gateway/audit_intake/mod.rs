@@ -174,6 +174,9 @@ pub struct AuditIntake {
     history_namespace: Option<String>,
     /// Reads of that history, shared by the uploads waiting for them.
     history_reads: floors::HistoryReads,
+    /// Set when counters came in that should not wait for the next periodic
+    /// flush ([`AuditIntake::add_counters`]).
+    flush_soon: tokio::sync::Notify,
 }
 
 /// (namespace, stream).
@@ -189,6 +192,34 @@ impl AuditIntake {
             history_namespace: Some(operator_namespace.into()),
             ..AuditIntake::default()
         }
+    }
+
+    /// Adds `add` to the pending counters of AccessPolicy
+    /// `namespace/policy` (the approval counters, [`crate::approvals::tally`])
+    /// and asks for a flush soon ([`AuditIntake::flush_requested`]): they
+    /// are written like the audit counters — read, add, write under the
+    /// resourceVersion read, kept and tried again when a write fails, and
+    /// written by the drain.
+    pub fn add_counters(&self, namespace: &str, policy: &str, add: &PolicyCounters) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        flush::add_counters(
+            pending
+                .counters
+                .entry((namespace.to_string(), policy.to_string()))
+                .or_default(),
+            add,
+        );
+        drop(pending);
+        self.flush_soon.notify_one();
+    }
+
+    /// Returns once counters that should not wait for the next periodic
+    /// flush came in (at once when some came in since the last call).
+    pub async fn flush_requested(&self) {
+        self.flush_soon.notified().await;
     }
 
     /// Takes in `batch` from the sidecar holding `claims`; returns the events
