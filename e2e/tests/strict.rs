@@ -624,12 +624,14 @@ async fn strategic_merge_patch_merges_service_ports_by_port() {
 }
 
 /// k8s.io/apimachinery fieldmanager `versionCheckManager.Apply` and
-/// `structuredMergeManager.Apply`: a server-side apply configuration must be
-/// of its endpoint's group, version and kind (on an existing object as on a
-/// new one, on the status subresource as on the object) and carry no
-/// managedFields; both are 400 `BadRequest`, and nothing is written. (The
+/// `structuredMergeManager.Apply`, k8s.io/apiserver handlers/patch.go
+/// `checkName`: a server-side apply configuration must be of its endpoint's
+/// group, version and kind (on an existing object as on a new one, on the
+/// status subresource as on the object), carry no managedFields and name
+/// the URL's object; each is 400 `BadRequest`, and nothing is written. (The
 /// server applied such a configuration to the stored object as if it were
-/// of its type: a client applying the wrong version passed here only.)
+/// of its type, and created the object the body named: a client applying
+/// the wrong version or name passed here only.)
 #[tokio::test]
 async fn server_side_apply_refuses_another_type_and_managed_fields() {
     let c = cluster().await;
@@ -670,6 +672,11 @@ async fn server_side_apply_refuses_another_type_and_managed_fields() {
                     "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]}}),
             "metadata.managedFields must be nil",
         ),
+        (
+            "new",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}}),
+            "the name of the object (other) does not match the name on the URL (new)",
+        ),
     ] {
         let refused = apply(name, body).await.map(|_| ()).map_err(status);
         assert_eq!(
@@ -681,6 +688,7 @@ async fn server_side_apply_refuses_another_type_and_managed_fields() {
     let stored = cms.get("c").await.unwrap();
     assert_eq!(stored.data.unwrap()["a"], "1");
     assert!(cms.get_opt("new").await.unwrap().is_none());
+    assert!(cms.get_opt("other").await.unwrap().is_none());
 
     let pods: Api<Pod> = Api::namespaced(client, "default");
     pods.create(

@@ -495,12 +495,19 @@ fn prefix_related(a: &[String], b: &[String]) -> bool {
     a[..n] == b[..n]
 }
 
-/// What kube's field manager refuses in an apply configuration before
-/// applying it (k8s.io/apimachinery `versionCheckManager.Apply`,
-/// `structuredMergeManager.Apply`): one of another group, version or kind
-/// than the endpoint's, whatever object it lands on; one that carries
-/// `metadata.managedFields`.
-pub fn check_apply_configuration(rt: &ResourceType, applied: &Value) -> Result<(), ApiError> {
+/// What kube refuses in an apply configuration for object `name` of
+/// namespace `namespace` (the URL's) before applying it: one of another
+/// group, version or kind than the endpoint's, whatever object it lands on,
+/// and one that carries `metadata.managedFields` (k8s.io/apimachinery
+/// fieldmanager `versionCheckManager.Apply`, `structuredMergeManager.Apply`);
+/// one that names another object (k8s.io/apiserver handlers/patch.go
+/// `checkName`).
+pub fn check_apply_configuration(
+    rt: &ResourceType,
+    name: &str,
+    namespace: &str,
+    applied: &Value,
+) -> Result<(), ApiError> {
     let api_version = applied["apiVersion"].as_str().unwrap_or_default();
     let kind = applied["kind"].as_str().unwrap_or_default();
     if api_version != rt.api_version() || kind != rt.kind {
@@ -512,6 +519,22 @@ pub fn check_apply_configuration(rt: &ResourceType, applied: &Value) -> Result<(
     }
     if !applied["metadata"]["managedFields"].is_null() {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    if let Some(named) = applied["metadata"]["name"].as_str()
+        && named != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({named}) does not match the name on the URL ({name})"
+        )));
+    }
+    if let Some(named) = applied["metadata"]["namespace"].as_str()
+        && !namespace.is_empty()
+        && !named.is_empty()
+        && named != namespace
+    {
+        return Err(ApiError::bad_request(format!(
+            "the namespace of the object ({named}) does not match the namespace on the request ({namespace})"
+        )));
     }
     Ok(())
 }
@@ -680,10 +703,10 @@ mod tests {
         assert_eq!(out["spec"]["finalizers"], json!(["other"]));
     }
 
-    /// kube-apiserver's field manager refuses an apply configuration of
-    /// another version or kind than its endpoint's (the test server
-    /// applied it to the stored object's version and kind), and one that
-    /// carries managedFields.
+    /// kube-apiserver refuses an apply configuration of another version or
+    /// kind than its endpoint's (the test server applied it to the stored
+    /// object's version and kind), one that carries managedFields, and one
+    /// that names another object than the URL.
     #[test]
     fn apply_configurations_of_another_type_or_with_managed_fields_are_refused() {
         let rt = super::super::registry::builtins()
@@ -693,7 +716,7 @@ mod tests {
             panic!("configmaps are built in")
         };
         let refused = |applied: Value| {
-            check_apply_configuration(&rt, &applied)
+            check_apply_configuration(&rt, "c", "default", &applied)
                 .err()
                 .map(|e| (e.code, e.message))
         };
@@ -720,6 +743,28 @@ mod tests {
             refused(json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"managedFields": [{"manager": "m", "operation": "Apply"}]}})),
             Some((400, "metadata.managedFields must be nil".to_string()))
+        );
+        assert_eq!(
+            refused(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "namespace": "default"}})),
+            None
+        );
+        assert_eq!(
+            refused(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}})),
+            Some((
+                400,
+                "the name of the object (d) does not match the name on the URL (c)".to_string()
+            ))
+        );
+        assert_eq!(
+            refused(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": "kube-system"}})
+            ),
+            Some((
+                400,
+                "the namespace of the object (kube-system) does not match the namespace on the request (default)"
+                    .to_string()
+            ))
         );
     }
 

@@ -431,8 +431,8 @@ async fn apply(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<(u16, Value)
             "apiVersion and kind are required in an apply configuration",
         ));
     }
-    patch::check_apply_configuration(&t.rt, &applied)?;
     let name = t.name.clone().unwrap_or_default();
+    patch::check_apply_configuration(&t.rt, &name, &t.ns, &applied)?;
     let exists = inner
         .lock()
         .store
