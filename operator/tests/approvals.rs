@@ -460,6 +460,44 @@ async fn approvals_are_decided_by_approvers_and_run_once() {
 
 /// Issue 18 item 7: decisions, reuse and execution are checked against the
 /// rule as it stands then; a request refused at execution does not say Executed.
+/// An approval count whose writes keep losing races (here the first nine
+/// status writes of the policy answer 409 `Conflict`) is kept and tried
+/// again until it is written. (A count was given up after eight tries.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_counts_outlast_conflicting_writes() {
+    use sluice_e2e::apiserver::faults::StatusWriteFault;
+    use sluice_operator::gateway::audit_intake::AUDIT_FIELD_MANAGER;
+
+    let (cluster, client) = cluster_with_policies(with_approvers(Options::default())).await;
+    let env = Env::with_operator(cluster, client, test_settings("approvals-operator")).await;
+    env.policy_ready("reporting").await;
+    let (_pod, token) = workload_token(&env).await;
+    env.cluster.fail_status_writes(
+        StatusWriteFault::conflicts("accesspolicies", "shop", "reporting", 9)
+            .by(AUDIT_FIELD_MANAGER),
+    );
+    let (status, body) = ask(&env, &token, "bulk-writes-need-a-human", "reporting", 'e').await;
+    assert_eq!(status, 200, "{body}");
+    let policies = env.policies();
+    eventually("the request counted", || {
+        let policies = policies.clone();
+        async move {
+            let reporting = policies.get_status("reporting").await.unwrap();
+            let c = reporting
+                .status
+                .and_then(|s| s.counters)
+                .unwrap_or_default();
+            c.approvals_requested == 1
+        }
+    })
+    .await;
+    assert_eq!(
+        env.cluster.faulted_requests(),
+        9,
+        "every fault answered a write"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_follow_the_rule_as_it_stands() {
     let (notify_url, _notifications) = notification_receiver().await;
