@@ -307,30 +307,7 @@ async fn sigterm_drains_long_polls_and_uploads_and_exits_zero() {
     let etag = headers["etag"].to_str().unwrap().to_string();
 
     // A long-poll that would wait a minute.
-    let poll = {
-        let (ca, bearer, etag) = (ca.clone(), bearer.clone(), etag.clone());
-        tokio::spawn(async move {
-            support::call(
-                addr,
-                &ca,
-                "GET",
-                "/v1/bundle?wait=60s",
-                &[("authorization", &bearer), ("if-none-match", &etag)],
-                None,
-            )
-            .await
-        })
-    };
-    bounded("the long-poll to wait", async {
-        loop {
-            let (_, _, metrics) = support::call(addr, &ca, "GET", "/metrics", &[], None).await;
-            if String::from_utf8_lossy(&metrics).contains("sluice_gateway_bundle_waiting 1") {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let poll = support::waiting_bundle_poll(addr, &ca, &bearer, &etag).await;
 
     // An approval long-poll that would wait a minute for a decision.
     let ticket = ask_approval(addr, &ca, &bearer).await;

@@ -50,27 +50,12 @@ async fn status_only_writes_wake_no_long_poll() {
     let wakeups = metric(&env, "sluice_gateway_bundle_wakeups_total").await;
 
     // A long-poll waits for a newer bundle.
-    let poll = {
-        let addr = env.operator.addr;
-        let ca = env.operator.ca_bundle_pem();
-        let (bearer, etag) = (bearer.clone(), etag.clone());
-        tokio::spawn(async move {
-            support::call(
-                addr,
-                &ca,
-                "GET",
-                "/v1/bundle?wait=60s",
-                &[("authorization", &bearer), ("if-none-match", &etag)],
-                None,
-            )
-            .await
-        })
-    };
-    bounded("the long-poll to wait", async {
-        while metric(&env, "sluice_gateway_bundle_waiting").await < 1.0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    let poll = support::waiting_bundle_poll(
+        env.operator.addr,
+        &env.operator.ca_bundle_pem(),
+        &bearer,
+        &etag,
+    )
     .await;
 
     // Status-only writes of what bundles are built from (the audit flush and

@@ -1758,28 +1758,12 @@ spec:
     .unwrap();
 
     let woken_before = metric(&env, "sluice_gateway_bundle_wakeups_total").await;
-    let poll = {
-        let addr = env.operator.addr;
-        let ca = env.operator.ca_bundle_pem();
-        let bearer = bearer.clone();
-        let etag = etag.clone();
-        tokio::spawn(async move {
-            support::call(
-                addr,
-                &ca,
-                "GET",
-                "/v1/bundle?wait=60s",
-                &[("authorization", &bearer), ("if-none-match", &etag)],
-                None,
-            )
-            .await
-        })
-    };
-    bounded("the long-poll to wait", async {
-        while metric(&env, "sluice_gateway_bundle_waiting").await < 1.0 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
+    let poll = support::waiting_bundle_poll(
+        env.operator.addr,
+        &env.operator.ca_bundle_pem(),
+        &bearer,
+        &etag,
+    )
     .await;
 
     // Unreferenced Secrets, in shop and elsewhere, created and changed.

@@ -376,6 +376,49 @@ impl Drop for Child {
     }
 }
 
+/// A bundle long-poll (`wait=60s`) with `bearer` for a bundle newer than
+/// `etag`, to the gateway at `addr`, spawned; returned once the gateway
+/// counts it waiting (`sluice_gateway_bundle_waiting` at least 1). Joined,
+/// its answer.
+pub async fn waiting_bundle_poll(
+    addr: SocketAddr,
+    ca_pem: &str,
+    bearer: &str,
+    etag: &str,
+) -> tokio::task::JoinHandle<(u16, hyper::HeaderMap, Bytes)> {
+    let poll = {
+        let (ca, bearer, etag) = (ca_pem.to_string(), bearer.to_string(), etag.to_string());
+        tokio::spawn(async move {
+            call(
+                addr,
+                &ca,
+                "GET",
+                "/v1/bundle?wait=60s",
+                &[("authorization", &bearer), ("if-none-match", &etag)],
+                None,
+            )
+            .await
+        })
+    };
+    bounded("the long-poll to wait", async {
+        loop {
+            let (_, _, body) = call(addr, ca_pem, "GET", "/metrics", &[], None).await;
+            let waiting = String::from_utf8_lossy(&body).lines().find_map(|l| {
+                l.strip_prefix("sluice_gateway_bundle_waiting ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            });
+            if waiting.is_some_and(|n| n >= 1.0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    poll
+}
+
 /// One HTTPS request, trusting `ca_pem`.
 pub async fn call(
     addr: SocketAddr,
