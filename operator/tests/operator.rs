@@ -373,23 +373,13 @@ async fn injected_pod_exchanges_its_token_and_fetches_its_bundle() {
     assert!(headers.contains_key("sluice-bundle-expires-at"));
 
     // A long poll returns when the policy is edited.
-    let poll = {
-        let addr = env.operator.addr;
-        let ca = env.operator.ca_bundle_pem();
-        let bearer = bearer.clone();
-        let etag = etag.clone();
-        tokio::spawn(async move {
-            support::call(
-                addr,
-                &ca,
-                "GET",
-                "/v1/bundle?wait=25s",
-                &[("authorization", &bearer), ("if-none-match", &etag)],
-                None,
-            )
-            .await
-        })
-    };
+    let poll = support::bundle_poll(
+        env.operator.addr,
+        &env.operator.ca_bundle_pem(),
+        &bearer,
+        &etag,
+        "25s",
+    );
     // Whether the edit lands before or during the wait, the answer is the new revision.
     env.policies()
         .patch(

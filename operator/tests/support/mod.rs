@@ -376,30 +376,39 @@ impl Drop for Child {
     }
 }
 
-/// A bundle long-poll (`wait=60s`) with `bearer` for a bundle newer than
-/// `etag`, to the gateway at `addr`, spawned; returned once the gateway
-/// counts it waiting (`sluice_gateway_bundle_waiting` at least 1). Joined,
-/// its answer.
+/// A bundle long-poll (`?wait=` `wait`) with `bearer` for a bundle newer
+/// than `etag`, to the gateway at `addr`, spawned. Joined, its answer.
+pub fn bundle_poll(
+    addr: SocketAddr,
+    ca_pem: &str,
+    bearer: &str,
+    etag: &str,
+    wait: &str,
+) -> tokio::task::JoinHandle<(u16, hyper::HeaderMap, Bytes)> {
+    let (ca, bearer, etag) = (ca_pem.to_string(), bearer.to_string(), etag.to_string());
+    let path = format!("/v1/bundle?wait={wait}");
+    tokio::spawn(async move {
+        call(
+            addr,
+            &ca,
+            "GET",
+            &path,
+            &[("authorization", &bearer), ("if-none-match", &etag)],
+            None,
+        )
+        .await
+    })
+}
+
+/// A [`bundle_poll`] of a minute, returned once the gateway counts it
+/// waiting (`sluice_gateway_bundle_waiting` at least 1).
 pub async fn waiting_bundle_poll(
     addr: SocketAddr,
     ca_pem: &str,
     bearer: &str,
     etag: &str,
 ) -> tokio::task::JoinHandle<(u16, hyper::HeaderMap, Bytes)> {
-    let poll = {
-        let (ca, bearer, etag) = (ca_pem.to_string(), bearer.to_string(), etag.to_string());
-        tokio::spawn(async move {
-            call(
-                addr,
-                &ca,
-                "GET",
-                "/v1/bundle?wait=60s",
-                &[("authorization", &bearer), ("if-none-match", &etag)],
-                None,
-            )
-            .await
-        })
-    };
+    let poll = bundle_poll(addr, ca_pem, bearer, etag, "60s");
     bounded("the long-poll to wait", async {
         loop {
             let (_, _, body) = call(addr, ca_pem, "GET", "/metrics", &[], None).await;
