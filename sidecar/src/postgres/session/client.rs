@@ -34,7 +34,7 @@ impl ClientLoop {
         let mut shutdown = ShutdownWatch::new(self.shutdown.clone());
         loop {
             if let Some(guard) = self.guard.take() {
-                self.finish_guard(guard, client).await?;
+                Box::pin(self.finish_guard(guard, client)).await?;
             }
             self.read_only_in_force()?;
             if self.barrier {
@@ -162,7 +162,9 @@ impl ClientLoop {
         }
         self.simple_query(frame).await?;
         if let Some((frame, decided)) = self.held.take() {
-            self.approve_simple(frame, decided, client).await?;
+            // Boxed: held for a human, rare, and its future is several KiB
+            // that every statement's future would otherwise carry and move.
+            Box::pin(self.approve_simple(frame, decided, client)).await?;
         }
         Ok(())
     }
@@ -400,6 +402,16 @@ impl ClientLoop {
         if (0..decided.len()).all(|index| decided.copy_out(index).is_none()) {
             return Ok(Vec::new());
         }
+        // Boxed: the catalog lookups' future is KiBs that every statement's
+        // future would carry (and move) for the few that copy out.
+        Box::pin(self.copy_masks_planned(decided)).await
+    }
+
+    /// [`ClientLoop::copy_masks`] for a string with a COPY … TO STDOUT.
+    async fn copy_masks_planned(
+        &self,
+        decided: &Decided,
+    ) -> Result<Vec<Option<Arc<CopyMask>>>, Refusal> {
         let mut masks = Vec::new();
         for index in 0..decided.len() {
             let Some(target) = decided.copy_out(index) else {

@@ -93,7 +93,7 @@ impl ClientLoop {
         let timed = parsed.to_approve.is_empty().then_some(started);
         // Statements that need approval hold (or refuse) the whole group.
         for (sql, decided) in &parsed.to_approve {
-            if let Some(refusal) = self.approve_parse(sql, decided).await {
+            if let Some(refusal) = Box::pin(self.approve_parse(sql, decided)).await {
                 return Ok(Verdict::Refuse(refusal));
             }
         }

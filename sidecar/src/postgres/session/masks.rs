@@ -57,7 +57,9 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 None if stmt.is_none() => Some(Arc::new(RowMask::opaque())),
                 None => {
                     let columns = row_description::decode(frame.body())?;
-                    let mask = match self.row_mask(stmt.as_ref(), &columns).await {
+                    // Boxed: planned once per statement and columns, with
+                    // catalog lookups (KiBs of future every answer would carry).
+                    let mask = match Box::pin(self.row_mask(stmt.as_ref(), &columns)).await {
                         Ok(mask) => mask,
                         Err(e) => {
                             self.catalog_unavailable(&e);

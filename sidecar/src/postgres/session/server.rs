@@ -347,17 +347,19 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 return Ok(());
             }
             // Asynchronous: these may come at any point.
+            // The rare answers' futures (scrubbing, catalog lookups: KiBs)
+            // are boxed so that every answer's future does not carry them.
             backend::NOTICE_RESPONSE => {
-                self.notice(frame).await;
+                Box::pin(self.notice(frame)).await;
                 return Ok(());
             }
-            backend::PARAMETER_STATUS => return self.parameter_status(&frame).await,
-            backend::NOTIFICATION_RESPONSE => return self.notification(&frame).await,
+            backend::PARAMETER_STATUS => return Box::pin(self.parameter_status(&frame)).await,
+            backend::NOTIFICATION_RESPONSE => return Box::pin(self.notification(&frame)).await,
             tag if !self.expected(tag) => return Err(self.desync(&frame)),
             _ => {}
         }
         match self.queue.front() {
-            Some(Expect::Internal) => return self.internal_answer(frame).await,
+            Some(Expect::Internal) => return Box::pin(self.internal_answer(frame)).await,
             Some(Expect::Prefix) if frame.tag != backend::ERROR_RESPONSE => {
                 self.pop();
                 return Ok(());
@@ -478,7 +480,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             backend::ERROR_RESPONSE => {
                 self.copy_ended();
-                self.error_response(frame).await
+                Box::pin(self.error_response(frame)).await
             }
             backend::COPY_IN_RESPONSE => {
                 self.copy_in = Some(matches!(self.queue.front(), Some(Expect::Execute(_))));
