@@ -16,6 +16,9 @@
 # SIDECAR_ARGS (more sidecar flags), CALLGRIND_ARGS (more callgrind flags,
 # e.g. --cache-sim=yes for simulated cache misses), OUT (where profiles are copied;
 # default the current directory).
+# The hot code footprint per statement (the code lines every statement runs,
+# which the CPU time follows more than the instruction count on a shared
+# machine): CALLGRIND_ARGS=--dump-instr=yes, then cg_footprint.py.
 # Note: valgrind hides SHA extensions from the program, so the audit's
 # SHA-256 runs its portable code there (a large share of the count, the
 # same for every build).
