@@ -132,8 +132,9 @@ impl Session<'_> {
     }
 
     /// Why `decided` must be refused because it writes a value a stored
-    /// function computed where the workload can read it back (see
-    /// [`sluice_policy::mask_plan::laundering`]), when so.
+    /// function computed, or anything read from a view, where the workload
+    /// can read it back (see [`sluice_policy::mask_plan::laundering`]),
+    /// when so.
     pub(super) fn laundering_through(
         &self,
         decided: &SqlDecision,
@@ -152,6 +153,18 @@ impl Session<'_> {
             });
             if !writes {
                 return None;
+            }
+            // A view's columns are masked whole when read: what it
+            // stores from one is not seen through its definition.
+            if let Some(view) = s
+                .tables
+                .iter()
+                .map(|t| super::views::unqualified(t))
+                .find(|t| unseen.views.contains(t))
+            {
+                return Some(format!(
+                    "statement refused by Sluice: it writes or stores values while reading the view {view:?}, whose columns Sluice masks whole when they are read (it does not plan view definitions), so what it stores could be masked values the workload would read back unmasked; write from the base tables, or read the view without storing what it returns"
+                ));
             }
             if unseen.whole {
                 return Some("statement refused by Sluice: it writes or stores values while calling a built-in's name where the server may run a stored function of that name instead (a space or comment before `(`, or the name in backticks); write the call as name(…)".to_string());

@@ -72,6 +72,18 @@ impl Session<'_> {
         if let Some(why) = self.rows_affected_refusal(decided) {
             return Some(why);
         }
+        // SQL-level EXECUTE runs a text Sluice did not decide (its PREPARE
+        // … FROM does not parse: only `onParseError: allow` lets it
+        // through): what it reads or stores from views and functions is
+        // out of the masking's sight.
+        if self.masking.has_column_rules()
+            && decided
+                .statements
+                .iter()
+                .any(|(s, _)| s.execute_name.is_some())
+        {
+            return Some("statement refused by Sluice: SQL-level EXECUTE runs a text Sluice did not decide, and column masking applies to this session; send the statement itself, or use the binary protocol's prepared statements (decided at COM_STMT_PREPARE and EXECUTE)".into());
+        }
         if text.to_ascii_lowercase().contains("session_track") {
             return Some("statement refused by Sluice: the session's tracking settings (session_track_*) are Sluice's own; it follows sql_mode and the character sets through them".into());
         }
