@@ -4,12 +4,17 @@
 //! [`results::mask_views`]).
 //!
 //! The lookup names each relation exactly, as the server will resolve it:
-//! `TABLE_SCHEMA = <schema> AND TABLE_NAME = <name>` per candidate, joined
-//! with `UNION ALL`. With both constant, MariaDB (and MySQL) open only that
-//! relation's definition instead of scanning every database
-//! (`LOWER(TABLE_NAME) IN (…)` did, on every statement). One `=` per name:
-//! MariaDB's information_schema lookup with `TABLE_NAME IN ('a', 'b')`
-//! used only one of the values.
+//! `information_schema.TABLES WHERE TABLE_SCHEMA = <schema> AND TABLE_NAME
+//! = <name> AND TABLE_TYPE = 'VIEW'` per candidate, joined with `UNION
+//! ALL`. With both names constant, MariaDB (and MySQL) read only that
+//! relation's definition file instead of scanning every database
+//! (`information_schema.VIEWS WHERE LOWER(TABLE_NAME) IN (…)` did, on
+//! every statement); TABLES does less per relation than VIEWS (server CPU
+//! measured on MariaDB 10.11: ~115 µs of server CPU per lookup against
+//! ~245 µs for VIEWS with the same equalities and ~570 µs for the old
+//! query; a point query is ~80 µs). One `=` per name: MariaDB's
+//! information_schema lookup with `TABLE_NAME IN ('a', 'b')` used only one
+//! of the values.
 //!
 //! - The schema: the one a name is qualified with, else the statement's
 //!   database: the session's current one for a text query, the one current
@@ -133,7 +138,7 @@ pub(super) fn view_query(
             .iter()
             .map(|(s, t)| {
                 format!(
-                    "SELECT LOWER(TABLE_NAME) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+                    "SELECT LOWER(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND TABLE_TYPE = 'VIEW'",
                     literal(s),
                     literal(t)
                 )
