@@ -291,3 +291,47 @@ fn sql_level_prepared_statements_stay_masked() {
     let stored = maria().admin(&format!("SELECT q FROM {db}.t"));
     assert!(leaks(&stored).is_empty(), "stored: {stored}\n{out}");
 }
+
+/// The binary protocol (mysql-connector-python's prepared statements):
+/// views read masked, writes from a view refused, the lexical and
+/// sql_mode forms refused at PREPARE as on the text protocol.
+#[test]
+fn prepared_statements_do_not_unmask() {
+    let db = "my_attack_binary";
+    let sidecar = setup(db, "");
+    let statements = [
+        "SELECT q FROM v",
+        "SELECT CONCAT(q, '') FROM v WHERE id = ?",
+        "INSERT INTO t SELECT id, q FROM v WHERE id = ?",
+        "SET STATEMENT sql_mode = 'ANSI_QUOTES' FOR SELECT \"ssn\" FROM customers WHERE id = ?",
+        "SELECT 1 /*!, ssn */ FROM customers WHERE id = ?",
+        "SELECT ssn FROM customers WHERE id = ?",
+        "SELECT * FROM t",
+    ];
+    let list = serde_json::to_string(&statements).unwrap();
+    let out = connector(
+        sidecar.port,
+        &format!(
+            r#"import json
+c = connect(database='{db}', autocommit=True)
+for sql in json.loads({list:?}):
+    print(">>>", sql)
+    cur = c.cursor(prepared=True)
+    try:
+        cur.execute(sql, (1,) if '?' in sql else ())
+        rows = cur.fetchall() if cur.with_rows else []
+        print(json.dumps([[x.decode() if isinstance(x, (bytes, bytearray)) else x for x in r] for r in rows], default=str))
+    except mysql.connector.Error as e:
+        print("error", e.errno, e.msg)
+    cur.close()
+"#
+        ),
+    );
+    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
+    assert!(
+        out.contains("[[\"[redacted]\"], [\"[redacted]\"]]"),
+        "{out}"
+    );
+    let stored = maria().admin(&format!("SELECT q FROM {db}.t"));
+    assert!(leaks(&stored).is_empty(), "stored: {stored}\n{out}");
+}
