@@ -25,8 +25,9 @@
 //!   them, so every spelling of the name found in the text is asked for;
 //!   otherwise the lower-cased name.
 //! - Whatever cannot be asked precisely (no spelling of a name found in
-//!   the text, more than [`MAX_CANDIDATES`] candidates, a name of three
-//!   parts) counts as a view: its columns are masked whole, never less.
+//!   the text, more than [`MAX_CANDIDATES`] candidates or names, more than
+//!   [`MAX_SCAN_BYTES`] of text to search, a name of three parts) counts
+//!   as a view: its columns are masked whole, never less.
 //! - The session's `sql_select_limit` does not apply (an explicit LIMIT),
 //!   and a server that answers the lookup with an error has every name
 //!   counted as a view.
@@ -42,6 +43,10 @@ use super::*;
 /// The most relations one lookup asks about; past it, every name counts
 /// as a view.
 pub(super) const MAX_CANDIDATES: usize = 64;
+
+/// The most bytes of statement text searched for the spellings of the
+/// names of one statement (its text's length times its names).
+const MAX_SCAN_BYTES: usize = 64 << 20;
 
 /// What the server is asked about the relations a statement names.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,6 +81,16 @@ pub(super) fn view_query(
     lower_case: bool,
 ) -> ViewQuery {
     let names: Vec<String> = tables.iter().map(|t| unqualified(t)).collect();
+    // Bounded work: past this many names, or this much text to search for
+    // them, every name counts as a view.
+    let text_bytes: usize = texts.iter().map(|t| t.len()).sum();
+    if tables.len() > MAX_CANDIDATES || text_bytes.saturating_mul(tables.len()) > MAX_SCAN_BYTES {
+        return ViewQuery {
+            sql: None,
+            assumed: names.clone(),
+            names,
+        };
+    }
     let mut assumed = Vec::new();
     let mut candidates: Vec<(String, String)> = Vec::new();
     let spellings = |part: &str| -> Vec<String> {
@@ -300,6 +315,10 @@ mod tests {
         let q = view_query(&tables, &[&text], Some("d"), false);
         assert_eq!(q.sql, None);
         assert_eq!(q.assumed.len(), 70);
+        // Too much text to search.
+        let long = format!("SELECT * FROM t, u /*{}*/", " ".repeat(40 << 20));
+        let q = view_query(&["t", "u"], &[&long], Some("d"), false);
+        assert_eq!((q.sql, q.assumed.len()), (None, 2));
     }
 
     #[test]
