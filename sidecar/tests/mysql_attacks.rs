@@ -18,8 +18,8 @@ const SSNS: [&str; 2] = [SSN, "234-56-7890"];
 
 /// A database with `customers` (SSNs, masked), `t` (a table the workload
 /// may write), the view `v` over the SSNs, and a sidecar in front of it
-/// with [`POLICY`] and `extra` policy lines.
-fn setup(db: &str, extra: &str) -> Sidecar {
+/// with `policy` (its spec lines).
+fn setup(db: &str, policy: &str) -> Sidecar {
     let m = maria();
     m.database(db);
     m.admin(&format!(
@@ -28,10 +28,23 @@ fn setup(db: &str, extra: &str) -> Sidecar {
          CREATE TABLE {db}.t (id int, q varchar(200));
          CREATE VIEW {db}.v AS SELECT id, ssn AS q FROM {db}.customers;"
     ));
-    Sidecar::start(
-        &manifests(m, db, &format!("{POLICY}{extra}")),
-        "shop/report-job",
-    )
+    Sidecar::start(&manifests(m, db, policy), "shop/report-job")
+}
+
+/// Runs `statements` (see [`session`]) through a sidecar with `policy` in
+/// front of a fresh database `db` (see [`setup`]); asserts that no SSN
+/// reached the client or was stored in `t`, and returns what the client
+/// printed.
+fn corpus(db: &str, policy: &str, statements: &[&str]) -> String {
+    let sidecar = setup(db, policy);
+    let out = session(sidecar.port, db, statements);
+    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
+    let stored = maria().admin(&format!("SELECT q FROM {db}.t"));
+    assert!(
+        leaks(&stored).is_empty(),
+        "a masked value was stored where the workload reads it: {stored}\n{out}"
+    );
+    out
 }
 
 /// Runs each of `statements` in one PyMySQL session of `db` (each on its
@@ -69,10 +82,9 @@ fn leaks(out: &str) -> Vec<&'static str> {
 #[test]
 fn sql_mode_changes_do_not_unmask() {
     let db = "my_attack_modes";
-    let sidecar = setup(db, "");
-    let out = session(
-        sidecar.port,
+    corpus(
         db,
+        POLICY,
         &[
             "SET STATEMENT sql_mode = 'ANSI_QUOTES' FOR SELECT \"ssn\" FROM customers",
             "SET STATEMENT sql_mode='NO_BACKSLASH_ESCAPES' FOR SELECT 'a\\', ssn, '' FROM customers",
@@ -92,17 +104,15 @@ fn sql_mode_changes_do_not_unmask() {
             "SELECT ssn FROM customers",
         ],
     );
-    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
 }
 
 /// Character sets: the session's, an introducer, and the handshake's.
 #[test]
 fn charset_changes_do_not_unmask() {
     let db = "my_attack_charsets";
-    let sidecar = setup(db, "");
-    let out = session(
-        sidecar.port,
+    let out = corpus(
         db,
+        POLICY,
         &[
             "SET NAMES latin1",
             "SELECT ssn FROM customers",
@@ -118,7 +128,6 @@ fn charset_changes_do_not_unmask() {
             "SELECT _latin1 'x', ssn FROM customers",
         ],
     );
-    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
     for hex in ["3132332D34352D36373839", "MTIzLTQ1LTY3ODk="] {
         assert!(!out.contains(hex), "{out}");
     }
@@ -129,10 +138,9 @@ fn charset_changes_do_not_unmask() {
 #[test]
 fn stored_and_read_back_values_stay_masked() {
     let db = "my_attack_stored";
-    let sidecar = setup(db, "");
-    let out = session(
-        sidecar.port,
+    corpus(
         db,
+        POLICY,
         &[
             "SELECT ssn INTO @v FROM customers WHERE id = 1",
             "SELECT @v",
@@ -161,22 +169,15 @@ fn stored_and_read_back_values_stay_masked() {
             "SELECT * FROM t",
         ],
     );
-    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
-    let stored = maria().admin(&format!("SELECT q FROM {db}.t"));
-    assert!(
-        leaks(&stored).is_empty(),
-        "a masked value was stored where the workload reads it: {stored}"
-    );
 }
 
 /// Files, HANDLER, warnings and errors that echo values.
 #[test]
 fn files_handlers_and_messages_do_not_unmask() {
     let db = "my_attack_misc";
-    let sidecar = setup(db, "");
-    let out = session(
-        sidecar.port,
+    corpus(
         db,
+        POLICY,
         &[
             "SELECT ssn FROM customers INTO OUTFILE '/tmp/sluice-attack-out'",
             "SELECT ssn FROM customers INTO DUMPFILE '/tmp/sluice-attack-dump'",
@@ -202,7 +203,6 @@ fn files_handlers_and_messages_do_not_unmask() {
             "SHOW ERRORS",
         ],
     );
-    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
     assert!(!std::path::Path::new("/tmp/sluice-attack-out").exists());
 }
 
@@ -210,10 +210,9 @@ fn files_handlers_and_messages_do_not_unmask() {
 #[test]
 fn multi_statements_and_versioned_comments_do_not_unmask() {
     let db = "my_attack_multi";
-    let sidecar = setup(db, "");
-    let out = session(
-        sidecar.port,
+    corpus(
         db,
+        POLICY,
         &[
             "SELECT 1; SELECT ssn FROM customers",
             "SELECT 1 /*!, ssn */ FROM customers",
@@ -229,7 +228,6 @@ fn multi_statements_and_versioned_comments_do_not_unmask() {
             "SELECT 'a\\'; SELECT ssn FROM customers; -- '",
         ],
     );
-    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
 }
 
 /// Session variables that change what the sidecar's own lookups return:
@@ -238,10 +236,9 @@ fn multi_statements_and_versioned_comments_do_not_unmask() {
 #[test]
 fn session_limits_do_not_hide_views() {
     let db = "my_attack_limits";
-    let sidecar = setup(db, "");
-    let out = session(
-        sidecar.port,
+    let out = corpus(
         db,
+        POLICY,
         &[
             "SET sql_select_limit = 0",
             "SELECT q FROM v LIMIT 5",
@@ -254,7 +251,6 @@ fn session_limits_do_not_hide_views() {
             "SELECT q FROM v",
         ],
     );
-    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
     assert!(
         out.contains("[[\"[redacted]\"], [\"[redacted]\"]]"),
         "{out}"
@@ -268,18 +264,9 @@ fn session_limits_do_not_hide_views() {
 fn sql_level_prepared_statements_stay_masked() {
     let db = "my_attack_prepare";
     let policy = POLICY.replace("onParseError: deny", "onParseError: allow");
-    let m = maria();
-    m.database(db);
-    m.admin(&format!(
-        "CREATE TABLE {db}.customers (id int primary key, name varchar(50), ssn varchar(20), born date, score int);
-         INSERT INTO {db}.customers VALUES (1, 'Alice', '{SSN}', '1980-01-02', 7), (2, 'Bob', '234-56-7890', NULL, 3);
-         CREATE TABLE {db}.t (id int, q varchar(200));
-         CREATE VIEW {db}.v AS SELECT id, ssn AS q FROM {db}.customers;"
-    ));
-    let sidecar = Sidecar::start(&manifests(m, db, &policy), "shop/report-job");
-    let out = session(
-        sidecar.port,
+    corpus(
         db,
+        &policy,
         &[
             "PREPARE s1 FROM 'SELECT q FROM v'",
             "EXECUTE s1",
@@ -293,9 +280,6 @@ fn sql_level_prepared_statements_stay_masked() {
             "SELECT * FROM t",
         ],
     );
-    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
-    let stored = maria().admin(&format!("SELECT q FROM {db}.t"));
-    assert!(leaks(&stored).is_empty(), "stored: {stored}\n{out}");
 }
 
 /// The binary protocol (mysql-connector-python's prepared statements):
@@ -304,7 +288,7 @@ fn sql_level_prepared_statements_stay_masked() {
 #[test]
 fn prepared_statements_do_not_unmask() {
     let db = "my_attack_binary";
-    let sidecar = setup(db, "");
+    let sidecar = setup(db, POLICY);
     let statements = [
         "SELECT q FROM v",
         "SELECT CONCAT(q, '') FROM v WHERE id = ?",

@@ -167,6 +167,7 @@ fn views_are_found_however_they_came_to_be() {
     let other = "My_Views_Other";
     let sidecar = setup(db);
     let m = maria();
+    m.database(other);
     m.admin(&format!(
         "CREATE TABLE {db}.x (id int, q varchar(20)); INSERT INTO {db}.x VALUES (1, 'plain');
          CREATE VIEW {db}.cv AS SELECT id FROM {db}.customers;
@@ -175,8 +176,6 @@ fn views_are_found_however_they_came_to_be() {
          CREATE TABLE {db}.v2 (id int, q varchar(20)); INSERT INTO {db}.v2 VALUES (1, 'plain');
          CREATE VIEW {db}.vv1 AS SELECT id, ssn AS q FROM {db}.customers;
          CREATE VIEW {db}.vv2 AS SELECT q AS r FROM {db}.vv1;
-         DROP DATABASE IF EXISTS {other}; CREATE DATABASE {other};
-         GRANT ALL ON {other}.* TO '{USER}'@'%'; GRANT ALL ON {other}.* TO '{USER}'@'127.0.0.1';
          CREATE VIEW {other}.v2 AS SELECT id, ssn AS q FROM {db}.customers;
          CREATE TABLE {other}.w (id int, q varchar(20)); INSERT INTO {other}.w VALUES (1, 'plain');
          CREATE VIEW {db}.w AS SELECT id, ssn AS q FROM {db}.customers;"
@@ -259,10 +258,9 @@ fn a_prepared_statement_is_looked_up_in_its_own_database() {
     let other = "my_views_prep_other";
     let sidecar = setup(db);
     let m = maria();
+    m.database(other);
     m.admin(&format!(
         "CREATE TABLE {db}.pw (id int, q varchar(20)); INSERT INTO {db}.pw VALUES (1, 'plain');
-         DROP DATABASE IF EXISTS {other}; CREATE DATABASE {other};
-         GRANT ALL ON {other}.* TO '{USER}'@'%'; GRANT ALL ON {other}.* TO '{USER}'@'127.0.0.1';
          CREATE TABLE {other}.pw (id int, q varchar(20)); INSERT INTO {other}.pw VALUES (1, 'there');"
     ));
     let out = connector(
