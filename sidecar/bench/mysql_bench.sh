@@ -6,7 +6,9 @@
 # masked column. Prints queries/s, ratios to direct, the CPU time the
 # sidecar itself spent per statement (user and system apart, from
 # /proc/PID/stat over the cell: less sensitive than queries/s to other load
-# on the machine), and the sidecar's peak RSS.
+# on the machine), the server's (mariadbd's user + system, for direct and
+# through the sidecar: what the sidecar's own lookups cost the server), and
+# the sidecar's peak RSS.
 #
 # Usage: sidecar/bench/mysql_bench.sh [SIDECAR_BINARY]
 # Env: DURATION (sizes the point-query cells: DURATION * 3000 queries in all,
@@ -121,10 +123,14 @@ cpu_ticks() {
 }
 now() { date +%s.%N; }
 
-# run TARGET CELL -> "cell target statements seconds user_ticks sys_ticks" in $work/results.
+server_pid=$(cat "$work/maria/pid")
+server_ticks() { cpu_ticks "$server_pid" | awk '{print $1 + $2}'; }
+
+# run TARGET CELL -> "cell target statements seconds user_ticks sys_ticks server_ticks" in $work/results.
 run() {
-  local target=$1 cell=$2 before after t0 t1 n secs out
+  local target=$1 cell=$2 before after t0 t1 n secs out server0 server1
   before=$(cpu_ticks "$([ "$target" = sidecar ] && echo "$sidecar_pid")")
+  server0=$(server_ticks)
   case $cell in
     point-c1|point-c8)
       local c=${cell#point-c}
@@ -152,8 +158,9 @@ run() {
       ;;
   esac
   after=$(cpu_ticks "$([ "$target" = sidecar ] && echo "$sidecar_pid")")
+  server1=$(server_ticks)
   read -r u0 s0 <<<"$before"; read -r u1 s1 <<<"$after"
-  echo "$cell $target $n $secs $((u1 - u0)) $((s1 - s0))" >> "$work/results"
+  echo "$cell $target $n $secs $((u1 - u0)) $((s1 - s0)) $((server1 - server0))" >> "$work/results"
 }
 
 cells=(point-c1 point-c8 1M-rows-unmasked 1M-rows-masked-column)
@@ -177,26 +184,27 @@ import sys, collections
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
 order = []
 for line in open(sys.argv[1]):
-    cell, target, n, secs, user, system = line.split()
+    cell, target, n, secs, user, system, server = line.split()
     if cell not in order: order.append(cell)
-    rows[cell][target].append((int(n), float(secs), int(user), int(system)))
+    rows[cell][target].append((int(n), float(secs), int(user), int(system), int(server)))
 hz = float(sys.argv[3])
 def mean(xs): return sum(xs) / len(xs)
-print(f"{'mysql workload':24} {'target':8} {'stmts/s':>10} {'s/stmt':>10} {'/direct':>8} {'user us/stmt':>13} {'sys us/stmt':>12}")
+print(f"{'mysql workload':24} {'target':8} {'stmts/s':>10} {'s/stmt':>10} {'/direct':>8} {'user us/stmt':>13} {'sys us/stmt':>12} {'server us/stmt':>15}")
 for cell in order:
     d = rows[cell]['direct']
-    d_rate = mean([n / s for n, s, _, _ in d])
+    d_rate = mean([n / s for n, s, _, _, _ in d])
     for target in ['direct', 'sidecar']:
         r = rows[cell][target]
         if not r: continue
-        rate = mean([n / s for n, s, _, _ in r])
-        per = mean([s / n for n, s, _, _ in r])
+        rate = mean([n / s for n, s, _, _, _ in r])
+        per = mean([s / n for n, s, _, _, _ in r])
         if target == 'sidecar':
-            u = mean([u * 1e6 / hz / n for n, _, u, _ in r]); sy = mean([y * 1e6 / hz / n for n, _, _, y in r])
+            u = mean([u * 1e6 / hz / n for n, _, u, _, _ in r]); sy = mean([y * 1e6 / hz / n for n, _, _, y, _ in r])
             cpu = f"{u:13.1f} {sy:12.1f}"
         else:
             cpu = f"{'-':>13} {'-':>12}"
-        print(f"{cell:24} {target:8} {rate:10.1f} {per:10.5f} {rate / d_rate:8.3f} {cpu}")
+        server = mean([v * 1e6 / hz / n for n, _, _, _, v in r])
+        print(f"{cell:24} {target:8} {rate:10.1f} {per:10.5f} {rate / d_rate:8.3f} {cpu} {server:15.1f}")
 print("(the 1M-row cells are one statement each: stmts/s is results/s, us/stmt the CPU of the whole result)")
 print(f"\nmysql sidecar peak RSS: {int(sys.argv[2]) / 1024:.1f} MiB")
 PY

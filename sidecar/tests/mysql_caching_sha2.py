@@ -85,8 +85,9 @@ def serve(conn):
         if text.startswith(b'SET'):
             conn.sendall(packet(1, OK))
         elif text.startswith(b'SELECT CAST(@@SESSION.sql_mode'):
-            conn.sendall(result(1, [b'a', b'b', b'c', b'd', b'e'],
-                                [b'STRICT_TRANS_TABLES', b'utf8mb4', b'utf8mb4', b'utf8mb4', TRACKED]))
+            # The settings, the current database and lower_case_table_names.
+            conn.sendall(result(1, [b'a', b'b', b'c', b'd', b'e', b'f', b'g'],
+                                [b'STRICT_TRANS_TABLES', b'utf8mb4', b'utf8mb4', b'utf8mb4', TRACKED, b'app', b'0']))
         elif text == b"SELECT 'hello'":
             conn.sendall(result(1, [b'hello'], [b'hello']))
         else:

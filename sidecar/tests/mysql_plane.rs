@@ -444,3 +444,38 @@ for sql in ["SELECT q FROM v", "SELECT * FROM v", "SELECT concat(q, '') FROM v",
         "{out}"
     );
 }
+
+/// A statement a `requireApproval` rule catches is refused by a standalone
+/// sidecar (no operator to ask), and its denial is on record with the
+/// refusal the client got, not the rule's own reason.
+#[test]
+fn approval_refusals_are_recorded_as_the_client_got_them() {
+    let db = "my_approval_standalone";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!("CREATE TABLE {db}.t (id int);"));
+    let policy = POLICY.replacen(
+        "  rules:\n",
+        "  rules:\n    - name: deletes-need-a-dba\n      match: {statements: [delete]}\n      action: requireApproval\n      approval: {approvers: {groups: [dba]}, mode: hold}\n",
+        1,
+    );
+    let sidecar = Sidecar::start(&manifests(m, db, &policy), "shop/report-job");
+    let (_, _, err) = mariadb_cli(
+        sidecar.port,
+        &format!("USE {db};\nDELETE FROM t WHERE id = 1;\n"),
+    );
+    assert!(err.contains("ERROR 1227 (42000)"), "{err}");
+    assert!(err.contains("standalone sidecar does not have"), "{err}");
+    let events = sidecar.audit_events();
+    let denial = events
+        .iter()
+        .find(|e| e["type"] == "denial" && e["command"]["kind"] == "delete")
+        .unwrap_or_else(|| panic!("no denial on record: {events:#?}"));
+    assert_eq!(denial["decision"]["action"], "requireApproval", "{denial}");
+    let reason = denial["decision"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("standalone sidecar does not have")
+            && reason.ends_with("(mysql text protocol)"),
+        "{reason}"
+    );
+}

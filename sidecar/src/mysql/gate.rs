@@ -46,6 +46,16 @@ pub struct Settings {
     pub read_only_var: Option<&'static str>,
     /// Its value as the server last reported it.
     pub read_only: String,
+    /// The session's current database (`DATABASE()`; `None`: none
+    /// selected), read with the settings: at the session's start and after
+    /// every statement that is not a plain SELECT, INSERT, UPDATE or DELETE
+    /// (the only ones that can change it: `USE`, COM_INIT_DB, `DROP
+    /// DATABASE`).
+    pub database: Option<String>,
+    /// `@@lower_case_table_names`: whether the server stores and looks up
+    /// table and database names in lower case (`0`: as written, case
+    /// sensitive).
+    pub lower_case_names: bool,
 }
 
 impl Settings {

@@ -21,6 +21,11 @@
 //!   session's recording (`spec.recording`);
 //! - [`packet`]: framing (16 MiB continuation), length-encoded values.
 //!
+//! The views a statement reads are asked of the server right before it
+//! runs, by exact schema and name, never from a cache (the session's
+//! `views`); what a view returns is masked whole, and a write that stores
+//! what it reads from a view is refused while column rules apply.
+//!
 //! `readOnly` and `maxRowsAffected` are served (a read-only upstream
 //! session; a savepoint or transaction guard per write), and stored
 //! functions are treated as reading any table (see the session's
@@ -35,7 +40,10 @@
 //! same `sluice_*` series as PostgreSQL's.
 //!
 //! Not served (refused with an ERR packet that says so): COM_CHANGE_USER
-//! (never: it would switch credentials), COM_FIELD_LIST, and any other
+//! (never: it would switch credentials), COM_FIELD_LIST (column
+//! definitions with their default values, around every rule; the `mariadb`
+//! CLI's auto-rehash asks it per table after `SHOW TABLES` and, refused,
+//! completes names without columns and says nothing), and any other
 //! command.
 
 pub mod binary;

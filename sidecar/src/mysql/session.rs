@@ -49,6 +49,7 @@ mod handshake;
 mod prepared;
 mod query;
 mod relay;
+mod views;
 
 use functions::Unseen;
 use handshake::{read_settings, run, setup};
@@ -215,9 +216,9 @@ struct Session<'a> {
     /// The open cursors (COM_STMT_EXECUTE with a cursor type), by
     /// statement id.
     cursors: std::collections::HashMap<u32, cursor::Cursor>,
-    /// The columns of the cursor the last answer opened, taken by the
-    /// EXECUTE that asked for it.
-    opened_cursor: Option<Vec<mysql_common::packets::Column>>,
+    /// The cursor the last answer opened (its columns and their masks),
+    /// taken by the EXECUTE that asked for it.
+    opened_cursor: Option<cursor::Opened>,
     /// Whether the EXECUTE being answered asked for a cursor.
     cursor_asked: bool,
 }
@@ -226,6 +227,9 @@ struct Session<'a> {
 struct Decided {
     text: String,
     decision: SqlDecision,
+    /// The database it runs in: the session's current one when it was
+    /// decided (a prepared statement runs in the one current at PREPARE).
+    database: Option<String>,
 }
 
 /// What the client gets: packets with the sequence ids of one answer.

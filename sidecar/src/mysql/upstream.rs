@@ -115,6 +115,18 @@ impl Upstream {
         self.send(0, payload).await
     }
 
+    /// Sends several commands at once (each with sequence id 0), in one
+    /// write: the server answers them in order.
+    pub async fn commands(&mut self, payloads: &[&[u8]]) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(payloads.iter().map(|p| p.len() + 4).sum());
+        for payload in payloads {
+            let mut seq = 0;
+            packet::write_packet(&mut out, &mut seq, payload);
+        }
+        self.io.write_all(&out).await?;
+        self.io.flush().await
+    }
+
     /// Sends a packet with sequence id `seq`.
     pub async fn send(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<()> {
         let mut out = Vec::with_capacity(payload.len() + 4);

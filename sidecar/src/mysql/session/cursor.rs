@@ -3,10 +3,13 @@
 //! the server answers with the result's columns only (the cursor open);
 //! the rows then come with COM_STMT_FETCH, each fetch:
 //! - decided again under the policies in force (a policy edited since the
-//!   EXECUTE applies; refused, the cursor is closed for the client);
-//! - masked as any binary row, by the masks of the policies in force;
+//!   EXECUTE applies; refused, the cursor is closed, on the server too);
+//! - masked by the plan its EXECUTE made (planned again only when the
+//!   policies changed since; the views the EXECUTE read still count: its
+//!   rows are the server's from then);
 //! - counted against `maxRows` across the cursor's fetches (past it:
-//!   refused, or truncated with SERVER_STATUS_LAST_ROW_SENT);
+//!   refused, or truncated with SERVER_STATUS_LAST_ROW_SENT; either way
+//!   the cursor is closed on the server too, with COM_STMT_RESET);
 //! - put on record as a result event (recorded, under `spec.recording`,
 //!   as a result of its own named after the cursor's columns: the bounds
 //!   of a statement apply per fetch, the session's across them).
@@ -24,10 +27,42 @@ use super::*;
 /// `SERVER_STATUS_LAST_ROW_SENT`.
 const LAST_ROW_SENT: u16 = 0x0080;
 
+/// What an EXECUTE's answer opened a cursor on: the result's columns and
+/// their masks, as the EXECUTE planned them.
+pub(super) struct Opened {
+    columns: Vec<Column>,
+    plan: Vec<results::ColumnPlan>,
+    /// The views the EXECUTE read (its rows are the server's from then:
+    /// a view replaced since still masks them), and whether they were
+    /// asked for (masking applied then).
+    views: Option<Vec<String>>,
+    /// The calls the EXECUTE made out of the lineage analysis' sight.
+    functions: Vec<String>,
+    whole: bool,
+}
+
+impl Opened {
+    pub(super) fn new(
+        columns: Vec<Column>,
+        plan: Vec<results::ColumnPlan>,
+        unseen: &Unseen,
+        views_asked: bool,
+    ) -> Self {
+        Opened {
+            columns,
+            plan,
+            views: views_asked.then(|| unseen.views.clone()),
+            functions: unseen.functions.clone(),
+            whole: unseen.whole,
+        }
+    }
+}
+
 /// An open cursor.
 pub(super) struct Cursor {
-    /// The result's column definitions, as the EXECUTE's answer gave them.
-    columns: Vec<Column>,
+    /// The result's columns and their masks, planned under `planned_under`.
+    opened: Opened,
+    planned_under: Arc<Masking>,
     /// Rows sent so far, across fetches.
     sent: RowsSent,
     /// What the policies decided at the EXECUTE that opened it (an
@@ -36,9 +71,10 @@ pub(super) struct Cursor {
 }
 
 impl Cursor {
-    pub(super) fn new(columns: Vec<Column>, opened_under: Action) -> Self {
+    pub(super) fn new(opened: Opened, opened_under: Action, planned_under: Arc<Masking>) -> Self {
         Cursor {
-            columns,
+            opened,
+            planned_under,
             sent: RowsSent::default(),
             opened_under,
         }
@@ -73,8 +109,11 @@ impl Session<'_> {
             return Ok(());
         };
         let started = Instant::now();
-        let (columns, mut sent, opened_under) =
-            (cursor.columns.clone(), cursor.sent, cursor.opened_under);
+        let (columns, mut sent, opened_under) = (
+            cursor.opened.columns.clone(),
+            cursor.sent,
+            cursor.opened_under,
+        );
         let text = prepared.text.clone();
         let decided = self.set.decide_sql(&text, SqlDialect::Mysql);
         // The rows are the EXECUTE's; they go out under the policies in
@@ -89,23 +128,23 @@ impl Session<'_> {
                 decided.decision.reason
             ));
         }
-        let unseen = match refused {
-            None => self.unseen(&decided, &text).await?,
-            Some(_) => Unseen::default(),
+        let (plan, unseen) = match refused {
+            None => self.cursor_plan(id, &decided, &text).await?,
+            Some(_) => Default::default(),
         };
         if refused.is_none() {
             refused = self.laundering_through(&decided, &unseen);
         }
         if let Some(why) = refused {
             let _ = self.record(&decided, Some(&why), true);
-            // Closed for the client: later fetches are refused too.
-            self.cursors.remove(&id);
+            // Closed, for the client and on the server: later fetches are
+            // refused too.
+            self.close_cursor(id).await?;
             let mut reply = Reply::new(reply_seq);
             reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &why));
             self.client.write_all(&reply.out).await?;
             return Ok(());
         }
-        let plan = self.plan_for(&decided, 0, &columns, false, &unseen);
         let detect = self.masking.active() && self.set.detectors().is_some();
         let limits = self.masking.limits().clone();
         let mut reply = Reply::new(reply_seq);
@@ -144,7 +183,9 @@ impl Session<'_> {
                 return Err(e);
             }
         };
-        self.fetch_ended(id, end, sent, (&mut reply, &mut outcome), &limits);
+        if self.fetch_ended(id, end, sent, (&mut reply, &mut outcome), &limits) {
+            self.close_cursor(id).await?;
+        }
         let written = self.client.write_all(&reply.out).await;
         self.ctx.metrics.upstream_latency(started.elapsed());
         match written {
@@ -158,9 +199,80 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The masks of cursor `id`'s rows: as its EXECUTE planned them while
+    /// the policies in force are the same; otherwise planned again under
+    /// the ones in force, with what the EXECUTE read out of sight (its
+    /// views: the rows are the server's from then, whatever the views are
+    /// now; every relation it names when none were asked for then).
+    async fn cursor_plan(
+        &mut self,
+        id: u32,
+        decided: &SqlDecision,
+        text: &str,
+    ) -> Result<(Vec<results::ColumnPlan>, Unseen), SessionError> {
+        let Some(c) = self.cursors.get(&id) else {
+            return Err(SessionError::Closed(format!("cursor {id} vanished")));
+        };
+        let mut unseen = Unseen {
+            views: c.opened.views.clone().unwrap_or_default(),
+            functions: c.opened.functions.clone(),
+            whole: c.opened.whole,
+            matcher: None,
+        };
+        if Arc::ptr_eq(&c.planned_under, &self.masking) {
+            return Ok((c.opened.plan.clone(), unseen));
+        }
+        let (columns, views_asked) = (c.opened.columns.clone(), c.opened.views.is_some());
+        let fresh = self.unseen(decided, text).await?;
+        unseen.whole |= fresh.whole;
+        unseen.functions.extend(fresh.functions);
+        unseen.functions.sort();
+        unseen.functions.dedup();
+        unseen.matcher = (!unseen.functions.is_empty()).then(|| {
+            self.masking
+                .column_matcher()
+                .with_functions(&unseen.functions)
+        });
+        if !views_asked && self.masking.active() {
+            unseen.views = decided
+                .statements
+                .iter()
+                .flat_map(|(s, _)| s.tables.iter())
+                .map(|t| views::unqualified(t))
+                .collect();
+        }
+        let plan = self.plan_for(decided, 0, &columns, false, &unseen);
+        if let Some(c) = self.cursors.get_mut(&id) {
+            c.opened.plan = plan.clone();
+            c.opened.functions = unseen.functions.clone();
+            c.opened.whole = unseen.whole;
+            if self.masking.active() {
+                c.opened.views = Some(unseen.views.clone());
+            }
+            c.planned_under = self.masking.clone();
+        }
+        Ok((plan, unseen))
+    }
+
+    /// Closes statement `id`'s cursor, for the client and on the server
+    /// (COM_STMT_RESET: the statement stays prepared).
+    async fn close_cursor(&mut self, id: u32) -> Result<(), SessionError> {
+        self.cursors.remove(&id);
+        let mut reset = vec![COM_STMT_RESET];
+        reset.extend_from_slice(&id.to_le_bytes());
+        self.up.command(&reset).await?;
+        let answer = self.up.read().await?;
+        if answer.payload.first() == Some(&0x00) {
+            let ok = OkPacket::parse(&answer.payload)?;
+            self.track(&ok)?;
+        }
+        Ok(())
+    }
+
     /// A fetch's rows ended (`end`: their terminator, `None` when the
     /// server ended them with an error): the client's terminator or ERR
-    /// added to `reply`, and the cursor kept with `sent`, or closed.
+    /// added to `reply`, and the cursor kept with `sent`; or `true` when it
+    /// is to be closed.
     fn fetch_ended(
         &mut self,
         id: u32,
@@ -168,20 +280,18 @@ impl Session<'_> {
         sent: RowsSent,
         (reply, outcome): (&mut Reply, &mut Outcome),
         limits: &crate::masking::ResultLimits,
-    ) {
+    ) -> bool {
         match end {
             // The server ended the fetch with an error.
-            None => {
-                self.cursors.remove(&id);
-            }
+            None => true,
             Some(_) if sent.past_max && limits.refuse_past_max => {
                 let msg = format!(
-                    "result refused by Sluice: more than {} rows, the maxRows limit of the AccessPolicy, across this cursor's fetches; the cursor is closed for the client",
+                    "result refused by Sluice: more than {} rows, the maxRows limit of the AccessPolicy, across this cursor's fetches; the cursor is closed",
                     limits.max_rows.unwrap_or(0)
                 );
                 reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &msg));
                 outcome.error = Some(msg);
-                self.cursors.remove(&id);
+                true
             }
             Some(mut ok) => {
                 if sent.past_max {
@@ -191,11 +301,15 @@ impl Session<'_> {
                 }
                 reply.push(&self.terminator(&ok));
                 if ok.status & LAST_ROW_SENT != 0 {
-                    // Done (the server closes an exhausted cursor).
+                    // Done: the server closed an exhausted cursor; one cut
+                    // at maxRows is closed on the server by the sidecar.
                     self.cursors.remove(&id);
-                } else if let Some(c) = self.cursors.get_mut(&id) {
+                    return sent.past_max;
+                }
+                if let Some(c) = self.cursors.get_mut(&id) {
                     c.sent = sent;
                 }
+                false
             }
         }
     }

@@ -50,8 +50,9 @@ impl Unseen {
 }
 
 impl Session<'_> {
-    /// What `decided` (whose text is `text`) reads out of sight; the lookups
-    /// (views, ROUTINES) are made only while column masking applies.
+    /// What `decided` (whose text is `text`) calls out of sight; the
+    /// ROUTINES lookup is made only while column masking applies. The views
+    /// it reads are asked for right before it runs (see `views`).
     pub(super) async fn unseen(
         &mut self,
         decided: &SqlDecision,
@@ -75,12 +76,6 @@ impl Session<'_> {
             } else {
                 builtins.push(last);
             }
-        }
-        // Views: their columns are masked whole, and their definitions may
-        // call stored functions (the settings are read again after one is
-        // read; detectors depend on the results' character set).
-        if self.masking.active() {
-            unseen.views = self.views(decided).await?;
         }
         if self.masking.has_column_rules() {
             for name in self.routines(&builtins).await? {
@@ -119,8 +114,9 @@ impl Session<'_> {
             // Built-in names are plain words: nothing to quote.
             let list: Vec<String> = missing.iter().map(|n| format!("'{n}'")).collect();
             let sql = format!(
-                "SELECT DISTINCT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION' AND LOWER(ROUTINE_NAME) IN ({})",
-                list.join(",")
+                "SELECT DISTINCT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION' AND LOWER(ROUTINE_NAME) IN ({}) LIMIT {}",
+                list.join(","),
+                MAX_ROUTINE_NAMES + 1
             );
             let found = self.single_column(&sql).await?;
             for n in &missing {
@@ -136,8 +132,9 @@ impl Session<'_> {
     }
 
     /// Why `decided` must be refused because it writes a value a stored
-    /// function computed where the workload can read it back (see
-    /// [`sluice_policy::mask_plan::laundering`]), when so.
+    /// function computed, or anything read from a view, where the workload
+    /// can read it back (see [`sluice_policy::mask_plan::laundering`]),
+    /// when so.
     pub(super) fn laundering_through(
         &self,
         decided: &SqlDecision,
@@ -157,6 +154,18 @@ impl Session<'_> {
             if !writes {
                 return None;
             }
+            // A view's columns are masked whole when read: what it
+            // stores from one is not seen through its definition.
+            if let Some(view) = s
+                .tables
+                .iter()
+                .map(|t| super::views::unqualified(t))
+                .find(|t| unseen.views.contains(t))
+            {
+                return Some(format!(
+                    "statement refused by Sluice: it writes or stores values while reading the view {view:?}, whose columns Sluice masks whole when they are read (it does not plan view definitions), so what it stores could be masked values the workload would read back unmasked; write from the base tables, or read the view without storing what it returns"
+                ));
+            }
             if unseen.whole {
                 return Some("statement refused by Sluice: it writes or stores values while calling a built-in's name where the server may run a stored function of that name instead (a space or comment before `(`, or the name in backticks); write the call as name(…)".to_string());
             }
@@ -172,9 +181,23 @@ impl Session<'_> {
         &mut self,
         sql: &str,
     ) -> Result<Option<Vec<String>>, SessionError> {
-        let mut q = vec![COM_QUERY];
+        self.send_own(sql).await?;
+        self.read_single_column().await
+    }
+
+    /// Sends one of the sidecar's own queries (its answer is read later,
+    /// in order).
+    pub(super) async fn send_own(&mut self, sql: &str) -> Result<(), SessionError> {
+        let mut q = Vec::with_capacity(sql.len() + 1);
+        q.push(COM_QUERY);
         q.extend_from_slice(sql.as_bytes());
         self.up.command(&q).await?;
+        Ok(())
+    }
+
+    /// The values of the one-column answer the server sends next (to the
+    /// sidecar's own query); `None` when it is an error.
+    pub(super) async fn read_single_column(&mut self) -> Result<Option<Vec<String>>, SessionError> {
         let head = self.up.read().await?;
         match head.payload.first() {
             Some(0xFF) => return Ok(None),

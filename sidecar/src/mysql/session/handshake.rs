@@ -331,17 +331,19 @@ pub(super) async fn read_only_variable(up: &mut Upstream) -> Result<&'static str
     Err("the server has neither transaction_read_only nor tx_read_only, so Sluice cannot make the session read-only".into())
 }
 
-/// The settings' values now, read with the sidecar's own query.
+/// The settings' values now, read with the sidecar's own query, with the
+/// current database and `lower_case_table_names`.
 pub(super) async fn read_settings(
     up: &mut Upstream,
     read_only_var: Option<&'static str>,
 ) -> Result<Settings, String> {
     // As binary strings: the server sends them as they are, whatever
     // character_set_results is (a stored function may have set UTF-16).
+    // LIMIT 1: a session's sql_select_limit does not apply then.
     let names: Vec<&str> = gate::TRACKED.split(',').chain(read_only_var).collect();
-    let columns = names.len();
+    let columns = names.len() + 2;
     let query = format!(
-        "SELECT {}",
+        "SELECT {}, CAST(DATABASE() AS BINARY), CAST(@@lower_case_table_names AS BINARY) LIMIT 1",
         names
             .iter()
             .map(|n| format!("CAST(@@SESSION.{n} AS BINARY)"))
@@ -362,11 +364,16 @@ pub(super) async fn read_settings(
         up.read().await.map_err(|e| e.to_string())?;
     }
     let row = up.read().await.map_err(|e| e.to_string())?;
+    if matches!(row.payload.first(), Some(0xFE | 0xFF))
+        && row.payload.len() < packet::MAX_WIRE_PAYLOAD
+    {
+        return Err("the server's answer to reading the session settings has no row".into());
+    }
     let mut pos = 0;
     let mut values = Vec::new();
     for _ in 0..columns {
         let v = packet::lenenc_bytes(&row.payload, &mut pos).map_err(|e| e.to_string())?;
-        values.push(String::from_utf8_lossy(v.unwrap_or_default()).into_owned());
+        values.push(v.map(|v| String::from_utf8_lossy(v).into_owned()));
     }
     let end = up.read().await.map_err(|e| e.to_string())?;
     if end.payload.first() != Some(&0xFE) {
@@ -378,8 +385,12 @@ pub(super) async fn read_settings(
         read_only_var,
         ..Default::default()
     };
+    let lower_case = values.pop().flatten();
+    s.database = values.pop().flatten();
+    // 0: names as written (case sensitive); 1 and 2: looked up in lower case.
+    s.lower_case_names = lower_case.as_deref().is_some_and(|v| v.trim() != "0");
     for (name, value) in gate::TRACKED.split(',').chain(read_only_var).zip(values) {
-        s.set(name, &value);
+        s.set(name, &value.unwrap_or_default());
     }
     Ok(s)
 }

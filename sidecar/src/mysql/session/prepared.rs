@@ -133,6 +133,7 @@ impl Session<'_> {
         let decided = Decided {
             decision: self.set.decide_sql(&prepared.text, SqlDialect::Mysql),
             text: prepared.text.clone(),
+            database: prepared.database.clone(),
         };
         // Executing again closes the statement's cursor on the server.
         self.cursors.remove(&id);
@@ -141,10 +142,11 @@ impl Session<'_> {
         let ran = self.run_decided(&decided, forward, reply_seq, true).await;
         self.cursor_asked = false;
         ran?;
-        if let Some(columns) = self.opened_cursor.take() {
+        if let Some(opened) = self.opened_cursor.take() {
             let opened_under = decided.decision.decision.enforced;
+            let masking = self.masking.clone();
             self.cursors
-                .insert(id, cursor::Cursor::new(columns, opened_under));
+                .insert(id, cursor::Cursor::new(opened, opened_under, masking));
         }
         Ok(())
     }

@@ -72,6 +72,18 @@ impl Session<'_> {
         if let Some(why) = self.rows_affected_refusal(decided) {
             return Some(why);
         }
+        // SQL-level EXECUTE runs a text Sluice did not decide (its PREPARE
+        // … FROM does not parse: only `onParseError: allow` lets it
+        // through): what it reads or stores from views and functions is
+        // out of the masking's sight.
+        if self.masking.has_column_rules()
+            && decided
+                .statements
+                .iter()
+                .any(|(s, _)| s.execute_name.is_some())
+        {
+            return Some("statement refused by Sluice: SQL-level EXECUTE runs a text Sluice did not decide, and column masking applies to this session; send the statement itself, or use the binary protocol's prepared statements (decided at COM_STMT_PREPARE and EXECUTE)".into());
+        }
         if text.to_ascii_lowercase().contains("session_track") {
             return Some("statement refused by Sluice: the session's tracking settings (session_track_*) are Sluice's own; it follows sql_mode and the character sets through them".into());
         }
@@ -143,7 +155,11 @@ impl Session<'_> {
                 decision.statements.len()
             ));
         }
-        Ok(Decided { text, decision })
+        Ok(Decided {
+            text,
+            decision,
+            database: self.settings.database.clone(),
+        })
     }
 
     /// A decided text (a COM_QUERY, or a prepared statement's EXECUTE when
@@ -157,13 +173,20 @@ impl Session<'_> {
         binary: bool,
     ) -> Result<(), SessionError> {
         let arrived = Instant::now();
+        let database = decided.database.as_deref();
         let (text, decided) = (&decided.text, &decided.decision);
         let mut refused = self.refusal(text, decided, true);
         // Views and stored functions: what the lineage analysis cannot see.
-        let unseen = match refused {
+        // A statement that only reads has its views asked for as it is
+        // sent; any other now (writes of what a view reads are checked).
+        let pipelined = only_reads(decided);
+        let mut unseen = match refused {
             None => self.unseen(decided, text).await?,
             Some(_) => Unseen::default(),
         };
+        if refused.is_none() && self.masking.active() && !pipelined {
+            unseen.views = self.views(decided, database).await?;
+        }
         if refused.is_none() {
             refused = self.laundering_through(decided, &unseen);
         }
@@ -177,22 +200,22 @@ impl Session<'_> {
         }
         if let Some(why) = refused {
             let _ = self.record(decided, Some(&why), binary);
-            let mut reply = Reply::new(reply_seq);
-            reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &why));
-            self.client.write_all(&reply.out).await?;
-            return Ok(());
+            return self.send_refusal(reply_seq, &why).await;
         }
         // requireApproval: asked once nothing else refuses the text; the
         // approved run is on record as its approval's step.
         let mut approved = false;
         if decided.decision.enforced == Action::RequireApproval {
-            match self.approve(text, decided, binary).await? {
-                Ok(()) => approved = true,
-                Err(why) => {
-                    let mut reply = Reply::new(reply_seq);
-                    reply.push(&packet::err_payload(ACCESS_DENIED, "42000", &why));
-                    self.client.write_all(&reply.out).await?;
-                    return Ok(());
+            if let Err(why) = self.approve(text, decided, binary).await? {
+                return self.send_refusal(reply_seq, &why).await;
+            }
+            approved = true;
+            // The views may have changed while it waited.
+            if self.masking.active() && !pipelined {
+                unseen.views = self.views(decided, database).await?;
+                if let Some(why) = self.laundering_through(decided, &unseen) {
+                    let _ = self.record(decided, Some(&why), binary);
+                    return self.send_refusal(reply_seq, &why).await;
                 }
             }
         }
@@ -219,19 +242,18 @@ impl Session<'_> {
                 self.guarded(decided, forward, reply_seq, limit, (&unseen, &mut outcome))
                     .await
             }
-            None => match self.up.command(forward).await {
-                Ok(()) => {
-                    self.relay(
-                        decided,
-                        reply_seq,
-                        (warnings, binary),
-                        &unseen,
-                        &mut outcome,
-                    )
-                    .await
-                }
-                Err(e) => Err(e.into()),
-            },
+            None => {
+                let views = (pipelined && self.masking.active())
+                    .then(|| self.view_query(decided, database));
+                self.forward_and_relay(
+                    (decided, forward, views),
+                    reply_seq,
+                    (warnings, binary),
+                    &mut unseen,
+                    &mut outcome,
+                )
+                .await
+            }
         };
         if let Err(e) = ran {
             // The session ends: the result is on record with what is known of it.
@@ -252,6 +274,40 @@ impl Session<'_> {
         self.ctx.metrics.upstream_latency(started.elapsed());
         self.result_event(decided, outcome, started);
         checked
+    }
+
+    /// Sends `forward` (after the views lookup `views`, when given, whose
+    /// answer comes first: no round trip of its own) and relays its answer.
+    async fn forward_and_relay(
+        &mut self,
+        (decided, forward, views): (&SqlDecision, &[u8], Option<views::ViewQuery>),
+        reply_seq: u8,
+        (warnings, binary): (bool, bool),
+        unseen: &mut Unseen,
+        outcome: &mut Outcome,
+    ) -> Result<(), SessionError> {
+        match views.as_ref().and_then(|v| v.sql.as_deref()) {
+            Some(sql) => {
+                let mut lookup = Vec::with_capacity(sql.len() + 1);
+                lookup.push(COM_QUERY);
+                lookup.extend_from_slice(sql.as_bytes());
+                self.up.commands(&[&lookup, forward]).await?;
+            }
+            None => self.up.command(forward).await?,
+        }
+        if let Some(views) = views {
+            unseen.views = self.views_answer(views).await?;
+        }
+        self.relay(decided, reply_seq, (warnings, binary), unseen, outcome)
+            .await
+    }
+
+    /// An ERR packet refusing the command (the session goes on).
+    async fn send_refusal(&mut self, reply_seq: u8, why: &str) -> Result<(), SessionError> {
+        let mut reply = Reply::new(reply_seq);
+        reply.push(&packet::err_payload(ACCESS_DENIED, "42000", why));
+        self.client.write_all(&reply.out).await?;
+        Ok(())
     }
 
     /// A result the session's end cut short (the client left, or the
@@ -309,41 +365,6 @@ impl Session<'_> {
             }),
             false,
         );
-    }
-
-    /// Which of the tables `decided` reads are views (the server reports a
-    /// view's columns with the view as their origin; names in lower case,
-    /// any schema: a base table that shares a view's name is treated as
-    /// one). Asked of the server before the text runs; when it cannot tell,
-    /// every table counts as a view.
-    pub(super) async fn views(
-        &mut self,
-        decided: &SqlDecision,
-    ) -> Result<Vec<String>, SessionError> {
-        let names: Vec<String> = decided
-            .statements
-            .iter()
-            .flat_map(|(s, _)| s.tables.iter())
-            .map(|t| {
-                t.rsplit('.')
-                    .next()
-                    .unwrap_or(t)
-                    .trim_matches('`')
-                    .to_lowercase()
-            })
-            .collect();
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        if names.iter().any(|n| n.contains(['\\', '\''])) {
-            return Ok(names);
-        }
-        let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
-        let sql = format!(
-            "SELECT LOWER(TABLE_NAME) FROM information_schema.VIEWS WHERE LOWER(TABLE_NAME) IN ({})",
-            list.join(",")
-        );
-        Ok(self.single_column(&sql).await?.unwrap_or(names))
     }
 
     /// After a statement that may have changed the session's tracking
@@ -431,6 +452,11 @@ impl Session<'_> {
             Some(why) if d.enforced == Action::Allow => {
                 (AuditKind::Denial, Action::Deny, why.to_string())
             }
+            // What the client was told: its approval could not be asked,
+            // or something else refused it first.
+            Some(why) if d.enforced == Action::RequireApproval => {
+                (AuditKind::Denial, d.action, why.to_string())
+            }
             Some(_) => (AuditKind::Denial, d.action, d.reason.clone()),
             None => (AuditKind::Statement, d.action, d.reason.clone()),
         };
@@ -453,4 +479,15 @@ impl Session<'_> {
             true,
         )
     }
+}
+
+/// Whether every statement of `decided` only reads (SELECT, nested
+/// anywhere): its views matter only to how its results are masked.
+fn only_reads(decided: &SqlDecision) -> bool {
+    decided.parse_error.is_none()
+        && decided.statements.iter().all(|(s, _)| {
+            s.kinds
+                .iter()
+                .all(|k| matches!(k, sluice_crds::StatementKind::Select))
+        })
 }

@@ -99,8 +99,8 @@ impl Session<'_> {
     /// One result set; returns whether more results follow. A binary
     /// result of an EXECUTE that asked for a cursor (`self.cursor_asked`)
     /// may end at its column definitions with the cursor open: then the
-    /// columns are kept in `self.opened_cursor` and the rows come with
-    /// COM_STMT_FETCH.
+    /// columns and their masks are kept in `self.opened_cursor` and the
+    /// rows come with COM_STMT_FETCH.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn result_set(
         &mut self,
@@ -146,7 +146,8 @@ impl Session<'_> {
                 if ok.status & CURSOR_EXISTS != 0 {
                     self.track(&ok)?;
                     reply.push(&self.terminator(&ok));
-                    self.opened_cursor = Some(columns);
+                    let asked = self.masking.active();
+                    self.opened_cursor = Some(cursor::Opened::new(columns, plan, unseen, asked));
                     return Ok(ok.status & MORE_RESULTS != 0);
                 }
             }
