@@ -183,7 +183,7 @@ fn decide(
     target: &Target,
     json: Option<&serde_json::Value>,
 ) -> Result<(Decision, &'static str), Refused> {
-    let decision = set.decide_http_at(&target.request(json), &target.path);
+    let decision = target.decide(set, json);
     let label = match (decision.enforced, decision.action) {
         (Action::Deny, _) => "deny",
         (Action::RequireApproval, _) => "requireApproval",

@@ -201,6 +201,7 @@ fn streamed(
         whole: ended,
         ended: false,
         finished: false,
+        trailers: None,
         record: Some(ResultRecord {
             audit: ctx.audit.clone(),
             metrics: ctx.metrics.clone(),
@@ -242,6 +243,17 @@ fn clean_headers(parts: &mut Parts, set: &PolicySet, up: &HttpUpstream) -> bool 
     // Response headers are a channel back too (a Location, a cookie, an
     // X-Contact): the detectors run over every value.
     if let Some((detectors, masker)) = set.detectors() {
+        // A name cannot carry `[redacted]`: a field whose name holds a
+        // finding (`x-card-4111…`) is dropped.
+        let doomed: Vec<header::HeaderName> = parts
+            .headers
+            .keys()
+            .filter(|name| !detectors.find(name.as_str()).is_empty())
+            .cloned()
+            .collect();
+        for name in doomed {
+            parts.headers.remove(name);
+        }
         for value in parts.headers.values_mut() {
             let text = String::from_utf8_lossy(value.as_bytes());
             let findings = detectors.find(&text);

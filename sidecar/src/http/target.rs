@@ -2,6 +2,7 @@
 //! rules decide them and as they are forwarded, and its audit record.
 
 use http::{Method, Uri};
+use sluice_policy::engine::{Decision, PolicySet};
 use sluice_policy::http::{HttpRequest, RequestPath};
 
 use super::record::RequestCommand;
@@ -41,5 +42,31 @@ impl Target {
             query: self.query(),
             body,
         }
+    }
+
+    /// The rules' decision on this request. A HEAD request is also decided
+    /// as a GET and the stricter decision stands: servers (Go's net/http,
+    /// Express, Flask, Rails, Python's http.server) run a resource's GET
+    /// handler for HEAD, so a rule that denies (or holds) GET covers HEAD
+    /// too, whatever the case of the method (rules match methods in any
+    /// case).
+    pub(super) fn decide(&self, set: &PolicySet, body: Option<&serde_json::Value>) -> Decision {
+        let decision = set.decide_http_at(&self.request(body), &self.path);
+        if !self.method.as_str().eq_ignore_ascii_case("HEAD") {
+            return decision;
+        }
+        let as_get = HttpRequest {
+            method: "GET",
+            ..self.request(body)
+        };
+        let mut get = set.decide_http_at(&as_get, &self.path);
+        if (get.enforced, get.action) > (decision.enforced, decision.action) {
+            get.reason = format!(
+                "{} (decided as GET: servers run a GET handler for HEAD)",
+                get.reason
+            );
+            return get;
+        }
+        decision
     }
 }

@@ -1,0 +1,299 @@
+//! Attack corpus for the HTTP data plane, per class (issue 16's soundness,
+//! grown): the sidecar in standalone mode in-process, raw HTTP/1.1 bytes as
+//! the client, and a raw-bytes upstream written here that answers exactly
+//! the bytes a case needs (trailers, odd header names, hop-by-hop tricks)
+//! and logs every request it received, so a refusal is checked against what
+//! the upstream saw.
+//!
+//! Classes (each a table of cases):
+//! - response trailers and header names carry values like header values do;
+//! - HEAD runs a GET's handler in most servers: a rule on GET covers it;
+//! - hop-by-hop tricks (`Connection: <header>`) must not hide an encoding.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_e2e::harness::HttpConnection;
+use sluice_sidecar::standalone::{self, StandaloneConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "Bearer sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+const CARD: &str = "4111111111111111";
+const EMAIL: &str = "ann@example.com";
+const BASE: &str = "/tenants/acme";
+/// Bound on every wait of these tests.
+const WAIT: Duration = Duration::from_secs(60);
+
+// === the raw upstream ===
+
+/// One request as the upstream read it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    head: String,
+}
+
+/// The canned answer to `route` (the path under [`BASE`], without query).
+fn answer(route: &str) -> Vec<u8> {
+    let json = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let chunked_with_trailer = |trailer: &str| {
+        let body = r#"{"ok":1}"#;
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\ntrailer: x-contact\r\nconnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n{trailer}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes()
+    };
+    match route {
+        "/trailer-email" => chunked_with_trailer(&format!("x-contact: mailto:{EMAIL}")),
+        "/trailer-card" => chunked_with_trailer(&format!("x-card: {CARD}")),
+        "/trailer-token" => chunked_with_trailer(&format!("x-seen: {TOKEN}")),
+        "/header-name-card" => format!(
+            "HTTP/1.1 204 No Content\r\nx-card-{CARD}: 1\r\nconnection: close\r\n\r\n"
+        )
+        .into_bytes(),
+        "/header-name-token" => "HTTP/1.1 204 No Content\r\nx-sk_live_4eC39HqLyjWDarjtT1zdp7dc: 1\r\nconnection: close\r\n\r\n"
+            .as_bytes()
+            .to_vec(),
+        "/hidden-encoding" => {
+            // gzip of {"card":"4111111111111111"}, its Content-Encoding
+            // named hop-by-hop by the upstream's Connection header.
+            let gz: &[u8] = GZIP_CARD;
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\nconnection: close, content-encoding\r\ncontent-length: {}\r\n\r\n",
+                gz.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(gz);
+            out
+        }
+        other => json(&format!(r#"{{"route":"{other}"}}"#)),
+    }
+}
+
+/// `{"card":"4111111111111111"}` gzip-compressed (Python's gzip.compress).
+const GZIP_CARD: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xab\x56\x4a\x4e\x2c\x4a\x51\xb2\x52\x32\x31\x44\x05\x4a\xb5\x00\x19\x37\x98\x87\x1b\x00\x00\x00";
+
+/// The raw upstream: one request a connection, answered by [`answer`] and
+/// closed; every request logged.
+async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let end = loop {
+                    if let Some(i) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+                        break i;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let mut words = head.split(' ');
+                let method = words.next().unwrap_or("").to_string();
+                let path = words.next().unwrap_or("").to_string();
+                let route = path
+                    .split('?')
+                    .next()
+                    .unwrap()
+                    .strip_prefix(BASE)
+                    .unwrap_or("")
+                    .to_string();
+                seen.lock().unwrap().push(Seen { method, path, head });
+                let _ = s.write_all(&answer(&route)).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, log)
+}
+
+// === the sidecar ===
+
+const RULES: &str = r#"
+    - name: no-export
+      match: {methods: [GET], paths: ["/v1/export/**"]}
+      action: deny
+"#;
+
+const DETECTORS: &str = r#"
+    - detectors: [creditCard, email]
+      strategy: redact
+"#;
+
+struct Fixture {
+    sidecar: SocketAddr,
+    log: Arc<Mutex<Vec<Seen>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn seen(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+async fn fixture(masking: &str) -> Fixture {
+    let (up, log) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let masking = if masking.is_empty() {
+        String::new()
+    } else {
+        format!("  masking:{masking}")
+    };
+    let manifests = sluice_e2e::harness::http_connection_manifests(&HttpConnection {
+        base_url: &format!("http://{up}{BASE}"),
+        ca_pem: None,
+        secret: &[("Authorization", TOKEN)],
+        headers: &["Authorization"],
+        listen: &port.to_string(),
+        policy: &format!("  rules:{RULES}{masking}"),
+    });
+    let path: PathBuf = dir.path().join("manifests.yaml");
+    std::fs::write(&path, manifests).unwrap();
+    let mut cfg = StandaloneConfig::new(path, "shop/app".into());
+    cfg.audit_stdout = false;
+    cfg.audit_file = Some(dir.path().join("audit.jsonl"));
+    cfg.planes.http_upstream_timeout = Duration::from_secs(20);
+    let running = standalone::start(cfg).await.unwrap();
+    Fixture {
+        sidecar: running.listeners[0].1,
+        log,
+        _dir: dir,
+    }
+}
+
+/// Sends raw `request` bytes and reads the whole answer (head and body as
+/// sent, chunk framing and trailers included).
+async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    tokio::time::timeout(WAIT, async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, text)
+    })
+    .await
+    .expect("the answer came in time")
+}
+
+fn get(method: &str, target: &str, extra: &str) -> Vec<u8> {
+    format!("{method} {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{extra}\r\n")
+        .into_bytes()
+}
+
+// === class: values in response trailers and header names ===
+
+/// Detectors mask every response header value; header names are a channel
+/// back too (a field whose name holds a finding or the credential, in any
+/// case, is dropped). Trailers never reach the client (hyper sends only
+/// trailers its response head declares, and `Trailer` is hop-by-hop), but
+/// the body before them must arrive whole: what the scrubber and masker
+/// still held when the trailers came was lost (a data frame after the
+/// trailers is dropped), a complete-looking empty body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_and_header_names_carry_no_value() {
+    for masking in ["", DETECTORS] {
+        let f = fixture(masking).await;
+        let mut leaks = Vec::new();
+        for (route, body) in [
+            ("/trailer-email", Some(r#"{"ok":1}"#)),
+            ("/trailer-card", Some(r#"{"ok":1}"#)),
+            ("/trailer-token", Some(r#"{"ok":1}"#)),
+            ("/header-name-card", None),
+            ("/header-name-token", None),
+        ] {
+            let (status, text) = raw(f.sidecar, &get("GET", route, "te: trailers\r\n")).await;
+            let lower = text.to_ascii_lowercase();
+            let mut values = vec!["4ec39hqlyjwdarjtt1zdp7dc"];
+            if !masking.is_empty() {
+                values.extend([CARD, EMAIL]);
+            }
+            for value in values {
+                if lower.contains(&value.to_ascii_lowercase()) {
+                    leaks.push(format!("{masking:?} {route}: {status} {value} in\n{text}"));
+                }
+            }
+            if status != if body.is_some() { 200 } else { 204 } {
+                leaks.push(format!("{masking:?} {route}: {status} {text}"));
+            }
+            if let Some(body) = body
+                && !text.contains(&format!("{:x}\r\n{body}\r\n", body.len()))
+            {
+                leaks.push(format!("{masking:?} {route}: body lost:\n{text}"));
+            }
+        }
+        assert!(leaks.is_empty(), "wrong:\n{}", leaks.join("\n"));
+    }
+}
+
+// === class: HEAD is a GET ===
+
+/// Servers (Go, Express, Flask, Rails, Python's http.server here) run a
+/// GET handler for HEAD: a rule that denies GET denies HEAD too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_decided_as_get() {
+    let f = fixture("").await;
+    let mut ran = Vec::new();
+    for (method, target) in [
+        ("HEAD", "/v1/export/all"),
+        ("head", "/v1/export/all"),
+        ("GET", "/v1/export/all"),
+        ("get", "/v1/export/all"),
+    ] {
+        let (status, text) = raw(f.sidecar, &get(method, target, "")).await;
+        if status != 403 {
+            ran.push(format!("{method} {target}: {status} {text}"));
+        }
+    }
+    assert!(ran.is_empty(), "not denied:\n{}", ran.join("\n"));
+    assert!(
+        f.seen().is_empty(),
+        "a denied request reached the upstream: {:?}",
+        f.seen()
+    );
+    // HEAD of what GET may read still runs.
+    let (status, _) = raw(f.sidecar, &get("HEAD", "/v1/other", "")).await;
+    assert_eq!(status, 200);
+    assert_eq!(f.seen().pop().unwrap().method, "HEAD");
+}
+
+// === class: an encoding hidden as hop-by-hop ===
+
+/// An upstream's `Connection: content-encoding` would have the header
+/// stripped before the sidecar looked for an encoding: the body is still
+/// compressed, cannot be masked, and is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hop_by_hop_content_encoding_still_counts() {
+    let f = fixture(DETECTORS).await;
+    let (status, text) = raw(f.sidecar, &get("GET", "/hidden-encoding", "")).await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("compressedResponse"), "{text}");
+}
