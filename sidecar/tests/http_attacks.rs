@@ -37,7 +37,10 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Seen {
     method: String,
     path: String,
-    head: String,
+    /// Every byte of the request (head and body).
+    all: String,
+    /// Bytes after the end of the request as framed.
+    after: String,
 }
 
 /// The canned answer to `route` (the path under [`BASE`], without query).
@@ -113,6 +116,38 @@ async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
                     }
                 };
                 let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                // The body as framed (hyper's client sends a Content-Length
+                // or chunks): every byte that arrived is logged, so a
+                // request smuggled inside a body would show.
+                let lower = head.to_ascii_lowercase();
+                let length = lower.lines().find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                });
+                let chunked = lower.contains("transfer-encoding: chunked");
+                loop {
+                    let body = &buf[end + 4..];
+                    let done = match length {
+                        Some(n) => body.len() >= n,
+                        None => !chunked || memchr::memmem::find(body, b"0\r\n\r\n").is_some(),
+                    };
+                    if done || buf.len() > 1 << 20 {
+                        break;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                // Bytes past the framed end: a request smuggled after it.
+                let framed = match length {
+                    Some(n) => end + 4 + n,
+                    None if chunked => memchr::memmem::find(&buf[end + 4..], b"0\r\n\r\n")
+                        .map_or(buf.len(), |i| end + 4 + i + 5),
+                    None => end + 4,
+                };
+                let after = String::from_utf8_lossy(&buf[framed.min(buf.len())..]).into_owned();
+                let all = String::from_utf8_lossy(&buf).into_owned();
                 let mut words = head.split(' ');
                 let method = words.next().unwrap_or("").to_string();
                 let path = words.next().unwrap_or("").to_string();
@@ -123,7 +158,12 @@ async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
                     .strip_prefix(BASE)
                     .unwrap_or("")
                     .to_string();
-                seen.lock().unwrap().push(Seen { method, path, head });
+                seen.lock().unwrap().push(Seen {
+                    method,
+                    path,
+                    all,
+                    after,
+                });
                 let _ = s.write_all(&answer(&route)).await;
                 let _ = s.shutdown().await;
             });
@@ -202,6 +242,19 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     })
     .await
     .expect("the answer came in time")
+}
+
+/// Sends raw `request` bytes and reads what comes back until the sidecar
+/// closes the connection or `for_at_most` passes (a connection kept alive
+/// after a request the sidecar read differently than written).
+async fn raw_for(addr: SocketAddr, request: &[u8], for_at_most: Duration) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(for_at_most, s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
 }
 
 fn get(method: &str, target: &str, extra: &str) -> Vec<u8> {
@@ -296,4 +349,229 @@ async fn a_hop_by_hop_content_encoding_still_counts() {
     let (status, text) = raw(f.sidecar, &get("GET", "/hidden-encoding", "")).await;
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("compressedResponse"), "{text}");
+}
+
+// === class: request smuggling and desync ===
+
+/// Framing a server could read two ways, each followed by a smuggled
+/// `GET /v1/export/all` (denied): the sidecar refuses the message (400) or
+/// reads the smuggled request as a request of its own and denies it; the
+/// upstream never sees `/v1/export` (hyper's client frames what it
+/// forwards itself: nothing arrives after the end of a request as framed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_framing_smuggles_nothing() {
+    let f = fixture("").await;
+    let smuggled = "GET /v1/export/all HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "CL and TE",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE and CL covering the smuggled request",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: {}\r\n\r\n0\r\n\r\n{smuggled}",
+                5 + smuggled.len()
+            ),
+        ),
+        (
+            "TE chunked, identity",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, identity\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE identity, chunked",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding: identity, chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE xchunked with CL",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding: xchunked\r\ncontent-length: {}\r\n\r\n{smuggled}",
+                smuggled.len()
+            ),
+        ),
+        (
+            "two TE headers",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ntransfer-encoding: x\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "duplicate CL",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\ncontent-length: {}\r\n\r\n{smuggled}",
+                smuggled.len()
+            ),
+        ),
+        (
+            "CL list",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ncontent-length: 0, {}\r\n\r\n{smuggled}",
+                smuggled.len()
+            ),
+        ),
+        (
+            "CL with a plus",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ncontent-length: +{}\r\n\r\n{smuggled}",
+                smuggled.len()
+            ),
+        ),
+        (
+            "obs-fold TE",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding:\r\n chunked\r\ncontent-length: {}\r\n\r\n{smuggled}",
+                smuggled.len()
+            ),
+        ),
+        (
+            "space before the colon",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding : chunked\r\ncontent-length: {}\r\n\r\n0\r\n\r\n{smuggled}",
+                5
+            ),
+        ),
+        (
+            "bare LF line ends",
+            format!("POST /v1/ok HTTP/1.1\nhost: x\ncontent-length: 0\n\n{smuggled}"),
+        ),
+        (
+            "chunk extension hiding a CRLF",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2;a=\"\r\n\"\r\nab\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "chunk size overflow",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n10000000000000002\r\nab\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "chunk size with a bare LF",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\nab\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "HTTP/1.0 with TE",
+            format!(
+                "POST /v1/ok HTTP/1.0\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: {}\r\n\r\n{smuggled}",
+                smuggled.len()
+            ),
+        ),
+        (
+            "Expect 100-continue then a body carrying a request",
+            format!(
+                "POST /v1/ok HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "pipelined",
+            format!("GET /v1/ok HTTP/1.1\r\nhost: x\r\n\r\n{smuggled}"),
+        ),
+        (
+            "Upgrade h2c",
+            format!(
+                "GET /v1/ok HTTP/1.1\r\nhost: x\r\nconnection: upgrade, http2-settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "Upgrade websocket",
+            format!(
+                "GET /v1/ok HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "CONNECT",
+            format!("CONNECT 127.0.0.1:1 HTTP/1.1\r\nhost: 127.0.0.1:1\r\n\r\n{smuggled}"),
+        ),
+        (
+            "h2 prior knowledge",
+            format!("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n{smuggled}"),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, bytes) in &cases {
+        let (status, text) = raw_for(f.sidecar, bytes.as_bytes(), Duration::from_secs(3)).await;
+        let reached: Vec<String> = f
+            .seen()
+            .iter()
+            .filter(|s| s.path.contains("export") || !s.after.is_empty())
+            .map(|s| s.all.clone())
+            .collect();
+        if text.contains(r#""route":"/v1/export"#) {
+            wrong.push(format!("{name}: the client got the export:\n{text}"));
+        }
+        if !reached.is_empty() {
+            wrong.push(format!(
+                "{name}: {status}, the upstream saw {reached:?}\n{text}"
+            ));
+        }
+        f.log.lock().unwrap().clear();
+    }
+    assert!(wrong.is_empty(), "smuggled:\n{}", wrong.join("\n"));
+}
+
+// === class: request targets and path shapes ===
+
+/// Targets in every form, paths in every spelling of a denied resource:
+/// each is denied, refused, or reaches the upstream as the very path that
+/// was decided (which a deny rule then saw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_targets_decide_what_runs() {
+    let f = fixture("").await;
+    let mut wrong = Vec::new();
+    for target in [
+        "http://x/v1/export/all",
+        "https://x/v1/export/all",
+        "http://user:pw@x/v1/export/all",
+        "HTTP://X/v1/export/all",
+        "/v1/export/all?",
+        "/v1/export/all#x",
+        "/v1/export/all%23x",
+        "/v1/export//all",
+        "/v1//export/all",
+        "/v1/export/./all",
+        "/v1/export/all/.",
+        "/v1/export/all/",
+        "/v1/export/all.",
+        "/v1/export/%61ll",
+        "/v1/%65xport/all",
+        "/v1/%2565xport/all",
+        "/v1/%u0065xport/all",
+        "/v1/%C0%AFexport/all",
+        "/v1/export%00/all",
+        "/v1/export%09/all",
+        "/v1/export%2F/all",
+        "/v1/export;/all",
+        "/v1/export/all;x",
+        "/v1/./export/all",
+        "/x/../v1/export/all",
+        "/v1\\export/all",
+        "*",
+        "v1/export/all",
+        "/V1/EXPORT/all",
+        "/v1/Export/all",
+    ] {
+        let before = f.seen().len();
+        let (status, text) = raw(f.sidecar, &get("GET", target, "")).await;
+        let seen = f.seen();
+        let arrived: Vec<&Seen> = seen[before..].iter().collect();
+        for s in arrived {
+            let lower = s.path.to_ascii_lowercase();
+            if lower.contains("export") {
+                wrong.push(format!(
+                    "{target}: {status}, upstream saw {}\n{text}",
+                    s.path
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "ran:\n{}", wrong.join("\n"));
 }
