@@ -60,6 +60,20 @@ fn answer(route: &str) -> Vec<u8> {
         )
         .into_bytes()
     };
+    if let Some(name) = route.strip_prefix("/m/")
+        && let Some((_, ctype, body)) = MASK_CASES.iter().find(|(n, _, _)| *n == name)
+    {
+        let ctype = if ctype.is_empty() {
+            String::new()
+        } else {
+            format!("content-type: {ctype}\r\n")
+        };
+        return format!(
+            "HTTP/1.1 200 OK\r\n{ctype}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+    }
     match route {
         "/trailer-email" => chunked_with_trailer(&format!("x-contact: mailto:{EMAIL}")),
         "/trailer-card" => chunked_with_trailer(&format!("x-card: {CARD}")),
@@ -68,6 +82,13 @@ fn answer(route: &str) -> Vec<u8> {
             "HTTP/1.1 204 No Content\r\nx-card-{CARD}: 1\r\nconnection: close\r\n\r\n"
         )
         .into_bytes(),
+        "/early-hints" => format!(
+            "HTTP/1.1 103 Early Hints\r\nlink: <mailto:{EMAIL}>\r\nx-card: {CARD}\r\n\r\nHTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n"
+        )
+        .into_bytes(),
+        "/header-encoded" => "HTTP/1.1 204 No Content\r\nlocation: /users/ann%40example.com\r\nx-card: %34111111111111111\r\nconnection: close\r\n\r\n"
+            .as_bytes()
+            .to_vec(),
         "/header-name-token" => "HTTP/1.1 204 No Content\r\nx-sk_live_4eC39HqLyjWDarjtT1zdp7dc: 1\r\nconnection: close\r\n\r\n"
             .as_bytes()
             .to_vec(),
@@ -86,6 +107,165 @@ fn answer(route: &str) -> Vec<u8> {
         other => json(&format!(r#"{{"route":"{other}"}}"#)),
     }
 }
+
+/// Response bodies a masking rule must see through: (name, Content-Type,
+/// body). Each holds Ann's name at `$.customer.name`, her e-mail or her
+/// card number in some spelling a JSON or text reader decodes.
+const MASK_CASES: &[(&str, &str, &str)] = &[
+    (
+        "plain",
+        "application/json",
+        r#"{"customer":{"name":"Ann"}}"#,
+    ),
+    (
+        "escaped-key",
+        "application/json",
+        r#"{"customer":{"n\u0061me":"Ann"}}"#,
+    ),
+    (
+        "escaped-outer-key",
+        "application/json",
+        r#"{"cust\u006fmer":{"name":"Ann"}}"#,
+    ),
+    (
+        "escaped-slash-key",
+        "application/json",
+        r#"{"customer":{"name\/":"x","name":"Ann"}}"#,
+    ),
+    (
+        "duplicate-key",
+        "application/json",
+        r#"{"customer":{"name":"x","name":"Ann"}}"#,
+    ),
+    (
+        "duplicate-outer",
+        "application/json",
+        r#"{"customer":{},"customer":{"name":"Ann"}}"#,
+    ),
+    (
+        "object-value",
+        "application/json",
+        r#"{"customer":{"name":{"first":"Ann"}}}"#,
+    ),
+    (
+        "array-value",
+        "application/json",
+        r#"{"customer":{"name":["Ann"]}}"#,
+    ),
+    (
+        "number-value",
+        "application/json",
+        r#"{"customer":{"name":4111111111111111}}"#,
+    ),
+    (
+        "escaped-value",
+        "application/json",
+        r#"{"customer":{"name":"\u0041nn"}}"#,
+    ),
+    (
+        "escaped-email",
+        "application/json",
+        r#"{"note":"ann\u0040example.com"}"#,
+    ),
+    (
+        "escaped-card-digit",
+        "application/json",
+        r#"{"note":"411111111111111\u0031"}"#,
+    ),
+    (
+        "card-number",
+        "application/json",
+        r#"{"note":4111111111111111}"#,
+    ),
+    (
+        "card-exponent",
+        "application/json",
+        r#"{"note":4.111111111111111e15}"#,
+    ),
+    (
+        "email-in-key",
+        "application/json",
+        r#"{"ann@example.com":1}"#,
+    ),
+    (
+        "card-in-key",
+        "application/json",
+        r#"{"4111111111111111":1}"#,
+    ),
+    (
+        "escaped-email-key",
+        "application/json",
+        r#"{"ann\u0040example.com":1}"#,
+    ),
+    (
+        "upper-label",
+        "Application/JSON; Charset=UTF-8",
+        r#"{"customer":{"name":"Ann"}}"#,
+    ),
+    (
+        "problem-json",
+        "application/problem+json",
+        r#"{"customer":{"name":"Ann"}}"#,
+    ),
+    (
+        "vendor-json",
+        "application/vnd.api+json",
+        r#"{"customer":{"name":"Ann"}}"#,
+    ),
+    ("text-json", "text/plain", r#"{"customer":{"name":"Ann"}}"#),
+    ("unlabelled", "", r#"{"customer":{"name":"Ann"}}"#),
+    (
+        "ndjson-crlf",
+        "application/x-ndjson",
+        "{\"a\":1}\r\n{\"customer\":{\"name\":\"Ann\"}}\r\n",
+    ),
+    (
+        "two-documents",
+        "application/json",
+        r#"{"a":1}{"customer":{"name":"Ann"}}"#,
+    ),
+    (
+        "xssi-prefix",
+        "application/json",
+        ")]}'\n{\"customer\":{\"name\":\"Ann\"}}",
+    ),
+    (
+        "js-label",
+        "application/javascript",
+        r#"{"customer":{"name":"Ann"}}"#,
+    ),
+    ("top-string", "application/json", r#""ann@example.com""#),
+    (
+        "bom-json",
+        "application/json",
+        "\u{feff}{\"customer\":{\"name\":\"Ann\"}}",
+    ),
+    (
+        "url-encoded-email",
+        "application/json",
+        r#"{"next":"/users/ann%40example.com"}"#,
+    ),
+    (
+        "url-encoded-card",
+        "application/json",
+        r#"{"next":"/cards/%34111111111111111"}"#,
+    ),
+    (
+        "double-encoded-email",
+        "application/json",
+        r#"{"next":"/users/ann%2540example.com"}"#,
+    ),
+    (
+        "url-encoded-text",
+        "text/csv",
+        "next,card\n/users/ann%40example.com,%34111111111111111\n",
+    ),
+    (
+        "space-before-json",
+        "text/plain",
+        " \n\t{\"customer\":{\"name\":\"Ann\"}}",
+    ),
+];
 
 /// `{"card":"4111111111111111"}` gzip-compressed (Python's gzip.compress).
 const GZIP_CARD: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xab\x56\x4a\x4e\x2c\x4a\x51\xb2\x52\x32\x31\x44\x05\x4a\xb5\x00\x19\x37\x98\x87\x1b\x00\x00\x00";
@@ -282,12 +462,14 @@ async fn trailers_and_header_names_carry_no_value() {
             ("/trailer-token", Some(r#"{"ok":1}"#)),
             ("/header-name-card", None),
             ("/header-name-token", None),
+            ("/early-hints", None),
+            ("/header-encoded", None),
         ] {
             let (status, text) = raw(f.sidecar, &get("GET", route, "te: trailers\r\n")).await;
             let lower = text.to_ascii_lowercase();
             let mut values = vec!["4ec39hqlyjwdarjtt1zdp7dc"];
             if !masking.is_empty() {
-                values.extend([CARD, EMAIL]);
+                values.extend([CARD, EMAIL, "ann%40example.com", "%34111111111111111"]);
             }
             for value in values {
                 if lower.contains(&value.to_ascii_lowercase()) {
@@ -574,4 +756,87 @@ async fn request_targets_decide_what_runs() {
         }
     }
     assert!(wrong.is_empty(), "ran:\n{}", wrong.join("\n"));
+}
+
+// === class: response masking ===
+
+/// The body of a chunked message (`None`: not chunked, the bytes as they
+/// are).
+fn body_of(text: &str) -> String {
+    let Some((head, mut rest)) = text.split_once("\r\n\r\n") else {
+        return String::new();
+    };
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return rest.to_string();
+    }
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            out.push_str(&after[..n.min(after.len())]);
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
+}
+
+/// Every JSON document of `body` (one, or one a line) as serde_json reads
+/// it, written back without escapes.
+fn decoded(body: &str) -> String {
+    let body = body.trim_start_matches('\u{feff}');
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+        return v.to_string();
+    }
+    body.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Each body of [`MASK_CASES`] through a masking path and detectors: the
+/// client never reads Ann's name, e-mail or card, as sent or decoded
+/// (JSON escapes, numbers); what cannot be masked is refused or cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_values_never_reach_the_client() {
+    let paths = r#"
+    - jsonPaths: ["$.customer.name"]
+      strategy: redact
+    - detectors: [creditCard, email]
+      strategy: redact
+"#;
+    let mut leaks = Vec::new();
+    // Detectors only: text is masked too, not refused.
+    for masking in [paths, DETECTORS] {
+        let f = fixture(masking).await;
+        for (name, _, _) in MASK_CASES {
+            let (status, text) = raw(f.sidecar, &get("GET", &format!("/m/{name}"), "")).await;
+            let body = body_of(&text);
+            let seen = format!("{body}\n{}", decoded(&body));
+            let mut values = vec![
+                "ann@",
+                "ann%40",
+                "ann%2540",
+                "4111111111111111",
+                "%34111111111111111",
+                "4.111111111111111e15",
+            ];
+            if masking == paths {
+                values.push("Ann");
+            }
+            for value in values {
+                if seen.contains(value) {
+                    leaks.push(format!("{name}: {status} {value:?} in {body:?}"));
+                }
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "leaked:\n{}", leaks.join("\n"));
 }

@@ -256,7 +256,7 @@ fn clean_headers(parts: &mut Parts, set: &PolicySet, up: &HttpUpstream) -> bool 
         }
         for value in parts.headers.values_mut() {
             let text = String::from_utf8_lossy(value.as_bytes());
-            let findings = detectors.find(&text);
+            let (text, findings) = super::text_mask::find_decoded(detectors, &text);
             if !findings.is_empty() {
                 let masked = masker.mask_findings(&text, &findings);
                 *value = HeaderValue::from_str(&masked)
