@@ -840,3 +840,44 @@ async fn masked_values_never_reach_the_client() {
     }
     assert!(leaks.is_empty(), "leaked:\n{}", leaks.join("\n"));
 }
+
+// === class: headers that stand for others ===
+
+/// CGI, WSGI and Rack servers read `_` in a header name as `-`: a name
+/// that stands for a withheld header (a method override, the URL
+/// rewrites, the application's own credential, hop-by-hop ones) never
+/// reaches the upstream, in any case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn underscored_names_are_withheld_as_the_names_they_stand_for() {
+    let f = fixture("").await;
+    let mut passed = Vec::new();
+    for header in [
+        "X_HTTP_Method_Override: DELETE",
+        "x_http_method_override: DELETE",
+        "X-HTTP_Method-Override: DELETE",
+        "X_HTTP_METHOD: DELETE",
+        "X_Method_Override: DELETE",
+        "X_Original_URL: /v1/export/all",
+        "X_Rewrite_URL: /v1/export/all",
+        "X_Original_Method: DELETE",
+        "Authori_zation: x",
+        "Proxy_Authorization: Bearer mine",
+        "Transfer_Encoding: chunked",
+    ] {
+        let before = f.seen().len();
+        let (status, text) = raw(f.sidecar, &get("GET", "/v1/ok", &format!("{header}\r\n"))).await;
+        let name = header.split(':').next().unwrap().to_ascii_lowercase();
+        let seen = f.seen();
+        let Some(arrived) = seen.get(before) else {
+            passed.push(format!("{header}: {status}, nothing arrived: {text}"));
+            continue;
+        };
+        let forwarded = arrived.all.to_ascii_lowercase();
+        // `Authori_zation` stands for no header: it passes.
+        let stands_for_one = name != "authori_zation";
+        if stands_for_one == forwarded.contains(&format!("\r\n{name}:")) {
+            passed.push(format!("{header}: {status}, upstream saw\n{}", arrived.all));
+        }
+    }
+    assert!(passed.is_empty(), "wrong:\n{}", passed.join("\n"));
+}
