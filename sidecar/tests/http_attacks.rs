@@ -92,6 +92,17 @@ fn answer(route: &str) -> Vec<u8> {
         "/header-name-token" => "HTTP/1.1 204 No Content\r\nx-sk_live_4eC39HqLyjWDarjtT1zdp7dc: 1\r\nconnection: close\r\n\r\n"
             .as_bytes()
             .to_vec(),
+        "/hidden-deflate" => {
+            // Raw deflate (no magic bytes) of the echoed credential, its
+            // Content-Encoding named hop-by-hop.
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-encoding: deflate\r\nconnection: close, content-encoding\r\ncontent-length: {}\r\n\r\n",
+                DEFLATE_TOKEN.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(DEFLATE_TOKEN);
+            out
+        }
         "/hidden-encoding" => {
             // gzip of {"card":"4111111111111111"}, its Content-Encoding
             // named hop-by-hop by the upstream's Connection header.
@@ -266,6 +277,9 @@ const MASK_CASES: &[(&str, &str, &str)] = &[
         " \n\t{\"customer\":{\"name\":\"Ann\"}}",
     ),
 ];
+
+/// `Authorization: Bearer sk_live_…` (the credential) as raw deflate.
+const DEFLATE_TOKEN: &[u8] = b"\x73\x2c\x2d\xc9\xc8\x2f\xca\xac\x4a\x2c\xc9\xcc\xcf\xb3\x52\x70\x4a\x4d\x2c\x4a\x2d\x52\x28\xce\x8e\xcf\xc9\x2c\x4b\x8d\x37\x49\x75\x36\xb6\xf4\x28\xf4\xa9\xcc\x0a\x77\x49\x2c\xca\x2a\x09\x31\xac\x4a\x29\x30\x4f\x49\x06\x00";
 
 /// `{"card":"4111111111111111"}` gzip-compressed (Python's gzip.compress).
 const GZIP_CARD: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xab\x56\x4a\x4e\x2c\x4a\x51\xb2\x52\x32\x31\x44\x05\x4a\xb5\x00\x19\x37\x98\x87\x1b\x00\x00\x00";
@@ -531,6 +545,14 @@ async fn a_hop_by_hop_content_encoding_still_counts() {
     let (status, text) = raw(f.sidecar, &get("GET", "/hidden-encoding", "")).await;
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("compressedResponse"), "{text}");
+    // Raw deflate has no magic bytes: only its Content-Encoding says what it
+    // is, whether the upstream calls that header hop-by-hop or not.
+    for masking in ["", DETECTORS] {
+        let f = fixture(masking).await;
+        let (status, text) = raw(f.sidecar, &get("GET", "/hidden-deflate", "")).await;
+        assert_eq!(status, 502, "{masking:?}: {text:?}");
+        assert!(text.contains("compressedResponse"), "{masking:?}: {text:?}");
+    }
 }
 
 // === class: request smuggling and desync ===

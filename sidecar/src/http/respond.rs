@@ -236,6 +236,14 @@ fn clean_headers(parts: &mut Parts, set: &PolicySet, up: &HttpUpstream) -> bool 
             let c = c.trim_ascii();
             !c.eq_ignore_ascii_case(b"chunked") && !c.eq_ignore_ascii_case(b"identity")
         });
+    // Read before the hop-by-hop headers go: an upstream's
+    // `Connection: content-encoding` would strip the one header saying the
+    // body is encoded (raw deflate has no magic bytes to give it away).
+    let content_coded = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
     strip_hop_by_hop(&mut parts.headers);
     if let Some(secrets) = &up.secrets {
         secrets.scrub_headers(&mut parts.headers);
@@ -264,12 +272,7 @@ fn clean_headers(parts: &mut Parts, set: &PolicySet, up: &HttpUpstream) -> bool 
             }
         }
     }
-    transfer_coded
-        || parts
-            .headers
-            .get_all(header::CONTENT_ENCODING)
-            .iter()
-            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    transfer_coded || content_coded
 }
 
 /// How the body is masked, from its headers and first bytes; the refusal
