@@ -372,6 +372,9 @@ const RULES: &str = r#"
     - name: no-export
       match: {methods: [GET], paths: ["/v1/export/**"]}
       action: deny
+    - name: no-debug
+      match: {query: {debug: "*"}}
+      action: deny
 "#;
 
 const DETECTORS: &str = r#"
@@ -902,4 +905,59 @@ async fn underscored_names_are_withheld_as_the_names_they_stand_for() {
         }
     }
     assert!(passed.is_empty(), "wrong:\n{}", passed.join("\n"));
+}
+
+// === class: query parameters ===
+
+/// Spellings of a `debug` parameter some server reads as `debug` (ASP.NET
+/// reads names in any case; PHP drops leading spaces and reads `.` and
+/// ` ` as `_`; every server decodes escapes): each is denied or refused,
+/// or reaches the upstream as nothing a server reads as `debug`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_are_read_as_servers_read_them() {
+    let f = fixture("").await;
+    let mut passed = Vec::new();
+    for query in [
+        "debug=1",
+        "debug",
+        "debug=",
+        "x=1&debug=1",
+        "debug=1&debug=2",
+        "de%62ug=1",
+        "%64ebug=1",
+        "debug%00=1",
+        "debug[]=1",
+        "debug%5B%5D=1",
+        "debug[x]=1",
+        "DEBUG=1",
+        "Debug=1",
+        "%20debug=1",
+        "+debug=1",
+        "debug%20=1",
+        "x=1;debug=1",
+        "DEBUG[]=1",
+        "%2544ebug=1",
+    ] {
+        let before = f.seen().len();
+        let (status, _) = raw(f.sidecar, &get("GET", &format!("/v1/ok?{query}"), "")).await;
+        let seen = f.seen();
+        if let Some(arrived) = seen.get(before) {
+            passed.push(format!("{query}: {status}, upstream saw {}", arrived.path));
+        }
+    }
+    // Parameters that are not `debug` to any server pass.
+    for query in [
+        "x=1%26debug=1",
+        "debug%3D1",
+        "debugger=1",
+        "xdebug=1",
+        "de_bug=1",
+    ] {
+        let before = f.seen().len();
+        let (status, text) = raw(f.sidecar, &get("GET", &format!("/v1/ok?{query}"), "")).await;
+        if status != 200 || f.seen().len() != before + 1 {
+            passed.push(format!("{query}: {status}, refused: {text}"));
+        }
+    }
+    assert!(passed.is_empty(), "ran:\n{}", passed.join("\n"));
 }
