@@ -961,3 +961,48 @@ async fn query_parameters_are_read_as_servers_read_them() {
     }
     assert!(passed.is_empty(), "ran:\n{}", passed.join("\n"));
 }
+
+// === class: method overrides in JSON bodies ===
+
+/// Laravel reads a POST JSON body's `_method` as the method (its request
+/// bag is the JSON): where rules name methods it is refused, however the
+/// key is spelled; a nested one, or a body not labelled JSON, passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_method_overrides_are_refused() {
+    let f = fixture("").await;
+    let post = |ctype: &str, body: &str| {
+        format!(
+            "POST /v1/ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let mut wrong = Vec::new();
+    for (ctype, body, refused) in [
+        ("application/json", r#"{"_method":"DELETE"}"#, true),
+        ("application/json", r#"{"\u005fmethod":"DELETE"}"#, true),
+        ("application/json", r#"{"_METHOD":"DELETE"}"#, true),
+        (
+            "application/json; charset=utf-8",
+            r#"{"a":1,"_method":"PUT"}"#,
+            true,
+        ),
+        ("application/vnd.api+json", r#"{"_method":"DELETE"}"#, true),
+        ("application/json", r#"{"x":{"_method":"DELETE"}}"#, false),
+        ("application/json", r#"[{"_method":"DELETE"}]"#, false),
+        ("application/json", r#"{"method":"DELETE"}"#, false),
+    ] {
+        let before = f.seen().len();
+        let (status, text) = raw(f.sidecar, &post(ctype, body)).await;
+        let arrived = f.seen().len() > before;
+        let ok = if refused {
+            status == 400 && text.contains("methodOverride") && !arrived
+        } else {
+            status == 200 && arrived
+        };
+        if !ok {
+            wrong.push(format!("{ctype} {body}: {status} arrived {arrived}"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong:\n{}", wrong.join("\n"));
+}
