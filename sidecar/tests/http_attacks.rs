@@ -5,10 +5,19 @@
 //! and logs every request it received, so a refusal is checked against what
 //! the upstream saw.
 //!
-//! Classes (each a table of cases):
+//! Classes (each a table of cases; what a case found is in its test's doc):
 //! - response trailers and header names carry values like header values do;
 //! - HEAD runs a GET's handler in most servers: a rule on GET covers it;
-//! - hop-by-hop tricks (`Connection: <header>`) must not hide an encoding.
+//! - hop-by-hop tricks (`Connection: content-encoding`) hide no encoding;
+//! - request smuggling and desync (CL/TE, obs-fold, bare LF, chunk
+//!   extensions, pipelining, upgrades, CONNECT, h2 preface): held;
+//! - request targets and path spellings (absolute-form, dot segments,
+//!   escapes, `;`, `\\`, `*`, case);
+//! - response masking (escaped keys and values, duplicates, numbers,
+//!   labels, JSON lines, BOM, percent-encoded values);
+//! - header names that stand for others (`_` for `-`);
+//! - query parameter spellings (case, spaces, `+`, escapes);
+//! - method overrides in JSON bodies (Laravel's `_method`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
