@@ -80,9 +80,7 @@ pub(super) async fn approve(
     let recheck = |approved: &crate::approval::Approved| {
         let now = live.borrow().clone();
         let again = match &now.standing {
-            HttpStanding::Bound { set, .. } => {
-                set.decide_http_at(&target.request(json), &target.path)
-            }
+            HttpStanding::Bound { set, .. } => target.decide(set, json),
             _ => Decision::not_bound(&ctx.identity, &ctx.name),
         };
         crate::approval::standing(approved, &again)

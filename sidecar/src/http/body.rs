@@ -43,7 +43,11 @@ pub(super) async fn read_request_body(
     let form = inspection.names_methods()
         && parts.method == http::Method::POST
         && form_kind(&parts.headers).is_some();
-    let inspect = inspection.buffers_body() || form;
+    // Laravel reads a JSON body's `_method` as the method of a POST.
+    let json_post = inspection.names_methods()
+        && parts.method == http::Method::POST
+        && json_labelled(&parts.headers);
+    let inspect = inspection.buffers_body() || form || json_post;
     let store = match body.size_hint().exact() {
         None => true,
         Some(n) => n > 0 && n <= ctx.max_request_body as u64,
@@ -103,7 +107,37 @@ pub(super) async fn read_request_body(
         // Only dry-run rules (or none) read this body: never blocks.
         serde_json::from_slice(&bytes).ok()
     };
+    if json_post && has_json_method(json.as_ref()) {
+        let message = "Sluice refused the request: its JSON body has a _method field, which some servers (Laravel) run as the request's method; send the method on the request line".to_string();
+        let refusal = ("methodOverride", "methodOverride");
+        return Err(refuse_unreadable(
+            ctx,
+            session,
+            &target.cmd,
+            refusal,
+            message,
+        ));
+    }
     Ok((full(bytes), json))
+}
+
+/// Whether a Content-Type says JSON as Laravel's `isJson` reads it (`/json`
+/// or `+json` in it).
+fn json_labelled(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .filter_map(media_type)
+        .any(|(mime, _)| mime.contains("/json") || mime.contains("+json"))
+}
+
+/// Whether a JSON body's top-level object has a `_method` key (in any case).
+fn has_json_method(json: Option<&serde_json::Value>) -> bool {
+    json.and_then(serde_json::Value::as_object)
+        .is_some_and(|o| {
+            o.keys()
+                .any(|k| k.eq_ignore_ascii_case(sluice_policy::http::METHOD_PARAMETER))
+        })
 }
 
 /// A whole body, to forward.

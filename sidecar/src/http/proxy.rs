@@ -156,6 +156,11 @@ fn target(
         let refusal = ("queryRefused", e.limit());
         return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
     }
+    // A name a server reads as a named parameter, spelled otherwise.
+    if let Some(message) = disguised_parameter(query, inspection.query_names()) {
+        let refusal = ("queryRefused", "parameterSpelling");
+        return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
+    }
     // `_method` (Symfony, Laravel, Rails) would run another method than the
     // one decided: refused where rules tell methods apart.
     if inspection.names_methods()
@@ -174,6 +179,47 @@ fn target(
     })
 }
 
+/// A parameter name as some server reads it: ASP.NET in any case, PHP
+/// without leading spaces and with `.` and ` ` as `_` (and, to be safe,
+/// without trailing spaces).
+fn folded_name(name: &str) -> String {
+    name.trim_matches(' ')
+        .chars()
+        .map(|c| match c {
+            '.' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Why `query` is refused when one of its parameters is a rule's `named`
+/// parameter to some server but spelled otherwise (`DEBUG`, `+debug`,
+/// `de.bug` for `de_bug`): the rule would not see it, the server would.
+fn disguised_parameter(query: &str, named: &[String]) -> Option<String> {
+    if named.is_empty() || query.is_empty() {
+        return None;
+    }
+    let named: Vec<(&String, String)> = named.iter().map(|n| (n, folded_name(n))).collect();
+    for pair in query.split('&') {
+        let raw = pair
+            .split_once('=')
+            .map_or(pair, |(k, _)| k)
+            .replace('+', " ");
+        let name = super::text_mask::percent_decoded(&raw).unwrap_or(raw);
+        let base = name.split('[').next().unwrap_or_default();
+        let folded = folded_name(base);
+        if let Some((n, _)) = named
+            .iter()
+            .find(|(n, f)| *f == folded && n.as_str() != base)
+        {
+            return Some(format!(
+                "Sluice refused the request: a policy rule inspects the query parameter {n:?}, and {base:?} is another spelling of it to some servers (names in any case, without leading or trailing spaces, with '.' and ' ' as '_'); send it as {n:?}"
+            ));
+        }
+    }
+    None
+}
+
 /// The decide phase: the rules' decision and its metric label, within
 /// `statementsPerSecond`.
 fn decide(
@@ -183,7 +229,7 @@ fn decide(
     target: &Target,
     json: Option<&serde_json::Value>,
 ) -> Result<(Decision, &'static str), Refused> {
-    let decision = set.decide_http_at(&target.request(json), &target.path);
+    let decision = target.decide(set, json);
     let label = match (decision.enforced, decision.action) {
         (Action::Deny, _) => "deny",
         (Action::RequireApproval, _) => "requireApproval",

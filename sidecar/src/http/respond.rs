@@ -201,6 +201,7 @@ fn streamed(
         whole: ended,
         ended: false,
         finished: false,
+        trailers: None,
         record: Some(ResultRecord {
             audit: ctx.audit.clone(),
             metrics: ctx.metrics.clone(),
@@ -235,6 +236,14 @@ fn clean_headers(parts: &mut Parts, set: &PolicySet, up: &HttpUpstream) -> bool 
             let c = c.trim_ascii();
             !c.eq_ignore_ascii_case(b"chunked") && !c.eq_ignore_ascii_case(b"identity")
         });
+    // Read before the hop-by-hop headers go: an upstream's
+    // `Connection: content-encoding` would strip the one header saying the
+    // body is encoded (raw deflate has no magic bytes to give it away).
+    let content_coded = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
     strip_hop_by_hop(&mut parts.headers);
     if let Some(secrets) = &up.secrets {
         secrets.scrub_headers(&mut parts.headers);
@@ -242,9 +251,20 @@ fn clean_headers(parts: &mut Parts, set: &PolicySet, up: &HttpUpstream) -> bool 
     // Response headers are a channel back too (a Location, a cookie, an
     // X-Contact): the detectors run over every value.
     if let Some((detectors, masker)) = set.detectors() {
+        // A name cannot carry `[redacted]`: a field whose name holds a
+        // finding (`x-card-4111…`) is dropped.
+        let doomed: Vec<header::HeaderName> = parts
+            .headers
+            .keys()
+            .filter(|name| !detectors.find(name.as_str()).is_empty())
+            .cloned()
+            .collect();
+        for name in doomed {
+            parts.headers.remove(name);
+        }
         for value in parts.headers.values_mut() {
             let text = String::from_utf8_lossy(value.as_bytes());
-            let findings = detectors.find(&text);
+            let (text, findings) = super::text_mask::find_decoded(detectors, &text);
             if !findings.is_empty() {
                 let masked = masker.mask_findings(&text, &findings);
                 *value = HeaderValue::from_str(&masked)
@@ -252,12 +272,7 @@ fn clean_headers(parts: &mut Parts, set: &PolicySet, up: &HttpUpstream) -> bool 
             }
         }
     }
-    transfer_coded
-        || parts
-            .headers
-            .get_all(header::CONTENT_ENCODING)
-            .iter()
-            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    transfer_coded || content_coded
 }
 
 /// How the body is masked, from its headers and first bytes; the refusal

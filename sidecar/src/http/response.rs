@@ -236,6 +236,9 @@ pub(super) struct ResponseBody {
     /// The end of the body went through the stages.
     pub(super) ended: bool,
     pub(super) finished: bool,
+    /// The upstream's trailers, held while what the stages still held at
+    /// their arrival goes out first (a data frame after trailers is lost).
+    pub(super) trailers: Option<HeaderMap>,
     pub(super) record: Option<ResultRecord>,
 }
 
@@ -358,6 +361,9 @@ impl Body for ResponseBody {
         if this.finished {
             return Poll::Ready(None);
         }
+        if let Some(trailers) = this.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         if let Some(first) = this.first.take() {
             let whole = this.whole;
             match this.transform(first, whole) {
@@ -391,7 +397,19 @@ impl Body for ResponseBody {
                                 if let Some(s) = &this.secrets {
                                     s.scrub_headers(&mut trailers);
                                 }
-                                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                                // The trailers end the body: what the
+                                // scrubber and the masker still hold goes
+                                // out before them.
+                                let tail = match this.transform(Bytes::new(), true) {
+                                    Ok(tail) => tail,
+                                    Err(e) => return this.fail(e),
+                                };
+                                if tail.is_empty() {
+                                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                                }
+                                this.trailers = Some(trailers);
+                                this.count(&tail);
+                                return Poll::Ready(Some(Ok(Frame::data(tail))));
                             }
                             // Neither data nor trailers: nothing to pass on.
                             Err(_) => continue,

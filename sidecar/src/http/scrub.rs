@@ -31,6 +31,8 @@ const COVER: u8 = b'*';
 /// per form).
 pub struct Secrets {
     needles: AhoCorasick,
+    /// The same needles in any ASCII case: header names arrive lower-cased.
+    names: AhoCorasick,
     longest: usize,
 }
 
@@ -85,8 +87,18 @@ impl Secrets {
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
         // The standard match kind reports every occurrence, overlapping ones
         // included, so every byte of every form is covered.
+        let names = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&needles)?;
         let needles = AhoCorasick::new(&needles)?;
-        Ok((Some(Secrets { needles, longest }), short))
+        Ok((
+            Some(Secrets {
+                needles,
+                names,
+                longest,
+            }),
+            short,
+        ))
     }
 
     /// Overwrites every needle in `buf`; whether anything was found.
@@ -113,12 +125,22 @@ impl Secrets {
         HeaderValue::from_bytes(&bytes).ok()
     }
 
-    /// Scrubs every value of `headers` in place.
+    /// Scrubs every value of `headers` in place, and drops every field
+    /// whose name carries a needle in any case (a name cannot be
+    /// overwritten with `*`, and arrives lower-cased).
     pub fn scrub_headers(&self, headers: &mut http::HeaderMap) {
         for value in headers.values_mut() {
             if let Some(clean) = self.scrub_header(value) {
                 *value = clean;
             }
+        }
+        let doomed: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|name| self.names.is_match(name.as_str()))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
         }
     }
 }

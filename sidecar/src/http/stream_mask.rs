@@ -534,8 +534,8 @@ impl JsonStreamMasker {
 
     fn detect(&self, text: &str) -> Option<String> {
         let (set, m) = self.detectors()?;
-        let findings = set.find(text);
-        (!findings.is_empty()).then(|| self.masker(m).mask_findings(text, &findings))
+        let (text, findings) = super::text_mask::find_decoded(set, text);
+        (!findings.is_empty()).then(|| self.masker(m).mask_findings(&text, &findings))
     }
 }
 

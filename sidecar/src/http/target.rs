@@ -2,6 +2,7 @@
 //! rules decide them and as they are forwarded, and its audit record.
 
 use http::{Method, Uri};
+use sluice_policy::engine::{Decision, PolicySet};
 use sluice_policy::http::{HttpRequest, RequestPath};
 
 use super::record::RequestCommand;
@@ -41,5 +42,60 @@ impl Target {
             query: self.query(),
             body,
         }
+    }
+
+    /// The rules' decision on this request: the strictest of its readings
+    /// by servers, so that a rule covers the request however the upstream
+    /// reads it.
+    ///
+    /// - A HEAD request is also decided as a GET: servers (Go's net/http,
+    ///   Express, Flask, Rails, Python's http.server) run a resource's GET
+    ///   handler for HEAD, so a rule that denies (or holds) GET covers HEAD,
+    ///   whatever the case of the method (rules match methods in any case).
+    /// - A path with ASCII upper-case letters is also decided in lower case:
+    ///   Express (by default), ASP.NET and IIS route paths in any case, so
+    ///   `/V1/EXPORT` runs what a rule on `/v1/export/**` names. (A glob with
+    ///   upper-case letters still matches only its own case.)
+    pub(super) fn decide(&self, set: &PolicySet, body: Option<&serde_json::Value>) -> Decision {
+        let decision = set.decide_http_at(&self.request(body), &self.path);
+        let head = self.method.as_str().eq_ignore_ascii_case("HEAD");
+        let folded = self
+            .path
+            .decided()
+            .bytes()
+            .any(|b| b.is_ascii_uppercase())
+            .then(|| RequestPath::parse(&self.path.forwarded().to_ascii_lowercase()).ok())
+            .flatten();
+        if !head && folded.is_none() {
+            return decision;
+        }
+        let methods: &[&str] = if head {
+            &[self.method.as_str(), "GET"]
+        } else {
+            &[self.method.as_str()]
+        };
+        let paths = std::iter::once(&self.path).chain(folded.as_ref());
+        let mut strictest = decision;
+        for (i, path) in paths.enumerate() {
+            for (j, method) in methods.iter().enumerate() {
+                if i == 0 && j == 0 {
+                    continue;
+                }
+                let reading = HttpRequest {
+                    method,
+                    ..self.request(body)
+                };
+                let mut other = set.decide_http_at(&reading, path);
+                if (other.enforced, other.action) > (strictest.enforced, strictest.action) {
+                    other.reason = format!(
+                        "{} (decided as {method} {}: servers read the request so too)",
+                        other.reason,
+                        path.decided()
+                    );
+                    strictest = other;
+                }
+            }
+        }
+        strictest
     }
 }

@@ -6,8 +6,10 @@
 //! end the response (the caller cuts it off) rather than pass text that was
 //! not searched.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use sluice_policy::detectors::{DetectorSet, Finding};
 use sluice_policy::engine::PolicySet;
 
 /// The longest line searched; a longer one cannot be masked.
@@ -90,7 +92,7 @@ impl TextMasker {
         self.offset += line.len() as u64;
         match self.set.detectors() {
             Some((detectors, masker)) => {
-                let findings = detectors.find(text);
+                let (text, findings) = find_decoded(detectors, text);
                 if findings.is_empty() {
                     out.extend_from_slice(&line);
                 } else {
@@ -99,7 +101,7 @@ impl TextMasker {
                     for _ in &findings {
                         self.counts.add(rule);
                     }
-                    out.extend_from_slice(masker.mask_findings(text, &findings).as_bytes());
+                    out.extend_from_slice(masker.mask_findings(&text, &findings).as_bytes());
                 }
             }
             None => out.extend_from_slice(&line),
@@ -107,5 +109,82 @@ impl TextMasker {
         self.line = line;
         self.line.clear();
         Ok(())
+    }
+}
+
+/// How many times percent-encoding is undone (`%2540` is `%40` is `@`).
+const DECODE_ROUNDS: usize = 3;
+
+/// What the detectors find in `text`, and the text they found it in:
+/// `text` itself, or, when it has percent-escapes and its decoded form
+/// holds findings, that form (a `Location: /users/ann%40example.com`, a
+/// `next=%34111…` reads as the value to any URL decoder). The caller masks
+/// the findings in the text returned, so a value with a finding leaves
+/// decoded, masked.
+pub(super) fn find_decoded<'a>(
+    detectors: &DetectorSet,
+    text: &'a str,
+) -> (Cow<'a, str>, Vec<Finding>) {
+    if let Some(decoded) = percent_decoded(text) {
+        let findings = detectors.find(&decoded);
+        if !findings.is_empty() {
+            return (Cow::Owned(decoded), findings);
+        }
+    }
+    let findings = detectors.find(text);
+    (Cow::Borrowed(text), findings)
+}
+
+/// `text` with its percent-escapes decoded (up to [`DECODE_ROUNDS`]
+/// times; bytes that do not form UTF-8 read as U+FFFD), `None` when it has
+/// none.
+pub(super) fn percent_decoded(text: &str) -> Option<String> {
+    let mut current: Cow<'_, str> = Cow::Borrowed(text);
+    let mut changed = false;
+    for _ in 0..DECODE_ROUNDS {
+        let bytes = current.as_bytes();
+        if !bytes
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+        {
+            break;
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if bytes[i] == b'%'
+                && let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                )
+            {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        current = Cow::Owned(String::from_utf8_lossy(&out).into_owned());
+        changed = true;
+    }
+    changed.then(|| current.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_escapes_are_undone_a_bounded_number_of_times() {
+        assert_eq!(percent_decoded("plain"), None);
+        assert_eq!(percent_decoded("100%"), None);
+        assert_eq!(percent_decoded("%zz%4"), None);
+        assert_eq!(percent_decoded("a%40b").as_deref(), Some("a@b"));
+        assert_eq!(percent_decoded("a%2540b").as_deref(), Some("a@b"));
+        assert_eq!(percent_decoded("%25252540").as_deref(), Some("%40"));
+        assert_eq!(percent_decoded("%ff").as_deref(), Some("\u{fffd}"));
+        assert_eq!(percent_decoded("caf%C3%A9").as_deref(), Some("café"));
     }
 }

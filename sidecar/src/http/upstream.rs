@@ -31,7 +31,8 @@ fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Request headers that never reach the upstream besides hop-by-hop ones:
-/// the application's own `Host` and credentials; the headers that make
+/// the application's own `Host` and credentials (and, below, any name
+/// that stands for one of these with `_` for `-`); the headers that make
 /// servers and frameworks read another method or path than the request
 /// line's (Symfony, Laravel, Rails, Express method-override, IIS URL
 /// rewriting, nginx auth_request): the request is decided on its request
@@ -209,7 +210,20 @@ pub(super) fn upstream_request(
         .ok()?;
     let mut headers = parts.headers;
     strip(&mut headers, |name| {
-        is_hop_by_hop(name) || is_withheld(name)
+        if is_hop_by_hop(name) || is_withheld(name) {
+            return true;
+        }
+        // CGI, WSGI and Rack servers read `X_HTTP_Method_Override` as
+        // `X-HTTP-Method-Override` (both are HTTP_X_HTTP_METHOD_OVERRIDE):
+        // a name with `_` is withheld as the name it stands for, and so is
+        // one standing for a credential header.
+        if !name.contains('_') {
+            return false;
+        }
+        let dashed = name.replace('_', "-");
+        is_hop_by_hop(&dashed)
+            || is_withheld(&dashed)
+            || up.credentials.iter().any(|(c, _)| c.as_str() == dashed)
     });
     for (name, value) in &up.credentials {
         headers.remove(name);
