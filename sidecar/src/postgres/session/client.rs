@@ -160,6 +160,10 @@ impl ClientLoop {
             self.function_call(&frame);
             return Ok(());
         }
+        if settings::lexing_depends_on_settings(frame.body()) {
+            // Read under the settings the server has reported by now.
+            self.wait_answered(0).await;
+        }
         self.simple_query(frame).await?;
         if let Some((frame, decided)) = self.held.take() {
             self.approve_simple(frame, decided, client).await?;

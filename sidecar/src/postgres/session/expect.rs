@@ -86,6 +86,10 @@ pub(super) struct BindInfo {
     pub(super) portal: String,
     pub(super) statement: Arc<str>,
     pub(super) formats: FormatCodes,
+    /// The statement bound (`None`: one the sidecar does not know). Its
+    /// plan is made at Bind, which evaluates immutable functions of
+    /// constants: errors and notices at Bind are judged by it.
+    pub(super) stmt: Option<StatementRef>,
 }
 
 pub(super) struct SimpleCtx {

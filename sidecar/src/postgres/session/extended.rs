@@ -16,7 +16,7 @@ use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::Frame;
 use crate::postgres::messages::{bind, describe, error_response, execute, frontend, parse};
 use crate::postgres::rows_affected::{self, Limit};
-use crate::postgres::settings::Effect;
+use crate::postgres::settings::{self, Effect};
 
 /// A group decided in pass 1 (see [`ClientLoop::decide_statements`]).
 struct Parsed {
@@ -82,11 +82,29 @@ impl ClientLoop {
         sync: bool,
     ) -> Result<Verdict, SessionError> {
         let started = Instant::now();
+        // A text whose reading depends on the settings (see
+        // `settings::lexing_depends_on_settings`): read under what the
+        // server reported once everything before its group is answered.
+        let backslash = pending.iter().position(|f| {
+            f.tag == frontend::PARSE && settings::lexing_depends_on_settings(f.body())
+        });
+        if backslash.is_some() && !self.group_forwarded {
+            self.wait_answered(0).await;
+        }
         let parsed = self.decide_statements(pending).await?;
         // Deciding may have picked up new rules.
         self.sync_masking();
         self.read_only_in_force()?;
         if let Some(refusal) = parsed.refusal {
+            return Ok(Verdict::Refuse(refusal));
+        }
+        if let Some(at) = backslash
+            && (self.group_forwarded || pending[..at].iter().any(|f| f.tag == frontend::EXECUTE))
+        {
+            let refusal = backslash_refusal();
+            if let Some(Some(stmt)) = parsed.decisions.get(at) {
+                self.record_refused(&stmt.decided, "extended", &refusal);
+            }
             return Ok(Verdict::Refuse(refusal));
         }
         // Sluice's own time, unless a human's approval is part of it.
@@ -272,6 +290,11 @@ impl ClientLoop {
         {
             refusal = Some(e);
         }
+        if refusal.is_none()
+            && let Err(e) = self.laundering_through(decided).await
+        {
+            refusal = Some(e);
+        }
         if let Some(refusal) = refusal {
             self.record_refused(decided, "extended", &refusal);
             return Err(refusal);
@@ -406,6 +429,7 @@ impl ClientLoop {
             portal: b.portal.to_string(),
             statement: name.unwrap_or_else(|| Arc::from(b.statement)),
             formats: formats.clone(),
+            stmt: stmt.clone(),
         });
         self.portals.insert(
             b.portal.to_string(),
@@ -688,5 +712,16 @@ impl ClientLoop {
             });
         }
         Ok(())
+    }
+}
+
+/// The refusal of a Parse whose text holds a backslash after an Execute of
+/// its group (see [`settings::lexing_depends_on_settings`]).
+fn backslash_refusal() -> Refusal {
+    Refusal {
+        code: error_response::FEATURE_NOT_SUPPORTED,
+        ..Refusal::plain(
+            "statement refused by Sluice: a statement text holding a backslash must not follow an Execute in its extended-protocol group (before its Sync): the statement run first may change standard_conforming_strings or client_encoding (a function, a trigger), and the server would read the backslash under that change; send it after a Sync, or pass the value as a parameter",
+        )
     }
 }

@@ -25,13 +25,15 @@
 //! - `server`: the server loop's read loop, the answer queue and its checks;
 //! - `results`: rows, `maxRows`, command completion and the result records;
 //! - `masks`: the mask of a result's columns;
-//! - `scrub`: errors, notices, notifications and settings, scrubbed when masking applies.
+//! - `scrub`: errors, notices, notifications and settings, scrubbed when masking applies;
+//! - `launder`: writes of masked values read through views and functions, refused.
 
 mod client;
 mod expect;
 mod extended;
 mod guard;
 mod hold;
+mod launder;
 mod masks;
 mod results;
 mod scrub;
@@ -54,6 +56,7 @@ use super::cancel::CancelRegistry;
 use super::catalog::{Catalog, CatalogPool};
 use super::framing::{Frame, FrameReader, FramingError, Peer};
 use super::masking::{CopyMask, RowMask};
+use super::messages;
 use super::messages::bind::FormatCodes;
 use super::rows_affected::{Count, Outcome};
 use super::settings::ServerSettings;
@@ -335,6 +338,11 @@ struct ClientLoop {
     statements: Map<String, PreparedStatement>,
     /// Portals as the server knows them.
     portals: Map<String, Portal>,
+    /// Statements prepared with SQL `PREPARE` under column masking, by name
+    /// (see [`ClientLoop::laundering_through`]).
+    sql_prepared: Map<String, Vec<StatementRef>>,
+    /// More were prepared than [`ClientLoop::sql_prepared`] keeps.
+    sql_prepared_overflow: bool,
     /// Extended-protocol messages waiting for Sync or Flush.
     pending: Vec<Frame>,
     /// Their size.
@@ -453,8 +461,9 @@ struct ServerLoop<'w, W> {
     /// Statements run in the current transaction (see [`ServerLoop::ran`]).
     ran: Vec<StatementRef>,
     ran_overflow: bool,
-    /// Per statement, whether it may read a masked column.
-    uncertain_cache: Map<(usize, usize), (Arc<Decided>, bool)>,
+    /// Statements found to maybe read a masked column (see
+    /// [`ServerLoop::statement_uncertain`]: the other answer is never kept).
+    uncertain_cache: Map<(usize, usize), Arc<Decided>>,
     /// The policy that made this session read-only (see [`ClientLoop`]).
     read_only: Option<Arc<str>>,
     /// A write's answer being held for `maxRowsAffected` (see [`Expect::HoldStart`]).
@@ -468,11 +477,25 @@ struct ServerLoop<'w, W> {
 struct StatementMask {
     mask: Option<Arc<RowMask>>,
     bound: Option<(FormatCodes, Arc<RowMask>)>,
+    /// The statement and its described columns when `mask` rests on what
+    /// names are now (views, functions: see [`ServerLoop::row_mask`]): it
+    /// is planned again at each Bind, never reused from an earlier one.
+    recheck: Option<(StatementRef, Vec<messages::row_description::Column>)>,
 }
 
 impl StatementMask {
     fn new(mask: Option<Arc<RowMask>>) -> StatementMask {
-        StatementMask { mask, bound: None }
+        StatementMask {
+            mask,
+            bound: None,
+            recheck: None,
+        }
+    }
+
+    /// The mask planned again (see `recheck`).
+    fn replanned(&mut self, mask: Option<Arc<RowMask>>) {
+        self.mask = mask;
+        self.bound = None;
     }
 
     /// The mask of a portal bound from the statement in `formats`.

@@ -438,7 +438,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             backend::NO_DATA => {
                 self.parameters_seen = false;
-                self.described(None, Some(&frame));
+                self.described(None, None, Some(&frame));
                 Ok(())
             }
             backend::PARAMETER_DESCRIPTION => {
@@ -453,6 +453,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             backend::BIND_COMPLETE => {
                 if let Some(Expect::BindComplete(Some(info))) = self.pop() {
+                    self.replan_statement(&info.statement).await;
                     let mask = match self.statement_masks.get_mut(&*info.statement) {
                         Some(mask) => mask.in_formats(&info.formats),
                         // Never described (cannot happen while masking is on):

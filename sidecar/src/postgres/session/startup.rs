@@ -376,6 +376,8 @@ where
         expect: tx,
         statements: Map::default(),
         portals: Map::default(),
+        sql_prepared: Map::default(),
+        sql_prepared_overflow: false,
         pending: Vec::new(),
         pending_bytes: 0,
         group_forwarded: false,
