@@ -568,3 +568,51 @@ async fn errors_and_notices_raised_while_planning_at_bind_are_scrubbed() {
         raw.simple("DEALLOCATE p_plan");
     }
 }
+
+/// Rows planned before a view changed and read after it: a cursor `WITH
+/// HOLD` keeps its rows as the view was at `DECLARE`, while the server
+/// names the view's column as their origin. A view that read the SSN then
+/// and reads a clean column now must not make those rows pass. (A portal
+/// or a cursor without HOLD keeps the view locked: no session can replace
+/// it meanwhile, and its own is refused by the server.)
+#[tokio::test]
+async fn rows_planned_before_a_view_changed_are_masked_as_planned() {
+    let (sidecar, admin) = setup(
+        "attack_cursor_staleness",
+        "CREATE VIEW v_cur AS SELECT id, ssn AS x FROM customers;",
+    )
+    .await;
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "DECLARE c_hold CURSOR WITH HOLD FOR SELECT x FROM v_cur",
+        "DECLARE c_hold_star CURSOR WITH HOLD FOR SELECT * FROM v_cur",
+    ] {
+        let bytes = raw.simple(sql);
+        assert!(
+            !contains(&bytes, "SERROR"),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    admin
+        .batch_execute("CREATE OR REPLACE VIEW v_cur AS SELECT id, name AS x FROM customers;")
+        .await
+        .unwrap();
+    for sql in [
+        "FETCH 10 FROM c_hold",
+        "FETCH FORWARD 10 FROM c_hold_star",
+        "FETCH BACKWARD 10 FROM c_hold",
+    ] {
+        let bytes = raw.simple(sql);
+        assert_no_leak(&bytes, sql);
+        assert!(
+            !contains(&bytes, "SERROR"),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    for sql in ["FETCH FIRST FROM c_hold_star", "FETCH FIRST FROM c_hold"] {
+        let bytes = raw.extended(sql, false);
+        assert_no_leak(&bytes, &format!("{sql}, extended"));
+    }
+}
