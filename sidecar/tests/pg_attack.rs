@@ -616,3 +616,42 @@ async fn rows_planned_before_a_view_changed_are_masked_as_planned() {
         assert_no_leak(&bytes, &format!("{sql}, extended"));
     }
 }
+
+/// Another backend's notification carries what that backend (or an
+/// application trigger it fired) put in it; the statement at hand in this
+/// session says nothing about it. A trigger `pg_notify('c', NEW.ssn)` fired
+/// by another session's UPDATE reaches a listener at the end of whatever
+/// it runs then (before its ReadyForQuery), judged so far by that
+/// statement: a plain read of an unmasked table passed the payload.
+#[tokio::test]
+async fn other_backends_notifications_do_not_carry_masked_values() {
+    let (sidecar, admin) = setup(
+        "attack_foreign_notify",
+        "CREATE FUNCTION tell() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN PERFORM pg_notify('c', NEW.ssn); RETURN NEW; END$$;
+         CREATE TRIGGER tell AFTER UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION tell();
+         CREATE TABLE big AS SELECT g AS id FROM generate_series(1, 3000) g;",
+    )
+    .await;
+    let mut raw = RawClient::connect(sidecar.port);
+    assert!(!contains(&raw.simple("LISTEN c"), "SERROR"));
+    // A plain read long enough for the other session's UPDATE to commit
+    // while it runs.
+    let slow = "SELECT a.id FROM big a CROSS JOIN big b OFFSET 9000000";
+    for _ in 0..2 {
+        raw.send(&[frontend::query(slow)]);
+        admin
+            .batch_execute("UPDATE customers SET name = name WHERE id = 1")
+            .await
+            .unwrap();
+        let mut bytes = raw.read_until_ready();
+        // Delivered at the next statement's end if not at this one's.
+        bytes.extend(raw.simple("SELECT 2"));
+        assert_no_leak(&bytes, slow);
+        assert!(
+            contains(&bytes, "hidden by Sluice"),
+            "no notification came: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}

@@ -466,6 +466,9 @@ struct ServerLoop<'w, W> {
     uncertain_cache: Map<(usize, usize), Arc<Decided>>,
     /// The policy that made this session read-only (see [`ClientLoop`]).
     read_only: Option<Arc<str>>,
+    /// The upstream backend's process ID (its BackendKeyData): whose
+    /// notifications are this session's own.
+    backend_pid: i32,
     /// A write's answer being held for `maxRowsAffected` (see [`Expect::HoldStart`]).
     hold: Option<Hold>,
 }

@@ -63,7 +63,11 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
 
     /// A NotificationResponse: its payload (and channel name) pass the
     /// detectors; while the statement or transaction at hand may read a
-    /// masked column the payload is replaced (`pg_notify('c', ssn)`).
+    /// masked column the payload is replaced (`pg_notify('c', ssn)`). So is
+    /// the payload of another backend's notification: the statement at hand
+    /// says nothing about it (an application's trigger `pg_notify('c',
+    /// NEW.ssn)` fired by another session's UPDATE arrives at this one's
+    /// COMMIT, or in the middle of a pipeline).
     pub(super) async fn notification(&mut self, frame: &Frame) -> Result<(), SessionError> {
         if !self.masking.active() {
             self.forward(frame);
@@ -74,7 +78,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let mut parts = rest.split(|b| *b == 0);
         let channel = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
         let payload = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-        let whole = self.uncertain().await;
+        let other_backend = self.masking.has_column_rules()
+            && pid
+                .get(..4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                != Some(self.backend_pid);
+        let whole = other_backend || self.uncertain().await;
         let channel = self.masking.detect(&channel).unwrap_or(channel);
         let payload = if whole {
             error_response::HIDDEN.to_string()
