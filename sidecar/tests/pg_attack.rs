@@ -655,3 +655,47 @@ async fn other_backends_notifications_do_not_carry_masked_values() {
         );
     }
 }
+
+/// Reads whose values come from somewhere the column plan must not miss:
+/// plans that print the constants the planner folded (an application's
+/// `IMMUTABLE` function reading the masked column), and other shapes.
+#[tokio::test]
+async fn reads_of_values_folded_or_printed_elsewhere_are_masked() {
+    let (sidecar, _admin) = setup(
+        "attack_folded",
+        "CREATE FUNCTION f_imm() RETURNS text IMMUTABLE LANGUAGE sql
+           AS $$SELECT ssn FROM customers LIMIT 1$$;
+         CREATE VIEW v_imm AS SELECT id, f_imm() AS x FROM customers;",
+    )
+    .await;
+    let mut raw = RawClient::connect(sidecar.port);
+    let bytes = raw.simple("PREPARE p_imm AS SELECT f_imm()");
+    assert!(
+        !contains(&bytes, "SERROR"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    for sql in [
+        "EXPLAIN VERBOSE EXECUTE p_imm",
+        "EXPLAIN VERBOSE SELECT f_imm()",
+        "EXPLAIN (VERBOSE, COSTS OFF) SELECT id FROM customers WHERE name = f_imm()",
+        "EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM v_imm",
+        "EXPLAIN (ANALYZE, VERBOSE, COSTS OFF, TIMING OFF) SELECT upper(f_imm())",
+        "SELECT f_imm()",
+        "SELECT * FROM v_imm",
+        "SELECT ssn FROM customers AS c(a, b, s)",
+        "SELECT s FROM customers AS c(a, b, s)",
+        "TABLE customers",
+        "SELECT c FROM customers c",
+        "SELECT (c).ssn FROM (SELECT c FROM customers c) sub",
+        "SELECT j.value FROM customers c, LATERAL jsonb_each_text(to_jsonb(c)) j",
+    ] {
+        for bytes in [
+            raw.simple(sql),
+            raw.extended(sql, false),
+            raw.extended(sql, true),
+        ] {
+            assert_no_leak(&bytes, sql);
+        }
+    }
+}

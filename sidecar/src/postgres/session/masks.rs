@@ -7,7 +7,7 @@ use tokio::io::AsyncWrite;
 
 use super::expect::{Expect, StatementRef};
 use super::{MASK_CACHE_ENTRIES, ServerLoop, SessionError, SimpleProgress};
-use crate::postgres::catalog::CatalogError;
+use crate::postgres::catalog::{Catalog, CatalogError};
 use crate::postgres::framing::Frame;
 use crate::postgres::masking::RowMask;
 use crate::postgres::messages::error_response::Report;
@@ -262,6 +262,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     let views = catalog
                         .extended_matcher(statement, &named, self.masking.column_matcher())
                         .await;
+                    if views.is_ok() && statement.is_some_and(|s| prints_folded_values(s, &catalog))
+                    {
+                        return Ok((Some(Arc::new(RowMask::opaque())), names));
+                    }
                     views.map(|v| (origins, v))
                 }
                 Err(e) => Err(e),
@@ -284,5 +288,22 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             views.as_ref(),
         );
         Ok(((!mask.is_noop()).then(|| Arc::new(mask)), names))
+    }
+}
+
+/// Whether `s` is an EXPLAIN whose plan may print values read from tables:
+/// the planner folds an `IMMUTABLE` function of constants into its result,
+/// and EXPLAIN prints it (`Output: '123-45-6789'::text`, in a `Filter`
+/// too), so a user-defined function the statement (or a view it reads)
+/// calls, or `EXPLAIN EXECUTE` of a statement Sluice cannot see here, has
+/// its plan withheld under column masking. Call after
+/// [`Catalog::extended_matcher`] of `s`.
+fn prints_folded_values(s: &sluice_policy::sql::Statement, catalog: &Catalog) -> bool {
+    match &s.ast {
+        sqlparser::ast::Statement::Explain { statement, .. } => {
+            matches!(**statement, sqlparser::ast::Statement::Execute { .. })
+                || catalog.user_functions_called()
+        }
+        _ => false,
     }
 }
