@@ -349,7 +349,7 @@ impl ClientLoop {
             self.out.extend_from_slice(&terminator.raw);
         }
         self.upstream.write_all(&self.out).await?;
-        self.barrier |= plan.barrier;
+        self.barrier |= plan.barrier || self.read_only_barrier();
         Ok(())
     }
 

@@ -70,7 +70,7 @@ impl ClientLoop {
         self.ctx.metrics.overhead(started.elapsed());
         self.forward_simple(&frame, decided, copy_masks, writes, hold)
             .await?;
-        self.barrier |= effect != Effect::None;
+        self.barrier |= effect != Effect::None || self.read_only_barrier();
         Ok(())
     }
 
