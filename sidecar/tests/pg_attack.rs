@@ -378,6 +378,15 @@ async fn writes_prepared_before_a_view_changed_are_judged_when_run() {
             );
         }
     }
+    // Parsed again under its name: the server refuses that (42P05) and
+    // keeps the write, so Sluice must not take the new text for it.
+    raw.send(&[parse_named("s_proto", "SELECT 1"), frontend::sync()]);
+    let bytes = raw.read_until_ready();
+    assert!(
+        contains(&bytes, "C42P05"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     raw.send(&[
         bind_named("s_proto", 0),
         frontend::execute(),
@@ -387,6 +396,32 @@ async fn writes_prepared_before_a_view_changed_are_judged_when_run() {
     assert!(
         contains(&bytes, "C42501"),
         "Bind/Execute s_proto: not refused: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    // A Parse the server failed leaves no statement: the same name parses
+    // again (as drivers that name statements by their text do).
+    raw.send(&[
+        parse_named("s_retry", "SELECT * FROM not_yet"),
+        frontend::sync(),
+    ]);
+    let bytes = raw.read_until_ready();
+    assert!(
+        contains(&bytes, "C42P01"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    admin
+        .batch_execute("CREATE TABLE not_yet (id int);")
+        .await
+        .unwrap();
+    raw.send(&[
+        parse_named("s_retry", "SELECT * FROM not_yet"),
+        frontend::sync(),
+    ]);
+    let bytes = raw.read_until_ready();
+    assert!(
+        !contains(&bytes, "SERROR"),
+        "{}",
         String::from_utf8_lossy(&bytes)
     );
     let stored = admin

@@ -14,8 +14,10 @@ use crate::postgres::messages::bind::FormatCodes;
 pub(super) enum Expect {
     /// A simple Query: everything up to its ReadyForQuery.
     Simple(Box<SimpleCtx>),
-    /// ParseComplete.
-    ParseComplete,
+    /// ParseComplete, with the statement's name (`None`: the unnamed one)
+    /// as the client loop keeps it: a Parse the server fails or skips is
+    /// reported back (see [`super::Answered::failed_parses`]).
+    ParseComplete(Option<Arc<str>>),
     /// BindComplete. With masking, what the server loop needs to give the
     /// portal the mask of its statement in the Bind's result formats.
     BindComplete(Option<BindInfo>),

@@ -55,6 +55,7 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         self.sync_masking();
         self.read_only_in_force()?;
+        self.forget_failed_parses();
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -158,6 +159,15 @@ impl ClientLoop {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
                     let decided = self.decide(p.query).await;
+                    if !p.name.is_empty()
+                        && (parsed.contains_key(p.name) || self.statements.contains_key(p.name))
+                        && !closed_before(&pending[..i], p.name)?
+                        && refusal.is_none()
+                    {
+                        let r = still_prepared_refusal(p.name);
+                        self.record_refused(&decided, "extended", &r);
+                        refusal = Some(r);
+                    }
                     if let Some(r) = self
                         .unmodelled(p.query)
                         .or_else(|| self.read_only_refusal(&decided, p.query))
@@ -364,18 +374,19 @@ impl ClientLoop {
         let p = parse::decode(frame.body())?;
         // Its column names, for the recording (only while it records).
         let columns = self.recorded().then(DescribedColumns::default);
+        let name: Arc<str> = Arc::from(p.name);
         if let Some(stmt) = stmt.clone() {
             self.statements.insert(
                 p.name.to_string(),
                 PreparedStatement {
-                    name: Arc::from(p.name),
+                    name: name.clone(),
                     stmt,
                     described: describe_statements.then_some(self.generation),
                     columns: columns.clone(),
                 },
             );
         }
-        self.send(Expect::ParseComplete);
+        self.send(Expect::ParseComplete((!p.name.is_empty()).then_some(name)));
         self.out.extend_from_slice(&frame.raw);
         if describe_statements {
             self.send(Expect::Describe {
@@ -712,6 +723,56 @@ impl ClientLoop {
             });
         }
         Ok(())
+    }
+}
+
+impl ClientLoop {
+    /// Forgets the statements whose Parse the server failed or skipped
+    /// (reported by the server loop): the server has none of that name, or
+    /// kept the one before.
+    pub(super) fn forget_failed_parses(&mut self) {
+        for name in self.answered.take_failed_parses() {
+            if self
+                .statements
+                .get(&*name)
+                .is_some_and(|s| Arc::ptr_eq(&s.name, &name))
+            {
+                self.statements.remove(&*name);
+            }
+        }
+    }
+}
+
+/// Whether a Close of statement `name` comes in `before` (the group's
+/// messages before a Parse of it), after its last Parse there.
+fn closed_before(before: &[Frame], name: &str) -> Result<bool, SessionError> {
+    let mut closed = false;
+    for f in before {
+        match f.tag {
+            frontend::CLOSE => {
+                if let describe::Target::Statement(s) = describe::decode(f.body(), "Close")?
+                    && s == name
+                {
+                    closed = true;
+                }
+            }
+            frontend::PARSE if parse::decode(f.body())?.name == name => closed = false,
+            _ => {}
+        }
+    }
+    Ok(closed)
+}
+
+/// The refusal of a Parse of a named statement the session still has: the
+/// server refuses it too (42P05) and keeps the one it has, which Sluice must
+/// then go on judging Binds of; a Parse it let through would make Sluice
+/// judge the new text while the server runs the old one.
+fn still_prepared_refusal(name: &str) -> Refusal {
+    Refusal {
+        code: "42P05",
+        ..Refusal::plain(&format!(
+            "statement refused by Sluice: prepared statement {name:?} already exists in this session; Close it first (the server would refuse this Parse as well)"
+        ))
     }
 }
 

@@ -118,6 +118,11 @@ struct Answered {
     /// never as if they happened before that is known. Left here, the
     /// session's end records them (see [`startup`]).
     held_results: std::sync::Mutex<Vec<Ended>>,
+    /// Named statements whose Parse the server failed or skipped, as the
+    /// client loop's entries name them: it forgets those entries before
+    /// its next group (see [`ClientLoop::forget_failed_parses`]). Bounded
+    /// by the expectations outstanding.
+    failed_parses: std::sync::Mutex<Vec<Arc<str>>>,
 }
 
 /// A result that ended, with the decision it belongs to, not yet recorded.
@@ -149,6 +154,20 @@ impl Answered {
 
     fn take_internal_error(&self) -> Option<Bytes> {
         self.internal_error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    fn parse_failed(&self, name: Arc<str>) {
+        match self.failed_parses.lock() {
+            Ok(mut f) => f.push(name),
+            Err(p) => p.into_inner().push(name),
+        }
+    }
+
+    fn take_failed_parses(&self) -> Vec<Arc<str>> {
+        match self.failed_parses.lock() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
     }
 
     fn take_held_results(&self) -> Vec<Ended> {

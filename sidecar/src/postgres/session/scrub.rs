@@ -174,7 +174,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             Some(Expect::BindComplete(_)) => return true,
             // Parse (analysis and rewriting run no function) and Close read
             // no data.
-            Some(Expect::ParseComplete | Expect::CloseComplete) => {
+            Some(Expect::ParseComplete(_) | Expect::CloseComplete) => {
                 return false;
             }
             Some(Expect::Sync) => transaction_end = true,

@@ -186,7 +186,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 }
                 Some(_) => return Ok(()),
             }
-            self.pop();
+            // A Parse skipped after an error: the server has no such statement.
+            if let Some(Expect::ParseComplete(Some(name))) = self.pop() {
+                self.answered.parse_failed(name);
+            }
         }
     }
 
@@ -197,7 +200,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let expected = match self.queue.front() {
             None => "nothing",
             Some(Expect::Simple(_)) => "the answer to a simple query",
-            Some(Expect::ParseComplete) => "ParseComplete",
+            Some(Expect::ParseComplete(_)) => "ParseComplete",
             Some(Expect::BindComplete(_)) => "BindComplete",
             Some(Expect::Describe { .. }) => "the answer to a Describe",
             Some(Expect::Execute(_)) => "the answer to an Execute",
@@ -259,7 +262,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     | COPY_DONE
                     | READY_FOR_QUERY
             ),
-            Some(Expect::ParseComplete) => matches!(tag, PARSE_COMPLETE | ERROR_RESPONSE),
+            Some(Expect::ParseComplete(_)) => matches!(tag, PARSE_COMPLETE | ERROR_RESPONSE),
             Some(Expect::BindComplete(_)) => matches!(tag, BIND_COMPLETE | ERROR_RESPONSE),
             Some(Expect::Describe { portal, .. }) => match tag {
                 ROW_DESCRIPTION | NO_DATA | ERROR_RESPONSE => true,
