@@ -123,6 +123,9 @@ struct Answered {
     /// its next group (see [`ClientLoop::forget_failed_parses`]). Bounded
     /// by the expectations outstanding.
     failed_parses: std::sync::Mutex<Vec<Arc<str>>>,
+    /// Whether `failed_parses` may hold names: read by every group, so the
+    /// lock is taken only when there is something to take.
+    any_failed_parses: AtomicBool,
 }
 
 /// A result that ended, with the decision it belongs to, not yet recorded.
@@ -161,9 +164,13 @@ impl Answered {
             Ok(mut f) => f.push(name),
             Err(p) => p.into_inner().push(name),
         }
+        self.any_failed_parses.store(true, Ordering::Release);
     }
 
     fn take_failed_parses(&self) -> Vec<Arc<str>> {
+        if !self.any_failed_parses.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
         match self.failed_parses.lock() {
             Ok(mut f) => std::mem::take(&mut *f),
             Err(p) => std::mem::take(&mut *p.into_inner()),
