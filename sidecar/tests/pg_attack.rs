@@ -398,6 +398,16 @@ async fn writes_prepared_before_a_view_changed_are_judged_when_run() {
         "Bind/Execute s_proto: not refused: {}",
         String::from_utf8_lossy(&bytes)
     );
+    // A statement of SQL PREPARE, bound through the protocol.
+    for name in ["p_sql", "p_twice"] {
+        raw.send(&[bind_named(name, 0), frontend::execute(), frontend::sync()]);
+        let bytes = raw.read_until_ready();
+        assert!(
+            contains(&bytes, "C42501"),
+            "Bind/Execute {name}: not refused: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
     // A Parse the server failed leaves no statement: the same name parses
     // again (as drivers that name statements by their text do).
     raw.send(&[

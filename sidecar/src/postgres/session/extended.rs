@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::client::{alone_refusal, statement_effect};
 use super::expect::{BindInfo, DescribedColumns, ExecCtx, Expect, StatementRef};
+use super::prepared::{closed_before, still_prepared_refusal};
 use super::{ClientLoop, Guard, Portal, PreparedStatement, SessionError};
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::Frame;
@@ -193,6 +194,23 @@ impl ClientLoop {
                     }
                     parsed.insert(p.name.to_string(), stmt.clone());
                     decisions.push(Some(stmt));
+                }
+                frontend::BIND => {
+                    // A statement prepared with SQL PREPARE, bound through
+                    // the protocol: Sluice has no Parse of it to go by.
+                    let b = bind::decode(frame.body())?;
+                    if !b.statement.is_empty()
+                        && !parsed.contains_key(b.statement)
+                        && !self.statements.contains_key(b.statement)
+                        && refusal.is_none()
+                        && let Err((r, decided)) = self.sql_prepared_laundering(b.statement).await
+                    {
+                        if let Some(decided) = decided {
+                            self.record_refused(&decided, "extended", &r);
+                        }
+                        refusal = Some(r);
+                    }
+                    decisions.push(None);
                 }
                 frontend::EXECUTE => {
                     let (portal, _) = execute::decode(frame.body())?;
@@ -723,56 +741,6 @@ impl ClientLoop {
             });
         }
         Ok(())
-    }
-}
-
-impl ClientLoop {
-    /// Forgets the statements whose Parse the server failed or skipped
-    /// (reported by the server loop): the server has none of that name, or
-    /// kept the one before.
-    pub(super) fn forget_failed_parses(&mut self) {
-        for name in self.answered.take_failed_parses() {
-            if self
-                .statements
-                .get(&*name)
-                .is_some_and(|s| Arc::ptr_eq(&s.name, &name))
-            {
-                self.statements.remove(&*name);
-            }
-        }
-    }
-}
-
-/// Whether a Close of statement `name` comes in `before` (the group's
-/// messages before a Parse of it), after its last Parse there.
-fn closed_before(before: &[Frame], name: &str) -> Result<bool, SessionError> {
-    let mut closed = false;
-    for f in before {
-        match f.tag {
-            frontend::CLOSE => {
-                if let describe::Target::Statement(s) = describe::decode(f.body(), "Close")?
-                    && s == name
-                {
-                    closed = true;
-                }
-            }
-            frontend::PARSE if parse::decode(f.body())?.name == name => closed = false,
-            _ => {}
-        }
-    }
-    Ok(closed)
-}
-
-/// The refusal of a Parse of a named statement the session still has: the
-/// server refuses it too (42P05) and keeps the one it has, which Sluice must
-/// then go on judging Binds of; a Parse it let through would make Sluice
-/// judge the new text while the server runs the old one.
-fn still_prepared_refusal(name: &str) -> Refusal {
-    Refusal {
-        code: "42P05",
-        ..Refusal::plain(&format!(
-            "statement refused by Sluice: prepared statement {name:?} already exists in this session; Close it first (the server would refuse this Parse as well)"
-        ))
     }
 }
 

@@ -64,6 +64,27 @@ impl ClientLoop {
         Ok(())
     }
 
+    /// [`ClientLoop::laundering_through`] of a protocol Bind of `name`, a
+    /// statement Sluice has no Parse of: what SQL `PREPARE` made of that
+    /// name. `Err` with the refusal and a decision to put it on record.
+    pub(super) async fn sql_prepared_laundering(
+        &mut self,
+        name: &str,
+    ) -> Result<(), (Refusal, Option<Arc<Decided>>)> {
+        if !self.masking.has_column_rules() {
+            return Ok(());
+        }
+        let candidates = self.executed_statements(name).map_err(|r| (r, None))?;
+        for prepared in candidates {
+            if let Some(s) = prepared.decided.statement(prepared.index) {
+                self.stores_masked(s)
+                    .await
+                    .map_err(|r| (r, Some(prepared.decided.clone())))?;
+            }
+        }
+        Ok(())
+    }
+
     /// What `EXECUTE name` may run: every statement prepared under `name`
     /// in this session (a `PREPARE` the server refused leaves the one
     /// before it in place, so none is forgotten); refused when the session

@@ -21,6 +21,7 @@
 //! - `simple`: a simple Query, decided and forwarded;
 //! - `extended`: an extended-protocol group, decided and forwarded at Sync or Flush;
 //! - `hold`: a statement that needs approval, asked, held and settled;
+//! - `prepared`: named statements kept as the server keeps them;
 //! - `guard`: a write under `maxRowsAffected`, held and committed or rolled back;
 //! - `server`: the server loop's read loop, the answer queue and its checks;
 //! - `results`: rows, `maxRows`, command completion and the result records;
@@ -35,6 +36,7 @@ mod guard;
 mod hold;
 mod launder;
 mod masks;
+mod prepared;
 mod results;
 mod scrub;
 mod server;
