@@ -219,3 +219,46 @@ async fn without_read_only_the_function_deletes() {
     assert_eq!(holds(&admin).await, 0);
     client.query_one("SELECT nextval('s')", &[]).await.unwrap();
 }
+
+/// An application function that turns the session's default read-write
+/// (`set_config('default_transaction_read_only', 'off', false)` inside it:
+/// nothing in the statement's text says so), pipelined with a write in the
+/// next transaction: two simple queries, and two extended groups, in one
+/// write. The write must still meet a read-only transaction (the session
+/// is closed once the server reports the change; nothing after it runs).
+#[tokio::test]
+async fn read_only_undone_inside_a_function_does_not_reach_a_pipelined_write() {
+    let (sidecar, admin) = setup("ro_hidden_undo", true).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION app_settings(name text, value text) RETURNS text LANGUAGE sql
+               AS $$SELECT set_config(name, value, false)$$;",
+        )
+        .await
+        .unwrap();
+    let undo = "SELECT app_settings('default_transaction_read_only', 'off')";
+    let write = "SELECT purge_holds()";
+    let simple = vec![query(undo), query(write)];
+    let extended = vec![
+        parse(undo),
+        bind(),
+        execute(),
+        sync(),
+        parse(write),
+        bind(),
+        execute(),
+        sync(),
+    ];
+    for messages in [simple, extended] {
+        let mut raw = RawClient::connect(sidecar.port);
+        raw.send(&messages);
+        // Whatever comes back (the session may end: the reads may fail),
+        // nothing was deleted.
+        let _ = std::thread::spawn(move || {
+            raw.read_until_ready();
+            raw.read_until_ready();
+        })
+        .join();
+        assert_eq!(holds(&admin).await, 3, "the pipelined write ran read-write");
+    }
+}

@@ -492,3 +492,32 @@ async fn each_execute_runs_the_statement_of_the_bind_before_it() {
         .collect();
     assert_eq!(kinds, ["delete", "select"], "{events:?}");
 }
+
+/// Writes whose rows the server's answer does not count: TRUNCATE (no
+/// count at all) and a procedure's writes (`CALL` answers `CALL`). Refused under the limit, simple and
+/// extended; nothing of `t` is lost. (An application function's writes in
+/// a SELECT, a trigger's and a cascade's are not counted either: see the
+/// module docs of `rows_affected`.)
+#[tokio::test]
+async fn writes_the_server_does_not_count_are_refused() {
+    let (sidecar, admin) = setup("rows_uncounted").await;
+    admin
+        .batch_execute("CREATE PROCEDURE purge() LANGUAGE sql AS $$DELETE FROM t$$;")
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "TRUNCATE t",
+        "TRUNCATE TABLE ONLY t RESTART IDENTITY",
+        "CALL purge()",
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert!(
+                sqlstate(&bytes, "0A000") && contains(&bytes, "maxRowsAffected"),
+                "{sql}: not refused: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        assert_eq!(state(&admin).await, (10, 0), "{sql}");
+    }
+}

@@ -325,6 +325,9 @@ pub struct Catalog {
     views: HashMap<RelName, View>,
     /// Function names (unqualified): whether a user-defined function has it.
     functions: HashMap<String, bool>,
+    /// Whether the last [`Catalog::extended_matcher`] found a user-defined
+    /// function called (by the statement or a view it reads).
+    user_functions_called: bool,
 }
 
 impl Catalog {
@@ -336,6 +339,7 @@ impl Catalog {
             names: HashMap::new(),
             views: HashMap::new(),
             functions: HashMap::new(),
+            user_functions_called: false,
         }
     }
 
@@ -501,6 +505,7 @@ impl Catalog {
             depth += 1;
         }
         let opaque = self.user_functions(&called).await?;
+        self.user_functions_called = !opaque.is_empty();
         let base = if opaque.is_empty() {
             None
         } else {
@@ -525,6 +530,12 @@ impl Catalog {
         } else {
             Some(base_ref.with_columns(&views))
         })
+    }
+
+    /// Whether the last [`Catalog::extended_matcher`] found a user-defined
+    /// function among what the statement (or a view it reads) calls.
+    pub fn user_functions_called(&self) -> bool {
+        self.user_functions_called
     }
 
     /// Which of `functions` (names as the SQL classifier gives them) are

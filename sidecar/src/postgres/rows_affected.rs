@@ -8,6 +8,14 @@
 //! beyond its queue: which statements are counted ([`plan`]), what is
 //! refused beforehand because it could not be counted or would escape the
 //! sidecar's transaction, and the verdict on the counts ([`verdict`]).
+//!
+//! What the command tag does not count, and so the limit does not see:
+//! rows an application's function changes inside a `SELECT f()`, a
+//! trigger's writes, and `ON DELETE CASCADE`. TRUNCATE (no count at all)
+//! and CALL (its procedure's writes, which it may also commit itself) are
+//! refused under the limit. (Counting those would take the server's
+//! per-transaction statistics, `pg_stat_xact_user_tables`, read in the
+//! sidecar's transaction before it commits.)
 
 use std::ops::ControlFlow;
 
@@ -71,6 +79,16 @@ fn count(stmt: &Statement) -> Result<Count, &'static str> {
     if stmt.prepare_name.is_some() {
         // Counted when it is executed.
         return Ok(Count::No);
+    }
+    if stmt.kinds.contains(&StatementKind::Truncate) {
+        return Err(
+            "TRUNCATE empties its tables whole, and the server reports no row count for it",
+        );
+    }
+    if stmt.kinds.contains(&StatementKind::Call) {
+        return Err(
+            "a procedure (CALL) changes rows the server does not count in its answer, and may commit them itself",
+        );
     }
     if stmt.execute_name.is_some() {
         return Ok(Count::Lenient);

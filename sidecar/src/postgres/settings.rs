@@ -83,6 +83,27 @@ impl ServerSettings {
     }
 }
 
+/// Whether the server may read `text` into other tokens than Sluice does
+/// should the settings have changed where Sluice cannot see it coming. Any
+/// statement may change them that way: a user-defined function, a trigger
+/// of a write, or a procedure can call `set_config('standard_conforming_strings',
+/// 'off', false)` or set `client_encoding` to SJIS, BIG5, GBK, UHC,
+/// GB18030 or JOHAB, and their barrier ([`Effect`]) is not seen from the
+/// statement's text. Both change token boundaries only through a
+/// backslash: `'a\'' …` ends a string with it off, and in those encodings
+/// a multi-byte character can swallow the backslash of `E'…\''`. (Quotes,
+/// `-`, `/`, `*` and `$`, which open and close strings, identifiers and
+/// comments, are never the second byte of a character in any encoding
+/// PostgreSQL accepts from a client; JOHAB's can be a letter, a digit or
+/// `;`, which changes names or merges statements into one the server
+/// refuses, and is not modelled further.) So a text holding a
+/// backslash is decided only once everything sent before it is answered,
+/// with the settings the server reported by then; in an extended-protocol
+/// group, it must come before the group's first Execute.
+pub fn lexing_depends_on_settings(text: &[u8]) -> bool {
+    text.contains(&b'\\')
+}
+
 /// The settings whose change Sluice must see (lower case, as written).
 const TRACKED: &[&str] = &["standard_conforming_strings", "client_encoding"];
 

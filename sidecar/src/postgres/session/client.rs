@@ -160,6 +160,10 @@ impl ClientLoop {
             self.function_call(&frame);
             return Ok(());
         }
+        if settings::lexing_depends_on_settings(frame.body()) {
+            // Read under the settings the server has reported by now.
+            self.wait_answered(0).await;
+        }
         self.simple_query(frame).await?;
         if let Some((frame, decided)) = self.held.take() {
             // Boxed: held for a human, rare, and its future is several KiB
@@ -354,6 +358,17 @@ impl ClientLoop {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// In a read-only session every statement is a barrier (see
+    /// [`settings`]): a function it calls, directly or through a view, can
+    /// `set_config('default_transaction_read_only', 'off', false)` with
+    /// nothing in its text to say so, and a write pipelined behind it would
+    /// start its transaction read-write before the server's report of the
+    /// change (which ends the session) is in. What follows it is decided
+    /// only once it is answered: no pipelining for read-only identities.
+    pub(super) fn read_only_barrier(&self) -> bool {
+        self.read_only.is_some()
     }
 
     /// The refusal of a statement that could undo a read-only session

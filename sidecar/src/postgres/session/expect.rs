@@ -14,8 +14,10 @@ use crate::postgres::messages::bind::FormatCodes;
 pub(super) enum Expect {
     /// A simple Query: everything up to its ReadyForQuery.
     Simple(Box<SimpleCtx>),
-    /// ParseComplete.
-    ParseComplete,
+    /// ParseComplete, with the statement's name (`None`: the unnamed one)
+    /// as the client loop keeps it: a Parse the server fails or skips is
+    /// reported back (see [`super::Answered::failed_parses`]).
+    ParseComplete(Option<Arc<str>>),
     /// BindComplete. With masking, what the server loop needs to give the
     /// portal the mask of its statement in the Bind's result formats.
     BindComplete(Option<BindInfo>),
@@ -86,6 +88,10 @@ pub(super) struct BindInfo {
     pub(super) portal: String,
     pub(super) statement: Arc<str>,
     pub(super) formats: FormatCodes,
+    /// The statement bound (`None`: one the sidecar does not know). Its
+    /// plan is made at Bind, which evaluates immutable functions of
+    /// constants: errors and notices at Bind are judged by it.
+    pub(super) stmt: Option<StatementRef>,
 }
 
 pub(super) struct SimpleCtx {

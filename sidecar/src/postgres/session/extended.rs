@@ -11,12 +11,13 @@ use tokio::io::AsyncWriteExt;
 
 use super::client::{alone_refusal, statement_effect};
 use super::expect::{BindInfo, DescribedColumns, ExecCtx, Expect, StatementRef};
+use super::prepared::{closed_before, still_prepared_refusal};
 use super::{ClientLoop, Guard, Portal, PreparedStatement, SessionError};
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::Frame;
 use crate::postgres::messages::{bind, describe, error_response, execute, frontend, parse};
 use crate::postgres::rows_affected::{self, Limit};
-use crate::postgres::settings::Effect;
+use crate::postgres::settings::{self, Effect};
 
 /// A group decided in pass 1 (see [`ClientLoop::decide_statements`]).
 struct Parsed {
@@ -55,6 +56,7 @@ impl ClientLoop {
     ) -> Result<(), SessionError> {
         self.sync_masking();
         self.read_only_in_force()?;
+        self.forget_failed_parses();
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -82,11 +84,29 @@ impl ClientLoop {
         sync: bool,
     ) -> Result<Verdict, SessionError> {
         let started = Instant::now();
+        // A text whose reading depends on the settings (see
+        // `settings::lexing_depends_on_settings`): read under what the
+        // server reported once everything before its group is answered.
+        let backslash = pending.iter().position(|f| {
+            f.tag == frontend::PARSE && settings::lexing_depends_on_settings(f.body())
+        });
+        if backslash.is_some() && !self.group_forwarded {
+            self.wait_answered(0).await;
+        }
         let parsed = self.decide_statements(pending).await?;
         // Deciding may have picked up new rules.
         self.sync_masking();
         self.read_only_in_force()?;
         if let Some(refusal) = parsed.refusal {
+            return Ok(Verdict::Refuse(refusal));
+        }
+        if let Some(at) = backslash
+            && (self.group_forwarded || pending[..at].iter().any(|f| f.tag == frontend::EXECUTE))
+        {
+            let refusal = backslash_refusal();
+            if let Some(Some(stmt)) = parsed.decisions.get(at) {
+                self.record_refused(&stmt.decided, "extended", &refusal);
+            }
             return Ok(Verdict::Refuse(refusal));
         }
         // Sluice's own time, unless a human's approval is part of it.
@@ -140,6 +160,15 @@ impl ClientLoop {
                 frontend::PARSE => {
                     let p = parse::decode(frame.body())?;
                     let decided = self.decide(p.query).await;
+                    if !p.name.is_empty()
+                        && (parsed.contains_key(p.name) || self.statements.contains_key(p.name))
+                        && !closed_before(&pending[..i], p.name)?
+                        && refusal.is_none()
+                    {
+                        let r = still_prepared_refusal(p.name);
+                        self.record_refused(&decided, "extended", &r);
+                        refusal = Some(r);
+                    }
                     if let Some(r) = self
                         .unmodelled(p.query)
                         .or_else(|| self.read_only_refusal(&decided, p.query))
@@ -165,6 +194,23 @@ impl ClientLoop {
                     }
                     parsed.insert(p.name.to_string(), stmt.clone());
                     decisions.push(Some(stmt));
+                }
+                frontend::BIND => {
+                    // A statement prepared with SQL PREPARE, bound through
+                    // the protocol: Sluice has no Parse of it to go by.
+                    let b = bind::decode(frame.body())?;
+                    if !b.statement.is_empty()
+                        && !parsed.contains_key(b.statement)
+                        && !self.statements.contains_key(b.statement)
+                        && refusal.is_none()
+                        && let Err((r, decided)) = self.sql_prepared_laundering(b.statement).await
+                    {
+                        if let Some(decided) = decided {
+                            self.record_refused(&decided, "extended", &r);
+                        }
+                        refusal = Some(r);
+                    }
+                    decisions.push(None);
                 }
                 frontend::EXECUTE => {
                     let (portal, _) = execute::decode(frame.body())?;
@@ -272,6 +318,11 @@ impl ClientLoop {
         {
             refusal = Some(e);
         }
+        if refusal.is_none()
+            && let Err(e) = self.laundering_through(decided).await
+        {
+            refusal = Some(e);
+        }
         if let Some(refusal) = refusal {
             self.record_refused(decided, "extended", &refusal);
             return Err(refusal);
@@ -326,7 +377,7 @@ impl ClientLoop {
             self.out.extend_from_slice(&terminator.raw);
         }
         self.upstream.write_all(&self.out).await?;
-        self.barrier |= plan.barrier;
+        self.barrier |= plan.barrier || self.read_only_barrier();
         Ok(())
     }
 
@@ -341,18 +392,19 @@ impl ClientLoop {
         let p = parse::decode(frame.body())?;
         // Its column names, for the recording (only while it records).
         let columns = self.recorded().then(DescribedColumns::default);
+        let name: Arc<str> = Arc::from(p.name);
         if let Some(stmt) = stmt.clone() {
             self.statements.insert(
                 p.name.to_string(),
                 PreparedStatement {
-                    name: Arc::from(p.name),
+                    name: name.clone(),
                     stmt,
                     described: describe_statements.then_some(self.generation),
                     columns: columns.clone(),
                 },
             );
         }
-        self.send(Expect::ParseComplete);
+        self.send(Expect::ParseComplete((!p.name.is_empty()).then_some(name)));
         self.out.extend_from_slice(&frame.raw);
         if describe_statements {
             self.send(Expect::Describe {
@@ -406,6 +458,7 @@ impl ClientLoop {
             portal: b.portal.to_string(),
             statement: name.unwrap_or_else(|| Arc::from(b.statement)),
             formats: formats.clone(),
+            stmt: stmt.clone(),
         });
         self.portals.insert(
             b.portal.to_string(),
@@ -688,5 +741,16 @@ impl ClientLoop {
             });
         }
         Ok(())
+    }
+}
+
+/// The refusal of a Parse whose text holds a backslash after an Execute of
+/// its group (see [`settings::lexing_depends_on_settings`]).
+fn backslash_refusal() -> Refusal {
+    Refusal {
+        code: error_response::FEATURE_NOT_SUPPORTED,
+        ..Refusal::plain(
+            "statement refused by Sluice: a statement text holding a backslash must not follow an Execute in its extended-protocol group (before its Sync): the statement run first may change standard_conforming_strings or client_encoding (a function, a trigger), and the server would read the backslash under that change; send it after a Sync, or pass the value as a parameter",
+        )
     }
 }

@@ -80,7 +80,7 @@ impl ClientLoop {
         let effect = statement_effect(&decided, sql);
         self.forward_simple(&frame, decided, copy_masks, writes, None)
             .await?;
-        self.barrier |= effect != Effect::None;
+        self.barrier |= effect != Effect::None || self.read_only_barrier();
         Ok(())
     }
 

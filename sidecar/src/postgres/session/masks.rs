@@ -7,7 +7,7 @@ use tokio::io::AsyncWrite;
 
 use super::expect::{Expect, StatementRef};
 use super::{MASK_CACHE_ENTRIES, ServerLoop, SessionError, SimpleProgress};
-use crate::postgres::catalog::CatalogError;
+use crate::postgres::catalog::{Catalog, CatalogError};
 use crate::postgres::framing::Frame;
 use crate::postgres::masking::RowMask;
 use crate::postgres::messages::error_response::Report;
@@ -29,6 +29,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             _ => None,
         };
         let is_describe = matches!(front, Some(Expect::Describe { .. }));
+        let mut recheck = None;
         if let Some(Expect::Describe {
             columns: Some(names),
             ..
@@ -59,20 +60,28 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     let columns = row_description::decode(frame.body())?;
                     // Boxed: planned once per statement and columns, with
                     // catalog lookups (KiBs of future every answer would carry).
-                    let mask = match Box::pin(self.row_mask(stmt.as_ref(), &columns)).await {
-                        Ok(mask) => mask,
+                    let (mask, names) = match Box::pin(self.row_mask(stmt.as_ref(), &columns)).await
+                    {
+                        Ok(planned) => planned,
                         Err(e) => {
                             self.catalog_unavailable(&e);
                             return self.row_description_withheld(is_describe);
                         }
                     };
-                    if let (Some(key), Some(stmt)) = (key, &stmt) {
-                        if self.mask_cache.len() >= MASK_CACHE_ENTRIES {
-                            self.mask_cache.clear();
+                    match (key, &stmt) {
+                        // Planned from what names are now (views, functions):
+                        // planned again next time (see `RowMask` staleness in
+                        // `row_mask`), and a prepared statement at each Bind.
+                        (_, Some(stmt)) if names => recheck = Some((stmt.clone(), columns)),
+                        (Some(key), Some(stmt)) => {
+                            if self.mask_cache.len() >= MASK_CACHE_ENTRIES {
+                                self.mask_cache.clear();
+                            }
+                            // The entry holds the decision, so its address is not reused.
+                            self.mask_cache
+                                .insert(key, (stmt.decided.clone(), mask.clone()));
                         }
-                        // The entry holds the decision, so its address is not reused.
-                        self.mask_cache
-                            .insert(key, (stmt.decided.clone(), mask.clone()));
+                        _ => {}
                     }
                     mask
                 }
@@ -93,7 +102,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.recorder
                     .columns(self.masking.recording(), frame.body());
             }
-            self.described(mask, Some(&frame));
+            self.described(mask, recheck, Some(&frame));
         } else {
             self.result.mask = mask;
             self.result.described = true;
@@ -110,7 +119,14 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// described portal or statement gets `mask`, and the answer is
     /// forwarded when the client asked for it (and `frame` is given: a
     /// description withheld is not).
-    pub(super) fn described(&mut self, mask: Option<Arc<RowMask>>, frame: Option<&Frame>) {
+    /// `recheck`: the mask rests on what names are now (see
+    /// [`ServerLoop::row_mask`]), planned again at each Bind of the statement.
+    pub(super) fn described(
+        &mut self,
+        mask: Option<Arc<RowMask>>,
+        recheck: Option<(StatementRef, Vec<row_description::Column>)>,
+        frame: Option<&Frame>,
+    ) {
         if let Some(Expect::Describe {
             portal,
             statement,
@@ -122,12 +138,37 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 self.portal_masks.insert(p, mask.clone());
             }
             if let Some(s) = statement {
-                self.statement_masks
-                    .insert(s, super::StatementMask::new(mask));
+                let mut described = super::StatementMask::new(mask);
+                described.recheck = recheck;
+                self.statement_masks.insert(s, described);
             }
             if forward && let Some(frame) = frame {
                 self.forward(frame);
             }
+        }
+    }
+
+    /// A prepared statement whose mask rests on what names are now is
+    /// planned again before a portal is bound from it: `CREATE OR REPLACE
+    /// VIEW` between two Binds changes what its same columns carry. When
+    /// no catalog session can be had, its values are withheld.
+    pub(super) async fn replan_statement(&mut self, name: &str) {
+        let Some((stmt, columns)) = self
+            .statement_masks
+            .get(name)
+            .and_then(|m| m.recheck.clone())
+        else {
+            return;
+        };
+        let mask = match self.row_mask(Some(&stmt), &columns).await {
+            Ok((mask, _)) => mask,
+            Err(e) => {
+                tracing::warn!(error = %e, "catalog session unavailable: the prepared statement's values are withheld");
+                Some(Arc::new(RowMask::opaque()))
+            }
+        };
+        if let Some(m) = self.statement_masks.get_mut(name) {
+            m.replanned(mask);
         }
     }
 
@@ -164,7 +205,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     ) -> Result<(), SessionError> {
         let opaque = Some(Arc::new(RowMask::opaque()));
         if is_describe {
-            self.described(opaque, None);
+            self.described(opaque, None, None);
         } else {
             self.result.mask = opaque;
             self.result.described = true;
@@ -173,20 +214,48 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     }
 
     /// The mask of a result with these columns, or `None` when rows pass
-    /// untouched; `Err` when no catalog session could be had to resolve them.
+    /// untouched, and whether it rests on what names are now: the result
+    /// reads more than stored table columns (see
+    /// [`Catalog::reads_beyond_tables`]) and names a relation or function.
+    /// Such a mask must not be kept for the next run of the statement: the
+    /// same RowDescription comes back after `CREATE OR REPLACE VIEW v AS
+    /// SELECT ssn AS name …` (same OID, names and types) or after a table
+    /// `t` was replaced by a view of that name under `SELECT lower(x) FROM
+    /// t` (an expression: OID 0 both times), in this session or any other.
+    /// `Err` when no catalog session could be had to resolve them.
+    ///
+    /// [`Catalog::reads_beyond_tables`]: crate::postgres::catalog::Catalog::reads_beyond_tables
     pub(super) async fn row_mask(
         &self,
         stmt: Option<&StatementRef>,
         columns: &[row_description::Column],
-    ) -> Result<Option<Arc<RowMask>>, CatalogError> {
+    ) -> Result<(Option<Arc<RowMask>>, bool), CatalogError> {
+        let mut names = false;
         let (origins, views) = if self.masking.has_column_rules() {
             let keys: Vec<(u32, i16)> = columns.iter().map(|c| (c.table_oid, c.attnum)).collect();
             let statement = stmt.and_then(|s| s.decided.statement(s.index));
             let mut catalog = self.catalog.lock().await;
             let looked_up = match catalog.resolve(&keys).await {
-                Ok(origins) => {
+                Ok(mut origins) => {
+                    // A cursor's rows were planned at its DECLARE: a view
+                    // named as their origin may read other columns now
+                    // than then (`WITH HOLD`, then `CREATE OR REPLACE
+                    // VIEW`). Such an origin is not trusted: unknown, so
+                    // masked (see `mask_plan`'s FETCH).
+                    if statement
+                        .is_some_and(|s| matches!(s.ast, sqlparser::ast::Statement::Fetch { .. }))
+                    {
+                        for (origin, key) in origins.iter_mut().zip(&keys) {
+                            if catalog.reads_beyond_tables(std::slice::from_ref(key)) {
+                                *origin = None;
+                            }
+                        }
+                    }
                     if catalog.reads_beyond_tables(&keys) {
                         catalog.forget_names();
+                        names = keys.iter().any(|(oid, _)| *oid != 0)
+                            || statement
+                                .is_none_or(|s| !s.tables.is_empty() || !s.functions.is_empty());
                     }
                     let named: Vec<(&str, &str)> = origins
                         .iter()
@@ -196,6 +265,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     let views = catalog
                         .extended_matcher(statement, &named, self.masking.column_matcher())
                         .await;
+                    if views.is_ok() && statement.is_some_and(|s| prints_folded_values(s, &catalog))
+                    {
+                        return Ok((Some(Arc::new(RowMask::opaque())), names));
+                    }
                     views.map(|v| (origins, v))
                 }
                 Err(e) => Err(e),
@@ -217,6 +290,23 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             origins.as_deref(),
             views.as_ref(),
         );
-        Ok((!mask.is_noop()).then(|| Arc::new(mask)))
+        Ok(((!mask.is_noop()).then(|| Arc::new(mask)), names))
+    }
+}
+
+/// Whether `s` is an EXPLAIN whose plan may print values read from tables:
+/// the planner folds an `IMMUTABLE` function of constants into its result,
+/// and EXPLAIN prints it (`Output: '123-45-6789'::text`, in a `Filter`
+/// too), so a user-defined function the statement (or a view it reads)
+/// calls, or `EXPLAIN EXECUTE` of a statement Sluice cannot see here, has
+/// its plan withheld under column masking. Call after
+/// [`Catalog::extended_matcher`] of `s`.
+fn prints_folded_values(s: &sluice_policy::sql::Statement, catalog: &Catalog) -> bool {
+    match &s.ast {
+        sqlparser::ast::Statement::Explain { statement, .. } => {
+            matches!(**statement, sqlparser::ast::Statement::Execute { .. })
+                || catalog.user_functions_called()
+        }
+        _ => false,
     }
 }

@@ -21,18 +21,22 @@
 //! - `simple`: a simple Query, decided and forwarded;
 //! - `extended`: an extended-protocol group, decided and forwarded at Sync or Flush;
 //! - `hold`: a statement that needs approval, asked, held and settled;
+//! - `prepared`: named statements kept as the server keeps them;
 //! - `guard`: a write under `maxRowsAffected`, held and committed or rolled back;
 //! - `server`: the server loop's read loop, the answer queue and its checks;
 //! - `results`: rows, `maxRows`, command completion and the result records;
 //! - `masks`: the mask of a result's columns;
-//! - `scrub`: errors, notices, notifications and settings, scrubbed when masking applies.
+//! - `scrub`: errors, notices, notifications and settings, scrubbed when masking applies;
+//! - `launder`: writes of masked values read through views and functions, refused.
 
 mod client;
 mod expect;
 mod extended;
 mod guard;
 mod hold;
+mod launder;
 mod masks;
+mod prepared;
 mod results;
 mod scrub;
 mod server;
@@ -54,6 +58,7 @@ use super::cancel::CancelRegistry;
 use super::catalog::{Catalog, CatalogPool};
 use super::framing::{Frame, FrameReader, FramingError, Peer};
 use super::masking::{CopyMask, RowMask};
+use super::messages;
 use super::messages::bind::FormatCodes;
 use super::rows_affected::{Count, Outcome};
 use super::settings::ServerSettings;
@@ -115,6 +120,14 @@ struct Answered {
     /// never as if they happened before that is known. Left here, the
     /// session's end records them (see [`startup`]).
     held_results: std::sync::Mutex<Vec<Ended>>,
+    /// Named statements whose Parse the server failed or skipped, as the
+    /// client loop's entries name them: it forgets those entries before
+    /// its next group (see [`ClientLoop::forget_failed_parses`]). Bounded
+    /// by the expectations outstanding.
+    failed_parses: std::sync::Mutex<Vec<Arc<str>>>,
+    /// Whether `failed_parses` may hold names: read by every group, so the
+    /// lock is taken only when there is something to take.
+    any_failed_parses: AtomicBool,
 }
 
 /// A result that ended, with the decision it belongs to, not yet recorded.
@@ -146,6 +159,24 @@ impl Answered {
 
     fn take_internal_error(&self) -> Option<Bytes> {
         self.internal_error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    fn parse_failed(&self, name: Arc<str>) {
+        match self.failed_parses.lock() {
+            Ok(mut f) => f.push(name),
+            Err(p) => p.into_inner().push(name),
+        }
+        self.any_failed_parses.store(true, Ordering::Release);
+    }
+
+    fn take_failed_parses(&self) -> Vec<Arc<str>> {
+        if !self.any_failed_parses.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        match self.failed_parses.lock() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
     }
 
     fn take_held_results(&self) -> Vec<Ended> {
@@ -335,6 +366,11 @@ struct ClientLoop {
     statements: Map<String, PreparedStatement>,
     /// Portals as the server knows them.
     portals: Map<String, Portal>,
+    /// Statements prepared with SQL `PREPARE` under column masking, by name
+    /// (see [`ClientLoop::laundering_through`]).
+    sql_prepared: Map<String, Vec<StatementRef>>,
+    /// More were prepared than [`ClientLoop::sql_prepared`] keeps.
+    sql_prepared_overflow: bool,
     /// Extended-protocol messages waiting for Sync or Flush.
     pending: Vec<Frame>,
     /// Their size.
@@ -453,10 +489,14 @@ struct ServerLoop<'w, W> {
     /// Statements run in the current transaction (see [`ServerLoop::ran`]).
     ran: Vec<StatementRef>,
     ran_overflow: bool,
-    /// Per statement, whether it may read a masked column.
-    uncertain_cache: Map<(usize, usize), (Arc<Decided>, bool)>,
+    /// Statements found to maybe read a masked column (see
+    /// [`ServerLoop::statement_uncertain`]: the other answer is never kept).
+    uncertain_cache: Map<(usize, usize), Arc<Decided>>,
     /// The policy that made this session read-only (see [`ClientLoop`]).
     read_only: Option<Arc<str>>,
+    /// The upstream backend's process ID (its BackendKeyData): whose
+    /// notifications are this session's own.
+    backend_pid: i32,
     /// A write's answer being held for `maxRowsAffected` (see [`Expect::HoldStart`]).
     hold: Option<Hold>,
 }
@@ -468,11 +508,25 @@ struct ServerLoop<'w, W> {
 struct StatementMask {
     mask: Option<Arc<RowMask>>,
     bound: Option<(FormatCodes, Arc<RowMask>)>,
+    /// The statement and its described columns when `mask` rests on what
+    /// names are now (views, functions: see [`ServerLoop::row_mask`]): it
+    /// is planned again at each Bind, never reused from an earlier one.
+    recheck: Option<(StatementRef, Vec<messages::row_description::Column>)>,
 }
 
 impl StatementMask {
     fn new(mask: Option<Arc<RowMask>>) -> StatementMask {
-        StatementMask { mask, bound: None }
+        StatementMask {
+            mask,
+            bound: None,
+            recheck: None,
+        }
+    }
+
+    /// The mask planned again (see `recheck`).
+    fn replanned(&mut self, mask: Option<Arc<RowMask>>) {
+        self.mask = mask;
+        self.bound = None;
     }
 
     /// The mask of a portal bound from the statement in `formats`.

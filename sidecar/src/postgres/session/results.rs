@@ -321,8 +321,14 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             Some(_) => {
                 // Extended protocol: this message failed, and the server
                 // skips every message until Sync (see [`ServerLoop::settle`]).
-                if let Some(Expect::Execute(e)) = self.pop() {
-                    self.execute_result(&e, 0, (0, MaskCounts::default()), Some(code));
+                match self.pop() {
+                    Some(Expect::Execute(e)) => {
+                        self.execute_result(&e, 0, (0, MaskCounts::default()), Some(code));
+                    }
+                    // The server has no such statement (or kept the one
+                    // it had under that name).
+                    Some(Expect::ParseComplete(Some(name))) => self.answered.parse_failed(name),
+                    _ => {}
                 }
                 self.skipping = true;
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWrite;
 
-use super::expect::{Expect, StatementRef};
+use super::expect::{BindInfo, Expect, StatementRef};
 use super::{MASK_CACHE_ENTRIES, ServerLoop, SessionError};
 use crate::postgres::framing::Frame;
 use crate::postgres::messages::{backend, error_response};
@@ -63,7 +63,11 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
 
     /// A NotificationResponse: its payload (and channel name) pass the
     /// detectors; while the statement or transaction at hand may read a
-    /// masked column the payload is replaced (`pg_notify('c', ssn)`).
+    /// masked column the payload is replaced (`pg_notify('c', ssn)`). So is
+    /// the payload of another backend's notification: the statement at hand
+    /// says nothing about it (an application's trigger `pg_notify('c',
+    /// NEW.ssn)` fired by another session's UPDATE arrives at this one's
+    /// COMMIT, or in the middle of a pipeline).
     pub(super) async fn notification(&mut self, frame: &Frame) -> Result<(), SessionError> {
         if !self.masking.active() {
             self.forward(frame);
@@ -74,7 +78,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let mut parts = rest.split(|b| *b == 0);
         let channel = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
         let payload = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-        let whole = self.uncertain().await;
+        let other_backend = self.masking.has_column_rules()
+            && pid
+                .get(..4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                != Some(self.backend_pid);
+        let whole = other_backend || self.uncertain().await;
         let channel = self.masking.detect(&channel).unwrap_or(channel);
         let payload = if whole {
             error_response::HIDDEN.to_string()
@@ -156,8 +165,16 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 statements.extend(e.stmt.iter().cloned());
             }
             Some(Expect::Describe { stmt: Some(s), .. }) => statements.push(s.clone()),
-            // Parse, Bind, Close read no data.
-            Some(Expect::ParseComplete | Expect::BindComplete(_) | Expect::CloseComplete) => {
+            // Bind plans the statement, and planning runs immutable
+            // functions of constants (`SELECT f()` with an application's
+            // `IMMUTABLE` f raising what it read): judged as the statement.
+            Some(Expect::BindComplete(Some(BindInfo { stmt: Some(s), .. }))) => {
+                statements.push(s.clone());
+            }
+            Some(Expect::BindComplete(_)) => return true,
+            // Parse (analysis and rewriting run no function) and Close read
+            // no data.
+            Some(Expect::ParseComplete(_) | Expect::CloseComplete) => {
                 return false;
             }
             Some(Expect::Sync) => transaction_end = true,
@@ -194,9 +211,17 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         if stmt.tables.is_empty() {
             return false;
         }
+        // Only "it may" is kept: it cannot turn false. "It reads no masked
+        // column" rests on what the statement's names are now, and a name
+        // can become a view over a masked column at any time (`DROP TABLE
+        // src; CREATE VIEW src AS SELECT ssn …`, a `CREATE OR REPLACE
+        // VIEW`, in this session or any other): that answer is looked up
+        // afresh every time it is needed (an error, notice, notification
+        // or reported setting of a statement that names tables, never a
+        // plain result).
         let key = (Arc::as_ptr(&s.decided) as usize, s.index);
-        if let Some((_, known)) = self.uncertain_cache.get(&key) {
-            return *known;
+        if self.uncertain_cache.contains_key(&key) {
+            return true;
         }
         let known = {
             let mut catalog = self.catalog.lock().await;
@@ -222,11 +247,13 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Err(_) => true,
             }
         };
-        if self.uncertain_cache.len() >= MASK_CACHE_ENTRIES {
-            self.uncertain_cache.clear();
+        if known {
+            if self.uncertain_cache.len() >= MASK_CACHE_ENTRIES {
+                self.uncertain_cache.clear();
+            }
+            // The entry holds the decision, so its address is not reused.
+            self.uncertain_cache.insert(key, s.decided.clone());
         }
-        // The entry holds the decision, so its address is not reused.
-        self.uncertain_cache.insert(key, (s.decided.clone(), known));
         known
     }
 

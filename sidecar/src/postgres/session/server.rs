@@ -186,7 +186,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 }
                 Some(_) => return Ok(()),
             }
-            self.pop();
+            // A Parse skipped after an error: the server has no such statement.
+            if let Some(Expect::ParseComplete(Some(name))) = self.pop() {
+                self.answered.parse_failed(name);
+            }
         }
     }
 
@@ -197,7 +200,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let expected = match self.queue.front() {
             None => "nothing",
             Some(Expect::Simple(_)) => "the answer to a simple query",
-            Some(Expect::ParseComplete) => "ParseComplete",
+            Some(Expect::ParseComplete(_)) => "ParseComplete",
             Some(Expect::BindComplete(_)) => "BindComplete",
             Some(Expect::Describe { .. }) => "the answer to a Describe",
             Some(Expect::Execute(_)) => "the answer to an Execute",
@@ -259,7 +262,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     | COPY_DONE
                     | READY_FOR_QUERY
             ),
-            Some(Expect::ParseComplete) => matches!(tag, PARSE_COMPLETE | ERROR_RESPONSE),
+            Some(Expect::ParseComplete(_)) => matches!(tag, PARSE_COMPLETE | ERROR_RESPONSE),
             Some(Expect::BindComplete(_)) => matches!(tag, BIND_COMPLETE | ERROR_RESPONSE),
             Some(Expect::Describe { portal, .. }) => match tag {
                 ROW_DESCRIPTION | NO_DATA | ERROR_RESPONSE => true,
@@ -440,7 +443,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             backend::NO_DATA => {
                 self.parameters_seen = false;
-                self.described(None, Some(&frame));
+                self.described(None, None, Some(&frame));
                 Ok(())
             }
             backend::PARAMETER_DESCRIPTION => {
@@ -455,6 +458,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             }
             backend::BIND_COMPLETE => {
                 if let Some(Expect::BindComplete(Some(info))) = self.pop() {
+                    self.replan_statement(&info.statement).await;
                     let mask = match self.statement_masks.get_mut(&*info.statement) {
                         Some(mask) => mask.in_formats(&info.formats),
                         // Never described (cannot happen while masking is on):

@@ -70,7 +70,7 @@ impl ClientLoop {
         self.ctx.metrics.overhead(started.elapsed());
         self.forward_simple(&frame, decided, copy_masks, writes, hold)
             .await?;
-        self.barrier |= effect != Effect::None;
+        self.barrier |= effect != Effect::None || self.read_only_barrier();
         Ok(())
     }
 
@@ -78,10 +78,11 @@ impl ClientLoop {
     /// of its COPY … TO STDOUT statements, and how `maxRowsAffected` counts
     /// its writes; or the refusal when either cannot be had.
     pub(super) async fn simple_plan(
-        &self,
+        &mut self,
         decided: &Arc<Decided>,
     ) -> Result<(Vec<Option<Arc<CopyMask>>>, Option<Vec<Count>>), Refusal> {
         let copy_masks = self.copy_masks(decided).await?;
+        self.laundering_through(decided).await?;
         let writes = self.simple_writes(decided)?;
         Ok((copy_masks, writes))
     }

@@ -346,6 +346,7 @@ where
         read_only,
         cancel_hold,
     } = opened;
+    let up_pid = up.backend_key.0;
     let masking = enforcer.masking();
     let catalog = Arc::new(Mutex::new(Catalog::new(ctx.catalog.clone())));
     // What the server reported at startup: `ALTER ROLE/DATABASE … SET` and
@@ -376,6 +377,8 @@ where
         expect: tx,
         statements: Map::default(),
         portals: Map::default(),
+        sql_prepared: Map::default(),
+        sql_prepared_overflow: false,
         pending: Vec::new(),
         pending_bytes: 0,
         group_forwarded: false,
@@ -426,6 +429,7 @@ where
         ran_overflow: false,
         uncertain_cache: Map::default(),
         read_only,
+        backend_pid: up_pid,
         hold: None,
     };
     let outcome = tokio::select! {
