@@ -160,7 +160,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         else {
             return;
         };
-        let mask = match self.row_mask(Some(&stmt), &columns).await {
+        // Boxed, as at RowDescription: every answer's future would carry it.
+        let mask = match Box::pin(self.row_mask(Some(&stmt), &columns)).await {
             Ok((mask, _)) => mask,
             Err(e) => {
                 tracing::warn!(error = %e, "catalog session unavailable: the prepared statement's values are withheld");
