@@ -67,7 +67,10 @@
 //!   `CREATE TABLE AS`, `UPDATE … SET`), or handed to a side-effecting function
 //!   (`set_config`, `pg_notify`, `setval`, …), is not followed into later
 //!   statements: [`laundering`] finds such statements with the same lineage and the
-//!   engine refuses them. It does not see through views or user-defined functions.
+//!   engine refuses them. It does not see through views or user-defined functions:
+//!   the sidecars do, with a fresh catalog lookup for writes and side-effect calls
+//!   that name a relation or function (PostgreSQL `session/launder.rs`; MySQL refuses
+//!   a write reading a view). A user function that stores a value itself is not seen.
 //! - MySQL may report a derived table's alias as `org_table`; such origins are not
 //!   trusted to clear a column (the expression analysis still decides). Where the
 //!   server gives an origin for a column that only a `*` over several relations can
