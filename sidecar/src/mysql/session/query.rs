@@ -193,7 +193,7 @@ impl Session<'_> {
         // maxRowsAffected: a write runs behind a guard, on InnoDB tables only.
         let mut guard = None;
         if refused.is_none() {
-            match self.rows_guard(decided).await? {
+            match self.rows_guard(decided, database).await? {
                 Ok(g) => guard = g,
                 Err(why) => refused = Some(why),
             }
