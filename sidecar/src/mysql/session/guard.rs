@@ -14,9 +14,9 @@
 //! refused, otherwise committed (or the savepoint released) and the client
 //! gets the write's OK. Only transactional (InnoDB) tables can be rolled
 //! back: a write naming any other table is refused before it runs. Under
-//! the limit a write comes alone in its query string; SQL-level EXECUTE,
-//! text Sluice cannot parse and writes that return rows (RETURNING) are
-//! refused. Writes done inside stored functions, procedures and triggers
+//! the limit a write comes alone in its query string; text Sluice cannot
+//! parse and writes that return rows (RETURNING) are refused; SQL-level
+//! EXECUTE is counted as the text it runs (see `sql_prepared`). Writes done inside stored functions, procedures and triggers
 //! are not counted (use readOnly to stop those).
 
 use super::*;
