@@ -148,9 +148,11 @@ fn sql_prepare_is_decided_by_its_text() {
     );
 }
 
-/// A procedure can prepare a statement under a name the session prepared
-/// through Sluice: after a CALL every name is forgotten, so EXECUTE of it
-/// is refused rather than decided as the text Sluice saw.
+/// A procedure (or a compound statement, which Sluice's parser does not
+/// read) can prepare a statement under a name the session prepared
+/// through Sluice: after a CALL, or a text Sluice could not parse, every
+/// name is forgotten, so EXECUTE of it is refused rather than decided as
+/// the text Sluice saw.
 #[test]
 fn a_call_forgets_the_prepared_names() {
     let db = "my_sqlprep_call";
@@ -163,6 +165,12 @@ fn a_call_forgets_the_prepared_names() {
             ("execute", "EXECUTE s"),
             ("call", "CALL p()"),
             ("execute-after-call", "EXECUTE s"),
+            ("prepare-again", "PREPARE s FROM 'SELECT 2'"),
+            (
+                "compound",
+                "BEGIN NOT ATOMIC PREPARE s FROM 'DROP TABLE t'; END",
+            ),
+            ("execute-after-compound", "EXECUTE s"),
         ],
     );
     assert!(line(&out, "execute").contains("ran [[1]]"), "{out}");
@@ -171,10 +179,56 @@ fn a_call_forgets_the_prepared_names() {
         line(&out, "execute-after-call").contains("error 1227"),
         "{out}"
     );
+    assert!(line(&out, "prepare-again").contains("ran"), "{out}");
+    assert!(line(&out, "compound").contains("ran"), "{out}");
+    assert!(
+        line(&out, "execute-after-compound").contains("error 1227"),
+        "{out}"
+    );
     assert_eq!(
         maria()
             .admin(&format!("SELECT count(*) FROM {db}.t"))
             .trim(),
         "1"
+    );
+}
+
+/// Under `maxRowsAffected` an EXECUTE is counted as the write it runs:
+/// within the limit it runs, over it it is rolled back and refused.
+#[test]
+fn sql_execute_is_counted_as_its_write() {
+    let db = "my_sqlprep_rows";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50), ssn varchar(20));
+         CREATE TABLE {db}.t (id int, v int) ENGINE=InnoDB; INSERT INTO {db}.t VALUES (1, 0), (2, 0), (3, 0);"
+    ));
+    let policy = format!("{LENIENT}  limits: {{maxRowsAffected: 1}}\n");
+    let sidecar = Sidecar::start(&manifests(m, db, &policy), "shop/report-job");
+    let out = run(
+        sidecar.port,
+        db,
+        &[
+            (
+                "prepare-one",
+                "PREPARE one FROM 'UPDATE t SET v = v + 1 WHERE id = ?'",
+            ),
+            ("prepare-all", "PREPARE all_ FROM 'UPDATE t SET v = v + 10'"),
+            ("set", "SET @id = 2"),
+            ("execute-one", "EXECUTE one USING @id"),
+            ("execute-all", "EXECUTE all_"),
+        ],
+    );
+    assert!(line(&out, "execute-one").contains("ran"), "{out}");
+    assert!(
+        line(&out, "execute-all").contains("error 1227") && out.contains("rolled back"),
+        "{out}"
+    );
+    assert_eq!(
+        maria()
+            .admin(&format!("SELECT group_concat(v ORDER BY id) FROM {db}.t"))
+            .trim(),
+        "0,1,0"
     );
 }

@@ -275,8 +275,8 @@ impl Session<'_> {
             // It may have created a stored function.
             self.routines.clear();
         }
-        // A procedure may have prepared statements under any name (and
-        // text Sluice could not parse may be anything).
+        // A procedure may have prepared statements under any name, and so
+        // may text Sluice could not parse (a compound statement).
         if decided.parse_error.is_some()
             || decided
                 .statements

@@ -24,8 +24,10 @@
 //! - `EXECUTE IMMEDIATE '<text>'` (MariaDB): decided and run as its text;
 //!   from anything but one literal, refused.
 //! - Any of them in a string with other statements: refused (send it on
-//!   its own). A procedure can prepare statements under any name, so every
-//!   name is forgotten after a CALL (or a text Sluice could not parse).
+//!   its own, or wrapped in `SET STATEMENT … FOR`). A procedure (or a
+//!   compound statement, which Sluice's parser does not read) can prepare
+//!   statements under any name, so every name is forgotten after a CALL or
+//!   a text Sluice could not parse.
 
 use super::*;
 
@@ -198,6 +200,21 @@ pub(super) fn classify(text: &str) -> Option<Form> {
             || is(s.first(), "deallocate")
             || (is(s.first(), "drop") && is(s.get(1), "prepare"))
     };
+    // MariaDB's SET STATEMENT … FOR <statement>.
+    let wrapped = |s: &&[Token]| {
+        is(s.first(), "set")
+            && s.windows(2).any(|w| {
+                is(w.first(), "for")
+                    && ["prepare", "execute", "deallocate", "drop"]
+                        .iter()
+                        .any(|k| is(w.get(1), k))
+            })
+    };
+    if statements.iter().any(wrapped) {
+        return Some(Form::Refused(
+            "statement refused by Sluice: SET STATEMENT … FOR is not served around SQL-level PREPARE, EXECUTE or DEALLOCATE; send the statement on its own".into(),
+        ));
+    }
     let s = *statements.iter().find(ours)?;
     if statements.len() > 1 {
         return Some(Form::Refused(
@@ -415,6 +432,10 @@ mod tests {
             })
         );
         assert!(matches!(c("EXECUTE IMMEDIATE @q"), Some(Form::Refused(_))));
+        assert!(matches!(
+            c("SET STATEMENT max_statement_time = 1 FOR EXECUTE s"),
+            Some(Form::Refused(_))
+        ));
         assert_eq!(
             c("DEALLOCATE PREPARE S"),
             Some(Form::Deallocate { name: "s".into() })
