@@ -167,6 +167,21 @@ fn tokens(text: &str, ansi_quotes: bool, no_backslash_escapes: bool) -> Vec<Toke
     out
 }
 
+/// Whether `text` holds PREPARE, EXECUTE or DEALLOCATE anywhere (in any
+/// case): a byte scan, no allocation.
+fn may_hold(text: &str) -> bool {
+    let b = text.as_bytes();
+    (0..b.len()).any(|i| {
+        matches!(b[i] | 0x20, b'p' | b'e' | b'd')
+            && [&b"prepare"[..], b"execute", b"deallocate"]
+                .iter()
+                .any(|k| {
+                    b.get(i..i + k.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(k))
+                })
+    })
+}
+
 /// Whether `t` is the keyword `kw` (lower case).
 fn is(t: Option<&Token>, kw: &str) -> bool {
     matches!(t, Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw))
@@ -189,6 +204,11 @@ fn name(t: Option<&Token>) -> Option<String> {
 /// ([`Settings::refusal`]: no `"` under ANSI_QUOTES, no `\\` under
 /// NO_BACKSLASH_ESCAPES).
 pub(super) fn classify(text: &str) -> Option<Form> {
+    // Every COM_QUERY comes here: tokenized only when it holds one of the
+    // keywords at all.
+    if !may_hold(text) {
+        return None;
+    }
     let all = tokens(text, false, false);
     let statements: Vec<&[Token]> = all
         .split(|t| *t == Token::Semi)
@@ -387,6 +407,8 @@ mod tests {
     fn the_forms_are_read_as_mysql_reads_them() {
         let c = classify;
         assert_eq!(c("SELECT 'prepare s from x'"), None);
+        assert!(!may_hold("SELECT name FROM customers WHERE id = 1"));
+        assert!(may_hold("x DeAlLoCaTe"));
         assert_eq!(c("select 1; select 2"), None);
         assert_eq!(
             c("PREPARE S FROM 'SELECT ssn FROM customers'"),
