@@ -2,7 +2,8 @@
 //! plane, a real MariaDB, `sluice_sidecar::run` as an injected pod's
 //! sidecar. A policy edit between COM_STMT_PREPARE and COM_STMT_EXECUTE
 //! applies at the EXECUTE (the statement is decided again under the
-//! policies in force), in the same session.
+//! policies in force), in the same session; one between two fetches of a
+//! cursor applies at the second fetch (its rows' masks planned again).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -108,5 +109,104 @@ async fn a_policy_edit_between_prepare_and_execute_applies() {
     assert!(
         line.starts_with("refused 1227") && line.contains("no-reads"),
         "the EXECUTE ran under the policy of its PREPARE: {line}"
+    );
+}
+
+/// A policy edit between two fetches of one cursor applies at the second:
+/// its rows are masked by a plan made again under the policies in force
+/// (a masking rule added since masks them), not by the EXECUTE's plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_edit_between_fetches_replans_the_cursor() {
+    let db = "my_run_cursor";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50));
+         INSERT INTO {db}.customers VALUES (1, 'Alice'), (2, 'Bob'), (3, 'Carol');"
+    ));
+    let env = Env::start().await;
+    let listen_port = common::free_port();
+    let all = manifests(m, db, "  defaultAction: allow\n")
+        .replace("{PORT}", &listen_port.to_string())
+        .replace("name: reporting,", "name: cursor-policy,");
+    let docs: Vec<&str> = all
+        .split("---\n")
+        .filter(|d| !d.contains("kind: Namespace"))
+        .collect();
+    support::apply_yaml(&env.client, &docs.join("---\n")).await;
+    env.policy_ready("cursor-policy").await;
+    env.webhook_registered().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
+    let mut cfg = common::run_config(&env.operator, token_file, "shop-db");
+    cfg.expected_identity = Some(("shop".into(), "report-job".into(), "report".into()));
+    let running = bounded("run mode to start", run::start(cfg))
+        .await
+        .expect("run mode starts");
+
+    // One session: a cursor opened and its first row fetched, then (after
+    // the edit has reached the sidecar) its second, told when on stdin.
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import os, sys, mysql.connector\n\
+             c = mysql.connector.connect(host='127.0.0.1', port={listen_port}, user='workload', password='', database='{db}', connection_timeout=10, use_pure=True)\n\
+             sid = c.cmd_stmt_prepare(b'SELECT id, name FROM customers ORDER BY id')['statement_id']\n\
+             n, cols, eof = c.cmd_stmt_execute(sid, flags=1)\n\
+             def fetch():\n    \
+                 try:\n        \
+                     c.cmd_stmt_fetch(sid, 1)\n        \
+                     rows, eof = c.get_rows(binary=True, columns=cols)\n        \
+                     return [[x.decode() if isinstance(x, (bytes, bytearray)) else x for x in r] for r in rows]\n    \
+                 except mysql.connector.Error as e:\n        \
+                     return ('refused', e.errno, e.msg)\n\
+             print('first', fetch(), flush=True)\n\
+             sys.stdin.readline()\n\
+             print('second', fetch(), flush=True)\n"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python3 (pip install mysql-connector-python)");
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = bounded("the first fetch", lines.recv())
+        .await
+        .unwrap_or_default();
+    assert_eq!(first.trim(), "first [[1, 'Alice']]", "{first}");
+
+    let before = running.bundle_revision().borrow().clone();
+    env.policies()
+        .patch(
+            "cursor-policy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"masking": [
+                {"columns": ["customers.name"], "strategy": "redact"}
+            ]}})),
+        )
+        .await
+        .unwrap();
+    env.policy_ready("cursor-policy").await;
+    revision_until(&running, "the edited bundle", |r| r != before.as_deref()).await;
+
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    let second = bounded("the second fetch", lines.recv())
+        .await
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        second.starts_with("second [[")
+            && second.contains("'[redacted]'")
+            && !second.contains("Bob"),
+        "the cursor's rows were masked by the plan of its EXECUTE, made before the edit: {second}"
     );
 }

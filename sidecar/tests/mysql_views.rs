@@ -369,3 +369,91 @@ print('after', fetch(sid, cols, 1))
         "the server's cursor was left open: {log:#?}"
     );
 }
+
+/// `maxRowsAffected`'s check of the tables a write names asks with the
+/// views lookup's shape (one `TABLE_SCHEMA = … AND TABLE_NAME = …` per
+/// relation, no database scanned), once per guarded write: a table of the
+/// same name in another database (MyISAM there) no longer refuses the
+/// write here, a name that is not a plain word is looked up like any
+/// other, and a write through a view is still refused before it runs
+/// (as a view: it has no engine).
+#[test]
+fn guarded_writes_look_up_their_tables_with_the_same_lookup() {
+    let db = "my_views_guard";
+    let other = "my_views_guard_other";
+    general_log();
+    let m = maria();
+    m.database(db);
+    m.database(other);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50), ssn varchar(20), born date, score int);
+         CREATE TABLE {db}.w (id int primary key, v int) ENGINE=InnoDB; INSERT INTO {db}.w VALUES (1, 0), (2, 0), (3, 0);
+         CREATE TABLE {db}.`w-2` (id int primary key, v int) ENGINE=InnoDB; INSERT INTO {db}.`w-2` VALUES (1, 0);
+         CREATE VIEW {db}.wv AS SELECT id, v FROM {db}.w;
+         CREATE TABLE {other}.w (id int, v int) ENGINE=MyISAM;"
+    ));
+    // No masking: a write through a view is the guard's to refuse (with
+    // masking, writing what a view reads is refused before it).
+    let policy = "  defaultAction: allow\n  onParseError: deny\n  limits: {maxRowsAffected: 2}\n";
+    let sidecar = Sidecar::start(&manifests(m, db, policy), "shop/report-job");
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}', autocommit=True)
+cur = c.cursor()
+cur.execute("SELECT CONNECTION_ID()")
+print("thread", cur.fetchone()[0])
+for label, sql in [("here", "UPDATE w SET v = 1 WHERE id = 1"), ("odd name", "UPDATE `w-2` SET v = 1 WHERE id = 1"), ("view", "UPDATE wv SET v = 2 WHERE id = 2"), ("over", "UPDATE w SET v = 3")]:
+    try:
+        cur.execute(sql)
+        print(label, "ran", cur.rowcount)
+    except pymysql.MySQLError as e:
+        print(label, "error", e.args[0], e.args[1])
+"#
+        ),
+    );
+    assert!(out.contains("here ran 1"), "{out}");
+    assert!(out.contains("odd name ran 1"), "{out}");
+    assert!(
+        out.contains("view error 1227") && out.contains("a view"),
+        "{out}"
+    );
+    assert!(
+        out.contains("over error 1227") && out.contains("rolled back"),
+        "{out}"
+    );
+    assert_eq!(
+        maria()
+            .admin(&format!("SELECT group_concat(v ORDER BY id) FROM {db}.w"))
+            .trim(),
+        "1,0,0"
+    );
+    let thread = out
+        .lines()
+        .find_map(|l| l.strip_prefix("thread "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let log = logged(&thread);
+    let guards: Vec<&str> = log
+        .iter()
+        .map(|(_, a)| a.as_str())
+        .filter(|a| a.contains("information_schema.TABLES") && a.contains("ENGINE"))
+        .collect();
+    // One per guarded write: the four UPDATEs.
+    assert_eq!(guards.len(), 4, "{log:#?}");
+    for lookup in guards {
+        assert!(
+            lookup.contains("TABLE_SCHEMA = ")
+                && lookup.contains("TABLE_NAME = ")
+                && !lookup.contains(" IN (")
+                && !lookup.contains("LOWER(TABLE_NAME) ="),
+            "{lookup}"
+        );
+        let plan = maria().admin(&format!("EXPLAIN {lookup}"));
+        assert!(
+            !plan.contains("Scanned all databases") && !plan.contains("Scanned 1 database"),
+            "{lookup}\n{plan}"
+        );
+    }
+}

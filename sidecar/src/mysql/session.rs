@@ -8,7 +8,8 @@
 //! refused statement is refused whole), put on record before it runs, and
 //! its results masked; prepared statements (COM_STMT_PREPARE, EXECUTE,
 //! CLOSE, RESET, SEND_LONG_DATA) are decided at PREPARE and again at each
-//! EXECUTE, their binary rows masked; COM_PING, COM_INIT_DB (decided as
+//! EXECUTE, their binary rows masked, and so are SQL-level ones (`PREPARE
+//! s FROM '…'`, `EXECUTE s`: see `sql_prepared`); COM_PING, COM_INIT_DB (decided as
 //! `USE`), COM_SET_OPTION, COM_STATISTICS, COM_RESET_CONNECTION (tracking
 //! set up again) and COM_QUIT are passed on; COM_STMT_FETCH reads an open
 //! cursor's rows (see `cursor`); everything else (COM_CHANGE_USER,
@@ -49,6 +50,7 @@ mod handshake;
 mod prepared;
 mod query;
 mod relay;
+mod sql_prepared;
 mod views;
 
 use functions::Unseen;
@@ -203,6 +205,9 @@ struct Session<'a> {
     settings: Settings,
     /// The prepared statements, by the server's statement id.
     statements: std::collections::HashMap<u32, Decided>,
+    /// The SQL-level prepared statements (`PREPARE name FROM '…'`), by
+    /// name (lower case): see `sql_prepared`.
+    sql_statements: std::collections::HashMap<String, Decided>,
     /// Built-in function names: whether a stored function shares the name
     /// (`information_schema.ROUTINES`; cleared after a statement that may
     /// create one).
@@ -327,6 +332,7 @@ impl Session<'_> {
                     if a.payload.first() == Some(&0) {
                         // The server dropped the session's prepared statements.
                         self.statements.clear();
+                        self.sql_statements.clear();
                         self.cursors.clear();
                         let var = self.settings.read_only_var;
                         self.settings = setup(&mut self.up, var)

@@ -14,9 +14,9 @@
 //! refused, otherwise committed (or the savepoint released) and the client
 //! gets the write's OK. Only transactional (InnoDB) tables can be rolled
 //! back: a write naming any other table is refused before it runs. Under
-//! the limit a write comes alone in its query string; SQL-level EXECUTE,
-//! text Sluice cannot parse and writes that return rows (RETURNING) are
-//! refused. Writes done inside stored functions, procedures and triggers
+//! the limit a write comes alone in its query string; text Sluice cannot
+//! parse and writes that return rows (RETURNING) are refused; SQL-level
+//! EXECUTE is counted as the text it runs (see `sql_prepared`). Writes done inside stored functions, procedures and triggers
 //! are not counted (use readOnly to stop those).
 
 use super::*;
@@ -93,12 +93,18 @@ impl Session<'_> {
         None
     }
 
-    /// The limit and policy when `decided` is a write `maxRowsAffected`
-    /// counts; `Err` with why it is refused when it names a table a
-    /// rollback cannot undo (asked of information_schema.TABLES).
+    /// The limit and policy when `decided` (run in `database`) is a write
+    /// `maxRowsAffected` counts; `Err` with why it is refused when it
+    /// names a relation a rollback cannot undo: asked of
+    /// information_schema.TABLES with the plane's one lookup shape
+    /// ([`views::lookup`]: each relation by its schema and name as the
+    /// server resolves it; no database scanned). Every relation must be
+    /// found, and each one found must be an InnoDB table (a view has no
+    /// engine); what cannot be asked precisely is refused.
     pub(super) async fn rows_guard(
         &mut self,
         decided: &SqlDecision,
+        database: Option<&str>,
     ) -> Result<Result<Option<(u64, Arc<str>)>, String>, SessionError> {
         let Some((limit, policy)) = self.masking.limits().max_rows_affected.clone() else {
             return Ok(Ok(None));
@@ -111,55 +117,56 @@ impl Session<'_> {
                 "statement refused by Sluice: AccessPolicy {policy:?} limits writes to {limit} rows each (maxRowsAffected), and {why}; nothing ran"
             )))
         };
-        let names: Vec<String> = stmt
-            .tables
-            .iter()
-            .map(|t| {
-                t.rsplit('.')
-                    .next()
-                    .unwrap_or(t)
-                    .trim_matches('`')
-                    .to_lowercase()
-            })
-            .collect();
-        if let Some(odd) = names.iter().find(|n| {
-            !n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        }) {
+        let tables: Vec<&str> = stmt.tables.iter().map(String::as_str).collect();
+        if tables.is_empty() {
+            return Ok(Ok(Some((limit, policy))));
+        }
+        let lower_case = self.settings.lower_case_names;
+        let Some((candidates, assumed)) =
+            views::candidates(&tables, &[stmt.text.as_str()], database, lower_case)
+        else {
             return refused(format!(
-                "Sluice cannot look up whether table {odd:?} is transactional (its name is not a plain word)"
+                "it names more relations than Sluice looks up at once ({})",
+                views::MAX_CANDIDATES
+            ));
+        };
+        if let Some(&i) = assumed.first() {
+            return refused(format!(
+                "Sluice cannot look up whether {:?} is a transactional table (no database is selected for it, or its name is not found in the text as written)",
+                tables[i]
             ));
         }
-        if !names.is_empty() {
-            let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
-            let sql = format!(
-                "SELECT CONCAT(LOWER(TABLE_NAME), ':', IFNULL(UPPER(ENGINE), '')) FROM information_schema.TABLES WHERE LOWER(TABLE_NAME) IN ({})",
-                list.join(",")
+        // Each row: the index of the relation in `tables`, its engine.
+        let pairs = candidates.iter().map(|(s, t, _)| (s.as_str(), t.as_str()));
+        let column = |c: usize| {
+            let table = candidates.get(c).map_or(0, |(_, _, i)| *i);
+            format!("CONCAT('{table}:', IFNULL(UPPER(ENGINE), ''))")
+        };
+        let Some(sql) = views::lookup(pairs, column, "") else {
+            return Ok(Ok(Some((limit, policy))));
+        };
+        let Some(found) = self.single_column(&sql).await? else {
+            return refused(
+                "the server would not say whether the tables it writes are transactional".into(),
             );
-            let Some(found) = self.single_column(&sql).await? else {
-                return refused(
-                    "the server would not say whether the tables it writes are transactional"
-                        .into(),
-                );
-            };
-            for name in &names {
-                let engines: Vec<&str> = found
-                    .iter()
-                    .filter_map(|f| f.split_once(':'))
-                    .filter(|(t, _)| t == name)
-                    .map(|(_, e)| e)
-                    .collect();
-                if engines.is_empty() {
-                    return refused(format!(
-                        "table {name:?} is not a base table information_schema shows (a temporary table or a view), so Sluice cannot tell whether a rollback undoes a write to it"
-                    ));
-                }
-                if let Some(e) = engines.iter().find(|e| **e != "INNODB") {
-                    let e = if e.is_empty() { "a view" } else { e };
-                    return refused(format!(
-                        "table {name:?} is {e}, whose writes a rollback cannot undo (only InnoDB tables can be guarded)"
-                    ));
-                }
+        };
+        for (i, name) in tables.iter().enumerate() {
+            let engines: Vec<&str> = found
+                .iter()
+                .filter_map(|f| f.split_once(':'))
+                .filter(|(t, _)| t.parse() == Ok(i))
+                .map(|(_, e)| e)
+                .collect();
+            if engines.is_empty() {
+                return refused(format!(
+                    "table {name:?} is not a base table information_schema shows (a temporary table or a view), so Sluice cannot tell whether a rollback undoes a write to it"
+                ));
+            }
+            if let Some(e) = engines.iter().find(|e| **e != "INNODB") {
+                let e = if e.is_empty() { "a view" } else { e };
+                return refused(format!(
+                    "table {name:?} is {e}, whose writes a rollback cannot undo (only InnoDB tables can be guarded)"
+                ));
             }
         }
         Ok(Ok(Some((limit, policy))))

@@ -101,6 +101,7 @@ pub(super) async fn run(
         revoked: None,
         settings,
         statements: Default::default(),
+        sql_statements: Default::default(),
         routines: Default::default(),
         read_only,
         server_status: ok.status,

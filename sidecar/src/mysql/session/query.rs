@@ -72,10 +72,10 @@ impl Session<'_> {
         if let Some(why) = self.rows_affected_refusal(decided) {
             return Some(why);
         }
-        // SQL-level EXECUTE runs a text Sluice did not decide (its PREPARE
-        // … FROM does not parse: only `onParseError: allow` lets it
-        // through): what it reads or stores from views and functions is
-        // out of the masking's sight.
+        // SQL-level EXECUTE is decided as the text it runs (see
+        // `sql_prepared`); one that reaches the parser ran a text Sluice
+        // did not decide: what it reads or stores from views and
+        // functions is out of the masking's sight.
         if self.masking.has_column_rules()
             && decided
                 .statements
@@ -123,6 +123,17 @@ impl Session<'_> {
         reply_seq: u8,
     ) -> Result<(), SessionError> {
         self.follow();
+        // SQL-level PREPARE / EXECUTE / DEALLOCATE: decided by the text
+        // they prepare (see `sql_prepared`), once the text reads as Sluice
+        // reads it.
+        if let Ok(t) = &text
+            && self.settings.refusal(t).is_none()
+            && gate::lexical_gate(t, false, false).is_ok()
+            && let Some(form) = sql_prepared::classify(t)
+        {
+            let t = t.clone();
+            return self.sql_prepared(form, t, forward, reply_seq).await;
+        }
         let decided = match self.decide(text) {
             Ok(d) => d,
             Err(why) => return self.refuse_undecided(&why, reply_seq, false).await,
@@ -193,7 +204,7 @@ impl Session<'_> {
         // maxRowsAffected: a write runs behind a guard, on InnoDB tables only.
         let mut guard = None;
         if refused.is_none() {
-            match self.rows_guard(decided).await? {
+            match self.rows_guard(decided, database).await? {
                 Ok(g) => guard = g,
                 Err(why) => refused = Some(why),
             }
@@ -264,6 +275,16 @@ impl Session<'_> {
             // It may have created a stored function.
             self.routines.clear();
         }
+        // A procedure may have prepared statements under any name, and so
+        // may text Sluice could not parse (a compound statement).
+        if decided.parse_error.is_some()
+            || decided
+                .statements
+                .iter()
+                .any(|(s, _)| s.kinds.contains(&sluice_crds::StatementKind::Call))
+        {
+            self.sql_statements.clear();
+        }
         // A stored function may have changed the settings (or turned the
         // server's tracking off) without the server reporting it.
         let checked = if may_change_settings(decided) || unseen.calls_stored() {
@@ -303,7 +324,11 @@ impl Session<'_> {
     }
 
     /// An ERR packet refusing the command (the session goes on).
-    async fn send_refusal(&mut self, reply_seq: u8, why: &str) -> Result<(), SessionError> {
+    pub(super) async fn send_refusal(
+        &mut self,
+        reply_seq: u8,
+        why: &str,
+    ) -> Result<(), SessionError> {
         let mut reply = Reply::new(reply_seq);
         reply.push(&packet::err_payload(ACCESS_DENIED, "42000", why));
         self.client.write_all(&reply.out).await?;

@@ -70,29 +70,30 @@ pub(super) fn unqualified(name: &str) -> String {
         .to_lowercase()
 }
 
-/// The lookup for the relations `tables` (as Sluice's parser reports them:
-/// lower case, qualified as written) of a statement whose texts are
+/// The relations a lookup asks about: `(schema, name as the server
+/// resolves it, index in `tables`)`, sorted and deduplicated; and the
+/// indexes of the names that cannot be asked precisely. `None`: too many
+/// names, candidates or bytes of text to search (see the module docs).
+pub(super) type Candidates = (Vec<(String, String, usize)>, Vec<usize>);
+
+/// The candidates for the relations `tables` (as Sluice's parser reports
+/// them: lower case, qualified as written) of a statement whose texts are
 /// `texts`, run in `database`; `lower_case` as the server's
 /// `lower_case_table_names` says (see the module docs).
-pub(super) fn view_query(
+pub(super) fn candidates(
     tables: &[&str],
     texts: &[&str],
     database: Option<&str>,
     lower_case: bool,
-) -> ViewQuery {
-    let names: Vec<String> = tables.iter().map(|t| unqualified(t)).collect();
+) -> Option<Candidates> {
     // Bounded work: past this many names, or this much text to search for
-    // them, every name counts as a view.
+    // them, nothing is asked.
     let text_bytes: usize = texts.iter().map(|t| t.len()).sum();
     if tables.len() > MAX_CANDIDATES || text_bytes.saturating_mul(tables.len()) > MAX_SCAN_BYTES {
-        return ViewQuery {
-            sql: None,
-            assumed: names.clone(),
-            names,
-        };
+        return None;
     }
     let mut assumed = Vec::new();
-    let mut candidates: Vec<(String, String)> = Vec::new();
+    let mut candidates: Vec<(String, String, usize)> = Vec::new();
     let spellings = |part: &str| -> Vec<String> {
         let found = spellings(texts, part);
         if lower_case {
@@ -104,14 +105,14 @@ pub(super) fn view_query(
             found
         }
     };
-    for (table, name) in tables.iter().zip(&names) {
+    for (i, table) in tables.iter().enumerate() {
         let parts: Vec<&str> = table.split('.').collect();
         let mut found = Vec::new();
         match parts.as_slice() {
             [t] => {
                 if let Some(db) = database {
                     for t in spellings(t) {
-                        found.push((db.to_string(), t));
+                        found.push((db.to_string(), t, i));
                     }
                 }
             }
@@ -120,47 +121,88 @@ pub(super) fn view_query(
                 // the statement's database.
                 if let Some(db) = database {
                     for quoted in spellings(&format!("`{table}`")) {
-                        found.push((db.to_string(), quoted.trim_matches('`').to_string()));
+                        found.push((db.to_string(), quoted.trim_matches('`').to_string(), i));
                     }
                 }
                 for s in spellings(schema) {
                     for t in spellings(t) {
-                        found.push((s.clone(), t));
+                        found.push((s.clone(), t, i));
                     }
                 }
             }
             _ => {
-                assumed.push(name.clone());
+                assumed.push(i);
                 continue;
             }
         }
         if found.is_empty() {
-            assumed.push(name.clone());
+            assumed.push(i);
         }
         candidates.extend(found);
     }
     candidates.sort();
     candidates.dedup();
-    if candidates.len() > MAX_CANDIDATES {
+    (candidates.len() <= MAX_CANDIDATES).then_some((candidates, assumed))
+}
+
+/// The plane's one lookup shape: for each `(schema, name)`, `SELECT
+/// <column> FROM information_schema.TABLES WHERE TABLE_SCHEMA = <schema>
+/// AND TABLE_NAME = <name> <filter>`, joined with `UNION ALL`, with an
+/// explicit LIMIT. `column` is given the candidate's index in the list.
+pub(super) fn lookup<'a>(
+    candidates: impl Iterator<Item = (&'a str, &'a str)>,
+    column: impl Fn(usize) -> String,
+    filter: &str,
+) -> Option<String> {
+    let selects: Vec<String> = candidates
+        .enumerate()
+        .map(|(i, (s, t))| {
+            format!(
+                "SELECT {} FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}{filter}",
+                column(i),
+                literal(s),
+                literal(t)
+            )
+        })
+        .collect();
+    (!selects.is_empty()).then(|| {
+        format!(
+            "{} LIMIT {}",
+            selects.join(" UNION ALL "),
+            MAX_CANDIDATES + 1
+        )
+    })
+}
+
+/// The views lookup for the relations `tables` of a statement whose texts
+/// are `texts`, run in `database` (see [`candidates`]).
+pub(super) fn view_query(
+    tables: &[&str],
+    texts: &[&str],
+    database: Option<&str>,
+    lower_case: bool,
+) -> ViewQuery {
+    let names: Vec<String> = tables.iter().map(|t| unqualified(t)).collect();
+    let Some((candidates, assumed)) = candidates(tables, texts, database, lower_case) else {
         return ViewQuery {
             sql: None,
             assumed: names.clone(),
             names,
         };
-    }
-    let sql = (!candidates.is_empty()).then(|| {
-        let selects: Vec<String> = candidates
-            .iter()
-            .map(|(s, t)| {
-                format!(
-                    "SELECT LOWER(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND TABLE_TYPE = 'VIEW'",
-                    literal(s),
-                    literal(t)
-                )
-            })
-            .collect();
-        format!("{} LIMIT {}", selects.join(" UNION ALL "), MAX_CANDIDATES + 1)
-    });
+    };
+    let mut pairs: Vec<(&str, &str)> = candidates
+        .iter()
+        .map(|(s, t, _)| (s.as_str(), t.as_str()))
+        .collect();
+    pairs.dedup();
+    let sql = lookup(
+        pairs.into_iter(),
+        |_| "LOWER(TABLE_NAME)".into(),
+        " AND TABLE_TYPE = 'VIEW'",
+    );
+    let mut assumed: Vec<String> = assumed.into_iter().map(|i| names[i].clone()).collect();
+    assumed.sort();
+    assumed.dedup();
     ViewQuery {
         sql,
         assumed,
