@@ -744,3 +744,87 @@ async fn reads_of_values_folded_or_printed_elsewhere_are_masked() {
         }
     }
 }
+
+/// Server-side code the workload defines runs out of the sidecar's sight: a
+/// function (or procedure) whose body copies `customers.ssn` into a table,
+/// a trigger that does so on every later write. Under column masking each
+/// definition is refused, through simple and extended query, also when it
+/// is run as text by `query_to_xml`; nothing is created and nothing stored.
+/// (`CREATE PROCEDURE … AS $$…$$` does not parse: `onParseError` denies it
+/// here.) Without masking rules the same definitions run.
+#[tokio::test]
+async fn server_side_code_defined_under_masking_is_refused() {
+    let (sidecar, admin) = setup(
+        "attack_define_code",
+        "CREATE TABLE notes (id int, t text);
+         CREATE TABLE t2 (a int);
+         CREATE FUNCTION admin_trg() RETURNS trigger LANGUAGE plpgsql
+           AS $$BEGIN RETURN NEW; END$$;",
+    )
+    .await;
+    let copy = "INSERT INTO notes SELECT id, ssn FROM customers";
+    let definitions = [
+        format!("CREATE FUNCTION steal() RETURNS int LANGUAGE sql AS $$ {copy}; SELECT 1 $$"),
+        format!(
+            "CREATE OR REPLACE FUNCTION admin_trg() RETURNS trigger LANGUAGE plpgsql \
+             AS $$BEGIN {copy}; RETURN NEW; END$$"
+        ),
+        format!("CREATE PROCEDURE steal_p() LANGUAGE sql AS $$ {copy} $$"),
+        "CREATE TRIGGER tt AFTER INSERT ON t2 FOR EACH ROW EXECUTE FUNCTION admin_trg()"
+            .to_string(),
+        "SELECT query_to_xml('CREATE FUNCTION f2() RETURNS int LANGUAGE sql AS ''SELECT 1''', \
+         true, false, '')"
+            .to_string(),
+    ];
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in &definitions {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert!(
+                contains(&bytes, "C42501") && contains(&bytes, "by Sluice"),
+                "{sql}: not refused: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    // Had any run, these would store the SSN.
+    for sql in [
+        "SELECT steal()",
+        "CALL steal_p()",
+        "INSERT INTO t2 VALUES (1)",
+    ] {
+        raw.simple(sql);
+    }
+    let stored = admin
+        .query_one(
+            "SELECT coalesce(string_agg(t, ','), '') || ',' || \
+                    (SELECT count(*) FROM pg_proc WHERE proname IN ('steal', 'steal_p', 'f2'))::text || ',' || \
+                    (SELECT count(*) FROM pg_trigger WHERE tgname = 'tt')::text || ',' || \
+                    (SELECT prosrc FROM pg_proc WHERE proname = 'admin_trg') \
+             FROM notes",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_no_leak(stored.as_bytes(), "what the refused definitions stored");
+    assert_eq!(stored, ",0,0,BEGIN RETURN NEW; END");
+    // The refusal comes from the masking rules: without them, code is defined.
+    let db = db_name("attack_define_code");
+    let unmasked = Sidecar::start(
+        &manifests(
+            server(),
+            &db,
+            ADMIN,
+            "disable",
+            &policy("  defaultAction: allow\n"),
+        ),
+        "shop/report-job",
+    );
+    let mut raw = RawClient::connect(unmasked.port);
+    let bytes = raw.simple("CREATE FUNCTION plain() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$");
+    assert!(
+        contains(&bytes, "CREATE FUNCTION"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+}

@@ -70,7 +70,11 @@
 //!   engine refuses them. It does not see through views or user-defined functions:
 //!   the sidecars do, with a fresh catalog lookup for writes and side-effect calls
 //!   that name a relation or function (PostgreSQL `session/launder.rs`; MySQL refuses
-//!   a write reading a view). A user function that stores a value itself is not seen.
+//!   a write reading a view). A user function (or trigger) that stores a value
+//!   itself is not seen; the PostgreSQL sidecar refuses to let a masked identity
+//!   define one (`CREATE FUNCTION`, `PROCEDURE`, `TRIGGER`), so only code defined
+//!   by another role (a migration) can do so, and `CREATE RULE` and `DO` are left
+//!   to `onParseError` (they do not parse).
 //! - MySQL may report a derived table's alias as `org_table`; such origins are not
 //!   trusted to clear a column (the expression analysis still decides). Where the
 //!   server gives an origin for a column that only a `*` over several relations can
