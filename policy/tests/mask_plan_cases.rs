@@ -1287,3 +1287,63 @@ fn laundering_through_writes_and_side_effects() {
     assert!(laundering(&stmt, &m).is_some());
     assert!(laundering(&stmt, &ColumnMatcher::default()).is_none());
 }
+
+/// DDL that takes masked values out of the rules' names without copying a
+/// row: renaming a masked column or a table with masked columns, and a
+/// generated column computed from a masked one (PostgreSQL and MySQL forms).
+#[test]
+fn renaming_or_deriving_a_masked_column_launders() {
+    let m = ColumnMatcher::new(&[("customers.ssn".into(), 0), ("*.password_hash".into(), 1)])
+        .expect("globs");
+    let laundered = [
+        (Dialect::Pg, "ALTER TABLE customers RENAME COLUMN ssn TO s2"),
+        (Dialect::Pg, "ALTER TABLE public.customers RENAME ssn TO s2"),
+        (Dialect::Pg, "ALTER TABLE customers RENAME TO k1"),
+        (
+            Dialect::Pg,
+            "ALTER TABLE users RENAME COLUMN password_hash TO p",
+        ),
+        (
+            Dialect::Pg,
+            "ALTER TABLE customers ADD COLUMN leak text GENERATED ALWAYS AS (ssn) STORED",
+        ),
+        (
+            Dialect::Pg,
+            "ALTER TABLE customers ADD COLUMN leak text GENERATED ALWAYS AS (upper(customers.ssn)) STORED",
+        ),
+        (Dialect::My, "ALTER TABLE customers CHANGE ssn s2 text"),
+        (Dialect::My, "ALTER TABLE customers RENAME COLUMN ssn TO s2"),
+        (Dialect::My, "RENAME TABLE customers TO k1"),
+        (
+            Dialect::My,
+            "ALTER TABLE customers ADD COLUMN leak text AS (concat(ssn, '')) STORED",
+        ),
+    ];
+    for (dialect, sql) in laundered {
+        let stmt = parse(dialect, sql);
+        let why = laundering(&stmt, &m).unwrap_or_else(|| panic!("{sql} launders"));
+        assert!(why.contains("masked"), "{sql}: {why}");
+    }
+    let clean = [
+        (
+            Dialect::Pg,
+            "ALTER TABLE customers RENAME COLUMN name TO full_name",
+        ),
+        (Dialect::Pg, "ALTER TABLE orders RENAME TO orders_old"),
+        (
+            Dialect::Pg,
+            "ALTER TABLE customers ADD COLUMN n2 text GENERATED ALWAYS AS (upper(name)) STORED",
+        ),
+        (Dialect::Pg, "ALTER TABLE customers ADD COLUMN note text"),
+        // Still matched by a glob as strong: `*.password_hash` follows users.
+        (Dialect::Pg, "ALTER TABLE users RENAME TO accounts"),
+        (
+            Dialect::My,
+            "ALTER TABLE customers CHANGE ssn ssn varchar(20)",
+        ),
+    ];
+    for (dialect, sql) in clean {
+        let stmt = parse(dialect, sql);
+        assert_eq!(laundering(&stmt, &m), None, "{sql}");
+    }
+}

@@ -828,3 +828,48 @@ async fn server_side_code_defined_under_masking_is_refused() {
         String::from_utf8_lossy(&bytes)
     );
 }
+
+/// The masking rules match names: DDL that renames a masked column or its
+/// table, or adds a column generated from a masked one, would make the same
+/// values readable unmasked under another name. Each is refused (simple and
+/// extended query) and the names stay as they were; a rename of an unmasked
+/// column runs.
+#[tokio::test]
+async fn ddl_that_renames_or_derives_masked_columns_is_refused() {
+    let (sidecar, admin) = setup("attack_ddl_names", "").await;
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "ALTER TABLE customers RENAME COLUMN ssn TO s2",
+        "ALTER TABLE customers RENAME ssn TO s3",
+        "ALTER TABLE customers RENAME TO k1",
+        "ALTER TABLE public.customers RENAME TO k2",
+        "ALTER TABLE customers ADD COLUMN leak text GENERATED ALWAYS AS (ssn) STORED",
+        "ALTER TABLE customers ADD COLUMN leak2 text GENERATED ALWAYS AS (translate(customers.ssn, '-', '')) STORED",
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert!(
+                contains(&bytes, "C42501") && contains(&bytes, "refused by Sluice"),
+                "{sql}: not refused: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        let read = raw.simple("SELECT * FROM customers");
+        assert_no_leak(&read, sql);
+    }
+    let bytes = raw.simple("ALTER TABLE customers RENAME COLUMN name TO full_name");
+    assert!(
+        contains(&bytes, "ALTER TABLE"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let columns = admin
+        .query_one(
+            "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute \
+             WHERE attrelid = 'public.customers'::regclass AND attnum > 0 AND NOT attisdropped",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(columns, "id,full_name,ssn");
+}

@@ -213,7 +213,7 @@ impl PolicySet {
         let writes = stmt.kinds.iter().any(|k| {
             matches!(
                 k,
-                K::Insert | K::Update | K::Merge | K::Create | K::Copy | K::Call
+                K::Insert | K::Update | K::Merge | K::Create | K::Copy | K::Call | K::Alter
             )
         });
         let effects = stmt

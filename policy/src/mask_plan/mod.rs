@@ -81,7 +81,11 @@
 //!   place, or for rows of `FETCH`/`EXECUTE`, the origin is trusted as PostgreSQL
 //!   reports it: a plain reference to exactly that column.
 //! - Globs match names as written: partitions, inheritance children and copies of a
-//!   table need globs of their own (`customers*.ssn`). Matching ignores case.
+//!   table need globs of their own (`customers*.ssn`). Matching ignores case. DDL
+//!   that would move masked values to names the rules do not match (renaming a
+//!   masked column or a table with masked columns, a generated column computed from
+//!   a masked one) is refused like the writes above (`renames.rs`); `ALTER TABLE …
+//!   SET SCHEMA` and statements that do not parse are left to `onParseError`.
 //! - Values of other tables that the server exposes through catalogs are handled for
 //!   planner statistics (`pg_stats.most_common_vals`, MySQL `column_statistics`) and
 //!   session variables (custom `current_setting`, MySQL `@var`), which are masked
@@ -93,6 +97,7 @@ mod analyzer; // walks a statement: each output column's lineage
 mod lineage; // the lineage model: taints, tables, slots, scopes
 mod matcher; // masking globs compiled: ColumnMatcher
 mod preview; // the plan from the statement alone, for `policy eval`
+mod renames; // DDL renaming a masked column or deriving one: laundering
 #[cfg(test)]
 mod tests;
 
@@ -288,6 +293,11 @@ fn describe_taint(reason: &MaskReason) -> String {
 pub fn laundering(stmt: &Statement, matcher: &ColumnMatcher) -> Option<String> {
     if matcher.is_empty() {
         return None;
+    }
+    if let Some(why) = renames::finding(stmt, matcher) {
+        return Some(format!(
+            "the statement {why}; masked values stay masked only under the names the rules give"
+        ));
     }
     let mut an = Analyzer::new(stmt, matcher);
     an.effects = true;

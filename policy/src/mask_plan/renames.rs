@@ -1,0 +1,141 @@
+//! DDL that takes a masked column out of the masking rules' sight without
+//! copying a row: the rules match names, so renaming a masked column or its
+//! table makes the same values unmasked under the new name, and a generated
+//! column computed from a masked one stores them again under another.
+//! [`super::laundering`] refuses these like the writes it finds.
+
+use sqlparser::ast::{
+    AlterTableOperation, ColumnDef, ColumnOption, Expr, ObjectName, RenameTableNameKind, Statement,
+    Visit, Visitor,
+};
+use std::ops::ControlFlow;
+
+use super::ColumnMatcher;
+use super::lineage::{norm, schema_table};
+
+/// Why `stmt` renames or derives a masked column, if it does.
+pub(super) fn finding(stmt: &Statement, matcher: &ColumnMatcher) -> Option<String> {
+    match stmt {
+        Statement::AlterTable(at) => at
+            .operations
+            .iter()
+            .find_map(|op| operation(&at.name, op, matcher)),
+        // MySQL `RENAME TABLE a TO b, …`.
+        Statement::RenameTable(renames) => renames
+            .iter()
+            .find_map(|r| table_renamed(&r.old_name, &r.new_name, matcher)),
+        _ => None,
+    }
+}
+
+fn operation(
+    table: &ObjectName,
+    op: &AlterTableOperation,
+    matcher: &ColumnMatcher,
+) -> Option<String> {
+    let (schema, name) = schema_table(table);
+    let masked = |column: &str| matcher.match_column(schema.as_deref(), &name, column);
+    match op {
+        AlterTableOperation::RenameColumn {
+            old_column_name, ..
+        } => column_renamed(&name, &norm(old_column_name), masked),
+        AlterTableOperation::RenameTable { table_name } => {
+            let (RenameTableNameKind::As(to) | RenameTableNameKind::To(to)) = table_name;
+            table_renamed(table, to, matcher)
+        }
+        // MySQL `CHANGE [COLUMN] old new …`: a rename when the names differ.
+        AlterTableOperation::ChangeColumn {
+            old_name,
+            new_name,
+            options,
+            ..
+        } => {
+            if norm(old_name) != norm(new_name)
+                && let Some(why) = column_renamed(&name, &norm(old_name), masked)
+            {
+                return Some(why);
+            }
+            derived(&name, options.iter(), masked)
+        }
+        AlterTableOperation::AddColumn { column_def, .. } => {
+            derived(&name, options_of(column_def), masked)
+        }
+        AlterTableOperation::ModifyColumn { options, .. } => derived(&name, options.iter(), masked),
+        _ => None,
+    }
+}
+
+fn options_of(def: &ColumnDef) -> impl Iterator<Item = &ColumnOption> {
+    def.options.iter().map(|o| &o.option)
+}
+
+fn column_renamed(
+    table: &str,
+    column: &str,
+    masked: impl Fn(&str) -> Option<usize>,
+) -> Option<String> {
+    masked(column).map(|_| {
+        format!(
+            "renames {table}.{column}, a masked column: the masking rules match names, so its values would be read unmasked under the new one; ask an administrator to rename it and its masking rule together"
+        )
+    })
+}
+
+fn table_renamed(from: &ObjectName, to: &ObjectName, matcher: &ColumnMatcher) -> Option<String> {
+    let (schema, table) = schema_table(from);
+    let (to_schema, to_table) = schema_table(to);
+    let before = matcher.table_may_have_masked(schema.as_deref(), &table)?;
+    // Still matched as strongly under the new name: nothing escapes.
+    let after = matcher.table_may_have_masked(to_schema.or(schema).as_deref(), &to_table);
+    if after.is_some_and(|rule| rule <= before) {
+        return None;
+    }
+    Some(format!(
+        "renames table {table}, which has masked columns: the masking rules match names, so its values would be read unmasked under the new one; ask an administrator to rename it and its masking rules together"
+    ))
+}
+
+/// A generated column whose expression reads a masked column of its table.
+fn derived<'a>(
+    table: &str,
+    options: impl Iterator<Item = &'a ColumnOption>,
+    masked: impl Fn(&str) -> Option<usize>,
+) -> Option<String> {
+    for option in options {
+        let ColumnOption::Generated {
+            generation_expr: Some(expr),
+            ..
+        } = option
+        else {
+            continue;
+        };
+        let mut names = Names(Vec::new());
+        let _ = expr.visit(&mut names);
+        if let Some(column) = names.0.into_iter().find(|c| masked(c).is_some()) {
+            return Some(format!(
+                "adds a column generated from {table}.{column}, a masked column, which would store its values unmasked under another name"
+            ));
+        }
+    }
+    None
+}
+
+/// The column names an expression reads (the last part of each name).
+struct Names(Vec<String>);
+
+impl Visitor for Names {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Identifier(id) => self.0.push(norm(id)),
+            Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last() {
+                    self.0.push(norm(last));
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
