@@ -1288,11 +1288,12 @@ fn laundering_through_writes_and_side_effects() {
     assert!(laundering(&stmt, &ColumnMatcher::default()).is_none());
 }
 
-/// DDL that takes masked values out of the rules' names without copying a
-/// row: renaming a masked column or a table with masked columns, and a
-/// generated column computed from a masked one (PostgreSQL and MySQL forms).
+/// DDL that takes masked values out of the rules' sight without a write the
+/// lineage can follow: renaming a masked column or a table with masked
+/// columns, a generated column computed from a masked one, and code defined
+/// on the server (PostgreSQL and MySQL forms).
 #[test]
-fn renaming_or_deriving_a_masked_column_launders() {
+fn renaming_or_deriving_a_masked_column_or_defining_code_launders() {
     let m = ColumnMatcher::new(&[("customers.ssn".into(), 0), ("*.password_hash".into(), 1)])
         .expect("globs");
     let laundered = [
@@ -1318,11 +1319,32 @@ fn renaming_or_deriving_a_masked_column_launders() {
             Dialect::My,
             "ALTER TABLE customers ADD COLUMN leak text AS (concat(ssn, '')) STORED",
         ),
+        // Code whose body the sidecar never sees at run time.
+        (
+            Dialect::Pg,
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'INSERT INTO notes SELECT ssn FROM customers; SELECT 1'",
+        ),
+        (
+            Dialect::Pg,
+            "CREATE OR REPLACE FUNCTION g() RETURNS int LANGUAGE plpgsql AS $$BEGIN RETURN 1; END$$",
+        ),
+        (
+            Dialect::Pg,
+            "CREATE TRIGGER t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION g()",
+        ),
+        // (MySQL's CREATE FUNCTION does not parse: onParseError decides it.)
+        (
+            Dialect::My,
+            "CREATE TRIGGER t AFTER INSERT ON orders FOR EACH ROW BEGIN INSERT INTO notes SELECT ssn FROM customers; END",
+        ),
     ];
     for (dialect, sql) in laundered {
         let stmt = parse(dialect, sql);
         let why = laundering(&stmt, &m).unwrap_or_else(|| panic!("{sql} launders"));
-        assert!(why.contains("masked"), "{sql}: {why}");
+        assert!(
+            why.contains("masked") || why.contains("code"),
+            "{sql}: {why}"
+        );
     }
     let clean = [
         (

@@ -71,10 +71,10 @@
 //!   the sidecars do, with a fresh catalog lookup for writes and side-effect calls
 //!   that name a relation or function (PostgreSQL `session/launder.rs`; MySQL refuses
 //!   a write reading a view). A user function (or trigger) that stores a value
-//!   itself is not seen; the PostgreSQL sidecar refuses to let a masked identity
-//!   define one (`CREATE FUNCTION`, `PROCEDURE`, `TRIGGER`), so only code defined
-//!   by another role (a migration) can do so, and `CREATE RULE` and `DO` are left
-//!   to `onParseError` (they do not parse).
+//!   itself is not seen; so a masked identity may not define one (`CREATE
+//!   FUNCTION`, `PROCEDURE`, `TRIGGER` are refused, `ddl.rs`): only code another
+//!   role defined (a migration) can do so. `CREATE RULE`, `DO` and `CREATE EVENT`
+//!   do not parse and are left to `onParseError`.
 //! - MySQL may report a derived table's alias as `org_table`; such origins are not
 //!   trusted to clear a column (the expression analysis still decides). Where the
 //!   server gives an origin for a column that only a `*` over several relations can
@@ -84,7 +84,7 @@
 //!   table need globs of their own (`customers*.ssn`). Matching ignores case. DDL
 //!   that would move masked values to names the rules do not match (renaming a
 //!   masked column or a table with masked columns, a generated column computed from
-//!   a masked one) is refused like the writes above (`renames.rs`); `ALTER TABLE …
+//!   a masked one) is refused like the writes above (`ddl.rs`); `ALTER TABLE …
 //!   SET SCHEMA` and statements that do not parse are left to `onParseError`.
 //! - Values of other tables that the server exposes through catalogs are handled for
 //!   planner statistics (`pg_stats.most_common_vals`, MySQL `column_statistics`) and
@@ -94,10 +94,10 @@
 //!   detectors and the error path must cover them.
 
 mod analyzer; // walks a statement: each output column's lineage
+mod ddl; // DDL that renames or derives a masked column, or defines code: laundering
 mod lineage; // the lineage model: taints, tables, slots, scopes
 mod matcher; // masking globs compiled: ColumnMatcher
 mod preview; // the plan from the statement alone, for `policy eval`
-mod renames; // DDL renaming a masked column or deriving one: laundering
 #[cfg(test)]
 mod tests;
 
@@ -294,9 +294,9 @@ pub fn laundering(stmt: &Statement, matcher: &ColumnMatcher) -> Option<String> {
     if matcher.is_empty() {
         return None;
     }
-    if let Some(why) = renames::finding(stmt, matcher) {
+    if let Some(why) = ddl::finding(stmt, matcher) {
         return Some(format!(
-            "the statement {why}; masked values stay masked only under the names the rules give"
+            "the statement {why}; masked values stay masked only under the names the rules give and through statements Sluice sees"
         ));
     }
     let mut an = Analyzer::new(stmt, matcher);

@@ -49,11 +49,6 @@ impl ClientLoop {
                 }
                 continue;
             }
-            if let Some(what) = defines_code(stmt) {
-                return Err(Refusal::plain(&format!(
-                    "statement refused by Sluice: it defines {what} while column masking applies; code on the server reads and stores what it likes out of Sluice's sight (a masked column copied into a table the workload reads back unmasked). Define server-side code as another role (a migration), not through Sluice"
-                )));
-            }
             self.stores_masked(stmt).await?;
             if let Some(name) = &stmt.prepare_name {
                 self.note_sql_prepare(
@@ -169,25 +164,6 @@ impl ClientLoop {
 /// Most SQL `PREPARE`s a session keeps for `EXECUTE` (see
 /// [`ClientLoop::laundering_through`]).
 const MAX_SQL_PREPARED: usize = 1024;
-
-/// What server-side code `stmt` (or SQL it runs as text) defines: a
-/// function or procedure (a body the server runs with the caller's reads),
-/// or a trigger (a function run by every later write of a table). Their
-/// bodies are not statements Sluice sees at run time: `SELECT f()` or an
-/// `INSERT` whose trigger copies `customers.ssn` into a table the workload
-/// reads stores a masked value raw. (`CREATE RULE` and `DO` do not parse:
-/// the policy's `onParseError` decides them.)
-fn defines_code(stmt: &Statement) -> Option<&'static str> {
-    use sqlparser::ast::Statement as S;
-    std::iter::once(stmt)
-        .chain(stmt.embedded.iter())
-        .find_map(|s| match &s.ast {
-            S::CreateFunction(_) => Some("a function"),
-            S::CreateProcedure { .. } => Some("a procedure"),
-            S::CreateTrigger(_) => Some("a trigger"),
-            _ => None,
-        })
-}
 
 /// Whether `stmt` may store a value where the workload can read it back: a
 /// write of any kind, or a call of a side-effecting function (the same

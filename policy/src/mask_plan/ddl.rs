@@ -1,7 +1,12 @@
-//! DDL that takes a masked column out of the masking rules' sight without
-//! copying a row: the rules match names, so renaming a masked column or its
-//! table makes the same values unmasked under the new name, and a generated
-//! column computed from a masked one stores them again under another.
+//! DDL that takes masked values out of the masking rules' sight without a
+//! write the lineage analysis could follow:
+//! - the rules match names, so renaming a masked column or its table makes
+//!   the same values unmasked under the new name, and a generated column
+//!   computed from a masked one stores them again under another;
+//! - server-side code (a function, procedure or trigger) runs statements the
+//!   sidecar never sees: its body can copy a masked column into a table the
+//!   workload reads back (`SELECT f()`, or any write firing the trigger).
+//!
 //! [`super::laundering`] refuses these like the writes it finds.
 
 use sqlparser::ast::{
@@ -13,9 +18,17 @@ use std::ops::ControlFlow;
 use super::ColumnMatcher;
 use super::lineage::{norm, schema_table};
 
-/// Why `stmt` renames or derives a masked column, if it does.
+/// Why `stmt` renames or derives a masked column, or defines code, if it does.
 pub(super) fn finding(stmt: &Statement, matcher: &ColumnMatcher) -> Option<String> {
+    let code = |what: &str| {
+        Some(format!(
+            "defines {what} while column masking applies: code on the server reads and stores what it likes out of Sluice's sight (a masked column copied into a table the workload reads back unmasked); define server-side code as another role (a migration), not through Sluice"
+        ))
+    };
     match stmt {
+        Statement::CreateFunction(_) => code("a function"),
+        Statement::CreateProcedure { .. } => code("a procedure"),
+        Statement::CreateTrigger(_) => code("a trigger"),
         Statement::AlterTable(at) => at
             .operations
             .iter()
