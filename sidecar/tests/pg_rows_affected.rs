@@ -521,3 +521,110 @@ async fn writes_the_server_does_not_count_are_refused() {
         assert_eq!(state(&admin).await, (10, 0), "{sql}");
     }
 }
+
+/// Rows the command tag does not count are counted by the server's
+/// per-transaction statistics: a DELETE of one row whose `ON DELETE
+/// CASCADE` removes 5 more, an INSERT whose trigger writes 4 rows, an
+/// UPDATE calling a function that deletes, each over the limit of 3 with
+/// what it changed elsewhere: rolled back and refused, in autocommit and
+/// inside the client's transaction (whose earlier rows are not charged to
+/// the write), through simple and extended query. Writes whose hidden rows
+/// keep them within the limit run.
+#[tokio::test]
+async fn rows_changed_by_triggers_cascades_and_functions_are_counted() {
+    let (sidecar, admin) = setup("rows_hidden").await;
+    admin
+        .batch_execute(
+            "CREATE TABLE parent (id int primary key);
+             CREATE TABLE child (id serial primary key, p int REFERENCES parent ON DELETE CASCADE);
+             INSERT INTO parent VALUES (1), (2);
+             INSERT INTO child (p) SELECT 1 FROM generate_series(1, 5);
+             INSERT INTO child (p) VALUES (2);
+             CREATE TABLE log (id serial, note text);
+             CREATE FUNCTION fan_out() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO log (note) SELECT 'x' FROM generate_series(1, 4); RETURN NEW; END $$;
+             CREATE TABLE fanned (id int);
+             CREATE TRIGGER fan AFTER INSERT ON fanned FOR EACH ROW EXECUTE FUNCTION fan_out();
+             CREATE FUNCTION purge() RETURNS text LANGUAGE sql AS $$ DELETE FROM t WHERE id > 2 RETURNING 'gone' $$;",
+        )
+        .await
+        .unwrap();
+    let before = counts(&admin).await;
+    assert_eq!(before, "2,6,0,0,10");
+    let hidden = [
+        "DELETE FROM parent WHERE id = 1",
+        "INSERT INTO fanned VALUES (1)",
+        "UPDATE t SET v = purge() WHERE id = 1",
+    ];
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in hidden {
+        for (how, bytes) in [
+            ("simple", raw.simple(sql)),
+            ("extended", raw.extended(sql, false)),
+        ] {
+            assert!(
+                sqlstate(&bytes, "54000") && contains(&bytes, "triggers, cascades or functions"),
+                "{sql} ({how}): {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        // Inside the client's transaction, after earlier writes of 3 rows.
+        raw.simple("BEGIN");
+        raw.simple("UPDATE t SET v = 'early' WHERE id <= 3");
+        let bytes = raw.simple(sql);
+        assert!(
+            sqlstate(&bytes, "54000"),
+            "{sql} (in a transaction): {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let bytes = raw.simple("COMMIT");
+        assert!(
+            contains(&bytes, "COMMIT"),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(counts(&admin).await, before, "{sql}");
+    }
+    assert_eq!(
+        state(&admin).await,
+        (10, 3),
+        "the client's earlier writes stand"
+    );
+    // Within the limit with what they change elsewhere: they run, also
+    // inside a transaction whose earlier writes are over the limit in all.
+    let bytes = raw.simple("DELETE FROM parent WHERE id = 2");
+    assert!(
+        contains(&bytes, "DELETE 1"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    for sql in [
+        "BEGIN",
+        "UPDATE t SET v = 'a' WHERE id <= 3",
+        "UPDATE t SET v = 'b' WHERE id > 7",
+        "UPDATE t SET v = 'c' WHERE id = 5",
+        "COMMIT",
+    ] {
+        let bytes = raw.simple(sql);
+        assert!(
+            !contains(&bytes, "SERROR"),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    assert_eq!(counts(&admin).await, "1,5,0,0,10");
+}
+
+/// Rows of the tables of [`rows_changed_by_triggers_cascades_and_functions_are_counted`].
+async fn counts(admin: &tokio_postgres::Client) -> String {
+    admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM parent) || ',' || (SELECT count(*) FROM child) \
+             || ',' || (SELECT count(*) FROM log) || ',' || (SELECT count(*) FROM fanned) \
+             || ',' || (SELECT count(*) FROM t)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+}

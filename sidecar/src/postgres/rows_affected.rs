@@ -9,13 +9,17 @@
 //! refused beforehand because it could not be counted or would escape the
 //! sidecar's transaction, and the verdict on the counts ([`verdict`]).
 //!
-//! What the command tag does not count, and so the limit does not see:
-//! rows an application's function changes inside a `SELECT f()`, a
-//! trigger's writes, and `ON DELETE CASCADE`. TRUNCATE (no count at all)
-//! and CALL (its procedure's writes, which it may also commit itself) are
-//! refused under the limit. (Counting those would take the server's
-//! per-transaction statistics, `pg_stat_xact_user_tables`, read in the
-//! sidecar's transaction before it commits.)
+//! What the command tag does not count — a trigger's writes, `ON DELETE
+//! CASCADE`, a function the write calls — the server's per-transaction
+//! statistics do ([`ROWS_CHANGED`], `pg_stat_xact_user_tables`, read in the
+//! sidecar's transaction before and after the write): rows changed beyond
+//! the tags are charged to the write ([`beyond_tags`]). So a write whose
+//! trigger writes one audit row per row counts twice, and an UPDATE moving
+//! rows between partitions counts a delete and an insert per row. Not seen:
+//! a `SELECT f()` whose function writes (a read is not guarded), and a
+//! TRUNCATE inside a function (the statistics drop the truncated table's
+//! counts). TRUNCATE (no count at all) and CALL (its procedure's writes,
+//! which it may also commit itself) are refused under the limit.
 
 use std::ops::ControlFlow;
 
@@ -282,6 +286,83 @@ pub(super) fn verdict(
     None
 }
 
+/// The sidecar's count of the rows its transaction changed so far, in every
+/// user table: the server's per-transaction statistics, which see what the
+/// command tag does not (rows a trigger, an `ON DELETE CASCADE` or a
+/// function called by the write changed). SQL NULL when the server keeps
+/// none (`track_counts` off). Every name is qualified, operators included,
+/// so that no `search_path` of the client's can stand in for them.
+pub(super) const ROWS_CHANGED: &str = "SELECT CASE WHEN pg_catalog.current_setting('track_counts')::pg_catalog.bool \
+     THEN COALESCE((SELECT pg_catalog.sum(s.n_tup_ins OPERATOR(pg_catalog.+) s.n_tup_upd \
+     OPERATOR(pg_catalog.+) s.n_tup_del) FROM pg_catalog.pg_stat_xact_user_tables s), 0)::pg_catalog.text END";
+
+/// The refusal of a held answer within the limit by its command tags when
+/// the transaction changed more rows than those tags say (`changed`, from
+/// [`ROWS_CHANGED`] after the write less before it): the rows no tag counts
+/// are charged to each counted statement, so none can hide writes behind a
+/// trigger, a cascade or a function. `None` for `changed` (no statistics)
+/// is refused: the limit could not be checked.
+pub(super) fn beyond_tags(
+    counts: &[Count],
+    outcomes: &[Outcome],
+    changed: Option<u64>,
+    limit: &Limit<'_>,
+) -> Option<(usize, Refusal)> {
+    let tagged: Vec<(usize, u64)> = counts
+        .iter()
+        .zip(outcomes)
+        .enumerate()
+        .filter_map(|(i, (count, outcome))| match (count, outcome) {
+            (Count::Strict | Count::Lenient, Outcome::Tag(tag)) => write_rows(tag).map(|r| (i, r)),
+            _ => None,
+        })
+        .collect();
+    let first = tagged.first().map_or(0, |(i, _)| *i);
+    let Some(changed) = changed else {
+        return Some((
+            first,
+            Refusal {
+                code: error_response::PROGRAM_LIMIT_EXCEEDED,
+                hint: Some("ask the database administrator to keep track_counts on".into()),
+                ..Refusal::plain(&format!(
+                    "write refused by Sluice: AccessPolicy {:?} limits writes to {} rows each (maxRowsAffected), and the server keeps no count of the rows a transaction changes (track_counts is off), so rows changed by triggers, cascades and functions could not be counted; it was rolled back",
+                    limit.policy, limit.rows
+                ))
+            },
+        ));
+    };
+    let untagged = changed.saturating_sub(tagged.iter().map(|(_, r)| r).sum());
+    if untagged == 0 {
+        return None;
+    }
+    let (i, rows) = tagged
+        .iter()
+        .copied()
+        .max_by_key(|(_, r)| *r)
+        .unwrap_or((first, 0));
+    (rows + untagged > limit.rows).then(|| {
+        (
+            i,
+            Refusal {
+                code: error_response::PROGRAM_LIMIT_EXCEEDED,
+                detail: Some(format!(
+                    "the server reported {rows} rows changed by the statement and {untagged} more changed in the same write by triggers, cascades or functions; the limit is {}",
+                    limit.rows
+                )),
+                hint: Some(
+                    "narrow the WHERE clause, or write in batches small enough for what the write also changes elsewhere".into(),
+                ),
+                ..Refusal::plain(&format!(
+                    "write refused by Sluice: it changed {} rows with what its triggers, cascades or functions changed, more than the maxRowsAffected limit of {} set by AccessPolicy {:?}; it was rolled back",
+                    rows + untagged,
+                    limit.rows,
+                    limit.policy
+                ))
+            },
+        )
+    })
+}
+
 /// A savepoint and prepared-statement name no client can guess: a random
 /// suffix drawn per session.
 pub(super) fn reserved_name() -> String {
@@ -302,6 +383,30 @@ mod tests {
         assert_eq!(write_rows("COPY 5"), Some(5));
         assert_eq!(write_rows("SELECT 5"), None);
         assert_eq!(write_rows("EXPLAIN"), None);
+    }
+
+    #[test]
+    fn rows_no_tag_counts_are_charged_to_the_write() {
+        let limit = Limit {
+            rows: 3,
+            policy: "p",
+        };
+        let tag = |t: &str| Outcome::Tag(t.into());
+        let one = [tag("DELETE 1")];
+        // The tags tell it all, or the rest keeps the write within the limit.
+        assert!(beyond_tags(&[Count::Strict], &one, Some(1), &limit).is_none());
+        assert!(beyond_tags(&[Count::Strict], &one, Some(3), &limit).is_none());
+        let (i, r) = beyond_tags(
+            &[Count::No, Count::Strict],
+            &[tag("SELECT 1"), tag("DELETE 1")],
+            Some(6),
+            &limit,
+        )
+        .expect("over the limit with a cascade");
+        assert_eq!(i, 1);
+        assert!(r.message.contains("changed 6 rows"), "{}", r.message);
+        // No statistics: refused.
+        assert!(beyond_tags(&[Count::Strict], &one, None, &limit).is_some());
     }
 
     #[test]

@@ -646,6 +646,7 @@ impl ClientLoop {
             copy_in: false,
             rows,
             policy,
+            changed_before: None,
         }))
     }
 

@@ -14,22 +14,31 @@ use crate::postgres::messages::{error_response, frontend, ready_for_query};
 use crate::postgres::rows_affected::{self, Limit};
 
 impl ClientLoop {
-    /// Puts the sidecar's BEGIN (autocommit) or SAVEPOINT (inside the
+    /// Opens the sidecar's transaction (autocommit: a BEGIN of its own,
+    /// answered before the group is sent) or puts a SAVEPOINT (inside the
     /// client's transaction) in front of an extended-protocol group that
     /// writes under `maxRowsAffected`, as messages of the same group: if it
     /// fails, the server skips the group. The statement and portal carry the
-    /// session's reserved name, closed again at once.
+    /// session's reserved name, closed again at once. Either way the rows the
+    /// transaction changed so far are counted first ([`Self::rows_changed`]).
     pub(super) async fn guard_prefix(&mut self, mut guard: Guard) -> Result<(), SessionError> {
         use bytes::BufMut;
         // The transaction status decides: what was sent before is answered first.
         self.wait_answered(0).await;
         guard.savepoint = self.answered.status() != ready_for_query::IDLE;
+        // In autocommit the sidecar's BEGIN goes first, with the count.
+        guard.changed_before = self.rows_changed(!guard.savepoint).await?;
+        if !guard.savepoint {
+            self.out.clear();
+            self.send(Expect::HoldStart {
+                swallow: 0,
+                shift: 0,
+            });
+            self.guard = Some(guard);
+            return Ok(());
+        }
         let name = self.guard_name.clone();
-        let sql = if guard.savepoint {
-            format!("SAVEPOINT {name}")
-        } else {
-            "BEGIN".to_string()
-        };
+        let sql = format!("SAVEPOINT {name}");
         let out = &mut self.out;
         out.clear();
         postgres_protocol::message::frontend::close(b'S', &name, out)?;
@@ -76,7 +85,7 @@ impl ClientLoop {
                 "the answer of a write held for maxRowsAffected did not come".into(),
             ));
         };
-        let name = &self.guard_name;
+        let name = self.guard_name.clone();
         if held.error {
             // The server failed it: nothing of it is committed. Inside the
             // client's transaction, that transaction is failed, as it would
@@ -110,7 +119,19 @@ impl ClientLoop {
                 },
             ))
         } else {
-            rows_affected::verdict(&guard.counts, &held.outcomes, &limit)
+            match rows_affected::verdict(&guard.counts, &held.outcomes, &limit) {
+                Some(refused) => Some(refused),
+                None => {
+                    let changed = match guard.changed_before {
+                        Some(before) => self
+                            .rows_changed(false)
+                            .await?
+                            .map(|after| after.saturating_sub(before)),
+                        None => None,
+                    };
+                    rows_affected::beyond_tags(&guard.counts, &held.outcomes, changed, &limit)
+                }
+            }
         };
         match refused {
             Some((i, refusal)) => {
@@ -187,6 +208,30 @@ impl ClientLoop {
             }
             record_result(&self.ctx, &self.session, &decided, result);
         }
+    }
+
+    /// The rows the transaction changed so far ([`rows_affected::ROWS_CHANGED`]),
+    /// after the sidecar's own BEGIN when `begin`; `None` when the server
+    /// keeps no count or could not give it (the write is then refused once
+    /// it ran, see [`rows_affected::beyond_tags`]: a transaction the client
+    /// left failed fails the write first).
+    pub(super) async fn rows_changed(&mut self, begin: bool) -> Result<Option<u64>, SessionError> {
+        let sql = if begin {
+            format!("BEGIN;{}", rows_affected::ROWS_CHANGED)
+        } else {
+            rows_affected::ROWS_CHANGED.to_string()
+        };
+        self.answered.take_internal_value();
+        self.internal(&sql).await?;
+        if self.answered.take_internal_error().is_some() {
+            self.answered.take_internal_value();
+            return Ok(None);
+        }
+        Ok(self
+            .answered
+            .take_internal_value()
+            .flatten()
+            .and_then(|v| v.parse().ok()))
     }
 
     /// Sends the sidecar's own simple query and waits for its answer

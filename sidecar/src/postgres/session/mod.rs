@@ -115,6 +115,10 @@ struct Answered {
     /// The error the server answered the sidecar's own COMMIT, RELEASE or
     /// ROLLBACK with (scrubbed like any error).
     internal_error: std::sync::Mutex<Option<Bytes>>,
+    /// The first column of the last row the sidecar's own query was
+    /// answered with (`None` inside for SQL NULL): the rows changed so far
+    /// in the transaction (see [`ClientLoop::rows_changed`]).
+    internal_value: std::sync::Mutex<Option<Option<String>>>,
     /// The results of a write held for `maxRowsAffected`, recorded once the
     /// write is committed or rolled back (see [`ClientLoop::finish_guard`]):
     /// never as if they happened before that is known. Left here, the
@@ -155,6 +159,10 @@ impl Answered {
 
     fn take_held(&self) -> Option<HeldAnswer> {
         self.held.lock().ok().and_then(|mut h| h.take())
+    }
+
+    fn take_internal_value(&self) -> Option<Option<String>> {
+        self.internal_value.lock().ok().and_then(|mut v| v.take())
     }
 
     fn take_internal_error(&self) -> Option<Bytes> {
@@ -431,6 +439,10 @@ struct Guard {
     copy_in: bool,
     rows: u64,
     policy: Arc<str>,
+    /// Rows changed in the transaction before the write, by the server's
+    /// own per-transaction statistics (see [`ClientLoop::rows_changed`]);
+    /// `None` when the server keeps none.
+    changed_before: Option<u64>,
 }
 
 /// Row accounting of the result being streamed.

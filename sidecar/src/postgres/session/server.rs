@@ -293,7 +293,12 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             ),
             Some(Expect::Internal) => matches!(
                 tag,
-                COMMAND_COMPLETE | EMPTY_QUERY_RESPONSE | ERROR_RESPONSE | READY_FOR_QUERY
+                COMMAND_COMPLETE
+                    | EMPTY_QUERY_RESPONSE
+                    | ERROR_RESPONSE
+                    | READY_FOR_QUERY
+                    | ROW_DESCRIPTION
+                    | DATA_ROW
             ),
             Some(
                 Expect::Masking(_)
@@ -573,10 +578,23 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         }
     }
 
-    /// An answer to the sidecar's own COMMIT, RELEASE or ROLLBACK: never
-    /// forwarded; an error is kept (scrubbed) for the client loop.
+    /// An answer to the sidecar's own query (BEGIN, COMMIT, RELEASE,
+    /// ROLLBACK, the rows changed so far): never forwarded; an error is
+    /// kept (scrubbed) for the client loop, and so is a row's first column.
     pub(super) async fn internal_answer(&mut self, frame: Frame) -> Result<(), SessionError> {
         match frame.tag {
+            backend::DATA_ROW => {
+                let body = frame.body();
+                let first = crate::postgres::messages::data_row::values(body)?
+                    .into_iter()
+                    .next()
+                    .flatten()
+                    .and_then(|r| body.get(r))
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
+                if let Ok(mut slot) = self.answered.internal_value.lock() {
+                    *slot = Some(first);
+                }
+            }
             backend::ERROR_RESPONSE => {
                 let at = self.out.len();
                 self.scrubbed(&frame, backend::ERROR_RESPONSE).await;

@@ -145,16 +145,19 @@ impl ClientLoop {
         // was sent before is answered first.
         self.wait_answered(0).await;
         let savepoint = self.answered.status() != ready_for_query::IDLE;
+        // In autocommit the sidecar's BEGIN goes first, with the count of
+        // the rows changed so far (see `rows_affected::beyond_tags`).
+        let changed_before = self.rows_changed(!savepoint).await?;
         let prefix = if savepoint {
             format!("SAVEPOINT {};", self.guard_name)
         } else {
-            "BEGIN;".to_string()
+            String::new()
         };
         let sql = query::decode(frame.body())?;
         let mut out = BytesMut::new();
         postgres_protocol::message::frontend::query(&format!("{prefix}{sql}"), &mut out)?;
         self.send(Expect::HoldStart {
-            swallow: 1,
+            swallow: u32::from(savepoint),
             shift: prefix.len() as u32,
         });
         self.send(simple);
@@ -171,6 +174,7 @@ impl ClientLoop {
             copy_in,
             rows,
             policy,
+            changed_before,
         });
         Ok(())
     }
