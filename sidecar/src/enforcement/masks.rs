@@ -27,16 +27,19 @@ impl Masking {
         views: Option<&ColumnMatcher>,
     ) -> RowMask {
         let strongest = 0;
-        let Some(origins) = origins else {
-            let why = "the result's columns could not be resolved to tables".to_string();
-            return RowMask::new(
+        // Every column masked by the strongest rule, for `why`.
+        let whole = |why: &str| {
+            RowMask::new(
                 columns,
                 columns
                     .iter()
-                    .map(|_| Some((strongest, why.clone())))
+                    .map(|_| Some((strongest, why.to_string())))
                     .collect(),
                 self.detectors,
-            );
+            )
+        };
+        let Some(origins) = origins else {
+            return whole("the result's columns could not be resolved to tables");
         };
         let statement = stmt.and_then(|(d, i)| d.statement(i));
         let Some(statement) = statement else {
@@ -46,15 +49,7 @@ impl Masking {
             // No statement to reason about (e.g. a portal whose statement the
             // sidecar never saw): mask what comes from a masked column, and
             // every computed column, since it could be derived from one.
-            let why = "the statement behind this result is unknown to Sluice".to_string();
-            return RowMask::new(
-                columns,
-                columns
-                    .iter()
-                    .map(|_| Some((strongest, why.clone())))
-                    .collect(),
-                self.detectors,
-            );
+            return whole("the statement behind this result is unknown to Sluice");
         };
         let output: Vec<OutputColumn> = columns
             .iter()
