@@ -662,6 +662,22 @@ fn deadline(expires_at: &str) -> Instant {
     Instant::now() + left + EXPIRY_GRACE
 }
 
+/// Which rule asked for a statement's approval, for the client's error
+/// (PostgreSQL DETAIL, MySQL message).
+pub fn approval_detail(d: &Decision) -> String {
+    format!(
+        "rule {:?} of AccessPolicy {:?} requires a human approval",
+        d.enforced_rule
+            .as_deref()
+            .or(d.rule.as_deref())
+            .unwrap_or("-"),
+        d.enforced_policy
+            .as_deref()
+            .or(d.policy.as_deref())
+            .unwrap_or("-")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,16 +198,5 @@ fn approval_record<'a>(
 
 /// Which rule asked for the approval, for the client.
 fn approval_detail(decided: &SqlDecision) -> String {
-    let d = &decided.decision;
-    format!(
-        "rule {:?} of AccessPolicy {:?} requires a human approval",
-        d.enforced_rule
-            .as_deref()
-            .or(d.rule.as_deref())
-            .unwrap_or("-"),
-        d.enforced_policy
-            .as_deref()
-            .or(d.policy.as_deref())
-            .unwrap_or("-")
-    )
+    crate::approval::approval_detail(&decided.decision)
 }

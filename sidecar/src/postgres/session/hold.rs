@@ -345,16 +345,5 @@ pub(super) const QUERY_CANCELED: &str = "57014";
 
 /// Which rule asked for the approval, for the client.
 pub(super) fn approval_detail(decided: &Decided) -> String {
-    let d = decided.decision();
-    format!(
-        "rule {:?} of AccessPolicy {:?} requires a human approval",
-        d.enforced_rule
-            .as_deref()
-            .or(d.rule.as_deref())
-            .unwrap_or("-"),
-        d.enforced_policy
-            .as_deref()
-            .or(d.policy.as_deref())
-            .unwrap_or("-")
-    )
+    crate::approval::approval_detail(decided.decision())
 }
