@@ -216,29 +216,127 @@ fn restores(text: &str) -> bool {
     }
 }
 
-/// What MySQL's own lexer makes of a text: how many non-empty statements
-/// it holds (split at `;` outside quotes and comments), or why the text
+/// What one token of a text is to MySQL's lexer ([`lex`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An unquoted word (keyword, identifier or number): ASCII letters and
+    /// digits, `_`, `$` and any non-ASCII byte.
+    Word,
+    /// A quoted identifier (backticks, or `"…"` under ANSI_QUOTES).
+    Quoted,
+    /// A string literal (`'…'`, or `"…"` without ANSI_QUOTES).
+    Str,
+    /// `@name` (a user variable) or `@@name`.
+    Var,
+    /// A comment (`#`, `-- `, `/* … */`), none executable.
+    Comment,
+    /// `;`.
+    Semi,
+    /// Any other byte (punctuation, operators).
+    Other,
+}
+
+/// One token: its kind and its bytes `start..end` in the text (quotes and
+/// comment markers included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    /// What it is.
+    pub kind: Kind,
+    /// Where it starts in the text.
+    pub start: usize,
+    /// Where it ends (exclusive).
+    pub end: usize,
+    /// For a quoted token: whether a backslash escapes inside it.
+    escapes: bool,
+}
+
+/// A text as MySQL's lexer reads it ([`lex`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lexed {
+    /// Its tokens, whitespace left out.
+    pub tokens: Vec<Token>,
+    /// How many non-empty statements it holds (split at `;` outside quotes
+    /// and comments).
+    pub statements: usize,
+}
+
+impl Token {
+    /// Its bytes as written.
+    pub fn raw<'a>(&self, text: &'a str) -> &'a str {
+        text.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Whether it is the word `kw` (in any case).
+    pub fn is(&self, text: &str, kw: &str) -> bool {
+        self.kind == Kind::Word && self.raw(text).eq_ignore_ascii_case(kw)
+    }
+
+    /// Its value: a quoted token's content unquoted and unescaped as MySQL
+    /// reads it, any other token's bytes.
+    pub fn value(&self, text: &str) -> String {
+        if !matches!(self.kind, Kind::Str | Kind::Quoted) {
+            return self.raw(text).to_string();
+        }
+        let b = text.as_bytes();
+        let q = b[self.start];
+        let inner = &b[self.start + 1..self.end.saturating_sub(1).max(self.start + 1)];
+        let mut value = Vec::with_capacity(inner.len());
+        let mut i = 0;
+        while i < inner.len() {
+            let d = inner[i];
+            if self.escapes && d == b'\\' {
+                let e = inner.get(i + 1).copied().unwrap_or(b'\\');
+                match e {
+                    b'0' => value.push(0),
+                    b'b' => value.push(8),
+                    b'n' => value.push(b'\n'),
+                    b'r' => value.push(b'\r'),
+                    b't' => value.push(b'\t'),
+                    b'Z' => value.push(26),
+                    // MySQL keeps the backslash of `\%` and `\_`.
+                    b'%' | b'_' => value.extend_from_slice(&[b'\\', e]),
+                    _ => value.push(e),
+                }
+                i += 2;
+                continue;
+            }
+            if d == q && inner.get(i + 1) == Some(&q) {
+                i += 1;
+            }
+            value.push(d);
+            i += 1;
+        }
+        String::from_utf8_lossy(&value).into_owned()
+    }
+}
+
+/// Whether `c` can be part of an unquoted word.
+fn word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+/// What MySQL's own lexer makes of a text, in one pass: its tokens (see
+/// [`Kind`]) and how many non-empty statements it holds, or why the text
 /// must be refused because MySQL reads it in a way Sluice's SQL parser may
 /// not: executable comments (`/*! … */`, `/*M! … */`, which MySQL runs and
 /// the parser skips), `--` not followed by a space (two minus signs to
 /// MySQL, a comment to the parser), NUL bytes, unterminated quotes or
 /// comments. `ansi_quotes` and `no_backslash_escapes` as the session's
 /// sql_mode says (see [`Settings::refusal`]).
-pub fn lexical_gate(
-    text: &str,
-    ansi_quotes: bool,
-    no_backslash_escapes: bool,
-) -> Result<usize, String> {
+pub fn lex(text: &str, ansi_quotes: bool, no_backslash_escapes: bool) -> Result<Lexed, String> {
     let b = text.as_bytes();
+    let mut tokens = Vec::with_capacity(b.len() / 4 + 4);
     let mut i = 0;
     let mut statements = 0;
     let mut current_has_token = false;
     while i < b.len() {
+        let start = i;
         let c = b[i];
-        match c {
+        let kind = match c {
             0 => return Err("the statement text holds a NUL byte".into()),
             b'\'' | b'"' | b'`' => {
-                let escapes = c != b'`' && !(c == b'"' && ansi_quotes) && !no_backslash_escapes;
+                let identifier = c == b'`' || (c == b'"' && ansi_quotes);
+                let escapes = !identifier && !no_backslash_escapes;
                 i += 1;
                 loop {
                     let Some(&d) = b.get(i) else {
@@ -260,19 +358,31 @@ pub fn lexical_gate(
                 // Past the closing quote.
                 i += 1;
                 current_has_token = true;
+                let kind = if identifier { Kind::Quoted } else { Kind::Str };
+                tokens.push(Token {
+                    kind,
+                    start,
+                    end: i,
+                    escapes,
+                });
                 continue;
             }
             b'#' => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
+                Kind::Comment
             }
             b'-' if b.get(i + 1) == Some(&b'-') => match b.get(i + 2) {
-                None => i = b.len(),
+                None => {
+                    i = b.len();
+                    Kind::Comment
+                }
                 Some(&n) if n <= b' ' => {
                     while i < b.len() && b[i] != b'\n' {
                         i += 1;
                     }
+                    Kind::Comment
                 }
                 Some(_) => {
                     return Err("the statement text holds `--` not followed by a space, which MySQL reads as two minus signs and Sluice's parser as a comment; write `- -` or `-- ` ".into());
@@ -287,7 +397,7 @@ pub fn lexical_gate(
                     return Err("the statement text has an unterminated comment".into());
                 };
                 i += 2 + end + 2;
-                continue;
+                Kind::Comment
             }
             b';' => {
                 if current_has_token {
@@ -295,17 +405,54 @@ pub fn lexical_gate(
                 }
                 current_has_token = false;
                 i += 1;
+                Kind::Semi
+            }
+            c if c.is_ascii_whitespace() => {
+                i += 1;
                 continue;
             }
-            c if c.is_ascii_whitespace() => {}
-            _ => current_has_token = true,
-        }
-        i += 1;
+            b'@' => {
+                i += 1;
+                while i < b.len() && (word_byte(b[i]) || b[i] == b'@' || b[i] == b'.') {
+                    i += 1;
+                }
+                current_has_token = true;
+                Kind::Var
+            }
+            c if word_byte(c) => {
+                while i < b.len() && word_byte(b[i]) {
+                    i += 1;
+                }
+                current_has_token = true;
+                Kind::Word
+            }
+            _ => {
+                i += 1;
+                current_has_token = true;
+                Kind::Other
+            }
+        };
+        tokens.push(Token {
+            kind,
+            start,
+            end: i,
+            escapes: false,
+        });
     }
     if current_has_token {
         statements += 1;
     }
-    Ok(statements)
+    Ok(Lexed { tokens, statements })
+}
+
+/// How many non-empty statements MySQL's lexer splits `text` into, or why
+/// it is refused (see [`lex`]).
+pub fn lexical_gate(
+    text: &str,
+    ansi_quotes: bool,
+    no_backslash_escapes: bool,
+) -> Result<usize, String> {
+    lex(text, ansi_quotes, no_backslash_escapes).map(|l| l.statements)
 }
 
 /// What in `decided` could undo a read-only session, if anything: the

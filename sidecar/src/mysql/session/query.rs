@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Why a text that is not UTF-8 is refused.
+const NOT_UTF8: &str = "statement refused by Sluice: the statement text is not valid UTF-8; Sluice decides UTF-8 (utf8mb4) texts only";
+
 impl Session<'_> {
     /// Why a decided text may not run (`None`: it may, or, when a
     /// `requireApproval` rule caught it and the operator's approvals are at
@@ -126,41 +129,55 @@ impl Session<'_> {
         // SQL-level PREPARE / EXECUTE / DEALLOCATE: decided by the text
         // they prepare (see `sql_prepared`), once the text reads as Sluice
         // reads it.
-        if let Ok(t) = &text
-            && self.settings.refusal(t).is_none()
-            && gate::lexical_gate(t, false, false).is_ok()
-            && let Some(form) = sql_prepared::classify(t)
-        {
-            let t = t.clone();
-            return self.sql_prepared(form, t, forward, reply_seq).await;
+        let read = text.map_err(|_| NOT_UTF8.to_string()).and_then(|t| {
+            let lexed = self.read(&t)?;
+            Ok((t, lexed))
+        });
+        let (text, lexed) = match read {
+            Ok(r) => r,
+            Err(why) => return self.refuse_undecided(&why, reply_seq, false).await,
+        };
+        if let Some(form) = sql_prepared::classify(&text, &lexed) {
+            return self.sql_prepared(form, text, forward, reply_seq).await;
         }
-        let decided = match self.decide(text) {
+        let decided = match self.decide_lexed(text, &lexed) {
             Ok(d) => d,
             Err(why) => return self.refuse_undecided(&why, reply_seq, false).await,
         };
         self.run_decided(&decided, forward, reply_seq, false).await
     }
 
+    /// `text` read as the server will read it: the session's settings
+    /// first, then MySQL's lexer; the error is why it is refused undecided.
+    pub(super) fn read(&self, text: &str) -> Result<Lexed, String> {
+        if let Some(why) = self.settings.refusal(text) {
+            return Err(format!("statement refused by Sluice: {why}"));
+        }
+        gate::lex(text, false, false).map_err(|why| format!("statement refused by Sluice: {why}"))
+    }
+
     /// A text read as the server will read it (the session's settings, then
     /// MySQL's lexer) and decided; the error is why it is refused undecided.
     pub(super) fn decide(
-        &self,
+        &mut self,
         text: Result<String, std::string::FromUtf8Error>,
     ) -> Result<Decided, String> {
         let Ok(text) = text else {
-            return Err("statement refused by Sluice: the statement text is not valid UTF-8; Sluice decides UTF-8 (utf8mb4) texts only".into());
+            return Err(NOT_UTF8.into());
         };
-        // The reading the server will make: settings first, then MySQL's lexer.
-        let lexing = self.settings.refusal(&text).map_or_else(
-            || {
-                gate::lexical_gate(&text, false, false)
-                    .map_err(|why| format!("statement refused by Sluice: {why}"))
-            },
-            |why| Err(format!("statement refused by Sluice: {why}")),
-        );
-        let count = lexing?;
-        let decision = self.set.decide_sql(&text, SqlDialect::Mysql);
-        if decision.parse_error.is_none() && decision.statements.len() != count {
+        let lexed = self.read(&text)?;
+        self.decide_lexed(text, &lexed)
+    }
+
+    /// A text [`Session::read`] as `lexed`, decided (through the session's
+    /// decision cache); the error is why it is refused undecided.
+    pub(super) fn decide_lexed(&mut self, text: String, lexed: &Lexed) -> Result<Decided, String> {
+        let count = lexed.statements;
+        let agrees = |d: &SqlDecision| d.parse_error.is_some() || d.statements.len() == count;
+        let decision = self
+            .decisions
+            .decide(&self.set, &self.settings, &text, lexed, agrees);
+        if !agrees(&decision) {
             return Err(format!(
                 "statement refused by Sluice: MySQL splits this text into {count} statements and Sluice's parser into {}; it is not decided on a reading other than the server's",
                 decision.statements.len()
