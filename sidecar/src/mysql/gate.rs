@@ -26,6 +26,14 @@ const FOREIGN_GRAMMARS: &[&str] = &[
     "MYSQL40",
 ];
 
+/// The flags of a `sql_mode` that change how a text is read.
+#[derive(Debug, Default)]
+struct Modes {
+    ansi_quotes: bool,
+    no_backslash_escapes: bool,
+    foreign: Option<&'static str>,
+}
+
 /// The session settings that change how the server reads a statement's
 /// bytes, as the server last reported them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,7 +83,7 @@ impl Settings {
 
     /// Whether the session's transactions are read-only, as last reported.
     pub fn is_read_only(&self) -> bool {
-        matches!(self.read_only.to_ascii_uppercase().as_str(), "1" | "ON")
+        self.read_only == "1" || self.read_only.eq_ignore_ascii_case("ON")
     }
 
     /// The variables to have the server track: [`TRACKED`], and the
@@ -87,27 +95,39 @@ impl Settings {
         }
     }
 
-    fn has_mode(&self, flag: &str) -> bool {
-        self.sql_mode
-            .split(',')
-            .any(|f| f.trim().eq_ignore_ascii_case(flag))
+    /// The flags of `sql_mode` that change how a text is read, in one pass
+    /// over it: ANSI_QUOTES, NO_BACKSLASH_ESCAPES, and the first foreign
+    /// grammar ([`FOREIGN_GRAMMARS`]).
+    fn modes(&self) -> Modes {
+        let mut m = Modes::default();
+        for f in self.sql_mode.split(',').map(str::trim) {
+            if f.eq_ignore_ascii_case("ANSI_QUOTES") {
+                m.ansi_quotes = true;
+            } else if f.eq_ignore_ascii_case("NO_BACKSLASH_ESCAPES") {
+                m.no_backslash_escapes = true;
+            } else if m.foreign.is_none() {
+                m.foreign = FOREIGN_GRAMMARS
+                    .iter()
+                    .copied()
+                    .find(|g| f.eq_ignore_ascii_case(g));
+            }
+        }
+        m
     }
 
     /// Whether the server stopped reporting a variable the sidecar follows
     /// (the session's tracking was changed behind its back).
     pub fn tracking_lost(&self) -> Option<String> {
-        let tracked: Vec<String> = self
-            .tracked
-            .split(',')
-            .map(|v| v.trim().to_ascii_lowercase())
-            .collect();
-        if tracked.iter().any(|v| v == "*") {
+        // No allocation unless lost: it is asked after every OK packet
+        // that reports a change.
+        let tracked = || self.tracked.split(',').map(str::trim);
+        if tracked().any(|v| v == "*") {
             return None;
         }
         TRACKED
             .split(',')
             .chain(self.read_only_var)
-            .find(|v| !tracked.iter().any(|t| t == v))
+            .find(|v| !tracked().any(|t| t.eq_ignore_ascii_case(v)))
             .map(|v| {
                 format!(
                     "the server no longer reports {v} (session_track_system_variables is {:?}), so Sluice cannot follow how it reads statements",
@@ -119,7 +139,12 @@ impl Settings {
     /// Why no statement can be decided in this state, except one that
     /// brings it back ([`restores`]); `None` when the sidecar models it.
     pub fn unmodelled(&self) -> Option<String> {
-        if let Some(flag) = FOREIGN_GRAMMARS.iter().find(|f| self.has_mode(f)) {
+        self.unmodelled_under(&self.modes())
+    }
+
+    /// [`Settings::unmodelled`], with `sql_mode`'s flags read already.
+    fn unmodelled_under(&self, modes: &Modes) -> Option<String> {
+        if let Some(flag) = modes.foreign {
             return Some(format!(
                 "the session's sql_mode includes {flag}, under which the server parses another SQL grammar than Sluice's MySQL one"
             ));
@@ -141,7 +166,8 @@ impl Settings {
 
     /// Why `text` cannot be decided under the session's settings, when so.
     pub fn refusal(&self, text: &str) -> Option<String> {
-        if let Some(why) = self.unmodelled() {
+        let modes = self.modes();
+        if let Some(why) = self.unmodelled_under(&modes) {
             if restores(text) {
                 return None;
             }
@@ -149,12 +175,12 @@ impl Settings {
                 "{why}; until it is set back (SET NAMES utf8mb4, SET sql_mode = ...) statements are refused"
             ));
         }
-        if self.has_mode("ANSI_QUOTES") && text.contains('"') {
+        if modes.ansi_quotes && text.contains('"') {
             return Some(
                 "the session's sql_mode includes ANSI_QUOTES, under which the server reads \"...\" as a name where Sluice reads a string; quote names with backticks and strings with single quotes, or turn ANSI_QUOTES off".into(),
             );
         }
-        if self.has_mode("NO_BACKSLASH_ESCAPES") && text.contains('\\') {
+        if modes.no_backslash_escapes && text.contains('\\') {
             return Some(
                 "the session's sql_mode includes NO_BACKSLASH_ESCAPES, under which the server reads a backslash in a string literally where Sluice reads an escape; avoid backslashes or turn NO_BACKSLASH_ESCAPES off".into(),
             );
@@ -308,6 +334,15 @@ impl Token {
         }
         String::from_utf8_lossy(&value).into_owned()
     }
+}
+
+/// Whether `text` holds `needle` (ASCII, lower case) in any case: no
+/// allocation.
+pub fn contains_ignore_case(text: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    text.as_bytes()
+        .windows(n.len())
+        .any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// Whether `c` can be part of an unquoted word.

@@ -391,10 +391,13 @@ impl Session<'_> {
     /// Takes what an OK packet reports; the session ends when the server
     /// stopped reporting a setting the sidecar follows.
     fn track(&mut self, ok: &OkPacket) -> Result<(), SessionError> {
-        results::track(ok, &mut self.settings)?;
         self.server_status = ok.status;
-        if let Some(why) = self.settings.tracking_lost() {
-            return Err(SessionError::Closed(why));
+        // Only a packet that reports a change can change what is followed.
+        if ok.reports_state() {
+            results::track(ok, &mut self.settings)?;
+            if let Some(why) = self.settings.tracking_lost() {
+                return Err(SessionError::Closed(why));
+            }
         }
         self.read_only_kept()
     }

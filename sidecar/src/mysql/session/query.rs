@@ -87,7 +87,7 @@ impl Session<'_> {
         {
             return Some("statement refused by Sluice: SQL-level EXECUTE runs a text Sluice did not decide, and column masking applies to this session; send the statement itself, or use the binary protocol's prepared statements (decided at COM_STMT_PREPARE and EXECUTE)".into());
         }
-        if text.to_ascii_lowercase().contains("session_track") {
+        if gate::contains_ignore_case(text, "session_track") {
             return Some("statement refused by Sluice: the session's tracking settings (session_track_*) are Sluice's own; it follows sql_mode and the character sets through them".into());
         }
         // A statement that may change how the server reads the next ones
@@ -261,8 +261,10 @@ impl Session<'_> {
         self.ctx.metrics.overhead(arrived.elapsed());
         let started = Instant::now();
         let warnings = {
-            let t = text.trim_start().to_ascii_lowercase();
-            t.starts_with("show") && (t.contains("warnings") || t.contains("errors"))
+            let t = text.trim_start();
+            t.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("show"))
+                && (gate::contains_ignore_case(t, "warnings")
+                    || gate::contains_ignore_case(t, "errors"))
         };
         let mut outcome = Outcome::default();
         let ran = match guard {
