@@ -350,6 +350,31 @@ fn word_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 
+/// Where the quoted token that starts at `b[start]` (its quote character)
+/// ends: past its closing quote (a doubled quote, or one after a backslash
+/// when `escapes`, does not close it).
+fn past_quote(b: &[u8], start: usize, escapes: bool) -> Result<usize, String> {
+    let q = b[start];
+    let mut i = start + 1;
+    loop {
+        let Some(&d) = b.get(i) else {
+            return Err("the statement text has an unterminated quote".into());
+        };
+        if escapes && d == b'\\' {
+            i += 2;
+            continue;
+        }
+        if d == q {
+            if b.get(i + 1) == Some(&q) {
+                i += 2;
+                continue;
+            }
+            return Ok(i + 1);
+        }
+        i += 1;
+    }
+}
+
 /// What MySQL's own lexer makes of a text, in one pass: its tokens (see
 /// [`Kind`]) and how many non-empty statements it holds, or why the text
 /// must be refused because MySQL reads it in a way Sluice's SQL parser may
@@ -372,26 +397,7 @@ pub fn lex(text: &str, ansi_quotes: bool, no_backslash_escapes: bool) -> Result<
             b'\'' | b'"' | b'`' => {
                 let identifier = c == b'`' || (c == b'"' && ansi_quotes);
                 let escapes = !identifier && !no_backslash_escapes;
-                i += 1;
-                loop {
-                    let Some(&d) = b.get(i) else {
-                        return Err("the statement text has an unterminated quote".into());
-                    };
-                    if escapes && d == b'\\' {
-                        i += 2;
-                        continue;
-                    }
-                    if d == c {
-                        if b.get(i + 1) == Some(&c) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                // Past the closing quote.
-                i += 1;
+                i = past_quote(b, i, escapes)?;
                 current_has_token = true;
                 let kind = if identifier { Kind::Quoted } else { Kind::Str };
                 tokens.push(Token {

@@ -260,12 +260,7 @@ impl Session<'_> {
         }
         self.ctx.metrics.overhead(arrived.elapsed());
         let started = Instant::now();
-        let warnings = {
-            let t = text.trim_start();
-            t.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("show"))
-                && (gate::contains_ignore_case(t, "warnings")
-                    || gate::contains_ignore_case(t, "errors"))
-        };
+        let warnings = shows_diagnostics(text);
         let mut outcome = Outcome::default();
         let ran = match guard {
             Some(limit) => {
@@ -523,6 +518,14 @@ impl Session<'_> {
             true,
         )
     }
+}
+
+/// Whether `text` may be `SHOW WARNINGS` or `SHOW ERRORS` (whose rows
+/// carry the texts of earlier errors): no allocation.
+fn shows_diagnostics(text: &str) -> bool {
+    let t = text.trim_start();
+    t.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("show"))
+        && (gate::contains_ignore_case(t, "warnings") || gate::contains_ignore_case(t, "errors"))
 }
 
 /// Whether every statement of `decided` only reads (SELECT, nested
