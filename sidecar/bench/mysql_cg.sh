@@ -113,5 +113,10 @@ slap_run
 callgrind_control -i off "$sidecar_pid" >/dev/null
 callgrind_control -d "$sidecar_pid" >/dev/null
 sleep 2
-total=$(callgrind_annotate "$OUT"* 2>/dev/null | sed -n 's/^\([0-9,]*\) (100.0%).*PROGRAM TOTALS.*/\1/p' | tr -d , | awk '{s += $1} END {print s}')
+total=0
+for f in "$OUT" "$OUT".*; do
+  [ -s "$f" ] || continue
+  n=$(callgrind_annotate "$f" 2>/dev/null | sed -n 's/^ *\([0-9,]*\) (100.0%) *PROGRAM TOTALS.*/\1/p' | tr -d , | head -n1 || true)
+  total=$((total + ${n:-0}))
+done
 echo "instructions per point query: $((total / QUERIES)) ($total over $QUERIES queries; profile: $OUT)"
