@@ -210,3 +210,92 @@ async fn a_policy_edit_between_fetches_replans_the_cursor() {
         "the cursor's rows were masked by the plan of its EXECUTE, made before the edit: {second}"
     );
 }
+
+/// A policy edit between two texts of one shape (one literal apart) in one
+/// session applies at the second: the session's decision cache holds no
+/// decision of the policies before the edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_edit_applies_to_a_cached_shape() {
+    let db = "my_run_cache";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50));
+         INSERT INTO {db}.customers VALUES (1, 'Alice'), (2, 'Bob');"
+    ));
+    let env = Env::start().await;
+    let listen_port = common::free_port();
+    let all = manifests(m, db, "  defaultAction: allow\n")
+        .replace("{PORT}", &listen_port.to_string())
+        .replace("name: reporting,", "name: cache-policy,");
+    let docs: Vec<&str> = all
+        .split("---\n")
+        .filter(|d| !d.contains("kind: Namespace"))
+        .collect();
+    support::apply_yaml(&env.client, &docs.join("---\n")).await;
+    env.policy_ready("cache-policy").await;
+    env.webhook_registered().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_pod, token_file) = env.pod_token_file("report-job", "report", dir.path()).await;
+    let mut cfg = common::run_config(&env.operator, token_file, "shop-db");
+    cfg.expected_identity = Some(("shop".into(), "report-job".into(), "report".into()));
+    let running = bounded("run mode to start", run::start(cfg))
+        .await
+        .expect("run mode starts");
+
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sys, mysql.connector\n\
+             c = mysql.connector.connect(host='127.0.0.1', port={listen_port}, user='workload', password='', database='{db}', connection_timeout=10, use_pure=True)\n\
+             cur = c.cursor()\n\
+             def q(sql):\n    \
+                 try:\n        \
+                     cur.execute(sql)\n        \
+                     print('ran', cur.fetchall(), flush=True)\n    \
+                 except mysql.connector.Error as e:\n        \
+                     print('refused', e.errno, e.msg, flush=True)\n\
+             q('SELECT name FROM customers WHERE id = 1')\n\
+             sys.stdin.readline()\n\
+             q('SELECT name FROM customers WHERE id = 2')\n"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python3 (pip install mysql-connector-python)");
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let line = bounded("the first query", lines.recv())
+        .await
+        .unwrap_or_default();
+    assert!(line.starts_with("ran") && line.contains("Alice"), "{line}");
+
+    let before = running.bundle_revision().borrow().clone();
+    env.set_rules(
+        "cache-policy",
+        json!([
+            {"name": "no-reads", "match": {"statements": ["select"]}, "action": "deny"}
+        ]),
+    )
+    .await;
+    revision_until(&running, "the edited bundle", |r| r != before.as_deref()).await;
+
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    let line = bounded("the second query", lines.recv())
+        .await
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("refused 1227") && line.contains("no-reads"),
+        "the second query ran on the decision taken before the edit: {line}"
+    );
+}

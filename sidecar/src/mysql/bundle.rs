@@ -142,9 +142,15 @@ impl Plane for MyConnections {
     type Entry = Live<MyContext>;
 
     fn plan(&self, conn: &BundleConnection, bundle: &Prepare<'_>) -> Result<MyPlan, SetupError> {
-        // The MySQL plane keeps no decision cache: every text is decided
-        // on its own, so decisions never depend on a folded literal.
-        let literal_sensitive = true;
+        // A rule with a textPattern can match literal values: the
+        // sessions' decision caches then key texts exactly (see
+        // `session::decisions`).
+        let literal_sensitive = bundle.bundle.policies.iter().any(|ap| {
+            ap.spec
+                .rules
+                .iter()
+                .any(|r| r.match_.text_pattern.is_some())
+        });
         let target = self.upstream(conn)?;
         let standing = Standing::for_connection(bundle.policies, bundle.identity, conn, |_, _| {
             Ok::<_, SetupError>(SqlParts::new(literal_sensitive, ""))

@@ -26,6 +26,14 @@ const FOREIGN_GRAMMARS: &[&str] = &[
     "MYSQL40",
 ];
 
+/// The flags of a `sql_mode` that change how a text is read.
+#[derive(Debug, Default)]
+struct Modes {
+    ansi_quotes: bool,
+    no_backslash_escapes: bool,
+    foreign: Option<&'static str>,
+}
+
 /// The session settings that change how the server reads a statement's
 /// bytes, as the server last reported them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,7 +83,7 @@ impl Settings {
 
     /// Whether the session's transactions are read-only, as last reported.
     pub fn is_read_only(&self) -> bool {
-        matches!(self.read_only.to_ascii_uppercase().as_str(), "1" | "ON")
+        self.read_only == "1" || self.read_only.eq_ignore_ascii_case("ON")
     }
 
     /// The variables to have the server track: [`TRACKED`], and the
@@ -87,27 +95,39 @@ impl Settings {
         }
     }
 
-    fn has_mode(&self, flag: &str) -> bool {
-        self.sql_mode
-            .split(',')
-            .any(|f| f.trim().eq_ignore_ascii_case(flag))
+    /// The flags of `sql_mode` that change how a text is read, in one pass
+    /// over it: ANSI_QUOTES, NO_BACKSLASH_ESCAPES, and the first foreign
+    /// grammar ([`FOREIGN_GRAMMARS`]).
+    fn modes(&self) -> Modes {
+        let mut m = Modes::default();
+        for f in self.sql_mode.split(',').map(str::trim) {
+            if f.eq_ignore_ascii_case("ANSI_QUOTES") {
+                m.ansi_quotes = true;
+            } else if f.eq_ignore_ascii_case("NO_BACKSLASH_ESCAPES") {
+                m.no_backslash_escapes = true;
+            } else if m.foreign.is_none() {
+                m.foreign = FOREIGN_GRAMMARS
+                    .iter()
+                    .copied()
+                    .find(|g| f.eq_ignore_ascii_case(g));
+            }
+        }
+        m
     }
 
     /// Whether the server stopped reporting a variable the sidecar follows
     /// (the session's tracking was changed behind its back).
     pub fn tracking_lost(&self) -> Option<String> {
-        let tracked: Vec<String> = self
-            .tracked
-            .split(',')
-            .map(|v| v.trim().to_ascii_lowercase())
-            .collect();
-        if tracked.iter().any(|v| v == "*") {
+        // No allocation unless lost: it is asked after every OK packet
+        // that reports a change.
+        let tracked = || self.tracked.split(',').map(str::trim);
+        if tracked().any(|v| v == "*") {
             return None;
         }
         TRACKED
             .split(',')
             .chain(self.read_only_var)
-            .find(|v| !tracked.iter().any(|t| t == v))
+            .find(|v| !tracked().any(|t| t.eq_ignore_ascii_case(v)))
             .map(|v| {
                 format!(
                     "the server no longer reports {v} (session_track_system_variables is {:?}), so Sluice cannot follow how it reads statements",
@@ -119,7 +139,12 @@ impl Settings {
     /// Why no statement can be decided in this state, except one that
     /// brings it back ([`restores`]); `None` when the sidecar models it.
     pub fn unmodelled(&self) -> Option<String> {
-        if let Some(flag) = FOREIGN_GRAMMARS.iter().find(|f| self.has_mode(f)) {
+        self.unmodelled_under(&self.modes())
+    }
+
+    /// [`Settings::unmodelled`], with `sql_mode`'s flags read already.
+    fn unmodelled_under(&self, modes: &Modes) -> Option<String> {
+        if let Some(flag) = modes.foreign {
             return Some(format!(
                 "the session's sql_mode includes {flag}, under which the server parses another SQL grammar than Sluice's MySQL one"
             ));
@@ -141,7 +166,8 @@ impl Settings {
 
     /// Why `text` cannot be decided under the session's settings, when so.
     pub fn refusal(&self, text: &str) -> Option<String> {
-        if let Some(why) = self.unmodelled() {
+        let modes = self.modes();
+        if let Some(why) = self.unmodelled_under(&modes) {
             if restores(text) {
                 return None;
             }
@@ -149,12 +175,12 @@ impl Settings {
                 "{why}; until it is set back (SET NAMES utf8mb4, SET sql_mode = ...) statements are refused"
             ));
         }
-        if self.has_mode("ANSI_QUOTES") && text.contains('"') {
+        if modes.ansi_quotes && text.contains('"') {
             return Some(
                 "the session's sql_mode includes ANSI_QUOTES, under which the server reads \"...\" as a name where Sluice reads a string; quote names with backticks and strings with single quotes, or turn ANSI_QUOTES off".into(),
             );
         }
-        if self.has_mode("NO_BACKSLASH_ESCAPES") && text.contains('\\') {
+        if modes.no_backslash_escapes && text.contains('\\') {
             return Some(
                 "the session's sql_mode includes NO_BACKSLASH_ESCAPES, under which the server reads a backslash in a string literally where Sluice reads an escape; avoid backslashes or turn NO_BACKSLASH_ESCAPES off".into(),
             );
@@ -216,63 +242,188 @@ fn restores(text: &str) -> bool {
     }
 }
 
-/// What MySQL's own lexer makes of a text: how many non-empty statements
-/// it holds (split at `;` outside quotes and comments), or why the text
+/// What one token of a text is to MySQL's lexer ([`lex`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An unquoted word (keyword, identifier or number): ASCII letters and
+    /// digits, `_`, `$` and any non-ASCII byte.
+    Word,
+    /// A quoted identifier (backticks, or `"…"` under ANSI_QUOTES).
+    Quoted,
+    /// A string literal (`'…'`, or `"…"` without ANSI_QUOTES).
+    Str,
+    /// `@name` (a user variable) or `@@name`.
+    Var,
+    /// A comment (`#`, `-- `, `/* … */`), none executable.
+    Comment,
+    /// `;`.
+    Semi,
+    /// Any other byte (punctuation, operators).
+    Other,
+}
+
+/// One token: its kind and its bytes `start..end` in the text (quotes and
+/// comment markers included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    /// What it is.
+    pub kind: Kind,
+    /// Where it starts in the text.
+    pub start: usize,
+    /// Where it ends (exclusive).
+    pub end: usize,
+    /// For a quoted token: whether a backslash escapes inside it.
+    escapes: bool,
+}
+
+/// A text as MySQL's lexer reads it ([`lex`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lexed {
+    /// Its tokens, whitespace left out.
+    pub tokens: Vec<Token>,
+    /// How many non-empty statements it holds (split at `;` outside quotes
+    /// and comments).
+    pub statements: usize,
+}
+
+impl Token {
+    /// Its bytes as written.
+    pub fn raw<'a>(&self, text: &'a str) -> &'a str {
+        text.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Whether it is the word `kw` (in any case).
+    pub fn is(&self, text: &str, kw: &str) -> bool {
+        self.kind == Kind::Word && self.raw(text).eq_ignore_ascii_case(kw)
+    }
+
+    /// Its value: a quoted token's content unquoted and unescaped as MySQL
+    /// reads it, any other token's bytes.
+    pub fn value(&self, text: &str) -> String {
+        if !matches!(self.kind, Kind::Str | Kind::Quoted) {
+            return self.raw(text).to_string();
+        }
+        let b = text.as_bytes();
+        let q = b[self.start];
+        let inner = &b[self.start + 1..self.end.saturating_sub(1).max(self.start + 1)];
+        let mut value = Vec::with_capacity(inner.len());
+        let mut i = 0;
+        while i < inner.len() {
+            let d = inner[i];
+            if self.escapes && d == b'\\' {
+                let e = inner.get(i + 1).copied().unwrap_or(b'\\');
+                match e {
+                    b'0' => value.push(0),
+                    b'b' => value.push(8),
+                    b'n' => value.push(b'\n'),
+                    b'r' => value.push(b'\r'),
+                    b't' => value.push(b'\t'),
+                    b'Z' => value.push(26),
+                    // MySQL keeps the backslash of `\%` and `\_`.
+                    b'%' | b'_' => value.extend_from_slice(&[b'\\', e]),
+                    _ => value.push(e),
+                }
+                i += 2;
+                continue;
+            }
+            if d == q && inner.get(i + 1) == Some(&q) {
+                i += 1;
+            }
+            value.push(d);
+            i += 1;
+        }
+        String::from_utf8_lossy(&value).into_owned()
+    }
+}
+
+/// Whether `text` holds `needle` (ASCII, lower case) in any case: no
+/// allocation.
+pub fn contains_ignore_case(text: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    text.as_bytes()
+        .windows(n.len())
+        .any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// Whether `c` can be part of an unquoted word.
+fn word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+/// Where the quoted token that starts at `b[start]` (its quote character)
+/// ends: past its closing quote (a doubled quote, or one after a backslash
+/// when `escapes`, does not close it).
+fn past_quote(b: &[u8], start: usize, escapes: bool) -> Result<usize, String> {
+    let q = b[start];
+    let mut i = start + 1;
+    loop {
+        let Some(&d) = b.get(i) else {
+            return Err("the statement text has an unterminated quote".into());
+        };
+        if escapes && d == b'\\' {
+            i += 2;
+            continue;
+        }
+        if d == q {
+            if b.get(i + 1) == Some(&q) {
+                i += 2;
+                continue;
+            }
+            return Ok(i + 1);
+        }
+        i += 1;
+    }
+}
+
+/// What MySQL's own lexer makes of a text, in one pass: its tokens (see
+/// [`Kind`]) and how many non-empty statements it holds, or why the text
 /// must be refused because MySQL reads it in a way Sluice's SQL parser may
 /// not: executable comments (`/*! … */`, `/*M! … */`, which MySQL runs and
 /// the parser skips), `--` not followed by a space (two minus signs to
 /// MySQL, a comment to the parser), NUL bytes, unterminated quotes or
 /// comments. `ansi_quotes` and `no_backslash_escapes` as the session's
 /// sql_mode says (see [`Settings::refusal`]).
-pub fn lexical_gate(
-    text: &str,
-    ansi_quotes: bool,
-    no_backslash_escapes: bool,
-) -> Result<usize, String> {
+pub fn lex(text: &str, ansi_quotes: bool, no_backslash_escapes: bool) -> Result<Lexed, String> {
     let b = text.as_bytes();
+    let mut tokens = Vec::with_capacity(b.len() / 4 + 4);
     let mut i = 0;
     let mut statements = 0;
     let mut current_has_token = false;
     while i < b.len() {
+        let start = i;
         let c = b[i];
-        match c {
+        let kind = match c {
             0 => return Err("the statement text holds a NUL byte".into()),
             b'\'' | b'"' | b'`' => {
-                let escapes = c != b'`' && !(c == b'"' && ansi_quotes) && !no_backslash_escapes;
-                i += 1;
-                loop {
-                    let Some(&d) = b.get(i) else {
-                        return Err("the statement text has an unterminated quote".into());
-                    };
-                    if escapes && d == b'\\' {
-                        i += 2;
-                        continue;
-                    }
-                    if d == c {
-                        if b.get(i + 1) == Some(&c) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                // Past the closing quote.
-                i += 1;
+                let identifier = c == b'`' || (c == b'"' && ansi_quotes);
+                let escapes = !identifier && !no_backslash_escapes;
+                i = past_quote(b, i, escapes)?;
                 current_has_token = true;
+                let kind = if identifier { Kind::Quoted } else { Kind::Str };
+                tokens.push(Token {
+                    kind,
+                    start,
+                    end: i,
+                    escapes,
+                });
                 continue;
             }
             b'#' => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
+                Kind::Comment
             }
             b'-' if b.get(i + 1) == Some(&b'-') => match b.get(i + 2) {
-                None => i = b.len(),
+                None => {
+                    i = b.len();
+                    Kind::Comment
+                }
                 Some(&n) if n <= b' ' => {
                     while i < b.len() && b[i] != b'\n' {
                         i += 1;
                     }
+                    Kind::Comment
                 }
                 Some(_) => {
                     return Err("the statement text holds `--` not followed by a space, which MySQL reads as two minus signs and Sluice's parser as a comment; write `- -` or `-- ` ".into());
@@ -287,7 +438,7 @@ pub fn lexical_gate(
                     return Err("the statement text has an unterminated comment".into());
                 };
                 i += 2 + end + 2;
-                continue;
+                Kind::Comment
             }
             b';' => {
                 if current_has_token {
@@ -295,17 +446,54 @@ pub fn lexical_gate(
                 }
                 current_has_token = false;
                 i += 1;
+                Kind::Semi
+            }
+            c if c.is_ascii_whitespace() => {
+                i += 1;
                 continue;
             }
-            c if c.is_ascii_whitespace() => {}
-            _ => current_has_token = true,
-        }
-        i += 1;
+            b'@' => {
+                i += 1;
+                while i < b.len() && (word_byte(b[i]) || b[i] == b'@' || b[i] == b'.') {
+                    i += 1;
+                }
+                current_has_token = true;
+                Kind::Var
+            }
+            c if word_byte(c) => {
+                while i < b.len() && word_byte(b[i]) {
+                    i += 1;
+                }
+                current_has_token = true;
+                Kind::Word
+            }
+            _ => {
+                i += 1;
+                current_has_token = true;
+                Kind::Other
+            }
+        };
+        tokens.push(Token {
+            kind,
+            start,
+            end: i,
+            escapes: false,
+        });
     }
     if current_has_token {
         statements += 1;
     }
-    Ok(statements)
+    Ok(Lexed { tokens, statements })
+}
+
+/// How many non-empty statements MySQL's lexer splits `text` into, or why
+/// it is refused (see [`lex`]).
+pub fn lexical_gate(
+    text: &str,
+    ansi_quotes: bool,
+    no_backslash_escapes: bool,
+) -> Result<usize, String> {
+    lex(text, ansi_quotes, no_backslash_escapes).map(|l| l.statements)
 }
 
 /// What in `decided` could undo a read-only session, if anything: the

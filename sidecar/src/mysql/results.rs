@@ -50,6 +50,12 @@ impl OkPacket {
         }
     }
 
+    /// Whether it reports session state changes (system variables among
+    /// them).
+    pub fn reports_state(&self) -> bool {
+        !self.state.is_empty()
+    }
+
     /// Parses an OK packet of a session with CLIENT_SESSION_TRACK.
     pub fn parse(payload: &[u8]) -> Result<OkPacket, PacketError> {
         let bad = || PacketError::Malformed("OK packet".into());

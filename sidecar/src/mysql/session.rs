@@ -32,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::gate::{self, Settings};
+use super::gate::{self, Lexed, Settings};
 use super::packet::{self, PacketError};
 use super::results::{self, MORE_RESULTS, OkPacket};
 use super::upstream::{self, MyUpstream, Upstream};
@@ -44,6 +44,7 @@ use crate::standing::{Binding, Standing};
 
 mod approve;
 mod cursor;
+mod decisions;
 mod functions;
 mod guard;
 mod handshake;
@@ -226,12 +227,14 @@ struct Session<'a> {
     opened_cursor: Option<cursor::Opened>,
     /// Whether the EXECUTE being answered asked for a cursor.
     cursor_asked: bool,
+    /// The session's decision cache.
+    decisions: decisions::Decisions,
 }
 
 /// A text and its decision.
 struct Decided {
     text: String,
-    decision: SqlDecision,
+    decision: Arc<SqlDecision>,
     /// The database it runs in: the session's current one when it was
     /// decided (a prepared statement runs in the one current at PREPARE).
     database: Option<String>,
@@ -388,10 +391,13 @@ impl Session<'_> {
     /// Takes what an OK packet reports; the session ends when the server
     /// stopped reporting a setting the sidecar follows.
     fn track(&mut self, ok: &OkPacket) -> Result<(), SessionError> {
-        results::track(ok, &mut self.settings)?;
         self.server_status = ok.status;
-        if let Some(why) = self.settings.tracking_lost() {
-            return Err(SessionError::Closed(why));
+        // Only a packet that reports a change can change what is followed.
+        if ok.reports_state() {
+            results::track(ok, &mut self.settings)?;
+            if let Some(why) = self.settings.tracking_lost() {
+                return Err(SessionError::Closed(why));
+            }
         }
         self.read_only_kept()
     }
@@ -420,7 +426,8 @@ impl Session<'_> {
         }
         let standing = self.standing.borrow_and_update().clone();
         match standing {
-            Standing::Bound { set, .. } => {
+            Standing::Bound { set, plane } => {
+                self.decisions.clear(plane.literal_sensitive);
                 self.masking = Arc::new(Masking::new(set.clone()));
                 self.set = set;
                 self.revoked = None;

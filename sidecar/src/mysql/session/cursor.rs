@@ -115,7 +115,9 @@ impl Session<'_> {
             cursor.opened_under,
         );
         let text = prepared.text.clone();
-        let decided = self.set.decide_sql(&text, SqlDialect::Mysql);
+        let decided = self
+            .decisions
+            .decide_again(&self.set, &self.settings, &text);
         // The rows are the EXECUTE's; they go out under the policies in
         // force now.
         let mut refused = self.refusal(&text, &decided, false);

@@ -84,6 +84,10 @@ pub(super) async fn run(
     let mut out = Vec::new();
     packet::write_packet(&mut out, &mut reply_seq, &ok.encode(0, client_caps));
     socket.write_all(&out).await?;
+    let literal_sensitive = match &*standing.borrow() {
+        Standing::Bound { plane, .. } => plane.literal_sensitive,
+        _ => true,
+    };
     let Some(set) = standing.borrow().set().cloned() else {
         return Err(SessionError::Closed(
             "the standing changed during the handshake".into(),
@@ -108,6 +112,7 @@ pub(super) async fn run(
         cursors: Default::default(),
         opened_cursor: None,
         cursor_asked: false,
+        decisions: decisions::Decisions::new(literal_sensitive),
     };
     session.commands().await
 }

@@ -131,7 +131,9 @@ impl Session<'_> {
         // The server runs the text it parsed at PREPARE, under the gate
         // it passed then; the decision is the standing's now.
         let decided = Decided {
-            decision: self.set.decide_sql(&prepared.text, SqlDialect::Mysql),
+            decision: self
+                .decisions
+                .decide_again(&self.set, &self.settings, &prepared.text),
             text: prepared.text.clone(),
             database: prepared.database.clone(),
         };

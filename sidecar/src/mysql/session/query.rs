@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Why a text that is not UTF-8 is refused.
+const NOT_UTF8: &str = "statement refused by Sluice: the statement text is not valid UTF-8; Sluice decides UTF-8 (utf8mb4) texts only";
+
 impl Session<'_> {
     /// Why a decided text may not run (`None`: it may, or, when a
     /// `requireApproval` rule caught it and the operator's approvals are at
@@ -84,7 +87,7 @@ impl Session<'_> {
         {
             return Some("statement refused by Sluice: SQL-level EXECUTE runs a text Sluice did not decide, and column masking applies to this session; send the statement itself, or use the binary protocol's prepared statements (decided at COM_STMT_PREPARE and EXECUTE)".into());
         }
-        if text.to_ascii_lowercase().contains("session_track") {
+        if gate::contains_ignore_case(text, "session_track") {
             return Some("statement refused by Sluice: the session's tracking settings (session_track_*) are Sluice's own; it follows sql_mode and the character sets through them".into());
         }
         // A statement that may change how the server reads the next ones
@@ -126,41 +129,55 @@ impl Session<'_> {
         // SQL-level PREPARE / EXECUTE / DEALLOCATE: decided by the text
         // they prepare (see `sql_prepared`), once the text reads as Sluice
         // reads it.
-        if let Ok(t) = &text
-            && self.settings.refusal(t).is_none()
-            && gate::lexical_gate(t, false, false).is_ok()
-            && let Some(form) = sql_prepared::classify(t)
-        {
-            let t = t.clone();
-            return self.sql_prepared(form, t, forward, reply_seq).await;
+        let read = text.map_err(|_| NOT_UTF8.to_string()).and_then(|t| {
+            let lexed = self.read(&t)?;
+            Ok((t, lexed))
+        });
+        let (text, lexed) = match read {
+            Ok(r) => r,
+            Err(why) => return self.refuse_undecided(&why, reply_seq, false).await,
+        };
+        if let Some(form) = sql_prepared::classify(&text, &lexed) {
+            return self.sql_prepared(form, text, forward, reply_seq).await;
         }
-        let decided = match self.decide(text) {
+        let decided = match self.decide_lexed(text, &lexed) {
             Ok(d) => d,
             Err(why) => return self.refuse_undecided(&why, reply_seq, false).await,
         };
         self.run_decided(&decided, forward, reply_seq, false).await
     }
 
+    /// `text` read as the server will read it: the session's settings
+    /// first, then MySQL's lexer; the error is why it is refused undecided.
+    pub(super) fn read(&self, text: &str) -> Result<Lexed, String> {
+        if let Some(why) = self.settings.refusal(text) {
+            return Err(format!("statement refused by Sluice: {why}"));
+        }
+        gate::lex(text, false, false).map_err(|why| format!("statement refused by Sluice: {why}"))
+    }
+
     /// A text read as the server will read it (the session's settings, then
     /// MySQL's lexer) and decided; the error is why it is refused undecided.
     pub(super) fn decide(
-        &self,
+        &mut self,
         text: Result<String, std::string::FromUtf8Error>,
     ) -> Result<Decided, String> {
         let Ok(text) = text else {
-            return Err("statement refused by Sluice: the statement text is not valid UTF-8; Sluice decides UTF-8 (utf8mb4) texts only".into());
+            return Err(NOT_UTF8.into());
         };
-        // The reading the server will make: settings first, then MySQL's lexer.
-        let lexing = self.settings.refusal(&text).map_or_else(
-            || {
-                gate::lexical_gate(&text, false, false)
-                    .map_err(|why| format!("statement refused by Sluice: {why}"))
-            },
-            |why| Err(format!("statement refused by Sluice: {why}")),
-        );
-        let count = lexing?;
-        let decision = self.set.decide_sql(&text, SqlDialect::Mysql);
-        if decision.parse_error.is_none() && decision.statements.len() != count {
+        let lexed = self.read(&text)?;
+        self.decide_lexed(text, &lexed)
+    }
+
+    /// A text [`Session::read`] as `lexed`, decided (through the session's
+    /// decision cache); the error is why it is refused undecided.
+    pub(super) fn decide_lexed(&mut self, text: String, lexed: &Lexed) -> Result<Decided, String> {
+        let count = lexed.statements;
+        let agrees = |d: &SqlDecision| d.parse_error.is_some() || d.statements.len() == count;
+        let decision = self
+            .decisions
+            .decide(&self.set, &self.settings, &text, lexed, agrees);
+        if !agrees(&decision) {
             return Err(format!(
                 "statement refused by Sluice: MySQL splits this text into {count} statements and Sluice's parser into {}; it is not decided on a reading other than the server's",
                 decision.statements.len()
@@ -243,10 +260,7 @@ impl Session<'_> {
         }
         self.ctx.metrics.overhead(arrived.elapsed());
         let started = Instant::now();
-        let warnings = {
-            let t = text.trim_start().to_ascii_lowercase();
-            t.starts_with("show") && (t.contains("warnings") || t.contains("errors"))
-        };
+        let warnings = shows_diagnostics(text);
         let mut outcome = Outcome::default();
         let ran = match guard {
             Some(limit) => {
@@ -504,6 +518,14 @@ impl Session<'_> {
             true,
         )
     }
+}
+
+/// Whether `text` may be `SHOW WARNINGS` or `SHOW ERRORS` (whose rows
+/// carry the texts of earlier errors): no allocation.
+fn shows_diagnostics(text: &str) -> bool {
+    let t = text.trim_start();
+    t.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("show"))
+        && (gate::contains_ignore_case(t, "warnings") || gate::contains_ignore_case(t, "errors"))
 }
 
 /// Whether every statement of `decided` only reads (SELECT, nested

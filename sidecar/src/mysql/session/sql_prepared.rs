@@ -30,28 +30,12 @@
 //!   a text Sluice could not parse.
 
 use super::*;
+use crate::mysql::gate::{Kind, Token};
 
 /// The SQL-level prepared statements a session may hold at once.
 pub(super) const MAX_SQL_PREPARED: usize = 256;
 /// The bytes of text they may hold together.
 const MAX_SQL_PREPARED_BYTES: usize = 4 << 20;
-
-/// One token of a statement, as MySQL's lexer reads it.
-#[derive(Debug, PartialEq, Eq)]
-enum Token {
-    /// An unquoted word (keyword or identifier), as written.
-    Word(String),
-    /// A quoted identifier, unquoted.
-    Quoted(String),
-    /// A string literal, unescaped.
-    Str(String),
-    /// `@name` (a user variable) or `@@name`.
-    Var,
-    /// `;`.
-    Semi,
-    /// Anything else.
-    Other,
-}
 
 /// What a text is to this module.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,159 +53,65 @@ pub(super) enum Form {
     Refused(String),
 }
 
-/// The tokens of `text` (already through [`gate::lexical_gate`]: quotes
-/// and comments are terminated, none executable).
-fn tokens(text: &str, ansi_quotes: bool, no_backslash_escapes: bool) -> Vec<Token> {
-    let b = text.as_bytes();
-    let mut out = Vec::new();
-    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b'\'' | b'"' | b'`' => {
-                let identifier = c == b'`' || (c == b'"' && ansi_quotes);
-                let escapes = !identifier && !no_backslash_escapes;
-                let mut value = Vec::new();
-                i += 1;
-                while i < b.len() {
-                    let d = b[i];
-                    if escapes && d == b'\\' {
-                        let e = b.get(i + 1).copied().unwrap_or(b'\\');
-                        match e {
-                            b'0' => value.push(0),
-                            b'b' => value.push(8),
-                            b'n' => value.push(b'\n'),
-                            b'r' => value.push(b'\r'),
-                            b't' => value.push(b'\t'),
-                            b'Z' => value.push(26),
-                            // MySQL keeps the backslash of `\%` and `\_`.
-                            b'%' | b'_' => value.extend_from_slice(&[b'\\', e]),
-                            _ => value.push(e),
-                        }
-                        i += 2;
-                        continue;
-                    }
-                    if d == c {
-                        if b.get(i + 1) == Some(&c) {
-                            value.push(c);
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    value.push(d);
-                    i += 1;
-                }
-                i += 1;
-                let value = String::from_utf8_lossy(&value).into_owned();
-                out.push(if identifier {
-                    Token::Quoted(value)
-                } else {
-                    Token::Str(value)
-                });
-                continue;
-            }
-            b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') && b.get(i + 2).is_none_or(|&n| n <= b' ') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let end = b[i + 2..]
-                    .windows(2)
-                    .position(|w| w == b"*/")
-                    .map_or(b.len(), |e| i + 2 + e + 2);
-                i = end;
-                continue;
-            }
-            b';' => out.push(Token::Semi),
-            b'@' => {
-                i += 1;
-                while i < b.len() && (word(b[i]) || b[i] == b'@' || b[i] == b'.') {
-                    i += 1;
-                }
-                out.push(Token::Var);
-                continue;
-            }
-            c if c.is_ascii_whitespace() => {}
-            c if word(c) => {
-                let start = i;
-                while i < b.len() && word(b[i]) {
-                    i += 1;
-                }
-                out.push(Token::Word(
-                    String::from_utf8_lossy(&b[start..i]).into_owned(),
-                ));
-                continue;
-            }
-            _ => out.push(Token::Other),
-        }
-        i += 1;
-    }
-    out
-}
-
-/// Whether `text` holds PREPARE, EXECUTE or DEALLOCATE anywhere (in any
-/// case): a byte scan, no allocation.
-fn may_hold(text: &str) -> bool {
-    let b = text.as_bytes();
-    (0..b.len()).any(|i| {
-        matches!(b[i] | 0x20, b'p' | b'e' | b'd')
-            && [&b"prepare"[..], b"execute", b"deallocate"]
-                .iter()
-                .any(|k| {
-                    b.get(i..i + k.len())
-                        .is_some_and(|w| w.eq_ignore_ascii_case(k))
-                })
-    })
-}
-
-/// Whether `t` is the keyword `kw` (lower case).
-fn is(t: Option<&Token>, kw: &str) -> bool {
-    matches!(t, Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw))
+/// Whether `t` is the keyword `kw`.
+fn is(text: &str, t: Option<&&Token>, kw: &str) -> bool {
+    t.is_some_and(|t| t.is(text, kw))
 }
 
 /// A statement name (a word or a quoted identifier), lower-cased: MySQL's
 /// prepared statement names are not case sensitive.
-fn name(t: Option<&Token>) -> Option<String> {
+fn name(text: &str, t: Option<&&Token>) -> Option<String> {
     match t {
-        Some(Token::Word(w) | Token::Quoted(w)) => Some(w.to_lowercase()),
+        Some(t) if matches!(t.kind, Kind::Word | Kind::Quoted) => {
+            Some(t.value(text).to_lowercase())
+        }
         _ => None,
     }
 }
 
-/// What `text` is to this module, when it holds a PREPARE, EXECUTE or
-/// DEALLOCATE (`None`: it holds none of them).
+/// Whether a token of `lexed` is the word PREPARE, EXECUTE or DEALLOCATE
+/// (in any case): no allocation.
+fn may_hold(text: &str, lexed: &Lexed) -> bool {
+    lexed.tokens.iter().any(|t| {
+        t.kind == Kind::Word
+            && matches!(t.end - t.start, 7 | 10)
+            && (t.is(text, "prepare") || t.is(text, "execute") || t.is(text, "deallocate"))
+    })
+}
+
+/// What `text` (read by MySQL's lexer as `lexed`) is to this module, when
+/// it holds a PREPARE, EXECUTE or DEALLOCATE (`None`: it holds none of
+/// them).
 ///
 /// Read without ANSI_QUOTES and with backslash escapes: a text the session's
 /// sql_mode would read otherwise is refused before this is asked
 /// ([`Settings::refusal`]: no `"` under ANSI_QUOTES, no `\\` under
 /// NO_BACKSLASH_ESCAPES).
-pub(super) fn classify(text: &str) -> Option<Form> {
-    // Every COM_QUERY comes here: tokenized only when it holds one of the
-    // keywords at all.
-    if !may_hold(text) {
+pub(super) fn classify(text: &str, lexed: &Lexed) -> Option<Form> {
+    // Every COM_QUERY comes here: looked at further only when it holds one
+    // of the keywords at all.
+    if !may_hold(text, lexed) {
         return None;
     }
-    let all = tokens(text, false, false);
-    let statements: Vec<&[Token]> = all
-        .split(|t| *t == Token::Semi)
+    let all: Vec<&Token> = lexed
+        .tokens
+        .iter()
+        .filter(|t| t.kind != Kind::Comment)
+        .collect();
+    let statements: Vec<&[&Token]> = all
+        .split(|t| t.kind == Kind::Semi)
         .filter(|s| !s.is_empty())
         .collect();
-    let ours = |s: &&&[Token]| {
+    let is = |t: Option<&&Token>, kw: &str| is(text, t, kw);
+    let name = |t: Option<&&Token>| name(text, t);
+    let ours = |s: &&&[&Token]| {
         is(s.first(), "prepare")
             || is(s.first(), "execute")
             || is(s.first(), "deallocate")
             || (is(s.first(), "drop") && is(s.get(1), "prepare"))
     };
     // MariaDB's SET STATEMENT … FOR <statement>.
-    let wrapped = |s: &&[Token]| {
+    let wrapped = |s: &&[&Token]| {
         is(s.first(), "set")
             && s.windows(2).any(|w| {
                 is(w.first(), "for")
@@ -246,13 +136,18 @@ pub(super) fn classify(text: &str) -> Option<Form> {
             "statement refused by Sluice: {what}"
         )))
     };
+    let kinds: Vec<Kind> = s.iter().map(|t| t.kind).collect();
     if is(s.first(), "prepare") {
-        return match (name(s.get(1)), is(s.get(2), "from"), &s[3.min(s.len())..]) {
-            (Some(name), true, [Token::Str(text)]) => Some(Form::Prepare {
+        return match (
+            name(s.get(1)),
+            is(s.get(2), "from"),
+            &kinds[3.min(s.len())..],
+        ) {
+            (Some(name), true, [Kind::Str]) => Some(Form::Prepare {
                 name,
-                text: text.clone(),
+                text: s[3].value(text),
             }),
-            (Some(_), true, [Token::Var]) => unread(
+            (Some(_), true, [Kind::Var]) => unread(
                 "PREPARE … FROM a user variable prepares a text Sluice cannot read, so it cannot be decided; write the statement as one string literal (PREPARE s FROM '…')",
             ),
             _ => unread(
@@ -262,8 +157,10 @@ pub(super) fn classify(text: &str) -> Option<Form> {
     }
     if is(s.first(), "execute") {
         if is(s.get(1), "immediate") {
-            return match &s[2..] {
-                [Token::Str(text)] => Some(Form::Immediate { text: text.clone() }),
+            return match &kinds[2..] {
+                [Kind::Str] => Some(Form::Immediate {
+                    text: s[2].value(text),
+                }),
                 _ => unread(
                     "EXECUTE IMMEDIATE runs a text Sluice decides only when it is one string literal (EXECUTE IMMEDIATE '…')",
                 ),
@@ -308,7 +205,9 @@ impl Session<'_> {
                 // Decided again under the standing in force; it runs in the
                 // database current at its PREPARE.
                 let decided = Decided {
-                    decision: self.set.decide_sql(&inner, SqlDialect::Mysql),
+                    decision: self
+                        .decisions
+                        .decide_again(&self.set, &self.settings, &inner),
                     text: inner,
                     database,
                 };
@@ -332,11 +231,12 @@ impl Session<'_> {
     /// The text a PREPARE or EXECUTE IMMEDIATE names, decided as a
     /// COM_QUERY is (the server reads it under the same settings), one
     /// statement, none of this module's.
-    fn decide_inner(&self, inner: String) -> Result<Decided, String> {
-        if classify(&inner).is_some() {
+    fn decide_inner(&mut self, inner: String) -> Result<Decided, String> {
+        let lexed = self.read(&inner)?;
+        if classify(&inner, &lexed).is_some() {
             return Err("statement refused by Sluice: a prepared text may not itself be a PREPARE, EXECUTE or DEALLOCATE".into());
         }
-        let decided = self.decide(Ok(inner))?;
+        let decided = self.decide_lexed(inner, &lexed)?;
         if decided.decision.statements.len() > 1 {
             return Err(
                 "statement refused by Sluice: a prepared statement holds one statement".into(),
@@ -405,10 +305,11 @@ mod tests {
 
     #[test]
     fn the_forms_are_read_as_mysql_reads_them() {
-        let c = classify;
+        let c = |t: &str| classify(t, &crate::mysql::gate::lex(t, false, false).unwrap());
+        let held = |t: &str| may_hold(t, &crate::mysql::gate::lex(t, false, false).unwrap());
         assert_eq!(c("SELECT 'prepare s from x'"), None);
-        assert!(!may_hold("SELECT name FROM customers WHERE id = 1"));
-        assert!(may_hold("x DeAlLoCaTe"));
+        assert!(!held("SELECT name FROM customers WHERE id = 1"));
+        assert!(held("x DeAlLoCaTe"));
         assert_eq!(c("select 1; select 2"), None);
         assert_eq!(
             c("PREPARE S FROM 'SELECT ssn FROM customers'"),
@@ -422,10 +323,15 @@ mod tests {
             c(r"PREPARE s FROM 'select ''a'', \'b\', ''c\\'''"),
             prepare("s", r"select 'a', 'b', 'c\'")
         );
-        assert_eq!(
-            tokens(r"'a\n'", false, true),
-            vec![Token::Str(r"a\n".into())]
-        );
+        let value = |t: &str, ansi: bool, nbe: bool| {
+            let lexed = crate::mysql::gate::lex(t, ansi, nbe).unwrap();
+            let [tok] = lexed.tokens.as_slice() else {
+                panic!("{t}: {lexed:?}")
+            };
+            (tok.kind, tok.value(t))
+        };
+        assert_eq!(value(r"'a\n'", false, true), (Kind::Str, r"a\n".into()));
+        assert_eq!(value(r"'a\n'", false, false), (Kind::Str, "a\n".into()));
         assert!(
             matches!(c("PREPARE s FROM @v"), Some(Form::Refused(w)) if w.contains("user variable"))
         );
@@ -468,8 +374,8 @@ mod tests {
         );
         // ANSI_QUOTES: a double-quoted name is an identifier, not a text.
         assert_eq!(
-            tokens("\"select 1\"", true, false),
-            vec![Token::Quoted("select 1".into())]
+            value("\"select 1\"", true, false),
+            (Kind::Quoted, "select 1".into())
         );
     }
 }
