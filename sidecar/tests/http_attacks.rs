@@ -1053,6 +1053,11 @@ async fn query_parameters_cannot_stand_for_body_fields() {
         ("/v1/refunds?+amount=500", "{}", false),
         ("/v1/refunds?amount.x=500", "{}", false),
         ("/v1/refunds/?amount=500", "{}", false),
+        // Read as /v1/refunds by servers that route in any case.
+        ("/V1/REFUNDS?amount=500", "{}", false),
+        ("/v1/Refunds?amount=500", r#"{"amount":50}"#, false),
+        ("/v1/Refunds", r#"{"amount":500}"#, false),
+        ("/v1/Refunds", r#"{"amount":500,"amount":50}"#, false),
         ("/v1/refunds", r#"{"amount":500}"#, false),
         ("/v1/refunds?page=2", r#"{"amount":50}"#, true),
         ("/v1/refunds?amounts=2", r#"{"amount":50}"#, true),

@@ -84,9 +84,15 @@ impl Inspection {
     }
 
     /// Whether an enforced rule would read the body of `req` (its method,
-    /// path and query match): the body must then be strict JSON.
+    /// path and query match, in any reading the sidecar decides:
+    /// [`HttpMatcher::may_match_without_body`]): the body must then be
+    /// strict JSON.
     pub fn strict_body(&self, req: &HttpRequest<'_>) -> bool {
-        self.body_always || self.body_rules.iter().any(|m| m.matches_without_body(req))
+        self.body_always
+            || self
+                .body_rules
+                .iter()
+                .any(|m| m.may_match_without_body(req))
     }
 
     /// A query parameter of `req` that an application merging its query into
@@ -108,7 +114,7 @@ impl Inspection {
         let mut paths = self
             .body_rules
             .iter()
-            .filter(|m| m.matches_without_body(req))
+            .filter(|m| m.may_match_without_body(req))
             .flat_map(HttpMatcher::body_paths)
             .peekable();
         paths.peek()?;

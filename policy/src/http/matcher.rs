@@ -130,6 +130,27 @@ impl HttpMatcher {
         self.matches_parts(req, None)
     }
 
+    /// Whether the rule may apply to `req` on method, path and query (the
+    /// body left out) as any server reads it: as written, in the path's
+    /// any-case reading ([`RequestPath::any_case`]), and a HEAD as a GET
+    /// (the readings the sidecar decides); an ambiguous path matches.
+    pub fn may_match_without_body(&self, req: &HttpRequest<'_>) -> bool {
+        let head = req.method.eq_ignore_ascii_case("HEAD");
+        let methods: &[&str] = if head {
+            &[req.method, "GET"]
+        } else {
+            &[req.method]
+        };
+        let any_case = RequestPath::parse(req.path).ok().map(|p| p.any_case());
+        methods.iter().any(|method| {
+            let req = HttpRequest { method, ..*req };
+            self.matches_parts(&req, None)
+                || any_case
+                    .as_ref()
+                    .is_some_and(|p| self.matches_parts(&req, Some(p)))
+        })
+    }
+
     /// The JSONPaths of the rule's `jsonBody` predicates.
     pub(super) fn body_paths(&self) -> impl Iterator<Item = &JsonPath> {
         self.json_body.iter().map(|p| &p.path)
