@@ -107,6 +107,38 @@ impl JsonPath {
         &self.text
     }
 
+    /// The member of the root the path starts with (`$.a.b`: `"a"`); `None`
+    /// when it starts otherwise (`$`, `$..a`, `$.*`, `$[0]`).
+    pub fn root_key(&self) -> Option<&str> {
+        match self.steps.first() {
+            Some(Step {
+                descendant: false,
+                selector: Selector::Key(k),
+            }) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Whether the path's first step selects array elements (`$[0]`,
+    /// `$[0].a`).
+    pub fn starts_with_index(&self) -> bool {
+        matches!(
+            self.steps.first(),
+            Some(Step {
+                descendant: false,
+                selector: Selector::Index(_),
+            })
+        )
+    }
+
+    /// Every member name the path selects by, at any step.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().filter_map(|s| match &s.selector {
+            Selector::Key(k) => Some(k.as_str()),
+            _ => None,
+        })
+    }
+
     /// The values `self` selects in `v` (document order; empty when none).
     pub fn select<'v>(&self, v: &'v Value) -> Vec<&'v Value> {
         let mut current = vec![v];

@@ -12,11 +12,12 @@
 //! - request smuggling and desync (CL/TE, obs-fold, bare LF, chunk
 //!   extensions, pipelining, upgrades, CONNECT, h2 preface): held;
 //! - request targets and path spellings (absolute-form, dot segments,
-//!   escapes, `;`, `\\`, `*`, case);
+//!   escapes, `;`, `\\`, `*`, case, padded segments), globs with capitals;
 //! - response masking (escaped keys and values, duplicates, numbers,
 //!   labels, JSON lines, BOM, percent-encoded values);
 //! - header names that stand for others (`_` for `-`);
-//! - query parameter spellings (case, spaces, `+`, escapes);
+//! - query parameter spellings (case, spaces, `+`, escapes), and query
+//!   parameters merged into the JSON body a rule reads;
 //! - method overrides in JSON bodies (Laravel's `_method`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -383,6 +384,15 @@ const RULES: &str = r#"
       action: deny
     - name: no-debug
       match: {query: {debug: "*"}}
+      action: deny
+    - name: no-admin
+      match: {paths: ["/v1/Admin/**"]}
+      action: deny
+    - name: no-big-refund
+      match:
+        methods: [POST]
+        paths: ["/v1/refunds"]
+        jsonBody: [{path: "$.amount", greaterThan: 100}]
       action: deny
 "#;
 
@@ -774,6 +784,16 @@ async fn request_targets_decide_what_runs() {
         "v1/export/all",
         "/V1/EXPORT/all",
         "/v1/Export/all",
+        // Spring's AntPathMatcher (trimTokens), .NET's Trim and Windows
+        // (IIS) drop a segment's padding: `/export%20/` runs `/export/`.
+        "/v1/export%20/all",
+        "/v1/%20export/all",
+        "/v1/export%20%20/all",
+        "/v1/export./all",
+        "/v1/export%2E/all",
+        "/v1/export.%20./all",
+        "/v1/export%C2%A0/all",
+        "/v1/export%E3%80%80/all",
     ] {
         let before = f.seen().len();
         let (status, text) = raw(f.sidecar, &get("GET", target, "")).await;
@@ -790,6 +810,39 @@ async fn request_targets_decide_what_runs() {
         }
     }
     assert!(wrong.is_empty(), "ran:\n{}", wrong.join("\n"));
+}
+
+/// A glob written with capitals (`/v1/Admin/**`) covers every spelling of
+/// the path: Express, ASP.NET and IIS route in any case, so `/v1/admin/x`
+/// runs what the rule names (before: only `/v1/Admin/x` was denied). A path
+/// the glob does not name in any case passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn globs_with_capitals_hold_in_any_case() {
+    let f = fixture("").await;
+    let mut wrong = Vec::new();
+    for target in [
+        "/v1/Admin/x",
+        "/v1/admin/x",
+        "/v1/ADMIN/x",
+        "/v1/aDMIN/x",
+        "/V1/admin/x",
+        "/v1/admin",
+        "/v1/%61dmin/x",
+    ] {
+        let before = f.seen().len();
+        let (status, _) = raw(f.sidecar, &get("GET", target, "")).await;
+        if let Some(arrived) = f.seen().get(before) {
+            wrong.push(format!("{target}: {status}, upstream saw {}", arrived.path));
+        }
+    }
+    for target in ["/v1/administrators", "/v1/adm/x"] {
+        let before = f.seen().len();
+        let (status, text) = raw(f.sidecar, &get("GET", target, "")).await;
+        if status != 200 || f.seen().len() != before + 1 {
+            wrong.push(format!("{target}: {status}, refused: {text}"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong:\n{}", wrong.join("\n"));
 }
 
 // === class: response masking ===
@@ -969,6 +1022,58 @@ async fn query_parameters_are_read_as_servers_read_them() {
         }
     }
     assert!(passed.is_empty(), "ran:\n{}", passed.join("\n"));
+}
+
+/// Rails, Laravel and Express apps that merge `req.query` into the body
+/// read a query parameter as the body field a `jsonBody` rule judges
+/// (Rails: the query wins; Laravel: the body wins): a parameter that can
+/// reach a field such a rule reads is refused on the requests the rule
+/// applies to, in any spelling (before: `POST /v1/refunds?amount=500` with
+/// `{}` got past `$.amount > 100`). Elsewhere, and other names, pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_cannot_stand_for_body_fields() {
+    let f = fixture("").await;
+    let post = |target: &str, body: &str| {
+        format!(
+            "POST {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let mut wrong = Vec::new();
+    for (target, body, passes) in [
+        ("/v1/refunds?amount=500", "{}", false),
+        ("/v1/refunds?amount=500", r#"{"amount":50}"#, false),
+        ("/v1/refunds?amount=500", "", false),
+        ("/v1/refunds?x=1&amount=500", r#"{"amount":50}"#, false),
+        ("/v1/refunds?%61mount=500", "{}", false),
+        ("/v1/refunds?AMOUNT=500", "{}", false),
+        ("/v1/refunds?amount[]=500", "{}", false),
+        ("/v1/refunds?amount%5B%5D=500", "{}", false),
+        ("/v1/refunds?+amount=500", "{}", false),
+        ("/v1/refunds?amount.x=500", "{}", false),
+        ("/v1/refunds/?amount=500", "{}", false),
+        // Read as /v1/refunds by servers that route in any case.
+        ("/V1/REFUNDS?amount=500", "{}", false),
+        ("/v1/Refunds?amount=500", r#"{"amount":50}"#, false),
+        ("/v1/Refunds", r#"{"amount":500}"#, false),
+        ("/v1/Refunds", r#"{"amount":500,"amount":50}"#, false),
+        ("/v1/refunds", r#"{"amount":500}"#, false),
+        ("/v1/refunds?page=2", r#"{"amount":50}"#, true),
+        ("/v1/refunds?amounts=2", r#"{"amount":50}"#, true),
+        ("/v1/refunds", r#"{"amount":50}"#, true),
+        ("/v1/ok?amount=500", "{}", true),
+    ] {
+        let before = f.seen().len();
+        let (status, text) = raw(f.sidecar, &post(target, body)).await;
+        let arrived = f.seen().len() > before;
+        if passes != arrived || passes != (status == 200) {
+            wrong.push(format!(
+                "{target} {body}: {status} arrived {arrived}: {text}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong:\n{}", wrong.join("\n"));
 }
 
 // === class: method overrides in JSON bodies ===

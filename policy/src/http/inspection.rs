@@ -3,6 +3,7 @@
 use sluice_crds::RuleMatch;
 
 use super::matcher::HttpMatcher;
+use super::path::parse_query;
 use super::{HttpRequest, applies};
 
 /// What the rules of one Connection look at in a request beyond method and
@@ -23,6 +24,8 @@ pub struct Inspection {
     /// Whether an enforced rule names methods (a `_method` field in a form
     /// body could then change which rule applies).
     methods: bool,
+    /// Whether an enforced rule's path glob has an ASCII capital letter.
+    capitals: bool,
 }
 
 impl Inspection {
@@ -45,6 +48,10 @@ impl Inspection {
             }
             if enforced {
                 out.methods |= !m.methods.is_empty();
+                out.capitals |= m
+                    .paths
+                    .iter()
+                    .any(|p| p.bytes().any(|b| b.is_ascii_uppercase()));
                 for name in m.query.keys() {
                     if !out.query_names.contains(name) {
                         out.query_names.push(name.clone());
@@ -77,9 +84,66 @@ impl Inspection {
     }
 
     /// Whether an enforced rule would read the body of `req` (its method,
-    /// path and query match): the body must then be strict JSON.
+    /// path and query match, in any reading the sidecar decides:
+    /// [`HttpMatcher::may_match_without_body`]): the body must then be
+    /// strict JSON.
     pub fn strict_body(&self, req: &HttpRequest<'_>) -> bool {
-        self.body_always || self.body_rules.iter().any(|m| m.matches_without_body(req))
+        self.body_always
+            || self
+                .body_rules
+                .iter()
+                .any(|m| m.may_match_without_body(req))
+    }
+
+    /// A query parameter of `req` that an application merging its query into
+    /// the JSON body (Rails: the query wins; Laravel and Express apps that
+    /// spread `req.query`: the body wins) could read as a body field that an
+    /// enforced `jsonBody` rule applying to `req` judges: `None` when there
+    /// is none. Such a request is refused rather than judged twice: which
+    /// spelling lands where (`a[b]`, `a.b`, case, which side wins) depends
+    /// on the framework. A parameter can stand for a field when its name,
+    /// decoded and folded (any case, without surrounding spaces, `.` and ` `
+    /// as `_`), or the part before `[` or `.`, is the member of the root a
+    /// predicate path starts with; for a path starting with `..` or `*`,
+    /// when any part of the name is a member the path names (every
+    /// parameter, when it names none).
+    pub fn body_field_in_query(&self, req: &HttpRequest<'_>) -> Option<String> {
+        if req.query.is_empty() || self.body_rules.is_empty() {
+            return None;
+        }
+        let mut paths = self
+            .body_rules
+            .iter()
+            .filter(|m| m.may_match_without_body(req))
+            .flat_map(HttpMatcher::body_paths)
+            .peekable();
+        paths.peek()?;
+        let mut roots: Vec<String> = Vec::new();
+        let mut anywhere: Vec<String> = Vec::new();
+        let mut every = false;
+        for path in paths {
+            if let Some(root) = path.root_key() {
+                roots.push(folded(root));
+            } else if !path.starts_with_index() {
+                let before = anywhere.len();
+                anywhere.extend(path.keys().map(folded));
+                every |= anywhere.len() == before;
+            }
+        }
+        parse_query(req.query).into_iter().find_map(|(name, _)| {
+            let parts: Vec<String> = name
+                .split(['[', ']', '.'])
+                .filter(|p| !p.is_empty())
+                .map(folded)
+                .collect();
+            let base = name.split('[').next().map(folded).unwrap_or_default();
+            let root = parts.first().is_some_and(|p| roots.contains(p));
+            let hit = every
+                || root
+                || roots.contains(&base)
+                || parts.iter().any(|p| anywhere.contains(p));
+            hit.then_some(name)
+        })
     }
 
     /// Whether an enforced rule names methods.
@@ -87,9 +151,29 @@ impl Inspection {
         self.methods
     }
 
+    /// Whether an enforced rule's path glob is written with capitals: every
+    /// request is then also decided in its any-case reading
+    /// ([`super::RequestPath::any_case`]), as servers that route in any case
+    /// read it.
+    pub fn globs_with_capitals(&self) -> bool {
+        self.capitals
+    }
+
     /// Query parameters enforced rules look at (empty: the query is not
     /// checked).
     pub fn query_names(&self) -> &[String] {
         &self.query_names
     }
+}
+
+/// A name as some server reads it: in any case (ASP.NET), without
+/// surrounding spaces, `.` and ` ` as `_` (PHP).
+fn folded(name: &str) -> String {
+    name.trim_matches(' ')
+        .chars()
+        .map(|c| match c {
+            '.' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }

@@ -21,6 +21,9 @@ pub struct HttpMatcher {
     methods: Vec<String>,
     /// Empty means any.
     paths: Vec<GlobMatcher>,
+    /// `paths` matching in any case (for a path's any-case reading:
+    /// [`RequestPath::any_case`]).
+    paths_any_case: Vec<GlobMatcher>,
     query: Vec<(String, GlobMatcher)>,
     json_body: Vec<BodyPredicate>,
 }
@@ -54,6 +57,7 @@ impl HttpMatcher {
             methods.push(method.to_ascii_uppercase());
         }
         let mut paths = Vec::with_capacity(m.paths.len());
+        let mut paths_any_case = Vec::with_capacity(m.paths.len());
         for (i, pattern) in m.paths.iter().enumerate() {
             let field = format!("paths[{i}]");
             if !pattern.starts_with('/') {
@@ -67,14 +71,13 @@ impl HttpMatcher {
                 "" => "/",
                 t => t,
             };
-            paths.push(glob(trimmed, true, &field, pattern)?);
+            let mut globs = vec![trimmed];
             if let Some(parent) = trimmed.strip_suffix("/**") {
-                paths.push(glob(
-                    if parent.is_empty() { "/" } else { parent },
-                    true,
-                    &field,
-                    pattern,
-                )?);
+                globs.push(if parent.is_empty() { "/" } else { parent });
+            }
+            for g in globs {
+                paths.push(glob(g, Segments::Path, &field, pattern)?);
+                paths_any_case.push(glob(g, Segments::PathAnyCase, &field, pattern)?);
             }
         }
         let query = m
@@ -82,7 +85,7 @@ impl HttpMatcher {
             .iter()
             .map(|(name, value)| {
                 let field = format!("query.{name}");
-                Ok((name.clone(), glob(value, false, &field, value)?))
+                Ok((name.clone(), glob(value, Segments::Value, &field, value)?))
             })
             .collect::<Result<Vec<_>, HttpMatchError>>()?;
         let json_body = m
@@ -95,6 +98,7 @@ impl HttpMatcher {
             never: !applies(m),
             methods,
             paths,
+            paths_any_case,
             query,
             json_body,
         })
@@ -126,6 +130,32 @@ impl HttpMatcher {
         self.matches_parts(req, None)
     }
 
+    /// Whether the rule may apply to `req` on method, path and query (the
+    /// body left out) as any server reads it: as written, in the path's
+    /// any-case reading ([`RequestPath::any_case`]), and a HEAD as a GET
+    /// (the readings the sidecar decides); an ambiguous path matches.
+    pub fn may_match_without_body(&self, req: &HttpRequest<'_>) -> bool {
+        let head = req.method.eq_ignore_ascii_case("HEAD");
+        let methods: &[&str] = if head {
+            &[req.method, "GET"]
+        } else {
+            &[req.method]
+        };
+        let any_case = RequestPath::parse(req.path).ok().map(|p| p.any_case());
+        methods.iter().any(|method| {
+            let req = HttpRequest { method, ..*req };
+            self.matches_parts(&req, None)
+                || any_case
+                    .as_ref()
+                    .is_some_and(|p| self.matches_parts(&req, Some(p)))
+        })
+    }
+
+    /// The JSONPaths of the rule's `jsonBody` predicates.
+    pub(super) fn body_paths(&self) -> impl Iterator<Item = &JsonPath> {
+        self.json_body.iter().map(|p| &p.path)
+    }
+
     /// `path`: `req.path` decoded already (`None`: decoded here if a path
     /// glob needs it).
     fn matches_parts(&self, req: &HttpRequest<'_>, path: Option<&RequestPath>) -> bool {
@@ -144,15 +174,16 @@ impl HttpMatcher {
             // An ambiguous path could be any path: it matches (callers refuse
             // such requests before deciding).
             let decoded;
-            let path = match path {
-                Some(p) => Some(p.decided()),
+            let (path, globs) = match path {
+                Some(p) if p.is_any_case() => (Some(p.decided()), &self.paths_any_case),
+                Some(p) => (Some(p.decided()), &self.paths),
                 None => {
                     decoded = normalize_path(req.path).ok();
-                    decoded.as_deref()
+                    (decoded.as_deref(), &self.paths)
                 }
             };
             if let Some(path) = path
-                && !self.paths.iter().any(|g| g.is_match(path))
+                && !globs.iter().any(|g| g.is_match(path))
             {
                 return false;
             }
@@ -172,14 +203,24 @@ impl HttpMatcher {
     }
 }
 
+/// What a glob matches: a path (`*` within one segment), a path in any case,
+/// or a query value (`*` matches anything).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Segments {
+    Path,
+    PathAnyCase,
+    Value,
+}
+
 fn glob(
     pattern: &str,
-    segments: bool,
+    segments: Segments,
     field: &str,
     written: &str,
 ) -> Result<GlobMatcher, HttpMatchError> {
     GlobBuilder::new(pattern)
-        .literal_separator(segments)
+        .literal_separator(segments != Segments::Value)
+        .case_insensitive(segments == Segments::PathAnyCase)
         .backslash_escape(true)
         .build()
         .map(|g| g.compile_matcher())

@@ -15,6 +15,9 @@
 //!    parameter (`/admin;jsessionid=x`, `..;`: Java servers drop them, others
 //!    do not), a control character, a backslash (a separator on some
 //!    servers) or invalid UTF-8 makes the path *ambiguous*;
+//!    so does a segment that begins or ends with white space or ends with a
+//!    dot (`/export%20/`, `/export./`: Spring's AntPathMatcher, .NET and
+//!    Windows servers drop the padding, others keep it);
 //! 2. empty segments and `.` are removed (`//admin` is `/admin`), `..` removes
 //!    the segment before it (`/v1/../admin` is `/admin`); a `..` that would
 //!    climb above the root (`/../admin`: out of the Connection's baseURL) makes
@@ -32,7 +35,9 @@
 //!
 //! `*` matches within one segment, `**` any number of whole segments, and a
 //! glob ending in `/**` also matches the path it is under (`/v1/refunds/**`
-//! matches `/v1/refunds`). Globs are case-sensitive, like paths.
+//! matches `/v1/refunds`). Globs are case-sensitive, like paths, except in
+//! a path's any-case reading ([`RequestPath::any_case`]: how servers that
+//! route in any case read it), where they match in any case.
 
 mod grammar; // strict JSON bodies and query strings
 mod inspection; // which parts of a request the rules read
@@ -136,6 +141,12 @@ pub enum PathError {
         "the request path hides a separator in a percent-escape (%2F, %5C or %3B), which servers read differently"
     )]
     EncodedSeparator,
+    /// A segment padded with white space or ending with a dot (`export%20`,
+    /// `export.`): some servers drop the padding, others keep it.
+    #[error(
+        "a segment of the request path begins or ends with white space or ends with a dot, which some servers drop and others keep"
+    )]
+    PaddedSegment,
     /// A `;` path parameter (dropped by Java servers, kept by others).
     #[error(
         "the request path has a ';' parameter, which servers read differently; encode ';' in a query instead"

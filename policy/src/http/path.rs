@@ -76,6 +76,9 @@ pub fn decided_and_forwarded(raw: &str) -> Result<(String, String), PathError> {
 pub struct RequestPath {
     decided: String,
     forwarded: String,
+    /// The reading of a server that routes paths in any case
+    /// ([`RequestPath::any_case`]): globs match it in any case too.
+    any_case: bool,
 }
 
 impl RequestPath {
@@ -86,7 +89,24 @@ impl RequestPath {
         Ok(RequestPath {
             decided: decided(&segments, raw),
             forwarded: forwarded(&segments, raw),
+            any_case: false,
         })
+    }
+
+    /// The path as a server that routes in any case reads it (Express by
+    /// default, ASP.NET, IIS): in lower case, and path globs match it in
+    /// any case (`/v1/Admin/**` covers `/v1/admin/x` and `/V1/ADMIN/x`).
+    pub fn any_case(&self) -> RequestPath {
+        RequestPath {
+            decided: self.decided.to_ascii_lowercase(),
+            forwarded: self.forwarded.to_ascii_lowercase(),
+            any_case: true,
+        }
+    }
+
+    /// Whether this is a path's any-case reading.
+    pub fn is_any_case(&self) -> bool {
+        self.any_case
     }
 
     /// The path as the rules decide it ([`normalize_path`]).
@@ -168,10 +188,21 @@ fn path_segments(raw: &str) -> Result<Vec<String>, PathError> {
                     return Err(PathError::AboveRoot);
                 }
             }
+            s if padded(s) => return Err(PathError::PaddedSegment),
             s => segments.push(s.to_string()),
         }
     }
     Ok(segments)
+}
+
+/// Whether a segment (not `.` or `..`) begins or ends with white space or
+/// ends with a dot: servers drop such padding (Spring's AntPathMatcher
+/// trims tokens, .NET's `Trim`, Windows and IIS drop trailing dots and
+/// spaces), so `/export%20/` runs `/export/` there and `/export /` elsewhere.
+fn padded(segment: &str) -> bool {
+    segment.ends_with('.')
+        || segment.starts_with(char::is_whitespace)
+        || segment.ends_with(char::is_whitespace)
 }
 
 // === request grammar ===

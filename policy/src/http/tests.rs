@@ -10,7 +10,7 @@ use super::grammar::{MAX_BODY_DEPTH, MAX_QUERY_LEN, check_query, parse_body};
 use super::inspection::Inspection;
 use super::matcher::HttpMatcher;
 use super::path::{forward_path, normalize_path};
-use super::{HttpRequest, PathError, applies};
+use super::{HttpRequest, PathError, RequestPath, applies};
 use crate::json_mask::mask_json;
 use crate::json_path::{JsonPath, PathSegment};
 
@@ -83,6 +83,21 @@ fn normalisation() {
     }
     for raw in ["/admin;jsessionid=1", "/public/..;/admin", "/a;"] {
         assert_eq!(normalize_path(raw), Err(PathError::PathParameter), "{raw}");
+    }
+    // Padding some servers drop (Spring's trimTokens, .NET, Windows).
+    for raw in [
+        "/export%20/x",
+        "/%20export",
+        "/export.",
+        "/export%2E/x",
+        "/a/...",
+        "/export%C2%A0",
+        "/export%E3%80%80/x",
+    ] {
+        assert_eq!(normalize_path(raw), Err(PathError::PaddedSegment), "{raw}");
+    }
+    for raw in ["/a%20b", "/.well-known/x", "/v1.2/x", "/a/./b/../c"] {
+        assert!(normalize_path(raw).is_ok(), "{raw}");
     }
     // What is forwarded: the decided path, encoded again, trailing slash kept.
     for (raw, want) in [
@@ -305,6 +320,55 @@ fn inspection_reads_bodies_only_where_a_body_rule_may_apply() {
     let dry = Inspection::new([(false, &trial)]);
     assert!(dry.buffers_body() && !dry.strict_body(&req("POST", "/", "", None)));
     assert!(!Inspection::new([(true, &query)]).buffers_body());
+    // Query parameters that merge into the body fields the rule judges.
+    let field = |q: &str| i.body_field_in_query(&req("POST", "/v1/refunds", q, None));
+    for q in [
+        "amount=1",
+        "x=1&AMOUNT=1",
+        "amount[]=1",
+        "+amount=1",
+        "amount.x=1",
+    ] {
+        assert!(field(q).is_some(), "{q}");
+    }
+    for q in ["", "page=1", "amounts=1", "x[amount]=1"] {
+        assert_eq!(field(q), None, "{q}");
+    }
+    assert_eq!(
+        i.body_field_in_query(&req("POST", "/v1/uploads", "amount=1", None)),
+        None
+    );
+    let deep = m(json!({"jsonBody": [{"path": "$..amount", "greaterThan": 1}]}));
+    let any = m(json!({"jsonBody": [{"path": "$.*", "exists": true}]}));
+    let i = Inspection::new([(true, &deep)]);
+    assert!(
+        i.body_field_in_query(&req("POST", "/", "x[amount]=1", None))
+            .is_some()
+    );
+    assert_eq!(i.body_field_in_query(&req("POST", "/", "x=1", None)), None);
+    let i = Inspection::new([(true, &any)]);
+    assert!(
+        i.body_field_in_query(&req("POST", "/", "x=1", None))
+            .is_some()
+    );
+}
+
+#[test]
+fn globs_with_capitals_match_any_case_readings() {
+    let admin = rule(json!({"paths": ["/v1/Admin/**"]}));
+    let exact = RequestPath::parse("/v1/admin/x").expect("path");
+    let r = req("GET", "/v1/admin/x", "", None);
+    assert!(!admin.matches_at(&r, &exact));
+    assert!(admin.matches_at(&r, &exact.any_case()));
+    let upper = RequestPath::parse("/V1/ADMIN").expect("path").any_case();
+    assert_eq!(upper.decided(), "/v1/admin");
+    assert!(admin.matches_at(&req("GET", "/V1/ADMIN", "", None), &upper));
+    let capitals: RuleMatch =
+        serde_json::from_value(json!({"paths": ["/v1/Admin/**"]})).expect("valid RuleMatch");
+    let lower: RuleMatch =
+        serde_json::from_value(json!({"paths": ["/v1/admin/**"]})).expect("valid RuleMatch");
+    assert!(Inspection::new([(true, &capitals)]).globs_with_capitals());
+    assert!(!Inspection::new([(true, &lower), (false, &capitals)]).globs_with_capitals());
 }
 
 #[test]

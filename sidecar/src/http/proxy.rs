@@ -171,11 +171,27 @@ fn target(
         let refusal = ("methodOverride", "methodOverride");
         return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
     }
+    // A query parameter an application merges into the JSON body a rule
+    // judges (Rails, Laravel, Express with `{...req.query, ...req.body}`).
+    let request = sluice_policy::http::HttpRequest {
+        method,
+        path: raw_path,
+        query,
+        body: None,
+    };
+    if let Some(name) = inspection.body_field_in_query(&request) {
+        let message = format!(
+            "Sluice refused the request: a policy rule judges this request's JSON body, and the query parameter {name:?} is read as a body field by servers that merge the query into the body; send it in the body"
+        );
+        let refusal = ("queryRefused", "bodyField");
+        return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
+    }
     Ok(Target {
         method: req.method().clone(),
         uri: req.uri().clone(),
         path,
         cmd,
+        capitals: inspection.globs_with_capitals(),
     })
 }
 

@@ -21,6 +21,9 @@ pub(super) struct Target {
     pub(super) path: RequestPath,
     /// Its audit record.
     pub(super) cmd: RequestCommand,
+    /// Whether an enforced rule's path glob has capitals: the any-case
+    /// reading is then decided for every path.
+    pub(super) capitals: bool,
 }
 
 impl Target {
@@ -54,18 +57,14 @@ impl Target {
     ///   whatever the case of the method (rules match methods in any case).
     /// - A path with ASCII upper-case letters is also decided in lower case:
     ///   Express (by default), ASP.NET and IIS route paths in any case, so
-    ///   `/V1/EXPORT` runs what a rule on `/v1/export/**` names. (A glob with
-    ///   upper-case letters still matches only its own case.)
+    ///   `/V1/EXPORT` runs what a rule on `/v1/export/**` names; in that
+    ///   reading globs match in any case, so a rule on `/v1/Admin/**` covers
+    ///   `/v1/admin/x` (decided so for every path when a glob has capitals).
     pub(super) fn decide(&self, set: &PolicySet, body: Option<&serde_json::Value>) -> Decision {
         let decision = set.decide_http_at(&self.request(body), &self.path);
         let head = self.method.as_str().eq_ignore_ascii_case("HEAD");
-        let folded = self
-            .path
-            .decided()
-            .bytes()
-            .any(|b| b.is_ascii_uppercase())
-            .then(|| RequestPath::parse(&self.path.forwarded().to_ascii_lowercase()).ok())
-            .flatten();
+        let folded = (self.capitals || self.path.decided().bytes().any(|b| b.is_ascii_uppercase()))
+            .then(|| self.path.any_case());
         if !head && folded.is_none() {
             return decision;
         }
