@@ -30,10 +30,13 @@
 //! (environment): FLEET_SIDECARS (100), FLEET_REPLICAS (1),
 //! FLEET_WAIT_SECONDS (long-poll wait, 10), FLEET_TOKEN_TTL_SECONDS (60),
 //! FLEET_AUDIT_SECONDS (20), FLEET_UPLOAD_EVERY_MS (2000),
-//! FLEET_EVENTS_PER_UPLOAD (6), FLEET_UNRELATED_CHANGES (10), and
+//! FLEET_EVENTS_PER_UPLOAD (6), FLEET_UNRELATED_CHANGES (10),
 //! FLEET_OPERATOR_BIN: the operator executable to measure (default: the one
 //! cargo built with the bench, e.g. a release build while the harness and
-//! the test control plane stay a debug build).
+//! the test control plane stay a debug build), and FLEET_AUDIT_HOOK: a shell
+//! command run with `start` and then `stop` (and the operators' process IDs
+//! in FLEET_OPERATOR_PIDS) around the audit phase, e.g. to turn a profiler's
+//! collection on and off (`callgrind_control -i on`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -478,6 +481,28 @@ async fn metric(addr: std::net::SocketAddr, ca: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Runs FLEET_AUDIT_HOOK (if set) with `phase` as its argument and the
+/// operators' process IDs in FLEET_OPERATOR_PIDS, and waits for it.
+fn audit_hook(operators: &Operators, phase: &str) {
+    let Some(hook) = std::env::var_os("FLEET_AUDIT_HOOK") else {
+        return;
+    };
+    let pids: Vec<String> = operators
+        .replicas
+        .iter()
+        .map(|r| r.child.0.id().to_string())
+        .collect();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} \"$0\"", hook.to_string_lossy()))
+        .arg(phase)
+        .env("FLEET_OPERATOR_PIDS", pids.join(" "))
+        .status();
+    if !status.as_ref().is_ok_and(|s| s.success()) {
+        println!("details: FLEET_AUDIT_HOOK {phase} did not succeed: {status:?}");
+    }
+}
+
 /// Waits until `done`, at most `limit`; whether it happened.
 async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -843,12 +868,14 @@ async fn fleet() {
             .sum::<u64>()
     };
     let connections_before_audit = opened();
+    audit_hook(&operators, "start");
     let audit_started = Instant::now();
     audit_tx.send_replace(true);
     tokio::time::sleep(knobs.audit).await;
     audit_tx.send_replace(false);
     while uploaders.join_next().await.is_some() {}
     let audit_took = audit_started.elapsed();
+    audit_hook(&operators, "stop");
     let (cpu_after, _) = operators.cpu_and_peaks();
     let requests_audit = cluster.requests_of(OPERATOR_USER) - requests_before_audit;
     let holder_reads_audit =

@@ -281,6 +281,21 @@ impl Catalog {
         decoded_in(&self.connections, namespace)
     }
 
+    /// The audit checkpoint stored in the status of Connection
+    /// `namespace/name`, when it decodes and has one: one lookup, without
+    /// copying the namespace's Connections as [`Catalog::connections_in`]
+    /// does (the audit intake asks this for every signed head).
+    pub fn stored_checkpoint(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<sluice_crds::AuditCheckpoint> {
+        let object = self
+            .connections
+            .get(&reflector::ObjectRef::new(name).within(namespace))?;
+        object.decoded()?.status.as_ref()?.audit_checkpoint.clone()
+    }
+
     /// The AccessPolicies of `namespace` that decode, by name.
     pub fn policies_in(&self, namespace: &str) -> Vec<Arc<AccessPolicy>> {
         decoded_in(&self.policies, namespace)

@@ -86,10 +86,7 @@ impl Signer<'_> {
             let key = (claims.namespace.clone(), stream.clone());
             // The Connection's stored checkpoint is a floor every replica shares.
             let stored = catalog
-                .connections_in(&claims.namespace)
-                .iter()
-                .find(|c| c.metadata.name.as_deref() == Some(head.connection.as_str()))
-                .and_then(|c| c.status.as_ref()?.audit_checkpoint.clone())
+                .stored_checkpoint(&claims.namespace, &head.connection)
                 .filter(|c| c.stream == *stream)
                 .map(|c| (c.sequence, c.hash));
             // So is the stream's last head in the durable history.
