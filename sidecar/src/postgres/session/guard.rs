@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::expect::Expect;
 use super::results::record_result;
-use super::{ClientLoop, Guard, MAX_HELD_BYTES, SessionError};
+use super::{ClientLoop, Guard, HeldAnswer, MAX_HELD_BYTES, SessionError};
 use crate::enforcement::Refusal;
 use crate::postgres::framing::FrameReader;
 use crate::postgres::messages::{error_response, frontend, ready_for_query};
@@ -98,41 +98,7 @@ impl ClientLoop {
             self.release(held.bytes);
             return Ok(());
         }
-        let limit = Limit {
-            rows: guard.rows,
-            policy: &guard.policy,
-        };
-        let refused = if held.overflow {
-            Some((
-                0,
-                Refusal {
-                    code: error_response::PROGRAM_LIMIT_EXCEEDED,
-                    hint: Some(
-                        "return fewer rows (RETURNING fewer columns, or smaller batches)".into(),
-                    ),
-                    ..Refusal::plain(&format!(
-                        "write refused by Sluice: AccessPolicy {:?} limits writes to {} rows each (maxRowsAffected), and the write's answer was larger than the {} MiB Sluice holds until the server reports its count; it was rolled back",
-                        guard.policy,
-                        guard.rows,
-                        MAX_HELD_BYTES / (1024 * 1024)
-                    ))
-                },
-            ))
-        } else {
-            match rows_affected::verdict(&guard.counts, &held.outcomes, &limit) {
-                Some(refused) => Some(refused),
-                None => {
-                    let changed = match guard.changed_before {
-                        Some(before) => self
-                            .rows_changed(false)
-                            .await?
-                            .map(|after| after.saturating_sub(before)),
-                        None => None,
-                    };
-                    rows_affected::beyond_tags(&guard.counts, &held.outcomes, changed, &limit)
-                }
-            }
-        };
+        let refused = self.guard_verdict(&guard, &held).await?;
         match refused {
             Some((i, refusal)) => {
                 let undo = if guard.savepoint {
@@ -192,6 +158,52 @@ impl ClientLoop {
             }
         }
         Ok(())
+    }
+
+    /// Why a held write must be rolled back (its index in the group and the
+    /// refusal), or `None` when it may stand: its answer overflowed what
+    /// Sluice holds, a tag is over the limit or uncounted, or the server's
+    /// statistics count more rows than the tags (see [`rows_affected`]).
+    async fn guard_verdict(
+        &mut self,
+        guard: &Guard,
+        held: &HeldAnswer,
+    ) -> Result<Option<(usize, Refusal)>, SessionError> {
+        let limit = Limit {
+            rows: guard.rows,
+            policy: &guard.policy,
+        };
+        Ok(if held.overflow {
+            Some((
+                0,
+                Refusal {
+                    code: error_response::PROGRAM_LIMIT_EXCEEDED,
+                    hint: Some(
+                        "return fewer rows (RETURNING fewer columns, or smaller batches)".into(),
+                    ),
+                    ..Refusal::plain(&format!(
+                        "write refused by Sluice: AccessPolicy {:?} limits writes to {} rows each (maxRowsAffected), and the write's answer was larger than the {} MiB Sluice holds until the server reports its count; it was rolled back",
+                        guard.policy,
+                        guard.rows,
+                        MAX_HELD_BYTES / (1024 * 1024)
+                    ))
+                },
+            ))
+        } else {
+            match rows_affected::verdict(&guard.counts, &held.outcomes, &limit) {
+                Some(refused) => Some(refused),
+                None => {
+                    let changed = match guard.changed_before {
+                        Some(before) => self
+                            .rows_changed(false)
+                            .await?
+                            .map(|after| after.saturating_sub(before)),
+                        None => None,
+                    };
+                    rows_affected::beyond_tags(&guard.counts, &held.outcomes, changed, &limit)
+                }
+            }
+        })
     }
 
     /// Puts the results of a settled write on record: as they came when it
