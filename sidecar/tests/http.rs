@@ -76,18 +76,23 @@ async fn start_sidecar_auditing(
     audit_file: Option<PathBuf>,
 ) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let manifests = sluice_e2e::harness::http_connection_manifests(&HttpConnection {
-        base_url,
-        ca_pem: Some(ca),
-        secret: &[
-            ("Authorization", TOKEN),
-            ("X-Api-Key", API_KEY),
-            ("unused", "not-sent"),
-        ],
-        headers: &["Authorization", "X-Api-Key"],
-        listen: &port.to_string(),
-        policy: r#"  rules:
+    // A port found free can be taken by another process (an outgoing
+    // connection's ephemeral port) before the sidecar binds it: try another.
+    let mut attempt = 0;
+    let (running, audit) = loop {
+        attempt += 1;
+        let port = common::free_port();
+        let manifests = sluice_e2e::harness::http_connection_manifests(&HttpConnection {
+            base_url,
+            ca_pem: Some(ca),
+            secret: &[
+                ("Authorization", TOKEN),
+                ("X-Api-Key", API_KEY),
+                ("unused", "not-sent"),
+            ],
+            headers: &["Authorization", "X-Api-Key"],
+            listen: &port.to_string(),
+            policy: r#"  rules:
     - name: no-admin
       match: {paths: ["/admin/**"]}
       action: deny
@@ -119,18 +124,25 @@ spec:
       match: {paths: ["/reports/**"]}
       action: deny
 "#,
-    });
-    let path = dir.path().join("manifests.yaml");
-    std::fs::write(&path, manifests).unwrap();
-    let audit = audit_file.unwrap_or_else(|| dir.path().join("audit.jsonl"));
-    let mut cfg = StandaloneConfig::new(path, "shop/app".into());
-    cfg.audit_stdout = false;
-    cfg.audit_file = Some(audit.clone());
-    cfg.planes.http_upstream_timeout = timeout;
-    cfg.planes.http_max_request_body = 64 * 1024;
-    cfg.planes.http_upstream_http2 = http2;
-    cfg.admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let running = standalone::start(cfg).await.unwrap();
+        });
+        let path = dir.path().join("manifests.yaml");
+        std::fs::write(&path, manifests).unwrap();
+        let audit = audit_file
+            .clone()
+            .unwrap_or_else(|| dir.path().join("audit.jsonl"));
+        let mut cfg = StandaloneConfig::new(path, "shop/app".into());
+        cfg.audit_stdout = false;
+        cfg.audit_file = Some(audit.clone());
+        cfg.planes.http_upstream_timeout = timeout;
+        cfg.planes.http_max_request_body = 64 * 1024;
+        cfg.planes.http_upstream_http2 = http2;
+        cfg.admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        match standalone::start(cfg).await {
+            Ok(running) => break (running, audit),
+            Err(e) if attempt < 5 && format!("{e:?}").contains("AddrInUse") => continue,
+            Err(e) => panic!("the sidecar did not start: {e}"),
+        }
+    };
     let sidecar = running.listeners[0].1;
     Fixture {
         sidecar,
