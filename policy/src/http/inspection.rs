@@ -123,10 +123,10 @@ impl Inspection {
         let mut every = false;
         for path in paths {
             if let Some(root) = path.root_key() {
-                roots.push(folded(root));
+                roots.push(folded_query_name(root));
             } else if !path.starts_with_index() {
                 let before = anywhere.len();
-                anywhere.extend(path.keys().map(folded));
+                anywhere.extend(path.keys().map(folded_query_name));
                 every |= anywhere.len() == before;
             }
         }
@@ -134,9 +134,13 @@ impl Inspection {
             let parts: Vec<String> = name
                 .split(['[', ']', '.'])
                 .filter(|p| !p.is_empty())
-                .map(folded)
+                .map(folded_query_name)
                 .collect();
-            let base = name.split('[').next().map(folded).unwrap_or_default();
+            let base = name
+                .split('[')
+                .next()
+                .map(folded_query_name)
+                .unwrap_or_default();
             let root = parts.first().is_some_and(|p| roots.contains(p));
             let hit = every
                 || root
@@ -166,9 +170,10 @@ impl Inspection {
     }
 }
 
-/// A name as some server reads it: in any case (ASP.NET), without
-/// surrounding spaces, `.` and ` ` as `_` (PHP).
-fn folded(name: &str) -> String {
+/// A query parameter's name as some server reads it: in any case
+/// (ASP.NET), without surrounding spaces, `.` and ` ` as `_` (PHP). The
+/// sidecar folds the names it compares with a rule's by the same function.
+pub fn folded_query_name(name: &str) -> String {
     name.trim_matches(' ')
         .chars()
         .map(|c| match c {

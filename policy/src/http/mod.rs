@@ -51,7 +51,7 @@ pub use grammar::{
     QUERY_METHOD_REFUSAL, QueryError, body_refusal, check_query, has_method_parameter, parse_body,
     query_refusal,
 };
-pub use inspection::Inspection;
+pub use inspection::{Inspection, folded_query_name};
 pub use matcher::HttpMatcher;
 pub use path::{RequestPath, decided_and_forwarded, forward_path, normalize_path};
 

@@ -195,19 +195,6 @@ fn target(
     })
 }
 
-/// A parameter name as some server reads it: ASP.NET in any case, PHP
-/// without leading spaces and with `.` and ` ` as `_` (and, to be safe,
-/// without trailing spaces).
-fn folded_name(name: &str) -> String {
-    name.trim_matches(' ')
-        .chars()
-        .map(|c| match c {
-            '.' | ' ' => '_',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
-}
-
 /// Why `query` is refused when one of its parameters is a rule's `named`
 /// parameter to some server but spelled otherwise (`DEBUG`, `+debug`,
 /// `de.bug` for `de_bug`): the rule would not see it, the server would.
@@ -215,7 +202,10 @@ fn disguised_parameter(query: &str, named: &[String]) -> Option<String> {
     if named.is_empty() || query.is_empty() {
         return None;
     }
-    let named: Vec<(&String, String)> = named.iter().map(|n| (n, folded_name(n))).collect();
+    let named: Vec<(&String, String)> = named
+        .iter()
+        .map(|n| (n, sluice_policy::http::folded_query_name(n)))
+        .collect();
     for pair in query.split('&') {
         let raw = pair
             .split_once('=')
@@ -223,7 +213,7 @@ fn disguised_parameter(query: &str, named: &[String]) -> Option<String> {
             .replace('+', " ");
         let name = super::text_mask::percent_decoded(&raw).unwrap_or(raw);
         let base = name.split('[').next().unwrap_or_default();
-        let folded = folded_name(base);
+        let folded = sluice_policy::http::folded_query_name(base);
         if let Some((n, _)) = named
             .iter()
             .find(|(n, f)| *f == folded && n.as_str() != base)
