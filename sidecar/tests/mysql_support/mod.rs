@@ -40,10 +40,20 @@ pub struct Maria {
 }
 
 static SERVER: OnceLock<Maria> = OnceLock::new();
+static ALONE: OnceLock<Maria> = OnceLock::new();
 
 /// The MariaDB server of this test binary.
 pub fn maria() -> &'static Maria {
-    SERVER.get_or_init(Maria::start)
+    SERVER.get_or_init(|| Maria::start("shared"))
+}
+
+/// A second server, for tests whose objects change how the sidecar reads
+/// other tests' statements server-wide: a stored function named like a
+/// built-in (`count`, `upper`) makes every session on the server treat that
+/// name as a stored function (`sidecar/src/mysql/session/functions.rs`), so
+/// other tests' `count(*)` would be masked.
+pub fn maria_alone() -> &'static Maria {
+    ALONE.get_or_init(|| Maria::start("alone"))
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -59,8 +69,9 @@ fn bin(name: &str) -> PathBuf {
 }
 
 impl Maria {
-    fn start() -> Maria {
-        let base = std::env::temp_dir().join(format!("sluice-mariadb-{}", std::process::id()));
+    fn start(tag: &str) -> Maria {
+        let base =
+            std::env::temp_dir().join(format!("sluice-mariadb-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
         let data = base.join("data");
