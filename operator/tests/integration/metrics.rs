@@ -3,7 +3,7 @@
 //! operator does (leading, reconciling, answering, its certificates).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

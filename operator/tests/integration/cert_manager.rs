@@ -4,7 +4,7 @@
 //! caBundle, and serves a renewed certificate without a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

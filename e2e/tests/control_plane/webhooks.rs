@@ -3,7 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
 
-mod support;
+use crate::support;
 
 use base64::Engine as _;
 use bytes::Bytes;

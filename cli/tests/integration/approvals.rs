@@ -2,7 +2,7 @@
 //! control plane, with the operator (and its decision webhooks) in-process.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

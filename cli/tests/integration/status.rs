@@ -6,8 +6,7 @@
 //! gives the pod as `status.podIP`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[path = "../../operator/tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -4,7 +4,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};

@@ -3,7 +3,7 @@
 //! pkg/apis/apiextensions/validation/validation.go) refuses CRDs a real cluster refuses.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use support::*;
 

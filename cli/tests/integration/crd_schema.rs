@@ -4,7 +4,7 @@
 //! dropped, not refused). A catch-all is written `match: {any: true}`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;

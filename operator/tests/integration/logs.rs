@@ -2,7 +2,7 @@
 //! sidecar (`SLUICE_LOG`) and writes no ANSI colours into a file or pipe.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 use support::{apply_sluice_crds, cluster, kubectl, kubectl_in, kubectl_stdin, repo_root};

@@ -4,7 +4,7 @@
 //! notifications and `kubectl describe`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! control plane, with real objects and a real chained audit file.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
