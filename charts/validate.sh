@@ -250,7 +250,7 @@ step "alerts and dashboard (promtool)"
 # The PrometheusRule's groups are files/prometheus/sluice-rules.yaml as they are:
 # promtool checks their PromQL and runs their unit tests (each alert fires on
 # the series the binaries export, and stays quiet on a healthy set). That they
-# name only exported families is sidecar/tests/observability_kit.rs.
+# name only exported families is sidecar/tests/pg/observability_kit.rs.
 if ! command -v promtool >/dev/null; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null

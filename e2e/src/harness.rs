@@ -2,8 +2,8 @@
 //! binaries on artefacts: a binary beside the one under test, a command's
 //! standard output once it succeeded, a plain HTTP upstream and the
 //! manifests of an http Connection to it, the audit events a sidecar
-//! wrote to its file (sidecar/tests/recording.rs and
-//! cli/tests/audit_pipeline.rs read them the same way), and a service
+//! wrote to its file (sidecar/tests/pg/recording.rs and
+//! cli/tests/integration/audit_pipeline.rs read them the same way), and a service
 //! account's token from the test API server.
 //!
 //! Test equipment: what cannot be done panics, saying what to do.

@@ -1,4 +1,4 @@
-# The upstream of sidecar/tests/http_soundness.rs: a Python standard-library
+# The upstream of sidecar/tests/http/http_soundness.rs: a Python standard-library
 # HTTP server that reads requests the way many Python APIs do (json.loads on
 # the body bytes, the X-HTTP-Method-Override family honoured) and answers the
 # same resource in the representations a client may ask for.

@@ -544,7 +544,7 @@ impl JsonStreamMasker {
 /// → `4111111111111111`), digit for digit, without its sign; `None` for a
 /// plain integer (searched as written), a non-integer, or one longer than
 /// 40 digits (longer than anything a detector finds). Found by
-/// tests/fuzz_props.rs: these spellings passed the detectors.
+/// tests/pg/fuzz_props.rs: these spellings passed the detectors.
 fn integer_form(text: &str) -> Option<String> {
     let t = text.strip_prefix('-').unwrap_or(text);
     if !t.contains(['.', 'e', 'E']) {

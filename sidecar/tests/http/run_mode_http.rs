@@ -485,7 +485,7 @@ const AUDITED_APPROVAL_RULES: &str = r#"
 "#;
 
 /// Issue #20: an HTTP request's approval is on record in the shape a SQL
-/// statement's is (`sidecar/tests/approvals.rs`): `approval` events naming
+/// statement's is (`sidecar/tests/run_mode/approvals.rs`): `approval` events naming
 /// the AccessRequest and its phase (Pending when held or refused until
 /// approved, Executed when the approved request runs), not a
 /// `requireApproval` decision with the phase in its reason text.

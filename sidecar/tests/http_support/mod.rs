@@ -1,4 +1,4 @@
-//! The HTTPS upstream of the HTTP tests (sidecar/tests/http.rs) and of
+//! The HTTPS upstream of the HTTP tests (sidecar/tests/http/http.rs) and of
 //! `sidecar/bench/http_bench.sh` (through `examples/http_bench_upstream.rs`):
 //! its own CA, HTTP/2 or HTTP/1.1 by ALPN, JSON with card numbers and
 //! e-mails, chunked bodies of any size, stalls, and an echo of the request.

@@ -6,7 +6,7 @@
 //! however the body is chunked; a framing error ends in an error, never a
 //! wait. Crash reproducers found by these properties are kept below as plain
 //! regression tests (`regression_*`). For a longer run, raise the case
-//! count: `PROPTEST_CASES=100000 cargo test -p sluice-sidecar --test fuzz_props`.
+//! count: `PROPTEST_CASES=100000 cargo test -p sluice-sidecar --test pg fuzz_props::`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 

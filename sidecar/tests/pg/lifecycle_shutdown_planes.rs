@@ -1,5 +1,5 @@
 //! SIGTERM stops every plane's listeners, not only PostgreSQL's
-//! (sidecar/tests/lifecycle_shutdown.rs): on an HTTP and a MySQL Connection
+//! (sidecar/tests/pg/lifecycle_shutdown.rs): on an HTTP and a MySQL Connection
 //! a new connection is refused at once while the request or statement in
 //! flight finishes, then the sidecar exits 0 with every session's end on
 //! record. The grace period is far longer than the tests wait: a listener
