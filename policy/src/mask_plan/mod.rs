@@ -51,6 +51,10 @@
 //!   included. It finds views by name in every schema (temporary views of the
 //!   client's session included), so the client's `search_path` cannot hide one. A
 //!   definition that does not parse masks every column of the view.
+//! - Partitions and inheritance children hold their parent's rows under another
+//!   name. The PostgreSQL sidecar looks up the ancestors and descendants of every
+//!   table a statement reads and extends the matcher with the columns a rule
+//!   matches under a relative's name ([`ColumnMatcher::with_columns`]).
 //! - User-defined functions are opaque: their bodies read what they like. The
 //!   PostgreSQL sidecar asks the catalog which functions a statement (or a view it
 //!   reads) calls are user-defined (outside `pg_catalog` and `information_schema`,

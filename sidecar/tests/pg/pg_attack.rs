@@ -873,3 +873,93 @@ async fn ddl_that_renames_or_derives_masked_columns_is_refused() {
         .get::<_, String>(0);
     assert_eq!(columns, "id,full_name,ssn");
 }
+
+/// Partitions and inheritance children hold their parent's rows under
+/// another name (and a parent reads its children's): a rule naming one
+/// masks the same column read through the other, at any depth, in rows,
+/// expressions, views, COPY and cursors, simple and extended; writing such
+/// a value elsewhere is refused as laundering. Before, a rule on
+/// `customers.ssn` left `SELECT * FROM customers_p1` raw.
+#[tokio::test]
+async fn partitions_and_inheritance_children_are_masked_like_their_relatives() {
+    let pg = server();
+    let db = db_name("attack_inheritance");
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE customers (id int, name text, ssn text) PARTITION BY RANGE (id);
+             CREATE TABLE customers_p1 PARTITION OF customers FOR VALUES FROM (0) TO (100);
+             CREATE TABLE customers_p2 PARTITION OF customers FOR VALUES FROM (100) TO (200)
+               PARTITION BY RANGE (id);
+             CREATE TABLE customers_p2a PARTITION OF customers_p2 FOR VALUES FROM (100) TO (150);
+             INSERT INTO customers VALUES (1, 'Alice', '{SSN}'), (120, 'Bob', '{SSN}');
+             CREATE TABLE people (id int, ssn text);
+             CREATE TABLE people_child () INHERITS (people);
+             INSERT INTO people_child VALUES (1, '{SSN}');
+             CREATE TABLE family (id int, secret text);
+             CREATE TABLE kid () INHERITS (family);
+             INSERT INTO kid VALUES (1, '{SSN}');
+             CREATE TABLE notes (id int, t text);
+             CREATE VIEW vp AS SELECT id, ssn AS s FROM customers_p1;"
+        ))
+        .await
+        .unwrap();
+    let policy = policy(
+        r#"  defaultAction: allow
+  masking:
+    - columns: ["customers.ssn", "people.ssn", "kid.secret"]
+      strategy: redact"#,
+    );
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy),
+        "shop/report-job",
+    );
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "SELECT * FROM customers_p1",
+        "SELECT upper(ssn) FROM customers_p1",
+        "SELECT ssn FROM public.customers_p1",
+        "SELECT * FROM customers_p2",
+        "SELECT s.ssn || '' FROM customers_p2a s",
+        "SELECT * FROM people_child",
+        "SELECT * FROM vp",
+        "SELECT secret FROM family",
+        "SELECT * FROM family",
+        "SELECT (SELECT ssn FROM customers_p1 LIMIT 1)",
+    ] {
+        assert_no_leak(&raw.simple(sql), sql);
+        assert_no_leak(&raw.extended(sql, false), sql);
+        assert_no_leak(&raw.extended(sql, true), sql);
+    }
+    for sql in [
+        "COPY customers_p1 TO STDOUT",
+        "COPY customers_p2a TO STDOUT (FORMAT csv)",
+        "COPY (SELECT ssn FROM people_child) TO STDOUT",
+        "BEGIN; DECLARE c CURSOR FOR SELECT ssn FROM customers_p1; FETCH ALL FROM c; COMMIT",
+    ] {
+        assert_no_leak(&raw.simple(sql), sql);
+    }
+    // tokio-postgres: a prepared statement with a parameter.
+    let client = connect(&sidecar.url()).await;
+    let rows = client
+        .query("SELECT ssn FROM customers_p1 WHERE id = $1", &[&1i32])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "[redacted]");
+    // Laundering through a partition is refused like through its table.
+    let sql = "INSERT INTO notes SELECT id, ssn FROM customers_p1";
+    let bytes = raw.simple(sql);
+    assert!(
+        contains(&bytes, "C42501") && contains(&bytes, "customers_p1.ssn"),
+        "{sql}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    // Unmasked columns of a partition stay readable.
+    let bytes = raw.simple("SELECT name FROM customers_p1");
+    assert!(
+        contains(&bytes, "Alice"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+}

@@ -24,226 +24,20 @@
 //! It also looks up the views (and materialized views) a statement reads, so
 //! that masking follows a masked column through a view: the server names the
 //! view, not its base table, as a view column's origin (see
-//! [`Catalog::extended_matcher`]).
+//! [`Catalog::extended_matcher`]). Likewise the inheritance relatives of the
+//! tables it reads (partitions and their partitioned tables, `INHERITS`
+//! children and parents): a partition's rows are its partitioned table's,
+//! read under another name, so a rule naming either masks both.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use sluice_policy::mask_plan::{self, ColumnMatcher};
 use sluice_policy::sql::{self, SqlDialect};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+mod pool;
 
-use super::upstream::{self, UpstreamConfig, UpstreamError, UpstreamSession};
-
-/// SQLSTATE `too_many_connections`: the answer when no catalog session can be had.
-pub const TOO_MANY_CONNECTIONS: &str = "53300";
-
-/// Environment variables of the catalog pool (both modes).
-pub mod env {
-    /// Catalog sessions per Connection, 1 to 16 (default 2).
-    pub const SESSIONS: &str = "SLUICE_CATALOG_SESSIONS";
-    /// Seconds a lookup waits for a catalog session (default 5).
-    pub const WAIT: &str = "SLUICE_CATALOG_WAIT";
-}
-
-/// How many catalog sessions a Connection keeps, and how long a lookup waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolSettings {
-    /// Upstream sessions for catalog lookups, per Connection.
-    pub sessions: usize,
-    /// How long a lookup waits for one of them.
-    pub wait: Duration,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        PoolSettings {
-            sessions: 2,
-            wait: Duration::from_secs(5),
-        }
-    }
-}
-
-impl PoolSettings {
-    /// The settings from [`env`] variables looked up by `lookup` (unset:
-    /// the default); `Err` is (variable, value, what it takes).
-    pub fn from_vars(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, (&'static str, String, &'static str)> {
-        let mut out = PoolSettings::default();
-        if let Some(v) = lookup(env::SESSIONS).filter(|v| !v.trim().is_empty()) {
-            out.sessions = v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=16).contains(n))
-                .ok_or((
-                    env::SESSIONS,
-                    v.clone(),
-                    "a number of sessions from 1 to 16",
-                ))?;
-        }
-        if let Some(v) = lookup(env::WAIT).filter(|v| !v.trim().is_empty()) {
-            out.wait = v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 600.0)
-                .map(Duration::from_secs_f64)
-                .ok_or((env::WAIT, v.clone(), "seconds, more than 0 and at most 600"))?;
-        }
-        Ok(out)
-    }
-
-    /// The settings from the process environment.
-    pub fn from_env() -> Result<Self, (&'static str, String, &'static str)> {
-        PoolSettings::from_vars(|name| std::env::var(name).ok())
-    }
-}
-
-/// Why a catalog lookup failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    /// No catalog session could be had: the statement fails (53300).
-    #[error("Sluice could not get a catalog session to look up which columns to mask: {0}")]
-    Unavailable(String),
-    /// A lookup failed on its session.
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-}
-
-impl CatalogError {
-    /// The SQLSTATE a client is answered with.
-    pub fn code(&self) -> &'static str {
-        match self {
-            CatalogError::Unavailable(_) => TOO_MANY_CONNECTIONS,
-            CatalogError::Upstream(_) => "58000",
-        }
-    }
-}
-
-/// The catalog sessions of one Connection, shared by its client sessions.
-pub struct CatalogPool {
-    state: Mutex<PoolState>,
-    permits: Arc<Semaphore>,
-    settings: PoolSettings,
-}
-
-struct PoolState {
-    upstream: UpstreamConfig,
-    /// Bumped when the upstream changes: older sessions are not reused.
-    generation: u64,
-    idle: Vec<(u64, UpstreamSession)>,
-}
-
-impl CatalogPool {
-    /// A pool for `upstream`; sessions open on first use.
-    pub fn new(upstream: UpstreamConfig, settings: PoolSettings) -> Arc<Self> {
-        Arc::new(CatalogPool {
-            state: Mutex::new(PoolState {
-                upstream,
-                generation: 0,
-                idle: Vec::new(),
-            }),
-            permits: Arc::new(Semaphore::new(settings.sessions)),
-            settings,
-        })
-    }
-
-    /// Points the pool at `upstream` (run mode: a new bundle may change the
-    /// address or credentials): idle sessions are closed, busy ones are
-    /// closed when returned, new ones open with `upstream`.
-    pub fn update(&self, upstream: UpstreamConfig) {
-        let mut state = self.lock();
-        state.upstream = upstream;
-        state.generation += 1;
-        state.idle.clear();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
-        // Poisoned: another task panicked while moving a session in or out;
-        // the list is still a list of whole sessions.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A catalog session, waiting at most the pool's wait for one.
-    async fn acquire(self: &Arc<Self>) -> Result<Pooled, CatalogError> {
-        let wait = self.settings.wait;
-        let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(CatalogError::Unavailable("the pool is closed".into())),
-            Err(_) => {
-                return Err(CatalogError::Unavailable(format!(
-                    "all {} catalog sessions stayed busy for {:.1} s (raise {} or {})",
-                    self.settings.sessions,
-                    wait.as_secs_f64(),
-                    env::SESSIONS,
-                    env::WAIT
-                )));
-            }
-        };
-        let (upstream, generation, idle) = {
-            let mut state = self.lock();
-            let generation = state.generation;
-            let idle = state.idle.pop();
-            (state.upstream.clone(), generation, idle)
-        };
-        let (generation, session) = match idle {
-            Some(s) => s,
-            None => {
-                let params = vec![("application_name".to_string(), "sluice-catalog".to_string())];
-                let session = upstream::connect(&upstream, &params).await.map_err(|e| {
-                    CatalogError::Unavailable(format!(
-                        "the server refused the catalog session Sluice opens beside the client's: {e}; allow the Connection's role one more connection per Connection (at most {}, {})",
-                        self.settings.sessions,
-                        env::SESSIONS
-                    ))
-                })?;
-                (generation, session)
-            }
-        };
-        Ok(Pooled {
-            pool: self.clone(),
-            session: Some((generation, session)),
-            _permit: permit,
-        })
-    }
-}
-
-/// A catalog session lent by the pool; back to the pool when dropped,
-/// unless a lookup failed on it ([`Pooled::broken`]).
-struct Pooled {
-    pool: Arc<CatalogPool>,
-    session: Option<(u64, UpstreamSession)>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Pooled {
-    /// Runs `sql`; a failure closes the session rather than return it.
-    async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
-        let Some((generation, mut session)) = self.session.take() else {
-            return Err(CatalogError::Unavailable(
-                "the catalog session was lost".into(),
-            ));
-        };
-        let rows = upstream::simple_query(&mut session, sql).await?;
-        self.session = Some((generation, session));
-        Ok(rows)
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        if let Some((generation, session)) = self.session.take() {
-            let mut state = self.pool.lock();
-            if state.generation == generation {
-                state.idle.push((generation, session));
-            }
-        }
-    }
-}
+pub use pool::{CatalogError, CatalogPool, PoolSettings, TOO_MANY_CONNECTIONS, env};
 
 /// How deep views over views are followed; deeper ones are masked whole.
 const MAX_VIEW_DEPTH: usize = 16;
@@ -263,8 +57,79 @@ struct View {
 /// A column of a view that carries masked values: (schema, view, column, rule).
 pub type ViewColumn = (String, String, String, usize);
 
+/// How deep inheritance (partitions of partitions, `INHERITS` chains) is
+/// followed from a table a statement reads, up and down.
+const MAX_INHERITANCE_DEPTH: usize = 32;
+
+/// How many inheritance relatives of the tables one lookup names are read;
+/// beyond, the tables are masked whole (strongest rule) rather than
+/// planned from a partial list.
+const MAX_RELATIVES: usize = 10_000;
+
+/// A relation in the inheritance tree of a table a statement names: an
+/// ancestor (its rows include the table's) or a descendant (the table's
+/// rows include its). The same stored values are read under either name,
+/// so a masking rule matching a column of one masks that column of the
+/// other.
+#[derive(Debug, Clone)]
+struct Relative {
+    /// The table named: (schema, name) as the catalog has it.
+    table: RelName,
+    /// The relative (schema, name), or `None` when there were more than
+    /// [`MAX_RELATIVES`] (then every column of `table` is masked).
+    relative: Option<RelName>,
+    /// The relative's columns.
+    columns: Vec<String>,
+}
+
 /// A relation: (schema, name); the schema is "" for a name written unqualified.
 type RelName = (String, String);
+
+/// The lookup of [`Catalog::lookup`] for the names in `values` (`(schema,
+/// name)` rows): one row per view or materialized view of such a name
+/// (`v`, name as written, the view, its definition, its columns) and per
+/// inheritance relative of a table of such a name (`i`, name as written,
+/// the table, the relative, its columns), at most [`MAX_RELATIVES`] + 1 of
+/// those per name. Case is ignored and an unqualified name matches in every schema:
+/// more relations match, never fewer.
+fn lookup_sql(values: &str) -> String {
+    let columns_of = |rel: &str| {
+        format!(
+            "(SELECT pg_catalog.json_agg(a.attname ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped)::text"
+        )
+    };
+    let columns = columns_of("c.oid");
+    format!(
+        "WITH RECURSIVE q(schema, name) AS (VALUES {values}), \
+         tables AS (SELECT q.schema AS qs, q.name AS qn, n.nspname AS ts, c.relname AS tn, c.oid \
+           FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
+             AND c.relkind IN ('r', 'p', 'f') \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema))), \
+         up(qs, qn, ts, tn, oid, depth) AS (SELECT qs, qn, ts, tn, oid, 0 FROM tables \
+           UNION ALL SELECT u.qs, u.qn, u.ts, u.tn, i.inhparent, u.depth + 1 FROM up u \
+           JOIN pg_catalog.pg_inherits i ON i.inhrelid = u.oid WHERE u.depth < {depth}), \
+         down(qs, qn, ts, tn, oid, depth) AS (SELECT qs, qn, ts, tn, oid, 0 FROM tables \
+           UNION ALL SELECT d.qs, d.qn, d.ts, d.tn, i.inhrelid, d.depth + 1 FROM down d \
+           JOIN pg_catalog.pg_inherits i ON i.inhparent = d.oid WHERE d.depth < {depth}), \
+         related AS (SELECT qs, qn, ts, tn, oid FROM up WHERE depth > 0 \
+           UNION SELECT qs, qn, ts, tn, oid FROM down WHERE depth > 0), \
+         counted AS (SELECT r.*, pg_catalog.row_number() OVER (PARTITION BY r.qs, r.qn ORDER BY r.oid) AS k \
+           FROM related r) \
+         SELECT 'i', r.qs, r.qn, r.ts, r.tn, NULL::text, n.nspname::text, c.relname::text, {columns} \
+           FROM counted r JOIN pg_catalog.pg_class c ON c.oid = r.oid \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE r.k <= {limit} \
+         UNION ALL \
+         SELECT 'v', q.schema, q.name, n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid), NULL, NULL, {columns} \
+         FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
+           AND c.relkind IN ('v', 'm') \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema))",
+        depth = MAX_INHERITANCE_DEPTH,
+        limit = MAX_RELATIVES + 1,
+    )
+}
 
 /// `v` as an SQL string literal.
 fn sql_literal(v: &str) -> String {
@@ -323,6 +188,9 @@ pub struct Catalog {
     /// toward planning more views, never fewer.
     names: HashMap<RelName, Vec<RelName>>,
     views: HashMap<RelName, View>,
+    /// Inheritance relatives of the tables of a relation name as written
+    /// (same keys as `names`).
+    relatives: HashMap<RelName, Vec<Relative>>,
     /// Function names (unqualified): whether a user-defined function has it.
     functions: HashMap<String, bool>,
     /// Whether the last [`Catalog::extended_matcher`] found a user-defined
@@ -338,6 +206,7 @@ impl Catalog {
             tables: HashMap::new(),
             names: HashMap::new(),
             views: HashMap::new(),
+            relatives: HashMap::new(),
             functions: HashMap::new(),
             user_functions_called: false,
         }
@@ -456,6 +325,7 @@ impl Catalog {
     pub fn forget_names(&mut self) {
         self.names.clear();
         self.views.clear();
+        self.relatives.clear();
         self.functions.clear();
     }
 
@@ -484,9 +354,11 @@ impl Catalog {
         // Look up the views by name, then the names their definitions read.
         let mut seen: HashSet<RelName> = HashSet::new();
         let mut wanted = roots.clone();
+        let mut visited: Vec<RelName> = Vec::new();
         let mut depth = 0;
         while !wanted.is_empty() && depth <= MAX_VIEW_DEPTH {
             self.lookup(&wanted).await?;
+            visited.extend(wanted.iter().cloned());
             let mut next = Vec::new();
             for id in wanted.iter().flat_map(|k| self.names.get(k)).flatten() {
                 if !seen.insert(id.clone()) {
@@ -506,10 +378,12 @@ impl Catalog {
         }
         let opaque = self.user_functions(&called).await?;
         self.user_functions_called = !opaque.is_empty();
-        let base = if opaque.is_empty() {
-            None
-        } else {
-            Some(matcher.with_functions(&opaque))
+        let inherited = self.inherited_columns(&visited, matcher);
+        let base = match (opaque.is_empty(), inherited.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(matcher.with_functions(&opaque)),
+            (true, false) => Some(matcher.with_columns(&inherited)),
+            (false, false) => Some(matcher.with_functions(&opaque).with_columns(&inherited)),
         };
         let base_ref = base.as_ref().unwrap_or(matcher);
         // Plan each view after the views it reads.
@@ -530,6 +404,34 @@ impl Catalog {
         } else {
             Some(base_ref.with_columns(&views))
         })
+    }
+
+    /// The columns of the tables named by `keys` that a masking rule
+    /// matches under the name of one of their inheritance relatives:
+    /// (schema, table, column, rule), an empty column for every column
+    /// (too many relatives to read).
+    fn inherited_columns(&self, keys: &[RelName], matcher: &ColumnMatcher) -> Vec<ViewColumn> {
+        let mut out: Vec<ViewColumn> = Vec::new();
+        for r in keys.iter().flat_map(|k| self.relatives.get(k)).flatten() {
+            let (schema, table) = r.table.clone();
+            match &r.relative {
+                Some((rs, rn)) => {
+                    for column in &r.columns {
+                        if let Some(rule) = matcher.match_column(Some(rs), rn, column) {
+                            out.push((schema.clone(), table.clone(), column.clone(), rule));
+                        }
+                    }
+                }
+                None => {
+                    if let Some(rule) = matcher.strongest_rule() {
+                        out.push((schema, table, String::new(), rule));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Whether the last [`Catalog::extended_matcher`] found a user-defined
@@ -632,7 +534,8 @@ impl Catalog {
         planned.insert(id.clone(), found);
     }
 
-    /// Looks up the views of the names in `keys` not seen yet.
+    /// Looks up the views, and the inheritance relatives of the tables, of
+    /// the names in `keys` not seen yet (one query).
     async fn lookup(&mut self, keys: &[RelName]) -> Result<(), CatalogError> {
         let missing: HashSet<&RelName> = keys
             .iter()
@@ -646,38 +549,50 @@ impl Catalog {
             .map(|(schema, name)| format!("({}, {})", sql_literal(schema), sql_literal(name)))
             .collect::<Vec<_>>()
             .join(",");
-        // Case is ignored: more views match, never fewer.
-        let sql = format!(
-            "SELECT q.schema, q.name, n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid), \
-             (SELECT pg_catalog.json_agg(a.attname ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
-               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text \
-             FROM (VALUES {values}) AS q(schema, name) \
-             JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
-               AND c.relkind IN ('v', 'm') \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-               AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema))"
-        );
-        let rows = self.query(&sql).await?;
+        let rows = self.query(&lookup_sql(&values)).await?;
         for key in &missing {
             self.names.insert((*key).clone(), Vec::new());
+            self.relatives.insert((*key).clone(), Vec::new());
         }
+        let mut counts: HashMap<RelName, usize> = HashMap::new();
         for row in rows {
             let [
+                Some(kind),
                 Some(q_schema),
                 Some(q_name),
                 Some(schema),
                 Some(name),
-                Some(definition),
+                definition,
+                other_schema,
+                other_name,
                 columns,
-            ] = <[Option<String>; 6]>::try_from(row).unwrap_or_default()
+            ] = <[Option<String>; 9]>::try_from(row).unwrap_or_default()
             else {
                 continue;
             };
             // Unreadable column names: no columns, which masks every column
-            // of the view (see `plan_view`).
+            // of a view (see `plan_view`).
             let columns: Vec<String> = columns
                 .and_then(|c| serde_json::from_str(&c).ok())
                 .unwrap_or_default();
+            let key = (q_schema, q_name);
+            if kind == "i" {
+                let count = counts.entry(key.clone()).or_default();
+                *count += 1;
+                let entry = Relative {
+                    table: (schema, name),
+                    // One more than the bound (or a name missing): every column.
+                    relative: other_schema
+                        .zip(other_name)
+                        .filter(|_| *count <= MAX_RELATIVES),
+                    columns,
+                };
+                self.relatives.entry(key).or_default().push(entry);
+                continue;
+            }
+            let Some(definition) = definition else {
+                continue;
+            };
             // Parsed once per session; a definition that is not one
             // statement masks every column of the view (see `plan_view`).
             let definition = sql::parse(&definition, SqlDialect::Postgres)
@@ -689,10 +604,7 @@ impl Catalog {
                     (s, reads)
                 });
             let id = (schema.clone(), name.clone());
-            self.names
-                .entry((q_schema, q_name))
-                .or_default()
-                .push(id.clone());
+            self.names.entry(key).or_default().push(id.clone());
             self.views.insert(
                 id,
                 View {
@@ -733,40 +645,5 @@ impl Catalog {
                 .filter_map(|mut r| r.pop().flatten())
                 .collect(),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(
-        pairs: &[(&str, &str)],
-    ) -> Result<PoolSettings, (&'static str, String, &'static str)> {
-        PoolSettings::from_vars(|name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        })
-    }
-
-    #[test]
-    fn pool_settings_come_from_the_environment_with_clear_errors() {
-        assert_eq!(settings(&[]).unwrap(), PoolSettings::default());
-        let s = settings(&[(env::SESSIONS, "4"), (env::WAIT, "0.5")]).unwrap();
-        assert_eq!(s.sessions, 4);
-        assert_eq!(s.wait, Duration::from_millis(500));
-        for (name, value) in [
-            (env::SESSIONS, "0"),
-            (env::SESSIONS, "17"),
-            (env::SESSIONS, "two"),
-            (env::WAIT, "0"),
-            (env::WAIT, "-1"),
-            (env::WAIT, "inf"),
-        ] {
-            let (var, got, _) = settings(&[(name, value)]).unwrap_err();
-            assert_eq!((var, got.as_str()), (name, value));
-        }
     }
 }
