@@ -1294,9 +1294,18 @@ fn laundering_through_writes_and_side_effects() {
 /// on the server (PostgreSQL and MySQL forms).
 #[test]
 fn renaming_or_deriving_a_masked_column_or_defining_code_launders() {
-    let m = ColumnMatcher::new(&[("customers.ssn".into(), 0), ("*.password_hash".into(), 1)])
-        .expect("globs");
+    let m = ColumnMatcher::new(&[
+        ("customers.ssn".into(), 0),
+        ("*.password_hash".into(), 1),
+        ("fin.acct.ssn".into(), 2),
+        ("hr*.*.salary".into(), 3),
+    ])
+    .expect("globs");
     let laundered = [
+        // A schema a `schema.table.column` rule names, renamed out of it.
+        (Dialect::Pg, "ALTER SCHEMA fin RENAME TO fin2"),
+        (Dialect::Pg, "ALTER SCHEMA FIN RENAME TO other"),
+        (Dialect::Pg, "ALTER SCHEMA hr_eu RENAME TO people"),
         (Dialect::Pg, "ALTER TABLE customers RENAME COLUMN ssn TO s2"),
         (Dialect::Pg, "ALTER TABLE public.customers RENAME ssn TO s2"),
         (Dialect::Pg, "ALTER TABLE customers RENAME TO k1"),
@@ -1357,6 +1366,10 @@ fn renaming_or_deriving_a_masked_column_or_defining_code_launders() {
             "ALTER TABLE customers ADD COLUMN n2 text GENERATED ALWAYS AS (upper(name)) STORED",
         ),
         (Dialect::Pg, "ALTER TABLE customers ADD COLUMN note text"),
+        // Schemas no rule names, or renamed to a name the same globs match.
+        (Dialect::Pg, "ALTER SCHEMA public RENAME TO pub2"),
+        (Dialect::Pg, "ALTER SCHEMA hr_eu RENAME TO hr_europe"),
+        (Dialect::Pg, "ALTER SCHEMA fin OWNER TO someone"),
         // Still matched by a glob as strong: `*.password_hash` follows users.
         (Dialect::Pg, "ALTER TABLE users RENAME TO accounts"),
         (

@@ -1,8 +1,9 @@
 //! DDL that takes masked values out of the masking rules' sight without a
 //! write the lineage analysis could follow:
-//! - the rules match names, so renaming a masked column or its table makes
-//!   the same values unmasked under the new name, and a generated column
-//!   computed from a masked one stores them again under another;
+//! - the rules match names, so renaming a masked column, its table or (for
+//!   a `schema.table.column` rule) its schema makes the same values unmasked
+//!   under the new name, and a generated column computed from a masked one
+//!   stores them again under another;
 //! - server-side code (a function, procedure or trigger) runs statements the
 //!   sidecar never sees: its body can copy a masked column into a table the
 //!   workload reads back (`SELECT f()`, or any write firing the trigger).
@@ -10,8 +11,8 @@
 //! [`super::laundering`] refuses these like the writes it finds.
 
 use sqlparser::ast::{
-    AlterTableOperation, ColumnDef, ColumnOption, Expr, ObjectName, RenameTableNameKind, Statement,
-    Visit, Visitor,
+    AlterSchemaOperation, AlterTableOperation, ColumnDef, ColumnOption, Expr, ObjectName,
+    RenameTableNameKind, Statement, Visit, Visitor,
 };
 use std::ops::ControlFlow;
 
@@ -33,6 +34,10 @@ pub(super) fn finding(stmt: &Statement, matcher: &ColumnMatcher) -> Option<Strin
             .operations
             .iter()
             .find_map(|op| operation(&at.name, op, matcher)),
+        Statement::AlterSchema(alter) => alter.operations.iter().find_map(|op| match op {
+            AlterSchemaOperation::Rename { name } => schema_renamed(&alter.name, name, matcher),
+            _ => None,
+        }),
         // MySQL `RENAME TABLE a TO b, …`.
         Statement::RenameTable(renames) => renames
             .iter()
@@ -105,6 +110,17 @@ fn table_renamed(from: &ObjectName, to: &ObjectName, matcher: &ColumnMatcher) ->
     }
     Some(format!(
         "renames table {table}, which has masked columns: the masking rules match names, so its values would be read unmasked under the new one; ask an administrator to rename it and its masking rules together"
+    ))
+}
+
+/// `ALTER SCHEMA from RENAME TO to` while a `schema.table.column` rule
+/// matches `from` but not `to`: every table of the schema moves out of it.
+fn schema_renamed(from: &ObjectName, to: &ObjectName, matcher: &ColumnMatcher) -> Option<String> {
+    let (_, from) = schema_table(from);
+    let (_, to) = schema_table(to);
+    matcher.schema_rename_unmasks(&from, &to)?;
+    Some(format!(
+        "renames schema {from}, which masking rules name (schema.table.column): its tables' masked values would be read unmasked under the new name; ask an administrator to rename it and its masking rules together"
     ))
 }
 

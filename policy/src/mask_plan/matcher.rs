@@ -102,6 +102,22 @@ impl ColumnMatcher {
             .min()
     }
 
+    /// The strongest rule of a `schema.table.column` glob whose schema part
+    /// matches `from` but not `to`: renaming schema `from` to `to` would take
+    /// the columns it masks out of its sight. `None` when every glob that
+    /// names `from` names `to` as well (or none names `from`).
+    pub fn schema_rename_unmasks(&self, from: &str, to: &str) -> Option<usize> {
+        self.globs
+            .iter()
+            .filter(|g| {
+                g.schema
+                    .as_ref()
+                    .is_some_and(|s| s.is_match(from) && !s.is_match(to))
+            })
+            .map(|g| g.rule)
+            .min()
+    }
+
     /// This matcher plus exact entries for columns found elsewhere to carry
     /// masked values: a view's columns (see [`plan_view`](super::plan_view)). Each entry is
     /// `(schema, table, column, rule)` and matches that column by name, as

@@ -84,12 +84,15 @@
 //!   server gives an origin for a column that only a `*` over several relations can
 //!   place, or for rows of `FETCH`/`EXECUTE`, the origin is trusted as PostgreSQL
 //!   reports it: a plain reference to exactly that column.
-//! - Globs match names as written: partitions, inheritance children and copies of a
-//!   table need globs of their own (`customers*.ssn`). Matching ignores case. DDL
-//!   that would move masked values to names the rules do not match (renaming a
-//!   masked column or a table with masked columns, a generated column computed from
-//!   a masked one) is refused like the writes above (`ddl.rs`); `ALTER TABLE …
-//!   SET SCHEMA` and statements that do not parse are left to `onParseError`.
+//! - Globs match names as written: copies of a table made outside Sluice need globs
+//!   of their own (`customers*.ssn`); partitions and inheritance children are
+//!   followed by the PostgreSQL sidecar (below). Matching ignores case. DDL that
+//!   would move masked values to names the rules do not match (renaming a masked
+//!   column, a table with masked columns or a schema a `schema.table.column` rule
+//!   names, a generated column computed from a masked one) is refused like the
+//!   writes above (`ddl.rs`); `ALTER TABLE … SET SCHEMA`, `ATTACH`/`DETACH
+//!   PARTITION`, `[NO] INHERIT` and statements that do not parse are left to
+//!   `onParseError`.
 //! - Values of other tables that the server exposes through catalogs are handled for
 //!   planner statistics (`pg_stats.most_common_vals`, MySQL `column_statistics`) and
 //!   session variables (custom `current_setting`, MySQL `@var`), which are masked

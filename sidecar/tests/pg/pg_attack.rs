@@ -963,3 +963,62 @@ async fn partitions_and_inheritance_children_are_masked_like_their_relatives() {
         String::from_utf8_lossy(&bytes)
     );
 }
+
+/// A `schema.table.column` rule matches the schema's name: `ALTER SCHEMA
+/// fin RENAME TO fin2` took every masked column of the schema out of it
+/// (`SELECT * FROM fin2.acct` returned the SSN raw). Refused, simple and
+/// extended; a schema no rule names renames.
+#[tokio::test]
+async fn schema_renames_that_unmask_are_refused() {
+    let pg = server();
+    let db = db_name("attack_schema_rename");
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA fin; CREATE TABLE fin.acct (id int, ssn text);
+             INSERT INTO fin.acct VALUES (1, '{SSN}'); CREATE SCHEMA scratch;"
+        ))
+        .await
+        .unwrap();
+    let policy = policy(
+        r#"  defaultAction: allow
+  masking:
+    - columns: ["fin.acct.ssn"]
+      strategy: redact"#,
+    );
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy),
+        "shop/report-job",
+    );
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "ALTER SCHEMA fin RENAME TO fin2",
+        "ALTER SCHEMA \"fin\" RENAME TO other",
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert!(
+                contains(&bytes, "C42501") && contains(&bytes, "renames schema fin"),
+                "{sql}: not refused: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    assert_no_leak(&raw.simple("SELECT * FROM fin.acct"), "fin.acct");
+    let bytes = raw.simple("ALTER SCHEMA scratch RENAME TO scratch2");
+    assert!(
+        contains(&bytes, "ALTER SCHEMA"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let schemas = admin
+        .query_one(
+            "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace \
+             WHERE nspname IN ('fin', 'fin2', 'other', 'scratch', 'scratch2')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(schemas, "fin,scratch2");
+}
