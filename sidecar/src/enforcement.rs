@@ -215,6 +215,27 @@ impl Enforcer {
         Arc::new(decided)
     }
 
+    /// Whether a rule that denies or holds names tables: which relations a
+    /// statement's names stand for then matters to its decision.
+    pub fn has_restrictive_table_rules(&self) -> bool {
+        self.revoked.is_none() && self.set.has_restrictive_table_rules()
+    }
+
+    /// `decided` made stricter by the table rules that deny or hold,
+    /// matched through the relations its names reach (`related`: name →
+    /// `schema.name`s, see `PolicySet::through_relations`); `None` when
+    /// nothing gets stricter.
+    pub fn through_relations(
+        &self,
+        decided: &Decided,
+        related: &HashMap<String, Vec<String>>,
+    ) -> Option<Arc<Decided>> {
+        let sql = self
+            .set
+            .through_relations(&decided.sql, &|name| related.get(name).cloned())?;
+        Some(Arc::new(Decided::new(sql)))
+    }
+
     /// Which standing the decisions are taken under: it changes with every
     /// policy change the session picks up (see [`Enforcer::refresh`]).
     pub fn generation(&self) -> u64 {

@@ -231,6 +231,27 @@ impl CompiledPolicy {
         rule.map_or(base, |r| self.verdict_for(Some(r), VerdictReason::Rule))
     }
 
+    /// Whether a rule of this policy that denies or holds names tables.
+    pub(super) fn has_restrictive_table_rules(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.action != Action::Allow
+                && r.matcher.family != Family::Http
+                && !r.matcher.tables.is_empty()
+        })
+    }
+
+    /// The verdict of the first rule that denies or holds and matches
+    /// `stmt`, if any (allow rules skipped: see
+    /// [`super::PolicySet::through_relations`]).
+    pub(super) fn restrictive_verdict(&self, stmt: &Statement) -> Option<Verdict<'_>> {
+        let rule = self.rules.iter().find(|r| {
+            r.action != Action::Allow
+                && r.matcher.family != Family::Http
+                && r.matcher.matches_sql(stmt)
+        })?;
+        Some(self.verdict_for(Some(rule), VerdictReason::Rule))
+    }
+
     pub(super) fn decide_statement(&self, stmt: &Statement) -> Verdict<'_> {
         let rule = self
             .rules

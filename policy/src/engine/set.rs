@@ -308,6 +308,74 @@ impl PolicySet {
         }
     }
 
+    /// Whether a rule that denies or holds names tables: which relations a
+    /// name stands for then matters to the decision (see
+    /// [`PolicySet::through_relations`]).
+    pub fn has_restrictive_table_rules(&self) -> bool {
+        self.policies
+            .iter()
+            .any(|p| p.has_restrictive_table_rules())
+    }
+
+    /// `decided` made stricter by the deny and requireApproval rules that
+    /// match a statement through the relations its names stand for:
+    /// `related(name)` lists the relations a name reaches (a view's tables,
+    /// a partition's partitioned table, an `INHERITS` parent or child), whose
+    /// rows the statement reads or writes under the name it gives. Allow
+    /// rules are not matched through them: a wider reading must never
+    /// loosen a decision. `None` when no decision gets stricter.
+    pub fn through_relations(
+        &self,
+        decided: &SqlDecision,
+        related: &dyn Fn(&str) -> Option<Vec<String>>,
+    ) -> Option<SqlDecision> {
+        let mut changed = false;
+        let statements: Vec<(Statement, Decision)> = decided
+            .statements
+            .iter()
+            .map(|(s, d)| {
+                let mut extra: Vec<String> = s
+                    .tables
+                    .iter()
+                    .filter_map(|t| related(t))
+                    .flatten()
+                    .filter(|n| !s.tables.contains(n))
+                    .collect();
+                extra.sort();
+                extra.dedup();
+                if extra.is_empty() {
+                    return (s.clone(), d.clone());
+                }
+                let mut wider = s.clone();
+                wider.tables.extend(extra);
+                let verdicts: Vec<Verdict> = self
+                    .policies
+                    .iter()
+                    .filter_map(|p| p.restrictive_verdict(&wider))
+                    .collect();
+                if verdicts.is_empty() {
+                    return (s.clone(), d.clone());
+                }
+                let stricter = Decision::combine(&verdicts);
+                if (stricter.enforced, stricter.action) > (d.enforced, d.action) {
+                    changed = true;
+                    (s.clone(), stricter)
+                } else {
+                    (s.clone(), d.clone())
+                }
+            })
+            .collect();
+        if !changed {
+            return None;
+        }
+        let decision = self.combine_statements(&statements);
+        Some(SqlDecision {
+            decision,
+            statements,
+            ..decided.clone()
+        })
+    }
+
     /// The most restrictive of per-statement decisions (the first on ties). An
     /// empty string decides as allow: it runs nothing.
     fn combine_statements(&self, decided: &[(Statement, Decision)]) -> Decision {

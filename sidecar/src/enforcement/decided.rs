@@ -72,6 +72,17 @@ impl Decided {
         }
     }
 
+    /// This decision refused by Sluice itself with `refusal` (recorded as
+    /// a refusal by Sluice, whatever the policies said).
+    pub fn refused(&self, refusal: Refusal) -> Decided {
+        let mut sql = self.sql.clone();
+        sql.decision = sluice_policy::engine::Decision::refused_by_sluice(&refusal.message);
+        let mut decided = Decided::new(sql);
+        decided.awaits_approval = false;
+        decided.refusal = Some(refusal);
+        decided
+    }
+
     /// The approval the text waits for, when a `requireApproval` rule (and
     /// nothing stricter) is what keeps it from running. Its [`Decided::refusal`]
     /// is the answer without the operator (standalone); with the operator's

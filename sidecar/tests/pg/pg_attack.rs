@@ -1022,3 +1022,99 @@ async fn schema_renames_that_unmask_are_refused() {
         .get::<_, String>(0);
     assert_eq!(schemas, "fin,scratch2");
 }
+
+/// A table rule that denies holds for every name the table's rows are
+/// reached by: a partition (any depth), an `INHERITS` child or parent, an
+/// auto-updatable view (and a view over it). Before, `DELETE FROM cv` and
+/// `TRUNCATE customers_p1` ran under a rule denying writes to `customers`.
+/// A view whose definition Sluice cannot parse is refused (it cannot tell
+/// which table it writes); allow rules are not widened; unrelated tables
+/// and reads stay as they were.
+#[tokio::test]
+async fn table_rules_hold_through_partitions_children_and_views() {
+    let pg = server();
+    let db = db_name("attack_rules_through");
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE customers (id int, name text) PARTITION BY RANGE (id);
+             CREATE TABLE customers_p1 PARTITION OF customers FOR VALUES FROM (0) TO (100);
+             CREATE TABLE customers_p2 PARTITION OF customers FOR VALUES FROM (100) TO (200)
+               PARTITION BY RANGE (id);
+             CREATE TABLE customers_p2a PARTITION OF customers_p2 FOR VALUES FROM (100) TO (150);
+             INSERT INTO customers VALUES (1, 'a'), (2, 'b'), (120, 'c');
+             CREATE VIEW cv AS SELECT * FROM customers;
+             CREATE VIEW cvv AS SELECT id, name FROM cv WHERE id > 0;
+             CREATE VIEW xv AS SELECT id, xmlelement(name x, name) AS e FROM customers;
+             CREATE TABLE family (id int);
+             CREATE TABLE kid () INHERITS (family);
+             INSERT INTO kid VALUES (1);
+             CREATE TABLE notes (id int);
+             INSERT INTO notes VALUES (1);",
+        )
+        .await
+        .unwrap();
+    let policy = policy(
+        r#"  defaultAction: allow
+  rules:
+    - name: protect-customers
+      match: {statements: [delete, update, insert, truncate], tables: [customers]}
+      action: deny
+    - name: protect-kids
+      match: {statements: [delete], tables: [public.kid]}
+      action: deny"#,
+    );
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy),
+        "shop/report-job",
+    );
+    let mut raw = RawClient::connect(sidecar.port);
+    for (sql, why) in [
+        ("DELETE FROM customers_p1 WHERE id = 1", "protect-customers"),
+        ("UPDATE customers_p2a SET name = 'x'", "protect-customers"),
+        ("UPDATE customers_p2 SET name = 'x'", "protect-customers"),
+        ("TRUNCATE customers_p1", "protect-customers"),
+        (
+            "INSERT INTO customers_p1 VALUES (5, 'e')",
+            "protect-customers",
+        ),
+        ("DELETE FROM cv WHERE id = 2", "protect-customers"),
+        ("DELETE FROM public.cvv", "protect-customers"),
+        ("DELETE FROM family", "protect-kids"),
+        ("DELETE FROM xv", "cannot tell which tables"),
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert!(
+                contains(&bytes, "C42501") && contains(&bytes, why),
+                "{sql}: not refused by {why}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    let counts = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM customers WHERE name <> 'x'), (SELECT count(*) FROM family)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.get::<_, i64>(0), counts.get::<_, i64>(1)),
+        (3, 1),
+        "a refused write ran"
+    );
+    // Reads through them, and writes elsewhere, run as before.
+    for (sql, tag) in [
+        ("SELECT count(*) FROM cvv", "SELECT 1"),
+        ("SELECT * FROM customers_p1", "SELECT 2"),
+        ("DELETE FROM notes", "DELETE 1"),
+    ] {
+        let bytes = raw.simple(sql);
+        assert!(
+            contains(&bytes, tag),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}

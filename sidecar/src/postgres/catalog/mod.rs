@@ -131,6 +131,12 @@ fn lookup_sql(values: &str) -> String {
     )
 }
 
+/// Whether relations of this schema are the server's own (their views are
+/// not followed by [`Catalog::related_names`]).
+fn is_system_schema(schema: &str) -> bool {
+    matches!(schema, "pg_catalog" | "information_schema")
+}
+
 /// `v` as an SQL string literal.
 fn sql_literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
@@ -404,6 +410,116 @@ impl Catalog {
         } else {
             Some(base_ref.with_columns(&views))
         })
+    }
+
+    /// The relations each of `names` (table names as the SQL classifier
+    /// gives them) reaches, as `schema.name`: the relations a view (or
+    /// materialized view) of that name reads, through views over views, and
+    /// the inheritance relatives (partitions, `INHERITS`) of every table met.
+    /// A statement naming one reads or writes their rows: the policy's
+    /// table rules that deny or hold are matched against them too. Views of
+    /// `pg_catalog` and `information_schema` are not followed (only a
+    /// superuser with `allow_system_table_mods` can redefine them). `Err`
+    /// when a name cannot be followed: a definition that does not parse,
+    /// views nested deeper than [`MAX_VIEW_DEPTH`], more than
+    /// [`MAX_RELATIVES`] relatives.
+    pub async fn related_names(
+        &mut self,
+        names: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, CatalogError> {
+        let mut wanted: Vec<RelName> = names.iter().map(|n| name_key(n)).collect();
+        let mut depth = 0;
+        while !wanted.is_empty() && depth <= MAX_VIEW_DEPTH {
+            self.lookup(&wanted).await?;
+            wanted = wanted
+                .iter()
+                .flat_map(|k| self.names.get(k))
+                .flatten()
+                .filter_map(|id| self.views.get(id))
+                .filter(|v| !is_system_schema(&v.schema))
+                .filter_map(|v| v.definition.as_ref())
+                .flat_map(|(_, reads)| reads.iter().cloned())
+                .filter(|k| !self.names.contains_key(k))
+                .collect();
+            depth += 1;
+        }
+        self.related_cached(names).unwrap_or_else(|| {
+            Err(CatalogError::Unknowable(format!(
+                "{} stand for: views are nested too deep",
+                names.join(", ")
+            )))
+        })
+    }
+
+    /// [`Catalog::related_names`] from what this session looked up already,
+    /// without a lookup: `None` when a name (or a view's) is not in the
+    /// cache.
+    pub fn related_cached(
+        &self,
+        names: &[String],
+    ) -> Option<Result<HashMap<String, Vec<String>>, CatalogError>> {
+        let mut out = HashMap::new();
+        for name in names {
+            let mut found = Vec::new();
+            match self.reach(&name_key(name), 0, &mut found) {
+                Ok(()) => {}
+                Err(None) => return None,
+                Err(Some(why)) => {
+                    return Some(Err(CatalogError::Unknowable(format!(
+                        "{name} stands for: {why}"
+                    ))));
+                }
+            }
+            found.sort();
+            found.dedup();
+            out.insert(name.clone(), found);
+        }
+        Some(Ok(out))
+    }
+
+    /// Adds what `key` reaches to `found` (see [`Catalog::related_names`]);
+    /// `Err(None)` when a name was not looked up, `Err(Some(why))` when it
+    /// cannot be followed.
+    fn reach(
+        &self,
+        key: &RelName,
+        depth: usize,
+        found: &mut Vec<String>,
+    ) -> Result<(), Option<String>> {
+        let (Some(views), Some(relatives)) = (self.names.get(key), self.relatives.get(key)) else {
+            return Err(None);
+        };
+        for r in relatives {
+            let Some((schema, name)) = &r.relative else {
+                return Err(Some(format!(
+                    "it has more than {MAX_RELATIVES} partitions or children"
+                )));
+            };
+            found.push(format!("{schema}.{name}"));
+        }
+        for view in views.iter().filter_map(|id| self.views.get(id)) {
+            if is_system_schema(&view.schema) {
+                continue;
+            }
+            let Some((_, reads)) = &view.definition else {
+                return Err(Some(format!(
+                    "view {}.{} reads (its definition does not parse)",
+                    view.schema, view.name
+                )));
+            };
+            if depth >= MAX_VIEW_DEPTH {
+                return Err(Some("its views are nested too deep".to_string()));
+            }
+            for read in reads {
+                found.push(if read.0.is_empty() {
+                    read.1.clone()
+                } else {
+                    format!("{}.{}", read.0, read.1)
+                });
+                self.reach(read, depth + 1, found)?;
+            }
+        }
+        Ok(())
     }
 
     /// The columns of the tables named by `keys` that a masking rule

@@ -84,6 +84,10 @@ pub enum CatalogError {
     /// A lookup failed on its session.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// What a name stands for cannot be told (a view definition Sluice
+    /// cannot parse, views nested too deep, too many partitions).
+    #[error("Sluice cannot tell which tables {0}")]
+    Unknowable(String),
 }
 
 impl CatalogError {
@@ -92,6 +96,7 @@ impl CatalogError {
         match self {
             CatalogError::Unavailable(_) => TOO_MANY_CONNECTIONS,
             CatalogError::Upstream(_) => "58000",
+            CatalogError::Unknowable(_) => "42501",
         }
     }
 }

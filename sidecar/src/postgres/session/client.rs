@@ -217,14 +217,16 @@ impl ClientLoop {
     /// while held). A text too large for the decision cache is parsed off
     /// the runtime thread ([`crate::parse_pool`]).
     pub(super) async fn decide(&mut self, sql: &str) -> Arc<Decided> {
-        self.enforcer.decide_async(sql).await
+        let decided = self.enforcer.decide_async(sql).await;
+        self.through_relations(decided).await
     }
 
     /// [`ClientLoop::decide`] on the runtime thread, for a prepared
     /// statement re-decided under new policies (only after a policy
     /// change, from a synchronous step of an extended group).
     pub(super) fn decide_now(&mut self, sql: &str) -> Arc<Decided> {
-        self.enforcer.decide(sql)
+        let decided = self.enforcer.decide(sql);
+        self.through_relations_now(decided)
     }
 
     /// A refusal on record and counted: every refused statement goes

@@ -37,6 +37,7 @@ mod hold;
 mod launder;
 mod masks;
 mod prepared;
+mod relations;
 mod results;
 mod scrub;
 mod server;

@@ -1,0 +1,85 @@
+//! Table rules through the relations a name stands for: `DELETE FROM v`
+//! deletes rows of the table view `v` reads, `TRUNCATE customers_p1`
+//! empties a partition of `customers`, `UPDATE people_child …` changes rows
+//! `SELECT … FROM people` reads. A rule that denies or holds statements on
+//! `customers` must hold for each of them, so before a statement runs its
+//! names are followed through the catalog ([`Catalog::related_names`]) and
+//! the deny and requireApproval rules are matched against what they reach
+//! too (`PolicySet::through_relations`; allow rules are not, so a wider
+//! reading never loosens a decision). Only when such a rule names tables;
+//! the lookups are cached for the session like the masking ones.
+//!
+//! [`Catalog::related_names`]: crate::postgres::catalog::Catalog::related_names
+
+use super::client::catalog_refusal;
+use super::*;
+use crate::enforcement::Refusal;
+
+impl ClientLoop {
+    /// `decided`, made stricter through the relations its names reach; a
+    /// refusal when they cannot be looked up (fail closed).
+    pub(super) async fn through_relations(&mut self, decided: Arc<Decided>) -> Arc<Decided> {
+        let Some(names) = self.names_to_follow(&decided) else {
+            return decided;
+        };
+        // Boxed, as the masking lookups: their future is large.
+        let related = {
+            let mut catalog = self.catalog.lock().await;
+            Box::pin(catalog.related_names(&names)).await
+        };
+        match related {
+            Ok(related) => self
+                .enforcer
+                .through_relations(&decided, &related)
+                .unwrap_or(decided),
+            Err(e) => Arc::new(decided.refused(catalog_refusal(UNKNOWN, &e))),
+        }
+    }
+
+    /// [`ClientLoop::through_relations`] without a lookup, for a prepared
+    /// statement decided again after a policy change (a synchronous step):
+    /// from what the session's catalog holds, else refused, to be prepared
+    /// again (then its names are looked up).
+    pub(super) fn through_relations_now(&mut self, decided: Arc<Decided>) -> Arc<Decided> {
+        let Some(names) = self.names_to_follow(&decided) else {
+            return decided;
+        };
+        let cached = self
+            .catalog
+            .try_lock()
+            .ok()
+            .and_then(|catalog| catalog.related_cached(&names));
+        match cached {
+            Some(Ok(related)) => self
+                .enforcer
+                .through_relations(&decided, &related)
+                .unwrap_or(decided),
+            Some(Err(e)) => Arc::new(decided.refused(catalog_refusal(UNKNOWN, &e))),
+            None => Arc::new(decided.refused(Refusal::plain(
+                "statement refused: the policies changed and have table rules; Sluice has not looked up which tables this prepared statement's names stand for (views, partitions): prepare it again",
+            ))),
+        }
+    }
+
+    /// The table names of `decided` to follow, or `None` when its decision
+    /// cannot get stricter through them (refused already, or no rule that
+    /// denies or holds names tables, or no table named).
+    fn names_to_follow(&self, decided: &Decided) -> Option<Vec<String>> {
+        let refused = decided.refusal.is_some() && decided.awaits_approval().is_none();
+        if refused || !self.enforcer.has_restrictive_table_rules() {
+            return None;
+        }
+        let mut names: Vec<String> = decided
+            .sql
+            .statements
+            .iter()
+            .flat_map(|(s, _)| s.tables.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        (!names.is_empty()).then_some(names)
+    }
+}
+
+/// What a refusal says when the names could not be followed.
+const UNKNOWN: &str = "statement refused: the policy has table rules, and Sluice could not look up which tables its names stand for (views, partitions)";
