@@ -267,3 +267,64 @@ async fn a_rule_change_refuses_statements_prepared_and_portals_bound_before_it()
     assert_eq!(client.execute(&update, &[&2i32]).await.unwrap(), 1);
     assert_eq!(balances().await, vec![0, 0, 300]);
 }
+
+/// A table rule added while statements are prepared holds for those that
+/// reach the table under another name (a partition, a view of it): their
+/// names are looked up before they are decided again. An unrelated
+/// prepared statement runs on.
+#[tokio::test]
+async fn a_table_rule_change_holds_for_prepared_statements_through_views_and_partitions() {
+    let pg = common::server();
+    let db = common::db_name("run_mode_redecide_through");
+    pg.create_database(&db).await;
+    let admin = common::connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE accounts (id int, balance int) PARTITION BY RANGE (id);
+             CREATE TABLE accounts_p1 PARTITION OF accounts FOR VALUES FROM (0) TO (100);
+             INSERT INTO accounts VALUES (1, 100), (2, 200);
+             CREATE VIEW av AS SELECT * FROM accounts;
+             CREATE TABLE notes (id int); INSERT INTO notes VALUES (1);",
+        )
+        .await
+        .unwrap();
+    let (tx, rx) = watch::channel(standing(&[]));
+    let port = start(pg, &db, rx).await;
+    let client = common::connect(&format!("host=127.0.0.1 port={port} user=app dbname={db}")).await;
+    let partition = client
+        .prepare("DELETE FROM accounts_p1 WHERE id = $1")
+        .await
+        .unwrap();
+    let view = client
+        .prepare("DELETE FROM av WHERE id = $1")
+        .await
+        .unwrap();
+    let notes = client
+        .prepare("DELETE FROM notes WHERE id = $1")
+        .await
+        .unwrap();
+    tx.send(standing_with(
+        &[],
+        json!([
+            {"name": "no-writes", "match": {"statements": ["delete"], "tables": ["accounts"]}, "action": "deny"}
+        ]),
+    ))
+    .unwrap();
+    let err = client
+        .execute(&partition, &[&1i32])
+        .await
+        .expect_err("delete through the partition refused");
+    refused(&err, "DELETE prepared on a partition");
+    let err = client
+        .execute(&view, &[&2i32])
+        .await
+        .expect_err("delete through the view refused");
+    refused(&err, "DELETE prepared on a view");
+    assert_eq!(client.execute(&notes, &[&1i32]).await.unwrap(), 1);
+    let left = admin
+        .query_one("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(left, 2, "a refused DELETE ran");
+}

@@ -57,6 +57,7 @@ impl ClientLoop {
         self.sync_masking();
         self.read_only_in_force()?;
         self.forget_failed_parses();
+        self.warm_relations().await;
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;

@@ -61,6 +61,37 @@ impl ClientLoop {
         }
     }
 
+    /// Before the session's prepared statements and portals are decided
+    /// again after a policy change (a synchronous step, see
+    /// [`ClientLoop::through_relations_now`]), looks up the names they
+    /// name, so that they are found in the cache. A failed lookup leaves
+    /// them out of it: those statements are refused then.
+    pub(super) async fn warm_relations(&mut self) {
+        self.enforcer.refresh();
+        if self.enforcer.generation() == self.decided_generation
+            || !self.enforcer.has_restrictive_table_rules()
+        {
+            return;
+        }
+        let mut names: Vec<String> = self
+            .statements
+            .values()
+            .map(|s| &s.stmt)
+            .chain(self.portals.values().filter_map(|p| p.stmt.as_ref()))
+            .flat_map(|s| s.decided.sql.statements.iter())
+            .flat_map(|(s, _)| s.tables.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return;
+        }
+        let mut catalog = self.catalog.lock().await;
+        if let Err(e) = Box::pin(catalog.related_names(&names)).await {
+            tracing::warn!(error = %e, "names of prepared statements could not be looked up: those statements are refused");
+        }
+    }
+
     /// The table names of `decided` to follow, or `None` when its decision
     /// cannot get stricter through them (refused already, or no rule that
     /// denies or holds names tables, or no table named).
