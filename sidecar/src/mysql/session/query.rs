@@ -315,18 +315,17 @@ impl Session<'_> {
     /// answer comes first: no round trip of its own) and relays its answer.
     async fn forward_and_relay(
         &mut self,
-        (decided, forward, views): (&SqlDecision, &[u8], Option<views::ViewQuery>),
+        (decided, forward, views): (&Arc<SqlDecision>, &[u8], Option<views::ViewQuery>),
         reply_seq: u8,
         (warnings, binary): (bool, bool),
         unseen: &mut Unseen,
         outcome: &mut Outcome,
     ) -> Result<(), SessionError> {
-        match views.as_ref().and_then(|v| v.sql.as_deref()) {
-            Some(sql) => {
-                let mut lookup = Vec::with_capacity(sql.len() + 1);
-                lookup.push(COM_QUERY);
-                lookup.extend_from_slice(sql.as_bytes());
-                self.up.commands(&[&lookup, forward]).await?;
+        match views.as_ref().and_then(|v| v.ask.as_ref()) {
+            Some(ask) => {
+                let mut commands = ask.commands();
+                commands.push(forward);
+                self.up.commands(&commands).await?;
             }
             None => self.up.command(forward).await?,
         }
