@@ -530,3 +530,55 @@ for label, sql in [("here", "UPDATE w SET v = 1 WHERE id = 1"), ("odd name", "UP
         );
     }
 }
+
+/// Under masking and `maxRowsAffected`, a guarded write asks the server
+/// once: the guard's lookup (every relation found, each an InnoDB table)
+/// refuses a view as it refuses any relation a rollback cannot undo, so
+/// the write has no views lookup of its own.
+#[test]
+fn a_guarded_write_under_masking_asks_one_lookup() {
+    let db = "my_views_guard_mask";
+    general_log();
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50), ssn varchar(20), born date, score int);
+         INSERT INTO {db}.customers VALUES (1, 'Alice', '{SSN}', '1980-01-02', 7);
+         CREATE TABLE {db}.w (id int primary key, v int) ENGINE=InnoDB; INSERT INTO {db}.w VALUES (1, 0), (2, 0);
+         CREATE VIEW {db}.wv AS SELECT id, score AS v FROM {db}.customers;"
+    ));
+    let policy = format!("{POLICY}  limits: {{maxRowsAffected: 2}}\n");
+    let sidecar = Sidecar::start(&manifests(m, db, &policy), "shop/report-job");
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}', autocommit=True)
+cur = c.cursor()
+cur.execute("SELECT CONNECTION_ID()")
+print("thread", cur.fetchone()[0])
+for label, sql in [("table", "UPDATE w SET v = 1 WHERE id = 1"), ("from a view", "INSERT INTO w SELECT id + 10, v FROM wv")]:
+    try:
+        cur.execute(sql)
+        print(label, "ran", cur.rowcount)
+    except pymysql.MySQLError as e:
+        print(label, "error", e.args[0], e.args[1])
+"#
+        ),
+    );
+    assert!(out.contains("table ran 1"), "{out}");
+    assert!(out.contains("from a view error 1227"), "{out}");
+    let thread = out
+        .lines()
+        .find_map(|l| l.strip_prefix("thread "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let log = logged(&thread);
+    assert_eq!(lookups(&log), Vec::<&str>::new(), "{log:#?}");
+    let guards = log.iter().filter(|(_, a)| a.contains("ENGINE")).count();
+    assert_eq!(guards, 2, "{log:#?}");
+    assert_eq!(
+        maria().admin(&format!("SELECT COUNT(*) FROM {db}.w")).trim(),
+        "2"
+    );
+}

@@ -207,12 +207,14 @@ impl Session<'_> {
         // Views and stored functions: what the lineage analysis cannot see.
         // A statement that only reads has its views asked for as it is
         // sent; any other now (writes of what a view reads are checked).
+        // A guarded write's views are its guard's to refuse (one lookup).
         let pipelined = only_reads(decided);
+        let own_lookup = self.masking.active() && !pipelined && !self.guarded_write(decided);
         let mut unseen = match refused {
             None => self.unseen(decided, text).await?,
             Some(_) => Unseen::default(),
         };
-        if refused.is_none() && self.masking.active() && !pipelined {
+        if refused.is_none() && own_lookup {
             unseen.views = self.views(decided, database).await?;
         }
         if refused.is_none() {
@@ -238,13 +240,10 @@ impl Session<'_> {
                 return self.send_refusal(reply_seq, &why).await;
             }
             approved = true;
-            // The views may have changed while it waited.
-            if self.masking.active() && !pipelined {
-                unseen.views = self.views(decided, database).await?;
-                if let Some(why) = self.laundering_through(decided, &unseen) {
-                    let _ = self.record(decided, Some(&why), binary);
-                    return self.send_refusal(reply_seq, &why).await;
-                }
+            let waited = (own_lookup, &mut guard, &mut unseen);
+            if let Some(why) = self.after_wait(decided, database, waited).await? {
+                let _ = self.record(decided, Some(&why), binary);
+                return self.send_refusal(reply_seq, &why).await;
             }
         }
         // Write-ahead: on record before it runs (an approved run is, as
@@ -309,6 +308,28 @@ impl Session<'_> {
         self.ctx.metrics.upstream_latency(started.elapsed());
         self.result_event(decided, outcome, started);
         checked
+    }
+
+    /// After an approval's wait: the guarded write's tables (`guard`) and
+    /// the views (with `own_lookup`) asked again, since they may have
+    /// changed while it waited; why it is refused now, when so.
+    async fn after_wait(
+        &mut self,
+        decided: &SqlDecision,
+        database: Option<&str>,
+        (own_lookup, guard, unseen): (bool, &mut Option<(u64, Arc<str>)>, &mut Unseen),
+    ) -> Result<Option<String>, SessionError> {
+        if guard.is_some() {
+            match self.rows_guard(decided, database).await? {
+                Ok(g) => *guard = g,
+                Err(why) => return Ok(Some(why)),
+            }
+        }
+        if own_lookup {
+            unseen.views = self.views(decided, database).await?;
+            return Ok(self.laundering_through(decided, unseen));
+        }
+        Ok(None)
     }
 
     /// Sends `forward` (after the views lookup `views`, when given, whose
