@@ -280,7 +280,9 @@ q("after COM_INIT_DB: the table there", "SELECT q FROM w")
 /// application may read (SELECT) but not show (no SHOW VIEW privilege),
 /// so the server answers the lookup with an access error, and a name
 /// that does not exist. Its columns are masked whole; a table granted
-/// the same way is read as it is.
+/// the same way is read as it is. A write is looked up in
+/// information_schema: a table the application may only INSERT into
+/// (SHOW CREATE VIEW would answer with an access error) is written.
 #[test]
 fn a_view_the_server_will_not_show_is_masked_whole() {
     let db = "my_views_priv";
@@ -292,7 +294,9 @@ fn a_view_the_server_will_not_show_is_masked_whole() {
          CREATE TABLE {other}.t (id int, q varchar(20)); INSERT INTO {other}.t VALUES (1, 'plain');
          CREATE VIEW {other}.hidden AS SELECT id, ssn AS q FROM {db}.customers;
          GRANT SELECT ON {other}.hidden TO '{USER}'@'%'; GRANT SELECT ON {other}.hidden TO '{USER}'@'127.0.0.1';
-         GRANT SELECT ON {other}.t TO '{USER}'@'%'; GRANT SELECT ON {other}.t TO '{USER}'@'127.0.0.1';"
+         GRANT SELECT ON {other}.t TO '{USER}'@'%'; GRANT SELECT ON {other}.t TO '{USER}'@'127.0.0.1';
+         CREATE TABLE {other}.log (id int);
+         GRANT INSERT ON {other}.log TO '{USER}'@'%'; GRANT INSERT ON {other}.log TO '{USER}'@'127.0.0.1';"
     ));
     let out = pymysql(
         sidecar.port,
@@ -309,6 +313,11 @@ q("not shown", "SELECT q FROM {other}.hidden")
 q("not shown, joined", "SELECT h.q, t.q FROM {other}.hidden h JOIN {other}.t t ON h.id = t.id")
 q("granted table", "SELECT q FROM {other}.t")
 q("no such relation", "SELECT q FROM nosuch")
+try:
+    cur.execute("INSERT INTO {other}.log VALUES (1)")
+    print("insert-only table ran", cur.rowcount)
+except pymysql.MySQLError as e:
+    print("insert-only table error", e.args[0], e.args[1])
 "#
         ),
     );
@@ -320,6 +329,9 @@ q("no such relation", "SELECT q FROM nosuch")
     assert!(out.contains("not shown, joined [[\""), "{out}");
     assert!(out.contains("granted table [[\"plain\"]]"), "{out}");
     assert!(out.contains("no such relation error 1146"), "{out}");
+    // A write is looked up in information_schema, which shows a table
+    // the application may only write to (SHOW CREATE VIEW needs SELECT).
+    assert!(out.contains("insert-only table ran 1"), "{out}");
 }
 
 /// A prepared statement runs in the database current at its PREPARE: its
@@ -578,7 +590,9 @@ for label, sql in [("table", "UPDATE w SET v = 1 WHERE id = 1"), ("from a view",
     let guards = log.iter().filter(|(_, a)| a.contains("ENGINE")).count();
     assert_eq!(guards, 2, "{log:#?}");
     assert_eq!(
-        maria().admin(&format!("SELECT COUNT(*) FROM {db}.w")).trim(),
+        maria()
+            .admin(&format!("SELECT COUNT(*) FROM {db}.w"))
+            .trim(),
         "2"
     );
 }

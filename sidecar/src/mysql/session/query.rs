@@ -268,7 +268,7 @@ impl Session<'_> {
             }
             None => {
                 let views = (pipelined && self.masking.active())
-                    .then(|| self.view_query(decided, database));
+                    .then(|| self.view_query(decided, database, true));
                 self.forward_and_relay(
                     (decided, forward, views),
                     reply_seq,

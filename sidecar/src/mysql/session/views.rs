@@ -243,6 +243,18 @@ pub(super) fn view_query(
     database: Option<&str>,
     lower_case: bool,
 ) -> ViewQuery {
+    view_query_with(tables, texts, database, lower_case, MAX_SHOWS)
+}
+
+/// [`view_query`] with at most `max_shows` relations asked with `SHOW
+/// CREATE VIEW` (0: always the information_schema lookup).
+fn view_query_with(
+    tables: &[&str],
+    texts: &[&str],
+    database: Option<&str>,
+    lower_case: bool,
+    max_shows: usize,
+) -> ViewQuery {
     let names: Vec<String> = tables.iter().map(|t| unqualified(t)).collect();
     let Some((candidates, assumed)) = candidates(tables, texts, database, lower_case) else {
         return ViewQuery {
@@ -254,7 +266,7 @@ pub(super) fn view_query(
     let mut assumed: Vec<String> = assumed.into_iter().map(|i| names[i].clone()).collect();
     assumed.sort();
     assumed.dedup();
-    if candidates.len() <= MAX_SHOWS {
+    if candidates.len() <= max_shows {
         let shows = candidates
             .iter()
             .map(|(s, t, i)| {
@@ -325,8 +337,17 @@ fn spellings(texts: &[&str], lower: &str) -> Vec<String> {
 }
 
 impl Session<'_> {
-    /// The lookup for the relations `decided` reads, run in `database`.
-    pub(super) fn view_query(&self, decided: &SqlDecision, database: Option<&str>) -> ViewQuery {
+    /// The lookup for the relations `decided` reads, run in `database`;
+    /// `SHOW CREATE VIEW` only for a statement that only `reads`: it needs
+    /// a SELECT privilege on the relation (a column's is enough), which a
+    /// read has and a write may not (an INSERT-only table would count as
+    /// a view, and the write be refused as storing what a view reads).
+    pub(super) fn view_query(
+        &self,
+        decided: &SqlDecision,
+        database: Option<&str>,
+        reads: bool,
+    ) -> ViewQuery {
         let tables: Vec<&str> = decided
             .statements
             .iter()
@@ -337,7 +358,14 @@ impl Session<'_> {
             .iter()
             .map(|(s, _)| s.text.as_str())
             .collect();
-        view_query(&tables, &texts, database, self.settings.lower_case_names)
+        let shows = if reads { MAX_SHOWS } else { 0 };
+        view_query_with(
+            &tables,
+            &texts,
+            database,
+            self.settings.lower_case_names,
+            shows,
+        )
     }
 
     /// Which of the relations `decided` reads (run in `database`) are
@@ -347,7 +375,7 @@ impl Session<'_> {
         decided: &SqlDecision,
         database: Option<&str>,
     ) -> Result<Vec<String>, SessionError> {
-        let query = self.view_query(decided, database);
+        let query = self.view_query(decided, database, false);
         if let Some(ask) = &query.ask {
             self.up.commands(&ask.commands()).await?;
         }
