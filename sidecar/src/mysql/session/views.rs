@@ -237,6 +237,7 @@ pub(super) fn lookup<'a>(
 
 /// The views lookup for the relations `tables` of a statement whose texts
 /// are `texts`, run in `database` (see [`candidates`]).
+#[cfg(test)]
 pub(super) fn view_query(
     tables: &[&str],
     texts: &[&str],
