@@ -4,7 +4,8 @@
 //! [`results::mask_views`]).
 //!
 //! The lookup names each relation exactly, as the server will resolve it.
-//! For up to [`MAX_SHOWS`] relations it is one `SHOW CREATE VIEW
+//! For a statement that only reads, up to [`MAX_SHOWS`] relations are
+//! asked with one `SHOW CREATE VIEW
 //! `<schema>`.`<name>`` each: the server answers a base table (or a
 //! sequence) with ER_WRONG_OBJECT ("… is not of type 'VIEW'") from the
 //! table's definition alone, and a view with its definition; any other
@@ -16,8 +17,12 @@
 //! LIKE` (`sidecar/bench/mysql_lookup_cost.py`). A temporary table shadows
 //! a view of its name for the statement but not for `SHOW CREATE VIEW`:
 //! such a name counts as a view (masked more, never less).
+//! `SHOW CREATE VIEW` needs a SELECT privilege on the relation (a
+//! column's is enough), which a read has and a write may not: a write's
+//! relations are asked below (information_schema shows a table on any
+//! privilege).
 //!
-//! More relations: one `information_schema.TABLES WHERE TABLE_SCHEMA =
+//! More relations, or a write: one `information_schema.TABLES WHERE TABLE_SCHEMA =
 //! <schema> AND TABLE_NAME = <name> AND TABLE_TYPE = 'VIEW'` per candidate,
 //! joined with `UNION ALL`. With both names constant, MariaDB (and MySQL)
 //! read only that relation's definition file instead of scanning every
