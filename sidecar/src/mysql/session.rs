@@ -229,6 +229,8 @@ struct Session<'a> {
     cursor_asked: bool,
     /// The session's decision cache.
     decisions: decisions::Decisions,
+    /// The last result's mask plan (see `relay`).
+    plan_memo: Option<relay::PlanMemo>,
 }
 
 /// A text and its decision.

@@ -57,6 +57,20 @@ impl Session<'_> {
         ))
     }
 
+    /// Whether `decided` is a write the `maxRowsAffected` guard counts:
+    /// its lookup ([`Session::rows_guard`]) finds every relation the write
+    /// names and refuses any that is not an InnoDB table (a view has no
+    /// engine), so a guarded write needs no views lookup of its own (one
+    /// lookup answers both).
+    pub(super) fn guarded_write(&self, decided: &SqlDecision) -> bool {
+        self.masking.limits().max_rows_affected.is_some()
+            && decided.statements.len() == 1
+            && decided
+                .statements
+                .iter()
+                .any(|(s, _)| is_counted_write(s) && !s.tables.is_empty())
+    }
+
     /// Why `decided` cannot run under `maxRowsAffected`, when so (before
     /// anything is asked of the server).
     pub(super) fn rows_affected_refusal(&self, decided: &SqlDecision) -> Option<String> {

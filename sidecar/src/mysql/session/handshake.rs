@@ -113,6 +113,7 @@ pub(super) async fn run(
         opened_cursor: None,
         cursor_asked: false,
         decisions: decisions::Decisions::new(literal_sensitive),
+        plan_memo: None,
     };
     session.commands().await
 }

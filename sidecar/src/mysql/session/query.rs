@@ -207,12 +207,14 @@ impl Session<'_> {
         // Views and stored functions: what the lineage analysis cannot see.
         // A statement that only reads has its views asked for as it is
         // sent; any other now (writes of what a view reads are checked).
+        // A guarded write's views are its guard's to refuse (one lookup).
         let pipelined = only_reads(decided);
+        let own_lookup = self.masking.active() && !pipelined && !self.guarded_write(decided);
         let mut unseen = match refused {
             None => self.unseen(decided, text).await?,
             Some(_) => Unseen::default(),
         };
-        if refused.is_none() && self.masking.active() && !pipelined {
+        if refused.is_none() && own_lookup {
             unseen.views = self.views(decided, database).await?;
         }
         if refused.is_none() {
@@ -238,13 +240,10 @@ impl Session<'_> {
                 return self.send_refusal(reply_seq, &why).await;
             }
             approved = true;
-            // The views may have changed while it waited.
-            if self.masking.active() && !pipelined {
-                unseen.views = self.views(decided, database).await?;
-                if let Some(why) = self.laundering_through(decided, &unseen) {
-                    let _ = self.record(decided, Some(&why), binary);
-                    return self.send_refusal(reply_seq, &why).await;
-                }
+            let waited = (own_lookup, &mut guard, &mut unseen);
+            if let Some(why) = self.after_wait(decided, database, waited).await? {
+                let _ = self.record(decided, Some(&why), binary);
+                return self.send_refusal(reply_seq, &why).await;
             }
         }
         // Write-ahead: on record before it runs (an approved run is, as
@@ -269,7 +268,7 @@ impl Session<'_> {
             }
             None => {
                 let views = (pipelined && self.masking.active())
-                    .then(|| self.view_query(decided, database));
+                    .then(|| self.view_query(decided, database, true));
                 self.forward_and_relay(
                     (decided, forward, views),
                     reply_seq,
@@ -311,22 +310,43 @@ impl Session<'_> {
         checked
     }
 
+    /// After an approval's wait: the guarded write's tables (`guard`) and
+    /// the views (with `own_lookup`) asked again, since they may have
+    /// changed while it waited; why it is refused now, when so.
+    async fn after_wait(
+        &mut self,
+        decided: &SqlDecision,
+        database: Option<&str>,
+        (own_lookup, guard, unseen): (bool, &mut Option<(u64, Arc<str>)>, &mut Unseen),
+    ) -> Result<Option<String>, SessionError> {
+        if guard.is_some() {
+            match self.rows_guard(decided, database).await? {
+                Ok(g) => *guard = g,
+                Err(why) => return Ok(Some(why)),
+            }
+        }
+        if own_lookup {
+            unseen.views = self.views(decided, database).await?;
+            return Ok(self.laundering_through(decided, unseen));
+        }
+        Ok(None)
+    }
+
     /// Sends `forward` (after the views lookup `views`, when given, whose
     /// answer comes first: no round trip of its own) and relays its answer.
     async fn forward_and_relay(
         &mut self,
-        (decided, forward, views): (&SqlDecision, &[u8], Option<views::ViewQuery>),
+        (decided, forward, views): (&Arc<SqlDecision>, &[u8], Option<views::ViewQuery>),
         reply_seq: u8,
         (warnings, binary): (bool, bool),
         unseen: &mut Unseen,
         outcome: &mut Outcome,
     ) -> Result<(), SessionError> {
-        match views.as_ref().and_then(|v| v.sql.as_deref()) {
-            Some(sql) => {
-                let mut lookup = Vec::with_capacity(sql.len() + 1);
-                lookup.push(COM_QUERY);
-                lookup.extend_from_slice(sql.as_bytes());
-                self.up.commands(&[&lookup, forward]).await?;
+        match views.as_ref().and_then(|v| v.ask.as_ref()) {
+            Some(ask) => {
+                let mut commands = ask.commands();
+                commands.push(forward);
+                self.up.commands(&commands).await?;
             }
             None => self.up.command(forward).await?,
         }

@@ -30,7 +30,7 @@ impl Session<'_> {
     /// (what it holds when this fails is what was relayed until then).
     pub(super) async fn relay(
         &mut self,
-        decided: &SqlDecision,
+        decided: &Arc<SqlDecision>,
         reply_seq: u8,
         (warnings, binary): (bool, bool),
         unseen: &Unseen,
@@ -105,7 +105,7 @@ impl Session<'_> {
     pub(super) async fn result_set(
         &mut self,
         head: &[u8],
-        decided: &SqlDecision,
+        decided: &Arc<SqlDecision>,
         index: usize,
         reply: &mut Reply,
         outcome: &mut Outcome,
@@ -119,9 +119,14 @@ impl Session<'_> {
             .ok_or_else(|| PacketError::Malformed("result set column count".into()))?;
         reply.push(head);
         let mut columns = Vec::new();
+        // The column definitions as sent (each after its length): the key
+        // of the last result's mask plan (see `PlanMemo`).
+        let mut sent = Vec::new();
         for _ in 0..count {
             let c = self.up.read().await?;
             columns.push(results::column(&c.payload)?);
+            sent.extend_from_slice(&(c.payload.len() as u64).to_le_bytes());
+            sent.extend_from_slice(&c.payload);
             reply.push(&c.payload);
         }
         let level = self.masking.recording();
@@ -137,7 +142,7 @@ impl Session<'_> {
         if eof_client && !cursor {
             reply.push(&OkPacket::default().eof());
         }
-        let plan = self.plan_for(decided, index, &columns, warnings, unseen);
+        let plan = self.memo_plan(decided, index, (&columns, sent), warnings, unseen);
         let mut sent = RowsSent::default();
         let first = if cursor {
             let r = self.up.read().await?;
@@ -197,6 +202,71 @@ impl Session<'_> {
         Ok(ok.status & MORE_RESULTS != 0)
     }
 
+    /// [`Session::plan_for`], with the last result's plan kept for the
+    /// next result of the same decision, standing, statement index and
+    /// column definitions (byte for byte, as `sent`): a session repeating
+    /// a statement gets the same plan without planning again. Only the
+    /// engine's plan is kept, and only when the statement calls no stored
+    /// function (`unseen.matcher`): its views and calls out of sight are
+    /// applied to every result afresh.
+    fn memo_plan(
+        &mut self,
+        decided: &Arc<SqlDecision>,
+        index: usize,
+        (columns, sent): (&[mysql_common::packets::Column], Vec<u8>),
+        warnings: bool,
+        unseen: &Unseen,
+    ) -> Vec<results::ColumnPlan> {
+        let mut plan = if unseen.matcher.is_some() {
+            results::plan(
+                &self.masking,
+                decided,
+                index,
+                columns,
+                warnings,
+                unseen.matcher.as_ref(),
+            )
+        } else if let Some(m) = self.plan_memo.as_ref().filter(|m| {
+            Arc::ptr_eq(&m.decision, decided)
+                && Arc::ptr_eq(&m.masking, &self.masking)
+                && m.index == index
+                && m.warnings == warnings
+                && m.columns == sent
+        }) {
+            m.plan.clone()
+        } else {
+            let plan = results::plan(&self.masking, decided, index, columns, warnings, None);
+            self.plan_memo = Some(PlanMemo {
+                decision: decided.clone(),
+                masking: self.masking.clone(),
+                index,
+                warnings,
+                columns: sent,
+                plan: plan.clone(),
+            });
+            plan
+        };
+        self.out_of_sight(decided, columns, &mut plan, unseen);
+        plan
+    }
+
+    /// Views and calls out of the lineage analysis' sight, masked whole in
+    /// `plan`.
+    fn out_of_sight(
+        &self,
+        decided: &SqlDecision,
+        columns: &[mysql_common::packets::Column],
+        plan: &mut [results::ColumnPlan],
+        unseen: &Unseen,
+    ) {
+        if !unseen.views.is_empty() {
+            results::mask_views(&self.masking, decided, columns, plan, &unseen.views);
+        }
+        if unseen.whole {
+            results::mask_all(&self.masking, plan);
+        }
+    }
+
     /// The masks of a result's columns (see [`results::plan`]), views and
     /// calls out of the lineage analysis' sight masked whole.
     pub(super) fn plan_for(
@@ -215,12 +285,7 @@ impl Session<'_> {
             warnings,
             unseen.matcher.as_ref(),
         );
-        if !unseen.views.is_empty() {
-            results::mask_views(&self.masking, decided, columns, &mut plan, &unseen.views);
-        }
-        if unseen.whole {
-            results::mask_all(&self.masking, &mut plan);
-        }
+        self.out_of_sight(decided, columns, &mut plan, unseen);
         plan
     }
 
@@ -375,4 +440,18 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// The last result's mask plan and what it was planned from (see
+/// [`Session::memo_plan`]); the decision and the masking are held, so
+/// neither can be another one at the same address.
+pub(super) struct PlanMemo {
+    decision: Arc<SqlDecision>,
+    masking: Arc<Masking>,
+    index: usize,
+    warnings: bool,
+    /// The column definitions as the server sent them, each after its
+    /// length.
+    columns: Vec<u8>,
+    plan: Vec<results::ColumnPlan>,
 }

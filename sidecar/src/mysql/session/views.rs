@@ -3,16 +3,34 @@
 //! with the view as their origin, so they are masked whole: see
 //! [`results::mask_views`]).
 //!
-//! The lookup names each relation exactly, as the server will resolve it:
-//! `information_schema.TABLES WHERE TABLE_SCHEMA = <schema> AND TABLE_NAME
-//! = <name> AND TABLE_TYPE = 'VIEW'` per candidate, joined with `UNION
-//! ALL`. With both names constant, MariaDB (and MySQL) read only that
-//! relation's definition file instead of scanning every database
-//! (`information_schema.VIEWS WHERE LOWER(TABLE_NAME) IN (…)` did, on
-//! every statement); TABLES does less per relation than VIEWS (server CPU
-//! measured on MariaDB 10.11: ~115 µs of server CPU per lookup against
-//! ~245 µs for VIEWS with the same equalities and ~570 µs for the old
-//! query; a point query is ~80 µs). One `=` per name: MariaDB's
+//! The lookup names each relation exactly, as the server will resolve it.
+//! For a statement that only reads, up to [`MAX_SHOWS`] relations are
+//! asked with one `SHOW CREATE VIEW
+//! `<schema>`.`<name>`` each: the server answers a base table (or a
+//! sequence) with ER_WRONG_OBJECT ("… is not of type 'VIEW'") from the
+//! table's definition alone, and a view with its definition; any other
+//! answer (no such relation, no SHOW VIEW privilege, a syntax the session's
+//! settings refuse) counts the name as a view. Measured on MariaDB 10.11
+//! (server CPU per lookup, on top of a point query's): ~45 µs, of which
+//! ~35 µs is any command's own cost (`DO 1`), against ~150 µs for the
+//! information_schema lookup below and ~125 µs for `SHOW FULL TABLES …
+//! LIKE` (`sidecar/bench/mysql_lookup_cost.py`). A temporary table shadows
+//! a view of its name for the statement but not for `SHOW CREATE VIEW`:
+//! such a name counts as a view (masked more, never less).
+//! `SHOW CREATE VIEW` needs a SELECT privilege on the relation (a
+//! column's is enough), which a read has and a write may not: a write's
+//! relations are asked below (information_schema shows a table on any
+//! privilege).
+//!
+//! More relations, or a write: one `information_schema.TABLES WHERE TABLE_SCHEMA =
+//! <schema> AND TABLE_NAME = <name> AND TABLE_TYPE = 'VIEW'` per candidate,
+//! joined with `UNION ALL`. With both names constant, MariaDB (and MySQL)
+//! read only that relation's definition file instead of scanning every
+//! database (`information_schema.VIEWS WHERE LOWER(TABLE_NAME) IN (…)`
+//! did, on every statement); TABLES does less per relation than VIEWS
+//! (server CPU measured on MariaDB 10.11: ~115 µs of server CPU per lookup
+//! against ~245 µs for VIEWS with the same equalities and ~570 µs for the
+//! old query; a point query is ~80 µs). One `=` per name: MariaDB's
 //! information_schema lookup with `TABLE_NAME IN ('a', 'b')` used only one
 //! of the values.
 //!
@@ -33,10 +51,14 @@
 //!   counted as a view.
 //!
 //! Nothing is cached: another session can replace a table by a view of
-//! the same name at any time, and a result's column definitions do not
-//! tell a view from a table. For a statement that only reads, the lookup
-//! is written to the server right before the statement, without waiting
-//! for its answer (the server answers in order): no round trip is added.
+//! the same name at any time, a result's column definitions do not tell a
+//! view from a table, and nothing the server offers a session changes
+//! with another session's DDL before the DDL is done (the global `Com_*`
+//! counters are counted as a statement starts, and reading them is a
+//! command of its own, which costs most of what `SHOW CREATE VIEW` does).
+//! For a statement that only reads, the lookup is written to the server
+//! right before the statement, without waiting for its answer (the server
+//! answers in order): no round trip is added.
 
 use super::*;
 
@@ -44,15 +66,59 @@ use super::*;
 /// as a view.
 pub(super) const MAX_CANDIDATES: usize = 64;
 
+/// The most relations asked about with one `SHOW CREATE VIEW` each (a
+/// command costs the server ~45 µs, the information_schema lookup ~150 µs
+/// whatever it asks: see the module docs).
+pub(super) const MAX_SHOWS: usize = 2;
+
+/// ER_WRONG_OBJECT: `SHOW CREATE VIEW`'s answer for a relation that is not
+/// a view.
+const WRONG_OBJECT: u16 = 1347;
+
 /// The most bytes of statement text searched for the spellings of the
 /// names of one statement (its text's length times its names).
 const MAX_SCAN_BYTES: usize = 64 << 20;
+
+/// How the server is asked which relations are views.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Ask {
+    /// One `SHOW CREATE VIEW` per relation: the command (a COM_QUERY
+    /// payload) and the index in [`ViewQuery::names`] of the name it asks
+    /// about.
+    Shows(Vec<(Vec<u8>, usize)>),
+    /// One information_schema lookup (a COM_QUERY payload) whose rows are
+    /// the views' names (lower case).
+    Union(Vec<u8>),
+}
+
+impl Ask {
+    /// The commands to send, in order.
+    pub fn commands(&self) -> Vec<&[u8]> {
+        match self {
+            Ask::Shows(shows) => shows.iter().map(|(c, _)| c.as_slice()).collect(),
+            Ask::Union(q) => vec![q.as_slice()],
+        }
+    }
+}
+
+/// A COM_QUERY payload for `sql`.
+fn com_query(sql: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(sql.len() + 1);
+    q.push(COM_QUERY);
+    q.extend_from_slice(sql.as_bytes());
+    q
+}
+
+/// An identifier in backticks (which mean the same under every sql_mode).
+fn quoted(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
 
 /// What the server is asked about the relations a statement names.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct ViewQuery {
     /// The lookup, when anything is asked.
-    pub sql: Option<String>,
+    pub ask: Option<Ask>,
     /// Names (lower case, unqualified) counted as views without asking.
     pub assumed: Vec<String>,
     /// Every name the statement reads (lower case, unqualified): all of
@@ -176,20 +242,50 @@ pub(super) fn lookup<'a>(
 
 /// The views lookup for the relations `tables` of a statement whose texts
 /// are `texts`, run in `database` (see [`candidates`]).
+#[cfg(test)]
 pub(super) fn view_query(
     tables: &[&str],
     texts: &[&str],
     database: Option<&str>,
     lower_case: bool,
 ) -> ViewQuery {
+    view_query_with(tables, texts, database, lower_case, MAX_SHOWS)
+}
+
+/// [`view_query`] with at most `max_shows` relations asked with `SHOW
+/// CREATE VIEW` (0: always the information_schema lookup).
+fn view_query_with(
+    tables: &[&str],
+    texts: &[&str],
+    database: Option<&str>,
+    lower_case: bool,
+    max_shows: usize,
+) -> ViewQuery {
     let names: Vec<String> = tables.iter().map(|t| unqualified(t)).collect();
     let Some((candidates, assumed)) = candidates(tables, texts, database, lower_case) else {
         return ViewQuery {
-            sql: None,
+            ask: None,
             assumed: names.clone(),
             names,
         };
     };
+    let mut assumed: Vec<String> = assumed.into_iter().map(|i| names[i].clone()).collect();
+    assumed.sort();
+    assumed.dedup();
+    if candidates.len() <= max_shows {
+        let shows = candidates
+            .iter()
+            .map(|(s, t, i)| {
+                let sql = format!("SHOW CREATE VIEW {}.{}", quoted(s), quoted(t));
+                (com_query(&sql), *i)
+            })
+            .collect::<Vec<_>>();
+        return ViewQuery {
+            ask: (!shows.is_empty()).then_some(Ask::Shows(shows)),
+            assumed,
+            names,
+        };
+    }
     let mut pairs: Vec<(&str, &str)> = candidates
         .iter()
         .map(|(s, t, _)| (s.as_str(), t.as_str()))
@@ -200,11 +296,8 @@ pub(super) fn view_query(
         |_| "LOWER(TABLE_NAME)".into(),
         " AND TABLE_TYPE = 'VIEW'",
     );
-    let mut assumed: Vec<String> = assumed.into_iter().map(|i| names[i].clone()).collect();
-    assumed.sort();
-    assumed.dedup();
     ViewQuery {
-        sql,
+        ask: sql.map(|q| Ask::Union(com_query(&q))),
         assumed,
         names,
     }
@@ -250,8 +343,17 @@ fn spellings(texts: &[&str], lower: &str) -> Vec<String> {
 }
 
 impl Session<'_> {
-    /// The lookup for the relations `decided` reads, run in `database`.
-    pub(super) fn view_query(&self, decided: &SqlDecision, database: Option<&str>) -> ViewQuery {
+    /// The lookup for the relations `decided` reads, run in `database`;
+    /// `SHOW CREATE VIEW` only for a statement that only `reads`: it needs
+    /// a SELECT privilege on the relation (a column's is enough), which a
+    /// read has and a write may not (an INSERT-only table would count as
+    /// a view, and the write be refused as storing what a view reads).
+    pub(super) fn view_query(
+        &self,
+        decided: &SqlDecision,
+        database: Option<&str>,
+        reads: bool,
+    ) -> ViewQuery {
         let tables: Vec<&str> = decided
             .statements
             .iter()
@@ -262,7 +364,14 @@ impl Session<'_> {
             .iter()
             .map(|(s, _)| s.text.as_str())
             .collect();
-        view_query(&tables, &texts, database, self.settings.lower_case_names)
+        let shows = if reads { MAX_SHOWS } else { 0 };
+        view_query_with(
+            &tables,
+            &texts,
+            database,
+            self.settings.lower_case_names,
+            shows,
+        )
     }
 
     /// Which of the relations `decided` reads (run in `database`) are
@@ -272,9 +381,9 @@ impl Session<'_> {
         decided: &SqlDecision,
         database: Option<&str>,
     ) -> Result<Vec<String>, SessionError> {
-        let query = self.view_query(decided, database);
-        if let Some(sql) = &query.sql {
-            self.send_own(sql).await?;
+        let query = self.view_query(decided, database, false);
+        if let Some(ask) = &query.ask {
+            self.up.commands(&ask.commands()).await?;
         }
         self.views_answer(query).await
     }
@@ -285,15 +394,57 @@ impl Session<'_> {
         query: ViewQuery,
     ) -> Result<Vec<String>, SessionError> {
         let mut views = query.assumed;
-        if query.sql.is_some() {
-            match self.read_single_column().await? {
+        match query.ask {
+            None => {}
+            Some(Ask::Union(_)) => match self.read_single_column().await? {
                 Some(found) => views.extend(found),
                 None => views.extend(query.names),
+            },
+            Some(Ask::Shows(shows)) => {
+                for (_, i) in shows {
+                    if self.read_shown_view().await? {
+                        views.push(query.names[i].clone());
+                    }
+                }
             }
         }
         views.sort();
         views.dedup();
         Ok(views)
+    }
+
+    /// The server's answer to a `SHOW CREATE VIEW`, read whole: `false`
+    /// only when it says the relation is not a view (ER_WRONG_OBJECT); a
+    /// view's definition, or any other answer, counts as a view.
+    async fn read_shown_view(&mut self) -> Result<bool, SessionError> {
+        let head = self.up.read().await?;
+        match head.payload.first() {
+            Some(0xFF) => return Ok(packet::parse_err(&head.payload).0 != WRONG_OBJECT),
+            Some(0x00) => {
+                let ok = OkPacket::parse(&head.payload)?;
+                self.track(&ok)?;
+                return Ok(true);
+            }
+            _ => {}
+        }
+        // Column definitions, then rows until the OK (or ERR) that ends them.
+        let mut pos = 0;
+        let columns = packet::lenenc_int(&head.payload, &mut pos)?.unwrap_or(0);
+        for _ in 0..columns {
+            self.up.read().await?;
+        }
+        loop {
+            let r = self.up.read().await?;
+            match r.payload.first() {
+                Some(0xFE) if r.payload.len() < packet::MAX_WIRE_PAYLOAD => {
+                    let ok = OkPacket::parse(&r.payload)?;
+                    self.track(&ok)?;
+                    return Ok(true);
+                }
+                Some(0xFF) => return Ok(true),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -309,6 +460,57 @@ mod tests {
         assert_eq!(spellings(&["select 1 from `a.B`"], "`a.b`"), vec!["`a.B`"]);
     }
 
+    /// The text of an information_schema lookup.
+    fn union(q: &ViewQuery) -> String {
+        match &q.ask {
+            Some(Ask::Union(sql)) => String::from_utf8(sql[1..].to_vec()).unwrap(),
+            other => panic!("not one lookup: {other:?}"),
+        }
+    }
+
+    /// The texts of `SHOW CREATE VIEW` lookups and the names they ask for.
+    fn shows(q: &ViewQuery) -> Vec<(String, &str)> {
+        match &q.ask {
+            Some(Ask::Shows(shows)) => shows
+                .iter()
+                .map(|(c, i)| {
+                    (
+                        String::from_utf8(c[1..].to_vec()).unwrap(),
+                        q.names[*i].as_str(),
+                    )
+                })
+                .collect(),
+            other => panic!("not SHOW CREATE VIEW: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_few_relations_are_each_one_show_create_view() {
+        let q = view_query(
+            &["other.v", "t"],
+            &["SELECT * FROM Other.V, t"],
+            Some("Sh`op"),
+            false,
+        );
+        assert_eq!(
+            shows(&q),
+            vec![
+                ("SHOW CREATE VIEW `Other`.`V`".to_string(), "v"),
+                ("SHOW CREATE VIEW `Sh``op`.`t`".to_string(), "t"),
+            ]
+        );
+        assert!(q.assumed.is_empty());
+        // Every command is a COM_QUERY.
+        let Some(ask) = &q.ask else { panic!() };
+        assert!(ask.commands().iter().all(|c| c[0] == COM_QUERY));
+        // lower_case_table_names: the lower-cased names.
+        let q = view_query(&["t"], &["SELECT * FROM T"], Some("shop"), true);
+        assert_eq!(shows(&q)[0].0, "SHOW CREATE VIEW `shop`.`t`");
+        // Nothing to ask.
+        let q = view_query(&[], &["SELECT 1"], Some("shop"), false);
+        assert_eq!(q.ask, None);
+    }
+
     #[test]
     fn each_candidate_is_one_equality_with_its_schema() {
         let q = view_query(
@@ -317,7 +519,7 @@ mod tests {
             Some("Shop"),
             false,
         );
-        let sql = q.sql.unwrap();
+        let sql = union(&q);
         let lit = |s: &str| literal(s);
         for (s, t) in [("Other", "V"), ("Shop", "T"), ("Shop", "t")] {
             let one = format!("TABLE_SCHEMA = {} AND TABLE_NAME = {}", lit(s), lit(t));
@@ -328,24 +530,35 @@ mod tests {
         assert!(!sql.contains(" IN "), "{sql}");
         assert!(q.assumed.is_empty());
         // lower_case_table_names: the lower-cased names.
-        let q = view_query(&["t"], &["SELECT * FROM T"], Some("shop"), true);
-        assert!(q.sql.unwrap().contains(&lit("t")));
+        let q = view_query(
+            &["t", "u", "w"],
+            &["SELECT * FROM T, U, W"],
+            Some("shop"),
+            true,
+        );
+        assert!(union(&q).contains(&lit("t")));
     }
 
     #[test]
     fn what_cannot_be_asked_counts_as_a_view() {
         // No database for an unqualified name.
         let q = view_query(&["t"], &["SELECT * FROM t"], None, false);
-        assert_eq!((q.sql, q.assumed), (None, vec!["t".to_string()]));
+        assert_eq!((q.ask, q.assumed), (None, vec!["t".to_string()]));
         // No spelling of the name in the text (an escaped backtick).
         let q = view_query(&["a`b"], &["SELECT * FROM `a``b`"], Some("d"), false);
         assert_eq!(q.assumed, vec!["a`b".to_string()]);
         // One identifier holding a dot: asked for as such too.
         let q = view_query(&["a.b"], &["SELECT * FROM `A.b`, a.b"], Some("d"), false);
-        let sql = q.sql.unwrap();
+        let sql = union(&q);
         assert!(
             sql.contains(&literal("A.b")) && sql.contains(&literal("a")),
             "{sql}"
+        );
+        let q = view_query(&["a.b"], &["SELECT * FROM `a.b`, a.b"], Some("d"), false);
+        let asked: Vec<String> = shows(&q).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(
+            asked,
+            vec!["SHOW CREATE VIEW `a`.`b`", "SHOW CREATE VIEW `d`.`a.b`"]
         );
         // Three parts.
         let q = view_query(&["a.b.c"], &["SELECT * FROM a.b.c"], Some("d"), false);
@@ -355,12 +568,12 @@ mod tests {
         let tables: Vec<&str> = many.iter().map(String::as_str).collect();
         let text = many.join(", ");
         let q = view_query(&tables, &[&text], Some("d"), false);
-        assert_eq!(q.sql, None);
+        assert_eq!(q.ask, None);
         assert_eq!(q.assumed.len(), 70);
         // Too much text to search.
         let long = format!("SELECT * FROM t, u /*{}*/", " ".repeat(40 << 20));
         let q = view_query(&["t", "u"], &[&long], Some("d"), false);
-        assert_eq!((q.sql, q.assumed.len()), (None, 2));
+        assert_eq!((q.ask, q.assumed.len()), (None, 2));
     }
 
     #[test]
