@@ -9,8 +9,8 @@ use sluice_crds::manifests::ManifestSet;
 use sluice_crds::{Action, Detector, MaskStrategy, Protocol};
 use sluice_policy::engine::{CompiledPolicy, Decision, Identity, PolicySet, SecretSource};
 use sluice_policy::http::{
-    HttpRequest, Inspection, QUERY_METHOD_REFUSAL, body_refusal, check_query, has_method_parameter,
-    normalize_path, parse_body, query_refusal,
+    HttpRequest, Inspection, RequestPath, body_refusal, decide_in_every_reading, parse_body,
+    path_refusal,
 };
 use sluice_policy::mask_plan::{ColumnMask, MaskReason, Preview, PreviewItem};
 use sluice_policy::sql::SqlDialect;
@@ -590,10 +590,13 @@ fn http_masks(ps: &PolicySet) -> HttpMasks {
 }
 
 /// Decides a request as the sidecar does: what it refuses before any rule
-/// decides (a query or body an enforced rule reads that breaks the strict
-/// grammar, a `_method` override) is a deny with the sidecar's `error`,
-/// `limit` and reason; a body no enforced rule reads is read leniently, as
-/// the sidecar does (a body that is not JSON is then decided without it).
+/// decides (an ambiguous path; a query or body an enforced rule reads that
+/// breaks the strict grammar, a parameter a rule names spelled otherwise, a
+/// `_method` override, a parameter standing for a judged body field) is a
+/// deny with the sidecar's `error`, `limit` and reason; a body no enforced
+/// rule reads is read leniently, as the sidecar does (a body that is not
+/// JSON is then decided without it); the rules decide every reading the
+/// sidecar decides (HEAD as GET, the path in any case).
 fn http_decision(
     ps: &PolicySet,
     inspection: &Inspection,
@@ -608,26 +611,18 @@ fn http_decision(
         query,
         body: None,
     };
-    if normalize_path(path).is_ok() {
-        if !inspection.query_names().is_empty()
-            && let Err(e) = check_query(query, inspection.query_names())
-        {
-            return refused("queryRefused", e.limit(), query_refusal(&e));
-        }
-        if inspection.names_methods() && !query.is_empty() && has_method_parameter(query.as_bytes())
-        {
-            return refused(
-                "methodOverride",
-                "methodOverride",
-                QUERY_METHOD_REFUSAL.to_string(),
-            );
-        }
+    let decoded = match RequestPath::parse(path) {
+        Ok(p) => p,
+        Err(e) => return refused("ambiguousPath", None, path_refusal(&e)),
+    };
+    if let Some(u) = inspection.unreadable(&bare) {
+        return refused(u.error, Some(u.limit), u.message);
     }
     let bytes = body.unwrap_or_default().as_bytes();
     let json = if inspection.strict_body(&bare) {
         match parse_body(bytes) {
             Ok(json) => json,
-            Err(e) => return refused("bodyRefused", e.limit(), body_refusal(&e)),
+            Err(e) => return refused("bodyRefused", Some(e.limit()), body_refusal(&e)),
         }
     } else {
         match serde_json::from_slice(bytes) {
@@ -642,20 +637,19 @@ fn http_decision(
             }
         }
     };
-    let mut output = from_decision(
-        ps.decide_http(&HttpRequest {
-            body: json.as_ref(),
-            ..bare
-        }),
-        None,
-        None,
-    );
+    let request = HttpRequest {
+        body: json.as_ref(),
+        ..bare
+    };
+    let decision =
+        decide_in_every_reading(ps, &request, &decoded, inspection.globs_with_capitals());
+    let mut output = from_decision(decision, None, None);
     output.masks = Some(http_masks(ps));
     output
 }
 
 /// A request the sidecar refuses with 400 before any rule decides it.
-fn refused(error: &'static str, limit: &'static str, reason: String) -> Output {
+fn refused(error: &'static str, limit: Option<&'static str>, reason: String) -> Output {
     Output {
         line: None,
         action: Action::Deny,
@@ -665,7 +659,7 @@ fn refused(error: &'static str, limit: &'static str, reason: String) -> Output {
         enforced: Action::Deny,
         reason,
         error: Some(error),
-        limit: Some(limit),
+        limit,
         parse_error: None,
         statements: None,
         masks: None,

@@ -2,9 +2,32 @@
 
 use sluice_crds::RuleMatch;
 
+use super::grammar::{QUERY_METHOD_REFUSAL, check_query, has_method_parameter, query_refusal};
 use super::matcher::HttpMatcher;
-use super::path::parse_query;
+use super::path::{parse_query, percent_decoded};
 use super::{HttpRequest, applies};
+
+/// A request refused (400) before any rule decides it, because servers
+/// would not all read its query as the rules do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The refusal's `error`, e.g. `queryRefused`.
+    pub error: &'static str,
+    /// The limit broken, e.g. `bodyField`.
+    pub limit: &'static str,
+    /// Why, for the application.
+    pub message: String,
+}
+
+impl Unreadable {
+    fn new(error: &'static str, limit: &'static str, message: String) -> Self {
+        Unreadable {
+            error,
+            limit,
+            message,
+        }
+    }
+}
 
 /// What the rules of one Connection look at in a request beyond method and
 /// path, compiled once per bundle: which requests have their body read under
@@ -148,6 +171,82 @@ impl Inspection {
                 || parts.iter().any(|p| anywhere.contains(p));
             hit.then_some(name)
         })
+    }
+
+    /// Why the sidecar refuses `req` (whose path is not ambiguous) before
+    /// any rule decides it, `None` when it does not: a query a rule inspects
+    /// that breaks the strict grammar ([`check_query`]), a parameter a rule
+    /// names spelled otherwise, a `_method` where rules name methods, a
+    /// parameter standing for a judged body field
+    /// ([`Inspection::body_field_in_query`]).
+    pub fn unreadable(&self, req: &HttpRequest<'_>) -> Option<Unreadable> {
+        let query = req.query;
+        if !self.query_names.is_empty()
+            && let Err(e) = check_query(query, &self.query_names)
+        {
+            return Some(Unreadable::new(
+                "queryRefused",
+                e.limit(),
+                query_refusal(&e),
+            ));
+        }
+        if let Some(message) = self.disguised_parameter(query) {
+            return Some(Unreadable::new(
+                "queryRefused",
+                "parameterSpelling",
+                message,
+            ));
+        }
+        // `_method` (Symfony, Laravel, Rails) would run another method than
+        // the one decided: refused where rules tell methods apart.
+        if self.methods && !query.is_empty() && has_method_parameter(query.as_bytes()) {
+            return Some(Unreadable::new(
+                "methodOverride",
+                "methodOverride",
+                QUERY_METHOD_REFUSAL.to_string(),
+            ));
+        }
+        self.body_field_in_query(req).map(|name| {
+            Unreadable::new(
+                "queryRefused",
+                "bodyField",
+                format!(
+                    "Sluice refused the request: a policy rule judges this request's JSON body, and the query parameter {name:?} is read as a body field by servers that merge the query into the body; send it in the body"
+                ),
+            )
+        })
+    }
+
+    /// Why `query` is refused when one of its parameters is a rule's
+    /// parameter to some server but spelled otherwise (`DEBUG`, `+debug`,
+    /// `de.bug` for `de_bug`): the rule would not see it, the server would.
+    fn disguised_parameter(&self, query: &str) -> Option<String> {
+        if self.query_names.is_empty() || query.is_empty() {
+            return None;
+        }
+        let named: Vec<(&String, String)> = self
+            .query_names
+            .iter()
+            .map(|n| (n, folded_query_name(n)))
+            .collect();
+        for pair in query.split('&') {
+            let raw = pair
+                .split_once('=')
+                .map_or(pair, |(k, _)| k)
+                .replace('+', " ");
+            let name = percent_decoded(&raw).unwrap_or(raw);
+            let base = name.split('[').next().unwrap_or_default();
+            let folded = folded_query_name(base);
+            if let Some((n, _)) = named
+                .iter()
+                .find(|(n, f)| *f == folded && n.as_str() != base)
+            {
+                return Some(format!(
+                    "Sluice refused the request: a policy rule inspects the query parameter {n:?}, and {base:?} is another spelling of it to some servers (names in any case, without leading or trailing spaces, with '.' and ' ' as '_'); send it as {n:?}"
+                ));
+            }
+        }
+        None
     }
 
     /// Whether an enforced rule names methods.

@@ -43,6 +43,7 @@ mod grammar; // strict JSON bodies and query strings
 mod inspection; // which parts of a request the rules read
 mod matcher; // HttpMatcher: a rule's HTTP conditions, compiled
 mod path; // paths and query strings, decoded and normalised
+mod readings; // a request decided in every reading servers give it
 #[cfg(test)]
 mod tests;
 
@@ -51,9 +52,12 @@ pub use grammar::{
     QUERY_METHOD_REFUSAL, QueryError, body_refusal, check_query, has_method_parameter, parse_body,
     query_refusal,
 };
-pub use inspection::{Inspection, folded_query_name};
+pub use inspection::{Inspection, Unreadable, folded_query_name};
 pub use matcher::HttpMatcher;
-pub use path::{RequestPath, decided_and_forwarded, forward_path, normalize_path};
+pub use path::{
+    RequestPath, decided_and_forwarded, forward_path, normalize_path, path_refusal, percent_decoded,
+};
+pub use readings::decide_in_every_reading;
 
 use serde_json::Value;
 use sluice_crds::RuleMatch;

@@ -47,6 +47,56 @@ pub(super) fn percent_decode(s: &str) -> Result<Vec<u8>, ()> {
     Ok(out)
 }
 
+/// How many times [`percent_decoded`] undoes percent-encoding (`%2540` is
+/// `%40` is `@`).
+const DECODE_ROUNDS: usize = 3;
+
+/// `text` with its percent-escapes decoded (up to three times, as servers
+/// and applications that decode again would read it; bytes that do not form
+/// UTF-8 read as U+FFFD), `None` when it has none.
+pub fn percent_decoded(text: &str) -> Option<String> {
+    let mut current: std::borrow::Cow<'_, str> = std::borrow::Cow::Borrowed(text);
+    let mut changed = false;
+    for _ in 0..DECODE_ROUNDS {
+        let bytes = current.as_bytes();
+        if !bytes
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+        {
+            break;
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if bytes[i] == b'%'
+                && let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                )
+            {
+                // Both digits are < 16: the sum fits in a byte.
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        current = std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned());
+        changed = true;
+    }
+    changed.then(|| current.into_owned())
+}
+
+/// The sidecar's answer (400 `ambiguousPath`) to a request whose path is
+/// ambiguous.
+pub fn path_refusal(why: &PathError) -> String {
+    format!(
+        "Sluice refused the request: {why}; servers would not agree on the path, so no rule can decide it. Send the path plainly"
+    )
+}
+
 /// The path as the rules see it (see the module documentation), or why it is
 /// ambiguous. Requests with an ambiguous path should be refused before any rule
 /// is consulted.

@@ -141,50 +141,27 @@ fn target(
             return Err(error_response(
                 StatusCode::BAD_REQUEST,
                 "ambiguousPath",
-                format!(
-                    "Sluice refused the request: {e}; servers would not agree on the path, so no rule can decide it. Send the path plainly"
-                ),
+                sluice_policy::http::path_refusal(&e),
             ));
         }
     };
     let cmd = ctx.audit_cache.command(req.method(), path.decided());
-    // A query a rule looks at must read the same to every server.
-    if !inspection.query_names().is_empty()
-        && let Err(e) = sluice_policy::http::check_query(query, inspection.query_names())
-    {
-        let message = sluice_policy::http::query_refusal(&e);
-        let refusal = ("queryRefused", e.limit());
-        return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
-    }
-    // A name a server reads as a named parameter, spelled otherwise.
-    if let Some(message) = disguised_parameter(query, inspection.query_names()) {
-        let refusal = ("queryRefused", "parameterSpelling");
-        return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
-    }
-    // `_method` (Symfony, Laravel, Rails) would run another method than the
-    // one decided: refused where rules tell methods apart.
-    if inspection.names_methods()
-        && !query.is_empty()
-        && sluice_policy::http::has_method_parameter(query.as_bytes())
-    {
-        let message = sluice_policy::http::QUERY_METHOD_REFUSAL.to_string();
-        let refusal = ("methodOverride", "methodOverride");
-        return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
-    }
-    // A query parameter an application merges into the JSON body a rule
-    // judges (Rails, Laravel, Express with `{...req.query, ...req.body}`).
+    // A query a rule looks at must read the same to every server, name no
+    // other method, and stand for no body field a rule judges.
     let request = sluice_policy::http::HttpRequest {
         method,
         path: raw_path,
         query,
         body: None,
     };
-    if let Some(name) = inspection.body_field_in_query(&request) {
-        let message = format!(
-            "Sluice refused the request: a policy rule judges this request's JSON body, and the query parameter {name:?} is read as a body field by servers that merge the query into the body; send it in the body"
-        );
-        let refusal = ("queryRefused", "bodyField");
-        return Err(refuse_unreadable(ctx, session, &cmd, refusal, message));
+    if let Some(u) = inspection.unreadable(&request) {
+        return Err(refuse_unreadable(
+            ctx,
+            session,
+            &cmd,
+            (u.error, u.limit),
+            u.message,
+        ));
     }
     Ok(Target {
         method: req.method().clone(),
@@ -193,37 +170,6 @@ fn target(
         cmd,
         capitals: inspection.globs_with_capitals(),
     })
-}
-
-/// Why `query` is refused when one of its parameters is a rule's `named`
-/// parameter to some server but spelled otherwise (`DEBUG`, `+debug`,
-/// `de.bug` for `de_bug`): the rule would not see it, the server would.
-fn disguised_parameter(query: &str, named: &[String]) -> Option<String> {
-    if named.is_empty() || query.is_empty() {
-        return None;
-    }
-    let named: Vec<(&String, String)> = named
-        .iter()
-        .map(|n| (n, sluice_policy::http::folded_query_name(n)))
-        .collect();
-    for pair in query.split('&') {
-        let raw = pair
-            .split_once('=')
-            .map_or(pair, |(k, _)| k)
-            .replace('+', " ");
-        let name = super::text_mask::percent_decoded(&raw).unwrap_or(raw);
-        let base = name.split('[').next().unwrap_or_default();
-        let folded = sluice_policy::http::folded_query_name(base);
-        if let Some((n, _)) = named
-            .iter()
-            .find(|(n, f)| *f == folded && n.as_str() != base)
-        {
-            return Some(format!(
-                "Sluice refused the request: a policy rule inspects the query parameter {n:?}, and {base:?} is another spelling of it to some servers (names in any case, without leading or trailing spaces, with '.' and ' ' as '_'); send it as {n:?}"
-            ));
-        }
-    }
-    None
 }
 
 /// The decide phase: the rules' decision and its metric label, within

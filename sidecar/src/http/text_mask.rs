@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use sluice_policy::detectors::{DetectorSet, Finding};
 use sluice_policy::engine::PolicySet;
+use sluice_policy::http::percent_decoded;
 
 /// The longest line searched; a longer one cannot be masked.
 pub const MAX_LINE: usize = 1 << 20;
@@ -112,9 +113,6 @@ impl TextMasker {
     }
 }
 
-/// How many times percent-encoding is undone (`%2540` is `%40` is `@`).
-const DECODE_ROUNDS: usize = 3;
-
 /// What the detectors find in `text`, and the text they found it in:
 /// `text` itself, or, when it has percent-escapes and its decoded form
 /// holds findings, that form (a `Location: /users/ann%40example.com`, a
@@ -133,43 +131,6 @@ pub(super) fn find_decoded<'a>(
     }
     let findings = detectors.find(text);
     (Cow::Borrowed(text), findings)
-}
-
-/// `text` with its percent-escapes decoded (up to [`DECODE_ROUNDS`]
-/// times; bytes that do not form UTF-8 read as U+FFFD), `None` when it has
-/// none.
-pub(super) fn percent_decoded(text: &str) -> Option<String> {
-    let mut current: Cow<'_, str> = Cow::Borrowed(text);
-    let mut changed = false;
-    for _ in 0..DECODE_ROUNDS {
-        let bytes = current.as_bytes();
-        if !bytes
-            .windows(3)
-            .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
-        {
-            break;
-        }
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if bytes[i] == b'%'
-                && let (Some(h), Some(l)) = (
-                    bytes.get(i + 1).copied().and_then(hex),
-                    bytes.get(i + 2).copied().and_then(hex),
-                )
-            {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            } else {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-        current = Cow::Owned(String::from_utf8_lossy(&out).into_owned());
-        changed = true;
-    }
-    changed.then(|| current.into_owned())
 }
 
 #[cfg(test)]
