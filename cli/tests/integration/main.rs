@@ -22,6 +22,7 @@ mod ensure_deps;
 mod evidence;
 mod evidence_masks;
 mod policy_eval;
+mod policy_eval_http;
 mod status;
 mod tail;
 mod usage;
