@@ -81,9 +81,10 @@ pub(super) fn tally(
     }
     counts.add_to(pending, &claims.namespace);
     for connection in active {
-        pending
-            .activity
-            .insert((claims.namespace.clone(), connection.to_string()), now.clone());
+        pending.activity.insert(
+            (claims.namespace.clone(), connection.to_string()),
+            now.clone(),
+        );
     }
     if let Some(keys) = keys {
         record_history(pending, keys, &claims.namespace, signed, now);
