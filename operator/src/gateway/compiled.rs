@@ -40,16 +40,14 @@ impl CompiledPolicies {
     pub fn get(&self, catalog: &Catalog, namespace: &str) -> Arc<Vec<PolicyEntry>> {
         let mut changes = {
             let mut map = self.lock();
+            // An error means the counter is gone: compile, never trust.
+            if let Some(cached) = map.get(namespace)
+                && !cached.changes.has_changed().unwrap_or(true)
+            {
+                return cached.entries.clone();
+            }
             match map.remove(namespace) {
-                Some(cached) => {
-                    // An error means the counter is gone: compile, never trust.
-                    if !cached.changes.has_changed().unwrap_or(true) {
-                        let entries = cached.entries.clone();
-                        map.insert(namespace.to_string(), cached);
-                        return entries;
-                    }
-                    cached.changes
-                }
+                Some(cached) => cached.changes,
                 None => catalog.subscribe_namespace(namespace),
             }
         };

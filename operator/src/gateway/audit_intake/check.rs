@@ -10,22 +10,22 @@ use crate::wire::AuditBatch;
 
 /// Checks the events of `batch` from the sidecar holding `claims`.
 pub(super) fn check_events(claims: &GatewayClaims, batch: &AuditBatch) -> Result<(), IntakeError> {
-    let expected = format!("{}/{}", claims.namespace, claims.service_account);
     let prefix =
         crate::wire::stream_prefix(&claims.namespace, &claims.service_account, &claims.pod);
     // Each stream's events, in the batch's order, must chain.
     let mut last_of: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
     for event in &batch.events {
-        if let Some(identity) = &event.identity {
-            let found = format!("{}/{}", identity.namespace, identity.service_account);
-            if found != expected {
-                return Err(IntakeError::ForeignIdentity {
-                    seq: event.seq,
-                    stream: event.stream.clone(),
-                    found,
-                    expected,
-                });
-            }
+        // Compared field by field: the texts are made only for a refusal.
+        if let Some(identity) = &event.identity
+            && (identity.namespace != claims.namespace
+                || identity.service_account != claims.service_account)
+        {
+            return Err(IntakeError::ForeignIdentity {
+                seq: event.seq,
+                stream: event.stream.clone(),
+                found: format!("{}/{}", identity.namespace, identity.service_account),
+                expected: format!("{}/{}", claims.namespace, claims.service_account),
+            });
         }
         if !event.stream.starts_with(&prefix) {
             return Err(foreign(&event.stream, &prefix));

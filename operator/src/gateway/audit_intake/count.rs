@@ -1,34 +1,42 @@
 //! What a taken batch adds up to: policy counters and recent denials, the
 //! Connections' activity and checkpoints, and the history to write.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use sluice_crds::{Action, AuditCheckpoint, RecentDenial};
+use sluice_crds::{Action, AuditCheckpoint, PolicyCounters, RecentDenial};
 use sluice_policy::audit::{AuditEvent, AuditKind};
 use sluice_policy::engine::Identity;
 
-use super::{COMMAND_CHARS, Pending, RECENT_DENIALS};
+use super::{COMMAND_CHARS, Pending, RECENT_DENIALS, flush};
 use crate::catalog::PolicyEntry;
 use crate::gateway::checkpoint_history::HistoryEntry;
 use crate::gateway::token::{GatewayClaims, KeySet};
 use crate::wire::{AuditBatch, SignedHead};
 
-/// The last event counted per (namespace, stream), and when.
+/// The last event counted per stream, and when. A stream's name starts with
+/// its sidecar's namespace, service account and pod
+/// ([`crate::wire::stream_prefix`], checked before anything is counted), so
+/// the name alone tells streams of different namespaces apart.
 #[derive(Default)]
-pub(super) struct LastCounted(HashMap<(String, String), (u64, i64)>);
+pub(super) struct LastCounted(HashMap<String, (u64, i64)>);
 
 impl LastCounted {
     /// Whether `event` comes after the last event counted of its stream
     /// (and remembers it as the last). Events of one stream are uploaded in
     /// order (the batch check refuses any other), so an event at or below
     /// the last counted one was counted already: its batch is a repeat.
-    fn first_time(&mut self, namespace: &str, event: &AuditEvent, now: &Time) -> bool {
-        let key = (namespace.to_string(), event.stream.clone());
-        if self.0.get(&key).is_some_and(|(seq, _)| event.seq <= *seq) {
-            return false;
+    fn first_time(&mut self, event: &AuditEvent, now: &Time) -> bool {
+        // A known stream is updated in place: no key is made per event.
+        if let Some((seq, at)) = self.0.get_mut(event.stream.as_str()) {
+            if event.seq <= *seq {
+                return false;
+            }
+            (*seq, *at) = (event.seq, now.0.as_second());
+            return true;
         }
-        self.0.insert(key, (event.seq, now.0.as_second()));
+        self.0
+            .insert(event.stream.clone(), (event.seq, now.0.as_second()));
         if self.0.len() > super::MAX_STREAMS
             && let Some(oldest) = self
                 .0
@@ -57,16 +65,26 @@ pub(super) fn tally(
     keys: Option<&KeySet>,
     now: &Time,
 ) {
+    // The Connections the batch's counted events used, each once.
+    let mut active: Vec<&str> = Vec::new();
+    let mut counts = BatchCounts::default();
     for event in &batch.events {
-        if !last_counted.first_time(&claims.namespace, event, now) {
+        if !last_counted.first_time(event, now) {
             continue;
         }
-        count(pending, entries, identity, event);
-        if let Some(connection) = &event.connection {
-            pending
-                .activity
-                .insert((claims.namespace.clone(), connection.clone()), now.clone());
+        count(&mut counts, entries, identity, event);
+        if let Some(connection) = event.connection.as_deref()
+            && !active.contains(&connection)
+        {
+            active.push(connection);
         }
+    }
+    counts.add_to(pending, &claims.namespace);
+    for connection in active {
+        pending.activity.insert(
+            (claims.namespace.clone(), connection.to_string()),
+            now.clone(),
+        );
     }
     if let Some(keys) = keys {
         record_history(pending, keys, &claims.namespace, signed, now);
@@ -97,17 +115,12 @@ pub(super) fn record_history(
     if signed.is_empty() {
         return;
     }
-    let jwks = keys.jwks();
     for head in signed {
-        if let Some(jwk) = jwks
-            .keys
-            .iter()
-            .find(|k| k.common.key_id.as_deref() == Some(head.key_id.as_str()))
+        // The key is copied once per flush, not the key set per batch.
+        if !pending.keys.contains_key(&head.key_id)
+            && let Some(key) = keys.keys().iter().find(|k| k.kid() == head.key_id)
         {
-            pending
-                .keys
-                .entry(head.key_id.clone())
-                .or_insert_with(|| jwk.clone());
+            pending.keys.insert(head.key_id.clone(), key.jwk().clone());
         }
         let list = pending
             .history
@@ -130,16 +143,57 @@ pub(super) fn bound_pending(list: &mut Vec<HistoryEntry>) {
     list.drain(..excess);
 }
 
-/// Adds one event to the pending counters of the policy that decided it,
+/// One batch's counts by policy name, added to the pending ones once per
+/// policy at the end of the batch (no (namespace, policy) key is made per
+/// event).
+#[derive(Default)]
+pub(super) struct BatchCounts<'a> {
+    counters: BTreeMap<&'a str, PolicyCounters>,
+    /// The batch's denials, by policy, in the batch's order.
+    denials: Vec<(&'a str, RecentDenial)>,
+}
+
+impl<'a> BatchCounts<'a> {
+    fn counters(&mut self, policy: &'a str) -> &mut PolicyCounters {
+        self.counters.entry(policy).or_default()
+    }
+
+    /// Adds the batch's counts to `pending`, for policies of `namespace`.
+    pub(super) fn add_to(self, pending: &mut Pending, namespace: &str) {
+        for (policy, add) in self.counters {
+            flush::add_counters(
+                pending
+                    .counters
+                    .entry((namespace.to_string(), policy.to_string()))
+                    .or_default(),
+                &add,
+            );
+        }
+        for (policy, denial) in self.denials {
+            let list = pending
+                .denials
+                .entry((namespace.to_string(), policy.to_string()))
+                .or_default();
+            list.insert(0, denial);
+            list.truncate(RECENT_DENIALS);
+        }
+    }
+}
+
+/// Adds one event to the batch's counters of the policy that decided it,
 /// and its masked values to the policies that masked them (see [`masked`]).
-fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, event: &AuditEvent) {
-    let ns = identity.namespace.clone();
+fn count<'a>(
+    counts: &mut BatchCounts<'a>,
+    entries: &'a [PolicyEntry],
+    identity: &Identity,
+    event: &'a AuditEvent,
+) {
     // Only policies that bind the uploader (to the event's Connection) can
     // have decided its traffic: anything else named is not counted.
     let policy = event
         .decision
         .as_ref()
-        .and_then(|d| d.policy.clone())
+        .and_then(|d| d.policy.as_deref())
         .filter(|name| {
             entries.iter().any(|e| {
                 e.compiled.as_ref().is_ok_and(|c| {
@@ -154,7 +208,7 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
         });
     match (event.kind, &event.decision, policy) {
         (AuditKind::Statement, Some(decision), Some(policy)) => {
-            let c = pending.counters.entry((ns.clone(), policy)).or_default();
+            let c = counts.counters(policy);
             match decision.action {
                 Action::Allow => c.allowed += 1,
                 Action::Deny => c.denied += 1,
@@ -162,8 +216,7 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
             }
         }
         (AuditKind::Denial, Some(decision), Some(policy)) => {
-            let key = (ns.clone(), policy);
-            pending.counters.entry(key.clone()).or_default().denied += 1;
+            counts.counters(policy).denied += 1;
             let denial = RecentDenial {
                 time: parse_time(&event.time),
                 subject: identity.subject(),
@@ -175,13 +228,11 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
                     .map(|c| c.text.chars().take(COMMAND_CHARS).collect())
                     .unwrap_or_default(),
             };
-            let list = pending.denials.entry(key).or_default();
-            list.insert(0, denial);
-            list.truncate(RECENT_DENIALS);
+            counts.denials.push((policy, denial));
         }
         (AuditKind::Approval, _, policy) => {
             if let (Some(approval), Some(policy)) = (&event.approval, policy) {
-                let c = pending.counters.entry((ns.clone(), policy)).or_default();
+                let c = counts.counters(policy);
                 match approval.phase {
                     sluice_crds::RequestPhase::Approved => c.approvals_granted += 1,
                     sluice_crds::RequestPhase::Denied | sluice_crds::RequestPhase::Expired => {
@@ -199,7 +250,7 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
         event.kind,
         AuditKind::Result | AuditKind::Mask | AuditKind::Statement
     ) {
-        masked(pending, entries, identity, event);
+        masked(counts, entries, identity, event);
     }
 }
 
@@ -211,15 +262,17 @@ fn count(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, ev
 /// only attribution the event allows. Either way only policies that bind
 /// the uploader to the event's Connection are credited: a sidecar cannot
 /// count for a policy that could not have masked its traffic.
-fn masked(pending: &mut Pending, entries: &[PolicyEntry], identity: &Identity, event: &AuditEvent) {
+fn masked<'a>(
+    counts: &mut BatchCounts<'a>,
+    entries: &'a [PolicyEntry],
+    identity: &Identity,
+    event: &'a AuditEvent,
+) {
     let (Some(outcome), Some(connection)) = (&event.outcome, &event.connection) else {
         return;
     };
-    let mut credit = |policy: &str, count: u64| {
-        let c = pending
-            .counters
-            .entry((identity.namespace.clone(), policy.to_string()))
-            .or_default();
+    let mut credit = |policy: &'a str, count: u64| {
+        let c = counts.counters(policy);
         c.masked = c.masked.saturating_add(count);
     };
     if outcome.masks.is_empty() {
@@ -293,6 +346,18 @@ mod tests {
         }
     }
 
+    /// [`count`] of one event, added to `pending`.
+    fn count_one(
+        pending: &mut Pending,
+        entries: &[PolicyEntry],
+        identity: &Identity,
+        event: &AuditEvent,
+    ) {
+        let mut counts = BatchCounts::default();
+        count(&mut counts, entries, identity, event);
+        counts.add_to(pending, &identity.namespace);
+    }
+
     fn result(seq: u64, outcome: serde_json::Value) -> AuditEvent {
         serde_json::from_value(json!({
             "v": 1, "seq": seq, "time": "2026-12-06T20:00:00Z", "type": "result",
@@ -333,7 +398,7 @@ mod tests {
         assert!(entries.iter().all(|e| e.compiled.is_ok()));
         let identity = Identity::service_account("shop", "job");
         let mut pending = Pending::default();
-        count(
+        count_one(
             &mut pending,
             &entries,
             &identity,
@@ -360,7 +425,7 @@ mod tests {
         assert_eq!(masked(&pending, "elsewhere"), None);
 
         // An event without `masks`: the old rule, the total to each masking policy.
-        count(
+        count_one(
             &mut pending,
             &entries,
             &identity,
@@ -370,5 +435,19 @@ mod tests {
         assert_eq!(masked(&pending, "cards"), Some(12));
         assert_eq!(masked(&pending, "reads"), None);
         assert_eq!(masked(&pending, "elsewhere"), None);
+
+        // Counts a sidecar reports stop at the largest value, batch after batch.
+        for seq in 3..5 {
+            count_one(
+                &mut pending,
+                &entries,
+                &identity,
+                &result(
+                    seq,
+                    json!({"rows": 1, "masks": [{"count": u64::MAX, "policy": "pii"}]}),
+                ),
+            );
+        }
+        assert_eq!(masked(&pending, "pii"), Some(u64::MAX));
     }
 }

@@ -242,11 +242,14 @@ async fn write_policy(
     Ok(())
 }
 
+/// Adds `add` to `into`, each counter stopping at its largest value (a
+/// sidecar reports how many values were masked: never an overflow).
 pub(super) fn add_counters(into: &mut PolicyCounters, add: &PolicyCounters) {
-    into.allowed += add.allowed;
-    into.denied += add.denied;
-    into.masked += add.masked;
-    into.approvals_requested += add.approvals_requested;
-    into.approvals_granted += add.approvals_granted;
-    into.approvals_denied += add.approvals_denied;
+    let sum = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+    sum(&mut into.allowed, add.allowed);
+    sum(&mut into.denied, add.denied);
+    sum(&mut into.masked, add.masked);
+    sum(&mut into.approvals_requested, add.approvals_requested);
+    sum(&mut into.approvals_granted, add.approvals_granted);
+    sum(&mut into.approvals_denied, add.approvals_denied);
 }

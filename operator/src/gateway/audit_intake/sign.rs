@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde_json::json;
+use serde::Serialize;
 use sluice_policy::engine::Identity;
 
 use super::check::foreign;
@@ -15,6 +15,25 @@ use super::{IntakeError, LastSigned, MAX_STREAMS, StreamKey};
 use crate::catalog::{Catalog, PolicyEntry};
 use crate::gateway::token::{GatewayClaims, KeySet};
 use crate::wire::{AuditBatch, SignedHead};
+
+/// What a checkpoint's signature covers (see [`SignedHead::signature`]),
+/// serialised without an intermediate JSON value. The fields are in the
+/// order of their names, as a JSON object's keys were serialised before: the
+/// signed bytes are the same.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload<'a> {
+    connection: &'a str,
+    hash: &'a str,
+    iat: i64,
+    namespace: &'a str,
+    pod: &'a str,
+    pod_uid: &'a str,
+    previous: Option<u64>,
+    sequence: u64,
+    service_account: &'a str,
+    stream: &'a str,
+}
 
 /// What signing a batch's heads needs besides the batch.
 pub(super) struct Signer<'a> {
@@ -108,18 +127,18 @@ impl Signer<'_> {
                     });
                 }
             }
-            let payload = json!({
-                "namespace": claims.namespace,
-                "serviceAccount": claims.service_account,
-                "pod": claims.pod,
-                "podUid": claims.pod_uid,
-                "connection": head.connection,
-                "stream": stream,
-                "sequence": seq,
-                "hash": hash,
-                "previous": last.as_ref().map(|(s, _)| *s).filter(|s| *s < seq),
-                "iat": now.0.as_second(),
-            });
+            let payload = Payload {
+                connection: &head.connection,
+                hash,
+                iat: now.0.as_second(),
+                namespace: &claims.namespace,
+                pod: &claims.pod,
+                pod_uid: &claims.pod_uid,
+                previous: last.as_ref().map(|(s, _)| *s).filter(|s| *s < seq),
+                sequence: seq,
+                service_account: &claims.service_account,
+                stream,
+            };
             let (signature, key_id) = keys.sign_payload(&payload).map_err(IntakeError::Sign)?;
             history.insert(key, (seq, hash.clone(), now.0.as_second()));
             if history.len() > MAX_STREAMS
@@ -142,5 +161,48 @@ impl Signer<'_> {
             });
         }
         Ok(signed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    /// The checkpoint payload serialises to the bytes the JSON object of
+    /// earlier releases did (keys in name order): receipts keep their format.
+    #[test]
+    fn the_signed_payload_keeps_its_bytes() {
+        for previous in [None, Some(6)] {
+            let payload = Payload {
+                connection: "orders-db",
+                hash: "ab12",
+                iat: 1_765_000_000,
+                namespace: "shop",
+                pod: "report-0",
+                pod_uid: "uid-0",
+                previous,
+                sequence: 7,
+                service_account: "report-job",
+                stream: "sidecar:shop/report-job:report-0:boot",
+            };
+            let object = json!({
+                "namespace": "shop",
+                "serviceAccount": "report-job",
+                "pod": "report-0",
+                "podUid": "uid-0",
+                "connection": "orders-db",
+                "stream": "sidecar:shop/report-job:report-0:boot",
+                "sequence": 7,
+                "hash": "ab12",
+                "previous": previous,
+                "iat": 1_765_000_000,
+            });
+            assert_eq!(
+                String::from_utf8(serde_json::to_vec(&payload).unwrap()).unwrap(),
+                String::from_utf8(serde_json::to_vec(&object).unwrap()).unwrap()
+            );
+        }
     }
 }
