@@ -135,3 +135,31 @@ fn a_view_that_cannot_be_followed_refuses_the_statement() {
     let (ok, out, err) = mariadb_cli(sidecar.port, &format!("USE {db};\nDELETE FROM notes;\n"));
     assert!(ok, "{out} {err}");
 }
+
+#[test]
+fn hold_rules_hold_through_views() {
+    let db = "myrules_hold";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50));
+         INSERT INTO {db}.customers VALUES (1, 'Alice');
+         CREATE VIEW {db}.v AS SELECT id, name FROM {db}.customers;
+         CREATE VIEW {db}.vv AS SELECT id, name FROM {db}.v;"
+    ));
+    let policy = "  defaultAction: allow\n  rules:\n    - name: customer-deletes-need-a-dba\n      match: {statements: [delete], tables: [customers]}\n      action: requireApproval\n      approval: {approvers: {groups: [dba]}, mode: hold}\n";
+    let sidecar = Sidecar::start(&manifests(m, db, policy), "shop/report-job");
+    let before = customers(db);
+    // Standalone: no approvals, so a held statement is refused.
+    let (_, out, err) = mariadb_cli(sidecar.port, &format!("USE {db};\nDELETE FROM vv;\n"));
+    assert!(
+        err.contains("needs approval") && err.contains("customer-deletes-need-a-dba"),
+        "{out} {err}"
+    );
+    assert_eq!(customers(db), before);
+    let (ok, out, err) = mariadb_cli(
+        sidecar.port,
+        &format!("USE {db};\nUPDATE vv SET name = 'b';\n"),
+    );
+    assert!(ok, "{out} {err}");
+}
