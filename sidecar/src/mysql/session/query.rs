@@ -203,10 +203,7 @@ impl Session<'_> {
         let arrived = Instant::now();
         let database = decided.database.as_deref();
         // Rules on tables, matched through the views its names stand for.
-        let (stricter, unfollowed) = match self.through_views(&decided.decision, database).await? {
-            Ok(d) => (d, None),
-            Err(why) => (decided.decision.clone(), Some(why)),
-        };
+        let (stricter, unfollowed) = self.through_views(&decided.decision, database).await?;
         let (text, decided) = (&decided.text, &stricter);
         let mut refused = unfollowed.or_else(|| self.refusal(text, decided, true));
         // Views and stored functions: what the lineage analysis cannot see.

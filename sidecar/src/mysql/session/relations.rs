@@ -41,30 +41,31 @@ const UNKNOWN: &str = "statement refused by Sluice: the policy has rules on tabl
 
 impl Session<'_> {
     /// `decided`, made stricter through the views its names (in
-    /// `database`) stand for; a decision refused with why when they cannot
-    /// be followed (fail closed). `decided` itself when no rule that denies
-    /// or holds names tables, when it is denied already or names no table.
+    /// `database`) stand for, and why it is refused when they cannot be
+    /// followed (fail closed). `decided` itself when no rule that denies or
+    /// holds names tables, when it is denied already or names no table.
     pub(super) async fn through_views(
         &mut self,
         decided: &Arc<SqlDecision>,
         database: Option<&str>,
-    ) -> Result<Result<Arc<SqlDecision>, String>, SessionError> {
+    ) -> Result<(Arc<SqlDecision>, Option<String>), SessionError> {
         let denied = decided.decision.enforced == Action::Deny || decided.too_complex;
         if denied
             || self.revoked.is_some()
             || !self.set.has_restrictive_table_rules()
             || decided.statements.iter().all(|(s, _)| s.tables.is_empty())
         {
-            return Ok(Ok(decided.clone()));
+            return Ok((decided.clone(), None));
         }
         let related = match self.related_names(decided, database).await? {
             Ok(r) => r,
-            Err(why) => return Ok(Err(format!("{UNKNOWN}: {why}"))),
+            Err(why) => return Ok((decided.clone(), Some(format!("{UNKNOWN}: {why}")))),
         };
-        Ok(Ok(self
+        let stricter = self
             .set
             .through_relations(decided, &|name| related.get(name).cloned())
-            .map_or_else(|| decided.clone(), Arc::new)))
+            .map_or_else(|| decided.clone(), Arc::new);
+        Ok((stricter, None))
     }
 
     /// Each table name of `decided` (run in `database`) and the relations
