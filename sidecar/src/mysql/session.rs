@@ -50,6 +50,7 @@ mod guard;
 mod handshake;
 mod prepared;
 mod query;
+mod relations;
 mod relay;
 mod sql_prepared;
 mod views;

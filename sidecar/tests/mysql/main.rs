@@ -24,5 +24,6 @@ mod mysql_prepared;
 mod mysql_recording;
 mod mysql_run_mode;
 mod mysql_sql_prepared;
+mod mysql_table_rules;
 mod mysql_views;
 mod mysql_write_limits;

@@ -202,8 +202,10 @@ impl Session<'_> {
     ) -> Result<(), SessionError> {
         let arrived = Instant::now();
         let database = decided.database.as_deref();
-        let (text, decided) = (&decided.text, &decided.decision);
-        let mut refused = self.refusal(text, decided, true);
+        // Rules on tables, matched through the views its names stand for.
+        let (stricter, unfollowed) = self.through_views(&decided.decision, database).await?;
+        let (text, decided) = (&decided.text, &stricter);
+        let mut refused = unfollowed.or_else(|| self.refusal(text, decided, true));
         // Views and stored functions: what the lineage analysis cannot see.
         // A statement that only reads has its views asked for as it is
         // sent; any other now (writes of what a view reads are checked).

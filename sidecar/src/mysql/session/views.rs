@@ -306,7 +306,7 @@ fn view_query_with(
 /// A string literal for `value` that reads the same under every sql_mode
 /// and character set: its UTF-8 bytes in hex, introduced as utf8mb3 (the
 /// character set of information_schema's names).
-fn literal(value: &str) -> String {
+pub(super) fn literal(value: &str) -> String {
     format!("_utf8mb3 X'{}'", hex::encode(value.as_bytes()))
 }
 

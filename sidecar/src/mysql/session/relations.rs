@@ -1,0 +1,258 @@
+//! Table rules through views (#24 / #15): `DELETE FROM v`, where `v` is an
+//! updatable view of `customers`, deletes rows of `customers`, so a rule
+//! that denies or holds statements on `customers` must hold for it, as for
+//! a view over a view, `UPDATE`, `INSERT`, `REPLACE` and multi-table
+//! statements through one. Before a statement runs, when a rule that
+//! denies or holds names tables (`PolicySet::has_restrictive_table_rules`;
+//! nothing is asked otherwise), the names it gives are followed through
+//! the server's view definitions, and the deny and requireApproval rules
+//! are matched against what they reach too
+//! (`PolicySet::through_relations`; allow rules are not, so a wider
+//! reading never loosens a decision).
+//!
+//! The lookup asks `information_schema.VIEWS` for each name exactly as the
+//! server resolves it (the candidates of the views lookup, see
+//! [`views::candidates`]: the schema it is qualified with or the
+//! statement's database, every spelling in the text), one `TABLE_SCHEMA =
+//! … AND TABLE_NAME = …` per candidate joined with `UNION ALL`; the tables
+//! of each definition found (the server writes them qualified) are asked
+//! for the same way, at most [`MAX_DEPTH`] levels deep. Nothing is cached:
+//! a table may be replaced by a view at any time (see [`views`]).
+//!
+//! Fail closed: a statement whose names cannot be followed (a name that
+//! cannot be asked precisely, too many names, a definition the server does
+//! not show or Sluice cannot parse, views nested deeper than
+//! [`MAX_DEPTH`], an error answer) is refused.
+
+use std::collections::{HashMap, HashSet};
+
+use super::views::{self, MAX_CANDIDATES};
+use super::*;
+
+/// How many levels of views over views are followed; deeper ones refuse
+/// the statement.
+pub(super) const MAX_DEPTH: usize = 8;
+
+/// The most bytes of view definitions one statement's lookup reads.
+const MAX_DEFINITION_BYTES: usize = 4 << 20;
+
+/// What a refusal says when the names could not be followed.
+const UNKNOWN: &str = "statement refused by Sluice: the policy has rules on tables, and Sluice could not look up which tables this statement's names stand for (views)";
+
+impl Session<'_> {
+    /// `decided`, made stricter through the views its names (in
+    /// `database`) stand for, and why it is refused when they cannot be
+    /// followed (fail closed). `decided` itself when no rule that denies or
+    /// holds names tables, when it is denied already or names no table.
+    pub(super) async fn through_views(
+        &mut self,
+        decided: &Arc<SqlDecision>,
+        database: Option<&str>,
+    ) -> Result<(Arc<SqlDecision>, Option<String>), SessionError> {
+        let denied = decided.decision.enforced == Action::Deny || decided.too_complex;
+        if denied
+            || self.revoked.is_some()
+            || !self.set.has_restrictive_table_rules()
+            || decided.statements.iter().all(|(s, _)| s.tables.is_empty())
+        {
+            return Ok((decided.clone(), None));
+        }
+        let related = match self.related_names(decided, database).await? {
+            Ok(r) => r,
+            Err(why) => return Ok((decided.clone(), Some(format!("{UNKNOWN}: {why}")))),
+        };
+        let stricter = self
+            .set
+            .through_relations(decided, &|name| related.get(name).cloned())
+            .map_or_else(|| decided.clone(), Arc::new);
+        Ok((stricter, None))
+    }
+
+    /// Each table name of `decided` (run in `database`) and the relations
+    /// it reaches through views (their tables, theirs, …: `schema.name`
+    /// as Sluice's parser reads the definitions); why not when they cannot
+    /// be followed.
+    async fn related_names(
+        &mut self,
+        decided: &SqlDecision,
+        database: Option<&str>,
+    ) -> Result<Result<HashMap<String, Vec<String>>, String>, SessionError> {
+        let mut names: Vec<String> = decided
+            .statements
+            .iter()
+            .flat_map(|(s, _)| s.tables.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        let texts: Vec<String> = decided
+            .statements
+            .iter()
+            .map(|(s, _)| s.text.clone())
+            .collect();
+        // What each name followed so far reads (empty: not a view).
+        let mut reads: HashMap<String, Vec<String>> = HashMap::new();
+        let (mut wanted, mut texts, mut database) = (names.clone(), texts, database);
+        let mut depth = 0;
+        let mut read_bytes = 0;
+        while !wanted.is_empty() {
+            if depth > MAX_DEPTH {
+                return Ok(Err(format!("views are nested more than {MAX_DEPTH} deep")));
+            }
+            let found = match self.definitions(&wanted, &texts, database).await? {
+                Ok(found) => found,
+                Err(why) => return Ok(Err(why)),
+            };
+            let mut next_texts = Vec::new();
+            for name in &wanted {
+                reads.entry(name.clone()).or_default();
+            }
+            for (i, definition) in found {
+                read_bytes += definition.len();
+                if read_bytes > MAX_DEFINITION_BYTES {
+                    return Ok(Err("the views' definitions are too large".into()));
+                }
+                let tables = match definition_tables(&definition) {
+                    Ok(t) => t,
+                    Err(why) => return Ok(Err(format!("{}: {why}", wanted[i]))),
+                };
+                reads.entry(wanted[i].clone()).or_default().extend(tables);
+                next_texts.push(definition);
+            }
+            let mut next: Vec<String> = reads
+                .values()
+                .flatten()
+                .filter(|n| !reads.contains_key(*n))
+                .cloned()
+                .collect();
+            next.sort();
+            next.dedup();
+            (wanted, texts, database) = (next, next_texts, None);
+            depth += 1;
+        }
+        Ok(Ok(names
+            .iter()
+            .map(|n| (n.clone(), reached(n, &reads)))
+            .collect()))
+    }
+
+    /// The definitions of the views among `names` (as Sluice's parser
+    /// reports them) of a text `texts`, run in `database`: (index in
+    /// `names`, definition); why not when a name cannot be asked precisely
+    /// or the server answers with an error.
+    async fn definitions(
+        &mut self,
+        names: &[String],
+        texts: &[String],
+        database: Option<&str>,
+    ) -> Result<Result<Vec<(usize, String)>, String>, SessionError> {
+        let tables: Vec<&str> = names.iter().map(String::as_str).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let lower_case = self.settings.lower_case_names;
+        let Some((candidates, assumed)) = views::candidates(&tables, &texts, database, lower_case)
+        else {
+            return Ok(Err(format!("more than {MAX_CANDIDATES} names to look up")));
+        };
+        if let Some(&i) = assumed.first() {
+            return Ok(Err(format!("{} cannot be looked up precisely", names[i])));
+        }
+        let selects: Vec<String> = candidates
+            .iter()
+            .map(|(s, t, i)| {
+                format!(
+                    "SELECT CONCAT({i}, ' ', IFNULL(VIEW_DEFINITION, '')) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+                    views::literal(s),
+                    views::literal(t)
+                )
+            })
+            .collect();
+        if selects.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let sql = format!(
+            "{} LIMIT {}",
+            selects.join(" UNION ALL "),
+            MAX_CANDIDATES + 1
+        );
+        let mut q = Vec::with_capacity(sql.len() + 1);
+        q.push(COM_QUERY);
+        q.extend_from_slice(sql.as_bytes());
+        self.up.commands(&[q.as_slice()]).await?;
+        let Some(rows) = self.read_single_column().await? else {
+            return Ok(Err("the server answered the lookup with an error".into()));
+        };
+        let mut found = Vec::new();
+        for row in rows {
+            let parsed = row
+                .split_once(' ')
+                .and_then(|(i, d)| Some((i.parse::<usize>().ok()?, d)))
+                .filter(|(i, _)| *i < names.len());
+            match parsed {
+                Some((i, d)) if !d.trim().is_empty() => found.push((i, d.to_string())),
+                Some((i, _)) => {
+                    return Ok(Err(format!(
+                        "the server does not show the definition of the view {} (SHOW VIEW privilege)",
+                        names[i]
+                    )));
+                }
+                None => return Ok(Err("an answer Sluice does not read".into())),
+            }
+        }
+        Ok(Ok(found))
+    }
+}
+
+/// The tables a view's `definition` reads, as Sluice's parser reports
+/// them; why not when it does not parse as one SELECT.
+fn definition_tables(definition: &str) -> Result<Vec<String>, String> {
+    let statements = sluice_policy::sql::parse(definition, SqlDialect::Mysql)
+        .map_err(|e| format!("its definition does not parse: {e}"))?;
+    if statements.len() != 1 {
+        return Err("its definition is not one statement".into());
+    }
+    Ok(statements.into_iter().flat_map(|s| s.tables).collect())
+}
+
+/// What `name` reaches through `reads` (a name's tables when it is a view,
+/// theirs, …), sorted, `name` itself left out.
+fn reached(name: &str, reads: &HashMap<String, Vec<String>>) -> Vec<String> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut todo: Vec<&str> = vec![name];
+    while let Some(n) = todo.pop() {
+        for r in reads.get(n).into_iter().flatten() {
+            if seen.insert(r.as_str()) {
+                todo.push(r.as_str());
+            }
+        }
+    }
+    seen.remove(name);
+    let mut out: Vec<String> = seen.into_iter().map(str::to_string).collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_over_views_are_followed_to_their_tables() {
+        let reads: HashMap<String, Vec<String>> = [
+            ("vv", vec!["shop.v"]),
+            ("shop.v", vec!["shop.customers", "shop.v"]),
+            ("shop.customers", vec![]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+        .collect();
+        assert_eq!(reached("vv", &reads), vec!["shop.customers", "shop.v"]);
+        assert!(reached("shop.customers", &reads).is_empty());
+    }
+
+    #[test]
+    fn definitions_give_their_tables() {
+        let d = "select `shop`.`customers`.`id` AS `id` from (`shop`.`customers` join `other`.`Notes` `n`)";
+        let t = definition_tables(d).unwrap();
+        assert!(t.contains(&"shop.customers".to_string()), "{t:?}");
+        assert!(definition_tables("select from from").is_err());
+    }
+}
