@@ -287,6 +287,18 @@ pub struct SqlDecision {
 }
 
 impl SqlDecision {
+    /// The table names its statements give, each once, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .statements
+            .iter()
+            .flat_map(|(s, _)| s.tables.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Whether this decision may not be reused for another text that differs
     /// only in literal values: some statement is
     /// [`literal_dependent`](crate::sql::literal_dependent), or the text did

@@ -77,13 +77,7 @@ impl Session<'_> {
         decided: &SqlDecision,
         database: Option<&str>,
     ) -> Result<Result<HashMap<String, Vec<String>>, String>, SessionError> {
-        let mut names: Vec<String> = decided
-            .statements
-            .iter()
-            .flat_map(|(s, _)| s.tables.iter().cloned())
-            .collect();
-        names.sort();
-        names.dedup();
+        let names = decided.table_names();
         let texts: Vec<String> = decided
             .statements
             .iter()

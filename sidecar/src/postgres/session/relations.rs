@@ -100,14 +100,7 @@ impl ClientLoop {
         if refused || !self.enforcer.has_restrictive_table_rules() {
             return None;
         }
-        let mut names: Vec<String> = decided
-            .sql
-            .statements
-            .iter()
-            .flat_map(|(s, _)| s.tables.iter().cloned())
-            .collect();
-        names.sort();
-        names.dedup();
+        let names = decided.sql.table_names();
         (!names.is_empty()).then_some(names)
     }
 }
