@@ -74,7 +74,7 @@ fn decide(dir: &str, line: &str, body: Option<&str>) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The sidecar refuses or denies each of these (`sidecar/tests/http_attacks.rs`:
+/// The sidecar refuses or denies each of these (`sidecar/tests/http/http_attacks.rs`:
 /// `query_parameters_cannot_stand_for_body_fields`,
 /// `globs_with_capitals_hold_in_any_case`,
 /// `query_parameters_are_read_as_servers_read_them`, and the HEAD and
