@@ -14,6 +14,7 @@
 use super::client::catalog_refusal;
 use super::*;
 use crate::enforcement::Refusal;
+use crate::postgres::catalog::CatalogError;
 
 impl ClientLoop {
     /// `decided`, made stricter through the relations its names reach; a
@@ -27,13 +28,7 @@ impl ClientLoop {
             let mut catalog = self.catalog.lock().await;
             Box::pin(catalog.related_names(&names)).await
         };
-        match related {
-            Ok(related) => self
-                .enforcer
-                .through_relations(&decided, &related)
-                .unwrap_or(decided),
-            Err(e) => Arc::new(decided.refused(catalog_refusal(UNKNOWN, &e))),
-        }
+        self.settle(decided, related)
     }
 
     /// [`ClientLoop::through_relations`] without a lookup, for a prepared
@@ -50,14 +45,26 @@ impl ClientLoop {
             .ok()
             .and_then(|catalog| catalog.related_cached(&names));
         match cached {
-            Some(Ok(related)) => self
-                .enforcer
-                .through_relations(&decided, &related)
-                .unwrap_or(decided),
-            Some(Err(e)) => Arc::new(decided.refused(catalog_refusal(UNKNOWN, &e))),
+            Some(related) => self.settle(decided, related),
             None => Arc::new(decided.refused(Refusal::plain(
                 "statement refused: the policies changed and have table rules; Sluice has not looked up which tables this prepared statement's names stand for (views, partitions): prepare it again",
             ))),
+        }
+    }
+
+    /// `decided` made stricter through `related` (what its names reach), or
+    /// refused when they could not be looked up.
+    fn settle(
+        &self,
+        decided: Arc<Decided>,
+        related: Result<HashMap<String, Vec<String>>, CatalogError>,
+    ) -> Arc<Decided> {
+        match related {
+            Ok(related) => self
+                .enforcer
+                .through_relations(&decided, &related)
+                .unwrap_or(decided),
+            Err(e) => Arc::new(decided.refused(catalog_refusal(UNKNOWN, &e))),
         }
     }
 
