@@ -58,6 +58,7 @@ pub struct AccessPolicySpec {
     #[serde(default)]
     pub default_action: Action,
     /// What happens to a statement the SQL parser cannot classify: `deny` (default) or `allow`.
+    /// Under SQL masking (column rules or detectors) such a statement is refused whatever this says.
     #[serde(default)]
     pub on_parse_error: ParseErrorAction,
     /// Masking of result fields, applied together with the masking of every other

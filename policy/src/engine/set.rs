@@ -283,8 +283,19 @@ impl PolicySet {
                     .collect();
                 // Too large or complex: refused whatever onParseError says,
                 // or padding a statement would take it past every rule.
+                // Under masking of result values, a text Sluice cannot read
+                // could copy masked values out (`COPY (…) TO STDOUT`), store
+                // them where no rule looks (`INSERT … SELECT`, `DO`), or move
+                // a table out of the rules' sight (`DETACH PARTITION`,
+                // `SET SCHEMA`): refused whatever onParseError says.
                 let mut decision = if too_complex {
                     Decision::refused_by_sluice("the statement is too large or too complex")
+                } else if self.masks_sql_values() {
+                    Decision::refused_by_sluice(
+                        "masking applies on this Connection and Sluice cannot parse the statement, \
+                         so it cannot tell which values it reads or where it sends them \
+                         (onParseError: allow does not apply under column masking or detectors)",
+                    )
                 } else {
                     Decision::combine(&verdicts)
                 };
@@ -437,6 +448,12 @@ impl PolicySet {
     /// Whether any masking applies on this Connection (columns, paths or detectors).
     pub fn has_masking(&self) -> bool {
         !self.maskers.is_empty()
+    }
+
+    /// Whether SQL results are masked on this Connection: column rules,
+    /// detectors, or everything (JSONPath rules apply to HTTP only).
+    pub fn masks_sql_values(&self) -> bool {
+        !self.columns.is_empty() || self.detectors.is_some() || self.mask_everything
     }
 
     /// Which result columns of `stmt` to mask, given the server's description of

@@ -297,6 +297,53 @@ fn parse_errors_follow_on_parse_error() {
     assert!(!d.redacted.contains("secret-value"), "{}", d.redacted);
 }
 
+/// Under SQL masking (column rules or detectors, in any policy of the set)
+/// an unparsed text is refused whatever onParseError says, on both
+/// dialects; JSONPath masking (HTTP only) leaves onParseError in charge.
+#[test]
+fn parse_errors_under_sql_masking_are_refused() {
+    let lenient = with("  onParseError: allow\n");
+    let columns = "  masking:\n    - columns: [\"customers.ssn\"]\n      strategy: redact\n";
+    let detectors = "  masking:\n    - detectors: [ssn]\n      strategy: redact\n";
+    let paths = "  masking:\n    - jsonPaths: [\"$.ssn\"]\n      strategy: redact\n";
+    for (masking, refused) in [(columns, true), (detectors, true), (paths, false)] {
+        let masked = set(&[policy(&format!("{lenient}{masking}"))]);
+        for dialect in [SqlDialect::Postgres, SqlDialect::Mysql] {
+            let d = masked.decide_sql("SELEKT 1 FROM", dialect);
+            assert!(d.parse_error.is_some());
+            assert_eq!(
+                d.decision.action == Action::Deny,
+                refused,
+                "{masking} {dialect:?}: {}",
+                d.decision.reason
+            );
+            assert_eq!(
+                d.decision.enforced == Action::Deny,
+                refused,
+                "{masking} {dialect:?}"
+            );
+            if refused {
+                assert!(
+                    d.decision.reason.contains("cannot parse the statement"),
+                    "{}",
+                    d.decision.reason
+                );
+            }
+        }
+    }
+    // Masking in another policy of the set is enough.
+    let two = set(&[
+        policy(&lenient),
+        policy(&format!("{lenient}{columns}").replace("name: p", "name: q")),
+    ]);
+    assert_eq!(
+        two.decide_sql("SELEKT 1 FROM", SqlDialect::Postgres)
+            .decision
+            .enforced,
+        Action::Deny
+    );
+}
+
 #[test]
 fn multi_statement_strings_are_as_strict_as_their_strictest_part() {
     let ps = set(&[policy(&with(

@@ -78,7 +78,8 @@
 //!   itself is not seen; so a masked identity may not define one (`CREATE
 //!   FUNCTION`, `PROCEDURE`, `TRIGGER` are refused, `ddl.rs`): only code another
 //!   role defined (a migration) can do so. `CREATE RULE`, `DO` and `CREATE EVENT`
-//!   do not parse and are left to `onParseError`.
+//!   do not parse: under masking the engine refuses every text it cannot parse,
+//!   whatever `onParseError` says ([`crate::engine::PolicySet::decide_sql`]).
 //! - MySQL may report a derived table's alias as `org_table`; such origins are not
 //!   trusted to clear a column (the expression analysis still decides). Where the
 //!   server gives an origin for a column that only a `*` over several relations can
@@ -91,8 +92,8 @@
 //!   column, a table with masked columns or a schema a `schema.table.column` rule
 //!   names, a generated column computed from a masked one) is refused like the
 //!   writes above (`ddl.rs`); `ALTER TABLE … SET SCHEMA`, `ATTACH`/`DETACH
-//!   PARTITION`, `[NO] INHERIT` and statements that do not parse are left to
-//!   `onParseError`.
+//!   PARTITION` and `[NO] INHERIT` do not parse, so they are refused under
+//!   masking like every text Sluice cannot parse.
 //! - Values of other tables that the server exposes through catalogs are handled for
 //!   planner statistics (`pg_stats.most_common_vals`, MySQL `column_statistics`) and
 //!   session variables (custom `current_setting`, MySQL `@var`), which are masked

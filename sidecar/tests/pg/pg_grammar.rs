@@ -29,6 +29,15 @@ const POLICY: &str = r#"  defaultAction: allow
       strategy: redact
 "#;
 
+/// [`POLICY`] without masking: `onParseError: allow` lets a text Sluice
+/// cannot parse run only when no result values are masked.
+const POLICY_UNMASKED: &str = r#"  defaultAction: allow
+  onParseError: allow
+  rules:
+    - {name: no-drop, action: deny, match: {statements: [drop, truncate]}}
+    - {name: no-delete, action: deny, match: {statements: [delete]}}
+"#;
+
 /// The SQLSTATEs of the ErrorResponses in a raw answer.
 fn codes(bytes: &[u8]) -> Vec<String> {
     let mut codes = Vec::new();
@@ -306,12 +315,13 @@ async fn explain_analyse_runs_its_statement() {
 
 // === Texts only PostgreSQL reads: DO, xmlelement(name …) ===
 
-/// Under `onParseError: allow`, a DO block runs, but a DROP after it meets
-/// the drop rule (it ran without the second reading), and a rule denying
-/// `do` denies a DO block.
+/// Under `onParseError: allow` (and no masking: see
+/// [`unparsed_texts_under_masking_are_refused_whatever_on_parse_error_says`]),
+/// a DO block runs, but a DROP after it meets the drop rule (it ran without
+/// the second reading), and a rule denying `do` denies a DO block.
 #[tokio::test]
 async fn do_blocks_meet_the_rules_naming_their_kinds() {
-    let s = setup("grammar_do", POLICY).await;
+    let s = setup("grammar_do", POLICY_UNMASKED).await;
     s.runs("DO $$BEGIN PERFORM 1; END$$", 0).await;
     s.runs("SELECT xmlelement(name foo)", 1).await;
     s.refused("DO $$BEGIN PERFORM 1; END$$; DROP TABLE victims", "42501")
@@ -334,4 +344,76 @@ async fn do_blocks_meet_the_rules_naming_their_kinds() {
     .await;
     deny.refused("DO $$BEGIN DELETE FROM victims; END$$", "42501")
         .await;
+}
+
+/// Under masking, a text Sluice cannot parse is refused whatever
+/// `onParseError` says: Sluice cannot tell which values it reads or where
+/// it sends them. Before, under `onParseError: allow`, `COPY (SELECT
+/// xmlelement(name x, ssn) …) TO STDOUT` answered the SSN raw (COPY is
+/// masked by the statement's plan, and an unparsed text has none),
+/// `INSERT … SELECT xmlelement(…)` and a DO block stored it where no rule
+/// looks, and `DETACH PARTITION`, `NO INHERIT`, `SET SCHEMA` moved a masked
+/// table's rows out of the rules' sight; all ran.
+#[tokio::test]
+async fn unparsed_texts_under_masking_are_refused_whatever_on_parse_error_says() {
+    let spec = POLICY.replace(
+        r#"["customers.ssn"]"#,
+        r#"["customers.ssn", "acct.ssn", "family.ssn"]"#,
+    );
+    let s = setup("grammar_unparsed_masked", &spec).await;
+    s.admin
+        .batch_execute(&format!(
+            "CREATE TABLE notes (note text);
+             CREATE TABLE acct (id int, ssn text) PARTITION BY RANGE (id);
+             CREATE TABLE acct_p1 PARTITION OF acct FOR VALUES FROM (0) TO (100);
+             INSERT INTO acct VALUES (1, '{SSN}');
+             CREATE TABLE family (id int, ssn text);
+             CREATE TABLE kid () INHERITS (family);
+             INSERT INTO kid VALUES (1, '{SSN}');
+             CREATE SCHEMA scratch;"
+        ))
+        .await
+        .unwrap();
+    for sql in [
+        "COPY (SELECT xmlelement(name x, ssn) FROM customers) TO STDOUT",
+        "SELECT xmlelement(name x, ssn) FROM customers",
+        "INSERT INTO notes SELECT xmlelement(name x, ssn)::text FROM customers",
+        "DO $$BEGIN INSERT INTO notes SELECT ssn FROM customers; END$$",
+        "ALTER TABLE acct DETACH PARTITION acct_p1",
+        "ALTER TABLE kid NO INHERIT family",
+        "ALTER TABLE customers SET SCHEMA scratch",
+        "CREATE RULE r AS ON INSERT TO victims DO ALSO INSERT INTO notes VALUES ('x')",
+    ] {
+        s.refused(sql, "42501").await;
+        let mut raw = RawClient::connect(s.sidecar.port);
+        let bytes = raw.extended(sql, false);
+        assert!(
+            contains(&bytes, "C42501") && contains(&bytes, "cannot parse the statement"),
+            "extended {sql:?}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(!contains(&bytes, SSN), "extended {sql:?}: the SSN leaked");
+    }
+    // Nothing of them ran: checked on the server.
+    let state = s
+        .admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM notes),
+                    (SELECT count(*) FROM pg_inherits WHERE inhrelid IN ('acct_p1'::regclass, 'kid'::regclass)),
+                    (SELECT count(*) FROM pg_rules WHERE rulename = 'r'),
+                    (SELECT schemaname::text FROM pg_tables WHERE tablename = 'customers')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(state.get::<_, i64>(0), 0, "notes were written");
+    assert_eq!(
+        state.get::<_, i64>(1),
+        2,
+        "a partition or child was detached"
+    );
+    assert_eq!(state.get::<_, i64>(2), 0, "the rule was created");
+    assert_eq!(state.get::<_, String>(3), "public", "customers was moved");
+    // Texts Sluice reads are decided as before.
+    s.runs("SELECT ssn FROM customers", 1).await;
 }
