@@ -345,35 +345,9 @@ impl PolicySet {
             .statements
             .iter()
             .map(|(s, d)| {
-                let mut extra: Vec<String> = s
-                    .tables
-                    .iter()
-                    .filter_map(|t| related(t))
-                    .flatten()
-                    .filter(|n| !s.tables.contains(n))
-                    .collect();
-                extra.sort();
-                extra.dedup();
-                if extra.is_empty() {
-                    return (s.clone(), d.clone());
-                }
-                let mut wider = s.clone();
-                wider.tables.extend(extra);
-                let verdicts: Vec<Verdict> = self
-                    .policies
-                    .iter()
-                    .filter_map(|p| p.restrictive_verdict(&wider))
-                    .collect();
-                if verdicts.is_empty() {
-                    return (s.clone(), d.clone());
-                }
-                let stricter = Decision::combine(&verdicts);
-                if (stricter.enforced, stricter.action) > (d.enforced, d.action) {
-                    changed = true;
-                    (s.clone(), stricter)
-                } else {
-                    (s.clone(), d.clone())
-                }
+                let stricter = self.stricter_through(s, d, related);
+                changed |= stricter.is_some();
+                (s.clone(), stricter.unwrap_or_else(|| d.clone()))
             })
             .collect();
         if !changed {
@@ -385,6 +359,53 @@ impl PolicySet {
             statements,
             ..decided.clone()
         })
+    }
+
+    /// `d` made stricter by the deny and requireApproval rules that match
+    /// `s` through the relations its names reach ([`PolicySet::through_relations`]),
+    /// the reason naming the names that reach a relation such a rule names
+    /// (`cv reaches customers`). `None` when it gets no stricter.
+    fn stricter_through(
+        &self,
+        s: &Statement,
+        d: &Decision,
+        related: &dyn Fn(&str) -> Option<Vec<String>>,
+    ) -> Option<Decision> {
+        let mut reached: Vec<(&str, String)> = Vec::new();
+        for name in &s.tables {
+            for r in related(name).into_iter().flatten() {
+                if !s.tables.contains(&r) && !reached.iter().any(|(_, x)| *x == r) {
+                    reached.push((name, r));
+                }
+            }
+        }
+        if reached.is_empty() {
+            return None;
+        }
+        let restrictive = |extra: &[&String]| {
+            let mut wider = s.clone();
+            wider.tables.extend(extra.iter().map(|r| (*r).clone()));
+            self.policies
+                .iter()
+                .filter_map(|p| p.restrictive_verdict(&wider))
+                .collect::<Vec<Verdict>>()
+        };
+        let all: Vec<&String> = reached.iter().map(|(_, r)| r).collect();
+        let verdicts = restrictive(&all);
+        let mut stricter = (!verdicts.is_empty()).then(|| Decision::combine(&verdicts))?;
+        if (stricter.enforced, stricter.action) <= (d.enforced, d.action) {
+            return None;
+        }
+        // Only now (a refusal or a hold): which of the relations a rule names.
+        let through: Vec<String> = reached
+            .iter()
+            .filter(|(_, r)| !restrictive(&[r]).is_empty())
+            .map(|(name, r)| format!("{name} reaches {r}"))
+            .collect();
+        if !through.is_empty() {
+            stricter.reason = format!("{} ({})", stricter.reason, through.join(", "));
+        }
+        Some(stricter)
     }
 
     /// The most restrictive of per-statement decisions (the first on ties). An

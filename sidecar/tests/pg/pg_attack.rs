@@ -1070,24 +1070,54 @@ async fn table_rules_hold_through_partitions_children_and_views() {
         "shop/report-job",
     );
     let mut raw = RawClient::connect(sidecar.port);
-    for (sql, why) in [
-        ("DELETE FROM customers_p1 WHERE id = 1", "protect-customers"),
-        ("UPDATE customers_p2a SET name = 'x'", "protect-customers"),
-        ("UPDATE customers_p2 SET name = 'x'", "protect-customers"),
-        ("TRUNCATE customers_p1", "protect-customers"),
+    // The reason names the rule and the name that reaches what it names.
+    for (sql, why, through) in [
+        (
+            "DELETE FROM customers_p1 WHERE id = 1",
+            "protect-customers",
+            "customers_p1 reaches public.customers",
+        ),
+        (
+            "UPDATE customers_p2a SET name = 'x'",
+            "protect-customers",
+            "customers_p2a reaches public.customers",
+        ),
+        (
+            "UPDATE customers_p2 SET name = 'x'",
+            "protect-customers",
+            "customers_p2 reaches public.customers",
+        ),
+        (
+            "TRUNCATE customers_p1",
+            "protect-customers",
+            "customers_p1 reaches public.customers",
+        ),
         (
             "INSERT INTO customers_p1 VALUES (5, 'e')",
             "protect-customers",
+            "customers_p1 reaches public.customers",
         ),
-        ("DELETE FROM cv WHERE id = 2", "protect-customers"),
-        ("DELETE FROM public.cvv", "protect-customers"),
-        ("DELETE FROM family", "protect-kids"),
-        ("DELETE FROM xv", "cannot tell which tables"),
+        (
+            "DELETE FROM cv WHERE id = 2",
+            "protect-customers",
+            "cv reaches customers",
+        ),
+        (
+            "DELETE FROM public.cvv",
+            "protect-customers",
+            "public.cvv reaches customers",
+        ),
+        (
+            "DELETE FROM family",
+            "protect-kids",
+            "family reaches public.kid",
+        ),
+        ("DELETE FROM xv", "cannot tell which tables", "xv"),
     ] {
         for bytes in [raw.simple(sql), raw.extended(sql, false)] {
             assert!(
-                contains(&bytes, "C42501") && contains(&bytes, why),
-                "{sql}: not refused by {why}: {}",
+                contains(&bytes, "C42501") && contains(&bytes, why) && contains(&bytes, through),
+                "{sql}: not refused by {why} ({through}): {}",
                 String::from_utf8_lossy(&bytes)
             );
         }
