@@ -177,14 +177,14 @@ const CASES: &[Case] = &[
     c(PG, "EXECUTE p(1)", "other", "other", "", "", false),
     c(PG, "EXECUTE p(pg_read_file('x'))", "other", "other", "", "pg_read_file", false),
     c(PG, "DEALLOCATE p", "other", "other", "", "", false),
-    // --- copy
-    c(PG, "COPY t TO STDOUT", "copy", "copy", "t", "", false),
-    c(PG, "COPY public.t (a, b) FROM STDIN WITH (FORMAT csv)", "copy", "copy", "public.t", "", false),
-    c(PG, "COPY t FROM PROGRAM 'id'", "copy", "copy", "t", "", false),
+    // --- copy: a table copied to or from is also read (select) or inserted into (insert)
+    c(PG, "COPY t TO STDOUT", "copy", "copy,select", "t", "", false),
+    c(PG, "COPY public.t (a, b) FROM STDIN WITH (FORMAT csv)", "copy", "copy,insert", "public.t", "", false),
+    c(PG, "COPY t FROM PROGRAM 'id'", "copy", "copy,insert", "t", "", false),
     c(PG, "COPY (SELECT a, md5(b) FROM t JOIN u ON true) TO STDOUT", "copy", "copy,select", "t,u", "md5", false),
     // PostgreSQL's boolean option spellings (pgbench -i sends FREEZE ON)
-    c(PG, "copy pgbench_accounts from stdin with (freeze on)", "copy", "copy", "pgbench_accounts", "", false),
-    c(PG, "COPY t FROM STDIN (FREEZE 1, HEADER 'off', FORMAT csv)", "copy", "copy", "t", "", false),
+    c(PG, "copy pgbench_accounts from stdin with (freeze on)", "copy", "copy,insert", "pgbench_accounts", "", false),
+    c(PG, "COPY t FROM STDIN (FREEZE 1, HEADER 'off', FORMAT csv)", "copy", "copy,insert", "t", "", false),
     c(PG, "COPY (SELECT 1 FROM t) TO STDOUT WITH (HEADER on)", "copy", "copy,select", "t", "", false),
     // --- DDL
     c(PG, "CREATE TABLE t (id int DEFAULT gen_random_uuid(), b text CHECK (length(b) > 1))", "create", "create", "t", "gen_random_uuid,length", false),

@@ -210,7 +210,8 @@ pub(super) fn tag_kinds(tag: &str) -> Kinds {
         "MergeStmt" => vec![K::Merge],
         "SelectStmt" => vec![K::Select, K::Create],
         "DeclareCursorStmt" | "VariableShowStmt" | "FetchStmt" => vec![K::Select],
-        "CopyStmt" => vec![K::Copy],
+        // From a table it reads (TO) or inserts (FROM): see sql::collect.
+        "CopyStmt" => vec![K::Copy, K::Insert, K::Select],
         "CreateStmt"
         | "CreateTableAsStmt"
         | "ViewStmt"

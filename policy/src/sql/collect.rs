@@ -475,10 +475,21 @@ impl Collector {
             }
             S::Update(update) => self.note_update(update),
             S::Delete(delete) => self.note_delete(delete),
+            // COPY moves a table's rows as a read or an insert does (the
+            // server asks for the same privileges): rules naming `select` or
+            // `insert` hold for it, not only rules naming `copy`.
             S::Copy {
                 source: CopySource::Table { table_name, .. },
+                to,
                 ..
-            } => self.add_table(table_name),
+            } => {
+                self.kinds.insert(if *to {
+                    StatementKind::Select
+                } else {
+                    StatementKind::Insert
+                });
+                self.add_table(table_name);
+            }
             S::LockTables { tables } => {
                 for t in tables {
                     self.add_table(&ObjectName::from(vec![t.table.clone()]));

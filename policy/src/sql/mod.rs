@@ -14,8 +14,10 @@
 //!   AST adds its kind (DML in CTEs, the inner statement of `EXPLAIN` even
 //!   without `ANALYZE`, statements in procedural bodies), and every `SELECT`
 //!   that reads (subqueries, `INSERT … SELECT`, `CREATE TABLE … AS`) adds
-//!   `select`. `SELECT … INTO new_table` (Postgres) is `create`. `kinds` is
-//!   sorted in [`StatementKind`]'s order.
+//!   `select`. `SELECT … INTO new_table` (Postgres) is `create`. `COPY t TO`
+//!   also reads `t` (`select`) and `COPY t FROM` inserts into it (`insert`),
+//!   as the server's privileges say. `kinds` is sorted in [`StatementKind`]'s
+//!   order.
 //! - `without_where` is also true when a `WHERE` clause does not certainly
 //!   restrict the target's rows (read conservatively, see
 //!   `WriteScope::restricts`): constants (`WHERE true`, `1 = 1`, `NOT

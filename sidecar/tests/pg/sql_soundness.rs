@@ -689,3 +689,99 @@ async fn debug_logs_print_no_literals_or_values() {
         );
     }
 }
+
+// === COPY is the read or the insert it does ===
+
+/// `COPY t FROM STDIN` inserts rows and `COPY t TO STDOUT` reads them, as
+/// the server's privileges say: rules naming `insert` or `select` on `t`
+/// hold for them (also through a partition), not only rules naming `copy`.
+/// Before, `COPY customers FROM STDIN` ran under a rule denying inserts
+/// into customers, and `COPY secrets TO STDOUT` under one denying reads of
+/// secrets.
+#[tokio::test]
+async fn copy_meets_the_rules_for_the_rows_it_moves() {
+    let pg = server();
+    let db = db_name("soundness_copy_rules");
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE customers (id int, name text) PARTITION BY RANGE (id);
+             CREATE TABLE customers_p1 PARTITION OF customers FOR VALUES FROM (0) TO (100);
+             INSERT INTO customers VALUES (1, 'Alice');
+             CREATE TABLE secrets (x text);
+             INSERT INTO secrets VALUES ('{SSN}');
+             CREATE TABLE notes (x text);"
+        ))
+        .await
+        .unwrap();
+    let policy = policy(
+        r#"  defaultAction: allow
+  rules:
+    - name: no-new-customers
+      match: {statements: [insert], tables: [customers]}
+      action: deny
+    - name: no-secrets
+      match: {statements: [select], tables: [secrets]}
+      action: deny"#,
+    );
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy),
+        "shop/report-job",
+    );
+    let mut raw = RawClient::connect(sidecar.port);
+    for (sql, rule) in [
+        ("COPY customers FROM STDIN", "no-new-customers"),
+        ("COPY customers (id, name) FROM STDIN", "no-new-customers"),
+        (
+            "COPY public.customers FROM STDIN WITH (FORMAT csv)",
+            "no-new-customers",
+        ),
+        ("copy \"customers\" from stdin", "no-new-customers"),
+        ("COPY customers_p1 FROM STDIN", "no-new-customers"),
+        ("COPY secrets TO STDOUT", "no-secrets"),
+        ("COPY secrets (x) TO STDOUT (FORMAT binary)", "no-secrets"),
+        (
+            "COPY public.secrets TO STDOUT WITH CSV HEADER",
+            "no-secrets",
+        ),
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert_refused(&bytes, "42501", sql);
+            assert!(
+                contains(&bytes, rule),
+                "{sql}: not by {rule}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    // tokio-postgres's COPY IN: refused before any row is sent.
+    let client = sidecar.connect().await;
+    let err = client
+        .copy_in::<_, bytes::Bytes>("COPY customers FROM STDIN")
+        .await
+        .err()
+        .expect("COPY customers FROM STDIN refused");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    // The same moves elsewhere run: into notes, out of customers.
+    raw.send(&[
+        (b'Q', b"COPY notes FROM STDIN\0".to_vec()),
+        (b'd', b"hello\n".to_vec()),
+        (b'c', vec![]),
+    ]);
+    let bytes = raw.read_until_ready();
+    assert!(
+        contains(&bytes, "COPY 1"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_ran(&raw.simple("COPY customers_p1 TO STDOUT"), true, "copy out");
+    let counts = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM notes)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((counts.get::<_, i64>(0), counts.get::<_, i64>(1)), (1, 1));
+}
