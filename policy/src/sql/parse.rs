@@ -70,10 +70,38 @@ pub(super) fn parse_with(
         .into_iter()
         .enumerate()
         .map(|(i, (ast, start, end))| {
-            let range = tokens.get(start..end).unwrap_or_default();
+            // sqlparser's `TABLE name` reads two tokens past the name (see
+            // `swallowed_by_table`), past the end of the text too.
+            let range = tokens.get(start..end.min(tokens.len())).unwrap_or_default();
+            if swallowed_by_table(range) {
+                let source = ParserError::ParserError(
+                    "Sluice's SQL parser reads `TABLE name` followed by `;` as one statement \
+                     with what follows; end the statement another way (e.g. SELECT * FROM name)"
+                        .to_string(),
+                );
+                return Err(parse_error(i + 1, dialect, &tokens, start, source));
+            }
             classify(sql, &lines, range, ast, dialect, i + 1, embedding)
         })
         .collect()
+}
+
+/// Whether a statement's tokens hold `TABLE name ;`: sqlparser (0.63,
+/// `Parser::parse_as_table`) reads the two tokens after a `TABLE name` query
+/// whatever they are, so `TABLE t; COMMIT` parses as one statement whose
+/// second half the server runs unseen. Such a statement is refused as
+/// unparsed; PostgreSQL texts would also meet the second parser's count.
+fn swallowed_by_table(range: &[TokenWithSpan]) -> bool {
+    let significant: Vec<&Token> = range
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    significant.windows(3).any(|w| {
+        matches!(w[0], Token::Word(k) if k.keyword == sqlparser::keywords::Keyword::TABLE)
+            && matches!(w[1], Token::Word(_))
+            && matches!(w[2], Token::SemiColon)
+    })
 }
 
 /// Parses statement after statement, remembering each one's token range.

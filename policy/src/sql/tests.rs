@@ -21,6 +21,37 @@ fn sql_text_of_each_statement_is_its_own() {
     assert_eq!(v[1].text, "DROP TABLE t");
 }
 
+/// sqlparser's `AS TABLE name` reads two tokens past the name: at the end
+/// of the text the statement's text, redaction and fingerprint were empty
+/// (the audit said nothing of what ran), and before `; X` it took `X` into
+/// the statement unseen. Both dialects.
+#[test]
+fn sql_table_queries_keep_their_text_and_swallow_nothing() {
+    for dialect in [SqlDialect::Postgres, SqlDialect::Mysql] {
+        let v = parse("CREATE TABLE l AS TABLE secrets", dialect).unwrap();
+        assert_eq!(v[0].text, "CREATE TABLE l AS TABLE secrets", "{dialect:?}");
+        assert_eq!(
+            v[0].redacted, "CREATE TABLE l AS TABLE secrets",
+            "{dialect:?}"
+        );
+        assert_ne!(
+            v[0].fingerprint,
+            parse("SELECT 1", dialect).unwrap()[0].fingerprint
+        );
+        for sql in [
+            "CREATE TABLE l AS TABLE secrets; COMMIT",
+            "CREATE TABLE l AS TABLE secrets; SHUTDOWN;",
+            "SELECT 1; CREATE TABLE l AS TABLE t; VACUUM",
+        ] {
+            let e = parse(sql, dialect).expect_err(sql);
+            assert!(
+                e.to_string().contains("`TABLE name` followed by `;`"),
+                "{sql}: {e}"
+            );
+        }
+    }
+}
+
 #[test]
 fn sql_text_positions_handle_multibyte_characters() {
     let v = parse("SELECT 'é€'; SELECT \"ü\" FROM t", SqlDialect::Postgres).unwrap();
