@@ -17,6 +17,12 @@ use super::decision::{Decision, EffectiveLimits, SqlDecision, Verdict, covering}
 
 // === impl PolicySet ===
 
+/// The notes [`sql::SqlError`]'s messages end with.
+const ON_PARSE_ERROR_NOTES: [&str; 2] = [
+    " (statements Sluice cannot classify are handled by the policy's onParseError)",
+    "; the policy's onParseError decides whether it may run",
+];
+
 /// The policies that apply to one identity on one Connection, with their
 /// masking compiled together. Built once per session (and again when the
 /// policies change); every decision of the session goes through it.
@@ -299,7 +305,16 @@ impl PolicySet {
                 } else {
                     Decision::combine(&verdicts)
                 };
-                decision.reason = format!("{}: {e}", decision.reason);
+                decision.reason = if decision.policy.is_none() {
+                    // Refused whatever onParseError says: the parse error's
+                    // note that onParseError decides would contradict it.
+                    let why = ON_PARSE_ERROR_NOTES
+                        .iter()
+                        .fold(e.to_string(), |why, note| why.replace(note, ""));
+                    format!("{}: {why}", decision.reason)
+                } else {
+                    format!("{}: {e}", decision.reason)
+                };
                 // Redacting tokenizes: not for text past the token bound.
                 let redacted = if too_complex {
                     format!("<statement too complex to classify: {} bytes>", text.len())

@@ -328,6 +328,13 @@ fn parse_errors_under_sql_masking_are_refused() {
                     "{}",
                     d.decision.reason
                 );
+                assert!(
+                    !d.decision
+                        .reason
+                        .contains("handled by the policy's onParseError"),
+                    "{}",
+                    d.decision.reason
+                );
             }
         }
     }

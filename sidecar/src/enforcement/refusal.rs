@@ -107,10 +107,14 @@ impl Refusal {
                         d.enforced_policy.as_deref().or(d.policy.as_deref()).unwrap_or("-"),
                         d.enforced_rule.as_deref().or(d.rule.as_deref()).unwrap_or("(default or parse error)")
                     )),
-                    hint: sql
-                        .parse_error
-                        .as_ref()
-                        .map(|_| "Sluice could not parse the statement; the policy's onParseError decides".to_string()),
+                    hint: sql.parse_error.as_ref().map(|_| {
+                        if d.policy.is_some() {
+                            "Sluice could not parse the statement; the policy's onParseError decides"
+                        } else {
+                            "Sluice could not parse the statement, and refuses it whatever onParseError says (see the message)"
+                        }
+                        .to_string()
+                    }),
                 })
             }
             Action::RequireApproval => {
