@@ -464,9 +464,25 @@ impl Collector {
             // The target of INSERT, UPDATE, DELETE and MERGE is always a real
             // table, even when a CTE has the same name
             // (`WITH t AS (…) DELETE FROM t` deletes from table t).
+            // An upsert updates the rows it meets and MySQL's REPLACE
+            // deletes them (the server asks for those privileges too):
+            // rules naming `update` or `delete` hold for them.
             S::Insert(insert) => {
                 if let ast::TableObject::TableName(name) = &insert.table {
                     self.add_target(name);
+                }
+                if insert.replace_into {
+                    self.kinds.insert(StatementKind::Delete);
+                }
+                if let Some(
+                    ast::OnInsert::DuplicateKeyUpdate(_)
+                    | ast::OnInsert::OnConflict(ast::OnConflict {
+                        action: ast::OnConflictAction::DoUpdate(_),
+                        ..
+                    }),
+                ) = &insert.on
+                {
+                    self.kinds.insert(StatementKind::Update);
                 }
             }
             S::Merge(merge) => {

@@ -16,7 +16,9 @@
 //!   that reads (subqueries, `INSERT … SELECT`, `CREATE TABLE … AS`) adds
 //!   `select`. `SELECT … INTO new_table` (Postgres) is `create`. `COPY t TO`
 //!   also reads `t` (`select`) and `COPY t FROM` inserts into it (`insert`),
-//!   as the server's privileges say. `kinds` is sorted in [`StatementKind`]'s
+//!   an upsert (`ON CONFLICT DO UPDATE`, `ON DUPLICATE KEY UPDATE`) also
+//!   updates (`update`) and MySQL's `REPLACE` also deletes (`delete`), as the
+//!   server's privileges say. `kinds` is sorted in [`StatementKind`]'s
 //!   order.
 //! - `without_where` is also true when a `WHERE` clause does not certainly
 //!   restrict the target's rows (read conservatively, see

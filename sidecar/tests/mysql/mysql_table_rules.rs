@@ -163,3 +163,54 @@ fn hold_rules_hold_through_views() {
     );
     assert!(ok, "{out} {err}");
 }
+
+/// `REPLACE` deletes the rows it meets and `INSERT … ON DUPLICATE KEY
+/// UPDATE` updates them (MySQL asks for DELETE and UPDATE privileges): rules
+/// naming `delete` or `update` hold for them, not only rules naming
+/// `insert`. Before, both ran under such rules.
+#[test]
+fn replace_and_upserts_meet_the_rules_for_deletes_and_updates() {
+    let db = "myrules_upserts";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50));
+         INSERT INTO {db}.customers VALUES (1, 'Alice');"
+    ));
+    let policy = r#"  defaultAction: allow
+  rules:
+    - name: no-deletes
+      match: {statements: [delete], tables: [customers]}
+      action: deny
+    - name: no-updates
+      match: {statements: [update], tables: [customers]}
+      action: deny
+"#;
+    let sidecar = Sidecar::start(&manifests(m, db, policy), "shop/report-job");
+    for (sql, rule) in [
+        ("REPLACE INTO customers VALUES (1, 'Mallory')", "no-deletes"),
+        (
+            "REPLACE customers SET id = 1, name = 'Mallory'",
+            "no-deletes",
+        ),
+        (
+            "INSERT INTO customers VALUES (1, 'Mallory') ON DUPLICATE KEY UPDATE name = VALUES(name)",
+            "no-updates",
+        ),
+    ] {
+        let (_, out, err) = mariadb_cli(sidecar.port, &format!("USE {db};\n{sql};\n"));
+        assert!(
+            err.contains("denied by Sluice") && err.contains(rule),
+            "{sql}: not refused by {rule}: {out} {err}"
+        );
+    }
+    let (ok, out, err) = mariadb_cli(
+        sidecar.port,
+        &format!("USE {db};\nINSERT INTO customers VALUES (2, 'Bob');\n"),
+    );
+    assert!(ok, "{out} {err}");
+    assert_eq!(
+        customers(db),
+        maria().admin("SELECT 1, 'Alice' UNION ALL SELECT 2, 'Bob'")
+    );
+}

@@ -785,3 +785,82 @@ async fn copy_meets_the_rules_for_the_rows_it_moves() {
         .unwrap();
     assert_eq!((counts.get::<_, i64>(0), counts.get::<_, i64>(1)), (1, 1));
 }
+
+/// `INSERT … ON CONFLICT DO UPDATE` updates the rows it meets (PostgreSQL
+/// asks for UPDATE privilege): a rule denying updates of `customers` holds
+/// for it, also through a partition. `ON CONFLICT DO NOTHING` and plain
+/// inserts stay inserts. Before, the upsert renamed Alice under the rule.
+#[tokio::test]
+async fn upserts_meet_the_rules_for_updates() {
+    let pg = server();
+    let db = db_name("soundness_upsert_rules");
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE customers (id int, name text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+             CREATE TABLE customers_p1 PARTITION OF customers FOR VALUES FROM (0) TO (100);
+             INSERT INTO customers VALUES (1, 'Alice');",
+        )
+        .await
+        .unwrap();
+    let policy = policy(
+        r#"  defaultAction: allow
+  rules:
+    - name: no-renames
+      match: {statements: [update], tables: [customers]}
+      action: deny"#,
+    );
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy),
+        "shop/report-job",
+    );
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "INSERT INTO customers VALUES (1, 'Mallory') ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+        "INSERT INTO customers AS c VALUES (1, 'Mallory') ON CONFLICT ON CONSTRAINT customers_pkey DO UPDATE SET name = 'x' WHERE c.id = 1",
+        "insert into customers_p1 values (1, 'Mallory') on conflict (id) do update set name = excluded.name",
+        "WITH u AS (INSERT INTO customers VALUES (1, 'M') ON CONFLICT (id) DO UPDATE SET name = 'M' RETURNING id) SELECT * FROM u",
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert_refused(&bytes, "42501", sql);
+            assert!(
+                contains(&bytes, "no-renames"),
+                "{sql}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    let client = sidecar.connect().await;
+    let err = client
+        .execute(
+            "INSERT INTO customers VALUES ($1, 'Mallory') ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+            &[&1i32],
+        )
+        .await
+        .expect_err("tokio-postgres: the upsert is refused");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    for (sql, tag) in [
+        (
+            "INSERT INTO customers VALUES (1, 'Mallory') ON CONFLICT DO NOTHING",
+            "INSERT 0 0",
+        ),
+        ("INSERT INTO customers VALUES (2, 'Bob')", "INSERT 0 1"),
+    ] {
+        let bytes = raw.simple(sql);
+        assert!(
+            contains(&bytes, tag),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let names = admin
+        .query_one(
+            "SELECT string_agg(name, ',' ORDER BY id) FROM customers",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(names, "Alice,Bob");
+}
