@@ -158,10 +158,9 @@ async fn flushes_append_without_reading_the_history_back_and_keep_other_writers_
         "{reads} reads of the history for 10 flushes (the stream's floor and the first flush's)"
     );
     assert!(writes >= 10, "{writes} writes for 10 flushes");
+    let stream = chain.head().stream.clone();
     let mine = |from: u64, to: u64| -> Vec<(String, u64)> {
-        (from..=to)
-            .map(|s| (chain.head().stream.clone(), s))
-            .collect()
+        (from..=to).map(|s| (stream.clone(), s)).collect()
     };
     let old_lines: Vec<(String, u64)> = old
         .iter()
