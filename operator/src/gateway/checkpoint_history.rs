@@ -24,9 +24,11 @@
 //! needs write access to the operator's namespace. `kubectl sluice audit
 //! checkpoints CONNECTION` and `audit jwks` read them.
 //!
-//! Writes are read-modify-write with the resourceVersion read, so replicas
-//! flushing at once cannot lose each other's lines (one gets a conflict and
-//! its lines wait for the next flush).
+//! Writes are made under the resourceVersion read or last written, so
+//! replicas flushing at once cannot lose each other's lines (one gets a
+//! conflict). [`append`] reads, merges and writes; the audit flush appends
+//! to the copy it last wrote without reading it back, and reads only after a
+//! conflict (`audit_intake/history.rs`).
 
 use std::collections::{BTreeMap, HashSet};
 
