@@ -266,3 +266,75 @@ async fn write(api: &Api<ConfigMap>, name: &str, copy: &mut HeldCopy) -> Result<
 fn is_code(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == code)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::wire::SignedHead;
+
+    /// A copy of `lines` lines of about 8 KiB each.
+    fn copy(lines: u64) -> HeldCopy {
+        let mut held = Lines::default();
+        let entries: Vec<HistoryEntry> = (0..lines)
+            .map(|s| HistoryEntry {
+                head: SignedHead {
+                    connection: "orders-db".into(),
+                    stream: "s".into(),
+                    sequence: s,
+                    hash: format!("{s:064x}"),
+                    signature: "x".repeat(8 * 1024),
+                    key_id: "k".into(),
+                    identity: "i".into(),
+                    pod: "p".into(),
+                },
+                namespace: "shop".into(),
+                time: "t".into(),
+            })
+            .collect();
+        held.append(&entries);
+        HeldCopy::written(held, ObjectMeta::default())
+    }
+
+    fn key(n: usize) -> Key {
+        ("shop".into(), format!("c{n}"))
+    }
+
+    /// Held copies stay within HELD_BYTES: the one written longest ago goes
+    /// first; one taken out (a flush under way) no longer counts.
+    #[test]
+    fn held_copies_are_bounded_and_the_oldest_written_goes_first() {
+        let held = HeldHistories::default();
+        // 90 lines of ~8 KiB: ~740 KiB a copy, 22 of them are past 16 MiB.
+        for n in 0..30 {
+            held.keep(key(n), copy(90));
+            let state = held.lock();
+            assert!(state.bytes <= HELD_BYTES, "{} bytes held", state.bytes);
+            assert_eq!(
+                state.bytes,
+                state
+                    .copies
+                    .values()
+                    .map(|c| c.lines.bytes())
+                    .sum::<usize>()
+            );
+        }
+        let kept: Vec<usize> = (0..30)
+            .filter(|n| held.lock().copies.contains_key(&key(*n)))
+            .collect();
+        assert!(kept.len() >= 20 && kept.len() < 30, "{kept:?}");
+        assert_eq!(
+            kept,
+            (30 - kept.len()..30).collect::<Vec<_>>(),
+            "the newest are kept"
+        );
+        // Taken out while written: not counted; written again: newest.
+        let first = kept[0];
+        let taken = held.take(&key(first)).unwrap();
+        assert!(!held.lock().copies.contains_key(&key(first)));
+        held.keep(key(first), taken);
+        held.keep(key(100), copy(90));
+        assert!(held.lock().copies.contains_key(&key(first)));
+        assert!(!held.lock().copies.contains_key(&key(kept[1])));
+    }
+}
