@@ -45,12 +45,6 @@ impl AuditIntake {
         }
     }
 
-    /// History reads (GETs) flushes made so far: none while this replica
-    /// is the only writer of a history it holds (for tests and the bench).
-    pub fn history_flush_reads(&self) -> u64 {
-        self.histories.reads()
-    }
-
     /// Puts back what a flush could not write, in front of what came in since.
     fn requeue(&self, keep: Pending) {
         if keep.counters.is_empty()

@@ -27,7 +27,6 @@
 //! let go first (its next flush reads).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -48,8 +47,6 @@ type Key = (String, String);
 #[derive(Default)]
 pub(super) struct HeldHistories {
     held: Mutex<Held>,
-    /// History reads (GETs) made by flushes.
-    reads: AtomicU64,
 }
 
 #[derive(Default)]
@@ -142,7 +139,6 @@ impl HeldHistories {
         before: Before,
     ) -> Result<HeldCopy, kube::Error> {
         let name = history_name(namespace, connection);
-        self.reads.fetch_add(1, Ordering::Relaxed);
         let Some(mut cm) = api.get_opt(&name).await? else {
             let mut lines = Lines::default();
             lines.append(entries);
@@ -188,11 +184,6 @@ impl HeldHistories {
             write(api, &name, &mut copy).await?;
         }
         Ok(copy)
-    }
-
-    /// History reads made by flushes so far (for tests and the bench).
-    pub(super) fn reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
     }
 
     fn take(&self, key: &Key) -> Option<HeldCopy> {
