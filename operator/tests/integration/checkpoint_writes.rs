@@ -182,6 +182,16 @@ async fn flushes_append_without_reading_the_history_back_and_keep_other_writers_
     )
     .await
     .unwrap();
+    // And a data key of its own (not the operator's: kept as it is).
+    let mut cm = config_maps.get(HISTORY).await.unwrap();
+    cm.data
+        .as_mut()
+        .unwrap()
+        .insert("note".into(), "kept".into());
+    config_maps
+        .replace(HISTORY, &Default::default(), &cm)
+        .await
+        .unwrap();
     let conflicts_before = requests("PUT");
     for _ in 0..3 {
         one_more_head(&env, &bearer, &mut chain).await;
@@ -197,6 +207,8 @@ async fn flushes_append_without_reading_the_history_back_and_keep_other_writers_
         .concat(),
         "the other writer's line was kept"
     );
+    let cm = config_maps.get(HISTORY).await.unwrap();
+    assert_eq!(cm.data.unwrap()["note"], "kept");
     // The refused write, the read after it, and the next flush's read
     // (which shows the operator's own last write: the one after writes without).
     let reads = requests("GET") - reads;

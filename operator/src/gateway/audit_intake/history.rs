@@ -73,6 +73,8 @@ struct HeldCopy {
     lines: Lines,
     /// The ConfigMap's metadata (its resourceVersion the one written under).
     meta: ObjectMeta,
+    /// Its other data keys (none the operator writes: kept as they were).
+    other: BTreeMap<String, String>,
     /// Whether the last write from this copy was accepted with nobody
     /// else's in between: only then is the next one written without a read.
     own: bool,
@@ -166,16 +168,14 @@ impl HeldHistories {
                 version.is_some() && cm.metadata.resource_version == version
             }
         };
-        let text = cm
-            .data
-            .as_mut()
-            .and_then(|d| d.remove(HISTORY_DATA_KEY))
-            .unwrap_or_default();
+        let mut other = cm.data.take().unwrap_or_default();
+        let text = other.remove(HISTORY_DATA_KEY).unwrap_or_default();
         let mut lines = Lines::parse(&text);
         lines.append(entries);
         let mut copy = HeldCopy {
             lines,
             meta: cm.metadata,
+            other,
             own,
             stamp: 0,
         };
@@ -229,6 +229,7 @@ impl HeldCopy {
         HeldCopy {
             lines,
             meta,
+            other: BTreeMap::new(),
             own: true,
             stamp: 0,
         }
@@ -241,12 +242,11 @@ async fn write(api: &Api<ConfigMap>, name: &str, copy: &mut HeldCopy) -> Result<
     let mut meta = copy.meta.clone();
     // Kept by the API server when left out; not worth sending back.
     meta.managed_fields = None;
+    let mut data = copy.other.clone();
+    data.insert(HISTORY_DATA_KEY.to_string(), copy.lines.text());
     let cm = ConfigMap {
         metadata: meta,
-        data: Some(BTreeMap::from([(
-            HISTORY_DATA_KEY.to_string(),
-            copy.lines.text(),
-        )])),
+        data: Some(data),
         ..Default::default()
     };
     let written = api.replace(name, &PostParams::default(), &cm).await?;
