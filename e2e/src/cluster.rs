@@ -329,6 +329,12 @@ impl TestCluster {
         self.inner.requests_of(user)
     }
 
+    /// Requests `user` has sent with `method` (`GET`, `PUT`…) to `path`
+    /// (without the query), answered or refused.
+    pub fn requests_to(&self, user: &str, method: &str, path: &str) -> u64 {
+        self.inner.requests_to(user, method, path)
+    }
+
     /// Answers the next status writes `fault` names with its error (409
     /// `Conflict` or 500 `InternalError`) instead of serving them; see
     /// [`crate::apiserver::faults`].

@@ -31,6 +31,8 @@ pub(crate) struct Traffic {
     read: tokio::sync::Semaphore,
     mutating: tokio::sync::Semaphore,
     by_user: std::sync::Mutex<HashMap<String, u64>>,
+    /// Requests by (user, method, path).
+    by_path: std::sync::Mutex<HashMap<(String, String, String), u64>>,
 }
 
 impl Traffic {
@@ -39,7 +41,19 @@ impl Traffic {
             read: tokio::sync::Semaphore::new(read),
             mutating: tokio::sync::Semaphore::new(mutating),
             by_user: std::sync::Mutex::default(),
+            by_path: std::sync::Mutex::default(),
         }
+    }
+
+    /// Requests `user` sent with `method` to `path` so far (answered or
+    /// refused, after authentication; the path without its query).
+    pub(crate) fn requests_to(&self, user: &str, method: &str, path: &str) -> u64 {
+        self.by_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(user.to_string(), method.to_string(), path.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests `user` sent so far (answered or refused, after authentication).
@@ -52,12 +66,18 @@ impl Traffic {
             .unwrap_or(0)
     }
 
-    fn count(&self, user: &str) {
+    fn count(&self, user: &str, method: &Method, path: &str) {
         *self
             .by_user
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(user.to_string())
+            .or_default() += 1;
+        *self
+            .by_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((user.to_string(), method.to_string(), path.to_string()))
             .or_default() += 1;
     }
 
@@ -172,7 +192,7 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         }
         return error_response(&ApiError::unauthorized());
     };
-    inner.traffic.count(&user.username);
+    inner.traffic.count(&user.username, &parts.method, &path);
     let Some(_slot) = inner.traffic.admit(&parts.method, &path, &query) else {
         return too_many_requests();
     };

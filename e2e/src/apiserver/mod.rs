@@ -244,6 +244,11 @@ impl Inner {
         self.traffic.requests_of(name)
     }
 
+    /// Requests the user `name` has sent with `method` to `path` (no query).
+    pub fn requests_to(&self, name: &str, method: &str, path: &str) -> u64 {
+        self.traffic.requests_to(name, method, path)
+    }
+
     /// Serves HTTPS on `listener` until the task is dropped.
     pub async fn serve(
         self: Arc<Self>,

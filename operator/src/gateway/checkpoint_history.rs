@@ -24,11 +24,13 @@
 //! needs write access to the operator's namespace. `kubectl sluice audit
 //! checkpoints CONNECTION` and `audit jwks` read them.
 //!
-//! Writes are read-modify-write with the resourceVersion read, so replicas
-//! flushing at once cannot lose each other's lines (one gets a conflict and
-//! its lines wait for the next flush).
+//! Writes are made under the resourceVersion read or last written, so
+//! replicas flushing at once cannot lose each other's lines (one gets a
+//! conflict). [`append`] reads, merges and writes; the audit flush appends
+//! to the copy it last wrote without reading it back, and reads only after a
+//! conflict (`audit_intake/history.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
@@ -83,47 +85,138 @@ pub fn history_name(namespace: &str, connection: &str) -> String {
 /// to the bounds. Lines that are not history entries are dropped (nothing
 /// but the operator writes there).
 pub fn merge_history(existing: &str, new: &[HistoryEntry]) -> String {
-    let mut lines: Vec<(String, String)> = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    let parsed = existing
-        .lines()
-        .filter_map(|l| serde_json::from_str::<HistoryEntry>(l).ok())
-        .chain(new.iter().cloned());
-    for entry in parsed {
-        let key = (
-            entry.head.stream.clone(),
-            entry.head.sequence,
-            entry.head.hash.clone(),
-        );
-        if !seen.insert(key) {
-            continue;
-        }
-        if let Ok(line) = serde_json::to_string(&entry) {
-            lines.push((entry.head.stream, line));
-        }
-    }
-    let kept = within_bounds(&lines);
-    let mut out = String::with_capacity(kept.iter().map(|&i| lines[i].1.len() + 1).sum());
-    for i in kept {
-        out.push_str(&lines[i].1);
-        out.push('\n');
-    }
-    out
+    let mut lines = Lines::parse_unbounded(existing);
+    lines.push(new.iter().cloned());
+    lines.bound();
+    lines.text()
 }
 
-/// Which of `lines` (stream, line; oldest first) stay within [`MAX_LINES`]
+/// A history's lines in memory, each with its key (stream, sequence,
+/// hash) and its text, oldest first: what [`merge_history`] makes of a
+/// history, kept so that appending to it parses and writes only the new
+/// lines (#25: a flush that re-read the whole history cost more the more
+/// had been signed).
+#[derive(Default, Debug, Clone)]
+pub struct Lines {
+    lines: Vec<Line>,
+    /// The keys of `lines`: a line already held is not appended again.
+    seen: HashSet<(String, u64, String)>,
+    /// Bytes of the text (each line and its newline).
+    bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Line {
+    stream: String,
+    sequence: u64,
+    hash: String,
+    text: String,
+}
+
+impl Lines {
+    /// The lines of a history's text, within the bounds. Lines that are not
+    /// history entries are dropped.
+    pub fn parse(text: &str) -> Lines {
+        let mut lines = Lines::parse_unbounded(text);
+        lines.bound();
+        lines
+    }
+
+    fn parse_unbounded(text: &str) -> Lines {
+        let mut lines = Lines::default();
+        lines.push(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<HistoryEntry>(l).ok()),
+        );
+        lines
+    }
+
+    /// Appends the entries of `new` not held yet, then cuts to the bounds;
+    /// whether any was appended.
+    pub fn append(&mut self, new: &[HistoryEntry]) -> bool {
+        let before = (self.lines.len(), self.bytes);
+        self.push(new.iter().cloned());
+        let appended = (self.lines.len(), self.bytes) != before;
+        self.bound();
+        appended
+    }
+
+    /// Bytes of the text.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The history's text: a line each, oldest first.
+    pub fn text(&self) -> String {
+        let mut out = String::with_capacity(self.bytes);
+        for line in &self.lines {
+            out.push_str(&line.text);
+            out.push('\n');
+        }
+        out
+    }
+
+    fn push(&mut self, entries: impl Iterator<Item = HistoryEntry>) {
+        for entry in entries {
+            let key = (
+                entry.head.stream.clone(),
+                entry.head.sequence,
+                entry.head.hash.clone(),
+            );
+            if self.seen.contains(&key) {
+                continue;
+            }
+            if let Ok(text) = serde_json::to_string(&entry) {
+                self.bytes += text.len() + 1;
+                self.seen.insert(key);
+                self.lines.push(Line {
+                    stream: entry.head.stream,
+                    sequence: entry.head.sequence,
+                    hash: entry.head.hash,
+                    text,
+                });
+            }
+        }
+    }
+
+    /// Cuts to [`MAX_LINES`] and [`MAX_BYTES`] ([`within_bounds`]); nothing
+    /// to do (no pass over the lines) within them.
+    fn bound(&mut self) {
+        if self.lines.len() <= MAX_LINES && self.bytes <= MAX_BYTES {
+            return;
+        }
+        let sizes: Vec<(&str, usize)> = self
+            .lines
+            .iter()
+            .map(|l| (l.stream.as_str(), l.text.len()))
+            .collect();
+        let mut kept = within_bounds(&sizes).into_iter().peekable();
+        let mut lines = Vec::with_capacity(self.lines.len());
+        for (i, line) in std::mem::take(&mut self.lines).into_iter().enumerate() {
+            if kept.next_if_eq(&i).is_some() {
+                lines.push(line);
+            } else {
+                self.bytes -= line.text.len() + 1;
+                self.seen.remove(&(line.stream, line.sequence, line.hash));
+            }
+        }
+        self.lines = lines;
+    }
+}
+
+/// Which of `lines` (stream, bytes of the line; oldest first) stay within [`MAX_LINES`]
 /// and [`MAX_BYTES`], in order: the oldest lines that are not their
 /// stream's newest go first; when only streams' newest lines are left, the
 /// oldest of those. One pass (a fleet's flush merges thousands of lines:
 /// removing them one at a time was quadratic).
-fn within_bounds(lines: &[(String, String)]) -> Vec<usize> {
+fn within_bounds(lines: &[(&str, usize)]) -> Vec<usize> {
     let newest: BTreeMap<&str, usize> = lines
         .iter()
         .enumerate()
-        .map(|(i, (s, _))| (s.as_str(), i))
+        .map(|(i, (s, _))| (*s, i))
         .collect();
     let mut count = lines.len();
-    let mut bytes: usize = lines.iter().map(|(_, l)| l.len() + 1).sum();
+    let mut bytes: usize = lines.iter().map(|(_, l)| l + 1).sum();
     let over = |count: usize, bytes: usize| count > MAX_LINES || bytes > MAX_BYTES;
     let mut dropped = vec![false; lines.len()];
     // Removing a line that is not its stream's newest leaves every stream's
@@ -132,10 +225,10 @@ fn within_bounds(lines: &[(String, String)]) -> Vec<usize> {
         if !over(count, bytes) {
             break;
         }
-        if newest.get(stream.as_str()) != Some(&i) {
+        if newest.get(stream) != Some(&i) {
             dropped[i] = true;
             count -= 1;
-            bytes -= line.len() + 1;
+            bytes -= line + 1;
         }
     }
     // Then the oldest of the newest lines (each the last of its stream).
@@ -146,7 +239,7 @@ fn within_bounds(lines: &[(String, String)]) -> Vec<usize> {
         if !dropped[i] {
             dropped[i] = true;
             count -= 1;
-            bytes -= line.len() + 1;
+            bytes -= line + 1;
         }
     }
     (0..lines.len()).filter(|&i| !dropped[i]).collect()
@@ -218,31 +311,39 @@ pub async fn append(
     connection: &str,
     entries: &[HistoryEntry],
 ) -> Result<(), kube::Error> {
-    let labels = BTreeMap::from([
-        (HISTORY_LABEL.to_string(), "true".to_string()),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            "sluice-operator".to_string(),
-        ),
-    ]);
-    // Names up to 253 characters do not fit a label value: annotations.
-    let annotations = BTreeMap::from([
-        (
-            "sluice.dev/connection-namespace".to_string(),
-            namespace.to_string(),
-        ),
-        ("sluice.dev/connection".to_string(), connection.to_string()),
-    ]);
     update(
         client,
         operator_namespace,
         &history_name(namespace, connection),
         HISTORY_DATA_KEY,
-        labels,
-        annotations,
+        history_labels(),
+        history_annotations(namespace, connection),
         |old| merge_history(old, entries),
     )
     .await
+}
+
+/// The labels of a history ConfigMap.
+pub fn history_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (HISTORY_LABEL.to_string(), "true".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "sluice-operator".to_string(),
+        ),
+    ])
+}
+
+/// The annotations of Connection `namespace/connection`'s history ConfigMap
+/// (names up to 253 characters do not fit a label value).
+pub fn history_annotations(namespace: &str, connection: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "sluice.dev/connection-namespace".to_string(),
+            namespace.to_string(),
+        ),
+        ("sluice.dev/connection".to_string(), connection.to_string()),
+    ])
 }
 
 /// The last head (sequence, hash) of each stream in a Connection's durable
@@ -422,12 +523,58 @@ mod tests {
                 .collect(),
         ];
         for lines in cases {
-            let kept: Vec<(String, String)> = within_bounds(&lines)
+            let sizes: Vec<(&str, usize)> =
+                lines.iter().map(|(s, l)| (s.as_str(), l.len())).collect();
+            let kept: Vec<(String, String)> = within_bounds(&sizes)
                 .into_iter()
                 .map(|i| lines[i].clone())
                 .collect();
             assert_eq!(kept, line_by_line(lines));
         }
+    }
+
+    /// Held lines appended to flush after flush write, byte for byte, what
+    /// reading, merging and writing the whole text wrote: through repeats,
+    /// lines sent again after the bound dropped them, and both bounds.
+    #[test]
+    fn appending_to_held_lines_writes_what_merging_the_text_wrote() {
+        let mut text = String::new();
+        let mut held = Lines::default();
+        let mut previous: Vec<HistoryEntry> = Vec::new();
+        for flush in 0..40u64 {
+            let mut new: Vec<HistoryEntry> = (0..(flush * 37 % 150 + 1))
+                .map(|i| {
+                    entry(
+                        &format!("s{}", i % 9),
+                        flush * 1_000 + i,
+                        (i as usize * 131) % 700,
+                    )
+                })
+                .collect();
+            new.extend(previous.iter().take(3).cloned());
+            new.push(entry("s1", 5, 1));
+            text = merge_history(&text, &new);
+            let appended = held.append(&new);
+            assert!(appended);
+            assert_eq!(held.text(), text, "flush {flush}");
+            assert_eq!(held.bytes(), text.len());
+            // The same again: what merging wrote (lines the bound dropped come back
+            // as they would have); nothing to write while within the bounds.
+            let mut again = held.clone();
+            let appended = again.append(&new);
+            assert_eq!(again.text(), merge_history(&text, &new));
+            if flush < 3 {
+                assert!(!appended, "nothing new the second time");
+            }
+            previous = new;
+        }
+        assert!(seqs(&text).len() == MAX_LINES || text.len() > MAX_BYTES - 1_000);
+        assert_eq!(Lines::parse(&text).text(), text);
+        let written_elsewhere = format!("not json\n{text}");
+        assert_eq!(
+            Lines::parse(&written_elsewhere).text(),
+            merge_history(&written_elsewhere, &[])
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod support;
 mod approvals;
 mod binary;
 mod cert_manager;
+mod checkpoint_writes;
 mod cli;
 mod fleet;
 mod inject_golden;

@@ -252,6 +252,18 @@ impl Env {
         .await
     }
 
+    /// A gateway token (`Bearer …`) for a new injected pod `pod` of
+    /// service account `service_account`.
+    pub async fn gateway_bearer(&self, service_account: &str, pod: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, token_file) = self.pod_token_file(service_account, pod, dir.path()).await;
+        let (status, answer) = self
+            .exchange(&std::fs::read_to_string(token_file).unwrap())
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        format!("Bearer {}", answer["token"].as_str().unwrap())
+    }
+
     pub fn policies(&self) -> Api<AccessPolicy> {
         Api::namespaced(self.client.clone(), "shop")
     }

@@ -10,6 +10,7 @@ use serde_json::json;
 use sluice_crds::{AccessPolicy, Connection, PolicyCounters, RecentDenial};
 
 use super::count::bound_pending;
+use super::history::HeldHistories;
 use super::{AUDIT_FIELD_MANAGER, AuditIntake, FlushError, Pending, RECENT_DENIALS};
 use crate::gateway::checkpoint_history;
 
@@ -26,7 +27,14 @@ impl AuditIntake {
         );
         let mut out = Outcome::default();
         if let Some(operator_namespace) = &self.history_namespace {
-            flush_history(client, operator_namespace, &taken, &mut out).await;
+            flush_history(
+                &self.histories,
+                client,
+                operator_namespace,
+                &taken,
+                &mut out,
+            )
+            .await;
         }
         flush_policies(client, &taken, &mut out).await;
         flush_connections(client, &taken, &mut out).await;
@@ -91,6 +99,7 @@ impl Outcome {
 /// The signing keys first (a checkpoint whose key is not published cannot be
 /// checked), then each Connection's new checkpoints.
 async fn flush_history(
+    histories: &HeldHistories,
     client: &Client,
     operator_namespace: &str,
     taken: &Pending,
@@ -114,16 +123,12 @@ async fn flush_history(
     if !published {
         out.keep.keys = taken.keys.clone();
     }
-    for ((namespace, connection), entries) in &taken.history {
+    for (key, entries) in &taken.history {
+        let (namespace, connection) = key;
         let written = published
-            && match checkpoint_history::append(
-                client,
-                operator_namespace,
-                namespace,
-                connection,
-                entries,
-            )
-            .await
+            && match histories
+                .append(client, operator_namespace, key, entries)
+                .await
             {
                 Ok(()) => true,
                 Err(source) => {
@@ -138,9 +143,7 @@ async fn flush_history(
                 }
             };
         if !written {
-            out.keep
-                .history
-                .insert((namespace.clone(), connection.clone()), entries.clone());
+            out.keep.history.insert(key.clone(), entries.clone());
         }
     }
 }

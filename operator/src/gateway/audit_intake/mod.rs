@@ -13,6 +13,7 @@ mod check;
 mod count;
 mod floors;
 mod flush;
+mod history;
 mod sign;
 
 use std::collections::BTreeMap;
@@ -174,6 +175,9 @@ pub struct AuditIntake {
     history_namespace: Option<String>,
     /// Reads of that history, shared by the uploads waiting for them.
     history_reads: floors::HistoryReads,
+    /// The histories as this replica last wrote them (flushes append
+    /// without reading them back).
+    histories: history::HeldHistories,
     /// Set when counters came in that should not wait for the next periodic
     /// flush ([`AuditIntake::add_counters`]).
     flush_soon: tokio::sync::Notify,
