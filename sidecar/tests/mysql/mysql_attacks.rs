@@ -282,6 +282,35 @@ fn sql_level_prepared_statements_stay_masked() {
     );
 }
 
+/// Text Sluice cannot parse, under a policy that lets it through
+/// (`onParseError: allow`): a compound statement reads a masked column
+/// into a local variable and stores it where the workload reads it back
+/// (its results would be masked whole; what it stores is out of sight).
+/// Refused while column masking applies; parsed statements still run.
+#[test]
+fn unparsed_text_cannot_store_masked_values() {
+    let db = "my_attack_unparsed";
+    let policy = POLICY.replace("onParseError: deny", "onParseError: allow");
+    let out = corpus(
+        db,
+        &policy,
+        &[
+            "BEGIN NOT ATOMIC DECLARE x VARCHAR(20); SELECT ssn INTO x FROM customers WHERE id = 1; INSERT INTO t VALUES (1, x); END",
+            "BEGIN NOT ATOMIC DECLARE x VARCHAR(20); SELECT ssn INTO x FROM customers WHERE id = 1; UPDATE t SET q = x; SELECT x; END",
+            "SELECT ssn FROM customers LIMIT ROWS EXAMINED 10",
+            "INSERT INTO t VALUES (2, 'plain')",
+            "SELECT * FROM t",
+        ],
+    );
+    assert_eq!(
+        out.matches("error 1227 statement refused by Sluice: Sluice cannot parse this text, and column masking applies")
+            .count(),
+        3,
+        "{out}"
+    );
+    assert!(out.contains(r#"[[2, "plain"]]"#), "{out}");
+}
+
 /// The binary protocol (mysql-connector-python's prepared statements):
 /// views read masked, writes from a view refused, the lexical and
 /// sql_mode forms refused at PREPARE as on the text protocol.

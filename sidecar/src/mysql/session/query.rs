@@ -5,6 +5,9 @@ use super::*;
 /// Why a text that is not UTF-8 is refused.
 const NOT_UTF8: &str = "statement refused by Sluice: the statement text is not valid UTF-8; Sluice decides UTF-8 (utf8mb4) texts only";
 
+/// Why a text Sluice cannot parse is refused while column masking applies.
+const UNPARSED_UNDER_MASKING: &str = "statement refused by Sluice: Sluice cannot parse this text, and column masking applies to this session: what a text Sluice cannot read stores is out of the masking's sight (a masked value stored where it is read back unmasked), so onParseError does not let it through while columns are masked";
+
 impl Session<'_> {
     /// Why a decided text may not run (`None`: it may, or, when a
     /// `requireApproval` rule caught it and the operator's approvals are at
@@ -86,6 +89,14 @@ impl Session<'_> {
                 .any(|(s, _)| s.execute_name.is_some())
         {
             return Some("statement refused by Sluice: SQL-level EXECUTE runs a text Sluice did not decide, and column masking applies to this session; send the statement itself, or use the binary protocol's prepared statements (decided at COM_STMT_PREPARE and EXECUTE)".into());
+        }
+        // A text Sluice cannot parse, let through by `onParseError`: its
+        // results are masked whole, but what it stores is out of sight (a
+        // compound statement can read a masked column into a variable and
+        // insert it where it is read back unmasked; a stored function it
+        // calls can write its arguments).
+        if decided.parse_error.is_some() && self.masking.has_column_rules() {
+            return Some(UNPARSED_UNDER_MASKING.into());
         }
         if gate::contains_ignore_case(text, "session_track") {
             return Some("statement refused by Sluice: the session's tracking settings (session_track_*) are Sluice's own; it follows sql_mode and the character sets through them".into());
