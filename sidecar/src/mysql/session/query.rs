@@ -313,12 +313,26 @@ impl Session<'_> {
             self.result_cut_short(decided, outcome, started, &e);
             return Err(e);
         }
+        let checked = self.after_run(decided, &unseen).await;
+        self.ctx.metrics.upstream_latency(started.elapsed());
+        self.result_event(decided, outcome, started);
+        checked
+    }
+
+    /// What a statement that ran may have changed out of the server's
+    /// reports: stored functions (forgotten), prepared names (forgotten
+    /// after a CALL or a text Sluice could not parse: a procedure or a
+    /// compound statement may prepare under any name), and the settings
+    /// (read again after a statement that may change them or calls a
+    /// stored function, which can turn the server's tracking off).
+    async fn after_run(
+        &mut self,
+        decided: &SqlDecision,
+        unseen: &Unseen,
+    ) -> Result<(), SessionError> {
         if may_change_settings(decided) {
-            // It may have created a stored function.
             self.routines.clear();
         }
-        // A procedure may have prepared statements under any name, and so
-        // may text Sluice could not parse (a compound statement).
         if decided.parse_error.is_some()
             || decided
                 .statements
@@ -327,16 +341,11 @@ impl Session<'_> {
         {
             self.sql_statements.clear();
         }
-        // A stored function may have changed the settings (or turned the
-        // server's tracking off) without the server reporting it.
-        let checked = if may_change_settings(decided) || unseen.calls_stored() {
+        if may_change_settings(decided) || unseen.calls_stored() {
             self.recheck().await
         } else {
             Ok(())
-        };
-        self.ctx.metrics.upstream_latency(started.elapsed());
-        self.result_event(decided, outcome, started);
-        checked
+        }
     }
 
     /// After an approval's wait: the guarded write's tables (`guard`) and
