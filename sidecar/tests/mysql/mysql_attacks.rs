@@ -282,6 +282,37 @@ fn sql_level_prepared_statements_stay_masked() {
     );
 }
 
+/// EXPLAIN: MariaDB reads a const table's row (found by its primary key)
+/// while it plans and writes its values into the plan, so `EXPLAIN
+/// FORMAT=JSON` of a join on a masked column showed the SSN in its
+/// `attached_condition`. Every column of a plan of a statement naming a
+/// relation is masked under column rules; EXPLAIN of no relation is not.
+#[test]
+fn explain_plans_do_not_unmask() {
+    let db = "my_attack_explain";
+    let out = corpus(
+        db,
+        POLICY,
+        &[
+            "EXPLAIN FORMAT=JSON SELECT * FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1",
+            "EXPLAIN FORMAT=JSON SELECT * FROM t WHERE q = (SELECT ssn FROM customers WHERE id = 1)",
+            "EXPLAIN FORMAT=JSON SELECT * FROM t JOIN v ON t.q = v.q WHERE v.id = 1",
+            "EXPLAIN SELECT * FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1",
+            "DESCRIBE FORMAT=JSON SELECT * FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1",
+            "EXPLAIN FORMAT=JSON DELETE t FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1",
+            "SHOW WARNINGS",
+            "EXPLAIN SELECT 1",
+        ],
+    );
+    assert!(
+        out.contains(
+            r#">>> EXPLAIN SELECT 1
+[[1, "SIMPLE", null, null, null, null, null, null, null, "No tables used"]]"#
+        ),
+        "{out}"
+    );
+}
+
 /// Text Sluice cannot parse, under a policy that lets it through
 /// (`onParseError: allow`): a compound statement reads a masked column
 /// into a local variable and stores it where the workload reads it back
