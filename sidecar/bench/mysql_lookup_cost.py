@@ -36,6 +36,25 @@ IS = (
     f"{hexlit('bench')} AND TABLE_NAME = {hexlit('point')} AND TABLE_TYPE = 'VIEW' LIMIT 65"
 )
 P = "SELECT pad FROM point WHERE id = %d"
+PV = "SELECT pad FROM pv WHERE id = %d"
+
+
+def rules_tables(name):
+    """Table rules' lookup since session 17: which names are views."""
+    return (
+        "SELECT 0 FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+        f"{hexlit('bench')} AND TABLE_NAME = {hexlit(name)} AND TABLE_TYPE = 'VIEW' LIMIT 65"
+    )
+
+
+def rules_views(name):
+    """Table rules' lookup of session 16 (and, since 17, for views only)."""
+    return (
+        "SELECT CONCAT(0, ' ', IFNULL(VIEW_DEFINITION, '')) FROM information_schema.VIEWS "
+        f"WHERE TABLE_SCHEMA = {hexlit('bench')} AND TABLE_NAME = {hexlit(name)} LIMIT 65"
+    )
+
+
 SHAPES = {
     "point": [P],
     "DO 1 + point": ["DO 1", P],
@@ -44,6 +63,14 @@ SHAPES = {
     "SHOW CREATE TABLE + point": ["SHOW CREATE TABLE `bench`.`point`", P],
     "SHOW CREATE VIEW (a table) + point": ["SHOW CREATE VIEW `bench`.`point`", P],
     "2 x SHOW CREATE VIEW + point": ["SHOW CREATE VIEW `bench`.`point`"] * 2 + [P],
+    # A Connection with a table deny/requireApproval rule (and masking):
+    # a point query on a table, then one on a view (pv over point).
+    "s16 rules: VIEWS + point": [rules_views("point"), P],
+    "s16 rules+mask: VIEWS + SHOW + point": [rules_views("point"), "SHOW CREATE VIEW `bench`.`point`", P],
+    "s17 rules(+mask): TABLES + point": [rules_tables("point"), P],
+    "s16 rules: VIEWS x2 + view": [rules_views("pv"), rules_views("point"), PV],
+    "s16 rules+mask: VIEWS x2 + SHOW + view": [rules_views("pv"), rules_views("point"), "SHOW CREATE VIEW `bench`.`pv`", PV],
+    "s17 rules(+mask): TABLES+VIEWS+TABLES + view": [rules_tables("pv"), rules_views("pv"), rules_tables("point"), PV],
 }
 
 c = pymysql.connect(
@@ -56,6 +83,7 @@ c = pymysql.connect(
     client_flag=CLIENT.MULTI_STATEMENTS,
 )
 cur = c.cursor()
+cur.execute("CREATE OR REPLACE VIEW pv AS SELECT id, pad FROM point")
 
 
 def one(stmts, i):

@@ -233,6 +233,10 @@ pub fn plan(
                         *slot = Some(rule);
                     }
                 }
+                if explains_relations(stmt) {
+                    let strongest = matcher.strongest_rule();
+                    rules.iter_mut().for_each(|r| *r = r.or(strongest));
+                }
             }
             None => {
                 let strongest = matcher.strongest_rule();
@@ -392,6 +396,16 @@ pub fn reads_masked(masking: &Masking, decided: &SqlDecision, index: usize) -> b
             })
         }
     }
+}
+
+/// Whether `stmt` is an EXPLAIN (or DESCRIBE) of a statement naming a
+/// relation: while it plans, the server reads const tables (a row found
+/// by its primary key) and constant subqueries, and writes what it read
+/// into the plan (`"attached_condition": "t.q = '123-45-6789'"` in
+/// `EXPLAIN FORMAT=JSON`), which has no column origins to mask by. Under
+/// column rules every column of such a plan is masked.
+fn explains_relations(stmt: &sluice_policy::sql::Statement) -> bool {
+    matches!(stmt.ast, sqlparser::ast::Statement::Explain { .. }) && !stmt.tables.is_empty()
 }
 
 /// An ERR packet with its message scrubbed (code and SQLSTATE kept), or

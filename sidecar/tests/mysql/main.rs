@@ -16,6 +16,7 @@ mod support;
 
 mod mysql_approvals;
 mod mysql_attacks;
+mod mysql_big_rows;
 mod mysql_decision_cache;
 mod mysql_functions;
 mod mysql_observability;

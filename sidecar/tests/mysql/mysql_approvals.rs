@@ -30,9 +30,11 @@ use mysql_support::*;
 use support::{Env, bounded};
 
 /// Like examples/approvals: bulk writes held for `dba`, a short-lived
-/// rule, and a retry-mode rule.
+/// rule, and a retry-mode rule; before them (the first rule that matches
+/// decides), writes to `customers` denied (through views too).
 fn policy() -> String {
     "  defaultAction: allow\n  rules:\n".to_string()
+        + "    - name: protect-customers\n      match: {statements: [delete, update, insert], tables: [customers]}\n      action: deny\n"
         + APPROVAL_RULES
         + "      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold}\n"
 }
@@ -120,7 +122,10 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
     m.admin(&format!(
         "CREATE TABLE {db}.counter (n int); INSERT INTO {db}.counter VALUES (0);
          CREATE TABLE {db}.expiring (v int); INSERT INTO {db}.expiring VALUES (0);
-         CREATE TABLE {db}.ledger (id int);"
+         CREATE TABLE {db}.ledger (id int);
+         CREATE TABLE {db}.customers (id int primary key); INSERT INTO {db}.customers VALUES (1), (2);
+         CREATE TABLE {db}.notes (id int primary key); INSERT INTO {db}.notes VALUES (1);
+         CREATE VIEW {db}.swap AS SELECT id FROM {db}.notes;"
     ));
     let count = |sql: &str| m.admin(&format!("USE {db}; {sql}")).trim().to_string();
 
@@ -283,6 +288,29 @@ async fn statements_needing_approval_run_once_when_approved_and_are_refused_othe
         "{expired}"
     );
     assert_eq!(count("SELECT v FROM expiring"), "0");
+
+    // A view swapped while its statement was held: `swap` read `notes`
+    // when the DELETE was decided (held as a bulk write), and reads
+    // `customers`, whose writes are denied, when it is approved. Followed
+    // again after the wait: refused, nothing deleted.
+    let swapped = "DELETE FROM swap";
+    let held = start_sql(listen_port, db, swapped);
+    let request = pending(env, "bulk-writes-need-a-dba", swapped)
+        .await
+        .metadata
+        .name
+        .unwrap();
+    m.admin(&format!(
+        "CREATE OR REPLACE VIEW {db}.swap AS SELECT id FROM {db}.customers"
+    ));
+    decide(request, "approve").await;
+    let refused = outcome(held).await;
+    assert!(
+        refused.starts_with("refused 1227 ") && refused.contains("protect-customers"),
+        "{refused}"
+    );
+    assert_eq!(count("SELECT count(*) FROM customers"), "2");
+    assert_eq!(count("SELECT count(*) FROM notes"), "1");
 
     // === every step on record, in the one audit shape ===
     let events = audit_events_once_expired(&audit).await;

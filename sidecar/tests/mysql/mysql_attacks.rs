@@ -282,6 +282,67 @@ fn sql_level_prepared_statements_stay_masked() {
     );
 }
 
+/// EXPLAIN: MariaDB reads a const table's row (found by its primary key)
+/// while it plans and writes its values into the plan, so `EXPLAIN
+/// FORMAT=JSON` of a join on a masked column showed the SSN in its
+/// `attached_condition`. Every column of a plan of a statement naming a
+/// relation is masked under column rules; EXPLAIN of no relation is not.
+#[test]
+fn explain_plans_do_not_unmask() {
+    let db = "my_attack_explain";
+    let out = corpus(
+        db,
+        POLICY,
+        &[
+            "EXPLAIN FORMAT=JSON SELECT * FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1",
+            "EXPLAIN FORMAT=JSON SELECT * FROM t WHERE q = (SELECT ssn FROM customers WHERE id = 1)",
+            "EXPLAIN FORMAT=JSON SELECT * FROM t JOIN v ON t.q = v.q WHERE v.id = 1",
+            "EXPLAIN SELECT * FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1",
+            "DESCRIBE FORMAT=JSON SELECT * FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1",
+            "EXPLAIN FORMAT=JSON DELETE t FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1",
+            "SHOW WARNINGS",
+            "EXPLAIN SELECT 1",
+        ],
+    );
+    assert!(
+        out.contains(
+            r#">>> EXPLAIN SELECT 1
+[[1, "SIMPLE", null, null, null, null, null, null, null, "No tables used"]]"#
+        ),
+        "{out}"
+    );
+}
+
+/// Text Sluice cannot parse, under a policy that lets it through
+/// (`onParseError: allow`): a compound statement reads a masked column
+/// into a local variable and stores it where the workload reads it back
+/// (its results would be masked whole; what it stores is out of sight).
+/// Refused while column masking applies (by the policy engine, on both
+/// planes: `PolicySet::decide_sql`); parsed statements still run.
+#[test]
+fn unparsed_text_cannot_store_masked_values() {
+    let db = "my_attack_unparsed";
+    let policy = POLICY.replace("onParseError: deny", "onParseError: allow");
+    let out = corpus(
+        db,
+        &policy,
+        &[
+            "BEGIN NOT ATOMIC DECLARE x VARCHAR(20); SELECT ssn INTO x FROM customers WHERE id = 1; INSERT INTO t VALUES (1, x); END",
+            "BEGIN NOT ATOMIC DECLARE x VARCHAR(20); SELECT ssn INTO x FROM customers WHERE id = 1; UPDATE t SET q = x; SELECT x; END",
+            "SELECT ssn FROM customers LIMIT ROWS EXAMINED 10",
+            "INSERT INTO t VALUES (2, 'plain')",
+            "SELECT * FROM t",
+        ],
+    );
+    assert_eq!(
+        out.matches("masking applies on this Connection and Sluice cannot parse the statement")
+            .count(),
+        3,
+        "{out}"
+    );
+    assert!(out.contains(r#"[[2, "plain"]]"#), "{out}");
+}
+
 /// The binary protocol (mysql-connector-python's prepared statements):
 /// views read masked, writes from a view refused, the lexical and
 /// sql_mode forms refused at PREPARE as on the text protocol.

@@ -413,6 +413,52 @@ fn caching_sha2_password_fast_path() {
     assert!(out.contains("hello"), "{out}{err}");
 }
 
+/// The upstream session over TLS per `tls.mode` (rustls), against a
+/// MariaDB that takes TCP clients over TLS only: `verify-full` with the
+/// test CA (host `localhost`) and `require` (not verified) connect, the
+/// server reporting the session's TLS version; `verify-full` without the
+/// CA (the system roots do not trust it) does not, and `disable` is
+/// refused by the server.
+#[test]
+fn upstream_tls_per_mode() {
+    let (m, ca) = mysql_support::maria_tls();
+    let db = "my_tls";
+    m.database(db);
+    let ca_doc = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db-ca, namespace: shop}}\nstringData:\n  ca.crt: |\n{}\n",
+        ca.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let start = |host: &str, tls: &str| {
+        let upstream = format!(
+            "host: {host}, port: {}, database: {db}, tls: {{{tls}}}",
+            m.port
+        );
+        let manifests = common::connection_manifests(
+            ("shop-db", "mysql", upstream.as_str()),
+            ("db-creds", USER),
+            &ca_doc,
+        ) + &common::named_policy("reporting", "shop-db", POLICY);
+        Sidecar::start(&manifests, "shop/report-job")
+    };
+    let tls_version = "SHOW SESSION STATUS LIKE 'Ssl_version';\n";
+    for tls in [
+        "mode: verify-full, caSecretRef: {name: db-ca}",
+        "mode: require",
+    ] {
+        let sidecar = start("localhost", tls);
+        let (ok, out, err) = mariadb_cli(sidecar.port, tls_version);
+        assert!(ok && out.contains("TLSv1."), "{tls}: {out}{err}");
+    }
+    for tls in ["mode: verify-full", "mode: disable"] {
+        let sidecar = start("localhost", tls);
+        let (ok, out, err) = mariadb_cli(sidecar.port, tls_version);
+        assert!(!ok && !out.contains("TLSv1."), "{tls}: {out}{err}");
+    }
+}
+
 /// The server reports a view's columns with the view as their origin: a
 /// view over a masked column does not unmask it (every column of a view,
 /// and every column without an origin in a statement reading one, is

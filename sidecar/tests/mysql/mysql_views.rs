@@ -596,3 +596,129 @@ for label, sql in [("table", "UPDATE w SET v = 1 WHERE id = 1"), ("from a view",
         "2"
     );
 }
+
+/// A rule that denies statements on `tables` follows the statement's names
+/// through views with one `information_schema.TABLES` lookup (which of
+/// them are views), asking `information_schema.VIEWS` only for the views
+/// found; and under masking that one answer is the views lookup's too, so
+/// a statement naming only tables is asked about once, whether it reads or
+/// writes (it was asked VIEWS, then `SHOW CREATE VIEW` or TABLES again).
+/// Views are still masked whole and followed to the tables they read.
+/// (The last statement is refused: its lookups are the log's last.)
+#[test]
+fn table_rules_and_masking_share_one_lookup() {
+    let db = "my_views_rules_mask";
+    general_log();
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50), ssn varchar(20), born date, score int);
+         INSERT INTO {db}.customers VALUES (1, 'Alice', '{SSN}', '1980-01-02', 7);
+         CREATE TABLE {db}.t (id int, q varchar(20)); INSERT INTO {db}.t VALUES (1, 'plain');
+         CREATE VIEW {db}.v AS SELECT id, ssn AS q FROM {db}.customers;"
+    ));
+    let policy = POLICY.replacen(
+        "  rules:\n",
+        "  rules:\n    - name: protect-customers\n      match: {statements: [delete, update, insert], tables: [customers]}\n      action: deny\n",
+        1,
+    );
+    let sidecar = Sidecar::start(&manifests(m, db, &policy), "shop/report-job");
+    let statements = [
+        "SELECT q FROM t",
+        "SELECT q FROM v",
+        "SELECT t.q, v.q FROM t JOIN v ON t.id = v.id",
+        "UPDATE t SET q = 'plain' WHERE id = 1",
+        "SELECT 3",
+        "DELETE FROM v WHERE id = 1",
+    ];
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}', autocommit=True)
+cur = c.cursor()
+cur.execute("SELECT CONNECTION_ID()")
+print("thread", cur.fetchone()[0])
+for sql in {statements:?}:
+    try:
+        cur.execute(sql)
+        print(sql, json.dumps(cur.fetchall()))
+    except pymysql.MySQLError as e:
+        print(sql, "error", e.args[0], e.args[1])
+"#
+        ),
+    );
+    assert!(!out.contains(SSN), "{out}");
+    assert!(out.contains(r#"SELECT q FROM t [["plain"]]"#), "{out}");
+    assert!(out.contains("SELECT q FROM v [["), "{out}");
+    assert!(
+        out.contains("UPDATE t SET q = 'plain' WHERE id = 1 []"),
+        "{out}"
+    );
+    assert!(
+        out.contains("DELETE FROM v WHERE id = 1 error 1227") && out.contains("protect-customers"),
+        "{out}"
+    );
+    assert_eq!(
+        maria()
+            .admin(&format!("SELECT COUNT(*) FROM {db}.customers"))
+            .trim(),
+        "1"
+    );
+    let thread = out
+        .lines()
+        .find_map(|l| l.strip_prefix("thread "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let log = logged(&thread);
+    // The lookups asked before each statement (or before its refusal).
+    let mut asked: Vec<(String, Vec<String>)> = Vec::new();
+    let mut pending = Vec::new();
+    for (command, arg) in &log {
+        if is_lookup(arg) {
+            pending.push(arg.clone());
+        } else if command == "Query" && statements.contains(&arg.as_str()) {
+            asked.push((arg.clone(), std::mem::take(&mut pending)));
+        }
+    }
+    let kinds = |sql: &str| -> Vec<&'static str> {
+        let found = asked.iter().find(|(a, _)| a == sql);
+        found
+            .map(|(_, l)| l.iter().map(|a| lookup_kind(a)).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(kinds("SELECT q FROM t"), ["tables"], "{log:#?}");
+    // A view: its definition, then its tables (not views) asked about.
+    let through_v = ["tables", "views", "tables"];
+    assert_eq!(kinds("SELECT q FROM v"), through_v, "{log:#?}");
+    assert_eq!(
+        kinds("SELECT t.q, v.q FROM t JOIN v ON t.id = v.id"),
+        through_v,
+        "{log:#?}"
+    );
+    assert_eq!(
+        kinds("UPDATE t SET q = 'plain' WHERE id = 1"),
+        ["tables"],
+        "{log:#?}"
+    );
+    assert_eq!(kinds("SELECT 3"), Vec::<&str>::new(), "{log:#?}");
+    // The refused DELETE never reached the server; its lookups were the
+    // last ones asked.
+    assert!(
+        !asked.iter().any(|(a, _)| a.starts_with("DELETE")),
+        "{log:#?}"
+    );
+    let refused: Vec<&str> = pending.iter().map(|a| lookup_kind(a)).collect();
+    assert_eq!(refused, through_v, "{log:#?}");
+}
+
+/// Which lookup `arg` is: `tables`, `views` or `show`.
+fn lookup_kind(arg: &str) -> &'static str {
+    if arg.starts_with("SHOW CREATE VIEW") {
+        "show"
+    } else if arg.contains("information_schema.VIEWS") {
+        "views"
+    } else {
+        "tables"
+    }
+}

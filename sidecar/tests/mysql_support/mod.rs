@@ -41,6 +41,41 @@ pub struct Maria {
 
 static SERVER: OnceLock<Maria> = OnceLock::new();
 static ALONE: OnceLock<Maria> = OnceLock::new();
+static TLS: OnceLock<(Maria, String)> = OnceLock::new();
+
+/// A MariaDB of its own that takes TCP clients over TLS only
+/// (`require_secure_transport`), with a certificate for `localhost` and
+/// `127.0.0.1` from a test CA; and that CA's PEM.
+pub fn maria_tls() -> &'static (Maria, String) {
+    TLS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sluice-mariadb-{}-certs", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sluice mysql test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+        let ssl = [
+            format!("--ssl-cert={}", dir.join("server.crt").display()),
+            format!("--ssl-key={}", dir.join("server.key").display()),
+            "--require-secure-transport=ON".to_string(),
+        ];
+        (Maria::start_with("tls", &ssl), ca_cert.pem())
+    })
+}
 
 /// The MariaDB server of this test binary.
 pub fn maria() -> &'static Maria {
@@ -70,6 +105,11 @@ fn bin(name: &str) -> PathBuf {
 
 impl Maria {
     fn start(tag: &str) -> Maria {
+        Maria::start_with(tag, &[])
+    }
+
+    /// [`Maria::start`] with more server options.
+    fn start_with(tag: &str, options: &[String]) -> Maria {
         let base =
             std::env::temp_dir().join(format!("sluice-mariadb-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
@@ -109,7 +149,8 @@ impl Maria {
             .arg(format!("--pid-file={}", base.join("pid").display()))
             .arg("--skip-name-resolve")
             .arg("--innodb-buffer-pool-size=16M")
-            .arg(format!("--log-error={}", base.join("error.log").display()));
+            .arg(format!("--log-error={}", base.join("error.log").display()))
+            .args(options);
         if root {
             cmd.arg("--user=root");
         }

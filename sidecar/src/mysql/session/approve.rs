@@ -17,14 +17,15 @@ use super::*;
 use crate::approval::{self, ApprovalOutcome, ApprovalRecord, Held, Recorded};
 
 impl Session<'_> {
-    /// Asks approval of `decided` (whose exact text is `text`) and waits as
-    /// its rule's mode says: `Ok(())` when it may run now, once (approved,
-    /// claimed, and on record as its approval's step); else the ERR
-    /// message for the client (on record).
+    /// Asks approval of `decided` (whose exact text is `text`, run in
+    /// `database`) and waits as its rule's mode says: `Ok(())` when it may
+    /// run now, once (approved, claimed, and on record as its approval's
+    /// step); else the ERR message for the client (on record).
     pub(super) async fn approve(
         &mut self,
         text: &str,
         decided: &SqlDecision,
+        database: Option<&str>,
         binary: bool,
     ) -> Result<Result<(), String>, SessionError> {
         let protocol = protocol(binary);
@@ -59,12 +60,15 @@ impl Session<'_> {
             }
         };
         // Decided again under the policies in force now, for an approved
-        // request only.
+        // request only, its names followed through the views they stand
+        // for now (one may have been swapped in while it waited).
         let live = match &held {
             Held::Approved(_) => {
                 self.follow();
-                let now = self.set.decide_sql(text, SqlDialect::Mysql);
-                let other = self.refusal(text, &now, false);
+                let now = Arc::new(self.set.decide_sql(text, SqlDialect::Mysql));
+                let followed = self.through_views(&now, database).await?;
+                let now = followed.decided;
+                let other = followed.refused.or_else(|| self.refusal(text, &now, false));
                 Some((now, other))
             }
             Held::Settled(_) => None,

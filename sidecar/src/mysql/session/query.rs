@@ -203,21 +203,29 @@ impl Session<'_> {
         let arrived = Instant::now();
         let database = decided.database.as_deref();
         // Rules on tables, matched through the views its names stand for.
-        let (stricter, unfollowed) = self.through_views(&decided.decision, database).await?;
-        let (text, decided) = (&decided.text, &stricter);
-        let mut refused = unfollowed.or_else(|| self.refusal(text, decided, true));
+        let followed = self.through_views(&decided.decision, database).await?;
+        let (text, decided) = (&decided.text, &followed.decided);
+        let mut refused = followed
+            .refused
+            .or_else(|| self.refusal(text, decided, true));
         // Views and stored functions: what the lineage analysis cannot see.
         // A statement that only reads has its views asked for as it is
         // sent; any other now (writes of what a view reads are checked).
         // A guarded write's views are its guard's to refuse (one lookup).
+        // When the rules' lookup above asked about every name already, its
+        // answer is the views lookup's (nothing more is asked).
         let pipelined = only_reads(decided);
         let own_lookup = self.masking.active() && !pipelined && !self.guarded_write(decided);
+        let mut known = followed.views.filter(|_| self.masking.active());
         let mut unseen = match refused {
             None => self.unseen(decided, text).await?,
             Some(_) => Unseen::default(),
         };
         if refused.is_none() && own_lookup {
-            unseen.views = self.views(decided, database).await?;
+            unseen.views = match known.take() {
+                Some(views) => views,
+                None => self.views(decided, database).await?,
+            };
         }
         if refused.is_none() {
             refused = self.laundering_through(decided, &unseen);
@@ -238,10 +246,12 @@ impl Session<'_> {
         // approved run is on record as its approval's step.
         let mut approved = false;
         if decided.decision.enforced == Action::RequireApproval {
-            if let Err(why) = self.approve(text, decided, binary).await? {
+            if let Err(why) = self.approve(text, decided, database, binary).await? {
                 return self.send_refusal(reply_seq, &why).await;
             }
             approved = true;
+            // What was asked before the wait is not taken for now.
+            known = None;
             let waited = (own_lookup, &mut guard, &mut unseen);
             if let Some(why) = self.after_wait(decided, database, waited).await? {
                 let _ = self.record(decided, Some(&why), binary);
@@ -269,8 +279,14 @@ impl Session<'_> {
                     .await
             }
             None => {
-                let views = (pipelined && self.masking.active())
-                    .then(|| self.view_query(decided, database, true));
+                let views = match known {
+                    Some(views) if pipelined => {
+                        unseen.views = views;
+                        None
+                    }
+                    _ => (pipelined && self.masking.active())
+                        .then(|| self.view_query(decided, database, true)),
+                };
                 self.forward_and_relay(
                     (decided, forward, views),
                     reply_seq,
@@ -286,12 +302,26 @@ impl Session<'_> {
             self.result_cut_short(decided, outcome, started, &e);
             return Err(e);
         }
+        let checked = self.after_run(decided, &unseen).await;
+        self.ctx.metrics.upstream_latency(started.elapsed());
+        self.result_event(decided, outcome, started);
+        checked
+    }
+
+    /// What a statement that ran may have changed out of the server's
+    /// reports: stored functions (forgotten), prepared names (forgotten
+    /// after a CALL or a text Sluice could not parse: a procedure or a
+    /// compound statement may prepare under any name), and the settings
+    /// (read again after a statement that may change them or calls a
+    /// stored function, which can turn the server's tracking off).
+    async fn after_run(
+        &mut self,
+        decided: &SqlDecision,
+        unseen: &Unseen,
+    ) -> Result<(), SessionError> {
         if may_change_settings(decided) {
-            // It may have created a stored function.
             self.routines.clear();
         }
-        // A procedure may have prepared statements under any name, and so
-        // may text Sluice could not parse (a compound statement).
         if decided.parse_error.is_some()
             || decided
                 .statements
@@ -300,16 +330,11 @@ impl Session<'_> {
         {
             self.sql_statements.clear();
         }
-        // A stored function may have changed the settings (or turned the
-        // server's tracking off) without the server reporting it.
-        let checked = if may_change_settings(decided) || unseen.calls_stored() {
+        if may_change_settings(decided) || unseen.calls_stored() {
             self.recheck().await
         } else {
             Ok(())
-        };
-        self.ctx.metrics.upstream_latency(started.elapsed());
-        self.result_event(decided, outcome, started);
-        checked
+        }
     }
 
     /// After an approval's wait: the guarded write's tables (`guard`) and

@@ -102,7 +102,7 @@ impl Ask {
 }
 
 /// A COM_QUERY payload for `sql`.
-fn com_query(sql: &str) -> Vec<u8> {
+pub(super) fn com_query(sql: &str) -> Vec<u8> {
     let mut q = Vec::with_capacity(sql.len() + 1);
     q.push(COM_QUERY);
     q.extend_from_slice(sql.as_bytes());
