@@ -585,6 +585,81 @@ async fn http1_only_to_the_upstream_when_asked() {
     );
 }
 
+/// A client's keep-alive connection to the sidecar.
+struct KeepAlive(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
+
+impl KeepAlive {
+    async fn open(sidecar: SocketAddr) -> Self {
+        let tcp = tokio::net::TcpStream::connect(sidecar).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        KeepAlive(sender)
+    }
+
+    /// GETs `path`: its status and body.
+    async fn get(&mut self, path: &str) -> (u16, Bytes) {
+        let req = Request::get(path)
+            .header("host", "sidecar")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        tokio::time::timeout(WAIT, async {
+            self.0.ready().await.unwrap();
+            let resp = self.0.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.into_body().collect().await.unwrap().to_bytes())
+        })
+        .await
+        .expect("the sidecar answered in time")
+    }
+
+    /// The upstream connection `/echo` came over (its client address).
+    async fn upstream_peer(&mut self) -> String {
+        let (status, body) = self.get("/echo").await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        json(&body)["peer"].as_str().unwrap().to_string()
+    }
+}
+
+/// Over HTTP/1.1 each client connection keeps an upstream connection of its
+/// own (issue 22: checking one out of a shared pool per request was a cost
+/// of every request): a client's requests keep theirs, two clients never
+/// share one, and one the upstream closed is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_connection_keeps_an_http1_upstream_connection_of_its_own() {
+    let (up, ca) = start_upstream().await;
+    let base = format!("https://localhost:{}", up.port());
+    let f = start_sidecar_with(&base, &ca, WAIT, false).await;
+    let (mut a, mut b) = (
+        KeepAlive::open(f.sidecar).await,
+        KeepAlive::open(f.sidecar).await,
+    );
+    let a1 = a.upstream_peer().await;
+    let b1 = b.upstream_peer().await;
+    assert_ne!(a1, b1, "two clients shared an upstream connection");
+    assert_eq!(a.upstream_peer().await, a1);
+    assert_eq!(b.upstream_peer().await, b1);
+    // The upstream closes its connection after this answer: the client's
+    // next request goes over a new one, the other client's keeps its own.
+    let (status, _) = a.get("/close").await;
+    assert_eq!(status, 200);
+    let a2 = a.upstream_peer().await;
+    assert_ne!(a2, a1);
+    assert_eq!(a.upstream_peer().await, a2);
+    assert_eq!(b.upstream_peer().await, b1);
+    // The upstream speaks HTTP/2 when offered: the shared client's one
+    // connection carries every client's requests.
+    let f = start_sidecar_with(&base, &ca, WAIT, true).await;
+    let (mut a, mut b) = (
+        KeepAlive::open(f.sidecar).await,
+        KeepAlive::open(f.sidecar).await,
+    );
+    let (status, body) = a.get("/echo").await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["version"], "HTTP/2.0");
+    assert_eq!(b.upstream_peer().await, a.upstream_peer().await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_labelled_as_text_is_masked_too() {
     let f = fixture().await;

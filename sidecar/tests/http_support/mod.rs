@@ -94,7 +94,11 @@ fn full(ct: &str, body: impl Into<Bytes>) -> Response<UpBody> {
         .expect("test upstream")
 }
 
-async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
+/// Answers `req`, which came over a connection from `peer`.
+async fn upstream_handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<UpBody>, Infallible> {
     let path = req.uri().path().to_string();
     Ok(match path.as_str() {
         "/customer" => full(
@@ -124,6 +128,12 @@ async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Inf
             "application/json",
             format!(r#"{{"id":1,"name":"Ann","email":"{EMAIL}","tags":["a","b"],"total":12.5}}"#),
         ),
+        // The connection closes after this answer.
+        "/close" => Response::builder()
+            .header("content-type", "application/json")
+            .header("connection", "close")
+            .body(Full::new(Bytes::from_static(b"{}")).boxed_unsync())
+            .expect("test upstream"),
         "/gzip" => Response::builder()
             .header("content-type", "application/json")
             .header("content-encoding", "gzip")
@@ -181,6 +191,7 @@ async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Inf
                 "method": method,
                 "uri": uri,
                 "version": version,
+                "peer": peer.to_string(),
                 "headers": headers,
                 "body": String::from_utf8_lossy(&body),
             });
@@ -210,7 +221,7 @@ pub async fn start_counted_upstream(
     let addr = listener.local_addr().expect("test upstream");
     tokio::spawn(async move {
         loop {
-            let Ok((socket, _)) = listener.accept().await else {
+            let Ok((socket, peer)) = listener.accept().await else {
                 continue;
             };
             let acceptor = acceptor.clone();
@@ -223,7 +234,7 @@ pub async fn start_counted_upstream(
                 let io = TokioIo::new(tls);
                 let service = hyper::service::service_fn(move |req| {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    upstream_handle(req)
+                    upstream_handle(req, peer)
                 });
                 if h2 {
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
