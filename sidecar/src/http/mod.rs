@@ -21,7 +21,6 @@ pub mod text_mask;
 
 mod approval;
 mod body;
-mod dedicated;
 mod metrics;
 mod proxy;
 mod record;
@@ -210,17 +209,14 @@ async fn accept(
             let _open = audit.open_connection();
             let (socket, activity) = listen::track(socket);
             let requests = activity.clone();
-            // Its own upstream connection (HTTP/1.1), closed with it.
-            let own = Arc::new(dedicated::Dedicated::default());
             let service = hyper::service::service_fn(move |req| {
                 let ctx = context.borrow().clone();
                 let live = context.clone();
                 let session = session.clone();
-                let own = own.clone();
                 // Held until the response body is sent in full (or dropped).
                 let in_flight = requests.request();
                 async move {
-                    let response = handle(&ctx, &live, (&session, &own), req).await;
+                    let response = handle(&ctx, &live, &session, req).await;
                     Ok::<_, Infallible>(response.map(|body| in_flight.hold(body)))
                 }
             });

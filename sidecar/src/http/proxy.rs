@@ -21,7 +21,6 @@ use tokio::sync::watch;
 
 use super::approval::approve;
 use super::body::read_request_body;
-use super::dedicated::{self, Dedicated};
 use super::record::request_command;
 use super::refuse::{
     audit_failed, error_response, record_refusal, refuse_decision, refuse_standing,
@@ -41,10 +40,10 @@ type Refused = Response<ProxyBody>;
 pub(super) async fn handle(
     ctx: &HttpContext,
     live: &watch::Receiver<Arc<HttpContext>>,
-    (session, own): (&Arc<SessionInfo>, &Dedicated),
+    session: &Arc<SessionInfo>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    proxy(ctx, live, (session, own), req)
+    proxy(ctx, live, session, req)
         .await
         .unwrap_or_else(|refused| refused)
 }
@@ -52,7 +51,7 @@ pub(super) async fn handle(
 async fn proxy(
     ctx: &HttpContext,
     live: &watch::Receiver<Arc<HttpContext>>,
-    (session, own): (&Arc<SessionInfo>, &Dedicated),
+    session: &Arc<SessionInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refused> {
     let started = Instant::now();
@@ -94,7 +93,7 @@ async fn proxy(
     }
     forward(
         ctx,
-        (session, own),
+        session,
         (&set, &plane),
         target,
         (parts, body),
@@ -246,7 +245,7 @@ async fn record_allowed(
 /// credentials; the answer comes back scrubbed and masked ([`respond`]).
 async fn forward(
     ctx: &HttpContext,
-    (session, own): (&Arc<SessionInfo>, &Dedicated),
+    session: &Arc<SessionInfo>,
     (set, plane): (&Arc<PolicySet>, &HttpParts),
     target: Target,
     (parts, body): (Parts, ProxyBody),
@@ -261,7 +260,6 @@ async fn forward(
             "Sluice could not build the upstream URL from the request path".into(),
         ));
     };
-    let sending = dedicated::send(&plane.upstream, own, upstream_req);
-    let sent = tokio::time::timeout(up.timeout, sending).await;
+    let sent = tokio::time::timeout(up.timeout, up.client.request(upstream_req)).await;
     Ok(respond(ctx, session, set, up, target.cmd, (label, started), sent).await)
 }

@@ -25,11 +25,14 @@ use super::stall::Stall;
 use super::stream_mask::JsonStreamMasker;
 use super::text_mask::TextMasker;
 use super::upstream::{HttpUpstream, error_chain, strip_hop_by_hop};
-use super::{BoxError, HttpContext, ProxyBody};
+use super::{HttpContext, ProxyBody};
 use crate::audit::SessionInfo;
 
 /// What the upstream answered, within its timeout.
-pub(super) type Sent = Result<Result<Response<Incoming>, BoxError>, tokio::time::error::Elapsed>;
+pub(super) type Sent = Result<
+    Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    tokio::time::error::Elapsed,
+>;
 
 /// One answer being checked: what its refusals and its result record need.
 struct Answer<'a> {
@@ -85,7 +88,7 @@ pub(super) async fn respond(
     let response = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let why = error_chain(&*e);
+            let why = error_chain(&e);
             answer.failed(StatusCode::BAD_GATEWAY, format!("upstream error: {why}"));
             return error_response(
                 StatusCode::BAD_GATEWAY,

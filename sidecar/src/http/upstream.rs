@@ -2,7 +2,6 @@
 //! credential headers and client, and the headers that never cross.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -12,7 +11,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::dedicated;
 use super::scrub::{self, Secrets};
 use super::{HttpSetupError, HttpsClient, ProxyBody};
 
@@ -72,20 +70,6 @@ pub struct HttpUpstream {
     /// the port unless it is the scheme's default). `None` when HTTP/2 may
     /// be chosen: an HTTP/2 request carries the authority in `:authority`.
     host: Option<HeaderValue>,
-    /// The `Host` header of a request sent over a client connection's own
-    /// upstream connection ([`super::dedicated`]).
-    host_header: HeaderValue,
-    /// Where the upstream listens (the host without IPv6 brackets).
-    address: (String, u16),
-    /// The TLS of a client connection's own upstream connection (`None`:
-    /// an http base URL), and the name the certificate must carry.
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
-    /// The shared client serves every request: the upstream chose HTTP/2
-    /// by ALPN (from then on), or its host is no TLS server name.
-    shared: AtomicBool,
     /// Credential headers (marked sensitive).
     credentials: Vec<(HeaderName, HeaderValue)>,
     /// The credential values as they may come back in a response (scrubbed).
@@ -102,9 +86,7 @@ impl HttpUpstream {
     ///
     /// With `http2` (the default of both modes) ALPN offers `h2` and
     /// `http/1.1` and the upstream chooses: HTTP/2 multiplexes the requests
-    /// over one connection (the shared client's); with HTTP/1.1 each client
-    /// connection keeps an upstream connection of its own
-    /// ([`super::dedicated`]).
+    /// over one connection, HTTP/1.1 uses a pool of keep-alive connections.
     /// Without it only HTTP/1.1 is offered (for upstreams whose HTTP/2 is
     /// broken or limited); both measured alike in `http_bench.sh`.
     pub fn new(
@@ -156,24 +138,6 @@ impl HttpUpstream {
                 );
             }
         }
-        let host_header = dedicated::host_header(&scheme, &authority)
-            .map_err(|_| bad("its host cannot be sent as a Host header"))?;
-        let host = (!http2).then(|| host_header.clone());
-        let https = scheme == http::uri::Scheme::HTTPS;
-        let host_name = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let address = (
-            host_name.to_string(),
-            authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
-        );
-        // A host rustls cannot take as a server name is left to the shared
-        // client, which reports it per request as before.
-        let own_tls = https
-            .then(|| dedicated::tls(&tls, host_name, http2).ok())
-            .flatten();
-        let shared = https && own_tls.is_none();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -181,6 +145,21 @@ impl HttpUpstream {
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
+        let host = (!http2)
+            .then(|| {
+                let default_port = if scheme == http::uri::Scheme::HTTPS {
+                    443
+                } else {
+                    80
+                };
+                let value = match authority.port_u16() {
+                    Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+                    _ => authority.host().to_string(),
+                };
+                HeaderValue::from_str(&value)
+            })
+            .transpose()
+            .map_err(|_| bad("its host cannot be sent as a Host header"))?;
         let connector = if http2 {
             builder.enable_all_versions().wrap_connector(http)
         } else {
@@ -195,48 +174,11 @@ impl HttpUpstream {
             authority,
             base_path,
             host,
-            host_header,
-            address,
-            tls: own_tls,
-            shared: AtomicBool::new(shared),
             credentials: headers,
             secrets: secrets.map(Arc::new),
             client,
             timeout,
         })
-    }
-}
-
-impl HttpUpstream {
-    /// Whether the shared client serves every request (see
-    /// [`super::dedicated`]).
-    pub(super) fn shared_only(&self) -> bool {
-        self.shared.load(Ordering::Relaxed)
-    }
-
-    /// The upstream chose HTTP/2 on a connection of a client's own.
-    pub(super) fn chose_h2(&self) {
-        self.shared.store(true, Ordering::Relaxed);
-    }
-
-    /// The `Host` header of an HTTP/1.1 request.
-    pub(super) fn host_header(&self) -> &HeaderValue {
-        &self.host_header
-    }
-
-    /// The upstream's host and port, to connect to.
-    pub(super) fn address(&self) -> (&str, u16) {
-        (&self.address.0, self.address.1)
-    }
-
-    /// The TLS connector and server name of an https upstream.
-    pub(super) fn tls(
-        &self,
-    ) -> Option<&(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )> {
-        self.tls.as_ref()
     }
 }
 

@@ -94,11 +94,7 @@ fn full(ct: &str, body: impl Into<Bytes>) -> Response<UpBody> {
         .expect("test upstream")
 }
 
-/// Answers `req`, which came over a connection from `peer`.
-async fn upstream_handle(
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<Response<UpBody>, Infallible> {
+async fn upstream_handle(req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
     let path = req.uri().path().to_string();
     Ok(match path.as_str() {
         "/customer" => full(
@@ -128,12 +124,6 @@ async fn upstream_handle(
             "application/json",
             format!(r#"{{"id":1,"name":"Ann","email":"{EMAIL}","tags":["a","b"],"total":12.5}}"#),
         ),
-        // The connection closes after this answer.
-        "/close" => Response::builder()
-            .header("content-type", "application/json")
-            .header("connection", "close")
-            .body(Full::new(Bytes::from_static(b"{}")).boxed_unsync())
-            .expect("test upstream"),
         "/gzip" => Response::builder()
             .header("content-type", "application/json")
             .header("content-encoding", "gzip")
@@ -191,7 +181,6 @@ async fn upstream_handle(
                 "method": method,
                 "uri": uri,
                 "version": version,
-                "peer": peer.to_string(),
                 "headers": headers,
                 "body": String::from_utf8_lossy(&body),
             });
@@ -221,7 +210,7 @@ pub async fn start_counted_upstream(
     let addr = listener.local_addr().expect("test upstream");
     tokio::spawn(async move {
         loop {
-            let Ok((socket, peer)) = listener.accept().await else {
+            let Ok((socket, _)) = listener.accept().await else {
                 continue;
             };
             let acceptor = acceptor.clone();
@@ -234,7 +223,7 @@ pub async fn start_counted_upstream(
                 let io = TokioIo::new(tls);
                 let service = hyper::service::service_fn(move |req| {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    upstream_handle(req, peer)
+                    upstream_handle(req)
                 });
                 if h2 {
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
