@@ -60,16 +60,16 @@ pub(super) async fn read_request_body(
         );
         return Ok((streamed.boxed_unsync(), None));
     }
-    let collected =
-        tokio::time::timeout(timeout, Limited::new(body, ctx.max_request_body).collect())
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "the request body stalled: nothing arrived for {} ms",
-                    timeout.as_millis()
-                )
-                .into())
-            });
+    // Boxed: held inline, the collection would make every request's
+    // future (allocated and moved per request) larger, bodiless or not.
+    let collect = tokio::time::timeout(timeout, Limited::new(body, ctx.max_request_body).collect());
+    let collected = Box::pin(collect).await.unwrap_or_else(|_| {
+        Err(format!(
+            "the request body stalled: nothing arrived for {} ms",
+            timeout.as_millis()
+        )
+        .into())
+    });
     let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) => return Err(unreadable_body(ctx, session, target, inspect, &*e)),

@@ -83,7 +83,11 @@ async fn proxy(
             None => target.path.forwarded().to_string(),
         };
         let exact = (&target, path_and_query.as_str(), json.as_ref());
-        body = approve(ctx, live, session, &decision, exact, body, approvals).await?;
+        // Boxed: the wait is rare and large, and held inline it would make
+        // every request's future (allocated and moved per request) as
+        // large as itself.
+        let approved = approve(ctx, live, session, &decision, exact, body, approvals);
+        body = Box::pin(approved).await?;
     } else {
         record_allowed(ctx, session, &mut target, decision).await?;
     }

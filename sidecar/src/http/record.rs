@@ -154,7 +154,11 @@ const CACHED_DECISIONS: usize = 32;
 /// context has its own (its decisions may differ).
 #[derive(Default)]
 pub struct AuditCache {
-    commands: Mutex<HashMap<Box<str>, PathCommands>>,
+    /// Keyed by the decided path (client-sent text): foldhash, seeded at
+    /// random per process like std's SipHash and several times cheaper per
+    /// lookup, as the other planes' statement caches; the map is bounded
+    /// ([`CACHED_PATHS`]), so colliding paths cost little even if found.
+    commands: Mutex<HashMap<Box<str>, PathCommands, foldhash::fast::RandomState>>,
     /// Each decision (as [`decided`] records it) and its field.
     decisions: Mutex<Vec<(AuditDecision, Arc<Rendered>)>>,
 }
