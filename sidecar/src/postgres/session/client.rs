@@ -280,8 +280,7 @@ impl ClientLoop {
 
     pub(super) fn send(&self, e: Expect) {
         self.sent.fetch_add(1, Ordering::Relaxed);
-        // The server loop only stops when the session ends, which also stops this loop.
-        let _ = self.expect.send(e);
+        self.expect.send(e);
     }
 
     /// Waits until at most `outstanding` expectations sent to the server

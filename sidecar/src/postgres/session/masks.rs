@@ -89,30 +89,61 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         } else {
             None
         };
-        if is_describe {
-            if matches!(
-                self.queue.front(),
-                Some(Expect::Describe {
-                    portal: Some(_),
-                    forward: true,
-                    ..
-                })
-            ) && !self.suppress
-            {
-                self.recorder
-                    .columns(self.masking.recording(), frame.body());
-            }
-            self.described(mask, recheck, Some(&frame));
-        } else {
-            self.result.mask = mask;
-            self.result.described = true;
-            if !self.suppress {
-                self.recorder
-                    .columns(self.masking.recording(), frame.body());
-            }
-            self.forward(&frame);
+        if !is_describe {
+            self.take_row_description(&frame, mask);
+            return Ok(());
         }
+        if matches!(
+            self.queue.front(),
+            Some(Expect::Describe {
+                portal: Some(_),
+                forward: true,
+                ..
+            })
+        ) && !self.suppress
+        {
+            self.recorder
+                .columns(self.masking.recording(), frame.body());
+        }
+        self.described(mask, recheck, Some(&frame));
         Ok(())
+    }
+
+    /// A simple query's RowDescription whose mask is known without
+    /// planning (masking is off, or this statement's result with these
+    /// columns was planned before and cached): taken synchronously, as
+    /// [`ServerLoop::row_description`] takes it. `false` when that must
+    /// plan it.
+    pub(super) fn simple_row_description(&mut self, frame: &Frame) -> bool {
+        let Some(Expect::Simple(s)) = self.queue.front() else {
+            return false;
+        };
+        let mask = if self.masking.active() {
+            let index = self.simple.as_ref().map_or(0, |p| p.index);
+            let key = (Arc::as_ptr(&s.decided) as usize, index, frame.body_bytes());
+            match self.mask_cache.get(&key) {
+                Some((_, mask)) => mask.clone(),
+                None => return false,
+            }
+        } else {
+            None
+        };
+        self.simple.get_or_insert_with(SimpleProgress::default);
+        self.parameters_seen = false;
+        self.take_row_description(frame, mask);
+        true
+    }
+
+    /// The RowDescription of a result (not a Describe's): its rows get
+    /// `mask`, and it goes to the client.
+    fn take_row_description(&mut self, frame: &Frame, mask: Option<Arc<RowMask>>) {
+        self.result.mask = mask;
+        self.result.described = true;
+        if !self.suppress {
+            self.recorder
+                .columns(self.masking.recording(), frame.body());
+        }
+        self.forward(frame);
     }
 
     /// The answer to a Describe came (RowDescription or NoData): the

@@ -17,11 +17,13 @@
 //! its own file:
 //! - `startup`: the startup packet, the binding, the upstream session, the end;
 //! - `expect`: what the upstream will answer, in order ([`Expect`]);
+//! - `handoff`: the expectations the client loop hands the server loop;
 //! - `client`: the client loop's read loop and the checks every statement passes;
 //! - `simple`: a simple Query, decided and forwarded;
 //! - `extended`: an extended-protocol group, decided and forwarded at Sync or Flush;
 //! - `hold`: a statement that needs approval, asked, held and settled;
 //! - `prepared`: named statements kept as the server keeps them;
+//! - `portals`: portals by name, the unnamed one in a slot of its own;
 //! - `guard`: a write under `maxRowsAffected`, held and committed or rolled back;
 //! - `server`: the server loop's read loop, the answer queue and its checks;
 //! - `results`: rows, `maxRows`, command completion and the result records;
@@ -33,9 +35,11 @@ mod client;
 mod expect;
 mod extended;
 mod guard;
+mod handoff;
 mod hold;
 mod launder;
 mod masks;
+mod portals;
 mod prepared;
 mod relations;
 mod results;
@@ -52,7 +56,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use super::cancel::CancelRegistry;
@@ -370,11 +374,11 @@ struct ClientLoop {
     enforcer: Enforcer,
     upstream: WriteHalf,
     out: BytesMut,
-    expect: mpsc::UnboundedSender<Expect>,
+    expect: handoff::Handoff,
     /// Prepared statements as the server knows them (only forwarded Parses).
     statements: Map<String, PreparedStatement>,
     /// Portals as the server knows them.
-    portals: Map<String, Portal>,
+    portals: portals::Portals<Portal>,
     /// Statements prepared with SQL `PREPARE` under column masking, by name
     /// (see [`ClientLoop::laundering_through`]).
     sql_prepared: Map<String, Vec<StatementRef>>,
@@ -466,7 +470,7 @@ struct ServerLoop<'w, W> {
     upstream: FrameReader<ReadHalf>,
     client: &'w mut W,
     out: BytesMut,
-    rx: mpsc::UnboundedReceiver<Expect>,
+    rx: handoff::Handoff,
     queue: VecDeque<Expect>,
     /// Transaction status of the last ReadyForQuery.
     status: u8,
@@ -482,7 +486,7 @@ struct ServerLoop<'w, W> {
     /// until the cycle ends.
     suppress: bool,
     result: ResultState,
-    portal_masks: Map<String, Option<Arc<RowMask>>>,
+    portal_masks: portals::Portals<Option<Arc<RowMask>>>,
     /// Masks of prepared statements (result formats still text), from the
     /// sidecar's own Describe.
     statement_masks: Map<String, StatementMask>,

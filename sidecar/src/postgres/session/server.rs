@@ -55,15 +55,9 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                         return Err(SessionError::UpstreamClosed);
                     }
                 }
-                e = self.rx.recv() => match e {
-                    Some(e) => {
-                        // What the client loop sent with it is taken too:
-                        // one turn of this loop per burst, not per message.
-                        self.queue.push_back(e);
-                        self.drain_queue();
-                    }
-                    None => return Ok(()),
-                },
+                // What the client loop handed over is taken at once: one
+                // turn of this loop per burst, not per message.
+                () = self.rx.ready() => self.drain_queue(),
             }
         }
     }
@@ -121,9 +115,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     }
 
     pub(super) fn drain_queue(&mut self) {
-        while let Ok(e) = self.rx.try_recv() {
-            self.queue.push_back(e);
-        }
+        self.rx.drain_into(&mut self.queue);
     }
 
     /// Brings the queue to the next answer the server owes: applies masking
@@ -310,12 +302,15 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     }
 
     /// The frames of a plain result (DataRow, CommandComplete,
-    /// EmptyQueryResponse, ReadyForQuery) answered without the async
-    /// [`ServerLoop::handle`], which they would go through to the same
-    /// synchronous steps: the answer the server owes, no write held for
-    /// `maxRowsAffected`, none of the sidecar's own statements due. Most of
-    /// a select's frames are these (#15/#20: the per-statement cost).
-    /// `Some(frame)` when `handle` must take it.
+    /// EmptyQueryResponse, ReadyForQuery; a simple query's RowDescription
+    /// whose mask is known, a BindComplete whose statement is not planned
+    /// again) answered without the async [`ServerLoop::handle`], which they
+    /// would go through to the same synchronous steps: the answer the
+    /// server owes, no write held for `maxRowsAffected`, none of the
+    /// sidecar's own statements due. Every frame of a plain select is one
+    /// of these, so `handle` and `answer` stay off its path (#15/#20/#22:
+    /// the per-statement code footprint). `Some(frame)` when `handle` must
+    /// take it.
     fn plain_answer(&mut self, frame: Frame) -> Result<Option<Frame>, SessionError> {
         let plain = matches!(
             frame.tag,
@@ -323,6 +318,8 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 | backend::COMMAND_COMPLETE
                 | backend::EMPTY_QUERY_RESPONSE
                 | backend::READY_FOR_QUERY
+                | backend::ROW_DESCRIPTION
+                | backend::BIND_COMPLETE
         );
         if !plain || self.hold.is_some() {
             return Ok(Some(frame));
@@ -339,12 +336,48 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         match frame.tag {
             backend::DATA_ROW => self.data_row(frame)?,
             backend::READY_FOR_QUERY => self.ready_for_query(frame),
+            backend::ROW_DESCRIPTION => {
+                if !self.simple_row_description(&frame) {
+                    return Ok(Some(frame));
+                }
+            }
+            backend::BIND_COMPLETE => {
+                if self.replans_at_bind() {
+                    return Ok(Some(frame));
+                }
+                if let Some(Expect::BindComplete(Some(info))) = self.pop() {
+                    self.bind_portal(info);
+                }
+                self.forward(&frame);
+            }
             _ => {
                 self.copy_ended();
                 self.command_complete(frame)?;
             }
         }
         Ok(None)
+    }
+
+    /// Whether the BindComplete due is of a statement whose mask is planned
+    /// again at each Bind (see [`ServerLoop::replan_statement`]).
+    fn replans_at_bind(&self) -> bool {
+        matches!(
+            self.queue.front(),
+            Some(Expect::BindComplete(Some(info)))
+                if self.statement_masks.get(&*info.statement).is_some_and(|m| m.recheck.is_some())
+        )
+    }
+
+    /// A portal was bound: it gets its statement's mask in the Bind's
+    /// result formats.
+    fn bind_portal(&mut self, info: super::expect::BindInfo) {
+        let mask = match self.statement_masks.get_mut(&*info.statement) {
+            Some(mask) => mask.in_formats(&info.formats),
+            // Never described (cannot happen while masking is on):
+            // every value of its rows becomes NULL rather than pass unseen.
+            None => Some(Arc::new(RowMask::opaque())),
+        };
+        self.portal_masks.insert(info.portal, mask);
     }
 
     pub(super) async fn handle(&mut self, frame: Frame) -> Result<(), SessionError> {
@@ -464,13 +497,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
             backend::BIND_COMPLETE => {
                 if let Some(Expect::BindComplete(Some(info))) = self.pop() {
                     self.replan_statement(&info.statement).await;
-                    let mask = match self.statement_masks.get_mut(&*info.statement) {
-                        Some(mask) => mask.in_formats(&info.formats),
-                        // Never described (cannot happen while masking is on):
-                        // every value of its rows becomes NULL rather than pass unseen.
-                        None => Some(Arc::new(RowMask::opaque())),
-                    };
-                    self.portal_masks.insert(info.portal, mask);
+                    self.bind_portal(info);
                 }
                 self.forward(&frame);
                 Ok(())

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 
 use super::{
     Answered, ClientLoop, ConnectionContext, Map, READ_ONLY_SQL_TRANSACTION, ResultState,
@@ -367,7 +367,8 @@ where
             .modelled
             .store(settings.unmodelled().is_none(), Ordering::Release);
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let tx = super::handoff::Handoff::default();
+    let rx = tx.clone();
     let mut client_loop = ClientLoop {
         ctx: ctx.clone(),
         session: session.clone(),
@@ -376,7 +377,7 @@ where
         out: BytesMut::with_capacity(8192),
         expect: tx,
         statements: Map::default(),
-        portals: Map::default(),
+        portals: Default::default(),
         sql_prepared: Map::default(),
         sql_prepared_overflow: false,
         pending: Vec::new(),
@@ -415,7 +416,7 @@ where
         skipping: false,
         suppress: false,
         result: ResultState::default(),
-        portal_masks: Map::default(),
+        portal_masks: Default::default(),
         statement_masks: Map::default(),
         mask_cache: Map::default(),
         catalog,
