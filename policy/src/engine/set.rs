@@ -293,17 +293,19 @@ impl PolicySet {
                 // could copy masked values out (`COPY (…) TO STDOUT`), store
                 // them where no rule looks (`INSERT … SELECT`, `DO`), or move
                 // a table out of the rules' sight (`DETACH PARTITION`,
-                // `SET SCHEMA`): refused whatever onParseError says.
+                // `SET SCHEMA`): refused whatever onParseError says (a text
+                // the policies deny already stays theirs).
+                let combined = Decision::combine(&verdicts);
                 let mut decision = if too_complex {
                     Decision::refused_by_sluice("the statement is too large or too complex")
-                } else if self.masks_sql_values() {
+                } else if self.masks_sql_values() && combined.enforced != Action::Deny {
                     Decision::refused_by_sluice(
                         "masking applies on this Connection and Sluice cannot parse the statement, \
                          so it cannot tell which values it reads or where it sends them \
                          (onParseError: allow does not apply under column masking or detectors)",
                     )
                 } else {
-                    Decision::combine(&verdicts)
+                    combined
                 };
                 decision.reason = if decision.policy.is_none() {
                     // Refused whatever onParseError says: the parse error's

@@ -338,6 +338,17 @@ fn parse_errors_under_sql_masking_are_refused() {
             }
         }
     }
+    // A text the policies deny already stays their decision.
+    let strict = set(&[policy(&with(columns))]);
+    let d = strict
+        .decide_sql("SELEKT 1 FROM", SqlDialect::Postgres)
+        .decision;
+    assert_eq!(
+        (d.enforced, d.policy.as_deref()),
+        (Action::Deny, Some("p")),
+        "{}",
+        d.reason
+    );
     // Masking in another policy of the set is enough.
     let two = set(&[
         policy(&lenient),
