@@ -124,7 +124,7 @@ const CASES: &[Case] = &[
     c(PG, "WITH t AS (SELECT 1 AS a) UPDATE t SET a = 2 WHERE a = 1", "update", "select,update", "t", "", false),
     c(PG, "WITH t AS (SELECT 1 AS a) INSERT INTO t SELECT * FROM t", "insert", "insert,select", "t", "", false),
     c(PG, "WITH s AS (SELECT 1 AS id) UPDATE t SET a = 1 FROM s WHERE t.id = s.id", "update", "select,update", "t", "", false),
-    c(PG, "WITH src AS (SELECT 1 AS id) MERGE INTO tgt USING src ON tgt.id = src.id WHEN MATCHED THEN DELETE", "merge", "merge,select", "tgt", "", false),
+    c(PG, "WITH src AS (SELECT 1 AS id) MERGE INTO tgt USING src ON tgt.id = src.id WHEN MATCHED THEN DELETE", "merge", "merge,select,delete", "tgt", "", false),
     c(PG, "WITH x AS (SELECT 1) SELECT * INTO x FROM x", "create", "create,select", "x", "", false),
     c(MY, "WITH c AS (SELECT 1 AS id) DELETE t FROM t JOIN c ON t.id = c.id", "delete", "delete,select", "t", "", true),
     // --- insert
@@ -160,8 +160,8 @@ const CASES: &[Case] = &[
     c(PG, "DELETE FROM t WHERE id IN (SELECT id FROM s) RETURNING lower(a)", "delete", "delete,select", "s,t", "lower", true),
     c(PG, "DELETE FROM t WHERE id IN (SELECT s.id FROM s) RETURNING lower(a)", "delete", "delete,select", "s,t", "lower", false),
     // --- merge
-    c(PG, "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "merge", "merge", "s,t", "", false),
-    c(PG, "MERGE INTO t USING (SELECT * FROM s) src ON t.id = src.id WHEN MATCHED THEN UPDATE SET a = src.a WHEN NOT MATCHED THEN INSERT (id) VALUES (src.id)", "merge", "merge,select", "s,t", "", false),
+    c(PG, "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "merge", "merge,delete", "s,t", "", false),
+    c(PG, "MERGE INTO t USING (SELECT * FROM s) src ON t.id = src.id WHEN MATCHED THEN UPDATE SET a = src.a WHEN NOT MATCHED THEN INSERT (id) VALUES (src.id)", "merge", "merge,select,insert,update", "s,t", "", false),
     // --- explain
     c(PG, "EXPLAIN SELECT * FROM t", "select", "select", "t", "", false),
     c(PG, "EXPLAIN DELETE FROM t", "select", "delete,select", "t", "", true),

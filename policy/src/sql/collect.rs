@@ -286,6 +286,14 @@ impl Collector {
         );
         let on_restricts = scope.restricts(&merge.on);
         for clause in &merge.clauses {
+            // Each action is the write it does (the server asks for its
+            // privilege): rules naming `insert`, `update` or `delete` hold.
+            match clause.action {
+                ast::MergeAction::Insert(_) => self.kinds.insert(StatementKind::Insert),
+                ast::MergeAction::Update(_) => self.kinds.insert(StatementKind::Update),
+                ast::MergeAction::Delete { .. } => self.kinds.insert(StatementKind::Delete),
+                ast::MergeAction::DoNothing { .. } => false,
+            };
             if !matches!(
                 clause.action,
                 ast::MergeAction::Update(_) | ast::MergeAction::Delete { .. }

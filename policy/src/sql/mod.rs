@@ -17,8 +17,9 @@
 //!   `select`. `SELECT … INTO new_table` (Postgres) is `create`. `COPY t TO`
 //!   also reads `t` (`select`) and `COPY t FROM` inserts into it (`insert`),
 //!   an upsert (`ON CONFLICT DO UPDATE`, `ON DUPLICATE KEY UPDATE`) also
-//!   updates (`update`) and MySQL's `REPLACE` also deletes (`delete`), as the
-//!   server's privileges say. `kinds` is sorted in [`StatementKind`]'s
+//!   updates (`update`), MySQL's `REPLACE` also deletes (`delete`) and a
+//!   `MERGE` has the kind of each of its actions, as the server's privileges
+//!   say. `kinds` is sorted in [`StatementKind`]'s
 //!   order.
 //! - `without_where` is also true when a `WHERE` clause does not certainly
 //!   restrict the target's rows (read conservatively, see

@@ -864,3 +864,78 @@ async fn upserts_meet_the_rules_for_updates() {
         .get::<_, String>(0);
     assert_eq!(names, "Alice,Bob");
 }
+
+/// `MERGE` does the writes its actions name (PostgreSQL asks for each
+/// one's privilege): rules naming `insert`, `update` or `delete` hold for
+/// it, not only rules naming `merge`. Before, `MERGE … WHEN MATCHED THEN
+/// DELETE` emptied `customers` under a rule denying deletes from it.
+#[tokio::test]
+async fn merge_meets_the_rules_for_its_actions() {
+    let pg = server();
+    let db = db_name("soundness_merge_rules");
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text);
+             INSERT INTO customers VALUES (1, 'Alice');
+             CREATE TABLE notes (id int PRIMARY KEY, name text);",
+        )
+        .await
+        .unwrap();
+    let policy = policy(
+        r#"  defaultAction: allow
+  rules:
+    - name: no-deletes
+      match: {statements: [delete], tables: [customers]}
+      action: deny
+    - name: no-new-customers
+      match: {statements: [insert], tables: [customers]}
+      action: deny"#,
+    );
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy),
+        "shop/report-job",
+    );
+    let mut raw = RawClient::connect(sidecar.port);
+    for (sql, rule) in [
+        (
+            "MERGE INTO customers c USING (SELECT 1 AS id) s ON c.id = s.id WHEN MATCHED THEN DELETE",
+            "no-deletes",
+        ),
+        (
+            "MERGE INTO customers c USING (SELECT 2 AS id) s ON c.id = s.id WHEN NOT MATCHED THEN INSERT VALUES (s.id, 'Mallory')",
+            "no-new-customers",
+        ),
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert_refused(&bytes, "42501", sql);
+            assert!(
+                contains(&bytes, rule),
+                "{sql}: not by {rule}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    // An update by MERGE, and a MERGE into another table, run.
+    for sql in [
+        "MERGE INTO customers c USING (SELECT 1 AS id) s ON c.id = s.id WHEN MATCHED THEN UPDATE SET name = 'Alicia'",
+        "MERGE INTO notes n USING (SELECT 1 AS id) s ON n.id = s.id WHEN NOT MATCHED THEN INSERT VALUES (1, 'n')",
+    ] {
+        let bytes = raw.simple(sql);
+        assert!(
+            contains(&bytes, "MERGE 1"),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let names = admin
+        .query_one(
+            "SELECT string_agg(name, ',' ORDER BY id) FROM customers",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(names, "Alicia");
+}
