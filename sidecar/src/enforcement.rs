@@ -200,7 +200,7 @@ impl Enforcer {
     /// [`Enforcer::decide`], with a text too large for the cache decided
     /// off the runtime thread when it is large enough ([`crate::parse_pool`]).
     pub async fn decide_async(&mut self, sql: &str) -> Arc<Decided> {
-        if sql.len() <= DECISION_CACHE_MAX_TEXT || !crate::parse_pool::off_thread(sql) {
+        if self.decides_on_thread(sql) {
             return self.decide(sql);
         }
         self.follow();
@@ -213,6 +213,13 @@ impl Enforcer {
             )));
         }
         Arc::new(decided)
+    }
+
+    /// Whether [`Enforcer::decide_async`] decides `sql` on the calling
+    /// thread (a text the decision cache takes, or too small to parse off
+    /// it): then [`Enforcer::decide`] is the same decision, without a future.
+    pub fn decides_on_thread(&self, sql: &str) -> bool {
+        sql.len() <= DECISION_CACHE_MAX_TEXT || !crate::parse_pool::off_thread(sql)
     }
 
     /// Whether a rule that denies or holds names tables: which relations a

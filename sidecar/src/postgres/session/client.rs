@@ -217,8 +217,18 @@ impl ClientLoop {
     /// while held). A text too large for the decision cache is parsed off
     /// the runtime thread ([`crate::parse_pool`]).
     pub(super) async fn decide(&mut self, sql: &str) -> Arc<Decided> {
-        let decided = self.enforcer.decide_async(sql).await;
-        self.through_relations(decided).await
+        // Every statement passes here: what it always does stays out of
+        // futures, and the rare steps' futures are boxed, so the common
+        // path runs through little code (see `sidecar/bench/cg_footprint.py`).
+        let decided = if self.enforcer.decides_on_thread(sql) {
+            self.enforcer.decide(sql)
+        } else {
+            Box::pin(self.enforcer.decide_async(sql)).await
+        };
+        match self.names_to_follow(&decided) {
+            None => decided,
+            Some(names) => Box::pin(self.through_relations(decided, names)).await,
+        }
     }
 
     /// [`ClientLoop::decide`] on the runtime thread, for a prepared
@@ -415,7 +425,7 @@ impl ClientLoop {
     ) -> Result<Vec<Option<Arc<CopyMask>>>, Refusal> {
         // No COPY … TO STDOUT (every statement but a handful): no plan, and
         // no allocation (a statement without an entry has no COPY mask).
-        if (0..decided.len()).all(|index| decided.copy_out(index).is_none()) {
+        if !copies_out(decided) {
             return Ok(Vec::new());
         }
         // Boxed: the catalog lookups' future is KiBs that every statement's
@@ -534,6 +544,12 @@ pub(super) fn statement_effect(decided: &Decided, text: &str) -> Effect {
         .map(|i| settings::effect(decided.statement(i), text))
         .max()
         .unwrap_or(Effect::None)
+}
+
+/// Whether a statement of `decided` is a COPY … TO STDOUT, which
+/// [`ClientLoop::copy_masks`] plans.
+pub(super) fn copies_out(decided: &Decided) -> bool {
+    (0..decided.len()).any(|index| decided.copy_out(index).is_some())
 }
 
 /// The refusal of a settings change that does not come alone.

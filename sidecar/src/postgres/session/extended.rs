@@ -9,12 +9,13 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::client::{alone_refusal, statement_effect};
+use super::client::{alone_refusal, copies_out, statement_effect};
 use super::expect::{BindInfo, DescribedColumns, ExecCtx, Expect, StatementRef};
 use super::prepared::{closed_before, still_prepared_refusal};
 use super::{ClientLoop, Guard, Portal, PreparedStatement, SessionError};
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::Frame;
+use crate::postgres::masking::CopyMask;
 use crate::postgres::messages::{bind, describe, error_response, execute, frontend, parse};
 use crate::postgres::rows_affected::{self, Limit};
 use crate::postgres::settings::{self, Effect};
@@ -57,7 +58,9 @@ impl ClientLoop {
         self.sync_masking();
         self.read_only_in_force()?;
         self.forget_failed_parses();
-        self.warm_relations().await;
+        if self.relations_to_warm() {
+            Box::pin(self.warm_relations()).await;
+        }
         self.redecide_prepared();
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -204,7 +207,8 @@ impl ClientLoop {
                         && !parsed.contains_key(b.statement)
                         && !self.statements.contains_key(b.statement)
                         && refusal.is_none()
-                        && let Err((r, decided)) = self.sql_prepared_laundering(b.statement).await
+                        && let Err((r, decided)) =
+                            Box::pin(self.sql_prepared_laundering(b.statement)).await
                     {
                         if let Some(decided) = decided {
                             self.record_refused(&decided, "extended", &r);
@@ -261,7 +265,13 @@ impl ClientLoop {
                             | frontend::CLOSE
                     )
                 });
-            let (effect, appended) = self.record_execute(stmt, followed).await?;
+            let (effect, approved) = self.execute_allowed(stmt, followed)?;
+            // Its COPY plan and laundering check, boxed: only for the
+            // statements that need them.
+            if copies_out(&stmt.decided) || self.launders_maybe(&stmt.decided) {
+                Box::pin(self.execute_checks(&stmt.decided)).await?;
+            }
+            let appended = self.execute_recorded(&stmt.decided, approved)?;
             barrier |= effect != Effect::None;
             // Written once for the group, below.
             ticket = appended.map(|r| r.ticket).or(ticket);
@@ -281,17 +291,17 @@ impl ClientLoop {
         Ok((barrier, holds))
     }
 
-    /// One Execute of pass 2: the settings its statement may change, its
-    /// refusal under the policies in force now, its one approved run, the
-    /// rate limit and its COPY plan. `Ok` with its effect on the settings
-    /// and the ticket of its pending audit record (none for an approved
-    /// run: its record is its approval's, written at Parse); else the
-    /// refusal, on record and counted.
-    async fn record_execute(
+    /// One Execute of pass 2: the settings its statement may change and
+    /// whether it is an approved statement's one run; or its refusal under
+    /// the settings Sluice models, the policies in force now, its approval
+    /// or the rate limit, on record and counted. Then
+    /// [`ClientLoop::execute_checks`] (when it applies) and
+    /// [`ClientLoop::execute_recorded`].
+    fn execute_allowed(
         &mut self,
         stmt: &StatementRef,
         followed: bool,
-    ) -> Result<(Effect, Option<crate::audit::Recorded>), Refusal> {
+    ) -> Result<(Effect, bool), Refusal> {
         let decided = &stmt.decided;
         let text = stmt.prepared.as_ref().map_or("", |(t, _)| t);
         let effect = statement_effect(decided, text);
@@ -306,34 +316,43 @@ impl ClientLoop {
             Some(refusal) => Err(refusal),
             None => self.approved_once(decided),
         };
-        let approved = match checked {
-            Ok(approved) => approved,
+        let checked = checked.and_then(|approved| match self.rate_check() {
+            Some(refusal) => Err(refusal),
+            None => Ok(approved),
+        });
+        match checked {
+            Ok(approved) => Ok((effect, approved)),
             Err(refusal) => {
                 self.record_refused(decided, "extended", &refusal);
-                return Err(refusal);
+                Err(refusal)
             }
-        };
-        let mut refusal = self.rate_check();
-        if refusal.is_none()
-            && let Err(e) = self.copy_masks(decided).await
-        {
-            refusal = Some(e);
         }
-        if refusal.is_none()
-            && let Err(e) = self.laundering_through(decided).await
-        {
-            refusal = Some(e);
+    }
+
+    /// An Execute's COPY … TO STDOUT plan and laundering check (see
+    /// [`ClientLoop::laundering_through`]); a refusal on record and counted.
+    async fn execute_checks(&mut self, decided: &Arc<Decided>) -> Result<(), Refusal> {
+        let mut checked = self.copy_masks(decided).await.map(drop);
+        if checked.is_ok() {
+            checked = self.laundering_through(decided).await;
         }
-        if let Some(refusal) = refusal {
-            self.record_refused(decided, "extended", &refusal);
-            return Err(refusal);
+        if let Err(refusal) = &checked {
+            self.record_refused(decided, "extended", refusal);
         }
+        checked
+    }
+
+    /// An allowed Execute's write-ahead record, pending (none for an
+    /// approved run: its record is its approval's, written at Parse).
+    fn execute_recorded(
+        &mut self,
+        decided: &Decided,
+        approved: bool,
+    ) -> Result<Option<crate::audit::Recorded>, Refusal> {
         if approved {
-            // An approved run's record is its approval's, written at Parse.
-            return Ok((effect, None));
+            return Ok(None);
         }
-        let recorded = self.record_allowed(decided, "extended")?;
-        Ok((effect, Some(recorded)))
+        self.record_allowed(decided, "extended").map(Some)
     }
 
     /// Forwards a decided group, queueing what each message will be
@@ -362,8 +381,16 @@ impl ClientLoop {
                 frontend::BIND => self.forward_bind(frame, describe_statements)?,
                 frontend::DESCRIBE => self.forward_describe(frame)?,
                 frontend::EXECUTE => {
-                    self.forward_execute(frame, describe_statements, hold)
-                        .await?
+                    // A COPY … TO STDOUT's plan (boxed: rare), then the
+                    // Execute, synchronously.
+                    let copy_mask = match self.copying_out(frame)? {
+                        Some(decided) => Box::pin(self.copy_masks(&decided))
+                            .await
+                            .ok()
+                            .and_then(|m| m.into_iter().next().flatten()),
+                        None => None,
+                    };
+                    self.forward_execute(frame, describe_statements, hold, copy_mask)?
                 }
                 frontend::CLOSE => self.forward_close(frame)?,
                 _ => self.out.extend_from_slice(&frame.raw),
@@ -510,11 +537,12 @@ impl ClientLoop {
     }
 
     /// An Execute: its rows belong to its portal's statement.
-    async fn forward_execute(
+    fn forward_execute(
         &mut self,
         frame: &Frame,
         describe_statements: bool,
         hold: Option<crate::audit::HoldId>,
+        copy_mask: Option<Arc<CopyMask>>,
     ) -> Result<(), SessionError> {
         let (portal, _) = execute::decode(frame.body())?;
         let generation = self.generation;
@@ -546,14 +574,6 @@ impl ClientLoop {
             });
             describe::describe_portal(&mut self.out, portal);
         }
-        let copy_mask = match &stmt {
-            Some(s) => self
-                .copy_masks(&s.decided)
-                .await
-                .ok()
-                .and_then(|m| m.into_iter().next().flatten()),
-            None => None,
-        };
         self.send(Expect::Execute(Box::new(ExecCtx {
             portal: portal.to_string(),
             stmt,
@@ -565,6 +585,18 @@ impl ClientLoop {
         })));
         self.out.extend_from_slice(&frame.raw);
         Ok(())
+    }
+
+    /// The decision of the statement an Execute runs when it is a COPY …
+    /// TO STDOUT (its plan is made before it is forwarded).
+    fn copying_out(&self, frame: &Frame) -> Result<Option<Arc<Decided>>, SessionError> {
+        let (portal, _) = execute::decode(frame.body())?;
+        Ok(self
+            .portals
+            .get(portal)
+            .and_then(|p| p.stmt.as_ref())
+            .filter(|s| copies_out(&s.decided))
+            .map(|s| s.decided.clone()))
     }
 
     /// Whether the session is recorded (`spec.recording`): only then are

@@ -34,7 +34,7 @@ impl ClientLoop {
         &mut self,
         decided: &Arc<Decided>,
     ) -> Result<(), Refusal> {
-        if !self.masking.has_column_rules() {
+        if !self.launders_maybe(decided) {
             return Ok(());
         }
         for index in 0..decided.len() {
@@ -62,6 +62,20 @@ impl ClientLoop {
             }
         }
         Ok(())
+    }
+
+    /// Whether [`ClientLoop::laundering_through`] has anything to do for
+    /// `decided`: under column rules, a statement that may store what it
+    /// reads and names a relation or a function ([`ClientLoop::stores_masked`]'s
+    /// trigger), or a SQL `PREPARE` (noted) or `EXECUTE` (checked). Plain
+    /// reads skip it, and its future, altogether.
+    pub(super) fn launders_maybe(&self, decided: &Decided) -> bool {
+        self.masking.has_column_rules()
+            && (0..decided.len()).any(|index| {
+                decided.statement(index).is_some_and(|s| {
+                    s.execute_name.is_some() || s.prepare_name.is_some() || stores_maybe(s)
+                })
+            })
     }
 
     /// [`ClientLoop::laundering_through`] of a protocol Bind of `name`, a
@@ -127,7 +141,7 @@ impl ClientLoop {
 
     /// [`ClientLoop::laundering_through`] of one statement.
     async fn stores_masked(&self, stmt: &Statement) -> Result<(), Refusal> {
-        if !may_store(stmt) || (stmt.tables.is_empty() && stmt.functions.is_empty()) {
+        if !stores_maybe(stmt) {
             return Ok(());
         }
         let mut catalog = self.catalog.lock().await;
@@ -164,6 +178,12 @@ impl ClientLoop {
 /// Most SQL `PREPARE`s a session keeps for `EXECUTE` (see
 /// [`ClientLoop::laundering_through`]).
 const MAX_SQL_PREPARED: usize = 1024;
+
+/// Whether [`ClientLoop::stores_masked`] looks `stmt` up: it may store
+/// what it reads, and names a relation or a function to read it through.
+fn stores_maybe(stmt: &Statement) -> bool {
+    may_store(stmt) && !(stmt.tables.is_empty() && stmt.functions.is_empty())
+}
 
 /// Whether `stmt` may store a value where the workload can read it back: a
 /// write of any kind, or a call of a side-effecting function (the same

@@ -19,10 +19,13 @@ use crate::postgres::catalog::CatalogError;
 impl ClientLoop {
     /// `decided`, made stricter through the relations its names reach; a
     /// refusal when they cannot be looked up (fail closed).
-    pub(super) async fn through_relations(&mut self, decided: Arc<Decided>) -> Arc<Decided> {
-        let Some(names) = self.names_to_follow(&decided) else {
-            return decided;
-        };
+    /// `names`: the statement's names to follow
+    /// ([`ClientLoop::names_to_follow`]).
+    pub(super) async fn through_relations(
+        &mut self,
+        decided: Arc<Decided>,
+        names: Vec<String>,
+    ) -> Arc<Decided> {
         // Boxed, as the masking lookups: their future is large.
         let related = {
             let mut catalog = self.catalog.lock().await;
@@ -74,10 +77,7 @@ impl ClientLoop {
     /// name, so that they are found in the cache. A failed lookup leaves
     /// them out of it: those statements are refused then.
     pub(super) async fn warm_relations(&mut self) {
-        self.enforcer.refresh();
-        if self.enforcer.generation() == self.decided_generation
-            || !self.enforcer.has_restrictive_table_rules()
-        {
+        if !self.relations_to_warm() {
             return;
         }
         let mut names: Vec<String> = self
@@ -99,10 +99,19 @@ impl ClientLoop {
         }
     }
 
+    /// Whether [`ClientLoop::warm_relations`] has names to look up: the
+    /// policies changed since the session's statements were decided, and
+    /// have table rules that deny or hold.
+    pub(super) fn relations_to_warm(&mut self) -> bool {
+        self.enforcer.refresh();
+        self.enforcer.generation() != self.decided_generation
+            && self.enforcer.has_restrictive_table_rules()
+    }
+
     /// The table names of `decided` to follow, or `None` when its decision
     /// cannot get stricter through them (refused already, or no rule that
     /// denies or holds names tables, or no table named).
-    fn names_to_follow(&self, decided: &Decided) -> Option<Vec<String>> {
+    pub(super) fn names_to_follow(&self, decided: &Decided) -> Option<Vec<String>> {
         let refused = decided.refusal.is_some() && decided.awaits_approval().is_none();
         if refused || !self.enforcer.has_restrictive_table_rules() {
             return None;

@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use super::client::copies_out;
 use super::expect::{Expect, SimpleCtx};
 use super::{ClientLoop, Guard, SessionError};
 use crate::enforcement::{Decided, Refusal};
@@ -38,7 +39,12 @@ impl ClientLoop {
             .or_else(|| self.rate_check());
         let planned = match refusal {
             Some(r) => Err(r),
-            None => self.simple_plan(&decided).await,
+            // Neither a COPY … TO STDOUT nor a write to check for masked
+            // values (nearly every statement): no future for them.
+            None if !copies_out(&decided) && !self.launders_maybe(&decided) => self
+                .simple_writes(&decided)
+                .map(|writes| (Vec::new(), writes)),
+            None => Box::pin(self.simple_plan(&decided)).await,
         };
         let (copy_masks, writes) = match planned {
             Ok(plan) => plan,
@@ -68,8 +74,17 @@ impl ClientLoop {
             return Ok(());
         }
         self.ctx.metrics.overhead(started.elapsed());
-        self.forward_simple(&frame, decided, copy_masks, writes, hold)
-            .await?;
+        // `forward_simple`, its common case without a future of its own.
+        let simple = simple_expect(&decided, copy_masks, hold);
+        match writes {
+            None => {
+                self.send(simple);
+                self.upstream.write_all(&frame.raw).await?;
+            }
+            Some(counts) => {
+                Box::pin(self.forward_guarded(&frame, decided, simple, counts)).await?;
+            }
+        }
         self.barrier |= effect != Effect::None || self.read_only_barrier();
         Ok(())
     }
@@ -125,17 +140,25 @@ impl ClientLoop {
         writes: Option<Vec<Count>>,
         hold: Option<crate::audit::HoldId>,
     ) -> Result<(), SessionError> {
-        let simple = Expect::Simple(Box::new(SimpleCtx {
-            decided: decided.clone(),
-            started: Instant::now(),
-            copy_masks,
-            hold,
-        }));
+        let simple = simple_expect(&decided, copy_masks, hold);
         let Some(counts) = writes else {
             self.send(simple);
             self.upstream.write_all(&frame.raw).await?;
             return Ok(());
         };
+        // Boxed: a write under a limit is the rare case, and its future
+        // (the wait for earlier answers, the row count) is large.
+        Box::pin(self.forward_guarded(frame, decided, simple, counts)).await
+    }
+
+    /// [`ClientLoop::forward_simple`] of a write under `maxRowsAffected`.
+    async fn forward_guarded(
+        &mut self,
+        frame: &Frame,
+        decided: Arc<Decided>,
+        simple: Expect,
+        counts: Vec<Count>,
+    ) -> Result<(), SessionError> {
         let Some((rows, policy)) = self.masking.limits().max_rows_affected.clone() else {
             return Err(SessionError::Desync(
                 "maxRowsAffected changed while a write was decided".into(),
@@ -178,4 +201,18 @@ impl ClientLoop {
         });
         Ok(())
     }
+}
+
+/// What the server loop expects for a forwarded simple query.
+fn simple_expect(
+    decided: &Arc<Decided>,
+    copy_masks: Vec<Option<Arc<CopyMask>>>,
+    hold: Option<crate::audit::HoldId>,
+) -> Expect {
+    Expect::Simple(Box::new(SimpleCtx {
+        decided: decided.clone(),
+        started: Instant::now(),
+        copy_masks,
+        hold,
+    }))
 }
