@@ -16,7 +16,9 @@ mod support;
 
 mod mysql_approvals;
 mod mysql_attacks;
+mod mysql_auth;
 mod mysql_big_rows;
+mod mysql_commands;
 mod mysql_decision_cache;
 mod mysql_functions;
 mod mysql_observability;
