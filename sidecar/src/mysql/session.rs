@@ -55,6 +55,7 @@ mod relations;
 mod relay;
 mod sql_prepared;
 mod statistics;
+mod variables;
 mod views;
 
 use functions::Unseen;

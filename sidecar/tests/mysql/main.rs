@@ -26,6 +26,7 @@ mod mysql_plane;
 mod mysql_prepared;
 mod mysql_recording;
 mod mysql_run_mode;
+mod mysql_side_channels;
 mod mysql_sql_prepared;
 mod mysql_table_rules;
 mod mysql_views;
