@@ -210,6 +210,10 @@ mod tests {
             "SET NAMES utf8mb4",
             "SET SESSION TRANSACTION READ ONLY",
             "SET sql_mode = @@global.sql_mode",
+            "SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+            "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'ONLY_FULL_GROUP_BY', '')",
+            "SET time_zone = 'UTC', autocommit = 0, SESSION wait_timeout = 600",
+            "SET sql_mode = (SELECT name FROM customers)",
             "SELECT ssn FROM customers",
         ] {
             assert_eq!(laundered(sql), None, "{sql}");
