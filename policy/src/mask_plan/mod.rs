@@ -265,6 +265,11 @@ pub const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
     "dblink_connect",
     "dblink_connect_u",
     "pg_background_launch",
+    // MySQL/MariaDB: LAST_INSERT_ID(x) keeps x for the session's next
+    // LAST_INSERT_ID() and @@last_insert_id; a user-level lock's name shows
+    // in performance_schema.metadata_locks.
+    "last_insert_id",
+    "get_lock",
 ];
 
 /// Whether `fname` (lower case, unqualified) is one of [`SIDE_EFFECT_FUNCTIONS`].

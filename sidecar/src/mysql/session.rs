@@ -10,8 +10,9 @@
 //! CLOSE, RESET, SEND_LONG_DATA) are decided at PREPARE and again at each
 //! EXECUTE, their binary rows masked, and so are SQL-level ones (`PREPARE
 //! s FROM '…'`, `EXECUTE s`: see `sql_prepared`); COM_PING, COM_INIT_DB (decided as
-//! `USE`), COM_SET_OPTION, COM_STATISTICS, COM_RESET_CONNECTION (tracking
-//! set up again) and COM_QUIT are passed on; COM_STMT_FETCH reads an open
+//! `USE`), COM_STATISTICS (decided as `SHOW GLOBAL STATUS`, see
+//! `statistics`), COM_SET_OPTION, COM_RESET_CONNECTION (tracking set up
+//! again) and COM_QUIT are passed on; COM_STMT_FETCH reads an open
 //! cursor's rows (see `cursor`); everything else (COM_CHANGE_USER,
 //! COM_FIELD_LIST, …) is answered with an ERR packet saying it is not
 //! served. A statement a `requireApproval` rule catches is asked of the
@@ -53,6 +54,8 @@ mod query;
 mod relations;
 mod relay;
 mod sql_prepared;
+mod statistics;
+mod variables;
 mod views;
 
 use functions::Unseen;
@@ -321,13 +324,7 @@ impl Session<'_> {
                     self.relay_simple(&a.payload, &mut reply)?;
                     self.client.write_all(&reply.out).await?;
                 }
-                COM_STATISTICS => {
-                    self.up.command(&p.payload).await?;
-                    let a = self.up.read().await?;
-                    let mut reply = Reply::new(reply_seq);
-                    reply.push(&a.payload);
-                    self.client.write_all(&reply.out).await?;
-                }
+                COM_STATISTICS => self.statistics(&p.payload, reply_seq).await?,
                 COM_RESET_CONNECTION => {
                     // The server resets the session to its defaults, the
                     // sidecar's tracking included: set up again before the

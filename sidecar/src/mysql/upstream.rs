@@ -262,6 +262,9 @@ async fn exchange(
     mut plugin: AuthPlugin<'static>,
     mut nonce: Vec<u8>,
 ) -> Result<Upstream, UpstreamError> {
+    // Whether the server's public key was asked for (full authentication
+    // without TLS): only then is a key taken, and only once.
+    let mut asked_key = false;
     // At most a few exchanges: switch, more data, public key.
     for _ in 0..6 {
         let p = up.read().await?;
@@ -288,6 +291,13 @@ async fn exchange(
             }
             Some(0x01) if plugin == AuthPlugin::CachingSha2Password => {
                 match p.payload.get(1) {
+                    // The server's public key (PEM), asked for below: the
+                    // password goes out encrypted with it, never in clear.
+                    _ if asked_key => {
+                        asked_key = false;
+                        let sealed = rsa_password(&cfg.password, &nonce, &p.payload[1..])?;
+                        up.send(next, &sealed).await.map_err(PacketError::Io)?;
+                    }
                     // Fast authentication succeeded: the OK follows.
                     Some(3) => {}
                     // Full authentication: the password in clear over TLS,
@@ -297,11 +307,9 @@ async fn exchange(
                         clear.push(0);
                         up.send(next, &clear).await.map_err(PacketError::Io)?;
                     }
-                    Some(4) => up.send(next, &[2]).await.map_err(PacketError::Io)?,
-                    // The server's public key (PEM), asked for above.
-                    _ if p.payload.len() > 2 => {
-                        let sealed = rsa_password(&cfg.password, &nonce, &p.payload[1..])?;
-                        up.send(next, &sealed).await.map_err(PacketError::Io)?;
+                    Some(4) => {
+                        asked_key = true;
+                        up.send(next, &[2]).await.map_err(PacketError::Io)?;
                     }
                     _ => {
                         return Err(UpstreamError::Unsupported(
@@ -393,10 +401,16 @@ fn scramble(
     }
 }
 
+/// The smallest RSA key the password is sent under (MySQL generates 2048-bit
+/// keys): a smaller one protects it too little.
+const MIN_RSA_BITS: usize = 2048;
+
 /// caching_sha2_password's full authentication without TLS: the password
 /// (NUL-terminated, XORed with the nonce) encrypted with the server's RSA
-/// key (OAEP).
+/// key (OAEP). A key Sluice cannot read strictly, or a weak one, ends the
+/// authentication: the password is then not sent at all.
 fn rsa_password(password: &str, nonce: &[u8], pem: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    let key = server_key(pem)?;
     let mut block = Zeroizing::new(password.as_bytes().to_vec());
     block.push(0);
     if nonce.is_empty() {
@@ -407,8 +421,6 @@ fn rsa_password(password: &str, nonce: &[u8], pem: &[u8]) -> Result<Vec<u8>, Ups
     for (i, b) in block.iter_mut().enumerate() {
         *b ^= nonce[i % nonce.len()];
     }
-    let key = mysql_common::crypto::rsa::PublicKey::from_pem(pem)
-        .map_err(|e| UpstreamError::Unsupported(format!("the server's RSA public key: {e:?}")))?;
     // OAEP with SHA-1 carries at most k - 42 bytes (encrypt_block panics past it).
     if block.len() + 42 > key.num_octets() {
         return Err(UpstreamError::Unsupported(
@@ -420,4 +432,46 @@ fn rsa_password(password: &str, nonce: &[u8], pem: &[u8]) -> Result<Vec<u8>, Ups
         mysql_common::crypto::rsa::Pkcs1OaepPadding::new(mysql_common::crypto::rsa::GetRandom);
     key.encrypt_block(block.as_slice(), pad)
         .map_err(|e| UpstreamError::Unsupported(format!("RSA encryption of the password: {e:?}")))
+}
+
+/// The server's RSA public key (PEM: `PUBLIC KEY`, as MySQL sends it, or
+/// `RSA PUBLIC KEY`), read with x509-parser: mysql_common's own reader
+/// indexes the DER unchecked and panics on a malformed key.
+fn server_key(pem: &[u8]) -> Result<mysql_common::crypto::rsa::PublicKey, UpstreamError> {
+    use mysql_common::num_bigint::BigUint;
+    use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo};
+    use x509_parser::public_key::{PublicKey, RSAPublicKey};
+    let refused = |what: &str| {
+        UpstreamError::Unsupported(format!(
+            "the MySQL server asked for caching_sha2_password's full authentication, and its RSA public key {what}, so Sluice did not send the password; use tls.mode require or stronger (the password then goes over TLS), or give the server a valid key of {MIN_RSA_BITS} bits or more"
+        ))
+    };
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|_| refused("is not a PEM document"))?;
+    let rsa = match pem.label.as_str() {
+        "PUBLIC KEY" => {
+            let (_, spki) = SubjectPublicKeyInfo::from_der(&pem.contents)
+                .map_err(|_| refused("is not a valid public key"))?;
+            match spki.parsed() {
+                Ok(PublicKey::RSA(k)) => (k.modulus.to_vec(), k.exponent.to_vec()),
+                _ => return Err(refused("is not an RSA key")),
+            }
+        }
+        "RSA PUBLIC KEY" => {
+            let (_, k) = RSAPublicKey::from_der(&pem.contents)
+                .map_err(|_| refused("is not a valid RSA key"))?;
+            (k.modulus.to_vec(), k.exponent.to_vec())
+        }
+        _ => return Err(refused("is not a public key")),
+    };
+    let modulus = BigUint::from_bytes_be(&rsa.0);
+    let exponent = BigUint::from_bytes_be(&rsa.1);
+    let bits = usize::try_from(modulus.bits()).unwrap_or(0);
+    if bits < MIN_RSA_BITS {
+        return Err(refused(&format!("has {bits} bits")));
+    }
+    if exponent < BigUint::from(3u8) || !modulus.bit(0) {
+        return Err(refused("is not a valid RSA key"));
+    }
+    Ok(mysql_common::crypto::rsa::PublicKey::new(modulus, exponent))
 }

@@ -16,7 +16,9 @@ mod support;
 
 mod mysql_approvals;
 mod mysql_attacks;
+mod mysql_auth;
 mod mysql_big_rows;
+mod mysql_commands;
 mod mysql_decision_cache;
 mod mysql_functions;
 mod mysql_observability;
@@ -24,6 +26,7 @@ mod mysql_plane;
 mod mysql_prepared;
 mod mysql_recording;
 mod mysql_run_mode;
+mod mysql_side_channels;
 mod mysql_sql_prepared;
 mod mysql_table_rules;
 mod mysql_views;

@@ -162,8 +162,9 @@ fn lexical_differentials_are_refused() {
 }
 
 /// `sql_mode` and the character sets, however they are changed (SET, a
-/// subquery, a user variable), are followed through the server's session
+/// subquery, a function), are followed through the server's session
 /// tracking: a text is never decided on another reading than the server's.
+/// (Set from a user variable, which this policy's column masking refuses.)
 #[test]
 fn settings_that_change_parsing_are_tracked() {
     let db = "my_settings";
@@ -183,6 +184,7 @@ def run(sql):
         print('refused', e.args[0], repr(sql), e.args[1])
 run("SET @m = 'NO_BACKSLASH_ESCAPES'")
 run("SET SESSION sql_mode = (SELECT @m)")
+run("SET SESSION sql_mode = (SELECT 'NO_BACKSLASH_ESCAPES')")
 run("SELECT 'a\\' ; DROP TABLE t; -- '")
 run("SELECT 'no backslash here'")
 run("SET sql_mode = ''")
@@ -205,6 +207,10 @@ run("SELECT 'back'")
             .map(|l| l.split_whitespace().next().unwrap())
             .unwrap_or_else(|| panic!("no line for {needle}:\n{out}"))
     };
+    // Under column masking a user variable may hold masked data, which a
+    // server variable would let out (see mysql_side_channels).
+    assert_eq!(status("(SELECT @m)"), "refused", "{out}");
+    assert_eq!(status("(SELECT 'NO_BACKSLASH_ESCAPES')"), "ran", "{out}");
     assert_eq!(status("DROP TABLE t"), "refused", "{out}");
     assert!(out.contains("NO_BACKSLASH_ESCAPES"), "{out}");
     assert_eq!(status("no backslash here"), "ran", "{out}");
@@ -383,36 +389,6 @@ run('SELECT concat("ssn", \'\') FROM customers')
     assert!(out.contains("refused 1227 'SELECT concat(\"ssn\""), "{out}");
 }
 
-/// `caching_sha2_password`'s fast path, against a minimal MySQL 8 server
-/// written for this test (`mysql_caching_sha2.py`: Debian has no MySQL 8
-/// server), which verifies the scramble as MySQL does.
-#[test]
-fn caching_sha2_password_fast_path() {
-    use std::io::BufRead;
-    let mut server = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/mysql_caching_sha2.py"
-        ))
-        .arg(PASSWORD)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the test server");
-    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let port: u16 = lines.next().unwrap().unwrap().trim().parse().unwrap();
-    let m = mysql_support::Maria {
-        port,
-        socket: std::path::PathBuf::new(),
-    };
-    let sidecar = Sidecar::start(&manifests(&m, "app", POLICY), "shop/report-job");
-    let (_, out, err) = mariadb_cli(sidecar.port, "SELECT 'hello';\n");
-    let auth = lines.next().unwrap().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(auth, format!("auth ok {USER}"), "{err}");
-    assert!(out.contains("hello"), "{out}{err}");
-}
-
 /// The upstream session over TLS per `tls.mode` (rustls), against a
 /// MariaDB that takes TCP clients over TLS only: `verify-full` with the
 /// test CA (host `localhost`) and `require` (not verified) connect, the
@@ -424,13 +400,7 @@ fn upstream_tls_per_mode() {
     let (m, ca) = mysql_support::maria_tls();
     let db = "my_tls";
     m.database(db);
-    let ca_doc = format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db-ca, namespace: shop}}\nstringData:\n  ca.crt: |\n{}\n",
-        ca.lines()
-            .map(|l| format!("    {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let ca_doc = ca_secret(ca);
     let start = |host: &str, tls: &str| {
         let upstream = format!(
             "host: {host}, port: {}, database: {db}, tls: {{{tls}}}",

@@ -42,12 +42,13 @@ pub struct Maria {
 static SERVER: OnceLock<Maria> = OnceLock::new();
 static ALONE: OnceLock<Maria> = OnceLock::new();
 static TLS: OnceLock<(Maria, String)> = OnceLock::new();
+static CERTS: OnceLock<(PathBuf, String)> = OnceLock::new();
 
-/// A MariaDB of its own that takes TCP clients over TLS only
-/// (`require_secure_transport`), with a certificate for `localhost` and
-/// `127.0.0.1` from a test CA; and that CA's PEM.
-pub fn maria_tls() -> &'static (Maria, String) {
-    TLS.get_or_init(|| {
+/// A server certificate for `localhost` and `127.0.0.1` from a test CA,
+/// written as `server.crt` and `server.key` in the directory returned; and
+/// that CA's PEM.
+pub fn test_certs() -> &'static (PathBuf, String) {
+    CERTS.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("sluice-mariadb-{}-certs", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -68,13 +69,35 @@ pub fn maria_tls() -> &'static (Maria, String) {
         let cert = params.signed_by(&key, &issuer).unwrap();
         std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
         std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+        (dir, ca_cert.pem())
+    })
+}
+
+/// A MariaDB of its own that takes TCP clients over TLS only
+/// (`require_secure_transport`), with the certificate of [`test_certs`];
+/// and its CA's PEM.
+pub fn maria_tls() -> &'static (Maria, String) {
+    TLS.get_or_init(|| {
+        let (dir, ca) = test_certs();
         let ssl = [
             format!("--ssl-cert={}", dir.join("server.crt").display()),
             format!("--ssl-key={}", dir.join("server.key").display()),
             "--require-secure-transport=ON".to_string(),
         ];
-        (Maria::start_with("tls", &ssl), ca_cert.pem())
+        (Maria::start_with("tls", &ssl), ca.clone())
     })
+}
+
+/// A Secret `db-ca` in namespace `shop` holding `ca` (PEM) as `ca.crt`, as
+/// a manifest document.
+pub fn ca_secret(ca: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db-ca, namespace: shop}}\nstringData:\n  ca.crt: |\n{}\n",
+        ca.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
 }
 
 /// The MariaDB server of this test binary.

@@ -133,15 +133,22 @@ impl Session<'_> {
 
     /// Why `decided` must be refused because it writes a value a stored
     /// function computed, or anything read from a view, where the workload
-    /// can read it back (see [`sluice_policy::mask_plan::laundering`]),
-    /// when so.
+    /// can read it back (see [`sluice_policy::mask_plan::laundering`]), or
+    /// sets a server variable to a value that may carry masked data (see
+    /// `variables`), when so.
     pub(super) fn laundering_through(
         &self,
         decided: &SqlDecision,
         unseen: &Unseen,
     ) -> Option<String> {
         use sluice_crds::StatementKind as K;
-        if !self.masking.has_column_rules() || !unseen.calls_stored() {
+        if !self.masking.has_column_rules() {
+            return None;
+        }
+        if let Some(why) = self.variable_laundering(decided, unseen) {
+            return Some(why);
+        }
+        if !unseen.calls_stored() {
             return None;
         }
         decided.statements.iter().find_map(|(s, _)| {
