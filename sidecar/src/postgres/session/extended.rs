@@ -15,7 +15,6 @@ use super::prepared::{closed_before, still_prepared_refusal};
 use super::{ClientLoop, Guard, Portal, PreparedStatement, SessionError};
 use crate::enforcement::{Decided, Refusal};
 use crate::postgres::framing::Frame;
-use crate::postgres::masking::CopyMask;
 use crate::postgres::messages::{bind, describe, error_response, execute, frontend, parse};
 use crate::postgres::rows_affected::{self, Limit};
 use crate::postgres::settings::{self, Effect};
@@ -381,16 +380,8 @@ impl ClientLoop {
                 frontend::BIND => self.forward_bind(frame, describe_statements)?,
                 frontend::DESCRIBE => self.forward_describe(frame)?,
                 frontend::EXECUTE => {
-                    // A COPY … TO STDOUT's plan (boxed: rare), then the
-                    // Execute, synchronously.
-                    let copy_mask = match self.copying_out(frame)? {
-                        Some(decided) => Box::pin(self.copy_masks(&decided))
-                            .await
-                            .ok()
-                            .and_then(|m| m.into_iter().next().flatten()),
-                        None => None,
-                    };
-                    self.forward_execute(frame, describe_statements, hold, copy_mask)?
+                    self.forward_execute(frame, describe_statements, hold)
+                        .await?
                 }
                 frontend::CLOSE => self.forward_close(frame)?,
                 _ => self.out.extend_from_slice(&frame.raw),
@@ -537,12 +528,11 @@ impl ClientLoop {
     }
 
     /// An Execute: its rows belong to its portal's statement.
-    fn forward_execute(
+    async fn forward_execute(
         &mut self,
         frame: &Frame,
         describe_statements: bool,
         hold: Option<crate::audit::HoldId>,
-        copy_mask: Option<Arc<CopyMask>>,
     ) -> Result<(), SessionError> {
         let (portal, _) = execute::decode(frame.body())?;
         let generation = self.generation;
@@ -574,6 +564,14 @@ impl ClientLoop {
             });
             describe::describe_portal(&mut self.out, portal);
         }
+        // A COPY … TO STDOUT's plan: boxed, rare.
+        let copy_mask = match &stmt {
+            Some(s) if copies_out(&s.decided) => Box::pin(self.copy_masks(&s.decided))
+                .await
+                .ok()
+                .and_then(|m| m.into_iter().next().flatten()),
+            _ => None,
+        };
         self.send(Expect::Execute(Box::new(ExecCtx {
             portal: portal.to_string(),
             stmt,
@@ -585,18 +583,6 @@ impl ClientLoop {
         })));
         self.out.extend_from_slice(&frame.raw);
         Ok(())
-    }
-
-    /// The decision of the statement an Execute runs when it is a COPY …
-    /// TO STDOUT (its plan is made before it is forwarded).
-    fn copying_out(&self, frame: &Frame) -> Result<Option<Arc<Decided>>, SessionError> {
-        let (portal, _) = execute::decode(frame.body())?;
-        Ok(self
-            .portals
-            .get(portal)
-            .and_then(|p| p.stmt.as_ref())
-            .filter(|s| copies_out(&s.decided))
-            .map(|s| s.decided.clone()))
     }
 
     /// Whether the session is recorded (`spec.recording`): only then are
