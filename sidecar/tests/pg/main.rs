@@ -24,6 +24,7 @@ mod metrics;
 mod observability_kit;
 mod pg_attack;
 mod pg_buffer_budget;
+mod pg_catalog_changes;
 mod pg_catalog_pool;
 mod pg_grammar;
 mod pg_limits;

@@ -2,6 +2,7 @@
 //! lookups, shared by every client session of a Connection (see the parent
 //! module), and how many there are.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -106,6 +107,9 @@ pub struct CatalogPool {
     state: Mutex<PoolState>,
     permits: Arc<Semaphore>,
     settings: PoolSettings,
+    /// Counts the statements run through this Connection's sessions that
+    /// may have changed what a name stands for (see [`CatalogPool::changed`]).
+    changes: AtomicU64,
 }
 
 struct PoolState {
@@ -126,7 +130,23 @@ impl CatalogPool {
             }),
             permits: Arc::new(Semaphore::new(settings.sessions)),
             settings,
+            changes: AtomicU64::new(0),
         })
+    }
+
+    /// A statement that may have changed the catalog ran through one of the
+    /// Connection's sessions (DDL, a function or procedure, a `DO` block,
+    /// text Sluice cannot parse): what every session has cached about what
+    /// names stand for may be stale (a table dropped and a view of another
+    /// table created under its name).
+    pub fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many such statements ran: a session whose cache is older than
+    /// this forgets it (see `ClientLoop::decide`).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// Points the pool at `upstream` (run mode: a new bundle may change the

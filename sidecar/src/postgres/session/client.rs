@@ -220,6 +220,9 @@ impl ClientLoop {
         // Every statement passes here: what it always does stays out of
         // futures, and the rare steps' futures are boxed, so the common
         // path runs through little code (see `sidecar/bench/cg_footprint.py`).
+        if self.catalog_changed() {
+            Box::pin(self.sync_catalog()).await;
+        }
         let decided = if self.enforcer.decides_on_thread(sql) {
             self.enforcer.decide(sql)
         } else {

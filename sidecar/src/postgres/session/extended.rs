@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
+use super::catalog_changes::{changes_catalog, followed_refusal};
 use super::client::{alone_refusal, copies_out, statement_effect};
 use super::expect::{BindInfo, DescribedColumns, ExecCtx, Expect, StatementRef};
 use super::prepared::{closed_before, still_prepared_refusal};
@@ -57,6 +58,9 @@ impl ClientLoop {
         self.sync_masking();
         self.read_only_in_force()?;
         self.forget_failed_parses();
+        if self.catalog_changed() {
+            Box::pin(self.sync_catalog()).await;
+        }
         if self.relations_to_warm() {
             Box::pin(self.warm_relations()).await;
         }
@@ -185,7 +189,7 @@ impl ClientLoop {
                     let stmt = StatementRef {
                         decided: decided.clone(),
                         index: 0,
-                        prepared: Some((Arc::from(p.query), self.enforcer.generation())),
+                        prepared: Some((Arc::from(p.query), self.decision_stamp())),
                     };
                     if self.ctx.approvals.is_some() && decided.awaits_approval().is_some() {
                         // Asked of the operator once the whole group is decided.
@@ -271,7 +275,8 @@ impl ClientLoop {
                 Box::pin(self.execute_checks(&stmt.decided)).await?;
             }
             let appended = self.execute_recorded(&stmt.decided, approved)?;
-            barrier |= effect != Effect::None;
+            barrier |= effect != Effect::None
+                || (self.follows_names() && changes_catalog(stmt.decided.statement(stmt.index)));
             // Written once for the group, below.
             ticket = appended.map(|r| r.ticket).or(ticket);
             if let Some(hold) = appended.and_then(|r| r.hold) {
@@ -308,6 +313,11 @@ impl ClientLoop {
         let refused = self
             .unmodelled(text)
             .or_else(|| (effect == Effect::Alone && followed).then(alone_refusal))
+            // What follows a catalog change would be decided before it ran.
+            .or_else(|| {
+                (followed && self.follows_names() && changes_catalog(decided.statement(stmt.index)))
+                    .then(followed_refusal)
+            })
             // Prepared (or bound) under policies that have changed since,
             // and refused by the ones in force now.
             .or_else(|| decided.refusal.clone().filter(|_| !awaits));
@@ -675,7 +685,7 @@ impl ClientLoop {
     /// added since refuses it).
     pub(super) fn redecide_prepared(&mut self) {
         self.enforcer.refresh();
-        let generation = self.enforcer.generation();
+        let generation = self.decision_stamp();
         if generation == self.decided_generation {
             return;
         }
@@ -698,7 +708,7 @@ impl ClientLoop {
     /// decision is kept when the verdict did not change, so an approval
     /// granted for it still counts.
     fn redecided(&mut self, stmt: &StatementRef) -> StatementRef {
-        let generation = self.enforcer.generation();
+        let generation = self.decision_stamp();
         let Some((sql, taken)) = &stmt.prepared else {
             return stmt.clone();
         };

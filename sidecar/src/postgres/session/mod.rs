@@ -31,6 +31,7 @@
 //! - `scrub`: errors, notices, notifications and settings, scrubbed when masking applies;
 //! - `launder`: writes of masked values read through views and functions, refused.
 
+mod catalog_changes;
 mod client;
 mod expect;
 mod extended;
@@ -407,6 +408,9 @@ struct ClientLoop {
     /// The enforcer generation the stored statements' decisions were taken
     /// under (see [`ClientLoop::redecide_prepared`]).
     decided_generation: u64,
+    /// The Connection's catalog changes this session's catalog cache has
+    /// seen (see `catalog_changes`).
+    catalog_seen: u64,
     /// Shared with the server loop.
     answered: Arc<Answered>,
     /// Expectations sent to the server loop.

@@ -104,7 +104,7 @@ impl ClientLoop {
     /// have table rules that deny or hold.
     pub(super) fn relations_to_warm(&mut self) -> bool {
         self.enforcer.refresh();
-        self.enforcer.generation() != self.decided_generation
+        self.decision_stamp() != self.decided_generation
             && self.enforcer.has_restrictive_table_rules()
     }
 

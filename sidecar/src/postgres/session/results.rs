@@ -252,8 +252,13 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let recorded = self.recorder.finish(level);
         match &e.stmt {
             Some(s) => self.ran(s.clone()),
-            None if self.masking.has_column_rules() => self.ran_overflow = true,
-            None => {}
+            None => {
+                // A statement Sluice has no Parse of: anything may have run.
+                self.ctx.catalog.changed();
+                if self.masking.has_column_rules() {
+                    self.ran_overflow = true;
+                }
+            }
         }
         if let Some(stmt) = &e.stmt {
             self.ended(

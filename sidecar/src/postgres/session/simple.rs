@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use super::catalog_changes::changes_catalog;
 use super::client::copies_out;
 use super::expect::{Expect, SimpleCtx};
 use super::{ClientLoop, Guard, SessionError};
@@ -35,6 +36,7 @@ impl ClientLoop {
             return Ok(());
         }
         let refusal = settings_refusal
+            .or_else(|| self.catalog_change_refusal(&decided))
             .or_else(|| decided.refusal.clone())
             .or_else(|| self.rate_check());
         let planned = match refusal {
@@ -74,6 +76,8 @@ impl ClientLoop {
             return Ok(());
         }
         self.ctx.metrics.overhead(started.elapsed());
+        let changes_catalog = self.follows_names()
+            && (0..decided.len().max(1)).any(|i| changes_catalog(decided.statement(i)));
         // `forward_simple`, its common case without a future of its own.
         let simple = simple_expect(&decided, copy_masks, hold);
         match writes {
@@ -85,7 +89,7 @@ impl ClientLoop {
                 Box::pin(self.forward_guarded(&frame, decided, simple, counts)).await?;
             }
         }
-        self.barrier |= effect != Effect::None || self.read_only_barrier();
+        self.barrier |= effect != Effect::None || self.read_only_barrier() || changes_catalog;
         Ok(())
     }
 

@@ -392,6 +392,7 @@ where
         cancel_hold,
         generation: 0,
         decided_generation: 0,
+        catalog_seen: ctx.catalog.changes(),
         answered: answered.clone(),
         sent: AtomicU64::new(0),
         barrier: false,

@@ -1,0 +1,107 @@
+//! What a name stands for can change under a session's cache: `DROP TABLE
+//! t; CREATE VIEW t AS SELECT * FROM customers` makes `DELETE FROM t`
+//! delete customers, and the rules that follow names through views
+//! (see `relations`) must see the view, not the table the session looked
+//! up before. Every statement that may change the catalog — DDL, a
+//! function or procedure call (its body may run DDL), a `DO` block, text
+//! Sluice cannot parse — is counted on the Connection's catalog pool when
+//! it has run (`CatalogPool::changed`, from the server loop); a session
+//! whose cache is older forgets what it cached about names before it
+//! decides its next statement, and its prepared statements are decided
+//! again before their next Execute. While rules follow names, DDL (and
+//! `CALL`, `DO`, unparsed text) must come last in its query string or
+//! extended-protocol group (what follows it would be decided before it
+//! ran), and what follows it waits for its answer.
+//!
+//! Not seen: changes made by other clients of the database (another pod,
+//! an administrator) after this session looked a name up, until the
+//! session looks it up again (see sidecar/README.md); DDL run by a
+//! function called earlier in the same text or group, or pipelined before
+//! its answer came (function calls are too common to end a text or group);
+//! triggers that run DDL when a write fires them.
+
+use super::*;
+use crate::enforcement::Refusal;
+use sluice_policy::sql::Statement;
+
+impl ClientLoop {
+    /// Whether the rules follow names through the catalog (see `relations`).
+    pub(super) fn follows_names(&self) -> bool {
+        self.enforcer.has_restrictive_table_rules()
+    }
+
+    /// Forgets what the session's catalog cached about names when a
+    /// statement that may have changed the catalog ran through the
+    /// Connection since it last looked (see the module docs).
+    pub(super) async fn sync_catalog(&mut self) {
+        let changes = self.ctx.catalog.changes();
+        if changes == self.catalog_seen {
+            return;
+        }
+        self.catalog.lock().await.forget_names();
+        self.catalog_seen = changes;
+    }
+
+    /// Whether [`ClientLoop::sync_catalog`] has anything to forget.
+    pub(super) fn catalog_changed(&self) -> bool {
+        self.ctx.catalog.changes() != self.catalog_seen
+    }
+
+    /// What the decisions of the session's prepared statements rest on:
+    /// the policies (the enforcer's generation) and, while rules follow
+    /// names, the catalog changes the session has seen.
+    pub(super) fn decision_stamp(&self) -> u64 {
+        let seen = if self.follows_names() {
+            self.catalog_seen & 0xffff_ffff
+        } else {
+            0
+        };
+        (self.enforcer.generation() << 32) | seen
+    }
+
+    /// The refusal of a text in which a statement that may change the
+    /// catalog is followed by another, while rules follow names.
+    pub(super) fn catalog_change_refusal(&self, decided: &Decided) -> Option<Refusal> {
+        if decided.len() < 2 || !self.follows_names() {
+            return None;
+        }
+        (0..decided.len() - 1)
+            .any(|i| changes_catalog(decided.statement(i)))
+            .then(followed_refusal)
+    }
+}
+
+/// Whether `statement` (`None`: not parsed) may change what a name stands
+/// for when it runs: [`changes_catalog`], or it calls a function (whose
+/// body may run DDL). Counted once it has run.
+pub(super) fn may_change_catalog(statement: Option<&Statement>) -> bool {
+    changes_catalog(statement) || statement.is_some_and(|s| !s.functions.is_empty())
+}
+
+/// Whether `statement` (`None`: not parsed) is DDL, a procedure call, a
+/// `DO` block or a statement Sluice does not classify: what follows it in
+/// a text or group is refused, and the next text waits for its answer.
+/// Function calls are left out of this (see the module docs): batches of
+/// statements calling `now()` or `count(*)` are ordinary.
+pub(super) fn changes_catalog(statement: Option<&Statement>) -> bool {
+    use sluice_crds::StatementKind as K;
+    let Some(s) = statement else {
+        return true;
+    };
+    s.kinds.iter().any(|k| {
+        matches!(
+            k,
+            K::Create | K::Alter | K::Drop | K::Call | K::Do | K::Other
+        )
+    })
+}
+
+/// The refusal of a catalog change followed by more in the same text or group.
+pub(super) fn followed_refusal() -> Refusal {
+    Refusal {
+        code: crate::postgres::messages::error_response::FEATURE_NOT_SUPPORTED,
+        ..Refusal::plain(
+            "statement refused by Sluice: the policy has rules on tables, and a statement that may change what names stand for (DDL, CALL, DO, a statement Sluice does not classify) must come last in its query string or extended-protocol group; what follows it is decided once it has run. Nothing ran",
+        )
+    }
+}
