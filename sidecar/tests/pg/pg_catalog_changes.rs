@@ -149,6 +149,33 @@ async fn names_swapped_for_views_of_protected_tables_are_followed_again() {
         "prepared: {text}"
     );
 
+    // SQL PREPARE while the name was a table, EXECUTE after the swap: the
+    // server plans it again against the view.
+    as_table(&mut a, "t8");
+    let bytes = a.simple("PREPARE p8 AS DELETE FROM t8 WHERE id = $1");
+    assert!(
+        contains(&bytes, "PREPARE"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let bytes = a.simple("EXECUTE p8(1)");
+    assert!(
+        contains(&bytes, "DELETE 0"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    swap(&mut b, "t8");
+    for bytes in [
+        a.simple("EXECUTE p8(1)"),
+        a.extended("EXECUTE p8(1)", false),
+    ] {
+        assert!(
+            refused_through(&bytes, "t8") && contains(&bytes, "EXECUTE p8"),
+            "SQL EXECUTE: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+
     // A catalog change followed by more in one query string: the rest
     // would be decided before it ran. Refused whole; nothing ran.
     as_table(&mut a, "t6");

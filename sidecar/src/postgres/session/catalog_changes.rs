@@ -59,6 +59,54 @@ impl ClientLoop {
         (self.enforcer.generation() << 32) | seen
     }
 
+    /// `decided` refused when a SQL `EXECUTE name` of it runs a statement
+    /// prepared under `name` that the rules, followed through what its
+    /// names stand for now, refuse: the server plans a prepared statement
+    /// again when the catalog changed, so `PREPARE p AS DELETE FROM t`
+    /// while `t` was a table, then `t` swapped for a view of `customers`,
+    /// then `EXECUTE p` deleted customers. Only while rules follow names.
+    pub(super) async fn executes_through_relations(
+        &mut self,
+        decided: Arc<Decided>,
+    ) -> Arc<Decided> {
+        for index in 0..decided.len() {
+            let Some(name) = decided
+                .statement(index)
+                .and_then(|s| s.execute_name.clone())
+            else {
+                continue;
+            };
+            let prepared = match self.executed_statements(&name) {
+                Ok(prepared) => prepared,
+                Err(refusal) => return Arc::new(decided.refused(refusal)),
+            };
+            for p in prepared {
+                let Some(names) = self.names_to_follow(&p.decided) else {
+                    continue;
+                };
+                let now = self.through_relations(p.decided.clone(), names).await;
+                if let Some(why) = &now.refusal {
+                    return Arc::new(decided.refused(Refusal::plain(&format!(
+                        "statement refused by Sluice: EXECUTE {name} runs a statement prepared under that name that is refused now: {}",
+                        why.message
+                    ))));
+                }
+            }
+        }
+        decided
+    }
+
+    /// Whether `decided` has a SQL `EXECUTE` that
+    /// [`ClientLoop::executes_through_relations`] checks.
+    pub(super) fn executes_prepared(&self, decided: &Decided) -> bool {
+        self.follows_names()
+            && (0..decided.len()).any(|i| {
+                decided
+                    .statement(i)
+                    .is_some_and(|s| s.execute_name.is_some())
+            })
+    }
+
     /// The refusal of a text in which a statement that may change the
     /// catalog is followed by another, while rules follow names.
     pub(super) fn catalog_change_refusal(&self, decided: &Decided) -> Option<Refusal> {

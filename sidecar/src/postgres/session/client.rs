@@ -228,10 +228,14 @@ impl ClientLoop {
         } else {
             Box::pin(self.enforcer.decide_async(sql)).await
         };
-        match self.names_to_follow(&decided) {
+        let decided = match self.names_to_follow(&decided) {
             None => decided,
             Some(names) => Box::pin(self.through_relations(decided, names)).await,
+        };
+        if self.executes_prepared(&decided) {
+            return Box::pin(self.executes_through_relations(decided)).await;
         }
+        decided
     }
 
     /// [`ClientLoop::decide`] on the runtime thread, for a prepared

@@ -37,11 +37,17 @@ impl ClientLoop {
         if !self.launders_maybe(decided) {
             return Ok(());
         }
+        // Under rules that follow names alone, SQL PREPAREs are only noted
+        // (see `catalog_changes::executes_through_relations`).
+        let masking = self.masking.has_column_rules();
         for index in 0..decided.len() {
             let Some(stmt) = decided.statement(index) else {
                 continue;
             };
             if let Some(name) = &stmt.execute_name {
+                if !masking {
+                    continue;
+                }
                 for prepared in self.executed_statements(name)? {
                     if let Some(s) = prepared.decided.statement(prepared.index) {
                         self.stores_masked(s).await?;
@@ -49,7 +55,9 @@ impl ClientLoop {
                 }
                 continue;
             }
-            self.stores_masked(stmt).await?;
+            if masking {
+                self.stores_masked(stmt).await?;
+            }
             if let Some(name) = &stmt.prepare_name {
                 self.note_sql_prepare(
                     name,
@@ -67,15 +75,15 @@ impl ClientLoop {
     /// Whether [`ClientLoop::laundering_through`] has anything to do for
     /// `decided`: under column rules, a statement that may store what it
     /// reads and names a relation or a function ([`ClientLoop::stores_masked`]'s
-    /// trigger), or a SQL `PREPARE` (noted) or `EXECUTE` (checked). Plain
-    /// reads skip it, and its future, altogether.
+    /// trigger), or a SQL `PREPARE` (noted) or `EXECUTE` (checked); under
+    /// rules that follow names, a SQL `PREPARE` (noted). Plain reads skip
+    /// it, and its future, altogether.
     pub(super) fn launders_maybe(&self, decided: &Decided) -> bool {
-        self.masking.has_column_rules()
-            && (0..decided.len()).any(|index| {
-                decided.statement(index).is_some_and(|s| {
-                    s.execute_name.is_some() || s.prepare_name.is_some() || stores_maybe(s)
-                })
-            })
+        let statements = || (0..decided.len()).filter_map(|index| decided.statement(index));
+        (self.masking.has_column_rules()
+            && statements()
+                .any(|s| s.execute_name.is_some() || s.prepare_name.is_some() || stores_maybe(s)))
+            || (self.follows_names() && statements().any(|s| s.prepare_name.is_some()))
     }
 
     /// [`ClientLoop::laundering_through`] of a protocol Bind of `name`, a
@@ -103,7 +111,7 @@ impl ClientLoop {
     /// in this session (a `PREPARE` the server refused leaves the one
     /// before it in place, so none is forgotten); refused when the session
     /// prepared more than Sluice keeps and `name` is not among them.
-    fn executed_statements(&self, name: &str) -> Result<Vec<StatementRef>, Refusal> {
+    pub(super) fn executed_statements(&self, name: &str) -> Result<Vec<StatementRef>, Refusal> {
         // Names compared ignoring case: more statements are checked, never
         // fewer, whatever the quoting.
         let mut out: Vec<StatementRef> = self
