@@ -32,6 +32,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use sluice_policy::engine::Reach;
 use sluice_policy::mask_plan::{self, ColumnMatcher};
 use sluice_policy::sql::{self, SqlDialect};
 
@@ -412,12 +413,16 @@ impl Catalog {
         })
     }
 
-    /// The relations each of `names` (table names as the SQL classifier
-    /// gives them) reaches, as `schema.name`: the relations a view (or
-    /// materialized view) of that name reads, through views over views, and
-    /// the inheritance relatives (partitions, `INHERITS`) of every table met.
-    /// A statement naming one reads or writes their rows: the policy's
-    /// table rules that deny or hold are matched against them too. Views of
+    /// What each of `names` (table names as the SQL classifier gives them)
+    /// reaches ([`Reach`]): the relations a view (or materialized view) of
+    /// that name reads, through views over views, and the inheritance
+    /// relatives (partitions, `INHERITS`) of every table met, as
+    /// `schema.name`; and the functions those views' definitions call. A
+    /// statement naming one reads or writes their rows, and reading a view
+    /// runs its functions: the policy's table and function rules that deny
+    /// or hold are matched against them too. A materialized view's functions
+    /// count as well (they ran to fill it, and run again on `REFRESH`).
+    /// Views of
     /// `pg_catalog` and `information_schema` are not followed (only a
     /// superuser with `allow_system_table_mods` can redefine them). `Err`
     /// when a name cannot be followed: a definition that does not parse,
@@ -426,7 +431,7 @@ impl Catalog {
     pub async fn related_names(
         &mut self,
         names: &[String],
-    ) -> Result<HashMap<String, Vec<String>>, CatalogError> {
+    ) -> Result<HashMap<String, Reach>, CatalogError> {
         let mut wanted: Vec<RelName> = names.iter().map(|n| name_key(n)).collect();
         let mut depth = 0;
         while !wanted.is_empty() && depth <= MAX_VIEW_DEPTH {
@@ -457,10 +462,10 @@ impl Catalog {
     pub fn related_cached(
         &self,
         names: &[String],
-    ) -> Option<Result<HashMap<String, Vec<String>>, CatalogError>> {
+    ) -> Option<Result<HashMap<String, Reach>, CatalogError>> {
         let mut out = HashMap::new();
         for name in names {
-            let mut found = Vec::new();
+            let mut found = Reach::default();
             match self.reach(&name_key(name), 0, &mut found) {
                 Ok(()) => {}
                 Err(None) => return None,
@@ -470,8 +475,10 @@ impl Catalog {
                     ))));
                 }
             }
-            found.sort();
-            found.dedup();
+            found.relations.sort();
+            found.relations.dedup();
+            found.functions.sort();
+            found.functions.dedup();
             out.insert(name.clone(), found);
         }
         Some(Ok(out))
@@ -480,12 +487,7 @@ impl Catalog {
     /// Adds what `key` reaches to `found` (see [`Catalog::related_names`]);
     /// `Err(None)` when a name was not looked up, `Err(Some(why))` when it
     /// cannot be followed.
-    fn reach(
-        &self,
-        key: &RelName,
-        depth: usize,
-        found: &mut Vec<String>,
-    ) -> Result<(), Option<String>> {
+    fn reach(&self, key: &RelName, depth: usize, found: &mut Reach) -> Result<(), Option<String>> {
         let (Some(views), Some(relatives)) = (self.names.get(key), self.relatives.get(key)) else {
             return Err(None);
         };
@@ -495,13 +497,13 @@ impl Catalog {
                     "it has more than {MAX_RELATIVES} partitions or children"
                 )));
             };
-            found.push(format!("{schema}.{name}"));
+            found.relations.push(format!("{schema}.{name}"));
         }
         for view in views.iter().filter_map(|id| self.views.get(id)) {
             if is_system_schema(&view.schema) {
                 continue;
             }
-            let Some((_, reads)) = &view.definition else {
+            let Some((statement, reads)) = &view.definition else {
                 return Err(Some(format!(
                     "view {}.{} reads (its definition does not parse)",
                     view.schema, view.name
@@ -510,8 +512,12 @@ impl Catalog {
             if depth >= MAX_VIEW_DEPTH {
                 return Err(Some("its views are nested too deep".to_string()));
             }
+            let id = format!("{}.{}", view.schema, view.name);
+            found
+                .functions
+                .extend(statement.functions.iter().map(|f| (id.clone(), f.clone())));
             for read in reads {
-                found.push(if read.0.is_empty() {
+                found.relations.push(if read.0.is_empty() {
                     read.1.clone()
                 } else {
                     format!("{}.{}", read.0, read.1)

@@ -9,12 +9,26 @@
 //! reading never loosens a decision). Only when such a rule names tables;
 //! the lookups are cached for the session like the masking ones.
 //!
+//! Function rules the same way: `SELECT * FROM v`, where `v` is defined as
+//! `SELECT pg_read_file(…)`, runs `pg_read_file`, so a rule that denies or
+//! holds statements calling it must hold for the read of `v` (and of a view
+//! over `v`). When a rule that denies or holds names functions, the
+//! functions the definitions of the views a statement's names stand for
+//! call count as called by the statement ([`Reach::functions`]), with the
+//! same lookups and the same cache: one lookup per name new to the
+//! session, none for a statement that names no relation. What is not
+//! followed (a user-defined function's body, triggers, rules, column
+//! defaults, row security policies) is listed in sidecar/README.md.
+//!
+//! [`Reach::functions`]: sluice_policy::engine::Reach::functions
+//!
 //! [`Catalog::related_names`]: crate::postgres::catalog::Catalog::related_names
 
 use super::client::catalog_refusal;
 use super::*;
 use crate::enforcement::Refusal;
 use crate::postgres::catalog::CatalogError;
+use sluice_policy::engine::Reach;
 
 impl ClientLoop {
     /// `decided`, made stricter through the relations its names reach; a
@@ -50,7 +64,7 @@ impl ClientLoop {
         match cached {
             Some(related) => self.settle(decided, related),
             None => Arc::new(decided.refused(Refusal::plain(
-                "statement refused: the policies changed and have table rules; Sluice has not looked up which tables this prepared statement's names stand for (views, partitions): prepare it again",
+                "statement refused: the policies changed and have table or function rules; Sluice has not looked up what this prepared statement's names stand for (views, partitions): prepare it again",
             ))),
         }
     }
@@ -60,7 +74,7 @@ impl ClientLoop {
     fn settle(
         &self,
         decided: Arc<Decided>,
-        related: Result<HashMap<String, Vec<String>>, CatalogError>,
+        related: Result<HashMap<String, Reach>, CatalogError>,
     ) -> Arc<Decided> {
         match related {
             Ok(related) => self
@@ -101,19 +115,18 @@ impl ClientLoop {
 
     /// Whether [`ClientLoop::warm_relations`] has names to look up: the
     /// policies changed since the session's statements were decided, and
-    /// have table rules that deny or hold.
+    /// have table or function rules that deny or hold.
     pub(super) fn relations_to_warm(&mut self) -> bool {
         self.enforcer.refresh();
-        self.enforcer.generation() != self.decided_generation
-            && self.enforcer.has_restrictive_table_rules()
+        self.enforcer.generation() != self.decided_generation && self.enforcer.follows_names()
     }
 
     /// The table names of `decided` to follow, or `None` when its decision
     /// cannot get stricter through them (refused already, or no rule that
-    /// denies or holds names tables, or no table named).
+    /// denies or holds names tables or functions, or no table named).
     pub(super) fn names_to_follow(&self, decided: &Decided) -> Option<Vec<String>> {
         let refused = decided.refusal.is_some() && decided.awaits_approval().is_none();
-        if refused || !self.enforcer.has_restrictive_table_rules() {
+        if refused || !self.enforcer.follows_names() {
             return None;
         }
         let names = decided.sql.table_names();
@@ -122,4 +135,4 @@ impl ClientLoop {
 }
 
 /// What a refusal says when the names could not be followed.
-const UNKNOWN: &str = "statement refused: the policy has table rules, and Sluice could not look up which tables its names stand for (views, partitions)";
+const UNKNOWN: &str = "statement refused: the policy has table or function rules, and Sluice could not look up what its names stand for (views, partitions, the functions views call)";
