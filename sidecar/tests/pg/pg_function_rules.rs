@@ -175,3 +175,48 @@ async fn function_rules_follow_views_created_during_the_session() {
     }
     assert_eq!(large_objects(&admin).await, 0);
 }
+
+/// A view replaced by someone else while the session is open
+/// (`CREATE OR REPLACE VIEW`), after the session read it harmlessly, is
+/// followed again: a name that stands for a view is looked up for every
+/// statement, directly and under a view over it.
+#[tokio::test]
+async fn function_rules_follow_views_replaced_during_the_session() {
+    let pg = server();
+    let db = db_name("function_rules_replaced_views");
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE VIEW swap AS SELECT 0::oid AS o;
+             CREATE VIEW over_swap AS SELECT o FROM swap;",
+        )
+        .await
+        .unwrap();
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy(RULES)),
+        "shop/report-job",
+    );
+    let c = sidecar.connect().await;
+    for sql in ["SELECT o FROM swap", "SELECT o FROM over_swap"] {
+        c.simple_query(sql).await.unwrap();
+        c.query(sql, &[]).await.unwrap();
+    }
+    admin
+        .batch_execute("CREATE OR REPLACE VIEW swap AS SELECT lo_create(0) AS o")
+        .await
+        .unwrap();
+    for (sql, through) in [
+        ("SELECT o FROM swap", "swap calls lo_create"),
+        (
+            "SELECT o FROM over_swap",
+            "over_swap reaches public.swap, which calls lo_create",
+        ),
+    ] {
+        let err = c.simple_query(sql).await.unwrap_err();
+        assert!(message(&err).contains(through), "{sql}: {}", message(&err));
+        let err = c.query(sql, &[]).await.unwrap_err();
+        assert!(message(&err).contains(through), "{sql}: {}", message(&err));
+    }
+    assert_eq!(large_objects(&admin).await, 0);
+}

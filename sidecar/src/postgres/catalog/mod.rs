@@ -427,14 +427,29 @@ impl Catalog {
     /// superuser with `allow_system_table_mods` can redefine them). `Err`
     /// when a name cannot be followed: a definition that does not parse,
     /// views nested deeper than [`MAX_VIEW_DEPTH`], more than
-    /// [`MAX_RELATIVES`] relatives.
+    /// [`MAX_RELATIVES`] relatives. A name that stands for tables only is
+    /// looked up once per session; one that stands for a view (or a view
+    /// it reads) is looked up again on every call, since any session can
+    /// replace a view's definition.
     pub async fn related_names(
         &mut self,
         names: &[String],
     ) -> Result<HashMap<String, Reach>, CatalogError> {
         let mut wanted: Vec<RelName> = names.iter().map(|n| name_key(n)).collect();
+        let mut seen: HashSet<RelName> = HashSet::new();
         let mut depth = 0;
         while !wanted.is_empty() && depth <= MAX_VIEW_DEPTH {
+            wanted.retain(|k| seen.insert(k.clone()));
+            // Any session can replace a view's definition at any time
+            // (`CREATE OR REPLACE VIEW v AS SELECT pg_read_file(…)`): a
+            // name that stood for a view is looked up again for every
+            // statement. A name of tables only is kept for the session.
+            for key in &wanted {
+                if self.stands_for_views(key) {
+                    self.names.remove(key);
+                    self.relatives.remove(key);
+                }
+            }
             self.lookup(&wanted).await?;
             wanted = wanted
                 .iter()
@@ -444,7 +459,7 @@ impl Catalog {
                 .filter(|v| !is_system_schema(&v.schema))
                 .filter_map(|v| v.definition.as_ref())
                 .flat_map(|(_, reads)| reads.iter().cloned())
-                .filter(|k| !self.names.contains_key(k))
+                .filter(|k| !seen.contains(k))
                 .collect();
             depth += 1;
         }
@@ -453,6 +468,18 @@ impl Catalog {
                 "{} stand for: views are nested too deep",
                 names.join(", ")
             )))
+        })
+    }
+
+    /// Whether the cached lookup of `key` found a view (or materialized
+    /// view) outside the system schemas.
+    fn stands_for_views(&self, key: &RelName) -> bool {
+        self.names.get(key).is_some_and(|ids| {
+            ids.iter().any(|id| {
+                self.views
+                    .get(id)
+                    .is_none_or(|v| !is_system_schema(&v.schema))
+            })
         })
     }
 
