@@ -222,6 +222,13 @@ impl Enforcer {
         sql.len() <= DECISION_CACHE_MAX_TEXT || !crate::parse_pool::off_thread(sql)
     }
 
+    /// Whether a rule that denies or holds names tables: which relations a
+    /// statement's names stand for (partitions, `INHERITS`, a view's
+    /// tables) then matters to its decision.
+    pub fn has_restrictive_table_rules(&self) -> bool {
+        self.revoked.is_none() && self.set.has_restrictive_table_rules()
+    }
+
     /// Whether a rule that denies or holds names tables or functions: what
     /// a statement's names stand for (views, partitions) then matters to its
     /// decision.

@@ -220,3 +220,42 @@ async fn function_rules_follow_views_replaced_during_the_session() {
     }
     assert_eq!(large_objects(&admin).await, 0);
 }
+
+/// A name the session read when it stood for no relation (the statement
+/// failed) and that someone else then creates as a view calling a denied
+/// function is looked up again: no "no such view" is kept for it.
+#[tokio::test]
+async fn function_rules_follow_views_created_after_a_failed_read() {
+    let pg = server();
+    let db = db_name("function_rules_absent_views");
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy(RULES)),
+        "shop/report-job",
+    );
+    let c = sidecar.connect().await;
+    for _ in 0..2 {
+        let err = c.simple_query("SELECT * FROM appears").await.unwrap_err();
+        assert!(message(&err).contains("[42P01]"), "{}", message(&err));
+        let err = c.query("SELECT * FROM appears", &[]).await.unwrap_err();
+        assert!(message(&err).contains("[42P01]"), "{}", message(&err));
+    }
+    admin
+        .batch_execute("CREATE VIEW appears AS SELECT lo_create(0) AS o")
+        .await
+        .unwrap();
+    let err = c.simple_query("SELECT * FROM appears").await.unwrap_err();
+    assert!(
+        message(&err).contains("appears calls lo_create"),
+        "{}",
+        message(&err)
+    );
+    let err = c.query("SELECT * FROM appears", &[]).await.unwrap_err();
+    assert!(
+        message(&err).contains("appears calls lo_create"),
+        "{}",
+        message(&err)
+    );
+    assert_eq!(large_objects(&admin).await, 0);
+}

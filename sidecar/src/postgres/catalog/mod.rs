@@ -91,7 +91,9 @@ type RelName = (String, String);
 /// (`v`, name as written, the view, its definition, its columns) and per
 /// inheritance relative of a table of such a name (`i`, name as written,
 /// the table, the relative, its columns), at most [`MAX_RELATIVES`] + 1 of
-/// those per name. Case is ignored and an unqualified name matches in every schema:
+/// those per name, and per other relation of such a name (`t`: it exists;
+/// a name of no relation is looked up again, see `Catalog::absent`).
+/// Case is ignored and an unqualified name matches in every schema:
 /// more relations match, never fewer.
 fn lookup_sql(values: &str) -> String {
     let columns_of = |rel: &str| {
@@ -118,6 +120,12 @@ fn lookup_sql(values: &str) -> String {
            UNION SELECT qs, qn, ts, tn, oid FROM down WHERE depth > 0), \
          counted AS (SELECT r.*, pg_catalog.row_number() OVER (PARTITION BY r.qs, r.qn ORDER BY r.oid) AS k \
            FROM related r) \
+         SELECT 't', q.schema, q.name, n.nspname::text, c.relname::text, NULL::text, NULL::text, NULL::text, NULL::text \
+           FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
+             AND c.relkind NOT IN ('v', 'm') \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema)) \
+         UNION ALL \
          SELECT 'i', r.qs, r.qn, r.ts, r.tn, NULL::text, n.nspname::text, c.relname::text, {columns} \
            FROM counted r JOIN pg_catalog.pg_class c ON c.oid = r.oid \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE r.k <= {limit} \
@@ -198,6 +206,10 @@ pub struct Catalog {
     /// Inheritance relatives of the tables of a relation name as written
     /// (same keys as `names`).
     relatives: HashMap<RelName, Vec<Relative>>,
+    /// Names of `names` that stood for no relation when looked up (a
+    /// relation of that name may be created, as a view, at any time): looked
+    /// up again by [`Catalog::related_names`].
+    absent: HashSet<RelName>,
     /// Function names (unqualified): whether a user-defined function has it.
     functions: HashMap<String, bool>,
     /// Whether the last [`Catalog::extended_matcher`] found a user-defined
@@ -214,6 +226,7 @@ impl Catalog {
             names: HashMap::new(),
             views: HashMap::new(),
             relatives: HashMap::new(),
+            absent: HashSet::new(),
             functions: HashMap::new(),
             user_functions_called: false,
         }
@@ -333,6 +346,7 @@ impl Catalog {
         self.names.clear();
         self.views.clear();
         self.relatives.clear();
+        self.absent.clear();
         self.functions.clear();
     }
 
@@ -445,7 +459,7 @@ impl Catalog {
             // name that stood for a view is looked up again for every
             // statement. A name of tables only is kept for the session.
             for key in &wanted {
-                if self.stands_for_views(key) {
+                if self.stands_for_views(key) || self.absent.contains(key) {
                     self.names.remove(key);
                     self.relatives.remove(key);
                 }
@@ -480,6 +494,19 @@ impl Catalog {
                     .get(id)
                     .is_none_or(|v| !is_system_schema(&v.schema))
             })
+        })
+    }
+
+    /// Whether each of `names` (as the SQL classifier gives them) was
+    /// looked up in this session and stands for no view outside the system
+    /// schemas: under function rules alone (no table rules) such names
+    /// reach no function, and nothing need be looked up or matched.
+    pub fn names_without_views(&self, names: &[String]) -> bool {
+        names.iter().all(|n| {
+            let key = name_key(n);
+            self.names.contains_key(&key)
+                && !self.absent.contains(&key)
+                && !self.stands_for_views(&key)
         })
     }
 
@@ -702,6 +729,7 @@ impl Catalog {
         for key in &missing {
             self.names.insert((*key).clone(), Vec::new());
             self.relatives.insert((*key).clone(), Vec::new());
+            self.absent.insert((*key).clone());
         }
         let mut counts: HashMap<RelName, usize> = HashMap::new();
         for row in rows {
@@ -725,6 +753,10 @@ impl Catalog {
                 .and_then(|c| serde_json::from_str(&c).ok())
                 .unwrap_or_default();
             let key = (q_schema, q_name);
+            self.absent.remove(&key);
+            if kind == "t" {
+                continue;
+            }
             if kind == "i" {
                 let count = counts.entry(key.clone()).or_default();
                 *count += 1;

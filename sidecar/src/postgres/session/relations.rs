@@ -123,14 +123,28 @@ impl ClientLoop {
 
     /// The table names of `decided` to follow, or `None` when its decision
     /// cannot get stricter through them (refused already, or no rule that
-    /// denies or holds names tables or functions, or no table named).
+    /// denies or holds names tables or functions, or no table named, or
+    /// only function rules and every name known to stand for no view).
     pub(super) fn names_to_follow(&self, decided: &Decided) -> Option<Vec<String>> {
         let refused = decided.refusal.is_some() && decided.awaits_approval().is_none();
         if refused || !self.enforcer.follows_names() {
             return None;
         }
         let names = decided.sql.table_names();
-        (!names.is_empty()).then_some(names)
+        if names.is_empty() {
+            return None;
+        }
+        // Under function rules alone, names this session found to be no
+        // views reach no function: decided as they are, without a future.
+        let no_views = || {
+            self.catalog
+                .try_lock()
+                .is_ok_and(|catalog| catalog.names_without_views(&names))
+        };
+        if !self.enforcer.has_restrictive_table_rules() && no_views() {
+            return None;
+        }
+        Some(names)
     }
 }
 
