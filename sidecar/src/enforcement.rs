@@ -229,6 +229,13 @@ impl Enforcer {
         self.revoked.is_none() && self.set.has_restrictive_table_rules()
     }
 
+    /// Whether a rule that denies or holds names functions: what the
+    /// user-defined functions a statement calls call then matters to its
+    /// decision.
+    pub fn has_restrictive_function_rules(&self) -> bool {
+        self.revoked.is_none() && self.set.has_restrictive_function_rules()
+    }
+
     /// Whether a rule that denies or holds names tables or functions: what
     /// a statement's names stand for (views, partitions) then matters to its
     /// decision.
@@ -238,14 +245,17 @@ impl Enforcer {
 
     /// `decided` made stricter by the table and function rules that deny or
     /// hold, matched through what its names reach (`related`: name → its
-    /// [`Reach`], see `PolicySet::through_relations`); `None` when nothing
-    /// gets stricter.
+    /// [`Reach`]; `functions`: function name → what it calls in turn; see
+    /// `PolicySet::through_relations`); `None` when nothing gets stricter.
     pub fn through_relations(
         &self,
         decided: &Decided,
         related: &HashMap<String, Reach>,
+        functions: &HashMap<String, Reach>,
     ) -> Option<Arc<Decided>> {
-        let sql = self.set.through_relations(&decided.sql, related)?;
+        let sql = self
+            .set
+            .through_relations(&decided.sql, related, functions)?;
         Some(Arc::new(Decided::new(sql)))
     }
 

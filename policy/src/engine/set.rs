@@ -368,21 +368,24 @@ impl PolicySet {
     /// relations whose rows the statement reads or writes under the name it
     /// gives: a view's tables, a partition's partitioned table, an
     /// `INHERITS` parent or child; and the functions the views' definitions
-    /// call, which run when the view is read). A name missing from
-    /// `related` reaches nothing. Allow rules are not matched through them:
-    /// a wider reading must never loosen a decision. `None` when no
-    /// decision gets stricter.
+    /// call, which run when the view is read); `functions` gives, per
+    /// function name the statements (or those views) call, what it calls in
+    /// turn ([`Reach::functions`]: a user-defined function's body). A name
+    /// missing from either reaches nothing. Allow rules are not matched
+    /// through them: a wider reading must never loosen a decision. `None`
+    /// when no decision gets stricter.
     pub fn through_relations(
         &self,
         decided: &SqlDecision,
         related: &HashMap<String, Reach>,
+        functions: &HashMap<String, Reach>,
     ) -> Option<SqlDecision> {
         let mut changed = false;
         let statements: Vec<(Statement, Decision)> = decided
             .statements
             .iter()
             .map(|(s, d)| {
-                let stricter = self.stricter_through(s, d, related);
+                let stricter = self.stricter_through(s, d, related, functions);
                 changed |= stricter.is_some();
                 (s.clone(), stricter.unwrap_or_else(|| d.clone()))
             })
@@ -402,13 +405,15 @@ impl PolicySet {
     /// `s` through what its names reach ([`PolicySet::through_relations`]),
     /// the reason naming the names that reach a relation or call a function
     /// such a rule names (`cv reaches customers`, `v calls pg_read_file`,
-    /// `vv reaches public.v, which calls pg_read_file`). `None` when it
-    /// gets no stricter.
+    /// `vv reaches public.v, which calls pg_read_file`, `f calls
+    /// pg_read_file` of a user-defined function `f`). `None` when it gets
+    /// no stricter.
     fn stricter_through(
         &self,
         s: &Statement,
         d: &Decision,
         related: &HashMap<String, Reach>,
+        functions: &HashMap<String, Reach>,
     ) -> Option<Decision> {
         // (name, relation reached) and (name, view, function called).
         let mut reached: Vec<(&str, &str)> = Vec::new();
@@ -425,6 +430,17 @@ impl PolicySet {
             for (view, f) in &reach.functions {
                 if !s.functions.contains(f) && !called.iter().any(|(_, _, x)| x == f) {
                     called.push((name, view, f));
+                }
+            }
+        }
+        // What the functions called (by the statement, or by those views)
+        // call in turn.
+        let direct: Vec<&str> = s.functions.iter().map(String::as_str).collect();
+        let through_views: Vec<&str> = called.iter().map(|(_, _, f)| *f).collect();
+        for name in direct.into_iter().chain(through_views) {
+            for (via, f) in functions.get(name).iter().flat_map(|r| r.functions.iter()) {
+                if !s.functions.contains(f) && !called.iter().any(|(_, _, x)| x == f) {
+                    called.push((name, via, f));
                 }
             }
         }

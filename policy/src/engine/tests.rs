@@ -529,7 +529,11 @@ fn function_rules_hold_through_the_views_a_statement_reads() {
     assert_eq!(decided.decision.action, Action::Allow);
     // A view whose definition calls a denied function: denied, naming it.
     let d = ps
-        .through_relations(&decided, &reach(&[("v", "public.v", "pg_read_file")]))
+        .through_relations(
+            &decided,
+            &reach(&[("v", "public.v", "pg_read_file")]),
+            &HashMap::new(),
+        )
         .unwrap()
         .decision;
     assert_eq!(
@@ -539,7 +543,11 @@ fn function_rules_hold_through_the_views_a_statement_reads() {
     assert!(d.reason.contains("v calls pg_read_file"), "{}", d.reason);
     // Through a view over it, and a glob.
     let d = ps
-        .through_relations(&decided, &reach(&[("v", "public.inner", "lo_create")]))
+        .through_relations(
+            &decided,
+            &reach(&[("v", "public.inner", "lo_create")]),
+            &HashMap::new(),
+        )
         .unwrap()
         .decision;
     assert_eq!(d.action, Action::Deny);
@@ -551,20 +559,48 @@ fn function_rules_hold_through_the_views_a_statement_reads() {
     );
     // A hold the same way.
     let d = ps
-        .through_relations(&decided, &reach(&[("v", "public.v", "setval")]))
+        .through_relations(
+            &decided,
+            &reach(&[("v", "public.v", "setval")]),
+            &HashMap::new(),
+        )
         .unwrap()
         .decision;
     assert_eq!(d.action, Action::RequireApproval);
     assert!(d.reason.contains("v calls setval"), "{}", d.reason);
     // Functions no restrictive rule names, or only an allow rule: unchanged.
     assert!(
-        ps.through_relations(&decided, &reach(&[("v", "public.v", "upper")]))
-            .is_none()
+        ps.through_relations(
+            &decided,
+            &reach(&[("v", "public.v", "upper")]),
+            &HashMap::new()
+        )
+        .is_none()
     );
+    // A user-defined function whose body calls a denied one, directly or
+    // through a view.
+    let udf = reach(&[("f", "f", "pg_read_file")]);
+    let called = ps.decide_sql("SELECT f()", SqlDialect::Postgres);
+    assert_eq!(called.decision.action, Action::Allow);
+    let d = ps
+        .through_relations(&called, &HashMap::new(), &udf)
+        .unwrap()
+        .decision;
+    assert_eq!(d.action, Action::Deny);
+    assert!(d.reason.contains("f calls pg_read_file"), "{}", d.reason);
+    let d = ps
+        .through_relations(&decided, &reach(&[("v", "public.v", "f")]), &udf)
+        .unwrap()
+        .decision;
+    assert!(d.reason.contains("f calls pg_read_file"), "{}", d.reason);
     // A name the statement does not give reaches nothing.
     assert!(
-        ps.through_relations(&decided, &reach(&[("w", "public.w", "pg_read_file")]))
-            .is_none()
+        ps.through_relations(
+            &decided,
+            &reach(&[("w", "public.w", "pg_read_file")]),
+            &HashMap::new()
+        )
+        .is_none()
     );
 }
 

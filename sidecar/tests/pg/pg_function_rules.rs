@@ -259,3 +259,77 @@ async fn function_rules_follow_views_created_after_a_failed_read() {
     );
     assert_eq!(large_objects(&admin).await, 0);
 }
+
+/// User-defined functions whose bodies call a denied function (SQL and
+/// plpgsql, `BEGIN ATOMIC`, one calling another, one called by a view) are
+/// refused naming the function; one that runs SQL built at run time, or
+/// written in a language whose calls Sluice cannot read, is refused
+/// because what it calls cannot be told. Others run. Simple and extended
+/// protocol; no large object is created and the file's text never comes
+/// back.
+#[tokio::test]
+async fn function_rules_hold_through_user_defined_functions() {
+    let pg = server();
+    let db = db_name("function_rules_udfs");
+    pg.create_database(&db).await;
+    let admin = connect(&pg.admin_url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION readconf() RETURNS text LANGUAGE sql
+               AS $$ SELECT pg_read_file('postgresql.auto.conf') $$;
+             CREATE FUNCTION mk() RETURNS oid LANGUAGE plpgsql
+               AS $$ BEGIN RETURN lo_create(0); END $$;
+             CREATE FUNCTION atomic_mk() RETURNS oid LANGUAGE sql
+               BEGIN ATOMIC SELECT lo_create(0); END;
+             CREATE FUNCTION outer_mk() RETURNS oid LANGUAGE sql AS $$ SELECT mk() $$;
+             CREATE FUNCTION dyn() RETURNS oid LANGUAGE plpgsql AS $$
+               DECLARE r oid; BEGIN EXECUTE 'SELECT lo_' || 'create(0)' INTO r; RETURN r; END $$;
+             CREATE VIEW vf AS SELECT mk() AS o;
+             CREATE FUNCTION harmless(int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + 1 $$;",
+        )
+        .await
+        .unwrap();
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy(RULES)),
+        "shop/report-job",
+    );
+    let c = sidecar.connect().await;
+    for (sql, why) in [
+        ("SELECT readconf()", "readconf calls pg_read_file"),
+        ("SELECT mk()", "mk calls lo_create"),
+        ("SELECT public.atomic_mk()", "atomic_mk calls lo_create"),
+        (
+            "SELECT outer_mk()",
+            "outer_mk reaches mk, which calls lo_create",
+        ),
+        ("SELECT * FROM vf", "mk calls lo_create"),
+        ("SELECT dyn()", "runs SQL built at run time"),
+        ("SELECT harmless(1), dyn()", "runs SQL built at run time"),
+    ] {
+        for m in [
+            message(&c.simple_query(sql).await.unwrap_err()),
+            message(&c.query(sql, &[]).await.unwrap_err()),
+        ] {
+            assert!(
+                m.contains(why) && m.contains("[42501]"),
+                "{sql}: not refused ({why}): {m}"
+            );
+            assert!(!m.contains(FILE_MARK), "{sql}: {m}");
+        }
+    }
+    assert_eq!(large_objects(&admin).await, 0, "a denied lo_create ran");
+    let row = c.query_one("SELECT harmless(1)", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    c.simple_query("SELECT harmless(2)").await.unwrap();
+    // Replaced by someone else during the session: read again.
+    admin
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION harmless(int) RETURNS int LANGUAGE sql
+               AS $$ SELECT lo_create(0)::int $$",
+        )
+        .await
+        .unwrap();
+    let m = message(&c.simple_query("SELECT harmless(3)").await.unwrap_err());
+    assert!(m.contains("harmless calls lo_create"), "{m}");
+    assert_eq!(large_objects(&admin).await, 0, "a denied lo_create ran");
+}

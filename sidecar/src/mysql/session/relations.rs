@@ -105,7 +105,7 @@ impl Session<'_> {
         };
         let stricter = self
             .set
-            .through_relations(decided, &related)
+            .through_relations(decided, &related, &HashMap::new())
             .map_or_else(|| decided.clone(), Arc::new);
         Ok(Followed {
             decided: stricter,

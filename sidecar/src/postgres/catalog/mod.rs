@@ -36,6 +36,7 @@ use sluice_policy::engine::Reach;
 use sluice_policy::mask_plan::{self, ColumnMatcher};
 use sluice_policy::sql::{self, SqlDialect};
 
+mod bodies;
 mod pool;
 
 pub use pool::{CatalogError, CatalogPool, PoolSettings, TOO_MANY_CONNECTIONS, env};
@@ -210,6 +211,9 @@ pub struct Catalog {
     /// relation of that name may be created, as a view, at any time): looked
     /// up again by [`Catalog::related_names`].
     absent: HashSet<RelName>,
+    /// What the user-defined functions of a name (unqualified, lower case)
+    /// may call (see [`bodies`]).
+    bodies: HashMap<String, bodies::Body>,
     /// Function names (unqualified): whether a user-defined function has it.
     functions: HashMap<String, bool>,
     /// Whether the last [`Catalog::extended_matcher`] found a user-defined
@@ -227,6 +231,7 @@ impl Catalog {
             views: HashMap::new(),
             relatives: HashMap::new(),
             absent: HashSet::new(),
+            bodies: HashMap::new(),
             functions: HashMap::new(),
             user_functions_called: false,
         }
@@ -347,6 +352,7 @@ impl Catalog {
         self.views.clear();
         self.relatives.clear();
         self.absent.clear();
+        self.bodies.clear();
         self.functions.clear();
     }
 

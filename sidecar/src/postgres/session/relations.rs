@@ -30,22 +30,48 @@ use crate::enforcement::Refusal;
 use crate::postgres::catalog::CatalogError;
 use sluice_policy::engine::Reach;
 
+/// What of a statement is followed through the catalog
+/// ([`ClientLoop::names_to_follow`]).
+pub(super) struct Follow {
+    /// Its table names, when a rule that denies or holds names tables, or
+    /// one names functions and some name may stand for a view.
+    tables: Vec<String>,
+    /// Whether a rule that denies or holds names functions: the functions
+    /// it (and the views its names stand for) calls are followed into
+    /// user-defined functions' bodies.
+    functions: bool,
+}
+
 impl ClientLoop {
-    /// `decided`, made stricter through the relations its names reach; a
-    /// refusal when they cannot be looked up (fail closed).
-    /// `names`: the statement's names to follow
+    /// `decided`, made stricter through the relations its names reach and
+    /// the functions it calls; a refusal when they cannot be looked up
+    /// (fail closed). `follow`: what of it to follow
     /// ([`ClientLoop::names_to_follow`]).
     pub(super) async fn through_relations(
         &mut self,
         decided: Arc<Decided>,
-        names: Vec<String>,
+        follow: Follow,
     ) -> Arc<Decided> {
         // Boxed, as the masking lookups: their future is large.
-        let related = {
-            let mut catalog = self.catalog.lock().await;
-            Box::pin(catalog.related_names(&names)).await
+        let mut catalog = self.catalog.lock().await;
+        let related = if follow.tables.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            Box::pin(catalog.related_names(&follow.tables)).await
         };
-        self.settle(decided, related)
+        let called = match (&related, follow.functions) {
+            (Ok(related), true) => {
+                let names = called_names(&decided, related);
+                if names.is_empty() || catalog.no_user_functions(&names) {
+                    Ok(HashMap::new())
+                } else {
+                    Box::pin(catalog.called_through_functions(&names)).await
+                }
+            }
+            _ => Ok(HashMap::new()),
+        };
+        drop(catalog);
+        self.settle(decided, related, called)
     }
 
     /// [`ClientLoop::through_relations`] without a lookup, for a prepared
@@ -53,35 +79,44 @@ impl ClientLoop {
     /// from what the session's catalog holds, else refused, to be prepared
     /// again (then its names are looked up).
     pub(super) fn through_relations_now(&mut self, decided: Arc<Decided>) -> Arc<Decided> {
-        let Some(names) = self.names_to_follow(&decided) else {
+        let Some(follow) = self.names_to_follow(&decided) else {
             return decided;
         };
-        let cached = self
-            .catalog
-            .try_lock()
-            .ok()
-            .and_then(|catalog| catalog.related_cached(&names));
+        let cached = self.catalog.try_lock().ok().and_then(|catalog| {
+            let related = if follow.tables.is_empty() {
+                Ok(HashMap::new())
+            } else {
+                catalog.related_cached(&follow.tables)?
+            };
+            let called = match (&related, follow.functions) {
+                (Ok(related), true) => catalog.called_cached(&called_names(&decided, related))?,
+                _ => Ok(HashMap::new()),
+            };
+            Some((related, called))
+        });
         match cached {
-            Some(related) => self.settle(decided, related),
+            Some((related, called)) => self.settle(decided, related, called),
             None => Arc::new(decided.refused(Refusal::plain(
-                "statement refused: the policies changed and have table or function rules; Sluice has not looked up what this prepared statement's names stand for (views, partitions): prepare it again",
+                "statement refused: the policies changed and have table or function rules; Sluice has not looked up what this prepared statement's names stand for (views, partitions, user-defined functions): prepare it again",
             ))),
         }
     }
 
-    /// `decided` made stricter through `related` (what its names reach), or
-    /// refused when they could not be looked up.
+    /// `decided` made stricter through `related` (what its names reach) and
+    /// `called` (what the functions it calls call), or refused when they
+    /// could not be looked up.
     fn settle(
         &self,
         decided: Arc<Decided>,
         related: Result<HashMap<String, Reach>, CatalogError>,
+        called: Result<HashMap<String, Reach>, CatalogError>,
     ) -> Arc<Decided> {
-        match related {
-            Ok(related) => self
+        match (related, called) {
+            (Ok(related), Ok(called)) => self
                 .enforcer
-                .through_relations(&decided, &related)
+                .through_relations(&decided, &related, &called)
                 .unwrap_or(decided),
-            Err(e) => Arc::new(decided.refused(catalog_refusal(UNKNOWN, &e))),
+            (Err(e), _) | (_, Err(e)) => Arc::new(decided.refused(catalog_refusal(UNKNOWN, &e))),
         }
     }
 
@@ -121,31 +156,70 @@ impl ClientLoop {
         self.enforcer.generation() != self.decided_generation && self.enforcer.follows_names()
     }
 
-    /// The table names of `decided` to follow, or `None` when its decision
-    /// cannot get stricter through them (refused already, or no rule that
-    /// denies or holds names tables or functions, or no table named, or
-    /// only function rules and every name known to stand for no view).
-    pub(super) fn names_to_follow(&self, decided: &Decided) -> Option<Vec<String>> {
+    /// What of `decided` to follow, or `None` when its decision cannot get
+    /// stricter through the catalog: refused already; or no rule that
+    /// denies or holds names tables or functions; or it names no table and
+    /// calls no function; or only function rules apply, every name it
+    /// gives is known to this session to stand for no view and every
+    /// function it calls to be no user-defined function (decided as it is,
+    /// without a future or a lookup).
+    pub(super) fn names_to_follow(&self, decided: &Decided) -> Option<Follow> {
         let refused = decided.refusal.is_some() && decided.awaits_approval().is_none();
         if refused || !self.enforcer.follows_names() {
             return None;
         }
+        let functions = self.enforcer.has_restrictive_function_rules();
+        let calls = functions
+            && decided
+                .sql
+                .statements
+                .iter()
+                .any(|(s, _)| !s.functions.is_empty());
         let names = decided.sql.table_names();
-        if names.is_empty() {
+        if names.is_empty() && !calls {
             return None;
         }
-        // Under function rules alone, names this session found to be no
-        // views reach no function: decided as they are, without a future.
-        let no_views = || {
-            self.catalog
-                .try_lock()
-                .is_ok_and(|catalog| catalog.names_without_views(&names))
-        };
-        if !self.enforcer.has_restrictive_table_rules() && no_views() {
-            return None;
+        if !self.enforcer.has_restrictive_table_rules() {
+            let known = self.catalog.try_lock().is_ok_and(|catalog| {
+                catalog.names_without_views(&names)
+                    && (!calls || catalog.no_user_functions(&own_functions(decided)))
+            });
+            if known {
+                return None;
+            }
         }
-        Some(names)
+        Some(Follow {
+            tables: names,
+            functions,
+        })
     }
+}
+
+/// The functions the statements of `decided` call themselves.
+fn own_functions(decided: &Decided) -> Vec<String> {
+    let mut names: Vec<String> = decided
+        .sql
+        .statements
+        .iter()
+        .flat_map(|(s, _)| s.functions.iter().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The functions the statements of `decided` call, and those the views
+/// their names stand for call (`related`).
+fn called_names(decided: &Decided, related: &HashMap<String, Reach>) -> Vec<String> {
+    let mut names = own_functions(decided);
+    names.extend(
+        related
+            .values()
+            .flat_map(|r| r.functions.iter().map(|(_, f)| f.clone())),
+    );
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// What a refusal says when the names could not be followed.
