@@ -41,6 +41,11 @@ pub struct PolicySet {
     warnings: Vec<String>,
     /// Set when the column globs could not be combined: every column is masked.
     mask_everything: bool,
+    /// Whether a rule that denies or holds names tables (asked for every
+    /// statement: computed once).
+    restrictive_tables: bool,
+    /// Whether a rule that denies or holds names functions (likewise).
+    restrictive_functions: bool,
     /// Used for a rule index that is not this set's (never expected).
     fallback: Masker,
 }
@@ -155,7 +160,11 @@ impl PolicySet {
                 max_rows_affected: min_opt(acc.max_rows_affected, l.max_rows_affected),
             },
         );
+        let restrictive_tables = policies.iter().any(|p| p.has_restrictive_table_rules());
+        let restrictive_functions = policies.iter().any(|p| p.has_restrictive_function_rules());
         PolicySet {
+            restrictive_tables,
+            restrictive_functions,
             connection: connection.to_string(),
             policies,
             maskers,
@@ -341,18 +350,14 @@ impl PolicySet {
     /// name stands for then matters to the decision (see
     /// [`PolicySet::through_relations`]).
     pub fn has_restrictive_table_rules(&self) -> bool {
-        self.policies
-            .iter()
-            .any(|p| p.has_restrictive_table_rules())
+        self.restrictive_tables
     }
 
     /// Whether a rule that denies or holds names functions: which functions
     /// the views a statement reads call then matters to the decision (see
     /// [`PolicySet::through_relations`]).
     pub fn has_restrictive_function_rules(&self) -> bool {
-        self.policies
-            .iter()
-            .any(|p| p.has_restrictive_function_rules())
+        self.restrictive_functions
     }
 
     /// Whether what a statement's names stand for (views, partitions) can

@@ -284,6 +284,8 @@ async fn function_rules_hold_through_user_defined_functions() {
              CREATE FUNCTION outer_mk() RETURNS oid LANGUAGE sql AS $$ SELECT mk() $$;
              CREATE FUNCTION dyn() RETURNS oid LANGUAGE plpgsql AS $$
                DECLARE r oid; BEGIN EXECUTE 'SELECT lo_' || 'create(0)' INTO r; RETURN r; END $$;
+             CREATE FUNCTION esc() RETURNS text LANGUAGE sql
+               AS $$ SELECT U&\"\\0070g_read_file\"('postgresql.auto.conf') $$;
              CREATE VIEW vf AS SELECT mk() AS o;
              CREATE FUNCTION harmless(int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + 1 $$;",
         )
@@ -304,6 +306,7 @@ async fn function_rules_hold_through_user_defined_functions() {
         ),
         ("SELECT * FROM vf", "mk calls lo_create"),
         ("SELECT dyn()", "runs SQL built at run time"),
+        ("SELECT esc()", "Unicode escapes"),
         ("SELECT harmless(1), dyn()", "runs SQL built at run time"),
     ] {
         for m in [

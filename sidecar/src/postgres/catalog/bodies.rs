@@ -12,7 +12,8 @@
 //! another language than `sql` or `plpgsql` (C, Python, Perl: what it
 //! calls is not in its text), a `plpgsql` body that runs SQL built at run
 //! time (`EXECUTE`), a body that mentions a built-in running SQL given as
-//! text (`query_to_xml`, …: the text may be built), an aggregate or window
+//! text (`query_to_xml`, …: the text may be built), a body spelling names
+//! with Unicode escapes (`U&"…"`: no word shows the name), an aggregate or window
 //! function (its support functions are not followed), bodies nested
 //! deeper than [`MAX_FUNCTION_DEPTH`] or too large.
 //!
@@ -81,6 +82,10 @@ fn body(kind: &str, language: &str, definition: Option<&str>) -> Body {
     let words = words(definition);
     if words.len() > MAX_WORDS {
         return Body::Opaque("has too large a definition".into());
+    }
+    // `U&"\0070g_read_file"` names a function no word shows.
+    if definition.to_ascii_lowercase().contains("u&") {
+        return Body::Opaque("spells names with Unicode escapes (U&)".into());
     }
     if language == "plpgsql" && words.iter().any(|w| w == "execute") {
         return Body::Opaque("runs SQL built at run time (EXECUTE)".into());
@@ -273,6 +278,7 @@ mod tests {
                 "sql",
                 Some("SELECT query_to_xml('select 1', true, true, '')"),
             ),
+            ("f", "sql", Some(r#"SELECT U&"\0070g_read_file"('x')"#)),
         ] {
             assert!(
                 matches!(body(kind, language, definition), Body::Opaque(_)),
