@@ -19,7 +19,7 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sluice_policy::engine::PolicySet;
+use sluice_policy::engine::{PolicySet, Reach};
 use sluice_policy::sql::SqlDialect;
 
 pub use crate::masking::{Masking, ResultLimits};
@@ -223,23 +223,39 @@ impl Enforcer {
     }
 
     /// Whether a rule that denies or holds names tables: which relations a
-    /// statement's names stand for then matters to its decision.
+    /// statement's names stand for (partitions, `INHERITS`, a view's
+    /// tables) then matters to its decision.
     pub fn has_restrictive_table_rules(&self) -> bool {
         self.revoked.is_none() && self.set.has_restrictive_table_rules()
     }
 
-    /// `decided` made stricter by the table rules that deny or hold,
-    /// matched through the relations its names reach (`related`: name →
-    /// `schema.name`s, see `PolicySet::through_relations`); `None` when
-    /// nothing gets stricter.
+    /// Whether a rule that denies or holds names functions: what the
+    /// user-defined functions a statement calls call then matters to its
+    /// decision.
+    pub fn has_restrictive_function_rules(&self) -> bool {
+        self.revoked.is_none() && self.set.has_restrictive_function_rules()
+    }
+
+    /// Whether a rule that denies or holds names tables or functions: what
+    /// a statement's names stand for (views, partitions) then matters to its
+    /// decision.
+    pub fn follows_names(&self) -> bool {
+        self.revoked.is_none() && self.set.follows_names()
+    }
+
+    /// `decided` made stricter by the table and function rules that deny or
+    /// hold, matched through what its names reach (`related`: name → its
+    /// [`Reach`]; `functions`: function name → what it calls in turn; see
+    /// `PolicySet::through_relations`); `None` when nothing gets stricter.
     pub fn through_relations(
         &self,
         decided: &Decided,
-        related: &HashMap<String, Vec<String>>,
+        related: &HashMap<String, Reach>,
+        functions: &HashMap<String, Reach>,
     ) -> Option<Arc<Decided>> {
         let sql = self
             .set
-            .through_relations(&decided.sql, &|name| related.get(name).cloned())?;
+            .through_relations(&decided.sql, related, functions)?;
         Some(Arc::new(Decided::new(sql)))
     }
 

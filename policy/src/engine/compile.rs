@@ -240,6 +240,15 @@ impl CompiledPolicy {
         })
     }
 
+    /// Whether a rule of this policy that denies or holds names functions.
+    pub(super) fn has_restrictive_function_rules(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.action != Action::Allow
+                && r.matcher.family != Family::Http
+                && !r.matcher.functions.is_empty()
+        })
+    }
+
     /// The verdict of the first rule that denies or holds and matches
     /// `stmt`, if any (allow rules skipped: see
     /// [`super::PolicySet::through_relations`]).

@@ -18,7 +18,7 @@ mod tests;
 
 pub use compile::{CompiledPolicy, NoSecrets, SecretSource};
 pub use decision::{Decision, EffectiveLimits, SqlDecision, Verdict, VerdictReason};
-pub use set::PolicySet;
+pub use set::{PolicySet, Reach};
 
 use serde::Serialize;
 

@@ -496,3 +496,128 @@ fn masking_rules_combine_strongest_first() {
             .contains("4111 1111 1111 1111")
     );
 }
+
+#[test]
+fn function_rules_hold_through_the_views_a_statement_reads() {
+    use super::set::Reach;
+    use std::collections::HashMap;
+    let ps = set(&[policy(&with(
+        r#"  defaultAction: deny
+  rules:
+    - {name: no-server-files, match: {functions: ["pg_read_file", "lo_*"]}, action: deny}
+    - name: hold-setval
+      match: {functions: [setval]}
+      action: requireApproval
+      approval: {approvers: {groups: [dba]}, timeout: 15m, mode: hold, minApprovals: 1}
+    - {name: reads, match: {statements: [select]}, action: allow}
+    - {name: allow-md5, match: {functions: [md5]}, action: allow}
+"#,
+    ))]);
+    assert!(ps.has_restrictive_function_rules() && ps.follows_names());
+    assert!(!ps.has_restrictive_table_rules());
+    let reach = |pairs: &[(&str, &str, &str)]| -> HashMap<String, Reach> {
+        let mut out: HashMap<String, Reach> = HashMap::new();
+        for (name, view, f) in pairs {
+            out.entry((*name).to_string())
+                .or_default()
+                .functions
+                .push(((*view).to_string(), (*f).to_string()));
+        }
+        out
+    };
+    let decided = ps.decide_sql("SELECT * FROM v", SqlDialect::Postgres);
+    assert_eq!(decided.decision.action, Action::Allow);
+    // A view whose definition calls a denied function: denied, naming it.
+    let d = ps
+        .through_relations(
+            &decided,
+            &reach(&[("v", "public.v", "pg_read_file")]),
+            &HashMap::new(),
+        )
+        .unwrap()
+        .decision;
+    assert_eq!(
+        (d.action, d.rule.as_deref()),
+        (Action::Deny, Some("no-server-files"))
+    );
+    assert!(d.reason.contains("v calls pg_read_file"), "{}", d.reason);
+    // Through a view over it, and a glob.
+    let d = ps
+        .through_relations(
+            &decided,
+            &reach(&[("v", "public.inner", "lo_create")]),
+            &HashMap::new(),
+        )
+        .unwrap()
+        .decision;
+    assert_eq!(d.action, Action::Deny);
+    assert!(
+        d.reason
+            .contains("v reaches public.inner, which calls lo_create"),
+        "{}",
+        d.reason
+    );
+    // A hold the same way.
+    let d = ps
+        .through_relations(
+            &decided,
+            &reach(&[("v", "public.v", "setval")]),
+            &HashMap::new(),
+        )
+        .unwrap()
+        .decision;
+    assert_eq!(d.action, Action::RequireApproval);
+    assert!(d.reason.contains("v calls setval"), "{}", d.reason);
+    // Functions no restrictive rule names, or only an allow rule: unchanged.
+    assert!(
+        ps.through_relations(
+            &decided,
+            &reach(&[("v", "public.v", "upper")]),
+            &HashMap::new()
+        )
+        .is_none()
+    );
+    // A user-defined function whose body calls a denied one, directly or
+    // through a view.
+    let udf = reach(&[("f", "f", "pg_read_file")]);
+    let called = ps.decide_sql("SELECT f()", SqlDialect::Postgres);
+    assert_eq!(called.decision.action, Action::Allow);
+    let d = ps
+        .through_relations(&called, &HashMap::new(), &udf)
+        .unwrap()
+        .decision;
+    assert_eq!(d.action, Action::Deny);
+    assert!(d.reason.contains("f calls pg_read_file"), "{}", d.reason);
+    let d = ps
+        .through_relations(&decided, &reach(&[("v", "public.v", "f")]), &udf)
+        .unwrap()
+        .decision;
+    assert!(d.reason.contains("f calls pg_read_file"), "{}", d.reason);
+    // A name the statement does not give reaches nothing.
+    assert!(
+        ps.through_relations(
+            &decided,
+            &reach(&[("w", "public.w", "pg_read_file")]),
+            &HashMap::new()
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn function_rules_alone_follow_names_and_allow_rules_do_not() {
+    let only_allow = set(&[policy(&with(
+        r#"  defaultAction: deny
+  rules:
+    - {name: md5, match: {functions: [md5]}, action: allow}
+"#,
+    ))]);
+    assert!(!only_allow.follows_names());
+    let tables = set(&[policy(&with(
+        r#"  defaultAction: allow
+  rules:
+    - {name: t, match: {tables: [customers]}, action: deny}
+"#,
+    ))]);
+    assert!(tables.follows_names() && !tables.has_restrictive_function_rules());
+}

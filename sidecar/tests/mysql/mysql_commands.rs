@@ -46,13 +46,25 @@ fn com_statistics_is_decided_as_show_global_status() {
         ok && out.contains("Uptime:") && out.contains("Questions:"),
         "{out}{err}"
     );
-    let events = allowed.audit_events();
-    let of_status = |kind: &str| {
+    // The result's record is written once the answer is relayed, which
+    // the client may not wait for: polled (20 s at most).
+    let of_status = |events: &[serde_json::Value], kind: &str| {
         events
             .iter()
             .any(|e| e["type"] == kind && e["command"]["text"] == "SHOW GLOBAL STATUS")
     };
-    assert!(of_status("statement") && of_status("result"), "{events:#?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut events = allowed.audit_events();
+    while !(of_status(&events, "statement") && of_status(&events, "result"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        events = allowed.audit_events();
+    }
+    assert!(
+        of_status(&events, "statement") && of_status(&events, "result"),
+        "{events:#?}"
+    );
 
     let only_customers = "  defaultAction: deny\n  rules:\n    - name: read-customers\n      match: {statements: [select], tables: [customers]}\n      action: allow\n";
     let denied = Sidecar::start(&manifests(m, db, only_customers), "shop/report-job");
@@ -63,6 +75,7 @@ fn com_statistics_is_decided_as_show_global_status() {
         format!("{out}{err}").contains("statement denied by Sluice: deny by defaultAction"),
         "{out}{err}"
     );
+    // A refusal is on record before it is answered.
     let events = denied.audit_events();
     let denial = events
         .iter()

@@ -38,6 +38,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sluice_policy::engine::Reach;
+
 use super::views::{self, MAX_CANDIDATES};
 use super::*;
 
@@ -103,7 +105,7 @@ impl Session<'_> {
         };
         let stricter = self
             .set
-            .through_relations(decided, &|name| related.get(name).cloned())
+            .through_relations(decided, &related, &HashMap::new())
             .map_or_else(|| decided.clone(), Arc::new);
         Ok(Followed {
             decided: stricter,
@@ -128,8 +130,10 @@ impl Session<'_> {
             .iter()
             .map(|(s, _)| s.text.clone())
             .collect();
-        // What each name followed so far reads (empty: not a view).
+        // What each name followed so far reads (empty: not a view), and
+        // the functions each view's definition calls.
         let mut reads: HashMap<String, Vec<String>> = HashMap::new();
+        let mut calls: HashMap<String, Vec<String>> = HashMap::new();
         let (mut wanted, mut texts, mut database) = (names.clone(), texts, database);
         let mut depth = 0;
         let mut read_bytes = 0;
@@ -154,11 +158,15 @@ impl Session<'_> {
                 if read_bytes > MAX_DEFINITION_BYTES {
                     return Ok(Err("the views' definitions are too large".into()));
                 }
-                let tables = match definition_tables(&definition) {
+                let (tables, functions) = match definition_tables(&definition) {
                     Ok(t) => t,
                     Err(why) => return Ok(Err(format!("{}: {why}", wanted[i]))),
                 };
                 reads.entry(wanted[i].clone()).or_default().extend(tables);
+                calls
+                    .entry(wanted[i].clone())
+                    .or_default()
+                    .extend(functions);
                 next_texts.push(definition);
             }
             let mut next: Vec<String> = reads
@@ -176,7 +184,7 @@ impl Session<'_> {
         views.dedup();
         let related = names
             .iter()
-            .map(|n| (n.clone(), reached(n, &reads)))
+            .map(|n| (n.clone(), reach(n, &reads, &calls)))
             .collect();
         Ok(Ok((related, views)))
     }
@@ -293,17 +301,51 @@ impl Session<'_> {
 
 /// What [`Session::related_names`] finds: each name's related names, and
 /// which of the names are views.
-type Related = (HashMap<String, Vec<String>>, Vec<String>);
+type Related = (HashMap<String, Reach>, Vec<String>);
 
-/// The tables a view's `definition` reads, as Sluice's parser reports
-/// them; why not when it does not parse as one SELECT.
-fn definition_tables(definition: &str) -> Result<Vec<String>, String> {
+/// The tables a view's `definition` reads and the functions it calls, as
+/// Sluice's parser reports them; why not when it does not parse as one
+/// SELECT.
+fn definition_tables(definition: &str) -> Result<(Vec<String>, Vec<String>), String> {
     let statements = sluice_policy::sql::parse(definition, SqlDialect::Mysql)
         .map_err(|e| format!("its definition does not parse: {e}"))?;
     if statements.len() != 1 {
         return Err("its definition is not one statement".into());
     }
-    Ok(statements.into_iter().flat_map(|s| s.tables).collect())
+    Ok(statements
+        .into_iter()
+        .map(|s| (s.tables, s.functions))
+        .fold((Vec::new(), Vec::new()), |(mut t, mut f), (st, sf)| {
+            t.extend(st);
+            f.extend(sf);
+            (t, f)
+        }))
+}
+
+/// What `name` reaches ([`reached`]), and the functions the definitions
+/// of it and of the views it reaches call (`calls`), each after its view.
+fn reach(
+    name: &str,
+    reads: &HashMap<String, Vec<String>>,
+    calls: &HashMap<String, Vec<String>>,
+) -> Reach {
+    let relations = reached(name, reads);
+    let mut functions: Vec<(String, String)> = std::iter::once(name)
+        .chain(relations.iter().map(String::as_str))
+        .flat_map(|v| {
+            calls
+                .get(v)
+                .into_iter()
+                .flatten()
+                .map(move |f| (v.to_string(), f.clone()))
+        })
+        .collect();
+    functions.sort();
+    functions.dedup();
+    Reach {
+        relations,
+        functions,
+    }
 }
 
 /// What `name` reaches through `reads` (a name's tables when it is a view,
@@ -345,7 +387,7 @@ mod tests {
     #[test]
     fn definitions_give_their_tables() {
         let d = "select `shop`.`customers`.`id` AS `id` from (`shop`.`customers` join `other`.`Notes` `n`)";
-        let t = definition_tables(d).unwrap();
+        let (t, _) = definition_tables(d).unwrap();
         assert!(t.contains(&"shop.customers".to_string()), "{t:?}");
         assert!(definition_tables("select from from").is_err());
     }

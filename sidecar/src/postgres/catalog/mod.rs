@@ -32,9 +32,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use sluice_policy::engine::Reach;
 use sluice_policy::mask_plan::{self, ColumnMatcher};
 use sluice_policy::sql::{self, SqlDialect};
 
+mod bodies;
 mod pool;
 
 pub use pool::{CatalogError, CatalogPool, PoolSettings, TOO_MANY_CONNECTIONS, env};
@@ -90,7 +92,9 @@ type RelName = (String, String);
 /// (`v`, name as written, the view, its definition, its columns) and per
 /// inheritance relative of a table of such a name (`i`, name as written,
 /// the table, the relative, its columns), at most [`MAX_RELATIVES`] + 1 of
-/// those per name. Case is ignored and an unqualified name matches in every schema:
+/// those per name, and per other relation of such a name (`t`: it exists;
+/// a name of no relation is looked up again, see `Catalog::absent`).
+/// Case is ignored and an unqualified name matches in every schema:
 /// more relations match, never fewer.
 fn lookup_sql(values: &str) -> String {
     let columns_of = |rel: &str| {
@@ -117,6 +121,12 @@ fn lookup_sql(values: &str) -> String {
            UNION SELECT qs, qn, ts, tn, oid FROM down WHERE depth > 0), \
          counted AS (SELECT r.*, pg_catalog.row_number() OVER (PARTITION BY r.qs, r.qn ORDER BY r.oid) AS k \
            FROM related r) \
+         SELECT 't', q.schema, q.name, n.nspname::text, c.relname::text, NULL::text, NULL::text, NULL::text, NULL::text \
+           FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
+             AND c.relkind NOT IN ('v', 'm') \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema)) \
+         UNION ALL \
          SELECT 'i', r.qs, r.qn, r.ts, r.tn, NULL::text, n.nspname::text, c.relname::text, {columns} \
            FROM counted r JOIN pg_catalog.pg_class c ON c.oid = r.oid \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE r.k <= {limit} \
@@ -197,6 +207,13 @@ pub struct Catalog {
     /// Inheritance relatives of the tables of a relation name as written
     /// (same keys as `names`).
     relatives: HashMap<RelName, Vec<Relative>>,
+    /// Names of `names` that stood for no relation when looked up (a
+    /// relation of that name may be created, as a view, at any time): looked
+    /// up again by [`Catalog::related_names`].
+    absent: HashSet<RelName>,
+    /// What the user-defined functions of a name (unqualified, lower case)
+    /// may call (see [`bodies`]).
+    bodies: HashMap<String, bodies::Body>,
     /// Function names (unqualified): whether a user-defined function has it.
     functions: HashMap<String, bool>,
     /// Whether the last [`Catalog::extended_matcher`] found a user-defined
@@ -213,6 +230,8 @@ impl Catalog {
             names: HashMap::new(),
             views: HashMap::new(),
             relatives: HashMap::new(),
+            absent: HashSet::new(),
+            bodies: HashMap::new(),
             functions: HashMap::new(),
             user_functions_called: false,
         }
@@ -332,6 +351,8 @@ impl Catalog {
         self.names.clear();
         self.views.clear();
         self.relatives.clear();
+        self.absent.clear();
+        self.bodies.clear();
         self.functions.clear();
     }
 
@@ -412,24 +433,43 @@ impl Catalog {
         })
     }
 
-    /// The relations each of `names` (table names as the SQL classifier
-    /// gives them) reaches, as `schema.name`: the relations a view (or
-    /// materialized view) of that name reads, through views over views, and
-    /// the inheritance relatives (partitions, `INHERITS`) of every table met.
-    /// A statement naming one reads or writes their rows: the policy's
-    /// table rules that deny or hold are matched against them too. Views of
+    /// What each of `names` (table names as the SQL classifier gives them)
+    /// reaches ([`Reach`]): the relations a view (or materialized view) of
+    /// that name reads, through views over views, and the inheritance
+    /// relatives (partitions, `INHERITS`) of every table met, as
+    /// `schema.name`; and the functions those views' definitions call. A
+    /// statement naming one reads or writes their rows, and reading a view
+    /// runs its functions: the policy's table and function rules that deny
+    /// or hold are matched against them too. A materialized view's functions
+    /// count as well (they ran to fill it, and run again on `REFRESH`).
+    /// Views of
     /// `pg_catalog` and `information_schema` are not followed (only a
     /// superuser with `allow_system_table_mods` can redefine them). `Err`
     /// when a name cannot be followed: a definition that does not parse,
     /// views nested deeper than [`MAX_VIEW_DEPTH`], more than
-    /// [`MAX_RELATIVES`] relatives.
+    /// [`MAX_RELATIVES`] relatives. A name that stands for tables only is
+    /// looked up once per session; one that stands for a view (or a view
+    /// it reads) is looked up again on every call, since any session can
+    /// replace a view's definition.
     pub async fn related_names(
         &mut self,
         names: &[String],
-    ) -> Result<HashMap<String, Vec<String>>, CatalogError> {
+    ) -> Result<HashMap<String, Reach>, CatalogError> {
         let mut wanted: Vec<RelName> = names.iter().map(|n| name_key(n)).collect();
+        let mut seen: HashSet<RelName> = HashSet::new();
         let mut depth = 0;
         while !wanted.is_empty() && depth <= MAX_VIEW_DEPTH {
+            wanted.retain(|k| seen.insert(k.clone()));
+            // Any session can replace a view's definition at any time
+            // (`CREATE OR REPLACE VIEW v AS SELECT pg_read_file(…)`): a
+            // name that stood for a view is looked up again for every
+            // statement. A name of tables only is kept for the session.
+            for key in &wanted {
+                if self.stands_for_views(key) || self.absent.contains(key) {
+                    self.names.remove(key);
+                    self.relatives.remove(key);
+                }
+            }
             self.lookup(&wanted).await?;
             wanted = wanted
                 .iter()
@@ -439,7 +479,7 @@ impl Catalog {
                 .filter(|v| !is_system_schema(&v.schema))
                 .filter_map(|v| v.definition.as_ref())
                 .flat_map(|(_, reads)| reads.iter().cloned())
-                .filter(|k| !self.names.contains_key(k))
+                .filter(|k| !seen.contains(k))
                 .collect();
             depth += 1;
         }
@@ -451,16 +491,41 @@ impl Catalog {
         })
     }
 
+    /// Whether the cached lookup of `key` found a view (or materialized
+    /// view) outside the system schemas.
+    fn stands_for_views(&self, key: &RelName) -> bool {
+        self.names.get(key).is_some_and(|ids| {
+            ids.iter().any(|id| {
+                self.views
+                    .get(id)
+                    .is_none_or(|v| !is_system_schema(&v.schema))
+            })
+        })
+    }
+
+    /// Whether each of `names` (as the SQL classifier gives them) was
+    /// looked up in this session and stands for no view outside the system
+    /// schemas: under function rules alone (no table rules) such names
+    /// reach no function, and nothing need be looked up or matched.
+    pub fn names_without_views(&self, names: &[String]) -> bool {
+        names.iter().all(|n| {
+            let key = name_key(n);
+            self.names.contains_key(&key)
+                && !self.absent.contains(&key)
+                && !self.stands_for_views(&key)
+        })
+    }
+
     /// [`Catalog::related_names`] from what this session looked up already,
     /// without a lookup: `None` when a name (or a view's) is not in the
     /// cache.
     pub fn related_cached(
         &self,
         names: &[String],
-    ) -> Option<Result<HashMap<String, Vec<String>>, CatalogError>> {
+    ) -> Option<Result<HashMap<String, Reach>, CatalogError>> {
         let mut out = HashMap::new();
         for name in names {
-            let mut found = Vec::new();
+            let mut found = Reach::default();
             match self.reach(&name_key(name), 0, &mut found) {
                 Ok(()) => {}
                 Err(None) => return None,
@@ -470,8 +535,10 @@ impl Catalog {
                     ))));
                 }
             }
-            found.sort();
-            found.dedup();
+            found.relations.sort();
+            found.relations.dedup();
+            found.functions.sort();
+            found.functions.dedup();
             out.insert(name.clone(), found);
         }
         Some(Ok(out))
@@ -480,12 +547,7 @@ impl Catalog {
     /// Adds what `key` reaches to `found` (see [`Catalog::related_names`]);
     /// `Err(None)` when a name was not looked up, `Err(Some(why))` when it
     /// cannot be followed.
-    fn reach(
-        &self,
-        key: &RelName,
-        depth: usize,
-        found: &mut Vec<String>,
-    ) -> Result<(), Option<String>> {
+    fn reach(&self, key: &RelName, depth: usize, found: &mut Reach) -> Result<(), Option<String>> {
         let (Some(views), Some(relatives)) = (self.names.get(key), self.relatives.get(key)) else {
             return Err(None);
         };
@@ -495,13 +557,13 @@ impl Catalog {
                     "it has more than {MAX_RELATIVES} partitions or children"
                 )));
             };
-            found.push(format!("{schema}.{name}"));
+            found.relations.push(format!("{schema}.{name}"));
         }
         for view in views.iter().filter_map(|id| self.views.get(id)) {
             if is_system_schema(&view.schema) {
                 continue;
             }
-            let Some((_, reads)) = &view.definition else {
+            let Some((statement, reads)) = &view.definition else {
                 return Err(Some(format!(
                     "view {}.{} reads (its definition does not parse)",
                     view.schema, view.name
@@ -510,8 +572,12 @@ impl Catalog {
             if depth >= MAX_VIEW_DEPTH {
                 return Err(Some("its views are nested too deep".to_string()));
             }
+            let id = format!("{}.{}", view.schema, view.name);
+            found
+                .functions
+                .extend(statement.functions.iter().map(|f| (id.clone(), f.clone())));
             for read in reads {
-                found.push(if read.0.is_empty() {
+                found.relations.push(if read.0.is_empty() {
                     read.1.clone()
                 } else {
                     format!("{}.{}", read.0, read.1)
@@ -669,6 +735,7 @@ impl Catalog {
         for key in &missing {
             self.names.insert((*key).clone(), Vec::new());
             self.relatives.insert((*key).clone(), Vec::new());
+            self.absent.insert((*key).clone());
         }
         let mut counts: HashMap<RelName, usize> = HashMap::new();
         for row in rows {
@@ -692,6 +759,10 @@ impl Catalog {
                 .and_then(|c| serde_json::from_str(&c).ok())
                 .unwrap_or_default();
             let key = (q_schema, q_name);
+            self.absent.remove(&key);
+            if kind == "t" {
+                continue;
+            }
             if kind == "i" {
                 let count = counts.entry(key.clone()).or_default();
                 *count += 1;

@@ -2,23 +2,22 @@
 //! t; CREATE VIEW t AS SELECT * FROM customers` makes `DELETE FROM t`
 //! delete customers, and the rules that follow names through views
 //! (see `relations`) must see the view, not the table the session looked
-//! up before. Every statement that may change the catalog — DDL, a
-//! function or procedure call (its body may run DDL), a `DO` block, text
-//! Sluice cannot parse — is counted on the Connection's catalog pool when
-//! it has run (`CatalogPool::changed`, from the server loop); a session
-//! whose cache is older forgets what it cached about names before it
-//! decides its next statement, and its prepared statements are decided
-//! again before their next Execute. While rules follow names, DDL (and
-//! `CALL`, `DO`, unparsed text) must come last in its query string or
-//! extended-protocol group (what follows it would be decided before it
-//! ran), and what follows it waits for its answer.
+//! up before. Every statement that changes the catalog — DDL, a procedure
+//! call, a `DO` block, text Sluice cannot parse — is counted on the
+//! Connection's catalog pool when it has run (`CatalogPool::changed`, from
+//! the server loop); a session whose cache is older forgets what it cached
+//! about names before it decides its next statement, and its prepared
+//! statements are decided again, with fresh lookups, before their next
+//! Execute (SQL `EXECUTE` is checked as what it runs, see
+//! `executes_through_relations`). While rules follow names, such a
+//! statement must come last in its query string or extended-protocol group
+//! (what follows it would be decided before it ran), and what follows it
+//! waits for its answer.
 //!
 //! Not seen: changes made by other clients of the database (another pod,
 //! an administrator) after this session looked a name up, until the
-//! session looks it up again (see sidecar/README.md); DDL run by a
-//! function called earlier in the same text or group, or pipelined before
-//! its answer came (function calls are too common to end a text or group);
-//! triggers that run DDL when a write fires them.
+//! session looks it up again (see sidecar/README.md); DDL run inside a
+//! function's body or a trigger (function calls are not counted).
 
 use super::*;
 use crate::enforcement::Refusal;
@@ -27,7 +26,7 @@ use sluice_policy::sql::Statement;
 impl ClientLoop {
     /// Whether the rules follow names through the catalog (see `relations`).
     pub(super) fn follows_names(&self) -> bool {
-        self.enforcer.has_restrictive_table_rules()
+        self.enforcer.follows_names()
     }
 
     /// Forgets what the session's catalog cached about names when a
@@ -119,18 +118,12 @@ impl ClientLoop {
     }
 }
 
-/// Whether `statement` (`None`: not parsed) may change what a name stands
-/// for when it runs: [`changes_catalog`], or it calls a function (whose
-/// body may run DDL). Counted once it has run.
-pub(super) fn may_change_catalog(statement: Option<&Statement>) -> bool {
-    changes_catalog(statement) || statement.is_some_and(|s| !s.functions.is_empty())
-}
-
 /// Whether `statement` (`None`: not parsed) is DDL, a procedure call, a
-/// `DO` block or a statement Sluice does not classify: what follows it in
-/// a text or group is refused, and the next text waits for its answer.
-/// Function calls are left out of this (see the module docs): batches of
-/// statements calling `now()` or `count(*)` are ordinary.
+/// `DO` block or a statement Sluice does not classify: counted once it has
+/// run; what follows it in a text or group is refused, and the next text
+/// waits for its answer. Function calls are left out (see the module
+/// docs): statements calling `now()` or `count(*)` are ordinary, and
+/// counting them would make every session look every name up again.
 pub(super) fn changes_catalog(statement: Option<&Statement>) -> bool {
     use sluice_crds::StatementKind as K;
     let Some(s) = statement else {
@@ -149,7 +142,7 @@ pub(super) fn followed_refusal() -> Refusal {
     Refusal {
         code: crate::postgres::messages::error_response::FEATURE_NOT_SUPPORTED,
         ..Refusal::plain(
-            "statement refused by Sluice: the policy has rules on tables, and a statement that may change what names stand for (DDL, CALL, DO, a statement Sluice does not classify) must come last in its query string or extended-protocol group; what follows it is decided once it has run. Nothing ran",
+            "statement refused by Sluice: the policy has rules on tables or functions, and a statement that may change what names stand for (DDL, CALL, DO, a statement Sluice does not classify) must come last in its query string or extended-protocol group; what follows it is decided once it has run. Nothing ran",
         )
     }
 }

@@ -716,16 +716,24 @@ impl ClientLoop {
             return stmt.clone();
         }
         let now = self.decide_now(sql);
-        let (old, new) = (stmt.decided.decision(), now.decision());
-        let same = old.enforced == new.enforced
-            && old.enforced_policy == new.enforced_policy
-            && old.enforced_rule == new.enforced_rule
-            && stmt.decided.refusal.is_none() == now.refusal.is_none();
-        StatementRef {
-            decided: if same { stmt.decided.clone() } else { now },
-            index: stmt.index,
-            prepared: Some((sql.clone(), generation)),
+        again(stmt, now, generation)
+    }
+
+    /// [`ClientLoop::redecided`] with the catalog's lookups (see
+    /// [`ClientLoop::warm_relations`]).
+    pub(super) async fn redecided_following(
+        &mut self,
+        stmt: &StatementRef,
+        stamp: u64,
+    ) -> StatementRef {
+        let Some((sql, taken)) = &stmt.prepared else {
+            return stmt.clone();
+        };
+        if *taken == stamp {
+            return stmt.clone();
         }
+        let now = self.decide(sql).await;
+        again(stmt, now, stamp)
     }
 
     /// The statement an Execute of `portal` runs: its last Bind in
@@ -782,5 +790,20 @@ fn backslash_refusal() -> Refusal {
         ..Refusal::plain(
             "statement refused by Sluice: a statement text holding a backslash must not follow an Execute in its extended-protocol group (before its Sync): the statement run first may change standard_conforming_strings or client_encoding (a function, a trigger), and the server would read the backslash under that change; send it after a Sync, or pass the value as a parameter",
         )
+    }
+}
+
+/// `stmt` decided again as `now` under `stamp`: its old decision kept when
+/// the verdict did not change (an approval granted for it still counts).
+fn again(stmt: &StatementRef, now: Arc<Decided>, stamp: u64) -> StatementRef {
+    let (old, new) = (stmt.decided.decision(), now.decision());
+    let same = old.enforced == new.enforced
+        && old.enforced_policy == new.enforced_policy
+        && old.enforced_rule == new.enforced_rule
+        && stmt.decided.refusal.is_none() == now.refusal.is_none();
+    StatementRef {
+        decided: if same { stmt.decided.clone() } else { now },
+        index: stmt.index,
+        prepared: stmt.prepared.as_ref().map(|(sql, _)| (sql.clone(), stamp)),
     }
 }

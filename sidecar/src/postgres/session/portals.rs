@@ -64,6 +64,16 @@ impl<V> Portals<V> {
         self.named.clear();
     }
 
+    /// The names bound (the unnamed portal as `""`).
+    pub(super) fn names(&self) -> Vec<String> {
+        let unnamed = self.unnamed.as_ref().map(|_| String::new());
+        unnamed
+            .into_iter()
+            .chain(self.named.keys().cloned())
+            .collect()
+    }
+
+    #[cfg(test)]
     pub(super) fn values(&self) -> impl Iterator<Item = &V> {
         self.unnamed.iter().chain(self.named.values())
     }

@@ -9,29 +9,69 @@
 //! reading never loosens a decision). Only when such a rule names tables;
 //! the lookups are cached for the session like the masking ones.
 //!
+//! Function rules the same way: `SELECT * FROM v`, where `v` is defined as
+//! `SELECT pg_read_file(…)`, runs `pg_read_file`, so a rule that denies or
+//! holds statements calling it must hold for the read of `v` (and of a view
+//! over `v`). When a rule that denies or holds names functions, the
+//! functions the definitions of the views a statement's names stand for
+//! call count as called by the statement ([`Reach::functions`]), with the
+//! same lookups and the same cache: one lookup per name new to the
+//! session, none for a statement that names no relation. What is not
+//! followed (a user-defined function's body, triggers, rules, column
+//! defaults, row security policies) is listed in sidecar/README.md.
+//!
+//! [`Reach::functions`]: sluice_policy::engine::Reach::functions
+//!
 //! [`Catalog::related_names`]: crate::postgres::catalog::Catalog::related_names
 
 use super::client::catalog_refusal;
 use super::*;
 use crate::enforcement::Refusal;
 use crate::postgres::catalog::CatalogError;
+use sluice_policy::engine::Reach;
+
+/// What of a statement is followed through the catalog
+/// ([`ClientLoop::names_to_follow`]).
+pub(super) struct Follow {
+    /// Its table names, when a rule that denies or holds names tables, or
+    /// one names functions and some name may stand for a view.
+    tables: Vec<String>,
+    /// Whether a rule that denies or holds names functions: the functions
+    /// it (and the views its names stand for) calls are followed into
+    /// user-defined functions' bodies.
+    functions: bool,
+}
 
 impl ClientLoop {
-    /// `decided`, made stricter through the relations its names reach; a
-    /// refusal when they cannot be looked up (fail closed).
-    /// `names`: the statement's names to follow
+    /// `decided`, made stricter through the relations its names reach and
+    /// the functions it calls; a refusal when they cannot be looked up
+    /// (fail closed). `follow`: what of it to follow
     /// ([`ClientLoop::names_to_follow`]).
     pub(super) async fn through_relations(
         &mut self,
         decided: Arc<Decided>,
-        names: Vec<String>,
+        follow: Follow,
     ) -> Arc<Decided> {
         // Boxed, as the masking lookups: their future is large.
-        let related = {
-            let mut catalog = self.catalog.lock().await;
-            Box::pin(catalog.related_names(&names)).await
+        let mut catalog = self.catalog.lock().await;
+        let related = if follow.tables.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            Box::pin(catalog.related_names(&follow.tables)).await
         };
-        self.settle(decided, related)
+        let called = match (&related, follow.functions) {
+            (Ok(related), true) => {
+                let names = called_names(&decided, related);
+                if names.is_empty() || catalog.no_user_functions(&names) {
+                    Ok(HashMap::new())
+                } else {
+                    Box::pin(catalog.called_through_functions(&names)).await
+                }
+            }
+            _ => Ok(HashMap::new()),
+        };
+        drop(catalog);
+        self.settle(decided, related, called)
     }
 
     /// [`ClientLoop::through_relations`] without a lookup, for a prepared
@@ -39,87 +79,156 @@ impl ClientLoop {
     /// from what the session's catalog holds, else refused, to be prepared
     /// again (then its names are looked up).
     pub(super) fn through_relations_now(&mut self, decided: Arc<Decided>) -> Arc<Decided> {
-        let Some(names) = self.names_to_follow(&decided) else {
+        let Some(follow) = self.names_to_follow(&decided) else {
             return decided;
         };
-        let cached = self
-            .catalog
-            .try_lock()
-            .ok()
-            .and_then(|catalog| catalog.related_cached(&names));
+        let cached = self.catalog.try_lock().ok().and_then(|catalog| {
+            let related = if follow.tables.is_empty() {
+                Ok(HashMap::new())
+            } else {
+                catalog.related_cached(&follow.tables)?
+            };
+            let called = match (&related, follow.functions) {
+                (Ok(related), true) => catalog.called_cached(&called_names(&decided, related))?,
+                _ => Ok(HashMap::new()),
+            };
+            Some((related, called))
+        });
         match cached {
-            Some(related) => self.settle(decided, related),
+            Some((related, called)) => self.settle(decided, related, called),
             None => Arc::new(decided.refused(Refusal::plain(
-                "statement refused: the policies changed and have table rules; Sluice has not looked up which tables this prepared statement's names stand for (views, partitions): prepare it again",
+                "statement refused: the policies changed and have table or function rules; Sluice has not looked up what this prepared statement's names stand for (views, partitions, user-defined functions): prepare it again",
             ))),
         }
     }
 
-    /// `decided` made stricter through `related` (what its names reach), or
-    /// refused when they could not be looked up.
+    /// `decided` made stricter through `related` (what its names reach) and
+    /// `called` (what the functions it calls call), or refused when they
+    /// could not be looked up.
     fn settle(
         &self,
         decided: Arc<Decided>,
-        related: Result<HashMap<String, Vec<String>>, CatalogError>,
+        related: Result<HashMap<String, Reach>, CatalogError>,
+        called: Result<HashMap<String, Reach>, CatalogError>,
     ) -> Arc<Decided> {
-        match related {
-            Ok(related) => self
+        match (related, called) {
+            (Ok(related), Ok(called)) => self
                 .enforcer
-                .through_relations(&decided, &related)
+                .through_relations(&decided, &related, &called)
                 .unwrap_or(decided),
-            Err(e) => Arc::new(decided.refused(catalog_refusal(UNKNOWN, &e))),
+            (Err(e), _) | (_, Err(e)) => Arc::new(decided.refused(catalog_refusal(UNKNOWN, &e))),
         }
     }
 
-    /// Before the session's prepared statements and portals are decided
-    /// again after a policy change (a synchronous step, see
-    /// [`ClientLoop::through_relations_now`]), looks up the names they
-    /// name, so that they are found in the cache. A failed lookup leaves
-    /// them out of it: those statements are refused then.
+    /// Decides the session's prepared statements and portals again, with
+    /// fresh lookups, when what they were decided under changed while rules
+    /// follow names: the policies, or the catalog (a statement that may
+    /// change what names stand for ran through the Connection: see
+    /// `catalog_changes`). [`ClientLoop::redecide_prepared`] then finds
+    /// them decided. Each one as a new statement would be (the decision
+    /// cache, then [`ClientLoop::through_relations`]), so a name whose
+    /// lookup fails refuses only the statements that name it.
     pub(super) async fn warm_relations(&mut self) {
         if !self.relations_to_warm() {
             return;
         }
-        let mut names: Vec<String> = self
-            .statements
-            .values()
-            .map(|s| &s.stmt)
-            .chain(self.portals.values().filter_map(|p| p.stmt.as_ref()))
-            .flat_map(|s| s.decided.sql.statements.iter())
-            .flat_map(|(s, _)| s.tables.iter().cloned())
-            .collect();
-        names.sort();
-        names.dedup();
-        if names.is_empty() {
-            return;
+        let stamp = self.decision_stamp();
+        let names: Vec<String> = self.statements.keys().cloned().collect();
+        for name in names {
+            let Some(stmt) = self.statements.get(&name).map(|s| s.stmt.clone()) else {
+                continue;
+            };
+            let now = self.redecided_following(&stmt, stamp).await;
+            if let Some(s) = self.statements.get_mut(&name) {
+                s.stmt = now;
+            }
         }
-        let mut catalog = self.catalog.lock().await;
-        if let Err(e) = Box::pin(catalog.related_names(&names)).await {
-            tracing::warn!(error = %e, "names of prepared statements could not be looked up: those statements are refused");
+        for name in self.portals.names() {
+            let Some(stmt) = self.portals.get(&name).and_then(|p| p.stmt.clone()) else {
+                continue;
+            };
+            let now = self.redecided_following(&stmt, stamp).await;
+            if let Some(p) = self.portals.get_mut(&name) {
+                p.stmt = Some(now);
+            }
         }
+        self.decided_generation = stamp;
     }
 
-    /// Whether [`ClientLoop::warm_relations`] has names to look up: the
-    /// policies changed since the session's statements were decided, and
-    /// have table rules that deny or hold.
+    /// Whether [`ClientLoop::warm_relations`] has statements to decide
+    /// again: the policies or the catalog changed since the session's
+    /// statements were decided, and rules that deny or hold name tables or
+    /// functions.
     pub(super) fn relations_to_warm(&mut self) -> bool {
         self.enforcer.refresh();
-        self.decision_stamp() != self.decided_generation
-            && self.enforcer.has_restrictive_table_rules()
+        self.decision_stamp() != self.decided_generation && self.enforcer.follows_names()
     }
 
-    /// The table names of `decided` to follow, or `None` when its decision
-    /// cannot get stricter through them (refused already, or no rule that
-    /// denies or holds names tables, or no table named).
-    pub(super) fn names_to_follow(&self, decided: &Decided) -> Option<Vec<String>> {
+    /// What of `decided` to follow, or `None` when its decision cannot get
+    /// stricter through the catalog: refused already; or no rule that
+    /// denies or holds names tables or functions; or it names no table and
+    /// calls no function; or only function rules apply, every name it
+    /// gives is known to this session to stand for no view and every
+    /// function it calls to be no user-defined function (decided as it is,
+    /// without a future or a lookup).
+    pub(super) fn names_to_follow(&self, decided: &Decided) -> Option<Follow> {
         let refused = decided.refusal.is_some() && decided.awaits_approval().is_none();
-        if refused || !self.enforcer.has_restrictive_table_rules() {
+        if refused || !self.enforcer.follows_names() {
             return None;
         }
+        let functions = self.enforcer.has_restrictive_function_rules();
+        let calls = functions
+            && decided
+                .sql
+                .statements
+                .iter()
+                .any(|(s, _)| !s.functions.is_empty());
         let names = decided.sql.table_names();
-        (!names.is_empty()).then_some(names)
+        if names.is_empty() && !calls {
+            return None;
+        }
+        if !self.enforcer.has_restrictive_table_rules() {
+            let known = self.catalog.try_lock().is_ok_and(|catalog| {
+                catalog.names_without_views(&names)
+                    && (!calls || catalog.no_user_functions(&own_functions(decided)))
+            });
+            if known {
+                return None;
+            }
+        }
+        Some(Follow {
+            tables: names,
+            functions,
+        })
     }
 }
 
+/// The functions the statements of `decided` call themselves.
+fn own_functions(decided: &Decided) -> Vec<String> {
+    let mut names: Vec<String> = decided
+        .sql
+        .statements
+        .iter()
+        .flat_map(|(s, _)| s.functions.iter().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The functions the statements of `decided` call, and those the views
+/// their names stand for call (`related`).
+fn called_names(decided: &Decided, related: &HashMap<String, Reach>) -> Vec<String> {
+    let mut names = own_functions(decided);
+    names.extend(
+        related
+            .values()
+            .flat_map(|r| r.functions.iter().map(|(_, f)| f.clone())),
+    );
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// What a refusal says when the names could not be followed.
-const UNKNOWN: &str = "statement refused: the policy has table rules, and Sluice could not look up which tables its names stand for (views, partitions)";
+const UNKNOWN: &str = "statement refused: the policy has table or function rules, and Sluice could not look up what its names stand for (views, partitions, the functions views call)";

@@ -36,8 +36,8 @@ impl ClientLoop {
             return Ok(());
         }
         let refusal = settings_refusal
-            .or_else(|| self.catalog_change_refusal(&decided))
             .or_else(|| decided.refusal.clone())
+            .or_else(|| self.catalog_change_refusal(&decided))
             .or_else(|| self.rate_check());
         let planned = match refusal {
             Some(r) => Err(r),
