@@ -127,6 +127,7 @@ impl Catalog {
             // A user-defined function's body can be replaced at any time.
             for key in &wanted {
                 if !matches!(self.bodies.get(key), Some(Body::NotUser)) {
+                    self.revised();
                     self.bodies.remove(key);
                 }
             }
@@ -202,6 +203,7 @@ impl Catalog {
     /// Reads the definitions of the user-defined functions of the names
     /// `keys` not in the cache (one query).
     async fn read_bodies(&mut self, keys: &[String]) -> Result<(), CatalogError> {
+        self.revised();
         let missing: Vec<&String> = keys
             .iter()
             .filter(|k| !self.bodies.contains_key(*k))

@@ -31,6 +31,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_policy::engine::Reach;
 use sluice_policy::mask_plan::{self, ColumnMatcher};
@@ -219,6 +220,12 @@ pub struct Catalog {
     /// Whether the last [`Catalog::extended_matcher`] found a user-defined
     /// function called (by the statement or a view it reads).
     user_functions_called: bool,
+    /// Bumped whenever what this cache knows about names may change (a
+    /// lookup, a body read, an entry dropped, everything forgotten): a
+    /// session that found a decision's names all known tables and
+    /// built-ins may take that again without asking while it is unchanged
+    /// (see `ClientLoop::decide`).
+    revision: Arc<AtomicU64>,
 }
 
 impl Catalog {
@@ -234,7 +241,19 @@ impl Catalog {
             bodies: HashMap::new(),
             functions: HashMap::new(),
             user_functions_called: false,
+            revision: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The counter of changes to what this cache knows about names (see
+    /// the field), to be read without the catalog's lock.
+    pub fn revision(&self) -> Arc<AtomicU64> {
+        self.revision.clone()
+    }
+
+    /// Counts a change to what this cache knows about names.
+    fn revised(&self) {
+        self.revision.fetch_add(1, Ordering::Release);
     }
 
     /// Runs one lookup on a session of the pool.
@@ -348,6 +367,7 @@ impl Catalog {
     /// the tables by OID: an OID names one relation for its lifetime, and
     /// its kind with it), so that the next plan looks them up again.
     pub fn forget_names(&mut self) {
+        self.revised();
         self.names.clear();
         self.views.clear();
         self.relatives.clear();
@@ -466,6 +486,7 @@ impl Catalog {
             // statement. A name of tables only is kept for the session.
             for key in &wanted {
                 if self.stands_for_views(key) || self.absent.contains(key) {
+                    self.revised();
                     self.names.remove(key);
                     self.relatives.remove(key);
                 }
@@ -627,6 +648,7 @@ impl Catalog {
     /// `pg_catalog` and `information_schema` and belongs to no extension.
     /// Unqualified names, lower-cased.
     async fn user_functions(&mut self, functions: &[String]) -> Result<Vec<String>, CatalogError> {
+        self.revised();
         let names: HashSet<String> = functions
             .iter()
             .filter_map(|f| f.rsplit('.').next())
@@ -719,6 +741,7 @@ impl Catalog {
     /// Looks up the views, and the inheritance relatives of the tables, of
     /// the names in `keys` not seen yet (one query).
     async fn lookup(&mut self, keys: &[RelName]) -> Result<(), CatalogError> {
+        self.revised();
         let missing: HashSet<&RelName> = keys
             .iter()
             .filter(|k| !self.names.contains_key(*k))

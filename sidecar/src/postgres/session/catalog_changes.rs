@@ -46,6 +46,33 @@ impl ClientLoop {
         self.ctx.catalog.changes() != self.catalog_seen
     }
 
+    /// Whether `decided` is the decision last found to need nothing of the
+    /// catalog, under the same catalog revision and policies: then it
+    /// needs nothing again (the common case of a statement repeated under
+    /// function rules, which would otherwise gather its names and take the
+    /// catalog's lock for each run). Not for SQL `EXECUTE`, always checked.
+    pub(super) fn plain_again(&self, decided: &Arc<Decided>) -> bool {
+        self.plain
+            .as_ref()
+            .is_some_and(|(d, revision, generation)| {
+                Arc::ptr_eq(d, decided)
+                    && *revision == self.catalog_revision.load(Ordering::Acquire)
+                    && *generation == self.enforcer.generation()
+            })
+    }
+
+    /// Remembers `decided` for [`ClientLoop::plain_again`] when rules
+    /// follow names and it needed nothing of the catalog.
+    pub(super) fn remember_plain(&mut self, decided: &Arc<Decided>) {
+        if self.follows_names() && !self.executes_prepared(decided) {
+            self.plain = Some((
+                decided.clone(),
+                self.catalog_revision.load(Ordering::Acquire),
+                self.enforcer.generation(),
+            ));
+        }
+    }
+
     /// What the decisions of the session's prepared statements rest on:
     /// the policies (the enforcer's generation) and, while rules follow
     /// names, the catalog changes the session has seen.

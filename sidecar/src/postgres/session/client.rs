@@ -228,8 +228,14 @@ impl ClientLoop {
         } else {
             Box::pin(self.enforcer.decide_async(sql)).await
         };
+        if self.plain_again(&decided) {
+            return decided;
+        }
         let decided = match self.names_to_follow(&decided) {
-            None => decided,
+            None => {
+                self.remember_plain(&decided);
+                decided
+            }
             Some(names) => Box::pin(self.through_relations(decided, names)).await,
         };
         if self.executes_prepared(&decided) {

@@ -411,6 +411,14 @@ struct ClientLoop {
     /// The Connection's catalog changes this session's catalog cache has
     /// seen (see `catalog_changes`).
     catalog_seen: u64,
+    /// The session catalog's revision counter (see `Catalog::revision`).
+    catalog_revision: Arc<AtomicU64>,
+    /// The last decision found to need nothing of the catalog while rules
+    /// follow names (its names all known tables, its functions built-ins),
+    /// with the catalog revision and enforcer generation it was found
+    /// under: the same decision again needs nothing either while both are
+    /// unchanged (see `ClientLoop::decide`).
+    plain: Option<(Arc<Decided>, u64, u64)>,
     /// Shared with the server loop.
     answered: Arc<Answered>,
     /// Expectations sent to the server loop.

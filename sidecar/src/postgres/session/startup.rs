@@ -348,7 +348,9 @@ where
     } = opened;
     let up_pid = up.backend_key.0;
     let masking = enforcer.masking();
-    let catalog = Arc::new(Mutex::new(Catalog::new(ctx.catalog.clone())));
+    let catalog = Catalog::new(ctx.catalog.clone());
+    let catalog_revision = catalog.revision();
+    let catalog = Arc::new(Mutex::new(catalog));
     // What the server reported at startup: `ALTER ROLE/DATABASE … SET` and
     // the startup packet's client_encoding are in force from the start.
     let answered = Arc::new(Answered::default());
@@ -393,6 +395,8 @@ where
         generation: 0,
         decided_generation: 0,
         catalog_seen: ctx.catalog.changes(),
+        catalog_revision,
+        plain: None,
         answered: answered.clone(),
         sent: AtomicU64::new(0),
         barrier: false,
