@@ -42,6 +42,7 @@ mod launder;
 mod masks;
 mod portals;
 mod prepared;
+mod redecide;
 mod relations;
 mod results;
 mod scrub;
