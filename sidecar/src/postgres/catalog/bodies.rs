@@ -203,7 +203,6 @@ impl Catalog {
     /// Reads the definitions of the user-defined functions of the names
     /// `keys` not in the cache (one query).
     async fn read_bodies(&mut self, keys: &[String]) -> Result<(), CatalogError> {
-        self.revised();
         let missing: Vec<&String> = keys
             .iter()
             .filter(|k| !self.bodies.contains_key(*k))
@@ -211,6 +210,7 @@ impl Catalog {
         if missing.is_empty() {
             return Ok(());
         }
+        self.revised();
         let values = missing
             .iter()
             .map(|n| format!("({})", sql_literal(n)))

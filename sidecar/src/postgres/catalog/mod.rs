@@ -221,8 +221,9 @@ pub struct Catalog {
     /// Whether the last [`Catalog::extended_matcher`] found a user-defined
     /// function called (by the statement or a view it reads).
     user_functions_called: bool,
-    /// Bumped whenever what this cache knows about names may change (a
-    /// lookup, a body read, an entry dropped, everything forgotten): a
+    /// Bumped whenever what this cache knows about names changes (a lookup
+    /// of names it did not hold, a body read, an entry dropped, everything
+    /// forgotten; not a lookup answered from the cache): a
     /// session that found a decision's names all known tables and
     /// built-ins may take that again without asking while it is unchanged
     /// (see `ClientLoop::decide`).
@@ -493,7 +494,6 @@ impl Catalog {
     /// `pg_catalog` and `information_schema` and belongs to no extension.
     /// Unqualified names, lower-cased.
     async fn user_functions(&mut self, functions: &[String]) -> Result<Vec<String>, CatalogError> {
-        self.revised();
         let names: HashSet<String> = functions
             .iter()
             .filter_map(|f| f.rsplit('.').next())
@@ -504,6 +504,7 @@ impl Catalog {
             .filter(|n| !self.functions.contains_key(*n))
             .collect();
         if !missing.is_empty() {
+            self.revised();
             let values = missing
                 .iter()
                 .map(|n| format!("({})", sql_literal(n)))
@@ -586,7 +587,6 @@ impl Catalog {
     /// Looks up the views, and the inheritance relatives of the tables, of
     /// the names in `keys` not seen yet (one query).
     async fn lookup(&mut self, keys: &[RelName]) -> Result<(), CatalogError> {
-        self.revised();
         let missing: HashSet<&RelName> = keys
             .iter()
             .filter(|k| !self.names.contains_key(*k))
@@ -594,6 +594,7 @@ impl Catalog {
         if missing.is_empty() {
             return Ok(());
         }
+        self.revised();
         let values = missing
             .iter()
             .map(|(schema, name)| format!("({}, {})", sql_literal(schema), sql_literal(name)))

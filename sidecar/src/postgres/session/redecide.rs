@@ -35,13 +35,10 @@ impl ClientLoop {
     /// granted for it still counts.
     fn redecided(&mut self, stmt: &StatementRef) -> StatementRef {
         let generation = self.decision_stamp();
-        let Some((sql, taken)) = &stmt.prepared else {
+        let Some(sql) = stale_text(stmt, generation) else {
             return stmt.clone();
         };
-        if *taken == generation {
-            return stmt.clone();
-        }
-        let now = self.decide_now(sql);
+        let now = self.decide_now(&sql);
         again(stmt, now, generation)
     }
 
@@ -52,15 +49,21 @@ impl ClientLoop {
         stmt: &StatementRef,
         stamp: u64,
     ) -> StatementRef {
-        let Some((sql, taken)) = &stmt.prepared else {
+        let Some(sql) = stale_text(stmt, stamp) else {
             return stmt.clone();
         };
-        if *taken == stamp {
-            return stmt.clone();
-        }
-        let now = self.decide(sql).await;
+        let now = self.decide(&sql).await;
         again(stmt, now, stamp)
     }
+}
+
+/// The text of `stmt` when it is a prepared statement decided under
+/// another stamp than `stamp` (to be decided again); `None` otherwise.
+fn stale_text(stmt: &StatementRef, stamp: u64) -> Option<Arc<str>> {
+    stmt.prepared
+        .as_ref()
+        .filter(|(_, taken)| *taken != stamp)
+        .map(|(sql, _)| sql.clone())
 }
 
 /// `stmt` decided again as `now` under `stamp`: its old decision kept when

@@ -78,17 +78,8 @@ impl ClientLoop {
         self.ctx.metrics.overhead(started.elapsed());
         let changes_catalog = self.follows_names()
             && (0..decided.len().max(1)).any(|i| changes_catalog(decided.statement(i)));
-        // `forward_simple`, its common case without a future of its own.
-        let simple = simple_expect(&decided, copy_masks, hold);
-        match writes {
-            None => {
-                self.send(simple);
-                self.upstream.write_all(&frame.raw).await?;
-            }
-            Some(counts) => {
-                Box::pin(self.forward_guarded(&frame, decided, simple, counts)).await?;
-            }
-        }
+        self.forward_simple(&frame, decided, copy_masks, writes, hold)
+            .await?;
         self.barrier |= effect != Effect::None || self.read_only_barrier() || changes_catalog;
         Ok(())
     }
@@ -144,7 +135,12 @@ impl ClientLoop {
         writes: Option<Vec<Count>>,
         hold: Option<crate::audit::HoldId>,
     ) -> Result<(), SessionError> {
-        let simple = simple_expect(&decided, copy_masks, hold);
+        let simple = Expect::Simple(Box::new(SimpleCtx {
+            decided: decided.clone(),
+            started: Instant::now(),
+            copy_masks,
+            hold,
+        }));
         let Some(counts) = writes else {
             self.send(simple);
             self.upstream.write_all(&frame.raw).await?;
@@ -205,18 +201,4 @@ impl ClientLoop {
         });
         Ok(())
     }
-}
-
-/// What the server loop expects for a forwarded simple query.
-fn simple_expect(
-    decided: &Arc<Decided>,
-    copy_masks: Vec<Option<Arc<CopyMask>>>,
-    hold: Option<crate::audit::HoldId>,
-) -> Expect {
-    Expect::Simple(Box::new(SimpleCtx {
-        decided: decided.clone(),
-        started: Instant::now(),
-        copy_masks,
-        hold,
-    }))
 }
