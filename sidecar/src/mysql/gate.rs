@@ -172,7 +172,7 @@ impl Settings {
                 return None;
             }
             return Some(format!(
-                "{why}; until it is set back (SET NAMES utf8mb4, SET sql_mode = ...) statements are refused"
+                "{why}; until it is set back (SET NAMES utf8mb4, SET character_set_client = utf8mb4 and the like, SET sql_mode = ...) statements are refused"
             ));
         }
         if modes.ansi_quotes && text.contains('"') {
@@ -191,8 +191,11 @@ impl Settings {
 
 /// Whether `text` is one of the few statements that bring the session
 /// back to settings the sidecar models: `SET NAMES <utf8 charset> [COLLATE
-/// <name>]`, `SET [SESSION] sql_mode = '<flags>' | DEFAULT`. Nothing else
-/// (no quote but single quotes around plain flag names, no comment).
+/// <name>]`, `SET [SESSION] sql_mode = '<flags>' | DEFAULT`, `SET
+/// [SESSION] character_set_client | _connection | _results = <utf8
+/// charset>` (one at a time: each may be the one left). Nothing else (no
+/// quote but single quotes around plain names, no comment). Each is plain
+/// ASCII, which every character set a client may use reads as ASCII.
 fn restores(text: &str) -> bool {
     let t = text.trim().trim_end_matches(';').trim();
     let words: Vec<String> = t
@@ -222,6 +225,9 @@ fn restores(text: &str) -> bool {
                 .strip_prefix("setsession")
                 .or_else(|| lower.strip_prefix("set@@session."))
                 .or_else(|| lower.strip_prefix("set"));
+            if let Some(value) = rest.and_then(charset_variable_value) {
+                return unquoted(value).is_some_and(|c| UTF8.contains(&c));
+            }
             let Some(value) = rest.and_then(|r| r.strip_prefix("sql_mode=")) else {
                 return false;
             };
@@ -240,6 +246,26 @@ fn restores(text: &str) -> bool {
                 && !text.contains("/*")
         }
     }
+}
+
+/// The value of `character_set_client|connection|results=<value>` (spaces
+/// removed, lower case), as `restores` reads it.
+fn charset_variable_value(compact: &str) -> Option<&str> {
+    let rest = compact.strip_prefix("character_set_")?;
+    ["client=", "connection=", "results="]
+        .iter()
+        .find_map(|v| rest.strip_prefix(v))
+}
+
+/// `value` without one pair of single quotes around it, when it is a plain
+/// name (ASCII letters, digits, `_`).
+fn unquoted(value: &str) -> Option<&str> {
+    let inner = value
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or(value);
+    (!inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(inner)
 }
 
 /// What one token of a text is to MySQL's lexer ([`lex`]).
@@ -740,6 +766,23 @@ mod tests {
         assert_eq!(s.refusal("SET NAMES utf8mb4"), None);
         assert_eq!(s.refusal("set names 'utf8mb4' collate utf8mb4_bin"), None);
         assert!(s.refusal("set names gbk").is_some());
+        // One variable at a time, each a way back.
+        assert_eq!(s.refusal("SET character_set_client = utf8mb4"), None);
+        assert_eq!(
+            s.refusal("set session character_set_results='utf8mb3';"),
+            None
+        );
+        assert_eq!(
+            s.refusal("SET @@session.character_set_connection = utf8"),
+            None
+        );
+        assert!(s.refusal("SET character_set_client = big5").is_some());
+        assert!(s.refusal("SET character_set_client = @x").is_some());
+        assert!(
+            s.refusal("SET character_set_client = utf8mb4; select 1")
+                .is_some()
+        );
+        assert!(s.refusal("SET character_set_server = utf8mb4").is_some());
         s.set("character_set_client", "utf8mb4");
         s.set("character_set_results", "");
         assert!(s.refusal("select 1").unwrap().contains("NULL"));
