@@ -15,6 +15,7 @@ mod mysql_support;
 mod support;
 
 mod mysql_approvals;
+mod mysql_async_client;
 mod mysql_attacks;
 mod mysql_auth;
 mod mysql_big_rows;
