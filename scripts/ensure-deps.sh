@@ -7,7 +7,7 @@
 # Usage: scripts/ensure-deps.sh [--dry-run] [test|demo|ci]
 #   test  (default) what the test suite starts: PostgreSQL server and client,
 #         MariaDB server and client with PyMySQL and mysql-connector-python
-#         (the MySQL plane),
+#         (the MySQL plane), psycopg 3 and asyncpg (PostgreSQL drivers),
 #         pgbouncer, kubectl, curl, openssl, python3, zsh and fish (the
 #         completion tests), and clang/libclang for the pg_query crate's build
 #   demo  what `make demo` needs: PostgreSQL server and client, kubectl, clang
@@ -63,6 +63,8 @@ have_mariadb_server() {
 
 have_pymysql() { python3 -c 'import pymysql' >/dev/null 2>&1; }
 have_mysql_connector() { python3 -c 'import mysql.connector' >/dev/null 2>&1; }
+have_psycopg() { python3 -c 'import psycopg; psycopg.connect' >/dev/null 2>&1; }
+have_asyncpg() { python3 -c 'import asyncpg' >/dev/null 2>&1; }
 
 # What bindgen (clang-sys) loads to build pg_query: libclang.so*.
 have_libclang() {
@@ -100,6 +102,8 @@ if [ "$profile" != demo ]; then
     "mariadb client|have mariadb|mariadb-client|"
     "PyMySQL|have_pymysql||pymysql==1.2.4"
     "mysql-connector-python (prepared statements)|have_mysql_connector||mysql-connector-python==26.10.0"
+    "psycopg 3 (PostgreSQL driver tests)|have_psycopg||psycopg[binary]==3.2.13"
+    "asyncpg (PostgreSQL driver tests)|have_asyncpg||asyncpg==0.30.0"
   )
 fi
 if [ "$profile" = ci ]; then

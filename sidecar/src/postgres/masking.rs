@@ -93,6 +93,24 @@ fn is_text_like(type_oid: u32) -> bool {
     )
 }
 
+/// The first OID PostgreSQL gives objects made after `initdb`: types at
+/// or above it are user-defined (domains, enums, an extension's `citext`),
+/// which drivers read in text format as strings.
+const FIRST_NORMAL_OID: u32 = 16384;
+
+/// `xml`: a masked text is valid XML content.
+const XML: u32 = 142;
+
+/// Whether a masked value of this column may be sent as masked text: a
+/// text-like type, or in text format also a user-defined type or `xml`.
+/// Any other built-in type (numbers, dates, arrays, `inet`, …) is sent as
+/// NULL, in text format too: `[redacted]` in a date column made drivers
+/// that parse text values by type (psycopg, asyncpg's text codecs) raise
+/// on the whole row. NULL is the one value every type accepts.
+fn masks_as_text(type_oid: u32, binary: bool) -> bool {
+    is_text_like(type_oid) || (!binary && (type_oid >= FIRST_NORMAL_OID || type_oid == XML))
+}
+
 fn is_json(type_oid: u32) -> bool {
     matches!(type_oid, oid::JSON | oid::JSONB)
 }
@@ -259,7 +277,7 @@ impl RowMask {
     fn value(&self, masking: &Masking, rule: &ColumnRule, value: &[u8]) -> Rewrite {
         let binary = rule.format == 1;
         if let Some(masker) = rule.mask {
-            if binary && !is_text_like(rule.type_oid) {
+            if !masks_as_text(rule.type_oid, binary) {
                 return Rewrite::Null;
             }
             if !is_json(rule.type_oid)
@@ -296,6 +314,8 @@ impl RowMask {
                 return Rewrite::Keep;
             };
             return match masking.detect(text) {
+                // A detector's mark in a number or a date would not parse.
+                Some(_) if !masks_as_text(rule.type_oid, binary) => Rewrite::Null,
                 Some(masked) => Rewrite::Replace(
                     with_jsonb_version(binary, rule.type_oid, masked.into_bytes()).into(),
                 ),
@@ -558,7 +578,30 @@ fn escape_copy(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::numeric_text;
+    use super::{masks_as_text, numeric_text, oid};
+
+    #[test]
+    fn masked_values_keep_to_what_their_type_can_read() {
+        // Text-like types take the masked text in both formats.
+        for t in [oid::TEXT, oid::VARCHAR, oid::BPCHAR, oid::JSON, oid::JSONB] {
+            assert!(masks_as_text(t, false) && masks_as_text(t, true), "{t}");
+        }
+        // Built-in numbers, dates and arrays get NULL, in text format too.
+        for t in [
+            oid::INT4,
+            oid::INT8,
+            oid::NUMERIC,
+            oid::DATE,
+            oid::TIMESTAMPTZ,
+            oid::TEXT_ARRAY,
+        ] {
+            assert!(!masks_as_text(t, false) && !masks_as_text(t, true), "{t}");
+        }
+        // A user-defined type (a domain, an enum, citext) reads as a string
+        // in text format; its binary form is unknown.
+        assert!(masks_as_text(16_500, false));
+        assert!(!masks_as_text(16_500, true));
+    }
 
     fn numeric(weight: i16, sign: u16, digits: &[i16]) -> Vec<u8> {
         let mut v = Vec::new();
