@@ -34,6 +34,12 @@ pub struct Decided {
     pub(super) awaits_approval: bool,
     /// Its audit fields, rendered at its first event.
     pub(crate) audit: StatementPieces,
+    /// Which of its statements call a user-defined function (directly or
+    /// through a view they read): bit `i` for statement `i`, bit 63 for
+    /// every statement from the 64th on. Found through the catalog while
+    /// rules follow names; such a function may change what names stand for
+    /// (see `postgres::session::catalog_changes`).
+    user_code: u64,
 }
 
 /// A decision, as recorded.
@@ -69,7 +75,23 @@ impl Decided {
             refusal,
             awaits_approval,
             audit: Default::default(),
+            user_code: 0,
         }
+    }
+
+    /// This decision, with `user_code` (see [`Decided::runs_user_code`])
+    /// marking the statements that call user-defined functions.
+    pub fn with_user_code(&self, user_code: u64) -> Decided {
+        let mut decided = Decided::new(self.sql.clone());
+        decided.refusal = self.refusal.clone();
+        decided.awaits_approval = self.awaits_approval;
+        decided.user_code = user_code;
+        decided
+    }
+
+    /// Whether statement `index` was found to call a user-defined function.
+    pub fn runs_user_code(&self, index: usize) -> bool {
+        self.user_code & (1 << index.min(63)) != 0
     }
 
     /// This decision refused by Sluice itself with `refusal` (recorded as

@@ -40,6 +40,7 @@ use sluice_policy::sql::{self, SqlDialect};
 mod bodies;
 mod pool;
 mod related;
+mod user_code;
 
 pub use pool::{CatalogError, CatalogPool, PoolSettings, TOO_MANY_CONNECTIONS, env};
 
@@ -123,7 +124,7 @@ fn lookup_sql(values: &str) -> String {
            UNION SELECT qs, qn, ts, tn, oid FROM down WHERE depth > 0), \
          counted AS (SELECT r.*, pg_catalog.row_number() OVER (PARTITION BY r.qs, r.qn ORDER BY r.oid) AS k \
            FROM related r) \
-         SELECT 't', q.schema, q.name, n.nspname::text, c.relname::text, NULL::text, NULL::text, NULL::text, NULL::text \
+         SELECT 't', q.schema, q.name, n.nspname::text, c.relname::text, {user_code}, NULL::text, NULL::text, NULL::text \
            FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
              AND c.relkind NOT IN ('v', 'm') \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -140,6 +141,7 @@ fn lookup_sql(values: &str) -> String {
            AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema))",
         depth = MAX_INHERITANCE_DEPTH,
         limit = MAX_RELATIVES + 1,
+        user_code = user_code::user_code_flags("c"),
     )
 }
 
@@ -218,6 +220,9 @@ pub struct Catalog {
     bodies: HashMap<String, bodies::Body>,
     /// Function names (unqualified): whether a user-defined function has it.
     functions: HashMap<String, bool>,
+    /// Relation names as written (keys of `names`) whose tables run
+    /// user-defined code a statement does not name (see [`UserCode`]).
+    user_code: HashMap<RelName, user_code::UserCode>,
     /// Whether the last [`Catalog::extended_matcher`] found a user-defined
     /// function called (by the statement or a view it reads).
     user_functions_called: bool,
@@ -242,6 +247,7 @@ impl Catalog {
             absent: HashSet::new(),
             bodies: HashMap::new(),
             functions: HashMap::new(),
+            user_code: HashMap::new(),
             user_functions_called: false,
             revision: Arc::new(AtomicU64::new(0)),
         }
@@ -376,6 +382,7 @@ impl Catalog {
         self.absent.clear();
         self.bodies.clear();
         self.functions.clear();
+        self.user_code.clear();
     }
 
     /// The masking rules' `matcher` extended with what `statement` reads
@@ -487,6 +494,28 @@ impl Catalog {
     /// function among what the statement (or a view it reads) calls.
     pub fn user_functions_called(&self) -> bool {
         self.user_functions_called
+    }
+
+    /// Which of `functions` are user-defined ([`Catalog::user_functions`]),
+    /// looked up when not cached.
+    pub async fn user_defined(
+        &mut self,
+        functions: &[String],
+    ) -> Result<Vec<String>, CatalogError> {
+        self.user_functions(functions).await
+    }
+
+    /// [`Catalog::user_defined`] from the cache alone: `None` when a name
+    /// was not looked up in this session.
+    pub fn user_defined_cached(&self, functions: &[String]) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for f in functions {
+            let name = f.rsplit('.').next().unwrap_or(f);
+            if *self.functions.get(name)? {
+                out.push(name.to_lowercase());
+            }
+        }
+        Some(out)
     }
 
     /// Which of `functions` (names as the SQL classifier gives them) are
@@ -602,6 +631,8 @@ impl Catalog {
             .join(",");
         let rows = self.query(&lookup_sql(&values)).await?;
         for key in &missing {
+            self.user_code
+                .insert((*key).clone(), user_code::UserCode::default());
             self.names.insert((*key).clone(), Vec::new());
             self.relatives.insert((*key).clone(), Vec::new());
             self.absent.insert((*key).clone());
@@ -630,6 +661,11 @@ impl Catalog {
             let key = (q_schema, q_name);
             self.absent.remove(&key);
             if kind == "t" {
+                // The table's flags ride in the definition's place.
+                let flags = definition.unwrap_or_default();
+                let code = self.user_code.entry(key).or_default();
+                code.on_write |= flags.contains('w');
+                code.on_read |= flags.contains('r');
                 continue;
             }
             if kind == "i" {

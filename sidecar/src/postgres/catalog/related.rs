@@ -42,6 +42,7 @@ impl Catalog {
                 if self.stands_for_views(key) || self.absent.contains(key) {
                     self.revised();
                     self.names.remove(key);
+                    self.user_code.remove(key);
                     self.relatives.remove(key);
                 }
             }

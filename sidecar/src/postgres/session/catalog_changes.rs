@@ -14,13 +14,21 @@
 //! (what follows it would be decided before it ran), and what follows it
 //! waits for its answer.
 //!
+//! A statement that calls a user-defined function (itself or through a
+//! view it reads: found by the same lookups, one per function name new to
+//! the session), or runs one without naming it (a write to a table whose
+//! trigger, rule, default, constraint, index or policy depends on one; any
+//! statement on a table whose row security policy does), is counted the
+//! same way, as that body may run DDL (`may_change_catalog`); calls of
+//! built-ins are not.
+//!
 //! Not seen: changes made by other clients of the database (another pod,
 //! an administrator) after this session looked a name up, until the
-//! session looks it up again (see sidecar/README.md); DDL run inside a
-//! function's body or a trigger (function calls are not counted).
+//! session looks it up again (see sidecar/README.md); code run through a
+//! partition's own trigger, a domain, a cast or an event trigger.
 
 use super::*;
-use crate::enforcement::Refusal;
+use crate::enforcement::{Decided, Refusal};
 use sluice_policy::sql::Statement;
 
 impl ClientLoop {
@@ -140,9 +148,18 @@ impl ClientLoop {
             return None;
         }
         (0..decided.len() - 1)
-            .any(|i| changes_catalog(decided.statement(i)))
+            .any(|i| may_change_catalog(decided, i))
             .then(followed_refusal)
     }
+}
+
+/// Whether statement `index` of `decided` may change what names stand for:
+/// it is one [`changes_catalog`] counts, or it was found to call a
+/// user-defined function (directly or through a view it reads), whose body
+/// may run DDL (`CREATE FUNCTION swap() … AS $$ DROP TABLE t; CREATE VIEW
+/// t AS SELECT * FROM customers $$`, then `SELECT swap()`).
+pub(super) fn may_change_catalog(decided: &Decided, index: usize) -> bool {
+    changes_catalog(decided.statement(index)) || decided.runs_user_code(index)
 }
 
 /// Whether `statement` (`None`: not parsed) is DDL, a procedure call, a

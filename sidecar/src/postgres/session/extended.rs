@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::catalog_changes::{changes_catalog, followed_refusal};
+use super::catalog_changes::{followed_refusal, may_change_catalog};
 use super::client::{alone_refusal, copies_out, statement_effect};
 use super::expect::{BindInfo, DescribedColumns, ExecCtx, Expect, StatementRef};
 use super::prepared::{closed_before, still_prepared_refusal};
@@ -276,7 +276,7 @@ impl ClientLoop {
             }
             let appended = self.execute_recorded(&stmt.decided, approved)?;
             barrier |= effect != Effect::None
-                || (self.follows_names() && changes_catalog(stmt.decided.statement(stmt.index)));
+                || (self.follows_names() && may_change_catalog(&stmt.decided, stmt.index));
             // Written once for the group, below.
             ticket = appended.map(|r| r.ticket).or(ticket);
             if let Some(hold) = appended.and_then(|r| r.hold) {
@@ -315,7 +315,7 @@ impl ClientLoop {
             .or_else(|| (effect == Effect::Alone && followed).then(alone_refusal))
             // What follows a catalog change would be decided before it ran.
             .or_else(|| {
-                (followed && self.follows_names() && changes_catalog(decided.statement(stmt.index)))
+                (followed && self.follows_names() && may_change_catalog(decided, stmt.index))
                     .then(followed_refusal)
             })
             // Prepared (or bound) under policies that have changed since,

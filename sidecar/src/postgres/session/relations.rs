@@ -70,8 +70,23 @@ impl ClientLoop {
             }
             _ => Ok(HashMap::new()),
         };
+        let user_code = match &related {
+            Ok(related) => {
+                let calls = calls_per_statement(&decided, related);
+                let all: Vec<String> = calls.iter().flatten().cloned().collect();
+                let calls_mask = if all.is_empty() {
+                    0
+                } else {
+                    // Not known: as if every one were user-defined.
+                    let user = Box::pin(catalog.user_defined(&all)).await.ok();
+                    user_code_mask(&calls, user.as_deref())
+                };
+                calls_mask | tables_mask(&decided, &catalog)
+            }
+            Err(_) => 0,
+        };
         drop(catalog);
-        self.settle(decided, related, called)
+        with_user_code(self.settle(decided, related, called), user_code)
     }
 
     /// [`ClientLoop::through_relations`] without a lookup, for a prepared
@@ -92,10 +107,21 @@ impl ClientLoop {
                 (Ok(related), true) => catalog.called_cached(&called_names(&decided, related))?,
                 _ => Ok(HashMap::new()),
             };
-            Some((related, called))
+            let user_code = match &related {
+                Ok(related) => {
+                    let calls = calls_per_statement(&decided, related);
+                    let all: Vec<String> = calls.iter().flatten().cloned().collect();
+                    user_code_mask(&calls, catalog.user_defined_cached(&all).as_deref())
+                        | tables_mask(&decided, &catalog)
+                }
+                Err(_) => 0,
+            };
+            Some((related, called, user_code))
         });
         match cached {
-            Some((related, called)) => self.settle(decided, related, called),
+            Some((related, called, user_code)) => {
+                with_user_code(self.settle(decided, related, called), user_code)
+            }
             None => Arc::new(decided.refused(Refusal::plain(
                 "statement refused: the policies changed and have table or function rules; Sluice has not looked up what this prepared statement's names stand for (views, partitions, user-defined functions): prepare it again",
             ))),
@@ -177,12 +203,13 @@ impl ClientLoop {
             return None;
         }
         let functions = self.enforcer.has_restrictive_function_rules();
-        let calls = functions
-            && decided
-                .sql
-                .statements
-                .iter()
-                .any(|(s, _)| !s.functions.is_empty());
+        // Calls are followed under table rules too: a user-defined function
+        // may change what names stand for (see `catalog_changes`).
+        let calls = decided
+            .sql
+            .statements
+            .iter()
+            .any(|(s, _)| !s.functions.is_empty());
         let names = decided.sql.table_names();
         if names.is_empty() && !calls {
             return None;
@@ -190,6 +217,7 @@ impl ClientLoop {
         if !self.enforcer.has_restrictive_table_rules() {
             let known = self.catalog.try_lock().is_ok_and(|catalog| {
                 catalog.names_without_views(&names)
+                    && catalog.tables_run_no_user_code(&names)
                     && (!calls || catalog.no_user_functions(&own_functions(decided)))
             });
             if known {
@@ -214,6 +242,91 @@ fn own_functions(decided: &Decided) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// The functions each statement of `decided` calls, itself or through the
+/// views its names stand for (`related`): unqualified, lower case.
+fn calls_per_statement(decided: &Decided, related: &HashMap<String, Reach>) -> Vec<Vec<String>> {
+    decided
+        .sql
+        .statements
+        .iter()
+        .map(|(s, _)| {
+            let through_views = s
+                .tables
+                .iter()
+                .filter_map(|t| related.get(t))
+                .flat_map(|r| r.functions.iter().map(|(_, f)| f));
+            let mut calls: Vec<String> = s
+                .functions
+                .iter()
+                .chain(through_views)
+                .map(|f| {
+                    f.rsplit('.')
+                        .next()
+                        .unwrap_or(f)
+                        .trim_matches('"')
+                        .to_lowercase()
+                })
+                .collect();
+            calls.sort();
+            calls.dedup();
+            calls
+        })
+        .collect()
+}
+
+/// The statements (bit `i`, 63 for the rest) among `calls` (see
+/// [`calls_per_statement`]) that call one of `user` (user-defined
+/// functions); every statement that calls anything when `user` is not
+/// known.
+fn user_code_mask(calls: &[Vec<String>], user: Option<&[String]>) -> u64 {
+    let mut mask = 0u64;
+    for (i, called) in calls.iter().enumerate() {
+        let runs = match user {
+            Some(user) => called.iter().any(|f| user.contains(f)),
+            None => !called.is_empty(),
+        };
+        if runs {
+            mask |= 1 << i.min(63);
+        }
+    }
+    mask
+}
+
+/// The statements (bit `i`, 63 for the rest) of `decided` that name a table
+/// running user-defined code they do not name (a trigger or a default on a
+/// write, a row security policy on any statement: see
+/// [`Catalog::runs_user_code_on`]); a name not looked up counts.
+///
+/// [`Catalog::runs_user_code_on`]: crate::postgres::catalog::Catalog::runs_user_code_on
+fn tables_mask(decided: &Decided, catalog: &Catalog) -> u64 {
+    use sluice_crds::StatementKind as K;
+    let mut mask = 0u64;
+    for (i, (s, _)) in decided.sql.statements.iter().enumerate() {
+        let write = s.kinds.iter().any(|k| {
+            matches!(
+                k,
+                K::Insert | K::Update | K::Delete | K::Merge | K::Copy | K::Truncate
+            )
+        });
+        if s.tables
+            .iter()
+            .any(|t| catalog.runs_user_code_on(t, write).unwrap_or(true))
+        {
+            mask |= 1 << i.min(63);
+        }
+    }
+    mask
+}
+
+/// `decided`, marked with `user_code` when it is not empty.
+fn with_user_code(decided: Arc<Decided>, user_code: u64) -> Arc<Decided> {
+    if user_code == 0 {
+        decided
+    } else {
+        Arc::new(decided.with_user_code(user_code))
+    }
 }
 
 /// The functions the statements of `decided` call, and those the views

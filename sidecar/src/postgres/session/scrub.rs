@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWrite;
 
-use super::catalog_changes::changes_catalog;
+use super::catalog_changes::may_change_catalog;
 use super::expect::{BindInfo, Expect, StatementRef};
 use super::{MASK_CACHE_ENTRIES, ServerLoop, SessionError};
 use crate::postgres::framing::Frame;
@@ -261,7 +261,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// A statement ran: kept until the transaction ends, for what arrives
     /// at its end (see [`ServerLoop::uncertain`]).
     pub(super) fn ran(&mut self, s: StatementRef) {
-        if changes_catalog(s.decided.statement(s.index)) {
+        if may_change_catalog(&s.decided, s.index) {
             self.ctx.catalog.changed();
         }
         if !self.masking.has_column_rules() {

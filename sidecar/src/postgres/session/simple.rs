@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use super::catalog_changes::changes_catalog;
+use super::catalog_changes::may_change_catalog;
 use super::client::copies_out;
 use super::expect::{Expect, SimpleCtx};
 use super::{ClientLoop, Guard, SessionError};
@@ -77,7 +77,7 @@ impl ClientLoop {
         }
         self.ctx.metrics.overhead(started.elapsed());
         let changes_catalog = self.follows_names()
-            && (0..decided.len().max(1)).any(|i| changes_catalog(decided.statement(i)));
+            && (0..decided.len().max(1)).any(|i| may_change_catalog(&decided, i));
         self.forward_simple(&frame, decided, copy_masks, writes, hold)
             .await?;
         self.barrier |= effect != Effect::None || self.read_only_barrier() || changes_catalog;
