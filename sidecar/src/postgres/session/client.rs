@@ -168,7 +168,13 @@ impl ClientLoop {
         if let Some((frame, decided)) = self.held.take() {
             // Boxed: held for a human, rare, and its future is several KiB
             // that every statement's future would otherwise carry and move.
-            Box::pin(self.approve_simple(frame, decided, client)).await?;
+            // Inside the session's span: the approvals' own log lines.
+            let span = self.span.clone();
+            Box::pin(tracing::Instrument::instrument(
+                self.approve_simple(frame, decided, client),
+                span,
+            ))
+            .await?;
         }
         Ok(())
     }
@@ -268,6 +274,7 @@ impl ClientLoop {
     /// a failed write is logged, never dropped in silence.
     pub(super) fn record_refusal(&self, decided: &Decided, protocol: &str, refusal: &Refusal) {
         log_unrecorded(
+            &self.span,
             self.ctx
                 .audit
                 .statement(&self.session, decided, protocol, Some(refusal)),

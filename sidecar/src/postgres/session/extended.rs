@@ -120,7 +120,9 @@ impl ClientLoop {
         let timed = parsed.to_approve.is_empty().then_some(started);
         // Statements that need approval hold (or refuse) the whole group.
         for (sql, decided) in &parsed.to_approve {
-            if let Some(refusal) = Box::pin(self.approve_parse(sql, decided)).await {
+            let span = self.span.clone();
+            let approve = tracing::Instrument::instrument(self.approve_parse(sql, decided), span);
+            if let Some(refusal) = Box::pin(approve).await {
                 return Ok(Verdict::Refuse(refusal));
             }
         }

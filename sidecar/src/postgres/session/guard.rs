@@ -218,7 +218,7 @@ impl ClientLoop {
                     crate::recording::rolled_back(r, why);
                 }
             }
-            record_result(&self.ctx, &self.session, &decided, result);
+            record_result((&self.ctx, &self.session, &self.span), &decided, result);
         }
     }
 

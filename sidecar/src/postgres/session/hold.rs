@@ -287,7 +287,7 @@ impl ClientLoop {
             Ok(Recorded::Plain) => self.record_refused(decided, protocol, &refusal),
             // A step of its AccessRequest (a failed write is logged), counted.
             step => {
-                log_unrecorded(step.map(|_| ()), "approval step");
+                log_unrecorded(&self.span, step.map(|_| ()), "approval step");
                 self.ctx.metrics.statement(decided, true);
             }
         }
@@ -312,6 +312,7 @@ impl ClientLoop {
     /// client is told which request to approve and how.
     pub(super) fn notify_held(&self, decided: &Decided, ticket: &ApprovalTicket, protocol: &str) {
         log_unrecorded(
+            &self.span,
             self.approval_record(decided, protocol).held(ticket),
             "approval step",
         );

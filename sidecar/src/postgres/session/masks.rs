@@ -195,7 +195,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
         let mask = match Box::pin(self.row_mask(Some(&stmt), &columns)).await {
             Ok((mask, _)) => mask,
             Err(e) => {
-                tracing::warn!(error = %e, "catalog session unavailable: the prepared statement's values are withheld");
+                tracing::warn!(parent: &self.span, error = %e, "catalog session unavailable: the prepared statement's values are withheld");
                 Some(Arc::new(RowMask::opaque()))
             }
         };
@@ -209,7 +209,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// answer reaches the client until ReadyForQuery (as maxRows' refusal),
     /// rather than values masked whole for want of a lookup.
     pub(super) fn catalog_unavailable(&mut self, e: &CatalogError) {
-        tracing::warn!(error = %e, "catalog session unavailable: the statement's result is withheld");
+        tracing::warn!(parent: &self.span, error = %e, "catalog session unavailable: the statement's result is withheld");
         if !self.suppress {
             Report {
                 severity: "ERROR",
@@ -309,7 +309,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                 Ok((origins, views)) => (Some(origins), views),
                 Err(e @ CatalogError::Unavailable(_)) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, "catalog lookup failed: masking every column of the result");
+                    tracing::warn!(parent: &self.span, error = %e, "catalog lookup failed: masking every column of the result");
                     (None, None)
                 }
             }

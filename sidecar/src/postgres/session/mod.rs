@@ -59,7 +59,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
-use tracing::Instrument;
 
 use super::cancel::CancelRegistry;
 use super::catalog::{Catalog, CatalogPool};
@@ -269,9 +268,14 @@ pub const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
 /// How many result shapes a session keeps masks for.
 const MASK_CACHE_ENTRIES: usize = 64;
 
-/// Serves one accepted client connection to its end, inside the session's
+/// Serves one accepted client connection to its end, under the session's
 /// span: every log line of the session carries its Connection, identity,
-/// session id (as in its audit records) and client address.
+/// session id (as in its audit records) and client address. The span is
+/// entered while the session starts and ends; the two loops that carry its
+/// statements are not polled inside it (entering a span on every poll cost
+/// about 1 % of the instructions and 6 % of the instruction-cache misses
+/// of a select-only statement at 8 clients): their log lines name it as
+/// their parent instead (`ClientLoop::span`, `ServerLoop::span`).
 pub async fn serve(ctx: Arc<ConnectionContext>, socket: TcpStream, peer: SocketAddr) {
     let session = SessionInfo::new(&ctx.binding, &ctx.name, peer);
     // At ERROR level so that it is enabled whenever any of the session's
@@ -283,17 +287,22 @@ pub async fn serve(ctx: Arc<ConnectionContext>, socket: TcpStream, peer: SocketA
         session = %session.id,
         %peer,
     );
-    serve_session(ctx, socket, session).instrument(span).await;
+    serve_session(ctx, socket, session, span).await;
 }
 
-async fn serve_session(ctx: Arc<ConnectionContext>, socket: TcpStream, session: SessionInfo) {
+async fn serve_session(
+    ctx: Arc<ConnectionContext>,
+    socket: TcpStream,
+    session: SessionInfo,
+    span: tracing::Span,
+) {
     let _ = socket.set_nodelay(true);
     let (r, w) = socket.into_split();
     let mut client = FrameReader::new(r, Peer::Client, ctx.max_message_size)
         .with_budget(ctx.buffer_budget.clone());
     let mut writer = w;
-    if let Err(e) = run(&ctx, &mut client, &mut writer, session).await {
-        tracing::debug!(error = %e, "session ended with an error");
+    if let Err(e) = run(&ctx, &mut client, &mut writer, session, &span).await {
+        tracing::debug!(parent: &span, error = %e, "session ended with an error");
     }
     let _ = writer.shutdown().await;
 }
@@ -302,9 +311,9 @@ async fn serve_session(ctx: Arc<ConnectionContext>, socket: TcpStream, session: 
 /// silence. What the session does about it is the caller's: a statement
 /// whose write-ahead record fails does not run; a refusal is sent whether
 /// or not its record was written; the audit sink reports its own outage.
-fn log_unrecorded(recorded: Result<(), AuditError>, record: &'static str) {
+fn log_unrecorded(span: &tracing::Span, recorded: Result<(), AuditError>, record: &'static str) {
     if let Err(e) = recorded {
-        tracing::error!(error = %e, record, "writing an audit record failed");
+        tracing::error!(parent: span, error = %e, record, "writing an audit record failed");
     }
 }
 
@@ -373,6 +382,9 @@ struct Portal {
 struct ClientLoop {
     ctx: Arc<ConnectionContext>,
     session: SessionInfo,
+    /// The session's span, the parent of this loop's log lines (see
+    /// [`serve`]).
+    span: tracing::Span,
     enforcer: Enforcer,
     upstream: WriteHalf,
     out: BytesMut,
@@ -480,6 +492,9 @@ struct ResultState {
 struct ServerLoop<'w, W> {
     ctx: Arc<ConnectionContext>,
     session: SessionInfo,
+    /// The session's span, the parent of this loop's log lines (see
+    /// [`serve`]).
+    span: tracing::Span,
     upstream: FrameReader<ReadHalf>,
     client: &'w mut W,
     out: BytesMut,

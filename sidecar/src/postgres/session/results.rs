@@ -286,7 +286,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
     /// every exit of the session calls it before `session_end`.
     pub(super) fn record_results(&mut self) {
         for (decided, result) in self.results.drain(..) {
-            record_result(&self.ctx, &self.session, &decided, result);
+            record_result((&self.ctx, &self.session, &self.span), &decided, result);
         }
     }
 
@@ -308,7 +308,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     "the session ended while Sluice held the write for maxRowsAffected, so whether it was kept is not known",
                 );
             }
-            record_result(&self.ctx, &self.session, &decided, result);
+            record_result((&self.ctx, &self.session, &self.span), &decided, result);
         }
     }
 
@@ -344,11 +344,10 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
 
 /// Puts one result on record (its audit event and its latency).
 pub(super) fn record_result(
-    ctx: &ConnectionContext,
-    session: &SessionInfo,
+    (ctx, session, span): (&ConnectionContext, &SessionInfo, &tracing::Span),
     decided: &Decided,
     result: ResultRecord,
 ) {
     ctx.metrics.upstream_latency(result.duration);
-    log_unrecorded(ctx.audit.result(session, decided, result), "result");
+    log_unrecorded(span, ctx.audit.result(session, decided, result), "result");
 }

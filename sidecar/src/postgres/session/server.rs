@@ -529,7 +529,7 @@ impl<W: AsyncWrite + Unpin> ServerLoop<'_, W> {
                     && copy::overall_format(frame.body())? != 0
                     && !mask.columns.iter().all(Option::is_none)
                 {
-                    tracing::warn!("binary COPY with masked columns: rows are dropped");
+                    tracing::warn!(parent: &self.span, "binary COPY with masked columns: rows are dropped");
                 }
                 self.forward(&frame);
                 Ok(())

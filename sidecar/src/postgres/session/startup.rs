@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tracing::Instrument;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -70,24 +71,64 @@ pub(super) async fn run<R, W>(
     client: &mut FrameReader<R>,
     writer: &mut W,
     session: SessionInfo,
+    span: &tracing::Span,
 ) -> Result<(), SessionError>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    let Some(params) = handshake(ctx, client, writer).await? else {
+    // The start and the end inside the session's span; the loops under it
+    // (see `serve`).
+    let opened = open(ctx, client, writer, &session)
+        .instrument(span.clone())
+        .await?;
+    let Some((opened, key, started)) = opened else {
         return Ok(());
+    };
+    let outcome = converse(ctx, &session, opened, client, writer, span).await;
+    async {
+        farewell(ctx, writer, &outcome).await;
+        ctx.cancel.remove(key);
+        ctx.metrics.session_ended();
+        let error = outcome.as_ref().err().map(|e| e.to_string());
+        log_unrecorded(
+            span,
+            ctx.audit
+                .session_end(&session, started.elapsed(), error.as_deref()),
+            "sessionEnd",
+        );
+    }
+    .instrument(span.clone())
+    .await;
+    outcome
+}
+
+/// A session's start: the startup packets, the identity's binding, the
+/// upstream session opened and the client told; `None` when the connection
+/// ends without a session. With its cancel key and when it started.
+async fn open<R, W>(
+    ctx: &Arc<ConnectionContext>,
+    client: &mut FrameReader<R>,
+    writer: &mut W,
+    session: &SessionInfo,
+) -> Result<Option<(Opened, (i32, i32), Instant)>, SessionError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let Some(params) = handshake(ctx, client, writer).await? else {
+        return Ok(None);
     };
     // An identity no policy binds never gets a session.
     let Some(enforcer) = ctx.binding.enforcer() else {
         let message = ctx.binding.not_bound_message(&ctx.name);
         let hint = Some(ctx.binding.not_bound_hint());
         return Err(
-            refuse_session(ctx, &session, writer, INVALID_AUTHORIZATION, message, hint).await,
+            refuse_session(ctx, session, writer, INVALID_AUTHORIZATION, message, hint).await,
         );
     };
     let read_only: Option<Arc<str>> = enforcer.masking().read_only().map(Arc::from);
-    let up = open_upstream(ctx, &session, writer, params, read_only.as_deref()).await?;
+    let up = open_upstream(ctx, session, writer, params, read_only.as_deref()).await?;
     let cancel_hold = Arc::new(tokio::sync::Notify::new());
     let key = ctx.cancel.register(CancelTarget {
         upstream: ctx.upstream.clone(),
@@ -112,17 +153,7 @@ where
         read_only,
         cancel_hold,
     };
-    let outcome = converse(ctx, &session, opened, client, writer).await;
-    farewell(ctx, writer, &outcome).await;
-    ctx.cancel.remove(key);
-    ctx.metrics.session_ended();
-    let error = outcome.as_ref().err().map(|e| e.to_string());
-    log_unrecorded(
-        ctx.audit
-            .session_end(&session, started.elapsed(), error.as_deref()),
-        "sessionEnd",
-    );
-    outcome
+    Ok(Some((opened, key, started)))
 }
 
 /// The startup packets up to the client's StartupMessage: its parameters
@@ -307,6 +338,7 @@ async fn refuse_session<W: AsyncWrite + Unpin>(
     hint: Option<&str>,
 ) -> SessionError {
     log_unrecorded(
+        &tracing::Span::current(),
         ctx.audit.session_refused(session, &message),
         "sessionRefused",
     );
@@ -335,6 +367,7 @@ async fn converse<R, W>(
     opened: Opened,
     client: &mut FrameReader<R>,
     writer: &mut W,
+    span: &tracing::Span,
 ) -> Result<(), SessionError>
 where
     R: AsyncRead + Unpin + Send,
@@ -374,6 +407,7 @@ where
     let mut client_loop = ClientLoop {
         ctx: ctx.clone(),
         session: session.clone(),
+        span: span.clone(),
         enforcer,
         upstream: up.writer,
         out: BytesMut::with_capacity(8192),
@@ -409,6 +443,7 @@ where
     let mut server_loop = ServerLoop {
         ctx: ctx.clone(),
         session: session.clone(),
+        span: span.clone(),
         upstream: up.reader.with_budget(ctx.buffer_budget.clone()),
         client: writer,
         out: BytesMut::with_capacity(64 * 1024),
