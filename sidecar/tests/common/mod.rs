@@ -1089,3 +1089,21 @@ pub fn kubectl_sluice(args: &[&str]) -> std::process::Output {
         .output()
         .expect("run kubectl-sluice")
 }
+
+/// Runs a Python `script` with python3 and `env`; its stdout. Panics with
+/// its stderr when it fails, saying to install `package` (the client
+/// library it imports) in case that is what is missing.
+pub fn python(script: &str, env: &[(&str, String)], package: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "the script failed (install its client with `pip install {package}` if it is missing):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

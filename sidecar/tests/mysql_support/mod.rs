@@ -309,17 +309,10 @@ pub fn connector(port: u16, script: &str) -> String {
 /// Runs `prelude` and `script` with python3, `PORT` in the environment;
 /// `(client, package)`: the client library the prelude imports and its pip
 /// package. Returns its stdout; panics with stderr when it fails.
-fn python(port: u16, prelude: &str, (client, package): (&str, &str), script: &str) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(format!("{prelude}{script}"))
-        .env("PORT", port.to_string())
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "the {client} script failed (install it with `pip install {package}` if it is missing):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn python(port: u16, prelude: &str, (_client, package): (&str, &str), script: &str) -> String {
+    crate::common::python(
+        &format!("{prelude}{script}"),
+        &[("PORT", port.to_string())],
+        package,
+    )
 }

@@ -55,10 +55,11 @@ fn swap(raw: &mut RawClient, t: &str) {
     }
 }
 
-#[tokio::test]
-async fn names_swapped_for_views_of_protected_tables_are_followed_again() {
+/// A database for `test` with four customers, and a sidecar on it under
+/// [`POLICY`]; the admin's connection.
+async fn setup(test: &str) -> (Sidecar, tokio_postgres::Client) {
     let pg = server();
-    let db = db_name("catalog_changes");
+    let db = db_name(test);
     pg.create_database(&db).await;
     let admin = connect(&pg.admin_url(&db)).await;
     admin
@@ -72,6 +73,31 @@ async fn names_swapped_for_views_of_protected_tables_are_followed_again() {
         &manifests(pg, &db, ADMIN, "disable", &policy(POLICY)),
         "shop/report-job",
     );
+    (sidecar, admin)
+}
+
+/// Runs `sql`, which must not fail.
+fn run(raw: &mut RawClient, sql: &str) {
+    let bytes = raw.simple(sql);
+    assert!(
+        !contains(&bytes, "SERROR"),
+        "{sql}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+}
+
+/// How many customers are left (four unless a refused write ran).
+async fn customers_left(admin: &tokio_postgres::Client) -> i64 {
+    admin
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn names_swapped_for_views_of_protected_tables_are_followed_again() {
+    let (sidecar, admin) = setup("catalog_changes").await;
     let mut a = RawClient::connect(sidecar.port);
     let mut b = RawClient::connect(sidecar.port);
 
@@ -172,12 +198,7 @@ async fn names_swapped_for_views_of_protected_tables_are_followed_again() {
         String::from_utf8_lossy(&bytes)
     );
 
-    let left: i64 = admin
-        .query_one("SELECT count(*) FROM customers", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 4, "a refused DELETE ran");
+    assert_eq!(customers_left(&admin).await, 4, "a refused DELETE ran");
     // Names that stayed tables, and reads through the views, run as before.
     let bytes = a.simple("SELECT count(*) FROM t1");
     assert!(
@@ -201,31 +222,9 @@ async fn names_swapped_for_views_of_protected_tables_are_followed_again() {
 /// `DELETE FROM t` deleted customers under the rule denying it.
 #[tokio::test]
 async fn names_swapped_by_user_defined_functions_are_followed_again() {
-    let pg = server();
-    let db = db_name("catalog_changes_functions");
-    pg.create_database(&db).await;
-    let admin = connect(&pg.admin_url(&db)).await;
-    admin
-        .batch_execute(
-            "CREATE TABLE customers (id int, name text);
-             INSERT INTO customers VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd');",
-        )
-        .await
-        .unwrap();
-    let sidecar = Sidecar::start(
-        &manifests(pg, &db, ADMIN, "disable", &policy(POLICY)),
-        "shop/report-job",
-    );
+    let (sidecar, admin) = setup("catalog_changes_functions").await;
     let mut a = RawClient::connect(sidecar.port);
     let mut b = RawClient::connect(sidecar.port);
-    let run = |raw: &mut RawClient, sql: &str| {
-        let bytes = raw.simple(sql);
-        assert!(
-            !contains(&bytes, "SERROR"),
-            "{sql}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-    };
     // Functions that swap a name for a view of customers (DDL in plpgsql
     // and in an SQL function's body), and a view calling one.
     for t in ["f1", "f2", "f3", "f4", "f5"] {
@@ -310,12 +309,7 @@ async fn names_swapped_by_user_defined_functions_are_followed_again() {
         String::from_utf8_lossy(&bytes)
     );
 
-    let left: i64 = admin
-        .query_one("SELECT count(*) FROM customers", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 4, "a refused DELETE ran");
+    assert_eq!(customers_left(&admin).await, 4, "a refused DELETE ran");
     // Built-ins are no catalog change: a string may go on after them.
     let bytes = a.simple("SELECT count(*), now() FROM f1; SELECT lower('X')");
     assert!(
@@ -330,30 +324,8 @@ async fn names_swapped_by_user_defined_functions_are_followed_again() {
 /// a user-defined function) counts as a catalog change, as a call does.
 #[tokio::test]
 async fn names_swapped_by_triggers_defaults_and_rules_are_followed_again() {
-    let pg = server();
-    let db = db_name("catalog_changes_implicit");
-    pg.create_database(&db).await;
-    let admin = connect(&pg.admin_url(&db)).await;
-    admin
-        .batch_execute(
-            "CREATE TABLE customers (id int, name text);
-             INSERT INTO customers VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd');",
-        )
-        .await
-        .unwrap();
-    let sidecar = Sidecar::start(
-        &manifests(pg, &db, ADMIN, "disable", &policy(POLICY)),
-        "shop/report-job",
-    );
+    let (sidecar, admin) = setup("catalog_changes_implicit").await;
     let mut a = RawClient::connect(sidecar.port);
-    let run = |raw: &mut RawClient, sql: &str| {
-        let bytes = raw.simple(sql);
-        assert!(
-            !contains(&bytes, "SERROR"),
-            "{sql}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-    };
     let swap_body =
         |t: &str| format!("DROP TABLE {t}; CREATE VIEW {t} AS SELECT * FROM customers;");
     run(
@@ -411,12 +383,7 @@ async fn names_swapped_by_triggers_defaults_and_rules_are_followed_again() {
         "{}",
         String::from_utf8_lossy(&bytes)
     );
-    let left: i64 = admin
-        .query_one("SELECT count(*) FROM customers", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 4, "a refused DELETE ran");
+    assert_eq!(customers_left(&admin).await, 4, "a refused DELETE ran");
     // A plain table's writes go on in one string.
     let bytes = a.simple("INSERT INTO i4 VALUES (1); DELETE FROM i4");
     assert!(

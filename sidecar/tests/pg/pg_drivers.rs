@@ -10,8 +10,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-
 use crate::common;
 
 use common::*;
@@ -47,22 +45,11 @@ async fn setup(test: &str) -> Sidecar {
     )
 }
 
-/// Runs `script` with python3, `PORT` and `DB` in the environment; its
-/// stdout. `package`: what to install when the import fails.
-fn python(sidecar: &Sidecar, db: &str, package: &str, script: &str) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .env("PORT", sidecar.port.to_string())
-        .env("DB", db)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "the script failed (install the driver with `pip install {package}` if it is missing):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Runs `script` with `PORT` and `DB` in the environment; its stdout.
+/// `package`: what to install when the import fails.
+fn driver(sidecar: &Sidecar, db: &str, package: &str, script: &str) -> String {
+    let env = [("PORT", sidecar.port.to_string()), ("DB", db.to_string())];
+    python(script, &env, package)
 }
 
 /// The lines of `out` starting with `label `, without it.
@@ -117,7 +104,7 @@ show('after', lambda: c.execute("SELECT count(*), count(*) FILTER (WHERE name IN
 async fn psycopg_reads_masked_rows_of_every_type_and_is_refused_in_pipelines() {
     let test = "drivers_psycopg";
     let sidecar = setup(test).await;
-    let out = python(&sidecar, &db_name(test), "psycopg[binary]", PSYCOPG);
+    let out = driver(&sidecar, &db_name(test), "psycopg[binary]", PSYCOPG);
     assert!(!out.contains(SSN) && !out.contains("1980"), "{out}");
     // Text and binary results: the masked text column redacted, the masked
     // date and numeric NULL (text format too), unmasked columns and NULLs
@@ -175,7 +162,7 @@ asyncio.run(main())
 async fn asyncpg_reads_masked_rows_through_its_binary_codecs() {
     let test = "drivers_asyncpg";
     let sidecar = setup(test).await;
-    let out = python(&sidecar, &db_name(test), "asyncpg", ASYNCPG);
+    let out = driver(&sidecar, &db_name(test), "asyncpg", ASYNCPG);
     assert!(!out.contains(SSN) && !out.contains("1980"), "{out}");
     assert_eq!(
         line(&out, "fetch"),

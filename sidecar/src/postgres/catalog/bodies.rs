@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 
 use sluice_policy::engine::Reach;
 
-use super::{Catalog, CatalogError, sql_literal};
+use super::{Catalog, CatalogError, user_defined_function, values_list};
 
 /// How deep user-defined functions calling user-defined functions are
 /// followed; deeper refuses the statement.
@@ -211,11 +211,7 @@ impl Catalog {
             return Ok(());
         }
         self.revised();
-        let values = missing
-            .iter()
-            .map(|n| format!("({})", sql_literal(n)))
-            .collect::<Vec<_>>()
-            .join(",");
+        let values = values_list(missing.iter().map(|n| vec![n.as_str()]));
         // As `Catalog::user_functions`: outside the system schemas and no
         // extension's; names compared ignoring case (more, never fewer).
         let sql = format!(
@@ -225,10 +221,8 @@ impl Catalog {
              JOIN pg_catalog.pg_proc p ON pg_catalog.lower(p.proname) = pg_catalog.lower(q.name) \
              JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
              JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
-             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-               WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-               AND d.objid = p.oid AND d.deptype = 'e')"
+             WHERE {user}",
+            user = user_defined_function("p", "n"),
         );
         let rows = self.query(&sql).await?;
         for key in &missing {

@@ -156,6 +156,28 @@ fn sql_literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
 
+/// The rows of a `VALUES` list of string literals: `('a', 'b'), ('c', 'd')`.
+fn values_list<'a>(rows: impl Iterator<Item = Vec<&'a str>>) -> String {
+    rows.map(|row| {
+        let cells: Vec<String> = row.into_iter().map(sql_literal).collect();
+        format!("({})", cells.join(", "))
+    })
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// The condition that the function `p` (an alias of `pg_proc`, in the
+/// namespace `n`) is user-defined: outside the system schemas and no
+/// extension's.
+fn user_defined_function(p: &str, n: &str) -> String {
+    format!(
+        "{n}.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x \
+           WHERE x.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+           AND x.objid = {p}.oid AND x.deptype = 'e')"
+    )
+}
+
 /// The lookup key of a relation name as written: (schema or "", name).
 /// Names come normalised from the SQL classifier (unquoted ones lower-cased,
 /// quoted ones as written, qualified as written); a catalog part is ignored.
@@ -534,21 +556,15 @@ impl Catalog {
             .collect();
         if !missing.is_empty() {
             self.revised();
-            let values = missing
-                .iter()
-                .map(|n| format!("({})", sql_literal(n)))
-                .collect::<Vec<_>>()
-                .join(",");
+            let values = values_list(missing.iter().map(|n| vec![n.as_str()]));
             // Names are compared ignoring case: more functions count as
             // user-defined, never fewer.
             let sql = format!(
                 "SELECT DISTINCT q.name FROM (VALUES {values}) AS q(name) \
                  JOIN pg_catalog.pg_proc p ON pg_catalog.lower(p.proname) = pg_catalog.lower(q.name) \
                  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                   WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-                   AND d.objid = p.oid AND d.deptype = 'e')"
+                 WHERE {user}",
+                user = user_defined_function("p", "n"),
             );
             let rows = self.query(&sql).await?;
             for name in &missing {
@@ -624,11 +640,11 @@ impl Catalog {
             return Ok(());
         }
         self.revised();
-        let values = missing
-            .iter()
-            .map(|(schema, name)| format!("({}, {})", sql_literal(schema), sql_literal(name)))
-            .collect::<Vec<_>>()
-            .join(",");
+        let values = values_list(
+            missing
+                .iter()
+                .map(|(schema, name)| vec![schema.as_str(), name.as_str()]),
+        );
         let rows = self.query(&lookup_sql(&values)).await?;
         for key in &missing {
             self.user_code

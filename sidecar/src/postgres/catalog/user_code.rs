@@ -6,7 +6,7 @@
 //! counts as a catalog change. Found by the lookup that follows a name
 //! ([`Catalog::related_names`]), cached with it.
 
-use super::{Catalog, name_key};
+use super::{Catalog, name_key, user_defined_function};
 
 /// User-defined code the tables of a relation name run without a statement
 /// naming it (see `user_code_flags`): a body that may run DDL and change
@@ -28,10 +28,21 @@ pub(super) struct UserCode {
 /// Objects of the relation are those that depend on it automatically
 /// (`deptype 'a'`); user-defined as in `Catalog::user_functions`.
 pub(super) fn user_code_flags(rel: &str) -> String {
-    let user = "((d2.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND EXISTS (SELECT 1          FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace          WHERE p.oid = d2.refobjid AND pn.nspname NOT IN ('pg_catalog', 'information_schema')          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e            WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e')))        OR (d2.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND EXISTS (SELECT 1          FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace pn ON pn.oid = o.oprnamespace          WHERE o.oid = d2.refobjid AND pn.nspname NOT IN ('pg_catalog', 'information_schema'))))";
+    let function = user_defined_function("p", "pn");
+    let user = format!(
+        "((d2.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND EXISTS (SELECT 1 \
+           FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+           WHERE p.oid = d2.refobjid AND {function})) \
+         OR (d2.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND EXISTS (SELECT 1 \
+           FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace pn ON pn.oid = o.oprnamespace \
+           WHERE o.oid = d2.refobjid AND pn.nspname NOT IN ('pg_catalog', 'information_schema'))))"
+    );
     let depends = |only: &str| {
         format!(
-            "EXISTS (SELECT 1 FROM pg_catalog.pg_depend d1 JOIN pg_catalog.pg_depend d2                ON d2.classid = d1.classid AND d2.objid = d1.objid              WHERE d1.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass                AND d1.refobjid = {rel}.oid AND d1.deptype = 'a'{only} AND {user})"
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_depend d1 JOIN pg_catalog.pg_depend d2 \
+               ON d2.classid = d1.classid AND d2.objid = d1.objid \
+             WHERE d1.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+               AND d1.refobjid = {rel}.oid AND d1.deptype = 'a'{only} AND {user})"
         )
     };
     format!(
