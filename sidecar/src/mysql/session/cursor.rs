@@ -20,7 +20,6 @@
 
 use mysql_common::packets::Column;
 
-use super::prepared::UNKNOWN_STATEMENT;
 use super::relay::{RowStream, RowsSent};
 use super::*;
 
@@ -98,14 +97,7 @@ impl Session<'_> {
             let msg = format!(
                 "statement refused by Sluice: COM_STMT_FETCH for statement {id}, which has no cursor open in this session (unknown, closed, reset, or executed without CURSOR_TYPE_READ_ONLY); nothing was fetched"
             );
-            send_err(
-                &mut self.client,
-                reply_seq,
-                UNKNOWN_STATEMENT,
-                "HY000",
-                &msg,
-            )
-            .await?;
+            self.unknown_statement(reply_seq, &msg).await?;
             return Ok(());
         };
         let started = Instant::now();

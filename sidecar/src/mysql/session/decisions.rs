@@ -106,6 +106,33 @@ impl Decisions {
         lexed: &Lexed,
         keep: impl FnOnce(&SqlDecision) -> bool,
     ) -> Arc<SqlDecision> {
+        let by_shape = !self.literal_sensitive;
+        let shape = || by_shape.then(|| shape_key(text, lexed)).flatten();
+        self.decide_keyed(set, settings, text, shape, keep)
+    }
+
+    /// The decision on `text`, a text that passed the gate when it was
+    /// prepared (a prepared statement's, decided again at each EXECUTE
+    /// under the standing in force): cached by its exact text.
+    pub(super) fn decide_again(
+        &mut self,
+        set: &PolicySet,
+        settings: &Settings,
+        text: &str,
+    ) -> Arc<SqlDecision> {
+        self.decide_keyed(set, settings, text, || None, |_| true)
+    }
+
+    /// [`Decisions::decide`] with the shape key (`None`: the exact text
+    /// only) made by `shape`, when the exact text is not cached.
+    fn decide_keyed(
+        &mut self,
+        set: &PolicySet,
+        settings: &Settings,
+        text: &str,
+        shape: impl FnOnce() -> Option<String>,
+        keep: impl FnOnce(&SqlDecision) -> bool,
+    ) -> Arc<SqlDecision> {
         if text.len() > MAX_TEXT {
             return Arc::new(set.decide_sql(text, SqlDialect::Mysql));
         }
@@ -113,11 +140,7 @@ impl Decisions {
         if let Some(d) = self.map.get(text) {
             return d.clone();
         }
-        let key = if self.literal_sensitive {
-            None
-        } else {
-            shape_key(text, lexed)
-        };
+        let key = shape();
         if let Some(key) = &key
             && let Some(d) = self.map.get(key.as_str())
         {
@@ -137,30 +160,6 @@ impl Decisions {
             _ => text.into(),
         };
         self.map.insert(key, decided.clone());
-        decided
-    }
-
-    /// The decision on `text`, a text that passed the gate when it was
-    /// prepared (a prepared statement's, decided again at each EXECUTE
-    /// under the standing in force): cached by its exact text.
-    pub(super) fn decide_again(
-        &mut self,
-        set: &PolicySet,
-        settings: &Settings,
-        text: &str,
-    ) -> Arc<SqlDecision> {
-        if text.len() > MAX_TEXT {
-            return Arc::new(set.decide_sql(text, SqlDialect::Mysql));
-        }
-        self.follow(settings);
-        if let Some(d) = self.map.get(text) {
-            return d.clone();
-        }
-        let decided = Arc::new(set.decide_sql(text, SqlDialect::Mysql));
-        if self.map.len() >= ENTRIES {
-            self.map.clear();
-        }
-        self.map.insert(text.into(), decided.clone());
         decided
     }
 }

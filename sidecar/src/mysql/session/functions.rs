@@ -215,24 +215,40 @@ impl Session<'_> {
             }
             _ => {}
         }
-        // One column definition, then rows until the OK that ends them.
-        self.up.read().await?;
         let mut values = Vec::new();
+        let end = self
+            .read_rows(1, |row| {
+                let mut pos = 0;
+                if let Some(v) = packet::lenenc_bytes(row, &mut pos)? {
+                    values.push(String::from_utf8_lossy(v).into_owned());
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(end.map(|_| values))
+    }
+
+    /// The rest of a result set of the sidecar's own: its `columns` column
+    /// definitions, then each row (its payload to `row`) until the OK that
+    /// ends them (tracked, and returned) or an ERR (`None`).
+    pub(super) async fn read_rows(
+        &mut self,
+        columns: u64,
+        mut row: impl FnMut(&[u8]) -> Result<(), SessionError>,
+    ) -> Result<Option<OkPacket>, SessionError> {
+        for _ in 0..columns {
+            self.up.read().await?;
+        }
         loop {
             let r = self.up.read().await?;
             match r.payload.first() {
                 Some(0xFE) if r.payload.len() < packet::MAX_WIRE_PAYLOAD => {
                     let ok = OkPacket::parse(&r.payload)?;
                     self.track(&ok)?;
-                    return Ok(Some(values));
+                    return Ok(Some(ok));
                 }
                 Some(0xFF) => return Ok(None),
-                _ => {
-                    let mut pos = 0;
-                    if let Some(v) = packet::lenenc_bytes(&r.payload, &mut pos)? {
-                        values.push(String::from_utf8_lossy(v).into_owned());
-                    }
-                }
+                _ => row(&r.payload)?,
             }
         }
     }

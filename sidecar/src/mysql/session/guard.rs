@@ -347,24 +347,11 @@ impl Session<'_> {
     async fn drain_result(&mut self, head: &[u8]) -> Result<(), SessionError> {
         let mut pos = 0;
         let n = packet::lenenc_int(head, &mut pos)?.unwrap_or(0);
-        for _ in 0..n {
-            self.up.read().await?;
+        let end = self.read_rows(n, |_| Ok(())).await?;
+        if end.is_some_and(|ok| ok.status & MORE_RESULTS != 0) {
+            self.drain().await?;
         }
-        loop {
-            let r = self.up.read().await?;
-            match r.payload.first() {
-                Some(0xFE) if r.payload.len() < packet::MAX_WIRE_PAYLOAD => {
-                    let ok = OkPacket::parse(&r.payload)?;
-                    self.track(&ok)?;
-                    if ok.status & MORE_RESULTS != 0 {
-                        self.drain().await?;
-                    }
-                    return Ok(());
-                }
-                Some(0xFF) => return Ok(()),
-                _ => {}
-            }
-        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@
 use super::*;
 
 /// ER_UNKNOWN_STMT_HANDLER.
-pub(super) const UNKNOWN_STATEMENT: u16 = 1243;
+const UNKNOWN_STATEMENT: u16 = 1243;
 /// COM_STMT_EXECUTE's flag for a read-only cursor.
 const CURSOR_TYPE_READ_ONLY: u8 = 0x01;
 /// Prepared statements a session may hold at once (the server bounds them
@@ -19,6 +19,17 @@ const MAX_PREPARED: usize = 1024;
 const MAX_PREPARED_BYTES: usize = 16 << 20;
 
 impl Session<'_> {
+    /// Answers that the statement id a command names is not one of this
+    /// session's (ER_UNKNOWN_STMT_HANDLER, as the server would), with why.
+    pub(super) async fn unknown_statement(
+        &mut self,
+        reply_seq: u8,
+        msg: &str,
+    ) -> Result<(), SessionError> {
+        send_err(&mut self.client, reply_seq, UNKNOWN_STATEMENT, "HY000", msg).await?;
+        Ok(())
+    }
+
     /// COM_STMT_PREPARE: gated and decided; refused, or forwarded and the
     /// server's answer relayed (its statement id then maps to the text).
     pub(super) async fn prepare(
@@ -107,14 +118,7 @@ impl Session<'_> {
         let id = statement_id(body, COM_STMT_EXECUTE)?;
         let Some(prepared) = self.statements.get(&id) else {
             let msg = format!("Unknown prepared statement handler ({id}) given to EXECUTE");
-            send_err(
-                &mut self.client,
-                reply_seq,
-                UNKNOWN_STATEMENT,
-                "HY000",
-                &msg,
-            )
-            .await?;
+            self.unknown_statement(reply_seq, &msg).await?;
             return Ok(());
         };
         // Flags: the cursor type; only CURSOR_TYPE_READ_ONLY is served
@@ -184,14 +188,7 @@ impl Session<'_> {
                 "Unknown prepared statement handler ({}) given to RESET",
                 id.unwrap_or(0)
             );
-            send_err(
-                &mut self.client,
-                reply_seq,
-                UNKNOWN_STATEMENT,
-                "HY000",
-                &msg,
-            )
-            .await?;
+            self.unknown_statement(reply_seq, &msg).await?;
             return Ok(());
         }
         self.up.command(forward).await?;

@@ -430,21 +430,8 @@ impl Session<'_> {
         // Column definitions, then rows until the OK (or ERR) that ends them.
         let mut pos = 0;
         let columns = packet::lenenc_int(&head.payload, &mut pos)?.unwrap_or(0);
-        for _ in 0..columns {
-            self.up.read().await?;
-        }
-        loop {
-            let r = self.up.read().await?;
-            match r.payload.first() {
-                Some(0xFE) if r.payload.len() < packet::MAX_WIRE_PAYLOAD => {
-                    let ok = OkPacket::parse(&r.payload)?;
-                    self.track(&ok)?;
-                    return Ok(true);
-                }
-                Some(0xFF) => return Ok(true),
-                _ => {}
-            }
-        }
+        self.read_rows(columns, |_| Ok(())).await?;
+        Ok(true)
     }
 }
 
