@@ -77,15 +77,10 @@ pub(super) async fn read_request_body(
     if !inspect {
         return Ok((full(bytes), None));
     }
+    let refuse = |refusal, message| refuse_unreadable(ctx, session, &target.cmd, refusal, message);
+    let method_override = ("methodOverride", "methodOverride");
     if form && let Err(message) = form_without_override(&parts.headers, &bytes) {
-        let refusal = ("methodOverride", "methodOverride");
-        return Err(refuse_unreadable(
-            ctx,
-            session,
-            &target.cmd,
-            refusal,
-            message,
-        ));
+        return Err(refuse(method_override, message));
     }
     let strict = inspection.strict_body(&target.request(None));
     let json = if strict {
@@ -93,14 +88,7 @@ pub(super) async fn read_request_body(
             Ok(json) => json,
             Err((limit, e)) => {
                 let message = sluice_policy::http::body_refusal(&e);
-                let refusal = ("bodyRefused", limit);
-                return Err(refuse_unreadable(
-                    ctx,
-                    session,
-                    &target.cmd,
-                    refusal,
-                    message,
-                ));
+                return Err(refuse(("bodyRefused", limit), message));
             }
         }
     } else {
@@ -109,14 +97,7 @@ pub(super) async fn read_request_body(
     };
     if json_post && has_json_method(json.as_ref()) {
         let message = "Sluice refused the request: its JSON body has a _method field, which some servers (Laravel) run as the request's method; send the method on the request line".to_string();
-        let refusal = ("methodOverride", "methodOverride");
-        return Err(refuse_unreadable(
-            ctx,
-            session,
-            &target.cmd,
-            refusal,
-            message,
-        ));
+        return Err(refuse(method_override, message));
     }
     Ok((full(bytes), json))
 }
