@@ -235,6 +235,11 @@ struct Session<'a> {
     decisions: decisions::Decisions,
     /// The last result's mask plan (see `relay`).
     plan_memo: Option<relay::PlanMemo>,
+    /// Whether a procedure or stored function ran in this session while
+    /// column rules applied: it may have set a server variable from a
+    /// masked column, so reads of server variables are masked whole until
+    /// COM_RESET_CONNECTION (see `functions::reads_server_variables`).
+    variables_tainted: bool,
 }
 
 /// A text and its decision.
@@ -333,7 +338,9 @@ impl Session<'_> {
                     let a = self.up.read().await?;
                     let mut reply = Reply::new(reply_seq);
                     if a.payload.first() == Some(&0) {
-                        // The server dropped the session's prepared statements.
+                        // The server dropped the session's prepared
+                        // statements, and reset its variables.
+                        self.variables_tainted = false;
                         self.statements.clear();
                         self.sql_statements.clear();
                         self.cursors.clear();

@@ -179,6 +179,72 @@ fn stored_and_read_back_values_stay_masked() {
     );
 }
 
+/// Variables read without an origin to mask by: user variables through
+/// `SHOW USER_VARIABLES` and `information_schema.USER_VARIABLES` (MariaDB
+/// shows every session its own), and a server variable a procedure another
+/// role defined set from a masked column (`CALL p()` then `SELECT @@…`,
+/// `SHOW VARIABLES`, `information_schema.SESSION_VARIABLES`). Before, each
+/// of them returned the SSN in clear.
+#[test]
+fn variables_without_an_origin_stay_masked() {
+    let db = "my_attack_variables_read";
+    let sidecar = setup(db, POLICY);
+    maria().admin(&format!(
+        "CREATE PROCEDURE {db}.keep_ssn() SET @@session.default_master_connection = (SELECT ssn FROM {db}.customers WHERE id = 1);
+         GRANT EXECUTE ON {db}.* TO '{USER}'@'%'; GRANT EXECUTE ON {db}.* TO '{USER}'@'127.0.0.1';"
+    ));
+    let out = session(
+        sidecar.port,
+        db,
+        &[
+            "SELECT @@default_master_connection AS before_call",
+            "SELECT ssn INTO @v FROM customers WHERE id = 1",
+            "SHOW USER_VARIABLES",
+            "SELECT * FROM information_schema.USER_VARIABLES",
+            "SELECT (SELECT VARIABLE_VALUE FROM information_schema.user_variables LIMIT 1) AS x",
+            "SELECT * FROM (SELECT * FROM INFORMATION_SCHEMA.`USER_VARIABLES`) d",
+            "INSERT INTO t SELECT 1, VARIABLE_VALUE FROM information_schema.USER_VARIABLES",
+            "SET @@session.default_master_connection = (SELECT VARIABLE_VALUE FROM information_schema.USER_VARIABLES LIMIT 1)",
+            "CALL keep_ssn()",
+            "SELECT @@default_master_connection",
+            "SELECT @@session.default_master_connection AS s",
+            "SHOW VARIABLES LIKE 'default_master%'",
+            "SHOW SESSION VARIABLES WHERE Variable_name = 'default_master_connection'",
+            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES WHERE VARIABLE_NAME = 'DEFAULT_MASTER_CONNECTION'",
+            "INSERT INTO t VALUES (2, @@default_master_connection)",
+        ],
+    );
+    assert!(leaks(&out).is_empty(), "{:?}:\n{out}", leaks(&out));
+    let stored = maria().admin(&format!("SELECT q FROM {db}.t"));
+    assert!(leaks(&stored).is_empty(), "stored: {stored}\n{out}");
+    // Read back masked, not refused; stores of such reads refused.
+    // The answer to the statement `sql`.
+    let answer = |sql: &str| {
+        out.split(">>> ")
+            .find(|s| s.lines().next() == Some(sql))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for sql in [
+        "SHOW USER_VARIABLES",
+        "SELECT @@default_master_connection",
+        "SHOW VARIABLES LIKE 'default_master%'",
+    ] {
+        assert!(answer(sql).contains("[redacted]"), "{sql}: {out}");
+    }
+    for sql in [
+        "INSERT INTO t SELECT 1, VARIABLE_VALUE FROM information_schema.USER_VARIABLES",
+        "INSERT INTO t VALUES (2, @@default_master_connection)",
+    ] {
+        assert!(answer(sql).contains("error 1227"), "{sql}: {out}");
+    }
+    // Before any procedure ran, server variables read as they are.
+    assert!(
+        answer("SELECT @@default_master_connection AS before_call").contains("[[\"\"]]"),
+        "{out}"
+    );
+}
+
 /// Files, HANDLER, warnings and errors that echo values.
 #[test]
 fn files_handlers_and_messages_do_not_unmask() {

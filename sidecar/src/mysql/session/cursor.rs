@@ -52,7 +52,8 @@ impl Opened {
             plan,
             views: views_asked.then(|| unseen.views.clone()),
             functions: unseen.functions.clone(),
-            whole: unseen.whole,
+            // Masked whole either way.
+            whole: unseen.whole || unseen.variables,
         }
     }
 }
@@ -212,13 +213,14 @@ impl Session<'_> {
             functions: c.opened.functions.clone(),
             whole: c.opened.whole,
             matcher: None,
+            variables: false,
         };
         if Arc::ptr_eq(&c.planned_under, &self.masking) {
             return Ok((c.opened.plan.clone(), unseen));
         }
         let (columns, views_asked) = (c.opened.columns.clone(), c.opened.views.is_some());
         let fresh = self.unseen(decided, text).await?;
-        unseen.whole |= fresh.whole;
+        unseen.whole |= fresh.whole || fresh.variables;
         unseen.functions.extend(fresh.functions);
         unseen.functions.sort();
         unseen.functions.dedup();

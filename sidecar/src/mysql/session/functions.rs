@@ -39,6 +39,10 @@ pub(super) struct Unseen {
     pub whole: bool,
     /// The masking rules' matcher extended with `functions` (when any).
     pub matcher: Option<ColumnMatcher>,
+    /// It may read variables whose values have no origin to mask by (see
+    /// [`reads_user_variables`], [`reads_server_variables`]): every column
+    /// of its results is masked, and it may not store what it reads.
+    pub variables: bool,
 }
 
 impl Unseen {
@@ -88,6 +92,10 @@ impl Session<'_> {
         // matcher says: a stored function of that name is masked whole.
         if unseen.functions.iter().any(|f| f == "count") {
             unseen.whole = true;
+        }
+        if self.masking.has_column_rules() {
+            unseen.variables = reads_user_variables(text)
+                || (self.variables_tainted && reads_server_variables(text));
         }
         if !unseen.functions.is_empty() {
             unseen.matcher = Some(
@@ -147,6 +155,11 @@ impl Session<'_> {
         }
         if let Some(why) = self.variable_laundering(decided, unseen) {
             return Some(why);
+        }
+        if unseen.variables && stores(decided) {
+            return Some(
+                "statement refused by Sluice: it stores what it reads from user or server variables other than as @name (SHOW USER_VARIABLES, information_schema.USER_VARIABLES, or server variables after a procedure or stored function ran in this session), which may hold masked values that Sluice cannot mask by their origin".to_string(),
+            );
         }
         if !unseen.calls_stored() {
             return None;
@@ -251,5 +264,73 @@ impl Session<'_> {
                 _ => row(&r.payload)?,
             }
         }
+    }
+}
+
+/// Whether a statement of `decided` writes or stores what it reads (a
+/// write, `CREATE … AS`, `COPY`, `CALL`, `SET`).
+fn stores(decided: &SqlDecision) -> bool {
+    use sluice_crds::StatementKind as K;
+    decided.statements.iter().any(|(s, _)| {
+        s.kinds.iter().any(|k| {
+            matches!(
+                k,
+                K::Insert | K::Update | K::Merge | K::Create | K::Copy | K::Call | K::Set
+            )
+        })
+    })
+}
+
+/// Whether `text` may read the session's user variables other than as
+/// `@name` (which the lineage analysis masks as any table's data): MariaDB's
+/// `SHOW USER_VARIABLES` and `information_schema.USER_VARIABLES`, MySQL's
+/// `performance_schema.user_variables_by_thread`, whose rows show the
+/// values as they are (`SELECT ssn INTO @v …` then `SHOW USER_VARIABLES`
+/// gave the SSN). Any spelling of the word counts (more, never less).
+pub(super) fn reads_user_variables(text: &str) -> bool {
+    contains_ignoring_case(text, "user_variables")
+}
+
+/// Whether `text` may read server (system) variables: `@@name`, `SHOW
+/// VARIABLES`, the `…VARIABLES` tables of `information_schema` and
+/// `performance_schema`. Asked once a procedure or stored function ran in
+/// the session, which may have set one from a masked column.
+pub(super) fn reads_server_variables(text: &str) -> bool {
+    text.contains("@@") || contains_ignoring_case(text, "variables")
+}
+
+/// Whether `text` contains `word` (ASCII, lower case, not empty) in any
+/// case: candidates found by `memchr` on its first letter in both cases, so
+/// a long text is scanned once (every statement is asked while column
+/// rules apply).
+fn contains_ignoring_case(text: &str, word: &str) -> bool {
+    let (b, w) = (text.as_bytes(), word.as_bytes());
+    let Some(&first) = w.first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), b).any(|i| {
+        b.get(i..i + w.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(w))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variable_reads_are_found_in_any_spelling() {
+        assert!(reads_user_variables("SHOW USER_VARIABLES"));
+        assert!(reads_user_variables(
+            "select * from INFORMATION_SCHEMA.`User_Variables`"
+        ));
+        assert!(reads_user_variables(
+            "SELECT * FROM performance_schema.user_variables_by_thread"
+        ));
+        assert!(!reads_user_variables("SELECT @v, user_var FROM t"));
+        assert!(reads_server_variables("SELECT @@session.x"));
+        assert!(reads_server_variables("show session Variables like 'x%'"));
+        assert!(!reads_server_variables("SELECT @v FROM vars"));
+        assert!(!contains_ignoring_case("abc", "abcd"));
     }
 }

@@ -114,6 +114,7 @@ pub(super) async fn run(
         cursor_asked: false,
         decisions: decisions::Decisions::new(literal_sensitive),
         plan_memo: None,
+        variables_tainted: false,
     };
     session.commands().await
 }

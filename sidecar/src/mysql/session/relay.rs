@@ -262,7 +262,7 @@ impl Session<'_> {
         if !unseen.views.is_empty() {
             results::mask_views(&self.masking, decided, columns, plan, &unseen.views);
         }
-        if unseen.whole {
+        if unseen.whole || unseen.variables {
             results::mask_all(&self.masking, plan);
         }
     }
