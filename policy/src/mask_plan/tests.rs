@@ -111,6 +111,40 @@ fn view_columns_come_from_the_view_definition() {
 }
 
 #[test]
+fn shown_custom_settings_are_masked_like_current_setting() {
+    let m = matcher(&[("customers.ssn", 2)]);
+    let masked = |sql: &str, cols: &[&str]| -> Vec<bool> {
+        let out: Vec<OutputColumn> = cols
+            .iter()
+            .map(|n| OutputColumn {
+                name: (*n).to_owned(),
+                origin: None,
+            })
+            .collect();
+        plan_rows(&pg_statement(sql), &out, &m)
+            .columns
+            .iter()
+            .map(|c| matches!(c, ColumnMask::Mask { rule: 2, .. }))
+            .collect()
+    };
+    // A function another role defined may have set it from a masked column.
+    assert_eq!(masked("SHOW my.x", &["my.x"]), [true]);
+    assert_eq!(
+        masked("SHOW ALL", &["name", "setting", "description"]),
+        [true, true, true]
+    );
+    // Built-in settings, as current_setting of them.
+    assert_eq!(masked("SHOW search_path", &["search_path"]), [false]);
+    assert_eq!(
+        masked(
+            "SHOW TRANSACTION ISOLATION LEVEL",
+            &["transaction_isolation"]
+        ),
+        [false]
+    );
+}
+
+#[test]
 fn results_of_opaque_functions_are_masked_whole() {
     let out = |names: &[&str]| {
         names

@@ -622,3 +622,45 @@ async fn masked_values_are_counted_in_audit_and_metrics() {
         "sluice_masked_values_total in\n{metrics}"
     );
 }
+
+/// A setting a function another role defined set from a masked column
+/// (`set_config('my.x', ssn, false)` in its body, out of Sluice's sight):
+/// `SHOW my.x` and `SHOW ALL` read it back masked, as `current_setting`
+/// does; built-in settings read as they are. Before, `SHOW my.x` gave the
+/// SSN in clear.
+#[tokio::test]
+async fn custom_settings_set_by_functions_are_shown_masked() {
+    let test = "masking_custom_settings";
+    let sidecar = setup(test).await;
+    let admin = connect(&server().admin_url(&db_name(test))).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION keep_ssn() RETURNS int LANGUAGE sql AS $$ \
+             SELECT set_config('my.x', (SELECT ssn FROM customers LIMIT 1), false); SELECT 1 $$",
+        )
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(sidecar.port);
+    let ran = raw.simple("SELECT keep_ssn()");
+    assert!(
+        !contains(&ran, "SERROR"),
+        "{}",
+        String::from_utf8_lossy(&ran)
+    );
+    for sql in ["SHOW my.x", "SHOW \"my.x\"", "SHOW ALL"] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert_no_leak(&bytes, sql);
+            assert!(
+                contains(&bytes, "[redacted]"),
+                "{sql}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    let bytes = raw.simple("SHOW search_path");
+    assert!(
+        contains(&bytes, "public") && !contains(&bytes, "[redacted]"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+}
