@@ -178,7 +178,7 @@ async fn bundle(
     Query(query): Query<BundleQuery>,
     headers: HeaderMap,
 ) -> Response {
-    match serve_bundle(&g, &query, &headers).await {
+    match serve_bundle(&g, &query, headers).await {
         Ok(response) => response,
         Err(refusal) => {
             g.metrics.request("bundle", refusal.reason_label());
@@ -190,11 +190,11 @@ async fn bundle(
 async fn serve_bundle(
     g: &Gateway,
     query: &BundleQuery,
-    headers: &HeaderMap,
+    headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     // Held while this request works, not while it waits for a change.
     let mut working = Some(g.limits.enter()?);
-    let claims = authenticate(g, headers).await?;
+    let claims = authenticate(g, &headers).await?;
     check_holder(g, &claims).await?;
     let wait = match &query.wait {
         Some(text) => parse_wait(text).ok_or_else(|| {
@@ -216,6 +216,11 @@ async fn serve_bundle(
                 .to_string()
         })
         .or_else(|| query.revision.clone());
+    // The header values are slices of the connection's read buffer: held
+    // while waiting, they keep that buffer from being used again, and hyper
+    // allocates another to watch the connection (#25: 8 KiB per waiting
+    // long-poll, one per sidecar).
+    drop(headers);
     let identity = Identity {
         namespace: claims.namespace.clone(),
         service_account: claims.service_account.clone(),
