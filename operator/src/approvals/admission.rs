@@ -2,6 +2,8 @@
 //! status updates only as [`crate::approvals::rules::bind_decisions`] allows,
 //! and a new decision only under the rule as it stands when it is made.
 
+use std::sync::Arc;
+
 /// Prefix of every admission refusal, so the approver knows who refused.
 use axum::Router;
 use axum::body::Bytes;
@@ -18,7 +20,7 @@ use crate::gateway::auth::{Gateway, bad_request};
 use crate::identity::webhook_config::{MUTATE_PATH, VALIDATE_PATH};
 
 /// The admission routes, merged into [`crate::gateway::router`].
-pub fn routes() -> Router<Gateway> {
+pub fn routes() -> Router<Arc<Gateway>> {
     Router::new()
         .route(MUTATE_PATH, post(mutate))
         .route(VALIDATE_PATH, post(validate))
@@ -42,11 +44,11 @@ pub(crate) fn check_rule(g: &Gateway, ar: &AccessRequest) -> Result<(), String> 
     })
 }
 
-async fn mutate(State(g): State<Gateway>, body: Bytes) -> Response {
+async fn mutate(State(g): State<Arc<Gateway>>, body: Bytes) -> Response {
     admit(&g, &body, true)
 }
 
-async fn validate(State(g): State<Gateway>, body: Bytes) -> Response {
+async fn validate(State(g): State<Arc<Gateway>>, body: Bytes) -> Response {
     admit(&g, &body, false)
 }
 

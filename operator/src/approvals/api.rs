@@ -32,6 +32,7 @@
 //!   `PolicyInvalid` 409, `NotFound` 404 (also another workload's request),
 //!   `AlreadyExecuted`/`NotApproved`/`Expired` 409, `BadRequest` 400.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -65,7 +66,7 @@ use crate::gateway::auth::{
 use crate::gateway::token::GatewayClaims;
 
 /// The routes of this module, merged into [`crate::gateway::router`].
-pub fn routes() -> Router<Gateway> {
+pub fn routes() -> Router<Arc<Gateway>> {
     Router::new()
         .route("/v1/approvals", post(ask))
         .route("/v1/approvals/{name}", get(poll))
@@ -88,7 +89,7 @@ fn answer(g: &Gateway, route: &'static str, result: Result<ApprovalTicket, Refus
 
 // === POST /v1/approvals ===
 
-async fn ask(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+async fn ask(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
     let result = create_or_reuse(&g, &headers, &body).await;
     answer(&g, "approvals", result)
 }
@@ -361,7 +362,7 @@ pub struct PollQuery {
 }
 
 async fn poll(
-    State(g): State<Gateway>,
+    State(g): State<Arc<Gateway>>,
     Path(name): Path<String>,
     Query(query): Query<PollQuery>,
     headers: HeaderMap,
@@ -440,7 +441,7 @@ async fn own_request(
 // === POST /v1/approvals/{name}/executed ===
 
 async fn executed(
-    State(g): State<Gateway>,
+    State(g): State<Arc<Gateway>>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -546,7 +547,7 @@ struct NotRunBody {
 }
 
 async fn not_run(
-    State(g): State<Gateway>,
+    State(g): State<Arc<Gateway>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,

@@ -148,7 +148,8 @@ pub(crate) async fn authenticate(
     };
     let result = match verify(&g.keys.get()) {
         Err(VerifyError::UnknownKey { .. }) => {
-            if let Err(error) = g.keys.refresh().await {
+            // Boxed: a rare API read, kept out of every request's future.
+            if let Err(error) = Box::pin(g.keys.refresh()).await {
                 tracing::warn!(error = %crate::error_chain(&error), "could not re-read the gateway keys");
             }
             verify(&g.keys.get())
@@ -192,10 +193,13 @@ pub(crate) fn check_held(g: &Gateway, held: &HeldPod, uid: &str) -> Result<(), R
         return Ok(());
     }
     let shared = g.holders.shared_ca(&ca_pem);
+    let pod = held
+        .pod()
+        .map_err(|e| internal("decode the pod the token is bound to", &e))?;
     check_token_holder(
-        &held.pod,
+        &pod,
         uid,
-        &sidecar_config(g, &held.pod, ca_pem),
+        &sidecar_config(g, &pod, ca_pem),
         &g.settings.allowed_sidecar_repositories,
     )
     .map_err(holder_refusal)?;
@@ -212,8 +216,7 @@ pub(crate) fn check_held(g: &Gateway, held: &HeldPod, uid: &str) -> Result<(), R
 /// sidecar check itself once per pod version ([`check_held`]).
 pub(crate) async fn check_holder(g: &Gateway, claims: &GatewayClaims) -> Result<(), Refusal> {
     let pod = holder_pod(g, &claims.namespace, &claims.pod, &claims.pod_uid).await?;
-    let Some(pod) = pod.filter(|p| p.pod.metadata.uid.as_deref() == Some(claims.pod_uid.as_str()))
-    else {
+    let Some(pod) = pod.filter(|p| p.uid() == Some(claims.pod_uid.as_str())) else {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "PodDeleted",
@@ -278,7 +281,9 @@ pub(crate) async fn holder_pod(
     let api = Api::<Pod>::namespaced(g.client.clone(), namespace);
     let pod = g.limits.api("pod lookup", api.get_opt(name)).await?;
     // Read, not watched: what a check of it passes is not remembered.
-    Ok(pod.map(|p| HeldPod::new(Arc::new(p))))
+    pod.map(|p| HeldPod::new(&p))
+        .transpose()
+        .map_err(|e| internal("hold the pod the token is bound to", &e))
 }
 
 /// Counts a waiting long-poll for as long as it lives (also when the caller

@@ -90,26 +90,43 @@ impl<V: Clone> Followed<V> {
 
 /// A pod a token is bound to, and the CA bundle under which it was last
 /// found to run the genuine sidecar (none yet for a pod just seen or read).
+///
+/// The pod is held as its JSON text and decoded only when a check must run
+/// (once per pod version and CA bundle): its decoded form took about 15 KiB
+/// per injected pod (k8s-openapi's containers are mostly inline options),
+/// the text a few (#25: one pod per sidecar). The decoded pod is exactly the
+/// one given: nothing the check reads is dropped on the way.
 #[derive(Clone)]
 pub struct HeldPod {
-    /// The pod as the watch (or the API server) gave it.
-    pub pod: Arc<Pod>,
+    uid: Option<Arc<str>>,
+    json: Arc<[u8]>,
     genuine_under: Arc<Mutex<Option<Arc<str>>>>,
 }
 
 impl HeldPod {
     /// A pod no check has passed yet.
-    pub fn new(pod: Arc<Pod>) -> HeldPod {
-        HeldPod {
-            pod,
+    pub fn new(pod: &Pod) -> Result<HeldPod, serde_json::Error> {
+        Ok(HeldPod {
+            uid: pod.metadata.uid.as_deref().map(Arc::from),
+            json: serde_json::to_vec(pod)?.into(),
             genuine_under: Arc::default(),
-        }
+        })
+    }
+
+    /// The pod's UID.
+    pub fn uid(&self) -> Option<&str> {
+        self.uid.as_deref()
+    }
+
+    /// The pod, decoded (for a check).
+    pub fn pod(&self) -> Result<Pod, serde_json::Error> {
+        serde_json::from_slice(&self.json)
     }
 
     /// Whether this very pod version, bound to `uid`, passed the sidecar
     /// check under the CA bundle `ca_pem`.
     pub fn vouched(&self, uid: &str, ca_pem: &str) -> bool {
-        self.pod.metadata.uid.as_deref() == Some(uid)
+        self.uid() == Some(uid)
             && self
                 .genuine_under
                 .lock()
@@ -181,7 +198,7 @@ impl Holders {
     pub fn pod(&self, namespace: &str, name: &str, uid: &str) -> Option<HeldPod> {
         self.pods
             .get(namespace, name)
-            .filter(|p| p.pod.metadata.uid.as_deref() == Some(uid))
+            .filter(|p| p.uid() == Some(uid))
     }
 
     /// `ca_pem` as one shared copy: the same [`Arc`] for the same bundle.
@@ -228,7 +245,9 @@ fn injected_pod(pod: Lenient<Pod>) -> (Key, Option<HeldPod>) {
     if let Some(status) = pod.status.as_mut() {
         status.conditions = None;
     }
-    (key, Some(HeldPod::new(Arc::new(pod))))
+    // A pod that cannot be held (never seen: a decoded pod encodes) is read
+    // from the API server when asked for, as one the watch has not seen.
+    (key, HeldPod::new(&pod).ok())
 }
 
 fn account_uid(account: Lenient<ServiceAccount>) -> (Key, Option<String>) {
@@ -368,7 +387,7 @@ mod tests {
         let changed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
             loop {
                 let now = holders.pod("shop", "report", "uid-1").unwrap();
-                let image = now.pod.spec.as_ref().unwrap().containers[0].image.clone();
+                let image = now.pod().unwrap().spec.unwrap().containers[0].image.clone();
                 if image.as_deref() == Some("evil:1") {
                     return now;
                 }

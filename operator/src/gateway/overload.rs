@@ -74,18 +74,26 @@ impl Limits {
     /// Runs one API-server call `what` within the API-call bound. A 429 when
     /// no slot frees within [`API_WAIT`]; the API server's own errors as
     /// [`unavailable`] says (its 429 stays a 429).
-    pub(crate) async fn api<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, Refusal> {
-        let slot = tokio::time::timeout(API_WAIT, self.api.acquire()).await;
-        let Ok(Ok(_permit)) = slot else {
-            return Err(overloaded(format!(
-                "the operator's calls to the API server are all busy; the {what} did not start within {API_WAIT:?}; retry after the time in Retry-After"
-            )));
-        };
-        call.await.map_err(|e| unavailable(what, &e))
+    ///
+    /// The call is boxed: a kube request's future is several KiB, and a
+    /// handler that may make one (a bundle long-poll checking its holder)
+    /// would otherwise carry that size inline for as long as it lives,
+    /// waiting or not (#25: one per sidecar).
+    pub(crate) fn api<'a, T: 'a>(
+        &'a self,
+        what: &'a str,
+        call: impl Future<Output = Result<T, kube::Error>> + Send + 'a,
+    ) -> impl Future<Output = Result<T, Refusal>> + Send + 'a {
+        let call = Box::pin(call);
+        async move {
+            let slot = tokio::time::timeout(API_WAIT, self.api.acquire()).await;
+            let Ok(Ok(_permit)) = slot else {
+                return Err(overloaded(format!(
+                    "the operator's calls to the API server are all busy; the {what} did not start within {API_WAIT:?}; retry after the time in Retry-After"
+                )));
+            };
+            call.await.map_err(|e| unavailable(what, &e))
+        }
     }
 }
 

@@ -131,11 +131,18 @@ pub(super) fn record_history(
             namespace: namespace.to_string(),
             time: now.0.to_string(),
         });
-        bound_pending(list);
+        // Cut once per MAX_LINES pushes, not per push: cutting one entry off
+        // a full list moved all the others, per upload once a busy
+        // Connection's list was full between flushes (#25). The flush takes
+        // the list cut exactly ([`bound_pending`]).
+        if list.len() >= 2 * crate::gateway::checkpoint_history::MAX_LINES {
+            bound_pending(list);
+        }
     }
 }
 
-/// A Connection's checkpoints waiting for a flush are bounded like its history.
+/// A Connection's checkpoints waiting for a flush are bounded like its
+/// history: the newest [`crate::gateway::checkpoint_history::MAX_LINES`].
 pub(super) fn bound_pending(list: &mut Vec<HistoryEntry>) {
     let excess = list
         .len()
@@ -344,6 +351,37 @@ mod tests {
             compiled: CompiledPolicy::compile(&policy, &NoSecrets),
             policy: Arc::new(policy),
         }
+    }
+
+    /// Pending checkpoints are cut in bulk, and what a flush takes is the
+    /// newest MAX_LINES, oldest first, as when every push was cut.
+    #[test]
+    fn pending_history_is_cut_to_the_newest_lines() {
+        use crate::gateway::checkpoint_history::MAX_LINES;
+        let keys = KeySet::generate(std::time::SystemTime::now()).unwrap();
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut pending = Pending::default();
+        let total = 3 * MAX_LINES as u64 + 7;
+        for seq in 1..=total {
+            let head = SignedHead {
+                connection: "db".into(),
+                stream: "sidecar:shop/job:job-0:boot".into(),
+                sequence: seq,
+                hash: format!("h{seq}"),
+                signature: "s".into(),
+                key_id: keys.keys()[0].kid().to_string(),
+                identity: "system:serviceaccount:shop:job".into(),
+                pod: "job-0".into(),
+            };
+            record_history(&mut pending, &keys, "shop", &[head], &now);
+            let list = &pending.history[&("shop".to_string(), "db".to_string())];
+            assert!(list.len() < 2 * MAX_LINES, "bounded between flushes");
+        }
+        let mut list = pending.history[&("shop".to_string(), "db".to_string())].clone();
+        bound_pending(&mut list);
+        let sequences: Vec<u64> = list.iter().map(|e| e.head.sequence).collect();
+        let newest: Vec<u64> = (total - MAX_LINES as u64 + 1..=total).collect();
+        assert_eq!(sequences, newest);
     }
 
     /// [`count`] of one event, added to `pending`.

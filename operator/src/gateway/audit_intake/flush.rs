@@ -19,12 +19,16 @@ impl AuditIntake {
     /// adding to the counters stored there. What cannot be written is kept for
     /// the next flush.
     pub async fn flush(&self, client: &Client) -> Result<(), FlushError> {
-        let taken = std::mem::take(
+        let mut taken = std::mem::take(
             &mut *self
                 .pending
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        // Cut in bulk while taken in (count::record_history): cut exactly here.
+        for list in taken.history.values_mut() {
+            bound_pending(list);
+        }
         let mut out = Outcome::default();
         if let Some(operator_namespace) = &self.history_namespace {
             flush_history(

@@ -538,3 +538,41 @@ fn the_chart_wide_log_level_is_the_default_a_pods_annotation_replaces() {
     let error = inject(&pod, &cfg).unwrap_err().to_string();
     assert!(error.contains("sluice.dev/sidecar-log-level"), "{error}");
 }
+
+/// The pod watch holds pods as their JSON text (#25); what a check reads
+/// from a held pod is the pod given, so a genuine pod passes and a tampered
+/// one is refused for the same reason as before it was held.
+#[test]
+fn a_held_pod_is_checked_as_the_pod_itself() {
+    use crate::gateway::holders::HeldPod;
+    let mut genuine = injected_pod(true);
+    genuine.status = Some(PodStatus {
+        init_container_statuses: Some(vec![ContainerStatus {
+            name: "sluice-sidecar".into(),
+            image: "registry.example/sluice-sidecar:0.1.0".into(),
+            image_id: "registry.example/sluice-sidecar@sha256:ab".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    for pod in [genuine, tampered_pod()] {
+        let held = HeldPod::new(&pod).unwrap();
+        assert_eq!(held.uid(), Some(UID));
+        let decoded = held.pod().unwrap();
+        assert_eq!(decoded, pod, "the held pod decodes to the pod given");
+        assert_eq!(check(&decoded), check(&pod));
+    }
+    let tampered = HeldPod::new(&tampered_pod()).unwrap();
+    assert_eq!(
+        check(&tampered.pod().unwrap()),
+        Err(HolderError::SidecarTampered {
+            fields: "command".into()
+        })
+    );
+}
+
+fn tampered_pod() -> Pod {
+    let mut pod = injected_pod(true);
+    sidecar_mut(&mut pod).command = Some(vec!["/bin/sh".into()]);
+    pod
+}
