@@ -8,7 +8,7 @@ use sluice_crds::{Action, AuditCheckpoint, PolicyCounters, RecentDenial};
 use sluice_policy::audit::{AuditEvent, AuditKind};
 use sluice_policy::engine::Identity;
 
-use super::{COMMAND_CHARS, Pending, RECENT_DENIALS, flush};
+use super::{COMMAND_CHARS, Pending, RECENT_DENIALS};
 use crate::catalog::PolicyEntry;
 use crate::gateway::checkpoint_history::HistoryEntry;
 use crate::gateway::token::{GatewayClaims, KeySet};
@@ -168,7 +168,7 @@ impl<'a> BatchCounts<'a> {
     /// Adds the batch's counts to `pending`, for policies of `namespace`.
     pub(super) fn add_to(self, pending: &mut Pending, namespace: &str) {
         for (policy, add) in self.counters {
-            flush::add_counters(
+            add_counters(
                 pending
                     .counters
                     .entry((namespace.to_string(), policy.to_string()))
@@ -327,6 +327,18 @@ fn parse_time(text: &str) -> Time {
     text.parse::<k8s_openapi::jiff::Timestamp>()
         .map(Time)
         .unwrap_or_else(|_| Time(k8s_openapi::jiff::Timestamp::now()))
+}
+
+/// Adds `add` to `into`, each counter stopping at its largest value (a
+/// sidecar reports how many values were masked: never an overflow).
+pub(super) fn add_counters(into: &mut PolicyCounters, add: &PolicyCounters) {
+    let sum = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+    sum(&mut into.allowed, add.allowed);
+    sum(&mut into.denied, add.denied);
+    sum(&mut into.masked, add.masked);
+    sum(&mut into.approvals_requested, add.approvals_requested);
+    sum(&mut into.approvals_granted, add.approvals_granted);
+    sum(&mut into.approvals_denied, add.approvals_denied);
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use sluice_crds::{AccessPolicy, Connection, PolicyCounters, RecentDenial};
 
-use super::count::bound_pending;
+use super::count::{add_counters, bound_pending};
 use super::history::HeldHistories;
 use super::{AUDIT_FIELD_MANAGER, AuditIntake, FlushError, Pending, RECENT_DENIALS};
 use crate::gateway::checkpoint_history;
@@ -247,16 +247,4 @@ async fn write_policy(
     )
     .await?;
     Ok(())
-}
-
-/// Adds `add` to `into`, each counter stopping at its largest value (a
-/// sidecar reports how many values were masked: never an overflow).
-pub(super) fn add_counters(into: &mut PolicyCounters, add: &PolicyCounters) {
-    let sum = |a: &mut u64, b: u64| *a = a.saturating_add(b);
-    sum(&mut into.allowed, add.allowed);
-    sum(&mut into.denied, add.denied);
-    sum(&mut into.masked, add.masked);
-    sum(&mut into.approvals_requested, add.approvals_requested);
-    sum(&mut into.approvals_granted, add.approvals_granted);
-    sum(&mut into.approvals_denied, add.approvals_denied);
 }

@@ -209,7 +209,7 @@ impl AuditIntake {
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        flush::add_counters(
+        count::add_counters(
             pending
                 .counters
                 .entry((namespace.to_string(), policy.to_string()))
