@@ -96,8 +96,13 @@
 //!   masking like every text Sluice cannot parse.
 //! - Values of other tables that the server exposes through catalogs are handled for
 //!   planner statistics (`pg_stats.most_common_vals`, MySQL `column_statistics`) and
-//!   session variables (custom `current_setting`, MySQL `@var`), which are masked
-//!   whenever any masking rule exists. Query texts in `pg_stat_activity` or
+//!   session variables (custom `current_setting`, `SHOW` of a custom setting and
+//!   `SHOW ALL`, MySQL `@var`), which are masked whenever any masking rule exists;
+//!   the MySQL sidecar also masks user variables read as rows (`SHOW
+//!   USER_VARIABLES`, `information_schema.USER_VARIABLES`) and, after a procedure
+//!   or stored function ran, server variables. Built-in PostgreSQL string settings
+//!   a user function set (`application_name` via `set_config` in its body) are
+//!   not masked on `SHOW` or in `pg_stat_activity`. Query texts in `pg_stat_activity` or
 //!   `SHOW PROCESSLIST`, and values echoed in notices and errors, are not columns:
 //!   detectors and the error path must cover them.
 
