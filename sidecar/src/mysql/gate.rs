@@ -202,20 +202,14 @@ fn restores(text: &str) -> bool {
         .split_ascii_whitespace()
         .map(|w| w.to_ascii_lowercase())
         .collect();
-    let plain = |w: &str| w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    let unquote = |w: &str| -> Option<String> {
-        let inner = w.strip_prefix('\'').and_then(|w| w.strip_suffix('\''));
-        let w = inner.unwrap_or(w);
-        plain(w).then(|| w.to_string())
-    };
     match words.as_slice() {
         [set, names, cs] if set == "set" && names == "names" => {
-            unquote(cs).is_some_and(|c| UTF8.contains(&c.as_str()))
+            unquoted(cs).is_some_and(|c| UTF8.contains(&c))
         }
         [set, names, cs, collate, coll]
             if set == "set" && names == "names" && collate == "collate" =>
         {
-            unquote(cs).is_some_and(|c| UTF8.contains(&c.as_str())) && unquote(coll).is_some()
+            unquoted(cs).is_some_and(|c| UTF8.contains(&c)) && unquoted(coll).is_some()
         }
         _ => {
             // SET [SESSION] sql_mode = '<A,B>' | DEFAULT, spaced any way.
@@ -258,13 +252,15 @@ fn charset_variable_value(compact: &str) -> Option<&str> {
 }
 
 /// `value` without one pair of single quotes around it, when it is a plain
-/// name (ASCII letters, digits, `_`).
+/// name (ASCII letters, digits, `_`; `restores` compares it with names).
 fn unquoted(value: &str) -> Option<&str> {
     let inner = value
         .strip_prefix('\'')
         .and_then(|v| v.strip_suffix('\''))
         .unwrap_or(value);
-    (!inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    inner
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
         .then_some(inner)
 }
 
@@ -363,12 +359,18 @@ impl Token {
 }
 
 /// Whether `text` holds `needle` (ASCII, lower case) in any case: no
-/// allocation.
+/// allocation; candidates found by `memchr` on its first letter in both
+/// cases, so a long text is scanned once (some needles are asked of every
+/// statement while column rules apply).
 pub fn contains_ignore_case(text: &str, needle: &str) -> bool {
-    let n = needle.as_bytes();
-    text.as_bytes()
-        .windows(n.len())
-        .any(|w| w.eq_ignore_ascii_case(n))
+    let (b, n) = (text.as_bytes(), needle.as_bytes());
+    let Some(&first) = n.first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), b).any(|i| {
+        b.get(i..i + n.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(n))
+    })
 }
 
 /// Whether `c` can be part of an unquoted word.

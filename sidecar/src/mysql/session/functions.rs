@@ -149,14 +149,13 @@ impl Session<'_> {
         decided: &SqlDecision,
         unseen: &Unseen,
     ) -> Option<String> {
-        use sluice_crds::StatementKind as K;
         if !self.masking.has_column_rules() {
             return None;
         }
         if let Some(why) = self.variable_laundering(decided, unseen) {
             return Some(why);
         }
-        if unseen.variables && stores(decided) {
+        if unseen.variables && decided.statements.iter().any(|(s, _)| stores(s)) {
             return Some(
                 "statement refused by Sluice: it stores what it reads from user or server variables other than as @name (SHOW USER_VARIABLES, information_schema.USER_VARIABLES, or server variables after a procedure or stored function ran in this session), which may hold masked values that Sluice cannot mask by their origin".to_string(),
             );
@@ -165,13 +164,7 @@ impl Session<'_> {
             return None;
         }
         decided.statements.iter().find_map(|(s, _)| {
-            let writes = s.kinds.iter().any(|k| {
-                matches!(
-                    k,
-                    K::Insert | K::Update | K::Merge | K::Create | K::Copy | K::Call | K::Set
-                )
-            });
-            if !writes {
+            if !stores(s) {
                 return None;
             }
             // A view's columns are masked whole when read: what it
@@ -267,17 +260,15 @@ impl Session<'_> {
     }
 }
 
-/// Whether a statement of `decided` writes or stores what it reads (a
-/// write, `CREATE … AS`, `COPY`, `CALL`, `SET`).
-fn stores(decided: &SqlDecision) -> bool {
+/// Whether `s` writes or stores what it reads (a write, `CREATE … AS`,
+/// `COPY`, `CALL`, `SET`).
+fn stores(s: &sluice_policy::sql::Statement) -> bool {
     use sluice_crds::StatementKind as K;
-    decided.statements.iter().any(|(s, _)| {
-        s.kinds.iter().any(|k| {
-            matches!(
-                k,
-                K::Insert | K::Update | K::Merge | K::Create | K::Copy | K::Call | K::Set
-            )
-        })
+    s.kinds.iter().any(|k| {
+        matches!(
+            k,
+            K::Insert | K::Update | K::Merge | K::Create | K::Copy | K::Call | K::Set
+        )
     })
 }
 
@@ -288,7 +279,7 @@ fn stores(decided: &SqlDecision) -> bool {
 /// values as they are (`SELECT ssn INTO @v …` then `SHOW USER_VARIABLES`
 /// gave the SSN). Any spelling of the word counts (more, never less).
 pub(super) fn reads_user_variables(text: &str) -> bool {
-    contains_ignoring_case(text, "user_variables")
+    gate::contains_ignore_case(text, "user_variables")
 }
 
 /// Whether `text` may read server (system) variables: `@@name`, `SHOW
@@ -296,22 +287,7 @@ pub(super) fn reads_user_variables(text: &str) -> bool {
 /// `performance_schema`. Asked once a procedure or stored function ran in
 /// the session, which may have set one from a masked column.
 pub(super) fn reads_server_variables(text: &str) -> bool {
-    text.contains("@@") || contains_ignoring_case(text, "variables")
-}
-
-/// Whether `text` contains `word` (ASCII, lower case, not empty) in any
-/// case: candidates found by `memchr` on its first letter in both cases, so
-/// a long text is scanned once (every statement is asked while column
-/// rules apply).
-fn contains_ignoring_case(text: &str, word: &str) -> bool {
-    let (b, w) = (text.as_bytes(), word.as_bytes());
-    let Some(&first) = w.first() else {
-        return true;
-    };
-    memchr::memchr2_iter(first, first.to_ascii_uppercase(), b).any(|i| {
-        b.get(i..i + w.len())
-            .is_some_and(|s| s.eq_ignore_ascii_case(w))
-    })
+    text.contains("@@") || gate::contains_ignore_case(text, "variables")
 }
 
 #[cfg(test)]
@@ -331,6 +307,6 @@ mod tests {
         assert!(reads_server_variables("SELECT @@session.x"));
         assert!(reads_server_variables("show session Variables like 'x%'"));
         assert!(!reads_server_variables("SELECT @v FROM vars"));
-        assert!(!contains_ignoring_case("abc", "abcd"));
+        assert!(!gate::contains_ignore_case("abc", "abcd"));
     }
 }

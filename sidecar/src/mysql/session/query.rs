@@ -322,23 +322,17 @@ impl Session<'_> {
         if may_change_settings(decided) {
             self.routines.clear();
         }
-        if decided.parse_error.is_some()
-            || decided
-                .statements
-                .iter()
-                .any(|(s, _)| s.kinds.contains(&sluice_crds::StatementKind::Call))
-        {
+        let calls_procedure = decided
+            .statements
+            .iter()
+            .any(|(s, _)| s.kinds.contains(&sluice_crds::StatementKind::Call));
+        if decided.parse_error.is_some() || calls_procedure {
             self.sql_statements.clear();
         }
         // A procedure or stored function may have set a server variable
         // from a masked column: from now on, reads of server variables
         // are masked whole (see `functions::reads_server_variables`).
-        let stored_code = unseen.calls_stored()
-            || decided
-                .statements
-                .iter()
-                .any(|(s, _)| s.kinds.contains(&sluice_crds::StatementKind::Call));
-        if stored_code && self.masking.has_column_rules() {
+        if (calls_procedure || unseen.calls_stored()) && self.masking.has_column_rules() {
             self.variables_tainted = true;
         }
         if may_change_settings(decided) || unseen.calls_stored() {
