@@ -39,6 +39,8 @@ pub mod oid {
     pub const OID: u32 = 26;
     /// json
     pub const JSON: u32 = 114;
+    /// xml
+    pub const XML: u32 = 142;
     /// float4
     pub const FLOAT4: u32 = 700;
     /// float8
@@ -98,17 +100,15 @@ fn is_text_like(type_oid: u32) -> bool {
 /// which drivers read in text format as strings.
 const FIRST_NORMAL_OID: u32 = 16384;
 
-/// `xml`: a masked text is valid XML content.
-const XML: u32 = 142;
-
 /// Whether a masked value of this column may be sent as masked text: a
-/// text-like type, or in text format also a user-defined type or `xml`.
+/// text-like type, or in text format also a user-defined type or `xml`
+/// (a masked text is valid XML content).
 /// Any other built-in type (numbers, dates, arrays, `inet`, …) is sent as
 /// NULL, in text format too: `[redacted]` in a date column made drivers
 /// that parse text values by type (psycopg, asyncpg's text codecs) raise
 /// on the whole row. NULL is the one value every type accepts.
 fn masks_as_text(type_oid: u32, binary: bool) -> bool {
-    is_text_like(type_oid) || (!binary && (type_oid >= FIRST_NORMAL_OID || type_oid == XML))
+    is_text_like(type_oid) || (!binary && (type_oid >= FIRST_NORMAL_OID || type_oid == oid::XML))
 }
 
 fn is_json(type_oid: u32) -> bool {

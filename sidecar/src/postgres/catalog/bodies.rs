@@ -49,8 +49,9 @@ pub(super) enum Body {
 }
 
 /// The unqualified name of a function as the SQL classifier gives it, lower
-/// case (the key of [`Catalog::bodies`]).
-fn function_key(name: &str) -> String {
+/// case (the key of [`Catalog::bodies`], and how the sessions compare
+/// function names).
+pub fn function_key(name: &str) -> String {
     name.rsplit('.')
         .next()
         .unwrap_or(name)

@@ -42,6 +42,7 @@ mod pool;
 mod related;
 mod user_code;
 
+pub use bodies::function_key;
 pub use pool::{CatalogError, CatalogPool, PoolSettings, TOO_MANY_CONNECTIONS, env};
 
 /// How deep views over views are followed; deeper ones are masked whole.
@@ -518,18 +519,9 @@ impl Catalog {
         self.user_functions_called
     }
 
-    /// Which of `functions` are user-defined ([`Catalog::user_functions`]),
-    /// looked up when not cached.
-    pub async fn user_defined(
-        &mut self,
-        functions: &[String],
-    ) -> Result<Vec<String>, CatalogError> {
-        self.user_functions(functions).await
-    }
-
-    /// [`Catalog::user_defined`] from the cache alone: `None` when a name
+    /// [`Catalog::user_functions`] from the cache alone: `None` when a name
     /// was not looked up in this session.
-    pub fn user_defined_cached(&self, functions: &[String]) -> Option<Vec<String>> {
+    pub fn user_functions_cached(&self, functions: &[String]) -> Option<Vec<String>> {
         let mut out = Vec::new();
         for f in functions {
             let name = f.rsplit('.').next().unwrap_or(f);
@@ -544,7 +536,10 @@ impl Catalog {
     /// user-defined: a function of that (unqualified) name exists outside
     /// `pg_catalog` and `information_schema` and belongs to no extension.
     /// Unqualified names, lower-cased.
-    async fn user_functions(&mut self, functions: &[String]) -> Result<Vec<String>, CatalogError> {
+    pub async fn user_functions(
+        &mut self,
+        functions: &[String],
+    ) -> Result<Vec<String>, CatalogError> {
         let names: HashSet<String> = functions
             .iter()
             .filter_map(|f| f.rsplit('.').next())

@@ -27,7 +27,7 @@
 use super::client::catalog_refusal;
 use super::*;
 use crate::enforcement::Refusal;
-use crate::postgres::catalog::CatalogError;
+use crate::postgres::catalog::{CatalogError, function_key};
 use sluice_policy::engine::Reach;
 
 /// What of a statement is followed through the catalog
@@ -74,14 +74,13 @@ impl ClientLoop {
             Ok(related) => {
                 let calls = calls_per_statement(&decided, related);
                 let all: Vec<String> = calls.iter().flatten().cloned().collect();
-                let calls_mask = if all.is_empty() {
-                    0
+                // Not known: as if every one were user-defined.
+                let user = if all.is_empty() {
+                    Some(Vec::new())
                 } else {
-                    // Not known: as if every one were user-defined.
-                    let user = Box::pin(catalog.user_defined(&all)).await.ok();
-                    user_code_mask(&calls, user.as_deref())
+                    Box::pin(catalog.user_functions(&all)).await.ok()
                 };
-                calls_mask | tables_mask(&decided, &catalog)
+                user_code(&decided, &calls, user.as_deref(), &catalog)
             }
             Err(_) => 0,
         };
@@ -111,8 +110,8 @@ impl ClientLoop {
                 Ok(related) => {
                     let calls = calls_per_statement(&decided, related);
                     let all: Vec<String> = calls.iter().flatten().cloned().collect();
-                    user_code_mask(&calls, catalog.user_defined_cached(&all).as_deref())
-                        | tables_mask(&decided, &catalog)
+                    let user = catalog.user_functions_cached(&all);
+                    user_code(&decided, &calls, user.as_deref(), &catalog)
                 }
                 Err(_) => 0,
             };
@@ -261,13 +260,7 @@ fn calls_per_statement(decided: &Decided, related: &HashMap<String, Reach>) -> V
                 .functions
                 .iter()
                 .chain(through_views)
-                .map(|f| {
-                    f.rsplit('.')
-                        .next()
-                        .unwrap_or(f)
-                        .trim_matches('"')
-                        .to_lowercase()
-                })
+                .map(|f| function_key(f))
                 .collect();
             calls.sort();
             calls.dedup();
@@ -318,6 +311,19 @@ fn tables_mask(decided: &Decided, catalog: &Catalog) -> u64 {
         }
     }
     mask
+}
+
+/// The statements of `decided` (bit `i`, 63 for the rest) that run
+/// user-defined code: they call one of `user` (`calls`: see
+/// [`calls_per_statement`]; any call when `user` is not known), or name a
+/// table that runs such code ([`tables_mask`]).
+fn user_code(
+    decided: &Decided,
+    calls: &[Vec<String>],
+    user: Option<&[String]>,
+    catalog: &Catalog,
+) -> u64 {
+    user_code_mask(calls, user) | tables_mask(decided, catalog)
 }
 
 /// `decided`, marked with `user_code` when it is not empty.
