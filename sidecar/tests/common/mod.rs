@@ -1107,3 +1107,12 @@ pub fn python(script: &str, env: &[(&str, String)], package: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// How many rows `table` holds, asked through `admin` (not the sidecar).
+pub async fn row_count(admin: &tokio_postgres::Client, table: &str) -> i64 {
+    admin
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}

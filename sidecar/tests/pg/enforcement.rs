@@ -43,11 +43,7 @@ async fn setup(test: &str, policy_spec: &str) -> (Sidecar, tokio_postgres::Clien
 }
 
 async fn order_count(admin: &tokio_postgres::Client) -> i64 {
-    admin
-        .query_one("SELECT count(*) FROM orders", &[])
-        .await
-        .unwrap()
-        .get(0)
+    row_count(admin, "orders").await
 }
 
 #[tokio::test]

@@ -88,11 +88,7 @@ fn run(raw: &mut RawClient, sql: &str) {
 
 /// How many customers are left (four unless a refused write ran).
 async fn customers_left(admin: &tokio_postgres::Client) -> i64 {
-    admin
-        .query_one("SELECT count(*) FROM customers", &[])
-        .await
-        .unwrap()
-        .get(0)
+    row_count(admin, "customers").await
 }
 
 #[tokio::test]
