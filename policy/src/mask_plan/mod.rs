@@ -458,6 +458,27 @@ pub fn plan_view(
         .collect()
 }
 
+/// The columns `COPY table [(list)] TO STDOUT` writes, in order: its column
+/// list, else the table's columns (`table_columns`, when the caller knows
+/// them). `None` for `COPY (query)` and when neither is known.
+pub fn copy_column_names(
+    stmt: &Statement,
+    table_columns: Option<&[String]>,
+) -> Option<Vec<String>> {
+    let Statement::Copy {
+        source: sqlparser::ast::CopySource::Table { columns, .. },
+        ..
+    } = stmt
+    else {
+        return None;
+    };
+    if columns.is_empty() {
+        table_columns.map(<[String]>::to_vec)
+    } else {
+        Some(columns.iter().map(norm).collect())
+    }
+}
+
 /// Plan for COPY ... TO STDOUT: either per-column masks (COPY t (a,b) TO / COPY (query) TO), or
 /// Deny with a reason when it cannot tell (e.g. COPY t TO STDOUT with no column list on a table
 /// that may have masked columns and `table_columns` is None). `table_columns` are the table's
@@ -478,15 +499,10 @@ pub fn plan_copy(
         return CopyPlan::Columns(MaskPlan::default());
     }
     match source {
-        sqlparser::ast::CopySource::Table {
-            table_name,
-            columns,
-        } => {
+        sqlparser::ast::CopySource::Table { table_name, .. } => {
             let (schema, table) = schema_table(table_name);
-            let names: Vec<String> = if !columns.is_empty() {
-                columns.iter().map(norm).collect()
-            } else if let Some(cols) = table_columns {
-                cols.to_vec()
+            let names: Vec<String> = if let Some(names) = copy_column_names(stmt, table_columns) {
+                names
             } else if let Some(rule) = matcher.table_may_have_masked(schema.as_deref(), &table) {
                 return CopyPlan::Deny(format!(
                     "COPY {table} TO STDOUT without a column list may include columns masked by masking rule {rule}; \

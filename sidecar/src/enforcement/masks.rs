@@ -3,7 +3,7 @@
 //! the statement's mask plan and the columns' resolved origins.
 
 use sluice_policy::mask_plan::{
-    ColumnMask, ColumnMatcher, ColumnOrigin, CopyPlan, MaskReason, OutputColumn,
+    ColumnMask, ColumnMatcher, ColumnOrigin, CopyPlan, MaskReason, OutputColumn, copy_column_names,
 };
 use sluice_policy::sql::Statement;
 
@@ -77,19 +77,33 @@ impl Masking {
     }
 
     /// The mask of `COPY … TO STDOUT` (statement `index` of `decided`), given
-    /// the table's columns when it copies a table; `Err` when it must be refused.
+    /// the table's columns and their type OIDs when it copies a table; `Err`
+    /// when it must be refused.
     pub fn copy_mask(
         &self,
         decided: &Decided,
         index: usize,
-        table_columns: Option<&[String]>,
+        table_columns: Option<&[(String, u32)]>,
         views: Option<&ColumnMatcher>,
     ) -> Result<Option<CopyMask>, Refusal> {
         let Some(stmt) = decided.statement(index) else {
             return Ok(None);
         };
         let matcher = views.unwrap_or_else(|| self.set.column_matcher());
-        match self.set.copy_plan(stmt, table_columns, matcher) {
+        let names: Option<Vec<String>> =
+            table_columns.map(|c| c.iter().map(|(name, _)| name.clone()).collect());
+        // Each written column's type, where known (a table's columns): a
+        // masked value of a non-text type is written as NULL.
+        let types = copy_column_names(&stmt.ast, names.as_deref())
+            .zip(table_columns)
+            .map(|(written, table)| {
+                written
+                    .iter()
+                    .map(|w| table.iter().find(|(n, _)| n == w).map(|(_, t)| *t))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match self.set.copy_plan(stmt, names.as_deref(), matcher) {
             CopyPlan::Deny(why) => Err(Refusal::plain(&format!(
                 "COPY refused by Sluice: masking applies and {why}"
             ))),
@@ -112,6 +126,7 @@ impl Masking {
                 }
                 Ok(Some(CopyMask {
                     columns,
+                    types,
                     detectors: self.detectors,
                 }))
             }

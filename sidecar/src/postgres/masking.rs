@@ -480,6 +480,10 @@ fn mask_binary_array(masking: &Masking, value: &[u8], elem: u32) -> Result<Optio
 pub struct CopyMask {
     /// Masker rule per column (in COPY column order).
     pub columns: Vec<Option<usize>>,
+    /// Type OID per column where known (`COPY table`; empty for
+    /// `COPY (query)`): a masked value of a non-text type is written as
+    /// `\N`, as rows send NULL, so the output stays valid for its type.
+    pub types: Vec<Option<u32>>,
     /// Whether detectors run on every field.
     pub detectors: bool,
 }
@@ -498,8 +502,7 @@ impl CopyMask {
         let text = String::from_utf8_lossy(data);
         let mut changed = 0;
         let mut result = String::with_capacity(text.len());
-        for (li, line) in text.split_inclusive('\n').enumerate() {
-            let _ = li;
+        for line in text.split_inclusive('\n') {
             let (body, nl) = match line.strip_suffix('\n') {
                 Some(b) => (b, "\n"),
                 None => (line, ""),
@@ -528,7 +531,10 @@ impl CopyMask {
                     Some(m) => {
                         changed += 1;
                         counts.add(by);
-                        result.push_str(&escape_copy(&m));
+                        match self.types.get(i).copied().flatten() {
+                            Some(t) if !masks_as_text(t, false) => result.push_str("\\N"),
+                            _ => result.push_str(&escape_copy(&m)),
+                        }
                     }
                     None => result.push_str(field),
                 }

@@ -721,13 +721,13 @@ impl Catalog {
         Ok(())
     }
 
-    /// The columns of a table in order, looked up by name (for `COPY t TO STDOUT`).
-    /// `None` when the table cannot be seen.
+    /// The columns of a table in order with their type OIDs, looked up by
+    /// name (for `COPY t TO STDOUT`). `None` when the table cannot be seen.
     pub async fn table_columns(
         &mut self,
         schema: Option<&str>,
         table: &str,
-    ) -> Result<Option<Vec<String>>, CatalogError> {
+    ) -> Result<Option<Vec<(String, u32)>>, CatalogError> {
         let quote_ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let qualified = match schema {
             Some(s) => format!("{}.{}", quote_ident(s), quote_ident(table)),
@@ -735,7 +735,7 @@ impl Catalog {
         };
         let literal = sql_literal(&qualified);
         let sql = format!(
-            "SELECT a.attname FROM pg_catalog.pg_attribute a \
+            "SELECT a.attname, a.atttypid FROM pg_catalog.pg_attribute a \
              WHERE a.attrelid = pg_catalog.to_regclass({literal}) AND a.attnum > 0 \
              AND NOT a.attisdropped ORDER BY a.attnum"
         );
@@ -745,7 +745,12 @@ impl Catalog {
         }
         Ok(Some(
             rows.into_iter()
-                .filter_map(|mut r| r.pop().flatten())
+                .filter_map(|mut r| {
+                    // A type OID that does not read as one is unknown: 0,
+                    // which is no text-like type, so its masks are NULL.
+                    let type_oid = r.pop().flatten().and_then(|t| t.parse().ok()).unwrap_or(0);
+                    Some((r.pop().flatten()?, type_oid))
+                })
                 .collect(),
         ))
     }
