@@ -249,6 +249,16 @@ impl CompiledPolicy {
         })
     }
 
+    /// Whether a rule of this policy that denies or holds names statement
+    /// kinds or `withoutWhere`.
+    pub(super) fn has_restrictive_kind_rules(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.action != Action::Allow
+                && r.matcher.family != Family::Http
+                && (!r.matcher.statements.is_empty() || r.matcher.without_where.is_some())
+        })
+    }
+
     /// The verdict of the first rule that denies or holds and matches
     /// `stmt`, if any (allow rules skipped: see
     /// [`super::PolicySet::through_relations`]).

@@ -15,10 +15,12 @@ mod decision; // verdicts and how several combine into a Decision
 mod set; // PolicySet: the policies of one identity on one connection
 #[cfg(test)]
 mod tests;
+mod through; // decisions made stricter through views, partitions and function bodies
 
 pub use compile::{CompiledPolicy, NoSecrets, SecretSource};
 pub use decision::{Decision, EffectiveLimits, SqlDecision, Verdict, VerdictReason};
-pub use set::{PolicySet, Reach};
+pub use set::PolicySet;
+pub use through::{Reach, runs_code_on_write};
 
 use serde::Serialize;
 

@@ -1,6 +1,5 @@
 //! The [`PolicySet`]: the policies that apply to one identity on one connection, deciding together.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_crds::{Action, Detector, MaskStrategy, MaxRowsAction, PolicyMode, StatementKind};
@@ -30,7 +29,7 @@ const ON_PARSE_ERROR_NOTES: [&str; 2] = [
 #[derive(Debug)]
 pub struct PolicySet {
     connection: String,
-    policies: Vec<Arc<CompiledPolicy>>,
+    pub(super) policies: Vec<Arc<CompiledPolicy>>,
     maskers: Vec<Masker>,
     /// For each masking rule index: its policy and its index in `spec.masking`.
     mask_sources: Vec<(String, usize)>,
@@ -46,6 +45,10 @@ pub struct PolicySet {
     restrictive_tables: bool,
     /// Whether a rule that denies or holds names functions (likewise).
     restrictive_functions: bool,
+    /// Whether a rule that denies or holds names statement kinds or
+    /// `withoutWhere` (likewise): a user-defined function's body may run
+    /// such a statement for the one that calls it.
+    restrictive_kinds: bool,
     /// Used for a rule index that is not this set's (never expected).
     fallback: Masker,
 }
@@ -162,9 +165,11 @@ impl PolicySet {
         );
         let restrictive_tables = policies.iter().any(|p| p.has_restrictive_table_rules());
         let restrictive_functions = policies.iter().any(|p| p.has_restrictive_function_rules());
+        let restrictive_kinds = policies.iter().any(|p| p.has_restrictive_kind_rules());
         PolicySet {
             restrictive_tables,
             restrictive_functions,
+            restrictive_kinds,
             connection: connection.to_string(),
             policies,
             maskers,
@@ -360,143 +365,17 @@ impl PolicySet {
         self.restrictive_functions
     }
 
-    /// Whether what a statement's names stand for (views, partitions) can
-    /// make its decision stricter: a rule that denies or holds names tables
-    /// or functions. When not, nothing need be looked up.
+    /// Whether what a statement's names stand for (views, partitions, the
+    /// bodies of user-defined functions) can make its decision stricter: a
+    /// rule that denies or holds names tables, functions, statement kinds
+    /// or `withoutWhere`. When not, nothing need be looked up.
     pub fn follows_names(&self) -> bool {
-        self.has_restrictive_table_rules() || self.has_restrictive_function_rules()
-    }
-
-    /// `decided` made stricter by the deny and requireApproval rules that
-    /// match a statement through what its names stand for: `related` gives,
-    /// per table name of the statements, the [`Reach`] of that name (the
-    /// relations whose rows the statement reads or writes under the name it
-    /// gives: a view's tables, a partition's partitioned table, an
-    /// `INHERITS` parent or child; and the functions the views' definitions
-    /// call, which run when the view is read); `functions` gives, per
-    /// function name the statements (or those views) call, what it calls in
-    /// turn ([`Reach::functions`]: a user-defined function's body). A name
-    /// missing from either reaches nothing. Allow rules are not matched
-    /// through them: a wider reading must never loosen a decision. `None`
-    /// when no decision gets stricter.
-    pub fn through_relations(
-        &self,
-        decided: &SqlDecision,
-        related: &HashMap<String, Reach>,
-        functions: &HashMap<String, Reach>,
-    ) -> Option<SqlDecision> {
-        let mut changed = false;
-        let statements: Vec<(Statement, Decision)> = decided
-            .statements
-            .iter()
-            .map(|(s, d)| {
-                let stricter = self.stricter_through(s, d, related, functions);
-                changed |= stricter.is_some();
-                (s.clone(), stricter.unwrap_or_else(|| d.clone()))
-            })
-            .collect();
-        if !changed {
-            return None;
-        }
-        let decision = self.combine_statements(&statements);
-        Some(SqlDecision {
-            decision,
-            statements,
-            ..decided.clone()
-        })
-    }
-
-    /// `d` made stricter by the deny and requireApproval rules that match
-    /// `s` through what its names reach ([`PolicySet::through_relations`]),
-    /// the reason naming the names that reach a relation or call a function
-    /// such a rule names (`cv reaches customers`, `v calls pg_read_file`,
-    /// `vv reaches public.v, which calls pg_read_file`, `f calls
-    /// pg_read_file` of a user-defined function `f`). `None` when it gets
-    /// no stricter.
-    fn stricter_through(
-        &self,
-        s: &Statement,
-        d: &Decision,
-        related: &HashMap<String, Reach>,
-        functions: &HashMap<String, Reach>,
-    ) -> Option<Decision> {
-        // (name, relation reached) and (name, view, function called).
-        let mut reached: Vec<(&str, &str)> = Vec::new();
-        let mut called: Vec<(&str, &str, &str)> = Vec::new();
-        for name in &s.tables {
-            let Some(reach) = related.get(name) else {
-                continue;
-            };
-            for r in &reach.relations {
-                if !s.tables.contains(r) && !reached.iter().any(|(_, x)| x == r) {
-                    reached.push((name, r));
-                }
-            }
-            for (view, f) in &reach.functions {
-                if !s.functions.contains(f) && !called.iter().any(|(_, _, x)| x == f) {
-                    called.push((name, view, f));
-                }
-            }
-        }
-        // What the functions called (by the statement, or by those views)
-        // call in turn.
-        let direct: Vec<&str> = s.functions.iter().map(String::as_str).collect();
-        let through_views: Vec<&str> = called.iter().map(|(_, _, f)| *f).collect();
-        for name in direct.into_iter().chain(through_views) {
-            for (via, f) in functions.get(name).iter().flat_map(|r| r.functions.iter()) {
-                if !s.functions.contains(f) && !called.iter().any(|(_, _, x)| x == f) {
-                    called.push((name, via, f));
-                }
-            }
-        }
-        if reached.is_empty() && called.is_empty() {
-            return None;
-        }
-        let restrictive = |tables: &[&str], functions: &[&str]| {
-            let mut wider = s.clone();
-            wider.tables.extend(tables.iter().map(|t| (*t).to_string()));
-            wider
-                .functions
-                .extend(functions.iter().map(|f| (*f).to_string()));
-            self.policies
-                .iter()
-                .filter_map(|p| p.restrictive_verdict(&wider))
-                .collect::<Vec<Verdict>>()
-        };
-        let tables: Vec<&str> = reached.iter().map(|(_, r)| *r).collect();
-        let functions: Vec<&str> = called.iter().map(|(_, _, f)| *f).collect();
-        let verdicts = restrictive(&tables, &functions);
-        let mut stricter = (!verdicts.is_empty()).then(|| Decision::combine(&verdicts))?;
-        if (stricter.enforced, stricter.action) <= (d.enforced, d.action) {
-            return None;
-        }
-        // Only now (a refusal or a hold): which of what they reach a rule names.
-        let mut through: Vec<String> = reached
-            .iter()
-            .filter(|(_, r)| !restrictive(&[r], &[]).is_empty())
-            .map(|(name, r)| format!("{name} reaches {r}"))
-            .collect();
-        through.extend(
-            called
-                .iter()
-                .filter(|(_, _, f)| !restrictive(&[], &[f]).is_empty())
-                .map(|(name, view, f)| {
-                    if last_segment(name).eq_ignore_ascii_case(last_segment(view)) {
-                        format!("{name} calls {f}")
-                    } else {
-                        format!("{name} reaches {view}, which calls {f}")
-                    }
-                }),
-        );
-        if !through.is_empty() {
-            stricter.reason = format!("{} ({})", stricter.reason, through.join(", "));
-        }
-        Some(stricter)
+        self.restrictive_tables || self.restrictive_functions || self.restrictive_kinds
     }
 
     /// The most restrictive of per-statement decisions (the first on ties). An
     /// empty string decides as allow: it runs nothing.
-    fn combine_statements(&self, decided: &[(Statement, Decision)]) -> Decision {
+    pub(super) fn combine_statements(&self, decided: &[(Statement, Decision)]) -> Decision {
         let mut best: Option<&Decision> = None;
         for (_, d) in decided {
             best = match best {
@@ -675,27 +554,6 @@ impl PolicySet {
             .max()
             .unwrap_or_default()
     }
-}
-
-/// What a name a statement gives stands for beyond itself, as the
-/// database's catalog says (see [`PolicySet::through_relations`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reach {
-    /// The relations whose rows a statement reads or writes under the name
-    /// (a view's tables, through views over views; a partition's
-    /// partitioned table; an `INHERITS` parent or child), as
-    /// `schema.name` or as a view's definition names them.
-    pub relations: Vec<String>,
-    /// The functions the definitions of the views the name stands for call
-    /// (views over views included), each after the view whose definition
-    /// calls it (`schema.name`): reading the view runs them. Names as the
-    /// SQL classifier gives them.
-    pub functions: Vec<(String, String)>,
-}
-
-/// The last dot-separated segment of a name (`v` of `public.v`).
-fn last_segment(name: &str) -> &str {
-    name.rsplit('.').next().unwrap_or(name)
 }
 
 fn redact_masker() -> Masker {

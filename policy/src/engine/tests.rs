@@ -499,7 +499,7 @@ fn masking_rules_combine_strongest_first() {
 
 #[test]
 fn function_rules_hold_through_the_views_a_statement_reads() {
-    use super::set::Reach;
+    use super::Reach;
     use std::collections::HashMap;
     let ps = set(&[policy(&with(
         r#"  defaultAction: deny
@@ -620,4 +620,64 @@ fn function_rules_alone_follow_names_and_allow_rules_do_not() {
 "#,
     ))]);
     assert!(tables.follows_names() && !tables.has_restrictive_function_rules());
+}
+
+#[test]
+fn table_and_kind_rules_hold_through_user_defined_function_bodies() {
+    use super::Reach;
+    use std::collections::HashMap;
+    let ps = set(&[policy(&with(
+        r#"  defaultAction: allow
+  rules:
+    - {name: protect-customers, match: {statements: [delete, update, truncate], tables: [customers]}, action: deny}
+    - {name: no-drops, match: {statements: [drop]}, action: deny}
+    - {name: whole-table, match: {withoutWhere: true, tables: [orders]}, action: deny}
+"#,
+    ))]);
+    assert!(ps.follows_names());
+    // The words of a body, as the sidecar's catalog gives them.
+    let body = |f: &str, text: &str| -> HashMap<String, Reach> {
+        let mut reach = Reach::default();
+        for w in text.split_whitespace() {
+            reach.functions.push((f.to_string(), w.to_lowercase()));
+        }
+        HashMap::from([(f.to_string(), reach)])
+    };
+    let called = ps.decide_sql("SELECT f1()", SqlDialect::Postgres);
+    assert_eq!(called.decision.action, Action::Allow);
+    let deny = |text: &str| {
+        ps.through_relations(&called, &HashMap::new(), &body("f1", text))
+            .map(|d| (d.decision.action, d.decision.rule, d.decision.reason))
+    };
+    let (action, rule, reason) = deny("create function f1 returns int language sql as delete from customers where id 2 returning 1").unwrap();
+    assert_eq!(
+        (action, rule.as_deref()),
+        (Action::Deny, Some("protect-customers"))
+    );
+    assert!(reason.contains("f1's body names customers"), "{reason}");
+    // A kind-only rule: the body's kind is enough.
+    let (_, rule, reason) = deny("begin drop table t end").unwrap();
+    assert_eq!(rule.as_deref(), Some("no-drops"));
+    assert!(reason.contains("f1's body may run drop"), "{reason}");
+    // An UPDATE in a body may have no WHERE.
+    let (_, rule, _) = deny("update orders set total 0").unwrap();
+    assert_eq!(rule.as_deref(), Some("whole-table"));
+    // Reads of customers, or deletes elsewhere: unchanged. (A body's
+    // WHERE cannot be told from its words: a write of `orders` counts as
+    // one without it.)
+    assert!(deny("select name from customers").is_none());
+    assert!(deny("delete from invoices where id 1").is_none());
+    assert!(deny("delete from orders where id 1").is_some());
+    // Through a view that calls it.
+    let reads_view = ps.decide_sql("SELECT * FROM v", SqlDialect::Postgres);
+    let mut view = Reach::default();
+    view.functions.push(("public.v".into(), "f1".into()));
+    let d = ps
+        .through_relations(
+            &reads_view,
+            &HashMap::from([("v".to_string(), view)]),
+            &body("f1", "delete from customers"),
+        )
+        .unwrap();
+    assert_eq!(d.decision.action, Action::Deny);
 }

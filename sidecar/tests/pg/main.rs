@@ -26,6 +26,7 @@ mod pg_attack;
 mod pg_buffer_budget;
 mod pg_catalog_changes;
 mod pg_catalog_pool;
+mod pg_code_bodies;
 mod pg_drivers;
 mod pg_function_rules;
 mod pg_grammar;

@@ -345,6 +345,7 @@ fn reach(
     Reach {
         relations,
         functions,
+        ..Reach::default()
     }
 }
 

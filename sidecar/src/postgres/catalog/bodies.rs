@@ -59,10 +59,21 @@ pub fn function_key(name: &str) -> String {
         .to_lowercase()
 }
 
-/// The words of a definition: runs of letters, digits, `_` and `$`.
-fn words(definition: &str) -> Vec<String> {
+/// The words of a definition: runs of letters, digits, `_` and `$`, and
+/// also each such run's pieces between `$`s: a dollar quote's tag hides
+/// the word it touches (`pg_get_functiondef` writes
+/// `AS $function$DELETE FROM …`), while `$` is also a letter of names.
+pub(super) fn words(definition: &str) -> Vec<String> {
     let mut out: Vec<String> = definition
         .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        .flat_map(|run| {
+            let pieces = run
+                .contains('$')
+                .then(|| run.split('$'))
+                .into_iter()
+                .flatten();
+            std::iter::once(run).chain(pieces)
+        })
         .filter(|w| w.chars().next().is_some_and(|c| !c.is_ascii_digit()))
         .map(str::to_lowercase)
         .collect();
@@ -80,6 +91,11 @@ fn body(kind: &str, language: &str, definition: Option<&str>) -> Body {
     if !matches!(language, "sql" | "plpgsql") {
         return Body::Opaque(format!("is written in {language}"));
     }
+    // `pg_get_functiondef`'s own header is no statement the body runs.
+    let definition = ["CREATE OR REPLACE FUNCTION", "CREATE OR REPLACE PROCEDURE"]
+        .iter()
+        .find_map(|header| definition.trim_start().strip_prefix(header))
+        .unwrap_or(definition);
     let words = words(definition);
     if words.len() > MAX_WORDS {
         return Body::Opaque("has too large a definition".into());
@@ -266,6 +282,17 @@ mod tests {
             panic!("an SQL body is read");
         };
         assert!(w.contains(&"pg_read_file".to_string()), "{w:?}");
+        // The word a dollar quote's tag touches is a word of its own.
+        let Body::Words(w) = body(
+            "f",
+            "sql",
+            Some(
+                "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS $function$DELETE FROM t RETURNING 1$function$",
+            ),
+        ) else {
+            panic!("an SQL body is read");
+        };
+        assert!(w.contains(&"delete".to_string()), "{w:?}");
         for (kind, language, definition) in [
             ("f", "plpythonu", Some("plpy.execute('select 1')")),
             ("a", "internal", None),

@@ -16,9 +16,15 @@
 //! functions the definitions of the views a statement's names stand for
 //! call count as called by the statement ([`Reach::functions`]), with the
 //! same lookups and the same cache: one lookup per name new to the
-//! session, none for a statement that names no relation. What is not
-//! followed (a user-defined function's body, triggers, rules, column
-//! defaults, row security policies) is listed in sidecar/README.md.
+//! session, none for a statement that names no relation.
+//!
+//! A user-defined function's body runs for the statement that calls it:
+//! under any rule that denies or holds, the bodies of the functions a
+//! statement calls (itself or through views) are read, and their words
+//! count as functions it calls, tables it touches and statement kinds it
+//! runs (`PolicySet::through_relations`). What is not followed (triggers,
+//! rules, column defaults, row security policies) is listed in
+//! sidecar/README.md.
 //!
 //! [`Reach::functions`]: sluice_policy::engine::Reach::functions
 //!
@@ -27,8 +33,9 @@
 use super::client::catalog_refusal;
 use super::*;
 use crate::enforcement::Refusal;
+use crate::postgres::catalog::Catalog;
 use crate::postgres::catalog::{CatalogError, function_key};
-use sluice_policy::engine::Reach;
+use sluice_policy::engine::{Reach, runs_code_on_write};
 
 /// What of a statement is followed through the catalog
 /// ([`ClientLoop::names_to_follow`]).
@@ -36,9 +43,8 @@ pub(super) struct Follow {
     /// Its table names, when a rule that denies or holds names tables, or
     /// one names functions and some name may stand for a view.
     tables: Vec<String>,
-    /// Whether a rule that denies or holds names functions: the functions
-    /// it (and the views its names stand for) calls are followed into
-    /// user-defined functions' bodies.
+    /// Whether the functions it (and the views its names stand for) calls
+    /// are followed into user-defined functions' bodies.
     functions: bool,
 }
 
@@ -54,11 +60,21 @@ impl ClientLoop {
     ) -> Arc<Decided> {
         // Boxed, as the masking lookups: their future is large.
         let mut catalog = self.catalog.lock().await;
-        let related = if follow.tables.is_empty() {
+        let mut related = if follow.tables.is_empty() {
             Ok(HashMap::new())
         } else {
             Box::pin(catalog.related_names(&follow.tables)).await
         };
+        // The code its tables run on a write (triggers, rules, defaults…),
+        // into the bodies of the functions it calls.
+        let code = catalog.code_names(&follow.tables);
+        if let (Ok(reach), false) = (&mut related, code.is_empty()) {
+            match Box::pin(catalog.called_through_functions(&code)).await {
+                Ok(bodies) => catalog.add_code_on_write(&follow.tables, reach, &bodies),
+                Err(e) if runs_table_code(&decided, &catalog, &follow.tables) => related = Err(e),
+                Err(_) => {}
+            }
+        }
         let called = match (&related, follow.functions) {
             (Ok(related), true) => {
                 let names = called_names(&decided, related);
@@ -97,11 +113,21 @@ impl ClientLoop {
             return decided;
         };
         let cached = self.catalog.try_lock().ok().and_then(|catalog| {
-            let related = if follow.tables.is_empty() {
+            let mut related = if follow.tables.is_empty() {
                 Ok(HashMap::new())
             } else {
                 catalog.related_cached(&follow.tables)?
             };
+            let code = catalog.code_names(&follow.tables);
+            if let (Ok(reach), false) = (&mut related, code.is_empty()) {
+                match catalog.called_cached(&code)? {
+                    Ok(bodies) => catalog.add_code_on_write(&follow.tables, reach, &bodies),
+                    Err(e) if runs_table_code(&decided, &catalog, &follow.tables) => {
+                        related = Err(e);
+                    }
+                    Err(_) => {}
+                }
+            }
             let called = match (&related, follow.functions) {
                 (Ok(related), true) => catalog.called_cached(&called_names(&decided, related))?,
                 _ => Ok(HashMap::new()),
@@ -201,7 +227,11 @@ impl ClientLoop {
         if refused || !self.enforcer.follows_names() {
             return None;
         }
-        let functions = self.enforcer.has_restrictive_function_rules();
+        // The bodies of the user-defined functions it calls are followed
+        // under any rule that denies or holds: they may call a function a
+        // rule names, or run a statement of a kind on a table a rule names
+        // (`SELECT f()`, `f` deleting from `customers`).
+        let functions = true;
         // Calls are followed under table rules too: a user-defined function
         // may change what names stand for (see `catalog_changes`).
         let calls = decided
@@ -228,6 +258,21 @@ impl ClientLoop {
             functions,
         })
     }
+}
+
+/// Whether a statement of `decided` runs the code one of `tables` runs on
+/// a write (it writes, or that code runs on a read too): when what that
+/// code runs cannot be told, such a statement is refused, and a read of
+/// the table is not.
+fn runs_table_code(decided: &Decided, catalog: &Catalog, tables: &[String]) -> bool {
+    decided.sql.statements.iter().any(|(s, _)| {
+        s.tables.iter().any(|t| {
+            tables.contains(t)
+                && catalog
+                    .code_on_write(t)
+                    .is_some_and(|(_, _, on_read)| on_read || runs_code_on_write(s))
+        })
+    })
 }
 
 /// The functions the statements of `decided` call themselves.

@@ -1,0 +1,329 @@
+//! Decisions made stricter through what a statement's names stand for in
+//! the database (see [`PolicySet::through_relations`]): the relations a
+//! view or a partition reaches, the functions views call, and the bodies
+//! of the user-defined functions a statement runs.
+
+use std::collections::HashMap;
+
+use sluice_crds::StatementKind;
+
+use super::PolicySet;
+use super::decision::{Decision, SqlDecision, Verdict};
+use crate::sql::Statement;
+
+/// What a name a statement gives stands for beyond itself, as the
+/// database's catalog says (see [`PolicySet::through_relations`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// The relations whose rows a statement reads or writes under the name
+    /// (a view's tables, through views over views; a partition's
+    /// partitioned table; an `INHERITS` parent or child), as
+    /// `schema.name` or as a view's definition names them.
+    pub relations: Vec<String>,
+    /// The functions the definitions of the views the name stands for call
+    /// (views over views included), each after the view whose definition
+    /// calls it (`schema.name`): reading the view runs them. Names as the
+    /// SQL classifier gives them.
+    pub functions: Vec<(String, String)>,
+    /// The words of the code that runs when a statement writes under the
+    /// name without naming it (the functions its triggers, column
+    /// defaults, constraints, indexes and row security policies call,
+    /// with their bodies' words, and its rewrite rules' definitions),
+    /// each after what runs it: counted as a user-defined function's body
+    /// is (functions called, tables touched, statement kinds run) for a
+    /// statement of any kind but a read, a `SET` or transaction control.
+    pub on_write: Vec<(String, String)>,
+    /// Whether that code runs on a read too (a row security policy calls
+    /// a user-defined function).
+    pub on_read: bool,
+}
+
+impl PolicySet {
+    /// `decided` made stricter by the deny and requireApproval rules that
+    /// match a statement through what its names stand for: `related` gives,
+    /// per table name of the statements, the [`Reach`] of that name (the
+    /// relations whose rows the statement reads or writes under the name it
+    /// gives: a view's tables, a partition's partitioned table, an
+    /// `INHERITS` parent or child; and the functions the views' definitions
+    /// call, which run when the view is read); `functions` gives, per
+    /// function name the statements (or those views) call, what it calls in
+    /// turn ([`Reach::functions`]: a user-defined function's body). A name
+    /// missing from either reaches nothing. Allow rules are not matched
+    /// through them: a wider reading must never loosen a decision. `None`
+    /// when no decision gets stricter.
+    pub fn through_relations(
+        &self,
+        decided: &SqlDecision,
+        related: &HashMap<String, Reach>,
+        functions: &HashMap<String, Reach>,
+    ) -> Option<SqlDecision> {
+        let mut changed = false;
+        let statements: Vec<(Statement, Decision)> = decided
+            .statements
+            .iter()
+            .map(|(s, d)| {
+                let stricter = self.stricter_through(s, d, related, functions);
+                changed |= stricter.is_some();
+                (s.clone(), stricter.unwrap_or_else(|| d.clone()))
+            })
+            .collect();
+        if !changed {
+            return None;
+        }
+        let decision = self.combine_statements(&statements);
+        Some(SqlDecision {
+            decision,
+            statements,
+            ..decided.clone()
+        })
+    }
+
+    /// `d` made stricter by the deny and requireApproval rules that match
+    /// `s` through what its names reach ([`PolicySet::through_relations`]),
+    /// the reason naming the names that reach a relation or call a function
+    /// such a rule names (`cv reaches customers`, `v calls pg_read_file`,
+    /// `vv reaches public.v, which calls pg_read_file`, `f calls
+    /// pg_read_file` of a user-defined function `f`, `f's body names
+    /// customers`). `None` when it gets no stricter.
+    fn stricter_through(
+        &self,
+        s: &Statement,
+        d: &Decision,
+        related: &HashMap<String, Reach>,
+        functions: &HashMap<String, Reach>,
+    ) -> Option<Decision> {
+        let (reached, called, body) = reached_by(s, related, functions);
+        if reached.is_empty() && called.is_empty() && body.is_empty() {
+            return None;
+        }
+        let verdicts_of = |wider: &Statement| -> Vec<Verdict> {
+            self.policies
+                .iter()
+                .filter_map(|p| p.restrictive_verdict(wider))
+                .collect()
+        };
+        // The statement itself, with what its names reach and the
+        // functions it calls through them.
+        let restrictive = |tables: &[&str], functions: &[&str]| {
+            let mut wider = s.clone();
+            wider.tables.extend(tables.iter().map(|t| (*t).to_string()));
+            wider
+                .functions
+                .extend(functions.iter().map(|f| (*f).to_string()));
+            verdicts_of(&wider)
+        };
+        // The code it runs without naming it, as a statement of its own:
+        // every word of it may be a table it touches or a function it
+        // calls, every statement keyword a kind of statement it runs, and
+        // its UPDATE or DELETE may have no WHERE.
+        let body_kinds = kinds_named(body.iter().map(|(_, w)| *w));
+        let body_writes = body.iter().any(|(_, w)| matches!(*w, "delete" | "update"));
+        let restrictive_body = |words: &[&str], kinds: &[StatementKind]| {
+            let mut code = s.clone();
+            code.kinds = kinds.to_vec();
+            code.tables = words.iter().map(|w| (*w).to_string()).collect();
+            code.functions.clone_from(&code.tables);
+            let mut verdicts = verdicts_of(&code);
+            if body_writes && !code.without_where {
+                code.without_where = true;
+                verdicts.extend(verdicts_of(&code));
+            }
+            verdicts
+        };
+        let tables: Vec<&str> = reached.iter().map(|(_, r)| *r).collect();
+        let functions: Vec<&str> = called.iter().map(|(_, _, f)| *f).collect();
+        let mut verdicts = restrictive(&tables, &functions);
+        if !body.is_empty() {
+            let words: Vec<&str> = body.iter().map(|(_, w)| *w).collect();
+            verdicts.extend(restrictive_body(&words, &body_kinds));
+        }
+        let mut stricter = (!verdicts.is_empty()).then(|| Decision::combine(&verdicts))?;
+        if (stricter.enforced, stricter.action) <= (d.enforced, d.action) {
+            return None;
+        }
+        // Only now (a refusal or a hold): which of what they reach a rule names.
+        let mut through: Vec<String> = reached
+            .iter()
+            .filter(|(_, r)| !restrictive(&[r], &[]).is_empty())
+            .map(|(name, r)| format!("{name} reaches {r}"))
+            .collect();
+        through.extend(
+            called
+                .iter()
+                .filter(|(_, _, f)| !restrictive(&[], &[f]).is_empty())
+                .map(|(name, view, f)| {
+                    if last_segment(name).eq_ignore_ascii_case(last_segment(view)) {
+                        format!("{name} calls {f}")
+                    } else {
+                        format!("{name} reaches {view}, which calls {f}")
+                    }
+                }),
+        );
+        if through.is_empty() && !body.is_empty() {
+            through.extend(body_reasons(
+                &body,
+                &body_kinds,
+                |w: &[&str], k: &[StatementKind]| !restrictive_body(w, k).is_empty(),
+            ));
+        }
+        if !through.is_empty() {
+            stricter.reason = format!("{} ({})", stricter.reason, through.join(", "));
+        }
+        Some(stricter)
+    }
+}
+
+/// Whether `s` runs the code a table runs on a write ([`Reach::on_write`]):
+/// a statement of any kind (nested ones included) but a read, a `SET` or
+/// transaction control.
+pub fn runs_code_on_write(s: &Statement) -> bool {
+    s.kinds.iter().any(|k| {
+        !matches!(
+            k,
+            StatementKind::Select
+                | StatementKind::Set
+                | StatementKind::Begin
+                | StatementKind::Commit
+                | StatementKind::Rollback
+        )
+    })
+}
+
+/// (name, relation reached), (name, view, function called) and
+/// (user-defined function, word of its body) of what the names of `s`
+/// reach and the functions it (and those views) calls call in turn.
+#[allow(clippy::type_complexity)]
+fn reached_by<'a>(
+    s: &'a Statement,
+    related: &'a HashMap<String, Reach>,
+    functions: &'a HashMap<String, Reach>,
+) -> (
+    Vec<(&'a str, &'a str)>,
+    Vec<(&'a str, &'a str, &'a str)>,
+    Vec<(&'a str, &'a str)>,
+) {
+    let mut reached: Vec<(&str, &str)> = Vec::new();
+    let mut called: Vec<(&str, &str, &str)> = Vec::new();
+    let mut body: Vec<(&str, &str)> = Vec::new();
+    let writes = runs_code_on_write(s);
+    for name in &s.tables {
+        let Some(reach) = related.get(name) else {
+            continue;
+        };
+        if writes || reach.on_read {
+            for (via, w) in &reach.on_write {
+                if !body.iter().any(|(_, x)| x == w) {
+                    body.push((via, w));
+                }
+                if !s.functions.contains(w) && !called.iter().any(|(_, _, x)| x == w) {
+                    called.push((name, via, w));
+                }
+            }
+        }
+        for r in &reach.relations {
+            if !s.tables.contains(r) && !reached.iter().any(|(_, x)| x == r) {
+                reached.push((name, r));
+            }
+        }
+        for (view, f) in &reach.functions {
+            if !s.functions.contains(f) && !called.iter().any(|(_, _, x)| x == f) {
+                called.push((name, view, f));
+            }
+        }
+    }
+    // What the functions called (by the statement, or by those views)
+    // call in turn: the words of user-defined functions' bodies.
+    let direct: Vec<&str> = s.functions.iter().map(String::as_str).collect();
+    let through_views: Vec<&str> = called.iter().map(|(_, _, f)| *f).collect();
+    for name in direct.into_iter().chain(through_views) {
+        for (via, f) in functions.get(name).iter().flat_map(|r| r.functions.iter()) {
+            if !body.iter().any(|(_, w)| w == f) {
+                body.push((via, f));
+            }
+            if !s.functions.contains(f) && !called.iter().any(|(_, _, x)| x == f) {
+                called.push((name, via, f));
+            }
+        }
+    }
+    (reached, called, body)
+}
+
+/// The statement kinds a function body's words name (lower case), and
+/// `select` and `other` always: what the body runs, read conservatively
+/// (more refused, never less).
+fn kinds_named<'a>(words: impl Iterator<Item = &'a str>) -> Vec<StatementKind> {
+    let mut kinds = vec![StatementKind::Select, StatementKind::Other];
+    for w in words {
+        kinds.push(match w {
+            "select" | "values" | "table" | "show" | "perform" => StatementKind::Select,
+            "insert" => StatementKind::Insert,
+            "update" => StatementKind::Update,
+            "delete" => StatementKind::Delete,
+            "merge" => StatementKind::Merge,
+            "copy" => StatementKind::Copy,
+            "create" => StatementKind::Create,
+            "alter" => StatementKind::Alter,
+            "drop" => StatementKind::Drop,
+            "truncate" => StatementKind::Truncate,
+            "grant" => StatementKind::Grant,
+            "revoke" => StatementKind::Revoke,
+            "set" | "reset" => StatementKind::Set,
+            "call" => StatementKind::Call,
+            "do" => StatementKind::Do,
+            "begin" | "start" | "savepoint" => StatementKind::Begin,
+            "commit" | "release" | "end" => StatementKind::Commit,
+            "rollback" | "abort" => StatementKind::Rollback,
+            _ => continue,
+        });
+    }
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+/// Why a body makes a statement stricter: `f's body may run drop` when the
+/// kinds its words name are enough, else `f's body names customers` for
+/// each word a rule names as a table (`matches(words, kinds)`: whether a
+/// rule that denies or holds matches with them).
+fn body_reasons(
+    body: &[(&str, &str)],
+    kinds: &[StatementKind],
+    matches: impl Fn(&[&str], &[StatementKind]) -> bool,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if matches(&[], kinds) {
+        let named: Vec<&str> = kinds
+            .iter()
+            .filter(|k| matches(&[], &[**k]))
+            .map(|k| k.as_str())
+            .collect();
+        for (via, _) in body {
+            let reason = format!("{} may run {}", runner(via), named.join(", "));
+            if !out.contains(&reason) {
+                out.push(reason);
+            }
+        }
+        return out;
+    }
+    for (via, w) in body {
+        if matches(&[w], kinds) {
+            out.push(format!("{} names {w}", runner(via)));
+        }
+    }
+    out
+}
+
+/// What runs words of a body, for a reason: `f's body` of a function `f`;
+/// a description (`the rules on orders`) as it is.
+fn runner(via: &str) -> String {
+    if via.contains(' ') {
+        via.to_string()
+    } else {
+        format!("{via}'s body")
+    }
+}
+
+/// The last dot-separated segment of a name (`v` of `public.v`).
+fn last_segment(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
+}
