@@ -3,7 +3,7 @@
 //! view or a partition reaches, the functions views call, and the bodies
 //! of the user-defined functions a statement runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sluice_crds::StatementKind;
 
@@ -245,7 +245,51 @@ fn reached_by<'a>(
             }
         }
     }
+    follow_words(&mut body, related, functions);
     (reached, called, body)
+}
+
+/// Adds to `body` (what runs words of code, word) what its words name in
+/// turn: a word naming a relation (`DELETE FROM cv` in a body, `cv` a view
+/// of `customers`) adds the relations it reaches, the functions its views
+/// call with their bodies' words, and its own code on a write (the code
+/// may write it); a word naming a user-defined function adds its body's
+/// words. Each word once.
+fn follow_words<'a>(
+    body: &mut Vec<(&'a str, &'a str)>,
+    related: &'a HashMap<String, Reach>,
+    functions: &'a HashMap<String, Reach>,
+) {
+    let mut seen: HashSet<&str> = body.iter().map(|(_, w)| *w).collect();
+    let mut next = 0;
+    while next < body.len() {
+        let (_, word) = body[next];
+        next += 1;
+        let mut found: Vec<(&str, &str)> = Vec::new();
+        if let Some(reach) = related.get(word) {
+            found.extend(reach.relations.iter().map(|r| (word, r.as_str())));
+            found.extend(
+                reach
+                    .functions
+                    .iter()
+                    .map(|(v, f)| (v.as_str(), f.as_str())),
+            );
+            found.extend(reach.on_write.iter().map(|(v, w)| (v.as_str(), w.as_str())));
+        }
+        if let Some(reach) = functions.get(word) {
+            found.extend(
+                reach
+                    .functions
+                    .iter()
+                    .map(|(v, w)| (v.as_str(), w.as_str())),
+            );
+        }
+        for (via, w) in found {
+            if seen.insert(w) {
+                body.push((via, w));
+            }
+        }
+    }
 }
 
 /// The statement kinds a function body's words name (lower case), and

@@ -10,7 +10,8 @@
 //! Per class: functions called directly (SQL and PL/pgSQL bodies, made by
 //! the workload through the sidecar or by the admin), procedures, through
 //! a view, nested functions, triggers, rewrite rules, column defaults,
-//! kind-only and `withoutWhere` rules; simple and extended protocol.
+//! kind-only and `withoutWhere` rules, what a body names in turn (a view,
+//! a table with a trigger); simple and extended protocol.
 
 use crate::common;
 use common::*;
@@ -64,6 +65,9 @@ async fn setup(test: &str) -> (Sidecar, tokio_postgres::Client) {
              CREATE TRIGGER opaque_code BEFORE INSERT ON opaque FOR EACH ROW EXECUTE FUNCTION dynamic_trigger();
              CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql
                AS $$ BEGIN NEW.id = NEW.id + 1; RETURN NEW; END $$;
+             CREATE VIEW cv AS SELECT * FROM customers;
+             CREATE FUNCTION purge_view() RETURNS int LANGUAGE sql AS 'DELETE FROM cv WHERE id = 4 RETURNING 1';
+             CREATE FUNCTION fill_audited() RETURNS int LANGUAGE sql AS 'INSERT INTO audited VALUES (1) RETURNING 1';
              CREATE TABLE stamped (id int);
              CREATE TRIGGER stamped_stamp BEFORE INSERT ON stamped FOR EACH ROW EXECUTE FUNCTION stamp();",
         )
@@ -154,6 +158,18 @@ async fn function_bodies_run_no_denied_statement() {
             "SELECT zero_orders()",
             "whole-orders",
             "zero_orders's body names orders",
+        ),
+        // What a body names is followed in turn: a view of customers, a
+        // table whose trigger deletes customers.
+        (
+            "SELECT purge_view()",
+            "protect-customers",
+            "cv's body names customers",
+        ),
+        (
+            "SELECT fill_audited()",
+            "protect-customers",
+            "purge_trigger's body names customers",
         ),
     ] {
         for bytes in [raw.simple(sql), raw.extended(sql, false)] {

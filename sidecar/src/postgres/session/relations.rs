@@ -33,6 +33,8 @@
 use super::client::catalog_refusal;
 use super::*;
 use crate::enforcement::Refusal;
+use std::collections::HashSet;
+
 use crate::postgres::catalog::Catalog;
 use crate::postgres::catalog::{CatalogError, function_key};
 use sluice_policy::engine::{Reach, runs_code_on_write};
@@ -86,6 +88,22 @@ impl ClientLoop {
             }
             _ => Ok(HashMap::new()),
         };
+        let (related, called) = match (related, called) {
+            (Ok(mut related), Ok(mut called)) => {
+                match Box::pin(follow_code(
+                    &mut catalog,
+                    &follow.tables,
+                    &mut related,
+                    &mut called,
+                ))
+                .await
+                {
+                    Ok(()) => (Ok(related), Ok(called)),
+                    Err(e) => (Err(e), Ok(HashMap::new())),
+                }
+            }
+            other => other,
+        };
         let user_code = match &related {
             Ok(related) => {
                 let calls = calls_per_statement(&decided, related);
@@ -131,6 +149,15 @@ impl ClientLoop {
             let called = match (&related, follow.functions) {
                 (Ok(related), true) => catalog.called_cached(&called_names(&decided, related))?,
                 _ => Ok(HashMap::new()),
+            };
+            let (related, called) = match (related, called) {
+                (Ok(mut related), Ok(mut called)) => {
+                    match follow_code_cached(&catalog, &follow.tables, &mut related, &mut called)? {
+                        Ok(()) => (Ok(related), Ok(called)),
+                        Err(e) => (Err(e), Ok(HashMap::new())),
+                    }
+                }
+                other => other,
             };
             let user_code = match &related {
                 Ok(related) => {
@@ -258,6 +285,138 @@ impl ClientLoop {
             functions,
         })
     }
+}
+
+/// How many rounds [`follow_code`] follows the words of code into the
+/// relations and functions they name; what is left after them refuses
+/// the statement.
+const MAX_CODE_ROUNDS: usize = 6;
+
+/// The names the words of the code a statement runs without naming it
+/// (bodies in `called`, tables' code in `related`) and the views it
+/// reaches call, not asked yet (`asked`, updated): the words, to follow
+/// as relations (`DELETE FROM cv` in a body, `cv` a view of
+/// `customers`), and the functions views call, to follow into bodies.
+fn code_names_to_ask(
+    related: &HashMap<String, Reach>,
+    called: &HashMap<String, Reach>,
+    asked: &mut HashSet<String>,
+) -> (Vec<String>, Vec<String>) {
+    let words = called
+        .values()
+        .flat_map(|r| r.functions.iter())
+        .chain(related.values().flat_map(|r| r.on_write.iter()))
+        .map(|(_, w)| w);
+    let mut relations: Vec<String> = words
+        .filter(|w| asked.insert((*w).clone()))
+        .cloned()
+        .collect();
+    relations.sort();
+    let views_call = related
+        .values()
+        .flat_map(|r| r.functions.iter())
+        .map(|(_, f)| f);
+    let mut functions: Vec<String> = views_call
+        .filter(|f| !called.contains_key(*f) && asked.insert(format!("() {f}")))
+        .cloned()
+        .collect();
+    functions.sort();
+    (relations, functions)
+}
+
+/// Follows the words of the code a statement runs without naming it into
+/// what they name, a few rounds deep ([`MAX_CODE_ROUNDS`]): each word that
+/// names a relation gets its [`Reach`] in `related` (a view's tables and
+/// functions, a table's code on write), each function a view calls its
+/// body in `called`. `Err` when one cannot be followed or the rounds run
+/// out (fail closed).
+async fn follow_code(
+    catalog: &mut Catalog,
+    tables: &[String],
+    related: &mut HashMap<String, Reach>,
+    called: &mut HashMap<String, Reach>,
+) -> Result<(), CatalogError> {
+    let mut asked: HashSet<String> = tables.iter().cloned().collect();
+    for _ in 0..MAX_CODE_ROUNDS {
+        let (relations, functions) = code_names_to_ask(related, called, &mut asked);
+        if relations.is_empty() && functions.is_empty() {
+            return Ok(());
+        }
+        if !relations.is_empty() {
+            related.extend(Box::pin(catalog.related_names(&relations)).await?);
+            let code = catalog.code_names(&relations);
+            if !code.is_empty() {
+                let bodies = Box::pin(catalog.called_through_functions(&code)).await?;
+                catalog.add_code_on_write(&relations, related, &bodies);
+            }
+        }
+        let functions: Vec<String> = functions
+            .into_iter()
+            .chain(
+                related
+                    .values()
+                    .flat_map(|r| r.functions.iter().map(|(_, f)| f.clone())),
+            )
+            .filter(|f| !called.contains_key(f))
+            .collect();
+        if !functions.is_empty() && !catalog.no_user_functions(&functions) {
+            called.extend(Box::pin(catalog.called_through_functions(&functions)).await?);
+        }
+    }
+    Err(code_too_deep(tables))
+}
+
+/// [`follow_code`] from what the session's catalog holds: `None` when a
+/// name is not in it.
+fn follow_code_cached(
+    catalog: &Catalog,
+    tables: &[String],
+    related: &mut HashMap<String, Reach>,
+    called: &mut HashMap<String, Reach>,
+) -> Option<Result<(), CatalogError>> {
+    let mut asked: HashSet<String> = tables.iter().cloned().collect();
+    for _ in 0..MAX_CODE_ROUNDS {
+        let (relations, functions) = code_names_to_ask(related, called, &mut asked);
+        if relations.is_empty() && functions.is_empty() {
+            return Some(Ok(()));
+        }
+        if !relations.is_empty() {
+            match catalog.related_cached(&relations)? {
+                Ok(more) => related.extend(more),
+                Err(e) => return Some(Err(e)),
+            }
+            let code = catalog.code_names(&relations);
+            if !code.is_empty() {
+                match catalog.called_cached(&code)? {
+                    Ok(bodies) => catalog.add_code_on_write(&relations, related, &bodies),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        }
+        let functions: Vec<String> = functions
+            .into_iter()
+            .chain(
+                related
+                    .values()
+                    .flat_map(|r| r.functions.iter().map(|(_, f)| f.clone())),
+            )
+            .filter(|f| !called.contains_key(f))
+            .collect();
+        if !functions.is_empty() && !catalog.no_user_functions(&functions) {
+            match catalog.called_cached(&functions)? {
+                Ok(more) => called.extend(more),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+    Some(Err(code_too_deep(tables)))
+}
+
+fn code_too_deep(tables: &[String]) -> CatalogError {
+    CatalogError::Unknowable(format!(
+        "{} and the code they run name: code naming relations whose code names relations is followed {MAX_CODE_ROUNDS} deep",
+        tables.join(", ")
+    ))
 }
 
 /// Whether a statement of `decided` runs the code one of `tables` runs on
