@@ -259,6 +259,21 @@ impl CompiledPolicy {
         })
     }
 
+    /// The names of this policy's rules that deny or hold, name tables and
+    /// match `stmt` (every one, not only the first).
+    pub(super) fn restrictive_table_rules_matching(&self, stmt: &Statement) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|r| {
+                r.action != Action::Allow
+                    && r.matcher.family != Family::Http
+                    && !r.matcher.tables.is_empty()
+                    && r.matcher.matches_sql(stmt)
+            })
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
     /// The verdict of the first rule that denies or holds and matches
     /// `stmt`, if any (allow rules skipped: see
     /// [`super::PolicySet::through_relations`]).

@@ -42,7 +42,7 @@ pub struct PolicySet {
     mask_everything: bool,
     /// Whether a rule that denies or holds names tables (asked for every
     /// statement: computed once).
-    restrictive_tables: bool,
+    pub(super) restrictive_tables: bool,
     /// Whether a rule that denies or holds names functions (likewise).
     restrictive_functions: bool,
     /// Whether a rule that denies or holds names statement kinds or
@@ -216,6 +216,9 @@ impl PolicySet {
             return Decision::refused_by_sluice(why);
         }
         if let Some(why) = self.laundering(stmt) {
+            return Decision::refused_by_sluice(&why);
+        }
+        if let Some(why) = self.renames_ruled_table(stmt) {
             return Decision::refused_by_sluice(&why);
         }
         decision

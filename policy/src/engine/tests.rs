@@ -681,3 +681,36 @@ fn table_and_kind_rules_hold_through_user_defined_function_bodies() {
         .unwrap();
     assert_eq!(d.decision.action, Action::Deny);
 }
+
+#[test]
+fn renaming_a_table_a_rule_names_is_refused() {
+    let ps = set(&[policy(&with(
+        r#"  defaultAction: allow
+  rules:
+    - {name: protect-customers, match: {statements: [delete], tables: [customers]}, action: deny}
+    - {name: no-drops, match: {statements: [drop]}, action: deny}
+    - {name: whole-orders, match: {withoutWhere: true, tables: [orders]}, action: deny}
+"#,
+    ))]);
+    for sql in [
+        "ALTER TABLE customers RENAME TO c2",
+        "ALTER TABLE IF EXISTS public.\"customers\" RENAME TO c2",
+        "ALTER TABLE orders RENAME TO orders2",
+    ] {
+        let d = ps.decide_sql(sql, SqlDialect::Postgres).decision;
+        assert_eq!(d.action, Action::Deny, "{sql}");
+        assert!(d.reason.contains("renames table"), "{sql}: {}", d.reason);
+    }
+    let d = ps
+        .decide_sql("RENAME TABLE customers TO c2", SqlDialect::Mysql)
+        .decision;
+    assert!(d.reason.contains("renames table customers"), "{}", d.reason);
+    // Renamed to a name the rule matches as well, or a table no rule names.
+    for sql in [
+        "ALTER TABLE customers RENAME TO customers",
+        "ALTER TABLE stamped RENAME TO stamped2",
+    ] {
+        let d = ps.decide_sql(sql, SqlDialect::Postgres).decision;
+        assert_eq!(d.action, Action::Allow, "{sql}: {}", d.reason);
+    }
+}

@@ -9,7 +9,7 @@ use sluice_crds::StatementKind;
 
 use super::PolicySet;
 use super::decision::{Decision, SqlDecision, Verdict};
-use crate::sql::Statement;
+use crate::sql::{Statement, normalize_name};
 
 /// What a name a statement gives stands for beyond itself, as the
 /// database's catalog says (see [`PolicySet::through_relations`]).
@@ -172,6 +172,90 @@ impl PolicySet {
         Some(stricter)
     }
 }
+
+impl PolicySet {
+    /// Why `s` must be refused because it renames a table a rule that
+    /// denies or holds names (`ALTER TABLE customers RENAME TO c2`, MySQL
+    /// `RENAME TABLE`): the rules match names, so the table's rows would be
+    /// written under the new one unguarded. `None` when it renames none,
+    /// or the new name is matched as well.
+    pub(super) fn renames_ruled_table(&self, s: &Statement) -> Option<String> {
+        use sqlparser::ast::{AlterTableOperation, RenameTableNameKind, Statement as Ast};
+        if !self.restrictive_tables {
+            return None;
+        }
+        let renames: Vec<(String, String)> = match &s.ast {
+            Ast::AlterTable(at) => at
+                .operations
+                .iter()
+                .filter_map(|op| match op {
+                    AlterTableOperation::RenameTable {
+                        table_name: RenameTableNameKind::As(to) | RenameTableNameKind::To(to),
+                    } => Some((normalize_name(&at.name, true), normalize_name(to, true))),
+                    _ => None,
+                })
+                .collect(),
+            Ast::RenameTable(renames) => renames
+                .iter()
+                .map(|r| {
+                    (
+                        normalize_name(&r.old_name, true),
+                        normalize_name(&r.new_name, true),
+                    )
+                })
+                .collect(),
+            _ => return None,
+        };
+        let ruled = |name: &str| -> Vec<String> {
+            let mut probe = s.clone();
+            probe.kinds = ALL_KINDS.to_vec();
+            probe.tables = vec![name.to_string()];
+            let mut rules = Vec::new();
+            for without_where in [false, true] {
+                probe.without_where = without_where;
+                for p in &self.policies {
+                    rules.extend(
+                        p.restrictive_table_rules_matching(&probe)
+                            .into_iter()
+                            .map(|r| format!("{r} of AccessPolicy {}", p.name)),
+                    );
+                }
+            }
+            rules
+        };
+        renames.iter().find_map(|(from, to)| {
+            let before = ruled(from);
+            let after = ruled(to);
+            let lost = before.iter().find(|r| !after.contains(r))?;
+            Some(format!(
+                "renames table {from}, which rule {lost} names: the rules match names, so its rows would be written under the new one unguarded; ask an administrator to rename it and the rule together"
+            ))
+        })
+    }
+}
+
+/// Every statement kind, for [`PolicySet::renames_ruled_table`].
+const ALL_KINDS: [StatementKind; 19] = [
+    StatementKind::Select,
+    StatementKind::Insert,
+    StatementKind::Update,
+    StatementKind::Delete,
+    StatementKind::Merge,
+    StatementKind::Copy,
+    StatementKind::Create,
+    StatementKind::Alter,
+    StatementKind::Drop,
+    StatementKind::Truncate,
+    StatementKind::Grant,
+    StatementKind::Revoke,
+    StatementKind::Set,
+    StatementKind::Call,
+    StatementKind::Do,
+    StatementKind::Begin,
+    StatementKind::Commit,
+    StatementKind::Rollback,
+    StatementKind::Other,
+];
 
 /// Whether `s` runs the code a table runs on a write ([`Reach::on_write`]):
 /// a statement of any kind (nested ones included) but a read, a `SET` or

@@ -91,6 +91,7 @@ pub use embedded::{
 };
 pub use literal::literal_dependent;
 pub use mysql_functions::{MYSQL_BUILTINS, MYSQL_SPACE_SENSITIVE, mysql_builtin};
+pub(crate) use text::normalize_name;
 
 use std::fmt;
 

@@ -12,7 +12,7 @@ pub(super) fn normalize_ident(ident: &Ident, fold_quoted: bool) -> String {
     }
 }
 
-pub(super) fn normalize_name(name: &ObjectName, fold_quoted: bool) -> String {
+pub(crate) fn normalize_name(name: &ObjectName, fold_quoted: bool) -> String {
     let parts: Vec<String> = name
         .0
         .iter()

@@ -11,7 +11,8 @@
 //! the workload through the sidecar or by the admin), procedures, through
 //! a view, nested functions, triggers, rewrite rules, column defaults,
 //! kind-only and `withoutWhere` rules, what a body names in turn (a view,
-//! a table with a trigger); simple and extended protocol.
+//! a table with a trigger); renames of a table a rule names; simple and
+//! extended protocol.
 
 use crate::common;
 use common::*;
@@ -288,6 +289,20 @@ async fn code_a_write_runs_without_naming_it_runs_no_denied_statement() {
     ] {
         run(&mut raw, sql);
     }
+    // Renaming a table a rule names would take its rows out of the rule.
+    for sql in [
+        "ALTER TABLE customers RENAME TO c2",
+        "ALTER TABLE IF EXISTS public.\"customers\" RENAME TO c2",
+        "ALTER TABLE orders RENAME TO orders2",
+    ] {
+        let bytes = raw.simple(sql);
+        assert!(
+            contains(&bytes, "C42501") && contains(&bytes, "renames table"),
+            "{sql}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    assert_eq!(row_count(&admin, "customers").await, 4);
     // A trigger that runs nothing denied lets the write through.
     let bytes = run(&mut raw, "INSERT INTO stamped VALUES (1)");
     assert!(
@@ -296,4 +311,7 @@ async fn code_a_write_runs_without_naming_it_runs_no_denied_statement() {
         String::from_utf8_lossy(&bytes)
     );
     assert_eq!(row_count(&admin, "stamped").await, 1);
+    // A table no rule names is renamed.
+    run(&mut raw, "ALTER TABLE stamped RENAME TO stamped2");
+    assert_eq!(row_count(&admin, "stamped2").await, 1);
 }
