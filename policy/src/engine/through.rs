@@ -36,6 +36,13 @@ pub struct Reach {
     /// Whether that code runs on a read too (a row security policy calls
     /// a user-defined function).
     pub on_read: bool,
+    /// What a foreign key's action writes when a statement of a kind
+    /// writes under the name: (the kind that fires it, what runs it, word),
+    /// the words being the kind of write it does and the table it writes
+    /// (`DELETE FROM orders` deletes the `customers` rows whose key cascades
+    /// from it; `TRUNCATE orders CASCADE` empties every table referencing
+    /// it), matched as the code a write runs ([`Reach::on_write`]).
+    pub cascades: Vec<(StatementKind, String, String)>,
 }
 
 impl PolicySet {
@@ -302,6 +309,13 @@ fn reached_by<'a>(
                 if !s.functions.contains(w) && !called.iter().any(|(_, _, x)| x == w) {
                     called.push((name, via, w));
                 }
+            }
+        }
+        for (kind, via, w) in &reach.cascades {
+            let fires = s.kinds.contains(kind)
+                || (s.kinds.contains(&StatementKind::Merge) && *kind != StatementKind::Truncate);
+            if fires && !body.iter().any(|(_, x)| x == w) {
+                body.push((via, w));
             }
         }
         for r in &reach.relations {

@@ -10,7 +10,8 @@
 //! Per class: functions called directly (SQL and PL/pgSQL bodies, made by
 //! the workload through the sidecar or by the admin), procedures, through
 //! a view, nested functions, triggers, rewrite rules, column defaults,
-//! kind-only and `withoutWhere` rules, what a body names in turn (a view,
+//! kind-only and `withoutWhere` rules, foreign keys' cascades, what a body
+//! names in turn (a view,
 //! a table with a trigger); renames of a table a rule names; simple and
 //! extended protocol.
 
@@ -39,7 +40,10 @@ async fn setup(test: &str) -> (Sidecar, tokio_postgres::Client) {
     let admin = connect(&pg.admin_url(&db)).await;
     admin
         .batch_execute(
-            "CREATE TABLE customers (id int, name text);
+            "CREATE TABLE regions (id int PRIMARY KEY);
+             INSERT INTO regions VALUES (1), (2);
+             CREATE TABLE customers (id int, name text,
+               region int DEFAULT 1 REFERENCES regions ON DELETE CASCADE ON UPDATE CASCADE);
              INSERT INTO customers VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd');
              CREATE TABLE orders (id int, total int);
              INSERT INTO orders VALUES (1, 10), (2, 20);
@@ -289,6 +293,33 @@ async fn code_a_write_runs_without_naming_it_runs_no_denied_statement() {
     ] {
         run(&mut raw, sql);
     }
+    // A foreign key's action writes the table that references the one
+    // written: a delete cascading into customers, a truncate cascading.
+    for (sql, why) in [
+        (
+            "DELETE FROM regions WHERE id = 1",
+            "the foreign key of public.customers to regions",
+        ),
+        (
+            "TRUNCATE regions CASCADE",
+            "the foreign key of public.customers to regions",
+        ),
+        (
+            "UPDATE regions SET id = 3 WHERE id = 1",
+            "the foreign key of public.customers to regions",
+        ),
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            assert!(
+                denied(&bytes, "protect-customers", why),
+                "{sql}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    // A write that fires no action runs (a DELETE is refused whether or
+    // not rows reference the ones it deletes: Sluice cannot tell).
+    run(&mut raw, "INSERT INTO regions VALUES (5)");
     // Renaming a table a rule names would take its rows out of the rule.
     for sql in [
         "ALTER TABLE customers RENAME TO c2",

@@ -125,7 +125,7 @@ fn lookup_sql(values: &str) -> String {
            UNION SELECT qs, qn, ts, tn, oid FROM down WHERE depth > 0), \
          counted AS (SELECT r.*, pg_catalog.row_number() OVER (PARTITION BY r.qs, r.qn ORDER BY r.oid) AS k \
            FROM related r) \
-         SELECT 't', q.schema, q.name, n.nspname::text, c.relname::text, {user_code}, {code_functions}, {rules}, NULL::text \
+         SELECT 't', q.schema, q.name, n.nspname::text, c.relname::text, {user_code}, {code_functions}, {rules}, {cascades} \
            FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
              AND c.relkind NOT IN ('v', 'm') \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -145,6 +145,7 @@ fn lookup_sql(values: &str) -> String {
         user_code = user_code::user_code_flags("c"),
         code_functions = user_code::user_code_functions("c"),
         rules = user_code::rule_definitions("c"),
+        cascades = user_code::foreign_key_actions("c"),
     )
 }
 
@@ -666,34 +667,18 @@ impl Catalog {
             else {
                 continue;
             };
+            let key = (q_schema, q_name);
+            self.absent.remove(&key);
+            if kind == "t" {
+                // The table's code rides in the other columns' places.
+                self.read_code(key, definition, other_schema, other_name, columns);
+                continue;
+            }
             // Unreadable column names: no columns, which masks every column
             // of a view (see `plan_view`).
             let columns: Vec<String> = columns
                 .and_then(|c| serde_json::from_str(&c).ok())
                 .unwrap_or_default();
-            let key = (q_schema, q_name);
-            self.absent.remove(&key);
-            if kind == "t" {
-                // The table's flags ride in the definition's place.
-                // And the functions its code calls and its rules' definitions.
-                let flags = definition.unwrap_or_default();
-                let code = self.user_code.entry(key).or_default();
-                code.on_write |= flags.contains('w');
-                code.on_read |= flags.contains('r');
-                code.functions.extend(
-                    other_schema
-                        .iter()
-                        .flat_map(|f| f.split(','))
-                        .map(str::to_lowercase),
-                );
-                code.rule_words.extend(
-                    other_name
-                        .as_deref()
-                        .map(|rules| bodies::words(&user_code::without_events(rules)))
-                        .unwrap_or_default(),
-                );
-                continue;
-            }
             if kind == "i" {
                 let count = counts.entry(key.clone()).or_default();
                 *count += 1;

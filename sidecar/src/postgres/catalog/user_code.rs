@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 
+use sluice_crds::StatementKind;
 use sluice_policy::engine::Reach;
 
-use super::{Catalog, name_key, user_defined_function};
+use super::{Catalog, RelName, name_key, user_defined_function};
 
 /// User-defined code the tables of a relation name run without a statement
 /// naming it (see `user_code_flags`): a body that may run DDL and change
@@ -27,6 +28,34 @@ pub(super) struct UserCode {
     /// The words of the relation's rewrite rules' definitions (see
     /// `rule_definitions`).
     pub(super) rule_words: Vec<String>,
+    /// What the foreign keys referencing it write (see `foreign_key_actions`):
+    /// (the kind of write that fires it, the kind it does, the table).
+    pub(super) cascades: Vec<(String, String, String)>,
+}
+
+/// A function name that stands for code whose names could not be read:
+/// no user-defined function has it, so following it finds nothing; it is
+/// followed as a word, never dropped.
+const UNREADABLE: &str = "(unreadable)";
+
+/// What the foreign keys that reference the relation `rel` write in their
+/// tables, as a JSON array of `["fires:does", schema, table]`: a delete cascades
+/// (`delete:delete`) or sets the key to NULL or its default
+/// (`delete:update`), an update of the key likewise (`update:update`), and
+/// `TRUNCATE … CASCADE` empties every referencing table
+/// (`truncate:truncate`).
+pub(super) fn foreign_key_actions(rel: &str) -> String {
+    format!(
+        "(SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.action, rn.nspname, rc.relname))::text \
+           FROM pg_catalog.pg_constraint k \
+           JOIN pg_catalog.pg_class rc ON rc.oid = k.conrelid \
+           JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace \
+           CROSS JOIN LATERAL (VALUES \
+             (CASE k.confdeltype WHEN 'c' THEN 'delete:delete' WHEN 'n' THEN 'delete:update' WHEN 'd' THEN 'delete:update' END), \
+             (CASE WHEN k.confupdtype IN ('c', 'n', 'd') THEN 'update:update' END), \
+             ('truncate:truncate')) AS a(action) \
+           WHERE k.contype = 'f' AND k.confrelid = {rel}.oid AND a.action IS NOT NULL)"
+    )
 }
 
 /// The names of the functions the relation `rel`'s objects (triggers,
@@ -36,7 +65,7 @@ pub(super) struct UserCode {
 /// never recorded), user-defined or an extension's.
 pub(super) fn user_code_functions(rel: &str) -> String {
     format!(
-        "(SELECT pg_catalog.string_agg(DISTINCT p.proname::text, ',') \
+        "(SELECT pg_catalog.json_agg(DISTINCT p.proname::text)::text \
            FROM pg_catalog.pg_depend d1 JOIN pg_catalog.pg_depend d2 \
              ON d2.classid = d1.classid AND d2.objid = d1.objid \
            JOIN pg_catalog.pg_proc p ON p.oid = CASE \
@@ -105,6 +134,50 @@ pub(super) fn without_events(rules: &str) -> String {
 }
 
 impl Catalog {
+    /// Reads a `t` row of the lookup (see `lookup_sql`): the table's flags
+    /// (`user_code_flags`), the functions its code calls
+    /// (`user_code_functions`), its rules' definitions (`rule_definitions`)
+    /// and what the foreign keys referencing it write
+    /// (`foreign_key_actions`).
+    pub(super) fn read_code(
+        &mut self,
+        key: RelName,
+        flags: Option<String>,
+        functions: Option<String>,
+        rules: Option<String>,
+        cascades: Option<String>,
+    ) {
+        let flags = flags.unwrap_or_default();
+        let code = self.user_code.entry(key).or_default();
+        code.on_write |= flags.contains('w');
+        code.on_read |= flags.contains('r');
+        // JSON arrays: names may hold any character. One that does not
+        // read is taken as code that cannot be told.
+        let functions: Vec<String> = match functions.as_deref().map(serde_json::from_str) {
+            None => Vec::new(),
+            Some(Ok(names)) => names,
+            Some(Err(_)) => vec![UNREADABLE.to_string()],
+        };
+        code.functions
+            .extend(functions.iter().map(|f| f.to_lowercase()));
+        code.rule_words.extend(
+            rules
+                .as_deref()
+                .map(|rules| super::bodies::words(&without_events(rules)))
+                .unwrap_or_default(),
+        );
+        let cascades: Vec<[String; 3]> = cascades
+            .as_deref()
+            .map(|c| serde_json::from_str(c).unwrap_or_else(|_| vec![Default::default()]))
+            .unwrap_or_default();
+        for [action, schema, table] in cascades {
+            let (fires, does) = action.split_once(':').unwrap_or(("delete", "delete"));
+            let target = format!("{schema}.{table}").to_lowercase();
+            code.cascades
+                .push((fires.to_string(), does.to_string(), target));
+        }
+    }
+
     /// Whether a statement naming `table` (as written) runs user-defined
     /// code through it (see `user_code_flags`): on a write, or on any
     /// statement. `None` when the name was not looked up.
@@ -119,6 +192,9 @@ impl Catalog {
     /// when the name was not looked up or runs nothing of the kind.
     pub fn code_on_write(&self, table: &str) -> Option<(&[String], &[String], bool)> {
         let code = self.user_code.get(&name_key(table))?;
+        if !code.cascades.is_empty() && code.functions.is_empty() && code.rule_words.is_empty() {
+            return Some((&[], &[], code.on_read));
+        }
         (!code.functions.is_empty() || !code.rule_words.is_empty()).then_some((
             code.functions.as_slice(),
             code.rule_words.as_slice(),
@@ -174,6 +250,32 @@ impl Catalog {
             }
             reach.on_write.sort();
             reach.on_write.dedup();
+        }
+    }
+
+    /// Adds to `related` what the foreign keys referencing each of `tables`
+    /// write ([`Reach::cascades`]).
+    pub fn add_cascades(&self, tables: &[String], related: &mut HashMap<String, Reach>) {
+        for table in tables {
+            let Some(code) = self.user_code.get(&name_key(table)) else {
+                continue;
+            };
+            if code.cascades.is_empty() {
+                continue;
+            }
+            let reach = related.entry(table.clone()).or_default();
+            for (fires, does, target) in &code.cascades {
+                let kind = match fires.as_str() {
+                    "delete" => StatementKind::Delete,
+                    "update" => StatementKind::Update,
+                    _ => StatementKind::Truncate,
+                };
+                let via = format!("the foreign key of {target} to {table}");
+                reach.cascades.push((kind, via.clone(), does.clone()));
+                reach.cascades.push((kind, via, target.clone()));
+            }
+            reach.cascades.sort();
+            reach.cascades.dedup();
         }
     }
 

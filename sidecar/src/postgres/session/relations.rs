@@ -69,6 +69,9 @@ impl ClientLoop {
         };
         // The code its tables run on a write (triggers, rules, defaults…),
         // into the bodies of the functions it calls.
+        if let Ok(reach) = &mut related {
+            catalog.add_cascades(&follow.tables, reach);
+        }
         let code = catalog.code_names(&follow.tables);
         if let (Ok(reach), false) = (&mut related, code.is_empty()) {
             match Box::pin(catalog.called_through_functions(&code)).await {
@@ -136,6 +139,9 @@ impl ClientLoop {
             } else {
                 catalog.related_cached(&follow.tables)?
             };
+            if let Ok(reach) = &mut related {
+                catalog.add_cascades(&follow.tables, reach);
+            }
             let code = catalog.code_names(&follow.tables);
             if let (Ok(reach), false) = (&mut related, code.is_empty()) {
                 match catalog.called_cached(&code)? {
@@ -344,6 +350,7 @@ async fn follow_code(
         }
         if !relations.is_empty() {
             related.extend(Box::pin(catalog.related_names(&relations)).await?);
+            catalog.add_cascades(&relations, related);
             let code = catalog.code_names(&relations);
             if !code.is_empty() {
                 let bodies = Box::pin(catalog.called_through_functions(&code)).await?;
@@ -385,6 +392,7 @@ fn follow_code_cached(
                 Ok(more) => related.extend(more),
                 Err(e) => return Some(Err(e)),
             }
+            catalog.add_cascades(&relations, related);
             let code = catalog.code_names(&relations);
             if !code.is_empty() {
                 match catalog.called_cached(&code)? {
