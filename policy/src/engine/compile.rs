@@ -259,6 +259,21 @@ impl CompiledPolicy {
         })
     }
 
+    /// The name of a rule of this policy that denies or holds, names
+    /// tables, and applies to statements of `kind` (it names the kind, or
+    /// none), if any.
+    pub(super) fn restrictive_table_rule_for(&self, kind: StatementKind) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|r| {
+                r.action != Action::Allow
+                    && r.matcher.family != Family::Http
+                    && !r.matcher.tables.is_empty()
+                    && (r.matcher.statements.is_empty() || r.matcher.statements.contains(&kind))
+            })
+            .map(|r| r.name.as_str())
+    }
+
     /// The names of this policy's rules that deny or hold, name tables and
     /// match `stmt` (every one, not only the first).
     pub(super) fn restrictive_table_rules_matching(&self, stmt: &Statement) -> Vec<&str> {

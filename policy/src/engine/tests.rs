@@ -705,7 +705,24 @@ fn renaming_a_table_a_rule_names_is_refused() {
         .decide_sql("RENAME TABLE customers TO c2", SqlDialect::Mysql)
         .decision;
     assert!(d.reason.contains("renames table customers"), "{}", d.reason);
-    // Renamed to a name the rule matches as well, or a table no rule names.
+    // A schema dropped with its tables, while a rule on tables applies to
+    // drops (whole-orders names no kinds; no kind-only rule denies drops).
+    let tables_only = set(&[policy(&with(
+        r#"  defaultAction: allow
+  rules:
+    - {name: whole-orders, match: {withoutWhere: true, tables: [orders]}, action: deny}
+"#,
+    ))]);
+    let d = tables_only
+        .decide_sql("DROP SCHEMA s9 CASCADE", SqlDialect::Postgres)
+        .decision;
+    assert_eq!(d.action, Action::Deny);
+    assert!(d.reason.contains("drops schema s9"), "{}", d.reason);
+    let d = tables_only
+        .decide_sql("DROP SCHEMA s9", SqlDialect::Postgres)
+        .decision;
+    assert_eq!(d.action, Action::Allow, "{}", d.reason);
+    // Renamed to a name the rule matches as well, a table no rule names.
     for sql in [
         "ALTER TABLE customers RENAME TO customers",
         "ALTER TABLE stamped RENAME TO stamped2",

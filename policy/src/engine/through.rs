@@ -184,12 +184,32 @@ impl PolicySet {
     /// Why `s` must be refused because it renames a table a rule that
     /// denies or holds names (`ALTER TABLE customers RENAME TO c2`, MySQL
     /// `RENAME TABLE`): the rules match names, so the table's rows would be
-    /// written under the new one unguarded. `None` when it renames none,
-    /// or the new name is matched as well.
+    /// written under the new one unguarded; or drops a schema with its
+    /// tables (`DROP SCHEMA s CASCADE`) while such a rule applies to drops.
+    /// `None` when it does neither, or a renamed table's new name is
+    /// matched as well.
     pub(super) fn renames_ruled_table(&self, s: &Statement) -> Option<String> {
         use sqlparser::ast::{AlterTableOperation, RenameTableNameKind, Statement as Ast};
         if !self.restrictive_tables {
             return None;
+        }
+        // `DROP SCHEMA s CASCADE` drops the tables of `s` unnamed.
+        if let Ast::Drop {
+            object_type: sqlparser::ast::ObjectType::Schema,
+            cascade: true,
+            names,
+            ..
+        } = &s.ast
+        {
+            let (policy, rule) = self.policies.iter().find_map(|p| {
+                p.restrictive_table_rule_for(StatementKind::Drop)
+                    .map(|r| (p.name.as_str(), r))
+            })?;
+            let schemas: Vec<String> = names.iter().map(|n| normalize_name(n, true)).collect();
+            return Some(format!(
+                "drops schema {} with every table in it, which rule {rule} of AccessPolicy {policy} may name: the rules match tables by name, not schemas; drop the tables one by one",
+                schemas.join(", ")
+            ));
         }
         let renames: Vec<(String, String)> = match &s.ast {
             Ast::AlterTable(at) => at
