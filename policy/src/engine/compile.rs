@@ -233,11 +233,7 @@ impl CompiledPolicy {
 
     /// Whether a rule of this policy that denies or holds names tables.
     pub(super) fn has_restrictive_table_rules(&self) -> bool {
-        self.rules.iter().any(|r| {
-            r.action != Action::Allow
-                && r.matcher.family != Family::Http
-                && !r.matcher.tables.is_empty()
-        })
+        self.restrictive_table_rules().next().is_some()
     }
 
     /// Whether a rule of this policy that denies or holds names functions.
@@ -263,28 +259,25 @@ impl CompiledPolicy {
     /// tables, and applies to statements of `kind` (it names the kind, or
     /// none), if any.
     pub(super) fn restrictive_table_rule_for(&self, kind: StatementKind) -> Option<&str> {
-        self.rules
-            .iter()
-            .find(|r| {
-                r.action != Action::Allow
-                    && r.matcher.family != Family::Http
-                    && !r.matcher.tables.is_empty()
-                    && (r.matcher.statements.is_empty() || r.matcher.statements.contains(&kind))
-            })
+        self.restrictive_table_rules()
+            .find(|r| r.matcher.statements.is_empty() || r.matcher.statements.contains(&kind))
             .map(|r| r.name.as_str())
+    }
+
+    /// This policy's SQL rules that deny or hold and name tables.
+    fn restrictive_table_rules(&self) -> impl Iterator<Item = &CompiledRule> {
+        self.rules.iter().filter(|r| {
+            r.action != Action::Allow
+                && r.matcher.family != Family::Http
+                && !r.matcher.tables.is_empty()
+        })
     }
 
     /// The names of this policy's rules that deny or hold, name tables and
     /// match `stmt` (every one, not only the first).
     pub(super) fn restrictive_table_rules_matching(&self, stmt: &Statement) -> Vec<&str> {
-        self.rules
-            .iter()
-            .filter(|r| {
-                r.action != Action::Allow
-                    && r.matcher.family != Family::Http
-                    && !r.matcher.tables.is_empty()
-                    && r.matcher.matches_sql(stmt)
-            })
+        self.restrictive_table_rules()
+            .filter(|r| r.matcher.matches_sql(stmt))
             .map(|r| r.name.as_str())
             .collect()
     }

@@ -357,16 +357,8 @@ async fn follow_code(
                 catalog.add_code_on_write(&relations, related, &bodies);
             }
         }
-        let functions: Vec<String> = functions
-            .into_iter()
-            .chain(
-                related
-                    .values()
-                    .flat_map(|r| r.functions.iter().map(|(_, f)| f.clone())),
-            )
-            .filter(|f| !called.contains_key(f))
-            .collect();
-        if !functions.is_empty() && !catalog.no_user_functions(&functions) {
+        let functions = functions_to_follow(functions, related, called, catalog);
+        if !functions.is_empty() {
             called.extend(Box::pin(catalog.called_through_functions(&functions)).await?);
         }
     }
@@ -401,16 +393,8 @@ fn follow_code_cached(
                 }
             }
         }
-        let functions: Vec<String> = functions
-            .into_iter()
-            .chain(
-                related
-                    .values()
-                    .flat_map(|r| r.functions.iter().map(|(_, f)| f.clone())),
-            )
-            .filter(|f| !called.contains_key(f))
-            .collect();
-        if !functions.is_empty() && !catalog.no_user_functions(&functions) {
+        let functions = functions_to_follow(functions, related, called, catalog);
+        if !functions.is_empty() {
             match catalog.called_cached(&functions)? {
                 Ok(more) => called.extend(more),
                 Err(e) => return Some(Err(e)),
@@ -418,6 +402,29 @@ fn follow_code_cached(
         }
     }
     Some(Err(code_too_deep(tables)))
+}
+
+/// The functions to follow into bodies after a round of [`follow_code`]:
+/// those `asked` for, and those the views met call, not followed yet;
+/// none when every one is known to be no user-defined function.
+fn functions_to_follow(
+    asked: Vec<String>,
+    related: &HashMap<String, Reach>,
+    called: &HashMap<String, Reach>,
+    catalog: &Catalog,
+) -> Vec<String> {
+    let views_call = related
+        .values()
+        .flat_map(|r| r.functions.iter().map(|(_, f)| f.clone()));
+    let functions: Vec<String> = asked
+        .into_iter()
+        .chain(views_call)
+        .filter(|f| !called.contains_key(f))
+        .collect();
+    if catalog.no_user_functions(&functions) {
+        return Vec::new();
+    }
+    functions
 }
 
 fn code_too_deep(tables: &[String]) -> CatalogError {
