@@ -284,6 +284,32 @@ const ALL_KINDS: [StatementKind; 19] = [
     StatementKind::Other,
 ];
 
+/// The words of code (a function's or trigger's body, a rule's
+/// definition), lower case, sorted, deduplicated: runs of letters, digits,
+/// `_` and `$` not starting with a digit, and also each run's pieces
+/// between `$`s (a dollar quote's tag hides the word it touches:
+/// PostgreSQL's `pg_get_functiondef` writes `AS $function$DELETE FROM …`,
+/// while `$` is also a letter of names). What [`Reach::on_write`] and a
+/// body's [`Reach::functions`] hold.
+pub fn code_words(code: &str) -> Vec<String> {
+    let mut out: Vec<String> = code
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        .flat_map(|run| {
+            let pieces = run
+                .contains('$')
+                .then(|| run.split('$'))
+                .into_iter()
+                .flatten();
+            std::iter::once(run).chain(pieces)
+        })
+        .filter(|w| w.chars().next().is_some_and(|c| !c.is_ascii_digit()))
+        .map(str::to_lowercase)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Whether `s` runs the code a table runs on a write ([`Reach::on_write`]):
 /// a statement of any kind (nested ones included) but a read, a `SET` or
 /// transaction control.

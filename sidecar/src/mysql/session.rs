@@ -44,6 +44,7 @@ use crate::metrics::Metrics;
 use crate::standing::{Binding, Standing};
 
 mod approve;
+mod code;
 mod cursor;
 mod decisions;
 mod functions;

@@ -51,7 +51,7 @@ pub(super) const MAX_DEPTH: usize = 8;
 const MAX_DEFINITION_BYTES: usize = 4 << 20;
 
 /// What a refusal says when the names could not be followed.
-const UNKNOWN: &str = "statement refused by Sluice: the policy has rules on tables, and Sluice could not look up which tables this statement's names stand for (views)";
+const UNKNOWN: &str = "statement refused by Sluice: the policy has rules on tables, and Sluice could not look up which tables this statement's names stand for (views) or what code it runs (triggers, foreign keys, stored routines)";
 
 /// A decision followed through the views its names stand for.
 pub(super) struct Followed {
@@ -90,22 +90,29 @@ impl Session<'_> {
         if denied
             || self.revoked.is_some()
             || !self.set.has_restrictive_table_rules()
-            || decided.statements.iter().all(|(s, _)| s.tables.is_empty())
+            || decided
+                .statements
+                .iter()
+                .all(|(s, _)| s.tables.is_empty() && s.functions.is_empty())
         {
             return Ok(Followed::unchanged(decided));
         }
-        let (related, views) = match self.related_names(decided, database).await? {
+        let refused = |why: String| Followed {
+            refused: Some(format!("{UNKNOWN}: {why}")),
+            ..Followed::unchanged(decided)
+        };
+        let (mut related, views) = match self.related_names(decided, database).await? {
             Ok(r) => r,
-            Err(why) => {
-                return Ok(Followed {
-                    refused: Some(format!("{UNKNOWN}: {why}")),
-                    ..Followed::unchanged(decided)
-                });
-            }
+            Err(why) => return Ok(refused(why)),
+        };
+        // The code it runs without naming it (see `code`).
+        let bodies = match self.code_of(decided, database, &mut related).await? {
+            Ok(b) => b,
+            Err(why) => return Ok(refused(why)),
         };
         let stricter = self
             .set
-            .through_relations(decided, &related, &HashMap::new())
+            .through_relations(decided, &related, &bodies)
             .map_or_else(|| decided.clone(), Arc::new);
         Ok(Followed {
             decided: stricter,

@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sluice_policy::engine::Reach;
+use sluice_policy::engine::{Reach, code_words};
 
 use super::{Catalog, CatalogError, user_defined_function, values_list};
 
@@ -59,27 +59,9 @@ pub fn function_key(name: &str) -> String {
         .to_lowercase()
 }
 
-/// The words of a definition: runs of letters, digits, `_` and `$`, and
-/// also each such run's pieces between `$`s: a dollar quote's tag hides
-/// the word it touches (`pg_get_functiondef` writes
-/// `AS $function$DELETE FROM …`), while `$` is also a letter of names.
+/// The words of a definition (see [`code_words`]).
 pub(super) fn words(definition: &str) -> Vec<String> {
-    let mut out: Vec<String> = definition
-        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
-        .flat_map(|run| {
-            let pieces = run
-                .contains('$')
-                .then(|| run.split('$'))
-                .into_iter()
-                .flatten();
-            std::iter::once(run).chain(pieces)
-        })
-        .filter(|w| w.chars().next().is_some_and(|c| !c.is_ascii_digit()))
-        .map(str::to_lowercase)
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    code_words(definition)
 }
 
 /// What one definition (`lanname`, `prokind`, `pg_get_functiondef`) may
