@@ -354,6 +354,8 @@ const CASES: &[Case] = &[
     c(MY, "RESET MASTER", "other", "other", "", "", false),
     c(MY, "INSERT IGNORE INTO t VALUES (1)", "insert", "insert", "t", "", false),
     c(MY, "REPLACE INTO t SELECT * FROM s", "insert", "insert,select,delete", "s,t", "", false),
+    // MariaDB's CREATE OR REPLACE TABLE drops the table it replaces.
+    c(MY, "CREATE OR REPLACE TABLE t (a int)", "create", "create,drop", "t", "", false),
     c(MY, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", "set", "set", "", "", false),
     c(MY, "VALUES ROW(1, 2)", "select", "select", "", "", false),
     c(MY, "SELECT * FROM t FOR UPDATE SKIP LOCKED", "select", "select", "t", "", false),
