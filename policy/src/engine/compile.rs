@@ -256,7 +256,7 @@ impl CompiledPolicy {
         let rule = self.rules.iter().find(|r| {
             r.action != Action::Allow
                 && r.matcher.family != Family::Http
-                && r.matcher.matches_sql(stmt)
+                && r.matcher.matches_sql(stmt, r.action)
         })?;
         Some(self.verdict_for(Some(rule), VerdictReason::Rule))
     }
@@ -265,7 +265,7 @@ impl CompiledPolicy {
         let rule = self
             .rules
             .iter()
-            .find(|r| r.matcher.family != Family::Http && r.matcher.matches_sql(stmt));
+            .find(|r| r.matcher.family != Family::Http && r.matcher.matches_sql(stmt, r.action));
         let reason = if rule.is_some() {
             VerdictReason::Rule
         } else {
@@ -419,8 +419,20 @@ impl RuleMatcher {
         })
     }
 
-    fn matches_sql(&self, st: &Statement) -> bool {
-        (self.statements.is_empty() || st.kinds.iter().any(|k| self.statements.contains(k)))
+    /// Whether the rule's SQL conditions hold for `st`. The statement's
+    /// kinds are a superset (every statement nested in it adds its own): a
+    /// rule that denies or holds matches when it names any of them, a rule
+    /// that allows only when it names all of them (an allow rule naming
+    /// `select` let `UPDATE t SET x = (SELECT 0)` and `DELETE FROM t WHERE
+    /// id IN (SELECT …)` through under a `defaultAction: deny`).
+    fn matches_sql(&self, st: &Statement, action: Action) -> bool {
+        let named = |k: &StatementKind| self.statements.contains(k);
+        let kinds = if action == Action::Allow {
+            st.kinds.iter().all(named)
+        } else {
+            st.kinds.iter().any(named)
+        };
+        (self.statements.is_empty() || kinds)
             && (self.tables.is_empty()
                 || st
                     .tables

@@ -95,6 +95,16 @@ fn first_matching_rule_then_default() {
         action(&ps, "DELETE FROM t WHERE id = 1"),
         (Action::Deny, None)
     );
+    // An allow rule grants only the kinds it names: a write that reads
+    // (a subquery) is not a read, nor a write alone.
+    assert_eq!(
+        action(&ps, "DELETE FROM t WHERE id IN (SELECT id FROM s)"),
+        (Action::Deny, None)
+    );
+    assert_eq!(
+        action(&ps, "UPDATE t SET x = (SELECT 1) WHERE id = 1"),
+        (Action::Deny, None)
+    );
 }
 
 #[test]

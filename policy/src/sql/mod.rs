@@ -18,7 +18,8 @@
 //!   also reads `t` (`select`) and `COPY t FROM` inserts into it (`insert`),
 //!   an upsert (`ON CONFLICT DO UPDATE`, `ON DUPLICATE KEY UPDATE`) also
 //!   updates (`update`), MySQL's `REPLACE` also deletes (`delete`),
-//!   MariaDB's `CREATE OR REPLACE TABLE` also drops (`drop`) and a
+//!   MariaDB's `CREATE OR REPLACE TABLE` also drops (`drop`), a write with
+//!   `RETURNING` also reads (`select`) and a
 //!   `MERGE` has the kind of each of its actions, as the server's privileges
 //!   say. `kinds` is sorted in [`StatementKind`]'s
 //!   order.
@@ -377,6 +378,17 @@ fn classify(
     // and all: rules naming `drop` hold for it.
     if matches!(&ast, ast::Statement::CreateTable(ct) if ct.or_replace) {
         collector.kinds.insert(StatementKind::Drop);
+    }
+    // A write with RETURNING reads the rows it writes (DELETE … RETURNING
+    // in a transaction rolled back reads a whole table): rules naming
+    // `select` hold for it.
+    if match &ast {
+        ast::Statement::Insert(i) => i.returning.is_some(),
+        ast::Statement::Update(u) => u.returning.is_some(),
+        ast::Statement::Delete(d) => d.returning.is_some(),
+        _ => false,
+    } {
+        collector.kinds.insert(StatementKind::Select);
     }
 
     Ok(Statement {

@@ -14,7 +14,16 @@
 //!   (or `ALTER TABLE orders RENAME …`, or a swap) ran under a rule that
 //!   does not deny `alter`, and `DELETE FROM o2` then matched no rule.
 //! - MariaDB's `CREATE OR REPLACE TABLE orders …` drops `orders` (rows
-//!   and all) and was decided as a plain `create`.
+//!   and all) and was decided as a plain `create`; `DROP DATABASE` drops it
+//!   without naming it.
+//! - Allow rules wider than they read: under `defaultAction: deny`, a rule
+//!   allowing `select` matched any statement with a SELECT nested in it,
+//!   so `UPDATE orders SET total = (SELECT 0)` and `DELETE FROM orders
+//!   WHERE id IN (SELECT id FROM t)` ran (a statement's kinds are a
+//!   superset; an allow rule now matches only when it names all of them).
+//! - Reads through writes: `DELETE FROM orders … RETURNING *` in a
+//!   transaction rolled back read `orders` under a rule denying `select`
+//!   on it (a write with RETURNING was a plain write to rules).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,6 +49,11 @@ const RULES: &str = r#"  defaultAction: allow
 /// A database `db` with `customers` (SSNs), `orders` (three rows) and `t`,
 /// and a sidecar with [`RULES`] in front of it.
 fn setup(db: &str) -> Sidecar {
+    setup_with(db, RULES)
+}
+
+/// [`setup`] with the policy's spec lines `rules`.
+fn setup_with(db: &str, rules: &str) -> Sidecar {
     let m = maria();
     m.database(db);
     m.admin(&format!(
@@ -49,7 +63,7 @@ fn setup(db: &str) -> Sidecar {
          INSERT INTO {db}.orders VALUES (1, 10), (2, 20), (3, 30);
          CREATE TABLE {db}.t (id int, q varchar(50));"
     ));
-    Sidecar::start(&manifests(m, db, RULES), "shop/report-job")
+    Sidecar::start(&manifests(m, db, rules), "shop/report-job")
 }
 
 /// What the server holds, read directly: the tables of `db`, `orders`'
@@ -271,4 +285,147 @@ except mysql.connector.Error as e:
     assert!(binary.contains("error 1227"), "{binary}");
     assert_eq!(state(db), before, "{out}\n{binary}");
     on_record(&sidecar, "protect-orders", attacks.len() + 1);
+}
+
+/// A write with RETURNING reads the rows it writes: under a rule denying
+/// `select` on `orders`, `DELETE … RETURNING` (rolled back after, it read
+/// the whole table and changed nothing) is denied by that rule, in text
+/// and binary protocol; a write without RETURNING runs.
+#[test]
+fn returning_is_a_read() {
+    let db = "my_bypass_returning";
+    let rules = r#"  defaultAction: allow
+  onParseError: deny
+  rules:
+    - name: no-reading-orders
+      match: {statements: [select], tables: [orders]}
+      action: deny
+"#;
+    let sidecar = setup_with(db, rules);
+    let before = state(db);
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}', autocommit=False)
+cur = c.cursor()
+for sql in ["DELETE FROM orders RETURNING *", "DELETE FROM orders WHERE id > 0 RETURNING id, total", "INSERT INTO orders VALUES (7, 70) RETURNING *", "UPDATE orders SET total = total WHERE id = 99"]:
+    try:
+        cur.execute(sql)
+        print("ran", sql, json.dumps(cur.fetchall()))
+    except pymysql.MySQLError as e:
+        print("error", e.args[0], e.args[1])
+    c.rollback()
+"#
+        ),
+    );
+    let denied = out
+        .lines()
+        .filter(|l| l.starts_with("error 1227") && l.contains("rule \"no-reading-orders\""))
+        .count();
+    assert_eq!(denied, 3, "{out}");
+    assert!(out.contains("ran UPDATE orders"), "{out}");
+    let binary = connector(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}', autocommit=False)
+cur = c.cursor(prepared=True)
+try:
+    cur.execute("DELETE FROM orders WHERE id > ? RETURNING total", (0,))
+    print("ran", cur.fetchall())
+except mysql.connector.Error as e:
+    print("error", e.errno, e.msg)
+c.rollback()
+"#
+        ),
+    );
+    assert!(binary.contains("error 1227"), "{binary}");
+    assert_eq!(state(db), before, "{out}\n{binary}");
+    on_record(&sidecar, "no-reading-orders", 4);
+}
+
+/// An allow-list policy (`defaultAction: deny`, reads allowed): a write
+/// with a SELECT nested in it is a write, refused by the default in text
+/// and binary protocol and the mariadb CLI, and nothing changes; reads run.
+#[test]
+fn allow_rules_grant_only_what_they_name() {
+    let db = "my_bypass_allow_list";
+    let rules = r#"  defaultAction: deny
+  onParseError: deny
+  rules:
+    - name: reads
+      match: {statements: [select, set]}
+      action: allow
+"#;
+    let sidecar = setup_with(db, rules);
+    let before = state(db);
+    let attacks = [
+        "UPDATE orders SET total = (SELECT 0)",
+        "UPDATE orders SET total = 0 WHERE EXISTS (SELECT 1)",
+        "DELETE FROM orders WHERE id IN (SELECT id FROM orders)",
+        "INSERT INTO t SELECT id, 'x' FROM orders",
+        "REPLACE INTO orders SELECT id, 0 FROM orders",
+        "INSERT INTO orders VALUES (9, 9) ON DUPLICATE KEY UPDATE total = (SELECT 0)",
+        "CREATE TABLE copy AS SELECT * FROM orders",
+    ];
+    let mut all = attacks.to_vec();
+    all.push("SELECT count(*) FROM orders WHERE id IN (SELECT id FROM t)");
+    let out = each(sidecar.port, db, &all);
+    for sql in attacks {
+        let a = answer(&out, sql);
+        assert!(
+            a.starts_with("error 1227") && a.contains("defaultAction"),
+            "{sql}: {a}\n{out}"
+        );
+    }
+    assert_eq!(
+        answer(
+            &out,
+            "SELECT count(*) FROM orders WHERE id IN (SELECT id FROM t)"
+        ),
+        "ran",
+        "{out}"
+    );
+    let binary = connector(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}', autocommit=True)
+cur = c.cursor(prepared=True)
+try:
+    cur.execute("DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE id > ?)", (0,))
+    print("ran")
+except mysql.connector.Error as e:
+    print("error", e.errno, e.msg)
+"#
+        ),
+    );
+    assert!(binary.contains("error 1227"), "{binary}");
+    let (_, _, err) = mariadb_cli(sidecar.port, "UPDATE orders SET total = (SELECT 0);\n");
+    assert!(
+        err.contains("ERROR 1227") && err.contains("defaultAction"),
+        "{err}"
+    );
+    assert_eq!(state(db), before, "{out}\n{binary}");
+}
+
+/// `DROP DATABASE` / `DROP SCHEMA` drop `orders` without naming it: refused
+/// while a rule on tables applies, and the database is still there.
+#[test]
+fn dropping_the_database_is_refused() {
+    let db = "my_bypass_dropdb";
+    let sidecar = setup(db);
+    let before = state(db);
+    let attacks = [
+        format!("DROP DATABASE {db}"),
+        format!("DROP SCHEMA IF EXISTS `{db}`"),
+    ];
+    let list: Vec<&str> = attacks.iter().map(String::as_str).collect();
+    let out = each(sidecar.port, db, &list);
+    for sql in &list {
+        let a = answer(&out, sql);
+        assert!(
+            a.starts_with("error 1227") && a.contains("drops the database"),
+            "{sql}: {a}\n{out}"
+        );
+    }
+    assert_eq!(state(db), before, "{out}");
 }

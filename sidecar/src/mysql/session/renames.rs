@@ -1,4 +1,5 @@
-//! Renames that move a table out of its rules' sight.
+//! Renames that move a table out of its rules' sight, and databases
+//! dropped whole with the tables rules name.
 //!
 //! Rules match names: a rule denying `delete` on `orders` does not match
 //! `DELETE FROM o2` once `RENAME TABLE orders TO o2` (or `ALTER TABLE
@@ -10,10 +11,15 @@
 //! (a rule without `tables`, or whose glob matches every name, holds
 //! under the new name too), unless a rule already decides the rename
 //! itself. Renames of tables no such rule names run.
+//!
+//! `DROP DATABASE x` (`DROP SCHEMA x`) drops every table of `x` without
+//! naming one: while a rule that denies or holds statements on tables
+//! applies, it is refused (a rule denying drops of `orders` did not match
+//! it).
 
 use sluice_policy::engine::Decision;
 use sluice_policy::sql::Statement;
-use sqlparser::ast::{AlterTableOperation, ObjectName, Statement as Ast};
+use sqlparser::ast::{AlterTableOperation, ObjectName, ObjectType, Statement as Ast};
 
 use super::*;
 
@@ -47,6 +53,19 @@ fn renamed(s: &Statement) -> Vec<&ObjectName> {
     }
 }
 
+/// The database (schema) statement `s` drops, if any (`DROP DATABASE x`,
+/// `DROP SCHEMA x`).
+fn dropped_schema(s: &Statement) -> Option<String> {
+    match &s.ast {
+        Ast::Drop {
+            object_type: ObjectType::Schema | ObjectType::Database,
+            names,
+            ..
+        } => names.first().map(ToString::to_string),
+        _ => None,
+    }
+}
+
 /// `decided` made stricter when it renames a table that a rule denying or
 /// holding statements names (see the module's docs): decided as that rule
 /// decides the statement it would no longer match, the reason saying so.
@@ -54,6 +73,22 @@ fn renamed(s: &Statement) -> Vec<&ObjectName> {
 pub(super) fn escape(set: &PolicySet, decided: &SqlDecision) -> Option<SqlDecision> {
     if decided.decision.enforced != Action::Allow {
         return None;
+    }
+    if set.has_restrictive_table_rules()
+        && let Some(schema) = decided
+            .statements
+            .iter()
+            .find_map(|(s, _)| dropped_schema(s))
+    {
+        let d = Decision::refused_by_sluice(&format!(
+            "it drops the database {schema} whole, tables and all, while rules that deny or hold statements on tables apply (they match table names, and may name one of its tables); drop its tables one by one"
+        ));
+        let mut stricter = decided.clone();
+        for (_, each) in &mut stricter.statements {
+            *each = d.clone();
+        }
+        stricter.decision = d;
+        return Some(stricter);
     }
     let (i, table, mut d) = decided
         .statements
