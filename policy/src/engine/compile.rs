@@ -419,35 +419,39 @@ impl RuleMatcher {
         })
     }
 
-    /// Whether the rule's SQL conditions hold for `st`. The statement's
-    /// kinds are a superset (every statement nested in it adds its own): a
-    /// rule that denies or holds matches when it names any of them, a rule
-    /// that allows only when it names all of them (an allow rule naming
-    /// `select` let `UPDATE t SET x = (SELECT 0)` and `DELETE FROM t WHERE
-    /// id IN (SELECT …)` through under a `defaultAction: deny`).
+    /// Whether the rule's SQL conditions hold for `st`. A statement's
+    /// kinds, tables and functions are supersets (a statement nested in it
+    /// adds its own): a rule that denies or holds matches when a list of it
+    /// names any of them, a rule that allows only when it names all of them
+    /// (and there is one): an allow rule naming `select` let `UPDATE t SET
+    /// x = (SELECT 0)` through under `defaultAction: deny`, and one naming
+    /// table `customers` a join reading `orders`.
     fn matches_sql(&self, st: &Statement, action: Action) -> bool {
-        let named = |k: &StatementKind| self.statements.contains(k);
-        let kinds = if action == Action::Allow {
-            st.kinds.iter().all(named)
-        } else {
-            st.kinds.iter().any(named)
-        };
-        (self.statements.is_empty() || kinds)
+        let allow = action == Action::Allow;
+        (self.statements.is_empty() || covers(&st.kinds, allow, |k| self.statements.contains(k)))
             && (self.tables.is_empty()
-                || st
-                    .tables
-                    .iter()
-                    .any(|t| self.tables.iter().any(|g| g.matches(t))))
+                || covers(&st.tables, allow, |t| {
+                    self.tables.iter().any(|g| g.matches(t))
+                }))
             && (self.functions.is_empty()
-                || st
-                    .functions
-                    .iter()
-                    .any(|f| self.functions.iter().any(|g| g.matches(f))))
+                || covers(&st.functions, allow, |f| {
+                    self.functions.iter().any(|g| g.matches(f))
+                }))
             && self.without_where.is_none_or(|w| w == st.without_where)
             && self
                 .text_pattern
                 .as_ref()
                 .is_none_or(|re| re.is_match(&st.text))
+    }
+}
+
+/// Whether a rule's list matches a statement's `values`: for a rule that
+/// allows, `named` holds for each of them (at least one); otherwise for any.
+fn covers<T>(values: &[T], allow: bool, named: impl Fn(&T) -> bool) -> bool {
+    if allow {
+        !values.is_empty() && values.iter().all(named)
+    } else {
+        values.iter().any(named)
     }
 }
 

@@ -407,6 +407,47 @@ except mysql.connector.Error as e:
     assert_eq!(state(db), before, "{out}\n{binary}");
 }
 
+/// An allow rule naming a table allows reading that table, not another one
+/// joined to it (or read in a subquery, a UNION) under `defaultAction:
+/// deny`.
+#[test]
+fn allow_rules_on_tables_grant_only_those_tables() {
+    let db = "my_bypass_allow_tables";
+    let rules = r#"  defaultAction: deny
+  onParseError: deny
+  rules:
+    - name: read-customers
+      match: {statements: [select], tables: [customers]}
+      action: allow
+    - name: settings
+      match: {statements: [set]}
+      action: allow
+"#;
+    let sidecar = setup_with(db, rules);
+    let attacks = [
+        "SELECT c.name, o.total FROM customers c JOIN orders o ON o.id = c.id",
+        "SELECT name, (SELECT SUM(total) FROM orders) FROM customers",
+        "SELECT name FROM customers UNION SELECT total FROM orders",
+        "SELECT name FROM customers WHERE id IN (SELECT id FROM orders WHERE total > 15)",
+        "SELECT 1",
+    ];
+    let mut all = attacks.to_vec();
+    all.push("SELECT name FROM customers ORDER BY id");
+    let out = each(sidecar.port, db, &all);
+    for sql in attacks {
+        let a = answer(&out, sql);
+        assert!(
+            a.starts_with("error 1227") && a.contains("defaultAction"),
+            "{sql}: {a}\n{out}"
+        );
+    }
+    assert_eq!(
+        answer(&out, "SELECT name FROM customers ORDER BY id"),
+        "ran",
+        "{out}"
+    );
+}
+
 /// `DROP DATABASE` / `DROP SCHEMA` drop `orders` without naming it: refused
 /// while a rule on tables applies, and the database is still there.
 #[test]
