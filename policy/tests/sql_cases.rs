@@ -281,7 +281,7 @@ const CASES: &[Case] = &[
     c(PG, "SELECT * FROM t AS \"Alias\" WHERE \"Alias\".a = 1", "select", "select", "t", "", false),
     c(PG, "SELECT * FROM t WHERE a = 'x' COLLATE \"C\"", "select", "select", "t", "", false),
     c(PG, "CREATE INDEX ON public.t USING gin (to_tsvector('english', body))", "create", "create", "public.t", "to_tsvector", false),
-    c(PG, "INSERT INTO t VALUES (1) RETURNING pg_read_file('x')", "insert", "insert", "t", "pg_read_file", false),
+    c(PG, "INSERT INTO t VALUES (1) RETURNING pg_read_file('x')", "insert", "select,insert", "t", "pg_read_file", false),
     c(PG, "UPDATE t SET (a, b) = (SELECT a, b FROM s WHERE s.id = t.id)", "update", "select,update", "s,t", "", true),
     c(PG, "SELECT dblink_connect('x'), dblink_exec('x', 'DROP TABLE t')", "select", "select,drop", "t", "dblink_connect,dblink_exec", false),
     c(PG, "TRUNCATE t CASCADE", "truncate", "truncate", "t", "", false),
@@ -354,6 +354,10 @@ const CASES: &[Case] = &[
     c(MY, "RESET MASTER", "other", "other", "", "", false),
     c(MY, "INSERT IGNORE INTO t VALUES (1)", "insert", "insert", "t", "", false),
     c(MY, "REPLACE INTO t SELECT * FROM s", "insert", "insert,select,delete", "s,t", "", false),
+    // MariaDB's CREATE OR REPLACE TABLE drops the table it replaces.
+    c(MY, "CREATE OR REPLACE TABLE t (a int)", "create", "create,drop", "t", "", false),
+    // A write with RETURNING reads the rows it writes.
+    c(MY, "DELETE FROM t WHERE a = 1 RETURNING *", "delete", "select,delete", "t", "", false),
     c(MY, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", "set", "set", "", "", false),
     c(MY, "VALUES ROW(1, 2)", "select", "select", "", "", false),
     c(MY, "SELECT * FROM t FOR UPDATE SKIP LOCKED", "select", "select", "t", "", false),

@@ -289,7 +289,7 @@ impl CompiledPolicy {
         let rule = self.rules.iter().find(|r| {
             r.action != Action::Allow
                 && r.matcher.family != Family::Http
-                && r.matcher.matches_sql(stmt)
+                && r.matcher.matches_sql(stmt, r.action)
         })?;
         Some(self.verdict_for(Some(rule), VerdictReason::Rule))
     }
@@ -298,7 +298,7 @@ impl CompiledPolicy {
         let rule = self
             .rules
             .iter()
-            .find(|r| r.matcher.family != Family::Http && r.matcher.matches_sql(stmt));
+            .find(|r| r.matcher.family != Family::Http && r.matcher.matches_sql(stmt, r.action));
         let reason = if rule.is_some() {
             VerdictReason::Rule
         } else {
@@ -452,23 +452,39 @@ impl RuleMatcher {
         })
     }
 
-    fn matches_sql(&self, st: &Statement) -> bool {
-        (self.statements.is_empty() || st.kinds.iter().any(|k| self.statements.contains(k)))
+    /// Whether the rule's SQL conditions hold for `st`. A statement's
+    /// kinds, tables and functions are supersets (a statement nested in it
+    /// adds its own): a rule that denies or holds matches when a list of it
+    /// names any of them, a rule that allows only when it names all of them
+    /// (and there is one): an allow rule naming `select` let `UPDATE t SET
+    /// x = (SELECT 0)` through under `defaultAction: deny`, and one naming
+    /// table `customers` a join reading `orders`.
+    fn matches_sql(&self, st: &Statement, action: Action) -> bool {
+        let allow = action == Action::Allow;
+        (self.statements.is_empty() || covers(&st.kinds, allow, |k| self.statements.contains(k)))
             && (self.tables.is_empty()
-                || st
-                    .tables
-                    .iter()
-                    .any(|t| self.tables.iter().any(|g| g.matches(t))))
+                || covers(&st.tables, allow, |t| {
+                    self.tables.iter().any(|g| g.matches(t))
+                }))
             && (self.functions.is_empty()
-                || st
-                    .functions
-                    .iter()
-                    .any(|f| self.functions.iter().any(|g| g.matches(f))))
+                || covers(&st.functions, allow, |f| {
+                    self.functions.iter().any(|g| g.matches(f))
+                }))
             && self.without_where.is_none_or(|w| w == st.without_where)
             && self
                 .text_pattern
                 .as_ref()
                 .is_none_or(|re| re.is_match(&st.text))
+    }
+}
+
+/// Whether a rule's list matches a statement's `values`: for a rule that
+/// allows, `named` holds for each of them (at least one); otherwise for any.
+fn covers<T>(values: &[T], allow: bool, named: impl Fn(&T) -> bool) -> bool {
+    if allow {
+        !values.is_empty() && values.iter().all(named)
+    } else {
+        values.iter().any(named)
     }
 }
 

@@ -95,6 +95,45 @@ fn first_matching_rule_then_default() {
         action(&ps, "DELETE FROM t WHERE id = 1"),
         (Action::Deny, None)
     );
+    // An allow rule grants only the kinds it names: a write that reads
+    // (a subquery) is not a read, nor a write alone.
+    assert_eq!(
+        action(&ps, "DELETE FROM t WHERE id IN (SELECT id FROM s)"),
+        (Action::Deny, None)
+    );
+    assert_eq!(
+        action(&ps, "UPDATE t SET x = (SELECT 1) WHERE id = 1"),
+        (Action::Deny, None)
+    );
+    // Tables and functions alike: an allow rule naming some of them does
+    // not allow the others.
+    let only = set(&[policy(&with(
+        r#"  defaultAction: deny
+  rules:
+    - {name: customers, match: {statements: [select], tables: [customers]}, action: allow}
+    - {name: md5, match: {functions: [md5]}, action: allow}
+"#,
+    ))]);
+    assert_eq!(
+        action(
+            &only,
+            "SELECT * FROM customers c JOIN orders o ON o.c = c.id"
+        ),
+        (Action::Deny, None)
+    );
+    assert_eq!(
+        action(&only, "SELECT name FROM customers"),
+        (Action::Allow, Some("customers".into()))
+    );
+    assert_eq!(action(&only, "SELECT 1"), (Action::Deny, None));
+    assert_eq!(
+        action(&only, "SELECT md5('a'), pg_read_file('x')"),
+        (Action::Deny, None)
+    );
+    assert_eq!(
+        action(&only, "SELECT md5('a')"),
+        (Action::Allow, Some("md5".into()))
+    );
 }
 
 #[test]

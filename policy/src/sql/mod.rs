@@ -17,7 +17,9 @@
 //!   `select`. `SELECT … INTO new_table` (Postgres) is `create`. `COPY t TO`
 //!   also reads `t` (`select`) and `COPY t FROM` inserts into it (`insert`),
 //!   an upsert (`ON CONFLICT DO UPDATE`, `ON DUPLICATE KEY UPDATE`) also
-//!   updates (`update`), MySQL's `REPLACE` also deletes (`delete`) and a
+//!   updates (`update`), MySQL's `REPLACE` also deletes (`delete`),
+//!   MariaDB's `CREATE OR REPLACE TABLE` also drops (`drop`), a write with
+//!   `RETURNING` also reads (`select`) and a
 //!   `MERGE` has the kind of each of its actions, as the server's privileges
 //!   say. `kinds` is sorted in [`StatementKind`]'s
 //!   order.
@@ -373,6 +375,22 @@ fn classify(
     };
     let kind = statement_kind(&ast, dialect);
     collector.kinds.insert(kind);
+    // MariaDB's CREATE OR REPLACE TABLE drops the table it replaces, rows
+    // and all: rules naming `drop` hold for it.
+    if matches!(&ast, ast::Statement::CreateTable(ct) if ct.or_replace) {
+        collector.kinds.insert(StatementKind::Drop);
+    }
+    // A write with RETURNING reads the rows it writes (DELETE … RETURNING
+    // in a transaction rolled back reads a whole table): rules naming
+    // `select` hold for it.
+    if match &ast {
+        ast::Statement::Insert(i) => i.returning.is_some(),
+        ast::Statement::Update(u) => u.returning.is_some(),
+        ast::Statement::Delete(d) => d.returning.is_some(),
+        _ => false,
+    } {
+        collector.kinds.insert(StatementKind::Select);
+    }
 
     Ok(Statement {
         kind,

@@ -17,6 +17,8 @@
 //!   column: masked text for strings, the NULL bitmap bit for the rest;
 //! - [`gate`]: the session settings and lexical forms under which MySQL
 //!   reads a text otherwise than Sluice's parser: tracked or refused;
+//! - [`misread`]: statements the parser reads otherwise than the server
+//!   (`UPDATE IGNORE t …`): refused;
 //! - [`recording`]: the rows the workload received, read back for the
 //!   session's recording (`spec.recording`);
 //! - [`packet`]: framing (16 MiB continuation), length-encoded values.
@@ -49,6 +51,7 @@
 pub mod binary;
 pub mod bundle;
 pub mod gate;
+pub mod misread;
 pub mod packet;
 pub mod recording;
 pub mod results;

@@ -54,6 +54,7 @@ mod prepared;
 mod query;
 mod relations;
 mod relay;
+mod renames;
 mod sql_prepared;
 mod statistics;
 mod variables;

@@ -21,6 +21,7 @@ mod mysql_auth;
 mod mysql_big_rows;
 mod mysql_commands;
 mod mysql_decision_cache;
+mod mysql_denial_bypasses;
 mod mysql_function_rules;
 mod mysql_functions;
 mod mysql_observability;

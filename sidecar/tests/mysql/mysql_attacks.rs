@@ -179,6 +179,50 @@ fn stored_and_read_back_values_stay_masked() {
     );
 }
 
+/// Values passed into a decided text as parameters: `EXECUTE s USING @v`
+/// runs the text prepared as `s` with `@v`'s value for each `?`, and `@v`
+/// may hold a masked value (set from the SSN). The text was decided with
+/// `?`, which carries nothing masked: `SELECT ?` gave the SSN in clear and
+/// `INSERT INTO t VALUES (1, ?)` stored it. Its parameters are decided as
+/// the user variables they are: masked as any table's data, never stored
+/// (nor in a server variable); a parameter in a WHERE clause still runs.
+#[test]
+fn execute_using_variables_stays_masked() {
+    let db = "my_attack_using";
+    let out = corpus(
+        db,
+        POLICY,
+        &[
+            "SET @z = (SELECT ssn FROM customers WHERE id = 1)",
+            "PREPARE s FROM 'SELECT ?'",
+            "EXECUTE s USING @z",
+            "EXECUTE s USING CONCAT(@z, '')",
+            "PREPARE s2 FROM 'SELECT CONCAT(?, ''-''), UPPER(?) AS x'",
+            "EXECUTE s2 USING @z, @z",
+            "PREPARE s3 FROM 'INSERT INTO t VALUES (1, ?)'",
+            "EXECUTE s3 USING @z",
+            "PREPARE s4 FROM 'UPDATE t SET q = CONCAT(?, ''x'')'",
+            "EXECUTE s4 USING @z",
+            "PREPARE s5 FROM 'SET @@session.default_master_connection = ?'",
+            "EXECUTE s5 USING @z",
+            "SELECT @@default_master_connection",
+            "PREPARE s6 FROM 'SELECT name FROM customers WHERE id = ?'",
+            "SET @one = 1",
+            "EXECUTE s6 USING @one",
+            "SELECT * FROM t",
+        ],
+    );
+    assert!(
+        out.contains("EXECUTE s USING @z\n[[\"[redacted]\"]]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("EXECUTE s6 USING @one\n[[\"Alice\"]]"),
+        "{out}"
+    );
+    assert_eq!(out.matches("error 1227").count(), 3, "{out}");
+}
+
 /// Variables read without an origin to mask by: user variables through
 /// `SHOW USER_VARIABLES` and `information_schema.USER_VARIABLES` (MariaDB
 /// shows every session its own), and a server variable a procedure another
@@ -385,6 +429,43 @@ fn explain_plans_do_not_unmask() {
         ),
         "{out}"
     );
+}
+
+/// Server-side records of what a statement read: the optimizer trace
+/// (`information_schema.OPTIMIZER_TRACE`) holds, while `optimizer_trace`
+/// is on, the conditions of the statements the server planned with the
+/// values it read from const tables, as EXPLAIN does. Read after the
+/// statement (tracing turned off first, so the sidecar's own lookups are
+/// not traced over it) or in the same string, it gave the SSN in clear.
+/// Its rows are masked whole, and storing them is refused.
+#[test]
+fn optimizer_traces_do_not_unmask() {
+    let db = "my_attack_trace";
+    let leaky = "SELECT t.id FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1";
+    let out = corpus(
+        db,
+        POLICY,
+        &[
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+            "SET optimizer_trace = 'enabled=on'",
+            leaky,
+            "SET optimizer_trace = 'enabled=off'",
+            "SELECT TRACE FROM information_schema.OPTIMIZER_TRACE",
+            "SELECT * FROM INFORMATION_SCHEMA.`optimizer_trace`",
+            "SELECT (SELECT TRACE FROM information_schema.OPTIMIZER_TRACE) AS x",
+            "SELECT * FROM (SELECT QUERY, TRACE FROM information_schema.OPTIMIZER_TRACE) d",
+            "INSERT INTO t SELECT 9, LEFT(TRACE, 200) FROM information_schema.OPTIMIZER_TRACE",
+            "SET optimizer_trace = 'enabled=on'",
+            &format!("{leaky}; SELECT TRACE FROM information_schema.OPTIMIZER_TRACE"),
+            "SET optimizer_trace = 'enabled=on'",
+            "SELECT t.id FROM t WHERE t.q = (SELECT ssn FROM customers WHERE id = 1); SELECT TRACE FROM information_schema.OPTIMIZER_TRACE",
+        ],
+    );
+    assert!(
+        out.contains("error 1227") && out.contains("optimizer trace"),
+        "the store was not refused:\n{out}"
+    );
+    assert!(out.contains("[redacted]"), "{out}");
 }
 
 /// Text Sluice cannot parse, under a policy that lets it through

@@ -65,7 +65,7 @@ impl Session<'_> {
         let live = match &held {
             Held::Approved(_) => {
                 self.follow();
-                let now = Arc::new(self.set.decide_sql(text, SqlDialect::Mysql));
+                let now = Arc::new(decisions::decide_sql(&self.set, text));
                 let followed = self.through_views(&now, database).await?;
                 let now = followed.decided;
                 let other = followed.refused.or_else(|| self.refusal(text, &now, false));

@@ -134,7 +134,7 @@ impl Decisions {
         keep: impl FnOnce(&SqlDecision) -> bool,
     ) -> Arc<SqlDecision> {
         if text.len() > MAX_TEXT {
-            return Arc::new(set.decide_sql(text, SqlDialect::Mysql));
+            return Arc::new(decide_sql(set, text));
         }
         self.follow(settings);
         if let Some(d) = self.map.get(text) {
@@ -146,7 +146,7 @@ impl Decisions {
         {
             return d.clone();
         }
-        let decided = Arc::new(set.decide_sql(text, SqlDialect::Mysql));
+        let decided = Arc::new(decide_sql(set, text));
         if !keep(&decided) {
             return decided;
         }
@@ -208,6 +208,13 @@ pub(super) fn shape_key(text: &str, lexed: &Lexed) -> Option<String> {
         key.push('\u{1}');
     }
     Some(key)
+}
+
+/// `text` decided under `set`, a rename that takes a table out of its
+/// rules' sight decided by those rules (see `renames`).
+pub(super) fn decide_sql(set: &PolicySet, text: &str) -> SqlDecision {
+    let decided = set.decide_sql(text, SqlDialect::Mysql);
+    super::renames::escape(set, &decided).unwrap_or(decided)
 }
 
 #[cfg(test)]

@@ -39,9 +39,10 @@ pub(super) struct Unseen {
     pub whole: bool,
     /// The masking rules' matcher extended with `functions` (when any).
     pub matcher: Option<ColumnMatcher>,
-    /// It may read variables whose values have no origin to mask by (see
-    /// [`reads_user_variables`], [`reads_server_variables`]): every column
-    /// of its results is masked, and it may not store what it reads.
+    /// It may read values that have no origin to mask by (see
+    /// [`reads_user_variables`], [`reads_server_variables`],
+    /// [`reads_optimizer_trace`]): every column of its results is masked,
+    /// and it may not store what it reads.
     pub variables: bool,
 }
 
@@ -95,6 +96,7 @@ impl Session<'_> {
         }
         if self.masking.has_column_rules() {
             unseen.variables = reads_user_variables(text)
+                || reads_optimizer_trace(decided)
                 || (self.variables_tainted && reads_server_variables(text));
         }
         if !unseen.functions.is_empty() {
@@ -157,7 +159,7 @@ impl Session<'_> {
         }
         if unseen.variables && decided.statements.iter().any(|(s, _)| stores(s)) {
             return Some(
-                "statement refused by Sluice: it stores what it reads from user or server variables other than as @name (SHOW USER_VARIABLES, information_schema.USER_VARIABLES, or server variables after a procedure or stored function ran in this session), which may hold masked values that Sluice cannot mask by their origin".to_string(),
+                "statement refused by Sluice: it stores what it reads from user or server variables other than as @name (SHOW USER_VARIABLES, information_schema.USER_VARIABLES, or server variables after a procedure or stored function ran in this session) or from the optimizer trace, which may hold masked values that Sluice cannot mask by their origin".to_string(),
             );
         }
         if !unseen.calls_stored() {
@@ -280,6 +282,23 @@ fn stores(s: &sluice_policy::sql::Statement) -> bool {
 /// gave the SSN). Any spelling of the word counts (more, never less).
 pub(super) fn reads_user_variables(text: &str) -> bool {
     gate::contains_ignore_case(text, "user_variables")
+}
+
+/// Whether `decided` reads the optimizer trace
+/// (`information_schema.OPTIMIZER_TRACE`, under any qualification): while
+/// `optimizer_trace` is on, the server writes into it the conditions of
+/// the statements it plans with the values it read from const tables
+/// (`SELECT t.id FROM t JOIN customers c ON t.q = c.ssn WHERE c.id = 1`
+/// put the SSN there), as `EXPLAIN` does, so its rows have no origin to
+/// mask by. A text Sluice cannot parse is refused under column masking.
+pub(super) fn reads_optimizer_trace(decided: &SqlDecision) -> bool {
+    decided.statements.iter().any(|(s, _)| {
+        s.tables.iter().any(|t| {
+            let last = t.rsplit('.').next().unwrap_or(t);
+            last.trim_matches('`')
+                .eq_ignore_ascii_case("optimizer_trace")
+        })
+    })
 }
 
 /// Whether `text` may read server (system) variables: `@@name`, `SHOW

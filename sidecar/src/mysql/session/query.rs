@@ -148,12 +148,18 @@ impl Session<'_> {
     }
 
     /// `text` read as the server will read it: the session's settings
-    /// first, then MySQL's lexer; the error is why it is refused undecided.
+    /// first, then MySQL's lexer, then the forms Sluice's parser misreads
+    /// (`misread`); the error is why it is refused undecided.
     pub(super) fn read(&self, text: &str) -> Result<Lexed, String> {
         if let Some(why) = self.settings.refusal(text) {
             return Err(format!("statement refused by Sluice: {why}"));
         }
-        gate::lex(text, false, false).map_err(|why| format!("statement refused by Sluice: {why}"))
+        let lexed = gate::lex(text, false, false)
+            .map_err(|why| format!("statement refused by Sluice: {why}"))?;
+        match crate::mysql::misread::misread(text, &lexed) {
+            Some(why) => Err(why),
+            None => Ok(lexed),
+        }
     }
 
     /// A text read as the server will read it (the session's settings, then

@@ -42,8 +42,8 @@ const MAX_SQL_PREPARED_BYTES: usize = 4 << 20;
 pub(super) enum Form {
     /// `PREPARE name FROM '<text>'`.
     Prepare { name: String, text: String },
-    /// `EXECUTE name [USING …]`.
-    Execute { name: String },
+    /// `EXECUTE name [USING …]` (`using`: with USING).
+    Execute { name: String, using: bool },
     /// `EXECUTE IMMEDIATE '<text>'`.
     Immediate { text: String },
     /// `DEALLOCATE PREPARE name`, `DROP PREPARE name`.
@@ -167,8 +167,10 @@ pub(super) fn classify(text: &str, lexed: &Lexed) -> Option<Form> {
             };
         }
         return match (name(s.get(1)), s.get(2)) {
-            (Some(name), None) => Some(Form::Execute { name }),
-            (Some(name), Some(_)) if is(s.get(2), "using") => Some(Form::Execute { name }),
+            (Some(name), None) => Some(Form::Execute { name, using: false }),
+            (Some(name), Some(_)) if is(s.get(2), "using") => {
+                Some(Form::Execute { name, using: true })
+            }
             _ => unread("Sluice reads SQL-level EXECUTE only as EXECUTE name [USING …]"),
         };
     }
@@ -194,14 +196,20 @@ impl Session<'_> {
             Form::Prepare { name, text: inner } => {
                 self.sql_prepare(name, inner, forward, reply_seq).await
             }
-            Form::Execute { name } => {
+            Form::Execute { name, using } => {
                 let Some(prepared) = self.sql_statements.get(&name) else {
                     let why = format!(
                         "statement refused by Sluice: no statement named {name:?} was prepared through Sluice in this session (PREPARE {name} FROM '…'), so Sluice cannot tell what EXECUTE would run"
                     );
                     return self.refuse_undecided(&why, reply_seq, false).await;
                 };
-                let (inner, database) = (prepared.text.clone(), prepared.database.clone());
+                let (mut inner, database) = (prepared.text.clone(), prepared.database.clone());
+                // USING passes user variables, which may hold masked
+                // values: its parameters are decided as the variables they
+                // are (masked as any table's data, never stored).
+                if using && self.masking.has_column_rules() {
+                    inner = parameters_as_variables(&inner);
+                }
                 // Decided again under the standing in force; it runs in the
                 // database current at its PREPARE.
                 let decided = Decided {
@@ -292,6 +300,30 @@ impl Session<'_> {
     }
 }
 
+/// `text` (a prepared statement's, read as MySQL reads it at its PREPARE)
+/// with each parameter marker `?` written as the user variable
+/// `@sluice_using`: what `EXECUTE … USING @v` passes is a user variable's
+/// value, which the masking reads as any table's data (`SELECT ?` with
+/// `USING @v`, `@v` set from the SSN, gave the SSN in clear, and `INSERT
+/// INTO t VALUES (?)` stored it).
+fn parameters_as_variables(text: &str) -> String {
+    let Ok(lexed) = crate::mysql::gate::lex(text, false, false) else {
+        // Lexed at its PREPARE already; were it not, every `?` counts.
+        return text.replace('?', "@sluice_using");
+    };
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut at = 0;
+    for t in &lexed.tokens {
+        if t.kind == Kind::Other && t.raw(text) == "?" {
+            out.push_str(text.get(at..t.start).unwrap_or_default());
+            out.push_str("@sluice_using");
+            at = t.end;
+        }
+    }
+    out.push_str(text.get(at..).unwrap_or_default());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,10 +380,23 @@ mod tests {
             Some(Form::Refused(_))
         ));
         assert!(matches!(c("EXECUTE s; SELECT 1"), Some(Form::Refused(_))));
-        assert_eq!(c("execute S"), Some(Form::Execute { name: "s".into() }));
+        assert_eq!(
+            c("execute S"),
+            Some(Form::Execute {
+                name: "s".into(),
+                using: false
+            })
+        );
         assert_eq!(
             c("EXECUTE s USING @a, @b"),
-            Some(Form::Execute { name: "s".into() })
+            Some(Form::Execute {
+                name: "s".into(),
+                using: true
+            })
+        );
+        assert_eq!(
+            parameters_as_variables("SELECT ?, '?', `?`, ? /* ? */ FROM t WHERE id = ?"),
+            "SELECT @sluice_using, '?', `?`, @sluice_using /* ? */ FROM t WHERE id = @sluice_using"
         );
         assert_eq!(
             c("EXECUTE IMMEDIATE 'DROP TABLE t'"),
