@@ -277,7 +277,7 @@ impl CompiledPolicy {
     /// match `stmt` (every one, not only the first).
     pub(super) fn restrictive_table_rules_matching(&self, stmt: &Statement) -> Vec<&str> {
         self.restrictive_table_rules()
-            .filter(|r| r.matcher.matches_sql(stmt))
+            .filter(|r| r.matcher.matches_sql(stmt, r.action))
             .map(|r| r.name.as_str())
             .collect()
     }
