@@ -264,6 +264,12 @@ impl CompiledPolicy {
             .map(|r| r.name.as_str())
     }
 
+    /// The verdict of this policy's rule named `rule`, if it has one.
+    pub(super) fn verdict_of(&self, rule: &str) -> Option<Verdict<'_>> {
+        let r = self.rules.iter().find(|r| r.name == rule)?;
+        Some(self.verdict_for(Some(r), VerdictReason::Rule))
+    }
+
     /// This policy's SQL rules that deny or hold and name tables.
     fn restrictive_table_rules(&self) -> impl Iterator<Item = &CompiledRule> {
         self.rules.iter().filter(|r| {

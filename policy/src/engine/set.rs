@@ -218,8 +218,8 @@ impl PolicySet {
         if let Some(why) = self.laundering(stmt) {
             return Decision::refused_by_sluice(&why);
         }
-        if let Some(why) = self.renames_ruled_table(stmt) {
-            return Decision::refused_by_sluice(&why);
+        if let Some(refused) = self.renames_ruled_table(stmt) {
+            return refused;
         }
         decision
     }

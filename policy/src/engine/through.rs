@@ -188,7 +188,7 @@ impl PolicySet {
     /// tables (`DROP SCHEMA s CASCADE`) while such a rule applies to drops.
     /// `None` when it does neither, or a renamed table's new name is
     /// matched as well.
-    pub(super) fn renames_ruled_table(&self, s: &Statement) -> Option<String> {
+    pub(super) fn renames_ruled_table(&self, s: &Statement) -> Option<Decision> {
         use sqlparser::ast::{AlterTableOperation, RenameTableNameKind, Statement as Ast};
         if !self.restrictive_tables {
             return None;
@@ -206,10 +206,10 @@ impl PolicySet {
                     .map(|r| (p.name.as_str(), r))
             })?;
             let schemas: Vec<String> = names.iter().map(|n| normalize_name(n, true)).collect();
-            return Some(format!(
+            return Some(Decision::refused_by_sluice(&format!(
                 "drops schema {} with every table in it, which rule {rule} of AccessPolicy {policy} may name: the rules match tables by name, not schemas; drop the tables one by one",
                 schemas.join(", ")
-            ));
+            )));
         }
         let renames: Vec<(String, String)> = match &s.ast {
             Ast::AlterTable(at) => at
@@ -233,30 +233,35 @@ impl PolicySet {
                 .collect(),
             _ => return None,
         };
-        let ruled = |name: &str| -> Vec<String> {
+        // (policy, rule) of the deny/hold rules on tables matching `name`.
+        let ruled = |name: &str| -> Vec<(usize, &str)> {
             let mut probe = s.clone();
             probe.kinds = ALL_KINDS.to_vec();
             probe.tables = vec![name.to_string()];
             let mut rules = Vec::new();
             for without_where in [false, true] {
                 probe.without_where = without_where;
-                for p in &self.policies {
+                for (i, p) in self.policies.iter().enumerate() {
                     rules.extend(
                         p.restrictive_table_rules_matching(&probe)
                             .into_iter()
-                            .map(|r| format!("{r} of AccessPolicy {}", p.name)),
+                            .map(|r| (i, r)),
                     );
                 }
             }
             rules
         };
+        // Decided by the rule the table would escape, on record with it.
         renames.iter().find_map(|(from, to)| {
-            let before = ruled(from);
             let after = ruled(to);
-            let lost = before.iter().find(|r| !after.contains(r))?;
-            Some(format!(
-                "renames table {from}, which rule {lost} names: the rules match names, so its rows would be written under the new one unguarded; ask an administrator to rename it and the rule together"
-            ))
+            let (policy, rule) = ruled(from).into_iter().find(|r| !after.contains(r))?;
+            let verdict = self.policies[policy].verdict_of(rule)?;
+            let mut decision = Decision::combine(&[verdict]);
+            decision.reason = format!(
+                "{} (renames table {from}, which the rule names: rules match names, so its rows would be written under the new one unguarded; ask an administrator to rename it and the rule together)",
+                decision.reason
+            );
+            Some(decision)
         })
     }
 }

@@ -19,6 +19,7 @@ mod mysql_async_client;
 mod mysql_attacks;
 mod mysql_auth;
 mod mysql_big_rows;
+mod mysql_code;
 mod mysql_commands;
 mod mysql_decision_cache;
 mod mysql_denial_bypasses;
