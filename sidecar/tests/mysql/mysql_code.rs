@@ -102,4 +102,33 @@ for sql in json.loads({list:?}):
         "SELECT group_concat(id, ':', region ORDER BY id) FROM {db}.customers"
     ));
     assert_eq!(customers.trim(), "1:1,2:2", "{out}");
+
+    // A rule on a statement kind alone (no tables): the same code followed.
+    drop(sidecar);
+    let kinds_only = "  defaultAction: allow\n  rules:\n    - {name: no-deletes, match: {statements: [delete]}, action: deny}\n";
+    let sidecar = Sidecar::start(&manifests(m, db, kinds_only), "shop/report-job");
+    let out = pymysql(
+        sidecar.port,
+        &format!(
+            r#"c = connect(database='{db}', autocommit=True)
+cur = c.cursor()
+for sql in ["CALL purge_p()", "INSERT INTO orders VALUES (9, 9)", "SELECT count(*) FROM customers"]:
+    try:
+        cur.execute(sql)
+        print(sql, "ran")
+    except pymysql.MySQLError as e:
+        print(sql, "error", e.args[0], e.args[1])
+"#
+        ),
+    );
+    for sql in ["CALL purge_p()", "INSERT INTO orders VALUES (9, 9)"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{sql} error 1227")) && l.contains("no-deletes")),
+            "{sql}:\n{out}"
+        );
+    }
+    assert!(out.contains("SELECT count(*) FROM customers ran"), "{out}");
+    let customers = m.admin(&format!("SELECT count(*) FROM {db}.customers"));
+    assert_eq!(customers.trim(), "2", "{out}");
 }

@@ -79,8 +79,10 @@ impl Followed {
 impl Session<'_> {
     /// `decided`, made stricter through the views its names (in
     /// `database`) stand for, and why it is refused when they cannot be
-    /// followed (fail closed). `decided` itself when no rule that denies or
-    /// holds names tables, when it is denied already or names no table.
+    /// followed (fail closed), and through the code it runs without naming
+    /// it (see `code`). `decided` itself when no rule that denies or holds
+    /// names tables, statement kinds or functions, when it is denied
+    /// already or names no table and calls no function.
     pub(super) async fn through_views(
         &mut self,
         decided: &Arc<SqlDecision>,
@@ -89,7 +91,7 @@ impl Session<'_> {
         let denied = decided.decision.enforced == Action::Deny || decided.too_complex;
         if denied
             || self.revoked.is_some()
-            || !self.set.has_restrictive_table_rules()
+            || !self.set.follows_names()
             || decided
                 .statements
                 .iter()
@@ -101,9 +103,17 @@ impl Session<'_> {
             refused: Some(format!("{UNKNOWN}: {why}")),
             ..Followed::unchanged(decided)
         };
-        let (mut related, views) = match self.related_names(decided, database).await? {
-            Ok(r) => r,
-            Err(why) => return Ok(refused(why)),
+        // Views only under rules on tables (a lookup per statement); the
+        // code a statement runs under any deny/hold rule on tables,
+        // statement kinds or functions (a lookup only for a write or a
+        // call of a stored routine).
+        let (mut related, views) = if self.set.has_restrictive_table_rules() {
+            match self.related_names(decided, database).await? {
+                Ok((related, views)) => (related, Some(views)),
+                Err(why) => return Ok(refused(why)),
+            }
+        } else {
+            (HashMap::new(), None)
         };
         // The code it runs without naming it (see `code`).
         let bodies = match self.code_of(decided, database, &mut related).await? {
@@ -117,7 +127,7 @@ impl Session<'_> {
         Ok(Followed {
             decided: stricter,
             refused: None,
-            views: Some(views),
+            views,
         })
     }
 
