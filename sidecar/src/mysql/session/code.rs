@@ -85,15 +85,10 @@ impl Session<'_> {
             .iter()
             .map(|(s, _)| s.text.as_str())
             .collect();
-        let tables: Vec<&str> = names.iter().map(String::as_str).collect();
-        let lower_case = self.settings.lower_case_names;
-        let Some((candidates, assumed)) = views::candidates(&tables, &texts, database, lower_case)
-        else {
-            return Ok(Err(format!("more than {MAX_CANDIDATES} names to look up")));
+        let candidates = match self.precise_candidates(&names, &texts, database) {
+            Ok(c) => c,
+            Err(why) => return Ok(Err(why)),
         };
-        if let Some(&i) = assumed.first() {
-            return Ok(Err(format!("{} cannot be looked up precisely", names[i])));
-        }
         if candidates.is_empty() {
             return Ok(Ok(()));
         }

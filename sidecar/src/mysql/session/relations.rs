@@ -216,16 +216,11 @@ impl Session<'_> {
         texts: &[String],
         database: Option<&str>,
     ) -> Result<Result<Vec<(usize, String)>, String>, SessionError> {
-        let tables: Vec<&str> = names.iter().map(String::as_str).collect();
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let lower_case = self.settings.lower_case_names;
-        let Some((candidates, assumed)) = views::candidates(&tables, &texts, database, lower_case)
-        else {
-            return Ok(Err(format!("more than {MAX_CANDIDATES} names to look up")));
+        let candidates = match self.precise_candidates(names, &texts, database) {
+            Ok(c) => c,
+            Err(why) => return Ok(Err(why)),
         };
-        if let Some(&i) = assumed.first() {
-            return Ok(Err(format!("{} cannot be looked up precisely", names[i])));
-        }
         let Some(views) = self.views_among(&candidates).await? else {
             return Ok(Err("the server answered the lookup with an error".into()));
         };
@@ -283,6 +278,27 @@ impl Session<'_> {
             )));
         }
         Ok(Ok(found))
+    }
+
+    /// The relations to ask the server about for `names` of the texts
+    /// `texts` run in `database` ([`views::candidates`]); why not when
+    /// there are too many or one cannot be asked precisely.
+    pub(super) fn precise_candidates(
+        &self,
+        names: &[String],
+        texts: &[&str],
+        database: Option<&str>,
+    ) -> Result<Vec<(String, String, usize)>, String> {
+        let tables: Vec<&str> = names.iter().map(String::as_str).collect();
+        let lower_case = self.settings.lower_case_names;
+        let Some((candidates, assumed)) = views::candidates(&tables, texts, database, lower_case)
+        else {
+            return Err(format!("more than {MAX_CANDIDATES} names to look up"));
+        };
+        if let Some(&i) = assumed.first() {
+            return Err(format!("{} cannot be looked up precisely", names[i]));
+        }
+        Ok(candidates)
     }
 
     /// Which of `candidates` (see [`views::candidates`]) the server says
