@@ -256,3 +256,20 @@ async fn more_concurrent_streams_than_the_bound_are_refused() {
         "streams beyond the bound were not refused"
     );
 }
+
+#[tokio::test]
+async fn an_http2_connection_is_idle_only_once_no_request_was_open_for_the_bound() {
+    use super::{Activity, Open};
+    let bound = Duration::from_millis(100);
+    let activity = Arc::new(Activity::new());
+    let open = Open::new(activity.clone());
+    let idle = tokio::spawn(activity.clone().idle_for(bound));
+    // A request open for several bounds (a long-poll) keeps it in use.
+    tokio::time::sleep(bound * 5).await;
+    assert!(!idle.is_finished(), "idle while a request was open");
+    drop(open);
+    tokio::time::timeout(Duration::from_secs(10), idle)
+        .await
+        .expect("idle a bound after the last request ended")
+        .unwrap();
+}
