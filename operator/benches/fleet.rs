@@ -8,7 +8,8 @@
 //! pod-bound TokenRequest token. It talks to the gateway with the sidecar's own
 //! client (`sluice_sidecar::bundle_client::GatewayClient`, one per sidecar as
 //! in a real pod, so connections are kept and used again as the sidecar's
-//! are): it exchanges its token and renews it when the sidecar would
+//! are: one HTTP/2 connection carrying the long-poll, the uploads and the
+//! token exchanges when the operator offers `h2`, else HTTP/1.1 ones): it exchanges its token and renews it when the sidecar would
 //! (`sluice_sidecar::run::token_refresh_after`), long-polls its bundle, and in
 //! the audit phase uploads hash-chained audit batches at a set rate, sending a
 //! batch again when it was not taken (as the sidecar's uploader does). An

@@ -4,23 +4,32 @@
 //!
 //! Connections are kept and used again (#25): a TLS handshake costs the
 //! operator far more CPU than the request it carries (an audit upload every
-//! few seconds, a long-poll after the last). A client and its clones share a
-//! few idle connections ([`MAX_IDLE`]), each for at most [`IDLE_FOR`] (the
-//! operator closes a connection idle longer than its own, longer, bound), so
-//! the long-poll and the uploader each hold one. A request goes on a fresh
-//! connection when no idle one is open and ready, and again on a fresh one
-//! when a kept connection turns out closed before the request was written
-//! (hyper hands it back unsent); a request that was written is never sent
-//! twice by this client.
+//! few seconds, a long-poll after the last), and each connection held costs
+//! it memory. The client offers HTTP/2 and HTTP/1.1 by ALPN. When the
+//! operator chooses HTTP/2, a client and its clones share one connection:
+//! the long-poll, uploads, token exchanges and approval calls are streams of
+//! it (the operator bounds how many are open at once; more wait their turn).
+//! When it chooses HTTP/1.1, a client and its clones share a few idle
+//! connections ([`MAX_IDLE`]), so the long-poll and the uploader each hold
+//! one. Either way a connection is let go of after [`IDLE_FOR`] without a
+//! request (the operator closes a connection idle longer than its own,
+//! longer, bound). A request goes on a fresh connection when none is open
+//! and usable, and again on a fresh one when a kept connection turns out
+//! closed before the request was written (hyper hands it back unsent); a
+//! request that was written is never sent twice by this client. An HTTP/2
+//! connection a request timed out on is not used for new requests.
+//!
+//! Bounds: connecting and the TLS handshake take at most [`CONNECT_TIMEOUT`],
+//! an answer's body at most [`MAX_BODY`] bytes, each call its own time limit;
+//! a `Retry-After` is honoured up to [`MAX_RETRY_AFTER`].
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use sluice_policy::wire::{AuditReceipt, Bundle, ErrorBody, TokenRequest, TokenResponse};
@@ -36,7 +45,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// calls the gateway (the long-poll, the uploader, approvals) is plenty.
 pub const MAX_IDLE: usize = 4;
 
-/// How long an idle connection is kept. Below the operator's idle bound
+/// How long an idle connection is kept (an HTTP/2 one: without a request open). Below the operator's idle bound
 /// (`sluice_operator::gateway::serve::IDLE_TIMEOUT`, 90 s), so the client
 /// lets go of a connection before the operator would close it under a
 /// request being written.
@@ -144,13 +153,11 @@ pub enum BundlePoll {
     Unchanged(Option<String>),
 }
 
-/// A kept connection: its request half, and since when it is idle.
-struct Idle {
-    sender: SendRequest<Full<Bytes>>,
-    since: Instant,
-}
+mod pool;
 
-/// A client of one operator's gateway API. Clones share the idle connections.
+use pool::{Dialed, Pool, Sender};
+
+/// A client of one operator's gateway API. Clones share the connections.
 #[derive(Clone)]
 pub struct GatewayClient {
     url: String,
@@ -158,9 +165,7 @@ pub struct GatewayClient {
     port: u16,
     server_name: ServerName<'static>,
     tls: tokio_rustls::TlsConnector,
-    idle: Arc<Mutex<Vec<Idle>>>,
-    /// Connections opened, for the tests.
-    opened: Arc<std::sync::atomic::AtomicU64>,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for GatewayClient {
@@ -207,21 +212,20 @@ impl GatewayClient {
             .map_err(|e| GatewayError::BadCa(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(GatewayClient {
             url: url.trim_end_matches('/').to_string(),
             host,
             port,
             server_name,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            idle: Arc::new(Mutex::new(Vec::new())),
-            opened: Arc::default(),
+            pool: Arc::default(),
         })
     }
 
     /// How many connections this client (and its clones) opened so far.
     pub fn connections_opened(&self) -> u64 {
-        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+        self.pool.opened.load(Ordering::Relaxed)
     }
 
     /// The gateway URL.
@@ -315,40 +319,47 @@ impl GatewayClient {
         limit: Duration,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), GatewayError> {
         let route = path.split('?').next().unwrap_or(path).to_string();
-        tokio::time::timeout(limit, self.call_inner(method, path, bearer, headers, body))
-            .await
-            .map_err(|_| GatewayError::Timeout {
-                url: self.url.clone(),
-                path: route,
-                after: limit,
-            })?
+        let request = self.request(method, path, bearer, headers, body)?;
+        // The HTTP/2 connection the request went on, if it did.
+        let on = AtomicU64::new(0);
+        match tokio::time::timeout(limit, self.send(request, &on)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                // It may have stopped answering: new requests go elsewhere.
+                self.pool.forget(on.load(Ordering::Relaxed));
+                Err(GatewayError::Timeout {
+                    url: self.url.clone(),
+                    path: route,
+                    after: limit,
+                })
+            }
+        }
     }
 
-    async fn call_inner(
+    fn transport(&self, why: String) -> GatewayError {
+        GatewayError::Transport {
+            url: self.url.clone(),
+            why,
+        }
+    }
+
+    fn request(
         &self,
         method: Method,
         path: &str,
         bearer: Option<&str>,
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), GatewayError> {
-        let transport = |why: String| GatewayError::Transport {
-            url: self.url.clone(),
-            why,
-        };
+    ) -> Result<Request<Full<Bytes>>, GatewayError> {
         let authority = if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
         };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", authority)
-            .header(
-                "user-agent",
-                concat!("sluice-sidecar/", env!("CARGO_PKG_VERSION")),
-            );
+        let mut request = Request::builder().method(method).header(
+            "user-agent",
+            concat!("sluice-sidecar/", env!("CARGO_PKG_VERSION")),
+        );
         if let Some(token) = bearer {
             request = request.header("authorization", format!("Bearer {token}"));
         }
@@ -358,31 +369,47 @@ impl GatewayClient {
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
-        let mut request = request
+        // The authority goes in the URI (HTTP/2's `:authority`) and, on
+        // HTTP/1.1, in `host`: set where the connection is known.
+        request
+            .uri(format!("https://{authority}{path}"))
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| transport(format!("cannot build the request: {e}")))?;
-        // A kept connection first; a fresh one when none is usable, or when
-        // the kept one closed before the request could be written.
+            .map_err(|e| self.transport(format!("cannot build the request: {e}")))
+    }
+
+    /// Sends `request` on a kept connection, or a fresh one when none is
+    /// usable or the kept one closed before the request could be written;
+    /// reads the answer whole. `on` is set to the HTTP/2 connection used.
+    async fn send(
+        &self,
+        mut request: Request<Full<Bytes>>,
+        on: &AtomicU64,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), GatewayError> {
         let (sender, response) = loop {
-            let Some(mut kept) = self.take_idle() else {
-                let mut sender = self.connect().await?;
-                let response = sender
-                    .send_request(request)
-                    .await
-                    .map_err(|e| transport(format!("request failed: {e}")))?;
-                break (sender, response);
+            let sender = self.pool.get(|| self.connect()).await?;
+            let sent = match sender {
+                Sender::H1(mut h1) => {
+                    // Ready once its last answer is done; an error means it closed.
+                    let ready = tokio::time::timeout(Duration::from_secs(1), h1.ready()).await;
+                    if !matches!(ready, Ok(Ok(()))) {
+                        continue;
+                    }
+                    let request = http1_form(request);
+                    let sent = h1.try_send_request(request).await;
+                    (Sender::H1(h1), sent)
+                }
+                Sender::H2(mut h2, lease) => {
+                    on.store(lease.id, Ordering::Relaxed);
+                    let sent = h2.try_send_request(absolute_form(request)).await;
+                    (Sender::H2(h2, lease), sent)
+                }
             };
-            // Ready once its last answer is done; an error means it closed.
-            let ready = tokio::time::timeout(Duration::from_secs(1), kept.ready()).await;
-            if !matches!(ready, Ok(Ok(()))) {
-                continue;
-            }
-            match kept.try_send_request(request).await {
-                Ok(response) => break (kept, response),
-                Err(mut e) => match e.take_message() {
+            match sent {
+                (sender, Ok(response)) => break (sender, response),
+                (_, Err(mut e)) => match e.take_message() {
                     Some(unsent) => request = unsent,
                     None => {
-                        return Err(transport(format!("request failed: {}", e.into_error())));
+                        return Err(self.transport(format!("request failed: {}", e.into_error())));
                     }
                 },
             }
@@ -392,69 +419,69 @@ impl GatewayClient {
         let bytes = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| transport(format!("reading the answer failed: {e}")))?
+            .map_err(|e| self.transport(format!("reading the answer failed: {e}")))?
             .to_bytes();
-        // The answer was read whole: the connection may carry the next request.
-        if !sender.is_closed() {
-            self.keep(sender);
+        // The answer was read whole: the connection may carry the next
+        // request (an HTTP/2 one's lease ends here).
+        if let Sender::H1(h1) = sender {
+            self.pool.keep(h1);
         }
         Ok((status, headers, bytes))
     }
 
-    /// The most recently kept connection that is open and not idle too long.
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(Idle { sender, since }) = idle.pop() {
-            if since.elapsed() < IDLE_FOR && !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    /// Keeps `sender`'s connection for the next request, within [`MAX_IDLE`].
-    fn keep(&self, sender: SendRequest<Full<Bytes>>) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|i| i.since.elapsed() < IDLE_FOR && !i.sender.is_closed());
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    }
-
-    /// A new TLS connection to the gateway, its HTTP/1.1 driver spawned.
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, GatewayError> {
-        let transport = |why: String| GatewayError::Transport {
-            url: self.url.clone(),
-            why,
-        };
+    /// A new TLS connection to the gateway, HTTP/2 when the operator
+    /// chose it, its driver spawned.
+    async fn connect(&self) -> Result<Dialed, GatewayError> {
         let connect = async {
             let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
                 .await
-                .map_err(|e| transport(format!("TCP connect failed: {e}")))?;
+                .map_err(|e| self.transport(format!("TCP connect failed: {e}")))?;
             let _ = tcp.set_nodelay(true);
             self.tls
                 .connect(self.server_name.clone(), tcp)
                 .await
-                .map_err(|e| transport(format!("TLS handshake failed: {e}")))
+                .map_err(|e| self.transport(format!("TLS handshake failed: {e}")))
         };
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .map_err(|_| transport(format!("no connection within {CONNECT_TIMEOUT:?}")))??;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .map_err(|_| self.transport(format!("no connection within {CONNECT_TIMEOUT:?}")))??;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        pool::handshake(tls, h2)
             .await
-            .map_err(|e| transport(format!("HTTP handshake failed: {e}")))?;
-        self.opened
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::spawn(async move {
-            // Errors surface on the request; the connection ends when every
-            // sender of it is dropped (a request cut off, an idle one let go).
-            let _ = conn.await;
-        });
-        Ok(sender)
+            .map_err(|e| self.transport(format!("HTTP handshake failed: {e}")))
     }
+}
+
+/// `request` with the authority in its URI again (HTTP/2's `:authority`),
+/// after an HTTP/1.1 connection handed it back unsent in origin form.
+fn absolute_form(mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    if request.uri().authority().is_some() {
+        return request;
+    }
+    let authority = request
+        .headers_mut()
+        .remove(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok().map(String::from));
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Some(Ok(uri)) = authority.map(|a| format!("https://{a}{path}").parse()) {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
+/// `request` in HTTP/1.1's origin form: the path in the request line, the
+/// authority in `host`.
+fn http1_form(mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let uri = request.uri();
+    let origin = uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = uri.authority().map(|a| a.as_str().to_string());
+    if let Ok(origin) = origin.parse() {
+        *request.uri_mut() = origin;
+    }
+    if let Some(authority) = authority.and_then(|a| a.parse().ok()) {
+        request.headers_mut().insert(hyper::header::HOST, authority);
+    }
+    request
 }
 
 /// The body of a 2xx answer, else the gateway's refusal.
@@ -538,212 +565,4 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 pub(crate) mod test_gateway;
 
 #[cfg(test)]
-mod tests {
-    use super::test_gateway::TestGateway;
-    use super::*;
-
-    #[test]
-    fn retry_after_is_read_bounded_and_honoured_with_jitter() {
-        let refusal = |status: StatusCode, value: Option<&str>| {
-            let mut headers = hyper::HeaderMap::new();
-            if let Some(v) = value {
-                headers.insert(hyper::header::RETRY_AFTER, v.parse().unwrap());
-            }
-            let body = Bytes::from_static(br#"{"reason":"Overloaded","message":"busy"}"#);
-            answer("/v1/audit", status, &headers, &body)
-                .unwrap_err()
-                .retry_after()
-        };
-        let secs = Duration::from_secs;
-        assert_eq!(
-            refusal(StatusCode::TOO_MANY_REQUESTS, Some("3")),
-            Some(secs(3))
-        );
-        assert_eq!(
-            refusal(StatusCode::SERVICE_UNAVAILABLE, Some("1")),
-            Some(secs(1))
-        );
-        assert_eq!(
-            refusal(StatusCode::TOO_MANY_REQUESTS, Some("86400")),
-            Some(MAX_RETRY_AFTER)
-        );
-        assert_eq!(
-            refusal(StatusCode::TOO_MANY_REQUESTS, Some("soon")),
-            Some(MAX_RETRY_AFTER)
-        );
-        assert_eq!(refusal(StatusCode::TOO_MANY_REQUESTS, None), None);
-        // Only overload and unavailability ask for a pause.
-        assert_eq!(refusal(StatusCode::FORBIDDEN, Some("3")), None);
-        for _ in 0..100 {
-            let wait = honoured(secs(2));
-            assert!(wait >= secs(2) && wait <= secs(3), "{wait:?}");
-        }
-        assert!(honoured(secs(3600)) <= MAX_RETRY_AFTER + MAX_RETRY_AFTER / 2);
-    }
-
-    /// A stand-in gateway over HTTPS that counts the connections it
-    /// accepted and closed. Every answer is an audit receipt; `/v1/bundle`
-    /// answers only once `release` is notified. Connections are kept alive
-    /// (closed after `idle` without a request, when given) unless `keep_alive`
-    /// is false.
-    struct StandIn {
-        url: String,
-        ca_pem: String,
-        accepted: Arc<std::sync::atomic::AtomicUsize>,
-        closed: Arc<std::sync::atomic::AtomicUsize>,
-        release: Arc<tokio::sync::Notify>,
-        _server: TestGateway,
-    }
-
-    impl StandIn {
-        async fn start(keep_alive: bool, idle: Option<Duration>) -> StandIn {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            let accepted = Arc::new(AtomicUsize::new(0));
-            let closed = Arc::new(AtomicUsize::new(0));
-            let release = Arc::new(tokio::sync::Notify::new());
-            let server = TestGateway::start({
-                let (accepted, closed, release) =
-                    (accepted.clone(), closed.clone(), release.clone());
-                move |handshake| {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    let (closed, release) = (closed.clone(), release.clone());
-                    async move {
-                        if let Ok(tls) = handshake.await {
-                            let service = hyper::service::service_fn(
-                                move |request: hyper::Request<hyper::body::Incoming>| {
-                                    let release = release.clone();
-                                    async move {
-                                        if request.uri().path() == "/v1/bundle" {
-                                            release.notified().await;
-                                        }
-                                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                            Full::new(Bytes::from_static(
-                                                br#"{"accepted":1,"checkpoints":[]}"#,
-                                            )),
-                                        ))
-                                    }
-                                },
-                            );
-                            let mut builder = hyper::server::conn::http1::Builder::new();
-                            builder.keep_alive(keep_alive);
-                            if let Some(idle) = idle {
-                                builder
-                                    .timer(hyper_util::rt::TokioTimer::new())
-                                    .header_read_timeout(idle);
-                            }
-                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
-                        }
-                        closed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            })
-            .await;
-            StandIn {
-                url: server.url.clone(),
-                ca_pem: server.ca_pem.clone(),
-                accepted,
-                closed,
-                release,
-                _server: server,
-            }
-        }
-
-        fn accepted(&self) -> usize {
-            self.accepted.load(std::sync::atomic::Ordering::SeqCst)
-        }
-
-        fn closed(&self) -> usize {
-            self.closed.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    #[tokio::test]
-    async fn requests_in_turn_share_one_connection_also_from_clones() {
-        let gateway = StandIn::start(true, None).await;
-        let client = GatewayClient::new(&gateway.url, &gateway.ca_pem).unwrap();
-        for _ in 0..3 {
-            client.audit("t", b"{}".to_vec()).await.unwrap();
-        }
-        // A clone (the uploader's, approvals') shares the kept connection.
-        client.clone().audit("t", b"{}".to_vec()).await.unwrap();
-        assert_eq!(
-            (gateway.accepted(), client.connections_opened()),
-            (1, 1),
-            "four requests in turn opened more than one connection"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_request_while_another_waits_takes_a_connection_of_its_own() {
-        let gateway = StandIn::start(true, None).await;
-        let client = GatewayClient::new(&gateway.url, &gateway.ca_pem).unwrap();
-        // Warm: one kept connection.
-        client.audit("t", b"{}".to_vec()).await.unwrap();
-        let poll = tokio::spawn({
-            let client = client.clone();
-            async move {
-                client
-                    .call(
-                        Method::GET,
-                        "/v1/bundle",
-                        Some("t"),
-                        &[],
-                        None,
-                        Duration::from_secs(30),
-                    )
-                    .await
-            }
-        });
-        // The long-poll holds the kept connection; the upload does not wait
-        // behind it.
-        tokio::time::timeout(Duration::from_secs(10), client.audit("t", b"{}".to_vec()))
-            .await
-            .expect("an upload waited behind a long-poll")
-            .unwrap();
-        assert_eq!(gateway.accepted(), 2);
-        gateway.release.notify_one();
-        let (status, _, _) = poll.await.unwrap().unwrap();
-        assert_eq!(status, StatusCode::OK);
-        // Both are kept: two more requests at once open nothing new.
-        let (a, b) = tokio::join!(
-            client.audit("t", b"{}".to_vec()),
-            client.audit("t", b"{}".to_vec())
-        );
-        a.unwrap();
-        b.unwrap();
-        assert_eq!(gateway.accepted(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_connection_the_operator_closed_is_not_used_again() {
-        // The operator closes connections idle for 200 ms.
-        let gateway = StandIn::start(true, Some(Duration::from_millis(200))).await;
-        let client = GatewayClient::new(&gateway.url, &gateway.ca_pem).unwrap();
-        client.audit("t", b"{}".to_vec()).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while gateway.closed() < 1 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the stand-in closed the idle connection");
-        client.audit("t", b"{}".to_vec()).await.unwrap();
-        assert_eq!(gateway.accepted(), 2);
-        // An operator that closes after every answer.
-        let gateway = StandIn::start(false, None).await;
-        let client = GatewayClient::new(&gateway.url, &gateway.ca_pem).unwrap();
-        for _ in 0..3 {
-            client.audit("t", b"{}".to_vec()).await.unwrap();
-        }
-        assert_eq!(gateway.accepted(), 3);
-    }
-
-    #[test]
-    fn urls_and_cas_are_checked() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let err = GatewayClient::new("http://op:8443", "x").unwrap_err();
-        assert!(err.to_string().contains("https"), "{err}");
-        let err = GatewayClient::new("https://op:8443", "not a pem").unwrap_err();
-        assert!(matches!(err, GatewayError::BadCa(_)), "{err}");
-    }
-}
+mod tests;

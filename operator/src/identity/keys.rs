@@ -107,7 +107,12 @@ impl GatewayKeys {
         };
         let data: BTreeMap<String, ByteString> = secret.data.unwrap_or_default();
         let set = KeySet::from_secret_data(&data).map_err(|source| self.keys_error(source))?;
-        self.current.store(Arc::new(set));
+        // The same keys keep their set: the tokens verified under it stay
+        // remembered (`crate::gateway::verified`), where a new set had every
+        // sidecar's token verified again after each periodic re-read (#25).
+        if !self.get().same_keys(&set) {
+            self.current.store(Arc::new(set));
+        }
         Ok(())
     }
 

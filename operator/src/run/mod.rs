@@ -415,7 +415,9 @@ pub async fn start(client: Client, settings: Settings) -> Result<Running, StartE
         draining: draining_rx.clone(),
         native_sidecars: native_sidecars.clone(),
     };
-    let tls = certs.resolver().server_config(&[b"http/1.1"])?;
+    let tls = certs
+        .resolver()
+        .server_config(&crate::gateway::serve::ALPN)?;
     if certs.is_dir() {
         tasks.spawn(reload_certs(certs.clone(), settings.cert_reload_every));
     }

@@ -34,6 +34,15 @@ impl TestGateway {
         F: Fn(Accept<TcpStream>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        Self::start_offering(&[], connection).await
+    }
+
+    /// As [`TestGateway::start`], offering `alpn` in the TLS handshake.
+    pub async fn start_offering<F, Fut>(alpn: &[&[u8]], connection: F) -> TestGateway
+    where
+        F: Fn(Accept<TcpStream>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -46,7 +55,7 @@ impl TestGateway {
             .signed_by(&key, &issuer)
             .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
@@ -55,6 +64,7 @@ impl TestGateway {
                 rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
             )
             .unwrap();
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());

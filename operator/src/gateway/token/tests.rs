@@ -366,3 +366,14 @@ fn keys_sign_through_ring_as_jsonwebtoken_would() {
     let slow = fallback.jws(&header, &claims).unwrap();
     assert_eq!(keys.verify(&slow, ISSUER, at(1_200)).unwrap(), claims);
 }
+
+#[test]
+fn a_set_read_again_holds_the_same_keys_and_a_rotated_one_does_not() {
+    let keys = KeySet::generate(at(1_000)).unwrap();
+    let again = KeySet::from_secret_data(&keys.to_secret_data()).unwrap();
+    assert!(keys.same_keys(&again));
+    let mut rotated = again.clone();
+    rotated.rotate(at(2_000)).unwrap();
+    assert!(!keys.same_keys(&rotated));
+    assert!(!keys.same_keys(&KeySet::generate(at(1_000)).unwrap()));
+}
