@@ -59,11 +59,6 @@ pub fn function_key(name: &str) -> String {
         .to_lowercase()
 }
 
-/// The words of a definition (see [`code_words`]).
-pub(super) fn words(definition: &str) -> Vec<String> {
-    code_words(definition)
-}
-
 /// What one definition (`lanname`, `prokind`, `pg_get_functiondef`) may
 /// call.
 fn body(kind: &str, language: &str, definition: Option<&str>) -> Body {
@@ -78,7 +73,7 @@ fn body(kind: &str, language: &str, definition: Option<&str>) -> Body {
         .iter()
         .find_map(|header| definition.trim_start().strip_prefix(header))
         .unwrap_or(definition);
-    let words = words(definition);
+    let words = code_words(definition);
     if words.len() > MAX_WORDS {
         return Body::Opaque("has too large a definition".into());
     }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use sluice_crds::StatementKind;
-use sluice_policy::engine::Reach;
+use sluice_policy::engine::{Reach, code_words};
 
 use super::{Catalog, RelName, name_key, user_defined_function};
 
@@ -163,7 +163,7 @@ impl Catalog {
         code.rule_words.extend(
             rules
                 .as_deref()
-                .map(|rules| super::bodies::words(&without_events(rules)))
+                .map(|rules| code_words(&without_events(rules)))
                 .unwrap_or_default(),
         );
         let cascades: Vec<[String; 3]> = cascades
@@ -192,9 +192,6 @@ impl Catalog {
     /// when the name was not looked up or runs nothing of the kind.
     pub fn code_on_write(&self, table: &str) -> Option<(&[String], &[String], bool)> {
         let code = self.user_code.get(&name_key(table))?;
-        if !code.cascades.is_empty() && code.functions.is_empty() && code.rule_words.is_empty() {
-            return Some((&[], &[], code.on_read));
-        }
         (!code.functions.is_empty() || !code.rule_words.is_empty()).then_some((
             code.functions.as_slice(),
             code.rule_words.as_slice(),
