@@ -76,35 +76,6 @@ fn state(db: &str) -> String {
     ))
 }
 
-/// Runs each of `statements` on its own in one PyMySQL session of `db`;
-/// prints `>>> SQL` then `ran` or `error CODE MSG`.
-fn each(port: u16, db: &str, statements: &[&str]) -> String {
-    let list = serde_json::to_string(statements).unwrap();
-    pymysql(
-        port,
-        &format!(
-            r#"c = connect(database='{db}', autocommit=True)
-cur = c.cursor()
-for sql in json.loads({list:?}):
-    print(">>>", sql)
-    try:
-        cur.execute(sql)
-        print("ran")
-    except pymysql.MySQLError as e:
-        print("error", e.args[0], e.args[1])
-"#
-        ),
-    )
-}
-
-/// The answer to `sql` in `out` (see [`each`]).
-fn answer<'a>(out: &'a str, sql: &str) -> &'a str {
-    out.split(">>> ")
-        .find(|s| s.lines().next() == Some(sql))
-        .and_then(|s| s.lines().nth(1))
-        .unwrap_or_default()
-}
-
 /// The audit chain verifies, at least `count` denials naming `rule` are on
 /// record, and no SSN is.
 fn on_record(sidecar: &Sidecar, rule: &str, count: usize) {

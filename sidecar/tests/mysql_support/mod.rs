@@ -285,6 +285,35 @@ pub fn mariadb_cli(port: u16, sql: &str) -> (bool, String, String) {
     crate::common::outcome(child.wait_with_output().unwrap())
 }
 
+/// Runs each of `statements` on its own in one PyMySQL session of `db`;
+/// prints `>>> SQL` then `ran` or `error CODE MSG`.
+pub fn each(port: u16, db: &str, statements: &[&str]) -> String {
+    let list = serde_json::to_string(statements).unwrap();
+    pymysql(
+        port,
+        &format!(
+            r#"c = connect(database='{db}', autocommit=True)
+cur = c.cursor()
+for sql in json.loads({list:?}):
+    print(">>>", sql)
+    try:
+        cur.execute(sql)
+        print("ran")
+    except pymysql.MySQLError as e:
+        print("error", e.args[0], e.args[1])
+"#
+        ),
+    )
+}
+
+/// The answer to `sql` in `out` (see [`each`]).
+pub fn answer<'a>(out: &'a str, sql: &str) -> &'a str {
+    out.split(">>> ")
+        .find(|s| s.lines().next() == Some(sql))
+        .and_then(|s| s.lines().nth(1))
+        .unwrap_or_default()
+}
+
 /// Runs a Python script with PyMySQL (text protocol); `PORT` in the
 /// environment. Returns its stdout; panics with stderr when it fails.
 pub fn pymysql(port: u16, script: &str) -> String {
