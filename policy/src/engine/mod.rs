@@ -20,7 +20,7 @@ mod through; // decisions made stricter through views, partitions and function b
 pub use compile::{CompiledPolicy, NoSecrets, SecretSource};
 pub use decision::{Decision, EffectiveLimits, SqlDecision, Verdict, VerdictReason};
 pub use set::PolicySet;
-pub use through::{Reach, code_words, runs_code_on_write};
+pub use through::{IMPLICIT_CODE, Reach, code_words, runs_code_on_write, runs_implicit_code};
 
 use serde::Serialize;
 

@@ -100,6 +100,9 @@ impl PolicySet {
         functions: &HashMap<String, Reach>,
     ) -> Option<Decision> {
         let (reached, called, body) = reached_by(s, related, functions);
+        let implicit = functions
+            .get(IMPLICIT_CODE)
+            .filter(|_| runs_implicit_code(s));
         if reached.is_empty() && called.is_empty() && body.is_empty() {
             return None;
         }
@@ -172,6 +175,21 @@ impl PolicySet {
                 &body_kinds,
                 |w: &[&str], k: &[StatementKind]| !restrictive_body(w, k).is_empty(),
             ));
+            // Which of those bodies the database runs unnamed, and for what.
+            {
+                let runs: Vec<String> = implicit
+                    .iter()
+                    .flat_map(|r| r.functions.iter())
+                    .filter(|(_, f)| {
+                        let own = format!("{f}'s body");
+                        through.iter().any(|t| t.starts_with(&own))
+                    })
+                    .map(|(what, f)| {
+                        format!("the database runs {f} for {what}, whatever the statement says")
+                    })
+                    .collect();
+                through.extend(runs);
+            }
         }
         if !through.is_empty() {
             stricter.reason = format!("{} ({})", stricter.reason, through.join(", "));
@@ -331,6 +349,29 @@ pub fn runs_code_on_write(s: &Statement) -> bool {
     })
 }
 
+/// The key, among the functions of [`PolicySet::through_relations`], of
+/// the code the database runs without a statement naming it or a table it
+/// names (a cast's, an operator's or a domain check's function, an event
+/// trigger's): its [`Reach::functions`] are (what runs it, function), and
+/// the functions' bodies are keyed by their names as any other's. Taken as
+/// run by every statement [`runs_implicit_code`] says: an implicit cast or
+/// a domain's default runs with no syntax at all.
+pub const IMPLICIT_CODE: &str = "(implicit code)";
+
+/// Whether `s` may run the code of [`IMPLICIT_CODE`]: a statement of any
+/// kind (nested ones included) but a `SET` or transaction control.
+pub fn runs_implicit_code(s: &Statement) -> bool {
+    s.kinds.iter().any(|k| {
+        !matches!(
+            k,
+            StatementKind::Set
+                | StatementKind::Begin
+                | StatementKind::Commit
+                | StatementKind::Rollback
+        )
+    })
+}
+
 /// (name, relation reached), (name, view, function called) and
 /// (user-defined function, word of its body) of what the names of `s`
 /// reach and the functions it (and those views) calls call in turn.
@@ -377,6 +418,21 @@ fn reached_by<'a>(
         for (view, f) in &reach.functions {
             if !s.functions.contains(f) && !called.iter().any(|(_, _, x)| x == f) {
                 called.push((name, view, f));
+            }
+        }
+    }
+    // The code the database runs without the statement naming it.
+    if runs_implicit_code(s) {
+        for (what, f) in functions
+            .get(IMPLICIT_CODE)
+            .iter()
+            .flat_map(|r| r.functions.iter())
+        {
+            if !body.iter().any(|(_, w)| w == f) {
+                body.push((what, f));
+            }
+            if !s.functions.contains(f) && !called.iter().any(|(_, _, x)| x == f) {
+                called.push((what, what, f));
             }
         }
     }

@@ -25,6 +25,9 @@ pub struct ColumnMatcher {
     /// Functions whose results may hold any table's data (user-defined
     /// functions the catalog found), lower-cased unqualified names.
     opaque_functions: Vec<String>,
+    /// Whether the database's casts or operators run user-defined functions
+    /// (see [`ColumnMatcher::with_implicit_code`]).
+    implicit_code: bool,
 }
 
 impl ColumnMatcher {
@@ -71,6 +74,7 @@ impl ColumnMatcher {
         Ok(Self {
             globs: compiled,
             opaque_functions: Vec::new(),
+            implicit_code: false,
         })
     }
 
@@ -169,6 +173,7 @@ impl ColumnMatcher {
         Self {
             globs,
             opaque_functions: self.opaque_functions.clone(),
+            implicit_code: self.implicit_code,
         }
     }
 
@@ -185,7 +190,24 @@ impl ColumnMatcher {
         Self {
             globs: self.globs.clone(),
             opaque_functions: opaque,
+            implicit_code: self.implicit_code,
         }
+    }
+
+    /// This matcher for a database whose casts or operators run
+    /// user-defined functions: any expression but a column, a constant or
+    /// a parameter may run one (an implicit cast needs no syntax), whose
+    /// body reads what it likes, so every computed value is masked whole,
+    /// like a user-defined function's.
+    pub fn with_implicit_code(&self) -> Self {
+        Self {
+            implicit_code: true,
+            ..self.clone()
+        }
+    }
+
+    pub(super) fn implicit_code(&self) -> bool {
+        self.implicit_code
     }
 
     pub(super) fn is_opaque_function(&self, fname: &str) -> bool {

@@ -30,6 +30,7 @@ mod pg_code_bodies;
 mod pg_drivers;
 mod pg_function_rules;
 mod pg_grammar;
+mod pg_implicit_code;
 mod pg_limits;
 mod pg_parse_off_thread;
 mod pg_pipeline;

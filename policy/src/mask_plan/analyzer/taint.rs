@@ -49,6 +49,16 @@ impl Visitor for TaintVisitor<'_, '_> {
             return ControlFlow::Continue(());
         }
         let t = match expr {
+            // A cast, an operator or a call may run a user-defined function
+            // the database attaches to it: computed values are masked
+            // whole (a column's own value is planned below).
+            e if self.an.matcher.implicit_code() && computes(e) => {
+                let t = self.an.dynamic(
+                    "a computed value (the database's casts or operators run user-defined functions)",
+                );
+                join_into(&mut self.taint, t);
+                return ControlFlow::Continue(());
+            }
             Expr::Function(f)
                 if f.over.is_some() || f.filter.is_some() || function_name(&f.name) == "count" =>
             {
@@ -153,6 +163,30 @@ impl TaintVisitor<'_, '_> {
         }
         t
     }
+}
+
+/// Whether `e` computes a value from others (a cast, an operator, a call,
+/// a CASE…), where a user-defined function the database attaches to a
+/// type or an operator may run: not a column, a constant, a parameter, a
+/// subquery (planned as a query of its own) or parentheses.
+fn computes(e: &Expr) -> bool {
+    if let Expr::Function(f) = e
+        && function_name(&f.name) == "count"
+    {
+        // A count of rows or values: a built-in's number.
+        return false;
+    }
+    !matches!(
+        e,
+        Expr::Identifier(_)
+            | Expr::CompoundIdentifier(_)
+            | Expr::QualifiedWildcard(..)
+            | Expr::Wildcard(_)
+            | Expr::Value(_)
+            | Expr::Nested(_)
+            | Expr::Exists { .. }
+            | Expr::Subquery(_)
+    )
 }
 
 /// `current_setting('name')` of a built-in setting: built-in names have no dot.

@@ -38,11 +38,13 @@ use sluice_policy::mask_plan::{self, ColumnMatcher};
 use sluice_policy::sql::{self, SqlDialect};
 
 mod bodies;
+mod implicit;
 mod pool;
 mod related;
 mod user_code;
 
 pub use bodies::function_key;
+pub use implicit::Implicit;
 pub use pool::{CatalogError, CatalogPool, PoolSettings, TOO_MANY_CONNECTIONS, env};
 
 /// How deep views over views are followed; deeper ones are masked whole.
@@ -96,7 +98,8 @@ type RelName = (String, String);
 /// (`v`, name as written, the view, its definition, its columns) and per
 /// inheritance relative of a table of such a name (`i`, name as written,
 /// the table, the relative, its columns), at most [`MAX_RELATIVES`] + 1 of
-/// those per name, and per other relation of such a name (`t`: it exists;
+/// those per name, per view of such a name its code (`c`: `INSTEAD OF`
+/// triggers and rules, as a table's), and per other relation of such a name (`t`: it exists;
 /// a name of no relation is looked up again, see `Catalog::absent`).
 /// Case is ignored and an unqualified name matches in every schema:
 /// more relations match, never fewer.
@@ -134,6 +137,12 @@ fn lookup_sql(values: &str) -> String {
          SELECT 'i', r.qs, r.qn, r.ts, r.tn, NULL::text, n.nspname::text, c.relname::text, {columns} \
            FROM counted r JOIN pg_catalog.pg_class c ON c.oid = r.oid \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE r.k <= {limit} \
+         UNION ALL \
+         SELECT 'c', q.schema, q.name, n.nspname::text, c.relname::text, {user_code}, {code_functions}, {rules}, {cascades} \
+           FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
+             AND c.relkind IN ('v', 'm') \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema)) \
          UNION ALL \
          SELECT 'v', q.schema, q.name, n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid), NULL, NULL, {columns} \
          FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
@@ -252,6 +261,9 @@ pub struct Catalog {
     /// Whether the last [`Catalog::extended_matcher`] found a user-defined
     /// function called (by the statement or a view it reads).
     user_functions_called: bool,
+    /// The user-defined functions the database runs without a statement
+    /// naming them (see [`implicit`]), once read.
+    implicit: Option<Vec<implicit::Implicit>>,
     /// Bumped whenever what this cache knows about names changes (a lookup
     /// of names it did not hold, a body read, an entry dropped, everything
     /// forgotten; not a lookup answered from the cache): a
@@ -275,6 +287,7 @@ impl Catalog {
             functions: HashMap::new(),
             user_code: HashMap::new(),
             user_functions_called: false,
+            implicit: None,
             revision: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -409,6 +422,7 @@ impl Catalog {
         self.bodies.clear();
         self.functions.clear();
         self.user_code.clear();
+        self.implicit = None;
     }
 
     /// The masking rules' `matcher` extended with what `statement` reads
@@ -481,10 +495,18 @@ impl Catalog {
         }
         views.sort();
         views.dedup();
-        Ok(if views.is_empty() {
+        let extended = if views.is_empty() {
             base
         } else {
             Some(base_ref.with_columns(&views))
+        };
+        // Casts and operators that run user-defined functions: any value
+        // computed may be one's (see `implicit`).
+        let implicit = self.implicit_code().await?.iter().any(|i| i.values);
+        Ok(if implicit {
+            Some(extended.as_ref().unwrap_or(matcher).with_implicit_code())
+        } else {
+            extended
         })
     }
 
@@ -669,8 +691,9 @@ impl Catalog {
             };
             let key = (q_schema, q_name);
             self.absent.remove(&key);
-            if kind == "t" {
-                // The table's code rides in the other columns' places.
+            if kind == "t" || kind == "c" {
+                // The table's (or a view's: `INSTEAD OF` triggers, rules)
+                // code rides in the other columns' places.
                 self.read_code(key, definition, other_schema, other_name, columns);
                 continue;
             }

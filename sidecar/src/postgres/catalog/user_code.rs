@@ -38,6 +38,21 @@ pub(super) struct UserCode {
 /// followed as a word, never dropped.
 const UNREADABLE: &str = "(unreadable)";
 
+/// The relation `rel` (an alias of `pg_class`) and its descendants
+/// (partitions, `INHERITS` children, as deep as
+/// [`super::MAX_INHERITANCE_DEPTH`]), as a subquery of OIDs: a write to a
+/// table writes their rows too, so their triggers, constraints, indexes
+/// and foreign keys run for it (`INSERT INTO parted …` fires the trigger
+/// of the partition the row lands in; `UPDATE parent …` a child's).
+fn with_descendants(rel: &str) -> String {
+    format!(
+        "(WITH RECURSIVE h(oid, depth) AS (SELECT {rel}.oid, 0 \
+           UNION ALL SELECT i.inhrelid, h.depth + 1 FROM pg_catalog.pg_inherits i \
+           JOIN h ON i.inhparent = h.oid WHERE h.depth < {depth}) SELECT oid FROM h)",
+        depth = super::MAX_INHERITANCE_DEPTH,
+    )
+}
+
 /// What the foreign keys that reference the relation `rel` write in their
 /// tables, as a JSON array of `["fires:does", schema, table]`: a delete cascades
 /// (`delete:delete`) or sets the key to NULL or its default
@@ -54,7 +69,8 @@ pub(super) fn foreign_key_actions(rel: &str) -> String {
              (CASE k.confdeltype WHEN 'c' THEN 'delete:delete' WHEN 'n' THEN 'delete:update' WHEN 'd' THEN 'delete:update' END), \
              (CASE WHEN k.confupdtype IN ('c', 'n', 'd') THEN 'update:update' END), \
              ('truncate:truncate')) AS a(action) \
-           WHERE k.contype = 'f' AND k.confrelid = {rel}.oid AND a.action IS NOT NULL)"
+           WHERE k.contype = 'f' AND k.confrelid IN {tree} AND a.action IS NOT NULL)",
+        tree = with_descendants(rel),
     )
 }
 
@@ -73,7 +89,8 @@ pub(super) fn user_code_functions(rel: &str) -> String {
              WHEN d2.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass THEN \
                (SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_operator o WHERE o.oid = d2.refobjid) END \
            WHERE d1.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-             AND d1.refobjid = {rel}.oid AND d1.deptype = 'a')"
+             AND d1.refobjid IN {tree} AND d1.deptype = 'a')",
+        tree = with_descendants(rel),
     )
 }
 
@@ -103,18 +120,23 @@ pub(super) fn user_code_flags(rel: &str) -> String {
            FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace pn ON pn.oid = o.oprnamespace \
            WHERE o.oid = d2.refobjid AND pn.nspname NOT IN ('pg_catalog', 'information_schema'))))"
     );
-    let depends = |only: &str| {
+    let depends = |of: &str, only: &str| {
         format!(
             "EXISTS (SELECT 1 FROM pg_catalog.pg_depend d1 JOIN pg_catalog.pg_depend d2 \
                ON d2.classid = d1.classid AND d2.objid = d1.objid \
              WHERE d1.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-               AND d1.refobjid = {rel}.oid AND d1.deptype = 'a'{only} AND {user})"
+               AND d1.refobjid {of} AND d1.deptype = 'a'{only} AND {user})"
         )
     };
+    // A write runs its descendants' code too; a read only the policies of
+    // the table it names.
     format!(
         "pg_catalog.concat(CASE WHEN {write} THEN 'w' END, CASE WHEN {rel}.relrowsecurity AND {read} THEN 'r' END)",
-        write = depends(""),
-        read = depends(" AND d1.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass"),
+        write = depends(&format!("IN {}", with_descendants(rel)), ""),
+        read = depends(
+            &format!("= {rel}.oid"),
+            " AND d1.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass"
+        ),
     )
 }
 

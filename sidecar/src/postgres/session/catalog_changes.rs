@@ -24,8 +24,10 @@
 //!
 //! Not seen: changes made by other clients of the database (another pod,
 //! an administrator) after this session looked a name up, until the
-//! session looks it up again (see sidecar/README.md); code run through a
-//! partition's own trigger, a domain, a cast or an event trigger.
+//! session looks it up again (see sidecar/README.md). A statement that
+//! may run code the database runs unnamed (a cast's, a domain's, an
+//! operator's, an event trigger's: `catalog::implicit`) while some is
+//! user-defined is counted too.
 
 use super::*;
 use crate::enforcement::{Decided, Refusal};

@@ -22,8 +22,11 @@
 //! under any rule that denies or holds, the bodies of the functions a
 //! statement calls (itself or through views) are read, and their words
 //! count as functions it calls, tables it touches and statement kinds it
-//! runs (`PolicySet::through_relations`). What is not followed (triggers,
-//! rules, column defaults, row security policies) is listed in
+//! runs (`PolicySet::through_relations`); so are those of the code its
+//! written tables run (triggers, rules, defaults, constraints, policies,
+//! foreign keys' actions; their partitions' and children's too) and of the
+//! code the database runs unnamed (casts, operators, domains, event
+//! triggers: [`add_implicit`]). What is not followed is listed in
 //! sidecar/README.md.
 //!
 //! [`Reach::functions`]: sluice_policy::engine::Reach::functions
@@ -37,7 +40,7 @@ use std::collections::HashSet;
 
 use crate::postgres::catalog::Catalog;
 use crate::postgres::catalog::{CatalogError, function_key};
-use sluice_policy::engine::{Reach, runs_code_on_write};
+use sluice_policy::engine::{IMPLICIT_CODE, Reach, runs_code_on_write, runs_implicit_code};
 
 /// What of a statement is followed through the catalog
 /// ([`ClientLoop::names_to_follow`]).
@@ -90,6 +93,16 @@ impl ClientLoop {
                 }
             }
             _ => Ok(HashMap::new()),
+        };
+        // The code the database runs without the statement naming it.
+        let called = match called {
+            Ok(mut called) if runs_implicit(&decided) => {
+                match Box::pin(add_implicit(&mut catalog, &mut called)).await {
+                    Ok(()) => Ok(called),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
         };
         let (related, called) = match (related, called) {
             (Ok(mut related), Ok(mut called)) => {
@@ -155,6 +168,15 @@ impl ClientLoop {
             let called = match (&related, follow.functions) {
                 (Ok(related), true) => catalog.called_cached(&called_names(&decided, related))?,
                 _ => Ok(HashMap::new()),
+            };
+            let called = match called {
+                Ok(mut called) if runs_implicit(&decided) => {
+                    match add_implicit_cached(&catalog, &mut called)? {
+                        Ok(()) => Ok(called),
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
             };
             let (related, called) = match (related, called) {
                 (Ok(mut related), Ok(mut called)) => {
@@ -273,10 +295,17 @@ impl ClientLoop {
             .iter()
             .any(|(s, _)| !s.functions.is_empty());
         let names = decided.sql.table_names();
-        if names.is_empty() && !calls {
+        // The code the database runs unnamed (casts, domains, operators…),
+        // unless this session found there is none.
+        let implicit = runs_implicit(decided)
+            && !self
+                .catalog
+                .try_lock()
+                .is_ok_and(|catalog| catalog.no_implicit_code());
+        if names.is_empty() && !calls && !implicit {
             return None;
         }
-        if !self.enforcer.has_restrictive_table_rules() {
+        if !self.enforcer.has_restrictive_table_rules() && !implicit {
             let known = self.catalog.try_lock().is_ok_and(|catalog| {
                 catalog.names_without_views(&names)
                     && catalog.tables_run_no_user_code(&names)
@@ -542,7 +571,83 @@ fn user_code(
     user: Option<&[String]>,
     catalog: &Catalog,
 ) -> u64 {
-    user_code_mask(calls, user) | tables_mask(decided, catalog)
+    user_code_mask(calls, user) | tables_mask(decided, catalog) | implicit_mask(decided, catalog)
+}
+
+/// The statements of `decided` (bit `i`, 63 for the rest) that run the
+/// user-defined code the database runs unnamed (see [`add_implicit`]),
+/// when this session found some.
+fn implicit_mask(decided: &Decided, catalog: &Catalog) -> u64 {
+    if catalog.implicit_cached().is_none_or(<[_]>::is_empty) {
+        return 0;
+    }
+    let mut mask = 0u64;
+    for (i, (s, _)) in decided.sql.statements.iter().enumerate() {
+        if runs_implicit_code(s) {
+            mask |= 1 << i.min(63);
+        }
+    }
+    mask
+}
+
+/// Whether a statement of `decided` may run the code the database runs
+/// without naming it ([`runs_implicit_code`]).
+fn runs_implicit(decided: &Decided) -> bool {
+    decided
+        .sql
+        .statements
+        .iter()
+        .any(|(s, _)| runs_implicit_code(s))
+}
+
+/// Adds to `called` the user-defined functions the database runs without
+/// a statement naming them (casts, operators, domains, event triggers,
+/// operator classes: `Catalog::implicit_code`), their bodies read as any
+/// called function's, under [`IMPLICIT_CODE`] with what runs each. `Err`
+/// when they cannot be told (fail closed).
+async fn add_implicit(
+    catalog: &mut Catalog,
+    called: &mut HashMap<String, Reach>,
+) -> Result<(), CatalogError> {
+    let implicit = catalog.implicit_code().await?;
+    if implicit.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = implicit.iter().map(|i| i.function.clone()).collect();
+    let bodies = Box::pin(catalog.called_through_functions(&names)).await?;
+    called.extend(bodies);
+    called.insert(IMPLICIT_CODE.to_string(), implicit_reach(&implicit));
+    Ok(())
+}
+
+/// [`add_implicit`] from the session's cache: `None` when something is
+/// not in it.
+fn add_implicit_cached(
+    catalog: &Catalog,
+    called: &mut HashMap<String, Reach>,
+) -> Option<Result<(), CatalogError>> {
+    let implicit = catalog.implicit_cached()?;
+    if implicit.is_empty() {
+        return Some(Ok(()));
+    }
+    let names: Vec<String> = implicit.iter().map(|i| i.function.clone()).collect();
+    match catalog.called_cached(&names)? {
+        Ok(bodies) => called.extend(bodies),
+        Err(e) => return Some(Err(e)),
+    }
+    called.insert(IMPLICIT_CODE.to_string(), implicit_reach(implicit));
+    Some(Ok(()))
+}
+
+/// The [`IMPLICIT_CODE`] entry: (what runs it, function) of each.
+fn implicit_reach(implicit: &[crate::postgres::catalog::Implicit]) -> Reach {
+    Reach {
+        functions: implicit
+            .iter()
+            .map(|i| (i.what.clone(), i.function.clone()))
+            .collect(),
+        ..Reach::default()
+    }
 }
 
 /// `decided`, marked with `user_code` when it is not empty.
