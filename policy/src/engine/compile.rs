@@ -264,6 +264,15 @@ impl CompiledPolicy {
             .map(|r| r.name.as_str())
     }
 
+    /// The name of this policy's first rule that denies or holds and names
+    /// a table qualified with its schema (`public.customers`, `s.*`):
+    /// renaming a schema takes its tables out of such a rule.
+    pub(super) fn restrictive_qualified_table_rule(&self) -> Option<&str> {
+        self.restrictive_table_rules()
+            .find(|r| r.matcher.tables.iter().any(|t| t.qualified))
+            .map(|r| r.name.as_str())
+    }
+
     /// The verdict of this policy's rule named `rule`, if it has one.
     pub(super) fn verdict_of(&self, rule: &str) -> Option<Verdict<'_>> {
         let r = self.rules.iter().find(|r| r.name == rule)?;

@@ -769,4 +769,26 @@ fn renaming_a_table_a_rule_names_is_refused() {
         let d = ps.decide_sql(sql, SqlDialect::Postgres).decision;
         assert_eq!(d.action, Action::Allow, "{sql}: {}", d.reason);
     }
+    // A schema renamed takes its tables out of rules that name them with
+    // their schema (`public.customers` no longer matches `p2.customers`);
+    // rules naming tables without a schema match them in any.
+    let qualified = set(&[policy(&with(
+        r#"  defaultAction: allow
+  rules:
+    - {name: protect-customers, match: {statements: [delete], tables: [public.customers]}, action: deny}
+"#,
+    ))]);
+    let d = qualified
+        .decide_sql("ALTER SCHEMA public RENAME TO p2", SqlDialect::Postgres)
+        .decision;
+    assert_eq!(d.action, Action::Deny, "{}", d.reason);
+    assert!(d.reason.contains("renames schema public"), "{}", d.reason);
+    let d = ps
+        .decide_sql("ALTER SCHEMA public RENAME TO p2", SqlDialect::Postgres)
+        .decision;
+    assert_eq!(d.action, Action::Allow, "{}", d.reason);
+    let d = qualified
+        .decide_sql("ALTER SCHEMA public OWNER TO someone", SqlDialect::Postgres)
+        .decision;
+    assert_eq!(d.action, Action::Allow, "{}", d.reason);
 }

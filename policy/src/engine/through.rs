@@ -229,6 +229,26 @@ impl PolicySet {
                 schemas.join(", ")
             )));
         }
+        // `ALTER SCHEMA s RENAME TO t` renames every table of `s`.
+        if let Ast::AlterSchema(a) = &s.ast
+            && a.operations
+                .iter()
+                .any(|op| matches!(op, sqlparser::ast::AlterSchemaOperation::Rename { .. }))
+        {
+            let (policy, rule) = self
+                .policies
+                .iter()
+                .enumerate()
+                .find_map(|(i, p)| p.restrictive_qualified_table_rule().map(|r| (i, r)))?;
+            let verdict = self.policies[policy].verdict_of(rule)?;
+            let mut decision = Decision::combine(&[verdict]);
+            decision.reason = format!(
+                "{} (renames schema {}, whose tables the rule may name with their schema: rules match names, so their rows would be written under the new one unguarded; ask an administrator to rename it and the rule together)",
+                decision.reason,
+                normalize_name(&a.name, true)
+            );
+            return Some(decision);
+        }
         let renames: Vec<(String, String)> = match &s.ast {
             Ast::AlterTable(at) => at
                 .operations
