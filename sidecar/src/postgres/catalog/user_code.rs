@@ -140,10 +140,11 @@ pub(super) fn user_code_flags(rel: &str) -> String {
     )
 }
 
-/// Rules' definitions (`pg_get_ruledef`) without their events (`ON INSERT
-/// TO t`): the event is no statement a rule runs, its action is.
+/// Rules' definitions (`pg_get_ruledef`) without their headers (`CREATE
+/// RULE r AS`) and events (`ON INSERT TO t`): neither is a statement a rule
+/// runs, its action is (only a SELECT, INSERT, UPDATE, DELETE or NOTIFY).
 pub(super) fn without_events(rules: &str) -> String {
-    let mut out = rules.to_string();
+    let mut out = rules.replace("CREATE RULE ", "RULE ");
     for event in [
         "ON INSERT TO",
         "ON UPDATE TO",
@@ -306,5 +307,25 @@ impl Catalog {
                 .get(&name_key(t))
                 .is_some_and(|c| !c.on_write && !c.on_read)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rules_words_are_its_actions() {
+        let words = code_words(&without_events(
+            "CREATE RULE r AS\n    ON UPDATE TO public.t DO INSTEAD  DELETE FROM customers WHERE (customers.id = 1); \
+             CREATE RULE pg_settings_u AS\n    ON UPDATE TO pg_catalog.pg_settings\n   WHERE (new.name = old.name) DO  SELECT set_config(old.name, new.setting, false) AS set_config",
+        ));
+        for w in ["delete", "customers", "select", "set_config"] {
+            assert!(words.contains(&w.to_string()), "{w}: {words:?}");
+        }
+        // The header and the event are no statements the rules run.
+        for w in ["create", "update"] {
+            assert!(!words.contains(&w.to_string()), "{w}: {words:?}");
+        }
     }
 }
