@@ -258,3 +258,73 @@ async fn values_of_code_the_database_runs_unnamed_are_masked() {
     let bytes = run(&mut raw, "SELECT count(*) FROM customers");
     assert!(contains(&bytes, "4"), "{}", String::from_utf8_lossy(&bytes));
 }
+
+/// A foreign table of `postgres_fdw` on a loopback server is `customers`
+/// under another name, as a view would be: `SELECT ssn FROM rc` returned
+/// the numbers in clear and `DELETE FROM rc` deleted customers.
+#[tokio::test]
+async fn foreign_tables_stand_for_the_tables_they_reach() {
+    let (db, admin) = database("implicit_foreign").await;
+    let pg = server();
+    admin
+        .batch_execute(&format!(
+            "CREATE EXTENSION postgres_fdw;
+             CREATE SERVER loopback FOREIGN DATA WRAPPER postgres_fdw
+               OPTIONS (host '127.0.0.1', port '{port}', dbname '{db}');
+             CREATE USER MAPPING FOR PUBLIC SERVER loopback
+               OPTIONS (user '{ADMIN}', password '{PASSWORD}');
+             CREATE FOREIGN TABLE rc (id int, name text, number text OPTIONS (column_name 'ssn'))
+               SERVER loopback OPTIONS (schema_name 'public', table_name 'customers');",
+            port = pg.port,
+        ))
+        .await
+        .unwrap();
+    let rules = "  defaultAction: allow
+  rules:
+    - name: protect-customers
+      match: {statements: [delete, update, insert, truncate], tables: [customers]}
+      action: deny
+  masking:
+    - columns: [\"customers.ssn\"]
+      strategy: redact";
+    let sidecar = Sidecar::start(
+        &manifests(pg, &db, ADMIN, "disable", &policy(rules)),
+        "shop/report-job",
+    );
+    let mut raw = RawClient::connect(sidecar.port);
+    for sql in [
+        "SELECT number FROM rc",
+        "SELECT * FROM rc",
+        "SELECT upper(number) FROM rc WHERE id = 1",
+    ] {
+        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!contains(&bytes, "SERROR"), "{sql}: {text}");
+            assert!(text.contains("[redacted]"), "{sql}: {text}");
+            for ssn in ["111-11-1111", "222-22-2222", "333-33-3333", "444-44-4444"] {
+                assert!(!text.contains(ssn), "{sql} leaked {ssn}: {text}");
+            }
+        }
+    }
+    let bytes = run(&mut raw, "SELECT name FROM rc WHERE id = 2");
+    assert!(
+        String::from_utf8_lossy(&bytes).contains('b'),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    refused(
+        &mut raw,
+        "DELETE FROM rc WHERE id = 2",
+        "rc reaches public.customers",
+    );
+    refused(
+        &mut raw,
+        "UPDATE rc SET name = 'x'",
+        "rc reaches public.customers",
+    );
+    assert_eq!(
+        row_count(&admin, "customers").await,
+        4,
+        "a denied DELETE ran"
+    );
+}

@@ -144,6 +144,16 @@ fn lookup_sql(values: &str) -> String {
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema)) \
          UNION ALL \
+         SELECT 'v', q.schema, q.name, n.nspname::text, c.relname::text, {foreign_definition}, NULL, NULL, {columns} \
+           FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
+             AND c.relkind = 'f' \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema)) \
+           JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = c.oid \
+           JOIN pg_catalog.pg_foreign_server fs ON fs.oid = ft.ftserver \
+           JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = fs.srvfdw \
+           WHERE w.fdwname = 'postgres_fdw' OR {option}(ft.ftoptions) o WHERE o.option_name = 'table_name') IS NOT NULL \
+         UNION ALL \
          SELECT 'v', q.schema, q.name, n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid), NULL, NULL, {columns} \
          FROM q JOIN pg_catalog.pg_class c ON pg_catalog.lower(c.relname) = pg_catalog.lower(q.name) \
            AND c.relkind IN ('v', 'm') \
@@ -151,10 +161,40 @@ fn lookup_sql(values: &str) -> String {
            AND (q.schema = '' OR pg_catalog.lower(n.nspname) = pg_catalog.lower(q.schema))",
         depth = MAX_INHERITANCE_DEPTH,
         limit = MAX_RELATIVES + 1,
+        foreign_definition = foreign_definition("c", "n", "ft"),
+        option = OPTION,
         user_code = user_code::user_code_flags("c"),
         code_functions = user_code::user_code_functions("c"),
         rules = user_code::rule_definitions("c"),
         cascades = user_code::foreign_key_actions("c"),
+    )
+}
+
+/// The value of an FDW option (`name`, options array) or NULL, as SQL.
+const OPTION: &str = "(SELECT o.option_value FROM pg_catalog.pg_options_to_table";
+
+/// A foreign table (`c` in namespace `n`, `ft` its `pg_foreign_table` row)
+/// as the definition of a view of the table it stands for: `SELECT remote
+/// AS local, … FROM schema.table`, from its `schema_name`, `table_name` and
+/// columns' `column_name` options (`postgres_fdw`'s; its own schema and
+/// names when absent). A foreign table of `postgres_fdw` may be this very
+/// database's `customers` under another name (a loopback server, as
+/// `dblink` can be): its rows are read and written as that table's, so
+/// the rules on the table and the masking of its columns follow it as
+/// they follow a view. More refused and masked, never less: the server
+/// may be another database with a table of that name.
+fn foreign_definition(c: &str, n: &str, ft: &str) -> String {
+    let option = |name: &str, of: &str| format!("{OPTION}({of}) o WHERE o.option_name = '{name}')");
+    format!(
+        "'SELECT ' || (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(\
+           COALESCE({column}, a.attname::text)) || ' AS ' || pg_catalog.quote_ident(a.attname), \
+           ', ' ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
+           WHERE a.attrelid = {c}.oid AND a.attnum > 0 AND NOT a.attisdropped) \
+         || ' FROM ' || pg_catalog.quote_ident(COALESCE({schema}, {n}.nspname::text)) \
+         || '.' || pg_catalog.quote_ident(COALESCE({table}, {c}.relname::text))",
+        column = option("column_name", "a.attfdwoptions"),
+        schema = option("schema_name", &format!("{ft}.ftoptions")),
+        table = option("table_name", &format!("{ft}.ftoptions")),
     )
 }
 
