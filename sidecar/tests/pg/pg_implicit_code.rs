@@ -126,6 +126,13 @@ async fn code_the_database_runs_unnamed_runs_no_denied_statement() {
     // A domain whose check runs nothing denied: used freely.
     run(&mut raw, "SELECT 5::positive");
     run(&mut raw, "INSERT INTO counted VALUES (3)");
+    // Code that changes no names lets statements share a query string.
+    let bytes = run(&mut raw, "SELECT 41; SELECT 42");
+    assert!(
+        contains(&bytes, "42"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     assert_eq!(row_count(&admin, "counted").await, 1);
     // Its function made to delete customers (bodies are read on each
     // statement): every statement that evaluates anything may run it.

@@ -574,11 +574,48 @@ fn user_code(
     user_code_mask(calls, user) | tables_mask(decided, catalog) | implicit_mask(decided, catalog)
 }
 
+/// Words of code that may change what names stand for: statements that
+/// define, rename or drop, and the built-ins that set `search_path`.
+const CATALOG_WORDS: &[&str] = &[
+    "create",
+    "alter",
+    "drop",
+    "rename",
+    "grant",
+    "revoke",
+    "comment",
+    "security",
+    "import",
+    "refresh",
+    "execute",
+    "call",
+    "do",
+    "set",
+    "set_config",
+    "reset",
+    "discard",
+];
+
 /// The statements of `decided` (bit `i`, 63 for the rest) that run the
 /// user-defined code the database runs unnamed (see [`add_implicit`]),
-/// when this session found some.
+/// when this session found some whose words (nested functions' included)
+/// may change what names stand for, or cannot be told: counted as
+/// catalog changes (see `catalog_changes`). A domain's check that only
+/// compares leaves statements as they are (`SELECT 1; SELECT 2` in one
+/// query string).
 fn implicit_mask(decided: &Decided, catalog: &Catalog) -> u64 {
-    if catalog.implicit_cached().is_none_or(<[_]>::is_empty) {
+    let Some(implicit) = catalog.implicit_cached().filter(|i| !i.is_empty()) else {
+        return 0;
+    };
+    let names: Vec<String> = implicit.iter().map(|i| i.function.clone()).collect();
+    let changes = match catalog.called_cached(&names) {
+        Some(Ok(reach)) => reach
+            .values()
+            .flat_map(|r| r.functions.iter())
+            .any(|(_, w)| CATALOG_WORDS.contains(&w.as_str())),
+        _ => true,
+    };
+    if !changes {
         return 0;
     }
     let mut mask = 0u64;
