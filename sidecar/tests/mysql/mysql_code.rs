@@ -110,3 +110,73 @@ for sql in ["CALL purge_p()", "INSERT INTO orders VALUES (9, 9)", "SELECT count(
     let customers = m.admin(&format!("SELECT count(*) FROM {db}.customers"));
     assert_eq!(customers.trim(), "2", "{out}");
 }
+
+/// Foreign keys' actions run the actions of the keys referencing the rows
+/// they write, level by level (the server follows 15): with `customers`
+/// referencing `regions` and `regions` referencing `countries`, both `ON
+/// DELETE CASCADE`, `DELETE FROM countries` (or `planets`, a level up)
+/// deleted customers under the rule denying it; only the keys referencing
+/// the table a statement names were followed. Refused now, on record; a
+/// write that cascades to no protected table (a self-referencing key
+/// included) runs.
+#[test]
+fn foreign_keys_are_followed_through_chains() {
+    let db = "my_code_key_chains";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.planets (id int primary key) ENGINE=InnoDB;
+         INSERT INTO {db}.planets VALUES (1), (2);
+         CREATE TABLE {db}.countries (id int primary key, planet int,
+           FOREIGN KEY (planet) REFERENCES {db}.planets (id) ON DELETE CASCADE) ENGINE=InnoDB;
+         INSERT INTO {db}.countries VALUES (1, 1), (2, 2);
+         CREATE TABLE {db}.regions (id int primary key, country int,
+           FOREIGN KEY (country) REFERENCES {db}.countries (id) ON DELETE CASCADE) ENGINE=InnoDB;
+         INSERT INTO {db}.regions VALUES (1, 1), (2, 2);
+         CREATE TABLE {db}.customers (id int primary key, name varchar(50), region int,
+           FOREIGN KEY (region) REFERENCES {db}.regions (id) ON DELETE CASCADE) ENGINE=InnoDB;
+         INSERT INTO {db}.customers VALUES (1, 'Alice', 1), (2, 'Bob', 2);
+         CREATE TABLE {db}.teams (id int primary key, parent int,
+           FOREIGN KEY (parent) REFERENCES {db}.teams (id) ON DELETE CASCADE) ENGINE=InnoDB;
+         INSERT INTO {db}.teams VALUES (1, NULL), (2, 1), (3, 2);"
+    ));
+    let sidecar = Sidecar::start(&manifests(m, db, RULES), "shop/report-job");
+    let attacks = [
+        "DELETE FROM countries WHERE id = 1",
+        "DELETE FROM planets WHERE id = 2",
+    ];
+    let runs = [
+        "DELETE FROM teams WHERE id = 2",
+        "INSERT INTO planets VALUES (3)",
+    ];
+    let statements: Vec<&str> = attacks.iter().chain(runs.iter()).copied().collect();
+    let out = each(sidecar.port, db, &statements);
+    for sql in attacks {
+        let a = answer(&out, sql);
+        assert!(
+            a.starts_with("error 1227")
+                && a.contains("protect-customers")
+                && a.contains(&format!(
+                    "the foreign key of {db}.customers (on {db}.regions)"
+                )),
+            "{sql}: {a}\n{out}"
+        );
+    }
+    for sql in runs {
+        assert_eq!(answer(&out, sql), "ran", "{sql}:\n{out}");
+    }
+    let customers = m.admin(&format!(
+        "SELECT group_concat(id ORDER BY id) FROM {db}.customers"
+    ));
+    assert_eq!(customers.trim(), "1,2", "{out}");
+    let teams = m.admin(&format!("SELECT group_concat(id) FROM {db}.teams"));
+    assert_eq!(teams.trim(), "1", "{out}");
+    let text = sidecar.audit_text();
+    sluice_policy::audit::verify_lines(text.lines(), &[]).expect("the audit chain verifies");
+    let denials = sidecar
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["type"] == "denial" && e["decision"]["rule"] == "protect-customers")
+        .count();
+    assert!(denials >= 2, "{text}");
+}

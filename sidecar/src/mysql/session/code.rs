@@ -99,9 +99,8 @@ impl Session<'_> {
                 format!(
                     "SELECT CONCAT('t ', {i}, ' ', IFNULL(ACTION_STATEMENT, '')) FROM information_schema.TRIGGERS \
                      WHERE EVENT_OBJECT_SCHEMA = {s} AND EVENT_OBJECT_TABLE = {t} \
-                     UNION ALL SELECT CONCAT('f ', {i}, ' ', REPLACE(DELETE_RULE, ' ', '_'), ' ', REPLACE(UPDATE_RULE, ' ', '_'), ' ', CONSTRAINT_SCHEMA, '.', TABLE_NAME) \
-                     FROM information_schema.REFERENTIAL_CONSTRAINTS \
-                     WHERE UNIQUE_CONSTRAINT_SCHEMA = {s} AND REFERENCED_TABLE_NAME = {t}"
+                     UNION ALL {}",
+                    foreign_keys(*i, &s, &t)
                 )
             })
             .collect();
@@ -110,6 +109,9 @@ impl Session<'_> {
                 "the server answered the lookup of triggers and foreign keys with an error".into(),
             ));
         };
+        // The tables the keys' actions write, each after the name whose
+        // write reaches it: their own keys' actions run in turn.
+        let mut written: Vec<(String, (String, String))> = Vec::new();
         for row in rows {
             let mut parts = row.splitn(3, ' ');
             let (Some(what), Some(index), Some(rest)) = (parts.next(), parts.next(), parts.next())
@@ -126,10 +128,83 @@ impl Session<'_> {
                     .on_write
                     .extend(code_words(rest).into_iter().map(|w| (via.clone(), w)));
             } else {
-                add_cascade(reach, rest);
+                let Some(key) = ForeignKey::read(rest) else {
+                    return Ok(Err("an answer Sluice does not read".into()));
+                };
+                key.add_to(reach, None);
+                if key.writes() {
+                    written.push((name.clone(), key.table));
+                }
             }
         }
-        Ok(Ok(()))
+        self.cascades_of_cascades(written, related).await
+    }
+
+    /// What the foreign keys referencing the tables in `written` (each
+    /// after the name whose write reaches it through a key's action) write
+    /// in turn, level by level as the server follows them (`DELETE FROM
+    /// customers` deletes `orders` rows whose key cascades from it, and
+    /// those delete the `order_items` rows whose key cascades from theirs):
+    /// added to the name's [`Reach::cascades`], for deletes and updates
+    /// alike (a deleted row's children are deleted or updated as their
+    /// keys say, an updated one's as theirs say). Why not when they cannot
+    /// be told (more than [`MAX_CANDIDATES`] tables, or deeper than the
+    /// server goes).
+    async fn cascades_of_cascades(
+        &mut self,
+        mut written: Vec<(String, (String, String))>,
+        related: &mut HashMap<String, Reach>,
+    ) -> Result<Result<(), String>, SessionError> {
+        let mut seen: Vec<(String, (String, String))> = written.clone();
+        for _ in 0..MAX_CASCADE_DEPTH {
+            if written.is_empty() {
+                return Ok(Ok(()));
+            }
+            let selects: Vec<String> = written
+                .iter()
+                .enumerate()
+                .map(|(i, (_, (s, t)))| foreign_keys(i, &views::literal(s), &views::literal(t)))
+                .collect();
+            let Some(rows) = self.code_rows(&selects).await? else {
+                return Ok(Err(
+                    "the server answered the lookup of foreign keys with an error".into(),
+                ));
+            };
+            let mut next = Vec::new();
+            for row in rows {
+                let parsed = row
+                    .strip_prefix("f ")
+                    .and_then(|r| r.split_once(' '))
+                    .and_then(|(i, rest)| {
+                        Some((
+                            written.get(i.parse::<usize>().ok()?)?,
+                            ForeignKey::read(rest)?,
+                        ))
+                    });
+                let Some(((name, (s, t)), key)) = parsed else {
+                    return Ok(Err("an answer Sluice does not read".into()));
+                };
+                let from = format!("{s}.{t}").to_lowercase();
+                key.add_to(related.entry(name.clone()).or_default(), Some(&from));
+                let link = (name.clone(), key.table.clone());
+                if key.writes() && !seen.contains(&link) {
+                    if seen.len() >= MAX_CANDIDATES {
+                        return Ok(Err(format!(
+                            "more than {MAX_CANDIDATES} tables written through foreign keys"
+                        )));
+                    }
+                    seen.push(link.clone());
+                    next.push(link);
+                }
+            }
+            written = next;
+        }
+        if written.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(Err(format!(
+            "foreign keys whose actions cascade deeper than {MAX_CASCADE_DEPTH} levels"
+        )))
     }
 
     /// The bodies of the stored routines of the names `routines` (see
@@ -202,35 +277,136 @@ impl Session<'_> {
     }
 }
 
-/// Adds what a foreign key's actions write to `reach`: `rest` is
-/// `DELETE_RULE UPDATE_RULE schema.table` (rules with `_` for spaces) of a
-/// key referencing the table.
-fn add_cascade(reach: &mut Reach, rest: &str) {
-    let mut parts = rest.splitn(3, ' ');
-    let (Some(on_delete), Some(on_update), Some(table)) =
-        (parts.next(), parts.next(), parts.next())
-    else {
-        return;
-    };
-    let table = table.to_lowercase();
-    let via = format!("the foreign key of {table}");
-    let writes = |rule: &str| match rule {
-        "CASCADE" => Some("delete"),
-        "SET_NULL" | "SET_DEFAULT" => Some("update"),
-        _ => None,
-    };
-    if let Some(does) = writes(on_delete) {
-        reach
-            .cascades
-            .push((StatementKind::Delete, via.clone(), does.to_string()));
-        reach
-            .cascades
-            .push((StatementKind::Delete, via.clone(), table.clone()));
+/// How deep the server follows foreign keys' actions (MariaDB and MySQL
+/// stop at 15 levels with an error).
+const MAX_CASCADE_DEPTH: usize = 15;
+
+/// The query of the foreign keys referencing the table `table` of `schema`
+/// (both SQL literals), answered as `f <index> DELETE_RULE UPDATE_RULE
+/// <length of the schema name> schema.table` ([`ForeignKey::read`]).
+fn foreign_keys(index: usize, schema: &str, table: &str) -> String {
+    format!(
+        "SELECT CONCAT('f ', {index}, ' ', REPLACE(DELETE_RULE, ' ', '_'), ' ', REPLACE(UPDATE_RULE, ' ', '_'), ' ', \
+         CHAR_LENGTH(CONSTRAINT_SCHEMA), ' ', CONSTRAINT_SCHEMA, '.', TABLE_NAME) \
+         FROM information_schema.REFERENTIAL_CONSTRAINTS \
+         WHERE UNIQUE_CONSTRAINT_SCHEMA = {schema} AND REFERENCED_TABLE_NAME = {table}"
+    )
+}
+
+/// A foreign key referencing a table: its actions and the table it is of.
+#[derive(Debug, PartialEq, Eq)]
+struct ForeignKey {
+    on_delete: String,
+    on_update: String,
+    /// The table the key is of, as the server names it: (schema, table).
+    table: (String, String),
+}
+
+impl ForeignKey {
+    /// `DELETE_RULE UPDATE_RULE <schema length> schema.table` (rules with
+    /// `_` for spaces), as [`foreign_keys`] answers.
+    fn read(rest: &str) -> Option<Self> {
+        let mut parts = rest.splitn(4, ' ');
+        let (on_delete, on_update, length, name) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let length: usize = length.parse().ok()?;
+        let split = name.char_indices().nth(length).map(|(i, _)| i)?;
+        let (schema, table) = (name.get(..split)?, name.get(split..)?.strip_prefix('.')?);
+        Some(ForeignKey {
+            on_delete: on_delete.to_string(),
+            on_update: on_update.to_string(),
+            table: (schema.to_string(), table.to_string()),
+        })
     }
-    if writes(on_update).is_some() {
-        reach
-            .cascades
-            .push((StatementKind::Update, via.clone(), "update".to_string()));
-        reach.cascades.push((StatementKind::Update, via, table));
+
+    /// What an action writes in the key's table.
+    fn action_writes(rule: &str) -> Option<&'static str> {
+        match rule {
+            "CASCADE" => Some("delete"),
+            "SET_NULL" | "SET_DEFAULT" => Some("update"),
+            _ => None,
+        }
+    }
+
+    /// Whether one of its actions writes.
+    fn writes(&self) -> bool {
+        Self::action_writes(&self.on_delete).is_some()
+            || Self::action_writes(&self.on_update).is_some()
+    }
+
+    /// Adds what its actions write to `reach`: for a key referencing the
+    /// table a statement names (`from` `None`), its `ON DELETE` action for
+    /// deletes and its `ON UPDATE` action for updates; for a key
+    /// referencing a table another key's action writes (`from`), both for
+    /// deletes and updates (that action may delete or update its rows).
+    fn add_to(&self, reach: &mut Reach, from: Option<&str>) {
+        let table = format!("{}.{}", self.table.0, self.table.1).to_lowercase();
+        let via = match from {
+            None => format!("the foreign key of {table}"),
+            Some(from) => format!("the foreign key of {table} (on {from})"),
+        };
+        let mut add = |fired_by: StatementKind, does: &str| {
+            reach
+                .cascades
+                .push((fired_by, via.clone(), does.to_string()));
+            reach.cascades.push((fired_by, via.clone(), table.clone()));
+        };
+        let on_delete = Self::action_writes(&self.on_delete);
+        let on_update = Self::action_writes(&self.on_update).map(|_| "update");
+        match from {
+            None => {
+                if let Some(does) = on_delete {
+                    add(StatementKind::Delete, does);
+                }
+                if let Some(does) = on_update {
+                    add(StatementKind::Update, does);
+                }
+            }
+            Some(_) => {
+                for does in on_delete.into_iter().chain(on_update) {
+                    add(StatementKind::Delete, does);
+                    add(StatementKind::Update, does);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_keys_are_read_with_dotted_names() {
+        let key = ForeignKey::read("CASCADE NO_ACTION 3 a.b.c.d").unwrap();
+        assert_eq!(key.table, ("a.b".to_string(), "c.d".to_string()));
+        assert!(key.writes());
+        assert!(
+            !ForeignKey::read("RESTRICT NO_ACTION 2 db.t")
+                .unwrap()
+                .writes()
+        );
+        assert_eq!(ForeignKey::read("CASCADE CASCADE 9 db.t"), None);
+        assert_eq!(ForeignKey::read("CASCADE CASCADE db.t"), None);
+    }
+
+    #[test]
+    fn chained_keys_fire_on_deletes_and_updates() {
+        let mut reach = Reach::default();
+        ForeignKey::read("SET_NULL RESTRICT 2 db.g3")
+            .unwrap()
+            .add_to(&mut reach, Some("db.g2"));
+        for kind in [StatementKind::Delete, StatementKind::Update] {
+            assert!(reach.cascades.contains(&(
+                kind,
+                "the foreign key of db.g3 (on db.g2)".into(),
+                "db.g3".into()
+            )));
+            assert!(reach.cascades.contains(&(
+                kind,
+                "the foreign key of db.g3 (on db.g2)".into(),
+                "update".into()
+            )));
+        }
     }
 }
