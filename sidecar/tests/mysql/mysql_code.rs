@@ -180,3 +180,51 @@ fn foreign_keys_are_followed_through_chains() {
         .count();
     assert!(denials >= 2, "{text}");
 }
+
+/// A stored procedure that builds its statement while it runs (`PREPARE s
+/// FROM @q; EXECUTE s`, `EXECUTE IMMEDIATE CONCAT(…)`) runs a text no word
+/// of its body shows: `CALL` of one deleting customers through
+/// `CONCAT('DEL', 'ETE FROM customers …')` ran under the rule denying it.
+/// Refused now while rules that deny statements apply (the body is
+/// followed then), on record; a procedure without dynamic SQL still runs.
+#[test]
+fn dynamic_sql_in_followed_code_is_refused() {
+    let db = "my_code_dynamic_sql";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50)) ENGINE=InnoDB;
+         INSERT INTO {db}.customers VALUES (1, 'Alice'), (2, 'Bob');
+         CREATE TABLE {db}.orders (id int, total int) ENGINE=InnoDB;
+         DELIMITER //
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.purge_prepared()
+           BEGIN SET @q = CONCAT('DEL', 'ETE FROM {db}.customers WHERE id = 1'); PREPARE s FROM @q; EXECUTE s; DEALLOCATE PREPARE s; END//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.purge_immediate()
+           EXECUTE IMMEDIATE CONCAT('DEL', 'ETE FROM {db}.customers WHERE id = 2')//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.tally()
+           INSERT INTO {db}.orders VALUES (1, 10)//
+         DELIMITER ;"
+    ));
+    let sidecar = Sidecar::start(&manifests(m, db, RULES), "shop/report-job");
+    let attacks = ["CALL purge_prepared()", "CALL purge_immediate()"];
+    let statements: Vec<&str> = attacks.iter().copied().chain(["CALL tally()"]).collect();
+    let out = each(sidecar.port, db, &statements);
+    for sql in attacks {
+        let a = answer(&out, sql);
+        assert!(
+            a.starts_with("error 1227") && a.contains("dynamic SQL"),
+            "{sql}: {a}\n{out}"
+        );
+    }
+    assert_eq!(answer(&out, "CALL tally()"), "ran", "{out}");
+    let customers = m.admin(&format!(
+        "SELECT group_concat(id ORDER BY id) FROM {db}.customers"
+    ));
+    assert_eq!(customers.trim(), "1,2", "{out}");
+    let text = sidecar.audit_text();
+    sluice_policy::audit::verify_lines(text.lines(), &[]).expect("the audit chain verifies");
+    assert!(
+        text.matches("dynamic SQL").count() >= 2,
+        "the refusals are on record:\n{text}"
+    );
+}
