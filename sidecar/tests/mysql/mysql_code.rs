@@ -228,3 +228,57 @@ fn dynamic_sql_in_followed_code_is_refused() {
         "the refusals are on record:\n{text}"
     );
 }
+
+/// A routine's body that calls another routine runs that one's code: with
+/// `outer_p()` calling `inner_p()` (which deletes customers), `CALL
+/// outer_p()` and `SELECT outer_f()` (a function returning `mid_f()`,
+/// which returns `inner_f()`, which deletes) deleted customers under the
+/// rule denying it; only the bodies of the routines a statement names were
+/// read. Refused now, naming the body that names customers; a chain that
+/// touches no protected table runs.
+#[test]
+fn routines_called_by_routines_are_followed() {
+    let db = "my_code_nested_routines";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50)) ENGINE=InnoDB;
+         INSERT INTO {db}.customers VALUES (1, 'Alice'), (2, 'Bob');
+         CREATE TABLE {db}.orders (id int, total int) ENGINE=InnoDB;
+         DELIMITER //
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.inner_p() DELETE FROM {db}.customers WHERE id = 1//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.outer_p() CALL {db}.inner_p()//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' FUNCTION {db}.inner_f() RETURNS int
+           BEGIN DELETE FROM {db}.customers WHERE id = 2; RETURN 1; END//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' FUNCTION {db}.mid_f() RETURNS int RETURN inner_f()//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' FUNCTION {db}.outer_f() RETURNS int RETURN mid_f() + 1//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.tally_inner() INSERT INTO {db}.orders VALUES (1, 10)//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.tally() CALL tally_inner()//
+         DELIMITER ;"
+    ));
+    let sidecar = Sidecar::start(&manifests(m, db, RULES), "shop/report-job");
+    let attacks = [
+        ("CALL outer_p()", "inner_p's body names customers"),
+        ("SELECT outer_f()", "inner_f's body names customers"),
+    ];
+    let statements: Vec<&str> = attacks
+        .iter()
+        .map(|(sql, _)| *sql)
+        .chain(["CALL tally()"])
+        .collect();
+    let out = each(sidecar.port, db, &statements);
+    for (sql, why) in attacks {
+        let a = answer(&out, sql);
+        assert!(
+            a.starts_with("error 1227") && a.contains("protect-customers") && a.contains(why),
+            "{sql}: {a}\n{out}"
+        );
+    }
+    assert_eq!(answer(&out, "CALL tally()"), "ran", "{out}");
+    let customers = m.admin(&format!(
+        "SELECT group_concat(id ORDER BY id) FROM {db}.customers"
+    ));
+    assert_eq!(customers.trim(), "1,2", "{out}");
+    let orders = m.admin(&format!("SELECT count(*) FROM {db}.orders"));
+    assert_eq!(orders.trim(), "1", "{out}");
+}

@@ -15,8 +15,11 @@
 //!
 //! The words of that code are matched as the PostgreSQL plane matches
 //! them (`PolicySet::through_relations`: tables, functions, statement
-//! keywords as kinds). Not followed: the routines those bodies call, and
-//! views their words name (one level). The server shows a routine's body
+//! keywords as kinds). Followed further: the routines those bodies call
+//! (level by level), the foreign keys of the tables a key's action writes
+//! (level by level); a body that runs dynamic SQL (`EXECUTE`) refuses the
+//! statement. Not followed: the triggers and foreign keys of the tables
+//! those bodies write, and views their words name (one level). The server shows a routine's body
 //! only to its definer (or a user who may read every routine), and a
 //! trigger only to a user with the `TRIGGER` privilege on its table: code
 //! a more privileged role defined may not be seen, and is then matched
@@ -24,7 +27,7 @@
 //! of the masking's reach on both planes). Code this identity defines
 //! through Sluice is always seen.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sluice_crds::StatementKind;
 use sluice_policy::engine::{Reach, code_words, runs_code_on_write};
@@ -208,7 +211,10 @@ impl Session<'_> {
     }
 
     /// The bodies of the stored routines of the names `routines` (see
-    /// [`Session::code_of`]).
+    /// [`Session::code_of`]), and of the routines those bodies call, level
+    /// by level (a body calling another runs that one's code too): a body
+    /// word that names a routine gets that routine's body under the word,
+    /// which the policy engine follows as it follows the words of a body.
     async fn routine_bodies(
         &mut self,
         routines: &[String],
@@ -235,6 +241,8 @@ impl Session<'_> {
             ));
         };
         let mut bodies: HashMap<String, Reach> = HashMap::new();
+        let mut asked: HashSet<String> = routines.iter().map(|n| views::unqualified(n)).collect();
+        let mut called: Vec<String> = Vec::new();
         for row in rows {
             let parsed = row
                 .split_once(' ')
@@ -242,30 +250,52 @@ impl Session<'_> {
             let Some((name, body)) = parsed else {
                 return Ok(Err("an answer Sluice does not read".into()));
             };
-            // The server shows a routine's body to its definer (and to
-            // users who may read every routine's): one it does not show
-            // was defined by a more privileged role, not through this
-            // identity, and is not followed (see the module docs).
-            let Some(body) = body.strip_prefix('+') else {
-                continue;
-            };
-            let key = views::unqualified(name);
-            let words = code_words(body);
-            // `EXECUTE s` (after `PREPARE s FROM @q`) and `EXECUTE
-            // IMMEDIATE expr` run a text the body builds while it runs
-            // (`CONCAT('DEL', 'ETE FROM customers')`): no word of the body
-            // says what it is.
-            if words.iter().any(|w| w == "execute") {
+            if let Err(why) = add_body(&mut bodies, &mut called, name, body) {
+                return Ok(Err(why));
+            }
+        }
+        for _ in 0..MAX_ROUTINE_DEPTH {
+            called.retain(|w| !asked.contains(w));
+            called.sort();
+            called.dedup();
+            if called.is_empty() {
+                return Ok(Ok(bodies));
+            }
+            if called.len() > MAX_BODY_WORDS {
                 return Ok(Err(format!(
-                    "the stored routine {key} runs dynamic SQL (EXECUTE), a statement text it builds while it runs, which Sluice cannot match against the rules"
+                    "routine bodies with more than {MAX_BODY_WORDS} words to look up"
                 )));
             }
-            let reach = bodies.entry(name.clone()).or_default();
-            reach
-                .functions
-                .extend(words.into_iter().map(|w| (key.clone(), w)));
+            asked.extend(called.iter().cloned());
+            let names: Vec<String> = called.iter().map(|w| views::literal(w)).collect();
+            let select = format!(
+                "SELECT CONCAT(CHAR_LENGTH(ROUTINE_NAME), ' ', LOWER(ROUTINE_NAME), ' ', \
+                 IF(ROUTINE_DEFINITION IS NULL, '-', CONCAT('+', ROUTINE_DEFINITION))) \
+                 FROM information_schema.ROUTINES WHERE ROUTINE_NAME IN ({})",
+                names.join(", ")
+            );
+            let Some(rows) = self.code_rows(&[select]).await? else {
+                return Ok(Err(
+                    "the server answered the lookup of stored routines with an error".into(),
+                ));
+            };
+            called = Vec::new();
+            for row in rows {
+                let Some((name, body)) = named_body(&row) else {
+                    return Ok(Err("an answer Sluice does not read".into()));
+                };
+                if let Err(why) = add_body(&mut bodies, &mut called, &name, body) {
+                    return Ok(Err(why));
+                }
+            }
         }
-        Ok(Ok(bodies))
+        called.retain(|w| !asked.contains(w));
+        if called.is_empty() {
+            return Ok(Ok(bodies));
+        }
+        Ok(Err(format!(
+            "stored routines that call routines deeper than {MAX_ROUTINE_DEPTH} levels"
+        )))
     }
 
     /// Runs the union of `selects` (each giving one text column), bounded;
@@ -285,6 +315,62 @@ impl Session<'_> {
                 && r.iter().map(String::len).sum::<usize>() <= MAX_CODE_BYTES
         }))
     }
+}
+
+/// How many levels of routines calling routines are followed (deeper:
+/// refused).
+const MAX_ROUTINE_DEPTH: usize = 8;
+
+/// The most body words asked about at once (whether they name routines).
+const MAX_BODY_WORDS: usize = 4096;
+
+/// Adds the words of the body `body` (`+definition`, or `-` when the server
+/// does not show it) of the routine `name` to `bodies` (under `name`) and
+/// to `called` (each may name a routine it calls); why not when the body
+/// runs dynamic SQL.
+fn add_body(
+    bodies: &mut HashMap<String, Reach>,
+    called: &mut Vec<String>,
+    name: &str,
+    body: &str,
+) -> Result<(), String> {
+    // The server shows a routine's body to its definer (and to users who
+    // may read every routine's): one it does not show was defined by a
+    // more privileged role, not through this identity, and is not
+    // followed (see the module docs).
+    let Some(body) = body.strip_prefix('+') else {
+        return Ok(());
+    };
+    let key = views::unqualified(name);
+    let words = code_words(body);
+    // `EXECUTE s` (after `PREPARE s FROM @q`) and `EXECUTE IMMEDIATE expr`
+    // run a text the body builds while it runs (`CONCAT('DEL', 'ETE FROM
+    // customers')`): no word of the body says what it is.
+    if words.iter().any(|w| w == "execute") {
+        return Err(format!(
+            "the stored routine {key} runs dynamic SQL (EXECUTE), a statement text it builds while it runs, which Sluice cannot match against the rules"
+        ));
+    }
+    called.extend(words.iter().cloned());
+    bodies
+        .entry(name.to_string())
+        .or_default()
+        .functions
+        .extend(words.into_iter().map(|w| (key.clone(), w)));
+    Ok(())
+}
+
+/// `<length> <name> <body>` (the routine's name in lower case, `length`
+/// its characters), as the lookup of called routines answers.
+fn named_body(row: &str) -> Option<(String, &str)> {
+    let (length, rest) = row.split_once(' ')?;
+    let length: usize = length.parse().ok()?;
+    let split = rest
+        .char_indices()
+        .nth(length)
+        .map_or(rest.len(), |(i, _)| i);
+    let body = rest.get(split..)?.strip_prefix(' ')?;
+    Some((rest.get(..split)?.to_string(), body))
 }
 
 /// How deep the server follows foreign keys' actions (MariaDB and MySQL
@@ -398,6 +484,16 @@ mod tests {
         );
         assert_eq!(ForeignKey::read("CASCADE CASCADE 9 db.t"), None);
         assert_eq!(ForeignKey::read("CASCADE CASCADE db.t"), None);
+    }
+
+    #[test]
+    fn called_routines_are_read_with_spaced_names() {
+        assert_eq!(
+            named_body("7 inner p +DELETE FROM t"),
+            Some(("inner p".to_string(), "+DELETE FROM t"))
+        );
+        assert_eq!(named_body("3 abc -"), Some(("abc".to_string(), "-")));
+        assert_eq!(named_body("9 abc -"), None);
     }
 
     #[test]
