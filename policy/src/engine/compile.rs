@@ -240,13 +240,16 @@ impl CompiledPolicy {
             base.action,
             kinds,
         );
+        // Dynamic SQL may name any table or function.
+        let dynamic = crate::sql::mysql_dynamic(words);
         let names_word = |r: &CompiledRule| {
             let m = &r.matcher;
             m.statements.is_empty()
-                && words.iter().any(|w| {
-                    m.tables.iter().any(|g| g.matches(w))
-                        || m.functions.iter().any(|g| g.matches(w))
-                })
+                && (dynamic && (!m.tables.is_empty() || !m.functions.is_empty())
+                    || words.iter().any(|w| {
+                        m.tables.iter().any(|g| g.matches(w))
+                            || m.functions.iter().any(|g| g.matches(w))
+                    }))
         };
         let by_name = sql_rules()
             .filter(|r| r.action > base.action && names_word(r))

@@ -95,7 +95,7 @@ pub use embedded::{
 pub use literal::literal_dependent;
 pub use mysql_functions::{MYSQL_BUILTINS, MYSQL_SPACE_SENSITIVE, mysql_builtin};
 pub(crate) use text::normalize_name;
-pub use unparsed::{mysql_kinds, mysql_words};
+pub use unparsed::{mysql_dynamic, mysql_kinds, mysql_words};
 
 use std::fmt;
 

@@ -6,6 +6,7 @@
 //! (`crate::pg_grammar`); MySQL texts are read word by word, as the bodies
 //! of stored code are: every word may be a statement kind it runs, a table
 //! it touches or a function it calls ([`mysql_words`], [`mysql_kinds`]).
+//! A text that runs dynamic SQL (`EXECUTE`) may run anything.
 //! More is matched than runs, never less: these words only make
 //! `onParseError`'s verdict stricter.
 
@@ -45,6 +46,29 @@ pub fn mysql_words(text: &str) -> Vec<String> {
 /// `RENAME` alters.
 pub fn mysql_kinds(words: &[String]) -> Vec<StatementKind> {
     use StatementKind as K;
+    if mysql_dynamic(words) {
+        return vec![
+            K::Select,
+            K::Insert,
+            K::Update,
+            K::Delete,
+            K::Merge,
+            K::Copy,
+            K::Create,
+            K::Alter,
+            K::Drop,
+            K::Truncate,
+            K::Grant,
+            K::Revoke,
+            K::Set,
+            K::Call,
+            K::Do,
+            K::Begin,
+            K::Commit,
+            K::Rollback,
+            K::Other,
+        ];
+    }
     let mut kinds = vec![K::Other];
     for w in words {
         let named: &[StatementKind] = match w.as_str() {
@@ -72,6 +96,14 @@ pub fn mysql_kinds(words: &[String]) -> Vec<StatementKind> {
     kinds.sort();
     kinds.dedup();
     kinds
+}
+
+/// Whether MySQL `words` run dynamic SQL (`EXECUTE s` after `PREPARE s
+/// FROM @q`, `EXECUTE IMMEDIATE CONCAT(…)` in a `BEGIN NOT ATOMIC` block
+/// or a routine's body): a text built while it runs, of any kind, on any
+/// table ([`mysql_kinds`] gives every kind then).
+pub fn mysql_dynamic(words: &[String]) -> bool {
+    words.iter().any(|w| w == "execute")
 }
 
 #[cfg(test)]
@@ -110,5 +142,11 @@ mod tests {
             ["select", "insert", "delete", "drop", "other"]
         );
         assert_eq!(kinds("BINLOG 'AAAA'"), ["other"]);
+        // Dynamic SQL: every kind.
+        let dynamic = kinds("BEGIN NOT ATOMIC EXECUTE IMMEDIATE CONCAT('DEL', 'ETE FROM t'); END");
+        assert!(
+            dynamic.contains(&"delete") && dynamic.contains(&"drop"),
+            "{dynamic:?}"
+        );
     }
 }
