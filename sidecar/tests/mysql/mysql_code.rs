@@ -282,3 +282,60 @@ fn routines_called_by_routines_are_followed() {
     let orders = m.admin(&format!("SELECT count(*) FROM {db}.orders"));
     assert_eq!(orders.trim(), "1", "{out}");
 }
+
+/// The code a followed body runs runs code in turn: a procedure inserting
+/// into `queue`, whose trigger deletes customers; an insert into `relay`,
+/// whose trigger inserts into `queue`; a procedure deleting a region that
+/// customers reference `ON DELETE CASCADE`. Each deleted customers under
+/// the rule denying it (only the triggers and keys of the tables a
+/// statement names were read). Refused now; code that reaches no protected
+/// table runs.
+#[test]
+fn code_that_followed_code_runs_is_followed() {
+    let db = "my_code_of_code";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.regions (id int primary key) ENGINE=InnoDB;
+         INSERT INTO {db}.regions VALUES (1), (2);
+         CREATE TABLE {db}.customers (id int primary key, name varchar(50), region int,
+           FOREIGN KEY (region) REFERENCES {db}.regions (id) ON DELETE CASCADE) ENGINE=InnoDB;
+         INSERT INTO {db}.customers VALUES (1, 'Alice', 1), (2, 'Bob', 2);
+         CREATE TABLE {db}.queue (id int) ENGINE=InnoDB;
+         CREATE TRIGGER {db}.queue_purge AFTER INSERT ON {db}.queue FOR EACH ROW DELETE FROM {db}.customers WHERE id = 1;
+         CREATE TABLE {db}.relay (id int) ENGINE=InnoDB;
+         CREATE TRIGGER {db}.relay_on AFTER INSERT ON {db}.relay FOR EACH ROW INSERT INTO {db}.queue VALUES (NEW.id);
+         CREATE TABLE {db}.orders (id int, total int) ENGINE=InnoDB;
+         DELIMITER //
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.enqueue() INSERT INTO {db}.queue VALUES (1)//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.drop_region() DELETE FROM {db}.regions WHERE id = 2//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.tally() INSERT INTO {db}.orders VALUES (1, 10)//
+         DELIMITER ;"
+    ));
+    let sidecar = Sidecar::start(&manifests(m, db, RULES), "shop/report-job");
+    let attacks = [
+        ("CALL enqueue()", "a trigger on queue"),
+        ("INSERT INTO relay VALUES (1)", "a trigger on queue"),
+        ("CALL drop_region()", "the foreign key of"),
+    ];
+    let statements: Vec<&str> = attacks
+        .iter()
+        .map(|(sql, _)| *sql)
+        .chain(["CALL tally()", "INSERT INTO orders VALUES (2, 20)"])
+        .collect();
+    let out = each(sidecar.port, db, &statements);
+    for (sql, why) in attacks {
+        let a = answer(&out, sql);
+        assert!(
+            a.starts_with("error 1227") && a.contains("protect-customers") && a.contains(why),
+            "{sql}: {a}\n{out}"
+        );
+    }
+    for sql in ["CALL tally()", "INSERT INTO orders VALUES (2, 20)"] {
+        assert_eq!(answer(&out, sql), "ran", "{sql}:\n{out}");
+    }
+    let customers = m.admin(&format!(
+        "SELECT group_concat(id ORDER BY id) FROM {db}.customers"
+    ));
+    assert_eq!(customers.trim(), "1,2", "{out}");
+}

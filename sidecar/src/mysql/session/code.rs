@@ -18,8 +18,9 @@
 //! keywords as kinds). Followed further: the routines those bodies call
 //! (level by level), the foreign keys of the tables a key's action writes
 //! (level by level); a body that runs dynamic SQL (`EXECUTE`) refuses the
-//! statement. Not followed: the triggers and foreign keys of the tables
-//! those bodies write, and views their words name (one level). The server shows a routine's body
+//! statement; the triggers, foreign keys and routines the words of the
+//! code found name (level by level, see `code_of_words`). Not followed:
+//! views the bodies' words name. The server shows a routine's body
 //! only to its definer (or a user who may read every routine), and a
 //! trigger only to a user with the `TRIGGER` privilege on its table: code
 //! a more privileged role defined may not be seen, and is then matched
@@ -68,10 +69,180 @@ impl Session<'_> {
             .collect();
         routines.sort();
         routines.dedup();
-        if routines.is_empty() {
-            return Ok(Ok(HashMap::new()));
+        let mut bodies = if routines.is_empty() {
+            HashMap::new()
+        } else {
+            match self.routine_bodies(&routines).await? {
+                Ok(b) => b,
+                Err(why) => return Ok(Err(why)),
+            }
+        };
+        // The schemas the code found may name tables in: the session's,
+        // and every part of the names the statement gives (a qualified
+        // `db.t` or `db.f()`); the code's own and those its words name
+        // are added as it is found.
+        let schemas: Vec<String> = database
+            .map(str::to_lowercase)
+            .into_iter()
+            .chain(decided.statements.iter().flat_map(|(s, _)| {
+                s.tables
+                    .iter()
+                    .chain(s.functions.iter())
+                    .flat_map(|n| n.split('.').map(|p| p.trim_matches('`').to_lowercase()))
+            }))
+            .collect();
+        if let Err(why) = self.code_of_words(related, &mut bodies, schemas).await? {
+            return Ok(Err(why));
         }
-        self.routine_bodies(&routines).await
+        Ok(Ok(bodies))
+    }
+
+    /// The code the code found so far runs in turn: the words of the
+    /// triggers' bodies in `related` and of the routines' bodies in
+    /// `bodies` may name tables (whose triggers run when the body writes
+    /// them, and whose foreign keys' actions write their children) and
+    /// routines (whose bodies run): each such word gets that code, under
+    /// the word (a trigger's and a key's in `related`, a routine's in
+    /// `bodies`), which the policy engine follows as it follows the words
+    /// of a body; level by level (up to [`MAX_ROUTINE_DEPTH`]; deeper, or
+    /// more than [`MAX_BODY_WORDS`] words at a level, is refused).
+    /// Routines of any name's schema; tables of the `schemas` the code
+    /// may name them in (the statement's, the code's own, and every word
+    /// of the code: a qualified name's schema is one of its words).
+    async fn code_of_words(
+        &mut self,
+        related: &mut HashMap<String, Reach>,
+        bodies: &mut HashMap<String, Reach>,
+        mut schemas: Vec<String>,
+    ) -> Result<Result<(), String>, SessionError> {
+        let mut asked: HashSet<String> = related
+            .keys()
+            .chain(bodies.keys())
+            .map(|n| views::unqualified(n))
+            .collect();
+        let mut words: Vec<String> = related
+            .values()
+            .flat_map(|r| r.on_write.iter().map(|(_, w)| w.clone()))
+            .chain(
+                bodies
+                    .values()
+                    .flat_map(|r| r.functions.iter().map(|(_, w)| w.clone())),
+            )
+            .collect();
+        for _ in 0..MAX_ROUTINE_DEPTH {
+            words.retain(|w| !asked.contains(w));
+            words.sort();
+            words.dedup();
+            if words.is_empty() {
+                return Ok(Ok(()));
+            }
+            if words.len() > MAX_BODY_WORDS {
+                return Ok(Err(format!(
+                    "code with more than {MAX_BODY_WORDS} words to look up"
+                )));
+            }
+            asked.extend(words.iter().cloned());
+            schemas.extend(words.iter().cloned());
+            schemas.sort();
+            schemas.dedup();
+            let literals = |names: &[String]| {
+                names
+                    .iter()
+                    .map(|w| views::literal(w))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let (list, in_schemas) = (literals(&words), literals(&schemas));
+            let selects = [
+                format!(
+                    "SELECT CONCAT('t ', CHAR_LENGTH(EVENT_OBJECT_SCHEMA), ' ', LOWER(EVENT_OBJECT_SCHEMA), ' ', \
+                     CHAR_LENGTH(EVENT_OBJECT_TABLE), ' ', LOWER(EVENT_OBJECT_TABLE), ' ', IFNULL(ACTION_STATEMENT, '')) \
+                     FROM information_schema.TRIGGERS \
+                     WHERE EVENT_OBJECT_TABLE IN ({list}) AND EVENT_OBJECT_SCHEMA IN ({in_schemas})"
+                ),
+                format!(
+                    "SELECT CONCAT('f ', CHAR_LENGTH(UNIQUE_CONSTRAINT_SCHEMA), ' ', LOWER(UNIQUE_CONSTRAINT_SCHEMA), ' ', \
+                     CHAR_LENGTH(REFERENCED_TABLE_NAME), ' ', LOWER(REFERENCED_TABLE_NAME), ' ', \
+                     REPLACE(DELETE_RULE, ' ', '_'), ' ', REPLACE(UPDATE_RULE, ' ', '_'), ' ', \
+                     CHAR_LENGTH(CONSTRAINT_SCHEMA), ' ', CONSTRAINT_SCHEMA, '.', TABLE_NAME) \
+                     FROM information_schema.REFERENTIAL_CONSTRAINTS \
+                     WHERE REFERENCED_TABLE_NAME IN ({list}) AND UNIQUE_CONSTRAINT_SCHEMA IN ({in_schemas})"
+                ),
+                format!(
+                    "SELECT CONCAT('r ', CHAR_LENGTH(ROUTINE_SCHEMA), ' ', LOWER(ROUTINE_SCHEMA), ' ', \
+                     CHAR_LENGTH(ROUTINE_NAME), ' ', LOWER(ROUTINE_NAME), ' ', \
+                     IF(ROUTINE_DEFINITION IS NULL, '-', CONCAT('+', ROUTINE_DEFINITION))) \
+                     FROM information_schema.ROUTINES WHERE ROUTINE_NAME IN ({list})"
+                ),
+            ];
+            let Some(rows) = self.code_rows(&selects).await? else {
+                return Ok(Err(
+                    "the server answered the lookup of the code that code runs with an error"
+                        .into(),
+                ));
+            };
+            words = Vec::new();
+            for row in rows {
+                let parsed = row.split_once(' ').and_then(|(what, rest)| {
+                    let (schema, rest) = named_body(rest)?;
+                    Some((what, schema, named_body(rest)?))
+                });
+                let Some((what, schema, (name, rest))) = parsed else {
+                    return Ok(Err("an answer Sluice does not read".into()));
+                };
+                // The code's own schema: where its unqualified names are.
+                schemas.push(schema);
+                match what {
+                    "t" => {
+                        let via = format!("a trigger on {name}");
+                        let code = code_words(rest);
+                        words.extend(code.iter().cloned());
+                        related
+                            .entry(name)
+                            .or_default()
+                            .on_write
+                            .extend(code.into_iter().map(|w| (via.clone(), w)));
+                    }
+                    "f" => {
+                        let Some(key) = ForeignKey::read(rest) else {
+                            return Ok(Err("an answer Sluice does not read".into()));
+                        };
+                        // What its actions write, as code a write of the
+                        // table runs (a body's words are not told apart by
+                        // kind): the kinds of write and the table.
+                        let table = format!("{}.{}", key.table.0, key.table.1).to_lowercase();
+                        let via = format!("the foreign key of {table}");
+                        let mut code: Vec<String> = [&key.on_delete, &key.on_update]
+                            .into_iter()
+                            .filter_map(|r| ForeignKey::action_writes(r))
+                            .map(str::to_string)
+                            .collect();
+                        if !code.is_empty() {
+                            code.push(table);
+                            words.push(key.table.1.to_lowercase());
+                        }
+                        related
+                            .entry(name)
+                            .or_default()
+                            .on_write
+                            .extend(code.into_iter().map(|w| (via.clone(), w)));
+                    }
+                    "r" => {
+                        if let Err(why) = add_body(bodies, &mut words, &name, rest) {
+                            return Ok(Err(why));
+                        }
+                    }
+                    _ => return Ok(Err("an answer Sluice does not read".into())),
+                }
+            }
+        }
+        words.retain(|w| !asked.contains(w));
+        if words.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(Err(format!(
+            "code that runs code deeper than {MAX_ROUTINE_DEPTH} levels"
+        )))
     }
 
     /// The triggers and foreign keys of the tables `decided` names (see
