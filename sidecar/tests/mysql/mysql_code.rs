@@ -339,3 +339,43 @@ fn code_that_followed_code_runs_is_followed() {
     ));
     assert_eq!(customers.trim(), "1,2", "{out}");
 }
+
+/// Reading a view runs the functions its definition calls: `SELECT * FROM
+/// purging_view`, whose definition calls `purge_f()` (deleting
+/// customers), deleted customers under the rule denying it (the bodies of
+/// the functions a statement calls were read, not those of the functions
+/// the views it reads call). Refused now; a view calling a function that
+/// touches no protected table is read.
+#[test]
+fn functions_views_call_are_followed() {
+    let db = "my_code_view_functions";
+    let m = maria();
+    m.database(db);
+    m.admin(&format!(
+        "CREATE TABLE {db}.customers (id int primary key, name varchar(50)) ENGINE=InnoDB;
+         INSERT INTO {db}.customers VALUES (1, 'Alice'), (2, 'Bob');
+         DELIMITER //
+         CREATE DEFINER = '{USER}'@'127.0.0.1' FUNCTION {db}.purge_f() RETURNS int
+           BEGIN DELETE FROM {db}.customers WHERE id = 2; RETURN 1; END//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' FUNCTION {db}.one_f() RETURNS int RETURN 1//
+         DELIMITER ;
+         CREATE DEFINER = '{USER}'@'127.0.0.1' VIEW {db}.purging_view AS SELECT {db}.purge_f() AS x;
+         CREATE DEFINER = '{USER}'@'127.0.0.1' VIEW {db}.plain_view AS SELECT {db}.one_f() AS x;"
+    ));
+    let sidecar = Sidecar::start(&manifests(m, db, RULES), "shop/report-job");
+    let out = each(
+        sidecar.port,
+        db,
+        &["SELECT * FROM purging_view", "SELECT * FROM plain_view"],
+    );
+    let a = answer(&out, "SELECT * FROM purging_view");
+    assert!(
+        a.starts_with("error 1227") && a.contains("protect-customers"),
+        "{a}\n{out}"
+    );
+    assert_eq!(answer(&out, "SELECT * FROM plain_view"), "ran", "{out}");
+    let customers = m.admin(&format!(
+        "SELECT group_concat(id ORDER BY id) FROM {db}.customers"
+    ));
+    assert_eq!(customers.trim(), "1,2", "{out}");
+}

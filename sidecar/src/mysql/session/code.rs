@@ -94,6 +94,20 @@ impl Session<'_> {
         if let Err(why) = self.code_of_words(related, &mut bodies, schemas).await? {
             return Ok(Err(why));
         }
+        // A view's definition names the functions it calls qualified
+        // (`shop.f`): their bodies, found under `f`, under that name too.
+        let view_functions: Vec<String> = related
+            .values()
+            .flat_map(|r| r.functions.iter().map(|(_, f)| f.clone()))
+            .collect();
+        for f in view_functions {
+            let bare = views::unqualified(&f);
+            if bare != f
+                && let Some(body) = bodies.get(&bare).cloned()
+            {
+                bodies.entry(f).or_insert(body);
+            }
+        }
         Ok(Ok(bodies))
     }
 
@@ -120,9 +134,16 @@ impl Session<'_> {
             .chain(bodies.keys())
             .map(|n| views::unqualified(n))
             .collect();
+        // The triggers' words, the functions the views read call (reading
+        // the view runs them), and the routines' words.
         let mut words: Vec<String> = related
             .values()
-            .flat_map(|r| r.on_write.iter().map(|(_, w)| w.clone()))
+            .flat_map(|r| {
+                r.on_write
+                    .iter()
+                    .map(|(_, w)| w.clone())
+                    .chain(r.functions.iter().map(|(_, f)| views::unqualified(f)))
+            })
             .chain(
                 bodies
                     .values()
