@@ -310,6 +310,7 @@ fn code_that_followed_code_runs_is_followed() {
          CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.enqueue() INSERT INTO {db}.queue VALUES (1)//
          CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.drop_region() DELETE FROM {db}.regions WHERE id = 2//
          CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.tally() INSERT INTO {db}.orders VALUES (1, 10)//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.add_region() INSERT INTO {db}.regions VALUES (3)//
          DELIMITER ;"
     ));
     let sidecar = Sidecar::start(&manifests(m, db, RULES), "shop/report-job");
@@ -321,7 +322,11 @@ fn code_that_followed_code_runs_is_followed() {
     let statements: Vec<&str> = attacks
         .iter()
         .map(|(sql, _)| *sql)
-        .chain(["CALL tally()", "INSERT INTO orders VALUES (2, 20)"])
+        .chain([
+            "CALL tally()",
+            "INSERT INTO orders VALUES (2, 20)",
+            "CALL add_region()",
+        ])
         .collect();
     let out = each(sidecar.port, db, &statements);
     for (sql, why) in attacks {
@@ -331,7 +336,12 @@ fn code_that_followed_code_runs_is_followed() {
             "{sql}: {a}\n{out}"
         );
     }
-    for sql in ["CALL tally()", "INSERT INTO orders VALUES (2, 20)"] {
+    // An insert into a parent fires no key's action: it runs.
+    for sql in [
+        "CALL tally()",
+        "INSERT INTO orders VALUES (2, 20)",
+        "CALL add_region()",
+    ] {
         assert_eq!(answer(&out, sql), "ran", "{sql}:\n{out}");
     }
     let customers = m.admin(&format!(

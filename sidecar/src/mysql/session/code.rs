@@ -150,6 +150,7 @@ impl Session<'_> {
                     .flat_map(|r| r.functions.iter().map(|(_, w)| w.clone())),
             )
             .collect();
+        let mut pending: Vec<(String, ForeignKey)> = Vec::new();
         for _ in 0..MAX_ROUTINE_DEPTH {
             words.retain(|w| !asked.contains(w));
             words.sort();
@@ -203,6 +204,7 @@ impl Session<'_> {
                 ));
             };
             words = Vec::new();
+            let mut keys: Vec<(String, ForeignKey)> = Vec::new();
             for row in rows {
                 let parsed = row.split_once(' ').and_then(|(what, rest)| {
                     let (schema, rest) = named_body(rest)?;
@@ -228,25 +230,7 @@ impl Session<'_> {
                         let Some(key) = ForeignKey::read(rest) else {
                             return Ok(Err("an answer Sluice does not read".into()));
                         };
-                        // What its actions write, as code a write of the
-                        // table runs (a body's words are not told apart by
-                        // kind): the kinds of write and the table.
-                        let table = format!("{}.{}", key.table.0, key.table.1).to_lowercase();
-                        let via = format!("the foreign key of {table}");
-                        let mut code: Vec<String> = [&key.on_delete, &key.on_update]
-                            .into_iter()
-                            .filter_map(|r| ForeignKey::action_writes(r))
-                            .map(str::to_string)
-                            .collect();
-                        if !code.is_empty() {
-                            code.push(table);
-                            words.push(key.table.1.to_lowercase());
-                        }
-                        related
-                            .entry(name)
-                            .or_default()
-                            .on_write
-                            .extend(code.into_iter().map(|w| (via.clone(), w)));
+                        keys.push((name, key));
                     }
                     "r" => {
                         if let Err(why) = add_body(bodies, &mut words, &name, rest) {
@@ -254,6 +238,33 @@ impl Session<'_> {
                         }
                     }
                     _ => return Ok(Err("an answer Sluice does not read".into())),
+                }
+            }
+            // A key's actions fire only when a row it references is
+            // deleted or updated: held until the code found deletes or
+            // updates (its words say so), then counted as code a write of
+            // the table runs (a body's words are not told apart by the
+            // table they write): the kinds of write and the table.
+            pending.extend(keys);
+            let rewrites = |w: &String| matches!(w.as_str(), "delete" | "update" | "replace");
+            if asked.iter().any(rewrites) || words.iter().any(rewrites) {
+                for (name, key) in pending.drain(..) {
+                    let table = format!("{}.{}", key.table.0, key.table.1).to_lowercase();
+                    let via = format!("the foreign key of {table}");
+                    let mut code: Vec<String> = [&key.on_delete, &key.on_update]
+                        .into_iter()
+                        .filter_map(|r| ForeignKey::action_writes(r))
+                        .map(str::to_string)
+                        .collect();
+                    if !code.is_empty() {
+                        code.push(table);
+                        words.push(key.table.1.to_lowercase());
+                    }
+                    related
+                        .entry(name)
+                        .or_default()
+                        .on_write
+                        .extend(code.into_iter().map(|w| (via.clone(), w)));
                 }
             }
         }
