@@ -286,7 +286,8 @@ fn routines_called_by_routines_are_followed() {
 /// The code a followed body runs runs code in turn: a procedure inserting
 /// into `queue`, whose trigger deletes customers; an insert into `relay`,
 /// whose trigger inserts into `queue`; a procedure deleting a region that
-/// customers reference `ON DELETE CASCADE`. Each deleted customers under
+/// customers reference `ON DELETE CASCADE`; a procedure deleting through
+/// a view of customers. Each deleted customers under
 /// the rule denying it (only the triggers and keys of the tables a
 /// statement names were read). Refused now; code that reaches no protected
 /// table runs.
@@ -311,6 +312,9 @@ fn code_that_followed_code_runs_is_followed() {
          CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.drop_region() DELETE FROM {db}.regions WHERE id = 2//
          CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.tally() INSERT INTO {db}.orders VALUES (1, 10)//
          CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.add_region() INSERT INTO {db}.regions VALUES (3)//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' VIEW {db}.all_customers AS SELECT * FROM {db}.customers//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.drop_through_view() DELETE FROM {db}.all_customers WHERE id = 2//
+         CREATE DEFINER = '{USER}'@'127.0.0.1' PROCEDURE {db}.count_through_view() SELECT count(*) FROM {db}.all_customers//
          DELIMITER ;"
     ));
     let sidecar = Sidecar::start(&manifests(m, db, RULES), "shop/report-job");
@@ -318,6 +322,7 @@ fn code_that_followed_code_runs_is_followed() {
         ("CALL enqueue()", "a trigger on queue"),
         ("INSERT INTO relay VALUES (1)", "a trigger on queue"),
         ("CALL drop_region()", "the foreign key of"),
+        ("CALL drop_through_view()", "protect-customers"),
     ];
     let statements: Vec<&str> = attacks
         .iter()
@@ -326,6 +331,7 @@ fn code_that_followed_code_runs_is_followed() {
             "CALL tally()",
             "INSERT INTO orders VALUES (2, 20)",
             "CALL add_region()",
+            "CALL count_through_view()",
         ])
         .collect();
     let out = each(sidecar.port, db, &statements);
@@ -341,6 +347,7 @@ fn code_that_followed_code_runs_is_followed() {
         "CALL tally()",
         "INSERT INTO orders VALUES (2, 20)",
         "CALL add_region()",
+        "CALL count_through_view()",
     ] {
         assert_eq!(answer(&out, sql), "ran", "{sql}:\n{out}");
     }

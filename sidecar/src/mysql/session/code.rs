@@ -18,9 +18,8 @@
 //! keywords as kinds). Followed further: the routines those bodies call
 //! (level by level), the foreign keys of the tables a key's action writes
 //! (level by level); a body that runs dynamic SQL (`EXECUTE`) refuses the
-//! statement; the triggers, foreign keys and routines the words of the
-//! code found name (level by level, see `code_of_words`). Not followed:
-//! views the bodies' words name. The server shows a routine's body
+//! statement; the triggers, foreign keys, routines and views the words
+//! of the code found name (level by level, see `code_of_words`). The server shows a routine's body
 //! only to its definer (or a user who may read every routine), and a
 //! trigger only to a user with the `TRIGGER` privilege on its table: code
 //! a more privileged role defined may not be seen, and is then matched
@@ -114,10 +113,11 @@ impl Session<'_> {
     /// The code the code found so far runs in turn: the words of the
     /// triggers' bodies in `related` and of the routines' bodies in
     /// `bodies` may name tables (whose triggers run when the body writes
-    /// them, and whose foreign keys' actions write their children) and
+    /// them, and whose foreign keys' actions write their children), views
+    /// (whose definitions name what the body reaches through them) and
     /// routines (whose bodies run): each such word gets that code, under
-    /// the word (a trigger's and a key's in `related`, a routine's in
-    /// `bodies`), which the policy engine follows as it follows the words
+    /// the word (a trigger's, a key's and a view's in `related`, a
+    /// routine's in `bodies`), which the policy engine follows as it follows the words
     /// of a body; level by level (up to [`MAX_ROUTINE_DEPTH`]; deeper, or
     /// more than [`MAX_BODY_WORDS`] words at a level, is refused).
     /// Routines of any name's schema; tables of the `schemas` the code
@@ -191,6 +191,13 @@ impl Session<'_> {
                      WHERE REFERENCED_TABLE_NAME IN ({list}) AND UNIQUE_CONSTRAINT_SCHEMA IN ({in_schemas})"
                 ),
                 format!(
+                    "SELECT CONCAT('v ', CHAR_LENGTH(TABLE_SCHEMA), ' ', LOWER(TABLE_SCHEMA), ' ', \
+                     CHAR_LENGTH(TABLE_NAME), ' ', LOWER(TABLE_NAME), ' ', \
+                     IF(IFNULL(VIEW_DEFINITION, '') = '', '-', CONCAT('+', VIEW_DEFINITION))) \
+                     FROM information_schema.VIEWS \
+                     WHERE TABLE_NAME IN ({list}) AND TABLE_SCHEMA IN ({in_schemas})"
+                ),
+                format!(
                     "SELECT CONCAT('r ', CHAR_LENGTH(ROUTINE_SCHEMA), ' ', LOWER(ROUTINE_SCHEMA), ' ', \
                      CHAR_LENGTH(ROUTINE_NAME), ' ', LOWER(ROUTINE_NAME), ' ', \
                      IF(ROUTINE_DEFINITION IS NULL, '-', CONCAT('+', ROUTINE_DEFINITION))) \
@@ -236,6 +243,19 @@ impl Session<'_> {
                         if let Err(why) = add_body(bodies, &mut words, &name, rest) {
                             return Ok(Err(why));
                         }
+                    }
+                    // A view the code reads or writes through: its
+                    // definition's words are what it reaches (and the
+                    // tables a write through it writes, whose code runs).
+                    "v" => {
+                        let Some(definition) = rest.strip_prefix('+') else {
+                            return Ok(Err(format!(
+                                "the code names the view {name}, whose definition the server does not show this identity"
+                            )));
+                        };
+                        let reached = code_words(definition);
+                        words.extend(reached.iter().cloned());
+                        related.entry(name).or_default().relations.extend(reached);
                     }
                     _ => return Ok(Err("an answer Sluice does not read".into())),
                 }
