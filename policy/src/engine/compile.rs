@@ -217,17 +217,51 @@ impl CompiledPolicy {
     /// onParseError's verdict on a text Sluice could not parse, made
     /// stricter by the deny and requireApproval rules that name a kind
     /// PostgreSQL reads in it (`kinds`; their other conditions cannot be
-    /// checked and are taken to match; see [`crate::pg_grammar`]).
-    pub(super) fn verdict_unparsed(&self, kinds: &[StatementKind]) -> Verdict<'_> {
+    /// checked and are taken to match; see [`crate::pg_grammar`]). Of a
+    /// MySQL text, `kinds` are those its words may name and `words` those
+    /// words ([`crate::sql::mysql_words`]): a rule without `statements` is
+    /// stricter too when one of the words may be a table or a function it
+    /// names (`HANDLER customers READ FIRST` under a rule denying every
+    /// statement on `customers`).
+    pub(super) fn verdict_unparsed(
+        &self,
+        kinds: &[StatementKind],
+        words: &[String],
+    ) -> Verdict<'_> {
         let base = self.verdict_for(None, VerdictReason::ParseError);
-        let rule = crate::pg_grammar::strictest_rule(
+        let sql_rules = || {
             self.rules
                 .iter()
-                .filter(|r| r.matcher.family != Family::Http),
+                .filter(|r| r.matcher.family != Family::Http)
+        };
+        let by_kind = crate::pg_grammar::strictest_rule(
+            sql_rules(),
             |r| (r.action, r.matcher.statements.as_slice()),
             base.action,
             kinds,
         );
+        // Dynamic SQL may name any table or function.
+        let dynamic = crate::sql::mysql_dynamic(words);
+        let names_word = |r: &CompiledRule| {
+            let m = &r.matcher;
+            m.statements.is_empty()
+                && (dynamic && (!m.tables.is_empty() || !m.functions.is_empty())
+                    || words.iter().any(|w| {
+                        m.tables.iter().any(|g| g.matches(w))
+                            || m.functions.iter().any(|g| g.matches(w))
+                    }))
+        };
+        let by_name = sql_rules()
+            .filter(|r| r.action > base.action && names_word(r))
+            .fold(None::<&CompiledRule>, |best, r| match best {
+                Some(b) if b.action >= r.action => Some(b),
+                _ => Some(r),
+            });
+        let rule = match (by_kind, by_name) {
+            (Some(k), Some(n)) if n.action > k.action => Some(n),
+            (Some(k), _) => Some(k),
+            (None, n) => n,
+        };
         rule.map_or(base, |r| self.verdict_for(Some(r), VerdictReason::Rule))
     }
 

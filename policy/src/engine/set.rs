@@ -298,12 +298,23 @@ impl PolicySet {
                     e,
                     sql::SqlError::TooLarge { .. } | sql::SqlError::TooComplex { .. }
                 );
-                // The kinds PostgreSQL reads, when it reads what sqlparser cannot.
-                let pg_kinds = crate::pg_grammar::unparsed_kinds(text, dialect, too_complex);
+                // The kinds PostgreSQL reads, when it reads what sqlparser
+                // cannot; of a MySQL text, the kinds and names its words may
+                // be (see crate::sql::mysql_words).
+                let (kinds, words) = match dialect {
+                    SqlDialect::Mysql if !too_complex => {
+                        let words = sql::mysql_words(text);
+                        (sql::mysql_kinds(&words), words)
+                    }
+                    _ => (
+                        crate::pg_grammar::unparsed_kinds(text, dialect, too_complex),
+                        Vec::new(),
+                    ),
+                };
                 let verdicts: Vec<Verdict> = self
                     .policies
                     .iter()
-                    .map(|p| p.verdict_unparsed(&pg_kinds))
+                    .map(|p| p.verdict_unparsed(&kinds, &words))
                     .collect();
                 // Too large or complex: refused whatever onParseError says,
                 // or padding a statement would take it past every rule.

@@ -86,6 +86,7 @@ mod rewrite; // token rewrites for statements sqlparser refuses
 #[cfg(test)]
 mod tests;
 mod text; // names, positions, redaction, fingerprint
+mod unparsed; // the words of a MySQL text the parser cannot read
 mod write_scope; // whether a WHERE restricts a write's target
 
 pub use embedded::{
@@ -94,6 +95,7 @@ pub use embedded::{
 pub use literal::literal_dependent;
 pub use mysql_functions::{MYSQL_BUILTINS, MYSQL_SPACE_SENSITIVE, mysql_builtin};
 pub(crate) use text::normalize_name;
+pub use unparsed::{mysql_dynamic, mysql_kinds, mysql_words};
 
 use std::fmt;
 

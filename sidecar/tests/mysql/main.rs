@@ -33,5 +33,6 @@ mod mysql_run_mode;
 mod mysql_side_channels;
 mod mysql_sql_prepared;
 mod mysql_table_rules;
+mod mysql_unparsed;
 mod mysql_views;
 mod mysql_write_limits;
