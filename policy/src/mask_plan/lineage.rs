@@ -130,6 +130,11 @@ pub(super) struct Scope {
     pub(super) sources: Vec<Source>,
     /// A USING/NATURAL join merges columns, shifting `*` positions.
     pub(super) merged_join: bool,
+    /// Columns a predicate of this level equates with masked values
+    /// (`s.seq = CAST(c.ssn AS INT)`): (the column as written, its parts
+    /// lowercased, the taint of what it equals). Reading one returns that
+    /// value (see `Analyzer::equate`).
+    pub(super) equated: Vec<(Vec<String>, Taint)>,
 }
 
 /// What a statement returns, as far as the analysis can tell.

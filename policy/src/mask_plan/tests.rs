@@ -298,3 +298,47 @@ fn join_keeps_lowest_rule() {
     assert_eq!(join(None, t(2)), t(2));
     assert_eq!(join(None, None), None);
 }
+
+#[test]
+fn columns_equated_with_masked_values_are_masked() {
+    let out = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| OutputColumn {
+                name: (*n).to_owned(),
+                origin: None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let m = matcher(&[("customers.ssn", 2)]);
+    let masked = |sql: &str, cols: &[&str]| -> Vec<bool> {
+        plan_rows(&pg_statement(sql), &out(cols), &m)
+            .columns
+            .iter()
+            .map(|c| matches!(c, ColumnMask::Mask { rule: 2, .. }))
+            .collect()
+    };
+    // One statement returns every number: the series' values that equal one.
+    for sql in [
+        "SELECT s.seq FROM seq s JOIN customers c ON s.seq = CAST(REPLACE(c.ssn, '-', '') AS INT)",
+        "SELECT g FROM generate_series(1, 999999999) g, customers c WHERE replace(c.ssn, '-', '')::int = g",
+        "SELECT g FROM generate_series(1, 9) g JOIN customers c ON (g IS NOT DISTINCT FROM length(c.ssn))",
+        "SELECT g FROM generate_series(1, 9) g WHERE g IN (SELECT length(ssn) FROM customers)",
+        "SELECT g FROM t g, customers c WHERE g.id > 0 AND (g.v = c.ssn OR false)",
+        "SELECT upper(o.k) FROM o, p, customers c WHERE o.k = p.k AND p.k = c.ssn",
+        "SELECT g FROM t GROUP BY g HAVING g IN (SELECT ssn FROM customers)",
+        "SELECT s.* FROM seq s JOIN customers c ON s.seq = length(c.ssn)",
+        "SELECT s FROM seq s JOIN customers c ON s.seq = length(c.ssn)",
+    ] {
+        assert_eq!(masked(sql, &["x"]), [true], "{sql}");
+    }
+    // Comparisons with constants, other columns, and ranges give no value.
+    for sql in [
+        "SELECT name FROM customers WHERE ssn = '123-45-6789'",
+        "SELECT o.id FROM orders o JOIN customers c ON o.customer_id = c.id",
+        "SELECT g FROM generate_series(1, 9) g JOIN customers c ON g < length(c.ssn)",
+        "SELECT g FROM generate_series(1, 9) g WHERE g NOT IN (SELECT length(ssn) FROM customers)",
+    ] {
+        assert_eq!(masked(sql, &["x"]), [false], "{sql}");
+    }
+}

@@ -23,6 +23,7 @@ mod mysql_code;
 mod mysql_commands;
 mod mysql_decision_cache;
 mod mysql_denial_bypasses;
+mod mysql_equated;
 mod mysql_function_rules;
 mod mysql_functions;
 mod mysql_observability;

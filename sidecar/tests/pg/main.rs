@@ -28,6 +28,7 @@ mod pg_catalog_changes;
 mod pg_catalog_pool;
 mod pg_code_bodies;
 mod pg_drivers;
+mod pg_equated;
 mod pg_function_rules;
 mod pg_grammar;
 mod pg_implicit_code;

@@ -229,7 +229,7 @@ impl<'m> Analyzer<'m> {
             return self.dynamic(&format!("user variable {name}"));
         }
         let mut found = false;
-        let mut acc = None;
+        let mut acc = self.equated_taint(std::slice::from_ref(&name));
         // Innermost query level first; a level where the name certainly is a column
         // ends the search, as it does for the server.
         for scope in self.scopes.iter().rev() {
@@ -243,6 +243,7 @@ impl<'m> Analyzer<'m> {
                 if !src.name.is_empty() && src.name == name {
                     found = true;
                     join_into(&mut acc, self.rel_whole(&src.rel));
+                    join_into(&mut acc, self.equated_of_relation(&name));
                 }
             }
             if definite {
@@ -283,7 +284,7 @@ impl<'m> Analyzer<'m> {
         let rel_name = norm(rel_name);
         let schema = rest.last().map(norm);
         let mut found = false;
-        let mut acc = None;
+        let mut acc = self.equated_taint(&[rel_name.clone(), column.clone()]);
         for src in self.find_sources(schema.as_deref(), &rel_name) {
             found = true;
             let t = match self.rel_column(&src.rel, &column) {

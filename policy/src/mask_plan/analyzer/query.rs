@@ -1,11 +1,16 @@
 //! Queries: `WITH`, set operations and `SELECT` bodies.
 
-use sqlparser::ast::{Cte, Query, Select, SetExpr};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    BinaryOperator, Cte, Expr, JoinConstraint, JoinOperator, Query, Select, SetExpr, UnaryOperator,
+    Visit, Visitor,
+};
 
 use super::Analyzer;
 use crate::mask_plan::lineage::{
-    MAX_DEPTH, Scope, Shape, Slot, TableRef, Tainted, alias_names, apply_aliases, as_uncertain,
-    join, join_into, norm,
+    MAX_DEPTH, Scope, Shape, Slot, TableRef, Taint, Tainted, alias_names, apply_aliases,
+    as_uncertain, join, join_into, norm,
 };
 
 impl<'m> Analyzer<'m> {
@@ -214,9 +219,31 @@ impl<'m> Analyzer<'m> {
         for twj in &s.from {
             self.table_with_joins(twj);
         }
+        self.equate(s);
         let mut out = Vec::new();
         for item in &s.projection {
             self.select_item(item, &mut out);
+        }
+        // A `*` or a whole row holds the equated columns too (their
+        // tables' other columns are masked with them).
+        let equated = self.scopes.last().and_then(|sc| {
+            sc.equated
+                .iter()
+                .fold(None, |acc, (_, t)| join(acc, Some(t.clone())))
+        });
+        if let Some(t) = equated {
+            for slot in &mut out {
+                match slot {
+                    Slot::Table(_) => {
+                        *slot = Slot::Opaque {
+                            taint: Some(t.clone()),
+                            may_have_origin: true,
+                        };
+                    }
+                    Slot::Opaque { taint, .. } => join_into(taint, Some(t.clone())),
+                    _ => {}
+                }
+            }
         }
         if self.effects {
             self.scan_effects(&s.from);
@@ -252,5 +279,211 @@ impl<'m> Analyzer<'m> {
         }
         self.scopes.pop();
         out
+    }
+}
+
+// --- values equated with masked ones ---
+
+impl Analyzer<'_> {
+    /// Records the columns this level's predicates (WHERE, JOIN … ON,
+    /// HAVING) equate with a masked value: `SELECT s.seq FROM seq s JOIN
+    /// customers c ON s.seq = CAST(REPLACE(c.ssn, '-', '') AS INT)` returns
+    /// every number in one statement, though `s.seq` reads no masked
+    /// column. A column compared for equality (`=`, `<=>`, `IS NOT
+    /// DISTINCT FROM`, `IN` a list or a subquery) with an expression that
+    /// carries a masked value carries it too, through chains of such
+    /// equalities (a few rounds). Other inference (ranges, counts, a
+    /// correlated `EXISTS`) is not followed: see the READMEs.
+    fn equate(&mut self, s: &Select) {
+        let mut predicates: Vec<&Expr> = Vec::new();
+        predicates.extend(s.selection.iter());
+        predicates.extend(s.having.iter());
+        for twj in &s.from {
+            for j in &twj.joins {
+                if let Some(JoinConstraint::On(e)) = join_constraint(&j.join_operator) {
+                    predicates.push(e);
+                }
+            }
+        }
+        if predicates.is_empty() {
+            return;
+        }
+        let mut pairs: Vec<(&Expr, Side<'_>)> = Vec::new();
+        for p in predicates {
+            equalities(p, &mut pairs);
+        }
+        if pairs.is_empty() {
+            return;
+        }
+        for _ in 0..3 {
+            let before = self.scopes.last().map_or(0, |sc| sc.equated.len());
+            for (a, b) in &pairs {
+                let tb = match b {
+                    Side::Expr(e) => self.taint_of(*e),
+                    Side::Query(q) => self.taint_of(*q),
+                };
+                let ta = self.taint_of(*a);
+                if let Some(t) = tb {
+                    self.note_equated(a, &t);
+                }
+                if let (Some(t), Side::Expr(e)) = (ta, b) {
+                    self.note_equated(e, &t);
+                }
+            }
+            if self.scopes.last().map_or(0, |sc| sc.equated.len()) == before {
+                break;
+            }
+        }
+    }
+
+    /// Marks the columns `e` reads (outside subqueries) as equal to `t`.
+    fn note_equated(&mut self, e: &Expr, t: &Taint) {
+        let mut columns: Vec<Vec<String>> = Vec::new();
+        columns_of(e, &mut columns);
+        let Some(scope) = self.scopes.last_mut() else {
+            return;
+        };
+        for parts in columns {
+            if !scope.equated.iter().any(|(p, _)| *p == parts) {
+                scope.equated.push((parts, t.clone()));
+            }
+        }
+    }
+
+    /// The taint a predicate gave any column of the relation referred to
+    /// as `name` (a whole row: `SELECT g FROM t g`), or any column written
+    /// unqualified.
+    pub(super) fn equated_of_relation(&self, name: &str) -> Tainted {
+        let mut acc = None;
+        for scope in &self.scopes {
+            for (p, t) in &scope.equated {
+                let qualifier = p.len().checked_sub(2).and_then(|i| p.get(i));
+                if qualifier.is_none_or(|q| q == name) {
+                    join_into(&mut acc, Some(t.clone()));
+                }
+            }
+        }
+        acc
+    }
+
+    /// The taint a predicate gave the column `parts` (as written: `x`,
+    /// `s.x`), from every level in scope: a column named the same, with the
+    /// same qualifier when both have one.
+    pub(super) fn equated_taint(&self, parts: &[String]) -> Tainted {
+        let (column, qualifier) = parts.split_last()?;
+        let mut acc = None;
+        for scope in &self.scopes {
+            for (p, t) in &scope.equated {
+                let Some((c, q)) = p.split_last() else {
+                    continue;
+                };
+                let same_qualifier = match (q.last(), qualifier.last()) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                };
+                if c == column && same_qualifier {
+                    join_into(&mut acc, Some(t.clone()));
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// The other side of an equality: an expression, or a subquery (`IN`).
+enum Side<'a> {
+    Expr(&'a Expr),
+    Query(&'a Query),
+}
+
+/// The equalities of a predicate, through AND, OR, NOT and parentheses.
+fn equalities<'a>(e: &'a Expr, out: &mut Vec<(&'a Expr, Side<'a>)>) {
+    match e {
+        Expr::BinaryOp { left, op, right } => match op {
+            BinaryOperator::And | BinaryOperator::Or | BinaryOperator::Xor => {
+                equalities(left, out);
+                equalities(right, out);
+            }
+            BinaryOperator::Eq | BinaryOperator::Spaceship => {
+                out.push((left, Side::Expr(right)));
+            }
+            _ => {}
+        },
+        Expr::IsNotDistinctFrom(a, b) => out.push((a, Side::Expr(b))),
+        Expr::Nested(inner) => equalities(inner, out),
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => equalities(expr, out),
+        Expr::InList {
+            expr,
+            list,
+            negated: false,
+        } => {
+            for item in list {
+                out.push((expr, Side::Expr(item)));
+            }
+        }
+        Expr::InSubquery {
+            expr,
+            subquery,
+            negated: false,
+        } => out.push((expr, Side::Query(subquery))),
+        _ => {}
+    }
+}
+
+/// The columns an expression reads itself (not in subqueries), as
+/// written, lowercased.
+fn columns_of(e: &Expr, out: &mut Vec<Vec<String>>) {
+    struct Columns<'o> {
+        out: &'o mut Vec<Vec<String>>,
+        nested: usize,
+    }
+    impl Visitor for Columns<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+            self.nested += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+            self.nested -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if self.nested > 0 {
+                return ControlFlow::Continue(());
+            }
+            match e {
+                Expr::Identifier(id) => self.out.push(vec![norm(id)]),
+                Expr::CompoundIdentifier(ids) => self.out.push(ids.iter().map(norm).collect()),
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = e.visit(&mut Columns { out, nested: 0 });
+}
+
+/// The constraint of a join, if its operator has one.
+fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+    match op {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::Semi(c)
+        | JoinOperator::LeftSemi(c)
+        | JoinOperator::RightSemi(c)
+        | JoinOperator::Anti(c)
+        | JoinOperator::LeftAnti(c)
+        | JoinOperator::RightAnti(c)
+        | JoinOperator::StraightJoin(c)
+        | JoinOperator::AsOf { constraint: c, .. } => Some(c),
+        _ => None,
     }
 }
