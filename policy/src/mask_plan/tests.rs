@@ -329,6 +329,9 @@ fn columns_equated_with_masked_values_are_masked() {
         "SELECT g FROM t GROUP BY g HAVING g IN (SELECT ssn FROM customers)",
         "SELECT s.* FROM seq s JOIN customers c ON s.seq = length(c.ssn)",
         "SELECT s FROM seq s JOIN customers c ON s.seq = length(c.ssn)",
+        "SELECT s.seq FROM seq s WHERE EXISTS (SELECT 1 FROM customers c WHERE length(c.ssn) = s.seq)",
+        "SELECT s.seq FROM seq s WHERE s.id > 0 AND s.seq IN (SELECT id FROM customers c WHERE c.ssn = s.seq)",
+        "SELECT seq FROM seq WHERE (SELECT count(*) FROM customers c WHERE c.ssn = seq) > 0",
     ] {
         assert_eq!(masked(sql, &["x"]), [true], "{sql}");
     }

@@ -2,7 +2,8 @@
 //! FROM seq_100000000_to_999999999 s JOIN customers c ON s.seq =
 //! CAST(REPLACE(c.ssn, '-', '') AS INT)` returned every number in one
 //! statement, though `s.seq` reads no masked column. Per form: JOIN … ON,
-//! WHERE, IN a subquery, chains of equalities, `*`; read back with PyMySQL.
+//! WHERE, IN a subquery, a correlated EXISTS, chains of equalities, `*`;
+//! read back with PyMySQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +37,7 @@ fn values_equated_with_masked_ones_are_masked() {
         "SELECT n FROM numbers, customers WHERE REPLACE(ssn, '-', '') = n",
         "SELECT a.n FROM numbers a, numbers b, customers c WHERE a.n = b.n AND b.n <=> REPLACE(c.ssn, '-', '')",
         "SELECT x.* FROM numbers x JOIN customers c ON x.n = REPLACE(c.ssn, '-', '')",
+        "SELECT s.seq FROM seq_123456780_to_123456799 s WHERE EXISTS (SELECT 1 FROM customers c WHERE REPLACE(c.ssn, '-', '') = s.seq)",
     ];
     let list = serde_json::to_string(&statements).unwrap();
     let out = pymysql(

@@ -1,8 +1,9 @@
 //! A value equated with a masked one is that value: `SELECT g FROM
 //! generate_series(…) g JOIN customers c ON g = replace(c.ssn, '-',
 //! '')::int` returned every number in one statement, though `g` reads no
-//! masked column. Per form: JOIN … ON, WHERE, IN a subquery, chains of
-//! equalities, a whole row and `*`; simple and extended protocol.
+//! masked column. Per form: JOIN … ON, WHERE, IN a subquery, a correlated
+//! EXISTS, chains of equalities, a whole row and `*`; simple and extended
+//! protocol.
 
 use crate::common;
 use common::*;
@@ -35,6 +36,7 @@ async fn values_equated_with_masked_ones_are_masked() {
         "SELECT a.n FROM numbers a, numbers b, customers c WHERE a.n = b.n AND b.n = replace(c.ssn, '-', '')::bigint",
         "SELECT x.* FROM numbers x JOIN customers c ON x.n = replace(c.ssn, '-', '')::bigint",
         "SELECT x FROM numbers x JOIN customers c ON x.n = replace(c.ssn, '-', '')::bigint",
+        "SELECT x.n FROM numbers x WHERE EXISTS (SELECT 1 FROM customers c WHERE replace(c.ssn, '-', '')::bigint = x.n)",
     ] {
         for bytes in [raw.simple(sql), raw.extended(sql, false)] {
             let text = String::from_utf8_lossy(&bytes);

@@ -309,8 +309,17 @@ impl Analyzer<'_> {
             return;
         }
         let mut pairs: Vec<(&Expr, Side<'_>)> = Vec::new();
-        for p in predicates {
+        for p in &predicates {
             equalities(p, &mut pairs);
+        }
+        // A correlated subquery's equalities: `WHERE EXISTS (SELECT 1 FROM
+        // customers c WHERE c.ssn = s.seq)` equates `s.seq` too.
+        let mut inner: Vec<&Select> = Vec::new();
+        for p in &predicates {
+            subqueries(p, &mut inner);
+        }
+        for sel in inner {
+            self.equate_correlated(sel);
         }
         if pairs.is_empty() {
             return;
@@ -333,6 +342,43 @@ impl Analyzer<'_> {
             if self.scopes.last().map_or(0, |sc| sc.equated.len()) == before {
                 break;
             }
+        }
+    }
+
+    /// The equalities of a subquery `sel` of this level's predicates,
+    /// read in a scope of its own FROM items over this level's: what they
+    /// equate with a masked value is recorded at this level (an outer
+    /// column compared with one: the rows the outer query keeps carry it).
+    fn equate_correlated(&mut self, sel: &Select) {
+        let mut pairs: Vec<(&Expr, Side<'_>)> = Vec::new();
+        for p in sel.selection.iter().chain(sel.having.iter()) {
+            equalities(p, &mut pairs);
+        }
+        if pairs.is_empty() || self.depth >= MAX_DEPTH {
+            return;
+        }
+        self.depth += 1;
+        self.scopes.push(Scope::default());
+        for twj in &sel.from {
+            self.table_with_joins(twj);
+        }
+        let mut found: Vec<(&Expr, Taint)> = Vec::new();
+        for (a, b) in &pairs {
+            let tb = match b {
+                Side::Expr(e) => self.taint_of(*e),
+                Side::Query(q) => self.taint_of(*q),
+            };
+            if let Some(t) = tb {
+                found.push((a, t));
+            }
+            if let (Some(t), Side::Expr(e)) = (self.taint_of(*a), b) {
+                found.push((e, t));
+            }
+        }
+        self.scopes.pop();
+        self.depth -= 1;
+        for (e, t) in found {
+            self.note_equated(e, &t);
         }
     }
 
@@ -429,6 +475,29 @@ fn equalities<'a>(e: &'a Expr, out: &mut Vec<(&'a Expr, Side<'a>)>) {
             subquery,
             negated: false,
         } => out.push((expr, Side::Query(subquery))),
+        _ => {}
+    }
+}
+
+/// The single-SELECT subqueries of a predicate (`EXISTS`, `IN`, scalar),
+/// not nested in other subqueries.
+fn subqueries<'a>(e: &'a Expr, out: &mut Vec<&'a Select>) {
+    let take = |q: &'a Query, out: &mut Vec<&'a Select>| {
+        if let SetExpr::Select(sel) = q.body.as_ref() {
+            out.push(sel);
+        }
+    };
+    match e {
+        Expr::Exists { subquery, .. } | Expr::Subquery(subquery) => take(subquery, out),
+        Expr::InSubquery { expr, subquery, .. } => {
+            subqueries(expr, out);
+            take(subquery, out);
+        }
+        Expr::BinaryOp { left, right, .. } => {
+            subqueries(left, out);
+            subqueries(right, out);
+        }
+        Expr::Nested(inner) | Expr::UnaryOp { expr: inner, .. } => subqueries(inner, out),
         _ => {}
     }
 }
