@@ -6,6 +6,7 @@
 //! protocol.
 
 use crate::common;
+use crate::pg_implicit_code::withholds;
 use common::*;
 
 #[tokio::test]
@@ -38,13 +39,7 @@ async fn values_equated_with_masked_ones_are_masked() {
         "SELECT x FROM numbers x JOIN customers c ON x.n = replace(c.ssn, '-', '')::bigint",
         "SELECT x.n FROM numbers x WHERE EXISTS (SELECT 1 FROM customers c WHERE replace(c.ssn, '-', '')::bigint = x.n)",
     ] {
-        for bytes in [raw.simple(sql), raw.extended(sql, false)] {
-            let text = String::from_utf8_lossy(&bytes);
-            assert!(!contains(&bytes, "SERROR"), "{sql}: {text}");
-            for number in ["111111111", "222222222"] {
-                assert!(!text.contains(number), "{sql} leaked {number}: {text}");
-            }
-        }
+        withholds(&mut raw, sql, &["111111111", "222222222"]);
     }
     // Equal to a constant or to another plain column: values as they are.
     let bytes = raw.simple("SELECT n FROM numbers WHERE n = 111111111");

@@ -1,8 +1,8 @@
 //! `FROM`: tables, joins, derived tables, table functions, and `*` expansion.
 
 use sqlparser::ast::{
-    JoinConstraint, JoinOperator, SelectItem, SelectItemQualifiedWildcardKind, TableAlias,
-    TableFactor, TableWithJoins, WildcardAdditionalOptions,
+    JoinConstraint, SelectItem, SelectItemQualifiedWildcardKind, TableAlias, TableFactor,
+    TableWithJoins, WildcardAdditionalOptions,
 };
 
 use super::Analyzer;
@@ -22,25 +22,7 @@ impl<'m> Analyzer<'m> {
     pub(super) fn table_with_joins(&mut self, twj: &TableWithJoins) {
         self.table_factor(&twj.relation);
         for join in &twj.joins {
-            let constraint = match &join.join_operator {
-                JoinOperator::Join(c)
-                | JoinOperator::Inner(c)
-                | JoinOperator::Left(c)
-                | JoinOperator::LeftOuter(c)
-                | JoinOperator::Right(c)
-                | JoinOperator::RightOuter(c)
-                | JoinOperator::FullOuter(c)
-                | JoinOperator::CrossJoin(c)
-                | JoinOperator::Semi(c)
-                | JoinOperator::LeftSemi(c)
-                | JoinOperator::RightSemi(c)
-                | JoinOperator::Anti(c)
-                | JoinOperator::LeftAnti(c)
-                | JoinOperator::RightAnti(c)
-                | JoinOperator::StraightJoin(c)
-                | JoinOperator::AsOf { constraint: c, .. } => Some(c),
-                _ => None,
-            };
+            let constraint = super::query::join_constraint(&join.join_operator);
             if matches!(
                 constraint,
                 Some(JoinConstraint::Using(_) | JoinConstraint::Natural)

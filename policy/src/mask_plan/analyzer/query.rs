@@ -535,7 +535,7 @@ fn columns_of(e: &Expr, out: &mut Vec<Vec<String>>) {
 }
 
 /// The constraint of a join, if its operator has one.
-fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+pub(super) fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
     match op {
         JoinOperator::Join(c)
         | JoinOperator::Inner(c)
