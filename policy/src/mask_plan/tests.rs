@@ -327,14 +327,32 @@ fn columns_equated_with_masked_values_are_masked() {
         "SELECT g FROM t g, customers c WHERE g.id > 0 AND (g.v = c.ssn OR false)",
         "SELECT upper(o.k) FROM o, p, customers c WHERE o.k = p.k AND p.k = c.ssn",
         "SELECT g FROM t GROUP BY g HAVING g IN (SELECT ssn FROM customers)",
-        "SELECT s.* FROM seq s JOIN customers c ON s.seq = length(c.ssn)",
         "SELECT s FROM seq s JOIN customers c ON s.seq = length(c.ssn)",
         "SELECT s.seq FROM seq s WHERE EXISTS (SELECT 1 FROM customers c WHERE length(c.ssn) = s.seq)",
         "SELECT s.seq FROM seq s WHERE s.id > 0 AND s.seq IN (SELECT id FROM customers c WHERE c.ssn = s.seq)",
         "SELECT seq FROM seq WHERE (SELECT count(*) FROM customers c WHERE c.ssn = seq) > 0",
+        "SELECT g.ssn FROM guesses g JOIN customers c USING (ssn)",
+        "SELECT g.ssn FROM guesses g NATURAL JOIN customers c",
+        "SELECT g.v FROM guesses g, customers c WHERE g.v = ANY (ARRAY[c.ssn])",
     ] {
         assert_eq!(masked(sql, &["x"]), [true], "{sql}");
     }
+    // A `*` holds the equated column under its own name, the rest as is.
+    assert_eq!(
+        masked(
+            "SELECT s.* FROM seq s JOIN customers c ON s.seq = length(c.ssn)",
+            &["seq", "other"]
+        ),
+        [true, false]
+    );
+    // A NATURAL join with a derived table equates the names it has.
+    assert_eq!(
+        masked(
+            "SELECT g.* FROM guesses g NATURAL JOIN (SELECT ssn AS v FROM customers) s",
+            &["v", "other"]
+        ),
+        [true, false]
+    );
     // Comparisons with constants, other columns, and ranges give no value.
     for sql in [
         "SELECT name FROM customers WHERE ssn = '123-45-6789'",

@@ -9,7 +9,7 @@ use sqlparser::ast::{
 
 use super::Analyzer;
 use crate::mask_plan::lineage::{
-    MAX_DEPTH, Scope, Shape, Slot, TableRef, Taint, Tainted, alias_names, apply_aliases,
+    MAX_DEPTH, Rel, Scope, Shape, Slot, TableRef, Taint, Tainted, alias_names, apply_aliases,
     as_uncertain, join, join_into, norm,
 };
 
@@ -224,23 +224,30 @@ impl<'m> Analyzer<'m> {
         for item in &s.projection {
             self.select_item(item, &mut out);
         }
-        // A `*` or a whole row holds the equated columns too (their
-        // tables' other columns are masked with them).
-        let equated = self.scopes.last().and_then(|sc| {
-            sc.equated
+        // A `*` holds the equated columns too: a table's by their names
+        // (every column for `*` entries), anything else whole.
+        let equated: Vec<(Vec<String>, Taint)> = self
+            .scopes
+            .last()
+            .map(|sc| sc.equated.clone())
+            .unwrap_or_default();
+        if !equated.is_empty() {
+            let all = equated
                 .iter()
-                .fold(None, |acc, (_, t)| join(acc, Some(t.clone())))
-        });
-        if let Some(t) = equated {
+                .fold(None, |acc, (_, t)| join(acc, Some(t.clone())));
             for slot in &mut out {
                 match slot {
-                    Slot::Table(_) => {
-                        *slot = Slot::Opaque {
-                            taint: Some(t.clone()),
-                            may_have_origin: true,
-                        };
+                    Slot::Table(table) => {
+                        for (parts, t) in &equated {
+                            match parts.last().map(String::as_str) {
+                                Some("*") | None => {
+                                    join_into(&mut table.written_all, Some(t.clone()))
+                                }
+                                Some(column) => table.written.push((column.to_owned(), t.clone())),
+                            }
+                        }
                     }
-                    Slot::Opaque { taint, .. } => join_into(taint, Some(t.clone())),
+                    Slot::Opaque { taint, .. } => join_into(taint, all.clone()),
                     _ => {}
                 }
             }
@@ -300,8 +307,24 @@ impl Analyzer<'_> {
         predicates.extend(s.having.iter());
         for twj in &s.from {
             for j in &twj.joins {
-                if let Some(JoinConstraint::On(e)) = join_constraint(&j.join_operator) {
-                    predicates.push(e);
+                match join_constraint(&j.join_operator) {
+                    Some(JoinConstraint::On(e)) => predicates.push(e),
+                    Some(JoinConstraint::Using(columns)) => {
+                        // `JOIN customers USING (ssn)`: every relation's
+                        // `ssn` equals the masked one.
+                        for c in columns {
+                            let Some(name) = c.0.last().and_then(|p| p.as_ident()) else {
+                                continue;
+                            };
+                            let name = norm(name);
+                            let t = self.scope_column(&name);
+                            if let Some(t) = t {
+                                self.note_parts(vec![name], &t);
+                            }
+                        }
+                    }
+                    Some(JoinConstraint::Natural) => self.equate_natural(),
+                    _ => {}
                 }
             }
         }
@@ -386,14 +409,79 @@ impl Analyzer<'_> {
     fn note_equated(&mut self, e: &Expr, t: &Taint) {
         let mut columns: Vec<Vec<String>> = Vec::new();
         columns_of(e, &mut columns);
+        for parts in columns {
+            self.note_parts(parts, t);
+        }
+    }
+
+    /// Marks the column `parts` (`["*"]`: every column) as equal to `t`.
+    fn note_parts(&mut self, parts: Vec<String>, t: &Taint) {
         let Some(scope) = self.scopes.last_mut() else {
             return;
         };
-        for parts in columns {
-            if !scope.equated.iter().any(|(p, _)| *p == parts) {
-                scope.equated.push((parts, t.clone()));
+        if !scope.equated.iter().any(|(p, _)| *p == parts) {
+            scope.equated.push((parts, t.clone()));
+        }
+    }
+
+    /// A NATURAL join equates the columns its relations share, which may
+    /// be masked ones. When all but one relation are derived tables whose
+    /// column names are known, those names are the shared candidates;
+    /// otherwise (tables' columns are not known here) every column may
+    /// equal a masked one.
+    fn equate_natural(&mut self) {
+        let Some(scope) = self.scopes.last() else {
+            return;
+        };
+        let mut tables = 0;
+        let mut names: Option<Vec<String>> = Some(Vec::new());
+        for src in &scope.sources {
+            match &src.rel {
+                Rel::Table(_) => tables += 1,
+                Rel::Derived(slots) => {
+                    for slot in slots {
+                        match (slot, names.as_mut()) {
+                            (
+                                Slot::Col { name: Some(n), .. } | Slot::NameOnly { name: n, .. },
+                                Some(v),
+                            ) => {
+                                v.push(n.clone());
+                            }
+                            _ => names = None,
+                        }
+                    }
+                }
             }
         }
+        match names.filter(|_| tables <= 1) {
+            Some(names) => {
+                for n in names {
+                    if let Some(t) = self.scope_column(&n) {
+                        self.note_parts(vec![n], &t);
+                    }
+                }
+            }
+            None => {
+                let t = scope
+                    .sources
+                    .iter()
+                    .fold(None, |acc, src| join(acc, self.rel_whole(&src.rel)));
+                if let Some(t) = t {
+                    self.note_parts(vec!["*".to_owned()], &t);
+                }
+            }
+        }
+    }
+
+    /// What the column `name` carries in the relations of this level that
+    /// have one.
+    fn scope_column(&self, name: &str) -> Tainted {
+        let scope = self.scopes.last()?;
+        scope
+            .sources
+            .iter()
+            .filter_map(|src| self.rel_column(&src.rel, name))
+            .fold(None, |acc, (t, _)| join(acc, t))
     }
 
     /// The taint a predicate gave any column of the relation referred to
@@ -427,7 +515,7 @@ impl Analyzer<'_> {
                     (Some(a), Some(b)) => a == b,
                     _ => true,
                 };
-                if c == column && same_qualifier {
+                if (c == column || c == "*") && same_qualifier {
                     join_into(&mut acc, Some(t.clone()));
                 }
             }
@@ -455,6 +543,12 @@ fn equalities<'a>(e: &'a Expr, out: &mut Vec<(&'a Expr, Side<'a>)>) {
             }
             _ => {}
         },
+        Expr::AnyOp {
+            left,
+            compare_op: BinaryOperator::Eq,
+            right,
+            ..
+        } => out.push((left, Side::Expr(right))),
         Expr::IsNotDistinctFrom(a, b) => out.push((a, Side::Expr(b))),
         Expr::Nested(inner) => equalities(inner, out),
         Expr::UnaryOp {
