@@ -109,7 +109,7 @@ impl Signer<'_> {
         let Signer {
             catalog,
             entries,
-            keys,
+            keys: _,
             claims,
             identity,
             now,
@@ -211,49 +211,64 @@ impl Signer<'_> {
                 out.delivered.push(*earlier);
             }
             if sign_now {
-                let payload = Payload {
-                    connection: &head.connection,
-                    hash,
-                    iat: at,
-                    namespace: &claims.namespace,
-                    pod: &claims.pod,
-                    pod_uid: &claims.pod_uid,
-                    previous,
-                    sequence: seq,
-                    service_account: &claims.service_account,
-                    stream,
-                };
-                let (signature, key_id) = keys.sign_payload(&payload).map_err(IntakeError::Sign)?;
+                out.signed.push(self.sign_now(head, previous)?);
                 entry.signed = Some((seq, at));
-                out.signed.push(SignedHead {
-                    connection: head.connection.clone(),
-                    stream: stream.clone(),
-                    sequence: seq,
-                    hash: hash.clone(),
-                    signature,
-                    key_id,
-                    identity: claims.sub.clone(),
-                    pod: claims.pod.clone(),
-                });
             } else {
-                entry.waiting = Some(Box::new(Waiting {
-                    connection: head.connection.clone(),
-                    seq,
-                    hash: hash.clone(),
-                    previous,
-                    namespace: claims.namespace.clone(),
-                    service_account: claims.service_account.clone(),
-                    pod: claims.pod.clone(),
-                    pod_uid: claims.pod_uid.clone(),
-                    identity: claims.sub.clone(),
-                    keys: keys.clone(),
-                    at: now.clone(),
-                }));
+                entry.waiting = Some(Box::new(self.waiting(head, previous)));
                 out.acknowledged.push(head.clone());
             }
             forget_oldest(&mut streams);
         }
         Ok(out)
+    }
+
+    /// `head`, signed now for the caller.
+    fn sign_now(&self, head: &AuditHead, previous: Option<u64>) -> Result<SignedHead, IntakeError> {
+        let claims = self.claims;
+        let payload = Payload {
+            connection: &head.connection,
+            hash: &head.head.hash,
+            iat: self.now.0.as_second(),
+            namespace: &claims.namespace,
+            pod: &claims.pod,
+            pod_uid: &claims.pod_uid,
+            previous,
+            sequence: head.head.seq,
+            service_account: &claims.service_account,
+            stream: &head.head.stream,
+        };
+        let (signature, key_id) = self
+            .keys
+            .sign_payload(&payload)
+            .map_err(IntakeError::Sign)?;
+        Ok(SignedHead {
+            connection: head.connection.clone(),
+            stream: head.head.stream.clone(),
+            sequence: head.head.seq,
+            hash: head.head.hash.clone(),
+            signature,
+            key_id,
+            identity: claims.sub.clone(),
+            pod: claims.pod.clone(),
+        })
+    }
+
+    /// `head`, to be signed by the next flush with what it covers.
+    fn waiting(&self, head: &AuditHead, previous: Option<u64>) -> Waiting {
+        let claims = self.claims;
+        Waiting {
+            connection: head.connection.clone(),
+            seq: head.head.seq,
+            hash: head.head.hash.clone(),
+            previous,
+            namespace: claims.namespace.clone(),
+            service_account: claims.service_account.clone(),
+            pod: claims.pod.clone(),
+            pod_uid: claims.pod_uid.clone(),
+            identity: claims.sub.clone(),
+            keys: self.keys.clone(),
+            at: self.now.clone(),
+        }
     }
 }
 
