@@ -216,8 +216,16 @@ pub struct SignedHead {
 pub struct AuditReceipt {
     /// Events taken into the counters.
     pub accepted: u64,
-    /// The heads, signed (checkpoints).
+    /// Signed heads (checkpoints): those of the request signed now, after
+    /// any of the same streams an operator flush signed since the stream's
+    /// last upload (earlier heads of the stream).
     pub checkpoints: Vec<SignedHead>,
+    /// Heads of the request taken but not signed yet (their stream was
+    /// signed moments ago): the operator's next audit flush signs them into
+    /// the checkpoint history and hands the signature back in the stream's
+    /// next receipt. Absent from operators that sign every head at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged: Vec<AuditHead>,
 }
 
 /// `POST /v1/approvals` body: a sidecar asks approval for a statement a

@@ -198,6 +198,19 @@ pub struct PolicyEntry {
 }
 
 impl Catalog {
+    /// A catalog that watches nothing and holds no object (unit tests).
+    #[cfg(test)]
+    pub(crate) fn empty() -> Catalog {
+        let (_filled_tx, filled) = watch::channel(false);
+        Catalog {
+            connections: reflector::store().0,
+            policies: reflector::store().0,
+            secrets: Arc::new(SecretCache::default()),
+            changes: Arc::new(Changes::new()),
+            filled,
+        }
+    }
+
     /// Starts watching all namespaces through `client`. The returned future
     /// drives the watches and must be polled (spawned) for the caches to fill.
     pub fn watch(client: &Client) -> (Catalog, impl Future<Output = ()> + Send + 'static) {

@@ -325,7 +325,7 @@ async fn audit(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
             )
         })?;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let (accepted, checkpoints) = g
+        let taken = g
             .audit
             .record(
                 &g.client,
@@ -354,10 +354,11 @@ async fn audit(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
                 }
                 other => Refusal::new(StatusCode::BAD_REQUEST, "BadBatch", other.to_string()),
             })?;
-        g.metrics.audit_events.inc_by(accepted);
+        g.metrics.audit_events.inc_by(taken.accepted);
         Ok::<_, Refusal>(AuditReceipt {
-            accepted,
-            checkpoints,
+            accepted: taken.accepted,
+            checkpoints: taken.checkpoints,
+            acknowledged: taken.acknowledged,
         })
     }
     .await;

@@ -27,6 +27,15 @@ use super::{IDLE_FOR, MAX_IDLE};
 /// Largest header list (HPACK-decoded) of an answer on HTTP/2.
 const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 
+/// The HPACK table the gateway may keep to compress its answers to this
+/// sidecar (SETTINGS_HEADER_TABLE_SIZE): none. The gateway holds one such
+/// table per sidecar connection, filled to its bound (4 KiB by default) by
+/// answers' headers that change every second (`date`) and so are rarely
+/// used again; at fleet scale those tables were about 3 KiB of the
+/// operator's memory per sidecar (#25). Answers' headers are then sent
+/// literally: a few dozen bytes per answer.
+pub(super) const H2_HEADER_TABLE: u32 = 0;
+
 /// A connection's request half.
 pub(super) enum Sender {
     /// HTTP/1.1: one request at a time; kept for the next when it is done.
@@ -202,6 +211,7 @@ where
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(H2_MAX_HEADER_LIST)
+            .header_table_size(H2_HEADER_TABLE)
             .handshake(TokioIo::new(tls))
             .await?;
         tokio::spawn(async move {

@@ -366,3 +366,46 @@ async fn an_http2_connection_a_request_timed_out_on_takes_no_new_requests() {
     client.audit("t", b"{}".to_vec()).await.unwrap();
     assert_eq!(gateway.accepted(), 2);
 }
+
+/// #25: on HTTP/2 the sidecar asks the gateway to keep no HPACK table for
+/// its answers (SETTINGS_HEADER_TABLE_SIZE 0, in the SETTINGS frame that
+/// follows the client preface): the operator held one per sidecar.
+#[tokio::test]
+async fn h2_asks_the_gateway_to_keep_no_header_table() {
+    use tokio::io::AsyncReadExt;
+    let (client, mut server) = tokio::io::duplex(64 * 1024);
+    let held = tokio::spawn(async move {
+        let dialed = pool::handshake(client, true).await;
+        // Kept open until the test has read the settings.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(dialed);
+    });
+    let read = async {
+        let mut head = [0u8; 24 + 9];
+        server.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[..24], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert_eq!(head[24 + 3], 4, "a SETTINGS frame follows the preface");
+        let len = u32::from_be_bytes([0, head[24], head[25], head[26]]) as usize;
+        let mut payload = vec![0u8; len];
+        server.read_exact(&mut payload).await.unwrap();
+        payload
+            .chunks(6)
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                )
+            })
+            .collect::<Vec<(u16, u32)>>()
+    };
+    let settings = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .unwrap();
+    // SETTINGS_HEADER_TABLE_SIZE is setting 0x1.
+    assert!(
+        settings.contains(&(0x1, pool::H2_HEADER_TABLE)),
+        "{settings:?}"
+    );
+    assert_eq!(pool::H2_HEADER_TABLE, 0);
+    held.abort();
+}

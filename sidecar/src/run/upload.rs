@@ -146,6 +146,9 @@ pub(super) async fn upload_audit(
                 tracing::debug!(
                     accepted = receipt.accepted,
                     checkpoints = receipt.checkpoints.len(),
+                    // Taken, signed by the operator's next flush and handed
+                    // back in a later receipt.
+                    acknowledged = receipt.acknowledged.len(),
                     "audit batch sent"
                 );
                 // The signed receipts are kept in the sidecar's log (not the

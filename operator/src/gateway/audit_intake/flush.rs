@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -25,6 +26,9 @@ impl AuditIntake {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        // Heads taken since their stream's last signature are signed now,
+        // before the history and the status slots are written.
+        self.sign_waiting(&mut taken, &Time(k8s_openapi::jiff::Timestamp::now()));
         // Cut in bulk while taken in (count::record_history): cut exactly here.
         for list in taken.history.values_mut() {
             bound_pending(list);

@@ -27,7 +27,7 @@ use sluice_policy::engine::Identity;
 use crate::catalog::{Catalog, PolicyEntry};
 use crate::gateway::checkpoint_history::HistoryEntry;
 use crate::gateway::token::{GatewayClaims, KeySet, TokenError};
-use crate::wire::{AuditBatch, SignedHead};
+use crate::wire::{AuditBatch, AuditHead, SignedHead};
 
 /// Field manager of the sidecar-fed status fields.
 pub const AUDIT_FIELD_MANAGER: &str = "sluice-operator-audit";
@@ -158,15 +158,24 @@ struct Pending {
     keys: BTreeMap<String, jsonwebtoken::jwk::Jwk>,
 }
 
-/// Most streams whose last signed head a replica remembers; the oldest
-/// signed is forgotten first.
+/// Most streams whose last head a replica remembers; the one taken longest
+/// ago is forgotten first.
 pub const MAX_STREAMS: usize = 16_384;
+
+/// How often a stream's head is signed when it is sent (#25: one ES256
+/// signature per upload was the largest single cost of taking a batch): a
+/// head is signed at once when its stream has no head waiting and none was
+/// signed by this replica in the last `SIGN_EVERY_SECONDS`; any other head
+/// is taken, acknowledged unsigned ([`crate::wire::AuditReceipt::acknowledged`])
+/// and signed by the next flush, which hands the signature back in the
+/// stream's next receipt and writes it into the history as before.
+pub const SIGN_EVERY_SECONDS: i64 = 10;
 
 /// Audit batches taken in and not yet written, and the last head signed per stream.
 #[derive(Default)]
 pub struct AuditIntake {
     pending: Mutex<Pending>,
-    signed: Mutex<BTreeMap<StreamKey, LastSigned>>,
+    signed: Mutex<BTreeMap<StreamKey, sign::StreamHeads>>,
     /// The last event counted per stream: a batch sent again (its receipt
     /// was lost, the upload timed out) is taken but not counted twice.
     counted: Mutex<count::LastCounted>,
@@ -185,8 +194,6 @@ pub struct AuditIntake {
 
 /// (namespace, stream).
 type StreamKey = (String, String);
-/// The last head signed for a stream: (sequence, hash, when, in Unix seconds).
-type LastSigned = (u64, String, i64);
 
 impl AuditIntake {
     /// An intake that also keeps every signed checkpoint, and the keys that
@@ -227,7 +234,8 @@ impl AuditIntake {
     }
 
     /// Takes in `batch` from the sidecar holding `claims`; returns the events
-    /// counted and the signed heads. A head of a stream this replica has not
+    /// counted, the heads signed and those whose signature waits for the
+    /// flush ([`SIGN_EVERY_SECONDS`]). A head of a stream this replica has not
     /// signed (since it started) must also move forward from the stream's last
     /// head in the durable history, read with `client`; if it cannot be read,
     /// nothing is signed or counted (the sidecar sends the batch again).
@@ -236,7 +244,7 @@ impl AuditIntake {
         client: &Client,
         caller: &Caller<'_>,
         batch: &AuditBatch,
-    ) -> Result<(u64, Vec<SignedHead>), IntakeError> {
+    ) -> Result<Taken, IntakeError> {
         let Caller {
             catalog,
             entries,
@@ -299,14 +307,14 @@ impl AuditIntake {
         &self,
         signer: &sign::Signer<'_>,
         batch: &AuditBatch,
-    ) -> Result<(u64, Vec<SignedHead>), IntakeError> {
+    ) -> Result<Taken, IntakeError> {
         if batch.events.len() > MAX_EVENTS_PER_BATCH {
             return Err(IntakeError::TooLarge {
                 count: batch.events.len(),
             });
         }
         check::check_events(signer.claims, batch)?;
-        let signed = signer.sign_heads(&self.signed, batch)?;
+        let heads = signer.sign_heads(&self.signed, batch)?;
         let mut pending = self
             .pending
             .lock()
@@ -322,12 +330,32 @@ impl AuditIntake {
             signer.identity,
             signer.claims,
             batch,
-            &signed,
-            self.history_namespace.as_ref().map(|_| signer.keys),
+            &heads.signed,
+            self.history_namespace.as_ref().map(|_| &**signer.keys),
             signer.now,
         );
-        Ok((batch.events.len() as u64, signed))
+        drop(counted);
+        drop(pending);
+        let mut checkpoints = heads.delivered;
+        checkpoints.extend(heads.signed);
+        Ok(Taken {
+            accepted: batch.events.len() as u64,
+            checkpoints,
+            acknowledged: heads.acknowledged,
+        })
     }
+}
+
+/// What [`AuditIntake::record`] took of a batch.
+#[derive(Debug)]
+pub struct Taken {
+    /// Events taken into the counters.
+    pub accepted: u64,
+    /// Signed checkpoints for the caller: the heads of the batch signed now,
+    /// after those of its streams signed by a flush since its last upload.
+    pub checkpoints: Vec<SignedHead>,
+    /// The batch's heads taken but not signed yet (the next flush signs them).
+    pub acknowledged: Vec<AuditHead>,
 }
 
 /// Who sent a batch, and what taking it needs.
@@ -337,8 +365,9 @@ pub struct Caller<'a> {
     pub catalog: &'a Catalog,
     /// The caller's namespace's policies, compiled.
     pub entries: &'a [PolicyEntry],
-    /// The keys heads are signed with.
-    pub keys: &'a KeySet,
+    /// The keys heads are signed with (kept by a head whose signature waits
+    /// for the flush).
+    pub keys: &'a Arc<KeySet>,
     /// The caller's gateway token.
     pub claims: &'a GatewayClaims,
     /// The time of the intake.
