@@ -167,43 +167,7 @@ impl Session<'_> {
             schemas.extend(words.iter().cloned());
             schemas.sort();
             schemas.dedup();
-            let literals = |names: &[String]| {
-                names
-                    .iter()
-                    .map(|w| views::literal(w))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let (list, in_schemas) = (literals(&words), literals(&schemas));
-            let selects = [
-                format!(
-                    "SELECT CONCAT('t ', CHAR_LENGTH(EVENT_OBJECT_SCHEMA), ' ', LOWER(EVENT_OBJECT_SCHEMA), ' ', \
-                     CHAR_LENGTH(EVENT_OBJECT_TABLE), ' ', LOWER(EVENT_OBJECT_TABLE), ' ', IFNULL(ACTION_STATEMENT, '')) \
-                     FROM information_schema.TRIGGERS \
-                     WHERE EVENT_OBJECT_TABLE IN ({list}) AND EVENT_OBJECT_SCHEMA IN ({in_schemas})"
-                ),
-                format!(
-                    "SELECT CONCAT('f ', CHAR_LENGTH(UNIQUE_CONSTRAINT_SCHEMA), ' ', LOWER(UNIQUE_CONSTRAINT_SCHEMA), ' ', \
-                     CHAR_LENGTH(REFERENCED_TABLE_NAME), ' ', LOWER(REFERENCED_TABLE_NAME), ' ', \
-                     REPLACE(DELETE_RULE, ' ', '_'), ' ', REPLACE(UPDATE_RULE, ' ', '_'), ' ', \
-                     CHAR_LENGTH(CONSTRAINT_SCHEMA), ' ', CONSTRAINT_SCHEMA, '.', TABLE_NAME) \
-                     FROM information_schema.REFERENTIAL_CONSTRAINTS \
-                     WHERE REFERENCED_TABLE_NAME IN ({list}) AND UNIQUE_CONSTRAINT_SCHEMA IN ({in_schemas})"
-                ),
-                format!(
-                    "SELECT CONCAT('v ', CHAR_LENGTH(TABLE_SCHEMA), ' ', LOWER(TABLE_SCHEMA), ' ', \
-                     CHAR_LENGTH(TABLE_NAME), ' ', LOWER(TABLE_NAME), ' ', \
-                     IF(IFNULL(VIEW_DEFINITION, '') = '', '-', CONCAT('+', VIEW_DEFINITION))) \
-                     FROM information_schema.VIEWS \
-                     WHERE TABLE_NAME IN ({list}) AND TABLE_SCHEMA IN ({in_schemas})"
-                ),
-                format!(
-                    "SELECT CONCAT('r ', CHAR_LENGTH(ROUTINE_SCHEMA), ' ', LOWER(ROUTINE_SCHEMA), ' ', \
-                     CHAR_LENGTH(ROUTINE_NAME), ' ', LOWER(ROUTINE_NAME), ' ', \
-                     IF(ROUTINE_DEFINITION IS NULL, '-', CONCAT('+', ROUTINE_DEFINITION))) \
-                     FROM information_schema.ROUTINES WHERE ROUTINE_NAME IN ({list})"
-                ),
-            ];
+            let selects = code_selects(&words, &schemas);
             let Some(rows) = self.code_rows(&selects).await? else {
                 return Ok(Err(
                     "the server answered the lookup of the code that code runs with an error"
@@ -212,53 +176,10 @@ impl Session<'_> {
             };
             words = Vec::new();
             let mut keys: Vec<(String, ForeignKey)> = Vec::new();
-            for row in rows {
-                let parsed = row.split_once(' ').and_then(|(what, rest)| {
-                    let (schema, rest) = named_body(rest)?;
-                    Some((what, schema, named_body(rest)?))
-                });
-                let Some((what, schema, (name, rest))) = parsed else {
-                    return Ok(Err("an answer Sluice does not read".into()));
-                };
-                // The code's own schema: where its unqualified names are.
-                schemas.push(schema);
-                match what {
-                    "t" => {
-                        let via = format!("a trigger on {name}");
-                        let code = code_words(rest);
-                        words.extend(code.iter().cloned());
-                        related
-                            .entry(name)
-                            .or_default()
-                            .on_write
-                            .extend(code.into_iter().map(|w| (via.clone(), w)));
-                    }
-                    "f" => {
-                        let Some(key) = ForeignKey::read(rest) else {
-                            return Ok(Err("an answer Sluice does not read".into()));
-                        };
-                        keys.push((name, key));
-                    }
-                    "r" => {
-                        if let Err(why) = add_body(bodies, &mut words, &name, rest) {
-                            return Ok(Err(why));
-                        }
-                    }
-                    // A view the code reads or writes through: its
-                    // definition's words are what it reaches (and the
-                    // tables a write through it writes, whose code runs).
-                    "v" => {
-                        let Some(definition) = rest.strip_prefix('+') else {
-                            return Ok(Err(format!(
-                                "the code names the view {name}, whose definition the server does not show this identity"
-                            )));
-                        };
-                        let reached = code_words(definition);
-                        words.extend(reached.iter().cloned());
-                        related.entry(name).or_default().relations.extend(reached);
-                    }
-                    _ => return Ok(Err("an answer Sluice does not read".into())),
-                }
+            if let Err(why) =
+                read_code_rows(rows, related, bodies, &mut words, &mut keys, &mut schemas)
+            {
+                return Ok(Err(why));
             }
             // A key's actions fire only when a row it references is
             // deleted or updated: held until the code found deletes or
@@ -268,24 +189,7 @@ impl Session<'_> {
             pending.extend(keys);
             let rewrites = |w: &String| matches!(w.as_str(), "delete" | "update" | "replace");
             if asked.iter().any(rewrites) || words.iter().any(rewrites) {
-                for (name, key) in pending.drain(..) {
-                    let table = format!("{}.{}", key.table.0, key.table.1).to_lowercase();
-                    let via = format!("the foreign key of {table}");
-                    let mut code: Vec<String> = [&key.on_delete, &key.on_update]
-                        .into_iter()
-                        .filter_map(|r| ForeignKey::action_writes(r))
-                        .map(str::to_string)
-                        .collect();
-                    if !code.is_empty() {
-                        code.push(table);
-                        words.push(key.table.1.to_lowercase());
-                    }
-                    related
-                        .entry(name)
-                        .or_default()
-                        .on_write
-                        .extend(code.into_iter().map(|w| (via.clone(), w)));
-                }
+                add_key_actions(pending.drain(..), related, &mut words);
             }
         }
         words.retain(|w| !asked.contains(w));
@@ -688,6 +592,138 @@ impl ForeignKey {
                 }
             }
         }
+    }
+}
+
+/// The lookups of [`Session::code_of_words`] for `words`: the triggers of
+/// tables of those names, the foreign keys referencing them and the views
+/// of those names in `schemas`, and the routines of those names anywhere.
+fn code_selects(words: &[String], schemas: &[String]) -> [String; 4] {
+    let literals = |names: &[String]| {
+        names
+            .iter()
+            .map(|w| views::literal(w))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (list, in_schemas) = (literals(words), literals(schemas));
+    [
+        format!(
+            "SELECT CONCAT('t ', CHAR_LENGTH(EVENT_OBJECT_SCHEMA), ' ', LOWER(EVENT_OBJECT_SCHEMA), ' ', \
+             CHAR_LENGTH(EVENT_OBJECT_TABLE), ' ', LOWER(EVENT_OBJECT_TABLE), ' ', IFNULL(ACTION_STATEMENT, '')) \
+             FROM information_schema.TRIGGERS \
+             WHERE EVENT_OBJECT_TABLE IN ({list}) AND EVENT_OBJECT_SCHEMA IN ({in_schemas})"
+        ),
+        format!(
+            "SELECT CONCAT('f ', CHAR_LENGTH(UNIQUE_CONSTRAINT_SCHEMA), ' ', LOWER(UNIQUE_CONSTRAINT_SCHEMA), ' ', \
+             CHAR_LENGTH(REFERENCED_TABLE_NAME), ' ', LOWER(REFERENCED_TABLE_NAME), ' ', \
+             REPLACE(DELETE_RULE, ' ', '_'), ' ', REPLACE(UPDATE_RULE, ' ', '_'), ' ', \
+             CHAR_LENGTH(CONSTRAINT_SCHEMA), ' ', CONSTRAINT_SCHEMA, '.', TABLE_NAME) \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE REFERENCED_TABLE_NAME IN ({list}) AND UNIQUE_CONSTRAINT_SCHEMA IN ({in_schemas})"
+        ),
+        format!(
+            "SELECT CONCAT('v ', CHAR_LENGTH(TABLE_SCHEMA), ' ', LOWER(TABLE_SCHEMA), ' ', \
+             CHAR_LENGTH(TABLE_NAME), ' ', LOWER(TABLE_NAME), ' ', \
+             IF(IFNULL(VIEW_DEFINITION, '') = '', '-', CONCAT('+', VIEW_DEFINITION))) \
+             FROM information_schema.VIEWS \
+             WHERE TABLE_NAME IN ({list}) AND TABLE_SCHEMA IN ({in_schemas})"
+        ),
+        format!(
+            "SELECT CONCAT('r ', CHAR_LENGTH(ROUTINE_SCHEMA), ' ', LOWER(ROUTINE_SCHEMA), ' ', \
+             CHAR_LENGTH(ROUTINE_NAME), ' ', LOWER(ROUTINE_NAME), ' ', \
+             IF(ROUTINE_DEFINITION IS NULL, '-', CONCAT('+', ROUTINE_DEFINITION))) \
+             FROM information_schema.ROUTINES WHERE ROUTINE_NAME IN ({list})"
+        ),
+    ]
+}
+
+/// Reads the rows of [`code_selects`] into `related` (triggers', views'
+/// words), `bodies` (routines'), `keys` (foreign keys, held until a write
+/// fires them) and the next level's `words`; each row's schema joins
+/// `schemas`. `Err` for an answer Sluice does not read.
+fn read_code_rows(
+    rows: Vec<String>,
+    related: &mut HashMap<String, Reach>,
+    bodies: &mut HashMap<String, Reach>,
+    words: &mut Vec<String>,
+    keys: &mut Vec<(String, ForeignKey)>,
+    schemas: &mut Vec<String>,
+) -> Result<(), String> {
+    for row in rows {
+        let parsed = row.split_once(' ').and_then(|(what, rest)| {
+            let (schema, rest) = named_body(rest)?;
+            Some((what, schema, named_body(rest)?))
+        });
+        let Some((what, schema, (name, rest))) = parsed else {
+            return Err("an answer Sluice does not read".into());
+        };
+        // The code's own schema: where its unqualified names are.
+        schemas.push(schema);
+        match what {
+            "t" => {
+                let via = format!("a trigger on {name}");
+                let code = code_words(rest);
+                words.extend(code.iter().cloned());
+                related
+                    .entry(name)
+                    .or_default()
+                    .on_write
+                    .extend(code.into_iter().map(|w| (via.clone(), w)));
+            }
+            "f" => {
+                let Some(key) = ForeignKey::read(rest) else {
+                    return Err("an answer Sluice does not read".into());
+                };
+                keys.push((name, key));
+            }
+            "r" => {
+                add_body(bodies, words, &name, rest)?;
+            }
+            // A view the code reads or writes through: its
+            // definition's words are what it reaches (and the
+            // tables a write through it writes, whose code runs).
+            "v" => {
+                let Some(definition) = rest.strip_prefix('+') else {
+                    return Err(format!(
+                        "the code names the view {name}, whose definition the server does not show this identity"
+                    ));
+                };
+                let reached = code_words(definition);
+                words.extend(reached.iter().cloned());
+                related.entry(name).or_default().relations.extend(reached);
+            }
+            _ => return Err("an answer Sluice does not read".into()),
+        }
+    }
+    Ok(())
+}
+
+/// Counts the actions of the foreign keys `pending` (referencing a table,
+/// the key) as code a write of that table runs, under it in `related`;
+/// the children they write join `words`.
+fn add_key_actions(
+    pending: impl Iterator<Item = (String, ForeignKey)>,
+    related: &mut HashMap<String, Reach>,
+    words: &mut Vec<String>,
+) {
+    for (name, key) in pending {
+        let table = format!("{}.{}", key.table.0, key.table.1).to_lowercase();
+        let via = format!("the foreign key of {table}");
+        let mut code: Vec<String> = [&key.on_delete, &key.on_update]
+            .into_iter()
+            .filter_map(|r| ForeignKey::action_writes(r))
+            .map(str::to_string)
+            .collect();
+        if !code.is_empty() {
+            code.push(table);
+            words.push(key.table.1.to_lowercase());
+        }
+        related
+            .entry(name)
+            .or_default()
+            .on_write
+            .extend(code.into_iter().map(|w| (via.clone(), w)));
     }
 }
 
