@@ -35,7 +35,8 @@ pub struct Implicit {
     /// The function (unqualified, lower case).
     pub function: String,
     /// Whether its result may become a value a statement returns (a cast's
-    /// or an operator's function; a type's).
+    /// or an operator's function). A domain's default is stored, not
+    /// returned; a type's output function is C, a superuser's code.
     pub values: bool,
 }
 
@@ -63,8 +64,14 @@ fn implicit_sql() -> String {
            OR (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND EXISTS (SELECT 1 \
              FROM pg_catalog.pg_constraint c WHERE c.oid = d.objid AND c.contypid <> 0))) \
          LIMIT {limit}",
-        values = classes(&["pg_cast", "pg_operator", "pg_type"]),
-        others = classes(&["pg_event_trigger", "pg_amproc", "pg_amop", "pg_transform"]),
+        values = classes(&["pg_cast", "pg_operator"]),
+        others = classes(&[
+            "pg_type",
+            "pg_event_trigger",
+            "pg_amproc",
+            "pg_amop",
+            "pg_transform"
+        ]),
         user = user_defined_function("p", "pn"),
         limit = MAX_IMPLICIT + 1,
     )
