@@ -100,6 +100,7 @@ impl PolicySet {
         functions: &HashMap<String, Reach>,
     ) -> Option<Decision> {
         let (reached, called, body) = reached_by(s, related, functions);
+        // What the database runs unnamed (`functions` is shadowed below).
         let implicit = functions
             .get(IMPLICIT_CODE)
             .filter(|_| runs_implicit_code(s));
@@ -176,20 +177,18 @@ impl PolicySet {
                 |w: &[&str], k: &[StatementKind]| !restrictive_body(w, k).is_empty(),
             ));
             // Which of those bodies the database runs unnamed, and for what.
-            {
-                let runs: Vec<String> = implicit
-                    .iter()
-                    .flat_map(|r| r.functions.iter())
-                    .filter(|(_, f)| {
-                        let own = format!("{f}'s body");
-                        through.iter().any(|t| t.starts_with(&own))
-                    })
-                    .map(|(what, f)| {
-                        format!("the database runs {f} for {what}, whatever the statement says")
-                    })
-                    .collect();
-                through.extend(runs);
-            }
+            let runs: Vec<String> = implicit
+                .iter()
+                .flat_map(|r| r.functions.iter())
+                .filter(|(_, f)| {
+                    let own = format!("{f}'s body");
+                    through.iter().any(|t| t.starts_with(&own))
+                })
+                .map(|(what, f)| {
+                    format!("the database runs {f} for {what}, whatever the statement says")
+                })
+                .collect();
+            through.extend(runs);
         }
         if !through.is_empty() {
             stricter.reason = format!("{} ({})", stricter.reason, through.join(", "));
@@ -240,14 +239,14 @@ impl PolicySet {
                 .iter()
                 .enumerate()
                 .find_map(|(i, p)| p.restrictive_qualified_table_rule().map(|r| (i, r)))?;
-            let verdict = self.policies[policy].verdict_of(rule)?;
-            let mut decision = Decision::combine(&[verdict]);
-            decision.reason = format!(
-                "{} (renames schema {}, whose tables the rule may name with their schema: rules match names, so their rows would be written under the new one unguarded; ask an administrator to rename it and the rule together)",
-                decision.reason,
-                normalize_name(&a.name, true)
+            return self.decided_by(
+                policy,
+                rule,
+                &format!(
+                    "renames schema {}, whose tables the rule may name with their schema: rules match names, so their rows would be written under the new one unguarded; ask an administrator to rename it and the rule together",
+                    normalize_name(&a.name, true)
+                ),
             );
-            return Some(decision);
         }
         let renames: Vec<(String, String)> = match &s.ast {
             Ast::AlterTable(at) => at
@@ -293,14 +292,23 @@ impl PolicySet {
         renames.iter().find_map(|(from, to)| {
             let after = ruled(to);
             let (policy, rule) = ruled(from).into_iter().find(|r| !after.contains(r))?;
-            let verdict = self.policies[policy].verdict_of(rule)?;
-            let mut decision = Decision::combine(&[verdict]);
-            decision.reason = format!(
-                "{} (renames table {from}, which the rule names: rules match names, so its rows would be written under the new one unguarded; ask an administrator to rename it and the rule together)",
-                decision.reason
-            );
-            Some(decision)
+            self.decided_by(
+                policy,
+                rule,
+                &format!(
+                    "renames table {from}, which the rule names: rules match names, so its rows would be written under the new one unguarded; ask an administrator to rename it and the rule together"
+                ),
+            )
         })
+    }
+
+    /// The decision of rule `rule` of the `policy`-th policy, its reason
+    /// followed by `why`.
+    fn decided_by(&self, policy: usize, rule: &str, why: &str) -> Option<Decision> {
+        let verdict = self.policies.get(policy)?.verdict_of(rule)?;
+        let mut decision = Decision::combine(&[verdict]);
+        decision.reason = format!("{} ({why})", decision.reason);
+        Some(decision)
     }
 }
 
@@ -357,16 +365,9 @@ pub fn code_words(code: &str) -> Vec<String> {
 /// a statement of any kind (nested ones included) but a read, a `SET` or
 /// transaction control.
 pub fn runs_code_on_write(s: &Statement) -> bool {
-    s.kinds.iter().any(|k| {
-        !matches!(
-            k,
-            StatementKind::Select
-                | StatementKind::Set
-                | StatementKind::Begin
-                | StatementKind::Commit
-                | StatementKind::Rollback
-        )
-    })
+    s.kinds
+        .iter()
+        .any(|k| *k != StatementKind::Select && !is_session_control(*k))
 }
 
 /// The key, among the functions of [`PolicySet::through_relations`], of
@@ -381,15 +382,15 @@ pub const IMPLICIT_CODE: &str = "(implicit code)";
 /// Whether `s` may run the code of [`IMPLICIT_CODE`]: a statement of any
 /// kind (nested ones included) but a `SET` or transaction control.
 pub fn runs_implicit_code(s: &Statement) -> bool {
-    s.kinds.iter().any(|k| {
-        !matches!(
-            k,
-            StatementKind::Set
-                | StatementKind::Begin
-                | StatementKind::Commit
-                | StatementKind::Rollback
-        )
-    })
+    s.kinds.iter().any(|k| !is_session_control(*k))
+}
+
+/// `SET` and transaction control: no code of the database's runs for them.
+fn is_session_control(k: StatementKind) -> bool {
+    matches!(
+        k,
+        StatementKind::Set | StatementKind::Begin | StatementKind::Commit | StatementKind::Rollback
+    )
 }
 
 /// (name, relation reached), (name, view, function called) and

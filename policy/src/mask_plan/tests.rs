@@ -144,25 +144,27 @@ fn shown_custom_settings_are_masked_like_current_setting() {
     );
 }
 
+/// Whether `m` plans each of the output columns `cols` (no origins) of the
+/// PostgreSQL statement `sql` masked by rule `rule`.
+fn masked_by_rule(m: &ColumnMatcher, rule: usize, sql: &str, cols: &[&str]) -> Vec<bool> {
+    let out: Vec<OutputColumn> = cols
+        .iter()
+        .map(|n| OutputColumn {
+            name: (*n).to_owned(),
+            origin: None,
+        })
+        .collect();
+    plan_rows(&pg_statement(sql), &out, m)
+        .columns
+        .iter()
+        .map(|c| matches!(c, ColumnMask::Mask { rule: r, .. } if *r == rule))
+        .collect()
+}
+
 #[test]
 fn results_of_opaque_functions_are_masked_whole() {
-    let out = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| OutputColumn {
-                name: (*n).to_owned(),
-                origin: None,
-            })
-            .collect::<Vec<_>>()
-    };
     let m = matcher(&[("customers.ssn", 2)]).with_functions(&["F_Ssn".to_owned()]);
-    let masked = |sql: &str, cols: &[&str]| -> Vec<bool> {
-        plan_rows(&pg_statement(sql), &out(cols), &m)
-            .columns
-            .iter()
-            .map(|c| matches!(c, ColumnMask::Mask { rule: 2, .. }))
-            .collect()
-    };
+    let masked = |sql: &str, cols: &[&str]| masked_by_rule(&m, 2, sql, cols);
     assert_eq!(masked("SELECT f_ssn(), 1", &["f_ssn", "x"]), [true, false]);
     assert_eq!(
         masked("SELECT upper(public.F_SSN(id)) FROM t", &["u"]),
@@ -301,23 +303,8 @@ fn join_keeps_lowest_rule() {
 
 #[test]
 fn columns_equated_with_masked_values_are_masked() {
-    let out = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| OutputColumn {
-                name: (*n).to_owned(),
-                origin: None,
-            })
-            .collect::<Vec<_>>()
-    };
     let m = matcher(&[("customers.ssn", 2)]);
-    let masked = |sql: &str, cols: &[&str]| -> Vec<bool> {
-        plan_rows(&pg_statement(sql), &out(cols), &m)
-            .columns
-            .iter()
-            .map(|c| matches!(c, ColumnMask::Mask { rule: 2, .. }))
-            .collect()
-    };
+    let masked = |sql: &str, cols: &[&str]| masked_by_rule(&m, 2, sql, cols);
     // One statement returns every number: the series' values that equal one.
     for sql in [
         "SELECT s.seq FROM seq s JOIN customers c ON s.seq = CAST(REPLACE(c.ssn, '-', '') AS INT)",

@@ -86,12 +86,12 @@ async fn setup(test: &str) -> (Sidecar, tokio_postgres::Client) {
 }
 
 /// A denial by `rule` whose reason names `why`.
-fn denied(bytes: &[u8], rule: &str, why: &str) -> bool {
+pub fn denied(bytes: &[u8], rule: &str, why: &str) -> bool {
     contains(bytes, "C42501") && contains(bytes, rule) && contains(bytes, why)
 }
 
 /// Runs `sql`, which must not fail.
-fn run(raw: &mut RawClient, sql: &str) -> Vec<u8> {
+pub fn run(raw: &mut RawClient, sql: &str) -> Vec<u8> {
     let bytes = raw.simple(sql);
     assert!(
         !contains(&bytes, "SERROR"),

@@ -12,6 +12,7 @@
 //! through casts and operators; simple and extended protocol.
 
 use crate::common;
+use crate::pg_code_bodies::{denied, run};
 use common::*;
 
 const POLICY: &str = r#"  defaultAction: allow
@@ -40,22 +41,6 @@ async fn database(test: &str) -> (String, tokio_postgres::Client) {
     (db, admin)
 }
 
-/// A denial by protect-customers whose reason names `why`.
-fn denied(bytes: &[u8], why: &str) -> bool {
-    contains(bytes, "C42501") && contains(bytes, "protect-customers") && contains(bytes, why)
-}
-
-/// Runs `sql`, which must not fail.
-fn run(raw: &mut RawClient, sql: &str) -> Vec<u8> {
-    let bytes = raw.simple(sql);
-    assert!(
-        !contains(&bytes, "SERROR"),
-        "{sql}: {}",
-        String::from_utf8_lossy(&bytes)
-    );
-    bytes
-}
-
 /// Runs `sql` in both protocols; it must not fail, and no answer may
 /// hold one of `values`. Returns the answers' text.
 pub fn withholds(raw: &mut RawClient, sql: &str, values: &[&str]) -> String {
@@ -78,7 +63,7 @@ const SSNS: [&str; 4] = ["111-11-1111", "222-22-2222", "333-33-3333", "444-44-44
 fn refused(raw: &mut RawClient, sql: &str, why: &str) {
     for bytes in [raw.simple(sql), raw.extended(sql, false)] {
         assert!(
-            denied(&bytes, why),
+            denied(&bytes, "protect-customers", why),
             "{sql}: {}",
             String::from_utf8_lossy(&bytes)
         );

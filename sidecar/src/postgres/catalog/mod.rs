@@ -438,7 +438,10 @@ impl Catalog {
         };
         // Casts and operators that run user-defined functions: any value
         // computed may be one's (see `implicit`).
-        let implicit = self.implicit_code().await?.iter().any(|i| i.values);
+        let implicit = match self.implicit_values() {
+            Some(values) => values,
+            None => self.implicit_code().await?.iter().any(|i| i.values),
+        };
         Ok(if implicit {
             Some(extended.as_ref().unwrap_or(matcher).with_implicit_code())
         } else {

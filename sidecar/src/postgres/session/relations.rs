@@ -97,10 +97,9 @@ impl ClientLoop {
         // The code the database runs without the statement naming it.
         let called = match called {
             Ok(mut called) if runs_implicit(&decided) => {
-                match Box::pin(add_implicit(&mut catalog, &mut called)).await {
-                    Ok(()) => Ok(called),
-                    Err(e) => Err(e),
-                }
+                Box::pin(add_implicit(&mut catalog, &mut called))
+                    .await
+                    .map(|()| called)
             }
             other => other,
         };
@@ -171,10 +170,7 @@ impl ClientLoop {
             };
             let called = match called {
                 Ok(mut called) if runs_implicit(&decided) => {
-                    match add_implicit_cached(&catalog, &mut called)? {
-                        Ok(()) => Ok(called),
-                        Err(e) => Err(e),
-                    }
+                    add_implicit_cached(&catalog, &mut called)?.map(|()| called)
                 }
                 other => other,
             };
